@@ -1,0 +1,471 @@
+"""The HubSpot sandbox's routes: CRM v3 contacts, batch, search and gdpr-delete handlers.
+
+Each handler takes a Starlette request and returns the response plus the records (property
+maps) the request carried, so :mod:`adapters.hubspot.sandbox` can log their *names*. A request
+HubSpot would refuse as a whole raises :class:`Reject`. Auth, faults and rate limits are not
+handled here; :class:`~adapters.hubspot.sandbox.HubSpotSandbox` applies them around each call.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from adapters.hubspot._store import (
+    READ_ONLY_PROPERTIES,
+    Contact,
+    ContactStore,
+    SearchError,
+    valid_email,
+)
+
+__all__ = ["CONTACTS", "ContactRoutes", "Handler", "Reject", "error_body"]
+
+CONTACTS = "/crm/v3/objects/contacts"
+MAX_INPUTS = 100
+MAX_LIST_LIMIT = 100
+MAX_SEARCH_LIMIT = 200
+MAX_SEARCH_RESULTS = 10_000
+
+#: A route handler: the response, and the property maps the request carried (for the log).
+Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
+
+
+class Reject(Exception):
+    """A whole request HubSpot would refuse; carries what to log about it."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        category: str = "VALIDATION_ERROR",
+        records: Sequence[Mapping[str, Any]] = (),
+        **extra: Any,
+    ) -> None:
+        super().__init__(category)
+        self.status = status
+        self.message = message
+        self.category = category
+        self.records = list(records)
+        self.extra = extra
+
+
+def error_body(message: str, category: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "message": message,
+        "correlationId": str(uuid.uuid4()),
+        "category": category,
+        **extra,
+    }
+
+
+def _properties_of(inputs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    for item in inputs:
+        props = item.get("properties") if isinstance(item, dict) else None
+        out.append(props if isinstance(props, dict) else {})
+    return out
+
+
+def _traced(inputs: Sequence[Mapping[str, Any]]) -> bool:
+    """Multi-status (207) applies only when every input has its own ``objectWriteTraceId``."""
+    traces = [item.get("objectWriteTraceId") for item in inputs]
+    return all(isinstance(t, str) and t for t in traces) and len(set(traces)) == len(traces)
+
+
+class ContactRoutes:
+    """The contact endpoints over one :class:`~adapters.hubspot._store.ContactStore`."""
+
+    def __init__(self, store: ContactStore) -> None:
+        self.store = store
+
+    async def _json(self, request: Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise Reject(400, "Invalid input JSON: the body could not be parsed.") from None
+        if not isinstance(body, dict):
+            raise Reject(400, "Invalid input JSON: expected an object.")
+        return body
+
+    async def _inputs(self, request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        body = await self._json(request)
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+            raise Reject(400, "Invalid input JSON: 'inputs' must be a list of objects.")
+        if len(inputs) > MAX_INPUTS:
+            raise Reject(
+                400,
+                f"Too many inputs: {len(inputs)}; a batch takes at most {MAX_INPUTS}.",
+                records=_properties_of(inputs),
+            )
+        return body, inputs
+
+    def _check_properties(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Reject the whole request if any record names a property the portal lacks."""
+        bad = sorted({name for rec in records for name in self.store.bad_property_names(rec)})
+        if not bad:
+            return
+        codes = [
+            "READ_ONLY_VALUE" if name in READ_ONLY_PROPERTIES else "PROPERTY_DOESNT_EXIST"
+            for name in bad
+        ]
+        raise Reject(
+            400,
+            "Property values were not valid: "
+            + ", ".join(f'Property "{name}" does not exist' for name in bad),
+            records=records,
+            errors=[
+                {
+                    "message": f'Property "{name}" is not valid',
+                    "code": code,
+                    "context": {"propertyName": [name]},
+                }
+                for name, code in zip(bad, codes, strict=True)
+            ],
+        )
+
+    @staticmethod
+    def _strings(properties: Mapping[str, Any]) -> dict[str, str]:
+        """Every value as HubSpot stores it: text, with null clearing like ``""``."""
+        return {name: _as_text(value) for name, value in properties.items()}
+
+    def _batch_response(
+        self,
+        results: list[dict[str, Any]],
+        errors: list[tuple[str | None, str, str]],
+        ok_status: int,
+    ) -> Response:
+        """``BatchResponse``; 207 with ``errors`` when some inputs failed."""
+        now = _now()
+        body: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now,
+            "completedAt": now,
+        }
+        if not errors:
+            return JSONResponse(body, status_code=ok_status)
+        body["numErrors"] = len(errors)
+        body["errors"] = [
+            {
+                "status": "error",
+                "category": category,
+                "message": message,
+                "context": {"objectWriteTraceId": [trace]} if trace else {},
+                "errors": [],
+            }
+            for trace, category, message in errors
+        ]
+        return JSONResponse(body, status_code=207)
+
+    # -- single-object routes ----------------------------------------------------------------
+
+    async def list_contacts(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        params = request.query_params
+        try:
+            limit = int(params.get("limit", "10"))
+        except ValueError:
+            raise Reject(400, "limit must be a number.") from None
+        # The spec states no maximum; HubSpot's SDKs page by 100, so the fake caps there.
+        limit = max(1, min(limit, MAX_LIST_LIMIT))
+        archived = params.get("archived", "false").lower() == "true"
+        page, after = self.store.page(params.get("after"), limit, archived)
+        names = _requested(request)
+        body: dict[str, Any] = {"results": [c.to_json(names) for c in page]}
+        if after is not None:
+            link = f"{request.url.scheme}://{request.url.netloc}{CONTACTS}?after={after}"
+            body["paging"] = {"next": {"after": after, "link": link}}
+        return JSONResponse(body), []
+
+    async def create(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._json(request)
+        records = _properties_of([body])
+        self._check_properties(records)
+        properties = self._strings(records[0])
+        email = properties.get("email", "")
+        if email and not valid_email(email):
+            raise Reject(
+                400, f"Property values were not valid: invalid email {email}", records=records
+            )
+        if email and self.store.email_taken(email):
+            existing = self.store.live(email, "email")
+            assert existing is not None
+            raise Reject(
+                409,
+                f"Contact already exists. Existing ID: {existing.id}",
+                "CONFLICT",
+                records=records,
+            )
+        contact = self.store.create(properties)
+        return JSONResponse(contact.to_json(sorted(contact.properties)), status_code=201), records
+
+    async def get(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        contact = self._addressed(request)
+        if contact is None:
+            raise Reject(404, "resource not found", "OBJECT_NOT_FOUND")
+        return JSONResponse(contact.to_json(_requested(request))), []
+
+    async def patch(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._json(request)
+        records = _properties_of([body])
+        self._check_properties(records)
+        contact = self._addressed(request, archived=False)
+        if contact is None:
+            raise Reject(404, "resource not found", "OBJECT_NOT_FOUND", records=records)
+        properties = self._strings(records[0])
+        problem = self._email_problem(properties, contact)
+        if problem:
+            raise Reject(
+                400 if problem[0] == "VALIDATION_ERROR" else 409,
+                problem[1],
+                problem[0],
+                records=records,
+            )
+        self.store.update(contact, properties)
+        return JSONResponse(contact.to_json(sorted(contact.properties))), records
+
+    async def delete(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        # HubSpot's DELETE is an archive: restorable for 90 days. 204 even when absent.
+        contact = self._addressed(request, archived=False)
+        if contact is not None:
+            self.store.archive(contact)
+        return Response(status_code=204), []
+
+    def _addressed(self, request: Request, archived: bool | None = None) -> Contact | None:
+        id_value = request.path_params["id"]
+        id_property = request.query_params.get("idProperty")
+        if archived is None:
+            archived = request.query_params.get("archived", "false").lower() == "true"
+        if archived:
+            return self.store.archived(id_value, id_property)
+        return self.store.live(id_value, id_property)
+
+    def _email_problem(
+        self, properties: Mapping[str, str], contact: Contact | None
+    ) -> tuple[str, str] | None:
+        email = properties.get("email")
+        if email is None:
+            return None
+        if email and not valid_email(email):
+            return "VALIDATION_ERROR", f"Property values were not valid: invalid email {email}"
+        if email and self.store.email_taken(email, by_other_than=contact):
+            return "CONFLICT", f"A contact with the email {email} already exists."
+        return None
+
+    # -- search and GDPR ---------------------------------------------------------------------
+
+    async def search(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._json(request)
+        try:
+            limit = int(body.get("limit", 10))
+            offset = int(body.get("after") or 0)
+        except (TypeError, ValueError):
+            raise Reject(400, "limit and after must be numbers.") from None
+        if limit > MAX_SEARCH_LIMIT or limit < 1:
+            raise Reject(400, f"limit must be between 1 and {MAX_SEARCH_LIMIT}.")
+        if offset + limit > MAX_SEARCH_RESULTS:
+            raise Reject(400, "Search results are capped at 10,000 per query.")
+        try:
+            total, matches = self.store.search(body)
+        except SearchError as exc:
+            raise Reject(400, str(exc)) from None
+        names = body.get("properties") or None
+        page = matches[offset : offset + limit]
+        out: dict[str, Any] = {"total": total, "results": [c.to_json(names) for c in page]}
+        if offset + limit < total:
+            out["paging"] = {"next": {"after": str(offset + limit)}}
+        return JSONResponse(out), []
+
+    async def gdpr_delete(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._json(request)
+        object_id = str(body.get("objectId") or "")
+        id_property = body.get("idProperty")
+        if not object_id:
+            raise Reject(400, "objectId is required.")
+        if id_property == "email":
+            # By e-mail only the live contact is found. Whether HubSpot also purges archived
+            # copies of that e-mail is unverified; the fake takes the cautious view that it
+            # does not, so they stay restorable.
+            contact = self.store.live(object_id, "email")
+            # Found or not, HubSpot blocklists the e-mail and answers 204.
+            self.store.blocklist.add(object_id.strip().lower())
+        else:
+            contact = self.store.live(object_id) or self.store.archived(object_id)
+            if contact is None:
+                raise Reject(404, "resource not found", "OBJECT_NOT_FOUND")
+        if contact is not None:
+            self.store.purge(contact)
+        return Response(status_code=204), [{}]
+
+    # -- batch routes ------------------------------------------------------------------------
+
+    async def batch_read(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body, inputs = await self._inputs(request)
+        id_property = body.get("idProperty")
+        archived = bool(body.get("archived", False))
+        names = body.get("properties") or None
+        results: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for item in inputs:
+            id_value = str(item.get("id", ""))
+            contact = (
+                self.store.archived(id_value, id_property)
+                if archived
+                else self.store.live(id_value, id_property)
+            )
+            if contact is None:
+                missing.append(id_value)
+            else:
+                results.append(contact.to_json(names))
+        now = _now()
+        out: dict[str, Any] = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": now,
+            "completedAt": now,
+        }
+        if not missing:
+            return JSONResponse(out), []
+        out["numErrors"] = 1
+        out["errors"] = [
+            {
+                "status": "error",
+                "category": "OBJECT_NOT_FOUND",
+                "message": "Could not get some CONTACT objects, they may be deleted or not "
+                "exist. Check that ids are valid.",
+                "context": {"ids": missing},
+                "errors": [],
+            }
+        ]
+        return JSONResponse(out, status_code=207), []
+
+    async def batch_create(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        _, inputs = await self._inputs(request)
+        records = _properties_of(inputs)
+        self._check_properties(records)
+        values = [self._strings(rec) for rec in records]
+        emails = [v.get("email", "").strip().lower() for v in values]
+        if len({e for e in emails if e}) < len([e for e in emails if e]):
+            raise Reject(400, "Duplicate emails found in batch input.", records=records)
+        problems = [self._email_problem(v, None) for v in values]
+        errors = self._per_input_errors(inputs, problems, records)
+        results = [
+            self.store.create(v).to_json(sorted(v), inputs[i].get("objectWriteTraceId"))
+            for i, v in enumerate(values)
+            if problems[i] is None
+        ]
+        return self._batch_response(results, errors, 201), records
+
+    async def batch_update(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body, inputs = await self._inputs(request)
+        records = _properties_of(inputs)
+        self._check_properties(records)
+        ids = [
+            (str(i.get("id", "")), i.get("idProperty") or body.get("idProperty")) for i in inputs
+        ]
+        if len(set(ids)) < len(ids):
+            raise Reject(400, "Duplicate IDs found in batch input.", records=records)
+        targets = [self.store.live(id_value, prop) for id_value, prop in ids]
+        values = [self._strings(rec) for rec in records]
+        problems: list[tuple[str, str] | None] = [
+            ("OBJECT_NOT_FOUND", "resource not found")
+            if target is None
+            else self._email_problem(v, target)
+            for target, v in zip(targets, values, strict=True)
+        ]
+        errors = self._per_input_errors(inputs, problems, records)
+        results = []
+        for index, target in enumerate(targets):
+            if problems[index] is None and target is not None:
+                self.store.update(target, values[index])
+                trace = inputs[index].get("objectWriteTraceId")
+                results.append(target.to_json(sorted(values[index]), trace))
+        return self._batch_response(results, errors, 200), records
+
+    async def batch_upsert(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        _, inputs = await self._inputs(request)
+        records = _properties_of(inputs)
+        self._check_properties(records)
+        if any(item.get("idProperty") != "email" for item in inputs):
+            raise Reject(400, "Upsert takes idProperty=email only.", records=records)
+        emails = [str(item.get("id", "")).strip().lower() for item in inputs]
+        if len(set(emails)) < len(emails):
+            raise Reject(400, "Duplicate IDs found in batch input.", records=records)
+        problems: list[tuple[str, str] | None] = [
+            None
+            if valid_email(email)
+            else ("VALIDATION_ERROR", f"Property values were not valid: invalid email {email}")
+            for email in emails
+        ]
+        errors = self._per_input_errors(inputs, problems, records)
+        results = []
+        for index, email in enumerate(emails):
+            if problems[index] is not None:
+                continue
+            values = self._strings(records[index])
+            values["email"] = email
+            contact = self.store.live(email, "email")
+            new = contact is None
+            if contact is None:
+                contact = self.store.create(values)
+            else:
+                self.store.update(contact, values)
+            result = contact.to_json(sorted(values), inputs[index].get("objectWriteTraceId"))
+            result["new"] = new
+            results.append(result)
+        return self._batch_response(results, errors, 200), records
+
+    async def batch_archive(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        _, inputs = await self._inputs(request)
+        for item in inputs:
+            contact = self.store.live(str(item.get("id", "")))
+            if contact is not None:
+                self.store.archive(contact)  # restorable, like DELETE
+        return Response(status_code=204), [{} for _ in inputs]
+
+    def _per_input_errors(
+        self,
+        inputs: Sequence[Mapping[str, Any]],
+        problems: Sequence[tuple[str, str] | None],
+        records: Sequence[Mapping[str, Any]],
+    ) -> list[tuple[str | None, str, str]]:
+        """Per-input failures as 207 entries, or the whole batch refused without trace ids."""
+        failed = [(i, p) for i, p in enumerate(problems) if p is not None]
+        if not failed:
+            return []
+        if not _traced(inputs):
+            category, message = failed[0][1]
+            status = 409 if category == "CONFLICT" else 400
+            raise Reject(status, message, category, records=records)
+        return [(inputs[i].get("objectWriteTraceId"), p[0], p[1]) for i, p in failed]
+
+
+def _requested(request: Request) -> list[str] | None:
+    """The ``properties`` query values (repeated or comma-separated), or ``None``."""
+    values = request.query_params.getlist("properties")
+    names = [name for value in values for name in value.split(",") if name]
+    return names or None
+
+
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())

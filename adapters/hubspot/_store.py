@@ -1,0 +1,337 @@
+"""The HubSpot sandbox's data: contacts, their archive (recycle bin), the GDPR blocklist, search.
+
+Kept apart from the HTTP layer in :mod:`adapters.hubspot.sandbox` so the rules of the data
+(what is live, what is restorable, what is gone for good) read in one place.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "DEFAULT_READ_PROPERTIES",
+    "KNOWN_PROPERTIES",
+    "READ_ONLY_PROPERTIES",
+    "Contact",
+    "ContactStore",
+    "SearchError",
+    "valid_email",
+]
+
+#: Contact properties the fake portal knows. ``date_of_birth`` is a real HubSpot property and is
+#: accepted on purpose: a mapping that leaks it must be caught by tests that inspect what the
+#: sandbox received, not by the fake refusing it.
+KNOWN_PROPERTIES = frozenset(
+    {
+        "email",
+        "firstname",
+        "lastname",
+        "phone",
+        "mobilephone",
+        "company",
+        "address",
+        "city",
+        "zip",
+        "state",
+        "country",
+        "jobtitle",
+        "website",
+        "lifecyclestage",
+        "hs_legal_basis",
+        "date_of_birth",
+    }
+)
+
+#: Properties HubSpot sets itself; a write that names one is rejected.
+READ_ONLY_PROPERTIES = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
+
+#: What a read returns when it names no properties (HubSpot's documented default set).
+DEFAULT_READ_PROPERTIES = (
+    "createdate",
+    "email",
+    "firstname",
+    "hs_object_id",
+    "lastmodifieddate",
+    "lastname",
+)
+
+#: Properties the free-text ``query`` of a search looks in.
+QUERY_PROPERTIES = ("email", "firstname", "lastname", "phone", "company")
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+
+
+def valid_email(value: str) -> bool:
+    """HubSpot's check, as far as the fake needs it: one ``@`` and no whitespace."""
+    return bool(_EMAIL.match(value))
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class SearchError(ValueError):
+    """A search request HubSpot would answer with 400; the text is the vendor-style message."""
+
+
+@dataclass
+class Contact:
+    """One contact as HubSpot stores it: every property value a string."""
+
+    id: int
+    properties: dict[str, str]
+    created_at: str
+    updated_at: str
+    archived: bool = False
+    archived_at: str | None = None
+
+    @property
+    def email(self) -> str:
+        return self.properties.get("email", "")
+
+    def to_json(
+        self, names: Iterable[str] | None = None, trace_id: str | None = None
+    ) -> dict[str, Any]:
+        """The ``SimplePublicObject`` shape, with the requested properties (``None`` if unset)."""
+        wanted = DEFAULT_READ_PROPERTIES if names is None else names
+        body: dict[str, Any] = {
+            "id": str(self.id),
+            "properties": {name: self.properties.get(name) for name in wanted},
+            "createdAt": self.created_at,
+            "updatedAt": self.updated_at,
+            "archived": self.archived,
+        }
+        if self.archived_at:
+            body["archivedAt"] = self.archived_at
+        if trace_id:
+            body["objectWriteTraceId"] = trace_id
+        return body
+
+
+class ContactStore:
+    """Contacts keyed by id and by (live) e-mail; archived ones kept restorable.
+
+    Args:
+        extra_properties: custom properties the portal defines beyond :data:`KNOWN_PROPERTIES`.
+    """
+
+    def __init__(self, extra_properties: Iterable[str] = ()) -> None:
+        self.known = KNOWN_PROPERTIES | frozenset(extra_properties)
+        self.contacts: dict[int, Contact] = {}
+        self.live_by_email: dict[str, int] = {}
+        self.archived_by_email: dict[str, list[int]] = {}
+        #: E-mails gdpr-delete was called for (HubSpot blocklists them).
+        self.blocklist: set[str] = set()
+        #: Contacts created for a blocklisted e-mail (HubSpot lets the API bring them back).
+        self.blocklist_recreations = 0
+        self._order: list[int] = []
+        self._next_id = 1001
+
+    # -- validation --------------------------------------------------------------------------
+
+    def bad_property_names(self, properties: Mapping[str, Any]) -> list[str]:
+        """Names a write may not carry: unknown to the portal, or set by HubSpot itself."""
+        return sorted(name for name in properties if name not in self.known)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def live(self, id_value: str, id_property: str | None = None) -> Contact | None:
+        """The live contact addressed by id (or by e-mail when ``id_property`` is email)."""
+        if id_property == "email":
+            contact_id = self.live_by_email.get(id_value.strip().lower())
+        elif id_value.isdigit():
+            contact_id = int(id_value)
+        else:
+            return None
+        contact = self.contacts.get(contact_id) if contact_id is not None else None
+        return contact if contact is not None and not contact.archived else None
+
+    def archived(self, id_value: str, id_property: str | None = None) -> Contact | None:
+        """The most recently archived contact addressed by id or e-mail."""
+        if id_property == "email":
+            ids = self.archived_by_email.get(id_value.strip().lower()) or []
+            return self.contacts.get(ids[-1]) if ids else None
+        contact = self.contacts.get(int(id_value)) if id_value.isdigit() else None
+        return contact if contact is not None and contact.archived else None
+
+    def page(
+        self, after: str | None, limit: int, archived: bool
+    ) -> tuple[list[Contact], str | None]:
+        """Contacts in id order from ``after`` (an id), and the next ``after`` or ``None``."""
+        start = bisect_left(self._order, int(after)) if after and after.isdigit() else 0
+        found: list[Contact] = []
+        for index in range(start, len(self._order)):
+            contact = self.contacts.get(self._order[index])
+            if contact is None or contact.archived != archived:
+                continue
+            if len(found) == limit:
+                return found, str(contact.id)
+            found.append(contact)
+        return found, None
+
+    def count_live(self) -> int:
+        return sum(1 for contact in self.contacts.values() if not contact.archived)
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def create(self, properties: Mapping[str, str]) -> Contact:
+        """A new live contact; the caller has checked the e-mail is free and valid."""
+        now = _now_iso()
+        contact_id = self._next_id
+        self._next_id += 1
+        values = dict(properties)
+        if "email" in values:
+            values["email"] = values["email"].strip().lower()
+        values.update({"hs_object_id": str(contact_id), "createdate": now, "lastmodifieddate": now})
+        contact = Contact(contact_id, values, now, now)
+        self.contacts[contact_id] = contact
+        self._order.append(contact_id)
+        if contact.email:
+            self.live_by_email[contact.email] = contact_id
+            if contact.email in self.blocklist:
+                self.blocklist_recreations += 1
+        return contact
+
+    def update(self, contact: Contact, properties: Mapping[str, str]) -> None:
+        """Overwrite the given properties (``""`` clears); re-index a changed e-mail."""
+        now = _now_iso()
+        old_email = contact.email
+        for name, value in properties.items():
+            contact.properties[name] = value.strip().lower() if name == "email" else value
+        contact.properties["lastmodifieddate"] = now
+        contact.updated_at = now
+        if contact.email != old_email:
+            self.live_by_email.pop(old_email, None)
+            if contact.email:
+                self.live_by_email[contact.email] = contact.id
+
+    def email_taken(self, email: str, by_other_than: Contact | None = None) -> bool:
+        contact_id = self.live_by_email.get(email.strip().lower())
+        return contact_id is not None and (by_other_than is None or contact_id != by_other_than.id)
+
+    def archive(self, contact: Contact) -> None:
+        """Move a contact to the recycle bin (restorable, as HubSpot keeps it 90 days)."""
+        if contact.archived:
+            return
+        contact.archived = True
+        contact.archived_at = _now_iso()
+        if contact.email:
+            self.live_by_email.pop(contact.email, None)
+            self.archived_by_email.setdefault(contact.email, []).append(contact.id)
+
+    def restore(self, email: str) -> bool:
+        """Bring back the latest archived contact for ``email``, unless a live one exists."""
+        email = email.strip().lower()
+        ids = self.archived_by_email.get(email)
+        if not ids or email in self.live_by_email:
+            return False
+        contact = self.contacts[ids.pop()]
+        if not ids:
+            del self.archived_by_email[email]
+        contact.archived = False
+        contact.archived_at = None
+        contact.updated_at = _now_iso()
+        self.live_by_email[email] = contact.id
+        return True
+
+    def purge(self, contact: Contact) -> None:
+        """Delete a contact for good (gdpr-delete): no copy stays, not even in the archive."""
+        self.contacts.pop(contact.id, None)
+        if contact.email:
+            if self.live_by_email.get(contact.email) == contact.id:
+                del self.live_by_email[contact.email]
+            ids = self.archived_by_email.get(contact.email)
+            if ids and contact.id in ids:
+                ids.remove(contact.id)
+                if not ids:
+                    del self.archived_by_email[contact.email]
+            self.blocklist.add(contact.email)
+
+    # -- search ------------------------------------------------------------------------------
+
+    def search(self, body: Mapping[str, Any]) -> tuple[int, list[Contact]]:
+        """Live contacts matching a search body, sorted; ``(total, all matches)``.
+
+        Raises:
+            SearchError: more filter groups or filters than HubSpot allows (5 groups, 10
+                filters per group, 25 in all) or an operator the fake does not know.
+        """
+        groups = body.get("filterGroups") or []
+        if not isinstance(groups, list) or len(groups) > 5:
+            raise SearchError("Too many filter groups: at most 5 are allowed.")
+        total_filters = 0
+        for group in groups:
+            filters = group.get("filters") if isinstance(group, dict) else None
+            if not isinstance(filters, list) or len(filters) > 10:
+                raise SearchError("Too many filters in a group: at most 10 are allowed.")
+            total_filters += len(filters)
+        if total_filters > 25:
+            raise SearchError("Too many filters: at most 25 are allowed in all groups.")
+        query = str(body.get("query") or "").lower()
+        matches = [
+            contact
+            for contact in self.contacts.values()
+            if not contact.archived
+            and (not groups or any(_matches_group(contact, group) for group in groups))
+            and (not query or _matches_query(contact, query))
+        ]
+        sorts = body.get("sorts") or []
+        if sorts:
+            first = sorts[0]
+            name = first if isinstance(first, str) else str(first.get("propertyName", ""))
+            descending = isinstance(first, dict) and first.get("direction") == "DESCENDING"
+            matches.sort(key=lambda c: c.properties.get(name) or "", reverse=descending)
+        return len(matches), matches
+
+
+def _matches_group(contact: Contact, group: Mapping[str, Any]) -> bool:
+    return all(_matches_filter(contact, f) for f in group.get("filters") or [])
+
+
+def _matches_filter(contact: Contact, flt: Mapping[str, Any]) -> bool:
+    name = str(flt.get("propertyName", ""))
+    operator = str(flt.get("operator", "EQ"))
+    actual = contact.properties.get(name)
+    if name == "hs_object_id":
+        actual = str(contact.id)
+    value = str(flt.get("value", "")).lower()
+    values = [str(v).lower() for v in flt.get("values") or []]
+    present = actual not in (None, "")
+    text = (actual or "").lower()
+    if operator == "EQ":
+        return present and text == value
+    if operator == "NEQ":
+        return text != value
+    if operator == "IN":
+        return present and text in values
+    if operator == "NOT_IN":
+        return text not in values
+    if operator == "HAS_PROPERTY":
+        return present
+    if operator == "NOT_HAS_PROPERTY":
+        return not present
+    if operator == "CONTAINS_TOKEN":
+        return present and value.strip("*") in text
+    if operator == "NOT_CONTAINS_TOKEN":
+        return value.strip("*") not in text
+    if operator in ("LT", "LTE", "GT", "GTE"):
+        return present and _compare(text, value, operator)
+    raise SearchError(f"Unsupported operator {operator}.")
+
+
+def _compare(left: str, right: str, operator: str) -> bool:
+    # Numbers compare as numbers (dates are epoch milliseconds), anything else as text.
+    try:
+        order = (float(left) > float(right)) - (float(left) < float(right))
+    except ValueError:
+        order = (left > right) - (left < right)
+    return {"LT": order < 0, "LTE": order <= 0, "GT": order > 0, "GTE": order >= 0}[operator]
+
+
+def _matches_query(contact: Contact, query: str) -> bool:
+    return any(query in (contact.properties.get(name) or "").lower() for name in QUERY_PROPERTIES)

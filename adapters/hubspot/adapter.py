@@ -1,0 +1,412 @@
+"""The HubSpot CRM v3 contacts adapter (settings and client config live in ``settings.py``).
+
+What it does, by contract verb:
+
+- ``pull``: ``GET /crm/v3/objects/contacts`` paged by ``after``, with loop detection;
+- ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
+  so HubSpot answers a partial failure with 207 and says which inputs failed;
+- ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
+  path that could end up in an error message), then ``GET .../{id}`` by HubSpot id;
+- ``erase``: ``POST .../gdpr-delete`` only. Never ``DELETE`` or ``batch/archive``, which are
+  soft deletes HubSpot can restore for 90 days;
+- webhooks: v3 signatures and ``contact.*`` events.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import date, datetime
+from typing import Any, Final, Literal
+from urllib.parse import quote
+
+import httpx
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.hubspot.settings import (
+    DEFAULT_PROPERTIES,
+    MAX_BATCH,
+    HubSpotSettings,
+    client_config,
+    hubspot_limits,
+    wait_hint,
+)
+from adapters.hubspot.signature import MAX_SKEW_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
+from connector.adapter import (
+    AdapterSpec,
+    Capability,
+    ErasureResult,
+    OutboundRecord,
+    Page,
+    Subject,
+    UpsertResult,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connector.errors import FatalRemoteError, RecordError
+from connector.http import SystemClient
+
+__all__ = [
+    "DEFAULT_PROPERTIES",
+    "SPEC",
+    "HubSpotAdapter",
+    "HubSpotSettings",
+    "client_config",
+    "hubspot_limits",
+    "sign_v3",
+    "wait_hint",
+]
+
+CONTACTS: Final = "/crm/v3/objects/contacts"
+GDPR_DELETE: Final = f"{CONTACTS}/gdpr-delete"
+
+#: Error categories worth retrying when HubSpot reports them per input in a 207.
+RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
+
+ERASURE_NOTE: Final = "permanently deleted; e-mail added to HubSpot's blocklist"
+
+
+class HubSpotAdapter:
+    """HubSpot CRM v3 contacts, as the :class:`~connector.adapter.Adapter` contract asks.
+
+    Args:
+        client: the portal's HTTP client, built by :mod:`connector.http`.
+        settings: the portal's validated settings.
+    """
+
+    kind: str = "hubspot"
+    capabilities: frozenset[Capability] = frozenset({"pull", "upsert", "find", "erase", "webhooks"})
+
+    def __init__(self, client: SystemClient, settings: HubSpotSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.limits = hubspot_limits(settings)
+        self._properties = ",".join(settings.properties)
+
+    # -- pull --------------------------------------------------------------------------------
+
+    async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Yield pages of contacts from ``cursor`` (HubSpot's ``after`` token) to the end.
+
+        Raises:
+            FatalRemoteError: HubSpot handed back an ``after`` token already used in this pull
+                (a paging loop would otherwise never end).
+        """
+        seen: set[str] = {cursor} if cursor else set()
+        after = cursor
+        while True:
+            params: dict[str, Any] = {"limit": self.limits.page_size}
+            params["properties"] = self._properties
+            if after:
+                params["after"] = after
+            response = await self.client.request("GET", CONTACTS, params=params)
+            body = _json_object(response)
+            records = [r for r in body.get("results") or [] if isinstance(r, dict)]
+            next_after = _next_after(body)
+            if next_after is None:
+                yield Page(records=records, cursor=None, complete=True)
+                return
+            if next_after in seen:
+                raise FatalRemoteError(
+                    self.client.system, "GET", CONTACTS, response.status_code, "PAGING_LOOP"
+                )
+            seen.add(next_after)
+            yield Page(records=records, cursor=next_after)
+            after = next_after
+
+    # -- upsert ------------------------------------------------------------------------------
+
+    async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Create or update contacts by e-mail; one result per record, in input order.
+
+        A record without an e-mail fails locally (``MISSING_EMAIL``). Records sharing an
+        e-mail go in separate calls, in order, because HubSpot rejects a whole batch with
+        duplicate ids.
+        """
+        results: dict[int, UpsertResult] = {}
+        sendable: list[tuple[int, OutboundRecord]] = []
+        for index, record in enumerate(records):
+            if not record.email:
+                results[index] = UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
+            else:
+                sendable.append((index, record))
+        for chunk in _chunks_without_duplicates(sendable, MAX_BATCH):
+            outcomes = await self._upsert_batch([record for _, record in chunk])
+            for (index, _), outcome in zip(chunk, outcomes, strict=True):
+                results[index] = outcome
+        return [results[index] for index in range(len(records))]
+
+    async def _upsert_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        inputs = [
+            {
+                "id": record.email,
+                "idProperty": "email",
+                # A unique trace id per input turns partial failures into a 207 that names the
+                # failed inputs, instead of a 400 for the whole batch.
+                "objectWriteTraceId": record.ref,
+                "properties": {name: _as_property(value) for name, value in record.fields.items()},
+            }
+            for record in records
+        ]
+        try:
+            response = await self.client.request(
+                "POST", f"{CONTACTS}/batch/upsert", json={"inputs": inputs}
+            )
+        except RecordError as exc:
+            # HubSpot refused the whole batch (an unknown property, a malformed input): every
+            # record fails with the category, and none is retried as is.
+            reason = exc.detail or f"HTTP_{exc.status}"
+            return [UpsertResult(record.ref, "failed", reason=reason) for record in records]
+        body = _json_object(response)
+        by_ref: dict[str, UpsertResult] = {}
+        by_email = {record.email.lower(): record.ref for record in records}
+        for result in body.get("results") or []:
+            if not isinstance(result, dict):
+                continue
+            ref = _result_ref(result, by_email)
+            if ref is None:
+                continue
+            outcome: Literal["created", "updated"] = "created" if result.get("new") else "updated"
+            external_id = str(result["id"]) if result.get("id") is not None else None
+            by_ref[ref] = UpsertResult(ref, outcome, external_id=external_id)
+        for error in body.get("errors") or []:
+            if not isinstance(error, dict):
+                continue
+            reason = _category(error)
+            retryable = _is_retryable(error, reason)
+            for ref in _error_refs(error):
+                by_ref[ref] = UpsertResult(ref, "failed", reason=reason, retryable=retryable)
+        # An input HubSpot neither confirmed nor rejected is retried: upserts are idempotent.
+        return [
+            by_ref.get(record.ref)
+            or UpsertResult(record.ref, "failed", reason="NO_RESULT", retryable=True)
+            for record in records
+        ]
+
+    # -- find --------------------------------------------------------------------------------
+
+    async def find(self, subject: Subject) -> list[dict[str, Any]]:
+        """The subject's contact (by e-mail, else by HubSpot id), or an empty list."""
+        found = await self._read_by_email(subject.email)
+        if found is None and subject.external_id:
+            found = await self._read_by_id(subject.external_id)
+        return [found] if found is not None else []
+
+    async def _read_by_email(self, email: str) -> dict[str, Any] | None:
+        # batch/read keeps the e-mail in the body: a GET .../{email} would put it in the URL
+        # path, which error messages and access logs carry.
+        response = await self.client.request(
+            "POST",
+            f"{CONTACTS}/batch/read",
+            json={
+                "idProperty": "email",
+                "inputs": [{"id": email}],
+                "properties": list(self.settings.properties),
+            },
+        )
+        for result in _json_object(response).get("results") or []:
+            if isinstance(result, dict) and not result.get("archived"):
+                return result
+        return None
+
+    async def _read_by_id(self, external_id: str) -> dict[str, Any] | None:
+        if not external_id.isdigit():
+            return None  # HubSpot ids are numeric; anything else cannot address a contact
+        response = await self.client.request(
+            "GET",
+            f"{CONTACTS}/{quote(external_id, safe='')}",
+            params={"properties": self._properties},
+            accept=(404,),
+        )
+        if response.status_code == 404:
+            return None
+        body = _json_object(response)
+        return body if body.get("id") is not None and not body.get("archived") else None
+
+    # -- erase -------------------------------------------------------------------------------
+
+    async def erase(self, subject: Subject) -> ErasureResult:
+        """Permanently delete the subject with ``gdpr-delete``; never archive.
+
+        HubSpot answers 204 whether or not the e-mail exists (an unknown e-mail is added to its
+        blocklist), so ``found`` comes from a lookup first. A contact found only by HubSpot id
+        (its e-mail changed in HubSpot) is deleted by id, and the e-mail is still sent so it
+        is blocklisted. Calling this twice is harmless; the second reports ``found=False``.
+        """
+        by_email = await self._read_by_email(subject.email)
+        by_id = None
+        if by_email is None and subject.external_id:
+            by_id = await self._read_by_id(subject.external_id)
+        status: int | None = None
+        if by_id is not None:
+            response = await self.client.request(
+                "POST", GDPR_DELETE, json={"objectId": str(by_id["id"])}, accept=(404,)
+            )
+            status = response.status_code
+        response = await self.client.request(
+            "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
+        )
+        status = response.status_code if status in (None, 204) else status
+        return ErasureResult(
+            found=by_email is not None or by_id is not None,
+            mode="hard_delete",
+            reversible=False,
+            endpoint=f"POST {GDPR_DELETE}",
+            vendor_status=status,
+            note=ERASURE_NOTE,
+        )
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
+        """Check the v3 signature (constant time) and that the timestamp is within 5 minutes."""
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        signature = headers.get(SIGNATURE_HEADER)
+        timestamp = headers.get(TIMESTAMP_HEADER)
+        if not signature or not timestamp or not timestamp.isdigit():
+            return False
+        skew = now * 1000 - int(timestamp)
+        if skew > MAX_SKEW_MS or skew < -MAX_SKEW_MS:
+            return False
+        expected = sign_v3(secret, request.method.upper(), request.url, request.body, timestamp)
+        return hmac.compare_digest(expected.encode(), signature.encode())
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """Decode a delivery (a JSON array of events) into contact events; others are dropped."""
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            return []
+        if isinstance(payload, dict):
+            payload = [payload]
+        if not isinstance(payload, list):
+            return []
+        events: list[WebhookEvent] = []
+        for item in payload:
+            if not isinstance(item, dict):
+                continue
+            kind = _EVENT_KINDS.get(str(item.get("subscriptionType") or ""))
+            if kind is None or item.get("eventId") is None:
+                continue
+            object_id = item.get("objectId")
+            events.append(
+                WebhookEvent(
+                    kind=kind,
+                    delivery_id=str(item["eventId"]),
+                    external_id=str(object_id) if object_id is not None else None,
+                )
+            )
+        return events
+
+
+_EVENT_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase"]]] = {
+    "contact.privacyDeletion": "erase",
+    "contact.creation": "changed",
+    "contact.propertyChange": "changed",
+    "contact.deletion": "deleted",
+}
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _next_after(body: Mapping[str, Any]) -> str | None:
+    paging = body.get("paging")
+    if not isinstance(paging, dict):
+        return None
+    following = paging.get("next")
+    if not isinstance(following, dict):
+        return None
+    after = following.get("after")
+    return str(after) if after not in (None, "") else None
+
+
+def _as_property(value: Any) -> str:
+    """HubSpot takes every property value as a string; ``""`` clears a value."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple | set | frozenset):
+        # Multiple-checkbox properties take their options separated by semicolons.
+        return ";".join(_as_property(item) for item in value)
+    return str(value)
+
+
+def _chunks_without_duplicates(
+    items: Sequence[tuple[int, OutboundRecord]], size: int
+) -> Iterable[list[tuple[int, OutboundRecord]]]:
+    chunk: list[tuple[int, OutboundRecord]] = []
+    emails: set[str] = set()
+    for item in items:
+        email = item[1].email.lower()
+        if len(chunk) >= size or email in emails:
+            yield chunk
+            chunk, emails = [], set()
+        chunk.append(item)
+        emails.add(email)
+    if chunk:
+        yield chunk
+
+
+def _result_ref(result: Mapping[str, Any], by_email: Mapping[str, str]) -> str | None:
+    trace = result.get("objectWriteTraceId")
+    if isinstance(trace, str) and trace:
+        return trace
+    properties = result.get("properties")
+    if isinstance(properties, dict):
+        email = properties.get("email")
+        if isinstance(email, str):
+            return by_email.get(email.lower())
+    return None
+
+
+def _error_refs(error: Mapping[str, Any]) -> list[str]:
+    context = error.get("context")
+    if not isinstance(context, dict):
+        return []
+    traces = context.get("objectWriteTraceId")
+    if isinstance(traces, str):
+        return [traces]
+    if isinstance(traces, list):
+        return [trace for trace in traces if isinstance(trace, str)]
+    return []
+
+
+def _category(error: Mapping[str, Any]) -> str:
+    """The error's category if it looks like a code; never its message, which echoes input."""
+    category = error.get("category")
+    if (
+        isinstance(category, str)
+        and 0 < len(category) <= 64
+        and all(ch.isalnum() or ch in "_-." for ch in category)
+    ):
+        return category
+    return "BATCH_ERROR"
+
+
+def _is_retryable(error: Mapping[str, Any], category: str) -> bool:
+    status = str(error.get("status") or "")
+    if status.isdigit() and (int(status) >= 500 or int(status) == 429):
+        return True
+    return category in RETRYABLE_CATEGORIES
+
+
+SPEC = AdapterSpec(
+    kind="hubspot",
+    settings_model=HubSpotSettings,
+    factory=HubSpotAdapter,
+    client_config=client_config,
+    limits=hubspot_limits,
+    sandbox=HubSpotSandbox,
+)

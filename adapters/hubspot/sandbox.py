@@ -1,0 +1,270 @@
+"""A faithful local fake of HubSpot CRM v3 contacts, as a Starlette app.
+
+Where it matters to a client it behaves like HubSpot: the same paths, bodies and status codes;
+bearer-token auth with HubSpot's error body; list paging by ``after``; batches of at most 100
+with 207 multi-status when every input carries an ``objectWriteTraceId`` (else a 400 for the
+whole batch); unknown properties rejecting the whole batch; the ``TEN_SECONDLY_ROLLING`` burst
+limit with HubSpot's 429 body and ``X-HubSpot-RateLimit-*`` headers; the separate search limit
+(4/s, no rate-limit headers); ``DELETE`` and ``batch/archive`` as *restorable* archives, and
+``gdpr-delete`` as a permanent deletion that blocklists the e-mail (which the API may still
+bring back, as HubSpot documents; the fake counts it).
+
+The request log holds method, path, status and property *names* only: no values, no e-mails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapters.hubspot._routes import CONTACTS, ContactRoutes, Handler, Reject, error_body
+from adapters.hubspot._store import ContactStore
+from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
+from connector.ratelimit import RateLimit, RollingWindow
+from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+
+__all__ = ["HubSpotSandbox"]
+
+AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+    "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+
+
+class _FaultGate:
+    """Applies the sandbox's injected faults before a request reaches the routes.
+
+    Faults are checked here, outside Starlette, rather than inside each handler: Starlette's
+    error middleware answers any exception from a route with a 500 before re-raising it, so a
+    :class:`~connector.sandboxkit.ConnectionReset` raised in a handler would reach the client
+    as a 500 (or break ``ResetMiddleware``), not as a dropped connection.
+    """
+
+    def __init__(self, sandbox: HubSpotSandbox, app: ASGIApp) -> None:
+        self.sandbox = sandbox
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            fault = await self.sandbox.before()  # raises ConnectionReset for a dropped call
+            if fault is not None:
+                request = Request(scope, receive)
+                bucket = "search" if request.url.path.endswith("/search") else "default"
+                response = self.sandbox.fault_response(fault, bucket)
+                record(self.sandbox.log, request, response)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class HubSpotSandbox(SandboxBase):
+    """Fake HubSpot portal: CRM v3 contacts, search, gdpr-delete; meets ``SandboxLike``.
+
+    Args:
+        token: the private-app token the fake accepts.
+        rate_limit: the burst limit (``None``: unlimited). HubSpot Professional is 190/10 s.
+        search_rate_limit: the search limit (``None``: unlimited); HubSpot's is 4/s.
+        clock: monotonic clock for the rate windows; tests pass a fake one they advance.
+        extra_properties: custom contact properties the portal defines.
+
+    Attributes:
+        store: the contacts, archive and blocklist.
+        rejected_429: calls answered 429 by the rate limits.
+        endpoints_used: ``"METHOD path-template"`` of every call, in order.
+    """
+
+    kind = "hubspot"
+
+    def __init__(
+        self,
+        *,
+        token: str = "pat-sandbox",  # noqa: S107 (the fake's own token, not a secret)
+        rate_limit: RateLimit | None = RateLimit(190, 10),  # noqa: B008 (frozen value)
+        search_rate_limit: RateLimit | None = RateLimit(4, 1),  # noqa: B008 (frozen value)
+        clock: Callable[[], float] = time.monotonic,
+        extra_properties: Sequence[str] = (),
+    ) -> None:
+        super().__init__(rate_limit=rate_limit, clock=clock)
+        self.set_rate_limit("search", search_rate_limit)
+        self.token = token
+        self.store = ContactStore(extra_properties)
+        self.rejected_429 = 0
+        self.endpoints_used: list[str] = []
+        self._event_ids = itertools.count(1)
+
+    # -- SandboxLike -------------------------------------------------------------------------
+
+    def app(self) -> Any:
+        """The ASGI app, wrapped so a fault can drop the connection."""
+        contacts = ContactRoutes(self.store)
+        routes = [
+            self._route("GET", CONTACTS, contacts.list_contacts),
+            self._route("POST", CONTACTS, contacts.create),
+            self._route("POST", f"{CONTACTS}/search", contacts.search, bucket="search"),
+            self._route("POST", f"{CONTACTS}/gdpr-delete", contacts.gdpr_delete),
+            self._route("POST", f"{CONTACTS}/batch/read", contacts.batch_read),
+            self._route("POST", f"{CONTACTS}/batch/create", contacts.batch_create),
+            self._route("POST", f"{CONTACTS}/batch/update", contacts.batch_update),
+            self._route("POST", f"{CONTACTS}/batch/upsert", contacts.batch_upsert),
+            self._route("POST", f"{CONTACTS}/batch/archive", contacts.batch_archive),
+            self._route("GET", f"{CONTACTS}/{{id}}", contacts.get),
+            self._route("PATCH", f"{CONTACTS}/{{id}}", contacts.patch),
+            self._route("DELETE", f"{CONTACTS}/{{id}}", contacts.delete),
+        ]
+        return ResetMiddleware(_FaultGate(self, Starlette(routes=routes)))
+
+    def credentials(self) -> dict[str, str]:
+        """The private-app token, under the name the adapter's settings use."""
+        return {"token": self.token}
+
+    def add_person(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        phone: str = "",
+        **extra: Any,
+    ) -> str:
+        """Seed a live contact; ``extra`` are further property names and values."""
+        properties = {"email": email, "firstname": first_name, "lastname": last_name}
+        if phone:
+            properties["phone"] = phone
+        properties.update({name: "" if v is None else str(v) for name, v in extra.items()})
+        existing = self.store.live(email, "email")
+        if existing is not None:
+            self.store.update(existing, properties)
+            return str(existing.id)
+        return str(self.store.create(properties).id)
+
+    def holds(self, email: str) -> bool:
+        """Whether a live (not archived, not deleted) contact has this e-mail."""
+        return self.store.live(email, "email") is not None
+
+    def restorable(self, email: str) -> bool:
+        """Whether an archived copy exists that HubSpot could restore (gdpr-delete leaves none)."""
+        return self.store.archived(email, "email") is not None
+
+    def record_for(self, email: str) -> dict[str, Any] | None:
+        """The live contact in HubSpot's shape, with every property it has."""
+        contact = self.store.live(email, "email")
+        return contact.to_json(sorted(contact.properties)) if contact else None
+
+    # -- sandbox-only helpers ----------------------------------------------------------------
+
+    def contact_count(self) -> int:
+        """Live contacts."""
+        return self.store.count_live()
+
+    def restore(self, email: str) -> bool:
+        """Restore an archived contact, as HubSpot's recycle bin can within 90 days."""
+        return self.store.restore(email)
+
+    def is_blocklisted(self, email: str) -> bool:
+        """Whether gdpr-delete put this e-mail on the portal's blocklist."""
+        return email.strip().lower() in self.store.blocklist
+
+    def signed_privacy_deletion(
+        self, secret: str, url: str, object_id: str | int, now_ms: int
+    ) -> tuple[bytes, dict[str, str]]:
+        """A ``contact.privacyDeletion`` delivery as HubSpot sends it, signed with v3.
+
+        Returns:
+            The raw body and the headers (lower-case names) to POST it to ``url`` with.
+        """
+        event = {
+            "eventId": next(self._event_ids),
+            "subscriptionId": 1,
+            "portalId": 1,
+            "appId": 1,
+            "occurredAt": now_ms,
+            "subscriptionType": "contact.privacyDeletion",
+            "attemptNumber": 0,
+            "objectId": int(object_id),
+            "changeSource": "GDPR",
+        }
+        body = json.dumps([event]).encode()
+        headers = {
+            "content-type": "application/json",
+            SIGNATURE_HEADER: sign_v3(secret, "POST", url, body, now_ms),
+            TIMESTAMP_HEADER: str(now_ms),
+        }
+        return body, headers
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _route(
+        self, method: str, template: str, handler: Handler, bucket: str = "default"
+    ) -> Route:
+        endpoint_name = f"{method} {template}"
+
+        async def endpoint(request: Request) -> Response:
+            self.endpoints_used.append(endpoint_name)
+            if request.headers.get("authorization") != f"Bearer {self.token}":
+                body = error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION")
+                return record(self.log, request, JSONResponse(body, status_code=401))
+            full = self.admit(bucket)
+            if full is not None:
+                self.rejected_429 += 1
+                return record(self.log, request, self._rate_limited(bucket, full))
+            try:
+                response, records = await handler(request)
+            except Reject as exc:
+                body = error_body(exc.message, exc.category, **exc.extra)
+                response, records = JSONResponse(body, status_code=exc.status), exc.records
+            if bucket == "default":
+                self._add_rate_headers(response)
+            return record(self.log, request, response, records=records)
+
+        return Route(template, endpoint, methods=[method])
+
+    def fault_response(self, status: int, bucket: str) -> Response:
+        if status == 429:
+            window = self.windows.get(bucket) or RollingWindow(RateLimit(190, 10))
+            return self._rate_limited(bucket, window)
+        category = "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR"
+        body = error_body("internal error", category)
+        return JSONResponse(body, status_code=status)
+
+    def _rate_limited(self, bucket: str, window: RollingWindow) -> Response:
+        if bucket == "search":
+            # Search 429s carry no X-HubSpot-RateLimit-* headers (only the message says which).
+            body = error_body(
+                "You have reached your secondly limit.",
+                "RATE_LIMITS",
+                errorType="RATE_LIMIT",
+                # The search policy's name is unverified; clients should key on the message,
+                # as HubSpot's own SDKs do.
+                policyName="SECONDLY",
+            )
+            return JSONResponse(body, status_code=429)
+        body = error_body(
+            "You have reached your ten_secondly_rolling limit.",
+            "RATE_LIMITS",
+            errorType="RATE_LIMIT",
+            policyName="TEN_SECONDLY_ROLLING",
+        )
+        headers = {
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(window.limit.per_seconds * 1000)),
+            "X-HubSpot-RateLimit-Max": str(window.limit.requests),
+            "X-HubSpot-RateLimit-Remaining": "0",
+        }
+        return JSONResponse(body, status_code=429, headers=headers)
+
+    def _add_rate_headers(self, response: Response) -> None:
+        window = self.windows.get("default")
+        if window is None:
+            return
+        response.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] = str(
+            int(window.limit.per_seconds * 1000)
+        )
+        response.headers["X-HubSpot-RateLimit-Max"] = str(window.limit.requests)
+        response.headers["X-HubSpot-RateLimit-Remaining"] = str(window.remaining(self.clock()))

@@ -1,0 +1,148 @@
+"""How klantsync talks to a HubSpot portal: its settings, limits, auth and 429 reader.
+
+Kept apart from :mod:`adapters.hubspot.adapter` so the operator-facing knobs (tier, search rate,
+properties read) and HubSpot's back-off signal read in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Final, Literal
+
+import httpx
+from pydantic import Field
+
+from connector.adapter import ClientConfig, Limits
+from connector.ratelimit import RateLimit
+from connector.settings import SystemSettings
+
+__all__ = [
+    "DAILY_WAIT_SECONDS",
+    "DEFAULT_PROPERTIES",
+    "MAX_BATCH",
+    "TIER_BURST",
+    "HubSpotSettings",
+    "Tier",
+    "client_config",
+    "hubspot_limits",
+    "wait_hint",
+]
+
+Tier = Literal["free", "starter", "professional", "enterprise", "api_add_on"]
+
+#: Burst limit per rolling 10 s, per app, by account tier (HubSpot usage guidelines).
+TIER_BURST: Final[Mapping[str, int]] = {
+    "free": 100,
+    "starter": 100,
+    "professional": 190,
+    "enterprise": 190,
+    "api_add_on": 250,
+}
+
+#: Properties read by ``pull`` and ``find`` unless the settings name others.
+DEFAULT_PROPERTIES: Final = (
+    "email",
+    "firstname",
+    "lastname",
+    "phone",
+    "company",
+    "address",
+    "city",
+    "zip",
+    "country",
+    "hs_object_id",
+    "lastmodifieddate",
+)
+
+#: Most inputs HubSpot takes in one batch call, and most records in one list page.
+MAX_BATCH: Final = 100
+
+
+class HubSpotSettings(SystemSettings):
+    """The ``[systems.<name>]`` table of a HubSpot portal.
+
+    Attributes:
+        tier: the account's API tier; sets the burst limit (100, 190 or 250 calls per 10 s).
+            A ``rate_limit`` table overrides it.
+        search_per_second: the CRM search limit (4/s per token by HubSpot's changelog).
+        properties: contact properties read by ``pull`` and ``find``.
+    """
+
+    required_credentials: ClassVar[tuple[str, ...]] = ("token",)
+
+    adapter: Literal["hubspot"]
+    base_url: str = "https://api.hubapi.com"
+    tier: Tier = "professional"
+    search_per_second: int = Field(default=4, gt=0)
+    properties: list[str] = Field(default_factory=lambda: list(DEFAULT_PROPERTIES), min_length=1)
+
+
+def hubspot_limits(settings: HubSpotSettings) -> Limits:
+    """HubSpot's limits under ``settings``: 100 per batch and page, burst by tier, search 4/s."""
+    if settings.rate_limit is not None:
+        burst = RateLimit(settings.rate_limit.requests, settings.rate_limit.per_seconds)
+    else:
+        burst = RateLimit(TIER_BURST[settings.tier], 10)
+    return Limits(
+        batch_size=MAX_BATCH,
+        page_size=MAX_BATCH,
+        rate={"default": burst, "search": RateLimit(settings.search_per_second, 1)},
+        max_concurrency=settings.max_concurrency or 4,
+    )
+
+
+#: Wait after a ``DAILY`` 429. The daily quota resets at midnight in the portal's time zone,
+#: which no single call can wait for; the retry policy caps this wait anyway, and once retries
+#: run out the records stay queued for the next run. A long hint keeps those retries few.
+DAILY_WAIT_SECONDS: Final = 60.0
+
+
+def wait_hint(response: httpx.Response) -> float | None:
+    """Read HubSpot's 429 and say how long to wait (``None``: use the client's backoff).
+
+    HubSpot sends no ``Retry-After``; the body's ``policyName`` says which limit was hit:
+
+    - ``TEN_SECONDLY_ROLLING``: wait one window (``X-HubSpot-RateLimit-Interval-Milliseconds``,
+      else 10 s). The official SDKs back off 10 s x attempt; the client-side limiter already
+      paces us, so one full window is enough for the rolling window to free.
+    - search (message "secondly limit", or a ``SECONDLY`` policy): 1 s.
+    - ``DAILY``: :data:`DAILY_WAIT_SECONDS`.
+
+    Missing headers and bodies that are not JSON are tolerated.
+    """
+    interval = _interval_seconds(response)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    policy = ""
+    message = ""
+    if isinstance(body, dict):
+        policy = str(body.get("policyName") or "").upper()
+        message = str(body.get("message") or "").lower()
+    if policy == "DAILY":
+        return DAILY_WAIT_SECONDS
+    if policy == "TEN_SECONDLY_ROLLING":
+        return interval if interval is not None else 10.0
+    if policy == "SECONDLY" or "secondly limit" in message:
+        return 1.0
+    return interval
+
+
+def _interval_seconds(response: httpx.Response) -> float | None:
+    raw = response.headers.get("x-hubspot-ratelimit-interval-milliseconds")
+    try:
+        millis = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if millis is None or not 0 < millis <= 86_400_000:
+        return None
+    return millis / 1000
+
+
+def client_config(settings: HubSpotSettings) -> ClientConfig:
+    """Bearer-token auth and HubSpot's 429 reader."""
+    return ClientConfig(
+        headers={"Authorization": f"Bearer {settings.credential('token')}"},
+        wait_hint=wait_hint,
+    )

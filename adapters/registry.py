@@ -1,0 +1,15 @@
+"""The one place a kind of system is registered: ``adapter = "<kind>"`` in the config.
+
+Adding a system: a package under ``adapters/`` exporting a ``SPEC``, a mapping under
+``mappings/``, and one line here. Nothing else in the core changes.
+"""
+
+from __future__ import annotations
+
+from adapters.hubspot import SPEC as HUBSPOT
+from adapters.woocommerce import SPEC as WOOCOMMERCE
+from connector.adapter import AdapterSpec
+
+__all__ = ["REGISTRY"]
+
+REGISTRY: dict[str, AdapterSpec] = {spec.kind: spec for spec in (WOOCOMMERCE, HUBSPOT)}

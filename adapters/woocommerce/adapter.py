@@ -1,0 +1,431 @@
+"""The WooCommerce adapter: customers over the REST API v3 (``/wp-json/wc/v3``).
+
+What WooCommerce offers and how it shapes this adapter:
+
+- The customers list has **no date filter**, so :meth:`WooCommerceAdapter.pull` is a full scan
+  in id order; the engine spots changes by content hash. Webhooks give the low-latency path.
+- Writes go through ``POST /customers/batch`` (100 items in total per call), after an exact
+  e-mail lookup so a retried create becomes an update instead of a duplicate.
+- Erasure: WooCommerce keeps orders (and their billing and shipping data) when a user is
+  deleted, so the subject's orders are anonymised first, then the customer is deleted with
+  ``force=true`` (WordPress users have no trash; the deletion is permanent).
+- Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+import httpx
+
+from adapters.woocommerce.payloads import (
+    ANONYMOUS_ORDER,
+    code_only,
+    decode_cursor,
+    encode_cursor,
+    is_anonymous,
+    nest,
+    response_code,
+)
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from adapters.woocommerce.webhooks import parse_delivery, verify_delivery
+from connector.adapter import (
+    AdapterSpec,
+    Capability,
+    ClientConfig,
+    ErasureResult,
+    Limits,
+    OutboundRecord,
+    Page,
+    Subject,
+    UpsertResult,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connector.errors import FatalRemoteError, RecordError
+from connector.http import SystemClient
+from connector.ratelimit import RateLimit
+from connector.settings import SystemSettings
+
+__all__ = [
+    "API",
+    "SPEC",
+    "WooCommerceAdapter",
+    "WooCommerceSettings",
+    "retry_after",
+    "woocommerce_client_config",
+    "woocommerce_limits",
+]
+
+API = "/wp-json/wc/v3"
+PAGE_SIZE = 100  # WordPress caps per_page at 100
+BATCH_SIZE = 100  # woocommerce_rest_batch_items_limit, across create + update + delete
+
+#: Per-item batch errors worth another try: a create that lost a race with another writer
+#: (the retry looks the e-mail up again and updates instead).
+_RETRYABLE_ITEM_CODES = frozenset({"registration-error-email-exists"})
+
+Role = Literal[
+    "all",
+    "administrator",
+    "editor",
+    "author",
+    "contributor",
+    "subscriber",
+    "customer",
+    "shop_manager",
+]
+
+
+class WooCommerceSettings(SystemSettings):
+    """The ``[systems.<name>]`` table of a WooCommerce shop.
+
+    Attributes:
+        anonymise_orders: blank the subject's orders (billing, shipping, note) before deleting
+            the customer on erasure. Turn off only where order data must be kept by law, and
+            say so in the register.
+        role: which users a pull lists (WooCommerce's own default is ``customer``).
+    """
+
+    required_credentials: ClassVar[tuple[str, ...]] = ("consumer_key", "consumer_secret")
+
+    adapter: Literal["woocommerce"]
+    anonymise_orders: bool = True
+    role: Role = "all"
+
+
+def woocommerce_limits(settings: WooCommerceSettings) -> Limits:
+    """wc/v3 has no rate limit of its own; a host or WAF limit comes from the settings."""
+    rate: dict[str, RateLimit] = {}
+    if settings.rate_limit is not None:
+        rate["default"] = RateLimit(settings.rate_limit.requests, settings.rate_limit.per_seconds)
+    return Limits(
+        batch_size=BATCH_SIZE,
+        page_size=PAGE_SIZE,
+        rate=rate,
+        max_concurrency=settings.max_concurrency or 4,
+    )
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (hosts and WAFs send it), else ``None``.
+
+    The HTTP-date form is not read: that would need the clock, which adapters never touch;
+    the client then falls back to its own backoff.
+    """
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def woocommerce_client_config(settings: WooCommerceSettings) -> ClientConfig:
+    """HTTP basic with the consumer key and secret (over HTTPS, as WooCommerce prescribes)."""
+    return ClientConfig(
+        auth=(settings.credential("consumer_key"), settings.credential("consumer_secret")),
+        wait_hint=retry_after,
+    )
+
+
+class WooCommerceAdapter:
+    """Customers of a WooCommerce shop (see the module docstring for the approach).
+
+    Args:
+        client: the shop's HTTP client, base URL the shop root (``https://shop.example.nl``).
+        settings: the shop's validated settings.
+    """
+
+    kind = "woocommerce"
+    capabilities: frozenset[Capability] = frozenset({"pull", "upsert", "find", "erase", "webhooks"})
+
+    def __init__(self, client: SystemClient, settings: WooCommerceSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.limits = woocommerce_limits(settings)
+
+    # -- pull ------------------------------------------------------------------------------
+
+    async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Scan all customers in id order, one page per call; the last page is ``complete``.
+
+        The cursor holds the next page and the highest id delivered. Ids only grow, so a
+        record at or below that id (a page that shifted because customers were deleted) is
+        a duplicate and dropped. The page number only moves forward, so no page is fetched
+        twice; and if the shop answers two pages with the same span of ids (it ignores
+        ``page``), the scan stops with an error instead of looping.
+        """
+        page, after = decode_cursor(cursor)
+        path = f"{API}/customers"
+        spans: set[tuple[int, int]] = set()
+        while True:
+            params = {
+                "orderby": "id",
+                "order": "asc",
+                "per_page": PAGE_SIZE,
+                "page": page,
+                "role": self.settings.role,
+            }
+            response = await self.client.request("GET", path, params=params)
+            raw = response.json()
+            if not isinstance(raw, list):
+                raise FatalRemoteError(
+                    self.client.system, "GET", path, response.status_code, "not a list"
+                )
+            raw = [r for r in raw if isinstance(r, dict) and isinstance(r.get("id"), int)]
+            if raw:
+                # Two pages with the same first and last id: the shop ignores `page`.
+                span = (int(raw[0]["id"]), int(raw[-1]["id"]))
+                if span in spans:
+                    raise FatalRemoteError(
+                        self.client.system, "GET", path, response.status_code, "page repeated"
+                    )
+                spans.add(span)
+            records = [r for r in raw if int(r["id"]) > after]
+            after = max([after, *(int(r["id"]) for r in records)])
+            total_pages = response.headers.get("x-wp-totalpages", "")
+            last = (
+                not raw
+                or (total_pages.isdigit() and page >= int(total_pages))
+                or (not total_pages.isdigit() and len(raw) < PAGE_SIZE)
+            )
+            if last:
+                yield Page(records=records, cursor=None, complete=True)
+                return
+            page += 1
+            yield Page(records=records, cursor=encode_cursor(page, after))
+
+    # -- upsert ----------------------------------------------------------------------------
+
+    async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Create or update customers, keyed on external id, else on exact e-mail."""
+        results: list[UpsertResult] = []
+        for start in range(0, len(records), BATCH_SIZE):
+            results += await self._upsert_batch(records[start : start + BATCH_SIZE])
+        return results
+
+    async def _upsert_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        ids = await self._known_ids(records)
+        results = await self._write(records, ids)
+        # A stale external id (the shop owner deleted the customer) fails as invalid_id:
+        # look those up by e-mail and write again, so the record is not lost.
+        stale = [
+            i
+            for i, (rec, res) in enumerate(zip(records, results, strict=True))
+            if rec.external_id and res.reason == "woocommerce_rest_invalid_id"
+        ]
+        if stale:
+            again = [records[i] for i in stale]
+            retried = await self._write(again, await self._known_ids(again, ignore_given=True))
+            for i, result in zip(stale, retried, strict=True):
+                results[i] = result
+        return results
+
+    async def _known_ids(
+        self, records: Sequence[OutboundRecord], *, ignore_given: bool = False
+    ) -> list[str | None]:
+        gate = asyncio.Semaphore(self.limits.max_concurrency)
+
+        async def resolve(record: OutboundRecord) -> str | None:
+            if record.external_id and not ignore_given:
+                return record.external_id
+            async with gate:
+                customer = await self._customer_by_email(record.email)
+            return str(customer["id"]) if customer else None
+
+        return list(await asyncio.gather(*(resolve(r) for r in records)))
+
+    async def _write(
+        self, records: Sequence[OutboundRecord], ids: Sequence[str | None]
+    ) -> list[UpsertResult]:
+        creates: list[int] = []
+        updates: list[int] = []
+        body: dict[str, list[dict[str, Any]]] = {"create": [], "update": []}
+        for i, (record, known) in enumerate(zip(records, ids, strict=True)):
+            item = nest(record.fields)
+            if known is None:
+                item.setdefault("email", record.email)
+                body["create"].append(item)
+                creates.append(i)
+            else:
+                item["id"] = int(known) if known.isdigit() else known
+                body["update"].append(item)
+                updates.append(i)
+        payload = {name: items for name, items in body.items() if items}
+        response = await self.client.request("POST", f"{API}/customers/batch", json=payload)
+        answer = response.json()
+        results: list[UpsertResult | None] = [None] * len(records)
+        for name, positions in (("create", creates), ("update", updates)):
+            items = answer.get(name) if isinstance(answer, dict) else None
+            items = items if isinstance(items, list) else []
+            outcome: Literal["created", "updated"] = "created" if name == "create" else "updated"
+            for n, i in enumerate(positions):
+                results[i] = self._result(
+                    records[i].ref, items[n] if n < len(items) else None, outcome
+                )
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _result(ref: str, item: Any, outcome: Literal["created", "updated"]) -> UpsertResult:
+        if not isinstance(item, Mapping):
+            # The shop answered fewer items than sent: unknown fate, so try again later.
+            return UpsertResult(ref, "failed", reason="missing_in_response", retryable=True)
+        error = item.get("error")
+        if error or not item.get("id"):
+            code = code_only(error)
+            status = error.get("data", {}).get("status") if isinstance(error, Mapping) else None
+            retryable = code in _RETRYABLE_ITEM_CODES or (isinstance(status, int) and status >= 500)
+            return UpsertResult(ref, "failed", reason=code, retryable=retryable)
+        return UpsertResult(ref, outcome, external_id=str(item["id"]))
+
+    # -- find and erase --------------------------------------------------------------------
+
+    async def _customer_by_email(self, email: str) -> dict[str, Any] | None:
+        # role=all: a subscriber or shop manager with this e-mail is the same person.
+        response = await self.client.request(
+            "GET", f"{API}/customers", params={"email": email, "role": "all"}
+        )
+        found = response.json()
+        return (
+            found[0] if isinstance(found, list) and found and isinstance(found[0], dict) else None
+        )
+
+    async def _customer_for(self, subject: Subject) -> dict[str, Any] | None:
+        customer = await self._customer_by_email(subject.email)
+        if customer is None and subject.external_id and subject.external_id.isdigit():
+            # The identity map's id still finds someone whose shop e-mail has changed.
+            response = await self.client.request(
+                "GET", f"{API}/customers/{int(subject.external_id)}", accept=(404,)
+            )
+            body = response.json() if response.status_code == 200 else None
+            customer = body if isinstance(body, dict) else None
+        return customer
+
+    async def _list_orders(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        orders: list[dict[str, Any]] = []
+        seen: set[int] = set()
+        page = 1
+        while True:
+            response = await self.client.request(
+                "GET", f"{API}/orders", params={**params, "per_page": PAGE_SIZE, "page": page}
+            )
+            batch = [o for o in response.json() if isinstance(o, dict)]
+            fresh = [o for o in batch if int(o.get("id", 0)) not in seen]
+            if batch and not fresh:
+                return orders  # the shop is not paging; everything has been seen
+            seen.update(int(o.get("id", 0)) for o in fresh)
+            orders += fresh
+            total_pages = response.headers.get("x-wp-totalpages", "")
+            if not batch or (
+                page >= int(total_pages) if total_pages.isdigit() else len(batch) < PAGE_SIZE
+            ):
+                return orders
+            page += 1
+
+    async def _orders_for(self, customer_id: int | None, email: str) -> list[dict[str, Any]]:
+        """The customer's orders plus guest orders billed to the same e-mail."""
+        found: dict[int, dict[str, Any]] = {}
+        if customer_id:
+            for order in await self._list_orders({"customer": customer_id}):
+                found[int(order["id"])] = order
+        # search is a substring match over the address index: keep exact e-mail matches only,
+        # so jan@x.nl is never mistaken for an@x.nl.
+        wanted = email.strip().casefold()
+        for order in await self._list_orders({"search": email}):
+            billing = order.get("billing")
+            billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
+            if isinstance(billed_to, str) and billed_to.strip().casefold() == wanted:
+                found[int(order["id"])] = order
+        return [found[k] for k in sorted(found)]
+
+    async def find(self, subject: Subject) -> list[dict[str, Any]]:
+        """The customer (as wc/v3 returns it) and each of their orders as ``{"type": "order"}``."""
+        customer = await self._customer_for(subject)
+        orders = await self._orders_for(int(customer["id"]) if customer else None, subject.email)
+        held: list[dict[str, Any]] = [customer] if customer else []
+        return held + [{"type": "order", **order} for order in orders]
+
+    async def erase(self, subject: Subject) -> ErasureResult:
+        """Anonymise the subject's orders (if configured), then delete the customer for good."""
+        customer = await self._customer_for(subject)
+        customer_id = int(customer["id"]) if customer else None
+        anonymised = 0
+        if self.settings.anonymise_orders:
+            orders = await self._orders_for(customer_id, subject.email)
+            for order in orders:
+                if is_anonymous(order):
+                    continue
+                await self.client.request(
+                    "PUT", f"{API}/orders/{int(order['id'])}", json=ANONYMOUS_ORDER, accept=(404,)
+                )
+                anonymised += 1
+        kept = "order IP address, user agent and order notes are read-only over wc/v3 and remain"
+        if customer_id is None:
+            if anonymised:
+                return ErasureResult(
+                    found=True,
+                    mode="anonymise",
+                    reversible=False,
+                    endpoint=f"PUT {API}/orders/{{id}}",
+                    note=f"no customer account; {anonymised} guest orders anonymised; {kept}",
+                )
+            return ErasureResult(
+                found=False,
+                mode="hard_delete",
+                reversible=False,
+                endpoint=f"DELETE {API}/customers/{{id}}?force=true",
+                note="no customer or order with personal data for this subject",
+            )
+        path = f"{API}/customers/{customer_id}"
+        response = await self.client.request(
+            "DELETE", path, params={"force": "true"}, accept=(400, 404)
+        )
+        if (
+            response.status_code in (400, 404)
+            and response_code(response) != "woocommerce_rest_invalid_id"
+        ):
+            raise RecordError(
+                self.client.system, "DELETE", path, response.status_code, response_code(response)
+            )
+        gone = response.status_code != 200
+        orders_text = (
+            f"{anonymised} orders anonymised; {kept}"
+            if self.settings.anonymise_orders
+            else "orders kept with their billing data (anonymise_orders is off)"
+        )
+        return ErasureResult(
+            found=True,
+            mode="hard_delete",
+            reversible=False,
+            endpoint=f"DELETE {path}?force=true",
+            vendor_status=response.status_code,
+            note=f"customer {'already gone' if gone else 'deleted'}; {orders_text}",
+        )
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
+        """Check ``X-WC-Webhook-Signature``; ``now`` is unused: WooCommerce signs no timestamp.
+
+        An unsigned body that is exactly WooCommerce's ping (``webhook_id=<n>``, form
+        encoded) is accepted so the webhook can be activated; it yields no events.
+        """
+        return verify_delivery(request, secret)
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """``customer.created/updated`` -> changed, ``customer.deleted`` -> deleted,
+        ``order.*`` -> changed for the order's customer; the ping -> no events; else ignored."""
+        return parse_delivery(request)
+
+
+SPEC = AdapterSpec(
+    kind="woocommerce",
+    settings_model=WooCommerceSettings,
+    factory=WooCommerceAdapter,
+    client_config=woocommerce_client_config,
+    limits=woocommerce_limits,
+    sandbox=WooCommerceSandbox,
+)

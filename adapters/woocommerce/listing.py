@@ -1,0 +1,195 @@
+"""Collection endpoints of the sandbox: argument checks, filters, paging headers.
+
+WordPress validates collection arguments before the controller runs: ``per_page`` must lie in
+1..100, ``page`` at least 1, enums must match, or the answer is 400 ``rest_invalid_param``.
+Pages come with ``X-WP-Total``, ``X-WP-TotalPages`` and a ``Link`` header (``rel="next"`` /
+``rel="prev"``). A page past the end of a customers list is an empty 200, as in core.
+
+The customers fast path (ordered by id, no search/include/exclude) costs O(page size) even
+over a million generated customers; the other orderings and filters walk the whole list.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.requests import Request
+
+from adapters.woocommerce.rest import ApiError
+from adapters.woocommerce.store import ShopStore
+
+__all__ = ["list_customers", "list_orders"]
+
+CUSTOMER_ROLES = (
+    "all",
+    "administrator",
+    "editor",
+    "author",
+    "contributor",
+    "subscriber",
+    "customer",
+    "shop_manager",
+)
+ORDER_STATUSES = (
+    "any",
+    "pending",
+    "processing",
+    "on-hold",
+    "completed",
+    "cancelled",
+    "refunded",
+    "failed",
+)
+
+
+def _invalid(name: str, why: str) -> ApiError:
+    return ApiError(400, "rest_invalid_param", f"Invalid parameter(s): {name}", params={name: why})
+
+
+def _integer(
+    request: Request, name: str, default: int | None, low: int, high: int | None
+) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise _invalid(name, f"{name} is not of type integer.") from None
+    if value < low or (high is not None and value > high):
+        bounds = f"between {low} (inclusive) and {high} (inclusive)" if high else f"at least {low}"
+        raise _invalid(name, f"{name} must be {bounds}")
+    return value
+
+
+def _enum(request: Request, name: str, default: str, allowed: Iterable[str]) -> str:
+    value = request.query_params.get(name, default)
+    if value not in allowed:
+        raise _invalid(name, f"{name} is not one of {', '.join(allowed)}.")
+    return value
+
+
+def _id_list(request: Request, name: str) -> list[int]:
+    # WordPress takes arrays as repeated name[]= or as one comma-separated value.
+    values = request.query_params.getlist(name) + request.query_params.getlist(f"{name}[]")
+    ids: list[int] = []
+    for value in values:
+        for part in value.split(","):
+            if part.strip():
+                if not part.strip().isdigit():
+                    raise _invalid(name, f"{name}[0] is not of type integer.")
+                ids.append(int(part))
+    return ids
+
+
+def _paging_headers(request: Request, total: int, per_page: int, page: int) -> dict[str, str]:
+    pages = math.ceil(total / per_page) if total else 0
+    headers = {"X-WP-Total": str(total), "X-WP-TotalPages": str(pages)}
+    links = []
+    if page > 1:
+        prev_page = min(page - 1, pages) if pages else 1
+        links.append(f'<{request.url.include_query_params(page=prev_page)}>; rel="prev"')
+    if page < pages:
+        links.append(f'<{request.url.include_query_params(page=page + 1)}>; rel="next"')
+    if links:
+        headers["Link"] = ", ".join(links)
+    return headers
+
+
+def _display_name(customer: dict[str, Any]) -> str:
+    name = f"{customer['first_name']} {customer['last_name']}".strip()
+    return (name or str(customer["username"])).lower()
+
+
+def list_customers(
+    store: ShopStore, request: Request
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``GET /customers``: the page's customers and the paging headers."""
+    per_page = _integer(request, "per_page", 10, 1, 100)
+    page = _integer(request, "page", 1, 1, None)
+    offset = _integer(request, "offset", None, 0, None)
+    assert per_page is not None and page is not None
+    order = _enum(request, "order", "asc", ("asc", "desc"))
+    orderby = _enum(request, "orderby", "name", ("id", "include", "name", "registered_date"))
+    role = _enum(request, "role", "customer", CUSTOMER_ROLES)
+    _enum(request, "context", "view", ("view", "edit"))
+    include, exclude = _id_list(request, "include"), _id_list(request, "exclude")
+    search = request.query_params.get("search", "").strip().strip("*").lower()
+    email = request.query_params.get("email", "").strip()
+    start = offset if offset is not None else (page - 1) * per_page
+    descending = order == "desc"
+
+    if "email" in request.query_params:
+        # Exact match on user_email (WC_REST_Customers_V1_Controller::get_items).
+        found = store.by_email(email) if email else None
+        customer = store.get(found) if found is not None else None
+        matched = [customer] if customer and (role == "all" or customer["role"] == role) else []
+    elif orderby in ("id", "registered_date") and not (search or include or exclude):
+        # Registration order is id order: user ids only ever grow.
+        ids, total = store.page_ids(role, start, per_page, descending)
+        items = [c for c in (store.get(i) for i in ids) if c is not None]
+        return copy.deepcopy(items), _paging_headers(request, total, per_page, page)
+    else:
+        matched = list(store.iter_customers(role))
+    if include:
+        wanted = set(include)
+        matched = [c for c in matched if c["id"] in wanted]
+    if exclude:
+        unwanted = set(exclude)
+        matched = [c for c in matched if c["id"] not in unwanted]
+    if search:
+        matched = [
+            c
+            for c in matched
+            if any(
+                search in str(c[k]).lower()
+                for k in ("email", "username", "first_name", "last_name")
+            )
+        ]
+    if orderby == "include" and include:
+        matched.sort(key=lambda c: include.index(c["id"]), reverse=descending)
+    elif orderby == "name":
+        matched.sort(key=_display_name, reverse=descending)
+    else:
+        matched.sort(key=lambda c: int(c["id"]), reverse=descending)
+    items = matched[start : start + per_page]
+    return copy.deepcopy(items), _paging_headers(request, len(matched), per_page, page)
+
+
+def list_orders(store: ShopStore, request: Request) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``GET /orders``: filtered by customer, search and status; newest first by default."""
+    per_page = _integer(request, "per_page", 10, 1, 100)
+    page = _integer(request, "page", 1, 1, None)
+    offset = _integer(request, "offset", None, 0, None)
+    customer = _integer(request, "customer", None, 0, None)
+    assert per_page is not None and page is not None
+    order = _enum(request, "order", "desc", ("asc", "desc"))
+    orderby = _enum(request, "orderby", "date", ("date", "id", "include", "title", "slug"))
+    status = _enum(request, "status", "any", ORDER_STATUSES)
+    search = request.query_params.get("search", "").strip().lower()
+    orders = list(store.orders.values())
+    if customer is not None:
+        orders = [o for o in orders if o["customer_id"] == customer]
+    if status != "any":
+        orders = [o for o in orders if o["status"] == status]
+    if search:
+        # Core searches the billing and shipping address indexes, which include e-mail and phone.
+        orders = [
+            o
+            for o in orders
+            if any(
+                search in str(v).lower()
+                for part in ("billing", "shipping")
+                for v in o[part].values()
+            )
+        ]
+    key = "date_created_gmt" if orderby == "date" else "id"
+    orders.sort(key=lambda o: (o[key], o["id"]), reverse=order == "desc")
+    start = offset if offset is not None else (page - 1) * per_page
+    total = len(orders)
+    return copy.deepcopy(orders[start : start + per_page]), _paging_headers(
+        request, total, per_page, page
+    )

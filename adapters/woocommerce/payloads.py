@@ -1,0 +1,112 @@
+"""Payload helpers of the WooCommerce adapter: request bodies, cursors and error codes.
+
+Pure functions, kept apart from :mod:`adapters.woocommerce.adapter` so that module stays about
+the calls it makes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+__all__ = [
+    "ANONYMOUS_ORDER",
+    "code_only",
+    "decode_cursor",
+    "encode_cursor",
+    "is_anonymous",
+    "nest",
+    "response_code",
+]
+
+#: Order fields the anonymisation blanks: every personal part of the billing and shipping
+#: addresses (shipping has no e-mail in WooCommerce) and the customer's own note.
+_PERSONAL = (
+    "first_name",
+    "last_name",
+    "company",
+    "address_1",
+    "address_2",
+    "city",
+    "postcode",
+    "state",
+    "country",
+)
+ANONYMOUS_ORDER: dict[str, Any] = {
+    "billing": {key: "" for key in (*_PERSONAL, "email", "phone")},
+    "shipping": {key: "" for key in (*_PERSONAL, "phone")},
+    "customer_note": "",
+}
+
+
+def nest(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted field names to WooCommerce's nested body (``billing.phone`` -> billing{phone}).
+
+    ``meta_data.<key>`` becomes a ``{"key", "value"}`` entry, WooCommerce's list shape.
+    """
+    body: dict[str, Any] = {}
+    for name, value in fields.items():
+        head, dot, rest = name.partition(".")
+        if dot and head == "meta_data":
+            body.setdefault("meta_data", []).append({"key": rest, "value": value})
+        elif dot:
+            node = body
+            parts = name.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        else:
+            body[name] = value
+    return body
+
+
+def code_only(error: Any) -> str:
+    """A per-item error's code, kept only if it looks like one (messages can echo data)."""
+    code = error.get("code") if isinstance(error, Mapping) else None
+    if (
+        isinstance(code, str)
+        and 0 < len(code) <= 64
+        and "@" not in code
+        and all(ch.isalnum() or ch in "_-." for ch in code)
+    ):
+        return code
+    return "rejected"
+
+
+def response_code(response: httpx.Response) -> str:
+    """The error code of a WordPress error response, or ``""``."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    return code_only(body) if isinstance(body, dict) else ""
+
+
+def is_anonymous(order: Mapping[str, Any]) -> bool:
+    """Whether an order already holds no personal billing, shipping or note data."""
+    for part in ("billing", "shipping"):
+        values = order.get(part)
+        if isinstance(values, Mapping) and any(values.get(k) for k in ANONYMOUS_ORDER[part]):
+            return False
+    return not order.get("customer_note")
+
+
+def encode_cursor(page: int, after: int) -> str:
+    """The pull cursor: the next page to fetch and the highest id already delivered."""
+    return json.dumps({"page": page, "after": after}, separators=(",", ":"))
+
+
+def decode_cursor(cursor: str | None) -> tuple[int, int]:
+    """(next page, highest id already delivered). An unreadable cursor restarts the scan:
+    a full scan loses nothing, and unchanged records stop at the engine's hash check."""
+    if not cursor:
+        return 1, 0
+    try:
+        data = json.loads(cursor)
+        page, after = int(data["page"]), int(data.get("after", 0))
+    except (ValueError, TypeError, KeyError):
+        return 1, 0
+    return (page, after) if page >= 1 and after >= 0 else (1, 0)

@@ -1,0 +1,250 @@
+"""The wc/v3 rules the sandbox enforces, apart from HTTP: validation and the write operations.
+
+Each rule follows WooCommerce core (``class-wc-rest-customers-v*-controller.php``,
+``class-wc-customer.php``, ``wc_create_new_customer``) or WordPress's REST argument handling;
+every failure is an :class:`ApiError` carrying the code, message and status core would send.
+Messages are core's own fixed texts, which never echo what was sent.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.woocommerce.shapes import (
+    BILLING_FIELDS,
+    SHIPPING_FIELDS,
+    customer_shape,
+    error_body,
+    wc_datetime,
+)
+from adapters.woocommerce.store import DELETABLE_ROLES, ShopStore
+
+__all__ = ["ApiError", "ShopRules", "valid_email"]
+
+#: Close to WordPress ``is_email``: one @, a dotted domain, no spaces.
+_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+ORDER_STATUSES = frozenset(
+    {"pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed"}
+)
+
+
+def valid_email(value: str) -> bool:
+    """Whether WordPress would accept ``value`` as an e-mail address."""
+    return bool(_EMAIL.fullmatch(value))
+
+
+class ApiError(Exception):
+    """A WordPress REST error: becomes ``{"code", "message", "data": {"status"}}``."""
+
+    def __init__(self, status: int, code: str, message: str, **data: Any) -> None:
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return error_body(self.code, self.message, self.status, **self.data)
+
+
+def _merge_address(current: dict[str, str], given: Any, keys: tuple[str, ...]) -> None:
+    # WooCommerce sets only the address keys it knows; anything else is silently dropped.
+    if not isinstance(given, Mapping):
+        return
+    for key in keys:
+        if key in given:
+            current[key] = "" if given[key] is None else str(given[key])
+
+
+class ShopRules:
+    """Create, update and delete customers and orders the way wc/v3 does.
+
+    Args:
+        store: the shop's data.
+        now: the current wall-clock time (injectable so tests control timestamps).
+    """
+
+    def __init__(self, store: ShopStore, now: Callable[[], datetime]) -> None:
+        self.store = store
+        self.now = now
+        self._next_meta = 100_000_000  # above any generated meta id
+
+    def stamp(self, previous: str | None = None) -> str:
+        """A modification time, strictly after ``previous`` so every change is visible."""
+        moment = self.now().astimezone(UTC).replace(tzinfo=None, microsecond=0)
+        text = wc_datetime(moment)
+        if previous is not None and text <= previous:
+            bumped = datetime.fromisoformat(previous).timestamp() + 1
+            text = wc_datetime(datetime.fromtimestamp(bumped, UTC).replace(tzinfo=None))
+        return text
+
+    def merge_meta(self, current: list[dict[str, Any]], given: Any) -> None:
+        """Apply ``meta_data`` as WooCommerce does: by meta id, else by key, else append."""
+        if not isinstance(given, list):
+            return
+        for item in given:
+            if not isinstance(item, Mapping) or ("key" not in item and "id" not in item):
+                continue
+            target = next(
+                (m for m in current if "id" in item and m["id"] == item["id"]),
+                None,
+            ) or next((m for m in current if "key" in item and m["key"] == item["key"]), None)
+            if target is not None:
+                target["value"] = item.get("value")
+            else:
+                self._next_meta += 1
+                current.append(
+                    {"id": self._next_meta, "key": str(item.get("key")), "value": item.get("value")}
+                )
+
+    def _unique_username(self, email: str) -> str:
+        base = re.sub(r"[^a-z0-9._-]", "", email.split("@", 1)[0].lower()) or "customer"
+        taken = {str(c["username"]) for c in self.store.customers.values()}
+        name, suffix = base, 1
+        while name in taken:
+            suffix += 1
+            name = f"{base}-{suffix}"
+        return name
+
+    def create_customer(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``POST /customers`` (and each ``create`` item of a batch)."""
+        if data.get("id"):
+            raise ApiError(
+                400, "woocommerce_rest_customer_exists", "Cannot create existing resource."
+            )
+        email = data.get("email")
+        if not isinstance(email, str) or not email:
+            raise ApiError(
+                400, "rest_missing_callback_param", "Missing parameter(s): email", params=["email"]
+            )
+        if not valid_email(email):
+            raise ApiError(400, "customer_invalid_email", "Invalid email address")
+        if self.store.by_email(email) is not None:
+            raise ApiError(
+                400,
+                "registration-error-email-exists",
+                "An account is already registered with your email address. Please log in.",
+            )
+        username = data.get("username") or self._unique_username(email)
+        if any(c["username"] == username for c in self.store.customers.values()):
+            raise ApiError(
+                400,
+                "registration-error-username-exists",
+                "An account is already registered with that username. Please choose another.",
+            )
+        stamp = self.stamp()
+        moment = datetime.fromisoformat(stamp)
+        customer = customer_shape(
+            customer_id=self.store.new_customer_id(),
+            email=email,
+            first_name=str(data.get("first_name") or ""),
+            last_name=str(data.get("last_name") or ""),
+            username=str(username),
+            billing={},
+            shipping={},
+            meta_data=[],
+            created=moment,
+            modified=moment,
+        )
+        _merge_address(customer["billing"], data.get("billing"), BILLING_FIELDS)
+        _merge_address(customer["shipping"], data.get("shipping"), SHIPPING_FIELDS)
+        self.merge_meta(customer["meta_data"], data.get("meta_data"))
+        self.store.save(customer)
+        return copy.deepcopy(customer)
+
+    def update_customer(self, customer_id: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT /customers/{id}`` (and each ``update`` item of a batch)."""
+        current = self.store.get(_as_id(customer_id))
+        if current is None:
+            raise ApiError(400, "woocommerce_rest_invalid_id", "Invalid resource ID.")
+        customer = copy.deepcopy(current)
+        previous_email = str(customer["email"])
+        email = data.get("email")
+        if isinstance(email, str) and email and email.lower() != previous_email.lower():
+            owner = self.store.by_email(email)
+            if not valid_email(email) or (owner is not None and owner != customer["id"]):
+                raise ApiError(
+                    400, "woocommerce_rest_customer_invalid_email", "Email address is invalid."
+                )
+            customer["email"] = email
+        username = data.get("username")
+        if username is not None and username != customer["username"]:
+            raise ApiError(
+                400, "woocommerce_rest_customer_invalid_argument", "Username isn't editable."
+            )
+        for key in ("first_name", "last_name"):
+            if key in data:
+                customer[key] = "" if data[key] is None else str(data[key])
+        _merge_address(customer["billing"], data.get("billing"), BILLING_FIELDS)
+        _merge_address(customer["shipping"], data.get("shipping"), SHIPPING_FIELDS)
+        if customer["billing"]["email"] and not valid_email(customer["billing"]["email"]):
+            raise ApiError(400, "customer_invalid_billing_email", "Invalid billing email address")
+        self.merge_meta(customer["meta_data"], data.get("meta_data"))
+        customer["date_modified"] = customer["date_modified_gmt"] = self.stamp(
+            customer["date_modified_gmt"]
+        )
+        self.store.save(customer, previous_email=previous_email)
+        return copy.deepcopy(customer)
+
+    def delete_customer(self, customer_id: Any, force: bool) -> dict[str, Any]:
+        """``DELETE /customers/{id}``: permanent, and only with ``force=true``."""
+        if not force:
+            raise ApiError(
+                501, "woocommerce_rest_trash_not_supported", "Customers do not support trashing."
+            )
+        current = self.store.get(_as_id(customer_id))
+        if current is None:
+            raise ApiError(400, "woocommerce_rest_invalid_id", "Invalid resource id.")
+        if current["role"] not in DELETABLE_ROLES:
+            raise ApiError(
+                403,
+                "woocommerce_rest_cannot_delete",
+                "Sorry, you are not allowed to delete this resource.",
+            )
+        before = copy.deepcopy(current)
+        self.store.delete(int(current["id"]))
+        return before
+
+    def update_order(self, order_id: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+        """``PUT /orders/{id}``: billing, shipping, note, status, customer and meta data."""
+        current = self.store.orders.get(_as_id(order_id))
+        if current is None:
+            raise ApiError(400, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
+        order = copy.deepcopy(current)
+        _merge_address(order["billing"], data.get("billing"), BILLING_FIELDS)
+        _merge_address(order["shipping"], data.get("shipping"), SHIPPING_FIELDS)
+        if order["billing"]["email"] and not valid_email(order["billing"]["email"]):
+            raise ApiError(400, "order_invalid_billing_email", "Invalid billing email address")
+        if "customer_note" in data:
+            order["customer_note"] = str(data["customer_note"] or "")
+        if "status" in data:
+            if data["status"] not in ORDER_STATUSES:
+                raise ApiError(
+                    400,
+                    "rest_invalid_param",
+                    "Invalid parameter(s): status",
+                    params={"status": "status is not one of the allowed values."},
+                )
+            order["status"] = data["status"]
+        if "customer_id" in data:
+            order["customer_id"] = _as_id(data["customer_id"])
+        self.merge_meta(order["meta_data"], data.get("meta_data"))
+        order["date_modified"] = order["date_modified_gmt"] = self.stamp(order["date_modified_gmt"])
+        self.store.orders[int(order["id"])] = order
+        return copy.deepcopy(order)
+
+
+def _as_id(value: Any) -> int:
+    """A WordPress id from JSON or a path; anything else is id 0, which never exists."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return 0

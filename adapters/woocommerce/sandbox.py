@@ -1,0 +1,490 @@
+"""A faithful local fake of the WooCommerce REST API v3 (``/wp-json/wc/v3``).
+
+It serves what klantsync touches: customers (list, read, create, update, delete, batch) and
+orders (list, read, update), with WooCommerce's paging headers, error bodies and status codes,
+its batch limit of 100 items, permanent-only customer deletion (``force=true``), HTTP basic
+auth with a consumer key and secret, and genuine webhook signatures. Faults, rate limits and
+the request log come from :class:`~connector.sandboxkit.SandboxBase`.
+
+The request log never holds personal data: query values that can carry it (``email``,
+``search``, the consumer key and secret) are replaced before a call is recorded, and write
+bodies are reduced to their field names by :func:`connector.sandboxkit.record`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapters.woocommerce.listing import list_customers, list_orders
+from adapters.woocommerce.rest import ApiError, ShopRules
+from adapters.woocommerce.shapes import BILLING_FIELDS, customer_shape, order_shape
+from adapters.woocommerce.store import ShopStore
+from adapters.woocommerce.webhooks import webhook_signature
+from connector.ratelimit import RateLimit
+from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+
+__all__ = ["WooCommerceSandbox"]
+
+PREFIX = "/wp-json/wc/v3"
+BATCH_LIMIT = 100
+#: Query parameters whose values can be personal data or secrets: never logged.
+#: Customer fields that the REST API merges key by key.
+_NESTED = frozenset({"billing", "shipping", "meta_data"})
+_SECRET_QUERY = frozenset({"email", "search", "consumer_key", "consumer_secret"})
+#: What WooCommerce answers an anonymous caller, per kind of action.
+_CANNOT = {
+    "view": ("woocommerce_rest_cannot_view", "Sorry, you cannot list resources."),
+    "create": ("woocommerce_rest_cannot_create", "Sorry, you are not allowed to create resources."),
+    "edit": ("woocommerce_rest_cannot_edit", "Sorry, you are not allowed to edit this resource."),
+    "delete": (
+        "woocommerce_rest_cannot_delete",
+        "Sorry, you are not allowed to delete this resource.",
+    ),
+    "batch": (
+        "woocommerce_rest_cannot_batch",
+        "Sorry, you are not allowed to batch manipulate this resource.",
+    ),
+}
+
+Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
+
+
+def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _redacted(request: Request) -> Request:
+    """The same request with personal query values replaced, for the log only."""
+    query = [
+        (key, "redacted" if key in _SECRET_QUERY else value)
+        for key, value in request.query_params.multi_items()
+    ]
+    scope = dict(request.scope)
+    scope["query_string"] = urlencode(query).encode()
+    return Request(scope)
+
+
+def _truthy(value: str | None) -> bool:
+    # WordPress's rest_sanitize_boolean: "1", "true", "yes" (any case) are true.
+    return value is not None and value.strip().lower() in ("1", "true", "yes")
+
+
+class _FaultGate:
+    """Applies injected faults before a request reaches the routes.
+
+    This runs outside Starlette on purpose: Starlette's error middleware answers any exception
+    from a route with a 500 before re-raising it, so a ``ConnectionReset`` raised inside a
+    handler would start a response and then break :class:`ResetMiddleware`.
+    """
+
+    def __init__(self, sandbox: WooCommerceSandbox, app: ASGIApp) -> None:
+        self.sandbox = sandbox
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            failure = await self.sandbox.before()  # raises ConnectionReset for a dropped call
+            if failure is not None:
+                # What WordPress's fatal-error handler answers a REST request.
+                body = {
+                    "code": "internal_server_error",
+                    "message": "There has been a critical error on this website.",
+                    "data": {"status": failure},
+                    "additional_errors": [],
+                }
+                response = _json(body, failure)
+                record(self.sandbox.log, _redacted(Request(scope, receive)), response)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class WooCommerceSandbox(SandboxBase):
+    """A fake WooCommerce shop speaking wc/v3.
+
+    Args:
+        consumer_key: the REST key it accepts.
+        consumer_secret: the REST secret it accepts.
+        rate_limit: a host/WAF limit to enforce (wc/v3 itself has none), or ``None``.
+        clock: monotonic time for the rate window.
+        wall_clock: epoch seconds for ``date_created``/``date_modified``.
+    """
+
+    kind = "woocommerce"
+
+    def __init__(
+        self,
+        *,
+        consumer_key: str = "ck_sandbox",
+        consumer_secret: str = "cs_sandbox",  # noqa: S107 - a fake shop's well-known secret
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(rate_limit=rate_limit, clock=clock)
+        self.consumer_key = consumer_key
+        self.consumer_secret = consumer_secret
+        self.store = ShopStore()
+        self.rules = ShopRules(self.store, lambda: datetime.fromtimestamp(wall_clock(), UTC))
+        self._app: ResetMiddleware | None = None
+        self._deliveries = 0
+
+    # -- the ASGI app ----------------------------------------------------------------------
+
+    def app(self) -> ResetMiddleware:
+        """The Starlette app, wrapped so :class:`ConnectionReset` drops the connection."""
+        if self._app is None:
+            c, o = f"{PREFIX}/customers", f"{PREFIX}/orders"
+            routes = [
+                Route(
+                    f"{c}/batch", self._wrap("batch", self._batch), methods=["POST", "PUT", "PATCH"]
+                ),
+                Route(c, self._wrap("view", self._list_customers), methods=["GET"]),
+                Route(c, self._wrap("create", self._create_customer), methods=["POST"]),
+                Route(f"{c}/{{id:int}}", self._wrap("view", self._get_customer), methods=["GET"]),
+                Route(
+                    f"{c}/{{id:int}}",
+                    self._wrap("edit", self._update_customer),
+                    methods=["POST", "PUT", "PATCH"],
+                ),
+                Route(
+                    f"{c}/{{id:int}}",
+                    self._wrap("delete", self._delete_customer),
+                    methods=["DELETE"],
+                ),
+                Route(o, self._wrap("view", self._list_orders), methods=["GET"]),
+                Route(f"{o}/{{id:int}}", self._wrap("view", self._get_order), methods=["GET"]),
+                Route(
+                    f"{o}/{{id:int}}",
+                    self._wrap("edit", self._update_order),
+                    methods=["POST", "PUT", "PATCH"],
+                ),
+            ]
+            self._app = ResetMiddleware(_FaultGate(self, Starlette(routes=routes)))
+        return self._app
+
+    def _wrap(self, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """Rate limit and auth first (in that order, as a host would), then the call."""
+
+        async def endpoint(request: Request) -> Response:
+            logged = _redacted(request)
+            window = self.admit()
+            if window is not None:
+                wait = max(1, math.ceil(window.wait_time(self.clock())))
+                body = {
+                    "code": "rest_rate_limited",
+                    "message": "Too many requests.",
+                    "data": {"status": 429},
+                }
+                return record(self.log, logged, _json(body, 429, {"Retry-After": str(wait)}))
+            denied = self._authenticate(request, action)
+            if denied is not None:
+                return record(self.log, logged, _json(denied.body(), denied.status))
+            try:
+                response, records = await handler(request)
+            except ApiError as error:
+                response, records = _json(error.body(), error.status), []
+            return record(self.log, logged, response, records=list(records))
+
+        return endpoint
+
+    def _authenticate(self, request: Request, action: str) -> ApiError | None:
+        key = secret = None
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                key, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                key = secret = None
+        else:
+            # Over HTTPS WooCommerce also takes the pair as query parameters.
+            key = request.query_params.get("consumer_key")
+            secret = request.query_params.get("consumer_secret")
+        if not key:
+            code, message = _CANNOT[action]
+            return ApiError(401, code, message)
+        if not hmac.compare_digest(key.encode(), self.consumer_key.encode()):
+            return ApiError(
+                401, "woocommerce_rest_authentication_error", "Consumer key is invalid."
+            )
+        if not hmac.compare_digest((secret or "").encode(), self.consumer_secret.encode()):
+            return ApiError(
+                401, "woocommerce_rest_authentication_error", "Consumer secret is invalid."
+            )
+        return None
+
+    # -- handlers --------------------------------------------------------------------------
+
+    async def _body(self, request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        if not raw:
+            return {}
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "rest_invalid_json", "Invalid JSON body passed.") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "rest_invalid_json", "Invalid JSON body passed.")
+        return body
+
+    async def _list_customers(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        items, headers = list_customers(self.store, request)
+        return _json(items, 200, headers), []
+
+    async def _get_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        customer = self.store.get(int(request.path_params["id"]))
+        if customer is None:
+            raise ApiError(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
+        return _json(customer), []
+
+    async def _create_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._body(request)
+        created = self.rules.create_customer(body)
+        location = f"{request.base_url}{PREFIX.lstrip('/')}/customers/{created['id']}"
+        return _json(created, 201, {"Location": location}), [body]
+
+    async def _update_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._body(request)
+        return _json(self.rules.update_customer(request.path_params["id"], body)), [body]
+
+    async def _delete_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        force = _truthy(request.query_params.get("force"))
+        return _json(self.rules.delete_customer(request.path_params["id"], force)), []
+
+    async def _batch(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._body(request)
+        lists = {name: body.get(name) or [] for name in ("create", "update", "delete")}
+        if not all(isinstance(items, list) for items in lists.values()):
+            raise ApiError(
+                400, "rest_invalid_param", "Invalid parameter(s): create, update, delete"
+            )
+        if sum(len(items) for items in lists.values()) > BATCH_LIMIT:
+            raise ApiError(
+                413,
+                "woocommerce_rest_request_entity_too_large",
+                f"Unable to accept more than {BATCH_LIMIT} items for this request.",
+            )
+        result: dict[str, list[Any]] = {}
+        operations: dict[str, Callable[[Any], dict[str, Any]]] = {
+            "create": lambda item: self.rules.create_customer(_mapping(item)),
+            "update": lambda item: self.rules.update_customer(
+                _mapping(item).get("id"), _mapping(item)
+            ),
+            # Batch deletes are always forced (WC_REST_Controller::batch_items).
+            "delete": lambda item: self.rules.delete_customer(item, True),
+        }
+        for name, items in lists.items():
+            if not items and name not in body:
+                continue
+            outcomes: list[Any] = []
+            for item in items:
+                try:
+                    outcomes.append(operations[name](item))
+                except ApiError as error:
+                    # Each item fails on its own: id 0 and the error, status in data.
+                    outcomes.append(
+                        {
+                            "id": 0,
+                            "error": {
+                                "code": error.code,
+                                "message": error.message,
+                                "data": {"status": error.status, **error.data},
+                            },
+                        }
+                    )
+            result[name] = outcomes
+        written = [
+            item for item in (*lists["create"], *lists["update"]) if isinstance(item, Mapping)
+        ]
+        return _json(result), written
+
+    async def _list_orders(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        items, headers = list_orders(self.store, request)
+        return _json(items, 200, headers), []
+
+    async def _get_order(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        order = self.store.orders.get(int(request.path_params["id"]))
+        if order is None:
+            raise ApiError(404, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
+        return _json(order), []
+
+    async def _update_order(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._body(request)
+        return _json(self.rules.update_order(request.path_params["id"], body)), [body]
+
+    # -- SandboxLike and test helpers ------------------------------------------------------
+
+    def credentials(self) -> dict[str, str]:
+        """The consumer key and secret this shop accepts."""
+        return {"consumer_key": self.consumer_key, "consumer_secret": self.consumer_secret}
+
+    def add_person(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        phone: str = "",
+        **extra: Any,
+    ) -> str:
+        """Seed one customer as it sits in the shop's database; return its id.
+
+        No REST validation runs: shops hold whatever imports and old plugins wrote, including
+        malformed e-mails, which is what the engine's dead-letter tests need. ``extra`` may
+        hold billing keys (``city``, ``postcode``, ``country``, ...), ``billing`` or
+        ``shipping`` dicts, ``meta_data``, ``role``, ``username``, ``customer_note`` (kept
+        top-level, as checkout-field plugins expose it) and ``date_of_birth`` or any other
+        key, which is stored as a meta data entry the way plugins keep custom fields.
+
+        Raises:
+            ValueError: a customer with this e-mail already exists.
+        """
+        if self.store.by_email(email) is not None:
+            raise ValueError("a customer with this e-mail already exists")
+        billing: dict[str, Any] = {"first_name": first_name, "last_name": last_name}
+        billing.update({"email": email, "phone": phone})
+        billing.update({k: extra.pop(k) for k in BILLING_FIELDS if k in extra})
+        billing.update(extra.pop("billing", {}))
+        moment = self.rules.now().replace(tzinfo=None, microsecond=0)
+        customer = customer_shape(
+            customer_id=self.store.new_customer_id(),
+            email=email,
+            first_name=first_name,
+            last_name=last_name,
+            username=str(extra.pop("username", "") or email.split("@", 1)[0]),
+            billing={k: str(v) for k, v in billing.items()},
+            shipping={k: str(v) for k, v in extra.pop("shipping", {}).items()},
+            meta_data=[],
+            created=moment,
+            modified=moment,
+            role=str(extra.pop("role", "customer")),
+        )
+        if "customer_note" in extra:
+            customer["customer_note"] = str(extra.pop("customer_note"))
+        meta = list(extra.pop("meta_data", []))
+        meta += [{"key": key, "value": value} for key, value in extra.items()]
+        self.rules.merge_meta(customer["meta_data"], meta)
+        self.store.save(customer)
+        return str(customer["id"])
+
+    def seed_synthetic(self, n: int, seed: int = 0) -> None:
+        """Add ``n`` generated customers, built on demand (a million costs almost nothing)."""
+        self.store.seed_synthetic(n, seed)
+
+    def holds(self, email: str) -> bool:
+        """Whether a customer with this e-mail exists."""
+        return self.store.by_email(email) is not None
+
+    def restorable(self, email: str) -> bool:
+        """Always false: WooCommerce deletes customers permanently (no trash for users)."""
+        return False
+
+    def record_for(self, email: str) -> dict[str, Any] | None:
+        """A copy of the customer with this e-mail, or ``None``."""
+        customer_id = self.store.by_email(email)
+        customer = self.store.get(customer_id) if customer_id is not None else None
+        return copy.deepcopy(customer) if customer is not None else None
+
+    def touch(self, email: str, /, **changes: Any) -> None:
+        """Change a customer as the shop owner would, and bump ``date_modified``.
+
+        Keys are customer fields (``first_name``), address dicts (``billing={...}``), dotted
+        or double-underscored address keys (``billing.phone``, ``billing__city``), or fields
+        outside the REST schema such as ``customer_note``, which are set as they are.
+        ``email`` is positional-only so ``touch(old, email=new)`` changes the address.
+
+        Raises:
+            KeyError: no customer has this e-mail.
+        """
+        customer_id = self.store.by_email(email)
+        if customer_id is None:
+            raise KeyError("no such customer")
+        data: dict[str, Any] = {}
+        for key, value in changes.items():
+            head, sep, tail = key.replace("__", ".").partition(".")
+            if sep:
+                data.setdefault(head, {})[tail] = value
+            else:
+                data[head] = value
+        self.rules.update_customer(customer_id, data)
+        # What the REST schema does not know (a plugin's note field) is written as given.
+        customer = self.store.get(customer_id)
+        assert customer is not None
+        rest_fields = {"email", "first_name", "last_name", "username", "password"}
+        outside = {k: v for k, v in data.items() if k not in rest_fields and k not in _NESTED}
+        if outside:
+            changed = copy.deepcopy(customer)
+            changed.update(outside)
+            self.store.save(changed, previous_email=str(customer["email"]))
+
+    def add_order(self, customer_id: int | str = 0, **fields: Any) -> int:
+        """Add an order; billing defaults to the customer's. Return the order id."""
+        owner = int(customer_id or 0)
+        customer = self.store.get(owner) if owner else None
+        billing = dict(customer["billing"]) if customer else {}
+        billing.update(fields.pop("billing", {}))
+        order_id = self.store.new_order_id()
+        self.store.orders[order_id] = order_shape(
+            order_id=order_id,
+            customer_id=owner if customer else 0,
+            billing=billing,
+            shipping=dict(fields.pop("shipping", customer["shipping"] if customer else {})),
+            created=self.rules.now().replace(tzinfo=None, microsecond=0),
+            **fields,
+        )
+        return order_id
+
+    def order(self, order_id: int) -> dict[str, Any] | None:
+        """A copy of one order, or ``None``."""
+        found = self.store.orders.get(order_id)
+        return copy.deepcopy(found) if found is not None else None
+
+    def orders_for(self, customer_id: int | str) -> list[dict[str, Any]]:
+        """Copies of the orders linked to a customer id."""
+        owner = int(customer_id)
+        return [copy.deepcopy(o) for o in self.store.orders.values() if o["customer_id"] == owner]
+
+    def sign_webhook(
+        self,
+        body: bytes,
+        secret: str,
+        *,
+        topic: str = "customer.updated",
+        webhook_id: int = 1,
+        source: str = "https://shop.example.nl/",
+    ) -> dict[str, str]:
+        """The headers of a genuine WooCommerce delivery of ``body`` (``WC_Webhook::deliver``)."""
+        self._deliveries += 1
+        resource, _, event = topic.partition(".")
+        delivery = hashlib.sha256(f"{webhook_id}:{self._deliveries}".encode()).hexdigest()[:32]
+        return {
+            "Content-Type": "application/json",
+            "User-Agent": "WooCommerce/9.5.2 Hookshot (WordPress/6.7.1)",
+            "X-WC-Webhook-Source": source,
+            "X-WC-Webhook-Topic": topic,
+            "X-WC-Webhook-Resource": resource,
+            "X-WC-Webhook-Event": event,
+            "X-WC-Webhook-Signature": webhook_signature(body, secret),
+            "X-WC-Webhook-ID": str(webhook_id),
+            "X-WC-Webhook-Delivery-ID": delivery,
+        }
+
+
+def _mapping(item: Any) -> Mapping[str, Any]:
+    return item if isinstance(item, Mapping) else {}

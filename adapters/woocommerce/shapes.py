@@ -1,0 +1,140 @@
+"""The wc/v3 JSON shapes the sandbox serves: customers, orders, addresses and error bodies.
+
+Kept in one place so the generated customers (:mod:`adapters.woocommerce.synthetic`) and the
+ones created over the API come out byte-for-byte alike. The sandbox site runs on WordPress's
+default timezone (UTC+0), so ``date_*`` and ``date_*_gmt`` hold the same value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "ADDRESS_FIELDS",
+    "BILLING_FIELDS",
+    "SHIPPING_FIELDS",
+    "address",
+    "customer_shape",
+    "error_body",
+    "order_shape",
+    "wc_datetime",
+]
+
+#: The keys WooCommerce keeps in an address, in its own order.
+ADDRESS_FIELDS = (
+    "first_name",
+    "last_name",
+    "company",
+    "address_1",
+    "address_2",
+    "city",
+    "postcode",
+    "country",
+    "state",
+)
+BILLING_FIELDS = (*ADDRESS_FIELDS, "email", "phone")
+SHIPPING_FIELDS = (*ADDRESS_FIELDS, "phone")
+
+
+def wc_datetime(moment: datetime) -> str:
+    """WordPress REST date format: ISO 8601 to the second, no offset."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def address(**values: str) -> dict[str, str]:
+    """An address with every WooCommerce key present (missing ones empty)."""
+    return {key: str(values.get(key, "")) for key in (*ADDRESS_FIELDS, "email", "phone")}
+
+
+def _avatar(email: str) -> str:
+    # WooCommerce serves the Gravatar URL; md5 is Gravatar's scheme, not a security measure.
+    digest = hashlib.md5(email.strip().lower().encode(), usedforsecurity=False).hexdigest()
+    return f"https://secure.gravatar.com/avatar/{digest}?s=96&d=mm&r=g"
+
+
+def customer_shape(
+    *,
+    customer_id: int,
+    email: str,
+    first_name: str,
+    last_name: str,
+    username: str,
+    billing: dict[str, str],
+    shipping: dict[str, str],
+    meta_data: list[dict[str, Any]],
+    created: datetime,
+    modified: datetime,
+    role: str = "customer",
+    is_paying_customer: bool = False,
+) -> dict[str, Any]:
+    """A customer as ``GET /wp-json/wc/v3/customers/{id}`` returns it."""
+    return {
+        "id": customer_id,
+        "date_created": wc_datetime(created),
+        "date_created_gmt": wc_datetime(created),
+        "date_modified": wc_datetime(modified),
+        "date_modified_gmt": wc_datetime(modified),
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "role": role,
+        "username": username,
+        "billing": {key: billing.get(key, "") for key in BILLING_FIELDS},
+        "shipping": {key: shipping.get(key, "") for key in SHIPPING_FIELDS},
+        "is_paying_customer": is_paying_customer,
+        "avatar_url": _avatar(email),
+        "meta_data": meta_data,
+        "_links": {
+            "self": [{"href": f"/wp-json/wc/v3/customers/{customer_id}"}],
+            "collection": [{"href": "/wp-json/wc/v3/customers"}],
+        },
+    }
+
+
+def order_shape(
+    *,
+    order_id: int,
+    customer_id: int,
+    billing: dict[str, str],
+    shipping: dict[str, str],
+    created: datetime,
+    status: str = "processing",
+    total: str = "49.95",
+    customer_note: str = "",
+    meta_data: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """An order as ``GET /wp-json/wc/v3/orders/{id}`` returns it (the parts that matter here)."""
+    stamp = wc_datetime(created)
+    return {
+        "id": order_id,
+        "parent_id": 0,
+        "number": str(order_id),
+        "order_key": f"wc_order_{order_id:08d}",
+        "created_via": "checkout",
+        "status": status,
+        "currency": "EUR",
+        "date_created": stamp,
+        "date_created_gmt": stamp,
+        "date_modified": stamp,
+        "date_modified_gmt": stamp,
+        "total": total,
+        "customer_id": customer_id,
+        # Read-only over REST: an API client cannot blank these (the erasure note says so).
+        "customer_ip_address": "198.51.100.7",
+        "customer_user_agent": "Mozilla/5.0",
+        "customer_note": customer_note,
+        "billing": {key: billing.get(key, "") for key in BILLING_FIELDS},
+        "shipping": {key: shipping.get(key, "") for key in SHIPPING_FIELDS},
+        "payment_method": "ideal",
+        "payment_method_title": "iDEAL",
+        "transaction_id": "",
+        "meta_data": list(meta_data or []),
+        "line_items": [],
+    }
+
+
+def error_body(code: str, message: str, status: int, **data: Any) -> dict[str, Any]:
+    """The WordPress REST error shape: ``{"code", "message", "data": {"status", ...}}``."""
+    return {"code": code, "message": message, "data": {"status": status, **data}}

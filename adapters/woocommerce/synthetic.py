@@ -1,0 +1,232 @@
+"""Deterministic synthetic WooCommerce customers for the sandbox and the benchmarks.
+
+A benchmark seeds a million customers; materialising a million dicts would cost gigabytes and
+seconds. :class:`SyntheticBlock` instead owns a contiguous id range and builds customer ``i`` on
+demand from ``(seed, i)``. Only what tests or syncs change is kept: overrides (a full record
+that replaced the generated one) and deletions (a sorted list, so positional lookups stay
+logarithmic). Every listing therefore costs O(page size + log deletions).
+
+The data is fictional: names come from short Dutch lists, addresses from made-up streets,
+e-mails under ``example.com`` (reserved by RFC 2606) and IP addresses from TEST-NET-2.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from adapters.woocommerce.shapes import address, customer_shape
+
+__all__ = ["SyntheticBlock", "synthetic_customer"]
+
+_FIRST = (
+    "Anna",
+    "Bram",
+    "Daan",
+    "Emma",
+    "Fleur",
+    "Sem",
+    "Julia",
+    "Lucas",
+    "Noor",
+    "Finn",
+    "Sophie",
+    "Levi",
+    "Tess",
+    "Milan",
+    "Sara",
+    "Jesse",
+    "Lotte",
+    "Thijs",
+    "Eva",
+    "Ruben",
+)
+_LAST = (
+    "de Vries",
+    "Jansen",
+    "van Dijk",
+    "Bakker",
+    "Visser",
+    "Smit",
+    "Meijer",
+    "de Boer",
+    "Mulder",
+    "de Groot",
+    "Bos",
+    "Vos",
+    "Peters",
+    "Hendriks",
+    "van Leeuwen",
+    "Dekker",
+)
+_STREETS = (
+    "Kerkstraat",
+    "Dorpsstraat",
+    "Molenweg",
+    "Stationsweg",
+    "Schoolstraat",
+    "Julianastraat",
+    "Beatrixlaan",
+    "Wilhelminastraat",
+    "Eikenlaan",
+    "Lindelaan",
+)
+_CITIES = (
+    "Amsterdam",
+    "Rotterdam",
+    "Utrecht",
+    "Den Haag",
+    "Eindhoven",
+    "Groningen",
+    "Tilburg",
+    "Almere",
+    "Breda",
+    "Nijmegen",
+)
+_NOTES = ("Graag bellen voor levering", "Pakket bij de buren", "Allergisch voor noten", "")
+
+#: Customers of the block were registered one every 7 minutes from this moment (UTC).
+_EPOCH = datetime(2019, 1, 1, 9, 0, tzinfo=UTC)
+
+_EMAIL = re.compile(r"\.(\d+)@example\.com\Z")
+
+
+def _slug(text: str) -> str:
+    return text.lower().replace(" ", "")
+
+
+def synthetic_customer(customer_id: int, index: int, seed: int) -> dict[str, Any]:
+    """Build the customer at ``index`` (1-based) of a block, in the full wc/v3 shape.
+
+    Args:
+        customer_id: the WordPress user id it is served under.
+        index: its position in the block; with ``seed`` it fixes every value.
+        seed: the block's seed, so two benchmarks with the same seed see the same shop.
+    """
+    rng = random.Random(f"{seed}:{index}")
+    first = rng.choice(_FIRST)
+    last = rng.choice(_LAST)
+    email = f"{_slug(first)}.{_slug(last)}.{index}@example.com"
+    phone = f"06 {rng.randrange(10_000_000, 100_000_000)}"
+    place = address(
+        first_name=first,
+        last_name=last,
+        address_1=f"{rng.choice(_STREETS)} {rng.randrange(1, 200)}",
+        city=rng.choice(_CITIES),
+        postcode=f"{rng.randrange(1000, 10000)} {rng.choice('ABCDEFGHJKLMNPRSTVWXZ')}"
+        f"{rng.choice('ABCDEFGHJKLMNPRSTVWXZ')}",
+        country="NL",
+        phone=phone,
+    )
+    created = _EPOCH + timedelta(minutes=7 * index)
+    born = datetime(1950, 1, 1) + timedelta(days=rng.randrange(0, 365 * 55))
+    # Fields a mapping must never let through: date of birth, IP address (and the note below).
+    meta = [
+        {"id": index * 10 + 1, "key": "date_of_birth", "value": born.date().isoformat()},
+        {"id": index * 10 + 2, "key": "ip_address", "value": f"198.51.100.{index % 254 + 1}"},
+    ]
+    customer = customer_shape(
+        customer_id=customer_id,
+        email=email,
+        first_name=first,
+        last_name=last,
+        username=f"{_slug(first)}.{_slug(last)}{index}",
+        billing={**place, "email": email},
+        shipping=place,
+        meta_data=meta,
+        created=created,
+        modified=created,
+        is_paying_customer=rng.random() < 0.6,
+    )
+    # Not in core's customer schema, but checkout-field plugins expose one; a mapping must drop it.
+    customer["customer_note"] = rng.choice(_NOTES)
+    return customer
+
+
+class SyntheticBlock:
+    """A contiguous range of generated customers: ids ``base + 1 .. base + n``.
+
+    Args:
+        base: the id just before the block.
+        n: how many customers it holds.
+        seed: fixes every generated value.
+    """
+
+    def __init__(self, base: int, n: int, seed: int) -> None:
+        self.base = base
+        self.n = n
+        self.seed = seed
+        self.overrides: dict[int, dict[str, Any]] = {}
+        self._deleted: list[int] = []  # sorted, so rank/select stay logarithmic
+
+    @property
+    def last_id(self) -> int:
+        """The highest id the block owns (live or not)."""
+        return self.base + self.n
+
+    def owns(self, customer_id: int) -> bool:
+        """Whether ``customer_id`` falls in the block's range."""
+        return self.base < customer_id <= self.last_id
+
+    def is_live(self, customer_id: int) -> bool:
+        """Whether the id is in range and not deleted."""
+        if not self.owns(customer_id):
+            return False
+        at = bisect.bisect_left(self._deleted, customer_id)
+        return not (at < len(self._deleted) and self._deleted[at] == customer_id)
+
+    def live_count(self) -> int:
+        """Customers still present."""
+        return self.n - len(self._deleted)
+
+    def get(self, customer_id: int) -> dict[str, Any] | None:
+        """The customer under ``customer_id`` (override or generated), or ``None``."""
+        if not self.is_live(customer_id):
+            return None
+        override = self.overrides.get(customer_id)
+        if override is not None:
+            return override
+        return synthetic_customer(customer_id, customer_id - self.base, self.seed)
+
+    def put(self, customer: dict[str, Any]) -> None:
+        """Keep a changed customer in place of the generated one."""
+        self.overrides[int(customer["id"])] = customer
+
+    def delete(self, customer_id: int) -> None:
+        """Remove a customer for good."""
+        if self.is_live(customer_id):
+            bisect.insort(self._deleted, customer_id)
+            self.overrides.pop(customer_id, None)
+
+    def id_at(self, position: int) -> int:
+        """The id of the live customer at 0-based ``position`` in id order.
+
+        A fixed-point search: the answer is ``base + position + 1 + d`` where ``d`` is the
+        number of deleted ids at or below it; iterating from ``d = 0`` converges in at most
+        ``len(deleted)`` steps, usually one.
+        """
+        skipped = 0
+        while True:
+            candidate = self.base + position + 1 + skipped
+            now_skipped = bisect.bisect_right(self._deleted, candidate)
+            if now_skipped == skipped:
+                return candidate
+            skipped = now_skipped
+
+    def id_for_email(self, email: str) -> int | None:
+        """The id of the generated customer with ``email``, if it still has that e-mail.
+
+        Generated e-mails end in ``.<index>@example.com``, so the index is read back from
+        the address instead of scanning the block.
+        """
+        match = _EMAIL.search(email)
+        if match is None:
+            return None
+        customer_id = self.base + int(match.group(1))
+        customer = self.get(customer_id)
+        if customer is None or str(customer["email"]).lower() != email.lower():
+            return None
+        return customer_id

@@ -1,0 +1,275 @@
+"""The adapter contract: the one seam between the engine and an external system.
+
+An adapter is built from a :class:`~connector.http.SystemClient` and its own validated settings.
+It never reads the environment, the state store or the clock. Records cross this seam as plain
+dicts in the vendor's own shape; :mod:`connector.mapping` turns them into canonical people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from connector.http import SystemClient, WaitHint
+from connector.ratelimit import RateLimit
+from connector.settings import SystemSettings
+
+__all__ = [
+    "Adapter",
+    "AdapterSpec",
+    "Capability",
+    "ClientConfig",
+    "ErasureMode",
+    "ErasureResult",
+    "Limits",
+    "OutboundRecord",
+    "Page",
+    "SandboxLike",
+    "Subject",
+    "UpsertOutcome",
+    "UpsertResult",
+    "WebhookEvent",
+    "WebhookRequest",
+]
+
+Capability = Literal["pull", "upsert", "find", "erase", "webhooks"]
+ErasureMode = Literal["hard_delete", "async_hard_delete", "anonymise", "delete_purged_later"]
+UpsertOutcome = Literal["created", "updated", "failed"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the system allows: batch size, pacing per bucket, concurrent connections.
+
+    Attributes:
+        batch_size: most records in one write call.
+        page_size: records asked for per pull page.
+        rate: rolling-window limits per bucket name (``"default"`` for plain calls).
+        max_concurrency: calls in flight at once (Mailchimp allows 10 connections).
+    """
+
+    batch_size: int = 100
+    page_size: int = 100
+    rate: Mapping[str, RateLimit] = field(default_factory=dict)
+    max_concurrency: int = 4
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """How :mod:`connector.http` must talk to a system: auth and the vendor's back-off signal.
+
+    Attributes:
+        auth: HTTP basic credentials, or ``None``.
+        headers: default headers (token headers); never logged.
+        wait_hint: reads a 429 response and says how long the vendor wants us to wait.
+    """
+
+    auth: tuple[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    wait_hint: WaitHint | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of raw records and the opaque cursor that resumes *after* it.
+
+    ``cursor`` is what the engine stores once this page is durably queued. ``complete`` is
+    true on the last page of a pull.
+    """
+
+    records: Sequence[Mapping[str, Any]]
+    cursor: str | None
+    complete: bool = False
+    total: int | None = None  # records the whole pull covers, when the vendor says (progress)
+
+
+@dataclass(frozen=True)
+class OutboundRecord:
+    """One record to write: already minimised to the system's own field names.
+
+    Attributes:
+        ref: the caller's opaque reference, echoed in the result (never personal data).
+        email: the normalised e-mail, the idempotency key most vendors upsert on.
+        external_id: the system's id for this person when the connector knows it.
+        fields: system field name (dotted for nested) -> value.
+    """
+
+    ref: str
+    email: str
+    external_id: str | None
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What happened to one :class:`OutboundRecord`.
+
+    ``reason`` is a vendor error *category* or status, never a message that could echo data.
+    ``retryable`` marks failures worth another try (the record stays queued) as opposed to
+    permanent rejections (dead-lettered).
+    """
+
+    ref: str
+    outcome: UpsertOutcome
+    external_id: str | None = None
+    reason: str = ""
+    retryable: bool = False
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Who a data subject request is about, as far as the connector knows.
+
+    ``external_ids`` maps system name -> that system's id, from the identity map or the
+    erasure manifest (so a retry still finds someone the e-mail index no longer shows).
+    """
+
+    email: str
+    phone: str | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    """The outcome of one system's erasure.
+
+    Attributes:
+        found: whether the system held the subject at all.
+        mode: the deletion semantics used, stated honestly.
+        reversible: whether the vendor can restore what was deleted.
+        endpoint: method and path used (e.g. ``POST /crm/v3/objects/contacts/gdpr-delete``).
+        vendor_status: the vendor's HTTP status for the deletion call(s).
+        confirmation: the vendor's id for the request, when it gives one.
+        note: what the receipt must say (e.g. "purged by the vendor within 30 days").
+        pending: true when the vendor erases asynchronously and verification must wait.
+    """
+
+    found: bool
+    mode: ErasureMode
+    reversible: bool
+    endpoint: str
+    vendor_status: int | None = None
+    confirmation: str | None = None
+    note: str = ""
+    pending: bool = False
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """An inbound webhook delivery as received: raw body and headers (lower-cased keys)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A decoded webhook event.
+
+    Attributes:
+        kind: ``"changed"`` (sync this person), ``"deleted"``, ``"erase"`` (a privacy
+            deletion to mirror everywhere), ``"access"`` (a data request), ``"purge_all"``.
+        delivery_id: the vendor's delivery/event id, for replay detection.
+        external_id: the person's id in the sending system, if given.
+        email: the person's e-mail, if the payload carries it (never logged).
+    """
+
+    kind: Literal["changed", "deleted", "erase", "access", "purge_all", "ignored"]
+    delivery_id: str
+    external_id: str | None = None
+    email: str | None = None
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What every system adapter offers, as far as the system can (see ``capabilities``)."""
+
+    kind: str
+    capabilities: frozenset[Capability]
+    limits: Limits
+
+    def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Yield pages of raw records changed since ``cursor`` (``None``: from the start)."""
+        ...
+
+    async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Idempotent batch write (at most ``limits.batch_size``); one result per record."""
+        ...
+
+    async def find(self, subject: Subject) -> list[dict[str, Any]]:
+        """Every record the system holds for the subject, in the vendor's shape."""
+        ...
+
+    async def erase(self, subject: Subject) -> ErasureResult:
+        """Permanently delete the subject with the system's GDPR route; idempotent."""
+        ...
+
+    def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
+        """Check the vendor's signature (constant time) and, where it has one, its freshness
+        window against ``now`` (epoch seconds, given so the adapter never reads the clock)."""
+        ...
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """Decode a verified delivery into events."""
+        ...
+
+
+class SandboxLike(Protocol):
+    """What the demo, the contract suite and the benchmarks need of every sandbox."""
+
+    kind: str
+
+    def app(self) -> Any:
+        """The ASGI app serving the fake vendor API."""
+        ...
+
+    def credentials(self) -> dict[str, str]:
+        """Credential name -> value this sandbox accepts (names as the adapter's settings)."""
+        ...
+
+    def add_person(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        phone: str = "",
+        **extra: Any,
+    ) -> str:
+        """Seed one person in the vendor's shape; return the vendor's id."""
+        ...
+
+    def holds(self, email: str) -> bool:
+        """Whether a live (not deleted, not archived) record exists for ``email``."""
+        ...
+
+    def restorable(self, email: str) -> bool:
+        """Whether a soft-deleted copy that the vendor could restore exists for ``email``."""
+        ...
+
+    def record_for(self, email: str) -> dict[str, Any] | None:
+        """The live record for ``email`` in the vendor's shape, or ``None``."""
+        ...
+
+
+@dataclass(frozen=True)
+class AdapterSpec:
+    """One registry entry: everything the core needs to know to use a kind of system.
+
+    Attributes:
+        kind: the ``adapter = "..."`` value in the config.
+        settings_model: the pydantic model of that system's ``[systems.<name>]`` table.
+        factory: builds the adapter from its client and validated settings.
+        client_config: auth and back-off signal for :class:`~connector.http.SystemClient`.
+        limits: the system's limits under the given settings (tier, plan).
+        sandbox: builds the system's sandbox (keyword arguments are sandbox-specific).
+    """
+
+    kind: str
+    settings_model: type[SystemSettings]
+    factory: Callable[[SystemClient, Any], Adapter]
+    client_config: Callable[[Any], ClientConfig]
+    limits: Callable[[Any], Limits]
+    sandbox: Callable[..., SandboxLike]

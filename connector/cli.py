@@ -1,0 +1,338 @@
+"""The command layer: parse arguments, call the core, print, exit 0 / 1 / 2.
+
+Exit status: 0 done; 1 finished with failures (details printed); 2 bad usage or bad
+configuration (the message names the file, key and what is wrong). Every reporting command
+takes ``--json``. Nothing here holds logic the daemon or admin API would also need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from connector import audit
+from connector.config import load_config
+from connector.crypto import generate_master_key
+from connector.engine import FlowReport, Progress
+from connector.errors import ConfigError, KlantsyncError, StoreError
+from connector.http import redact_url
+from connector.logs import setup_logging
+from connector.runtime import open_runtime
+from connector.state import Store
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="klantsync",
+        description="GDPR-aware customer-data sync: webshop -> CRM, with proof.",
+    )
+    parser.add_argument("-c", "--config", type=Path, help="config file (TOML)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    demo = command("demo", "sandboxes + sync + minimisation report, end to end")
+    demo.add_argument("--dir", type=Path, help="keep the demo's files here (default: temp dir)")
+    demo.add_argument("--customers", type=int, default=300, help="synthetic customers to seed")
+    command("keygen", "print a new master key (urlsafe base64 of 32 random bytes)")
+    check = command("check", "validate config, mappings and TLS settings")
+    check.add_argument("--online", action="store_true", help="also call every system once")
+    sync = command("sync", "run flows now")
+    sync.add_argument("--flow", help="only this flow")
+    sync.add_argument("--full", action="store_true", help="ignore cursors; re-read everything")
+    sync.add_argument("--dry-run", action="store_true", help="report what would be sent")
+    resync = command("resync", "manual resync of one system's flows")
+    resync.add_argument("--system", required=True, help="source system name")
+    resync.add_argument("--email", help="only this person (not yet targeted: full resync)")
+    resync.add_argument("--full", action="store_true", help="ignore cursors")
+    command("status", "flows, queues, dead letters")
+    sandbox = command("sandbox", "run the sandboxes alone over HTTPS, to try things by hand")
+    sandbox.add_argument("--dir", type=Path, default=Path("var/sandbox"), help="CA and certs")
+    sandbox.add_argument("--customers", type=int, default=50)
+    audit_cmd = command("audit", "verify or export the audit chain")
+    audit_cmd.add_argument("action", choices=["verify", "export"])
+    audit_cmd.add_argument("--since", help="export entries at or after this ISO timestamp")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``klantsync`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    console = Console(stderr=False, highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        return _dispatch(args, parser, console)
+    except ConfigError as exc:
+        _error(err, args, str(exc), kind="config")
+        return EXIT_USAGE
+    except StoreError as exc:
+        _error(err, args, str(exc), kind="store")
+        return EXIT_FAILED
+    except KlantsyncError as exc:
+        _error(err, args, str(exc), kind="error")
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _error(err: Console, args: argparse.Namespace, message: str, kind: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps({"error": kind, "message": message}))
+    else:
+        err.print(f"[bold red]error[/]: {message}", markup=True, soft_wrap=True)
+
+
+def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
+    if args.config is None:
+        parser.error(f"{args.command} needs -c CONFIG")
+    path: Path = args.config
+    return path
+
+
+def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console: Console) -> int:
+    if args.command == "keygen":
+        print(generate_master_key())
+        return EXIT_OK
+    if args.command == "demo":
+        from connector.demo import run_demo
+
+        return run_demo(console, directory=args.dir, customers=args.customers, as_json=args.json)
+    if args.command == "sandbox":
+        from connector.demo import run_sandboxes
+
+        return run_sandboxes(console, args.dir, args.customers)
+    config_path = _need_config(args, parser)
+    config = load_config(config_path)
+    setup_logging(config.logging.level, config.logging.format)
+    if args.command == "check":
+        return asyncio.run(_check(config_path, args, console))
+    if args.command in ("sync", "resync"):
+        return asyncio.run(_sync(config_path, args, console))
+    if args.command == "status":
+        return _status(config.store_path, [f.name for f in config.flows], args, console)
+    if args.command == "audit":
+        return _audit(config.store_path, args, console)
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE  # pragma: no cover
+
+
+async def _check(config_path: Path, args: argparse.Namespace, console: Console) -> int:
+    config = load_config(config_path)
+    summary: dict[str, Any] = {
+        "config": str(config_path),
+        "store": str(config.store_path),
+        "systems": {
+            name: {
+                "adapter": s.adapter,
+                "url": redact_url(s.base_url),
+                "mapping": str(s.mapping),
+                "fields_sent": config.mappings[name].outbound_fields,
+                "private_ca": s.ca_bundle is not None,
+            }
+            for name, s in config.systems.items()
+        },
+        "flows": {
+            f.name: {"source": f.source, "destinations": f.destinations} for f in config.flows
+        },
+        "online": {},
+    }
+    failed = False
+    if args.online:
+        from connector.adapter import Subject
+
+        async with open_runtime(config) as rt:
+            for name, system in rt.systems.items():
+                try:
+                    await system.adapter.find(Subject(email="klantsync-check@example.invalid"))
+                    summary["online"][name] = "ok"
+                except KlantsyncError as exc:
+                    summary["online"][name] = str(exc)
+                    failed = True
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console.print(f"[green]ok[/]: {config_path} is valid")
+        for name, info in summary["systems"].items():
+            console.print(
+                f"  system {name}: {info['adapter']} at {info['url']}; "
+                f"sends {', '.join(info['fields_sent'])}"
+            )
+        for name, info in summary["flows"].items():
+            console.print(f"  flow {name}: {info['source']} -> {', '.join(info['destinations'])}")
+        for name, result in summary["online"].items():
+            console.print(f"  online {name}: {result}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+class _BarProgress(Progress):
+    """A rich progress bar per flow and destination, for terminals."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.tasks: dict[str, Any] = {}
+
+    def _task(self, key: str, total: int | None) -> Any:
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(key, total=total)
+        elif total is not None:
+            self.bar.update(self.tasks[key], total=total)
+        return self.tasks[key]
+
+    def pulled(self, flow: str, count: int, total: int | None) -> None:
+        self.bar.advance(self._task(f"{flow}: pull", total), count)
+
+    def delivered(self, flow: str, system: str, count: int) -> None:
+        self.bar.advance(self._task(f"{flow}: -> {system}", None), count)
+
+
+async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -> int:
+    async with open_runtime(config_path) as rt:
+        flow_names: list[str | None]
+        if args.command == "resync":
+            if args.system not in rt.config.systems:
+                raise ConfigError(str(config_path), "systems", f"no system named {args.system!r}")
+            flow_names = [f.name for f in rt.config.flows if f.source == args.system]
+            if not flow_names:
+                raise ConfigError(
+                    str(config_path), "flows", f"no flow has {args.system!r} as its source"
+                )
+            audit.append(rt.store, "sync.manual", {"system": args.system, "full": args.full})
+        else:
+            flow_names = [args.flow]
+        reports: list[FlowReport] = []
+        interactive = console.is_terminal and not args.json
+        for flow_name in flow_names:
+            if interactive:
+                from rich.progress import Progress as RichProgress
+
+                with RichProgress(console=console, transient=True) as bar:
+                    reports += await rt.engine.sync(
+                        flow_name,
+                        full=args.full,
+                        dry_run=getattr(args, "dry_run", False),
+                        progress=_BarProgress(bar),
+                    )
+            else:
+                reports += await rt.engine.sync(
+                    flow_name, full=args.full, dry_run=getattr(args, "dry_run", False)
+                )
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        for report in reports:
+            print_report(console, report)
+    return EXIT_FAILED if any(r.failed for r in reports) else EXIT_OK
+
+
+def print_report(console: Console, report: FlowReport) -> None:
+    """Human summary of one flow run."""
+    mode = " (dry run)" if report.dry_run else ""
+    console.print(
+        f"[bold]{report.flow}[/]{mode}: pulled {report.pulled} from {report.source}"
+        f", {report.invalid} without a usable e-mail, {report.suppressed} suppressed (erased)"
+    )
+    for name, dest in report.destinations.items():
+        verb = "would send" if report.dry_run else "queued"
+        console.print(
+            f"  -> {name}: {verb} {dest.queued}, created {dest.created}, updated {dest.updated}, "
+            f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
+            f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
+        )
+    if report.withheld_fields:
+        withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
+        console.print(f"  withheld (not in any mapping, never sent): {withheld}")
+    for error in report.errors:
+        console.print(f"  [red]error[/]: {error}")
+
+
+def _status(store_path: Path, flows: list[str], args: argparse.Namespace, console: Console) -> int:
+    store = Store(store_path)
+    try:
+        runs = store.last_runs()
+        data: dict[str, Any] = {
+            "store": str(store_path),
+            "schema_version": store.schema_version,
+            "counts": store.counts(),
+            "flows": {
+                name: (
+                    {
+                        "last_started": runs[name][0],
+                        "last_finished": runs[name][1],
+                        "last_status": runs[name][2],
+                        "last_success": store.last_success(name),
+                    }
+                    if name in runs
+                    else {"last_status": "never run"}
+                )
+                for name in flows
+            },
+            "dead_letters": [
+                {"id": d.id, "system": d.system, "subject": d.subject_id, "reason": d.reason}
+                for d in store.dead_letters()[-20:]
+            ],
+        }
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    console.print(f"store {store_path} (schema v{data['schema_version']})")
+    for name, info in data["flows"].items():
+        console.print(
+            f"  flow {name}: {info.get('last_status')} "
+            f"(last success {info.get('last_success') or 'never'})"
+        )
+    counts = data["counts"]
+    console.print(
+        f"  queued {counts['outbox']}, dead letters {counts['dead_letters']}, "
+        f"known subjects {counts['identities']}, suppressed {counts['suppression']}, "
+        f"audit entries {counts['audit']}"
+    )
+    for dead in data["dead_letters"]:
+        console.print(
+            f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']}"
+        )
+    return EXIT_OK
+
+
+def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    store = Store(store_path)
+    try:
+        if args.action == "verify":
+            result = audit.verify(store)
+            if args.json:
+                print(json.dumps(vars(result)))
+            elif result.ok:
+                console.print(f"[green]ok[/]: audit chain intact ({result.checked} entries)")
+            else:
+                console.print(
+                    f"[red]broken[/]: entry {result.first_bad}: {result.problem} "
+                    f"({result.checked} entries verified before it)"
+                )
+            return EXIT_OK if result.ok else EXIT_FAILED
+        out = sys.stdout
+        for entry in audit.entries(store, since=args.since):
+            out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,375 @@
+"""The configuration file: pydantic models, secret references, clear errors.
+
+``load_config(path)`` reads the TOML, resolves ``env:``/``file:`` secret references, validates
+every table against its model (unknown keys are errors), applies the TLS policy to every URL,
+checks flows against systems and adapters' capabilities, and loads each system's mapping.
+Any problem raises :class:`~connector.errors.ConfigError` naming the file, the dotted key and
+what is wrong; the CLI turns that into exit status 2. Relative paths are relative to the
+config file's folder.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+
+from connector.adapter import AdapterSpec
+from connector.crypto import decode_master_key
+from connector.errors import ConfigError
+from connector.http import check_url
+from connector.mapping import SystemMapping, load_mapping
+from connector.secrets import resolve_secret
+from connector.settings import StrictModel, SystemSettings
+
+__all__ = [
+    "Config",
+    "DaemonSettings",
+    "FlowSettings",
+    "Schedule",
+    "load_config",
+    "parse_schedule",
+]
+
+_TOP_KEYS = {"store", "keys", "development", "systems", "flows", "daemon", "sync", "logging"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A flow's schedule: a fixed interval or a cron expression."""
+
+    text: str
+    interval_seconds: float | None = None
+    cron: str | None = None
+
+    @property
+    def nominal_seconds(self) -> float:
+        """Typical seconds between runs (for readiness: "succeeded within twice this")."""
+        if self.interval_seconds is not None:
+            return self.interval_seconds
+        import datetime as dt
+
+        from apscheduler.triggers.cron import CronTrigger
+
+        trigger = CronTrigger.from_crontab(self.cron or "* * * * *", timezone="UTC")
+        first = trigger.get_next_fire_time(None, dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
+        assert first is not None
+        second = trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))
+        assert second is not None
+        return float((second - first).total_seconds())
+
+
+_EVERY = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_schedule(text: str) -> Schedule:
+    """``"every 15m"`` or a five-field cron expression; raises ``ValueError`` if neither."""
+    text = text.strip()
+    match = _EVERY.match(text)
+    if match:
+        seconds = int(match.group(1)) * _UNIT[match.group(2)]
+        if seconds <= 0:
+            raise ValueError("interval must be positive")
+        return Schedule(text, interval_seconds=float(seconds))
+    if len(text.split()) == 5:
+        from apscheduler.triggers.cron import CronTrigger
+
+        CronTrigger.from_crontab(text, timezone="UTC")  # raises ValueError when malformed
+        return Schedule(text, cron=text)
+    raise ValueError('must be "every <n>s|m|h|d" or a five-field cron expression')
+
+
+class StoreSettings(StrictModel):
+    """``[store]``: where the state lives."""
+
+    path: Path = Path("var/klantsync.db")
+
+
+class KeySettings(StrictModel):
+    """``[keys]``: the master key reference (``env:NAME`` or ``file:PATH``)."""
+
+    source: str
+
+
+class DevelopmentSettings(StrictModel):
+    """``[development]``: switches that must stay off in production."""
+
+    allow_insecure_loopback: bool = False
+
+
+class SyncSettings(StrictModel):
+    """``[sync]``: delivery tuning."""
+
+    retry_attempts: int = Field(default=6, ge=1, le=20)
+    retry_base_seconds: float = Field(default=0.5, ge=0)
+    retry_max_seconds: float = Field(default=30.0, gt=0)
+
+
+class LoggingSettings(StrictModel):
+    """``[logging]``: level and format (``auto``: readable on a terminal, JSON otherwise)."""
+
+    level: str = "INFO"
+    format: str = "auto"
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value not in {"auto", "json", "console"}:
+            raise ValueError('must be "auto", "json" or "console"')
+        return value
+
+
+class FlowSettings(StrictModel):
+    """``[[flows]]``: one source feeding one or more destinations on a schedule."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    source: str
+    destinations: list[str] = Field(min_length=1)
+    schedule: str = "every 15m"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+    @property
+    def parsed_schedule(self) -> Schedule:
+        return parse_schedule(self.schedule)
+
+
+class DaemonSettings(StrictModel):
+    """``[daemon]``: the service's listeners and admin token."""
+
+    listen: str = "127.0.0.1:8787"
+    admin_listen: str = "127.0.0.1:8788"
+    admin_token: SecretStr | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded, validated configuration."""
+
+    path: Path
+    store_path: Path
+    master_key: bytes
+    development: DevelopmentSettings
+    sync: SyncSettings
+    logging: LoggingSettings
+    systems: dict[str, SystemSettings]
+    mappings: dict[str, SystemMapping]
+    flows: list[FlowSettings]
+    daemon: DaemonSettings
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    def flow(self, name: str) -> FlowSettings:
+        for flow in self.flows:
+            if flow.name == name:
+                return flow
+        raise ConfigError(str(self.path), "flows", f"no flow named {name!r}")
+
+
+def _pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    key = f"{prefix}.{loc}" if loc else prefix
+    if first["type"] == "extra_forbidden":
+        return ConfigError(file, key, "unknown key (check the spelling)")
+    if first["type"] == "missing":
+        return ConfigError(file, key, "required key is missing")
+    # The message is pydantic's description of the rule; the input value is never included,
+    # because it could be a secret or personal data.
+    return ConfigError(file, key, str(first["msg"]))
+
+
+def _table(data: Mapping[str, Any], key: str, file: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(file, key, "must be a table")
+    return dict(value)
+
+
+def _resolve_path(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else base / value
+
+
+def load_config(
+    path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    registry: Mapping[str, AdapterSpec] | None = None,
+) -> Config:
+    """Load and validate ``path``; raise :class:`ConfigError` on the first problem."""
+    if registry is None:
+        from adapters.registry import REGISTRY
+
+        registry = REGISTRY
+    file = str(path)
+    base = path.resolve().parent
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "", "config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"is not valid TOML ({exc})") from None
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(file, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
+
+    def model(cls: type[StrictModel], key: str, raw: Mapping[str, Any]) -> Any:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise _pydantic_error(file, key, exc) from None
+
+    store: StoreSettings = model(StoreSettings, "store", _table(data, "store", file))
+    development: DevelopmentSettings = model(
+        DevelopmentSettings, "development", _table(data, "development", file)
+    )
+    sync: SyncSettings = model(SyncSettings, "sync", _table(data, "sync", file))
+    logging_settings: LoggingSettings = model(
+        LoggingSettings, "logging", _table(data, "logging", file)
+    )
+    keys_raw = _table(data, "keys", file)
+    keys: KeySettings = model(KeySettings, "keys", keys_raw)
+    key_text = resolve_secret(keys.source, file=file, key="keys.source", base_dir=base, env=env)
+    try:
+        master_key = decode_master_key(key_text)
+    except ValueError as exc:
+        raise ConfigError(file, "keys.source", f"master key {exc}") from None
+
+    daemon_raw = _table(data, "daemon", file)
+    if "admin_token" in daemon_raw:
+        daemon_raw["admin_token"] = resolve_secret(
+            daemon_raw["admin_token"], file=file, key="daemon.admin_token", base_dir=base, env=env
+        )
+    daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
+
+    systems_raw = _table(data, "systems", file)
+    if not systems_raw:
+        raise ConfigError(file, "systems", "no systems configured")
+    systems: dict[str, SystemSettings] = {}
+    mappings: dict[str, SystemMapping] = {}
+    for name, raw in systems_raw.items():
+        settings = _load_system(name, raw, file, base, registry, development, env)
+        systems[name] = settings
+        mappings[name] = load_mapping(settings.mapping)
+
+    flows_raw = data.get("flows", [])
+    if not isinstance(flows_raw, list):
+        raise ConfigError(file, "flows", "must be an array of tables ([[flows]])")
+    flows: list[FlowSettings] = []
+    for index, raw in enumerate(flows_raw):
+        flow: FlowSettings = model(FlowSettings, f"flows[{index}]", raw)
+        _check_flow(flow, index, file, systems, registry)
+        if any(f.name == flow.name for f in flows):
+            raise ConfigError(file, f"flows[{index}].name", f"duplicate flow name {flow.name!r}")
+        flows.append(flow)
+
+    return Config(
+        path=path,
+        store_path=_resolve_path(base, store.path),
+        master_key=master_key,
+        development=development,
+        sync=sync,
+        logging=logging_settings,
+        systems=systems,
+        mappings=mappings,
+        flows=flows,
+        daemon=daemon,
+    )
+
+
+def _load_system(
+    name: str,
+    raw: Any,
+    file: str,
+    base: Path,
+    registry: Mapping[str, AdapterSpec],
+    development: DevelopmentSettings,
+    env: Mapping[str, str] | None,
+) -> SystemSettings:
+    key = f"systems.{name}"
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+        raise ConfigError(file, key, "system names use lower-case letters, digits, - and _")
+    if not isinstance(raw, dict):
+        raise ConfigError(file, key, "must be a table")
+    raw = dict(raw)
+    kind = raw.get("adapter")
+    if not isinstance(kind, str):
+        raise ConfigError(file, f"{key}.adapter", "required key is missing")
+    spec = registry.get(kind)
+    if spec is None:
+        raise ConfigError(
+            file, f"{key}.adapter", f"unknown adapter {kind!r}; known: {sorted(registry)}"
+        )
+    credentials = raw.get("credentials", {})
+    if not isinstance(credentials, dict):
+        raise ConfigError(file, f"{key}.credentials", "must be a table of secret references")
+    raw["credentials"] = {
+        cred: resolve_secret(
+            ref, file=file, key=f"{key}.credentials.{cred}", base_dir=base, env=env
+        )
+        for cred, ref in credentials.items()
+    }
+    webhooks = raw.get("webhooks")
+    if isinstance(webhooks, dict) and "secret" in webhooks:
+        raw["webhooks"] = dict(webhooks)
+        raw["webhooks"]["secret"] = resolve_secret(
+            webhooks["secret"], file=file, key=f"{key}.webhooks.secret", base_dir=base, env=env
+        )
+    try:
+        settings = spec.settings_model.model_validate(raw)
+    except ValidationError as exc:
+        raise _pydantic_error(file, key, exc) from None
+    for cred in spec.settings_model.required_credentials:
+        if cred not in settings.credentials:
+            raise ConfigError(file, f"{key}.credentials.{cred}", "required credential is missing")
+    problem = check_url(
+        settings.base_url, allow_insecure_loopback=development.allow_insecure_loopback
+    )
+    if problem:
+        raise ConfigError(file, f"{key}.base_url", f"URL {problem}")
+    updates: dict[str, Any] = {"mapping": _resolve_path(base, settings.mapping)}
+    if settings.ca_bundle is not None:
+        ca = _resolve_path(base, settings.ca_bundle)
+        if not ca.is_file():
+            raise ConfigError(file, f"{key}.ca_bundle", f"CA bundle {ca} not found")
+        updates["ca_bundle"] = ca
+    return settings.model_copy(update=updates)
+
+
+def _check_flow(
+    flow: FlowSettings,
+    index: int,
+    file: str,
+    systems: Mapping[str, SystemSettings],
+    registry: Mapping[str, AdapterSpec],
+) -> None:
+    key = f"flows[{index}]"
+    if flow.source not in systems:
+        raise ConfigError(file, f"{key}.source", f"no system named {flow.source!r}")
+    for dest in flow.destinations:
+        if dest not in systems:
+            raise ConfigError(file, f"{key}.destinations", f"no system named {dest!r}")
+        if dest == flow.source:
+            raise ConfigError(file, f"{key}.destinations", "a flow cannot write to its source")
+    if len(set(flow.destinations)) != len(flow.destinations):
+        raise ConfigError(file, f"{key}.destinations", "a destination is listed twice")
+    _ = registry  # capabilities are checked when adapters are built (see connector.systems)

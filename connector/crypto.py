@@ -1,0 +1,99 @@
+"""Keys and the cryptography built on them.
+
+One master key (32 random bytes, urlsafe base64, from ``keys.source``) is the root; every key
+the connector uses is derived from it with HKDF under its own label, so the keys of different
+purposes are independent and one secret is all an operator backs up:
+
+- ``subject``: HMAC-SHA256 key for subject ids (pseudonymous ids of normalised e-mails/phones);
+- ``payload``: HMAC key for delivered-payload hashes (a plain hash of a payload holding an
+  e-mail could be reversed by guessing e-mails; a keyed one cannot);
+- ``outbox``: AES-256-GCM key for payloads at rest (outbox, dead letters, manifests).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+__all__ = ["DecryptionError", "Keyring", "decode_master_key", "generate_master_key"]
+
+NONCE_BYTES = 12
+
+
+class DecryptionError(Exception):
+    """A sealed blob did not decrypt: wrong key, tampered, or sealed for another context."""
+
+
+def generate_master_key() -> str:
+    """A new master key: urlsafe base64 text of 32 random bytes."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
+
+
+def decode_master_key(text: str) -> bytes:
+    """Decode and check a master key; raises ``ValueError`` saying what is wrong (not the key)."""
+    try:
+        raw = base64.urlsafe_b64decode(text.strip().encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise ValueError("is not urlsafe base64 (generate one with `klantsync keygen`)") from exc
+    if len(raw) != 32:
+        raise ValueError(
+            f"decodes to {len(raw)} bytes, expected 32 (generate one with `klantsync keygen`)"
+        )
+    return raw
+
+
+def _derive(master: bytes, label: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=f"klantsync/{label}".encode()
+    ).derive(master)
+
+
+class Keyring:
+    """All keys derived from one master key, and the operations that use them."""
+
+    def __init__(self, master: bytes) -> None:
+        self._subject_key = _derive(master, "subject")
+        self._payload_key = _derive(master, "payload")
+        self._aead = AESGCM(_derive(master, "outbox"))
+        self.fingerprint = hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16]
+
+    def subject_id(self, normalised: str) -> str:
+        """Pseudonymous id of a normalised e-mail or E.164 phone (128-bit keyed HMAC, hex)."""
+        return hmac.new(self._subject_key, normalised.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def payload_hash(self, system: str, payload: Any) -> str:
+        """Keyed hash of what a system was sent, for change detection."""
+        data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+        msg = system.encode() + b"\0" + data.encode()
+        return hmac.new(self._payload_key, msg, hashlib.sha256).hexdigest()[:32]
+
+    def seal(self, plaintext: bytes, context: str) -> bytes:
+        """AES-GCM encrypt; ``context`` (e.g. ``outbox:crm``) is bound as associated data."""
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, plaintext, context.encode())
+
+    def open(self, blob: bytes, context: str) -> bytes:
+        """Decrypt what :meth:`seal` produced under the same context."""
+        try:
+            return self._aead.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context.encode())
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError("sealed data did not verify") from exc
+
+    def seal_json(self, value: Any, context: str) -> bytes:
+        """:meth:`seal` for JSON-serialisable values."""
+        return self.seal(json.dumps(value, separators=(",", ":")).encode(), context)
+
+    def open_json(self, blob: bytes, context: str) -> Any:
+        """:meth:`open` for values sealed with :meth:`seal_json`."""
+        return json.loads(self.open(blob, context))

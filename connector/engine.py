@@ -1,0 +1,462 @@
+"""Flows: pull -> map -> identify -> suppress -> gate -> diff -> outbox -> deliver -> ack.
+
+One :class:`Engine` runs flows over the systems of one config. A flow's source is pulled page
+by page; each page is mapped to canonical people, checked against the suppression list, gated
+and minimised per destination, compared with what each destination last received, and the
+changed payloads are sealed into the outbox *together with* the cursor after that page (one
+transaction). Delivery workers drain the outbox concurrently with the pull, in batches, and
+acknowledge each record (hash + external id stored, outbox row deleted) in one transaction.
+
+A crash anywhere therefore loses nothing (the cursor never passes what is not queued; the
+outbox survives) and duplicates nothing (deliveries are upserts keyed on e-mail, and the
+acknowledgement is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector import audit
+from connector.adapter import OutboundRecord, Page, UpsertResult
+from connector.config import Config, FlowSettings
+from connector.crypto import DecryptionError, Keyring
+from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
+from connector.model import Person
+from connector.state import Ack, OutboxRow, QueuedPayload, Store
+from connector.systems import System, Systems
+
+__all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
+
+log = logging.getLogger("klantsync.engine")
+
+#: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
+#: from it to simulate a crash at exactly that point.
+Checkpoint = Callable[[str], None]
+
+
+@dataclass
+class DestinationReport:
+    """What happened towards one destination in one run."""
+
+    queued: int = 0
+    unchanged: int = 0
+    gated: int = 0
+    created: int = 0
+    updated: int = 0
+    dead_lettered: int = 0
+    retry_later: int = 0
+    suppressed_at_delivery: int = 0
+    requests: int = 0
+    fatal: str = ""
+
+    @property
+    def written(self) -> int:
+        return self.created + self.updated
+
+
+@dataclass
+class FlowReport:
+    """What one run of one flow did; printed by ``sync`` and stored as the run summary."""
+
+    flow: str
+    source: str
+    dry_run: bool = False
+    pulled: int = 0
+    invalid: int = 0
+    suppressed: int = 0
+    withheld_fields: Counter[str] = field(default_factory=Counter)
+    destinations: dict[str, DestinationReport] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    complete: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """True when anything needs attention: errors, dead letters or deliveries left queued."""
+        return bool(self.errors) or any(
+            d.dead_lettered or d.retry_later for d in self.destinations.values()
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "complete": self.complete,
+            "pulled": self.pulled,
+            "invalid": self.invalid,
+            "suppressed": self.suppressed,
+            "withheld_fields": dict(sorted(self.withheld_fields.items())),
+            "destinations": {
+                name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
+            },
+            "errors": list(self.errors),
+            "failed": self.failed,
+        }
+
+
+class Progress:
+    """Receives progress events; the CLI's terminal bar implements this. Default: silent."""
+
+    def pulled(self, flow: str, count: int, total: int | None) -> None:
+        """``count`` more records pulled; ``total`` when the source knows it."""
+
+    def delivered(self, flow: str, system: str, count: int) -> None:
+        """``count`` more records delivered (or settled) to ``system``."""
+
+
+class Engine:
+    """Runs flows for one config.
+
+    Args:
+        config: the loaded config.
+        store: the state store.
+        keyring: keys derived from the master key.
+        systems: built systems (see :func:`connector.systems.open_systems`).
+        checkpoint: optional hook called at named points (crash simulation in tests).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        keyring: Keyring,
+        systems: Systems,
+        *,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.keyring = keyring
+        self.systems = systems
+        self._checkpoint = checkpoint or (lambda _name: None)
+
+    async def sync(
+        self,
+        flow_name: str | None = None,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> list[FlowReport]:
+        """Run one flow, or every flow in config order."""
+        flows = [self.config.flow(flow_name)] if flow_name else self.config.flows
+        return [
+            await self.run_flow(flow, full=full, dry_run=dry_run, progress=progress)
+            for flow in flows
+        ]
+
+    async def run_flow(
+        self,
+        flow: FlowSettings,
+        *,
+        full: bool = False,
+        dry_run: bool = False,
+        progress: Progress | None = None,
+    ) -> FlowReport:
+        """Pull the flow's source and deliver to its destinations; return what happened."""
+        progress = progress or Progress()
+        source = self.systems[flow.source]
+        destinations = [self.systems[name] for name in flow.destinations]
+        report = FlowReport(flow.name, flow.source, dry_run=dry_run)
+        for dest in destinations:
+            report.destinations[dest.name] = DestinationReport()
+        run_id = None if dry_run else self.store.start_run(flow.name)
+        producer_done = asyncio.Event()
+        wake = {dest.name: asyncio.Event() for dest in destinations}
+        workers = (
+            []
+            if dry_run
+            else [
+                asyncio.create_task(
+                    self._deliver(flow, dest, report, producer_done, wake[dest.name], progress)
+                )
+                for dest in destinations
+            ]
+        )
+        try:
+            cursor = None if full else self.store.get_cursor(flow.name, source.name)
+            async for page in source.adapter.pull(cursor):
+                self._take_page(flow, source, destinations, page, report, dry_run)
+                progress.pulled(flow.name, len(page.records), page.total)
+                for event in wake.values():
+                    event.set()
+                if page.complete:
+                    report.complete = True
+        except KlantsyncError as exc:
+            report.errors.append(str(exc))
+            log.warning("pull failed", extra={"flow": flow.name, "error": str(exc)})
+        finally:
+            producer_done.set()
+            for event in wake.values():
+                event.set()
+            if workers:
+                await asyncio.gather(*workers)
+        if run_id is not None:
+            import json
+
+            self.store.finish_run(
+                run_id, "failed" if report.failed else "ok", json.dumps(report.as_dict())
+            )
+            audit.append(self.store, "sync.run", _audit_summary(report))
+        return report
+
+    # -- pull side ---------------------------------------------------------------------------
+
+    def _take_page(
+        self,
+        flow: FlowSettings,
+        source: System,
+        destinations: Sequence[System],
+        page: Page,
+        report: FlowReport,
+        dry_run: bool,
+    ) -> None:
+        people: dict[str, tuple[str | None, Person]] = {}
+        for raw in page.records:
+            report.pulled += 1
+            person = source.mapping.inbound(raw, report.withheld_fields)
+            email = person.email
+            if email is None or "@" not in email:
+                report.invalid += 1
+                continue
+            # Within a page the last occurrence of a subject wins, as it would across pages.
+            people[self.keyring.subject_id(email)] = (source.mapping.record_id(raw), person)
+        subject_ids = list(people)
+        suppressed = self.store.suppressed(subject_ids)
+        report.suppressed += len(suppressed)
+        payloads: list[QueuedPayload] = []
+        for dest in destinations:
+            dest_report = report.destinations[dest.name]
+            queued = self.store.queued_hashes(dest.name, subject_ids)
+            delivered = self.store.delivered_hashes(dest.name, subject_ids)
+            context = f"outbox:{dest.name}"
+            for sid, (_, person) in people.items():
+                if sid in suppressed:
+                    continue
+                if not dest.mapping.admits(person):
+                    dest_report.gated += 1
+                    continue
+                fields = dest.mapping.outbound(person)
+                digest = self.keyring.payload_hash(dest.name, fields)
+                last = queued.get(sid, delivered.get(sid))
+                if last == digest:
+                    dest_report.unchanged += 1
+                    continue
+                dest_report.queued += 1
+                if not dry_run:
+                    sealed = self.keyring.seal_json(
+                        {"email": person.email, "fields": fields}, context
+                    )
+                    payloads.append(QueuedPayload(dest.name, sid, sealed, digest))
+        self._checkpoint("pulled")
+        if dry_run:
+            return
+        identities = [
+            (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
+        ]
+        self.store.enqueue_page(flow.name, source.name, payloads, identities, page.cursor)
+        self._checkpoint("queued")
+
+    # -- delivery side -----------------------------------------------------------------------
+
+    async def _deliver(
+        self,
+        flow: FlowSettings,
+        dest: System,
+        report: FlowReport,
+        producer_done: asyncio.Event,
+        wake: asyncio.Event,
+        progress: Progress,
+    ) -> None:
+        """Drain ``dest``'s outbox while the pull runs, up to ``max_concurrency`` batches."""
+        dest_report = report.destinations[dest.name]
+        slots = asyncio.Semaphore(max(1, dest.limits.max_concurrency))
+        in_flight: set[asyncio.Task[None]] = set()
+        crashed: list[BaseException] = []
+        stop = asyncio.Event()
+
+        def settled(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                # An unexpected failure is a crash of this run: stop and re-raise below.
+                crashed.append(task.exception())  # type: ignore[arg-type]
+                stop.set()
+
+        last_id = 0
+        while not stop.is_set():
+            # Clear before looking, so a page queued right after the look still wakes us.
+            wake.clear()
+            rows = self.store.outbox_batch(dest.name, last_id, dest.limits.batch_size)
+            if not rows:
+                if producer_done.is_set():
+                    break
+                await wake.wait()
+                continue
+            last_id = rows[-1].id
+            await slots.acquire()
+            task = asyncio.create_task(
+                self._deliver_batch(flow, dest, rows, dest_report, stop, progress)
+            )
+            in_flight.add(task)
+            task.add_done_callback(settled)
+        if in_flight:
+            await asyncio.wait(set(in_flight))
+        if crashed:
+            raise crashed[0]
+        if stop.is_set():
+            report.errors.append(f"delivery to {dest.name} stopped: {dest_report.fatal}")
+
+    async def _deliver_batch(
+        self,
+        flow: FlowSettings,
+        dest: System,
+        rows: list[OutboxRow],
+        dest_report: DestinationReport,
+        stop: asyncio.Event,
+        progress: Progress,
+    ) -> None:
+        if stop.is_set():
+            dest_report.retry_later += len(rows)
+            return
+        suppressed = self.store.suppressed([r.subject_id for r in rows])
+        if suppressed:
+            # An erasure arrived after these were queued: they must never be sent.
+            gone = [r for r in rows if r.subject_id in suppressed]
+            self.store.drop_outbox([r.id for r in gone])
+            dest_report.suppressed_at_delivery += len(gone)
+            rows = [r for r in rows if r.subject_id not in suppressed]
+        records: list[OutboundRecord] = []
+        by_ref: dict[str, OutboxRow] = {}
+        undecryptable: list[tuple[OutboxRow, str]] = []
+        external = self.store.external_ids(dest.name, [r.subject_id for r in rows])
+        context = f"outbox:{dest.name}"
+        for row in rows:
+            try:
+                envelope = self.keyring.open_json(row.payload, context)
+            except DecryptionError:
+                undecryptable.append((row, "undecryptable: sealed with another master key"))
+                continue
+            ref = str(row.id)
+            by_ref[ref] = row
+            records.append(
+                OutboundRecord(
+                    ref=ref,
+                    email=envelope["email"],
+                    external_id=external.get(row.subject_id),
+                    fields=envelope["fields"],
+                )
+            )
+        if undecryptable:
+            self.store.dead_letter(undecryptable)
+            dest_report.dead_lettered += len(undecryptable)
+        if not records:
+            return
+        results = await self._upsert(dest, records, dest_report, stop)
+        self._checkpoint("delivered")
+        acks: list[Ack] = []
+        dead: list[tuple[OutboxRow, str]] = []
+        later: list[int] = []
+        for result in results:
+            row = by_ref[result.ref]
+            if result.outcome == "failed":
+                if result.retryable:
+                    later.append(row.id)
+                else:
+                    dead.append((row, result.reason or "rejected"))
+                continue
+            if result.outcome == "created":
+                dest_report.created += 1
+            else:
+                dest_report.updated += 1
+            acks.append(Ack(row.id, row.subject_id, result.external_id, row.payload_hash))
+        if acks:
+            self.store.acknowledge(dest.name, acks)
+        if dead:
+            self.store.dead_letter(dead)
+            dest_report.dead_lettered += len(dead)
+            for row, reason in dead:
+                log.warning(
+                    "record rejected, dead-lettered",
+                    extra={"system": dest.name, "subject": row.subject_id, "reason": reason},
+                )
+        if later:
+            self.store.bump_attempts(later)
+            dest_report.retry_later += len(later)
+        self._checkpoint("acked")
+        progress.delivered(flow.name, dest.name, len(results))
+        if acks or dead:
+            audit.append(
+                self.store,
+                "sync.batch",
+                {
+                    "flow": flow.name,
+                    "system": dest.name,
+                    "created": sum(1 for r in results if r.outcome == "created"),
+                    "updated": sum(1 for r in results if r.outcome == "updated"),
+                    "failed": len(dead) + len(later),
+                    "fields": sorted({k for rec in records for k in rec.fields}),
+                },
+            )
+
+    async def _upsert(
+        self,
+        dest: System,
+        records: list[OutboundRecord],
+        dest_report: DestinationReport,
+        stop: asyncio.Event,
+    ) -> list[UpsertResult]:
+        """Upsert a batch; isolate records when the vendor rejects a whole batch."""
+        dest_report.requests += 1
+        try:
+            return await dest.adapter.upsert(records)
+        except RetryableError as exc:
+            log.warning("delivery deferred", extra={"system": dest.name, "error": str(exc)})
+            return [
+                UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
+            ]
+        except FatalRemoteError as exc:
+            log.error("delivery stopped", extra={"system": dest.name, "error": str(exc)})
+            dest_report.fatal = str(exc)
+            stop.set()
+            return [
+                UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
+            ]
+        except RecordError as exc:
+            if len(records) == 1:
+                return [UpsertResult(records[0].ref, "failed", reason=_reason(exc))]
+            # The vendor refused the batch as a whole; send one by one to find the culprit.
+            results: list[UpsertResult] = []
+            for record in records:
+                results.extend(await self._upsert(dest, [record], dest_report, stop))
+            return results
+
+
+def _reason(exc: KlantsyncError) -> str:
+    status = getattr(exc, "status", None)
+    detail = getattr(exc, "detail", "")
+    parts = [str(status) if status is not None else type(exc).__name__]
+    if detail:
+        parts.append(detail)
+    return " ".join(parts)
+
+
+def _audit_summary(report: FlowReport) -> dict[str, Any]:
+    return {
+        "flow": report.flow,
+        "source": report.source,
+        "pulled": report.pulled,
+        "invalid": report.invalid,
+        "suppressed": report.suppressed,
+        "withheld_fields": sorted(report.withheld_fields),
+        "destinations": {
+            name: {"written": d.written, "unchanged": d.unchanged, "dead_lettered": d.dead_lettered}
+            for name, d in report.destinations.items()
+        },
+        "failed": report.failed,
+    }

@@ -1,0 +1,119 @@
+"""The one error tree of klantsync.
+
+Every exception the connector raises on purpose is a :class:`KlantsyncError`. The subclass says
+what happens next, so callers branch on *kind*, never on message text::
+
+    KlantsyncError
+    ├── ConfigError            bad configuration: exit 2; the message names file, key and problem
+    ├── RemoteError            a call to an external system failed (system, method, path, status)
+    │   ├── RetryableError     transport failure, 429, 5xx: retried with backoff, then left queued
+    │   │   └── RateLimitedError   429 from the vendor; carries the vendor's wait hint
+    │   ├── FatalRemoteError   401/403/404 on a route, TLS failure: stop this system's work
+    │   └── RecordError        the vendor rejected one record (4xx): dead-letter it, go on
+    ├── StoreError             the state store is unusable (locked by another daemon, bad schema)
+    └── ReceiptError           a signed receipt or the audit chain does not verify
+
+Messages carry the system name, HTTP method, URL *path* and status only: never request or
+response bodies, query strings, e-mails, names, phones or tokens. Those can hold personal data,
+and exception text ends up in logs.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FatalRemoteError",
+    "KlantsyncError",
+    "RateLimitedError",
+    "ReceiptError",
+    "RecordError",
+    "RemoteError",
+    "RetryableError",
+    "StoreError",
+]
+
+
+class KlantsyncError(Exception):
+    """Base of every error klantsync raises on purpose."""
+
+
+class ConfigError(KlantsyncError):
+    """The configuration (or a mapping it names) is invalid; the CLI exits 2.
+
+    Args:
+        file: the file that holds the problem.
+        key: dotted key inside that file, e.g. ``systems.crm.base_url``.
+        problem: what is wrong, in words; never the value of a secret.
+    """
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = f"{file}: {key}" if key else file
+        super().__init__(f"{where}: {problem}")
+
+
+class RemoteError(KlantsyncError):
+    """A call to an external system failed.
+
+    Args:
+        system: configured system name (e.g. ``crm``).
+        method: HTTP method.
+        path: URL path only (no query string, which may hold e-mails or keys).
+        status: HTTP status, or ``None`` for transport failures.
+        detail: a short vendor error *category* (e.g. ``VALIDATION_ERROR``), never a message body.
+    """
+
+    def __init__(
+        self,
+        system: str,
+        method: str,
+        path: str,
+        status: int | None = None,
+        detail: str = "",
+    ) -> None:
+        self.system = system
+        self.method = method
+        self.path = path
+        self.status = status
+        self.detail = detail
+        status_text = f" -> {status}" if status is not None else ""
+        detail_text = f" ({detail})" if detail else ""
+        super().__init__(f"{system}: {method} {path}{status_text}{detail_text}")
+
+
+class RetryableError(RemoteError):
+    """Transient: a transport error, a 5xx or a 429. Retried; if retries run out, left queued."""
+
+
+class RateLimitedError(RetryableError):
+    """The vendor answered 429. ``wait_seconds`` is the vendor's hint (policy or header), if any."""
+
+    def __init__(
+        self,
+        system: str,
+        method: str,
+        path: str,
+        status: int | None = 429,
+        detail: str = "",
+        wait_seconds: float | None = None,
+    ) -> None:
+        super().__init__(system, method, path, status, detail)
+        self.wait_seconds = wait_seconds
+
+
+class FatalRemoteError(RemoteError):
+    """Not worth retrying now: bad credentials, missing scope, TLS failure, unknown route."""
+
+
+class RecordError(RemoteError):
+    """The vendor rejected one record; it goes to the dead-letter queue and the rest go on."""
+
+
+class StoreError(KlantsyncError):
+    """The state store cannot be used (another daemon holds it, schema too new, corrupt)."""
+
+
+class ReceiptError(KlantsyncError):
+    """A signed receipt or the audit chain failed verification."""

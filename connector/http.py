@@ -1,0 +1,355 @@
+"""The one place that builds HTTP clients: TLS policy, timeouts, retries, rate limits, errors.
+
+Adapters never construct ``httpx`` clients themselves. They receive a :class:`SystemClient`,
+which:
+
+- refuses anything but https (plain http only to loopback, only with the development switch);
+- verifies certificates always, against the system's ``ca_bundle`` when one is configured,
+  with TLS 1.2 as the floor;
+- puts a timeout on every call;
+- paces calls with a per-system rolling-window limiter (one per named *bucket*, so HubSpot's
+  search limit of 4/s is kept apart from its general burst limit);
+- retries transport errors, 429 and 5xx with exponential backoff and jitter (tenacity),
+  waiting as long as the vendor says when it says (the adapter reads the vendor's signal);
+- turns failures into the error tree of :mod:`connector.errors`, whose messages hold the
+  system, method, path and status only: no body, no query string, no credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import random
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+
+from connector.errors import (
+    FatalRemoteError,
+    RateLimitedError,
+    RecordError,
+    RemoteError,
+    RetryableError,
+)
+from connector.ratelimit import RateLimit, RateLimiter
+
+__all__ = [
+    "RetryPolicy",
+    "SystemClient",
+    "WaitHint",
+    "build_ssl_context",
+    "check_url",
+    "is_loopback",
+    "redact_url",
+]
+
+#: Reads a vendor's 429/5xx response and says how long to wait, or ``None`` for "use backoff".
+WaitHint = Callable[[httpx.Response], float | None]
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback IP addresses (127.0.0.0/8, ::1)."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
+    """Apply the TLS policy to a configured URL; return the problem in words, or ``None``.
+
+    https is required. Plain http is accepted only for a loopback host and only when the
+    operator has set the explicit development switch, so a typo can never send customer data
+    in clear over a network.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "is not a valid URL"
+    if not parts.hostname:
+        return "has no host"
+    if parts.username or parts.password:
+        return "must not carry credentials in the URL; use the credentials table"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http":
+        if not is_loopback(parts.hostname):
+            return "uses http://; only https:// is allowed (TLS is required for customer data)"
+        if not allow_insecure_loopback:
+            return (
+                "uses http:// to a loopback host; set allow_insecure_loopback = true in "
+                "[development] to permit this for local testing"
+            )
+        return None
+    return f"has scheme {parts.scheme!r}; only https:// is allowed"
+
+
+def redact_url(url: str | httpx.URL) -> str:
+    """Scheme, host and path only: the query string may hold e-mails, tokens or keys."""
+    parts = urlsplit(str(url))
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def build_ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
+    """Verification on, hostname checked, TLS 1.2 minimum; trust ``ca_bundle`` if given."""
+    if ca_bundle is not None:
+        context = ssl.create_default_context(cafile=str(ca_bundle))
+    else:
+        import certifi  # httpx's own trust store; imported here so tests need no network CA
+
+        context = ssl.create_default_context(cafile=certifi.where())
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = True
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+@dataclass
+class RetryPolicy:
+    """How hard to try. ``sleep`` is injectable so tests never wait for real.
+
+    Attributes:
+        attempts: total tries per call, the first included.
+        base_seconds: first backoff; doubles per attempt, with full jitter.
+        max_seconds: cap on one backoff (and on a vendor's wait hint).
+    """
+
+    attempts: int = 6
+    base_seconds: float = 0.5
+    max_seconds: float = 30.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    def backoff(self, attempt: int, error: BaseException | None) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if isinstance(error, RateLimitedError) and error.wait_seconds is not None:
+            # The vendor told us how long; add a little jitter so workers do not stampede.
+            hinted = min(error.wait_seconds, self.max_seconds)
+            return hinted + random.uniform(0, min(0.25, hinted / 10 + 0.01)) * (hinted > 0)
+        ceiling = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class ClientStats:
+    """Counters a system's client keeps for status output and metrics."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    transport_errors: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return True
+        current = current.__cause__ or current.__context__
+    return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc).__name__
+
+
+class SystemClient:
+    """The HTTP client of one configured system, with the policy above applied to every call.
+
+    Args:
+        system: configured system name, used in error messages and metrics.
+        base_url: the system's base URL (already checked by :func:`check_url`).
+        auth: an httpx auth object or ``None``; headers for token auth go in ``headers``.
+        headers: default headers (e.g. the bearer token), never logged.
+        ca_bundle: PEM file of extra trusted CAs, or ``None`` for the public roots.
+        limits: rate limits per bucket name; ``"default"`` applies when a call names none.
+        wait_hint: the adapter's reader of vendor back-off signals.
+        retry: retry policy.
+        timeout: seconds for connect, read, write and pool each.
+        transport: replaces the network (tests, in-process sandboxes).
+        max_connections: connection pool size; also caps concurrency towards the vendor.
+    """
+
+    def __init__(
+        self,
+        system: str,
+        base_url: str,
+        *,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        ca_bundle: Path | None = None,
+        limits: Mapping[str, RateLimit] | None = None,
+        wait_hint: WaitHint | None = None,
+        retry: RetryPolicy | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 10,
+    ) -> None:
+        self.system = system
+        self.retry = retry or RetryPolicy()
+        self.stats = ClientStats()
+        self._wait_hint = wait_hint
+        self._limiters = {
+            name: RateLimiter(limit, sleep=self.retry.sleep)
+            for name, limit in (limits or {}).items()
+        }
+        verify: ssl.SSLContext | bool = build_ssl_context(ca_bundle) if transport is None else True
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            auth=auth,
+            headers=dict(headers or {}),
+            verify=verify,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+    async def __aenter__(self) -> SystemClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        bucket: str = "default",
+        accept: Iterable[int] = (),
+    ) -> httpx.Response:
+        """Send one call with pacing, retries and error classification.
+
+        Args:
+            method: HTTP method.
+            path: path relative to the base URL.
+            bucket: which rate limit applies (``"default"`` or one the adapter declared).
+            accept: error statuses to hand back instead of raising (e.g. 404 when absence
+                is an answer, as in erasure).
+
+        Returns:
+            The response, with a status below 400 or one of ``accept``.
+
+        Raises:
+            RetryableError: retries ran out on 429, 5xx or transport errors.
+            FatalRemoteError: 401, 403, other 404s, TLS failures.
+            RecordError: another 4xx (the vendor rejected what was sent).
+        """
+        accepted = frozenset(accept)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retry.attempts),
+            retry=retry_if_exception_type(RetryableError),
+            wait=lambda state: self.retry.backoff(
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else None,
+            ),
+            sleep=self._sleep_and_count,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._send_once(
+                    method, path, params, json, content, headers, bucket, accepted
+                )
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _sleep_and_count(self, seconds: float) -> None:
+        self.stats.retries += 1
+        await self.retry.sleep(seconds)
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        bucket: str,
+        accepted: frozenset[int],
+    ) -> httpx.Response:
+        limiter = self._limiters.get(bucket) or self._limiters.get("default")
+        if limiter is not None:
+            await limiter.acquire()
+        self.stats.requests += 1
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            response = await self._client.request(
+                method, path, params=params, json=json, content=content, headers=headers
+            )
+        except httpx.TransportError as exc:
+            self.stats.transport_errors += 1
+            if _is_tls_failure(exc):
+                raise FatalRemoteError(
+                    self.system, method, path, None, "TLS verification failed"
+                ) from exc
+            raise RetryableError(self.system, method, path, None, type(exc).__name__) from exc
+        finally:
+            self.stats.latencies.append(loop.time() - started)
+            if len(self.stats.latencies) > 10_000:
+                del self.stats.latencies[:5_000]
+        status = response.status_code
+        if status < 400 or status in accepted:
+            return response
+        raise self._classify(method, path, response)
+
+    def _classify(self, method: str, path: str, response: httpx.Response) -> RemoteError:
+        status = response.status_code
+        detail = _error_category(response)
+        if status == 429:
+            self.stats.rate_limited += 1
+            wait = self._wait_hint(response) if self._wait_hint else None
+            return RateLimitedError(self.system, method, path, status, detail, wait)
+        if status >= 500 or status in (408, 423):
+            self.stats.server_errors += 1
+            return RetryableError(self.system, method, path, status, detail)
+        if status in (401, 403, 404, 405):
+            return FatalRemoteError(self.system, method, path, status, detail)
+        return RecordError(self.system, method, path, status, detail)
+
+
+def _error_category(response: httpx.Response) -> str:
+    """A vendor's machine-readable error *category*, never its free-text message.
+
+    Vendors' messages often echo what was sent (an e-mail, a name), so only short
+    code-like fields are kept, and only if they look like codes.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    for key in ("category", "code", "errorType", "title", "error"):
+        value = body.get(key)
+        if isinstance(value, str) and value and len(value) <= 64 and _looks_like_code(value):
+            return value
+    return ""
+
+
+def _looks_like_code(value: str) -> bool:
+    return all(ch.isalnum() or ch in "_-. " for ch in value) and "@" not in value

@@ -1,0 +1,279 @@
+"""Mappings: ``mappings/<system>.toml`` loaded, checked and applied.
+
+A mapping is the allow-list of one system: the canonical fields it exchanges, where each lives
+in the system's records, how values are normalised, which way they flow and *why* (purpose).
+Only mapped fields ever leave the connector; a field a source sends that no mapping names is
+dropped and counted by name, so operators can see what was withheld.
+
+File format::
+
+    system = "woocommerce"          # informative; the config says which adapter uses it
+    id_path = "id"                  # where the system's own record id lives
+    record_root = "properties"      # optional: pulled records keep their fields under this key
+    default_region = "NL"           # for phone numbers written without a country code
+    requires_consent = "marketing"  # optional: only people with this consent are sent here
+    ignore = ["id", "_links"]       # technical paths that are not personal data (not counted)
+
+    [fields.email]
+    path = "email"                  # dotted; "meta_data.<key>" reads WooCommerce-style meta
+    transform = ["trim", "lower"]
+    purpose = "Customer administration"
+    direction = "both"              # "in" (read only), "out" (write only) or "both"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from connector.errors import ConfigError
+from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, Person
+from connector.transforms import Transform, make_transform
+
+__all__ = ["FieldMapping", "SystemMapping", "load_mapping"]
+
+Direction = Literal["in", "out", "both"]
+_TOP_KEYS = {
+    "system",
+    "id_path",
+    "record_root",
+    "default_region",
+    "requires_consent",
+    "ignore",
+    "fields",
+}
+_FIELD_KEYS = {"path", "transform", "purpose", "direction"}
+
+
+@dataclass(frozen=True)
+class FieldMapping:
+    """One canonical field <-> one system path."""
+
+    canonical: str
+    path: str
+    transforms: tuple[Transform, ...]
+    transform_names: tuple[str, ...]
+    purpose: str
+    direction: Direction
+
+    @property
+    def inbound(self) -> bool:
+        return self.direction in ("in", "both")
+
+    @property
+    def outbound(self) -> bool:
+        return self.direction in ("out", "both")
+
+    def convert(self, value: Any) -> Any:
+        for transform in self.transforms:
+            if value is None:
+                return None
+            value = transform(value)
+        return value
+
+
+@dataclass
+class SystemMapping:
+    """A loaded mapping file, ready to apply.
+
+    Attributes:
+        path: the file it came from (for messages).
+        fields: canonical name -> field mapping.
+        id_path: where the system's record id lives.
+        requires_consent: a consent purpose people must have to be sent here, if any.
+        ignore: system paths known not to be personal data (not counted as withheld).
+    """
+
+    path: Path
+    fields: dict[str, FieldMapping]
+    id_path: str = "id"
+    record_root: str | None = None
+    requires_consent: str | None = None
+    ignore: frozenset[str] = frozenset()
+    _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
+    _outbound: list[FieldMapping] = field(default_factory=list)
+    _known_paths: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        self._inbound = [
+            (name, tuple(f.path.split(".")), f) for name, f in self.fields.items() if f.inbound
+        ]
+        self._outbound = [f for f in self.fields.values() if f.outbound]
+        self._known_paths = frozenset(f.path for f in self.fields.values()) | self.ignore
+
+    @property
+    def outbound_fields(self) -> list[str]:
+        """Canonical names this system may receive (the allow-list)."""
+        return [f.canonical for f in self._outbound]
+
+    def record_id(self, record: Mapping[str, Any]) -> str | None:
+        """The system's own id of a raw record."""
+        value = _get(record, tuple(self.id_path.split(".")))
+        return None if value in (None, "", 0) else str(value)
+
+    def inbound(self, record: Mapping[str, Any], withheld: Counter[str] | None = None) -> Person:
+        """Raw system record -> canonical person; count unmapped source fields in ``withheld``."""
+        person = Person()
+        if self.record_root is not None:
+            nested = record.get(self.record_root)
+            record = nested if isinstance(nested, Mapping) else {}
+        for name, parts, mapping in self._inbound:
+            value = mapping.convert(_get(record, parts))
+            if value is not None:
+                person[name] = value
+        if withheld is not None:
+            for leaf in _leaf_paths(record):
+                if leaf not in self._known_paths and not self._ignored(leaf):
+                    withheld[leaf] += 1
+        return person
+
+    def outbound(self, person: Mapping[str, Any]) -> dict[str, Any]:
+        """Canonical person -> the system's fields, allow-listed: nothing unmapped leaves."""
+        payload: dict[str, Any] = {}
+        for mapping in self._outbound:
+            value = person.get(mapping.canonical)
+            if value is not None:
+                payload[mapping.path] = mapping.convert(value)
+        return payload
+
+    def _ignored(self, leaf: str) -> bool:
+        # An ignored path covers everything under it ("_links" covers "_links.self").
+        return any(leaf.startswith(prefix + ".") for prefix in self.ignore)
+
+    def admits(self, person: Person) -> bool:
+        """Whether the purpose/consent gate lets this person through to this system."""
+        return self.requires_consent is None or person.has_consent(self.requires_consent)
+
+    def purposes(self) -> dict[str, str]:
+        """Canonical field -> purpose, for the register and access reports."""
+        return {name: f.purpose for name, f in self.fields.items()}
+
+
+def _get(record: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
+    current: Any = record
+    for part in parts:
+        if isinstance(current, Mapping):
+            current = current.get(part)
+        elif isinstance(current, list):
+            # WooCommerce-style meta: [{"key": "date_of_birth", "value": "..."}]
+            current = next(
+                (
+                    m.get("value")
+                    for m in current
+                    if isinstance(m, Mapping) and m.get("key") == part
+                ),
+                None,
+            )
+        else:
+            return None
+        if current is None:
+            return None
+    return current
+
+
+def _leaf_paths(record: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for key, value in record.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if value:
+                yield from _leaf_paths(value, f"{path}.")
+        elif (
+            isinstance(value, list)
+            and value
+            and isinstance(value[0], Mapping)
+            and ("key" in value[0])
+        ):
+            for item in value:
+                if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                    yield f"{path}.{item['key']}"
+        elif value not in (None, "", [], False):
+            yield path
+
+
+def load_mapping(path: Path) -> SystemMapping:
+    """Read and check a mapping file.
+
+    Raises:
+        ConfigError: naming the file and key: unknown keys, unknown canonical fields or
+            transforms, a field without a purpose, a bad direction.
+    """
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(where, "", "mapping file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(where, "", f"is not valid TOML ({exc})") from None
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(where, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
+    region = str(data.get("default_region", "NL")).upper()
+    consent = data.get("requires_consent")
+    if consent is not None and consent not in CONSENT_FIELDS:
+        raise ConfigError(
+            where,
+            "requires_consent",
+            f"unknown consent {consent!r}; known: {sorted(CONSENT_FIELDS)}",
+        )
+    raw_fields = data.get("fields")
+    if not isinstance(raw_fields, dict) or not raw_fields:
+        raise ConfigError(where, "fields", "a mapping needs at least one [fields.<name>] table")
+    fields: dict[str, FieldMapping] = {}
+    for name, spec in raw_fields.items():
+        fields[name] = _load_field(where, name, spec, region)
+    if "email" not in fields:
+        raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
+    ignore = data.get("ignore", [])
+    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
+        raise ConfigError(where, "ignore", "must be a list of paths")
+    return SystemMapping(
+        path=path,
+        fields=fields,
+        id_path=str(data.get("id_path", "id")),
+        record_root=data.get("record_root"),
+        requires_consent=consent,
+        ignore=frozenset(ignore),
+    )
+
+
+def _load_field(where: str, name: str, spec: Any, region: str) -> FieldMapping:
+    key = f"fields.{name}"
+    if name not in CANONICAL_FIELDS:
+        raise ConfigError(
+            where, key, f"unknown canonical field {name!r}; known: {sorted(CANONICAL_FIELDS)}"
+        )
+    if not isinstance(spec, dict):
+        raise ConfigError(where, key, "must be a table with path, purpose and transform")
+    for sub in spec:
+        if sub not in _FIELD_KEYS:
+            raise ConfigError(where, f"{key}.{sub}", f"unknown key; expected {sorted(_FIELD_KEYS)}")
+    path = spec.get("path")
+    if not isinstance(path, str) or not path:
+        raise ConfigError(where, f"{key}.path", "missing: where the field lives in the system")
+    purpose = spec.get("purpose")
+    if not isinstance(purpose, str) or not purpose.strip():
+        raise ConfigError(where, f"{key}.purpose", "missing: every mapped field needs a purpose")
+    direction = spec.get("direction", "both")
+    if direction not in ("in", "out", "both"):
+        raise ConfigError(where, f"{key}.direction", 'must be "in", "out" or "both"')
+    names = spec.get("transform", [])
+    if isinstance(names, str):
+        names = [names]
+    transforms: list[Transform] = []
+    for tname in names:
+        made = make_transform(str(tname), region)
+        if made is None:
+            raise ConfigError(where, f"{key}.transform", f"unknown transform {tname!r}")
+        transforms.append(made)
+    return FieldMapping(
+        canonical=name,
+        path=path,
+        transforms=tuple(transforms),
+        transform_names=tuple(str(n) for n in names),
+        purpose=purpose.strip(),
+        direction=direction,
+    )

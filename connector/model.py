@@ -1,0 +1,99 @@
+"""The canonical person and the field vocabulary every mapping speaks.
+
+Systems name things differently (``billing.phone``, ``phone``, ``merge_fields.PHONE``); mappings
+translate them to these canonical names. Each canonical field has a *category* of personal data,
+which the processing register and access reports use, in Dutch and English.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "CANONICAL_FIELDS",
+    "CONSENT_FIELDS",
+    "CanonicalField",
+    "Person",
+    "normalise_email",
+]
+
+
+@dataclass(frozen=True)
+class CanonicalField:
+    """One field of the vocabulary.
+
+    Attributes:
+        name: canonical name used in mappings.
+        category: category of personal data (key into :data:`CATEGORIES`).
+        label_en: English label for reports.
+        label_nl: Dutch label for reports.
+    """
+
+    name: str
+    category: str
+    label_en: str
+    label_nl: str
+
+
+#: Categories of personal data, with their English and Dutch names for reports.
+CATEGORIES: dict[str, tuple[str, str]] = {
+    "contact": ("Contact details", "Contactgegevens"),
+    "identity": ("Identification data", "Identificatiegegevens"),
+    "address": ("Address data", "Adresgegevens"),
+    "professional": ("Professional data", "Zakelijke gegevens"),
+    "consent": ("Consent and preferences", "Toestemming en voorkeuren"),
+    "customer": ("Customer relationship data", "Klantrelatiegegevens"),
+}
+
+_FIELDS = [
+    CanonicalField("email", "contact", "E-mail address", "E-mailadres"),
+    CanonicalField("phone", "contact", "Phone number", "Telefoonnummer"),
+    CanonicalField("first_name", "identity", "First name", "Voornaam"),
+    CanonicalField("last_name", "identity", "Last name", "Achternaam"),
+    CanonicalField("date_of_birth", "identity", "Date of birth", "Geboortedatum"),
+    CanonicalField("company", "professional", "Company", "Bedrijfsnaam"),
+    CanonicalField("job_title", "professional", "Job title", "Functie"),
+    CanonicalField("address_line1", "address", "Street and number", "Straat en huisnummer"),
+    CanonicalField("address_line2", "address", "Address line 2", "Adresregel 2"),
+    CanonicalField("postcode", "address", "Postcode", "Postcode"),
+    CanonicalField("city", "address", "City", "Plaats"),
+    CanonicalField("state", "address", "State or province", "Provincie"),
+    CanonicalField("country", "address", "Country", "Land"),
+    CanonicalField("marketing_consent", "consent", "Marketing consent", "Toestemming marketing"),
+    CanonicalField("customer_since", "customer", "Customer since", "Klant sinds"),
+    CanonicalField("is_paying_customer", "customer", "Paying customer", "Betalende klant"),
+]
+
+#: Every canonical field by name. A mapping naming anything else is a configuration error.
+CANONICAL_FIELDS: dict[str, CanonicalField] = {f.name: f for f in _FIELDS}
+
+#: Canonical fields that hold a consent, by the purpose name destinations gate on.
+CONSENT_FIELDS: dict[str, str] = {"marketing": "marketing_consent"}
+
+
+def normalise_email(email: str) -> str:
+    """The form subjects are identified by: trimmed and lower-cased.
+
+    The local part is case-sensitive in theory only; every vendor we talk to treats it
+    case-insensitively, and a subject must map to one id whatever the shop's capitalisation.
+    """
+    return email.strip().lower()
+
+
+class Person(dict[str, Any]):
+    """A customer in canonical fields: canonical name -> normalised value.
+
+    A plain dict subclass, because the engine builds one per record on the hot path.
+    """
+
+    @property
+    def email(self) -> str | None:
+        """The normalised e-mail, if the record has one."""
+        value = self.get("email")
+        return value if isinstance(value, str) and value else None
+
+    def has_consent(self, purpose: str) -> bool:
+        """Whether the person gave the consent a purpose needs (``marketing``)."""
+        field_name = CONSENT_FIELDS.get(purpose)
+        return bool(field_name and self.get(field_name) is True)

@@ -1,0 +1,323 @@
+"""Shared mechanics of the sandboxes: fault injection, request recording, rate enforcement,
+and serving ASGI apps over real TLS on loopback.
+
+Each ``adapters/<kind>/sandbox.py`` is a faithful fake of one vendor API. What every fake
+needs (and what tests steer) lives here once:
+
+- :class:`FaultPlan`: latency, the next N calls failing with a status, connection resets;
+- :class:`RequestLog`: what the fake saw (method, path, JSON property names), for assertions;
+- :class:`SandboxBase`: holds both plus a vendor-shaped rolling-window limiter;
+- :func:`serve_tls`: run apps with uvicorn over HTTPS, certificates from a generated CA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from connector.devtls import DevCA, ServerCert
+from connector.ratelimit import RateLimit, RollingWindow
+
+__all__ = [
+    "ConnectionReset",
+    "FaultPlan",
+    "RecordedRequest",
+    "RequestLog",
+    "SandboxBase",
+    "ServedApp",
+    "free_port",
+    "serve_tls",
+]
+
+
+class ConnectionReset(Exception):
+    """Raised inside a sandbox handler to drop the connection without a response."""
+
+
+@dataclass
+class FaultPlan:
+    """Faults a test injects into a sandbox; consumed call by call.
+
+    Attributes:
+        latency: seconds added to every call (benchmarks use 0.05).
+        fail_next: the next N calls answer ``fail_status`` (5xx by default).
+        reset_next: the next N calls drop the connection.
+        down: every call drops the connection until cleared (a system that is offline).
+        fail_every: every Nth call answers ``fail_status`` (0: never), for intermittent errors.
+    """
+
+    latency: float = 0.0
+    fail_next: int = 0
+    fail_status: int = 503
+    reset_next: int = 0
+    down: bool = False
+    fail_every: int = 0
+    _calls: int = 0
+
+    def next_fault(self) -> int | str | None:
+        """Consume one call: ``"reset"``, a status to fail with, or ``None``."""
+        self._calls += 1
+        if self.down:
+            return "reset"
+        if self.reset_next > 0:
+            self.reset_next -= 1
+            return "reset"
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return self.fail_status
+        if self.fail_every and self._calls % self.fail_every == 0:
+            return self.fail_status
+        return None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One call a sandbox saw. ``property_names`` are the field names of the body's records."""
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    status: int
+    property_names: frozenset[str] = frozenset()
+    records: int = 0
+
+
+@dataclass
+class RequestLog:
+    """Every call a sandbox answered, in order."""
+
+    entries: list[RecordedRequest] = field(default_factory=list)
+    keep: bool = True
+
+    def add(self, entry: RecordedRequest) -> None:
+        if self.keep:
+            self.entries.append(entry)
+
+    def writes(self) -> list[RecordedRequest]:
+        """Calls that change data (not GET/HEAD)."""
+        return [e for e in self.entries if e.method not in ("GET", "HEAD")]
+
+    def property_names(self) -> set[str]:
+        """Union of every field name any write carried."""
+        names: set[str] = set()
+        for entry in self.entries:
+            names |= entry.property_names
+        return names
+
+    def count(self, method: str, path_prefix: str) -> int:
+        return sum(1 for e in self.entries if e.method == method and e.path.startswith(path_prefix))
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+class SandboxBase:
+    """State every sandbox has: faults, a request log, an optional vendor rate limit.
+
+    ``clock`` is injectable so tests can step time instead of sleeping.
+    """
+
+    def __init__(
+        self,
+        *,
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.faults = FaultPlan()
+        self.log = RequestLog()
+        self.clock = clock
+        self.windows: dict[str, RollingWindow] = {}
+        if rate_limit is not None:
+            self.windows["default"] = RollingWindow(rate_limit)
+
+    def set_rate_limit(self, bucket: str, limit: RateLimit | None) -> None:
+        """Enforce (or with ``None`` stop enforcing) a rolling limit on ``bucket``."""
+        if limit is None:
+            self.windows.pop(bucket, None)
+        else:
+            self.windows[bucket] = RollingWindow(limit)
+
+    def admit(self, bucket: str = "default") -> RollingWindow | None:
+        """Count one call in ``bucket``; return the full window if the call is over the limit."""
+        window = self.windows.get(bucket)
+        if window is None or window.try_acquire(self.clock()):
+            return None
+        return window
+
+    async def before(self) -> int | None:
+        """Apply latency and faults; return a status to fail with, or ``None`` to go on."""
+        if self.faults.latency:
+            await asyncio.sleep(self.faults.latency)
+        fault = self.faults.next_fault()
+        if fault == "reset":
+            raise ConnectionReset
+        return fault if isinstance(fault, int) else None
+
+
+def record(
+    log: RequestLog,
+    request: Request,
+    response: Response,
+    body: Any = None,
+    records: list[Mapping[str, Any]] | None = None,
+) -> Response:
+    """Add a call to ``log`` with the field names of ``records``; return ``response``."""
+    names: set[str] = set()
+    for rec in records or []:
+        names |= _leaf_names(rec)
+    log.add(
+        RecordedRequest(
+            method=request.method,
+            path=request.url.path,
+            query=dict(request.query_params),
+            status=response.status_code,
+            property_names=frozenset(names),
+            records=len(records or []),
+        )
+    )
+    return response
+
+
+def _leaf_names(record: Mapping[str, Any], prefix: str = "") -> set[str]:
+    names: set[str] = set()
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            names |= _leaf_names(value, f"{name}.")
+        else:
+            names.add(name)
+    return names
+
+
+class ResetMiddleware:
+    """Turns :class:`ConnectionReset` into a dropped connection.
+
+    Under uvicorn an exception before the response starts closes the socket, which the client
+    sees as a transport error. In-process (``httpx.ASGITransport``) it surfaces as an
+    exception from the transport, which :mod:`connector.http` classifies the same way.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except ConnectionReset:
+            if scope["type"] != "http":
+                raise
+            import httpx
+
+            # Start a response, then fail: uvicorn then drops the socket mid-response (the
+            # client sees a protocol error), and ASGITransport re-raises the transport error.
+            if not started:
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise httpx.ReadError("connection reset by sandbox") from None
+
+
+def free_port() -> int:
+    """An unused TCP port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class ServedApp:
+    """A sandbox listening on loopback: its https base URL."""
+
+    name: str
+    url: str
+    port: int
+
+
+@contextmanager
+def serve_tls(
+    apps: Mapping[str, ASGIApp],
+    cert_dir: Path,
+    *,
+    cert: ServerCert | None = None,
+    ca: DevCA | None = None,
+    ports: Mapping[str, int] | None = None,
+) -> Iterator[tuple[DevCA | None, dict[str, ServedApp]]]:
+    """Serve each app over HTTPS on its own loopback port, in a background thread.
+
+    Yields the CA (whose ``ca_path`` clients should trust) and each app's URL. A given
+    ``cert`` (e.g. an expired one, for tests) replaces the freshly issued one. ``ports``
+    pins an app to a port (the ``sandbox`` command, so the example config can name it).
+    """
+    import uvicorn
+
+    if cert is None:
+        ca = ca or DevCA(cert_dir)
+        cert = ca.issue("sandbox")
+    servers: list[uvicorn.Server] = []
+    served: dict[str, ServedApp] = {}
+    for name, app in apps.items():
+        port = (ports or {}).get(name) or free_port()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            ssl_certfile=str(cert.cert_path),
+            ssl_keyfile=str(cert.key_path),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        servers.append(uvicorn.Server(config))
+        served[name] = ServedApp(name, f"https://127.0.0.1:{port}", port)
+
+    loop = asyncio.new_event_loop()
+    started = threading.Event()
+
+    async def run_all() -> None:
+        tasks = [asyncio.ensure_future(server.serve()) for server in servers]
+        while not all(server.started for server in servers):
+            await asyncio.sleep(0.01)
+        started.set()
+        await asyncio.gather(*tasks)
+
+    def runner() -> None:
+        for server in servers:
+            # uvicorn installs signal handlers only on the main thread; make that explicit.
+            server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+        try:
+            loop.run_until_complete(run_all())
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    thread = threading.Thread(target=runner, name="klantsync-sandboxes", daemon=True)
+    thread.start()
+    if not started.wait(timeout=20):
+        raise RuntimeError("sandboxes did not start within 20 s")
+    try:
+        yield ca, served
+    finally:
+        for server in servers:
+            server.should_exit = True
+        thread.join(timeout=10)
+
+
+SandboxHandler = Callable[[Request], Awaitable[Response]]

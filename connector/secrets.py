@@ -1,0 +1,69 @@
+"""Secret references: ``env:NAME`` or ``file:PATH``, never the secret itself in the config.
+
+Resolved once at config load; the value is wrapped in ``SecretStr`` straight away so it never
+shows up in a repr, a log line or an error message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from connector.errors import ConfigError
+
+__all__ = ["resolve_secret"]
+
+
+def resolve_secret(
+    reference: object,
+    *,
+    file: str,
+    key: str,
+    base_dir: Path,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The value a reference points at.
+
+    Args:
+        reference: the configured value, e.g. ``"env:HUBSPOT_TOKEN"``.
+        file: config file name, for messages.
+        key: dotted config key, for messages.
+        base_dir: what a relative ``file:`` path is relative to (the config's folder).
+        env: the environment (``os.environ`` by default).
+
+    Raises:
+        ConfigError: the reference is malformed, or points at nothing; the message names the
+            variable or path but never a value.
+    """
+    environ = os.environ if env is None else env
+    if not isinstance(reference, str):
+        raise ConfigError(file, key, 'must be a secret reference: "env:NAME" or "file:PATH"')
+    if reference.startswith("env:"):
+        name = reference[4:].strip()
+        if not name:
+            raise ConfigError(file, key, "env: reference names no variable")
+        value = environ.get(name)
+        if not value:
+            raise ConfigError(file, key, f"environment variable {name} is not set")
+        return value.strip()
+    if reference.startswith("file:"):
+        raw = reference[5:].strip()
+        path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ConfigError(file, key, f"secret file {path} not found") from None
+        except OSError as exc:
+            raise ConfigError(
+                file, key, f"secret file {path} unreadable ({exc.strerror})"
+            ) from None
+        if not value:
+            raise ConfigError(file, key, f"secret file {path} is empty")
+        return value
+    raise ConfigError(
+        file,
+        key,
+        'must be a secret reference ("env:NAME" or "file:PATH"); secrets are never written '
+        "in the config file itself",
+    )

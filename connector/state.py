@@ -1,0 +1,409 @@
+"""The store: SQLite in WAL mode, one file, versioned migrations.
+
+Holds cursors, the identity map, delivered-payload hashes, the encrypted outbox, dead letters,
+the suppression list, run history and the audit chain. Nothing in it is personal data in
+clear: subjects are keyed HMAC ids, payloads are AES-GCM sealed by :mod:`connector.crypto`.
+
+Every method that changes several tables does so in one transaction, which is what makes a
+crash at any point lose nothing: a page's outbox rows and the cursor after it commit together;
+an acknowledgement's hash, identity and outbox deletion commit together.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from connector.errors import StoreError
+
+__all__ = ["Ack", "DeadLetter", "OutboxRow", "QueuedPayload", "Store", "utcnow"]
+
+#: Ordered schema migrations; the index + 1 is the schema version (``PRAGMA user_version``).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE cursors (
+        flow TEXT NOT NULL, system TEXT NOT NULL, cursor TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (flow, system)
+    );
+    CREATE TABLE identities (
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, external_id TEXT NOT NULL,
+        PRIMARY KEY (system, subject_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX identities_external ON identities (system, external_id);
+    CREATE TABLE delivered (
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, payload_hash TEXT NOT NULL,
+        delivered_at TEXT NOT NULL,
+        PRIMARY KEY (system, subject_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, flow TEXT NOT NULL,
+        payload BLOB NOT NULL, payload_hash TEXT NOT NULL,
+        enqueued_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (system, subject_id)
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, flow TEXT NOT NULL,
+        payload BLOB NOT NULL, reason TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_subject ON dead_letters (subject_id);
+    CREATE TABLE suppression (
+        subject_id TEXT PRIMARY KEY, kind TEXT NOT NULL, request_id TEXT, created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, flow TEXT NOT NULL, started_at TEXT NOT NULL,
+        finished_at TEXT, status TEXT NOT NULL, summary TEXT
+    );
+    CREATE INDEX runs_flow ON runs (flow, id);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL,
+        subject_id TEXT, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+    );
+    """,
+]
+
+
+def utcnow() -> str:
+    """Now, UTC, ISO 8601 with seconds: the one timestamp format in the store."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class QueuedPayload:
+    """A sealed payload ready to enter the outbox."""
+
+    system: str
+    subject_id: str
+    payload: bytes
+    payload_hash: str
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A payload waiting for delivery."""
+
+    id: int
+    system: str
+    subject_id: str
+    flow: str
+    payload: bytes
+    payload_hash: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A delivered outbox row: the system's id for the subject and what was sent."""
+
+    outbox_id: int
+    subject_id: str
+    external_id: str | None
+    payload_hash: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record a system rejected for good; ``reason`` holds a category or status only."""
+
+    id: int
+    system: str
+    subject_id: str
+    flow: str
+    reason: str
+    created_at: str
+
+
+class Store:
+    """The SQLite store. One connection; callers stay on one thread (the event loop's).
+
+    Args:
+        path: database file; its folder is created if missing.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
+            # the last transactions), which is the failure this store must survive.
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.execute("PRAGMA busy_timeout=5000")
+            # Freed pages are zeroed so deleted payloads do not linger in the file.
+            self.db.execute("PRAGMA secure_delete=ON")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: cannot open the store ({exc})") from exc
+        self.migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    @property
+    def schema_version(self) -> int:
+        version: int = self.db.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    def migrate(self) -> None:
+        """Apply pending migrations; refuse a store from a newer klantsync."""
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: schema version {current} is newer than this klantsync supports "
+                f"({len(MIGRATIONS)}); upgrade klantsync"
+            )
+        for version in range(current, len(MIGRATIONS)):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[version]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={version + 1}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work (``BEGIN IMMEDIATE`` ... ``COMMIT``; rollback on error)."""
+        if self.db.in_transaction:
+            yield self.db
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- cursors -----------------------------------------------------------------------------
+
+    def get_cursor(self, flow: str, system: str) -> str | None:
+        row = self.db.execute(
+            "SELECT cursor FROM cursors WHERE flow=? AND system=?", (flow, system)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def set_cursor(self, flow: str, system: str, cursor: str | None) -> None:
+        self.db.execute(
+            "INSERT INTO cursors(flow, system, cursor, updated_at) VALUES (?,?,?,?) "
+            "ON CONFLICT(flow, system) DO UPDATE SET cursor=excluded.cursor, "
+            "updated_at=excluded.updated_at",
+            (flow, system, cursor, utcnow()),
+        )
+
+    # -- the page commit: outbox rows + identities + cursor, atomically ----------------------------
+
+    def enqueue_page(
+        self,
+        flow: str,
+        source: str,
+        payloads: Sequence[QueuedPayload],
+        identities: Iterable[tuple[str, str]],
+        cursor: str | None,
+    ) -> None:
+        """Queue a page's payloads, record the source ids, and move the cursor, atomically."""
+        now = utcnow()
+        with self.transaction() as db:
+            # A newer payload for a subject already queued replaces it under a *new* id, so a
+            # delivery of the old version in flight cannot acknowledge (delete) the new one.
+            db.executemany(
+                "INSERT INTO outbox(system, subject_id, flow, payload, payload_hash, enqueued_at) "
+                "VALUES (?,?,?,?,?,?) ON CONFLICT(system, subject_id) DO UPDATE SET "
+                "id=(SELECT COALESCE(MAX(id),0)+1 FROM outbox), payload=excluded.payload, "
+                "payload_hash=excluded.payload_hash, flow=excluded.flow, "
+                "enqueued_at=excluded.enqueued_at, attempts=0",
+                [(p.system, p.subject_id, flow, p.payload, p.payload_hash, now) for p in payloads],
+            )
+            db.executemany(
+                "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "
+                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id",
+                [(source, sid, ext) for sid, ext in identities],
+            )
+            self.set_cursor(flow, source, cursor)
+
+    # -- change detection --------------------------------------------------------------------
+
+    def delivered_hashes(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
+        """Last delivered payload hash per subject (only subjects that have one)."""
+        return self._hash_lookup("delivered", system, subject_ids)
+
+    def queued_hashes(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
+        """Payload hash per subject still waiting in the outbox."""
+        return self._hash_lookup("outbox", system, subject_ids)
+
+    def _hash_lookup(self, table: str, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(subject_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT subject_id, payload_hash FROM {table} "  # noqa: S608 - fixed names
+                f"WHERE system=? AND subject_id IN ({marks})",
+                (system, *chunk),
+            )
+            found.update(rows.fetchall())
+        return found
+
+    # -- identities ----------------------------------------------------------------------------
+
+    def external_id(self, system: str, subject_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT external_id FROM identities WHERE system=? AND subject_id=?",
+            (system, subject_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def external_ids(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(subject_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT subject_id, external_id FROM identities "  # noqa: S608
+                f"WHERE system=? AND subject_id IN ({marks})",
+                (system, *chunk),
+            )
+            found.update(rows.fetchall())
+        return found
+
+    def subject_for_external(self, system: str, external_id: str) -> str | None:
+        row = self.db.execute(
+            "SELECT subject_id FROM identities WHERE system=? AND external_id=?",
+            (system, external_id),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    # -- outbox ------------------------------------------------------------------------------
+
+    def outbox_batch(self, system: str, after_id: int, limit: int) -> list[OutboxRow]:
+        """Up to ``limit`` rows for ``system`` with id above ``after_id``, oldest first."""
+        rows = self.db.execute(
+            "SELECT id, system, subject_id, flow, payload, payload_hash, attempts FROM outbox "
+            "WHERE system=? AND id>? ORDER BY id LIMIT ?",
+            (system, after_id, limit),
+        ).fetchall()
+        return [OutboxRow(*row) for row in rows]
+
+    def outbox_count(self, system: str | None = None) -> int:
+        if system is None:
+            count: int = self.db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        else:
+            count = self.db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE system=?", (system,)
+            ).fetchone()[0]
+        return count
+
+    def acknowledge(self, system: str, acks: Sequence[Ack]) -> None:
+        """Record deliveries: hash and identity stored, outbox rows deleted, atomically."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO delivered(system, subject_id, payload_hash, delivered_at) "
+                "VALUES (?,?,?,?) ON CONFLICT(system, subject_id) DO UPDATE SET "
+                "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at",
+                [(system, a.subject_id, a.payload_hash, now) for a in acks],
+            )
+            db.executemany(
+                "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "
+                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id",
+                [(system, a.subject_id, a.external_id) for a in acks if a.external_id],
+            )
+            db.executemany("DELETE FROM outbox WHERE id=?", [(a.outbox_id,) for a in acks])
+
+    def dead_letter(self, rows: Sequence[tuple[OutboxRow, str]]) -> None:
+        """Move rejected rows to the dead-letter table with their reason, atomically."""
+        now = utcnow()
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
+                "VALUES (?,?,?,?,?,?)",
+                [(r.system, r.subject_id, r.flow, r.payload, reason, now) for r, reason in rows],
+            )
+            db.executemany("DELETE FROM outbox WHERE id=?", [(r.id,) for r, _ in rows])
+
+    def bump_attempts(self, ids: Sequence[int]) -> None:
+        self.db.executemany("UPDATE outbox SET attempts=attempts+1 WHERE id=?", [(i,) for i in ids])
+
+    def drop_outbox(self, ids: Sequence[int]) -> None:
+        with self.transaction() as db:
+            db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
+
+    def dead_letters(self, system: str | None = None) -> list[DeadLetter]:
+        query = "SELECT id, system, subject_id, flow, reason, created_at FROM dead_letters"
+        params: tuple[str, ...] = ()
+        if system is not None:
+            query += " WHERE system=?"
+            params = (system,)
+        return [DeadLetter(*row) for row in self.db.execute(query + " ORDER BY id", params)]
+
+    def dead_letter_count(self) -> int:
+        count: int = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        return count
+
+    # -- suppression ---------------------------------------------------------------------------
+
+    def suppressed(self, subject_ids: Sequence[str]) -> set[str]:
+        """Which of ``subject_ids`` are on the suppression list."""
+        found: set[str] = set()
+        for chunk in _chunks(subject_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT subject_id FROM suppression WHERE subject_id IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            )
+            found.update(r[0] for r in rows)
+        return found
+
+    def suppress(self, subject_ids: Iterable[str], kind: str, request_id: str | None) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO suppression(subject_id, kind, request_id, created_at) "
+                "VALUES (?,?,?,?)",
+                [(sid, kind, request_id, utcnow()) for sid in subject_ids],
+            )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(self, flow: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs(flow, started_at, status) VALUES (?,?,?)", (flow, utcnow(), "running")
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, status: str, summary: str) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at=?, status=?, summary=? WHERE id=?",
+            (utcnow(), status, summary, run_id),
+        )
+
+    def last_runs(self) -> dict[str, tuple[str, str | None, str, str | None]]:
+        """Per flow: (started_at, finished_at, status, summary) of its latest run."""
+        rows = self.db.execute(
+            "SELECT flow, started_at, finished_at, status, summary FROM runs "
+            "WHERE id IN (SELECT MAX(id) FROM runs GROUP BY flow)"
+        ).fetchall()
+        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+    def last_success(self, flow: str) -> str | None:
+        row = self.db.execute(
+            "SELECT MAX(finished_at) FROM runs WHERE flow=? AND status='ok'", (flow,)
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the main tables, for status output."""
+        out: dict[str, int] = {}
+        for table in ("identities", "delivered", "outbox", "dead_letters", "suppression", "audit"):
+            out[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+        return out
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,114 @@
+"""Builds each configured system's client and adapter from the config and the registry.
+
+The only place where settings, the registry entry, :class:`~connector.http.SystemClient` and
+the adapter meet. Tests and the demo pass ``transports`` to route a system to an in-process
+sandbox instead of the network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from connector.adapter import Adapter, AdapterSpec, Limits
+from connector.config import Config
+from connector.http import RetryPolicy, SystemClient
+from connector.mapping import SystemMapping
+from connector.ratelimit import RateLimit
+from connector.settings import SystemSettings
+
+__all__ = ["System", "Systems", "open_systems"]
+
+
+@dataclass
+class System:
+    """One configured system, ready to use."""
+
+    name: str
+    settings: SystemSettings
+    spec: AdapterSpec
+    adapter: Adapter
+    client: SystemClient
+    mapping: SystemMapping
+    limits: Limits
+
+
+class Systems(dict[str, System]):
+    """Every configured system by name; close with ``await systems.aclose()``."""
+
+    async def aclose(self) -> None:
+        for system in self.values():
+            with contextlib.suppress(Exception):
+                await system.client.aclose()
+
+
+def _limits(spec: AdapterSpec, settings: SystemSettings) -> Limits:
+    limits = spec.limits(settings)
+    rate = dict(limits.rate)
+    if settings.rate_limit is not None:
+        rate["default"] = RateLimit(settings.rate_limit.requests, settings.rate_limit.per_seconds)
+    concurrency = settings.max_concurrency or limits.max_concurrency
+    return Limits(
+        batch_size=limits.batch_size,
+        page_size=limits.page_size,
+        rate=rate,
+        max_concurrency=concurrency,
+    )
+
+
+def open_systems(
+    config: Config,
+    *,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+    registry: Mapping[str, AdapterSpec] | None = None,
+) -> Systems:
+    """Build every system of ``config``.
+
+    Args:
+        transports: per system name, a transport replacing the network (tests).
+        sleep: replaces ``asyncio.sleep`` in retries and pacing (tests pass a no-op).
+    """
+    if registry is None:
+        from adapters.registry import REGISTRY
+
+        registry = REGISTRY
+    systems = Systems()
+    for name, settings in config.systems.items():
+        spec = registry[settings.adapter]
+        limits = _limits(spec, settings)
+        client_config = spec.client_config(settings)
+        retry = RetryPolicy(
+            attempts=config.sync.retry_attempts,
+            base_seconds=config.sync.retry_base_seconds,
+            max_seconds=config.sync.retry_max_seconds,
+        )
+        if sleep is not None:
+            retry.sleep = sleep
+        client = SystemClient(
+            name,
+            settings.base_url,
+            auth=client_config.auth,
+            headers=client_config.headers,
+            ca_bundle=settings.ca_bundle,
+            limits=limits.rate,
+            wait_hint=client_config.wait_hint,
+            retry=retry,
+            timeout=settings.timeout_seconds,
+            transport=(transports or {}).get(name),
+            max_connections=max(limits.max_concurrency, 1) + 2,
+        )
+        adapter = spec.factory(client, settings)
+        systems[name] = System(
+            name=name,
+            settings=settings,
+            spec=spec,
+            adapter=adapter,
+            client=client,
+            mapping=config.mappings[name],
+            limits=limits,
+        )
+    return systems

@@ -1,0 +1,626 @@
+"""The HubSpot adapter against its sandbox, in process (no network, no real sleeping)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from adapters.hubspot import (
+    SPEC,
+    HubSpotAdapter,
+    HubSpotSandbox,
+    HubSpotSettings,
+    client_config,
+    hubspot_limits,
+    sign_v3,
+    wait_hint,
+)
+from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
+from connector.errors import FatalRemoteError, RetryableError
+from connector.http import RetryPolicy, SystemClient
+from connector.ratelimit import RateLimit
+from connector.settings import RateLimitSettings
+
+BASE_URL = "https://api.hubapi.test"
+CONTACTS = "/crm/v3/objects/contacts"
+TOKEN = "pat-sandbox"
+SECRET = "app-secret"
+HOOK_URL = "https://klantsync.example.nl/webhooks/crm"
+
+
+class FakeClock:
+    """A monotonic clock that only moves when a test (or a fake sleep) moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Harness:
+    """A sandbox, the adapter wired to it, and what the client slept."""
+
+    sandbox: HubSpotSandbox
+    adapter: HubSpotAdapter
+    client: SystemClient
+    clock: FakeClock
+    sleeps: list[float] = field(default_factory=list)
+
+
+def make_settings(token: str = TOKEN, **overrides: Any) -> HubSpotSettings:
+    return HubSpotSettings(
+        adapter="hubspot",
+        base_url=BASE_URL,
+        mapping=Path("mappings/hubspot.toml"),
+        credentials={"token": SecretStr(token)},
+        **overrides,
+    )
+
+
+def make_harness(
+    sandbox: HubSpotSandbox, clock: FakeClock, *, token: str = TOKEN, attempts: int = 4
+) -> Harness:
+    settings = make_settings(token)
+    config = client_config(settings)
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        # Retry waits move the fake clock, so the sandbox's rate window frees as it would.
+        sleeps.append(seconds)
+        clock.advance(seconds)
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        headers=config.headers,
+        wait_hint=config.wait_hint,
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
+    )
+    return Harness(sandbox, HubSpotAdapter(client, settings), client, clock, sleeps)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox(clock: FakeClock) -> HubSpotSandbox:
+    return HubSpotSandbox(clock=clock)
+
+
+@pytest.fixture
+async def hub(sandbox: HubSpotSandbox, clock: FakeClock) -> AsyncIterator[Harness]:
+    harness = make_harness(sandbox, clock)
+    yield harness
+    await harness.client.aclose()
+
+
+@pytest.fixture
+async def raw(sandbox: HubSpotSandbox) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client on the sandbox, for calls the adapter never makes."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        yield client
+
+
+def person(n: int, **fields: Any) -> OutboundRecord:
+    values = {"email": f"person{n}@example.com", "firstname": f"First{n}", "lastname": "Test"}
+    values.update(fields)
+    return OutboundRecord(
+        ref=f"ref-{n}", email=str(values["email"]), external_id=None, fields=values
+    )
+
+
+# -- settings, limits, spec -------------------------------------------------------------------
+
+
+def test_limits_follow_tier_and_rate_limit_override() -> None:
+    """The burst limit follows the tier unless a rate_limit table overrides it; search is 4/s."""
+    assert hubspot_limits(make_settings(tier="free")).rate["default"] == RateLimit(100, 10)
+    assert hubspot_limits(make_settings(tier="api_add_on")).rate["default"] == RateLimit(250, 10)
+    limits = hubspot_limits(make_settings(rate_limit=RateLimitSettings(requests=50, per_seconds=5)))
+    assert limits.rate["default"] == RateLimit(50, 5)
+    assert limits.rate["search"] == RateLimit(4, 1)
+    assert (limits.batch_size, limits.page_size, limits.max_concurrency) == (100, 100, 4)
+
+
+def test_spec_and_adapter_meet_the_contract(hub: Harness) -> None:
+    """SPEC wires the HubSpot pieces together and the adapter meets the Adapter protocol."""
+    assert SPEC.kind == "hubspot" == hub.adapter.kind
+    assert SPEC.settings_model is HubSpotSettings
+    assert isinstance(hub.adapter, Adapter)
+    assert client_config(make_settings()).headers == {"Authorization": f"Bearer {TOKEN}"}
+    assert SPEC.sandbox().credentials() == {"token": TOKEN}
+
+
+# -- upsert -----------------------------------------------------------------------------------
+
+
+async def test_upsert_creates_then_updates_by_email(hub: Harness) -> None:
+    """A second upsert of the same e-mails updates the same contacts and creates none."""
+    first = await hub.adapter.upsert([person(1), person(2), person(3)])
+    assert [r.outcome for r in first] == ["created"] * 3
+    assert [r.ref for r in first] == ["ref-1", "ref-2", "ref-3"]
+    assert hub.sandbox.contact_count() == 3
+
+    second = await hub.adapter.upsert([person(1, city="Utrecht"), person(2), person(3)])
+    assert [r.outcome for r in second] == ["updated"] * 3
+    assert [r.external_id for r in second] == [r.external_id for r in first]
+    assert hub.sandbox.contact_count() == 3
+    record = hub.sandbox.record_for("person1@example.com")
+    assert record is not None and record["properties"]["city"] == "Utrecht"
+    assert record["id"] == first[0].external_id
+
+
+async def test_upsert_sends_every_value_as_a_string(hub: Harness) -> None:
+    """None becomes "" (clearing the value) and numbers and booleans become text."""
+    await hub.adapter.upsert([person(1, zip=3511, company=None, hs_legal_basis=True)])
+    record = hub.sandbox.record_for("person1@example.com")
+    assert record is not None
+    assert record["properties"]["zip"] == "3511"
+    assert record["properties"]["company"] == ""
+    assert record["properties"]["hs_legal_basis"] == "true"
+
+
+async def test_sandbox_records_every_property_name_written(hub: Harness) -> None:
+    """The request log holds the property names a write carried, and no values or e-mails."""
+    await hub.adapter.upsert([person(1, date_of_birth="1990-01-01")])
+    assert hub.sandbox.log.property_names() == {"email", "firstname", "lastname", "date_of_birth"}
+    assert "person1@example.com" not in repr(hub.sandbox.log.entries)
+    assert "1990-01-01" not in repr(hub.sandbox.log.entries)
+
+
+async def test_partial_failure_fails_only_the_bad_record(hub: Harness) -> None:
+    """A 207 fails exactly the invalid input, with the category as reason and no e-mail."""
+    bad_email = "not an address@example.com"
+    records = [person(1), person(2, email=bad_email), person(3)]
+    results = await hub.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created", "failed", "created"]
+    failed = results[1]
+    assert failed.ref == "ref-2"
+    assert failed.reason == "VALIDATION_ERROR"
+    assert not failed.retryable
+    assert bad_email not in failed.reason and "@" not in failed.reason
+    assert [e.status for e in hub.sandbox.log.entries] == [207]
+    assert hub.sandbox.contact_count() == 2
+
+
+async def test_sandbox_fails_whole_batch_without_trace_ids(raw: httpx.AsyncClient) -> None:
+    """Without an objectWriteTraceId on every input, an invalid e-mail refuses the whole batch."""
+    inputs = [
+        {"id": "ok@example.com", "idProperty": "email", "properties": {}},
+        {"id": "no-at-sign", "idProperty": "email", "properties": {}},
+    ]
+    response = await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    assert response.status_code == 400
+    assert response.json()["category"] == "VALIDATION_ERROR"
+
+
+async def test_sandbox_refuses_more_than_100_inputs(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox
+) -> None:
+    """A batch of 101 inputs is a 400 VALIDATION_ERROR and writes nothing."""
+    inputs = [
+        {"id": f"p{n}@example.com", "idProperty": "email", "properties": {}} for n in range(101)
+    ]
+    response = await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["category"] == "VALIDATION_ERROR" and body["status"] == "error"
+    assert sandbox.contact_count() == 0
+
+
+async def test_upsert_splits_into_batches_of_100(hub: Harness) -> None:
+    """150 records go out as batches of at most 100 and all land."""
+    results = await hub.adapter.upsert([person(n) for n in range(150)])
+    assert all(r.outcome == "created" for r in results)
+    assert [e.records for e in hub.sandbox.log.entries] == [100, 50]
+    assert hub.sandbox.contact_count() == 150
+
+
+async def test_duplicate_emails_in_one_call_go_in_separate_batches(hub: Harness) -> None:
+    """Two records for one e-mail are written in order, in two calls (HubSpot refuses dupes)."""
+    records = [person(1, city="Delft"), person(2), person(1, email="person1@example.com")]
+    records[2] = OutboundRecord("ref-1b", "person1@example.com", None, {"city": "Gouda"})
+    results = await hub.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created", "created", "updated"]
+    assert len(hub.sandbox.log.entries) == 2
+    record = hub.sandbox.record_for("person1@example.com")
+    assert record is not None and record["properties"]["city"] == "Gouda"
+
+
+async def test_unknown_property_refuses_the_whole_batch(hub: Harness) -> None:
+    """A property the portal lacks makes the sandbox 400 the batch; every record fails."""
+    results = await hub.adapter.upsert([person(1), person(2, favourite_colour="blue")])
+    assert [(r.outcome, r.reason, r.retryable) for r in results] == [
+        ("failed", "VALIDATION_ERROR", False)
+    ] * 2
+    assert [e.status for e in hub.sandbox.log.entries] == [400]
+    assert hub.sandbox.contact_count() == 0
+
+
+async def test_read_only_property_is_refused(raw: httpx.AsyncClient) -> None:
+    """Writing a property HubSpot sets itself (hs_object_id) is a 400 like an unknown one."""
+    inputs = [{"id": "a@example.com", "idProperty": "email", "properties": {"hs_object_id": "9"}}]
+    response = await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "READ_ONLY_VALUE"
+
+
+# -- errors, retries, rate limits -------------------------------------------------------------
+
+
+async def test_wrong_token_is_fatal(sandbox: HubSpotSandbox, clock: FakeClock) -> None:
+    """A 401 raises FatalRemoteError naming the category, never the token."""
+    harness = make_harness(sandbox, clock, token="pat-wrong")
+    async with harness.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await harness.adapter.upsert([person(1)])
+    assert caught.value.status == 401
+    assert caught.value.detail == "INVALID_AUTHENTICATION"
+    assert "pat-wrong" not in str(caught.value)
+    assert harness.sleeps == []
+
+
+async def test_missing_token_gets_hubspot_auth_body(raw: httpx.AsyncClient) -> None:
+    """Without a bearer token the sandbox answers HubSpot's 401 error body."""
+    response = await raw.get(CONTACTS, headers={"Authorization": ""})
+    assert response.status_code == 401
+    body = response.json()
+    assert body["category"] == "INVALID_AUTHENTICATION"
+    assert body["message"].startswith("Authentication credentials not found")
+    assert body["status"] == "error" and body["correlationId"]
+
+
+async def test_burst_limit_answers_hubspot_429(clock: FakeClock) -> None:
+    """Past the rolling window the sandbox answers HubSpot's 429; wait_hint reads policyName."""
+    sandbox = HubSpotSandbox(rate_limit=RateLimit(3, 10), clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        remaining = [
+            (await client.get(CONTACTS)).headers["X-HubSpot-RateLimit-Remaining"] for _ in range(3)
+        ]
+        assert remaining == ["2", "1", "0"]
+        limited = await client.get(CONTACTS)
+        assert limited.status_code == 429
+        body = limited.json()
+        assert body["policyName"] == "TEN_SECONDLY_ROLLING"
+        assert body["errorType"] == "RATE_LIMIT"
+        assert body["message"] == "You have reached your ten_secondly_rolling limit."
+        assert limited.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
+        assert limited.headers["X-HubSpot-RateLimit-Max"] == "3"
+        assert limited.headers["X-HubSpot-RateLimit-Remaining"] == "0"
+        assert wait_hint(limited) == 10.0
+        assert sandbox.rejected_429 == 1
+        clock.advance(10)
+        assert (await client.get(CONTACTS)).status_code == 200
+
+
+async def test_search_limit_is_separate_and_headerless(clock: FakeClock) -> None:
+    """Search has its own 4/s window, answering the 'secondly' 429 without rate headers."""
+    sandbox = HubSpotSandbox(rate_limit=RateLimit(100, 10), clock=clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as client:
+        for _ in range(4):
+            ok = await client.post(f"{CONTACTS}/search", json={})
+            assert ok.status_code == 200
+            assert "X-HubSpot-RateLimit-Remaining" not in ok.headers
+        limited = await client.post(f"{CONTACTS}/search", json={})
+        assert limited.status_code == 429
+        assert limited.json()["message"] == "You have reached your secondly limit."
+        assert not any(h.lower().startswith("x-hubspot-ratelimit") for h in limited.headers)
+        assert wait_hint(limited) == 1.0
+        assert (await client.get(CONTACTS)).headers["X-HubSpot-RateLimit-Remaining"] == "99"
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "expected"),
+    [
+        ({"policyName": "TEN_SECONDLY_ROLLING"}, {}, 10.0),
+        (
+            {"policyName": "TEN_SECONDLY_ROLLING"},
+            {"X-HubSpot-RateLimit-Interval-Milliseconds": "2000"},
+            2.0,
+        ),
+        ({"policyName": "DAILY", "message": "You have reached your daily limit."}, {}, 60.0),
+        ({"message": "You have reached your secondly limit."}, {}, 1.0),
+        (None, {}, None),
+        (None, {"X-HubSpot-RateLimit-Interval-Milliseconds": "nonsense"}, None),
+    ],
+)
+def test_wait_hint_reads_policy_and_tolerates_junk(
+    body: dict[str, str] | None, headers: dict[str, str], expected: float | None
+) -> None:
+    """wait_hint follows policyName and the interval header, and survives non-JSON bodies."""
+    content = json.dumps(body).encode() if body is not None else b"<html>busy</html>"
+    response = httpx.Response(429, content=content, headers=headers)
+    assert wait_hint(response) == expected
+
+
+async def test_client_retries_a_429_then_succeeds(clock: FakeClock) -> None:
+    """A 429 is retried after the hinted window (on the fake clock) and the write lands."""
+    sandbox = HubSpotSandbox(rate_limit=RateLimit(2, 10), clock=clock)
+    harness = make_harness(sandbox, clock)
+    async with harness.client:
+        for n in range(3):
+            (result,) = await harness.adapter.upsert([person(n)])
+            assert result.outcome == "created"
+    assert sandbox.rejected_429 == 1
+    assert harness.client.stats.rate_limited == 1
+    assert len(harness.sleeps) == 1 and harness.sleeps[0] >= 10.0
+    assert sandbox.contact_count() == 3
+
+
+async def test_server_errors_and_resets_are_retried(hub: Harness) -> None:
+    """Two 503s and a dropped connection are retried, and the upsert still lands once."""
+    hub.sandbox.faults.fail_next = 2
+    (result,) = await hub.adapter.upsert([person(1)])
+    assert result.outcome == "created"
+    hub.sandbox.faults.reset_next = 1
+    (result,) = await hub.adapter.upsert([person(1)])
+    assert result.outcome == "updated"
+    assert hub.client.stats.server_errors == 2
+    assert hub.client.stats.transport_errors == 1
+    assert hub.sandbox.contact_count() == 1
+
+
+async def test_retries_run_out_into_retryable_error(hub: Harness) -> None:
+    """A system that stays down ends in RetryableError after the policy's attempts."""
+    hub.sandbox.faults.fail_next = 10
+    with pytest.raises(RetryableError) as caught:
+        await hub.adapter.upsert([person(1)])
+    assert caught.value.status == 503
+    assert hub.client.stats.requests == 4
+
+
+# -- erase ------------------------------------------------------------------------------------
+
+
+async def test_erase_uses_gdpr_delete_and_leaves_nothing_restorable(hub: Harness) -> None:
+    """Erasure calls gdpr-delete only; the contact is gone, not restorable, and blocklisted."""
+    hub.sandbox.add_person("erase.me@example.com", "Erase", "Me", "+31612345678")
+    result = await hub.adapter.erase(Subject(email="erase.me@example.com"))
+    assert result.found
+    assert (result.mode, result.reversible, result.vendor_status) == ("hard_delete", False, 204)
+    assert result.endpoint == "POST /crm/v3/objects/contacts/gdpr-delete"
+    assert "blocklist" in result.note
+    deletes = [e for e in hub.sandbox.endpoints_used if "archive" in e or e.startswith("DELETE")]
+    assert deletes == []
+    assert "POST /crm/v3/objects/contacts/gdpr-delete" in hub.sandbox.endpoints_used
+    assert not hub.sandbox.holds("erase.me@example.com")
+    assert not hub.sandbox.restorable("erase.me@example.com")
+    assert not hub.sandbox.restore("erase.me@example.com")
+    assert hub.sandbox.is_blocklisted("erase.me@example.com")
+    assert "erase.me@example.com" not in repr(hub.sandbox.log.entries)
+
+
+@pytest.mark.parametrize("archive", ["delete", "batch_archive"], ids=["DELETE", "batch-archive"])
+async def test_sandbox_archive_routes_are_restorable(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox, archive: str
+) -> None:
+    """DELETE and batch/archive only archive: the contact can be restored, unlike gdpr-delete."""
+    contact_id = sandbox.add_person("soft@example.com", "Soft", "Delete")
+    if archive == "delete":
+        response = await raw.delete(f"{CONTACTS}/{contact_id}")
+    else:
+        response = await raw.post(
+            f"{CONTACTS}/batch/archive", json={"inputs": [{"id": contact_id}]}
+        )
+    assert response.status_code == 204
+    assert not sandbox.holds("soft@example.com")
+    assert sandbox.restorable("soft@example.com")
+    assert sandbox.restore("soft@example.com")
+    assert sandbox.holds("soft@example.com")
+
+
+async def test_erase_twice_reports_not_found_the_second_time(hub: Harness) -> None:
+    """Erasure is idempotent: the second call still succeeds but reports found=False."""
+    hub.sandbox.add_person("twice@example.com", "Two", "Times")
+    first = await hub.adapter.erase(Subject(email="twice@example.com"))
+    second = await hub.adapter.erase(Subject(email="twice@example.com"))
+    assert (first.found, second.found) == (True, False)
+    assert second.vendor_status == 204
+    assert hub.sandbox.contact_count() == 0
+
+
+async def test_erase_finds_a_contact_by_id_when_its_email_changed(hub: Harness) -> None:
+    """A contact whose e-mail changed in HubSpot is erased by its id, and the old e-mail blocked."""
+    contact_id = hub.sandbox.add_person("old@example.com", "Moved", "Away")
+    contact = hub.sandbox.store.live(contact_id)
+    assert contact is not None
+    hub.sandbox.store.update(contact, {"email": "new@example.com"})
+    result = await hub.adapter.erase(Subject(email="old@example.com", external_id=contact_id))
+    assert result.found
+    assert not hub.sandbox.holds("new@example.com")
+    assert not hub.sandbox.restorable("new@example.com")
+    assert hub.sandbox.is_blocklisted("old@example.com")
+
+
+async def test_blocklisted_email_can_come_back_through_the_api(hub: Harness) -> None:
+    """As HubSpot documents, an upsert re-creates an erased e-mail; the sandbox counts it."""
+    hub.sandbox.add_person("person1@example.com")
+    await hub.adapter.erase(Subject(email="person1@example.com"))
+    (result,) = await hub.adapter.upsert([person(1)])
+    assert result.outcome == "created"
+    assert hub.sandbox.store.blocklist_recreations == 1
+
+
+# -- find and pull ----------------------------------------------------------------------------
+
+
+async def test_find_returns_the_contact_or_nothing(hub: Harness) -> None:
+    """find returns the live contact with the configured properties, or an empty list."""
+    contact_id = hub.sandbox.add_person("found@example.com", "Fay", "Found", city="Leiden")
+    (found,) = await hub.adapter.find(Subject(email="found@example.com"))
+    assert found["id"] == contact_id
+    assert found["properties"]["city"] == "Leiden"
+    assert found["properties"]["email"] == "found@example.com"
+    assert await hub.adapter.find(Subject(email="nobody@example.com")) == []
+    assert await hub.adapter.find(Subject(email="nobody@example.com", external_id="99999")) == []
+    by_id = await hub.adapter.find(Subject(email="nobody@example.com", external_id=contact_id))
+    assert [r["id"] for r in by_id] == [contact_id]
+    assert "found@example.com" not in repr(hub.sandbox.log.entries)
+
+
+async def test_pull_pages_to_the_end_with_a_forward_cursor(hub: Harness) -> None:
+    """Pull yields pages of at most 100, cursors that only move forward, and a complete end."""
+    for n in range(250):
+        hub.sandbox.add_person(f"p{n}@example.com", f"P{n}")
+    pages = [page async for page in hub.adapter.pull(None)]
+    assert [len(p.records) for p in pages] == [100, 100, 50]
+    assert [p.complete for p in pages] == [False, False, True]
+    assert pages[-1].cursor is None
+    cursors = [int(p.cursor) for p in pages[:-1] if p.cursor is not None]
+    assert cursors == sorted(cursors) and len(set(cursors)) == 2
+    ids = [r["id"] for p in pages for r in p.records]
+    assert len(set(ids)) == 250
+    assert set(pages[0].records[0]["properties"]) == set(make_settings().properties)
+
+    resumed = [page async for page in hub.adapter.pull(pages[0].cursor)]
+    assert [r["id"] for p in resumed for r in p.records] == ids[100:]
+
+
+async def test_pull_of_an_empty_portal_is_one_complete_page(hub: Harness) -> None:
+    """An empty portal yields one empty, complete page."""
+    pages = [page async for page in hub.adapter.pull(None)]
+    assert [(len(p.records), p.cursor, p.complete) for p in pages] == [(0, None, True)]
+
+
+async def test_pull_refuses_an_after_token_it_has_seen() -> None:
+    """A server that hands back the same after token is stopped as a paging loop."""
+
+    def always_same(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"results": [], "paging": {"next": {"after": "7"}}})
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(always_same),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    adapter = HubSpotAdapter(client, make_settings())
+    pages = []
+    async with client:
+        with pytest.raises(FatalRemoteError) as caught:
+            async for page in adapter.pull(None):
+                pages.append(page)
+    assert len(pages) == 1
+    assert caught.value.detail == "PAGING_LOOP"
+
+
+# -- search (sandbox) -------------------------------------------------------------------------
+
+
+async def test_sandbox_search_filters_by_email_and_enforces_filter_limits(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """Search finds by email EQ (case-insensitive) and refuses more than 5 filter groups."""
+    sandbox.add_person("seek@example.com", "Seek")
+    sandbox.add_person("other@example.com", "Other")
+    flt = {"propertyName": "email", "operator": "EQ", "value": "SEEK@example.com"}
+    found = await raw.post(f"{CONTACTS}/search", json={"filterGroups": [{"filters": [flt]}]})
+    assert found.status_code == 200
+    assert [r["properties"]["firstname"] for r in found.json()["results"]] == ["Seek"]
+    clock.advance(1)  # a fresh second for the search window
+    too_many = await raw.post(f"{CONTACTS}/search", json={"filterGroups": [{"filters": [flt]}] * 6})
+    assert too_many.status_code == 400
+    assert too_many.json()["category"] == "VALIDATION_ERROR"
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def hook_request(body: bytes, headers: dict[str, str]) -> WebhookRequest:
+    return WebhookRequest(method="POST", url=HOOK_URL, headers=headers, body=body)
+
+
+NOW_MS = 1_700_000_000_000
+
+
+def test_webhook_v3_signature_is_accepted(hub: Harness) -> None:
+    """A genuine v3-signed delivery verifies within the five-minute window."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1234, NOW_MS)
+    assert hub.adapter.verify_webhook(hook_request(body, headers), SECRET, NOW_MS / 1000 + 60)
+    assert headers["x-hubspot-signature-v3"] == sign_v3(SECRET, "POST", HOOK_URL, body, NOW_MS)
+
+
+def test_webhook_with_tampered_body_is_rejected(hub: Harness) -> None:
+    """Changing one byte of the body breaks the signature."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1234, NOW_MS)
+    tampered = body.replace(b"1234", b"1235")
+    assert not hub.adapter.verify_webhook(hook_request(tampered, headers), SECRET, NOW_MS / 1000)
+
+
+def test_webhook_with_wrong_secret_is_rejected(hub: Harness) -> None:
+    """A delivery signed with another secret does not verify."""
+    body, headers = hub.sandbox.signed_privacy_deletion("other-secret", HOOK_URL, 1, NOW_MS)
+    assert not hub.adapter.verify_webhook(hook_request(body, headers), SECRET, NOW_MS / 1000)
+
+
+def test_webhook_signed_for_another_url_is_rejected(hub: Harness) -> None:
+    """The URL is part of the signed text, so a delivery replayed to another URL fails."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL + "x", 1, NOW_MS)
+    assert not hub.adapter.verify_webhook(hook_request(body, headers), SECRET, NOW_MS / 1000)
+
+
+@pytest.mark.parametrize("offset_s", [301, -301], ids=["stale", "future"])
+def test_webhook_outside_five_minutes_is_rejected(hub: Harness, offset_s: int) -> None:
+    """A correctly signed delivery older (or newer) than five minutes is refused."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1, NOW_MS)
+    assert hub.adapter.verify_webhook(hook_request(body, headers), SECRET, NOW_MS / 1000 + 299)
+    assert not hub.adapter.verify_webhook(
+        hook_request(body, headers), SECRET, NOW_MS / 1000 + offset_s
+    )
+
+
+def test_webhook_without_signature_headers_is_rejected(hub: Harness) -> None:
+    """A delivery missing the signature or timestamp header never verifies."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1, NOW_MS)
+    for missing in ("x-hubspot-signature-v3", "x-hubspot-request-timestamp"):
+        partial = {k: v for k, v in headers.items() if k != missing}
+        assert not hub.adapter.verify_webhook(hook_request(body, partial), SECRET, NOW_MS / 1000)
+
+
+def test_parse_privacy_deletion_and_contact_events(hub: Harness) -> None:
+    """privacyDeletion becomes an erase event; creation/change/deletion map; others are dropped."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 4321, NOW_MS)
+    (event,) = hub.adapter.parse_webhook(hook_request(body, headers))
+    assert (event.kind, event.external_id) == ("erase", "4321")
+    assert event.delivery_id == str(json.loads(body)[0]["eventId"])
+
+    mixed = [
+        {"eventId": 1, "subscriptionType": "contact.creation", "objectId": 11},
+        {"eventId": 2, "subscriptionType": "contact.propertyChange", "objectId": 12},
+        {"eventId": 3, "subscriptionType": "contact.deletion", "objectId": 13},
+        {"eventId": 4, "subscriptionType": "company.creation", "objectId": 14},
+    ]
+    events = hub.adapter.parse_webhook(hook_request(json.dumps(mixed).encode(), {}))
+    assert [(e.kind, e.delivery_id, e.external_id) for e in events] == [
+        ("changed", "1", "11"),
+        ("changed", "2", "12"),
+        ("deleted", "3", "13"),
+    ]
+    assert hub.adapter.parse_webhook(hook_request(b"not json", {})) == []

@@ -1,0 +1,561 @@
+"""The WooCommerce adapter against its sandbox, in process (no network, no real sleeping)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
+from adapters.woocommerce.adapter import retry_after, woocommerce_client_config
+from adapters.woocommerce.webhooks import webhook_signature
+from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest
+from connector.errors import FatalRemoteError, RetryableError
+from connector.http import RetryPolicy, SystemClient
+from connector.ratelimit import RateLimit
+from connector.settings import RateLimitSettings
+
+BASE_URL = "https://shop.test"
+API = "/wp-json/wc/v3"
+SECRET = "wc-webhook-secret"
+
+
+class FakeClock:
+    """A monotonic clock that only moves when a test (or a fake sleep) moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    """A sandbox, the adapter wired to it, and what the client slept."""
+
+    sandbox: WooCommerceSandbox
+    adapter: WooCommerceAdapter
+    client: SystemClient
+    sleeps: list[float] = field(default_factory=list)
+
+
+def settings(**overrides: object) -> WooCommerceSettings:
+    values: dict[str, object] = {
+        "adapter": "woocommerce",
+        "base_url": BASE_URL,
+        "mapping": Path("mappings/woocommerce.toml"),
+        "credentials": {"consumer_key": "ck_sandbox", "consumer_secret": "cs_sandbox"},
+    }
+    values.update(overrides)
+    return WooCommerceSettings.model_validate(values)
+
+
+async def make_harness(
+    sandbox: WooCommerceSandbox,
+    *,
+    secret: str = "cs_sandbox",  # noqa: S107 - the sandbox's well-known fake secret
+    attempts: int = 4,
+    config: WooCommerceSettings | None = None,
+    clock: FakeClock | None = None,
+) -> Harness:
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if clock is not None:
+            clock.now += seconds
+
+    client = SystemClient(
+        system="shop",
+        base_url=BASE_URL,
+        auth=("ck_sandbox", secret),
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        wait_hint=retry_after,
+        retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
+    )
+    adapter = WooCommerceAdapter(client, config or settings())
+    return Harness(sandbox, adapter, client, sleeps)
+
+
+@pytest.fixture
+def sandbox() -> WooCommerceSandbox:
+    return WooCommerceSandbox()
+
+
+@pytest.fixture
+async def harness(sandbox: WooCommerceSandbox) -> AsyncIterator[Harness]:
+    built = await make_harness(sandbox)
+    yield built
+    await built.client.aclose()
+
+
+async def raw_client(sandbox: WooCommerceSandbox) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        auth=("ck_sandbox", "cs_sandbox"),
+    )
+
+
+async def collect(adapter: WooCommerceAdapter, cursor: str | None) -> list[Page]:
+    return [page async for page in adapter.pull(cursor)]
+
+
+def record(
+    ref: str, email: str, external_id: str | None = None, **fields: object
+) -> OutboundRecord:
+    return OutboundRecord(ref=ref, email=email, external_id=external_id, fields=fields)
+
+
+# -- contract and configuration ------------------------------------------------------------
+
+
+def test_adapter_meets_the_protocol_and_spec_wires_it(harness: Harness) -> None:
+    """The adapter satisfies the Adapter protocol and the spec's parts fit together."""
+    assert isinstance(harness.adapter, Adapter)
+    assert SPEC.kind == harness.adapter.kind == "woocommerce"
+    assert SPEC.settings_model is WooCommerceSettings
+    assert SPEC.sandbox().credentials() == {
+        "consumer_key": "ck_sandbox",
+        "consumer_secret": "cs_sandbox",
+    }
+
+
+def test_limits_and_client_config_follow_settings() -> None:
+    """Batch and page are 100; a rate limit exists only when configured; auth is basic."""
+    plain = SPEC.limits(settings())
+    assert (plain.batch_size, plain.page_size, plain.rate, plain.max_concurrency) == (
+        100,
+        100,
+        {},
+        4,
+    )
+    limited = SPEC.limits(
+        settings(rate_limit=RateLimitSettings(requests=5, per_seconds=1), max_concurrency=2)
+    )
+    assert limited.rate == {"default": RateLimit(5, 1)} and limited.max_concurrency == 2
+    config = woocommerce_client_config(settings())
+    assert config.auth == ("ck_sandbox", "cs_sandbox") and config.wait_hint is retry_after
+    assert settings().role == "all" and settings().anonymise_orders is True
+
+
+def test_settings_refuse_an_unknown_role() -> None:
+    """A typo in the role filter is a configuration error, not an empty pull."""
+    with pytest.raises(ValueError, match="role"):
+        settings(role="customers")
+
+
+def test_retry_after_reads_seconds_only() -> None:
+    """Retry-After seconds become the wait hint; an HTTP date or nothing gives None."""
+    assert retry_after(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert retry_after(httpx.Response(429, headers={"Retry-After": date})) is None
+    assert retry_after(httpx.Response(429)) is None
+
+
+# -- pull ----------------------------------------------------------------------------------
+
+
+async def test_pull_pages_end_and_cursor_resumes_after_the_page(harness: Harness) -> None:
+    """250 customers come as 100/100/50, the last complete; a cursor resumes after its page."""
+    harness.sandbox.seed_synthetic(250, seed=1)
+    pages = await collect(harness.adapter, None)
+    assert [len(p.records) for p in pages] == [100, 100, 50]
+    assert [p.complete for p in pages] == [False, False, True]
+    assert pages[-1].cursor is None and all(p.cursor for p in pages[:-1])
+    ids = [r["id"] for p in pages for r in p.records]
+    assert ids == list(range(1, 251))
+    resumed = await collect(harness.adapter, pages[0].cursor)
+    assert resumed[0].records[0]["id"] == 101
+    assert [len(p.records) for p in resumed] == [100, 50]
+    listed = [e for e in harness.sandbox.log.entries if e.path == f"{API}/customers"]
+    assert {e.query["orderby"] for e in listed} == {"id"}
+    assert {e.query["per_page"] for e in listed} == {"100"}
+    assert {e.query["role"] for e in listed} == {"all"}
+
+
+async def test_pull_drops_records_already_delivered_when_pages_shift(harness: Harness) -> None:
+    """Deleting customers shifts pages back; records at or below the cursor are not repeated."""
+    harness.sandbox.seed_synthetic(250, seed=1)
+    first = await anext(harness.adapter.pull(None))
+    harness.sandbox.store.delete(5)
+    rest = await collect(harness.adapter, first.cursor)
+    ids = [r["id"] for p in rest for r in p.records]
+    assert ids == list(range(102, 251))
+    assert rest[-1].complete
+
+
+async def test_pull_of_an_empty_shop_is_one_complete_page(harness: Harness) -> None:
+    """An empty shop yields a single empty page marked complete."""
+    pages = await collect(harness.adapter, None)
+    assert pages == [Page(records=[], cursor=None, complete=True)]
+
+
+async def test_pull_stops_when_the_shop_ignores_the_page_parameter(harness: Harness) -> None:
+    """A shop that serves the same page again makes the pull fail instead of looping."""
+    harness.sandbox.seed_synthetic(300, seed=1)
+    pages = await collect(harness.adapter, None)
+    assert len(pages) == 3
+    stuck = json.dumps({"page": 1, "after": 0})
+
+    def same_page(request: httpx.Request) -> httpx.Response:
+        body = [{"id": i, "email": f"x{i}@example.com"} for i in range(1, 101)]
+        return httpx.Response(200, json=body, headers={"X-WP-TotalPages": "9"})
+
+    async with SystemClient(
+        system="shop", base_url=BASE_URL, transport=httpx.MockTransport(same_page)
+    ) as client:
+        adapter = WooCommerceAdapter(client, settings())
+        with pytest.raises(FatalRemoteError, match="page repeated"):
+            await collect(adapter, stuck)
+
+
+async def test_synthetic_million_is_seeded_fast_and_pages_right(harness: Harness) -> None:
+    """A million generated customers page with the right ids at the start and near the end."""
+    harness.sandbox.seed_synthetic(1_000_000, seed=3)
+    async with await raw_client(harness.sandbox) as http:
+        params = {"orderby": "id", "order": "asc", "per_page": 100, "role": "all"}
+        first = await http.get(f"{API}/customers", params={**params, "page": 1})
+        late = await http.get(f"{API}/customers", params={**params, "page": 9_999})
+    assert first.headers["X-WP-Total"] == "1000000"
+    assert first.headers["X-WP-TotalPages"] == "10000"
+    assert [c["id"] for c in first.json()] == list(range(1, 101))
+    assert [c["id"] for c in late.json()] == list(range(999_801, 999_901))
+    assert 'rel="next"' in late.headers["Link"] and 'rel="prev"' in late.headers["Link"]
+    last = await collect(harness.adapter, json.dumps({"page": 10_000, "after": 999_900}))
+    assert [p.complete for p in last] == [True]
+    assert last[0].records[-1]["id"] == 1_000_000
+    assert harness.sandbox.store.block is not None and not harness.sandbox.store.block.overrides
+
+
+async def test_synthetic_customers_carry_fields_that_must_not_flow(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """Generated customers hold a date of birth, an IP address, a note, NL phones and country."""
+    sandbox.seed_synthetic(10, seed=0)
+    customer = sandbox.store.get(4)
+    assert customer is not None
+    meta = {m["key"]: m["value"] for m in customer["meta_data"]}
+    assert {"date_of_birth", "ip_address"} <= set(meta)
+    assert "customer_note" in customer
+    assert customer["billing"]["phone"].startswith("06 ")
+    assert customer["billing"]["country"] == "NL"
+    assert sandbox.holds(customer["email"]) and sandbox.record_for(customer["email"]) == customer
+    assert WooCommerceSandbox().store is not sandbox.store
+    again = WooCommerceSandbox()
+    again.seed_synthetic(10, seed=0)
+    assert again.store.get(4) == customer
+
+
+async def test_sandbox_rejects_per_page_over_100(sandbox: WooCommerceSandbox) -> None:
+    """per_page above 100 is a 400 rest_invalid_param, as WordPress validates it."""
+    async with await raw_client(sandbox) as http:
+        response = await http.get(f"{API}/customers", params={"per_page": 101})
+        zero = await http.get(f"{API}/customers", params={"page": 0})
+    assert response.status_code == 400 and response.json()["code"] == "rest_invalid_param"
+    assert zero.status_code == 400
+
+
+# -- upsert --------------------------------------------------------------------------------
+
+
+async def test_upsert_creates_then_updates_without_duplicates(harness: Harness) -> None:
+    """Upserting the same e-mail twice creates once, then updates the same customer."""
+    first = await harness.adapter.upsert(
+        [record("r1", "nieuw@example.com", first_name="Nina", **{"billing.phone": "06 11112222"})]
+    )
+    assert first[0].outcome == "created" and first[0].external_id
+    second = await harness.adapter.upsert(
+        [record("r1", "nieuw@example.com", first_name="Nienke", **{"billing.country": "NL"})]
+    )
+    assert second[0].outcome == "updated" and second[0].external_id == first[0].external_id
+    stored = harness.sandbox.record_for("nieuw@example.com")
+    assert stored is not None
+    assert stored["first_name"] == "Nienke" and stored["billing"]["phone"] == "06 11112222"
+    assert stored["billing"]["country"] == "NL"
+    assert len(harness.sandbox.store.customers) == 1
+    names = harness.sandbox.log.property_names()
+    assert {"email", "first_name", "billing.phone", "billing.country", "id"} == names
+
+
+async def test_upsert_with_external_id_updates_without_lookup(harness: Harness) -> None:
+    """A known external id is updated directly, with no e-mail lookup."""
+    customer_id = harness.sandbox.add_person("bekend@example.com", "Bo", "Bekend")
+    harness.sandbox.log.clear()
+    (result,) = await harness.adapter.upsert(
+        [record("r", "bekend@example.com", customer_id, last_name="Anders")]
+    )
+    assert result.outcome == "updated" and result.external_id == customer_id
+    assert [e.method for e in harness.sandbox.log.entries] == ["POST"]
+
+
+async def test_upsert_with_stale_external_id_falls_back_to_email(harness: Harness) -> None:
+    """An external id the shop no longer knows is looked up by e-mail and written anyway."""
+    (result,) = await harness.adapter.upsert(
+        [record("r", "weg@example.com", "987654", first_name="Wim")]
+    )
+    assert result.outcome == "created"
+    assert harness.sandbox.holds("weg@example.com")
+
+
+async def test_upsert_failure_is_reported_with_code_only(harness: Harness) -> None:
+    """A rejected record fails with the vendor's code and no e-mail; the others succeed."""
+    results = await harness.adapter.upsert(
+        [
+            record("bad", "jan.bad@example..com", first_name="Jan"),
+            record("good", "goed@example.com", first_name="Goed"),
+        ]
+    )
+    bad, good = results
+    assert bad.outcome == "failed" and bad.reason == "customer_invalid_email"
+    assert not bad.retryable
+    assert "@" not in bad.reason and "jan" not in bad.reason
+    assert good.outcome == "created"
+
+
+async def test_upsert_splits_past_100_and_the_shop_refuses_101(harness: Harness) -> None:
+    """150 records go out as two batches; the sandbox answers 413 to 101 items in one."""
+    records = [record(f"r{i}", f"klant{i}@example.com", first_name="K") for i in range(150)]
+    results = await harness.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created"] * 150
+    batches = [e for e in harness.sandbox.log.entries if e.path == f"{API}/customers/batch"]
+    assert [e.records for e in batches] == [100, 50]
+    async with await raw_client(harness.sandbox) as http:
+        response = await http.post(
+            f"{API}/customers/batch",
+            json={"create": [{"email": f"x{i}@example.com"} for i in range(101)]},
+        )
+    assert response.status_code == 413
+    assert response.json()["code"] == "woocommerce_rest_request_entity_too_large"
+
+
+# -- failures and retries ------------------------------------------------------------------
+
+
+async def test_wrong_credentials_are_fatal(sandbox: WooCommerceSandbox) -> None:
+    """A wrong consumer secret is a FatalRemoteError whose text holds no secret."""
+    sandbox.seed_synthetic(3)
+    built = await make_harness(sandbox, secret="cs_wrong")
+    async with built.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await collect(built.adapter, None)
+    assert caught.value.status == 401 and "cs_wrong" not in str(caught.value)
+    assert built.sleeps == []
+
+
+async def test_missing_credentials_get_woocommerce_401(sandbox: WooCommerceSandbox) -> None:
+    """Without auth the shop answers 401 woocommerce_rest_cannot_view."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()), base_url=BASE_URL
+    ) as http:
+        response = await http.get(f"{API}/customers")
+    assert response.status_code == 401
+    assert response.json()["code"] == "woocommerce_rest_cannot_view"
+
+
+async def test_server_errors_then_success_are_retried(harness: Harness) -> None:
+    """Two 503s and then an answer: the pull succeeds after two retries."""
+    harness.sandbox.seed_synthetic(5)
+    harness.sandbox.faults.fail_next = 2
+    pages = await collect(harness.adapter, None)
+    assert len(pages[0].records) == 5 and harness.client.stats.retries == 2
+
+
+async def test_connection_reset_is_retried(harness: Harness) -> None:
+    """A dropped connection is retried and the write still happens once."""
+    harness.sandbox.faults.reset_next = 1
+    (result,) = await harness.adapter.upsert([record("r", "reset@example.com")])
+    assert result.outcome == "created" and harness.client.stats.retries == 1
+
+
+async def test_persistent_server_errors_surface_as_retryable(harness: Harness) -> None:
+    """When retries run out on 5xx, the error is retryable so the work stays queued."""
+    harness.sandbox.faults.fail_next = 10
+    with pytest.raises(RetryableError):
+        await collect(harness.adapter, None)
+
+
+async def test_host_rate_limit_429_waits_as_told() -> None:
+    """A host's 429 with Retry-After is waited out (on a fake clock) and the call succeeds."""
+    clock = FakeClock()
+    sandbox = WooCommerceSandbox(rate_limit=RateLimit(1, 10), clock=clock)
+    sandbox.seed_synthetic(3)
+    built = await make_harness(sandbox, clock=clock)
+    async with built.client:
+        await collect(built.adapter, None)
+        await collect(built.adapter, None)
+    rejected = [e for e in sandbox.log.entries if e.status == 429]
+    assert len(rejected) == 1 and built.client.stats.rate_limited == 1
+    assert built.sleeps and built.sleeps[0] >= 10
+
+
+# -- find and erase ------------------------------------------------------------------------
+
+
+def seed_subject(sandbox: WooCommerceSandbox) -> tuple[str, list[int], int]:
+    """A customer with two orders, a guest order on the same e-mail and a stranger's order."""
+    customer_id = sandbox.add_person(
+        "an@example.com", "An", "Jansen", "06 12345678", city="Utrecht", customer_note="bel mij"
+    )
+    own = [sandbox.add_order(customer_id), sandbox.add_order(customer_id, customer_note="snel")]
+    guest = sandbox.add_order(0, billing={"email": "AN@example.com", "first_name": "An"})
+    stranger = sandbox.add_order(0, billing={"email": "jan@example.com", "first_name": "Jan"})
+    return customer_id, [*own, guest], stranger
+
+
+async def test_find_returns_the_customer_and_their_orders(harness: Harness) -> None:
+    """find gives the customer plus own and guest orders, never a near-match's order."""
+    customer_id, orders, stranger = seed_subject(harness.sandbox)
+    found = await harness.adapter.find(Subject(email="an@example.com"))
+    assert found[0]["id"] == int(customer_id)
+    assert [o["id"] for o in found[1:]] == orders
+    assert all(o["type"] == "order" for o in found[1:])
+    assert stranger not in [o["id"] for o in found[1:]]
+
+
+async def test_find_uses_the_external_id_when_the_email_changed(harness: Harness) -> None:
+    """A customer whose shop e-mail changed is still found by the known external id."""
+    customer_id = harness.sandbox.add_person("oud@example.com", "Olga")
+    harness.sandbox.touch("oud@example.com", email="nieuw.adres@example.com")
+    found = await harness.adapter.find(Subject(email="oud@example.com", external_id=customer_id))
+    assert [r["id"] for r in found] == [int(customer_id)]
+    assert await harness.adapter.find(Subject(email="niemand@example.com")) == []
+
+
+async def test_erase_anonymises_orders_then_deletes_with_force(harness: Harness) -> None:
+    """Orders are blanked, then the customer is deleted with force=true; a rerun finds none."""
+    customer_id, orders, stranger = seed_subject(harness.sandbox)
+    harness.sandbox.log.clear()
+    result = await harness.adapter.erase(Subject(email="an@example.com"))
+    assert result.found and result.mode == "hard_delete" and not result.reversible
+    assert result.vendor_status == 200
+    assert result.endpoint == f"DELETE {API}/customers/{customer_id}?force=true"
+    assert "3 orders anonymised" in result.note
+    writes = harness.sandbox.log.writes()
+    assert [(e.method, e.path) for e in writes] == [
+        *(("PUT", f"{API}/orders/{o}") for o in orders),
+        ("DELETE", f"{API}/customers/{customer_id}"),
+    ]
+    assert writes[-1].query["force"] == "true"
+    assert {"billing.email", "billing.phone", "shipping.address_1", "customer_note"} <= (
+        harness.sandbox.log.property_names()
+    )
+    assert not harness.sandbox.holds("an@example.com")
+    assert not harness.sandbox.restorable("an@example.com")
+    for order_id in orders:
+        order = harness.sandbox.order(order_id)
+        assert order is not None and order["customer_id"] == 0
+        assert not any(order["billing"].values()) and not any(order["shipping"].values())
+        assert order["customer_note"] == ""
+    untouched = harness.sandbox.order(stranger)
+    assert untouched is not None and untouched["billing"]["email"] == "jan@example.com"
+    again = await harness.adapter.erase(Subject(email="an@example.com", external_id=customer_id))
+    assert not again.found
+
+
+async def test_erase_without_order_anonymisation_keeps_orders(sandbox: WooCommerceSandbox) -> None:
+    """With anonymise_orders off only the customer is deleted, and the note says so."""
+    _, orders, _ = seed_subject(sandbox)
+    built = await make_harness(sandbox, config=settings(anonymise_orders=False))
+    async with built.client:
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    assert result.found and "anonymise_orders is off" in result.note
+    assert sandbox.log.count("PUT", f"{API}/orders") == 0
+    kept = sandbox.order(orders[0])
+    assert kept is not None and kept["billing"]["email"] == "an@example.com"
+    assert not sandbox.holds("an@example.com")
+
+
+async def test_erase_of_a_guest_anonymises_their_orders(harness: Harness) -> None:
+    """Someone with only guest orders gets those orders anonymised (mode anonymise)."""
+    order_id = harness.sandbox.add_order(0, billing={"email": "gast@example.com"})
+    result = await harness.adapter.erase(Subject(email="gast@example.com"))
+    assert result.found and result.mode == "anonymise"
+    order = harness.sandbox.order(order_id)
+    assert order is not None and order["billing"]["email"] == ""
+    assert not (await harness.adapter.erase(Subject(email="gast@example.com"))).found
+
+
+async def test_sandbox_refuses_delete_without_force(sandbox: WooCommerceSandbox) -> None:
+    """DELETE without force=true is 501 woocommerce_rest_trash_not_supported; unknown id 400."""
+    customer_id = sandbox.add_person("blijf@example.com")
+    async with await raw_client(sandbox) as http:
+        soft = await http.delete(f"{API}/customers/{customer_id}")
+        unknown = await http.delete(f"{API}/customers/999", params={"force": "true"})
+    assert soft.status_code == 501
+    assert soft.json()["code"] == "woocommerce_rest_trash_not_supported"
+    assert unknown.status_code == 400 and unknown.json()["code"] == "woocommerce_rest_invalid_id"
+    assert sandbox.holds("blijf@example.com")
+
+
+async def test_sandbox_log_holds_no_personal_data(harness: Harness) -> None:
+    """Looked-up e-mails and written values never reach the sandbox's request log."""
+    seed_subject(harness.sandbox)
+    await harness.adapter.upsert([record("r", "an@example.com", **{"billing.phone": "06 999"})])
+    await harness.adapter.find(Subject(email="an@example.com"))
+    await harness.adapter.erase(Subject(email="an@example.com"))
+    text = repr(harness.sandbox.log.entries)
+    assert "an@example.com" not in text.lower() and "06 999" not in text
+    assert "cs_sandbox" not in text
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def delivery(
+    sandbox: WooCommerceSandbox, payload: object, topic: str, secret: str = SECRET
+) -> WebhookRequest:
+    body = json.dumps(payload).encode()
+    headers = {k.lower(): v for k, v in sandbox.sign_webhook(body, secret, topic=topic).items()}
+    return WebhookRequest("POST", "https://klantsync.example.nl/webhooks/shop", headers, body)
+
+
+def test_webhook_signature_valid_invalid_and_tampered(
+    harness: Harness, sandbox: WooCommerceSandbox
+) -> None:
+    """A genuine delivery verifies; a wrong secret or a changed body does not."""
+    good = delivery(sandbox, {"id": 7, "email": "an@example.com"}, "customer.updated")
+    assert good.headers["x-wc-webhook-signature"] == webhook_signature(good.body, SECRET)
+    assert harness.adapter.verify_webhook(good, SECRET, now=0.0)
+    assert not harness.adapter.verify_webhook(good, "other-secret", now=0.0)
+    tampered = WebhookRequest(good.method, good.url, good.headers, good.body.replace(b"7", b"8"))
+    assert not harness.adapter.verify_webhook(tampered, SECRET, now=0.0)
+    unsigned = WebhookRequest(good.method, good.url, {"content-type": "application/json"}, b"{}")
+    assert not harness.adapter.verify_webhook(unsigned, SECRET, now=0.0)
+
+
+def test_unsigned_ping_is_accepted_and_yields_no_events(harness: Harness) -> None:
+    """WooCommerce's unsigned form ping verifies (so the hook activates) and means nothing."""
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    ping = WebhookRequest("POST", "https://k.example.nl/webhooks/shop", form, b"webhook_id=12")
+    assert harness.adapter.verify_webhook(ping, SECRET, now=0.0)
+    assert harness.adapter.parse_webhook(ping) == []
+    forged = WebhookRequest(
+        ping.method, ping.url, {**form, "x-wc-webhook-signature": "x"}, ping.body
+    )
+    assert not harness.adapter.verify_webhook(forged, SECRET, now=0.0)
+    other = WebhookRequest(ping.method, ping.url, form, b"webhook_id=12&email=a%40b.nl")
+    assert not harness.adapter.verify_webhook(other, SECRET, now=0.0)
+
+
+def test_parse_customer_and_order_events(harness: Harness, sandbox: WooCommerceSandbox) -> None:
+    """customer.updated is a change, customer.deleted a deletion, an order its customer's change."""
+    updated = delivery(sandbox, {"id": 7, "email": "an@example.com"}, "customer.updated")
+    (event,) = harness.adapter.parse_webhook(updated)
+    assert (event.kind, event.external_id, event.email) == ("changed", "7", "an@example.com")
+    assert event.delivery_id == updated.headers["x-wc-webhook-delivery-id"]
+    (deleted,) = harness.adapter.parse_webhook(delivery(sandbox, {"id": 7}, "customer.deleted"))
+    assert (deleted.kind, deleted.external_id, deleted.email) == ("deleted", "7", None)
+    order = {"id": 1001, "customer_id": 7, "billing": {"email": "an@example.com"}}
+    (changed,) = harness.adapter.parse_webhook(delivery(sandbox, order, "order.created"))
+    assert (changed.kind, changed.external_id, changed.email) == ("changed", "7", "an@example.com")
+    guest = {"id": 1002, "customer_id": 0, "billing": {"email": "gast@example.com"}}
+    (guest_event,) = harness.adapter.parse_webhook(delivery(sandbox, guest, "order.updated"))
+    assert guest_event.external_id is None and guest_event.email == "gast@example.com"
+    (product,) = harness.adapter.parse_webhook(delivery(sandbox, {"id": 5}, "product.updated"))
+    assert product.kind == "ignored"

@@ -1,0 +1,140 @@
+"""Shared fixtures: sandboxes in-process, a config pointing at them, a runtime, canaries."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.demo import REPO_MAPPINGS
+from connector.runtime import Runtime, open_runtime
+
+MASTER_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
+
+#: Values seeded by privacy tests; none may ever appear in logs, errors or the store file.
+CANARY_EMAIL = "canary.klant+gdpr@voorbeeld-canary.nl"
+CANARY_PHONE = "06 87654321"
+CANARY_PHONE_E164 = "+31687654321"
+CANARY_NAME = "Zwanettecanary"
+CANARY_TOKEN = "pat-canary-token-5f1e2d3c"
+
+
+async def no_sleep(_seconds: float) -> None:
+    """Retries and pacing in tests never wait for real."""
+
+
+class FakeClock:
+    """A monotonic clock tests advance by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def write_config(
+    directory: Path,
+    *,
+    extra: str = "",
+    crm_extra: str = "",
+    shop_url: str = "https://shop.test",
+    crm_url: str = "https://crm.test",
+    shop_mapping: Path | None = None,
+    crm_mapping: Path | None = None,
+) -> Path:
+    """A config for the in-process sandboxes; secrets come from env (see ``ENV``)."""
+    (directory / "master.key").write_text(MASTER_KEY)
+    path = directory / "klantsync.toml"
+    path.write_text(
+        f"""
+[store]
+path = "state/klantsync.db"
+
+[keys]
+source = "file:master.key"
+
+[sync]
+retry_attempts = 8
+retry_base_seconds = 0
+
+{extra}
+
+[systems.shop]
+adapter = "woocommerce"
+base_url = "{shop_url}"
+mapping = "{shop_mapping or REPO_MAPPINGS / "woocommerce.toml"}"
+credentials = {{ consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }}
+
+[systems.crm]
+adapter = "hubspot"
+base_url = "{crm_url}"
+mapping = "{crm_mapping or REPO_MAPPINGS / "hubspot.toml"}"
+credentials = {{ token = "env:T_HS_TOKEN" }}
+{crm_extra}
+
+[[flows]]
+name = "shop-to-crm"
+source = "shop"
+destinations = ["crm"]
+schedule = "every 15m"
+"""
+    )
+    return path
+
+
+ENV = {"T_WC_KEY": "ck_sandbox", "T_WC_SECRET": "cs_sandbox", "T_HS_TOKEN": "pat-sandbox"}
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    return dict(ENV)
+
+
+@pytest.fixture
+def shop() -> WooCommerceSandbox:
+    return WooCommerceSandbox()
+
+
+@pytest.fixture
+def crm() -> HubSpotSandbox:
+    return HubSpotSandbox(rate_limit=None)
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, env: dict[str, str]) -> Path:
+    return write_config(tmp_path)
+
+
+RuntimeFactory = Callable[..., Any]
+
+
+@pytest.fixture
+def open_rt(shop: WooCommerceSandbox, crm: HubSpotSandbox, config_path: Path) -> Callable[..., Any]:
+    """``async with open_rt() as rt``: a runtime wired to the in-process sandboxes."""
+
+    def factory(path: Path | None = None, **kwargs: Any) -> Any:
+        transports = {
+            "shop": httpx.ASGITransport(app=shop.app()),
+            "crm": httpx.ASGITransport(app=crm.app()),
+        }
+        return open_runtime(path or config_path, transports=transports, sleep=no_sleep, **kwargs)
+
+    return factory
+
+
+@pytest.fixture
+async def rt(open_rt: Callable[..., Any]) -> AsyncIterator[Runtime]:
+    async with open_rt() as runtime:
+        yield runtime

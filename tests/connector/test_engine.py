@@ -1,0 +1,232 @@
+"""The engine: minimisation, change detection, crash safety, rate limits, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.demo import REPO_MAPPINGS
+from connector.mapping import load_mapping
+from connector.ratelimit import RateLimit
+from connector.runtime import Runtime
+from tests.conftest import FakeClock
+
+HUBSPOT_ALLOWED = {
+    load_mapping(REPO_MAPPINGS / "hubspot.toml").fields[name].path
+    for name in load_mapping(REPO_MAPPINGS / "hubspot.toml").outbound_fields
+}
+
+
+def _upserted(crm: HubSpotSandbox) -> int:
+    """Records written through batch upsert, as the sandbox saw them."""
+    return sum(
+        e.records for e in crm.log.entries if e.path.endswith("/batch/upsert") and e.status < 300
+    )
+
+
+def _emails(shop: WooCommerceSandbox, count: int) -> list[str]:
+    emails = []
+    for customer_id in range(1, count + 1):
+        record = shop.store.get(customer_id)
+        assert record is not None
+        emails.append(record["email"])
+    return emails
+
+
+async def test_only_mapped_fields_reach_the_crm(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Date of birth, notes, IP addresses and other unmapped fields never reach HubSpot."""
+    shop.seed_synthetic(250, seed=1)
+    shop.add_person(
+        "extra@example.nl",
+        "Ed",
+        "Extra",
+        "0612345678",
+        meta_data=[{"key": "date_of_birth", "value": "1970-01-01"}],
+        customer_note="secret note",
+    )
+    (report,) = await rt.engine.sync()
+    assert report.pulled == 251
+    assert crm.contact_count() == 251
+    received = crm.log.property_names()
+    assert received <= HUBSPOT_ALLOWED
+    assert {"email", "firstname", "lastname", "phone"} <= received
+    assert "date_of_birth" not in received
+    assert report.withheld_fields["meta_data.date_of_birth"] >= 1
+    assert report.withheld_fields["customer_note"] >= 1
+    assert not report.failed
+
+
+async def test_second_sync_writes_nothing_and_three_changes_send_three(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Unchanged records cause no write; changing three customers sends exactly three."""
+    shop.seed_synthetic(300, seed=2)
+    await rt.engine.sync()
+    assert _upserted(crm) == 300
+    crm.log.clear()
+    (second,) = await rt.engine.sync()
+    assert crm.log.writes() == []
+    assert second.destinations["crm"].unchanged == 300
+    for index, email in enumerate(_emails(shop, 3)):
+        shop.touch(email, first_name=f"Changed{index}")
+    crm.log.clear()
+    (third,) = await rt.engine.sync()
+    assert _upserted(crm) == 3
+    assert third.destinations["crm"].updated == 3
+
+
+async def test_change_in_unmapped_field_sends_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A change only in a field the CRM never receives does not cause a write."""
+    shop.seed_synthetic(20, seed=3)
+    await rt.engine.sync()
+    crm.log.clear()
+    shop.touch(_emails(shop, 1)[0], customer_note="changed note")
+    await rt.engine.sync()
+    assert crm.log.writes() == []
+
+
+async def test_dry_run_queues_and_sends_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A dry run reports what would be sent but writes neither outbox nor CRM."""
+    shop.seed_synthetic(30, seed=4)
+    (report,) = await rt.engine.sync(dry_run=True)
+    assert report.destinations["crm"].queued == 30
+    assert crm.contact_count() == 0 and rt.store.outbox_count() == 0
+    assert rt.store.get_cursor("shop-to-crm", "shop") is None
+
+
+class Crash(Exception):
+    """Simulated process death at a checkpoint."""
+
+
+@pytest.mark.parametrize("point", ["pulled", "queued", "delivered", "acked"])
+@pytest.mark.parametrize("after", [1, 3])
+async def test_crash_at_any_step_loses_nothing_and_duplicates_nothing(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    point: str,
+    after: int,
+) -> None:
+    """Killed between pull, queue, deliver and ack, a re-run delivers everyone exactly once."""
+    shop.seed_synthetic(450, seed=5)
+    hits = {"n": 0}
+
+    def checkpoint(name: str) -> None:
+        if name == point:
+            hits["n"] += 1
+            if hits["n"] == after:
+                raise Crash(name)
+
+    with pytest.raises(Crash):
+        async with open_rt(checkpoint=checkpoint) as rt:
+            await rt.engine.sync()
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert not report.failed
+        if not report.complete:
+            (report,) = await rt.engine.sync()
+        assert rt.store.outbox_count() == 0
+    assert crm.contact_count() == 450
+    emails = [crm.record_for(e) for e in _emails(shop, 450)]
+    assert all(emails)
+    async with open_rt() as rt:
+        crm.log.clear()
+        await rt.engine.sync()
+        assert crm.log.writes() == []
+
+
+async def test_429_storm_and_intermittent_5xx_complete_with_nothing_lost(
+    shop: WooCommerceSandbox, open_rt: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Under a tight rate limit and every 4th call failing, the sync still delivers everyone."""
+    shop.seed_synthetic(600, seed=6)
+    clock = FakeClock()
+    storm = HubSpotSandbox(rate_limit=RateLimit(2, 10), clock=clock)
+    storm.faults.fail_every = 4
+
+    # Every rejected call moves the fake clock on, so the window frees without real sleeping.
+    original = storm.admit
+
+    def admit(bucket: str = "default") -> Any:
+        clock.advance(2.0)
+        return original(bucket)
+
+    storm.admit = admit  # type: ignore[method-assign]
+    shop.faults.fail_every = 5
+    import httpx
+
+    from connector.runtime import open_runtime
+    from tests.conftest import no_sleep, write_config
+
+    path = write_config(tmp_path)
+    transports = {
+        "shop": httpx.ASGITransport(app=shop.app()),
+        "crm": httpx.ASGITransport(app=storm.app()),
+    }
+    async with open_runtime(path, transports=transports, sleep=no_sleep) as rt:
+        (report,) = await rt.engine.sync()
+        while rt.store.outbox_count():
+            (report,) = await rt.engine.sync()
+    assert storm.rejected_429 > 0
+    assert storm.contact_count() == 600
+    assert report.destinations["crm"].dead_lettered == 0
+
+
+async def test_rejected_record_goes_to_dead_letters_without_personal_data(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A record the CRM rejects is dead-lettered with a category; the rest are delivered."""
+    shop.seed_synthetic(10, seed=8)
+    shop.add_person("bad address@example.nl", "Bad", "Address", "")
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].dead_lettered == 1
+    assert crm.contact_count() == 10
+    (dead,) = rt.store.dead_letters()
+    assert "@" not in dead.reason and "bad address" not in dead.reason
+    assert report.failed
+
+
+async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(
+    shop: WooCommerceSandbox,
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    open_rt: Callable[..., Any],
+    crm: HubSpotSandbox,
+) -> None:
+    """A wrong CRM token stops delivery; everything stays queued for the next run."""
+    shop.seed_synthetic(120, seed=9)
+    monkeypatch.setenv("T_HS_TOKEN", "wrong-token")
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert report.failed
+        assert any("401" in error for error in report.errors)
+        assert rt.store.outbox_count() == 120
+    monkeypatch.setenv("T_HS_TOKEN", "pat-sandbox")
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert rt.store.outbox_count() == 0
+    assert crm.contact_count() == 120
+
+
+async def test_erased_subject_is_not_sent(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A suppressed subject stops at the suppression check and reaches no destination."""
+    shop.seed_synthetic(5, seed=10)
+    email = _emails(shop, 1)[0]
+    rt.store.suppress([rt.keyring.subject_id(email)], "erasure", None)
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 1
+    assert crm.record_for(email) is None and crm.contact_count() == 4

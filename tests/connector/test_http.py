@@ -1,0 +1,227 @@
+"""The HTTP policy: TLS always verified, errors classified and free of personal data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from connector.devtls import DevCA
+from connector.errors import (
+    FatalRemoteError,
+    RateLimitedError,
+    RecordError,
+    RetryableError,
+)
+from connector.http import RetryPolicy, SystemClient, check_url, redact_url
+from connector.ratelimit import RateLimit, RateLimiter
+from connector.sandboxkit import serve_tls
+from tests.conftest import FakeClock, no_sleep
+
+SECRET_EMAIL = "geheim.persoon@example.nl"
+
+
+class Recorder:
+    """A tiny HTTPS endpoint that remembers every request body it received."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    def app(self) -> Starlette:
+        async def echo(request: Request) -> JSONResponse:
+            self.bodies.append(await request.body())
+            return JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/echo", echo, methods=["POST"])])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Recorder, DevCA, str]]:
+    recorder = Recorder()
+    ca = DevCA(tmp_path / "good")
+    with serve_tls({"r": recorder.app()}, tmp_path / "good", ca=ca) as (_, apps):
+        yield recorder, ca, apps["r"].url
+
+
+def _client(url: str, ca_bundle: Path | None) -> SystemClient:
+    return SystemClient(
+        "crm", url, ca_bundle=ca_bundle, retry=RetryPolicy(attempts=2, sleep=no_sleep)
+    )
+
+
+async def test_trusted_ca_over_real_tls_works(served: tuple[Recorder, DevCA, str]) -> None:
+    """With the right CA a call over loopback TLS succeeds."""
+    recorder, ca, url = served
+    async with _client(url, ca.ca_path) as client:
+        response = await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert response.status_code == 200 and len(recorder.bodies) == 1
+
+
+async def test_unknown_ca_refused_and_no_body_leaves(
+    served: tuple[Recorder, DevCA, str], tmp_path: Path
+) -> None:
+    """A certificate from a CA we do not trust is refused before any body is sent."""
+    recorder, _, url = served
+    other = DevCA(tmp_path / "other")
+    async with _client(url, other.ca_path) as client:
+        with pytest.raises(FatalRemoteError) as info:
+            await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert "TLS" in str(info.value) and SECRET_EMAIL not in str(info.value)
+    assert recorder.bodies == []
+
+
+async def test_public_roots_do_not_trust_a_private_ca(served: tuple[Recorder, DevCA, str]) -> None:
+    """Without ca_bundle only public roots are trusted: the local CA is refused."""
+    recorder, _, url = served
+    async with _client(url, None) as client:
+        with pytest.raises(FatalRemoteError):
+            await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert recorder.bodies == []
+
+
+@pytest.mark.parametrize("problem", ["expired", "wrong_host"])
+async def test_expired_or_wrong_host_certificate_refused(tmp_path: Path, problem: str) -> None:
+    """An expired certificate or one for another host is refused; nothing is received."""
+    recorder = Recorder()
+    ca = DevCA(tmp_path)
+    cert = (
+        ca.issue("bad", expired=True)
+        if problem == "expired"
+        else ca.issue("bad", hosts=("shop.elsewhere.example",))
+    )
+    with serve_tls({"r": recorder.app()}, tmp_path, cert=cert) as (_, apps):
+        async with _client(apps["r"].url, ca.ca_path) as client:
+            with pytest.raises(FatalRemoteError) as info:
+                await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert "TLS" in str(info.value)
+    assert recorder.bodies == []
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://api.hubapi.com", True),
+        ("http://api.hubapi.com", False),
+        ("ftp://shop.example.nl", False),
+        ("https://user:pw@shop.example.nl", False),
+        ("http://127.0.0.1:8080", False),
+    ],
+)
+def test_url_policy(url: str, ok: bool) -> None:
+    """https only; credentials in URLs refused; loopback http needs the switch."""
+    assert (check_url(url) is None) is ok
+
+
+def test_loopback_http_allowed_only_with_switch() -> None:
+    """The development switch opens http to loopback, never to other hosts."""
+    assert check_url("http://localhost:8080", allow_insecure_loopback=True) is None
+    assert check_url("http://10.0.0.5", allow_insecure_loopback=True) is not None
+
+
+def test_redact_url_drops_query_and_credentials() -> None:
+    """Only scheme, host, port and path survive redaction."""
+    assert (
+        redact_url(f"https://u:p@x.test:8443/a/b?email={SECRET_EMAIL}") == "https://x.test:8443/a/b"
+    )
+
+
+@respx.mock
+async def test_5xx_is_retried_then_succeeds() -> None:
+    """Two 503s then a 200: the call succeeds after two retries."""
+    route = respx.get("https://crm.test/x").mock(
+        side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, json={})]
+    )
+    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=4, sleep=no_sleep))
+    response = await client.request("GET", "/x")
+    assert response.status_code == 200 and route.call_count == 3
+    assert client.stats.retries == 2
+    await client.aclose()
+
+
+@respx.mock
+async def test_errors_never_carry_body_or_query() -> None:
+    """A 4xx whose body echoes an e-mail yields an error with path and status only."""
+    respx.post("https://crm.test/contacts").mock(
+        return_value=httpx.Response(
+            400, json={"category": "VALIDATION_ERROR", "message": f"{SECRET_EMAIL} is invalid"}
+        )
+    )
+    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=1, sleep=no_sleep))
+    with pytest.raises(RecordError) as info:
+        await client.request("POST", "/contacts", params={"email": SECRET_EMAIL}, json={})
+    text = str(info.value)
+    assert SECRET_EMAIL not in text and "email=" not in text
+    assert "POST /contacts -> 400 (VALIDATION_ERROR)" in text
+    await client.aclose()
+
+
+@respx.mock
+async def test_429_uses_the_vendor_wait_hint() -> None:
+    """A 429 is retried after the wait the adapter reads from the vendor's response."""
+    respx.get("https://crm.test/x").mock(
+        side_effect=[httpx.Response(429, json={"policyName": "X"}), httpx.Response(200, json={})]
+    )
+    waits: list[float] = []
+
+    async def record_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        wait_hint=lambda response: 7.0,
+        retry=RetryPolicy(attempts=3, sleep=record_sleep),
+    )
+    await client.request("GET", "/x")
+    assert client.stats.rate_limited == 1
+    assert 7.0 <= waits[0] <= 7.3
+    await client.aclose()
+
+
+@respx.mock
+async def test_retries_run_out_as_retryable_error() -> None:
+    """A system that keeps failing yields a RetryableError after the last attempt."""
+    respx.get("https://crm.test/x").mock(return_value=httpx.Response(502))
+    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=3, sleep=no_sleep))
+    with pytest.raises(RetryableError):
+        await client.request("GET", "/x")
+    await client.aclose()
+
+
+@respx.mock
+async def test_401_is_fatal_and_404_can_be_accepted() -> None:
+    """401 is fatal (no retry); a 404 the caller expects is handed back."""
+    respx.get("https://crm.test/auth").mock(return_value=httpx.Response(401))
+    respx.get("https://crm.test/gone").mock(return_value=httpx.Response(404))
+    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=3, sleep=no_sleep))
+    with pytest.raises(FatalRemoteError):
+        await client.request("GET", "/auth")
+    assert (await client.request("GET", "/gone", accept=(404,))).status_code == 404
+    await client.aclose()
+
+
+def test_rate_limited_error_is_retryable() -> None:
+    """429s are retryable errors in the tree."""
+    assert issubclass(RateLimitedError, RetryableError)
+
+
+async def test_rate_limiter_paces_to_the_window() -> None:
+    """Three calls against 2 per 10 s: the third waits until the window frees."""
+    clock = FakeClock()
+    waited: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock.advance(seconds)
+
+    limiter = RateLimiter(RateLimit(2, 10), clock=clock, sleep=fake_sleep)
+    for _ in range(3):
+        await limiter.acquire()
+    assert len(waited) == 1 and 10.0 <= waited[0] <= 10.01

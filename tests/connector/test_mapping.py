@@ -1,0 +1,98 @@
+"""Mappings: transforms, the allow-list, the withheld count."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from connector.demo import REPO_MAPPINGS
+from connector.errors import ConfigError
+from connector.mapping import load_mapping
+from connector.transforms import make_transform
+
+WOO = load_mapping(REPO_MAPPINGS / "woocommerce.toml")
+HUBSPOT = load_mapping(REPO_MAPPINGS / "hubspot.toml")
+
+RAW = {
+    "id": 42,
+    "email": "  Jan.Jansen@Example.NL ",
+    "first_name": "JAN",
+    "last_name": "van der Berg",
+    "date_created": "2024-03-01T10:00:00",
+    "billing": {"phone": "06 12345678", "country": "Nederland", "city": " Utrecht "},
+    "meta_data": [
+        {"id": 1, "key": "date_of_birth", "value": "1980-01-01"},
+        {"id": 2, "key": "ip_address", "value": "192.0.2.7"},
+        {"id": 3, "key": "marketing_opt_in", "value": "yes"},
+    ],
+    "customer_note": "call after 5",
+}
+
+
+def test_inbound_normalises_values() -> None:
+    """E-mail lower-cased, names fixed, phone to E.164, country to ISO code, dates ISO."""
+    person = WOO.inbound(RAW)
+    assert person["email"] == "jan.jansen@example.nl"
+    assert person["first_name"] == "Jan"
+    assert person["last_name"] == "van der Berg"
+    assert person["phone"] == "+31612345678"
+    assert person["country"] == "NL"
+    assert person["city"] == "Utrecht"
+    assert person["customer_since"] == "2024-03-01"
+    assert person["marketing_consent"] is True
+
+
+def test_unmapped_source_fields_are_counted_by_name() -> None:
+    """Fields no mapping names are dropped and counted, values never kept."""
+    withheld: Counter[str] = Counter()
+    WOO.inbound(RAW, withheld)
+    assert withheld == Counter(
+        {"meta_data.date_of_birth": 1, "meta_data.ip_address": 1, "customer_note": 1}
+    )
+
+
+def test_outbound_is_an_allow_list() -> None:
+    """Only fields the destination mapping names leave; others never appear."""
+    person = WOO.inbound(RAW)
+    payload = HUBSPOT.outbound(person)
+    assert set(payload) <= {"email", "firstname", "lastname", "phone", "company", "city", "country"}
+    assert "customer_since" not in payload and "date_of_birth" not in str(payload)
+    assert payload["phone"] == "+31612345678"
+
+
+def test_hubspot_inbound_reads_under_properties() -> None:
+    """HubSpot records keep fields under `properties`; the mapping reads them there."""
+    person = HUBSPOT.inbound({"id": "7", "properties": {"email": "A@B.NL", "firstname": "a"}})
+    assert person == {"email": "a@b.nl", "first_name": "A"}
+    assert HUBSPOT.record_id({"id": "7"}) == "7"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("+32 470 12 34 56", "+32470123456"), ("0612345678", "+31612345678"), ("12", None)],
+)
+def test_phone_transform(value: str, expected: str | None) -> None:
+    """Phones become E.164 via libphonenumber; unusable ones become nothing, not errors."""
+    transform = make_transform("phone", "NL")
+    assert transform is not None
+    assert transform(value) == expected
+
+
+def test_mapping_with_unknown_transform_refused(tmp_path: Path) -> None:
+    """An unknown transform names the file and key."""
+    path = tmp_path / "m.toml"
+    path.write_text('[fields.email]\npath = "email"\npurpose = "x"\ntransform = ["shout"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert info.value.key == "fields.email.transform"
+
+
+def test_mapping_without_email_refused(tmp_path: Path) -> None:
+    """Every mapping must map the e-mail, the key subjects are known by."""
+    path = tmp_path / "m.toml"
+    path.write_text('[fields.first_name]\npath = "fn"\npurpose = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert info.value.key == "fields.email"
