@@ -21,6 +21,7 @@ import asyncio
 import ipaddress
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,7 @@ class SystemClient:
         timeout: seconds for connect, read, write and pool each.
         transport: replaces the network (tests, in-process sandboxes).
         max_connections: connection pool size; also caps concurrency towards the vendor.
+        clock: the limiter's clock; tests pass one that their ``sleep`` advances.
     """
 
     def __init__(
@@ -196,13 +198,14 @@ class SystemClient:
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 10,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.system = system
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
         self._limiters = {
-            name: RateLimiter(limit, sleep=self.retry.sleep)
+            name: RateLimiter(limit, sleep=self.retry.sleep, clock=clock or time.monotonic)
             for name, limit in (limits or {}).items()
         }
         verify: ssl.SSLContext | bool = build_ssl_context(ca_bundle) if transport is None else True

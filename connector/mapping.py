@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -126,23 +126,21 @@ class SystemMapping:
             if value is not None:
                 person[name] = value
         if withheld is not None:
-            for leaf in _leaf_paths(record):
-                if leaf not in self._known_paths and not self._ignored(leaf):
+            for leaf in _leaf_paths(record, self.ignore):
+                if leaf not in self._known_paths:
                     withheld[leaf] += 1
         return person
 
     def outbound(self, person: Mapping[str, Any]) -> dict[str, Any]:
         """Canonical person -> the system's fields, allow-listed: nothing unmapped leaves."""
+        # Canonical values are already normalised on the way in; converting again would only
+        # cost time (phone parsing dominates the hot path).
         payload: dict[str, Any] = {}
         for mapping in self._outbound:
             value = person.get(mapping.canonical)
             if value is not None:
-                payload[mapping.path] = mapping.convert(value)
+                payload[mapping.path] = value
         return payload
-
-    def _ignored(self, leaf: str) -> bool:
-        # An ignored path covers everything under it ("_links" covers "_links.self").
-        return any(leaf.startswith(prefix + ".") for prefix in self.ignore)
 
     def admits(self, person: Person) -> bool:
         """Whether the purpose/consent gate lets this person through to this system."""
@@ -175,22 +173,23 @@ def _get(record: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     return current
 
 
-def _leaf_paths(record: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+def _leaf_paths(
+    record: Mapping[str, Any], ignore: frozenset[str], prefix: str = ""
+) -> Iterator[str]:
+    """Paths of non-empty leaves; an ignored path hides everything under it."""
     for key, value in record.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if path in ignore:
+            continue
+        if isinstance(value, dict):
             if value:
-                yield from _leaf_paths(value, f"{path}.")
-        elif (
-            isinstance(value, list)
-            and value
-            and isinstance(value[0], Mapping)
-            and ("key" in value[0])
-        ):
+                yield from _leaf_paths(value, ignore, f"{path}.")
+        elif isinstance(value, list):
+            # WooCommerce-style meta lists count by key: meta_data.date_of_birth
             for item in value:
-                if isinstance(item, Mapping) and isinstance(item.get("key"), str):
+                if isinstance(item, dict) and isinstance(item.get("key"), str):
                     yield f"{path}.{item['key']}"
-        elif value not in (None, "", [], False):
+        elif value is not None and value != "" and value is not False:
             yield path
 
 

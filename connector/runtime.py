@@ -35,6 +35,7 @@ async def open_runtime(
     *,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    clock: Callable[[], float] | None = None,
     checkpoint: Checkpoint | None = None,
     env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Runtime]:
@@ -43,7 +44,7 @@ async def open_runtime(
         config = load_config(config, env=env)
     store = Store(config.store_path)
     keyring = Keyring(config.master_key)
-    systems = open_systems(config, transports=transports, sleep=sleep)
+    systems = open_systems(config, transports=transports, sleep=sleep, clock=clock)
     engine = Engine(config, store, keyring, systems, checkpoint=checkpoint)
     try:
         yield Runtime(config, store, keyring, systems, engine)

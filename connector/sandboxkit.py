@@ -165,6 +165,12 @@ class SandboxBase:
         return fault if isinstance(fault, int) else None
 
 
+#: Query parameters that can carry personal data or secrets; the log keeps only their names.
+REDACTED_QUERY_KEYS = frozenset(
+    {"email", "search", "query", "consumer_key", "consumer_secret", "api_key", "api_token"}
+)
+
+
 def record(
     log: RequestLog,
     request: Request,
@@ -180,7 +186,10 @@ def record(
         RecordedRequest(
             method=request.method,
             path=request.url.path,
-            query=dict(request.query_params),
+            query={
+                key: ("<redacted>" if key in REDACTED_QUERY_KEYS else value)
+                for key, value in request.query_params.items()
+            },
             status=response.status_code,
             property_names=frozenset(names),
             records=len(records or []),

@@ -64,6 +64,7 @@ def open_systems(
     *,
     transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    clock: Callable[[], float] | None = None,
     registry: Mapping[str, AdapterSpec] | None = None,
 ) -> Systems:
     """Build every system of ``config``.
@@ -71,6 +72,7 @@ def open_systems(
     Args:
         transports: per system name, a transport replacing the network (tests).
         sleep: replaces ``asyncio.sleep`` in retries and pacing (tests pass a no-op).
+        clock: replaces ``time.monotonic`` in pacing (tests pass one their sleep advances).
     """
     if registry is None:
         from adapters.registry import REGISTRY
@@ -100,6 +102,7 @@ def open_systems(
             timeout=settings.timeout_seconds,
             transport=(transports or {}).get(name),
             max_connections=max(limits.max_concurrency, 1) + 2,
+            clock=clock,
         )
         adapter = spec.factory(client, settings)
         systems[name] = System(

@@ -29,6 +29,21 @@ async def no_sleep(_seconds: float) -> None:
     """Retries and pacing in tests never wait for real."""
 
 
+class VirtualTime:
+    """A clock and a sleep that moves it: pacing is exercised without waiting for real."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.slept += seconds
+
+
 class FakeClock:
     """A monotonic clock tests advance by hand."""
 
@@ -129,7 +144,10 @@ def open_rt(shop: WooCommerceSandbox, crm: HubSpotSandbox, config_path: Path) ->
             "shop": httpx.ASGITransport(app=shop.app()),
             "crm": httpx.ASGITransport(app=crm.app()),
         }
-        return open_runtime(path or config_path, transports=transports, sleep=no_sleep, **kwargs)
+        time = VirtualTime()
+        return open_runtime(
+            path or config_path, transports=transports, sleep=time.sleep, clock=time.clock, **kwargs
+        )
 
     return factory
 

@@ -358,10 +358,11 @@ class WooCommerceAdapter:
             for order in orders:
                 if is_anonymous(order):
                     continue
-                await self.client.request(
+                response = await self.client.request(
                     "PUT", f"{API}/orders/{int(order['id'])}", json=ANONYMOUS_ORDER, accept=(404,)
                 )
-                anonymised += 1
+                # A 404 means the order was deleted meanwhile: nothing of it is left to blank.
+                anonymised += response.status_code == 200
         kept = "order IP address, user agent and order notes are read-only over wc/v3 and remain"
         if customer_id is None:
             if anonymised:
@@ -390,19 +391,28 @@ class WooCommerceAdapter:
             raise RecordError(
                 self.client.system, "DELETE", path, response.status_code, response_code(response)
             )
-        gone = response.status_code != 200
         orders_text = (
             f"{anonymised} orders anonymised; {kept}"
             if self.settings.anonymise_orders
             else "orders kept with their billing data (anonymise_orders is off)"
         )
+        if response.status_code != 200:
+            # Deleted by someone else between our lookup and our call: nothing left to delete.
+            return ErasureResult(
+                found=anonymised > 0,
+                mode="hard_delete",
+                reversible=False,
+                endpoint=f"DELETE {path}?force=true",
+                vendor_status=response.status_code,
+                note=f"customer already gone; {orders_text}",
+            )
         return ErasureResult(
             found=True,
             mode="hard_delete",
             reversible=False,
             endpoint=f"DELETE {path}?force=true",
             vendor_status=response.status_code,
-            note=f"customer {'already gone' if gone else 'deleted'}; {orders_text}",
+            note=f"customer deleted; {orders_text}",
         )
 
     # -- webhooks --------------------------------------------------------------------------

@@ -196,12 +196,8 @@ async def test_pull_of_an_empty_shop_is_one_complete_page(harness: Harness) -> N
     assert pages == [Page(records=[], cursor=None, complete=True)]
 
 
-async def test_pull_stops_when_the_shop_ignores_the_page_parameter(harness: Harness) -> None:
+async def test_pull_stops_when_the_shop_ignores_the_page_parameter() -> None:
     """A shop that serves the same page again makes the pull fail instead of looping."""
-    harness.sandbox.seed_synthetic(300, seed=1)
-    pages = await collect(harness.adapter, None)
-    assert len(pages) == 3
-    stuck = json.dumps({"page": 1, "after": 0})
 
     def same_page(request: httpx.Request) -> httpx.Response:
         body = [{"id": i, "email": f"x{i}@example.com"} for i in range(1, 101)]
@@ -212,7 +208,7 @@ async def test_pull_stops_when_the_shop_ignores_the_page_parameter(harness: Harn
     ) as client:
         adapter = WooCommerceAdapter(client, settings())
         with pytest.raises(FatalRemoteError, match="page repeated"):
-            await collect(adapter, stuck)
+            await collect(adapter, None)
 
 
 async def test_synthetic_million_is_seeded_fast_and_pages_right(harness: Harness) -> None:

@@ -167,14 +167,17 @@ async def test_429_storm_and_intermittent_5xx_complete_with_nothing_lost(
     import httpx
 
     from connector.runtime import open_runtime
-    from tests.conftest import no_sleep, write_config
+    from tests.conftest import VirtualTime, write_config
 
     path = write_config(tmp_path)
     transports = {
         "shop": httpx.ASGITransport(app=shop.app()),
         "crm": httpx.ASGITransport(app=storm.app()),
     }
-    async with open_runtime(path, transports=transports, sleep=no_sleep) as rt:
+    time = VirtualTime()
+    async with open_runtime(
+        path, transports=transports, sleep=time.sleep, clock=time.clock
+    ) as rt:
         (report,) = await rt.engine.sync()
         while rt.store.outbox_count():
             (report,) = await rt.engine.sync()
