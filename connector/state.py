@@ -65,6 +65,40 @@ MIGRATIONS: list[str] = [
         subject_id TEXT, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
     );
     """,
+    # 2: data subject requests (connector/dsr.py). The manifest holds the subject's e-mail,
+    # phone and every system's ids, sealed; it is destroyed when every system is done.
+    """
+    CREATE TABLE dsr_requests (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject_id TEXT NOT NULL,
+        received_at TEXT NOT NULL, deadline TEXT NOT NULL, extension_reason TEXT,
+        status TEXT NOT NULL, source TEXT NOT NULL,
+        manifest BLOB, payload BLOB, receipt TEXT, completed_at TEXT
+    );
+    CREATE INDEX dsr_requests_subject ON dsr_requests (subject_id);
+    CREATE INDEX dsr_requests_status ON dsr_requests (status, deadline);
+    CREATE TABLE dsr_systems (
+        request_id TEXT NOT NULL REFERENCES dsr_requests(id), system TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, detail TEXT,
+        result TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (request_id, system)
+    ) WITHOUT ROWID;
+    """,
+    # 3: the daemon (connector/daemon.py): queued jobs, webhook replay guard, single-runner lease.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, params BLOB, status TEXT NOT NULL,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, result TEXT
+    );
+    CREATE INDEX jobs_status ON jobs (status, id);
+    CREATE TABLE webhook_deliveries (
+        system TEXT NOT NULL, delivery_id TEXT NOT NULL, received_at TEXT NOT NULL,
+        PRIMARY KEY (system, delivery_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 
@@ -395,7 +429,16 @@ class Store:
     def counts(self) -> dict[str, int]:
         """Row counts of the main tables, for status output."""
         out: dict[str, int] = {}
-        for table in ("identities", "delivered", "outbox", "dead_letters", "suppression", "audit"):
+        for table in (
+            "identities",
+            "delivered",
+            "outbox",
+            "dead_letters",
+            "suppression",
+            "audit",
+            "dsr_requests",
+            "jobs",
+        ):
             out[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
         return out
 
