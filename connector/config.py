@@ -24,6 +24,7 @@ from connector.crypto import decode_master_key
 from connector.errors import ConfigError
 from connector.http import check_url
 from connector.mapping import SystemMapping, load_mapping
+from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import resolve_secret
 from connector.settings import StrictModel, SystemSettings
 
@@ -36,7 +37,19 @@ __all__ = [
     "parse_schedule",
 ]
 
-_TOP_KEYS = {"store", "keys", "development", "systems", "flows", "daemon", "sync", "logging"}
+_TOP_KEYS = {
+    "store",
+    "keys",
+    "development",
+    "systems",
+    "flows",
+    "daemon",
+    "sync",
+    "logging",
+    "controller",
+    "privacy",
+    "retention",
+}
 
 
 @dataclass(frozen=True)
@@ -139,6 +152,7 @@ class FlowSettings(StrictModel):
     source: str
     destinations: list[str] = Field(min_length=1)
     schedule: str = "every 15m"
+    privacy: FlowPrivacy | None = None
 
     @field_validator("schedule")
     @classmethod
@@ -173,6 +187,9 @@ class Config:
     mappings: dict[str, SystemMapping]
     flows: list[FlowSettings]
     daemon: DaemonSettings
+    controller: ControllerSettings | None = None
+    privacy: PrivacySettings = PrivacySettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @property
     def base_dir(self) -> Path:
@@ -260,6 +277,15 @@ def load_config(
             daemon_raw["admin_token"], file=file, key="daemon.admin_token", base_dir=base, env=env
         )
     daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
+    controller: ControllerSettings | None = (
+        model(ControllerSettings, "controller", _table(data, "controller", file))
+        if "controller" in data
+        else None
+    )
+    privacy: PrivacySettings = model(PrivacySettings, "privacy", _table(data, "privacy", file))
+    retention: RetentionSettings = model(
+        RetentionSettings, "retention", _table(data, "retention", file)
+    )
 
     systems_raw = _table(data, "systems", file)
     if not systems_raw:
@@ -293,6 +319,9 @@ def load_config(
         mappings=mappings,
         flows=flows,
         daemon=daemon,
+        controller=controller,
+        privacy=privacy,
+        retention=retention,
     )
 
 

@@ -6,12 +6,19 @@ registry (which imports the adapters).
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-__all__ = ["RateLimitSettings", "StrictModel", "SystemSettings", "WebhookSettings"]
+__all__ = [
+    "ProcessorSettings",
+    "RateLimitSettings",
+    "StrictModel",
+    "SystemSettings",
+    "WebhookSettings",
+]
 
 
 class StrictModel(BaseModel):
@@ -33,6 +40,20 @@ class WebhookSettings(StrictModel):
     secret: SecretStr
 
 
+class ProcessorSettings(StrictModel):
+    """``[systems.<name>.processor]``: who runs the system and the agreement with them."""
+
+    legal_name: str
+    role: Literal["processor", "sub-processor", "controller", "joint-controller"] = "processor"
+    agreement_reference: str = ""  # verwerkersovereenkomst reference
+    agreement_signed: dt.date | None = None
+    agreement_review: dt.date | None = None
+    country: str = "NL"  # ISO 3166-1 alpha-2 country of processing
+    transfer_mechanism: str = ""  # e.g. "EU-US Data Privacy Framework", "SCCs"
+    sub_processors: list[str] = Field(default_factory=list)
+    security: str = ""  # what the processor states about its security measures
+
+
 class SystemSettings(StrictModel):
     """What every ``[systems.<name>]`` table holds; adapters add their own keys.
 
@@ -50,6 +71,7 @@ class SystemSettings(StrictModel):
     timeout_seconds: float = Field(default=30.0, gt=0)
     max_concurrency: int | None = Field(default=None, gt=0)
     webhooks: WebhookSettings | None = None
+    processor: ProcessorSettings | None = None
 
     def credential(self, name: str) -> str:
         """The clear value of one credential (for building auth headers only)."""
