@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -188,8 +188,8 @@ class Config:
     flows: list[FlowSettings]
     daemon: DaemonSettings
     controller: ControllerSettings | None = None
-    privacy: PrivacySettings = PrivacySettings()
-    retention: RetentionSettings = RetentionSettings()
+    privacy: PrivacySettings = field(default_factory=PrivacySettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
 
     @property
     def base_dir(self) -> Path:
