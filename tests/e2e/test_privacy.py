@@ -1,0 +1,95 @@
+"""Canary values seeded in the shop never appear in logs, errors or the bytes of the store."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.logs import RedactingFilter, redact, setup_logging
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    CANARY_PHONE_E164,
+    CANARY_TOKEN,
+)
+
+CANARIES = [CANARY_EMAIL, CANARY_PHONE, CANARY_PHONE_E164, CANARY_NAME, CANARY_TOKEN]
+
+
+def _store_bytes(directory: Path) -> bytes:
+    data = b""
+    for path in directory.rglob("klantsync.db*"):
+        data += path.read_bytes()
+    return data
+
+
+def _assert_clean(text: str | bytes, where: str) -> None:
+    for canary in CANARIES:
+        needle = canary.encode() if isinstance(text, bytes) else canary
+        assert needle not in text, f"{canary!r} leaked into {where}"
+        lowered = canary.lower().encode() if isinstance(text, bytes) else canary.lower()
+        assert lowered not in text, f"{canary!r} leaked into {where}"
+
+
+async def test_canaries_never_reach_logs_errors_or_store(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sync with a rejected record, a failed auth and retries leaks no canary anywhere."""
+    stream = io.StringIO()
+    setup_logging("DEBUG", "json")
+    handler = logging.getLogger("klantsync").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+
+    shop.seed_synthetic(40, seed=11)
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, CANARY_NAME, CANARY_PHONE)
+    shop.add_person(f"bad {CANARY_EMAIL}", CANARY_NAME, "Rejected", CANARY_PHONE)
+    crm.faults.fail_every = 3
+    errors: list[str] = []
+    # First with a wrong token (fatal errors get logged and reported), then the right one.
+    monkeypatch.setenv("T_HS_TOKEN", CANARY_TOKEN)
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        errors += report.errors
+    monkeypatch.setenv("T_HS_TOKEN", "pat-sandbox")
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        errors += report.errors
+        dead = rt.store.dead_letters()
+        errors += [d.reason for d in dead]
+        rt.store.db.execute("PRAGMA wal_checkpoint(FULL)")
+    assert crm.record_for(CANARY_EMAIL) is not None  # the canary really flowed
+    assert dead  # the rejected canary record really was dead-lettered
+    logs = stream.getvalue()
+    assert "delivery stopped" in logs  # the failing path really logged
+    _assert_clean(logs, "logs")
+    _assert_clean("\n".join(errors), "error messages")
+    _assert_clean(_store_bytes(config_path.parent), "the SQLite store")
+
+
+def test_redaction_is_the_last_line_of_defence() -> None:
+    """A log line that somehow carries an e-mail, phone or token is masked before output."""
+    record = logging.LogRecord(
+        "klantsync.x",
+        logging.INFO,
+        __file__,
+        1,
+        "contact %s at %s with token=%s",
+        (CANARY_EMAIL, CANARY_PHONE_E164, CANARY_TOKEN),
+        None,
+    )
+    RedactingFilter().filter(record)
+    _assert_clean(record.getMessage(), "a redacted record")
+    assert redact(f"mail {CANARY_EMAIL}") == "mail <email>"
