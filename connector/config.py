@@ -22,7 +22,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from connector.adapter import AdapterSpec
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
-from connector.http import check_url
+from connector.http import check_url, is_loopback
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import resolve_secret
@@ -166,11 +166,28 @@ class FlowSettings(StrictModel):
 
 
 class DaemonSettings(StrictModel):
-    """``[daemon]``: the service's listeners and admin token."""
+    """``[daemon]``: the service's listeners and admin token.
+
+    Listeners bind loopback by default, behind a TLS-terminating proxy. To listen on another
+    address the daemon must terminate TLS itself (``tls_cert`` and ``tls_key``).
+    """
 
     listen: str = "127.0.0.1:8787"
     admin_listen: str = "127.0.0.1:8788"
     admin_token: SecretStr | None = None
+    public_url: str | None = None  # the https URL vendors call (they sign it), behind a proxy
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("listen", "admin_listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('must be "host:port", e.g. "127.0.0.1:8787"')
+        if not host:
+            raise ValueError('must name a host, e.g. "127.0.0.1:8787"')
+        return value
 
 
 @dataclass(frozen=True)
@@ -277,6 +294,7 @@ def load_config(
             daemon_raw["admin_token"], file=file, key="daemon.admin_token", base_dir=base, env=env
         )
     daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
+    daemon = _check_daemon(daemon, file, base, development)
     controller: ControllerSettings | None = (
         model(ControllerSettings, "controller", _table(data, "controller", file))
         if "controller" in data
@@ -382,6 +400,44 @@ def _load_system(
             raise ConfigError(file, f"{key}.ca_bundle", f"CA bundle {ca} not found")
         updates["ca_bundle"] = ca
     return settings.model_copy(update=updates)
+
+
+def _check_daemon(
+    daemon: DaemonSettings, file: str, base: Path, development: DevelopmentSettings
+) -> DaemonSettings:
+    has_tls = daemon.tls_cert is not None and daemon.tls_key is not None
+    if (daemon.tls_cert is None) != (daemon.tls_key is None):
+        raise ConfigError(file, "daemon.tls_cert", "tls_cert and tls_key go together")
+    for key, listen in (
+        ("daemon.listen", daemon.listen),
+        ("daemon.admin_listen", daemon.admin_listen),
+    ):
+        host = listen.rpartition(":")[0]
+        if not is_loopback(host) and not has_tls:
+            raise ConfigError(
+                file,
+                key,
+                "listens beyond loopback without TLS; set daemon.tls_cert and daemon.tls_key, "
+                "or listen on 127.0.0.1 behind a TLS-terminating proxy",
+            )
+    if daemon.public_url is not None:
+        problem = check_url(
+            daemon.public_url, allow_insecure_loopback=development.allow_insecure_loopback
+        )
+        if problem:
+            raise ConfigError(file, "daemon.public_url", f"URL {problem}")
+    for key, path in (("daemon.tls_cert", daemon.tls_cert), ("daemon.tls_key", daemon.tls_key)):
+        if path is not None and not _resolve_path(base, path).is_file():
+            raise ConfigError(file, key, f"file {_resolve_path(base, path)} not found")
+    if not has_tls:
+        return daemon
+    assert daemon.tls_cert is not None and daemon.tls_key is not None
+    return daemon.model_copy(
+        update={
+            "tls_cert": _resolve_path(base, daemon.tls_cert),
+            "tls_key": _resolve_path(base, daemon.tls_key),
+        }
+    )
 
 
 def _check_flow(

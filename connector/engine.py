@@ -15,9 +15,10 @@ acknowledgement is idempotent).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,7 @@ class FlowReport:
     destinations: dict[str, DestinationReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     complete: bool = False
+    run_id: int | None = None
 
     @property
     def failed(self) -> bool:
@@ -134,6 +136,7 @@ class Engine:
         self.keyring = keyring
         self.systems = systems
         self._checkpoint = checkpoint or (lambda _name: None)
+        self._stopping = False
 
     async def sync(
         self,
@@ -159,13 +162,52 @@ class Engine:
         progress: Progress | None = None,
     ) -> FlowReport:
         """Pull the flow's source and deliver to its destinations; return what happened."""
+        source = self.systems[flow.source]
+        cursor = None if full else self.store.get_cursor(flow.name, source.name)
+        report = await self._run(flow, source.adapter.pull(cursor), dry_run, progress)
+        if not dry_run:
+            self.store.finish_run(
+                report.run_id or 0,
+                "failed" if report.failed else "ok",
+                json.dumps(report.as_dict()),
+            )
+            audit.append(self.store, "sync.run", _audit_summary(report))
+        return report
+
+    async def ingest(self, flow_name: str, records: Sequence[Mapping[str, Any]]) -> FlowReport:
+        """Run given source records (a webhook's, a targeted resync's) through one flow.
+
+        The flow's cursor does not move: these records are outside the paging of a pull.
+        """
+        flow = self.config.flow(flow_name)
+        cursor = self.store.get_cursor(flow.name, flow.source)
+
+        async def one_page() -> AsyncIterator[Page]:
+            yield Page(records=list(records), cursor=cursor)
+
+        return await self._run(flow, one_page(), dry_run=False, progress=None, record_run=False)
+
+    def request_stop(self) -> None:
+        """Finish what is in flight, start nothing new (SIGTERM). Queued work stays queued."""
+        self._stopping = True
+
+    async def _run(
+        self,
+        flow: FlowSettings,
+        pages: AsyncIterator[Page],
+        dry_run: bool,
+        progress: Progress | None,
+        *,
+        record_run: bool = True,
+    ) -> FlowReport:
         progress = progress or Progress()
         source = self.systems[flow.source]
         destinations = [self.systems[name] for name in flow.destinations]
         report = FlowReport(flow.name, flow.source, dry_run=dry_run)
         for dest in destinations:
             report.destinations[dest.name] = DestinationReport()
-        run_id = None if dry_run else self.store.start_run(flow.name)
+        if record_run and not dry_run:
+            report.run_id = self.store.start_run(flow.name)
         producer_done = asyncio.Event()
         wake = {dest.name: asyncio.Event() for dest in destinations}
         workers = (
@@ -179,14 +221,16 @@ class Engine:
             ]
         )
         try:
-            cursor = None if full else self.store.get_cursor(flow.name, source.name)
-            async for page in source.adapter.pull(cursor):
+            async for page in pages:
                 self._take_page(flow, source, destinations, page, report, dry_run)
                 progress.pulled(flow.name, len(page.records), page.total)
                 for event in wake.values():
                     event.set()
                 if page.complete:
                     report.complete = True
+                if self._stopping:
+                    report.errors.append("stopped before the pull finished; resumes next run")
+                    break
         except KlantsyncError as exc:
             report.errors.append(str(exc))
             log.warning("pull failed", extra={"flow": flow.name, "error": str(exc)})
@@ -196,13 +240,6 @@ class Engine:
                 event.set()
             if workers:
                 await asyncio.gather(*workers)
-        if run_id is not None:
-            import json
-
-            self.store.finish_run(
-                run_id, "failed" if report.failed else "ok", json.dumps(report.as_dict())
-            )
-            audit.append(self.store, "sync.run", _audit_summary(report))
         return report
 
     # -- pull side ---------------------------------------------------------------------------
@@ -289,7 +326,7 @@ class Engine:
                 stop.set()
 
         last_id = 0
-        while not stop.is_set():
+        while not stop.is_set() and not self._stopping:
             # Clear before looking, so a page queued right after the look still wakes us.
             wake.clear()
             rows = self.store.outbox_batch(dest.name, last_id, dest.limits.batch_size)

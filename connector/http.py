@@ -204,6 +204,8 @@ class SystemClient:
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
+        #: Called after every call with (system, status or None, seconds): the daemon's metrics.
+        self.observer: Callable[[str, int | None, float], None] | None = None
         self._limiters = {
             name: RateLimiter(limit, sleep=self.retry.sleep, clock=clock or time.monotonic)
             for name, limit in (limits or {}).items()
@@ -306,6 +308,8 @@ class SystemClient:
             )
         except httpx.TransportError as exc:
             self.stats.transport_errors += 1
+            if self.observer is not None:
+                self.observer(self.system, None, loop.time() - started)
             if _is_tls_failure(exc):
                 raise FatalRemoteError(
                     self.system, method, path, None, "TLS verification failed"
@@ -316,6 +320,8 @@ class SystemClient:
             if len(self.stats.latencies) > 10_000:
                 del self.stats.latencies[:5_000]
         status = response.status_code
+        if self.observer is not None:
+            self.observer(self.system, status, loop.time() - started)
         if status < 400 or status in accepted:
             return response
         raise self._classify(method, path, response)

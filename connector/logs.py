@@ -1,5 +1,8 @@
 """Logging set-up: JSON lines for services, readable lines on a terminal, redaction always.
 
+Rendering is structlog's (JSON lines, or key=value on a terminal) over the standard library's
+loggers, so every module just uses ``logging.getLogger``.
+
 The code logs subject ids, counts and field names only. :class:`RedactingFilter` is the last
 line of defence in case a message or an exception ever carries an e-mail address, a phone
 number or a bearer token anyway: it masks them before any handler sees the record.
@@ -7,10 +10,10 @@ number or a bearer token anyway: it masks them before any handler sees the recor
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["RedactingFilter", "redact", "setup_logging"]
@@ -39,50 +42,55 @@ class RedactingFilter(logging.Filter):
             if key not in _STANDARD and isinstance(value, str):
                 setattr(record, key, redact(value))
         if record.exc_info and record.exc_info[1] is not None:
+            # The exception's type and redacted message travel as a field; the traceback
+            # object is dropped, because frames can hold values a renderer might print.
             exc = record.exc_info[1]
-            record.exc_text = redact(f"{type(exc).__name__}: {exc}")
+            record.exception = redact(f"{type(exc).__name__}: {exc}")
             record.exc_info = None
+            record.exc_text = None
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message and any extra fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD:
-                entry[key] = value
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        return json.dumps(entry, default=str)
+def _redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
+    """structlog processor: redact every string value of the event (the last step)."""
+    for key, value in list(event.items()):
+        if isinstance(value, str):
+            event[key] = redact(value)
+    return event
 
 
-class ConsoleFormatter(logging.Formatter):
-    """``LEVEL logger: message key=value ...`` for people at a terminal."""
+def _formatter(use_json: bool) -> logging.Formatter:
+    """structlog renders stdlib records: JSON lines for services, key=value on a terminal."""
+    import structlog
 
-    def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(
-            f"{key}={value}" for key, value in vars(record).items() if key not in _STANDARD
-        )
-        line = f"{record.levelname:<7} {record.name}: {record.getMessage()}"
-        if extras:
-            line += f"  {extras}"
-        if record.exc_text:
-            line += f"\n  {record.exc_text}"
-        return line
+    pre_chain: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.format_exc_info,
+        _redact_event,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer(sort_keys=True)
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=pre_chain,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
 
 
 def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Configure the root ``klantsync`` logger on stderr, with redaction."""
+    """Configure the ``klantsync`` logger on stderr, with redaction twice over.
+
+    The filter masks the message and extras of each record; the structlog chain redacts the
+    rendered event again, exception text included.
+    """
     handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(JsonFormatter() if use_json else ConsoleFormatter())
+    handler.setFormatter(_formatter(use_json))
     handler.addFilter(RedactingFilter())
     root = logging.getLogger("klantsync")
     root.handlers[:] = [handler]

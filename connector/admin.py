@@ -1,0 +1,183 @@
+"""The admin API for ops: bearer token, its own listener, an OpenAPI schema.
+
+FastAPI gives request validation and the OpenAPI document (``/admin/openapi.json``) from the
+same pydantic models, so the schema cannot drift from the code. Every route only reads the
+store or queues a job; nothing long runs inside a request.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Path as PathParam
+from pydantic import BaseModel, ConfigDict, Field
+
+from connector import jobs
+from connector.model import normalise_email
+
+if TYPE_CHECKING:
+    from connector.daemon import Daemon
+
+__all__ = ["build_admin_app"]
+
+
+#: Job ids are SQLite integers: anything outside their range is simply not a job (422).
+JobId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+
+
+class ResyncRequest(BaseModel):
+    """Trigger a resync of one source system, or of one person in it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str = Field(min_length=1, max_length=64)
+    email: str | None = Field(default=None, max_length=320)
+    full: bool = False
+
+
+class DsrCreate(BaseModel):
+    """Open a data subject request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["erase", "access"]
+    email: str = Field(min_length=3, max_length=320)
+
+
+class Queued(BaseModel):
+    """A job was queued; poll ``GET /admin/jobs/{job_id}``."""
+
+    job_id: int
+    status: str = "queued"
+
+
+class JobView(BaseModel):
+    """A job's public state (never its parameters)."""
+
+    id: int
+    kind: str
+    status: str
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    result: dict[str, Any] | None = None
+
+
+def _valid_email(value: str) -> str:
+    email = normalise_email(value)
+    local, _, domain = email.partition("@")
+    if not local or "." not in domain or " " in email:
+        raise HTTPException(422, "email is not an e-mail address")
+    return email
+
+
+def build_admin_app(daemon: Daemon) -> FastAPI:
+    """The admin API bound to ``daemon``."""
+    token = daemon.rt.config.daemon.admin_token
+
+    def authorised(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if (
+            token is None
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+        ):
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "missing or wrong bearer token" if token else "admin API disabled: no admin_token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    # Every route needs the token; the OpenAPI document itself is served without it.
+    app = FastAPI(
+        title="klantsync admin API",
+        version="1",
+        openapi_url="/admin/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(authorised)],
+    )
+
+    @app.post("/admin/resync", status_code=202, response_model=Queued)
+    async def resync(body: ResyncRequest) -> Queued:
+        """Queue a resync of a source system (optionally one person, optionally full)."""
+        if body.system not in daemon.rt.config.systems:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such system")
+        if not any(f.source == body.system for f in daemon.rt.config.flows):
+            raise HTTPException(status.HTTP_409_CONFLICT, "no flow has this system as source")
+        params: dict[str, Any] = {"system": body.system, "full": body.full}
+        if body.email is not None:
+            params["email"] = _valid_email(body.email)
+        job_id = daemon.queue("resync", params)
+        from connector import audit
+
+        audit.append(daemon.rt.store, "sync.manual", {"system": body.system, "full": body.full})
+        return Queued(job_id=job_id)
+
+    @app.get("/admin/status")
+    async def admin_status() -> dict[str, Any]:
+        """Flows, queues, readiness, recent jobs and open requests."""
+        store = daemon.rt.store
+        ready, checks = daemon.readiness()
+        runs = store.last_runs()
+        data: dict[str, Any] = {
+            "ready": ready,
+            "checks": checks,
+            "flows": {
+                flow.name: {
+                    "running": daemon.flow_locks[flow.name].locked(),
+                    "last_status": runs[flow.name][2] if flow.name in runs else "never run",
+                    "last_finished": runs[flow.name][1] if flow.name in runs else None,
+                    "last_success": store.last_success(flow.name),
+                }
+                for flow in daemon.rt.config.flows
+            },
+            "counts": store.counts(),
+            "jobs": [job.as_dict() for job in jobs.recent(store)],
+        }
+        try:
+            from connector.dsr import summary
+
+            data["requests"] = summary(store)
+        except ImportError:  # pragma: no cover - dsr is part of the package
+            pass
+        return data
+
+    @app.get("/admin/jobs/{job_id}", response_model=JobView)
+    async def job(job_id: JobId) -> JobView:
+        """One job's state."""
+        found = jobs.get(daemon.rt.store, job_id)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
+        return JobView(**found.as_dict())
+
+    @app.post("/admin/dsr", status_code=202, response_model=Queued)
+    async def open_request(body: DsrCreate) -> Queued:
+        """Open an erasure or access request; it runs in the background."""
+        email = _valid_email(body.email)
+        return Queued(job_id=daemon.queue("dsr", {"kind": body.kind, "email": email}))
+
+    @app.get("/admin/dsr")
+    async def list_requests(open_only: bool = False) -> list[dict[str, Any]]:
+        """Data subject requests (subject ids only)."""
+        from connector.dsr import DsrService
+
+        return [view.as_dict() for view in DsrService(daemon.rt).list(open_only=open_only)]
+
+    @app.get("/admin/dsr/{request_id}")
+    async def show_request(request_id: str) -> dict[str, Any]:
+        """One data subject request."""
+        from connector.dsr import DsrService
+
+        if len(request_id) > 64:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+        view = DsrService(daemon.rt).get(request_id)
+        if view is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+        shown: dict[str, Any] = view.as_dict()
+        return shown
+
+    return app

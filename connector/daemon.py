@@ -1,0 +1,334 @@
+"""``klantsync run``: the service. One event loop runs the scheduler, the HTTP listeners, the
+job worker and the deliveries.
+
+- APScheduler runs each flow on its schedule (never two runs of one flow at once; missed runs
+  coalesced; jitter) and the housekeeping jobs (retry open data subject requests, refresh
+  gauges).
+- The public listener serves ``POST /webhooks/<system>``, ``/healthz``, ``/readyz`` and
+  ``/metrics``; the admin listener serves the admin API (:mod:`connector.admin`).
+- Webhooks and the admin API only queue jobs (:mod:`connector.jobs`); the worker runs them.
+- SIGTERM/SIGINT: stop taking work, let the in-flight batch finish, flush, exit 0.
+- One daemon per store (:mod:`connector.lock`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from connector import audit, jobs
+from connector.engine import FlowReport
+from connector.errors import KlantsyncError
+from connector.metrics import Metrics
+from connector.runtime import Runtime
+
+__all__ = ["Daemon"]
+
+log = logging.getLogger("klantsync.daemon")
+
+#: Seconds the worker waits for new jobs before looking in the store again (jobs queued by
+#: another process, e.g. ``klantsync resync`` while the daemon runs, do not wake it directly).
+JOB_POLL_SECONDS = 1.0
+#: How long a stop waits for the in-flight batch before giving up on it (it stays queued).
+STOP_GRACE_SECONDS = 8.0
+
+
+def _parse_ts(text: str | None) -> float | None:
+    if not text:
+        return None
+    return dt.datetime.fromisoformat(text).timestamp()
+
+
+class Daemon:
+    """The service around one runtime.
+
+    Args:
+        rt: the opened runtime (config, store, keys, systems, engine).
+        clock: wall clock in epoch seconds (webhook freshness windows, readiness).
+    """
+
+    def __init__(self, rt: Runtime, *, clock: Callable[[], float] = time.time) -> None:
+        self.rt = rt
+        self.clock = clock
+        self.metrics = Metrics()
+        self.flow_locks = {flow.name: asyncio.Lock() for flow in rt.config.flows}
+        self.stopping = asyncio.Event()
+        self.job_wake = asyncio.Event()
+        self.started_at = clock()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        for system in rt.systems.values():
+            system.client.observer = self.metrics.observe_request
+
+    # -- flows --------------------------------------------------------------------------------
+
+    async def run_flow(self, flow_name: str, *, full: bool = False) -> FlowReport | None:
+        """Run one flow unless it is already running (then skip: never two runs at once)."""
+        lock = self.flow_locks[flow_name]
+        if lock.locked() or self.stopping.is_set():
+            log.info("flow run skipped", extra={"flow": flow_name, "why": "already running"})
+            return None
+        async with lock:
+            log.info("flow run started", extra={"flow": flow_name, "full": full})
+            (report,) = await self.rt.engine.sync(flow_name, full=full)
+            self.metrics.observe_flow(report, self.clock())
+            log.info(
+                "flow run finished",
+                extra={
+                    "flow": flow_name,
+                    "pulled": report.pulled,
+                    "written": sum(d.written for d in report.destinations.values()),
+                    "failed": report.failed,
+                },
+            )
+            return report
+
+    async def sync_subject(self, system: str, external_id: str | None, email: str | None) -> int:
+        """Targeted sync of one person of a source system (a webhook or a resync by e-mail)."""
+        from connector.targeted import sync_subject
+
+        flows = [f.name for f in self.rt.config.flows if f.source == system]
+        for name in flows:
+            await self.flow_locks[name].acquire()
+        try:
+            reports = await sync_subject(self.rt, system, external_id=external_id, email=email)
+        finally:
+            for name in flows:
+                self.flow_locks[name].release()
+        for report in reports:
+            self.metrics.observe_flow(report, self.clock())
+        return sum(d.written for r in reports for d in r.destinations.values())
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    async def run_jobs(self) -> None:
+        """Claim and run queued jobs until stopped."""
+        while not self.stopping.is_set():
+            job = jobs.claim_next(self.rt.store, self.rt.keyring)
+            if job is None:
+                self.job_wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake_or_stop(), JOB_POLL_SECONDS)
+                continue
+            try:
+                result = await self._run_job(job)
+            except KlantsyncError as exc:
+                jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
+                log.warning(
+                    "job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)}
+                )
+            else:
+                jobs.finish(self.rt.store, job.id, "done", result)
+                log.info("job done", extra={"job": job.id, "kind": job.kind})
+
+    async def _wake_or_stop(self) -> None:
+        waits = [
+            asyncio.ensure_future(self.job_wake.wait()),
+            asyncio.ensure_future(self.stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _run_job(self, job: jobs.Job) -> dict[str, Any]:
+        params = job.params or {}
+        if job.kind == "resync":
+            system = params["system"]
+            if params.get("email"):
+                written = await self.sync_subject(system, None, params["email"])
+                return {"written": written}
+            reports = []
+            for flow in self.rt.config.flows:
+                if flow.source == system:
+                    report = await self.run_flow(flow.name, full=bool(params.get("full")))
+                    if report is not None:
+                        reports.append(report.as_dict())
+            return {
+                "flows": [r["flow"] for r in reports],
+                "failed": any(r["failed"] for r in reports),
+            }
+        if job.kind == "webhook":
+            return await self._webhook_job(params)
+        if job.kind == "dsr":
+            return await self._dsr_job(params)
+        return {"error": f"unknown job kind {job.kind}"}
+
+    async def _webhook_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        event = params["event"]
+        system = params["system"]
+        if event == "changed":
+            written = await self.sync_subject(
+                system, params.get("external_id"), params.get("email")
+            )
+            return {"written": written}
+        if event in ("erase", "access", "purge_all", "deleted"):
+            from connector.adapter import WebhookEvent
+            from connector.dsr import DsrService
+
+            view = await DsrService(self.rt).handle_event(
+                system,
+                WebhookEvent(
+                    kind=event,
+                    delivery_id=params["delivery_id"],
+                    external_id=params.get("external_id"),
+                    email=params.get("email"),
+                ),
+            )
+            return {"request": view.id if view is not None else None}
+        return {"ignored": event}
+
+    async def _dsr_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from connector.dsr import DsrService
+
+        service = DsrService(self.rt)
+        if params["kind"] == "erase":
+            view = await service.erase(params["email"], source="admin")
+        else:
+            view = await service.access(params["email"], source="admin")
+        return {"request": view.id, "status": view.status}
+
+    def queue(self, kind: str, params: dict[str, Any]) -> int:
+        """Queue a job and wake the worker."""
+        job_id = jobs.enqueue(self.rt.store, self.rt.keyring, kind, params)
+        self.job_wake.set()
+        return job_id
+
+    # -- health -------------------------------------------------------------------------------
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when the store answers and every flow succeeded within twice its interval."""
+        checks: dict[str, Any] = {}
+        ready = True
+        try:
+            self.rt.store.db.execute("SELECT 1").fetchone()
+            checks["store"] = "ok"
+        except Exception as exc:  # any store failure means not ready
+            checks["store"] = type(exc).__name__
+            ready = False
+        now = self.clock()
+        for flow in self.rt.config.flows:
+            allowed = 2 * flow.parsed_schedule.nominal_seconds
+            last = _parse_ts(self.rt.store.last_success(flow.name))
+            # Before a flow's first success, the clock runs from the daemon's start.
+            fresh = now - (last if last is not None else self.started_at) <= allowed
+            checks[f"flow:{flow.name}"] = {
+                "last_success": last,
+                "allowed_seconds": allowed,
+                "ok": fresh,
+            }
+            ready = ready and fresh
+        return ready, checks
+
+    def refresh_gauges(self) -> None:
+        """Read queue and request counts from the store into the gauges."""
+        values: dict[str, Any] = {"outbox": self.rt.store.outbox_count()}
+        with contextlib.suppress(Exception):
+            from connector.dsr import summary
+
+            counts = summary(self.rt.store)
+            values["dsr_open"] = counts.get("open", 0)
+            values["dsr_overdue"] = counts.get("overdue", 0)
+        self.metrics.set_gauges(**values)
+
+    async def housekeeping(self) -> None:
+        """Retry open data subject requests; refresh gauges."""
+        with contextlib.suppress(ImportError):
+            from connector.dsr import DsrService
+
+            try:
+                await DsrService(self.rt).retry_open()
+            except KlantsyncError as exc:
+                log.warning("request retry failed", extra={"error": str(exc)})
+        self.refresh_gauges()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def serve(self, *, install_signals: bool = True) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`stop`), then shut down cleanly."""
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+        from connector.httpapp import build_servers
+
+        loop = asyncio.get_running_loop()
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        requeued = jobs.requeue_running(self.rt.store)
+        audit.append(self.rt.store, "daemon.started", {"requeued_jobs": requeued})
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        now = dt.datetime.now(dt.UTC)
+        for flow in self.rt.config.flows:
+            scheduler.add_job(
+                self._scheduled_flow,
+                _trigger(flow.parsed_schedule),
+                args=[flow.name],
+                id=f"flow:{flow.name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=None,
+                next_run_time=now,
+            )
+        scheduler.add_job(
+            self.housekeeping,
+            "interval",
+            minutes=15,
+            id="housekeeping",
+            jitter=30,
+            next_run_time=now,
+        )
+        scheduler.start()
+        servers = build_servers(self)
+        server_tasks = [self._spawn(server.serve()) for server in servers]
+        worker = self._spawn(self.run_jobs())
+        log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
+        await self.stopping.wait()
+        log.info("daemon stopping")
+        scheduler.shutdown(wait=False)
+        self.rt.engine.request_stop()
+        running = [t for t in self._tasks if t not in server_tasks and t is not worker]
+        pending = [*running, worker]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
+            for task in still:
+                task.cancel()
+        for server in servers:
+            server.should_exit = True
+        await asyncio.wait(server_tasks, timeout=3)
+        audit.append(self.rt.store, "daemon.stopped", {})
+        self.rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        log.info("daemon stopped")
+
+    async def _scheduled_flow(self, flow_name: str) -> None:
+        task = self._spawn(self.run_flow(flow_name))
+        try:
+            await asyncio.shield(task)
+        except KlantsyncError as exc:
+            log.warning("flow run failed", extra={"flow": flow_name, "error": str(exc)})
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (what SIGTERM does)."""
+        self.stopping.set()
+
+
+def _trigger(schedule: Any) -> Any:
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if schedule.interval_seconds is not None:
+        # Jitter spreads flows of many instances; a tenth of the interval, at most a minute.
+        jitter = min(60, int(schedule.interval_seconds / 10))
+        return IntervalTrigger(seconds=schedule.interval_seconds, jitter=jitter or None)
+    return CronTrigger.from_crontab(schedule.cron, timezone=dt.UTC)

@@ -1,0 +1,135 @@
+"""The daemon's public listener (webhooks, health, metrics) and how both listeners are served.
+
+Kept apart from :mod:`connector.admin` because the two face different callers: vendors and
+monitoring here, operators there, on separate sockets so the admin API can stay on loopback.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from connector.adapter import WebhookRequest
+from connector.webhooks import MAX_BODY_BYTES, receive
+
+if TYPE_CHECKING:
+    from connector.daemon import Daemon
+
+__all__ = ["build_public_app", "build_servers"]
+
+
+class BodyTooLarge(Exception):
+    """The request body passed :data:`MAX_BODY_BYTES`."""
+
+
+async def _read_capped(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def build_public_app(daemon: Daemon) -> Starlette:
+    """Webhooks, ``/healthz``, ``/readyz``, ``/metrics``."""
+    public_url = daemon.rt.config.daemon.public_url
+
+    async def webhook(request: Request) -> Response:
+        system = request.path_params["system"]
+        try:
+            body = await _read_capped(request)
+        except BodyTooLarge:
+            daemon.metrics.webhooks.labels(system, "too_large").inc()
+            return JSONResponse({"error": "body too large"}, status_code=413)
+        # Vendors sign the URL they called (HubSpot v3); behind a proxy that is the public URL.
+        url = str(request.url)
+        if public_url:
+            url = public_url.rstrip("/") + request.url.path
+            if request.url.query:
+                url += "?" + request.url.query
+        delivery = WebhookRequest(
+            method=request.method,
+            url=url,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body,
+        )
+        outcome = receive(daemon.rt, system, delivery, daemon.clock())
+        daemon.metrics.webhooks.labels(system, str(outcome.status)).inc()
+        if outcome.status != 200:
+            return JSONResponse({"error": outcome.reason}, status_code=outcome.status)
+        if outcome.queued:
+            daemon.job_wake.set()
+        return JSONResponse(
+            {
+                "queued": len(outcome.queued),
+                "duplicates": outcome.duplicates,
+                "ignored": outcome.ignored,
+            }
+        )
+
+    async def healthz(_request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def readyz(_request: Request) -> Response:
+        ready, checks = daemon.readiness()
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    async def metrics(_request: Request) -> Response:
+        daemon.refresh_gauges()
+        return Response(
+            daemon.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/{system}", webhook, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+        ]
+    )
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_servers(daemon: Daemon) -> list[Any]:
+    """uvicorn servers for both listeners, sharing the daemon's event loop."""
+    import uvicorn
+
+    from connector.admin import build_admin_app
+
+    settings = daemon.rt.config.daemon
+    tls: dict[str, Any] = {}
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+    servers = []
+    for app, listen in (
+        (build_public_app(daemon), settings.listen),
+        (build_admin_app(daemon), settings.admin_listen),
+    ):
+        host, port = _host_port(listen)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            **tls,
+        )
+        server = uvicorn.Server(config)
+        # The daemon owns signal handling (it must finish the in-flight batch first).
+        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+        servers.append(server)
+    return servers

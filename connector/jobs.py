@@ -1,0 +1,103 @@
+"""Queued work in the store: manual resyncs, webhook-triggered syncs, data subject requests.
+
+A webhook or an admin call must be acknowledged fast, and work must survive a restart, so both
+only *queue* a job; the daemon's worker claims and runs jobs one by one. Job parameters can
+hold an e-mail or a whole customer record (a webhook payload), so they are sealed with the
+keyring like the outbox.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from connector.crypto import Keyring
+from connector.state import Store, utcnow
+
+__all__ = ["Job", "claim_next", "enqueue", "finish", "get", "recent", "requeue_running"]
+
+_CONTEXT = "job"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued or finished job; ``params`` are decrypted only when claimed."""
+
+    id: int
+    kind: str
+    status: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    result: dict[str, Any] | None
+    params: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Public view (never the params: they may hold personal data)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "status": self.status,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "result": self.result,
+        }
+
+
+def enqueue(store: Store, keyring: Keyring, kind: str, params: dict[str, Any]) -> int:
+    """Queue a job; return its id."""
+    sealed = keyring.seal_json(params, _CONTEXT)
+    with store.transaction() as db:
+        cursor = db.execute(
+            "INSERT INTO jobs(kind, params, status, created_at) VALUES (?,?,?,?)",
+            (kind, sealed, "queued", utcnow()),
+        )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def claim_next(store: Store, keyring: Keyring) -> Job | None:
+    """Mark the oldest queued job running and return it with its params, or ``None``."""
+    with store.transaction() as db:
+        row = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=?", (utcnow(), row[0]))
+    job = get(store, row[0])
+    assert job is not None
+    sealed = store.db.execute("SELECT params FROM jobs WHERE id=?", (row[0],)).fetchone()[0]
+    params = keyring.open_json(sealed, _CONTEXT) if sealed is not None else {}
+    return Job(**{**job.__dict__, "params": params})
+
+
+def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> None:
+    """Record a job's outcome and drop its sealed params (they are no longer needed)."""
+    store.db.execute(
+        "UPDATE jobs SET status=?, finished_at=?, result=?, params=NULL WHERE id=?",
+        (status, utcnow(), json.dumps(result, default=str), job_id),
+    )
+
+
+def requeue_running(store: Store) -> int:
+    """After a crash, jobs left 'running' go back to the queue; returns how many."""
+    cursor = store.db.execute("UPDATE jobs SET status='queued' WHERE status='running'")
+    return cursor.rowcount
+
+
+def get(store: Store, job_id: int) -> Job | None:
+    """One job's public view."""
+    row = store.db.execute(
+        "SELECT id, kind, status, created_at, started_at, finished_at, result FROM jobs WHERE id=?",
+        (job_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    return Job(*row[:6], json.loads(row[6]) if row[6] else None)
+
+
+def recent(store: Store, limit: int = 20) -> list[Job]:
+    """The latest jobs, newest first."""
+    rows = store.db.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    return [job for (job_id,) in rows if (job := get(store, job_id)) is not None]

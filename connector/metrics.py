@@ -1,0 +1,133 @@
+"""Prometheus metrics of one connector: records by outcome, requests, latency, 429s, requests
+of data subjects. Names and labels carry systems and outcomes only, never personal data.
+
+prometheus-client gives the exposition format and histogram maths that scrapers expect; a
+registry per instance keeps tests independent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from connector.engine import FlowReport
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    """The connector's metrics, fed by flow reports, HTTP observations and the store."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.pulled = Counter(
+            "klantsync_records_pulled", "Records pulled from a source", ["system"], registry=r
+        )
+        self.written = Counter(
+            "klantsync_records_written", "Records created or updated", ["system"], registry=r
+        )
+        self.unchanged = Counter(
+            "klantsync_records_unchanged", "Records skipped as unchanged", ["system"], registry=r
+        )
+        self.withheld = Counter(
+            "klantsync_fields_withheld",
+            "Source field values withheld by minimisation (not in any mapping)",
+            ["system"],
+            registry=r,
+        )
+        self.gated = Counter(
+            "klantsync_records_gated",
+            "Records held back by a consent gate",
+            ["system"],
+            registry=r,
+        )
+        self.suppressed = Counter(
+            "klantsync_records_suppressed",
+            "Records of erased subjects stopped",
+            ["system"],
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "klantsync_records_dead_lettered", "Records rejected for good", ["system"], registry=r
+        )
+        self.http_requests = Counter(
+            "klantsync_http_requests",
+            "Calls to external systems",
+            ["system", "status"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "klantsync_http_rate_limited",
+            "429 answers from external systems",
+            ["system"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "klantsync_http_request_seconds",
+            "Latency of calls to external systems",
+            ["system"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.flow_runs = Counter(
+            "klantsync_flow_runs", "Flow runs by outcome", ["flow", "outcome"], registry=r
+        )
+        self.last_success = Gauge(
+            "klantsync_flow_last_success_timestamp",
+            "Unix time of the flow's last successful run",
+            ["flow"],
+            registry=r,
+        )
+        self.dsr_open = Gauge("klantsync_dsr_open", "Open data subject requests", registry=r)
+        self.dsr_overdue = Gauge(
+            "klantsync_dsr_overdue", "Data subject requests past their deadline", registry=r
+        )
+        self.outbox = Gauge("klantsync_outbox_queued", "Payloads waiting", registry=r)
+        self.webhooks = Counter(
+            "klantsync_webhooks",
+            "Webhook deliveries by outcome",
+            ["system", "outcome"],
+            registry=r,
+        )
+
+    def observe_request(self, system: str, status: int | None, seconds: float) -> None:
+        """One call to an external system (``status`` ``None`` for transport failures)."""
+        self.http_requests.labels(system, str(status) if status is not None else "error").inc()
+        self.latency.labels(system).observe(seconds)
+        if status == 429:
+            self.rate_limited.labels(system).inc()
+
+    def observe_flow(self, report: FlowReport, finished_at: float) -> None:
+        """Counters from one flow run."""
+        if report.dry_run:
+            return
+        self.pulled.labels(report.source).inc(report.pulled)
+        self.withheld.labels(report.source).inc(sum(report.withheld_fields.values()))
+        self.suppressed.labels(report.source).inc(report.suppressed)
+        for name, dest in report.destinations.items():
+            self.written.labels(name).inc(dest.written)
+            self.unchanged.labels(name).inc(dest.unchanged)
+            self.gated.labels(name).inc(dest.gated)
+            self.dead_lettered.labels(name).inc(dest.dead_lettered)
+            self.suppressed.labels(name).inc(dest.suppressed_at_delivery)
+        outcome = "failed" if report.failed else "ok"
+        self.flow_runs.labels(report.flow, outcome).inc()
+        if not report.failed:
+            self.last_success.labels(report.flow).set(finished_at)
+
+    def set_gauges(self, **values: Any) -> None:
+        """Refresh gauges read from the store (outbox size, open and overdue requests)."""
+        if "outbox" in values:
+            self.outbox.set(values["outbox"])
+        if "dsr_open" in values:
+            self.dsr_open.set(values["dsr_open"])
+        if "dsr_overdue" in values:
+            self.dsr_overdue.set(values["dsr_overdue"])
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return bytes(generate_latest(self.registry))

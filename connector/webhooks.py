@@ -1,0 +1,76 @@
+"""Inbound webhooks: verify, de-duplicate, queue. The HTTP layer only calls :func:`receive`.
+
+Work is never done inside the request: a verified delivery's events are sealed into the jobs
+table (they can carry a whole customer record) and the delivery is acknowledged at once; the
+daemon's worker does the syncing or the erasure. A delivery id already seen is a replay and is
+ignored, whatever its signature says.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from connector import jobs
+from connector.adapter import WebhookRequest
+from connector.runtime import Runtime
+from connector.state import utcnow
+
+__all__ = ["MAX_BODY_BYTES", "WebhookOutcome", "receive"]
+
+#: Vendors send single records or small event arrays; anything larger is refused unread.
+MAX_BODY_BYTES = 1_048_576
+
+
+@dataclass
+class WebhookOutcome:
+    """What happened to one delivery: HTTP status to answer, and counts."""
+
+    status: int
+    reason: str = ""
+    queued: list[int] = field(default_factory=list)
+    duplicates: int = 0
+    ignored: int = 0
+
+
+def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) -> WebhookOutcome:
+    """Verify and queue one delivery for ``system_name``.
+
+    Returns 404 for an unknown system or one without a webhook secret, 401 for a bad or stale
+    signature (nothing is queued), 200 otherwise.
+    """
+    system = rt.systems.get(system_name)
+    if system is None or system.settings.webhooks is None:
+        return WebhookOutcome(404, "no webhook endpoint for this system")
+    secret = system.settings.webhooks.secret.get_secret_value()
+    if not system.adapter.verify_webhook(request, secret, now):
+        return WebhookOutcome(401, "signature invalid or stale")
+    events = system.adapter.parse_webhook(request)
+    outcome = WebhookOutcome(200)
+    for event in events:
+        if event.kind == "ignored":
+            outcome.ignored += 1
+            continue
+        if not _first_delivery(rt, system_name, event.delivery_id):
+            outcome.duplicates += 1
+            continue
+        params = {
+            "system": system_name,
+            "event": event.kind,
+            "delivery_id": event.delivery_id,
+            "external_id": event.external_id,
+            "email": event.email,
+        }
+        outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
+    return outcome
+
+
+def _first_delivery(rt: Runtime, system: str, delivery_id: str) -> bool:
+    try:
+        rt.store.db.execute(
+            "INSERT INTO webhook_deliveries(system, delivery_id, received_at) VALUES (?,?,?)",
+            (system, delivery_id, utcnow()),
+        )
+    except sqlite3.IntegrityError:
+        return False
+    return True

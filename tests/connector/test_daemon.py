@@ -1,0 +1,218 @@
+"""The daemon in-process: webhooks, admin API, readiness, metrics, jobs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import jobs
+from connector.admin import build_admin_app
+from connector.daemon import Daemon
+from connector.httpapp import build_public_app
+from tests.conftest import write_config
+
+ADMIN_TOKEN = "admin-token-for-tests"
+WC_SECRET = "wc-webhook-secret"
+
+
+class Clock:
+    """Wall clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def daemon_config(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("T_ADMIN", ADMIN_TOKEN)
+    monkeypatch.setenv("T_WC_HOOK", WC_SECRET)
+    path = write_config(tmp_path, extra='[daemon]\nadmin_token = "env:T_ADMIN"')
+    text = path.read_text().replace(
+        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }',
+        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }\n'
+        'webhooks = { secret = "env:T_WC_HOOK" }',
+    )
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+async def daemon(open_rt: Callable[..., Any], daemon_config: Path) -> AsyncIterator[Daemon]:
+    async with open_rt(daemon_config) as rt:
+        yield Daemon(rt, clock=Clock())
+
+
+def _client(app: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://daemon")
+
+
+async def _drain(daemon: Daemon) -> list[jobs.Job]:
+    """Run every queued job now (what the worker loop does), return them."""
+    done = []
+    while (job := jobs.claim_next(daemon.rt.store, daemon.rt.keyring)) is not None:
+        result = await daemon._run_job(job)
+        jobs.finish(daemon.rt.store, job.id, "done", result)
+        done.append(job)
+    return done
+
+
+async def test_signed_webhook_syncs_the_changed_customer(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A signed customer.updated delivery queues a job that updates that customer in the CRM."""
+    shop.seed_synthetic(5, seed=31)
+    await daemon.rt.engine.sync()
+    customer = shop.store.get(2)
+    assert customer is not None
+    shop.touch(customer["email"], first_name="Webhooked")
+    body = json.dumps(shop.record_for(customer["email"])).encode()
+    async with _client(build_public_app(daemon)) as client:
+        response = await client.post(
+            "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
+        )
+    assert response.status_code == 200 and response.json()["queued"] == 1
+    crm.log.clear()
+    (job,) = await _drain(daemon)
+    assert job.kind == "webhook"
+    record = crm.record_for(customer["email"])
+    assert record is not None and record["properties"]["firstname"] == "Webhooked"
+    assert sum(e.records for e in crm.log.writes()) == 1
+
+
+async def test_bad_signature_is_401_and_queues_nothing(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A delivery whose signature does not match gets 401 and no job."""
+    body = b'{"id": 1, "email": "x@example.nl"}'
+    headers = shop.sign_webhook(body, "some-other-secret")
+    async with _client(build_public_app(daemon)) as client:
+        response = await client.post("/webhooks/shop", content=body, headers=headers)
+    assert response.status_code == 401
+    assert jobs.claim_next(daemon.rt.store, daemon.rt.keyring) is None
+
+
+async def test_replayed_delivery_is_ignored(daemon: Daemon, shop: WooCommerceSandbox) -> None:
+    """The same delivery id twice queues one job; the replay is counted as a duplicate."""
+    shop.seed_synthetic(2, seed=32)
+    body = json.dumps(shop.store.get(1)).encode()
+    headers = shop.sign_webhook(body, WC_SECRET)
+    async with _client(build_public_app(daemon)) as client:
+        first = await client.post("/webhooks/shop", content=body, headers=headers)
+        second = await client.post("/webhooks/shop", content=body, headers=headers)
+    assert first.json()["queued"] == 1
+    assert second.status_code == 200 and second.json() == {
+        "queued": 0,
+        "duplicates": 1,
+        "ignored": 0,
+    }
+
+
+async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
+    """Bodies past the cap get 413 unread; a system without webhooks gets 404."""
+    async with _client(build_public_app(daemon)) as client:
+        big = await client.post("/webhooks/shop", content=b"x" * 1_100_000)
+        unknown = await client.post("/webhooks/crm", content=b"[]")
+    assert big.status_code == 413 and unknown.status_code == 404
+
+
+async def test_woocommerce_ping_gets_200(daemon: Daemon) -> None:
+    """WooCommerce's unsigned form-encoded ping is acknowledged so the webhook activates."""
+    async with _client(build_public_app(daemon)) as client:
+        response = await client.post(
+            "/webhooks/shop",
+            content=b"webhook_id=12",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 200 and response.json()["queued"] == 0
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {ADMIN_TOKEN}"])
+async def test_admin_api_refuses_without_the_token(daemon: Daemon, header: str | None) -> None:
+    """No token, a wrong token or another scheme: 401 on every admin route."""
+    headers = {"authorization": header} if header else {}
+    async with _client(build_admin_app(daemon)) as client:
+        for method, path in (("GET", "/admin/status"), ("POST", "/admin/resync")):
+            response = await client.request(method, path, headers=headers, json={"system": "shop"})
+            assert response.status_code == 401
+
+
+async def test_admin_resync_runs_and_status_shows_it(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """With the token a resync is queued (202), runs, and status lists the finished job."""
+    shop.seed_synthetic(25, seed=33)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        queued = await client.post("/admin/resync", headers=auth, json={"system": "shop"})
+        assert queued.status_code == 202
+        await _drain(daemon)
+        status = (await client.get("/admin/status", headers=auth)).json()
+        job = (await client.get(f"/admin/jobs/{queued.json()['job_id']}", headers=auth)).json()
+        missing = await client.post("/admin/resync", headers=auth, json={"system": "nope"})
+    assert crm.contact_count() == 25
+    assert job["status"] == "done"
+    assert status["jobs"][0]["id"] == queued.json()["job_id"]
+    assert status["flows"]["shop-to-crm"]["last_status"] == "ok"
+    assert missing.status_code == 404
+
+
+async def test_openapi_schema_is_served(daemon: Daemon) -> None:
+    """The admin API publishes its OpenAPI schema with every route."""
+    async with _client(build_admin_app(daemon)) as client:
+        schema = (await client.get("/admin/openapi.json")).json()
+    assert {"/admin/resync", "/admin/status", "/admin/dsr", "/admin/dsr/{request_id}"} <= set(
+        schema["paths"]
+    )
+
+
+async def test_readyz_turns_unready_when_a_flow_is_stale(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """Ready after a successful run; unready once twice the interval passes without one."""
+    clock = daemon.clock
+    assert isinstance(clock, Clock)
+    shop.seed_synthetic(3, seed=34)
+    await daemon.run_flow("shop-to-crm")
+    last = daemon.rt.store.last_success("shop-to-crm")
+    assert last is not None
+    import datetime as dt
+
+    clock.now = dt.datetime.fromisoformat(last).timestamp() + 60
+    async with _client(build_public_app(daemon)) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        clock.now += 2 * 900
+        stale = await client.get("/readyz")
+        assert (await client.get("/healthz")).status_code == 200
+    assert stale.status_code == 503
+    assert stale.json()["checks"]["flow:shop-to-crm"]["ok"] is False
+
+
+async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooCommerceSandbox) -> None:
+    """After a run, /metrics exposes pulled, written and withheld counts and latencies."""
+    shop.seed_synthetic(7, seed=35)
+    await daemon.run_flow("shop-to-crm")
+    async with _client(build_public_app(daemon)) as client:
+        text = (await client.get("/metrics")).text
+    assert 'klantsync_records_pulled_total{system="shop"} 7.0' in text
+    assert 'klantsync_records_written_total{system="crm"} 7.0' in text
+    assert "klantsync_fields_withheld_total" in text
+    assert 'klantsync_http_request_seconds_count{system="crm"}' in text
+    assert "@" not in text
+
+
+async def test_a_flow_never_runs_twice_at_once(daemon: Daemon, shop: WooCommerceSandbox) -> None:
+    """A second run of a flow that is running is skipped, not started."""
+    shop.seed_synthetic(3, seed=36)
+    async with daemon.flow_locks["shop-to-crm"]:
+        assert await daemon.run_flow("shop-to-crm") is None
+    assert await daemon.run_flow("shop-to-crm") is not None
