@@ -1,0 +1,232 @@
+"""`klantsync run` as a real process against the sandboxes over loopback TLS."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.cli import main
+from connector.demo import write_config
+from connector.sandboxkit import free_port, serve_tls
+
+WC_SECRET = "daemon-test-wc-secret"
+ADMIN_TOKEN = "daemon-test-admin-token"
+
+
+class DaemonProcess:
+    """The daemon in a child process; its JSON log lines are read as they come."""
+
+    def __init__(self, config: Path) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "connector", "-c", str(config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                self.lines.put(json.loads(line))
+            except ValueError:
+                self.lines.put({"event": "raw", "text": line})
+
+    def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 30
+    ) -> dict[str, Any]:
+        """Block until a log line matches (reading the pipe; no sleeping)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching log line; saw {self.seen[-10:]}")
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if match(line):
+                return line
+
+    def stop(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """Make sure the process is gone and its pipe closed."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        assert self.proc.stderr is not None
+        self.proc.stderr.close()
+
+
+def event(name: str, **fields: Any) -> Callable[[dict[str, Any]], bool]:
+    return lambda line: (
+        line.get("event") == name and all(line.get(k) == v for k, v in fields.items())
+    )
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    shop = WooCommerceSandbox()
+    crm = HubSpotSandbox(rate_limit=None)
+    with serve_tls({"shop": shop.app(), "crm": crm.app()}, tmp_path / "tls") as (ca, apps):
+        assert ca is not None
+        config = write_config(
+            tmp_path,
+            {name: app.url for name, app in apps.items()},
+            ca.ca_path,
+            {"shop": shop.credentials(), "crm": crm.credentials()},
+        )
+        (tmp_path / "secrets" / "wc_hook").write_text(WC_SECRET)
+        (tmp_path / "secrets" / "admin").write_text(ADMIN_TOKEN)
+        listen, admin = free_port(), free_port()
+        text = config.read_text().replace(
+            "[systems.crm]",
+            '[systems.shop.webhooks]\nsecret = "file:secrets/wc_hook"\n\n[systems.crm]',
+        )
+        text += (
+            f'\n[daemon]\nlisten = "127.0.0.1:{listen}"\nadmin_listen = "127.0.0.1:{admin}"\n'
+            'admin_token = "file:secrets/admin"\n\n[logging]\nformat = "json"\n'
+        )
+        config.write_text(text)
+        yield {
+            "config": config,
+            "shop": shop,
+            "crm": crm,
+            "public": f"http://127.0.0.1:{listen}",
+            "admin": f"http://127.0.0.1:{admin}",
+        }
+
+
+@pytest.fixture
+def daemon(world: dict[str, Any]) -> Iterator[DaemonProcess]:
+    world["shop"].seed_synthetic(30, seed=41)
+    process = DaemonProcess(world["config"])
+    try:
+        process.wait_for(event("flow run finished", flow="shop-to-crm"))
+        yield process
+    finally:
+        process.kill()
+
+
+def test_signed_webhook_updates_the_crm_bad_and_replayed_ones_do_not(
+    world: dict[str, Any], daemon: DaemonProcess
+) -> None:
+    """Signed: the change reaches HubSpot. Bad signature: 401, nothing. Replay: ignored."""
+    shop: WooCommerceSandbox = world["shop"]
+    crm: HubSpotSandbox = world["crm"]
+    email = shop.store.get(4)["email"]
+    shop.touch(email, first_name="Pushed")
+    body = json.dumps(shop.record_for(email)).encode()
+    headers = shop.sign_webhook(body, WC_SECRET)
+    url = f"{world['public']}/webhooks/shop"
+    accepted = httpx.post(url, content=body, headers=headers)
+    assert accepted.status_code == 200 and accepted.json()["queued"] == 1
+    daemon.wait_for(event("job done", kind="webhook"))
+    assert crm.record_for(email)["properties"]["firstname"] == "Pushed"  # type: ignore[index]
+
+    writes = len(crm.log.writes())
+    shop.touch(email, first_name="Forged")
+    forged = json.dumps(shop.record_for(email)).encode()
+    refused = httpx.post(url, content=forged, headers=shop.sign_webhook(forged, "wrong-secret"))
+    assert refused.status_code == 401
+    replay = httpx.post(url, content=body, headers=headers)
+    assert replay.json() == {"queued": 0, "duplicates": 1, "ignored": 0}
+    assert daemon.stop() == 0
+    assert len(crm.log.writes()) == writes
+    assert crm.record_for(email)["properties"]["firstname"] == "Pushed"  # type: ignore[index]
+
+
+def test_admin_api_and_cli_resync_are_run_by_the_daemon(
+    world: dict[str, Any], daemon: DaemonProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Admin calls need the token; resyncs from the API and the CLI are queued and run once."""
+    admin = world["admin"]
+    assert httpx.get(f"{admin}/admin/status").status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (
+        httpx.post(f"{admin}/admin/resync", headers=wrong, json={"system": "shop"}).status_code
+        == 401
+    )
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    queued = httpx.post(
+        f"{admin}/admin/resync", headers=auth, json={"system": "shop", "full": True}
+    )
+    assert queued.status_code == 202
+    daemon.wait_for(event("job done", job=queued.json()["job_id"]))
+    status = httpx.get(f"{admin}/admin/status", headers=auth).json()
+    assert any(j["id"] == queued.json()["job_id"] and j["status"] == "done" for j in status["jobs"])
+
+    assert main(["-c", str(world["config"]), "resync", "--system", "shop", "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["queued"] is True
+    daemon.wait_for(event("job done", job=answer["job_id"]))
+    assert daemon.stop() == 0
+    assert world["crm"].contact_count() == 30
+
+
+def test_second_daemon_on_the_same_store_is_refused(
+    world: dict[str, Any], daemon: DaemonProcess
+) -> None:
+    """Starting another daemon on a store that has one exits 1 naming the lock."""
+    second = subprocess.run(
+        [sys.executable, "-m", "connector", "-c", str(world["config"]), "run"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 1
+    assert "already runs" in second.stderr
+
+
+def test_sigterm_mid_sync_exits_0_and_restart_finishes_without_loss(
+    world: dict[str, Any],
+) -> None:
+    """SIGTERM during a long sync exits 0 within 10 s; a restart delivers everyone once."""
+    shop: WooCommerceSandbox = world["shop"]
+    crm: HubSpotSandbox = world["crm"]
+    shop.seed_synthetic(4000, seed=42)
+    crm.faults.latency = 0.2
+    first = DaemonProcess(world["config"])
+    try:
+        first.wait_for(event("flow run started"))
+        started = time.monotonic()
+        assert first.stop(timeout=10) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        first.kill()
+    assert crm.contact_count() < 4000  # it really was interrupted
+    crm.faults.latency = 0.0
+    second = DaemonProcess(world["config"])
+    try:
+        second.wait_for(event("flow run finished", flow="shop-to-crm"), timeout=60)
+        assert second.stop() == 0
+    finally:
+        second.kill()
+    assert crm.contact_count() == 4000
+    emails = {shop.store.get(i)["email"] for i in range(1, 4001)}
+    assert all(crm.record_for(e) is not None for e in emails)
