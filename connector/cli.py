@@ -17,12 +17,13 @@ from typing import Any
 
 from rich.console import Console
 
-from connector import audit
+from connector import audit, cli_accountability, cli_dsr, compliance
 from connector.config import load_config
 from connector.crypto import generate_master_key
 from connector.engine import FlowReport, Progress
 from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
+from connector.lock import daemon_running
 from connector.logs import setup_logging
 from connector.runtime import open_runtime
 from connector.state import Store
@@ -57,15 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true", help="report what would be sent")
     resync = command("resync", "manual resync of one system's flows")
     resync.add_argument("--system", required=True, help="source system name")
-    resync.add_argument("--email", help="only this person (not yet targeted: full resync)")
+    resync.add_argument("--email", help="only this person")
     resync.add_argument("--full", action="store_true", help="ignore cursors")
     command("status", "flows, queues, dead letters")
+    command("run", "the daemon: scheduler + webhooks + admin API + metrics")
     sandbox = command("sandbox", "run the sandboxes alone over HTTPS, to try things by hand")
     sandbox.add_argument("--dir", type=Path, default=Path("var/sandbox"), help="CA and certs")
     sandbox.add_argument("--customers", type=int, default=50)
     audit_cmd = command("audit", "verify or export the audit chain")
     audit_cmd.add_argument("action", choices=["verify", "export"])
     audit_cmd.add_argument("--since", help="export entries at or after this ISO timestamp")
+    cli_dsr.register(sub)
+    cli_accountability.register_commands(sub)
     return parser
 
 
@@ -120,14 +124,23 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     config_path = _need_config(args, parser)
     config = load_config(config_path)
     setup_logging(config.logging.level, config.logging.format)
+    handled = cli_accountability.run(args, console, config)
+    if handled is not None:
+        return handled
     if args.command == "check":
         return asyncio.run(_check(config_path, args, console))
+    if args.command == "run":
+        return _run_daemon(config_path)
+    if args.command == "resync" and daemon_running(config.store_path):
+        return _queue_resync(config.store_path, config.master_key, args, console)
     if args.command in ("sync", "resync"):
         return asyncio.run(_sync(config_path, args, console))
     if args.command == "status":
         return _status(config.store_path, [f.name for f in config.flows], args, console)
     if args.command == "audit":
         return _audit(config.store_path, args, console)
+    if args.command == "dsr":
+        return cli_dsr.run(args, console)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover
 
@@ -152,7 +165,9 @@ async def _check(config_path: Path, args: argparse.Namespace, console: Console) 
         },
         "online": {},
     }
-    failed = False
+    gaps = compliance.check_compliance(config)
+    summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
+    failed = bool(gaps)
     if args.online:
         from connector.adapter import Subject
 
@@ -177,6 +192,10 @@ async def _check(config_path: Path, args: argparse.Namespace, console: Console) 
             console.print(f"  flow {name}: {info['source']} -> {', '.join(info['destinations'])}")
         for name, result in summary["online"].items():
             console.print(f"  online {name}: {result}")
+        if gaps:
+            console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
+        for gap in gaps:
+            console.print(f"  gap: {gap}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -203,7 +222,9 @@ class _BarProgress(Progress):
 
 async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -> int:
     async with open_runtime(config_path) as rt:
-        flow_names: list[str | None]
+        audit.record_config(rt.store, rt.config)
+        reports: list[FlowReport] = []
+        flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
         if args.command == "resync":
             if args.system not in rt.config.systems:
                 raise ConfigError(str(config_path), "systems", f"no system named {args.system!r}")
@@ -213,9 +234,12 @@ async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -
                     str(config_path), "flows", f"no flow has {args.system!r} as its source"
                 )
             audit.append(rt.store, "sync.manual", {"system": args.system, "full": args.full})
-        else:
-            flow_names = [args.flow]
-        reports: list[FlowReport] = []
+            if args.email:
+                from connector.targeted import sync_subject
+
+                reports = await sync_subject(rt, args.system, email=args.email)
+                flow_names = []
+        dry_run = getattr(args, "dry_run", False)
         interactive = console.is_terminal and not args.json
         for flow_name in flow_names:
             if interactive:
@@ -223,21 +247,54 @@ async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -
 
                 with RichProgress(console=console, transient=True) as bar:
                     reports += await rt.engine.sync(
-                        flow_name,
-                        full=args.full,
-                        dry_run=getattr(args, "dry_run", False),
-                        progress=_BarProgress(bar),
+                        flow_name, full=args.full, dry_run=dry_run, progress=_BarProgress(bar)
                     )
             else:
-                reports += await rt.engine.sync(
-                    flow_name, full=args.full, dry_run=getattr(args, "dry_run", False)
-                )
+                reports += await rt.engine.sync(flow_name, full=args.full, dry_run=dry_run)
     if args.json:
         print(json.dumps([r.as_dict() for r in reports], indent=2))
     else:
         for report in reports:
             print_report(console, report)
     return EXIT_FAILED if any(r.failed for r in reports) else EXIT_OK
+
+
+def _run_daemon(config_path: Path) -> int:
+    from connector.daemon import Daemon
+    from connector.lock import DaemonLock
+
+    config = load_config(config_path)
+    with DaemonLock(config.store_path):
+
+        async def serve() -> None:
+            async with open_runtime(config) as rt:
+                await Daemon(rt).serve()
+
+        asyncio.run(serve())
+    return EXIT_OK
+
+
+def _queue_resync(
+    store_path: Path, master_key: bytes, args: argparse.Namespace, console: Console
+) -> int:
+    """The daemon runs: hand it the resync (it starts within a second) instead of racing it."""
+    from connector import jobs
+    from connector.crypto import Keyring
+
+    store = Store(store_path)
+    try:
+        params: dict[str, Any] = {"system": args.system, "full": args.full}
+        if args.email:
+            params["email"] = args.email.strip().lower()
+        job_id = jobs.enqueue(store, Keyring(master_key), "resync", params)
+        audit.append(store, "sync.manual", {"system": args.system, "full": args.full})
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"queued": True, "job_id": job_id}))
+    else:
+        console.print(f"the daemon runs on this store: resync queued as job {job_id}")
+    return EXIT_OK
 
 
 def print_report(console: Console, report: FlowReport) -> None:
@@ -320,6 +377,10 @@ def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
                 print(json.dumps(vars(result)))
             elif result.ok:
                 console.print(f"[green]ok[/]: audit chain intact ({result.checked} entries)")
+                # Recorded outside the store, the head hash catches a wholesale rewrite.
+                console.print(
+                    f"  head: entry {result.head_seq}, hash {result.head_hash}", soft_wrap=True
+                )
             else:
                 console.print(
                     f"[red]broken[/]: entry {result.first_bad}: {result.problem} "
@@ -327,7 +388,11 @@ def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
                 )
             return EXIT_OK if result.ok else EXIT_FAILED
         out = sys.stdout
-        for entry in audit.entries(store, since=args.since):
+        try:
+            since = audit.parse_since(args.since) if args.since else None
+        except ValueError as exc:
+            raise ConfigError("--since", "", str(exc)) from None
+        for entry in audit.entries(store, since=since):
             out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
         return EXIT_OK
     finally:

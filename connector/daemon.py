@@ -248,6 +248,15 @@ class Daemon:
                 log.warning("request retry failed", extra={"error": str(exc)})
         self.refresh_gauges()
 
+    async def retention_sweep(self) -> None:
+        """Purge what the connector holds itself past its retention period (audited)."""
+        from connector import retention
+
+        try:
+            await retention.sweep(self.rt.store, self.rt.config)
+        except KlantsyncError as exc:
+            log.warning("retention sweep failed", extra={"error": str(exc)})
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -268,6 +277,11 @@ class Daemon:
                 loop.add_signal_handler(sig, self.stop)
         requeued = jobs.requeue_running(self.rt.store)
         audit.append(self.rt.store, "daemon.started", {"requeued_jobs": requeued})
+        # What runs is what the audit trail says ran: a changed config leaves an entry.
+        audit.record_config(self.rt.store, self.rt.config)
+        from connector.compliance import check_compliance
+
+        audit.record_check(self.rt.store, check_compliance(self.rt.config))
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
         for flow in self.rt.config.flows:
@@ -287,6 +301,14 @@ class Daemon:
             minutes=15,
             id="housekeeping",
             jitter=30,
+            next_run_time=now,
+        )
+        scheduler.add_job(
+            self.retention_sweep,
+            "interval",
+            hours=6,
+            id="retention",
+            jitter=300,
             next_run_time=now,
         )
         scheduler.start()

@@ -94,7 +94,16 @@ def get(store: Store, job_id: int) -> Job | None:
     ).fetchone()
     if row is None:
         return None
-    return Job(*row[:6], json.loads(row[6]) if row[6] else None)
+    job_id, kind, status, created, started, finished, result = row
+    return Job(
+        id=job_id,
+        kind=kind,
+        status=status,
+        created_at=created,
+        started_at=started,
+        finished_at=finished,
+        result=json.loads(result) if result else None,
+    )
 
 
 def recent(store: Store, limit: int = 20) -> list[Job]:

@@ -99,6 +99,31 @@ MIGRATIONS: list[str] = [
         expires_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 4: accountability (connector/audit.py, retention.py, incidents.py). audit_chain is the
+    # audit log's head and anchor, updated in the same transaction as every append or purge
+    # (the initial row adopts whatever chain an older store already holds); bundles are the
+    # access bundles written, for their retention; incidents are personal-data breach clocks.
+    """
+    CREATE TABLE audit_chain (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        anchor_seq INTEGER NOT NULL, anchor_hash TEXT NOT NULL,
+        head_seq INTEGER NOT NULL, head_hash TEXT NOT NULL
+    );
+    INSERT INTO audit_chain(id, anchor_seq, anchor_hash, head_seq, head_hash) VALUES (
+        1, 0, '0000000000000000000000000000000000000000000000000000000000000000',
+        COALESCE((SELECT MAX(seq) FROM audit), 0),
+        COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1),
+                 '0000000000000000000000000000000000000000000000000000000000000000')
+    );
+    CREATE TABLE bundles (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, files TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY, summary TEXT NOT NULL, aware_at TEXT NOT NULL,
+        opened_at TEXT NOT NULL, deadline TEXT NOT NULL, systems TEXT NOT NULL,
+        scope TEXT NOT NULL, closed_at TEXT, close_note TEXT
+    );
+    """,
 ]
 
 
@@ -175,6 +200,8 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the store ({exc})") from exc
         self.migrate()
+        #: The highest outbox id this store has handed out (see :meth:`enqueue_page`).
+        self._outbox_high = 0
 
     def close(self) -> None:
         self.db.close()
@@ -241,15 +268,26 @@ class Store:
         """Queue a page's payloads, record the source ids, and move the cursor, atomically."""
         now = utcnow()
         with self.transaction() as db:
-            # A newer payload for a subject already queued replaces it under a *new* id, so a
-            # delivery of the old version in flight cannot acknowledge (delete) the new one.
+            # Ids are handed out here, always above every id handed out before (in this
+            # process) and every id in the table. Delivery workers read the outbox in id order
+            # past the last id they took; had SQLite picked the ids, it would reuse ids once
+            # the highest rows were delivered and deleted, and rows queued after that would
+            # sit unseen until the next run. A newer payload for a subject already queued
+            # replaces it under a *new* id too, so a delivery of the old version in flight
+            # cannot acknowledge (delete) the new one.
+            (highest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+            first = max(self._outbox_high, int(highest)) + 1
+            self._outbox_high = first + len(payloads) - 1
             db.executemany(
-                "INSERT INTO outbox(system, subject_id, flow, payload, payload_hash, enqueued_at) "
-                "VALUES (?,?,?,?,?,?) ON CONFLICT(system, subject_id) DO UPDATE SET "
-                "id=(SELECT COALESCE(MAX(id),0)+1 FROM outbox), payload=excluded.payload, "
+                "INSERT INTO outbox(id, system, subject_id, flow, payload, payload_hash, "
+                "enqueued_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(system, subject_id) DO UPDATE "
+                "SET id=excluded.id, payload=excluded.payload, "
                 "payload_hash=excluded.payload_hash, flow=excluded.flow, "
                 "enqueued_at=excluded.enqueued_at, attempts=0",
-                [(p.system, p.subject_id, flow, p.payload, p.payload_hash, now) for p in payloads],
+                [
+                    (first + n, p.system, p.subject_id, flow, p.payload, p.payload_hash, now)
+                    for n, p in enumerate(payloads)
+                ],
             )
             db.executemany(
                 "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "

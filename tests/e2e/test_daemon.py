@@ -223,10 +223,10 @@ def test_sigterm_mid_sync_exits_0_and_restart_finishes_without_loss(
     crm.faults.latency = 0.0
     second = DaemonProcess(world["config"])
     try:
-        second.wait_for(event("flow run finished", flow="shop-to-crm"), timeout=60)
+        finished = second.wait_for(event("flow run finished", flow="shop-to-crm"), timeout=60)
         assert second.stop() == 0
     finally:
         second.kill()
-    assert crm.contact_count() == 4000
+    assert crm.contact_count() == 4000, (finished, first.seen[-5:], second.seen[-5:])
     emails = {shop.store.get(i)["email"] for i in range(1, 4001)}
     assert all(crm.record_for(e) is not None for e in emails)

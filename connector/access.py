@@ -1,0 +1,393 @@
+"""The access bundle (Art. 15 and 20 GDPR): ``data.json`` plus reports in Dutch and English.
+
+:func:`write_bundle` writes, into one folder:
+
+- ``data.json``: every system's records for the subject in the vendor's shape, one key per
+  system, plus what the connector itself holds; machine-readable, for portability (Art. 20);
+- ``report.nl.md``, ``report.en.md``, ``report.nl.html``, ``report.en.html``: the same data
+  for people, with the Art. 15(1) facts taken from the live configuration (purposes,
+  categories, recipients, retention, source, rights).
+
+This folder is the only place the connector writes personal data in clear, and the reports say
+so. Values are escaped for the format they land in (HTML entities, Markdown metacharacters), so
+a name like ``<script>`` in a shop record is shown, never run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from connector.config import Config
+from connector.model import CANONICAL_FIELDS, CATEGORIES
+
+__all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
+
+BUNDLE_FILES = ("data.json", "report.nl.md", "report.en.md", "report.nl.html", "report.en.html")
+LANGS = ("nl", "en")
+
+_T: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Access report (Art. 15 GDPR)",
+        "request": "Request",
+        "subject": "Subject id (pseudonym)",
+        "generated": "Generated",
+        "notice": "This folder is the only place where klantsync writes your personal data in "
+        "clear. Everything else it keeps about you is pseudonymised (a keyed hash) or "
+        "encrypted. Hand this folder over securely and delete it afterwards.",
+        "controller": "Who is responsible",
+        "facts": "What is processed and why (Art. 15(1) GDPR)",
+        "purposes": "Purposes",
+        "fields": "fields",
+        "categories": "Categories of personal data",
+        "recipients": "Recipients",
+        "retention": "Retention",
+        "retention_default": "As long as needed for the purposes above; see the processing "
+        "register for the periods per system.",
+        "source": "Source",
+        "source_text": "Data reaches the connected systems from",
+        "rights": "Your rights",
+        "data": "Your data per system",
+        "none": "This system holds no data about you.",
+        "record": "Record",
+        "field": "Field",
+        "value": "Value",
+        "connector": "What klantsync itself keeps",
+        "connector_text": "Only pseudonymous ids, timestamps and statuses; no names, e-mail "
+        "addresses or other values in clear.",
+        "portable": "Machine-readable copy",
+        "portable_text": "data.json in this folder holds the same data in a structured, "
+        "commonly used format (Art. 20 GDPR).",
+    },
+    "nl": {
+        "title": "Inzageverslag (art. 15 AVG)",
+        "request": "Verzoek",
+        "subject": "Betrokkene-id (pseudoniem)",
+        "generated": "Opgesteld",
+        "notice": "Deze map is de enige plek waar klantsync uw persoonsgegevens onversleuteld "
+        "wegschrijft. Al het andere dat klantsync over u bewaart is gepseudonimiseerd (een "
+        "sleutel-hash) of versleuteld. Draag deze map veilig over en verwijder hem daarna.",
+        "controller": "Wie is verantwoordelijk",
+        "facts": "Wat er verwerkt wordt en waarom (art. 15 lid 1 AVG)",
+        "purposes": "Doeleinden",
+        "fields": "gegevens",
+        "categories": "Categorieën van persoonsgegevens",
+        "recipients": "Ontvangers",
+        "retention": "Bewaartermijn",
+        "retention_default": "Zolang nodig voor de doeleinden hierboven; zie het "
+        "verwerkingsregister voor de termijnen per systeem.",
+        "source": "Bron",
+        "source_text": "De gegevens komen in de gekoppelde systemen terecht vanuit",
+        "rights": "Uw rechten",
+        "data": "Uw gegevens per systeem",
+        "none": "Dit systeem heeft geen gegevens over u.",
+        "record": "Record",
+        "field": "Veld",
+        "value": "Waarde",
+        "connector": "Wat klantsync zelf bewaart",
+        "connector_text": "Alleen pseudonieme id's, tijdstippen en statussen; geen namen, "
+        "e-mailadressen of andere waarden onversleuteld.",
+        "portable": "Machineleesbare kopie",
+        "portable_text": "data.json in deze map bevat dezelfde gegevens in een gestructureerde, "
+        "gangbare vorm (art. 20 AVG).",
+    },
+}
+
+_RIGHTS: dict[str, list[str]] = {
+    "en": [
+        "Rectification (Art. 16): have inaccurate data corrected.",
+        "Erasure (Art. 17): have your data deleted.",
+        "Restriction of processing (Art. 18).",
+        "Objection (Art. 21), including to direct marketing at any time.",
+        "Data portability (Art. 20): see data.json.",
+        "Complaint to the supervisory authority: the Autoriteit Persoonsgegevens "
+        "(autoriteitpersoonsgegevens.nl).",
+    ],
+    "nl": [
+        "Rectificatie (art. 16): onjuiste gegevens laten verbeteren.",
+        "Wissing (art. 17): uw gegevens laten verwijderen.",
+        "Beperking van de verwerking (art. 18).",
+        "Bezwaar (art. 21), waaronder altijd tegen direct marketing.",
+        "Overdraagbaarheid (art. 20): zie data.json.",
+        "Een klacht indienen bij de toezichthouder: de Autoriteit Persoonsgegevens "
+        "(autoriteitpersoonsgegevens.nl).",
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Art15Facts:
+    """The Art. 15(1) facts of a configuration, language-neutral where possible.
+
+    Attributes:
+        purposes: purpose text -> canonical field names it covers.
+        categories: category keys (see :data:`connector.model.CATEGORIES`).
+        recipients: (system name, adapter kind, legal name or "").
+        retention: per flow, its stated retention ("" when the config states none).
+        sources: (flow name, source system, adapter kind).
+        controller: controller name and contact, when configured.
+    """
+
+    purposes: dict[str, list[str]]
+    categories: list[str]
+    recipients: list[tuple[str, str, str]]
+    retention: list[tuple[str, str]]
+    sources: list[tuple[str, str, str]]
+    controller: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "purposes": self.purposes,
+            "categories": self.categories,
+            "recipients": [
+                {"system": s, "adapter": a, "legal_name": n} for s, a, n in self.recipients
+            ],
+            "retention": [{"flow": f, "retention": r} for f, r in self.retention],
+            "sources": [{"flow": f, "system": s, "adapter": a} for f, s, a in self.sources],
+            "controller": self.controller,
+        }
+
+
+def art15_facts(config: Config) -> Art15Facts:
+    """Collect the Art. 15(1) facts from the live configuration and mappings."""
+    purposes: dict[str, set[str]] = {}
+    categories: set[str] = set()
+    for mapping in config.mappings.values():
+        for name, purpose in mapping.purposes().items():
+            purposes.setdefault(purpose, set()).add(name)
+            categories.add(CANONICAL_FIELDS[name].category)
+    for flow in config.flows:
+        # Flow-level purposes exist in newer configs only; read them when present.
+        for purpose in getattr(getattr(flow, "privacy", None), "purposes", None) or []:
+            purposes.setdefault(str(purpose), set())
+    recipients = []
+    for name, settings in config.systems.items():
+        processor = getattr(settings, "processor", None)
+        recipients.append((name, settings.adapter, str(getattr(processor, "legal_name", "") or "")))
+    retention = []
+    for flow in config.flows:
+        stated = getattr(flow, "retention", None) or getattr(
+            getattr(flow, "privacy", None), "retention", None
+        )
+        retention.append((flow.name, str(stated or "")))
+    sources = [(f.name, f.source, config.systems[f.source].adapter) for f in config.flows]
+    controller_cfg = getattr(config, "controller", None)
+    controller = {}
+    if controller_cfg is not None:
+        controller = {
+            key: str(getattr(controller_cfg, key, "") or "")
+            for key in ("name", "address", "contact", "email", "dpo")
+            if getattr(controller_cfg, key, "")
+        }
+    return Art15Facts(
+        purposes={p: sorted(fields) for p, fields in sorted(purposes.items())},
+        categories=sorted(categories),
+        recipients=recipients,
+        retention=retention,
+        sources=sources,
+        controller=controller,
+    )
+
+
+def write_bundle(
+    out_dir: Path,
+    *,
+    request_id: str,
+    subject_id: str,
+    generated_at: str,
+    systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
+    connector: Mapping[str, Any],
+    facts: Art15Facts,
+) -> list[Path]:
+    """Write ``data.json`` and the four reports into ``out_dir``; return the paths.
+
+    Args:
+        systems: system name -> (adapter kind, the records it holds for the subject).
+        connector: what the connector itself keeps (ids, timestamps, statuses).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(out_dir, 0o700)
+    data = {
+        "format": "klantsync-access/1",
+        "request_id": request_id,
+        "subject_id": subject_id,
+        "generated_at": generated_at,
+        "systems": {
+            name: {"adapter": kind, "records": list(records)}
+            for name, (kind, records) in systems.items()
+        },
+        "connector": dict(connector),
+        "art15": facts.as_dict(),
+    }
+    texts = {"data.json": json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"}
+    head = {"request_id": request_id, "subject_id": subject_id, "generated_at": generated_at}
+    for lang in LANGS:
+        texts[f"report.{lang}.md"] = _markdown(lang, head, systems, connector, facts)
+        texts[f"report.{lang}.html"] = _html(lang, head, systems, connector, facts)
+    written = []
+    for name in BUNDLE_FILES:
+        path = out_dir / name
+        # Created 0600 from the start: the content is personal data in clear.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(texts[name])
+        written.append(path)
+    return written
+
+
+# -- shared content ------------------------------------------------------------------------
+
+
+def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
+    """The Art. 15(1) facts as (heading, bullet lines) in ``lang``; plain text, unescaped."""
+    t = _T[lang]
+    index = 1 if lang == "nl" else 0
+
+    def label(name: str) -> str:
+        field = CANONICAL_FIELDS[name]
+        return field.label_nl if lang == "nl" else field.label_en
+
+    purposes = [
+        f"{purpose}" + (f" ({t['fields']}: {', '.join(label(n) for n in names)})" if names else "")
+        for purpose, names in facts.purposes.items()
+    ]
+    categories = [CATEGORIES[c][index] for c in facts.categories]
+    recipients = [
+        f"{name} ({kind}{', ' + legal if legal else ''})" for name, kind, legal in facts.recipients
+    ]
+    stated = [f"{flow}: {text}" for flow, text in facts.retention if text]
+    retention = [*stated, t["retention_default"]] if stated else [t["retention_default"]]
+    sources = [
+        f"{t['source_text']} {system} ({kind}), flow {flow}" for flow, system, kind in facts.sources
+    ]
+    sections = []
+    if facts.controller:
+        sections.append((t["controller"], [v for v in facts.controller.values()]))
+    sections += [
+        (t["purposes"], purposes),
+        (t["categories"], categories),
+        (t["recipients"], recipients),
+        (t["retention"], retention),
+        (t["source"], sources),
+        (t["rights"], _RIGHTS[lang]),
+    ]
+    return sections
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Leaves of a vendor record as (dotted path, text); meta lists keyed by their ``key``."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            yield from _flatten(inner, f"{prefix}{key}.")
+    elif isinstance(value, list):
+        for position, item in enumerate(value):
+            if isinstance(item, Mapping) and isinstance(item.get("key"), str) and "value" in item:
+                yield from _flatten(item["value"], f"{prefix}{item['key']}.")
+            else:
+                yield from _flatten(item, f"{prefix}{position}.")
+    elif value is not None and value != "":
+        yield prefix.rstrip("."), str(value)
+
+
+# -- Markdown ------------------------------------------------------------------------------
+
+_MD_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|#"})
+
+
+def _md(text: str) -> str:
+    """Escape Markdown (and raw HTML) metacharacters; keep a table cell on one line."""
+    return " ".join(str(text).split()).translate(_MD_SPECIAL)
+
+
+def _markdown(
+    lang: str,
+    head: Mapping[str, str],
+    systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
+    connector: Mapping[str, Any],
+    facts: Art15Facts,
+) -> str:
+    t = _T[lang]
+    lines = [
+        f"# {t['title']}",
+        "",
+        f"- {t['request']}: {_md(head['request_id'])}",
+        f"- {t['subject']}: {_md(head['subject_id'])}",
+        f"- {t['generated']}: {_md(head['generated_at'])}",
+        "",
+        f"> {_md(t['notice'])}",
+        "",
+        f"## {t['facts']}",
+    ]
+    for heading, items in _sections(lang, facts):
+        lines += ["", f"### {_md(heading)}", ""] + [f"- {_md(item)}" for item in items]
+    lines += ["", f"## {t['data']}"]
+    for name, (kind, records) in systems.items():
+        lines += ["", f"### {_md(name)} ({_md(kind)})", ""]
+        if not records:
+            lines.append(t["none"])
+        for number, record in enumerate(records, start=1):
+            lines += [f"**{t['record']} {number}**", "", f"| {t['field']} | {t['value']} |"]
+            lines.append("|---|---|")
+            lines += [f"| {_md(path)} | {_md(value)} |" for path, value in _flatten(record)]
+            lines.append("")
+    lines += ["", f"## {t['connector']}", "", _md(t["connector_text"]), ""]
+    lines += [f"- {_md(path)}: {_md(value)}" for path, value in _flatten(connector)]
+    lines += ["", f"## {t['portable']}", "", _md(t["portable_text"]), ""]
+    return "\n".join(lines)
+
+
+# -- HTML ----------------------------------------------------------------------------------
+
+
+def _h(text: str) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _html(
+    lang: str,
+    head: Mapping[str, str],
+    systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
+    connector: Mapping[str, Any],
+    facts: Art15Facts,
+) -> str:
+    t = _T[lang]
+    parts = [
+        "<!doctype html>",
+        f'<html lang="{lang}"><head><meta charset="utf-8">',
+        f"<title>{_h(t['title'])}</title></head><body>",
+        f"<h1>{_h(t['title'])}</h1>",
+        "<ul>",
+        f"<li>{_h(t['request'])}: {_h(head['request_id'])}</li>",
+        f"<li>{_h(t['subject'])}: {_h(head['subject_id'])}</li>",
+        f"<li>{_h(t['generated'])}: {_h(head['generated_at'])}</li>",
+        "</ul>",
+        f"<p><strong>{_h(t['notice'])}</strong></p>",
+        f"<h2>{_h(t['facts'])}</h2>",
+    ]
+    for heading, items in _sections(lang, facts):
+        parts.append(f"<h3>{_h(heading)}</h3><ul>")
+        parts += [f"<li>{_h(item)}</li>" for item in items]
+        parts.append("</ul>")
+    parts.append(f"<h2>{_h(t['data'])}</h2>")
+    for name, (kind, records) in systems.items():
+        parts.append(f"<h3>{_h(name)} ({_h(kind)})</h3>")
+        if not records:
+            parts.append(f"<p>{_h(t['none'])}</p>")
+        for number, record in enumerate(records, start=1):
+            parts.append(f"<h4>{_h(t['record'])} {number}</h4><table>")
+            parts.append(f"<tr><th>{_h(t['field'])}</th><th>{_h(t['value'])}</th></tr>")
+            parts += [
+                f"<tr><td>{_h(path)}</td><td>{_h(value)}</td></tr>"
+                for path, value in _flatten(record)
+            ]
+            parts.append("</table>")
+    parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
+    parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _flatten(connector)]
+    parts += ["</ul>", f"<h2>{_h(t['portable'])}</h2>", f"<p>{_h(t['portable_text'])}</p>"]
+    parts.append("</body></html>\n")
+    return "\n".join(parts)

@@ -1,0 +1,214 @@
+"""Commands for accountability: ``register``, ``incident`` and ``retention``.
+
+:func:`register_commands` adds them to the ``klantsync`` parser; :func:`run` handles them
+(returning the exit status) and returns ``None`` for any other command, so ``cli.py`` needs
+only two lines. Exit status as everywhere: 0 done, 1 finished with failures, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector import incidents, retention
+from connector.config import Config, load_config
+from connector.register import build_register
+from connector.register_render import render
+from connector.state import Store
+
+__all__ = ["register_commands", "run"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_NO_PERSONAL_DATA = (
+    "Your own words, stored as given: do NOT put personal data (names, e-mail addresses, "
+    "customer numbers) in it."
+)
+
+
+def register_commands(subparsers: Any) -> None:
+    """Add ``register``, ``incident`` and ``retention`` to the CLI's subparsers."""
+
+    def command(parent: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = parent.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    reg = command(subparsers, "register", "the Art. 30 processing register (verwerkingsregister)")
+    reg.add_argument("--lang", choices=["nl", "en"], default="nl", help="language (default nl)")
+    reg.add_argument(
+        "--format", choices=["md", "html", "json"], default="md", help="output format (default md)"
+    )
+    reg.add_argument("--out", type=Path, help="write to this file instead of standard output")
+
+    inc = subparsers.add_parser(
+        "incident",
+        help="personal-data breach: 72-hour clock and notification draft (Art. 33)",
+        description="Personal-data breach: the 72-hour clock and the notification draft for "
+        "the Autoriteit Persoonsgegevens (Art. 33 GDPR).",
+    )
+    actions = inc.add_subparsers(dest="incident_action", required=True, metavar="ACTION")
+    opened = command(actions, "open", "record a breach, start the 72-hour clock, print a draft")
+    opened.add_argument("--summary", required=True, help=f"what happened. {_NO_PERSONAL_DATA}")
+    opened.add_argument(
+        "--system",
+        action="append",
+        dest="systems",
+        help="a system involved (repeatable; default: every system)",
+    )
+    opened.add_argument(
+        "--aware-since",
+        help="when you became aware of the breach, ISO 8601 (default: now); the clock starts here",
+    )
+    opened.add_argument("--lang", choices=["nl", "en"], default="nl", help="draft language")
+    opened.add_argument("--out", type=Path, help="write the draft to this file")
+    command(actions, "list", "incidents with the time left to notify (exit 1 if one is overdue)")
+    show = command(actions, "show", "one incident and its notification draft")
+    show.add_argument("id", type=int)
+    show.add_argument("--lang", choices=["nl", "en"], default="nl", help="draft language")
+    close = command(actions, "close", "close an incident")
+    close.add_argument("id", type=int)
+    close.add_argument("--note", required=True, help=f"how it was resolved. {_NO_PERSONAL_DATA}")
+
+    ret = subparsers.add_parser(
+        "retention",
+        help="delete what the connector keeps past its retention period",
+        description="Delete what the connector keeps past its retention period ([retention]).",
+    )
+    ret_actions = ret.add_subparsers(dest="retention_action", required=True, metavar="ACTION")
+    sweep = command(ret_actions, "run", "purge now")
+    sweep.add_argument("--dry-run", action="store_true", help="only count what would be purged")
+
+
+def run(args: argparse.Namespace, console: Console, config: Config | None = None) -> int | None:
+    """Handle the commands of this module; ``None`` when ``args.command`` is not one of them."""
+    if args.command not in ("register", "incident", "retention"):
+        return None
+    if config is None:
+        config = load_config(args.config)
+    if args.command == "register":
+        return _register(config, args, console)
+    store = Store(config.store_path)
+    try:
+        if args.command == "incident":
+            return _incident(store, config, args, console)
+        return _retention(store, config, args, console)
+    finally:
+        store.close()
+
+
+def _register(config: Config, args: argparse.Namespace, console: Console) -> int:
+    fmt = "json" if args.json else args.format
+    text = render(build_register(config, args.lang), fmt)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        console.print(f"register written to {escape(str(args.out))}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def _usage(args: argparse.Namespace, console: Console, message: str) -> int:
+    if args.json:
+        print(json.dumps({"error": "usage", "message": message}))
+    else:
+        console.print(f"[bold red]error[/]: {escape(message)}")
+    return EXIT_USAGE
+
+
+def _incident(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
+    now = incidents.utc_now()
+    action = args.incident_action
+    if action == "list":
+        found = incidents.list_incidents(store)
+        if args.json:
+            print(json.dumps([i.as_dict(now) for i in found], indent=2))
+        elif not found:
+            console.print("no incidents")
+        for incident in [] if args.json else found:
+            status = incident.status(now)
+            colour = {"open": "yellow", "overdue": "bold red", "closed": "green"}[status]
+            console.print(
+                f"#{incident.id} [{colour}]{status}[/] deadline {incident.deadline} "
+                f"({incidents.time_left_text(incident, now)}): {escape(incident.summary)}"
+            )
+        return EXIT_FAILED if any(i.status(now) == "overdue" for i in found) else EXIT_OK
+    if action == "open":
+        aware = None
+        if args.aware_since:
+            try:
+                aware = dt.datetime.fromisoformat(args.aware_since)
+            except ValueError:
+                return _usage(args, console, "--aware-since must be an ISO 8601 date-time")
+        try:
+            incident = incidents.open_incident(
+                store, config, args.summary, systems=args.systems, aware_at=aware, now=now
+            )
+        except ValueError as exc:
+            return _usage(args, console, str(exc))
+        return _show(incident, config, args, console, now, out=args.out)
+    found_one = incidents.get_incident(store, args.id)
+    if found_one is None:
+        return _usage(args, console, f"no incident {args.id}")
+    if action == "show":
+        return _show(found_one, config, args, console, now)
+    try:
+        closed = incidents.close_incident(store, args.id, args.note, now=now)
+    except ValueError as exc:
+        return _usage(args, console, str(exc))
+    if args.json:
+        print(json.dumps(closed.as_dict(now), indent=2))
+    else:
+        console.print(f"incident #{closed.id} closed at {closed.closed_at}")
+    return EXIT_OK
+
+
+def _show(
+    incident: incidents.Incident,
+    config: Config,
+    args: argparse.Namespace,
+    console: Console,
+    now: dt.datetime,
+    out: Path | None = None,
+) -> int:
+    draft = incidents.notification_draft(incident, config, args.lang)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(draft, encoding="utf-8")
+    if args.json:
+        data: dict[str, Any] = incident.as_dict(now)
+        data["draft"] = draft
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    console.print(
+        f"incident #{incident.id}: {incident.status(now)}, notify the Autoriteit "
+        f"Persoonsgegevens by {incident.deadline} ({incidents.time_left_text(incident, now)})"
+    )
+    if out is not None:
+        console.print(f"draft written to {escape(str(out))}")
+    else:
+        sys.stdout.write("\n" + draft)
+    return EXIT_OK
+
+
+def _retention(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
+    report = asyncio.run(retention.sweep(store, config, dry_run=args.dry_run))
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        verb = "would purge" if report.dry_run else "purged"
+        console.print(
+            f"retention: {verb} {report.dead_letters} dead letters, {report.manifests} request "
+            f"manifests, {report.bundles} access bundles, {report.audit_entries} audit entries"
+        )
+        for error in report.errors:
+            console.print(f"  [red]error[/]: {escape(error)}")
+    return EXIT_FAILED if report.errors else EXIT_OK

@@ -1,0 +1,230 @@
+"""``klantsync dsr ...``: data subject requests from the command line.
+
+Thin: parse, call :class:`~connector.dsr.DsrService`, print, return 0 (done), 1 (finished with
+failures: the request stays open for ``dsr retry``; or a receipt did not verify) or 2 (bad
+usage: unknown request, unknown field, bad extension). Output never holds an e-mail address:
+requests are shown by id and subject id (keyed hash).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector.dsr import DsrService, DsrUsageError, RequestView
+from connector.runtime import open_runtime
+
+__all__ = ["register", "run"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+CLEAR_DATA_NOTICE = (
+    "The access bundle is the only place klantsync writes personal data in clear: "
+    "hand it over securely, then delete it."
+)
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``dsr`` command and its actions to the top-level parser's subparsers."""
+    dsr = subparsers.add_parser(
+        "dsr",
+        help="data subject requests: erase, access, rectify, list, receipts",
+        description="Data subject requests: erasure, access and rectification in every system.",
+    )
+    actions = dsr.add_subparsers(dest="dsr_action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    erase = action("erase", "erase a person in every system, with a signed receipt")
+    erase.add_argument("--email", required=True, help="the person's e-mail address")
+    erase.add_argument("--phone", help="the person's phone number (also suppressed)")
+    access = action("access", "collect a person's data from every system into a bundle")
+    access.add_argument("--email", required=True, help="the person's e-mail address")
+    access.add_argument("--out", required=True, type=Path, help="folder to write the bundle to")
+    rectify = action("rectify", "correct canonical fields in every system that receives them")
+    rectify.add_argument("--email", required=True, help="the person's e-mail address")
+    rectify.add_argument(
+        "--set",
+        dest="assignments",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a canonical field and its corrected value (repeatable)",
+    )
+    listing = action("list", "list requests")
+    which = listing.add_mutually_exclusive_group()
+    which.add_argument("--open", action="store_true", help="only open requests")
+    which.add_argument("--overdue", action="store_true", help="only open requests past deadline")
+    action("show", "show one request").add_argument("id")
+    retry = action("retry", "retry what is not done yet of a request (or of every open one)")
+    retry.add_argument("id", nargs="?", help="request id")
+    retry.add_argument("--all", action="store_true", help="every open request")
+    extend = action("extend", "extend a request's deadline (two months at most, with a reason)")
+    extend.add_argument("id")
+    extend.add_argument("--months", type=int, required=True)
+    extend.add_argument("--reason", required=True)
+    action("receipt", "print a completed request's signed receipt").add_argument("id")
+    verify = action("verify-receipt", "check a receipt's Ed25519 signature")
+    verify.add_argument("file", type=Path)
+    verify.add_argument("--public-key", type=Path, help="PEM public key (default: this store's)")
+    public = action("public-key", "print the public key that checks this deployment's receipts")
+    public.add_argument("--out", type=Path, help="write the PEM to this file instead")
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Run one ``dsr`` action; return the exit status."""
+    try:
+        return asyncio.run(_run(args, console))
+    except DsrUsageError as exc:
+        if args.json:
+            print(json.dumps({"error": "usage", "message": str(exc)}))
+        else:
+            Console(stderr=True, highlight=False).print(f"[bold red]error[/]: {escape(str(exc))}")
+        return EXIT_USAGE
+
+
+async def _run(args: argparse.Namespace, console: Console) -> int:
+    async with open_runtime(args.config) as rt:
+        service = DsrService(rt)
+        action = args.dsr_action
+        if action == "erase":
+            view = await service.erase(args.email, phone=args.phone)
+            return _print_view(console, args, view)
+        if action == "access":
+            view = await service.access(args.email, args.out)
+            code = _print_view(console, args, view)
+            if not args.json and not view.is_open:
+                console.print(f"bundle written to {escape(str(args.out))}")
+                console.print(f"[yellow]{CLEAR_DATA_NOTICE}[/]")
+            return code
+        if action == "rectify":
+            view = await service.rectify(args.email, _assignments(args.assignments))
+            return _print_view(console, args, view)
+        if action == "list":
+            views = service.list(open_only=args.open, overdue=args.overdue)
+            if args.json:
+                print(json.dumps([v.as_dict() for v in views], indent=2))
+            for view in [] if args.json else views:
+                console.print(_line(view))
+            return EXIT_OK
+        if action == "show":
+            found = service.get(args.id)
+            if found is None:
+                raise DsrUsageError(f"no request {args.id!r}")
+            _print_view(console, args, found)
+            return EXIT_OK
+        if action == "retry":
+            return await _retry(service, args, console)
+        if action == "extend":
+            view = service.extend(args.id, args.months, args.reason)
+            _print_view(console, args, view)
+            return EXIT_OK
+        if action == "receipt":
+            return _receipt(service, args)
+        if action == "verify-receipt":
+            return _verify(service, args, console)
+        if action == "public-key":
+            pem = service.public_key_pem()
+            if args.out:
+                args.out.write_text(pem)
+                console.print(f"public key written to {escape(str(args.out))}")
+            else:
+                print(pem, end="")
+            return EXIT_OK
+    raise DsrUsageError(f"unknown dsr action {action!r}")  # pragma: no cover
+
+
+async def _retry(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+    if args.all:
+        progressed = await service.retry_open()
+        still_open = service.list(open_only=True)
+        if args.json:
+            print(json.dumps({"progressed": progressed, "open": len(still_open)}))
+        else:
+            console.print(f"{progressed} requests progressed; {len(still_open)} still open")
+        return EXIT_FAILED if still_open else EXIT_OK
+    if not args.id:
+        raise DsrUsageError("give a request id, or --all for every open request")
+    return _print_view(console, args, await service.retry(args.id))
+
+
+def _receipt(service: DsrService, args: argparse.Namespace) -> int:
+    view = service.get(args.id)
+    if view is None:
+        raise DsrUsageError(f"no request {args.id!r}")
+    text = service.receipt(args.id)
+    if text is None:
+        message = f"request {args.id} is still open: no receipt yet (see dsr show {args.id})"
+        print(json.dumps({"error": "open", "message": message}) if args.json else message)
+        return EXIT_FAILED
+    # The canonical text as signed, so `dsr receipt ID > r.json` verifies as it is.
+    print(text)
+    return EXIT_OK
+
+
+def _verify(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+    try:
+        data = args.file.read_bytes()
+        pem = args.public_key.read_bytes() if args.public_key else None
+    except OSError as exc:
+        raise DsrUsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    result = service.verify_receipt(data, pem)
+    if args.json:
+        print(json.dumps({"valid": result.ok, "problem": result.problem}))
+    elif result.ok:
+        assert result.receipt is not None
+        console.print(
+            f"[green]valid[/]: receipt for request {escape(str(result.receipt.get('request_id')))}"
+        )
+    else:
+        console.print(f"[red]invalid[/]: {escape(result.problem)}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _assignments(items: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            # The text is not echoed: without '=' it may be a value (a name, an address).
+            raise DsrUsageError("--set takes FIELD=VALUE; one --set has no '='")
+        fields[name.strip()] = value
+    return fields
+
+
+def _line(view: RequestView) -> str:
+    flag = " [yellow]flagged[/]" if view.flagged else ""
+    flag = " [red]overdue[/]" if view.overdue else flag
+    return (
+        f"{view.id}  {view.kind:<7} {view.status:<9} deadline {view.deadline[:10]} "
+        f"({view.days_left} days left){flag}  subject {view.subject_id}"
+    )
+
+
+def _print_view(console: Console, args: argparse.Namespace, view: RequestView) -> int:
+    """Print a request; 0 when it is completed, 1 when systems are still to be retried."""
+    if args.json:
+        print(json.dumps(view.as_dict(), indent=2))
+    else:
+        console.print(_line(view))
+        if view.extension_reason:
+            console.print(f"  extended: {escape(view.extension_reason)}")
+        for system in view.systems:
+            detail = f": {escape(system.detail)}" if system.detail else ""
+            console.print(
+                f"  {system.system}: {system.status} ({system.attempts} attempts){detail}"
+            )
+        if view.is_open:
+            console.print(f"  still open; retry with: klantsync dsr retry {view.id}")
+        elif view.has_receipt:
+            console.print(f"  signed receipt: klantsync dsr receipt {view.id}")
+    return EXIT_FAILED if view.is_open else EXIT_OK

@@ -1,0 +1,203 @@
+"""Compliance gaps: what the configuration that runs lacks for GDPR accountability.
+
+``klantsync check`` runs :func:`check_compliance` and exits 1 when it finds a gap. A gap is not
+a configuration *error* (the connector can sync without a processor agreement on file); it is
+something the controller must put right, named by the config key that records it:
+
+- no ``[controller]`` block (Art. 30(1)(a));
+- a system that receives personal data (a flow's source or destination) without a processor
+  agreement on record, or whose agreement's review date has passed (Art. 28);
+- a system processing outside the EEA without a transfer mechanism (Art. 44-46);
+- a mapped field without a purpose (Art. 5(1)(b); mapping loading already refuses this, but
+  the check does not rely on it);
+- a flow without purposes, legal basis or retention period (Art. 6, 5(1)(e), 30(1)(b)/(f)).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from connector.config import Config
+
+__all__ = ["EEA_COUNTRIES", "Gap", "check_compliance", "in_eea", "systems_in_use", "today"]
+
+#: EU member states plus Iceland, Liechtenstein and Norway (ISO 3166-1 alpha-2), with names.
+#: Transfers to any other country need a mechanism (adequacy decision, SCCs, BCRs, ...).
+EEA_COUNTRIES: dict[str, tuple[str, str]] = {
+    "AT": ("Austria", "Oostenrijk"),
+    "BE": ("Belgium", "België"),
+    "BG": ("Bulgaria", "Bulgarije"),
+    "HR": ("Croatia", "Kroatië"),
+    "CY": ("Cyprus", "Cyprus"),
+    "CZ": ("Czechia", "Tsjechië"),
+    "DK": ("Denmark", "Denemarken"),
+    "EE": ("Estonia", "Estland"),
+    "FI": ("Finland", "Finland"),
+    "FR": ("France", "Frankrijk"),
+    "DE": ("Germany", "Duitsland"),
+    "GR": ("Greece", "Griekenland"),
+    "HU": ("Hungary", "Hongarije"),
+    "IE": ("Ireland", "Ierland"),
+    "IT": ("Italy", "Italië"),
+    "LV": ("Latvia", "Letland"),
+    "LT": ("Lithuania", "Litouwen"),
+    "LU": ("Luxembourg", "Luxemburg"),
+    "MT": ("Malta", "Malta"),
+    "NL": ("Netherlands", "Nederland"),
+    "PL": ("Poland", "Polen"),
+    "PT": ("Portugal", "Portugal"),
+    "RO": ("Romania", "Roemenië"),
+    "SK": ("Slovakia", "Slowakije"),
+    "SI": ("Slovenia", "Slovenië"),
+    "ES": ("Spain", "Spanje"),
+    "SE": ("Sweden", "Zweden"),
+    "IS": ("Iceland", "IJsland"),
+    "LI": ("Liechtenstein", "Liechtenstein"),
+    "NO": ("Norway", "Noorwegen"),
+}
+
+
+def in_eea(country: str) -> bool:
+    """Whether an ISO 3166-1 alpha-2 code is an EEA country (case-insensitive)."""
+    return country.strip().upper() in EEA_COUNTRIES
+
+
+def today() -> dt.date:
+    """Today's date (UTC); a module function so tests can replace it."""
+    return dt.datetime.now(dt.UTC).date()
+
+
+@dataclass(frozen=True)
+class Gap:
+    """One compliance gap.
+
+    Attributes:
+        code: stable identifier of the kind of gap (for scripts and the audit log).
+        file: the file holding the key (the config file or a mapping file).
+        key: the dotted key that records (or should record) the fact.
+        message: what is missing, in words.
+    """
+
+    code: str
+    file: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The gap as a JSON-ready dict."""
+        return asdict(self)
+
+
+def systems_in_use(config: Config) -> list[str]:
+    """Systems that take part in a flow (as source or destination), in config order."""
+    used = {f.source for f in config.flows} | {d for f in config.flows for d in f.destinations}
+    return [name for name in config.systems if name in used]
+
+
+def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:
+    """Every compliance gap of ``config``, in config order.
+
+    Args:
+        config: the loaded configuration.
+        on: the date to judge review dates against; defaults to :func:`today`.
+    """
+    date = on or today()
+    file = str(config.path)
+    gaps: list[Gap] = []
+    if config.controller is None:
+        gaps.append(
+            Gap("no-controller", file, "controller", "no controller (name and contact) recorded")
+        )
+    for name in systems_in_use(config):
+        gaps += _system_gaps(config, name, date)
+    for name, mapping in config.mappings.items():
+        if name not in systems_in_use(config):
+            continue
+        for field_name, field in mapping.fields.items():
+            if not field.purpose.strip():
+                gaps.append(
+                    Gap(
+                        "field-no-purpose",
+                        str(mapping.path),
+                        f"fields.{field_name}.purpose",
+                        f"field {field_name!r} sent to or read from {name!r} has no purpose",
+                    )
+                )
+    for index, flow in enumerate(config.flows):
+        key = f"flows[{index}].privacy"
+        privacy = flow.privacy
+        if privacy is None or not privacy.purposes:
+            gaps.append(
+                Gap("flow-no-purpose", file, f"{key}.purposes", f"flow {flow.name!r}: no purposes")
+            )
+        if privacy is None or privacy.legal_basis is None:
+            gaps.append(
+                Gap(
+                    "flow-no-legal-basis",
+                    file,
+                    f"{key}.legal_basis",
+                    f"flow {flow.name!r}: no legal basis",
+                )
+            )
+        if privacy is None or not privacy.retention.strip():
+            gaps.append(
+                Gap(
+                    "flow-no-retention",
+                    file,
+                    f"{key}.retention",
+                    f"flow {flow.name!r}: no retention period",
+                )
+            )
+    return gaps
+
+
+def _system_gaps(config: Config, name: str, date: dt.date) -> list[Gap]:
+    file = str(config.path)
+    key = f"systems.{name}.processor"
+    processor = config.systems[name].processor
+    if processor is None:
+        return [
+            Gap(
+                "no-agreement",
+                file,
+                key,
+                f"system {name!r} receives personal data but no processor "
+                "(verwerkersovereenkomst) is recorded",
+            )
+        ]
+    gaps: list[Gap] = []
+    if not processor.agreement_reference.strip():
+        gaps.append(
+            Gap(
+                "no-agreement",
+                file,
+                f"{key}.agreement_reference",
+                f"system {name!r} receives personal data but has no agreement reference",
+            )
+        )
+    if processor.agreement_review is not None and processor.agreement_review < date:
+        gaps.append(
+            Gap(
+                "agreement-review-passed",
+                file,
+                f"{key}.agreement_review",
+                f"system {name!r}: the agreement's review date "
+                f"{processor.agreement_review.isoformat()} has passed",
+            )
+        )
+    if not in_eea(processor.country) and not processor.transfer_mechanism.strip():
+        gaps.append(
+            Gap(
+                "transfer-no-mechanism",
+                file,
+                f"{key}.transfer_mechanism",
+                f"system {name!r} processes in {processor.country.upper()} (outside the EEA) "
+                "without a transfer mechanism",
+            )
+        )
+    return gaps

@@ -1,0 +1,516 @@
+"""Data subject requests: erasure, access and rectification across every connected system.
+
+:class:`DsrService` is what the CLI, the daemon and the admin API call. A request is a durable
+record (:mod:`connector.dsr_store`) with a status per system, so it survives restarts and a
+retry resumes exactly where it stopped. Erasure, in order:
+
+1. the suppression entry (keyed HMAC of the e-mail and phone), in the same transaction as the
+   request record, so from then on no sync path creates or updates the person;
+2. a manifest of every system's ids for the subject (identity map plus each adapter's
+   ``find``), sealed, taken before anything is deleted, so a retry still reaches a system after
+   another one (or the connector's own identity map) has forgotten the person;
+3. the connector's own traces deleted (identity rows, delivered hashes, outbox, dead letters);
+4. the fan-out: every system's ``erase`` concurrently, each with its own status and retries;
+5. verification with ``find``: ``verified_absent``, or an alert (``failed``: still present);
+6. when every system is done: the manifest is destroyed and a signed receipt stored.
+
+Access and rectification follow the same record-and-resume pattern (see
+:mod:`connector.dsr_kinds`). Inbound privacy webhooks go through :func:`handle_webhook`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import secrets
+import weakref
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from connector import audit
+from connector.adapter import Subject, WebhookEvent, WebhookRequest
+from connector.dsr_kinds import KindRunner
+from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow
+from connector.dsr_views import (
+    MAX_EXTENSION_MONTHS,
+    DsrError,
+    DsrUsageError,
+    RequestView,
+    SubjectNotFoundError,
+    SystemView,
+    WebhookRejected,
+    add_months,
+    extension_months,
+    make_view,
+    summary,
+    utc_now,
+)
+from connector.errors import KlantsyncError
+from connector.logs import redact
+from connector.model import CANONICAL_FIELDS, normalise_email
+from connector.receipts import KEY_FILE, ReceiptSigner, Verification, load_public_key
+from connector.receipts import verify_receipt as _verify_bytes
+from connector.runtime import Runtime
+from connector.state import Store
+from connector.transforms import make_transform
+
+__all__ = [
+    "PLACEHOLDER_EMAIL",
+    "DsrError",
+    "DsrService",
+    "DsrUsageError",
+    "RequestView",
+    "SubjectNotFoundError",
+    "SystemView",
+    "WebhookRejected",
+    "handle_webhook",
+    "summary",
+]
+
+log = logging.getLogger("klantsync.dsr")
+
+#: Stands in for the e-mail when only a system id is known. Adapters look people up by e-mail
+#: first; an empty string would make some of them match everyone without an e-mail (guest
+#: orders), while an address under ``.invalid`` (RFC 2606) can never match a real person.
+PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
+
+_PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
+
+_LOCKS: weakref.WeakKeyDictionary[Store, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+
+
+class DsrService:
+    """Opens, runs, resumes and reports data subject requests for one runtime.
+
+    Args:
+        rt: the open runtime (config, store, keyring, systems).
+        now: the wall clock (tests pass a fixed one to check deadlines and flags).
+        concurrency: requests :meth:`retry_open` runs at once; each system's client still
+            paces its own calls to the vendor's rate limit.
+    """
+
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        now: Callable[[], dt.datetime] = utc_now,
+        concurrency: int = 16,
+    ) -> None:
+        self.rt = rt
+        self.db = DsrStore(rt.store)
+        self.now = now
+        self.concurrency = max(1, concurrency)
+        self.signer = ReceiptSigner(rt.config.store_path.parent / KEY_FILE, rt.keyring)
+        self.kinds = KindRunner(self)
+        # Shared by every service on the same store: the daemon builds one per job, and two
+        # of them must not run the same request at once.
+        self._locks = _LOCKS.setdefault(rt.store, {})
+
+    # -- opening requests ----------------------------------------------------------------------
+
+    async def erase(
+        self,
+        email: str | None = None,
+        *,
+        phone: str | None = None,
+        external: tuple[str, str] | None = None,
+        source: str = "cli",
+    ) -> RequestView:
+        """Erase a subject everywhere: suppress, snapshot, fan out, verify, sign a receipt.
+
+        ``external`` is ``(system name, that system's id)`` for triggers that carry only an id.
+        Asking again while a request for the subject is open resumes that request.
+
+        Raises:
+            DsrUsageError: neither an e-mail nor a system id, or an unknown system.
+            SubjectNotFoundError: the system id matches no subject anyone knows.
+        """
+        view = await self.queue_erase(email, phone=phone, external=external, source=source)
+        return await self.retry(view.id)
+
+    async def queue_erase(
+        self,
+        email: str | None = None,
+        *,
+        phone: str | None = None,
+        external: tuple[str, str] | None = None,
+        source: str = "cli",
+    ) -> RequestView:
+        """Record an erasure and its suppression entry now; leave the fan-out to a retry."""
+        ids: dict[str, str] = {}
+        known_sid: str | None = None
+        if email:
+            email = self._checked_email(email)
+        elif external is not None:
+            system, external_id = external
+            if system not in self.rt.systems:
+                raise DsrUsageError(f"no system named {system!r}")
+            known_sid = self.rt.store.subject_for_external(system, external_id)
+            ids = self.db.identities(known_sid) if known_sid else {}
+            ids.setdefault(system, external_id)
+            email = await self._resolve_email(ids, known_sid, first=system)
+            if email is None and known_sid is None:
+                raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
+        else:
+            raise DsrUsageError("erasure needs an e-mail address or a system id")
+        subject_ids = [known_sid] if known_sid else []
+        if email:
+            subject_ids.append(self.rt.keyring.subject_id(email))
+        primary = subject_ids[0]
+        e164 = _e164(phone) if phone else None
+        if phone and e164 is None:
+            raise DsrUsageError("--phone is not a phone number")
+        if e164:
+            subject_ids.append(self.rt.keyring.subject_id(e164))
+        subject_ids = list(dict.fromkeys(subject_ids))
+        existing = self.db.open_for("erase", primary)
+        if existing is not None:
+            return self._view(existing)
+        for sid in subject_ids:
+            for name, external_id in self.db.identities(sid).items():
+                ids.setdefault(name, external_id)
+        manifest = {
+            "email": email,
+            "phone": e164,
+            "subject_ids": subject_ids,
+            "ids": ids,
+            "held": {},
+            "snapshot": [],
+        }
+        row = self._new_row("erase", primary, source)
+        sealed = self.seal_manifest(row.id, manifest)
+        self.db.create(_with(row, manifest=sealed), list(self.rt.systems), suppress=subject_ids)
+        self.audit("dsr.received", row, source=source, deadline=row.deadline)
+        self.audit("dsr.suppressed", row, entries=len(subject_ids))
+        return self._view(self.db.get(row.id))
+
+    async def access(
+        self, email: str, out_dir: Path | None = None, *, source: str = "cli"
+    ) -> RequestView:
+        """Collect every system's records and the connector's own into an access bundle.
+
+        ``out_dir`` defaults to ``<store folder>/access/<request id>``; the bundle there is the
+        only place the connector writes personal data in clear.
+        """
+        email = self._checked_email(email)
+        row = self._new_row("access", self.rt.keyring.subject_id(email), source)
+        target = out_dir or self.rt.config.store_path.parent / "access" / row.id
+        sealed = self.seal_manifest(row.id, {"email": email, "out_dir": str(target)})
+        self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+        self.audit("dsr.received", row, source=source, deadline=row.deadline)
+        return await self.retry(row.id)
+
+    async def rectify(
+        self, email: str, fields: dict[str, str], *, source: str = "cli"
+    ) -> RequestView:
+        """Push corrected canonical fields to every system that receives them.
+
+        Raises:
+            DsrUsageError: no fields, an unknown canonical field (named), the e-mail itself,
+                or a value no mapping can normalise.
+            DsrError: the subject has been erased.
+        """
+        email = self._checked_email(email)
+        checked = self._checked_fields(fields)
+        sid = self.rt.keyring.subject_id(email)
+        if self.rt.store.suppressed([sid]):
+            raise DsrError(f"subject {sid} has been erased; there is nothing to rectify")
+        row = self._new_row("rectify", sid, source)
+        sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
+        self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+        self.audit("dsr.received", row, source=source, fields=sorted(checked))
+        return await self.retry(row.id)
+
+    # -- running and resuming ------------------------------------------------------------------
+
+    async def retry(self, request_id: str) -> RequestView:
+        """Run whatever is not done yet of one request (a completed one is left as is).
+
+        Raises:
+            DsrUsageError: no request has this id.
+        """
+        lock = self._locks.setdefault(request_id, asyncio.Lock())
+        async with lock:
+            row = self.db.get(request_id)
+            if row is None:
+                raise DsrUsageError(f"no request {request_id!r}")
+            if row.status == "open":
+                for name in self.rt.systems:
+                    self.db.add_system(row.id, name)  # a system configured since it opened
+                await self.kinds.run(row)
+                self._complete_if_done(row)
+        return self._view(self.db.get(request_id))
+
+    async def retry_open(self) -> int:
+        """Retry every open request, at most ``concurrency`` at once; return how many progressed.
+
+        A request progressed when it completed or more of its systems reached a final status.
+        """
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(row: RequestRow) -> bool:
+            async with slots:
+                before = self._finals(row.id)
+                try:
+                    view = await self.retry(row.id)
+                except KlantsyncError as exc:
+                    log.warning("retry failed", extra={"request": row.id, "error": str(exc)})
+                    return False
+                return not view.is_open or self._finals(row.id) > before
+
+        rows = self.db.requests(open_only=True)
+        done = await asyncio.gather(*(one(row) for row in rows))
+        return sum(done)
+
+    async def handle_event(self, system: str, event: WebhookEvent) -> RequestView | None:
+        """Open the request a verified webhook event asks for; other events give ``None``.
+
+        ``erase`` becomes an erasure mirrored to every system (found by the event's e-mail, or
+        by its id through the identity map); ``access`` an access request.
+        """
+        if event.kind not in ("erase", "access"):
+            return None
+        source = f"webhook:{system}"
+        external = (system, event.external_id) if event.external_id else None
+        try:
+            if event.kind == "erase":
+                return await self.erase(event.email, external=external, source=source)
+            email = event.email
+            if not email and external is not None:
+                sid = self.rt.store.subject_for_external(*external)
+                email = await self._resolve_email({system: external[1]}, sid, first=system)
+            if not email:
+                raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
+            return await self.access(email, source=source)
+        except SubjectNotFoundError:
+            audit.append(self.rt.store, "dsr.unmatched", {"system": system, "kind": event.kind})
+            log.warning("webhook matched no subject", extra={"system": system})
+            return None
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def list(self, *, open_only: bool = False, overdue: bool = False) -> list[RequestView]:
+        """Requests, oldest first; ``overdue`` keeps open requests past their deadline."""
+        found = [self._view(r) for r in self.db.requests(open_only=open_only or overdue)]
+        return [v for v in found if v.overdue] if overdue else found
+
+    def get(self, request_id: str) -> RequestView | None:
+        row = self.db.get(request_id)
+        return None if row is None else self._view(row)
+
+    def extend(self, request_id: str, months: int, reason: str) -> RequestView:
+        """Extend an open request's deadline (Art. 12(3): two further months at most).
+
+        The reason is redacted (e-mails, phones) before it is stored.
+        """
+        row = self.db.get(request_id)
+        if row is None:
+            raise DsrUsageError(f"no request {request_id!r}")
+        if row.status != "open":
+            raise DsrUsageError(f"request {request_id} is {row.status}; only open ones extend")
+        if not reason.strip():
+            raise DsrUsageError("an extension needs a reason (--reason)")
+        used = extension_months(row)
+        if months < 1 or used + months > MAX_EXTENSION_MONTHS:
+            raise DsrUsageError(
+                f"--months must be 1..{MAX_EXTENSION_MONTHS - used}: a deadline extends by at "
+                f"most {MAX_EXTENSION_MONTHS} months in total ({used} used)"
+            )
+        received = dt.datetime.fromisoformat(row.received_at)
+        deadline = _iso(add_months(received, 1 + used + months))
+        text = redact(" ".join(reason.split()))[:500]
+        combined = f"{row.extension_reason}; {text}" if row.extension_reason else text
+        self.db.set_deadline(row.id, deadline, combined)
+        self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
+        return self._view(self.db.get(row.id))
+
+    def receipt(self, request_id: str) -> str | None:
+        """The signed receipt (canonical JSON text) of a completed request, else ``None``."""
+        row = self.db.get(request_id)
+        return None if row is None else row.receipt
+
+    def public_key_pem(self) -> str:
+        """The receipts' public key as PEM (the key pair is created on first use)."""
+        return self.signer.public_key_pem()
+
+    def verify_receipt(self, data: bytes, public_key_pem: bytes | None = None) -> Verification:
+        """Check a receipt against a given public key, or this deployment's own."""
+        public = load_public_key(public_key_pem) if public_key_pem else self.signer.public_key
+        return _verify_bytes(data, public)
+
+    # -- shared with the kind runners ------------------------------------------------------------
+
+    def seal_manifest(self, request_id: str, value: dict[str, Any]) -> bytes:
+        return self.rt.keyring.seal_json(value, f"dsr-manifest:{request_id}")
+
+    def open_manifest(self, row: RequestRow) -> dict[str, Any]:
+        if row.manifest is None:
+            raise DsrError(f"request {row.id}: its sealed manifest is gone; cannot resume")
+        value: dict[str, Any] = self.rt.keyring.open_json(row.manifest, f"dsr-manifest:{row.id}")
+        return value
+
+    def audit(self, kind: str, row: RequestRow, **data: Any) -> None:
+        """An audit entry about a request: ids, statuses and counts only."""
+        audit.append(
+            self.rt.store, kind, {"request": row.id, "kind": row.kind, **data}, row.subject_id
+        )
+
+    def timestamp(self) -> str:
+        return _iso(self.now())
+
+    async def _resolve_email(
+        self, ids: dict[str, str], subject_id: str | None, *, first: str
+    ) -> str | None:
+        """The subject's e-mail, read from a system that still holds them by its id.
+
+        Only an e-mail that hashes to the known subject id is accepted (when one is known),
+        so a system id reused for someone else cannot redirect the erasure.
+        """
+        order = sorted(ids, key=lambda name: name != first)
+        for name in order:
+            system = self.rt.systems.get(name)
+            if system is None:
+                continue
+            try:
+                records = await system.adapter.find(
+                    Subject(email=PLACEHOLDER_EMAIL, external_id=ids[name])
+                )
+            except KlantsyncError as exc:
+                log.warning("lookup by id failed", extra={"system": name, "error": str(exc)})
+                continue
+            for record in records:
+                email = system.mapping.inbound(record).email
+                if email and (
+                    subject_id is None or self.rt.keyring.subject_id(email) == subject_id
+                ):
+                    return email
+        return None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _complete_if_done(self, row: RequestRow) -> None:
+        systems = self.db.systems(row.id)
+        tracked = {s.system for s in systems if s.system in self.rt.systems}
+        if tracked != set(self.rt.systems):
+            return
+        if any(s.status not in FINAL_STATUSES for s in systems if s.system in tracked):
+            return
+        completed_at = self.timestamp()
+        fresh = self.db.get(row.id)
+        assert fresh is not None
+        receipt = self.kinds.receipt(fresh, [s for s in systems if s.system in tracked])
+        receipt["completed_at"] = completed_at
+        signed = self.signer.sign(receipt)
+        self.db.complete(row.id, signed, completed_at)
+        digest = hashlib.sha256(signed.encode()).hexdigest()
+        self.audit("dsr.completed", row, receipt_sha256=digest)
+        log.info("request completed", extra={"request": row.id, "subject": row.subject_id})
+
+    def _finals(self, request_id: str) -> int:
+        return sum(s.status in FINAL_STATUSES for s in self.db.systems(request_id))
+
+    def _new_row(self, kind: str, subject_id: str, source: str) -> RequestRow:
+        now = self.now()
+        request_id = f"{_PREFIX[kind]}-{now:%Y%m%d}-{secrets.token_hex(4)}"
+        return RequestRow(
+            id=request_id,
+            kind=kind,
+            subject_id=subject_id,
+            received_at=_iso(now),
+            deadline=_iso(add_months(now, 1)),
+            extension_reason=None,
+            status="open",
+            source=source,
+            manifest=None,
+            payload=None,
+            receipt=None,
+            completed_at=None,
+        )
+
+    def _view(self, row: RequestRow | None) -> RequestView:
+        assert row is not None
+        return make_view(row, self.db.systems(row.id), self.now())
+
+    @staticmethod
+    def _checked_email(email: str) -> str:
+        normalised = normalise_email(email)
+        local, at, domain = normalised.partition("@")
+        if not (local and at and "." in domain):
+            raise DsrUsageError("--email is not an e-mail address")
+        return normalised
+
+    def _checked_fields(self, fields: dict[str, str]) -> dict[str, str]:
+        if not fields:
+            raise DsrUsageError("nothing to rectify: give at least one --set field=value")
+        for name, value in fields.items():
+            if name not in CANONICAL_FIELDS:
+                known = ", ".join(sorted(CANONICAL_FIELDS))
+                raise DsrUsageError(f"unknown field {name!r}; canonical fields: {known}")
+            if name == "email":
+                raise DsrUsageError(
+                    "the e-mail address identifies the subject and cannot be rectified here; "
+                    "change it in the source system"
+                )
+            for system_name, mapping in self.rt.config.mappings.items():
+                spec = mapping.fields.get(name)
+                if spec is not None and spec.outbound and spec.convert(value) is None:
+                    raise DsrUsageError(f"{name}: the value is not valid for {system_name}")
+        return dict(fields)
+
+
+async def handle_webhook(
+    service: DsrService, system_name: str, request: WebhookRequest, now: float
+) -> list[RequestView]:
+    """Verify an inbound delivery with the system's webhook secret, then open its requests.
+
+    Args:
+        now: epoch seconds, for the vendor's freshness window.
+
+    Raises:
+        WebhookRejected: unknown system, no secret configured, or a bad or stale signature;
+            nothing is opened.
+    """
+    system = service.rt.systems.get(system_name)
+    if system is None:
+        raise WebhookRejected(f"webhook for unknown system {system_name!r}")
+    hooks = system.settings.webhooks
+    if hooks is None:
+        raise WebhookRejected(
+            f"{system_name}: no webhook secret configured (systems.{system_name}.webhooks.secret)"
+        )
+    if not system.adapter.verify_webhook(request, hooks.secret.get_secret_value(), now):
+        audit.append(service.rt.store, "webhook.rejected", {"system": system_name})
+        raise WebhookRejected(
+            f"{system_name}: webhook signature is invalid or outside its freshness window"
+        )
+    opened: list[RequestView] = []
+    for event in system.adapter.parse_webhook(request):
+        if event.kind not in ("erase", "access"):
+            continue
+        # A replayed delivery must not open a second request; namespaced so the daemon's own
+        # use of the same table cannot collide with this guard.
+        if not service.db.first_delivery(system_name, f"dsr:{event.delivery_id}"):
+            continue
+        view = await service.handle_event(system_name, event)
+        if view is not None:
+            opened.append(view)
+    return opened
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def _e164(phone: str) -> str | None:
+    transform = make_transform("phone", "NL")
+    assert transform is not None
+    value = transform(phone)
+    return value if isinstance(value, str) else None
+
+
+def _with(row: RequestRow, **changes: Any) -> RequestRow:
+    return replace(row, **changes)

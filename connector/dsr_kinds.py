@@ -1,0 +1,375 @@
+"""The work of each request kind (erase, access, rectify), run and resumed by the service.
+
+Every step records its outcome per system before the next one starts, so a request killed at
+any point resumes on retry: systems already final are skipped, ``in_progress`` ones are run
+again (every adapter verb used here is idempotent), and the sealed manifest taken before the
+first deletion still names every system's ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from connector.access import BUNDLE_FILES, art15_facts, write_bundle
+from connector.adapter import ErasureResult, OutboundRecord, Subject
+from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
+from connector.errors import KlantsyncError
+from connector.logs import redact
+from connector.model import Person
+from connector.systems import System
+
+if TYPE_CHECKING:
+    from connector.dsr import DsrService
+
+__all__ = ["KindRunner"]
+
+log = logging.getLogger("klantsync.dsr")
+
+_KEPT = (
+    "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person; "
+    "audit entries (keyed hash ids only)"
+)
+
+
+class KindRunner:
+    """Runs the per-system work of a request and builds its receipt body.
+
+    Args:
+        service: the service whose store, runtime and clock it uses.
+    """
+
+    def __init__(self, service: DsrService) -> None:
+        self.service = service
+        self.db = service.db
+        self.rt = service.rt
+
+    async def run(self, row: RequestRow) -> None:
+        """Do what is left of ``row`` (an open request)."""
+        if row.kind == "erase":
+            await self._erase(row)
+        elif row.kind == "access":
+            await self._access(row)
+        elif row.kind == "rectify":
+            await self._rectify(row)
+        else:  # pragma: no cover - kinds come from this module's own writers
+            raise ValueError(f"unknown request kind {row.kind!r}")
+
+    def receipt(self, row: RequestRow, systems: list[SystemRow]) -> dict[str, Any]:
+        """The receipt body (signed by the caller): per-system outcomes, no personal data."""
+        connector: dict[str, Any]
+        if row.kind == "erase":
+            connector = {
+                "deleted": [
+                    "identity map rows",
+                    "delivered hashes",
+                    "outbox rows",
+                    "dead letters",
+                    "erasure manifest",
+                ],
+                "kept": _KEPT,
+            }
+        elif row.kind == "access":
+            connector = {
+                "bundle_files": list(BUNDLE_FILES),
+                "note": "the access bundle is the only place klantsync wrote personal data in "
+                "clear; the request's sealed copy of the e-mail is destroyed",
+            }
+        else:
+            connector = {
+                "note": "last-delivered hashes of the touched systems were dropped so "
+                "the next sync compares afresh"
+            }
+        return {
+            "version": 1,
+            "request_id": row.id,
+            "kind": row.kind,
+            "subject_id": row.subject_id,
+            "source": row.source,
+            "received_at": row.received_at,
+            "deadline": row.deadline,
+            "issued_by": "klantsync",
+            "systems": [
+                {
+                    "system": s.system,
+                    "adapter": self.rt.systems[s.system].settings.adapter,
+                    "status": s.status,
+                    "attempts": s.attempts,
+                    "detail": s.detail or "",
+                    **s.result,
+                }
+                for s in systems
+            ],
+            "connector": connector,
+        }
+
+    # -- erase ---------------------------------------------------------------------------------
+
+    async def _erase(self, row: RequestRow) -> None:
+        manifest = self.service.open_manifest(row)
+        states = {s.system: s for s in self.db.systems(row.id)}
+        todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
+        # 1. The manifest snapshot: each system's ids, before that system is asked to delete.
+        missing = [n for n in todo if n not in manifest["snapshot"]]
+        found = await _settle({n: self._find(n, manifest) for n in missing})
+        for name, outcome in found.items():
+            if isinstance(outcome, KlantsyncError):
+                self._failed(row, name, f"snapshot: {outcome}", attempt=True)
+                continue
+            assert isinstance(outcome, list)
+            system = self.rt.systems[name]
+            # Only a record whose own e-mail is the subject's names the person's id (an order
+            # listed with them has an id too, but not theirs).
+            own = _own_id(system, outcome, manifest["email"]) if manifest["email"] else None
+            if own:
+                manifest["ids"].setdefault(name, own)
+            manifest["held"][name] = bool(outcome)
+            manifest["snapshot"].append(name)
+        if missing:
+            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+            held = sorted(n for n, h in manifest["held"].items() if h)
+            self.service.audit("dsr.manifest", row, systems_holding=held)
+        # 2. The connector's own traces go before the fan-out, so nothing here outlives it.
+        counts = self.db.delete_traces(manifest["subject_ids"])
+        if any(counts.values()):
+            self.service.audit("dsr.traces_deleted", row, rows=counts)
+        # 3. Fan out to every system whose snapshot is taken, concurrently.
+        ready = [n for n in todo if n in manifest["snapshot"]]
+        outcomes = await _settle(
+            {n: self._erase_system(row, n, manifest, states[n]) for n in ready}
+        )
+        crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
+        if crashed:
+            raise crashed[0]
+
+    async def _find(self, name: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self.rt.systems[name].adapter.find(_subject(manifest, name))
+
+    async def _erase_system(
+        self, row: RequestRow, name: str, manifest: dict[str, Any], state: SystemRow
+    ) -> None:
+        system = self.rt.systems[name]
+        subject = _subject(manifest, name)
+        if not manifest["email"] and subject.external_id is None:
+            self._set(row, name, "not_held", "no e-mail or id known for this system")
+            return
+        record = dict(state.result)
+        self.db.set_system(row.id, name, "in_progress", attempt=True)
+        try:
+            if state.status != "pending_verification":
+                result = await system.adapter.erase(subject)
+                # A retry after a crash finds nothing left; the first call's facts stay.
+                if not (record.get("found") and not result.found):
+                    record = _erasure_facts(result, self.service.timestamp())
+                self.db.set_system(row.id, name, "done", result=record)
+                self.service.audit("dsr.erased", row, system=name, found=result.found)
+            remaining = await system.adapter.find(subject)
+        except KlantsyncError as exc:
+            self._failed(row, name, str(exc))
+            return
+        if remaining:
+            if record.get("pending"):
+                self._set(
+                    row,
+                    name,
+                    "pending_verification",
+                    "the vendor erases asynchronously; verified again on retry",
+                    record,
+                )
+                return
+            self._failed(row, name, "still present after erasure", record)
+            self.service.audit("dsr.alert", row, system=name, problem="still present")
+            log.error("erased subject still present", extra={"system": name, "request": row.id})
+            return
+        held = bool(manifest["held"].get(name) or record.get("found"))
+        record["verified_at"] = self.service.timestamp()
+        detail = None
+        if not held and row.source == f"webhook:{name}":
+            detail = "erased by the vendor itself (origin of the request)"
+        self._set(row, name, "verified_absent" if held else "not_held", detail, record)
+
+    # -- access --------------------------------------------------------------------------------
+
+    async def _access(self, row: RequestRow) -> None:
+        manifest = self.service.open_manifest(row)
+        ids = self.db.identities(row.subject_id)
+
+        async def read(name: str) -> list[dict[str, Any]]:
+            self.db.set_system(row.id, name, "in_progress", attempt=True)
+            subject = Subject(email=manifest["email"], external_id=ids.get(name))
+            return await self.rt.systems[name].adapter.find(subject)
+
+        # Every system is read again on a retry: records are never stored between attempts.
+        outcomes = await _settle({n: read(n) for n in self.rt.systems})
+        held: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        for name, outcome in outcomes.items():
+            if isinstance(outcome, KlantsyncError):
+                self._failed(row, name, str(outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                assert isinstance(outcome, list)
+                held[name] = (self.rt.systems[name].settings.adapter, outcome)
+                facts = {"endpoint": "find", "records": len(outcome)}
+                self._set(row, name, "done" if outcome else "not_held", None, facts)
+        if len(held) != len(self.rt.systems):
+            return
+        connector = {
+            "subject_id": row.subject_id,
+            **self.db.holdings(row.subject_id),
+            "requests": [
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "received_at": r.received_at,
+                    "status": r.status,
+                    "completed_at": r.completed_at,
+                }
+                for r in self.db.history(row.subject_id)
+            ],
+        }
+        target = Path(manifest["out_dir"]).resolve()
+        written = write_bundle(
+            target,
+            request_id=row.id,
+            subject_id=row.subject_id,
+            generated_at=self.service.timestamp(),
+            systems=held,
+            connector=connector,
+            facts=art15_facts(self.rt.config),
+        )
+        if redact(str(target)) == str(target):
+            self.db.record_bundle(str(target), [p.name for p in written])
+        else:
+            # A folder named after the person would put their e-mail in the store in clear.
+            log.warning("bundle folder name looks personal; not tracked for retention")
+        self.service.audit("dsr.access_bundle", row, systems=sorted(held))
+
+    # -- rectify -------------------------------------------------------------------------------
+
+    async def _rectify(self, row: RequestRow) -> None:
+        manifest = self.service.open_manifest(row)
+        states = {s.system: s for s in self.db.systems(row.id)}
+        todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
+        outcomes = await _settle({n: self._rectify_system(row, n, manifest) for n in todo})
+        crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
+        if crashed:
+            raise crashed[0]
+
+    async def _rectify_system(self, row: RequestRow, name: str, manifest: dict[str, Any]) -> None:
+        system = self.rt.systems[name]
+        fields: dict[str, str] = manifest["fields"]
+        names = sorted(
+            n for n in fields if n in system.mapping.fields and system.mapping.fields[n].outbound
+        )
+        if not names:
+            self._set(row, name, "skipped", "this system receives none of the fields")
+            return
+        email: str = manifest["email"]
+        self.db.set_system(row.id, name, "in_progress", attempt=True)
+        try:
+            external = self.db.identities(row.subject_id).get(name)
+            records = await system.adapter.find(Subject(email=email, external_id=external))
+            if not records:
+                # Upserting would *create* the person there, which is not a rectification.
+                self._set(row, name, "not_held", "the system holds no record for the subject")
+                return
+            external = external or _own_id(system, records, email)
+            person = Person(email=email)
+            for field_name in names:
+                person[field_name] = system.mapping.fields[field_name].convert(fields[field_name])
+            outbound = OutboundRecord(
+                ref=row.id,
+                email=email,
+                external_id=external,
+                fields=system.mapping.outbound(person),
+            )
+            (result,) = await system.adapter.upsert([outbound])
+        except KlantsyncError as exc:
+            self._failed(row, name, str(exc))
+            return
+        if result.outcome == "failed":
+            self._failed(row, name, f"rejected: {result.reason}")
+            return
+        self.db.forget_delivered(name, row.subject_id)
+        facts = {
+            "endpoint": "upsert",
+            "outcome": result.outcome,
+            "fields": names,
+            "updated_at": self.service.timestamp(),
+        }
+        self._set(row, name, "done", None, facts)
+
+    # -- status helpers ------------------------------------------------------------------------
+
+    def _set(
+        self,
+        row: RequestRow,
+        name: str,
+        status: str,
+        detail: str | None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        self.db.set_system(row.id, name, status, detail=detail, result=result)
+        self.service.audit("dsr.system", row, system=name, status=status)
+
+    def _failed(
+        self,
+        row: RequestRow,
+        name: str,
+        reason: str,
+        result: dict[str, Any] | None = None,
+        *,
+        attempt: bool = False,
+    ) -> None:
+        # Error texts come from the error tree: system, method, path, status; never bodies.
+        self.db.set_system(row.id, name, "failed", detail=reason, result=result, attempt=attempt)
+        self.service.audit("dsr.system", row, system=name, status="failed", detail=reason)
+        log.warning(
+            "request step failed", extra={"request": row.id, "system": name, "error": reason}
+        )
+
+
+def _subject(manifest: dict[str, Any], name: str) -> Subject:
+    from connector.dsr import PLACEHOLDER_EMAIL
+
+    return Subject(
+        email=manifest["email"] or PLACEHOLDER_EMAIL,
+        phone=manifest.get("phone"),
+        external_id=manifest["ids"].get(name),
+    )
+
+
+def _own_id(system: System, records: list[dict[str, Any]], email: str) -> str | None:
+    for record in records:
+        if system.mapping.inbound(record).email == email:
+            return system.mapping.record_id(record)
+    return None
+
+
+def _erasure_facts(result: ErasureResult, at: str) -> dict[str, Any]:
+    return {
+        "endpoint": result.endpoint,
+        "mode": result.mode,
+        "reversible": result.reversible,
+        "found": result.found,
+        "vendor_status": result.vendor_status,
+        "confirmation": result.confirmation,
+        "note": result.note,
+        "pending": result.pending,
+        "erased_at": at,
+    }
+
+
+async def _settle(jobs: dict[str, Awaitable[Any]]) -> dict[str, Any]:
+    """Run ``jobs`` concurrently; each name maps to its result or the exception it raised.
+
+    Every job finishes (or fails) before this returns, so a crash in one system never leaves
+    another mid-call with its status unrecorded.
+    """
+    names = list(jobs)
+    results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+    return dict(zip(names, results, strict=True))

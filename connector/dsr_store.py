@@ -1,0 +1,311 @@
+"""SQL for data subject requests, and for deleting the connector's own traces of a subject.
+
+The tables (``dsr_requests``, ``dsr_systems``) are defined by schema migration 2 in
+:mod:`connector.state`; this module is the only code that reads and writes them. Rows hold
+subject ids (keyed HMAC), statuses and vendor facts; whatever identifies the person in clear
+(e-mail, phone, ids per system) lives only in the sealed ``manifest`` and ``payload`` columns,
+which are set to NULL once a request is complete.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from connector.state import Store, utcnow
+
+__all__ = [
+    "FINAL_STATUSES",
+    "SYSTEM_STATUSES",
+    "DsrStore",
+    "RequestRow",
+    "SystemRow",
+]
+
+#: Per-system statuses. ``failed`` and ``pending_verification`` are retried; the rest of the
+#: non-final ones are work not yet started or interrupted (resumed on retry).
+SYSTEM_STATUSES = frozenset(
+    {
+        "pending",
+        "in_progress",
+        "done",
+        "verified_absent",
+        "pending_verification",
+        "failed",
+        "not_held",
+        "skipped",
+    }
+)
+
+#: A request is complete when every system is in one of these.
+FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped"})
+
+_REQUEST_COLUMNS = (
+    "id, kind, subject_id, received_at, deadline, extension_reason, status, source, "
+    "manifest, payload, receipt, completed_at"
+)
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    """One ``dsr_requests`` row (``manifest`` and ``payload`` are sealed blobs or ``None``)."""
+
+    id: str
+    kind: str
+    subject_id: str
+    received_at: str
+    deadline: str
+    extension_reason: str | None
+    status: str
+    source: str
+    manifest: bytes | None
+    payload: bytes | None
+    receipt: str | None
+    completed_at: str | None
+
+
+@dataclass(frozen=True)
+class SystemRow:
+    """One ``dsr_systems`` row: a request's state in one system.
+
+    ``result`` is the JSON the receipt is built from (vendor facts; never personal data).
+    """
+
+    request_id: str
+    system: str
+    status: str
+    attempts: int
+    detail: str | None
+    result: dict[str, Any]
+    updated_at: str
+
+
+class DsrStore:
+    """Data subject request records on top of the :class:`~connector.state.Store`.
+
+    Args:
+        store: the open store.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.db = store.db
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        row: RequestRow,
+        systems: Sequence[str],
+        suppress: Iterable[str] = (),
+    ) -> None:
+        """Insert a request, its per-system rows and (for erasure) its suppression entries.
+
+        One transaction: a request never exists without its suppression entry, so an erasure
+        that crashes right after being recorded still stops every sync path.
+        """
+        now = utcnow()
+        with self.store.transaction() as db:
+            db.execute(
+                f"INSERT INTO dsr_requests({_REQUEST_COLUMNS}) "  # noqa: S608 - fixed names
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    row.id,
+                    row.kind,
+                    row.subject_id,
+                    row.received_at,
+                    row.deadline,
+                    row.extension_reason,
+                    row.status,
+                    row.source,
+                    row.manifest,
+                    row.payload,
+                    row.receipt,
+                    row.completed_at,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO dsr_systems(request_id, system, status, attempts, detail, result, "
+                "updated_at) VALUES (?,?,?,?,?,?,?)",
+                [(row.id, name, "pending", 0, None, "{}", now) for name in systems],
+            )
+            ids = [sid for sid in suppress if sid]
+            if ids:
+                self.store.suppress(ids, "erasure", row.id)
+
+    def get(self, request_id: str) -> RequestRow | None:
+        found = self.db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests WHERE id=?",  # noqa: S608
+            (request_id,),
+        ).fetchone()
+        return None if found is None else RequestRow(*found)
+
+    def requests(self, *, open_only: bool = False) -> list[RequestRow]:
+        """Every request, oldest first (only open ones with ``open_only``)."""
+        query = f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests"  # noqa: S608
+        if open_only:
+            query += " WHERE status='open'"
+        return [RequestRow(*r) for r in self.db.execute(query + " ORDER BY received_at, id")]
+
+    def open_for(self, kind: str, subject_id: str) -> RequestRow | None:
+        """The open request of ``kind`` for a subject, if there is one."""
+        found = self.db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests "  # noqa: S608
+            "WHERE kind=? AND subject_id=? AND status='open' ORDER BY received_at LIMIT 1",
+            (kind, subject_id),
+        ).fetchone()
+        return None if found is None else RequestRow(*found)
+
+    def history(self, subject_id: str) -> list[RequestRow]:
+        """Every request about a subject, oldest first."""
+        rows = self.db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests "  # noqa: S608
+            "WHERE subject_id=? ORDER BY received_at, id",
+            (subject_id,),
+        )
+        return [RequestRow(*r) for r in rows]
+
+    def set_manifest(self, request_id: str, manifest: bytes | None) -> None:
+        self.db.execute("UPDATE dsr_requests SET manifest=? WHERE id=?", (manifest, request_id))
+
+    def set_deadline(self, request_id: str, deadline: str, reason: str) -> None:
+        self.db.execute(
+            "UPDATE dsr_requests SET deadline=?, extension_reason=? WHERE id=?",
+            (deadline, reason, request_id),
+        )
+
+    def complete(self, request_id: str, receipt: str, completed_at: str) -> None:
+        """Mark done, store the receipt and destroy the manifest and payload (sealed PII)."""
+        self.db.execute(
+            "UPDATE dsr_requests SET status='completed', receipt=?, completed_at=?, "
+            "manifest=NULL, payload=NULL WHERE id=?",
+            (receipt, completed_at, request_id),
+        )
+
+    # -- per-system state --------------------------------------------------------------------
+
+    def systems(self, request_id: str) -> list[SystemRow]:
+        rows = self.db.execute(
+            "SELECT request_id, system, status, attempts, detail, result, updated_at "
+            "FROM dsr_systems WHERE request_id=? ORDER BY system",
+            (request_id,),
+        ).fetchall()
+        return [
+            SystemRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6]) for r in rows
+        ]
+
+    def set_system(
+        self,
+        request_id: str,
+        system: str,
+        status: str,
+        *,
+        detail: str | None = None,
+        result: dict[str, Any] | None = None,
+        attempt: bool = False,
+    ) -> None:
+        """Record one system's status (``attempt`` counts a new try; ``result`` replaces)."""
+        assert status in SYSTEM_STATUSES, status
+        sets = "status=?, detail=?, updated_at=?"
+        params: list[Any] = [status, detail, utcnow()]
+        if result is not None:
+            sets += ", result=?"
+            params.append(json.dumps(result, sort_keys=True))
+        if attempt:
+            sets += ", attempts=attempts+1"
+        self.db.execute(
+            f"UPDATE dsr_systems SET {sets} WHERE request_id=? AND system=?",  # noqa: S608
+            (*params, request_id, system),
+        )
+
+    def add_system(self, request_id: str, system: str) -> None:
+        """Track a system configured after the request was opened (no-op if tracked)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO dsr_systems(request_id, system, status, attempts, detail, "
+            "result, updated_at) VALUES (?,?,?,?,?,?,?)",
+            (request_id, system, "pending", 0, None, "{}", utcnow()),
+        )
+
+    # -- what the connector itself holds about a subject --------------------------------------
+
+    def identities(self, subject_id: str) -> dict[str, str]:
+        """System name -> that system's id for the subject, from the identity map."""
+        rows = self.db.execute(
+            "SELECT system, external_id FROM identities WHERE subject_id=? ORDER BY system",
+            (subject_id,),
+        )
+        return {str(system): str(ext) for system, ext in rows}
+
+    def suppression(self, subject_id: str) -> dict[str, Any] | None:
+        found = self.db.execute(
+            "SELECT kind, request_id, created_at FROM suppression WHERE subject_id=?",
+            (subject_id,),
+        ).fetchone()
+        if found is None:
+            return None
+        return {"kind": found[0], "request_id": found[1], "created_at": found[2]}
+
+    def holdings(self, subject_id: str) -> dict[str, Any]:
+        """Everything non-sealed the connector keeps about a subject (for access reports)."""
+        delivered = self.db.execute(
+            "SELECT system, delivered_at FROM delivered WHERE subject_id=? ORDER BY system",
+            (subject_id,),
+        ).fetchall()
+        queued = self.db.execute(
+            "SELECT system, enqueued_at FROM outbox WHERE subject_id=? ORDER BY system",
+            (subject_id,),
+        ).fetchall()
+        dead = self.db.execute(
+            "SELECT system, reason, created_at FROM dead_letters WHERE subject_id=? ORDER BY id",
+            (subject_id,),
+        ).fetchall()
+        return {
+            "identities": self.identities(subject_id),
+            "last_delivered": {s: at for s, at in delivered},
+            "queued_for_delivery": {s: at for s, at in queued},
+            "dead_letters": [{"system": s, "reason": r, "created_at": c} for s, r, c in dead],
+            "suppression": self.suppression(subject_id),
+        }
+
+    def delete_traces(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        """Delete the subject's identity rows, delivered hashes, outbox rows and dead letters.
+
+        What stays: the suppression entry and audit entries, both keyed HMAC ids only.
+        Returns rows deleted per table.
+        """
+        counts: dict[str, int] = {}
+        marks = ",".join("?" * len(subject_ids))
+        with self.store.transaction() as db:
+            for table in ("identities", "delivered", "outbox", "dead_letters"):
+                cur = db.execute(
+                    f"DELETE FROM {table} WHERE subject_id IN ({marks})",  # noqa: S608
+                    tuple(subject_ids),
+                )
+                counts[table] = cur.rowcount
+        return counts
+
+    def forget_delivered(self, system: str, subject_id: str) -> None:
+        """Drop the last-delivered hash so the next sync compares this subject afresh."""
+        self.db.execute(
+            "DELETE FROM delivered WHERE system=? AND subject_id=?", (system, subject_id)
+        )
+
+    def record_bundle(self, path: str, files: Sequence[str]) -> None:
+        """Register a written access bundle so the retention sweep deletes it in time."""
+        self.db.execute(
+            "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
+            (path, json.dumps(list(files)), utcnow()),
+        )
+
+    # -- webhook replay guard ----------------------------------------------------------------
+
+    def first_delivery(self, system: str, delivery_id: str) -> bool:
+        """Record a webhook delivery id; false if it was seen before (a replay)."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO webhook_deliveries(system, delivery_id, received_at) "
+            "VALUES (?,?,?)",
+            (system, delivery_id, utcnow()),
+        )
+        return cur.rowcount == 1

@@ -1,0 +1,218 @@
+"""What callers see of data subject requests: views, deadlines, the status summary, errors.
+
+Kept apart from the orchestration in :mod:`connector.dsr` so the ``status`` command, the admin
+API and the CLI can read requests without building a runtime. Nothing here holds an e-mail:
+requests are known by their id and the subject's keyed HMAC id.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow, SystemRow
+from connector.errors import KlantsyncError
+from connector.state import Store
+
+__all__ = [
+    "FLAG_DAYS",
+    "DsrError",
+    "DsrUsageError",
+    "RequestView",
+    "SubjectNotFoundError",
+    "SystemView",
+    "WebhookRejected",
+    "add_months",
+    "extension_months",
+    "summary",
+    "utc_now",
+]
+
+#: A request this many days (or fewer) before its deadline is flagged for attention.
+FLAG_DAYS = 7
+#: Art. 12(3): one month, extendable by two further months.
+MAX_EXTENSION_MONTHS = 2
+
+
+class DsrError(KlantsyncError):
+    """A data subject request cannot be carried out as asked; the CLI exits 1."""
+
+
+class DsrUsageError(DsrError):
+    """Bad usage (unknown request or field, an extension too long); the CLI exits 2."""
+
+
+class SubjectNotFoundError(DsrError):
+    """An id from a system (a webhook) matches no subject the connector or the system knows."""
+
+
+class WebhookRejected(KlantsyncError):
+    """An inbound webhook failed its signature or freshness check; nothing was opened."""
+
+
+def utc_now() -> dt.datetime:
+    """Now, UTC, aware."""
+    return dt.datetime.now(dt.UTC)
+
+
+def add_months(moment: dt.datetime, months: int) -> dt.datetime:
+    """Calendar months later; the day is clamped (31 January + 1 month = 28/29 February)."""
+    index = moment.month - 1 + months
+    year, month = moment.year + index // 12, index % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def extension_months(row: RequestRow) -> int:
+    """How many months the deadline has been extended by so far (0, 1 or 2)."""
+    received = dt.datetime.fromisoformat(row.received_at)
+    deadline = dt.datetime.fromisoformat(row.deadline)
+    for months in range(MAX_EXTENSION_MONTHS + 1):
+        if add_months(received, 1 + months) >= deadline:
+            return months
+    return MAX_EXTENSION_MONTHS
+
+
+@dataclass(frozen=True)
+class SystemView:
+    """One system's state in a request."""
+
+    system: str
+    status: str
+    attempts: int
+    detail: str | None
+    updated_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "system": self.system,
+            "status": self.status,
+            "attempts": self.attempts,
+            "detail": self.detail,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """A data subject request as callers see it; never holds an e-mail or other clear data.
+
+    Attributes:
+        status: ``open`` or ``completed``.
+        days_left: whole days to the deadline (negative when overdue).
+        flagged: open with :data:`FLAG_DAYS` or fewer days left (or overdue).
+        overdue: open past its deadline.
+        systems: per-system statuses, by system name.
+    """
+
+    id: str
+    kind: str
+    subject_id: str
+    received_at: str
+    deadline: str
+    status: str
+    days_left: int
+    flagged: bool
+    overdue: bool
+    source: str
+    extension_reason: str | None
+    completed_at: str | None
+    has_receipt: bool
+    systems: tuple[SystemView, ...]
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+    @property
+    def failed_systems(self) -> list[str]:
+        return [s.system for s in self.systems if s.status not in FINAL_STATUSES]
+
+    def system(self, name: str) -> SystemView:
+        """The state in one system (``KeyError`` if the request does not track it)."""
+        for view in self.systems:
+            if view.system == name:
+                return view
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form for ``--json`` and the admin API."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "subject_id": self.subject_id,
+            "received_at": self.received_at,
+            "deadline": self.deadline,
+            "status": self.status,
+            "days_left": self.days_left,
+            "flagged": self.flagged,
+            "overdue": self.overdue,
+            "source": self.source,
+            "extension_reason": self.extension_reason,
+            "completed_at": self.completed_at,
+            "has_receipt": self.has_receipt,
+            "systems": {s.system: s.as_dict() for s in self.systems},
+        }
+
+
+def make_view(row: RequestRow, systems: list[SystemRow], now: dt.datetime) -> RequestView:
+    """Build the view of one request as of ``now``."""
+    deadline = dt.datetime.fromisoformat(row.deadline)
+    days_left = (deadline - now) // dt.timedelta(days=1)
+    is_open = row.status == "open"
+    return RequestView(
+        id=row.id,
+        kind=row.kind,
+        subject_id=row.subject_id,
+        received_at=row.received_at,
+        deadline=row.deadline,
+        status=row.status,
+        days_left=days_left,
+        flagged=is_open and deadline - now <= dt.timedelta(days=FLAG_DAYS),
+        overdue=is_open and now > deadline,
+        source=row.source,
+        extension_reason=row.extension_reason,
+        completed_at=row.completed_at,
+        has_receipt=row.receipt is not None,
+        systems=tuple(
+            SystemView(s.system, s.status, s.attempts, s.detail, s.updated_at) for s in systems
+        ),
+    )
+
+
+def views(
+    store: Store, *, open_only: bool = False, now: Callable[[], dt.datetime] = utc_now
+) -> list[RequestView]:
+    """Every request (or the open ones) as views, oldest first."""
+    dsr = DsrStore(store)
+    moment = now()
+    return [make_view(r, dsr.systems(r.id), moment) for r in dsr.requests(open_only=open_only)]
+
+
+def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Counts of open, overdue and flagged requests, and days left per open request.
+
+    For the ``status`` command and ``/admin/status``.
+    """
+    moment = now or utc_now()
+    open_views = views(store, open_only=True, now=lambda: moment)
+    return {
+        "open": len(open_views),
+        "overdue": sum(v.overdue for v in open_views),
+        "flagged": sum(v.flagged for v in open_views),
+        "requests": [
+            {
+                "id": v.id,
+                "kind": v.kind,
+                "deadline": v.deadline,
+                "days_left": v.days_left,
+                "flagged": v.flagged,
+                "overdue": v.overdue,
+                "waiting_on": v.failed_systems,
+            }
+            for v in open_views
+        ],
+    }

@@ -1,0 +1,188 @@
+"""Signed receipts: Ed25519 over canonical JSON, with a signing key kept sealed by the store.
+
+A receipt is one line of canonical JSON (sorted keys, compact separators, ASCII only)::
+
+    {"algorithm":"Ed25519","key_id":"...","receipt":{...},"signature":"<base64>"}
+
+The signature covers the canonical JSON of the ``receipt`` object. Verification also
+insists that the file *is* canonical (one optional trailing newline allowed): otherwise a byte
+changed in insignificant whitespace would still verify, and "one changed byte fails" is the
+property an auditor can check by hand.
+
+The private key is generated on first use and written next to the store, sealed with the
+:class:`~connector.crypto.Keyring` (so it is as safe as the outbox and needs no extra secret),
+file mode 0600. The public key is exported as PEM for anyone who must check receipts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+
+from connector.crypto import DecryptionError, Keyring
+from connector.errors import ReceiptError
+
+__all__ = [
+    "KEY_FILE",
+    "ReceiptSigner",
+    "Verification",
+    "canonical",
+    "key_id",
+    "load_public_key",
+    "verify_receipt",
+]
+
+#: File name of the sealed signing key, in the store's folder.
+KEY_FILE = "receipt-signing.key"
+_CONTEXT = "receipt-signing-key"
+ALGORITHM = "Ed25519"
+
+
+def canonical(value: Any) -> bytes:
+    """The one byte form that is signed: sorted keys, no spaces, ASCII escapes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """Short fingerprint of a public key (SHA-256 of its raw bytes, 16 hex digits)."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+class ReceiptSigner:
+    """Signs receipts with the deployment's Ed25519 key, creating the key on first use.
+
+    Args:
+        key_path: where the sealed key lives (``<store dir>/receipt-signing.key``).
+        keyring: seals and opens the key file.
+    """
+
+    def __init__(self, key_path: Path, keyring: Keyring) -> None:
+        self.key_path = key_path
+        self._keyring = keyring
+        self._private: Ed25519PrivateKey | None = None
+
+    @property
+    def private_key(self) -> Ed25519PrivateKey:
+        if self._private is None:
+            self._private = self._load_or_create()
+        return self._private
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.private_key.public_key()
+
+    def exists(self) -> bool:
+        """Whether the key file has been created yet."""
+        return self.key_path.is_file()
+
+    def public_key_pem(self) -> str:
+        """The public key as PEM (SubjectPublicKeyInfo), for ``klantsync dsr public-key``."""
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+
+    def sign(self, receipt: dict[str, Any]) -> str:
+        """The signed receipt document, as its canonical JSON text (one line)."""
+        signature = self.private_key.sign(canonical(receipt))
+        document = {
+            "algorithm": ALGORITHM,
+            "key_id": key_id(self.public_key),
+            "receipt": receipt,
+            "signature": base64.b64encode(signature).decode("ascii"),
+        }
+        return canonical(document).decode("ascii")
+
+    def _load_or_create(self) -> Ed25519PrivateKey:
+        if not self.key_path.exists():
+            key = Ed25519PrivateKey.generate()
+            raw = key.private_bytes(
+                serialization.Encoding.Raw,
+                serialization.PrivateFormat.Raw,
+                serialization.NoEncryption(),
+            )
+            self.key_path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                # O_EXCL: two processes starting at once must not each write their own key.
+                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(self._keyring.seal(raw, _CONTEXT))
+                return key
+        try:
+            raw = self._keyring.open(self.key_path.read_bytes(), _CONTEXT)
+            return Ed25519PrivateKey.from_private_bytes(raw)
+        except (DecryptionError, ValueError) as exc:
+            raise ReceiptError(
+                f"{self.key_path}: the receipt signing key does not open with this master key"
+            ) from exc
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of :func:`verify_receipt`: ``ok``, and what is wrong when it is not."""
+
+    ok: bool
+    problem: str = ""
+    receipt: dict[str, Any] | None = None
+
+
+def load_public_key(pem: bytes) -> Ed25519PublicKey:
+    """Read a PEM public key; raise :class:`ReceiptError` if it is not an Ed25519 key."""
+    try:
+        key = serialization.load_pem_public_key(pem)
+    except ValueError as exc:
+        raise ReceiptError("the public key is not a valid PEM public key") from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ReceiptError("the public key is not an Ed25519 key")
+    return key
+
+
+def verify_receipt(data: bytes, public: Ed25519PublicKey) -> Verification:
+    """Check a receipt file's bytes against ``public``; never raises on bad input."""
+    body = data[:-1] if data.endswith(b"\n") else data
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return Verification(False, "not valid JSON")
+    if not isinstance(document, dict) or set(document) != {
+        "algorithm",
+        "key_id",
+        "receipt",
+        "signature",
+    }:
+        return Verification(False, "not a klantsync receipt")
+    if canonical(document) != body:
+        return Verification(False, "not in canonical form (edited after signing)")
+    if document["algorithm"] != ALGORITHM:
+        return Verification(False, f"unsupported algorithm {document['algorithm']!r}")
+    if document["key_id"] != key_id(public):
+        return Verification(False, "signed with another key")
+    receipt = document["receipt"]
+    try:
+        text = str(document["signature"])
+        signature = base64.b64decode(text, validate=True)
+        # Unused low bits of the last base64 digit would let two texts decode alike.
+        if base64.b64encode(signature).decode("ascii") != text:
+            raise ValueError("non-canonical base64")
+        public.verify(signature, canonical(receipt))
+    except (InvalidSignature, binascii.Error, ValueError):
+        return Verification(False, "signature does not match the content")
+    if not isinstance(receipt, dict):
+        return Verification(False, "not a klantsync receipt")
+    return Verification(True, receipt=receipt)

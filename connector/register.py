@@ -1,0 +1,463 @@
+"""The Art. 30 processing register (verwerkingsregister), built from the configuration that runs.
+
+:func:`build_register` turns a loaded :class:`~connector.config.Config` into one JSON-ready
+structure: the controller's record (Art. 30(1)) and the agency's record as processor
+(Art. 30(2)). The categories of personal data come from the mappings' allow-lists, so a field
+added to a mapping appears in the register with no other change; the security measures come
+from the settings actually in force. :mod:`connector.register_render` renders the structure as
+Markdown or printable HTML; ``--format json`` prints it as is.
+
+Every label is given in the requested language (``nl`` or ``en``). Free text from the config
+(purposes, retention, names) is shown as written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from connector.audit import config_digest
+from connector.compliance import EEA_COUNTRIES, in_eea
+from connector.config import Config
+from connector.http import is_loopback
+from connector.model import CANONICAL_FIELDS, CATEGORIES
+
+__all__ = [
+    "LANGS",
+    "build_register",
+    "country_name",
+    "listener_is_loopback",
+    "security_measures",
+]
+
+LANGS = ("nl", "en")
+
+_LEGAL_BASIS = {
+    "consent": ("Consent (Art. 6(1)(a) GDPR)", "Toestemming (art. 6 lid 1 sub a AVG)"),
+    "contract": (
+        "Performance of a contract (Art. 6(1)(b) GDPR)",
+        "Uitvoering van een overeenkomst (art. 6 lid 1 sub b AVG)",
+    ),
+    "legal_obligation": (
+        "Legal obligation (Art. 6(1)(c) GDPR)",
+        "Wettelijke verplichting (art. 6 lid 1 sub c AVG)",
+    ),
+    "vital_interests": (
+        "Vital interests (Art. 6(1)(d) GDPR)",
+        "Vitaal belang (art. 6 lid 1 sub d AVG)",
+    ),
+    "public_task": (
+        "Public task (Art. 6(1)(e) GDPR)",
+        "Taak van algemeen belang (art. 6 lid 1 sub e AVG)",
+    ),
+    "legitimate_interests": (
+        "Legitimate interests (Art. 6(1)(f) GDPR)",
+        "Gerechtvaardigd belang (art. 6 lid 1 sub f AVG)",
+    ),
+}
+
+_ROLES = {
+    "processor": ("Processor", "Verwerker"),
+    "sub-processor": ("Sub-processor", "Subverwerker"),
+    "controller": ("Independent controller", "Zelfstandig verwerkingsverantwoordelijke"),
+    "joint-controller": ("Joint controller", "Gezamenlijk verwerkingsverantwoordelijke"),
+}
+
+_OWN_DATA = {
+    "dead_letters_days": (
+        "Records a system refused (dead letters)",
+        "Geweigerde records (dead letters)",
+    ),
+    "manifests_days": (
+        "Manifests of completed data subject requests",
+        "Manifesten van afgehandelde verzoeken van betrokkenen",
+    ),
+    "access_bundles_days": (
+        "Access bundles written (Art. 15)",
+        "Geschreven inzagepakketten (art. 15)",
+    ),
+    "audit_days": ("Audit log", "Auditlogboek"),
+}
+
+
+def _pick(pair: tuple[str, str], lang: str) -> str:
+    return pair[1] if lang == "nl" else pair[0]
+
+
+def country_name(code: str, lang: str) -> str:
+    """The country's name in ``lang``; the code itself when unknown."""
+    code = code.strip().upper()
+    if code in EEA_COUNTRIES:
+        return _pick(EEA_COUNTRIES[code], lang)
+    import pycountry
+
+    found = pycountry.countries.get(alpha_2=code)
+    if found is None:
+        return code
+    name = str(found.name)
+    if lang == "nl":
+        import gettext
+
+        try:
+            translation = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=["nl"])
+            name = translation.gettext(name)
+        except OSError:  # locale files missing in a trimmed install: English is still right
+            pass
+    return name
+
+
+def listener_is_loopback(listen: str) -> bool:
+    """Whether a ``host:port`` listener is reachable from this machine only."""
+    host = listen.rpartition(":")[0] if ":" in listen else listen
+    return is_loopback(host)
+
+
+def build_register(
+    config: Config, lang: str = "nl", generated_at: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The processing register of ``config`` as a JSON-ready dict, labelled in ``lang``.
+
+    Raises:
+        ValueError: ``lang`` is not ``nl`` or ``en``.
+    """
+    if lang not in LANGS:
+        raise ValueError(f"language must be one of {LANGS}")
+    when = generated_at or dt.datetime.now(dt.UTC)
+    controller = config.controller
+    record: dict[str, Any] = {
+        "schema": "klantsync.register/1",
+        "lang": lang,
+        "generated_at": when.isoformat(timespec="seconds"),
+        "config_sha256": config_digest(config)["sha256"],
+        "controller": controller.model_dump() if controller is not None else None,
+        "processing": [_processing(flow, lang) for flow in config.flows],
+        "data_subjects": list(config.privacy.data_subjects),
+        "personal_data": _personal_data(config, lang),
+        "recipients": [_recipient(config, name, lang) for name in config.systems],
+        "transfers": _transfers(config, lang),
+        "retention": {
+            "flows": [
+                {"flow": f.name, "retention": f.privacy.retention if f.privacy else ""}
+                for f in config.flows
+            ],
+            "connector": [
+                {
+                    "item": key,
+                    "label": _pick(label, lang),
+                    "days": getattr(config.retention, key),
+                }
+                for key, label in _OWN_DATA.items()
+            ],
+        },
+        "security": security_measures(config, lang),
+    }
+    record["processor_record"] = _processor_record(config, record, lang)
+    return record
+
+
+def _processing(flow: Any, lang: str) -> dict[str, Any]:
+    privacy = flow.privacy
+    basis = privacy.legal_basis if privacy else None
+    return {
+        "flow": flow.name,
+        "source": flow.source,
+        "destinations": list(flow.destinations),
+        "purposes": list(privacy.purposes) if privacy else [],
+        "legal_basis": basis,
+        "legal_basis_label": _pick(_LEGAL_BASIS[basis], lang) if basis else "",
+        "retention": privacy.retention if privacy else "",
+    }
+
+
+def _grouped(fields: list[Any], lang: str) -> list[dict[str, Any]]:
+    """Mapped fields grouped by category, in the vocabulary's category order."""
+    groups: list[dict[str, Any]] = []
+    for category, names in CATEGORIES.items():
+        members = [f for f in fields if CANONICAL_FIELDS[f.canonical].category == category]
+        if not members:
+            continue
+        groups.append(
+            {
+                "category": category,
+                "label": _pick(names, lang),
+                "fields": [
+                    {
+                        "name": f.canonical,
+                        "label": _field_label(f.canonical, lang),
+                        "purpose": f.purpose,
+                    }
+                    for f in members
+                ],
+            }
+        )
+    return groups
+
+
+def _field_label(name: str, lang: str) -> str:
+    field = CANONICAL_FIELDS[name]
+    return field.label_nl if lang == "nl" else field.label_en
+
+
+def _personal_data(config: Config, lang: str) -> dict[str, Any]:
+    destinations = [d for f in config.flows for d in f.destinations]
+    sources = [f.source for f in config.flows]
+    received: list[dict[str, Any]] = []
+    for name in dict.fromkeys(destinations):
+        mapping = config.mappings[name]
+        # The allow-list is what the system may receive: exactly the outbound fields.
+        outbound = [f for f in mapping.fields.values() if f.outbound]
+        received.append(
+            {
+                "system": name,
+                "requires_consent": mapping.requires_consent,
+                "categories": _grouped(outbound, lang),
+            }
+        )
+    provided = []
+    for name in dict.fromkeys(sources):
+        inbound = [f for f in config.mappings[name].fields.values() if f.inbound]
+        provided.append({"system": name, "categories": _grouped(inbound, lang)})
+    summary = []
+    for category, names in CATEGORIES.items():
+        systems = [
+            r["system"] for r in received if any(g["category"] == category for g in r["categories"])
+        ]
+        if systems:
+            summary.append({"category": category, "label": _pick(names, lang), "systems": systems})
+    return {"received": received, "provided": provided, "summary": summary}
+
+
+def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
+    settings = config.systems[name]
+    roles = []
+    if any(f.source == name for f in config.flows):
+        roles.append("source")
+    if any(name in f.destinations for f in config.flows):
+        roles.append("destination")
+    processor = settings.processor
+    entry: dict[str, Any] = {"system": name, "adapter": settings.adapter, "flows": roles}
+    if processor is None:
+        entry["processor"] = None
+        return entry
+    entry["processor"] = {
+        "legal_name": processor.legal_name,
+        "role": processor.role,
+        "role_label": _pick(_ROLES[processor.role], lang),
+        "agreement_reference": processor.agreement_reference,
+        "agreement_signed": _date(processor.agreement_signed),
+        "agreement_review": _date(processor.agreement_review),
+        "country": processor.country.upper(),
+        "country_name": country_name(processor.country, lang),
+        "in_eea": in_eea(processor.country),
+        "transfer_mechanism": processor.transfer_mechanism,
+        "sub_processors": list(processor.sub_processors),
+        "security": processor.security,
+    }
+    return entry
+
+
+def _date(value: dt.date | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _transfers(config: Config, lang: str) -> list[dict[str, Any]]:
+    out = []
+    for name, settings in config.systems.items():
+        processor = settings.processor
+        if processor is None:
+            continue
+        # A processor in the EEA that names a transfer mechanism passes data on (to a parent
+        # or sub-processor) outside it; the register shows that onward transfer too.
+        onward = in_eea(processor.country)
+        if onward and not processor.transfer_mechanism.strip():
+            continue
+        out.append(
+            {
+                "system": name,
+                "onward": onward,
+                "processor": processor.legal_name,
+                "country": processor.country.upper(),
+                "country_name": country_name(processor.country, lang),
+                "mechanism": processor.transfer_mechanism,
+            }
+        )
+    return out
+
+
+def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
+    """The technical measures in force, derived from the settings that run, as ``code``/``text``.
+
+    Each text states what this connector does with *this* configuration; nothing is listed
+    that a setting could have turned off without the register saying so.
+    """
+    nl = lang == "nl"
+    out: list[tuple[str, str]] = []
+    out.append(
+        (
+            "tls",
+            "Alle verbindingen met de systemen gebruiken TLS 1.2 of hoger; certificaten worden "
+            "altijd gecontroleerd (verificatie kan niet worden uitgeschakeld)."
+            if nl
+            else "Every connection to the systems uses TLS 1.2 or higher; certificates are "
+            "always verified (verification cannot be switched off).",
+        )
+    )
+    if config.development.allow_insecure_loopback:
+        out.append(
+            (
+                "insecure-loopback",
+                "LET OP: de ontwikkelschakelaar staat aan; onversleuteld http:// naar deze "
+                "machine is toegestaan. In productie moet deze uit staan."
+                if nl
+                else "WARNING: the development switch is on; unencrypted http:// to this machine "
+                "is allowed. It must be off in production.",
+            )
+        )
+    private_ca = [name for name, s in config.systems.items() if s.ca_bundle is not None]
+    if private_ca:
+        names = ", ".join(private_ca)
+        out.append(
+            (
+                "private-ca",
+                f"Certificaten van {names} worden gecontroleerd tegen een eigen "
+                "certificaatautoriteit (ca_bundle)."
+                if nl
+                else f"Certificates of {names} are verified against a private certificate "
+                "authority (ca_bundle).",
+            )
+        )
+    out.append(
+        (
+            "encryption",
+            "Gegevens die wachten op aflevering, geweigerde records en manifesten van verzoeken "
+            "worden versleuteld opgeslagen (AES-256-GCM) met een sleutel afgeleid van een "
+            "hoofdsleutel die niet in de configuratie staat; na aflevering worden ze verwijderd."
+            if nl
+            else "Records waiting for delivery, refused records and request manifests are "
+            "encrypted at rest (AES-256-GCM) under a key derived from a master key kept outside "
+            "the configuration; they are deleted once delivered.",
+        )
+    )
+    out.append(
+        (
+            "pseudonymisation",
+            "De connector kent betrokkenen alleen onder een pseudoniem (HMAC-SHA256 met geheime "
+            "sleutel over het e-mailadres) en bewaart geen leesbare kopie van klantgegevens."
+            if nl
+            else "The connector knows data subjects only by a pseudonym (keyed HMAC-SHA256 of "
+            "the e-mail address) and keeps no readable copy of customer data.",
+        )
+    )
+    out.append(
+        (
+            "audit-log",
+            "Elke doorgifte, elk verzoek van een betrokkene en elke configuratiewijziging wordt "
+            "vastgelegd in een hash-geketend auditlogboek dat elke wijziging zichtbaar maakt; "
+            "het bevat aantallen en veldnamen, nooit persoonsgegevens."
+            if nl
+            else "Every transfer, data subject request and configuration change is recorded in "
+            "a hash-chained audit log that reveals any alteration; it holds counts and field "
+            "names, never personal data.",
+        )
+    )
+    out.append(("admin-api", _admin_text(config, nl)))
+    destinations = dict.fromkeys(d for f in config.flows for d in f.destinations)
+    counts = ", ".join(f"{d}: {len(config.mappings[d].outbound_fields)}" for d in destinations)
+    out.append(
+        (
+            "minimisation",
+            "Dataminimalisatie: elk systeem ontvangt alleen de velden die in zijn mapping staan "
+            f"(allow-list; aantal velden per systeem: {counts}); andere velden worden nooit "
+            "doorgestuurd."
+            if nl
+            else "Data minimisation: each system receives only the fields named in its mapping "
+            f"(allow-list; fields per system: {counts}); no other field is ever sent.",
+        )
+    )
+    for name, mapping in config.mappings.items():
+        if mapping.requires_consent:
+            out.append(
+                (
+                    f"consent-gate:{name}",
+                    f"{name} ontvangt alleen personen met toestemming voor "
+                    f"{mapping.requires_consent}."
+                    if nl
+                    else f"{name} receives only people who consented to "
+                    f"{mapping.requires_consent}.",
+                )
+            )
+    out.append(
+        (
+            "suppression",
+            "Verwijderverzoeken worden bij elk systeem uitgevoerd met definitieve verwijdering; "
+            "een verwijderde persoon komt op een blokkadelijst (gepseudonimiseerd), zodat een "
+            "latere synchronisatie hem nooit opnieuw aanmaakt."
+            if nl
+            else "Erasure requests are carried out at every system with permanent deletion; an "
+            "erased person is put on a (pseudonymous) suppression list, so a later sync never "
+            "re-creates them.",
+        )
+    )
+    out.append(
+        (
+            "retention",
+            "De connector verwijdert zijn eigen gegevens automatisch na de bewaartermijnen "
+            "hierboven."
+            if nl
+            else "The connector deletes its own data automatically after the retention periods "
+            "above.",
+        )
+    )
+    return [{"code": code, "text": text} for code, text in out]
+
+
+def _admin_text(config: Config, nl: bool) -> str:
+    daemon = config.daemon
+    local = listener_is_loopback(daemon.admin_listen)
+    if daemon.admin_token is None:
+        return (
+            "Er is geen toegangstoken voor de beheer-API ingesteld."
+            if nl
+            else "No admin API token is configured."
+        )
+    where = daemon.admin_listen
+    if nl:
+        scope = " (alleen bereikbaar vanaf deze machine)" if local else ""
+        return (
+            f"De beheer-API vereist een toegangstoken (bearer token) en luistert op {where}{scope}."
+        )
+    scope = " (reachable from this machine only)" if local else ""
+    return f"The admin API requires a bearer token and listens on {where}{scope}."
+
+
+def _processor_record(config: Config, record: dict[str, Any], lang: str) -> dict[str, Any] | None:
+    """Art. 30(2): what the agency, as the connector's operator, records as processor."""
+    privacy = config.privacy
+    if not privacy.agency:
+        return None
+    nl = lang == "nl"
+    activities = []
+    for flow in config.flows:
+        dests = ", ".join(flow.destinations)
+        activities.append(
+            f"Synchronisatie van klantgegevens van {flow.source} naar {dests} ({flow.name})"
+            if nl
+            else f"Synchronising customer data from {flow.source} to {dests} ({flow.name})"
+        )
+    activities.append(
+        "Uitvoeren van verzoeken van betrokkenen (inzage, verwijdering, rectificatie) bij alle "
+        "gekoppelde systemen"
+        if nl
+        else "Carrying out data subject requests (access, erasure, rectification) at every "
+        "connected system"
+    )
+    controller = config.controller
+    return {
+        "processor": privacy.agency,
+        "contact": privacy.agency_contact,
+        "controller": controller.name if controller else None,
+        "controller_contact": (controller.email or controller.contact) if controller else None,
+        "activities": activities,
+        "transfers": record["transfers"],
+        "security": record["security"],
+    }

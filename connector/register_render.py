@@ -1,0 +1,428 @@
+"""Renders the processing register (:func:`connector.register.build_register`) for people.
+
+Markdown for version control and e-mail; HTML for the owner and the auditor: one
+self-contained page with print CSS, so "print to PDF" gives a clean document. Both read only
+the structure the JSON format prints, so the three formats never disagree. Every value from
+the configuration is escaped: a company name with ``<`` or ``|`` in it must not break the page.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["TEXT", "md_escape", "render", "render_html", "render_markdown"]
+
+#: Headings and fixed phrases, by language. The Dutch headings follow the terms Dutch
+#: controllers (and the Autoriteit Persoonsgegevens' model register) use.
+TEXT: dict[str, dict[str, str]] = {
+    "nl": {
+        "title": "Verwerkingsregister (art. 30 AVG)",
+        "generated": "Gegenereerd uit de actieve configuratie op",
+        "config_hash": "SHA-256 van configuratie en mappings",
+        "controller": "Naam en contactgegevens verwerkingsverantwoordelijke",
+        "name": "Naam",
+        "address": "Adres",
+        "kvk": "KvK-nummer",
+        "contact": "Contactpersoon",
+        "email": "E-mailadres",
+        "dpo": "Functionaris gegevensbescherming (FG)",
+        "none": "niet vastgelegd",
+        "purposes": "Doeleinden van de verwerking",
+        "flow": "Verwerking",
+        "legal_basis": "Grondslag",
+        "from_to": "Van {source} naar {destinations}",
+        "data_subjects": "Categorieën betrokkenen",
+        "personal_data": "Categorieën persoonsgegevens",
+        "received_by": "Verstrekt aan {system}",
+        "provided_by": "Afkomstig uit {system}",
+        "category": "Categorie",
+        "fields": "Gegevens",
+        "purpose": "Doel",
+        "consent_only": "Alleen personen met toestemming voor {purpose} worden naar dit systeem "
+        "gestuurd.",
+        "recipients": "Categorieën ontvangers",
+        "system": "Systeem",
+        "processor": "Verwerker",
+        "role": "Rol",
+        "agreement": "Verwerkersovereenkomst",
+        "signed": "Getekend",
+        "review": "Herzien vóór",
+        "country": "Land van verwerking",
+        "sub_processors": "Subverwerkers",
+        "processor_security": "Beveiliging volgens de verwerker",
+        "no_processor": "Geen verwerker vastgelegd",
+        "transfers": "Doorgifte naar derde landen",
+        "mechanism": "Waarborg",
+        "no_transfers": "Er worden geen persoonsgegevens buiten de Europese Economische Ruimte "
+        "(EER) verwerkt.",
+        "missing": "ONTBREEKT",
+        "retention": "Bewaartermijnen",
+        "connector_retention": "Gegevens van de connector zelf",
+        "period": "Termijn",
+        "days": "{n} dagen",
+        "security": "Beveiligingsmaatregelen",
+        "processor_record": "Register als verwerker (art. 30 lid 2 AVG)",
+        "agency": "Verwerker (beheerder van de connector)",
+        "on_behalf_of": "Namens verwerkingsverantwoordelijke",
+        "activities": "Categorieën van verwerkingen",
+        "no_agency": "Geen verwerker (bureau) vastgelegd in [privacy].agency.",
+        "onward": "doorgifte door subverwerkers",
+        "see_security": "Zie Beveiligingsmaatregelen hierboven.",
+    },
+    "en": {
+        "title": "Record of processing activities (Art. 30 GDPR)",
+        "generated": "Generated from the running configuration on",
+        "config_hash": "SHA-256 of configuration and mappings",
+        "controller": "Name and contact details of the controller",
+        "name": "Name",
+        "address": "Address",
+        "kvk": "Chamber of Commerce (KvK) number",
+        "contact": "Contact",
+        "email": "E-mail address",
+        "dpo": "Data protection officer (DPO)",
+        "none": "not recorded",
+        "purposes": "Purposes of the processing",
+        "flow": "Processing",
+        "legal_basis": "Legal basis",
+        "from_to": "From {source} to {destinations}",
+        "data_subjects": "Categories of data subjects",
+        "personal_data": "Categories of personal data",
+        "received_by": "Disclosed to {system}",
+        "provided_by": "Obtained from {system}",
+        "category": "Category",
+        "fields": "Data",
+        "purpose": "Purpose",
+        "consent_only": "Only people who consented to {purpose} are sent to this system.",
+        "recipients": "Categories of recipients",
+        "system": "System",
+        "processor": "Processor",
+        "role": "Role",
+        "agreement": "Processing agreement",
+        "signed": "Signed",
+        "review": "Review by",
+        "country": "Country of processing",
+        "sub_processors": "Sub-processors",
+        "processor_security": "Security as stated by the processor",
+        "no_processor": "No processor recorded",
+        "transfers": "Transfers to third countries",
+        "mechanism": "Safeguard",
+        "no_transfers": "No personal data is processed outside the European Economic Area (EEA).",
+        "missing": "MISSING",
+        "retention": "Retention periods",
+        "connector_retention": "The connector's own data",
+        "period": "Period",
+        "days": "{n} days",
+        "security": "Security measures",
+        "processor_record": "Record as processor (Art. 30(2) GDPR)",
+        "agency": "Processor (operator of the connector)",
+        "on_behalf_of": "On behalf of controller",
+        "activities": "Categories of processing",
+        "no_agency": "No processor (agency) recorded in [privacy].agency.",
+        "onward": "onward transfer by sub-processors",
+        "see_security": "See Security measures above.",
+    },
+}
+
+# Only what can change meaning inside a line; "(", "#" or "+" matter only after "]" or at a
+# line start, and every line we write starts with our own markup.
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&])")
+
+
+def md_escape(value: Any) -> str:
+    """Markdown-escaped single-line text (table cells cannot hold newlines)."""
+    text = " ".join(str(value).split())
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def _h(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+class _Doc:
+    """The register's sections, written once against a tiny markup interface."""
+
+    def __init__(self, reg: dict[str, Any], markup: _Markup) -> None:
+        self.reg = reg
+        self.t = TEXT[reg["lang"]]
+        self.m = markup
+
+    def write(self) -> None:
+        t, m, reg = self.t, self.m, self.reg
+        m.title(t["title"])
+        m.note(
+            f"{t['generated']} {reg['generated_at']}. {t['config_hash']}: {reg['config_sha256']}"
+        )
+        self.controller()
+        self.purposes()
+        m.heading(t["data_subjects"])
+        m.bullets(reg["data_subjects"] or [t["none"]])
+        self.personal_data()
+        self.recipients()
+        self.transfers(reg["transfers"])
+        self.retention()
+        m.heading(t["security"])
+        m.bullets([s["text"] for s in reg["security"]])
+        self.processor_record()
+
+    def controller(self) -> None:
+        t, c = self.t, self.reg["controller"]
+        self.m.heading(t["controller"])
+        if c is None:
+            self.m.para(f"{t['missing']}: [controller]")
+            return
+        keys = ("name", "address", "kvk", "contact", "email", "dpo")
+        self.m.table(["", ""], [[t[k], c[k] or t["none"]] for k in keys])
+
+    def purposes(self) -> None:
+        t = self.t
+        self.m.heading(t["purposes"])
+        rows = []
+        for p in self.reg["processing"]:
+            flow = t["from_to"].format(
+                source=p["source"], destinations=", ".join(p["destinations"])
+            )
+            rows.append(
+                [
+                    f"{p['flow']}: {flow}",
+                    "; ".join(p["purposes"]) or t["missing"],
+                    p["legal_basis_label"] or t["missing"],
+                ]
+            )
+        self.m.table([t["flow"], t["purposes"], t["legal_basis"]], rows)
+
+    def personal_data(self) -> None:
+        t, data = self.t, self.reg["personal_data"]
+        self.m.heading(t["personal_data"])
+        header = [t["category"], t["fields"], t["purpose"]]
+        for item in data["received"]:
+            self.m.subheading(t["received_by"].format(system=item["system"]))
+            if item["requires_consent"]:
+                self.m.para(t["consent_only"].format(purpose=item["requires_consent"]))
+            self.m.table(header, _category_rows(item["categories"]))
+        for item in data["provided"]:
+            self.m.subheading(t["provided_by"].format(system=item["system"]))
+            self.m.table(header, _category_rows(item["categories"]))
+
+    def recipients(self) -> None:
+        t = self.t
+        self.m.heading(t["recipients"])
+        for r in self.reg["recipients"]:
+            p = r["processor"]
+            self.m.subheading(f"{t['system']} {r['system']} ({r['adapter']})")
+            if p is None:
+                self.m.para(f"{t['missing']}: {t['no_processor']}")
+                continue
+            self.m.table(
+                ["", ""],
+                [
+                    [t["processor"], p["legal_name"]],
+                    [t["role"], p["role_label"]],
+                    [t["agreement"], p["agreement_reference"] or t["missing"]],
+                    [t["signed"], p["agreement_signed"] or t["none"]],
+                    [t["review"], p["agreement_review"] or t["none"]],
+                    [t["country"], f"{p['country_name']} ({p['country']})"],
+                    [t["sub_processors"], ", ".join(p["sub_processors"]) or t["none"]],
+                    [t["processor_security"], p["security"] or t["none"]],
+                ],
+            )
+
+    def transfers(self, transfers: Sequence[dict[str, Any]], level: int = 2) -> None:
+        t = self.t
+        (self.m.heading if level == 2 else self.m.subheading)(t["transfers"])
+        if not transfers:
+            self.m.para(t["no_transfers"])
+            return
+        self.m.table(
+            [t["system"], t["processor"], t["country"], t["mechanism"]],
+            [
+                [
+                    x["system"],
+                    x["processor"],
+                    x["country_name"] + (f" ({t['onward']})" if x["onward"] else ""),
+                    x["mechanism"] or t["missing"],
+                ]
+                for x in transfers
+            ],
+        )
+
+    def retention(self) -> None:
+        t, ret = self.t, self.reg["retention"]
+        self.m.heading(t["retention"])
+        self.m.table(
+            [t["flow"], t["period"]],
+            [[r["flow"], r["retention"] or t["missing"]] for r in ret["flows"]],
+        )
+        self.m.subheading(t["connector_retention"])
+        self.m.table(
+            ["", t["period"]],
+            [[r["label"], t["days"].format(n=r["days"])] for r in ret["connector"]],
+        )
+
+    def processor_record(self) -> None:
+        t, rec = self.t, self.reg["processor_record"]
+        self.m.heading(t["processor_record"])
+        if rec is None:
+            self.m.para(t["no_agency"])
+            return
+        controller = f"{rec['controller'] or t['missing']} {rec['controller_contact'] or ''}"
+        self.m.table(
+            ["", ""],
+            [
+                [t["agency"], f"{rec['processor']} {rec['contact']}".strip()],
+                [t["on_behalf_of"], controller.strip()],
+            ],
+        )
+        self.m.subheading(t["activities"])
+        self.m.bullets(rec["activities"])
+        self.transfers(rec["transfers"], level=3)
+        self.m.subheading(t["security"])
+        self.m.para(t["see_security"])
+
+
+def _category_rows(categories: Sequence[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for group in categories:
+        for index, field in enumerate(group["fields"]):
+            rows.append([group["label"] if index == 0 else "", field["label"], field["purpose"]])
+    return rows
+
+
+class _Markup:
+    """What a format must provide; each call appends to ``parts``."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    def title(self, text: str) -> None:
+        raise NotImplementedError
+
+    def heading(self, text: str) -> None:
+        raise NotImplementedError
+
+    def subheading(self, text: str) -> None:
+        raise NotImplementedError
+
+    def note(self, text: str) -> None:
+        raise NotImplementedError
+
+    def para(self, text: str) -> None:
+        raise NotImplementedError
+
+    def bullets(self, items: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+
+class _Markdown(_Markup):
+    def title(self, text: str) -> None:
+        self.parts.append(f"# {md_escape(text)}\n")
+
+    def heading(self, text: str) -> None:
+        self.parts.append(f"\n## {md_escape(text)}\n")
+
+    def subheading(self, text: str) -> None:
+        self.parts.append(f"\n### {md_escape(text)}\n")
+
+    def note(self, text: str) -> None:
+        self.parts.append(f"_{md_escape(text)}_\n")
+
+    def para(self, text: str) -> None:
+        self.parts.append(f"{md_escape(text)}\n")
+
+    def bullets(self, items: Sequence[str]) -> None:
+        self.parts.append("".join(f"- {md_escape(i)}\n" for i in items))
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        lines = ["| " + " | ".join(md_escape(h) for h in header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
+        self.parts.append("\n".join(lines) + "\n")
+
+
+class _Html(_Markup):
+    def title(self, text: str) -> None:
+        self.parts.append(f"<h1>{_h(text)}</h1>")
+
+    def heading(self, text: str) -> None:
+        self.parts.append(f"<h2>{_h(text)}</h2>")
+
+    def subheading(self, text: str) -> None:
+        self.parts.append(f"<h3>{_h(text)}</h3>")
+
+    def note(self, text: str) -> None:
+        self.parts.append(f'<p class="note">{_h(text)}</p>')
+
+    def para(self, text: str) -> None:
+        self.parts.append(f"<p>{_h(text)}</p>")
+
+    def bullets(self, items: Sequence[str]) -> None:
+        self.parts.append("<ul>" + "".join(f"<li>{_h(i)}</li>" for i in items) + "</ul>")
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        head = ""
+        if any(header):
+            head = "<thead><tr>" + "".join(f"<th>{_h(h)}</th>" for h in header) + "</tr></thead>"
+        body = "".join("<tr>" + "".join(f"<td>{_h(c)}</td>" for c in row) + "</tr>" for row in rows)
+        self.parts.append(f"<table>{head}<tbody>{body}</tbody></table>")
+
+
+_CSS = """
+body { font-family: Georgia, 'Times New Roman', serif; max-width: 52rem; margin: 2rem auto;
+       padding: 0 1rem; color: #111; line-height: 1.45; }
+h1 { font-size: 1.6rem; border-bottom: 2px solid #333; padding-bottom: .3rem; }
+h2 { font-size: 1.25rem; margin-top: 2rem; border-bottom: 1px solid #999; }
+h3 { font-size: 1.05rem; margin-top: 1.2rem; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0 1rem; }
+th, td { border: 1px solid #bbb; padding: .3rem .5rem; text-align: left; vertical-align: top; }
+th { background: #eee; }
+td:first-child { width: 30%; }
+.note { color: #555; font-size: .85rem; }
+@media print {
+  body { margin: 0; max-width: none; font-size: 10.5pt; }
+  h2 { page-break-after: avoid; break-after: avoid; }
+  h3 { page-break-after: avoid; break-after: avoid; }
+  table, ul { page-break-inside: avoid; break-inside: avoid; }
+  th { background: #eee !important; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
+  @page { size: A4; margin: 18mm 16mm; }
+}
+"""
+
+
+def _run(reg: dict[str, Any], markup: _Markup) -> _Markup:
+    _Doc(reg, markup).write()
+    return markup
+
+
+def render_markdown(reg: dict[str, Any]) -> str:
+    """The register as Markdown."""
+    return "\n".join(_run(reg, _Markdown()).parts)
+
+
+def render_html(reg: dict[str, Any]) -> str:
+    """The register as one self-contained, printable HTML page."""
+    body = "\n".join(_run(reg, _Html()).parts)
+    title = _h(TEXT[reg["lang"]]["title"])
+    return (
+        f'<!DOCTYPE html>\n<html lang="{_h(reg["lang"])}">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>{title}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+    "md": render_markdown,
+    "html": render_html,
+}
+
+
+def render(reg: dict[str, Any], fmt: str) -> str:
+    """The register in ``fmt`` (``md``, ``html`` or ``json``)."""
+    if fmt == "json":
+        import json
+
+        return json.dumps(reg, indent=2, ensure_ascii=False) + "\n"
+    return RENDERERS[fmt](reg)

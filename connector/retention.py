@@ -1,0 +1,211 @@
+"""Retention of what the connector holds itself (GDPR Art. 5(1)(e)).
+
+:func:`sweep` deletes, per ``[retention]``:
+
+- dead letters older than ``dead_letters_days``;
+- the sealed manifests of data subject requests completed more than ``manifests_days`` ago
+  (the request row stays: it is the record that the request was handled);
+- access bundles recorded with :func:`record_bundle` more than ``access_bundles_days`` ago;
+- audit entries older than ``audit_days``: only a prefix of the chain, after verifying it, and
+  anchored so the rest still verifies (see :mod:`connector.audit`).
+
+The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
+that deletes something appends one ``retention.purged`` audit entry with counts only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from connector import audit
+from connector.config import Config
+from connector.state import Store, utcnow
+
+__all__ = ["RetentionReport", "record_bundle", "sweep", "sweep_now"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RetentionReport:
+    """What a sweep purged (or, in a dry run, would purge), by kind, with the cut-off dates."""
+
+    now: str
+    dry_run: bool
+    dead_letters: int = 0
+    manifests: int = 0
+    bundles: int = 0
+    audit_entries: int = 0
+    cutoffs: dict[str, str] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.dead_letters + self.manifests + self.bundles + self.audit_entries
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as a JSON-ready dict."""
+        return asdict(self)
+
+
+def record_bundle(store: Store, path: Path) -> int:
+    """Record an access bundle just written at ``path`` (a file or a folder); return its id.
+
+    The files present now are recorded, and the sweep deletes exactly those (then any folder
+    they leave empty): a bundle written into a folder that also holds other things, even
+    ``--out .``, never costs the operator anything but the bundle.
+    """
+    root = path.resolve()
+    if root.is_dir():
+        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    else:
+        files = [""]  # the path itself is the bundle
+    cur = store.db.execute(
+        "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
+        (str(root), json.dumps(files), utcnow()),
+    )
+    assert cur.lastrowid is not None
+    return cur.lastrowid
+
+
+def _stamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+async def sweep(
+    store: Store, config: Config, now: dt.datetime | None = None, *, dry_run: bool = False
+) -> RetentionReport:
+    """The scheduled entry point: see :func:`sweep_now`.
+
+    The work is a few indexed deletes and file removals, bounded by what expired since the
+    last sweep, so it runs on the loop rather than on a thread: the store's connection is
+    the loop's.
+    """
+    return sweep_now(store, config, now, dry_run=dry_run)
+
+
+def sweep_now(
+    store: Store, config: Config, now: dt.datetime | None = None, *, dry_run: bool = False
+) -> RetentionReport:
+    """Purge everything past its retention period; report counts (nothing, if ``dry_run``)."""
+    when = now or dt.datetime.now(dt.UTC)
+    days = config.retention
+    report = RetentionReport(now=_stamp(when), dry_run=dry_run)
+    cut = {
+        "dead_letters": _stamp(when - dt.timedelta(days=days.dead_letters_days)),
+        "manifests": _stamp(when - dt.timedelta(days=days.manifests_days)),
+        "bundles": _stamp(when - dt.timedelta(days=days.access_bundles_days)),
+        "audit": _stamp(when - dt.timedelta(days=days.audit_days)),
+    }
+    report.cutoffs = cut
+    report.dead_letters = _purge_rows(
+        store,
+        dry_run,
+        "SELECT COUNT(*) FROM dead_letters WHERE created_at < ?",
+        "DELETE FROM dead_letters WHERE created_at < ?",
+        cut["dead_letters"],
+    )
+    # Only finished requests lose their manifest; an open request still needs it to reach
+    # every system. completed_at is set when the request is finished, whatever the outcome.
+    report.manifests = _purge_rows(
+        store,
+        dry_run,
+        "SELECT COUNT(*) FROM dsr_requests WHERE manifest IS NOT NULL "
+        "AND completed_at IS NOT NULL AND completed_at < ?",
+        "UPDATE dsr_requests SET manifest=NULL WHERE manifest IS NOT NULL "
+        "AND completed_at IS NOT NULL AND completed_at < ?",
+        cut["manifests"],
+    )
+    report.bundles = _purge_bundles(store, cut["bundles"], dry_run, report.errors)
+    report.audit_entries = _purge_audit(store, cut["audit"], dry_run, report.errors)
+    if not dry_run and report.total:
+        audit.append(
+            store,
+            audit.RETENTION_PURGED,
+            {
+                "dead_letters": report.dead_letters,
+                "manifests": report.manifests,
+                "bundles": report.bundles,
+                "audit_entries": report.audit_entries,
+            },
+        )
+    return report
+
+
+def _purge_rows(store: Store, dry_run: bool, count_sql: str, purge_sql: str, cutoff: str) -> int:
+    if dry_run:
+        return int(store.db.execute(count_sql, (cutoff,)).fetchone()[0])
+    with store.transaction() as db:
+        return int(db.execute(purge_sql, (cutoff,)).rowcount)
+
+
+def _purge_bundles(store: Store, cutoff: str, dry_run: bool, errors: list[str]) -> int:
+    rows = store.db.execute(
+        "SELECT id, path, files FROM bundles WHERE created_at < ? ORDER BY id", (cutoff,)
+    ).fetchall()
+    if dry_run:
+        return len(rows)
+    purged = 0
+    for bundle_id, path, files in rows:
+        try:
+            _delete_bundle(Path(path), json.loads(files))
+        except OSError as exc:
+            # The error names the bundle's id, not its path: an operator may have put a
+            # person's name in an --out folder name.
+            errors.append(f"bundle {bundle_id}: {exc.strerror or type(exc).__name__}")
+            continue
+        # The row goes too: its path is only useful while there is something to delete.
+        store.db.execute("DELETE FROM bundles WHERE id=?", (bundle_id,))
+        purged += 1
+    return purged
+
+
+def _delete_bundle(root: Path, files: list[str]) -> None:
+    if files == [""]:
+        root.unlink(missing_ok=True)
+        return
+    folders = {root}
+    for name in files:
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            continue  # only ever what record_bundle listed under the root
+        target = root / name
+        target.unlink(missing_ok=True)
+        parent = target.parent
+        while parent != root:
+            folders.add(parent)
+            parent = parent.parent
+    # Folders the bundle's files leave empty go too, deepest first; anything else stays.
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) -> int:
+    # Only a prefix of the chain may go: everything before the first entry young enough to
+    # keep. An entry older than the cutoff but after a younger one (a clock step back) stays.
+    first_kept = store.db.execute("SELECT MIN(seq) FROM audit WHERE ts >= ?", (cutoff,)).fetchone()
+    if first_kept[0] is None:
+        last = store.db.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+    else:
+        last = int(first_kept[0]) - 1
+    if last is None:
+        return 0
+    count = int(
+        store.db.execute("SELECT COUNT(*) FROM audit WHERE seq <= ?", (last,)).fetchone()[0]
+    )
+    if count == 0 or dry_run:
+        return count
+    # Purging a tampered prefix would destroy the evidence: verify what is about to go first.
+    result = audit.verify(store, upto=last)
+    if not result.ok:
+        errors.append(
+            f"audit entries not purged: entry {result.first_bad}: {result.problem} "
+            "(run `klantsync audit verify`)"
+        )
+        return 0
+    return audit.purge_through(store, int(last))

@@ -1,0 +1,130 @@
+"""Access requests: the bundle's content, both languages, Art. 15(1) facts, escaping, isolation."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.access import BUNDLE_FILES, art15_facts
+from connector.dsr import DsrService
+from connector.runtime import Runtime
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164
+
+OTHER_EMAIL = "otto.ander@voorbeeld.nl"
+OTHER_NAME = "Ottokarander"
+OTHER_PHONE = "+31611112222"
+
+
+async def seed_both(shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime) -> None:
+    """The canary and a second person in the shop (with orders), synced to the CRM."""
+    canary = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 87654321", city="Utrecht")
+    shop.add_order(canary)
+    other = shop.add_person(OTHER_EMAIL, OTHER_NAME, "Ander", OTHER_PHONE, city="Delft")
+    shop.add_order(other)
+    await rt.engine.sync()
+    # A value only the CRM holds, so the bundle shows what the CRM itself has.
+    crm.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", company="Canarybedrijf")
+
+
+def read_all(directory: Path) -> str:
+    return "\n".join((directory / name).read_text(encoding="utf-8") for name in BUNDLE_FILES)
+
+
+async def test_bundle_holds_both_systems_data_and_nothing_of_another_subject(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """data.json has one key per system with the seeded values; the other person is absent."""
+    await seed_both(shop, crm, rt)
+    out = tmp_path / "bundle"
+    view = await DsrService(rt).access(CANARY_EMAIL, out)
+    assert view.status == "completed"
+    assert sorted(p.name for p in out.iterdir()) == sorted(BUNDLE_FILES)
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    assert set(data["systems"]) == {"crm", "shop"}
+    shop_text = json.dumps(data["systems"]["shop"])
+    crm_text = json.dumps(data["systems"]["crm"])
+    for value in (CANARY_EMAIL, CANARY_NAME, "Utrecht"):
+        assert value in shop_text and value in crm_text
+    assert "Canarybedrijf" in crm_text
+    assert any(r.get("type") == "order" for r in data["systems"]["shop"]["records"])
+    everything = read_all(out)
+    for value in (OTHER_EMAIL, OTHER_NAME, OTHER_PHONE, "Delft"):
+        assert value not in everything, value
+    sid = rt.keyring.subject_id(CANARY_EMAIL)
+    assert data["subject_id"] == sid
+    assert set(data["connector"]["identities"]) == {"crm", "shop"}
+    assert data["connector"]["requests"][0]["id"] == view.id
+    assert CANARY_PHONE_E164 in shop_text or "87654321" in shop_text
+
+
+async def test_reports_in_both_languages_state_the_art15_facts(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Dutch and English reports name purposes, categories, recipients, retention and rights."""
+    await seed_both(shop, crm, rt)
+    out = tmp_path / "bundle"
+    await DsrService(rt).access(CANARY_EMAIL, out)
+    en = (out / "report.en.md").read_text(encoding="utf-8")
+    nl = (out / "report.nl.md").read_text(encoding="utf-8")
+    pages = [(out / f"report.{lang}.html").read_text(encoding="utf-8") for lang in ("en", "nl")]
+    for text in (en, nl, *pages):
+        assert "Autoriteit Persoonsgegevens" in text
+        assert "Customer service: call back about orders" in text  # a mapping's purpose
+        assert "crm (hubspot" in text and "shop (woocommerce" in text  # recipients, source
+        assert CANARY_NAME in text
+    assert "only place where klantsync writes your personal data in clear" in en
+    assert "enige plek waar klantsync uw persoonsgegevens onversleuteld" in nl
+    assert "Contact details" in en and "Contactgegevens" in nl
+    assert "As long as needed for the purposes" in en and "Zolang nodig" in nl
+    for right in ("Rectification", "Erasure", "Restriction", "Objection"):
+        assert right in en
+    for right in ("Rectificatie", "Wissing", "Beperking", "Bezwaar"):
+        assert right in nl
+    assert '<html lang="nl">' in (out / "report.nl.html").read_text()
+
+
+async def test_html_and_markdown_escape_what_systems_hold(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A name holding markup is shown as text in HTML and cannot break a Markdown table."""
+    shop.add_person(CANARY_EMAIL, "<script>alert(1)</script>", "A|B", "")
+    out = tmp_path / "bundle"
+    await DsrService(rt).access(CANARY_EMAIL, out)
+    page = (out / "report.en.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    markdown = (out / "report.en.md").read_text()
+    assert "<script>" not in markdown and "A\\|B" in markdown
+
+
+async def test_access_with_a_system_down_writes_nothing_until_retried(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """An incomplete bundle is never written; the retry writes the whole one."""
+    await seed_both(shop, crm, rt)
+    crm.faults.down = True
+    out = tmp_path / "bundle"
+    service = DsrService(rt)
+    view = await service.access(CANARY_EMAIL, out)
+    assert view.is_open and view.system("crm").status == "failed"
+    assert not (out / "data.json").exists()
+    crm.faults.down = False
+    view = await service.retry(view.id)
+    assert view.status == "completed" and (out / "data.json").exists()
+    assert (out / "data.json").stat().st_mode & 0o777 == 0o600
+    tracked = rt.store.db.execute("SELECT path FROM bundles").fetchall()
+    assert tracked == [(str(out.resolve()),)]
+
+
+async def test_retention_is_read_from_flows_when_the_config_states_it(rt: Runtime) -> None:
+    """A flow with a retention statement replaces the generic one for that flow."""
+    flow = SimpleNamespace(name="shop-to-crm", source="shop", retention="2 years after last order")
+    config = dataclasses.replace(rt.config, flows=[flow])
+    facts = art15_facts(config)
+    assert facts.retention == [("shop-to-crm", "2 years after last order")]
+    assert facts.sources == [("shop-to-crm", "shop", "woocommerce")]
+    assert {"contact", "identity", "address"} <= set(facts.categories)
+    assert [name for name, _, _ in facts.recipients] == ["shop", "crm"]

@@ -1,0 +1,165 @@
+"""Compliance gaps: `check` names each missing agreement, purpose, basis and safeguard."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from connector import compliance
+from connector.cli import main
+from connector.compliance import Gap, check_compliance
+from connector.config import load_config
+from tests.conftest import write_config
+from tests.connector.test_register import example_config
+
+BEFORE_REVIEWS = dt.date(2026, 6, 1)  # the example's agreements are reviewed in 2027
+
+
+def _gaps(path: Path, on: dt.date = BEFORE_REVIEWS) -> list[Gap]:
+    return check_compliance(load_config(path), on)
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_example_config_has_no_gaps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped example records everything the checks look for."""
+    assert _gaps(example_config(tmp_path, monkeypatch)) == []
+
+
+def test_check_passes_for_the_example_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klantsync check` exits 0 on the example config and reports no gaps."""
+    path = example_config(tmp_path, monkeypatch)
+    monkeypatch.setattr(compliance, "today", lambda: BEFORE_REVIEWS)
+    assert main(["-c", str(path), "check", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["compliance_gaps"] == []
+
+
+def test_system_without_a_processor_block_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A destination with no [systems.crm.processor] is reported with that key."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    start = text.index("[systems.crm.processor]")
+    path.write_text(text[:start] + text[text.index("[[flows]]") :])
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == ("no-agreement", "systems.crm.processor")
+    assert gap.file == str(path)
+
+
+def test_empty_agreement_reference_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A source whose processor has no agreement reference is reported with that key."""
+    path = example_config(tmp_path, monkeypatch)
+    _edit(path, 'agreement_reference = "VWO-2026-014"', 'agreement_reference = ""')
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == ("no-agreement", "systems.shop.processor.agreement_reference")
+
+
+def test_passed_review_date_is_a_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agreement whose review date has passed is reported; the day itself still passes."""
+    path = example_config(tmp_path, monkeypatch)
+    assert _gaps(path, dt.date(2027, 1, 15)) == []
+    (gap,) = _gaps(path, dt.date(2027, 1, 16))
+    assert (gap.code, gap.key) == (
+        "agreement-review-passed",
+        "systems.shop.processor.agreement_review",
+    )
+    assert "2027-01-15" in gap.message
+
+
+def test_field_without_a_purpose_is_a_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapped field with an empty purpose is reported with the mapping file and field key."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    mapping = config.mappings["crm"]
+    # Mapping loading refuses this; the check must not rely on that.
+    mapping.fields["phone"] = dataclasses.replace(mapping.fields["phone"], purpose="")
+    (gap,) = check_compliance(config, BEFORE_REVIEWS)
+    assert (gap.code, gap.file, gap.key) == (
+        "field-no-purpose",
+        str(mapping.path),
+        "fields.phone.purpose",
+    )
+
+
+def test_transfer_outside_the_eea_without_mechanism_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A processor in the US with no transfer mechanism is reported; with one it is not."""
+    path = example_config(tmp_path, monkeypatch)
+    _edit(path, 'country = "IE"', 'country = "US"')
+    assert _gaps(path) == []
+    _edit(path, 'transfer_mechanism = "EU-US', 'transfer_mechanism = "" # "EU-US')
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == (
+        "transfer-no-mechanism",
+        "systems.crm.processor.transfer_mechanism",
+    )
+
+
+def test_flow_without_legal_basis_or_retention_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow missing its legal basis and retention gets one gap for each key."""
+    path = example_config(tmp_path, monkeypatch)
+    _edit(path, 'legal_basis = "contract"', "")
+    _edit(path, 'retention = "Until 2 years after the last order"', "")
+    assert {(g.code, g.key) for g in _gaps(path)} == {
+        ("flow-no-legal-basis", "flows[0].privacy.legal_basis"),
+        ("flow-no-retention", "flows[0].privacy.retention"),
+    }
+
+
+def test_missing_controller_is_a_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config without [controller] is reported with that key."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    start = text.index("[controller]")
+    path.write_text(text[:start] + text[text.index("[privacy]") :])
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == ("no-controller", "controller")
+
+
+def test_system_in_no_flow_needs_no_agreement(config_path: Path) -> None:
+    """Only systems that take part in a flow receive personal data and need an agreement."""
+    config = load_config(config_path)
+    assert compliance.systems_in_use(config) == ["shop", "crm"]
+    idle = dataclasses.replace(config, flows=[])
+    assert compliance.systems_in_use(idle) == []
+    assert {g.key for g in check_compliance(idle, BEFORE_REVIEWS)} == {"controller"}
+
+
+def test_check_lists_every_gap_and_exits_1(
+    config_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config with no accountability records exits 1 and lists each gap by key."""
+    monkeypatch.setattr(compliance, "today", lambda: BEFORE_REVIEWS)
+    assert main(["-c", str(config_path), "check"]) == 1
+    out = capsys.readouterr().out
+    for key in (
+        "controller",
+        "systems.shop.processor",
+        "systems.crm.processor",
+        "flows[0].privacy.purposes",
+        "flows[0].privacy.legal_basis",
+        "flows[0].privacy.retention",
+    ):
+        assert f": {key}: " in out
+    assert "compliance gaps (6)" in out
+
+
+def test_invalid_config_still_exits_2(tmp_path: Path, env: dict[str, str]) -> None:
+    """Compliance gaps never mask a configuration error: that stays exit 2."""
+    path = write_config(tmp_path, crm_extra='base_ulr = "https://x.test"')
+    assert main(["-c", str(path), "check"]) == 2

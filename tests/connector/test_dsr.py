@@ -1,0 +1,570 @@
+"""Data subject requests: erasure everywhere, resumption, suppression, deadlines, webhooks, CLI."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import audit
+from connector.adapter import ErasureResult, Subject, WebhookRequest
+from connector.dsr import (
+    DsrError,
+    DsrService,
+    DsrUsageError,
+    WebhookRejected,
+    handle_webhook,
+    summary,
+)
+from connector.runtime import Runtime
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    CANARY_PHONE_E164,
+    write_config,
+)
+
+HOOK_SECRET = "hubspot-app-secret"
+HOOK_URL = "https://klantsync.example.nl/webhooks/crm"
+OTHER_EMAIL = "otto.ander@voorbeeld.nl"
+GDPR_DELETE = "POST /crm/v3/objects/contacts/gdpr-delete"
+
+
+class Crash(Exception):
+    """Simulated process death in the middle of the fan-out."""
+
+
+@pytest.fixture
+def config_path(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The shared test config plus a HubSpot webhook secret."""
+    monkeypatch.setenv("T_HS_HOOK", HOOK_SECRET)
+    return write_config(tmp_path, crm_extra='webhooks = { secret = "env:T_HS_HOOK" }')
+
+
+def seed(shop: WooCommerceSandbox) -> str:
+    """The canary customer with an order, and a second customer; return the canary's shop id."""
+    shop_id = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+    shop.add_order(shop_id)
+    shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0611111111", city="Delft")
+    return shop_id
+
+
+async def seeded(shop: WooCommerceSandbox, rt: Runtime) -> str:
+    """Seed the shop and sync it to the CRM, so both systems and the identity map know them."""
+    shop_id = seed(shop)
+    (report,) = await rt.engine.sync()
+    assert not report.failed
+    return shop_id
+
+
+def receipt_of(service: DsrService, request_id: str) -> dict[str, Any]:
+    text = service.receipt(request_id)
+    assert text is not None
+    body: dict[str, Any] = json.loads(text)["receipt"]
+    return body
+
+
+async def test_erasure_uses_gdpr_delete_and_nothing_is_restorable(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """HubSpot is erased with gdpr-delete only; no archived copy remains; the shop forgets too."""
+    shop_id = await seeded(shop, rt)
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    assert {s.system: s.status for s in view.systems} == {
+        "crm": "verified_absent",
+        "shop": "verified_absent",
+    }
+    assert GDPR_DELETE in crm.endpoints_used
+    assert not any(e.startswith("DELETE") or "batch/archive" in e for e in crm.endpoints_used)
+    assert not crm.holds(CANARY_EMAIL) and not crm.restorable(CANARY_EMAIL)
+    assert not shop.holds(CANARY_EMAIL)
+    assert all(CANARY_NAME not in json.dumps(o) for o in shop.orders_for(0))
+    assert shop.orders_for(shop_id) == []
+    assert crm.holds(OTHER_EMAIL) and shop.holds(OTHER_EMAIL)
+
+
+@pytest.mark.parametrize("how", ["retry", "retry_open"])
+async def test_shop_down_leaves_it_failed_until_retry_and_sync_does_not_recreate(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, how: str
+) -> None:
+    """With the shop offline the CRM is erased, the shop stays open, sync cannot bring them back."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    assert view.is_open
+    assert view.system("crm").status == "verified_absent"
+    assert view.system("shop").status == "failed"
+    assert service.receipt(view.id) is None
+    shop.faults.down = False
+    # The shop still holds the person; a full sync must not re-create them in the CRM.
+    shop.touch(CANARY_EMAIL, first_name="Changed")
+    (report,) = await rt.engine.sync(full=True)
+    assert report.suppressed == 1
+    assert not crm.holds(CANARY_EMAIL) and crm.holds(OTHER_EMAIL)
+    if how == "retry":
+        view = await service.retry(view.id)
+    else:
+        assert await service.retry_open() == 1
+        found = service.get(view.id)
+        assert found is not None
+        view = found
+    assert view.status == "completed"
+    assert not shop.holds(CANARY_EMAIL)
+    systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
+    assert set(systems) == {"crm", "shop"}
+    assert systems["shop"]["status"] == "verified_absent" and systems["shop"]["attempts"] == 2
+    assert systems["crm"]["endpoint"] == GDPR_DELETE and systems["crm"]["reversible"] is False
+
+
+async def test_same_erasure_twice_is_one_request_with_one_receipt(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Asking again while an erasure is open resumes it instead of opening a second one."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    shop.faults.down = True
+    first = await service.erase(CANARY_EMAIL)
+    second = await service.erase(CANARY_EMAIL.upper())
+    assert first.id == second.id
+    shop.faults.down = False
+    third = await service.erase(CANARY_EMAIL)
+    assert third.id == first.id and third.status == "completed"
+    assert [v.id for v in service.list()] == [first.id]
+    receipt = receipt_of(service, first.id)
+    assert sorted(s["system"] for s in receipt["systems"]) == ["crm", "shop"]
+
+
+async def test_erasure_interrupted_mid_fan_out_resumes_to_one_clean_receipt(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """A crash right after the shop deleted (status unrecorded) resumes after a restart."""
+    async with open_rt() as rt:
+        await seeded(shop, rt)
+        shop_adapter = rt.systems["shop"].adapter
+        original = shop_adapter.erase
+
+        async def erase_then_die(subject: Subject) -> ErasureResult:
+            await original(subject)
+            raise Crash("killed mid fan-out")
+
+        shop_adapter.erase = erase_then_die
+        with pytest.raises(Crash):
+            await DsrService(rt).erase(CANARY_EMAIL)
+        (view,) = DsrService(rt).list(open_only=True)
+        assert view.system("shop").status == "in_progress"
+    assert not shop.holds(CANARY_EMAIL)
+    async with open_rt() as rt:  # a restart: new process, same store
+        service = DsrService(rt)
+        resumed = await service.retry(view.id)
+        assert resumed.status == "completed"
+        entries = receipt_of(service, view.id)["systems"]
+        shop_entry = next(s for s in entries if s["system"] == "shop")
+        # The resumed call found nothing left; the receipt still says the shop held and erased.
+        assert shop_entry["status"] == "verified_absent"
+        assert shop_entry["attempts"] == 2
+        assert len(service.list()) == 1
+        assert audit.verify(rt.store).ok
+    assert not crm.holds(CANARY_EMAIL)
+
+
+async def test_after_erasure_the_store_holds_no_clear_personal_data(
+    shop: WooCommerceSandbox,
+    rt: Runtime,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Neither the database nor its WAL holds the e-mail, name or phone; suppression is a hash."""
+    caplog.set_level(logging.DEBUG, logger="klantsync")
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    await service.access(CANARY_EMAIL, tmp_path / "bundle")
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL, phone=CANARY_PHONE)
+    shop.faults.down = False
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    sid = rt.keyring.subject_id(CANARY_EMAIL)
+    suppression = rt.store.db.execute("SELECT subject_id, kind FROM suppression").fetchall()
+    assert (sid, "erasure") in suppression
+    assert (rt.keyring.subject_id(CANARY_PHONE_E164), "erasure") in suppression
+    assert all(re.fullmatch(r"[0-9a-f]{32}", row[0]) for row in suppression)
+    for table in ("identities", "delivered", "outbox", "dead_letters"):
+        count = rt.store.db.execute(
+            f"SELECT COUNT(*) FROM {table} WHERE subject_id=?",  # noqa: S608 - fixed names
+            (sid,),
+        ).fetchone()[0]
+        assert count == 0, table
+    assert rt.store.db.execute("SELECT manifest FROM dsr_requests").fetchall() == [(None,)] * 2
+    db_path = rt.store.path
+    raw = db_path.read_bytes()
+    wal = Path(f"{db_path}-wal")
+    raw += wal.read_bytes() if wal.exists() else b""
+    for secret in (CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, CANARY_PHONE_E164):
+        assert secret.encode() not in raw, secret
+        assert secret.lower().encode() not in raw, secret
+    rt.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    assert CANARY_EMAIL.encode() not in db_path.read_bytes()
+    for entry in audit.entries(rt.store):
+        assert CANARY_EMAIL not in json.dumps(entry.data) and CANARY_NAME not in str(entry.data)
+    for secret in (CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, CANARY_PHONE_E164):
+        assert secret not in caplog.text
+
+
+async def test_connector_traces_are_deleted_and_audit_has_ids_only(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Identity rows and hashes go; the audit log records each step under the subject id."""
+    await seeded(shop, rt)
+    sid = rt.keyring.subject_id(CANARY_EMAIL)
+    assert rt.store.external_id("crm", sid) and rt.store.external_id("shop", sid)
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert rt.store.external_id("crm", sid) is None and rt.store.external_id("shop", sid) is None
+    kinds = [e.kind for e in audit.entries(rt.store) if e.data.get("request") == view.id]
+    for kind in ("dsr.received", "dsr.suppressed", "dsr.manifest", "dsr.traces_deleted"):
+        assert kind in kinds
+    assert kinds[-1] == "dsr.completed"
+    assert {e.subject_id for e in audit.entries(rt.store) if e.kind.startswith("dsr.")} == {sid}
+
+
+async def test_subject_still_present_after_erasure_raises_an_alert(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """If verification still finds the person, the system is failed 'still present' and audited."""
+    await seeded(shop, rt)
+
+    async def pretend(subject: Subject) -> ErasureResult:
+        return ErasureResult(found=True, mode="hard_delete", reversible=False, endpoint="POST x")
+
+    rt.systems["crm"].adapter.erase = pretend
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.is_open
+    assert view.system("crm").status == "failed"
+    assert view.system("crm").detail == "still present after erasure"
+    assert any(e.kind == "dsr.alert" for e in audit.entries(rt.store))
+    assert crm.holds(CANARY_EMAIL)
+
+
+async def test_asynchronous_erasure_waits_for_verification(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A vendor that erases later leaves 'pending_verification' until a retry finds it gone."""
+    await seeded(shop, rt)
+    adapter = rt.systems["crm"].adapter
+    real_erase = adapter.erase
+
+    async def queued(subject: Subject) -> ErasureResult:
+        return ErasureResult(
+            found=True, mode="async_hard_delete", reversible=False, endpoint="POST q", pending=True
+        )
+
+    adapter.erase = queued
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.system("crm").status == "pending_verification"
+    await real_erase(Subject(email=CANARY_EMAIL))  # the vendor's own purge runs later
+    view = await service.retry(view.id)
+    assert view.status == "completed" and view.system("crm").status == "verified_absent"
+
+
+async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """31 January gets 28 February; extensions add calendar months, two in total, with a reason."""
+    seed(shop)
+    moment = dt.datetime(2026, 1, 31, 9, 0, tzinfo=dt.UTC)
+    service = DsrService(rt, now=lambda: moment)
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    assert view.deadline == "2026-02-28T09:00:00+00:00"
+    with pytest.raises(DsrUsageError, match="reason"):
+        service.extend(view.id, 1, "  ")
+    extended = service.extend(view.id, 1, f"complex request, asked by {CANARY_EMAIL}")
+    assert extended.deadline == "2026-03-31T09:00:00+00:00"
+    assert extended.extension_reason is not None and CANARY_EMAIL not in extended.extension_reason
+    with pytest.raises(DsrUsageError, match="at most 2 months"):
+        service.extend(view.id, 2, "more")
+    assert service.extend(view.id, 1, "still more").deadline == "2026-04-30T09:00:00+00:00"
+    with pytest.raises(DsrUsageError):
+        service.extend("nope", 1, "x")
+
+
+async def test_request_is_flagged_seven_days_before_its_deadline(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Eight days left is fine, seven is flagged, past the deadline is overdue; summary counts."""
+    seed(shop)
+    clock = {"now": dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    assert (view.days_left, view.flagged) == (31, False)
+    clock["now"] = dt.datetime(2026, 3, 24, 12, 0, tzinfo=dt.UTC)
+    assert service.get(view.id).flagged is False  # type: ignore[union-attr]
+    clock["now"] = dt.datetime(2026, 3, 25, 12, 0, tzinfo=dt.UTC)
+    flagged = service.get(view.id)
+    assert flagged is not None and flagged.flagged and flagged.days_left == 7
+    assert service.list(overdue=True) == []
+    clock["now"] = dt.datetime(2026, 4, 2, 12, 0, tzinfo=dt.UTC)
+    (late,) = service.list(overdue=True)
+    assert late.overdue and late.days_left < 0
+    counts = summary(rt.store, now=clock["now"])
+    assert (counts["open"], counts["overdue"], counts["flagged"]) == (1, 1, 1)
+    assert counts["requests"][0]["waiting_on"] == ["shop"]
+
+
+async def test_requests_survive_a_restart_and_resume(
+    shop: WooCommerceSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """An open request is still there, with its statuses, after the process restarts."""
+    seed(shop)
+    shop.faults.down = True
+    async with open_rt() as rt:
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+    shop.faults.down = False
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        (found,) = service.list(open_only=True)
+        assert found.id == view.id and found.system("shop").status == "failed"
+        assert await service.retry_open() == 1
+        assert service.list(open_only=True) == []
+    assert not shop.holds(CANARY_EMAIL)
+
+
+async def test_request_views_never_hold_an_email(shop: WooCommerceSandbox, rt: Runtime) -> None:
+    """The views and summaries the CLI and admin API print carry ids and statuses only."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    await service.erase(CANARY_EMAIL)
+    text = json.dumps([v.as_dict() for v in service.list()]) + json.dumps(summary(rt.store))
+    assert CANARY_EMAIL not in text and "@" not in text
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+def hook(crm: HubSpotSandbox, object_id: str, now_ms: int, secret: str = HOOK_SECRET) -> Any:
+    body, headers = crm.signed_privacy_deletion(secret, HOOK_URL, object_id, now_ms)
+    return WebhookRequest(method="POST", url=HOOK_URL, headers=headers, body=body)
+
+
+@pytest.mark.parametrize("problem", ["forged", "stale"])
+async def test_forged_or_stale_privacy_deletion_is_rejected_and_opens_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, problem: str
+) -> None:
+    """A bad signature or a delivery older than five minutes raises and changes nothing."""
+    await seeded(shop, rt)
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None
+    now = time.time()
+    if problem == "forged":
+        request = hook(crm, contact["id"], int(now * 1000), secret="not-the-secret")
+    else:
+        request = hook(crm, contact["id"], int((now - 301) * 1000))
+    service = DsrService(rt)
+    with pytest.raises(WebhookRejected, match="crm"):
+        await handle_webhook(service, "crm", request, now)
+    assert service.list() == []
+    assert rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)]) == set()
+    assert crm.holds(CANARY_EMAIL) and shop.holds(CANARY_EMAIL)
+
+
+async def test_valid_privacy_deletion_erases_in_every_peer(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A genuine contact.privacyDeletion (id only) erases the person in the shop too, once."""
+    await seeded(shop, rt)
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None
+    now = time.time()
+    request = hook(crm, contact["id"], int(now * 1000))
+    service = DsrService(rt)
+    (view,) = await handle_webhook(service, "crm", request, now)
+    assert view.status == "completed" and view.source == "webhook:crm"
+    assert view.subject_id == rt.keyring.subject_id(CANARY_EMAIL)
+    assert not shop.holds(CANARY_EMAIL) and not crm.holds(CANARY_EMAIL)
+    assert shop.holds(OTHER_EMAIL)
+    assert await handle_webhook(service, "crm", request, now) == []  # a replay opens nothing
+    assert len(service.list()) == 1
+
+
+async def test_privacy_deletion_for_an_unknown_id_opens_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """An id no system or identity map knows is audited as unmatched, not guessed at."""
+    seed(shop)
+    now = time.time()
+    service = DsrService(rt)
+    assert await handle_webhook(service, "crm", hook(crm, "999999", int(now * 1000)), now) == []
+    assert service.list() == []
+    assert any(e.kind == "dsr.unmatched" for e in audit.entries(rt.store))
+    assert shop.holds(CANARY_EMAIL)
+
+
+# -- rectification -----------------------------------------------------------------------------
+
+
+async def test_rectify_pushes_mapped_fields_and_forgets_the_delivered_hash(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A corrected city reaches both systems; the CRM's delivered hash is dropped to diff afresh."""
+    await seeded(shop, rt)
+    sid = rt.keyring.subject_id(CANARY_EMAIL)
+    assert rt.store.delivered_hashes("crm", [sid])
+    service = DsrService(rt)
+    view = await service.rectify(CANARY_EMAIL, {"city": "Amersfoort", "postcode": "3811 aa"})
+    assert view.status == "completed"
+    crm_record = crm.record_for(CANARY_EMAIL)
+    shop_record = shop.record_for(CANARY_EMAIL)
+    assert crm_record is not None and crm_record["properties"]["city"] == "Amersfoort"
+    assert shop_record is not None and shop_record["billing"]["city"] == "Amersfoort"
+    assert shop_record["billing"]["postcode"] == "3811 AA"
+    assert rt.store.delivered_hashes("crm", [sid]) == {}
+    systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
+    assert systems["crm"]["fields"] == ["city"]
+    assert systems["shop"]["fields"] == ["city", "postcode"]
+
+
+async def test_rectify_refuses_unknown_fields_and_erased_subjects(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """An unknown canonical field is named in the error; an erased subject cannot be rectified."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    with pytest.raises(DsrUsageError, match="favourite_colour"):
+        await service.rectify(CANARY_EMAIL, {"favourite_colour": "blue"})
+    with pytest.raises(DsrUsageError, match="e-mail"):
+        await service.rectify(CANARY_EMAIL, {"email": "new@example.nl"})
+    with pytest.raises(DsrUsageError, match="phone"):
+        await service.rectify(CANARY_EMAIL, {"phone": "not a number"})
+    await service.erase(CANARY_EMAIL)
+    with pytest.raises(DsrError, match="erased"):
+        await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+
+
+async def test_rectify_does_not_create_the_person_where_they_are_not_held(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A system that does not hold the subject is 'not_held', never written to."""
+    seed(shop)  # in the shop only: no sync to the CRM
+    view = await DsrService(rt).rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert view.system("crm").status == "not_held"
+    assert view.system("shop").status == "done"
+    assert not crm.holds(CANARY_EMAIL)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, open_rt: Callable[..., Any], config_path: Path
+) -> Callable[..., tuple[int, str, str]]:
+    """Run ``klantsync -c CONFIG dsr ...`` against the in-process sandboxes."""
+    from connector import cli_dsr
+    from connector.cli import main
+
+    monkeypatch.setattr(cli_dsr, "open_runtime", lambda path: open_rt(path))
+
+    def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        code = main(["-c", str(config_path), "dsr", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_cli_erase_receipt_and_verification(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """erase exits 0; receipt prints a file verify-receipt accepts; one changed byte fails it."""
+    seed(shop)
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 0 and CANARY_EMAIL not in out
+    request_id = json.loads(out)["id"]
+    code, receipt, _ = cli("receipt", request_id, capsys=capsys)
+    assert code == 0
+    path = tmp_path / "receipt.json"
+    path.write_text(receipt)
+    code, out, _ = cli("public-key", capsys=capsys)
+    assert code == 0 and out.startswith("-----BEGIN PUBLIC KEY-----")
+    pem = tmp_path / "key.pem"
+    pem.write_text(out)
+    assert cli("verify-receipt", str(path), capsys=capsys)[0] == 0
+    assert cli("verify-receipt", str(path), "--public-key", str(pem), capsys=capsys)[0] == 0
+    edited = bytearray(path.read_bytes())
+    position = edited.index(b"verified_absent")
+    edited[position] = ord("V")
+    path.write_bytes(bytes(edited))
+    code, out, _ = cli("verify-receipt", str(path), capsys=capsys)
+    assert code == 1 and "invalid" in out
+
+
+def test_cli_exit_codes_for_open_requests_and_bad_usage(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An erasure left open exits 1 until retried; unknown fields and ids exit 2 naming them."""
+    seed(shop)
+    shop.faults.down = True
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 1
+    request_id = json.loads(out)["id"]
+    assert cli("receipt", request_id, capsys=capsys)[0] == 1
+    code, out, _ = cli("list", "--open", capsys=capsys)
+    assert code == 0 and request_id in out and CANARY_EMAIL not in out
+    shop.faults.down = False
+    assert cli("retry", request_id, capsys=capsys)[0] == 0
+    assert cli("show", request_id, capsys=capsys)[0] == 0
+    code, _, err = cli("rectify", "--email", CANARY_EMAIL, "--set", "shoe_size=44", capsys=capsys)
+    assert code == 2 and "shoe_size" in err
+    code, _, err = cli("retry", "er-unknown", capsys=capsys)
+    assert code == 2 and "er-unknown" in err
+    code, _, _ = cli("extend", request_id, "--months", "1", "--reason", "x", capsys=capsys)
+    assert code == 2
+
+
+def test_cli_access_says_the_bundle_is_the_only_clear_copy(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """access writes the bundle and tells the operator it is the only clear copy."""
+    seed(shop)
+    out_dir = tmp_path / "bundle"
+    code, out, _ = cli("access", "--email", CANARY_EMAIL, "--out", str(out_dir), capsys=capsys)
+    assert code == 0
+    assert "only place klantsync writes personal data in clear" in " ".join(out.split())
+    assert (out_dir / "data.json").is_file()
+
+
+def test_key_file_is_sealed_and_private(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    config_path: Path,
+) -> None:
+    """The signing key lives next to the store, mode 0600, and is not a readable PEM."""
+    assert cli("public-key", capsys=capsys)[0] == 0
+    key = config_path.parent / "state" / "receipt-signing.key"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in key.read_bytes()
+    with sqlite3.connect(config_path.parent / "state" / "klantsync.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM dsr_requests").fetchone()[0] == 0

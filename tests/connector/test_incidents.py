@@ -1,0 +1,137 @@
+"""The breach clock: 72 hours from awareness, a pre-filled draft, time left, overdue, closed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from connector import audit, incidents
+from connector.cli import main
+from connector.config import Config, load_config
+from connector.state import Store
+from tests.connector.test_register import example_config
+
+NOW = dt.datetime(2026, 6, 1, 9, 30, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
+    return load_config(example_config(tmp_path, monkeypatch))
+
+
+@pytest.fixture
+def store(config: Config) -> Store:
+    store = Store(config.store_path)
+    rows = [("shop", f"s{n}", str(n)) for n in range(5)]
+    rows += [("crm", f"s{n}", f"c{n}") for n in range(3)]
+    store.db.executemany("INSERT INTO identities VALUES (?,?,?)", rows)
+    return store
+
+
+def test_open_starts_a_72_hour_clock_from_awareness(store: Store, config: Config) -> None:
+    """The deadline is 72 hours after the moment of awareness, not of recording."""
+    aware = NOW - dt.timedelta(hours=10)
+    incident = incidents.open_incident(store, config, "backup exposed", aware_at=aware, now=NOW)
+    assert incident.deadline == (aware + dt.timedelta(hours=72)).isoformat()
+    assert incident.opened_at == NOW.isoformat()
+    assert incident.status(NOW) == "open"
+    assert incidents.time_left_text(incident, NOW) == "62h 00m left"
+
+
+def test_scope_counts_the_subjects_known_in_each_system(store: Store, config: Config) -> None:
+    """Per system the categories it holds and the subjects the connector knows there."""
+    incident = incidents.open_incident(store, config, "x", now=NOW)
+    assert incident.scope["systems"]["shop"]["subjects"] == 5
+    assert incident.scope["systems"]["crm"]["subjects"] == 3
+    assert incident.scope["total"] == 5
+    assert "address" in incident.scope["systems"]["shop"]["categories"]
+    only_crm = incidents.open_incident(store, config, "y", systems=["crm"], now=NOW)
+    assert list(only_crm.scope["systems"]) == ["crm"] and only_crm.scope["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("lang", "phrases"),
+    [
+        (
+            "nl",
+            ["Autoriteit Persoonsgegevens", "Uiterste meldtijd", "Adresgegevens", "ten hoogste 5"],
+        ),
+        ("en", ["Autoriteit Persoonsgegevens", "Notify by", "Address data", "at most 5"]),
+    ],
+)
+def test_draft_is_prefilled_from_config_and_store(
+    store: Store, config: Config, lang: str, phrases: list[str]
+) -> None:
+    """The draft names the controller, the systems, processors, categories, counts and deadline."""
+    incident = incidents.open_incident(store, config, "Backup bucket was public", now=NOW)
+    draft = incidents.notification_draft(incident, config, lang).replace("\\", "")
+    assert config.controller is not None
+    for expected in [
+        *phrases,
+        config.controller.name,
+        config.controller.kvk,
+        "Backup bucket was public",
+        "HubSpot Ireland Limited",
+        "| crm |",
+        incident.deadline,
+    ]:
+        assert expected in draft
+
+
+def test_overdue_and_closed(store: Store, config: Config) -> None:
+    """Past the deadline an open incident is overdue; a closed one is closed, with its note."""
+    incident = incidents.open_incident(store, config, "x", now=NOW)
+    later = NOW + dt.timedelta(hours=75)
+    assert incident.status(later) == "overdue"
+    assert incidents.time_left_text(incident, later) == "overdue by 3h 00m"
+    closed = incidents.close_incident(store, incident.id, "notified AP, ref 123", now=later)
+    assert closed.status(later) == "closed" and closed.close_note == "notified AP, ref 123"
+    with pytest.raises(ValueError, match="already closed"):
+        incidents.close_incident(store, incident.id, "again", now=later)
+    kinds = [(e.kind, e.data.get("overdue")) for e in audit.entries(store)]
+    assert kinds == [(audit.INCIDENT_OPENED, None), (audit.INCIDENT_CLOSED, True)]
+
+
+def test_audit_entries_hold_the_clock_not_the_summary(store: Store, config: Config) -> None:
+    """The operator's free text stays in the incident table, out of the audit log."""
+    incidents.open_incident(store, config, "unique-summary-words", now=NOW)
+    assert "unique-summary-words" not in json.dumps([e.data for e in audit.entries(store)])
+
+
+def test_awareness_in_the_future_is_refused(store: Store, config: Config) -> None:
+    """A clock cannot start in the future."""
+    with pytest.raises(ValueError, match="future"):
+        incidents.open_incident(store, config, "x", aware_at=NOW + dt.timedelta(hours=1), now=NOW)
+
+
+def test_incident_commands_open_list_show_close(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open prints a draft, list shows time left (exit 1 when overdue), show and close work."""
+    path = str(config.path)
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    assert main(["-c", path, "incident", "open", "--summary", "lost laptop", "--json"]) == 0
+    opened = json.loads(capsys.readouterr().out)
+    assert opened["status"] == "open" and opened["seconds_left"] == 72 * 3600
+    assert "Voorbeeld Webwinkel B.V." in opened["draft"]
+    assert main(["-c", path, "incident", "list"]) == 0
+    assert "72h 00m left" in capsys.readouterr().out
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW + dt.timedelta(hours=73))
+    assert main(["-c", path, "incident", "list", "--json"]) == 1
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert listed["status"] == "overdue" and listed["seconds_left"] == -3600
+    assert main(["-c", path, "incident", "show", str(opened["id"]), "--lang", "en"]) == 0
+    assert "Notify by" in capsys.readouterr().out
+    assert main(["-c", path, "incident", "close", str(opened["id"]), "--note", "done"]) == 0
+    assert main(["-c", path, "incident", "show", "99"]) == 2
+
+
+def test_open_help_warns_against_personal_data(capsys: pytest.CaptureFixture[str]) -> None:
+    """The --summary help tells the operator not to put personal data in it."""
+    with pytest.raises(SystemExit) as info:
+        main(["incident", "open", "--help"])
+    assert info.value.code == 0
+    assert "do NOT put personal data" in " ".join(capsys.readouterr().out.split())

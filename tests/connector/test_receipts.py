@@ -1,0 +1,103 @@
+"""Receipts: Ed25519 signatures over canonical JSON, the sealed key, tamper detection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+
+from connector.crypto import Keyring
+from connector.errors import ReceiptError
+from connector.receipts import ReceiptSigner, canonical, load_public_key, verify_receipt
+
+RECEIPT = {
+    "version": 1,
+    "request_id": "er-20260105-0a1b2c3d",
+    "kind": "erase",
+    "subject_id": "0123456789abcdef0123456789abcdef",
+    "systems": [
+        {"system": "crm", "status": "verified_absent", "endpoint": "POST /gdpr-delete"},
+        {"system": "shop", "status": "verified_absent", "reversible": False, "note": "ok é"},
+    ],
+}
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> ReceiptSigner:
+    return ReceiptSigner(tmp_path / "receipt-signing.key", Keyring(bytes(range(32))))
+
+
+def test_signed_receipt_verifies_with_the_public_key(signer: ReceiptSigner) -> None:
+    """A fresh receipt verifies, as signed and with the trailing newline `print` adds."""
+    text = signer.sign(RECEIPT)
+    public = load_public_key(signer.public_key_pem().encode())
+    for data in (text.encode(), text.encode() + b"\n"):
+        result = verify_receipt(data, public)
+        assert result.ok, result.problem
+        assert result.receipt == RECEIPT
+
+
+def test_every_single_changed_byte_fails_verification(signer: ReceiptSigner) -> None:
+    """Changing any one byte anywhere in the receipt (content, keys, signature) is detected."""
+    data = signer.sign(RECEIPT).encode()
+    public = signer.public_key
+    for position in range(len(data)):
+        for flip in (0x01, 0x20):
+            edited = bytearray(data)
+            edited[position] ^= flip
+            assert not verify_receipt(bytes(edited), public).ok, (position, flip)
+
+
+def test_pretty_printed_copy_is_refused(signer: ReceiptSigner) -> None:
+    """Re-indenting a receipt changes its bytes, so it no longer counts as the signed document."""
+    document = json.loads(signer.sign(RECEIPT))
+    result = verify_receipt(json.dumps(document, indent=2).encode(), signer.public_key)
+    assert not result.ok and "canonical" in result.problem
+
+
+def test_receipt_signed_by_another_key_fails(signer: ReceiptSigner, tmp_path: Path) -> None:
+    """A receipt checked against another deployment's key does not verify."""
+    other = ReceiptSigner(tmp_path / "other.key", Keyring(bytes(32)))
+    result = verify_receipt(signer.sign(RECEIPT).encode(), other.public_key)
+    assert not result.ok and "another key" in result.problem
+
+
+def test_key_is_created_once_sealed_and_private(signer: ReceiptSigner) -> None:
+    """The key file is 0600, holds no clear key, and a second signer loads the same key."""
+    pem = signer.public_key_pem()
+    assert signer.key_path.stat().st_mode & 0o777 == 0o600
+    raw = signer.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    assert raw not in signer.key_path.read_bytes()
+    again = ReceiptSigner(signer.key_path, Keyring(bytes(range(32))))
+    assert again.public_key_pem() == pem
+
+
+def test_key_sealed_with_another_master_key_is_a_clear_error(signer: ReceiptSigner) -> None:
+    """Opening the key with the wrong master key raises ReceiptError naming the file."""
+    signer.public_key_pem()
+    wrong = ReceiptSigner(signer.key_path, Keyring(bytes(32)))
+    with pytest.raises(ReceiptError, match=r"receipt-signing\.key"):
+        wrong.public_key_pem()
+
+
+def test_non_ed25519_public_key_is_refused() -> None:
+    """verify-receipt --public-key with an EC key or garbage fails with a clear error."""
+    ec_pem = (
+        generate_private_key(SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    with pytest.raises(ReceiptError, match="Ed25519"):
+        load_public_key(ec_pem)
+    with pytest.raises(ReceiptError, match="PEM"):
+        load_public_key(b"not a key")
+
+
+def test_canonical_json_is_sorted_compact_ascii() -> None:
+    """The signed form has sorted keys, no spaces and escapes non-ASCII characters."""
+    assert canonical({"b": 1, "a": "é"}) == b'{"a":"\\u00e9","b":1}'

@@ -1,0 +1,224 @@
+"""The Art. 30 register: built from the running config, in nl and en, as md, html and json."""
+
+from __future__ import annotations
+
+import html
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.cli import main
+from connector.config import Config, load_config
+from connector.crypto import generate_master_key
+from connector.model import CANONICAL_FIELDS, CATEGORIES
+from connector.register import build_register
+from connector.register_render import render
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def example_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """config.example.toml with its mappings copied into ``directory``, loadable as shipped."""
+    shutil.copy(REPO / "config.example.toml", directory / "config.toml")
+    shutil.copytree(REPO / "mappings", directory / "mappings")
+    (directory / "var/sandbox/tls").mkdir(parents=True)
+    (directory / "var/sandbox/tls/ca.pem").write_text("placeholder")
+    (directory / "var/master.key").write_text(generate_master_key())
+    for name in ("SHOP_CONSUMER_KEY", "SHOP_CONSUMER_SECRET", "CRM_TOKEN"):
+        monkeypatch.setenv(f"KLANTSYNC_{name}", "x")
+    return directory / "config.toml"
+
+
+def _text(config: Config, lang: str, fmt: str) -> str:
+    """The rendered register, unescaped so assertions read plain words."""
+    out = render(build_register(config, lang), fmt)
+    if fmt == "html":
+        return html.unescape(out)
+    if fmt == "md":
+        return out.replace("\\", "")
+    return json.dumps(json.loads(out), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_register_of_the_example_config_lists_everything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """Every system, category sent to it, purpose, retention and processor appears."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    text = _text(config, lang, fmt)
+    assert config.controller is not None
+    assert config.controller.name in text and config.controller.kvk in text
+    for name, settings in config.systems.items():
+        assert name in text
+        assert settings.processor is not None
+        assert settings.processor.legal_name in text
+        assert settings.processor.agreement_reference in text
+        for sub in settings.processor.sub_processors:
+            assert sub in text
+    index = 1 if lang == "nl" else 0
+    for name in config.mappings["crm"].outbound_fields:
+        field = CANONICAL_FIELDS[name]
+        assert CATEGORIES[field.category][index] in text
+        assert (field.label_nl if lang == "nl" else field.label_en) in text
+        assert config.mappings["crm"].fields[name].purpose in text
+    for flow in config.flows:
+        assert flow.privacy is not None
+        for purpose in flow.privacy.purposes:
+            assert purpose in text
+        assert flow.privacy.retention in text
+    for subjects in config.privacy.data_subjects:
+        assert subjects in text
+    if fmt != "json":  # JSON carries data and labels of data; headings are the renderers'
+        heading = "Categorieën persoonsgegevens" if lang == "nl" else "Categories of personal data"
+        assert heading in text
+
+
+def test_dutch_register_uses_the_terms_of_a_verwerkingsregister(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Dutch headings are the ones Dutch controllers use."""
+    text = _text(load_config(example_config(tmp_path, monkeypatch)), "nl", "html")
+    for heading in (
+        "Naam en contactgegevens verwerkingsverantwoordelijke",
+        "Doeleinden van de verwerking",
+        "Categorieën betrokkenen",
+        "Categorieën persoonsgegevens",
+        "Categorieën ontvangers",
+        "Doorgifte naar derde landen",
+        "Bewaartermijnen",
+        "Beveiligingsmaatregelen",
+        "Verwerkersovereenkomst",
+        "Uitvoering van een overeenkomst",
+    ):
+        assert heading in text
+
+
+def test_adding_a_field_to_a_mapping_adds_it_to_the_register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new [fields.job_title] in the HubSpot mapping shows up with no other change."""
+    path = example_config(tmp_path, monkeypatch)
+    before = build_register(load_config(path), "en")
+    crm_fields = [
+        f["name"] for g in before["personal_data"]["received"][0]["categories"] for f in g["fields"]
+    ]
+    assert "job_title" not in crm_fields
+    with (tmp_path / "mappings/hubspot.toml").open("a") as mapping:
+        mapping.write(
+            '\n[fields.job_title]\npath = "jobtitle"\npurpose = "B2B account management"\n'
+        )
+    config = load_config(path)
+    after = build_register(config, "en")
+    (crm,) = [r for r in after["personal_data"]["received"] if r["system"] == "crm"]
+    professional = next(g for g in crm["categories"] if g["category"] == "professional")
+    assert {"name": "job_title", "label": "Job title", "purpose": "B2B account management"} in (
+        professional["fields"]
+    )
+    assert "Functie" in _text(config, "nl", "md")
+    assert "B2B account management" in _text(config, "en", "html")
+
+
+def test_only_outbound_fields_are_listed_as_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field the CRM mapping only reads (direction "in") is not listed as disclosed to it."""
+    path = example_config(tmp_path, monkeypatch)
+    mapping = tmp_path / "mappings/hubspot.toml"
+    mapping.write_text(
+        mapping.read_text().replace('path = "company"\n', 'path = "company"\ndirection = "in"\n')
+    )
+    reg = build_register(load_config(path), "en")
+    (crm,) = reg["personal_data"]["received"]
+    names = {f["name"] for g in crm["categories"] for f in g["fields"]}
+    assert "company" not in names and "email" in names
+    assert [s["system"] for s in reg["personal_data"]["provided"]] == ["shop"]
+
+
+def test_config_values_are_escaped_in_html_and_markdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A controller name with markup neither injects HTML nor breaks a Markdown table."""
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(
+        path.read_text().replace(
+            'name = "Voorbeeld Webwinkel B.V."', 'name = "<script>x</script> & Zn | B.V."'
+        )
+    )
+    config = load_config(path)
+    page = render(build_register(config, "nl"), "html")
+    assert "<script>" not in page and "&lt;script&gt;x&lt;/script&gt; &amp; Zn" in page
+    assert "@media print" in page
+    markdown = render(build_register(config, "nl"), "md")
+    rows = [line for line in markdown.splitlines() if "script" in line]
+    assert rows
+    for row in rows:  # two cells each: the name's own pipe is escaped
+        assert row.count("|") - row.count("\\|") == 3
+
+
+def test_transfer_outside_the_eea_is_listed_with_its_safeguard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A processor in the US appears under transfers with its mechanism and country name."""
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(path.read_text().replace('country = "IE"', 'country = "US"'))
+    reg = build_register(load_config(path), "nl")
+    (transfer,) = reg["transfers"]
+    assert transfer["system"] == "crm" and transfer["country"] == "US"
+    assert transfer["country_name"] == "Verenigde Staten"
+    assert transfer["mechanism"].startswith("EU-US Data Privacy Framework")
+    assert transfer["onward"] is False
+
+
+def test_security_measures_follow_the_running_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Private CA, admin token and loopback listener are stated only when configured."""
+    path = example_config(tmp_path, monkeypatch)
+    codes = {m["code"]: m["text"] for m in build_register(load_config(path), "en")["security"]}
+    assert {"tls", "encryption", "pseudonymisation", "audit-log", "minimisation"} <= set(codes)
+    assert "shop, crm" in codes["private-ca"]
+    assert "No admin API token" in codes["admin-api"]
+    monkeypatch.setenv("KLANTSYNC_ADMIN_TOKEN", "t0ken")
+    text = path.read_text()
+    text = text.replace(
+        '# admin_token = "env:KLANTSYNC_ADMIN_TOKEN"', 'admin_token = "env:KLANTSYNC_ADMIN_TOKEN"'
+    )
+    text = text.replace('ca_bundle = "var/sandbox/tls/ca.pem"', "")
+    path.write_text(
+        text.replace("allow_insecure_loopback = false", "allow_insecure_loopback = true")
+    )
+    codes = {m["code"]: m["text"] for m in build_register(load_config(path), "en")["security"]}
+    assert "private-ca" not in codes
+    assert "bearer token" in codes["admin-api"] and "this machine only" in codes["admin-api"]
+    assert "insecure-loopback" in codes
+    assert "t0ken" not in json.dumps(codes)
+
+
+def test_processor_record_names_the_agency_and_the_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Art. 30(2) record names the agency, the controller and the flows it runs."""
+    reg = build_register(load_config(example_config(tmp_path, monkeypatch)), "en")
+    record: dict[str, Any] = reg["processor_record"]
+    assert record["processor"] == "Voorbeeld Digital Agency B.V."
+    assert record["controller"] == "Voorbeeld Webwinkel B.V."
+    assert any("shop-to-crm" in a for a in record["activities"])
+
+
+def test_register_command_writes_each_format(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klantsync register` writes html to --out and json to stdout, exit 0."""
+    path = example_config(tmp_path, monkeypatch)
+    out = tmp_path / "register.html"
+    args = ["-c", str(path), "register", "--lang", "en", "--format", "html", "--out", str(out)]
+    assert main(args) == 0
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    capsys.readouterr()
+    assert main(["-c", str(path), "register", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["lang"] == "nl" and {r["system"] for r in data["recipients"]} == {"shop", "crm"}

@@ -1,0 +1,169 @@
+"""Retention: what is past its period goes, nothing else does, and the purge is audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+
+from connector import audit, retention
+from connector.cli import main
+from connector.config import Config, load_config
+from connector.state import Store
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _ago(days: float) -> str:
+    return (NOW - dt.timedelta(days=days)).isoformat(timespec="seconds")
+
+
+def _dead_letter(store: Store, created_at: str) -> None:
+    store.db.execute(
+        "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
+        "VALUES ('crm', 's', 'f', x'00', '400 invalid', ?)",
+        (created_at,),
+    )
+
+
+def _request(store: Store, rid: str, completed_at: str | None) -> None:
+    store.db.execute(
+        "INSERT INTO dsr_requests(id, kind, subject_id, received_at, deadline, status, source, "
+        "manifest, completed_at) VALUES (?, 'erase', 's', ?, ?, ?, 'cli', x'01', ?)",
+        (rid, _ago(400), _ago(370), "done" if completed_at else "running", completed_at),
+    )
+
+
+def _bundle(store: Store, directory: Path, created_at: str) -> int:
+    directory.mkdir(parents=True)
+    (directory / "access.json").write_text("{}")
+    (directory / "data").mkdir()
+    (directory / "data/crm.json").write_text("{}")
+    bundle_id = retention.record_bundle(store, directory)
+    store.db.execute("UPDATE bundles SET created_at=? WHERE id=?", (created_at, bundle_id))
+    return bundle_id
+
+
+@pytest.fixture
+def config(config_path: Path) -> Config:
+    return load_config(config_path)  # retention defaults: 30/30/30 days, audit 2555 days
+
+
+@pytest.fixture
+def store(config: Config) -> Store:
+    return Store(config.store_path)
+
+
+def _fill(store: Store, tmp_path: Path) -> None:
+    _dead_letter(store, _ago(31))
+    _dead_letter(store, _ago(29))
+    _request(store, "old-done", _ago(31))
+    _request(store, "young-done", _ago(1))
+    _request(store, "open", None)
+    _bundle(store, tmp_path / "out/old", _ago(31))
+    (tmp_path / "out/old/operator-notes.txt").write_text("not the connector's")
+    _bundle(store, tmp_path / "out/young", _ago(2))
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3)], ts=_ago(2600))
+    audit.append_many(store, [("sync.run", {"n": 3}, None)], ts=_ago(10))
+
+
+async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
+    store: Store, config: Config, tmp_path: Path
+) -> None:
+    """Old dead letters, manifests, bundles and audit entries go; young and open ones stay."""
+    _fill(store, tmp_path)
+    report = await retention.sweep(store, config, NOW)
+    assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
+        1,
+        1,
+        1,
+        3,
+    )
+    assert report.errors == []
+    assert [d.created_at for d in store.dead_letters()] == [_ago(29)]
+    manifests = dict(store.db.execute("SELECT id, manifest IS NOT NULL FROM dsr_requests"))
+    assert manifests == {"old-done": 0, "young-done": 1, "open": 1}
+    assert not (tmp_path / "out/old/access.json").exists()
+    assert not (tmp_path / "out/old/data").exists()
+    assert (tmp_path / "out/old/operator-notes.txt").exists()
+    assert (tmp_path / "out/young/data/crm.json").exists()
+    assert store.db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 1
+    kept = [e.data for e in audit.entries(store)]
+    assert kept[0] == {"n": 3}
+    assert kept[-1] == {"dead_letters": 1, "manifests": 1, "bundles": 1, "audit_entries": 3}
+    result = audit.verify(store)
+    assert result.ok and result.anchor_seq == 3
+
+
+async def test_dry_run_counts_and_changes_nothing(
+    store: Store, config: Config, tmp_path: Path
+) -> None:
+    """A dry run reports the same counts as a real run and deletes nothing."""
+    _fill(store, tmp_path)
+    before = store.counts()
+    report = await retention.sweep(store, config, NOW, dry_run=True)
+    assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
+        1,
+        1,
+        1,
+        3,
+    )
+    assert store.counts() == before
+    assert (tmp_path / "out/old/access.json").exists()
+
+
+async def test_nothing_expired_means_no_purge_entry(store: Store, config: Config) -> None:
+    """A sweep with nothing to delete leaves the audit log as it was."""
+    audit.append(store, "sync.run", {})
+    report = await retention.sweep(store, config, NOW)
+    assert report.total == 0
+    assert [e.kind for e in audit.entries(store)] == ["sync.run"]
+
+
+async def test_audit_prefix_ends_at_the_first_young_entry(store: Store, config: Config) -> None:
+    """An old entry after a younger one (a clock step back) is kept, so only a prefix goes."""
+    audit.append_many(store, [("a", {}, None)], ts=_ago(3000))
+    audit.append_many(store, [("b", {}, None)], ts=_ago(5))
+    audit.append_many(store, [("c", {}, None)], ts=_ago(3000))
+    report = await retention.sweep(store, config, NOW)
+    assert report.audit_entries == 1
+    assert [e.kind for e in audit.entries(store)][:2] == ["b", "c"]
+    assert audit.verify(store).ok
+
+
+async def test_tampered_audit_prefix_is_not_purged(store: Store, config: Config) -> None:
+    """Retention refuses to purge audit entries that fail verification, and says so."""
+    audit.append_many(store, [("a", {"n": n}, None) for n in range(3)], ts=_ago(3000))
+    store.db.execute("UPDATE audit SET kind='edited' WHERE seq=2")
+    report = await retention.sweep(store, config, NOW)
+    assert report.audit_entries == 0
+    assert report.errors and "entry 2" in report.errors[0]
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 3
+
+
+def test_single_file_bundle_is_deleted(store: Store, config: Config, tmp_path: Path) -> None:
+    """A bundle written as one file (a zip) is deleted, its folder left alone."""
+    archive = tmp_path / "exports/bundle.zip"
+    archive.parent.mkdir()
+    archive.write_bytes(b"PK")
+    bundle_id = retention.record_bundle(store, archive)
+    store.db.execute("UPDATE bundles SET created_at=? WHERE id=?", (_ago(40), bundle_id))
+    assert retention.sweep_now(store, config, NOW).bundles == 1
+    assert not archive.exists() and archive.parent.is_dir()
+
+
+def test_retention_command_reports_json(
+    config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klantsync retention run --dry-run --json` prints the counts and cut-offs, exit 0."""
+    store = Store(config.store_path)
+    _dead_letter(store, "2000-01-01T00:00:00+00:00")
+    store.close()
+    assert main(["-c", str(config_path), "retention", "run", "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dry_run"] is True and data["dead_letters"] == 1
+    assert set(data["cutoffs"]) == {"dead_letters", "manifests", "bundles", "audit"}
+    assert main(["-c", str(config_path), "retention", "run"]) == 0
+    assert "purged 1 dead letters" in capsys.readouterr().out
