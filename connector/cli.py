@@ -23,6 +23,7 @@ from connector.crypto import generate_master_key
 from connector.engine import FlowReport, Progress
 from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
+from connector.dsr_views import summary as dsr_summary
 from connector.lock import daemon_running
 from connector.logs import setup_logging
 from connector.runtime import open_runtime
@@ -343,6 +344,8 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
                 {"id": d.id, "system": d.system, "subject": d.subject_id, "reason": d.reason}
                 for d in store.dead_letters()[-20:]
             ],
+            "requests": dsr_summary(store),
+            "daemon_running": daemon_running(store_path),
         }
     finally:
         store.close()
@@ -361,6 +364,19 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
         f"known subjects {counts['identities']}, suppressed {counts['suppression']}, "
         f"audit entries {counts['audit']}"
     )
+    requests = data["requests"]
+    console.print(
+        f"  data subject requests: {requests['open']} open, {requests['overdue']} overdue, "
+        f"{requests['flagged']} due within 7 days"
+    )
+    for request in requests["requests"]:
+        mark = "OVERDUE" if request["overdue"] else ("due soon" if request["flagged"] else "")
+        waiting = ", ".join(request["waiting_on"]) or "-"
+        console.print(
+            f"    {request['id']} {request['kind']}: {request['days_left']} days left "
+            f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
+        )
+    console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
     for dead in data["dead_letters"]:
         console.print(
             f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']}"

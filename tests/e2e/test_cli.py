@@ -134,3 +134,24 @@ def test_missing_config_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         main(["sync"])
     assert info.value.code == 2
+
+
+def test_status_shows_open_requests_and_days_left(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An erasure still waiting on a system appears in `status` with its days left."""
+    config, shop, _ = served
+    assert main(["-c", str(config), "sync", "--json"]) == 0
+    capsys.readouterr()
+    email = shop.store.get(3)["email"]
+    shop.faults.down = True
+    assert main(["-c", str(config), "dsr", "erase", "--email", email, "--json"]) == 1
+    capsys.readouterr()
+    assert main(["-c", str(config), "status", "--json"]) == 0
+    requests = _json(capsys)["requests"]  # type: ignore[index]
+    assert requests["open"] == 1
+    (request,) = requests["requests"]
+    assert request["days_left"] >= 28 and request["waiting_on"] == ["shop"]
+    assert main(["-c", str(config), "status"]) == 0
+    text = capsys.readouterr().out
+    assert "1 open" in text and "days left" in text and email not in text
