@@ -20,10 +20,10 @@ from rich.console import Console
 from connector import audit, cli_accountability, cli_dsr, compliance
 from connector.config import load_config
 from connector.crypto import generate_master_key
+from connector.dsr_views import summary as dsr_summary
 from connector.engine import FlowReport, Progress
 from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
-from connector.dsr_views import summary as dsr_summary
 from connector.lock import daemon_running
 from connector.logs import setup_logging
 from connector.runtime import open_runtime
