@@ -194,6 +194,8 @@ class HubSpotAdapter:
         return [found] if found is not None else []
 
     async def _read_by_email(self, email: str) -> dict[str, Any] | None:
+        if "@" not in email:
+            return None  # no e-mail known (a subject known only by its HubSpot id)
         # batch/read keeps the e-mail in the body: a GET .../{email} would put it in the URL
         # path, which error messages and access logs carry.
         response = await self.client.request(
@@ -244,10 +246,11 @@ class HubSpotAdapter:
                 "POST", GDPR_DELETE, json={"objectId": str(by_id["id"])}, accept=(404,)
             )
             status = response.status_code
-        response = await self.client.request(
-            "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
-        )
-        status = response.status_code if status in (None, 204) else status
+        if "@" in subject.email:
+            response = await self.client.request(
+                "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
+            )
+            status = response.status_code if status in (None, 204) else status
         return ErasureResult(
             found=by_email is not None or by_id is not None,
             mode="hard_delete",
@@ -331,6 +334,8 @@ def _next_after(body: Mapping[str, Any]) -> str | None:
 
 def _as_property(value: Any) -> str:
     """HubSpot takes every property value as a string; ``""`` clears a value."""
+    if type(value) is str:  # nearly every value, once per field of every record sent
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):

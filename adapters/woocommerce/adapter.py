@@ -331,9 +331,13 @@ class WooCommerceAdapter:
         if customer_id:
             for order in await self._list_orders({"customer": customer_id}):
                 found[int(order["id"])] = order
+        wanted = email.strip().casefold()
+        if "@" not in wanted:
+            # Without an e-mail there is nothing to match guest orders on; an empty search
+            # would list every order of the shop, and blank billing e-mails would "match".
+            return [found[k] for k in sorted(found)]
         # search is a substring match over the address index: keep exact e-mail matches only,
         # so jan@x.nl is never mistaken for an@x.nl.
-        wanted = email.strip().casefold()
         for order in await self._list_orders({"search": email}):
             billing = order.get("billing")
             billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""

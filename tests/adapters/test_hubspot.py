@@ -624,3 +624,11 @@ def test_parse_privacy_deletion_and_contact_events(hub: Harness) -> None:
         ("deleted", "3", "13"),
     ]
     assert hub.adapter.parse_webhook(hook_request(b"not json", {})) == []
+
+
+async def test_erase_by_id_alone_sends_no_empty_email(hub: Harness) -> None:
+    """A subject known only by its HubSpot id is erased by id; no e-mail call is attempted."""
+    contact_id = hub.sandbox.add_person("only.id@example.com", "Id", "Only")
+    result = await hub.adapter.erase(Subject(email="", external_id=contact_id))
+    assert result.found and result.vendor_status == 204
+    assert not hub.sandbox.holds("only.id@example.com")

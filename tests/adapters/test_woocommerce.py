@@ -555,3 +555,17 @@ def test_parse_customer_and_order_events(harness: Harness, sandbox: WooCommerceS
     assert guest_event.external_id is None and guest_event.email == "gast@example.com"
     (product,) = harness.adapter.parse_webhook(delivery(sandbox, {"id": 5}, "product.updated"))
     assert product.kind == "ignored"
+
+
+async def test_erase_by_id_alone_touches_no_stranger_orders(harness: Harness) -> None:
+    """Without an e-mail only the customer's own orders are anonymised, never guest orders."""
+    customer_id, orders, stranger = seed_subject(harness.sandbox)
+    blank = harness.sandbox.add_order(0, billing={"email": ""})
+    result = await harness.adapter.erase(Subject(email="", external_id=customer_id))
+    assert result.found and "2 orders anonymised" in result.note
+    guest = harness.sandbox.order(orders[-1])
+    assert guest is not None and guest["billing"]["email"] == "AN@example.com"
+    other = harness.sandbox.order(stranger)
+    assert other is not None and other["billing"]["email"] == "jan@example.com"
+    assert harness.sandbox.log.count("PUT", f"{API}/orders/{blank}") == 0
+    assert not harness.sandbox.holds("an@example.com")
