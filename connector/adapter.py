@@ -175,12 +175,16 @@ class WebhookEvent:
         delivery_id: the vendor's delivery/event id, for replay detection.
         external_id: the person's id in the sending system, if given.
         email: the person's e-mail, if the payload carries it (never logged).
+        record: the person's whole record in the shape ``pull`` yields, when the delivery
+            carries it (WooCommerce's customer topics do); a targeted sync then needs no
+            fetch. ``None`` means "fetch the current record".
     """
 
     kind: Literal["changed", "deleted", "erase", "access", "purge_all", "ignored"]
     delivery_id: str
     external_id: str | None = None
     email: str | None = None
+    record: Mapping[str, Any] | None = None
 
 
 @runtime_checkable

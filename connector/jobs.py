@@ -15,7 +15,16 @@ from typing import Any
 from connector.crypto import Keyring
 from connector.state import Store, utcnow
 
-__all__ = ["Job", "claim_next", "enqueue", "finish", "get", "recent", "requeue_running"]
+__all__ = [
+    "Job",
+    "claim_more",
+    "claim_next",
+    "enqueue",
+    "finish",
+    "get",
+    "recent",
+    "requeue_running",
+]
 
 _CONTEXT = "job"
 
@@ -70,6 +79,28 @@ def claim_next(store: Store, keyring: Keyring) -> Job | None:
     sealed = store.db.execute("SELECT params FROM jobs WHERE id=?", (row[0],)).fetchone()[0]
     params = keyring.open_json(sealed, _CONTEXT) if sealed is not None else {}
     return Job(**{**job.__dict__, "params": params})
+
+
+def claim_more(store: Store, keyring: Keyring, kind: str, after_id: int, limit: int) -> list[Job]:
+    """Claim up to ``limit`` more queued jobs of ``kind`` (oldest first) to run as one batch."""
+    with store.transaction() as db:
+        rows = db.execute(
+            "SELECT id, params FROM jobs WHERE status='queued' AND kind=? AND id>? "
+            "ORDER BY id LIMIT ?",
+            (kind, after_id, limit),
+        ).fetchall()
+        now = utcnow()
+        db.executemany(
+            "UPDATE jobs SET status='running', started_at=? WHERE id=?",
+            [(now, job_id) for job_id, _ in rows],
+        )
+    claimed = []
+    for job_id, sealed in rows:
+        job = get(store, job_id)
+        assert job is not None
+        params = keyring.open_json(sealed, _CONTEXT) if sealed is not None else {}
+        claimed.append(Job(**{**job.__dict__, "params": params}))
+    return claimed
 
 
 def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> None:

@@ -1,29 +1,61 @@
-"""A targeted sync: one person of a source system, fetched and run through its flows.
+"""A targeted sync: some people of a source system, fetched and run through its flows.
 
-Used by a webhook that names a changed customer, and by ``resync --email``. The source is
-asked for the person's current record (never trusting a webhook body for content), which then
-takes the same path as a pulled page, cursor untouched.
+Used by webhooks that name changed customers, and by ``resync --email``. The source is asked
+for each person's current record (a webhook body may be older than a later change), and the
+records then take the same path as a pulled page, cursor untouched. Many webhook deliveries
+are handled as one batch: one engine run and one delivery batch for all of them.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from connector.adapter import Subject
 from connector.engine import FlowReport
 from connector.model import normalise_email
 from connector.runtime import Runtime
 
-__all__ = ["sync_subject"]
+__all__ = ["sync_subject", "sync_subjects"]
+
+#: Lookups in flight at once towards the source during a batch.
+FETCH_CONCURRENCY = 8
 
 
 async def sync_subject(
     rt: Runtime, system: str, *, external_id: str | None = None, email: str | None = None
 ) -> list[FlowReport]:
     """Fetch one person from ``system`` and run them through every flow it is the source of."""
+    return await sync_subjects(rt, system, [(external_id, email)])
+
+
+async def sync_subjects(
+    rt: Runtime,
+    system: str,
+    subjects: Iterable[tuple[str | None, str | None]],
+    records: Iterable[Mapping[str, Any]] = (),
+) -> list[FlowReport]:
+    """Run people of ``system`` through its flows at once.
+
+    Args:
+        subjects: ``(external_id, email)`` of people to fetch from the source first.
+        records: people whose current record came with a verified webhook delivery.
+    """
     flows = [flow for flow in rt.config.flows if flow.source == system]
-    if not flows:
+    unique = list(dict.fromkeys((ext, normalise_email(mail or "")) for ext, mail in subjects))
+    given = list(records)
+    if not flows or not (unique or given):
         return []
-    subject = Subject(email=normalise_email(email or ""), external_id=external_id)
-    found = await rt.systems[system].adapter.find(subject)
-    # find() returns everything held for the subject (e.g. orders); only people are synced.
-    records = [record for record in found if record.get("type", "customer") != "order"]
-    return [await rt.engine.ingest(flow.name, records) for flow in flows]
+    adapter = rt.systems[system].adapter
+    slots = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def fetch(external_id: str | None, email: str) -> list[dict[str, Any]]:
+        async with slots:
+            found = await adapter.find(Subject(email=email, external_id=external_id))
+        # find() returns everything held for the subject (e.g. orders); only people sync.
+        return [record for record in found if record.get("type", "customer") != "order"]
+
+    fetched = await asyncio.gather(*(fetch(ext, mail) for ext, mail in unique))
+    batch = given + [record for group in fetched for record in group]
+    return [await rt.engine.ingest(flow.name, batch) for flow in flows]

@@ -94,6 +94,9 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
                 delivery_id=delivery_id,
                 external_id=_positive_id(body.get("id")),
                 email=email if isinstance(email, str) and email else None,
+                # The payload is the customer exactly as a REST GET returns it (and as pull
+                # yields it), so the targeted sync needs no second request to the shop.
+                record=body,
             )
         ]
     if resource == "customer" and event == "deleted":

@@ -23,3 +23,12 @@ def test_audit_benchmark_runs(tmp_path: Path) -> None:
     figures = main(200, directory=tmp_path)
     assert figures["verified"] == 200 and figures["ok"] == 1.0
     assert figures["insert_seconds"] > 0 and figures["verify_seconds"] > 0
+
+
+def test_webhook_benchmark_runs(tmp_path: Path) -> None:
+    """bench_webhooks runs a real daemon, floods it a little and reports every figure."""
+    from benchmarks.bench_webhooks import main
+
+    figures = main(deliveries=40, changes=3, concurrency=4, change_rate=50.0, directory=tmp_path)
+    assert figures["changes"] == 3 and figures["deliveries"] == 40
+    assert figures["ack_per_second"] > 0 and figures["propagation_p95_s"] > 0
