@@ -7,9 +7,12 @@ Adding a system: a package under ``adapters/`` exporting a ``SPEC``, a mapping u
 from __future__ import annotations
 
 from adapters.hubspot import SPEC as HUBSPOT
+from adapters.mailchimp import SPEC as MAILCHIMP
 from adapters.woocommerce import SPEC as WOOCOMMERCE
 from connector.adapter import AdapterSpec
 
 __all__ = ["REGISTRY"]
 
-REGISTRY: dict[str, AdapterSpec] = {spec.kind: spec for spec in (WOOCOMMERCE, HUBSPOT)}
+REGISTRY: dict[str, AdapterSpec] = {
+    spec.kind: spec for spec in (WOOCOMMERCE, HUBSPOT, MAILCHIMP)
+}

@@ -1,0 +1,311 @@
+"""The Mailchimp sandbox's state and rules: audiences, their members, archive and forgetting.
+
+Each audience keys its members by subscriber hash. What Mailchimp refuses raises
+:class:`Problem`, which the sandbox turns into Mailchimp's error body. Rules modelled:
+
+- ``PUT`` adds or updates; a new member needs ``status_if_new``; an archived member is re-added;
+  a ``status`` of ``subscribed`` for an ``unsubscribed`` or ``cleaned`` member is refused
+  ("Member In Compliance State"); an address deleted permanently is refused for good
+  ("Forgotten Email Not Subscribed");
+- ``PATCH`` updates an existing, not archived, member only;
+- ``DELETE`` archives (restorable by a later ``PUT``); ``delete-permanent`` removes the member
+  and forgets the address on that audience.
+
+Assumptions where the vendor's behaviour is not documented (the fake is the stricter one):
+the hash in the path must match the body's ``email_address``; ``search-members`` does not show
+archived members; ``count`` over 1000 is refused rather than capped.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from adapters.mailchimp.payloads import MEMBER_STATUSES, subscriber_hash
+
+__all__ = ["Audience", "Member", "MemberStore", "Problem"]
+
+#: Merge fields every new audience has (Mailchimp's defaults).
+DEFAULT_MERGE_TAGS: Final = ("FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY")
+
+
+class Problem(Exception):
+    """A request Mailchimp would refuse: status, title, detail and optional field errors."""
+
+    def __init__(
+        self, status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+    ) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.errors = errors
+
+
+def _invalid(detail: str, field_name: str = "", message: str = "") -> Problem:
+    errors = [{"field": field_name, "message": message}] if field_name else None
+    return Problem(400, "Invalid Resource", detail, errors)
+
+
+def not_found() -> Problem:
+    """Mailchimp's 404 body, the same for an unknown audience or member."""
+    return Problem(404, "Resource Not Found", "The requested resource could not be found.")
+
+
+@dataclass
+class Member:
+    """One audience member, as the sandbox keeps it."""
+
+    list_id: str
+    email_address: str
+    status: str
+    merge_fields: dict[str, Any]
+    web_id: int
+    timestamp_opt: str
+    last_changed: str
+
+    @property
+    def id(self) -> str:
+        return subscriber_hash(self.email_address)
+
+    def to_json(self) -> dict[str, Any]:
+        """The member in Mailchimp's shape (the fields klantsync and an auditor care about)."""
+        names = [self.merge_fields.get("FNAME", ""), self.merge_fields.get("LNAME", "")]
+        return {
+            "id": self.id,
+            "email_address": self.email_address,
+            "unique_email_id": self.id[:10],
+            "full_name": " ".join(str(n) for n in names if n),
+            "web_id": self.web_id,
+            "email_type": "html",
+            "status": self.status,
+            "merge_fields": copy.deepcopy(self.merge_fields),
+            "ip_signup": "",
+            "timestamp_signup": "",
+            "ip_opt": "",
+            "timestamp_opt": self.timestamp_opt,
+            "last_changed": self.last_changed,
+            "language": "",
+            "vip": False,
+            "source": "API - Generic",
+            "tags_count": 0,
+            "tags": [],
+            "list_id": self.list_id,
+        }
+
+
+@dataclass
+class Audience:
+    """One audience (list): its members by hash and the hashes deleted permanently."""
+
+    id: str
+    members: dict[str, Member] = field(default_factory=dict)
+    forgotten: set[str] = field(default_factory=set)
+    merge_tags: tuple[str, ...] = DEFAULT_MERGE_TAGS
+
+
+class MemberStore:
+    """Every audience of one account, and the member rules above.
+
+    Args:
+        list_ids: the account's audiences.
+        wall_clock: epoch seconds for ``timestamp_opt`` and ``last_changed``.
+    """
+
+    def __init__(self, list_ids: tuple[str, ...], wall_clock: Callable[[], float]) -> None:
+        self.audiences = {list_id: Audience(list_id) for list_id in list_ids}
+        self._wall_clock = wall_clock
+        self._web_ids = itertools.count(100_001)
+
+    def _now(self) -> str:
+        return datetime.fromtimestamp(self._wall_clock(), UTC).isoformat(timespec="seconds")
+
+    def audience(self, list_id: str) -> Audience:
+        found = self.audiences.get(list_id)
+        if found is None:
+            raise not_found()
+        return found
+
+    def all_members(self) -> Iterator[Member]:
+        for audience in self.audiences.values():
+            yield from audience.members.values()
+
+    @staticmethod
+    def resolve_hash(value: str) -> str:
+        """The path's member key: a subscriber hash, or an e-mail (Mailchimp takes both)."""
+        return subscriber_hash(value) if "@" in value else value.lower()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, list_id: str, member_hash: str) -> Member:
+        """A member, archived ones included (their status says ``archived``)."""
+        member = self.audience(list_id).members.get(self.resolve_hash(member_hash))
+        if member is None:
+            raise not_found()
+        return member
+
+    def page(
+        self, list_id: str, count: int, offset: int, status: str | None
+    ) -> tuple[list[Member], int]:
+        """One page of an audience in insertion order; archived only when asked for."""
+        members = [
+            m
+            for m in self.audience(list_id).members.values()
+            if (m.status == status if status else m.status != "archived")
+        ]
+        return members[offset : offset + count], len(members)
+
+    def search(self, query: str, list_id: str | None) -> tuple[list[Member], list[Member]]:
+        """Exact e-mail matches, and other members whose address or name contains ``query``."""
+        needle = query.strip().lower()
+        audiences = [self.audience(list_id)] if list_id else list(self.audiences.values())
+        exact: list[Member] = []
+        partial: list[Member] = []
+        for audience in audiences:
+            for member in audience.members.values():
+                if member.status == "archived":
+                    continue
+                if member.email_address.lower() == needle:
+                    exact.append(member)
+                elif needle and needle in _haystack(member):
+                    partial.append(member)
+        return exact[:10], partial[:10]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def put(self, list_id: str, member_hash: str, body: Mapping[str, Any]) -> Member:
+        """``PUT``: add or update (see the module docstring for the rules)."""
+        audience = self.audience(list_id)
+        key = self.resolve_hash(member_hash)
+        email = body.get("email_address")
+        if not isinstance(email, str) or not _plausible_email(email):
+            raise _invalid(
+                "The resource submitted could not be validated. For field-specific details, "
+                "see the 'errors' array.",
+                "email_address",
+                "Please provide a valid email address.",
+            )
+        if subscriber_hash(email) != key:
+            raise _invalid(
+                "The subscriber hash does not match the email address.",
+                "email_address",
+                "Does not match the subscriber hash in the URL.",
+            )
+        if key in audience.forgotten:
+            raise Problem(
+                400,
+                "Forgotten Email Not Subscribed",
+                f"{email} was permanently deleted and cannot be re-imported. The contact "
+                "must re-subscribe to get back on the list.",
+            )
+        status = _status(body, "status")
+        status_if_new = _status(body, "status_if_new")
+        merge_fields = _merge_fields(body)
+        member = audience.members.get(key)
+        now = self._now()
+        if member is None or member.status == "archived":
+            chosen = status_if_new or (status if member is not None else None)
+            if chosen is None:
+                raise _invalid(
+                    "The resource submitted could not be validated. For field-specific "
+                    "details, see the 'errors' array.",
+                    "status_if_new",
+                    "This value is required when the member is new.",
+                )
+            if member is None:
+                member = Member(list_id, email, chosen, {}, next(self._web_ids), now, now)
+                audience.members[key] = member
+            member.status = chosen
+        elif status is not None:
+            self._change_status(member, status)
+        member.merge_fields.update(merge_fields)
+        member.last_changed = now
+        return member
+
+    def patch(self, list_id: str, member_hash: str, body: Mapping[str, Any]) -> Member:
+        """``PATCH``: update an existing, not archived, member only."""
+        member = self.audience(list_id).members.get(self.resolve_hash(member_hash))
+        if member is None or member.status == "archived":
+            raise not_found()
+        status = _status(body, "status")
+        merge_fields = _merge_fields(body)
+        if status is not None:
+            self._change_status(member, status)
+        member.merge_fields.update(merge_fields)
+        member.last_changed = self._now()
+        return member
+
+    @staticmethod
+    def _change_status(member: Member, status: str) -> None:
+        if status == "subscribed" and member.status in ("unsubscribed", "cleaned"):
+            raise Problem(
+                400,
+                "Member In Compliance State",
+                f"{member.email_address} is in a compliance state due to unsubscribe, bounce, "
+                "or compliance review and cannot be subscribed.",
+            )
+        member.status = status
+
+    def archive(self, list_id: str, member_hash: str) -> None:
+        """``DELETE``: the member stays, archived, and a later ``PUT`` brings it back."""
+        member = self.get(list_id, member_hash)
+        member.status = "archived"
+        member.last_changed = self._now()
+
+    def delete_permanent(self, list_id: str, member_hash: str) -> None:
+        """``delete-permanent``: the member is removed and the address forgotten here."""
+        audience = self.audience(list_id)
+        key = self.resolve_hash(member_hash)
+        if audience.members.pop(key, None) is None:
+            raise not_found()
+        audience.forgotten.add(key)
+
+    def add(self, list_id: str, email: str, status: str, merge_fields: Mapping[str, Any]) -> Member:
+        """Seed a member as the account holds it (no API rules)."""
+        audience = self.audience(list_id)
+        key = subscriber_hash(email)
+        audience.forgotten.discard(key)  # a person re-subscribing by form is allowed back
+        now = self._now()
+        member = Member(list_id, email, status, dict(merge_fields), next(self._web_ids), now, now)
+        audience.members[key] = member
+        return member
+
+
+def _haystack(member: Member) -> str:
+    names = " ".join(str(v) for k, v in member.merge_fields.items() if k in ("FNAME", "LNAME"))
+    return f"{member.email_address} {names}".lower()
+
+
+def _plausible_email(email: str) -> bool:
+    local, at, domain = email.strip().rpartition("@")
+    return bool(at and local and "." in domain and " " not in email)
+
+
+def _status(body: Mapping[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if value not in MEMBER_STATUSES:
+        raise _invalid(
+            "The resource submitted could not be validated. For field-specific details, "
+            "see the 'errors' array.",
+            name,
+            "Schema describes enum, value is not one of the allowed statuses.",
+        )
+    return str(value)
+
+
+def _merge_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    value = body.get("merge_fields", {})
+    if not isinstance(value, dict):
+        raise _invalid(
+            "The resource submitted could not be validated. For field-specific details, "
+            "see the 'errors' array.",
+            "merge_fields",
+            "Schema describes object, another type found instead.",
+        )
+    return dict(value)

@@ -1,0 +1,387 @@
+"""The Mailchimp Marketing API 3.0 adapter: audience members, as a newsletter *destination*.
+
+What it does, by contract verb:
+
+- ``upsert``: ``PUT /lists/{list_id}/members/{subscriber_hash}`` per record and configured
+  audience, fanned out concurrently but never more than ``max_connections`` calls in flight
+  (Mailchimp answers the 11th simultaneous connection of an account with 429). The batch
+  endpoints are not used: ``POST /batches`` is asynchronous (poll, then download a tar.gz of
+  results) and ``POST /lists/{id}`` answers 200 with per-member errors whose messages echo
+  e-mails; one idempotent PUT per member gives a per-record result straight away.
+  A record whose ``status`` is ``"unsubscribed"`` (consent withdrawn) is sent as a ``PATCH``
+  instead, which updates existing members only: a withdrawal never *adds* anyone.
+- ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
+  member on each configured audience, archived members included.
+- ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in. Never
+  ``DELETE .../members/{hash}``, which only archives (the member can be re-added).
+- webhooks: a secret in the callback URL (Mailchimp signs nothing), form-encoded events.
+- ``pull``: not offered. Mailchimp is only a destination here.
+
+Mailchimp's ``PUT`` answers the member without saying whether it was just created, so every
+successful write is reported as ``"updated"``; telling them apart would cost a ``GET`` per
+member against a limit of 10 connections.
+
+Privacy: failure reasons are Mailchimp's error ``title`` only (``Forgotten Email Not
+Subscribed``), never its ``detail``, which echoes the e-mail. Error messages carry the path
+with ``{subscriber_hash}`` in place of the hash, which identifies the person as well as the
+e-mail does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import quote
+
+import httpx
+
+from adapters.mailchimp.payloads import (
+    WITHDRAWN_STATUS,
+    is_subscriber_hash,
+    member_body,
+    subscriber_hash,
+    withdrawal_body,
+)
+from adapters.mailchimp.sandbox import MailchimpSandbox
+from adapters.mailchimp.settings import (
+    MailchimpSettings,
+    client_config,
+    mailchimp_limits,
+    wait_hint,
+)
+from adapters.mailchimp.webhooks import parse_delivery, verify_delivery
+from connector.adapter import (
+    AdapterSpec,
+    Capability,
+    ErasureResult,
+    OutboundRecord,
+    Page,
+    Subject,
+    UpsertResult,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connector.errors import (
+    FatalRemoteError,
+    RateLimitedError,
+    RecordError,
+    RemoteError,
+    RetryableError,
+)
+from connector.http import SystemClient
+
+__all__ = [
+    "DELETE_PERMANENT",
+    "SPEC",
+    "MailchimpAdapter",
+    "MailchimpSettings",
+    "client_config",
+    "mailchimp_limits",
+    "wait_hint",
+]
+
+MEMBER: Final = "/lists/{list_id}/members/{subscriber_hash}"
+DELETE_PERMANENT: Final = f"{MEMBER}/actions/delete-permanent"
+SEARCH: Final = "/search-members"
+
+ERASURE_NOTE: Final = (
+    "permanently deleted on {n} audience(s); Mailchimp refuses to re-import this address "
+    "unless the person re-subscribes"
+)
+
+
+@dataclass
+class _Outcome:
+    """One write to one audience: fine, or failed with a reason."""
+
+    ok: bool
+    reason: str = ""
+    retryable: bool = False
+    member_id: str | None = None
+
+
+@dataclass
+class _Batch:
+    """What the calls of one ``upsert`` share: the first fatal error stops the rest."""
+
+    fatal: FatalRemoteError | None = None
+
+
+class MailchimpAdapter:
+    """Mailchimp audience members, as the :class:`~connector.adapter.Adapter` contract asks.
+
+    Args:
+        client: the account's HTTP client, built by :mod:`connector.http`; its base URL is
+            ``https://<dc>.api.mailchimp.com/3.0``.
+        settings: the account's validated settings.
+    """
+
+    kind: str = "mailchimp"
+    capabilities: frozenset[Capability] = frozenset({"upsert", "find", "erase", "webhooks"})
+
+    def __init__(self, client: SystemClient, settings: MailchimpSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.limits = mailchimp_limits(settings)
+        # One gate for every call this adapter makes (upserts, lookups, erasures, and the
+        # several upsert batches the engine runs at once): the account-wide limit is on
+        # connections, so it must be kept here, not per call of ``upsert``.
+        self._connections = asyncio.Semaphore(
+            min(settings.max_connections, settings.max_concurrency or settings.max_connections)
+        )
+
+    # -- pull ------------------------------------------------------------------------------
+
+    async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Not offered: Mailchimp is a destination (see ``capabilities``).
+
+        Raises:
+            FatalRemoteError: always, before any call; a flow must not use Mailchimp as source.
+        """
+        raise FatalRemoteError(
+            self.client.system, "GET", "/lists/{list_id}/members", None, "pull not supported"
+        )
+        yield  # pragma: no cover  (makes this an async generator, as the contract has it)
+
+    # -- upsert ----------------------------------------------------------------------------
+
+    async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Write each record to every configured audience; one result per record, in order.
+
+        A record fails only with what Mailchimp said (its error title) or, for a transient
+        failure that outlasted the retries, as retryable. Writes are idempotent, so a record
+        that failed on one audience is simply sent again to all of them.
+
+        Raises:
+            FatalRemoteError: bad API key, unknown audience, or a route Mailchimp refuses;
+                calls not yet started are not made.
+        """
+        batch = _Batch()
+        results = await asyncio.gather(*(self._upsert_one(record, batch) for record in records))
+        if batch.fatal is not None:
+            raise batch.fatal
+        return list(results)
+
+    async def _upsert_one(self, record: OutboundRecord, batch: _Batch) -> UpsertResult:
+        if "@" not in record.email:
+            return UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
+        member_hash = subscriber_hash(record.email)
+        withdrawn = record.fields.get("status") == WITHDRAWN_STATUS
+        outcomes = await asyncio.gather(
+            *(
+                self._write(list_id, member_hash, record, withdrawn, batch)
+                for list_id in self.settings.list_ids
+            )
+        )
+        for outcome in outcomes:
+            if not outcome.ok and outcome.retryable:
+                return UpsertResult(record.ref, "failed", reason=outcome.reason, retryable=True)
+        for outcome in outcomes:
+            if not outcome.ok:
+                return UpsertResult(record.ref, "failed", reason=outcome.reason)
+        member_id = next((o.member_id for o in outcomes if o.member_id), None)
+        return UpsertResult(record.ref, "updated", external_id=member_id)
+
+    async def _write(
+        self,
+        list_id: str,
+        member_hash: str,
+        record: OutboundRecord,
+        withdrawn: bool,
+        batch: _Batch,
+    ) -> _Outcome:
+        path = _member_path(list_id, member_hash)
+        template = _member_path(list_id, "{subscriber_hash}")
+        async with self._connections:
+            if batch.fatal is not None:
+                return _Outcome(ok=False, reason="NOT_SENT", retryable=True)
+            try:
+                if withdrawn:
+                    # PATCH updates only: someone who withdrew consent and is not in this
+                    # audience stays out of it (404 is that answer).
+                    response = await self._request(
+                        "PATCH", path, template, json=withdrawal_body(), accept=(404,)
+                    )
+                    if response.status_code == 404:
+                        return _Outcome(ok=True)
+                else:
+                    body = member_body(record.email, record.fields, self.settings.status_if_new)
+                    response = await self._request("PUT", path, template, json=body)
+            except FatalRemoteError as exc:
+                batch.fatal = batch.fatal or exc
+                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
+            except RecordError as exc:
+                return _Outcome(ok=False, reason=_reason(exc))
+            except RetryableError as exc:
+                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
+        member = _json_object(response)
+        member_id = member.get("id")
+        return _Outcome(ok=True, member_id=member_id if isinstance(member_id, str) else member_hash)
+
+    # -- find ------------------------------------------------------------------------------
+
+    async def find(self, subject: Subject) -> list[dict[str, Any]]:
+        """Every member record of the subject, on any audience, archived ones included."""
+        return list((await self._members(subject)).values())
+
+    async def _members(self, subject: Subject) -> dict[tuple[str, str], dict[str, Any]]:
+        """(list id, member id) -> member, from search-members and the configured audiences.
+
+        The configured audiences are also read by hash because a search may not show every
+        member (archived ones, for instance); the identity map's id is tried as well, so a
+        member whose address changed in Mailchimp is still found.
+        """
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        email = subject.email.strip().lower()
+        if "@" in email:
+            for member in await self._search(email):
+                found[(str(member["list_id"]), str(member["id"]))] = member
+        hashes = [subscriber_hash(email)] if "@" in email else []
+        if subject.external_id and is_subscriber_hash(subject.external_id):
+            hashes.append(subject.external_id)
+        for list_id in self.settings.list_ids:
+            for member_hash in dict.fromkeys(hashes):
+                if (list_id, member_hash) in found:
+                    continue
+                held = await self._get_member(list_id, member_hash)
+                if held is not None:
+                    found[(list_id, member_hash)] = held
+        return found
+
+    async def _search(self, email: str) -> list[dict[str, Any]]:
+        # The e-mail travels in the query string, which SystemClient never puts in errors.
+        async with self._connections:
+            response = await self._request("GET", SEARCH, SEARCH, params={"query": email})
+        matches = _json_object(response).get("exact_matches")
+        members = matches.get("members") if isinstance(matches, dict) else None
+        return [
+            member
+            for member in members or []
+            if isinstance(member, dict)
+            and str(member.get("email_address", "")).strip().lower() == email
+            and str(member.get("list_id") or "").isalnum()
+            # The id goes into erasure paths: only a real subscriber hash is taken.
+            and is_subscriber_hash(str(member.get("id") or ""))
+        ]
+
+    async def _get_member(self, list_id: str, member_hash: str) -> dict[str, Any] | None:
+        template = _member_path(list_id, "{subscriber_hash}")
+        async with self._connections:
+            response = await self._request(
+                "GET", _member_path(list_id, member_hash), template, accept=(404,)
+            )
+        if response.status_code == 404:
+            return None
+        member = _json_object(response)
+        return member if member.get("id") else None
+
+    # -- erase -----------------------------------------------------------------------------
+
+    async def erase(self, subject: Subject) -> ErasureResult:
+        """Permanently delete the subject's member record on every audience it is in.
+
+        ``delete-permanent`` works per audience, so it is called once per member found. A 404
+        means the member went away meanwhile. Calling this twice is harmless; the second call
+        finds nobody and reports ``found=False``.
+        """
+        members = await self._members(subject)
+        deleted = 0
+        status: int | None = None
+        for list_id, member_hash in members:
+            path = _member_path(list_id, member_hash) + "/actions/delete-permanent"
+            template = _member_path(list_id, "{subscriber_hash}") + "/actions/delete-permanent"
+            async with self._connections:
+                response = await self._request("POST", path, template, accept=(404,))
+            if response.status_code == 204:
+                deleted += 1
+            status = response.status_code if status in (None, 204) else status
+        return ErasureResult(
+            found=bool(members),
+            mode="hard_delete",
+            reversible=False,
+            endpoint=f"POST {DELETE_PERMANENT}",
+            vendor_status=status,
+            note=(
+                ERASURE_NOTE.format(n=deleted)
+                if members
+                else "no member with this address on any audience"
+            ),
+        )
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
+        """Compare the URL's ``secret`` parameter in constant time; ``now`` is unused
+        (Mailchimp sends no signature and no timestamp)."""
+        return verify_delivery(request, secret)
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """Person events -> ``changed`` (a targeted sync); others ``ignored``; the URL check
+        -> nothing (see :mod:`adapters.mailchimp.webhooks`)."""
+        return parse_delivery(request)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        template: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        accept: Sequence[int] = (),
+    ) -> httpx.Response:
+        """One call (the caller holds a connection slot); errors name ``template``, not ``path``.
+
+        ``path`` holds the subscriber hash; the error raised names the route with
+        ``{subscriber_hash}`` instead, so no message or log identifies the person.
+        """
+        try:
+            return await self.client.request(method, path, params=params, json=json, accept=accept)
+        except RemoteError as exc:
+            renamed = _renamed(exc, template)
+            # The original's message holds the hash: keep only what caused *it* (the transport
+            # error, if any) in the chain.
+            raise renamed from exc.__cause__
+
+
+def _member_path(list_id: str, member_hash: str) -> str:
+    return f"/lists/{quote(list_id, safe='')}/members/{member_hash}"
+
+
+def _renamed(exc: RemoteError, path: str) -> RemoteError:
+    if isinstance(exc, RateLimitedError):
+        return RateLimitedError(
+            exc.system, exc.method, path, exc.status, exc.detail, exc.wait_seconds
+        )
+    return type(exc)(exc.system, exc.method, path, exc.status, exc.detail)
+
+
+def _reason(exc: RemoteError) -> str:
+    """Mailchimp's error title (kept by the client only if it looks like a code), or the status."""
+    if exc.detail:
+        return exc.detail
+    return f"HTTP_{exc.status}" if exc.status is not None else type(exc).__name__
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+SPEC = AdapterSpec(
+    kind="mailchimp",
+    settings_model=MailchimpSettings,
+    factory=MailchimpAdapter,
+    client_config=client_config,
+    limits=mailchimp_limits,
+    sandbox=MailchimpSandbox,
+)

@@ -1,0 +1,111 @@
+"""Mailchimp's shapes, shared by the adapter and the sandbox: subscriber hashes, member bodies
+and the RFC 7807-style error body.
+
+Mailchimp addresses a member by the *subscriber hash*: the MD5 of the lower-cased e-mail. It is
+not a secret (anyone holding an e-mail can compute it), so it is treated like the e-mail
+itself: it is never put in an error message (see the adapter's path templating).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Mapping
+from typing import Any, Final
+
+__all__ = [
+    "ERROR_TYPE",
+    "MEMBER_STATUSES",
+    "WITHDRAWN_STATUS",
+    "is_subscriber_hash",
+    "member_body",
+    "nest",
+    "problem_body",
+    "subscriber_hash",
+    "withdrawal_body",
+]
+
+#: The ``type`` URI of every Mailchimp error body.
+ERROR_TYPE: Final = "https://mailchimp.com/developer/marketing/docs/errors/"
+
+#: Statuses a member can be written with (``archived`` comes only from ``DELETE``).
+MEMBER_STATUSES: Final = frozenset(
+    {"subscribed", "unsubscribed", "cleaned", "pending", "transactional"}
+)
+
+#: The ``status`` value a mapping sends when the person withdrew marketing consent.
+WITHDRAWN_STATUS: Final = "unsubscribed"
+
+
+def subscriber_hash(email: str) -> str:
+    """MD5 hex digest of the lower-cased e-mail: Mailchimp's id of a member in an audience."""
+    normalised = email.strip().lower().encode("utf-8")
+    # MD5 is Mailchimp's choice of identifier, not a security measure.
+    return hashlib.md5(normalised, usedforsecurity=False).hexdigest()
+
+
+def is_subscriber_hash(value: str) -> bool:
+    """Whether ``value`` looks like a subscriber hash (32 lower-case hex digits)."""
+    return len(value) == 32 and all(ch in "0123456789abcdef" for ch in value)
+
+
+def nest(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted mapping paths to nested objects: ``merge_fields.FNAME`` -> ``{"merge_fields":
+    {"FNAME": ...}}``."""
+    nested: dict[str, Any] = {}
+    for path, value in fields.items():
+        *parents, leaf = path.split(".")
+        target = nested
+        for part in parents:
+            child = target.get(part)
+            if not isinstance(child, dict):
+                child = target[part] = {}
+            target = child
+        target[leaf] = value
+    return nested
+
+
+def member_body(email: str, fields: Mapping[str, Any], status_if_new: str) -> dict[str, Any]:
+    """The body of ``PUT /lists/{id}/members/{hash}`` for one record.
+
+    The e-mail is the record's normalised one (the hash is computed from it, so body and path
+    always agree). ``status`` is sent only when the mapping sends one: without it Mailchimp
+    keeps an existing member's status, so a sync never re-subscribes someone who unsubscribed
+    in Mailchimp. ``status_if_new`` applies only to a person not yet in the audience; when the
+    mapping does send a status, a new member gets that same status.
+    """
+    body = nest(fields)
+    body["email_address"] = email
+    status = body.get("status")
+    body["status_if_new"] = status if isinstance(status, str) and status else status_if_new
+    if "status" in body and not body["status"]:
+        del body["status"]  # an empty status means "leave it", not "set it to nothing"
+    return body
+
+
+def withdrawal_body() -> dict[str, Any]:
+    """The body of the ``PATCH`` that unsubscribes someone who withdrew consent.
+
+    Only the status travels: with the consent gone there is no ground to keep their profile
+    (names) up to date either.
+    """
+    return {"status": WITHDRAWN_STATUS}
+
+
+def problem_body(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    """Mailchimp's error body: ``{type, title, status, detail, instance}`` (+ ``errors[]``).
+
+    ``detail`` often echoes the e-mail, which is why the adapter reads ``title`` only.
+    """
+    body: dict[str, Any] = {
+        "type": ERROR_TYPE,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": str(uuid.uuid4()),
+    }
+    if errors:
+        body["errors"] = errors
+    return body

@@ -1,0 +1,366 @@
+"""A faithful local fake of the Mailchimp Marketing API 3.0 (audience members), as Starlette.
+
+Where it matters to a client it behaves like Mailchimp: the same paths (under ``/3.0``), bodies
+and status codes; HTTP basic auth with the API key as password; RFC 7807-style error bodies
+(``type, title, status, detail, instance`` and ``errors[]`` for validation); ``PUT`` upserts,
+``PATCH`` updates, ``DELETE`` *archives* (restorable) and ``delete-permanent`` removes the member
+and forgets the address; ``search-members``; member lists paged by ``count``/``offset``; and
+the **10 simultaneous connections per account** limit: calls in flight are counted (in on
+arrival, out when answered), and a call arriving while 10 are in flight gets 429.
+
+Member rules and the assumptions made where Mailchimp does not document its behaviour are in
+:mod:`adapters.mailchimp._store`.
+
+The request log holds method, path, status and body field *names* only (``merge_fields.FNAME``);
+the ``query`` of a search is redacted. Paths hold subscriber hashes, never e-mails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapters.mailchimp._store import Member, MemberStore, Problem
+from adapters.mailchimp.payloads import problem_body, subscriber_hash
+from adapters.mailchimp.settings import ACCOUNT_CONNECTIONS, PAGE_SIZE
+from adapters.mailchimp.webhooks import SECRET_PARAM
+from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+
+__all__ = ["API_PREFIX", "MailchimpSandbox"]
+
+API_PREFIX: Final = "/3.0"
+MEMBERS: Final = f"{API_PREFIX}/lists/{{list_id}}/members"
+MEMBER: Final = f"{MEMBERS}/{{subscriber_hash}}"
+
+#: A route handler: the response, and the bodies the request carried (for the log's names).
+Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
+
+
+def _problem(problem: Problem) -> Response:
+    body = problem_body(problem.status, problem.title, problem.detail, problem.errors)
+    return JSONResponse(body, status_code=problem.status)
+
+
+class _ConnectionGate:
+    """Counts calls in flight for the account, refuses the 11th, then applies injected faults.
+
+    Runs outside Starlette: Starlette answers an exception from a route with a 500, so a
+    :class:`~connector.sandboxkit.ConnectionReset` from a fault must be raised out here.
+    The injected latency is spent *inside* the in-flight window, so slow calls overlap as
+    they do against the real service.
+    """
+
+    def __init__(self, sandbox: MailchimpSandbox, app: ASGIApp) -> None:
+        self.sandbox = sandbox
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        sandbox = self.sandbox
+        sandbox.in_flight += 1
+        sandbox.max_in_flight_seen = max(sandbox.max_in_flight_seen, sandbox.in_flight)
+        try:
+            if sandbox.in_flight > sandbox.max_connections:
+                sandbox.rejected_429 += 1
+                response = sandbox.too_many_requests()
+            else:
+                fault = await sandbox.before()  # raises ConnectionReset for a dropped call
+                if fault is None:
+                    await self.app(scope, receive, send)
+                    return
+                response = sandbox.fault_response(fault)
+            record(sandbox.log, Request(scope, receive), response)
+            await response(scope, receive, send)
+        finally:
+            sandbox.in_flight -= 1
+
+
+class MailchimpSandbox(SandboxBase):
+    """Fake Mailchimp account: audiences and their members; meets ``SandboxLike``.
+
+    Args:
+        api_key: the key it accepts (the suffix after ``-`` is the data centre).
+        list_ids: the account's audiences; ``add_person`` seeds the first.
+        max_connections: simultaneous connections allowed (Mailchimp: 10 per account).
+        wall_clock: epoch seconds for member timestamps.
+
+    Attributes:
+        store: the audiences and members.
+        in_flight: calls being answered right now.
+        max_in_flight_seen: the most calls ever in flight at once (tests assert the limit).
+        rejected_429: calls refused for exceeding the connection limit.
+        endpoints_used: ``"METHOD path-template"`` of every routed call, in order.
+    """
+
+    kind = "mailchimp"
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "0123456789abcdef0123456789abcdef-us21",
+        list_ids: Sequence[str] = ("a1b2c3d4e5", "f6e5d4c3b2"),
+        max_connections: int = ACCOUNT_CONNECTIONS,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.list_ids = tuple(list_ids)
+        self.max_connections = max_connections
+        self.store = MemberStore(self.list_ids, wall_clock)
+        self.in_flight = 0
+        self.max_in_flight_seen = 0
+        self.rejected_429 = 0
+        self.endpoints_used: list[str] = []
+
+    # -- SandboxLike -----------------------------------------------------------------------
+
+    def app(self) -> Any:
+        """The ASGI app, behind the connection gate and the reset middleware."""
+        routes = [
+            self._route("GET", MEMBERS, self._list_members),
+            self._route("GET", MEMBER, self._get_member),
+            self._route("PUT", MEMBER, self._put_member),
+            self._route("PATCH", MEMBER, self._patch_member),
+            self._route("DELETE", MEMBER, self._archive_member),
+            self._route("POST", f"{MEMBER}/actions/delete-permanent", self._delete_permanent),
+            self._route("GET", f"{API_PREFIX}/search-members", self._search_members),
+        ]
+        return ResetMiddleware(_ConnectionGate(self, Starlette(routes=routes)))
+
+    def credentials(self) -> dict[str, str]:
+        """The API key, under the name the adapter's settings use."""
+        return {"api_key": self.api_key}
+
+    def add_person(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        phone: str = "",
+        **extra: Any,
+    ) -> str:
+        """Seed a subscribed member; return its id (the subscriber hash).
+
+        ``extra`` may hold ``list_id`` (default: the first audience), ``status`` and further
+        merge fields by tag (``ADDRESS="..."``).
+        """
+        list_id = str(extra.pop("list_id", self.list_ids[0]))
+        status = str(extra.pop("status", "subscribed"))
+        merge_fields: dict[str, Any] = {"FNAME": first_name, "LNAME": last_name}
+        if phone:
+            merge_fields["PHONE"] = phone
+        merge_fields.update(extra)
+        return self.store.add(list_id, email, status, merge_fields).id
+
+    def holds(self, email: str) -> bool:
+        """Whether a live (not archived) member has this address on any audience."""
+        return any(m.status != "archived" for m in self._members_of(email))
+
+    def restorable(self, email: str) -> bool:
+        """Whether an archived member exists that a ``PUT`` would bring back."""
+        return any(m.status == "archived" for m in self._members_of(email))
+
+    def record_for(self, email: str) -> dict[str, Any] | None:
+        """The first live member with this address, in Mailchimp's shape."""
+        live = [m for m in self._members_of(email) if m.status != "archived"]
+        return live[0].to_json() if live else None
+
+    # -- sandbox-only helpers --------------------------------------------------------------
+
+    def member(self, list_id: str, email: str) -> dict[str, Any] | None:
+        """The member with this address on one audience (archived included), or ``None``."""
+        found = self.store.audience(list_id).members.get(subscriber_hash(email))
+        return found.to_json() if found is not None else None
+
+    def is_forgotten(self, list_id: str, email: str) -> bool:
+        """Whether ``delete-permanent`` made this audience refuse the address."""
+        return subscriber_hash(email) in self.store.audience(list_id).forgotten
+
+    def webhook_delivery(
+        self, event: str, email: str, *, list_id: str | None = None, new_email: str = ""
+    ) -> bytes:
+        """A form-encoded body as Mailchimp posts it for an audience event about ``email``."""
+        fields: dict[str, str] = {
+            "type": event,
+            "fired_at": "2025-01-24 15:30:00",
+            "data[list_id]": list_id or self.list_ids[0],
+        }
+        if event == "upemail":
+            fields.update(
+                {
+                    "data[old_email]": email,
+                    "data[new_email]": new_email,
+                    "data[new_id]": subscriber_hash(new_email)[:10],
+                }
+            )
+        else:
+            fields.update({"data[email]": email, "data[id]": subscriber_hash(email)[:10]})
+            if event == "unsubscribe":
+                fields.update({"data[action]": "unsub", "data[reason]": "manual"})
+        return urlencode(fields).encode()
+
+    @staticmethod
+    def webhook_url(base: str, secret: str) -> str:
+        """The callback URL to register with Mailchimp: the secret rides in the query."""
+        return f"{base}?{urlencode({SECRET_PARAM: secret})}"
+
+    def _members_of(self, email: str) -> list[Member]:
+        key = subscriber_hash(email)
+        found = (a.members.get(key) for a in self.store.audiences.values())
+        return [m for m in found if m is not None]
+
+    # -- responses -------------------------------------------------------------------------
+
+    def too_many_requests(self) -> Response:
+        """Mailchimp's answer to a connection over the account's limit (no rate headers)."""
+        body = problem_body(
+            429,
+            "Too Many Requests",
+            f"You have exceeded the limit of {self.max_connections} simultaneous connections.",
+        )
+        return JSONResponse(body, status_code=429)
+
+    def fault_response(self, status: int) -> Response:
+        """An injected failure, in Mailchimp's error shape."""
+        if status == 429:
+            return self.too_many_requests()
+        title = "Internal Server Error" if status >= 500 else "Bad Request"
+        body = problem_body(status, title, "An unexpected internal error has occurred.")
+        return JSONResponse(body, status_code=status)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _route(self, method: str, template: str, handler: Handler) -> Route:
+        endpoint_name = f"{method} {template}"
+
+        async def endpoint(request: Request) -> Response:
+            self.endpoints_used.append(endpoint_name)
+            denied = self._authenticate(request)
+            if denied is not None:
+                return record(self.log, request, _problem(denied))
+            try:
+                response, records = await handler(request)
+            except Problem as problem:
+                response, records = _problem(problem), []
+            return record(self.log, request, response, records=records)
+
+        return Route(template, endpoint, methods=[method])
+
+    def _authenticate(self, request: Request) -> Problem | None:
+        header = request.headers.get("authorization", "")
+        if not header:
+            return Problem(401, "API Key Missing", "Your request did not include an API key.")
+        key = ""
+        if header.lower().startswith("basic "):
+            try:
+                key = base64.b64decode(header[6:]).decode().partition(":")[2]
+            except (binascii.Error, UnicodeDecodeError):
+                key = ""
+        if not hmac.compare_digest(key.encode(), self.api_key.encode()):
+            return Problem(
+                401,
+                "API Key Invalid",
+                "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
+            )
+        return None
+
+    # -- handlers --------------------------------------------------------------------------
+
+    @staticmethod
+    async def _body(request: Request) -> dict[str, Any]:
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            raise Problem(
+                400, "JSON Parse Exception", "We encountered an unspecified JSON parsing error."
+            ) from None
+        if not isinstance(body, dict):
+            raise Problem(400, "Invalid Resource", "The request body must be a JSON object.")
+        return body
+
+    async def _list_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        count = _integer(request, "count", 10)
+        offset = _integer(request, "offset", 0)
+        if count > PAGE_SIZE:
+            raise Problem(
+                400, "Invalid Resource", f"The count parameter may not exceed {PAGE_SIZE}."
+            )
+        list_id = request.path_params["list_id"]
+        members, total = self.store.page(list_id, count, offset, request.query_params.get("status"))
+        body = {
+            "members": [m.to_json() for m in members],
+            "list_id": list_id,
+            "total_items": total,
+        }
+        return JSONResponse(body), []
+
+    async def _get_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        params = request.path_params
+        member = self.store.get(params["list_id"], params["subscriber_hash"])
+        return JSONResponse(member.to_json()), []
+
+    async def _put_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._body(request)
+        params = request.path_params
+        try:
+            member = self.store.put(params["list_id"], params["subscriber_hash"], body)
+        except Problem as problem:
+            # The log still shows which fields were sent, even when Mailchimp refused them.
+            return _problem(problem), [body]
+        return JSONResponse(member.to_json()), [body]
+
+    async def _patch_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        body = await self._body(request)
+        params = request.path_params
+        member = self.store.patch(params["list_id"], params["subscriber_hash"], body)
+        return JSONResponse(member.to_json()), [body]
+
+    async def _archive_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        params = request.path_params
+        self.store.archive(params["list_id"], params["subscriber_hash"])
+        return Response(status_code=204), []
+
+    async def _delete_permanent(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        params = request.path_params
+        self.store.delete_permanent(params["list_id"], params["subscriber_hash"])
+        return Response(status_code=204), []
+
+    async def _search_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        query = request.query_params.get("query", "")
+        if not query.strip():
+            raise Problem(400, "Invalid Resource", "The query parameter is required.")
+        exact, partial = self.store.search(query, request.query_params.get("list_id"))
+        body = {
+            "exact_matches": {
+                "members": [m.to_json() for m in exact],
+                "total_items": len(exact),
+            },
+            "full_search": {
+                "members": [m.to_json() for m in partial],
+                "total_items": len(partial),
+            },
+        }
+        return JSONResponse(body), []
+
+
+def _integer(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise Problem(400, "Invalid Resource", f"The {name} parameter must be an integer.")
+    return int(raw)

@@ -1,0 +1,112 @@
+"""How klantsync talks to a Mailchimp account: its settings, limits, auth and 429 reader.
+
+Kept apart from :mod:`adapters.mailchimp.adapter` so the operator-facing knobs (audiences,
+double opt-in, connections) and Mailchimp's limits read in one place.
+
+Mailchimp's only limit is **10 simultaneous connections per account**: there is no request
+quota and no rate-limit header, and the 11th concurrent call is answered 429. So the adapter
+caps its own calls in flight (a semaphore of ``max_connections``), and a 429 is retried with
+the client's exponential backoff, since there is no vendor hint to wait for.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final, Literal
+
+import httpx
+from pydantic import Field, field_validator
+
+from connector.adapter import ClientConfig, Limits
+from connector.ratelimit import RateLimit
+from connector.settings import SystemSettings
+
+__all__ = [
+    "ACCOUNT_CONNECTIONS",
+    "BATCH_SIZE",
+    "PAGE_SIZE",
+    "MailchimpSettings",
+    "client_config",
+    "mailchimp_limits",
+    "wait_hint",
+]
+
+#: Simultaneous connections Mailchimp allows per account (all API keys and apps together).
+ACCOUNT_CONNECTIONS: Final = 10
+
+#: Records per ``upsert`` call. Each record is one call per audience (no batch endpoint is
+#: used, see the adapter), so 50 keeps a call short while filling the 10 connections.
+BATCH_SIZE: Final = 50
+
+#: Most members ``GET /lists/{id}/members`` returns per page (``count`` max 1000).
+PAGE_SIZE: Final = 1000
+
+#: Basic auth takes any user name; Mailchimp reads only the password (the API key).
+AUTH_USER: Final = "klantsync"
+
+
+class MailchimpSettings(SystemSettings):
+    """The ``[systems.<name>]`` table of a Mailchimp account.
+
+    ``base_url`` is ``https://<dc>.api.mailchimp.com/3.0``, where ``<dc>`` is the suffix of the
+    API key after its ``-`` (``us21``).
+
+    Attributes:
+        list_ids: the audiences members are written to (at least one). Erasure covers these
+            and every other audience the person is found in by ``search-members``.
+        status_if_new: the status a *new* member gets. ``"subscribed"`` adds them at once
+            (the shop already holds their marketing consent); ``"pending"`` is double opt-in:
+            Mailchimp sends a confirmation e-mail and the member is subscribed only once they
+            confirm. An existing member's status is never changed by a normal sync.
+        max_connections: calls in flight at once. Mailchimp allows 10 per *account*; lower
+            this when other integrations use the same account, so together they stay under 10.
+    """
+
+    required_credentials: ClassVar[tuple[str, ...]] = ("api_key",)
+
+    adapter: Literal["mailchimp"]
+    list_ids: list[str] = Field(min_length=1)
+    status_if_new: Literal["subscribed", "pending"] = "subscribed"
+    max_connections: int = Field(default=ACCOUNT_CONNECTIONS, gt=0, le=ACCOUNT_CONNECTIONS)
+
+    @field_validator("list_ids")
+    @classmethod
+    def _list_ids_are_plain_and_unique(cls, value: list[str]) -> list[str]:
+        # List ids go into URL paths: only the characters Mailchimp's ids use (10 hex digits
+        # in practice) are accepted, so no id can reach another route.
+        for list_id in value:
+            if not (0 < len(list_id) <= 64 and all(ch.isalnum() for ch in list_id)):
+                raise ValueError("each list id must be letters and digits only (e.g. a1b2c3d4e5)")
+        if len(set(value)) != len(value):
+            raise ValueError("list ids must be unique")
+        return value
+
+
+def mailchimp_limits(settings: MailchimpSettings) -> Limits:
+    """Mailchimp's limits under ``settings``: 50 per upsert, 1000 per page, 10 connections.
+
+    ``rate`` stays empty unless the operator sets ``rate_limit``: Mailchimp limits connections,
+    not requests per window.
+    """
+    rate: dict[str, RateLimit] = {}
+    if settings.rate_limit is not None:
+        rate["default"] = RateLimit(settings.rate_limit.requests, settings.rate_limit.per_seconds)
+    return Limits(
+        batch_size=BATCH_SIZE,
+        page_size=PAGE_SIZE,
+        rate=rate,
+        max_concurrency=settings.max_concurrency or settings.max_connections,
+    )
+
+
+def wait_hint(response: httpx.Response) -> float | None:
+    """Always ``None``: Mailchimp's 429 carries no ``Retry-After`` and no rate-limit headers.
+
+    A 429 means "too many connections right now", which frees as soon as calls finish, so
+    the client's short exponential backoff is the right wait.
+    """
+    return None
+
+
+def client_config(settings: MailchimpSettings) -> ClientConfig:
+    """HTTP basic with any user name and the API key as password."""
+    return ClientConfig(auth=(AUTH_USER, settings.credential("api_key")), wait_hint=wait_hint)

@@ -1,0 +1,506 @@
+"""The Mailchimp adapter against its sandbox, in process (no network, no real sleeping)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from adapters.mailchimp import (
+    SPEC,
+    MailchimpAdapter,
+    MailchimpSandbox,
+    MailchimpSettings,
+    client_config,
+    mailchimp_limits,
+    subscriber_hash,
+    wait_hint,
+)
+from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
+from connector.demo import REPO_MAPPINGS
+from connector.errors import FatalRemoteError
+from connector.http import RetryPolicy, SystemClient
+from connector.mapping import load_mapping
+from connector.model import Person
+
+BASE_URL = "https://us21.api.mailchimp.test/3.0"
+LIST_A = "a1b2c3d4e5"
+LIST_B = "f6e5d4c3b2"
+API_KEY = "0123456789abcdef0123456789abcdef-us21"
+SECRET = "mc-hook-secret"
+HOOK_URL = "https://klantsync.example.nl/webhooks/newsletter"
+MEMBER = "/3.0/lists/{list_id}/members/{subscriber_hash}"
+DELETE_PERMANENT = f"POST {MEMBER}/actions/delete-permanent"
+
+
+async def no_sleep(_seconds: float) -> None:
+    """Retry waits never pass for real."""
+
+
+@dataclass
+class Harness:
+    """A sandbox, the adapter wired to it, and its client."""
+
+    sandbox: MailchimpSandbox
+    adapter: MailchimpAdapter
+    client: SystemClient
+
+
+def make_settings(api_key: str = API_KEY, **overrides: Any) -> MailchimpSettings:
+    values: dict[str, Any] = {
+        "adapter": "mailchimp",
+        "base_url": BASE_URL,
+        "mapping": Path("mappings/mailchimp.toml"),
+        "credentials": {"api_key": SecretStr(api_key)},
+        "list_ids": [LIST_A, LIST_B],
+    }
+    values.update(overrides)
+    return MailchimpSettings.model_validate(values)
+
+
+def make_harness(
+    sandbox: MailchimpSandbox, *, api_key: str = API_KEY, attempts: int = 4, **overrides: Any
+) -> Harness:
+    settings = make_settings(api_key, **overrides)
+    config = client_config(settings)
+    client = SystemClient(
+        system="newsletter",
+        base_url=BASE_URL,
+        auth=config.auth,
+        wait_hint=config.wait_hint,
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=no_sleep),
+    )
+    return Harness(sandbox, MailchimpAdapter(client, settings), client)
+
+
+@pytest.fixture
+def sandbox() -> MailchimpSandbox:
+    return MailchimpSandbox()
+
+
+@pytest.fixture
+async def mc(sandbox: MailchimpSandbox) -> AsyncIterator[Harness]:
+    harness = make_harness(sandbox)
+    yield harness
+    await harness.client.aclose()
+
+
+@pytest.fixture
+async def raw(sandbox: MailchimpSandbox) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client on the sandbox, for calls the adapter never makes."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        auth=("anyone", API_KEY),
+    ) as client:
+        yield client
+
+
+def person(n: int, **fields: Any) -> OutboundRecord:
+    email = f"reader{n}@example.com"
+    values: dict[str, Any] = {
+        "email_address": email,
+        "merge_fields.FNAME": f"First{n}",
+        "merge_fields.LNAME": "Reader",
+    }
+    values.update(fields)
+    return OutboundRecord(ref=f"ref-{n}", email=email, external_id=None, fields=values)
+
+
+def hook(body: bytes, url: str = f"{HOOK_URL}?secret={SECRET}") -> WebhookRequest:
+    headers = {"content-type": "application/x-www-form-urlencoded"}
+    return WebhookRequest(method="POST", url=url, headers=headers, body=body)
+
+
+# -- settings, limits, spec, mapping --------------------------------------------------------
+
+
+def test_limits_client_config_and_wait_hint() -> None:
+    """50 per upsert, 1000 per page, 10 connections; basic auth with the key; no 429 hint."""
+    limits = mailchimp_limits(make_settings())
+    assert (limits.batch_size, limits.page_size, limits.max_concurrency) == (50, 1000, 10)
+    assert limits.rate == {}
+    assert mailchimp_limits(make_settings(max_connections=4)).max_concurrency == 4
+    assert client_config(make_settings()).auth == ("klantsync", API_KEY)
+    assert wait_hint(httpx.Response(429, json={"title": "Too Many Requests"})) is None
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"max_connections": 11},
+        {"list_ids": []},
+        {"list_ids": [LIST_A, LIST_A]},
+        {"list_ids": ["../lists"]},
+        {"status_if_new": "unsubscribed"},
+    ],
+    ids=["over-10-connections", "no-list", "duplicate-list", "path-in-list-id", "bad-status"],
+)
+def test_settings_refuse_what_mailchimp_cannot_take(overrides: dict[str, Any]) -> None:
+    """More than 10 connections, no or repeated or unsafe list ids, and odd statuses fail."""
+    with pytest.raises(ValidationError):
+        make_settings(**overrides)
+
+
+def test_spec_and_adapter_meet_the_contract(mc: Harness) -> None:
+    """SPEC wires the Mailchimp pieces; the adapter meets the protocol and claims no pull."""
+    assert SPEC.kind == "mailchimp" == mc.adapter.kind == MailchimpSandbox.kind
+    assert SPEC.settings_model is MailchimpSettings
+    assert isinstance(mc.adapter, Adapter)
+    assert mc.adapter.capabilities == {"upsert", "find", "erase", "webhooks"}
+    assert SPEC.sandbox().credentials() == {"api_key": API_KEY}
+
+
+async def test_pull_is_refused_with_a_clear_fatal_error(mc: Harness) -> None:
+    """Mailchimp is a destination only: pulling fails at once, before any call."""
+    with pytest.raises(FatalRemoteError, match="pull not supported"):
+        async for _page in mc.adapter.pull(None):
+            pass
+    assert mc.sandbox.endpoints_used == []
+
+
+def test_mapping_sends_only_email_and_name_and_only_with_consent() -> None:
+    """The mapping gates on marketing consent and sends no phone or consent field."""
+    mapping = load_mapping(REPO_MAPPINGS / "mailchimp.toml")
+    assert mapping.requires_consent == "marketing"
+    someone = Person(
+        email="a@example.com",
+        first_name="Ann",
+        last_name="Dekker",
+        phone="+31612345678",
+        marketing_consent=True,
+    )
+    assert mapping.outbound(someone) == {
+        "email_address": "a@example.com",
+        "merge_fields.FNAME": "Ann",
+        "merge_fields.LNAME": "Dekker",
+    }
+    assert mapping.admits(someone)
+    assert not mapping.admits(Person(email="b@example.com", marketing_consent=False))
+
+
+# -- upsert -----------------------------------------------------------------------------------
+
+
+async def test_upsert_writes_then_updates_the_same_member_on_every_list(mc: Harness) -> None:
+    """A second upsert updates the same member (same hash) on both lists and adds nobody."""
+    first = await mc.adapter.upsert([person(1), person(2)])
+    assert [(r.ref, r.outcome) for r in first] == [("ref-1", "updated"), ("ref-2", "updated")]
+    assert first[0].external_id == subscriber_hash("reader1@example.com")
+    second = await mc.adapter.upsert([person(1, **{"merge_fields.FNAME": "Renamed"})])
+    assert second[0].external_id == first[0].external_id
+    for list_id in (LIST_A, LIST_B):
+        member = mc.sandbox.member(list_id, "reader1@example.com")
+        assert member is not None
+        assert member["status"] == "subscribed"
+        assert member["merge_fields"]["FNAME"] == "Renamed"
+        assert len(mc.sandbox.store.audience(list_id).members) == 2
+    assert set(mc.sandbox.endpoints_used) == {f"PUT {MEMBER}"}
+
+
+async def test_mapped_record_reaches_mailchimp_with_only_mapped_field_names(mc: Harness) -> None:
+    """What the mapping emits is what Mailchimp receives; the log holds names, no e-mails."""
+    mapping = load_mapping(REPO_MAPPINGS / "mailchimp.toml")
+    fields = mapping.outbound(
+        Person(email="mapped@example.com", first_name="Map", phone="+31612345678")
+    )
+    record = OutboundRecord("ref-m", "mapped@example.com", None, fields)
+    (result,) = await mc.adapter.upsert([record])
+    assert result.outcome == "updated"
+    assert mc.sandbox.log.property_names() == {
+        "email_address",
+        "status_if_new",
+        "merge_fields.FNAME",
+    }
+    assert "mapped@example.com" not in repr(mc.sandbox.log.entries)
+
+
+async def test_double_opt_in_adds_new_members_as_pending_only(sandbox: MailchimpSandbox) -> None:
+    """With status_if_new = pending a new member is pending; an existing one keeps its status."""
+    sandbox.add_person("reader1@example.com", "Known", "Reader")
+    harness = make_harness(sandbox, status_if_new="pending", list_ids=[LIST_A])
+    await harness.adapter.upsert([person(1), person(2)])
+    assert (sandbox.member(LIST_A, "reader1@example.com") or {})["status"] == "subscribed"
+    assert (sandbox.member(LIST_A, "reader2@example.com") or {})["status"] == "pending"
+    await harness.client.aclose()
+
+
+async def test_sync_never_resubscribes_someone_who_unsubscribed(mc: Harness) -> None:
+    """An upsert without status updates names but leaves an unsubscribed member unsubscribed."""
+    mc.sandbox.add_person("reader1@example.com", "Old", status="unsubscribed")
+    (result,) = await mc.adapter.upsert([person(1)])
+    assert result.outcome == "updated"
+    member = mc.sandbox.member(LIST_A, "reader1@example.com")
+    assert member is not None and member["status"] == "unsubscribed"
+    assert member["merge_fields"]["FNAME"] == "First1"
+
+
+async def test_sixty_records_never_exceed_ten_connections(sandbox: MailchimpSandbox) -> None:
+    """120 writes fan out to exactly 10 in flight, never more, and none is refused."""
+    sandbox.faults.latency = 0.01  # the sandbox's own latency makes the calls overlap
+    harness = make_harness(sandbox)
+    results = await harness.adapter.upsert([person(n) for n in range(60)])
+    assert [r.outcome for r in results] == ["updated"] * 60
+    assert sandbox.max_in_flight_seen == 10
+    assert sandbox.rejected_429 == 0
+    assert sandbox.log.count("PUT", "/3.0/lists/") == 120
+    await harness.client.aclose()
+
+
+async def test_concurrent_upsert_calls_share_the_ten_connections(sandbox: MailchimpSandbox) -> None:
+    """Batches the engine delivers at once still stay within the account's 10 connections."""
+    sandbox.faults.latency = 0.01
+    harness = make_harness(sandbox)
+    batches = [[person(n) for n in range(start, start + 20)] for start in (0, 20, 40)]
+    await asyncio.gather(*(harness.adapter.upsert(batch) for batch in batches))
+    assert sandbox.max_in_flight_seen == 10
+    assert sandbox.rejected_429 == 0
+    await harness.client.aclose()
+
+
+async def test_sandbox_refuses_connections_over_the_limit(
+    sandbox: MailchimpSandbox, raw: httpx.AsyncClient
+) -> None:
+    """Fifteen simultaneous calls: five get Mailchimp's 429, so the limit check has teeth."""
+    sandbox.faults.latency = 0.01
+    responses = await asyncio.gather(*(raw.get(f"/lists/{LIST_A}/members") for _ in range(15)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] * 10 + [429] * 5
+    assert sandbox.rejected_429 == 5 and sandbox.max_in_flight_seen > 10
+    body = next(r for r in responses if r.status_code == 429).json()
+    assert (body["title"], body["status"]) == ("Too Many Requests", 429)
+    assert set(body) >= {"type", "title", "status", "detail", "instance"}
+
+
+async def test_429_from_an_account_shared_with_others_is_retryable() -> None:
+    """When the account has fewer free connections than configured, 429s come back retryable."""
+    sandbox = MailchimpSandbox(max_connections=4)
+    sandbox.faults.latency = 0.01
+    harness = make_harness(sandbox, attempts=1, list_ids=[LIST_A])
+    results = await harness.adapter.upsert([person(n) for n in range(10)])
+    failed = [r for r in results if r.outcome == "failed"]
+    assert sandbox.rejected_429 == 6 and len(failed) == 6
+    assert all(r.retryable and r.reason == "Too Many Requests" for r in failed)
+    assert harness.client.stats.rate_limited == 6
+    await harness.client.aclose()
+
+
+async def test_withdrawn_consent_unsubscribes_on_every_list(mc: Harness) -> None:
+    """A record with status unsubscribed PATCHes only the status; names stay as they were."""
+    for list_id in (LIST_A, LIST_B):
+        mc.sandbox.add_person("reader1@example.com", "Kept", list_id=list_id)
+    (result,) = await mc.adapter.upsert([person(1, status="unsubscribed")])
+    assert result.outcome == "updated" and not result.reason
+    for list_id in (LIST_A, LIST_B):
+        member = mc.sandbox.member(list_id, "reader1@example.com")
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("unsubscribed", "Kept")
+    assert set(mc.sandbox.endpoints_used) == {f"PATCH {MEMBER}"}
+    assert mc.sandbox.log.property_names() == {"status"}
+
+
+async def test_withdrawal_never_adds_anyone(mc: Harness) -> None:
+    """Unsubscribing someone Mailchimp does not hold adds no member anywhere."""
+    (result,) = await mc.adapter.upsert([person(1, status="unsubscribed")])
+    assert result.outcome == "updated"
+    assert mc.sandbox.member(LIST_A, "reader1@example.com") is None
+    assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
+
+
+async def test_resubscribing_an_unsubscribed_member_fails_with_the_title(mc: Harness) -> None:
+    """An explicit status subscribed for an unsubscribed member is refused, not retried."""
+    mc.sandbox.add_person("reader1@example.com", status="unsubscribed")
+    (result,) = await mc.adapter.upsert([person(1, status="subscribed")])
+    assert (result.outcome, result.reason, result.retryable) == (
+        "failed",
+        "Member In Compliance State",
+        False,
+    )
+
+
+async def test_forgotten_address_cannot_be_re_added_and_reason_is_title_only(
+    mc: Harness,
+) -> None:
+    """After erasure a write fails with Mailchimp's title only: no e-mail, no detail."""
+    await mc.adapter.upsert([person(1)])
+    await mc.adapter.erase(Subject(email="reader1@example.com"))
+    (result,) = await mc.adapter.upsert([person(1)])
+    assert (result.outcome, result.retryable) == ("failed", False)
+    assert result.reason == "Forgotten Email Not Subscribed"
+    assert "@" not in result.reason and "reader1" not in result.reason
+    assert not mc.sandbox.holds("reader1@example.com")
+
+
+async def test_record_without_an_email_fails_locally(mc: Harness) -> None:
+    """A record without an address is refused before any call."""
+    (result,) = await mc.adapter.upsert([OutboundRecord("ref-x", "", None, {})])
+    assert (result.outcome, result.reason) == ("failed", "MISSING_EMAIL")
+    assert mc.sandbox.endpoints_used == []
+
+
+async def test_wrong_api_key_is_fatal_and_names_no_person(sandbox: MailchimpSandbox) -> None:
+    """A bad key stops the batch with a 401 whose message holds neither key nor hash."""
+    harness = make_harness(sandbox, api_key="wrong-us21")
+    with pytest.raises(FatalRemoteError) as caught:
+        await harness.adapter.upsert([person(1), person(2)])
+    assert (caught.value.status, caught.value.detail) == (401, "API Key Invalid")
+    message = str(caught.value)
+    assert "{subscriber_hash}" in message
+    assert subscriber_hash("reader1@example.com") not in message
+    assert subscriber_hash("reader2@example.com") not in message
+    assert "wrong" not in message
+    await harness.client.aclose()
+
+
+async def test_missing_auth_gets_mailchimp_problem_body(sandbox: MailchimpSandbox) -> None:
+    """Without credentials the sandbox answers 401 in Mailchimp's RFC 7807-style shape."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()), base_url=BASE_URL
+    ) as client:
+        response = await client.get(f"/lists/{LIST_A}/members")
+    body = response.json()
+    assert response.status_code == 401
+    assert (body["title"], body["status"]) == ("API Key Missing", 401)
+    assert body["type"].startswith("https://mailchimp.com/developer/")
+
+
+async def test_server_errors_and_resets_are_retried(mc: Harness) -> None:
+    """503s and a dropped connection are retried until the writes land."""
+    mc.sandbox.faults.fail_next = 2
+    mc.sandbox.faults.reset_next = 1
+    (result,) = await mc.adapter.upsert([person(1)])
+    assert result.outcome == "updated"
+    assert mc.client.stats.server_errors == 2
+    assert mc.client.stats.transport_errors == 1
+    assert mc.sandbox.holds("reader1@example.com")
+
+
+async def test_retries_running_out_leave_the_record_retryable(mc: Harness) -> None:
+    """A Mailchimp that stays down yields a retryable failure, not a dead letter."""
+    mc.sandbox.faults.fail_next = 100
+    (result,) = await mc.adapter.upsert([person(1)])
+    assert (result.outcome, result.retryable) == ("failed", True)
+    assert result.reason == "Internal Server Error"
+
+
+# -- erase and find ---------------------------------------------------------------------------
+
+
+async def test_erase_deletes_permanently_on_every_audience_and_never_archives(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """A member on a configured and an unconfigured list is deleted for good on both."""
+    harness = make_harness(sandbox, list_ids=[LIST_A])
+    sandbox.add_person("erase.me@example.com", "Erase", "Me", list_id=LIST_A)
+    sandbox.add_person("erase.me@example.com", "Erase", "Me", list_id=LIST_B)
+    result = await harness.adapter.erase(Subject(email="Erase.Me@example.com"))
+    assert result.found
+    assert (result.mode, result.reversible, result.vendor_status) == ("hard_delete", False, 204)
+    assert result.endpoint == (
+        "POST /lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
+    )
+    assert result.note.startswith("permanently deleted on 2 audience(s)")
+    assert sandbox.endpoints_used.count(DELETE_PERMANENT) == 2
+    assert not any(e.startswith("DELETE ") for e in sandbox.endpoints_used)
+    assert not sandbox.holds("erase.me@example.com")
+    assert not sandbox.restorable("erase.me@example.com")
+    assert sandbox.is_forgotten(LIST_A, "erase.me@example.com")
+    assert sandbox.is_forgotten(LIST_B, "erase.me@example.com")
+    assert "erase.me@example.com" not in repr(sandbox.log.entries).lower()
+    await harness.client.aclose()
+
+
+async def test_sandbox_delete_only_archives_and_a_put_restores(
+    sandbox: MailchimpSandbox, raw: httpx.AsyncClient
+) -> None:
+    """DELETE is a soft delete: the member is archived and re-added by PUT, unlike erase."""
+    member_hash = sandbox.add_person("soft@example.com", "Soft")
+    response = await raw.delete(f"/lists/{LIST_A}/members/{member_hash}")
+    assert response.status_code == 204
+    assert not sandbox.holds("soft@example.com")
+    assert sandbox.restorable("soft@example.com")
+    response = await raw.put(
+        f"/lists/{LIST_A}/members/{member_hash}",
+        json={"email_address": "soft@example.com", "status_if_new": "subscribed"},
+    )
+    assert response.status_code == 200
+    assert sandbox.holds("soft@example.com")
+
+
+async def test_erase_reaches_an_archived_member_search_does_not_show(mc: Harness) -> None:
+    """An archived member on a configured list is found by hash and deleted for good."""
+    member_hash = mc.sandbox.add_person("archived@example.com")
+    mc.sandbox.store.archive(LIST_A, member_hash)
+    result = await mc.adapter.erase(Subject(email="archived@example.com"))
+    assert result.found
+    assert not mc.sandbox.restorable("archived@example.com")
+    assert mc.sandbox.is_forgotten(LIST_A, "archived@example.com")
+
+
+async def test_erase_twice_reports_not_found_the_second_time(mc: Harness) -> None:
+    """Erasure is idempotent: the second call succeeds and says nobody was there."""
+    mc.sandbox.add_person("twice@example.com", "Two")
+    first = await mc.adapter.erase(Subject(email="twice@example.com"))
+    second = await mc.adapter.erase(Subject(email="twice@example.com"))
+    assert (first.found, second.found) == (True, False)
+    assert (second.mode, second.reversible) == ("hard_delete", False)
+    assert mc.sandbox.endpoints_used.count(DELETE_PERMANENT) == 1
+
+
+async def test_find_returns_each_member_record_or_nothing(mc: Harness) -> None:
+    """find returns the member on each list it is on; an unknown address yields nothing."""
+    mc.sandbox.add_person("found@example.com", "Fo", list_id=LIST_A)
+    mc.sandbox.add_person("found@example.com", "Fo", list_id=LIST_B)
+    members = await mc.adapter.find(Subject(email="found@example.com"))
+    assert sorted(m["list_id"] for m in members) == [LIST_A, LIST_B]
+    assert {m["id"] for m in members} == {subscriber_hash("found@example.com")}
+    assert await mc.adapter.find(Subject(email="nobody@example.com")) == []
+    searches = [e for e in mc.sandbox.log.entries if e.path == "/3.0/search-members"]
+    assert searches and all(e.query["query"] == "<redacted>" for e in searches)
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def test_webhook_secret_in_the_url_is_checked(mc: Harness, sandbox: MailchimpSandbox) -> None:
+    """Only a URL carrying exactly the configured secret is accepted."""
+    body = sandbox.webhook_delivery("unsubscribe", "reader1@example.com")
+    verify = mc.adapter.verify_webhook
+    assert verify(hook(body, sandbox.webhook_url(HOOK_URL, SECRET)), SECRET, 0)
+    assert not verify(hook(body, f"{HOOK_URL}?secret=guess"), SECRET, 0)
+    assert not verify(hook(body, HOOK_URL), SECRET, 0)
+    assert not verify(hook(body, f"{HOOK_URL}?secret={SECRET}&secret=x"), SECRET, 0)
+    assert not verify(hook(body, f"{HOOK_URL}?secret="), "", 0)
+
+
+def test_parse_person_events_and_ignore_the_rest(mc: Harness, sandbox: MailchimpSandbox) -> None:
+    """Audience events about a person become changed events; campaigns and pings do not."""
+    for event in ("subscribe", "unsubscribe", "profile", "cleaned"):
+        (parsed,) = mc.adapter.parse_webhook(hook(sandbox.webhook_delivery(event, "a@example.com")))
+        assert (parsed.kind, parsed.email) == ("changed", "a@example.com")
+        assert parsed.external_id == subscriber_hash("a@example.com")
+        assert parsed.delivery_id.startswith("sha256:")
+    moved = sandbox.webhook_delivery("upemail", "old@example.com", new_email="new@example.com")
+    (parsed,) = mc.adapter.parse_webhook(hook(moved))
+    assert (parsed.kind, parsed.email) == ("changed", "new@example.com")
+    campaign = hook(b"type=campaign&fired_at=2025-01-24+15%3A30%3A00&data%5Bid%5D=c1")
+    assert [e.kind for e in mc.adapter.parse_webhook(campaign)] == ["ignored"]
+    assert mc.adapter.parse_webhook(hook(b"")) == []
+
+
+def test_same_delivery_has_the_same_id_and_another_does_not(
+    mc: Harness, sandbox: MailchimpSandbox
+) -> None:
+    """The delivery id is the body's hash, so a retried delivery is spotted as a replay."""
+    body = sandbox.webhook_delivery("profile", "a@example.com")
+    first = mc.adapter.parse_webhook(hook(body))[0].delivery_id
+    again = mc.adapter.parse_webhook(hook(body))[0].delivery_id
+    other = mc.adapter.parse_webhook(hook(sandbox.webhook_delivery("profile", "b@example.com")))
+    assert first == again != other[0].delivery_id
