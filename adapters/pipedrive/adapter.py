@@ -1,0 +1,339 @@
+"""The Pipedrive API v2 persons adapter (settings and client config live in ``settings.py``).
+
+What it does, by contract verb:
+
+- ``pull``: ``GET /persons`` sorted by ``update_time``, 500 a page, paged by
+  ``additional_data.next_cursor``; the stored cursor carries the ``updated_since``
+  watermark, so a later pull reads only what changed (re-reading the boundary second is
+  harmless: the engine skips unchanged content);
+- ``upsert``: v2 has neither a batch write nor an upsert for persons, so each record is one
+  to three calls, run with bounded concurrency: ``PATCH /persons/{id}`` when the identity map
+  knows the id, else ``GET /persons/search`` (exact e-mail, the search bucket) and ``PATCH``
+  the hit, else ``POST /persons``;
+- ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
+  (Pipedrive lets several persons share an e-mail), each read in full;
+- ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
+  person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
+  person will be permanently deleted."), and can restore it meanwhile: the result says so
+  (``delete_purged_later``, reversible) and the receipt must too. API v2 has no immediate
+  permanent deletion of a person;
+- webhooks: v2 deliveries with HTTP Basic credentials (see :mod:`adapters.pipedrive.webhooks`).
+
+A person marked deleted is not counted as held: whether v2 ``GET /persons/{id}`` answers 404
+or the person with ``is_deleted: true`` during the 30 days is UNVERIFIED, so both are read as
+"not live" (the sandbox answers 404).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any, Final, Literal
+
+import httpx
+
+from adapters.pipedrive.payloads import (
+    PullCursor,
+    decode_cursor,
+    encode_cursor,
+    failure_reason,
+    later_time,
+    person_body,
+    search_hits,
+    with_contact_keys,
+)
+from adapters.pipedrive.sandbox import PipedriveSandbox
+from adapters.pipedrive.settings import (
+    PipedriveSettings,
+    client_config,
+    pipedrive_limits,
+)
+from adapters.pipedrive.webhooks import parse_delivery, verify_delivery
+from connector.adapter import (
+    AdapterSpec,
+    Capability,
+    ErasureResult,
+    OutboundRecord,
+    Page,
+    Subject,
+    UpsertResult,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connector.errors import FatalRemoteError, RecordError, RetryableError
+from connector.http import SystemClient
+
+__all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
+
+PERSONS: Final = "/persons"
+SEARCH: Final = "/persons/search"
+
+#: How the erasure call reads on a receipt (the API root is part of ``base_url``).
+ERASURE_ENDPOINT: Final = "DELETE /api/v2/persons/{id}"
+ERASURE_NOTE: Final = "deleted, purged by the vendor within 30 days"
+NOT_HELD_NOTE: Final = "no person held for this subject"
+
+
+class PipedriveAdapter:
+    """Pipedrive API v2 persons, as the :class:`~connector.adapter.Adapter` contract asks.
+
+    Args:
+        client: the company's HTTP client, built by :mod:`connector.http`, whose base URL is
+            the API v2 root (``https://<company>.pipedrive.com/api/v2``).
+        settings: the company's validated settings.
+    """
+
+    kind: str = "pipedrive"
+    capabilities: frozenset[Capability] = frozenset({"pull", "upsert", "find", "erase", "webhooks"})
+
+    def __init__(self, client: SystemClient, settings: PipedriveSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.limits = pipedrive_limits(settings)
+
+    # -- pull --------------------------------------------------------------------------------
+
+    async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Yield pages of persons changed since the cursor's watermark, oldest change first.
+
+        Raises:
+            FatalRemoteError: Pipedrive handed back a ``next_cursor`` already used in this
+                pull (a paging loop would otherwise never end).
+        """
+        state = decode_cursor(cursor)
+        high = state.high or state.since
+        page_token = state.page
+        seen: set[str] = {page_token} if page_token else set()
+        while True:
+            params: dict[str, Any] = {
+                "limit": self.limits.page_size,
+                "sort_by": "update_time",
+                "sort_direction": "asc",
+            }
+            if state.since:
+                params["updated_since"] = state.since
+            if page_token:
+                params["cursor"] = page_token
+            response = await self.client.request("GET", PERSONS, params=params)
+            body = _json_object(response)
+            people = [p for p in body.get("data") or [] if isinstance(p, dict)]
+            for person in people:
+                high = later_time(high, person.get("update_time"))
+            records = [with_contact_keys(p) for p in people if not p.get("is_deleted")]
+            next_token = _next_cursor(body)
+            if next_token is None:
+                final = encode_cursor(PullCursor(since=high)) if high else None
+                yield Page(records=records, cursor=final, complete=True)
+                return
+            if next_token in seen:
+                raise FatalRemoteError(
+                    self.client.system, "GET", PERSONS, response.status_code, "PAGING_LOOP"
+                )
+            seen.add(next_token)
+            page_token = next_token
+            resume = PullCursor(since=state.since, page=next_token, high=high)
+            yield Page(records=records, cursor=encode_cursor(resume))
+
+    # -- upsert ------------------------------------------------------------------------------
+
+    async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Create or update persons, one call chain per record; results in input order.
+
+        Records run concurrently (at most ``limits.max_concurrency`` at once), except that
+        records for the same e-mail run one after another, in order, the later ones by the id
+        the first one got: run side by side, two searches could both miss and create the
+        person twice (and Pipedrive's search may not show a person created a moment ago).
+
+        Per-record failures carry the HTTP status and a category, never Pipedrive's message.
+        Retries that ran out (429, 5xx, transport) fail only their own record, retryably.
+
+        Raises:
+            FatalRemoteError: bad token or missing permission (the whole system stops).
+        """
+        gate = asyncio.Semaphore(max(1, self.limits.max_concurrency))
+        chains: dict[str, list[int]] = {}
+        for index, record in enumerate(records):
+            key = record.email.strip().casefold() or f"id:{record.external_id or index}"
+            chains.setdefault(key, []).append(index)
+        results: list[UpsertResult | None] = [None] * len(records)
+
+        stopped = asyncio.Event()
+
+        async def run(chain: list[int]) -> None:
+            known: str | None = None
+            for index in chain:
+                record = records[index]
+                if known and not record.external_id:
+                    record = replace(record, external_id=known)
+                async with gate:
+                    if stopped.is_set():
+                        return  # another record met a fatal error: send nothing more
+                    try:
+                        result = await self._upsert_one(record)
+                    except FatalRemoteError:
+                        stopped.set()
+                        raise
+                results[index] = result
+                known = result.external_id or known
+
+        outcomes = await asyncio.gather(*(run(c) for c in chains.values()), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                # Every chain has finished by now, so nothing is left running behind the raise.
+                raise outcome
+        return [result for result in results if result is not None]
+
+    async def _upsert_one(self, record: OutboundRecord) -> UpsertResult:
+        if not record.email and not record.external_id:
+            return UpsertResult(record.ref, "failed", reason="missing_email")
+        try:
+            if record.external_id and record.external_id.isdigit():
+                updated = await self._patch(int(record.external_id), record)
+                if updated is not None:
+                    return updated
+            # No id, or a stale one (the person was deleted in Pipedrive): look the e-mail up.
+            hits = await self._search(record.email) if record.email else []
+            if hits:
+                # Several persons may share an e-mail; the oldest one is the stable choice.
+                updated = await self._patch(hits[0], record)
+                if updated is not None:
+                    return updated
+            body = person_body(record.fields, record.email, creating=True)
+            response = await self.client.request("POST", PERSONS, json=body)
+            return self._result(record.ref, response, "created")
+        except RecordError as exc:
+            return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
+        except RetryableError as exc:
+            return UpsertResult(
+                record.ref, "failed", reason=failure_reason(exc.status), retryable=True
+            )
+
+    async def _patch(self, person_id: int, record: OutboundRecord) -> UpsertResult | None:
+        """Update one person; ``None`` when it no longer exists (404)."""
+        body = person_body(record.fields, record.email, creating=False)
+        response = await self.client.request(
+            "PATCH", f"{PERSONS}/{person_id}", json=body, accept=(404,)
+        )
+        if response.status_code == 404:
+            return None
+        return self._result(record.ref, response, "updated")
+
+    @staticmethod
+    def _result(
+        ref: str, response: httpx.Response, outcome: Literal["created", "updated"]
+    ) -> UpsertResult:
+        body = _json_object(response)
+        data = body.get("data")
+        person_id = data.get("id") if isinstance(data, dict) else None
+        if body.get("success") is False or person_id is None:
+            # A 2xx without the person: its fate is unknown, and writes here are idempotent.
+            return UpsertResult(
+                ref, "failed", reason=f"{response.status_code} no_result", retryable=True
+            )
+        return UpsertResult(ref, outcome, external_id=str(person_id))
+
+    async def _search(self, email: str) -> list[int]:
+        """Ids of live persons whose e-mails include ``email`` exactly (search bucket)."""
+        response = await self.client.request(
+            "GET",
+            SEARCH,
+            params={"term": email, "fields": "email", "exact_match": "true", "limit": 100},
+            bucket="search",
+        )
+        return search_hits(_json_object(response), email)
+
+    # -- find --------------------------------------------------------------------------------
+
+    async def find(self, subject: Subject) -> list[dict[str, Any]]:
+        """Every live person for the subject (by Pipedrive id and by exact e-mail), in full."""
+        found: dict[int, dict[str, Any]] = {}
+        if subject.external_id and subject.external_id.isdigit():
+            person = await self._read(int(subject.external_id))
+            if person is not None:
+                found[int(person["id"])] = person
+        if subject.email:
+            for person_id in await self._search(subject.email):
+                if person_id not in found:
+                    person = await self._read(person_id)
+                    if person is not None:
+                        found[person_id] = person
+        return [with_contact_keys(found[key]) for key in sorted(found)]
+
+    async def _read(self, person_id: int) -> dict[str, Any] | None:
+        response = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
+        if response.status_code == 404:
+            return None
+        data = _json_object(response).get("data")
+        if not isinstance(data, dict) or data.get("id") is None or data.get("is_deleted"):
+            return None
+        return data
+
+    # -- erase -------------------------------------------------------------------------------
+
+    async def erase(self, subject: Subject) -> ErasureResult:
+        """Delete every live person for the subject with ``DELETE /persons/{id}``; idempotent.
+
+        Pipedrive purges a deleted person 30 days later and can restore it until then, so the
+        result is ``delete_purged_later`` and reversible, and the note says so. A second call
+        finds no live person and reports ``found=False`` without deleting anything.
+        """
+        people = await self.find(subject)
+        deleted = 0
+        status: int | None = None
+        for person in people:
+            response = await self.client.request(
+                "DELETE", f"{PERSONS}/{int(person['id'])}", accept=(404,)
+            )
+            # A 404 here means someone deleted the person between our read and this call.
+            status = response.status_code if status in (None, 200) else status
+            deleted += response.status_code == 200
+        return ErasureResult(
+            found=deleted > 0,
+            mode="delete_purged_later",
+            reversible=True,
+            endpoint=ERASURE_ENDPOINT,
+            vendor_status=status,
+            note=ERASURE_NOTE if deleted else NOT_HELD_NOTE,
+        )
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
+        """Check the delivery's HTTP Basic credentials against ``secret`` (``"user:password"``).
+
+        ``now`` is unused: Pipedrive signs nothing and sends no timestamp to check.
+        """
+        return verify_delivery(request, secret)
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """Person create/change -> ``changed``; delete -> ``deleted``; anything else ignored."""
+        return parse_delivery(request)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    if not response.content:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _next_cursor(body: dict[str, Any]) -> str | None:
+    additional = body.get("additional_data")
+    if not isinstance(additional, dict):
+        return None
+    token = additional.get("next_cursor")
+    return token if isinstance(token, str) and token else None
+
+
+SPEC = AdapterSpec(
+    kind="pipedrive",
+    settings_model=PipedriveSettings,
+    factory=PipedriveAdapter,
+    client_config=client_config,
+    limits=pipedrive_limits,
+    sandbox=PipedriveSandbox,
+)

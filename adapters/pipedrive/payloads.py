@@ -1,0 +1,203 @@
+"""Payload helpers of the Pipedrive adapter: person bodies, pull cursors, reasons.
+
+Pure functions, kept apart from :mod:`adapters.pipedrive.adapter` so that module stays about
+the calls it makes.
+
+Pipedrive v2 keeps a person's e-mails and phones as lists of ``{value, primary, label}``. The
+mapping speaks plain ``email`` and ``phone``, so the adapter converts both ways: outbound it
+builds the lists (:func:`person_body`), inbound it adds the primary ``email`` and ``phone`` to
+each record it hands over (:func:`with_contact_keys`), leaving the vendor's shape otherwise
+as it is.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "PullCursor",
+    "decode_cursor",
+    "encode_cursor",
+    "failure_reason",
+    "later_time",
+    "person_body",
+    "primary_value",
+    "search_hits",
+    "with_contact_keys",
+]
+
+
+def person_body(fields: Mapping[str, Any], email: str, *, creating: bool) -> dict[str, Any]:
+    """The JSON body of ``POST``/``PATCH /persons`` for one mapped record.
+
+    ``email`` and ``phone`` become Pipedrive's lists with one primary entry; other mapped
+    fields pass through under their own names (the mapping is the allow-list, so nothing
+    unmapped can reach this point). ``name`` is required on create: it is ``first last`` when
+    either is known, else the e-mail's local part (derived from a mapped field, so no new
+    personal data is sent). On update ``name`` is sent only when a name part is, so a
+    record without names never overwrites a name someone typed in Pipedrive.
+    """
+    body: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name in ("email", "phone"):
+            continue
+        body[name] = value
+    address = str(fields.get("email") or email or "").strip()
+    if address:
+        # Sent on updates too: the connector owns the primary e-mail of the people it syncs,
+        # and an e-mail changed at the source must reach Pipedrive. (Whether PATCH replaces the
+        # whole list or merges is UNVERIFIED; the sandbox replaces it.)
+        body["emails"] = [{"value": address, "primary": True, "label": "work"}]
+    phone = fields.get("phone")
+    if isinstance(phone, str) and phone.strip():
+        body["phones"] = [{"value": phone.strip(), "primary": True}]
+    first = str(fields.get("first_name") or "").strip()
+    last = str(fields.get("last_name") or "").strip()
+    full = " ".join(part for part in (first, last) if part)
+    if full:
+        body["name"] = full
+    elif creating:
+        body["name"] = address.partition("@")[0] or "unknown"
+    return body
+
+
+def primary_value(entries: Any) -> str | None:
+    """The primary entry's value of a v2 ``emails``/``phones`` list (else the first one)."""
+    if not isinstance(entries, list):
+        return None
+    values = [e for e in entries if isinstance(e, Mapping) and isinstance(e.get("value"), str)]
+    for entry in values:
+        if entry.get("primary"):
+            return str(entry["value"])
+    return str(values[0]["value"]) if values else None
+
+
+def with_contact_keys(person: Mapping[str, Any]) -> dict[str, Any]:
+    """The person as Pipedrive gave it, plus top-level ``email`` and ``phone`` for the mapping."""
+    record = dict(person)
+    record["email"] = primary_value(person.get("emails"))
+    record["phone"] = primary_value(person.get("phones"))
+    return record
+
+
+def search_hits(body: Mapping[str, Any], email: str) -> list[int]:
+    """Ids of persons in a ``/persons/search`` answer whose e-mails include ``email`` exactly.
+
+    ``exact_match`` is asked of Pipedrive already; the e-mails are compared again here
+    (case-insensitively, as Pipedrive does) so a partial or fuzzy hit can never be updated
+    or deleted in someone else's name.
+    """
+    data = body.get("data")
+    items = data.get("items") if isinstance(data, Mapping) else None
+    wanted = email.strip().casefold()
+    ids: list[int] = []
+    for hit in items if isinstance(items, list) else []:
+        item = hit.get("item") if isinstance(hit, Mapping) else None
+        if not isinstance(item, Mapping) or not isinstance(item.get("id"), int):
+            continue
+        if any(_email_text(e).strip().casefold() == wanted for e in _list(item.get("emails"))):
+            ids.append(int(item["id"]))
+    return sorted(set(ids))
+
+
+def _list(value: Any) -> Iterable[Any]:
+    return value if isinstance(value, list) else ()
+
+
+def _email_text(entry: Any) -> str:
+    # Search items list e-mails as plain strings; person records as {value, ...} objects.
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, Mapping) and isinstance(entry.get("value"), str):
+        return str(entry["value"])
+    return ""
+
+
+def failure_reason(status: int | None) -> str:
+    """A per-record failure reason from the HTTP status alone.
+
+    Pipedrive's ``error`` and ``error_info`` are free text that can echo what was sent (a
+    name, an e-mail), so they never become a reason: only the status and a category.
+    """
+    if status is None:
+        return "transport retry_later"
+    if status == 429:
+        return "429 rate_limited"
+    if status >= 500:
+        return f"{status} server_error"
+    if status in (400, 422):
+        return f"{status} validation"
+    if status == 402:
+        return "402 plan_limit"
+    if status == 409:
+        return "409 conflict"
+    return f"{status} rejected"
+
+
+@dataclass(frozen=True)
+class PullCursor:
+    """What a pull cursor holds.
+
+    Attributes:
+        since: the ``updated_since`` watermark this pull reads from (RFC 3339), or ``None``.
+        page: Pipedrive's ``next_cursor`` to resume inside a pull, or ``None``.
+        high: the highest ``update_time`` seen so far in this pull (the next watermark).
+    """
+
+    since: str | None = None
+    page: str | None = None
+    high: str | None = None
+
+
+def encode_cursor(cursor: PullCursor) -> str:
+    """Compact JSON: opaque to the engine, readable to an operator who inspects the store."""
+    values = {"since": cursor.since, "page": cursor.page, "high": cursor.high}
+    return json.dumps({k: v for k, v in values.items() if v}, separators=(",", ":"))
+
+
+def decode_cursor(text: str | None) -> PullCursor:
+    """Read a stored cursor; an unreadable one starts from the beginning.
+
+    Reading everything again is always safe: the engine skips records whose content it has
+    already delivered.
+    """
+    if not text:
+        return PullCursor()
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return PullCursor()
+    if not isinstance(raw, dict):
+        return PullCursor()
+    return PullCursor(*(_text(raw.get(key)) for key in ("since", "page", "high")))
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def later_time(current: str | None, candidate: Any) -> str | None:
+    """The later of two RFC 3339 times (``current`` kept when ``candidate`` is unreadable)."""
+    if not isinstance(candidate, str):
+        return current
+    parsed = _parse_time(candidate)
+    if parsed is None:
+        return current
+    if current is None:
+        return candidate
+    known = _parse_time(current)
+    return candidate if known is None or parsed > known else current
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    # Pipedrive sends UTC with a "Z"; a time without a zone is read as UTC so that aware and
+    # naive times never meet in one comparison (which would raise).
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)

@@ -1,0 +1,313 @@
+"""A faithful local fake of Pipedrive API v2 persons, as a Starlette app.
+
+Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-apis.md`` E'):
+
+- the v2 paths under ``/api/v2``: ``GET|POST /persons``, ``GET /persons/search``,
+  ``GET|PATCH|DELETE /persons/{id}``; bodies ``{success, data, additional_data}`` and errors
+  ``{success: false, error, error_info, data, additional_data}``;
+- ``x-api-token`` auth (401 ``{success:false, error:"unauthorized access", errorCode:401}``);
+- cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
+  and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``;
+- search by e-mail with ``exact_match``;
+- ``DELETE`` that only *marks* a person deleted; :meth:`PipedriveSandbox.purge` removes for
+  good what was deleted 30 days before (the vendor's documented purge);
+- the rolling 2 s burst limit per token and the separate search limit (10 per 2 s), with
+  ``x-ratelimit-limit``/``-remaining``/``-reset`` on every response and 429 past them; an
+  optional daily budget (``x-daily-requests-left``); and the 403 Cloudflare HTML page for a
+  client that keeps sending after 429s.
+
+Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rather than kind:
+
+- a person marked deleted answers 404 to ``GET``, ``PATCH`` and ``DELETE`` and is left out of
+  lists and search ("not returned by default"); real Pipedrive may still show it with
+  ``is_deleted: true`` during the 30 days, which the adapter also handles;
+- search calls count against the search window only, not also against the burst window;
+- ``x-ratelimit-reset`` is whole seconds until the window has room again;
+- unknown body fields are refused with 400.
+
+The request log holds method, path, status and body field *names* only; the search ``term``
+(an e-mail) is replaced before a call is recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from adapters.pipedrive import _routes
+from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore
+from connector.ratelimit import RateLimit, RollingWindow
+from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+
+__all__ = ["API", "PipedriveSandbox"]
+
+API = "/api/v2"
+ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
+CLOUDFLARE_PAGE = (
+    "<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head>"
+    "<body><h1>Sorry, you have been blocked</h1></body></html>"
+)
+#: Query parameters whose values can be personal data: only their names are logged.
+_PERSONAL_QUERY = frozenset({"term"})
+
+
+def error_body(message: str, status: int) -> dict[str, Any]:
+    """Pipedrive's error shape (the v1 error models of the SDK, kept by v2)."""
+    return {
+        "success": False,
+        "error": message,
+        "error_info": ERROR_INFO,
+        "errorCode": status,
+        "data": None,
+        "additional_data": None,
+    }
+
+
+class _Window(RollingWindow):
+    """A rolling window that also says when it next has room (for ``x-ratelimit-reset``)."""
+
+    def reset_in(self, now: float) -> int:
+        return math.ceil(self.wait_time(now)) if self.remaining(now) <= 0 else 0
+
+
+def _for_log(request: Request) -> Request:
+    """The same request with personal query values replaced, for the log only."""
+    query = [
+        (key, "redacted" if key in _PERSONAL_QUERY else value)
+        for key, value in request.query_params.multi_items()
+    ]
+    scope = dict(request.scope)
+    scope["query_string"] = urlencode(query).encode()
+    return Request(scope)
+
+
+class _FaultGate:
+    """Applies injected faults before a request reaches the routes.
+
+    Outside Starlette on purpose: its error middleware answers any exception from a route with
+    a 500 before re-raising, so a ``ConnectionReset`` raised in a handler would never reach
+    :class:`ResetMiddleware` as a dropped connection.
+    """
+
+    def __init__(self, sandbox: PipedriveSandbox, app: ASGIApp) -> None:
+        self.sandbox = sandbox
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            fault = await self.sandbox.before()  # raises ConnectionReset for a dropped call
+            if fault is not None:
+                request = Request(scope, receive)
+                bucket = "search" if request.url.path.endswith("/search") else "default"
+                response = self.sandbox.fault_response(fault, bucket)
+                record(self.sandbox.log, _for_log(request), response)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
+
+
+class PipedriveSandbox(SandboxBase):
+    """Fake Pipedrive company: API v2 persons and search; meets ``SandboxLike``.
+
+    Args:
+        token: the API token the fake accepts.
+        rate_limit: the burst limit per rolling window (``None``: unlimited); Growth is 40/2 s.
+        search_rate_limit: the search limit (``None``: unlimited); 10/2 s on every plan.
+        daily_budget: requests left today (``None``: no daily budget enforced).
+        block_after: consecutive 429s after which a client is answered Cloudflare's 403 HTML
+            page instead (``None``: never).
+        clock: monotonic clock of the rate windows; tests pass one their sleep advances.
+        wall_clock: epoch seconds for ``add_time``/``update_time`` and deletion times.
+
+    Attributes:
+        store: the persons, live and marked deleted.
+        rejected_429: calls answered 429 by the limits.
+        blocked_403: calls answered with the Cloudflare page.
+        endpoints_used: ``"METHOD path-template"`` of every call, in order.
+    """
+
+    kind = "pipedrive"
+
+    def __init__(
+        self,
+        *,
+        token: str = "pipedrive-sandbox-token",  # noqa: S107 (the fake's own token)
+        rate_limit: RateLimit | None = RateLimit(40, 2),  # noqa: B008 (frozen value)
+        search_rate_limit: RateLimit | None = RateLimit(10, 2),  # noqa: B008 (frozen value)
+        daily_budget: int | None = None,
+        block_after: int | None = 20,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(clock=clock)
+        for bucket, limit in (("default", rate_limit), ("search", search_rate_limit)):
+            if limit is not None:
+                self.windows[bucket] = _Window(limit)
+        self.token = token
+        self.wall_clock = wall_clock
+        self.daily_left = daily_budget
+        self.block_after = block_after
+        self.store = PersonStore()
+        self.rejected_429 = 0
+        self.blocked_403 = 0
+        self.endpoints_used: list[str] = []
+        self._strikes = 0
+
+    # -- SandboxLike -------------------------------------------------------------------------
+
+    def app(self) -> Any:
+        """The ASGI app, wrapped so a fault can drop the connection."""
+        routes = _routes.PersonRoutes(self.store, self._now)
+        persons = f"{API}/persons"
+        table = [
+            self._route("GET", persons, routes.list_persons),
+            self._route("POST", persons, routes.create),
+            self._route("GET", f"{persons}/search", routes.search, bucket="search"),
+            self._route("GET", f"{persons}/{{id}}", routes.get),
+            self._route("PATCH", f"{persons}/{{id}}", routes.patch),
+            self._route("DELETE", f"{persons}/{{id}}", routes.delete),
+        ]
+        return ResetMiddleware(_FaultGate(self, Starlette(routes=table)))
+
+    def credentials(self) -> dict[str, str]:
+        """The API token, under the name the adapter's settings use."""
+        return {"api_token": self.token}
+
+    def add_person(
+        self,
+        email: str,
+        first_name: str = "",
+        last_name: str = "",
+        phone: str = "",
+        **extra: Any,
+    ) -> str:
+        """Seed a live person (``extra``: further v2 person fields); return its id."""
+        name = " ".join(p for p in (first_name, last_name) if p) or email.partition("@")[0]
+        values: dict[str, Any] = {
+            "name": name,
+            "first_name": first_name or None,
+            "last_name": last_name or None,
+            "emails": [{"value": email, "primary": True, "label": "work"}],
+            "phones": [{"value": phone, "primary": True, "label": "work"}] if phone else [],
+        }
+        values.update(extra)
+        return str(self.store.create(values, self._now()).id)
+
+    def holds(self, email: str) -> bool:
+        """Whether a live (not marked deleted) person has this e-mail."""
+        return bool(self.store.with_email(email))
+
+    def restorable(self, email: str) -> bool:
+        """Whether a person with this e-mail is marked deleted but still within its 30 days."""
+        now = self._now()
+        return any(
+            p.deleted_at is not None and now - p.deleted_at < PURGE_AFTER_SECONDS
+            for p in self.store.with_email(email, deleted=True)
+        )
+
+    def record_for(self, email: str) -> dict[str, Any] | None:
+        """The live person in Pipedrive's v2 shape, or ``None``."""
+        found = self.store.with_email(email)
+        return found[0].to_json() if found else None
+
+    # -- sandbox-only helpers ----------------------------------------------------------------
+
+    def person_count(self) -> int:
+        """Live persons."""
+        return sum(1 for p in self.store.persons.values() if p.deleted_at is None)
+
+    def restore(self, email: str) -> bool:
+        """Undo a deletion within the 30 days, as Pipedrive's support or UI can."""
+        candidates: list[Person] = [
+            p
+            for p in self.store.with_email(email, deleted=True)
+            if p.deleted_at is not None and self._now() - p.deleted_at < PURGE_AFTER_SECONDS
+        ]
+        if not candidates:
+            return False
+        self.store.restore(max(candidates, key=lambda p: p.deleted_at or 0), self._now())
+        return True
+
+    def purge(self, now: float | None = None) -> int:
+        """Remove for good what was deleted 30 days or more before ``now``; return how many."""
+        return self.store.purge(int(self.wall_clock() if now is None else now))
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _now(self) -> int:
+        return int(self.wall_clock())
+
+    def _route(
+        self, method: str, template: str, handler: Handler, bucket: str = "default"
+    ) -> Route:
+        endpoint_name = f"{method} {template}"
+
+        async def endpoint(request: Request) -> Response:
+            self.endpoints_used.append(endpoint_name)
+            logged = _for_log(request)
+            if request.headers.get("x-api-token") != self.token:
+                body = error_body("unauthorized access", 401)
+                return record(self.log, logged, JSONResponse(body, status_code=401))
+            refused = self._over_limit(bucket)
+            if refused is not None:
+                return record(self.log, logged, refused)
+            try:
+                response, records = await handler(request)
+            except _routes.Reject as exc:
+                body = error_body(exc.message, exc.status)
+                response, records = JSONResponse(body, status_code=exc.status), exc.records
+            self._add_rate_headers(response, bucket)
+            return record(self.log, logged, response, records=records)
+
+        return Route(template, endpoint, methods=[method])
+
+    def _over_limit(self, bucket: str) -> Response | None:
+        """Count one call; the refusal to send if it is over a limit (else ``None``)."""
+        if self.block_after is not None and self._strikes >= self.block_after:
+            # Kept sending through 429s: Cloudflare answers before Pipedrive does.
+            self.blocked_403 += 1
+            return Response(CLOUDFLARE_PAGE, status_code=403, media_type="text/html")
+        if self.daily_left is not None and self.daily_left <= 0:
+            return self._rate_limited(bucket)
+        if self.admit(bucket) is not None:
+            return self._rate_limited(bucket)
+        self._strikes = 0
+        if self.daily_left is not None:
+            self.daily_left -= 1
+        return None
+
+    def fault_response(self, status: int, bucket: str) -> Response:
+        """What an injected fault answers: a vendor-shaped 429 or error body."""
+        if status == 429:
+            return self._rate_limited(bucket)
+        return JSONResponse(error_body("Internal server error", status), status_code=status)
+
+    def _rate_limited(self, bucket: str) -> Response:
+        self.rejected_429 += 1
+        self._strikes += 1
+        # Pipedrive's exact 429 message is UNVERIFIED; clients must key on status and headers.
+        response = JSONResponse(error_body("Request over limit", 429), status_code=429)
+        self._add_rate_headers(response, bucket)
+        return response
+
+    def _add_rate_headers(self, response: Response, bucket: str) -> None:
+        window = self.windows.get(bucket)
+        if isinstance(window, _Window):
+            now = self.clock()
+            response.headers["x-ratelimit-limit"] = str(window.limit.requests)
+            response.headers["x-ratelimit-remaining"] = str(max(0, window.remaining(now)))
+            response.headers["x-ratelimit-reset"] = str(window.reset_in(now))
+        if self.daily_left is not None:
+            response.headers["x-daily-requests-left"] = str(max(0, self.daily_left))

@@ -1,0 +1,150 @@
+"""How klantsync talks to a Pipedrive company: its settings, limits, auth and back-off readers.
+
+Kept apart from :mod:`adapters.pipedrive.adapter` so the operator-facing knobs (plan, base URL)
+and Pipedrive's back-off signals read in one place.
+
+Pipedrive's limits (docs page "Rate limiting"; see ``reference/vendor-apis.md`` section E'):
+
+- a burst limit per API token on a rolling 2 s window, by plan: Lite 20, Growth 40,
+  Premium 100, Ultimate 120 (OAuth apps get four times as much; klantsync uses a token);
+- search endpoints: 10 requests per 2 s on every plan;
+- a daily token budget per company, reset at midnight in the *server's* time zone; once spent,
+  every call answers 429 until the reset;
+- headers ``x-ratelimit-limit``, ``x-ratelimit-remaining``, ``x-ratelimit-reset`` and (API
+  tokens only) ``x-daily-requests-left``;
+- clients that keep sending after 429s get a **403 Cloudflare HTML page**.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar, Final, Literal
+
+import httpx
+
+from connector.adapter import ClientConfig, Limits
+from connector.ratelimit import RateLimit
+from connector.settings import SystemSettings
+
+__all__ = [
+    "BATCH_SIZE",
+    "DAILY_WAIT_SECONDS",
+    "PAGE_SIZE",
+    "PLAN_BURST",
+    "SEARCH_LIMIT",
+    "WINDOW_SECONDS",
+    "PipedriveSettings",
+    "Plan",
+    "client_config",
+    "is_cloudflare_block",
+    "pipedrive_limits",
+    "wait_hint",
+]
+
+Plan = Literal["lite", "growth", "premium", "ultimate"]
+
+#: Length of Pipedrive's rolling burst window, in seconds.
+WINDOW_SECONDS: Final = 2.0
+
+#: Burst limit per rolling 2 s window for an API token, by plan.
+PLAN_BURST: Final[Mapping[str, int]] = {"lite": 20, "growth": 40, "premium": 100, "ultimate": 120}
+
+#: The search endpoints' own limit: 10 calls per 2 s on every plan.
+SEARCH_LIMIT: Final = RateLimit(10, WINDOW_SECONDS)
+
+#: Most records one list page may hold (``limit`` above 500 is refused).
+PAGE_SIZE: Final = 500
+
+#: Records per ``upsert`` call. API v2 has no batch write for persons, so the adapter fans a
+#: batch out into one call per record (with bounded concurrency); a small batch keeps each
+#: engine batch (and its acknowledgement transaction) short.
+BATCH_SIZE: Final = 10
+
+#: Wait after a 429 that says the *daily* budget is spent (``x-daily-requests-left: 0``). The
+#: budget resets at midnight server time, which no single call can wait for; the retry policy
+#: caps this wait anyway, and once retries run out the records stay queued for the next run.
+#: A long hint keeps those futile retries few.
+DAILY_WAIT_SECONDS: Final = 300.0
+
+
+class PipedriveSettings(SystemSettings):
+    """The ``[systems.<name>]`` table of a Pipedrive company.
+
+    Attributes:
+        plan: the company's plan; sets the burst limit per token (20, 40, 100 or 120 calls per
+            rolling 2 s). A ``rate_limit`` table overrides it.
+        base_url: the API v2 root, ``https://<company>.pipedrive.com/api/v2`` or
+            ``https://api.pipedrive.com/api/v2``.
+    """
+
+    required_credentials: ClassVar[tuple[str, ...]] = ("api_token",)
+
+    adapter: Literal["pipedrive"]
+    base_url: str = "https://api.pipedrive.com/api/v2"
+    plan: Plan = "growth"
+
+
+def pipedrive_limits(settings: PipedriveSettings) -> Limits:
+    """Pipedrive's limits under ``settings``: burst by plan per 2 s, search 10 per 2 s."""
+    if settings.rate_limit is not None:
+        burst = RateLimit(settings.rate_limit.requests, settings.rate_limit.per_seconds)
+    else:
+        burst = RateLimit(PLAN_BURST[settings.plan], WINDOW_SECONDS)
+    return Limits(
+        batch_size=BATCH_SIZE,
+        page_size=PAGE_SIZE,
+        rate={"default": burst, "search": SEARCH_LIMIT},
+        max_concurrency=settings.max_concurrency or 4,
+    )
+
+
+def wait_hint(response: httpx.Response) -> float | None:
+    """Read Pipedrive's 429 and say how long to wait (``None``: use the client's backoff).
+
+    - ``x-daily-requests-left: 0``: the daily budget is spent; :data:`DAILY_WAIT_SECONDS`
+      (the client caps it at its own maximum).
+    - ``x-ratelimit-reset``: seconds until the burst window frees, as Pipedrive documents it.
+    - ``Retry-After`` in seconds, should a proxy in front of Pipedrive send one.
+
+    Missing or malformed headers are tolerated; the body is never read (it is not needed, and
+    a Cloudflare page is HTML).
+    """
+    daily = _number(response.headers.get("x-daily-requests-left"))
+    if daily is not None and daily <= 0:
+        return DAILY_WAIT_SECONDS
+    for header in ("x-ratelimit-reset", "retry-after"):
+        seconds = _number(response.headers.get(header))
+        if seconds is not None:
+            return seconds
+    return None
+
+
+def _number(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    # A reset hint beyond a day is nonsense (or an epoch timestamp, which this is not).
+    return value if 0 <= value <= 86_400 else None
+
+
+def is_cloudflare_block(response: httpx.Response) -> bool:
+    """Whether a response is Cloudflare's 403 HTML page for a client that ignored 429s.
+
+    Pipedrive's own 403s (missing permission) are JSON; the block page is ``text/html``. It is
+    rate limiting, so the call is worth retrying after a pause, not a fatal error. Today
+    :mod:`connector.http` classifies every 403 as fatal before an adapter sees the response,
+    so this is offered for an adapter-provided classifier there (see the package docstring).
+    """
+    content_type = response.headers.get("content-type", "").lower()
+    return response.status_code == 403 and content_type.startswith("text/html")
+
+
+def client_config(settings: PipedriveSettings) -> ClientConfig:
+    """API-token auth in the ``x-api-token`` header (as the official SDK sends it)."""
+    return ClientConfig(
+        headers={"x-api-token": settings.credential("api_token")},
+        wait_hint=wait_hint,
+    )

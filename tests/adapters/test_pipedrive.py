@@ -1,0 +1,733 @@
+"""The Pipedrive adapter against its sandbox, in process (no network, no real sleeping)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from adapters.pipedrive import (
+    ERASURE_ENDPOINT,
+    SPEC,
+    PipedriveAdapter,
+    PipedriveSandbox,
+    PipedriveSettings,
+    basic_authorization,
+    client_config,
+    is_cloudflare_block,
+    pipedrive_limits,
+    wait_hint,
+)
+from adapters.pipedrive.payloads import decode_cursor
+from adapters.pipedrive.settings import DAILY_WAIT_SECONDS
+from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
+from connector.errors import FatalRemoteError
+from connector.http import RetryPolicy, SystemClient
+from connector.ratelimit import RateLimit
+from connector.settings import RateLimitSettings
+from tests.conftest import VirtualTime
+
+BASE_URL = "https://klant.pipedrive.test/api/v2"
+PERSONS = "/api/v2/persons"
+TOKEN = "pipedrive-sandbox-token"
+HOOK_SECRET = "klantsync:hook-password"
+HOOK_URL = "https://klantsync.example.nl/webhooks/crm"
+DAY = 86_400
+
+
+class WallClock:
+    """Epoch seconds for the sandbox's add, update and deletion times; moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_750_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Harness:
+    """A sandbox, the adapter wired to it, its client, and the virtual clocks."""
+
+    sandbox: PipedriveSandbox
+    adapter: PipedriveAdapter
+    client: SystemClient
+    time: VirtualTime
+    wall: WallClock
+
+
+def make_settings(token: str = TOKEN, **overrides: Any) -> PipedriveSettings:
+    return PipedriveSettings(
+        adapter="pipedrive",
+        base_url=BASE_URL,
+        mapping=Path("mappings/pipedrive.toml"),
+        credentials={"api_token": SecretStr(token)},
+        **overrides,
+    )
+
+
+def make_harness(
+    sandbox: PipedriveSandbox,
+    time: VirtualTime,
+    wall: WallClock,
+    *,
+    token: str = TOKEN,
+    attempts: int = 4,
+    paced: bool = True,
+) -> Harness:
+    settings = make_settings(token)
+    config = client_config(settings)
+    limits = pipedrive_limits(settings)
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        headers=config.headers,
+        wait_hint=config.wait_hint,
+        limits=limits.rate if paced else None,
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=time.sleep),
+        max_connections=limits.max_concurrency + 2,
+        clock=time.clock,
+    )
+    return Harness(sandbox, PipedriveAdapter(client, settings), client, time, wall)
+
+
+@pytest.fixture
+def time() -> VirtualTime:
+    return VirtualTime()
+
+
+@pytest.fixture
+def wall() -> WallClock:
+    return WallClock()
+
+
+@pytest.fixture
+def sandbox(time: VirtualTime, wall: WallClock) -> PipedriveSandbox:
+    return PipedriveSandbox(clock=time.clock, wall_clock=wall)
+
+
+@pytest.fixture
+async def pd(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> AsyncIterator[Harness]:
+    harness = make_harness(sandbox, time, wall)
+    yield harness
+    await harness.client.aclose()
+
+
+@pytest.fixture
+async def raw(sandbox: PipedriveSandbox) -> AsyncIterator[httpx.AsyncClient]:
+    """A plain client on the sandbox, for calls the adapter never makes."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        yield client
+
+
+def person(n: int, external_id: str | None = None, **fields: Any) -> OutboundRecord:
+    values: dict[str, Any] = {
+        "email": f"person{n}@example.com",
+        "first_name": f"First{n}",
+        "last_name": "Test",
+    }
+    values.update(fields)
+    return OutboundRecord(
+        ref=f"ref-{n}", email=str(values["email"]), external_id=external_id, fields=values
+    )
+
+
+# -- settings, limits, spec -------------------------------------------------------------------
+
+
+def test_limits_follow_plan_and_rate_limit_override() -> None:
+    """The burst per 2 s follows the plan unless overridden; search is 10 per 2 s; pages 500."""
+    bursts = {
+        plan: pipedrive_limits(make_settings(plan=plan)).rate["default"]
+        for plan in ("lite", "growth", "premium", "ultimate")
+    }
+    assert bursts == {
+        "lite": RateLimit(20, 2),
+        "growth": RateLimit(40, 2),
+        "premium": RateLimit(100, 2),
+        "ultimate": RateLimit(120, 2),
+    }
+    limits = pipedrive_limits(
+        make_settings(rate_limit=RateLimitSettings(requests=5, per_seconds=1))
+    )
+    assert limits.rate["default"] == RateLimit(5, 1)
+    assert limits.rate["search"] == RateLimit(10, 2)
+    assert (limits.page_size, limits.max_concurrency) == (500, 4)
+    assert 1 <= limits.batch_size <= 20
+
+
+def test_spec_and_adapter_meet_the_contract(pd: Harness) -> None:
+    """SPEC wires the Pipedrive pieces together and the adapter meets the Adapter protocol."""
+    assert SPEC.kind == "pipedrive" == pd.adapter.kind
+    assert SPEC.settings_model is PipedriveSettings
+    assert isinstance(pd.adapter, Adapter)
+    assert client_config(make_settings()).headers == {"x-api-token": TOKEN}
+    assert SPEC.sandbox().credentials() == {"api_token": TOKEN}
+    assert PipedriveSettings.required_credentials == ("api_token",)
+
+
+# -- upsert -----------------------------------------------------------------------------------
+
+
+async def test_upsert_creates_then_updates_without_duplicates(pd: Harness) -> None:
+    """Creates via search + POST, then updates found by search, then by external id; no dupes."""
+    first = await pd.adapter.upsert([person(1), person(2, phone="+31612345678")])
+    assert [r.outcome for r in first] == ["created", "created"]
+    assert pd.sandbox.person_count() == 2
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 2
+
+    pd.sandbox.endpoints_used.clear()
+    second = await pd.adapter.upsert([person(1, first_name="Eerste"), person(2)])
+    assert [r.outcome for r in second] == ["updated", "updated"]
+    assert [r.external_id for r in second] == [r.external_id for r in first]
+    assert sorted(pd.sandbox.endpoints_used) == sorted(
+        [f"GET {PERSONS}/search", f"PATCH {PERSONS}/{{id}}"] * 2
+    )
+
+    renamed = pd.sandbox.record_for("person1@example.com")
+    assert renamed is not None and renamed["name"] == "Eerste Test"
+
+    pd.sandbox.endpoints_used.clear()
+    third = await pd.adapter.upsert([person(1, first[0].external_id, last_name="Derde")])
+    assert [(r.outcome, r.external_id) for r in third] == [("updated", first[0].external_id)]
+    assert pd.sandbox.endpoints_used == [f"PATCH {PERSONS}/{{id}}"]
+    assert pd.sandbox.person_count() == 2
+
+    record = pd.sandbox.record_for("person1@example.com")
+    assert record is not None
+    assert (record["name"], record["last_name"]) == ("First1 Derde", "Derde")
+    assert record["emails"] == [{"value": "person1@example.com", "primary": True, "label": "work"}]
+    two = pd.sandbox.record_for("person2@example.com")
+    assert two is not None and two["phones"][0]["value"] == "+31612345678"
+
+
+async def test_one_email_twice_in_a_batch_is_one_person(pd: Harness) -> None:
+    """Records sharing an e-mail run in order, the second by the first's id: no duplicate."""
+    records = [person(1, last_name="Een"), person(2), person(1, last_name="Twee")]
+    results = await pd.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created", "created", "updated"]
+    assert results[0].external_id == results[2].external_id
+    assert pd.sandbox.person_count() == 2
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 2
+    record = pd.sandbox.record_for("person1@example.com")
+    assert record is not None and record["last_name"] == "Twee"
+
+
+async def test_sandbox_records_what_pipedrive_received(pd: Harness) -> None:
+    """The log holds the person fields written (name, first/last, emails, phones), no values."""
+    await pd.adapter.upsert([person(1, phone="+31612345678")])
+    assert pd.sandbox.log.property_names() == {
+        "name",
+        "first_name",
+        "last_name",
+        "emails",
+        "phones",
+    }
+    logged = repr(pd.sandbox.log.entries)
+    assert "person1@example.com" not in logged and "+31612345678" not in logged
+
+
+async def test_create_without_names_uses_the_local_part(pd: Harness) -> None:
+    """Pipedrive requires a name: without first or last name the e-mail's local part is used."""
+    record = OutboundRecord("r", "nameless@example.com", None, {"email": "nameless@example.com"})
+    (result,) = await pd.adapter.upsert([record])
+    assert result.outcome == "created"
+    stored = pd.sandbox.record_for("nameless@example.com")
+    assert stored is not None and stored["name"] == "nameless"
+
+
+async def test_stale_external_id_falls_back_to_search(pd: Harness) -> None:
+    """An id of a person deleted in Pipedrive (404) is looked up by e-mail and recreated."""
+    (created,) = await pd.adapter.upsert([person(1)])
+    assert created.external_id is not None
+    await pd.adapter.erase(Subject(email="person1@example.com"))
+    (again,) = await pd.adapter.upsert([person(1, created.external_id)])
+    assert again.outcome == "created"
+    assert again.external_id != created.external_id
+    assert pd.sandbox.holds("person1@example.com")
+
+
+async def test_per_record_failure_has_a_reason_without_personal_data(pd: Harness) -> None:
+    """A field Pipedrive refuses fails only that record, with status and category, no e-mail."""
+    bad = person(2, date_of_birth="1990-01-01")
+    results = await pd.adapter.upsert([person(1), bad, person(3)])
+    assert [r.outcome for r in results] == ["created", "failed", "created"]
+    failed = results[1]
+    assert (failed.ref, failed.reason, failed.retryable) == ("ref-2", "400 validation", False)
+    assert "@" not in failed.reason and "1990" not in failed.reason
+    assert not pd.sandbox.holds("person2@example.com")
+
+
+async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
+    """A record with neither e-mail nor id fails without a call."""
+    (result,) = await pd.adapter.upsert([OutboundRecord("r", "", None, {"first_name": "X"})])
+    assert (result.outcome, result.reason) == ("failed", "missing_email")
+    assert pd.sandbox.endpoints_used == []
+
+
+# -- errors, retries, rate limits -------------------------------------------------------------
+
+
+async def test_wrong_token_is_fatal(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """A 401 raises FatalRemoteError without the token, retries nothing and stops the batch."""
+    harness = make_harness(sandbox, time, wall, token="wrong-token-123")
+    async with harness.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await harness.adapter.upsert([person(n) for n in range(10)])
+    assert caught.value.status == 401
+    assert len(sandbox.log.entries) <= 4  # the calls already under way; the rest never start
+    assert "wrong-token-123" not in str(caught.value)
+    assert harness.client.stats.retries == 0
+    assert sandbox.person_count() == 0
+
+
+async def test_sandbox_auth_error_body(raw: httpx.AsyncClient) -> None:
+    """Without the token the sandbox answers Pipedrive's 401 body."""
+    response = await raw.get("/persons", headers={"x-api-token": ""})
+    assert response.status_code == 401
+    body = response.json()
+    assert (body["success"], body["error"], body["errorCode"]) == (
+        False,
+        "unauthorized access",
+        401,
+    )
+
+
+async def test_server_errors_and_resets_are_retried(pd: Harness) -> None:
+    """Two 503s and a dropped connection are retried, and each write lands exactly once."""
+    pd.sandbox.faults.fail_next = 2
+    (result,) = await pd.adapter.upsert([person(1)])
+    assert result.outcome == "created"
+    pd.sandbox.faults.reset_next = 1
+    (result,) = await pd.adapter.upsert([person(1)])
+    assert result.outcome == "updated"
+    assert pd.client.stats.server_errors == 2
+    assert pd.client.stats.transport_errors == 1
+    assert pd.sandbox.person_count() == 1
+
+
+async def test_retries_running_out_fail_the_record_retryably(pd: Harness) -> None:
+    """A system that stays down fails the record as retryable, with the status as reason."""
+    pd.sandbox.faults.fail_next = 10
+    (result,) = await pd.adapter.upsert([person(1)])
+    assert (result.outcome, result.reason, result.retryable) == ("failed", "503 server_error", True)
+    assert pd.client.stats.requests == 4
+
+
+async def test_limiter_keeps_a_burst_of_upserts_inside_the_window(pd: Harness) -> None:
+    """100 upserts on Growth (40/2 s, search 10/2 s) draw no 429: the client paces itself."""
+    results = await pd.adapter.upsert([person(n) for n in range(100)])
+    assert all(r.outcome == "created" for r in results)
+    assert pd.sandbox.rejected_429 == 0
+    assert pd.sandbox.person_count() == 100
+    # 100 searches at 10 per 2 s cannot take less than 18 s of (virtual) time.
+    assert pd.time.slept >= 18
+
+
+async def test_without_the_limiter_429s_happen_and_are_waited_out(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """Unpaced, the same burst draws 429s; x-ratelimit-reset is waited out and all land."""
+    harness = make_harness(sandbox, time, wall, paced=False, attempts=8)
+    async with harness.client:
+        results = await harness.adapter.upsert([person(n) for n in range(100)])
+    assert all(r.outcome == "created" for r in results)
+    assert sandbox.rejected_429 > 0
+    assert harness.client.stats.rate_limited == sandbox.rejected_429
+    assert sandbox.blocked_403 == 0
+    assert sandbox.person_count() == 100
+
+
+async def test_sandbox_burst_limit_headers_and_429(time: VirtualTime) -> None:
+    """Every response carries x-ratelimit-*; past the window a 429 whose reset wait_hint reads."""
+    sandbox = PipedriveSandbox(rate_limit=RateLimit(3, 2), clock=time.clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        answers = [await client.get("/persons") for _ in range(3)]
+        assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["2", "1", "0"]
+        assert all(a.headers["x-ratelimit-limit"] == "3" for a in answers)
+        limited = await client.get("/persons")
+        assert limited.status_code == 429
+        assert limited.json()["success"] is False
+        assert limited.headers["x-ratelimit-reset"] == "2"
+        assert wait_hint(limited) == 2.0
+        assert sandbox.rejected_429 == 1
+        time.now += 2
+        assert (await client.get("/persons")).status_code == 200
+
+
+async def test_search_limit_is_separate(time: VirtualTime) -> None:
+    """Search has its own 10 per 2 s window; plain calls still pass when search is spent."""
+    sandbox = PipedriveSandbox(clock=time.clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        params = {"term": "a@b.nl", "fields": "email", "exact_match": "true"}
+        statuses = [(await client.get("/persons/search", params=params)).status_code]
+        statuses += [
+            (await client.get("/persons/search", params=params)).status_code for _ in range(10)
+        ]
+        assert statuses == [200] * 10 + [429]
+        assert (await client.get("/persons")).headers["x-ratelimit-remaining"] == "39"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"x-ratelimit-reset": "2"}, 2.0),
+        ({"x-ratelimit-reset": "1", "x-daily-requests-left": "0"}, DAILY_WAIT_SECONDS),
+        ({"x-ratelimit-reset": "1", "x-daily-requests-left": "5000"}, 1.0),
+        ({"retry-after": "7"}, 7.0),
+        ({"x-ratelimit-reset": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_wait_hint_reads_reset_and_daily_budget(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    """wait_hint follows x-ratelimit-reset, waits long when the daily budget is spent, and
+    survives junk."""
+    response = httpx.Response(429, content=b"<html>busy</html>", headers=headers)
+    assert wait_hint(response) == expected
+
+
+async def test_spent_daily_budget_answers_429_with_no_requests_left(time: VirtualTime) -> None:
+    """Once the daily budget is spent every call is a 429 saying no requests are left today."""
+    sandbox = PipedriveSandbox(daily_budget=2, clock=time.clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        left = [(await client.get("/persons")).headers["x-daily-requests-left"] for _ in range(2)]
+        assert left == ["1", "0"]
+        spent = await client.get("/persons")
+    assert spent.status_code == 429
+    assert spent.headers["x-daily-requests-left"] == "0"
+    assert wait_hint(spent) == DAILY_WAIT_SECONDS
+
+
+async def test_hammering_through_429s_gets_the_cloudflare_page(time: VirtualTime) -> None:
+    """A client ignoring 429s gets a 403 HTML page, which is_cloudflare_block recognises."""
+    sandbox = PipedriveSandbox(rate_limit=RateLimit(1, 2), block_after=3, clock=time.clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        statuses = [(await client.get("/persons")).status_code for _ in range(4)]
+        blocked = await client.get("/persons")
+    assert statuses == [200, 429, 429, 429]
+    assert blocked.status_code == 403
+    assert is_cloudflare_block(blocked)
+    assert sandbox.blocked_403 == 1
+    own_403 = httpx.Response(403, json={"success": False, "error": "forbidden"})
+    assert not is_cloudflare_block(own_403)
+
+
+# -- pull -------------------------------------------------------------------------------------
+
+
+async def test_pull_pages_end_and_the_watermark_moves_forward(pd: Harness) -> None:
+    """Pull pages by 500 to a complete end; a later pull reads only what changed since."""
+    for n in range(1_200):
+        pd.sandbox.add_person(f"p{n}@example.com", f"P{n}")
+    pages = [page async for page in pd.adapter.pull(None)]
+    assert [len(p.records) for p in pages] == [500, 500, 200]
+    assert [p.complete for p in pages] == [False, False, True]
+    assert len({r["id"] for p in pages for r in p.records}) == 1_200
+    assert pages[0].records[0]["email"] == "p0@example.com"
+    first_mark = decode_cursor(pages[-1].cursor).since
+    assert first_mark == "2025-06-15T15:06:40Z"
+
+    resumed = [page async for page in pd.adapter.pull(pages[0].cursor)]
+    assert [len(p.records) for p in resumed] == [500, 200]
+
+    pd.wall.now += 3_600
+    changed = pd.sandbox.store.persons[7]
+    pd.sandbox.store.update(changed, {"first_name": "Changed"}, int(pd.wall.now))
+    later = [page async for page in pd.adapter.pull(pages[-1].cursor)]
+    ids = [r["id"] for p in later for r in p.records]
+    # The boundary second is read again (harmless); the changed person comes last.
+    assert len(ids) == 1_200 and ids[-1] == 7
+    second_mark = decode_cursor(later[-1].cursor).since
+    assert second_mark == "2025-06-15T16:06:40Z" and second_mark > first_mark
+
+    pd.wall.now += 60
+    quiet = [page async for page in pd.adapter.pull(later[-1].cursor)]
+    assert [r["id"] for p in quiet for r in p.records] == [7]
+    assert decode_cursor(quiet[-1].cursor).since == second_mark
+    assert "updated_since" in pd.sandbox.log.entries[-1].query
+
+
+async def test_pull_of_an_empty_company_is_one_complete_page(pd: Harness) -> None:
+    """No persons: one empty, complete page without a cursor."""
+    pages = [page async for page in pd.adapter.pull(None)]
+    assert [(len(p.records), p.cursor, p.complete) for p in pages] == [(0, None, True)]
+
+
+async def test_pull_refuses_a_cursor_it_has_seen() -> None:
+    """A server that hands back the same next_cursor is stopped as a paging loop."""
+
+    def always_same(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, json={"success": True, "data": [], "additional_data": {"next_cursor": "abc"}}
+        )
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(always_same),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    adapter = PipedriveAdapter(client, make_settings())
+    pages = []
+    async with client:
+        with pytest.raises(FatalRemoteError) as caught:
+            async for page in adapter.pull(None):
+                pages.append(page)
+    assert len(pages) == 1
+    assert caught.value.detail == "PAGING_LOOP"
+
+
+async def test_sandbox_refuses_a_page_over_500(raw: httpx.AsyncClient) -> None:
+    """limit=501 is a 400, as Pipedrive allows at most 500 a page."""
+    response = await raw.get("/persons", params={"limit": 501})
+    assert response.status_code == 400
+    assert response.json()["success"] is False
+
+
+# -- find and erase ---------------------------------------------------------------------------
+
+
+async def test_find_by_id_and_by_email(pd: Harness) -> None:
+    """find returns the live persons for a subject by id and by exact e-mail, in full."""
+    first = pd.sandbox.add_person("find@example.com", "Fay", "Found", "+31612345678")
+    second = pd.sandbox.add_person("find@example.com", "Fay", "Twice")
+    pd.sandbox.add_person("find@example.co", "Not", "Me")
+    found = await pd.adapter.find(Subject(email="find@example.com"))
+    assert [str(p["id"]) for p in found] == [first, second]
+    assert found[0]["phone"] == "+31612345678" and found[0]["email"] == "find@example.com"
+    by_id = await pd.adapter.find(Subject(email="moved@example.com", external_id=first))
+    assert [str(p["id"]) for p in by_id] == [first]
+    assert await pd.adapter.find(Subject(email="nobody@example.com", external_id="9999")) == []
+    assert "find@example.com" not in repr(pd.sandbox.log.entries)
+
+
+async def test_find_reads_is_deleted_as_absent() -> None:
+    """Should Pipedrive show a deleted person during its 30 days, find does not count it."""
+
+    def deleted_person(request: httpx.Request) -> httpx.Response:
+        data = {"id": 5, "is_deleted": True, "emails": []}
+        return httpx.Response(200, json={"success": True, "data": data})
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(deleted_person),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    async with client:
+        adapter = PipedriveAdapter(client, make_settings())
+        assert await adapter.find(Subject(email="", external_id="5")) == []
+
+
+async def test_erase_uses_delete_and_says_purged_within_30_days(pd: Harness) -> None:
+    """Erasure is DELETE /persons/{id}, reported as purged later, reversible, within 30 days."""
+    pd.sandbox.add_person("erase.me@example.com", "Erase", "Me", "+31612345678")
+    result = await pd.adapter.erase(Subject(email="erase.me@example.com"))
+    assert result.found
+    assert (result.mode, result.reversible, result.vendor_status) == (
+        "delete_purged_later",
+        True,
+        200,
+    )
+    assert result.endpoint == ERASURE_ENDPOINT == "DELETE /api/v2/persons/{id}"
+    assert "purged by the vendor within 30 days" in result.note
+    assert f"DELETE {PERSONS}/{{id}}" in pd.sandbox.endpoints_used
+    assert not pd.sandbox.holds("erase.me@example.com")
+    assert await pd.adapter.find(Subject(email="erase.me@example.com")) == []
+    assert "erase.me@example.com" not in repr(pd.sandbox.log.entries)
+
+
+async def test_erased_person_is_restorable_for_30_days_then_purged(pd: Harness) -> None:
+    """Within 30 days the vendor can restore the person; a purge after 30 days removes it."""
+    pd.sandbox.add_person("gone@example.com", "Gone", "Soon")
+    await pd.adapter.erase(Subject(email="gone@example.com"))
+    assert pd.sandbox.restorable("gone@example.com")
+    pd.wall.now += 29 * DAY
+    assert pd.sandbox.purge() == 0
+    assert pd.sandbox.restorable("gone@example.com")
+    pd.wall.now += DAY
+    assert pd.sandbox.purge() == 1
+    assert not pd.sandbox.restorable("gone@example.com")
+    assert not pd.sandbox.restore("gone@example.com")
+    assert not pd.sandbox.holds("gone@example.com")
+
+
+async def test_sandbox_restore_brings_an_erased_person_back(pd: Harness) -> None:
+    """Pipedrive's deletion is soft for 30 days: the sandbox can restore it, as the vendor can."""
+    pd.sandbox.add_person("back@example.com", "Back", "Again")
+    await pd.adapter.erase(Subject(email="back@example.com"))
+    assert pd.sandbox.restore("back@example.com")
+    assert pd.sandbox.holds("back@example.com")
+
+
+async def test_erase_twice_reports_not_found_the_second_time(pd: Harness) -> None:
+    """Erasure is idempotent: the second call deletes nothing and reports found=False."""
+    pd.sandbox.add_person("twice@example.com", "Two", "Times")
+    first = await pd.adapter.erase(Subject(email="twice@example.com"))
+    pd.sandbox.endpoints_used.clear()
+    second = await pd.adapter.erase(Subject(email="twice@example.com"))
+    assert (first.found, second.found) == (True, False)
+    assert second.mode == "delete_purged_later"
+    assert not any(e.startswith("DELETE") for e in pd.sandbox.endpoints_used)
+
+
+async def test_erase_deletes_every_person_sharing_the_email(pd: Harness) -> None:
+    """Pipedrive allows duplicate persons per e-mail; erasure deletes each of them and the id's."""
+    pd.sandbox.add_person("dup@example.com", "Dup", "One")
+    pd.sandbox.add_person("dup@example.com", "Dup", "Two")
+    moved = pd.sandbox.add_person("changed@example.com", "Dup", "Moved")
+    result = await pd.adapter.erase(Subject(email="dup@example.com", external_id=moved))
+    assert result.found
+    assert pd.sandbox.endpoints_used.count(f"DELETE {PERSONS}/{{id}}") == 3
+    assert pd.sandbox.person_count() == 0
+
+
+async def test_sandbox_deleted_person_answers_404(
+    raw: httpx.AsyncClient, sandbox: PipedriveSandbox
+) -> None:
+    """A person marked deleted is 404 to GET, PATCH and DELETE, and missing from lists."""
+    person_id = sandbox.add_person("soft@example.com", "Soft", "Delete")
+    deleted = await raw.delete(f"/persons/{person_id}")
+    assert deleted.status_code == 200
+    assert deleted.json() == {"success": True, "data": {"id": int(person_id)}}
+    assert (await raw.get(f"/persons/{person_id}")).status_code == 404
+    assert (await raw.patch(f"/persons/{person_id}", json={"name": "X"})).status_code == 404
+    assert (await raw.delete(f"/persons/{person_id}")).status_code == 404
+    assert (await raw.get("/persons")).json()["data"] == []
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def hook(body: Any, authorization: str | None = None) -> WebhookRequest:
+    raw_body = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if authorization is not None:
+        headers["authorization"] = authorization
+    return WebhookRequest(method="POST", url=HOOK_URL, headers=headers, body=raw_body)
+
+
+def v2_event(action: str, entity: str = "person", **meta: Any) -> dict[str, Any]:
+    return {
+        "meta": {"action": action, "entity": entity, "entity_id": "42", "version": "2.0", **meta},
+        "data": {
+            "id": 42,
+            "emails": [{"value": "hook@example.com", "primary": True, "label": "work"}],
+        },
+        "previous": None,
+    }
+
+
+def test_webhook_with_the_configured_basic_credentials_verifies(pd: Harness) -> None:
+    """A delivery carrying Basic base64(user:password) of the configured secret verifies."""
+    authorization = "Basic " + base64.b64encode(HOOK_SECRET.encode()).decode()
+    assert basic_authorization(HOOK_SECRET) == authorization
+    assert pd.adapter.verify_webhook(hook(v2_event("change"), authorization), HOOK_SECRET, 0)
+    lower = "basic " + authorization.split(" ", 1)[1]
+    assert pd.adapter.verify_webhook(hook(v2_event("change"), lower), HOOK_SECRET, 0)
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        basic_authorization("klantsync:wrong-password"),
+        basic_authorization("other-user:hook-password"),
+        "Bearer " + base64.b64encode(HOOK_SECRET.encode()).decode(),
+        "Basic not*base64",
+        "Basic ",
+    ],
+    ids=["missing", "empty", "wrong-password", "wrong-user", "bearer", "garbage", "blank"],
+)
+def test_webhook_without_the_right_credentials_is_refused(
+    pd: Harness, authorization: str | None
+) -> None:
+    """Missing, wrong or malformed credentials never verify."""
+    assert not pd.adapter.verify_webhook(hook(v2_event("change"), authorization), HOOK_SECRET, 0)
+
+
+def test_webhook_secret_without_a_colon_never_verifies(pd: Harness) -> None:
+    """A secret that is not a user:password pair is a misconfiguration and opens nothing."""
+    request = hook(v2_event("change"), basic_authorization("password-only"))
+    assert not pd.adapter.verify_webhook(request, "password-only", 0)
+
+
+def test_parse_person_events(pd: Harness) -> None:
+    """create/change become changed (id and e-mail), delete becomes deleted (id only)."""
+    (created,) = pd.adapter.parse_webhook(hook(v2_event("create", id="evt-1")))
+    assert (created.kind, created.delivery_id, created.external_id, created.email) == (
+        "changed",
+        "evt-1",
+        "42",
+        "hook@example.com",
+    )
+    (changed,) = pd.adapter.parse_webhook(hook(v2_event("change", id="evt-2")))
+    assert (changed.kind, changed.external_id) == ("changed", "42")
+    (deleted,) = pd.adapter.parse_webhook(hook(v2_event("delete", id="evt-3")))
+    assert (deleted.kind, deleted.delivery_id, deleted.external_id, deleted.email) == (
+        "deleted",
+        "evt-3",
+        "42",
+        None,
+    )
+
+
+def test_parse_without_event_id_uses_the_body_hash(pd: Harness) -> None:
+    """Without meta.id the delivery id is the body's hash, the same for an exact replay."""
+    body = json.dumps(v2_event("change")).encode()
+    (one,) = pd.adapter.parse_webhook(hook(body))
+    (two,) = pd.adapter.parse_webhook(hook(body))
+    assert one.delivery_id.startswith("sha256:") and one.delivery_id == two.delivery_id
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        v2_event("change", entity="deal", id="evt-9"),
+        v2_event("merge", id="evt-10"),
+        {"meta": {"action": "updated", "object": "person", "id": 42}, "current": {}},
+        b"not json",
+        [1, 2],
+    ],
+    ids=["deal", "unknown-action", "v1-payload", "not-json", "not-an-object"],
+)
+def test_parse_ignores_what_is_not_a_v2_person_event(pd: Harness, body: Any) -> None:
+    """Other entities, unknown actions, v1 payloads and junk become one ignored event."""
+    events = pd.adapter.parse_webhook(hook(body))
+    assert [e.kind for e in events] == ["ignored"]
+    assert events[0].delivery_id
