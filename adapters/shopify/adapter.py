@@ -1,0 +1,455 @@
+"""The Shopify adapter: customers over the GraphQL Admin API, as a source and a DSR target.
+
+What it does, by contract verb:
+
+- ``pull``: ``customers(sortKey: UPDATED_AT, query: "updated_at:>='<since>'")`` paged by
+  ``endCursor``. The cursor (opaque JSON) holds the ``since`` bound of the pull under way,
+  the page cursor inside it and the newest ``updatedAt`` seen. A finished pull moves
+  ``since`` to that newest time *minus* ``overlap_seconds``, because Shopify's
+  ``updated_at`` filter may compare dates only (a community report; UNVERIFIED) and late
+  writes can land just behind the newest one. Records re-read in the overlap are spotted by
+  the engine's content hash and send nothing.
+- ``upsert``: not offered. Shopify is a source of customers here, so ``capabilities`` leave
+  it out and a call is a :class:`~connector.errors.FatalRemoteError`.
+- ``find``: the customer by exact e-mail (search, then an exact match), else by the known
+  GraphQL id; plus each of their orders (name, date, total, line item titles).
+- ``erase``: ``customerRequestDataErasure`` only. Shopify queues it and erases after its own
+  waiting period, so the result is ``pending``. Never ``customerDelete``: it refuses
+  customers with orders and is not Shopify's privacy route.
+- webhooks: ``X-Shopify-Hmac-Sha256`` and the compliance topics (see ``webhooks.py``).
+
+Throttling: Shopify answers a throttled query (by its own account) with HTTP 200 and
+``errors[].extensions.code == "THROTTLED"``; some report 429 (UNVERIFIED). A 429 is retried
+by the client, waiting what :func:`~adapters.shopify.settings.wait_hint` reads; a 200 is
+retried here with the client's own retry policy, waiting what the cost figures say.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import httpx
+
+from adapters.shopify.documents import (
+    CUSTOMER_BY_ID,
+    CUSTOMER_ORDERS,
+    CUSTOMERS_PAGE,
+    CUSTOMERS_SEARCH,
+    REQUEST_ERASURE,
+    SEARCH_PAGE_SIZE,
+)
+from adapters.shopify.sandbox import ShopifySandbox
+from adapters.shopify.settings import (
+    RESTORE_RATES,
+    ShopifySettings,
+    client_config,
+    graphql_path,
+    is_throttled,
+    shopify_limits,
+    throttle_wait,
+)
+from adapters.shopify.webhooks import customer_gid, parse_delivery, verify_delivery
+from connector.adapter import (
+    AdapterSpec,
+    Capability,
+    ErasureResult,
+    OutboundRecord,
+    Page,
+    Subject,
+    UpsertResult,
+    WebhookEvent,
+    WebhookRequest,
+)
+from connector.errors import (
+    FatalRemoteError,
+    RateLimitedError,
+    RecordError,
+    RemoteError,
+    RetryableError,
+)
+from connector.http import SystemClient
+
+__all__ = ["ERASURE_NOTE", "SPEC", "ShopifyAdapter", "ShopifySettings", "decode_cursor"]
+
+ERASURE_NOTE: Final = (
+    "erasure queued by Shopify; Shopify holds it until its own waiting period passes; "
+    "verification is scheduled for later (while pending it can be cancelled in Shopify "
+    "with customerCancelDataErasure); order facts (items, dates, totals) are kept by Shopify"
+)
+
+#: Top-level GraphQL error codes worth another try (Shopify's own transient failures).
+_RETRYABLE_CODES: Final = frozenset({"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT"})
+
+
+@dataclass(frozen=True)
+class PullCursor:
+    """Where a pull stands.
+
+    Attributes:
+        since: lower bound of ``updatedAt`` for this pull (``None``: every customer).
+        after: Shopify's ``endCursor`` of the last page delivered in this pull, if any.
+        newest: the newest ``updatedAt`` seen so far in this pull (ISO 8601, UTC).
+    """
+
+    since: str | None = None
+    after: str | None = None
+    newest: str | None = None
+
+    def encode(self) -> str:
+        """The opaque text the engine stores."""
+        return json.dumps(
+            {"since": self.since, "after": self.after, "newest": self.newest},
+            separators=(",", ":"),
+        )
+
+
+def decode_cursor(cursor: str | None) -> PullCursor:
+    """Read a stored cursor; an unreadable one starts over (a full pull loses nothing)."""
+    if not cursor:
+        return PullCursor()
+    try:
+        raw = json.loads(cursor)
+    except ValueError:
+        return PullCursor()
+    if not isinstance(raw, dict):
+        return PullCursor()
+    since, after, newest = (raw.get(k) for k in ("since", "after", "newest"))
+    return PullCursor(
+        since=since if _parse_time(since) is not None else None,
+        after=after if isinstance(after, str) and after else None,
+        newest=newest if _parse_time(newest) is not None else None,
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _later(a: str | None, b: str | None) -> str | None:
+    """The later of two ISO times, keeping the text of the one chosen."""
+    ta, tb = _parse_time(a), _parse_time(b)
+    if ta is None:
+        return b if tb is not None else None
+    if tb is None or ta >= tb:
+        return a
+    return b
+
+
+def _search_value(text: str) -> str:
+    """A value quoted for Shopify's search syntax, so ``:`` or spaces cannot change the query."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _code(value: Any) -> str | None:
+    """A code-like string (``THROTTLED``, ``DOES_NOT_EXIST``), never free text."""
+    if (
+        isinstance(value, str)
+        and 0 < len(value) <= 64
+        and all(ch.isalnum() or ch in "_-." for ch in value)
+    ):
+        return value
+    return None
+
+
+def _error_code(body: Mapping[str, Any]) -> str:
+    """The first code of a GraphQL ``errors`` list; never its message, which can echo input."""
+    errors = body.get("errors")
+    if isinstance(errors, list):
+        for error in errors:
+            extensions = error.get("extensions") if isinstance(error, dict) else None
+            if isinstance(extensions, dict) and (code := _code(extensions.get("code"))):
+                return code
+    return "GRAPHQL_ERROR"
+
+
+class ShopifyAdapter:
+    """Shopify customers as the :class:`~connector.adapter.Adapter` contract asks.
+
+    Args:
+        client: the store's HTTP client (base URL ``https://<shop>.myshopify.com``).
+        settings: the store's validated settings.
+
+    Attributes:
+        last_cost: ``extensions.cost`` of the last answer, for status output and tests.
+    """
+
+    kind: str = "shopify"
+    capabilities: frozenset[Capability] = frozenset({"pull", "find", "erase", "webhooks"})
+
+    def __init__(self, client: SystemClient, settings: ShopifySettings) -> None:
+        self.client = client
+        self.settings = settings
+        self.limits = shopify_limits(settings)
+        self.path = graphql_path(settings)
+        self.last_cost: dict[str, Any] | None = None
+
+    # -- the one endpoint --------------------------------------------------------------------
+
+    async def _graphql(self, document: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """Send one GraphQL call; return its ``data``.
+
+        A throttled or transient answer (HTTP 200 with ``errors``) is retried here with the
+        client's retry policy: the client cannot see errors inside a 200.
+
+        Raises:
+            RateLimitedError: still throttled when the retries ran out.
+            RetryableError: Shopify's transient failure, retries exhausted.
+            FatalRemoteError: any other GraphQL error (by code only), or no ``data``.
+        """
+        policy = self.client.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            response = await self.client.request(
+                "POST", self.path, json={"query": document, "variables": dict(variables)}
+            )
+            body = _json_object(response)
+            extensions = body.get("extensions")
+            cost = extensions.get("cost") if isinstance(extensions, dict) else None
+            self.last_cost = cost if isinstance(cost, dict) else self.last_cost
+            if not body.get("errors"):
+                data = body.get("data")
+                if not isinstance(data, dict):
+                    raise FatalRemoteError(
+                        self.client.system, "POST", self.path, response.status_code, "NO_DATA"
+                    )
+                return data
+            error = self._error(response.status_code, body)
+            if not isinstance(error, RetryableError) or attempt >= policy.attempts:
+                raise error
+            self.client.stats.retries += 1
+            await policy.sleep(policy.backoff(attempt, error))
+
+    def _error(self, status: int, body: Mapping[str, Any]) -> RemoteError:
+        system, path = self.client.system, self.path
+        if is_throttled(body):
+            self.client.stats.rate_limited += 1
+            wait = throttle_wait(body, RESTORE_RATES[self.settings.plan])
+            return RateLimitedError(system, "POST", path, status, "THROTTLED", wait)
+        code = _error_code(body)
+        if code in _RETRYABLE_CODES:
+            return RetryableError(system, "POST", path, status, code)
+        return FatalRemoteError(system, "POST", path, status, code)
+
+    # -- pull --------------------------------------------------------------------------------
+
+    async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Yield pages of customers updated since the cursor's bound, oldest change first.
+
+        Every page's cursor resumes after that page; the last page's cursor starts the next
+        pull at the newest ``updatedAt`` seen minus the overlap, and never before the bound
+        this pull started from, so the cursor only moves forward.
+
+        Raises:
+            FatalRemoteError: Shopify handed back a page cursor already used in this pull.
+        """
+        state = decode_cursor(cursor)
+        seen: set[str] = {state.after} if state.after else set()
+        query = f"updated_at:>='{state.since}'" if state.since else None
+        while True:
+            variables = {"first": self.limits.page_size, "after": state.after, "query": query}
+            data = await self._graphql(CUSTOMERS_PAGE, variables)
+            connection = data.get("customers")
+            if not isinstance(connection, dict):
+                raise FatalRemoteError(self.client.system, "POST", self.path, 200, "NO_CUSTOMERS")
+            records = [
+                node
+                for node in connection.get("nodes") or []
+                if isinstance(node, dict) and isinstance(node.get("id"), str)
+            ]
+            newest = state.newest
+            for record in records:
+                newest = _later(newest, record.get("updatedAt"))
+            info = connection.get("pageInfo")
+            info = info if isinstance(info, dict) else {}
+            end = info.get("endCursor")
+            if info.get("hasNextPage") is True and isinstance(end, str) and end:
+                if end in seen:
+                    raise FatalRemoteError(
+                        self.client.system, "POST", self.path, 200, "PAGING_LOOP"
+                    )
+                seen.add(end)
+                state = PullCursor(since=state.since, after=end, newest=newest)
+                yield Page(records=records, cursor=state.encode())
+                continue
+            done = PullCursor(since=self._next_since(state.since, newest))
+            yield Page(records=records, cursor=done.encode(), complete=True)
+            return
+
+    def _next_since(self, since: str | None, newest: str | None) -> str | None:
+        moment = _parse_time(newest)
+        if moment is None:
+            return since  # nothing seen: the bound stays where it was
+        reach_back = _format_time(moment - timedelta(seconds=self.settings.overlap_seconds))
+        return _later(since, reach_back)
+
+    # -- upsert ------------------------------------------------------------------------------
+
+    async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Not offered: Shopify is a source here (``capabilities`` has no ``"upsert"``).
+
+        Raises:
+            FatalRemoteError: always, before anything is sent.
+        """
+        raise FatalRemoteError(self.client.system, "POST", self.path, None, "UPSERT_NOT_SUPPORTED")
+
+    # -- find --------------------------------------------------------------------------------
+
+    async def _by_email(self, email: str) -> list[dict[str, Any]]:
+        wanted = email.strip().casefold()
+        if not wanted:
+            return []
+        data = await self._graphql(
+            CUSTOMERS_SEARCH,
+            {"first": SEARCH_PAGE_SIZE, "query": f"email:{_search_value(email.strip())}"},
+        )
+        connection = data.get("customers")
+        nodes = connection.get("nodes") if isinstance(connection, dict) else None
+        # Search is token based: keep exact e-mail matches only, so an@x.nl is never
+        # mistaken for jan@x.nl.
+        return [
+            node
+            for node in nodes or []
+            if isinstance(node, dict)
+            and isinstance(node.get("id"), str)
+            and isinstance(node.get("email"), str)
+            and node["email"].strip().casefold() == wanted
+        ]
+
+    async def _by_id(self, external_id: str | None) -> dict[str, Any] | None:
+        gid = customer_gid(external_id)
+        if gid is None:
+            return None  # not a Shopify customer id: it cannot address anyone here
+        data = await self._graphql(CUSTOMER_BY_ID, {"id": gid})
+        node = data.get("customer")
+        return node if isinstance(node, dict) and isinstance(node.get("id"), str) else None
+
+    async def _customers_for(self, subject: Subject) -> list[dict[str, Any]]:
+        found = await self._by_email(subject.email)
+        if not found:
+            # The identity map's id still finds someone whose Shopify e-mail has changed.
+            by_id = await self._by_id(subject.external_id)
+            found = [by_id] if by_id is not None else []
+        return found
+
+    async def _orders(self, customer_id: str) -> list[dict[str, Any]]:
+        orders: list[dict[str, Any]] = []
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            data = await self._graphql(CUSTOMER_ORDERS, {"id": customer_id, "after": after})
+            customer = data.get("customer")
+            connection = customer.get("orders") if isinstance(customer, dict) else None
+            if not isinstance(connection, dict):
+                return orders  # the customer went away meanwhile
+            orders += [o for o in connection.get("nodes") or [] if isinstance(o, dict)]
+            info = connection.get("pageInfo")
+            info = info if isinstance(info, dict) else {}
+            end = info.get("endCursor")
+            if info.get("hasNextPage") is not True or not isinstance(end, str) or end in seen:
+                return orders
+            seen.add(end)
+            after = end
+
+    async def find(self, subject: Subject) -> list[dict[str, Any]]:
+        """The customer node(s) and each of their orders as ``{"type": "order", ...}``."""
+        customers = await self._customers_for(subject)
+        held: list[dict[str, Any]] = list(customers)
+        for customer in customers:
+            for order in await self._orders(customer["id"]):
+                held.append({"type": "order", "customerId": customer["id"], **order})
+        return held
+
+    # -- erase -------------------------------------------------------------------------------
+
+    async def erase(self, subject: Subject) -> ErasureResult:
+        """Queue Shopify's own erasure (``customerRequestDataErasure``) for the subject.
+
+        Asking again while Shopify still holds the request finds the customer again and asks
+        again (``found`` and ``pending`` both true); once Shopify has erased, nothing is found.
+
+        Raises:
+            RetryableError: Shopify answered ``FAILED_TO_REQUEST``.
+            RecordError: another user error code.
+        """
+        endpoint = f"POST {self.path} customerRequestDataErasure"
+        customers = await self._customers_for(subject)
+        if not customers:
+            return ErasureResult(
+                found=False,
+                mode="async_hard_delete",
+                reversible=False,
+                endpoint=endpoint,
+                note="no Shopify customer with this e-mail or id",
+            )
+        requested = 0
+        for customer in customers:
+            data = await self._graphql(REQUEST_ERASURE, {"customerId": customer["id"]})
+            payload = data.get("customerRequestDataErasure")
+            payload = payload if isinstance(payload, dict) else {}
+            codes = [
+                _code(error.get("code")) or "USER_ERROR"
+                for error in payload.get("userErrors") or []
+                if isinstance(error, dict)
+            ]
+            if not codes:
+                requested += 1
+            elif codes[0] == "DOES_NOT_EXIST":
+                continue  # gone between the lookup and the request: nothing left to erase
+            elif codes[0] == "FAILED_TO_REQUEST":
+                raise RetryableError(self.client.system, "POST", self.path, 200, codes[0])
+            else:
+                raise RecordError(self.client.system, "POST", self.path, 200, codes[0])
+        return ErasureResult(
+            found=requested > 0,
+            mode="async_hard_delete",
+            reversible=False,
+            endpoint=endpoint,
+            vendor_status=200,
+            note=ERASURE_NOTE if requested else "customer already gone when the request was sent",
+            pending=requested > 0,
+        )
+
+    # -- webhooks ----------------------------------------------------------------------------
+
+    def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
+        """Check ``X-Shopify-Hmac-Sha256``; ``now`` is unused: Shopify signs no timestamp."""
+        return verify_delivery(request, secret)
+
+    def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
+        """``customers/redact`` -> erase, ``customers/data_request`` -> access,
+        ``shop/redact`` -> purge_all, ``customers/create|update`` -> changed,
+        ``customers/delete`` -> deleted; any other topic -> ignored."""
+        return parse_delivery(request)
+
+
+SPEC = AdapterSpec(
+    kind="shopify",
+    settings_model=ShopifySettings,
+    factory=ShopifyAdapter,
+    client_config=client_config,
+    limits=shopify_limits,
+    sandbox=ShopifySandbox,
+)

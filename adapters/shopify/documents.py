@@ -1,0 +1,102 @@
+"""The GraphQL documents the Shopify adapter sends, and nothing else.
+
+Kept in one place so the field list read from Shopify is reviewable at a glance (it is the
+upper bound of what reaches klantsync; the mapping then decides what flows on), and so the
+sandbox's tests can check it answers exactly these. Each connection asks for few enough
+nodes to stay far below Shopify's single-query cost ceiling (1000 points by third-party
+accounts): a customers page of 250 costs 2 + 250 x 3 + 1 (pageInfo) = 753.
+
+Values that can be personal data (the e-mail in a search) always travel as variables, never
+inside the document text.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "CUSTOMERS_PAGE",
+    "CUSTOMERS_SEARCH",
+    "CUSTOMER_BY_ID",
+    "CUSTOMER_FIELDS",
+    "CUSTOMER_ORDERS",
+    "LINE_ITEMS_PER_ORDER",
+    "ORDERS_PAGE_SIZE",
+    "REQUEST_ERASURE",
+    "SEARCH_PAGE_SIZE",
+]
+
+#: What a customer node is read with: the mapped fields, plus ``note`` and ``tags``, which
+#: are read so access requests show them and so withheld-field counts name them.
+CUSTOMER_FIELDS: Final = """
+      id
+      email
+      firstName
+      lastName
+      phone
+      createdAt
+      updatedAt
+      note
+      tags
+      emailMarketingConsent { marketingState consentUpdatedAt }
+      defaultAddress { address1 address2 city zip countryCodeV2 company phone }
+"""
+
+CUSTOMERS_PAGE: Final = f"""
+query KlantsyncCustomers($first: Int!, $after: String, $query: String) {{
+  customers(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {{
+    nodes {{{CUSTOMER_FIELDS}    }}
+    pageInfo {{ hasNextPage endCursor }}
+  }}
+}}
+"""
+
+#: Shopify e-mails are unique per store; a few slots leave room for fuzzy search matches.
+SEARCH_PAGE_SIZE: Final = 10
+
+CUSTOMERS_SEARCH: Final = f"""
+query KlantsyncFindCustomer($first: Int!, $query: String!) {{
+  customers(first: $first, query: $query) {{
+    nodes {{{CUSTOMER_FIELDS}    }}
+  }}
+}}
+"""
+
+CUSTOMER_BY_ID: Final = f"""
+query KlantsyncCustomer($id: ID!) {{
+  customer(id: $id) {{{CUSTOMER_FIELDS}  }}
+}}
+"""
+
+#: 10 orders of up to 50 line items: 1 + 2 + 10 x (1 + 2 + 2 + 50 + 1) + 1 = 564 points.
+ORDERS_PAGE_SIZE: Final = 10
+LINE_ITEMS_PER_ORDER: Final = 50
+
+CUSTOMER_ORDERS: Final = f"""
+query KlantsyncCustomerOrders($id: ID!, $after: String) {{
+  customer(id: $id) {{
+    orders(first: {ORDERS_PAGE_SIZE}, after: $after) {{
+      nodes {{
+        id
+        name
+        createdAt
+        totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
+        lineItems(first: {LINE_ITEMS_PER_ORDER}) {{
+          nodes {{ title quantity }}
+          pageInfo {{ hasNextPage }}
+        }}
+      }}
+      pageInfo {{ hasNextPage endCursor }}
+    }}
+  }}
+}}
+"""
+
+REQUEST_ERASURE: Final = """
+mutation KlantsyncRequestErasure($customerId: ID!) {
+  customerRequestDataErasure(customerId: $customerId) {
+    customerId
+    userErrors { field message code }
+  }
+}
+"""

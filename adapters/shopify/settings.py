@@ -1,0 +1,171 @@
+"""How klantsync talks to a Shopify store: its settings, limits, auth and throttle reader.
+
+Shopify's GraphQL Admin API is paced by *calculated query cost*, not by request count: each
+app and store pair has a leaky bucket of points that refills at a rate set by the store's plan
+(Standard 100 points/s, Advanced 200, Plus 1000, Commerce Components 2000). Every response
+says what the call cost and what is left in ``extensions.cost``. So the client-side
+rolling-window limiter is not used (``rate={}``); a throttled call is instead retried after
+exactly the time the bucket needs to refill, computed by :func:`throttle_wait`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final, Literal
+
+import httpx
+from pydantic import Field, field_validator
+
+from connector.adapter import ClientConfig, Limits
+from connector.settings import SystemSettings
+
+__all__ = [
+    "MAX_PAGE_SIZE",
+    "RESTORE_RATES",
+    "Plan",
+    "ShopifySettings",
+    "client_config",
+    "graphql_path",
+    "is_throttled",
+    "shopify_limits",
+    "throttle_wait",
+    "wait_hint",
+]
+
+Plan = Literal["standard", "advanced", "plus", "commerce_components"]
+
+#: Points per second the cost bucket refills with, by plan (shopify.dev GraphQL rate limits).
+RESTORE_RATES: Final[Mapping[str, float]] = {
+    "standard": 100.0,
+    "advanced": 200.0,
+    "plus": 1000.0,
+    "commerce_components": 2000.0,
+}
+
+#: Most nodes one connection page may ask for. Widely used, but UNVERIFIED in our reference.
+MAX_PAGE_SIZE: Final = 250
+
+_API_VERSION = re.compile(r"\d{4}-(01|04|07|10)|unstable")
+
+
+class ShopifySettings(SystemSettings):
+    """The ``[systems.<name>]`` table of a Shopify store.
+
+    Attributes:
+        api_version: the Admin API version in the path (Shopify releases quarterly).
+        plan: the store's plan; sets the restore rate assumed when a throttled answer does
+            not carry its own ``throttleStatus``.
+        overlap_seconds: how far each incremental pull reaches back before the newest
+            ``updatedAt`` seen, because Shopify's ``updated_at`` filter may compare dates only.
+        page_size: customers asked for per page (Shopify allows at most 250).
+    """
+
+    required_credentials: ClassVar[tuple[str, ...]] = ("access_token",)
+
+    adapter: Literal["shopify"]
+    api_version: str = "2025-01"
+    plan: Plan = "standard"
+    overlap_seconds: int = Field(default=300, ge=0, le=7 * 86_400)
+    page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
+
+    @field_validator("api_version")
+    @classmethod
+    def _known_version_form(cls, value: str) -> str:
+        # A typo here would reach Shopify as an unknown version, which it silently serves
+        # with its oldest supported one: refuse it at config load instead.
+        if not _API_VERSION.fullmatch(value):
+            raise ValueError('must look like "2025-01" (a quarterly release) or "unstable"')
+        return value
+
+
+def graphql_path(settings: ShopifySettings) -> str:
+    """The one endpoint every call goes to: ``/admin/api/{version}/graphql.json``."""
+    return f"/admin/api/{settings.api_version}/graphql.json"
+
+
+def shopify_limits(settings: ShopifySettings) -> Limits:
+    """One record per write (nothing is written), the configured page, no request-count limit.
+
+    Pacing is cost-based (see the module docstring), so ``rate`` is empty; two calls in
+    flight keep one store's bucket from being drained by a single sync.
+    """
+    return Limits(
+        batch_size=1,
+        page_size=settings.page_size,
+        rate={},
+        max_concurrency=settings.max_concurrency or 2,
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def is_throttled(body: Any) -> bool:
+    """Whether a GraphQL answer carries Shopify's ``THROTTLED`` error."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return False
+    return any(
+        isinstance(error, dict)
+        and isinstance(error.get("extensions"), dict)
+        and error["extensions"].get("code") == "THROTTLED"
+        for error in errors
+    )
+
+
+def throttle_wait(body: Any, fallback_restore_rate: float | None = None) -> float | None:
+    """Seconds until the bucket holds what the throttled query asked for, or ``None``.
+
+    ``(requestedQueryCost - currentlyAvailable) / restoreRate``, rounded up to the
+    millisecond so the retry does not land a hair short of the points it needs. Without the
+    cost figures the answer is ``None`` and the client falls back to its own backoff.
+    """
+    if not isinstance(body, dict):
+        return None
+    extensions = body.get("extensions")
+    cost = extensions.get("cost") if isinstance(extensions, dict) else None
+    if not isinstance(cost, dict):
+        return None
+    requested = _number(cost.get("requestedQueryCost"))
+    status = cost.get("throttleStatus")
+    status = status if isinstance(status, dict) else {}
+    available = _number(status.get("currentlyAvailable"))
+    rate = _number(status.get("restoreRate")) or fallback_restore_rate
+    if requested is None or available is None or not rate or rate <= 0:
+        return None
+    return math.ceil(max(0.0, requested - available) / rate * 1000) / 1000
+
+
+def wait_hint(response: httpx.Response) -> float | None:
+    """Read a 429 from Shopify: the cost figures of a GraphQL body, else ``Retry-After``.
+
+    Whether Shopify answers a throttled GraphQL call with 429 or with 200 is disputed
+    (UNVERIFIED); the 200 form is handled by the adapter, this reader covers the 429 form.
+    """
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if is_throttled(body):
+        wait = throttle_wait(body)
+        if wait is not None:
+            return wait
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def client_config(settings: ShopifySettings) -> ClientConfig:
+    """The access-token header and the throttle reader."""
+    return ClientConfig(
+        headers={"X-Shopify-Access-Token": settings.credential("access_token")},
+        wait_hint=wait_hint,
+    )

@@ -1,0 +1,140 @@
+"""Shopify webhook deliveries: the HMAC scheme, and topics decoded into events.
+
+Shopify signs each delivery with ``X-Shopify-Hmac-Sha256 = base64(HMAC-SHA256(raw body,
+app client secret))``. It signs no timestamp and defines no freshness window, so none is
+checked; replays are caught by the daemon on ``X-Shopify-Webhook-Id``. An invalid HMAC must
+be answered 401, which the daemon does for any delivery :func:`verify_delivery` refuses.
+
+The mandatory compliance topics carry the subject: ``customers/redact`` and
+``customers/data_request`` ``{shop_id, shop_domain, customer{id, email, phone}, ...}``, and
+``shop/redact`` ``{shop_id, shop_domain}`` 48 hours after the app is uninstalled.
+
+Customer ids in webhook bodies are numeric (REST style); they are turned into the GraphQL
+global id (``gid://shopify/Customer/<n>``) that pulls record, so the identity map matches.
+The sandbox signs with :func:`webhook_signature` too, so both sides share one definition.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from connector.adapter import WebhookEvent, WebhookRequest
+
+__all__ = [
+    "COMPLIANCE_TOPICS",
+    "CUSTOMER_GID",
+    "customer_gid",
+    "parse_delivery",
+    "verify_delivery",
+    "webhook_signature",
+]
+
+CUSTOMER_GID: Final = "gid://shopify/Customer/"
+HMAC_HEADER: Final = "x-shopify-hmac-sha256"
+TOPIC_HEADER: Final = "x-shopify-topic"
+WEBHOOK_ID_HEADER: Final = "x-shopify-webhook-id"
+
+COMPLIANCE_TOPICS: Final = frozenset({"customers/redact", "customers/data_request", "shop/redact"})
+
+_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase", "access", "purge_all"]]] = {
+    "customers/redact": "erase",
+    "customers/data_request": "access",
+    "shop/redact": "purge_all",
+    "customers/create": "changed",
+    "customers/update": "changed",
+    "customers/delete": "deleted",
+}
+
+
+def webhook_signature(body: bytes, secret: str) -> str:
+    """``base64(HMAC-SHA256(body, secret))``, as Shopify computes it."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def verify_delivery(request: WebhookRequest, secret: str) -> bool:
+    """Check ``X-Shopify-Hmac-Sha256`` over the raw body, in constant time."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    signature = headers.get(HMAC_HEADER)
+    if not signature or not secret:
+        return False
+    expected = webhook_signature(request.body, secret)
+    return hmac.compare_digest(signature.strip().encode(), expected.encode())
+
+
+def customer_gid(value: Any) -> str | None:
+    """The GraphQL id of a customer from a webhook's numeric id (or an id already global)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value > 0:
+        return f"{CUSTOMER_GID}{value}"
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit() and int(text) > 0:
+            return f"{CUSTOMER_GID}{int(text)}"
+        if text.startswith(CUSTOMER_GID) and text[len(CUSTOMER_GID) :].isdigit():
+            return text
+    return None
+
+
+def _delivery_id(request: WebhookRequest, headers: Mapping[str, str]) -> str:
+    delivery = headers.get(WEBHOOK_ID_HEADER, "").strip()
+    if delivery:
+        return delivery
+    # Without the header, the body's hash still lets the daemon spot an exact replay.
+    return "sha256:" + hashlib.sha256(request.body).hexdigest()
+
+
+def _email(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
+    """Decode a verified delivery into one event (see the adapter's ``parse_webhook``).
+
+    A compliance request always yields its event, even when its body cannot be read: the
+    daemon then records it as unmatched instead of the request vanishing without a trace.
+    """
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    topic = headers.get(TOPIC_HEADER, "").strip().lower()
+    delivery_id = _delivery_id(request, headers)
+    kind = _KINDS.get(topic)
+    if kind is None:
+        return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
+    try:
+        payload = json.loads(request.body)
+    except ValueError:
+        payload = None
+    payload = payload if isinstance(payload, dict) else {}
+    if kind == "purge_all":
+        return [WebhookEvent(kind=kind, delivery_id=delivery_id)]
+    if kind in ("erase", "access"):
+        customer = payload.get("customer")
+        customer = customer if isinstance(customer, dict) else {}
+        return [
+            WebhookEvent(
+                kind=kind,
+                delivery_id=delivery_id,
+                external_id=customer_gid(customer.get("id")),
+                email=_email(customer.get("email")),
+            )
+        ]
+    # customers/create|update|delete carry the customer itself, REST shaped.
+    external_id = customer_gid(payload.get("admin_graphql_api_id")) or customer_gid(
+        payload.get("id")
+    )
+    if external_id is None:
+        return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
+    return [
+        WebhookEvent(
+            kind=kind,
+            delivery_id=delivery_id,
+            external_id=external_id,
+            email=_email(payload.get("email")),
+        )
+    ]

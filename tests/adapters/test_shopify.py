@@ -1,0 +1,706 @@
+"""The Shopify adapter against its sandbox, in process (no network, no real sleeping)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from adapters.shopify import SPEC, ShopifyAdapter, ShopifySandbox, ShopifySettings
+from adapters.shopify.adapter import decode_cursor
+from adapters.shopify.sandbox import AUTH_ERROR
+from adapters.shopify.settings import client_config, throttle_wait, wait_hint
+from adapters.shopify.webhooks import webhook_signature
+from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest
+from connector.errors import FatalRemoteError, RateLimitedError, RecordError, RetryableError
+from connector.http import RetryPolicy, SystemClient
+from connector.mapping import load_mapping
+
+BASE_URL = "https://klantsync-test.myshopify.com"
+GRAPHQL = "/admin/api/2025-01/graphql.json"
+TOKEN = "shpat_sandbox"
+SECRET = "shopify-app-secret"
+HOOK_URL = "https://klantsync.example.nl/webhooks/shop"
+MAPPING = Path(__file__).resolve().parents[2] / "mappings" / "shopify.toml"
+T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC).timestamp()
+
+
+class FakeClock:
+    """A clock that only moves when a test (or a fake sleep) moves it."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Harness:
+    """A sandbox, the adapter wired to it, its clocks, and what the client slept."""
+
+    sandbox: ShopifySandbox
+    adapter: ShopifyAdapter
+    client: SystemClient
+    clock: FakeClock
+    wall: FakeClock
+    sleeps: list[float] = field(default_factory=list)
+
+
+def make_settings(token: str = TOKEN, **overrides: Any) -> ShopifySettings:
+    return ShopifySettings(
+        adapter="shopify",
+        base_url=BASE_URL,
+        mapping=MAPPING,
+        credentials={"access_token": SecretStr(token)},
+        **overrides,
+    )
+
+
+def make_harness(
+    sandbox: ShopifySandbox,
+    clock: FakeClock,
+    wall: FakeClock,
+    *,
+    token: str = TOKEN,
+    attempts: int = 4,
+    advance_on_sleep: bool = True,
+    transport: httpx.AsyncBaseTransport | None = None,
+    **settings: Any,
+) -> Harness:
+    config = make_settings(token, **settings)
+    client_side = client_config(config)
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        # Retry waits move the sandbox's clock, so its cost bucket refills as it would.
+        sleeps.append(seconds)
+        if advance_on_sleep:
+            clock.advance(seconds)
+
+    client = SystemClient(
+        system="shop",
+        base_url=BASE_URL,
+        headers=client_side.headers,
+        wait_hint=client_side.wait_hint,
+        transport=transport or httpx.ASGITransport(app=sandbox.app()),
+        retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
+    )
+    return Harness(sandbox, ShopifyAdapter(client, config), client, clock, wall, sleeps)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def wall() -> FakeClock:
+    return FakeClock(T0)
+
+
+@pytest.fixture
+def sandbox(clock: FakeClock, wall: FakeClock) -> ShopifySandbox:
+    return ShopifySandbox(clock=clock, wall_clock=wall)
+
+
+@pytest.fixture
+async def shop(
+    sandbox: ShopifySandbox, clock: FakeClock, wall: FakeClock
+) -> AsyncIterator[Harness]:
+    harness = make_harness(sandbox, clock, wall)
+    yield harness
+    await harness.client.aclose()
+
+
+@pytest.fixture
+async def raw(sandbox: ShopifySandbox) -> AsyncIterator[Callable[..., Any]]:
+    """Send one GraphQL call the adapter never makes; return (status, body)."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"X-Shopify-Access-Token": TOKEN},
+    ) as http:
+
+        async def call(query: str, variables: dict[str, Any] | None = None) -> Any:
+            response = await http.post(GRAPHQL, json={"query": query, "variables": variables})
+            return response.status_code, response.json()
+
+        yield call
+
+
+async def collect(adapter: ShopifyAdapter, cursor: str | None) -> list[Page]:
+    return [page async for page in adapter.pull(cursor)]
+
+
+def seed(sandbox: ShopifySandbox, wall: FakeClock, n: int, step: float = 60.0) -> list[str]:
+    """``n`` customers created ``step`` seconds apart; their e-mails."""
+    emails = []
+    for i in range(n):
+        email = f"klant{i}@example.com"
+        sandbox.add_person(email, "Klant", f"Nummer{i}", "+31612345678", city="Utrecht")
+        emails.append(email)
+        wall.advance(step)
+    return emails
+
+
+def emails_of(pages: list[Page]) -> list[str]:
+    return [str(r["email"]) for p in pages for r in p.records]
+
+
+# -- contract and configuration ------------------------------------------------------------
+
+
+def test_adapter_meets_the_protocol_and_spec_wires_it(shop: Harness) -> None:
+    """The adapter satisfies the protocol, the spec fits together, and upsert is not claimed."""
+    assert isinstance(shop.adapter, Adapter)
+    assert SPEC.kind == shop.adapter.kind == "shopify"
+    assert SPEC.settings_model is ShopifySettings and SPEC.factory is ShopifyAdapter
+    assert SPEC.sandbox().credentials() == {"access_token": TOKEN}
+    assert shop.adapter.capabilities == frozenset({"pull", "find", "erase", "webhooks"})
+
+
+def test_settings_limits_and_client_config() -> None:
+    """Defaults, the 250 page cap, the version form, cost-based limits and the token header."""
+    settings = make_settings()
+    assert (settings.api_version, settings.plan, settings.overlap_seconds) == (
+        "2025-01",
+        "standard",
+        300,
+    )
+    assert ShopifySettings.required_credentials == ("access_token",)
+    limits = SPEC.limits(settings)
+    assert (limits.batch_size, limits.page_size, limits.rate, limits.max_concurrency) == (
+        1,
+        100,
+        {},
+        2,
+    )
+    assert SPEC.limits(make_settings(page_size=250, max_concurrency=1)).page_size == 250
+    with pytest.raises(ValueError, match="page_size"):
+        make_settings(page_size=251)
+    with pytest.raises(ValueError, match="api_version"):
+        make_settings(api_version="2025-1")
+    config = SPEC.client_config(settings)
+    assert config.headers == {"X-Shopify-Access-Token": TOKEN} and config.wait_hint is wait_hint
+
+
+async def test_upsert_is_refused_before_anything_is_sent(shop: Harness) -> None:
+    """Shopify is a source here: upsert fails fatally and the store sees no call."""
+    record = OutboundRecord(ref="r", email="a@example.com", external_id=None, fields={})
+    with pytest.raises(FatalRemoteError, match="UPSERT_NOT_SUPPORTED"):
+        await shop.adapter.upsert([record])
+    assert shop.sandbox.log.entries == []
+
+
+# -- pull ----------------------------------------------------------------------------------
+
+
+async def test_pull_pages_end_and_the_cursor_only_moves_forward(
+    sandbox: ShopifySandbox, clock: FakeClock, wall: FakeClock
+) -> None:
+    """Five customers come as 2/2/1, the last complete; a page cursor resumes after its page."""
+    emails = seed(sandbox, wall, 5)
+    harness = make_harness(sandbox, clock, wall, page_size=2)
+    async with harness.client:
+        pages = await collect(harness.adapter, None)
+        assert [len(p.records) for p in pages] == [2, 2, 1]
+        assert [p.complete for p in pages] == [False, False, True]
+        assert emails_of(pages) == emails
+        assert all(p.cursor for p in pages)
+        resumed = await collect(harness.adapter, pages[0].cursor)
+        assert emails_of(resumed) == emails[2:]
+        final = decode_cursor(pages[-1].cursor)
+        assert final.after is None and final.since == "2025-03-04T08:59:00Z"
+        again = await collect(harness.adapter, pages[-1].cursor)
+        assert decode_cursor(again[-1].cursor).since == final.since
+    assert set(sandbox.operations) == {"query customers"}
+
+
+async def test_overlap_rereads_the_boundary_and_an_idle_pull_returns_only_it(
+    shop: Harness,
+) -> None:
+    """After a pull, the next reads only records within overlap_seconds of the newest seen."""
+    seed(shop.sandbox, shop.wall, 4, step=3_600)  # updatedAt 09:00, 10:00, 11:00, 12:00
+    shop.wall.now -= 3_600 - 120  # the next change lands at 12:02
+    shop.sandbox.touch("klant2@example.com", note="belt terug")
+    first = await collect(shop.adapter, None)
+    assert len(emails_of(first)) == 4
+    assert emails_of(first)[-1] == "klant2@example.com"  # sorted by updatedAt
+    cursor = decode_cursor(first[-1].cursor)
+    assert cursor.since == "2025-03-04T11:57:00Z"  # 12:02 minus 300 s
+    idle = await collect(shop.adapter, first[-1].cursor)
+    # Only the overlap comes again: 12:00 and 12:02 lie within 300 s of 12:02.
+    assert emails_of(idle) == ["klant3@example.com", "klant2@example.com"]
+    assert decode_cursor(idle[-1].cursor).since == cursor.since
+    shop.wall.now = datetime(2025, 3, 4, 14, 0, tzinfo=UTC).timestamp()
+    shop.sandbox.touch("klant0@example.com", firstName="Karin")
+    changed = await collect(shop.adapter, idle[-1].cursor)
+    assert emails_of(changed) == [
+        "klant3@example.com",
+        "klant2@example.com",
+        "klant0@example.com",
+    ]
+    assert decode_cursor(changed[-1].cursor).since == "2025-03-04T13:55:00Z"
+
+
+async def test_a_date_granular_filter_only_adds_rereads(clock: FakeClock, wall: FakeClock) -> None:
+    """With Shopify comparing dates only, the idle pull re-reads that day but misses nothing."""
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, date_granular=True)
+    seed(sandbox, wall, 3, step=3_600)
+    harness = make_harness(sandbox, clock, wall)
+    async with harness.client:
+        first = await collect(harness.adapter, None)
+        idle = await collect(harness.adapter, first[-1].cursor)
+        assert len(emails_of(idle)) == 3  # the whole day again: duplicates, which hash away
+        wall.now = datetime(2025, 3, 5, 8, 0, tzinfo=UTC).timestamp()
+        sandbox.touch("klant1@example.com", lastName="Nieuw")
+        later = await collect(harness.adapter, idle[-1].cursor)
+    assert "klant1@example.com" in emails_of(later)
+    assert decode_cursor(later[-1].cursor).since == "2025-03-05T07:55:00Z"
+
+
+async def test_an_unreadable_cursor_starts_a_full_pull(shop: Harness) -> None:
+    """A cursor that is not ours reads everything again rather than skipping anyone."""
+    seed(shop.sandbox, shop.wall, 3)
+    pages = await collect(shop.adapter, "not json")
+    assert len(emails_of(pages)) == 3
+    assert decode_cursor('{"since": "yesterday"}').since is None
+
+
+async def test_pull_stops_when_shopify_repeats_a_page_cursor(shop: Harness) -> None:
+    """A store that hands back the same endCursor again makes the pull fail, not loop."""
+
+    def same_page(request: httpx.Request) -> httpx.Response:
+        node = {"id": "gid://shopify/Customer/1", "email": "x@example.com", "updatedAt": None}
+        page = {"nodes": [node], "pageInfo": {"hasNextPage": True, "endCursor": "abc"}}
+        return httpx.Response(200, json={"data": {"customers": page}})
+
+    harness = make_harness(
+        shop.sandbox, shop.clock, shop.wall, transport=httpx.MockTransport(same_page)
+    )
+    async with harness.client:
+        with pytest.raises(FatalRemoteError, match="PAGING_LOOP"):
+            await collect(harness.adapter, None)
+
+
+async def test_pulled_nodes_map_and_unmapped_fields_are_withheld(shop: Harness) -> None:
+    """Mapped fields become canonical; only SUBSCRIBED is consent; the rest never flows."""
+    an_id = shop.sandbox.add_person(
+        "An@Example.com",
+        " an ",
+        "de vries",
+        "06 12345678",
+        address1="Oudegracht 1",
+        zip="3511ab",
+        city="Utrecht",
+        country_code="NL",
+        company="Koffie BV",
+        address_phone="+31301234567",
+        marketing_state="SUBSCRIBED",
+        note="klaagt vaak",
+        tags=["vip"],
+    )
+    for state in ("NOT_SUBSCRIBED", "PENDING", "UNSUBSCRIBED", "REDACTED", "INVALID"):
+        shop.sandbox.add_person(f"{state.lower()}@example.com", marketing_state=state)
+    mapping = load_mapping(MAPPING)
+    assert mapping.outbound_fields == []  # nothing is ever written to Shopify
+    withheld: Counter[str] = Counter()
+    records = [r for p in await collect(shop.adapter, None) for r in p.records]
+    people = [mapping.inbound(r, withheld) for r in records]
+    an = people[0]
+    assert mapping.record_id(records[0]) == an_id
+    assert an.email == "an@example.com" and an["first_name"] == "An"
+    assert an["phone"] == "+31612345678" and an["postcode"] == "3511AB"
+    assert (an["country"], an["company"], an["customer_since"]) == ("NL", "Koffie BV", "2025-03-04")
+    assert an["marketing_consent"] is True and an.has_consent("marketing")
+    assert not any(p.has_consent("marketing") for p in people[1:])
+    assert {"note", "defaultAddress.phone", "emailMarketingConsent.consentUpdatedAt"} <= set(
+        withheld
+    )
+    assert not any("tags" in p or "note" in p for p in people)
+    assert "id" not in withheld and "updatedAt" not in withheld
+
+
+# -- throttling ----------------------------------------------------------------------------
+
+
+async def test_throttled_200_waits_what_the_cost_says_then_succeeds(shop: Harness) -> None:
+    """A THROTTLED answer (HTTP 200) is retried after (requested - available) / restoreRate."""
+    seed(shop.sandbox, shop.wall, 3)
+    bucket = shop.sandbox.bucket
+    assert bucket.take(bucket.available() - 100)  # leave 100 points; a page asks for 303
+    pages = await collect(shop.adapter, None)
+    assert len(emails_of(pages)) == 3
+    assert shop.sandbox.throttled == 1 and shop.client.stats.rate_limited == 1
+    assert len(shop.sleeps) == 1 and 2.03 <= shop.sleeps[0] <= 2.03 + 0.25
+    assert shop.adapter.last_cost is not None
+    assert shop.adapter.last_cost["requestedQueryCost"] == 303
+
+
+async def test_throttled_429_is_waited_out_by_the_client(clock: FakeClock, wall: FakeClock) -> None:
+    """Where Shopify throttles with 429, the client's wait hint reads the same cost figures."""
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, throttle_status=429)
+    seed(sandbox, wall, 2)
+    assert sandbox.bucket.take(sandbox.bucket.available() - 2)
+    harness = make_harness(sandbox, clock, wall)
+    async with harness.client:
+        pages = await collect(harness.adapter, None)
+    assert len(emails_of(pages)) == 2
+    assert [e.status for e in sandbox.log.entries] == [429, 200]
+    assert len(harness.sleeps) == 1 and 3.01 <= harness.sleeps[0] <= 3.26  # (303 - 2) / 100
+
+
+async def test_throttling_that_never_clears_surfaces_as_rate_limited(shop: Harness) -> None:
+    """If the bucket never refills, the pull gives up with a retryable RateLimitedError."""
+    harness = make_harness(shop.sandbox, shop.clock, shop.wall, advance_on_sleep=False)
+    assert shop.sandbox.bucket.take(shop.sandbox.bucket.available())
+    async with harness.client:
+        with pytest.raises(RateLimitedError) as caught:
+            await collect(harness.adapter, None)
+    assert caught.value.detail == "THROTTLED" and caught.value.wait_seconds == 3.03
+    assert len(harness.sleeps) == 3  # four attempts in all
+
+
+def test_throttle_wait_and_wait_hint_read_the_cost_figures() -> None:
+    """The wait is computed from cost; without figures a 429 falls back to Retry-After."""
+    body = {
+        "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+        "extensions": {
+            "cost": {
+                "requestedQueryCost": 752,
+                "actualQueryCost": None,
+                "throttleStatus": {
+                    "maximumAvailable": 2000.0,
+                    "currentlyAvailable": 393,
+                    "restoreRate": 100.0,
+                },
+            }
+        },
+    }
+    assert throttle_wait(body) == 3.59
+    assert wait_hint(httpx.Response(429, json=body)) == 3.59
+    assert throttle_wait({"errors": []}) is None
+    assert wait_hint(httpx.Response(429, headers={"Retry-After": "2.0"})) == 2.0
+    assert wait_hint(httpx.Response(429, text="slow down")) is None
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+async def test_a_wrong_token_is_fatal_and_never_echoed(shop: Harness) -> None:
+    """A wrong access token is a 401 FatalRemoteError whose text holds no token; no retries."""
+    harness = make_harness(shop.sandbox, shop.clock, shop.wall, token="shpat_wrong_canary")
+    async with harness.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await collect(harness.adapter, None)
+    assert caught.value.status == 401 and "canary" not in str(caught.value)
+    assert harness.sleeps == []
+
+
+async def test_the_sandbox_answers_shopifys_401_body() -> None:
+    """Without a token the store answers 401 with Shopify's own error text."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ShopifySandbox().app()), base_url=BASE_URL
+    ) as http:
+        response = await http.post(
+            GRAPHQL, json={"query": "{ customers(first: 1) { nodes { id } } }"}
+        )
+    assert response.status_code == 401 and response.json() == {"errors": AUTH_ERROR}
+
+
+async def test_server_errors_and_resets_are_retried(shop: Harness) -> None:
+    """Two 503s and a dropped connection are retried and the pull still completes."""
+    seed(shop.sandbox, shop.wall, 2)
+    shop.sandbox.faults.reset_next = 1
+    shop.sandbox.faults.fail_next = 2
+    pages = await collect(shop.adapter, None)
+    assert len(emails_of(pages)) == 2 and shop.client.stats.retries == 3
+
+
+async def test_persistent_server_errors_stay_retryable(shop: Harness) -> None:
+    """When retries run out on 5xx the error is retryable, so the work stays queued."""
+    shop.sandbox.faults.fail_next = 10
+    with pytest.raises(RetryableError):
+        await collect(shop.adapter, None)
+
+
+async def test_graphql_errors_are_fatal_with_the_code_only(shop: Harness) -> None:
+    """A GraphQL error becomes FatalRemoteError with its code; the message never surfaces."""
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        error = {
+            "message": "Access denied for jan@example.com",
+            "extensions": {"code": "ACCESS_DENIED"},
+        }
+        return httpx.Response(200, json={"errors": [error], "data": {"customers": None}})
+
+    harness = make_harness(
+        shop.sandbox, shop.clock, shop.wall, transport=httpx.MockTransport(refused)
+    )
+    async with harness.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await harness.adapter.find(Subject(email="jan@example.com"))
+    assert caught.value.detail == "ACCESS_DENIED"
+    assert "jan" not in str(caught.value) and "Access denied" not in str(caught.value)
+
+
+async def test_the_sandbox_refuses_what_shopify_refuses(raw: Callable[..., Any]) -> None:
+    """Unknown fields, pages over 250, over-costly queries and bad syntax are GraphQL errors."""
+    status, body = await raw("{ customers(first: 1) { nodes { id dateOfBirth } } }")
+    assert status == 200 and body["errors"][0]["extensions"]["code"] == "undefinedField"
+    _, body = await raw("{ customers(first: 251) { nodes { id } } }")
+    assert "250" in body["errors"][0]["message"]
+    costly = "{ customers(first: 100) { nodes { orders(first: 50) { nodes { id } } } } }"
+    _, body = await raw(costly)
+    assert body["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
+    _, body = await raw("{ customers(first: 1) { nodes { ...F } } }")
+    assert "Parse error" in body["errors"][0]["message"]
+    _, body = await raw("query Q($id: ID!) { customer(id: $id) { id } }", {})
+    assert body["errors"][0]["extensions"]["code"] == "INVALID_VARIABLE"
+
+
+# -- find ----------------------------------------------------------------------------------
+
+
+def seed_subject(sandbox: ShopifySandbox) -> tuple[str, list[str]]:
+    """An with two orders, and Jan (a near match by e-mail) with one."""
+    an = sandbox.add_person("an@example.com", "An", "Jansen", "+31612345678", city="Utrecht")
+    orders = [
+        sandbox.add_order("an@example.com", total="12.50", items=("Mok", "Thee")),
+        sandbox.add_order("an@example.com", total="7.00", items=("Koffie",)),
+    ]
+    sandbox.add_person("jan@example.com", "Jan")
+    sandbox.add_order("jan@example.com")
+    return an, orders
+
+
+async def test_find_returns_the_customer_and_their_orders(shop: Harness) -> None:
+    """find gives An's customer node and her orders with totals and items, not Jan's."""
+    an, orders = seed_subject(shop.sandbox)
+    found = await shop.adapter.find(Subject(email="AN@example.com"))
+    assert found[0]["id"] == an and found[0]["email"] == "an@example.com"
+    assert [r["id"] for r in found[1:]] == orders
+    assert all(r["type"] == "order" and r["customerId"] == an for r in found[1:])
+    first = found[1]
+    assert first["totalPriceSet"]["shopMoney"] == {"amount": "12.50", "currencyCode": "EUR"}
+    assert [i["title"] for i in first["lineItems"]["nodes"]] == ["Mok", "Thee"]
+    assert first["name"].startswith("#") and first["createdAt"]
+
+
+async def test_find_by_id_when_the_email_changed_and_orders_page(shop: Harness) -> None:
+    """A known id finds a customer whose e-mail changed; twelve orders come in two pages."""
+    customer_id = shop.sandbox.add_person("oud@example.com", "Olga")
+    for _ in range(12):
+        shop.sandbox.add_order("oud@example.com")
+    shop.sandbox.touch("oud@example.com", email="nieuw@example.com")
+    subject = Subject(email="oud@example.com", external_id=customer_id)
+    found = await shop.adapter.find(subject)
+    assert found[0]["id"] == customer_id and len(found) == 13
+    assert shop.sandbox.operations.count("query customer") == 3  # one lookup, two order pages
+    numeric = Subject(email="oud@example.com", external_id=customer_id.rsplit("/", 1)[1])
+    assert (await shop.adapter.find(numeric))[0]["id"] == customer_id
+    assert await shop.adapter.find(Subject(email="niemand@example.com", external_id="x")) == []
+
+
+# -- erase ---------------------------------------------------------------------------------
+
+
+async def test_erase_queues_shopifys_erasure_and_never_deletes(shop: Harness) -> None:
+    """Erasure uses customerRequestDataErasure only, is pending, and ends with no customer."""
+    an, orders = seed_subject(shop.sandbox)
+    result = await shop.adapter.erase(Subject(email="an@example.com"))
+    assert result.found and result.pending and not result.reversible
+    assert result.mode == "async_hard_delete" and result.vendor_status == 200
+    assert result.endpoint == f"POST {GRAPHQL} customerRequestDataErasure"
+    assert "waiting period" in result.note and "customerCancelDataErasure" in result.note
+    mutations = [op for op in shop.sandbox.operations if op.startswith("mutation")]
+    assert mutations == ["mutation customerRequestDataErasure"]
+    assert shop.sandbox.holds("an@example.com") and shop.sandbox.pending_erasure("an@example.com")
+    assert shop.sandbox.process_erasures() == 1
+    assert not shop.sandbox.holds("an@example.com")
+    assert not shop.sandbox.restorable("an@example.com")
+    assert await shop.adapter.find(Subject(email="an@example.com", external_id=an)) == []
+    kept = [o for o in shop.sandbox.store.orders.values() if o["id"] in orders]
+    assert len(kept) == 2 and all(o["email"] is None and o["_customer"] is None for o in kept)
+    assert shop.sandbox.holds("jan@example.com")
+    assert not any("customerDelete" in op for op in shop.sandbox.operations)
+
+
+async def test_erase_twice_is_pending_then_not_found(shop: Harness) -> None:
+    """Asked again while Shopify holds the request it is still found and pending; after, not."""
+    seed_subject(shop.sandbox)
+    await shop.adapter.erase(Subject(email="an@example.com"))
+    again = await shop.adapter.erase(Subject(email="an@example.com"))
+    assert again.found and again.pending
+    shop.sandbox.process_erasures()
+    after = await shop.adapter.erase(Subject(email="an@example.com"))
+    assert not after.found and not after.pending
+    mutations = [op for op in shop.sandbox.operations if op.startswith("mutation")]
+    assert mutations == ["mutation customerRequestDataErasure"] * 2
+
+
+async def test_erase_of_nobody_sends_no_mutation(shop: Harness) -> None:
+    """A subject Shopify does not hold is not found and no erasure is requested."""
+    result = await shop.adapter.erase(Subject(email="niemand@example.com"))
+    assert not result.found and not result.pending and result.mode == "async_hard_delete"
+    assert shop.sandbox.operations == ["query customers"]
+
+
+@pytest.mark.parametrize(
+    ("code", "outcome"),
+    [("DOES_NOT_EXIST", "not found"), ("FAILED_TO_REQUEST", RetryableError), ("X", RecordError)],
+)
+async def test_erase_user_errors_by_code(shop: Harness, code: str, outcome: Any) -> None:
+    """DOES_NOT_EXIST means gone meanwhile; FAILED_TO_REQUEST is retryable; others reject."""
+    customer = {"id": "gid://shopify/Customer/9", "email": "an@example.com"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = json.loads(request.content)["query"]
+        if "customerRequestDataErasure" in query:
+            error = {"field": ["customerId"], "message": "an@example.com: nope", "code": code}
+            payload = {"customerId": None, "userErrors": [error]}
+            return httpx.Response(200, json={"data": {"customerRequestDataErasure": payload}})
+        return httpx.Response(200, json={"data": {"customers": {"nodes": [customer]}}})
+
+    harness = make_harness(
+        shop.sandbox, shop.clock, shop.wall, transport=httpx.MockTransport(answer)
+    )
+    async with harness.client:
+        if outcome == "not found":
+            assert not (await harness.adapter.erase(Subject(email="an@example.com"))).found
+            return
+        with pytest.raises(outcome) as caught:
+            await harness.adapter.erase(Subject(email="an@example.com"))
+    assert caught.value.detail == code and "an@" not in str(caught.value)
+
+
+async def test_sandbox_cancel_and_delete_behave_like_shopify(
+    shop: Harness, raw: Callable[..., Any]
+) -> None:
+    """A pending erasure can be cancelled; customerDelete refuses a customer with orders."""
+    an, _ = seed_subject(shop.sandbox)
+    await shop.adapter.erase(Subject(email="an@example.com"))
+    cancel = (
+        "mutation C($id: ID!) "
+        "{ customerCancelDataErasure(customerId: $id) { customerId userErrors { code } } }"
+    )
+    _, body = await raw(cancel, {"id": an})
+    assert body["data"]["customerCancelDataErasure"] == {"customerId": an, "userErrors": []}
+    assert shop.sandbox.process_erasures() == 0 and shop.sandbox.holds("an@example.com")
+    _, body = await raw(cancel, {"id": an})
+    assert body["data"]["customerCancelDataErasure"]["userErrors"] == [{"code": "NOT_BEING_ERASED"}]
+    delete = (
+        "mutation D($id: ID!) "
+        "{ customerDelete(input: {id: $id}) { deletedCustomerId userErrors { message } } }"
+    )
+    _, body = await raw(delete, {"id": an})
+    assert body["data"]["customerDelete"]["deletedCustomerId"] is None
+    assert shop.sandbox.holds("an@example.com")
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 11  # mutation 10, errors list 1
+
+
+async def test_the_sandbox_log_holds_no_personal_data(shop: Harness) -> None:
+    """E-mails looked up or erased and the token never reach the sandbox's request log."""
+    seed_subject(shop.sandbox)
+    await shop.adapter.find(Subject(email="an@example.com"))
+    await shop.adapter.erase(Subject(email="an@example.com"))
+    text = repr(shop.sandbox.log.entries)
+    assert "an@example.com" not in text and TOKEN not in text
+    assert {"first", "query", "customerId"} <= shop.sandbox.log.property_names()
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+def delivery(sandbox: ShopifySandbox, topic: str, payload: dict[str, Any]) -> WebhookRequest:
+    body, headers = sandbox.signed_webhook(topic, payload, SECRET)
+    return WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
+
+
+def test_webhook_hmac_valid_invalid_and_tampered(shop: Harness) -> None:
+    """A genuine delivery verifies; a wrong secret, a changed body or no header do not."""
+    good = delivery(shop.sandbox, "customers/update", {"id": 7, "email": "an@example.com"})
+    assert good.headers["x-shopify-hmac-sha256"] == webhook_signature(good.body, SECRET)
+    assert shop.adapter.verify_webhook(good, SECRET, now=0.0)
+    assert not shop.adapter.verify_webhook(good, "other-secret", now=0.0)
+    tampered = WebhookRequest(good.method, good.url, good.headers, good.body.replace(b"7", b"8"))
+    assert not shop.adapter.verify_webhook(tampered, SECRET, now=0.0)
+    unsigned = {k: v for k, v in good.headers.items() if k != "x-shopify-hmac-sha256"}
+    assert not shop.adapter.verify_webhook(
+        WebhookRequest("POST", HOOK_URL, unsigned, good.body), SECRET, 0.0
+    )
+    assert set(good.headers) >= {
+        "x-shopify-topic",
+        "x-shopify-shop-domain",
+        "x-shopify-webhook-id",
+        "x-shopify-api-version",
+        "x-shopify-triggered-at",
+    }
+
+
+def test_parse_compliance_topics(shop: Harness) -> None:
+    """customers/redact -> erase, customers/data_request -> access, shop/redact -> purge_all."""
+    an, _ = seed_subject(shop.sandbox)
+    number = int(an.rsplit("/", 1)[1])
+    redact = shop.sandbox.compliance_payload("customers/redact", "an@example.com")
+    assert redact["customer"]["id"] == number and len(redact["orders_to_redact"]) == 2
+    body, headers = shop.sandbox.signed_compliance_webhook("customers/redact", redact, SECRET)
+    request = WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
+    assert shop.adapter.verify_webhook(request, SECRET, now=0.0)
+    (erase,) = shop.adapter.parse_webhook(request)
+    assert (erase.kind, erase.external_id, erase.email) == ("erase", an, "an@example.com")
+    assert erase.delivery_id == headers["X-Shopify-Webhook-Id"]
+    data = shop.sandbox.compliance_payload("customers/data_request", "an@example.com")
+    (access,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/data_request", data))
+    assert (access.kind, access.external_id, access.email) == ("access", an, "an@example.com")
+    assert "data_request" in data and "orders_requested" in data
+    purge = shop.sandbox.compliance_payload("shop/redact")
+    assert set(purge) == {"shop_id", "shop_domain"}
+    (purge_all,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "shop/redact", purge))
+    assert (purge_all.kind, purge_all.external_id, purge_all.email) == ("purge_all", None, None)
+    with pytest.raises(ValueError, match="compliance"):
+        shop.sandbox.signed_compliance_webhook("customers/update", {}, SECRET)
+
+
+def test_parse_customer_topics_and_fallbacks(shop: Harness) -> None:
+    """create/update -> changed, delete -> deleted, others ignored; no id header -> body hash."""
+    update = {
+        "id": 42,
+        "email": "an@example.com",
+        "admin_graphql_api_id": "gid://shopify/Customer/42",
+    }
+    (changed,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/update", update))
+    assert (changed.kind, changed.external_id, changed.email) == (
+        "changed",
+        "gid://shopify/Customer/42",
+        "an@example.com",
+    )
+    (created,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/create", {"id": 43}))
+    assert (created.kind, created.external_id) == ("changed", "gid://shopify/Customer/43")
+    (deleted,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/delete", {"id": 43}))
+    assert (deleted.kind, deleted.external_id, deleted.email) == (
+        "deleted",
+        "gid://shopify/Customer/43",
+        None,
+    )
+    (other,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "products/update", {"id": 1}))
+    assert other.kind == "ignored"
+    bare = delivery(shop.sandbox, "customers/redact", {"customer": {"id": 5}})
+    headers = {k: v for k, v in bare.headers.items() if k != "x-shopify-webhook-id"}
+    (event,) = shop.adapter.parse_webhook(WebhookRequest("POST", HOOK_URL, headers, bare.body))
+    assert event.delivery_id.startswith("sha256:") and event.kind == "erase"
+    unreadable = WebhookRequest("POST", HOOK_URL, headers, b"not json")
+    (blind,) = shop.adapter.parse_webhook(unreadable)
+    assert (blind.kind, blind.external_id, blind.email) == ("erase", None, None)
