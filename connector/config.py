@@ -457,4 +457,22 @@ def _check_flow(
             raise ConfigError(file, f"{key}.destinations", "a flow cannot write to its source")
     if len(set(flow.destinations)) != len(flow.destinations):
         raise ConfigError(file, f"{key}.destinations", "a destination is listed twice")
-    _ = registry  # capabilities are checked when adapters are built (see connector.systems)
+    source_kind = systems[flow.source].adapter
+    if "pull" not in _capabilities(registry, source_kind):
+        raise ConfigError(
+            file, f"{key}.source", f"a {source_kind} system cannot be a source (it cannot pull)"
+        )
+    for dest in flow.destinations:
+        kind = systems[dest].adapter
+        if "upsert" not in _capabilities(registry, kind):
+            raise ConfigError(
+                file,
+                f"{key}.destinations",
+                f"{dest!r} ({kind}) cannot be a destination (it cannot write records)",
+            )
+
+
+def _capabilities(registry: Mapping[str, AdapterSpec], kind: str) -> frozenset[str]:
+    """What a kind of system can do, read from its adapter class without building one."""
+    found = getattr(registry[kind].factory, "capabilities", None)
+    return frozenset(found) if found is not None else frozenset({"pull", "upsert"})

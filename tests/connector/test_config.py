@@ -8,6 +8,7 @@ import pytest
 
 from connector.cli import main
 from connector.config import load_config, parse_schedule
+from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError
 from tests.conftest import write_config
 
@@ -163,3 +164,22 @@ def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.Mon
     assert config.controller is not None and config.controller.kvk
     assert all(s.processor is not None for s in config.systems.values())
     assert all(f.privacy is not None and f.privacy.legal_basis for f in config.flows)
+
+
+def test_flow_from_a_system_that_cannot_pull_is_refused(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A destination-only system named as a flow's source fails at load, not at run time."""
+    path = write_config(tmp_path)
+    text = path.read_text().replace('source = "shop"', 'source = "news"').replace(
+        'destinations = ["crm"]', 'destinations = ["crm"]'
+    )
+    text = text.replace(
+        "[[flows]]",
+        '[systems.news]\nadapter = "mailchimp"\nbase_url = "https://us21.api.mailchimp.test/3.0"\n'
+        f'mapping = "{REPO_MAPPINGS / "mailchimp.toml"}"\nlist_ids = ["a1b2c3d4e5"]\n'
+        'credentials = { api_key = "env:T_HS_TOKEN" }\n\n[[flows]]',
+    )
+    path.write_text(text)
+    error = _load_error(path)
+    assert error.key == "flows[0].source" and "cannot pull" in error.problem
