@@ -270,8 +270,15 @@ class DsrService:
         """Open the request a verified webhook event asks for; other events give ``None``.
 
         ``erase`` becomes an erasure mirrored to every system (found by the event's e-mail, or
-        by its id through the identity map); ``access`` an access request.
+        by its id through the identity map); ``access`` an access request; ``purge_all``
+        (Shopify's ``shop/redact``) forgets what the connector holds because of that source.
         """
+        if event.kind == "purge_all":
+            flows = [f.name for f in self.rt.config.flows if f.source == system]
+            counts = self.db.purge_source(system, flows)
+            audit.append(self.rt.store, "dsr.purge_source", {"system": system, **counts})
+            log.info("source purged", extra={"system": system, **counts})
+            return None
         if event.kind not in ("erase", "access"):
             return None
         source = f"webhook:{system}"

@@ -286,6 +286,26 @@ class DsrStore:
                 counts[table] = cur.rowcount
         return counts
 
+    def purge_source(self, system: str, flows: Sequence[str]) -> dict[str, int]:
+        """Forget everything held because of one source system (Shopify's ``shop/redact``).
+
+        The system's identity rows, the cursors of the flows reading from it, and what those
+        flows still have queued or dead-lettered. Data already delivered to destinations is
+        the controller's, in their systems; erasing it there is a decision per person.
+        """
+        counts: dict[str, int] = {}
+        marks = ",".join("?" * len(flows)) or "NULL"
+        with self.store.transaction() as db:
+            counts["identities"] = db.execute(
+                "DELETE FROM identities WHERE system=?", (system,)
+            ).rowcount
+            for table in ("cursors", "outbox", "dead_letters"):
+                counts[table] = db.execute(
+                    f"DELETE FROM {table} WHERE flow IN ({marks})",  # noqa: S608
+                    tuple(flows),
+                ).rowcount
+        return counts
+
     def forget_delivered(self, system: str, subject_id: str) -> None:
         """Drop the last-delivered hash so the next sync compares this subject afresh."""
         self.db.execute(

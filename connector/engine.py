@@ -35,6 +35,9 @@ __all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
 
 log = logging.getLogger("klantsync.engine")
 
+#: How many just-queued payloads the engine keeps in clear for delivery (see ``_fresh``).
+FRESH_LIMIT = 4096
+
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
@@ -52,6 +55,7 @@ class DestinationReport:
     dead_lettered: int = 0
     retry_later: int = 0
     suppressed_at_delivery: int = 0
+    withdrawn: int = 0
     requests: int = 0
     fatal: str = ""
 
@@ -137,6 +141,13 @@ class Engine:
         self.systems = systems
         self._checkpoint = checkpoint or (lambda _name: None)
         self._stopping = False
+        # What was just sealed into the outbox, in clear, by outbox id: delivery usually takes
+        # a row moments after it was queued, and then need not decrypt and parse it again.
+        # Bounded, so a backlog (a rate-limited destination) costs no memory; rows not here
+        # (older, or from an earlier run) are opened from the outbox as always. An entry is
+        # used only for the same subject and payload hash, so it can never stand in for
+        # another row that came to have its id.
+        self._fresh: dict[int, tuple[str, str, dict[str, Any]]] = {}
 
     async def sync(
         self,
@@ -267,6 +278,7 @@ class Engine:
         suppressed = self.store.suppressed(subject_ids)
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []
+        envelopes: list[tuple[str, str, dict[str, Any]]] = []
         for dest in destinations:
             dest_report = report.destinations[dest.name]
             queued = self.store.queued_hashes(dest.name, subject_ids)
@@ -275,28 +287,37 @@ class Engine:
             for sid, (_, person) in people.items():
                 if sid in suppressed:
                     continue
-                if not dest.mapping.admits(person):
+                last = queued.get(sid, delivered.get(sid))
+                if dest.mapping.admits(person):
+                    fields = dest.mapping.outbound(person)
+                elif last is not None and dest.mapping.withdrawn:
+                    # They were sent here under a consent they no longer give: tell the
+                    # system (e.g. unsubscribe), and from then on send nothing else.
+                    fields = dest.mapping.withdrawal(person)
+                    dest_report.withdrawn += 1
+                else:
                     dest_report.gated += 1
                     continue
-                fields = dest.mapping.outbound(person)
                 digest = self.keyring.payload_hash(dest.name, fields)
-                last = queued.get(sid, delivered.get(sid))
                 if last == digest:
                     dest_report.unchanged += 1
                     continue
                 dest_report.queued += 1
                 if not dry_run:
-                    sealed = self.keyring.seal_json(
-                        {"email": person.email, "fields": fields}, context
-                    )
+                    envelope = {"email": person.email, "fields": fields}
+                    sealed = self.keyring.seal_json(envelope, context)
                     payloads.append(QueuedPayload(dest.name, sid, sealed, digest))
+                    envelopes.append((sid, digest, envelope))
         self._checkpoint("pulled")
         if dry_run:
             return
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
-        self.store.enqueue_page(flow.name, source.name, payloads, identities, page.cursor)
+        ids = self.store.enqueue_page(flow.name, source.name, payloads, identities, page.cursor)
+        self._fresh.update(zip(ids, envelopes, strict=True))
+        while len(self._fresh) > FRESH_LIMIT:
+            del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
 
     # -- delivery side -----------------------------------------------------------------------
@@ -366,6 +387,8 @@ class Engine:
             # An erasure arrived after these were queued: they must never be sent.
             gone = [r for r in rows if r.subject_id in suppressed]
             self.store.drop_outbox([r.id for r in gone])
+            for row in gone:
+                self._fresh.pop(row.id, None)
             dest_report.suppressed_at_delivery += len(gone)
             rows = [r for r in rows if r.subject_id not in suppressed]
         records: list[OutboundRecord] = []
@@ -375,7 +398,11 @@ class Engine:
         context = f"outbox:{dest.name}"
         for row in rows:
             try:
-                envelope = self.keyring.open_json(row.payload, context)
+                fresh = self._fresh.pop(row.id, None)
+                if fresh is not None and fresh[:2] == (row.subject_id, row.payload_hash):
+                    envelope = fresh[2]
+                else:
+                    envelope = self.keyring.open_json(row.payload, context)
             except DecryptionError:
                 undecryptable.append((row, "undecryptable: sealed with another master key"))
                 continue
@@ -412,10 +439,29 @@ class Engine:
             else:
                 dest_report.updated += 1
             acks.append(Ack(row.id, row.subject_id, result.external_id, row.payload_hash))
-        if acks:
-            self.store.acknowledge(dest.name, acks)
+        # One transaction for the batch's outcome and its audit entry: each commit costs
+        # a write of every page it touched, and the entry belongs with what it records.
+        with self.store.transaction():
+            if acks:
+                self.store.acknowledge(dest.name, acks)
+            if dead:
+                self.store.dead_letter(dead)
+            if later:
+                self.store.bump_attempts(later)
+            if acks or dead:
+                audit.append(
+                    self.store,
+                    "sync.batch",
+                    {
+                        "flow": flow.name,
+                        "system": dest.name,
+                        "created": sum(1 for r in results if r.outcome == "created"),
+                        "updated": sum(1 for r in results if r.outcome == "updated"),
+                        "failed": len(dead) + len(later),
+                        "fields": sorted({k for rec in records for k in rec.fields}),
+                    },
+                )
         if dead:
-            self.store.dead_letter(dead)
             dest_report.dead_lettered += len(dead)
             for row, reason in dead:
                 log.warning(
@@ -423,23 +469,9 @@ class Engine:
                     extra={"system": dest.name, "subject": row.subject_id, "reason": reason},
                 )
         if later:
-            self.store.bump_attempts(later)
             dest_report.retry_later += len(later)
         self._checkpoint("acked")
         progress.delivered(flow.name, dest.name, len(results))
-        if acks or dead:
-            audit.append(
-                self.store,
-                "sync.batch",
-                {
-                    "flow": flow.name,
-                    "system": dest.name,
-                    "created": sum(1 for r in results if r.outcome == "created"),
-                    "updated": sum(1 for r in results if r.outcome == "updated"),
-                    "failed": len(dead) + len(later),
-                    "fields": sorted({k for rec in records for k in rec.fields}),
-                },
-            )
 
     async def _upsert(
         self,

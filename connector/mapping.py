@@ -12,6 +12,8 @@ File format::
     record_root = "properties"      # optional: pulled records keep their fields under this key
     default_region = "NL"           # for phone numbers written without a country code
     requires_consent = "marketing"  # optional: only people with this consent are sent here
+    withdrawn = { status = "unsubscribed" }  # optional: sent (with the e-mail) to someone
+                                    # who received data here and has since withdrawn consent
     ignore = ["id", "_links"]       # technical paths that are not personal data (not counted)
 
     [fields.email]
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import tomllib
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -43,6 +45,7 @@ _TOP_KEYS = {
     "record_root",
     "default_region",
     "requires_consent",
+    "withdrawn",
     "ignore",
     "fields",
 }
@@ -93,10 +96,14 @@ class SystemMapping:
     id_path: str = "id"
     record_root: str | None = None
     requires_consent: str | None = None
+    withdrawn: dict[str, Any] = field(default_factory=dict)
     ignore: frozenset[str] = frozenset()
     _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
     _outbound: list[FieldMapping] = field(default_factory=list)
     _known_paths: frozenset[str] = frozenset()
+    _plans: dict[tuple[str, tuple[str, ...]], list[tuple[str, str, bool]]] = field(
+        default_factory=dict
+    )
 
     def __post_init__(self) -> None:
         self._inbound = [
@@ -104,6 +111,11 @@ class SystemMapping:
         ]
         self._outbound = [f for f in self.fields.values() if f.outbound]
         self._known_paths = frozenset(f.path for f in self.fields.values()) | self.ignore
+        # The hot path reads each field with a getter made for its path, and runs its
+        # transforms in a plain loop: ``inbound`` runs once per record of every sync.
+        self._readers = [
+            (name, _getter(parts), mapping.transforms) for name, parts, mapping in self._inbound
+        ]
 
     @property
     def outbound_fields(self) -> list[str]:
@@ -121,15 +133,55 @@ class SystemMapping:
         if self.record_root is not None:
             nested = record.get(self.record_root)
             record = nested if isinstance(nested, Mapping) else {}
-        for name, parts, mapping in self._inbound:
-            value = mapping.convert(_get(record, parts))
+        for name, read, transforms in self._readers:
+            value = read(record)
+            for transform in transforms:
+                if value is None:
+                    break
+                value = transform(value)
             if value is not None:
                 person[name] = value
         if withheld is not None:
-            for leaf in _leaf_paths(record, self.ignore):
-                if leaf not in self._known_paths:
-                    withheld[leaf] += 1
+            unmapped: list[str] = []
+            self._collect_unmapped(record, "", unmapped)
+            if unmapped:
+                withheld.update(unmapped)
         return person
+
+    def _collect_unmapped(self, record: Mapping[str, Any], prefix: str, out: list[str]) -> None:
+        """Append to ``out`` the paths of non-empty leaves that are neither known nor ignored.
+
+        An ignored path hides everything under it; WooCommerce-style meta lists count by key
+        (``meta_data.date_of_birth``). This runs for every record of every sync, and records
+        of one system mostly share their keys, so what each key's path is and whether it is
+        known or ignored is worked out once per set of keys (:meth:`_plan`), not per record.
+        """
+        for key, path, known in self._plan(prefix, tuple(record)):
+            value = record[key]
+            if isinstance(value, dict):
+                if value:
+                    self._collect_unmapped(value, path + ".", out)
+            elif isinstance(value, list):
+                for item in value:
+                    if isinstance(item, dict):
+                        meta_key = item.get("key")
+                        if isinstance(meta_key, str):
+                            leaf = f"{path}.{meta_key}"
+                            if leaf not in self._known_paths:
+                                out.append(leaf)
+            elif not known and value is not None and value != "" and value is not False:
+                out.append(path)
+
+    def _plan(self, prefix: str, keys: tuple[str, ...]) -> list[tuple[str, str, bool]]:
+        """(key, path, known) for the keys under ``prefix`` that are not ignored; cached."""
+        plan = self._plans.get((prefix, keys))
+        if plan is None:
+            if len(self._plans) >= 1024:  # records of ever-changing shapes: do not grow
+                self._plans.clear()
+            paths = [(key, prefix + str(key)) for key in keys]
+            plan = [(k, p, p in self._known_paths) for k, p in paths if p not in self.ignore]
+            self._plans[(prefix, keys)] = plan
+        return plan
 
     def outbound(self, person: Mapping[str, Any]) -> dict[str, Any]:
         """Canonical person -> the system's fields, allow-listed: nothing unmapped leaves."""
@@ -141,6 +193,10 @@ class SystemMapping:
             if value is not None:
                 payload[mapping.path] = value
         return payload
+
+    def withdrawal(self, person: Mapping[str, Any]) -> dict[str, Any]:
+        """What to send someone who withdrew the consent this system needs: e-mail + marker."""
+        return {self.fields["email"].path: person.get("email"), **self.withdrawn}
 
     def admits(self, person: Person) -> bool:
         """Whether the purpose/consent gate lets this person through to this system."""
@@ -173,24 +229,32 @@ def _get(record: Mapping[str, Any], parts: tuple[str, ...]) -> Any:
     return current
 
 
-def _leaf_paths(
-    record: Mapping[str, Any], ignore: frozenset[str], prefix: str = ""
-) -> Iterator[str]:
-    """Paths of non-empty leaves; an ignored path hides everything under it."""
-    for key, value in record.items():
-        path = f"{prefix}{key}"
-        if path in ignore:
-            continue
-        if isinstance(value, dict):
-            if value:
-                yield from _leaf_paths(value, ignore, f"{path}.")
-        elif isinstance(value, list):
-            # WooCommerce-style meta lists count by key: meta_data.date_of_birth
-            for item in value:
-                if isinstance(item, dict) and isinstance(item.get("key"), str):
-                    yield f"{path}.{item['key']}"
-        elif value is not None and value != "" and value is not False:
-            yield path
+def _getter(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
+    """A reader of one dotted path: plain dict lookups where the record is plain dicts."""
+    if len(parts) == 1:
+        (key,) = parts
+
+        def top(record: Mapping[str, Any]) -> Any:
+            return record.get(key)
+
+        return top
+    if len(parts) == 2:
+        outer, inner = parts
+
+        def nested(record: Mapping[str, Any]) -> Any:
+            value = record.get(outer)
+            if type(value) is dict:
+                return value.get(inner)
+            if type(value) is list:
+                # WooCommerce-style meta, as in _get, without a generator per record.
+                for item in value:
+                    if isinstance(item, Mapping) and item.get("key") == inner:
+                        return item.get("value")
+                return None
+            return None if value is None else _get(value, (inner,))
+
+        return nested
+    return lambda record: _get(record, parts)
 
 
 def load_mapping(path: Path) -> SystemMapping:
@@ -226,6 +290,11 @@ def load_mapping(path: Path) -> SystemMapping:
         fields[name] = _load_field(where, name, spec, region)
     if "email" not in fields:
         raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
+    withdrawn = data.get("withdrawn", {})
+    if not isinstance(withdrawn, dict):
+        raise ConfigError(where, "withdrawn", "must be a table of field = value")
+    if withdrawn and consent is None:
+        raise ConfigError(where, "withdrawn", "only makes sense with requires_consent")
     ignore = data.get("ignore", [])
     if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
         raise ConfigError(where, "ignore", "must be a list of paths")
@@ -235,6 +304,7 @@ def load_mapping(path: Path) -> SystemMapping:
         id_path=str(data.get("id_path", "id")),
         record_root=data.get("record_root"),
         requires_consent=consent,
+        withdrawn=dict(withdrawn),
         ignore=frozenset(ignore),
     )
 

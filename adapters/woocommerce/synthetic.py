@@ -127,6 +127,8 @@ def synthetic_customer(customer_id: int, index: int, seed: int) -> dict[str, Any
     meta = [
         {"id": index * 10 + 1, "key": "date_of_birth", "value": born.date().isoformat()},
         {"id": index * 10 + 2, "key": "ip_address", "value": f"198.51.100.{index % 254 + 1}"},
+        # A newsletter opt-in (as a checkout plugin stores it): every other customer has one.
+        {"id": index * 10 + 3, "key": "marketing_opt_in", "value": "yes" if index % 2 else "no"},
     ]
     customer = customer_shape(
         customer_id=customer_id,

@@ -1,0 +1,296 @@
+"""Two shops feeding HubSpot, Mailchimp and Pipedrive: consent, mirrored erasure, suppression."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.mailchimp.sandbox import MailchimpSandbox
+from adapters.pipedrive.sandbox import PipedriveSandbox
+from adapters.shopify.sandbox import ShopifySandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import jobs
+from connector.adapter import WebhookRequest
+from connector.daemon import Daemon
+from connector.demo import REPO_MAPPINGS
+from connector.dsr import DsrService
+from connector.runtime import Runtime, open_runtime
+from connector.webhooks import receive
+from tests.conftest import MASTER_KEY, VirtualTime
+
+SHOPIFY_SECRET = "shopify-app-secret"
+LISTS = ("a1b2c3d4e5", "f6e5d4c3b2")
+DESTINATIONS = '["crm", "news", "deals"]'
+
+
+class World:
+    """Five sandboxes, in-process."""
+
+    def __init__(self) -> None:
+        self.shop = WooCommerceSandbox()
+        self.shopify = ShopifySandbox()
+        self.crm = HubSpotSandbox(rate_limit=None)
+        self.news = MailchimpSandbox(list_ids=LISTS)
+        self.deals = PipedriveSandbox(rate_limit=None, search_rate_limit=None)
+
+    def transports(self) -> dict[str, httpx.AsyncBaseTransport]:
+        return {
+            name: httpx.ASGITransport(app=getattr(self, name).app())
+            for name in ("shop", "shopify", "crm", "news", "deals")
+        }
+
+
+def write_config(directory: Path, world: World) -> Path:
+    (directory / "master.key").write_text(MASTER_KEY)
+    secrets = directory / "secrets"
+    secrets.mkdir()
+    values = {
+        "sk": world.shop.credentials()["consumer_key"],
+        "ss": world.shop.credentials()["consumer_secret"],
+        "shopify": world.shopify.credentials()["access_token"],
+        "shopify_hook": SHOPIFY_SECRET,
+        "crm": world.crm.credentials()["token"],
+        "news": world.news.credentials()["api_key"],
+        "deals": world.deals.credentials()["api_token"],
+    }
+    for name, value in values.items():
+        (secrets / name).write_text(value)
+    path = directory / "klantsync.toml"
+    path.write_text(
+        f"""
+[store]
+path = "klantsync.db"
+[keys]
+source = "file:master.key"
+[sync]
+retry_base_seconds = 0
+
+[systems.shop]
+adapter = "woocommerce"
+base_url = "https://shop.test"
+mapping = "{REPO_MAPPINGS / "woocommerce.toml"}"
+credentials = {{ consumer_key = "file:secrets/sk", consumer_secret = "file:secrets/ss" }}
+
+[systems.shopify]
+adapter = "shopify"
+base_url = "https://klant.myshopify.test"
+mapping = "{REPO_MAPPINGS / "shopify.toml"}"
+credentials = {{ access_token = "file:secrets/shopify" }}
+webhooks = {{ secret = "file:secrets/shopify_hook" }}
+
+[systems.crm]
+adapter = "hubspot"
+base_url = "https://crm.test"
+mapping = "{REPO_MAPPINGS / "hubspot.toml"}"
+credentials = {{ token = "file:secrets/crm" }}
+
+[systems.news]
+adapter = "mailchimp"
+base_url = "https://us21.api.mailchimp.test/3.0"
+mapping = "{REPO_MAPPINGS / "mailchimp.toml"}"
+list_ids = {list(LISTS)}
+credentials = {{ api_key = "file:secrets/news" }}
+
+[systems.deals]
+adapter = "pipedrive"
+base_url = "https://klant.pipedrive.test/api/v2"
+mapping = "{REPO_MAPPINGS / "pipedrive.toml"}"
+credentials = {{ api_token = "file:secrets/deals" }}
+
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = {DESTINATIONS}
+
+[[flows]]
+name = "shopify"
+source = "shopify"
+destinations = {DESTINATIONS}
+""".replace("'", '"')
+    )
+    return path
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+@pytest.fixture
+async def rt(world: World, tmp_path: Path) -> AsyncIterator[Runtime]:
+    clock = VirtualTime()
+    async with open_runtime(
+        write_config(tmp_path, world),
+        transports=world.transports(),
+        sleep=clock.sleep,
+        clock=clock.clock,
+    ) as runtime:
+        yield runtime
+
+
+def _emails(shop: WooCommerceSandbox, count: int) -> list[str]:
+    return [shop.store.get(i)["email"] for i in range(1, count + 1)]
+
+
+async def test_only_consenting_customers_reach_mailchimp(world: World, rt: Runtime) -> None:
+    """Everyone reaches HubSpot and Pipedrive; Mailchimp only those who opted in."""
+    world.shop.seed_synthetic(20, seed=61)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    assert world.crm.contact_count() == 20
+    emails = _emails(world.shop, 20)
+    opted_in = [e for i, e in enumerate(emails, start=1) if i % 2]
+    assert all(world.deals.holds(e) for e in emails)
+    assert all(world.news.holds(e) for e in opted_in)
+    assert not any(world.news.holds(e) for e in emails if e not in opted_in)
+    assert report.destinations["news"].gated == 10
+    assert world.news.log.property_names() <= {
+        "email_address",
+        "status",
+        "status_if_new",
+        "merge_fields.FNAME",
+        "merge_fields.LNAME",
+    }
+
+
+async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt: Runtime) -> None:
+    """A customer who withdraws consent is unsubscribed in Mailchimp, and never re-added."""
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email = world.shop.store.get(1)["email"]
+    assert world.news.member(LISTS[0], email)["status"] == "subscribed"  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+    world.news.log.clear()
+    await rt.engine.sync("shop")
+    assert world.news.log.writes() == []
+
+
+async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
+    world: World, rt: Runtime
+) -> None:
+    """Shopify's customers/redact erases in HubSpot, Mailchimp (each audience) and Pipedrive."""
+    email = "redact.me@example.nl"
+    world.shopify.add_person(email, "Redact", "Me", "+31612345678", marketing_state="SUBSCRIBED")
+    world.shopify.add_person("stays@example.nl", "Stays", "Here", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    world.news.add_person(email, "Redact", "Me", list_id=LISTS[1])  # also on a second audience
+    assert world.crm.record_for(email) and world.deals.holds(email) and world.news.holds(email)
+
+    payload = world.shopify.compliance_payload("customers/redact", email)
+    body, headers = world.shopify.signed_compliance_webhook(
+        "customers/redact", payload, SHOPIFY_SECRET
+    )
+    forged = dict(
+        headers, **{"X-Shopify-Hmac-Sha256": "AAAA" + headers["X-Shopify-Hmac-Sha256"][4:]}
+    )
+    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", forged, body)
+    lowered = {k.lower(): v for k, v in forged.items()}
+    assert (
+        receive(
+            rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time()
+        ).status
+        == 401
+    )
+    assert jobs.claim_next(rt.store, rt.keyring) is None
+
+    lowered = {k.lower(): v for k, v in headers.items()}
+    outcome = receive(
+        rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time()
+    )
+    assert outcome.status == 200 and len(outcome.queued) == 1
+    daemon = Daemon(rt)
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    result = await daemon._run_job(job)
+    view = DsrService(rt).get(result["request"])
+    assert view is not None
+    statuses = {name: s["status"] for name, s in view.as_dict()["systems"].items()}
+    assert statuses["crm"] == statuses["deals"] == statuses["news"] == "verified_absent"
+    assert statuses["shopify"] in ("pending_verification", "verified_absent")
+    assert not world.crm.holds(email) and not world.crm.restorable(email)
+    assert not world.news.holds(email) and not world.news.restorable(email)
+    assert all(world.news.is_forgotten(list_id, email) for list_id in LISTS)
+    assert not world.deals.holds(email)
+    assert world.crm.record_for("stays@example.nl") is not None
+    # Shopify erases asynchronously; once it has, the retry verifies it and signs one receipt.
+    world.shopify.process_erasures()
+    done = await DsrService(rt).retry(view.id)
+    assert done.status == "completed"
+    receipt = DsrService(rt).receipt(view.id)
+    assert receipt is not None
+    outcomes = {s["system"]: s for s in json.loads(receipt)["receipt"]["systems"]}
+    assert {"crm", "news", "deals", "shopify"} <= set(outcomes)
+    assert outcomes["news"]["endpoint"].endswith("/actions/delete-permanent")
+    assert "30 days" in outcomes["deals"]["note"]
+    assert email not in receipt
+
+
+async def test_erased_subject_never_comes_back_from_either_shop(world: World, rt: Runtime) -> None:
+    """After an erasure, full syncs from WooCommerce and Shopify re-create them nowhere."""
+    email = "both.shops@example.nl"
+    world.shop.add_person(
+        email,
+        "Both",
+        "Shops",
+        "0612345678",
+        meta_data=[{"key": "marketing_opt_in", "value": "yes"}],
+    )
+    world.shopify.add_person(email, "Both", "Shops", marketing_state="SUBSCRIBED")
+    await rt.engine.sync("shop")
+    await rt.engine.sync("shopify")
+    view = await DsrService(rt).erase(email)
+    assert view.status in ("completed", "open")
+    # Both shops still hold the person (Shopify erases later; the shop's copy is ours to
+    # erase but suppose it was restored from a backup): a full sync must not resurrect them.
+    world.shop.add_person(
+        email,
+        "Both",
+        "Shops",
+        "0612345678",
+        meta_data=[{"key": "marketing_opt_in", "value": "yes"}],
+    )
+    for flow in ("shop", "shopify"):
+        (report,) = await rt.engine.sync(flow, full=True)
+        assert report.suppressed >= 1
+    assert not world.crm.holds(email)
+    assert not world.news.holds(email)
+    assert not world.deals.holds(email)
+
+
+async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
+    world: World, rt: Runtime
+) -> None:
+    """shop/redact drops the shop's identity rows and cursor; other sources keep theirs."""
+    world.shopify.add_person("one@example.nl", "One", "Customer")
+    world.shop.seed_synthetic(3, seed=63)
+    await rt.engine.sync("shopify")
+    await rt.engine.sync("shop")
+    body, headers = world.shopify.signed_compliance_webhook(
+        "shop/redact", world.shopify.compliance_payload("shop/redact"), SHOPIFY_SECRET
+    )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    outcome = receive(
+        rt, "shopify", WebhookRequest("POST", "https://c.test/x", lowered, body), time.time()
+    )
+    assert outcome.status == 200
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    await Daemon(rt)._run_job(job)
+    count = lambda system: rt.store.db.execute(  # noqa: E731
+        "SELECT COUNT(*) FROM identities WHERE system=?", (system,)
+    ).fetchone()[0]
+    assert count("shopify") == 0 and count("shop") == 3
+    assert rt.store.get_cursor("shopify", "shopify") is None
+    kinds = [row[0] for row in rt.store.db.execute("SELECT kind FROM audit")]
+    assert "dsr.purge_source" in kinds
+
