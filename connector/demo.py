@@ -1,10 +1,16 @@
 """``klantsync demo`` and ``klantsync sandbox``: the product end to end on this machine.
 
-The demo starts the WooCommerce and HubSpot sandboxes over real HTTPS on loopback (with a CA it
-generates), seeds synthetic customers that carry fields which must never flow (date of birth,
-IP address, customer note), writes a config like ``config.example.toml`` pointing at them, and
-runs the real engine: a sync, a report of what arrived and what was withheld, and a second sync
-that sends nothing.
+The demo starts four sandboxes over real HTTPS on loopback, with a CA it generates: a
+WooCommerce shop, a HubSpot CRM (rate-limited like the Professional tier), a Mailchimp
+newsletter sender and a Pipedrive CRM. It seeds synthetic customers that carry fields which
+must never flow (date of birth, IP address, customer note), writes a config like
+``config.example.toml`` pointing at them, and runs the real connector:
+
+1. a sync, and what each system received and what was withheld;
+2. a second sync that sends nothing; three changes that send three;
+3. an erasure carried to every system, with its signed receipt;
+4. an access request answered with a portable bundle and reports in Dutch and English;
+5. the processing register generated from the running config.
 """
 
 from __future__ import annotations
@@ -14,8 +20,7 @@ import contextlib
 import json
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +31,46 @@ from connector.engine import FlowReport
 from connector.runtime import open_runtime
 from connector.sandboxkit import serve_tls
 
-__all__ = ["REPO_MAPPINGS", "run_demo", "run_sandboxes", "write_config"]
+__all__ = ["REPO_MAPPINGS", "SANDBOX_PORTS", "run_demo", "run_sandboxes", "write_config"]
 
 #: The mappings shipped with klantsync (the demo and the example config use them as they are).
 REPO_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
-SANDBOX_PORTS = {"shop": 8443, "crm": 8444}
+#: Ports ``klantsync sandbox`` serves on, the ones ``config.example.toml`` names.
+SANDBOX_PORTS = {"shop": 8443, "crm": 8444, "news": 8445, "deals": 8446}
+
+#: Per sandbox: adapter kind, mapping file, the path its API lives under, extra config lines.
+SYSTEMS: dict[str, tuple[str, str, str, str]] = {
+    "shop": ("woocommerce", "woocommerce.toml", "", ""),
+    "crm": ("hubspot", "hubspot.toml", "", "rate_limit = { requests = 190, per_seconds = 10 }"),
+    "news": ("mailchimp", "mailchimp.toml", "/3.0", 'list_ids = ["a1b2c3d4e5"]'),
+    "deals": ("pipedrive", "pipedrive.toml", "/api/v2", 'plan = "growth"'),
+}
+
+#: Per sandbox: who would process the data for real, for the register and checks.
+PROCESSORS: dict[str, str] = {
+    "shop": 'legal_name = "Demo Hosting B.V."\nagreement_reference = "VWO-2026-001"\n'
+    'country = "NL"',
+    "crm": 'legal_name = "HubSpot Ireland Limited"\nagreement_reference = "HubSpot DPA"\n'
+    'country = "IE"\ntransfer_mechanism = "EU-US Data Privacy Framework; SCCs"',
+    "news": 'legal_name = "The Rocket Science Group LLC (Mailchimp)"\n'
+    'agreement_reference = "Intuit Mailchimp DPA"\ncountry = "US"\n'
+    'transfer_mechanism = "EU-US Data Privacy Framework; SCCs"',
+    "deals": 'legal_name = "Pipedrive OÜ"\nagreement_reference = "Pipedrive DPA"\ncountry = "EE"',
+}
+
+_ACCOUNTABILITY = """
+[controller]
+name = "Demo Webwinkel B.V."
+address = "Voorbeeldstraat 1, 3511 AA Utrecht"
+kvk = "12345678"
+contact = "Privacy contact"
+email = "privacy@demo-webwinkel.example"
+
+[privacy]
+data_subjects = ["customers", "newsletter subscribers"]
+agency = "Demo Digital Agency B.V."
+"""
 
 
 def write_config(
@@ -42,7 +81,11 @@ def write_config(
     *,
     mappings: Path = REPO_MAPPINGS,
 ) -> Path:
-    """Write a working config, master key and secret files for the given sandbox URLs."""
+    """Write a working config, master key and secret files for the given sandbox URLs.
+
+    Systems are those of ``urls`` (any of shop, crm, news, deals); the one flow reads the shop
+    and writes to every other system given.
+    """
     secrets = directory / "secrets"
     secrets.mkdir(parents=True, exist_ok=True)
     for system, creds in credentials.items():
@@ -59,56 +102,60 @@ def write_config(
         inner = ", ".join(f'{n} = "file:secrets/{system}_{n}"' for n in credentials[system])
         return "{ " + inner + " }"
 
-    text = f"""# Written by klantsync for its sandboxes; see config.example.toml for every option.
-[store]
-path = "klantsync.db"
-
-[keys]
-source = "file:master.key"
-
-[systems.shop]
-adapter = "woocommerce"
-base_url = "{urls["shop"]}"
-ca_bundle = "{ca_path}"
-mapping = "{mappings / "woocommerce.toml"}"
-credentials = {refs("shop")}
-
-[systems.crm]
-adapter = "hubspot"
-base_url = "{urls["crm"]}"
-ca_bundle = "{ca_path}"
-mapping = "{mappings / "hubspot.toml"}"
-rate_limit = {{ requests = 190, per_seconds = 10 }}
-credentials = {refs("crm")}
-
-[[flows]]
-name = "shop-to-crm"
-source = "shop"
-destinations = ["crm"]
-schedule = "every 15m"
-"""
+    blocks = []
+    for name in urls:
+        kind, mapping, api_path, extra = SYSTEMS[name]
+        blocks.append(
+            f'[systems.{name}]\nadapter = "{kind}"\nbase_url = "{urls[name]}{api_path}"\n'
+            f'ca_bundle = "{ca_path}"\nmapping = "{mappings / mapping}"\n'
+            f"credentials = {refs(name)}\n{extra}\n"
+            f"[systems.{name}.processor]\n{PROCESSORS[name]}\nagreement_signed = 2026-01-15\n"
+            "agreement_review = 2099-01-15\n"
+        )
+    destinations = json.dumps([name for name in urls if name != "shop"])
+    flow_name = "shop-to-crm" if destinations == '["crm"]' else "shop-to-all"
+    text = (
+        "# Written by klantsync for its sandboxes; see config.example.toml for every option.\n"
+        '[store]\npath = "klantsync.db"\n\n[keys]\nsource = "file:master.key"\n'
+        + _ACCOUNTABILITY
+        + "\n"
+        + "\n".join(blocks)
+        + f'\n[[flows]]\nname = "{flow_name}"\nsource = "shop"\ndestinations = {destinations}\n'
+        'schedule = "every 15m"\n\n[flows.privacy]\n'
+        'purposes = ["Customer relationship management", "Newsletter", "Sales follow-up"]\n'
+        'legal_basis = "contract"\nretention = "Until 2 years after the last order"\n'
+    )
     config = directory / "klantsync.toml"
     config.write_text(text)
     return config
 
 
-@contextmanager
-def _sandboxes(
-    directory: Path, customers: int, ports: dict[str, int] | None = None
-) -> Iterator[tuple[Any, Any, Path, dict[str, str]]]:
+@contextlib.contextmanager
+def sandboxes(
+    directory: Path,
+    customers: int,
+    ports: dict[str, int] | None = None,
+    names: tuple[str, ...] = ("shop", "crm", "news", "deals"),
+) -> Iterator[tuple[dict[str, Any], Path, dict[str, str]]]:
+    """Start the named sandboxes over loopback TLS; yield them, the CA path and their URLs."""
     from adapters.hubspot.sandbox import HubSpotSandbox
+    from adapters.mailchimp.sandbox import MailchimpSandbox
+    from adapters.pipedrive.sandbox import PipedriveSandbox
     from adapters.woocommerce.sandbox import WooCommerceSandbox
     from connector.ratelimit import RateLimit
 
-    shop = WooCommerceSandbox()
-    crm = HubSpotSandbox(rate_limit=RateLimit(190, 10))
-    shop.seed_synthetic(customers, seed=7)
-    with serve_tls({"shop": shop.app(), "crm": crm.app()}, directory / "tls", ports=ports) as (
-        ca,
-        served,
-    ):
+    factories: dict[str, Callable[[], Any]] = {
+        "shop": WooCommerceSandbox,
+        "crm": lambda: HubSpotSandbox(rate_limit=RateLimit(190, 10)),
+        "news": lambda: MailchimpSandbox(list_ids=("a1b2c3d4e5",)),
+        "deals": PipedriveSandbox,
+    }
+    boxes: dict[str, Any] = {name: factories[name]() for name in names}
+    boxes["shop"].seed_synthetic(customers, seed=7)
+    apps = {name: box.app() for name, box in boxes.items()}
+    with serve_tls(apps, directory / "tls", ports=ports) as (ca, served):
         assert ca is not None
-        yield shop, crm, ca.ca_path, {name: app.url for name, app in served.items()}
+        yield boxes, ca.ca_path, {name: app.url for name, app in served.items()}
 
 
 def run_demo(console: Console, *, directory: Path | None, customers: int, as_json: bool) -> int:
@@ -122,83 +169,163 @@ def run_demo(console: Console, *, directory: Path | None, customers: int, as_jso
 
 def _demo(console: Console, directory: Path, customers: int, as_json: bool) -> int:
     say = (lambda *_a, **_k: None) if as_json else console.print
-    with _sandboxes(directory, customers) as (shop, crm, ca_path, urls):
-        say(f"[bold]klantsync demo[/] in {directory}")
-        say(f"  WooCommerce sandbox: {urls['shop']}  (HTTPS, certificate from a local CA)")
-        say(f"  HubSpot sandbox:     {urls['crm']}  (190 requests / 10 s, like the Pro tier)")
-        say(f"  CA certificate:      {ca_path}")
+    with sandboxes(directory, customers) as (boxes, ca_path, urls):
         config = write_config(
-            directory,
-            urls,
-            ca_path,
-            {"shop": shop.credentials(), "crm": crm.credentials()},
+            directory, urls, ca_path, {name: box.credentials() for name, box in boxes.items()}
         )
-        say(f"  config:              {config}\n")
-        sample = shop.record_for(_first_email(shop)) or {}
-        shop_fields = sorted(_leaf_names(sample))
-        say(f"Seeded {customers} synthetic customers in the shop. Each record has these fields:")
-        say("  " + ", ".join(shop_fields) + "\n")
-
-        first, second, third = asyncio.run(_demo_syncs(config, shop))
-        received = sorted(crm.log.property_names())
-        result = {
-            "directory": str(directory),
-            "first_sync": first.as_dict(),
-            "second_sync": second.as_dict(),
-            "after_three_changes": third.as_dict(),
-            "crm_received_properties": received,
-            "crm_contacts": crm.contact_count(),
-        }
+        say(f"[bold]klantsync demo[/] in {directory}")
+        say(f"  WooCommerce shop     {urls['shop']}")
+        say(f"  HubSpot CRM          {urls['crm']}   (190 requests / 10 s)")
+        say(f"  Mailchimp newsletter {urls['news']}   (marketing consent required)")
+        say(f"  Pipedrive CRM        {urls['deals']}")
+        say(f"  all over HTTPS with a local CA ({ca_path}); config {config}\n")
+        shop = boxes["shop"]
+        sample = shop.store.get(1) or {}
+        say(f"Seeded {customers} synthetic customers. Each shop record has these fields:")
+        say("  " + ", ".join(sorted(_leaf_names(sample))) + "\n")
+        result = asyncio.run(_story(config, boxes, directory))
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        from connector.cli import print_report
-
-        say("[bold]1. First sync[/]")
-        print_report(console, first)
-        say(
-            f"\nThe CRM now holds {result['crm_contacts']} contacts and received only these "
-            f"properties:\n  {', '.join(received)}"
-        )
-        say(
-            "Everything else the shop holds (date of birth, IP address, notes, addresses the CRM "
-            "mapping does not name) stayed behind.\n"
-        )
-        say("[bold]2. Second sync, nothing changed[/]")
-        print_report(console, second)
-        say("\n[bold]3. Three customers change their phone number in the shop[/]")
-        print_report(console, third)
-        say("\nDone. Try `klantsync sandbox` and `klantsync -c config.example.toml sync` next.")
-    failed = first.failed or second.failed or third.failed
-    return 1 if failed else 0
+        _tell(console, result)
+    failed = any(result[k]["failed"] for k in ("first_sync", "second_sync", "after_changes"))
+    erased = result["erasure"]["status"] == "completed" and result["erasure"]["receipt_verified"]
+    return 1 if failed or not erased or result["sync_after_erasure"]["recreated"] else 0
 
 
-async def _demo_syncs(config: Path, shop: Any) -> tuple[FlowReport, FlowReport, FlowReport]:
+async def _story(config: Path, boxes: dict[str, Any], directory: Path) -> dict[str, Any]:
+    from connector.dsr import DsrService
+    from connector.register import build_register
+    from connector.register_render import render
+
+    shop = boxes["shop"]
     async with open_runtime(config) as rt:
-        (first,) = await rt.engine.sync("shop-to-crm")
-        (second,) = await rt.engine.sync("shop-to-crm")
-        for index, email in enumerate(_emails(shop, 3)):
+        flow = rt.config.flows[0].name
+        (first,) = await rt.engine.sync(flow)
+        received = {
+            name: sorted(boxes[name].log.property_names()) for name in boxes if name != "shop"
+        }
+        (second,) = await rt.engine.sync(flow)
+        emails = [shop.store.get(i)["email"] for i in range(1, 5)]
+        for index, email in enumerate(emails[:3]):
             shop.touch(email, billing={"phone": f"06 9000 00{index:02d}"})
-        (third,) = await rt.engine.sync("shop-to-crm")
-    return first, second, third
+        (third,) = await rt.engine.sync(flow)
+        service = DsrService(rt)
+        erased = await service.erase(emails[0])
+        receipt = service.receipt(erased.id) or ""
+        verified = service.verify_receipt(receipt.encode()).ok if receipt else False
+        held_after = {name: boxes[name].holds(emails[0]) for name in boxes}
+        bundle_dir = directory / "access-bundle"
+        access = await service.access(emails[3], bundle_dir)
+        register_file = directory / "verwerkingsregister.md"
+        register_file.write_text(render(build_register(rt.config, "nl"), "md"))
+        # The shop restores last night's backup, which still holds the erased customer: the
+        # next sync must stop them at the suppression list instead of re-creating them.
+        shop.add_person(emails[0], "Restored", "FromBackup", "0612345678")
+        (after,) = await rt.engine.sync(flow, full=True)
+        return {
+            "directory": str(directory),
+            "first_sync": first.as_dict(),
+            "received": received,
+            "contacts": {name: _count(boxes[name]) for name in boxes if name != "shop"},
+            "second_sync": second.as_dict(),
+            "after_changes": third.as_dict(),
+            "erasure": {
+                "request": erased.id,
+                "status": erased.status,
+                "systems": {name: s["status"] for name, s in erased.as_dict()["systems"].items()},
+                "still_held": held_after,
+                "receipt_verified": verified,
+                "receipt_file": _write(directory / f"receipt-{erased.id}.json", receipt),
+            },
+            "sync_after_erasure": {
+                "suppressed": after.suppressed,
+                "recreated": any(boxes[n].holds(emails[0]) for n in boxes if n != "shop"),
+            },
+            "access": {
+                "request": access.id,
+                "status": access.status,
+                "bundle": sorted(p.name for p in bundle_dir.iterdir())
+                if bundle_dir.exists()
+                else [],
+            },
+            "register": str(register_file),
+            "audit_entries": rt.store.counts()["audit"],
+        }
 
 
-def _emails(shop: Any, count: int) -> list[str]:
-    emails: list[str] = []
-    customer_id = 1
-    while len(emails) < count:
-        record = shop.store.get(customer_id) if hasattr(shop.store, "get") else None
-        if record and record.get("email"):
-            emails.append(record["email"])
-        customer_id += 1
-        if customer_id > 10_000:
-            break
-    return emails
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
 
 
-def _first_email(shop: Any) -> str:
-    emails = _emails(shop, 1)
-    return emails[0] if emails else ""
+def _count(box: Any) -> int:
+    for attr in ("contact_count", "member_count", "person_count"):
+        if hasattr(box, attr):
+            return int(getattr(box, attr)())
+    store = getattr(box, "store", None)
+    return len(getattr(store, "members", {}) or {}) if store is not None else -1
+
+
+def _tell(console: Console, result: dict[str, Any]) -> None:
+    from connector.cli import print_report
+
+    say = console.print
+    say("[bold]1. First sync[/]")
+    print_report(console, _Report(result["first_sync"]))
+    for name, fields in result["received"].items():
+        say(f"  {name} received only: {', '.join(fields)}")
+    say(
+        "  Date of birth, IP address, notes and whatever else no mapping names stayed in the "
+        "shop; Mailchimp got only customers who opted in to the newsletter.\n"
+    )
+    say("[bold]2. Second sync, nothing changed[/]")
+    print_report(console, _Report(result["second_sync"]))
+    say("\n[bold]3. Three customers change their phone number[/]")
+    print_report(console, _Report(result["after_changes"]))
+    erasure = result["erasure"]
+    say("\n[bold]4. A customer asks to be forgotten[/]")
+    for name, status in erasure["systems"].items():
+        say(f"  {name}: {status}")
+    say(
+        f"  request {erasure['request']}: {erasure['status']}; signed receipt "
+        f"{'verified' if erasure['receipt_verified'] else 'NOT verified'} "
+        f"({erasure['receipt_file']})"
+    )
+    after = result["sync_after_erasure"]
+    say(
+        f"  the shop then restores a backup that still holds them: the next sync stopped "
+        f"{after['suppressed']} erased person(s) at the suppression list; re-created "
+        f"anywhere: {'yes' if after['recreated'] else 'no'}"
+    )
+    access = result["access"]
+    say("\n[bold]5. Another customer asks what we hold[/]")
+    say(f"  request {access['request']}: {access['status']}; bundle: {', '.join(access['bundle'])}")
+    say("\n[bold]6. The processing register (verwerkingsregister), from the running config[/]")
+    say(f"  {result['register']}")
+    say(
+        f"\n{result['audit_entries']} hash-chained audit entries recorded. Files in "
+        f"{result['directory']} (deleted on exit unless --dir was given)."
+    )
+
+
+class _Report(FlowReport):
+    """A FlowReport rebuilt from its dict, for printing."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        from collections import Counter
+
+        from connector.engine import DestinationReport
+
+        super().__init__(data["flow"], data["source"], dry_run=data["dry_run"])
+        self.pulled = data["pulled"]
+        self.invalid = data["invalid"]
+        self.suppressed = data["suppressed"]
+        self.withheld_fields = Counter(data["withheld_fields"])
+        self.errors = list(data["errors"])
+        for name, dest in data["destinations"].items():
+            fields = {k: v for k, v in dest.items() if k in DestinationReport.__dataclass_fields__}
+            self.destinations[name] = DestinationReport(**fields)
 
 
 def _leaf_names(record: dict[str, Any], prefix: str = "") -> set[str]:
@@ -216,13 +343,14 @@ def _leaf_names(record: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def run_sandboxes(console: Console, directory: Path, customers: int) -> int:
-    """Serve both sandboxes on fixed ports until interrupted (for ``config.example.toml``)."""
+    """Serve the sandboxes on fixed ports until interrupted (for ``config.example.toml``)."""
     directory.mkdir(parents=True, exist_ok=True)
-    with _sandboxes(directory, customers, ports=SANDBOX_PORTS) as (shop, crm, ca_path, urls):
-        for system, creds in (("shop", shop.credentials()), ("crm", crm.credentials())):
-            for name, value in creds.items():
+    with sandboxes(directory, customers, ports=SANDBOX_PORTS) as (boxes, ca_path, urls):
+        for system, box in boxes.items():
+            for name, value in box.credentials().items():
                 console.print(f"export KLANTSYNC_{system.upper()}_{name.upper()}={value}")
-        console.print(f"# shop {urls['shop']}  crm {urls['crm']}  CA {ca_path}")
+        listing = "  ".join(f"{name} {url}" for name, url in urls.items())
+        console.print(f"# {listing}  CA {ca_path}")
         console.print("# sandboxes running; Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -156,3 +156,29 @@ def open_rt(shop: WooCommerceSandbox, crm: HubSpotSandbox, config_path: Path) ->
 async def rt(open_rt: Callable[..., Any]) -> AsyncIterator[Runtime]:
     async with open_rt() as runtime:
         yield runtime
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def example_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """config.example.toml and its mappings copied into ``directory``, loadable as shipped.
+
+    Every ``env:NAME`` the example references (outside comments) is set, so a system added to
+    the example needs no change here.
+    """
+    import re
+    import shutil
+
+    from connector.crypto import generate_master_key
+
+    text = (REPO / "config.example.toml").read_text()
+    shutil.copy(REPO / "config.example.toml", directory / "config.toml")
+    shutil.copytree(REPO / "mappings", directory / "mappings")
+    (directory / "var/sandbox/tls").mkdir(parents=True)
+    (directory / "var/sandbox/tls/ca.pem").write_text("placeholder")
+    (directory / "var/master.key").write_text(generate_master_key())
+    live = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    for name in re.findall(r'"env:([A-Z0-9_]+)"', live):
+        monkeypatch.setenv(name, "x")
+    return directory / "config.toml"

@@ -13,8 +13,7 @@ from connector import compliance
 from connector.cli import main
 from connector.compliance import Gap, check_compliance
 from connector.config import load_config
-from tests.conftest import write_config
-from tests.connector.test_register import example_config
+from tests.conftest import example_config, write_config
 
 BEFORE_REVIEWS = dt.date(2026, 6, 1)  # the example's agreements are reviewed in 2027
 
@@ -51,7 +50,7 @@ def test_system_without_a_processor_block_is_a_gap(
     path = example_config(tmp_path, monkeypatch)
     text = path.read_text()
     start = text.index("[systems.crm.processor]")
-    path.write_text(text[:start] + text[text.index("[[flows]]") :])
+    path.write_text(text[:start] + text[text.index("[systems.news]") :])
     (gap,) = _gaps(path)
     assert (gap.code, gap.key) == ("no-agreement", "systems.crm.processor")
     assert gap.file == str(path)
@@ -100,7 +99,11 @@ def test_transfer_outside_the_eea_without_mechanism_is_a_gap(
     path = example_config(tmp_path, monkeypatch)
     _edit(path, 'country = "IE"', 'country = "US"')
     assert _gaps(path) == []
-    _edit(path, 'transfer_mechanism = "EU-US', 'transfer_mechanism = "" # "EU-US')
+    _edit(
+        path,
+        'transfer_mechanism = "EU-US Data Privacy Framework and SCCs for',
+        'transfer_mechanism = "" # "EU-US Data Privacy Framework and SCCs for',
+    )
     (gap,) = _gaps(path)
     assert (gap.code, gap.key) == (
         "transfer-no-mechanism",

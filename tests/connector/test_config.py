@@ -10,7 +10,7 @@ from connector.cli import main
 from connector.config import load_config, parse_schedule
 from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError
-from tests.conftest import write_config
+from tests.conftest import example_config, write_config
 
 
 def _load_error(path: Path) -> ConfigError:
@@ -148,22 +148,13 @@ def test_bad_schedule_refused(tmp_path: Path, env: dict[str, str]) -> None:
 
 def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.toml documents every option and loads once its secrets exist."""
-    import shutil
-
-    from connector.crypto import generate_master_key
-
-    repo = Path(__file__).resolve().parents[2]
-    shutil.copy(repo / "config.example.toml", tmp_path / "config.toml")
-    shutil.copytree(repo / "mappings", tmp_path / "mappings")
-    (tmp_path / "var/sandbox/tls").mkdir(parents=True)
-    (tmp_path / "var/sandbox/tls/ca.pem").write_text("placeholder")
-    (tmp_path / "var/master.key").write_text(generate_master_key())
-    for name in ("SHOP_CONSUMER_KEY", "SHOP_CONSUMER_SECRET", "CRM_TOKEN"):
-        monkeypatch.setenv(f"KLANTSYNC_{name}", "x")
-    config = load_config(tmp_path / "config.toml")
+    config = load_config(example_config(tmp_path, monkeypatch))
     assert config.controller is not None and config.controller.kvk
     assert all(s.processor is not None for s in config.systems.values())
     assert all(f.privacy is not None and f.privacy.legal_basis for f in config.flows)
+    assert {s.adapter for s in config.systems.values()} >= {
+        "woocommerce", "hubspot", "mailchimp", "pipedrive"
+    }
 
 
 def test_flow_from_a_system_that_cannot_pull_is_refused(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,24 +11,10 @@ import pytest
 
 from connector.cli import main
 from connector.config import Config, load_config
-from connector.crypto import generate_master_key
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.register import build_register
 from connector.register_render import render
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def example_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """config.example.toml with its mappings copied into ``directory``, loadable as shipped."""
-    shutil.copy(REPO / "config.example.toml", directory / "config.toml")
-    shutil.copytree(REPO / "mappings", directory / "mappings")
-    (directory / "var/sandbox/tls").mkdir(parents=True)
-    (directory / "var/sandbox/tls/ca.pem").write_text("placeholder")
-    (directory / "var/master.key").write_text(generate_master_key())
-    for name in ("SHOP_CONSUMER_KEY", "SHOP_CONSUMER_SECRET", "CRM_TOKEN"):
-        monkeypatch.setenv(f"KLANTSYNC_{name}", "x")
-    return directory / "config.toml"
+from tests.conftest import example_config
 
 
 def _text(config: Config, lang: str, fmt: str) -> str:
@@ -132,8 +117,8 @@ def test_only_outbound_fields_are_listed_as_sent(
         mapping.read_text().replace('path = "company"\n', 'path = "company"\ndirection = "in"\n')
     )
     reg = build_register(load_config(path), "en")
-    (crm,) = reg["personal_data"]["received"]
-    names = {f["name"] for g in crm["categories"] for f in g["fields"]}
+    received = {r["system"]: r for r in reg["personal_data"]["received"]}
+    names = {f["name"] for g in received["crm"]["categories"] for f in g["fields"]}
     assert "company" not in names and "email" in names
     assert [s["system"] for s in reg["personal_data"]["provided"]] == ["shop"]
 
@@ -166,8 +151,8 @@ def test_transfer_outside_the_eea_is_listed_with_its_safeguard(
     path = example_config(tmp_path, monkeypatch)
     path.write_text(path.read_text().replace('country = "IE"', 'country = "US"'))
     reg = build_register(load_config(path), "nl")
-    (transfer,) = reg["transfers"]
-    assert transfer["system"] == "crm" and transfer["country"] == "US"
+    transfer = {t["system"]: t for t in reg["transfers"]}["crm"]
+    assert transfer["country"] == "US"
     assert transfer["country_name"] == "Verenigde Staten"
     assert transfer["mechanism"].startswith("EU-US Data Privacy Framework")
     assert transfer["onward"] is False
@@ -221,4 +206,6 @@ def test_register_command_writes_each_format(
     capsys.readouterr()
     assert main(["-c", str(path), "register", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["lang"] == "nl" and {r["system"] for r in data["recipients"]} == {"shop", "crm"}
+    assert data["lang"] == "nl" and {r["system"] for r in data["recipients"]} == {
+        "shop", "crm", "news", "deals"
+    }

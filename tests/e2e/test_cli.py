@@ -99,23 +99,28 @@ def test_unreachable_system_fails_with_exit_1(
 
 
 def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo syncs, shows the withheld fields, and its second sync writes nothing."""
+    """The demo syncs to three systems, erases, answers access and writes the register."""
     assert main(["demo", "--customers", "60", "--dir", str(tmp_path), "--json"]) == 0
     result = _json(capsys)
     assert isinstance(result, dict)
-    assert result["first_sync"]["destinations"]["crm"]["created"] == 60
+    first = result["first_sync"]["destinations"]
+    assert first["crm"]["created"] == 60 and first["deals"]["created"] == 60
+    assert first["news"]["gated"] == 30  # only customers who opted in reach the newsletter
     assert result["second_sync"]["destinations"]["crm"]["queued"] == 0
-    assert result["after_three_changes"]["destinations"]["crm"]["updated"] == 3
+    assert result["after_changes"]["destinations"]["crm"]["updated"] == 3
     assert "meta_data.date_of_birth" in result["first_sync"]["withheld_fields"]
-    assert set(result["crm_received_properties"]) <= {
-        "email",
-        "firstname",
-        "lastname",
-        "phone",
-        "company",
-        "city",
-        "country",
+    assert set(result["received"]["crm"]) <= {
+        "email", "firstname", "lastname", "phone", "company", "city", "country"
     }
+    erasure = result["erasure"]
+    assert erasure["status"] == "completed" and erasure["receipt_verified"]
+    assert not any(erasure["still_held"].values())
+    assert result["sync_after_erasure"] == {"suppressed": 1, "recreated": False}
+    assert "data.json" in result["access"]["bundle"]
+    register = Path(result["register"]).read_text()
+    assert register.startswith("# Verwerkingsregister")
+    assert all(name in register for name in ("HubSpot", "Mailchimp", "Pipedrive"))
+    assert "ONTBREEKT" not in register  # nothing missing: processors, basis and retention set
 
 
 def test_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
