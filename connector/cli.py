@@ -78,8 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``klantsync`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    console = Console(stderr=False, highlight=False)
-    err = Console(stderr=True, highlight=False)
+    console = Console(stderr=False, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return _dispatch(args, parser, console)
     except ConfigError as exc:
