@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 import json
 import os
 import secrets
@@ -53,6 +52,28 @@ def decode_master_key(text: str) -> bytes:
     return raw
 
 
+class _Hmac:
+    """HMAC-SHA256 under one fixed key, with the key's two padded blocks hashed once.
+
+    RFC 2104: HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)). Hashing the padded key blocks
+    once and copying those states per message gives the same digest as ``hmac.new`` at under
+    half the cost, which matters where a sync computes two per record.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded))
+
+    def hexdigest(self, message: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
 def _derive(master: bytes, label: str) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=f"klantsync/{label}".encode()
@@ -63,20 +84,20 @@ class Keyring:
     """All keys derived from one master key, and the operations that use them."""
 
     def __init__(self, master: bytes) -> None:
-        self._subject_key = _derive(master, "subject")
-        self._payload_key = _derive(master, "payload")
+        self._subject_hmac = _Hmac(_derive(master, "subject"))
+        self._payload_hmac = _Hmac(_derive(master, "payload"))
         self._aead = AESGCM(_derive(master, "outbox"))
         self.fingerprint = hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16]
 
     def subject_id(self, normalised: str) -> str:
         """Pseudonymous id of a normalised e-mail or E.164 phone (128-bit keyed HMAC, hex)."""
-        return hmac.new(self._subject_key, normalised.encode(), hashlib.sha256).hexdigest()[:32]
+        return self._subject_hmac.hexdigest(normalised.encode())[:32]
 
     def payload_hash(self, system: str, payload: Any) -> str:
         """Keyed hash of what a system was sent, for change detection."""
         data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
         msg = system.encode() + b"\0" + data.encode()
-        return hmac.new(self._payload_key, msg, hashlib.sha256).hexdigest()[:32]
+        return self._payload_hmac.hexdigest(msg)[:32]
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         """AES-GCM encrypt; ``context`` (e.g. ``outbox:crm``) is bound as associated data."""

@@ -297,8 +297,7 @@ class SystemClient:
         accepted: frozenset[int],
     ) -> httpx.Response:
         limiter = self._limiters.get(bucket) or self._limiters.get("default")
-        if limiter is not None:
-            await limiter.acquire()
+        taken = await limiter.acquire() if limiter is not None else 0.0
         self.stats.requests += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -316,6 +315,8 @@ class SystemClient:
                 ) from exc
             raise RetryableError(self.system, method, path, None, type(exc).__name__) from exc
         finally:
+            if limiter is not None:
+                limiter.settle(taken)  # the vendor has seen the call by now: see settle()
             self.stats.latencies.append(loop.time() - started)
             if len(self.stats.latencies) > 10_000:
                 del self.stats.latencies[:5_000]

@@ -200,8 +200,10 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the store ({exc})") from exc
         self.migrate()
-        #: The highest outbox id this store has handed out (see :meth:`enqueue_page`).
-        self._outbox_high = 0
+        #: The highest outbox id handed out, or found at open (see :meth:`enqueue_page`).
+        self._outbox_high: int = self.db.execute(
+            "SELECT COALESCE(MAX(id), 0) FROM outbox"
+        ).fetchone()[0]
 
     def close(self) -> None:
         self.db.close()
@@ -264,17 +266,23 @@ class Store:
         payloads: Sequence[QueuedPayload],
         identities: Iterable[tuple[str, str]],
         cursor: str | None,
-    ) -> None:
-        """Queue a page's payloads, record the source ids, and move the cursor, atomically."""
+    ) -> list[int]:
+        """Queue a page's payloads, record the source ids, and move the cursor, atomically.
+
+        Returns:
+            The outbox id each payload was queued under, in the order given.
+        """
         now = utcnow()
         with self.transaction() as db:
-            # Ids are handed out here, always above every id handed out before (in this
-            # process) and every id in the table. Delivery workers read the outbox in id order
-            # past the last id they took; had SQLite picked the ids, it would reuse ids once
-            # the highest rows were delivered and deleted, and rows queued after that would
-            # sit unseen until the next run. A newer payload for a subject already queued
-            # replaces it under a *new* id too, so a delivery of the old version in flight
-            # cannot acknowledge (delete) the new one.
+            # Ids are handed out here, always above every id in the table when the store was
+            # opened, every id handed out since, and every id in the table now. Delivery
+            # workers read the outbox in id order past the last id they took; had SQLite
+            # picked the ids (MAX + 1), it would reuse ids once the highest rows were
+            # delivered and deleted, and rows queued after that would sit unseen until the
+            # next run. (A restart with a backlog showed it: the backlog delivered, the first
+            # new page got ids the worker had passed.) A newer payload for a subject already
+            # queued replaces it under a *new* id too, so a delivery of the old version in
+            # flight cannot acknowledge (delete) the new one.
             (highest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
             first = max(self._outbox_high, int(highest)) + 1
             self._outbox_high = first + len(payloads) - 1
@@ -291,10 +299,13 @@ class Store:
             )
             db.executemany(
                 "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "
-                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id",
+                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id "
+                # An unchanged id is not rewritten: on a re-sync nearly all are unchanged.
+                "WHERE external_id IS NOT excluded.external_id",
                 [(source, sid, ext) for sid, ext in identities],
             )
             self.set_cursor(flow, source, cursor)
+        return list(range(first, first + len(payloads)))
 
     # -- change detection --------------------------------------------------------------------
 
@@ -378,7 +389,9 @@ class Store:
             )
             db.executemany(
                 "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "
-                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id",
+                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id "
+                # An unchanged id is not rewritten: on a re-sync nearly all are unchanged.
+                "WHERE external_id IS NOT excluded.external_id",
                 [(system, a.subject_id, a.external_id) for a in acks if a.external_id],
             )
             db.executemany("DELETE FROM outbox WHERE id=?", [(a.outbox_id,) for a in acks])

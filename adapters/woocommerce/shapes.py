@@ -70,12 +70,15 @@ def customer_shape(
     is_paying_customer: bool = False,
 ) -> dict[str, Any]:
     """A customer as ``GET /wp-json/wc/v3/customers/{id}`` returns it."""
+    # Formatted once each: the benchmarks list a million generated customers through here.
+    created_at = wc_datetime(created)
+    modified_at = created_at if modified == created else wc_datetime(modified)
     return {
         "id": customer_id,
-        "date_created": wc_datetime(created),
-        "date_created_gmt": wc_datetime(created),
-        "date_modified": wc_datetime(modified),
-        "date_modified_gmt": wc_datetime(modified),
+        "date_created": created_at,
+        "date_created_gmt": created_at,
+        "date_modified": modified_at,
+        "date_modified_gmt": modified_at,
         "email": email,
         "first_name": first_name,
         "last_name": last_name,

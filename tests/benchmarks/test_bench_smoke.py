@@ -32,3 +32,24 @@ def test_webhook_benchmark_runs(tmp_path: Path) -> None:
     figures = main(deliveries=40, changes=3, concurrency=4, change_rate=50.0, directory=tmp_path)
     assert figures["changes"] == 3 and figures["deliveries"] == 40
     assert figures["ack_per_second"] > 0 and figures["propagation_p95_s"] > 0
+
+
+def test_sync_benchmarks_run(tmp_path: Path) -> None:
+    """bench_sync runs throughput, engine and memory on 300 customers and returns each figure."""
+    from benchmarks.bench_sync import run
+
+    figures = run(
+        ["all", "--customers", "300", "--latency", "0", "--workdir", str(tmp_path), "--json"]
+    )
+    names = {(f.benchmark, f.name) for f in figures}
+    for wanted in [
+        ("throughput", "sustained rate"),
+        ("throughput", "answered 429"),
+        ("engine", "records / s (wall)"),
+        ("engine", "connector CPU"),
+        ("memory", "growth"),
+    ]:
+        assert wanted in names
+    delivered = [f for f in figures if f.name == "contacts in HubSpot"]
+    assert [f.value for f in delivered] == [300, 300]
+    assert all(f.value > 0 for f in figures if f.name.startswith("peak RSS"))

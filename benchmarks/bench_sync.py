@@ -1,0 +1,469 @@
+"""Sync benchmarks (issue 2): throughput under HubSpot's limit, the engine alone, memory.
+
+Usage::
+
+    python -m benchmarks.bench_sync throughput   # 100k customers, 190/10 s, 50 ms latency
+    python -m benchmarks.bench_sync engine       # 100k customers, no latency, no limit
+    python -m benchmarks.bench_sync memory       # peak RSS at 100k and at 1M customers
+    python -m benchmarks.bench_sync all
+    python -m benchmarks.bench_sync all --customers 3000      # scaled down
+
+The sandboxes run in a separate process (:mod:`benchmarks.sandbox_server`) over loopback TLS;
+the connector runs here, exactly as ``klantsync sync`` runs it: a config written by
+:func:`connector.demo.write_config`, :func:`connector.runtime.open_runtime`, ``engine.sync()``.
+Memory runs put the connector in a child process of its own, so its peak RSS is its alone.
+
+Each figure is printed with its target and PASS/FAIL; the exit status is 1 if any failed.
+The figures (``run_*`` return them) are what the smoke test checks, never their values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import contextlib
+import json
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from benchmarks.sandbox_server import STATS_PATH, parse_limit
+
+__all__ = ["Figure", "main", "run", "run_engine", "run_memory", "run_throughput"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: HubSpot's batch size: one request carries at most this many contacts.
+BATCH = 100
+#: The client-side limit written into the config when the sandbox is unlimited.
+UNLIMITED = "rate_limit = { requests = 1000000, per_seconds = 1 }"
+LIMIT_LINE = "rate_limit = { requests = 190, per_seconds = 10 }"
+
+
+@dataclass
+class Figure:
+    """One measured figure and, when there is one, its target and whether it was met."""
+
+    benchmark: str
+    name: str
+    value: float
+    unit: str
+    target: str = ""
+    passed: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return vars(self).copy()
+
+
+# -- the sandbox process -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sandbox_server(
+    workdir: Path,
+    customers: int,
+    *,
+    latency: float,
+    shop_latency: float = 0.0,
+    hubspot_limit: str = "190/10",
+) -> Iterator[dict[str, Any]]:
+    """Start :mod:`benchmarks.sandbox_server`; yield its ready info; stop it afterwards."""
+    ready = workdir / "sandboxes.json"
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.sandbox_server",
+        "--customers",
+        str(customers),
+        "--latency",
+        str(latency),
+        "--shop-latency",
+        str(shop_latency),
+        "--hubspot-limit",
+        hubspot_limit,
+        "--ready-file",
+        str(ready),
+        "--dir",
+        str(workdir / "tls"),
+    ]
+    process = subprocess.Popen(command, cwd=ROOT)  # noqa: S603 - our own module, fixed args
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if process.poll() is not None:
+                raise RuntimeError(f"sandbox server exited with status {process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("sandbox server did not get ready within 60 s")
+            time.sleep(0.05)
+        info: dict[str, Any] = json.loads(ready.read_text())
+        info["pid"] = process.pid
+        yield info
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def server_stats(info: dict[str, Any]) -> dict[str, Any]:
+    """What the HubSpot sandbox saw (see :class:`benchmarks.sandbox_server.StatsApp`).
+
+    Adds ``cpu_s``: the sandbox process's CPU time so far, to tell which side was busy.
+    """
+    with httpx.Client(verify=_ssl(info), timeout=60) as client:
+        response = client.get(info["urls"]["crm"] + STATS_PATH)
+        response.raise_for_status()
+        stats: dict[str, Any] = response.json()
+    times = psutil.Process(info["pid"]).cpu_times()
+    stats["cpu_s"] = times.user + times.system
+    return stats
+
+
+def _ssl(info: dict[str, Any]) -> Any:
+    from connector.http import build_ssl_context
+
+    return build_ssl_context(Path(info["ca_path"]))
+
+
+# -- the connector -----------------------------------------------------------------------------
+
+
+def connector_run(info: dict[str, Any], workdir: Path, *, unlimited: bool) -> dict[str, Any]:
+    """Sync once against the sandboxes in ``info``; return wall, CPU, report and client stats.
+
+    ``unlimited`` lifts the client-side HubSpot limit too (the engine-alone case), which the
+    demo config otherwise sets to 190/10 s like the sandbox's.
+    """
+    from connector.demo import write_config
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = write_config(workdir, info["urls"], Path(info["ca_path"]), info["credentials"])
+    if unlimited:
+        text = config.read_text()
+        assert LIMIT_LINE in text, "write_config changed its rate_limit line"
+        config.write_text(text.replace(LIMIT_LINE, UNLIMITED))
+    return asyncio.run(_sync(config))
+
+
+async def _sync(config: Path) -> dict[str, Any]:
+    from connector.runtime import open_runtime
+
+    async with open_runtime(config) as rt:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        started = time.monotonic()
+        (report,) = await rt.engine.sync()
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        crm = rt.systems["crm"].client.stats
+        shop = rt.systems["shop"].client.stats
+        return {
+            "started": started,
+            "wall_s": wall,
+            "cpu_s": cpu,
+            "report": report.as_dict(),
+            "crm_requests": crm.requests,
+            "crm_rate_limited": crm.rate_limited,
+            "crm_retries": crm.retries,
+            "shop_requests": shop.requests,
+            "outbox_left": rt.store.outbox_count(),
+            "peak_rss_mb": _peak_rss_mb(),
+        }
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def connector_in_child(info: dict[str, Any], workdir: Path, *, unlimited: bool) -> dict[str, Any]:
+    """:func:`connector_run` in a fresh child process, so its peak RSS is the connector's own."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ready = workdir / "child-sandboxes.json"
+    result = workdir / "child-result.json"
+    ready.write_text(json.dumps(info))
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.bench_sync",
+        "_connector",
+        "--info",
+        str(ready),
+        "--workdir",
+        str(workdir),
+        "--result",
+        str(result),
+    ]
+    if unlimited:
+        command.append("--unlimited")
+    subprocess.run(command, cwd=ROOT, check=True)  # noqa: S603 - our own module, fixed args
+    data: dict[str, Any] = json.loads(result.read_text())
+    return data
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+
+def sustained_rate(upserts: Sequence[Sequence[float]], window: float) -> float:
+    """Contacts per second the server received, averaged over a rolling ``window``.
+
+    A rolling limit lets a client burst one window's worth at the start, which would flatter
+    a plain ``contacts / time``. So the count of contacts created in the trailing ``window`` is
+    sampled every 50 ms from one window after the first call to the last one, and averaged.
+    Runs shorter than two windows fall back to contacts / (last finish - first arrival).
+    """
+    rows = sorted((row for row in upserts if 200 <= row[2] < 300), key=lambda row: row[1])
+    if not rows:
+        return 0.0
+    first = min(row[0] for row in upserts)
+    times = [row[1] for row in rows]
+    # The sandbox starts empty, so the live count after a call is what has arrived by then.
+    counts = [int(row[3]) for row in rows]
+    end = times[-1]
+    if end - first < 2 * window:
+        span = end - first
+        return counts[-1] / span if span > 0 else 0.0
+    samples: list[float] = []
+    t = first + window
+    while t <= end:
+        arrived = _count_at(times, counts, t) - _count_at(times, counts, t - window)
+        samples.append(arrived / window)
+        t += 0.05
+    return sum(samples) / len(samples)
+
+
+def _count_at(times: Sequence[float], counts: Sequence[int], at: float) -> int:
+    index = bisect.bisect_right(times, at)
+    return counts[index - 1] if index else 0
+
+
+def run_throughput(
+    customers: int = 100_000,
+    *,
+    latency: float = 0.05,
+    hubspot_limit: str = "190/10",
+    workdir: Path | None = None,
+) -> list[Figure]:
+    """Figure 1: sustained contacts/s vs the HubSpot ceiling, and the share of 429s."""
+    limit = parse_limit(hubspot_limit)
+    with (
+        _workdir(workdir) as base,
+        sandbox_server(base, customers, latency=latency, hubspot_limit=hubspot_limit) as info,
+    ):
+        _say(f"throughput: {customers} customers, latency {latency}s, limit {hubspot_limit}")
+        run = connector_run(info, base / "connector", unlimited=limit is None)
+        stats = server_stats(info)
+    window = limit.per_seconds if limit else 10.0
+    sustained = sustained_rate(stats["upserts"], window)
+    contacts = int(stats["contacts"])
+    share = run["crm_rate_limited"] / run["crm_requests"] if run["crm_requests"] else 0.0
+    name = "throughput"
+    figures = [
+        Figure(name, "customers", customers, "records"),
+        Figure(name, "wall time", run["wall_s"], "s"),
+        Figure(
+            name,
+            "contacts in HubSpot",
+            contacts,
+            "contacts",
+            f"= {customers}",
+            contacts == customers,
+        ),
+        Figure(name, "overall rate", contacts / run["wall_s"], "contacts/s"),
+    ]
+    if limit is not None:
+        ceiling = limit.requests * BATCH / limit.per_seconds
+        figures.append(
+            Figure(
+                name,
+                "sustained rate",
+                sustained,
+                "contacts/s",
+                f">= {0.9 * ceiling:.0f} (90% of {ceiling:.0f})",
+                sustained >= 0.9 * ceiling,
+            )
+        )
+        figures.append(Figure(name, "share of ceiling", 100 * sustained / ceiling, "%"))
+    else:
+        figures.append(Figure(name, "sustained rate", sustained, "contacts/s"))
+    figures += [
+        Figure(name, "HubSpot requests", run["crm_requests"], "requests"),
+        Figure(name, "answered 429", 100 * share, "%", "< 1%", share < 0.01),
+        Figure(name, "429s seen by server", stats["rejected_429"], "requests"),
+        Figure(name, "connector CPU", run["cpu_s"], "s"),
+        Figure(name, "connector CPU / wall", 100 * run["cpu_s"] / run["wall_s"], "%"),
+        Figure(name, "sandbox process CPU", stats["cpu_s"], "s"),
+    ]
+    return figures
+
+
+def run_engine(customers: int = 100_000, *, workdir: Path | None = None) -> list[Figure]:
+    """Figure 2: the engine alone, zero latency, no limits: records per second on one core."""
+    with (
+        _workdir(workdir) as base,
+        sandbox_server(base, customers, latency=0.0, hubspot_limit="none") as info,
+    ):
+        _say(f"engine: {customers} customers, no latency, no limit")
+        run = connector_run(info, base / "connector", unlimited=True)
+        stats = server_stats(info)
+    report = run["report"]
+    rate = report["pulled"] / run["wall_s"]
+    name = "engine"
+    contacts = int(stats["contacts"])
+    return [
+        Figure(name, "customers", customers, "records"),
+        Figure(name, "wall time", run["wall_s"], "s"),
+        Figure(
+            name,
+            "contacts in HubSpot",
+            contacts,
+            "contacts",
+            f"= {customers}",
+            contacts == customers,
+        ),
+        Figure(name, "records / s (wall)", rate, "records/s", ">= 10000", rate >= 10_000),
+        Figure(name, "connector CPU", run["cpu_s"], "s"),
+        Figure(
+            name, "records / CPU second", report["pulled"] / max(run["cpu_s"], 1e-9), "records/s"
+        ),
+        Figure(
+            name,
+            "connector CPU / wall",
+            100 * run["cpu_s"] / run["wall_s"],
+            "%",
+            "<= 100% (one core)",
+            run["cpu_s"] <= run["wall_s"] * 1.02,
+        ),
+        Figure(name, "sandbox process CPU", stats["cpu_s"], "s"),
+    ]
+
+
+def run_memory(customers: int = 1_000_000, *, workdir: Path | None = None) -> list[Figure]:
+    """Figure 3: the connector's peak RSS at ``customers / 10`` and at ``customers``."""
+    small = max(1, customers // 10)
+    peaks: dict[int, float] = {}
+    walls: dict[int, float] = {}
+    with _workdir(workdir) as base:
+        for size in (small, customers):
+            run_dir = base / f"memory-{size}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with sandbox_server(run_dir, size, latency=0.0, hubspot_limit="none") as info:
+                _say(f"memory: {size} customers, connector in a child process")
+                run = connector_in_child(info, run_dir / "connector", unlimited=True)
+            if run["report"]["pulled"] != size:
+                raise RuntimeError(f"memory run pulled {run['report']['pulled']} of {size}")
+            peaks[size] = run["peak_rss_mb"]
+            walls[size] = run["wall_s"]
+    growth = peaks[customers] / peaks[small] - 1
+    name = "memory"
+    return [
+        Figure(name, f"peak RSS at {small}", peaks[small], "MB"),
+        Figure(name, f"peak RSS at {customers}", peaks[customers], "MB"),
+        Figure(name, "growth", 100 * growth, "%", "<= 20%", growth <= 0.20),
+        Figure(name, f"wall time at {customers}", walls[customers], "s"),
+    ]
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _workdir(given: Path | None) -> Iterator[Path]:
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix="klantsync-bench-") as tmp:
+        yield Path(tmp)
+
+
+def _say(text: str) -> None:
+    print(f"-- {text}", file=sys.stderr, flush=True)
+
+
+def print_table(figures: Sequence[Figure]) -> None:
+    """The figures as a plain table: benchmark, figure, value, target, verdict."""
+    rows = [("benchmark", "figure", "value", "target", "")]
+    for f in figures:
+        value = f"{f.value:,.0f}" if abs(f.value) >= 100 else f"{f.value:,.2f}"
+        verdict = "" if f.passed is None else ("PASS" if f.passed else "FAIL")
+        rows.append((f.benchmark, f.name, f"{value} {f.unit}", f.target, verdict))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for index, row in enumerate(rows):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if index == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+def run(argv: Sequence[str] | None = None) -> list[Figure]:
+    """Parse ``argv``, run the chosen benchmarks, print the table; return the figures."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_sync")
+    parser.add_argument("which", choices=["throughput", "engine", "memory", "all", "_connector"])
+    parser.add_argument(
+        "--customers",
+        type=int,
+        default=None,
+        help="customers (default 100000; memory: the large run, default 1000000, "
+        "and the small run is a tenth of it)",
+    )
+    parser.add_argument("--latency", type=float, default=0.05, help="HubSpot latency (throughput)")
+    parser.add_argument("--hubspot-limit", default="190/10", help='throughput: "190/10" or "none"')
+    parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    # The child side of the memory runs.
+    parser.add_argument("--info", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--unlimited", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.which == "_connector":
+        assert args.info and args.result and args.workdir
+        info = json.loads(args.info.read_text())
+        args.result.write_text(
+            json.dumps(connector_run(info, args.workdir, unlimited=args.unlimited))
+        )
+        return []
+
+    figures: list[Figure] = []
+    if args.which in ("throughput", "all"):
+        figures += run_throughput(
+            args.customers or 100_000,
+            latency=args.latency,
+            hubspot_limit=args.hubspot_limit,
+            workdir=_sub(args.workdir, "throughput"),
+        )
+    if args.which in ("engine", "all"):
+        figures += run_engine(args.customers or 100_000, workdir=_sub(args.workdir, "engine"))
+    if args.which in ("memory", "all"):
+        figures += run_memory(args.customers or 1_000_000, workdir=_sub(args.workdir, "memory"))
+    if args.json:
+        print(json.dumps([f.as_dict() for f in figures], indent=2))
+    else:
+        print_table(figures)
+    return figures
+
+
+def _sub(workdir: Path | None, name: str) -> Path | None:
+    return None if workdir is None else workdir / name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run from the command line; exit status 1 if any figure missed its target."""
+    figures = run(argv)
+    return 1 if any(f.passed is False for f in figures) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

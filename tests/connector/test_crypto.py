@@ -1,0 +1,36 @@
+"""Keys: subject ids and payload hashes are standard HMAC-SHA256, however they are computed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+import pytest
+
+from connector.crypto import Keyring, _derive, _Hmac
+
+
+@pytest.mark.parametrize("key_length", [0, 16, 32, 64, 65, 200])
+def test_precomputed_hmac_is_rfc_2104_hmac(key_length: int) -> None:
+    """The padded-key shortcut gives hmac.new's digest for short, block-sized and long keys."""
+    key = bytes(range(256))[:key_length]
+    for message in (b"", b"a", b"x" * 64, b"klant@example.nl" * 40):
+        assert _Hmac(key).hexdigest(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def test_subject_ids_and_payload_hashes_are_keyed_hmacs() -> None:
+    """A subject id and a payload hash are HMAC-SHA256 under their derived keys, truncated."""
+    master = bytes(range(32))
+    keyring = Keyring(master)
+    email = "jan@example.nl"
+    subject_key = _derive(master, "subject")
+    assert keyring.subject_id(email) == hmac.new(
+        subject_key, email.encode(), hashlib.sha256
+    ).hexdigest()[:32]
+    payload = {"b": 1, "a": "x"}
+    message = b"crm\0" + json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    payload_key = _derive(master, "payload")
+    assert keyring.payload_hash("crm", payload) == hmac.new(
+        payload_key, message, hashlib.sha256
+    ).hexdigest()[:32]

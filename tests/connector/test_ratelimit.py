@@ -1,0 +1,67 @@
+"""Client-side pacing against a vendor's rolling window: counted from when calls are answered."""
+
+from __future__ import annotations
+
+import random
+
+from connector.ratelimit import RateLimit, RateLimiter, RollingWindow
+from tests.conftest import FakeClock
+
+
+async def test_a_settled_call_counts_from_its_answer() -> None:
+    """Two per 10 s, answered 0.5 s after sending: the third waits 10 s from the first answer."""
+    clock = FakeClock()
+    start = clock()
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    limiter = RateLimiter(RateLimit(2, 10), clock=clock, sleep=fake_sleep)
+    for _ in range(2):
+        taken = await limiter.acquire()
+        clock.advance(0.5)
+        limiter.settle(taken)
+    await limiter.acquire()
+    assert 10.5 <= clock() - start <= 10.51  # counted from sending, it would be 10.0
+
+
+def test_window_move_keeps_events_in_order() -> None:
+    """An event moved to a later time still expires in time order."""
+    window = RollingWindow(RateLimit(3, 10))
+    for at in (0.0, 1.0, 2.0):
+        assert window.try_acquire(at)
+    window.move(0.0, 5.0)  # answered late
+    window.move(1.0, 3.0)  # answered early
+    assert window.remaining(12.5) == 1  # 2.0 expired; 3.0 and 5.0 still count
+    assert window.remaining(15.5) == 3
+
+
+async def test_paced_calls_never_overrun_the_vendor_window_whatever_the_latency() -> None:
+    """With calls arriving late and out of order, the vendor's window never overflows."""
+    rng = random.Random(5)
+    clock = FakeClock()
+    vendor = RollingWindow(RateLimit(19, 1))
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+
+    limiter = RateLimiter(RateLimit(19, 1), clock=clock, sleep=fake_sleep)
+    in_flight: list[tuple[float, float, float]] = []  # (arrives, answered, taken)
+    rejected = 0
+    for _ in range(2000):
+        taken = await limiter.acquire()
+        transit = rng.uniform(0.0, 0.3)
+        in_flight.append((taken + transit, taken + transit + rng.uniform(0.0, 0.05), taken))
+        # Let time pass a little, delivering arrivals and answers that are due, in time order.
+        clock.advance(rng.uniform(0.0, 0.02))
+        for arrives, answered, taken_at in sorted(c for c in in_flight if c[1] <= clock()):
+            rejected += not vendor.try_acquire(arrives)
+            limiter.settle(taken_at)
+            in_flight.remove((arrives, answered, taken_at))
+        while len(in_flight) >= 4:  # at most four calls in flight, as the engine runs them
+            clock.advance(0.01)
+            for arrives, answered, taken_at in sorted(c for c in in_flight if c[1] <= clock()):
+                rejected += not vendor.try_acquire(arrives)
+                limiter.settle(taken_at)
+                in_flight.remove((arrives, answered, taken_at))
+    assert rejected == 0
