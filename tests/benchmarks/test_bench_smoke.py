@@ -53,3 +53,13 @@ def test_sync_benchmarks_run(tmp_path: Path) -> None:
     delivered = [f for f in figures if f.name == "contacts in HubSpot"]
     assert [f.value for f in delivered] == [300, 300]
     assert all(f.value > 0 for f in figures if f.name.startswith("peak RSS"))
+
+
+def test_fanout_benchmark_runs(tmp_path: Path) -> None:
+    """bench_fanout feeds three destinations for a moment and reports each one's share."""
+    from benchmarks.bench_fanout import main
+
+    figures = main(customers=400, seconds=3.0, warmup=0.0, latency=0.01, directory=tmp_path)
+    assert figures["pulled"] > 0
+    for name in ("crm", "news", "deals"):
+        assert figures[f"{name}_share_of_ceiling"] > 0
