@@ -156,6 +156,24 @@ def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:
     return gaps
 
 
+def reviews_due(
+    config: Config, on: dt.date | None = None, within_days: int = 30
+) -> list[tuple[str, dt.date]]:
+    """Systems in use whose agreement review date falls within ``within_days`` of ``on``.
+
+    Not yet a gap (that comes when the date passes), but worth a warning while there is time.
+    """
+    date = on or today()
+    horizon = date + dt.timedelta(days=within_days)
+    due = []
+    for name in systems_in_use(config):
+        processor = config.systems[name].processor
+        review = processor.agreement_review if processor is not None else None
+        if review is not None and date <= review <= horizon:
+            due.append((name, review))
+    return due
+
+
 def _system_gaps(config: Config, name: str, date: dt.date) -> list[Gap]:
     file = str(config.path)
     key = f"systems.{name}.processor"

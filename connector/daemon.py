@@ -298,6 +298,20 @@ class Daemon:
                 log.warning("request retry failed", extra={"error": str(exc)})
         self.refresh_gauges()
 
+    async def compliance_review(self) -> None:
+        """Warn about compliance gaps and agreements due for review; record the check."""
+        from connector.compliance import check_compliance, reviews_due
+
+        gaps = check_compliance(self.rt.config)
+        for gap in gaps:
+            log.warning("compliance gap", extra={"code": gap.code, "key": gap.key})
+        for system, review in reviews_due(self.rt.config):
+            log.warning(
+                "processor agreement due for review",
+                extra={"system": system, "review_date": review.isoformat()},
+            )
+        audit.record_check(self.rt.store, gaps)
+
     async def retention_sweep(self) -> None:
         """Purge what the connector holds itself past its retention period (audited)."""
         from connector import retention
@@ -329,9 +343,6 @@ class Daemon:
         audit.append(self.rt.store, "daemon.started", {"requeued_jobs": requeued})
         # What runs is what the audit trail says ran: a changed config leaves an entry.
         audit.record_config(self.rt.store, self.rt.config)
-        from connector.compliance import check_compliance
-
-        audit.record_check(self.rt.store, check_compliance(self.rt.config))
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
         for flow in self.rt.config.flows:
@@ -352,6 +363,9 @@ class Daemon:
             id="housekeeping",
             jitter=30,
             next_run_time=now,
+        )
+        scheduler.add_job(
+            self.compliance_review, "interval", hours=24, id="compliance", next_run_time=now
         )
         scheduler.add_job(
             self.retention_sweep,

@@ -166,3 +166,17 @@ def test_invalid_config_still_exits_2(tmp_path: Path, env: dict[str, str]) -> No
     """Compliance gaps never mask a configuration error: that stays exit 2."""
     path = write_config(tmp_path, crm_extra='base_ulr = "https://x.test"')
     assert main(["-c", str(path), "check"]) == 2
+
+
+def test_agreements_due_for_review_are_listed_before_they_lapse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review date within 30 days is due (not yet a gap); one further away is not."""
+    from connector.compliance import reviews_due
+
+    config = load_config(example_config(tmp_path, monkeypatch))
+    shop_review = config.systems["shop"].processor.agreement_review  # type: ignore[union-attr]
+    assert shop_review is not None
+    before = shop_review - dt.timedelta(days=10)
+    assert ("shop", shop_review) in reviews_due(config, on=before)
+    assert reviews_due(config, on=shop_review - dt.timedelta(days=60)) == []
