@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import os
 import secrets
 from typing import Any
@@ -24,6 +23,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from connector import jsonutil
 
 __all__ = ["DecryptionError", "Keyring", "decode_master_key", "generate_master_key"]
 
@@ -95,9 +96,10 @@ class Keyring:
 
     def payload_hash(self, system: str, payload: Any) -> str:
         """Keyed hash of what a system was sent, for change detection."""
-        data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-        msg = system.encode() + b"\0" + data.encode()
-        return self._payload_hmac.hexdigest(msg)[:32]
+        # Canonical: sorted keys, no spaces, UTF-8; values JSON has no type for are hashed
+        # as their str(). The same payload always hashes the same.
+        data = jsonutil.dumps(payload, sort_keys=True, default=str)
+        return self._payload_hmac.hexdigest(system.encode() + b"\0" + data)[:32]
 
     def seal(self, plaintext: bytes, context: str) -> bytes:
         """AES-GCM encrypt; ``context`` (e.g. ``outbox:crm``) is bound as associated data."""
@@ -113,8 +115,8 @@ class Keyring:
 
     def seal_json(self, value: Any, context: str) -> bytes:
         """:meth:`seal` for JSON-serialisable values."""
-        return self.seal(json.dumps(value, separators=(",", ":")).encode(), context)
+        return self.seal(jsonutil.dumps(value), context)
 
     def open_json(self, blob: bytes, context: str) -> Any:
         """:meth:`open` for values sealed with :meth:`seal_json`."""
-        return json.loads(self.open(blob, context))
+        return jsonutil.loads(self.open(blob, context))

@@ -158,7 +158,10 @@ class SystemMapping:
         """
         for key, path, known in self._plan(prefix, tuple(record)):
             value = record[key]
-            if isinstance(value, dict):
+            if type(value) is str:  # most leaves: settled without the checks below
+                if value and not known:
+                    out.append(path)
+            elif isinstance(value, dict):
                 if value:
                     self._collect_unmapped(value, path + ".", out)
             elif isinstance(value, list):

@@ -23,15 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from connector import jsonutil
 from connector.devtls import DevCA, ServerCert
 from connector.ratelimit import RateLimit, RollingWindow
 
 __all__ = [
     "ConnectionReset",
     "FaultPlan",
+    "JSONResponse",
     "RecordedRequest",
     "RequestLog",
     "SandboxBase",
@@ -43,6 +46,17 @@ __all__ = [
 
 class ConnectionReset(Exception):
     """Raised inside a sandbox handler to drop the connection without a response."""
+
+
+class JSONResponse(StarletteJSONResponse):
+    """Starlette's ``JSONResponse`` (the same compact UTF-8 body) rendered with orjson.
+
+    The benchmarks list a hundred thousand customers through a sandbox; with the standard
+    library, serialising them was a quarter of the sandbox's time.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return jsonutil.dumps(content)
 
 
 @dataclass

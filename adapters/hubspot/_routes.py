@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from adapters.hubspot._store import (
     READ_ONLY_PROPERTIES,
@@ -24,6 +24,8 @@ from adapters.hubspot._store import (
     SearchError,
     valid_email,
 )
+from connector import jsonutil
+from connector.sandboxkit import JSONResponse
 
 __all__ = ["CONTACTS", "ContactRoutes", "Handler", "Reject", "error_body"]
 
@@ -88,7 +90,7 @@ class ContactRoutes:
 
     async def _json(self, request: Request) -> dict[str, Any]:
         try:
-            body = await request.json()
+            body = jsonutil.loads(await request.body())
         except ValueError:
             raise Reject(400, "Invalid input JSON: the body could not be parsed.") from None
         if not isinstance(body, dict):

@@ -33,6 +33,7 @@ from adapters.hubspot.settings import (
     wait_hint,
 )
 from adapters.hubspot.signature import MAX_SKEW_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
+from connector import jsonutil
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -315,7 +316,7 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     if response.status_code == 204 or not response.content:
         return {}
     try:
-        body = response.json()
+        body = jsonutil.loads(response.content)
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}

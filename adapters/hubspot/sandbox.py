@@ -22,7 +22,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -30,7 +30,7 @@ from adapters.hubspot._routes import CONTACTS, ContactRoutes, Handler, Reject, e
 from adapters.hubspot._store import ContactStore
 from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
 from connector.ratelimit import RateLimit, RollingWindow
-from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import JSONResponse, ResetMiddleware, SandboxBase, record
 
 __all__ = ["HubSpotSandbox"]
 

@@ -31,6 +31,7 @@ from adapters.woocommerce.payloads import (
 )
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from adapters.woocommerce.webhooks import parse_delivery, verify_delivery
+from connector import jsonutil
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -170,7 +171,7 @@ class WooCommerceAdapter:
                 "role": self.settings.role,
             }
             response = await self.client.request("GET", path, params=params)
-            raw = response.json()
+            raw = jsonutil.loads(response.content)
             if not isinstance(raw, list):
                 raise FatalRemoteError(
                     self.client.system, "GET", path, response.status_code, "not a list"
@@ -256,7 +257,7 @@ class WooCommerceAdapter:
                 updates.append(i)
         payload = {name: items for name, items in body.items() if items}
         response = await self.client.request("POST", f"{API}/customers/batch", json=payload)
-        answer = response.json()
+        answer = jsonutil.loads(response.content)
         results: list[UpsertResult | None] = [None] * len(records)
         for name, positions in (("create", creates), ("update", updates)):
             items = answer.get(name) if isinstance(answer, dict) else None

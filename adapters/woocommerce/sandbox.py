@@ -28,7 +28,7 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -38,7 +38,7 @@ from adapters.woocommerce.shapes import BILLING_FIELDS, customer_shape, order_sh
 from adapters.woocommerce.store import ShopStore
 from adapters.woocommerce.webhooks import webhook_signature
 from connector.ratelimit import RateLimit
-from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import JSONResponse, ResetMiddleware, SandboxBase, record
 
 __all__ = ["WooCommerceSandbox"]
 

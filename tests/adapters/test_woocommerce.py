@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ import pytest
 
 from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
 from adapters.woocommerce.adapter import retry_after, woocommerce_client_config
+from adapters.woocommerce.shapes import wc_datetime
+from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest
 from connector.errors import FatalRemoteError, RetryableError
@@ -569,3 +572,11 @@ async def test_erase_by_id_alone_touches_no_stranger_orders(harness: Harness) ->
     assert other is not None and other["billing"]["email"] == "jan@example.com"
     assert harness.sandbox.log.count("PUT", f"{API}/orders/{blank}") == 0
     assert not harness.sandbox.holds("an@example.com")
+
+
+def test_synthetic_dates_are_the_registration_clock() -> None:
+    """A generated customer registered 7 minutes after the one before, from 2019-01-01 09:00."""
+    for index in (1, 2, 205, 206, 100_000, 1_000_000):
+        customer = synthetic_customer(index, index, seed=7)
+        expected = wc_datetime(_EPOCH + dt.timedelta(minutes=7 * index))
+        assert customer["date_created"] == customer["date_modified_gmt"] == expected

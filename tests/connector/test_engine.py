@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.adapter import Page
 from connector.demo import REPO_MAPPINGS
+from connector.engine import _ReadAhead
 from connector.mapping import load_mapping
 from connector.ratelimit import RateLimit
 from connector.runtime import Runtime
@@ -233,3 +236,44 @@ async def test_erased_subject_is_not_sent(
     (report,) = await rt.engine.sync()
     assert report.suppressed == 1
     assert crm.record_for(email) is None and crm.contact_count() == 4
+
+
+async def test_read_ahead_requests_the_next_page_and_closes_what_is_left() -> None:
+    """The next page is requested before this one is taken; closing cancels it, ends the pull."""
+    requested: list[int] = []
+    closed = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def pages() -> AsyncIterator[Page]:
+        try:
+            for number in range(3):
+                requested.append(number)
+                if number == 1:
+                    await gate.wait()  # page 1 is slow to arrive; nobody waits for it
+                yield Page(records=[{"id": number}], cursor=str(number))
+        finally:
+            closed.set()
+
+    ahead = _ReadAhead(pages())
+    first = await ahead.next()
+    assert first is not None and first.cursor == "0"
+    assert requested == [0, 1]  # page 1 asked for before page 0 was taken
+    await ahead.close()
+    assert closed.is_set() and requested == [0, 1]
+
+
+async def test_read_ahead_stops_after_the_complete_page() -> None:
+    """No request follows the page the source marks complete; the end reads as None."""
+    calls = 0
+
+    async def pages() -> AsyncIterator[Page]:
+        nonlocal calls
+        calls += 1
+        yield Page(records=[], cursor=None, complete=True)
+        calls += 1  # pragma: no cover - must not run
+
+    ahead = _ReadAhead(pages())
+    page = await ahead.next()
+    assert page is not None and page.complete
+    await ahead.close()
+    assert calls == 1
