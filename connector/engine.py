@@ -66,6 +66,12 @@ class DestinationReport:
     def written(self) -> int:
         return self.created + self.updated
 
+    @property
+    def backlog(self) -> int:
+        """Queued this run and not yet settled (written, dead-lettered or deferred)."""
+        settled = self.written + self.dead_lettered + self.retry_later
+        return self.queued - settled - self.suppressed_at_delivery
+
 
 @dataclass
 class FlowReport:
@@ -223,17 +229,23 @@ class Engine:
         if record_run and not dry_run:
             report.run_id = self.store.start_run(flow.name)
         producer_done = asyncio.Event()
+        drained = asyncio.Event()
         wake = {dest.name: asyncio.Event() for dest in destinations}
         workers = (
             []
             if dry_run
             else [
                 asyncio.create_task(
-                    self._deliver(flow, dest, report, producer_done, wake[dest.name], progress)
+                    self._deliver(
+                        flow, dest, report, producer_done, wake[dest.name], drained, progress
+                    )
                 )
                 for dest in destinations
             ]
         )
+        for worker in workers:
+            # A worker that ends (a fatal error) must not leave the pull waiting on it.
+            worker.add_done_callback(lambda _task: drained.set())
         ahead = _ReadAhead(pages)
         try:
             while (page := await ahead.next()) is not None:
@@ -243,6 +255,8 @@ class Engine:
                     event.set()
                 if page.complete:
                     report.complete = True
+                if workers:
+                    await self._hold_back(destinations, report, workers, drained)
                 if self._stopping:
                     report.errors.append("stopped before the pull finished; resumes next run")
                     break
@@ -327,6 +341,32 @@ class Engine:
 
     # -- delivery side -----------------------------------------------------------------------
 
+    async def _hold_back(
+        self,
+        destinations: Sequence[System],
+        report: FlowReport,
+        workers: Sequence[asyncio.Task[None]],
+        drained: asyncio.Event,
+    ) -> None:
+        """Pull no further while every destination already has plenty queued.
+
+        The pull keeps pace with the hungriest destination: one with less than a few rounds
+        of batches waiting lets it go on. Pulling further ahead would only grow the outbox and
+        take the event loop's time from the deliveries (the loop is one core).
+        """
+        while not self._stopping and not all(worker.done() for worker in workers):
+            hungry = False
+            for dest in destinations:
+                dest_report = report.destinations[dest.name]
+                high_water = max(200, 4 * dest.limits.batch_size * dest.limits.max_concurrency)
+                if not dest_report.fatal and dest_report.backlog < high_water:
+                    hungry = True
+                    break
+            if hungry:
+                return
+            drained.clear()
+            await drained.wait()
+
     async def _deliver(
         self,
         flow: FlowSettings,
@@ -334,6 +374,7 @@ class Engine:
         report: FlowReport,
         producer_done: asyncio.Event,
         wake: asyncio.Event,
+        drained: asyncio.Event,
         progress: Progress,
     ) -> None:
         """Drain ``dest``'s outbox while the pull runs, up to ``max_concurrency`` batches."""
@@ -346,6 +387,7 @@ class Engine:
         def settled(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
             slots.release()
+            drained.set()
             if not task.cancelled() and task.exception() is not None:
                 # An unexpected failure is a crash of this run: stop and re-raise below.
                 crashed.append(task.exception())  # type: ignore[arg-type]

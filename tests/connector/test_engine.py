@@ -277,3 +277,31 @@ async def test_read_ahead_stops_after_the_complete_page() -> None:
     assert page is not None and page.complete
     await ahead.close()
     assert calls == 1
+
+
+async def test_pull_waits_while_every_destination_has_plenty_queued(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """With the CRM stalled, the pull stops a few batches ahead instead of queueing everyone."""
+    import asyncio
+
+    shop.seed_synthetic(3000, seed=14)
+    gate = asyncio.Event()
+    adapter = rt.systems["crm"].adapter
+    real_upsert = adapter.upsert
+
+    async def stalled(records: Any) -> Any:
+        await gate.wait()
+        return await real_upsert(records)
+
+    adapter.upsert = stalled  # type: ignore[method-assign]
+    run = asyncio.create_task(rt.engine.sync())
+    for _ in range(500):
+        await asyncio.sleep(0)
+    pages = shop.log.count("GET", "/wp-json/wc/v3/customers")
+    assert 0 < pages <= 20  # high water 1,600 records: 16 pages, plus the read-ahead
+    assert rt.store.outbox_count() <= 2000
+    gate.set()
+    (report,) = await run
+    assert not report.failed and report.pulled == 3000
+    assert crm.contact_count() == 3000
