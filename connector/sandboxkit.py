@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from connector.ratelimit import RateLimit, RollingWindow
 
 __all__ = [
     "ConnectionReset",
+    "FaultGate",
     "FaultPlan",
     "JSONResponse",
     "RecordedRequest",
@@ -169,6 +171,14 @@ class SandboxBase:
             return None
         return window
 
+    def fault_response(self, status: int, request: Request) -> Response:
+        """What the vendor answers an injected failure; sandboxes give their own error shape."""
+        return JSONResponse({"error": HTTPStatus(status).phrase}, status_code=status)
+
+    def serve(self, app: ASGIApp) -> ASGIApp:
+        """``app`` behind the fault gate and the reset middleware: what ``app()`` returns."""
+        return ResetMiddleware(FaultGate(self, app))
+
     async def before(self) -> int | None:
         """Apply latency and faults; return a status to fail with, or ``None`` to go on."""
         if self.faults.latency:
@@ -181,7 +191,16 @@ class SandboxBase:
 
 #: Query parameters that can carry personal data or secrets; the log keeps only their names.
 REDACTED_QUERY_KEYS = frozenset(
-    {"email", "search", "query", "consumer_key", "consumer_secret", "api_key", "api_token"}
+    {
+        "email",
+        "search",
+        "query",
+        "term",
+        "consumer_key",
+        "consumer_secret",
+        "api_key",
+        "api_token",
+    }
 )
 
 
@@ -221,6 +240,30 @@ def _leaf_names(record: Mapping[str, Any], prefix: str = "") -> set[str]:
         else:
             names.add(name)
     return names
+
+
+class FaultGate:
+    """Applies a sandbox's injected faults before a request reaches its routes.
+
+    It sits outside Starlette on purpose: Starlette's error middleware answers any exception
+    from a route with a 500 before re-raising it, so a :class:`ConnectionReset` raised inside
+    a handler would reach the client as a 500 instead of a dropped connection.
+    """
+
+    def __init__(self, sandbox: SandboxBase, app: ASGIApp) -> None:
+        self.sandbox = sandbox
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            fault = await self.sandbox.before()  # raises ConnectionReset for a dropped call
+            if fault is not None:
+                request = Request(scope, receive)
+                response = self.sandbox.fault_response(fault, request)
+                record(self.sandbox.log, request, response)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class ResetMiddleware:

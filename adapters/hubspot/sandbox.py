@@ -24,13 +24,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.hubspot._routes import CONTACTS, ContactRoutes, Handler, Reject, error_body
 from adapters.hubspot._store import ContactStore
 from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
 from connector.ratelimit import RateLimit, RollingWindow
-from connector.sandboxkit import JSONResponse, ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import JSONResponse, SandboxBase, record
 
 __all__ = ["HubSpotSandbox"]
 
@@ -38,32 +37,6 @@ AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
 )
-
-
-class _FaultGate:
-    """Applies the sandbox's injected faults before a request reaches the routes.
-
-    Faults are checked here, outside Starlette, rather than inside each handler: Starlette's
-    error middleware answers any exception from a route with a 500 before re-raising it, so a
-    :class:`~connector.sandboxkit.ConnectionReset` raised in a handler would reach the client
-    as a 500 (or break ``ResetMiddleware``), not as a dropped connection.
-    """
-
-    def __init__(self, sandbox: HubSpotSandbox, app: ASGIApp) -> None:
-        self.sandbox = sandbox
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            fault = await self.sandbox.before()  # raises ConnectionReset for a dropped call
-            if fault is not None:
-                request = Request(scope, receive)
-                bucket = "search" if request.url.path.endswith("/search") else "default"
-                response = self.sandbox.fault_response(fault, bucket)
-                record(self.sandbox.log, request, response)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class HubSpotSandbox(SandboxBase):
@@ -120,7 +93,7 @@ class HubSpotSandbox(SandboxBase):
             self._route("PATCH", f"{CONTACTS}/{{id}}", contacts.patch),
             self._route("DELETE", f"{CONTACTS}/{{id}}", contacts.delete),
         ]
-        return ResetMiddleware(_FaultGate(self, Starlette(routes=routes)))
+        return self.serve(Starlette(routes=routes))
 
     def credentials(self) -> dict[str, str]:
         """The private-app token, under the name the adapter's settings use."""
@@ -226,7 +199,9 @@ class HubSpotSandbox(SandboxBase):
 
         return Route(template, endpoint, methods=[method])
 
-    def fault_response(self, status: int, bucket: str) -> Response:
+    def fault_response(self, status: int, request: Request) -> Response:
+        """HubSpot's answer to an injected failure: its 429 (per bucket) or error body."""
+        bucket = "search" if request.url.path.endswith("/search") else "default"
         if status == 429:
             window = self.windows.get(bucket) or RollingWindow(RateLimit(190, 10))
             return self._rate_limited(bucket, window)

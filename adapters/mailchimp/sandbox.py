@@ -82,7 +82,7 @@ class _ConnectionGate:
                 if fault is None:
                     await self.app(scope, receive, send)
                     return
-                response = sandbox.fault_response(fault)
+                response = sandbox.fault_response(fault, Request(scope, receive))
             record(sandbox.log, Request(scope, receive), response)
             await response(scope, receive, send)
         finally:
@@ -234,7 +234,7 @@ class MailchimpSandbox(SandboxBase):
         )
         return JSONResponse(body, status_code=429)
 
-    def fault_response(self, status: int) -> Response:
+    def fault_response(self, status: int, request: Request) -> Response:
         """An injected failure, in Mailchimp's error shape."""
         if status == 429:
             return self.too_many_requests()

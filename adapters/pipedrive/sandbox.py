@@ -35,18 +35,16 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.pipedrive import _routes
 from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore
 from connector.ratelimit import RateLimit, RollingWindow
-from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import SandboxBase, record
 
 __all__ = ["API", "PipedriveSandbox"]
 
@@ -57,7 +55,6 @@ CLOUDFLARE_PAGE = (
     "<body><h1>Sorry, you have been blocked</h1></body></html>"
 )
 #: Query parameters whose values can be personal data: only their names are logged.
-_PERSONAL_QUERY = frozenset({"term"})
 
 
 def error_body(message: str, status: int) -> dict[str, Any]:
@@ -77,42 +74,6 @@ class _Window(RollingWindow):
 
     def reset_in(self, now: float) -> int:
         return math.ceil(self.wait_time(now)) if self.remaining(now) <= 0 else 0
-
-
-def _for_log(request: Request) -> Request:
-    """The same request with personal query values replaced, for the log only."""
-    query = [
-        (key, "redacted" if key in _PERSONAL_QUERY else value)
-        for key, value in request.query_params.multi_items()
-    ]
-    scope = dict(request.scope)
-    scope["query_string"] = urlencode(query).encode()
-    return Request(scope)
-
-
-class _FaultGate:
-    """Applies injected faults before a request reaches the routes.
-
-    Outside Starlette on purpose: its error middleware answers any exception from a route with
-    a 500 before re-raising, so a ``ConnectionReset`` raised in a handler would never reach
-    :class:`ResetMiddleware` as a dropped connection.
-    """
-
-    def __init__(self, sandbox: PipedriveSandbox, app: ASGIApp) -> None:
-        self.sandbox = sandbox
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            fault = await self.sandbox.before()  # raises ConnectionReset for a dropped call
-            if fault is not None:
-                request = Request(scope, receive)
-                bucket = "search" if request.url.path.endswith("/search") else "default"
-                response = self.sandbox.fault_response(fault, bucket)
-                record(self.sandbox.log, _for_log(request), response)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
@@ -179,7 +140,7 @@ class PipedriveSandbox(SandboxBase):
             self._route("PATCH", f"{persons}/{{id}}", routes.patch),
             self._route("DELETE", f"{persons}/{{id}}", routes.delete),
         ]
-        return ResetMiddleware(_FaultGate(self, Starlette(routes=table)))
+        return self.serve(Starlette(routes=table))
 
     def credentials(self) -> dict[str, str]:
         """The API token, under the name the adapter's settings use."""
@@ -256,7 +217,7 @@ class PipedriveSandbox(SandboxBase):
 
         async def endpoint(request: Request) -> Response:
             self.endpoints_used.append(endpoint_name)
-            logged = _for_log(request)
+            logged = request  # record() keeps only names of personal query values
             if request.headers.get("x-api-token") != self.token:
                 body = error_body("unauthorized access", 401)
                 return record(self.log, logged, JSONResponse(body, status_code=401))
@@ -288,8 +249,9 @@ class PipedriveSandbox(SandboxBase):
             self.daily_left -= 1
         return None
 
-    def fault_response(self, status: int, bucket: str) -> Response:
+    def fault_response(self, status: int, request: Request) -> Response:
         """What an injected fault answers: a vendor-shaped 429 or error body."""
+        bucket = "search" if request.url.path.endswith("/search") else "default"
         if status == 429:
             return self._rate_limited(bucket)
         return JSONResponse(error_body("Internal server error", status), status_code=status)

@@ -37,7 +37,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from adapters.shopify._cost import CostBucket, requested_cost
 from adapters.shopify._graphql import GraphQLSyntaxError, parse
@@ -45,7 +45,7 @@ from adapters.shopify._schema import Executor
 from adapters.shopify._store import CUSTOMER, ORDER, GraphQLError, ShopStore, gid, iso
 from adapters.shopify.settings import RESTORE_RATES, Plan
 from adapters.shopify.webhooks import COMPLIANCE_TOPICS, webhook_signature
-from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import SandboxBase, record
 
 __all__ = ["AUTH_ERROR", "ShopifySandbox"]
 
@@ -55,29 +55,6 @@ _PATH = re.compile(r"/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json")
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
-
-
-class _FaultGate:
-    """Applies injected faults before a request reaches the routes.
-
-    Outside Starlette on purpose: Starlette's error middleware answers any exception from a
-    route with a 500 before re-raising it, so a ``ConnectionReset`` raised in a handler would
-    reach the client as a 500 rather than as a dropped connection.
-    """
-
-    def __init__(self, sandbox: ShopifySandbox, app: ASGIApp) -> None:
-        self.sandbox = sandbox
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            failure = await self.sandbox.before()  # raises ConnectionReset for a dropped call
-            if failure is not None:
-                response = _json({"errors": HTTPStatus(failure).phrase}, failure)
-                record(self.sandbox.log, Request(scope, receive), response)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class ShopifySandbox(SandboxBase):
@@ -129,7 +106,7 @@ class ShopifySandbox(SandboxBase):
         self.executor = Executor(self.store, self.now)
         self.operations = self.executor.operations
         self.throttled = 0
-        self._app: ResetMiddleware | None = None
+        self._app: ASGIApp | None = None
         self._webhooks = 0
 
     def now(self) -> str:
@@ -138,11 +115,11 @@ class ShopifySandbox(SandboxBase):
 
     # -- the ASGI app ----------------------------------------------------------------------
 
-    def app(self) -> ResetMiddleware:
+    def app(self) -> ASGIApp:
         """The Starlette app, wrapped so faults can drop the connection."""
         if self._app is None:
             routes = [Route("/admin/api/{version}/graphql.json", self._graphql, methods=["POST"])]
-            self._app = ResetMiddleware(_FaultGate(self, Starlette(routes=routes)))
+            self._app = self.serve(Starlette(routes=routes))
         return self._app
 
     async def _graphql(self, request: Request) -> Response:
@@ -222,6 +199,10 @@ class ShopifySandbox(SandboxBase):
         }
 
     # -- SandboxLike -----------------------------------------------------------------------
+
+    def fault_response(self, status: int, request: Request) -> Response:
+        """Shopify's answer to an injected failure: ``{"errors": "<reason phrase>"}``."""
+        return _json({"errors": HTTPStatus(status).phrase}, status)
 
     def credentials(self) -> dict[str, str]:
         """The Admin API access token this store accepts."""

@@ -24,13 +24,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from adapters.woocommerce.listing import list_customers, list_orders
 from adapters.woocommerce.rest import ApiError, ShopRules
@@ -38,7 +37,7 @@ from adapters.woocommerce.shapes import BILLING_FIELDS, customer_shape, order_sh
 from adapters.woocommerce.store import ShopStore
 from adapters.woocommerce.webhooks import webhook_signature
 from connector.ratelimit import RateLimit
-from connector.sandboxkit import JSONResponse, ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import JSONResponse, SandboxBase, record
 
 __all__ = ["WooCommerceSandbox"]
 
@@ -47,7 +46,6 @@ BATCH_LIMIT = 100
 #: Query parameters whose values can be personal data or secrets: never logged.
 #: Customer fields that the REST API merges key by key.
 _NESTED = frozenset({"billing", "shipping", "meta_data"})
-_SECRET_QUERY = frozenset({"email", "search", "consumer_key", "consumer_secret"})
 #: What WooCommerce answers an anonymous caller, per kind of action.
 _CANNOT = {
     "view": ("woocommerce_rest_cannot_view", "Sorry, you cannot list resources."),
@@ -70,50 +68,9 @@ def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-def _redacted(request: Request) -> Request:
-    """The same request with personal query values replaced, for the log only."""
-    query = [
-        (key, "redacted" if key in _SECRET_QUERY else value)
-        for key, value in request.query_params.multi_items()
-    ]
-    scope = dict(request.scope)
-    scope["query_string"] = urlencode(query).encode()
-    return Request(scope)
-
-
 def _truthy(value: str | None) -> bool:
     # WordPress's rest_sanitize_boolean: "1", "true", "yes" (any case) are true.
     return value is not None and value.strip().lower() in ("1", "true", "yes")
-
-
-class _FaultGate:
-    """Applies injected faults before a request reaches the routes.
-
-    This runs outside Starlette on purpose: Starlette's error middleware answers any exception
-    from a route with a 500 before re-raising it, so a ``ConnectionReset`` raised inside a
-    handler would start a response and then break :class:`ResetMiddleware`.
-    """
-
-    def __init__(self, sandbox: WooCommerceSandbox, app: ASGIApp) -> None:
-        self.sandbox = sandbox
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            failure = await self.sandbox.before()  # raises ConnectionReset for a dropped call
-            if failure is not None:
-                # What WordPress's fatal-error handler answers a REST request.
-                body = {
-                    "code": "internal_server_error",
-                    "message": "There has been a critical error on this website.",
-                    "data": {"status": failure},
-                    "additional_errors": [],
-                }
-                response = _json(body, failure)
-                record(self.sandbox.log, _redacted(Request(scope, receive)), response)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class WooCommerceSandbox(SandboxBase):
@@ -143,12 +100,12 @@ class WooCommerceSandbox(SandboxBase):
         self.consumer_secret = consumer_secret
         self.store = ShopStore()
         self.rules = ShopRules(self.store, lambda: datetime.fromtimestamp(wall_clock(), UTC))
-        self._app: ResetMiddleware | None = None
+        self._app: ASGIApp | None = None
         self._deliveries = 0
 
     # -- the ASGI app ----------------------------------------------------------------------
 
-    def app(self) -> ResetMiddleware:
+    def app(self) -> ASGIApp:
         """The Starlette app, wrapped so :class:`ConnectionReset` drops the connection."""
         if self._app is None:
             c, o = f"{PREFIX}/customers", f"{PREFIX}/orders"
@@ -177,14 +134,24 @@ class WooCommerceSandbox(SandboxBase):
                     methods=["POST", "PUT", "PATCH"],
                 ),
             ]
-            self._app = ResetMiddleware(_FaultGate(self, Starlette(routes=routes)))
+            self._app = self.serve(Starlette(routes=routes))
         return self._app
+
+    def fault_response(self, status: int, request: Request) -> Response:
+        """What WordPress's fatal-error handler answers a REST request."""
+        body = {
+            "code": "internal_server_error",
+            "message": "There has been a critical error on this website.",
+            "data": {"status": status},
+            "additional_errors": [],
+        }
+        return _json(body, status)
 
     def _wrap(self, action: str, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """Rate limit and auth first (in that order, as a host would), then the call."""
 
         async def endpoint(request: Request) -> Response:
-            logged = _redacted(request)
+            logged = request  # record() keeps only names of personal query values
             window = self.admit()
             if window is not None:
                 wait = max(1, math.ceil(window.wait_time(self.clock())))
