@@ -48,6 +48,7 @@ __all__ = [
     "build_ssl_context",
     "check_url",
     "is_loopback",
+    "json_object",
     "redact_url",
 ]
 
@@ -348,6 +349,21 @@ class SystemClient:
         if status in (401, 403, 404, 405):
             return FatalRemoteError(self.system, method, path, status, detail)
         return RecordError(self.system, method, path, status, detail)
+
+
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """A response body as a JSON object; ``{}`` when it is empty, not JSON, or not an object.
+
+    Adapters read vendors' answers with this: a vendor that answers 204, an HTML error page or
+    a bare list must not turn into an exception where a missing key would do.
+    """
+    if response.status_code == 204 or not response.content:
+        return {}
+    try:
+        body = jsonutil.loads(response.content)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 def _error_category(response: httpx.Response) -> str:

@@ -21,8 +21,6 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote
 
-import httpx
-
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.hubspot.settings import (
     DEFAULT_PROPERTIES,
@@ -33,7 +31,6 @@ from adapters.hubspot.settings import (
     wait_hint,
 )
 from adapters.hubspot.signature import MAX_SKEW_MS, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
-from connector import jsonutil
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -46,7 +43,7 @@ from connector.adapter import (
     WebhookRequest,
 )
 from connector.errors import FatalRemoteError, RecordError
-from connector.http import SystemClient
+from connector.http import SystemClient, json_object
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -102,7 +99,7 @@ class HubSpotAdapter:
             if after:
                 params["after"] = after
             response = await self.client.request("GET", CONTACTS, params=params)
-            body = _json_object(response)
+            body = json_object(response)
             records = [r for r in body.get("results") or [] if isinstance(r, dict)]
             next_after = _next_after(body)
             if next_after is None:
@@ -159,7 +156,7 @@ class HubSpotAdapter:
             # record fails with the category, and none is retried as is.
             reason = exc.detail or f"HTTP_{exc.status}"
             return [UpsertResult(record.ref, "failed", reason=reason) for record in records]
-        body = _json_object(response)
+        body = json_object(response)
         by_ref: dict[str, UpsertResult] = {}
         by_email = {record.email.lower(): record.ref for record in records}
         for result in body.get("results") or []:
@@ -208,7 +205,7 @@ class HubSpotAdapter:
                 "properties": list(self.settings.properties),
             },
         )
-        for result in _json_object(response).get("results") or []:
+        for result in json_object(response).get("results") or []:
             if isinstance(result, dict) and not result.get("archived"):
                 return result
         return None
@@ -224,7 +221,7 @@ class HubSpotAdapter:
         )
         if response.status_code == 404:
             return None
-        body = _json_object(response)
+        body = json_object(response)
         return body if body.get("id") is not None and not body.get("archived") else None
 
     # -- erase -------------------------------------------------------------------------------
@@ -310,16 +307,6 @@ _EVENT_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase"]]] = {
     "contact.propertyChange": "changed",
     "contact.deletion": "deleted",
 }
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code == 204 or not response.content:
-        return {}
-    try:
-        body = jsonutil.loads(response.content)
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _next_after(body: Mapping[str, Any]) -> str | None:

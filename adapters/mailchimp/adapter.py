@@ -70,7 +70,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.http import SystemClient
+from connector.http import SystemClient, json_object
 
 __all__ = [
     "DELETE_PERMANENT",
@@ -216,7 +216,7 @@ class MailchimpAdapter:
                 return _Outcome(ok=False, reason=_reason(exc))
             except RetryableError as exc:
                 return _Outcome(ok=False, reason=_reason(exc), retryable=True)
-        member = _json_object(response)
+        member = json_object(response)
         member_id = member.get("id")
         return _Outcome(ok=True, member_id=member_id if isinstance(member_id, str) else member_hash)
 
@@ -254,7 +254,7 @@ class MailchimpAdapter:
         # The e-mail travels in the query string, which SystemClient never puts in errors.
         async with self._connections:
             response = await self._request("GET", SEARCH, SEARCH, params={"query": email})
-        matches = _json_object(response).get("exact_matches")
+        matches = json_object(response).get("exact_matches")
         members = matches.get("members") if isinstance(matches, dict) else None
         return [
             member
@@ -274,7 +274,7 @@ class MailchimpAdapter:
             )
         if response.status_code == 404:
             return None
-        member = _json_object(response)
+        member = json_object(response)
         return member if member.get("id") else None
 
     # -- erase -----------------------------------------------------------------------------
@@ -365,16 +365,6 @@ def _reason(exc: RemoteError) -> str:
     if exc.detail:
         return exc.detail
     return f"HTTP_{exc.status}" if exc.status is not None else type(exc).__name__
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code == 204 or not response.content:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 SPEC = AdapterSpec(

@@ -62,7 +62,7 @@ from connector.adapter import (
     WebhookRequest,
 )
 from connector.errors import FatalRemoteError, RecordError, RetryableError
-from connector.http import SystemClient
+from connector.http import SystemClient, json_object
 
 __all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
 
@@ -116,7 +116,7 @@ class PipedriveAdapter:
             if page_token:
                 params["cursor"] = page_token
             response = await self.client.request("GET", PERSONS, params=params)
-            body = _json_object(response)
+            body = json_object(response)
             people = [p for p in body.get("data") or [] if isinstance(p, dict)]
             for person in people:
                 high = later_time(high, person.get("update_time"))
@@ -223,7 +223,7 @@ class PipedriveAdapter:
     def _result(
         ref: str, response: httpx.Response, outcome: Literal["created", "updated"]
     ) -> UpsertResult:
-        body = _json_object(response)
+        body = json_object(response)
         data = body.get("data")
         person_id = data.get("id") if isinstance(data, dict) else None
         if body.get("success") is False or person_id is None:
@@ -241,7 +241,7 @@ class PipedriveAdapter:
             params={"term": email, "fields": "email", "exact_match": "true", "limit": 100},
             bucket="search",
         )
-        return search_hits(_json_object(response), email)
+        return search_hits(json_object(response), email)
 
     # -- find --------------------------------------------------------------------------------
 
@@ -264,7 +264,7 @@ class PipedriveAdapter:
         response = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
         if response.status_code == 404:
             return None
-        data = _json_object(response).get("data")
+        data = json_object(response).get("data")
         if not isinstance(data, dict) or data.get("id") is None or data.get("is_deleted"):
             return None
         return data
@@ -309,16 +309,6 @@ class PipedriveAdapter:
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         """Person create/change -> ``changed``; delete -> ``deleted``; anything else ignored."""
         return parse_delivery(request)
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    if not response.content:
-        return {}
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
 
 
 def _next_cursor(body: dict[str, Any]) -> str | None:

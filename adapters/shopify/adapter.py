@@ -32,8 +32,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-import httpx
-
 from adapters.shopify.documents import (
     CUSTOMER_BY_ID,
     CUSTOMER_ORDERS,
@@ -71,7 +69,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.http import SystemClient
+from connector.http import SystemClient, json_object
 
 __all__ = ["ERASURE_NOTE", "SPEC", "ShopifyAdapter", "ShopifySettings", "decode_cursor"]
 
@@ -154,14 +152,6 @@ def _search_value(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
 def _code(value: Any) -> str | None:
     """A code-like string (``THROTTLED``, ``DOES_NOT_EXIST``), never free text."""
     if (
@@ -225,7 +215,7 @@ class ShopifyAdapter:
             response = await self.client.request(
                 "POST", self.path, json={"query": document, "variables": dict(variables)}
             )
-            body = _json_object(response)
+            body = json_object(response)
             extensions = body.get("extensions")
             cost = extensions.get("cost") if isinstance(extensions, dict) else None
             self.last_cost = cost if isinstance(cost, dict) else self.last_cost
