@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from connector import audit
@@ -28,6 +26,8 @@ from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.model import Person
+from connector.pages import ReadAhead
+from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import Ack, OutboxRow, QueuedPayload, Store
 from connector.systems import System, Systems
 
@@ -38,90 +38,9 @@ log = logging.getLogger("klantsync.engine")
 #: How many just-queued payloads the engine keeps in clear for delivery (see ``_fresh``).
 FRESH_LIMIT = 4096
 
-#: Turns of the event loop a read-ahead request gets before the engine takes a page.
-READ_AHEAD_TURNS = 4
-
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
-
-
-@dataclass
-class DestinationReport:
-    """What happened towards one destination in one run."""
-
-    queued: int = 0
-    unchanged: int = 0
-    gated: int = 0
-    created: int = 0
-    updated: int = 0
-    dead_lettered: int = 0
-    retry_later: int = 0
-    suppressed_at_delivery: int = 0
-    withdrawn: int = 0
-    requests: int = 0
-    fatal: str = ""
-
-    @property
-    def written(self) -> int:
-        return self.created + self.updated
-
-    @property
-    def backlog(self) -> int:
-        """Queued this run and not yet settled (written, dead-lettered or deferred)."""
-        settled = self.written + self.dead_lettered + self.retry_later
-        return self.queued - settled - self.suppressed_at_delivery
-
-
-@dataclass
-class FlowReport:
-    """What one run of one flow did; printed by ``sync`` and stored as the run summary."""
-
-    flow: str
-    source: str
-    dry_run: bool = False
-    pulled: int = 0
-    invalid: int = 0
-    suppressed: int = 0
-    withheld_fields: Counter[str] = field(default_factory=Counter)
-    destinations: dict[str, DestinationReport] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    complete: bool = False
-    run_id: int | None = None
-
-    @property
-    def failed(self) -> bool:
-        """True when anything needs attention: errors, dead letters or deliveries left queued."""
-        return bool(self.errors) or any(
-            d.dead_lettered or d.retry_later for d in self.destinations.values()
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "flow": self.flow,
-            "source": self.source,
-            "dry_run": self.dry_run,
-            "complete": self.complete,
-            "pulled": self.pulled,
-            "invalid": self.invalid,
-            "suppressed": self.suppressed,
-            "withheld_fields": dict(sorted(self.withheld_fields.items())),
-            "destinations": {
-                name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
-            },
-            "errors": list(self.errors),
-            "failed": self.failed,
-        }
-
-
-class Progress:
-    """Receives progress events; the CLI's terminal bar implements this. Default: silent."""
-
-    def pulled(self, flow: str, count: int, total: int | None) -> None:
-        """``count`` more records pulled; ``total`` when the source knows it."""
-
-    def delivered(self, flow: str, system: str, count: int) -> None:
-        """``count`` more records delivered (or settled) to ``system``."""
 
 
 class Engine:
@@ -191,7 +110,7 @@ class Engine:
                 "failed" if report.failed else "ok",
                 json.dumps(report.as_dict()),
             )
-            audit.append(self.store, "sync.run", _audit_summary(report))
+            audit.append(self.store, "sync.run", audit_summary(report))
         return report
 
     async def ingest(self, flow_name: str, records: Sequence[Mapping[str, Any]]) -> FlowReport:
@@ -246,7 +165,7 @@ class Engine:
         for worker in workers:
             # A worker that ends (a fatal error) must not leave the pull waiting on it.
             worker.add_done_callback(lambda _task: drained.set())
-        ahead = _ReadAhead(pages)
+        ahead = ReadAhead(pages)
         try:
             while (page := await ahead.next()) is not None:
                 self._take_page(flow, source, destinations, page, report, dry_run)
@@ -553,52 +472,6 @@ class Engine:
             return results
 
 
-class _ReadAhead:
-    """A pull's pages, the next one already requested while the engine takes this one.
-
-    Taking a page (mapping, hashing, sealing, the commit) does not wait on anything, so
-    without this the source sat idle while the engine worked and the engine sat idle while
-    the source answered. Now the request for page N+1 is on its way before page N is taken.
-    Pages are still taken one by one and in order, and a failed request surfaces when its
-    page is asked for, as before; the cursor only ever moves with a page that was taken.
-    """
-
-    def __init__(self, pages: AsyncIterator[Page]) -> None:
-        self._pages = pages
-        self._next: asyncio.Task[Page | None] | None = None
-
-    async def _fetch(self) -> Page | None:
-        try:
-            return await anext(self._pages)
-        except StopAsyncIteration:
-            return None
-
-    async def next(self) -> Page | None:
-        """The next page, or ``None`` when the pull has ended."""
-        task = self._next or asyncio.create_task(self._fetch())
-        self._next = None
-        page = await task
-        if page is not None and not page.complete:
-            self._next = asyncio.create_task(self._fetch())
-            # Give the request a few turns of the loop to reach the wire (the client takes
-            # its connection and writes the request before it first waits for the answer).
-            for _ in range(READ_AHEAD_TURNS):
-                await asyncio.sleep(0)
-        return page
-
-    async def close(self) -> None:
-        """Cancel a request nobody will take, and close the source's page iterator."""
-        task, self._next = self._next, None
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
-            if not task.cancelled():
-                task.exception()  # retrieved, so asyncio does not report it as lost
-        aclose = getattr(self._pages, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-
 def _reason(exc: KlantsyncError) -> str:
     status = getattr(exc, "status", None)
     detail = getattr(exc, "detail", "")
@@ -606,19 +479,3 @@ def _reason(exc: KlantsyncError) -> str:
     if detail:
         parts.append(detail)
     return " ".join(parts)
-
-
-def _audit_summary(report: FlowReport) -> dict[str, Any]:
-    return {
-        "flow": report.flow,
-        "source": report.source,
-        "pulled": report.pulled,
-        "invalid": report.invalid,
-        "suppressed": report.suppressed,
-        "withheld_fields": sorted(report.withheld_fields),
-        "destinations": {
-            name: {"written": d.written, "unchanged": d.unchanged, "dead_lettered": d.dead_lettered}
-            for name, d in report.destinations.items()
-        },
-        "failed": report.failed,
-    }

@@ -13,8 +13,8 @@ from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.adapter import Page
 from connector.demo import REPO_MAPPINGS
-from connector.engine import _ReadAhead
 from connector.mapping import load_mapping
+from connector.pages import ReadAhead
 from connector.ratelimit import RateLimit
 from connector.runtime import Runtime
 from tests.conftest import FakeClock
@@ -254,7 +254,7 @@ async def test_read_ahead_requests_the_next_page_and_closes_what_is_left() -> No
         finally:
             closed.set()
 
-    ahead = _ReadAhead(pages())
+    ahead = ReadAhead(pages())
     first = await ahead.next()
     assert first is not None and first.cursor == "0"
     assert requested == [0, 1]  # page 1 asked for before page 0 was taken
@@ -272,7 +272,7 @@ async def test_read_ahead_stops_after_the_complete_page() -> None:
         yield Page(records=[], cursor=None, complete=True)
         calls += 1  # pragma: no cover - must not run
 
-    ahead = _ReadAhead(pages())
+    ahead = ReadAhead(pages())
     page = await ahead.next()
     assert page is not None and page.complete
     await ahead.close()

@@ -1,0 +1,108 @@
+"""What a flow run did: per-destination counts, the run's report, progress events.
+
+The engine fills these in; the CLI prints them, the daemon turns them into metrics, the store
+keeps them as run summaries and the audit log records their counts (never values).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["DestinationReport", "FlowReport", "Progress", "audit_summary"]
+
+
+@dataclass
+class DestinationReport:
+    """What happened towards one destination in one run."""
+
+    queued: int = 0
+    unchanged: int = 0
+    gated: int = 0
+    created: int = 0
+    updated: int = 0
+    dead_lettered: int = 0
+    retry_later: int = 0
+    suppressed_at_delivery: int = 0
+    withdrawn: int = 0
+    requests: int = 0
+    fatal: str = ""
+
+    @property
+    def written(self) -> int:
+        return self.created + self.updated
+
+    @property
+    def backlog(self) -> int:
+        """Queued this run and not yet settled (written, dead-lettered or deferred)."""
+        settled = self.written + self.dead_lettered + self.retry_later
+        return self.queued - settled - self.suppressed_at_delivery
+
+
+@dataclass
+class FlowReport:
+    """What one run of one flow did; printed by ``sync`` and stored as the run summary."""
+
+    flow: str
+    source: str
+    dry_run: bool = False
+    pulled: int = 0
+    invalid: int = 0
+    suppressed: int = 0
+    withheld_fields: Counter[str] = field(default_factory=Counter)
+    destinations: dict[str, DestinationReport] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    complete: bool = False
+    run_id: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True when anything needs attention: errors, dead letters or deliveries left queued."""
+        return bool(self.errors) or any(
+            d.dead_lettered or d.retry_later for d in self.destinations.values()
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "flow": self.flow,
+            "source": self.source,
+            "dry_run": self.dry_run,
+            "complete": self.complete,
+            "pulled": self.pulled,
+            "invalid": self.invalid,
+            "suppressed": self.suppressed,
+            "withheld_fields": dict(sorted(self.withheld_fields.items())),
+            "destinations": {
+                name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
+            },
+            "errors": list(self.errors),
+            "failed": self.failed,
+        }
+
+
+class Progress:
+    """Receives progress events; the CLI's terminal bar implements this. Default: silent."""
+
+    def pulled(self, flow: str, count: int, total: int | None) -> None:
+        """``count`` more records pulled; ``total`` when the source knows it."""
+
+    def delivered(self, flow: str, system: str, count: int) -> None:
+        """``count`` more records delivered (or settled) to ``system``."""
+
+
+def audit_summary(report: FlowReport) -> dict[str, Any]:
+    """The counts of a run for the audit log: names and numbers, no personal data."""
+    return {
+        "flow": report.flow,
+        "source": report.source,
+        "pulled": report.pulled,
+        "invalid": report.invalid,
+        "suppressed": report.suppressed,
+        "withheld_fields": sorted(report.withheld_fields),
+        "destinations": {
+            name: {"written": d.written, "unchanged": d.unchanged, "dead_lettered": d.dead_lettered}
+            for name, d in report.destinations.items()
+        },
+        "failed": report.failed,
+    }
