@@ -76,6 +76,7 @@ def register(subparsers: Any) -> None:
     verify = action("verify-receipt", "check a receipt's Ed25519 signature")
     verify.add_argument("file", type=Path)
     verify.add_argument("--public-key", type=Path, help="PEM public key (default: this store's)")
+    action("rotate-key", "replace the receipt signing key (old receipts still verify)")
     public = action("public-key", "print the public key that checks this deployment's receipts")
     public.add_argument("--out", type=Path, help="write the PEM to this file instead")
 
@@ -132,6 +133,13 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
             return _receipt(service, args)
         if action == "verify-receipt":
             return _verify(service, args, console)
+        if action == "rotate-key":
+            old, new = service.rotate_receipt_key()
+            if args.json:
+                print(json.dumps({"old_key_id": old, "new_key_id": new}))
+            else:
+                console.print(f"receipt signing key rotated: {old} -> {new}")
+            return EXIT_OK
         if action == "public-key":
             pem = service.public_key_pem()
             if args.out:

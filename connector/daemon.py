@@ -37,6 +37,8 @@ log = logging.getLogger("klantsync.daemon")
 JOB_POLL_SECONDS = 1.0
 #: How long a stop waits for the in-flight batch before giving up on it (it stays queued).
 STOP_GRACE_SECONDS = 8.0
+#: Age at which the receipt signing key is reported as due for rotation.
+KEY_REVIEW_DAYS = 365
 #: Most webhook "changed" deliveries run together as one targeted sync.
 CHANGE_BATCH = 100
 
@@ -310,6 +312,16 @@ class Daemon:
                 "processor agreement due for review",
                 extra={"system": system, "review_date": review.isoformat()},
             )
+        from connector.receipts import KEY_FILE
+
+        key_file = self.rt.config.store_path.parent / KEY_FILE
+        if key_file.is_file():
+            age_days = (self.clock() - key_file.stat().st_mtime) / 86400
+            if age_days > KEY_REVIEW_DAYS:
+                log.warning(
+                    "receipt signing key due for rotation (klantsync dsr rotate-key)",
+                    extra={"age_days": int(age_days)},
+                )
         audit.record_check(self.rt.store, gaps)
 
     async def retention_sweep(self) -> None:

@@ -52,7 +52,13 @@ from connector.dsr_views import (
 from connector.errors import KlantsyncError
 from connector.logs import redact
 from connector.model import CANONICAL_FIELDS, normalise_email
-from connector.receipts import KEY_FILE, ReceiptSigner, Verification, load_public_key
+from connector.receipts import (
+    KEY_FILE,
+    ReceiptSigner,
+    Verification,
+    document_key_id,
+    load_public_key,
+)
 from connector.receipts import verify_receipt as _verify_bytes
 from connector.runtime import Runtime
 from connector.state import Store
@@ -345,9 +351,21 @@ class DsrService:
         return self.signer.public_key_pem()
 
     def verify_receipt(self, data: bytes, public_key_pem: bytes | None = None) -> Verification:
-        """Check a receipt against a given public key, or this deployment's own."""
-        public = load_public_key(public_key_pem) if public_key_pem else self.signer.public_key
+        """Check a receipt against a given public key, or the deployment's key that signed it
+        (the current one or a retired one: receipts outlive key rotations)."""
+        if public_key_pem:
+            return _verify_bytes(data, load_public_key(public_key_pem))
+        keys = self.signer.public_keys()
+        public = keys.get(document_key_id(data) or "", self.signer.public_key)
         return _verify_bytes(data, public)
+
+    def rotate_receipt_key(self) -> tuple[str, str]:
+        """Replace the receipt signing key; old receipts still verify. Audited by key id."""
+        old, new = self.signer.rotate()
+        audit.append(
+            self.rt.store, audit.KEY_ROTATED, {"key": "receipt-signing", "old": old, "new": new}
+        )
+        return old, new
 
     # -- shared with the kind runners ------------------------------------------------------------
 

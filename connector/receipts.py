@@ -40,6 +40,7 @@ __all__ = [
     "ReceiptSigner",
     "Verification",
     "canonical",
+    "document_key_id",
     "key_id",
     "load_public_key",
     "verify_receipt",
@@ -106,6 +107,48 @@ class ReceiptSigner:
         }
         return canonical(document).decode("ascii")
 
+    @property
+    def retired_dir(self) -> Path:
+        """Where the public halves of retired keys are kept, so old receipts still verify."""
+        return self.key_path.parent / "receipt-keys"
+
+    def public_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Every public key this deployment has signed with, by key id (current included)."""
+        keys: dict[str, Ed25519PublicKey] = {}
+        if self.retired_dir.is_dir():
+            for path in sorted(self.retired_dir.glob("*.pem")):
+                public = load_public_key(path.read_bytes())
+                keys[key_id(public)] = public
+        current = self.public_key
+        keys[key_id(current)] = current
+        return keys
+
+    def rotate(self) -> tuple[str, str]:
+        """Retire the signing key for a new one; return ``(old key id, new key id)``.
+
+        The old key's *public* half is kept (receipts it signed must stay verifiable); its
+        private half is gone once the new sealed key file replaces it.
+        """
+        old = self.public_key
+        old_id = key_id(old)
+        self.retired_dir.mkdir(parents=True, exist_ok=True)
+        (self.retired_dir / f"{old_id}.pem").write_bytes(
+            old.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        staging = self.key_path.with_suffix(".new")
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(self._keyring.seal(raw, _CONTEXT))
+        os.replace(staging, self.key_path)  # atomic: never a moment without a key file
+        self._private = key
+        return old_id, key_id(key.public_key())
+
     def _load_or_create(self) -> Ed25519PrivateKey:
         if not self.key_path.exists():
             key = Ed25519PrivateKey.generate()
@@ -151,6 +194,16 @@ def load_public_key(pem: bytes) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise ReceiptError("the public key is not an Ed25519 key")
     return key
+
+
+def document_key_id(data: bytes) -> str | None:
+    """The ``key_id`` a receipt says it was signed with, if it says one."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    found = document.get("key_id") if isinstance(document, dict) else None
+    return found if isinstance(found, str) else None
 
 
 def verify_receipt(data: bytes, public: Ed25519PublicKey) -> Verification:

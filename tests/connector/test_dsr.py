@@ -568,3 +568,28 @@ def test_key_file_is_sealed_and_private(
     assert b"PRIVATE KEY" not in key.read_bytes()
     with sqlite3.connect(config_path.parent / "state" / "klantsync.db") as db:
         assert db.execute("SELECT COUNT(*) FROM dsr_requests").fetchone()[0] == 0
+
+
+async def test_rotating_the_receipt_key_keeps_old_receipts_verifiable(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """After a rotation new receipts use the new key, old ones still verify, and it is audited."""
+    shop.add_person("before.rotation@example.nl", "Before", "Rotation")
+    shop.add_person("after.rotation@example.nl", "After", "Rotation")
+    service = DsrService(rt)
+    first = await service.erase("before.rotation@example.nl")
+    old_receipt = service.receipt(first.id)
+    assert old_receipt is not None
+    old_id, new_id = service.rotate_receipt_key()
+    assert old_id != new_id
+    second = await service.erase("after.rotation@example.nl")
+    new_receipt = service.receipt(second.id)
+    assert new_receipt is not None
+    assert json.loads(new_receipt)["key_id"] == new_id
+    assert json.loads(old_receipt)["key_id"] == old_id
+    assert service.verify_receipt(old_receipt.encode()).ok
+    assert service.verify_receipt(new_receipt.encode()).ok
+    tampered = old_receipt.replace('"kind":"erase"', '"kind":"erasE"')
+    assert not service.verify_receipt(tampered.encode()).ok
+    rotations = [e for e in audit.entries(rt.store) if e.kind == audit.KEY_ROTATED]
+    assert [e.data for e in rotations] == [{"key": "receipt-signing", "old": old_id, "new": new_id}]
