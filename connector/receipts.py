@@ -139,7 +139,9 @@ class ReceiptSigner:
         )
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
         )
         staging = self.key_path.with_suffix(".new")
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
