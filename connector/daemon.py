@@ -347,6 +347,7 @@ class Daemon:
 
         from connector.httpapp import build_servers
 
+        servers = build_servers(self)  # first: a port in use stops us before anything runs
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -388,8 +389,7 @@ class Daemon:
             next_run_time=now,
         )
         scheduler.start()
-        servers = build_servers(self)
-        server_tasks = [self._spawn(server.serve()) for server in servers]
+        server_tasks = [self._spawn(server.serve(sockets=[sock])) for server, sock in servers]
         worker = self._spawn(self.run_jobs())
         log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
         await self.stopping.wait()
@@ -402,7 +402,7 @@ class Daemon:
             _, still = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
             for task in still:
                 task.cancel()
-        for server in servers:
+        for server, _sock in servers:
             server.should_exit = True
         await asyncio.wait(server_tasks, timeout=3)
         audit.append(self.rt.store, "daemon.stopped", {})

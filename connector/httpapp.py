@@ -6,6 +6,7 @@ monitoring here, operators there, on separate sockets so the admin API can stay 
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -14,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from connector.adapter import WebhookRequest
+from connector.errors import ConfigError
 from connector.webhooks import MAX_BODY_BYTES, receive
 
 if TYPE_CHECKING:
@@ -103,8 +105,12 @@ def _host_port(listen: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def build_servers(daemon: Daemon) -> list[Any]:
-    """uvicorn servers for both listeners, sharing the daemon's event loop."""
+def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
+    """uvicorn servers for both listeners, each with its socket already bound.
+
+    Binding here, before anything starts, turns a port in use into a clear configuration
+    error naming the key (uvicorn would otherwise exit the whole process from inside a task).
+    """
     import uvicorn
 
     from connector.admin import build_admin_app
@@ -114,11 +120,12 @@ def build_servers(daemon: Daemon) -> list[Any]:
     if settings.tls_cert is not None and settings.tls_key is not None:
         tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
     servers = []
-    for app, listen in (
-        (build_public_app(daemon), settings.listen),
-        (build_admin_app(daemon), settings.admin_listen),
+    for key, app, listen in (
+        ("daemon.listen", build_public_app(daemon), settings.listen),
+        ("daemon.admin_listen", build_admin_app(daemon), settings.admin_listen),
     ):
         host, port = _host_port(listen)
+        sock = _bind(str(daemon.rt.config.path), key, host, port)
         config = uvicorn.Config(
             app,
             host=host,
@@ -131,5 +138,19 @@ def build_servers(daemon: Daemon) -> list[Any]:
         server = uvicorn.Server(config)
         # The daemon owns signal handling (it must finish the in-flight batch first).
         server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
-        servers.append(server)
+        servers.append((server, sock))
     return servers
+
+
+def _bind(file: str, key: str, host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(file, key, f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock

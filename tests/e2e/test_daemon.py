@@ -230,3 +230,22 @@ def test_sigterm_mid_sync_exits_0_and_restart_finishes_without_loss(
     assert crm.contact_count() == 4000, (finished, first.seen[-5:], second.seen[-5:])
     emails = {shop.store.get(i)["email"] for i in range(1, 4001)}
     assert all(crm.record_for(e) is not None for e in emails)
+
+
+def test_port_in_use_is_a_clear_configuration_error(world: dict[str, Any]) -> None:
+    """A listener whose port is taken exits 2 naming daemon.listen, not with a traceback."""
+    import socket
+
+    config: Path = world["config"]
+    port = int(world["public"].rsplit(":", 1)[1])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "connector", "-c", str(config), "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert "daemon.listen" in result.stderr and "Traceback" not in result.stderr
