@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import httpx
+
 from connector.http import SystemClient, WaitHint
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
@@ -63,11 +65,13 @@ class ClientConfig:
         auth: HTTP basic credentials, or ``None``.
         headers: default headers (token headers); never logged.
         wait_hint: reads a 429 response and says how long the vendor wants us to wait.
+        rate_limited: says whether a non-429 response means "slow down" (retried as a 429).
     """
 
     auth: tuple[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     wait_hint: WaitHint | None = None
+    rate_limited: Callable[[httpx.Response], bool] | None = None
 
 
 @dataclass(frozen=True)

@@ -184,6 +184,8 @@ class SystemClient:
         transport: replaces the network (tests, in-process sandboxes).
         max_connections: connection pool size; also caps concurrency towards the vendor.
         clock: the limiter's clock; tests pass one that their ``sleep`` advances.
+        rate_limited: the adapter's test for responses that mean "slow down" without being
+            a 429 (Pipedrive's Cloudflare 403 page): they are retried like a 429.
     """
 
     def __init__(
@@ -201,11 +203,13 @@ class SystemClient:
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 10,
         clock: Callable[[], float] | None = None,
+        rate_limited: Callable[[httpx.Response], bool] | None = None,
     ) -> None:
         self.system = system
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
+        self._rate_limited = rate_limited
         #: Called after every call with (system, status or None, seconds): the daemon's metrics.
         self.observer: Callable[[str, int | None, float], None] | None = None
         self._limiters = {
@@ -339,7 +343,7 @@ class SystemClient:
     def _classify(self, method: str, path: str, response: httpx.Response) -> RemoteError:
         status = response.status_code
         detail = _error_category(response)
-        if status == 429:
+        if status == 429 or (self._rate_limited is not None and self._rate_limited(response)):
             self.stats.rate_limited += 1
             wait = self._wait_hint(response) if self._wait_hint else None
             return RateLimitedError(self.system, method, path, status, detail, wait)

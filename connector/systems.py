@@ -98,6 +98,7 @@ def open_systems(
             ca_bundle=settings.ca_bundle,
             limits=limits.rate,
             wait_hint=client_config.wait_hint,
+            rate_limited=client_config.rate_limited,
             retry=retry,
             timeout=settings.timeout_seconds,
             transport=(transports or {}).get(name),

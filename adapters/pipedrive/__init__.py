@@ -1,14 +1,9 @@
 """Pipedrive API v2 persons: the adapter, its settings and its sandbox.
 
-Needed outside this package (reported, not done here):
-
-- ``adapters/registry.py``: register ``SPEC`` (``from adapters.pipedrive import SPEC``).
-- ``connector/http.py``: Pipedrive answers a client that keeps sending after 429s with a 403
-  Cloudflare HTML page, which is rate limiting, not a permission problem. The client classifies
-  every 403 as fatal before an adapter sees it; an adapter-provided classifier on
-  ``ClientConfig`` (for example ``is_rate_limited: Callable[[httpx.Response], bool]``, fed
-  :func:`~adapters.pipedrive.settings.is_cloudflare_block`) would let it become a
-  ``RateLimitedError``.
+Pipedrive answers a client that keeps sending after 429s with a 403 Cloudflare HTML page,
+which is rate limiting, not a permission problem: ``client_config`` hands
+:func:`~adapters.pipedrive.settings.is_cloudflare_block` to the HTTP client as its
+``rate_limited`` test, so that page is retried like a 429.
 """
 
 from __future__ import annotations

@@ -134,9 +134,8 @@ def is_cloudflare_block(response: httpx.Response) -> bool:
     """Whether a response is Cloudflare's 403 HTML page for a client that ignored 429s.
 
     Pipedrive's own 403s (missing permission) are JSON; the block page is ``text/html``. It is
-    rate limiting, so the call is worth retrying after a pause, not a fatal error. Today
-    :mod:`connector.http` classifies every 403 as fatal before an adapter sees the response,
-    so this is offered for an adapter-provided classifier there (see the package docstring).
+    rate limiting, so the call is worth retrying after a pause, not a fatal error: the client
+    is told so through ``ClientConfig.rate_limited``.
     """
     content_type = response.headers.get("content-type", "").lower()
     return response.status_code == 403 and content_type.startswith("text/html")
@@ -147,4 +146,5 @@ def client_config(settings: PipedriveSettings) -> ClientConfig:
     return ClientConfig(
         headers={"x-api-token": settings.credential("api_token")},
         wait_hint=wait_hint,
+        rate_limited=is_cloudflare_block,
     )

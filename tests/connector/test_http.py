@@ -225,3 +225,24 @@ async def test_rate_limiter_paces_to_the_window() -> None:
     for _ in range(3):
         await limiter.acquire()
     assert len(waited) == 1 and 10.0 <= waited[0] <= 10.01
+
+
+@respx.mock
+async def test_adapter_can_mark_a_non_429_answer_as_rate_limiting() -> None:
+    """A 403 HTML block page the adapter recognises is retried like a 429; other 403s stay fatal."""
+    block = httpx.Response(403, text="<html>blocked</html>", headers={"content-type": "text/html"})
+    respx.get("https://crm.test/slow").mock(side_effect=[block, httpx.Response(200, json={})])
+    respx.get("https://crm.test/forbidden").mock(
+        return_value=httpx.Response(403, json={"error": "forbidden"})
+    )
+    client = SystemClient(
+        "deals",
+        "https://crm.test",
+        rate_limited=lambda r: r.headers.get("content-type", "").startswith("text/html"),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
+    assert (await client.request("GET", "/slow")).status_code == 200
+    assert client.stats.rate_limited == 1
+    with pytest.raises(FatalRemoteError):
+        await client.request("GET", "/forbidden")
+    await client.aclose()
