@@ -27,9 +27,10 @@ from adapters.hubspot._store import (
 from connector import jsonutil
 from connector.sandboxkit import JSONResponse
 
-__all__ = ["CONTACTS", "ContactRoutes", "Handler", "Reject", "error_body"]
+__all__ = ["CONTACTS", "PROPERTIES", "ContactRoutes", "Handler", "Reject", "error_body"]
 
 CONTACTS = "/crm/v3/objects/contacts"
+PROPERTIES = "/crm/v3/properties/contacts"
 MAX_INPUTS = 100
 MAX_LIST_LIMIT = 100
 MAX_SEARCH_LIMIT = 200
@@ -169,6 +170,23 @@ class ContactRoutes:
         return JSONResponse(body, status_code=207)
 
     # -- single-object routes ----------------------------------------------------------------
+
+    async def list_properties(
+        self, _request: Request
+    ) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET /crm/v3/properties/contacts``: every contact property the portal defines."""
+        results = [
+            {
+                "name": name,
+                "label": name,
+                "type": "string",
+                "fieldType": "text",
+                "groupName": "contactinformation",
+                "modificationMetadata": {"readOnlyValue": name in READ_ONLY_PROPERTIES},
+            }
+            for name in sorted(self.store.known)
+        ]
+        return JSONResponse({"results": results}), []
 
     async def list_contacts(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         params = request.query_params

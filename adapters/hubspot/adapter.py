@@ -58,6 +58,7 @@ __all__ = [
 
 CONTACTS: Final = "/crm/v3/objects/contacts"
 GDPR_DELETE: Final = f"{CONTACTS}/gdpr-delete"
+PROPERTIES: Final = "/crm/v3/properties/contacts"
 
 #: Error categories worth retrying when HubSpot reports them per input in a 207.
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
@@ -81,6 +82,7 @@ class HubSpotAdapter:
         self.settings = settings
         self.limits = hubspot_limits(settings)
         self._properties = ",".join(settings.properties)
+        self._every_property: list[str] | None = None
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -185,13 +187,34 @@ class HubSpotAdapter:
     # -- find --------------------------------------------------------------------------------
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """The subject's contact (by e-mail, else by HubSpot id), or an empty list."""
-        found = await self._read_by_email(subject.email)
+        """The subject's contact (by e-mail, else by HubSpot id) with every property the
+        portal defines, not only the mapped ones: an access request must show all that is
+        held. An empty list when HubSpot holds nobody."""
+        names = await self._all_properties()
+        found = await self._read_by_email(subject.email, names)
         if found is None and subject.external_id:
-            found = await self._read_by_id(subject.external_id)
+            found = await self._read_by_id(subject.external_id, names)
         return [found] if found is not None else []
 
-    async def _read_by_email(self, email: str) -> dict[str, Any] | None:
+    async def _all_properties(self) -> list[str]:
+        """Every contact property name of the portal, read once per adapter.
+
+        Falls back to the configured properties when the token may not read the schema
+        (HubSpot's ``crm.schemas.contacts.read`` scope is missing: 403).
+        """
+        if self._every_property is None:
+            response = await self.client.request("GET", PROPERTIES, accept=(403,))
+            names = [
+                str(item["name"])
+                for item in json_object(response).get("results") or []
+                if isinstance(item, dict) and isinstance(item.get("name"), str)
+            ]
+            self._every_property = names or list(self.settings.properties)
+        return self._every_property
+
+    async def _read_by_email(
+        self, email: str, names: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
         if "@" not in email:
             return None  # no e-mail known (a subject known only by its HubSpot id)
         # batch/read keeps the e-mail in the body: a GET .../{email} would put it in the URL
@@ -202,7 +225,7 @@ class HubSpotAdapter:
             json={
                 "idProperty": "email",
                 "inputs": [{"id": email}],
-                "properties": list(self.settings.properties),
+                "properties": list(names or self.settings.properties),
             },
         )
         for result in json_object(response).get("results") or []:
@@ -210,13 +233,15 @@ class HubSpotAdapter:
                 return result
         return None
 
-    async def _read_by_id(self, external_id: str) -> dict[str, Any] | None:
+    async def _read_by_id(
+        self, external_id: str, names: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
         if not external_id.isdigit():
             return None  # HubSpot ids are numeric; anything else cannot address a contact
         response = await self.client.request(
             "GET",
             f"{CONTACTS}/{quote(external_id, safe='')}",
-            params={"properties": self._properties},
+            params={"properties": ",".join(names) if names else self._properties},
             accept=(404,),
         )
         if response.status_code == 404:

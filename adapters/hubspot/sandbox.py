@@ -25,7 +25,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from adapters.hubspot._routes import CONTACTS, ContactRoutes, Handler, Reject, error_body
+from adapters.hubspot._routes import (
+    CONTACTS,
+    PROPERTIES,
+    ContactRoutes,
+    Handler,
+    Reject,
+    error_body,
+)
 from adapters.hubspot._store import ContactStore
 from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
 from connector.ratelimit import RateLimit, RollingWindow
@@ -80,6 +87,7 @@ class HubSpotSandbox(SandboxBase):
         """The ASGI app, wrapped so a fault can drop the connection."""
         contacts = ContactRoutes(self.store)
         routes = [
+            self._route("GET", PROPERTIES, contacts.list_properties),
             self._route("GET", CONTACTS, contacts.list_contacts),
             self._route("POST", CONTACTS, contacts.create),
             self._route("POST", f"{CONTACTS}/search", contacts.search, bucket="search"),

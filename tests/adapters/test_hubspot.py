@@ -632,3 +632,14 @@ async def test_erase_by_id_alone_sends_no_empty_email(hub: Harness) -> None:
     result = await hub.adapter.erase(Subject(email="", external_id=contact_id))
     assert result.found and result.vendor_status == 204
     assert not hub.sandbox.holds("only.id@example.com")
+
+
+async def test_find_returns_every_property_the_portal_holds(hub: Harness) -> None:
+    """An access request sees properties no mapping names (set in HubSpot by hand), too."""
+    hub.sandbox.add_person("full.view@example.com", "Full", "View", jobtitle="Inkoper")
+    (contact,) = await hub.adapter.find(Subject(email="full.view@example.com"))
+    assert contact["properties"]["jobtitle"] == "Inkoper"
+    assert contact["properties"]["firstname"] == "Full"
+    # The schema is read once per adapter, not once per lookup.
+    await hub.adapter.find(Subject(email="full.view@example.com"))
+    assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 1
