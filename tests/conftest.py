@@ -45,10 +45,10 @@ class VirtualTime:
 
 
 class FakeClock:
-    """A monotonic clock tests advance by hand."""
+    """A clock that only moves when a test (or a fake sleep) moves it."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
 
     def __call__(self) -> float:
         return self.now

@@ -27,25 +27,13 @@ from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
+from tests.conftest import FakeClock
 
 BASE_URL = "https://api.hubapi.test"
 CONTACTS = "/crm/v3/objects/contacts"
 TOKEN = "pat-sandbox"
 SECRET = "app-secret"
 HOOK_URL = "https://klantsync.example.nl/webhooks/crm"
-
-
-class FakeClock:
-    """A monotonic clock that only moves when a test (or a fake sleep) moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

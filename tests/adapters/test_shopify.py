@@ -23,6 +23,7 @@ from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookReq
 from connector.errors import FatalRemoteError, RateLimitedError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
+from tests.conftest import FakeClock
 
 BASE_URL = "https://klantsync-test.myshopify.com"
 GRAPHQL = "/admin/api/2025-01/graphql.json"
@@ -31,19 +32,6 @@ SECRET = "shopify-app-secret"
 HOOK_URL = "https://klantsync.example.nl/webhooks/shop"
 MAPPING = Path(__file__).resolve().parents[2] / "mappings" / "shopify.toml"
 T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC).timestamp()
-
-
-class FakeClock:
-    """A clock that only moves when a test (or a fake sleep) moves it."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

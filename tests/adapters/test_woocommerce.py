@@ -21,20 +21,11 @@ from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
+from tests.conftest import FakeClock
 
 BASE_URL = "https://shop.test"
 API = "/wp-json/wc/v3"
 SECRET = "wc-webhook-secret"
-
-
-class FakeClock:
-    """A monotonic clock that only moves when a test (or a fake sleep) moves it."""
-
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
