@@ -39,6 +39,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
+from connector.netstream import AsyncioTransport
 from connector.ratelimit import RateLimit, RateLimiter
 
 __all__ = [
@@ -168,6 +169,30 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc).__name__
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing: vendor APIs authenticate by token, not by session."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        # Nothing a vendor sets (load balancer or bot-detection cookies) is ever sent back,
+        # and parsing Set-Cookie through urllib's cookie machinery on every answer was a
+        # tenth of the client's time per call.
+        return None
+
+
+class _VendorClient(httpx.AsyncClient):
+    """httpx's client without cookie state (see :class:`_NoCookies`)."""
+
+    _no_cookies = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._no_cookies
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        return None  # httpx's constructor sets its empty jar here; nothing to keep
+
+
 class SystemClient:
     """The HTTP client of one configured system, with the policy above applied to every call.
 
@@ -216,8 +241,14 @@ class SystemClient:
             name: RateLimiter(limit, sleep=self.retry.sleep, clock=clock or time.monotonic)
             for name, limit in (limits or {}).items()
         }
-        verify: ssl.SSLContext | bool = build_ssl_context(ca_bundle) if transport is None else True
-        self._client = httpx.AsyncClient(
+        pool = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        verify: ssl.SSLContext | bool = True
+        if transport is None:
+            verify = build_ssl_context(ca_bundle)
+            transport = AsyncioTransport(ssl_context=verify, limits=pool)
+        self._client = _VendorClient(
             base_url=base_url.rstrip("/"),
             auth=auth,
             headers=dict(headers or {}),
@@ -225,9 +256,7 @@ class SystemClient:
             timeout=httpx.Timeout(timeout),
             transport=transport,
             follow_redirects=False,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            limits=pool,
         )
 
     async def __aenter__(self) -> SystemClient:

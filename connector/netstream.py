@@ -1,0 +1,181 @@
+"""The connection layer under every vendor call: httpcore's network backend on asyncio streams.
+
+httpx reaches the network through httpcore, which by default goes through anyio: a TLS layer
+written in Python over ``ssl.MemoryBIO``, a cancel scope and a typed-attribute lookup per read
+and write, and a ``select.poll`` per idle connection every time the pool assigns a request.
+On this daemon's hot paths (one HTTPS call per Mailchimp member; hundreds of calls a second
+during a fan-out) that was over half of the client's CPU per call. This backend hands the
+same work to the event loop's own transports (``loop.create_connection``, ``start_tls``),
+which do TLS in C under uvloop and with far less Python in between under asyncio.
+
+Nothing about *what* is allowed changes: the :class:`ssl.SSLContext` is the one
+:func:`connector.http.build_ssl_context` built (verification on, TLS 1.2 minimum), and errors
+are mapped to the same httpcore exceptions the anyio backend raises, so httpx turns them into
+the same ``httpx.ConnectError``/``ReadTimeout``/... with the ``ssl.SSLError`` as their cause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+__all__ = ["AsyncioBackend", "AsyncioStream", "AsyncioTransport"]
+
+SocketOption = (
+    tuple[int, int, int] | tuple[int, int, bytes | bytearray] | tuple[int, int, None, int]
+)
+
+
+class _Reader(asyncio.StreamReader):
+    """A stream reader that remembers the peer closed, even with data left unread."""
+
+    peer_closed = False
+
+    def feed_eof(self) -> None:
+        self.peer_closed = True
+        super().feed_eof()
+
+
+@contextlib.asynccontextmanager
+async def _mapped(
+    timeout: float | None,
+    on_timeout: type[Exception],
+    on_error: type[Exception],
+) -> AsyncIterator[None]:
+    """Run the body under ``timeout``; raise httpcore's exception types, chained to the cause."""
+    try:
+        if timeout is None:
+            yield
+        else:
+            async with asyncio.timeout(timeout):
+                yield
+    except TimeoutError as exc:
+        raise on_timeout(str(exc) or "timed out") from exc
+    except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+        # ssl.SSLError is an OSError: a failed handshake arrives here, kept as the cause.
+        raise on_error(str(exc) or type(exc).__name__) from exc
+
+
+class AsyncioStream(httpcore.AsyncNetworkStream):
+    """One TCP (then TLS) connection, as httpcore reads and writes it."""
+
+    def __init__(self, reader: _Reader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        async with _mapped(timeout, httpcore.ReadTimeout, httpcore.ReadError):
+            return await self._reader.read(max_bytes)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        if not buffer:
+            return
+        async with _mapped(timeout, httpcore.WriteTimeout, httpcore.WriteError):
+            self._writer.write(buffer)
+            await self._writer.drain()
+
+    async def aclose(self) -> None:
+        # Closes the TCP connection without a TLS close_notify, as httpcore's anyio backend
+        # does: HTTP/1.1 frames every message, and waiting for the peer's close_notify would
+        # hold up the pool (it closes expired connections on the way to a request).
+        self._writer.transport.abort()
+        # The socket is released on the loop's next turn; give it that turn, so a caller that
+        # ends the loop right after (a test, a shutdown) leaves no socket open.
+        await asyncio.sleep(0)
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            async with _mapped(timeout, httpcore.ConnectTimeout, httpcore.ConnectError):
+                await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            # Asked of idle pooled connections: anything pending means the server closed it.
+            return (
+                self._reader.peer_closed
+                or self._writer.is_closing()
+                or self._reader.exception() is not None
+            )
+        if info == "ssl_object":
+            return self._writer.get_extra_info("ssl_object")
+        if info == "client_addr":
+            return self._writer.get_extra_info("sockname")
+        if info == "server_addr":
+            return self._writer.get_extra_info("peername")
+        if info == "socket":
+            return self._writer.get_extra_info("socket")
+        return None
+
+
+class AsyncioBackend(httpcore.AsyncNetworkBackend):
+    """Opens :class:`AsyncioStream` connections on the running event loop."""
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        reader = _Reader(limit=2**16, loop=loop)
+        async with _mapped(timeout, httpcore.ConnectTimeout, httpcore.ConnectError):
+            transport, protocol = await loop.create_connection(
+                lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                host,
+                port,
+                local_addr=(local_address, 0) if local_address else None,
+            )
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        return AsyncioStream(reader, writer)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[SocketOption] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("unix sockets are not used for vendor calls")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class AsyncioTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with its connection pool on :class:`AsyncioBackend`.
+
+    Everything above the pool (request and response mapping, exception mapping) is httpx's
+    own; only the pool is rebuilt, with the same settings and this backend.
+    """
+
+    def __init__(self, *, ssl_context: ssl.SSLContext, limits: httpx.Limits) -> None:
+        super().__init__(verify=ssl_context, limits=limits)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=AsyncioBackend(),
+        )
