@@ -17,10 +17,9 @@ the same ``httpx.ConnectError``/``ReadTimeout``/... with the ``ssl.SSLError`` as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import httpcore
@@ -43,24 +42,9 @@ class _Reader(asyncio.StreamReader):
         super().feed_eof()
 
 
-@contextlib.asynccontextmanager
-async def _mapped(
-    timeout: float | None,
-    on_timeout: type[Exception],
-    on_error: type[Exception],
-) -> AsyncIterator[None]:
-    """Run the body under ``timeout``; raise httpcore's exception types, chained to the cause."""
-    try:
-        if timeout is None:
-            yield
-        else:
-            async with asyncio.timeout(timeout):
-                yield
-    except TimeoutError as exc:
-        raise on_timeout(str(exc) or "timed out") from exc
-    except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
-        # ssl.SSLError is an OSError: a failed handshake arrives here, kept as the cause.
-        raise on_error(str(exc) or type(exc).__name__) from exc
+#: What a broken connection raises here (ssl.SSLError is an OSError): mapped to httpcore's
+#: ConnectError/ReadError/WriteError, with the original kept as the cause.
+_BROKEN = (OSError, EOFError)
 
 
 class AsyncioStream(httpcore.AsyncNetworkStream):
@@ -71,15 +55,34 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         self._writer = writer
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        async with _mapped(timeout, httpcore.ReadTimeout, httpcore.ReadError):
-            return await self._reader.read(max_bytes)
+        # Exceptions are mapped inline rather than through a context manager: this runs for
+        # every answer, and a generator-based manager cost more than the read itself.
+        try:
+            if timeout is None:
+                return await self._reader.read(max_bytes)
+            async with asyncio.timeout(timeout):
+                return await self._reader.read(max_bytes)
+        except TimeoutError as exc:
+            raise httpcore.ReadTimeout("read timed out") from exc
+        except _BROKEN as exc:
+            raise httpcore.ReadError(str(exc) or type(exc).__name__) from exc
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if not buffer:
             return
-        async with _mapped(timeout, httpcore.WriteTimeout, httpcore.WriteError):
+        try:
             self._writer.write(buffer)
-            await self._writer.drain()
+            if self._writer.transport.get_write_buffer_size() == 0:
+                return  # all handed to the kernel: nothing to wait for
+            if timeout is None:
+                await self._writer.drain()
+                return
+            async with asyncio.timeout(timeout):
+                await self._writer.drain()
+        except TimeoutError as exc:
+            raise httpcore.WriteTimeout("write timed out") from exc
+        except _BROKEN as exc:
+            raise httpcore.WriteError(str(exc) or type(exc).__name__) from exc
 
     async def aclose(self) -> None:
         # Closes the TCP connection without a TLS close_notify, as httpcore's anyio backend
@@ -97,10 +100,14 @@ class AsyncioStream(httpcore.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            async with _mapped(timeout, httpcore.ConnectTimeout, httpcore.ConnectError):
+            async with asyncio.timeout(timeout):
                 await self._writer.start_tls(ssl_context, server_hostname=server_hostname)
-        except BaseException:
+        except BaseException as exc:
             await self.aclose()
+            if isinstance(exc, TimeoutError):
+                raise httpcore.ConnectTimeout("TLS handshake timed out") from exc
+            if isinstance(exc, _BROKEN):
+                raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
             raise
         return self
 
@@ -136,13 +143,18 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
     ) -> httpcore.AsyncNetworkStream:
         loop = asyncio.get_running_loop()
         reader = _Reader(limit=2**16, loop=loop)
-        async with _mapped(timeout, httpcore.ConnectTimeout, httpcore.ConnectError):
-            transport, protocol = await loop.create_connection(
-                lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
-                host,
-                port,
-                local_addr=(local_address, 0) if local_address else None,
-            )
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_connection(
+                    lambda: asyncio.StreamReaderProtocol(reader, loop=loop),
+                    host,
+                    port,
+                    local_addr=(local_address, 0) if local_address else None,
+                )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout("connect timed out") from exc
+        except _BROKEN as exc:
+            raise httpcore.ConnectError(str(exc) or type(exc).__name__) from exc
         sock = transport.get_extra_info("socket")
         if sock is not None:
             for option in socket_options or ():

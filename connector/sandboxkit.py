@@ -66,7 +66,8 @@ class FaultPlan:
     """Faults a test injects into a sandbox; consumed call by call.
 
     Attributes:
-        latency: seconds added to every call (benchmarks use 0.05).
+        latency: seconds every answer takes, the sandbox's own work included (benchmarks
+            use 0.05).
         fail_next: the next N calls answer ``fail_status`` (5xx by default).
         reset_next: the next N calls drop the connection.
         down: every call drops the connection until cleared (a system that is offline).
@@ -180,13 +181,40 @@ class SandboxBase:
         return ResetMiddleware(FaultGate(self, app))
 
     async def before(self) -> int | None:
-        """Apply latency and faults; return a status to fail with, or ``None`` to go on."""
-        if self.faults.latency:
-            await asyncio.sleep(self.faults.latency)
+        """Consume one call's faults: a status to fail with, or ``None`` to go on.
+
+        Latency is not spent here but on the answer (:meth:`answer_late`); a dropped
+        connection still comes after it.
+        """
         fault = self.faults.next_fault()
         if fault == "reset":
+            if self.faults.latency:
+                await asyncio.sleep(self.faults.latency)
             raise ConnectionReset
         return fault if isinstance(fault, int) else None
+
+    def answer_late(self, send: Send) -> Send:
+        """``send``, holding the answer back until ``faults.latency`` after the call arrived.
+
+        A vendor's latency is the time its answer takes to come back, its own work included;
+        so the sandbox works *during* the latency instead of after it. (Added on top, the
+        sandbox's handling time, a millisecond or more on a busy machine, would count as
+        vendor latency the client is not responsible for.)
+        """
+        latency = self.faults.latency
+        if not latency:
+            return send
+        loop = asyncio.get_running_loop()
+        due = loop.time() + latency
+
+        async def late(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            await send(message)
+
+        return late
 
 
 #: Query parameters that can carry personal data or secrets; the log keeps only their names.
@@ -256,6 +284,7 @@ class FaultGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            send = self.sandbox.answer_late(send)
             fault = await self.sandbox.before()  # raises ConnectionReset for a dropped call
             if fault is not None:
                 request = Request(scope, receive)

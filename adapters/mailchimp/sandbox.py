@@ -78,6 +78,7 @@ class _ConnectionGate:
                 sandbox.rejected_429 += 1
                 response = sandbox.too_many_requests()
             else:
+                send = sandbox.answer_late(send)
                 fault = await sandbox.before()  # raises ConnectionReset for a dropped call
                 if fault is None:
                     await self.app(scope, receive, send)
