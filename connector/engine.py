@@ -45,7 +45,7 @@ FRESH_LIMIT = 4096
 #: after stay as they were; what changes between slices (an acknowledgement, an erasure)
 #: is caught where it always is: by the outbox's upsert and the suppression check at
 #: delivery.
-YIELD_EVERY = 20
+YIELD_EVERY = 10
 
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
@@ -402,6 +402,9 @@ class Engine:
             return
         results = await self._upsert(dest, records, dest_report, stop)
         self._checkpoint("delivered")
+        # The answer was read and parsed in this same turn of the loop; let other answers in
+        # before the acknowledgement's transaction (see YIELD_EVERY).
+        await asyncio.sleep(0)
         acks: list[Ack] = []
         dead: list[tuple[OutboxRow, str]] = []
         later: list[int] = []

@@ -101,7 +101,7 @@ class SystemMapping:
     _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
     _outbound: list[FieldMapping] = field(default_factory=list)
     _known_paths: frozenset[str] = frozenset()
-    _plans: dict[tuple[str, tuple[str, ...]], list[tuple[str, str, bool]]] = field(
+    _plans: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = field(
         default_factory=dict
     )
 
@@ -156,10 +156,10 @@ class SystemMapping:
         of one system mostly share their keys, so what each key's path is and whether it is
         known or ignored is worked out once per set of keys (:meth:`_plan`), not per record.
         """
-        for key, path, known in self._plan(prefix, tuple(record)):
+        for key, path in self._plan(prefix, tuple(record)):
             value = record[key]
             if type(value) is str:  # most leaves: settled without the checks below
-                if value and not known:
+                if value:
                     out.append(path)
             elif isinstance(value, dict):
                 if value:
@@ -172,17 +172,21 @@ class SystemMapping:
                             leaf = f"{path}.{meta_key}"
                             if leaf not in self._known_paths:
                                 out.append(leaf)
-            elif not known and value is not None and value != "" and value is not False:
+            elif value is not None and value != "" and value is not False:
                 out.append(path)
 
-    def _plan(self, prefix: str, keys: tuple[str, ...]) -> list[tuple[str, str, bool]]:
-        """(key, path, known) for the keys under ``prefix`` that are not ignored; cached."""
+    def _plan(self, prefix: str, keys: tuple[str, ...]) -> list[tuple[str, str]]:
+        """(key, path) for the keys under ``prefix`` to look at; cached per set of keys.
+
+        A mapped path is read, not withheld, and an ignored one hides all under it: neither
+        is looked at again, so a record costs only its unmapped keys (a third of a shop's).
+        """
         plan = self._plans.get((prefix, keys))
         if plan is None:
             if len(self._plans) >= 1024:  # records of ever-changing shapes: do not grow
                 self._plans.clear()
             paths = [(key, prefix + str(key)) for key in keys]
-            plan = [(k, p, p in self._known_paths) for k, p in paths if p not in self.ignore]
+            plan = [(k, p) for k, p in paths if p not in self._known_paths]
             self._plans[(prefix, keys)] = plan
         return plan
 
