@@ -15,7 +15,8 @@ retry resumes exactly where it stopped. Erasure, in order:
 6. when every system is done: the manifest is destroyed and a signed receipt stored.
 
 Access and rectification follow the same record-and-resume pattern (see
-:mod:`connector.dsr_kinds`). Inbound privacy webhooks go through :func:`handle_webhook`.
+:mod:`connector.dsr_kinds`). Inbound privacy webhooks go through :func:`handle_webhook`
+(:mod:`connector.dsr_webhooks`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from connector import audit
-from connector.adapter import Subject, WebhookEvent, WebhookRequest
+from connector.adapter import Subject, WebhookEvent
+from connector.dsr_input import checked_email, checked_fields
+from connector.dsr_input import e164 as to_e164
 from connector.dsr_kinds import KindRunner
 from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow
 from connector.dsr_views import (
@@ -49,9 +52,9 @@ from connector.dsr_views import (
     summary,
     utc_now,
 )
+from connector.dsr_webhooks import handle_webhook
 from connector.errors import KlantsyncError
 from connector.logs import redact
-from connector.model import CANONICAL_FIELDS, normalise_email
 from connector.receipts import (
     KEY_FILE,
     ReceiptSigner,
@@ -62,7 +65,6 @@ from connector.receipts import (
 from connector.receipts import verify_receipt as _verify_bytes
 from connector.runtime import Runtime
 from connector.state import Store
-from connector.transforms import make_transform
 
 __all__ = [
     "PLACEHOLDER_EMAIL",
@@ -150,7 +152,7 @@ class DsrService:
         ids: dict[str, str] = {}
         known_sid: str | None = None
         if email:
-            email = self._checked_email(email)
+            email = checked_email(email)
         elif external is not None:
             system, external_id = external
             if system not in self.rt.systems:
@@ -167,7 +169,7 @@ class DsrService:
         if email:
             subject_ids.append(self.rt.keyring.subject_id(email))
         primary = subject_ids[0]
-        e164 = _e164(phone) if phone else None
+        e164 = to_e164(phone) if phone else None
         if phone and e164 is None:
             raise DsrUsageError("--phone is not a phone number")
         if e164:
@@ -202,7 +204,7 @@ class DsrService:
         ``out_dir`` defaults to ``<store folder>/access/<request id>``; the bundle there is the
         only place the connector writes personal data in clear.
         """
-        email = self._checked_email(email)
+        email = checked_email(email)
         row = self._new_row("access", self.rt.keyring.subject_id(email), source)
         target = out_dir or self.rt.config.store_path.parent / "access" / row.id
         sealed = self.seal_manifest(row.id, {"email": email, "out_dir": str(target)})
@@ -220,8 +222,8 @@ class DsrService:
                 or a value no mapping can normalise.
             DsrError: the subject has been erased.
         """
-        email = self._checked_email(email)
-        checked = self._checked_fields(fields)
+        email = checked_email(email)
+        checked = checked_fields(self.rt.config.mappings, fields)
         sid = self.rt.keyring.subject_id(email)
         if self.rt.store.suppressed([sid]):
             raise DsrError(f"subject {sid} has been erased; there is nothing to rectify")
@@ -460,81 +462,9 @@ class DsrService:
         assert row is not None
         return make_view(row, self.db.systems(row.id), self.now())
 
-    @staticmethod
-    def _checked_email(email: str) -> str:
-        normalised = normalise_email(email)
-        local, at, domain = normalised.partition("@")
-        if not (local and at and "." in domain):
-            raise DsrUsageError("--email is not an e-mail address")
-        return normalised
-
-    def _checked_fields(self, fields: dict[str, str]) -> dict[str, str]:
-        if not fields:
-            raise DsrUsageError("nothing to rectify: give at least one --set field=value")
-        for name, value in fields.items():
-            if name not in CANONICAL_FIELDS:
-                known = ", ".join(sorted(CANONICAL_FIELDS))
-                raise DsrUsageError(f"unknown field {name!r}; canonical fields: {known}")
-            if name == "email":
-                raise DsrUsageError(
-                    "the e-mail address identifies the subject and cannot be rectified here; "
-                    "change it in the source system"
-                )
-            for system_name, mapping in self.rt.config.mappings.items():
-                spec = mapping.fields.get(name)
-                if spec is not None and spec.outbound and spec.convert(value) is None:
-                    raise DsrUsageError(f"{name}: the value is not valid for {system_name}")
-        return dict(fields)
-
-
-async def handle_webhook(
-    service: DsrService, system_name: str, request: WebhookRequest, now: float
-) -> list[RequestView]:
-    """Verify an inbound delivery with the system's webhook secret, then open its requests.
-
-    Args:
-        now: epoch seconds, for the vendor's freshness window.
-
-    Raises:
-        WebhookRejected: unknown system, no secret configured, or a bad or stale signature;
-            nothing is opened.
-    """
-    system = service.rt.systems.get(system_name)
-    if system is None:
-        raise WebhookRejected(f"webhook for unknown system {system_name!r}")
-    hooks = system.settings.webhooks
-    if hooks is None:
-        raise WebhookRejected(
-            f"{system_name}: no webhook secret configured (systems.{system_name}.webhooks.secret)"
-        )
-    if not system.adapter.verify_webhook(request, hooks.secret.get_secret_value(), now):
-        audit.append(service.rt.store, "webhook.rejected", {"system": system_name})
-        raise WebhookRejected(
-            f"{system_name}: webhook signature is invalid or outside its freshness window"
-        )
-    opened: list[RequestView] = []
-    for event in system.adapter.parse_webhook(request):
-        if event.kind not in ("erase", "access"):
-            continue
-        # A replayed delivery must not open a second request; namespaced so the daemon's own
-        # use of the same table cannot collide with this guard.
-        if not service.db.first_delivery(system_name, f"dsr:{event.delivery_id}"):
-            continue
-        view = await service.handle_event(system_name, event)
-        if view is not None:
-            opened.append(view)
-    return opened
-
 
 def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
-
-
-def _e164(phone: str) -> str | None:
-    transform = make_transform("phone", "NL")
-    assert transform is not None
-    value = transform(phone)
-    return value if isinstance(value, str) else None
 
 
 def _with(row: RequestRow, **changes: Any) -> RequestRow:
