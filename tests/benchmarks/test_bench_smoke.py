@@ -63,3 +63,15 @@ def test_fanout_benchmark_runs(tmp_path: Path) -> None:
     assert figures["pulled"] > 0
     for name in ("crm", "news", "deals"):
         assert figures[f"{name}_share_of_ceiling"] > 0
+        assert figures[f"{name}_mean_call_ms"] >= 10  # at least the sandbox's latency
+
+
+def test_fanout_benchmark_runs_one_destination_alone(tmp_path: Path) -> None:
+    """--only news runs the flow to Mailchimp alone and reports only Mailchimp."""
+    from benchmarks.bench_fanout import main
+
+    figures = main(
+        customers=200, seconds=2.0, warmup=0.0, latency=0.01, directory=tmp_path, only=["news"]
+    )
+    assert figures["news_share_of_ceiling"] > 0
+    assert "crm_share_of_ceiling" not in figures and "deals_share_of_ceiling" not in figures
