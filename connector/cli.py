@@ -312,6 +312,11 @@ def print_report(console: Console, report: FlowReport) -> None:
             f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
             f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
         )
+    if report.moved:
+        console.print(
+            f"  {report.moved} changed their e-mail address at {report.source}: "
+            "their existing records were updated, not duplicated"
+        )
     if report.withheld_fields:
         withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
         console.print(f"  withheld (not in any mapping, never sent): {withheld}")

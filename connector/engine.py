@@ -26,6 +26,7 @@ from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.model import Person
+from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import Ack, OutboxRow, QueuedPayload, Store
@@ -85,6 +86,7 @@ class Engine:
         # used only for the same subject and payload hash, so it can never stand in for
         # another row that came to have its id.
         self._fresh: dict[int, tuple[str, str, dict[str, Any]]] = {}
+        self._system_names = list(config.systems)
 
     async def sync(
         self,
@@ -224,6 +226,12 @@ class Engine:
             # Within a page the last occurrence of a subject wins, as it would across pages.
             people[self.keyring.subject_id(email)] = (source.mapping.record_id(raw), person)
         subject_ids = list(people)
+        if not dry_run:
+            pulled = {sid: ext for sid, (ext, _) in people.items()}
+            moves = find_moves(self.store, source.name, pulled, self._system_names)
+            if moves:
+                apply_moves(self.store, moves, self._system_names)
+                report.moved += len(moves)
         suppressed = self.store.suppressed(subject_ids)
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []

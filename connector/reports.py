@@ -50,6 +50,8 @@ class FlowReport:
     pulled: int = 0
     invalid: int = 0
     suppressed: int = 0
+    #: People whose e-mail address changed at the source (see connector.moves).
+    moved: int = 0
     withheld_fields: Counter[str] = field(default_factory=Counter)
     destinations: dict[str, DestinationReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -72,6 +74,7 @@ class FlowReport:
             "pulled": self.pulled,
             "invalid": self.invalid,
             "suppressed": self.suppressed,
+            "moved": self.moved,
             "withheld_fields": dict(sorted(self.withheld_fields.items())),
             "destinations": {
                 name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
@@ -99,6 +102,7 @@ def audit_summary(report: FlowReport) -> dict[str, Any]:
         "pulled": report.pulled,
         "invalid": report.invalid,
         "suppressed": report.suppressed,
+        "moved": report.moved,
         "withheld_fields": sorted(report.withheld_fields),
         "destinations": {
             name: {"written": d.written, "unchanged": d.unchanged, "dead_lettered": d.dead_lettered}

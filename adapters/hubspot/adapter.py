@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -118,24 +118,50 @@ class HubSpotAdapter:
     # -- upsert ------------------------------------------------------------------------------
 
     async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
-        """Create or update contacts by e-mail; one result per record, in input order.
+        """Write contacts; one result per record, in input order.
 
-        A record without an e-mail fails locally (``MISSING_EMAIL``). Records sharing an
-        e-mail go in separate calls, in order, because HubSpot rejects a whole batch with
-        duplicate ids.
+        A contact the connector knows the id of is updated by that id (``batch/update``), so
+        a new e-mail address at the source changes the address of the existing contact
+        instead of creating a second one; if HubSpot no longer has that id (merged or
+        deleted there), the record is upserted by e-mail like any other. The rest are
+        created or updated by e-mail (``batch/upsert``). A record without an e-mail fails
+        locally (``MISSING_EMAIL``); records sharing an id go in separate calls, in order,
+        because HubSpot rejects a whole batch with duplicate ids.
         """
         results: dict[int, UpsertResult] = {}
-        sendable: list[tuple[int, OutboundRecord]] = []
+        by_id: list[tuple[int, OutboundRecord]] = []
+        by_email: list[tuple[int, OutboundRecord]] = []
         for index, record in enumerate(records):
             if not record.email:
                 results[index] = UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
+            elif record.external_id and record.external_id.isdigit():
+                by_id.append((index, record))
             else:
-                sendable.append((index, record))
-        for chunk in _chunks_without_duplicates(sendable, MAX_BATCH):
+                by_email.append((index, record))
+        for chunk in _chunks_without_duplicates(by_id, MAX_BATCH, _contact_id):
+            outcomes = await self._update_batch([record for _, record in chunk])
+            for (index, record), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.reason == "OBJECT_NOT_FOUND":
+                    by_email.append((index, record))
+                else:
+                    results[index] = outcome
+        by_email.sort(key=lambda item: item[0])
+        for chunk in _chunks_without_duplicates(by_email, MAX_BATCH, _email):
             outcomes = await self._upsert_batch([record for _, record in chunk])
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
         return [results[index] for index in range(len(records))]
+
+    async def _update_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        inputs = [
+            {
+                "id": record.external_id,
+                "objectWriteTraceId": record.ref,
+                "properties": {name: _as_property(value) for name, value in record.fields.items()},
+            }
+            for record in records
+        ]
+        return await self._write_batch("batch/update", inputs, records)
 
     async def _upsert_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         inputs = [
@@ -149,9 +175,14 @@ class HubSpotAdapter:
             }
             for record in records
         ]
+        return await self._write_batch("batch/upsert", inputs, records)
+
+    async def _write_batch(
+        self, action: str, inputs: list[dict[str, Any]], records: Sequence[OutboundRecord]
+    ) -> list[UpsertResult]:
         try:
             response = await self.client.request(
-                "POST", f"{CONTACTS}/batch/upsert", json={"inputs": inputs}
+                "POST", f"{CONTACTS}/{action}", json={"inputs": inputs}
             )
         except RecordError as exc:
             # HubSpot refused the whole batch (an unknown property, a malformed input): every
@@ -362,19 +393,29 @@ def _as_property(value: Any) -> str:
 
 
 def _chunks_without_duplicates(
-    items: Sequence[tuple[int, OutboundRecord]], size: int
+    items: Sequence[tuple[int, OutboundRecord]],
+    size: int,
+    key: Callable[[OutboundRecord], str],
 ) -> Iterable[list[tuple[int, OutboundRecord]]]:
     chunk: list[tuple[int, OutboundRecord]] = []
-    emails: set[str] = set()
+    seen: set[str] = set()
     for item in items:
-        email = item[1].email.lower()
-        if len(chunk) >= size or email in emails:
+        value = key(item[1])
+        if len(chunk) >= size or value in seen:
             yield chunk
-            chunk, emails = [], set()
+            chunk, seen = [], set()
         chunk.append(item)
-        emails.add(email)
+        seen.add(value)
     if chunk:
         yield chunk
+
+
+def _email(record: OutboundRecord) -> str:
+    return record.email.lower()
+
+
+def _contact_id(record: OutboundRecord) -> str:
+    return record.external_id or ""
 
 
 def _result_ref(result: Mapping[str, Any], by_email: Mapping[str, str]) -> str | None:

@@ -227,12 +227,34 @@ class MemberStore:
         return member
 
     def patch(self, list_id: str, member_hash: str, body: Mapping[str, Any]) -> Member:
-        """``PATCH``: update an existing, not archived, member only."""
-        member = self.audience(list_id).members.get(self.resolve_hash(member_hash))
+        """``PATCH``: update an existing, not archived, member only.
+
+        An ``email_address`` other than the member's changes its address, and with it the
+        member's id (the hash of the address); an address another member has, or one that
+        was permanently deleted, is refused.
+        """
+        audience = self.audience(list_id)
+        key = self.resolve_hash(member_hash)
+        member = audience.members.get(key)
         if member is None or member.status == "archived":
             raise not_found()
         status = _status(body, "status")
         merge_fields = _merge_fields(body)
+        email = body.get("email_address")
+        if isinstance(email, str) and subscriber_hash(email) != key:
+            if not _plausible_email(email):
+                raise _invalid(
+                    "The resource submitted could not be validated. For field-specific "
+                    "details, see the 'errors' array.",
+                    "email_address",
+                    "Please provide a valid email address.",
+                )
+            new_key = subscriber_hash(email)
+            if new_key in audience.members or new_key in audience.forgotten:
+                raise Problem(400, "Member Exists", f"{email} is already a list member.")
+            del audience.members[key]
+            member.email_address = email.strip()
+            audience.members[new_key] = member
         if status is not None:
             self._change_status(member, status)
         member.merge_fields.update(merge_fields)

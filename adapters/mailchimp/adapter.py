@@ -208,7 +208,7 @@ class MailchimpAdapter:
                         return _Outcome(ok=True)
                 else:
                     body = member_body(record.email, record.fields, self.settings.status_if_new)
-                    response = await self._request("PUT", path, template, json=body)
+                    response = await self._put_or_move(list_id, path, template, record, body)
             except FatalRemoteError as exc:
                 batch.fatal = batch.fatal or exc
                 return _Outcome(ok=False, reason=_reason(exc), retryable=True)
@@ -219,6 +219,36 @@ class MailchimpAdapter:
         member = json_object(response)
         member_id = member.get("id")
         return _Outcome(ok=True, member_id=member_id if isinstance(member_id, str) else member_hash)
+
+    async def _put_or_move(
+        self,
+        list_id: str,
+        path: str,
+        template: str,
+        record: OutboundRecord,
+        body: dict[str, Any],
+    ) -> httpx.Response:
+        """``PUT`` the member; if it is known under another address, change that one's first.
+
+        The member id the connector holds is the hash of the address it was written under.
+        When it differs from the record's, the person changed their address at the source:
+        a ``PATCH`` of the known member with the new ``email_address`` moves it (history,
+        status and consent kept) where a ``PUT`` would add a second member and leave the
+        first subscribed under the old address. A member gone from the audience (404) is
+        simply written under the new address.
+        """
+        known = record.external_id
+        if known and is_subscriber_hash(known) and known != subscriber_hash(record.email):
+            moved = await self._request(
+                "PATCH",
+                _member_path(list_id, known),
+                template,
+                json={"email_address": record.email, "merge_fields": body.get("merge_fields", {})},
+                accept=(404,),
+            )
+            if moved.status_code != 404:
+                return moved
+        return await self._request("PUT", path, template, json=body)
 
     # -- find ------------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +203,23 @@ async def test_upsert_writes_then_updates_the_same_member_on_every_list(mc: Harn
         assert member["merge_fields"]["FNAME"] == "Renamed"
         assert len(mc.sandbox.store.audience(list_id).members) == 2
     assert set(mc.sandbox.endpoints_used) == {f"PUT {MEMBER}"}
+
+
+async def test_a_new_address_moves_the_known_member_or_is_refused_if_taken(mc: Harness) -> None:
+    """Known under another address: PATCH moves the member; an address in use is refused."""
+    (first,) = await mc.adapter.upsert([person(1)])
+    await mc.adapter.upsert([person(2)])
+    moved = replace(person(3), ref="ref-1", external_id=first.external_id)
+    (result,) = await mc.adapter.upsert([moved])
+    assert result.outcome == "updated" and result.external_id == subscriber_hash(moved.email)
+    for list_id in (LIST_A, LIST_B):
+        assert mc.sandbox.member(list_id, "reader1@example.com") is None
+        assert mc.sandbox.member(list_id, "reader3@example.com") is not None
+        assert len(mc.sandbox.store.audience(list_id).members) == 2
+    taken = replace(person(2), ref="ref-3", external_id=result.external_id)
+    (refused,) = await mc.adapter.upsert([taken])
+    assert refused.outcome == "failed" and refused.reason == "Member Exists"
+    assert not refused.retryable
 
 
 async def test_mapped_record_reaches_mailchimp_with_only_mapped_field_names(mc: Harness) -> None:

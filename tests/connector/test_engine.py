@@ -26,9 +26,11 @@ HUBSPOT_ALLOWED = {
 
 
 def _upserted(crm: HubSpotSandbox) -> int:
-    """Records written through batch upsert, as the sandbox saw them."""
+    """Records written (batch upsert by e-mail, batch update by id), as the sandbox saw them."""
     return sum(
-        e.records for e in crm.log.entries if e.path.endswith("/batch/upsert") and e.status < 300
+        e.records
+        for e in crm.log.entries
+        if e.path.endswith(("/batch/upsert", "/batch/update")) and e.status < 300
     )
 
 

@@ -294,3 +294,32 @@ async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     kinds = [row[0] for row in rt.store.db.execute("SELECT kind FROM audit")]
     assert "dsr.purge_source" in kinds
 
+
+
+async def test_an_address_change_moves_the_person_in_every_destination(
+    world: World, rt: Runtime
+) -> None:
+    """HubSpot, Mailchimp (each audience it is on) and Pipedrive change the address in place."""
+    world.shop.seed_synthetic(6, seed=63)
+    await rt.engine.sync("shop")
+    old = world.shop.store.get(1)["email"]  # customer 1 opted in: on Mailchimp as well
+    world.news.add_person(old, "Second", "Audience", list_id=LISTS[1])
+    new = "verhuisd.adres@example.nl"
+    counts = (world.crm.contact_count(), world.deals.person_count())
+    crm_id = world.crm.record_for(old)["id"]  # type: ignore[index]
+    world.shop.touch(old, email=new)
+
+    (report,) = await rt.engine.sync("shop")
+
+    assert report.moved == 1 and not report.failed, report.errors
+    assert (world.crm.contact_count(), world.deals.person_count()) == counts
+    assert world.crm.record_for(new)["id"] == crm_id  # type: ignore[index]
+    assert not world.crm.record_for(old)
+    assert world.deals.holds(new) and not world.deals.holds(old)
+    assert world.news.member(LISTS[0], new)["status"] == "subscribed"  # type: ignore[index]
+    assert world.news.member(LISTS[0], old) is None
+    # On the second audience too, where someone added the person by hand.
+    assert world.news.member(LISTS[1], new) is not None
+    assert world.news.member(LISTS[1], old) is None
+    (again,) = await rt.engine.sync("shop")
+    assert again.moved == 0 and all(d.queued == 0 for d in again.destinations.values())

@@ -1,0 +1,116 @@
+"""A source record whose e-mail address changed: the same person under a new subject id.
+
+Subject ids are keyed hashes of the e-mail address, so a customer who changes their address
+in the shop arrives as a subject the connector has never seen. Left at that, every system
+would get a second record for the person while the first, under the old address, went on
+holding their name, phone and address (wrong data, and out of reach of an erasure asked for
+with the new address). The shop's own record id says it is the same person: the source's
+identity row for that id still names the old subject.
+
+So, before a page is compared with what the destinations hold, the connector *moves* the
+old subject's state to the new id: identity rows (every system's id for the person), the
+delivered hashes, the dead letters; payloads still queued under the old id are dropped (the
+page queues the current data). Delivery then finds the destinations' ids under the new
+subject and updates those records (adapters write a record they know the id of by that id,
+new address included) instead of creating new ones. Each move is audited with both
+pseudonymous ids.
+
+A move is made only when it is unambiguous: the new id must be unknown everywhere (no
+identity, nothing delivered or queued) and neither id suppressed. Otherwise the page goes on
+as before and the old subject stays as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from connector import audit
+from connector.state import Store
+
+__all__ = ["Move", "apply_moves", "find_moves"]
+
+#: Tables keyed by (system, subject_id) whose rows follow the person.
+_PER_SYSTEM = ("identities", "delivered", "outbox")
+
+
+@dataclass(frozen=True)
+class Move:
+    """The person known as ``old`` is now ``new`` (their address changed in ``source``)."""
+
+    source: str
+    old: str
+    new: str
+
+
+def find_moves(
+    store: Store, source: str, pulled: Mapping[str, str | None], systems: Sequence[str]
+) -> list[Move]:
+    """The moves a page implies; ``pulled`` is subject id -> the source's record id."""
+    by_record = {ext: sid for sid, ext in pulled.items() if ext}
+    if not by_record:
+        return []
+    known = _subjects_for_records(store, source, list(by_record))
+    candidates = {old: by_record[ext] for ext, old in known.items() if old != by_record[ext]}
+    if not candidates:
+        return []
+    new_ids = list(candidates.values())
+    erased = store.suppressed([*candidates, *new_ids])
+    taken = _known_anywhere(store, systems, new_ids)
+    return [
+        Move(source, old, new)
+        for old, new in candidates.items()
+        if old not in erased and new not in erased and new not in taken
+    ]
+
+
+def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> None:
+    """Move each subject's state to its new id, with an audit entry each, atomically."""
+    with store.transaction() as db:
+        for move in moves:
+            for system in systems:
+                for table in _PER_SYSTEM[:2]:
+                    db.execute(
+                        f"UPDATE {table} SET subject_id=? "  # noqa: S608 - fixed names
+                        "WHERE system=? AND subject_id=?",
+                        (move.new, system, move.old),
+                    )
+                # Queued payloads carry the old address; the page queues the current data.
+                db.execute("DELETE FROM outbox WHERE system=? AND subject_id=?", (system, move.old))
+            db.execute(
+                "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
+            )
+            audit.append(
+                store,
+                "sync.subject_moved",
+                {"system": move.source, "from": move.old, "to": move.new},
+                subject_id=move.new,
+            )
+
+
+def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for start in range(0, len(record_ids), 500):
+        chunk = record_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = store.db.execute(
+            "SELECT external_id, subject_id FROM identities "  # noqa: S608 - marks only
+            f"WHERE system=? AND external_id IN ({marks})",
+            (source, *chunk),
+        )
+        found.update(rows.fetchall())
+    return found
+
+
+def _known_anywhere(store: Store, systems: Sequence[str], subject_ids: list[str]) -> set[str]:
+    known: set[str] = set()
+    marks = ",".join("?" * len(subject_ids))
+    for system in systems:
+        for table in _PER_SYSTEM:
+            rows = store.db.execute(
+                f"SELECT subject_id FROM {table} "  # noqa: S608 - fixed names, marks only
+                f"WHERE system=? AND subject_id IN ({marks})",
+                (system, *subject_ids),
+            )
+            known.update(row[0] for row in rows)
+    return known

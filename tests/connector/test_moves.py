@@ -1,0 +1,101 @@
+"""A customer's e-mail address changes at the shop: one person, one contact, one erasure."""
+
+from __future__ import annotations
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.dsr import DsrService
+from connector.runtime import Runtime
+
+OLD = "anna.oud@example.nl"
+NEW = "anna.nieuw@example.nl"
+
+
+def _contact_id(crm: HubSpotSandbox, email: str) -> int | None:
+    contact = crm.store.live(email, "email")
+    return None if contact is None else contact.id
+
+
+async def test_an_address_change_updates_the_contact_instead_of_adding_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The contact keeps its id and gets the new address; the old address is gone."""
+    shop.seed_synthetic(30, seed=4)
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    await rt.engine.sync()
+    contact_id = _contact_id(crm, OLD)
+    assert contact_id is not None and crm.contact_count() == 31
+
+    shop.touch(OLD, email=NEW, first_name="Anne")
+    (report,) = await rt.engine.sync()
+
+    assert report.moved == 1 and not report.failed
+    assert crm.contact_count() == 31
+    assert _contact_id(crm, OLD) is None
+    assert _contact_id(crm, NEW) == contact_id
+    contact = crm.store.live(str(contact_id))
+    assert contact is not None and contact.properties["firstname"] == "Anne"
+    # The move is audited with pseudonymous ids only.
+    entries = [e for e in rt.store.db.execute("SELECT kind, data FROM audit")]
+    moved = [data for kind, data in entries if kind == "sync.subject_moved"]
+    assert len(moved) == 1 and OLD not in moved[0] and NEW not in moved[0]
+    # Nothing is left under the old subject id.
+    old_sid = rt.keyring.subject_id(OLD)
+    for table in ("identities", "delivered", "outbox"):
+        (count,) = rt.store.db.execute(
+            f"SELECT COUNT(*) FROM {table} WHERE subject_id=?",  # noqa: S608 - fixed names
+            (old_sid,),
+        ).fetchone()
+        assert count == 0, table
+
+    (again,) = await rt.engine.sync()
+    assert again.moved == 0 and again.destinations["crm"].queued == 0
+
+
+async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """After a move, an erasure asked for with the current address finds the person."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    await rt.engine.sync()
+    contact_id = _contact_id(crm, OLD)
+    shop.touch(OLD, email=NEW)
+    await rt.engine.sync()
+
+    view = await DsrService(rt).erase(NEW)
+
+    assert view.status == "completed"
+    assert crm.store.live(str(contact_id)) is None
+    assert crm.contact_count() == 0
+
+
+async def test_no_move_when_the_new_address_already_belongs_to_someone_known(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Two known people cannot be merged by the connector: both stay as they were."""
+    shop.add_person(OLD, "Anna", "de Vries")
+    shop.add_person(NEW, "Bert", "Jansen")
+    await rt.engine.sync()
+    shop.touch(NEW, email="bert.elders@example.nl")
+    shop.touch(OLD, email=NEW)  # Anna takes the address Bert just left
+    (report,) = await rt.engine.sync()
+    # Bert's move is clean; Anna's new address was Bert's, a known subject: no move for her,
+    # so she is written as a new contact (the old one stays for a person to merge).
+    assert report.moved == 1
+    assert _contact_id(crm, "bert.elders@example.nl") is not None
+    assert crm.contact_count() == 3
+
+
+async def test_a_contact_deleted_in_hubspot_is_written_again_by_email(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """An id HubSpot no longer has (merged, deleted there) falls back to upsert by e-mail."""
+    shop.add_person(OLD, "Anna", "de Vries")
+    await rt.engine.sync()
+    contact_id = _contact_id(crm, OLD)
+    assert contact_id is not None
+    crm.store.archive(crm.store.live(str(contact_id)))  # type: ignore[arg-type]
+    shop.touch(OLD, first_name="Anne")
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].written == 1 and not report.failed
+    assert _contact_id(crm, OLD) not in (None, contact_id)
