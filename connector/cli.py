@@ -311,6 +311,11 @@ def print_report(console: Console, report: FlowReport) -> None:
             f"  -> {name}: {verb} {dest.queued}, created {dest.created}, updated {dest.updated}, "
             f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
             f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
+            + (
+                f", still rejected {dest.still_rejected} (not re-sent until changed or --full)"
+                if dest.still_rejected
+                else ""
+            )
         )
     if report.moved:
         console.print(

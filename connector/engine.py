@@ -114,7 +114,9 @@ class Engine:
         """Pull the flow's source and deliver to its destinations; return what happened."""
         source = self.systems[flow.source]
         cursor = None if full else self.store.get_cursor(flow.name, source.name)
-        report = await self._run(flow, source.adapter.pull(cursor), dry_run, progress)
+        report = await self._run(
+            flow, source.adapter.pull(cursor), dry_run, progress, retry_rejected=full
+        )
         if not dry_run:
             self.store.finish_run(
                 report.run_id or 0,
@@ -149,6 +151,7 @@ class Engine:
         progress: Progress | None,
         *,
         record_run: bool = True,
+        retry_rejected: bool = False,
     ) -> FlowReport:
         progress = progress or Progress()
         source = self.systems[flow.source]
@@ -179,7 +182,9 @@ class Engine:
         ahead = ReadAhead(pages)
         try:
             while (page := await ahead.next()) is not None:
-                await self._take_page(flow, source, destinations, page, report, dry_run)
+                await self._take_page(
+                    flow, source, destinations, page, report, dry_run, retry_rejected
+                )
                 progress.pulled(flow.name, len(page.records), page.total)
                 for event in wake.values():
                     event.set()
@@ -212,6 +217,7 @@ class Engine:
         page: Page,
         report: FlowReport,
         dry_run: bool,
+        retry_rejected: bool,
     ) -> None:
         people: dict[str, tuple[str | None, Person]] = {}
         for n, raw in enumerate(page.records, 1):
@@ -240,6 +246,9 @@ class Engine:
             dest_report = report.destinations[dest.name]
             queued = self.store.queued_hashes(dest.name, subject_ids)
             delivered = self.store.delivered_hashes(dest.name, subject_ids)
+            # What the destination refused for good is not offered again as it was: it would
+            # be refused again, and add a dead letter, on every sync. A --full sync retries.
+            rejected = {} if retry_rejected else self.store.rejected_hashes(dest.name, subject_ids)
             context = f"outbox:{dest.name}"
             for n, (sid, (_, person)) in enumerate(people.items(), 1):
                 if n % YIELD_EVERY == 0:
@@ -260,6 +269,9 @@ class Engine:
                 digest = self.keyring.payload_hash(dest.name, fields)
                 if last == digest:
                     dest_report.unchanged += 1
+                    continue
+                if rejected.get(sid) == digest:
+                    dest_report.still_rejected += 1
                     continue
                 dest_report.queued += 1
                 if not dry_run:

@@ -26,6 +26,8 @@ class DestinationReport:
     retry_later: int = 0
     suppressed_at_delivery: int = 0
     withdrawn: int = 0
+    #: Refused for good before with this very payload: not sent again until it changes.
+    still_rejected: int = 0
     requests: int = 0
     fatal: str = ""
 

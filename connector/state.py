@@ -124,6 +124,12 @@ MIGRATIONS: list[str] = [
         scope TEXT NOT NULL, closed_at TEXT, close_note TEXT
     );
     """,
+    # 5: a dead letter remembers the hash of what was refused, so the same payload is not sent
+    # again on every sync (only once the record changes, or on a --full sync).
+    """
+    ALTER TABLE dead_letters ADD COLUMN payload_hash TEXT;
+    CREATE INDEX dead_letters_system_subject ON dead_letters (system, subject_id);
+    """,
 ]
 
 
@@ -323,16 +329,22 @@ class Store:
         """Payload hash per subject still waiting in the outbox."""
         return self._hash_lookup("outbox", system, subject_ids)
 
-    def _hash_lookup(self, table: str, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
+    def rejected_hashes(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
+        """Hash of the payload ``system`` last refused for good, per subject (dead letters)."""
+        return self._hash_lookup("dead_letters", system, subject_ids, order=" ORDER BY id")
+
+    def _hash_lookup(
+        self, table: str, system: str, subject_ids: Sequence[str], order: str = ""
+    ) -> dict[str, str]:
         found: dict[str, str] = {}
         for chunk in _chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT subject_id, payload_hash FROM {table} "  # noqa: S608 - fixed names
-                f"WHERE system=? AND subject_id IN ({marks})",
+                f"WHERE system=? AND subject_id IN ({marks}) AND payload_hash IS NOT NULL{order}",
                 (system, *chunk),
             )
-            found.update(rows.fetchall())
+            found.update(rows.fetchall())  # with ORDER BY id: the latest row wins
         return found
 
     # -- identities ----------------------------------------------------------------------------
@@ -407,9 +419,12 @@ class Store:
         now = utcnow()
         with self.transaction() as db:
             db.executemany(
-                "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
-                "VALUES (?,?,?,?,?,?)",
-                [(r.system, r.subject_id, r.flow, r.payload, reason, now) for r, reason in rows],
+                "INSERT INTO dead_letters(system, subject_id, flow, payload, payload_hash, reason, "
+                "created_at) VALUES (?,?,?,?,?,?,?)",
+                [
+                    (r.system, r.subject_id, r.flow, r.payload, r.payload_hash, reason, now)
+                    for r, reason in rows
+                ],
             )
             db.executemany("DELETE FROM outbox WHERE id=?", [(r.id,) for r, _ in rows])
 

@@ -205,6 +205,32 @@ async def test_rejected_record_goes_to_dead_letters_without_personal_data(
     assert report.failed
 
 
+async def test_a_rejected_record_is_not_sent_again_until_it_changes_or_a_full_sync(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The same refused payload is not re-sent (nor re-dead-lettered) on every sync."""
+    bad = shop.add_person("bad address@example.nl", "Bad", "Address", "")
+    shop.add_person("good@example.nl", "Good", "Person", "")
+    await rt.engine.sync()
+    assert len(rt.store.dead_letters()) == 1
+    crm.log.clear()
+
+    (second,) = await rt.engine.sync()
+    assert second.destinations["crm"].still_rejected == 1
+    assert crm.log.writes() == [] and len(rt.store.dead_letters()) == 1
+
+    record = shop.store.get(int(bad))
+    assert record is not None
+    record["first_name"] = "Changed"  # as an import would, past the shop's own validation
+    (third,) = await rt.engine.sync()
+    assert third.destinations["crm"].dead_lettered == 1  # changed: offered (and refused) again
+    assert len(rt.store.dead_letters()) == 2
+
+    (full,) = await rt.engine.sync(full=True)
+    assert full.destinations["crm"].still_rejected == 0
+    assert full.destinations["crm"].dead_lettered == 1  # --full retries what was refused
+
+
 async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(
     shop: WooCommerceSandbox,
     tmp_path: Path,
