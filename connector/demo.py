@@ -206,10 +206,14 @@ async def _story(config: Path, boxes: dict[str, Any], directory: Path) -> dict[s
             name: sorted(boxes[name].log.property_names()) for name in boxes if name != "shop"
         }
         (second,) = await rt.engine.sync(flow)
-        emails = [shop.store.get(i)["email"] for i in range(1, 5)]
+        counts_before = {name: _count(boxes[name]) for name in boxes if name != "shop"}
+        emails = [shop.store.get(i)["email"] for i in range(1, 6)]
         for index, email in enumerate(emails[:3]):
             shop.touch(email, billing={"phone": f"06 9000 00{index:02d}"})
+        # One customer changes their e-mail address: the same person, updated in place.
+        shop.touch(emails[4], email=f"nieuw.{emails[4]}")
         (third,) = await rt.engine.sync(flow)
+        counts_after = {name: _count(boxes[name]) for name in boxes if name != "shop"}
         service = DsrService(rt)
         erased = await service.erase(emails[0])
         receipt = service.receipt(erased.id) or ""
@@ -227,9 +231,10 @@ async def _story(config: Path, boxes: dict[str, Any], directory: Path) -> dict[s
             "directory": str(directory),
             "first_sync": first.as_dict(),
             "received": received,
-            "contacts": {name: _count(boxes[name]) for name in boxes if name != "shop"},
+            "contacts": counts_before,
             "second_sync": second.as_dict(),
             "after_changes": third.as_dict(),
+            "contacts_after_changes": counts_after,
             "erasure": {
                 "request": erased.id,
                 "status": erased.status,
@@ -281,8 +286,14 @@ def _tell(console: Console, result: dict[str, Any]) -> None:
     )
     say("[bold]2. Second sync, nothing changed[/]")
     print_report(console, _Report(result["second_sync"]))
-    say("\n[bold]3. Three customers change their phone number[/]")
+    say("\n[bold]3. Three customers change their phone number, one their e-mail address[/]")
     print_report(console, _Report(result["after_changes"]))
+    before, after_changes = result["contacts"], result["contacts_after_changes"]
+    say(
+        "  records per system before and after: "
+        + ", ".join(f"{n} {before[n]} -> {after_changes[n]}" for n in before)
+        + " (the new address updated the existing records; no duplicates)"
+    )
     erasure = result["erasure"]
     say("\n[bold]4. A customer asks to be forgotten[/]")
     for name, status in erasure["systems"].items():
@@ -321,6 +332,7 @@ class _Report(FlowReport):
         self.pulled = data["pulled"]
         self.invalid = data["invalid"]
         self.suppressed = data["suppressed"]
+        self.moved = data.get("moved", 0)
         self.withheld_fields = Counter(data["withheld_fields"])
         self.errors = list(data["errors"])
         for name, dest in data["destinations"].items():

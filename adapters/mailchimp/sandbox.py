@@ -171,6 +171,15 @@ class MailchimpSandbox(SandboxBase):
         """Whether a live (not archived) member has this address on any audience."""
         return any(m.status != "archived" for m in self._members_of(email))
 
+    def member_count(self) -> int:
+        """Live (not archived) members, over every audience."""
+        return sum(
+            1
+            for audience in self.store.audiences.values()
+            for member in audience.members.values()
+            if member.status != "archived"
+        )
+
     def restorable(self, email: str) -> bool:
         """Whether an archived member exists that a ``PUT`` would bring back."""
         return any(m.status == "archived" for m in self._members_of(email))

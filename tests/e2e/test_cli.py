@@ -107,7 +107,10 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert first["crm"]["created"] == 60 and first["deals"]["created"] == 60
     assert first["news"]["gated"] == 30  # only customers who opted in reach the newsletter
     assert result["second_sync"]["destinations"]["crm"]["queued"] == 0
-    assert result["after_changes"]["destinations"]["crm"]["updated"] == 3
+    # Three phone numbers and one e-mail address changed: four updates, nobody added.
+    assert result["after_changes"]["destinations"]["crm"]["updated"] == 4
+    assert result["after_changes"]["moved"] == 1
+    assert result["contacts_after_changes"] == result["contacts"]
     assert "meta_data.date_of_birth" in result["first_sync"]["withheld_fields"]
     assert set(result["received"]["crm"]) <= {
         "email", "firstname", "lastname", "phone", "company", "city", "country"
