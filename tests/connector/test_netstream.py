@@ -10,6 +10,8 @@ import asyncio
 import ssl
 from pathlib import Path
 
+import pytest
+
 from connector.devtls import DevCA
 from connector.http import RetryPolicy, SystemClient
 from connector.netstream import AsyncioTransport
@@ -101,3 +103,32 @@ async def test_cookies_a_vendor_sets_are_never_sent_back(tmp_path: Path) -> None
         await client.request("GET", "/a")
         await client.request("GET", "/b")
     assert vendor.cookie_headers == []
+
+
+async def test_httpcore_locks_take_no_extra_turns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call gives up its turn of the loop only to wait for the vendor, not for free locks."""
+    from anyio._backends._asyncio import AsyncIOBackend
+
+    turns = {"checkpoint": 0}
+    real_checkpoint = AsyncIOBackend.checkpoint.__func__  # type: ignore[attr-defined]
+    real_shielded = AsyncIOBackend.cancel_shielded_checkpoint.__func__  # type: ignore[attr-defined]
+
+    async def checkpoint(cls: type) -> None:
+        turns["checkpoint"] += 1
+        await real_checkpoint(cls)
+
+    async def shielded(cls: type) -> None:
+        turns["checkpoint"] += 1
+        await real_shielded(cls)
+
+    vendor = Vendor(close_after_answer=False)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        await client.request("GET", "/warm-up")  # the connection is made (TLS may yield)
+        monkeypatch.setattr(AsyncIOBackend, "checkpoint", classmethod(checkpoint))
+        monkeypatch.setattr(AsyncIOBackend, "cancel_shielded_checkpoint", classmethod(shielded))
+        for n in range(5):
+            await client.request("GET", f"/{n}")
+    assert turns["checkpoint"] == 0
