@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 from urllib.parse import quote
 
@@ -71,6 +72,7 @@ from connector.errors import (
     RetryableError,
 )
 from connector.http import SystemClient, json_object
+from connector.workers import WorkerPool
 
 __all__ = [
     "DELETE_PERMANENT",
@@ -128,9 +130,14 @@ class MailchimpAdapter:
         # One gate for every call this adapter makes (upserts, lookups, erasures, and the
         # several upsert batches the engine runs at once): the account-wide limit is on
         # connections, so it must be kept here, not per call of ``upsert``.
-        self._connections = asyncio.Semaphore(
-            min(settings.max_connections, settings.max_concurrency or settings.max_connections)
+        connections = min(
+            settings.max_connections, settings.max_concurrency or settings.max_connections
         )
+        self._connections = asyncio.Semaphore(connections)
+        # Upserts run on as many workers as there are connections, each taking the next
+        # member as soon as its call is answered (connector/workers.py): a freed connection
+        # goes back to work in the same turn of the loop instead of waking another task.
+        self._workers: WorkerPool[UpsertResult] = WorkerPool(connections)
 
     # -- pull ------------------------------------------------------------------------------
 
@@ -159,22 +166,23 @@ class MailchimpAdapter:
                 calls not yet started are not made.
         """
         batch = _Batch()
-        results = await asyncio.gather(*(self._upsert_one(record, batch) for record in records))
+        results = await self._workers.run_all(
+            [partial(self._upsert_one, record, batch) for record in records]
+        )
         if batch.fatal is not None:
             raise batch.fatal
-        return list(results)
+        return results
 
     async def _upsert_one(self, record: OutboundRecord, batch: _Batch) -> UpsertResult:
         if "@" not in record.email:
             return UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
         member_hash = subscriber_hash(record.email)
         withdrawn = record.fields.get("status") == WITHDRAWN_STATUS
-        outcomes = await asyncio.gather(
-            *(
-                self._write(list_id, member_hash, record, withdrawn, batch)
-                for list_id in self.settings.list_ids
-            )
-        )
+        # One audience after the other: a worker is one connection (see __init__).
+        outcomes = [
+            await self._write(list_id, member_hash, record, withdrawn, batch)
+            for list_id in self.settings.list_ids
+        ]
         for outcome in outcomes:
             if not outcome.ok and outcome.retryable:
                 return UpsertResult(record.ref, "failed", reason=outcome.reason, retryable=True)

@@ -1,0 +1,78 @@
+"""A fixed number of workers taking calls from one queue: for vendors that limit connections.
+
+Mailchimp allows an account ten connections at once and takes one call per member. Ten
+slots guarded by a semaphore, with a task per member waiting on it, keep ten calls in flight
+too, but every freed slot then wakes *another* task, which runs only on a later turn of the
+event loop: on a loop busy with a sync, a wait of milliseconds per call, with the connection
+idle meanwhile. Here a worker that finishes a call takes the next job itself, in the same
+turn, and its connection goes straight back to work.
+
+Jobs from several callers (the engine runs several batches at once) share the queue, in
+order; each caller gets its own results, in the order it gave its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+__all__ = ["WorkerPool"]
+
+T = TypeVar("T")
+
+Job = tuple[Callable[[], Awaitable[Any]], "asyncio.Future[Any]"]
+
+
+class WorkerPool(Generic[T]):
+    """At most ``size`` jobs running at once, each worker taking the next job as it finishes.
+
+    Workers exist only while there is work: they start when jobs arrive and end when the
+    queue is empty, so an idle pool holds no task.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._queue: deque[Job] = deque()
+        self._workers: set[asyncio.Task[None]] = set()
+
+    async def run_all(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
+        """Run ``jobs``; their results in order. The first exception is raised once all end.
+
+        Cancelling the caller cancels its jobs that have not started; started ones finish.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[T]] = [loop.create_future() for _ in jobs]
+        self._queue.extend(zip(jobs, futures, strict=True))
+        while len(self._workers) < self.size and self._queue:
+            worker = asyncio.create_task(self._work())
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
+        try:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)  # type: ignore[arg-type]
+
+    async def _work(self) -> None:
+        while self._queue:
+            job, future = self._queue.popleft()
+            if future.done():  # its caller was cancelled
+                continue
+            try:
+                result = await job()
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except Exception as exc:  # handed to the caller, which raises it
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(result)
