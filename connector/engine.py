@@ -242,13 +242,17 @@ class Engine:
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
+        names = [dest.name for dest in destinations]
+        queued_by = self.store.queued_hashes(names, subject_ids)
+        delivered_by = self.store.delivered_hashes(names, subject_ids)
+        # What a destination refused for good is not offered again as it was: it would be
+        # refused again, and add a dead letter, on every sync. A --full sync retries.
+        rejected_by = {} if retry_rejected else self.store.rejected_hashes(names, subject_ids)
         for dest in destinations:
             dest_report = report.destinations[dest.name]
-            queued = self.store.queued_hashes(dest.name, subject_ids)
-            delivered = self.store.delivered_hashes(dest.name, subject_ids)
-            # What the destination refused for good is not offered again as it was: it would
-            # be refused again, and add a dead letter, on every sync. A --full sync retries.
-            rejected = {} if retry_rejected else self.store.rejected_hashes(dest.name, subject_ids)
+            queued = queued_by[dest.name]
+            delivered = delivered_by[dest.name]
+            rejected = rejected_by.get(dest.name, {})
             context = f"outbox:{dest.name}"
             for n, (sid, (_, person)) in enumerate(people.items(), 1):
                 if n % YIELD_EVERY == 0:

@@ -321,30 +321,43 @@ class Store:
 
     # -- change detection --------------------------------------------------------------------
 
-    def delivered_hashes(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
-        """Last delivered payload hash per subject (only subjects that have one)."""
-        return self._hash_lookup("delivered", system, subject_ids)
+    def delivered_hashes(
+        self, systems: Sequence[str], subject_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """Per system, the last delivered payload hash per subject (only those that have one)."""
+        return self._hash_lookup("delivered", systems, subject_ids)
 
-    def queued_hashes(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
-        """Payload hash per subject still waiting in the outbox."""
-        return self._hash_lookup("outbox", system, subject_ids)
+    def queued_hashes(
+        self, systems: Sequence[str], subject_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """Per system, the hash of the payload still waiting in the outbox per subject."""
+        return self._hash_lookup("outbox", systems, subject_ids)
 
-    def rejected_hashes(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
-        """Hash of the payload ``system`` last refused for good, per subject (dead letters)."""
-        return self._hash_lookup("dead_letters", system, subject_ids, order=" ORDER BY id")
+    def rejected_hashes(
+        self, systems: Sequence[str], subject_ids: Sequence[str]
+    ) -> dict[str, dict[str, str]]:
+        """Per system, the hash of the payload it last refused for good (dead letters)."""
+        return self._hash_lookup("dead_letters", systems, subject_ids, order=" ORDER BY id")
 
     def _hash_lookup(
-        self, table: str, system: str, subject_ids: Sequence[str], order: str = ""
-    ) -> dict[str, str]:
-        found: dict[str, str] = {}
+        self, table: str, systems: Sequence[str], subject_ids: Sequence[str], order: str = ""
+    ) -> dict[str, dict[str, str]]:
+        # One query for every destination of a page: a lookup per destination and table was
+        # nine statements per page for a flow to three systems.
+        if isinstance(systems, str):
+            raise TypeError("systems is a sequence of system names, not one name")
+        found: dict[str, dict[str, str]] = {system: {} for system in systems}
+        names = ",".join("?" * len(systems))
         for chunk in _chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT subject_id, payload_hash FROM {table} "  # noqa: S608 - fixed names
-                f"WHERE system=? AND subject_id IN ({marks}) AND payload_hash IS NOT NULL{order}",
-                (system, *chunk),
+                f"SELECT system, subject_id, payload_hash FROM {table} "  # noqa: S608 - fixed
+                f"WHERE system IN ({names}) AND subject_id IN ({marks}) "
+                f"AND payload_hash IS NOT NULL{order}",
+                (*systems, *chunk),
             )
-            found.update(rows.fetchall())  # with ORDER BY id: the latest row wins
+            for system, subject_id, payload_hash in rows:
+                found[system][subject_id] = payload_hash  # with ORDER BY id: the latest wins
         return found
 
     # -- identities ----------------------------------------------------------------------------
