@@ -1,7 +1,9 @@
 """Flows: pull -> map -> identify -> suppress -> gate -> diff -> outbox -> deliver -> ack.
 
 One :class:`Engine` runs flows over the systems of one config. A flow's source is pulled page
-by page; each page is mapped to canonical people, checked against the suppression list, gated
+by page; each page is mapped to canonical people (someone whose e-mail address changed at the
+source is moved to their new subject id first: :mod:`connector.moves`), checked against the
+suppression list, gated
 and minimised per destination, compared with what each destination last received, and the
 changed payloads are sealed into the outbox *together with* the cursor after that page (one
 transaction). Delivery workers drain the outbox concurrently with the pull, in batches, and
