@@ -55,6 +55,7 @@ from connector.dsr_views import (
 from connector.dsr_webhooks import handle_webhook
 from connector.errors import KlantsyncError
 from connector.logs import redact
+from connector.moves import same_person
 from connector.receipts import (
     KEY_FILE,
     ReceiptSigner,
@@ -174,7 +175,8 @@ class DsrService:
             raise DsrUsageError("--phone is not a phone number")
         if e164:
             subject_ids.append(self.rt.keyring.subject_id(e164))
-        subject_ids = list(dict.fromkeys(subject_ids))
+        # The same person under the addresses they had before (connector/moves.py).
+        subject_ids = same_person(self.rt.store, subject_ids)
         existing = self.db.open_for("erase", primary)
         if existing is not None:
             return self._view(existing)

@@ -270,7 +270,7 @@ class DsrStore:
         }
 
     def delete_traces(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        """Delete the subject's identity rows, delivered hashes, outbox rows and dead letters.
+        """Delete the subject's identities, hashes, outbox rows, dead letters and former ids.
 
         What stays: the suppression entry and audit entries, both keyed HMAC ids only.
         Returns rows deleted per table.
@@ -284,6 +284,12 @@ class DsrStore:
                     tuple(subject_ids),
                 )
                 counts[table] = cur.rowcount
+            cur = db.execute(
+                f"DELETE FROM subject_aliases WHERE subject_id IN ({marks}) "  # noqa: S608
+                f"OR alias IN ({marks})",
+                (*subject_ids, *subject_ids),
+            )
+            counts["subject_aliases"] = cur.rowcount
         return counts
 
     def purge_source(self, system: str, flows: Sequence[str]) -> dict[str, int]:

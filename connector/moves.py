@@ -15,6 +15,10 @@ subject and updates those records (adapters write a record they know the id of b
 new address included) instead of creating new ones. Each move is audited with both
 pseudonymous ids.
 
+The old id is kept as an alias of the new one (:func:`same_person`): an erasure asked for
+under either address reaches the person and suppresses both ids, so a backup still holding
+the old address cannot bring them back.
+
 A move is made only when it is unambiguous: the new id must be unknown everywhere (no
 identity, nothing delivered or queued) and neither id suppressed. Otherwise the page goes on
 as before and the old subject stays as it was.
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from connector import audit
 from connector.state import Store
 
-__all__ = ["Move", "apply_moves", "find_moves"]
+__all__ = ["Move", "apply_moves", "find_moves", "same_person"]
 
 #: Tables keyed by (system, subject_id) whose rows follow the person.
 _PER_SYSTEM = ("identities", "delivered", "outbox")
@@ -80,6 +84,15 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
             db.execute(
                 "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
             )
+            # The old id (and any the person had before it) stays known as theirs, so an
+            # erasure under either address reaches the person and suppresses every id.
+            db.execute(
+                "UPDATE subject_aliases SET subject_id=? WHERE subject_id=?", (move.new, move.old)
+            )
+            db.execute(
+                "INSERT OR IGNORE INTO subject_aliases(subject_id, alias) VALUES (?,?)",
+                (move.new, move.old),
+            )
             audit.append(
                 store,
                 "sync.subject_moved",
@@ -114,3 +127,28 @@ def _known_anywhere(store: Store, systems: Sequence[str], subject_ids: list[str]
             )
             known.update(row[0] for row in rows)
     return known
+
+
+def same_person(store: Store, subject_ids: Sequence[str]) -> list[str]:
+    """``subject_ids`` and every id the same people have had or have now, in that order."""
+    found = list(dict.fromkeys(subject_ids))
+    if not found:
+        return found
+    marks = ",".join("?" * len(found))
+    current = [
+        row[0]
+        for row in store.db.execute(
+            f"SELECT subject_id FROM subject_aliases WHERE alias IN ({marks})",  # noqa: S608
+            tuple(found),
+        )
+    ]
+    everyone = list(dict.fromkeys([*found, *current]))
+    marks = ",".join("?" * len(everyone))
+    former = [
+        row[0]
+        for row in store.db.execute(
+            f"SELECT alias FROM subject_aliases WHERE subject_id IN ({marks})",  # noqa: S608
+            tuple(everyone),
+        )
+    ]
+    return list(dict.fromkeys([*everyone, *former]))

@@ -130,6 +130,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE dead_letters ADD COLUMN payload_hash TEXT;
     CREATE INDEX dead_letters_system_subject ON dead_letters (system, subject_id);
     """,
+    # 6: the subject ids a person had before their e-mail address changed (connector/moves.py),
+    # so an erasure reaches and suppresses them all.
+    """
+    CREATE TABLE subject_aliases (
+        subject_id TEXT NOT NULL, alias TEXT NOT NULL, PRIMARY KEY (subject_id, alias)
+    ) WITHOUT ROWID;
+    CREATE INDEX subject_aliases_alias ON subject_aliases (alias);
+    """,
 ]
 
 

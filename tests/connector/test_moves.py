@@ -69,6 +69,46 @@ async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_on
     assert crm.contact_count() == 0
 
 
+async def test_erasing_under_the_new_address_also_stops_a_backup_with_the_old_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Both ids are suppressed: a restored backup holding the old address re-creates nobody."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    await rt.engine.sync()
+    shop.touch(OLD, email=NEW)
+    await rt.engine.sync()
+    view = await DsrService(rt).erase(NEW)
+    assert view.status == "completed"
+    assert rt.store.suppressed([rt.keyring.subject_id(OLD), rt.keyring.subject_id(NEW)]) == {
+        rt.keyring.subject_id(OLD),
+        rt.keyring.subject_id(NEW),
+    }
+    (aliases,) = rt.store.db.execute("SELECT COUNT(*) FROM subject_aliases").fetchone()
+    assert aliases == 0  # the connector's own trace of the link is gone with the rest
+
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")  # last month's backup restored
+    (after,) = await rt.engine.sync(full=True)
+    assert after.suppressed == 1
+    assert crm.contact_count() == 0
+
+
+async def test_erasing_under_the_old_address_reaches_the_person_now_under_the_new_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Someone who asks with the address they used to have is still found and erased."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    await rt.engine.sync()
+    contact_id = _contact_id(crm, OLD)
+    shop.touch(OLD, email=NEW)
+    await rt.engine.sync()
+
+    view = await DsrService(rt).erase(OLD)
+
+    assert view.status == "completed"
+    assert crm.store.live(str(contact_id)) is None and crm.contact_count() == 0
+    assert not shop.holds(NEW)
+
+
 async def test_no_move_when_the_new_address_already_belongs_to_someone_known(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
