@@ -3,9 +3,8 @@
 One :class:`Engine` runs flows over the systems of one config. A flow's source is pulled page
 by page; each page is mapped to canonical people (someone whose e-mail address changed at the
 source is moved to their new subject id first: :mod:`connector.moves`), checked against the
-suppression list, gated
-and minimised per destination, compared with what each destination last received, and the
-changed payloads are sealed into the outbox *together with* the cursor after that page (one
+suppression list, gated and minimised per destination, compared with what each destination
+last received (or last refused for good), and the changed payloads are sealed into the outbox *together with* the cursor after that page (one
 transaction). Delivery workers drain the outbox concurrently with the pull, in batches, and
 acknowledge each record (hash + external id stored, outbox row deleted) in one transaction.
 
