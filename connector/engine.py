@@ -4,13 +4,14 @@ One :class:`Engine` runs flows over the systems of one config. A flow's source i
 by page; each page is mapped to canonical people (someone whose e-mail address changed at the
 source is moved to their new subject id first: :mod:`connector.moves`), checked against the
 suppression list, gated and minimised per destination, compared with what each destination
-last received (or last refused for good), and the changed payloads are sealed into the outbox *together with* the cursor after that page (one
-transaction). Delivery workers drain the outbox concurrently with the pull, in batches, and
-acknowledge each record (hash + external id stored, outbox row deleted) in one transaction.
+last received (or last refused for good), and the changed payloads are sealed into the
+outbox *together with* the cursor after that page (one transaction). Delivery workers drain
+the outbox concurrently with the pull, in batches, and acknowledge each record (hash +
+external id stored, outbox row deleted) in one transaction.
 
 A crash anywhere therefore loses nothing (the cursor never passes what is not queued; the
-outbox survives) and duplicates nothing (deliveries are upserts keyed on e-mail, and the
-acknowledgement is idempotent).
+outbox survives) and duplicates nothing (deliveries are upserts, keyed on the e-mail or the
+destination's own id, and the acknowledgement is idempotent).
 """
 
 from __future__ import annotations
