@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -216,3 +217,29 @@ async def test_a_flow_never_runs_twice_at_once(daemon: Daemon, shop: WooCommerce
     async with daemon.flow_locks["shop-to-crm"]:
         assert await daemon.run_flow("shop-to-crm") is None
     assert await daemon.run_flow("shop-to-crm") is not None
+
+
+async def test_accepted_connections_have_nagle_off(tmp_path: Path) -> None:
+    """A listener socket made by hand still gives connections TCP_NODELAY (no 40 ms stalls)."""
+    import socket
+
+    from connector.httpapp import bind_listener
+
+    sock = bind_listener(str(tmp_path / "klantsync.toml"), "daemon.listen", "127.0.0.1", 0)
+    accepted: list[int] = []
+
+    async def handle(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raw = writer.get_extra_info("socket")
+        accepted.append(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(handle, sock=sock)
+    async with server:
+        port = sock.getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(20):
+            if accepted:
+                break
+            await asyncio.sleep(0)
+        writer.close()
+    assert accepted == [1]
