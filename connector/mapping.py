@@ -101,9 +101,7 @@ class SystemMapping:
     _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
     _outbound: list[FieldMapping] = field(default_factory=list)
     _known_paths: frozenset[str] = frozenset()
-    _plans: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = field(
-        default_factory=dict
-    )
+    _plans: dict[tuple[str, tuple[str, ...]], list[tuple[str, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._inbound = [

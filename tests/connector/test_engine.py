@@ -180,9 +180,7 @@ async def test_429_storm_and_intermittent_5xx_complete_with_nothing_lost(
         "crm": httpx.ASGITransport(app=storm.app()),
     }
     time = VirtualTime()
-    async with open_runtime(
-        path, transports=transports, sleep=time.sleep, clock=time.clock
-    ) as rt:
+    async with open_runtime(path, transports=transports, sleep=time.sleep, clock=time.clock) as rt:
         (report,) = await rt.engine.sync()
         while rt.store.outbox_count():
             (report,) = await rt.engine.sync()

@@ -113,7 +113,13 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert result["contacts_after_changes"] == result["contacts"]
     assert "meta_data.date_of_birth" in result["first_sync"]["withheld_fields"]
     assert set(result["received"]["crm"]) <= {
-        "email", "firstname", "lastname", "phone", "company", "city", "country"
+        "email",
+        "firstname",
+        "lastname",
+        "phone",
+        "company",
+        "city",
+        "country",
     }
     erasure = result["erasure"]
     assert erasure["status"] == "completed" and erasure["receipt_verified"]

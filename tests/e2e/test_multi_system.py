@@ -295,7 +295,6 @@ async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     assert "dsr.purge_source" in kinds
 
 
-
 async def test_an_address_change_moves_the_person_in_every_destination(
     world: World, rt: Runtime
 ) -> None:
