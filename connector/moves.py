@@ -134,21 +134,16 @@ def same_person(store: Store, subject_ids: Sequence[str]) -> list[str]:
     found = list(dict.fromkeys(subject_ids))
     if not found:
         return found
-    marks = ",".join("?" * len(found))
-    current = [
-        row[0]
-        for row in store.db.execute(
-            f"SELECT subject_id FROM subject_aliases WHERE alias IN ({marks})",  # noqa: S608
-            tuple(found),
-        )
-    ]
-    everyone = list(dict.fromkeys([*found, *current]))
-    marks = ",".join("?" * len(everyone))
-    former = [
-        row[0]
-        for row in store.db.execute(
-            f"SELECT alias FROM subject_aliases WHERE subject_id IN ({marks})",  # noqa: S608
-            tuple(everyone),
-        )
-    ]
+    everyone = list(dict.fromkeys([*found, *_alias_column(store, "subject_id", "alias", found)]))
+    former = _alias_column(store, "alias", "subject_id", everyone)
     return list(dict.fromkeys([*everyone, *former]))
+
+
+def _alias_column(store: Store, wanted: str, given: str, values: list[str]) -> list[str]:
+    """``wanted`` of the alias rows whose ``given`` column is one of ``values``."""
+    marks = ",".join("?" * len(values))
+    rows = store.db.execute(
+        f"SELECT {wanted} FROM subject_aliases WHERE {given} IN ({marks})",  # noqa: S608
+        tuple(values),
+    )
+    return [row[0] for row in rows]
