@@ -87,10 +87,11 @@ def _serve(
 async def _run(
     config: Path, seconds: float
 ) -> tuple[dict[str, list[tuple[float, str, float]]], dict[str, Any]]:
-    from connector.runtime import open_runtime
+    from connector.runtime import open_runtime, settle_heap
 
     calls: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
     async with open_runtime(config) as rt:
+        settle_heap()  # as `klantsync sync` and the daemon do
         for system in rt.systems.values():
 
             def observe(name: str, status: int | None, seconds: float) -> None:

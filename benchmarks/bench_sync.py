@@ -158,9 +158,10 @@ def connector_run(info: dict[str, Any], workdir: Path, *, unlimited: bool) -> di
 
 
 async def _sync(config: Path) -> dict[str, Any]:
-    from connector.runtime import open_runtime
+    from connector.runtime import open_runtime, settle_heap
 
     async with open_runtime(config) as rt:
+        settle_heap()  # as `klantsync sync` does
         wall0, cpu0 = time.perf_counter(), time.process_time()
         started = time.monotonic()
         (report,) = await rt.engine.sync()

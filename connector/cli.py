@@ -26,7 +26,7 @@ from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
 from connector.lock import daemon_running
 from connector.logs import setup_logging
-from connector.runtime import open_runtime
+from connector.runtime import open_runtime, settle_heap
 from connector.state import Store
 
 __all__ = ["main"]
@@ -223,6 +223,7 @@ class _BarProgress(Progress):
 
 async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -> int:
     async with open_runtime(config_path) as rt:
+        settle_heap()
         audit.record_config(rt.store, rt.config)
         reports: list[FlowReport] = []
         flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
@@ -269,6 +270,7 @@ def _run_daemon(config_path: Path) -> int:
 
         async def serve() -> None:
             async with open_runtime(config) as rt:
+                settle_heap()
                 await Daemon(rt).serve()
 
         asyncio.run(serve())

@@ -19,8 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connector.errors import StoreError
+from connector.walcheckpoint import WalCheckpointer
 
 __all__ = ["Ack", "DeadLetter", "OutboxRow", "QueuedPayload", "Store", "utcnow"]
+
+#: WAL pages after which a commit checkpoints the log itself (~40 MB; see ``Store``).
+AUTOCHECKPOINT_PAGES = 10_000
+
+#: The same with a background checkpointer running: only a bound, reached if it falls behind.
+BACKGROUND_BOUND_PAGES = 50_000
 
 #: Ordered schema migrations; the index + 1 is the schema version (``PRAGMA user_version``).
 MIGRATIONS: list[str] = [
@@ -211,21 +218,38 @@ class Store:
             # pages back into the database and syncs both files; a sync writes a few pages per
             # record (subject ids are random keys), so at the default it checkpointed every
             # few hundred records and spent half of each commit there. Durability is the same:
-            # a committed transaction is in the WAL either way.
-            self.db.execute("PRAGMA wal_autocheckpoint=10000")
+            # a committed transaction is in the WAL either way. A long-running process moves
+            # checkpoints off its event loop altogether (:meth:`checkpoint_in_background`).
+            self.db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=5000")
             # Freed pages are zeroed so deleted payloads do not linger in the file.
             self.db.execute("PRAGMA secure_delete=ON")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{path}: cannot open the store ({exc})") from exc
+        self._checkpointer: WalCheckpointer | None = None
         self.migrate()
         #: The highest outbox id handed out, or found at open (see :meth:`enqueue_page`).
         self._outbox_high: int = self.db.execute(
             "SELECT COALESCE(MAX(id), 0) FROM outbox"
         ).fetchone()[0]
 
+    def checkpoint_in_background(self) -> WalCheckpointer:
+        """Checkpoint the WAL on a thread of its own from now on (:mod:`connector.walcheckpoint`).
+
+        The commit that crosses ``wal_autocheckpoint`` then no longer copies the log itself;
+        that limit is raised to a bound on the log's size should the thread fall behind.
+        Idempotent; :meth:`close` stops the thread.
+        """
+        if self._checkpointer is None:
+            self._checkpointer = WalCheckpointer(self.path)
+            self.db.execute(f"PRAGMA wal_autocheckpoint={BACKGROUND_BOUND_PAGES}")
+        return self._checkpointer
+
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
         self.db.close()
 
     @property

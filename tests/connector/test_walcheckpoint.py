@@ -1,0 +1,76 @@
+"""The WAL is copied back off the event loop, and start-up objects are frozen once."""
+
+from __future__ import annotations
+
+import gc
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import runtime
+from connector.state import AUTOCHECKPOINT_PAGES, BACKGROUND_BOUND_PAGES, QueuedPayload, Store
+
+
+def _fill(store: Store, pages: int) -> None:
+    for n in range(pages):
+        payloads = [
+            QueuedPayload("crm", f"{n:04d}{i:060x}", os.urandom(300), f"h{i}") for i in range(50)
+        ]
+        store.enqueue_page("f", "shop", payloads, [], f"c{n}")
+
+
+def test_commits_leave_the_copying_to_the_background_checkpointer(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == AUTOCHECKPOINT_PAGES
+    checkpointer = store.checkpoint_in_background()
+    assert store.checkpoint_in_background() is checkpointer  # one per store
+    # Commits alone no longer copy the log back: only a far bound remains.
+    assert store.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == BACKGROUND_BOUND_PAGES
+    _fill(store, 20)
+    frames, copied = checkpointer.checkpoint()
+    assert frames > 0 and copied == frames  # nothing held back: all of it is in the database
+    store.close()
+    assert not checkpointer._thread.is_alive()
+    # What was committed is all there after reopening.
+    again = Store(tmp_path / "s.db")
+    assert again.outbox_count("crm") == 20 * 50
+    again.close()
+
+
+def test_the_thread_checkpoints_on_its_own(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.db")
+    checkpointer = store.checkpoint_in_background()
+    _fill(store, 5)
+    checkpointer.ran.clear()
+    assert checkpointer.ran.wait(timeout=30)  # returns as soon as the thread has run one
+    store.close()
+    assert checkpointer.runs >= 1
+    assert not (tmp_path / "s.db-wal").exists()  # closing the last connection folded it in
+
+
+async def test_a_runtime_checkpoints_in_the_background_until_it_closes(
+    open_rt: Callable[..., Any], shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    shop.seed_synthetic(250)
+    async with open_rt() as rt:
+        checkpointer = rt.store.checkpoint_in_background()
+        assert checkpointer._thread.is_alive()
+        (report,) = await rt.engine.sync()
+        checkpointer.checkpoint()
+    assert not checkpointer._thread.is_alive()
+    assert report.destinations["crm"].created == 250 == crm.contact_count()
+
+
+def test_settle_heap_freezes_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(runtime, "_settled", False)
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    runtime.settle_heap()
+    runtime.settle_heap()
+    assert calls == ["collect", "freeze"]
