@@ -162,17 +162,20 @@ async def _sync(config: Path) -> dict[str, Any]:
 
     async with open_runtime(config) as rt:
         settle_heap()  # as `klantsync sync` does
-        wall0, cpu0 = time.perf_counter(), time.process_time()
+        wall0, cpu0, loop0 = time.perf_counter(), time.process_time(), time.thread_time()
         started = time.monotonic()
         (report,) = await rt.engine.sync()
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
+        # The engine is this thread (the event loop); the store's WAL checkpointer is another.
+        loop_cpu = time.thread_time() - loop0
         crm = rt.systems["crm"].client.stats
         shop = rt.systems["shop"].client.stats
         return {
             "started": started,
             "wall_s": wall,
             "cpu_s": cpu,
+            "loop_cpu_s": loop_cpu,
             "report": report.as_dict(),
             "crm_requests": crm.requests,
             "crm_rate_limited": crm.rate_limited,
@@ -336,16 +339,17 @@ def run_engine(customers: int = 100_000, *, workdir: Path | None = None) -> list
         ),
         Figure(name, "records / s (wall)", rate, "records/s", ">= 10000", rate >= 10_000),
         Figure(name, "connector CPU", run["cpu_s"], "s"),
+        Figure(name, "of which event loop", run["loop_cpu_s"], "s"),
         Figure(
             name, "records / CPU second", report["pulled"] / max(run["cpu_s"], 1e-9), "records/s"
         ),
         Figure(
             name,
-            "connector CPU / wall",
-            100 * run["cpu_s"] / run["wall_s"],
+            "event loop CPU / wall",
+            100 * run["loop_cpu_s"] / run["wall_s"],
             "%",
             "<= 100% (one core)",
-            run["cpu_s"] <= run["wall_s"] * 1.02,
+            run["loop_cpu_s"] <= run["wall_s"] * 1.02,
         ),
         Figure(name, "sandbox process CPU", stats["cpu_s"], "s"),
     ]
