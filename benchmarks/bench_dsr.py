@@ -24,7 +24,6 @@ the smoke test checks (never their values).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.crypto import generate_master_key
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService
+from connector.loop import run as run_loop
 from connector.ratelimit import RateLimit
 from connector.runtime import Runtime, open_runtime
 from connector.systems import Systems
@@ -165,8 +165,8 @@ def main(
         root = directory or Path(tmp)
         (root / "fanout").mkdir(parents=True, exist_ok=True)
         (root / "queued").mkdir(parents=True, exist_ok=True)
-        figures = asyncio.run(_fanout(root / "fanout", latency))
-        figures |= asyncio.run(_queued(root / "queued", n, latency, concurrency))
+        figures = run_loop(_fanout(root / "fanout", latency))
+        figures |= run_loop(_queued(root / "queued", n, latency, concurrency))
     fanout_ok = figures["fanout_ratio"] < FANOUT_TARGET
     rate_ok = figures["hubspot_utilisation"] >= UTILISATION_TARGET
     done_ok = figures["erasures_completed"] == n

@@ -20,7 +20,6 @@ The figures (``run_*`` return them) are what the smoke test checks, never their 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import bisect
 import contextlib
 import json
@@ -154,7 +153,9 @@ def connector_run(info: dict[str, Any], workdir: Path, *, unlimited: bool) -> di
         text = config.read_text()
         assert LIMIT_LINE in text, "write_config changed its rate_limit line"
         config.write_text(text.replace(LIMIT_LINE, UNLIMITED))
-    return asyncio.run(_sync(config))
+    from connector.loop import run as run_loop
+
+    return run_loop(_sync(config))
 
 
 async def _sync(config: Path) -> dict[str, Any]:

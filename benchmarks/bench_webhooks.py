@@ -45,6 +45,7 @@ import httpx
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.demo import write_config
+from connector.loop import run as run_loop
 from connector.ratelimit import RateLimit
 from connector.runtime import open_runtime
 from connector.sandboxkit import free_port, serve_tls
@@ -205,11 +206,11 @@ def main(
             async with open_runtime(world["config"]) as rt:
                 await rt.engine.sync()
 
-        asyncio.run(first_sync())
+        run_loop(first_sync())
         daemon = _start_daemon(world["config"], world["url"])
         try:
-            arrivals = asyncio.run(_propagation(world, changes, change_rate))
-            wall, acks = asyncio.run(_flood(world, deliveries, concurrency))
+            arrivals = run_loop(_propagation(world, changes, change_rate))
+            wall, acks = run_loop(_flood(world, deliveries, concurrency))
         finally:
             daemon.terminate()
             daemon.wait(timeout=30)

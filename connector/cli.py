@@ -8,7 +8,6 @@ takes ``--json``. Nothing here holds logic the daemon or admin API would also ne
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
 from connector.lock import daemon_running
 from connector.logs import setup_logging
+from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
 from connector.state import Store
 
@@ -129,13 +129,13 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     if handled is not None:
         return handled
     if args.command == "check":
-        return asyncio.run(_check(config_path, args, console))
+        return run_loop(_check(config_path, args, console))
     if args.command == "run":
         return _run_daemon(config_path)
     if args.command == "resync" and daemon_running(config.store_path):
         return _queue_resync(config.store_path, config.master_key, args, console)
     if args.command in ("sync", "resync"):
-        return asyncio.run(_sync(config_path, args, console))
+        return run_loop(_sync(config_path, args, console))
     if args.command == "status":
         return _status(config.store_path, [f.name for f in config.flows], args, console)
     if args.command == "audit":
@@ -273,7 +273,7 @@ def _run_daemon(config_path: Path) -> int:
                 settle_heap()
                 await Daemon(rt).serve()
 
-        asyncio.run(serve())
+        run_loop(serve())
     return EXIT_OK
 
 

@@ -8,7 +8,6 @@ only two lines. Exit status as everywhere: 0 done, 1 finished with failures, 2 b
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import sys
@@ -20,6 +19,7 @@ from rich.markup import escape
 
 from connector import incidents, retention
 from connector.config import Config, load_config
+from connector.loop import run as run_loop
 from connector.register import build_register
 from connector.register_render import render
 from connector.state import Store
@@ -200,7 +200,7 @@ def _show(
 
 
 def _retention(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
-    report = asyncio.run(retention.sweep(store, config, dry_run=args.dry_run))
+    report = run_loop(retention.sweep(store, config, dry_run=args.dry_run))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

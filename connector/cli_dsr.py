@@ -9,7 +9,6 @@ requests are shown by id and subject id (keyed hash).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector.dsr import DsrService, DsrUsageError, RequestView
+from connector.loop import run as run_loop
 from connector.runtime import open_runtime
 
 __all__ = ["register", "run"]
@@ -84,7 +84,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run one ``dsr`` action; return the exit status."""
     try:
-        return asyncio.run(_run(args, console))
+        return run_loop(_run(args, console))
     except DsrUsageError as exc:
         if args.json:
             print(json.dumps({"error": "usage", "message": str(exc)}))

@@ -15,7 +15,6 @@ must never flow (date of birth, IP address, customer note), writes a config like
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import tempfile
@@ -28,6 +27,7 @@ from rich.console import Console
 
 from connector.crypto import generate_master_key
 from connector.engine import FlowReport
+from connector.loop import run as run_loop
 from connector.runtime import open_runtime
 from connector.sandboxkit import serve_tls
 
@@ -183,7 +183,7 @@ def _demo(console: Console, directory: Path, customers: int, as_json: bool) -> i
         sample = shop.store.get(1) or {}
         say(f"Seeded {customers} synthetic customers. Each shop record has these fields:")
         say("  " + ", ".join(sorted(_leaf_names(sample))) + "\n")
-        result = asyncio.run(_story(config, boxes, directory))
+        result = run_loop(_story(config, boxes, directory))
     if as_json:
         print(json.dumps(result, indent=2))
     else:

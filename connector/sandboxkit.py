@@ -363,6 +363,8 @@ def serve_tls(
     """
     import uvicorn
 
+    from connector.loop import new_event_loop
+
     if cert is None:
         ca = ca or DevCA(cert_dir)
         cert = ca.issue("sandbox")
@@ -383,7 +385,7 @@ def serve_tls(
         servers.append(uvicorn.Server(config))
         served[name] = ServedApp(name, f"https://127.0.0.1:{port}", port)
 
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop()
     started = threading.Event()
 
     async def run_all() -> None:

@@ -13,6 +13,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.demo import REPO_MAPPINGS
+from connector.loop import new_event_loop
 from connector.runtime import Runtime, open_runtime
 
 MASTER_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
@@ -23,6 +24,11 @@ CANARY_PHONE = "06 87654321"
 CANARY_PHONE_E164 = "+31687654321"
 CANARY_NAME = "Zwanettecanary"
 CANARY_TOKEN = "pat-canary-token-5f1e2d3c"
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Async tests run on the loop the commands run on (:mod:`connector.loop`)."""
+    return {"klantsync": new_event_loop}
 
 
 async def no_sleep(_seconds: float) -> None:
