@@ -75,3 +75,20 @@ def test_fanout_benchmark_runs_one_destination_alone(tmp_path: Path) -> None:
     )
     assert figures["news_share_of_ceiling"] > 0
     assert "crm_share_of_ceiling" not in figures and "deals_share_of_ceiling" not in figures
+
+
+def test_rolling_rate_judges_a_bursty_client_by_its_windows() -> None:
+    """190 calls in the first 5 s of every 10 s is 19/s wherever the measured span ends."""
+    from benchmarks.bench_fanout import rolling_rate
+
+    times = [w * 10.0 + n * (5.0 / 190) for w in range(6) for n in range(190)]
+    for end in (21.0, 31.0, 34.9, 38.0, 44.9):
+        assert abs(rolling_rate(times, 5.0, end, 10.0) - 19.0) < 0.5
+    # Counted over the span instead, the same calls read 14.25/s when it ends at 21 s.
+    in_span = [t for t in times if 5.0 <= t <= 21.0]
+    assert abs(len(in_span) / (in_span[-1] - 5.0) - 14.25) < 0.1
+    # A span shorter than one window is counted over the span.
+    short = [t for t in times if 10.0 <= t <= 13.0]
+    assert rolling_rate(times, 10.0, 13.0, 10.0) == len(short) / 3.0
+    # A client that sends half as much reads half.
+    assert abs(rolling_rate(times[::2], 5.0, 44.9, 10.0) - 9.5) < 0.5
