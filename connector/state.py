@@ -145,6 +145,13 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX subject_aliases_alias ON subject_aliases (alias);
     """,
+    # 7: a destination's next batch is its rows in id order past the last one taken. Without
+    # this index SQLite found them through (system, subject_id): every row the destination had
+    # waiting, payloads included, read and sorted for each batch of 50 or 100, so a batch cost
+    # grew with the backlog (a slow destination's backlog grows by the pull's pace).
+    """
+    CREATE INDEX outbox_system_id ON outbox (system, id);
+    """,
 ]
 
 

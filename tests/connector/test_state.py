@@ -1,4 +1,7 @@
-"""The store's outbox: ids only grow, so delivery workers reading past an id miss nothing."""
+"""The store's outbox: ids only grow, so delivery workers reading past an id miss nothing.
+
+And a destination's next batch is a range read, however long its backlog.
+"""
 
 from __future__ import annotations
 
@@ -45,3 +48,44 @@ def test_ids_after_a_restart_stay_above_the_backlog_found_at_open(tmp_path: Path
     new = store.enqueue_page("f", "shop", _payloads(["d"]), [], "c2")
     assert min(new) > max(backlog)
     assert [r.subject_id for r in store.outbox_batch("crm", max(backlog), 10)] == ["d"]
+
+
+def _steps_for_next_batch(store: Store, system: str) -> int:
+    """SQLite virtual machine steps (in thousands) that reading ``system``'s next batch takes."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store.db.set_progress_handler(count, 1000)
+    try:
+        rows = store.outbox_batch(system, 0, 50)
+    finally:
+        store.db.set_progress_handler(None, 0)
+    assert len(rows) == 50 and [r.id for r in rows] == sorted(r.id for r in rows)
+    return steps
+
+
+def test_a_batch_costs_the_same_whatever_the_backlog(tmp_path: Path) -> None:
+    """The next batch is a range read, not a sort of every row the destination has waiting.
+
+    A slow destination's backlog grows at the pull's pace (Pipedrive beside HubSpot: ~1,900 a
+    second); read and sorted in full, each of its batches took 14 ms at 100,000 rows.
+    """
+    store = Store(tmp_path / "s.db")
+
+    def queue(n: int, start: int) -> None:
+        payloads = [
+            QueuedPayload(system, f"{system}-{i}", b"sealed" * 40, "h")
+            for i in range(start, start + n)
+            for system in ("crm", "deals")
+        ]
+        store.enqueue_page("f", "shop", payloads, [], None)
+
+    queue(500, 0)
+    small = _steps_for_next_batch(store, "deals")
+    queue(20_000, 500)
+    large = _steps_for_next_batch(store, "deals")
+    assert large <= small + 1  # without the (system, id) index: ~35 times as many
