@@ -168,7 +168,8 @@ async def _sync(config: Path) -> dict[str, Any]:
         (report,) = await rt.engine.sync()
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
-        # The engine is this thread (the event loop); the store's WAL checkpointer is another.
+        # The engine is this thread (the event loop); the store writer and the WAL
+        # checkpointer are two more.
         loop_cpu = time.thread_time() - loop0
         crm = rt.systems["crm"].client.stats
         shop = rt.systems["shop"].client.stats
@@ -344,14 +345,17 @@ def run_engine(customers: int = 100_000, *, workdir: Path | None = None) -> list
         Figure(
             name, "records / CPU second", report["pulled"] / max(run["cpu_s"], 1e-9), "records/s"
         ),
+        # The store writer and the WAL checkpointer are threads of the connector too: "one
+        # core" is judged by the whole process's CPU, the loop's shown beside it.
         Figure(
             name,
-            "event loop CPU / wall",
-            100 * run["loop_cpu_s"] / run["wall_s"],
+            "connector CPU / wall",
+            100 * run["cpu_s"] / run["wall_s"],
             "%",
             "<= 100% (one core)",
-            run["loop_cpu_s"] <= run["wall_s"] * 1.02,
+            run["cpu_s"] <= run["wall_s"] * 1.02,
         ),
+        Figure(name, "event loop CPU / wall", 100 * run["loop_cpu_s"] / run["wall_s"], "%"),
         Figure(name, "sandbox process CPU", stats["cpu_s"], "s"),
     ]
 

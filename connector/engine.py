@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from connector import audit
 from connector.adapter import OutboundRecord, Page, UpsertResult
@@ -32,6 +32,7 @@ from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import Ack, OutboxRow, QueuedPayload, Store
+from connector.storewriter import StoreWriter
 from connector.systems import System, Systems
 
 __all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
@@ -54,6 +55,8 @@ YIELD_EVERY = 10
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
 
+T = TypeVar("T")
+
 
 class Engine:
     """Runs flows for one config.
@@ -64,6 +67,8 @@ class Engine:
         keyring: keys derived from the master key.
         systems: built systems (see :func:`connector.systems.open_systems`).
         checkpoint: optional hook called at named points (crash simulation in tests).
+        writer: runs the sync's write transactions off the event loop
+            (:mod:`connector.storewriter`); without one they run on ``store`` in place.
     """
 
     def __init__(
@@ -74,9 +79,11 @@ class Engine:
         systems: Systems,
         *,
         checkpoint: Checkpoint | None = None,
+        writer: StoreWriter | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self._writer = writer
         self.keyring = keyring
         self.systems = systems
         self._checkpoint = checkpoint or (lambda _name: None)
@@ -144,6 +151,12 @@ class Engine:
     def request_stop(self) -> None:
         """Finish what is in flight, start nothing new (SIGTERM). Queued work stays queued."""
         self._stopping = True
+
+    async def _write(self, work: Callable[[Store], T]) -> T:
+        """One write transaction of the sync: on the writer's thread if there is one."""
+        if self._writer is None:
+            return work(self.store)
+        return await self._writer.run(work)
 
     async def _run(
         self,
@@ -238,7 +251,8 @@ class Engine:
             pulled = {sid: ext for sid, (ext, _) in people.items()}
             moves = find_moves(self.store, source.name, pulled, self._system_names)
             if moves:
-                apply_moves(self.store, moves, self._system_names)
+                names = self._system_names
+                await self._write(lambda store: apply_moves(store, moves, names))
                 report.moved += len(moves)
         suppressed = self.store.suppressed(subject_ids)
         report.suppressed += len(suppressed)
@@ -291,7 +305,11 @@ class Engine:
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
-        ids = self.store.enqueue_page(flow.name, source.name, payloads, identities, page.cursor)
+        ids = await self._write(
+            lambda store: store.enqueue_page(
+                flow.name, source.name, payloads, identities, page.cursor
+            )
+        )
         self._fresh.update(zip(ids, envelopes, strict=True))
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
@@ -391,7 +409,7 @@ class Engine:
         if suppressed:
             # An erasure arrived after these were queued: they must never be sent.
             gone = [r for r in rows if r.subject_id in suppressed]
-            self.store.drop_outbox([r.id for r in gone])
+            await self._write(lambda store: store.drop_outbox([r.id for r in gone]))
             for row in gone:
                 self._fresh.pop(row.id, None)
             dest_report.suppressed_at_delivery += len(gone)
@@ -422,7 +440,7 @@ class Engine:
                 )
             )
         if undecryptable:
-            self.store.dead_letter(undecryptable)
+            await self._write(lambda store: store.dead_letter(undecryptable))
             dest_report.dead_lettered += len(undecryptable)
         if not records:
             return
@@ -449,26 +467,28 @@ class Engine:
             acks.append(Ack(row.id, row.subject_id, result.external_id, row.payload_hash))
         # One transaction for the batch's outcome and its audit entry: each commit costs
         # a write of every page it touched, and the entry belongs with what it records.
-        with self.store.transaction():
-            if acks:
-                self.store.acknowledge(dest.name, acks)
-            if dead:
-                self.store.dead_letter(dead)
-            if later:
-                self.store.bump_attempts(later)
-            if acks or dead:
-                audit.append(
-                    self.store,
-                    "sync.batch",
-                    {
-                        "flow": flow.name,
-                        "system": dest.name,
-                        "created": sum(1 for r in results if r.outcome == "created"),
-                        "updated": sum(1 for r in results if r.outcome == "updated"),
-                        "failed": len(dead) + len(later),
-                        "fields": sorted({k for rec in records for k in rec.fields}),
-                    },
-                )
+        entry = {
+            "flow": flow.name,
+            "system": dest.name,
+            "created": sum(1 for r in results if r.outcome == "created"),
+            "updated": sum(1 for r in results if r.outcome == "updated"),
+            "failed": len(dead) + len(later),
+            "fields": sorted({k for rec in records for k in rec.fields}),
+        }
+
+        def settle(store: Store) -> None:
+            with store.transaction():
+                if acks:
+                    store.acknowledge(dest.name, acks)
+                if dead:
+                    store.dead_letter(dead)
+                if later:
+                    store.bump_attempts(later)
+                if acks or dead:
+                    audit.append(store, "sync.batch", entry)
+
+        if acks or dead or later:
+            await self._write(settle)
         if dead:
             dest_report.dead_lettered += len(dead)
             for row, reason in dead:

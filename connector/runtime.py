@@ -14,6 +14,7 @@ from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
 from connector.state import Store
+from connector.storewriter import StoreWriter
 from connector.systems import Systems, open_systems
 
 __all__ = ["Runtime", "open_runtime", "settle_heap"]
@@ -64,19 +65,25 @@ async def open_runtime(
     if isinstance(config, Path):
         config = load_config(config, env=env)
     store = Store(config.store_path)
+    writer: StoreWriter | None = None
     try:
-        # A command that syncs commits often; its WAL is copied back off the event loop.
+        # A command that syncs commits often; its WAL is copied back off the event loop,
+        # and the sync's own transactions run off it too.
         store.checkpoint_in_background()
+        writer = StoreWriter(config.store_path, background_checkpoints=True)
         keyring = Keyring(config.master_key)
         systems = open_systems(config, transports=transports, sleep=sleep, clock=clock)
     except BaseException:
+        if writer is not None:
+            writer.close()
         store.close()
         raise
-    engine = Engine(config, store, keyring, systems, checkpoint=checkpoint)
+    engine = Engine(config, store, keyring, systems, checkpoint=checkpoint, writer=writer)
     try:
         yield Runtime(config, store, keyring, systems, engine)
     finally:
         try:
             await systems.aclose()
         finally:
+            writer.close()
             store.close()
