@@ -232,9 +232,10 @@ class DsrStore:
 
     def identities(self, subject_id: str) -> dict[str, str]:
         """System name -> that system's id for the subject, from the identity map."""
+        where, params = self.store.by_subject("identities", [subject_id])
         rows = self.db.execute(
-            "SELECT system, external_id FROM identities WHERE subject_id=? ORDER BY system",
-            (subject_id,),
+            f"SELECT system, external_id FROM identities WHERE {where} ORDER BY system",  # noqa: S608
+            params,
         )
         return {str(system): str(ext) for system, ext in rows}
 
@@ -249,13 +250,15 @@ class DsrStore:
 
     def holdings(self, subject_id: str) -> dict[str, Any]:
         """Everything non-sealed the connector keeps about a subject (for access reports)."""
+        where, params = self.store.by_subject("delivered", [subject_id])
         delivered = self.db.execute(
-            "SELECT system, delivered_at FROM delivered WHERE subject_id=? ORDER BY system",
-            (subject_id,),
+            f"SELECT system, delivered_at FROM delivered WHERE {where} ORDER BY system",  # noqa: S608
+            params,
         ).fetchall()
+        where, params = self.store.by_subject("outbox", [subject_id])
         queued = self.db.execute(
-            "SELECT system, enqueued_at FROM outbox WHERE subject_id=? ORDER BY system",
-            (subject_id,),
+            f"SELECT system, enqueued_at FROM outbox WHERE {where} ORDER BY system",  # noqa: S608
+            params,
         ).fetchall()
         dead = self.db.execute(
             "SELECT system, reason, created_at FROM dead_letters WHERE subject_id=? ORDER BY id",
@@ -278,12 +281,15 @@ class DsrStore:
         counts: dict[str, int] = {}
         marks = ",".join("?" * len(subject_ids))
         with self.store.transaction() as db:
-            for table in ("identities", "delivered", "outbox", "dead_letters"):
-                cur = db.execute(
-                    f"DELETE FROM {table} WHERE subject_id IN ({marks})",  # noqa: S608
-                    tuple(subject_ids),
-                )
+            for table in ("identities", "delivered", "outbox"):
+                where, params = self.store.by_subject(table, subject_ids)
+                cur = db.execute(f"DELETE FROM {table} WHERE {where}", params)  # noqa: S608
                 counts[table] = cur.rowcount
+            cur = db.execute(
+                f"DELETE FROM dead_letters WHERE subject_id IN ({marks})",  # noqa: S608
+                tuple(subject_ids),
+            )
+            counts["dead_letters"] = cur.rowcount
             cur = db.execute(
                 f"DELETE FROM subject_aliases WHERE subject_id IN ({marks}) "  # noqa: S608
                 f"OR alias IN ({marks})",
