@@ -138,15 +138,17 @@ class Engine:
     async def ingest(self, flow_name: str, records: Sequence[Mapping[str, Any]]) -> FlowReport:
         """Run given source records (a webhook's, a targeted resync's) through one flow.
 
-        The flow's cursor does not move: these records are outside the paging of a pull.
+        The flow's cursor is not touched: these records are outside the paging of a pull,
+        and a pull of the same flow may be moving it meanwhile.
         """
         flow = self.config.flow(flow_name)
-        cursor = self.store.get_cursor(flow.name, flow.source)
 
         async def one_page() -> AsyncIterator[Page]:
-            yield Page(records=list(records), cursor=cursor)
+            yield Page(records=list(records), cursor=None)
 
-        return await self._run(flow, one_page(), dry_run=False, progress=None, record_run=False)
+        return await self._run(
+            flow, one_page(), dry_run=False, progress=None, record_run=False, moves_cursor=False
+        )
 
     def request_stop(self) -> None:
         """Finish what is in flight, start nothing new (SIGTERM). Queued work stays queued."""
@@ -167,6 +169,7 @@ class Engine:
         *,
         record_run: bool = True,
         retry_rejected: bool = False,
+        moves_cursor: bool = True,
     ) -> FlowReport:
         progress = progress or Progress()
         source = self.systems[flow.source]
@@ -198,7 +201,7 @@ class Engine:
         try:
             while (page := await ahead.next()) is not None:
                 await self._take_page(
-                    flow, source, destinations, page, report, dry_run, retry_rejected
+                    flow, source, destinations, page, report, dry_run, retry_rejected, moves_cursor
                 )
                 progress.pulled(flow.name, len(page.records), page.total)
                 for event in wake.values():
@@ -233,6 +236,7 @@ class Engine:
         report: FlowReport,
         dry_run: bool,
         retry_rejected: bool,
+        moves_cursor: bool = True,
     ) -> None:
         people: dict[str, tuple[str | None, Person]] = {}
         for n, raw in enumerate(page.records, 1):
@@ -307,7 +311,7 @@ class Engine:
         ]
         ids = await self._write(
             lambda store: store.enqueue_page(
-                flow.name, source.name, payloads, identities, page.cursor
+                flow.name, source.name, payloads, identities, page.cursor, move_cursor=moves_cursor
             )
         )
         self._fresh.update(zip(ids, envelopes, strict=True))

@@ -321,8 +321,13 @@ class Store:
         payloads: Sequence[QueuedPayload],
         identities: Iterable[tuple[str, str]],
         cursor: str | None,
+        *,
+        move_cursor: bool = True,
     ) -> list[int]:
         """Queue a page's payloads, record the source ids, and move the cursor, atomically.
+
+        ``move_cursor=False`` leaves the cursor alone (records from a webhook or a targeted
+        resync, which are not a page of the pull).
 
         Returns:
             The outbox id each payload was queued under, in the order given.
@@ -359,7 +364,8 @@ class Store:
                 "WHERE external_id IS NOT excluded.external_id",
                 [(source, sid, ext) for sid, ext in identities],
             )
-            self.set_cursor(flow, source, cursor)
+            if move_cursor:
+                self.set_cursor(flow, source, cursor)
         return list(range(first, first + len(payloads)))
 
     # -- change detection --------------------------------------------------------------------

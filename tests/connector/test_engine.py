@@ -87,6 +87,29 @@ async def test_second_sync_writes_nothing_and_three_changes_send_three(
     assert third.destinations["crm"].updated == 3
 
 
+async def test_ingested_records_leave_the_flows_cursor_alone(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A webhook's records are queued and delivered; the pull's cursor is not theirs to set.
+
+    A pull of the same flow may move the cursor while they are taken; an ingest that wrote
+    back the cursor it had read would move it backwards.
+    """
+    shop.seed_synthetic(5, seed=4)
+    records = [shop.store.get(n) for n in range(1, 6)]
+    rt.store.set_cursor("shop-to-crm", "shop", "cursor-of-the-pull")
+    monkeypatch.setattr(type(rt.store), "get_cursor", lambda *_args: "stale-cursor")
+    report = await rt.engine.ingest("shop-to-crm", [r for r in records if r is not None])
+    assert report.destinations["crm"].created == 5 == crm.contact_count()
+    (cursor,) = rt.store.db.execute(
+        "SELECT cursor FROM cursors WHERE flow='shop-to-crm' AND system='shop'"
+    ).fetchone()
+    assert cursor == "cursor-of-the-pull"
+
+
 async def test_change_in_unmapped_field_sends_nothing(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
