@@ -98,9 +98,11 @@ async def test_a_sync_queues_and_acknowledges_on_the_writer_thread(
     for name in threads:
         original = getattr(Store, name)
 
-        def spy(self: Store, *args: Any, _name: str = name, _original: Any = original) -> Any:
+        def spy(
+            self: Store, *args: Any, _name: str = name, _original: Any = original, **kwargs: Any
+        ) -> Any:
             threads[_name].add(threading.current_thread().name)
-            return _original(self, *args)
+            return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(Store, name, spy)
     shop.seed_synthetic(250)
