@@ -207,7 +207,8 @@ def _retention(store: Store, config: Config, args: argparse.Namespace, console: 
         verb = "would purge" if report.dry_run else "purged"
         console.print(
             f"retention: {verb} {report.dead_letters} dead letters, {report.manifests} request "
-            f"manifests, {report.bundles} access bundles, {report.audit_entries} audit entries"
+            f"manifests, {report.bundles} access bundles, {report.audit_entries} audit entries, "
+            f"{report.jobs} finished jobs, {report.webhook_ids} webhook delivery ids"
         )
         for error in report.errors:
             console.print(f"  [red]error[/]: {escape(error)}")

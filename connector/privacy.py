@@ -57,6 +57,12 @@ class RetentionSettings(StrictModel):
     manifests_days: int = Field(default=30, ge=1)
     access_bundles_days: int = Field(default=30, ge=1)
     audit_days: int = Field(default=2555, ge=365)  # seven years, the Dutch fiscal period
+    # The daemon's finished jobs (kind, times, outcome counts; their sealed parameters are
+    # dropped when they finish) and the delivery ids webhooks are checked against for
+    # replays: vendors retry a delivery for up to two days (Shopify: 48 hours), so the ids
+    # are kept at least three.
+    jobs_days: int = Field(default=30, ge=1)
+    webhook_ids_days: int = Field(default=7, ge=3)
 
 
 class PrivacySettings(StrictModel):

@@ -77,6 +77,11 @@ _OWN_DATA = {
         "Geschreven inzagepakketten (art. 15)",
     ),
     "audit_days": ("Audit log", "Auditlogboek"),
+    "jobs_days": ("Finished background jobs", "Afgeronde achtergrondtaken"),
+    "webhook_ids_days": (
+        "Webhook delivery ids (replay check)",
+        "Id's van webhookleveringen (controle op herhaling)",
+    ),
 }
 
 

@@ -7,7 +7,11 @@
   (the request row stays: it is the record that the request was handled);
 - access bundles recorded with :func:`record_bundle` more than ``access_bundles_days`` ago;
 - audit entries older than ``audit_days``: only a prefix of the chain, after verifying it, and
-  anchored so the rest still verifies (see :mod:`connector.audit`).
+  anchored so the rest still verifies (see :mod:`connector.audit`);
+- the daemon's jobs finished more than ``jobs_days`` ago (queued and running ones stay);
+- webhook delivery ids received more than ``webhook_ids_days`` ago (kept to spot a vendor's
+  retry of a delivery already taken; a daemon receiving webhooks for years would otherwise
+  keep every id it ever saw).
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
 that deletes something appends one ``retention.purged`` audit entry with counts only.
@@ -41,12 +45,21 @@ class RetentionReport:
     manifests: int = 0
     bundles: int = 0
     audit_entries: int = 0
+    jobs: int = 0
+    webhook_ids: int = 0
     cutoffs: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.dead_letters + self.manifests + self.bundles + self.audit_entries
+        return (
+            self.dead_letters
+            + self.manifests
+            + self.bundles
+            + self.audit_entries
+            + self.jobs
+            + self.webhook_ids
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The report as a JSON-ready dict."""
@@ -101,6 +114,8 @@ def sweep_now(
         "manifests": _stamp(when - dt.timedelta(days=days.manifests_days)),
         "bundles": _stamp(when - dt.timedelta(days=days.access_bundles_days)),
         "audit": _stamp(when - dt.timedelta(days=days.audit_days)),
+        "jobs": _stamp(when - dt.timedelta(days=days.jobs_days)),
+        "webhook_ids": _stamp(when - dt.timedelta(days=days.webhook_ids_days)),
     }
     report.cutoffs = cut
     report.dead_letters = _purge_rows(
@@ -123,6 +138,20 @@ def sweep_now(
     )
     report.bundles = _purge_bundles(store, cut["bundles"], dry_run, report.errors)
     report.audit_entries = _purge_audit(store, cut["audit"], dry_run, report.errors)
+    report.jobs = _purge_rows(
+        store,
+        dry_run,
+        "SELECT COUNT(*) FROM jobs WHERE status IN ('done', 'failed') AND finished_at < ?",
+        "DELETE FROM jobs WHERE status IN ('done', 'failed') AND finished_at < ?",
+        cut["jobs"],
+    )
+    report.webhook_ids = _purge_rows(
+        store,
+        dry_run,
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE received_at < ?",
+        "DELETE FROM webhook_deliveries WHERE received_at < ?",
+        cut["webhook_ids"],
+    )
     if not dry_run and report.total:
         audit.append(
             store,
@@ -132,6 +161,8 @@ def sweep_now(
                 "manifests": report.manifests,
                 "bundles": report.bundles,
                 "audit_entries": report.audit_entries,
+                "jobs": report.jobs,
+                "webhook_ids": report.webhook_ids,
             },
         )
     return report

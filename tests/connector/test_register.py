@@ -209,3 +209,17 @@ def test_register_command_writes_each_format(
     assert data["lang"] == "nl" and {r["system"] for r in data["recipients"]} == {
         "shop", "crm", "news", "deals"
     }
+
+
+def test_register_states_the_retention_of_everything_the_connector_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each [retention] setting is a line of the register, with the configured days."""
+    from connector.privacy import RetentionSettings
+
+    config = load_config(example_config(tmp_path, monkeypatch))
+    listed = {
+        row["item"]: row["days"] for row in build_register(config, "en")["retention"]["connector"]
+    }
+    assert set(listed) == set(RetentionSettings.model_fields)
+    assert listed == {key: getattr(config.retention, key) for key in listed}

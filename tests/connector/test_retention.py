@@ -56,6 +56,21 @@ def store(config: Config) -> Store:
     return Store(config.store_path)
 
 
+def _job(store: Store, status: str, finished_at: str | None) -> None:
+    store.db.execute(
+        "INSERT INTO jobs(kind, params, status, created_at, finished_at, result) "
+        "VALUES ('sync', NULL, ?, ?, ?, '{}')",
+        (status, _ago(400), finished_at),
+    )
+
+
+def _webhook_id(store: Store, delivery_id: str, received_at: str) -> None:
+    store.db.execute(
+        "INSERT INTO webhook_deliveries(system, delivery_id, received_at) VALUES ('shop', ?, ?)",
+        (delivery_id, received_at),
+    )
+
+
 def _fill(store: Store, tmp_path: Path) -> None:
     _dead_letter(store, _ago(31))
     _dead_letter(store, _ago(29))
@@ -67,12 +82,20 @@ def _fill(store: Store, tmp_path: Path) -> None:
     _bundle(store, tmp_path / "out/young", _ago(2))
     audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3)], ts=_ago(2600))
     audit.append_many(store, [("sync.run", {"n": 3}, None)], ts=_ago(10))
+    _job(store, "done", _ago(31))
+    _job(store, "failed", _ago(31))
+    _job(store, "done", _ago(29))
+    _job(store, "queued", None)
+    _job(store, "running", None)
+    _webhook_id(store, "old", _ago(8))
+    _webhook_id(store, "young", _ago(6))
 
 
 async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     store: Store, config: Config, tmp_path: Path
 ) -> None:
-    """Old dead letters, manifests, bundles and audit entries go; young and open ones stay."""
+    """Old dead letters, manifests, bundles, audit entries, jobs and webhook ids go; young and
+    open ones stay."""
     _fill(store, tmp_path)
     report = await retention.sweep(store, config, NOW)
     assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
@@ -81,6 +104,11 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
         1,
         3,
     )
+    assert (report.jobs, report.webhook_ids) == (2, 1)
+    jobs_left = sorted(r[0] for r in store.db.execute("SELECT status FROM jobs"))
+    assert jobs_left == ["done", "queued", "running"]
+    ids_left = [r[0] for r in store.db.execute("SELECT delivery_id FROM webhook_deliveries")]
+    assert ids_left == ["young"]
     assert report.errors == []
     assert [d.created_at for d in store.dead_letters()] == [_ago(29)]
     manifests = dict(store.db.execute("SELECT id, manifest IS NOT NULL FROM dsr_requests"))
@@ -92,7 +120,14 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     assert store.db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 1
     kept = [e.data for e in audit.entries(store)]
     assert kept[0] == {"n": 3}
-    assert kept[-1] == {"dead_letters": 1, "manifests": 1, "bundles": 1, "audit_entries": 3}
+    assert kept[-1] == {
+        "dead_letters": 1,
+        "manifests": 1,
+        "bundles": 1,
+        "audit_entries": 3,
+        "jobs": 2,
+        "webhook_ids": 1,
+    }
     result = audit.verify(store)
     assert result.ok and result.anchor_seq == 3
 
@@ -110,6 +145,7 @@ async def test_dry_run_counts_and_changes_nothing(
         1,
         3,
     )
+    assert (report.jobs, report.webhook_ids) == (2, 1)
     assert store.counts() == before
     assert (tmp_path / "out/old/access.json").exists()
 
@@ -164,6 +200,13 @@ def test_retention_command_reports_json(
     assert main(["-c", str(config_path), "retention", "run", "--dry-run", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["dry_run"] is True and data["dead_letters"] == 1
-    assert set(data["cutoffs"]) == {"dead_letters", "manifests", "bundles", "audit"}
+    assert set(data["cutoffs"]) == {
+        "dead_letters",
+        "manifests",
+        "bundles",
+        "audit",
+        "jobs",
+        "webhook_ids",
+    }
     assert main(["-c", str(config_path), "retention", "run"]) == 0
     assert "purged 1 dead letters" in capsys.readouterr().out
