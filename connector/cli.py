@@ -339,6 +339,7 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
             "store": str(store_path),
             "schema_version": store.schema_version,
             "counts": store.counts(),
+            "queued": store.outbox_counts(),
             "flows": {
                 name: (
                     {
@@ -371,8 +372,10 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
             f"(last success {info.get('last_success') or 'never'})"
         )
     counts = data["counts"]
+    per_system = ", ".join(f"{name} {n}" for name, n in data["queued"].items())
     console.print(
-        f"  queued {counts['outbox']}, dead letters {counts['dead_letters']}, "
+        f"  queued {counts['outbox']}{f' ({per_system})' if per_system else ''}, "
+        f"dead letters {counts['dead_letters']}, "
         f"known subjects {counts['identities']}, suppressed {counts['suppression']}, "
         f"audit entries {counts['audit']}"
     )

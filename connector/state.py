@@ -457,6 +457,13 @@ class Store:
             ).fetchone()[0]
         return count
 
+    def outbox_counts(self) -> dict[str, int]:
+        """Rows waiting for delivery, per system that has any (a walk of the (system, id) index)."""
+        rows = self.db.execute(
+            "SELECT system, COUNT(*) FROM outbox GROUP BY system ORDER BY system"
+        )
+        return {str(system): int(count) for system, count in rows}
+
     def acknowledge(self, system: str, acks: Sequence[Ack]) -> None:
         """Record deliveries: hash and identity stored, outbox rows deleted, atomically."""
         now = utcnow()
