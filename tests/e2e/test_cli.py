@@ -53,6 +53,29 @@ def test_sync_status_audit_over_tls(
     assert _json(capsys)["ok"] is True  # type: ignore[index]
 
 
+def test_status_shows_what_waits_for_each_system(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the CRM refusing the token the sync queues everyone; `status` says how many wait,
+    and where."""
+    config, _, crm = served
+    crm.faults.fail_status, crm.faults.fail_next = 401, 1_000  # fatal: no retries, no waits
+    assert main(["-c", str(config), "sync", "--json"]) == 1
+    capsys.readouterr()
+    assert main(["-c", str(config), "status", "--json"]) == 0
+    status = _json(capsys)
+    assert isinstance(status, dict)
+    assert status["queued"] == {"crm": 120} and status["counts"]["outbox"] == 120
+    assert main(["-c", str(config), "status"]) == 0
+    assert "queued 120 (crm 120)" in capsys.readouterr().out
+    crm.faults.fail_next = 0
+    assert main(["-c", str(config), "sync", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(config), "status", "--json"]) == 0
+    assert _json(capsys)["queued"] == {}  # type: ignore[index]
+    assert crm.contact_count() == 120
+
+
 def test_dry_run_and_resync(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -155,6 +178,9 @@ def test_status_shows_open_requests_and_days_left(
 ) -> None:
     """An erasure still waiting on a system appears in `status` with its days left."""
     config, shop, _ = served
+    # The shop will be offline: its calls are retried without waiting (tests do not sleep).
+    assert "[sync]" not in config.read_text()
+    config.write_text(config.read_text() + "\n[sync]\nretry_base_seconds = 0\n")
     assert main(["-c", str(config), "sync", "--json"]) == 0
     capsys.readouterr()
     email = shop.store.get(3)["email"]
