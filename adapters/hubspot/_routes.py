@@ -171,9 +171,7 @@ class ContactRoutes:
 
     # -- single-object routes ----------------------------------------------------------------
 
-    async def list_properties(
-        self, _request: Request
-    ) -> tuple[Response, list[Mapping[str, Any]]]:
+    async def list_properties(self, _request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``GET /crm/v3/properties/contacts``: every contact property the portal defines."""
         results = [
             {

@@ -153,7 +153,10 @@ def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.Mon
     assert all(s.processor is not None for s in config.systems.values())
     assert all(f.privacy is not None and f.privacy.legal_basis for f in config.flows)
     assert {s.adapter for s in config.systems.values()} >= {
-        "woocommerce", "hubspot", "mailchimp", "pipedrive"
+        "woocommerce",
+        "hubspot",
+        "mailchimp",
+        "pipedrive",
     }
 
 
@@ -162,8 +165,10 @@ def test_flow_from_a_system_that_cannot_pull_is_refused(
 ) -> None:
     """A destination-only system named as a flow's source fails at load, not at run time."""
     path = write_config(tmp_path)
-    text = path.read_text().replace('source = "shop"', 'source = "news"').replace(
-        'destinations = ["crm"]', 'destinations = ["crm"]'
+    text = (
+        path.read_text()
+        .replace('source = "shop"', 'source = "news"')
+        .replace('destinations = ["crm"]', 'destinations = ["crm"]')
     )
     text = text.replace(
         "[[flows]]",

@@ -25,12 +25,14 @@ def test_subject_ids_and_payload_hashes_are_keyed_hmacs() -> None:
     keyring = Keyring(master)
     email = "jan@example.nl"
     subject_key = _derive(master, "subject")
-    assert keyring.subject_id(email) == hmac.new(
-        subject_key, email.encode(), hashlib.sha256
-    ).hexdigest()[:32]
+    assert (
+        keyring.subject_id(email)
+        == hmac.new(subject_key, email.encode(), hashlib.sha256).hexdigest()[:32]
+    )
     payload = {"b": 1, "a": "x"}
     message = b"crm\0" + json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     payload_key = _derive(master, "payload")
-    assert keyring.payload_hash("crm", payload) == hmac.new(
-        payload_key, message, hashlib.sha256
-    ).hexdigest()[:32]
+    assert (
+        keyring.payload_hash("crm", payload)
+        == hmac.new(payload_key, message, hashlib.sha256).hexdigest()[:32]
+    )

@@ -207,7 +207,10 @@ def test_register_command_writes_each_format(
     assert main(["-c", str(path), "register", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["lang"] == "nl" and {r["system"] for r in data["recipients"]} == {
-        "shop", "crm", "news", "deals"
+        "shop",
+        "crm",
+        "news",
+        "deals",
     }
 
 

@@ -209,9 +209,7 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     )
     assert outcome.status == 200 and len(outcome.queued) == 1
     # Shopify retries a delivery it thinks failed, under the same X-Shopify-Webhook-Id.
-    replay = receive(
-        rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time()
-    )
+    replay = receive(rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time())
     assert replay.status == 200 and replay.queued == [] and replay.duplicates == 1
     daemon = Daemon(rt)
     job = jobs.claim_next(rt.store, rt.keyring)
