@@ -1,11 +1,11 @@
 """A sync's write transactions on a thread of their own, over a connection of their own.
 
-A sync commits twice per page and batch: the page's outbox rows with its cursor, and each
-delivered batch's acknowledgement. Each is a few milliseconds of SQLite (random-key b-tree
-pages, then the WAL write) during which, on the event loop, every vendor answer waited to be
-read: a destination limited to a few connections (Mailchimp's ten) lost those milliseconds on
-every one of them, and they came in the busiest moments. SQLite does that work with the GIL
-released, so here it runs on one writer thread while the loop goes on.
+A sync commits once per page it queues (the page's outbox rows with its cursor) and once per
+batch it delivers (the acknowledgement). Each commit is a few milliseconds of SQLite
+(random-key b-tree pages, then the WAL write) during which, on the event loop, every vendor
+answer waited to be read: a destination limited to a few connections (Mailchimp's ten) lost
+those milliseconds on every one of them, and they came in the busiest moments. SQLite does
+that work with the GIL released, so here it runs on one writer thread while the loop goes on.
 
 The writer has its own connection (a sqlite3 connection is not to be shared between threads
 at once) and runs one unit of work at a time, in the order given; a unit is one transaction,
