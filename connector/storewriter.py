@@ -43,8 +43,12 @@ class StoreWriter:
 
     def __init__(self, path: Path, *, background_checkpoints: bool = False) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="klantsync-writer")
-        # Opened on the writer thread, where it will be used.
-        self._store: Store = self._executor.submit(Store, path).result()
+        try:
+            # Opened on the writer thread, where it will be used.
+            self._store: Store = self._executor.submit(Store, path).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
         if background_checkpoints:
             self._store.db.execute(f"PRAGMA wal_autocheckpoint={BACKGROUND_BOUND_PAGES}")
         self._closed = False

@@ -12,6 +12,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
+from connector.errors import StoreError
 from connector.state import QueuedPayload, Store
 from connector.storewriter import StoreWriter
 
@@ -116,3 +117,14 @@ async def test_a_sync_queues_and_acknowledges_on_the_writer_thread(
     for name, seen in threads.items():
         assert seen and all(t.startswith("klantsync-writer") for t in seen), (name, seen)
         assert loop_thread not in seen
+
+
+def test_a_store_the_writer_cannot_open_fails_at_once_and_leaves_no_thread(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "not-a-db").write_bytes(b"this is not a database, just some bytes " * 100)
+    before = {t.name for t in threading.enumerate()}
+    with pytest.raises(StoreError, match="cannot open the store"):
+        StoreWriter(tmp_path / "not-a-db")
+    after = {t.name for t in threading.enumerate()}
+    assert not {name for name in after - before if name.startswith("klantsync-writer")}
