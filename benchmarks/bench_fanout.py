@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import bisect
 import json
 import multiprocessing
 import tempfile
@@ -39,6 +38,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from benchmarks.rates import rolling_rate
+
 __all__ = ["DESTINATIONS", "WINDOWS", "main", "rolling_rate"]
 
 #: The sandbox names of the three destinations, as :func:`connector.demo.write_config` has them.
@@ -48,29 +49,6 @@ DESTINATIONS = ("crm", "news", "deals")
 #: Each destination's own limit window in seconds, over which its rate is averaged (see
 #: :func:`rolling_rate`). Mailchimp has none (it limits connections): one second.
 WINDOWS = {"crm": 10.0, "news": 1.0, "deals": 2.0}
-
-
-def rolling_rate(times: Sequence[float], start: float, end: float, window: float) -> float:
-    """Events per second in a trailing ``window``, sampled every 50 ms over [start, end].
-
-    A client under a rolling limit (HubSpot: 190 calls in any 10 s) may spend a window's
-    calls in a burst and then wait for the window to roll on. Counted as events over a span,
-    the same behaviour measured anywhere from 80% to 110% of the ceiling depending on whether
-    the span ended just before or just after a burst; the count in every trailing window
-    is what the limit itself judges, and is the same wherever the span ends. Spans shorter
-    than one window fall back to events over the span.
-    """
-    ordered = sorted(t for t in times if start <= t <= end)
-    span = end - start
-    if span < window:
-        return len(ordered) / span if span > 0 else 0.0
-    samples: list[float] = []
-    t = start + window
-    while t <= end + 1e-9:
-        arrived = bisect.bisect_right(ordered, t) - bisect.bisect_right(ordered, t - window)
-        samples.append(arrived / window)
-        t += 0.05
-    return sum(samples) / len(samples)
 
 
 def _build(name: str, customers: int, latency: float) -> Any:

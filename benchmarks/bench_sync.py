@@ -20,7 +20,6 @@ The figures (``run_*`` return them) are what the smoke test checks, never their 
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import json
 import resource
@@ -37,6 +36,7 @@ from typing import Any
 import httpx
 import psutil
 
+from benchmarks.rates import rolling_rate
 from benchmarks.sandbox_server import STATS_PATH, parse_limit
 
 __all__ = ["Figure", "main", "run", "run_engine", "run_memory", "run_throughput"]
@@ -241,18 +241,8 @@ def sustained_rate(upserts: Sequence[Sequence[float]], window: float) -> float:
     if end - first < 2 * window:
         span = end - first
         return counts[-1] / span if span > 0 else 0.0
-    samples: list[float] = []
-    t = first + window
-    while t <= end:
-        arrived = _count_at(times, counts, t) - _count_at(times, counts, t - window)
-        samples.append(arrived / window)
-        t += 0.05
-    return sum(samples) / len(samples)
-
-
-def _count_at(times: Sequence[float], counts: Sequence[int], at: float) -> int:
-    index = bisect.bisect_right(times, at)
-    return counts[index - 1] if index else 0
+    arrived = [after - before for before, after in zip([0, *counts], counts, strict=False)]
+    return rolling_rate(times, first, end, window, weights=arrived)
 
 
 def run_throughput(
