@@ -255,8 +255,7 @@ class Engine:
             pulled = {sid: ext for sid, (ext, _) in people.items()}
             moves = find_moves(self.store, source.name, pulled, self._system_names)
             if moves:
-                names = self._system_names
-                await self._write(lambda store: apply_moves(store, moves, names))
+                await self._write(lambda store: apply_moves(store, moves, self._system_names))
                 report.moved += len(moves)
         suppressed = self.store.suppressed(subject_ids)
         report.suppressed += len(suppressed)

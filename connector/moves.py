@@ -30,12 +30,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector import audit
-from connector.state import Store
+from connector.state import PER_SYSTEM_TABLES, Store
 
 __all__ = ["Move", "apply_moves", "find_moves", "same_person"]
 
-#: Tables keyed by (system, subject_id) whose rows follow the person.
-_PER_SYSTEM = ("identities", "delivered", "outbox")
+#: Per-system rows that follow the person to the new id (queued payloads are dropped instead).
+_MOVED = ("identities", "delivered")
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
     with store.transaction() as db:
         for move in moves:
             for system in systems:
-                for table in _PER_SYSTEM[:2]:
+                for table in _MOVED:
                     db.execute(
                         f"UPDATE {table} SET subject_id=? "  # noqa: S608 - fixed names
                         "WHERE system=? AND subject_id=?",
@@ -119,7 +119,7 @@ def _known_anywhere(store: Store, systems: Sequence[str], subject_ids: list[str]
     known: set[str] = set()
     marks = ",".join("?" * len(subject_ids))
     for system in systems:
-        for table in _PER_SYSTEM:
+        for table in PER_SYSTEM_TABLES:
             rows = store.db.execute(
                 f"SELECT subject_id FROM {table} "  # noqa: S608 - fixed names, marks only
                 f"WHERE system=? AND subject_id IN ({marks})",

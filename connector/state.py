@@ -21,7 +21,15 @@ from pathlib import Path
 from connector.errors import StoreError
 from connector.walcheckpoint import WalCheckpointer
 
-__all__ = ["Ack", "DeadLetter", "OutboxRow", "QueuedPayload", "Store", "utcnow"]
+__all__ = [
+    "PER_SYSTEM_TABLES",
+    "Ack",
+    "DeadLetter",
+    "OutboxRow",
+    "QueuedPayload",
+    "Store",
+    "utcnow",
+]
 
 #: WAL pages after which a commit checkpoints the log itself (~40 MB; see ``Store``).
 AUTOCHECKPOINT_PAGES = 10_000
@@ -155,8 +163,8 @@ MIGRATIONS: list[str] = [
 ]
 
 
-#: Tables keyed by (system, subject_id), which :meth:`Store.by_subject` reads by that key.
-_PER_SYSTEM_TABLES = frozenset({"identities", "delivered", "outbox"})
+#: Tables keyed by (system, subject_id): what the connector holds per person and system.
+PER_SYSTEM_TABLES = ("identities", "delivered", "outbox")
 
 
 def utcnow() -> str:
@@ -576,7 +584,7 @@ class Store:
         or not, is named as well, so the key is used: found by walking the key's first column
         from one system to the next (a few index seeks, however many rows).
         """
-        if table not in _PER_SYSTEM_TABLES:
+        if table not in PER_SYSTEM_TABLES:
             raise ValueError(f"{table} is not keyed by (system, subject_id)")
         systems = [
             row[0]
