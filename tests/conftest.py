@@ -15,6 +15,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.demo import REPO_MAPPINGS
 from connector.loop import new_event_loop
 from connector.runtime import Runtime, open_runtime
+from connector.state import Store
 
 MASTER_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
 
@@ -29,6 +30,27 @@ CANARY_TOKEN = "pat-canary-token-5f1e2d3c"
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
     """Async tests run on the loop the commands run on (:mod:`connector.loop`)."""
     return {"klantsync": new_event_loop}
+
+
+def sqlite_steps(store: Store, work: Callable[[], Any]) -> tuple[int, Any]:
+    """SQLite virtual machine steps (in thousands) that ``work()`` takes, and its result.
+
+    A count of steps, unlike a time, says whether a query reads by key or reads everything,
+    on any machine.
+    """
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    store.db.set_progress_handler(count, 1000)
+    try:
+        result = work()
+    finally:
+        store.db.set_progress_handler(None, 0)
+    return steps, result
 
 
 async def no_sleep(_seconds: float) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from connector.dsr_store import DsrStore
 from connector.state import QueuedPayload, Store
+from tests.conftest import sqlite_steps
 
 
 def _fill(store: Store, people: int, systems: tuple[str, ...] = ("shop", "crm", "news")) -> None:
@@ -24,23 +25,6 @@ def _fill(store: Store, people: int, systems: tuple[str, ...] = ("shop", "crm", 
             )
 
 
-def _steps(store: Store, work: object) -> int:
-    """SQLite virtual machine steps (in thousands) that ``work()`` takes."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    store.db.set_progress_handler(count, 1000)
-    try:
-        work()  # type: ignore[operator]
-    finally:
-        store.db.set_progress_handler(None, 0)
-    return steps
-
-
 def test_holdings_and_erasing_traces_cost_the_same_whatever_the_store_holds(
     tmp_path: Path,
 ) -> None:
@@ -51,8 +35,8 @@ def test_holdings_and_erasing_traces_cost_the_same_whatever_the_store_holds(
     costs = []
     for store in (small, large):
         db = DsrStore(store)
-        holdings = _steps(store, lambda db=db: db.holdings("s0000100"))
-        erasing = _steps(store, lambda db=db: db.delete_traces(["s0000150"]))
+        holdings, _ = sqlite_steps(store, lambda db=db: db.holdings("s0000100"))
+        erasing, _ = sqlite_steps(store, lambda db=db: db.delete_traces(["s0000150"]))
         costs.append(holdings + erasing)
     assert costs[1] <= costs[0] + 1  # full reads of the large store: ~180 times as many
 

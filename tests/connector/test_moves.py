@@ -16,6 +16,20 @@ def _contact_id(crm: HubSpotSandbox, email: str) -> int | None:
     return None if contact is None else contact.id
 
 
+async def _anna_moves(shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime) -> int | None:
+    """Anna is synced under OLD, changes her address to NEW, and is synced again.
+
+    Returns:
+        The id of the CRM contact made for her under OLD.
+    """
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    await rt.engine.sync()
+    contact_id = _contact_id(crm, OLD)
+    shop.touch(OLD, email=NEW)
+    await rt.engine.sync()
+    return contact_id
+
+
 async def test_an_address_change_updates_the_contact_instead_of_adding_one(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
@@ -56,11 +70,7 @@ async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_on
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
     """After a move, an erasure asked for with the current address finds the person."""
-    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
-    await rt.engine.sync()
-    contact_id = _contact_id(crm, OLD)
-    shop.touch(OLD, email=NEW)
-    await rt.engine.sync()
+    contact_id = await _anna_moves(shop, crm, rt)
 
     view = await DsrService(rt).erase(NEW)
 
@@ -73,10 +83,7 @@ async def test_erasing_under_the_new_address_also_stops_a_backup_with_the_old_on
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
     """Both ids are suppressed: a restored backup holding the old address re-creates nobody."""
-    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
-    await rt.engine.sync()
-    shop.touch(OLD, email=NEW)
-    await rt.engine.sync()
+    await _anna_moves(shop, crm, rt)
     view = await DsrService(rt).erase(NEW)
     assert view.status == "completed"
     assert rt.store.suppressed([rt.keyring.subject_id(OLD), rt.keyring.subject_id(NEW)]) == {
@@ -96,11 +103,7 @@ async def test_erasing_under_the_old_address_reaches_the_person_now_under_the_ne
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
     """Someone who asks with the address they used to have is still found and erased."""
-    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
-    await rt.engine.sync()
-    contact_id = _contact_id(crm, OLD)
-    shop.touch(OLD, email=NEW)
-    await rt.engine.sync()
+    contact_id = await _anna_moves(shop, crm, rt)
 
     view = await DsrService(rt).erase(OLD)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connector.state import Ack, QueuedPayload, Store
+from tests.conftest import sqlite_steps
 
 
 def _payloads(subjects: list[str]) -> list[QueuedPayload]:
@@ -51,19 +52,8 @@ def test_ids_after_a_restart_stay_above_the_backlog_found_at_open(tmp_path: Path
 
 
 def _steps_for_next_batch(store: Store, system: str) -> int:
-    """SQLite virtual machine steps (in thousands) that reading ``system``'s next batch takes."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    store.db.set_progress_handler(count, 1000)
-    try:
-        rows = store.outbox_batch(system, 0, 50)
-    finally:
-        store.db.set_progress_handler(None, 0)
+    """SQLite steps (in thousands) that reading ``system``'s next batch takes."""
+    steps, rows = sqlite_steps(store, lambda: store.outbox_batch(system, 0, 50))
     assert len(rows) == 50 and [r.id for r in rows] == sorted(r.id for r in rows)
     return steps
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,24 @@ from connector.state import QueuedPayload, Store
 from connector.storewriter import StoreWriter
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store(tmp_path / "s.db")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def writer(store: Store) -> Iterator[StoreWriter]:
+    """A writer on ``store``'s file; tests close it themselves to see everything committed."""
+    opened = StoreWriter(store.path)
+    yield opened
+    opened.close()  # idempotent
+
+
 async def test_work_runs_on_the_writer_thread_in_order_and_its_result_comes_back(
-    tmp_path: Path,
+    store: Store, writer: StoreWriter
 ) -> None:
-    store = Store(tmp_path / "s.db")
-    writer = StoreWriter(store.path)
     seen: list[tuple[int, str]] = []
 
     def queue(n: int) -> Callable[[Store], list[int]]:
@@ -33,59 +46,45 @@ async def test_work_runs_on_the_writer_thread_in_order_and_its_result_comes_back
 
         return work
 
-    try:
-        ids = [await writer.run(queue(n)) for n in range(3)]
-    finally:
-        writer.close()
+    ids = [await writer.run(queue(n)) for n in range(3)]
+    writer.close()
     assert [n for n, _ in seen] == [0, 1, 2]
     assert all(name.startswith("klantsync-writer") for _, name in seen)
     assert threading.current_thread().name not in {name for _, name in seen}
     # Committed: the caller's own connection sees every row and the last cursor.
     assert [r.id for r in store.outbox_batch("crm", 0, 10)] == [i for (i,) in ids]
     assert store.get_cursor("f", "shop") == "cursor-2"
-    store.close()
 
 
 async def test_an_exception_in_the_work_is_raised_to_the_caller_and_rolls_back(
-    tmp_path: Path,
+    store: Store, writer: StoreWriter
 ) -> None:
-    store = Store(tmp_path / "s.db")
-    writer = StoreWriter(store.path)
-
     def fails(own: Store) -> None:
         with own.transaction():
             own.set_cursor("f", "shop", "never")
             raise ValueError("disk said no")
 
-    try:
-        with pytest.raises(ValueError, match="disk said no"):
-            await writer.run(fails)
-        # The writer goes on after a failed unit.
-        await writer.run(lambda own: own.set_cursor("f", "shop", "after"))
-    finally:
-        writer.close()
+    with pytest.raises(ValueError, match="disk said no"):
+        await writer.run(fails)
+    # The writer goes on after a failed unit.
+    await writer.run(lambda own: own.set_cursor("f", "shop", "after"))
+    writer.close()
     assert store.get_cursor("f", "shop") == "after"
     with pytest.raises(RuntimeError, match="closed"):
         await writer.run(lambda own: None)
-    store.close()
 
 
 async def test_writes_from_both_connections_land_and_the_audit_chain_holds(
-    tmp_path: Path,
+    store: Store, writer: StoreWriter
 ) -> None:
     """The loop's connection and the writer's take turns at SQLite's lock; one chain results."""
-    store = Store(tmp_path / "s.db")
-    writer = StoreWriter(store.path)
-    try:
-        for n in range(20):
-            audit.append(store, "loop.side", {"n": n})
-            await writer.run(lambda own, n=n: audit.append(own, "writer.side", {"n": n}))
-    finally:
-        writer.close()
+    for n in range(20):
+        audit.append(store, "loop.side", {"n": n})
+        await writer.run(lambda own, n=n: audit.append(own, "writer.side", {"n": n}))
+    writer.close()
     assert audit.verify(store).ok
     kinds = [e.kind for e in audit.entries(store)]
     assert kinds.count("loop.side") == 20 == kinds.count("writer.side")
-    store.close()
 
 
 async def test_a_sync_queues_and_acknowledges_on_the_writer_thread(
