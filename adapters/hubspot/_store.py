@@ -7,6 +7,7 @@ Kept apart from the HTTP layer in :mod:`adapters.hubspot.sandbox` so the rules o
 from __future__ import annotations
 
 import re
+import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -71,8 +72,22 @@ def valid_email(value: str) -> bool:
     return bool(_EMAIL.match(value))
 
 
+_last_stamp: tuple[int, str] = (-1, "")
+
+
 def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """Now, as HubSpot writes it (UTC, to the millisecond).
+
+    A batch stamps up to 100 contacts within the same millisecond: the text is made once per
+    millisecond, not once per contact (formatting a datetime cost ~2.5 us a contact).
+    """
+    global _last_stamp
+    millis = time.time_ns() // 1_000_000
+    if _last_stamp[0] != millis:
+        seconds, rest = divmod(millis, 1000)
+        moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest * 1000)
+        _last_stamp = (millis, moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    return _last_stamp[1]
 
 
 class SearchError(ValueError):

@@ -631,3 +631,18 @@ async def test_find_returns_every_property_the_portal_holds(hub: Harness) -> Non
     # The schema is read once per adapter, not once per lookup.
     await hub.adapter.find(Subject(email="full.view@example.com"))
     assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 1
+
+
+def test_sandbox_stamps_are_hubspots_form_and_follow_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One text per millisecond (a batch shares it), in UTC with a Z, as HubSpot writes it."""
+    from adapters.hubspot import _store
+
+    now = [1_764_400_000_123_456_789]
+    monkeypatch.setattr(_store.time, "time_ns", lambda: now[0])
+    assert _store._now_iso() == "2025-11-29T07:06:40.123Z"
+    now[0] += 400_000  # same millisecond
+    assert _store._now_iso() == "2025-11-29T07:06:40.123Z"
+    now[0] += 1_000_000
+    assert _store._now_iso() == "2025-11-29T07:06:40.124Z"

@@ -571,3 +571,20 @@ def test_synthetic_dates_are_the_registration_clock() -> None:
         customer = synthetic_customer(index, index, seed=7)
         expected = wc_datetime(_EPOCH + dt.timedelta(minutes=7 * index))
         assert customer["date_created"] == customer["date_modified_gmt"] == expected
+
+
+def test_synthetic_customers_are_fixed_by_seed_and_index_and_spread_over_the_lists() -> None:
+    """The same (seed, index) gives the same customer; the draws cover every option."""
+    assert synthetic_customer(9, 9, seed=7) == synthetic_customer(9, 9, seed=7)
+    assert synthetic_customer(9, 9, seed=7) != synthetic_customer(9, 9, seed=8)
+    customers = [synthetic_customer(i, i, seed=7) for i in range(1, 2001)]
+    firsts = {c["first_name"] for c in customers}
+    cities = {c["billing"]["city"] for c in customers}
+    assert len(firsts) == 20 and len(cities) == 10
+    for customer in customers:
+        phone = customer["billing"]["phone"]
+        assert phone.startswith("06 ") and len(phone) == 11 and phone[3:].isdigit()
+        digits, letters = customer["billing"]["postcode"].split(" ")
+        assert 1000 <= int(digits) <= 9999 and len(letters) == 2 and letters.isalpha()
+    paying = sum(c["is_paying_customer"] for c in customers) / len(customers)
+    assert 0.55 < paying < 0.65
