@@ -120,7 +120,7 @@ class _Plan:
     lengths: tuple[int, ...]
     local_lengths: frozenset[int]
 
-    def fit(self, national: str) -> phonenumbers.ValidationResult:
+    def fit(self, national: str) -> int:
         """``phonenumbers.is_possible_number_with_reason`` for a national number of the region.
 
         The library's test (``_test_number_length`` for an unknown type) goes by the length of
