@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import signal
 import subprocess
@@ -305,17 +306,34 @@ def run_throughput(
     return figures
 
 
-def run_engine(customers: int = 100_000, *, workdir: Path | None = None) -> list[Figure]:
-    """Figure 2: the engine alone, zero latency, no limits: records per second on one core."""
-    with (
-        _workdir(workdir) as base,
-        sandbox_server(base, customers, latency=0.0, hubspot_limit="none") as info,
-    ):
-        _say(f"engine: {customers} customers, no latency, no limit")
+def run_engine(
+    customers: int = 100_000, *, workdir: Path | None = None, one_cpu: int | None = None
+) -> list[Figure]:
+    """Figure 2: the engine alone, zero latency, no limits: records per second on one core.
+
+    ``one_cpu`` puts this process and the sandbox process on that one CPU. On a machine whose
+    two CPUs share one physical core (as this project's two-vCPU machines do), each slows the
+    other's memory-heavy work by up to 1.8x when both run at once, so the connector's CPU per
+    record read with the sandbox on the sibling CPU is inflated by the sandbox's own work.
+    Sharing one CPU, the two take turns: the connector's CPU time is its own work, and
+    *records per connector CPU second* is the engine's speed on one core (the figure judged
+    then; the wall time is both processes' work and is only shown).
+    """
+    with contextlib.ExitStack() as stack:
+        if one_cpu is not None:
+            stack.enter_context(_on_cpu(one_cpu))  # before the sandbox starts: it inherits it
+        base = stack.enter_context(_workdir(workdir))
+        info = stack.enter_context(
+            sandbox_server(base, customers, latency=0.0, hubspot_limit="none")
+        )
+        where = "" if one_cpu is None else f", both processes on CPU {one_cpu}"
+        _say(f"engine: {customers} customers, no latency, no limit{where}")
         run = connector_run(info, base / "connector", unlimited=True)
         stats = server_stats(info)
     report = run["report"]
     rate = report["pulled"] / run["wall_s"]
+    per_cpu = report["pulled"] / max(run["cpu_s"], 1e-9)
+    shared = one_cpu is not None
     name = "engine"
     contacts = int(stats["contacts"])
     return [
@@ -329,11 +347,23 @@ def run_engine(customers: int = 100_000, *, workdir: Path | None = None) -> list
             f"= {customers}",
             contacts == customers,
         ),
-        Figure(name, "records / s (wall)", rate, "records/s", ">= 10000", rate >= 10_000),
+        Figure(
+            name,
+            "records / s (wall)",
+            rate,
+            "records/s",
+            "" if shared else ">= 10000",
+            None if shared else rate >= 10_000,
+        ),
         Figure(name, "connector CPU", run["cpu_s"], "s"),
         Figure(name, "of which event loop", run["loop_cpu_s"], "s"),
         Figure(
-            name, "records / CPU second", report["pulled"] / max(run["cpu_s"], 1e-9), "records/s"
+            name,
+            "records / CPU second",
+            per_cpu,
+            "records/s",
+            ">= 10000" if shared else "",
+            per_cpu >= 10_000 if shared else None,
         ),
         # The store writer and the WAL checkpointer are threads of the connector too: "one
         # core" is judged by the whole process's CPU, the loop's shown beside it.
@@ -342,12 +372,26 @@ def run_engine(customers: int = 100_000, *, workdir: Path | None = None) -> list
             "connector CPU / wall",
             100 * run["cpu_s"] / run["wall_s"],
             "%",
-            "<= 100% (one core)",
-            run["cpu_s"] <= run["wall_s"] * 1.02,
+            "" if shared else "<= 100% (one core)",
+            None if shared else run["cpu_s"] <= run["wall_s"] * 1.02,
         ),
         Figure(name, "event loop CPU / wall", 100 * run["loop_cpu_s"] / run["wall_s"], "%"),
         Figure(name, "sandbox process CPU", stats["cpu_s"], "s"),
+        # The sandbox's CPU for the same customers is the machine's yardstick: its speed
+        # drifts by 20-30% over a day, and this ratio much less (A/B comparisons use it).
+        Figure(name, "connector CPU / sandbox CPU", run["cpu_s"] / max(stats["cpu_s"], 1e-9), "x"),
     ]
+
+
+@contextlib.contextmanager
+def _on_cpu(cpu: int) -> Iterator[None]:
+    """Run this process (and the processes it starts meanwhile) on ``cpu`` alone."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def run_memory(customers: int = 1_000_000, *, workdir: Path | None = None) -> list[Figure]:
@@ -421,12 +465,22 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
     parser.add_argument("--latency", type=float, default=0.05, help="HubSpot latency (throughput)")
     parser.add_argument("--hubspot-limit", default="190/10", help='throughput: "190/10" or "none"')
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument(
+        "--one-cpu",
+        type=int,
+        default=None,
+        metavar="CPU",
+        help="engine: run both processes on this one CPU and judge records per connector "
+        "CPU second (see run_engine)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     # The child side of the memory runs.
     parser.add_argument("--info", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--unlimited", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one_cpu is not None and not hasattr(os, "sched_setaffinity"):
+        parser.error("--one-cpu needs a system that can pin a process to a CPU (Linux)")
 
     if args.which == "_connector":
         assert args.info and args.result and args.workdir
@@ -445,7 +499,9 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
             workdir=_sub(args.workdir, "throughput"),
         )
     if args.which in ("engine", "all"):
-        figures += run_engine(args.customers or 100_000, workdir=_sub(args.workdir, "engine"))
+        figures += run_engine(
+            args.customers or 100_000, workdir=_sub(args.workdir, "engine"), one_cpu=args.one_cpu
+        )
     if args.which in ("memory", "all"):
         figures += run_memory(args.customers or 1_000_000, workdir=_sub(args.workdir, "memory"))
     if args.json:

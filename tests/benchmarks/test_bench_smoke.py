@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 
 def test_dsr_benchmark_runs(tmp_path: Path) -> None:
@@ -53,6 +56,22 @@ def test_sync_benchmarks_run(tmp_path: Path) -> None:
     delivered = [f for f in figures if f.name == "contacts in HubSpot"]
     assert [f.value for f in delivered] == [300, 300]
     assert all(f.value > 0 for f in figures if f.name.startswith("peak RSS"))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins to a CPU: Linux only")
+def test_engine_benchmark_on_one_cpu_judges_records_per_cpu_second(tmp_path: Path) -> None:
+    """--one-cpu runs both processes on one CPU, judges the CPU rate and gives the CPU back."""
+    from benchmarks.bench_sync import run
+
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    figures = run(
+        ["engine", "--customers", "200", "--one-cpu", str(cpu), "--workdir", str(tmp_path)]
+    )
+    judged = {f.name for f in figures if f.passed is not None}
+    assert judged == {"contacts in HubSpot", "records / CPU second"}
+    assert any(f.name == "connector CPU / sandbox CPU" and f.value > 0 for f in figures)
+    assert os.sched_getaffinity(0) == before
 
 
 def test_fanout_benchmark_runs(tmp_path: Path) -> None:
