@@ -83,11 +83,13 @@ def _now_iso() -> str:
     """
     global _last_stamp
     millis = time.time_ns() // 1_000_000
-    if _last_stamp[0] != millis:
+    stamp = _last_stamp  # one read: sandboxes on other threads may replace it meanwhile
+    if stamp[0] != millis:
         seconds, rest = divmod(millis, 1000)
         moment = datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest * 1000)
-        _last_stamp = (millis, moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
-    return _last_stamp[1]
+        stamp = (millis, moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        _last_stamp = stamp
+    return stamp[1]
 
 
 class SearchError(ValueError):
