@@ -30,6 +30,7 @@ from adapters.woocommerce.payloads import (
     response_code,
 )
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from adapters.woocommerce.shapes import DELETABLE_ROLES
 from adapters.woocommerce.webhooks import parse_delivery, verify_delivery
 from connector import jsonutil
 from connector.adapter import (
@@ -387,8 +388,10 @@ class WooCommerceAdapter:
             )
         path = f"{API}/customers/{customer_id}"
         response = await self.client.request(
-            "DELETE", path, params={"force": "true"}, accept=(400, 404)
+            "DELETE", path, params={"force": "true"}, accept=(400, 403, 404)
         )
+        if response.status_code == 403:
+            raise _refused_delete(self.client.system, path, response, customer or {})
         if (
             response.status_code in (400, 404)
             and response_code(response) != "woocommerce_rest_invalid_id"
@@ -444,3 +447,27 @@ SPEC = AdapterSpec(
     limits=woocommerce_limits,
     sandbox=WooCommerceSandbox,
 )
+
+
+def _refused_delete(
+    system: str, path: str, response: httpx.Response, customer: Mapping[str, Any]
+) -> RecordError | FatalRemoteError:
+    """The error for a 403 to deleting a customer, saying what a person must do about it.
+
+    Since WooCommerce 9.5.2 its REST API deletes only customers and subscribers: an account
+    with another role (a shop manager who also bought something) is refused with 403
+    ``woocommerce_rest_cannot_delete`` however the key is permitted. That erasure cannot be
+    finished over the API; the message says so, with the role (a technical name, not personal
+    data), so an operator deletes the user in WordPress and retries the request. Any other
+    403 is the key's permissions, fatal as before.
+    """
+    code = response_code(response)
+    role = str(customer.get("role", ""))
+    if code == "woocommerce_rest_cannot_delete" and role and role not in DELETABLE_ROLES:
+        detail = (
+            f"{code}: WooCommerce deletes only {' and '.join(sorted(DELETABLE_ROLES))} accounts "
+            f"over its API and this one's role is {role!r}; delete the user in WordPress "
+            "(Users), then retry the request"
+        )
+        return RecordError(system, "DELETE", path, 403, detail)
+    return FatalRemoteError(system, "DELETE", path, 403, code)

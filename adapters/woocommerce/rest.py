@@ -16,12 +16,13 @@ from typing import Any
 
 from adapters.woocommerce.shapes import (
     BILLING_FIELDS,
+    DELETABLE_ROLES,
     SHIPPING_FIELDS,
     customer_shape,
     error_body,
     wc_datetime,
 )
-from adapters.woocommerce.store import DELETABLE_ROLES, ShopStore
+from adapters.woocommerce.store import ShopStore
 
 __all__ = ["ApiError", "ShopRules", "valid_email"]
 

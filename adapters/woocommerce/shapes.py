@@ -14,6 +14,7 @@ from typing import Any
 __all__ = [
     "ADDRESS_FIELDS",
     "BILLING_FIELDS",
+    "DELETABLE_ROLES",
     "SHIPPING_FIELDS",
     "address",
     "customer_shape",
@@ -35,6 +36,11 @@ ADDRESS_FIELDS = (
     "state",
 )
 BILLING_FIELDS = (*ADDRESS_FIELDS, "email", "phone")
+
+#: The roles whose users WooCommerce lets its REST API delete (since 9.5.2; the filter
+#: ``woocommerce_rest_customer_allowed_roles`` can widen it). Others get 403
+#: ``woocommerce_rest_cannot_delete``.
+DELETABLE_ROLES = frozenset({"customer", "subscriber"})
 SHIPPING_FIELDS = (*ADDRESS_FIELDS, "phone")
 
 

@@ -16,9 +16,6 @@ from adapters.woocommerce.synthetic import SyntheticBlock
 
 __all__ = ["ShopStore"]
 
-#: Roles WooCommerce lets the REST API delete (since 9.5.2).
-DELETABLE_ROLES = frozenset({"customer", "subscriber"})
-
 
 class ShopStore:
     """Customers and orders of one fake shop."""

@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
-from adapters.woocommerce.adapter import retry_after, woocommerce_client_config
+from adapters.woocommerce.adapter import _refused_delete, retry_after, woocommerce_client_config
 from adapters.woocommerce.shapes import wc_datetime
 from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest
-from connector.errors import FatalRemoteError, RetryableError
+from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
@@ -446,6 +446,36 @@ async def test_erase_anonymises_orders_then_deletes_with_force(harness: Harness)
     assert untouched is not None and untouched["billing"]["email"] == "jan@example.com"
     again = await harness.adapter.erase(Subject(email="an@example.com", external_id=customer_id))
     assert not again.found
+
+
+async def test_erase_of_a_staff_account_says_it_needs_a_person(harness: Harness) -> None:
+    """A shop manager's orders are blanked; the account's 403 names the role and the way out."""
+    customer_id = harness.sandbox.add_person("baas@example.com", "Bo", role="shop_manager")
+    order = harness.sandbox.add_order(customer_id)
+    with pytest.raises(RecordError) as caught:
+        await harness.adapter.erase(Subject(email="baas@example.com"))
+    text = str(caught.value)
+    assert "403" in text and "'shop_manager'" in text and "delete the user in WordPress" in text
+    assert "baas" not in text
+    blank = harness.sandbox.order(order)
+    assert blank is not None and not any(blank["billing"].values())
+
+
+@pytest.mark.parametrize(
+    ("code", "role", "error"),
+    [
+        ("woocommerce_rest_cannot_delete", "administrator", RecordError),
+        # A customer refused: the key may not delete (read-only); that is the config's fault.
+        ("woocommerce_rest_cannot_delete", "customer", FatalRemoteError),
+        ("woocommerce_rest_forbidden", "shop_manager", FatalRemoteError),
+    ],
+)
+def test_a_refused_delete_is_the_role_only_when_woocommerce_says_so_for_such_a_role(
+    code: str, role: str, error: type[Exception]
+) -> None:
+    response = httpx.Response(403, json={"code": code, "message": "Sorry", "data": {}})
+    refused = _refused_delete("shop", "/wp-json/wc/v3/customers/7", response, {"role": role})
+    assert type(refused) is error
 
 
 async def test_erase_without_order_anonymisation_keeps_orders(sandbox: WooCommerceSandbox) -> None:

@@ -129,6 +129,31 @@ async def test_shop_down_leaves_it_failed_until_retry_and_sync_does_not_recreate
     assert systems["crm"]["endpoint"] == GDPR_DELETE and systems["crm"]["reversible"] is False
 
 
+async def test_shop_account_with_a_staff_role_is_left_for_a_person_with_what_to_do(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """WooCommerce refuses to delete a shop manager over its API: the shop's step fails saying
+    so (role named, no personal data), orders are already blank; deleted by hand, a retry ends it.
+    """
+    shop_id = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, role="shop_manager")
+    shop.add_order(shop_id)
+    (report,) = await rt.engine.sync()
+    assert not report.failed
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.is_open and view.system("crm").status == "verified_absent"
+    failed = view.system("shop")
+    assert failed.status == "failed" and failed.detail is not None
+    assert "woocommerce_rest_cannot_delete" in failed.detail
+    assert "'shop_manager'" in failed.detail and "delete the user in WordPress" in failed.detail
+    assert CANARY_EMAIL not in failed.detail and CANARY_NAME not in failed.detail
+    assert all(CANARY_NAME not in json.dumps(o) for o in shop.orders_for(0))
+    assert shop.holds(CANARY_EMAIL)  # the account itself: for a person to delete
+    shop.touch(CANARY_EMAIL, role="customer")  # or deleted in WordPress: either finishes it
+    view = await service.retry(view.id)
+    assert view.status == "completed" and not shop.holds(CANARY_EMAIL)
+
+
 async def test_same_erasure_twice_is_one_request_with_one_receipt(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
