@@ -88,8 +88,10 @@ def _e164_parsed(text: str, region: str) -> str | None:
 # each one is unique, so a cache does not help. For exactly that form, and for regions whose
 # national prefix is a plain digit string, the steps below are the ones ``phonenumbers.parse``
 # takes (``_maybe_extract_country_code``, ``_maybe_strip_national_prefix_carrier_code``, the
-# length test, the Italian leading zero) written for digits only; anything else is left to the
-# parser. tests/connector/test_transforms.py checks the two agree over many generated numbers.
+# length test of ``is_possible_number``) written for digits only: the national significant
+# number is then the digit string itself, leading zeros included, so its length is that
+# string's. Anything else is left to the parser. tests/connector/test_transforms.py checks the
+# two agree over many generated numbers.
 
 _UNSURE: Any = object()
 _NATIONAL_DIGITS = re.compile(r"[0-9](?:[0-9]|[ -](?=[0-9]))*")

@@ -36,12 +36,12 @@ ADDRESS_FIELDS = (
     "state",
 )
 BILLING_FIELDS = (*ADDRESS_FIELDS, "email", "phone")
+SHIPPING_FIELDS = (*ADDRESS_FIELDS, "phone")
 
 #: The roles whose users WooCommerce lets its REST API delete (since 9.5.2; the filter
 #: ``woocommerce_rest_customer_allowed_roles`` can widen it). Others get 403
 #: ``woocommerce_rest_cannot_delete``.
 DELETABLE_ROLES = frozenset({"customer", "subscriber"})
-SHIPPING_FIELDS = (*ADDRESS_FIELDS, "phone")
 
 
 def wc_datetime(moment: datetime) -> str:

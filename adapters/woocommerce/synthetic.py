@@ -111,10 +111,9 @@ class _Draws:
 
     A ``random.Random`` seeded per customer cost ~9 us (its seeding hashes the seed and fills
     the Mersenne Twister's state) of the ~32 us a customer took to build; a benchmark lists a
-    million of them, and the sandbox's time is taken from the connector's measurements'
-    machine. One BLAKE2b digest gives 256 bits, more than the ~110 a customer draws; each draw
-    takes its share off the number (a mixed-radix reading), so draws are uniform and fixed by
-    ``(seed, index)`` alone.
+    million of them, on the machine the connector is measured on. One BLAKE2b digest gives 256
+    bits, more than the ~110 a customer draws; each draw takes its share off the number (a
+    mixed-radix reading), so draws are uniform and fixed by ``(seed, index)`` alone.
     """
 
     __slots__ = ("_rest",)
