@@ -37,7 +37,9 @@ __all__ = [
 
 Capability = Literal["pull", "upsert", "find", "erase", "webhooks"]
 ErasureMode = Literal["hard_delete", "async_hard_delete", "anonymise", "delete_purged_later"]
-UpsertOutcome = Literal["created", "updated", "failed"]
+#: ``upserted``: written, and the system does not say whether the record was new (Mailchimp's
+#: ``PUT`` answers a created and an updated member alike).
+UpsertOutcome = Literal["created", "updated", "upserted", "failed"]
 
 
 @dataclass(frozen=True)

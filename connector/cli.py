@@ -20,7 +20,7 @@ from connector import audit, cli_accountability, cli_dsr, compliance
 from connector.config import load_config
 from connector.crypto import generate_master_key
 from connector.dsr_views import summary as dsr_summary
-from connector.engine import FlowReport, Progress
+from connector.engine import DestinationReport, FlowReport, Progress
 from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
 from connector.lock import daemon_running
@@ -300,6 +300,15 @@ def _queue_resync(
     return EXIT_OK
 
 
+def _written(name: str, dest: DestinationReport) -> str:
+    """Created and updated counts; what was written where the system does not say which."""
+    counts = f"created {dest.created}, updated {dest.updated}"
+    if not dest.upserted:
+        return counts
+    written = f"written {dest.upserted} ({name} does not say which were new)"
+    return written if not (dest.created or dest.updated) else f"{counts}, {written}"
+
+
 def print_report(console: Console, report: FlowReport) -> None:
     """Human summary of one flow run."""
     mode = " (dry run)" if report.dry_run else ""
@@ -310,7 +319,7 @@ def print_report(console: Console, report: FlowReport) -> None:
     for name, dest in report.destinations.items():
         verb = "would send" if report.dry_run else "queued"
         console.print(
-            f"  -> {name}: {verb} {dest.queued}, created {dest.created}, updated {dest.updated}, "
+            f"  -> {name}: {verb} {dest.queued}, {_written(name, dest)}, "
             f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
             f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
             + (

@@ -465,8 +465,10 @@ class Engine:
                 continue
             if result.outcome == "created":
                 dest_report.created += 1
-            else:
+            elif result.outcome == "updated":
                 dest_report.updated += 1
+            else:
+                dest_report.upserted += 1
             acks.append(Ack(row.id, row.subject_id, result.external_id, row.payload_hash))
         # One transaction for the batch's outcome and its audit entry: each commit costs
         # a write of every page it touched, and the entry belongs with what it records.
@@ -475,6 +477,7 @@ class Engine:
             "system": dest.name,
             "created": sum(1 for r in results if r.outcome == "created"),
             "updated": sum(1 for r in results if r.outcome == "updated"),
+            "upserted": sum(1 for r in results if r.outcome == "upserted"),
             "failed": len(dead) + len(later),
             "fields": sorted({k for rec in records for k in rec.fields}),
         }

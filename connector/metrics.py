@@ -28,7 +28,10 @@ class Metrics:
             "klantsync_records_pulled", "Records pulled from a source", ["system"], registry=r
         )
         self.written = Counter(
-            "klantsync_records_written", "Records created or updated", ["system"], registry=r
+            "klantsync_records_written",
+            "Records created, updated or upserted",
+            ["system"],
+            registry=r,
         )
         self.unchanged = Counter(
             "klantsync_records_unchanged", "Records skipped as unchanged", ["system"], registry=r

@@ -22,6 +22,8 @@ class DestinationReport:
     gated: int = 0
     created: int = 0
     updated: int = 0
+    #: Written where the system does not say whether the record was new (see UpsertOutcome).
+    upserted: int = 0
     dead_lettered: int = 0
     retry_later: int = 0
     suppressed_at_delivery: int = 0
@@ -33,7 +35,7 @@ class DestinationReport:
 
     @property
     def written(self) -> int:
-        return self.created + self.updated
+        return self.created + self.updated + self.upserted
 
     @property
     def backlog(self) -> int:

@@ -72,6 +72,9 @@ class FaultPlan:
         reset_next: the next N calls drop the connection.
         down: every call drops the connection until cleared (a system that is offline).
         fail_every: every Nth call answers ``fail_status`` (0: never), for intermittent errors.
+        hold: while set and not yet released, answers wait for it (a latency a test ends
+            when it has seen what it waits for, instead of a time that a busy machine may
+            outlast).
     """
 
     latency: float = 0.0
@@ -80,6 +83,7 @@ class FaultPlan:
     reset_next: int = 0
     down: bool = False
     fail_every: int = 0
+    hold: asyncio.Event | None = None
     _calls: int = 0
 
     def next_fault(self) -> int | str | None:
@@ -201,14 +205,16 @@ class SandboxBase:
         sandbox's handling time, a millisecond or more on a busy machine, would count as
         vendor latency the client is not responsible for.)
         """
-        latency = self.faults.latency
-        if not latency:
+        latency, hold = self.faults.latency, self.faults.hold
+        if not latency and hold is None:
             return send
         loop = asyncio.get_running_loop()
         due = loop.time() + latency
 
         async def late(message: Message) -> None:
             if message["type"] == "http.response.start":
+                if hold is not None:
+                    await hold.wait()
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)

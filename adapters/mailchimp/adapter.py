@@ -18,8 +18,8 @@ What it does, by contract verb:
 - ``pull``: not offered. Mailchimp is only a destination here.
 
 Mailchimp's ``PUT`` answers the member without saying whether it was just created, so every
-successful write is reported as ``"updated"``; telling them apart would cost a ``GET`` per
-member against a limit of 10 connections.
+successful write is reported as ``"upserted"`` (written, new or not); telling them apart would
+cost a ``GET`` per member against a limit of 10 connections.
 
 Privacy: failure reasons are Mailchimp's error ``title`` only (``Forgotten Email Not
 Subscribed``), never its ``detail``, which echoes the e-mail. Error messages carry the path
@@ -190,7 +190,7 @@ class MailchimpAdapter:
             if not outcome.ok:
                 return UpsertResult(record.ref, "failed", reason=outcome.reason)
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
-        return UpsertResult(record.ref, "updated", external_id=member_id)
+        return UpsertResult(record.ref, "upserted", external_id=member_id)
 
     async def _write(
         self,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -28,6 +28,8 @@ from connector.errors import FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.model import Person
+
+T = TypeVar("T")
 
 BASE_URL = "https://us21.api.mailchimp.test/3.0"
 LIST_A = "a1b2c3d4e5"
@@ -192,7 +194,7 @@ def test_mapping_sends_only_email_and_name_and_only_with_consent() -> None:
 async def test_upsert_writes_then_updates_the_same_member_on_every_list(mc: Harness) -> None:
     """A second upsert updates the same member (same hash) on both lists and adds nobody."""
     first = await mc.adapter.upsert([person(1), person(2)])
-    assert [(r.ref, r.outcome) for r in first] == [("ref-1", "updated"), ("ref-2", "updated")]
+    assert [(r.ref, r.outcome) for r in first] == [("ref-1", "upserted"), ("ref-2", "upserted")]
     assert first[0].external_id == subscriber_hash("reader1@example.com")
     second = await mc.adapter.upsert([person(1, **{"merge_fields.FNAME": "Renamed"})])
     assert second[0].external_id == first[0].external_id
@@ -211,7 +213,7 @@ async def test_a_new_address_moves_the_known_member_or_is_refused_if_taken(mc: H
     await mc.adapter.upsert([person(2)])
     moved = replace(person(3), ref="ref-1", external_id=first.external_id)
     (result,) = await mc.adapter.upsert([moved])
-    assert result.outcome == "updated" and result.external_id == subscriber_hash(moved.email)
+    assert result.outcome == "upserted" and result.external_id == subscriber_hash(moved.email)
     for list_id in (LIST_A, LIST_B):
         assert mc.sandbox.member(list_id, "reader1@example.com") is None
         assert mc.sandbox.member(list_id, "reader3@example.com") is not None
@@ -230,7 +232,7 @@ async def test_mapped_record_reaches_mailchimp_with_only_mapped_field_names(mc: 
     )
     record = OutboundRecord("ref-m", "mapped@example.com", None, fields)
     (result,) = await mc.adapter.upsert([record])
-    assert result.outcome == "updated"
+    assert result.outcome == "upserted"
     assert mc.sandbox.log.property_names() == {
         "email_address",
         "status_if_new",
@@ -253,18 +255,38 @@ async def test_sync_never_resubscribes_someone_who_unsubscribed(mc: Harness) -> 
     """An upsert without status updates names but leaves an unsubscribed member unsubscribed."""
     mc.sandbox.add_person("reader1@example.com", "Old", status="unsubscribed")
     (result,) = await mc.adapter.upsert([person(1)])
-    assert result.outcome == "updated"
+    assert result.outcome == "upserted"
     member = mc.sandbox.member(LIST_A, "reader1@example.com")
     assert member is not None and member["status"] == "unsubscribed"
     assert member["merge_fields"]["FNAME"] == "First1"
 
 
+async def held_until(sandbox: MailchimpSandbox, ready: Callable[[], bool], work: Awaitable[T]) -> T:
+    """``work`` with the sandbox's answers held until ``ready()``, then let go.
+
+    Calls that are let in wait for their answers while the others arrive, so how many
+    overlap is fixed by the test, not by how fast a busy machine sends them (a latency could
+    be outlasted). Bounded in turns of the loop, not in time.
+    """
+    sandbox.faults.hold = asyncio.Event()
+    task = asyncio.ensure_future(work)
+    for _ in range(100_000):
+        if ready() or task.done():
+            break
+        await asyncio.sleep(0)
+    sandbox.faults.hold.set()
+    return await task
+
+
 async def test_sixty_records_never_exceed_ten_connections(sandbox: MailchimpSandbox) -> None:
     """120 writes fan out to exactly 10 in flight, never more, and none is refused."""
-    sandbox.faults.latency = 0.01  # the sandbox's own latency makes the calls overlap
     harness = make_harness(sandbox)
-    results = await harness.adapter.upsert([person(n) for n in range(60)])
-    assert [r.outcome for r in results] == ["updated"] * 60
+    results = await held_until(
+        sandbox,
+        lambda: sandbox.in_flight >= 10,
+        harness.adapter.upsert([person(n) for n in range(60)]),
+    )
+    assert [r.outcome for r in results] == ["upserted"] * 60
     assert sandbox.max_in_flight_seen == 10
     assert sandbox.rejected_429 == 0
     assert sandbox.log.count("PUT", "/3.0/lists/") == 120
@@ -273,10 +295,10 @@ async def test_sixty_records_never_exceed_ten_connections(sandbox: MailchimpSand
 
 async def test_concurrent_upsert_calls_share_the_ten_connections(sandbox: MailchimpSandbox) -> None:
     """Batches the engine delivers at once still stay within the account's 10 connections."""
-    sandbox.faults.latency = 0.01
     harness = make_harness(sandbox)
     batches = [[person(n) for n in range(start, start + 20)] for start in (0, 20, 40)]
-    await asyncio.gather(*(harness.adapter.upsert(batch) for batch in batches))
+    calls = asyncio.gather(*(harness.adapter.upsert(batch) for batch in batches))
+    await held_until(sandbox, lambda: sandbox.in_flight >= 10, calls)
     assert sandbox.max_in_flight_seen == 10
     assert sandbox.rejected_429 == 0
     await harness.client.aclose()
@@ -286,8 +308,8 @@ async def test_sandbox_refuses_connections_over_the_limit(
     sandbox: MailchimpSandbox, raw: httpx.AsyncClient
 ) -> None:
     """Fifteen simultaneous calls: five get Mailchimp's 429, so the limit check has teeth."""
-    sandbox.faults.latency = 0.01
-    responses = await asyncio.gather(*(raw.get(f"/lists/{LIST_A}/members") for _ in range(15)))
+    calls = asyncio.gather(*(raw.get(f"/lists/{LIST_A}/members") for _ in range(15)))
+    responses = await held_until(sandbox, lambda: sandbox.rejected_429 >= 5, calls)
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [200] * 10 + [429] * 5
     assert sandbox.rejected_429 == 5 and sandbox.max_in_flight_seen > 10
@@ -299,9 +321,12 @@ async def test_sandbox_refuses_connections_over_the_limit(
 async def test_429_from_an_account_shared_with_others_is_retryable() -> None:
     """When the account has fewer free connections than configured, 429s come back retryable."""
     sandbox = MailchimpSandbox(max_connections=4)
-    sandbox.faults.latency = 0.01
     harness = make_harness(sandbox, attempts=1, list_ids=[LIST_A])
-    results = await harness.adapter.upsert([person(n) for n in range(10)])
+    results = await held_until(
+        sandbox,
+        lambda: sandbox.rejected_429 >= 6,
+        harness.adapter.upsert([person(n) for n in range(10)]),
+    )
     failed = [r for r in results if r.outcome == "failed"]
     assert sandbox.rejected_429 == 6 and len(failed) == 6
     assert all(r.retryable and r.reason == "Too Many Requests" for r in failed)
@@ -314,7 +339,7 @@ async def test_withdrawn_consent_unsubscribes_on_every_list(mc: Harness) -> None
     for list_id in (LIST_A, LIST_B):
         mc.sandbox.add_person("reader1@example.com", "Kept", list_id=list_id)
     (result,) = await mc.adapter.upsert([person(1, status="unsubscribed")])
-    assert result.outcome == "updated" and not result.reason
+    assert result.outcome == "upserted" and not result.reason
     for list_id in (LIST_A, LIST_B):
         member = mc.sandbox.member(list_id, "reader1@example.com")
         assert member is not None
@@ -326,7 +351,7 @@ async def test_withdrawn_consent_unsubscribes_on_every_list(mc: Harness) -> None
 async def test_withdrawal_never_adds_anyone(mc: Harness) -> None:
     """Unsubscribing someone Mailchimp does not hold adds no member anywhere."""
     (result,) = await mc.adapter.upsert([person(1, status="unsubscribed")])
-    assert result.outcome == "updated"
+    assert result.outcome == "upserted"
     assert mc.sandbox.member(LIST_A, "reader1@example.com") is None
     assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
 
@@ -393,7 +418,7 @@ async def test_server_errors_and_resets_are_retried(mc: Harness) -> None:
     mc.sandbox.faults.fail_next = 2
     mc.sandbox.faults.reset_next = 1
     (result,) = await mc.adapter.upsert([person(1)])
-    assert result.outcome == "updated"
+    assert result.outcome == "upserted"
     assert mc.client.stats.server_errors == 2
     assert mc.client.stats.transport_errors == 1
     assert mc.sandbox.holds("reader1@example.com")

@@ -195,3 +195,25 @@ def test_status_shows_open_requests_and_days_left(
     assert main(["-c", str(config), "status"]) == 0
     text = capsys.readouterr().out
     assert "1 open" in text and "days left" in text and email not in text
+
+
+def test_report_says_what_was_written_where_the_system_does_not_say_which_was_new() -> None:
+    """A destination that answers created and updated alike shows one written count."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from connector.cli import print_report
+    from connector.reports import DestinationReport, FlowReport
+
+    report = FlowReport("shop-to-all", "shop", pulled=4)
+    report.destinations["crm"] = DestinationReport(queued=4, created=3, updated=1)
+    report.destinations["news"] = DestinationReport(queued=2, upserted=2)
+    out = StringIO()
+    print_report(Console(file=out, width=400), report)
+    crm, news = (line for line in out.getvalue().splitlines() if "->" in line)
+    assert "created 3, updated 1, unchanged" in crm and "written" not in crm
+    assert "queued 2, written 2 (news does not say which were new), unchanged" in news
+    assert "created" not in news
+    assert report.as_dict()["destinations"]["news"]["upserted"] == 2
+    assert report.as_dict()["destinations"]["news"]["written"] == 2

@@ -150,6 +150,10 @@ async def test_only_consenting_customers_reach_mailchimp(world: World, rt: Runti
     assert all(world.news.holds(e) for e in opted_in)
     assert not any(world.news.holds(e) for e in emails if e not in opted_in)
     assert report.destinations["news"].gated == 10
+    # Mailchimp does not say which members were new: written, neither created nor updated.
+    news = report.destinations["news"]
+    assert (news.created, news.updated, news.upserted, news.written) == (0, 0, 10, 10)
+    assert report.destinations["crm"].created == 20 and report.destinations["crm"].upserted == 0
     assert world.news.log.property_names() <= {
         "email_address",
         "status",
