@@ -481,8 +481,12 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--unlimited", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one_cpu is not None and not hasattr(os, "sched_setaffinity"):
-        parser.error("--one-cpu needs a system that can pin a process to a CPU (Linux)")
+    if args.one_cpu is not None:
+        if not hasattr(os, "sched_setaffinity"):
+            parser.error("--one-cpu needs a system that can pin a process to a CPU (Linux)")
+        allowed = sorted(os.sched_getaffinity(0))
+        if args.one_cpu not in allowed:
+            parser.error(f"--one-cpu {args.one_cpu}: this process may run on CPUs {allowed}")
 
     if args.which == "_connector":
         assert args.info and args.result and args.workdir
