@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -470,14 +471,13 @@ class Engine:
             else:
                 dest_report.upserted += 1
             acks.append(Ack(row.id, row.subject_id, result.external_id, row.payload_hash))
+        outcomes = Counter(result.outcome for result in results)
         # One transaction for the batch's outcome and its audit entry: each commit costs
         # a write of every page it touched, and the entry belongs with what it records.
         entry = {
             "flow": flow.name,
             "system": dest.name,
-            "created": sum(1 for r in results if r.outcome == "created"),
-            "updated": sum(1 for r in results if r.outcome == "updated"),
-            "upserted": sum(1 for r in results if r.outcome == "upserted"),
+            **{kind: outcomes[kind] for kind in ("created", "updated", "upserted")},
             "failed": len(dead) + len(later),
             "fields": sorted({k for rec in records for k in rec.fields}),
         }
