@@ -296,6 +296,12 @@ class DsrStore:
                 (*subject_ids, *subject_ids),
             )
             counts["subject_aliases"] = cur.rowcount
+            # Last: the clauses above find the per-system rows through these numbers.
+            cur = db.execute(
+                f"DELETE FROM subjects WHERE subject_id IN ({marks})",  # noqa: S608
+                tuple(subject_ids),
+            )
+            counts["subjects"] = cur.rowcount
         return counts
 
     def purge_source(self, system: str, flows: Sequence[str]) -> dict[str, int]:
@@ -321,7 +327,9 @@ class DsrStore:
     def forget_delivered(self, system: str, subject_id: str) -> None:
         """Drop the last-delivered hash so the next sync compares this subject afresh."""
         self.db.execute(
-            "DELETE FROM delivered WHERE system=? AND subject_id=?", (system, subject_id)
+            "DELETE FROM delivered WHERE system=? AND subject_no="
+            "(SELECT subject_no FROM subjects WHERE subject_id=?)",
+            (system, subject_id),
         )
 
     def record_bundle(self, path: str, files: Sequence[str]) -> None:

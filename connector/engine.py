@@ -470,7 +470,9 @@ class Engine:
                 dest_report.updated += 1
             else:
                 dest_report.upserted += 1
-            acks.append(Ack(row.id, row.subject_id, result.external_id, row.payload_hash))
+            acks.append(
+                Ack(row.id, row.subject_id, result.external_id, row.payload_hash, row.subject_no)
+            )
         outcomes = Counter(result.outcome for result in results)
         # One transaction for the batch's outcome and its audit entry: each commit costs
         # a write of every page it touched, and the entry belongs with what it records.

@@ -121,7 +121,7 @@ def _scope(store: Store, config: Config, systems: list[str]) -> dict[str, Any]:
         }
     marks = ",".join("?" * len(systems))
     total = store.db.execute(
-        f"SELECT COUNT(DISTINCT subject_id) FROM identities WHERE system IN ({marks})",  # noqa: S608
+        f"SELECT COUNT(DISTINCT subject_no) FROM identities WHERE system IN ({marks})",  # noqa: S608
         tuple(systems),
     ).fetchone()[0]
     return {"systems": per_system, "total": int(total)}

@@ -72,15 +72,17 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
     """Move each subject's state to its new id, with an audit entry each, atomically."""
     with store.transaction() as db:
         for move in moves:
+            numbers = store.subject_numbers([move.old, move.new], create=True)
+            old, new = numbers[move.old], numbers[move.new]
             for system in systems:
                 for table in _MOVED:
                     db.execute(
-                        f"UPDATE {table} SET subject_id=? "  # noqa: S608 - fixed names
-                        "WHERE system=? AND subject_id=?",
-                        (move.new, system, move.old),
+                        f"UPDATE {table} SET subject_no=? "  # noqa: S608 - fixed names
+                        "WHERE system=? AND subject_no=?",
+                        (new, system, old),
                     )
                 # Queued payloads carry the old address; the page queues the current data.
-                db.execute("DELETE FROM outbox WHERE system=? AND subject_id=?", (system, move.old))
+                db.execute("DELETE FROM outbox WHERE system=? AND subject_no=?", (system, old))
             db.execute(
                 "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
             )
@@ -107,8 +109,9 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
         chunk = record_ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
         rows = store.db.execute(
-            "SELECT external_id, subject_id FROM identities "  # noqa: S608 - marks only
-            f"WHERE system=? AND external_id IN ({marks})",
+            "SELECT i.external_id, s.subject_id "  # noqa: S608 - marks only
+            "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
+            f"WHERE i.system=? AND i.external_id IN ({marks})",
             (source, *chunk),
         )
         found.update(rows.fetchall())
@@ -117,15 +120,19 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
 
 def _known_anywhere(store: Store, systems: Sequence[str], subject_ids: list[str]) -> set[str]:
     known: set[str] = set()
-    marks = ",".join("?" * len(subject_ids))
+    numbers = store.subject_numbers(subject_ids)
+    if not numbers:
+        return known
+    by_number = {no: sid for sid, no in numbers.items()}
+    marks = ",".join("?" * len(by_number))
     for system in systems:
         for table in PER_SYSTEM_TABLES:
             rows = store.db.execute(
-                f"SELECT subject_id FROM {table} "  # noqa: S608 - fixed names, marks only
-                f"WHERE system=? AND subject_id IN ({marks})",
-                (system, *subject_ids),
+                f"SELECT subject_no FROM {table} "  # noqa: S608 - fixed names, marks only
+                f"WHERE system=? AND subject_no IN ({marks})",
+                (system, *by_number),
             )
-            known.update(row[0] for row in rows)
+            known.update(by_number[row[0]] for row in rows)
     return known
 
 

@@ -160,10 +160,61 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX outbox_system_id ON outbox (system, id);
     """,
+    # 8: a person's rows in the per-system tables are keyed by a number this store gives them
+    # (``subjects``), not by their 64-character subject id. Subject ids are HMACs, so new
+    # people landed at random places in every one of those b-trees: a page of 100 new
+    # customers dirtied ~100 pages of each, and each commit wrote them all to the WAL
+    # (~15 KB of log per new customer). Numbers are handed out in order, so a page's new
+    # rows sit side by side at the end of each tree; only ``subjects`` itself takes the
+    # random insert, once per person. Rows are copied in the same transaction.
+    """
+    CREATE TABLE subjects (
+        subject_no INTEGER PRIMARY KEY, subject_id TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO subjects(subject_id)
+        SELECT subject_id FROM identities UNION SELECT subject_id FROM delivered
+        UNION SELECT subject_id FROM outbox;
+    CREATE TABLE identities_v8 (
+        system TEXT NOT NULL, subject_no INTEGER NOT NULL, external_id TEXT NOT NULL,
+        PRIMARY KEY (system, subject_no)
+    ) WITHOUT ROWID;
+    INSERT INTO identities_v8(system, subject_no, external_id)
+        SELECT i.system, s.subject_no, i.external_id
+        FROM identities i JOIN subjects s ON s.subject_id = i.subject_id;
+    DROP TABLE identities;
+    ALTER TABLE identities_v8 RENAME TO identities;
+    CREATE INDEX identities_external ON identities (system, external_id);
+    CREATE TABLE delivered_v8 (
+        system TEXT NOT NULL, subject_no INTEGER NOT NULL, payload_hash TEXT NOT NULL,
+        delivered_at TEXT NOT NULL,
+        PRIMARY KEY (system, subject_no)
+    ) WITHOUT ROWID;
+    INSERT INTO delivered_v8(system, subject_no, payload_hash, delivered_at)
+        SELECT d.system, s.subject_no, d.payload_hash, d.delivered_at
+        FROM delivered d JOIN subjects s ON s.subject_id = d.subject_id;
+    DROP TABLE delivered;
+    ALTER TABLE delivered_v8 RENAME TO delivered;
+    CREATE TABLE outbox_v8 (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL, subject_no INTEGER NOT NULL, flow TEXT NOT NULL,
+        payload BLOB NOT NULL, payload_hash TEXT NOT NULL,
+        enqueued_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (system, subject_no)
+    );
+    INSERT INTO outbox_v8(id, system, subject_no, flow, payload, payload_hash, enqueued_at,
+                          attempts)
+        SELECT o.id, o.system, s.subject_no, o.flow, o.payload, o.payload_hash, o.enqueued_at,
+               o.attempts
+        FROM outbox o JOIN subjects s ON s.subject_id = o.subject_id;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v8 RENAME TO outbox;
+    CREATE INDEX outbox_system_id ON outbox (system, id);
+    """,
 ]
 
 
-#: Tables keyed by (system, subject_id): what the connector holds per person and system.
+#: Tables keyed by (system, subject_no): what the connector holds per person and system.
+#: A subject id reaches its rows through ``subjects`` (:meth:`Store.subject_numbers`).
 PER_SYSTEM_TABLES = ("identities", "delivered", "outbox")
 
 
@@ -193,16 +244,22 @@ class OutboxRow:
     payload: bytes
     payload_hash: str
     attempts: int
+    subject_no: int
 
 
 @dataclass(frozen=True)
 class Ack:
-    """A delivered outbox row: the system's id for the subject and what was sent."""
+    """A delivered outbox row: the system's id for the subject and what was sent.
+
+    ``subject_no`` is the row's (:attr:`OutboxRow.subject_no`); without it the store looks
+    the subject up.
+    """
 
     outbox_id: int
     subject_id: str
     external_id: str | None
     payload_hash: str
+    subject_no: int | None = None
 
 
 @dataclass(frozen=True)
@@ -341,7 +398,11 @@ class Store:
             The outbox id each payload was queued under, in the order given.
         """
         now = utcnow()
+        identities = list(identities)
         with self.transaction() as db:
+            numbers = self.subject_numbers(
+                [*(p.subject_id for p in payloads), *(sid for sid, _ in identities)], create=True
+            )
             # Ids are handed out here, always above every id in the table when the store was
             # opened, every id handed out since, and every id in the table now. Delivery
             # workers read the outbox in id order past the last id they took; had SQLite
@@ -355,26 +416,65 @@ class Store:
             first = max(self._outbox_high, int(highest)) + 1
             self._outbox_high = first + len(payloads) - 1
             db.executemany(
-                "INSERT INTO outbox(id, system, subject_id, flow, payload, payload_hash, "
-                "enqueued_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(system, subject_id) DO UPDATE "
+                "INSERT INTO outbox(id, system, subject_no, flow, payload, payload_hash, "
+                "enqueued_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) DO UPDATE "
                 "SET id=excluded.id, payload=excluded.payload, "
                 "payload_hash=excluded.payload_hash, flow=excluded.flow, "
                 "enqueued_at=excluded.enqueued_at, attempts=0",
                 [
-                    (first + n, p.system, p.subject_id, flow, p.payload, p.payload_hash, now)
+                    (
+                        first + n,
+                        p.system,
+                        numbers[p.subject_id],
+                        flow,
+                        p.payload,
+                        p.payload_hash,
+                        now,
+                    )
                     for n, p in enumerate(payloads)
                 ],
             )
             db.executemany(
-                "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "
-                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id "
+                "INSERT INTO identities(system, subject_no, external_id) VALUES (?,?,?) "
+                "ON CONFLICT(system, subject_no) DO UPDATE SET external_id=excluded.external_id "
                 # An unchanged id is not rewritten: on a re-sync nearly all are unchanged.
                 "WHERE external_id IS NOT excluded.external_id",
-                [(source, sid, ext) for sid, ext in identities],
+                [(source, numbers[sid], ext) for sid, ext in identities],
             )
             if move_cursor:
                 self.set_cursor(flow, source, cursor)
         return list(range(first, first + len(payloads)))
+
+    # -- subjects ------------------------------------------------------------------------------
+    #
+    # A lookup by subject id joins ``subjects`` to a per-system table as ``subjects CROSS JOIN
+    # <table>``: SQLite then looks each id up and seeks its (system, subject_no) row. Left to
+    # choose with a page's 100 ids and one system, it read all of that system's rows instead.
+
+    def subject_numbers(
+        self, subject_ids: Sequence[str], *, create: bool = False
+    ) -> dict[str, int]:
+        """The store's number for each of ``subject_ids`` that has one (see migration 8).
+
+        With ``create``, those without one get the next numbers, in the order given; that
+        writes, so it belongs inside a write transaction.
+        """
+        unique = list(dict.fromkeys(subject_ids))
+        if create:
+            self.db.executemany(
+                "INSERT INTO subjects(subject_id) VALUES (?) ON CONFLICT(subject_id) DO NOTHING",
+                [(sid,) for sid in unique],
+            )
+        found: dict[str, int] = {}
+        for chunk in _chunks(unique, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT subject_id, subject_no FROM subjects "  # noqa: S608 - marks only
+                f"WHERE subject_id IN ({marks})",
+                tuple(chunk),
+            )
+            found.update(rows.fetchall())
+        return found
 
     # -- change detection --------------------------------------------------------------------
 
@@ -405,11 +505,15 @@ class Store:
             raise TypeError("systems is a sequence of system names, not one name")
         found: dict[str, dict[str, str]] = {system: {} for system in systems}
         names = ",".join("?" * len(systems))
+        if table in PER_SYSTEM_TABLES:
+            source = f"subjects s CROSS JOIN {table} t ON t.subject_no = s.subject_no"
+        else:  # dead letters keep the subject id itself
+            source = f"{table} s"
         for chunk in _chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT system, subject_id, payload_hash FROM {table} "  # noqa: S608 - fixed
-                f"WHERE system IN ({names}) AND subject_id IN ({marks}) "
+                f"SELECT system, s.subject_id, payload_hash FROM {source} "  # noqa: S608 - fixed
+                f"WHERE system IN ({names}) AND s.subject_id IN ({marks}) "
                 f"AND payload_hash IS NOT NULL{order}",
                 (*systems, *chunk),
             )
@@ -420,19 +524,16 @@ class Store:
     # -- identities ----------------------------------------------------------------------------
 
     def external_id(self, system: str, subject_id: str) -> str | None:
-        row = self.db.execute(
-            "SELECT external_id FROM identities WHERE system=? AND subject_id=?",
-            (system, subject_id),
-        ).fetchone()
-        return None if row is None else str(row[0])
+        return self.external_ids(system, [subject_id]).get(subject_id)
 
     def external_ids(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for chunk in _chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT subject_id, external_id FROM identities "  # noqa: S608
-                f"WHERE system=? AND subject_id IN ({marks})",
+                "SELECT s.subject_id, i.external_id "  # noqa: S608 - marks only
+                "FROM subjects s CROSS JOIN identities i ON i.subject_no = s.subject_no "
+                f"WHERE i.system=? AND s.subject_id IN ({marks})",
                 (system, *chunk),
             )
             found.update(rows.fetchall())
@@ -440,7 +541,8 @@ class Store:
 
     def subject_for_external(self, system: str, external_id: str) -> str | None:
         row = self.db.execute(
-            "SELECT subject_id FROM identities WHERE system=? AND external_id=?",
+            "SELECT s.subject_id FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
+            "WHERE i.system=? AND i.external_id=?",
             (system, external_id),
         ).fetchone()
         return None if row is None else str(row[0])
@@ -450,8 +552,9 @@ class Store:
     def outbox_batch(self, system: str, after_id: int, limit: int) -> list[OutboxRow]:
         """Up to ``limit`` rows for ``system`` with id above ``after_id``, oldest first."""
         rows = self.db.execute(
-            "SELECT id, system, subject_id, flow, payload, payload_hash, attempts FROM outbox "
-            "WHERE system=? AND id>? ORDER BY id LIMIT ?",
+            "SELECT o.id, o.system, s.subject_id, o.flow, o.payload, o.payload_hash, o.attempts, "
+            "o.subject_no FROM outbox o JOIN subjects s ON s.subject_no = o.subject_no "
+            "WHERE o.system=? AND o.id>? ORDER BY o.id LIMIT ?",
             (system, after_id, limit),
         ).fetchall()
         return [OutboxRow(*row) for row in rows]
@@ -476,18 +579,29 @@ class Store:
         """Record deliveries: hash and identity stored, outbox rows deleted, atomically."""
         now = utcnow()
         with self.transaction() as db:
+            unnumbered = [a.subject_id for a in acks if a.subject_no is None]
+            numbers = self.subject_numbers(unnumbered, create=True) if unnumbered else {}
+            rows = [
+                (a, numbers[a.subject_id] if a.subject_no is None else a.subject_no) for a in acks
+            ]
+            # A subject erased while its batch was in flight has no number any more: its
+            # acknowledgement writes nothing (rows under a number nobody has could never be
+            # found, or erased, again).
             db.executemany(
-                "INSERT INTO delivered(system, subject_id, payload_hash, delivered_at) "
-                "VALUES (?,?,?,?) ON CONFLICT(system, subject_id) DO UPDATE SET "
+                "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at) "
+                "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
+                "(SELECT 1 FROM subjects WHERE subject_no=?2) "
+                "ON CONFLICT(system, subject_no) DO UPDATE SET "
                 "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at",
-                [(system, a.subject_id, a.payload_hash, now) for a in acks],
+                [(system, no, a.payload_hash, now) for a, no in rows],
             )
             db.executemany(
-                "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?) "
-                "ON CONFLICT(system, subject_id) DO UPDATE SET external_id=excluded.external_id "
+                "INSERT INTO identities(system, subject_no, external_id) "
+                "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM subjects WHERE subject_no=?2) "
+                "ON CONFLICT(system, subject_no) DO UPDATE SET external_id=excluded.external_id "
                 # An unchanged id is not rewritten: on a re-sync nearly all are unchanged.
                 "WHERE external_id IS NOT excluded.external_id",
-                [(system, a.subject_id, a.external_id) for a in acks if a.external_id],
+                [(system, no, a.external_id) for a, no in rows if a.external_id],
             )
             db.executemany("DELETE FROM outbox WHERE id=?", [(a.outbox_id,) for a in acks])
 
@@ -575,17 +689,20 @@ class Store:
         ).fetchone()
         return None if row is None else row[0]
 
-    def by_subject(self, table: str, subject_ids: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    def by_subject(
+        self, table: str, subject_ids: Sequence[str]
+    ) -> tuple[str, tuple[str | int, ...]]:
         """A WHERE clause (and its parameters) for ``subject_ids`` in a per-system table.
 
-        ``identities``, ``delivered`` and ``outbox`` are keyed (system, subject_id): asked for
+        ``identities``, ``delivered`` and ``outbox`` are keyed (system, subject_no): asked for
         a subject alone, SQLite reads the whole table (at 200,000 customers, ~95 ms on the
         event loop per data subject request). Every system that has rows there, configured
         or not, is named as well, so the key is used: found by walking the key's first column
         from one system to the next (a few index seeks, however many rows).
         """
         if table not in PER_SYSTEM_TABLES:
-            raise ValueError(f"{table} is not keyed by (system, subject_id)")
+            raise ValueError(f"{table} is not keyed by (system, subject_no)")
+        numbers = list(self.subject_numbers(subject_ids).values())
         systems = [
             row[0]
             for row in self.db.execute(
@@ -594,11 +711,11 @@ class Store:
                 "FROM s WHERE s.system IS NOT NULL) SELECT system FROM s WHERE system IS NOT NULL"
             )
         ]
-        if not systems or not subject_ids:
+        if not systems or not numbers:
             return "0", ()
         names = ",".join("?" * len(systems))
-        marks = ",".join("?" * len(subject_ids))
-        return f"system IN ({names}) AND subject_id IN ({marks})", (*systems, *subject_ids)
+        marks = ",".join("?" * len(numbers))
+        return f"system IN ({names}) AND subject_no IN ({marks})", (*systems, *numbers)
 
     def counts(self) -> dict[str, int]:
         """Row counts of the main tables, for status output."""

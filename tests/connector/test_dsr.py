@@ -27,6 +27,7 @@ from connector.dsr import (
     summary,
 )
 from connector.runtime import Runtime
+from connector.state import PER_SYSTEM_TABLES
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
@@ -214,6 +215,8 @@ async def test_after_erasure_the_store_holds_no_clear_personal_data(
     """Neither the database nor its WAL holds the e-mail, name or phone; suppression is a hash."""
     caplog.set_level(logging.DEBUG, logger="klantsync")
     await seeded(shop, rt)
+    sid = rt.keyring.subject_id(CANARY_EMAIL)
+    (number,) = rt.store.subject_numbers([sid]).values()
     service = DsrService(rt)
     await service.access(CANARY_EMAIL, tmp_path / "bundle")
     shop.faults.down = True
@@ -221,15 +224,17 @@ async def test_after_erasure_the_store_holds_no_clear_personal_data(
     shop.faults.down = False
     view = await service.retry(view.id)
     assert view.status == "completed"
-    sid = rt.keyring.subject_id(CANARY_EMAIL)
     suppression = rt.store.db.execute("SELECT subject_id, kind FROM suppression").fetchall()
     assert (sid, "erasure") in suppression
     assert (rt.keyring.subject_id(CANARY_PHONE_E164), "erasure") in suppression
     assert all(re.fullmatch(r"[0-9a-f]{32}", row[0]) for row in suppression)
-    for table in ("identities", "delivered", "outbox", "dead_letters"):
+    for table, key in [
+        *((table, ("subject_no", number)) for table in PER_SYSTEM_TABLES),
+        *((table, ("subject_id", sid)) for table in ("subjects", "dead_letters")),
+    ]:
         count = rt.store.db.execute(
-            f"SELECT COUNT(*) FROM {table} WHERE subject_id=?",  # noqa: S608 - fixed names
-            (sid,),
+            f"SELECT COUNT(*) FROM {table} WHERE {key[0]}=?",  # noqa: S608 - fixed names
+            (key[1],),
         ).fetchone()[0]
         assert count == 0, table
     assert rt.store.db.execute("SELECT manifest FROM dsr_requests").fetchall() == [(None,)] * 2

@@ -7,21 +7,22 @@ from pathlib import Path
 import pytest
 
 from connector.dsr_store import DsrStore
-from connector.state import QueuedPayload, Store
+from connector.state import Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
 
 
 def _fill(store: Store, people: int, systems: tuple[str, ...] = ("shop", "crm", "news")) -> None:
     with store.transaction() as db:
+        numbers = store.subject_numbers([f"s{n:07d}" for n in range(people)], create=True)
         for system in systems:
             db.executemany(
-                "INSERT INTO identities(system, subject_id, external_id) VALUES (?,?,?)",
-                [(system, f"s{n:07d}", str(n)) for n in range(people)],
+                "INSERT INTO identities(system, subject_no, external_id) VALUES (?,?,?)",
+                [(system, numbers[f"s{n:07d}"], str(n)) for n in range(people)],
             )
             db.executemany(
-                "INSERT INTO delivered(system, subject_id, payload_hash, delivered_at) "
+                "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at) "
                 "VALUES (?,?,?,?)",
-                [(system, f"s{n:07d}", "h", "2026-01-01") for n in range(people)],
+                [(system, numbers[f"s{n:07d}"], "h", "2026-01-01") for n in range(people)],
             )
 
 
@@ -64,3 +65,17 @@ def test_by_subject_refuses_a_table_not_keyed_by_system_and_subject(tmp_path: Pa
     with pytest.raises(ValueError, match="not keyed"):
         store.by_subject("audit", ["x"])
     assert store.by_subject("identities", ["x"]) == ("0", ())  # nothing held: matches nothing
+
+
+def test_a_delivery_acknowledged_after_its_subject_was_erased_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    """An erasure between a batch's call and its acknowledgement: no row outlives it."""
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", [QueuedPayload("crm", "gone", b"sealed", "h")], [], None)
+    (row,) = store.outbox_batch("crm", 0, 10)
+    DsrStore(store).delete_traces(["gone"])
+    store.acknowledge("crm", [Ack(row.id, "gone", "contact-1", "h", row.subject_no)])
+    for table in ("identities", "delivered", "outbox", "subjects"):
+        (count,) = store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608
+        assert count == 0, table

@@ -25,8 +25,8 @@ def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
 @pytest.fixture
 def store(config: Config) -> Store:
     store = Store(config.store_path)
-    rows = [("shop", f"s{n}", str(n)) for n in range(5)]
-    rows += [("crm", f"s{n}", f"c{n}") for n in range(3)]
+    rows = [("shop", n, str(n)) for n in range(5)]  # (system, subject_no, external_id)
+    rows += [("crm", n, f"c{n}") for n in range(3)]
     store.db.executemany("INSERT INTO identities VALUES (?,?,?)", rows)
     return store
 

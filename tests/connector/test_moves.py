@@ -6,6 +6,7 @@ from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
 from connector.runtime import Runtime
+from connector.state import PER_SYSTEM_TABLES
 
 OLD = "anna.oud@example.nl"
 NEW = "anna.nieuw@example.nl"
@@ -55,10 +56,11 @@ async def test_an_address_change_updates_the_contact_instead_of_adding_one(
     assert len(moved) == 1 and OLD not in moved[0] and NEW not in moved[0]
     # Nothing is left under the old subject id.
     old_sid = rt.keyring.subject_id(OLD)
-    for table in ("identities", "delivered", "outbox"):
+    (old_number,) = rt.store.subject_numbers([old_sid]).values()
+    for table in PER_SYSTEM_TABLES:
         (count,) = rt.store.db.execute(
-            f"SELECT COUNT(*) FROM {table} WHERE subject_id=?",  # noqa: S608 - fixed names
-            (old_sid,),
+            f"SELECT COUNT(*) FROM {table} WHERE subject_no=?",  # noqa: S608 - fixed names
+            (old_number,),
         ).fetchone()
         assert count == 0, table
 
