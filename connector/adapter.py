@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import httpx
 
@@ -90,8 +90,7 @@ class Page:
     total: int | None = None  # records the whole pull covers, when the vendor says (progress)
 
 
-@dataclass(frozen=True)
-class OutboundRecord:
+class OutboundRecord(NamedTuple):
     """One record to write: already minimised to the system's own field names.
 
     Attributes:
@@ -107,8 +106,7 @@ class OutboundRecord:
     fields: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class UpsertResult:
+class UpsertResult(NamedTuple):
     """What happened to one :class:`OutboundRecord`.
 
     ``reason`` is a vendor error *category* or status, never a message that could echo data.

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import replace
 from typing import Any, Final, Literal
 
 import httpx
@@ -165,7 +164,7 @@ class PipedriveAdapter:
             for index in chain:
                 record = records[index]
                 if known and not record.external_id:
-                    record = replace(record, external_id=known)
+                    record = record._replace(external_id=known)
                 async with gate:
                     if stopped.is_set():
                         return  # another record met a fatal error: send nothing more

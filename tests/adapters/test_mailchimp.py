@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -211,14 +211,14 @@ async def test_a_new_address_moves_the_known_member_or_is_refused_if_taken(mc: H
     """Known under another address: PATCH moves the member; an address in use is refused."""
     (first,) = await mc.adapter.upsert([person(1)])
     await mc.adapter.upsert([person(2)])
-    moved = replace(person(3), ref="ref-1", external_id=first.external_id)
+    moved = person(3)._replace(ref="ref-1", external_id=first.external_id)
     (result,) = await mc.adapter.upsert([moved])
     assert result.outcome == "upserted" and result.external_id == subscriber_hash(moved.email)
     for list_id in (LIST_A, LIST_B):
         assert mc.sandbox.member(list_id, "reader1@example.com") is None
         assert mc.sandbox.member(list_id, "reader3@example.com") is not None
         assert len(mc.sandbox.store.audience(list_id).members) == 2
-    taken = replace(person(2), ref="ref-3", external_id=result.external_id)
+    taken = person(2)._replace(ref="ref-3", external_id=result.external_id)
     (refused,) = await mc.adapter.upsert([taken])
     assert refused.outcome == "failed" and refused.reason == "Member Exists"
     assert not refused.retryable
