@@ -385,7 +385,8 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
     console.print(
         f"  queued {counts['outbox']}{f' ({per_system})' if per_system else ''}, "
         f"dead letters {counts['dead_letters']}, "
-        f"known subjects {counts['identities']}, suppressed {counts['suppression']}, "
+        f"known subjects {counts['subjects']} ({counts['identities']} system ids), "
+        f"suppressed {counts['suppression']}, "
         f"audit entries {counts['audit']}"
     )
     requests = data["requests"]

@@ -83,6 +83,9 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
                     )
                 # Queued payloads carry the old address; the page queues the current data.
                 db.execute("DELETE FROM outbox WHERE system=? AND subject_no=?", (system, old))
+            if not _holds_rows(store, move.old):
+                # The old id lives on as an alias (below); its number has nothing left.
+                db.execute("DELETE FROM subjects WHERE subject_no=?", (old,))
             db.execute(
                 "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
             )
@@ -101,6 +104,15 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
                 {"system": move.source, "from": move.old, "to": move.new},
                 subject_id=move.new,
             )
+
+
+def _holds_rows(store: Store, subject_id: str) -> bool:
+    """Whether any per-system table, for any system (configured or not), has a row for it."""
+    for table in PER_SYSTEM_TABLES:
+        where, params = store.by_subject(table, [subject_id])
+        if store.db.execute(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", params).fetchone():  # noqa: S608
+            return True
+    return False
 
 
 def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:

@@ -721,9 +721,14 @@ class Store:
         return f"system IN ({names}) AND subject_no IN ({marks})", (*systems, *numbers)
 
     def counts(self) -> dict[str, int]:
-        """Row counts of the main tables, for status output."""
+        """Row counts of the main tables, for status output.
+
+        ``subjects`` is the people the store knows (one number each), ``identities`` their
+        ids in the systems (one row per person and system).
+        """
         out: dict[str, int] = {}
         for table in (
+            "subjects",
             "identities",
             "delivered",
             "outbox",

@@ -40,6 +40,8 @@ async def test_an_address_change_updates_the_contact_instead_of_adding_one(
     await rt.engine.sync()
     contact_id = _contact_id(crm, OLD)
     assert contact_id is not None and crm.contact_count() == 31
+    old_sid = rt.keyring.subject_id(OLD)
+    (old_number,) = rt.store.subject_numbers([old_sid]).values()
 
     shop.touch(OLD, email=NEW, first_name="Anne")
     (report,) = await rt.engine.sync()
@@ -54,9 +56,9 @@ async def test_an_address_change_updates_the_contact_instead_of_adding_one(
     entries = [e for e in rt.store.db.execute("SELECT kind, data FROM audit")]
     moved = [data for kind, data in entries if kind == "sync.subject_moved"]
     assert len(moved) == 1 and OLD not in moved[0] and NEW not in moved[0]
-    # Nothing is left under the old subject id.
-    old_sid = rt.keyring.subject_id(OLD)
-    (old_number,) = rt.store.subject_numbers([old_sid]).values()
+    # Nothing is left under the old subject id, not even its number.
+    assert rt.store.subject_numbers([old_sid]) == {}
+    assert rt.store.counts()["subjects"] == 31
     for table in PER_SYSTEM_TABLES:
         (count,) = rt.store.db.execute(
             f"SELECT COUNT(*) FROM {table} WHERE subject_no=?",  # noqa: S608 - fixed names

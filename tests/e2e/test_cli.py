@@ -49,6 +49,10 @@ def test_sync_status_audit_over_tls(
     assert isinstance(status, dict)
     assert status["flows"]["shop-to-crm"]["last_status"] == "ok"
     assert status["counts"]["outbox"] == 0
+    # 120 people, each known by the shop's id and the CRM's.
+    assert status["counts"]["subjects"] == 120 and status["counts"]["identities"] == 240
+    assert main(["-c", str(config), "status"]) == 0
+    assert "known subjects 120 (240 system ids)" in capsys.readouterr().out
     assert main(["-c", str(config), "audit", "verify", "--json"]) == 0
     assert _json(capsys)["ok"] is True  # type: ignore[index]
 
