@@ -254,7 +254,7 @@ class Engine:
         subject_ids = list(people)
         if not dry_run:
             pulled = {sid: ext for sid, (ext, _) in people.items()}
-            moves = find_moves(self.store, source.name, pulled, self._system_names)
+            moves = find_moves(self.store, source.name, pulled)
             if moves:
                 await self._write(lambda store: apply_moves(store, moves, self._system_names))
                 report.moved += len(moves)

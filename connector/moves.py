@@ -20,7 +20,8 @@ under either address reaches the person and suppresses both ids, so a backup sti
 the old address cannot bring them back.
 
 A move is made only when it is unambiguous: the new id must be unknown everywhere (no
-identity, nothing delivered or queued) and neither id suppressed. Otherwise the page goes on
+identity, nothing delivered or queued, in any system, one since removed from the config
+included) and neither id suppressed. Otherwise the page goes on
 as before and the old subject stays as it was.
 """
 
@@ -47,9 +48,7 @@ class Move:
     new: str
 
 
-def find_moves(
-    store: Store, source: str, pulled: Mapping[str, str | None], systems: Sequence[str]
-) -> list[Move]:
+def find_moves(store: Store, source: str, pulled: Mapping[str, str | None]) -> list[Move]:
     """The moves a page implies; ``pulled`` is subject id -> the source's record id."""
     by_record = {ext: sid for sid, ext in pulled.items() if ext}
     if not by_record:
@@ -60,7 +59,7 @@ def find_moves(
         return []
     new_ids = list(candidates.values())
     erased = store.suppressed([*candidates, *new_ids])
-    taken = _known_anywhere(store, systems, new_ids)
+    taken = {sid for sid in new_ids if _holds_rows(store, sid)}
     return [
         Move(source, old, new)
         for old, new in candidates.items()
@@ -128,24 +127,6 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
         )
         found.update(rows.fetchall())
     return found
-
-
-def _known_anywhere(store: Store, systems: Sequence[str], subject_ids: list[str]) -> set[str]:
-    known: set[str] = set()
-    numbers = store.subject_numbers(subject_ids)
-    if not numbers:
-        return known
-    by_number = {no: sid for sid, no in numbers.items()}
-    marks = ",".join("?" * len(by_number))
-    for system in systems:
-        for table in PER_SYSTEM_TABLES:
-            rows = store.db.execute(
-                f"SELECT subject_no FROM {table} "  # noqa: S608 - fixed names, marks only
-                f"WHERE system=? AND subject_no IN ({marks})",
-                (system, *by_number),
-            )
-            known.update(by_number[row[0]] for row in rows)
-    return known
 
 
 def same_person(store: Store, subject_ids: Sequence[str]) -> list[str]:

@@ -146,3 +146,19 @@ async def test_a_contact_deleted_in_hubspot_is_written_again_by_email(
     (report,) = await rt.engine.sync()
     assert report.destinations["crm"].written == 1 and not report.failed
     assert _contact_id(crm, OLD) not in (None, contact_id)
+
+
+async def test_no_move_when_the_new_address_is_known_to_a_system_since_removed(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Rows under the new id in a system no longer configured still make it someone known."""
+    shop.add_person(OLD, "Anna", "de Vries")
+    await rt.engine.sync()
+    with rt.store.transaction() as db:
+        new_sid = rt.keyring.subject_id(NEW)
+        (number,) = rt.store.subject_numbers([new_sid], create=True).values()
+        db.execute("INSERT INTO identities VALUES ('old-crm', ?, '77')", (number,))
+    shop.touch(OLD, email=NEW)
+    (report,) = await rt.engine.sync()
+    assert report.moved == 0
+    assert rt.store.external_id("old-crm", new_sid) == "77"
