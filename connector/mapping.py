@@ -114,6 +114,7 @@ class SystemMapping:
         self._readers = [
             (name, _getter(parts), mapping.transforms) for name, parts, mapping in self._inbound
         ]
+        self._read_id = _getter(tuple(self.id_path.split(".")))
 
     @property
     def outbound_fields(self) -> list[str]:
@@ -122,7 +123,7 @@ class SystemMapping:
 
     def record_id(self, record: Mapping[str, Any]) -> str | None:
         """The system's own id of a raw record."""
-        value = _get(record, tuple(self.id_path.split(".")))
+        value = self._read_id(record)
         return None if value in (None, "", 0) else str(value)
 
     def inbound(self, record: Mapping[str, Any], withheld: Counter[str] | None = None) -> Person:
@@ -251,9 +252,12 @@ def _getter(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
             if type(value) is dict:
                 return value.get(inner)
             if type(value) is list:
-                # WooCommerce-style meta, as in _get, without a generator per record.
+                # WooCommerce-style meta, as in _get, without a generator per record (and
+                # without asking the Mapping ABC about each plain dict: that is a slow check).
                 for item in value:
-                    if isinstance(item, Mapping) and item.get("key") == inner:
+                    if (type(item) is dict or isinstance(item, Mapping)) and item.get(
+                        "key"
+                    ) == inner:
                         return item.get("value")
                 return None
             return None if value is None else _get(value, (inner,))
