@@ -5,8 +5,11 @@ And a destination's next batch is a range read, however long its backlog.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from connector.state import MIGRATIONS, PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
@@ -83,7 +86,7 @@ def test_a_batch_costs_the_same_whatever_the_backlog(tmp_path: Path) -> None:
 
 
 def test_a_store_keyed_by_subject_id_keeps_every_row_when_it_gets_subject_numbers(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Migration 8 re-keys identities, hashes and queued payloads; nothing is lost or mixed."""
     path = tmp_path / "v7.db"
@@ -102,8 +105,11 @@ def test_a_store_keyed_by_subject_id_keeps_every_row_when_it_gets_subject_number
     )
     db.close()
 
+    caplog.set_level(logging.INFO, logger="klantsync.state")
     store = Store(path)
     assert store.schema_version == len(MIGRATIONS)
+    (said,) = [r for r in caplog.records if r.getMessage() == "migrating the store"]
+    assert (said.schema_from, said.schema_to) == (7, len(MIGRATIONS))  # type: ignore[attr-defined]
     numbers = store.subject_numbers(["a", "b", "c"])
     assert set(numbers) == {"a", "b"} and numbers["a"] != numbers["b"]
     assert store.external_ids("shop", ["a", "b"]) == {"a": "1", "b": "2"}
