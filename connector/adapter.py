@@ -90,6 +90,10 @@ class Page:
     total: int | None = None  # records the whole pull covers, when the vendor says (progress)
 
 
+# OutboundRecord and UpsertResult are made once per record written: named tuples, not frozen
+# dataclasses, whose constructors cost ~2.5 us apiece (see connector/state.py).
+
+
 class OutboundRecord(NamedTuple):
     """One record to write: already minimised to the system's own field names.
 

@@ -252,12 +252,11 @@ def _getter(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
             if type(value) is dict:
                 return value.get(inner)
             if type(value) is list:
-                # WooCommerce-style meta, as in _get, without a generator per record (and
-                # without asking the Mapping ABC about each plain dict: that is a slow check).
+                # WooCommerce-style meta, as in _get, without a generator per record.
                 for item in value:
-                    if (type(item) is dict or isinstance(item, Mapping)) and item.get(
-                        "key"
-                    ) == inner:
+                    # A plain dict is known by its type: asking the Mapping ABC is slow.
+                    is_mapping = type(item) is dict or isinstance(item, Mapping)
+                    if is_mapping and item.get("key") == inner:
                         return item.get("value")
                 return None
             return None if value is None else _get(value, (inner,))

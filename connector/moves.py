@@ -21,8 +21,8 @@ the old address cannot bring them back.
 
 A move is made only when it is unambiguous: the new id must be unknown everywhere (no
 identity, nothing delivered or queued, in any system, one since removed from the config
-included) and neither id suppressed. Otherwise the page goes on
-as before and the old subject stays as it was.
+included) and neither id suppressed. Otherwise the page goes on as before and the old
+subject stays as it was.
 """
 
 from __future__ import annotations

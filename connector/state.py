@@ -165,7 +165,7 @@ MIGRATIONS: list[str] = [
     CREATE INDEX outbox_system_id ON outbox (system, id);
     """,
     # 8: a person's rows in the per-system tables are keyed by a number this store gives them
-    # (``subjects``), not by their 64-character subject id. Subject ids are HMACs, so new
+    # (``subjects``), not by their 32-character subject id. Subject ids are HMACs, so new
     # people landed at random places in every one of those b-trees: a page of 100 new
     # customers dirtied ~100 pages of each, and each commit wrote them all to the WAL
     # (~15 KB of log per new customer). Numbers are handed out in order, so a page's new
@@ -222,14 +222,14 @@ MIGRATIONS: list[str] = [
 PER_SYSTEM_TABLES = ("identities", "delivered", "outbox")
 
 
-# The three records below are made once per record of every sync (a page queued, a batch
-# read back, an acknowledgement): tuples, because a frozen dataclass's constructor costs
-# ~2.5 us a record on its own here (it sets each field through object.__setattr__).
-
-
 def utcnow() -> str:
     """Now, UTC, ISO 8601 with seconds: the one timestamp format in the store."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+# The three records below are made once per record of every sync (a page queued, a batch
+# read back, an acknowledgement): named tuples, because a frozen dataclass's constructor
+# costs ~2.5 us a record on its own here (it sets each field through object.__setattr__).
 
 
 class QueuedPayload(NamedTuple):
@@ -347,7 +347,7 @@ class Store:
                 f"{self.path}: schema version {current} is newer than this klantsync supports "
                 f"({len(MIGRATIONS)}); upgrade klantsync"
             )
-        if current < len(MIGRATIONS) and current > 0:
+        if 0 < current < len(MIGRATIONS):
             # Some migrations rewrite whole tables (8: ~3.5 s per 200,000 customers): say why
             # a start-up takes its time.
             log.info(
