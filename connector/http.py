@@ -40,7 +40,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.netstream import AsyncioTransport
+from connector.h1 import H1Transport
 from connector.ratelimit import RateLimit, RateLimiter
 
 __all__ = [
@@ -355,7 +355,7 @@ class SystemClient:
         verify: ssl.SSLContext | bool = True
         if transport is None:
             verify = build_ssl_context(ca_bundle)
-            transport = AsyncioTransport(ssl_context=verify, limits=pool)
+            transport = H1Transport(ssl_context=verify, limits=pool)
         self._client = _VendorClient(
             base_url=base_url.rstrip("/"),
             auth=auth,

@@ -28,6 +28,11 @@ from tests.conftest import FakeClock, no_sleep
 SECRET_EMAIL = "geheim.persoon@example.nl"
 
 
+def _respx_transport() -> httpx.AsyncHTTPTransport:
+    """httpx's own transport, which respx intercepts (SystemClient's own is connector.h1)."""
+    return httpx.AsyncHTTPTransport()
+
+
 class Recorder:
     """A tiny HTTPS endpoint that remembers every request body it received."""
 
@@ -138,7 +143,12 @@ async def test_5xx_is_retried_then_succeeds() -> None:
     route = respx.get("https://crm.test/x").mock(
         side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, json={})]
     )
-    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=4, sleep=no_sleep))
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=_respx_transport(),
+        retry=RetryPolicy(attempts=4, sleep=no_sleep),
+    )
     response = await client.request("GET", "/x")
     assert response.status_code == 200 and route.call_count == 3
     assert client.stats.retries == 2
@@ -153,7 +163,12 @@ async def test_errors_never_carry_body_or_query() -> None:
             400, json={"category": "VALIDATION_ERROR", "message": f"{SECRET_EMAIL} is invalid"}
         )
     )
-    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=1, sleep=no_sleep))
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=_respx_transport(),
+        retry=RetryPolicy(attempts=1, sleep=no_sleep),
+    )
     with pytest.raises(RecordError) as info:
         await client.request("POST", "/contacts", params={"email": SECRET_EMAIL}, json={})
     text = str(info.value)
@@ -176,6 +191,7 @@ async def test_429_uses_the_vendor_wait_hint() -> None:
     client = SystemClient(
         "crm",
         "https://crm.test",
+        transport=_respx_transport(),
         wait_hint=lambda response: 7.0,
         retry=RetryPolicy(attempts=3, sleep=record_sleep),
     )
@@ -189,7 +205,12 @@ async def test_429_uses_the_vendor_wait_hint() -> None:
 async def test_retries_run_out_as_retryable_error() -> None:
     """A system that keeps failing yields a RetryableError after the last attempt."""
     respx.get("https://crm.test/x").mock(return_value=httpx.Response(502))
-    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=3, sleep=no_sleep))
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=_respx_transport(),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
     with pytest.raises(RetryableError):
         await client.request("GET", "/x")
     await client.aclose()
@@ -200,7 +221,12 @@ async def test_401_is_fatal_and_404_can_be_accepted() -> None:
     """401 is fatal (no retry); a 404 the caller expects is handed back."""
     respx.get("https://crm.test/auth").mock(return_value=httpx.Response(401))
     respx.get("https://crm.test/gone").mock(return_value=httpx.Response(404))
-    client = SystemClient("crm", "https://crm.test", retry=RetryPolicy(attempts=3, sleep=no_sleep))
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=_respx_transport(),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
     with pytest.raises(FatalRemoteError):
         await client.request("GET", "/auth")
     assert (await client.request("GET", "/gone", accept=(404,))).status_code == 404
@@ -238,6 +264,7 @@ async def test_adapter_can_mark_a_non_429_answer_as_rate_limiting() -> None:
     client = SystemClient(
         "deals",
         "https://crm.test",
+        transport=_respx_transport(),
         rate_limited=lambda r: r.headers.get("content-type", "").startswith("text/html"),
         retry=RetryPolicy(attempts=3, sleep=no_sleep),
     )

@@ -1,0 +1,230 @@
+"""The HTTP/1.1 transport under SystemClient (connector/h1.py), over real loopback TLS.
+
+A small asyncio TLS server plays a vendor that does what vendors do: keeps connections alive
+or closes them (idle, or with ``Connection: close``), answers with a length, in chunks or
+until it hangs up, sets cookies, is slow, or drops the connection halfway through an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from connector.devtls import DevCA
+from connector.errors import RetryableError
+from connector.h1 import H1Transport
+from connector.http import RetryPolicy, SystemClient
+from tests.conftest import no_sleep
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+class Vendor:
+    """Answers each request with ``answer(n)`` (n counts requests), then closes if told."""
+
+    def __init__(
+        self, answer: Callable[[int], bytes] = lambda _n: OK, *, close_after_answer: bool = False
+    ) -> None:
+        self.answer = answer
+        self.close_after_answer = close_after_answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                self.requests.append(head + await reader.readexactly(length))
+                await self.release.wait()
+                writer.write(self.answer(len(self.requests)))
+                await writer.drain()
+                if self.close_after_answer:
+                    # No "Connection: close": the client believes it may reuse this one.
+                    writer.close()
+                    await writer.wait_closed()
+                    self.closed.set()
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+async def _serve(vendor: Vendor, tmp_path: Path) -> tuple[asyncio.Server, DevCA, str]:
+    ca = DevCA(tmp_path)
+    cert = ca.issue("vendor")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert.cert_path, cert.key_path)
+    server = await asyncio.start_server(vendor.handle, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    return server, ca, f"https://127.0.0.1:{port}"
+
+
+def _client(url: str, ca: DevCA, **kwargs: object) -> SystemClient:
+    return SystemClient(
+        "crm",
+        url,
+        ca_bundle=ca.ca_path,
+        retry=RetryPolicy(attempts=2, sleep=no_sleep),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+async def test_vendor_calls_go_through_the_h1_transport_on_one_kept_connection(
+    tmp_path: Path,
+) -> None:
+    """Production clients are built on H1Transport; a kept-alive connection is reused."""
+    vendor = Vendor()
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        assert isinstance(client._client._transport, H1Transport)
+        first = await client.request("GET", "/a", params={"page": 2})
+        second = await client.request("POST", "/b", content=b'{"x": 1}')
+    assert first.status_code == second.status_code == 200 and first.json() == {}
+    assert vendor.connections == 1  # kept alive and reused
+    get, post = vendor.requests
+    assert get.startswith(b"GET /a?page=2 HTTP/1.1\r\n") and b"\r\nHost: 127.0.0.1:" in get
+    assert post.startswith(b"POST /b HTTP/1.1\r\n") and post.endswith(b'\r\n\r\n{"x": 1}')
+    assert b"\r\nContent-Length: 8\r\n" in post
+
+
+async def test_a_connection_the_vendor_closed_while_idle_is_not_reused(tmp_path: Path) -> None:
+    """The pool notices the vendor hung up and opens a new connection: no failed call."""
+    vendor = Vendor(close_after_answer=True)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        await client.request("GET", "/a")
+        await vendor.closed.wait()
+        for _ in range(50):  # let the client's loop read the close_notify and the EOF
+            await asyncio.sleep(0)
+        response = await client.request("GET", "/b")
+        assert response.status_code == 200
+        assert client.stats.transport_errors == 0 and client.stats.retries == 0
+    assert vendor.connections == 2
+
+
+async def test_connection_close_chunked_and_close_delimited_answers(tmp_path: Path) -> None:
+    """Every framing a vendor may use is read whole; only a kept connection is reused."""
+    answers = [
+        b'HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 7\r\n\r\n{"a":1}',
+        b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\n{"b\r\n4\r\n":2}\r\n0\r\n\r\n',
+        b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"c":3}',
+    ]
+    vendor = Vendor(lambda n: answers[n - 1])
+    vendor_closes_third = Vendor(lambda n: answers[2], close_after_answer=True)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        assert (await client.request("GET", "/1")).json() == {"a": 1}
+        assert (await client.request("GET", "/2")).json() == {"b": 2}
+    assert vendor.connections == 2  # the first said close; the chunked one was kept
+    server, ca, url = await _serve(vendor_closes_third, tmp_path / "third")
+    async with server, _client(url, ca) as client:
+        assert (await client.request("GET", "/3")).json() == {"c": 3}
+
+
+async def test_an_answer_cut_off_halfway_is_a_retryable_transport_error(tmp_path: Path) -> None:
+    """The vendor hangs up mid-body: the call is retried, and then fails as retryable."""
+    cut = b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"partial":'
+    vendor = Vendor(lambda _n: cut, close_after_answer=True)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        with pytest.raises(RetryableError, match="RemoteProtocolError"):
+            await client.request("GET", "/a")
+        assert client.stats.transport_errors == 2  # two attempts, both cut off
+    assert vendor.connections == 2
+
+
+async def test_a_vendor_too_slow_to_answer_is_a_read_timeout(tmp_path: Path) -> None:
+    """No byte within the read timeout: httpx's ReadTimeout, retried, never a hang."""
+    vendor = Vendor()
+    vendor.release.clear()  # the vendor never answers until the test lets go
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca, timeout=0.05) as client:
+        with pytest.raises(RetryableError, match="ReadTimeout"):
+            await client.request("GET", "/slow")
+        vendor.release.set()
+    assert len(vendor.requests) == 2
+
+
+async def test_calls_beyond_max_connections_wait_for_a_free_one(tmp_path: Path) -> None:
+    """Three calls at once with two connections allowed: two go, the third waits its turn."""
+    vendor = Vendor()
+    vendor.release.clear()
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca, max_connections=2) as client:
+        calls = [asyncio.create_task(client.request("GET", f"/{n}")) for n in range(3)]
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if len(vendor.requests) >= 2:
+                break
+        await asyncio.sleep(0.01)  # time for a third request, were it sent
+        assert len(vendor.requests) == 2 and vendor.connections == 2
+        vendor.release.set()
+        assert [r.status_code for r in await asyncio.gather(*calls)] == [200, 200, 200]
+    assert vendor.connections == 2
+
+
+async def test_a_cancelled_call_leaves_no_connection_behind_for_reuse(tmp_path: Path) -> None:
+    """A call cancelled while it waits for the answer drops its connection."""
+    vendor = Vendor()
+    vendor.release.clear()
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        call = asyncio.create_task(client.request("GET", "/a"))
+        while not vendor.requests:
+            await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        vendor.release.set()
+        assert (await client.request("GET", "/b")).status_code == 200
+    assert vendor.connections == 2
+
+
+async def test_cookies_a_vendor_sets_are_never_sent_back(tmp_path: Path) -> None:
+    """Tokens authenticate; a vendor's cookies (bot detection, load balancing) are dropped."""
+    cookie = (
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: __cf_bm=tracker; Path=/; Secure\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    vendor = Vendor(lambda _n: cookie)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        await client.request("GET", "/a")
+        await client.request("POST", "/b", json={"x": 1})  # httpx's general path too
+    assert all(b"\r\ncookie:" not in r.lower() for r in vendor.requests)
+
+
+async def test_a_gzip_answer_is_decoded_by_httpx(tmp_path: Path) -> None:
+    """Content-Encoding is httpx's to undo, as with its own transport."""
+    import gzip
+
+    body = gzip.compress(b'{"zipped":true}')
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+    vendor = Vendor(lambda _n: answer + body)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        assert (await client.request("GET", "/z")).json() == {"zipped": True}
+
+
+async def test_transport_errors_are_httpx_exceptions(tmp_path: Path) -> None:
+    """Used on its own, the transport raises httpx's exceptions: refused, then malformed."""
+    transport = H1Transport(ssl_context=ssl.create_default_context(), limits=httpx.Limits())
+    with pytest.raises(httpx.ConnectError):
+        await transport.handle_async_request(httpx.Request("GET", "https://127.0.0.1:1/"))
+    vendor = Vendor(lambda _n: b"NOT HTTP AT ALL\r\n\r\n")
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        with pytest.raises(RetryableError, match="RemoteProtocolError"):
+            await client.request("GET", "/a")
