@@ -263,8 +263,7 @@ class Engine:
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
         names = [dest.name for dest in destinations]
-        queued_by = self.store.queued_hashes(names, subject_ids)
-        delivered_by = self.store.delivered_hashes(names, subject_ids)
+        queued_by, delivered_by = self.store.page_hashes(names, subject_ids)
         # What a destination refused for good is not offered again as it was: it would be
         # refused again, and add a dead letter, on every sync. A --full sync retries.
         rejected_by = {} if retry_rejected else self.store.rejected_hashes(names, subject_ids)
@@ -421,7 +420,9 @@ class Engine:
         records: list[OutboundRecord] = []
         by_ref: dict[str, OutboxRow] = {}
         undecryptable: list[tuple[OutboxRow, str]] = []
-        external = self.store.external_ids(dest.name, [r.subject_id for r in rows])
+        external = self.store.external_ids_numbered(
+            dest.name, {r.subject_id: r.subject_no for r in rows}
+        )
         context = f"outbox:{dest.name}"
         for row in rows:
             try:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from connector.errors import StoreError
 from connector.walcheckpoint import WalCheckpointer
@@ -34,6 +34,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("klantsync.state")
+
+T = TypeVar("T")
 
 #: WAL pages after which a commit checkpoints the log itself (~40 MB; see ``Store``).
 AUTOCHECKPOINT_PAGES = 10_000
@@ -459,9 +461,9 @@ class Store:
 
     # -- subjects ------------------------------------------------------------------------------
     #
-    # A lookup by subject id joins ``subjects`` to a per-system table as ``subjects CROSS JOIN
-    # <table>``: SQLite then looks each id up and seeks its (system, subject_no) row. Left to
-    # choose with a page's 100 ids and one system, it read all of that system's rows instead.
+    # A lookup by subject id first finds the ids' numbers, then seeks (system, subject_no) in
+    # the per-system table. (Joined in one query, SQLite chose to read all of a system's rows
+    # for a page's 100 ids and look each one's id up instead.)
 
     def subject_numbers(
         self, subject_ids: Sequence[str], *, create: bool = False
@@ -490,47 +492,72 @@ class Store:
 
     # -- change detection --------------------------------------------------------------------
 
+    def page_hashes(
+        self, systems: Sequence[str], subject_ids: Sequence[str]
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+        """(queued, delivered) for a page: per system, per subject, the hash of the payload
+        waiting in the outbox and of the one last delivered. The page's subject numbers are
+        looked up once for both (on a first sync nobody has one, and nothing more is read)."""
+        numbers = self.subject_numbers(subject_ids)
+        return (
+            self._by_number("outbox", "payload_hash", systems, numbers),
+            self._by_number("delivered", "payload_hash", systems, numbers),
+        )
+
     def delivered_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
         """Per system, the last delivered payload hash per subject (only those that have one)."""
-        return self._hash_lookup("delivered", systems, subject_ids)
+        numbers = self.subject_numbers(subject_ids)
+        return self._by_number("delivered", "payload_hash", systems, numbers)
 
     def queued_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
         """Per system, the hash of the payload still waiting in the outbox per subject."""
-        return self._hash_lookup("outbox", systems, subject_ids)
+        numbers = self.subject_numbers(subject_ids)
+        return self._by_number("outbox", "payload_hash", systems, numbers)
 
     def rejected_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
         """Per system, the hash of the payload it last refused for good (dead letters)."""
-        return self._hash_lookup("dead_letters", systems, subject_ids, order=" ORDER BY id")
-
-    def _hash_lookup(
-        self, table: str, systems: Sequence[str], subject_ids: Sequence[str], order: str = ""
-    ) -> dict[str, dict[str, str]]:
-        # One query for every destination of a page: a lookup per destination and table was
-        # nine statements per page for a flow to three systems.
-        if isinstance(systems, str):
-            raise TypeError("systems is a sequence of system names, not one name")
-        found: dict[str, dict[str, str]] = {system: {} for system in systems}
+        found: dict[str, dict[str, str]] = {system: {} for system in _names(systems)}
         names = ",".join("?" * len(systems))
-        if table in PER_SYSTEM_TABLES:
-            source = f"subjects s CROSS JOIN {table} t ON t.subject_no = s.subject_no"
-        else:  # dead letters keep the subject id itself
-            source = f"{table} s"
         for chunk in _chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT system, s.subject_id, payload_hash FROM {source} "  # noqa: S608 - fixed
-                f"WHERE system IN ({names}) AND s.subject_id IN ({marks}) "
-                f"AND payload_hash IS NOT NULL{order}",
+                "SELECT system, subject_id, payload_hash FROM dead_letters "  # noqa: S608
+                f"WHERE system IN ({names}) AND subject_id IN ({marks}) "
+                "AND payload_hash IS NOT NULL ORDER BY id",
                 (*systems, *chunk),
             )
             for system, subject_id, payload_hash in rows:
-                found[system][subject_id] = payload_hash  # with ORDER BY id: the latest wins
+                found[system][subject_id] = payload_hash  # in id order: the latest wins
+        return found
+
+    def _by_number(
+        self, table: str, column: str, systems: Sequence[str], numbers: Mapping[str, int]
+    ) -> dict[str, dict[str, str]]:
+        """Per system, ``column`` of ``table`` per subject id, found by (system, number).
+
+        One query for every system asked: a lookup per destination and table was nine
+        statements per page for a flow to three systems.
+        """
+        found: dict[str, dict[str, str]] = {system: {} for system in _names(systems)}
+        if not numbers:
+            return found
+        subject_of = {number: subject_id for subject_id, number in numbers.items()}
+        names = ",".join("?" * len(systems))
+        for chunk in _chunks(list(subject_of), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT system, subject_no, {column} FROM {table} "  # noqa: S608 - fixed names
+                f"WHERE system IN ({names}) AND subject_no IN ({marks})",
+                (*systems, *chunk),
+            )
+            for system, number, value in rows:
+                found[system][subject_of[number]] = value
         return found
 
     # -- identities ----------------------------------------------------------------------------
@@ -539,17 +566,12 @@ class Store:
         return self.external_ids(system, [subject_id]).get(subject_id)
 
     def external_ids(self, system: str, subject_ids: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for chunk in _chunks(subject_ids, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                "SELECT s.subject_id, i.external_id "  # noqa: S608 - marks only
-                "FROM subjects s CROSS JOIN identities i ON i.subject_no = s.subject_no "
-                f"WHERE i.system=? AND s.subject_id IN ({marks})",
-                (system, *chunk),
-            )
-            found.update(rows.fetchall())
-        return found
+        """``system``'s id per subject id, for those it has one for."""
+        return self.external_ids_numbered(system, self.subject_numbers(subject_ids))
+
+    def external_ids_numbered(self, system: str, numbers: Mapping[str, int]) -> dict[str, str]:
+        """:meth:`external_ids` for subjects whose numbers the caller has (outbox rows)."""
+        return self._by_number("identities", "external_id", [system], numbers)[system]
 
     def subject_for_external(self, system: str, external_id: str) -> str | None:
         row = self.db.execute(
@@ -755,6 +777,12 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _names(systems: Sequence[str]) -> Sequence[str]:
+    if isinstance(systems, str):
+        raise TypeError("systems is a sequence of system names, not one name")
+    return systems
