@@ -41,29 +41,66 @@ _DEFAULT_PORTS = {b"https": 443, b"http": 80}
 
 
 class _Answer:
-    """httptools' callbacks: the answer as it is framed."""
+    """httptools' callbacks: the answer as it is framed.
 
-    __slots__ = ("chunks", "complete", "head_done", "headers", "size")
+    An interim answer (1xx, e.g. 103 Early Hints) is dropped when the real one begins; bytes
+    of any message after the real one mark the connection as not to be reused.
+    """
+
+    __slots__ = (
+        "chunks",
+        "complete",
+        "head_done",
+        "headers",
+        "interim",
+        "overrun",
+        "parser",
+        "size",
+        "status",
+    )
 
     def __init__(self) -> None:
+        self.parser: Any = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.size = 0
+        self.status = 0
         self.head_done = False
         self.complete = False
+        self.interim = False
+        self.overrun = False
+
+    def on_message_begin(self) -> None:
+        if not self.complete:
+            return
+        if self.interim:
+            self.headers, self.chunks, self.size = [], [], 0
+            self.head_done = self.complete = self.interim = False
+        else:
+            self.overrun = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.overrun:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self.head_done = True
+        if not self.overrun:
+            self.head_done = True
+            self.status = self.parser.get_status_code()
+            self.interim = 100 <= self.status < 200
 
     def on_body(self, body: bytes) -> None:
-        self.size += len(body)
-        self.chunks.append(body)
+        if not self.overrun:
+            self.size += len(body)
+            self.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self.complete = True
+        if not self.overrun:
+            self.complete = True
+
+    @property
+    def done(self) -> bool:
+        return self.complete and not self.interim
 
 
 class _Connection(asyncio.Protocol):
@@ -72,7 +109,6 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.answer: _Answer | None = None
-        self._parser: Any = None
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._paused = False
@@ -88,11 +124,11 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._parser is None or self.answer is None or self.answer.complete:
+        if self.answer is None or self.answer.done:
             self.spoiled = True
             return
         try:
-            self._parser.feed_data(data)
+            self.answer.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self.error = exc
         if self.answer.size > MAX_ANSWER_BYTES:
@@ -148,9 +184,8 @@ class _Connection(asyncio.Protocol):
     async def read_answer(self, head_only: bool, timeout: float | None) -> _Answer:
         """Wait for the whole answer (or only its head, for HEAD); ``timeout`` between bytes."""
         answer = self.answer = _Answer()
-        self._parser = httptools.HttpResponseParser(answer)
         loop = asyncio.get_running_loop()
-        while not (answer.complete or (head_only and answer.head_done)):
+        while not (answer.done or (head_only and answer.head_done and not answer.interim)):
             if self.error is not None:
                 raise self.error
             if self.closed:
@@ -164,16 +199,11 @@ class _Connection(asyncio.Protocol):
         self._waiter = None
         return answer
 
-    def status(self) -> int:
-        assert self._parser is not None
-        code: int = self._parser.get_status_code()
-        return code
-
     def keeps_alive(self) -> bool:
-        assert self.answer is not None and self._parser is not None
-        if self.closed or self.spoiled or self.error is not None:
+        assert self.answer is not None
+        if self.closed or self.spoiled or self.error is not None or self.answer.overrun:
             return False
-        version: str = self._parser.get_http_version()
+        version: str = self.answer.parser.get_http_version()
         for name, value in self.answer.headers:
             if name.lower() == b"connection":
                 tokens = value.lower()
@@ -225,7 +255,6 @@ class H1Transport(httpx.AsyncBaseTransport):
             )
             await self._send(connection, request, timeouts.get("write"))
             answer = await self._receive(connection, request, timeouts.get("read"))
-            status = connection.status()
             if connection.keeps_alive() and request.method != "HEAD":
                 self._put_idle(origin, connection)
             else:
@@ -237,7 +266,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         finally:
             self._slots.release()
         return httpx.Response(
-            status,
+            answer.status,
             headers=answer.headers,
             stream=httpx.ByteStream(b"".join(answer.chunks)),
             extensions={"http_version": b"HTTP/1.1"},
@@ -272,7 +301,6 @@ class H1Transport(httpx.AsyncBaseTransport):
             connection.abort()
             return
         connection.answer = None
-        connection._parser = None
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 

@@ -228,3 +228,19 @@ async def test_transport_errors_are_httpx_exceptions(tmp_path: Path) -> None:
     async with server, _client(url, ca) as client:
         with pytest.raises(RetryableError, match="RemoteProtocolError"):
             await client.request("GET", "/a")
+
+
+async def test_an_interim_answer_is_skipped_and_extra_bytes_spoil_the_connection(
+    tmp_path: Path,
+) -> None:
+    """A 103 before the answer is dropped; bytes after an answer mean it is not reused."""
+    early = b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" + OK
+    trailing = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]"
+    vendor = Vendor(lambda n: early if n == 1 else trailing)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        first = await client.request("GET", "/1")
+        assert first.status_code == 200 and first.json() == {} and "link" not in first.headers
+        assert (await client.request("GET", "/2")).json() == {}  # same connection: kept
+        assert (await client.request("GET", "/3")).json() == {}  # a new one: /2 overran
+    assert vendor.connections == 2
