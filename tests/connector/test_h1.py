@@ -244,3 +244,22 @@ async def test_an_interim_answer_is_skipped_and_extra_bytes_spoil_the_connection
         assert (await client.request("GET", "/2")).json() == {}  # same connection: kept
         assert (await client.request("GET", "/3")).json() == {}  # a new one: /2 overran
     assert vendor.connections == 2
+
+
+async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused(tmp_path: Path) -> None:
+    """Kept within keepalive_expiry, reused; idle for longer, closed and replaced."""
+    vendor = Vendor()
+    server, ca, url = await _serve(vendor, tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_path))
+    async with server:
+        for expiry, connections in ((60.0, 1), (0.0, 2)):
+            vendor.connections = 0
+            transport = H1Transport(
+                ssl_context=context, limits=httpx.Limits(keepalive_expiry=expiry)
+            )
+            for path in ("/a", "/b"):
+                response = await transport.handle_async_request(httpx.Request("GET", url + path))
+                assert response.status_code == 200
+                await asyncio.sleep(0.001)  # idle for longer than an expiry of 0
+            await transport.aclose()
+            assert vendor.connections == connections, expiry
