@@ -242,6 +242,8 @@ class H1Transport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
         url = request.url
+        if url.raw_scheme not in _DEFAULT_PORTS:
+            raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http(s)", request=request)
         origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS[url.raw_scheme])
         try:
             async with asyncio.timeout(timeouts.get("pool")):

@@ -223,6 +223,8 @@ async def test_transport_errors_are_httpx_exceptions(tmp_path: Path) -> None:
     transport = H1Transport(ssl_context=ssl.create_default_context(), limits=httpx.Limits())
     with pytest.raises(httpx.ConnectError):
         await transport.handle_async_request(httpx.Request("GET", "https://127.0.0.1:1/"))
+    with pytest.raises(httpx.UnsupportedProtocol):
+        await transport.handle_async_request(httpx.Request("GET", "ftp://127.0.0.1/"))
     vendor = Vendor(lambda _n: b"NOT HTTP AT ALL\r\n\r\n")
     server, ca, url = await _serve(vendor, tmp_path)
     async with server, _client(url, ca) as client:
