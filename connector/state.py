@@ -504,20 +504,6 @@ class Store:
             self._by_number("delivered", "payload_hash", systems, numbers),
         )
 
-    def delivered_hashes(
-        self, systems: Sequence[str], subject_ids: Sequence[str]
-    ) -> dict[str, dict[str, str]]:
-        """Per system, the last delivered payload hash per subject (only those that have one)."""
-        numbers = self.subject_numbers(subject_ids)
-        return self._by_number("delivered", "payload_hash", systems, numbers)
-
-    def queued_hashes(
-        self, systems: Sequence[str], subject_ids: Sequence[str]
-    ) -> dict[str, dict[str, str]]:
-        """Per system, the hash of the payload still waiting in the outbox per subject."""
-        numbers = self.subject_numbers(subject_ids)
-        return self._by_number("outbox", "payload_hash", systems, numbers)
-
     def rejected_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:

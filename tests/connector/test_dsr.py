@@ -452,7 +452,7 @@ async def test_rectify_pushes_mapped_fields_and_forgets_the_delivered_hash(
     """A corrected city reaches both systems; the CRM's delivered hash is dropped to diff afresh."""
     await seeded(shop, rt)
     sid = rt.keyring.subject_id(CANARY_EMAIL)
-    assert rt.store.delivered_hashes(["crm"], [sid])["crm"]
+    assert rt.store.page_hashes(["crm"], [sid])[1]["crm"]
     service = DsrService(rt)
     view = await service.rectify(CANARY_EMAIL, {"city": "Amersfoort", "postcode": "3811 aa"})
     assert view.status == "completed"
@@ -461,7 +461,7 @@ async def test_rectify_pushes_mapped_fields_and_forgets_the_delivered_hash(
     assert crm_record is not None and crm_record["properties"]["city"] == "Amersfoort"
     assert shop_record is not None and shop_record["billing"]["city"] == "Amersfoort"
     assert shop_record["billing"]["postcode"] == "3811 AA"
-    assert rt.store.delivered_hashes(["crm"], [sid]) == {"crm": {}}
+    assert rt.store.page_hashes(["crm"], [sid])[1] == {"crm": {}}
     systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
     assert systems["crm"]["fields"] == ["city"]
     assert systems["shop"]["fields"] == ["city", "postcode"]
