@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.console import Console
 
-from connector import audit, cli_accountability, cli_dsr, compliance
-from connector.config import load_config
+from connector import audit, cli_accountability, cli_dsr, cli_keys, compliance
+from connector.config import Config, load_config
 from connector.crypto import generate_master_key
 from connector.dsr_views import summary as dsr_summary
 from connector.engine import DestinationReport, FlowReport, Progress
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     audit_cmd.add_argument("--since", help="export entries at or after this ISO timestamp")
     cli_dsr.register(sub)
     cli_accountability.register_commands(sub)
+    cli_keys.register(sub)
     return parser
 
 
@@ -128,12 +129,14 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     handled = cli_accountability.run(args, console, config)
     if handled is not None:
         return handled
+    if args.command == "keys":
+        return cli_keys.run(args, console, config)
     if args.command == "check":
         return run_loop(_check(config_path, args, console))
     if args.command == "run":
         return _run_daemon(config_path)
     if args.command == "resync" and daemon_running(config.store_path):
-        return _queue_resync(config.store_path, config.master_key, args, console)
+        return _queue_resync(config, args, console)
     if args.command in ("sync", "resync"):
         return run_loop(_sync(config_path, args, console))
     if args.command == "status":
@@ -277,19 +280,17 @@ def _run_daemon(config_path: Path) -> int:
     return EXIT_OK
 
 
-def _queue_resync(
-    store_path: Path, master_key: bytes, args: argparse.Namespace, console: Console
-) -> int:
+def _queue_resync(config: Config, args: argparse.Namespace, console: Console) -> int:
     """The daemon runs: hand it the resync (it starts within a second) instead of racing it."""
     from connector import jobs
-    from connector.crypto import Keyring
+    from connector.keyset import open_keyring
 
-    store = Store(store_path)
+    store = Store(config.store_path)
     try:
         params: dict[str, Any] = {"system": args.system, "full": args.full}
         if args.email:
             params["email"] = args.email.strip().lower()
-        job_id = jobs.enqueue(store, Keyring(master_key), "resync", params)
+        job_id = jobs.enqueue(store, open_keyring(store, config), "resync", params)
         audit.append(store, "sync.manual", {"system": args.system, "full": args.full})
     finally:
         store.close()

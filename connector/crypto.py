@@ -1,13 +1,18 @@
 """Keys and the cryptography built on them.
 
-One master key (32 random bytes, urlsafe base64, from ``keys.source``) is the root; every key
-the connector uses is derived from it with HKDF under its own label, so the keys of different
-purposes are independent and one secret is all an operator backs up:
+One master key (32 random bytes, urlsafe base64, from ``keys.source``) is the root. A store
+starts with data keys derived from it with HKDF under their own labels, so the keys of
+different purposes are independent and one secret is all an operator backs up:
 
 - ``subject``: HMAC-SHA256 key for subject ids (pseudonymous ids of normalised e-mails/phones);
 - ``payload``: HMAC key for delivered-payload hashes (a plain hash of a payload holding an
   e-mail could be reversed by guessing e-mails; a keyed one cannot);
-- ``outbox``: AES-256-GCM key for payloads at rest (outbox, dead letters, manifests).
+- ``outbox``: AES-256-GCM key for payloads at rest (outbox, dead letters, manifests, jobs,
+  the receipt signing key).
+
+The store keeps those data keys wrapped by the master key (:mod:`connector.keyset`): envelope
+encryption, so the master key can be replaced without changing a subject id, and a store
+refuses a master key that is not its own.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import binascii
 import hashlib
 import os
 import secrets
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -26,9 +31,23 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from connector import jsonutil
 
-__all__ = ["DecryptionError", "Keyring", "decode_master_key", "generate_master_key"]
+__all__ = [
+    "JOB_CONTEXT",
+    "RECEIPT_KEY_CONTEXT",
+    "DataKeys",
+    "DecryptionError",
+    "Keyring",
+    "decode_master_key",
+    "generate_master_key",
+    "manifest_context",
+    "master_fingerprint",
+    "outbox_context",
+    "unwrap_data_keys",
+    "wrap_data_keys",
+]
 
 NONCE_BYTES = 12
+_WRAP_CONTEXT = b"klantsync/keyset/v1"
 
 
 class DecryptionError(Exception):
@@ -81,14 +100,84 @@ def _derive(master: bytes, label: str) -> bytes:
     ).derive(master)
 
 
-class Keyring:
-    """All keys derived from one master key, and the operations that use them."""
+# What each sealed blob is bound to (AES-GCM associated data): a blob moved to another place
+# does not open there. Named once here, for the modules that seal and for key rotation.
 
-    def __init__(self, master: bytes) -> None:
-        self._subject_hmac = _Hmac(_derive(master, "subject"))
-        self._payload_hmac = _Hmac(_derive(master, "payload"))
-        self._aead = AESGCM(_derive(master, "outbox"))
-        self.fingerprint = hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16]
+
+#: A queued payload (and its dead letter) for one destination system.
+def outbox_context(system: str) -> str:
+    return f"outbox:{system}"
+
+
+#: A data subject request's manifest (e-mail, phone, every system's ids).
+def manifest_context(request_id: str) -> str:
+    return f"dsr-manifest:{request_id}"
+
+
+#: A queued job's parameters (connector/jobs.py).
+JOB_CONTEXT = "job"
+#: The receipt signing key file (connector/receipts.py).
+RECEIPT_KEY_CONTEXT = "receipt-signing-key"
+
+
+def master_fingerprint(master: bytes) -> str:
+    """16 hex digits that tell master keys apart in messages and the audit log (not the key)."""
+    return hashlib.sha256(_derive(master, "fingerprint")).hexdigest()[:16]
+
+
+class DataKeys(NamedTuple):
+    """The keys the data is kept under; what the store holds wrapped by the master key."""
+
+    subject: bytes
+    payload: bytes
+    outbox: bytes
+
+    @classmethod
+    def derive(cls, master: bytes) -> DataKeys:
+        """A store's first data keys: derived from its master key (as before there was a keyset)."""
+        return cls(
+            _derive(master, "subject"), _derive(master, "payload"), _derive(master, "outbox")
+        )
+
+    def with_new_outbox_key(self) -> DataKeys:
+        """The same ids and hashes, a fresh random key for what is sealed at rest."""
+        return self._replace(outbox=secrets.token_bytes(32))
+
+
+def wrap_data_keys(master: bytes, keys: DataKeys) -> bytes:
+    """``keys`` sealed (AES-256-GCM) under a key-encryption key derived from ``master``."""
+    plain = jsonutil.dumps(
+        {name: base64.b64encode(value).decode() for name, value in keys._asdict().items()}
+    )
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(_derive(master, "keyset")).encrypt(nonce, plain, _WRAP_CONTEXT)
+
+
+def unwrap_data_keys(master: bytes, blob: bytes) -> DataKeys:
+    """What :func:`wrap_data_keys` sealed; :class:`DecryptionError` under another master key."""
+    kek = AESGCM(_derive(master, "keyset"))
+    try:
+        plain = kek.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], _WRAP_CONTEXT)
+    except (InvalidTag, ValueError) as exc:
+        raise DecryptionError("the data keys do not open with this master key") from exc
+    fields = jsonutil.loads(plain)
+    return DataKeys(**{name: base64.b64decode(fields[name]) for name in DataKeys._fields})
+
+
+class Keyring:
+    """The data keys and the operations that use them.
+
+    ``Keyring(master)`` holds the keys derived from ``master``: a new store's keys, and what
+    a test needs. A command gets the store's own keys from :func:`connector.keyset.open_keyring`.
+    """
+
+    def __init__(self, master: bytes | None = None, *, keys: DataKeys | None = None) -> None:
+        if (master is None) == (keys is None):
+            raise TypeError("Keyring needs a master key or data keys, not both")
+        self.keys = keys if keys is not None else DataKeys.derive(master or b"")
+        self._subject_hmac = _Hmac(self.keys.subject)
+        self._payload_hmac = _Hmac(self.keys.payload)
+        self._aead = AESGCM(self.keys.outbox)
 
     def subject_id(self, normalised: str) -> str:
         """Pseudonymous id of a normalised e-mail or E.164 phone (128-bit keyed HMAC, hex)."""

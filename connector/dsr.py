@@ -34,6 +34,7 @@ from typing import Any
 
 from connector import audit
 from connector.adapter import Subject, WebhookEvent
+from connector.crypto import manifest_context
 from connector.dsr_input import checked_email, checked_fields
 from connector.dsr_input import e164 as to_e164
 from connector.dsr_kinds import KindRunner
@@ -374,12 +375,12 @@ class DsrService:
     # -- shared with the kind runners ------------------------------------------------------------
 
     def seal_manifest(self, request_id: str, value: dict[str, Any]) -> bytes:
-        return self.rt.keyring.seal_json(value, f"dsr-manifest:{request_id}")
+        return self.rt.keyring.seal_json(value, manifest_context(request_id))
 
     def open_manifest(self, row: RequestRow) -> dict[str, Any]:
         if row.manifest is None:
             raise DsrError(f"request {row.id}: its sealed manifest is gone; cannot resume")
-        value: dict[str, Any] = self.rt.keyring.open_json(row.manifest, f"dsr-manifest:{row.id}")
+        value: dict[str, Any] = self.rt.keyring.open_json(row.manifest, manifest_context(row.id))
         return value
 
     def audit(self, kind: str, row: RequestRow, **data: Any) -> None:

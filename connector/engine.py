@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from connector import audit
 from connector.adapter import OutboundRecord, Page, UpsertResult
 from connector.config import Config, FlowSettings
-from connector.crypto import DecryptionError, Keyring
+from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.model import Person
 from connector.moves import apply_moves, find_moves
@@ -272,7 +272,7 @@ class Engine:
             queued = queued_by[dest.name]
             delivered = delivered_by[dest.name]
             rejected = rejected_by.get(dest.name, {})
-            context = f"outbox:{dest.name}"
+            context = outbox_context(dest.name)
             for n, (sid, (_, person)) in enumerate(people.items(), 1):
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -423,7 +423,7 @@ class Engine:
         external = self.store.external_ids_numbered(
             dest.name, {r.subject_id: r.subject_no for r in rows}
         )
-        context = f"outbox:{dest.name}"
+        context = outbox_context(dest.name)
         for row in rows:
             try:
                 fresh = self._fresh.pop(row.id, None)

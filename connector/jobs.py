@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from connector.crypto import Keyring
+from connector.crypto import JOB_CONTEXT, Keyring
 from connector.state import Store, utcnow
 
 __all__ = [
@@ -25,8 +25,6 @@ __all__ = [
     "recent",
     "requeue_running",
 ]
-
-_CONTEXT = "job"
 
 
 @dataclass(frozen=True)
@@ -57,7 +55,7 @@ class Job:
 
 def enqueue(store: Store, keyring: Keyring, kind: str, params: dict[str, Any]) -> int:
     """Queue a job; return its id."""
-    sealed = keyring.seal_json(params, _CONTEXT)
+    sealed = keyring.seal_json(params, JOB_CONTEXT)
     with store.transaction() as db:
         cursor = db.execute(
             "INSERT INTO jobs(kind, params, status, created_at) VALUES (?,?,?,?)",
@@ -77,7 +75,7 @@ def claim_next(store: Store, keyring: Keyring) -> Job | None:
     job = get(store, row[0])
     assert job is not None
     sealed = store.db.execute("SELECT params FROM jobs WHERE id=?", (row[0],)).fetchone()[0]
-    params = keyring.open_json(sealed, _CONTEXT) if sealed is not None else {}
+    params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
     return Job(**{**job.__dict__, "params": params})
 
 
@@ -98,7 +96,7 @@ def claim_more(store: Store, keyring: Keyring, kind: str, after_id: int, limit: 
     for job_id, sealed in rows:
         job = get(store, job_id)
         assert job is not None
-        params = keyring.open_json(sealed, _CONTEXT) if sealed is not None else {}
+        params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
         claimed.append(Job(**{**job.__dict__, "params": params}))
     return claimed
 

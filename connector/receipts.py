@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from connector.crypto import DecryptionError, Keyring
+from connector.crypto import RECEIPT_KEY_CONTEXT, DecryptionError, Keyring
 from connector.errors import ReceiptError
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 
 #: File name of the sealed signing key, in the store's folder.
 KEY_FILE = "receipt-signing.key"
-_CONTEXT = "receipt-signing-key"
 ALGORITHM = "Ed25519"
 
 
@@ -146,12 +145,51 @@ class ReceiptSigner:
         staging = self.key_path.with_suffix(".new")
         fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(self._keyring.seal(raw, _CONTEXT))
+            handle.write(self._keyring.seal(raw, RECEIPT_KEY_CONTEXT))
         os.replace(staging, self.key_path)  # atomic: never a moment without a key file
         self._private = key
         return old_id, key_id(key.public_key())
 
+    @property
+    def staged_path(self) -> Path:
+        """The key file sealed under new data keys, while a master key rotation commits."""
+        return self.key_path.with_name(self.key_path.name + ".rotating")
+
+    def stage_reseal(self, keyring: Keyring) -> bool:
+        """Write the signing key sealed under ``keyring`` to :attr:`staged_path`.
+
+        Returns False when there is no key yet. The rotation renames the staged file over the
+        key file once the store's new keys are committed (:func:`finish_reseal`); a crash in
+        between is settled on the next load, by which key the staged file opens with.
+        """
+        self._settle_staged()
+        if not self.key_path.exists():
+            return False
+        raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
+        fd = os.open(self.staged_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(keyring.seal(raw, RECEIPT_KEY_CONTEXT))
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+
+    def finish_reseal(self) -> None:
+        """The store's new keys are committed: the staged key file becomes the key file."""
+        os.replace(self.staged_path, self.key_path)
+
+    def _settle_staged(self) -> None:
+        staged = self.staged_path
+        if not staged.exists():
+            return
+        try:
+            self._keyring.open(staged.read_bytes(), RECEIPT_KEY_CONTEXT)
+        except DecryptionError:
+            staged.unlink(missing_ok=True)  # that rotation never committed: the key file holds
+        else:
+            os.replace(staged, self.key_path)  # it committed, and stopped before the rename
+
     def _load_or_create(self) -> Ed25519PrivateKey:
+        self._settle_staged()
         if not self.key_path.exists():
             key = Ed25519PrivateKey.generate()
             raw = key.private_bytes(
@@ -167,10 +205,10 @@ class ReceiptSigner:
                 pass
             else:
                 with os.fdopen(fd, "wb") as handle:
-                    handle.write(self._keyring.seal(raw, _CONTEXT))
+                    handle.write(self._keyring.seal(raw, RECEIPT_KEY_CONTEXT))
                 return key
         try:
-            raw = self._keyring.open(self.key_path.read_bytes(), _CONTEXT)
+            raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
             return Ed25519PrivateKey.from_private_bytes(raw)
         except (DecryptionError, ValueError) as exc:
             raise ReceiptError(

@@ -335,12 +335,14 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
         (
             "encryption",
             "Gegevens die wachten op aflevering, geweigerde records en manifesten van verzoeken "
-            "worden versleuteld opgeslagen (AES-256-GCM) met een sleutel afgeleid van een "
-            "hoofdsleutel die niet in de configuratie staat; na aflevering worden ze verwijderd."
+            "worden versleuteld opgeslagen (AES-256-GCM) met een sleutel die in de opslag alleen "
+            "versleuteld met een hoofdsleutel buiten de configuratie staat (vervangbaar); na "
+            "aflevering worden ze verwijderd."
             if nl
             else "Records waiting for delivery, refused records and request manifests are "
-            "encrypted at rest (AES-256-GCM) under a key derived from a master key kept outside "
-            "the configuration; they are deleted once delivered.",
+            "encrypted at rest (AES-256-GCM) under a key the store holds only wrapped by a "
+            "master key kept outside the configuration (replaceable); they are deleted once "
+            "delivered.",
         )
     )
     out.append(

@@ -13,6 +13,7 @@ import httpx
 from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
+from connector.keyset import open_keyring
 from connector.state import Store
 from connector.storewriter import StoreWriter
 from connector.systems import Systems, open_systems
@@ -71,7 +72,7 @@ async def open_runtime(
         # and the sync's own transactions run off it too.
         store.checkpoint_in_background()
         writer = StoreWriter(config.store_path, background_checkpoints=True)
-        keyring = Keyring(config.master_key)
+        keyring = open_keyring(store, config)
         systems = open_systems(config, transports=transports, sleep=sleep, clock=clock)
     except BaseException:
         if writer is not None:

@@ -216,6 +216,15 @@ MIGRATIONS: list[str] = [
     ALTER TABLE outbox_v8 RENAME TO outbox;
     CREATE INDEX outbox_system_id ON outbox (system, id);
     """,
+    # 9: the data keys, wrapped by the master key (connector/keyset.py). Written on the first
+    # open that has a master key; one row.
+    """
+    CREATE TABLE keyset (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        wrapped BLOB NOT NULL, master_fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL, rotated_at TEXT
+    );
+    """,
 ]
 
 

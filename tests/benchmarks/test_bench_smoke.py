@@ -69,8 +69,11 @@ def test_engine_benchmark_on_one_cpu_judges_records_per_cpu_second(tmp_path: Pat
         ["engine", "--customers", "200", "--one-cpu", str(cpu), "--workdir", str(tmp_path)]
     )
     judged = {f.name for f in figures if f.passed is not None}
-    assert judged == {"contacts in HubSpot", "records / CPU second"}
+    assert judged == {"contacts in HubSpot", "records / CPU second", "unchanged re-sync: written"}
     assert any(f.name == "connector CPU / sandbox CPU" and f.value > 0 for f in figures)
+    # The second pass found every record unchanged: it wrote nothing, and says so.
+    (written,) = [f for f in figures if f.name == "unchanged re-sync: written"]
+    assert written.value == 0 and written.passed
     assert os.sched_getaffinity(0) == before
 
 

@@ -54,7 +54,7 @@ def test_sync_status_audit_over_tls(
     assert main(["-c", str(config), "status"]) == 0
     assert "known subjects 120 (240 system ids)" in capsys.readouterr().out
     assert main(["-c", str(config), "audit", "verify", "--json"]) == 0
-    assert _json(capsys)["ok"] is True  # type: ignore[index]
+    assert _json(capsys)["ok"] is True
 
 
 def test_status_shows_what_waits_for_each_system(
@@ -76,7 +76,7 @@ def test_status_shows_what_waits_for_each_system(
     assert main(["-c", str(config), "sync", "--json"]) == 0
     capsys.readouterr()
     assert main(["-c", str(config), "status", "--json"]) == 0
-    assert _json(capsys)["queued"] == {}  # type: ignore[index]
+    assert _json(capsys)["queued"] == {}
     assert crm.contact_count() == 120
 
 
@@ -86,7 +86,7 @@ def test_dry_run_and_resync(
     """A dry run sends nothing; a manual full resync of the shop then delivers everyone."""
     config, _, crm = served
     assert main(["-c", str(config), "sync", "--dry-run", "--json"]) == 0
-    assert _json(capsys)[0]["destinations"]["crm"]["queued"] == 120  # type: ignore[index]
+    assert _json(capsys)[0]["destinations"]["crm"]["queued"] == 120
     assert crm.contact_count() == 0
     assert main(["-c", str(config), "resync", "--system", "shop", "--full", "--json"]) == 0
     capsys.readouterr()
@@ -192,7 +192,7 @@ def test_status_shows_open_requests_and_days_left(
     assert main(["-c", str(config), "dsr", "erase", "--email", email, "--json"]) == 1
     capsys.readouterr()
     assert main(["-c", str(config), "status", "--json"]) == 0
-    requests = _json(capsys)["requests"]  # type: ignore[index]
+    requests = _json(capsys)["requests"]
     assert requests["open"] == 1
     (request,) = requests["requests"]
     assert request["days_left"] >= 28 and request["waiting_on"] == ["shop"]
@@ -221,3 +221,28 @@ def test_report_says_what_was_written_where_the_system_does_not_say_which_was_ne
     assert "created" not in news
     assert report.as_dict()["destinations"]["news"]["upserted"] == 2
     assert report.as_dict()["destinations"]["news"]["written"] == 2
+
+
+def test_every_command_the_readme_lists_is_one_the_cli_knows() -> None:
+    """The README's command list is what users copy: each line names a real command (and
+    sub-action), and every command the CLI has is listed."""
+    import re
+
+    from connector.cli import _parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```", 2)[1]
+    listed = {
+        match.group(1)
+        for line in block.splitlines()
+        if (match := re.match(r"klantsync (?:-c CONFIG )?([a-z]+)", line.strip()))
+    }
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    assert listed == set(commands.choices)
+    for line in block.splitlines():
+        words = line.split()
+        if words[:3] == ["klantsync", "-c", "CONFIG"] and words[3] in ("keys", "dsr", "audit"):
+            sub = commands.choices[words[3]]
+            actions = next(a for a in sub._actions if a.choices)
+            assert words[4] in actions.choices, line

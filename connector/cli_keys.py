@@ -1,0 +1,120 @@
+"""``klantsync keys``: the store's keys. ``keys show`` and ``keys rotate --to SOURCE``.
+
+Replacing the master key is for when it may have leaked, or when policy says it is time: the
+new key is made with ``klantsync keygen`` and put where secrets live (a file only the service
+reads, or the service's environment); ``keys rotate --to`` names it as ``keys.source`` would.
+After the rotation the old key no longer opens the store, so ``keys.source`` must be pointed
+at the new one before the next command. Exit status as everywhere: 0 done, 1 the store could
+not be changed (a daemon runs on it), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector.config import Config
+from connector.crypto import decode_master_key, master_fingerprint
+from connector.errors import ConfigError
+from connector.keyset import open_keyring, rotate_master_key
+from connector.lock import DaemonLock
+from connector.secrets import resolve_secret
+from connector.state import Store
+
+__all__ = ["register", "run"]
+
+EXIT_OK = 0
+
+
+def register(subparsers: Any) -> None:
+    """Add ``keys`` to the CLI's subparsers."""
+    keys = subparsers.add_parser(
+        "keys",
+        help="the store's keys: show the master key in use, or replace it",
+        description="The store's keys: which master key it is kept under, and replacing it.",
+    )
+    actions = keys.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
+    show = actions.add_parser("show", help="fingerprint of the master key the store is kept under")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    rotate = actions.add_parser(
+        "rotate",
+        help="put the store under a new master key (stop the daemon first)",
+        description="Wrap the store's keys under a new master key and seal everything kept "
+        "sealed again under a fresh key. Afterwards point keys.source at the new key.",
+    )
+    rotate.add_argument(
+        "--to",
+        required=True,
+        metavar="SOURCE",
+        help="the new master key, as keys.source names one: env:NAME or file:PATH, a relative "
+        "path relative to the config file (make the key with `klantsync keygen`)",
+    )
+    rotate.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace, console: Console, config: Config) -> int:
+    """Handle ``keys show`` and ``keys rotate``."""
+    if args.keys_action == "show":
+        return _show(args, console, config)
+    return _rotate(args, console, config)
+
+
+def _show(args: argparse.Namespace, console: Console, config: Config) -> int:
+    store = Store(config.store_path)
+    try:
+        open_keyring(store, config)  # refuses a key that is not the store's; binds a new store
+        created, rotated = store.db.execute(
+            "SELECT created_at, rotated_at FROM keyset WHERE id=1"
+        ).fetchone()
+    finally:
+        store.close()
+    facts = {
+        "master_fingerprint": master_fingerprint(config.master_key),
+        "created_at": created,
+        "rotated_at": rotated,
+    }
+    if args.json:
+        print(json.dumps(facts))
+    else:
+        console.print(f"master key fingerprint {facts['master_fingerprint']}")
+        console.print(f"keys created {created}; last rotated {rotated or 'never'}")
+    return EXIT_OK
+
+
+def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
+    where = "--to"
+    text = resolve_secret(
+        args.to, file="command line", key=where, base_dir=config.base_dir.resolve()
+    )
+    try:
+        new_master = decode_master_key(text)
+    except ValueError as exc:
+        raise ConfigError("command line", where, f"master key {exc}") from None
+    # The daemon lock keeps a daemon from starting (or finds one running): a process that
+    # opened the store before the rotation would go on sealing with the old keys.
+    with DaemonLock(config.store_path):
+        store = Store(config.store_path)
+        try:
+            rotation = rotate_master_key(store, config, new_master)
+        finally:
+            store.close()
+    if args.json:
+        print(json.dumps({**rotation.as_dict(), "keys_source": args.to}))
+        return EXIT_OK
+    console.print(f"master key rotated: {rotation.old_fingerprint} -> {rotation.new_fingerprint}")
+    sealed = ", ".join(f"{name} {count}" for name, count in rotation.resealed.items())
+    receipt = "; the receipt signing key too" if rotation.receipt_key else ""
+    console.print(f"sealed again under a fresh key: {sealed}{receipt}")
+    if rotation.unreadable:
+        left = ", ".join(f"{name} {count}" for name, count in rotation.unreadable.items())
+        console.print(f"left as they were (they did not open under the old key either): {left}")
+    console.print(
+        f"[bold]now set keys.source = {escape(repr(args.to))} in {escape(str(config.path))}[/]: "
+        "the old key no longer opens this store",
+        markup=True,
+    )
+    return EXIT_OK

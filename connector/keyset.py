@@ -1,0 +1,236 @@
+"""The store's data keys, kept wrapped by the master key; and replacing the master key.
+
+A store's data keys (subject ids, payload hashes, sealing at rest: :class:`DataKeys`) start as
+keys derived from the master key, which is what every store was written under before this
+table existed. The first open that has the master key writes them to ``keyset``, sealed under
+a key-encryption key derived from it. From then on the master key only unlocks them, which
+gives two things:
+
+- **A store refuses a master key that is not its own.** With another key every customer
+  would look new (duplicates in every system), and, worse, no erased person would match the
+  suppression list any more: a restored shop backup would bring them back. A wrong
+  ``keys.source`` is now an error naming that key, before anything is read or sent.
+- **The master key can be replaced** (:func:`rotate_master_key`) after it leaked, or because
+  policy says so: the data keys are wrapped again under the new one, and everything sealed at
+  rest (outbox, dead letters, request manifests, jobs, the receipt signing key) is sealed
+  again under a fresh random key, in one transaction. The subject-id and payload-hash keys
+  stay: subject ids are HMACs of addresses the store never holds in clear, so they cannot be
+  recomputed, and the suppression list must go on matching the people it stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from connector import audit
+from connector.config import Config
+from connector.crypto import (
+    JOB_CONTEXT,
+    RECEIPT_KEY_CONTEXT,
+    DecryptionError,
+    Keyring,
+    manifest_context,
+    master_fingerprint,
+    outbox_context,
+    unwrap_data_keys,
+    wrap_data_keys,
+)
+from connector.errors import ConfigError
+from connector.receipts import KEY_FILE, ReceiptSigner
+from connector.state import Store, utcnow
+
+__all__ = ["SEALED_COLUMNS", "Rotation", "open_keyring", "rotate_master_key"]
+
+
+class _Sealed(NamedTuple):
+    """A column of sealed blobs: its table, the row key, and what each blob is bound to."""
+
+    name: str
+    table: str
+    column: str
+    key: str
+    #: The column the context is made from (``key`` when it is the row's own id).
+    by: str
+    context: Callable[[str], str]
+
+
+#: Every column that holds blobs sealed with the data keys. ``tests/connector/test_keyset.py``
+#: checks this list against the schema's BLOB columns, so a new one cannot be forgotten here.
+SEALED_COLUMNS = (
+    _Sealed("outbox", "outbox", "payload", "id", "system", outbox_context),
+    _Sealed("dead letters", "dead_letters", "payload", "id", "system", outbox_context),
+    _Sealed("request manifests", "dsr_requests", "manifest", "id", "id", manifest_context),
+    _Sealed("jobs", "jobs", "params", "id", "id", lambda _id: JOB_CONTEXT),
+)
+
+#: BLOB columns that hold no sealed data: the keyset itself (sealed under the master key).
+#: ``dsr_requests.payload`` is part of the request schema but nothing writes it.
+NOT_SEALED_WITH_DATA_KEYS = {("keyset", "wrapped"), ("dsr_requests", "payload")}
+
+_CHUNK = 500
+
+
+def open_keyring(store: Store, config: Config) -> Keyring:
+    """The store's keyring under ``config``'s master key; binds a store that has no keyset yet.
+
+    Raises:
+        ConfigError: on ``keys.source``, when the master key does not open the store's keys,
+            or (binding an older store) does not open what the store holds sealed.
+    """
+    row = store.db.execute("SELECT wrapped, master_fingerprint FROM keyset WHERE id=1").fetchone()
+    if row is not None:
+        try:
+            return Keyring(keys=unwrap_data_keys(config.master_key, row[0]))
+        except DecryptionError:
+            raise ConfigError(
+                str(config.path),
+                "keys.source",
+                f"this master key (fingerprint {master_fingerprint(config.master_key)}) is not "
+                f"the one {store.path} is kept under (fingerprint {row[1]}); if the key was "
+                "rotated, point keys.source at the new one",
+            ) from None
+    keyring = Keyring(config.master_key)
+    if not _opens_what_is_sealed(store, keyring, config):
+        raise ConfigError(
+            str(config.path),
+            "keys.source",
+            f"{store.path} holds data sealed under another master key; keys.source must name "
+            "the key this store was written with",
+        )
+    with store.transaction() as db:
+        db.execute(
+            "INSERT OR IGNORE INTO keyset(id, wrapped, master_fingerprint, created_at) "
+            "VALUES (1, ?, ?, ?)",
+            (
+                wrap_data_keys(config.master_key, keyring.keys),
+                master_fingerprint(config.master_key),
+                utcnow(),
+            ),
+        )
+    # Two processes may bind at once; whichever wrote first, the row opens with this key.
+    return open_keyring(store, config)
+
+
+def _opens_what_is_sealed(store: Store, keyring: Keyring, config: Config) -> bool:
+    """Whether one blob of each sealed column (and the receipt key file) opens with ``keyring``.
+
+    A store from before the keyset was written under some master key; the first one it sees
+    is bound for good, so it had better be that one. Subject ids cannot be checked (their
+    addresses are not held), but a store in use nearly always holds some sealed blob.
+    """
+    for sealed in SEALED_COLUMNS:
+        row = store.db.execute(
+            f"SELECT {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608 (constants)
+            f"WHERE {sealed.column} IS NOT NULL LIMIT 1"
+        ).fetchone()
+        if row is not None:
+            try:
+                keyring.open(row[1], sealed.context(str(row[0])))
+            except DecryptionError:
+                return False
+    key_file = config.store_path.parent / KEY_FILE
+    if key_file.exists():
+        try:
+            keyring.open(key_file.read_bytes(), RECEIPT_KEY_CONTEXT)
+        except DecryptionError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """What :func:`rotate_master_key` did (fingerprints and counts; never a key)."""
+
+    old_fingerprint: str
+    new_fingerprint: str
+    #: Blobs sealed again under the new key, by column name (see ``SEALED_COLUMNS``).
+    resealed: dict[str, int]
+    #: Blobs that did not open under the old key either: left as they were.
+    unreadable: dict[str, int]
+    #: Whether the receipt signing key file was sealed again (there is none before a receipt).
+    receipt_key: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "old_fingerprint": self.old_fingerprint,
+            "new_fingerprint": self.new_fingerprint,
+            "resealed": dict(self.resealed),
+            "unreadable": dict(self.unreadable),
+            "receipt_key_resealed": self.receipt_key,
+        }
+
+
+def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotation:
+    """Put the store under ``new_master``: data keys wrapped again, sealed data sealed again.
+
+    One transaction: a crash leaves the store under the old key or the new one, never half.
+    The receipt signing key file is written sealed under the new keys beside the old file
+    first and renamed over it after the commit (:class:`ReceiptSigner` settles a crash in
+    between). Run it with the daemon stopped: a process that opened the store before holds
+    the old keys (the CLI takes the daemon lock).
+
+    Raises:
+        ConfigError: ``new_master`` is the key in use, or the current one does not open the
+            store (as :func:`open_keyring`).
+    """
+    old = open_keyring(store, config)
+    if new_master == config.master_key:
+        raise ConfigError(str(config.path), "keys.source", "the new master key is the one in use")
+    new = Keyring(keys=old.keys.with_new_outbox_key())
+    old_fp, new_fp = master_fingerprint(config.master_key), master_fingerprint(new_master)
+    signer = ReceiptSigner(config.store_path.parent / KEY_FILE, old)
+    resealed: dict[str, int] = {}
+    unreadable: dict[str, int] = {}
+    staged = signer.stage_reseal(new)
+    try:
+        with store.transaction() as db:
+            for sealed in SEALED_COLUMNS:
+                resealed[sealed.name], left = _reseal(store, sealed, old, new)
+                if left:
+                    unreadable[sealed.name] = left
+            db.execute(
+                "UPDATE keyset SET wrapped=?, master_fingerprint=?, rotated_at=? WHERE id=1",
+                (wrap_data_keys(new_master, new.keys), new_fp, utcnow()),
+            )
+            audit.append(
+                store,
+                audit.KEY_ROTATED,
+                {"key": "master", "old": old_fp, "new": new_fp, "resealed": dict(resealed)},
+            )
+    except BaseException:
+        if staged:
+            signer.staged_path.unlink(missing_ok=True)
+        raise
+    if staged:
+        signer.finish_reseal()
+    return Rotation(old_fp, new_fp, resealed, unreadable, receipt_key=staged)
+
+
+def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:
+    """Seal one column's blobs again, in key order a chunk at a time (memory stays flat)."""
+    done = unreadable = 0
+    last: object = None
+    select = (
+        f"SELECT {sealed.key}, {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608
+        f"WHERE {sealed.column} IS NOT NULL AND ({sealed.key} > ? OR ? IS NULL) "
+        f"ORDER BY {sealed.key} LIMIT {_CHUNK}"
+    )
+    update = f"UPDATE {sealed.table} SET {sealed.column}=? WHERE {sealed.key}=?"  # noqa: S608
+    while True:
+        rows = store.db.execute(select, (last, last)).fetchall()
+        if not rows:
+            return done, unreadable
+        changes = []
+        for key, by, blob in rows:
+            context = sealed.context(str(by))
+            try:
+                plain = old.open(blob, context)
+            except DecryptionError:
+                unreadable += 1  # unreadable before, and after: the engine dead-letters it
+                continue
+            changes.append((new.seal(plain, context), key))
+        store.db.executemany(update, changes)
+        done += len(changes)
+        last = rows[-1][0]

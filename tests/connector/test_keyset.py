@@ -1,0 +1,338 @@
+"""The store's keys: kept under one master key, refused under another, and replaceable."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import audit, jobs
+from connector.cli import main
+from connector.config import load_config
+from connector.crypto import (
+    JOB_CONTEXT,
+    DecryptionError,
+    Keyring,
+    decode_master_key,
+    generate_master_key,
+    manifest_context,
+    master_fingerprint,
+    outbox_context,
+)
+from connector.dsr import DsrService
+from connector.errors import ConfigError
+from connector.keyset import (
+    NOT_SEALED_WITH_DATA_KEYS,
+    SEALED_COLUMNS,
+    open_keyring,
+    rotate_master_key,
+)
+from connector.lock import DaemonLock
+from connector.receipts import KEY_FILE, ReceiptSigner
+from connector.state import Store
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, MASTER_KEY
+
+OTHER_EMAIL = "otto.ander@voorbeeld.nl"
+
+
+def seed(shop: WooCommerceSandbox, count: int = 3) -> None:
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+    for n in range(count - 1):
+        shop.add_person(f"klant{n}@voorbeeld.nl", "Klant", f"Nummer{n}", f"06 1234{n:04d}")
+
+
+def use_key(config_path: Path, key: str) -> None:
+    """Point the test config's ``keys.source`` (``file:master.key``) at ``key``."""
+    (config_path.parent / "master.key").write_text(key)
+
+
+def store_of(config_path: Path) -> Store:
+    return Store(load_config(config_path).store_path)
+
+
+async def test_a_store_refuses_a_master_key_that_is_not_its_own(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    config_path: Path,
+) -> None:
+    """Another key would make everyone look new and no erased person match the suppression
+    list; the store is refused before anything is pulled or sent, naming the file and key."""
+    seed(shop)
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert report.destinations["crm"].created == 3
+    wrong = generate_master_key()
+    use_key(config_path, wrong)
+    calls = len(shop.log.entries) + len(crm.log.entries)
+    with pytest.raises(ConfigError) as caught:
+        async with open_rt():
+            pass  # pragma: no cover - never reached
+    message = str(caught.value)
+    assert str(config_path) in message and "keys.source" in message
+    assert master_fingerprint(decode_master_key(wrong)) in message
+    assert master_fingerprint(decode_master_key(MASTER_KEY)) in message
+    assert wrong not in message and MASTER_KEY not in message
+    assert len(shop.log.entries) + len(crm.log.entries) == calls
+
+    # The command line says the same, with exit status 2.
+    assert main(["-c", str(config_path), "keys", "show"]) == 2
+    use_key(config_path, MASTER_KEY)
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert not report.failed and report.destinations["crm"].created == 0
+
+
+def test_an_older_store_is_bound_to_the_key_its_data_was_sealed_with(
+    config_path: Path, tmp_path: Path
+) -> None:
+    """A store from before the keyset holds sealed rows: a key they do not open under is
+    refused (binding it would lose them); the right key is bound, derived keys unchanged."""
+    store = store_of(config_path)
+    try:
+        old = Keyring(decode_master_key(MASTER_KEY))
+        jobs.enqueue(store, old, "resync", {"system": "shop", "email": CANARY_EMAIL})
+        use_key(config_path, generate_master_key())
+        with pytest.raises(ConfigError, match="sealed under another master key"):
+            open_keyring(store, load_config(config_path))
+        assert store.db.execute("SELECT COUNT(*) FROM keyset").fetchone()[0] == 0
+
+        use_key(config_path, MASTER_KEY)
+        bound = open_keyring(store, load_config(config_path))
+        assert bound.keys == old.keys  # what the data was written under
+        assert bound.subject_id(CANARY_EMAIL) == old.subject_id(CANARY_EMAIL)
+        assert store.db.execute("SELECT COUNT(*) FROM keyset").fetchone()[0] == 1
+    finally:
+        store.close()
+
+
+def test_every_blob_column_is_known_to_the_rotation(config_path: Path) -> None:
+    """A sealed column the rotation did not know would stop opening after a rotation."""
+    store = store_of(config_path)
+    try:
+        tables = [
+            r[0]
+            for r in store.db.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+            )
+        ]
+        blobs = {
+            (table, column[1])
+            for table in tables
+            for column in store.db.execute(f"PRAGMA table_info({table})")
+            if column[2].upper() == "BLOB"
+        }
+    finally:
+        store.close()
+    known = {(s.table, s.column) for s in SEALED_COLUMNS}
+    assert blobs == known | NOT_SEALED_WITH_DATA_KEYS
+    assert not known & NOT_SEALED_WITH_DATA_KEYS
+
+
+async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_new_key(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    config_path: Path,
+) -> None:
+    """Queued payloads, a dead letter, a request's manifest, a job and the receipt key are
+    sealed again; after it the old key opens nothing, the new one everything; subject ids
+    and the suppression list are unchanged, so the queued customers arrive and an erased one
+    stays out."""
+    seed(shop, 4)
+    shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0611111111", city="Delft")
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        view = await DsrService(rt).erase(OTHER_EMAIL)  # a receipt key and a suppressed id
+        assert view.status == "completed"
+        suppressed = rt.keyring.subject_id(OTHER_EMAIL)
+        shop.touch(CANARY_EMAIL, first_name="Anders")
+        shop.add_person("nieuw@voorbeeld.nl", "Nieuw", "Klant", "0622222222")
+        crm.faults.down = True  # both wait in the outbox
+        (report,) = await rt.engine.sync()
+        assert report.destinations["crm"].retry_later == 2
+        jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "email": CANARY_EMAIL})
+        rt.store.db.execute(
+            "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
+            "VALUES ('crm', 'x', 'shop-to-crm', ?, 'refused', '2026-01-01')",
+            (rt.keyring.seal_json({"email": "dl@voorbeeld.nl"}, outbox_context("crm")),),
+        )
+        rt.store.db.execute(
+            "INSERT INTO dsr_requests(id, kind, subject_id, received_at, deadline, status, "
+            "source, manifest) VALUES ('r-open', 'erase', 'y', '2026-01-01', '2026-02-01', "
+            "'open', 'cli', ?)",
+            (rt.keyring.seal_json({"email": "m@voorbeeld.nl"}, manifest_context("r-open")),),
+        )
+        old_keyring = rt.keyring
+        public_before = DsrService(rt).public_key_pem()
+    before = _blobs(config_path)
+
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
+
+    after = _blobs(config_path)
+    assert {table for table, _ in after} == {"outbox", "dead_letters", "dsr_requests", "jobs"}
+    assert set(after) == set(before) and all(after[k] != before[k] for k in before)
+    for blob, context in after.values():
+        with pytest.raises(DecryptionError):
+            old_keyring.open(blob, context)
+    # The old key no longer opens the store; the new one does, with every id unchanged.
+    assert main(["-c", str(config_path), "keys", "show"]) == 2
+    use_key(config_path, new_key)
+    async with open_rt() as rt:
+        assert rt.keyring.subject_id(OTHER_EMAIL) == suppressed
+        assert rt.keyring.keys.subject == old_keyring.keys.subject
+        assert rt.keyring.keys.outbox != old_keyring.keys.outbox
+        for blob, context in after.values():
+            rt.keyring.open(blob, context)  # every one opens under the new keys
+        manifest = rt.store.db.execute(
+            "SELECT manifest FROM dsr_requests WHERE id='r-open'"
+        ).fetchone()[0]
+        assert rt.keyring.open_json(manifest, manifest_context("r-open")) == {
+            "email": "m@voorbeeld.nl"
+        }
+        job = jobs.claim_next(rt.store, rt.keyring)
+        assert job is not None and job.params == {"system": "shop", "email": CANARY_EMAIL}
+        assert DsrService(rt).public_key_pem() == public_before  # the same signing key
+        crm.faults.down = False
+        crm.log.clear()
+        shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0611111111")  # a backup restored
+        (report,) = await rt.engine.sync(full=True)
+        assert not report.failed
+        assert report.suppressed == 1 and not crm.holds(OTHER_EMAIL)
+        assert crm.holds("nieuw@voorbeeld.nl")
+        assert rt.store.outbox_count() == 0
+    store = store_of(config_path)
+    try:
+        rotated = [e.data for e in audit.entries(store) if e.kind == audit.KEY_ROTATED]
+        assert audit.verify(store).ok
+    finally:
+        store.close()
+    assert rotated[-1]["key"] == "master"
+    assert rotated[-1]["old"] == master_fingerprint(decode_master_key(MASTER_KEY))
+    assert rotated[-1]["new"] == master_fingerprint(decode_master_key(new_key))
+    assert rotated[-1]["resealed"] == {
+        "outbox": 2,
+        "dead letters": 1,
+        "request manifests": 1,
+        "jobs": 1,
+    }
+    text = json.dumps(rotated)
+    keys = [base64.b64encode(k).decode() for k in (*old_keyring.keys, *rt.keyring.keys)]
+    for secret in (MASTER_KEY, new_key, *keys):
+        assert secret not in text
+
+
+def _blobs(config_path: Path) -> dict[tuple[str, str], tuple[bytes, str]]:
+    """Every sealed blob in the store and what it is bound to, by (table, row key)."""
+    db = sqlite3.connect(load_config(config_path).store_path)
+    try:
+        found: dict[tuple[str, str], tuple[bytes, str]] = {}
+        for sealed in SEALED_COLUMNS:
+            for key, by, blob in db.execute(
+                f"SELECT {sealed.key}, {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608
+                f"WHERE {sealed.column} IS NOT NULL"
+            ):
+                found[(sealed.table, str(key))] = (blob, sealed.context(str(by)))
+        return found
+    finally:
+        db.close()
+
+
+def test_rotation_that_fails_leaves_the_store_and_the_receipt_key_under_the_old_key(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One transaction: a failure part-way leaves every blob, the keyset and the receipt key
+    file as they were, and no staged key file behind."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+        jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+        signer = ReceiptSigner(config.store_path.parent / KEY_FILE, keyring)
+        public = signer.public_key_pem()
+        key_file = signer.key_path.read_bytes()
+        blobs = _blobs(config_path)
+
+        def broken(*_args: Any) -> tuple[int, int]:
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr("connector.keyset._reseal", broken)
+        with pytest.raises(RuntimeError):
+            rotate_master_key(store, config, decode_master_key(generate_master_key()))
+        assert _blobs(config_path) == blobs
+        assert signer.key_path.read_bytes() == key_file and not signer.staged_path.exists()
+        assert open_keyring(store, config).keys == keyring.keys
+        assert ReceiptSigner(signer.key_path, keyring).public_key_pem() == public
+    finally:
+        store.close()
+
+
+def test_a_crash_between_the_commit_and_the_key_file_rename_is_settled_on_the_next_load(
+    config_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store is under the new key, the receipt key file still sealed under the old one
+    and the new copy staged beside it: loading with the new keys takes the staged copy."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+        signer = ReceiptSigner(config.store_path.parent / KEY_FILE, keyring)
+        public = signer.public_key_pem()
+
+        def crash(_self: ReceiptSigner) -> None:
+            raise SystemExit("killed")
+
+        monkeypatch.setattr(ReceiptSigner, "finish_reseal", crash)
+        new_key = generate_master_key()
+        with pytest.raises(SystemExit):
+            rotate_master_key(store, config, decode_master_key(new_key))
+        assert signer.staged_path.exists()
+        use_key(config_path, new_key)
+        new = open_keyring(store, load_config(config_path))
+        assert ReceiptSigner(signer.key_path, new).public_key_pem() == public
+        assert not signer.staged_path.exists()
+    finally:
+        store.close()
+
+
+def test_rotate_refuses_the_key_in_use_a_bad_key_and_a_running_daemon(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each refusal names what is wrong and changes nothing."""
+    (config_path.parent / "same.key").write_text(MASTER_KEY)
+    (config_path.parent / "short.key").write_text(base64.urlsafe_b64encode(b"x" * 16).decode())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:same.key"]) == 2
+    assert "the new master key is the one in use" in capsys.readouterr().err
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:short.key"]) == 2
+    assert "--to" in capsys.readouterr().err
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "env:KS_UNSET_KEY"]) == 2
+    assert "KS_UNSET_KEY" in capsys.readouterr().err
+    (config_path.parent / "new.key").write_text(generate_master_key())
+    with DaemonLock(load_config(config_path).store_path):
+        assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 1
+    assert "daemon" in capsys.readouterr().err
+    assert main(["-c", str(config_path), "keys", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["master_fingerprint"] == master_fingerprint(decode_master_key(MASTER_KEY))
+    assert shown["rotated_at"] is None
+
+
+def test_sealed_contexts_are_the_ones_the_modules_seal_with() -> None:
+    """The rotation opens each column under the context its writer sealed it with."""
+    keyring = Keyring(bytes(range(32)))
+    by_table = {s.table: s for s in SEALED_COLUMNS}
+    assert by_table["outbox"].context("crm") == outbox_context("crm") == "outbox:crm"
+    assert by_table["dead_letters"].context("crm") == outbox_context("crm")
+    assert by_table["dsr_requests"].context("r1") == manifest_context("r1")
+    assert by_table["jobs"].context("7") == JOB_CONTEXT
+    blob = keyring.seal_json({"a": 1}, JOB_CONTEXT)
+    assert keyring.open_json(blob, by_table["jobs"].context("1")) == {"a": 1}
