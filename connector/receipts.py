@@ -171,6 +171,10 @@ class ReceiptSigner:
             handle.write(keyring.seal(raw, RECEIPT_KEY_CONTEXT))
             handle.flush()
             os.fsync(handle.fileno())
+        # The same signing key, sealed anew: its age (the daemon's rotation reminder reads the
+        # file's mtime) stays the key's own.
+        made = self.key_path.stat()
+        os.utime(self.staged_path, ns=(made.st_atime_ns, made.st_mtime_ns))
         return True
 
     def finish_reseal(self) -> None:

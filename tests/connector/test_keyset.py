@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -172,6 +173,8 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
         )
         old_keyring = rt.keyring
         public_before = DsrService(rt).public_key_pem()
+    key_file = config_path.parent / "state" / KEY_FILE
+    os.utime(key_file, (1_700_000_000, 1_700_000_000))  # a key made long ago
     before = _blobs(config_path)
 
     new_key = generate_master_key()
@@ -202,6 +205,7 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
         job = jobs.claim_next(rt.store, rt.keyring)
         assert job is not None and job.params == {"system": "shop", "email": CANARY_EMAIL}
         assert DsrService(rt).public_key_pem() == public_before  # the same signing key
+        assert key_file.stat().st_mtime == 1_700_000_000  # and as old as it was
         crm.faults.down = False
         crm.log.clear()
         shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0611111111")  # a backup restored
