@@ -149,6 +149,23 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     return EXIT_USAGE  # pragma: no cover
 
 
+def _check_master_key(config: Config) -> dict[str, Any]:
+    """Whether the master key opens the store (ConfigError if not); a missing store is new."""
+    from connector.crypto import master_fingerprint
+    from connector.keyset import check_master_key
+
+    facts: dict[str, Any] = {"fingerprint": master_fingerprint(config.master_key)}
+    if not config.store_path.exists():
+        facts["store"] = "not created yet"
+        return facts
+    store = Store(config.store_path)
+    try:
+        facts["store"] = "opens" if check_master_key(store, config) else "opens (not yet bound)"
+    finally:
+        store.close()
+    return facts
+
+
 async def _check(config_path: Path, args: argparse.Namespace, console: Console) -> int:
     config = load_config(config_path)
     summary: dict[str, Any] = {
@@ -169,6 +186,7 @@ async def _check(config_path: Path, args: argparse.Namespace, console: Console) 
         },
         "online": {},
     }
+    summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
     summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
     failed = bool(gaps)
@@ -187,6 +205,8 @@ async def _check(config_path: Path, args: argparse.Namespace, console: Console) 
         print(json.dumps(summary, indent=2))
     else:
         console.print(f"[green]ok[/]: {config_path} is valid")
+        key = summary["master_key"]
+        console.print(f"  master key {key['fingerprint']}: store {key['store']}")
         for name, info in summary["systems"].items():
             console.print(
                 f"  system {name}: {info['adapter']} at {info['url']}; "

@@ -41,7 +41,13 @@ from connector.errors import ConfigError
 from connector.receipts import KEY_FILE, ReceiptSigner
 from connector.state import Store, utcnow
 
-__all__ = ["SEALED_COLUMNS", "Rotation", "open_keyring", "rotate_master_key"]
+__all__ = [
+    "SEALED_COLUMNS",
+    "Rotation",
+    "check_master_key",
+    "open_keyring",
+    "rotate_master_key",
+]
 
 
 class _Sealed(NamedTuple):
@@ -79,26 +85,10 @@ def open_keyring(store: Store, config: Config) -> Keyring:
         ConfigError: on ``keys.source``, when the master key does not open the store's keys,
             or (binding an older store) does not open what the store holds sealed.
     """
-    row = store.db.execute("SELECT wrapped, master_fingerprint FROM keyset WHERE id=1").fetchone()
-    if row is not None:
-        try:
-            return Keyring(keys=unwrap_data_keys(config.master_key, row[0]))
-        except DecryptionError:
-            raise ConfigError(
-                str(config.path),
-                "keys.source",
-                f"this master key (fingerprint {master_fingerprint(config.master_key)}) is not "
-                f"the one {store.path} is kept under (fingerprint {row[1]}); if the key was "
-                "rotated, point keys.source at the new one",
-            ) from None
-    keyring = Keyring(config.master_key)
-    if not _opens_what_is_sealed(store, keyring, config):
-        raise ConfigError(
-            str(config.path),
-            "keys.source",
-            f"{store.path} holds data sealed under another master key; keys.source must name "
-            "the key this store was written with",
-        )
+    bound = _bound_keyring(store, config)
+    if bound is not None:
+        return bound
+    keyring = _unbound_keyring(store, config)
     with store.transaction() as db:
         db.execute(
             "INSERT OR IGNORE INTO keyset(id, wrapped, master_fingerprint, created_at) "
@@ -111,6 +101,48 @@ def open_keyring(store: Store, config: Config) -> Keyring:
         )
     # Two processes may bind at once; whichever wrote first, the row opens with this key.
     return open_keyring(store, config)
+
+
+def check_master_key(store: Store, config: Config) -> bool:
+    """What :func:`open_keyring` checks, without binding: True if the store is bound already.
+
+    Raises:
+        ConfigError: as :func:`open_keyring`.
+    """
+    if _bound_keyring(store, config) is not None:
+        return True
+    _unbound_keyring(store, config)
+    return False
+
+
+def _bound_keyring(store: Store, config: Config) -> Keyring | None:
+    """The keyring the store's keyset holds, or None if it has none yet."""
+    row = store.db.execute("SELECT wrapped, master_fingerprint FROM keyset WHERE id=1").fetchone()
+    if row is None:
+        return None
+    try:
+        return Keyring(keys=unwrap_data_keys(config.master_key, row[0]))
+    except DecryptionError:
+        raise ConfigError(
+            str(config.path),
+            "keys.source",
+            f"this master key (fingerprint {master_fingerprint(config.master_key)}) is not "
+            f"the one {store.path} is kept under (fingerprint {row[1]}); if the key was "
+            "rotated, point keys.source at the new one",
+        ) from None
+
+
+def _unbound_keyring(store: Store, config: Config) -> Keyring:
+    """The keys derived from the master key, if what the store holds sealed opens with them."""
+    keyring = Keyring(config.master_key)
+    if not _opens_what_is_sealed(store, keyring, config):
+        raise ConfigError(
+            str(config.path),
+            "keys.source",
+            f"{store.path} holds data sealed under another master key; keys.source must name "
+            "the key this store was written with",
+        )
+    return keyring
 
 
 def _opens_what_is_sealed(store: Store, keyring: Keyring, config: Config) -> bool:

@@ -91,6 +91,29 @@ async def test_a_store_refuses_a_master_key_that_is_not_its_own(
         assert not report.failed and report.destinations["crm"].created == 0
 
 
+def test_check_says_whether_the_master_key_opens_the_store(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` before the first sync, with the store's key, and with another key (exit 2).
+    (The test config has compliance gaps, so a good `check` exits 1 here, not 0.)"""
+    assert main(["-c", str(config_path), "check", "--json"]) == 1
+    checked = json.loads(capsys.readouterr().out)["master_key"]
+    assert checked == {
+        "fingerprint": master_fingerprint(bytes(range(32))),
+        "store": "not created yet",
+    }
+    store = store_of(config_path)
+    try:
+        open_keyring(store, load_config(config_path))
+    finally:
+        store.close()
+    assert main(["-c", str(config_path), "check", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["master_key"]["store"] == "opens"
+    use_key(config_path, generate_master_key())
+    assert main(["-c", str(config_path), "check"]) == 2
+    assert "keys.source" in capsys.readouterr().err
+
+
 def test_an_older_store_is_bound_to_the_key_its_data_was_sealed_with(
     config_path: Path, tmp_path: Path
 ) -> None:
