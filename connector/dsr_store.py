@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connector.state import Store, utcnow
+from connector.state import PER_SYSTEM_TABLES, Store, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
@@ -308,8 +308,10 @@ class DsrStore:
         """Forget everything held because of one source system (Shopify's ``shop/redact``).
 
         The system's identity rows, the cursors of the flows reading from it, and what those
-        flows still have queued or dead-lettered. Data already delivered to destinations is
-        the controller's, in their systems; erasing it there is a decision per person.
+        flows still have queued or dead-lettered; then the subject numbers of people nothing
+        is held for any more (an HMAC id kept for no purpose). Data already delivered to
+        destinations is the controller's, in their systems; erasing it there is a decision per
+        person, so a person delivered somewhere keeps that system's rows and their number.
         """
         counts: dict[str, int] = {}
         marks = ",".join("?" * len(flows)) or "NULL"
@@ -322,6 +324,12 @@ class DsrStore:
                     f"DELETE FROM {table} WHERE flow IN ({marks})",  # noqa: S608
                     tuple(flows),
                 ).rowcount
+            # One pass: SQLite builds the set of numbers still in use once (an ephemeral
+            # index), not a lookup per subject (the tables are keyed by system first).
+            in_use = " UNION ".join(f"SELECT subject_no FROM {t}" for t in PER_SYSTEM_TABLES)  # noqa: S608
+            counts["subjects"] = db.execute(
+                f"DELETE FROM subjects WHERE subject_no NOT IN ({in_use})"  # noqa: S608
+            ).rowcount
         return counts
 
     def forget_delivered(self, system: str, subject_id: str) -> None:

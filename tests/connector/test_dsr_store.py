@@ -79,3 +79,23 @@ def test_a_delivery_acknowledged_after_its_subject_was_erased_leaves_nothing(
     for table in ("identities", "delivered", "outbox", "subjects"):
         (count,) = store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()  # noqa: S608
         assert count == 0, table
+
+
+def test_purging_a_source_drops_the_numbers_of_people_nothing_is_held_for(tmp_path: Path) -> None:
+    """shop/redact: a person known only through that shop loses their subject number too; one
+    delivered to a destination keeps it (and that system's rows)."""
+    store = Store(tmp_path / "s.db")
+    _fill(store, 4, systems=("shopify",))
+    store.db.execute("DELETE FROM delivered")  # known to the shop only
+    with store.transaction() as db:
+        no = store.subject_numbers(["s0000001"])["s0000001"]
+        db.execute(
+            "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at) "
+            "VALUES ('crm', ?, 'h', '2026-01-01')",
+            (no,),
+        )
+    counts = DsrStore(store).purge_source("shopify", ["shopify"])
+    assert counts["identities"] == 4 and counts["subjects"] == 3
+    left = [row[0] for row in store.db.execute("SELECT subject_id FROM subjects")]
+    assert left == ["s0000001"]
+    assert store.subject_numbers(["s0000001"]) == {"s0000001": no}
