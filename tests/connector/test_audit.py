@@ -14,7 +14,8 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.cli import main
 from connector.config import load_config
-from connector.state import MIGRATIONS, Store
+from connector.schema import MIGRATIONS
+from connector.state import Store
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,

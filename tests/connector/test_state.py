@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from connector.state import MIGRATIONS, PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
+from connector.schema import MIGRATIONS
+from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
 
 

@@ -1,0 +1,195 @@
+"""The store's schema: its migrations, in order; ``PRAGMA user_version`` is how many ran.
+
+Each entry is one SQL script run in one transaction by :class:`connector.state.Store` when it
+opens an older store (a crash mid-way leaves the schema it started from). A migration is never
+edited once released: a store out there has run it as written. The comment before each says
+what it adds and why.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+#: Ordered schema migrations; the index + 1 is the schema version (``PRAGMA user_version``).
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE cursors (
+        flow TEXT NOT NULL, system TEXT NOT NULL, cursor TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (flow, system)
+    );
+    CREATE TABLE identities (
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, external_id TEXT NOT NULL,
+        PRIMARY KEY (system, subject_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX identities_external ON identities (system, external_id);
+    CREATE TABLE delivered (
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, payload_hash TEXT NOT NULL,
+        delivered_at TEXT NOT NULL,
+        PRIMARY KEY (system, subject_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, flow TEXT NOT NULL,
+        payload BLOB NOT NULL, payload_hash TEXT NOT NULL,
+        enqueued_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (system, subject_id)
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, flow TEXT NOT NULL,
+        payload BLOB NOT NULL, reason TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    CREATE INDEX dead_letters_subject ON dead_letters (subject_id);
+    CREATE TABLE suppression (
+        subject_id TEXT PRIMARY KEY, kind TEXT NOT NULL, request_id TEXT, created_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY, flow TEXT NOT NULL, started_at TEXT NOT NULL,
+        finished_at TEXT, status TEXT NOT NULL, summary TEXT
+    );
+    CREATE INDEX runs_flow ON runs (flow, id);
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY, ts TEXT NOT NULL, kind TEXT NOT NULL,
+        subject_id TEXT, data TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+    );
+    """,
+    # 2: data subject requests (connector/dsr.py). The manifest holds the subject's e-mail,
+    # phone and every system's ids, sealed; it is destroyed when every system is done.
+    """
+    CREATE TABLE dsr_requests (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject_id TEXT NOT NULL,
+        received_at TEXT NOT NULL, deadline TEXT NOT NULL, extension_reason TEXT,
+        status TEXT NOT NULL, source TEXT NOT NULL,
+        manifest BLOB, payload BLOB, receipt TEXT, completed_at TEXT
+    );
+    CREATE INDEX dsr_requests_subject ON dsr_requests (subject_id);
+    CREATE INDEX dsr_requests_status ON dsr_requests (status, deadline);
+    CREATE TABLE dsr_systems (
+        request_id TEXT NOT NULL REFERENCES dsr_requests(id), system TEXT NOT NULL,
+        status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, detail TEXT,
+        result TEXT, updated_at TEXT NOT NULL,
+        PRIMARY KEY (request_id, system)
+    ) WITHOUT ROWID;
+    """,
+    # 3: the daemon (connector/daemon.py): queued jobs, webhook replay guard, single-runner lease.
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY, kind TEXT NOT NULL, params BLOB, status TEXT NOT NULL,
+        created_at TEXT NOT NULL, started_at TEXT, finished_at TEXT, result TEXT
+    );
+    CREATE INDEX jobs_status ON jobs (status, id);
+    CREATE TABLE webhook_deliveries (
+        system TEXT NOT NULL, delivery_id TEXT NOT NULL, received_at TEXT NOT NULL,
+        PRIMARY KEY (system, delivery_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, pid INTEGER NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    # 4: accountability (connector/audit.py, retention.py, incidents.py). audit_chain is the
+    # audit log's head and anchor, updated in the same transaction as every append or purge
+    # (the initial row adopts whatever chain an older store already holds); bundles are the
+    # access bundles written, for their retention; incidents are personal-data breach clocks.
+    """
+    CREATE TABLE audit_chain (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        anchor_seq INTEGER NOT NULL, anchor_hash TEXT NOT NULL,
+        head_seq INTEGER NOT NULL, head_hash TEXT NOT NULL
+    );
+    INSERT INTO audit_chain(id, anchor_seq, anchor_hash, head_seq, head_hash) VALUES (
+        1, 0, '0000000000000000000000000000000000000000000000000000000000000000',
+        COALESCE((SELECT MAX(seq) FROM audit), 0),
+        COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1),
+                 '0000000000000000000000000000000000000000000000000000000000000000')
+    );
+    CREATE TABLE bundles (
+        id INTEGER PRIMARY KEY, path TEXT NOT NULL, files TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    CREATE TABLE incidents (
+        id INTEGER PRIMARY KEY, summary TEXT NOT NULL, aware_at TEXT NOT NULL,
+        opened_at TEXT NOT NULL, deadline TEXT NOT NULL, systems TEXT NOT NULL,
+        scope TEXT NOT NULL, closed_at TEXT, close_note TEXT
+    );
+    """,
+    # 5: a dead letter remembers the hash of what was refused, so the same payload is not sent
+    # again on every sync (only once the record changes, or on a --full sync).
+    """
+    ALTER TABLE dead_letters ADD COLUMN payload_hash TEXT;
+    CREATE INDEX dead_letters_system_subject ON dead_letters (system, subject_id);
+    """,
+    # 6: the subject ids a person had before their e-mail address changed (connector/moves.py),
+    # so an erasure reaches and suppresses them all.
+    """
+    CREATE TABLE subject_aliases (
+        subject_id TEXT NOT NULL, alias TEXT NOT NULL, PRIMARY KEY (subject_id, alias)
+    ) WITHOUT ROWID;
+    CREATE INDEX subject_aliases_alias ON subject_aliases (alias);
+    """,
+    # 7: a destination's next batch is its rows in id order past the last one taken. Without
+    # this index SQLite found them through (system, subject_id): every row the destination had
+    # waiting, payloads included, read and sorted for each batch of 50 or 100, so a batch cost
+    # grew with the backlog (a slow destination's backlog grows by the pull's pace).
+    """
+    CREATE INDEX outbox_system_id ON outbox (system, id);
+    """,
+    # 8: a person's rows in the per-system tables are keyed by a number this store gives them
+    # (``subjects``), not by their 32-character subject id. Subject ids are HMACs, so new
+    # people landed at random places in every one of those b-trees: a page of 100 new
+    # customers dirtied ~100 pages of each, and each commit wrote them all to the WAL
+    # (~15 KB of log per new customer). Numbers are handed out in order, so a page's new
+    # rows sit side by side at the end of each tree; only ``subjects`` itself takes the
+    # random insert, once per person. Rows are copied in the same transaction.
+    """
+    CREATE TABLE subjects (
+        subject_no INTEGER PRIMARY KEY, subject_id TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO subjects(subject_id)
+        SELECT subject_id FROM identities UNION SELECT subject_id FROM delivered
+        UNION SELECT subject_id FROM outbox;
+    CREATE TABLE identities_v8 (
+        system TEXT NOT NULL, subject_no INTEGER NOT NULL, external_id TEXT NOT NULL,
+        PRIMARY KEY (system, subject_no)
+    ) WITHOUT ROWID;
+    INSERT INTO identities_v8(system, subject_no, external_id)
+        SELECT i.system, s.subject_no, i.external_id
+        FROM identities i JOIN subjects s ON s.subject_id = i.subject_id;
+    DROP TABLE identities;
+    ALTER TABLE identities_v8 RENAME TO identities;
+    CREATE INDEX identities_external ON identities (system, external_id);
+    CREATE TABLE delivered_v8 (
+        system TEXT NOT NULL, subject_no INTEGER NOT NULL, payload_hash TEXT NOT NULL,
+        delivered_at TEXT NOT NULL,
+        PRIMARY KEY (system, subject_no)
+    ) WITHOUT ROWID;
+    INSERT INTO delivered_v8(system, subject_no, payload_hash, delivered_at)
+        SELECT d.system, s.subject_no, d.payload_hash, d.delivered_at
+        FROM delivered d JOIN subjects s ON s.subject_id = d.subject_id;
+    DROP TABLE delivered;
+    ALTER TABLE delivered_v8 RENAME TO delivered;
+    CREATE TABLE outbox_v8 (
+        id INTEGER PRIMARY KEY,
+        system TEXT NOT NULL, subject_no INTEGER NOT NULL, flow TEXT NOT NULL,
+        payload BLOB NOT NULL, payload_hash TEXT NOT NULL,
+        enqueued_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (system, subject_no)
+    );
+    INSERT INTO outbox_v8(id, system, subject_no, flow, payload, payload_hash, enqueued_at,
+                          attempts)
+        SELECT o.id, o.system, s.subject_no, o.flow, o.payload, o.payload_hash, o.enqueued_at,
+               o.attempts
+        FROM outbox o JOIN subjects s ON s.subject_id = o.subject_id;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v8 RENAME TO outbox;
+    CREATE INDEX outbox_system_id ON outbox (system, id);
+    """,
+    # 9: the data keys, wrapped by the master key (connector/keyset.py). Written on the first
+    # open that has a master key; one row.
+    """
+    CREATE TABLE keyset (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        wrapped BLOB NOT NULL, master_fingerprint TEXT NOT NULL,
+        created_at TEXT NOT NULL, rotated_at TEXT
+    );
+    """,
+]
