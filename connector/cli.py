@@ -23,7 +23,7 @@ from connector.dsr_views import summary as dsr_summary
 from connector.engine import DestinationReport, FlowReport, Progress
 from connector.errors import ConfigError, KlantsyncError, StoreError
 from connector.http import redact_url
-from connector.lock import daemon_running
+from connector.lock import daemon_running, sharing_keys
 from connector.logs import setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
@@ -302,6 +302,16 @@ def _run_daemon(config_path: Path) -> int:
 
 def _queue_resync(config: Config, args: argparse.Namespace, console: Console) -> int:
     """The daemon runs: hand it the resync (it starts within a second) instead of racing it."""
+    with sharing_keys(config.store_path):
+        job_id = _enqueue_resync(config, args)
+    if args.json:
+        print(json.dumps({"queued": True, "job_id": job_id}))
+    else:
+        console.print(f"the daemon runs on this store: resync queued as job {job_id}")
+    return EXIT_OK
+
+
+def _enqueue_resync(config: Config, args: argparse.Namespace) -> int:
     from connector import jobs
     from connector.keyset import open_keyring
 
@@ -314,11 +324,7 @@ def _queue_resync(config: Config, args: argparse.Namespace, console: Console) ->
         audit.append(store, "sync.manual", {"system": args.system, "full": args.full})
     finally:
         store.close()
-    if args.json:
-        print(json.dumps({"queued": True, "job_id": job_id}))
-    else:
-        console.print(f"the daemon runs on this store: resync queued as job {job_id}")
-    return EXIT_OK
+    return job_id
 
 
 def _written(name: str, dest: DestinationReport) -> str:

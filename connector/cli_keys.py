@@ -5,7 +5,7 @@ new key is made with ``klantsync keygen`` and put where secrets live (a file onl
 reads, or the service's environment); ``keys rotate --to`` names it as ``keys.source`` would.
 After the rotation the old key no longer opens the store, so ``keys.source`` must be pointed
 at the new one before the next command. Exit status as everywhere: 0 done, 1 the store could
-not be changed (a daemon runs on it), 2 bad usage or configuration.
+not be changed (another command or the daemon has it open), 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from connector.config import Config
 from connector.crypto import decode_master_key, master_fingerprint
 from connector.errors import ConfigError
 from connector.keyset import open_keyring, rotate_master_key
-from connector.lock import DaemonLock
+from connector.lock import keys_alone, sharing_keys
 from connector.secrets import resolve_secret
 from connector.state import Store
 
@@ -64,14 +64,15 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
 
 
 def _show(args: argparse.Namespace, console: Console, config: Config) -> int:
-    store = Store(config.store_path)
-    try:
-        open_keyring(store, config)  # refuses a key that is not the store's; binds a new store
-        created, rotated = store.db.execute(
-            "SELECT created_at, rotated_at FROM keyset WHERE id=1"
-        ).fetchone()
-    finally:
-        store.close()
+    with sharing_keys(config.store_path):
+        store = Store(config.store_path)
+        try:
+            open_keyring(store, config)  # refuses a key not the store's; binds a new store
+            created, rotated = store.db.execute(
+                "SELECT created_at, rotated_at FROM keyset WHERE id=1"
+            ).fetchone()
+        finally:
+            store.close()
     facts = {
         "master_fingerprint": master_fingerprint(config.master_key),
         "created_at": created,
@@ -94,9 +95,9 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
         new_master = decode_master_key(text)
     except ValueError as exc:
         raise ConfigError("command line", where, f"master key {exc}") from None
-    # The daemon lock keeps a daemon from starting (or finds one running): a process that
-    # opened the store before the rotation would go on sealing with the old keys.
-    with DaemonLock(config.store_path):
+    # No other command or daemon may have the store open: one that opened it before the
+    # rotation would go on sealing with the keys it retires.
+    with keys_alone(config.store_path):
         store = Store(config.store_path)
         try:
             rotation = rotate_master_key(store, config, new_master)

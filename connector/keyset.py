@@ -200,8 +200,8 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
     One transaction: a crash leaves the store under the old key or the new one, never half.
     The receipt signing key file is written sealed under the new keys beside the old file
     first and renamed over it after the commit (:class:`ReceiptSigner` settles a crash in
-    between). Run it with the daemon stopped: a process that opened the store before holds
-    the old keys (the CLI takes the daemon lock).
+    between). Nothing else may have the store open: a process that opened it before holds the
+    old keys (the CLI takes :func:`connector.lock.keys_alone`; every runtime shares it).
 
     Raises:
         ConfigError: ``new_master`` is the key in use, or the current one does not open the

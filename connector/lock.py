@@ -1,21 +1,27 @@
-"""One daemon per store: an exclusive OS lock on a file beside the store.
+"""OS locks on files beside the store.
 
-``flock`` is released by the kernel when the process dies, however it dies, so a crashed
-daemon never leaves a stale lock behind; the lock file records the holder's pid for messages.
-The CLI uses :func:`daemon_running` to decide whether to queue a resync for the daemon or run
-it inline.
+- One daemon per store: :class:`DaemonLock`, exclusive; the CLI uses :func:`daemon_running` to
+  decide whether to queue a resync for the daemon or run it inline.
+- The store's keys in use: every command that works with the store's keys holds
+  :func:`sharing_keys` (shared) while it runs; replacing the master key takes
+  :func:`keys_alone` (exclusive), so no process goes on sealing with keys the rotation retired.
+
+``flock`` is released by the kernel when the process dies, however it dies, so a crash never
+leaves a stale lock behind; the daemon's lock file records its pid for messages.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from connector.errors import StoreError
 
-__all__ = ["DaemonLock", "daemon_running", "lock_path"]
+__all__ = ["DaemonLock", "daemon_running", "keys_alone", "lock_path", "sharing_keys"]
 
 
 def lock_path(store_path: Path) -> Path:
@@ -71,3 +77,39 @@ def daemon_running(store_path: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def _keys_lock_path(store_path: Path) -> Path:
+    return store_path.with_name(store_path.name + ".keys.lock")
+
+
+@contextmanager
+def _flock(store_path: Path, *, exclusive: bool) -> Iterator[None]:
+    path = _keys_lock_path(store_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        except BlockingIOError:
+            raise StoreError(
+                f"{store_path}: another klantsync command or the daemon has this store open; "
+                "stop it and run this again"
+            ) from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases its lock
+
+
+@contextmanager
+def sharing_keys(store_path: Path) -> Iterator[None]:
+    """Held while a command works with the store's keys; waits out a rotation (seconds)."""
+    with _flock(store_path, exclusive=False):
+        yield
+
+
+@contextmanager
+def keys_alone(store_path: Path) -> Iterator[None]:
+    """The store's keys to this process alone, or StoreError saying what to stop."""
+    with _flock(store_path, exclusive=True):
+        yield

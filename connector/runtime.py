@@ -14,6 +14,7 @@ from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
 from connector.keyset import open_keyring
+from connector.lock import sharing_keys
 from connector.state import Store
 from connector.storewriter import StoreWriter
 from connector.systems import Systems, open_systems
@@ -65,6 +66,20 @@ async def open_runtime(
     """Load (if given a path) the config, open the store and systems; close them after."""
     if isinstance(config, Path):
         config = load_config(config, env=env)
+    # Shared with every other command; a master key rotation waits for all to finish.
+    with sharing_keys(config.store_path):
+        async with _opened(config, transports, sleep, clock, checkpoint) as runtime:
+            yield runtime
+
+
+@asynccontextmanager
+async def _opened(
+    config: Config,
+    transports: Mapping[str, httpx.AsyncBaseTransport] | None,
+    sleep: Callable[[float], Awaitable[None]] | None,
+    clock: Callable[[], float] | None,
+    checkpoint: Checkpoint | None,
+) -> AsyncIterator[Runtime]:
     store = Store(config.store_path)
     writer: StoreWriter | None = None
     try:

@@ -35,7 +35,7 @@ from connector.keyset import (
     open_keyring,
     rotate_master_key,
 )
-from connector.lock import DaemonLock
+from connector.lock import sharing_keys
 from connector.receipts import KEY_FILE, ReceiptSigner
 from connector.state import Store
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, MASTER_KEY
@@ -196,6 +196,9 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
         )
         old_keyring = rt.keyring
         public_before = DsrService(rt).public_key_pem()
+        # While this runtime is open (it holds the keys) the rotation is refused.
+        (config_path.parent / "new.key").write_text(generate_master_key())
+        assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 1
     key_file = config_path.parent / "state" / KEY_FILE
     os.utime(key_file, (1_700_000_000, 1_700_000_000))  # a key made long ago
     before = _blobs(config_path)
@@ -344,9 +347,9 @@ def test_rotate_refuses_the_key_in_use_a_bad_key_and_a_running_daemon(
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "env:KS_UNSET_KEY"]) == 2
     assert "KS_UNSET_KEY" in capsys.readouterr().err
     (config_path.parent / "new.key").write_text(generate_master_key())
-    with DaemonLock(load_config(config_path).store_path):
+    with sharing_keys(load_config(config_path).store_path):  # a sync or the daemon, running
         assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 1
-    assert "daemon" in capsys.readouterr().err
+    assert "has this store open" in capsys.readouterr().err
     assert main(["-c", str(config_path), "keys", "show", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["master_fingerprint"] == master_fingerprint(decode_master_key(MASTER_KEY))
