@@ -140,7 +140,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     if args.command in ("sync", "resync"):
         return run_loop(_sync(config_path, args, console))
     if args.command == "status":
-        return _status(config.store_path, [f.name for f in config.flows], args, console)
+        return _status(config, args, console)
     if args.command == "audit":
         return _audit(config.store_path, args, console)
     if args.command == "dsr":
@@ -367,7 +367,10 @@ def print_report(console: Console, report: FlowReport) -> None:
         console.print(f"  [red]error[/]: {error}")
 
 
-def _status(store_path: Path, flows: list[str], args: argparse.Namespace, console: Console) -> int:
+def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from connector.keyset import key_facts
+
+    store_path, flows = config.store_path, [f.name for f in config.flows]
     store = Store(store_path)
     try:
         runs = store.last_runs()
@@ -395,6 +398,7 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
             ],
             "requests": dsr_summary(store),
             "daemon_running": daemon_running(store_path),
+            "keys": key_facts(store, config),
         }
     finally:
         store.close()
@@ -402,6 +406,14 @@ def _status(store_path: Path, flows: list[str], args: argparse.Namespace, consol
         print(json.dumps(data, indent=2))
         return EXIT_OK
     console.print(f"store {store_path} (schema v{data['schema_version']})")
+    keys = data["keys"]
+    if keys["bound"]:
+        opens = "" if keys["keys_source_matches"] else " [bold red]NOT the key in keys.source[/]"
+        console.print(
+            f"  master key {keys['master_fingerprint']}{opens} "
+            f"(last rotated {keys['rotated_at'] or 'never'})",
+            markup=True,
+        )
     for name, info in data["flows"].items():
         console.print(
             f"  flow {name}: {info.get('last_status')} "

@@ -45,6 +45,7 @@ __all__ = [
     "SEALED_COLUMNS",
     "Rotation",
     "check_master_key",
+    "key_facts",
     "open_keyring",
     "rotate_master_key",
 ]
@@ -101,6 +102,23 @@ def open_keyring(store: Store, config: Config) -> Keyring:
         )
     # Two processes may bind at once; whichever wrote first, the row opens with this key.
     return open_keyring(store, config)
+
+
+def key_facts(store: Store, config: Config) -> dict[str, object]:
+    """For ``status``: the fingerprint the store's keys are wrapped under, when they were made
+    and last rotated, and whether ``keys.source`` is that key (read only; no key is shown)."""
+    row = store.db.execute(
+        "SELECT master_fingerprint, created_at, rotated_at FROM keyset WHERE id=1"
+    ).fetchone()
+    if row is None:
+        return {"bound": False}
+    return {
+        "bound": True,
+        "master_fingerprint": row[0],
+        "created_at": row[1],
+        "rotated_at": row[2],
+        "keys_source_matches": row[0] == master_fingerprint(config.master_key),
+    }
 
 
 def check_master_key(store: Store, config: Config) -> bool:

@@ -112,6 +112,16 @@ def test_check_says_whether_the_master_key_opens_the_store(
     use_key(config_path, generate_master_key())
     assert main(["-c", str(config_path), "check"]) == 2
     assert "keys.source" in capsys.readouterr().err
+    # `status` needs no key: it says the store's keys are not under the configured one.
+    assert main(["-c", str(config_path), "status", "--json"]) == 0
+    keys = json.loads(capsys.readouterr().out)["keys"]
+    assert keys["bound"] and not keys["keys_source_matches"]
+    assert keys["master_fingerprint"] == master_fingerprint(bytes(range(32)))
+    assert main(["-c", str(config_path), "status"]) == 0
+    assert "NOT the key in keys.source" in capsys.readouterr().out
+    use_key(config_path, MASTER_KEY)
+    assert main(["-c", str(config_path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["keys"]["keys_source_matches"]
 
 
 def test_an_older_store_is_bound_to_the_key_its_data_was_sealed_with(
