@@ -95,6 +95,12 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
         new_master = decode_master_key(text)
     except ValueError as exc:
         raise ConfigError("command line", where, f"master key {exc}") from None
+    if new_master == config.master_key:
+        raise ConfigError(
+            "command line",
+            where,
+            "names the master key in use (keys.source); make a new one with `klantsync keygen`",
+        )
     # No other command or daemon may have the store open: one that opened it before the
     # rotation would go on sealing with the keys it retires.
     with keys_alone(config.store_path):

@@ -261,26 +261,25 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
 def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:
     """Seal one column's blobs again, in key order a chunk at a time (memory stays flat)."""
     done = unreadable = 0
-    last: object = None
     select = (
         f"SELECT {sealed.key}, {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608
-        f"WHERE {sealed.column} IS NOT NULL AND ({sealed.key} > ? OR ? IS NULL) "
-        f"ORDER BY {sealed.key} LIMIT {_CHUNK}"
+        f"WHERE {sealed.column} IS NOT NULL {{after}} ORDER BY {sealed.key} LIMIT {_CHUNK}"
     )
+    first, after = select.format(after=""), select.format(after=f"AND {sealed.key} > ?")
     update = f"UPDATE {sealed.table} SET {sealed.column}=? WHERE {sealed.key}=?"  # noqa: S608
-    while True:
-        rows = store.db.execute(select, (last, last)).fetchall()
-        if not rows:
-            return done, unreadable
+    rows = store.db.execute(first).fetchall()
+    while rows:
         changes = []
         for key, by, blob in rows:
             context = sealed.context(str(by))
             try:
                 plain = old.open(blob, context)
             except DecryptionError:
-                unreadable += 1  # unreadable before, and after: the engine dead-letters it
+                unreadable += 1  # it did not open before either: left as it is
                 continue
             changes.append((new.seal(plain, context), key))
         store.db.executemany(update, changes)
         done += len(changes)
-        last = rows[-1][0]
+        # By key, past the chunk's last: an index seek, not a scan per chunk.
+        rows = store.db.execute(after, (rows[-1][0],)).fetchall()
+    return done, unreadable

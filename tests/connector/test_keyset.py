@@ -351,7 +351,7 @@ def test_rotate_refuses_the_key_in_use_a_bad_key_and_a_running_daemon(
     (config_path.parent / "same.key").write_text(MASTER_KEY)
     (config_path.parent / "short.key").write_text(base64.urlsafe_b64encode(b"x" * 16).decode())
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:same.key"]) == 2
-    assert "the new master key is the one in use" in capsys.readouterr().err
+    assert "names the master key in use" in capsys.readouterr().err
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:short.key"]) == 2
     assert "--to" in capsys.readouterr().err
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "env:KS_UNSET_KEY"]) == 2
@@ -376,3 +376,39 @@ def test_sealed_contexts_are_the_ones_the_modules_seal_with() -> None:
     assert by_table["jobs"].context("7") == JOB_CONTEXT
     blob = keyring.seal_json({"a": 1}, JOB_CONTEXT)
     assert keyring.open_json(blob, by_table["jobs"].context("1")) == {"a": 1}
+
+
+def test_rotation_reseals_a_backlog_larger_than_one_chunk(config_path: Path) -> None:
+    """A destination down for a day leaves a backlog: every row is sealed again, chunk by
+    chunk, none skipped or done twice."""
+    from connector.state import QueuedPayload
+
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+        rows = 1_234  # more than two chunks of 500
+        store.enqueue_page(
+            "shop-to-crm",
+            "shop",
+            [
+                QueuedPayload(
+                    "crm", f"s{n:05d}", keyring.seal_json({"n": n}, outbox_context("crm")), "h"
+                )
+                for n in range(rows)
+            ],
+            [],
+            None,
+        )
+        new_key = generate_master_key()
+        rotation = rotate_master_key(store, config, decode_master_key(new_key))
+        assert rotation.resealed["outbox"] == rows and not rotation.unreadable
+        use_key(config_path, new_key)
+        new = open_keyring(store, load_config(config_path))
+        opened = [
+            new.open_json(blob, outbox_context("crm"))["n"]
+            for (blob,) in store.db.execute("SELECT payload FROM outbox ORDER BY id")
+        ]
+        assert opened == list(range(rows))
+    finally:
+        store.close()
