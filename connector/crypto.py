@@ -104,13 +104,13 @@ def _derive(master: bytes, label: str) -> bytes:
 # does not open there. Named once here, for the modules that seal and for key rotation.
 
 
-#: A queued payload (and its dead letter) for one destination system.
 def outbox_context(system: str) -> str:
+    """A queued payload (and its dead letter) for one destination system."""
     return f"outbox:{system}"
 
 
-#: A data subject request's manifest (e-mail, phone, every system's ids).
 def manifest_context(request_id: str) -> str:
+    """A data subject request's manifest (e-mail, phone, every system's ids)."""
     return f"dsr-manifest:{request_id}"
 
 
@@ -172,9 +172,13 @@ class Keyring:
     """
 
     def __init__(self, master: bytes | None = None, *, keys: DataKeys | None = None) -> None:
-        if (master is None) == (keys is None):
-            raise TypeError("Keyring needs a master key or data keys, not both")
-        self.keys = keys if keys is not None else DataKeys.derive(master or b"")
+        if keys is None:
+            if master is None:
+                raise TypeError("Keyring needs a master key or data keys")
+            keys = DataKeys.derive(master)
+        elif master is not None:
+            raise TypeError("Keyring takes a master key or data keys, not both")
+        self.keys = keys
         self._subject_hmac = _Hmac(self.keys.subject)
         self._payload_hmac = _Hmac(self.keys.payload)
         self._aead = AESGCM(self.keys.outbox)

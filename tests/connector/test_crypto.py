@@ -36,3 +36,21 @@ def test_subject_ids_and_payload_hashes_are_keyed_hmacs() -> None:
         keyring.payload_hash("crm", payload)
         == hmac.new(payload_key, message, hashlib.sha256).hexdigest()[:32]
     )
+
+
+def test_data_keys_wrapped_open_only_under_their_master_key() -> None:
+    """The keyset round-trips under its master key and does not open under another."""
+    from connector.crypto import DataKeys, DecryptionError, unwrap_data_keys, wrap_data_keys
+
+    master, other = bytes(range(32)), bytes(32)
+    keys = DataKeys.derive(master).with_new_outbox_key()
+    blob = wrap_data_keys(master, keys)
+    assert unwrap_data_keys(master, blob) == keys
+    assert keys.outbox not in blob and keys.subject not in blob
+    with pytest.raises(DecryptionError):
+        unwrap_data_keys(other, blob)
+    assert Keyring(keys=keys).subject_id("a@b.nl") == Keyring(master).subject_id("a@b.nl")
+    with pytest.raises(TypeError):
+        Keyring()
+    with pytest.raises(TypeError):
+        Keyring(master, keys=keys)
