@@ -37,7 +37,7 @@ log = logging.getLogger("klantsync.daemon")
 JOB_POLL_SECONDS = 1.0
 #: How long a stop waits for the in-flight batch before giving up on it (it stays queued).
 STOP_GRACE_SECONDS = 8.0
-#: Age at which the receipt signing key is reported as due for rotation.
+#: Age at which the receipt signing key and the master key are reported as due for rotation.
 KEY_REVIEW_DAYS = 365
 #: Most webhook "changed" deliveries run together as one targeted sync.
 CHANGE_BATCH = 100
@@ -301,8 +301,10 @@ class Daemon:
         self.refresh_gauges()
 
     async def compliance_review(self) -> None:
-        """Warn about compliance gaps and agreements due for review; record the check."""
+        """Warn about compliance gaps, agreements due for review and keys due for rotation;
+        record the check."""
         from connector.compliance import check_compliance, reviews_due
+        from connector.keyset import key_facts
 
         gaps = check_compliance(self.rt.config)
         for gap in gaps:
@@ -320,6 +322,15 @@ class Daemon:
             if age_days > KEY_REVIEW_DAYS:
                 log.warning(
                     "receipt signing key due for rotation (klantsync dsr rotate-key)",
+                    extra={"age_days": int(age_days)},
+                )
+        keys = key_facts(self.rt.store, self.rt.config)
+        since = keys.get("rotated_at") or keys.get("created_at")
+        if isinstance(since, str):
+            age_days = (self.clock() - dt.datetime.fromisoformat(since).timestamp()) / 86400
+            if age_days > KEY_REVIEW_DAYS:
+                log.warning(
+                    "master key due for rotation (klantsync keys rotate)",
                     extra={"age_days": int(age_days)},
                 )
         audit.record_check(self.rt.store, gaps)

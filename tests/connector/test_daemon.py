@@ -243,3 +243,39 @@ async def test_accepted_connections_have_nagle_off(tmp_path: Path) -> None:
             await asyncio.sleep(0)
         writer.close()
     assert accepted == [1]
+
+
+async def test_the_review_names_keys_due_for_rotation(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A year after the master key was set (or last rotated) and the receipt signing key made,
+    the daily review says so, naming the command; before that it does not. A rotation resets
+    the master key's age."""
+    import datetime as dt
+    import logging
+
+    from connector.dsr import DsrService
+    from connector.keyset import key_facts
+
+    DsrService(daemon.rt).public_key_pem()  # the receipt signing key is made on first use
+    assert isinstance(daemon.clock, Clock)
+    made = key_facts(daemon.rt.store, daemon.rt.config)["created_at"]
+    assert isinstance(made, str)
+    daemon.clock.now = dt.datetime.fromisoformat(made).timestamp() + 300 * 86400
+    with caplog.at_level(logging.WARNING, logger="klantsync"):
+        await daemon.compliance_review()
+    assert not [r for r in caplog.records if "due for rotation" in r.getMessage()]
+    daemon.clock.now += 100 * 86400
+    with caplog.at_level(logging.WARNING, logger="klantsync"):
+        await daemon.compliance_review()
+    due = {r.getMessage(): getattr(r, "age_days", None) for r in caplog.records}
+    assert due["master key due for rotation (klantsync keys rotate)"] == 400
+    assert "receipt signing key due for rotation (klantsync dsr rotate-key)" in due
+    caplog.clear()
+    daemon.rt.store.db.execute(
+        "UPDATE keyset SET rotated_at=?",
+        (dt.datetime.fromtimestamp(daemon.clock.now - 86400, dt.UTC).isoformat(),),
+    )
+    with caplog.at_level(logging.WARNING, logger="klantsync"):
+        await daemon.compliance_review()
+    assert not [r for r in caplog.records if r.getMessage().startswith("master key due")]
