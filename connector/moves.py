@@ -17,7 +17,8 @@ pseudonymous ids.
 
 The old id is kept as an alias of the new one (:func:`same_person`): an erasure asked for
 under either address reaches the person and suppresses both ids, so a backup still holding
-the old address cannot bring them back.
+the old address cannot bring them back. That holds while nobody else has the old address:
+once another customer takes it over, it is theirs, and an erasure under it reaches them only.
 
 A move is made only when it is unambiguous: the new id must be unknown everywhere (no
 identity, nothing delivered or queued, in any system, one since removed from the config
@@ -130,17 +131,33 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
 
 
 def same_person(store: Store, subject_ids: Sequence[str]) -> list[str]:
-    """``subject_ids`` and every id the same people have had or have now, in that order."""
+    """``subject_ids`` and every id the same people have had or have now, in that order.
+
+    An alias joins two ids only through a former address that nobody holds now. After a move
+    the old id holds nothing, and the two are one person. Once that address holds rows again,
+    someone took it over (another customer, whose address it now is): a request under it is
+    that customer's and does not reach the former owner, and the former owner's request does
+    not reach (erase, suppress) the customer who has the address now.
+    """
     found = list(dict.fromkeys(subject_ids))
     if not found:
         return found
-    everyone = list(dict.fromkeys([*found, *_alias_column(store, "subject_id", "alias", found)]))
-    former = _alias_column(store, "alias", "subject_id", everyone)
+    vacant = [sid for sid in found if not _holds_rows(store, sid)]
+    # From an address nobody holds now to the person who had it.
+    everyone = list(dict.fromkeys([*found, *_alias_column(store, "subject_id", "alias", vacant)]))
+    # Each person's former addresses, those nobody holds now.
+    former = [
+        sid
+        for sid in _alias_column(store, "alias", "subject_id", everyone)
+        if not _holds_rows(store, sid)
+    ]
     return list(dict.fromkeys([*everyone, *former]))
 
 
 def _alias_column(store: Store, wanted: str, given: str, values: list[str]) -> list[str]:
     """``wanted`` of the alias rows whose ``given`` column is one of ``values``."""
+    if not values:
+        return []
     marks = ",".join("?" * len(values))
     rows = store.db.execute(
         f"SELECT {wanted} FROM subject_aliases WHERE {given} IN ({marks})",  # noqa: S608

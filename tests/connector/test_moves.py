@@ -162,3 +162,58 @@ async def test_no_move_when_the_new_address_is_known_to_a_system_since_removed(
     (report,) = await rt.engine.sync()
     assert report.moved == 0
     assert rt.store.external_id("old-crm", new_sid) == "77"
+
+
+async def _anna_takes_berts_old_address(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Bert moves from NEW to bert.elders; then Anna, a different customer, takes NEW."""
+    shop.add_person(OLD, "Anna", "de Vries")
+    shop.add_person(NEW, "Bert", "Jansen")
+    await rt.engine.sync()
+    shop.touch(NEW, email=BERT)
+    await rt.engine.sync()  # Bert moves: NEW is now his former address
+    shop.touch(OLD, email=NEW)
+    await rt.engine.sync()  # Anna takes NEW: it holds her rows now
+
+
+BERT = "bert.elders@example.nl"
+
+
+async def test_an_address_someone_else_took_over_does_not_reach_its_former_owner(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """NEW was Bert's before he moved; now it is Anna's. Her erasure under NEW erases her and
+    leaves Bert alone: not erased, not suppressed, still synced."""
+    await _anna_takes_berts_old_address(shop, crm, rt)
+    bert_contact = _contact_id(crm, BERT)
+    assert bert_contact is not None
+
+    view = await DsrService(rt).erase(NEW)
+
+    assert view.status == "completed"
+    assert _contact_id(crm, NEW) is None  # Anna's contact under NEW is gone
+    assert _contact_id(crm, BERT) == bert_contact
+    assert rt.store.suppressed([rt.keyring.subject_id(BERT)]) == set()
+    shop.touch(BERT, first_name="Bertus")
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 0 and report.destinations["crm"].updated == 1
+    contact = crm.store.live(str(bert_contact))
+    assert contact is not None and contact.properties["firstname"] == "Bertus"
+
+
+async def test_the_former_owner_of_an_address_taken_over_is_erased_without_the_new_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Bert's erasure reaches his former address only while nobody holds it: NEW is Anna's
+    now, so it is neither erased nor suppressed for him."""
+    await _anna_takes_berts_old_address(shop, crm, rt)
+    anna_contact = _contact_id(crm, NEW)
+    assert anna_contact is not None
+
+    view = await DsrService(rt).erase(BERT)
+
+    assert view.status == "completed"
+    assert _contact_id(crm, BERT) is None
+    assert _contact_id(crm, NEW) == anna_contact
+    assert rt.store.suppressed([rt.keyring.subject_id(NEW)]) == set()
