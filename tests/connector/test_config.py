@@ -160,6 +160,60 @@ def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.Mon
     }
 
 
+def test_config_example_names_every_option_of_every_table() -> None:
+    """Each key of each config model, adapters' included, appears in config.example.toml as
+    ``key =`` or as a ``[... .key]`` table (commented out where it has no example value)."""
+    import re
+    import typing
+
+    from pydantic import BaseModel
+
+    from adapters.registry import REGISTRY
+    from connector.config import (
+        DaemonSettings,
+        DevelopmentSettings,
+        FlowSettings,
+        KeySettings,
+        LoggingSettings,
+        StoreSettings,
+        SyncSettings,
+    )
+    from connector.privacy import ControllerSettings, PrivacySettings, RetentionSettings
+
+    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
+    roots: list[type[BaseModel]] = [
+        StoreSettings,
+        KeySettings,
+        DevelopmentSettings,
+        SyncSettings,
+        LoggingSettings,
+        DaemonSettings,
+        ControllerSettings,
+        PrivacySettings,
+        RetentionSettings,
+        FlowSettings,
+        *(spec.settings_model for spec in REGISTRY.values()),
+    ]
+    seen: set[type[BaseModel]] = set()
+    missing: list[str] = []
+
+    def walk(model: type[BaseModel]) -> None:
+        if model in seen:
+            return
+        seen.add(model)
+        for name, info in model.model_fields.items():
+            key = info.alias or name
+            if not re.search(rf"(^|[\s#{{,]){re.escape(key)} =|\.{re.escape(key)}\]", text, re.M):
+                missing.append(f"{model.__name__}.{key}")
+            for arg in (info.annotation, *typing.get_args(info.annotation)):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    walk(arg)
+
+    for root in roots:
+        walk(root)
+    assert missing == []
+
+
 def test_flow_from_a_system_that_cannot_pull_is_refused(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
