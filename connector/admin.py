@@ -15,6 +15,7 @@ from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector import jobs
+from connector.keyset import key_facts
 from connector.model import normalise_email
 
 if TYPE_CHECKING:
@@ -137,6 +138,8 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
             },
             "counts": store.counts(),
             "jobs": [job.as_dict() for job in jobs.recent(store)],
+            # As `klantsync status` shows them: fingerprints and dates, never a key.
+            "keys": key_facts(store, daemon.rt.config),
         }
         try:
             from connector.dsr import summary

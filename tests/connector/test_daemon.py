@@ -166,6 +166,7 @@ async def test_admin_resync_runs_and_status_shows_it(
     assert job["status"] == "done"
     assert status["jobs"][0]["id"] == queued.json()["job_id"]
     assert status["flows"]["shop-to-crm"]["last_status"] == "ok"
+    assert status["keys"]["bound"] and status["keys"]["keys_source_matches"]
     assert missing.status_code == 404
 
 
