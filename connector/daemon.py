@@ -287,7 +287,18 @@ class Daemon:
             counts = summary(self.rt.store)
             values["dsr_open"] = counts.get("open", 0)
             values["dsr_overdue"] = counts.get("overdue", 0)
+        since = self._master_key_since()
+        if since is not None:
+            values["master_key_since"] = since
         self.metrics.set_gauges(**values)
+
+    def _master_key_since(self) -> float | None:
+        """Unix time the store's keys were put under the current master key, if bound."""
+        from connector.keyset import key_facts
+
+        keys = key_facts(self.rt.store, self.rt.config)
+        since = keys.get("rotated_at") or keys.get("created_at")
+        return dt.datetime.fromisoformat(since).timestamp() if isinstance(since, str) else None
 
     async def housekeeping(self) -> None:
         """Retry open data subject requests; refresh gauges."""
@@ -304,7 +315,6 @@ class Daemon:
         """Warn about compliance gaps, agreements due for review and keys due for rotation;
         record the check."""
         from connector.compliance import check_compliance, reviews_due
-        from connector.keyset import key_facts
 
         gaps = check_compliance(self.rt.config)
         for gap in gaps:
@@ -324,10 +334,9 @@ class Daemon:
                     "receipt signing key due for rotation (klantsync dsr rotate-key)",
                     extra={"age_days": int(age_days)},
                 )
-        keys = key_facts(self.rt.store, self.rt.config)
-        since = keys.get("rotated_at") or keys.get("created_at")
-        if isinstance(since, str):
-            age_days = (self.clock() - dt.datetime.fromisoformat(since).timestamp()) / 86400
+        since = self._master_key_since()
+        if since is not None:
+            age_days = (self.clock() - since) / 86400
             if age_days > KEY_REVIEW_DAYS:
                 log.warning(
                     "master key due for rotation (klantsync keys rotate)",

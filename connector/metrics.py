@@ -90,6 +90,11 @@ class Metrics:
             "klantsync_dsr_overdue", "Data subject requests past their deadline", registry=r
         )
         self.outbox = Gauge("klantsync_outbox_queued", "Payloads waiting", registry=r)
+        self.master_key_since = Gauge(
+            "klantsync_master_key_since_timestamp",
+            "Unix time the store's keys were last put under a master key (made or rotated)",
+            registry=r,
+        )
         self.webhooks = Counter(
             "klantsync_webhooks",
             "Webhook deliveries by outcome",
@@ -123,13 +128,16 @@ class Metrics:
             self.last_success.labels(report.flow).set(finished_at)
 
     def set_gauges(self, **values: Any) -> None:
-        """Refresh gauges read from the store (outbox size, open and overdue requests)."""
+        """Refresh gauges read from the store (outbox size, open and overdue requests, when
+        the master key was set)."""
         if "outbox" in values:
             self.outbox.set(values["outbox"])
         if "dsr_open" in values:
             self.dsr_open.set(values["dsr_open"])
         if "dsr_overdue" in values:
             self.dsr_overdue.set(values["dsr_overdue"])
+        if "master_key_since" in values:
+            self.master_key_since.set(values["master_key_since"])
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

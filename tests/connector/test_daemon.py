@@ -211,6 +211,9 @@ async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooComme
     assert 'klantsync_records_written_total{system="crm"} 7.0' in text
     assert "klantsync_fields_withheld_total" in text
     assert 'klantsync_http_request_seconds_count{system="crm"}' in text
+    # When the master key was set, for an alert on its age (the store was bound on open).
+    since = [line for line in text.splitlines() if line.startswith("klantsync_master_key_since")]
+    assert len(since) == 1 and float(since[0].split()[1]) > 1.7e9
     assert "@" not in text
 
 
