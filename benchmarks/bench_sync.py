@@ -330,9 +330,16 @@ def run_throughput(
 
 
 def run_engine(
-    customers: int = 100_000, *, workdir: Path | None = None, one_cpu: int | None = None
+    customers: int = 100_000,
+    *,
+    workdir: Path | None = None,
+    one_cpu: int | None = None,
+    own_cpu: int | None = None,
 ) -> list[Figure]:
     """Figure 2: the engine alone, zero latency, no limits: records per second on one core.
+
+    ``own_cpu`` gives the connector that one CPU (all its threads) and the sandbox process
+    every other: the engine has one core, and its wall rate is judged.
 
     ``one_cpu`` puts this process and the sandbox process on that one CPU. On a machine whose
     two CPUs share one physical core (as this project's two-vCPU machines do), each slows the
@@ -350,6 +357,11 @@ def run_engine(
             sandbox_server(base, customers, latency=0.0, hubspot_limit="none")
         )
         where = "" if one_cpu is None else f", both processes on CPU {one_cpu}"
+        if own_cpu is not None:
+            others = os.sched_getaffinity(0) - {own_cpu}
+            os.sched_setaffinity(info["pid"], others)
+            stack.enter_context(_on_cpu(own_cpu))
+            where = f", the connector alone on CPU {own_cpu}, the sandbox on {sorted(others)}"
         _say(f"engine: {customers} customers, no latency, no limit{where}")
         run = connector_run(info, base / "connector", unlimited=True, again=True)
         stats = server_stats(info)
@@ -521,18 +533,33 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
         help="engine: run both processes on this one CPU and judge records per connector "
         "CPU second (see run_engine)",
     )
+    parser.add_argument(
+        "--own-cpu",
+        type=int,
+        default=None,
+        metavar="CPU",
+        help="engine: give the connector this one CPU and the sandbox the others; the wall "
+        "rate is judged (see run_engine)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     # The child side of the memory runs.
     parser.add_argument("--info", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--unlimited", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one_cpu is not None:
+    for flag, cpu in (("--one-cpu", args.one_cpu), ("--own-cpu", args.own_cpu)):
+        if cpu is None:
+            continue
         if not hasattr(os, "sched_setaffinity"):
-            parser.error("--one-cpu needs a system that can pin a process to a CPU (Linux)")
+            parser.error(f"{flag} needs a system that can pin a process to a CPU (Linux)")
         allowed = sorted(os.sched_getaffinity(0))
-        if args.one_cpu not in allowed:
-            parser.error(f"--one-cpu {args.one_cpu}: this process may run on CPUs {allowed}")
+        if cpu not in allowed:
+            parser.error(f"{flag} {cpu}: this process may run on CPUs {allowed}")
+    if args.own_cpu is not None:
+        if args.one_cpu is not None:
+            parser.error("--own-cpu and --one-cpu are two ways to run: choose one")
+        if len(os.sched_getaffinity(0)) < 2:
+            parser.error("--own-cpu needs a second CPU for the sandbox")
 
     if args.which == "_connector":
         assert args.info and args.result and args.workdir
@@ -552,7 +579,10 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
         )
     if args.which in ("engine", "all"):
         figures += run_engine(
-            args.customers or 100_000, workdir=_sub(args.workdir, "engine"), one_cpu=args.one_cpu
+            args.customers or 100_000,
+            workdir=_sub(args.workdir, "engine"),
+            one_cpu=args.one_cpu,
+            own_cpu=args.own_cpu,
         )
     if args.which in ("memory", "all"):
         figures += run_memory(args.customers or 1_000_000, workdir=_sub(args.workdir, "memory"))

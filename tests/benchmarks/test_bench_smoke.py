@@ -77,6 +77,32 @@ def test_engine_benchmark_on_one_cpu_judges_records_per_cpu_second(tmp_path: Pat
     assert os.sched_getaffinity(0) == before
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="gives the connector one CPU and the sandbox another: Linux, two CPUs",
+)
+def test_engine_benchmark_on_its_own_cpu_judges_the_wall_rate(tmp_path: Path) -> None:
+    """--own-cpu gives the connector one CPU and the sandbox the rest, judges the wall rate
+    and one core, and gives the CPUs back; it and --one-cpu exclude each other."""
+    from benchmarks.bench_sync import run
+
+    before = os.sched_getaffinity(0)
+    cpu = min(before)
+    figures = run(
+        ["engine", "--customers", "200", "--own-cpu", str(cpu), "--workdir", str(tmp_path)]
+    )
+    judged = {f.name for f in figures if f.passed is not None}
+    assert judged == {
+        "contacts in HubSpot",
+        "records / s (wall)",
+        "connector CPU / wall",
+        "unchanged re-sync: written",
+    }
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(SystemExit):
+        run(["engine", "--own-cpu", str(cpu), "--one-cpu", str(cpu)])
+
+
 def test_fanout_benchmark_runs(tmp_path: Path) -> None:
     """bench_fanout feeds three destinations for a moment and reports each one's share."""
     from benchmarks.bench_fanout import main
