@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector.config import Config
-from connector.crypto import decode_master_key, master_fingerprint
+from connector.crypto import decode_master_key
 from connector.errors import ConfigError
-from connector.keyset import open_keyring, rotate_master_key
+from connector.keyset import key_facts, open_keyring, rotate_master_key
 from connector.lock import keys_alone, sharing_keys
 from connector.secrets import resolve_secret
 from connector.state import Store
@@ -68,13 +68,12 @@ def _show(args: argparse.Namespace, console: Console, config: Config) -> int:
         store = Store(config.store_path)
         try:
             open_keyring(store, config)  # refuses a key not the store's; binds a new store
-            created, rotated = store.db.execute(
-                "SELECT created_at, rotated_at FROM keyset WHERE id=1"
-            ).fetchone()
+            keys = key_facts(store, config)
         finally:
             store.close()
+    created, rotated = keys["created_at"], keys["rotated_at"]
     facts = {
-        "master_fingerprint": master_fingerprint(config.master_key),
+        "master_fingerprint": keys["master_fingerprint"],
         "created_at": created,
         "rotated_at": rotated,
     }

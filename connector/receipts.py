@@ -143,9 +143,7 @@ class ReceiptSigner:
             serialization.NoEncryption(),
         )
         staging = self.key_path.with_suffix(".new")
-        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(self._keyring.seal(raw, RECEIPT_KEY_CONTEXT))
+        _write_sealed(staging, self._keyring, raw)
         os.replace(staging, self.key_path)  # atomic: never a moment without a key file
         self._private = key
         return old_id, key_id(key.public_key())
@@ -166,11 +164,7 @@ class ReceiptSigner:
         if not self.key_path.exists():
             return False
         raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
-        fd = os.open(self.staged_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(keyring.seal(raw, RECEIPT_KEY_CONTEXT))
-            handle.flush()
-            os.fsync(handle.fileno())
+        _write_sealed(self.staged_path, keyring, raw)
         # The same signing key, sealed anew: its age (the daemon's rotation reminder reads the
         # file's mtime) stays the key's own.
         made = self.key_path.stat()
@@ -218,6 +212,15 @@ class ReceiptSigner:
             raise ReceiptError(
                 f"{self.key_path}: the receipt signing key does not open with this master key"
             ) from exc
+
+
+def _write_sealed(path: Path, keyring: Keyring, raw: bytes) -> None:
+    """``raw`` sealed under ``keyring`` into ``path`` (0600, on disk before it is renamed)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(keyring.seal(raw, RECEIPT_KEY_CONTEXT))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @dataclass(frozen=True)
