@@ -64,6 +64,7 @@ GENESIS = "0" * 64
 # The kinds of entry. Other modules append with these names so an auditor can filter on them.
 SYNC_BATCH = "sync.batch"  # engine: one delivered batch (counts, field names)
 SYNC_RUN = "sync.run"  # engine: one flow run (counts)
+SYNC_ERASED_ON_ARRIVAL = "sync.erased_on_arrival"  # engine: a write landed after its erasure
 SYNC_MANUAL = "sync.manual"  # cli/admin API: a manual resync was requested
 CONFIG_LOADED = "config.loaded"  # a config (file + mappings) with a new SHA-256 came into use
 KEY_ROTATED = "keys.rotated"  # a key was rotated (key ids / fingerprints only, never keys)

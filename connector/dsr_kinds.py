@@ -160,6 +160,9 @@ class KindRunner:
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
             if state.status != "pending_verification":
+                # A sync batch checked against the suppression list before this request's
+                # entry was written may still be on its way: let it land, then delete it too.
+                await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
                 result = await system.adapter.erase(subject)
                 # A retry after a crash finds nothing left; the first call's facts stay.
                 if not (record.get("found") and not result.found):

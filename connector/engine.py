@@ -24,10 +24,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from connector import audit
-from connector.adapter import OutboundRecord, Page, UpsertResult
+from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
+from connector.inflight import InFlight
 from connector.model import Person
 from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
@@ -97,6 +98,8 @@ class Engine:
         # another row that came to have its id.
         self._fresh: dict[int, tuple[str, str, dict[str, Any]]] = {}
         self._system_names = list(config.systems)
+        #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py).
+        self.in_flight = InFlight()
 
     async def sync(
         self,
@@ -408,6 +411,20 @@ class Engine:
         if stop.is_set():
             dest_report.retry_later += len(rows)
             return
+        # Held from before the suppression check until the answer is settled: an erasure
+        # recorded meanwhile waits for this write to land before it deletes.
+        with self.in_flight.writing(dest.name, [r.subject_id for r in rows]):
+            await self._deliver_rows(flow, dest, rows, dest_report, stop, progress)
+
+    async def _deliver_rows(
+        self,
+        flow: FlowSettings,
+        dest: System,
+        rows: list[OutboxRow],
+        dest_report: DestinationReport,
+        stop: asyncio.Event,
+        progress: Progress,
+    ) -> None:
         suppressed = self.store.suppressed([r.subject_id for r in rows])
         if suppressed:
             # An erasure arrived after these were queued: they must never be sent.
@@ -451,6 +468,7 @@ class Engine:
             return
         results = await self._upsert(dest, records, dest_report, stop)
         self._checkpoint("delivered")
+        results = await self._erase_late(dest, records, by_ref, results, dest_report)
         # The answer was read and parsed in this same turn of the loop; let other answers in
         # before the acknowledgement's transaction (see YIELD_EVERY).
         await asyncio.sleep(0)
@@ -509,6 +527,58 @@ class Engine:
             dest_report.retry_later += len(later)
         self._checkpoint("acked")
         progress.delivered(flow.name, dest.name, len(results))
+
+    async def _erase_late(
+        self,
+        dest: System,
+        records: list[OutboundRecord],
+        by_ref: dict[str, OutboxRow],
+        results: list[UpsertResult],
+        dest_report: DestinationReport,
+    ) -> list[UpsertResult]:
+        """Undo what landed for people erased while it was on its way; the other results.
+
+        An erasure run by another process (a CLI command beside the daemon) cannot see this
+        one's writes in flight, and may have verified the person absent before this write
+        landed. So the list is read again: whoever is on it now is erased in ``dest`` once
+        more (every erasure route is idempotent) and their row leaves the outbox unacked.
+        """
+        landed = {r.ref: r for r in results if r.outcome != "failed"}
+        late = self.store.suppressed(list({by_ref[ref].subject_id for ref in landed}))
+        if not late:
+            return results
+        gone: list[tuple[OutboxRow, bool]] = []
+        for record in records:
+            row = by_ref[record.ref]
+            result = landed.get(record.ref)
+            if result is None or row.subject_id not in late:
+                continue
+            external_id = result.external_id or record.external_id
+            try:
+                await dest.adapter.erase(Subject(email=record.email, external_id=external_id))
+                erased = True
+            except KlantsyncError as exc:
+                # Left to an operator: the audit entry and this error say which system.
+                erased = False
+                log.error(
+                    "a record that landed after its erasure could not be erased",
+                    extra={"system": dest.name, "subject": row.subject_id, "error": str(exc)},
+                )
+            gone.append((row, erased))
+
+        def drop(store: Store) -> None:
+            with store.transaction():
+                store.drop_outbox([row.id for row, _ in gone])
+                kind = audit.SYNC_ERASED_ON_ARRIVAL
+                audit.append_many(
+                    store,
+                    [(kind, {"system": dest.name, "erased": e}, row.subject_id) for row, e in gone],
+                )
+
+        await self._write(drop)
+        dest_report.suppressed_at_delivery += len(gone)
+        dropped = {str(row.id) for row, _ in gone}
+        return [r for r in results if r.ref not in dropped]
 
     async def _upsert(
         self,

@@ -1,0 +1,101 @@
+"""An erasure that arrives while a sync's write for the same person is on its way.
+
+The sync checked the suppression list before the erasure was recorded; its batch then waits in
+the rate limiter or on the network. Whatever order things land in, the person must end up gone
+from the CRM, and a receipt must not say "verified absent" while the write can still land.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import audit
+from connector.adapter import OutboundRecord, UpsertResult
+from connector.dsr import DsrService
+from connector.inflight import InFlight
+from connector.runtime import Runtime
+from tests.conftest import CANARY_EMAIL, RuntimeFactory
+
+
+def _hold_upserts(rt: Runtime) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the CRM's next upsert wait (past the suppression check) until released."""
+    adapter: Any = rt.systems["crm"].adapter
+    real = adapter.upsert
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        entered.set()
+        await release.wait()
+        adapter.upsert = real
+        result: list[UpsertResult] = await real(records)
+        return result
+
+    adapter.upsert = held
+    return entered, release
+
+
+async def _changed_and_syncing(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> tuple[asyncio.Task[Any], asyncio.Event]:
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", "0612345678")
+    await rt.engine.sync()
+    assert crm.holds(CANARY_EMAIL)
+    shop.touch(CANARY_EMAIL, first_name="Changed")
+    entered, release = _hold_upserts(rt)
+    sync = asyncio.create_task(rt.engine.sync())
+    await entered.wait()  # the batch has passed the suppression check
+    return sync, release
+
+
+async def test_an_erasure_waits_for_a_write_in_flight_and_deletes_what_it_wrote(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    sync, release = await _changed_and_syncing(rt, shop, crm)
+    erasure = asyncio.create_task(DsrService(rt).erase(CANARY_EMAIL))
+    for _ in range(50):
+        await asyncio.sleep(0)
+    # The erasure has recorded its suppression entry and waits for the write to land.
+    assert not erasure.done()
+    assert rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)])
+    release.set()
+    view = await erasure
+    await sync
+    assert view.status == "completed"
+    assert view.system("crm").status == "verified_absent"
+    assert not crm.holds(CANARY_EMAIL)
+    assert rt.store.outbox_counts() == {}
+
+
+async def test_a_write_that_lands_after_another_process_erased_the_person_is_erased_again(
+    open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    async with open_rt() as rt:
+        sync, release = await _changed_and_syncing(rt, shop, crm)
+        # A second runtime on the same store stands for another process (a CLI command
+        # beside the daemon): it cannot see this one's writes in flight.
+        async with open_rt() as other:
+            view = await DsrService(other).erase(CANARY_EMAIL)
+        assert view.system("crm").status == "verified_absent"
+        release.set()
+        (report,) = await sync
+        assert not crm.holds(CANARY_EMAIL)
+        assert report.destinations["crm"].suppressed_at_delivery == 1
+        assert rt.store.outbox_counts() == {}
+        entries = [e for e in audit.entries(rt.store) if e.kind == audit.SYNC_ERASED_ON_ARRIVAL]
+        assert [(e.subject_id, e.data) for e in entries] == [
+            (rt.keyring.subject_id(CANARY_EMAIL), {"system": "crm", "erased": True})
+        ]
+
+
+async def test_in_flight_writes_are_counted_per_system_and_subject() -> None:
+    flights = InFlight()
+    with flights.writing("crm", ["a", "b"]), flights.writing("crm", ["a"]):
+        assert flights.busy("crm", ["a"])
+        assert not flights.busy("news", ["a"])
+        assert not flights.busy("crm", ["c"])
+    assert not flights.busy("crm", ["a", "b"])
+    await flights.landed("crm", ["a"])  # nothing in flight: returns at once
