@@ -332,7 +332,18 @@ class DsrService:
             raise DsrUsageError(f"request {request_id} is {row.status}; only open ones extend")
         if not reason.strip():
             raise DsrUsageError("an extension needs a reason (--reason)")
+        if self.now() > dt.datetime.fromisoformat(row.deadline):
+            # The data subject must be told of an extension within the time it extends.
+            raise DsrUsageError(
+                f"request {request_id} is past its deadline ({row.deadline}); "
+                "a deadline extends only before it passes (Art. 12(3))"
+            )
         used = extension_months(row)
+        if used >= MAX_EXTENSION_MONTHS:
+            raise DsrUsageError(
+                f"request {request_id} is already extended by {used} months, the most "
+                "Art. 12(3) allows"
+            )
         if months < 1 or used + months > MAX_EXTENSION_MONTHS:
             raise DsrUsageError(
                 f"--months must be 1..{MAX_EXTENSION_MONTHS - used}: a deadline extends by at "

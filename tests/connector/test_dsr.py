@@ -331,6 +331,26 @@ async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
         service.extend("nope", 1, "x")
 
 
+async def test_a_deadline_extends_only_before_it_passes(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Art. 12(3): the person is told of an extension within the time; an overdue one stays."""
+    seed(shop)
+    clock = {"now": dt.datetime(2026, 1, 31, 9, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    clock["now"] = dt.datetime(2026, 4, 15, 9, 0, tzinfo=dt.UTC)  # six weeks overdue
+    with pytest.raises(DsrUsageError, match="past its deadline"):
+        service.extend(view.id, 2, "complex")
+    late = service.get(view.id)
+    assert late is not None and late.overdue and late.deadline == "2026-02-28T09:00:00+00:00"
+    clock["now"] = dt.datetime(2026, 2, 27, 9, 0, tzinfo=dt.UTC)
+    service.extend(view.id, 2, "complex")
+    with pytest.raises(DsrUsageError, match="already extended by 2 months"):
+        service.extend(view.id, 1, "more")
+
+
 async def test_request_is_flagged_seven_days_before_its_deadline(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
