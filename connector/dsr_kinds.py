@@ -20,6 +20,7 @@ from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.errors import KlantsyncError
 from connector.logs import redact
 from connector.model import Person
+from connector.moves import same_person
 from connector.systems import System
 
 if TYPE_CHECKING:
@@ -198,7 +199,13 @@ class KindRunner:
 
     async def _access(self, row: RequestRow) -> None:
         manifest = self.service.open_manifest(row)
-        ids = self.db.identities(row.subject_id)
+        # Under a former address the person's records are held under their current id (see
+        # connector/moves.py), as an erasure finds them; the systems' ids of every id count.
+        people = same_person(self.rt.store, [row.subject_id])
+        ids: dict[str, str] = {}
+        for sid in people:
+            for name, external_id in self.db.identities(sid).items():
+                ids.setdefault(name, external_id)
 
         async def read(name: str) -> list[dict[str, Any]]:
             self.db.set_system(row.id, name, "in_progress", attempt=True)
@@ -223,6 +230,11 @@ class KindRunner:
         connector = {
             "subject_id": row.subject_id,
             **self.db.holdings(row.subject_id),
+            **(
+                {"same_person": [{"subject_id": s, **self.db.holdings(s)} for s in people[1:]]}
+                if len(people) > 1
+                else {}
+            ),
             "requests": [
                 {
                     "id": r.id,

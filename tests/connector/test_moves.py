@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
@@ -114,6 +117,24 @@ async def test_erasing_under_the_old_address_reaches_the_person_now_under_the_ne
     assert view.status == "completed"
     assert crm.store.live(str(contact_id)) is None and crm.contact_count() == 0
     assert not shop.holds(NEW)
+
+
+async def test_access_under_the_old_address_reports_the_person_now_under_the_new_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """An access request finds the person where an erasure under that address would."""
+    contact_id = await _anna_moves(shop, crm, rt)
+
+    view = await DsrService(rt).access(OLD, tmp_path / "bundle")
+
+    assert view.status == "completed"
+    data = json.loads((tmp_path / "bundle" / "data.json").read_text())
+    crm_records = data["systems"]["crm"]["records"]
+    assert [r["id"] for r in crm_records] == [str(contact_id)]
+    assert [r["email"] for r in data["systems"]["shop"]["records"]] == [NEW]
+    (current,) = data["connector"]["same_person"]
+    assert current["subject_id"] == rt.keyring.subject_id(NEW)
+    assert set(current["identities"]) == {"shop", "crm"}
 
 
 async def test_no_move_when_the_new_address_already_belongs_to_someone_known(
