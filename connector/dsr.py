@@ -153,23 +153,26 @@ class DsrService:
         """Record an erasure and its suppression entry now; leave the fan-out to a retry."""
         ids: dict[str, str] = {}
         known_sid: str | None = None
+        if not email and external is None:
+            raise DsrUsageError("erasure needs an e-mail address or a system id")
         if email:
             email = checked_email(email)
-        elif external is not None:
+        if external is not None:
+            # The id too when both are given: a shop's request carries the address the person
+            # has now, and the systems may hold them under the one they had at the last sync.
             system, external_id = external
             if system not in self.rt.systems:
                 raise DsrUsageError(f"no system named {system!r}")
             known_sid = self.rt.store.subject_for_external(system, external_id)
             ids = self.db.identities(known_sid) if known_sid else {}
             ids.setdefault(system, external_id)
-            email = await self._resolve_email(ids, known_sid, first=system)
-            if email is None and known_sid is None:
-                raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
-        else:
-            raise DsrUsageError("erasure needs an e-mail address or a system id")
-        subject_ids = [known_sid] if known_sid else []
-        if email:
-            subject_ids.append(self.rt.keyring.subject_id(email))
+            if not email:
+                email = await self._resolve_email(ids, known_sid, first=system)
+                if email is None and known_sid is None:
+                    raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
+        subject_ids = [self.rt.keyring.subject_id(email)] if email else []
+        if known_sid:
+            subject_ids.append(known_sid)
         primary = subject_ids[0]
         e164 = to_e164(phone) if phone else None
         if phone and e164 is None:
@@ -200,17 +203,24 @@ class DsrService:
         return self._view(self.db.get(row.id))
 
     async def access(
-        self, email: str, out_dir: Path | None = None, *, source: str = "cli"
+        self,
+        email: str,
+        out_dir: Path | None = None,
+        *,
+        source: str = "cli",
+        also: str | None = None,
     ) -> RequestView:
         """Collect every system's records and the connector's own into an access bundle.
 
         ``out_dir`` defaults to ``<store folder>/access/<request id>``; the bundle there is the
-        only place the connector writes personal data in clear.
+        only place the connector writes personal data in clear. ``also`` is the subject id a
+        system's id for the person is known under, when that differs from the e-mail's.
         """
         email = checked_email(email)
         row = self._new_row("access", self.rt.keyring.subject_id(email), source)
         target = out_dir or self.rt.config.store_path.parent / "access" / row.id
-        sealed = self.seal_manifest(row.id, {"email": email, "out_dir": str(target)})
+        manifest = {"email": email, "out_dir": str(target), "also": [also] if also else []}
+        sealed = self.seal_manifest(row.id, manifest)
         self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
         self.audit("dsr.received", row, source=source, deadline=row.deadline)
         return await self.retry(row.id)
@@ -298,12 +308,12 @@ class DsrService:
             if event.kind == "erase":
                 return await self.erase(event.email, external=external, source=source)
             email = event.email
+            sid = self.rt.store.subject_for_external(*external) if external else None
             if not email and external is not None:
-                sid = self.rt.store.subject_for_external(*external)
                 email = await self._resolve_email({system: external[1]}, sid, first=system)
             if not email:
                 raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
-            return await self.access(email, source=source)
+            return await self.access(email, source=source, also=sid)
         except SubjectNotFoundError:
             audit.append(self.rt.store, "dsr.unmatched", {"system": system, "kind": event.kind})
             log.warning("webhook matched no subject", extra={"system": system})

@@ -201,7 +201,7 @@ class KindRunner:
         manifest = self.service.open_manifest(row)
         # Under a former address the person's records are held under their current id (see
         # connector/moves.py), as an erasure finds them; the systems' ids of every id count.
-        people = same_person(self.rt.store, [row.subject_id])
+        people = same_person(self.rt.store, [row.subject_id, *manifest.get("also", [])])
         ids: dict[str, str] = {}
         for sid in people:
             for name, external_id in self.db.identities(sid).items():

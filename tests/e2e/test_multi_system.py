@@ -19,7 +19,7 @@ from connector import jobs
 from connector.adapter import WebhookRequest
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
-from connector.dsr import DsrService
+from connector.dsr import DsrService, RequestView, handle_webhook
 from connector.runtime import Runtime, open_runtime
 from connector.webhooks import receive
 from tests.conftest import MASTER_KEY, VirtualTime
@@ -240,6 +240,50 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     assert outcomes["news"]["endpoint"].endswith("/actions/delete-permanent")
     assert "30 days" in outcomes["deals"]["note"]
     assert email not in receipt
+
+
+async def test_customers_redact_under_a_new_address_reaches_records_under_the_old_one(
+    world: World, rt: Runtime, tmp_path: Path
+) -> None:
+    """Shopify sends the address the customer has now; the systems hold the one last synced.
+
+    The request also carries the customer's id, which the identity map knows: an access
+    request reads, and an erasure deletes, the records made under the former address.
+    """
+    old, new = "oud.adres@example.nl", "nieuw.adres@example.nl"
+    world.shopify.add_person(old, "Olga", "Oud", "+31612345678", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    world.shopify.touch(old, email=new)  # changed in Shopify, no sync since
+    service = DsrService(rt)
+
+    async def deliver(topic: str) -> list[RequestView]:
+        payload = world.shopify.compliance_payload(topic, new)
+        body, headers = world.shopify.signed_compliance_webhook(topic, payload, SHOPIFY_SECRET)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+        return await handle_webhook(service, "shopify", request, time.time())
+
+    (access,) = await deliver("customers/data_request")
+    assert access.status == "completed"
+    bundle = rt.config.store_path.parent / "access" / access.id
+    data = json.loads((bundle / "data.json").read_text())
+    assert {n: len(data["systems"][n]["records"]) >= 1 for n in ("crm", "deals", "news")} == {
+        "crm": True,
+        "deals": True,
+        "news": True,
+    }
+
+    (erasure,) = await deliver("customers/redact")
+    world.shopify.process_erasures()
+    done = await service.retry(erasure.id)
+    assert done.status == "completed"
+    assert {s.system: s.status for s in done.systems if s.system in ("crm", "deals", "news")} == {
+        "crm": "verified_absent",
+        "deals": "verified_absent",
+        "news": "verified_absent",
+    }
+    assert not world.crm.holds(old) and not world.deals.holds(old) and not world.news.holds(old)
 
 
 async def test_erased_subject_never_comes_back_from_either_shop(world: World, rt: Runtime) -> None:
