@@ -130,6 +130,21 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_webhook_metrics_label_only_configured_systems(daemon: Daemon) -> None:
+    """A delivery to a name that is no configured system counts under "unknown": the name from
+    the URL (here an e-mail address) never becomes a label in /metrics."""
+    async with _client(build_public_app(daemon)) as client:
+        for _ in range(2):
+            await client.post(f"/webhooks/{CANARY_EMAIL}", content=b"[]")
+        await client.post(f"/webhooks/{CANARY_NAME}", content=b"x" * 1_100_000)
+        await client.post("/webhooks/crm", content=b"[]")
+        text = (await client.get("/metrics")).text
+    assert CANARY_EMAIL not in text and CANARY_NAME not in text and "@" not in text
+    assert 'klantsync_webhooks_total{outcome="404",system="unknown"} 2.0' in text
+    assert 'klantsync_webhooks_total{outcome="too_large",system="unknown"} 1.0' in text
+    assert 'klantsync_webhooks_total{outcome="404",system="crm"} 1.0' in text
+
+
 async def test_woocommerce_ping_gets_200(daemon: Daemon) -> None:
     """WooCommerce's unsigned form-encoded ping is acknowledged so the webhook activates."""
     async with _client(build_public_app(daemon)) as client:
