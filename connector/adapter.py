@@ -61,19 +61,23 @@ class Limits:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """How :mod:`connector.http` must talk to a system: auth and the vendor's back-off signal.
+    """How :mod:`connector.http` must talk to a system: auth, back-off signal, error titles.
 
     Attributes:
         auth: HTTP basic credentials, or ``None``.
         headers: default headers (token headers); never logged.
         wait_hint: reads a 429 response and says how long the vendor wants us to wait.
         rate_limited: says whether a non-429 response means "slow down" (retried as a 429).
+        error_titles: the vendor's multi-word error titles that are categories, not text
+            about a person (Mailchimp's ``Member Exists``); the client keeps them as an
+            error's detail, where it drops any other text.
     """
 
     auth: tuple[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     wait_hint: WaitHint | None = None
     rate_limited: Callable[[httpx.Response], bool] | None = None
+    error_titles: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,22 @@
 FastAPI gives request validation and the OpenAPI document (``/admin/openapi.json``) from the
 same pydantic models, so the schema cannot drift from the code. Every route only reads the
 store or queues a job; nothing long runs inside a request.
+
+A request the models refuse is answered 422 with where, what kind and why, never with what was
+sent (see :func:`validation_failed`).
 """
 
 from __future__ import annotations
 
 import hmac
+import re
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector import jobs
@@ -21,7 +28,7 @@ from connector.model import normalise_email
 if TYPE_CHECKING:
     from connector.daemon import Daemon
 
-__all__ = ["build_admin_app"]
+__all__ = ["build_admin_app", "validation_failed"]
 
 
 #: Job ids are SQLite integers: anything outside their range is simply not a job (422).
@@ -66,6 +73,77 @@ class JobView(BaseModel):
     result: dict[str, Any] | None = None
 
 
+#: Pydantic error types whose message is built from the schema alone (the field's limits, the
+#: values a literal allows), never from the value sent. Any other type (``value_error`` and
+#: ``union_tag_invalid`` quote what was sent, custom errors say anything) gets a fixed message.
+_SCHEMA_ONLY_MESSAGES = frozenset(
+    {
+        "bool_parsing",
+        "bool_type",
+        "dict_type",
+        "enum",
+        "extra_forbidden",
+        "float_parsing",
+        "float_type",
+        "greater_than",
+        "greater_than_equal",
+        "int_from_float",
+        "int_parsing",
+        "int_parsing_size",
+        "int_type",
+        "json_invalid",
+        "json_type",
+        "less_than",
+        "less_than_equal",
+        "list_type",
+        "literal_error",
+        "missing",
+        "model_attributes_type",
+        "model_type",
+        "string_pattern_mismatch",
+        "string_too_long",
+        "string_too_short",
+        "string_type",
+        "too_long",
+        "too_short",
+    }
+)
+
+#: A location part that can be a field name. An unexpected key is the client's own text (it
+#: could be an e-mail address sent as a key): anything else is shown as ``<key>``.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _safe_loc(loc: Sequence[Any]) -> list[str | int]:
+    """``loc`` with every part that cannot be a field name or an index masked."""
+    return [
+        part if isinstance(part, int) or _FIELD_NAME.fullmatch(str(part)) else "<key>"
+        for part in loc
+    ]
+
+
+def _safe_error(error: Mapping[str, Any]) -> dict[str, Any]:
+    """One validation error as location, type and message: no ``input``, no ``ctx``."""
+    kind = str(error.get("type", "invalid"))
+    message = str(error.get("msg", "")) if kind in _SCHEMA_ONLY_MESSAGES else "Invalid value"
+    return {"loc": _safe_loc(error.get("loc", ())), "type": kind, "msg": message}
+
+
+async def validation_failed(_request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each refused field's location, error type and message, never its value.
+
+    FastAPI's own handler repeats every refused value (``input``) and pydantic's ``ctx``: an
+    e-mail sent without ``system``, or a ``phone`` key the model forbids, came back in the
+    answer, and from there into proxies' and scripts' logs. Same ``detail`` shape otherwise,
+    so scripts read it as before.
+    """
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    return JSONResponse(
+        {"detail": [_safe_error(error) for error in errors]},
+        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
 def _valid_email(value: str) -> str:
     email = normalise_email(value)
     local, _, domain = email.partition("@")
@@ -100,6 +178,7 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         dependencies=[Depends(authorised)],
+        exception_handlers={RequestValidationError: validation_failed},
     )
 
     @app.post("/admin/resync", status_code=202, response_model=Queued)

@@ -12,7 +12,9 @@ which:
 - retries transport errors, 429 and 5xx with exponential backoff and jitter (tenacity),
   waiting as long as the vendor says when it says (the adapter reads the vendor's signal);
 - turns failures into the error tree of :mod:`connector.errors`, whose messages hold the
-  system, method, path and status only: no body, no query string, no credentials.
+  system, method, path and status only: no body, no query string, no credentials. The
+  vendor's error category rides along only when it is a machine code or a title the adapter
+  declared: free text from an error body never does.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -319,6 +322,9 @@ class SystemClient:
         clock: the limiter's clock; tests pass one that their ``sleep`` advances.
         rate_limited: the adapter's test for responses that mean "slow down" without being
             a 429 (Pipedrive's Cloudflare 403 page): they are retried like a 429.
+        error_titles: the vendor's multi-word error titles (Mailchimp's ``Member Exists``),
+            kept as an error's ``detail`` besides machine codes and the standard reason
+            phrases; any other text in an error body is dropped (see :func:`_error_category`).
     """
 
     def __init__(
@@ -337,12 +343,14 @@ class SystemClient:
         max_connections: int = 10,
         clock: Callable[[], float] | None = None,
         rate_limited: Callable[[httpx.Response], bool] | None = None,
+        error_titles: Collection[str] = (),
     ) -> None:
         self.system = system
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
         self._rate_limited = rate_limited
+        self._error_titles = _REASON_PHRASES | {title.casefold() for title in error_titles}
         #: Called after every call with (system, status or None, seconds): the daemon's metrics.
         self.observer: Callable[[str, int | None, float], None] | None = None
         self._limiters = {
@@ -491,7 +499,7 @@ class SystemClient:
 
     def _classify(self, method: str, path: str, response: httpx.Response) -> RemoteError:
         status = response.status_code
-        detail = _error_category(response)
+        detail = _error_category(response, self._error_titles)
         if status == 429 or (self._rate_limited is not None and self._rate_limited(response)):
             self.stats.rate_limited += 1
             wait = self._wait_hint(response) if self._wait_hint else None
@@ -519,11 +527,32 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _error_category(response: httpx.Response) -> str:
+#: Where vendors put their error category, in the order they are tried: HubSpot ``category``
+#: (and ``errorType`` on a 429), WooCommerce ``code``, Mailchimp ``title``, Pipedrive ``error``.
+_CATEGORY_KEYS = ("category", "code", "errorType", "title", "error")
+
+#: A machine code: upper snake case (``VALIDATION_ERROR``, ``THROTTLED``) or lower snake case
+#: with at least one underscore (``woocommerce_rest_invalid_id``). Letters and underscores
+#: only: no space (a sentence), no digit (a phone number, postcode or house number), no ``@``
+#: or ``.`` (an address, a domain). A lone lower-case word could be a name, so it needs the
+#: underscore; the vendors' codes all have one.
+_MACHINE_CODE = re.compile(r"[A-Z]+(?:_[A-Z]+)*|[a-z]+(?:_[a-z]+)+")
+
+#: Longest code or title kept; longer is text, whatever it looks like.
+_MAX_CATEGORY_CHARS = 64
+
+#: The standard reason phrases (``Not Found``, ``Too Many Requests``): vendors answer with the
+#: phrase as their error title, and a phrase says nothing about a person.
+_REASON_PHRASES = frozenset(status.phrase.casefold() for status in HTTPStatus)
+
+
+def _error_category(response: httpx.Response, titles: frozenset[str] = _REASON_PHRASES) -> str:
     """A vendor's machine-readable error *category*, never its free-text message.
 
-    Vendors' messages often echo what was sent (an e-mail, a name), so only short
-    code-like fields are kept, and only if they look like codes.
+    Vendors' messages often echo what was sent (an e-mail, a name), and so do their other
+    fields when they hold a sentence (``Person Jan Jansen is not valid``). Only a machine code
+    (:data:`_MACHINE_CODE`) or one of the known ``titles`` (casefolded) is kept; anything else
+    gives ``""``, and the error then says the HTTP status only.
     """
     try:
         body = jsonutil.loads(response.content)
@@ -531,12 +560,15 @@ def _error_category(response: httpx.Response) -> str:
         return ""
     if not isinstance(body, dict):
         return ""
-    for key in ("category", "code", "errorType", "title", "error"):
+    for key in _CATEGORY_KEYS:
         value = body.get(key)
-        if isinstance(value, str) and value and len(value) <= 64 and _looks_like_code(value):
+        if isinstance(value, str) and _is_category(value, titles):
             return value
     return ""
 
 
-def _looks_like_code(value: str) -> bool:
-    return all(ch.isalnum() or ch in "_-. " for ch in value) and "@" not in value
+def _is_category(value: str, titles: frozenset[str]) -> bool:
+    """Whether ``value`` is a machine code or a known title: vocabulary, not someone's data."""
+    if not value or len(value) > _MAX_CATEGORY_CHARS:
+        return False
+    return _MACHINE_CODE.fullmatch(value) is not None or value.casefold() in titles

@@ -7,6 +7,7 @@ monitoring here, operators there, on separate sockets so the admin API can stay 
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
     from connector.daemon import Daemon
 
 __all__ = ["bind_listener", "build_public_app", "build_servers"]
+
+#: The metrics label for a webhook to a name that is not a configured system.
+UNKNOWN_SYSTEM = "unknown"
 
 
 class BodyTooLarge(Exception):
@@ -40,16 +44,28 @@ async def _read_capped(request: Request) -> bytes:
     return bytes(body)
 
 
+def _system_label(configured: Collection[str], system: str) -> str:
+    """``system`` if it is a configured system's name, else :data:`UNKNOWN_SYSTEM`.
+
+    The name comes from the URL of an unauthenticated request: used as a label as it is, any
+    caller could put an e-mail address into ``/metrics`` (``POST /webhooks/a@b.example``) and
+    add a time series per request. Configured names are few and chosen by the operator.
+    """
+    return system if system in configured else UNKNOWN_SYSTEM
+
+
 def build_public_app(daemon: Daemon) -> Starlette:
     """Webhooks, ``/healthz``, ``/readyz``, ``/metrics``."""
     public_url = daemon.rt.config.daemon.public_url
+    configured = frozenset(daemon.rt.config.systems)
 
     async def webhook(request: Request) -> Response:
         system = request.path_params["system"]
+        label = _system_label(configured, system)
         try:
             body = await _read_capped(request)
         except BodyTooLarge:
-            daemon.metrics.webhooks.labels(system, "too_large").inc()
+            daemon.metrics.webhooks.labels(label, "too_large").inc()
             return JSONResponse({"error": "body too large"}, status_code=413)
         # Vendors sign the URL they called (HubSpot v3); behind a proxy that is the public URL.
         url = str(request.url)
@@ -64,7 +80,7 @@ def build_public_app(daemon: Daemon) -> Starlette:
             body=body,
         )
         outcome = receive(daemon.rt, system, delivery, daemon.clock())
-        daemon.metrics.webhooks.labels(system, str(outcome.status)).inc()
+        daemon.metrics.webhooks.labels(label, str(outcome.status)).inc()
         if outcome.status != 200:
             return JSONResponse({"error": outcome.reason}, status_code=outcome.status)
         if outcome.queued:

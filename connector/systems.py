@@ -99,6 +99,7 @@ def open_systems(
             limits=limits.rate,
             wait_hint=client_config.wait_hint,
             rate_limited=client_config.rate_limited,
+            error_titles=client_config.error_titles,
             retry=retry,
             timeout=settings.timeout_seconds,
             transport=(transports or {}).get(name),

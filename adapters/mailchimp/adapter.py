@@ -399,7 +399,7 @@ def _renamed(exc: RemoteError, path: str) -> RemoteError:
 
 
 def _reason(exc: RemoteError) -> str:
-    """Mailchimp's error title (kept by the client only if it looks like a code), or the status."""
+    """Mailchimp's error title (the client keeps only known ones, see ERROR_TITLES), or status."""
     if exc.detail:
         return exc.detail
     return f"HTTP_{exc.status}" if exc.status is not None else type(exc).__name__

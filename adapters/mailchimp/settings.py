@@ -23,12 +23,37 @@ from connector.settings import SystemSettings
 __all__ = [
     "ACCOUNT_CONNECTIONS",
     "BATCH_SIZE",
+    "ERROR_TITLES",
     "PAGE_SIZE",
     "MailchimpSettings",
     "client_config",
     "mailchimp_limits",
     "wait_hint",
 ]
+
+#: Mailchimp's error ``title``s, its category of an error (the ``detail`` beside it echoes the
+#: e-mail): the ones a member write can meet, which become a record's failure reason, and the
+#: documented error types. The client keeps these titles (and the standard reason phrases such
+#: as ``Too Many Requests``) and drops any other title, which could be text about a person.
+ERROR_TITLES: Final = frozenset(
+    {
+        "API Key Invalid",
+        "API Key Missing",
+        "Compliance Related",
+        "Forgotten Email Not Subscribed",
+        "Invalid Action",
+        "Invalid Method Override",
+        "Invalid Resource",
+        "JSON Parse Exception",
+        "Member Exists",
+        "Member In Compliance State",
+        "Requested Fields Invalid",
+        "Resource Nesting Too Deep",
+        "Resource Not Found",
+        "User Disabled",
+        "Wrong Datacenter",
+    }
+)
 
 #: Simultaneous connections Mailchimp allows per account (all API keys and apps together).
 ACCOUNT_CONNECTIONS: Final = 10
@@ -108,5 +133,9 @@ def wait_hint(response: httpx.Response) -> float | None:
 
 
 def client_config(settings: MailchimpSettings) -> ClientConfig:
-    """HTTP basic with any user name and the API key as password."""
-    return ClientConfig(auth=(AUTH_USER, settings.credential("api_key")), wait_hint=wait_hint)
+    """HTTP basic with any user name and the API key as password; Mailchimp's error titles."""
+    return ClientConfig(
+        auth=(AUTH_USER, settings.credential("api_key")),
+        wait_hint=wait_hint,
+        error_titles=ERROR_TITLES,
+    )

@@ -72,6 +72,7 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
         headers=config.headers,
         limits=limits.rate,
         wait_hint=config.wait_hint,
+        error_titles=config.error_titles,
         retry=RetryPolicy(attempts=4, base_seconds=0, sleep=time.sleep),
         transport=httpx.ASGITransport(app=sandbox.app()),
         clock=time.clock,

@@ -76,6 +76,7 @@ def make_harness(
         base_url=BASE_URL,
         auth=config.auth,
         wait_hint=config.wait_hint,
+        error_titles=config.error_titles,
         transport=httpx.ASGITransport(app=sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=no_sleep),
     )

@@ -19,9 +19,11 @@ from connector import jobs
 from connector.admin import build_admin_app
 from connector.daemon import Daemon
 from connector.httpapp import build_public_app
-from tests.conftest import write_config
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, write_config
 
 ADMIN_TOKEN = "admin-token-for-tests"
+#: A JSON body cut short after an e-mail address (the parser stops at its end).
+TRUNCATED_JSON = f'{{"kind": "erase", "email": "{CANARY_EMAIL}"'.encode()
 WC_SECRET = "wc-webhook-secret"
 
 
@@ -128,6 +130,21 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_webhook_metrics_label_only_configured_systems(daemon: Daemon) -> None:
+    """A delivery to a name that is no configured system counts under "unknown": the name from
+    the URL (here an e-mail address) never becomes a label in /metrics."""
+    async with _client(build_public_app(daemon)) as client:
+        for _ in range(2):
+            await client.post(f"/webhooks/{CANARY_EMAIL}", content=b"[]")
+        await client.post(f"/webhooks/{CANARY_NAME}", content=b"x" * 1_100_000)
+        await client.post("/webhooks/crm", content=b"[]")
+        text = (await client.get("/metrics")).text
+    assert CANARY_EMAIL not in text and CANARY_NAME not in text and "@" not in text
+    assert 'klantsync_webhooks_total{outcome="404",system="unknown"} 2.0' in text
+    assert 'klantsync_webhooks_total{outcome="too_large",system="unknown"} 1.0' in text
+    assert 'klantsync_webhooks_total{outcome="404",system="crm"} 1.0' in text
+
+
 async def test_woocommerce_ping_gets_200(daemon: Daemon) -> None:
     """WooCommerce's unsigned form-encoded ping is acknowledged so the webhook activates."""
     async with _client(build_public_app(daemon)) as client:
@@ -168,6 +185,83 @@ async def test_admin_resync_runs_and_status_shows_it(
     assert status["flows"]["shop-to-crm"]["last_status"] == "ok"
     assert status["keys"]["bound"] and status["keys"]["keys_source_matches"]
     assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "request_args", "expected"),
+    [
+        ("POST", "/admin/resync", {"json": {"email": CANARY_EMAIL}}, ("body", "system", "missing")),
+        (
+            "POST",
+            "/admin/dsr",
+            {
+                "json": {
+                    "kind": "erase",
+                    "email": CANARY_EMAIL,
+                    "phone": CANARY_PHONE_E164,
+                    "name": CANARY_NAME,
+                }
+            },
+            ("body", "phone", "extra_forbidden"),
+        ),
+        (
+            "POST",
+            "/admin/dsr",
+            {"json": {"kind": f"erase {CANARY_NAME}", "email": CANARY_EMAIL}},
+            ("body", "kind", "literal_error"),
+        ),
+        (
+            "POST",
+            "/admin/dsr",
+            {"json": {"kind": "erase", "email": CANARY_EMAIL, CANARY_EMAIL: CANARY_NAME}},
+            ("body", "<key>", "extra_forbidden"),
+        ),
+        (
+            "POST",
+            "/admin/resync",
+            {"json": {"system": CANARY_NAME * 10, "full": CANARY_EMAIL}},
+            ("body", "system", "string_too_long"),
+        ),
+        (
+            "POST",
+            "/admin/dsr",
+            {
+                "content": TRUNCATED_JSON,
+                "headers": {"content-type": "application/json"},
+            },
+            ("body", len(TRUNCATED_JSON), "json_invalid"),
+        ),
+        (
+            "POST",
+            "/admin/dsr",
+            {"content": CANARY_EMAIL.encode(), "headers": {"content-type": "text/plain"}},
+            ("body", None, "model_attributes_type"),
+        ),
+        ("GET", f"/admin/dsr?open_only={CANARY_EMAIL}", {}, ("query", "open_only", "bool_parsing")),
+    ],
+)
+async def test_admin_validation_errors_never_echo_what_was_sent(
+    daemon: Daemon,
+    method: str,
+    path: str,
+    request_args: dict[str, Any],
+    expected: tuple[str, str | int | None, str],
+) -> None:
+    """A refused request gets 422 naming each field's location, error type and message; the
+    values sent (an e-mail, a phone, a name, even an e-mail sent as a key) are not repeated."""
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = {**auth, **request_args.pop("headers", {})}
+    async with _client(build_admin_app(daemon)) as client:
+        response = await client.request(method, path, headers=headers, **request_args)
+    assert response.status_code == 422
+    for canary in (CANARY_EMAIL, CANARY_PHONE_E164, CANARY_NAME, "@"):
+        assert canary not in response.text
+    detail = response.json()["detail"]
+    assert all(set(error) == {"loc", "type", "msg"} and error["msg"] for error in detail)
+    where, name, kind = expected
+    loc = [where] if name is None else [where, name]
+    assert any(error["loc"] == loc and error["type"] == kind for error in detail), detail
+    assert jobs.claim_next(daemon.rt.store, daemon.rt.keyring) is None
 
 
 async def test_openapi_schema_is_served(daemon: Daemon) -> None:

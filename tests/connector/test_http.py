@@ -23,7 +23,7 @@ from connector.errors import (
 from connector.http import RetryPolicy, SystemClient, check_url, redact_url
 from connector.ratelimit import RateLimit, RateLimiter
 from connector.sandboxkit import serve_tls
-from tests.conftest import FakeClock, no_sleep
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, FakeClock, no_sleep
 
 SECRET_EMAIL = "geheim.persoon@example.nl"
 
@@ -175,6 +175,74 @@ async def test_errors_never_carry_body_or_query() -> None:
     assert SECRET_EMAIL not in text and "email=" not in text
     assert "POST /contacts -> 400 (VALIDATION_ERROR)" in text
     await client.aclose()
+
+
+VENDOR_SENTENCE = f"Person {CANARY_NAME} Qwertyson is not valid"
+
+
+@pytest.mark.parametrize(
+    ("body", "titles", "expected"),
+    [
+        # Codes and titles the vendors document, and the adapters report, are kept.
+        ({"category": "VALIDATION_ERROR", "message": VENDOR_SENTENCE}, (), "VALIDATION_ERROR"),
+        (
+            {"errorType": "RATE_LIMIT", "message": "You have reached your daily limit."},
+            (),
+            "RATE_LIMIT",
+        ),
+        (
+            {"code": "woocommerce_rest_invalid_id", "message": VENDOR_SENTENCE},
+            (),
+            "woocommerce_rest_invalid_id",
+        ),
+        (
+            {"title": "Member Exists", "detail": f"{CANARY_EMAIL} is already a list member."},
+            ("Member Exists",),
+            "Member Exists",
+        ),
+        (
+            {"title": "Too Many Requests", "detail": "limit of 10 connections"},
+            (),
+            "Too Many Requests",
+        ),
+        (
+            {"error": "Internal server error", "error_info": VENDOR_SENTENCE},
+            (),
+            "Internal server error",
+        ),
+        # Anything else is text that may be about a person: only the status remains.
+        ({"title": VENDOR_SENTENCE, "detail": CANARY_EMAIL}, ("Member Exists",), ""),
+        ({"error": VENDOR_SENTENCE, "error_info": "see developers.pipedrive.com"}, (), ""),
+        ({"title": "Member Exists", "detail": CANARY_EMAIL}, (), ""),
+        ({"code": CANARY_NAME, "category": CANARY_PHONE_E164.lstrip("+")}, (), ""),
+        ({"error": CANARY_EMAIL}, (), ""),
+        ({"error": "NL91ABNA0417164300"}, (), ""),
+        ({"code": "VALIDATION_ERROR_" + "X" * 60}, (), ""),
+    ],
+)
+@respx.mock
+async def test_error_detail_is_a_code_or_known_title_never_free_text(
+    body: dict[str, str], titles: tuple[str, ...], expected: str
+) -> None:
+    """Only a machine code, a standard reason phrase or a title the adapter declared becomes an
+    error's detail; a vendor sentence naming a person (or an e-mail, a phone number, a lone
+    name, an account number) is dropped and the error says method, path and status only."""
+    respx.post("https://crm.test/persons").mock(return_value=httpx.Response(400, json=body))
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=_respx_transport(),
+        retry=RetryPolicy(attempts=1, sleep=no_sleep),
+        error_titles=titles,
+    )
+    with pytest.raises(RecordError) as caught:
+        await client.request("POST", "/persons", json={})
+    await client.aclose()
+    assert caught.value.detail == expected
+    text = str(caught.value)
+    for canary in (CANARY_NAME, CANARY_EMAIL, CANARY_PHONE_E164.lstrip("+"), "NL91"):
+        assert canary not in text
+    assert text.startswith("crm: POST /persons -> 400")
 
 
 @respx.mock
