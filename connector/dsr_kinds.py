@@ -19,7 +19,7 @@ from connector.adapter import ErasureResult, OutboundRecord, Subject
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.errors import KlantsyncError
 from connector.logs import redact
-from connector.model import Person
+from connector.model import Person, is_archived
 from connector.moves import same_person
 from connector.systems import System
 
@@ -29,6 +29,12 @@ if TYPE_CHECKING:
 __all__ = ["KindRunner"]
 
 log = logging.getLogger("klantsync.dsr")
+
+#: Why a rectification leaves a system that holds the subject in its recycle bin only.
+_HELD_ONLY_ARCHIVED = (
+    "held only archived (restorable) in the system, which cannot correct it there; "
+    "a write would create the person again"
+)
 
 _KEPT = (
     "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person; "
@@ -287,10 +293,14 @@ class KindRunner:
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
             external = self.db.identities(row.subject_id).get(name)
-            records = await system.adapter.find(Subject(email=email, external_id=external))
+            held = await system.adapter.find(Subject(email=email, external_id=external))
+            records = [record for record in held if not is_archived(record)]
             if not records:
                 # Upserting would *create* the person there, which is not a rectification.
-                self._set(row, name, "not_held", "the system holds no record for the subject")
+                if held:
+                    self._set(row, name, "skipped", _HELD_ONLY_ARCHIVED)
+                else:
+                    self._set(row, name, "not_held", "the system holds no record for the subject")
                 return
             external = external or _own_id(system, records, email)
             person = Person(email=email)

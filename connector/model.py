@@ -7,6 +7,7 @@ which the processing register and access reports use, in Dutch and English.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ __all__ = [
     "CONSENT_FIELDS",
     "CanonicalField",
     "Person",
+    "is_archived",
     "normalise_email",
 ]
 
@@ -79,6 +81,17 @@ def normalise_email(email: str) -> str:
     case-insensitively, and a subject must map to one id whatever the shop's capitalisation.
     """
     return email.strip().lower()
+
+
+def is_archived(record: Mapping[str, Any]) -> bool:
+    """Whether a raw record ``find`` returned is one the system keeps in its recycle bin.
+
+    Such a record says ``"archived": true`` (HubSpot's own field on a soft-deleted contact,
+    restorable for 90 days). It is still held, so erasure and access must see it; it is not
+    live, so no sync takes it as a person and no rectification writes to it (the vendor cannot
+    update it, and a write would create the person again instead).
+    """
+    return record.get("archived") is True
 
 
 class Person(dict[str, Any]):

@@ -14,7 +14,7 @@ from typing import Any
 
 from connector.adapter import Subject
 from connector.engine import FlowReport
-from connector.model import normalise_email
+from connector.model import is_archived, normalise_email
 from connector.runtime import Runtime
 
 __all__ = ["sync_subject", "sync_subjects"]
@@ -53,8 +53,13 @@ async def sync_subjects(
     async def fetch(external_id: str | None, email: str) -> list[dict[str, Any]]:
         async with slots:
             found = await adapter.find(Subject(email=email, external_id=external_id))
-        # find() returns everything held for the subject (e.g. orders); only people sync.
-        return [record for record in found if record.get("type", "customer") != "order"]
+        # find() returns everything held for the subject (e.g. orders, archived contacts);
+        # only live people sync, as a pull would list them.
+        return [
+            record
+            for record in found
+            if record.get("type", "customer") != "order" and not is_archived(record)
+        ]
 
     fetched = await asyncio.gather(*(fetch(ext, mail) for ext, mail in unique))
     batch = given + [record for group in fetched for record in group]

@@ -6,9 +6,11 @@ What it does, by contract verb:
 - ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
   so HubSpot answers a partial failure with 207 and says which inputs failed;
 - ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
-  path that could end up in an error message), then ``GET .../{id}`` by HubSpot id;
-- ``erase``: ``POST .../gdpr-delete`` only. Never ``DELETE`` or ``batch/archive``, which are
-  soft deletes HubSpot can restore for 90 days;
+  path that could end up in an error message), then ``GET .../{id}`` by HubSpot id; each read
+  once for live contacts and once with ``archived=true`` for the recycle bin, because an
+  archived contact is still held (restorable for 90 days);
+- ``erase``: ``POST .../gdpr-delete`` only, archived contacts included. Never ``DELETE`` or
+  ``batch/archive``, which are soft deletes HubSpot can restore for 90 days;
 - webhooks: v3 signatures and ``contact.*`` events.
 """
 
@@ -19,8 +21,8 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Literal
-from urllib.parse import quote
 
+from adapters.hubspot._lookup import CONTACTS, ContactLookup
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.hubspot.settings import (
     DEFAULT_PROPERTIES,
@@ -56,7 +58,6 @@ __all__ = [
     "wait_hint",
 ]
 
-CONTACTS: Final = "/crm/v3/objects/contacts"
 GDPR_DELETE: Final = f"{CONTACTS}/gdpr-delete"
 PROPERTIES: Final = "/crm/v3/properties/contacts"
 
@@ -64,6 +65,9 @@ PROPERTIES: Final = "/crm/v3/properties/contacts"
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
 
 ERASURE_NOTE: Final = "permanently deleted; e-mail added to HubSpot's blocklist"
+
+#: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
+MAX_ARCHIVED_ROUNDS: Final = 10
 
 
 class HubSpotAdapter:
@@ -82,6 +86,7 @@ class HubSpotAdapter:
         self.settings = settings
         self.limits = hubspot_limits(settings)
         self._properties = ",".join(settings.properties)
+        self._lookup = ContactLookup(client, settings.properties)
         self._every_property: list[str] | None = None
 
     # -- pull --------------------------------------------------------------------------------
@@ -218,14 +223,18 @@ class HubSpotAdapter:
     # -- find --------------------------------------------------------------------------------
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """The subject's contact (by e-mail, else by HubSpot id) with every property the
-        portal defines, not only the mapped ones: an access request must show all that is
-        held. An empty list when HubSpot holds nobody."""
+        """Every contact HubSpot holds for the subject, archived ones included.
+
+        Each comes with every property the portal defines, not only the mapped ones: an access
+        request must show all that is held. An archived contact (``archived: true``) is held
+        too: it sits in HubSpot's recycle bin, restorable for 90 days, so an access request
+        reports it and an erasure's verification must not call the subject absent while it is
+        there. The live contact found by e-mail comes first. An empty list when HubSpot holds
+        nobody.
+        """
         names = await self._all_properties()
-        found = await self._read_by_email(subject.email, names)
-        if found is None and subject.external_id:
-            found = await self._read_by_id(subject.external_id, names)
-        return [found] if found is not None else []
+        live, others = await self._lookup.held(subject, names)
+        return ([live] if live is not None else []) + others
 
     async def _all_properties(self) -> list[str]:
         """Every contact property name of the portal, read once per adapter.
@@ -243,76 +252,66 @@ class HubSpotAdapter:
             self._every_property = names or list(self.settings.properties)
         return self._every_property
 
-    async def _read_by_email(
-        self, email: str, names: Sequence[str] | None = None
-    ) -> dict[str, Any] | None:
-        if "@" not in email:
-            return None  # no e-mail known (a subject known only by its HubSpot id)
-        # batch/read keeps the e-mail in the body: a GET .../{email} would put it in the URL
-        # path, which error messages and access logs carry.
-        response = await self.client.request(
-            "POST",
-            f"{CONTACTS}/batch/read",
-            json={
-                "idProperty": "email",
-                "inputs": [{"id": email}],
-                "properties": list(names or self.settings.properties),
-            },
-        )
-        for result in json_object(response).get("results") or []:
-            if isinstance(result, dict) and not result.get("archived"):
-                return result
-        return None
-
-    async def _read_by_id(
-        self, external_id: str, names: Sequence[str] | None = None
-    ) -> dict[str, Any] | None:
-        if not external_id.isdigit():
-            return None  # HubSpot ids are numeric; anything else cannot address a contact
-        response = await self.client.request(
-            "GET",
-            f"{CONTACTS}/{quote(external_id, safe='')}",
-            params={"properties": ",".join(names) if names else self._properties},
-            accept=(404,),
-        )
-        if response.status_code == 404:
-            return None
-        body = json_object(response)
-        return body if body.get("id") is not None and not body.get("archived") else None
-
     # -- erase -------------------------------------------------------------------------------
 
     async def erase(self, subject: Subject) -> ErasureResult:
-        """Permanently delete the subject with ``gdpr-delete``; never archive.
+        """Permanently delete every contact of the subject with ``gdpr-delete``; never archive.
 
         HubSpot answers 204 whether or not the e-mail exists (an unknown e-mail is added to its
-        blocklist), so ``found`` comes from a lookup first. A contact found only by HubSpot id
-        (its e-mail changed in HubSpot) is deleted by id, and the e-mail is still sent so it
-        is blocklisted. Calling this twice is harmless; the second reports ``found=False``.
+        blocklist), so ``found`` comes from a lookup first. The live contact with the e-mail is
+        deleted by e-mail, which also blocklists it. Every other contact of the subject is
+        deleted by id: an archived one (in the recycle bin, restorable for 90 days: an archive
+        is not an erasure) and one found only by the identity map's id (its e-mail changed in
+        HubSpot). Calling this twice is harmless; the second reports ``found=False``.
         """
-        by_email = await self._read_by_email(subject.email)
-        by_id = None
-        if by_email is None and subject.external_id:
-            by_id = await self._read_by_id(subject.external_id)
-        status: int | None = None
-        if by_id is not None:
-            response = await self.client.request(
-                "POST", GDPR_DELETE, json={"objectId": str(by_id["id"])}, accept=(404,)
-            )
-            status = response.status_code
+        live, others = await self._lookup.held(subject)
+        by_id = [str(contact["id"]) for contact in others]
+        statuses = [await self._gdpr_delete_id(contact_id) for contact_id in by_id]
         if "@" in subject.email:
             response = await self.client.request(
                 "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
             )
-            status = response.status_code if status in (None, 204) else status
+            statuses.append(response.status_code)
+        if any(contact.get("archived") for contact in others):
+            statuses += await self._erase_more_archived(subject.email, set(by_id))
         return ErasureResult(
-            found=by_email is not None or by_id is not None,
+            found=live is not None or bool(others),
             mode="hard_delete",
             reversible=False,
             endpoint=f"POST {GDPR_DELETE}",
-            vendor_status=status,
+            # The first status that is not a plain 204 tells most (a 404: already gone).
+            vendor_status=next(
+                (s for s in statuses if s != 204), statuses[-1] if statuses else None
+            ),
             note=ERASURE_NOTE,
         )
+
+    async def _gdpr_delete_id(self, contact_id: str) -> int:
+        # gdpr-delete by the id of an archived contact: the spec does not restrict it to live
+        # contacts and HubSpot's UI deletes permanently from the recycle bin, but that the API
+        # does so is UNVERIFIED. If it does not, the verification's find still sees the
+        # contact and the erasure stays open instead of reporting it absent.
+        response = await self.client.request(
+            "POST", GDPR_DELETE, json={"objectId": contact_id}, accept=(404,)
+        )
+        return response.status_code
+
+    async def _erase_more_archived(self, email: str, done: set[str]) -> list[int]:
+        """Delete further archived contacts with this e-mail; their statuses.
+
+        A lookup by e-mail answers with one contact, but the recycle bin can hold several with
+        the same e-mail (archived, created again by a sync, archived again). Stops when a
+        lookup finds none, or one already sent to gdpr-delete (HubSpot kept it: the
+        verification then reports it still present).
+        """
+        statuses: list[int] = []
+        for _ in range(MAX_ARCHIVED_ROUNDS):
+            contact = await self._lookup.by_email(email, archived=True)
+            if contact is None or str(contact["id"]) in done:
+                break
+            done.add(str(contact["id"]))
+            statuses.append(await self._gdpr_delete_id(str(contact["id"])))
+        return statuses
 
     # -- webhooks ----------------------------------------------------------------------------
 

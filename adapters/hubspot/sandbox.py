@@ -5,9 +5,10 @@ bearer-token auth with HubSpot's error body; list paging by ``after``; batches o
 with 207 multi-status when every input carries an ``objectWriteTraceId`` (else a 400 for the
 whole batch); unknown properties rejecting the whole batch; the ``TEN_SECONDLY_ROLLING`` burst
 limit with HubSpot's 429 body and ``X-HubSpot-RateLimit-*`` headers; the separate search limit
-(4/s, no rate-limit headers); ``DELETE`` and ``batch/archive`` as *restorable* archives, and
+(4/s, no rate-limit headers); ``DELETE`` and ``batch/archive`` as *restorable* archives, which
+reads show only with the ``archived=true`` query flag and search never shows; and
 ``gdpr-delete`` as a permanent deletion that blocklists the e-mail (which the API may still
-bring back, as HubSpot documents; the fake counts it).
+bring back, as HubSpot documents; the fake counts it) and, by id, purges an archived contact.
 
 The request log holds method, path, status and property *names* only: no values, no e-mails.
 """

@@ -456,6 +456,79 @@ async def test_blocklisted_email_can_come_back_through_the_api(hub: Harness) -> 
     assert hub.sandbox.store.blocklist_recreations == 1
 
 
+# -- archived contacts (HubSpot's recycle bin) -------------------------------------------------
+
+
+def archive(sandbox: HubSpotSandbox, email: str) -> str:
+    """Seed a contact and archive it, as a HubSpot user's restorable "delete" does; its id."""
+    contact_id = sandbox.add_person(email, "Archie", "Ved", "+31612345678", city="Gouda")
+    contact = sandbox.store.live(contact_id)
+    assert contact is not None
+    sandbox.store.archive(contact)
+    assert not sandbox.holds(email) and sandbox.restorable(email)
+    return contact_id
+
+
+@pytest.mark.parametrize(
+    "known", ["email_and_id", "email_only", "id_only"], ids=["e-mail+id", "e-mail", "id"]
+)
+async def test_erase_deletes_an_archived_contact_for_good(hub: Harness, known: str) -> None:
+    """An archived contact is found and gdpr-deleted by id: nothing is left to restore."""
+    contact_id = archive(hub.sandbox, "binned@example.com")
+    subject = Subject(
+        email="" if known == "id_only" else "binned@example.com",
+        external_id=None if known == "email_only" else contact_id,
+    )
+    result = await hub.adapter.erase(subject)
+    assert result.found and result.vendor_status == 204 and not result.reversible
+    assert not hub.sandbox.restorable("binned@example.com")
+    assert not hub.sandbox.restore("binned@example.com")
+    assert not hub.sandbox.holds("binned@example.com")
+    assert hub.sandbox.is_blocklisted("binned@example.com")
+    assert not any(e.startswith("DELETE") or "archive" in e for e in hub.sandbox.endpoints_used)
+    assert await hub.adapter.find(subject) == []
+    assert not (await hub.adapter.erase(subject)).found
+    assert "binned@example.com" not in repr(hub.sandbox.log.entries)
+
+
+async def test_erase_reaches_a_live_and_every_archived_contact_of_an_email(hub: Harness) -> None:
+    """Archived, created again, archived again, created again: one erasure removes all three."""
+    first = archive(hub.sandbox, "again@example.com")
+    second = archive(hub.sandbox, "again@example.com")
+    live = hub.sandbox.add_person("again@example.com", "Live", "Again")
+    assert len({first, second, live}) == 3
+    result = await hub.adapter.erase(Subject(email="again@example.com", external_id=first))
+    assert result.found and result.vendor_status == 204
+    assert hub.sandbox.store.contacts == {}
+    assert not hub.sandbox.restorable("again@example.com")
+    assert not hub.sandbox.holds("again@example.com")
+
+
+async def test_find_reports_an_archived_contact_live_one_first(hub: Harness) -> None:
+    """find returns an archived contact, marked so, by e-mail and by id, after a live one."""
+    archived_id = archive(hub.sandbox, "binned@example.com")
+    (by_email,) = await hub.adapter.find(Subject(email="binned@example.com"))
+    assert (by_email["id"], by_email["archived"]) == (archived_id, True)
+    assert by_email["properties"]["city"] == "Gouda"
+    (by_id,) = await hub.adapter.find(Subject(email="", external_id=archived_id))
+    assert by_id["id"] == archived_id
+    live_id = hub.sandbox.add_person("binned@example.com", "New", "Live")
+    both = await hub.adapter.find(Subject(email="binned@example.com", external_id=archived_id))
+    assert [(r["id"], r["archived"]) for r in both] == [(live_id, False), (archived_id, True)]
+    assert "binned@example.com" not in repr(hub.sandbox.log.entries)
+
+
+async def test_upsert_leaves_an_archived_contact_in_the_recycle_bin(hub: Harness) -> None:
+    """A sync write for a known but archived id creates a live contact, as before; the archived
+    one is neither restored nor changed."""
+    archived_id = archive(hub.sandbox, "person1@example.com")
+    record = person(1)._replace(external_id=archived_id)
+    (result,) = await hub.adapter.upsert([record])
+    assert result.outcome == "created" and result.external_id != archived_id
+    contact = hub.sandbox.store.archived(archived_id)
+    assert contact is not None and contact.properties["firstname"] == "Archie"
+
+
 # -- find and pull ----------------------------------------------------------------------------
 
 
@@ -536,6 +609,25 @@ async def test_sandbox_search_filters_by_email_and_enforces_filter_limits(
     too_many = await raw.post(f"{CONTACTS}/search", json={"filterGroups": [{"filters": [flt]}] * 6})
     assert too_many.status_code == 400
     assert too_many.json()["category"] == "VALIDATION_ERROR"
+
+
+async def test_sandbox_reads_archived_contacts_only_with_the_query_flag(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox
+) -> None:
+    """As the spec has it, ``archived=true`` (a query flag, also on batch/read) reads archived
+    contacts only; without it they are not found; search never shows them."""
+    contact_id = archive(sandbox, "flag@example.com")
+    assert (await raw.get(f"{CONTACTS}/{contact_id}")).status_code == 404
+    got = await raw.get(f"{CONTACTS}/{contact_id}", params={"archived": "true"})
+    assert got.status_code == 200 and got.json()["archived"] is True
+    body = {"idProperty": "email", "inputs": [{"id": "flag@example.com"}]}
+    in_body = await raw.post(f"{CONTACTS}/batch/read", json={**body, "archived": True})
+    assert in_body.status_code == 207 and in_body.json()["results"] == []
+    flagged = await raw.post(f"{CONTACTS}/batch/read", params={"archived": "true"}, json=body)
+    assert [r["id"] for r in flagged.json()["results"]] == [contact_id]
+    flt = {"propertyName": "email", "operator": "EQ", "value": "flag@example.com"}
+    found = await raw.post(f"{CONTACTS}/search", json={"filterGroups": [{"filters": [flt]}]})
+    assert found.json()["total"] == 0
 
 
 # -- webhooks ---------------------------------------------------------------------------------

@@ -96,6 +96,53 @@ async def test_erasure_uses_gdpr_delete_and_nothing_is_restorable(
     assert crm.holds(OTHER_EMAIL) and shop.holds(OTHER_EMAIL)
 
 
+def archive_in_crm(crm: HubSpotSandbox, email: str) -> str:
+    """Archive the synced contact, as a HubSpot user's restorable "delete" does; its id."""
+    contact = crm.store.live(email, "email")
+    assert contact is not None
+    crm.store.archive(contact)
+    assert not crm.holds(email) and crm.restorable(email)
+    return str(contact.id)
+
+
+async def test_erasure_deletes_a_contact_archived_in_hubspot_for_good(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A contact in HubSpot's recycle bin is held: it is gdpr-deleted (by its id) and the CRM is
+    verified absent; the recycle bin cannot bring it back."""
+    await seeded(shop, rt)
+    archive_in_crm(crm, CANARY_EMAIL)
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    assert view.system("crm").status == "verified_absent"
+    assert not crm.restorable(CANARY_EMAIL) and not crm.restore(CANARY_EMAIL)
+    assert not crm.holds(CANARY_EMAIL) and crm.is_blocklisted(CANARY_EMAIL)
+    assert not any(e.startswith("DELETE") or "batch/archive" in e for e in crm.endpoints_used)
+    (crm_receipt,) = [s for s in receipt_of(service, view.id)["systems"] if s["system"] == "crm"]
+    assert crm_receipt["status"] == "verified_absent"
+    assert crm_receipt["found"] is True and crm_receipt["reversible"] is False
+    assert crm.holds(OTHER_EMAIL)
+
+
+async def test_erasure_stays_open_while_hubspot_keeps_an_archived_contact(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If gdpr-delete left an archived contact in place, the verification sees it: the CRM step
+    fails as still present, and no receipt says the erasure is complete."""
+    await seeded(shop, rt)
+    archive_in_crm(crm, CANARY_EMAIL)
+    purge = crm.store.purge
+    monkeypatch.setattr(crm.store, "purge", lambda c: None if c.archived else purge(c))
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.is_open
+    assert view.system("crm").status == "failed"
+    assert "still present" in (view.system("crm").detail or "")
+    assert service.receipt(view.id) is None
+    assert crm.restorable(CANARY_EMAIL)
+
+
 @pytest.mark.parametrize("how", ["retry", "retry_open"])
 async def test_shop_down_leaves_it_failed_until_retry_and_sync_does_not_recreate(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, how: str
@@ -513,6 +560,35 @@ async def test_rectify_does_not_create_the_person_where_they_are_not_held(
     assert view.system("crm").status == "not_held"
     assert view.system("shop").status == "done"
     assert not crm.holds(CANARY_EMAIL)
+
+
+async def test_rectify_leaves_a_contact_archived_in_hubspot_alone(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A contact held only in HubSpot's recycle bin is skipped, saying why; no new one is made."""
+    await seeded(shop, rt)
+    archived_id = archive_in_crm(crm, CANARY_EMAIL)
+    view = await DsrService(rt).rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert view.system("crm").status == "skipped"
+    assert "archived" in (view.system("crm").detail or "")
+    assert view.system("shop").status == "done"
+    assert not crm.holds(CANARY_EMAIL)
+    contact = crm.store.archived(archived_id)
+    assert contact is not None and contact.properties["city"] == "Utrecht"
+
+
+async def test_access_reports_a_contact_archived_in_hubspot(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """An archived contact is still held: the access bundle shows it, marked archived."""
+    await seeded(shop, rt)
+    archived_id = archive_in_crm(crm, CANARY_EMAIL)
+    view = await DsrService(rt).access(CANARY_EMAIL, tmp_path / "bundle")
+    assert view.system("crm").status == "done"
+    data = json.loads((tmp_path / "bundle" / "data.json").read_text())
+    (record,) = data["systems"]["crm"]["records"]
+    assert (record["id"], record["archived"]) == (archived_id, True)
+    assert record["properties"]["email"] == CANARY_EMAIL
 
 
 # -- the command line --------------------------------------------------------------------------
