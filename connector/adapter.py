@@ -35,11 +35,14 @@ __all__ = [
     "WebhookRequest",
 ]
 
-Capability = Literal["pull", "upsert", "find", "erase", "webhooks"]
+Capability = Literal["pull", "upsert", "update", "find", "erase", "webhooks"]
 ErasureMode = Literal["hard_delete", "async_hard_delete", "anonymise", "delete_purged_later"]
 #: ``upserted``: written, and the system does not say whether the record was new (Mailchimp's
 #: ``PUT`` answers a created and an updated member alike).
-UpsertOutcome = Literal["created", "updated", "upserted", "failed"]
+#: ``not_held`` and ``skipped`` come from ``update`` only, which never creates: the system holds
+#: no record the write could change, or holds one it must leave as it is (a Mailchimp member
+#: that is archived changes only by being restored); ``note`` says which.
+UpsertOutcome = Literal["created", "updated", "upserted", "not_held", "skipped", "failed"]
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,9 @@ class UpsertResult(NamedTuple):
 
     ``reason`` is a vendor error *category* or status, never a message that could echo data.
     ``retryable`` marks failures worth another try (the record stays queued) as opposed to
-    permanent rejections (dead-lettered).
+    permanent rejections (dead-lettered). ``note`` says in words what a write left alone and
+    why (``not_held``, ``skipped``, or an update that reached only some of the records), for a
+    request's receipt; like ``reason``, it never holds personal data.
     """
 
     ref: str
@@ -127,6 +132,7 @@ class UpsertResult(NamedTuple):
     external_id: str | None = None
     reason: str = ""
     retryable: bool = False
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +219,16 @@ class Adapter(Protocol):
 
     async def upsert(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         """Idempotent batch write (at most ``limits.batch_size``); one result per record."""
+        ...
+
+    async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Change records the system already holds, and nothing else; one result per record.
+
+        Unlike ``upsert`` it never creates a record, and never changes a status that stands
+        for consent (subscribe, re-subscribe, restore from an archive): a rectification
+        (Art. 16) corrects what is held and must not add anyone anywhere. A record with
+        nothing to change answers ``not_held`` or ``skipped``, never ``failed``.
+        """
         ...
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:

@@ -296,7 +296,8 @@ class KindRunner:
             held = await system.adapter.find(Subject(email=email, external_id=external))
             records = [record for record in held if not is_archived(record)]
             if not records:
-                # Upserting would *create* the person there, which is not a rectification.
+                # Nothing to correct: a correction neither creates the person nor brings an
+                # archived record back.
                 if held:
                     self._set(row, name, "skipped", _HELD_ONLY_ARCHIVED)
                 else:
@@ -312,21 +313,31 @@ class KindRunner:
                 external_id=external,
                 fields=system.mapping.outbound(person),
             )
-            (result,) = await system.adapter.upsert([outbound])
+            # update, never upsert: a correction changes what is held and nothing else. An
+            # upsert would create the person where find saw only something else of theirs
+            # (guest orders), add them to a newsletter audience they were never on, or
+            # subscribe an archived member again, all without their consent.
+            (result,) = await system.adapter.update([outbound])
         except KlantsyncError as exc:
             self._failed(row, name, str(exc))
             return
         if result.outcome == "failed":
             self._failed(row, name, f"rejected: {result.reason}")
             return
+        facts: dict[str, Any] = {"endpoint": "update", "outcome": result.outcome, "fields": names}
+        if result.outcome == "not_held":
+            self._set(row, name, "not_held", result.note or "no record the system could update")
+            return
+        if result.outcome == "skipped":
+            # Held, but in a state a correction may not change (an archived member): the
+            # receipt says so instead of claiming the field was corrected.
+            self._set(row, name, "skipped", result.note or "left unchanged", facts)
+            return
         self.db.forget_delivered(name, row.subject_id)
-        facts = {
-            "endpoint": "upsert",
-            "outcome": result.outcome,
-            "fields": names,
-            "updated_at": self.service.timestamp(),
-        }
-        self._set(row, name, "done", None, facts)
+        facts["updated_at"] = self.service.timestamp()
+        if result.note:
+            facts["note"] = result.note
+        self._set(row, name, "done", result.note or None, facts)
 
     # -- status helpers ------------------------------------------------------------------------
 

@@ -5,6 +5,8 @@ What it does, by contract verb:
 - ``pull``: ``GET /crm/v3/objects/contacts`` paged by ``after``, with loop detection;
 - ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
   so HubSpot answers a partial failure with 207 and says which inputs failed;
+- ``update``: ``POST .../batch/update`` only, by id or by e-mail, so a contact HubSpot does not
+  hold is never created;
 - ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
   path that could end up in an error message), then ``GET .../{id}`` by HubSpot id; each read
   once for live contacts and once with ``archived=true`` for the recycle bin, because an
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Literal
 
@@ -65,6 +67,7 @@ PROPERTIES: Final = "/crm/v3/properties/contacts"
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
 
 ERASURE_NOTE: Final = "permanently deleted; e-mail added to HubSpot's blocklist"
+NOT_HELD_NOTE: Final = "no contact with this id or e-mail"
 
 #: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
 MAX_ARCHIVED_ROUNDS: Final = 10
@@ -79,7 +82,9 @@ class HubSpotAdapter:
     """
 
     kind: str = "hubspot"
-    capabilities: frozenset[Capability] = frozenset({"pull", "upsert", "find", "erase", "webhooks"})
+    capabilities: frozenset[Capability] = frozenset(
+        {"pull", "upsert", "update", "find", "erase", "webhooks"}
+    )
 
     def __init__(self, client: SystemClient, settings: HubSpotSettings) -> None:
         self.client = client
@@ -133,6 +138,31 @@ class HubSpotAdapter:
         locally (``MISSING_EMAIL``); records sharing an id go in separate calls, in order,
         because HubSpot rejects a whole batch with duplicate ids.
         """
+        return await self._write_contacts(records, self._upsert_batch)
+
+    async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Change contacts HubSpot holds; never create one. One result per record, in order.
+
+        As ``upsert``, except that the records without a (live) HubSpot id are updated by
+        e-mail with ``batch/update`` and ``idProperty=email``, which answers a contact HubSpot
+        does not hold with ``OBJECT_NOT_FOUND`` where ``batch/upsert`` would create it. Such a
+        record is ``not_held``.
+        """
+        results = await self._write_contacts(records, self._update_by_email)
+        return [
+            UpsertResult(result.ref, "not_held", note=NOT_HELD_NOTE)
+            if result.reason == "OBJECT_NOT_FOUND"
+            else result
+            for result in results
+        ]
+
+    async def _write_contacts(
+        self,
+        records: Sequence[OutboundRecord],
+        by_email_batch: Callable[[Sequence[OutboundRecord]], Awaitable[list[UpsertResult]]],
+    ) -> list[UpsertResult]:
+        """Write by HubSpot id where known, and with ``by_email_batch`` for the rest (see
+        ``upsert``)."""
         results: dict[int, UpsertResult] = {}
         by_id: list[tuple[int, OutboundRecord]] = []
         by_email: list[tuple[int, OutboundRecord]] = []
@@ -152,7 +182,7 @@ class HubSpotAdapter:
                     results[index] = outcome
         by_email.sort(key=lambda item: item[0])
         for chunk in _chunks_without_duplicates(by_email, MAX_BATCH, _email):
-            outcomes = await self._upsert_batch([record for _, record in chunk])
+            outcomes = await by_email_batch([record for _, record in chunk])
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
         return [results[index] for index in range(len(records))]
@@ -161,6 +191,18 @@ class HubSpotAdapter:
         inputs = [
             {
                 "id": record.external_id,
+                "objectWriteTraceId": record.ref,
+                "properties": {name: _as_property(value) for name, value in record.fields.items()},
+            }
+            for record in records
+        ]
+        return await self._write_batch("batch/update", inputs, records)
+
+    async def _update_by_email(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        inputs = [
+            {
+                "id": record.email,
+                "idProperty": "email",
                 "objectWriteTraceId": record.ref,
                 "properties": {name: _as_property(value) for name, value in record.fields.items()},
             }

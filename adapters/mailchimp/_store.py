@@ -13,7 +13,8 @@ Each audience keys its members by subscriber hash. What Mailchimp refuses raises
 
 Assumptions where the vendor's behaviour is not documented (the fake is the stricter one):
 the hash in the path must match the body's ``email_address``; ``search-members`` does not show
-archived members; ``count`` over 1000 is refused rather than capped.
+archived members; ``count`` over 1000 is refused rather than capped; a ``PATCH`` of an archived
+member answers 404, as for an absent one (the documented way back is a ``PUT``, which re-adds).
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ What it does, by contract verb:
   e-mails; one idempotent PUT per member gives a per-record result straight away.
   A record whose ``status`` is ``"unsubscribed"`` (consent withdrawn) is sent as a ``PATCH``
   instead, which updates existing members only: a withdrawal never *adds* anyone.
+- ``update`` (a rectification): ``GET`` of the member on each configured audience, then a
+  ``PATCH`` of its fields, never its status, if it is there and not archived. It never adds,
+  subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
   member on each configured audience, archived members included.
 - ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in. Never
@@ -30,10 +33,10 @@ e-mail does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote
 
 import httpx
@@ -43,6 +46,7 @@ from adapters.mailchimp.payloads import (
     is_subscriber_hash,
     member_body,
     subscriber_hash,
+    update_body,
     withdrawal_body,
 )
 from adapters.mailchimp.sandbox import MailchimpSandbox
@@ -92,16 +96,26 @@ ERASURE_NOTE: Final = (
     "permanently deleted on {n} audience(s); Mailchimp refuses to re-import this address "
     "unless the person re-subscribes"
 )
+ARCHIVED_NOTE: Final = (
+    "left archived and unchanged on {n} audience(s): Mailchimp changes an archived member "
+    "only by re-adding it, which would subscribe it again"
+)
+NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
 
 
 @dataclass
 class _Outcome:
-    """One write to one audience: fine, or failed with a reason."""
+    """One write to one audience: fine, or failed with a reason.
+
+    ``left`` says why a correction (``update``) wrote nothing there although nothing failed:
+    no such member (``"absent"``), or an archived one (``"archived"``).
+    """
 
     ok: bool
     reason: str = ""
     retryable: bool = False
     member_id: str | None = None
+    left: Literal["", "absent", "archived"] = ""
 
 
 @dataclass
@@ -121,7 +135,9 @@ class MailchimpAdapter:
     """
 
     kind: str = "mailchimp"
-    capabilities: frozenset[Capability] = frozenset({"upsert", "find", "erase", "webhooks"})
+    capabilities: frozenset[Capability] = frozenset(
+        {"upsert", "update", "find", "erase", "webhooks"}
+    )
 
     def __init__(self, client: SystemClient, settings: MailchimpSettings) -> None:
         self.client = client
@@ -183,12 +199,9 @@ class MailchimpAdapter:
             await self._write(list_id, member_hash, record, withdrawn, batch)
             for list_id in self.settings.list_ids
         ]
-        for outcome in outcomes:
-            if not outcome.ok and outcome.retryable:
-                return UpsertResult(record.ref, "failed", reason=outcome.reason, retryable=True)
-        for outcome in outcomes:
-            if not outcome.ok:
-                return UpsertResult(record.ref, "failed", reason=outcome.reason)
+        failed = _first_failure(record.ref, outcomes)
+        if failed is not None:
+            return failed
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
         return UpsertResult(record.ref, "upserted", external_id=member_id)
 
@@ -202,31 +215,22 @@ class MailchimpAdapter:
     ) -> _Outcome:
         path = _member_path(list_id, member_hash)
         template = _member_path(list_id, "{subscriber_hash}")
-        async with self._connections:
-            if batch.fatal is not None:
-                return _Outcome(ok=False, reason="NOT_SENT", retryable=True)
-            try:
-                if withdrawn:
-                    # PATCH updates only: someone who withdrew consent and is not in this
-                    # audience stays out of it (404 is that answer).
-                    response = await self._request(
-                        "PATCH", path, template, json=withdrawal_body(), accept=(404,)
-                    )
-                    if response.status_code == 404:
-                        return _Outcome(ok=True)
-                else:
-                    body = member_body(record.email, record.fields, self.settings.status_if_new)
-                    response = await self._put_or_move(list_id, path, template, record, body)
-            except FatalRemoteError as exc:
-                batch.fatal = batch.fatal or exc
-                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
-            except RecordError as exc:
-                return _Outcome(ok=False, reason=_reason(exc))
-            except RetryableError as exc:
-                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
-        member = json_object(response)
-        member_id = member.get("id")
-        return _Outcome(ok=True, member_id=member_id if isinstance(member_id, str) else member_hash)
+
+        async def call() -> _Outcome:
+            if withdrawn:
+                # PATCH updates only: someone who withdrew consent and is not in this
+                # audience stays out of it (404 is that answer).
+                response = await self._request(
+                    "PATCH", path, template, json=withdrawal_body(), accept=(404,)
+                )
+                if response.status_code == 404:
+                    return _Outcome(ok=True)
+            else:
+                body = member_body(record.email, record.fields, self.settings.status_if_new)
+                response = await self._put_or_move(list_id, path, template, record, body)
+            return _written(response, member_hash)
+
+        return await self._on_connection(batch, call)
 
     async def _put_or_move(
         self,
@@ -258,6 +262,82 @@ class MailchimpAdapter:
                 return moved
         return await self._request("PUT", path, template, json=body)
 
+    # -- update ----------------------------------------------------------------------------
+
+    async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Correct members that exist; never add, subscribe, re-subscribe or restore anyone.
+
+        On each configured audience, each member the record may be (its address's hash, and
+        the known member id if that differs, as ``find`` looks them up) is read first:
+
+        - absent (404): left absent; a correction adds nobody to an audience;
+        - archived: left archived and unchanged. Mailchimp documents no way to change an
+          archived member but re-adding it with a ``PUT``, which subscribes it again, and the
+          sandbox answers a ``PATCH`` of one with 404 as of an absent member. Reading first
+          means no ``PATCH`` is even tried, so no undocumented vendor behaviour can restore
+          the member, and the result can say it is there but was left alone;
+        - any other status (subscribed, unsubscribed, cleaned, pending): a ``PATCH`` of its
+          fields alone (:func:`~adapters.mailchimp.payloads.update_body`), so the status,
+          which is the member's consent, stays what it is.
+
+        One result per record: ``updated`` if some member was changed (``note`` counts the
+        archived ones left alone), ``skipped`` if only archived members exist, ``not_held``
+        if none does, or ``failed`` as for ``upsert``.
+
+        Raises:
+            FatalRemoteError: as for ``upsert``; calls not yet started are not made.
+        """
+        batch = _Batch()
+        results = await self._workers.run_all(
+            [partial(self._update_one, record, batch) for record in records]
+        )
+        if batch.fatal is not None:
+            raise batch.fatal
+        return results
+
+    async def _update_one(self, record: OutboundRecord, batch: _Batch) -> UpsertResult:
+        hashes = _member_hashes(record.email, record.external_id)
+        if not hashes:
+            return UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
+        body = update_body(record.fields)
+        # One member after the other: a worker is one connection (see __init__).
+        outcomes = [
+            await self._correct(list_id, member_hash, body, batch)
+            for list_id in self.settings.list_ids
+            for member_hash in hashes
+        ]
+        failed = _first_failure(record.ref, outcomes)
+        if failed is not None:
+            return failed
+        archived = sum(o.left == "archived" for o in outcomes)
+        note = ARCHIVED_NOTE.format(n=archived) if archived else ""
+        member_id = next((o.member_id for o in outcomes if o.member_id), None)
+        if member_id is not None:
+            return UpsertResult(record.ref, "updated", external_id=member_id, note=note)
+        if archived:
+            return UpsertResult(record.ref, "skipped", note=note)
+        return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
+
+    async def _correct(
+        self, list_id: str, member_hash: str, body: dict[str, Any], batch: _Batch
+    ) -> _Outcome:
+        """Read one member; ``PATCH`` ``body`` onto it only if it is there and not archived."""
+        path = _member_path(list_id, member_hash)
+        template = _member_path(list_id, "{subscriber_hash}")
+
+        async def call() -> _Outcome:
+            held = await self._request("GET", path, template, accept=(404,))
+            if held.status_code == 404:
+                return _Outcome(ok=True, left="absent")
+            if json_object(held).get("status") == "archived":
+                return _Outcome(ok=True, left="archived")
+            response = await self._request("PATCH", path, template, json=body, accept=(404,))
+            if response.status_code == 404:
+                return _Outcome(ok=True, left="absent")  # gone since it was read
+            return _written(response, member_hash)
+
+        return await self._on_connection(batch, call)
+
     # -- find ------------------------------------------------------------------------------
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
@@ -276,11 +356,9 @@ class MailchimpAdapter:
         if "@" in email:
             for member in await self._search(email):
                 found[(str(member["list_id"]), str(member["id"]))] = member
-        hashes = [subscriber_hash(email)] if "@" in email else []
-        if subject.external_id and is_subscriber_hash(subject.external_id):
-            hashes.append(subject.external_id)
+        hashes = _member_hashes(email, subject.external_id)
         for list_id in self.settings.list_ids:
-            for member_hash in dict.fromkeys(hashes):
+            for member_hash in hashes:
                 if (list_id, member_hash) in found:
                     continue
                 held = await self._get_member(list_id, member_hash)
@@ -362,6 +440,26 @@ class MailchimpAdapter:
 
     # -- plumbing --------------------------------------------------------------------------
 
+    async def _on_connection(
+        self, batch: _Batch, call: Callable[[], Awaitable[_Outcome]]
+    ) -> _Outcome:
+        """Run ``call`` on one of the account's connections; its remote errors become outcomes.
+
+        The first fatal error is kept on ``batch``, and calls not yet started are not made.
+        """
+        async with self._connections:
+            if batch.fatal is not None:
+                return _Outcome(ok=False, reason="NOT_SENT", retryable=True)
+            try:
+                return await call()
+            except FatalRemoteError as exc:
+                batch.fatal = batch.fatal or exc
+                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
+            except RecordError as exc:
+                return _Outcome(ok=False, reason=_reason(exc))
+            except RetryableError as exc:
+                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
+
     async def _request(
         self,
         method: str,
@@ -388,6 +486,34 @@ class MailchimpAdapter:
 
 def _member_path(list_id: str, member_hash: str) -> str:
     return f"/lists/{quote(list_id, safe='')}/members/{member_hash}"
+
+
+def _member_hashes(email: str, external_id: str | None) -> list[str]:
+    """The member ids a person may have on an audience: their address's hash, and the id the
+    connector holds when it is another (the member's address changed in Mailchimp)."""
+    normalised = email.strip().lower()
+    hashes = [subscriber_hash(normalised)] if "@" in normalised else []
+    if external_id and is_subscriber_hash(external_id):
+        hashes.append(external_id)
+    return list(dict.fromkeys(hashes))
+
+
+def _written(response: httpx.Response, member_hash: str) -> _Outcome:
+    """A member Mailchimp answered a write with: its id, or the hash it was written under."""
+    member_id = json_object(response).get("id")
+    return _Outcome(ok=True, member_id=member_id if isinstance(member_id, str) else member_hash)
+
+
+def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | None:
+    """The record's failure, if any audience failed: a retryable one first, since a record
+    sent again is sent to every audience anyway."""
+    for outcome in outcomes:
+        if not outcome.ok and outcome.retryable:
+            return UpsertResult(ref, "failed", reason=outcome.reason, retryable=True)
+    for outcome in outcomes:
+        if not outcome.ok:
+            return UpsertResult(ref, "failed", reason=outcome.reason)
+    return None
 
 
 def _renamed(exc: RemoteError, path: str) -> RemoteError:

@@ -22,6 +22,7 @@ __all__ = [
     "nest",
     "problem_body",
     "subscriber_hash",
+    "update_body",
     "withdrawal_body",
 ]
 
@@ -80,6 +81,19 @@ def member_body(email: str, fields: Mapping[str, Any], status_if_new: str) -> di
     body["status_if_new"] = status if isinstance(status, str) and status else status_if_new
     if "status" in body and not body["status"]:
         del body["status"]  # an empty status means "leave it", not "set it to nothing"
+    return body
+
+
+def update_body(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The body of the ``PATCH`` that corrects an existing member's fields, and nothing else.
+
+    ``status`` and ``status_if_new`` are never sent, whatever the mapping holds: a status is
+    the member's consent, which a correction must not change. Nor is ``email_address``: the
+    member is addressed by it, and a ``PATCH`` carrying another one would change it.
+    """
+    body = nest(fields)
+    for name in ("status", "status_if_new", "email_address"):
+        body.pop(name, None)
     return body
 
 

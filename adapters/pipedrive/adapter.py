@@ -10,6 +10,7 @@ What it does, by contract verb:
   to three calls, run with bounded concurrency: ``PATCH /persons/{id}`` when the identity map
   knows the id, else ``GET /persons/search`` (exact e-mail, the search bucket) and ``PATCH``
   the hit, else ``POST /persons``;
+- ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
   (Pipedrive lets several persons share an e-mail), each read in full;
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
@@ -27,7 +28,8 @@ or the person with ``is_deleted: true`` during the 30 days is UNVERIFIED, so bot
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, Final, Literal
 
 import httpx
@@ -84,7 +86,9 @@ class PipedriveAdapter:
     """
 
     kind: str = "pipedrive"
-    capabilities: frozenset[Capability] = frozenset({"pull", "upsert", "find", "erase", "webhooks"})
+    capabilities: frozenset[Capability] = frozenset(
+        {"pull", "upsert", "update", "find", "erase", "webhooks"}
+    )
 
     def __init__(self, client: SystemClient, settings: PipedriveSettings) -> None:
         self.client = client
@@ -150,6 +154,25 @@ class PipedriveAdapter:
         Raises:
             FatalRemoteError: bad token or missing permission (the whole system stops).
         """
+        return await self._write_persons(records, self._upsert_one)
+
+    async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Change persons Pipedrive holds; never create one. Results in input order.
+
+        As ``upsert`` (by id, else the oldest exact e-mail hit), but a record that finds no
+        live person is ``not_held`` instead of being created with ``POST /persons``.
+
+        Raises:
+            FatalRemoteError: as for ``upsert``.
+        """
+        return await self._write_persons(records, partial(self._upsert_one, create=False))
+
+    async def _write_persons(
+        self,
+        records: Sequence[OutboundRecord],
+        write_one: Callable[[OutboundRecord], Awaitable[UpsertResult]],
+    ) -> list[UpsertResult]:
+        """Run ``write_one`` over ``records`` as ``upsert`` describes; results in input order."""
         gate = asyncio.Semaphore(max(1, self.limits.max_concurrency))
         chains: dict[str, list[int]] = {}
         for index, record in enumerate(records):
@@ -169,7 +192,7 @@ class PipedriveAdapter:
                     if stopped.is_set():
                         return  # another record met a fatal error: send nothing more
                     try:
-                        result = await self._upsert_one(record)
+                        result = await write_one(record)
                     except FatalRemoteError:
                         stopped.set()
                         raise
@@ -183,7 +206,7 @@ class PipedriveAdapter:
                 raise outcome
         return [result for result in results if result is not None]
 
-    async def _upsert_one(self, record: OutboundRecord) -> UpsertResult:
+    async def _upsert_one(self, record: OutboundRecord, *, create: bool = True) -> UpsertResult:
         if not record.email and not record.external_id:
             return UpsertResult(record.ref, "failed", reason="missing_email")
         try:
@@ -198,6 +221,8 @@ class PipedriveAdapter:
                 updated = await self._patch(hits[0], record)
                 if updated is not None:
                     return updated
+            if not create:
+                return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
             body = person_body(record.fields, record.email, creating=True)
             response = await self.client.request("POST", PERSONS, json=body)
             return self._result(record.ref, response, "created")

@@ -9,8 +9,8 @@ What it does, by contract verb:
   ``updated_at`` filter may compare dates only (a community report; UNVERIFIED) and late
   writes can land just behind the newest one. Records re-read in the overlap are spotted by
   the engine's content hash and send nothing.
-- ``upsert``: not offered. Shopify is a source of customers here, so ``capabilities`` leave
-  it out and a call is a :class:`~connector.errors.FatalRemoteError`.
+- ``upsert`` and ``update``: not offered. Shopify is a source of customers here, so
+  ``capabilities`` leave them out and a call is a :class:`~connector.errors.FatalRemoteError`.
 - ``find``: the customer by exact e-mail (search, then an exact match), else by the known
   GraphQL id; plus each of their orders (name, date, total, line item titles).
 - ``erase``: ``customerRequestDataErasure`` only. Shopify queues it and erases after its own
@@ -304,6 +304,14 @@ class ShopifyAdapter:
             FatalRemoteError: always, before anything is sent.
         """
         raise FatalRemoteError(self.client.system, "POST", self.path, None, "UPSERT_NOT_SUPPORTED")
+
+    async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Not offered either: klantsync never writes to Shopify (``capabilities``).
+
+        Raises:
+            FatalRemoteError: always, before anything is sent.
+        """
+        raise FatalRemoteError(self.client.system, "POST", self.path, None, "UPDATE_NOT_SUPPORTED")
 
     # -- find --------------------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ What WooCommerce offers and how it shapes this adapter:
 - The customers list has **no date filter**, so :meth:`WooCommerceAdapter.pull` is a full scan
   in id order; the engine spots changes by content hash. Webhooks give the low-latency path.
 - Writes go through ``POST /customers/batch`` (100 items in total per call), after an exact
-  e-mail lookup so a retried create becomes an update instead of a duplicate.
+  e-mail lookup so a retried create becomes an update instead of a duplicate. ``update`` sends
+  the ``update`` list only: someone the shop knows from guest orders alone gets no account.
 - Erasure: WooCommerce keeps orders (and their billing and shipping data) when a user is
   deleted, so the subject's orders are anonymised first, then the customer is deleted with
   ``force=true`` (WordPress users have no trash; the deletion is permanent).
@@ -64,6 +65,7 @@ __all__ = [
 API = "/wp-json/wc/v3"
 PAGE_SIZE = 100  # WordPress caps per_page at 100
 BATCH_SIZE = 100  # woocommerce_rest_batch_items_limit, across create + update + delete
+NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are not changed)"
 
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
@@ -142,7 +144,9 @@ class WooCommerceAdapter:
     """
 
     kind = "woocommerce"
-    capabilities: frozenset[Capability] = frozenset({"pull", "upsert", "find", "erase", "webhooks"})
+    capabilities: frozenset[Capability] = frozenset(
+        {"pull", "upsert", "update", "find", "erase", "webhooks"}
+    )
 
     def __init__(self, client: SystemClient, settings: WooCommerceSettings) -> None:
         self.client = client
@@ -209,9 +213,23 @@ class WooCommerceAdapter:
             results += await self._upsert_batch(records[start : start + BATCH_SIZE])
         return results
 
-    async def _upsert_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+    async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        """Change customers the shop holds (by external id, else exact e-mail); create none.
+
+        A record with no customer is ``not_held``, even when the shop has guest orders billed
+        to the e-mail (``find`` lists those): an order is a record of a sale, not an account,
+        and ``upsert`` would create the account.
+        """
+        results: list[UpsertResult] = []
+        for start in range(0, len(records), BATCH_SIZE):
+            results += await self._upsert_batch(records[start : start + BATCH_SIZE], create=False)
+        return results
+
+    async def _upsert_batch(
+        self, records: Sequence[OutboundRecord], *, create: bool = True
+    ) -> list[UpsertResult]:
         ids = await self._known_ids(records)
-        results = await self._write(records, ids)
+        results = await self._write_known(records, ids, create)
         # A stale external id (the shop owner deleted the customer) fails as invalid_id:
         # look those up by e-mail and write again, so the record is not lost.
         stale = [
@@ -221,7 +239,8 @@ class WooCommerceAdapter:
         ]
         if stale:
             again = [records[i] for i in stale]
-            retried = await self._write(again, await self._known_ids(again, ignore_given=True))
+            again_ids = await self._known_ids(again, ignore_given=True)
+            retried = await self._write_known(again, again_ids, create)
             for i, result in zip(stale, retried, strict=True):
                 results[i] = result
         return results
@@ -239,6 +258,21 @@ class WooCommerceAdapter:
             return str(customer["id"]) if customer else None
 
         return list(await asyncio.gather(*(resolve(r) for r in records)))
+
+    async def _write_known(
+        self, records: Sequence[OutboundRecord], ids: Sequence[str | None], create: bool
+    ) -> list[UpsertResult]:
+        """``_write``; without ``create``, a record with no known customer is ``not_held``
+        and left out of the call."""
+        if create:
+            return await self._write(records, ids)
+        results = [UpsertResult(r.ref, "not_held", note=NOT_HELD_NOTE) for r in records]
+        held = [i for i, known in enumerate(ids) if known is not None]
+        if held:
+            written = await self._write([records[i] for i in held], [ids[i] for i in held])
+            for i, result in zip(held, written, strict=True):
+                results[i] = result
+        return results
 
     async def _write(
         self, records: Sequence[OutboundRecord], ids: Sequence[str | None]

@@ -2,8 +2,9 @@
 
 Every kind in the registry must appear here (a test checks that), so a new system cannot be
 added without passing the same suite: pages end and the cursor only moves forward, upsert is
-idempotent, erasure is idempotent and permanent (or says honestly that it is not), and no
-personal data reaches the sandbox's request log or an error message.
+idempotent, update changes only what is held and never creates anyone, erasure is idempotent
+and permanent (or says honestly that it is not), and no personal data reaches the sandbox's
+request log or an error message.
 """
 
 from __future__ import annotations
@@ -138,6 +139,28 @@ async def test_upsert_is_idempotent(pair: Pair) -> None:
         assert pair.sandbox.holds(record.email)
 
 
+async def test_update_changes_only_what_is_held_and_creates_nobody(pair: Pair) -> None:
+    """update of someone the system does not hold is ``not_held`` and creates nothing; of
+    someone it holds, it corrects the field (the rectification verb)."""
+    if "update" not in pair.adapter.capabilities:
+        assert "upsert" not in pair.adapter.capabilities  # every destination can be rectified
+        pytest.skip(f"{pair.kind} is a source only")
+    record = _fields_for(pair, _record(5))
+    (absent,) = await pair.adapter.update([record])
+    assert absent.outcome == "not_held" and absent.note, absent
+    assert not pair.sandbox.holds(record.email)
+    assert not pair.sandbox.restorable(record.email)
+    pair.sandbox.add_person(record.email, "Contract", "Wrong")
+    fixed = record._replace(
+        fields={k: str(v).replace("Person5", "Fixed") for k, v in record.fields.items()}
+    )
+    for _ in range(2):  # idempotent: the second call finds the record corrected already
+        (result,) = await pair.adapter.update([fixed])
+        assert result.outcome == "updated", result
+    held = pair.sandbox.record_for(record.email)
+    assert held is not None and "Fixed" in repr(held)
+
+
 async def test_erasure_is_permanent_idempotent_and_honest(pair: Pair) -> None:
     """Erasure removes the person (or says it is pending/reversible), and a rerun finds none."""
     if "erase" not in pair.adapter.capabilities:
@@ -155,9 +178,12 @@ async def test_erasure_is_permanent_idempotent_and_honest(pair: Pair) -> None:
 
 
 async def test_no_personal_data_in_the_request_log_or_errors(pair: Pair) -> None:
-    """Writes and lookups of a canary leave its e-mail in no logged query, path or error."""
+    """Writes, corrections and lookups of a canary leave its e-mail in no logged query, path or
+    error."""
     if "upsert" in pair.adapter.capabilities:
         await pair.adapter.upsert([_fields_for(pair, _record(9, CANARY))])
+    if "update" in pair.adapter.capabilities:
+        await pair.adapter.update([_fields_for(pair, _record(9, CANARY))])
     await pair.adapter.find(Subject(email=CANARY))
     for entry in pair.sandbox.log.entries:  # type: ignore[attr-defined]
         assert CANARY not in entry.path and CANARY not in str(entry.query)

@@ -157,7 +157,7 @@ def test_spec_and_adapter_meet_the_contract(mc: Harness) -> None:
     assert SPEC.kind == "mailchimp" == mc.adapter.kind == MailchimpSandbox.kind
     assert SPEC.settings_model is MailchimpSettings
     assert isinstance(mc.adapter, Adapter)
-    assert mc.adapter.capabilities == {"upsert", "find", "erase", "webhooks"}
+    assert mc.adapter.capabilities == {"upsert", "update", "find", "erase", "webhooks"}
     assert SPEC.sandbox().credentials() == {"api_key": API_KEY}
 
 
@@ -431,6 +431,108 @@ async def test_retries_running_out_leave_the_record_retryable(mc: Harness) -> No
     (result,) = await mc.adapter.upsert([person(1)])
     assert (result.outcome, result.retryable) == ("failed", True)
     assert result.reason == "Internal Server Error"
+
+
+# -- update (rectification) ------------------------------------------------------------------
+
+
+def corrected(n: int, **fields: Any) -> OutboundRecord:
+    """``person(n)`` with a corrected last name, as a rectification sends it."""
+    return person(n, **{"merge_fields.LNAME": "Corrected", **fields})
+
+
+async def test_update_corrects_a_member_and_adds_nobody_to_another_list(mc: Harness) -> None:
+    """On list A only: A's member is PATCHed and stays subscribed; list B gets nobody."""
+    mc.sandbox.add_person("reader1@example.com", "First1", "Wrong", list_id=LIST_A)
+    (result,) = await mc.adapter.update([corrected(1)])
+    assert (result.outcome, result.note) == ("updated", "")
+    assert result.external_id == subscriber_hash("reader1@example.com")
+    member = mc.sandbox.member(LIST_A, "reader1@example.com")
+    assert member is not None
+    assert (member["status"], member["merge_fields"]["LNAME"]) == ("subscribed", "Corrected")
+    assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
+    assert set(mc.sandbox.endpoints_used) == {f"GET {MEMBER}", f"PATCH {MEMBER}"}
+    # Fields only: no status, no status_if_new, no address (see update_body).
+    assert mc.sandbox.log.property_names() == {"merge_fields.FNAME", "merge_fields.LNAME"}
+
+
+async def test_update_leaves_an_archived_member_archived_and_unchanged(mc: Harness) -> None:
+    """An archived member is read, never written: it stays archived with its old fields, and
+    the result says it was skipped and why."""
+    member_hash = mc.sandbox.add_person("reader1@example.com", "First1", "Wrong")
+    mc.sandbox.store.archive(LIST_A, member_hash)
+    (result,) = await mc.adapter.update([corrected(1)])
+    assert result.outcome == "skipped"
+    assert "archived" in result.note and "1 audience" in result.note
+    member = mc.sandbox.member(LIST_A, "reader1@example.com")
+    assert member is not None
+    assert (member["status"], member["merge_fields"]["LNAME"]) == ("archived", "Wrong")
+    assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
+    assert mc.sandbox.log.writes() == []
+    assert not mc.sandbox.holds("reader1@example.com")
+
+
+async def test_update_corrects_the_live_member_and_skips_the_archived_one(mc: Harness) -> None:
+    """Archived on A, subscribed on B: B is corrected, A is left alone, and the note says so."""
+    member_hash = mc.sandbox.add_person("reader1@example.com", "First1", "Wrong", list_id=LIST_A)
+    mc.sandbox.store.archive(LIST_A, member_hash)
+    mc.sandbox.add_person("reader1@example.com", "First1", "Wrong", list_id=LIST_B)
+    (result,) = await mc.adapter.update([corrected(1)])
+    assert result.outcome == "updated" and "archived" in result.note
+    a = mc.sandbox.member(LIST_A, "reader1@example.com")
+    b = mc.sandbox.member(LIST_B, "reader1@example.com")
+    assert a is not None and (a["status"], a["merge_fields"]["LNAME"]) == ("archived", "Wrong")
+    assert b is not None and (b["status"], b["merge_fields"]["LNAME"]) == (
+        "subscribed",
+        "Corrected",
+    )
+
+
+async def test_update_never_sends_a_status_even_when_the_record_has_one(mc: Harness) -> None:
+    """An unsubscribed member is corrected and stays unsubscribed, whatever status the record
+    carries: a correction is not a subscription."""
+    mc.sandbox.add_person("reader1@example.com", "First1", "Wrong", status="unsubscribed")
+    (result,) = await mc.adapter.update([corrected(1, status="subscribed")])
+    assert result.outcome == "updated"
+    member = mc.sandbox.member(LIST_A, "reader1@example.com")
+    assert member is not None
+    assert (member["status"], member["merge_fields"]["LNAME"]) == ("unsubscribed", "Corrected")
+    assert "status" not in mc.sandbox.log.property_names()
+
+
+async def test_update_of_someone_on_no_list_is_not_held_and_writes_nothing(mc: Harness) -> None:
+    """Nobody to correct: ``not_held``, and no member is added anywhere."""
+    (result,) = await mc.adapter.update([corrected(1)])
+    assert result.outcome == "not_held" and result.note
+    assert mc.sandbox.member(LIST_A, "reader1@example.com") is None
+    assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
+    assert mc.sandbox.log.writes() == []
+
+
+async def test_update_reaches_the_member_known_under_its_old_address(mc: Harness) -> None:
+    """A member whose address changed in Mailchimp is corrected by the id the connector holds,
+    as ``find`` finds it; nobody is added under the address the connector knows."""
+    mc.sandbox.add_person("renamed@example.com", "First1", "Wrong", list_id=LIST_A)
+    record = corrected(1)._replace(external_id=subscriber_hash("renamed@example.com"))
+    (result,) = await mc.adapter.update([record])
+    assert result.outcome == "updated"
+    member = mc.sandbox.member(LIST_A, "renamed@example.com")
+    assert member is not None and member["merge_fields"]["LNAME"] == "Corrected"
+    assert member["email_address"] == "renamed@example.com"
+    assert mc.sandbox.member(LIST_A, "reader1@example.com") is None
+
+
+async def test_update_failures_are_reported_like_upserts(mc: Harness) -> None:
+    """A Mailchimp that stays down leaves the correction retryable; a bad key is fatal."""
+    mc.sandbox.add_person("reader1@example.com", "First1", "Wrong")
+    mc.sandbox.faults.fail_next = 100
+    (result,) = await mc.adapter.update([corrected(1)])
+    assert (result.outcome, result.retryable) == ("failed", True)
+    mc.sandbox.faults.fail_next = 0
+    harness = make_harness(mc.sandbox, api_key="wrong-us21")
+    with pytest.raises(FatalRemoteError):
+        await harness.adapter.update([corrected(1)])
+    await harness.client.aclose()
 
 
 # -- erase and find ---------------------------------------------------------------------------

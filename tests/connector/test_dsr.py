@@ -591,6 +591,20 @@ async def test_access_reports_a_contact_archived_in_hubspot(
     assert record["properties"]["email"] == CANARY_EMAIL
 
 
+async def test_rectify_creates_no_shop_account_for_someone_with_guest_orders_only(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop holds only guest orders billed to the e-mail: no customer account is created
+    to hold the correction, and the step says there is no account to correct."""
+    shop.add_order(0, billing={"email": CANARY_EMAIL, "first_name": "Gast", "city": "Delft"})
+    view = await DsrService(rt).rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert view.status == "completed"
+    step = view.system("shop")
+    assert step.status == "not_held" and step.detail is not None and "guest" in step.detail
+    assert not shop.holds(CANARY_EMAIL)
+    assert not crm.holds(CANARY_EMAIL)
+
+
 # -- the command line --------------------------------------------------------------------------
 
 

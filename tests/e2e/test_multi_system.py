@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -373,3 +374,75 @@ async def test_an_address_change_moves_the_person_in_every_destination(
     assert world.news.member(LISTS[1], old) is None
     (again,) = await rt.engine.sync("shop")
     assert again.moved == 0 and all(d.queued == 0 for d in again.destinations.values())
+
+
+# -- rectification: corrects what is held, subscribes nobody -----------------------------------
+
+
+def _news_receipt(rt: Runtime, request_id: str) -> dict[str, Any]:
+    """The Mailchimp system's entry on a completed request's receipt."""
+    text = DsrService(rt).receipt(request_id)
+    assert text is not None
+    systems = {s["system"]: s for s in json.loads(text)["receipt"]["systems"]}
+    entry: dict[str, Any] = systems["news"]
+    return entry
+
+
+async def test_rectification_leaves_an_archived_member_archived_and_says_so(
+    world: World, rt: Runtime
+) -> None:
+    """Archived on audience A: still archived with the old name, nobody added to audience B,
+    and the request's step and receipt say the member was left alone, and why."""
+    email = "archief@example.nl"
+    world.news.add_person(email, "Ria", "Fout", list_id=LISTS[0], status="archived")
+    view = await DsrService(rt).rectify(email, {"last_name": "Goed"})
+    assert view.status == "completed"
+    a = world.news.member(LISTS[0], email)
+    assert a is not None and (a["status"], a["merge_fields"]["LNAME"]) == ("archived", "Fout")
+    assert world.news.member(LISTS[1], email) is None
+    assert not world.news.holds(email)
+    step = view.system("news")
+    assert step.status == "skipped" and step.detail is not None and "archived" in step.detail
+    receipt = _news_receipt(rt, view.id)
+    assert (receipt["endpoint"], receipt["outcome"]) == ("update", "skipped")
+    assert world.news.log.writes() == []
+
+
+async def test_rectification_adds_nobody_to_an_audience_they_are_not_on(
+    world: World, rt: Runtime
+) -> None:
+    """Subscribed on audience A only: A's member is corrected, audience B stays without them."""
+    email = "eenlijst@example.nl"
+    world.news.add_person(email, "Ria", "Fout", list_id=LISTS[0])
+    view = await DsrService(rt).rectify(email, {"last_name": "Goed"})
+    assert view.status == "completed" and view.system("news").status == "done"
+    a = world.news.member(LISTS[0], email)
+    assert a is not None and (a["status"], a["merge_fields"]["LNAME"]) == ("subscribed", "Goed")
+    assert world.news.member(LISTS[1], email) is None
+    assert world.news.log.count("PUT", "/3.0/lists") == 0
+
+
+async def test_rectification_of_a_subscribed_member_corrects_it_on_every_audience(
+    world: World, rt: Runtime
+) -> None:
+    """The ordinary case: a synced, subscribed member is corrected wherever they are, their
+    status untouched, and the receipt names the update and the field."""
+    email = "gewoon@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    world.news.add_person(email, "Jan", "Fout", list_id=LISTS[1], status="unsubscribed")
+    view = await DsrService(rt).rectify(email, {"last_name": "Goed"})
+    assert view.status == "completed" and view.system("news").status == "done"
+    statuses = {}
+    for list_id in LISTS:
+        member = world.news.member(list_id, email)
+        assert member is not None and member["merge_fields"]["LNAME"] == "Goed"
+        statuses[list_id] = member["status"]
+    assert statuses == {LISTS[0]: "subscribed", LISTS[1]: "unsubscribed"}
+    receipt = _news_receipt(rt, view.id)
+    assert (receipt["endpoint"], receipt["outcome"], receipt["fields"]) == (
+        "update",
+        "updated",
+        ["last_name"],
+    )
