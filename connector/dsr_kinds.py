@@ -87,8 +87,8 @@ class KindRunner:
             }
         else:
             connector = {
-                "note": "last-delivered hashes of the touched systems were dropped so "
-                "the next sync compares afresh"
+                "note": "a source klantsync only reads keeps its values: a system marked "
+                "skipped there must be corrected by hand, or its next change sends them again"
             }
         return {
             "version": 1,
@@ -287,7 +287,19 @@ class KindRunner:
             n for n in fields if n in system.mapping.fields and system.mapping.fields[n].outbound
         )
         if not names:
-            self._set(row, name, "skipped", "this system receives none of the fields")
+            kept = sorted(
+                n for n in fields if n in system.mapping.fields and system.mapping.fields[n].inbound
+            )
+            detail = "this system receives none of the fields"
+            if kept:
+                # A source klantsync only reads: the old value stays there, and the next change
+                # to the person there would send it to every system again.
+                detail = (
+                    f"holds {', '.join(kept)} but klantsync does not write them here: correct "
+                    "them in this system too, or its next change to the person sends the old "
+                    "values again"
+                )
+            self._set(row, name, "skipped", detail)
             return
         email: str = manifest["email"]
         self.db.set_system(row.id, name, "in_progress", attempt=True)
@@ -333,7 +345,9 @@ class KindRunner:
             # receipt says so instead of claiming the field was corrected.
             self._set(row, name, "skipped", result.note or "left unchanged", facts)
             return
-        self.db.forget_delivered(name, row.subject_id)
+        # The last-delivered hash stays: it is what the source last sent, so an unchanged
+        # source sends nothing and the correction stands (dropping it made the next sync send
+        # the source's old values over the correction).
         facts["updated_at"] = self.service.timestamp()
         if result.note:
             facts["note"] = result.note

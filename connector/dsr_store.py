@@ -332,14 +332,6 @@ class DsrStore:
             ).rowcount
         return counts
 
-    def forget_delivered(self, system: str, subject_id: str) -> None:
-        """Drop the last-delivered hash so the next sync compares this subject afresh."""
-        self.db.execute(
-            "DELETE FROM delivered WHERE system=? AND subject_no="
-            "(SELECT subject_no FROM subjects WHERE subject_id=?)",
-            (system, subject_id),
-        )
-
     def record_bundle(self, path: str, files: Sequence[str]) -> None:
         """Register a written access bundle so the retention sweep deletes it in time."""
         self.db.execute(

@@ -513,13 +513,14 @@ async def test_privacy_deletion_for_an_unknown_id_opens_nothing(
 # -- rectification -----------------------------------------------------------------------------
 
 
-async def test_rectify_pushes_mapped_fields_and_forgets_the_delivered_hash(
+async def test_rectify_pushes_mapped_fields_to_every_system_that_receives_them(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
-    """A corrected city reaches both systems; the CRM's delivered hash is dropped to diff afresh."""
+    """A corrected city reaches both systems, and the next sync carries the shop's new value."""
     await seeded(shop, rt)
     sid = rt.keyring.subject_id(CANARY_EMAIL)
-    assert rt.store.page_hashes(["crm"], [sid])[1]["crm"]
+    delivered = rt.store.page_hashes(["crm"], [sid])[1]
+    assert delivered["crm"]
     service = DsrService(rt)
     view = await service.rectify(CANARY_EMAIL, {"city": "Amersfoort", "postcode": "3811 aa"})
     assert view.status == "completed"
@@ -528,10 +529,16 @@ async def test_rectify_pushes_mapped_fields_and_forgets_the_delivered_hash(
     assert crm_record is not None and crm_record["properties"]["city"] == "Amersfoort"
     assert shop_record is not None and shop_record["billing"]["city"] == "Amersfoort"
     assert shop_record["billing"]["postcode"] == "3811 AA"
-    assert rt.store.page_hashes(["crm"], [sid])[1] == {"crm": {}}
+    # What the shop last sent stays the CRM's last-delivered payload: the shop was corrected,
+    # so its next sync sends the new city; a source that was not would send nothing.
+    assert rt.store.page_hashes(["crm"], [sid])[1] == delivered
     systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
     assert systems["crm"]["fields"] == ["city"]
     assert systems["shop"]["fields"] == ["city", "postcode"]
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].queued == 1
+    crm_record = crm.record_for(CANARY_EMAIL)
+    assert crm_record is not None and crm_record["properties"]["city"] == "Amersfoort"
 
 
 async def test_rectify_refuses_unknown_fields_and_erased_subjects(

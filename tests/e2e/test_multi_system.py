@@ -287,6 +287,26 @@ async def test_customers_redact_under_a_new_address_reaches_records_under_the_ol
     assert not world.crm.holds(old) and not world.deals.holds(old) and not world.news.holds(old)
 
 
+async def test_a_correction_stands_when_the_source_cannot_be_written(
+    world: World, rt: Runtime
+) -> None:
+    """Shopify is only read: its step says to correct it there, and syncs do not undo it."""
+    email = "recht@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+
+    view = await DsrService(rt).rectify(email, {"last_name": "Goed"})
+
+    assert view.status == "completed"
+    step = view.system("shopify")
+    assert step.status == "skipped" and "correct them in this system too" in (step.detail or "")
+    assert world.crm.record_for(email)["properties"]["lastname"] == "Goed"
+    (again,) = await rt.engine.sync("shopify", full=True)
+    assert not again.failed, again.errors
+    assert world.crm.record_for(email)["properties"]["lastname"] == "Goed"
+
+
 async def test_erased_subject_never_comes_back_from_either_shop(world: World, rt: Runtime) -> None:
     """After an erasure, full syncs from WooCommerce and Shopify re-create them nowhere."""
     email = "both.shops@example.nl"
