@@ -193,6 +193,8 @@ class WebhookEvent:
         delivery_id: the vendor's delivery/event id, for replay detection.
         external_id: the person's id in the sending system, if given.
         email: the person's e-mail, if the payload carries it (never logged).
+        phone: the person's phone number as the payload gives it, for an erasure's
+            suppression entry (never logged).
         record: the person's whole record in the shape ``pull`` yields, when the delivery
             carries it (WooCommerce's customer topics do); a targeted sync then needs no
             fetch. ``None`` means "fetch the current record".
@@ -203,6 +205,7 @@ class WebhookEvent:
     external_id: str | None = None
     email: str | None = None
     record: Mapping[str, Any] | None = None
+    phone: str | None = None
 
 
 @runtime_checkable

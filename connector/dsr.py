@@ -306,7 +306,9 @@ class DsrService:
         external = (system, event.external_id) if event.external_id else None
         try:
             if event.kind == "erase":
-                return await self.erase(event.email, external=external, source=source)
+                # A number that does not parse is left out, not a reason to refuse the request.
+                phone = event.phone if event.phone and to_e164(event.phone) else None
+                return await self.erase(event.email, phone=phone, external=external, source=source)
             email = event.email
             sid = self.rt.store.subject_for_external(*external) if external else None
             if not email and external is not None:

@@ -261,7 +261,7 @@ class Engine:
             if moves:
                 await self._write(lambda store: apply_moves(store, moves, self._system_names))
                 report.moved += len(moves)
-        suppressed = self.store.suppressed(subject_ids)
+        suppressed = self._suppressed(people)
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
@@ -320,6 +320,24 @@ class Engine:
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
+
+    def _suppressed(self, people: Mapping[str, tuple[str | None, Person]]) -> set[str]:
+        """Which of a page's subjects are on the suppression list, by e-mail or by phone.
+
+        An erasure asked with a phone number lists the number too, so a restored backup that
+        holds the person under another address but the same number is stopped as well.
+        """
+        by_phone: dict[str, list[str]] = {}
+        for sid, (_, person) in people.items():
+            phone = person.get("phone")
+            if isinstance(phone, str) and phone:
+                by_phone.setdefault(self.keyring.subject_id(phone), []).append(sid)
+        listed = self.store.suppressed([*people, *by_phone])
+        found = {sid for sid in people if sid in listed}
+        for phone_id, sids in by_phone.items():
+            if phone_id in listed:
+                found.update(sids)
+        return found
 
     # -- delivery side -----------------------------------------------------------------------
 

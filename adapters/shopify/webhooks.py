@@ -91,6 +91,7 @@ def _delivery_id(request: WebhookRequest, headers: Mapping[str, str]) -> str:
 
 
 def _email(value: Any) -> str | None:
+    """A non-empty string field, trimmed (the e-mail, or the phone beside it)."""
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
@@ -122,6 +123,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
                 delivery_id=delivery_id,
                 external_id=customer_gid(customer.get("id")),
                 email=_email(customer.get("email")),
+                phone=_email(customer.get("phone")),
             )
         ]
     # customers/create|update|delete carry the customer itself, REST shaped.

@@ -143,6 +143,19 @@ async def test_erasure_stays_open_while_hubspot_keeps_an_archived_contact(
     assert crm.restorable(CANARY_EMAIL)
 
 
+async def test_an_erasure_with_a_phone_stops_a_backup_holding_another_address_and_that_phone(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The phone's suppression entry is checked on sync as the e-mail's is."""
+    await seeded(shop, rt)
+    view = await DsrService(rt).erase(CANARY_EMAIL, phone=CANARY_PHONE)
+    assert view.status == "completed"
+    shop.add_person("anna.prive@voorbeeld.nl", "Anna", "Klant", CANARY_PHONE)  # a backup
+    (report,) = await rt.engine.sync(full=True)
+    assert report.suppressed == 1
+    assert not crm.holds("anna.prive@voorbeeld.nl") and crm.holds(OTHER_EMAIL)
+
+
 @pytest.mark.parametrize("how", ["retry", "retry_open"])
 async def test_shop_down_leaves_it_failed_until_retry_and_sync_does_not_recreate(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, how: str

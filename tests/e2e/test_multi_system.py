@@ -285,6 +285,8 @@ async def test_customers_redact_under_a_new_address_reaches_records_under_the_ol
         "news": "verified_absent",
     }
     assert not world.crm.holds(old) and not world.deals.holds(old) and not world.news.holds(old)
+    # The phone Shopify sends with the request is suppressed too.
+    assert rt.store.suppressed([rt.keyring.subject_id("+31612345678")])
 
 
 async def test_a_correction_stands_when_the_source_cannot_be_written(
