@@ -19,6 +19,8 @@ from rich.markup import escape
 
 from connector import incidents, retention
 from connector.config import Config, load_config
+from connector.keyset import open_keyring
+from connector.lock import sharing_keys
 from connector.loop import run as run_loop
 from connector.register import build_register
 from connector.register_render import render
@@ -200,7 +202,10 @@ def _show(
 
 
 def _retention(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
-    report = run_loop(retention.sweep(store, config, dry_run=args.dry_run))
+    # The keys open the access bundles' sealed paths; a key rotation waits for the sweep.
+    with sharing_keys(config.store_path):
+        keyring = open_keyring(store, config)
+        report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

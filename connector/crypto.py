@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from connector import jsonutil
 
 __all__ = [
+    "BUNDLE_PATH_CONTEXT",
     "JOB_CONTEXT",
     "RECEIPT_KEY_CONTEXT",
     "DataKeys",
@@ -118,6 +119,8 @@ def manifest_context(request_id: str) -> str:
 JOB_CONTEXT = "job"
 #: The receipt signing key file (connector/receipts.py).
 RECEIPT_KEY_CONTEXT = "receipt-signing-key"
+#: Where an access bundle was written (connector/retention.py).
+BUNDLE_PATH_CONTEXT = "access-bundle-path"
 
 
 def master_fingerprint(master: bytes) -> str:

@@ -349,7 +349,7 @@ class Daemon:
         from connector import retention
 
         try:
-            await retention.sweep(self.rt.store, self.rt.config)
+            await retention.sweep(self.rt.store, self.rt.config, self.rt.keyring)
         except KlantsyncError as exc:
             log.warning("retention sweep failed", extra={"error": str(exc)})
 

@@ -18,9 +18,9 @@ from connector.access import BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import ErasureResult, OutboundRecord, Subject
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.errors import KlantsyncError
-from connector.logs import redact
 from connector.model import Person, is_archived
 from connector.moves import same_person
+from connector.retention import record_bundle
 from connector.systems import System
 
 if TYPE_CHECKING:
@@ -262,11 +262,7 @@ class KindRunner:
             connector=connector,
             facts=art15_facts(self.rt.config),
         )
-        if redact(str(target)) == str(target):
-            self.db.record_bundle(str(target), [p.name for p in written])
-        else:
-            # A folder named after the person would put their e-mail in the store in clear.
-            log.warning("bundle folder name looks personal; not tracked for retention")
+        record_bundle(self.rt.store, self.rt.keyring, target, [p.name for p in written])
         self.service.audit("dsr.access_bundle", row, systems=sorted(held))
 
     # -- rectify -------------------------------------------------------------------------------

@@ -332,13 +332,6 @@ class DsrStore:
             ).rowcount
         return counts
 
-    def record_bundle(self, path: str, files: Sequence[str]) -> None:
-        """Register a written access bundle so the retention sweep deletes it in time."""
-        self.db.execute(
-            "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
-            (path, json.dumps(list(files)), utcnow()),
-        )
-
     # -- webhook replay guard ----------------------------------------------------------------
 
     def first_delivery(self, system: str, delivery_id: str) -> bool:

@@ -27,6 +27,7 @@ from typing import NamedTuple
 from connector import audit
 from connector.config import Config
 from connector.crypto import (
+    BUNDLE_PATH_CONTEXT,
     JOB_CONTEXT,
     RECEIPT_KEY_CONTEXT,
     DecryptionError,
@@ -63,13 +64,15 @@ class _Sealed(NamedTuple):
     context: Callable[[str], str]
 
 
-#: Every column that holds blobs sealed with the data keys. ``tests/connector/test_keyset.py``
+#: Every column that holds blobs sealed with the data keys (its BLOB values: bundle rows from
+#: before schema 10 hold their path as clear text). ``tests/connector/test_keyset.py``
 #: checks this list against the schema's BLOB columns, so a new one cannot be forgotten here.
 SEALED_COLUMNS = (
     _Sealed("outbox", "outbox", "payload", "id", "system", outbox_context),
     _Sealed("dead letters", "dead_letters", "payload", "id", "system", outbox_context),
     _Sealed("request manifests", "dsr_requests", "manifest", "id", "id", manifest_context),
     _Sealed("jobs", "jobs", "params", "id", "id", lambda _id: JOB_CONTEXT),
+    _Sealed("access bundle paths", "bundles", "path", "id", "id", lambda _id: BUNDLE_PATH_CONTEXT),
 )
 
 #: BLOB columns that hold no sealed data: the keyset itself (sealed under the master key).
@@ -173,7 +176,7 @@ def _opens_what_is_sealed(store: Store, keyring: Keyring, config: Config) -> boo
     for sealed in SEALED_COLUMNS:
         row = store.db.execute(
             f"SELECT {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608 (constants)
-            f"WHERE {sealed.column} IS NOT NULL LIMIT 1"
+            f"WHERE typeof({sealed.column}) = 'blob' LIMIT 1"
         ).fetchone()
         if row is not None:
             try:
@@ -263,7 +266,7 @@ def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[
     done = unreadable = 0
     select = (
         f"SELECT {sealed.key}, {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608
-        f"WHERE {sealed.column} IS NOT NULL {{after}} ORDER BY {sealed.key} LIMIT {_CHUNK}"
+        f"WHERE typeof({sealed.column}) = 'blob' {{after}} ORDER BY {sealed.key} LIMIT {_CHUNK}"
     )
     first, after = select.format(after=""), select.format(after=f"AND {sealed.key} > ?")
     update = f"UPDATE {sealed.table} SET {sealed.column}=? WHERE {sealed.key}=?"  # noqa: S608

@@ -22,12 +22,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from connector import audit
 from connector.config import Config
+from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
 from connector.state import Store, utcnow
 
 __all__ = ["RetentionReport", "record_bundle", "sweep", "sweep_now"]
@@ -66,21 +68,28 @@ class RetentionReport:
         return asdict(self)
 
 
-def record_bundle(store: Store, path: Path) -> int:
+def record_bundle(
+    store: Store, keyring: Keyring, path: Path, files: Sequence[str] | None = None
+) -> int:
     """Record an access bundle just written at ``path`` (a file or a folder); return its id.
 
-    The files present now are recorded, and the sweep deletes exactly those (then any folder
-    they leave empty): a bundle written into a folder that also holds other things, even
-    ``--out .``, never costs the operator anything but the bundle.
+    ``files`` are the bundle's files under ``path``, as written; without them, the files
+    present now. The sweep deletes exactly those (then any folder they leave empty): a bundle
+    written into a folder that also holds other things, even ``--out .``, never costs the
+    operator anything but the bundle. The path is sealed: an operator may name a folder after
+    the person.
     """
     root = path.resolve()
-    if root.is_dir():
-        files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    if files is not None:
+        listed = list(files)
+    elif root.is_dir():
+        listed = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     else:
-        files = [""]  # the path itself is the bundle
+        listed = [""]  # the path itself is the bundle
+    sealed = keyring.seal(str(root).encode(), BUNDLE_PATH_CONTEXT)
     cur = store.db.execute(
         "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
-        (str(root), json.dumps(files), utcnow()),
+        (sealed, json.dumps(listed), utcnow()),
     )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -91,7 +100,12 @@ def _stamp(when: dt.datetime) -> str:
 
 
 async def sweep(
-    store: Store, config: Config, now: dt.datetime | None = None, *, dry_run: bool = False
+    store: Store,
+    config: Config,
+    keyring: Keyring,
+    now: dt.datetime | None = None,
+    *,
+    dry_run: bool = False,
 ) -> RetentionReport:
     """The scheduled entry point: see :func:`sweep_now`.
 
@@ -99,11 +113,16 @@ async def sweep(
     last sweep, so it runs on the loop rather than on a thread: the store's connection is
     the loop's.
     """
-    return sweep_now(store, config, now, dry_run=dry_run)
+    return sweep_now(store, config, keyring, now, dry_run=dry_run)
 
 
 def sweep_now(
-    store: Store, config: Config, now: dt.datetime | None = None, *, dry_run: bool = False
+    store: Store,
+    config: Config,
+    keyring: Keyring,
+    now: dt.datetime | None = None,
+    *,
+    dry_run: bool = False,
 ) -> RetentionReport:
     """Purge everything past its retention period; report counts (nothing, if ``dry_run``)."""
     when = now or dt.datetime.now(dt.UTC)
@@ -136,7 +155,7 @@ def sweep_now(
         "AND completed_at IS NOT NULL AND completed_at < ?",
         cut["manifests"],
     )
-    report.bundles = _purge_bundles(store, cut["bundles"], dry_run, report.errors)
+    report.bundles = _purge_bundles(store, keyring, cut["bundles"], dry_run, report.errors)
     report.audit_entries = _purge_audit(store, cut["audit"], dry_run, report.errors)
     report.jobs = _purge_rows(
         store,
@@ -175,7 +194,9 @@ def _purge_rows(store: Store, dry_run: bool, count_sql: str, purge_sql: str, cut
         return int(db.execute(purge_sql, (cutoff,)).rowcount)
 
 
-def _purge_bundles(store: Store, cutoff: str, dry_run: bool, errors: list[str]) -> int:
+def _purge_bundles(
+    store: Store, keyring: Keyring, cutoff: str, dry_run: bool, errors: list[str]
+) -> int:
     rows = store.db.execute(
         "SELECT id, path, files FROM bundles WHERE created_at < ? ORDER BY id", (cutoff,)
     ).fetchall()
@@ -184,7 +205,14 @@ def _purge_bundles(store: Store, cutoff: str, dry_run: bool, errors: list[str]) 
     purged = 0
     for bundle_id, path, files in rows:
         try:
-            _delete_bundle(Path(path), json.loads(files))
+            # A row from before schema 10 holds its path in clear.
+            where = (
+                path if isinstance(path, str) else keyring.open(path, BUNDLE_PATH_CONTEXT).decode()
+            )
+            _delete_bundle(Path(where), json.loads(files))
+        except DecryptionError:
+            errors.append(f"bundle {bundle_id}: its path does not open under the store's keys")
+            continue
         except OSError as exc:
             # The error names the bundle's id, not its path: an operator may have put a
             # person's name in an --out folder name.

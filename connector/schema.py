@@ -192,4 +192,15 @@ MIGRATIONS: list[str] = [
         created_at TEXT NOT NULL, rotated_at TEXT
     );
     """,
+    # 10: an access bundle's path is sealed (connector/retention.py): an operator may name an
+    # --out folder after the person. Rows from before keep their clear text until swept.
+    """
+    CREATE TABLE bundles_v10 (
+        id INTEGER PRIMARY KEY, path BLOB NOT NULL, files TEXT NOT NULL, created_at TEXT NOT NULL
+    );
+    INSERT INTO bundles_v10(id, path, files, created_at)
+        SELECT id, path, files, created_at FROM bundles;
+    DROP TABLE bundles;
+    ALTER TABLE bundles_v10 RENAME TO bundles;
+    """,
 ]

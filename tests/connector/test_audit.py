@@ -241,7 +241,7 @@ async def test_no_audit_entry_holds_a_clear_email_name_or_phone(
         audit.record_config(rt.store, rt.config)
         (report,) = await rt.engine.sync()
         assert report.pulled == 21
-        await retention.sweep(rt.store, rt.config)
+        await retention.sweep(rt.store, rt.config, rt.keyring)
         incidents.open_incident(rt.store, rt.config, "laptop lost")
         rows = rt.store.db.execute("SELECT * FROM audit").fetchall()
     assert any(row[2] == audit.SYNC_BATCH for row in rows)

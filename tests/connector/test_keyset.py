@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import os
 import sqlite3
@@ -14,7 +15,7 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector import audit, jobs
+from connector import audit, jobs, retention
 from connector.cli import main
 from connector.config import load_config
 from connector.crypto import (
@@ -204,6 +205,10 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
             "'open', 'cli', ?)",
             (rt.keyring.seal_json({"email": "m@voorbeeld.nl"}, manifest_context("r-open")),),
         )
+        bundle = config_path.parent / "bundle-Otto-Ander"
+        bundle.mkdir()
+        (bundle / "data.json").write_text("{}")
+        retention.record_bundle(rt.store, rt.keyring, bundle, ["data.json"])
         old_keyring = rt.keyring
         public_before = DsrService(rt).public_key_pem()
         # While this runtime is open (it holds the keys) the rotation is refused.
@@ -218,7 +223,8 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
 
     after = _blobs(config_path)
-    assert {table for table, _ in after} == {"outbox", "dead_letters", "dsr_requests", "jobs"}
+    tables = {table for table, _ in after}
+    assert tables == {"outbox", "dead_letters", "dsr_requests", "jobs", "bundles"}
     assert set(after) == set(before) and all(after[k] != before[k] for k in before)
     for blob, context in after.values():
         with pytest.raises(DecryptionError):
@@ -250,6 +256,10 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
         assert report.suppressed == 1 and not crm.holds(OTHER_EMAIL)
         assert crm.holds("nieuw@voorbeeld.nl")
         assert rt.store.outbox_count() == 0
+        # The access bundle's sealed path opens under the new keys: the sweep deletes it.
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+        assert (await retention.sweep(rt.store, rt.config, rt.keyring, later)).bundles == 1
+        assert not bundle.exists()
     store = store_of(config_path)
     try:
         rotated = [e.data for e in audit.entries(store) if e.kind == audit.KEY_ROTATED]
@@ -264,6 +274,7 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
         "dead letters": 1,
         "request manifests": 1,
         "jobs": 1,
+        "access bundle paths": 1,
     }
     text = json.dumps(rotated)
     keys = [base64.b64encode(k).decode() for k in (*old_keyring.keys, *rt.keyring.keys)]

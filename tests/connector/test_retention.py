@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
 
+from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, retention
 from connector.cli import main
 from connector.config import Config, load_config
+from connector.crypto import Keyring
+from connector.dsr import DsrService
+from connector.keyset import open_keyring
 from connector.state import Store
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    MASTER_KEY,
+    RuntimeFactory,
+)
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+#: The keys a new store gets under the tests' master key (see connector/keyset.py).
+KEYS = Keyring(base64.urlsafe_b64decode(MASTER_KEY))
 
 
 def _ago(days: float) -> str:
@@ -41,7 +55,7 @@ def _bundle(store: Store, directory: Path, created_at: str) -> int:
     (directory / "access.json").write_text("{}")
     (directory / "data").mkdir()
     (directory / "data/crm.json").write_text("{}")
-    bundle_id = retention.record_bundle(store, directory)
+    bundle_id = retention.record_bundle(store, KEYS, directory)
     store.db.execute("UPDATE bundles SET created_at=? WHERE id=?", (created_at, bundle_id))
     return bundle_id
 
@@ -97,7 +111,7 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     """Old dead letters, manifests, bundles, audit entries, jobs and webhook ids go; young and
     open ones stay."""
     _fill(store, tmp_path)
-    report = await retention.sweep(store, config, NOW)
+    report = await retention.sweep(store, config, KEYS, NOW)
     assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
         1,
         1,
@@ -138,7 +152,7 @@ async def test_dry_run_counts_and_changes_nothing(
     """A dry run reports the same counts as a real run and deletes nothing."""
     _fill(store, tmp_path)
     before = store.counts()
-    report = await retention.sweep(store, config, NOW, dry_run=True)
+    report = await retention.sweep(store, config, KEYS, NOW, dry_run=True)
     assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
         1,
         1,
@@ -153,7 +167,7 @@ async def test_dry_run_counts_and_changes_nothing(
 async def test_nothing_expired_means_no_purge_entry(store: Store, config: Config) -> None:
     """A sweep with nothing to delete leaves the audit log as it was."""
     audit.append(store, "sync.run", {})
-    report = await retention.sweep(store, config, NOW)
+    report = await retention.sweep(store, config, KEYS, NOW)
     assert report.total == 0
     assert [e.kind for e in audit.entries(store)] == ["sync.run"]
 
@@ -163,7 +177,7 @@ async def test_audit_prefix_ends_at_the_first_young_entry(store: Store, config: 
     audit.append_many(store, [("a", {}, None)], ts=_ago(3000))
     audit.append_many(store, [("b", {}, None)], ts=_ago(5))
     audit.append_many(store, [("c", {}, None)], ts=_ago(3000))
-    report = await retention.sweep(store, config, NOW)
+    report = await retention.sweep(store, config, KEYS, NOW)
     assert report.audit_entries == 1
     assert [e.kind for e in audit.entries(store)][:2] == ["b", "c"]
     assert audit.verify(store).ok
@@ -173,10 +187,46 @@ async def test_tampered_audit_prefix_is_not_purged(store: Store, config: Config)
     """Retention refuses to purge audit entries that fail verification, and says so."""
     audit.append_many(store, [("a", {"n": n}, None) for n in range(3)], ts=_ago(3000))
     store.db.execute("UPDATE audit SET kind='edited' WHERE seq=2")
-    report = await retention.sweep(store, config, NOW)
+    report = await retention.sweep(store, config, KEYS, NOW)
     assert report.audit_entries == 0
     assert report.errors and "entry 2" in report.errors[0]
     assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 3
+
+
+async def test_an_access_bundle_folder_named_after_the_person_is_not_in_the_store(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """The bundle's path is sealed; the sweep still finds and deletes the bundle."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    out = tmp_path / f"inzage-{CANARY_NAME}"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        view = await DsrService(rt).access(CANARY_EMAIL, out)
+        assert view.status == "completed" and (out / "data.json").exists()
+        rt.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        held = b"".join(p.read_bytes() for p in rt.config.store_path.parent.glob("*.db*"))
+        assert CANARY_NAME.encode() not in held
+        report = await retention.sweep(
+            rt.store, rt.config, rt.keyring, NOW + dt.timedelta(days=400)
+        )
+        assert report.bundles == 1 and not out.exists()
+
+
+def test_a_bundle_recorded_before_paths_were_sealed_is_still_swept(
+    config: Config, tmp_path: Path
+) -> None:
+    """Schema 10 keeps an older row's clear path; the sweep deletes that bundle as before."""
+    store = Store(config.store_path)
+    folder = tmp_path / "old-bundle"
+    folder.mkdir()
+    (folder / "data.json").write_text("{}")
+    store.db.execute(
+        "INSERT INTO bundles(path, files, created_at) VALUES (?, ?, ?)",
+        (str(folder), json.dumps(["data.json"]), _ago(40)),
+    )
+    assert retention.sweep_now(store, config, KEYS, NOW).bundles == 1
+    assert not folder.exists()
+    store.close()
 
 
 def test_single_file_bundle_is_deleted(store: Store, config: Config, tmp_path: Path) -> None:
@@ -184,9 +234,9 @@ def test_single_file_bundle_is_deleted(store: Store, config: Config, tmp_path: P
     archive = tmp_path / "exports/bundle.zip"
     archive.parent.mkdir()
     archive.write_bytes(b"PK")
-    bundle_id = retention.record_bundle(store, archive)
+    bundle_id = retention.record_bundle(store, KEYS, archive)
     store.db.execute("UPDATE bundles SET created_at=? WHERE id=?", (_ago(40), bundle_id))
-    assert retention.sweep_now(store, config, NOW).bundles == 1
+    assert retention.sweep_now(store, config, KEYS, NOW).bundles == 1
     assert not archive.exists() and archive.parent.is_dir()
 
 
@@ -195,6 +245,7 @@ def test_retention_command_reports_json(
 ) -> None:
     """`klantsync retention run --dry-run --json` prints the counts and cut-offs, exit 0."""
     store = Store(config.store_path)
+    open_keyring(store, config)  # the store is bound to its key before the fake payload goes in
     _dead_letter(store, "2000-01-01T00:00:00+00:00")
     store.close()
     assert main(["-c", str(config_path), "retention", "run", "--dry-run", "--json"]) == 0
