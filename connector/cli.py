@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from connector import audit, cli_accountability, cli_dsr, cli_keys, compliance
 from connector.config import Config, load_config
@@ -32,6 +34,9 @@ from connector.state import Store
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The reader of standard output went away (``klantsync audit export | head``): 128 + SIGPIPE,
+#: what the shell reports for any Unix tool stopped that way, as 130 is 128 + SIGINT.
+EXIT_PIPE = 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,30 +47,60 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-c", "--config", type=Path, help="config file (TOML)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, json_help: str = "machine-readable output"
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.add_argument("--json", action="store_true", help=json_help)
         return p
 
-    demo = command("demo", "sandboxes + sync + minimisation report, end to end")
+    demo = command("demo", "sandboxes + sync + erasure + access + register, end to end")
     demo.add_argument("--dir", type=Path, help="keep the demo's files here (default: temp dir)")
     demo.add_argument("--customers", type=int, default=300, help="synthetic customers to seed")
-    command("keygen", "print a new master key (urlsafe base64 of 32 random bytes)")
-    check = command("check", "validate config, mappings and TLS settings")
+    command(
+        "keygen",
+        "print a new master key (urlsafe base64 of 32 random bytes)",
+        json_help='print {"key": ...} instead of the bare key',
+    )
+    check = command(
+        "check",
+        "validate config, mappings and TLS settings; list compliance gaps "
+        "(exit 1 if there are any, or if --online finds a system unreachable)",
+    )
     check.add_argument("--online", action="store_true", help="also call every system once")
     sync = command("sync", "run flows now")
     sync.add_argument("--flow", help="only this flow")
-    sync.add_argument("--full", action="store_true", help="ignore cursors; re-read everything")
+    sync.add_argument(
+        "--full",
+        action="store_true",
+        help="ignore cursors; re-read everything, and offer again records a system refused before",
+    )
     sync.add_argument("--dry-run", action="store_true", help="report what would be sent")
-    resync = command("resync", "manual resync of one system's flows")
+    resync = command(
+        "resync",
+        "manual resync of one source system's flows; handed to the daemon as a job when one "
+        "runs on this store, run here otherwise",
+    )
     resync.add_argument("--system", required=True, help="source system name")
     resync.add_argument("--email", help="only this person")
-    resync.add_argument("--full", action="store_true", help="ignore cursors")
+    resync.add_argument(
+        "--full", action="store_true", help="ignore cursors; retry records refused before"
+    )
     command("status", "flows, queues, dead letters")
-    command("run", "the daemon: scheduler + webhooks + admin API + metrics")
-    sandbox = command("sandbox", "run the sandboxes alone over HTTPS, to try things by hand")
+    command(
+        "run",
+        "the daemon: scheduler + webhooks + admin API + metrics",
+        json_help="log JSON lines on stderr, whatever [logging] format says",
+    )
+    sandbox = command(
+        "sandbox",
+        "run the sandboxes alone over HTTPS, to try things by hand",
+        json_help="print one JSON object (URLs, CA, credentials) instead of export lines",
+    )
     sandbox.add_argument("--dir", type=Path, default=Path("var/sandbox"), help="CA and certs")
-    sandbox.add_argument("--customers", type=int, default=50)
+    sandbox.add_argument(
+        "--customers", type=int, default=50, help="synthetic customers to seed (default 50)"
+    )
     audit_cmd = command("audit", "verify or export the audit chain")
     audit_cmd.add_argument("action", choices=["verify", "export"])
     audit_cmd.add_argument("--since", help="export entries at or after this ISO timestamp")
@@ -82,7 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console(stderr=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        return _dispatch(args, parser, console)
+        code = _dispatch(args, parser, console)
+        # Flushed here so a reader that went away is noticed while it can be handled.
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        _stdout_gone()
+        return EXIT_PIPE
     except ConfigError as exc:
         _error(err, args, str(exc), kind="config")
         return EXIT_USAGE
@@ -97,11 +138,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _stdout_gone() -> None:
+    """Standard output's reader closed it (``| head``): stop quietly, as Unix tools do.
+
+    Python ignores SIGPIPE, so the write raised instead; what is still buffered would raise
+    again when the interpreter flushes at exit and print a traceback. Pointing the descriptor
+    at /dev/null lets that flush succeed (the pattern the ``signal`` module's docs give).
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor
+        pass
+
+
 def _error(err: Console, args: argparse.Namespace, message: str, kind: str) -> None:
     if getattr(args, "json", False):
         print(json.dumps({"error": kind, "message": message}))
     else:
-        err.print(f"[bold red]error[/]: {message}", markup=True, soft_wrap=True)
+        # Messages name config keys such as [systems.crm]: escaped, or rich eats them as markup.
+        err.print(f"[bold red]error[/]: {escape(message)}", markup=True, soft_wrap=True)
 
 
 def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
@@ -113,7 +170,9 @@ def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> P
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console: Console) -> int:
     if args.command == "keygen":
-        print(generate_master_key())
+        # Printing the key is the command's purpose, so its JSON form holds it too.
+        key = generate_master_key()
+        print(json.dumps({"key": key}) if args.json else key)
         return EXIT_OK
     if args.command == "demo":
         from connector.demo import run_demo
@@ -122,10 +181,12 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     if args.command == "sandbox":
         from connector.demo import run_sandboxes
 
-        return run_sandboxes(console, args.dir, args.customers)
+        return run_sandboxes(console, args.dir, args.customers, as_json=args.json)
     config_path = _need_config(args, parser)
     config = load_config(config_path)
-    setup_logging(config.logging.level, config.logging.format)
+    # The daemon reports through its log: `run --json` asks for it as JSON lines.
+    log_format = "json" if args.command == "run" and args.json else config.logging.format
+    setup_logging(config.logging.level, log_format)
     handled = cli_accountability.run(args, console, config)
     if handled is not None:
         return handled
@@ -135,8 +196,12 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
         return run_loop(_check(config_path, args, console))
     if args.command == "run":
         return _run_daemon(config_path)
-    if args.command == "resync" and daemon_running(config.store_path):
-        return _queue_resync(config, args, console)
+    if args.command == "resync":
+        # Checked before the hand-off too: a job the daemon cannot run would be queued,
+        # reported as queued, and end "done" having done nothing.
+        _resync_flows(config, args.system)
+        if daemon_running(config.store_path):
+            return _queue_resync(config, args, console)
     if args.command in ("sync", "resync"):
         return run_loop(_sync(config_path, args, console))
     if args.command == "status":
@@ -192,35 +257,75 @@ async def _check(config_path: Path, args: argparse.Namespace, console: Console) 
     failed = bool(gaps)
     if args.online:
         from connector.adapter import Subject
+        from connector.systems import open_systems
 
-        async with open_runtime(config) as rt:
-            for name, system in rt.systems.items():
+        # Only the systems: a check opens no store, so it creates none and binds no keys.
+        systems = open_systems(config)
+        try:
+            for name, system in systems.items():
                 try:
                     await system.adapter.find(Subject(email="klantsync-check@example.invalid"))
                     summary["online"][name] = "ok"
                 except KlantsyncError as exc:
                     summary["online"][name] = str(exc)
                     failed = True
+        finally:
+            await systems.aclose()
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        console.print(f"[green]ok[/]: {config_path} is valid")
-        key = summary["master_key"]
-        console.print(f"  master key {key['fingerprint']}: store {key['store']}")
-        for name, info in summary["systems"].items():
-            console.print(
-                f"  system {name}: {info['adapter']} at {info['url']}; "
-                f"sends {', '.join(info['fields_sent'])}"
-            )
-        for name, info in summary["flows"].items():
-            console.print(f"  flow {name}: {info['source']} -> {', '.join(info['destinations'])}")
-        for name, result in summary["online"].items():
-            console.print(f"  online {name}: {result}")
-        if gaps:
-            console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
-        for gap in gaps:
-            console.print(f"  gap: {gap}", markup=False, highlight=False, soft_wrap=True)
+        _print_check(console, config_path, config, summary, gaps)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_check(
+    console: Console,
+    config_path: Path,
+    config: Config,
+    summary: dict[str, Any],
+    gaps: Sequence[compliance.Gap],
+) -> None:
+    # Names, URLs and paths come from the config and messages from vendors' errors: printed
+    # as text, never read as rich markup.
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'s' if n != 1 else ''}"
+
+    unreachable = [name for name, result in summary["online"].items() if result != "ok"]
+    problems = [count(len(gaps), "compliance gap")] if gaps else []
+    if unreachable:
+        problems.append(f"{count(len(unreachable), 'system')} failed the online check")
+    if problems:
+        # The headline must not read "ok" when the command exits 1 for what follows.
+        where = escape(str(config_path))
+        console.print(f"[yellow]config valid[/], but {' and '.join(problems)} (below): {where}")
+    else:
+        reached = "; every system answered" if summary["online"] else ""
+        console.print(f"[green]ok[/]: {escape(str(config_path))} is valid{escape(reached)}")
+    key = summary["master_key"]
+    line(f"  master key {key['fingerprint']}: store {key['store']}")
+    for name, info in summary["systems"].items():
+        line(f"  system {name}: {info['adapter']} at {info['url']}; {_sends(config, name, info)}")
+    for name, info in summary["flows"].items():
+        line(f"  flow {name}: {info['source']} -> {', '.join(info['destinations'])}")
+    for name, result in summary["online"].items():
+        # A remote error already starts with the system's name; the line names it once.
+        line(f"  online {name}: {result.removeprefix(f'{name}: ')}")
+    if gaps:
+        console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
+    for gap in gaps:
+        line(f"  gap: {gap}")
+
+
+def _sends(config: Config, name: str, info: dict[str, Any]) -> str:
+    """What the system is sent; a system no flow delivers to is a source only."""
+    if info["fields_sent"]:
+        return f"sends {', '.join(info['fields_sent'])}"
+    if any(name in flow.destinations for flow in config.flows):
+        return "sends nothing (its mapping allows no field)"
+    return "sends nothing (source only)"
 
 
 class _BarProgress(Progress):
@@ -251,13 +356,7 @@ async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -
         reports: list[FlowReport] = []
         flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
         if args.command == "resync":
-            if args.system not in rt.config.systems:
-                raise ConfigError(str(config_path), "systems", f"no system named {args.system!r}")
-            flow_names = [f.name for f in rt.config.flows if f.source == args.system]
-            if not flow_names:
-                raise ConfigError(
-                    str(config_path), "flows", f"no flow has {args.system!r} as its source"
-                )
+            flow_names = list(_resync_flows(rt.config, args.system))
             audit.append(rt.store, "sync.manual", {"system": args.system, "full": args.full})
             if args.email:
                 from connector.targeted import sync_subject
@@ -300,6 +399,16 @@ def _run_daemon(config_path: Path) -> int:
     return EXIT_OK
 
 
+def _resync_flows(config: Config, system: str) -> list[str]:
+    """The flows a resync of ``system`` runs; ConfigError (exit 2) when there are none."""
+    if system not in config.systems:
+        raise ConfigError(str(config.path), "systems", f"no system named {system!r}")
+    flows = [f.name for f in config.flows if f.source == system]
+    if not flows:
+        raise ConfigError(str(config.path), "flows", f"no flow has {system!r} as its source")
+    return flows
+
+
 def _queue_resync(config: Config, args: argparse.Namespace, console: Console) -> int:
     """The daemon runs: hand it the resync (it starts within a second) instead of racing it."""
     with sharing_keys(config.store_path):
@@ -340,13 +449,13 @@ def print_report(console: Console, report: FlowReport) -> None:
     """Human summary of one flow run."""
     mode = " (dry run)" if report.dry_run else ""
     console.print(
-        f"[bold]{report.flow}[/]{mode}: pulled {report.pulled} from {report.source}"
+        f"[bold]{escape(report.flow)}[/]{mode}: pulled {report.pulled} from {escape(report.source)}"
         f", {report.invalid} without a usable e-mail, {report.suppressed} suppressed (erased)"
     )
     for name, dest in report.destinations.items():
         verb = "would send" if report.dry_run else "queued"
         console.print(
-            f"  -> {name}: {verb} {dest.queued}, {_written(name, dest)}, "
+            f"  -> {escape(name)}: {verb} {dest.queued}, {escape(_written(name, dest))}, "
             f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
             f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
             + (
@@ -357,20 +466,22 @@ def print_report(console: Console, report: FlowReport) -> None:
         )
     if report.moved:
         console.print(
-            f"  {report.moved} changed their e-mail address at {report.source}: "
+            f"  {report.moved} changed their e-mail address at {escape(report.source)}: "
             "their existing records were updated, not duplicated"
         )
     if report.withheld_fields:
         withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
-        console.print(f"  withheld (not in any mapping, never sent): {withheld}")
+        console.print(f"  withheld (not in any mapping, never sent): {escape(withheld)}")
     for error in report.errors:
-        console.print(f"  [red]error[/]: {error}")
+        console.print(f"  [red]error[/]: {escape(error)}")
 
 
 def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
     from connector.keyset import key_facts
 
     store_path, flows = config.store_path, [f.name for f in config.flows]
+    if not store_path.exists():
+        return _status_without_store(config, args, console)
     store = Store(store_path)
     try:
         runs = store.last_runs()
@@ -399,13 +510,14 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
             "requests": dsr_summary(store),
             "daemon_running": daemon_running(store_path),
             "keys": key_facts(store, config),
+            "store_exists": True,
         }
     finally:
         store.close()
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
-    console.print(f"store {store_path} (schema v{data['schema_version']})")
+    console.print(f"store {escape(str(store_path))} (schema v{data['schema_version']})")
     keys = data["keys"]
     if keys["bound"]:
         opens = "" if keys["keys_source_matches"] else " [bold red]NOT the key in keys.source[/]"
@@ -416,11 +528,11 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
         )
     for name, info in data["flows"].items():
         console.print(
-            f"  flow {name}: {info.get('last_status')} "
+            f"  flow {escape(name)}: {escape(str(info.get('last_status')))} "
             f"(last success {info.get('last_success') or 'never'})"
         )
     counts = data["counts"]
-    per_system = ", ".join(f"{name} {n}" for name, n in data["queued"].items())
+    per_system = escape(", ".join(f"{name} {n}" for name, n in data["queued"].items()))
     console.print(
         f"  queued {counts['outbox']}{f' ({per_system})' if per_system else ''}, "
         f"dead letters {counts['dead_letters']}, "
@@ -435,7 +547,7 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
     )
     for request in requests["requests"]:
         mark = "OVERDUE" if request["overdue"] else ("due soon" if request["flagged"] else "")
-        waiting = ", ".join(request["waiting_on"]) or "-"
+        waiting = escape(", ".join(request["waiting_on"])) or "-"
         console.print(
             f"    {request['id']} {request['kind']}: {request['days_left']} days left "
             f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
@@ -443,18 +555,42 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
     console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
     for dead in data["dead_letters"]:
         console.print(
-            f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']}"
+            f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']}",
+            markup=False,
         )
     return EXIT_OK
 
 
+def _status_without_store(config: Config, args: argparse.Namespace, console: Console) -> int:
+    """No store yet: nothing has run. Said so without opening one, which would create it."""
+    flows = {flow.name: {"last_status": "never run"} for flow in config.flows}
+    if args.json:
+        data = {
+            "store": str(config.store_path),
+            "store_exists": False,
+            "flows": flows,
+            "daemon_running": False,
+        }
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    console.print(
+        f"store {escape(str(config.store_path))}: not created yet (nothing synced yet; "
+        "the first command that syncs creates it)"
+    )
+    for name in flows:
+        console.print(f"  flow {escape(name)}: never run")
+    return EXIT_OK
+
+
 def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    if not store_path.exists():
+        return _audit_without_store(store_path, args, console)
     store = Store(store_path)
     try:
         if args.action == "verify":
             result = audit.verify(store)
             if args.json:
-                print(json.dumps(vars(result)))
+                print(json.dumps({**vars(result), "store_exists": True}))
             elif result.ok:
                 console.print(f"[green]ok[/]: audit chain intact ({result.checked} entries)")
                 # Recorded outside the store, the head hash catches a wholesale rewrite.
@@ -463,7 +599,7 @@ def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
                 )
             else:
                 console.print(
-                    f"[red]broken[/]: entry {result.first_bad}: {result.problem} "
+                    f"[red]broken[/]: entry {result.first_bad}: {escape(result.problem)} "
                     f"({result.checked} entries verified before it)"
                 )
             return EXIT_OK if result.ok else EXIT_FAILED
@@ -477,6 +613,30 @@ def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
         return EXIT_OK
     finally:
         store.close()
+
+
+def _audit_without_store(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    """No store, so no chain: nothing to verify or export, and nothing is created.
+
+    ``verify`` exits 0: no entry failed a check (exit 1 means one did). It says in words, and
+    in JSON as ``store_exists: false`` with ``checked: 0``, that there was nothing to check;
+    a store that vanished shows there, and as a head hash recorded elsewhere gone missing.
+    """
+    if args.action == "export":
+        if args.since:
+            try:
+                audit.parse_since(args.since)
+            except ValueError as exc:
+                raise ConfigError("--since", "", str(exc)) from None
+        return EXIT_OK  # no entries: an empty export, as for a store with none
+    result = audit.VerifyResult(ok=True, checked=0)
+    if args.json:
+        print(json.dumps({**vars(result), "store_exists": False}))
+    else:
+        console.print(
+            f"no store at {escape(str(store_path))} yet: no audit entries to verify", markup=True
+        )
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,7 +46,9 @@ def register_commands(subparsers: Any) -> None:
     reg = command(subparsers, "register", "the Art. 30 processing register (verwerkingsregister)")
     reg.add_argument("--lang", choices=["nl", "en"], default="nl", help="language (default nl)")
     reg.add_argument(
-        "--format", choices=["md", "html", "json"], default="md", help="output format (default md)"
+        "--format",
+        choices=["md", "html", "json"],
+        help="output format (default md; json with --json)",
     )
     reg.add_argument("--out", type=Path, help="write to this file instead of standard output")
 
@@ -107,14 +109,20 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
 
 
 def _register(config: Config, args: argparse.Namespace, console: Console) -> int:
-    fmt = "json" if args.json else args.format
-    text = render(build_register(config, args.lang), fmt)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text, encoding="utf-8")
-        console.print(f"register written to {escape(str(args.out))}")
+    if args.out is None:
+        # On standard output the register is the report: --json prints it as JSON.
+        fmt = "json" if args.json else (args.format or "md")
+        sys.stdout.write(render(build_register(config, args.lang), fmt))
+        return EXIT_OK
+    # To a file, --format says what the file holds (JSON when only --json is given, as
+    # before), and --json asks for a machine-readable note of what was written where.
+    fmt = args.format or ("json" if args.json else "md")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(build_register(config, args.lang), fmt), encoding="utf-8")
+    if args.json:
+        print(json.dumps({"written": str(args.out), "format": fmt, "lang": args.lang}))
     else:
-        sys.stdout.write(text)
+        console.print(f"register written to {escape(str(args.out))}")
     return EXIT_OK
 
 
@@ -122,7 +130,10 @@ def _usage(args: argparse.Namespace, console: Console, message: str) -> int:
     if args.json:
         print(json.dumps({"error": "usage", "message": message}))
     else:
-        console.print(f"[bold red]error[/]: {escape(message)}")
+        # Errors go to standard error, as every other command's do; stdout stays the output.
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]error[/]: {escape(message)}"
+        )
     return EXIT_USAGE
 
 

@@ -141,14 +141,23 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
                 console.print(f"receipt signing key rotated: {old} -> {new}")
             return EXIT_OK
         if action == "public-key":
-            pem = service.public_key_pem()
-            if args.out:
-                args.out.write_text(pem)
-                console.print(f"public key written to {escape(str(args.out))}")
-            else:
-                print(pem, end="")
-            return EXIT_OK
+            return _public_key(service, args, console)
     raise DsrUsageError(f"unknown dsr action {action!r}")  # pragma: no cover
+
+
+def _public_key(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+    pem = service.public_key_pem()
+    if args.out:
+        args.out.write_text(pem)
+        if args.json:
+            print(json.dumps({"written": str(args.out), "format": "pem"}))
+        else:
+            console.print(f"public key written to {escape(str(args.out))}")
+    elif args.json:
+        print(json.dumps({"public_key": pem}))
+    else:
+        print(pem, end="")
+    return EXIT_OK
 
 
 async def _retry(service: DsrService, args: argparse.Namespace, console: Console) -> int:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from connector.crypto import generate_master_key
 from connector.engine import FlowReport
@@ -173,12 +174,13 @@ def _demo(console: Console, directory: Path, customers: int, as_json: bool) -> i
         config = write_config(
             directory, urls, ca_path, {name: box.credentials() for name, box in boxes.items()}
         )
-        say(f"[bold]klantsync demo[/] in {directory}")
+        say(f"[bold]klantsync demo[/] in {escape(str(directory))}")
         say(f"  WooCommerce shop     {urls['shop']}")
         say(f"  HubSpot CRM          {urls['crm']}   (190 requests / 10 s)")
         say(f"  Mailchimp newsletter {urls['news']}   (marketing consent required)")
         say(f"  Pipedrive CRM        {urls['deals']}")
-        say(f"  all over HTTPS with a local CA ({ca_path}); config {config}\n")
+        where = f"local CA ({ca_path}); config {config}"
+        say(f"  all over HTTPS with a {escape(where)}\n")
         shop = boxes["shop"]
         sample = shop.store.get(1) or {}
         say(f"Seeded {customers} synthetic customers. Each shop record has these fields:")
@@ -301,7 +303,7 @@ def _tell(console: Console, result: dict[str, Any]) -> None:
     say(
         f"  request {erasure['request']}: {erasure['status']}; signed receipt "
         f"{'verified' if erasure['receipt_verified'] else 'NOT verified'} "
-        f"({erasure['receipt_file']})"
+        f"({escape(erasure['receipt_file'])})"
     )
     after = result["sync_after_erasure"]
     say(
@@ -313,10 +315,10 @@ def _tell(console: Console, result: dict[str, Any]) -> None:
     say("\n[bold]5. Another customer asks what we hold[/]")
     say(f"  request {access['request']}: {access['status']}; bundle: {', '.join(access['bundle'])}")
     say("\n[bold]6. The processing register (verwerkingsregister), from the running config[/]")
-    say(f"  {result['register']}")
+    say(f"  {escape(result['register'])}")
     say(
         f"\n{result['audit_entries']} hash-chained audit entries recorded. Files in "
-        f"{result['directory']} (deleted on exit unless --dir was given)."
+        f"{escape(result['directory'])} (deleted on exit unless --dir was given)."
     )
 
 
@@ -354,16 +356,32 @@ def _leaf_names(record: dict[str, Any], prefix: str = "") -> set[str]:
     return names
 
 
-def run_sandboxes(console: Console, directory: Path, customers: int) -> int:
-    """Serve the sandboxes on fixed ports until interrupted (for ``config.example.toml``)."""
+def run_sandboxes(
+    console: Console, directory: Path, customers: int, *, as_json: bool = False
+) -> int:
+    """Serve the sandboxes on fixed ports until interrupted (for ``config.example.toml``).
+
+    Prints the environment variables ``config.example.toml`` reads the sandboxes' credentials
+    from (as ``export`` lines, or with ``as_json`` one JSON object holding them, the URLs and
+    the CA), then serves until Ctrl-C. The credentials are the sandboxes' own, made up at start.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     with sandboxes(directory, customers, ports=SANDBOX_PORTS) as (boxes, ca_path, urls):
-        for system, box in boxes.items():
-            for name, value in box.credentials().items():
-                console.print(f"export KLANTSYNC_{system.upper()}_{name.upper()}={value}")
-        listing = "  ".join(f"{name} {url}" for name, url in urls.items())
-        console.print(f"# {listing}  CA {ca_path}")
-        console.print("# sandboxes running; Ctrl-C to stop")
+        env = {
+            f"KLANTSYNC_{system.upper()}_{name.upper()}": value
+            for system, box in boxes.items()
+            for name, value in box.credentials().items()
+        }
+        if as_json:
+            announce = {"urls": urls, "ca": str(ca_path), "env": env, "customers": customers}
+            # Flushed: the process goes on serving, and a reader wants the object now.
+            print(json.dumps(announce, indent=2), flush=True)
+        else:
+            for name, value in env.items():
+                console.print(f"export {name}={value}", markup=False)
+            listing = "  ".join(f"{name} {url}" for name, url in urls.items())
+            console.print(f"# {listing}  CA {ca_path}", markup=False)
+            console.print("# sandboxes running; Ctrl-C to stop")
         with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
     return 0

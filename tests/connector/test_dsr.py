@@ -675,6 +675,20 @@ def test_cli_erase_receipt_and_verification(
     assert code == 1 and "invalid" in out
 
 
+def test_cli_public_key_json(
+    cli: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`dsr public-key --json` holds the PEM; with --out it says where the PEM went."""
+    code, out, _ = cli("public-key", capsys=capsys)
+    assert code == 0
+    code, as_json, _ = cli("public-key", "--json", capsys=capsys)
+    assert code == 0 and json.loads(as_json) == {"public_key": out}
+    target = tmp_path / "receipts.pem"
+    code, note, _ = cli("public-key", "--out", str(target), "--json", capsys=capsys)
+    assert code == 0 and json.loads(note) == {"written": str(target), "format": "pem"}
+    assert target.read_text() == out
+
+
 def test_cli_exit_codes_for_open_requests_and_bad_usage(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],

@@ -129,6 +129,24 @@ def test_incident_commands_open_list_show_close(
     assert main(["-c", path, "incident", "show", "99"]) == 2
 
 
+def test_incident_usage_errors_go_to_standard_error(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unknown incident or a bad --aware-since is reported on stderr, as every command's
+    errors are, leaving stdout empty; --json keeps the error object on stdout."""
+    path = str(config.path)
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    assert main(["-c", path, "incident", "show", "99"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "no incident 99" in err
+    args = ["incident", "open", "--summary", "x", "--aware-since", "gisteren"]
+    assert main(["-c", path, *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--aware-since must be an ISO 8601 date-time" in err
+    assert main(["-c", path, "incident", "show", "99", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "usage"
+
+
 def test_open_help_warns_against_personal_data(capsys: pytest.CaptureFixture[str]) -> None:
     """The --summary help tells the operator not to put personal data in it."""
     with pytest.raises(SystemExit) as info:

@@ -226,3 +226,21 @@ def test_register_states_the_retention_of_everything_the_connector_keeps(
     }
     assert set(listed) == set(RetentionSettings.model_fields)
     assert listed == {key: getattr(config.retention, key) for key in listed}
+
+
+def test_register_to_a_file_with_json_says_where_in_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`register --out F --json` prints where it wrote, in which format and language; the
+    file holds --format (JSON when only --json is given, as before)."""
+    path = example_config(tmp_path, monkeypatch)
+    out = tmp_path / "register.md"
+    args = ["-c", str(path), "register", "--lang", "en", "--format", "md", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    note = json.loads(capsys.readouterr().out)
+    assert note == {"written": str(out), "format": "md", "lang": "en"}
+    assert out.read_text().startswith("# ")
+    as_json = tmp_path / "register.json"
+    assert main(["-c", str(path), "register", "--out", str(as_json), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == "json"
+    assert json.loads(as_json.read_text())["lang"] == "nl"

@@ -242,7 +242,341 @@ def test_every_command_the_readme_lists_is_one_the_cli_knows() -> None:
     assert listed == set(commands.choices)
     for line in block.splitlines():
         words = line.split()
-        if words[:3] == ["klantsync", "-c", "CONFIG"] and words[3] in ("keys", "dsr", "audit"):
+        if words[:3] == ["klantsync", "-c", "CONFIG"] and words[3] in (
+            "keys",
+            "dsr",
+            "audit",
+            "incident",
+            "retention",
+        ):
             sub = commands.choices[words[3]]
             actions = next(a for a in sub._actions if a.choices)
             assert words[4] in actions.choices, line
+
+
+def test_every_option_the_readme_lists_is_one_the_command_takes() -> None:
+    """Each --option on a line of the README's command list is accepted by the parser of
+    the command (or sub-action) it is written after: what users copy works."""
+    import argparse
+    import re
+
+    from connector.cli import _parser
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("## Commands", 1)[1].split("```", 2)[1]
+    (commands,) = [a for a in _parser()._actions if a.dest == "command"]
+
+    def sub_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return dict(found[0].choices) if found else {}
+
+    def options(parser: argparse.ArgumentParser) -> set[str]:
+        return {flag for action in parser._actions for flag in action.option_strings}
+
+    checked = 0
+    for line in filter(None, (raw.strip() for raw in block.splitlines())):
+        usage = re.split(r"\s{3,}", line)[0]  # what follows three spaces describes it
+        words = usage.split()[1:]
+        if words[:2] == ["-c", "CONFIG"]:
+            words = words[2:]
+        command = commands.choices[words[0]]
+        # "dsr list [--open] | show ID | retry ID|--all": each part after a bar is an action.
+        # (`audit verify | export` is one parser with a positional choice instead.)
+        positional = [a for a in command._actions if a.choices and not a.option_strings]
+        for index, part in enumerate(" ".join(words[1:]).split(" | ")):
+            parser = command
+            if actions := sub_actions(command):
+                name = part.split()[0]
+                assert name in actions, line
+                parser = actions[name]
+            elif positional:
+                assert part.split()[0] in positional[0].choices, line  # type: ignore[operator]
+            elif index:
+                raise AssertionError(f"{line}: {words[0]} has no actions")
+            for option in re.findall(r"--[a-z][a-z-]*", part):
+                assert option in options(parser), f"{line}: {option}"
+                checked += 1
+    assert checked >= 30  # the list does name the options
+
+
+def test_readme_layout_names_every_module_of_connector() -> None:
+    """The Layout section names each module of connector/, so the next one has a place."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    section = layout.split("adapters/", 1)[0]
+    named = set(re.findall(r"[a-z_0-9]+", section))
+    modules = {path.stem for path in (root / "connector").glob("*.py")} - {"__init__"}
+    assert modules - named == set()
+
+
+@pytest.fixture
+def offline(tmp_path: Path) -> Path:
+    """A valid config whose systems are a closed local port: for what needs no answer."""
+    from connector.devtls import DevCA
+
+    ca = DevCA(tmp_path / "tls")
+    config = write_config(
+        tmp_path,
+        {"shop": "https://127.0.0.1:9", "crm": "https://127.0.0.1:9"},
+        ca.ca_path,
+        {"shop": {"consumer_key": "k", "consumer_secret": "s"}, "crm": {"token": "t"}},
+    )
+    # One attempt: the online check fails at once instead of backing off.
+    config.write_text(config.read_text() + "\n[sync]\nretry_attempts = 1\n")
+    return config
+
+
+def _store_of(config: Path) -> Path:
+    from connector.config import load_config
+
+    return load_config(config).store_path
+
+
+def test_resync_handed_to_a_running_daemon_is_checked_first(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With a daemon on the store, an unknown system or one no flow reads from exits 2 with
+    the message an inline resync gives, and nothing is queued; a real source is queued."""
+    from connector import jobs
+    from connector.lock import DaemonLock
+    from connector.state import Store
+
+    store_path = _store_of(offline)
+    with DaemonLock(store_path):  # what `klantsync run` holds while it runs
+        assert main(["-c", str(offline), "resync", "--system", "nope"]) == 2
+        assert "systems: no system named 'nope'" in capsys.readouterr().err
+        assert main(["-c", str(offline), "resync", "--system", "crm"]) == 2
+        assert "flows: no flow has 'crm' as its source" in capsys.readouterr().err
+        assert not store_path.exists()
+        assert main(["-c", str(offline), "resync", "--system", "shop", "--json"]) == 0
+        answer = json.loads(capsys.readouterr().out)
+    assert answer["queued"] is True
+    store = Store(store_path)
+    try:
+        assert [job.id for job in jobs.recent(store)] == [answer["job_id"]]
+    finally:
+        store.close()
+
+
+def test_config_errors_keep_the_keys_in_square_brackets(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A message naming a table such as [development] prints it, not as (lost) markup."""
+    text = offline.read_text().replace("https://127.0.0.1:9", "http://127.0.0.1:9")
+    offline.write_text(text)
+    assert main(["-c", str(offline), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "set allow_insecure_loopback = true in [development] to permit this" in err
+
+
+def test_report_lines_print_bracketed_text_as_text() -> None:
+    """Errors and names in a flow report are text: brackets in them survive."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from connector.cli import print_report
+    from connector.reports import FlowReport
+
+    report = FlowReport("shop[nl]", "shop", pulled=1)
+    report.errors.append("crm: POST /contacts/[batch] -> 500")
+    out = StringIO()
+    print_report(Console(file=out, width=400), report)
+    assert "shop[nl]" in out.getvalue() and "/contacts/[batch]" in out.getvalue()
+
+
+def test_output_to_a_closed_pipe_stops_quietly_with_141(offline: Path) -> None:
+    """`audit export | head`: when the reader goes away the command stops without a
+    traceback and exits 141 (128 + SIGPIPE), as Unix tools stopped by SIGPIPE do."""
+    import os
+    import subprocess
+    import sys
+
+    from connector import audit
+    from connector.state import Store
+
+    store = Store(_store_of(offline))
+    try:
+        for n in range(3):
+            audit.append(store, "test.event", {"n": n})
+    finally:
+        store.close()
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "connector", "-c", str(offline), "audit", "export"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == 141
+
+
+def test_keygen_json_holds_the_key(capsys: pytest.CaptureFixture[str]) -> None:
+    """`keygen --json` prints {"key": ...}: the key is what the command is for."""
+    from connector.crypto import decode_master_key
+
+    assert main(["keygen", "--json"]) == 0
+    assert len(decode_master_key(_json(capsys)["key"])) == 32  # type: ignore[index]
+
+
+def test_run_json_logs_json_lines_whatever_the_config_says(
+    offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --json` logs JSON lines on stderr even when [logging] asks for readable lines."""
+    import logging
+
+    from connector import cli
+
+    offline.write_text(offline.read_text() + '\n[logging]\nformat = "console"\n')
+    monkeypatch.setattr(cli, "_run_daemon", lambda _path: 0)
+    root = logging.getLogger("klantsync")
+
+    def rendered() -> str:
+        record = logging.LogRecord("klantsync.test", logging.INFO, "", 0, "started", None, None)
+        formatter = root.handlers[0].formatter
+        assert formatter is not None
+        return formatter.format(record)
+
+    handlers = root.handlers[:]
+    try:
+        assert main(["-c", str(offline), "run"]) == 0
+        with pytest.raises(ValueError):
+            json.loads(rendered())
+        assert main(["-c", str(offline), "run", "--json"]) == 0
+        assert json.loads(rendered())["event"] == "started"
+    finally:
+        root.handlers[:] = handlers
+
+
+def test_sandbox_json_prints_one_object_instead_of_export_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sandbox --json` prints the URLs, CA path and credential variables as one object."""
+    import contextlib
+    import types
+    from typing import Any
+
+    from connector import demo
+
+    class Box:
+        def credentials(self) -> dict[str, str]:
+            return {"token": "sandbox-token"}
+
+    @contextlib.contextmanager
+    def fake_sandboxes(
+        directory: Path, customers: int, ports: Any = None
+    ) -> Iterator[tuple[dict[str, Any], Path, dict[str, str]]]:
+        yield {"crm": Box()}, directory / "ca.pem", {"crm": "https://127.0.0.1:8444"}
+
+    class Interrupted:
+        def wait(self) -> None:
+            raise KeyboardInterrupt  # Ctrl-C at once: the test does not serve
+
+    monkeypatch.setattr(demo, "sandboxes", fake_sandboxes)
+    monkeypatch.setattr(demo, "threading", types.SimpleNamespace(Event=Interrupted))
+    assert main(["sandbox", "--dir", str(tmp_path), "--json"]) == 0
+    assert _json(capsys) == {
+        "urls": {"crm": "https://127.0.0.1:8444"},
+        "ca": str(tmp_path / "ca.pem"),
+        "env": {"KLANTSYNC_CRM_TOKEN": "sandbox-token"},
+        "customers": 50,
+    }
+    assert main(["sandbox", "--dir", str(tmp_path)]) == 0
+    assert "export KLANTSYNC_CRM_TOKEN=sandbox-token" in capsys.readouterr().out
+
+
+def test_check_says_what_each_system_is_sent_and_leads_with_the_gaps(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A source-only Shopify is said to be sent nothing; with compliance gaps the first line
+    does not say all is well, and the command exits 1."""
+    from connector.demo import REPO_MAPPINGS
+
+    (offline.parent / "secrets" / "shopify").write_text("shpat-test")
+    offline.write_text(
+        offline.read_text()
+        + f"""
+[systems.shopify]
+adapter = "shopify"
+base_url = "https://klant.myshopify.test"
+mapping = "{REPO_MAPPINGS / "shopify.toml"}"
+credentials = {{ access_token = "file:secrets/shopify" }}
+
+[[flows]]
+name = "shopify-to-crm"
+source = "shopify"
+destinations = ["crm"]
+"""
+    )
+    assert main(["-c", str(offline), "check"]) == 1  # Shopify has no processor agreement
+    out = capsys.readouterr().out
+    first, *rest = out.splitlines()
+    assert not first.startswith("ok") and "compliance gap" in first
+    assert any(line.strip().startswith("gap:") for line in rest)
+    (shopify,) = [line for line in rest if line.strip().startswith("system shopify:")]
+    assert shopify.endswith("sends nothing (source only)")
+
+
+def test_check_online_names_each_failing_system_once(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check --online` against a closed port: each line names its system once, exit 1."""
+    assert main(["-c", str(offline), "check", "--online"]) == 1
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("config valid, but 2 systems failed the online check")
+    (shop,) = [line for line in out.splitlines() if "online shop" in line]
+    assert shop.strip().startswith("online shop: GET /") and "shop: shop:" not in shop
+
+
+def test_commands_that_read_the_store_create_none(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status`, `audit verify` and `check --online` before any sync say there is no store
+    yet, exit as documented, and leave no store file behind."""
+    store_path = _store_of(offline)
+    assert main(["-c", str(offline), "status"]) == 0
+    assert "not created yet (nothing synced yet" in capsys.readouterr().out
+    assert main(["-c", str(offline), "status", "--json"]) == 0
+    status = _json(capsys)
+    assert isinstance(status, dict)
+    assert status["store_exists"] is False
+    assert status["flows"] == {"shop-to-crm": {"last_status": "never run"}}
+    assert main(["-c", str(offline), "audit", "verify"]) == 0
+    assert "no audit entries to verify" in capsys.readouterr().out
+    assert main(["-c", str(offline), "audit", "verify", "--json"]) == 0
+    verified = _json(capsys)
+    assert verified["store_exists"] is False and verified["checked"] == 0  # type: ignore[index]
+    assert main(["-c", str(offline), "audit", "export"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["-c", str(offline), "check", "--online", "--json"]) == 1  # port 9 is closed
+    assert _json(capsys)["master_key"]["store"] == "not created yet"  # type: ignore[index]
+    assert not store_path.exists()
+    assert not list(store_path.parent.glob(store_path.name + "*"))
+
+
+def test_help_texts_say_what_the_commands_do() -> None:
+    """The --help of demo, check, resync and sync --full matches what they do."""
+    from connector.cli import _parser
+
+    parser = _parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    choices = commands.choices
+
+    def described(name: str) -> str:
+        return " ".join((choices[name].description or "").split())
+
+    assert "erasure + access + register" in described("demo")
+    assert "compliance gaps" in described("check") and "exit 1" in described("check")
+    assert "daemon" in described("resync")
+    (full,) = [a for a in choices["sync"]._actions if a.dest == "full"]
+    assert "refused before" in (full.help or "")
