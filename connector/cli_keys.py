@@ -118,6 +118,16 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
     if rotation.unreadable:
         left = ", ".join(f"{name} {count}" for name, count in rotation.unreadable.items())
         console.print(f"left as they were (they did not open under the old key either): {left}")
+    if rotation.shared_receipt_key is not None:
+        # Left in place because other stores in the folder may sign with it; but if the old
+        # key leaked, this copy of the signing key is open to whoever has it.
+        console.print(
+            f"[yellow]{escape(str(rotation.shared_receipt_key))} (the receipt key file the "
+            "stores in that folder shared before each had its own) still holds this store's "
+            "signing key under the old master key: delete it once every store that used it "
+            "has been opened by this version[/]",
+            markup=True,
+        )
     console.print(
         f"[bold]now set keys.source = {escape(repr(args.to))} in {escape(str(config.path))}[/]: "
         "the old key no longer opens this store",

@@ -324,9 +324,9 @@ class Daemon:
                 "processor agreement due for review",
                 extra={"system": system, "review_date": review.isoformat()},
             )
-        from connector.receipts import KEY_FILE
+        from connector.receipts import receipt_key_path
 
-        key_file = self.rt.config.store_path.parent / KEY_FILE
+        key_file = receipt_key_path(self.rt.config.store_path)
         if key_file.is_file():
             age_days = (self.clock() - key_file.stat().st_mtime) / 86400
             if age_days > KEY_REVIEW_DAYS:

@@ -58,7 +58,6 @@ from connector.errors import KlantsyncError
 from connector.logs import redact
 from connector.moves import same_person
 from connector.receipts import (
-    KEY_FILE,
     ReceiptSigner,
     Verification,
     document_key_id,
@@ -114,7 +113,7 @@ class DsrService:
         self.db = DsrStore(rt.store)
         self.now = now
         self.concurrency = max(1, concurrency)
-        self.signer = ReceiptSigner(rt.config.store_path.parent / KEY_FILE, rt.keyring)
+        self.signer = ReceiptSigner.for_store(rt.config.store_path, rt.keyring)
         self.kinds = KindRunner(self)
         # Shared by every service on the same store: the daemon builds one per job, and two
         # of them must not run the same request at once.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from connector import audit
@@ -39,7 +40,12 @@ from connector.crypto import (
     wrap_data_keys,
 )
 from connector.errors import ConfigError
-from connector.receipts import KEY_FILE, ReceiptSigner
+from connector.receipts import (
+    LEGACY_KEY_FILE,
+    NOT_THIS_STORES_KEY,
+    ReceiptSigner,
+    receipt_key_path,
+)
 from connector.state import Store, utcnow
 
 __all__ = [
@@ -85,12 +91,18 @@ _CHUNK = 500
 def open_keyring(store: Store, config: Config) -> Keyring:
     """The store's keyring under ``config``'s master key; binds a store that has no keyset yet.
 
+    A store with no receipt signing key file of its own takes a copy of the folder's shared
+    one of earlier versions if that opens with the store's keys (:class:`ReceiptSigner`).
+
     Raises:
         ConfigError: on ``keys.source``, when the master key does not open the store's keys,
             or (binding an older store) does not open what the store holds sealed.
     """
     bound = _bound_keyring(store, config)
     if bound is not None:
+        # Now, not at the first receipt: once every store in a folder has been opened, the
+        # shared key file of earlier versions may go (README, "Upgrading").
+        ReceiptSigner.for_store(config.store_path, bound).adopt_shared()
         return bound
     keyring = _unbound_keyring(store, config)
     with store.transaction() as db:
@@ -154,41 +166,66 @@ def _bound_keyring(store: Store, config: Config) -> Keyring | None:
 
 
 def _unbound_keyring(store: Store, config: Config) -> Keyring:
-    """The keys derived from the master key, if what the store holds sealed opens with them."""
+    """The keys derived from the master key, if what the store holds sealed opens with them.
+
+    A store from before the keyset was written under some master key; the first one it sees
+    is bound for good, so it had better be that one. Subject ids cannot be checked (their
+    addresses are not held), but a store in use nearly always holds some sealed blob, or at
+    least its receipt signing key file.
+    """
     keyring = Keyring(config.master_key)
-    if not _opens_what_is_sealed(store, keyring, config):
+    sealed = _opens_what_is_sealed(store, keyring)
+    key_file = receipt_key_path(config.store_path)
+    receipt_key = _opens_receipt_key(key_file, keyring)
+    if sealed is False:
         raise ConfigError(
             str(config.path),
             "keys.source",
             f"{store.path} holds data sealed under another master key; keys.source must name "
             "the key this store was written with",
         )
+    if receipt_key is False and sealed:
+        # The master key opens the store's data, so it is the store's: the key file is not.
+        raise ConfigError(str(key_file), "", NOT_THIS_STORES_KEY)
+    if receipt_key is False:
+        raise ConfigError(
+            str(config.path),
+            "keys.source",
+            f"{store.path} holds nothing sealed but its receipt signing key file {key_file}, "
+            "which does not open with this master key; keys.source must name the key this "
+            "store was written with (if it does, that key file is another store's: move it "
+            "aside)",
+        )
+    # The folder's shared key file of earlier versions is no evidence either way: it may be
+    # another store's. Once the store is bound, open_keyring adopts it if it is this store's.
     return keyring
 
 
-def _opens_what_is_sealed(store: Store, keyring: Keyring, config: Config) -> bool:
-    """Whether one blob of each sealed column (and the receipt key file) opens with ``keyring``.
-
-    A store from before the keyset was written under some master key; the first one it sees
-    is bound for good, so it had better be that one. Subject ids cannot be checked (their
-    addresses are not held), but a store in use nearly always holds some sealed blob.
-    """
+def _opens_what_is_sealed(store: Store, keyring: Keyring) -> bool | None:
+    """Whether one blob of each sealed column opens with ``keyring``; None if there is none."""
+    found = False
     for sealed in SEALED_COLUMNS:
         row = store.db.execute(
             f"SELECT {sealed.by}, {sealed.column} FROM {sealed.table} "  # noqa: S608 (constants)
             f"WHERE typeof({sealed.column}) = 'blob' LIMIT 1"
         ).fetchone()
         if row is not None:
+            found = True
             try:
                 keyring.open(row[1], sealed.context(str(row[0])))
             except DecryptionError:
                 return False
-    key_file = config.store_path.parent / KEY_FILE
-    if key_file.exists():
-        try:
-            keyring.open(key_file.read_bytes(), RECEIPT_KEY_CONTEXT)
-        except DecryptionError:
-            return False
+    return found or None
+
+
+def _opens_receipt_key(key_file: Path, keyring: Keyring) -> bool | None:
+    """Whether the store's receipt signing key file opens with ``keyring``; None if absent."""
+    try:
+        keyring.open(key_file.read_bytes(), RECEIPT_KEY_CONTEXT)
+    except FileNotFoundError:
+        return None
+    except DecryptionError:
+        return False
     return True
 
 
@@ -204,6 +241,9 @@ class Rotation:
     unreadable: dict[str, int]
     #: Whether the receipt signing key file was sealed again (there is none before a receipt).
     receipt_key: bool
+    #: The folder's shared receipt key file of earlier versions, when it still opens under the
+    #: old key: it holds the store's signing key as it was, for whoever has that key.
+    shared_receipt_key: Path | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -212,6 +252,9 @@ class Rotation:
             "resealed": dict(self.resealed),
             "unreadable": dict(self.unreadable),
             "receipt_key_resealed": self.receipt_key,
+            "shared_receipt_key_file": (
+                None if self.shared_receipt_key is None else str(self.shared_receipt_key)
+            ),
         }
 
 
@@ -219,10 +262,12 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
     """Put the store under ``new_master``: data keys wrapped again, sealed data sealed again.
 
     One transaction: a crash leaves the store under the old key or the new one, never half.
-    The receipt signing key file is written sealed under the new keys beside the old file
-    first and renamed over it after the commit (:class:`ReceiptSigner` settles a crash in
-    between). Nothing else may have the store open: a process that opened it before holds the
-    old keys (the CLI takes :func:`connector.lock.keys_alone`; every runtime shares it).
+    The store's receipt signing key file is written sealed under the new keys beside the old
+    file first and renamed over it after the commit (:class:`ReceiptSigner` settles a crash in
+    between). The folder's shared key file of earlier versions is left as it is (other stores
+    may use it); :attr:`Rotation.shared_receipt_key` says when it holds this store's key.
+    Nothing else may have the store open: a process that opened it before holds the old keys
+    (the CLI takes :func:`connector.lock.keys_alone`; every runtime shares it).
 
     Raises:
         ConfigError: ``new_master`` is the key in use, or the current one does not open the
@@ -233,7 +278,7 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         raise ConfigError(str(config.path), "keys.source", "the new master key is the one in use")
     new = Keyring(keys=old.keys.with_new_outbox_key())
     old_fp, new_fp = master_fingerprint(config.master_key), master_fingerprint(new_master)
-    signer = ReceiptSigner(config.store_path.parent / KEY_FILE, old)
+    signer = ReceiptSigner.for_store(config.store_path, old)
     resealed: dict[str, int] = {}
     unreadable: dict[str, int] = {}
     staged = signer.stage_reseal(new)
@@ -258,7 +303,15 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         raise
     if staged:
         signer.finish_reseal()
-    return Rotation(old_fp, new_fp, resealed, unreadable, receipt_key=staged)
+    shared = config.store_path.parent / LEGACY_KEY_FILE
+    return Rotation(
+        old_fp,
+        new_fp,
+        resealed,
+        unreadable,
+        receipt_key=staged,
+        shared_receipt_key=shared if _opens_receipt_key(shared, old) else None,
+    )
 
 
 def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:

@@ -9,9 +9,16 @@ insists that the file *is* canonical (one optional trailing newline allowed): ot
 changed in insignificant whitespace would still verify, and "one changed byte fails" is the
 property an auditor can check by hand.
 
-The private key is generated on first use and written next to the store, sealed with the
+The private key is generated on first use and written beside the store, named after it
+(``var/klantsync.db`` signs with ``var/klantsync.db.receipt-signing.key``), sealed with the
 :class:`~connector.crypto.Keyring` (so it is as safe as the outbox and needs no extra secret),
 file mode 0600. The public key is exported as PEM for anyone who must check receipts.
+
+Each store has a key of its own: two stores in one folder (two clients, or a test store beside
+a live one) must not sign for each other, and a key sealed under one store's keys does not
+open with another's. Before that, every store in a folder used one ``receipt-signing.key``;
+a store that has no key file of its own yet takes a copy of that one if it opens with the
+store's keys (:meth:`ReceiptSigner.for_store`).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import binascii
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,19 +44,50 @@ from connector.crypto import RECEIPT_KEY_CONTEXT, DecryptionError, Keyring
 from connector.errors import ReceiptError
 
 __all__ = [
-    "KEY_FILE",
+    "LEGACY_KEY_FILE",
+    "NOT_THIS_STORES_KEY",
     "ReceiptSigner",
     "Verification",
     "canonical",
     "document_key_id",
     "key_id",
     "load_public_key",
+    "receipt_key_path",
     "verify_receipt",
 ]
 
-#: File name of the sealed signing key, in the store's folder.
-KEY_FILE = "receipt-signing.key"
+#: What a store's sealed signing key file is named: the store's file name, then this.
+KEY_FILE_SUFFIX = ".receipt-signing.key"
+#: The key file every store in a folder shared before each had its own; read, never written.
+LEGACY_KEY_FILE = "receipt-signing.key"
 ALGORITHM = "Ed25519"
+
+
+def receipt_key_path(store_path: Path) -> Path:
+    """The sealed signing key file of the store at ``store_path`` (beside it, named after it)."""
+    return store_path.with_name(store_path.name + KEY_FILE_SUFFIX)
+
+
+#: What to say (and do) when a store's key file does not open with the store's keys.
+NOT_THIS_STORES_KEY = (
+    "this receipt signing key file does not open with the store's keys, so it is not this "
+    "store's (copied from another store, or restored from another backup): put back the "
+    "store's own file from the backup taken with the store; if it is lost, move this one "
+    "aside and a new key is made on first use (receipts signed before then verify only "
+    "with the old public key, if you kept it: dsr verify-receipt --public-key)"
+)
+
+
+def _retired_dir(key_path: Path) -> Path:
+    """Where the public halves of ``key_path``'s retired keys are kept, named after it.
+
+    ``klantsync.db.receipt-signing.key`` keeps them in ``klantsync.db.receipt-keys``, and the
+    shared ``receipt-signing.key`` in ``receipt-keys``, where klantsync always kept them.
+    """
+    head = key_path.name.removesuffix("signing.key")
+    if head == key_path.name:  # named otherwise (tests): still a folder of its own
+        return key_path.with_name(key_path.name + ".retired")
+    return key_path.with_name(head + "keys")
 
 
 def canonical(value: Any) -> bytes:
@@ -63,17 +102,32 @@ def key_id(public: Ed25519PublicKey) -> str:
 
 
 class ReceiptSigner:
-    """Signs receipts with the deployment's Ed25519 key, creating the key on first use.
+    """Signs receipts with the store's Ed25519 key, creating the key on first use.
 
     Args:
-        key_path: where the sealed key lives (``<store dir>/receipt-signing.key``).
+        key_path: where the sealed key lives (:func:`receipt_key_path` of the store).
         keyring: seals and opens the key file.
+        adopt: a key file to take a copy of while ``key_path`` does not exist, if it opens
+            with ``keyring`` (the shared file of earlier versions; see :meth:`for_store`).
     """
 
-    def __init__(self, key_path: Path, keyring: Keyring) -> None:
+    def __init__(self, key_path: Path, keyring: Keyring, *, adopt: Path | None = None) -> None:
         self.key_path = key_path
         self._keyring = keyring
+        self._adopt = adopt
         self._private: Ed25519PrivateKey | None = None
+
+    @classmethod
+    def for_store(cls, store_path: Path, keyring: Keyring) -> ReceiptSigner:
+        """The signer of the store at ``store_path``, under the store's ``keyring``.
+
+        A store that has no key file of its own yet takes a copy of the folder's shared
+        ``receipt-signing.key`` (and the public halves of the keys it retired) if that opens
+        with the store's keys: it is the key the store signed with until now. The shared file
+        is left where it is, since another store in the folder may have signed with it too.
+        One that does not open is another store's, and this store makes a key of its own.
+        """
+        return cls(receipt_key_path(store_path), keyring, adopt=store_path.parent / LEGACY_KEY_FILE)
 
     @property
     def private_key(self) -> Ed25519PrivateKey:
@@ -109,16 +163,17 @@ class ReceiptSigner:
     @property
     def retired_dir(self) -> Path:
         """Where the public halves of retired keys are kept, so old receipts still verify."""
-        return self.key_path.parent / "receipt-keys"
+        return _retired_dir(self.key_path)
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
-        """Every public key this deployment has signed with, by key id (current included)."""
+        """Every public key this store has signed with, by key id (current included)."""
+        # First: loading the key may adopt the shared file, and its retired keys with it.
+        current = self.public_key
         keys: dict[str, Ed25519PublicKey] = {}
         if self.retired_dir.is_dir():
             for path in sorted(self.retired_dir.glob("*.pem")):
                 public = load_public_key(path.read_bytes())
                 keys[key_id(public)] = public
-        current = self.public_key
         keys[key_id(current)] = current
         return keys
 
@@ -161,6 +216,8 @@ class ReceiptSigner:
         between is settled on the next load, by which key the staged file opens with.
         """
         self._settle_staged()
+        # Adopted first, so the store's own copy is what is sealed again under the new keys.
+        self.adopt_shared()
         if not self.key_path.exists():
             return False
         raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
@@ -186,8 +243,44 @@ class ReceiptSigner:
         else:
             os.replace(staged, self.key_path)  # it committed, and stopped before the rename
 
+    def adopt_shared(self) -> None:
+        """Copy the shared key file of earlier versions as this store's, if it is its key.
+
+        Done on first use of the key, and by :func:`connector.keyset.open_keyring` on every
+        open, so a store that only syncs has its copy too before the shared file is deleted.
+        Nothing to do (one ``stat``) once the store has a key file of its own.
+        """
+        if self._adopt is None or self.key_path.exists():
+            return
+        # A master key rotation by an earlier version that committed and stopped before its
+        # rename left the store's key staged beside the shared file, under the store's keys.
+        staged = self._adopt.with_name(self._adopt.name + ".rotating")
+        for source in (staged, self._adopt):
+            try:
+                sealed = source.read_bytes()
+                made = source.stat()
+                self._keyring.open(sealed, RECEIPT_KEY_CONTEXT)
+            except (FileNotFoundError, DecryptionError):
+                continue  # absent, or another store's: this store makes its own key
+            break
+        else:
+            return
+        # The retired keys first: were the key file copied and the history not, a crash in
+        # between would leave old receipts unverifiable with nothing left to adopt them again.
+        history = _retired_dir(self._adopt)
+        for pem in sorted(history.glob("*.pem")) if history.is_dir() else []:
+            self.retired_dir.mkdir(parents=True, exist_ok=True)
+            copy = self.retired_dir / pem.name
+            if not copy.exists():
+                copy.write_bytes(pem.read_bytes())
+        # The same key keeps its age: the daemon's rotation reminder reads the file's mtime.
+        _create_sealed(self.key_path, sealed, mtime_ns=made.st_mtime_ns)
+        if source == staged:
+            staged.unlink(missing_ok=True)  # opens with this store's keys only: nobody else's
+
     def _load_or_create(self) -> Ed25519PrivateKey:
         self._settle_staged()
+        self.adopt_shared()
         if not self.key_path.exists():
             key = Ed25519PrivateKey.generate()
             raw = key.private_bytes(
@@ -195,23 +288,38 @@ class ReceiptSigner:
                 serialization.PrivateFormat.Raw,
                 serialization.NoEncryption(),
             )
-            self.key_path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                # O_EXCL: two processes starting at once must not each write their own key.
-                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(self._keyring.seal(raw, RECEIPT_KEY_CONTEXT))
+            if _create_sealed(self.key_path, self._keyring.seal(raw, RECEIPT_KEY_CONTEXT)):
                 return key
         try:
             raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
             return Ed25519PrivateKey.from_private_bytes(raw)
         except (DecryptionError, ValueError) as exc:
-            raise ReceiptError(
-                f"{self.key_path}: the receipt signing key does not open with this master key"
-            ) from exc
+            raise ReceiptError(f"{self.key_path}: {NOT_THIS_STORES_KEY}") from exc
+
+
+def _create_sealed(path: Path, sealed: bytes, *, mtime_ns: int | None = None) -> bool:
+    """Write ``sealed`` to ``path`` unless it exists (0600); False if another process won.
+
+    Two processes starting at once must not each write their own key, nor read the other's
+    half written: the file is complete on disk under a temporary name before it is linked
+    into place, and the link fails if ``path`` exists already.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(sealed)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if mtime_ns is not None:
+            os.utime(temporary, ns=(mtime_ns, mtime_ns))
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temporary)
 
 
 def _write_sealed(path: Path, keyring: Keyring, raw: bytes) -> None:

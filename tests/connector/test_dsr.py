@@ -735,9 +735,10 @@ def test_key_file_is_sealed_and_private(
     capsys: pytest.CaptureFixture[str],
     config_path: Path,
 ) -> None:
-    """The signing key lives next to the store, mode 0600, and is not a readable PEM."""
+    """The signing key lives next to the store, named after it, mode 0600, and is not a
+    readable PEM."""
     assert cli("public-key", capsys=capsys)[0] == 0
-    key = config_path.parent / "state" / "receipt-signing.key"
+    key = config_path.parent / "state" / "klantsync.db.receipt-signing.key"
     assert key.stat().st_mode & 0o777 == 0o600
     assert b"PRIVATE KEY" not in key.read_bytes()
     with sqlite3.connect(config_path.parent / "state" / "klantsync.db") as db:

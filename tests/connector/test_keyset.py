@@ -37,7 +37,7 @@ from connector.keyset import (
     rotate_master_key,
 )
 from connector.lock import sharing_keys
-from connector.receipts import KEY_FILE, ReceiptSigner
+from connector.receipts import ReceiptSigner, receipt_key_path
 from connector.state import Store
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, MASTER_KEY
 
@@ -214,7 +214,7 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
         # While this runtime is open (it holds the keys) the rotation is refused.
         (config_path.parent / "new.key").write_text(generate_master_key())
         assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 1
-    key_file = config_path.parent / "state" / KEY_FILE
+    key_file = receipt_key_path(load_config(config_path).store_path)
     os.utime(key_file, (1_700_000_000, 1_700_000_000))  # a key made long ago
     before = _blobs(config_path)
 
@@ -308,7 +308,7 @@ def test_rotation_that_fails_leaves_the_store_and_the_receipt_key_under_the_old_
     try:
         keyring = open_keyring(store, config)
         jobs.enqueue(store, keyring, "resync", {"system": "shop"})
-        signer = ReceiptSigner(config.store_path.parent / KEY_FILE, keyring)
+        signer = ReceiptSigner.for_store(config.store_path, keyring)
         public = signer.public_key_pem()
         key_file = signer.key_path.read_bytes()
         blobs = _blobs(config_path)
@@ -336,8 +336,10 @@ def test_a_crash_between_the_commit_and_the_key_file_rename_is_settled_on_the_ne
     store = Store(config.store_path)
     try:
         keyring = open_keyring(store, config)
-        signer = ReceiptSigner(config.store_path.parent / KEY_FILE, keyring)
+        signer = ReceiptSigner.for_store(config.store_path, keyring)
         public = signer.public_key_pem()
+        # The staged copy is the store's own too: a rotation of one store leaves another's be.
+        assert signer.staged_path.name == "klantsync.db.receipt-signing.key.rotating"
 
         def crash(_self: ReceiptSigner) -> None:
             raise SystemExit("killed")
@@ -423,3 +425,181 @@ def test_rotation_reseals_a_backlog_larger_than_one_chunk(config_path: Path) -> 
         assert opened == list(range(rows))
     finally:
         store.close()
+
+
+def beside(config_path: Path, name: str, key: str) -> Path:
+    """A second config whose store ``state/<name>.db`` shares the first one's folder, kept
+    under ``key``."""
+    (config_path.parent / f"{name}.key").write_text(key)
+    text = config_path.read_text().replace('"state/klantsync.db"', f'"state/{name}.db"')
+    path = config_path.with_name(f"{name}.toml")
+    path.write_text(text.replace('"file:master.key"', f'"file:{name}.key"'))
+    return path
+
+
+async def test_two_stores_in_one_folder_each_sign_with_a_key_of_their_own(
+    shop: WooCommerceSandbox, open_rt: Callable[..., Any], config_path: Path
+) -> None:
+    """Two clients' stores (or a test store beside a live one) under different master keys in
+    one folder: both open, each signs with its own key, and neither verifies the other's
+    receipts as its own."""
+    other = beside(config_path, "other", generate_master_key())
+    seed(shop)
+    shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0611111111")
+    async with open_rt() as rt:
+        first = DsrService(rt)
+        receipt_a = first.receipt((await first.erase(CANARY_EMAIL)).id)
+        pem_a = first.public_key_pem()
+    async with open_rt(other) as rt:
+        second = DsrService(rt)
+        receipt_b = second.receipt((await second.erase(OTHER_EMAIL)).id)
+        pem_b = second.public_key_pem()
+        assert receipt_a is not None and receipt_b is not None
+        assert second.verify_receipt(receipt_b.encode()).ok
+        assert not second.verify_receipt(receipt_a.encode()).ok
+    assert pem_a != pem_b
+    async with open_rt() as rt:
+        first = DsrService(rt)
+        assert first.public_key_pem() == pem_a  # the second store left the first one's key be
+        assert first.verify_receipt(receipt_a.encode()).ok
+        assert not first.verify_receipt(receipt_b.encode()).ok
+    state = config_path.parent / "state"
+    assert (state / "klantsync.db.receipt-signing.key").is_file()
+    assert (state / "other.db.receipt-signing.key").is_file()
+    assert not (state / "receipt-signing.key").exists()
+
+
+def test_a_new_store_beside_one_whose_master_key_was_rotated_opens(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rotated store's receipt key is sealed under its fresh keys; a store made beside it
+    afterwards (even under the first store's old master key) opens and makes its own key."""
+    assert main(["-c", str(config_path), "dsr", "public-key"]) == 0
+    pem = capsys.readouterr().out
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    use_key(config_path, new_key)
+    capsys.readouterr()
+    other = beside(config_path, "other", MASTER_KEY)
+    assert main(["-c", str(other), "dsr", "public-key"]) == 0, capsys.readouterr().err
+    other_pem = capsys.readouterr().out
+    assert other_pem.startswith("-----BEGIN PUBLIC KEY-----") and other_pem != pem
+    assert main(["-c", str(config_path), "dsr", "public-key"]) == 0
+    assert capsys.readouterr().out == pem
+
+
+async def test_an_installation_with_the_shared_key_file_keeps_its_signing_key(
+    shop: WooCommerceSandbox, open_rt: Callable[..., Any], config_path: Path
+) -> None:
+    """Before each store had its own key file, a folder's stores used ``receipt-signing.key``
+    and ``receipt-keys/``. The first use after the upgrade takes both as the store's own:
+    the same public key, receipts signed before (and before a receipt key rotation) still
+    verify, and the key keeps its age. The shared files stay: another store may use them."""
+    seed(shop)
+    state = config_path.parent / "state"
+    async with open_rt() as rt:
+        # What an earlier klantsync left: the shared key file and a retired key's public half.
+        shared = ReceiptSigner(state / "receipt-signing.key", rt.keyring)
+        before_rotation = shared.sign({"request_id": "er-old-1"})
+        shared.rotate()
+        before_upgrade = shared.sign({"request_id": "er-old-2"})
+        pem = shared.public_key_pem()
+        os.utime(shared.key_path, (1_700_000_000, 1_700_000_000))
+
+        service = DsrService(rt)
+        assert service.public_key_pem() == pem
+        assert service.verify_receipt(before_rotation.encode()).ok
+        assert service.verify_receipt(before_upgrade.encode()).ok
+        receipt = service.receipt((await service.erase(CANARY_EMAIL)).id)
+        assert receipt is not None
+        assert json.loads(receipt)["key_id"] == json.loads(before_upgrade)["key_id"]
+    own = state / "klantsync.db.receipt-signing.key"
+    assert own.stat().st_mtime == 1_700_000_000  # the key's age, for the rotation reminder
+    assert own.stat().st_mode & 0o777 == 0o600
+    assert len(list((state / "klantsync.db.receipt-keys").glob("*.pem"))) == 1
+    assert (state / "receipt-signing.key").is_file() and (state / "receipt-keys").is_dir()
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.verify_receipt(before_rotation.encode()).ok
+        service.rotate_receipt_key()  # the store's own file from now on
+        assert service.verify_receipt(before_upgrade.encode()).ok
+    assert ReceiptSigner(state / "receipt-signing.key", rt.keyring).public_key_pem() == pem
+
+
+def test_a_receipt_key_file_that_is_not_the_stores_is_named_with_what_to_do(
+    config_path: Path,
+) -> None:
+    """A store from before the keyset whose sealed data opens with keys.source but whose
+    receipt key file does not: the error names that file and what to do, not keys.source."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+        jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+        store.db.execute("DELETE FROM keyset")  # as a store from before schema 9
+        key_file = config.store_path.with_name("klantsync.db.receipt-signing.key")
+        ReceiptSigner(key_file, Keyring(bytes(32))).public_key_pem()  # another store's key
+        with pytest.raises(ConfigError) as caught:
+            open_keyring(store, config)
+        assert caught.value.file == str(key_file) and caught.value.key == ""
+        assert "aside" in caught.value.problem
+        key_file.unlink()
+        assert open_keyring(store, config).keys == keyring.keys
+    finally:
+        store.close()
+
+
+def test_a_master_key_rotation_says_when_the_shared_key_file_still_holds_the_stores_key(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The store's adopted copy is sealed again under the new key; the shared file it came
+    from is left for the stores that may still use it, and the rotation says it holds this
+    store's key under the old master key (which may have leaked)."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        shared = ReceiptSigner(
+            config.store_path.parent / "receipt-signing.key", open_keyring(store, config)
+        )
+        public = shared.public_key_pem()
+        sealed = shared.key_path.read_bytes()
+    finally:
+        store.close()
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
+    rotation = json.loads(capsys.readouterr().out)
+    assert rotation["receipt_key_resealed"]
+    assert rotation["shared_receipt_key_file"] == str(shared.key_path)
+    assert shared.key_path.read_bytes() == sealed
+    use_key(config_path, new_key)
+    assert main(["-c", str(config_path), "dsr", "public-key"]) == 0
+    assert capsys.readouterr().out == public
+    # A second rotation finds the shared file under a key the store no longer has: no word.
+    (config_path.parent / "newer.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:newer.key"]) == 0
+    assert "shared" not in capsys.readouterr().out
+
+
+def test_opening_a_store_takes_its_copy_of_the_shared_key_file(config_path: Path) -> None:
+    """A store that only syncs (never signs) takes its copy on open too, so "every store
+    opened by this version" is all it takes before the shared file may be deleted."""
+    config = load_config(config_path)
+    state = config.store_path.parent
+    store = Store(config.store_path)
+    try:
+        shared = ReceiptSigner(state / "receipt-signing.key", open_keyring(store, config))
+        public = shared.public_key_pem()
+    finally:
+        store.close()
+    assert main(["-c", str(config_path), "keys", "show"]) == 0
+    shared.key_path.unlink()
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+    finally:
+        store.close()
+    assert ReceiptSigner(state / "klantsync.db.receipt-signing.key", keyring).public_key_pem() == (
+        public
+    )

@@ -11,7 +11,13 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_pri
 
 from connector.crypto import Keyring
 from connector.errors import ReceiptError
-from connector.receipts import ReceiptSigner, canonical, load_public_key, verify_receipt
+from connector.receipts import (
+    LEGACY_KEY_FILE,
+    ReceiptSigner,
+    canonical,
+    load_public_key,
+    verify_receipt,
+)
 
 RECEIPT = {
     "version": 1,
@@ -78,11 +84,60 @@ def test_key_is_created_once_sealed_and_private(signer: ReceiptSigner) -> None:
 
 
 def test_key_sealed_with_another_master_key_is_a_clear_error(signer: ReceiptSigner) -> None:
-    """Opening the key with the wrong master key raises ReceiptError naming the file."""
+    """Opening the key with another store's keys raises ReceiptError naming the file and
+    saying what to do."""
     signer.public_key_pem()
     wrong = ReceiptSigner(signer.key_path, Keyring(bytes(32)))
-    with pytest.raises(ReceiptError, match=r"receipt-signing\.key"):
+    with pytest.raises(ReceiptError, match=r"receipt-signing\.key") as caught:
         wrong.public_key_pem()
+    assert "not this store's" in str(caught.value) and "move this one aside" in str(caught.value)
+
+
+def test_each_store_in_a_folder_has_a_key_file_of_its_own(tmp_path: Path) -> None:
+    """Stores side by side, even under the same keys, sign with keys of their own, kept in
+    files named after each store; a rotation of one leaves the other's history alone."""
+    keyring = Keyring(bytes(range(32)))
+    first = ReceiptSigner.for_store(tmp_path / "klantsync.db", keyring)
+    second = ReceiptSigner.for_store(tmp_path / "test.db", keyring)
+    assert first.public_key_pem() != second.public_key_pem()
+    assert first.key_path == tmp_path / "klantsync.db.receipt-signing.key"
+    assert second.key_path == tmp_path / "test.db.receipt-signing.key"
+    assert first.staged_path.name == "klantsync.db.receipt-signing.key.rotating"
+    first.rotate()
+    assert len(first.public_keys()) == 2 and len(second.public_keys()) == 1
+    assert first.retired_dir == tmp_path / "klantsync.db.receipt-keys"
+    assert not (tmp_path / LEGACY_KEY_FILE).exists()
+
+
+def test_a_shared_key_file_that_is_another_stores_is_left_alone(tmp_path: Path) -> None:
+    """The shared file of earlier versions that does not open with a store's keys is another
+    store's: the store makes its own key and the file stays as it was, for its owner."""
+    shared = ReceiptSigner(tmp_path / LEGACY_KEY_FILE, Keyring(bytes(32)))
+    theirs = shared.public_key_pem()
+    sealed = shared.key_path.read_bytes()
+    ours = ReceiptSigner.for_store(tmp_path / "klantsync.db", Keyring(bytes(range(32))))
+    assert ours.public_key_pem() != theirs
+    assert shared.key_path.read_bytes() == sealed
+    owner = ReceiptSigner.for_store(tmp_path / "theirs.db", Keyring(bytes(32)))
+    assert owner.public_key_pem() == theirs  # adopted by the store whose keys open it
+
+
+def test_a_master_key_rotation_an_earlier_version_left_half_done_is_settled_on_adoption(
+    tmp_path: Path,
+) -> None:
+    """An earlier version's rotation committed, then stopped before renaming the staged
+    ``receipt-signing.key.rotating``: the store, now under its new keys, adopts the staged
+    copy (and removes it: only its keys open it), leaving the shared file as it was."""
+    old, new = Keyring(bytes(range(32))), Keyring(bytes(32))
+    shared = ReceiptSigner(tmp_path / LEGACY_KEY_FILE, old)
+    public = shared.public_key_pem()
+    assert shared.stage_reseal(new)
+    sealed = shared.key_path.read_bytes()
+    ours = ReceiptSigner.for_store(tmp_path / "klantsync.db", new)
+    assert ours.public_key_pem() == public
+    assert not shared.staged_path.exists()
+    assert shared.key_path.read_bytes() == sealed
+    assert ReceiptSigner(ours.key_path, new).public_key_pem() == public
 
 
 def test_non_ed25519_public_key_is_refused() -> None:
