@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.access import BUNDLE_FILES, art15_facts
+from connector.crypto import BUNDLE_PATH_CONTEXT
 from connector.dsr import DsrService
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164
@@ -115,8 +116,8 @@ async def test_access_with_a_system_down_writes_nothing_until_retried(
     view = await service.retry(view.id)
     assert view.status == "completed" and (out / "data.json").exists()
     assert (out / "data.json").stat().st_mode & 0o777 == 0o600
-    tracked = rt.store.db.execute("SELECT path FROM bundles").fetchall()
-    assert tracked == [(str(out.resolve()),)]
+    ((sealed,),) = rt.store.db.execute("SELECT path FROM bundles").fetchall()
+    assert rt.keyring.open(sealed, BUNDLE_PATH_CONTEXT) == str(out.resolve()).encode()
 
 
 async def test_retention_is_read_from_flows_when_the_config_states_it(rt: Runtime) -> None:
