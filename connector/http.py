@@ -53,6 +53,7 @@ __all__ = [
     "build_ssl_context",
     "check_url",
     "is_loopback",
+    "is_machine_code",
     "json_object",
     "redact_url",
 ]
@@ -569,6 +570,14 @@ def _error_category(response: httpx.Response, titles: frozenset[str] = _REASON_P
 
 def _is_category(value: str, titles: frozenset[str]) -> bool:
     """Whether ``value`` is a machine code or a known title: vocabulary, not someone's data."""
-    if not value or len(value) > _MAX_CATEGORY_CHARS:
-        return False
-    return _MACHINE_CODE.fullmatch(value) is not None or value.casefold() in titles
+    return is_machine_code(value) or (
+        0 < len(value) <= _MAX_CATEGORY_CHARS and value.casefold() in titles
+    )
+
+
+def is_machine_code(value: str) -> bool:
+    """Whether ``value`` looks like a vendor's error code (see :data:`_MACHINE_CODE`).
+
+    For adapters that read per-record error codes out of a vendor's answer themselves.
+    """
+    return 0 < len(value) <= _MAX_CATEGORY_CHARS and _MACHINE_CODE.fullmatch(value) is not None

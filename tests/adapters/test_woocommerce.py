@@ -13,6 +13,7 @@ import pytest
 
 from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
 from adapters.woocommerce.adapter import _refused_delete, retry_after, woocommerce_client_config
+from adapters.woocommerce.payloads import code_only
 from adapters.woocommerce.shapes import wc_datetime
 from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
@@ -306,6 +307,22 @@ async def test_upsert_failure_is_reported_with_code_only(harness: Harness) -> No
     assert not bad.retryable
     assert "@" not in bad.reason and "jan" not in bad.reason
     assert good.outcome == "created"
+
+
+@pytest.mark.parametrize(
+    ("code", "kept"),
+    [
+        ("customer_invalid_email", "customer_invalid_email"),
+        ("registration-error-email-exists", "registration-error-email-exists"),
+        ("0612345678", "rejected"),
+        ("jan.jansen", "rejected"),
+        ("jan-willem", "rejected"),
+        ("Jan Jansen is not valid", "rejected"),
+    ],
+)
+def test_a_batch_item_error_keeps_its_code_only_when_it_is_one(code: str, kept: str) -> None:
+    """A code that could be someone's data (a number, a name, a sentence) is not kept."""
+    assert code_only({"code": code, "message": "x"}) == kept
 
 
 async def test_upsert_splits_past_100_and_the_shop_refuses_101(harness: Harness) -> None:
