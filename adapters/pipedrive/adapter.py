@@ -211,14 +211,14 @@ class PipedriveAdapter:
             return UpsertResult(record.ref, "failed", reason="missing_email")
         try:
             if record.external_id and record.external_id.isdigit():
-                updated = await self._patch(int(record.external_id), record)
+                updated = await self._patch(int(record.external_id), record, whole_name=not create)
                 if updated is not None:
                     return updated
             # No id, or a stale one (the person was deleted in Pipedrive): look the e-mail up.
             hits = await self._search(record.email) if record.email else []
             if hits:
                 # Several persons may share an e-mail; the oldest one is the stable choice.
-                updated = await self._patch(hits[0], record)
+                updated = await self._patch(hits[0], record, whole_name=not create)
                 if updated is not None:
                     return updated
             if not create:
@@ -233,9 +233,26 @@ class PipedriveAdapter:
                 record.ref, "failed", reason=failure_reason(exc.status), retryable=True
             )
 
-    async def _patch(self, person_id: int, record: OutboundRecord) -> UpsertResult | None:
-        """Update one person; ``None`` when it no longer exists (404)."""
-        body = person_body(record.fields, record.email, creating=False)
+    async def _patch(
+        self, person_id: int, record: OutboundRecord, *, whole_name: bool = False
+    ) -> UpsertResult | None:
+        """Update one person; ``None`` when it no longer exists (404).
+
+        ``whole_name`` (an update that may carry one name part, a correction): Pipedrive's
+        ``name`` is composed of both parts, so the part not given is read from the person
+        first; otherwise a corrected last name alone would become their whole name.
+        """
+        fields = record.fields
+        parts = ("first_name", "last_name")
+        if whole_name and sum(part in fields for part in parts) == 1:
+            current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
+            if current.status_code == 404:
+                return None
+            person = json_object(current).get("data")
+            if isinstance(person, dict):
+                missing = next(part for part in parts if part not in fields)
+                fields = {**fields, missing: person.get(missing) or ""}
+        body = person_body(fields, record.email, creating=False)
         response = await self.client.request(
             "PATCH", f"{PERSONS}/{person_id}", json=body, accept=(404,)
         )

@@ -272,6 +272,23 @@ async def test_per_record_failure_has_a_reason_without_personal_data(pd: Harness
     assert not pd.sandbox.holds("person2@example.com")
 
 
+async def test_an_update_of_one_name_part_keeps_the_other_in_the_name(pd: Harness) -> None:
+    """A corrected last name alone makes "Jan Goed", not "Goed" (name is both parts)."""
+    email = "jan.fout@example.com"
+    full = {"email": email, "first_name": "Jan", "last_name": "Fout"}
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, full)])
+    fix = {"email": email, "last_name": "Goed"}
+    (updated,) = await pd.adapter.update([OutboundRecord("r", email, created.external_id, fix)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert (stored["name"], stored["first_name"], stored["last_name"]) == (
+        "Jan Goed",
+        "Jan",
+        "Goed",
+    )
+
+
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
     """A record with neither e-mail nor id fails without a call."""
     (result,) = await pd.adapter.upsert([OutboundRecord("r", "", None, {"first_name": "X"})])
