@@ -8,10 +8,11 @@ takes ``--json``. Nothing here holds logic the daemon or admin API would also ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
 from connector.state import Store
 
-__all__ = ["main"]
+__all__ = ["main", "print_report", "progress_bar"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: The reader of standard output went away (``klantsync audit export | head``): 128 + SIGPIPE,
@@ -349,6 +350,23 @@ class _BarProgress(Progress):
         self.bar.advance(self._task(f"{flow}: -> {system}", None), count)
 
 
+@contextlib.contextmanager
+def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | None]:
+    """Bars per flow and destination while the block runs, on a terminal; else ``None``.
+
+    A pipe or a ``--json`` reader (``show=False``) gets nothing: what it reads is the report,
+    and a bar drawn there would be in the way of it. The bar is transient, so what stays on
+    the terminal is the report alone.
+    """
+    if not (show and console.is_terminal):
+        yield None
+        return
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(console=console, transient=True) as bar:
+        yield _BarProgress(bar)
+
+
 async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -> int:
     async with open_runtime(config_path) as rt:
         settle_heap()
@@ -364,17 +382,11 @@ async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -
                 reports = await sync_subject(rt, args.system, email=args.email)
                 flow_names = []
         dry_run = getattr(args, "dry_run", False)
-        interactive = console.is_terminal and not args.json
         for flow_name in flow_names:
-            if interactive:
-                from rich.progress import Progress as RichProgress
-
-                with RichProgress(console=console, transient=True) as bar:
-                    reports += await rt.engine.sync(
-                        flow_name, full=args.full, dry_run=dry_run, progress=_BarProgress(bar)
-                    )
-            else:
-                reports += await rt.engine.sync(flow_name, full=args.full, dry_run=dry_run)
+            with progress_bar(console, show=not args.json) as bar:
+                reports += await rt.engine.sync(
+                    flow_name, full=args.full, dry_run=dry_run, progress=bar
+                )
     if args.json:
         print(json.dumps([r.as_dict() for r in reports], indent=2))
     else:

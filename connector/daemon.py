@@ -20,6 +20,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from connector import audit, jobs
@@ -28,7 +29,15 @@ from connector.errors import KlantsyncError
 from connector.metrics import Metrics
 from connector.runtime import Runtime
 
-__all__ = ["Daemon"]
+__all__ = [
+    "READY_STARTING",
+    "READY_SUCCEEDED",
+    "UNREADY_FAILING",
+    "UNREADY_NOT_RUN",
+    "UNREADY_STALE",
+    "Daemon",
+    "RunsSinceStart",
+]
 
 log = logging.getLogger("klantsync.daemon")
 
@@ -42,11 +51,27 @@ KEY_REVIEW_DAYS = 365
 #: Most webhook "changed" deliveries run together as one targeted sync.
 CHANGE_BATCH = 100
 
+# Why a flow is (not) ready, as ``/readyz`` says it: fixed texts, so the probe's body never
+# carries an error message (which names paths and statuses) or anything personal.
+READY_SUCCEEDED = "succeeded within twice its interval"
+READY_STARTING = "no run finished yet since the daemon started"
+UNREADY_STALE = "no success within twice its interval"
+UNREADY_FAILING = "never succeeded: every run since the daemon started failed"
+UNREADY_NOT_RUN = "never succeeded, and no run within twice its interval of the daemon's start"
+
 
 def _parse_ts(text: str | None) -> float | None:
     if not text:
         return None
     return dt.datetime.fromisoformat(text).timestamp()
+
+
+@dataclass
+class RunsSinceStart:
+    """What one flow's scheduled (or resync) runs did since this daemon started."""
+
+    finished: int = 0
+    failed: int = 0
 
 
 class Daemon:
@@ -65,6 +90,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.job_wake = asyncio.Event()
         self.started_at = clock()
+        #: Kept in memory: readiness asks about this daemon's runs, not an earlier one's.
+        self.runs_since_start = {flow.name: RunsSinceStart() for flow in rt.config.flows}
         self._tasks: set[asyncio.Task[Any]] = set()
         for system in rt.systems.values():
             system.client.observer = self.metrics.observe_request
@@ -79,7 +106,18 @@ class Daemon:
             return None
         async with lock:
             log.info("flow run started", extra={"flow": flow_name, "full": full})
-            (report,) = await self.rt.engine.sync(flow_name, full=full)
+            runs = self.runs_since_start[flow_name]
+            try:
+                (report,) = await self.rt.engine.sync(flow_name, full=full)
+            except Exception:
+                # A run that raised did not succeed either (cancellation is no run at all).
+                runs.finished += 1
+                runs.failed += 1
+                raise
+            runs.finished += 1
+            # The store's notion of success (its ``last_success``): a run with errors, dead
+            # letters or deliveries left queued is not one.
+            runs.failed += int(report.failed)
             self.metrics.observe_flow(report, self.clock())
             log.info(
                 "flow run finished",
@@ -255,7 +293,13 @@ class Daemon:
     # -- health -------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the store answers and every flow succeeded within twice its interval."""
+        """Ready when the store answers and every flow succeeded within twice its interval.
+
+        A flow that has never succeeded is judged by this daemon's runs: before its first run
+        finishes it counts from the daemon's start (start-up does not flap), and once a run
+        has finished without success it is not ready (a source down from the start shows at
+        once, not after twice the interval). Each flow's check says why, in a fixed text.
+        """
         checks: dict[str, Any] = {}
         ready = True
         try:
@@ -268,12 +312,23 @@ class Daemon:
         for flow in self.rt.config.flows:
             allowed = 2 * flow.parsed_schedule.nominal_seconds
             last = _parse_ts(self.rt.store.last_success(flow.name))
-            # Before a flow's first success, the clock runs from the daemon's start.
-            fresh = now - (last if last is not None else self.started_at) <= allowed
+            runs = self.runs_since_start[flow.name]
+            if last is not None:
+                fresh = now - last <= allowed
+                reason = READY_SUCCEEDED if fresh else UNREADY_STALE
+            elif runs.finished:
+                # Never succeeded, so every run that finished failed.
+                fresh, reason = False, UNREADY_FAILING
+            else:
+                fresh = now - self.started_at <= allowed
+                reason = READY_STARTING if fresh else UNREADY_NOT_RUN
             checks[f"flow:{flow.name}"] = {
                 "last_success": last,
                 "allowed_seconds": allowed,
+                "runs_since_start": runs.finished,
+                "failed_since_start": runs.failed,
                 "ok": fresh,
+                "reason": reason,
             }
             ready = ready and fresh
         return ready, checks

@@ -21,18 +21,20 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec
 
 from rich.console import Console
 from rich.markup import escape
 
 from connector.crypto import generate_master_key
-from connector.engine import FlowReport
+from connector.engine import FlowReport, Progress
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime
 from connector.sandboxkit import serve_tls
 
 __all__ = ["REPO_MAPPINGS", "SANDBOX_PORTS", "run_demo", "run_sandboxes", "write_config"]
+
+_P = ParamSpec("_P")
 
 #: The mappings shipped with klantsync (the demo and the example config use them as they are).
 REPO_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
@@ -178,24 +180,55 @@ def _demo(console: Console, directory: Path, customers: int, as_json: bool) -> i
         say(f"  WooCommerce shop     {urls['shop']}")
         say(f"  HubSpot CRM          {urls['crm']}   (190 requests / 10 s)")
         say(f"  Mailchimp newsletter {urls['news']}   (marketing consent required)")
-        say(f"  Pipedrive CRM        {urls['deals']}")
+        say(f"  Pipedrive CRM        {urls['deals']}   (person search 10 requests / 2 s)")
         where = f"local CA ({ca_path}); config {config}"
         say(f"  all over HTTPS with a {escape(where)}\n")
         shop = boxes["shop"]
         sample = shop.store.get(1) or {}
         say(f"Seeded {customers} synthetic customers. Each shop record has these fields:")
         say("  " + ", ".join(sorted(_leaf_names(sample))) + "\n")
-        result = run_loop(_story(config, boxes, directory))
+        result = run_loop(_story(config, boxes, directory, _Teller(None if as_json else console)))
     if as_json:
         print(json.dumps(result, indent=2))
-    else:
-        _tell(console, result)
     failed = any(result[k]["failed"] for k in ("first_sync", "second_sync", "after_changes"))
     erased = result["erasure"]["status"] == "completed" and result["erasure"]["receipt_verified"]
     return 1 if failed or not erased or result["sync_after_erasure"]["recreated"] else 0
 
 
-async def _story(config: Path, boxes: dict[str, Any], directory: Path) -> dict[str, Any]:
+class _Teller:
+    """Tells each step of the demo as it happens: its heading as it starts, its outcome as
+    it ends, and a progress bar while it syncs (on a terminal).
+
+    The first sync alone takes about a minute for 300 customers (Pipedrive has no batch
+    write and allows 10 searches per 2 s, and each new person is looked up by e-mail before
+    it is created), so a terminal that showed nothing until the end would look stuck. With
+    ``--json`` there is no console: the one JSON document comes at the end, alone.
+    """
+
+    def __init__(self, console: Console | None) -> None:
+        self.console = console
+
+    def heading(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(text)
+
+    def outcome(
+        self, tell: Callable[Concatenate[Console, _P], None], *args: _P.args, **kwargs: _P.kwargs
+    ) -> None:
+        if self.console is not None:
+            tell(self.console, *args, **kwargs)
+
+    def progress(self) -> contextlib.AbstractContextManager[Progress | None]:
+        if self.console is None:
+            return contextlib.nullcontext()
+        from connector.cli import progress_bar
+
+        return progress_bar(self.console)
+
+
+async def _story(
+    config: Path, boxes: dict[str, Any], directory: Path, teller: _Teller
+) -> dict[str, Any]:
     from connector.dsr import DsrService
     from connector.register import build_register
     from connector.register_render import render
@@ -203,32 +236,75 @@ async def _story(config: Path, boxes: dict[str, Any], directory: Path) -> dict[s
     shop = boxes["shop"]
     async with open_runtime(config) as rt:
         flow = rt.config.flows[0].name
-        (first,) = await rt.engine.sync(flow)
+        teller.heading("[bold]1. First sync[/]")
+        with teller.progress() as bar:
+            (first,) = await rt.engine.sync(flow, progress=bar)
         received = {
             name: sorted(boxes[name].log.property_names()) for name in boxes if name != "shop"
         }
-        (second,) = await rt.engine.sync(flow)
+        teller.outcome(_tell_first_sync, first.as_dict(), received)
+
+        teller.heading("[bold]2. Second sync, nothing changed[/]")
+        with teller.progress() as bar:
+            (second,) = await rt.engine.sync(flow, progress=bar)
+        teller.outcome(_tell_sync, second.as_dict())
         counts_before = {name: _count(boxes[name]) for name in boxes if name != "shop"}
+
+        teller.heading(
+            "\n[bold]3. Three customers change their phone number, one their e-mail address[/]"
+        )
         emails = [shop.store.get(i)["email"] for i in range(1, 6)]
         for index, email in enumerate(emails[:3]):
             shop.touch(email, billing={"phone": f"06 9000 00{index:02d}"})
         # One customer changes their e-mail address: the same person, updated in place.
         shop.touch(emails[4], email=f"nieuw.{emails[4]}")
-        (third,) = await rt.engine.sync(flow)
+        with teller.progress() as bar:
+            (third,) = await rt.engine.sync(flow, progress=bar)
         counts_after = {name: _count(boxes[name]) for name in boxes if name != "shop"}
+        teller.outcome(_tell_changes, third.as_dict(), counts_before, counts_after)
+
+        teller.heading("\n[bold]4. A customer asks to be forgotten[/]")
         service = DsrService(rt)
         erased = await service.erase(emails[0])
         receipt = service.receipt(erased.id) or ""
         verified = service.verify_receipt(receipt.encode()).ok if receipt else False
         held_after = {name: boxes[name].holds(emails[0]) for name in boxes}
-        bundle_dir = directory / "access-bundle"
-        access = await service.access(emails[3], bundle_dir)
-        register_file = directory / "verwerkingsregister.md"
-        register_file.write_text(render(build_register(rt.config, "nl"), "md"))
+        erasure = {
+            "request": erased.id,
+            "status": erased.status,
+            "systems": {name: s["status"] for name, s in erased.as_dict()["systems"].items()},
+            "still_held": held_after,
+            "receipt_verified": verified,
+            "receipt_file": _write(directory / f"receipt-{erased.id}.json", receipt),
+        }
         # The shop restores last night's backup, which still holds the erased customer: the
         # next sync must stop them at the suppression list instead of re-creating them.
         shop.add_person(emails[0], "Restored", "FromBackup", "0612345678")
-        (after,) = await rt.engine.sync(flow, full=True)
+        with teller.progress() as bar:
+            (after,) = await rt.engine.sync(flow, full=True, progress=bar)
+        after_erasure = {
+            "suppressed": after.suppressed,
+            "recreated": any(boxes[n].holds(emails[0]) for n in boxes if n != "shop"),
+        }
+        teller.outcome(_tell_erasure, erasure, after_erasure)
+
+        teller.heading("\n[bold]5. Another customer asks what we hold[/]")
+        bundle_dir = directory / "access-bundle"
+        access = await service.access(emails[3], bundle_dir)
+        answered = {
+            "request": access.id,
+            "status": access.status,
+            "bundle": sorted(p.name for p in bundle_dir.iterdir()) if bundle_dir.exists() else [],
+        }
+        teller.outcome(_tell_access, answered)
+
+        teller.heading(
+            "\n[bold]6. The processing register (verwerkingsregister), from the running config[/]"
+        )
+        register_file = directory / "verwerkingsregister.md"
+        register_file.write_text(render(build_register(rt.config, "nl"), "md"))
+        audit_entries = rt.store.counts()["audit"]
+        teller.outcome(_tell_register, str(register_file), audit_entries, str(directory))
         return {
             "directory": str(directory),
             "first_sync": first.as_dict(),
@@ -237,27 +313,11 @@ async def _story(config: Path, boxes: dict[str, Any], directory: Path) -> dict[s
             "second_sync": second.as_dict(),
             "after_changes": third.as_dict(),
             "contacts_after_changes": counts_after,
-            "erasure": {
-                "request": erased.id,
-                "status": erased.status,
-                "systems": {name: s["status"] for name, s in erased.as_dict()["systems"].items()},
-                "still_held": held_after,
-                "receipt_verified": verified,
-                "receipt_file": _write(directory / f"receipt-{erased.id}.json", receipt),
-            },
-            "sync_after_erasure": {
-                "suppressed": after.suppressed,
-                "recreated": any(boxes[n].holds(emails[0]) for n in boxes if n != "shop"),
-            },
-            "access": {
-                "request": access.id,
-                "status": access.status,
-                "bundle": sorted(p.name for p in bundle_dir.iterdir())
-                if bundle_dir.exists()
-                else [],
-            },
+            "erasure": erasure,
+            "sync_after_erasure": after_erasure,
+            "access": answered,
             "register": str(register_file),
-            "audit_entries": rt.store.counts()["audit"],
+            "audit_entries": audit_entries,
         }
 
 
@@ -274,30 +334,37 @@ def _count(box: Any) -> int:
     return len(getattr(store, "members", {}) or {}) if store is not None else -1
 
 
-def _tell(console: Console, result: dict[str, Any]) -> None:
+def _tell_sync(console: Console, report: dict[str, Any]) -> None:
     from connector.cli import print_report
 
-    say = console.print
-    say("[bold]1. First sync[/]")
-    print_report(console, _Report(result["first_sync"]))
-    for name, fields in result["received"].items():
-        say(f"  {name} received only: {', '.join(fields)}")
-    say(
+    print_report(console, _Report(report))
+
+
+def _tell_first_sync(
+    console: Console, report: dict[str, Any], received: dict[str, list[str]]
+) -> None:
+    _tell_sync(console, report)
+    for name, fields in received.items():
+        console.print(f"  {name} received only: {', '.join(fields)}")
+    console.print(
         "  Date of birth, IP address, notes and whatever else no mapping names stayed in the "
         "shop; Mailchimp got only customers who opted in to the newsletter.\n"
     )
-    say("[bold]2. Second sync, nothing changed[/]")
-    print_report(console, _Report(result["second_sync"]))
-    say("\n[bold]3. Three customers change their phone number, one their e-mail address[/]")
-    print_report(console, _Report(result["after_changes"]))
-    before, after_changes = result["contacts"], result["contacts_after_changes"]
-    say(
+
+
+def _tell_changes(
+    console: Console, report: dict[str, Any], before: dict[str, int], after: dict[str, int]
+) -> None:
+    _tell_sync(console, report)
+    console.print(
         "  records per system before and after: "
-        + ", ".join(f"{n} {before[n]} -> {after_changes[n]}" for n in before)
+        + ", ".join(f"{n} {before[n]} -> {after[n]}" for n in before)
         + " (the new address updated the existing records; no duplicates)"
     )
-    erasure = result["erasure"]
-    say("\n[bold]4. A customer asks to be forgotten[/]")
+
+
+def _tell_erasure(console: Console, erasure: dict[str, Any], after: dict[str, Any]) -> None:
+    say = console.print
     for name, status in erasure["systems"].items():
         say(f"  {name}: {status}")
     say(
@@ -305,20 +372,24 @@ def _tell(console: Console, result: dict[str, Any]) -> None:
         f"{'verified' if erasure['receipt_verified'] else 'NOT verified'} "
         f"({escape(erasure['receipt_file'])})"
     )
-    after = result["sync_after_erasure"]
     say(
         f"  the shop then restores a backup that still holds them: the next sync stopped "
         f"{after['suppressed']} erased person(s) at the suppression list; re-created "
         f"anywhere: {'yes' if after['recreated'] else 'no'}"
     )
-    access = result["access"]
-    say("\n[bold]5. Another customer asks what we hold[/]")
-    say(f"  request {access['request']}: {access['status']}; bundle: {', '.join(access['bundle'])}")
-    say("\n[bold]6. The processing register (verwerkingsregister), from the running config[/]")
-    say(f"  {escape(result['register'])}")
-    say(
-        f"\n{result['audit_entries']} hash-chained audit entries recorded. Files in "
-        f"{escape(result['directory'])} (deleted on exit unless --dir was given)."
+
+
+def _tell_access(console: Console, access: dict[str, Any]) -> None:
+    console.print(
+        f"  request {access['request']}: {access['status']}; bundle: {', '.join(access['bundle'])}"
+    )
+
+
+def _tell_register(console: Console, register: str, audit_entries: int, directory: str) -> None:
+    console.print(f"  {escape(register)}")
+    console.print(
+        f"\n{audit_entries} hash-chained audit entries recorded. Files in "
+        f"{escape(directory)} (deleted on exit unless --dir was given)."
     )
 
 

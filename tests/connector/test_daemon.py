@@ -17,7 +17,14 @@ from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import jobs
 from connector.admin import build_admin_app
-from connector.daemon import Daemon
+from connector.daemon import (
+    READY_STARTING,
+    READY_SUCCEEDED,
+    UNREADY_FAILING,
+    UNREADY_NOT_RUN,
+    Daemon,
+)
+from connector.errors import KlantsyncError
 from connector.httpapp import build_public_app
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, write_config
 
@@ -293,6 +300,66 @@ async def test_readyz_turns_unready_when_a_flow_is_stale(
         assert (await client.get("/healthz")).status_code == 200
     assert stale.status_code == 503
     assert stale.json()["checks"]["flow:shop-to-crm"]["ok"] is False
+
+
+async def test_readyz_fresh_daemon_is_ready_until_twice_the_interval_passes_without_a_run(
+    daemon: Daemon,
+) -> None:
+    """A daemon whose flows have not run yet is ready (start-up does not flap), for a while."""
+    clock = daemon.clock
+    assert isinstance(clock, Clock)
+    async with _client(build_public_app(daemon)) as client:
+        starting = await client.get("/readyz")
+        clock.now += 2 * 900 + 1
+        late = await client.get("/readyz")
+    assert starting.status_code == 200
+    assert starting.json()["checks"]["flow:shop-to-crm"]["reason"] == READY_STARTING
+    assert late.status_code == 503
+    assert late.json()["checks"]["flow:shop-to-crm"]["reason"] == UNREADY_NOT_RUN
+
+
+async def test_readyz_unready_at_once_when_every_run_since_start_failed(
+    daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flow that never succeeded and failed every run since start is 503 straight away,
+    naming the flow with a fixed reason; its first success makes it ready again."""
+    clock = daemon.clock
+    assert isinstance(clock, Clock)
+    shop.seed_synthetic(3, seed=37)
+    shop.faults.down = True
+    report = await daemon.run_flow("shop-to-crm")
+    assert report is not None and report.errors  # the source is down: the run failed
+    async with _client(build_public_app(daemon)) as client:
+        # Well within twice the interval of the start: the clock alone would still say ready.
+        clock.now += 60
+        failing = await client.get("/readyz")
+
+        async def refused(*_args: Any, **_kwargs: Any) -> Any:
+            raise KlantsyncError("shop: GET /wp-json/wc/v3/customers 503")
+
+        # A run that raises instead of reporting counts as a failed run too.
+        with monkeypatch.context() as patch:
+            patch.setattr(daemon.rt.engine, "sync", refused)
+            with pytest.raises(KlantsyncError):
+                await daemon.run_flow("shop-to-crm")
+        raised = await client.get("/readyz")
+        shop.faults.down = False
+        assert (await daemon.run_flow("shop-to-crm")) is not None
+        last = daemon.rt.store.last_success("shop-to-crm")
+        assert last is not None
+        clock.now = dt.datetime.fromisoformat(last).timestamp() + 60
+        recovered = await client.get("/readyz")
+    assert failing.status_code == 503
+    check = failing.json()["checks"]["flow:shop-to-crm"]
+    assert check["ok"] is False and check["reason"] == UNREADY_FAILING
+    assert check["last_success"] is None and check["failed_since_start"] == 1
+    # Only fixed texts, names and numbers: no error message (paths, statuses) in the body.
+    assert "wp-json" not in failing.text and "@" not in failing.text
+    assert raised.status_code == 503
+    assert raised.json()["checks"]["flow:shop-to-crm"]["failed_since_start"] == 2
+    assert "wp-json" not in raised.text
+    assert recovered.status_code == 200
+    assert recovered.json()["checks"]["flow:shop-to-crm"]["reason"] == READY_SUCCEEDED
 
 
 async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooCommerceSandbox) -> None:

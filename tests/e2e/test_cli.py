@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.cli import main
-from connector.demo import write_config
+from connector.demo import run_demo, write_config
+from connector.engine import Engine
 from connector.sandboxkit import serve_tls
 
 
@@ -157,6 +162,110 @@ def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert register.startswith("# Verwerkingsregister")
     assert all(name in register for name in ("HubSpot", "Mailchimp", "Pipedrive"))
     assert "ONTBREEKT" not in register  # nothing missing: processors, basis and retention set
+
+
+#: The demo's step headings, in the order it tells them.
+DEMO_STEPS = (
+    "1. First sync",
+    "2. Second sync, nothing changed",
+    "3. Three customers change their phone number",
+    "4. A customer asks to be forgotten",
+    "5. Another customer asks what we hold",
+    "6. The processing register",
+)
+
+
+class _Recorded(io.StringIO):
+    """A console's output, each write logged in order among the engine's sync events."""
+
+    def __init__(self, events: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.events = events
+
+    def write(self, text: str) -> int:
+        self.events.append(("out", text))
+        return super().write(text)
+
+
+def _record_syncs(monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str]]) -> None:
+    """Log each engine sync's start and end among the writes (and whether it had a bar)."""
+    real = Engine.sync
+
+    async def sync(self: Engine, *args: Any, **kwargs: Any) -> Any:
+        events.append(("sync", "start" if kwargs.get("progress") is None else "start with bar"))
+        try:
+            return await real(self, *args, **kwargs)
+        finally:
+            events.append(("sync", "end"))
+
+    monkeypatch.setattr(Engine, "sync", sync)
+
+
+def _console(out: io.StringIO, *, terminal: bool) -> Console:
+    """A console like the one the CLI prints with, on a terminal or not."""
+    return Console(file=out, force_terminal=terminal, highlight=False, soft_wrap=True, width=160)
+
+
+def _first(events: list[tuple[str, str]], kind: str, text: str, after: int = 0) -> int:
+    return next(i for i, (k, t) in enumerate(events) if i >= after and k == kind and text in t)
+
+
+def test_demo_on_a_terminal_tells_each_step_as_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a terminal each step's heading comes out before its work, in order, and every
+    sync shows a progress bar; the report follows its step, not the whole run."""
+    events: list[tuple[str, str]] = []
+    _record_syncs(monkeypatch, events)
+    console = _console(_Recorded(events), terminal=True)
+    assert run_demo(console, directory=tmp_path, customers=6, as_json=False) == 0
+    headings = [_first(events, "out", step) for step in DEMO_STEPS]
+    assert headings == sorted(headings)
+    syncs = [i for i, (kind, what) in enumerate(events) if kind == "sync" and what != "end"]
+    # Steps 1 to 4 each sync once (4: the restored backup), after their heading and before
+    # the next one; steps 5 and 6 do not sync.
+    assert len(syncs) == 4
+    for step, sync in enumerate(syncs):
+        assert headings[step] < sync < headings[step + 1]
+    assert all(events[i][1] == "start with bar" for i in syncs)
+    # The bar was drawn while the first sync ran, between step 1's heading and step 2's.
+    bar = _first(events, "out", "shop-to-all: -> deals", after=headings[0])
+    assert bar < _first(events, "sync", "end", after=syncs[0]) < headings[1]
+    # Step 1's report is out before step 2 starts.
+    assert _first(events, "out", "crm received only", after=headings[0]) < headings[1]
+    assert _first(events, "out", "hash-chained audit entries") > headings[5]
+
+
+def test_demo_json_on_a_terminal_is_one_document_and_nothing_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --json, even on a terminal, the console gets nothing (no headings, no bar) and
+    stdout is exactly one JSON document."""
+    events: list[tuple[str, str]] = []
+    _record_syncs(monkeypatch, events)
+    console = _console(_Recorded(events), terminal=True)
+    assert run_demo(console, directory=tmp_path, customers=6, as_json=True) == 0
+    assert [kind for kind, _ in events] == ["sync", "sync"] * 4
+    assert all(what in ("start", "end") for _, what in events)  # no bar: no progress given
+    result = json.loads(capsys.readouterr().out)  # one document: trailing text would raise
+    assert result["first_sync"]["destinations"]["deals"]["created"] == 6
+
+
+def test_demo_piped_prints_the_steps_without_a_bar(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When stdout is not a terminal, the demo prints its report and nothing else: no bar,
+    no control codes."""
+    events: list[tuple[str, str]] = []
+    _record_syncs(monkeypatch, events)
+    out = _Recorded(events)
+    console = _console(out, terminal=False)
+    assert run_demo(console, directory=tmp_path, customers=6, as_json=False) == 0
+    text = out.getvalue()
+    assert [text.index(step) for step in DEMO_STEPS] == sorted(text.index(s) for s in DEMO_STEPS)
+    assert not re.search(r"shop-to-all: (pull\b|-> )", text)  # the bar's task names
+    assert "\x1b" not in text
+    assert all(what in ("start", "end") for kind, what in events if kind == "sync")
 
 
 def test_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -464,7 +573,6 @@ def test_sandbox_json_prints_one_object_instead_of_export_lines(
     """`sandbox --json` prints the URLs, CA path and credential variables as one object."""
     import contextlib
     import types
-    from typing import Any
 
     from connector import demo
 
