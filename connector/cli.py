@@ -98,7 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         "run the sandboxes alone over HTTPS, to try things by hand",
         json_help="print one JSON object (URLs, CA, credentials) instead of export lines",
     )
-    sandbox.add_argument("--dir", type=Path, default=Path("var/sandbox"), help="CA and certs")
+    sandbox.add_argument(
+        "--dir",
+        type=Path,
+        help="CA and certs (default: var/sandbox beside the -c config, else in this folder; "
+        "config.example.toml trusts var/sandbox/tls/ca.pem relative to itself)",
+    )
     sandbox.add_argument(
         "--customers", type=int, default=50, help="synthetic customers to seed (default 50)"
     )
@@ -182,7 +187,11 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     if args.command == "sandbox":
         from connector.demo import run_sandboxes
 
-        return run_sandboxes(console, args.dir, args.customers, as_json=args.json)
+        # Relative paths in a config are relative to it, so the CA goes where -c's file
+        # looks for it, from whatever folder the command runs in.
+        base = args.config.parent if args.config is not None else Path()
+        directory = args.dir or base / "var" / "sandbox"
+        return run_sandboxes(console, directory, args.customers, as_json=args.json)
     config_path = _need_config(args, parser)
     config = load_config(config_path)
     # The daemon reports through its log: `run --json` asks for it as JSON lines.

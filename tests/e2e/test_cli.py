@@ -605,6 +605,10 @@ def test_sandbox_json_prints_one_object_instead_of_export_lines(
     }
     assert main(["sandbox", "--dir", str(tmp_path)]) == 0
     assert "export KLANTSYNC_CRM_TOKEN=sandbox-token" in capsys.readouterr().out
+    # Without --dir the CA goes where the -c config trusts it: var/sandbox beside the file.
+    config = tmp_path / "elsewhere" / "config.example.toml"
+    assert main(["-c", str(config), "sandbox", "--json"]) == 0
+    assert _json(capsys)["ca"] == str(config.parent / "var" / "sandbox" / "ca.pem")
 
 
 def test_check_says_what_each_system_is_sent_and_leads_with_the_gaps(
