@@ -199,30 +199,10 @@ class HubSpotAdapter:
         return await self._write_batch("batch/update", inputs, records)
 
     async def _update_by_email(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
-        inputs = [
-            {
-                "id": record.email,
-                "idProperty": "email",
-                "objectWriteTraceId": record.ref,
-                "properties": {name: _as_property(value) for name, value in record.fields.items()},
-            }
-            for record in records
-        ]
-        return await self._write_batch("batch/update", inputs, records)
+        return await self._write_batch("batch/update", _by_email(records), records)
 
     async def _upsert_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
-        inputs = [
-            {
-                "id": record.email,
-                "idProperty": "email",
-                # A unique trace id per input turns partial failures into a 207 that names the
-                # failed inputs, instead of a 400 for the whole batch.
-                "objectWriteTraceId": record.ref,
-                "properties": {name: _as_property(value) for name, value in record.fields.items()},
-            }
-            for record in records
-        ]
-        return await self._write_batch("batch/upsert", inputs, records)
+        return await self._write_batch("batch/upsert", _by_email(records), records)
 
     async def _write_batch(
         self, action: str, inputs: list[dict[str, Any]], records: Sequence[OutboundRecord]
@@ -415,6 +395,21 @@ def _next_after(body: Mapping[str, Any]) -> str | None:
         return None
     after = following.get("after")
     return str(after) if after not in (None, "") else None
+
+
+def _by_email(records: Sequence[OutboundRecord]) -> list[dict[str, Any]]:
+    """Batch inputs that name each contact by e-mail (``idProperty=email``)."""
+    return [
+        {
+            "id": record.email,
+            "idProperty": "email",
+            # A unique trace id per input turns partial failures into a 207 that names the
+            # failed inputs, instead of a 400 for the whole batch.
+            "objectWriteTraceId": record.ref,
+            "properties": {name: _as_property(value) for name, value in record.fields.items()},
+        }
+        for record in records
+    ]
 
 
 def _as_property(value: Any) -> str:

@@ -181,9 +181,18 @@ class MailchimpAdapter:
             FatalRemoteError: bad API key, unknown audience, or a route Mailchimp refuses;
                 calls not yet started are not made.
         """
+        return await self._each(records, self._upsert_one)
+
+    async def _each(
+        self,
+        records: Sequence[OutboundRecord],
+        write_one: Callable[[OutboundRecord, _Batch], Awaitable[UpsertResult]],
+    ) -> list[UpsertResult]:
+        """``write_one`` over ``records`` on the workers; the first fatal error is raised once
+        every call has finished, and stops those not yet started."""
         batch = _Batch()
         results = await self._workers.run_all(
-            [partial(self._upsert_one, record, batch) for record in records]
+            [partial(write_one, record, batch) for record in records]
         )
         if batch.fatal is not None:
             raise batch.fatal
@@ -287,13 +296,7 @@ class MailchimpAdapter:
         Raises:
             FatalRemoteError: as for ``upsert``; calls not yet started are not made.
         """
-        batch = _Batch()
-        results = await self._workers.run_all(
-            [partial(self._update_one, record, batch) for record in records]
-        )
-        if batch.fatal is not None:
-            raise batch.fatal
-        return results
+        return await self._each(records, self._update_one)
 
     async def _update_one(self, record: OutboundRecord, batch: _Batch) -> UpsertResult:
         hashes = _member_hashes(record.email, record.external_id)
