@@ -323,8 +323,10 @@ class H1Transport(httpx.AsyncBaseTransport):
                     server_hostname=name if tls else None,
                 )
         except TimeoutError as exc:
+            await _closed_by_now()
             raise httpx.ConnectTimeout("connect timed out", request=request) from exc
         except OSError as exc:  # ssl.SSLError included: a refused certificate ends here
+            await _closed_by_now()
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
         assert connection.transport is not None
         sock = connection.transport.get_extra_info("socket")
@@ -371,6 +373,20 @@ class H1Transport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (OSError, ValueError) as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+async def _closed_by_now() -> None:
+    """Let the loop close the socket of a connection that failed in its TLS handshake.
+
+    A failed handshake (or one cut short by the connect timeout) only schedules the close of
+    its socket, for the loop's next turn. When the server's answer is read in the same turn
+    as the connect completes (a busy machine), uvloop wakes ``create_connection`` before
+    that close runs, and it raises with the socket still open, until the caller next yields
+    to the loop. A caller that does not (a test shutting its server down, a command ending)
+    leaves the peer waiting on a connection that is over. One turn closes it, before the
+    error reaches the caller.
+    """
+    await asyncio.sleep(0)
 
 
 def _framed_by_close(headers: list[tuple[bytes, bytes]]) -> bool:

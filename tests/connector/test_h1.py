@@ -8,6 +8,7 @@ until it hangs up, sets cookies, is slow, or drops the connection halfway throug
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -265,3 +266,38 @@ async def test_an_idle_connection_past_its_keepalive_expiry_is_not_reused(tmp_pa
                 await asyncio.sleep(0.001)  # idle for longer than an expiry of 0
             await transport.aclose()
             assert vendor.connections == connections, expiry
+
+
+async def test_a_failed_tls_handshake_has_closed_the_socket_when_the_error_is_raised() -> None:
+    """The peer sees the connection end by the time the caller sees the handshake fail.
+
+    The server answers (not in TLS) as soon as it accepts, so its bytes are waiting when the
+    client starts its handshake, which then fails in the same turn of the loop that wakes the
+    call: the loop has only scheduled the socket's close. A caller that goes on without
+    giving the loop a turn (a test shutting its server down, a command ending) must not
+    leave the socket open for the peer to wait on.
+    """
+    loop = asyncio.get_running_loop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    port = listener.getsockname()[1]
+    accepted: asyncio.Future[socket.socket] = loop.create_future()
+
+    def answer_in_plain_http() -> None:
+        loop.remove_reader(listener)
+        peer, _ = listener.accept()
+        peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        accepted.set_result(peer)
+
+    loop.add_reader(listener, answer_in_plain_http)
+    transport = H1Transport(ssl_context=ssl.create_default_context(), limits=httpx.Limits())
+    with listener, pytest.raises(httpx.ConnectError) as info:
+        await transport.handle_async_request(httpx.Request("GET", f"https://127.0.0.1:{port}/"))
+    assert isinstance(info.value.__cause__, ssl.SSLError)
+    with accepted.result() as peer:
+        peer.setblocking(False)
+        received = b""
+        # The ClientHello, then the end of the connection; BlockingIOError if still open.
+        while chunk := peer.recv(65536):
+            received += chunk
+    assert received
