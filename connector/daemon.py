@@ -269,6 +269,7 @@ class Daemon:
                     delivery_id=params["delivery_id"],
                     external_id=params.get("external_id"),
                     email=params.get("email"),
+                    phone=params.get("phone"),
                 ),
             )
             return {"request": view.id if view is not None else None}

@@ -60,6 +60,7 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
             "delivery_id": event.delivery_id,
             "external_id": event.external_id,
             "email": event.email,
+            "phone": event.phone,
             "record": dict(event.record) if event.record is not None else None,
         }
         outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))

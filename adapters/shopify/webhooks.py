@@ -90,7 +90,7 @@ def _delivery_id(request: WebhookRequest, headers: Mapping[str, str]) -> str:
     return "sha256:" + hashlib.sha256(request.body).hexdigest()
 
 
-def _email(value: Any) -> str | None:
+def _text(value: Any) -> str | None:
     """A non-empty string field, trimmed (the e-mail, or the phone beside it)."""
     return value.strip() if isinstance(value, str) and value.strip() else None
 
@@ -122,8 +122,8 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
                 kind=kind,
                 delivery_id=delivery_id,
                 external_id=customer_gid(customer.get("id")),
-                email=_email(customer.get("email")),
-                phone=_email(customer.get("phone")),
+                email=_text(customer.get("email")),
+                phone=_text(customer.get("phone")),
             )
         ]
     # customers/create|update|delete carry the customer itself, REST shaped.
@@ -137,6 +137,6 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
             kind=kind,
             delivery_id=delivery_id,
             external_id=external_id,
-            email=_email(payload.get("email")),
+            email=_text(payload.get("email")),
         )
     ]

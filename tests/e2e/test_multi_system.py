@@ -222,6 +222,8 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     result = await daemon._run_job(job)
     view = DsrService(rt).get(result["request"])
     assert view is not None
+    # The phone Shopify sent travels with the queued job: it is suppressed as well.
+    assert rt.store.suppressed([rt.keyring.subject_id("+31612345678")])
     statuses = {name: s["status"] for name, s in view.as_dict()["systems"].items()}
     assert statuses["crm"] == statuses["deals"] == statuses["news"] == "verified_absent"
     assert statuses["shopify"] in ("pending_verification", "verified_absent")
