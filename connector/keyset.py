@@ -171,7 +171,7 @@ def _unbound_keyring(store: Store, config: Config) -> Keyring:
     A store from before the keyset was written under some master key; the first one it sees
     is bound for good, so it had better be that one. Subject ids cannot be checked (their
     addresses are not held), but a store in use nearly always holds some sealed blob, or at
-    least its receipt signing key file.
+    least a receipt signing key file (its own, or the folder's shared one of earlier versions).
     """
     keyring = Keyring(config.master_key)
     sealed = _opens_what_is_sealed(store, keyring)
@@ -196,9 +196,30 @@ def _unbound_keyring(store: Store, config: Config) -> Keyring:
             "store was written with (if it does, that key file is another store's: move it "
             "aside)",
         )
-    # The folder's shared key file of earlier versions is no evidence either way: it may be
-    # another store's. Once the store is bound, open_keyring adopts it if it is this store's.
+    if sealed is None and receipt_key is None and _in_use(store):
+        # A store in use with nothing sealed left (outbox drained, manifests purged) and no
+        # key file of its own yet: the folder's shared key file of earlier versions is the
+        # only evidence left. A new store has nothing to lose and ignores it (it may be
+        # another store's); once bound, open_keyring adopts it if it is this store's.
+        shared = store.path.parent / LEGACY_KEY_FILE
+        if _opens_receipt_key(shared, keyring) is False:
+            raise ConfigError(
+                str(config.path),
+                "keys.source",
+                f"{store.path} holds nothing sealed but the folder's shared receipt signing "
+                f"key file {shared} does not open with this master key; keys.source must name "
+                "the key this store was written with (if it does, that key file is another "
+                "store's: move it aside)",
+            )
     return keyring
+
+
+def _in_use(store: Store) -> bool:
+    """Whether the store holds anything a wrong master key would cost: people, erasures."""
+    return any(
+        store.db.execute(f"SELECT EXISTS(SELECT 1 FROM {table})").fetchone()[0]  # noqa: S608
+        for table in ("subjects", "suppression", "dsr_requests")
+    )
 
 
 def _opens_what_is_sealed(store: Store, keyring: Keyring) -> bool | None:

@@ -489,6 +489,29 @@ def test_a_new_store_beside_one_whose_master_key_was_rotated_opens(
     assert capsys.readouterr().out == pem
 
 
+def test_a_store_in_use_with_only_the_shared_key_file_sealed_refuses_another_key(
+    config_path: Path,
+) -> None:
+    """An older store whose outbox drained and manifests were purged holds nothing sealed
+    but the folder's shared receipt key of earlier versions; that file still tells its
+    master key from another, which would make every erased person new again."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        right = Keyring(decode_master_key(MASTER_KEY))
+        ReceiptSigner(config.store_path.parent / "receipt-signing.key", right).public_key_pem()
+        store.suppress([right.subject_id(CANARY_EMAIL)], "erasure", "r-1")  # an erased person
+        use_key(config_path, generate_master_key())
+        with pytest.raises(ConfigError, match="shared receipt signing key file"):
+            open_keyring(store, load_config(config_path))
+        assert store.db.execute("SELECT COUNT(*) FROM keyset").fetchone()[0] == 0
+        use_key(config_path, MASTER_KEY)
+        bound = open_keyring(store, load_config(config_path))
+        assert bound.subject_id(CANARY_EMAIL) == right.subject_id(CANARY_EMAIL)
+    finally:
+        store.close()
+
+
 async def test_an_installation_with_the_shared_key_file_keeps_its_signing_key(
     shop: WooCommerceSandbox, open_rt: Callable[..., Any], config_path: Path
 ) -> None:
