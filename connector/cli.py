@@ -484,6 +484,12 @@ def print_report(console: Console, report: FlowReport) -> None:
                 if dest.still_rejected
                 else ""
             )
+            + (
+                f", [red]{dest.not_erased} written for someone erased meanwhile and not "
+                "erased again: ask for their erasure again[/]"
+                if dest.not_erased
+                else ""
+            )
         )
     if report.moved:
         console.print(

@@ -139,7 +139,10 @@ class KindRunner:
             self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
             held = sorted(n for n, h in manifest["held"].items() if h)
             self.service.audit("dsr.manifest", row, systems_holding=held)
-        # 2. The connector's own traces go before the fan-out, so nothing here outlives it.
+        # 2. The connector's own traces go before the fan-out, so nothing here outlives it;
+        # a sync's write for the person still on its way settles first (connector/inflight.py).
+        for name in todo:
+            await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
         counts = self.db.delete_traces(manifest["subject_ids"])
         if any(counts.values()):
             self.service.audit("dsr.traces_deleted", row, rows=counts)
@@ -168,7 +171,8 @@ class KindRunner:
         try:
             if state.status != "pending_verification":
                 # A sync batch checked against the suppression list before this request's
-                # entry was written may still be on its way: let it land, then delete it too.
+                # entry was written may still be on its way (a retry, after the snapshot):
+                # let it land, then delete it too.
                 await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
                 result = await system.adapter.erase(subject)
                 # A retry after a crash finds nothing left; the first call's facts stay.

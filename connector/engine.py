@@ -445,7 +445,9 @@ class Engine:
     ) -> None:
         suppressed = self.store.suppressed([r.subject_id for r in rows])
         if suppressed:
-            # An erasure arrived after these were queued: they must never be sent.
+            # An erasure arrived after these were queued: they must never be sent. (Whatever
+            # an earlier try of theirs may have written, the erasure's own fan-out, which
+            # has not deleted their rows yet, deletes after this.)
             gone = [r for r in rows if r.subject_id in suppressed]
             await self._write(lambda store: store.drop_outbox([r.id for r in gone]))
             for row in gone:
@@ -554,49 +556,79 @@ class Engine:
         results: list[UpsertResult],
         dest_report: DestinationReport,
     ) -> list[UpsertResult]:
-        """Undo what landed for people erased while it was on its way; the other results.
+        """Settle the rows of people erased while their write was on its way; the rest.
 
         An erasure run by another process (a CLI command beside the daemon) cannot see this
         one's writes in flight, and may have verified the person absent before this write
-        landed. So the list is read again: whoever is on it now is erased in ``dest`` once
-        more (every erasure route is idempotent) and their row leaves the outbox unacked.
+        landed. So the list is read again: whoever is on it now leaves the outbox, never as
+        a dead letter (that would keep their sealed record), and is erased in ``dest`` once
+        more if the write landed or may have (a retryable failure: a timeout, say).
         """
-        landed = {r.ref: r for r in results if r.outcome != "failed"}
-        late = self.store.suppressed(list({by_ref[ref].subject_id for ref in landed}))
+        late = self.store.suppressed(list({by_ref[r.ref].subject_id for r in results}))
         if not late:
             return results
-        gone: list[tuple[OutboxRow, bool]] = []
+        erase: list[tuple[OutboxRow, OutboundRecord]] = []
+        refused: list[OutboxRow] = []
+        outcome = {result.ref: result for result in results}
         for record in records:
-            row = by_ref[record.ref]
-            result = landed.get(record.ref)
-            if result is None or row.subject_id not in late:
+            row, result = by_ref[record.ref], outcome[record.ref]
+            if row.subject_id not in late:
                 continue
-            external_id = result.external_id or record.external_id
+            if result.outcome == "failed" and not result.retryable:
+                refused.append(row)  # nothing landed
+            else:
+                erase.append(
+                    (row, record._replace(external_id=result.external_id or record.external_id))
+                )
+        if refused:
+            await self._write(lambda store: store.drop_outbox([row.id for row in refused]))
+            dest_report.suppressed_at_delivery += len(refused)
+        await self._erase_again(dest, erase, dest_report)
+        settled = {str(row.id) for row in refused} | {str(row.id) for row, _ in erase}
+        return [r for r in results if r.ref not in settled]
+
+    async def _erase_again(
+        self,
+        dest: System,
+        rows: list[tuple[OutboxRow, OutboundRecord]],
+        dest_report: DestinationReport,
+    ) -> None:
+        """Erase in ``dest`` what these rows of erased people may have written there.
+
+        The rows leave the outbox either way, each with an audit entry (hash id only) saying
+        whether the erasure worked. One that failed is counted as not erased: the run then
+        reports a failure, and the log names the system (an erasure asked again reaches it).
+        """
+        if not rows:
+            return
+        outcomes: list[tuple[OutboxRow, bool]] = []
+        for row, record in rows:
+            subject = Subject(email=record.email, external_id=record.external_id)
             try:
-                await dest.adapter.erase(Subject(email=record.email, external_id=external_id))
-                erased = True
+                await dest.adapter.erase(subject)
+                outcomes.append((row, True))
             except KlantsyncError as exc:
-                # Left to an operator: the audit entry and this error say which system.
-                erased = False
+                outcomes.append((row, False))
                 log.error(
-                    "a record that landed after its erasure could not be erased",
+                    "a write for an erased person landed and could not be erased again",
                     extra={"system": dest.name, "subject": row.subject_id, "error": str(exc)},
                 )
-            gone.append((row, erased))
 
-        def drop(store: Store) -> None:
+        def settle(store: Store) -> None:
             with store.transaction():
-                store.drop_outbox([row.id for row, _ in gone])
+                store.drop_outbox([row.id for row, _ in outcomes])
                 kind = audit.SYNC_ERASED_ON_ARRIVAL
                 audit.append_many(
                     store,
-                    [(kind, {"system": dest.name, "erased": e}, row.subject_id) for row, e in gone],
+                    [
+                        (kind, {"system": dest.name, "erased": ok}, row.subject_id)
+                        for row, ok in outcomes
+                    ],
                 )
 
-        await self._write(drop)
-        dest_report.suppressed_at_delivery += len(gone)
-        dropped = {str(row.id) for row, _ in gone}
-        return [r for r in results if r.ref not in dropped]
+        await self._write(settle)
+        dest_report.suppressed_at_delivery += len(outcomes)
+        dest_report.not_erased += sum(not ok for _, ok in outcomes)
 
     async def _upsert(
         self,

@@ -26,6 +26,8 @@ class InFlight:
     def __init__(self) -> None:
         self._held: dict[str, Counter[str]] = {}
         self._changed = asyncio.Event()
+        #: How many :meth:`landed` calls are waiting now (what tests wait on).
+        self.waiting = 0
 
     @contextmanager
     def writing(self, system: str, subject_ids: Sequence[str]) -> Iterator[None]:
@@ -51,4 +53,8 @@ class InFlight:
     async def landed(self, system: str, subject_ids: Sequence[str]) -> None:
         """Return once no write to ``system`` for any of ``subject_ids`` is in flight."""
         while self.busy(system, subject_ids):
-            await self._changed.wait()
+            self.waiting += 1
+            try:
+                await self._changed.wait()
+            finally:
+                self.waiting -= 1

@@ -30,6 +30,9 @@ class DestinationReport:
     withdrawn: int = 0
     #: Refused for good before with this very payload: not sent again until it changes.
     still_rejected: int = 0
+    #: Written for someone erased meanwhile, and erasing it again failed (see
+    #: ``Engine._erase_late``): the person may still be in the system.
+    not_erased: int = 0
     requests: int = 0
     fatal: str = ""
 
@@ -66,7 +69,7 @@ class FlowReport:
     def failed(self) -> bool:
         """True when anything needs attention: errors, dead letters or deliveries left queued."""
         return bool(self.errors) or any(
-            d.dead_lettered or d.retry_later for d in self.destinations.values()
+            d.dead_lettered or d.retry_later or d.not_erased for d in self.destinations.values()
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.adapter import OutboundRecord, UpsertResult
 from connector.dsr import DsrService
+from connector.errors import RetryableError
 from connector.inflight import InFlight
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL, RuntimeFactory
@@ -51,15 +52,23 @@ async def _changed_and_syncing(
     return sync, release
 
 
+async def _until_the_erasure_waits(rt: Runtime, erasure: asyncio.Task[Any]) -> None:
+    """Let the erasure run until it waits on the write in flight (it must not finish)."""
+    for _ in range(10_000):
+        if rt.engine.in_flight.waiting:
+            return
+        assert not erasure.done(), "the erasure did not wait for the write in flight"
+        await asyncio.sleep(0)
+    raise AssertionError("the erasure never waited for the write in flight")
+
+
 async def test_an_erasure_waits_for_a_write_in_flight_and_deletes_what_it_wrote(
     rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
 ) -> None:
     sync, release = await _changed_and_syncing(rt, shop, crm)
     erasure = asyncio.create_task(DsrService(rt).erase(CANARY_EMAIL))
-    for _ in range(50):
-        await asyncio.sleep(0)
+    await _until_the_erasure_waits(rt, erasure)
     # The erasure has recorded its suppression entry and waits for the write to land.
-    assert not erasure.done()
     assert rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)])
     release.set()
     view = await erasure
@@ -99,3 +108,55 @@ async def test_in_flight_writes_are_counted_per_system_and_subject() -> None:
         assert not flights.busy("crm", ["c"])
     assert not flights.busy("crm", ["a", "b"])
     await flights.landed("crm", ["a"])  # nothing in flight: returns at once
+
+
+async def test_a_refused_write_for_a_person_erased_meanwhile_leaves_no_dead_letter(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A dead letter keeps the sealed record: for someone just erased it must not be written."""
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", "0612345678")
+    await rt.engine.sync()
+    shop.touch(CANARY_EMAIL, first_name="Changed")
+    adapter: Any = rt.systems["crm"].adapter
+    real = adapter.upsert
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def refused(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        entered.set()
+        await release.wait()
+        adapter.upsert = real
+        return [UpsertResult(r.ref, "failed", reason="INVALID_EMAIL") for r in records]
+
+    adapter.upsert = refused
+    sync = asyncio.create_task(rt.engine.sync())
+    await entered.wait()
+    erasure = asyncio.create_task(DsrService(rt).erase(CANARY_EMAIL))
+    await _until_the_erasure_waits(rt, erasure)
+    release.set()
+    view = await erasure
+    await sync
+    assert view.status == "completed"
+    assert rt.store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 0
+    assert rt.store.outbox_counts() == {}
+
+
+async def test_a_late_write_that_cannot_be_erased_again_fails_the_run_and_is_audited(
+    open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """Nothing is left to retry from (the erasure deleted the row): the run says so."""
+    async with open_rt() as rt:
+        sync, release = await _changed_and_syncing(rt, shop, crm)
+        async with open_rt() as other:
+            await DsrService(other).erase(CANARY_EMAIL)
+        adapter: Any = rt.systems["crm"].adapter
+
+        async def down(subject: Any) -> Any:
+            raise RetryableError("crm", "POST", "/gdpr-delete", 503, "")
+
+        adapter.erase = down
+        release.set()
+        (report,) = await sync
+        assert report.destinations["crm"].not_erased == 1 and report.failed
+        assert rt.store.outbox_counts() == {}
+        kinds = [e.data for e in audit.entries(rt.store) if e.kind == audit.SYNC_ERASED_ON_ARRIVAL]
+        assert kinds == [{"system": "crm", "erased": False}]
