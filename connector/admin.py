@@ -140,7 +140,7 @@ async def validation_failed(_request: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors() if isinstance(exc, RequestValidationError) else []
     return JSONResponse(
         {"detail": [_safe_error(error) for error in errors]},
-        status_code=status.HTTP_422_UNPROCESSABLE_CONTENT,
+        status_code=422,  # by number: the constant's name changed across Starlette versions
     )
 
 

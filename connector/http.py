@@ -532,12 +532,12 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
 #: (and ``errorType`` on a 429), WooCommerce ``code``, Mailchimp ``title``, Pipedrive ``error``.
 _CATEGORY_KEYS = ("category", "code", "errorType", "title", "error")
 
-#: A machine code: upper snake case (``VALIDATION_ERROR``, ``THROTTLED``) or lower snake case
-#: with at least one underscore (``woocommerce_rest_invalid_id``). Letters and underscores
-#: only: no space (a sentence), no digit (a phone number, postcode or house number), no ``@``
-#: or ``.`` (an address, a domain). A lone lower-case word could be a name, so it needs the
-#: underscore; the vendors' codes all have one.
-_MACHINE_CODE = re.compile(r"[A-Z]+(?:_[A-Z]+)*|[a-z]+(?:_[a-z]+)+")
+#: A machine code: upper or lower snake case with at least one underscore
+#: (``VALIDATION_ERROR``, ``woocommerce_rest_invalid_id``). Letters and underscores only: no
+#: space (a sentence), no digit (a phone number, postcode or house number), no ``@`` or ``.``
+#: (an address, a domain). A lone word could be a name (``JANSEN`` too), so it needs the
+#: underscore; a vendor's one-word codes (HubSpot's ``CONFLICT``) are declared with its titles.
+_MACHINE_CODE = re.compile(r"[A-Z]+(?:_[A-Z]+)+|[a-z]+(?:_[a-z]+)+")
 
 #: Longest code or title kept; longer is text, whatever it looks like.
 _MAX_CATEGORY_CHARS = 64

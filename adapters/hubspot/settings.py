@@ -145,4 +145,6 @@ def client_config(settings: HubSpotSettings) -> ClientConfig:
     return ClientConfig(
         headers={"Authorization": f"Bearer {settings.credential('token')}"},
         wait_hint=wait_hint,
+        # HubSpot's one-word error categories (the others have an underscore).
+        error_titles=frozenset({"CONFLICT", "THROTTLED"}),
     )

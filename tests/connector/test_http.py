@@ -218,6 +218,9 @@ VENDOR_SENTENCE = f"Person {CANARY_NAME} Qwertyson is not valid"
         ({"error": CANARY_EMAIL}, (), ""),
         ({"error": "NL91ABNA0417164300"}, (), ""),
         ({"code": "VALIDATION_ERROR_" + "X" * 60}, (), ""),
+        # A lone word, even in capitals, could be a name; a vendor declares its one-word codes.
+        ({"error": "JANSEN"}, (), ""),
+        ({"category": "CONFLICT", "message": VENDOR_SENTENCE}, ("CONFLICT",), "CONFLICT"),
     ],
 )
 @respx.mock
