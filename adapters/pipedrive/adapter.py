@@ -211,14 +211,14 @@ class PipedriveAdapter:
             return UpsertResult(record.ref, "failed", reason="missing_email")
         try:
             if record.external_id and record.external_id.isdigit():
-                updated = await self._patch(int(record.external_id), record, whole_name=not create)
+                updated = await self._patch(int(record.external_id), record, correcting=not create)
                 if updated is not None:
                     return updated
             # No id, or a stale one (the person was deleted in Pipedrive): look the e-mail up.
             hits = await self._search(record.email) if record.email else []
             if hits:
                 # Several persons may share an e-mail; the oldest one is the stable choice.
-                updated = await self._patch(hits[0], record, whole_name=not create)
+                updated = await self._patch(hits[0], record, correcting=not create)
                 if updated is not None:
                     return updated
             if not create:
@@ -234,17 +234,19 @@ class PipedriveAdapter:
             )
 
     async def _patch(
-        self, person_id: int, record: OutboundRecord, *, whole_name: bool = False
+        self, person_id: int, record: OutboundRecord, *, correcting: bool = False
     ) -> UpsertResult | None:
         """Update one person; ``None`` when it no longer exists (404).
 
-        ``whole_name`` (an update that may carry one name part, a correction): Pipedrive's
-        ``name`` is composed of both parts, so the part not given is read from the person
-        first; otherwise a corrected last name alone would become their whole name.
+        ``correcting`` (the update-only verb, which may carry only the corrected fields)
+        changes what is given and nothing else: the e-mail list stays as it is (a sync sends
+        it, as the connector owns the primary address, but it may hold others someone added),
+        and since Pipedrive's ``name`` is both name parts, the part not given is read from
+        the person first; otherwise a corrected last name alone would become the whole name.
         """
         fields = record.fields
         parts = ("first_name", "last_name")
-        if whole_name and sum(part in fields for part in parts) == 1:
+        if correcting and sum(part in fields for part in parts) == 1:
             current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
             if current.status_code == 404:
                 return None
@@ -252,7 +254,7 @@ class PipedriveAdapter:
             if isinstance(person, dict):
                 missing = next(part for part in parts if part not in fields)
                 fields = {**fields, missing: person.get(missing) or ""}
-        body = person_body(fields, record.email, creating=False)
+        body = person_body(fields, record.email, creating=False, emails=not correcting)
         response = await self.client.request(
             "PATCH", f"{PERSONS}/{person_id}", json=body, accept=(404,)
         )

@@ -31,7 +31,9 @@ __all__ = [
 ]
 
 
-def person_body(fields: Mapping[str, Any], email: str, *, creating: bool) -> dict[str, Any]:
+def person_body(
+    fields: Mapping[str, Any], email: str, *, creating: bool, emails: bool = True
+) -> dict[str, Any]:
     """The JSON body of ``POST``/``PATCH /persons`` for one mapped record.
 
     ``email`` and ``phone`` become Pipedrive's lists with one primary entry; other mapped
@@ -39,7 +41,8 @@ def person_body(fields: Mapping[str, Any], email: str, *, creating: bool) -> dic
     unmapped can reach this point). ``name`` is required on create: it is ``first last`` when
     either is known, else the e-mail's local part (derived from a mapped field, so no new
     personal data is sent). On update ``name`` is sent only when a name part is, so a
-    record without names never overwrites a name someone typed in Pipedrive.
+    record without names never overwrites a name someone typed in Pipedrive; without
+    ``emails`` the e-mail list is not sent at all (a correction of other fields).
     """
     body: dict[str, Any] = {}
     for name, value in fields.items():
@@ -47,7 +50,7 @@ def person_body(fields: Mapping[str, Any], email: str, *, creating: bool) -> dic
             continue
         body[name] = value
     address = str(fields.get("email") or email or "").strip()
-    if address:
+    if address and emails:
         # Sent on updates too: the connector owns the primary e-mail of the people it syncs,
         # and an e-mail changed at the source must reach Pipedrive. (Whether PATCH replaces the
         # whole list or merges is UNVERIFIED; the sandbox replaces it.)

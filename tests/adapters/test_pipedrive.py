@@ -289,6 +289,24 @@ async def test_an_update_of_one_name_part_keeps_the_other_in_the_name(pd: Harnes
     )
 
 
+async def test_an_update_of_other_fields_leaves_the_email_list_alone(pd: Harness) -> None:
+    """A correction changes what it carries: an address a salesperson added stays."""
+    email = "jan@example.com"
+    full = {"email": email, "first_name": "Jan", "last_name": "Jansen"}
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, full)])
+    assert created.external_id is not None
+    person = pd.sandbox.store.persons[int(created.external_id)]
+    extra = {"value": "jan.werk@example.com", "primary": False, "label": "work"}
+    person.values["emails"] = [*person.values["emails"], extra]
+    fix = {"email": email, "phone": "+31612345678"}
+    (updated,) = await pd.adapter.update([OutboundRecord("r", email, created.external_id, fix)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [e["value"] for e in stored["emails"]] == [email, "jan.werk@example.com"]
+    assert [p["value"] for p in stored["phones"]] == ["+31612345678"]
+
+
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
     """A record with neither e-mail nor id fails without a call."""
     (result,) = await pd.adapter.upsert([OutboundRecord("r", "", None, {"first_name": "X"})])
