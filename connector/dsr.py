@@ -25,6 +25,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import logging
+import os
 import secrets
 import weakref
 from collections.abc import Callable
@@ -216,6 +217,8 @@ class DsrService:
         system's id for the person is known under, when that differs from the e-mail's.
         """
         email = checked_email(email)
+        if out_dir is not None:
+            _check_out_dir(out_dir)
         row = self._new_row("access", self.rt.keyring.subject_id(email), source)
         target = out_dir or self.rt.config.store_path.parent / "access" / row.id
         manifest = {"email": email, "out_dir": str(target), "also": [also] if also else []}
@@ -279,6 +282,12 @@ class DsrService:
                     view = await self.retry(row.id)
                 except KlantsyncError as exc:
                     log.warning("retry failed", extra={"request": row.id, "error": str(exc)})
+                    return False
+                except Exception as exc:
+                    # The type only: an OS error's text names paths an operator chose.
+                    log.error(
+                        "retry crashed", extra={"request": row.id, "error": type(exc).__name__}
+                    )
                     return False
                 return not view.is_open or self._finals(row.id) > before
 
@@ -486,6 +495,18 @@ class DsrService:
     def _view(self, row: RequestRow | None) -> RequestView:
         assert row is not None
         return make_view(row, self.db.systems(row.id), self.now())
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an access bundle folder that cannot be made, before any system is asked."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DsrUsageError(
+            f"--out: the folder cannot be made ({exc.strerror or type(exc).__name__})"
+        ) from None
+    if not os.access(out_dir, os.W_OK):
+        raise DsrUsageError("--out: the folder is not writable")
 
 
 def _iso(moment: dt.datetime) -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from connector.access import BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import ErasureResult, OutboundRecord, Subject
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
+from connector.dsr_views import DsrError
 from connector.errors import KlantsyncError
 from connector.model import Person, is_archived
 from connector.moves import same_person
@@ -257,7 +258,25 @@ class KindRunner:
             ],
         }
         target = Path(manifest["out_dir"]).resolve()
-        written = write_bundle(
+        try:
+            written = self._write_bundle(row, target, held, connector)
+        except OSError as exc:
+            # Every system was read; the retry reads them again and writes once it can.
+            raise DsrError(
+                f"request {row.id}: the access bundle cannot be written to its folder "
+                f"({exc.strerror or type(exc).__name__}); fix the folder and retry"
+            ) from None
+        record_bundle(self.rt.store, self.rt.keyring, target, [p.name for p in written])
+        self.service.audit("dsr.access_bundle", row, systems=sorted(held))
+
+    def _write_bundle(
+        self,
+        row: RequestRow,
+        target: Path,
+        held: dict[str, tuple[str, list[dict[str, Any]]]],
+        connector: dict[str, Any],
+    ) -> list[Path]:
+        return write_bundle(
             target,
             request_id=row.id,
             subject_id=row.subject_id,
@@ -266,8 +285,6 @@ class KindRunner:
             connector=connector,
             facts=art15_facts(self.rt.config),
         )
-        record_bundle(self.rt.store, self.rt.keyring, target, [p.name for p in written])
-        self.service.audit("dsr.access_bundle", row, systems=sorted(held))
 
     # -- rectify -------------------------------------------------------------------------------
 

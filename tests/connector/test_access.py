@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.access import BUNDLE_FILES, art15_facts
 from connector.crypto import BUNDLE_PATH_CONTEXT
-from connector.dsr import DsrService
+from connector.dsr import DsrError, DsrService, DsrUsageError
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164
 
@@ -129,3 +131,36 @@ async def test_retention_is_read_from_flows_when_the_config_states_it(rt: Runtim
     assert facts.sources == [("shop-to-crm", "shop", "woocommerce")]
     assert {"contact", "identity", "address"} <= set(facts.categories)
     assert [name for name, _, _ in facts.recipients] == ["shop", "crm"]
+
+
+async def test_an_out_folder_that_cannot_be_made_is_refused_before_any_system_is_asked(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A path under a regular file: a usage error, no request opened, no call made."""
+    await seed_both(shop, crm, rt)
+    (tmp_path / "a-file").write_text("x")
+    calls = len(crm.log.entries)
+    with pytest.raises(DsrUsageError, match="--out"):
+        await DsrService(rt).access(CANARY_EMAIL, tmp_path / "a-file" / "bundle")
+    assert DsrService(rt).list() == [] and len(crm.log.entries) == calls
+
+
+async def test_a_bundle_that_cannot_be_written_does_not_stop_other_requests_retries(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """retry --all goes on past a request that fails, and says which one stays open."""
+    await seed_both(shop, crm, rt)
+    service = DsrService(rt)
+    out = tmp_path / "bundle"
+    crm.faults.down = True
+    access = await service.access(CANARY_EMAIL, out)
+    erasure = await service.erase(OTHER_EMAIL)
+    assert access.is_open and erasure.is_open
+    out.rmdir()
+    out.write_text("now a file")  # the bundle's folder can no longer be made
+    crm.faults.down = False
+    assert await service.retry_open() == 1
+    assert service.get(erasure.id).status == "completed"  # type: ignore[union-attr]
+    assert service.get(access.id).is_open  # type: ignore[union-attr]
+    with pytest.raises(DsrError, match="cannot be written"):
+        await service.retry(access.id)
