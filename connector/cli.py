@@ -484,6 +484,7 @@ def print_report(console: Console, report: FlowReport) -> None:
                 if dest.still_rejected
                 else ""
             )
+            + (f" (last: {escape(dest.deferred)})" if dest.retry_later and dest.deferred else "")
             + (
                 f", [red]{dest.not_erased} written for someone erased meanwhile and not "
                 "erased again: ask for their erasure again[/]"

@@ -500,6 +500,7 @@ class Engine:
             if result.outcome == "failed":
                 if result.retryable:
                     later.append(row.id)
+                    dest_report.deferred = result.reason or "deferred"
                 else:
                     dead.append((row, result.reason or "rejected"))
                 continue

@@ -35,6 +35,8 @@ class DestinationReport:
     not_erased: int = 0
     requests: int = 0
     fatal: str = ""
+    #: Why records were left queued, as the last one deferred says (status and error code).
+    deferred: str = ""
 
     @property
     def written(self) -> int:

@@ -275,6 +275,19 @@ async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(
     assert crm.contact_count() == 120
 
 
+async def test_records_left_queued_say_why(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A destination that keeps failing (the connection drops): the run fails and says how."""
+    shop.seed_synthetic(5, seed=11)
+    crm.faults.down = True
+    (report,) = await rt.engine.sync()
+    crm_report = report.destinations["crm"]
+    assert report.failed and crm_report.retry_later == 5
+    assert crm_report.deferred == "RetryableError ReadError"
+    assert report.as_dict()["destinations"]["crm"]["deferred"] == crm_report.deferred
+
+
 async def test_erased_subject_is_not_sent(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:

@@ -326,9 +326,11 @@ def test_report_says_what_was_written_where_the_system_does_not_say_which_was_ne
     report = FlowReport("shop-to-all", "shop", pulled=4)
     report.destinations["crm"] = DestinationReport(queued=4, created=3, updated=1)
     report.destinations["news"] = DestinationReport(queued=2, upserted=2)
+    report.destinations["deals"] = DestinationReport(queued=1, retry_later=1, deferred="403")
     out = StringIO()
     print_report(Console(file=out, width=400), report)
-    crm, news = (line for line in out.getvalue().splitlines() if "->" in line)
+    crm, news, deals = (line for line in out.getvalue().splitlines() if "->" in line)
+    assert "left queued 1 (last: 403)" in deals
     assert "created 3, updated 1, unchanged" in crm and "written" not in crm
     assert "queued 2, written 2 (news does not say which were new), unchanged" in news
     assert "created" not in news
