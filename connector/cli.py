@@ -531,8 +531,18 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
                 )
                 for name in flows
             },
+            # The 20 most recently refused; the reason is the vendor's category, never its
+            # message, and the subject its HMAC id.
             "dead_letters": [
-                {"id": d.id, "system": d.system, "subject": d.subject_id, "reason": d.reason}
+                {
+                    "id": d.id,
+                    "system": d.system,
+                    "subject": d.subject_id,
+                    "reason": d.reason,
+                    "refusals": d.refusals,
+                    "first_refused_at": d.first_refused_at,
+                    "last_refused_at": d.created_at,
+                }
                 for d in store.dead_letters()[-20:]
             ],
             "requests": dsr_summary(store),
@@ -582,8 +592,15 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
         )
     console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
     for dead in data["dead_letters"]:
+        when = (
+            f"refused {dead['refusals']} times, first {dead['first_refused_at']}, "
+            f"last {dead['last_refused_at']}"
+            if dead["refusals"] > 1
+            else f"refused {dead['last_refused_at']}"
+        )
         console.print(
-            f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']}",
+            f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']} "
+            f"({when})",
             markup=False,
         )
     return EXIT_OK

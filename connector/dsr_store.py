@@ -261,14 +261,19 @@ class DsrStore:
             params,
         ).fetchall()
         dead = self.db.execute(
-            "SELECT system, reason, created_at FROM dead_letters WHERE subject_id=? ORDER BY id",
+            "SELECT system, reason, created_at, COALESCE(first_refused_at, created_at), "
+            "refusals FROM dead_letters WHERE subject_id=? ORDER BY id",
             (subject_id,),
         ).fetchall()
         return {
             "identities": self.identities(subject_id),
             "last_delivered": {s: at for s, at in delivered},
             "queued_for_delivery": {s: at for s, at in queued},
-            "dead_letters": [{"system": s, "reason": r, "created_at": c} for s, r, c in dead],
+            # created_at is the latest refusal (schema 11 keeps one row per system).
+            "dead_letters": [
+                {"system": s, "reason": r, "created_at": c, "first_refused_at": f, "refusals": n}
+                for s, r, c, f, n in dead
+            ],
             "suppression": self.suppression(subject_id),
         }
 

@@ -86,6 +86,13 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
             if not _holds_rows(store, move.old):
                 # The old id lives on as an alias (below); its number has nothing left.
                 db.execute("DELETE FROM subjects WHERE subject_no=?", (old,))
+            # One dead letter per subject and system (schema 11): where the new id has its own
+            # refusal already, that one is about the current address and stays.
+            db.execute(
+                "DELETE FROM dead_letters WHERE subject_id=? AND system IN "
+                "(SELECT system FROM dead_letters WHERE subject_id=?)",
+                (move.old, move.new),
+            )
             db.execute(
                 "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
             )

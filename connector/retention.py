@@ -2,7 +2,8 @@
 
 :func:`sweep` deletes, per ``[retention]``:
 
-- dead letters older than ``dead_letters_days``;
+- dead letters last refused more than ``dead_letters_days`` ago (``created_at`` is the latest
+  refusal: a record refused again holds the payload of that refusal, kept from then);
 - the sealed manifests of data subject requests completed more than ``manifests_days`` ago
   (the request row stays: it is the record that the request was handled);
 - access bundles recorded with :func:`record_bundle` more than ``access_bundles_days`` ago;

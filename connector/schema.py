@@ -203,4 +203,26 @@ MIGRATIONS: list[str] = [
     DROP TABLE bundles;
     ALTER TABLE bundles_v10 RENAME TO bundles;
     """,
+    # 11: one dead letter per subject and system. Each refusal used to add a row, so every
+    # --full sync that was refused again added another (sealed payload included) and
+    # `status` listed the same record many times. The row now holds the latest refusal
+    # (payload, hash, reason, created_at: when it was last refused), and says since when and
+    # how often the record has been refused. Rows already there are folded into their
+    # newest; the unique index is what the refusal's upsert and the lookup of refused hashes
+    # go through.
+    """
+    ALTER TABLE dead_letters ADD COLUMN first_refused_at TEXT;
+    ALTER TABLE dead_letters ADD COLUMN refusals INTEGER NOT NULL DEFAULT 1;
+    UPDATE dead_letters SET
+        first_refused_at = (SELECT MIN(d.created_at) FROM dead_letters d
+                            WHERE d.system = dead_letters.system
+                            AND d.subject_id = dead_letters.subject_id),
+        refusals = (SELECT COUNT(*) FROM dead_letters d
+                    WHERE d.system = dead_letters.system
+                    AND d.subject_id = dead_letters.subject_id);
+    DELETE FROM dead_letters
+        WHERE id NOT IN (SELECT MAX(id) FROM dead_letters GROUP BY system, subject_id);
+    DROP INDEX dead_letters_system_subject;
+    CREATE UNIQUE INDEX dead_letters_system_subject ON dead_letters (system, subject_id);
+    """,
 ]

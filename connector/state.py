@@ -97,7 +97,11 @@ class Ack(NamedTuple):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """A record a system rejected for good; ``reason`` holds a category or status only."""
+    """A record a system rejected for good; ``reason`` holds a category or status only.
+
+    One per subject and system: ``reason`` and ``created_at`` are those of the latest
+    refusal, ``first_refused_at`` and ``refusals`` say since when and how often it was refused.
+    """
 
     id: int
     system: str
@@ -105,6 +109,8 @@ class DeadLetter:
     flow: str
     reason: str
     created_at: str
+    first_refused_at: str
+    refusals: int
 
 
 class Store:
@@ -332,7 +338,10 @@ class Store:
     def rejected_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
-        """Per system, the hash of the payload it last refused for good (dead letters)."""
+        """Per system, the hash of the payload it last refused for good (dead letters).
+
+        Found through the unique (system, subject_id) index: one row per subject and system.
+        """
         found: dict[str, dict[str, str]] = {system: {} for system in _names(systems)}
         names = ",".join("?" * len(systems))
         for chunk in _chunks(subject_ids, 500):
@@ -340,11 +349,11 @@ class Store:
             rows = self.db.execute(
                 "SELECT system, subject_id, payload_hash FROM dead_letters "  # noqa: S608
                 f"WHERE system IN ({names}) AND subject_id IN ({marks}) "
-                "AND payload_hash IS NOT NULL ORDER BY id",
+                "AND payload_hash IS NOT NULL",
                 (*systems, *chunk),
             )
             for system, subject_id, payload_hash in rows:
-                found[system][subject_id] = payload_hash  # in id order: the latest wins
+                found[system][subject_id] = payload_hash
         return found
 
     def _by_number(
@@ -421,7 +430,11 @@ class Store:
         return {str(system): int(count) for system, count in rows}
 
     def acknowledge(self, system: str, acks: Sequence[Ack]) -> None:
-        """Record deliveries: hash and identity stored, outbox rows deleted, atomically."""
+        """Record deliveries: hash and identity stored, outbox rows deleted, atomically.
+
+        A delivered subject's dead letter for ``system`` goes too: the record was fixed and
+        accepted, so the refusal no longer needs an operator (nor its sealed payload kept).
+        """
         now = utcnow()
         with self.transaction() as db:
             unnumbered = [a.subject_id for a in acks if a.subject_no is None]
@@ -449,16 +462,37 @@ class Store:
                 [(system, no, a.external_id) for a, no in rows if a.external_id],
             )
             db.executemany("DELETE FROM outbox WHERE id=?", [(a.outbox_id,) for a in acks])
+            # Nearly always the system has no dead letters at all: one seek of the index
+            # says so, and the batch costs nothing more (acknowledge is on every batch).
+            if db.execute(
+                "SELECT 1 FROM dead_letters WHERE system=? LIMIT 1", (system,)
+            ).fetchone():
+                subject_ids = [a.subject_id for a in acks]
+                for chunk in _chunks(subject_ids, 500):
+                    marks = ",".join("?" * len(chunk))
+                    db.execute(
+                        "DELETE FROM dead_letters "  # noqa: S608 - marks only
+                        f"WHERE system=? AND subject_id IN ({marks})",
+                        (system, *chunk),
+                    )
 
     def dead_letter(self, rows: Sequence[tuple[OutboxRow, str]]) -> None:
-        """Move rejected rows to the dead-letter table with their reason, atomically."""
+        """Move rejected rows to the dead-letter table with their reason, atomically.
+
+        A subject already dead-lettered for the system keeps its one row (schema 11): the
+        latest payload, hash, reason and time replace the old, and the refusal is counted.
+        """
         now = utcnow()
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO dead_letters(system, subject_id, flow, payload, payload_hash, reason, "
-                "created_at) VALUES (?,?,?,?,?,?,?)",
+                "created_at, first_refused_at, refusals) VALUES (?,?,?,?,?,?,?,?,1) "
+                "ON CONFLICT(system, subject_id) DO UPDATE SET flow=excluded.flow, "
+                "payload=excluded.payload, payload_hash=excluded.payload_hash, "
+                "reason=excluded.reason, created_at=excluded.created_at, "
+                "refusals=refusals+1",
                 [
-                    (r.system, r.subject_id, r.flow, r.payload, r.payload_hash, reason, now)
+                    (r.system, r.subject_id, r.flow, r.payload, r.payload_hash, reason, now, now)
                     for r, reason in rows
                 ],
             )
@@ -472,12 +506,20 @@ class Store:
             db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
 
     def dead_letters(self, system: str | None = None) -> list[DeadLetter]:
-        query = "SELECT id, system, subject_id, flow, reason, created_at FROM dead_letters"
+        """The dead letters (of ``system``, or all), the most recently refused last."""
+        query = (
+            "SELECT id, system, subject_id, flow, reason, created_at, "
+            # The store's own writes always set it; a row put in by hand without it counts
+            # as refused once, at created_at.
+            "COALESCE(first_refused_at, created_at), refusals FROM dead_letters"
+        )
         params: tuple[str, ...] = ()
         if system is not None:
             query += " WHERE system=?"
             params = (system,)
-        return [DeadLetter(*row) for row in self.db.execute(query + " ORDER BY id", params)]
+        # A refused-again row keeps its id: the time of its latest refusal orders it.
+        rows = self.db.execute(query + " ORDER BY created_at, id", params)
+        return [DeadLetter(*row) for row in rows]
 
     def dead_letter_count(self) -> int:
         count: int = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.adapter import Page
+from connector.cli import main
 from connector.demo import REPO_MAPPINGS
 from connector.mapping import load_mapping
 from connector.pages import ReadAhead
@@ -245,11 +247,91 @@ async def test_a_rejected_record_is_not_sent_again_until_it_changes_or_a_full_sy
     record["first_name"] = "Changed"  # as an import would, past the shop's own validation
     (third,) = await rt.engine.sync()
     assert third.destinations["crm"].dead_lettered == 1  # changed: offered (and refused) again
-    assert len(rt.store.dead_letters()) == 2
+    (dead,) = rt.store.dead_letters()  # the same record: its one dead letter, refused twice
+    assert dead.refusals == 2
 
     (full,) = await rt.engine.sync(full=True)
     assert full.destinations["crm"].still_rejected == 0
     assert full.destinations["crm"].dead_lettered == 1  # --full retries what was refused
+
+
+async def test_a_record_refused_on_every_full_sync_keeps_one_dead_letter(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused again and again, a record has one dead letter: first and last refusal, a count;
+    and its unchanged payload is still not offered on a normal sync."""
+    times = iter(["2026-03-01T09:00:00+00:00", "2026-03-02T09:00:00+00:00"])
+    shop.add_person("bad address@example.nl", "Bad", "Address", "")
+    shop.add_person("good@example.nl", "Good", "Person", "")
+    monkeypatch.setattr("connector.state.utcnow", lambda: "2026-03-01T09:00:00+00:00")
+    await rt.engine.sync()
+    for _ in range(2):
+        monkeypatch.setattr(
+            "connector.state.utcnow", lambda: next(times, "2026-03-03T09:00:00+00:00")
+        )
+        (full,) = await rt.engine.sync(full=True)
+        assert full.destinations["crm"].dead_lettered == 1
+    (dead,) = rt.store.dead_letters()
+    assert dead.refusals == 3
+    assert dead.first_refused_at == "2026-03-01T09:00:00+00:00"
+    assert dead.created_at > dead.first_refused_at  # the latest refusal's time
+    assert dead.reason and "@" not in dead.reason and "bad address" not in dead.reason
+    assert rt.store.counts()["dead_letters"] == 1
+
+    crm.log.clear()
+    (normal,) = await rt.engine.sync()
+    assert normal.destinations["crm"].still_rejected == 1
+    assert crm.log.writes() == []
+    assert rt.store.dead_letters()[0].refusals == 3
+
+
+async def test_a_record_delivered_after_a_fix_at_the_source_leaves_no_dead_letter(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Once the shop fixes a refused record and the CRM takes it, its dead letter is gone
+    and `status` lists none."""
+    bad = shop.add_person("bad address@example.nl", "Bad", "Address", "")
+    shop.add_person("good@example.nl", "Good", "Person", "")
+    await rt.engine.sync()
+    await rt.engine.sync(full=True)
+    assert len(rt.store.dead_letters()) == 1
+
+    record = shop.store.get(int(bad))
+    assert record is not None
+    record["email"] = "bad.address@example.nl"  # corrected in the shop
+    (fixed,) = await rt.engine.sync()
+    assert fixed.destinations["crm"].dead_lettered == 0 and not fixed.failed
+    assert crm.holds("bad.address@example.nl")
+    assert rt.store.dead_letters() == []
+    assert rt.store.rejected_hashes(["crm"], [rt.keyring.subject_id("bad.address@example.nl")]) == {
+        "crm": {}
+    }
+
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["dead_letters"] == [] and status["counts"]["dead_letters"] == 0
+
+
+async def test_records_refused_by_the_vendor_and_delivered_by_a_full_sync_leave_no_dead_letters(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A batch the CRM refused (a fault on its side), delivered by `sync --full` once fixed:
+    the same subjects' dead letters go with the successful delivery."""
+    shop.seed_synthetic(5, seed=3)
+    crm.faults.fail_status, crm.faults.fail_next = 400, 1
+    (refused,) = await rt.engine.sync()
+    assert refused.destinations["crm"].dead_lettered == 5 and len(rt.store.dead_letters()) == 5
+    (full,) = await rt.engine.sync(full=True)
+    assert full.destinations["crm"].dead_lettered == 0 and crm.contact_count() == 5
+    assert rt.store.dead_letters() == []
 
 
 async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(

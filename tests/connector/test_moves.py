@@ -8,8 +8,9 @@ from pathlib import Path
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
+from connector.moves import Move, apply_moves
 from connector.runtime import Runtime
-from connector.state import PER_SYSTEM_TABLES
+from connector.state import PER_SYSTEM_TABLES, QueuedPayload, Store
 
 OLD = "anna.oud@example.nl"
 NEW = "anna.nieuw@example.nl"
@@ -238,3 +239,22 @@ async def test_the_former_owner_of_an_address_taken_over_is_erased_without_the_n
     assert _contact_id(crm, BERT) is None
     assert _contact_id(crm, NEW) == anna_contact
     assert rt.store.suppressed([rt.keyring.subject_id(NEW)]) == set()
+
+
+def test_a_move_keeps_one_dead_letter_per_system(tmp_path: Path) -> None:
+    """The old id's refusals go to the new id; where the new id has its own, that one stays."""
+    store = Store(tmp_path / "s.db")
+    for system, subject, digest in (
+        ("crm", "old", "h-old"),
+        ("mail", "old", "m-old"),
+        ("crm", "new", "h-new"),
+    ):
+        store.enqueue_page("f", "shop", [QueuedPayload(system, subject, b"x", digest)], [], None)
+        (row,) = [r for r in store.outbox_batch(system, 0, 10) if r.subject_id == subject]
+        store.dead_letter([(row, "VALIDATION_ERROR")])
+    apply_moves(store, [Move("shop", "old", "new")], ["crm", "mail"])
+    assert store.rejected_hashes(["crm", "mail"], ["old", "new"]) == {
+        "crm": {"new": "h-new"},
+        "mail": {"new": "m-old"},
+    }
+    assert len(store.dead_letters()) == 2

@@ -34,11 +34,11 @@ def _ago(days: float) -> str:
     return (NOW - dt.timedelta(days=days)).isoformat(timespec="seconds")
 
 
-def _dead_letter(store: Store, created_at: str) -> None:
+def _dead_letter(store: Store, created_at: str, subject: str = "s") -> None:
     store.db.execute(
         "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
-        "VALUES ('crm', 's', 'f', x'00', '400 invalid', ?)",
-        (created_at,),
+        "VALUES ('crm', ?, 'f', x'00', '400 invalid', ?)",
+        (subject, created_at),
     )
 
 
@@ -86,8 +86,8 @@ def _webhook_id(store: Store, delivery_id: str, received_at: str) -> None:
 
 
 def _fill(store: Store, tmp_path: Path) -> None:
-    _dead_letter(store, _ago(31))
-    _dead_letter(store, _ago(29))
+    _dead_letter(store, _ago(31), "s-old")  # one dead letter per subject and system
+    _dead_letter(store, _ago(29), "s-young")
     _request(store, "old-done", _ago(31))
     _request(store, "young-done", _ago(1))
     _request(store, "open", None)

@@ -1,6 +1,7 @@
 """The store's outbox: ids only grow, so delivery workers reading past an id miss nothing.
 
-And a destination's next batch is a range read, however long its backlog.
+And a destination's next batch is a range read, however long its backlog. Dead letters: one
+per subject and system, gone once the subject is delivered there.
 """
 
 from __future__ import annotations
@@ -170,3 +171,87 @@ def test_a_pages_lookups_by_subject_id_cost_the_same_whatever_the_store_holds(
     assert store.page_hashes(["crm"], ["s5", "nobody"]) == ({"crm": {}}, {"crm": {"s5": "h"}})
     large = steps()
     assert large <= small + small // 2, (small, large)
+
+
+def _refuse(store: Store, system: str, subject: str, payload_hash: str, reason: str) -> None:
+    """Queue ``subject`` for ``system`` and dead-letter it, as a refused delivery does."""
+    store.enqueue_page(
+        "f", "shop", [QueuedPayload(system, subject, b"sealed", payload_hash)], [], None
+    )
+    (row,) = [r for r in store.outbox_batch(system, 0, 10) if r.subject_id == subject]
+    store.dead_letter([(row, reason)])
+
+
+def test_a_subject_refused_again_keeps_one_dead_letter_holding_the_latest_refusal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newest payload, hash, reason and time replace the old; the first time stays, and
+    the refusals are counted."""
+    store = Store(tmp_path / "s.db")
+    monkeypatch.setattr("connector.state.utcnow", lambda: "2026-03-01T09:00:00+00:00")
+    _refuse(store, "crm", "a", "hash-1", "VALIDATION_ERROR")
+    _refuse(store, "mail", "a", "hash-m", "Invalid Resource")
+    monkeypatch.setattr("connector.state.utcnow", lambda: "2026-03-05T09:00:00+00:00")
+    _refuse(store, "crm", "a", "hash-2", "CONFLICT")
+    crm = store.dead_letters("crm")
+    assert [
+        (d.subject_id, d.reason, d.first_refused_at, d.created_at, d.refusals) for d in crm
+    ] == [("a", "CONFLICT", "2026-03-01T09:00:00+00:00", "2026-03-05T09:00:00+00:00", 2)]
+    assert store.rejected_hashes(["crm", "mail"], ["a"]) == {
+        "crm": {"a": "hash-2"},
+        "mail": {"a": "hash-m"},
+    }
+    assert [d.system for d in store.dead_letters()] == ["mail", "crm"]  # latest refusal last
+    assert store.outbox_count() == 0
+
+
+def test_a_delivery_deletes_the_subjects_dead_letter_for_that_system_only(tmp_path: Path) -> None:
+    """Delivered to the CRM: the CRM's refusal goes, the newsletter's and other people's stay."""
+    store = Store(tmp_path / "s.db")
+    for subject in ("a", "b"):
+        _refuse(store, "crm", subject, "hash-" + subject, "VALIDATION_ERROR")
+    _refuse(store, "mail", "a", "hash-m", "Invalid Resource")
+    store.enqueue_page("f", "shop", _payloads(["a"]), [], None)
+    (row,) = store.outbox_batch("crm", 0, 10)
+    store.acknowledge("crm", [Ack(row.id, "a", "901", row.payload_hash, row.subject_no)])
+    assert sorted((d.system, d.subject_id) for d in store.dead_letters()) == [
+        ("crm", "b"),
+        ("mail", "a"),
+    ]
+    assert store.rejected_hashes(["crm"], ["a", "b"]) == {"crm": {"b": "hash-b"}}
+
+
+def test_migration_11_folds_a_subjects_dead_letters_into_its_latest(tmp_path: Path) -> None:
+    """Rows from before schema 11 become one per subject and system: the newest, counted."""
+    path = tmp_path / "v10.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:10]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version=10")
+    db.executemany(
+        "INSERT INTO dead_letters(system, subject_id, flow, payload, payload_hash, reason, "
+        "created_at) VALUES (?,?,'f',x'00',?,?,?)",
+        [
+            ("crm", "a", "h1", "VALIDATION_ERROR", "2026-01-01T00:00:00+00:00"),
+            ("crm", "b", "hb", "CONFLICT", "2026-01-02T00:00:00+00:00"),
+            ("crm", "a", "h2", "VALIDATION_ERROR", "2026-01-03T00:00:00+00:00"),
+            ("crm", "a", "h3", "CONFLICT", "2026-01-04T00:00:00+00:00"),
+        ],
+    )
+    db.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    found = {
+        d.subject_id: (d.reason, d.first_refused_at, d.created_at, d.refusals)
+        for d in store.dead_letters()
+    }
+    assert found == {
+        "a": ("CONFLICT", "2026-01-01T00:00:00+00:00", "2026-01-04T00:00:00+00:00", 3),
+        "b": ("CONFLICT", "2026-01-02T00:00:00+00:00", "2026-01-02T00:00:00+00:00", 1),
+    }
+    assert store.rejected_hashes(["crm"], ["a", "b"]) == {"crm": {"a": "h3", "b": "hb"}}
+    with pytest.raises(sqlite3.IntegrityError):  # one per subject and system from now on
+        store.db.execute(
+            "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
+            "VALUES ('crm', 'a', 'f', x'00', 'x', 'now')"
+        )
