@@ -317,9 +317,27 @@ def _create_sealed(path: Path, sealed: bytes, *, mtime_ns: int | None = None) ->
             os.link(temporary, path)
         except FileExistsError:
             return False
+        except OSError:
+            # A filesystem without hard links: an exclusive create is as safe against a
+            # second writer, though a crash mid-write could leave a short file behind.
+            return _create_exclusive(path, sealed, mtime_ns)
         return True
     finally:
         os.unlink(temporary)
+
+
+def _create_exclusive(path: Path, sealed: bytes, mtime_ns: int | None) -> bool:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(sealed)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if mtime_ns is not None:
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return True
 
 
 def _write_sealed(path: Path, keyring: Keyring, raw: bytes) -> None:

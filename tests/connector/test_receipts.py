@@ -109,6 +109,23 @@ def test_each_store_in_a_folder_has_a_key_file_of_its_own(tmp_path: Path) -> Non
     assert not (tmp_path / LEGACY_KEY_FILE).exists()
 
 
+def test_a_key_file_is_made_where_hard_links_are_not_supported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some filesystems refuse os.link; the key is then created exclusively in place."""
+
+    def no_links(_src: object, _dst: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("connector.receipts.os.link", no_links)
+    keyring = Keyring(bytes(range(32)))
+    signer = ReceiptSigner.for_store(tmp_path / "klantsync.db", keyring)
+    pem = signer.public_key_pem()
+    assert signer.key_path.stat().st_mode & 0o777 == 0o600
+    assert ReceiptSigner.for_store(tmp_path / "klantsync.db", keyring).public_key_pem() == pem
+    assert [p.name for p in tmp_path.iterdir()] == [signer.key_path.name]
+
+
 def test_a_shared_key_file_that_is_another_stores_is_left_alone(tmp_path: Path) -> None:
     """The shared file of earlier versions that does not open with a store's keys is another
     store's: the store makes its own key and the file stays as it was, for its owner."""
