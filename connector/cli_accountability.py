@@ -214,8 +214,9 @@ def _show(
 
 def _retention(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
     # The keys open the access bundles' sealed paths; a key rotation waits for the sweep.
+    # A dry run only counts: it needs no key and leaves the store's keys as they are.
     with sharing_keys(config.store_path):
-        keyring = open_keyring(store, config)
+        keyring = None if args.dry_run else open_keyring(store, config)
         report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))

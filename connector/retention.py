@@ -103,7 +103,7 @@ def _stamp(when: dt.datetime) -> str:
 async def sweep(
     store: Store,
     config: Config,
-    keyring: Keyring,
+    keyring: Keyring | None,
     now: dt.datetime | None = None,
     *,
     dry_run: bool = False,
@@ -120,12 +120,17 @@ async def sweep(
 def sweep_now(
     store: Store,
     config: Config,
-    keyring: Keyring,
+    keyring: Keyring | None,
     now: dt.datetime | None = None,
     *,
     dry_run: bool = False,
 ) -> RetentionReport:
-    """Purge everything past its retention period; report counts (nothing, if ``dry_run``)."""
+    """Purge everything past its retention period; report counts (nothing, if ``dry_run``).
+
+    ``keyring`` opens the access bundles' sealed paths; a dry run needs none.
+    """
+    if keyring is None and not dry_run:
+        raise ValueError("a sweep that deletes needs the store's keys")
     when = now or dt.datetime.now(dt.UTC)
     days = config.retention
     report = RetentionReport(now=_stamp(when), dry_run=dry_run)
@@ -196,13 +201,14 @@ def _purge_rows(store: Store, dry_run: bool, count_sql: str, purge_sql: str, cut
 
 
 def _purge_bundles(
-    store: Store, keyring: Keyring, cutoff: str, dry_run: bool, errors: list[str]
+    store: Store, keyring: Keyring | None, cutoff: str, dry_run: bool, errors: list[str]
 ) -> int:
     rows = store.db.execute(
         "SELECT id, path, files FROM bundles WHERE created_at < ? ORDER BY id", (cutoff,)
     ).fetchall()
     if dry_run:
         return len(rows)
+    assert keyring is not None  # sweep_now refuses a sweep that deletes without keys
     purged = 0
     for bundle_id, path, files in rows:
         try:

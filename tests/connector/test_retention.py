@@ -261,3 +261,17 @@ def test_retention_command_reports_json(
     }
     assert main(["-c", str(config_path), "retention", "run"]) == 0
     assert "purged 1 dead letters" in capsys.readouterr().out
+
+
+def test_a_dry_run_needs_no_key_and_leaves_the_store_unbound(
+    config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Counting writes nothing: the store is not bound to a master key by a dry run."""
+    Store(config.store_path).close()
+    assert main(["-c", str(config_path), "retention", "run", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dry_run"] is True
+    store = Store(config.store_path)
+    try:
+        assert store.db.execute("SELECT COUNT(*) FROM keyset").fetchone()[0] == 0
+    finally:
+        store.close()
