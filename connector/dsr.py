@@ -181,25 +181,29 @@ class DsrService:
             subject_ids.append(self.rt.keyring.subject_id(e164))
         # The same person under the addresses they had before (connector/moves.py).
         subject_ids = same_person(self.rt.store, subject_ids)
-        existing = self.db.open_for("erase", primary)
-        if existing is not None:
-            return self._view(existing)
-        for sid in subject_ids:
-            for name, external_id in self.db.identities(sid).items():
-                ids.setdefault(name, external_id)
-        manifest = {
-            "email": email,
-            "phone": e164,
-            "subject_ids": subject_ids,
-            "ids": ids,
-            "held": {},
-            "snapshot": [],
-        }
-        row = self._new_row("erase", primary, source)
-        sealed = self.seal_manifest(row.id, manifest)
-        self.db.create(_with(row, manifest=sealed), list(self.rt.systems), suppress=subject_ids)
-        self.audit("dsr.received", row, source=source, deadline=row.deadline)
-        self.audit("dsr.suppressed", row, entries=len(subject_ids))
+        # One write transaction from the look for an open request to the new one: SQLite
+        # lets one writer in at a time, so a CLI command and the daemon asked at once (a
+        # webhook and an operator) open one request, not two.
+        with self.rt.store.transaction():
+            existing = self.db.open_for("erase", primary)
+            if existing is not None:
+                return self._view(existing)
+            for sid in subject_ids:
+                for name, external_id in self.db.identities(sid).items():
+                    ids.setdefault(name, external_id)
+            manifest = {
+                "email": email,
+                "phone": e164,
+                "subject_ids": subject_ids,
+                "ids": ids,
+                "held": {},
+                "snapshot": [],
+            }
+            row = self._new_row("erase", primary, source)
+            sealed = self.seal_manifest(row.id, manifest)
+            self.db.create(_with(row, manifest=sealed), list(self.rt.systems), suppress=subject_ids)
+            self.audit("dsr.received", row, source=source, deadline=row.deadline)
+            self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))
 
     async def access(
