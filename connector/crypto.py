@@ -26,13 +26,14 @@ from typing import Any, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from connector import jsonutil
 
 __all__ = [
     "BUNDLE_PATH_CONTEXT",
+    "CLOAKED_ID_PREFIX",
     "JOB_CONTEXT",
     "RECEIPT_KEY_CONTEXT",
     "DataKeys",
@@ -115,6 +116,8 @@ def manifest_context(request_id: str) -> str:
     return f"dsr-manifest:{request_id}"
 
 
+#: Marks a system id the store keeps cloaked (:meth:`Keyring.cloak_id`).
+CLOAKED_ID_PREFIX = "k1."
 #: A queued job's parameters (connector/jobs.py).
 JOB_CONTEXT = "job"
 #: The receipt signing key file (connector/receipts.py).
@@ -185,6 +188,35 @@ class Keyring:
         self._subject_hmac = _Hmac(self.keys.subject)
         self._payload_hmac = _Hmac(self.keys.payload)
         self._aead = AESGCM(self.keys.outbox)
+        # From the subject key, which a master key rotation keeps: a cloaked id stays the
+        # same for as long as the subject ids do (it is looked up by value, as they are).
+        self._siv = AESSIV(
+            HKDF(
+                algorithm=hashes.SHA256(), length=64, salt=None, info=b"klantsync/system-id"
+            ).derive(self.keys.subject)
+        )
+
+    def cloak_id(self, system: str, value: str) -> str:
+        """A system's id as the store keeps it when the id is made from personal data.
+
+        Mailchimp names a member by the MD5 of their e-mail: kept as it is, anyone holding
+        the store could test an address against it. Cloaked, it is keyed (AES-SIV), still
+        the same for the same id (so it can be looked up), and :meth:`uncloak_id` gives it
+        back for calls to the system.
+        """
+        sealed = self._siv.encrypt(value.encode(), [system.encode()])
+        return CLOAKED_ID_PREFIX + base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+    def uncloak_id(self, system: str, value: str) -> str:
+        """The id :meth:`cloak_id` cloaked; an id without the prefix is returned as it is."""
+        if not value.startswith(CLOAKED_ID_PREFIX):
+            return value
+        text = value[len(CLOAKED_ID_PREFIX) :]
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            return self._siv.decrypt(raw, [system.encode()]).decode()
+        except (InvalidTag, ValueError) as exc:
+            raise DecryptionError("cloaked id did not verify") from exc
 
     def subject_id(self, normalised: str) -> str:
         """Pseudonymous id of a normalised e-mail or E.164 phone (128-bit keyed HMAC, hex)."""

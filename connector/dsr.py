@@ -163,8 +163,9 @@ class DsrService:
             system, external_id = external
             if system not in self.rt.systems:
                 raise DsrUsageError(f"no system named {system!r}")
-            known_sid = self.rt.store.subject_for_external(system, external_id)
-            ids = self.db.identities(known_sid) if known_sid else {}
+            stored_id = self.rt.engine.ids.to_store(system, external_id)
+            known_sid = self.rt.store.subject_for_external(system, stored_id or external_id)
+            ids = self.identities(known_sid) if known_sid else {}
             ids.setdefault(system, external_id)
             if not email:
                 email = await self._resolve_email(ids, known_sid, first=system)
@@ -189,7 +190,7 @@ class DsrService:
             if existing is not None:
                 return self._view(existing)
             for sid in subject_ids:
-                for name, external_id in self.db.identities(sid).items():
+                for name, external_id in self.identities(sid).items():
                     ids.setdefault(name, external_id)
             manifest = {
                 "email": email,
@@ -322,7 +323,10 @@ class DsrService:
                 phone = event.phone if event.phone and to_e164(event.phone) else None
                 return await self.erase(event.email, phone=phone, external=external, source=source)
             email = event.email
-            sid = self.rt.store.subject_for_external(*external) if external else None
+            sid = None
+            if external is not None:
+                stored_id = self.rt.engine.ids.to_store(*external) or external[1]
+                sid = self.rt.store.subject_for_external(external[0], stored_id)
             if not email and external is not None:
                 email = await self._resolve_email({system: external[1]}, sid, first=system)
             if not email:
@@ -343,6 +347,10 @@ class DsrService:
     def get(self, request_id: str) -> RequestView | None:
         row = self.db.get(request_id)
         return None if row is None else self._view(row)
+
+    def identities(self, subject_id: str) -> dict[str, str]:
+        """System name -> that system's id for the subject, as the system knows it."""
+        return self.rt.engine.ids.all_from_store(self.db.identities(subject_id))
 
     def extend(self, request_id: str, months: int, reason: str) -> RequestView:
         """Extend an open request's deadline (Art. 12(3): two further months at most).

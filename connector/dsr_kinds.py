@@ -215,7 +215,7 @@ class KindRunner:
         people = same_person(self.rt.store, [row.subject_id, *manifest.get("also", [])])
         ids: dict[str, str] = {}
         for sid in people:
-            for name, external_id in self.db.identities(sid).items():
+            for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
 
         async def read(name: str) -> list[dict[str, Any]]:
@@ -321,7 +321,7 @@ class KindRunner:
         email: str = manifest["email"]
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
-            external = self.db.identities(row.subject_id).get(name)
+            external = self.service.identities(row.subject_id).get(name)
             held = await system.adapter.find(Subject(email=email, external_id=external))
             records = [record for record in held if not is_archived(record)]
             if not records:

@@ -28,6 +28,7 @@ from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
+from connector.ids import SystemIds
 from connector.inflight import InFlight
 from connector.model import Person
 from connector.moves import apply_moves, find_moves
@@ -100,6 +101,8 @@ class Engine:
         self._system_names = list(config.systems)
         #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py).
         self.in_flight = InFlight()
+        #: The identity map's ids to and from the form the store keeps (connector/ids.py).
+        self.ids = SystemIds(keyring, systems)
 
     async def sync(
         self,
@@ -477,7 +480,7 @@ class Engine:
                 OutboundRecord(
                     ref=ref,
                     email=envelope["email"],
-                    external_id=external.get(row.subject_id),
+                    external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
                     fields=envelope["fields"],
                 )
             )
@@ -510,9 +513,8 @@ class Engine:
                 dest_report.updated += 1
             else:
                 dest_report.upserted += 1
-            acks.append(
-                Ack(row.id, row.subject_id, result.external_id, row.payload_hash, row.subject_no)
-            )
+            stored_id = self.ids.to_store(dest.name, result.external_id)
+            acks.append(Ack(row.id, row.subject_id, stored_id, row.payload_hash, row.subject_no))
         outcomes = Counter(result.outcome for result in results)
         # One transaction for the batch's outcome and its audit entry: each commit costs
         # a write of every page it touched, and the entry belongs with what it records.

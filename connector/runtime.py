@@ -95,6 +95,7 @@ async def _opened(
         store.close()
         raise
     engine = Engine(config, store, keyring, systems, checkpoint=checkpoint, writer=writer)
+    engine.ids.cloak_stored(store)  # ids an older store kept as the system gave them
     try:
         yield Runtime(config, store, keyring, systems, engine)
     finally:

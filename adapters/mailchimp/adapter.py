@@ -135,6 +135,8 @@ class MailchimpAdapter:
     """
 
     kind: str = "mailchimp"
+    #: A member's id is the MD5 of their e-mail: the store keeps it cloaked (connector/ids.py).
+    personal_ids = True
     capabilities: frozenset[Capability] = frozenset(
         {"upsert", "update", "find", "erase", "webhooks"}
     )

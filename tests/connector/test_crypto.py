@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from connector.crypto import Keyring, _derive, _Hmac
+from connector.crypto import CLOAKED_ID_PREFIX, DecryptionError, Keyring, _derive, _Hmac
 
 
 @pytest.mark.parametrize("key_length", [0, 16, 32, 64, 65, 200])
@@ -54,3 +54,19 @@ def test_data_keys_wrapped_open_only_under_their_master_key() -> None:
         Keyring()
     with pytest.raises(TypeError):
         Keyring(master, keys=keys)
+
+
+def test_a_cloaked_id_is_keyed_stable_reversible_and_bound_to_its_system() -> None:
+    """Mailchimp's member id (the MD5 of the e-mail) is kept in a form only the keys open."""
+    keyring = Keyring(bytes(range(32)))
+    member = hashlib.md5(b"jan@example.nl").hexdigest()  # noqa: S324 - Mailchimp's own scheme
+    cloaked = keyring.cloak_id("news", member)
+    assert cloaked.startswith(CLOAKED_ID_PREFIX) and member not in cloaked
+    assert keyring.cloak_id("news", member) == cloaked  # the same id, found by value
+    assert keyring.uncloak_id("news", cloaked) == member
+    assert keyring.uncloak_id("news", member) == member  # stored before cloaking
+    assert Keyring(bytes(range(1, 33))).cloak_id("news", member) != cloaked
+    with pytest.raises(DecryptionError):
+        keyring.uncloak_id("other", cloaked)
+    with pytest.raises(DecryptionError):
+        keyring.uncloak_id("news", cloaked[:-2] + "AA")

@@ -12,12 +12,14 @@ import httpx
 import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.mailchimp.payloads import subscriber_hash
 from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import jobs
 from connector.adapter import WebhookRequest
+from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService, RequestView, handle_webhook
@@ -162,6 +164,35 @@ async def test_only_consenting_customers_reach_mailchimp(world: World, rt: Runti
         "merge_fields.FNAME",
         "merge_fields.LNAME",
     }
+
+
+async def test_mailchimp_member_ids_are_kept_cloaked(world: World, rt: Runtime) -> None:
+    """Mailchimp names a member by the MD5 of their e-mail; the store keeps it keyed, and one
+    an older store kept as it was is cloaked on the next open, with delivery unchanged."""
+    world.shop.seed_synthetic(4, seed=62)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    email = _emails(world.shop, 1)[0]
+    member = subscriber_hash(email)
+    stored = rt.store.db.execute(
+        "SELECT external_id FROM identities WHERE system='news'"
+    ).fetchall()
+    assert len(stored) == 2 and all(row[0].startswith(CLOAKED_ID_PREFIX) for row in stored)
+    rt.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    held = b"".join(p.read_bytes() for p in rt.config.store_path.parent.glob("*.db*"))
+    assert member.encode() not in held
+    # What an older version kept: the MD5 itself. The next open cloaks it.
+    rt.store.db.execute(
+        "UPDATE identities SET external_id=? WHERE system='news' AND external_id=?",
+        (member, rt.keyring.cloak_id("news", member)),
+    )
+    assert rt.engine.ids.cloak_stored(rt.store) == 1
+    assert rt.store.db.execute(
+        "SELECT COUNT(*) FROM identities WHERE external_id=?", (member,)
+    ).fetchone() == (0,)
+    world.shop.touch(email, first_name="Anders")
+    (again,) = await rt.engine.sync("shop")
+    assert again.destinations["news"].written == 1 and world.news.holds(email)
 
 
 async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt: Runtime) -> None:

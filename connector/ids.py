@@ -1,0 +1,80 @@
+"""How the store keeps each system's ids for the people it knows (the identity map).
+
+Most systems' ids are their own counters (a WooCommerce customer number, a HubSpot contact id)
+and are kept as they are. A system whose ids are made from personal data says so
+(``personal_ids = True`` on its adapter: Mailchimp names a member by the MD5 of their e-mail),
+and its ids are kept cloaked (:meth:`connector.crypto.Keyring.cloak_id`): the store then holds
+nothing anyone could test an address against without the keys. The engine and the data subject
+requests turn ids into the stored form and back here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from connector.crypto import CLOAKED_ID_PREFIX, Keyring
+from connector.state import Store
+from connector.systems import Systems
+
+__all__ = ["SystemIds"]
+
+_CHUNK = 500
+
+
+class SystemIds:
+    """Turns a system's ids into the form the store keeps, and back.
+
+    Args:
+        keyring: the store's keys.
+        systems: the configured systems; those whose adapter has ``personal_ids`` are cloaked.
+    """
+
+    def __init__(self, keyring: Keyring, systems: Systems) -> None:
+        self.keyring = keyring
+        self.cloaked = frozenset(
+            name
+            for name, system in systems.items()
+            if getattr(system.adapter, "personal_ids", False)
+        )
+
+    def to_store(self, system: str, value: str | None) -> str | None:
+        """``value`` (as the system gives it) in the form the identity map keeps."""
+        if value is None or system not in self.cloaked:
+            return value
+        return self.keyring.cloak_id(system, value)
+
+    def from_store(self, system: str, value: str | None) -> str | None:
+        """A stored id in the form the system knows (one stored before cloaking passes as is)."""
+        if value is None or system not in self.cloaked:
+            return value
+        return self.keyring.uncloak_id(system, value)
+
+    def all_from_store(self, ids: Mapping[str, str]) -> dict[str, str]:
+        """System name -> id, each in the form its system knows."""
+        return {
+            name: self.keyring.uncloak_id(name, v) if name in self.cloaked else v
+            for name, v in ids.items()
+        }
+
+    def cloak_stored(self, store: Store) -> int:
+        """Cloak the ids an older store kept as they were, for the systems that need it.
+
+        Runs on every open and costs one indexed range read per cloaked system once done.
+        Returns how many ids were cloaked.
+        """
+        done = 0
+        for system in sorted(self.cloaked):
+            rows = store.db.execute(
+                "SELECT subject_no, external_id FROM identities WHERE system=? "
+                "AND substr(external_id, 1, ?) != ?",
+                (system, len(CLOAKED_ID_PREFIX), CLOAKED_ID_PREFIX),
+            ).fetchall()
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start : start + _CHUNK]
+                with store.transaction() as db:
+                    db.executemany(
+                        "UPDATE identities SET external_id=? WHERE system=? AND subject_no=?",
+                        [(self.keyring.cloak_id(system, ext), system, no) for no, ext in chunk],
+                    )
+                done += len(chunk)
+        return done
