@@ -428,7 +428,14 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         requeued = jobs.requeue_running(self.rt.store)
-        audit.append(self.rt.store, "daemon.started", {"requeued_jobs": requeued})
+        # The daemon holds the store's sync lock (`klantsync run`): a run still marked
+        # running is one a stopped process left, not one in progress.
+        interrupted = self.rt.store.close_interrupted_runs()
+        audit.append(
+            self.rt.store,
+            "daemon.started",
+            {"requeued_jobs": requeued, "interrupted_runs": interrupted},
+        )
         # What runs is what the audit trail says ran: a changed config leaves an entry.
         audit.record_config(self.rt.store, self.rt.config)
         scheduler = AsyncIOScheduler(timezone=dt.UTC)

@@ -455,3 +455,35 @@ async def test_the_review_names_keys_due_for_rotation(daemon: Daemon) -> None:
         assert master_due not in seen.messages and receipt_due in seen.messages
     finally:
         logger.removeHandler(seen)
+
+
+def _listen_on_free_ports(config: Path) -> None:
+    """Listeners on free loopback ports, for a test that runs :meth:`Daemon.serve`."""
+    from connector.sandboxkit import free_port
+
+    config.write_text(
+        config.read_text().replace(
+            "[daemon]\n",
+            f'[daemon]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'admin_listen = "127.0.0.1:{free_port()}"\n',
+        )
+    )
+
+
+async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """`klantsync run` holds the sync lock, so at start a run still marked running is one
+    that was interrupted: recorded so, and audited."""
+    from connector import audit
+
+    _listen_on_free_ports(daemon_config)
+    async with open_rt(daemon_config) as rt:
+        left = rt.store.start_run("shop-to-crm")
+        daemon = Daemon(rt, clock=Clock())
+        daemon.stop()  # stops as soon as it has started
+        await asyncio.wait_for(daemon.serve(install_signals=False), 10)
+        row = rt.store.db.execute("SELECT status FROM runs WHERE id=?", (left,)).fetchone()
+        started = [e for e in audit.entries(rt.store) if e.kind == "daemon.started"]
+    assert row == ("interrupted",)
+    assert started[-1].data["interrupted_runs"] == 1
