@@ -452,21 +452,31 @@ class Daemon:
                 next_run_time=now,
             )
         scheduler.add_job(
-            self.housekeeping,
+            self._scheduled,
             "interval",
+            args=[self.housekeeping],
             minutes=15,
             id="housekeeping",
+            name="housekeeping",
             jitter=30,
             next_run_time=now,
         )
         scheduler.add_job(
-            self.compliance_review, "interval", hours=24, id="compliance", next_run_time=now
+            self._scheduled,
+            "interval",
+            args=[self.compliance_review],
+            hours=24,
+            id="compliance",
+            name="compliance review",
+            next_run_time=now,
         )
         scheduler.add_job(
-            self.retention_sweep,
+            self._scheduled,
             "interval",
+            args=[self.retention_sweep],
             hours=6,
             id="retention",
+            name="retention sweep",
             jitter=300,
             next_run_time=now,
         )
@@ -476,7 +486,10 @@ class Daemon:
         log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
         await self.stopping.wait()
         log.info("daemon stopping")
-        scheduler.shutdown(wait=False)
+        # Nothing new starts; what runs is the daemon's own tasks (:meth:`_scheduled`),
+        # waited for below. The scheduler is shut down only after them: its shutdown cancels
+        # the jobs it still has running, and it logs each as failed, with a traceback.
+        scheduler.pause()
         self.rt.engine.request_stop()
         running = [t for t in self._tasks if t not in server_tasks and t is not worker]
         pending = [*running, worker]
@@ -484,6 +497,10 @@ class Daemon:
             _, still = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
             for task in still:
                 task.cancel()
+            if still:
+                # A cancelled task ends at the loop's next turn, the job awaiting it after.
+                await asyncio.wait(still, timeout=1)
+        scheduler.shutdown(wait=False)
         for server, _sock in servers:
             server.should_exit = True
         await asyncio.wait(server_tasks, timeout=3)
@@ -491,10 +508,24 @@ class Daemon:
         self.rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         log.info("daemon stopped")
 
-    async def _scheduled_flow(self, flow_name: str) -> None:
-        task = self._spawn(self.run_flow(flow_name))
+    async def _scheduled(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """What a scheduled job runs: ``work()`` as a task of the daemon's own, which a stop
+        waits for (the in-flight batch finishes) instead of the scheduler cancelling it.
+
+        A cancellation while the daemon stops is the scheduler's shutdown reaching a job
+        that was still winding down: expected, so it ends the job quietly (apscheduler logs
+        a job that raised it as an error, traceback and all).
+        """
+        task = self._spawn(work())
         try:
             await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+
+    async def _scheduled_flow(self, flow_name: str) -> None:
+        try:
+            await self._scheduled(lambda: self.run_flow(flow_name))
         except KlantsyncError as exc:
             log.warning("flow run failed", extra={"flow": flow_name, "error": str(exc)})
 

@@ -470,6 +470,54 @@ def _listen_on_free_ports(config: Path) -> None:
     )
 
 
+class _Errors(logging.Handler):
+    """Records ERROR and worse from any logger (apscheduler's propagate to the root)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_stopping_mid_run_logs_no_error(
+    open_rt: Callable[..., Any],
+    daemon_config: Path,
+    shop: WooCommerceSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop while a scheduled flow run is in flight lets it finish and logs no error
+    (apscheduler logged the cancelled job's CancelledError with a traceback)."""
+    _listen_on_free_ports(daemon_config)
+    shop.seed_synthetic(3, seed=38)
+    errors = _Errors()
+    for name in ("", "klantsync"):
+        logging.getLogger(name).addHandler(errors)
+    try:
+        async with open_rt(daemon_config) as rt:
+            daemon = Daemon(rt, clock=Clock())
+            in_flight = asyncio.Event()
+            sync = rt.engine.sync
+
+            async def held_sync(*args: Any, **kwargs: Any) -> Any:
+                # The run is in flight when the stop comes, and ends only after it.
+                in_flight.set()
+                await daemon.stopping.wait()
+                return await sync(*args, **kwargs)
+
+            monkeypatch.setattr(rt.engine, "sync", held_sync)
+            serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+            await asyncio.wait_for(in_flight.wait(), 10)
+            daemon.stop()
+            await asyncio.wait_for(serving, 10)
+            assert rt.store.last_runs()["shop-to-crm"][2] in ("ok", "failed")
+    finally:
+        for name in ("", "klantsync"):
+            logging.getLogger(name).removeHandler(errors)
+    assert [r.getMessage() for r in errors.records] == []
+
+
 async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
     open_rt: Callable[..., Any], daemon_config: Path
 ) -> None:
