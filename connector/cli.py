@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -24,13 +25,13 @@ from connector.config import Config, load_config
 from connector.crypto import generate_master_key
 from connector.dsr_views import summary as dsr_summary
 from connector.engine import DestinationReport, FlowReport, Progress
-from connector.errors import ConfigError, KlantsyncError, StoreError
+from connector.errors import ConfigError, KlantsyncError, StoreError, StorePathError
 from connector.http import redact_url
-from connector.lock import daemon_running, sharing_keys
+from connector.lock import daemon_running, sharing_keys, sync_running, syncing
 from connector.logs import setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
-from connector.state import Store
+from connector.state import Store, damage, store_path_problem
 
 __all__ = ["main", "print_report", "progress_bar"]
 
@@ -194,6 +195,36 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
         return run_sandboxes(console, directory, args.customers, as_json=args.json)
     config_path = _need_config(args, parser)
     config = load_config(config_path)
+    with _store_errors(config):
+        return _dispatch_configured(args, parser, console, config_path, config)
+
+
+@contextlib.contextmanager
+def _store_errors(config: Config) -> Iterator[None]:
+    """Store failures as the errors the exit status contract wants, without a traceback.
+
+    A store path that cannot hold a store is the config's to fix (exit 2, naming
+    ``store.path``). A store file found damaged while a command runs (SQLite notices a bad
+    page when it reads it, which can be long after opening) is a StoreError (exit 1).
+    """
+    try:
+        yield
+    except StorePathError as exc:
+        raise ConfigError(str(config.path), "store.path", str(exc)) from exc
+    except sqlite3.Error as exc:
+        found = damage(config.store_path, exc)
+        if found is None:
+            raise
+        raise found from exc
+
+
+def _dispatch_configured(
+    args: argparse.Namespace,
+    parser: argparse.ArgumentParser,
+    console: Console,
+    config_path: Path,
+    config: Config,
+) -> int:
     # The daemon reports through its log: `run --json` asks for it as JSON lines.
     log_format = "json" if args.command == "run" and args.json else config.logging.format
     setup_logging(config.logging.level, log_format)
@@ -213,7 +244,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
         if daemon_running(config.store_path):
             return _queue_resync(config, args, console)
     if args.command in ("sync", "resync"):
-        return run_loop(_sync(config_path, args, console))
+        return run_loop(_sync(config, args, console))
     if args.command == "status":
         return _status(config, args, console)
     if args.command == "audit":
@@ -230,6 +261,10 @@ def _check_master_key(config: Config) -> dict[str, Any]:
     from connector.keyset import check_master_key
 
     facts: dict[str, Any] = {"fingerprint": master_fingerprint(config.master_key)}
+    # Checked without creating anything: a check makes no store.
+    problem = store_path_problem(config.store_path)
+    if problem is not None:
+        raise StorePathError(config.store_path, problem)
     if not config.store_path.exists():
         facts["store"] = "not created yet"
         return facts
@@ -376,9 +411,22 @@ def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | 
         yield _BarProgress(bar)
 
 
-async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -> int:
-    async with open_runtime(config_path) as rt:
+async def _sync(config: Config, args: argparse.Namespace, console: Console) -> int:
+    dry_run = getattr(args, "dry_run", False)
+    # A dry run writes no cursor, outbox or run: it may look beside a sync or the daemon.
+    lock = contextlib.nullcontext() if dry_run else syncing(config.store_path, args.command)
+    with lock:
+        return await _sync_locked(config, args, console, dry_run=dry_run)
+
+
+async def _sync_locked(
+    config: Config, args: argparse.Namespace, console: Console, *, dry_run: bool
+) -> int:
+    async with open_runtime(config) as rt:
         settle_heap()
+        if not dry_run:
+            # With the sync lock held, a run still marked running was interrupted.
+            rt.store.close_interrupted_runs()
         audit.record_config(rt.store, rt.config)
         reports: list[FlowReport] = []
         flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
@@ -390,7 +438,6 @@ async def _sync(config_path: Path, args: argparse.Namespace, console: Console) -
 
                 reports = await sync_subject(rt, args.system, email=args.email)
                 flow_names = []
-        dry_run = getattr(args, "dry_run", False)
         for flow_name in flow_names:
             with progress_bar(console, show=not args.json) as bar:
                 reports += await rt.engine.sync(
@@ -409,7 +456,9 @@ def _run_daemon(config_path: Path) -> int:
     from connector.lock import DaemonLock
 
     config = load_config(config_path)
-    with DaemonLock(config.store_path):
+    # The sync lock for the daemon's whole life: it syncs whenever its schedule or a webhook
+    # says, so a `sync` beside it is refused (and told to hand the work over with `resync`).
+    with DaemonLock(config.store_path), syncing(config.store_path, "daemon"):
 
         async def serve() -> None:
             async with open_runtime(config) as rt:
@@ -508,11 +557,14 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
     from connector.keyset import key_facts
 
     store_path, flows = config.store_path, [f.name for f in config.flows]
+    problem = store_path_problem(store_path)
+    if problem is not None:
+        raise StorePathError(store_path, problem)
     if not store_path.exists():
         return _status_without_store(config, args, console)
     store = Store(store_path)
     try:
-        runs = store.last_runs()
+        runs = _runs_now(store)
         data: dict[str, Any] = {
             "store": str(store_path),
             "schema_version": store.schema_version,
@@ -547,6 +599,7 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
             ],
             "requests": dsr_summary(store),
             "daemon_running": daemon_running(store_path),
+            "sync_running": sync_running(store_path),
             "keys": key_facts(store, config),
             "store_exists": True,
         }
@@ -565,9 +618,14 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
             markup=True,
         )
     for name, info in data["flows"].items():
+        stopped = (
+            "; its process stopped mid-run, the next sync resumes where it stopped"
+            if info.get("last_status") == "interrupted"
+            else ""
+        )
         console.print(
             f"  flow {escape(name)}: {escape(str(info.get('last_status')))} "
-            f"(last success {info.get('last_success') or 'never'})"
+            f"(last success {info.get('last_success') or 'never'}){stopped}"
         )
     counts = data["counts"]
     per_system = escape(", ".join(f"{name} {n}" for name, n in data["queued"].items()))
@@ -591,6 +649,8 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
             f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
         )
     console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
+    if data["sync_running"] and not data["daemon_running"]:
+        console.print("  sync: running now")
     for dead in data["dead_letters"]:
         when = (
             f"refused {dead['refusals']} times, first {dead['first_refused_at']}, "
@@ -604,6 +664,25 @@ def _status(config: Config, args: argparse.Namespace, console: Console) -> int:
             markup=False,
         )
     return EXIT_OK
+
+
+def _runs_now(store: Store) -> dict[str, tuple[str, str | None, str, str | None]]:
+    """Each flow's latest run, one still marked running shown as ``interrupted`` when no
+    process holds the sync lock (the process running it died: ``kill -9``, a power cut).
+
+    The lock is looked at before and after the runs are read, so a sync that takes it in
+    between (and has just recorded its run) is not taken for an interrupted one.
+    """
+    syncing_before = sync_running(store.path)
+    runs = store.last_runs()
+    if syncing_before or not any(run[2] == "running" for run in runs.values()):
+        return runs
+    if sync_running(store.path):
+        return runs
+    return {
+        flow: (run[0], run[1], "interrupted", run[3]) if run[2] == "running" else run
+        for flow, run in runs.items()
+    }
 
 
 def _status_without_store(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -628,6 +707,9 @@ def _status_without_store(config: Config, args: argparse.Namespace, console: Con
 
 
 def _audit(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    problem = store_path_problem(store_path)
+    if problem is not None:
+        raise StorePathError(store_path, problem)
     if not store_path.exists():
         return _audit_without_store(store_path, args, console)
     store = Store(store_path)

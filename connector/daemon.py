@@ -429,7 +429,14 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         requeued = jobs.requeue_running(self.rt.store)
-        audit.append(self.rt.store, "daemon.started", {"requeued_jobs": requeued})
+        # The daemon holds the store's sync lock (`klantsync run`): a run still marked
+        # running is one a stopped process left, not one in progress.
+        interrupted = self.rt.store.close_interrupted_runs()
+        audit.append(
+            self.rt.store,
+            "daemon.started",
+            {"requeued_jobs": requeued, "interrupted_runs": interrupted},
+        )
         # What runs is what the audit trail says ran: a changed config leaves an entry.
         audit.record_config(self.rt.store, self.rt.config)
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
@@ -446,21 +453,31 @@ class Daemon:
                 next_run_time=now,
             )
         scheduler.add_job(
-            self.housekeeping,
+            self._scheduled,
             "interval",
+            args=[self.housekeeping],
             minutes=15,
             id="housekeeping",
+            name="housekeeping",
             jitter=30,
             next_run_time=now,
         )
         scheduler.add_job(
-            self.compliance_review, "interval", hours=24, id="compliance", next_run_time=now
+            self._scheduled,
+            "interval",
+            args=[self.compliance_review],
+            hours=24,
+            id="compliance",
+            name="compliance review",
+            next_run_time=now,
         )
         scheduler.add_job(
-            self.retention_sweep,
+            self._scheduled,
             "interval",
+            args=[self.retention_sweep],
             hours=6,
             id="retention",
+            name="retention sweep",
             jitter=300,
             next_run_time=now,
         )
@@ -470,7 +487,10 @@ class Daemon:
         log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
         await self.stopping.wait()
         log.info("daemon stopping")
-        scheduler.shutdown(wait=False)
+        # Nothing new starts; what runs is the daemon's own tasks (:meth:`_scheduled`),
+        # waited for below. The scheduler is shut down only after them: its shutdown cancels
+        # the jobs it still has running, and it logs each as failed, with a traceback.
+        scheduler.pause()
         self.rt.engine.request_stop()
         running = [t for t in self._tasks if t not in server_tasks and t is not worker]
         pending = [*running, worker]
@@ -478,6 +498,10 @@ class Daemon:
             _, still = await asyncio.wait(pending, timeout=STOP_GRACE_SECONDS)
             for task in still:
                 task.cancel()
+            if still:
+                # A cancelled task ends at the loop's next turn, the job awaiting it after.
+                await asyncio.wait(still, timeout=1)
+        scheduler.shutdown(wait=False)
         for server, _sock in servers:
             server.should_exit = True
         await asyncio.wait(server_tasks, timeout=3)
@@ -485,10 +509,24 @@ class Daemon:
         self.rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         log.info("daemon stopped")
 
-    async def _scheduled_flow(self, flow_name: str) -> None:
-        task = self._spawn(self.run_flow(flow_name))
+    async def _scheduled(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """What a scheduled job runs: ``work()`` as a task of the daemon's own, which a stop
+        waits for (the in-flight batch finishes) instead of the scheduler cancelling it.
+
+        A cancellation while the daemon stops is the scheduler's shutdown reaching a job
+        that was still winding down: expected, so it ends the job quietly (apscheduler logs
+        a job that raised it as an error, traceback and all).
+        """
+        task = self._spawn(work())
         try:
             await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if not self.stopping.is_set():
+                raise
+
+    async def _scheduled_flow(self, flow_name: str) -> None:
+        try:
+            await self._scheduled(lambda: self.run_flow(flow_name))
         except KlantsyncError as exc:
             log.warning("flow run failed", extra={"flow": flow_name, "error": str(exc)})
 

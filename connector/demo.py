@@ -19,7 +19,7 @@ import contextlib
 import json
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec
 
@@ -28,8 +28,9 @@ from rich.markup import escape
 
 from connector.crypto import generate_master_key
 from connector.engine import FlowReport, Progress
+from connector.lock import syncing
 from connector.loop import run as run_loop
-from connector.runtime import open_runtime
+from connector.runtime import Runtime, open_runtime
 from connector.sandboxkit import serve_tls
 
 __all__ = ["REPO_MAPPINGS", "SANDBOX_PORTS", "run_demo", "run_sandboxes", "write_config"]
@@ -234,7 +235,7 @@ async def _story(
     from connector.register_render import render
 
     shop = boxes["shop"]
-    async with open_runtime(config) as rt:
+    async with open_runtime(config) as rt, _syncing(rt):
         flow = rt.config.flows[0].name
         teller.heading("[bold]1. First sync[/]")
         with teller.progress() as bar:
@@ -319,6 +320,15 @@ async def _story(
             "register": str(register_file),
             "audit_entries": audit_entries,
         }
+
+
+@contextlib.asynccontextmanager
+async def _syncing(rt: Runtime) -> AsyncIterator[None]:
+    """The store's sync lock for the demo's syncs: `demo --dir DIR` run twice at once, or
+    beside a `sync` on DIR's config, shares one store."""
+    with syncing(rt.config.store_path, "demo"):
+        rt.store.close_interrupted_runs()
+        yield
 
 
 def _write(path: Path, text: str) -> str:

@@ -10,7 +10,10 @@ what happens next, so callers branch on *kind*, never on message text::
     │   │   └── RateLimitedError   429 from the vendor; carries the vendor's wait hint
     │   ├── FatalRemoteError   401/403/404 on a route, TLS failure: stop this system's work
     │   └── RecordError        the vendor rejected one record (4xx): dead-letter it, go on
-    ├── StoreError             the state store is unusable (locked by another daemon, bad schema)
+    ├── StoreError             the state store is unusable (locked by another daemon or sync,
+    │   │                      bad schema, damaged, not a klantsync store): exit 1
+    │   └── StorePathError     store.path names a place no store can be (a folder, or a folder
+    │                          that cannot be created): bad configuration, exit 2
     └── ReceiptError           a signed receipt or the audit chain does not verify
 
 Messages carry the system name, HTTP method, URL *path* and status only: never request or
@@ -19,6 +22,8 @@ and exception text ends up in logs.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 __all__ = [
     "ConfigError",
@@ -30,6 +35,7 @@ __all__ = [
     "RemoteError",
     "RetryableError",
     "StoreError",
+    "StorePathError",
 ]
 
 
@@ -113,6 +119,23 @@ class RecordError(RemoteError):
 
 class StoreError(KlantsyncError):
     """The state store cannot be used (another daemon holds it, schema too new, corrupt)."""
+
+
+class StorePathError(StoreError):
+    """No store can be at ``store.path``: it is a folder, or its folder cannot be created.
+
+    That is the configuration's to fix, so the CLI exits 2 naming ``store.path``; the store
+    does not know the config file, so the command layer adds it.
+
+    Args:
+        path: the store's path.
+        problem: what is wrong there and what to do, in words.
+    """
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
 
 
 class ReceiptError(KlantsyncError):

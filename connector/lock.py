@@ -5,6 +5,12 @@
 - The store's keys in use: every command that works with the store's keys holds
   :func:`sharing_keys` (shared) while it runs; replacing the master key takes
   :func:`keys_alone` (exclusive), so no process goes on sealing with keys the rotation retired.
+- One sync at a time per store: :func:`syncing` (exclusive), held by ``sync``, an inline
+  ``resync`` and ``demo`` for their run and by the daemon for its life. Two syncs at once pull
+  the same pages and deliver the same records twice over, and a run the store records as
+  running while nobody holds this lock (:func:`sync_running`) is one that was interrupted.
+  The lock belongs to those commands, not to the engine: tests run several engines on one
+  store in one process.
 
 ``flock`` is released by the kernel when the process dies, however it dies, so a crash never
 leaves a stale lock behind; the daemon's lock file records its pid for messages.
@@ -19,9 +25,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-from connector.errors import StoreError
+from connector.errors import StoreError, StorePathError
+from connector.state import make_store_folder
 
-__all__ = ["DaemonLock", "daemon_running", "keys_alone", "lock_path", "sharing_keys"]
+__all__ = [
+    "DaemonLock",
+    "daemon_running",
+    "keys_alone",
+    "lock_path",
+    "sharing_keys",
+    "sync_lock_path",
+    "sync_running",
+    "syncing",
+]
 
 
 def lock_path(store_path: Path) -> Path:
@@ -33,12 +49,12 @@ class DaemonLock:
     """Context manager holding the daemon lock of a store; raises StoreError if taken."""
 
     def __init__(self, store_path: Path) -> None:
+        self.store_path = store_path
         self.path = lock_path(store_path)
         self._fd: int | None = None
 
     def __enter__(self) -> DaemonLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(self.store_path, self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -64,9 +80,32 @@ class DaemonLock:
             self._fd = None
 
 
+def _open_lock(store_path: Path, path: Path) -> int:
+    """A descriptor on the lock file ``path`` beside the store, created (and its folder) if
+    missing; StorePathError (exit 2, naming store.path) if it cannot be."""
+    make_store_folder(store_path)
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StorePathError(
+            store_path,
+            f"cannot create its lock file {path.name} beside it ({exc.strerror}); point "
+            "store.path at a file in a folder klantsync can create and write",
+        ) from exc
+
+
 def daemon_running(store_path: Path) -> bool:
     """Whether a daemon currently holds the store's lock."""
-    path = lock_path(store_path)
+    return _held(lock_path(store_path))
+
+
+def sync_running(store_path: Path) -> bool:
+    """Whether a sync (a command, or the daemon) holds the store's sync lock now."""
+    return _held(sync_lock_path(store_path))
+
+
+def _held(path: Path) -> bool:
+    """Whether some process holds an exclusive lock on ``path``; creates nothing."""
     if not path.exists():
         return False
     fd = os.open(path, os.O_RDONLY)
@@ -85,9 +124,7 @@ def _keys_lock_path(store_path: Path) -> Path:
 
 @contextmanager
 def _flock(store_path: Path, *, exclusive: bool) -> Iterator[None]:
-    path = _keys_lock_path(store_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(store_path, _keys_lock_path(store_path))
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
@@ -113,3 +150,56 @@ def keys_alone(store_path: Path) -> Iterator[None]:
     """The store's keys to this process alone, or StoreError saying what to stop."""
     with _flock(store_path, exclusive=True):
         yield
+
+
+def sync_lock_path(store_path: Path) -> Path:
+    """The file whose lock says a sync runs on the store."""
+    return store_path.with_name(store_path.name + ".sync.lock")
+
+
+#: Who holds the sync lock, as another process's refusal names them.
+_SYNC_HOLDERS = {
+    "sync": "another klantsync sync",
+    "resync": "a klantsync resync",
+    "demo": "a klantsync demo",
+}
+
+
+@contextmanager
+def syncing(store_path: Path, holder: str) -> Iterator[None]:
+    """The store's sync lock while the block runs, or StoreError (exit 1) naming who has it.
+
+    Never waits: a second sync would only repeat the first one's work once it could start,
+    and the daemon, refused at start, is restarted by its service manager.
+
+    Args:
+        store_path: the store.
+        holder: ``sync``, ``resync``, ``demo`` or ``daemon``, written in the lock file for the
+            message another process gets.
+    """
+    fd = _open_lock(store_path, sync_lock_path(store_path))
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(_sync_refusal(store_path, os.pread(fd, 64, 0))) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{holder} {os.getpid()}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases its lock
+
+
+def _sync_refusal(store_path: Path, recorded: bytes) -> str:
+    holder, _, pid = recorded.decode(errors="replace").strip().partition(" ")
+    pid_text = f" (pid {pid})" if pid.isdigit() else ""
+    if holder == "daemon":
+        return (
+            f"{store_path}: the klantsync daemon{pid_text} runs on this store and syncs it; "
+            "use `klantsync resync --system S` (or `--email E`), which hands the sync to it"
+        )
+    who = _SYNC_HOLDERS.get(holder, "another klantsync command")
+    return (
+        f"{store_path}: {who}{pid_text} is syncing this store; run this again once it has "
+        "finished (two syncs at once would pull and deliver the same records twice)"
+    )

@@ -53,6 +53,22 @@ def sqlite_steps(store: Store, work: Callable[[], Any]) -> tuple[int, Any]:
     return steps, result
 
 
+def damaged_store(path: Path) -> Path:
+    """A store that opens but whose run history is a page of garbage (a torn write, a bad
+    disk): SQLite finds out when it reads that page."""
+    store = Store(path)
+    for n in range(300):
+        store.start_run(f"flow-{n}")
+    (root,) = store.db.execute("SELECT rootpage FROM sqlite_master WHERE name='runs'").fetchone()
+    (page_size,) = store.db.execute("PRAGMA page_size").fetchone()
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    with path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+    return path
+
+
 async def no_sleep(_seconds: float) -> None:
     """Retries and pacing in tests never wait for real."""
 

@@ -455,3 +455,83 @@ async def test_the_review_names_keys_due_for_rotation(daemon: Daemon) -> None:
         assert master_due not in seen.messages and receipt_due in seen.messages
     finally:
         logger.removeHandler(seen)
+
+
+def _listen_on_free_ports(config: Path) -> None:
+    """Listeners on free loopback ports, for a test that runs :meth:`Daemon.serve`."""
+    from connector.sandboxkit import free_port
+
+    config.write_text(
+        config.read_text().replace(
+            "[daemon]\n",
+            f'[daemon]\nlisten = "127.0.0.1:{free_port()}"\n'
+            f'admin_listen = "127.0.0.1:{free_port()}"\n',
+        )
+    )
+
+
+class _Errors(logging.Handler):
+    """Records ERROR and worse from any logger (apscheduler's propagate to the root)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_stopping_mid_run_logs_no_error(
+    open_rt: Callable[..., Any],
+    daemon_config: Path,
+    shop: WooCommerceSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stop while a scheduled flow run is in flight lets it finish and logs no error
+    (apscheduler logged the cancelled job's CancelledError with a traceback)."""
+    _listen_on_free_ports(daemon_config)
+    shop.seed_synthetic(3, seed=38)
+    errors = _Errors()
+    for name in ("", "klantsync"):
+        logging.getLogger(name).addHandler(errors)
+    try:
+        async with open_rt(daemon_config) as rt:
+            daemon = Daemon(rt, clock=Clock())
+            in_flight = asyncio.Event()
+            sync = rt.engine.sync
+
+            async def held_sync(*args: Any, **kwargs: Any) -> Any:
+                # The run is in flight when the stop comes, and ends only after it.
+                in_flight.set()
+                await daemon.stopping.wait()
+                return await sync(*args, **kwargs)
+
+            monkeypatch.setattr(rt.engine, "sync", held_sync)
+            serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+            await asyncio.wait_for(in_flight.wait(), 10)
+            daemon.stop()
+            await asyncio.wait_for(serving, 10)
+            assert rt.store.last_runs()["shop-to-crm"][2] in ("ok", "failed")
+    finally:
+        for name in ("", "klantsync"):
+            logging.getLogger(name).removeHandler(errors)
+    assert [r.getMessage() for r in errors.records] == []
+
+
+async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """`klantsync run` holds the sync lock, so at start a run still marked running is one
+    that was interrupted: recorded so, and audited."""
+    from connector import audit
+
+    _listen_on_free_ports(daemon_config)
+    async with open_rt(daemon_config) as rt:
+        left = rt.store.start_run("shop-to-crm")
+        daemon = Daemon(rt, clock=Clock())
+        daemon.stop()  # stops as soon as it has started
+        await asyncio.wait_for(daemon.serve(install_signals=False), 10)
+        row = rt.store.db.execute("SELECT status FROM runs WHERE id=?", (left,)).fetchone()
+        started = [e for e in audit.entries(rt.store) if e.kind == "daemon.started"]
+    assert row == ("interrupted",)
+    assert started[-1].data["interrupted_runs"] == 1

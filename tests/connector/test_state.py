@@ -2,6 +2,10 @@
 
 And a destination's next batch is a range read, however long its backlog. Dead letters: one
 per subject and system, gone once the subject is delivered there.
+
+
+And a destination's next batch is a range read, however long its backlog. A path or a file
+that cannot be a store is refused with a StoreError saying what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS
-from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
+from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store, store_path_problem
 from tests.conftest import sqlite_steps
 
 
@@ -255,3 +260,121 @@ def test_migration_11_folds_a_subjects_dead_letters_into_its_latest(tmp_path: Pa
             "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
             "VALUES ('crm', 'a', 'f', x'00', 'x', 'now')"
         )
+
+
+# -- what cannot be a store ----------------------------------------------------------------
+
+
+def test_a_store_path_below_a_regular_file_is_a_store_path_error(tmp_path: Path) -> None:
+    """A folder on the store's path that is a file: StorePathError naming both, said the same
+    by the check that creates nothing."""
+    (tmp_path / "state").write_text("not a folder")
+    path = tmp_path / "state" / "sub" / "klantsync.db"
+    with pytest.raises(StorePathError) as caught:
+        Store(path)
+    assert caught.value.path == path
+    assert str(caught.value) == (
+        f"{path}: {tmp_path / 'state'} is a file, not a folder, so the store cannot go there; "
+        "point store.path at a file in a folder klantsync can create and write"
+    )
+    assert store_path_problem(path) == caught.value.problem
+
+
+def test_a_store_path_that_is_a_folder_is_a_store_path_error(tmp_path: Path) -> None:
+    """A folder where the store file should be is refused, not opened."""
+    with pytest.raises(StorePathError, match=r"is a folder, not a file; point store\.path"):
+        Store(tmp_path)
+    assert store_path_problem(tmp_path) is not None
+    assert store_path_problem(tmp_path / "new" / "klantsync.db") is None
+
+
+def test_a_file_claiming_a_schema_without_its_tables_is_not_a_klantsync_store(
+    tmp_path: Path,
+) -> None:
+    """An SQLite file that says schema 9 but has none of its tables is refused as not a
+    store, before a migration fails on a table it lacks."""
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=9")
+    db.close()
+    with pytest.raises(StoreError) as caught:
+        Store(path)
+    assert str(caught.value) == (
+        f"{path}: not a klantsync store: it says schema 9 but holds none of its tables; point "
+        "store.path at the klantsync store, or restore the store from a backup"
+    )
+
+
+def test_a_store_missing_some_of_its_tables_is_damaged(tmp_path: Path) -> None:
+    """A store without some of the tables its schema has is damaged: restore a backup."""
+    path = tmp_path / "s.db"
+    Store(path).close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE outbox")
+    db.close()
+    with pytest.raises(StoreError, match=r"damaged: schema \d+ without its tables outbox; resto"):
+        Store(path)
+
+
+def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    """A foreign SQLite database gets no klantsync tables added, whatever its tables are
+    called (one named like ours made the first migration fail with a traceback)."""
+    for tables in (["cursors"], ["orders", "invoices"]):
+        path = tmp_path / f"{tables[0]}.db"
+        db = sqlite3.connect(path)
+        for table in tables:
+            db.execute(f"CREATE TABLE {table} (x)")
+        db.commit()
+        db.close()
+        with pytest.raises(StoreError) as caught:
+            Store(path)
+        assert str(caught.value) == (
+            f"{path}: not a klantsync store: an SQLite database with tables of its own and no "
+            "klantsync schema; point store.path at the klantsync store, or at a file that does "
+            "not exist yet"
+        )
+        db = sqlite3.connect(path)
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        assert names == sorted(tables)
+        assert db.execute("PRAGMA user_version").fetchone() == (0,)
+        db.close()
+
+
+def test_a_file_that_is_not_sqlite_is_not_a_klantsync_store(tmp_path: Path) -> None:
+    """A file of something else at store.path is refused with what to do, not SQLite's words."""
+    path = tmp_path / "s.db"
+    path.write_text("[store]\npath = 'klantsync.db'\n" * 40)
+    with pytest.raises(StoreError) as caught:
+        Store(path)
+    assert str(caught.value).startswith(
+        f"{path}: not a klantsync store: the file is not an SQLite database"
+    )
+    assert "restore the store from a backup" in str(caught.value)
+
+
+def test_a_damaged_store_found_when_opened_says_restore_it(tmp_path: Path) -> None:
+    """A store whose first pages are garbage is named damaged, with what to do."""
+    path = tmp_path / "s.db"
+    Store(path).close()
+    with path.open("r+b") as file:
+        file.seek(100)  # past the header: the schema page itself
+        file.write(b"\xff" * 3000)
+    with pytest.raises(StoreError) as caught:
+        Store(path)
+    assert str(caught.value) == (
+        f"{path}: the store is damaged (SQLite: database disk image is malformed); stop every "
+        "klantsync on it and restore it from a backup"
+    )
+
+
+def test_runs_left_running_are_closed_out_as_interrupted(tmp_path: Path) -> None:
+    """Runs a stopped process left marked running become interrupted; finished ones stay."""
+    store = Store(tmp_path / "s.db")
+    done = store.start_run("a")
+    store.finish_run(done, "ok", "{}")
+    store.start_run("b")
+    assert store.close_interrupted_runs() == 1
+    runs = store.last_runs()
+    assert runs["a"][2] == "ok"
+    assert runs["b"][1:3] == (None, "interrupted")
+    assert store.close_interrupted_runs() == 0

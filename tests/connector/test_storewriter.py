@@ -123,7 +123,7 @@ def test_a_store_the_writer_cannot_open_fails_at_once_and_leaves_no_thread(
 ) -> None:
     (tmp_path / "not-a-db").write_bytes(b"this is not a database, just some bytes " * 100)
     before = {t.name for t in threading.enumerate()}
-    with pytest.raises(StoreError, match="cannot open the store"):
+    with pytest.raises(StoreError, match="not a klantsync store: the file is not an SQLite"):
         StoreWriter(tmp_path / "not-a-db")
     after = {t.name for t in threading.enumerate()}
     assert not {name for name in after - before if name.startswith("klantsync-writer")}

@@ -698,3 +698,181 @@ def test_help_texts_say_what_the_commands_do() -> None:
     assert "daemon" in described("resync")
     (full,) = [a for a in choices["sync"]._actions if a.dest == "full"]
     assert "refused before" in (full.help or "")
+
+
+def _store_at(config: Path, path: str) -> Path:
+    """Point the config's store.path at ``path`` (relative to the config)."""
+    text = config.read_text()
+    assert 'path = "klantsync.db"' in text
+    config.write_text(text.replace('path = "klantsync.db"', f'path = "{path}"'))
+    return config.parent / path
+
+
+STORE_COMMANDS = [
+    ["status"],
+    ["sync"],
+    ["resync", "--system", "shop"],
+    ["check"],
+    ["audit", "verify"],
+    ["dsr", "list"],
+    ["keys", "show"],
+]
+
+
+@pytest.mark.parametrize("blocker", ["a file where its folder goes", "a folder"])
+def test_a_store_path_that_cannot_hold_a_store_exits_2_naming_store_path(
+    offline: Path, capsys: pytest.CaptureFixture[str], blocker: str
+) -> None:
+    """Every command that needs the store, `check` included, exits 2 naming the config file,
+    store.path and what to do, with no traceback, when no store can be at store.path."""
+    if blocker == "a folder":
+        store = _store_at(offline, "state")
+        store.mkdir()
+        problem = "is a folder, not a file"
+    else:
+        (offline.parent / "state").write_text("not a folder")
+        store = _store_at(offline, "state/klantsync.db")
+        problem = f"{offline.parent / 'state'} is a file, not a folder"
+    for command in STORE_COMMANDS:
+        assert main(["-c", str(offline), *command]) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {offline}: store.path: {store}: {problem}"), (command, err)
+        assert "point store.path at a file in a folder klantsync can create" in err
+    assert main(["-c", str(offline), "status", "--json"]) == 2
+    assert _json(capsys)["error"] == "config"  # type: ignore[index]
+
+
+def _not_a_store(path: Path, kind: str) -> None:
+    import sqlite3
+
+    from tests.conftest import damaged_store
+
+    if kind == "damaged":
+        damaged_store(path)
+        return
+    if kind == "not SQLite":
+        path.write_text("klantsync? no: a text file\n" * 50)
+        return
+    db = sqlite3.connect(path)
+    if kind == "foreign":
+        db.execute("CREATE TABLE cursors (x)")
+    else:  # a schema version and nothing else
+        db.execute("PRAGMA user_version=9")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        (
+            "damaged",
+            "the store is damaged (SQLite: database disk image is malformed); stop "
+            "every klantsync on it and restore it from a backup",
+        ),
+        ("not SQLite", "not a klantsync store: the file is not an SQLite database"),
+        ("foreign", "not a klantsync store: an SQLite database with tables of its own"),
+        ("schema alone", "not a klantsync store: it says schema 9 but holds none of its tables"),
+    ],
+)
+def test_a_store_file_that_is_damaged_or_not_a_store_exits_1_saying_so(
+    offline: Path, capsys: pytest.CaptureFixture[str], kind: str, said: str
+) -> None:
+    """`status` and `sync` on a damaged or foreign store file exit 1 with a message naming
+    the file and what to do, and no traceback (SQLite's own error escaped before)."""
+    store = _store_of(offline)
+    _not_a_store(store, kind)
+    for command in (["status"], ["sync"]):
+        assert main(["-c", str(offline), *command]) == 1, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {store}: {said}"), (command, err)
+        assert "Traceback" not in err
+    assert main(["-c", str(offline), "status", "--json"]) == 1
+    refused: Any = _json(capsys)
+    assert refused["error"] == "store" and refused["message"].startswith(f"{store}: {said}")
+
+
+def _fake_sync(seen: list[bool], store: Path) -> Any:
+    """An Engine.sync that records whether the sync lock is held while it runs, and syncs
+    nothing (the systems are a closed port)."""
+    from connector.lock import sync_running
+
+    async def sync(_engine: Engine, *_args: Any, **_kwargs: Any) -> list[Any]:
+        seen.append(sync_running(store))
+        return []
+
+    return sync
+
+
+def test_sync_holds_the_sync_lock_and_a_second_one_is_refused(
+    offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sync` and an inline `resync` hold the store's sync lock while they run; with another
+    sync or the daemon holding it they exit 1 saying who (pid) and what to do instead."""
+    import os
+
+    from connector.lock import sync_running, syncing
+
+    store = _store_of(offline)
+    seen: list[bool] = []
+    monkeypatch.setattr(Engine, "sync", _fake_sync(seen, store))
+    assert main(["-c", str(offline), "sync"]) == 0
+    assert main(["-c", str(offline), "resync", "--system", "shop"]) == 0
+    assert seen == [True, True]
+    assert not sync_running(store)
+    with syncing(store, "sync"):
+        for command in (["sync"], ["resync", "--system", "shop"]):
+            assert main(["-c", str(offline), *command]) == 1
+            assert (
+                f"error: {store}: another klantsync sync (pid {os.getpid()}) is syncing this "
+                "store; run this again once it has finished"
+            ) in capsys.readouterr().err
+    with syncing(store, "daemon"):
+        assert main(["-c", str(offline), "sync", "--json"]) == 1
+        refused = _json(capsys)
+    assert refused == {
+        "error": "store",
+        "message": f"{store}: the klantsync daemon (pid {os.getpid()}) runs on this store and "
+        "syncs it; use `klantsync resync --system S` (or `--email E`), which hands the sync "
+        "to it",
+    }
+    assert seen == [True, True]
+
+
+def test_status_shows_a_run_nobody_holds_as_interrupted_and_the_next_sync_closes_it(
+    offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run recorded as running while no process holds the sync lock was interrupted
+    (kill -9 mid-sync): `status` says so; the next sync records it as interrupted."""
+    from connector.lock import syncing
+    from connector.state import Store
+
+    store_path = _store_of(offline)
+    store = Store(store_path)
+    try:
+        run_id = store.start_run("shop-to-crm")  # what a killed sync leaves behind
+    finally:
+        store.close()
+
+    def last_status() -> str:
+        assert main(["-c", str(offline), "status", "--json"]) == 0
+        status: Any = _json(capsys)
+        return str(status["flows"]["shop-to-crm"]["last_status"])
+
+    assert last_status() == "interrupted"
+    assert main(["-c", str(offline), "status"]) == 0
+    assert "flow shop-to-crm: interrupted (last success never); its process stopped" in (
+        capsys.readouterr().out
+    )
+    with syncing(store_path, "sync"):  # a sync holds the lock: its run is in progress
+        assert last_status() == "running"
+    monkeypatch.setattr(Engine, "sync", _fake_sync([], store_path))
+    assert main(["-c", str(offline), "sync"]) == 0
+    with syncing(store_path, "sync"):
+        assert last_status() == "interrupted"  # recorded so, lock or not
+    store = Store(store_path)
+    try:
+        row = store.db.execute("SELECT status, finished_at FROM runs WHERE id=?", (run_id,))
+        assert row.fetchone() == ("interrupted", None)
+    finally:
+        store.close()

@@ -203,10 +203,37 @@ def test_second_daemon_on_the_same_store_is_refused(
     assert "already runs" in second.stderr
 
 
+def test_a_sync_beside_the_daemon_is_refused_and_so_is_a_daemon_beside_a_sync(
+    world: dict[str, Any], daemon: DaemonProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon holds the store's sync lock for its life: `sync` exits 1 naming it and
+    `resync`; once it stopped, a daemon started while a sync runs exits 1 naming the sync."""
+    from connector.config import load_config
+    from connector.lock import syncing
+
+    config: Path = world["config"]
+    assert main(["-c", str(config), "sync"]) == 1
+    err = capsys.readouterr().err
+    assert f"the klantsync daemon (pid {daemon.proc.pid}) runs on this store" in err
+    assert "use `klantsync resync --system S`" in err
+    assert daemon.stop() == 0
+    with syncing(load_config(config).store_path, "sync"):
+        refused = subprocess.run(
+            [sys.executable, "-m", "connector", "-c", str(config), "run"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert refused.returncode == 1
+    assert f"another klantsync sync (pid {os.getpid()}) is syncing this store" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def test_sigterm_mid_sync_exits_0_and_restart_finishes_without_loss(
     world: dict[str, Any],
 ) -> None:
-    """SIGTERM during a long sync exits 0 within 10 s; a restart delivers everyone once."""
+    """SIGTERM during a long sync exits 0 within 10 s, logging no error or traceback on the
+    way out; a restart delivers everyone once."""
     shop: WooCommerceSandbox = world["shop"]
     crm: HubSpotSandbox = world["crm"]
     shop.seed_synthetic(4000, seed=42)
@@ -219,6 +246,9 @@ def test_sigterm_mid_sync_exits_0_and_restart_finishes_without_loss(
         assert time.monotonic() - started < 10
     finally:
         first.kill()
+    logged = [*first.seen, *first.lines.queue]
+    assert [line for line in logged if line.get("level") == "error"] == []
+    assert [line for line in logged if line.get("event") == "raw"] == []
     assert crm.contact_count() < 4000  # it really was interrupted
     crm.faults.latency = 0.0
     second = DaemonProcess(world["config"])

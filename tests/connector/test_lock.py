@@ -1,0 +1,61 @@
+"""The locks beside a store: one sync at a time, and who holds it said to whoever is refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from connector.errors import StoreError, StorePathError
+from connector.lock import DaemonLock, sharing_keys, sync_lock_path, sync_running, syncing
+
+
+def test_a_second_sync_is_refused_naming_the_one_that_runs(tmp_path: Path) -> None:
+    """While a sync holds the lock another is refused, told who has it (pid) and to wait;
+    once it ends the lock is free again."""
+    store = tmp_path / "klantsync.db"
+    with syncing(store, "sync"):
+        assert sync_running(store)
+        with pytest.raises(StoreError) as caught, syncing(store, "resync"):
+            pass
+        assert str(caught.value) == (
+            f"{store}: another klantsync sync (pid {os.getpid()}) is syncing this store; run "
+            "this again once it has finished (two syncs at once would pull and deliver the "
+            "same records twice)"
+        )
+    assert not sync_running(store)
+    with syncing(store, "sync"):
+        pass
+
+
+def test_a_sync_beside_the_daemon_is_told_to_hand_it_over_with_resync(tmp_path: Path) -> None:
+    """The daemon holds the lock for its life; a sync is refused naming it and `resync`."""
+    store = tmp_path / "klantsync.db"
+    with syncing(store, "daemon"), pytest.raises(StoreError) as caught, syncing(store, "sync"):
+        pass
+    assert str(caught.value) == (
+        f"{store}: the klantsync daemon (pid {os.getpid()}) runs on this store and syncs it; "
+        "use `klantsync resync --system S` (or `--email E`), which hands the sync to it"
+    )
+
+
+def test_asking_whether_a_sync_runs_creates_nothing(tmp_path: Path) -> None:
+    """`status` asks; a store folder without lock files keeps none."""
+    store = tmp_path / "klantsync.db"
+    assert not sync_running(store)
+    assert not sync_lock_path(store).exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_locks_on_a_path_that_cannot_hold_a_store_are_store_path_errors(tmp_path: Path) -> None:
+    """Every lock beside a store whose folder cannot be made says so (StorePathError, exit 2),
+    not with a traceback from mkdir."""
+    (tmp_path / "state").write_text("a file")
+    store = tmp_path / "state" / "klantsync.db"
+    with pytest.raises(StorePathError), syncing(store, "sync"):
+        pass
+    with pytest.raises(StorePathError), sharing_keys(store):
+        pass
+    with pytest.raises(StorePathError), DaemonLock(store):
+        pass
