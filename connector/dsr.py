@@ -164,7 +164,7 @@ class DsrService:
             if system not in self.rt.systems:
                 raise DsrUsageError(f"no system named {system!r}")
             stored_id = self.rt.engine.ids.to_store(system, external_id)
-            known_sid = self.rt.store.subject_for_external(system, stored_id or external_id)
+            known_sid = self.rt.store.subject_for_external(system, stored_id)
             ids = self.identities(known_sid) if known_sid else {}
             ids.setdefault(system, external_id)
             if not email:
@@ -325,7 +325,7 @@ class DsrService:
             email = event.email
             sid = None
             if external is not None:
-                stored_id = self.rt.engine.ids.to_store(*external) or external[1]
+                stored_id = self.rt.engine.ids.to_store(*external)
                 sid = self.rt.store.subject_for_external(external[0], stored_id)
             if not email and external is not None:
                 email = await self._resolve_email({system: external[1]}, sid, first=system)

@@ -240,9 +240,9 @@ class KindRunner:
             return
         connector = {
             "subject_id": row.subject_id,
-            **self.db.holdings(row.subject_id),
+            **self._holdings(row.subject_id),
             **(
-                {"same_person": [{"subject_id": s, **self.db.holdings(s)} for s in people[1:]]}
+                {"same_person": [{"subject_id": s, **self._holdings(s)} for s in people[1:]]}
                 if len(people) > 1
                 else {}
             ),
@@ -268,6 +268,13 @@ class KindRunner:
             ) from None
         record_bundle(self.rt.store, self.rt.keyring, target, [p.name for p in written])
         self.service.audit("dsr.access_bundle", row, systems=sorted(held))
+
+    def _holdings(self, subject_id: str) -> dict[str, Any]:
+        """What the connector keeps about the subject, its systems' ids as the systems know
+        them (the person is shown their Mailchimp id, not the store's cloaked form)."""
+        held = self.db.holdings(subject_id)
+        held["identities"] = self.service.identities(subject_id)
+        return held
 
     def _write_bundle(
         self,

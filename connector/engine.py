@@ -574,8 +574,8 @@ class Engine:
         refused: list[OutboxRow] = []
         outcome = {result.ref: result for result in results}
         for record in records:
-            row, result = by_ref[record.ref], outcome[record.ref]
-            if row.subject_id not in late:
+            row, result = by_ref[record.ref], outcome.get(record.ref)
+            if result is None or row.subject_id not in late:
                 continue
             if result.outcome == "failed" and not result.retryable:
                 refused.append(row)  # nothing landed

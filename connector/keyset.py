@@ -208,8 +208,9 @@ def _unbound_keyring(store: Store, config: Config) -> Keyring:
                 "keys.source",
                 f"{store.path} holds nothing sealed but the folder's shared receipt signing "
                 f"key file {shared} does not open with this master key; keys.source must name "
-                "the key this store was written with (if it does, that key file is another "
-                "store's: move it aside)",
+                "the key this store was written with (if it does, that file is another store's "
+                "in this folder: once that store has been opened by this version, which takes "
+                "its own copy, move the shared file aside)",
             )
     return keyring
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,7 +57,7 @@ class DaemonLock:
     def __enter__(self) -> DaemonLock:
         fd = _open_lock(self.store_path, self.path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
@@ -102,6 +103,28 @@ def daemon_running(store_path: Path) -> bool:
 def sync_running(store_path: Path) -> bool:
     """Whether a sync (a command, or the daemon) holds the store's sync lock now."""
     return _held(sync_lock_path(store_path))
+
+
+#: How often, and how far apart, a refused exclusive lock is tried again before giving up.
+_TRIES = 20
+_PAUSE_SECONDS = 0.01
+
+
+def _lock_exclusive(fd: int) -> None:
+    """An exclusive lock on ``fd`` now, or BlockingIOError if another process keeps it.
+
+    :func:`_held` (``status``, a ``resync`` deciding where to go) takes a shared lock for a
+    moment to see whether anyone holds the lock; a sync or daemon starting in that moment
+    must not be refused for it, so a refusal is tried again for a fifth of a second.
+    """
+    for attempt in range(_TRIES):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == _TRIES - 1:
+                raise
+            time.sleep(_PAUSE_SECONDS)
 
 
 def _held(path: Path) -> bool:
@@ -180,7 +203,7 @@ def syncing(store_path: Path, holder: str) -> Iterator[None]:
     fd = _open_lock(store_path, sync_lock_path(store_path))
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lock_exclusive(fd)
         except BlockingIOError:
             raise StoreError(_sync_refusal(store_path, os.pread(fd, 64, 0))) from None
         os.ftruncate(fd, 0)

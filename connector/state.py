@@ -211,8 +211,11 @@ class Store:
             raise unusable(path, exc) from exc
         self._checkpointer: WalCheckpointer | None = None
         try:
-            self._configure()
+            # Waits out another process's write (up to 5 s) rather than failing at once.
+            self.db.execute("PRAGMA busy_timeout=5000")
+            # Refused before anything is set: WAL mode, for one, stays with the file.
             self._refuse_foreign()
+            self._configure()
             self.migrate()
             #: The highest outbox id handed out, or found at open (see :meth:`enqueue_page`).
             self._outbox_high: int = self.db.execute(
@@ -237,7 +240,6 @@ class Store:
         # checkpoints off its event loop altogether (:meth:`checkpoint_in_background`).
         self.db.execute(f"PRAGMA wal_autocheckpoint={AUTOCHECKPOINT_PAGES}")
         self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA busy_timeout=5000")
         # Freed pages are zeroed so deleted payloads do not linger in the file.
         self.db.execute("PRAGMA secure_delete=ON")
 
@@ -314,6 +316,11 @@ class Store:
         for version in range(current, len(MIGRATIONS)):
             try:
                 with self.transaction():
+                    # Read again under the write lock: another process opening the store at
+                    # the same moment (a daemon restarting beside a cron sync) may have run
+                    # this step while this one waited for the lock.
+                    if self.schema_version > version:
+                        continue
                     for statement in _statements(MIGRATIONS[version]):
                         self.db.execute(statement)
                     self.db.execute(f"PRAGMA user_version={version + 1}")

@@ -154,6 +154,13 @@ schedule = "every 15m"
 ENV = {"T_WC_KEY": "ck_sandbox", "T_WC_SECRET": "cs_sandbox", "T_HS_TOKEN": "pat-sandbox"}
 
 
+@pytest.fixture(autouse=True)
+def _lock_retries_without_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused store lock is tried again a few times, a hundredth of a second apart, in
+    case the holder was only looking; tests that are refused on purpose need not wait."""
+    monkeypatch.setattr("connector.lock._PAUSE_SECONDS", 0.0)
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in ENV.items():

@@ -40,6 +40,7 @@ from adapters.pipedrive.payloads import (
     encode_cursor,
     failure_reason,
     later_time,
+    other_phones_kept,
     person_body,
     search_hits,
     with_contact_keys,
@@ -239,22 +240,29 @@ class PipedriveAdapter:
         """Update one person; ``None`` when it no longer exists (404).
 
         ``correcting`` (the update-only verb, which may carry only the corrected fields)
-        changes what is given and nothing else: the e-mail list stays as it is (a sync sends
-        it, as the connector owns the primary address, but it may hold others someone added),
-        and since Pipedrive's ``name`` is both name parts, the part not given is read from
-        the person first; otherwise a corrected last name alone would become the whole name.
+        changes what is given and nothing else. The person is read first: Pipedrive's
+        ``name`` is both name parts, so one corrected alone keeps the other (else it would
+        become the whole name); a corrected phone replaces the primary one and keeps the
+        others someone added; the e-mail list is not sent (a sync sends it, the connector
+        owning the primary address, but it may hold others).
         """
-        fields = record.fields
-        parts = ("first_name", "last_name")
-        if correcting and sum(part in fields for part in parts) == 1:
+        fields = dict(record.fields)
+        phones: list[dict[str, Any]] | None = None
+        if correcting:
             current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
             if current.status_code == 404:
                 return None
             person = json_object(current).get("data")
-            if isinstance(person, dict):
+            person = person if isinstance(person, dict) else {}
+            parts = ("first_name", "last_name")
+            if sum(part in fields for part in parts) == 1:
                 missing = next(part for part in parts if part not in fields)
-                fields = {**fields, missing: person.get(missing) or ""}
-        body = person_body(fields, record.email, creating=False, emails=not correcting)
+                fields[missing] = person.get(missing) or ""
+            if isinstance(fields.get("phone"), str):
+                phones = other_phones_kept(person.get("phones"), fields["phone"])
+        body = person_body(
+            fields, record.email, creating=False, emails=not correcting, phones=phones
+        )
         response = await self.client.request(
             "PATCH", f"{PERSONS}/{person_id}", json=body, accept=(404,)
         )

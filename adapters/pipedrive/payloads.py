@@ -24,6 +24,7 @@ __all__ = [
     "encode_cursor",
     "failure_reason",
     "later_time",
+    "other_phones_kept",
     "person_body",
     "primary_value",
     "search_hits",
@@ -32,7 +33,12 @@ __all__ = [
 
 
 def person_body(
-    fields: Mapping[str, Any], email: str, *, creating: bool, emails: bool = True
+    fields: Mapping[str, Any],
+    email: str,
+    *,
+    creating: bool,
+    emails: bool = True,
+    phones: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The JSON body of ``POST``/``PATCH /persons`` for one mapped record.
 
@@ -42,7 +48,8 @@ def person_body(
     either is known, else the e-mail's local part (derived from a mapped field, so no new
     personal data is sent). On update ``name`` is sent only when a name part is, so a
     record without names never overwrites a name someone typed in Pipedrive; without
-    ``emails`` the e-mail list is not sent at all (a correction of other fields).
+    ``emails`` the e-mail list is not sent at all (a correction of other fields); ``phones``
+    is the whole phone list to send, when the caller made it (see ``other_phones_kept``).
     """
     body: dict[str, Any] = {}
     for name, value in fields.items():
@@ -56,7 +63,9 @@ def person_body(
         # whole list or merges is UNVERIFIED; the sandbox replaces it.)
         body["emails"] = [{"value": address, "primary": True, "label": "work"}]
     phone = fields.get("phone")
-    if isinstance(phone, str) and phone.strip():
+    if phones is not None:
+        body["phones"] = phones
+    elif isinstance(phone, str) and phone.strip():
         body["phones"] = [{"value": phone.strip(), "primary": True}]
     first = str(fields.get("first_name") or "").strip()
     last = str(fields.get("last_name") or "").strip()
@@ -66,6 +75,17 @@ def person_body(
     elif creating:
         body["name"] = address.partition("@")[0] or "unknown"
     return body
+
+
+def other_phones_kept(entries: Any, phone: str) -> list[dict[str, Any]]:
+    """A person's phone list with ``phone`` as the primary entry and the others kept."""
+    current = entries if isinstance(entries, list) else []
+    kept = [
+        dict(entry)
+        for entry in current
+        if isinstance(entry, Mapping) and not entry.get("primary") and entry.get("value") != phone
+    ]
+    return [{"value": phone.strip(), "primary": True}, *kept]
 
 
 def primary_value(entries: Any) -> str | None:

@@ -289,7 +289,7 @@ async def test_an_update_of_one_name_part_keeps_the_other_in_the_name(pd: Harnes
     )
 
 
-async def test_an_update_of_other_fields_leaves_the_email_list_alone(pd: Harness) -> None:
+async def test_an_update_leaves_the_email_list_and_other_phones_alone(pd: Harness) -> None:
     """A correction changes what it carries: an address a salesperson added stays."""
     email = "jan@example.com"
     full = {"email": email, "first_name": "Jan", "last_name": "Jansen"}
@@ -305,6 +305,16 @@ async def test_an_update_of_other_fields_leaves_the_email_list_alone(pd: Harness
     assert stored is not None
     assert [e["value"] for e in stored["emails"]] == [email, "jan.werk@example.com"]
     assert [p["value"] for p in stored["phones"]] == ["+31612345678"]
+    # A phone a salesperson added stays when the primary one is corrected.
+    person = pd.sandbox.store.persons[int(created.external_id)]
+    person.values["phones"] = [*person.values["phones"], {"value": "+31201234567"}]
+    fix = {"email": email, "phone": "+31687654321"}
+    (again,) = await pd.adapter.update([OutboundRecord("r", email, created.external_id, fix)])
+    assert again.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    phones = [(p["value"], bool(p.get("primary"))) for p in stored["phones"]]
+    assert phones == [("+31687654321", True), ("+31201234567", False)]
 
 
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:

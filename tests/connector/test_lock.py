@@ -59,3 +59,27 @@ def test_locks_on_a_path_that_cannot_hold_a_store_are_store_path_errors(tmp_path
         pass
     with pytest.raises(StorePathError), DaemonLock(store):
         pass
+
+
+def test_a_sync_starting_while_another_process_looks_at_the_lock_is_not_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status` asks whether a sync runs by taking a shared lock for a moment; a sync that
+    starts in that moment tries again instead of being refused."""
+    import fcntl
+
+    store = tmp_path / "klantsync.db"
+    with syncing(store, "sync"):
+        pass  # the lock file exists, nobody holds it
+    looker = os.open(sync_lock_path(store), os.O_RDONLY)
+    fcntl.flock(looker, fcntl.LOCK_SH | fcntl.LOCK_NB)  # the look, in progress
+    pauses: list[float] = []
+
+    def look_ends(seconds: float) -> None:
+        pauses.append(seconds)
+        os.close(looker)
+
+    monkeypatch.setattr("connector.lock.time.sleep", look_ends)
+    with syncing(store, "sync"):
+        assert sync_running(store)
+    assert len(pauses) == 1

@@ -337,7 +337,9 @@ def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: P
         names = [r[0] for r in db.execute("SELECT name FROM sqlite_master ORDER BY name")]
         assert names == sorted(tables)
         assert db.execute("PRAGMA user_version").fetchone() == (0,)
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # not made WAL
         db.close()
+        assert sorted(p.name for p in tmp_path.glob(f"{tables[0]}.db*")) == [path.name]
 
 
 def test_a_file_that_is_not_sqlite_is_not_a_klantsync_store(tmp_path: Path) -> None:
@@ -378,3 +380,24 @@ def test_runs_left_running_are_closed_out_as_interrupted(tmp_path: Path) -> None
     assert runs["a"][2] == "ok"
     assert runs["b"][1:3] == (None, "interrupted")
     assert store.close_interrupted_runs() == 0
+
+
+def test_a_migration_another_process_ran_meanwhile_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes open an older store at once: the one that waited for the write lock
+    finds the step done (the schema read again under the lock) and does not run it twice."""
+    store = Store(tmp_path / "klantsync.db")
+    try:
+        real = Store.schema_version.fget
+        assert real is not None
+        seen = iter([len(MIGRATIONS) - 1])  # what it read before the other process finished
+
+        def stale_first(self: Store) -> int:
+            return next(seen, None) or real(self)
+
+        monkeypatch.setattr(Store, "schema_version", property(stale_first))
+        store.migrate()
+        assert store.schema_version == len(MIGRATIONS)
+    finally:
+        store.close()

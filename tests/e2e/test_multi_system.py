@@ -193,6 +193,11 @@ async def test_mailchimp_member_ids_are_kept_cloaked(world: World, rt: Runtime) 
     world.shop.touch(email, first_name="Anders")
     (again,) = await rt.engine.sync("shop")
     assert again.destinations["news"].written == 1 and world.news.holds(email)
+    # The person's access bundle shows them their Mailchimp id, not the store's form of it.
+    view = await DsrService(rt).access(email, rt.config.store_path.parent / "bundle")
+    data = json.loads((rt.config.store_path.parent / "bundle" / "data.json").read_text())
+    assert view.status == "completed"
+    assert data["connector"]["identities"]["news"] == member
 
 
 async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt: Runtime) -> None:
