@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -352,3 +353,35 @@ def test_flows_that_is_not_an_array_names_the_table_syntax(
     path.write_text("flows = 5\n" + text)
     assert main(["-c", str(path), "check"]) == 2
     assert "must be an array of tables ([[flows]])" in capsys.readouterr().err
+
+
+def _without_flows(tmp_path: Path) -> Path:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().split("[[flows]]")[0])
+    return path
+
+
+def test_check_warns_when_no_flow_is_configured(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config without flows is valid (it still serves data subject requests) but `check`
+    says nothing will sync."""
+    path = _without_flows(tmp_path)
+    main(["-c", str(path), "check"])
+    assert "warning: no flow is configured" in capsys.readouterr().out
+    main(["-c", str(path), "check", "--json"])
+    assert "no flow is configured" in json.loads(capsys.readouterr().out)["warnings"][0]
+
+
+def test_sync_without_flows_says_so_in_one_line(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sync` with no flow configured exits 0 and says there was nothing to sync."""
+    path = _without_flows(tmp_path)
+    assert main(["-c", str(path), "sync"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"nothing to sync: {path} configures no flow (add a [[flows]] table)"
+    ]
+    assert main(["-c", str(path), "sync", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
