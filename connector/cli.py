@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import audit, cli_accountability, cli_dsr, cli_keys, compliance
+from connector.cliargs import int_at_least
 from connector.config import Config, load_config
 from connector.crypto import generate_master_key
 from connector.dsr_views import summary as dsr_summary
@@ -28,7 +29,7 @@ from connector.engine import DestinationReport, FlowReport, Progress
 from connector.errors import ConfigError, KlantsyncError, StoreError, StorePathError
 from connector.http import redact_url
 from connector.lock import daemon_running, sharing_keys, sync_running, syncing
-from connector.logs import setup_logging
+from connector.logs import redact, setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
 from connector.state import Store, damage, store_path_problem
@@ -58,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = command("demo", "sandboxes + sync + erasure + access + register, end to end")
     demo.add_argument("--dir", type=Path, help="keep the demo's files here (default: temp dir)")
-    demo.add_argument("--customers", type=int, default=300, help="synthetic customers to seed")
+    demo.add_argument(
+        "--customers",
+        # The story changes, erases and looks up customers 1 to 5.
+        type=int_at_least(5, "the demo's story uses five customers"),
+        default=300,
+        help="synthetic customers to seed (at least 5; default 300)",
+    )
     command(
         "keygen",
         "print a new master key (urlsafe base64 of 32 random bytes)",
@@ -106,7 +113,10 @@ def _parser() -> argparse.ArgumentParser:
         "config.example.toml trusts var/sandbox/tls/ca.pem relative to itself)",
     )
     sandbox.add_argument(
-        "--customers", type=int, default=50, help="synthetic customers to seed (default 50)"
+        "--customers",
+        type=int_at_least(0),  # empty sandboxes are a fair start for trying things by hand
+        default=50,
+        help="synthetic customers to seed (0 or more; default 50)",
     )
     audit_cmd = command("audit", "verify or export the audit chain")
     audit_cmd.add_argument("action", choices=["verify", "export"])
@@ -143,6 +153,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as exc:  # the last line of defence: a bug must not dump a traceback
+        return _internal_error(err, exc)
+
+
+def _internal_error(err: Console, exc: Exception) -> int:
+    """One line for an unexpected exception; the traceback only when asked for.
+
+    A traceback's frames show local values (a record, a token), and its text goes wherever
+    stderr goes (a journal, a CI log): so by default only the exception's type and its text,
+    redacted as log lines are, and a hint how to get the rest.
+    """
+    debug = os.environ.get("KLANTSYNC_DEBUG", "") not in ("", "0")
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    text = " ".join(redact(str(exc)).split())  # one line, whatever the exception holds
+    detail = f": {text}" if text else ""
+    err.print(f"klantsync: internal error: {type(exc).__name__}{detail}", markup=False)
+    if not debug:
+        err.print("(run again with KLANTSYNC_DEBUG=1 to see the traceback)", markup=False)
+    return EXIT_FAILED
 
 
 def _stdout_gone() -> None:
@@ -243,6 +275,8 @@ def _dispatch_configured(
         _resync_flows(config, args.system)
         if daemon_running(config.store_path):
             return _queue_resync(config, args, console)
+    if args.command == "sync" and not config.flows:
+        return _no_flows(config, args)
     if args.command in ("sync", "resync"):
         return run_loop(_sync(config, args, console))
     if args.command == "status":
@@ -295,6 +329,12 @@ async def _check(config_path: Path, args: argparse.Namespace, console: Console) 
             f.name: {"source": f.source, "destinations": f.destinations} for f in config.flows
         },
         "online": {},
+        # Worth knowing, not a failure: a config of systems only serves erasure and access.
+        "warnings": (
+            []
+            if config.flows
+            else ["no flow is configured ([[flows]]): sync and the daemon will move nobody"]
+        ),
     }
     summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
@@ -355,6 +395,8 @@ def _print_check(
         line(f"  system {name}: {info['adapter']} at {info['url']}; {_sends(config, name, info)}")
     for name, info in summary["flows"].items():
         line(f"  flow {name}: {info['source']} -> {', '.join(info['destinations'])}")
+    for warning in summary["warnings"]:
+        console.print(f"  [yellow]warning[/]: {escape(warning)}")
     for name, result in summary["online"].items():
         # A remote error already starts with the system's name; the line names it once.
         line(f"  online {name}: {result.removeprefix(f'{name}: ')}")
@@ -449,6 +491,23 @@ async def _sync_locked(
         for report in reports:
             print_report(console, report)
     return EXIT_FAILED if any(r.failed for r in reports) else EXIT_OK
+
+
+def _no_flows(config: Config, args: argparse.Namespace) -> int:
+    """``sync`` with no flow configured: said in one line, rather than an exit 0 in silence
+    that reads like a sync that found nobody to move.
+
+    Exit 0 (nothing failed). The line goes to stderr, so ``--json`` still prints ``[]``.
+    """
+    if args.flow is not None:
+        config.flow(args.flow)  # raises the error any config gives for an unknown flow
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"nothing to sync: {config.path} configures no flow (add a [[flows]] table)",
+        markup=False,
+    )
+    if args.json:
+        print("[]")
+    return EXIT_OK
 
 
 def _run_daemon(config_path: Path) -> int:

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import incidents, retention
+from connector.cliargs import int_at_least, refuse_directory, write_output
 from connector.config import Config, load_config
 from connector.keyset import open_keyring
 from connector.lock import sharing_keys
@@ -50,7 +51,12 @@ def register_commands(subparsers: Any) -> None:
         choices=["md", "html", "json"],
         help="output format (default md; json with --json)",
     )
-    reg.add_argument("--out", type=Path, help="write to this file instead of standard output")
+    reg.add_argument(
+        "--out",
+        type=Path,
+        help="write to this file instead of standard output (a file, not a directory; "
+        "missing folders are created)",
+    )
 
     inc = subparsers.add_parser(
         "incident",
@@ -72,13 +78,15 @@ def register_commands(subparsers: Any) -> None:
         help="when you became aware of the breach, ISO 8601 (default: now); the clock starts here",
     )
     opened.add_argument("--lang", choices=["nl", "en"], default="nl", help="draft language")
-    opened.add_argument("--out", type=Path, help="write the draft to this file")
+    opened.add_argument(
+        "--out", type=Path, help="write the draft to this file (a file, not a directory)"
+    )
     command(actions, "list", "incidents with the time left to notify (exit 1 if one is overdue)")
     show = command(actions, "show", "one incident and its notification draft")
-    show.add_argument("id", type=int)
+    show.add_argument("id", type=int_at_least(1))
     show.add_argument("--lang", choices=["nl", "en"], default="nl", help="draft language")
     close = command(actions, "close", "close an incident")
-    close.add_argument("id", type=int)
+    close.add_argument("id", type=int_at_least(1))
     close.add_argument("--note", required=True, help=f"how it was resolved. {_NO_PERSONAL_DATA}")
 
     ret = subparsers.add_parser(
@@ -117,8 +125,10 @@ def _register(config: Config, args: argparse.Namespace, console: Console) -> int
     # To a file, --format says what the file holds (JSON when only --json is given, as
     # before), and --json asks for a machine-readable note of what was written where.
     fmt = args.format or ("json" if args.json else "md")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(build_register(config, args.lang), fmt), encoding="utf-8")
+    example = f"{'verwerkingsregister' if args.lang == 'nl' else 'processing-register'}.{fmt}"
+    write_output(
+        args.out, render(build_register(config, args.lang), fmt), option="--out", example=example
+    )
     if args.json:
         print(json.dumps({"written": str(args.out), "format": fmt, "lang": args.lang}))
     else:
@@ -155,6 +165,9 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
             )
         return EXIT_FAILED if any(i.status(now) == "overdue" for i in found) else EXIT_OK
     if action == "open":
+        if args.out is not None:
+            # Before the incident is recorded, so a bad --out does not leave one behind.
+            refuse_directory(args.out, option="--out", example="incident.txt")
         aware = None
         if args.aware_since:
             try:
@@ -194,8 +207,7 @@ def _show(
 ) -> int:
     draft = incidents.notification_draft(incident, config, args.lang)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(draft, encoding="utf-8")
+        write_output(out, draft, option="--out", example="incident.txt")
     if args.json:
         data: dict[str, Any] = incident.as_dict(now)
         data["draft"] = draft

@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from connector.cliargs import int_at_least, write_output
 from connector.dsr import DsrService, DsrUsageError, RequestView
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime
@@ -70,7 +71,10 @@ def register(subparsers: Any) -> None:
     retry.add_argument("--all", action="store_true", help="every open request")
     extend = action("extend", "extend a request's deadline (two months at most, with a reason)")
     extend.add_argument("id")
-    extend.add_argument("--months", type=int, required=True)
+    # The service refuses more than the two months Art. 12(3) allows, with the months used.
+    extend.add_argument(
+        "--months", type=int_at_least(1), required=True, help="1 or 2 (two at most in all)"
+    )
     extend.add_argument("--reason", required=True)
     action("receipt", "print a completed request's signed receipt").add_argument("id")
     verify = action("verify-receipt", "check a receipt's Ed25519 signature")
@@ -78,7 +82,9 @@ def register(subparsers: Any) -> None:
     verify.add_argument("--public-key", type=Path, help="PEM public key (default: this store's)")
     action("rotate-key", "replace the receipt signing key (old receipts still verify)")
     public = action("public-key", "print the public key that checks this deployment's receipts")
-    public.add_argument("--out", type=Path, help="write the PEM to this file instead")
+    public.add_argument(
+        "--out", type=Path, help="write the PEM to this file instead (a file, not a directory)"
+    )
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
@@ -148,7 +154,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 def _public_key(service: DsrService, args: argparse.Namespace, console: Console) -> int:
     pem = service.public_key_pem()
     if args.out:
-        args.out.write_text(pem)
+        write_output(args.out, pem, option="--out", example="receipt-public-key.pem")
         if args.json:
             print(json.dumps({"written": str(args.out), "format": "pem"}))
         else:

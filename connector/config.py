@@ -10,8 +10,9 @@ config file's folder.
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from connector.adapter import AdapterSpec
+from connector.configfile import pydantic_error, read_toml
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
-from connector.http import check_url, is_loopback
+from connector.http import ca_bundle_problem, check_url, is_loopback
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import resolve_secret
@@ -65,35 +67,55 @@ class Schedule:
         """Typical seconds between runs (for readiness: "succeeded within twice this")."""
         if self.interval_seconds is not None:
             return self.interval_seconds
-        import datetime as dt
-
         from apscheduler.triggers.cron import CronTrigger
 
         trigger = CronTrigger.from_crontab(self.cron or "* * * * *", timezone="UTC")
         first = trigger.get_next_fire_time(None, dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
-        assert first is not None
-        second = trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))
-        assert second is not None
+        second = (
+            trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))
+            if first is not None
+            else None
+        )
+        if first is None or second is None:
+            # parse_schedule refuses such a cron; a Schedule built by hand must still not
+            # turn /readyz into a 500: a flow that never runs is never overdue.
+            return math.inf
         return float((second - first).total_seconds())
 
 
 _EVERY = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: The longest interval. Far beyond it the scheduler's date arithmetic overflows (an
+#: OverflowError when the daemon starts), and no flow needs to wait longer than a year.
+MAX_INTERVAL_SECONDS = 366 * 86400
+#: A cron must fire within this window (four years and a day: long enough for a leap day).
+CRON_HORIZON = dt.timedelta(days=4 * 366)
 
 
 def parse_schedule(text: str) -> Schedule:
-    """``"every 15m"`` or a five-field cron expression; raises ``ValueError`` if neither."""
+    """``"every 15m"`` or a five-field cron expression; raises ``ValueError`` if neither.
+
+    An interval longer than a year, or a cron that matches no time within four years
+    (``"0 0 31 2 *"``, the 31st of February), is refused: either would pass a check and then
+    break the daemon.
+    """
     text = text.strip()
     match = _EVERY.match(text)
     if match:
         seconds = int(match.group(1)) * _UNIT[match.group(2)]
         if seconds <= 0:
             raise ValueError("interval must be positive")
+        if seconds > MAX_INTERVAL_SECONDS:
+            raise ValueError("interval must be at most a year (every 366d)")
         return Schedule(text, interval_seconds=float(seconds))
     if len(text.split()) == 5:
         from apscheduler.triggers.cron import CronTrigger
 
-        CronTrigger.from_crontab(text, timezone="UTC")  # raises ValueError when malformed
+        trigger = CronTrigger.from_crontab(text, timezone="UTC")  # ValueError when malformed
+        start = dt.datetime.now(dt.UTC)
+        fires = trigger.get_next_fire_time(None, start)
+        if fires is None or fires - start > CRON_HORIZON:
+            raise ValueError("cron expression matches no time within four years; it never runs")
         return Schedule(text, cron=text)
     raise ValueError('must be "every <n>s|m|h|d" or a five-field cron expression')
 
@@ -219,19 +241,6 @@ class Config:
         raise ConfigError(str(self.path), "flows", f"no flow named {name!r}")
 
 
-def _pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    key = f"{prefix}.{loc}" if loc else prefix
-    if first["type"] == "extra_forbidden":
-        return ConfigError(file, key, "unknown key (check the spelling)")
-    if first["type"] == "missing":
-        return ConfigError(file, key, "required key is missing")
-    # The message is pydantic's description of the rule; the input value is never included,
-    # because it could be a secret or personal data.
-    return ConfigError(file, key, str(first["msg"]))
-
-
 def _table(data: Mapping[str, Any], key: str, file: str) -> dict[str, Any]:
     value = data.get(key, {})
     if not isinstance(value, dict):
@@ -256,12 +265,7 @@ def load_config(
         registry = REGISTRY
     file = str(path)
     base = path.resolve().parent
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(file, "", "config file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(file, "", f"is not valid TOML ({exc})") from None
+    data = read_toml(path, "config file")
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(file, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
@@ -270,7 +274,7 @@ def load_config(
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            raise _pydantic_error(file, key, exc) from None
+            raise pydantic_error(file, key, exc) from None
 
     store: StoreSettings = model(StoreSettings, "store", _table(data, "store", file))
     development: DevelopmentSettings = model(
@@ -313,7 +317,16 @@ def load_config(
     for name, raw in systems_raw.items():
         settings = _load_system(name, raw, file, base, registry, development, env)
         systems[name] = settings
-        mappings[name] = load_mapping(settings.mapping)
+        try:
+            mappings[name] = load_mapping(settings.mapping)
+        except ConfigError as exc:
+            # The mapping's own file and key come first; which config line chose that file
+            # is what someone editing the config needs next.
+            raise ConfigError(
+                exc.file,
+                exc.key,
+                f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})",
+            ) from None
 
     flows_raw = data.get("flows", [])
     if not isinstance(flows_raw, list):
@@ -384,7 +397,7 @@ def _load_system(
     try:
         settings = spec.settings_model.model_validate(raw)
     except ValidationError as exc:
-        raise _pydantic_error(file, key, exc) from None
+        raise pydantic_error(file, key, exc) from None
     for cred in spec.settings_model.required_credentials:
         if cred not in settings.credentials:
             raise ConfigError(file, f"{key}.credentials.{cred}", "required credential is missing")
@@ -398,6 +411,10 @@ def _load_system(
         ca = _resolve_path(base, settings.ca_bundle)
         if not ca.is_file():
             raise ConfigError(file, f"{key}.ca_bundle", f"CA bundle {ca} not found")
+        # Loaded now, so a file that is not a PEM bundle fails `check`, not the first sync.
+        problem = ca_bundle_problem(ca)
+        if problem:
+            raise ConfigError(file, f"{key}.ca_bundle", problem)
         updates["ca_bundle"] = ca
     return settings.model_copy(update=updates)
 

@@ -51,6 +51,7 @@ __all__ = [
     "SystemClient",
     "WaitHint",
     "build_ssl_context",
+    "ca_bundle_problem",
     "check_url",
     "is_loopback",
     "is_machine_code",
@@ -88,6 +89,12 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
         return "is not a valid URL"
     if not parts.hostname:
         return "has no host"
+    try:
+        port = parts.port  # urllib checks the port only when it is asked for, by raising
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "has an invalid port; it must be a number from 1 to 65535"
     if parts.username or parts.password:
         return "must not carry credentials in the URL; use the credentials table"
     if parts.scheme == "https":
@@ -106,9 +113,16 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
 
 def redact_url(url: str | httpx.URL) -> str:
     """Scheme, host and path only: the query string may hold e-mails, tokens or keys."""
-    parts = urlsplit(str(url))
+    try:
+        parts = urlsplit(str(url))
+    except ValueError:
+        return "<invalid URL>"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        # A malformed port: the config checks refuse one, and redacting must never fail.
+        port = ""
     host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
@@ -124,6 +138,27 @@ def build_ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def ca_bundle_problem(ca_bundle: Path, exc: BaseException | None = None) -> str | None:
+    """Why ``ca_bundle`` cannot be trusted as a CA bundle, in words; ``None`` if it can.
+
+    With ``exc`` (what :func:`build_ssl_context` raised) it only words that failure; without,
+    it loads the bundle to find out. OpenSSL's reason code is kept: it says what to look for.
+    """
+    if exc is None:
+        try:
+            build_ssl_context(ca_bundle)
+        except (ssl.SSLError, OSError) as error:
+            exc = error
+        else:
+            return None
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or type(exc).__name__
+        return f"CA bundle {ca_bundle} holds no usable PEM certificate ({reason})"
+    if isinstance(exc, OSError):
+        return f"CA bundle {ca_bundle} cannot be read ({exc.strerror or type(exc).__name__})"
+    return f"CA bundle {ca_bundle} cannot be loaded ({type(exc).__name__})"
 
 
 @dataclass

@@ -25,31 +25,73 @@ File format::
 
 from __future__ import annotations
 
-import tomllib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
+from pydantic import Field, ValidationError, field_validator
+
+from connector.configfile import pydantic_error, read_toml
 from connector.errors import ConfigError
 from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, Person
+from connector.settings import StrictModel
 from connector.transforms import Transform, make_transform
 
 __all__ = ["FieldMapping", "SystemMapping", "load_mapping"]
 
 Direction = Literal["in", "out", "both"]
-_TOP_KEYS = {
-    "system",
-    "id_path",
-    "record_root",
-    "default_region",
-    "requires_consent",
-    "withdrawn",
-    "ignore",
-    "fields",
-}
-_FIELD_KEYS = {"path", "transform", "purpose", "direction"}
+
+
+class _FieldFile(StrictModel):
+    """One ``[fields.<name>]`` table as written; what it means is checked in ``_load_field``."""
+
+    path: str = ""  # empty or missing: refused with words saying what the key is for
+    purpose: str = ""
+    transform: list[str] = Field(default_factory=list)
+    direction: Direction = "both"
+
+    @field_validator("transform", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value  # "trim" is short for ["trim"]
+
+
+class _MappingFile(StrictModel):
+    """A mapping file as written: the types of its keys (a wrong type is a clear error)."""
+
+    system: str | None = None
+    id_path: str = Field(default="id", min_length=1)
+    record_root: str | None = Field(default=None, min_length=1)
+    default_region: str = "NL"
+    requires_consent: str | None = None
+    withdrawn: dict[str, Any] = Field(default_factory=dict)
+    ignore: list[str] = Field(default_factory=list)
+    fields: dict[str, Any] = Field(default_factory=dict)  # each checked by _FieldFile
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        # Phone numbers written without a country code are read as this region's; a code
+        # libphonenumber does not know would make every such number unusable, silently.
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                f'unknown region {value!r}; use an ISO 3166-1 alpha-2 code such as "NL"'
+            )
+        return value.upper()
+
+    @field_validator("requires_consent")
+    @classmethod
+    def _consent(cls, value: str | None) -> str | None:
+        if value is not None and value not in CONSENT_FIELDS:
+            raise ValueError(f"unknown consent {value!r}; known: {sorted(CONSENT_FIELDS)}")
+        return value
+
+
+_TOP_KEYS = set(_MappingFile.model_fields)
+_FIELD_KEYS = set(_FieldFile.model_fields)
 
 
 @dataclass(frozen=True)
@@ -273,47 +315,32 @@ def load_mapping(path: Path) -> SystemMapping:
             transforms, a field without a purpose, a bad direction.
     """
     where = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(where, "", "mapping file not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(where, "", f"is not valid TOML ({exc})") from None
+    data = read_toml(path, "mapping file")
     for key in data:
+        # Checked before the model so the message can list the keys a mapping may have.
         if key not in _TOP_KEYS:
             raise ConfigError(where, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
-    region = str(data.get("default_region", "NL")).upper()
-    consent = data.get("requires_consent")
-    if consent is not None and consent not in CONSENT_FIELDS:
-        raise ConfigError(
-            where,
-            "requires_consent",
-            f"unknown consent {consent!r}; known: {sorted(CONSENT_FIELDS)}",
-        )
-    raw_fields = data.get("fields")
-    if not isinstance(raw_fields, dict) or not raw_fields:
+    try:
+        spec = _MappingFile.model_validate(data)
+    except ValidationError as exc:
+        raise pydantic_error(where, "", exc) from None
+    if not spec.fields:
         raise ConfigError(where, "fields", "a mapping needs at least one [fields.<name>] table")
     fields: dict[str, FieldMapping] = {}
-    for name, spec in raw_fields.items():
-        fields[name] = _load_field(where, name, spec, region)
+    for name, raw in spec.fields.items():
+        fields[name] = _load_field(where, name, raw, spec.default_region)
     if "email" not in fields:
         raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
-    withdrawn = data.get("withdrawn", {})
-    if not isinstance(withdrawn, dict):
-        raise ConfigError(where, "withdrawn", "must be a table of field = value")
-    if withdrawn and consent is None:
+    if spec.withdrawn and spec.requires_consent is None:
         raise ConfigError(where, "withdrawn", "only makes sense with requires_consent")
-    ignore = data.get("ignore", [])
-    if not isinstance(ignore, list) or not all(isinstance(p, str) for p in ignore):
-        raise ConfigError(where, "ignore", "must be a list of paths")
     return SystemMapping(
         path=path,
         fields=fields,
-        id_path=str(data.get("id_path", "id")),
-        record_root=data.get("record_root"),
-        requires_consent=consent,
-        withdrawn=dict(withdrawn),
-        ignore=frozenset(ignore),
+        id_path=spec.id_path,
+        record_root=spec.record_root,
+        requires_consent=spec.requires_consent,
+        withdrawn=dict(spec.withdrawn),
+        ignore=frozenset(spec.ignore),
     )
 
 
@@ -328,29 +355,25 @@ def _load_field(where: str, name: str, spec: Any, region: str) -> FieldMapping:
     for sub in spec:
         if sub not in _FIELD_KEYS:
             raise ConfigError(where, f"{key}.{sub}", f"unknown key; expected {sorted(_FIELD_KEYS)}")
-    path = spec.get("path")
-    if not isinstance(path, str) or not path:
+    try:
+        parsed = _FieldFile.model_validate(spec)
+    except ValidationError as exc:
+        raise pydantic_error(where, key, exc) from None
+    if not parsed.path:
         raise ConfigError(where, f"{key}.path", "missing: where the field lives in the system")
-    purpose = spec.get("purpose")
-    if not isinstance(purpose, str) or not purpose.strip():
+    if not parsed.purpose.strip():
         raise ConfigError(where, f"{key}.purpose", "missing: every mapped field needs a purpose")
-    direction = spec.get("direction", "both")
-    if direction not in ("in", "out", "both"):
-        raise ConfigError(where, f"{key}.direction", 'must be "in", "out" or "both"')
-    names = spec.get("transform", [])
-    if isinstance(names, str):
-        names = [names]
     transforms: list[Transform] = []
-    for tname in names:
-        made = make_transform(str(tname), region)
+    for tname in parsed.transform:
+        made = make_transform(tname, region)
         if made is None:
             raise ConfigError(where, f"{key}.transform", f"unknown transform {tname!r}")
         transforms.append(made)
     return FieldMapping(
         canonical=name,
-        path=path,
+        path=parsed.path,
         transforms=tuple(transforms),
-        transform_names=tuple(str(n) for n in names),
-        purpose=purpose.strip(),
-        direction=direction,
+        transform_names=tuple(parsed.transform),
+        purpose=parsed.purpose.strip(),
+        direction=parsed.direction,
     )

@@ -8,6 +8,7 @@ sandbox instead of the network.
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -15,7 +16,8 @@ import httpx
 
 from connector.adapter import Adapter, AdapterSpec, Limits
 from connector.config import Config
-from connector.http import RetryPolicy, SystemClient
+from connector.errors import ConfigError
+from connector.http import RetryPolicy, SystemClient, ca_bundle_problem
 from connector.mapping import SystemMapping
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
@@ -90,22 +92,33 @@ def open_systems(
         )
         if sleep is not None:
             retry.sleep = sleep
-        client = SystemClient(
-            name,
-            settings.base_url,
-            auth=client_config.auth,
-            headers=client_config.headers,
-            ca_bundle=settings.ca_bundle,
-            limits=limits.rate,
-            wait_hint=client_config.wait_hint,
-            rate_limited=client_config.rate_limited,
-            error_titles=client_config.error_titles,
-            retry=retry,
-            timeout=settings.timeout_seconds,
-            transport=(transports or {}).get(name),
-            max_connections=max(limits.max_concurrency, 1) + 2,
-            clock=clock,
-        )
+        try:
+            client = SystemClient(
+                name,
+                settings.base_url,
+                auth=client_config.auth,
+                headers=client_config.headers,
+                ca_bundle=settings.ca_bundle,
+                limits=limits.rate,
+                wait_hint=client_config.wait_hint,
+                rate_limited=client_config.rate_limited,
+                error_titles=client_config.error_titles,
+                retry=retry,
+                timeout=settings.timeout_seconds,
+                transport=(transports or {}).get(name),
+                max_connections=max(limits.max_concurrency, 1) + 2,
+                clock=clock,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            if settings.ca_bundle is None:
+                raise
+            # Config loading checked the bundle, but a daemon runs for months and the file
+            # can be replaced under it: the same error as at load, not an ssl traceback.
+            raise ConfigError(
+                str(config.path),
+                f"systems.{name}.ca_bundle",
+                ca_bundle_problem(settings.ca_bundle, exc) or "CA bundle cannot be loaded",
+            ) from None
         adapter = spec.factory(client, settings)
         systems[name] = System(
             name=name,

@@ -227,7 +227,10 @@ def example_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(REPO / "config.example.toml", directory / "config.toml")
     shutil.copytree(REPO / "mappings", directory / "mappings")
     (directory / "var/sandbox/tls").mkdir(parents=True)
-    (directory / "var/sandbox/tls/ca.pem").write_text("placeholder")
+    # Any PEM bundle will do (config loading reads it); certifi's is at hand, offline.
+    import certifi
+
+    shutil.copy(certifi.where(), directory / "var/sandbox/tls/ca.pem")
     (directory / "var/master.key").write_text(generate_master_key())
     live = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     for name in re.findall(r'"env:([A-Z0-9_]+)"', live):

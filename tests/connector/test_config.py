@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,154 @@ def test_flow_from_a_system_that_cannot_pull_is_refused(
     path.write_text(text)
     error = _load_error(path)
     assert error.key == "flows[0].source" and "cannot pull" in error.problem
+
+
+def test_ca_bundle_that_is_not_pem_exits_2_at_check(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ca_bundle that exists but holds no PEM certificate fails `check` with exit 2, naming
+    the key and the bundle, instead of passing and breaking the first sync."""
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    path = write_config(tmp_path, crm_extra='ca_bundle = "ca.pem"')
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "systems.crm.ca_bundle" in err and str(tmp_path / "ca.pem") in err
+    assert str(path) in err and "PEM" in err and "Traceback" not in err
+
+
+def test_ca_bundle_spoilt_after_load_is_the_same_config_error(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A bundle replaced by junk after the config loaded (a daemon runs for months) gives the
+    config error naming systems.X.ca_bundle when the clients are built, not an SSLError."""
+    import shutil
+
+    import certifi
+
+    from connector.systems import open_systems
+
+    shutil.copy(certifi.where(), tmp_path / "ca.pem")
+    path = write_config(tmp_path, crm_extra='ca_bundle = "ca.pem"')
+    config = load_config(path)
+    (tmp_path / "ca.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError) as info:
+        open_systems(config)
+    assert info.value.file == str(path) and info.value.key == "systems.crm.ca_bundle"
+    assert str(tmp_path / "ca.pem") in info.value.problem
+
+
+@pytest.mark.parametrize("port", ["99999", "abc", "0"])
+def test_base_url_with_an_invalid_port_exits_2(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    """A base_url whose port is out of range or not a number is a config error on the key."""
+    path = write_config(tmp_path, crm_url=f"https://127.0.0.1:{port}")
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "systems.crm.base_url" in err and "invalid port" in err and "Traceback" not in err
+
+
+def test_config_path_that_is_a_directory_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-c DIR` names the directory and says a file is needed."""
+    assert main(["-c", str(tmp_path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "is a directory" in err
+
+
+def test_config_that_is_not_utf8_exits_2(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config saved in Latin-1 is named, with what is wrong, instead of a decode traceback."""
+    path = write_config(tmp_path)
+    path.write_bytes(path.read_bytes() + "# café\n".encode("latin-1"))
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "UTF-8" in err
+
+
+@pytest.mark.parametrize(
+    ("schedule", "words"),
+    [
+        ("every 99999999999999999999d", "at most a year"),
+        ("every 367d", "at most a year"),
+        ("0 0 31 2 *", "never runs"),
+    ],
+)
+def test_schedule_the_daemon_cannot_run_is_refused_at_load(
+    tmp_path: Path, env: dict[str, str], schedule: str, words: str
+) -> None:
+    """An interval beyond a year (it overflowed the scheduler) and a cron that never fires
+    (it broke /readyz) are refused on flows[N].schedule."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"every 15m"', f'"{schedule}"'))
+    error = _load_error(path)
+    assert error.key == "flows[0].schedule" and words in error.problem
+
+
+def test_rare_but_real_schedules_still_load() -> None:
+    """A cron firing only on leap days, and an interval of a year, are still accepted."""
+    assert parse_schedule("0 0 29 2 *").nominal_seconds > 365 * 86400
+    assert parse_schedule("every 365d").nominal_seconds == 365 * 86400
+
+
+def test_a_schedule_that_never_fires_has_no_deadline() -> None:
+    """A cron Schedule built without parse_schedule that never fires is never overdue."""
+    from connector.config import Schedule
+
+    assert Schedule("0 0 31 2 *", cron="0 0 31 2 *").nominal_seconds == float("inf")
+
+
+def test_markup_in_a_key_is_printed_as_text(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A top-level key that looks like rich markup is printed as written, not interpreted."""
+    path = write_config(tmp_path)
+    path.write_text('"[/x]" = 1\n' + path.read_text())
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "[/x]: unknown key" in err and "MarkupError" not in err
+
+
+def test_flows_that_is_not_an_array_names_the_table_syntax(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`flows = 5` says to write [[flows]]; the brackets survive printing."""
+    path = write_config(tmp_path)
+    text = path.read_text().split("[[flows]]")[0]
+    path.write_text("flows = 5\n" + text)
+    assert main(["-c", str(path), "check"]) == 2
+    assert "must be an array of tables ([[flows]])" in capsys.readouterr().err
+
+
+def _without_flows(tmp_path: Path) -> Path:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().split("[[flows]]")[0])
+    return path
+
+
+def test_check_warns_when_no_flow_is_configured(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A config without flows is valid (it still serves data subject requests) but `check`
+    says nothing will sync."""
+    path = _without_flows(tmp_path)
+    main(["-c", str(path), "check"])
+    assert "warning: no flow is configured" in capsys.readouterr().out
+    main(["-c", str(path), "check", "--json"])
+    assert "no flow is configured" in json.loads(capsys.readouterr().out)["warnings"][0]
+
+
+def test_sync_without_flows_says_so_in_one_line(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sync` with no flow configured exits 0 and says there was nothing to sync."""
+    path = _without_flows(tmp_path)
+    assert main(["-c", str(path), "sync"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines() == [
+        f"nothing to sync: {path} configures no flow (add a [[flows]] table)"
+    ]
+    assert main(["-c", str(path), "sync", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []

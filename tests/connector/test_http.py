@@ -344,3 +344,12 @@ async def test_adapter_can_mark_a_non_429_answer_as_rate_limiting() -> None:
     with pytest.raises(FatalRemoteError):
         await client.request("GET", "/forbidden")
     await client.aclose()
+
+
+@pytest.mark.parametrize("port", ["99999", "abc", "0"])
+def test_check_url_refuses_an_invalid_port_and_redact_url_survives_it(port: str) -> None:
+    """A port out of range or not a number is a policy problem in words; redacting such a
+    URL (in a message about it) does not raise."""
+    url = f"https://127.0.0.1:{port}/api?token=x"
+    assert check_url(url) == "has an invalid port; it must be a number from 1 to 65535"
+    assert redact_url(url) == "https://127.0.0.1/api"

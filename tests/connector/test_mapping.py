@@ -96,3 +96,83 @@ def test_mapping_without_email_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_mapping(path)
     assert info.value.key == "fields.email"
+
+
+_GOOD_EMAIL = '[fields.email]\npath = "email"\npurpose = "x"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (
+            '[fields.email]\npath = "email"\npurpose = "x"\ntransform = 5\n',
+            "fields.email.transform",
+        ),
+        (
+            '[fields.email]\npath = "email"\npurpose = "x"\ntransform = {a = 1}\n',
+            "fields.email.transform",
+        ),
+        ('[fields.email]\npath = 5\npurpose = "x"\n', "fields.email.path"),
+        (
+            '[fields.email]\npath = "email"\npurpose = "x"\ndirection = "sideways"\n',
+            "fields.email.direction",
+        ),
+        ('requires_consent = ["marketing"]\n' + _GOOD_EMAIL, "requires_consent"),
+        ('default_region = "XX"\n' + _GOOD_EMAIL, "default_region"),
+        ("default_region = 31\n" + _GOOD_EMAIL, "default_region"),
+        ("record_root = 5\n" + _GOOD_EMAIL, "record_root"),
+        ("id_path = []\n" + _GOOD_EMAIL, "id_path"),
+        ('id_path = ""\n' + _GOOD_EMAIL, "id_path"),
+        ("ignore = 5\n" + _GOOD_EMAIL, "ignore"),
+        ('requires_consent = "marketing"\nwithdrawn = 5\n' + _GOOD_EMAIL, "withdrawn"),
+        ("fields = 5\n", "fields"),
+    ],
+)
+def test_mapping_key_of_the_wrong_type_names_file_and_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """A key of the wrong type (or an unknown region) is a ConfigError on that key, never a
+    TypeError or a silently accepted value."""
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert info.value.file == str(path) and info.value.key == key
+
+
+def test_mapping_values_are_read_as_written(tmp_path: Path) -> None:
+    """A lower-case region is accepted as its code, and one transform may be a plain string."""
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'default_region = "be"\n'
+        '[fields.email]\npath = "email"\npurpose = "x"\ntransform = "lower"\n'
+        '[fields.phone]\npath = "tel"\npurpose = "y"\ntransform = ["phone"]\n'
+    )
+    mapping = load_mapping(path)
+    assert mapping.fields["email"].transform_names == ("lower",)
+    assert mapping.inbound({"email": "A@B.BE", "tel": "0470 12 34 56"}) == {
+        "email": "a@b.be",
+        "phone": "+32470123456",
+    }
+
+
+@pytest.mark.parametrize("kind", ["directory", "latin-1"])
+def test_unreadable_mapping_names_it_and_the_config_key(
+    tmp_path: Path, env: dict[str, str], kind: str
+) -> None:
+    """A mapping path that is a directory, or a mapping not in UTF-8, is a config error naming
+    the mapping and which key of which config chose it."""
+    from connector.config import load_config
+    from tests.conftest import write_config
+
+    if kind == "directory":
+        mapping = tmp_path / "mappings"
+        mapping.mkdir()
+    else:
+        mapping = tmp_path / "crm.toml"
+        mapping.write_bytes(("# café\n" + _GOOD_EMAIL).encode("latin-1"))
+    config = write_config(tmp_path, crm_mapping=mapping)
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert info.value.file == str(mapping)
+    assert "systems.crm.mapping" in info.value.problem and str(config) in info.value.problem

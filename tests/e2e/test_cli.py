@@ -876,3 +876,97 @@ def test_status_shows_a_run_nobody_holds_as_interrupted_and_the_next_sync_closes
         assert row.fetchone() == ("interrupted", None)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["demo", "--customers", "0"], "0 is not a whole number of at least 5"),
+        (["demo", "--customers", "-5"], "-5 is not a whole number of at least 5"),
+        (["demo", "--customers", "many"], "'many' is not a whole number"),
+        (["sandbox", "--customers", "-1"], "-1 is not a whole number of 0 or more"),
+        (["-c", "x.toml", "dsr", "extend", "ER-1", "--months", "0", "--reason", "r"], "positive"),
+        (["-c", "x.toml", "incident", "show", "-3"], "-3 is not a positive whole number"),
+    ],
+)
+def test_integer_options_out_of_range_are_usage_errors(
+    argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A count or an id out of range is refused by the parser with exit 2 and a message on
+    the option, before any command runs (demo --customers 0 was a TypeError)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and words in err and "Traceback" not in err
+
+
+def test_register_out_to_a_directory_exits_2(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`register --out DIR` names the directory and suggests a file in it; nothing written."""
+    folder = offline.parent / "reports"
+    folder.mkdir()
+    assert main(["-c", str(offline), "register", "--out", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder} is a directory" in err and str(folder / "verwerkingsregister.md") in err
+    assert list(folder.iterdir()) == []
+
+
+def test_incident_draft_to_a_directory_records_no_incident(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`incident open --out DIR` is refused before the incident is recorded."""
+    args = ["-c", str(offline), "incident"]
+    assert main([*args, "open", "--summary", "laptop lost", "--out", str(offline.parent)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main([*args, "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def _raise_inside(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> int:
+        raise RuntimeError("lookup failed for jan.jansen@example.nl\nsecond line")
+
+    monkeypatch.setattr("connector.cli._status", broken)
+
+
+def test_unexpected_exception_is_one_redacted_line_and_exit_1(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug in a command prints its type and redacted text on one line, a hint how to see
+    the traceback, and exits 1: no traceback, no e-mail address."""
+    monkeypatch.delenv("KLANTSYNC_DEBUG", raising=False)
+    _raise_inside(monkeypatch)
+    assert main(["-c", str(offline), "status"]) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert (
+        lines[0] == "klantsync: internal error: RuntimeError: lookup failed for <email> second line"
+    )
+    assert "KLANTSYNC_DEBUG=1" in lines[1] and len(lines) == 2
+    assert "Traceback" not in err and "jan.jansen" not in err
+
+
+def test_unexpected_exception_shows_the_traceback_with_klantsync_debug(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With KLANTSYNC_DEBUG=1 the traceback is printed too (for a developer reproducing it)."""
+    monkeypatch.setenv("KLANTSYNC_DEBUG", "1")
+    _raise_inside(monkeypatch)
+    assert main(["-c", str(offline), "status"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "klantsync: internal error" in err
+
+
+def test_interrupt_still_exits_130(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C is not an internal error: it stays exit 130."""
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("connector.cli._status", interrupted)
+    assert main(["-c", str(offline), "status"]) == 130
+    assert "internal error" not in capsys.readouterr().err

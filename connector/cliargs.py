@@ -1,0 +1,70 @@
+"""Argument types and output files shared by the command modules (``cli``, ``cli_dsr``,
+``cli_accountability``).
+
+Kept apart from :mod:`connector.cli`, which imports those modules, so they can use these
+without an import cycle. A bad value becomes a usage error (exit 2) naming the option, never
+a traceback from deep inside the command that received it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+from connector.errors import ConfigError
+
+__all__ = ["int_at_least", "refuse_directory", "write_output"]
+
+
+def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
+    """An argparse ``type`` accepting whole numbers of at least ``minimum``.
+
+    Args:
+        minimum: the smallest value accepted.
+        why: a few words appended to the message saying why the floor is where it is.
+    """
+    kind = {0: "a whole number of 0 or more", 1: "a positive whole number"}.get(
+        minimum, f"a whole number of at least {minimum}"
+    )
+    reason = f" ({why})" if why else ""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}{reason}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is not {kind}{reason}")
+        return value
+
+    return parse
+
+
+def refuse_directory(path: Path, *, option: str, example: str) -> None:
+    """Exit-2 error when the file an option names is an existing directory."""
+    if path.is_dir():
+        raise ConfigError(option, "", f"{path} is a directory; name a file, e.g. {path / example}")
+
+
+def write_output(path: Path, text: str, *, option: str, example: str) -> None:
+    """Write ``text`` to the file an ``--out``-style option names; exit-2 errors if it cannot.
+
+    A directory is refused, as ``sort -o`` and ``gcc -o`` refuse one, rather than guessed
+    into: the option names a file, and the message suggests one inside that directory.
+    Missing parent folders are created.
+
+    Args:
+        path: the file to write.
+        text: its contents (UTF-8).
+        option: the option's name for messages (``--out``).
+        example: a file name to suggest when ``path`` is a directory.
+    """
+    refuse_directory(path, option=option, example=example)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            option, "", f"cannot write {path} ({exc.strerror or type(exc).__name__})"
+        ) from None

@@ -1,0 +1,65 @@
+"""Reading the TOML files of a configuration (the config itself and its mappings).
+
+Both kinds of file fail the same ways (missing, a folder, unreadable, not UTF-8, not TOML,
+a key of the wrong type), and every one of those must end as a :class:`ConfigError` naming
+the file and the key, never as a traceback. :func:`read_toml` and :func:`pydantic_error` are
+that shared wording.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from connector.errors import ConfigError
+
+__all__ = ["pydantic_error", "read_toml"]
+
+
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """The parsed contents of ``path``; :class:`ConfigError` naming it when it cannot be read.
+
+    Args:
+        path: the file to read.
+        what: what the file is, for messages ("config file", "mapping file").
+    """
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(file, "", f"{what} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(file, "", f"is a directory; name the {what} itself") from None
+    except PermissionError:
+        raise ConfigError(file, "", f"{what} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        # TOML is UTF-8 by definition; a file saved as Latin-1 or UTF-16 stops here.
+        raise ConfigError(
+            file, "", f"is not UTF-8 text (at byte offset {exc.start}); save the {what} as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(file, "", f"{what} cannot be read ({exc.strerror or exc})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"is not valid TOML ({exc})") from None
+
+
+def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
+    """The first problem pydantic found, as a :class:`ConfigError` naming its dotted key."""
+    first = exc.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    key = f"{prefix}.{loc}" if prefix and loc else (loc or prefix)
+    if first["type"] == "extra_forbidden":
+        return ConfigError(file, key, "unknown key (check the spelling)")
+    if first["type"] == "missing":
+        return ConfigError(file, key, "required key is missing")
+    if first["type"] == "value_error" and "error" in first.get("ctx", {}):
+        # Our own validators' words, without pydantic's "Value error, " in front.
+        return ConfigError(file, key, str(first["ctx"]["error"]))
+    # The message is pydantic's description of the rule; the input value is never included,
+    # because it could be a secret or personal data.
+    return ConfigError(file, key, str(first["msg"]))
