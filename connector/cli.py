@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import audit, cli_accountability, cli_dsr, cli_keys, compliance
-from connector.cliargs import int_at_least
+from connector.cliargs import int_at_least, make_folder
 from connector.config import Config, load_config
 from connector.crypto import generate_master_key
 from connector.dsr_views import summary as dsr_summary
@@ -154,17 +154,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print("interrupted")
         return 130
     except Exception as exc:  # the last line of defence: a bug must not dump a traceback
-        return _internal_error(err, exc)
+        return _internal_error(err, args, exc)
 
 
-def _internal_error(err: Console, exc: Exception) -> int:
+def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> int:
     """One line for an unexpected exception; the traceback only when asked for.
 
     A traceback's frames show local values (a record, a token), and its text goes wherever
     stderr goes (a journal, a CI log): so by default only the exception's type and its text,
     redacted as log lines are, and a hint how to get the rest.
     """
-    debug = os.environ.get("KLANTSYNC_DEBUG", "") not in ("", "0")
+    debug = os.environ.get("KLANTSYNC_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
     if debug:
         import traceback
 
@@ -172,6 +172,9 @@ def _internal_error(err: Console, exc: Exception) -> int:
     text = " ".join(redact(str(exc)).split())  # one line, whatever the exception holds
     detail = f": {text}" if text else ""
     err.print(f"klantsync: internal error: {type(exc).__name__}{detail}", markup=False)
+    if getattr(args, "json", False):
+        # Scripts read the answer on stdout, as for every other error.
+        print(json.dumps({"error": "internal", "message": f"{type(exc).__name__}{detail}"}))
     if not debug:
         err.print("(run again with KLANTSYNC_DEBUG=1 to see the traceback)", markup=False)
     return EXIT_FAILED
@@ -216,6 +219,8 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     if args.command == "demo":
         from connector.demo import run_demo
 
+        if args.dir is not None:
+            make_folder(args.dir, option="--dir")
         return run_demo(console, directory=args.dir, customers=args.customers, as_json=args.json)
     if args.command == "sandbox":
         from connector.demo import run_sandboxes
@@ -224,6 +229,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
         # looks for it, from whatever folder the command runs in.
         base = args.config.parent if args.config is not None else Path()
         directory = args.dir or base / "var" / "sandbox"
+        make_folder(directory, option="--dir")
         return run_sandboxes(console, directory, args.customers, as_json=args.json)
     config_path = _need_config(args, parser)
     config = load_config(config_path)

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import incidents, retention
-from connector.cliargs import int_at_least, refuse_directory, write_output
+from connector.cliargs import check_writable, int_at_least, write_output
 from connector.config import Config, load_config
 from connector.keyset import open_keyring
 from connector.lock import sharing_keys
@@ -167,7 +167,7 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
     if action == "open":
         if args.out is not None:
             # Before the incident is recorded, so a bad --out does not leave one behind.
-            refuse_directory(args.out, option="--out", example="incident.txt")
+            check_writable(args.out, option="--out", example="incident.txt")
         aware = None
         if args.aware_since:
             try:

@@ -9,12 +9,13 @@ a traceback from deep inside the command that received it.
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 from connector.errors import ConfigError
 
-__all__ = ["int_at_least", "refuse_directory", "write_output"]
+__all__ = ["check_writable", "int_at_least", "make_folder", "refuse_directory", "write_output"]
 
 
 def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
@@ -45,6 +46,33 @@ def refuse_directory(path: Path, *, option: str, example: str) -> None:
     """Exit-2 error when the file an option names is an existing directory."""
     if path.is_dir():
         raise ConfigError(option, "", f"{path} is a directory; name a file, e.g. {path / example}")
+
+
+def make_folder(path: Path, *, option: str) -> None:
+    """The folder an option names, made if missing; exit-2 error if it cannot be one."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = "a file is in the way" if isinstance(exc, FileExistsError) else exc.strerror
+        raise ConfigError(option, "", f"{path} cannot be a folder ({reason})") from None
+
+
+def check_writable(path: Path, *, option: str, example: str) -> None:
+    """Exit-2 error now if the file an option names could not be written later.
+
+    For a command that records something before it writes the file (``incident open``):
+    the record must not be left behind by an ``--out`` that was never going to work.
+    """
+    refuse_directory(path, option=option, example=example)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            option, "", f"cannot make the folder of {path} ({exc.strerror or type(exc).__name__})"
+        ) from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise ConfigError(option, "", f"cannot write {path} (permission denied)")
 
 
 def write_output(path: Path, text: str, *, option: str, example: str) -> None:

@@ -946,6 +946,35 @@ def test_unexpected_exception_is_one_redacted_line_and_exit_1(
     )
     assert "KLANTSYNC_DEBUG=1" in lines[1] and len(lines) == 2
     assert "Traceback" not in err and "jan.jansen" not in err
+    # With --json the answer is on stdout too, as for every other error.
+    assert main(["-c", str(offline), "status", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out) == {
+        "error": "internal",
+        "message": "RuntimeError: lookup failed for <email> second line",
+    }
+
+
+def test_a_dir_option_that_cannot_be_a_folder_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """demo and sandbox --dir naming a file: exit 2 naming the option, not an internal error."""
+    (tmp_path / "a-file").write_text("x")
+    for command in (["demo"], ["sandbox"]):
+        assert main([*command, "--dir", str(tmp_path / "a-file")]) == 2
+        err = capsys.readouterr().err
+        assert "--dir" in err and "a file is in the way" in err and "internal" not in err
+
+
+def test_incident_open_with_an_out_that_cannot_be_written_records_nothing(
+    offline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The draft's file is checked before the incident (and its 72-hour clock) is recorded."""
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "draft.txt"
+    assert main(["-c", str(offline), "incident", "open", "--summary", "s", "--out", str(out)]) == 2
+    capsys.readouterr()
+    assert main(["-c", str(offline), "incident", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
 
 
 def test_unexpected_exception_shows_the_traceback_with_klantsync_debug(
