@@ -18,7 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import incidents, retention
-from connector.cliargs import check_writable, int_at_least, write_output
+from connector.cliargs import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    check_writable,
+    int_at_least,
+    write_output,
+)
 from connector.config import Config, load_config
 from connector.keyset import open_keyring
 from connector.lock import sharing_keys
@@ -29,7 +36,6 @@ from connector.state import Store
 
 __all__ = ["register_commands", "run"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _NO_PERSONAL_DATA = (
     "Your own words, stored as given: do NOT put personal data (names, e-mail addresses, "
     "customer numbers) in it."

@@ -16,14 +16,19 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from connector.cliargs import int_at_least, write_output
+from connector.cliargs import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    int_at_least,
+    write_output,
+)
 from connector.dsr import DsrService, DsrUsageError, RequestView
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime
 
 __all__ = ["register", "run"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 CLEAR_DATA_NOTICE = (
     "The access bundle is the only place klantsync writes personal data in clear: "

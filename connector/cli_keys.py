@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from connector.cliargs import EXIT_OK
 from connector.config import Config
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
@@ -26,8 +27,6 @@ from connector.secrets import resolve_secret
 from connector.state import Store
 
 __all__ = ["register", "run"]
-
-EXIT_OK = 0
 
 
 def register(subparsers: Any) -> None:

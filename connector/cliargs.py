@@ -1,5 +1,5 @@
-"""Argument types and output files shared by the command modules (``cli``, ``cli_dsr``,
-``cli_accountability``).
+"""Exit codes, argument types and output files shared by the command modules (``cli`` and
+every ``cli_*``).
 
 Kept apart from :mod:`connector.cli`, which imports those modules, so they can use these
 without an import cycle. A bad value becomes a usage error (exit 2) naming the option, never
@@ -15,7 +15,24 @@ from pathlib import Path
 
 from connector.errors import ConfigError
 
-__all__ = ["check_writable", "int_at_least", "make_folder", "refuse_directory", "write_output"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_PIPE",
+    "EXIT_USAGE",
+    "check_writable",
+    "int_at_least",
+    "make_folder",
+    "refuse_directory",
+    "write_output",
+]
+
+#: The public contract: 0 done; 1 finished with failures (details printed); 2 bad usage or
+#: bad configuration (the message names the file, key and what is wrong).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+#: The reader of standard output went away (``klantsync audit export | head``): 128 + SIGPIPE,
+#: what the shell reports for any Unix tool stopped that way, as 130 is 128 + SIGINT.
+EXIT_PIPE = 141
 
 
 def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:

@@ -222,7 +222,7 @@ class _Teller:
     def progress(self) -> contextlib.AbstractContextManager[Progress | None]:
         if self.console is None:
             return contextlib.nullcontext()
-        from connector.cli import progress_bar
+        from connector.cli_sync import progress_bar
 
         return progress_bar(self.console)
 
@@ -345,7 +345,7 @@ def _count(box: Any) -> int:
 
 
 def _tell_sync(console: Console, report: dict[str, Any]) -> None:
-    from connector.cli import print_report
+    from connector.cli_sync import print_report
 
     print_report(console, _Report(report))
 

@@ -928,7 +928,7 @@ def _raise_inside(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_args: Any, **_kwargs: Any) -> int:
         raise RuntimeError("lookup failed for jan.jansen@example.nl\nsecond line")
 
-    monkeypatch.setattr("connector.cli._status", broken)
+    monkeypatch.setattr("connector.cli_status.status", broken)
 
 
 def test_unexpected_exception_is_one_redacted_line_and_exit_1(
@@ -996,6 +996,6 @@ def test_interrupt_still_exits_130(
     def interrupted(*_args: Any, **_kwargs: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("connector.cli._status", interrupted)
+    monkeypatch.setattr("connector.cli_status.status", interrupted)
     assert main(["-c", str(offline), "status"]) == 130
     assert "internal error" not in capsys.readouterr().err

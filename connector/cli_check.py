@@ -1,0 +1,148 @@
+"""`check`: the config, mappings, TLS settings and master key validated, compliance gaps
+listed, and with `--online` each system asked whether it answers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector import compliance
+from connector.cliargs import EXIT_FAILED, EXIT_OK
+from connector.config import Config, load_config
+from connector.errors import KlantsyncError, StorePathError
+from connector.http import redact_url
+from connector.state import Store, store_path_problem
+
+__all__ = ["check"]
+
+
+def _check_master_key(config: Config) -> dict[str, Any]:
+    """Whether the master key opens the store (ConfigError if not); a missing store is new."""
+    from connector.crypto import master_fingerprint
+    from connector.keyset import check_master_key
+
+    facts: dict[str, Any] = {"fingerprint": master_fingerprint(config.master_key)}
+    # Checked without creating anything: a check makes no store.
+    problem = store_path_problem(config.store_path)
+    if problem is not None:
+        raise StorePathError(config.store_path, problem)
+    if not config.store_path.exists():
+        facts["store"] = "not created yet"
+        return facts
+    store = Store(config.store_path)
+    try:
+        facts["store"] = "opens" if check_master_key(store, config) else "opens (not yet bound)"
+    finally:
+        store.close()
+    return facts
+
+
+async def check(config_path: Path, args: argparse.Namespace, console: Console) -> int:
+    config = load_config(config_path)
+    summary: dict[str, Any] = {
+        "config": str(config_path),
+        "store": str(config.store_path),
+        "systems": {
+            name: {
+                "adapter": s.adapter,
+                "url": redact_url(s.base_url),
+                "mapping": str(s.mapping),
+                "fields_sent": config.mappings[name].outbound_fields,
+                "private_ca": s.ca_bundle is not None,
+            }
+            for name, s in config.systems.items()
+        },
+        "flows": {
+            f.name: {"source": f.source, "destinations": f.destinations} for f in config.flows
+        },
+        "online": {},
+        # Worth knowing, not a failure: a config of systems only serves erasure and access.
+        "warnings": (
+            []
+            if config.flows
+            else ["no flow is configured ([[flows]]): sync and the daemon will move nobody"]
+        ),
+    }
+    summary["master_key"] = _check_master_key(config)
+    gaps = compliance.check_compliance(config)
+    summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
+    failed = bool(gaps)
+    if args.online:
+        from connector.adapter import Subject
+        from connector.systems import open_systems
+
+        # Only the systems: a check opens no store, so it creates none and binds no keys.
+        systems = open_systems(config)
+        try:
+            for name, system in systems.items():
+                try:
+                    await system.adapter.find(Subject(email="klantsync-check@example.invalid"))
+                    summary["online"][name] = "ok"
+                except KlantsyncError as exc:
+                    summary["online"][name] = str(exc)
+                    failed = True
+        finally:
+            await systems.aclose()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_check(console, config_path, config, summary, gaps)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _print_check(
+    console: Console,
+    config_path: Path,
+    config: Config,
+    summary: dict[str, Any],
+    gaps: Sequence[compliance.Gap],
+) -> None:
+    # Names, URLs and paths come from the config and messages from vendors' errors: printed
+    # as text, never read as rich markup.
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'s' if n != 1 else ''}"
+
+    unreachable = [name for name, result in summary["online"].items() if result != "ok"]
+    problems = [count(len(gaps), "compliance gap")] if gaps else []
+    if unreachable:
+        problems.append(f"{count(len(unreachable), 'system')} failed the online check")
+    if problems:
+        # The headline must not read "ok" when the command exits 1 for what follows.
+        where = escape(str(config_path))
+        console.print(f"[yellow]config valid[/], but {' and '.join(problems)} (below): {where}")
+    else:
+        reached = "; every system answered" if summary["online"] else ""
+        console.print(f"[green]ok[/]: {escape(str(config_path))} is valid{escape(reached)}")
+    key = summary["master_key"]
+    line(f"  master key {key['fingerprint']}: store {key['store']}")
+    for name, info in summary["systems"].items():
+        line(f"  system {name}: {info['adapter']} at {info['url']}; {_sends(config, name, info)}")
+    for name, info in summary["flows"].items():
+        line(f"  flow {name}: {info['source']} -> {', '.join(info['destinations'])}")
+    for warning in summary["warnings"]:
+        console.print(f"  [yellow]warning[/]: {escape(warning)}")
+    for name, result in summary["online"].items():
+        # A remote error already starts with the system's name; the line names it once.
+        line(f"  online {name}: {result.removeprefix(f'{name}: ')}")
+    if gaps:
+        console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
+    for gap in gaps:
+        line(f"  gap: {gap}")
+
+
+def _sends(config: Config, name: str, info: dict[str, Any]) -> str:
+    """What the system is sent; a system no flow delivers to is a source only."""
+    if info["fields_sent"]:
+        return f"sends {', '.join(info['fields_sent'])}"
+    if any(name in flow.destinations for flow in config.flows):
+        return "sends nothing (its mapping allows no field)"
+    return "sends nothing (source only)"

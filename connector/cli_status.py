@@ -1,0 +1,241 @@
+"""`status` and `audit`: what the store holds and where its runs stand, and the audit
+chain verified or exported. Neither creates a store where there is none."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector import audit
+from connector.cliargs import EXIT_FAILED, EXIT_OK
+from connector.config import Config
+from connector.dsr_views import summary as dsr_summary
+from connector.errors import ConfigError, StorePathError
+from connector.lock import daemon_running, sync_running
+from connector.state import Store, store_path_problem
+
+__all__ = ["audit_chain", "status"]
+
+
+def status(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from connector.keyset import key_facts
+
+    store_path, flows = config.store_path, [f.name for f in config.flows]
+    if not _store_exists(store_path):
+        return _status_without_store(config, args, console)
+    store = Store(store_path)
+    try:
+        runs = _runs_now(store)
+        data: dict[str, Any] = {
+            "store": str(store_path),
+            "schema_version": store.schema_version,
+            "counts": store.counts(),
+            "queued": store.outbox_counts(),
+            "flows": {
+                name: (
+                    {
+                        "last_started": runs[name][0],
+                        "last_finished": runs[name][1],
+                        "last_status": runs[name][2],
+                        "last_success": store.last_success(name),
+                    }
+                    if name in runs
+                    else {"last_status": "never run"}
+                )
+                for name in flows
+            },
+            # The 20 most recently refused; the reason is the vendor's category, never its
+            # message, and the subject its HMAC id.
+            "dead_letters": [
+                {
+                    "id": d.id,
+                    "system": d.system,
+                    "subject": d.subject_id,
+                    "reason": d.reason,
+                    "refusals": d.refusals,
+                    "first_refused_at": d.first_refused_at,
+                    "last_refused_at": d.created_at,
+                }
+                for d in store.dead_letters()[-20:]
+            ],
+            "requests": dsr_summary(store),
+            "daemon_running": daemon_running(store_path),
+            "sync_running": sync_running(store_path),
+            "keys": key_facts(store, config),
+            "store_exists": True,
+        }
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    console.print(f"store {escape(str(store_path))} (schema v{data['schema_version']})")
+    keys = data["keys"]
+    if keys["bound"]:
+        opens = "" if keys["keys_source_matches"] else " [bold red]NOT the key in keys.source[/]"
+        console.print(
+            f"  master key {keys['master_fingerprint']}{opens} "
+            f"(last rotated {keys['rotated_at'] or 'never'})",
+            markup=True,
+        )
+    for name, info in data["flows"].items():
+        stopped = (
+            "; its process stopped mid-run, the next sync resumes where it stopped"
+            if info.get("last_status") == "interrupted"
+            else ""
+        )
+        console.print(
+            f"  flow {escape(name)}: {escape(str(info.get('last_status')))} "
+            f"(last success {info.get('last_success') or 'never'}){stopped}"
+        )
+    counts = data["counts"]
+    per_system = escape(", ".join(f"{name} {n}" for name, n in data["queued"].items()))
+    console.print(
+        f"  queued {counts['outbox']}{f' ({per_system})' if per_system else ''}, "
+        f"dead letters {counts['dead_letters']}, "
+        f"known subjects {counts['subjects']} ({counts['identities']} system ids), "
+        f"suppressed {counts['suppression']}, "
+        f"audit entries {counts['audit']}"
+    )
+    requests = data["requests"]
+    console.print(
+        f"  data subject requests: {requests['open']} open, {requests['overdue']} overdue, "
+        f"{requests['flagged']} due within 7 days"
+    )
+    for request in requests["requests"]:
+        mark = "OVERDUE" if request["overdue"] else ("due soon" if request["flagged"] else "")
+        waiting = escape(", ".join(request["waiting_on"])) or "-"
+        console.print(
+            f"    {request['id']} {request['kind']}: {request['days_left']} days left "
+            f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
+        )
+    console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
+    if data["sync_running"] and not data["daemon_running"]:
+        console.print("  sync: running now")
+    for dead in data["dead_letters"]:
+        when = (
+            f"refused {dead['refusals']} times, first {dead['first_refused_at']}, "
+            f"last {dead['last_refused_at']}"
+            if dead["refusals"] > 1
+            else f"refused {dead['last_refused_at']}"
+        )
+        console.print(
+            f"  dead letter #{dead['id']} {dead['system']} {dead['subject']}: {dead['reason']} "
+            f"({when})",
+            markup=False,
+        )
+    return EXIT_OK
+
+
+def _runs_now(store: Store) -> dict[str, tuple[str, str | None, str, str | None]]:
+    """Each flow's latest run, one still marked running shown as ``interrupted`` when no
+    process holds the sync lock (the process running it died: ``kill -9``, a power cut).
+
+    The lock is looked at before and after the runs are read, so a sync that takes it in
+    between (and has just recorded its run) is not taken for an interrupted one.
+    """
+    syncing_before = sync_running(store.path)
+    runs = store.last_runs()
+    if syncing_before or not any(run[2] == "running" for run in runs.values()):
+        return runs
+    if sync_running(store.path):
+        return runs
+    return {
+        flow: (run[0], run[1], "interrupted", run[3]) if run[2] == "running" else run
+        for flow, run in runs.items()
+    }
+
+
+def _status_without_store(config: Config, args: argparse.Namespace, console: Console) -> int:
+    """No store yet: nothing has run. Said so without opening one, which would create it."""
+    flows = {flow.name: {"last_status": "never run"} for flow in config.flows}
+    if args.json:
+        data = {
+            "store": str(config.store_path),
+            "store_exists": False,
+            "flows": flows,
+            "daemon_running": False,
+        }
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    console.print(
+        f"store {escape(str(config.store_path))}: not created yet (nothing synced yet; "
+        "the first command that syncs creates it)"
+    )
+    for name in flows:
+        console.print(f"  flow {escape(name)}: never run")
+    return EXIT_OK
+
+
+def audit_chain(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    if not _store_exists(store_path):
+        return _audit_without_store(store_path, args, console)
+    store = Store(store_path)
+    try:
+        if args.action == "verify":
+            result = audit.verify(store)
+            if args.json:
+                print(json.dumps({**vars(result), "store_exists": True}))
+            elif result.ok:
+                console.print(f"[green]ok[/]: audit chain intact ({result.checked} entries)")
+                # Recorded outside the store, the head hash catches a wholesale rewrite.
+                console.print(
+                    f"  head: entry {result.head_seq}, hash {result.head_hash}", soft_wrap=True
+                )
+            else:
+                console.print(
+                    f"[red]broken[/]: entry {result.first_bad}: {escape(result.problem)} "
+                    f"({result.checked} entries verified before it)"
+                )
+            return EXIT_OK if result.ok else EXIT_FAILED
+        out = sys.stdout
+        try:
+            since = audit.parse_since(args.since) if args.since else None
+        except ValueError as exc:
+            raise ConfigError("--since", "", str(exc)) from None
+        for entry in audit.entries(store, since=since):
+            out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def _audit_without_store(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    """No store, so no chain: nothing to verify or export, and nothing is created.
+
+    ``verify`` exits 0: no entry failed a check (exit 1 means one did). It says in words, and
+    in JSON as ``store_exists: false`` with ``checked: 0``, that there was nothing to check;
+    a store that vanished shows there, and as a head hash recorded elsewhere gone missing.
+    """
+    if args.action == "export":
+        if args.since:
+            try:
+                audit.parse_since(args.since)
+            except ValueError as exc:
+                raise ConfigError("--since", "", str(exc)) from None
+        return EXIT_OK  # no entries: an empty export, as for a store with none
+    result = audit.VerifyResult(ok=True, checked=0)
+    if args.json:
+        print(json.dumps({**vars(result), "store_exists": False}))
+    else:
+        console.print(
+            f"no store at {escape(str(store_path))} yet: no audit entries to verify", markup=True
+        )
+    return EXIT_OK
+
+
+def _store_exists(store_path: Path) -> bool:
+    """Whether there is a store to read; StorePathError if none could ever be there.
+
+    These commands only read: where there is no store yet they say so, and make none.
+    """
+    problem = store_path_problem(store_path)
+    if problem is not None:
+        raise StorePathError(store_path, problem)
+    return store_path.exists()

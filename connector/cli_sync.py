@@ -1,0 +1,203 @@
+"""`sync` and `resync`: running flows now (or handing a resync to the daemon), the
+progress bar on a terminal, and the summary of each flow run."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector import audit
+from connector.cliargs import EXIT_FAILED, EXIT_OK
+from connector.config import Config
+from connector.engine import DestinationReport, FlowReport, Progress
+from connector.errors import ConfigError
+from connector.lock import sharing_keys, syncing
+from connector.runtime import open_runtime, settle_heap
+from connector.state import Store
+
+__all__ = ["no_flows", "print_report", "progress_bar", "queue_resync", "resync_flows", "sync"]
+
+
+class _BarProgress(Progress):
+    """A rich progress bar per flow and destination, for terminals."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+        self.tasks: dict[str, Any] = {}
+
+    def _task(self, key: str, total: int | None) -> Any:
+        if key not in self.tasks:
+            self.tasks[key] = self.bar.add_task(key, total=total)
+        elif total is not None:
+            self.bar.update(self.tasks[key], total=total)
+        return self.tasks[key]
+
+    def pulled(self, flow: str, count: int, total: int | None) -> None:
+        self.bar.advance(self._task(f"{flow}: pull", total), count)
+
+    def delivered(self, flow: str, system: str, count: int) -> None:
+        self.bar.advance(self._task(f"{flow}: -> {system}", None), count)
+
+
+@contextlib.contextmanager
+def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | None]:
+    """Bars per flow and destination while the block runs, on a terminal; else ``None``.
+
+    A pipe or a ``--json`` reader (``show=False``) gets nothing: what it reads is the report,
+    and a bar drawn there would be in the way of it. The bar is transient, so what stays on
+    the terminal is the report alone.
+    """
+    if not (show and console.is_terminal):
+        yield None
+        return
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(console=console, transient=True) as bar:
+        yield _BarProgress(bar)
+
+
+async def sync(config: Config, args: argparse.Namespace, console: Console) -> int:
+    dry_run = getattr(args, "dry_run", False)
+    # A dry run writes no cursor, outbox or run: it may look beside a sync or the daemon.
+    lock = contextlib.nullcontext() if dry_run else syncing(config.store_path, args.command)
+    with lock:
+        return await _sync_locked(config, args, console, dry_run=dry_run)
+
+
+async def _sync_locked(
+    config: Config, args: argparse.Namespace, console: Console, *, dry_run: bool
+) -> int:
+    async with open_runtime(config) as rt:
+        settle_heap()
+        if not dry_run:
+            # With the sync lock held, a run still marked running was interrupted.
+            rt.store.close_interrupted_runs()
+        audit.record_config(rt.store, rt.config)
+        reports: list[FlowReport] = []
+        flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
+        if args.command == "resync":
+            flow_names = list(resync_flows(rt.config, args.system))
+            audit.append(rt.store, "sync.manual", {"system": args.system, "full": args.full})
+            if args.email:
+                from connector.targeted import sync_subject
+
+                reports = await sync_subject(rt, args.system, email=args.email)
+                flow_names = []
+        for flow_name in flow_names:
+            with progress_bar(console, show=not args.json) as bar:
+                reports += await rt.engine.sync(
+                    flow_name, full=args.full, dry_run=dry_run, progress=bar
+                )
+    if args.json:
+        print(json.dumps([r.as_dict() for r in reports], indent=2))
+    else:
+        for report in reports:
+            print_report(console, report)
+    return EXIT_FAILED if any(r.failed for r in reports) else EXIT_OK
+
+
+def no_flows(config: Config, args: argparse.Namespace) -> int:
+    """``sync`` with no flow configured: said in one line, rather than an exit 0 in silence
+    that reads like a sync that found nobody to move.
+
+    Exit 0 (nothing failed). The line goes to stderr, so ``--json`` still prints ``[]``.
+    """
+    if args.flow is not None:
+        config.flow(args.flow)  # raises the error any config gives for an unknown flow
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"nothing to sync: {config.path} configures no flow (add a [[flows]] table)",
+        markup=False,
+    )
+    if args.json:
+        print("[]")
+    return EXIT_OK
+
+
+def resync_flows(config: Config, system: str) -> list[str]:
+    """The flows a resync of ``system`` runs; ConfigError (exit 2) when there are none."""
+    if system not in config.systems:
+        raise ConfigError(str(config.path), "systems", f"no system named {system!r}")
+    flows = [f.name for f in config.flows if f.source == system]
+    if not flows:
+        raise ConfigError(str(config.path), "flows", f"no flow has {system!r} as its source")
+    return flows
+
+
+def queue_resync(config: Config, args: argparse.Namespace, console: Console) -> int:
+    """The daemon runs: hand it the resync (it starts within a second) instead of racing it."""
+    with sharing_keys(config.store_path):
+        job_id = _enqueue_resync(config, args)
+    if args.json:
+        print(json.dumps({"queued": True, "job_id": job_id}))
+    else:
+        console.print(f"the daemon runs on this store: resync queued as job {job_id}")
+    return EXIT_OK
+
+
+def _enqueue_resync(config: Config, args: argparse.Namespace) -> int:
+    from connector import jobs
+    from connector.keyset import open_keyring
+
+    store = Store(config.store_path)
+    try:
+        params: dict[str, Any] = {"system": args.system, "full": args.full}
+        if args.email:
+            params["email"] = args.email.strip().lower()
+        job_id = jobs.enqueue(store, open_keyring(store, config), "resync", params)
+        audit.append(store, "sync.manual", {"system": args.system, "full": args.full})
+    finally:
+        store.close()
+    return job_id
+
+
+def _written(name: str, dest: DestinationReport) -> str:
+    """Created and updated counts; what was written where the system does not say which."""
+    counts = f"created {dest.created}, updated {dest.updated}"
+    if not dest.upserted:
+        return counts
+    written = f"written {dest.upserted} ({name} does not say which were new)"
+    return written if not (dest.created or dest.updated) else f"{counts}, {written}"
+
+
+def print_report(console: Console, report: FlowReport) -> None:
+    """Human summary of one flow run."""
+    mode = " (dry run)" if report.dry_run else ""
+    console.print(
+        f"[bold]{escape(report.flow)}[/]{mode}: pulled {report.pulled} from {escape(report.source)}"
+        f", {report.invalid} without a usable e-mail, {report.suppressed} suppressed (erased)"
+    )
+    for name, dest in report.destinations.items():
+        verb = "would send" if report.dry_run else "queued"
+        console.print(
+            f"  -> {escape(name)}: {verb} {dest.queued}, {escape(_written(name, dest))}, "
+            f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
+            f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
+            + (
+                f", still rejected {dest.still_rejected} (not re-sent until changed or --full)"
+                if dest.still_rejected
+                else ""
+            )
+            + (f" (last: {escape(dest.deferred)})" if dest.retry_later and dest.deferred else "")
+            + (
+                f", [red]{dest.not_erased} written for someone erased meanwhile and not "
+                "erased again: ask for their erasure again[/]"
+                if dest.not_erased
+                else ""
+            )
+        )
+    if report.moved:
+        console.print(
+            f"  {report.moved} changed their e-mail address at {escape(report.source)}: "
+            "their existing records were updated, not duplicated"
+        )
+    if report.withheld_fields:
+        withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
+        console.print(f"  withheld (not in any mapping, never sent): {escape(withheld)}")
+    for error in report.errors:
+        console.print(f"  [red]error[/]: {escape(error)}")
