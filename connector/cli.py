@@ -38,7 +38,7 @@ from connector.lock import daemon_running, syncing
 from connector.logs import redact, setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
-from connector.state import damage
+from connector.storefile import damage
 
 __all__ = ["main", "print_report", "progress_bar"]
 

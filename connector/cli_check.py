@@ -17,7 +17,8 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config, load_config
 from connector.errors import KlantsyncError, StorePathError
 from connector.http import redact_url
-from connector.state import Store, store_path_problem
+from connector.state import Store
+from connector.storefile import store_path_problem
 
 __all__ = ["check"]
 

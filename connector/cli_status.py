@@ -18,7 +18,8 @@ from connector.config import Config
 from connector.dsr_views import summary as dsr_summary
 from connector.errors import ConfigError, StorePathError
 from connector.lock import daemon_running, sync_running
-from connector.state import Store, store_path_problem
+from connector.state import Store
+from connector.storefile import store_path_problem
 
 __all__ = ["audit_chain", "status"]
 

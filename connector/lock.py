@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 
 from connector.errors import StoreError, StorePathError
-from connector.state import make_store_folder
+from connector.storefile import make_store_folder
 
 __all__ = [
     "DaemonLock",

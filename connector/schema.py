@@ -8,7 +8,7 @@ what it adds and why.
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS"]
+__all__ = ["MIGRATIONS", "statements"]
 
 #: Ordered schema migrations; the index + 1 is the schema version (``PRAGMA user_version``).
 MIGRATIONS: list[str] = [
@@ -226,3 +226,8 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX dead_letters_system_subject ON dead_letters (system, subject_id);
     """,
 ]
+
+
+def statements(script: str) -> list[str]:
+    """A migration script's statements, one by one (sqlite3 runs one per call)."""
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -12,9 +12,7 @@ an acknowledgement's hash, identity and outbox deletion commit together.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from connector.errors import StoreError, StorePathError
-from connector.schema import MIGRATIONS
+from connector.errors import StoreError
+from connector.schema import MIGRATIONS, statements
+from connector.storefile import damage, make_store_folder, refuse_foreign, unusable
 from connector.walcheckpoint import WalCheckpointer
 
 __all__ = [
@@ -33,10 +32,6 @@ __all__ = [
     "OutboxRow",
     "QueuedPayload",
     "Store",
-    "damage",
-    "make_store_folder",
-    "store_path_problem",
-    "unusable",
     "utcnow",
 ]
 
@@ -53,78 +48,6 @@ BACKGROUND_BOUND_PAGES = 50_000
 #: Tables keyed by (system, subject_no): what the connector holds per person and system.
 #: A subject id reaches its rows through ``subjects`` (:meth:`Store.subject_numbers`).
 PER_SYSTEM_TABLES = ("identities", "delivered", "outbox")
-
-
-#: What to do about a store.path that cannot hold a store; ends every such message.
-_PATH_FIX = "point store.path at a file in a folder klantsync can create and write"
-
-
-def store_path_problem(path: Path) -> str | None:
-    """Why no store can be made at ``path``, found without creating anything.
-
-    ``None`` when one can, and when a file is already there: what it holds is judged when it
-    is opened. For ``check`` and ``status``, which say so without creating the store.
-    """
-    try:
-        if path.is_dir():
-            return f"is a folder, not a file; {_PATH_FIX}"
-        if path.exists():
-            return None
-        folder = path.parent
-        while not folder.exists():  # also False below a regular file: walk up to it
-            folder = folder.parent
-        if not folder.is_dir():
-            return f"{folder} is a file, not a folder, so the store cannot go there; {_PATH_FIX}"
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return f"klantsync may not create files in {folder} (permission denied); {_PATH_FIX}"
-    except OSError as exc:
-        return f"cannot be reached ({exc.strerror}); {_PATH_FIX}"
-    return None
-
-
-def make_store_folder(path: Path) -> None:
-    """Create the store's folder if it is missing; StorePathError if no store can be there."""
-    try:
-        if path.is_dir():
-            raise StorePathError(path, f"is a folder, not a file; {_PATH_FIX}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StorePathError(
-            path,
-            store_path_problem(path) or f"its folder cannot be made ({exc.strerror}); {_PATH_FIX}",
-        ) from exc
-
-
-def damage(path: Path, exc: sqlite3.Error) -> StoreError | None:
-    """The StoreError an SQLite error means when the store file itself is bad, else ``None``.
-
-    Said from SQLite's error code, not its message, and never with what the rows hold.
-    """
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = None if code is None else code & 0xFF  # extended codes keep the primary below
-    if primary == sqlite3.SQLITE_NOTADB:
-        return StoreError(
-            f"{path}: not a klantsync store: the file is not an SQLite database (or is damaged "
-            "past opening); point store.path at the klantsync store, or restore the store "
-            "from a backup"
-        )
-    if primary == sqlite3.SQLITE_CORRUPT:
-        return StoreError(
-            f"{path}: the store is damaged (SQLite: database disk image is malformed); stop "
-            "every klantsync on it and restore it from a backup"
-        )
-    return None
-
-
-def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
-    """What an SQLite error on opening the store at ``path`` means, as a StoreError."""
-    found = damage(path, exc)
-    if found is not None:
-        return found
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == sqlite3.SQLITE_CANTOPEN:
-        return StorePathError(path, f"cannot be opened or created; {_PATH_FIX}")
-    return StoreError(f"{path}: cannot open the store ({exc})")
 
 
 def utcnow() -> str:
@@ -214,7 +137,7 @@ class Store:
             # Waits out another process's write (up to 5 s) rather than failing at once.
             self.db.execute("PRAGMA busy_timeout=5000")
             # Refused before anything is set: WAL mode, for one, stays with the file.
-            self._refuse_foreign()
+            refuse_foreign(self.db, self.path, self.schema_version)
             self._configure()
             self.migrate()
             #: The highest outbox id handed out, or found at open (see :meth:`enqueue_page`).
@@ -242,39 +165,6 @@ class Store:
         self.db.execute("PRAGMA foreign_keys=ON")
         # Freed pages are zeroed so deleted payloads do not linger in the file.
         self.db.execute("PRAGMA secure_delete=ON")
-
-    def _refuse_foreign(self) -> None:
-        """StoreError unless the file is empty or holds the tables its schema version says.
-
-        Migrating another application's database would add klantsync's tables to it (or
-        fail half-way on a name both use), and a file that claims a schema without its
-        tables would fail later on the first table it lacks, mid-command.
-        """
-        version = self.schema_version
-        tables = _tables(self.db)
-        if version == 0:
-            if tables:
-                raise StoreError(
-                    f"{self.path}: not a klantsync store: an SQLite database with tables of "
-                    "its own and no klantsync schema; point store.path at the klantsync store, "
-                    "or at a file that does not exist yet"
-                )
-            return
-        if version > len(MIGRATIONS):
-            return  # migrate() refuses it, saying to upgrade
-        expected = _tables_at(version)
-        missing = sorted(expected - tables)
-        if missing == sorted(expected):
-            raise StoreError(
-                f"{self.path}: not a klantsync store: it says schema {version} but holds none "
-                "of its tables; point store.path at the klantsync store, or restore the store "
-                "from a backup"
-            )
-        if missing:
-            raise StoreError(
-                f"{self.path}: the store is damaged: schema {version} without its tables "
-                f"{', '.join(missing)}; restore it from a backup"
-            )
 
     def checkpoint_in_background(self) -> WalCheckpointer:
         """Checkpoint the WAL on a thread of its own from now on (:mod:`connector.walcheckpoint`).
@@ -321,7 +211,7 @@ class Store:
                     # this step while this one waited for the lock.
                     if self.schema_version > version:
                         continue
-                    for statement in _statements(MIGRATIONS[version]):
+                    for statement in statements(MIGRATIONS[version]):
                         self.db.execute(statement)
                     self.db.execute(f"PRAGMA user_version={version + 1}")
             except sqlite3.Error as exc:
@@ -775,29 +665,6 @@ class Store:
         ):
             out[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
         return out
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
-
-
-def _tables(db: sqlite3.Connection) -> frozenset[str]:
-    """The tables of a database, SQLite's own (``sqlite_sequence``...) left out."""
-    rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-    return frozenset(name for (name,) in rows if not name.startswith("sqlite_"))
-
-
-@functools.cache
-def _tables_at(version: int) -> frozenset[str]:
-    """The tables a store at schema ``version`` holds: its migrations, run in memory."""
-    db = sqlite3.connect(":memory:")
-    try:
-        for script in MIGRATIONS[:version]:
-            for statement in _statements(script):
-                db.execute(statement)
-        return _tables(db)
-    finally:
-        db.close()
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -18,7 +18,8 @@ import pytest
 
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS
-from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store, store_path_problem
+from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
+from connector.storefile import store_path_problem
 from tests.conftest import sqlite_steps
 
 

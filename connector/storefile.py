@@ -1,0 +1,144 @@
+"""What can be a store and what cannot: the store file judged before and while it is used.
+
+A store path that cannot hold a store (a folder, a folder that cannot be made) is the
+configuration's to fix (StorePathError, exit 2 naming ``store.path``); a file there that is
+not a klantsync store, or is damaged, is refused with what to do (StoreError, exit 1), and
+another application's database is left exactly as it was. Messages are made from SQLite's
+error codes and the store's own table names, never from what rows hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sqlite3
+from pathlib import Path
+
+from connector.errors import StoreError, StorePathError
+from connector.schema import MIGRATIONS, statements
+
+__all__ = ["damage", "make_store_folder", "refuse_foreign", "store_path_problem", "unusable"]
+
+
+#: What to do about a store.path that cannot hold a store; ends every such message.
+_PATH_FIX = "point store.path at a file in a folder klantsync can create and write"
+
+
+def store_path_problem(path: Path) -> str | None:
+    """Why no store can be made at ``path``, found without creating anything.
+
+    ``None`` when one can, and when a file is already there: what it holds is judged when it
+    is opened. For ``check`` and ``status``, which say so without creating the store.
+    """
+    try:
+        if path.is_dir():
+            return f"is a folder, not a file; {_PATH_FIX}"
+        if path.exists():
+            return None
+        folder = path.parent
+        while not folder.exists():  # also False below a regular file: walk up to it
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder, so the store cannot go there; {_PATH_FIX}"
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"klantsync may not create files in {folder} (permission denied); {_PATH_FIX}"
+    except OSError as exc:
+        return f"cannot be reached ({exc.strerror}); {_PATH_FIX}"
+    return None
+
+
+def make_store_folder(path: Path) -> None:
+    """Create the store's folder if it is missing; StorePathError if no store can be there."""
+    try:
+        if path.is_dir():
+            raise StorePathError(path, f"is a folder, not a file; {_PATH_FIX}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorePathError(
+            path,
+            store_path_problem(path) or f"its folder cannot be made ({exc.strerror}); {_PATH_FIX}",
+        ) from exc
+
+
+def damage(path: Path, exc: sqlite3.Error) -> StoreError | None:
+    """The StoreError an SQLite error means when the store file itself is bad, else ``None``.
+
+    Said from SQLite's error code, not its message, and never with what the rows hold.
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF  # extended codes keep the primary below
+    if primary == sqlite3.SQLITE_NOTADB:
+        return StoreError(
+            f"{path}: not a klantsync store: the file is not an SQLite database (or is damaged "
+            "past opening); point store.path at the klantsync store, or restore the store "
+            "from a backup"
+        )
+    if primary == sqlite3.SQLITE_CORRUPT:
+        return StoreError(
+            f"{path}: the store is damaged (SQLite: database disk image is malformed); stop "
+            "every klantsync on it and restore it from a backup"
+        )
+    return None
+
+
+def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """What an SQLite error on opening the store at ``path`` means, as a StoreError."""
+    found = damage(path, exc)
+    if found is not None:
+        return found
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_CANTOPEN:
+        return StorePathError(path, f"cannot be opened or created; {_PATH_FIX}")
+    return StoreError(f"{path}: cannot open the store ({exc})")
+
+
+def refuse_foreign(db: sqlite3.Connection, path: Path, version: int) -> None:
+    """StoreError unless the file is empty or holds the tables its schema version says.
+
+    Migrating another application's database would add klantsync's tables to it (or
+    fail half-way on a name both use), and a file that claims a schema without its
+    tables would fail later on the first table it lacks, mid-command.
+    """
+    tables = _tables(db)
+    if version == 0:
+        if tables:
+            raise StoreError(
+                f"{path}: not a klantsync store: an SQLite database with tables of "
+                "its own and no klantsync schema; point store.path at the klantsync store, "
+                "or at a file that does not exist yet"
+            )
+        return
+    if version > len(MIGRATIONS):
+        return  # migrate() refuses it, saying to upgrade
+    expected = _tables_at(version)
+    missing = sorted(expected - tables)
+    if missing == sorted(expected):
+        raise StoreError(
+            f"{path}: not a klantsync store: it says schema {version} but holds none "
+            "of its tables; point store.path at the klantsync store, or restore the store "
+            "from a backup"
+        )
+    if missing:
+        raise StoreError(
+            f"{path}: the store is damaged: schema {version} without its tables "
+            f"{', '.join(missing)}; restore it from a backup"
+        )
+
+
+def _tables(db: sqlite3.Connection) -> frozenset[str]:
+    """The tables of a database, SQLite's own (``sqlite_sequence``...) left out."""
+    rows = db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+    return frozenset(name for (name,) in rows if not name.startswith("sqlite_"))
+
+
+@functools.cache
+def _tables_at(version: int) -> frozenset[str]:
+    """The tables a store at schema ``version`` holds: its migrations, run in memory."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for script in MIGRATIONS[:version]:
+            for statement in statements(script):
+                db.execute(statement)
+        return _tables(db)
+    finally:
+        db.close()
