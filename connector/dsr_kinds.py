@@ -140,8 +140,10 @@ class KindRunner:
             self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
             held = sorted(n for n, h in manifest["held"].items() if h)
             self.service.audit("dsr.manifest", row, systems_holding=held)
-        # 2. The connector's own traces go before the fan-out, so nothing here outlives it;
-        # a sync's write for the person still on its way settles first (connector/inflight.py).
+        # 2. The connector's own traces go before the fan-out, so nothing here outlives it.
+        # A sync batch checked against the suppression list before this request's entry was
+        # written may still be on its way: it lands first (connector/inflight.py), so its
+        # outcome is among the traces deleted and what it wrote among what the fan-out erases.
         for name in todo:
             await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
         counts = self.db.delete_traces(manifest["subject_ids"])
@@ -171,10 +173,8 @@ class KindRunner:
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
             if state.status != "pending_verification":
-                # A sync batch checked against the suppression list before this request's
-                # entry was written may still be on its way (a retry, after the snapshot):
-                # let it land, then delete it too.
-                await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
+                # Writes of a sync still on their way settled before the traces went (see
+                # _erase); any batch since saw the suppression entry and sent nothing.
                 result = await system.adapter.erase(subject)
                 # A retry after a crash finds nothing left; the first call's facts stay.
                 if not (record.get("found") and not result.found):

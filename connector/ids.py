@@ -48,6 +48,10 @@ class SystemIds:
             return value
         return self.keyring.cloak_id(system, value)
 
+    @overload
+    def from_store(self, system: str, value: str) -> str: ...
+    @overload
+    def from_store(self, system: str, value: None) -> None: ...
     def from_store(self, system: str, value: str | None) -> str | None:
         """A stored id in the form the system knows (one stored before cloaking passes as is)."""
         if value is None or system not in self.cloaked:
@@ -56,10 +60,7 @@ class SystemIds:
 
     def all_from_store(self, ids: Mapping[str, str]) -> dict[str, str]:
         """System name -> id, each in the form its system knows."""
-        return {
-            name: self.keyring.uncloak_id(name, v) if name in self.cloaked else v
-            for name, v in ids.items()
-        }
+        return {name: self.from_store(name, value) for name, value in ids.items()}
 
     def cloak_stored(self, store: Store) -> int:
         """Cloak the ids an older store kept as they were, for the systems that need it.

@@ -307,12 +307,7 @@ def _create_sealed(path: Path, sealed: bytes, *, mtime_ns: int | None = None) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(sealed)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if mtime_ns is not None:
-            os.utime(temporary, ns=(mtime_ns, mtime_ns))
+        _fill(fd, sealed, temporary, mtime_ns)
         try:
             os.link(temporary, path)
         except FileExistsError:
@@ -331,22 +326,24 @@ def _create_exclusive(path: Path, sealed: bytes, mtime_ns: int | None) -> bool:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
+    _fill(fd, sealed, path, mtime_ns)
+    return True
+
+
+def _fill(fd: int, data: bytes, path: Path | str, mtime_ns: int | None) -> None:
+    """Write ``data`` through ``fd`` (then closed) to disk; give ``path`` that age if asked."""
     with os.fdopen(fd, "wb") as handle:
-        handle.write(sealed)
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     if mtime_ns is not None:
         os.utime(path, ns=(mtime_ns, mtime_ns))
-    return True
 
 
 def _write_sealed(path: Path, keyring: Keyring, raw: bytes) -> None:
     """``raw`` sealed under ``keyring`` into ``path`` (0600, on disk before it is renamed)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(keyring.seal(raw, RECEIPT_KEY_CONTEXT))
-        handle.flush()
-        os.fsync(handle.fileno())
+    _fill(fd, keyring.seal(raw, RECEIPT_KEY_CONTEXT), path, None)
 
 
 @dataclass(frozen=True)
