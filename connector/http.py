@@ -389,8 +389,10 @@ class SystemClient:
         self._error_titles = _REASON_PHRASES | {title.casefold() for title in error_titles}
         #: Called after every call with (system, status or None, seconds): the daemon's metrics.
         self.observer: Callable[[str, int | None, float], None] | None = None
+        #: The client's monotonic clock (the limiter's): adapters time their own caches by it.
+        self.clock: Callable[[], float] = clock or time.monotonic
         self._limiters = {
-            name: RateLimiter(limit, sleep=self.retry.sleep, clock=clock or time.monotonic)
+            name: RateLimiter(limit, sleep=self.retry.sleep, clock=self.clock)
             for name, limit in (limits or {}).items()
         }
         pool = httpx.Limits(

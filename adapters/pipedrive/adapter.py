@@ -8,8 +8,9 @@ What it does, by contract verb:
   harmless: the engine skips unchanged content);
 - ``upsert``: v2 has neither a batch write nor an upsert for persons, so each record is one
   to three calls, run with bounded concurrency: ``PATCH /persons/{id}`` when the identity map
-  knows the id, else ``GET /persons/search`` (exact e-mail, the search bucket) and ``PATCH``
-  the hit, else ``POST /persons``;
+  knows the id, else the e-mail is looked up and the hit is patched, else ``POST /persons``.
+  The lookup is ``GET /persons/search`` (exact e-mail, the search bucket), or, when many
+  come at once (a first sync), one listing of every person (:mod:`.directory`);
 - ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
   (Pipedrive lets several persons share an e-mail), each read in full;
@@ -28,12 +29,14 @@ or the person with ``is_deleted: true`` during the 30 days is UNVERIFIED, so bot
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any, Final, Literal
 
 import httpx
 
+from adapters.pipedrive.directory import Directory
 from adapters.pipedrive.payloads import (
     PullCursor,
     decode_cursor,
@@ -63,7 +66,7 @@ from connector.adapter import (
     WebhookEvent,
     WebhookRequest,
 )
-from connector.errors import FatalRemoteError, RecordError, RetryableError
+from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.http import SystemClient, json_object
 
 __all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
@@ -75,6 +78,8 @@ SEARCH: Final = "/persons/search"
 ERASURE_ENDPOINT: Final = "DELETE /api/v2/persons/{id}"
 ERASURE_NOTE: Final = "deleted, purged by the vendor within 30 days"
 NOT_HELD_NOTE: Final = "no person held for this subject"
+
+log = logging.getLogger("klantsync.pipedrive")
 
 
 class PipedriveAdapter:
@@ -95,6 +100,8 @@ class PipedriveAdapter:
         self.client = client
         self.settings = settings
         self.limits = pipedrive_limits(settings)
+        self.directory = Directory(client.clock)
+        self._listing = asyncio.Lock()
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -155,6 +162,7 @@ class PipedriveAdapter:
         Raises:
             FatalRemoteError: bad token or missing permission (the whole system stops).
         """
+        await self._list_if_worth_it(records)
         return await self._write_persons(records, self._upsert_one)
 
     async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
@@ -216,17 +224,28 @@ class PipedriveAdapter:
                 if updated is not None:
                     return updated
             # No id, or a stale one (the person was deleted in Pipedrive): look the e-mail up.
-            hits = await self._search(record.email) if record.email else []
+            # An update asks the search: it changes only who is there, found for certain.
+            listed = self.directory.ids(record.email) if create and record.email else None
+            hits = listed if listed is not None else await self._search(record.email)
             if hits:
                 # Several persons may share an e-mail; the oldest one is the stable choice.
                 updated = await self._patch(hits[0], record, correcting=not create)
                 if updated is not None:
                     return updated
+                if listed is not None:
+                    # Deleted since the listing: whoever holds the address now, if anyone.
+                    hits = await self._search(record.email)
+                    updated = await self._patch(hits[0], record) if hits else None
+                    if updated is not None:
+                        return updated
             if not create:
                 return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
             body = person_body(record.fields, record.email, creating=True)
             response = await self.client.request("POST", PERSONS, json=body)
-            return self._result(record.ref, response, "created")
+            result = self._result(record.ref, response, "created")
+            if result.external_id is not None:
+                self.directory.created(record.email, int(result.external_id))
+            return result
         except RecordError as exc:
             return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
         except RetryableError as exc:
@@ -284,6 +303,61 @@ class PipedriveAdapter:
             )
         return UpsertResult(ref, outcome, external_id=str(person_id))
 
+    async def _list_if_worth_it(self, records: Sequence[OutboundRecord]) -> None:
+        """List every person first when that saves this batch's and the next ones' searches.
+
+        A listing that fails is not this batch's failure: the records are searched one by
+        one, as they would be without it.
+
+        Raises:
+            FatalRemoteError: bad token or missing permission.
+        """
+        lookups = sum(
+            1 for r in records if r.email and not (r.external_id and r.external_id.isdigit())
+        )
+        if not lookups:
+            return
+        async with self._listing:  # batches side by side wait for one listing
+            if self.directory.fresh or not self.directory.worth_listing(lookups):
+                return
+            try:
+                persons, pages = await self._every_person()
+            except FatalRemoteError:
+                raise
+            except KlantsyncError as exc:
+                log.warning(
+                    "person listing failed; searching instead",
+                    extra={"system": self.client.system, "error": str(exc)},
+                )
+                return
+            if not pages:
+                log.warning(
+                    "person listing handed back a page twice; searching instead",
+                    extra={"system": self.client.system},
+                )
+                return
+            self.directory.load(persons, pages)
+
+    async def _every_person(self) -> tuple[list[dict[str, Any]], int]:
+        """Every person (``GET /persons`` by id), and how many pages that took.
+
+        A ``next_cursor`` handed back twice ends the listing unfinished: ``([], 0)``.
+        """
+        persons: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        params: dict[str, Any] = {"limit": self.limits.page_size, "sort_by": "id"}
+        while True:
+            response = await self.client.request("GET", PERSONS, params=params)
+            body = json_object(response)
+            persons.extend(p for p in body.get("data") or [] if isinstance(p, dict))
+            token = _next_cursor(body)
+            if token is None:
+                return persons, len(seen) + 1
+            if token in seen:
+                return [], 0
+            seen.add(token)
+            params["cursor"] = token
+
     async def _search(self, email: str) -> list[int]:
         """Ids of live persons whose e-mails include ``email`` exactly (search bucket)."""
         response = await self.client.request(
@@ -329,6 +403,8 @@ class PipedriveAdapter:
         result is ``delete_purged_later`` and reversible, and the note says so. A second call
         finds no live person and reports ``found=False`` without deleting anything.
         """
+        if subject.email:
+            self.directory.forget(subject.email)
         people = await self.find(subject)
         deleted = 0
         status: int | None = None

@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "PullCursor",
     "decode_cursor",
+    "email_values",
     "encode_cursor",
     "failure_reason",
     "later_time",
@@ -122,9 +123,14 @@ def search_hits(body: Mapping[str, Any], email: str) -> list[int]:
         item = hit.get("item") if isinstance(hit, Mapping) else None
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), int):
             continue
-        if any(_email_text(e).strip().casefold() == wanted for e in _list(item.get("emails"))):
+        if any(e.strip().casefold() == wanted for e in email_values(item.get("emails"))):
             ids.append(int(item["id"]))
     return sorted(set(ids))
+
+
+def email_values(emails: Any) -> list[str]:
+    """The addresses of a person's ``emails`` (objects in records, strings in search hits)."""
+    return [text for text in map(_email_text, _list(emails)) if text]
 
 
 def _list(value: Any) -> Iterable[Any]:

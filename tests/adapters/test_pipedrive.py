@@ -25,6 +25,7 @@ from adapters.pipedrive import (
     pipedrive_limits,
     wait_hint,
 )
+from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import decode_cursor
 from adapters.pipedrive.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
@@ -261,6 +262,108 @@ async def test_stale_external_id_falls_back_to_search(pd: Harness) -> None:
     assert pd.sandbox.holds("person1@example.com")
 
 
+# -- lookups: a search each, or one listing of everyone ------------------------------------
+
+
+async def _upsert_in_batches(pd: Harness, numbers: range, size: int = 10) -> list[Any]:
+    results: list[Any] = []
+    for start in range(numbers.start, numbers.stop, size):
+        results += await pd.adapter.upsert([person(n) for n in range(start, start + size)])
+    return results
+
+
+async def test_a_first_sync_lists_everyone_once_instead_of_searching_each(pd: Harness) -> None:
+    """Past 20 lookups in a minute, one listing answers the rest: held persons are updated."""
+    held = {n: pd.sandbox.add_person(f"person{n}@example.com") for n in range(0, 60, 3)}
+    results = await _upsert_in_batches(pd, range(60))
+    # The first batch's 10 lookups were searched; the second batch reached 20 and listed.
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 10
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 1
+    for n, result in enumerate(results):
+        if n in held:
+            assert (result.outcome, result.external_id) == ("updated", held[n])
+        else:
+            assert result.outcome == "created"
+    assert pd.sandbox.person_count() == 60
+
+
+async def test_a_few_new_records_are_searched_without_a_listing(pd: Harness) -> None:
+    """A handful of lookups is cheaper searched than a listing of a large company."""
+    for n in range(200):
+        pd.sandbox.add_person(f"someone{n}@example.com")
+    await pd.adapter.upsert([person(n) for n in range(5)])
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 5
+    assert f"GET {PERSONS}" not in pd.sandbox.endpoints_used
+
+
+async def test_a_listing_is_not_worth_it_again_until_lookups_outnumber_its_pages(
+    pd: Harness,
+) -> None:
+    """After a listing of 3 pages, the next is made only once 6 lookups come in a minute."""
+    for n in range(1200):
+        pd.sandbox.add_person(f"someone{n}@example.com")
+    await _upsert_in_batches(pd, range(20))
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 3  # 1,210 persons, 500 a page
+    pd.time.now += FRESH_SECONDS
+    pd.sandbox.endpoints_used.clear()
+    await pd.adapter.upsert([person(n) for n in range(100, 105)])
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 5
+    await pd.adapter.upsert([person(n) for n in range(105, 107)])
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 3
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 5
+
+
+async def test_a_person_deleted_since_the_listing_is_searched_for_and_created_again(
+    pd: Harness,
+) -> None:
+    """The listing's id answers 404: the e-mail is searched, and the person created anew."""
+    results = await _upsert_in_batches(pd, range(30))
+    assert pd.adapter.directory.fresh
+    gone = results[25].external_id
+    await pd.client.request("DELETE", f"/persons/{gone}")  # someone deletes them in Pipedrive
+    pd.sandbox.endpoints_used.clear()
+    (again,) = await pd.adapter.upsert([person(25)])
+    assert again.outcome == "created" and again.external_id != gone
+    assert pd.sandbox.endpoints_used == [
+        f"PATCH {PERSONS}/{{id}}",
+        f"GET {PERSONS}/search",
+        f"POST {PERSONS}",
+    ]
+    assert pd.sandbox.person_count() == 30
+
+
+async def test_what_the_adapter_creates_or_erases_is_kept_in_the_listing(pd: Harness) -> None:
+    """A person created after the listing is updated, not created twice; an erased one is not
+    patched by the listing's stale id."""
+    await _upsert_in_batches(pd, range(30))
+    (late,) = await pd.adapter.upsert([person(99)])
+    (again,) = await pd.adapter.upsert([person(99, last_name="Later")])
+    assert (again.outcome, again.external_id) == ("updated", late.external_id)
+    await pd.adapter.erase(Subject(email="person5@example.com"))
+    assert pd.adapter.directory.ids("person5@example.com") == []
+    assert pd.sandbox.person_count() == 30
+
+
+async def test_a_listing_that_fails_leaves_the_batch_to_searches(pd: Harness) -> None:
+    """Five 503s on the listing: no failure, the records are searched and written."""
+    await pd.adapter.upsert([person(n) for n in range(10)])
+    pd.sandbox.faults.fail_next = 4  # every attempt of the listing
+    results = await pd.adapter.upsert([person(n) for n in range(10, 20)])
+    assert all(r.outcome == "created" for r in results)
+    assert not pd.adapter.directory.fresh
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 20
+    assert pd.sandbox.person_count() == 20
+
+
+async def test_an_update_searches_even_with_a_fresh_listing(pd: Harness) -> None:
+    """Rectification changes only a person found for certain: it asks the search."""
+    await _upsert_in_batches(pd, range(30))
+    pd.sandbox.endpoints_used.clear()
+    (result,) = await pd.adapter.update([person(3, last_name="Juist")])
+    assert result.outcome == "updated"
+    assert pd.sandbox.endpoints_used[0] == f"GET {PERSONS}/search"
+
+
 async def test_per_record_failure_has_a_reason_without_personal_data(pd: Harness) -> None:
     """A field Pipedrive refuses fails only that record, with status and category, no e-mail."""
     bad = person(2, date_of_birth="1990-01-01")
@@ -376,13 +479,23 @@ async def test_retries_running_out_fail_the_record_retryably(pd: Harness) -> Non
 
 
 async def test_limiter_keeps_a_burst_of_upserts_inside_the_window(pd: Harness) -> None:
-    """100 upserts on Growth (40/2 s, search 10/2 s) draw no 429: the client paces itself."""
+    """100 upserts on Growth (40/2 s) draw no 429: the client paces itself."""
     results = await pd.adapter.upsert([person(n) for n in range(100)])
     assert all(r.outcome == "created" for r in results)
     assert pd.sandbox.rejected_429 == 0
     assert pd.sandbox.person_count() == 100
-    # 100 searches at 10 per 2 s cannot take less than 18 s of (virtual) time.
-    assert pd.time.slept >= 18
+    # One listing and 100 creates at 40 per 2 s cannot take less than 4 s of (virtual) time.
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 1
+    assert pd.time.slept >= 4
+
+
+async def test_searches_keep_to_their_own_limit(pd: Harness) -> None:
+    """19 lookups (too few to list everyone) are 19 searches at 10 per 2 s, no 429."""
+    results = await pd.adapter.upsert([person(n) for n in range(FIRST_LISTING_AFTER - 1)])
+    assert all(r.outcome == "created" for r in results)
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == FIRST_LISTING_AFTER - 1
+    assert pd.sandbox.rejected_429 == 0
+    assert pd.time.slept >= 2
 
 
 async def test_without_the_limiter_429s_happen_and_are_waited_out(

@@ -1,0 +1,110 @@
+"""Who holds an e-mail in Pipedrive: one listing of every person, instead of a search each.
+
+API v2 has no upsert by e-mail, so a record without a known Pipedrive id is looked up with
+``GET /persons/search`` before it is written. Searches have a limit of their own, 10 calls
+per 2 s on every plan, and are the dearest call against the daily token budget (40 tokens
+in Pipedrive's v1 table, against 20 for a list page). A first sync of 10,000 customers
+made 10,000 searches: over half an hour of waiting on that limit alone, and more of the
+budget than a small company gets in a day. ``GET /persons`` (500 a page, the general burst
+bucket) answers the same question for everyone at once: 20 calls for those 10,000.
+
+When: a batch lists once the lookups of the last :data:`FRESH_SECONDS`, its own included,
+reach twice the pages the last listing took (:data:`FIRST_LISTING_AFTER` before any, the
+size of the company being unknown): a listing is made where it saves calls, and a few new
+customers of a large company are still searched one by one.
+
+For how long: a listing answers for :data:`FRESH_SECONDS`. A person someone adds in
+Pipedrive meanwhile is not in it, and a record for their address is created beside them;
+a search can miss a person created moments before as well (Pipedrive's search index
+lags). What the adapter itself creates or erases is written into the listing, so its own
+writes never miss each other.
+
+The listing lives in memory only, for those seconds: addresses are never logged or stored.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final
+
+from adapters.pipedrive.payloads import email_values
+
+__all__ = ["FIRST_LISTING_AFTER", "FRESH_SECONDS", "Directory"]
+
+#: How long a listing answers lookups, in seconds.
+FRESH_SECONDS: Final = 60.0
+
+#: Lookups within :data:`FRESH_SECONDS` that make the first listing worth it.
+FIRST_LISTING_AFTER: Final = 20
+
+
+class Directory:
+    """Live persons by e-mail from the latest listing, and when the next one is worth it.
+
+    Args:
+        clock: monotonic seconds (the client's, so tests move it with their sleeps).
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._by_email: dict[str, list[int]] = {}
+        self._listed_at: float | None = None
+        self._pages = 0
+        #: (time, count) of recent lookups, to judge whether a listing pays.
+        self._lookups: deque[tuple[float, int]] = deque()
+
+    @property
+    def fresh(self) -> bool:
+        """Whether the latest listing still answers lookups."""
+        return self._listed_at is not None and self._clock() - self._listed_at < FRESH_SECONDS
+
+    def worth_listing(self, lookups: int) -> bool:
+        """Count ``lookups`` about to be made; whether listing everyone first saves calls."""
+        now = self._clock()
+        while self._lookups and now - self._lookups[0][0] >= FRESH_SECONDS:
+            self._lookups.popleft()
+        self._lookups.append((now, lookups))
+        recent = sum(count for _, count in self._lookups)
+        return recent >= (2 * self._pages if self._pages else FIRST_LISTING_AFTER)
+
+    def load(self, persons: Iterable[Mapping[str, Any]], pages: int) -> None:
+        """Replace the listing with ``persons`` (live ones), read in ``pages`` calls."""
+        by_email: dict[str, list[int]] = {}
+        for person in persons:
+            person_id = person.get("id")
+            if person.get("is_deleted") or not isinstance(person_id, int):
+                continue
+            for email in email_values(person.get("emails")):
+                by_email.setdefault(_key(email), []).append(person_id)
+        for ids in by_email.values():
+            ids.sort()  # the oldest first, as a search's hits are taken
+        self._by_email = by_email
+        self._pages = pages
+        self._listed_at = self._clock()
+        self._lookups.clear()
+
+    def ids(self, email: str) -> list[int] | None:
+        """Persons holding ``email``, oldest first; ``None`` when no fresh listing can say."""
+        if not self.fresh:
+            return None
+        return list(self._by_email.get(_key(email), ()))
+
+    def created(self, email: str, person_id: int) -> None:
+        """The adapter created ``person_id`` for ``email``: later lookups find it."""
+        if self._listed_at is not None:
+            self._by_email.setdefault(_key(email), []).append(person_id)
+
+    def forget(self, email: str) -> None:
+        """The adapter erased whoever held ``email``."""
+        self._by_email.pop(_key(email), None)
+
+    def clear(self) -> None:
+        """Drop the listing (its addresses leave memory); lookups search until the next."""
+        self._by_email = {}
+        self._listed_at = None
+
+
+def _key(email: str) -> str:
+    # Pipedrive compares e-mails without regard to case (see payloads.search_hits).
+    return email.strip().casefold()
