@@ -38,7 +38,7 @@ from connector.lock import daemon_running, syncing
 from connector.logs import redact, setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
-from connector.storefile import damage
+from connector.storefile import failure
 
 __all__ = ["main", "print_report", "progress_bar"]
 
@@ -248,14 +248,15 @@ def _store_errors(config: Config) -> Iterator[None]:
 
     A store path that cannot hold a store is the config's to fix (exit 2, naming
     ``store.path``). A store file found damaged while a command runs (SQLite notices a bad
-    page when it reads it, which can be long after opening) is a StoreError (exit 1).
+    page when it reads it, which can be long after opening), a full or failing disk, a store
+    it may not write or one locked too long is a StoreError (exit 1) saying what to do.
     """
     try:
         yield
     except StorePathError as exc:
         raise ConfigError(str(config.path), "store.path", str(exc)) from exc
     except sqlite3.Error as exc:
-        found = damage(config.store_path, exc)
+        found = failure(config.store_path, exc)
         if found is None:
             raise
         raise found from exc

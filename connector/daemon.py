@@ -18,6 +18,7 @@ import contextlib
 import datetime as dt
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.metrics import Metrics
 from connector.runtime import Runtime
+from connector.storefile import failure
 
 __all__ = [
     "READY_STARTING",
@@ -44,6 +46,8 @@ log = logging.getLogger("klantsync.daemon")
 #: Seconds the worker waits for new jobs before looking in the store again (jobs queued by
 #: another process, e.g. ``klantsync resync`` while the daemon runs, do not wake it directly).
 JOB_POLL_SECONDS = 1.0
+#: Seconds the job worker rests after the store failed under it before it tries again.
+STORE_RETRY_SECONDS = 30.0
 #: How long a stop waits for the in-flight batch before giving up on it (it stays queued).
 STOP_GRACE_SECONDS = 8.0
 #: Age at which the receipt signing key and the master key are reported as due for rotation.
@@ -154,18 +158,48 @@ class Daemon:
     # -- jobs ---------------------------------------------------------------------------------
 
     async def run_jobs(self) -> None:
-        """Claim and run queued jobs until stopped."""
+        """Claim and run queued jobs until stopped.
+
+        The store failing under the worker (a full disk, a failing one) does not end it:
+        the failure is logged with what to do, and after :data:`STORE_RETRY_SECONDS` the
+        jobs it held go back to the queue and it carries on. (Ended, it left webhooks and
+        admin calls queueing work that nothing ran until a restart.)
+        """
+        held = False  # jobs left running by a store failure
         while not self.stopping.is_set():
-            job = jobs.claim_next(self.rt.store, self.rt.keyring)
-            if job is None:
-                self.job_wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_or_stop(), JOB_POLL_SECONDS)
-                continue
-            if _is_change(job):
-                await self._run_change_batch(job)
-                continue
-            await self._run_one(job)
+            try:
+                if held:
+                    jobs.requeue_running(self.rt.store)
+                    held = False
+                await self._next_job()
+            except sqlite3.Error as exc:
+                held = True
+                self._store_failed(exc, "job worker")
+                await self._rest(STORE_RETRY_SECONDS)
+
+    async def _next_job(self) -> None:
+        """Run the next queued job (or batch of webhook changes); wait a while if none."""
+        job = jobs.claim_next(self.rt.store, self.rt.keyring)
+        if job is None:
+            self.job_wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_or_stop(), JOB_POLL_SECONDS)
+            return
+        if _is_change(job):
+            await self._run_change_batch(job)
+            return
+        await self._run_one(job)
+
+    async def _rest(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the daemon is asked to stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), seconds)
+
+    def _store_failed(self, exc: sqlite3.Error, during: str) -> None:
+        """Log a store failure as what it means and what to do (SQLite's code, no values)."""
+        found = failure(self.rt.config.store_path, exc)
+        error = str(found) if found else f"SQLite {getattr(exc, 'sqlite_errorname', type(exc))}"
+        log.error("store failed", extra={"during": during, "error": error})
 
     async def _run_one(self, job: jobs.Job) -> None:
         try:
@@ -509,13 +543,16 @@ class Daemon:
         self.rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         log.info("daemon stopped")
 
-    async def _scheduled(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+    async def _scheduled(
+        self, work: Callable[[], Coroutine[Any, Any, Any]], what: str | None = None
+    ) -> None:
         """What a scheduled job runs: ``work()`` as a task of the daemon's own, which a stop
         waits for (the in-flight batch finishes) instead of the scheduler cancelling it.
 
         A cancellation while the daemon stops is the scheduler's shutdown reaching a job
         that was still winding down: expected, so it ends the job quietly (apscheduler logs
-        a job that raised it as an error, traceback and all).
+        a job that raised it as an error, traceback and all). So does a store failure, once
+        logged as what it means: the job's next run tries again.
         """
         task = self._spawn(work())
         try:
@@ -523,10 +560,12 @@ class Daemon:
         except asyncio.CancelledError:
             if not self.stopping.is_set():
                 raise
+        except sqlite3.Error as exc:
+            self._store_failed(exc, what or str(getattr(work, "__name__", "scheduled job")))
 
     async def _scheduled_flow(self, flow_name: str) -> None:
         try:
-            await self._scheduled(lambda: self.run_flow(flow_name))
+            await self._scheduled(lambda: self.run_flow(flow_name), f"flow {flow_name}")
         except KlantsyncError as exc:
             log.warning("flow run failed", extra={"flow": flow_name, "error": str(exc)})
 

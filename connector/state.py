@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeVar
 
 from connector.errors import StoreError
 from connector.schema import MIGRATIONS, statements
-from connector.storefile import damage, make_store_folder, refuse_foreign, unusable
+from connector.storefile import failure, make_store_folder, refuse_foreign, unusable
 from connector.walcheckpoint import WalCheckpointer
 
 __all__ = [
@@ -216,7 +216,7 @@ class Store:
                     self.db.execute(f"PRAGMA user_version={version + 1}")
             except sqlite3.Error as exc:
                 # The step's transaction rolled back: the store is as it was before it.
-                raise damage(self.path, exc) or StoreError(
+                raise failure(self.path, exc) or StoreError(
                     f"{self.path}: migrating the store from schema {version} to {version + 1} "
                     f"failed ({exc}); it is left at schema {version}: restore it from a backup "
                     "if it is damaged, or keep the klantsync version that last used it"

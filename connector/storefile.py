@@ -17,7 +17,7 @@ from pathlib import Path
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
 
-__all__ = ["damage", "make_store_folder", "refuse_foreign", "store_path_problem", "unusable"]
+__all__ = ["failure", "make_store_folder", "refuse_foreign", "store_path_problem", "unusable"]
 
 
 #: What to do about a store.path that cannot hold a store; ends every such message.
@@ -60,10 +60,12 @@ def make_store_folder(path: Path) -> None:
         ) from exc
 
 
-def damage(path: Path, exc: sqlite3.Error) -> StoreError | None:
-    """The StoreError an SQLite error means when the store file itself is bad, else ``None``.
+def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
+    """The StoreError an SQLite error means when the store or its disk is at fault, else ``None``.
 
-    Said from SQLite's error code, not its message, and never with what the rows hold.
+    A bad file, a full disk, a failing disk, no permission to write, a lock held too long:
+    each is said with what to do, from SQLite's error code (never its message, never what
+    the rows hold). ``None`` leaves the error to be reported as the bug it then is.
     """
     code = getattr(exc, "sqlite_errorcode", None)
     primary = None if code is None else code & 0xFF  # extended codes keep the primary below
@@ -78,12 +80,35 @@ def damage(path: Path, exc: sqlite3.Error) -> StoreError | None:
             f"{path}: the store is damaged (SQLite: database disk image is malformed); stop "
             "every klantsync on it and restore it from a backup"
         )
+    if primary == sqlite3.SQLITE_FULL:
+        return StoreError(
+            f"{path}: the disk holding the store is full (SQLite: database or disk is full); "
+            "the write was rolled back and nothing queued is lost: free space and run again "
+            "(the next sync resumes after the last page it queued)"
+        )
+    if primary == sqlite3.SQLITE_IOERR:
+        return StoreError(
+            f"{path}: the store could not be read or written (SQLite: disk I/O error); the "
+            "write was rolled back: check the disk and its file system, then run again"
+        )
+    if primary == sqlite3.SQLITE_READONLY:
+        return StoreError(
+            f"{path}: the store cannot be written (SQLite: attempt to write a readonly "
+            "database); give the user klantsync runs as write access to the store, its "
+            "folder and its -wal and -shm files"
+        )
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreError(
+            f"{path}: another process held the store's write lock for too long (SQLite: "
+            "database is locked); run again, and if it keeps happening look for a klantsync "
+            "process that is stuck"
+        )
     return None
 
 
 def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
     """What an SQLite error on opening the store at ``path`` means, as a StoreError."""
-    found = damage(path, exc)
+    found = failure(path, exc)
     if found is not None:
         return found
     code = getattr(exc, "sqlite_errorcode", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,22 @@ def sqlite_steps(store: Store, work: Callable[[], Any]) -> tuple[int, Any]:
     finally:
         store.db.set_progress_handler(None, 0)
     return steps, result
+
+
+def disk_full_error() -> sqlite3.OperationalError:
+    """The error SQLite raises when the disk is full, raised for real: a database held to
+    a few pages (``max_page_count``) runs out of room as a full disk does."""
+    db = sqlite3.connect(":memory:")
+    db.execute("PRAGMA max_page_count=3")
+    db.execute("CREATE TABLE t (x BLOB)")
+    try:
+        for _ in range(100):
+            db.execute("INSERT INTO t VALUES (zeroblob(4096))")
+    except sqlite3.OperationalError as exc:
+        return exc
+    finally:
+        db.close()
+    raise AssertionError("max_page_count did not fill the database")
 
 
 def damaged_store(path: Path) -> Path:

@@ -535,3 +535,42 @@ async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
         started = [e for e in audit.entries(rt.store) if e.kind == "daemon.started"]
     assert row == ("interrupted",)
     assert started[-1].data["interrupted_runs"] == 1
+
+
+async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store failing under a job (a full disk) is logged with what to do; the job goes
+    back to the queue and the worker runs it and the next one once the store works again."""
+    from connector import daemon as daemon_module
+    from tests.conftest import disk_full_error
+
+    monkeypatch.setattr(daemon_module, "STORE_RETRY_SECONDS", 0)
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    first = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    second = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    ran: list[int] = []
+    both_done = asyncio.Event()
+
+    async def run_job(job: jobs.Job) -> dict[str, Any]:
+        ran.append(job.id)
+        if len(ran) == 1:
+            raise disk_full_error()
+        if len(ran) == 3:
+            both_done.set()
+        return {}
+
+    monkeypatch.setattr(daemon, "_run_job", run_job)
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    worker = asyncio.create_task(daemon.run_jobs())
+    await asyncio.wait_for(both_done.wait(), timeout=30)
+    daemon.stop()
+    daemon.job_wake.set()
+    await asyncio.wait_for(worker, timeout=30)
+    assert ran == [first, first, second]
+    assert [getattr(jobs.get(store, n), "status", None) for n in (first, second)] == [
+        "done",
+        "done",
+    ]
+    (failed,) = [r for r in caplog.records if r.getMessage() == "store failed"]
+    assert "the disk holding the store is full" in getattr(failed, "error", "")

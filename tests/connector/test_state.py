@@ -19,8 +19,8 @@ import pytest
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS
 from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
-from connector.storefile import store_path_problem
-from tests.conftest import sqlite_steps
+from connector.storefile import failure, store_path_problem
+from tests.conftest import disk_full_error, sqlite_steps
 
 
 def _payloads(subjects: list[str]) -> list[QueuedPayload]:
@@ -402,3 +402,45 @@ def test_a_migration_another_process_ran_meanwhile_is_skipped(
         assert store.schema_version == len(MIGRATIONS)
     finally:
         store.close()
+
+
+def test_a_full_disk_a_read_only_store_and_a_held_lock_are_said_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    """SQLite's codes for a full disk, a failing disk, no write permission and a lock held
+    too long become messages naming the store and what to do; any other error stays a bug."""
+    path = tmp_path / "store.db"
+    Store(path).close()
+
+    full = failure(path, disk_full_error())
+    assert full is not None and str(full).startswith(
+        f"{path}: the disk holding the store is full (SQLite: database or disk is full); "
+        "the write was rolled back and nothing queued is lost: free space and run again"
+    )
+
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    with pytest.raises(sqlite3.OperationalError) as read_only:
+        reader.execute("CREATE TABLE x (y)")
+    reader.close()
+    said = failure(path, read_only.value)
+    assert said is not None and "the store cannot be written" in str(said)
+
+    holder, waiter = sqlite3.connect(path), sqlite3.connect(path, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError) as busy:
+        waiter.execute("BEGIN IMMEDIATE")
+    holder.rollback()
+    holder.close()
+    waiter.close()
+    said = failure(path, busy.value)
+    assert said is not None and "held the store's write lock for too long" in str(said)
+
+    io_error = sqlite3.OperationalError("disk I/O error")
+    io_error.sqlite_errorcode = sqlite3.SQLITE_IOERR_WRITE  # type: ignore[attr-defined]
+    said = failure(path, io_error)
+    assert said is not None and "could not be read or written" in str(said)
+
+    bug = sqlite3.connect(":memory:")
+    with pytest.raises(sqlite3.OperationalError) as no_table:
+        bug.execute("SELECT * FROM nowhere")
+    assert failure(path, no_table.value) is None

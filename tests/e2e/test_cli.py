@@ -999,3 +999,23 @@ def test_interrupt_still_exits_130(
     monkeypatch.setattr("connector.cli_status.status", interrupted)
     assert main(["-c", str(offline), "status"]) == 130
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_a_full_disk_mid_sync_exits_1_saying_what_to_do_not_as_a_bug(
+    offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's "database or disk is full" during a sync is the store's trouble, said so with
+    what to do (exit 1), not an internal error."""
+    from tests.conftest import disk_full_error
+
+    async def sync(_engine: Engine, *_args: Any, **_kwargs: Any) -> list[Any]:
+        raise disk_full_error()
+
+    monkeypatch.setattr(Engine, "sync", sync)
+    assert main(["-c", str(offline), "sync"]) == 1
+    err = capsys.readouterr().err
+    store = _store_of(offline)
+    assert err.startswith(f"error: {store}: the disk holding the store is full"), err
+    assert "internal error" not in err
+    assert main(["-c", str(offline), "sync", "--json"]) == 1
+    assert _json(capsys)["error"] == "store"  # type: ignore[index]
