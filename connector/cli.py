@@ -35,7 +35,7 @@ from connector.config import Config, load_config
 from connector.crypto import generate_master_key
 from connector.errors import ConfigError, KlantsyncError, StoreError, StorePathError
 from connector.lock import daemon_running, syncing
-from connector.logs import redact, setup_logging
+from connector.logs import debug_wanted, redact, setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
 from connector.storefile import failure
@@ -169,7 +169,7 @@ def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> i
     stderr goes (a journal, a CI log): so by default only the exception's type and its text,
     redacted as log lines are, and a hint how to get the rest.
     """
-    debug = os.environ.get("KLANTSYNC_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+    debug = debug_wanted()
     if debug:
         import traceback
 

@@ -27,6 +27,7 @@ from typing import Any
 from connector import audit, jobs
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
+from connector.logs import debug_wanted
 from connector.metrics import Metrics
 from connector.runtime import Runtime
 from connector.storefile import failure
@@ -207,6 +208,11 @@ class Daemon:
         except KlantsyncError as exc:
             jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
             log.warning("job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
+        except sqlite3.Error:
+            raise  # the store's trouble, not the job's: run_jobs waits and runs it again
+        except Exception as exc:  # a bug met by one job must not stop the jobs after it
+            jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
+            _log_internal(exc, job)
         else:
             jobs.finish(self.rt.store, job.id, "done", result)
             log.info("job done", extra={"job": job.id, "kind": job.kind})
@@ -240,6 +246,12 @@ class Daemon:
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
                 log.warning("job failed", extra={"job": job.id, "kind": job.kind})
+        except sqlite3.Error:
+            raise  # as in _run_one
+        except Exception as exc:  # as in _run_one
+            for job in batch:
+                jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
+            _log_internal(exc, first)
         else:
             for job in batch:
                 jobs.finish(
@@ -572,6 +584,20 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
+
+
+def _internal(exc: Exception) -> dict[str, Any]:
+    """A job's result after a bug: the exception's type only (its text may hold the data)."""
+    return {"error": f"internal error: {type(exc).__name__}"}
+
+
+def _log_internal(exc: Exception, job: jobs.Job) -> None:
+    """Log a bug a job met; the traceback (frames hold values) only with KLANTSYNC_DEBUG."""
+    log.error(
+        "job failed with an internal error",
+        extra={"job": job.id, "kind": job.kind, "error": type(exc).__name__},
+        exc_info=exc if debug_wanted() else None,
+    )
 
 
 def _is_change(job: jobs.Job) -> bool:

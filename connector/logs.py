@@ -11,18 +11,25 @@ number or a bearer token anyway: it masks them before any handler sees the recor
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
-__all__ = ["RedactingFilter", "redact", "setup_logging"]
+__all__ = ["RedactingFilter", "debug_wanted", "redact", "setup_logging"]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
 _BEARER = re.compile(r"(?i)(bearer|token|secret|key|password|authorization)([\"'=: ]+)[^\s\"',&]+")
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+
+def debug_wanted() -> bool:
+    """Whether ``KLANTSYNC_DEBUG`` asks for tracebacks (their frames hold values, so only
+    when someone asks)."""
+    return os.environ.get("KLANTSYNC_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def redact(text: str) -> str:

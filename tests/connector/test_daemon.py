@@ -574,3 +574,38 @@ async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
     ]
     (failed,) = [r for r in caplog.records if r.getMessage() == "store failed"]
     assert "the disk holding the store is full" in getattr(failed, "error", "")
+
+
+async def test_a_job_that_meets_a_bug_fails_alone_and_the_worker_goes_on(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected exception in one job marks that job failed (its type, not its text,
+    which may hold the data) and the next job runs."""
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    first = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    second = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    ran: list[int] = []
+    second_done = asyncio.Event()
+
+    async def run_job(job: jobs.Job) -> dict[str, Any]:
+        ran.append(job.id)
+        if job.id == first:
+            raise KeyError(CANARY_EMAIL)
+        second_done.set()
+        return {}
+
+    monkeypatch.setattr(daemon, "_run_job", run_job)
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    worker = asyncio.create_task(daemon.run_jobs())
+    await asyncio.wait_for(second_done.wait(), timeout=30)
+    daemon.stop()
+    daemon.job_wake.set()
+    await asyncio.wait_for(worker, timeout=30)
+    failed, done = jobs.get(store, first), jobs.get(store, second)
+    assert failed is not None and failed.status == "failed"
+    assert failed.result == {"error": "internal error: KeyError"}
+    assert done is not None and done.status == "done"
+    assert ran == [first, second]
+    assert CANARY_EMAIL not in caplog.text
+    (logged,) = [r for r in caplog.records if r.getMessage() == "job failed with an internal error"]
+    assert getattr(logged, "error", None) == "KeyError" and logged.exc_info is None
