@@ -19,7 +19,8 @@ a search can miss a person created moments before as well (Pipedrive's search in
 lags). What the adapter itself creates or erases is written into the listing, so its own
 writes never miss each other.
 
-The listing lives in memory only, for those seconds: addresses are never logged or stored.
+The listing lives in memory only: addresses are never logged or stored, and the first lookup
+after it has gone stale drops it.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Directory:
         """Whether the latest listing still answers lookups."""
         return self._listed_at is not None and self._clock() - self._listed_at < FRESH_SECONDS
 
+    @property
+    def addresses(self) -> int:
+        """How many addresses the listing holds in memory now."""
+        return len(self._by_email)
+
     def worth_listing(self, lookups: int) -> bool:
         """Count ``lookups`` about to be made; whether listing everyone first saves calls."""
         now = self._clock()
@@ -87,12 +93,14 @@ class Directory:
     def ids(self, email: str) -> list[int] | None:
         """Persons holding ``email``, oldest first; ``None`` when no fresh listing can say."""
         if not self.fresh:
+            if self._by_email:
+                self.clear()  # no reason left to hold everyone's address in memory
             return None
         return list(self._by_email.get(_key(email), ()))
 
     def created(self, email: str, person_id: int) -> None:
         """The adapter created ``person_id`` for ``email``: later lookups find it."""
-        if self._listed_at is not None:
+        if self.fresh:
             self._by_email.setdefault(_key(email), []).append(person_id)
 
     def forget(self, email: str) -> None:

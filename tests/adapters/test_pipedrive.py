@@ -304,10 +304,12 @@ async def test_a_listing_is_not_worth_it_again_until_lookups_outnumber_its_pages
         pd.sandbox.add_person(f"someone{n}@example.com")
     await _upsert_in_batches(pd, range(20))
     assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 3  # 1,210 persons, 500 a page
+    assert pd.adapter.directory.addresses == 1220
     pd.time.now += FRESH_SECONDS
     pd.sandbox.endpoints_used.clear()
     await pd.adapter.upsert([person(n) for n in range(100, 105)])
     assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 5
+    assert pd.adapter.directory.addresses == 0  # a stale listing leaves memory
     await pd.adapter.upsert([person(n) for n in range(105, 107)])
     assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 3
     assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") == 5
