@@ -226,7 +226,10 @@ class PipedriveAdapter:
             # No id, or a stale one (the person was deleted in Pipedrive): look the e-mail up.
             # An update asks the search: it changes only who is there, found for certain.
             listed = self.directory.ids(record.email) if create and record.email else None
-            hits = listed if listed is not None else await self._search(record.email)
+            if listed is not None:
+                hits = listed
+            else:
+                hits = await self._search(record.email) if record.email else []
             if hits:
                 # Several persons may share an e-mail; the oldest one is the stable choice.
                 updated = await self._patch(hits[0], record, correcting=not create)
@@ -341,6 +344,8 @@ class PipedriveAdapter:
     async def _every_person(self) -> tuple[list[dict[str, Any]], int]:
         """Every person (``GET /persons`` by id), and how many pages that took.
 
+        Only what the listing needs of each person is kept (id, e-mails, whether deleted):
+        a company's whole person records would cost a few KB each until the last page.
         A ``next_cursor`` handed back twice ends the listing unfinished: ``([], 0)``.
         """
         persons: list[dict[str, Any]] = []
@@ -349,7 +354,11 @@ class PipedriveAdapter:
         while True:
             response = await self.client.request("GET", PERSONS, params=params)
             body = json_object(response)
-            persons.extend(p for p in body.get("data") or [] if isinstance(p, dict))
+            persons.extend(
+                {key: p.get(key) for key in ("id", "emails", "is_deleted")}
+                for p in body.get("data") or []
+                if isinstance(p, dict)
+            )
             token = _next_cursor(body)
             if token is None:
                 return persons, len(seen) + 1

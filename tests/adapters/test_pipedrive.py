@@ -366,6 +366,16 @@ async def test_an_update_searches_even_with_a_fresh_listing(pd: Harness) -> None
     assert pd.sandbox.endpoints_used[0] == f"GET {PERSONS}/search"
 
 
+async def test_a_record_without_an_email_is_never_searched_for(pd: Harness) -> None:
+    """Known only by an id Pipedrive no longer has, a record is not looked up by no address."""
+    (created,) = await pd.adapter.upsert([person(1)])
+    await pd.client.request("DELETE", f"/persons/{created.external_id}")
+    pd.sandbox.endpoints_used.clear()
+    record = OutboundRecord("r", "", created.external_id, {"first_name": "Anoniem"})
+    await pd.adapter.upsert([record])
+    assert f"GET {PERSONS}/search" not in pd.sandbox.endpoints_used
+
+
 async def test_per_record_failure_has_a_reason_without_personal_data(pd: Harness) -> None:
     """A field Pipedrive refuses fails only that record, with status and category, no e-mail."""
     bad = person(2, date_of_birth="1990-01-01")
