@@ -88,8 +88,9 @@ def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
         )
     if primary == sqlite3.SQLITE_IOERR:
         return StoreError(
-            f"{path}: the store could not be read or written (SQLite: disk I/O error); the "
-            "write was rolled back: check the disk and its file system, then run again"
+            f"{path}: the store could not be read or written (SQLite: disk I/O error); any "
+            "write in progress was rolled back: check the disk and its file system, then run "
+            "again"
         )
     if primary == sqlite3.SQLITE_READONLY:
         return StoreError(
