@@ -7,11 +7,14 @@ suppression list, gated and minimised per destination, compared with what each d
 last received (or last refused for good), and the changed payloads are sealed into the
 outbox *together with* the cursor after that page (one transaction). Delivery workers drain
 the outbox concurrently with the pull, in batches, and acknowledge each record (hash +
-external id stored, outbox row deleted) in one transaction.
+external id stored, outbox row deleted) in one transaction: that of the engine's next write
+(usually the next page's), which commits the acknowledgements waiting before its own work.
 
 A crash anywhere therefore loses nothing (the cursor never passes what is not queued; the
 outbox survives) and duplicates nothing (deliveries are upserts, keyed on the e-mail or the
-destination's own id, and the acknowledgement is idempotent).
+destination's own id, and the acknowledgement is idempotent). An acknowledgement still
+waiting when the process dies is a delivery made again on the next run, as one cut short by a
+crash always was.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import Ack, OutboxRow, QueuedPayload, Store
-from connector.storewriter import StoreWriter
 from connector.systems import System, Systems
 
 __all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
@@ -54,6 +56,11 @@ FRESH_LIMIT = 4096
 #: delivery.
 YIELD_EVERY = 10
 
+#: Fully acknowledged batches whose outcome may wait for the engine's next write. They ride
+#: in the next page's transaction: one commit instead of two, and the outbox pages the
+#: acknowledgements free are those the page fills. Past this many, they are committed alone.
+SETTLE_LATER_MAX = 32
+
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
@@ -70,8 +77,11 @@ class Engine:
         keyring: keys derived from the master key.
         systems: built systems (see :func:`connector.systems.open_systems`).
         checkpoint: optional hook called at named points (crash simulation in tests).
-        writer: runs the sync's write transactions off the event loop
-            (:mod:`connector.storewriter`); without one they run on ``store`` in place.
+
+    The engine writes on ``store``'s connection, on the event loop. (A writer thread with a
+    connection of its own cost about 4% more CPU, the loop's page cache being dropped at each
+    of its commits, and no longer changed any destination's call rate or the webhooks'
+    latency: benchmarks/README.md.)
     """
 
     def __init__(
@@ -82,11 +92,9 @@ class Engine:
         systems: Systems,
         *,
         checkpoint: Checkpoint | None = None,
-        writer: StoreWriter | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self._writer = writer
         self.keyring = keyring
         self.systems = systems
         self._checkpoint = checkpoint or (lambda _name: None)
@@ -103,6 +111,8 @@ class Engine:
         self.in_flight = InFlight()
         #: The identity map's ids to and from the form the store keeps (connector/ids.py).
         self.ids = SystemIds(keyring, systems)
+        #: Acknowledged batches' outcomes not committed yet; the next write commits them first.
+        self._settles: list[Callable[[Store], None]] = []
 
     async def sync(
         self,
@@ -161,11 +171,30 @@ class Engine:
         """Finish what is in flight, start nothing new (SIGTERM). Queued work stays queued."""
         self._stopping = True
 
-    async def _write(self, work: Callable[[Store], T]) -> T:
-        """One write transaction of the sync: on the writer's thread if there is one."""
-        if self._writer is None:
+    def _write(self, work: Callable[[Store], T]) -> T:
+        """One write transaction of the sync, after the acknowledged batches' waiting ones.
+
+        The outcomes :meth:`_settle_later` holds are committed first, in the same
+        transaction, in the order they came.
+        """
+        settles, self._settles = self._settles, []
+        if not settles:
             return work(self.store)
-        return await self._writer.run(work)
+        with self.store.transaction():
+            for settle in settles:
+                settle(self.store)
+            return work(self.store)
+
+    def _settle_later(self, settle: Callable[[Store], None]) -> None:
+        """Commit an acknowledged batch's outcome with the next write (now, past a few)."""
+        self._settles.append(settle)
+        if len(self._settles) >= SETTLE_LATER_MAX:
+            self.flush()
+
+    def flush(self) -> None:
+        """Commit the acknowledged batches' outcomes still waiting."""
+        if self._settles:
+            self._write(_nothing)
 
     async def _run(
         self,
@@ -228,8 +257,11 @@ class Engine:
             producer_done.set()
             for event in wake.values():
                 event.set()
-            if workers:
-                await asyncio.gather(*workers)
+            try:
+                if workers:
+                    await asyncio.gather(*workers)
+            finally:
+                self.flush()
         return report
 
     # -- pull side ---------------------------------------------------------------------------
@@ -262,7 +294,7 @@ class Engine:
             pulled = {sid: ext for sid, (ext, _) in people.items()}
             moves = find_moves(self.store, source.name, pulled)
             if moves:
-                await self._write(lambda store: apply_moves(store, moves, self._system_names))
+                self._write(lambda store: apply_moves(store, moves, self._system_names))
                 report.moved += len(moves)
         suppressed = self._suppressed(people)
         report.suppressed += len(suppressed)
@@ -314,7 +346,7 @@ class Engine:
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
-        ids = await self._write(
+        ids = self._write(
             lambda store: store.enqueue_page(
                 flow.name, source.name, payloads, identities, page.cursor, move_cursor=moves_cursor
             )
@@ -452,7 +484,7 @@ class Engine:
             # an earlier try of theirs may have written, the erasure's own fan-out, which
             # has not deleted their rows yet, deletes after this.)
             gone = [r for r in rows if r.subject_id in suppressed]
-            await self._write(lambda store: store.drop_outbox([r.id for r in gone]))
+            self._write(lambda store: store.drop_outbox([r.id for r in gone]))
             for row in gone:
                 self._fresh.pop(row.id, None)
             dest_report.suppressed_at_delivery += len(gone)
@@ -485,7 +517,7 @@ class Engine:
                 )
             )
         if undecryptable:
-            await self._write(lambda store: store.dead_letter(undecryptable))
+            self._write(lambda store: store.dead_letter(undecryptable))
             dest_report.dead_lettered += len(undecryptable)
         if not records:
             return
@@ -537,8 +569,14 @@ class Engine:
                 if acks or dead:
                     audit.append(store, "sync.batch", entry)
 
-        if acks or dead or later:
-            await self._write(settle)
+        if dead or later:
+            # Committed before the batch stops counting as in flight: an erasure waiting on
+            # it must find (and delete) a dead letter it leaves, never have one land after.
+            self._write(settle)
+        elif acks:
+            # Only acknowledgements: they may wait for the next write. One landing after an
+            # erasure of its subject writes nothing (Store.acknowledge).
+            self._settle_later(settle)
         if dead:
             dest_report.dead_lettered += len(dead)
             for row, reason in dead:
@@ -584,7 +622,7 @@ class Engine:
                     (row, record._replace(external_id=result.external_id or record.external_id))
                 )
         if refused:
-            await self._write(lambda store: store.drop_outbox([row.id for row in refused]))
+            self._write(lambda store: store.drop_outbox([row.id for row in refused]))
             dest_report.suppressed_at_delivery += len(refused)
         await self._erase_again(dest, erase, dest_report)
         settled = {str(row.id) for row in refused} | {str(row.id) for row, _ in erase}
@@ -629,7 +667,7 @@ class Engine:
                     ],
                 )
 
-        await self._write(settle)
+        self._write(settle)
         dest_report.suppressed_at_delivery += len(outcomes)
         dest_report.not_erased += sum(not ok for _, ok in outcomes)
 
@@ -664,6 +702,10 @@ class Engine:
             for record in records:
                 results.extend(await self._upsert(dest, [record], dest_report, stop))
             return results
+
+
+def _nothing(_store: Store) -> None:
+    """A write of nothing: what :meth:`Engine.flush` commits the waiting outcomes with."""
 
 
 def _reason(exc: KlantsyncError) -> str:

@@ -16,7 +16,6 @@ from connector.engine import Checkpoint, Engine
 from connector.keyset import open_keyring
 from connector.lock import sharing_keys
 from connector.state import Store
-from connector.storewriter import StoreWriter
 from connector.systems import Systems, open_systems
 
 __all__ = ["Runtime", "open_runtime", "settle_heap"]
@@ -81,20 +80,15 @@ async def _opened(
     checkpoint: Checkpoint | None,
 ) -> AsyncIterator[Runtime]:
     store = Store(config.store_path)
-    writer: StoreWriter | None = None
     try:
-        # A command that syncs commits often; its WAL is copied back off the event loop,
-        # and the sync's own transactions run off it too.
+        # A command that syncs commits often; its WAL is copied back off the event loop.
         store.checkpoint_in_background()
-        writer = StoreWriter(config.store_path, background_checkpoints=True)
         keyring = open_keyring(store, config)
         systems = open_systems(config, transports=transports, sleep=sleep, clock=clock)
     except BaseException:
-        if writer is not None:
-            writer.close()
         store.close()
         raise
-    engine = Engine(config, store, keyring, systems, checkpoint=checkpoint, writer=writer)
+    engine = Engine(config, store, keyring, systems, checkpoint=checkpoint)
     engine.ids.cloak_stored(store)  # ids an older store kept as the system gave them
     try:
         yield Runtime(config, store, keyring, systems, engine)
@@ -102,5 +96,4 @@ async def _opened(
         try:
             await systems.aclose()
         finally:
-            writer.close()
             store.close()

@@ -89,6 +89,33 @@ async def test_second_sync_writes_nothing_and_three_changes_send_three(
     assert third.destinations["crm"].updated == 3
 
 
+async def test_acknowledgements_ride_in_the_next_pages_transaction(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A first sync commits about once per page, not once per page and once per batch, and
+    every delivery is acknowledged by its end: nothing stays queued, nothing is sent twice."""
+    shop.seed_synthetic(1000, seed=12)
+    commits = 0
+
+    def trace(statement: str) -> None:
+        nonlocal commits
+        commits += statement.strip().upper() == "COMMIT"
+
+    rt.store.db.set_trace_callback(trace)
+    try:
+        (report,) = await rt.engine.sync()
+    finally:
+        rt.store.db.set_trace_callback(None)
+    pages = batches = 10  # 1,000 customers, 100 a page and 100 a batch
+    assert report.destinations["crm"].created == 1000
+    # One per page, the run's start and finish, the last acknowledgements: not one per batch.
+    assert commits < pages + batches
+    assert rt.store.outbox_count() == 0
+    crm.log.clear()
+    (again,) = await rt.engine.sync()
+    assert crm.log.writes() == [] and again.destinations["crm"].unchanged == 1000
+
+
 async def test_ingested_records_leave_the_flows_cursor_alone(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,

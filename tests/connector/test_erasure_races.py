@@ -77,6 +77,10 @@ async def test_an_erasure_waits_for_a_write_in_flight_and_deletes_what_it_wrote(
     assert view.system("crm").status == "verified_absent"
     assert not crm.holds(CANARY_EMAIL)
     assert rt.store.outbox_counts() == {}
+    # The write's acknowledgement, committed after the erasure, brought back no trace.
+    assert rt.store.subject_numbers([rt.keyring.subject_id(CANARY_EMAIL)]) == {}
+    for table in ("identities", "delivered"):
+        assert rt.store.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,)  # noqa: S608
 
 
 async def test_a_write_that_lands_after_another_process_erased_the_person_is_erased_again(
