@@ -362,6 +362,8 @@ class Engine:
         An erasure asked with a phone number lists the number too, so a restored backup that
         holds the person under another address but the same number is stopped as well.
         """
+        if not self.store.anyone_suppressed():
+            return set()  # nobody erased yet: no phone needs its keyed hash either
         by_phone: dict[str, list[str]] = {}
         for sid, (_, person) in people.items():
             phone = person.get("phone")

@@ -8,6 +8,8 @@ what it adds and why.
 
 from __future__ import annotations
 
+import sqlite3
+
 __all__ = ["MIGRATIONS", "statements"]
 
 #: Ordered schema migrations; the index + 1 is the schema version (``PRAGMA user_version``).
@@ -225,9 +227,41 @@ MIGRATIONS: list[str] = [
     DROP INDEX dead_letters_system_subject;
     CREATE UNIQUE INDEX dead_letters_system_subject ON dead_letters (system, subject_id);
     """,
+    # 12: a count of changes to the suppression list, kept by triggers. A sync checks each
+    # page against the list three times (before queueing, before sending, after the answer);
+    # it keeps the list in memory and reads it again only when this count has moved, which
+    # one row's read tells. Triggers, not the code that writes the list, keep the count: a
+    # write from any process, or from code added later, cannot leave a copy stale.
+    """
+    CREATE TABLE suppression_changes (
+        id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL
+    );
+    INSERT INTO suppression_changes(id, n) VALUES (1, 0);
+    CREATE TRIGGER suppression_added AFTER INSERT ON suppression
+        BEGIN UPDATE suppression_changes SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER suppression_removed AFTER DELETE ON suppression
+        BEGIN UPDATE suppression_changes SET n = n + 1 WHERE id = 1; END;
+    CREATE TRIGGER suppression_changed AFTER UPDATE ON suppression
+        BEGIN UPDATE suppression_changes SET n = n + 1 WHERE id = 1; END;
+    """,
 ]
 
 
 def statements(script: str) -> list[str]:
-    """A migration script's statements, one by one (sqlite3 runs one per call)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """A migration script's statements, one by one (sqlite3 runs one per call).
+
+    Split at each ``;`` that ends a complete statement, as SQLite reads it: a trigger's body
+    holds ``;`` of its own.
+    """
+    found: list[str] = []
+    pending = ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            statement = pending.strip().removesuffix(";").strip()
+            if statement:
+                found.append(statement)
+            pending = ""
+    if pending.strip(" \n;"):
+        found.append(pending.strip().removesuffix(";").strip())
+    return found

@@ -45,6 +45,10 @@ AUTOCHECKPOINT_PAGES = 10_000
 #: The same with a background checkpointer running: only a bound, reached if it falls behind.
 BACKGROUND_BOUND_PAGES = 50_000
 
+#: Suppression entries held in memory at most (keyed HMAC ids, ~100 bytes each); a longer
+#: list is asked in SQL (:meth:`Store.suppressed`).
+SUPPRESSION_HELD_MAX = 100_000
+
 #: Tables keyed by (system, subject_no): what the connector holds per person and system.
 #: A subject id reaches its rows through ``subjects`` (:meth:`Store.subject_numbers`).
 PER_SYSTEM_TABLES = ("identities", "delivered", "outbox")
@@ -144,6 +148,10 @@ class Store:
             self._outbox_high: int = self.db.execute(
                 "SELECT COALESCE(MAX(id), 0) FROM outbox"
             ).fetchone()[0]
+            #: The suppression list as last read, and the change count it was read at
+            #: (see :meth:`suppressed`); ``None`` until read, or while the list is too long.
+            self._suppression: frozenset[str] | None = None
+            self._suppression_read_at: int | None = None
         except BaseException as exc:
             self.db.close()
             if isinstance(exc, sqlite3.Error):
@@ -558,7 +566,17 @@ class Store:
     # -- suppression ---------------------------------------------------------------------------
 
     def suppressed(self, subject_ids: Sequence[str]) -> set[str]:
-        """Which of ``subject_ids`` are on the suppression list."""
+        """Which of ``subject_ids`` are on the suppression list.
+
+        Answered from a copy of the list held in memory, read again whenever the list's
+        change count (kept by triggers, whoever writes: migration 12) has moved since; one
+        row's read instead of an indexed lookup per id, three times a page during a sync. The
+        count is read before the list, so a change made in between is read again next time,
+        never missed. A list longer than :data:`SUPPRESSION_HELD_MAX` is asked in SQL.
+        """
+        listed = self._suppression_list()
+        if listed is not None:
+            return {sid for sid in subject_ids if sid in listed}
         found: set[str] = set()
         for chunk in _chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
@@ -568,6 +586,26 @@ class Store:
             )
             found.update(r[0] for r in rows)
         return found
+
+    def anyone_suppressed(self) -> bool:
+        """Whether the suppression list holds anyone at all (a new store's does not)."""
+        listed = self._suppression_list()
+        if listed is not None:
+            return bool(listed)
+        return self.db.execute("SELECT 1 FROM suppression LIMIT 1").fetchone() is not None
+
+    def _suppression_list(self) -> frozenset[str] | None:
+        """The suppression list as it is now, or ``None`` when it is too long to hold."""
+        (changes,) = self.db.execute("SELECT n FROM suppression_changes").fetchone()
+        if changes != self._suppression_read_at:
+            (count,) = self.db.execute("SELECT COUNT(*) FROM suppression").fetchone()
+            self._suppression = (
+                frozenset(row[0] for row in self.db.execute("SELECT subject_id FROM suppression"))
+                if count <= SUPPRESSION_HELD_MAX
+                else None
+            )
+            self._suppression_read_at = changes
+        return self._suppression
 
     def suppress(self, subject_ids: Iterable[str], kind: str, request_id: str | None) -> None:
         with self.transaction() as db:

@@ -444,3 +444,36 @@ def test_a_full_disk_a_read_only_store_and_a_held_lock_are_said_with_what_to_do(
     with pytest.raises(sqlite3.OperationalError) as no_table:
         bug.execute("SELECT * FROM nowhere")
     assert failure(path, no_table.value) is None
+
+
+def test_the_suppression_list_held_in_memory_sees_every_writer_at_once(tmp_path: Path) -> None:
+    """An entry added by another process, even by plain SQL, is seen by the next check; one
+    removed is gone from it (the triggers of migration 12 move the change count)."""
+    path = tmp_path / "store.db"
+    store, other = Store(path), Store(path)
+    assert store.suppressed(["a", "b"]) == set() and not store.anyone_suppressed()
+    other.suppress(["a"], "erasure", "er-1")
+    assert store.suppressed(["a", "b"]) == {"a"} and store.anyone_suppressed()
+    raw = sqlite3.connect(path, isolation_level=None)
+    raw.execute(
+        "INSERT INTO suppression(subject_id, kind, request_id, created_at) "
+        "VALUES ('b', 'erasure', 'er-2', '2026-11-29T00:00:00+00:00')"
+    )
+    assert store.suppressed(["a", "b"]) == {"a", "b"}
+    raw.execute("DELETE FROM suppression WHERE subject_id='a'")
+    raw.close()
+    assert store.suppressed(["a", "b"]) == {"b"}
+    store.close()
+    other.close()
+
+
+def test_a_suppression_list_too_long_to_hold_is_asked_in_sql(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connector.state
+
+    monkeypatch.setattr(connector.state, "SUPPRESSION_HELD_MAX", 2)
+    store = Store(tmp_path / "store.db")
+    store.suppress(["a", "b", "c"], "erasure", "er-1")
+    assert store.suppressed(["a", "c", "d"]) == {"a", "c"} and store.anyone_suppressed()
+    store.close()
