@@ -595,7 +595,15 @@ class Store:
         return self.db.execute("SELECT 1 FROM suppression LIMIT 1").fetchone() is not None
 
     def _suppression_list(self) -> frozenset[str] | None:
-        """The suppression list as it is now, or ``None`` when it is too long to hold."""
+        """The suppression list as it is now; ``None``: ask SQL (too long, or a transaction).
+
+        Inside a transaction of this connection the count may include its own changes not
+        committed yet, which a rollback takes back: a copy read then could later match a
+        count that other changes reached. So the copy is only read, and used, outside one,
+        where every count seen is a committed one and counts only grow.
+        """
+        if self.db.in_transaction:
+            return None
         (changes,) = self.db.execute("SELECT n FROM suppression_changes").fetchone()
         if changes != self._suppression_read_at:
             (count,) = self.db.execute("SELECT COUNT(*) FROM suppression").fetchone()

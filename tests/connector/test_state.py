@@ -477,3 +477,21 @@ def test_a_suppression_list_too_long_to_hold_is_asked_in_sql(
     store.suppress(["a", "b", "c"], "erasure", "er-1")
     assert store.suppressed(["a", "c", "d"]) == {"a", "c"} and store.anyone_suppressed()
     store.close()
+
+
+def test_a_suppression_rolled_back_never_stands_in_for_one_committed_later(
+    tmp_path: Path,
+) -> None:
+    """A check inside a transaction that adds an entry and then rolls back leaves no copy
+    behind that a later, different change could be taken for."""
+    path = tmp_path / "store.db"
+    store, other = Store(path), Store(path)
+    assert store.suppressed(["x", "y"]) == set()
+    with pytest.raises(RuntimeError), store.transaction():
+        store.suppress(["x"], "erasure", "er-1")
+        assert store.suppressed(["x"]) == {"x"}  # its own change, seen in its transaction
+        raise RuntimeError("rolled back")
+    other.suppress(["y"], "erasure", "er-2")  # the count moves by one again, to what it was
+    assert store.suppressed(["x", "y"]) == {"y"}
+    store.close()
+    other.close()
