@@ -231,7 +231,9 @@ MIGRATIONS: list[str] = [
     # page against the list three times (before queueing, before sending, after the answer);
     # it keeps the list in memory and reads it again only when this count has moved, which
     # one row's read tells. Triggers, not the code that writes the list, keep the count: a
-    # write from any process, or from code added later, cannot leave a copy stale.
+    # write from any process, or from code added later, cannot leave a copy stale. A later
+    # migration that rebuilds ``suppression`` drops them with it and must create them again
+    # (tests/connector/test_state.py checks they are there).
     """
     CREATE TABLE suppression_changes (
         id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL

@@ -495,3 +495,18 @@ def test_a_suppression_rolled_back_never_stands_in_for_one_committed_later(
     assert store.suppressed(["x", "y"]) == {"y"}
     store.close()
     other.close()
+
+
+def test_the_suppression_triggers_are_there_at_the_latest_schema(tmp_path: Path) -> None:
+    """A migration that rebuilt the suppression table would drop the triggers the copy held
+    in memory depends on."""
+    store = Store(tmp_path / "store.db")
+    rows = store.db.execute(
+        "SELECT name FROM sqlite_master WHERE type='trigger' AND tbl_name='suppression'"
+    ).fetchall()
+    assert sorted(name for (name,) in rows) == [
+        "suppression_added",
+        "suppression_changed",
+        "suppression_removed",
+    ]
+    store.close()
