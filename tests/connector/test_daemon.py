@@ -537,6 +537,15 @@ async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
     assert started[-1].data["interrupted_runs"] == 1
 
 
+async def _work_jobs_until(daemon: Daemon, done: asyncio.Event) -> None:
+    """Run the daemon's job worker until ``done`` is set, then stop it as SIGTERM does."""
+    worker = asyncio.create_task(daemon.run_jobs())
+    await asyncio.wait_for(done.wait(), timeout=30)
+    daemon.stop()
+    daemon.job_wake.set()
+    await asyncio.wait_for(worker, timeout=30)
+
+
 async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -562,11 +571,7 @@ async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
 
     monkeypatch.setattr(daemon, "_run_job", run_job)
     caplog.set_level(logging.ERROR, logger="klantsync")
-    worker = asyncio.create_task(daemon.run_jobs())
-    await asyncio.wait_for(both_done.wait(), timeout=30)
-    daemon.stop()
-    daemon.job_wake.set()
-    await asyncio.wait_for(worker, timeout=30)
+    await _work_jobs_until(daemon, both_done)
     assert ran == [first, first, second]
     assert [getattr(jobs.get(store, n), "status", None) for n in (first, second)] == [
         "done",
@@ -596,11 +601,7 @@ async def test_a_job_that_meets_a_bug_fails_alone_and_the_worker_goes_on(
 
     monkeypatch.setattr(daemon, "_run_job", run_job)
     caplog.set_level(logging.ERROR, logger="klantsync")
-    worker = asyncio.create_task(daemon.run_jobs())
-    await asyncio.wait_for(second_done.wait(), timeout=30)
-    daemon.stop()
-    daemon.job_wake.set()
-    await asyncio.wait_for(worker, timeout=30)
+    await _work_jobs_until(daemon, second_done)
     failed, done = jobs.get(store, first), jobs.get(store, second)
     assert failed is not None and failed.status == "failed"
     assert failed.result == {"error": "internal error: KeyError"}
