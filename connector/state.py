@@ -606,12 +606,11 @@ class Store:
             return None
         (changes,) = self.db.execute("SELECT n FROM suppression_changes").fetchone()
         if changes != self._suppression_read_at:
-            (count,) = self.db.execute("SELECT COUNT(*) FROM suppression").fetchone()
-            self._suppression = (
-                frozenset(row[0] for row in self.db.execute("SELECT subject_id FROM suppression"))
-                if count <= SUPPRESSION_HELD_MAX
-                else None
-            )
+            rows = self.db.execute(
+                "SELECT subject_id FROM suppression LIMIT ?", (SUPPRESSION_HELD_MAX + 1,)
+            ).fetchall()
+            held = len(rows) <= SUPPRESSION_HELD_MAX
+            self._suppression = frozenset(row[0] for row in rows) if held else None
             self._suppression_read_at = changes
         return self._suppression
 

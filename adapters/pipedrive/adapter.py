@@ -325,47 +325,30 @@ class PipedriveAdapter:
                 return
             try:
                 persons, pages = await self._every_person()
-            except FatalRemoteError:
-                raise
             except KlantsyncError as exc:
+                # Bad credentials stop the system; a listing that failed (or looped, which
+                # pull refuses) leaves the batch to searches.
+                if isinstance(exc, FatalRemoteError) and exc.detail != "PAGING_LOOP":
+                    raise
                 log.warning(
                     "person listing failed; searching instead",
                     extra={"system": self.client.system, "error": str(exc)},
                 )
                 return
-            if not pages:
-                log.warning(
-                    "person listing handed back a page twice; searching instead",
-                    extra={"system": self.client.system},
-                )
-                return
             self.directory.load(persons, pages)
 
     async def _every_person(self) -> tuple[list[dict[str, Any]], int]:
-        """Every person (``GET /persons`` by id), and how many pages that took.
+        """Every live person, read as a full pull reads them, and how many pages that took.
 
-        Only what the listing needs of each person is kept (id, e-mails, whether deleted):
-        a company's whole person records would cost a few KB each until the last page.
-        A ``next_cursor`` handed back twice ends the listing unfinished: ``([], 0)``.
+        Only what the listing needs of each person is kept (id, e-mails): a company's whole
+        person records would cost a few KB each until the last page.
         """
         persons: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        params: dict[str, Any] = {"limit": self.limits.page_size, "sort_by": "id"}
-        while True:
-            response = await self.client.request("GET", PERSONS, params=params)
-            body = json_object(response)
-            persons.extend(
-                {key: p.get(key) for key in ("id", "emails", "is_deleted")}
-                for p in body.get("data") or []
-                if isinstance(p, dict)
-            )
-            token = _next_cursor(body)
-            if token is None:
-                return persons, len(seen) + 1
-            if token in seen:
-                return [], 0
-            seen.add(token)
-            params["cursor"] = token
+        pages = 0
+        async for page in self.pull(None):
+            pages += 1
+            persons.extend({"id": p.get("id"), "emails": p.get("emails")} for p in page.records)
+        return persons, pages
 
     async def _search(self, email: str) -> list[int]:
         """Ids of live persons whose e-mails include ``email`` exactly (search bucket)."""
