@@ -6,7 +6,8 @@ job worker and the deliveries.
   gauges).
 - The public listener serves ``POST /webhooks/<system>``, ``/healthz``, ``/readyz`` and
   ``/metrics``; the admin listener serves the admin API (:mod:`connector.admin`).
-- Webhooks and the admin API only queue jobs (:mod:`connector.jobs`); the worker runs them.
+- Webhooks and the admin API only queue jobs (:mod:`connector.jobs`); the job worker
+  (:mod:`connector.jobworker`) runs them.
 - SIGTERM/SIGINT: stop taking work, let the in-flight batch finish, flush, exit 0.
 - One daemon per store (:mod:`connector.lock`).
 """
@@ -27,10 +28,10 @@ from typing import Any
 from connector import audit, jobs
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
-from connector.logs import debug_wanted
+from connector.jobworker import JobWorker
 from connector.metrics import Metrics
 from connector.runtime import Runtime
-from connector.storefile import failure
+from connector.storefile import failure_text
 
 __all__ = [
     "READY_STARTING",
@@ -44,17 +45,10 @@ __all__ = [
 
 log = logging.getLogger("klantsync.daemon")
 
-#: Seconds the worker waits for new jobs before looking in the store again (jobs queued by
-#: another process, e.g. ``klantsync resync`` while the daemon runs, do not wake it directly).
-JOB_POLL_SECONDS = 1.0
-#: Seconds the job worker rests after the store failed under it before it tries again.
-STORE_RETRY_SECONDS = 30.0
 #: How long a stop waits for the in-flight batch before giving up on it (it stays queued).
 STOP_GRACE_SECONDS = 8.0
 #: Age at which the receipt signing key and the master key are reported as due for rotation.
 KEY_REVIEW_DAYS = 365
-#: Most webhook "changed" deliveries run together as one targeted sync.
-CHANGE_BATCH = 100
 
 # Why a flow is (not) ready, as ``/readyz`` says it: fixed texts, so the probe's body never
 # carries an error message (which names paths and statuses) or anything personal.
@@ -93,11 +87,12 @@ class Daemon:
         self.metrics = Metrics()
         self.flow_locks = {flow.name: asyncio.Lock() for flow in rt.config.flows}
         self.stopping = asyncio.Event()
-        self.job_wake = asyncio.Event()
         self.started_at = clock()
         #: Kept in memory: readiness asks about this daemon's runs, not an earlier one's.
         self.runs_since_start = {flow.name: RunsSinceStart() for flow in rt.config.flows}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Runs what webhooks and the admin API queue; its flows run through this daemon.
+        self.jobs = JobWorker(rt, self, self.stopping)
         for system in rt.systems.values():
             system.client.observer = self.metrics.observe_request
 
@@ -158,184 +153,9 @@ class Daemon:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    async def run_jobs(self) -> None:
-        """Claim and run queued jobs until stopped.
-
-        The store failing under the worker (a full disk, a failing one) does not end it:
-        the failure is logged with what to do, and after :data:`STORE_RETRY_SECONDS` the
-        jobs it held go back to the queue and it carries on. (Ended, it left webhooks and
-        admin calls queueing work that nothing ran until a restart.)
-        """
-        held = False  # jobs left running by a store failure
-        while not self.stopping.is_set():
-            try:
-                if held:
-                    jobs.requeue_running(self.rt.store)
-                    held = False
-                await self._next_job()
-            except sqlite3.Error as exc:
-                held = True
-                self._store_failed(exc, "job worker")
-                await self._rest(STORE_RETRY_SECONDS)
-
-    async def _next_job(self) -> None:
-        """Run the next queued job (or batch of webhook changes); wait a while if none."""
-        job = jobs.claim_next(self.rt.store, self.rt.keyring)
-        if job is None:
-            self.job_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_or_stop(), JOB_POLL_SECONDS)
-            return
-        if _is_change(job):
-            await self._run_change_batch(job)
-            return
-        await self._run_one(job)
-
-    async def _rest(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if the daemon is asked to stop."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-
-    def _store_failed(self, exc: sqlite3.Error, during: str) -> None:
-        """Log a store failure as what it means and what to do (SQLite's code, no values)."""
-        found = failure(self.rt.config.store_path, exc)
-        error = str(found) if found else f"SQLite {getattr(exc, 'sqlite_errorname', type(exc))}"
-        log.error("store failed", extra={"during": during, "error": error})
-
-    async def _run_one(self, job: jobs.Job) -> None:
-        try:
-            result = await self._run_job(job)
-        except KlantsyncError as exc:
-            jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
-            log.warning("job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
-        except sqlite3.Error:
-            raise  # the store's trouble, not the job's: run_jobs waits and runs it again
-        except Exception as exc:  # a bug met by one job must not stop the jobs after it
-            jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
-            _log_internal(exc, job)
-        else:
-            jobs.finish(self.rt.store, job.id, "done", result)
-            log.info("job done", extra={"job": job.id, "kind": job.kind})
-
-    async def _run_change_batch(self, first: jobs.Job) -> None:
-        """Webhook "changed" deliveries waiting together run as one targeted sync per system.
-
-        A burst of deliveries (a shop importing customers) then costs one engine run and one
-        delivery batch instead of one of each per delivery; other jobs claimed along the way
-        run one by one afterwards, in order.
-        """
-        more = jobs.claim_more(
-            self.rt.store, self.rt.keyring, "webhook", first.id, CHANGE_BATCH - 1
-        )
-        batch = [first, *(job for job in more if _is_change(job))]
-        to_fetch: dict[str, list[tuple[str | None, str | None]]] = {}
-        carried: dict[str, list[dict[str, Any]]] = {}
-        for job in batch:
-            params = job.params or {}
-            system = params["system"]
-            to_fetch.setdefault(system, [])
-            if params.get("record"):
-                carried.setdefault(system, []).append(params["record"])
-            else:
-                to_fetch[system].append((params.get("external_id"), params.get("email")))
-        try:
-            written = 0
-            for system, subjects in to_fetch.items():
-                written += await self.sync_subjects(system, subjects, carried.get(system))
-        except KlantsyncError as exc:
-            for job in batch:
-                jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
-                log.warning("job failed", extra={"job": job.id, "kind": job.kind})
-        except sqlite3.Error:
-            raise  # as in _run_one
-        except Exception as exc:  # as in _run_one
-            for job in batch:
-                jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
-            _log_internal(exc, first)
-        else:
-            for job in batch:
-                jobs.finish(
-                    self.rt.store, job.id, "done", {"batch": len(batch), "written": written}
-                )
-                log.info("job done", extra={"job": job.id, "kind": job.kind})
-        for job in more:
-            if not _is_change(job):
-                await self._run_one(job)
-
-    async def _wake_or_stop(self) -> None:
-        waits = [
-            asyncio.ensure_future(self.job_wake.wait()),
-            asyncio.ensure_future(self.stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waits:
-                waiter.cancel()
-
-    async def _run_job(self, job: jobs.Job) -> dict[str, Any]:
-        params = job.params or {}
-        if job.kind == "resync":
-            system = params["system"]
-            if params.get("email"):
-                written = await self.sync_subjects(system, [(None, params["email"])])
-                return {"written": written}
-            reports = []
-            for flow in self.rt.config.flows:
-                if flow.source == system:
-                    report = await self.run_flow(flow.name, full=bool(params.get("full")))
-                    if report is not None:
-                        reports.append(report.as_dict())
-            return {
-                "flows": [r["flow"] for r in reports],
-                "failed": any(r["failed"] for r in reports),
-            }
-        if job.kind == "webhook":
-            return await self._webhook_job(params)
-        if job.kind == "dsr":
-            return await self._dsr_job(params)
-        return {"error": f"unknown job kind {job.kind}"}
-
-    async def _webhook_job(self, params: dict[str, Any]) -> dict[str, Any]:
-        event = params["event"]
-        system = params["system"]
-        if event == "changed":
-            record = params.get("record")
-            subjects = [] if record else [(params.get("external_id"), params.get("email"))]
-            written = await self.sync_subjects(system, subjects, [record] if record else None)
-            return {"written": written}
-        if event in ("erase", "access", "purge_all", "deleted"):
-            from connector.adapter import WebhookEvent
-            from connector.dsr import DsrService
-
-            view = await DsrService(self.rt).handle_event(
-                system,
-                WebhookEvent(
-                    kind=event,
-                    delivery_id=params["delivery_id"],
-                    external_id=params.get("external_id"),
-                    email=params.get("email"),
-                    phone=params.get("phone"),
-                ),
-            )
-            return {"request": view.id if view is not None else None}
-        return {"ignored": event}
-
-    async def _dsr_job(self, params: dict[str, Any]) -> dict[str, Any]:
-        from connector.dsr import DsrService
-
-        service = DsrService(self.rt)
-        if params["kind"] == "erase":
-            view = await service.erase(params["email"], source="admin")
-        else:
-            view = await service.access(params["email"], source="admin")
-        return {"request": view.id, "status": view.status}
-
     def queue(self, kind: str, params: dict[str, Any]) -> int:
-        """Queue a job and wake the worker."""
-        job_id = jobs.enqueue(self.rt.store, self.rt.keyring, kind, params)
-        self.job_wake.set()
-        return job_id
+        """Queue a job for the worker (:mod:`connector.jobworker`) and wake it."""
+        return self.jobs.queue(kind, params)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -529,7 +349,7 @@ class Daemon:
         )
         scheduler.start()
         server_tasks = [self._spawn(server.serve(sockets=[sock])) for server, sock in servers]
-        worker = self._spawn(self.run_jobs())
+        worker = self._spawn(self.jobs.run())
         log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
         await self.stopping.wait()
         log.info("daemon stopping")
@@ -573,7 +393,9 @@ class Daemon:
             if not self.stopping.is_set():
                 raise
         except sqlite3.Error as exc:
-            self._store_failed(exc, what or str(getattr(work, "__name__", "scheduled job")))
+            during = what or str(getattr(work, "__name__", "scheduled job"))
+            error = failure_text(self.rt.config.store_path, exc)
+            log.error("store failed", extra={"during": during, "error": error})
 
     async def _scheduled_flow(self, flow_name: str) -> None:
         try:
@@ -584,24 +406,6 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
-
-
-def _internal(exc: Exception) -> dict[str, Any]:
-    """A job's result after a bug: the exception's type only (its text may hold the data)."""
-    return {"error": f"internal error: {type(exc).__name__}"}
-
-
-def _log_internal(exc: Exception, job: jobs.Job) -> None:
-    """Log a bug a job met; the traceback (frames hold values) only with KLANTSYNC_DEBUG."""
-    log.error(
-        "job failed with an internal error",
-        extra={"job": job.id, "kind": job.kind, "error": type(exc).__name__},
-        exc_info=exc if debug_wanted() else None,
-    )
-
-
-def _is_change(job: jobs.Job) -> bool:
-    return job.kind == "webhook" and (job.params or {}).get("event") == "changed"
 
 
 def _trigger(schedule: Any) -> Any:

@@ -84,7 +84,7 @@ def build_public_app(daemon: Daemon) -> Starlette:
         if outcome.status != 200:
             return JSONResponse({"error": outcome.reason}, status_code=outcome.status)
         if outcome.queued:
-            daemon.job_wake.set()
+            daemon.jobs.wake.set()
         return JSONResponse(
             {
                 "queued": len(outcome.queued),

@@ -17,7 +17,14 @@ from pathlib import Path
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
 
-__all__ = ["failure", "make_store_folder", "refuse_foreign", "store_path_problem", "unusable"]
+__all__ = [
+    "failure",
+    "failure_text",
+    "make_store_folder",
+    "refuse_foreign",
+    "store_path_problem",
+    "unusable",
+]
 
 
 #: What to do about a store.path that cannot hold a store; ends every such message.
@@ -105,6 +112,13 @@ def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
             "process that is stuck"
         )
     return None
+
+
+def failure_text(path: Path, exc: sqlite3.Error) -> str:
+    """What to log for an SQLite error met while running: :func:`failure`'s message, or
+    SQLite's error name (a code, never the message, which may quote values)."""
+    found = failure(path, exc)
+    return str(found) if found else f"SQLite {getattr(exc, 'sqlite_errorname', type(exc).__name__)}"
 
 
 def unusable(path: Path, exc: sqlite3.Error) -> StoreError:

@@ -72,7 +72,7 @@ async def _drain(daemon: Daemon) -> list[jobs.Job]:
     """Run every queued job now (what the worker loop does), return them."""
     done = []
     while (job := jobs.claim_next(daemon.rt.store, daemon.rt.keyring)) is not None:
-        result = await daemon._run_job(job)
+        result = await daemon.jobs.run_job(job)
         jobs.finish(daemon.rt.store, job.id, "done", result)
         done.append(job)
     return done
@@ -539,10 +539,10 @@ async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
 
 async def _work_jobs_until(daemon: Daemon, done: asyncio.Event) -> None:
     """Run the daemon's job worker until ``done`` is set, then stop it as SIGTERM does."""
-    worker = asyncio.create_task(daemon.run_jobs())
+    worker = asyncio.create_task(daemon.jobs.run())
     await asyncio.wait_for(done.wait(), timeout=30)
     daemon.stop()
-    daemon.job_wake.set()
+    daemon.jobs.wake.set()
     await asyncio.wait_for(worker, timeout=30)
 
 
@@ -551,10 +551,10 @@ async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
 ) -> None:
     """The store failing under a job (a full disk) is logged with what to do; the job goes
     back to the queue and the worker runs it and the next one once the store works again."""
-    from connector import daemon as daemon_module
+    from connector import jobworker
     from tests.conftest import disk_full_error
 
-    monkeypatch.setattr(daemon_module, "STORE_RETRY_SECONDS", 0)
+    monkeypatch.setattr(jobworker, "STORE_RETRY_SECONDS", 0)
     store, keyring = daemon.rt.store, daemon.rt.keyring
     first = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
     second = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
@@ -569,7 +569,7 @@ async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
             both_done.set()
         return {}
 
-    monkeypatch.setattr(daemon, "_run_job", run_job)
+    monkeypatch.setattr(daemon.jobs, "run_job", run_job)
     caplog.set_level(logging.ERROR, logger="klantsync")
     await _work_jobs_until(daemon, both_done)
     assert ran == [first, first, second]
@@ -599,7 +599,7 @@ async def test_a_job_that_meets_a_bug_fails_alone_and_the_worker_goes_on(
         second_done.set()
         return {}
 
-    monkeypatch.setattr(daemon, "_run_job", run_job)
+    monkeypatch.setattr(daemon.jobs, "run_job", run_job)
     caplog.set_level(logging.ERROR, logger="klantsync")
     await _work_jobs_until(daemon, second_done)
     failed, done = jobs.get(store, first), jobs.get(store, second)

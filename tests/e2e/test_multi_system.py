@@ -255,7 +255,7 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     daemon = Daemon(rt)
     job = jobs.claim_next(rt.store, rt.keyring)
     assert job is not None
-    result = await daemon._run_job(job)
+    result = await daemon.jobs.run_job(job)
     view = DsrService(rt).get(result["request"])
     assert view is not None
     # The phone Shopify sent travels with the queued job: it is suppressed as well.
@@ -397,7 +397,7 @@ async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     assert outcome.status == 200
     job = jobs.claim_next(rt.store, rt.keyring)
     assert job is not None
-    await Daemon(rt)._run_job(job)
+    await Daemon(rt).jobs.run_job(job)
     count = lambda system: rt.store.db.execute(  # noqa: E731
         "SELECT COUNT(*) FROM identities WHERE system=?", (system,)
     ).fetchone()[0]

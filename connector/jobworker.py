@@ -1,0 +1,269 @@
+"""The daemon's job worker: claims queued jobs (:mod:`connector.jobs`) and runs them in turn.
+
+Webhooks and the admin API only queue; this is what runs their work, one job at a time:
+manual resyncs, webhook deliveries (a changed customer, an erasure or access request from a
+shop) and data subject requests asked for through the admin API. Flows run through the
+daemon (:class:`FlowRunner`), so a job never runs a flow beside its scheduled run.
+
+What it promises, whatever a job meets:
+
+- A job that fails with a :class:`~connector.errors.KlantsyncError` is marked failed with
+  that message, and the next job runs.
+- A job that meets a bug is marked failed with the exception's type only (its text may hold
+  an e-mail); the traceback is logged only under ``KLANTSYNC_DEBUG=1``.
+- The store failing under the worker (a full disk, say) is logged as what it means; after
+  :data:`STORE_RETRY_SECONDS` the jobs it held go back to the queue and it carries on. Had it
+  ended, webhooks and admin calls would go on queueing work that nothing ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from typing import Any, Protocol
+
+from connector import jobs
+from connector.engine import FlowReport
+from connector.errors import KlantsyncError
+from connector.logs import debug_wanted
+from connector.runtime import Runtime
+from connector.storefile import failure_text
+
+__all__ = ["CHANGE_BATCH", "JOB_POLL_SECONDS", "STORE_RETRY_SECONDS", "FlowRunner", "JobWorker"]
+
+# The daemon's log, as it was before the worker had a module of its own: operators' filters
+# on the logger name keep working.
+log = logging.getLogger("klantsync.daemon")
+
+#: Seconds the worker waits for new jobs before looking in the store again (jobs queued by
+#: another process, e.g. ``klantsync resync`` while the daemon runs, do not wake it directly).
+JOB_POLL_SECONDS = 1.0
+#: Seconds the job worker rests after the store failed under it before it tries again.
+STORE_RETRY_SECONDS = 30.0
+#: Most webhook "changed" deliveries run together as one targeted sync.
+CHANGE_BATCH = 100
+
+
+class FlowRunner(Protocol):
+    """What runs a job's syncs: the daemon, which never runs one flow twice at once."""
+
+    async def run_flow(self, flow_name: str, *, full: bool = False) -> FlowReport | None: ...
+
+    async def sync_subjects(
+        self,
+        system: str,
+        subjects: list[tuple[str | None, str | None]],
+        records: list[dict[str, Any]] | None = None,
+    ) -> int: ...
+
+
+class JobWorker:
+    """Runs queued jobs until ``stopping`` is set.
+
+    Args:
+        rt: the opened runtime (its store holds the queue).
+        runner: runs flows and targeted syncs for resync and webhook jobs.
+        stopping: set when the daemon stops; the job in hand finishes first.
+    """
+
+    def __init__(self, rt: Runtime, runner: FlowRunner, stopping: asyncio.Event) -> None:
+        self.rt = rt
+        self.runner = runner
+        self.stopping = stopping
+        #: Set to look in the queue at once (a job queued by this process).
+        self.wake = asyncio.Event()
+
+    def queue(self, kind: str, params: dict[str, Any]) -> int:
+        """Queue a job and wake the worker."""
+        job_id = jobs.enqueue(self.rt.store, self.rt.keyring, kind, params)
+        self.wake.set()
+        return job_id
+
+    async def run(self) -> None:
+        """Claim and run queued jobs until stopped, outliving store failures (module doc)."""
+        held = False  # jobs left running by a store failure
+        while not self.stopping.is_set():
+            try:
+                if held:
+                    jobs.requeue_running(self.rt.store)
+                    held = False
+                await self._next_job()
+            except sqlite3.Error as exc:
+                held = True
+                log.error(
+                    "store failed",
+                    extra={
+                        "during": "job worker",
+                        "error": failure_text(self.rt.config.store_path, exc),
+                    },
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), STORE_RETRY_SECONDS)
+
+    async def run_job(self, job: jobs.Job) -> dict[str, Any]:
+        """Run one job's work; its result (stored with the job). Raises what the work does."""
+        params = job.params or {}
+        if job.kind == "resync":
+            return await self._resync(params)
+        if job.kind == "webhook":
+            return await self._webhook_job(params)
+        if job.kind == "dsr":
+            return await self._dsr_job(params)
+        return {"error": f"unknown job kind {job.kind}"}
+
+    async def _next_job(self) -> None:
+        """Run the next queued job (or batch of webhook changes); wait a while if none."""
+        job = jobs.claim_next(self.rt.store, self.rt.keyring)
+        if job is None:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_or_stop(), JOB_POLL_SECONDS)
+            return
+        if _is_change(job):
+            await self._run_change_batch(job)
+            return
+        await self._run_one(job)
+
+    async def _run_one(self, job: jobs.Job) -> None:
+        try:
+            result = await self.run_job(job)
+        except KlantsyncError as exc:
+            jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
+            log.warning("job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
+        except sqlite3.Error:
+            raise  # the store's trouble, not the job's: run() waits and runs it again
+        except Exception as exc:  # a bug met by one job must not stop the jobs after it
+            jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
+            _log_internal(exc, job)
+        else:
+            jobs.finish(self.rt.store, job.id, "done", result)
+            log.info("job done", extra={"job": job.id, "kind": job.kind})
+
+    async def _run_change_batch(self, first: jobs.Job) -> None:
+        """Webhook "changed" deliveries waiting together run as one targeted sync per system.
+
+        A burst of deliveries (a shop importing customers) then costs one engine run and one
+        delivery batch instead of one of each per delivery; other jobs claimed along the way
+        run one by one afterwards, in order.
+        """
+        more = jobs.claim_more(
+            self.rt.store, self.rt.keyring, "webhook", first.id, CHANGE_BATCH - 1
+        )
+        batch = [first, *(job for job in more if _is_change(job))]
+        to_fetch: dict[str, list[tuple[str | None, str | None]]] = {}
+        carried: dict[str, list[dict[str, Any]]] = {}
+        for job in batch:
+            params = job.params or {}
+            system = params["system"]
+            to_fetch.setdefault(system, [])
+            if params.get("record"):
+                carried.setdefault(system, []).append(params["record"])
+            else:
+                to_fetch[system].append((params.get("external_id"), params.get("email")))
+        try:
+            written = 0
+            for system, subjects in to_fetch.items():
+                written += await self.runner.sync_subjects(system, subjects, carried.get(system))
+        except KlantsyncError as exc:
+            for job in batch:
+                jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
+                log.warning("job failed", extra={"job": job.id, "kind": job.kind})
+        except sqlite3.Error:
+            raise  # as in _run_one
+        except Exception as exc:  # as in _run_one
+            for job in batch:
+                jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
+            _log_internal(exc, first)
+        else:
+            for job in batch:
+                jobs.finish(
+                    self.rt.store, job.id, "done", {"batch": len(batch), "written": written}
+                )
+                log.info("job done", extra={"job": job.id, "kind": job.kind})
+        for job in more:
+            if not _is_change(job):
+                await self._run_one(job)
+
+    async def _wake_or_stop(self) -> None:
+        waits = [
+            asyncio.ensure_future(self.wake.wait()),
+            asyncio.ensure_future(self.stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    async def _resync(self, params: dict[str, Any]) -> dict[str, Any]:
+        system = params["system"]
+        if params.get("email"):
+            written = await self.runner.sync_subjects(system, [(None, params["email"])])
+            return {"written": written}
+        reports = []
+        for flow in self.rt.config.flows:
+            if flow.source == system:
+                report = await self.runner.run_flow(flow.name, full=bool(params.get("full")))
+                if report is not None:
+                    reports.append(report.as_dict())
+        return {
+            "flows": [r["flow"] for r in reports],
+            "failed": any(r["failed"] for r in reports),
+        }
+
+    async def _webhook_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        event = params["event"]
+        system = params["system"]
+        if event == "changed":
+            record = params.get("record")
+            subjects = [] if record else [(params.get("external_id"), params.get("email"))]
+            written = await self.runner.sync_subjects(
+                system, subjects, [record] if record else None
+            )
+            return {"written": written}
+        if event in ("erase", "access", "purge_all", "deleted"):
+            from connector.adapter import WebhookEvent
+            from connector.dsr import DsrService
+
+            view = await DsrService(self.rt).handle_event(
+                system,
+                WebhookEvent(
+                    kind=event,
+                    delivery_id=params["delivery_id"],
+                    external_id=params.get("external_id"),
+                    email=params.get("email"),
+                    phone=params.get("phone"),
+                ),
+            )
+            return {"request": view.id if view is not None else None}
+        return {"ignored": event}
+
+    async def _dsr_job(self, params: dict[str, Any]) -> dict[str, Any]:
+        from connector.dsr import DsrService
+
+        service = DsrService(self.rt)
+        if params["kind"] == "erase":
+            view = await service.erase(params["email"], source="admin")
+        else:
+            view = await service.access(params["email"], source="admin")
+        return {"request": view.id, "status": view.status}
+
+
+def _internal(exc: Exception) -> dict[str, Any]:
+    """A job's result after a bug: the exception's type only (its text may hold the data)."""
+    return {"error": f"internal error: {type(exc).__name__}"}
+
+
+def _log_internal(exc: Exception, job: jobs.Job) -> None:
+    """Log a bug a job met; the traceback (frames hold values) only with KLANTSYNC_DEBUG."""
+    log.error(
+        "job failed with an internal error",
+        extra={"job": job.id, "kind": job.kind, "error": type(exc).__name__},
+        exc_info=exc if debug_wanted() else None,
+    )
+
+
+def _is_change(job: jobs.Job) -> bool:
+    return job.kind == "webhook" and (job.params or {}).get("event") == "changed"
