@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import sqlite3
 from typing import Any, Protocol
@@ -103,7 +104,12 @@ class JobWorker:
                     await asyncio.wait_for(self.stopping.wait(), STORE_RETRY_SECONDS)
 
     async def run_job(self, job: jobs.Job) -> dict[str, Any]:
-        """Run one job's work; its result (stored with the job). Raises what the work does."""
+        """Run one job's work; its result (stored with the job).
+
+        Raises:
+            KlantsyncError: the work failed (or the job is of a kind this version does not
+                know); other exceptions are bugs, and the worker records them as such.
+        """
         params = job.params or {}
         if job.kind == "resync":
             return await self._resync(params)
@@ -111,7 +117,8 @@ class JobWorker:
             return await self._webhook_job(params)
         if job.kind == "dsr":
             return await self._dsr_job(params)
-        return {"error": f"unknown job kind {job.kind}"}
+        # Queued by a newer version, say: a failure to look at, not work done.
+        raise KlantsyncError(f"unknown job kind {job.kind}")
 
     async def _next_job(self) -> None:
         """Run the next queued job (or batch of webhook changes); wait a while if none."""
@@ -145,13 +152,16 @@ class JobWorker:
         """Webhook "changed" deliveries waiting together run as one targeted sync per system.
 
         A burst of deliveries (a shop importing customers) then costs one engine run and one
-        delivery batch instead of one of each per delivery; other jobs claimed along the way
-        run one by one afterwards, in order.
+        delivery batch instead of one of each per delivery. The batch ends at the first other
+        delivery claimed along the way (an erasure, say); that one and all after it run one by
+        one afterwards, in the order they came: a change that came after an erasure request
+        is never sent before the erasure has run.
         """
         more = jobs.claim_more(
             self.rt.store, self.rt.keyring, "webhook", first.id, CHANGE_BATCH - 1
         )
-        batch = [first, *(job for job in more if _is_change(job))]
+        together = list(itertools.takewhile(_is_change, more))
+        batch, after = [first, *together], more[len(together) :]
         to_fetch: dict[str, list[tuple[str | None, str | None]]] = {}
         carried: dict[str, list[dict[str, Any]]] = {}
         for job in batch:
@@ -182,9 +192,8 @@ class JobWorker:
                     self.rt.store, job.id, "done", {"batch": len(batch), "written": written}
                 )
                 log.info("job done", extra={"job": job.id, "kind": job.kind})
-        for job in more:
-            if not _is_change(job):
-                await self._run_one(job)
+        for job in after:
+            await self._run_one(job)
 
     async def _wake_or_stop(self) -> None:
         waits = [

@@ -1,0 +1,173 @@
+"""The job worker on its own: what it runs for each kind of job, in what order, and how a
+job's failure is recorded. Flows and targeted syncs go to a recording runner; the daemon's
+tests (test_daemon.py) run the same worker against the sandboxes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from connector import jobs
+from connector.engine import FlowReport
+from connector.errors import KlantsyncError
+from connector.jobworker import JobWorker
+from connector.runtime import Runtime
+from tests.conftest import CANARY_EMAIL
+
+
+class Runner:
+    """Records the syncs the worker asks for, in order; fails them with ``fail`` if set."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+        self.fail: Exception | None = None
+
+    async def run_flow(self, flow_name: str, *, full: bool = False) -> FlowReport | None:
+        self.calls.append(("flow", flow_name, full))
+        return None
+
+    async def sync_subjects(
+        self,
+        system: str,
+        subjects: list[tuple[str | None, str | None]],
+        records: list[dict[str, Any]] | None = None,
+    ) -> int:
+        self.calls.append(("subjects", system, list(subjects), list(records or [])))
+        if self.fail is not None:
+            raise self.fail
+        return len(subjects) + len(records or [])
+
+
+@pytest.fixture
+async def rt(open_rt: Callable[..., Any]) -> AsyncIterator[Runtime]:
+    async with open_rt() as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def runner() -> Runner:
+    return Runner()
+
+
+@pytest.fixture
+def worker(rt: Runtime, runner: Runner) -> JobWorker:
+    return JobWorker(rt, runner, asyncio.Event())
+
+
+def _change(external_id: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
+    params: dict[str, Any] = {"system": "shop", "event": "changed", "external_id": external_id}
+    if record is not None:
+        params["record"] = record
+    return params
+
+
+async def _work_until_done(worker: JobWorker, ids: list[int]) -> list[jobs.Job]:
+    """Run the worker until every job in ``ids`` has finished; stop it; the jobs."""
+    store = worker.rt.store
+
+    def waiting() -> bool:
+        return any(
+            getattr(jobs.get(store, i), "status", None) in ("queued", "running") for i in ids
+        )
+
+    async def finished() -> None:
+        while waiting():
+            await asyncio.sleep(0)  # a turn of the loop for the worker, no waiting on time
+
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(finished(), timeout=30)
+    worker.stopping.set()
+    await asyncio.wait_for(task, timeout=30)
+    found = [jobs.get(store, i) for i in ids]
+    assert all(job is not None for job in found)
+    return [job for job in found if job is not None]
+
+
+async def test_changes_waiting_together_run_as_one_sync_per_system(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """Three deliveries for the shop, one carrying its record: one targeted sync."""
+    record = {"id": 7, "email": "carried@example.nl"}
+    ids = [worker.queue("webhook", p) for p in (_change("5"), _change("6"), _change("7", record))]
+    done = await _work_until_done(worker, ids)
+    assert runner.calls == [("subjects", "shop", [("5", None), ("6", None)], [record])]
+    assert [(job.status, job.result) for job in done] == [("done", {"batch": 3, "written": 3})] * 3
+
+
+async def test_a_change_that_came_after_an_erasure_request_waits_for_the_erasure(
+    worker: JobWorker, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """change, erasure, change: the second change is not batched with the first, ahead of
+    the erasure, but runs after it, as it came."""
+    run_job = worker.run_job
+
+    async def recording(job: jobs.Job) -> dict[str, Any]:
+        event = (job.params or {}).get("event")
+        runner.calls.append(("job", event))
+        if event == "erase":
+            return {"request": None}  # the erasure itself is the DSR tests' business
+        return await run_job(job)
+
+    monkeypatch.setattr(worker, "run_job", recording)
+    erase = {"system": "shop", "event": "erase", "delivery_id": "d-1", "email": CANARY_EMAIL}
+    ids = [worker.queue("webhook", p) for p in (_change("5"), erase, _change("6"))]
+    done = await _work_until_done(worker, ids)
+    assert runner.calls == [
+        ("subjects", "shop", [("5", None)], []),
+        ("job", "erase"),
+        ("job", "changed"),
+        ("subjects", "shop", [("6", None)], []),
+    ]
+    assert [job.status for job in done] == ["done", "done", "done"]
+
+
+async def test_a_batch_that_fails_marks_each_of_its_jobs_with_the_reason(
+    worker: JobWorker, runner: Runner
+) -> None:
+    runner.fail = KlantsyncError("shop: unreachable (connect timeout)")
+    ids = [worker.queue("webhook", _change(n)) for n in ("5", "6")]
+    done = await _work_until_done(worker, ids)
+    assert [(job.status, job.result) for job in done] == [
+        ("failed", {"error": "shop: unreachable (connect timeout)"})
+    ] * 2
+
+
+async def test_a_batch_that_meets_a_bug_says_its_type_only(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """The exception's text may hold the data (here an e-mail): only its type is kept."""
+    runner.fail = KeyError(CANARY_EMAIL)
+    ids = [worker.queue("webhook", _change(n)) for n in ("5", "6")]
+    done = await _work_until_done(worker, ids)
+    assert [(job.status, job.result) for job in done] == [
+        ("failed", {"error": "internal error: KeyError"})
+    ] * 2
+
+
+async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
+    worker: JobWorker, runner: Runner
+) -> None:
+    ids = [
+        worker.queue("resync", {"system": "shop", "full": True}),
+        worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL}),
+        worker.queue("resync", {"system": "crm"}),  # the source of no flow: nothing to run
+    ]
+    done = await _work_until_done(worker, ids)
+    assert runner.calls == [
+        ("flow", "shop-to-crm", True),
+        ("subjects", "shop", [(None, CANARY_EMAIL)], []),
+    ]
+    assert [job.result for job in done] == [
+        {"flows": [], "failed": False},  # the runner ran it and reported nothing back
+        {"written": 1},
+        {"flows": [], "failed": False},
+    ]
+
+
+async def test_a_job_of_a_kind_it_does_not_know_fails_saying_so(worker: JobWorker) -> None:
+    """Queued by a newer version, say: failed, not done."""
+    (done,) = await _work_until_done(worker, [worker.queue("defragment", {})])
+    assert (done.status, done.result) == ("failed", {"error": "unknown job kind defragment"})
