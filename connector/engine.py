@@ -506,7 +506,7 @@ class Engine:
                 else:
                     envelope = self.keyring.open_json(row.payload, context)
             except DecryptionError:
-                undecryptable.append((row, "undecryptable: sealed with another master key"))
+                undecryptable.append((row, "undecryptable: damaged, or sealed under another key"))
                 continue
             ref = str(row.id)
             by_ref[ref] = row
@@ -519,8 +519,14 @@ class Engine:
                 )
             )
         if undecryptable:
-            self._write(lambda store: store.dead_letter(undecryptable))
+            # No refusal of the data: the next sync offers the person's current data again.
+            self._write(lambda store: store.dead_letter(undecryptable, refused=False))
             dest_report.dead_lettered += len(undecryptable)
+            for row, reason in undecryptable:
+                log.warning(
+                    "queued payload does not open, dead-lettered",
+                    extra={"system": dest.name, "subject": row.subject_id, "reason": reason},
+                )
         if not records:
             return
         results = await self._upsert(dest, records, dest_report, stop)

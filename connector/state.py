@@ -514,11 +514,14 @@ class Store:
                         (system, *chunk),
                     )
 
-    def dead_letter(self, rows: Sequence[tuple[OutboxRow, str]]) -> None:
+    def dead_letter(self, rows: Sequence[tuple[OutboxRow, str]], *, refused: bool = True) -> None:
         """Move rejected rows to the dead-letter table with their reason, atomically.
 
         A subject already dead-lettered for the system keeps its one row (schema 11): the
         latest payload, hash, reason and time replace the old, and the refusal is counted.
+        ``refused=False`` is for rows the connector set aside itself (a payload that no longer
+        opens): their hash is not kept, so the next sync offers the subject's current data
+        again (:meth:`rejected_hashes` passes over only what a system refused).
         """
         now = utcnow()
         with self.transaction() as db:
@@ -530,7 +533,16 @@ class Store:
                 "reason=excluded.reason, created_at=excluded.created_at, "
                 "refusals=refusals+1",
                 [
-                    (r.system, r.subject_id, r.flow, r.payload, r.payload_hash, reason, now, now)
+                    (
+                        r.system,
+                        r.subject_id,
+                        r.flow,
+                        r.payload,
+                        r.payload_hash if refused else None,
+                        reason,
+                        now,
+                        now,
+                    )
                     for r, reason in rows
                 ],
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,59 @@ async def test_erased_subject_is_not_sent(
     (report,) = await rt.engine.sync()
     assert report.suppressed == 1
     assert crm.record_for(email) is None and crm.contact_count() == 4
+
+
+async def test_a_queued_record_of_someone_erased_since_is_dropped_not_sent(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Queued while the CRM was down, then the person was put on the suppression list (by
+    another process, which had not deleted the queued row yet): the delivery drops it."""
+    shop.seed_synthetic(5, seed=12)
+    crm.faults.down = True
+    (down,) = await rt.engine.sync()
+    assert down.destinations["crm"].retry_later == 5 and rt.store.outbox_count() == 5
+    email = _emails(shop, 1)[0]
+    rt.store.suppress([rt.keyring.subject_id(email)], "erasure", None)
+    crm.faults.down = False
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].suppressed_at_delivery == 1
+    assert crm.record_for(email) is None and crm.contact_count() == 4
+    assert rt.store.outbox_count() == 0 and rt.store.dead_letters() == []
+
+
+async def test_a_queued_payload_that_no_longer_opens_is_set_aside_and_sent_again_fresh(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A queued row whose sealed payload does not open (damaged on disk, say) is a dead
+    letter that says why, and the shop's current data for the person is queued again and
+    delivered (which clears the dead letter): nobody is left out until their data changes."""
+    shop.seed_synthetic(3, seed=13)
+    crm.faults.down = True
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 3
+        with rt.store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET payload=? WHERE id=(SELECT MIN(id) FROM outbox)", (b"\0" * 60,)
+            )
+    crm.faults.down = False
+    caplog.set_level(logging.WARNING, logger="klantsync")
+    async with open_rt() as rt:  # a new process: nothing of the queued rows in memory
+        # The pull and the deliveries run side by side: the fresh copy goes in this sync or
+        # the next, as the two meet.
+        reports = [await rt.engine.sync(), await rt.engine.sync()]
+        assert sum(r.destinations["crm"].dead_lettered for (r,) in reports) == 1
+        assert crm.contact_count() == 3 and rt.store.dead_letters() == []
+        assert rt.store.outbox_count() == 0
+    (set_aside,) = [
+        r for r in caplog.records if r.getMessage().startswith("queued payload does not open")
+    ]
+    assert (
+        getattr(set_aside, "reason", None) == "undecryptable: damaged, or sealed under another key"
+    )
 
 
 async def test_read_ahead_requests_the_next_page_and_closes_what_is_left() -> None:
