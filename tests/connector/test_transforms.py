@@ -1,4 +1,5 @@
-"""Transforms: the phone fast path agrees with libphonenumber's parser everywhere it answers."""
+"""Transforms: the phone fast path agrees with libphonenumber's parser everywhere it answers;
+each transform normalises what it can read and drops what it cannot."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import random
 
 import pytest
 
-from connector.transforms import _UNSURE, _e164, _e164_national, _e164_parsed
+from connector.transforms import _UNSURE, _e164, _e164_national, _e164_parsed, make_transform
 
 REGIONS = ["NL", "BE", "DE", "FR", "AT", "CH", "SE", "IE", "GB", "IT", "US", "CA", "BR", "AR"]
 
@@ -49,3 +50,45 @@ def test_fast_path_agrees_with_the_parser() -> None:
 def test_e164_of_dutch_numbers(text: str, expected: str | None) -> None:
     """Numbers as Dutch customers type them become E.164, whichever path answers."""
     assert _e164(text, "NL") == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("trim", "  Jan   de  Vries ", "Jan de Vries"),
+        ("trim", "   ", None),  # nothing left is no value, not an empty string sent on
+        ("trim", 42, 42),
+        ("name", "JAN JANSEN", "Jan Jansen"),
+        ("name", "marie-claire dubois", "Marie-Claire Dubois"),
+        ("name", "van der Berg", "van der Berg"),  # mixed case is as the person wrote it
+        ("name", "Anne-Marie van der Berg", "Anne-Marie van der Berg"),  # mixed case stays
+        ("name", " ", None),
+        ("country", "nl", "NL"),
+        ("country", "NLD", "NL"),
+        ("country", "Nederland", "NL"),
+        ("country", "België", "BE"),
+        ("country", "Germany", "DE"),
+        ("country", "Atlantis", None),  # unknown: dropped, never sent as typed
+        ("country", 31, None),
+        ("date", "2024-01-05T10:00:00Z", "2024-01-05"),
+        ("date", "2024-01-05", "2024-01-05"),
+        ("date", "05-01-2024", "2024-01-05"),  # Dutch order: day first
+        ("date", "05/01/2024", "2024-01-05"),
+        ("date", "next tuesday", None),
+        ("bool", "ja", True),
+        ("bool", "Subscribed", True),
+        ("bool", "nee", False),
+        ("bool", 0, False),
+        ("bool", "maybe", None),  # not a yes: no consent is read into it
+        ("string", 1309, "1309"),
+    ],
+)
+def test_each_transform_normalises_or_drops(name: str, value: object, expected: object) -> None:
+    """What each transform makes of what shops hold; what it cannot read becomes no value."""
+    transform = make_transform(name, "NL")
+    assert transform is not None
+    assert transform(value) == expected
+
+
+def test_an_unknown_transform_is_none() -> None:
+    assert make_transform("rot13", "NL") is None
