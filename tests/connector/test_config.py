@@ -385,3 +385,67 @@ def test_sync_without_flows_says_so_in_one_line(
     ]
     assert main(["-c", str(path), "sync", "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+
+
+_FLOW_DESTINATIONS = 'destinations = ["crm"]'
+_CRM_TOKEN = 'credentials = { token = "env:T_HS_TOKEN" }'
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "problem"),
+    [
+        ('"every 15m"', '"every 0m"', "flows[0].schedule", "interval must be positive"),
+        ("[sync]", '[logging]\nlevel = "LOUD"\n[sync]', "logging.level", "must be DEBUG"),
+        ("[sync]", '[logging]\nformat = "xml"\n[sync]', "logging.format", '"json"'),
+        ("[sync]", '[daemon]\nlisten = "127.0.0.1"\n[sync]', "daemon.listen", '"host:port"'),
+        ("[sync]", '[daemon]\nlisten = ":8787"\n[sync]', "daemon.listen", "must name a host"),
+        ("[sync]", '[daemon]\nlisten = "0.0.0.0:8787"\n[sync]', "daemon.listen", "without TLS"),
+        ("[sync]", '[daemon]\ntls_cert = "c.pem"\n[sync]', "daemon.tls_cert", "go together"),
+        (
+            "[sync]",
+            '[daemon]\ntls_cert = "c.pem"\ntls_key = "k.pem"\n[sync]',
+            "daemon.tls_cert",
+            "c.pem not found",
+        ),
+        (
+            "[sync]",
+            '[daemon]\npublic_url = "http://klantsync.example.nl"\n[sync]',
+            "daemon.public_url",
+            "only https://",
+        ),
+        ('[store]\npath = "state/klantsync.db"', 'store = "x.db"', "store", "must be a table"),
+        ("[systems.crm]", "[systems.CRM]", "systems.CRM", "lower-case letters"),
+        ('adapter = "hubspot"\n', "", "systems.crm.adapter", "required key is missing"),
+        (_CRM_TOKEN, 'credentials = "env:T"', "systems.crm.credentials", "secret references"),
+        (_CRM_TOKEN, "credentials = { }", "systems.crm.credentials.token", "is missing"),
+        (_CRM_TOKEN, f'{_CRM_TOKEN}\nca_bundle = "no.pem"', "systems.crm.ca_bundle", "not found"),
+        ('source = "shop"', 'source = "shopp"', "flows[0].source", "no system named 'shopp'"),
+        (_FLOW_DESTINATIONS, 'destinations = ["shop"]', "flows[0].destinations", "its source"),
+        (_FLOW_DESTINATIONS, 'destinations = ["crm", "crm"]', "flows[0].destinations", "twice"),
+        (
+            'schedule = "every 15m"',
+            'schedule = "every 15m"\n\n[[flows]]\nname = "shop-to-crm"\nsource = "shop"\n'
+            'destinations = ["crm"]\nschedule = "every 1h"',
+            "flows[1].name",
+            "duplicate flow name",
+        ),
+    ],
+)
+def test_each_mistake_names_the_file_the_key_and_what_is_wrong(
+    tmp_path: Path, env: dict[str, str], old: str, new: str, key: str, problem: str
+) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), key)
+    assert problem in error.problem
+
+
+def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text()
+    path.write_text(text[: text.index("[systems.shop]")])
+    error = _load_error(path)
+    assert (error.key, error.problem) == ("systems", "no systems configured")
