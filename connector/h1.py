@@ -127,6 +127,8 @@ class _Connection(asyncio.Protocol):
         if self.answer is None or self.answer.done:
             self.spoiled = True
             return
+        if self.error is not None:
+            return  # refused already (too large, malformed): read no more of it into memory
         try:
             self.answer.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -197,6 +199,10 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await self._waiter
         self._waiter = None
+        if answer.size > MAX_ANSWER_BYTES:
+            # Completed by the same read that took it past the limit: refused all the same.
+            # (Bytes after a complete answer only spoil the connection, as keeps_alive says.)
+            raise ValueError("answer larger than the connector reads")
         return answer
 
     def keeps_alive(self) -> bool:

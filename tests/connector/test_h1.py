@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -48,7 +48,10 @@ class Vendor:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                self.requests.append(head + await reader.readexactly(length))
+                if b"\r\ntransfer-encoding: chunked\r\n" in head.lower():
+                    self.requests.append(head + await reader.readuntil(b"\r\n0\r\n\r\n"))
+                else:
+                    self.requests.append(head + await reader.readexactly(length))
                 await self.release.wait()
                 writer.write(self.answer(len(self.requests)))
                 await writer.drain()
@@ -301,3 +304,75 @@ async def test_a_failed_tls_handshake_has_closed_the_socket_when_the_error_is_ra
         while chunk := peer.recv(65536):
             received += chunk
     assert received
+
+
+async def test_an_http_1_0_answer_keeps_its_connection_only_when_it_says_keep_alive(
+    tmp_path: Path,
+) -> None:
+    """HTTP/1.0 closes after each answer unless the vendor says ``Connection: keep-alive``."""
+    plain = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    kept = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n{}"
+    for answer, connections in ((plain, 3), (kept, 1)):
+        vendor = Vendor(lambda _n, answer=answer: answer)  # type: ignore[misc]
+        server, ca, url = await _serve(vendor, tmp_path / str(connections))
+        async with server, _client(url, ca) as client:
+            for path in ("/a", "/b", "/c"):
+                assert (await client.request("GET", path)).status_code == 200
+        assert vendor.connections == connections
+
+
+async def test_an_answer_larger_than_the_connector_reads_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endless or huge answer is cut off (a transport error), never read into memory."""
+    monkeypatch.setattr("connector.h1.MAX_ANSWER_BYTES", 1000)
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    vendor = Vendor(lambda _n: big)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        with pytest.raises(RetryableError, match="ReadError"):
+            await client.request("GET", "/big")
+
+
+async def test_a_body_of_unknown_length_goes_out_chunked_and_whole(tmp_path: Path) -> None:
+    """A streamed request body (no length known in advance) is framed in chunks."""
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b'{"a": '
+        yield b"1}"
+
+    vendor = Vendor()
+    server, ca, url = await _serve(vendor, tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_path))
+    async with (
+        server,
+        httpx.AsyncClient(
+            transport=H1Transport(ssl_context=context, limits=httpx.Limits())
+        ) as client,
+    ):
+        response = await client.post(url + "/stream", content=parts())
+        assert response.status_code == 200
+    (request,) = vendor.requests
+    assert b"\r\nTransfer-Encoding: chunked\r\n" in request
+    assert request.endswith(b'\r\n\r\n8\r\n{"a": 1}\r\n0\r\n\r\n')
+
+
+async def test_a_call_that_finds_no_free_connection_in_time_is_a_pool_timeout(
+    tmp_path: Path,
+) -> None:
+    """One connection allowed and busy: a call whose pool timeout passes gives up."""
+    vendor = Vendor()
+    vendor.release.clear()
+    server, ca, url = await _serve(vendor, tmp_path)
+    context = ssl.create_default_context(cafile=str(ca.ca_path))
+    transport = H1Transport(ssl_context=context, limits=httpx.Limits(max_connections=1))
+    async with server:
+        busy = asyncio.create_task(transport.handle_async_request(httpx.Request("GET", url)))
+        while not vendor.requests:
+            await asyncio.sleep(0)
+        waiting = httpx.Request("GET", url, extensions={"timeout": {"pool": 0.01}})
+        with pytest.raises(httpx.PoolTimeout):
+            await transport.handle_async_request(waiting)
+        vendor.release.set()
+        assert (await busy).status_code == 200
+        await transport.aclose()
