@@ -27,7 +27,7 @@ from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
-from tests.conftest import FakeClock
+from tests.conftest import CANARY_EMAIL, FakeClock
 
 BASE_URL = "https://api.hubapi.test"
 CONTACTS = "/crm/v3/objects/contacts"
@@ -590,6 +590,59 @@ async def test_pull_refuses_an_after_token_it_has_seen() -> None:
                 pages.append(page)
     assert len(pages) == 1
     assert caught.value.detail == "PAGING_LOOP"
+
+
+async def test_a_multi_status_answer_is_read_per_record_without_echoing_input() -> None:
+    """HubSpot's 207, as it may come: a result matched by e-mail where it carries no trace
+    id, an error whose "category" is really a message quoting the input (said as
+    BATCH_ERROR, never quoted), a 5xx error (retried), an input neither confirmed nor refused
+    (retried); a record without an e-mail never leaves."""
+    sent: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        body = {
+            "status": "COMPLETE",
+            "results": [
+                {"id": "101", "new": True, "objectWriteTraceId": "ref-1", "properties": {}},
+                {"id": "102", "new": False, "properties": {"email": "PERSON2@example.com"}},
+            ],
+            "numErrors": 2,
+            "errors": [
+                {
+                    "status": "error",
+                    "category": f"Property values were not valid: {CANARY_EMAIL}",
+                    "context": {"objectWriteTraceId": ["ref-3"]},
+                },
+                {
+                    "status": "503",
+                    "category": "SERVICE_UNAVAILABLE",
+                    "context": {"objectWriteTraceId": "ref-4"},
+                },
+            ],
+        }
+        return httpx.Response(207, json=body)
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    adapter = HubSpotAdapter(client, make_settings())
+    records = [person(n) for n in range(1, 6)]
+    records.append(OutboundRecord(ref="ref-6", email="", external_id=None, fields={}))
+    async with client:
+        results = await adapter.upsert(records)
+    assert [(r.ref, r.outcome, r.external_id, r.reason, r.retryable) for r in results] == [
+        ("ref-1", "created", "101", "", False),
+        ("ref-2", "updated", "102", "", False),
+        ("ref-3", "failed", None, "BATCH_ERROR", False),
+        ("ref-4", "failed", None, "SERVICE_UNAVAILABLE", True),
+        ("ref-5", "failed", None, "NO_RESULT", True),
+        ("ref-6", "failed", None, "MISSING_EMAIL", False),
+    ]
+    assert len(sent) == 1 and len(sent[0]["inputs"]) == 5
 
 
 # -- search (sandbox) -------------------------------------------------------------------------
