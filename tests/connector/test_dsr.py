@@ -714,6 +714,38 @@ def test_cli_exit_codes_for_open_requests_and_bad_usage(
     assert code == 2
 
 
+def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`retry --all` says what progressed and exits 1 while any stays open; each mistake
+    exits 2 saying what is wrong, and a --set without '=' is not echoed (it may be a value)."""
+    seed(shop)
+    shop.faults.down = True
+    assert cli("erase", "--email", CANARY_EMAIL, capsys=capsys)[0] == 1
+    code, out, _ = cli("retry", "--all", "--json", capsys=capsys)
+    assert code == 1 and json.loads(out) == {"progressed": 0, "open": 1}
+    shop.faults.down = False
+    code, out, _ = cli("retry", "--all", capsys=capsys)
+    assert code == 0 and "1 requests progressed; 0 still open" in out
+    code, out, _ = cli("list", capsys=capsys)
+    assert code == 0 and "completed" in out and CANARY_EMAIL not in out
+    mistakes = [
+        (("show", "er-nobody"), "no request 'er-nobody'"),
+        (("retry",), "--all for every open request"),
+        (("rectify", "--email", CANARY_EMAIL, "--set", CANARY_NAME), "has no '='"),
+        (("verify-receipt", str(tmp_path / "gone.json")), "cannot read"),
+    ]
+    for argv, said in mistakes:
+        code, out, err = cli(*argv, capsys=capsys)
+        assert code == 2 and said in err, argv
+        assert CANARY_NAME not in out + err
+    code, out, _ = cli("show", "er-nobody", "--json", capsys=capsys)
+    assert code == 2 and json.loads(out) == {"error": "usage", "message": "no request 'er-nobody'"}
+
+
 def test_cli_access_says_the_bundle_is_the_only_clear_copy(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
