@@ -148,6 +148,9 @@ def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
             port=port,
             log_level="warning",
             access_log=False,
+            # uvicorn's own set-up gives its loggers handlers that print tracebacks as they
+            # are; without it they reach the redacting handler (connector/logs.py).
+            log_config=None,
             lifespan="off",
             **tls,
         )

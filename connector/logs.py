@@ -95,11 +95,32 @@ def setup_logging(level: str = "INFO", fmt: str = "auto") -> None:
     The filter masks the message and extras of each record; the structlog chain redacts the
     rendered event again, exception text included.
     """
-    handler = logging.StreamHandler(sys.stderr)
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
-    handler.setFormatter(_formatter(use_json))
-    handler.addFilter(RedactingFilter())
+    handler = _redacting_handler(use_json)
     root = logging.getLogger("klantsync")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    # The libraries underneath log too: apscheduler a job that raised, asyncio a task's lost
+    # exception, uvicorn an error in a request (its own logging set-up is turned off, see
+    # httpapp). Without a handler of their own, Python printed those to stderr as they were,
+    # traceback and exception text included, and that text can hold an e-mail address. Their
+    # warnings and errors now pass the same redaction, as one field, without the traceback.
+    foreign = _redacting_handler(use_json)
+    foreign.setLevel(logging.WARNING)
+    setattr(foreign, _OURS, True)
+    everything = logging.getLogger()
+    everything.handlers[:] = [h for h in everything.handlers if not getattr(h, _OURS, False)]
+    everything.addHandler(foreign)
+
+
+#: Marks the handler set on the root logger, so a second set-up replaces it (and leaves the
+#: handlers others put there, a test runner's say, alone).
+_OURS = "klantsync_redacting"
+
+
+def _redacting_handler(use_json: bool) -> logging.Handler:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_formatter(use_json))
+    handler.addFilter(RedactingFilter())
+    return handler

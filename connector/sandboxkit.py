@@ -387,6 +387,7 @@ def serve_tls(
             log_level="warning",
             access_log=False,
             lifespan="off",
+            log_config=None,  # as the daemon's listeners: logs go through connector/logs.py
         )
         servers.append(uvicorn.Server(config))
         served[name] = ServedApp(name, f"https://127.0.0.1:{port}", port)

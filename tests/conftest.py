@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -169,6 +170,19 @@ schedule = "every 15m"
 
 
 ENV = {"T_WC_KEY": "ck_sandbox", "T_WC_SECRET": "cs_sandbox", "T_HS_TOKEN": "pat-sandbox"}
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Any:
+    """Commands set up logging (connector/logs.py) on the root and ``klantsync`` loggers,
+    writing to the stderr of the moment; each test leaves those loggers as it found them."""
+    loggers = [logging.getLogger(), logging.getLogger("klantsync")]
+    before = [(lg, list(lg.handlers), lg.level, lg.propagate) for lg in loggers]
+    yield
+    for logger, handlers, level, propagate in before:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture(autouse=True)

@@ -470,6 +470,25 @@ def _listen_on_free_ports(config: Path) -> None:
     )
 
 
+async def test_the_listeners_leave_logging_to_klantsync(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """uvicorn's own logging set-up, turned off: it gave its loggers handlers that print a
+    request's error with its traceback, past the redaction (connector/logs.py)."""
+    from connector.httpapp import build_servers
+
+    _listen_on_free_ports(daemon_config)
+    names = ("uvicorn", "uvicorn.error", "uvicorn.access")
+    for name in names:
+        logging.getLogger(name).handlers.clear()
+    async with open_rt(daemon_config) as rt:
+        servers = build_servers(Daemon(rt, clock=Clock()))
+        for _server, sock in servers:
+            sock.close()
+    assert len(servers) == 2
+    assert [logging.getLogger(name).handlers for name in names] == [[], [], []]
+
+
 class _Errors(logging.Handler):
     """Records ERROR and worse from any logger (apscheduler's propagate to the root)."""
 

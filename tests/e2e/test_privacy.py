@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -93,3 +94,29 @@ def test_redaction_is_the_last_line_of_defence() -> None:
     RedactingFilter().filter(record)
     _assert_clean(record.getMessage(), "a redacted record")
     assert redact(f"mail {CANARY_EMAIL}") == "mail <email>"
+
+
+def test_what_the_libraries_underneath_log_is_redacted_too(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """apscheduler (a scheduled job that raised), uvicorn (an error in a request) and
+    asyncio log through the same redaction: the exception's type and masked text as a
+    field, no traceback; their chatter below warnings stays out."""
+    setup_logging("INFO", "json")
+    try:
+        raise KeyError(CANARY_EMAIL)
+    except KeyError:
+        logging.getLogger("apscheduler.executors.default").exception(
+            "Job %r raised an exception", "flow shop-to-crm"
+        )
+    logging.getLogger("uvicorn.error").error("Exception in ASGI application %s", CANARY_PHONE)
+    logging.getLogger("asyncio").info("poll took %s for %s", 0.2, CANARY_NAME)
+    err = capsys.readouterr().err
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("apscheduler.executors.default", "error"),
+        ("uvicorn.error", "error"),
+    ]
+    assert lines[0]["exception"] == "KeyError: '<email>'"
+    assert "Traceback" not in err
+    _assert_clean(err, "the libraries' logs")
