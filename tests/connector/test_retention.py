@@ -275,3 +275,33 @@ def test_a_dry_run_needs_no_key_and_leaves_the_store_unbound(
         assert store.db.execute("SELECT COUNT(*) FROM keyset").fetchone()[0] == 0
     finally:
         store.close()
+
+
+def test_a_bundle_that_cannot_be_deleted_is_kept_for_the_next_sweep_and_said_by_its_id(
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle whose files cannot go (a permission, a read-only disk) stays recorded, so the
+    next sweep tries again; the report names it by id, never by its path, which may carry a
+    person's name. One whose sealed path no longer opens is said so and kept as well."""
+    folder = tmp_path / f"inzage-{CANARY_NAME}"
+    stuck = _bundle(store, folder, _ago(40))
+    foreign = retention.record_bundle(store, Keyring(bytes(32)), tmp_path / "elsewhere")
+    store.db.execute("UPDATE bundles SET created_at=? WHERE id=?", (_ago(40), foreign))
+
+    def refuse(root: Path, files: list[str]) -> None:
+        raise PermissionError(13, "Permission denied", str(root))
+
+    with monkeypatch.context() as patched:
+        patched.setattr(retention, "_delete_bundle", refuse)
+        report = retention.sweep_now(store, config, KEYS, NOW)
+    assert report.bundles == 0
+    assert sorted(report.errors) == sorted(
+        [
+            f"bundle {stuck}: Permission denied",
+            f"bundle {foreign}: its path does not open under the store's keys",
+        ]
+    )
+    assert CANARY_NAME not in json.dumps(report.errors)
+    assert store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (2,)
+    assert retention.sweep_now(store, config, KEYS, NOW).bundles == 1  # the stuck one, now
+    assert not folder.exists()
