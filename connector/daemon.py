@@ -38,6 +38,7 @@ __all__ = [
     "READY_SUCCEEDED",
     "UNREADY_FAILING",
     "UNREADY_NOT_RUN",
+    "UNREADY_NO_STORE",
     "UNREADY_STALE",
     "Daemon",
     "RunsSinceStart",
@@ -57,6 +58,7 @@ READY_STARTING = "no run finished yet since the daemon started"
 UNREADY_STALE = "no success within twice its interval"
 UNREADY_FAILING = "never succeeded: every run since the daemon started failed"
 UNREADY_NOT_RUN = "never succeeded, and no run within twice its interval of the daemon's start"
+UNREADY_NO_STORE = "unknown: the store did not answer"
 
 
 def _parse_ts(text: str | None) -> float | None:
@@ -178,8 +180,20 @@ class Daemon:
         now = self.clock()
         for flow in self.rt.config.flows:
             allowed = 2 * flow.parsed_schedule.nominal_seconds
-            last = _parse_ts(self.rt.store.last_success(flow.name))
             runs = self.runs_since_start[flow.name]
+            if not ready:
+                # The flows' successes are in the store: without it, the probe still answers
+                # (503, saying why) instead of failing itself.
+                checks[f"flow:{flow.name}"] = {
+                    "last_success": None,
+                    "allowed_seconds": allowed,
+                    "runs_since_start": runs.finished,
+                    "failed_since_start": runs.failed,
+                    "ok": False,
+                    "reason": UNREADY_NO_STORE,
+                }
+                continue
+            last = _parse_ts(self.rt.store.last_success(flow.name))
             if last is not None:
                 fresh = now - last <= allowed
                 reason = READY_SUCCEEDED if fresh else UNREADY_STALE
@@ -201,15 +215,22 @@ class Daemon:
         return ready, checks
 
     def refresh_gauges(self) -> None:
-        """Read queue and request counts from the store into the gauges."""
-        values: dict[str, Any] = {"outbox": self.rt.store.outbox_count()}
-        with contextlib.suppress(Exception):
-            from connector.dsr import summary
+        """Read queue and request counts from the store into the gauges.
 
-            counts = summary(self.rt.store)
-            values["dsr_open"] = counts.get("open", 0)
-            values["dsr_overdue"] = counts.get("overdue", 0)
-        since = self._master_key_since()
+        A store that does not answer leaves them as they were: ``/metrics`` still serves the
+        request and flow counters, which say most when the store is in trouble.
+        """
+        try:
+            values: dict[str, Any] = {"outbox": self.rt.store.outbox_count()}
+            with contextlib.suppress(Exception):
+                from connector.dsr import summary
+
+                counts = summary(self.rt.store)
+                values["dsr_open"] = counts.get("open", 0)
+                values["dsr_overdue"] = counts.get("overdue", 0)
+            since = self._master_key_since()
+        except sqlite3.Error:
+            return
         if since is not None:
             values["master_key_since"] = since
         self.metrics.set_gauges(**values)

@@ -21,6 +21,7 @@ from connector.daemon import (
     READY_STARTING,
     READY_SUCCEEDED,
     UNREADY_FAILING,
+    UNREADY_NO_STORE,
     UNREADY_NOT_RUN,
     Daemon,
 )
@@ -554,6 +555,56 @@ async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
         started = [e for e in audit.entries(rt.store) if e.kind == "daemon.started"]
     assert row == ("interrupted",)
     assert started[-1].data["interrupted_runs"] == 1
+
+
+async def test_scheduled_work_the_store_fails_under_or_a_flow_that_fails_ends_in_a_log_line(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the scheduler runs never raises into apscheduler (which logs a traceback): a
+    full disk is logged as such, and a flow run that fails is a warning with its error."""
+    from tests.conftest import disk_full_error
+
+    async def housekeeping() -> None:
+        raise disk_full_error()
+
+    async def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise KlantsyncError("shop: GET /wp-json/wc/v3/customers 503")
+
+    caplog.set_level(logging.WARNING, logger="klantsync")
+    await daemon._scheduled(housekeeping, "housekeeping")
+    monkeypatch.setattr(daemon.rt.engine, "sync", refused)
+    await daemon._scheduled_flow("shop-to-crm")
+    said = [
+        (r.getMessage(), getattr(r, "during", None) or getattr(r, "flow", None))
+        for r in caplog.records
+    ]
+    assert said == [("store failed", "housekeeping"), ("flow run failed", "shop-to-crm")]
+    assert "the disk holding the store is full" in getattr(caplog.records[0], "error", "")
+    assert daemon.runs_since_start["shop-to-crm"].failed == 1
+
+
+async def test_a_store_that_does_not_answer_is_said_by_the_probes_not_failed_by_them(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that cannot be read (a failing disk): /readyz answers 503 saying so, and
+    /metrics still serves its counters. Both failed with a 500 themselves."""
+    from tests.conftest import disk_full_error
+
+    class Unreadable:
+        def execute(self, *_args: Any, **_kwargs: Any) -> Any:
+            raise disk_full_error()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(daemon.rt.store, "db", Unreadable())
+        async with _client(build_public_app(daemon)) as client:
+            ready = await client.get("/readyz")
+            metrics = await client.get("/metrics")
+    assert ready.status_code == 503
+    checks = ready.json()["checks"]
+    assert checks["store"] == "OperationalError"
+    assert checks["flow:shop-to-crm"]["ok"] is False
+    assert checks["flow:shop-to-crm"]["reason"] == UNREADY_NO_STORE
+    assert metrics.status_code == 200 and "klantsync_" in metrics.text
 
 
 async def _work_jobs_until(daemon: Daemon, done: asyncio.Event) -> None:
