@@ -102,6 +102,38 @@ async def test_signed_webhook_syncs_the_changed_customer(
     assert sum(e.records for e in crm.log.writes()) == 1
 
 
+async def test_behind_a_proxy_signatures_are_checked_against_the_public_url(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    crm: HubSpotSandbox,
+) -> None:
+    """HubSpot signs the URL it called: with ``public_url`` set, that URL (path and query
+    as received) is what the signature is checked against, not the listener's own."""
+    public = "https://klantsync.example.nl"
+    monkeypatch.setenv("T_HS_HOOK", "hs-app-secret")
+    path = write_config(
+        tmp_path,
+        extra=f'[daemon]\npublic_url = "{public}"',
+        crm_extra='webhooks = { secret = "env:T_HS_HOOK" }',
+    )
+    clock = Clock()
+    now_ms = int(clock.now * 1000)
+    target = "/webhooks/crm?portal=1"
+    async with open_rt(path) as rt:
+        daemon = Daemon(rt, clock=clock)
+        async with _client(build_public_app(daemon)) as client:
+            outcomes = []
+            for signed_for in (public + target, "http://daemon" + target):
+                body, headers = crm.signed_privacy_deletion(
+                    "hs-app-secret", signed_for, 4321, now_ms
+                )
+                response = await client.post(target, content=body, headers=headers)
+                outcomes.append(response.status_code)
+    assert outcomes == [200, 401]
+
+
 async def test_bad_signature_is_401_and_queues_nothing(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
