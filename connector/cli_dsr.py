@@ -52,7 +52,11 @@ def register(subparsers: Any) -> None:
 
     erase = action("erase", "erase a person in every system, with a signed receipt")
     erase.add_argument("--email", required=True, help="the person's e-mail address")
-    erase.add_argument("--phone", help="the person's phone number (also suppressed)")
+    erase.add_argument(
+        "--phone",
+        help="the person's phone number (also suppressed); one from outside the Netherlands "
+        "with its country code, e.g. +32 470 12 34 56",
+    )
     access = action("access", "collect a person's data from every system into a bundle")
     access.add_argument("--email", required=True, help="the person's e-mail address")
     access.add_argument("--out", required=True, type=Path, help="folder to write the bundle to")

@@ -10,7 +10,8 @@ File format::
     system = "woocommerce"          # informative; the config says which adapter uses it
     id_path = "id"                  # where the system's own record id lives
     record_root = "properties"      # optional: pulled records keep their fields under this key
-    default_region = "NL"           # for phone numbers written without a country code
+    default_region = "NL"           # for phone numbers written without a country code,
+                                    # where the record's own country (if mapped) is not known
     requires_consent = "marketing"  # optional: only people with this consent are sent here
     withdrawn = { status = "unsubscribed" }  # optional: sent (with the e-mail) to someone
                                     # who received data here and has since withdrawn consent
@@ -140,6 +141,7 @@ class SystemMapping:
     requires_consent: str | None = None
     withdrawn: dict[str, Any] = field(default_factory=dict)
     ignore: frozenset[str] = frozenset()
+    default_region: str = "NL"
     _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
     _outbound: list[FieldMapping] = field(default_factory=list)
     _known_paths: frozenset[str] = frozenset()
@@ -157,6 +159,15 @@ class SystemMapping:
             (name, _getter(parts), mapping.transforms) for name, parts, mapping in self._inbound
         ]
         self._read_id = _getter(tuple(self.id_path.split(".")))
+        # Phone fields read again in the person's own country, where the mapping reads one
+        # (see _phones_in_their_country).
+        country = self.fields.get("country")
+        self._phones = (
+            [r for r in self._readers if "phone" in self.fields[r[0]].transform_names]
+            if country is not None and country.inbound
+            else []
+        )
+        self._phone_chains: dict[tuple[str, str], tuple[Transform, ...]] = {}
 
     @property
     def outbound_fields(self) -> list[str]:
@@ -182,12 +193,48 @@ class SystemMapping:
                 value = transform(value)
             if value is not None:
                 person[name] = value
+        if self._phones:
+            self._phones_in_their_country(record, person)
         if withheld is not None:
             unmapped: list[str] = []
             self._collect_unmapped(record, "", unmapped)
             if unmapped:
                 withheld.update(unmapped)
         return person
+
+    def _phones_in_their_country(self, record: Mapping[str, Any], person: Person) -> None:
+        """Read a number written without a country code as one of the person's own country.
+
+        ``default_region`` is the shop's country; a Belgian customer of a Dutch shop who
+        types "0470 12 34 56" means +32 470 12 34 56, which read as Dutch would become a
+        different, valid-looking number (+31 470 ...) sent on to every system. Numbers
+        written with a country code are the same either way. Only people from another
+        country than ``default_region`` are read again.
+        """
+        country = person.get("country")
+        if country is None or country == self.default_region:
+            return
+        if country not in phonenumbers.SUPPORTED_REGIONS:
+            return
+        for name, read, transforms in self._phones:
+            chain = self._phone_chains.get((name, country))
+            if chain is None:
+                regional = make_transform("phone", country)
+                assert regional is not None  # "phone" is always known
+                names = self.fields[name].transform_names
+                chain = tuple(
+                    regional if n == "phone" else t for n, t in zip(names, transforms, strict=True)
+                )
+                self._phone_chains[(name, country)] = chain
+            value = read(record)
+            for transform in chain:
+                if value is None:
+                    break
+                value = transform(value)
+            if value is None:
+                person.pop(name, None)
+            else:
+                person[name] = value
 
     def _collect_unmapped(self, record: Mapping[str, Any], prefix: str, out: list[str]) -> None:
         """Append to ``out`` the paths of non-empty leaves that are neither known nor ignored.
@@ -341,6 +388,7 @@ def load_mapping(path: Path) -> SystemMapping:
         requires_consent=spec.requires_consent,
         withdrawn=dict(spec.withdrawn),
         ignore=frozenset(spec.ignore),
+        default_region=spec.default_region,
     )
 
 

@@ -80,6 +80,28 @@ def test_phone_transform(value: str, expected: str | None) -> None:
     assert transform(value) == expected
 
 
+@pytest.mark.parametrize(
+    ("country", "phone", "expected"),
+    [
+        ("BE", "0470 12 34 56", "+32470123456"),  # read as Dutch: +31 470 12 34 56
+        ("België", "0470 12 34 56", "+32470123456"),  # the country as a name works too
+        ("DE", "0151 23456789", "+4915123456789"),
+        ("NL", "06 12345678", "+31612345678"),
+        ("BE", "+31 6 12345678", "+31612345678"),  # a country code is kept, wherever they live
+        ("", "06 12345678", "+31612345678"),  # no country: the mapping's default_region
+        ("Atlantis", "06 12345678", "+31612345678"),
+        ("BE", "12", None),  # unusable in their country too: no phone at all
+    ],
+)
+def test_a_phone_without_a_country_code_is_read_in_the_persons_own_country(
+    country: str, phone: str, expected: str | None
+) -> None:
+    """A Belgian or German customer of a Dutch shop who leaves out the country code means
+    their own country's number, not a Dutch one of the same digits."""
+    person = WOO.inbound({**RAW, "billing": {"phone": phone, "country": country}})
+    assert person.get("phone") == expected
+
+
 def test_mapping_with_unknown_transform_refused(tmp_path: Path) -> None:
     """An unknown transform names the file and key."""
     path = tmp_path / "m.toml"
