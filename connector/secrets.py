@@ -54,6 +54,9 @@ def resolve_secret(
             value = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             raise ConfigError(file, key, f"secret file {path} not found") from None
+        except UnicodeDecodeError:
+            # Said without the decoder's text, which quotes a byte of the secret.
+            raise ConfigError(file, key, f"secret file {path} is not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(
                 file, key, f"secret file {path} unreadable ({exc.strerror})"

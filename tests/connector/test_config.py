@@ -449,3 +449,28 @@ def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -
     path.write_text(text[: text.index("[systems.shop]")])
     error = _load_error(path)
     assert (error.key, error.problem) == ("systems", "no systems configured")
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        ("env:", "env: reference names no variable"),
+        ("env:T_NOT_SET_ANYWHERE", "environment variable T_NOT_SET_ANYWHERE is not set"),
+        ("file:secrets/none", "not found"),
+        ("file:secrets/empty", "is empty"),
+        ("file:secrets", "unreadable (Is a directory)"),
+        ("file:secrets/latin1", "is not UTF-8 text"),
+    ],
+)
+def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_the_value(
+    tmp_path: Path, env: dict[str, str], reference: str, problem: str
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "empty").write_text("  \n")
+    (secrets / "latin1").write_bytes("pât-geheim-\xff".encode("latin-1"))
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"env:T_HS_TOKEN"', f'"{reference}"'))
+    error = _load_error(path)
+    assert error.key == "systems.crm.credentials.token" and problem in error.problem
+    assert "geheim" not in str(error) and "0xff" not in str(error)
