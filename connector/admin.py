@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import hmac
 import re
+import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from connector import jobs
@@ -170,6 +171,14 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
+    async def store_failed(request: Request, exc: Exception) -> Response:
+        # A full disk, say: a 503 saying so (not a bare 500), and the log says what to do.
+        assert isinstance(exc, sqlite3.Error)
+        daemon.store_failed(exc, f"admin {request.method} {request.url.path}")
+        from connector.httpapp import store_unavailable
+
+        return store_unavailable()
+
     # Every route needs the token; the OpenAPI document itself is served without it.
     app = FastAPI(
         title="klantsync admin API",
@@ -178,7 +187,10 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         dependencies=[Depends(authorised)],
-        exception_handlers={RequestValidationError: validation_failed},
+        exception_handlers={
+            RequestValidationError: validation_failed,
+            sqlite3.Error: store_failed,
+        },
     )
 
     @app.post("/admin/resync", status_code=202, response_model=Queued)

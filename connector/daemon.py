@@ -414,15 +414,18 @@ class Daemon:
             if not self.stopping.is_set():
                 raise
         except sqlite3.Error as exc:
-            during = what or str(getattr(work, "__name__", "scheduled job"))
-            error = failure_text(self.rt.config.store_path, exc)
-            log.error("store failed", extra={"during": during, "error": error})
+            self.store_failed(exc, what or str(getattr(work, "__name__", "scheduled job")))
 
     async def _scheduled_flow(self, flow_name: str) -> None:
         try:
             await self._scheduled(lambda: self.run_flow(flow_name), f"flow {flow_name}")
         except KlantsyncError as exc:
             log.warning("flow run failed", extra={"flow": flow_name, "error": str(exc)})
+
+    def store_failed(self, exc: sqlite3.Error, during: str) -> None:
+        """Log the store failing under ``during`` as what it means and what to do."""
+        error = failure_text(self.rt.config.store_path, exc)
+        log.error("store failed", extra={"during": during, "error": error})
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""

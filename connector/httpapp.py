@@ -7,6 +7,7 @@ monitoring here, operators there, on separate sockets so the admin API can stay 
 from __future__ import annotations
 
 import socket
+import sqlite3
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,19 @@ def _system_label(configured: Collection[str], system: str) -> str:
     return system if system in configured else UNKNOWN_SYSTEM
 
 
+#: Seconds a caller is asked to wait when the store does not answer (a full disk, say).
+STORE_RETRY_AFTER = 60
+
+
+def store_unavailable() -> JSONResponse:
+    """503 for a request the store failed under: try again later, nothing was done."""
+    return JSONResponse(
+        {"error": "store unavailable; try again later"},
+        status_code=503,
+        headers={"Retry-After": str(STORE_RETRY_AFTER)},
+    )
+
+
 def build_public_app(daemon: Daemon) -> Starlette:
     """Webhooks, ``/healthz``, ``/readyz``, ``/metrics``."""
     public_url = daemon.rt.config.daemon.public_url
@@ -79,7 +93,13 @@ def build_public_app(daemon: Daemon) -> Starlette:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
         )
-        outcome = receive(daemon.rt, system, delivery, daemon.clock())
+        try:
+            outcome = receive(daemon.rt, system, delivery, daemon.clock())
+        except sqlite3.Error as exc:
+            # Nothing was queued (the transaction rolled back): the vendor delivers again.
+            daemon.store_failed(exc, "webhook")
+            daemon.metrics.webhooks.labels(label, "503").inc()
+            return store_unavailable()
         daemon.metrics.webhooks.labels(label, str(outcome.status)).inc()
         if outcome.status != 200:
             return JSONResponse({"error": outcome.reason}, status_code=outcome.status)

@@ -134,6 +134,45 @@ async def test_behind_a_proxy_signatures_are_checked_against_the_public_url(
     assert outcomes == [200, 401]
 
 
+async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_later(
+    daemon: Daemon,
+    shop: WooCommerceSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk while a delivery or an admin call is queued: 503 with Retry-After (the
+    vendor delivers again; nothing was queued), the log says what to do. Both were a bare
+    500 with a traceback."""
+    from tests.conftest import disk_full_error
+
+    class Full:
+        in_transaction = False
+
+        def execute(self, *_args: Any, **_kwargs: Any) -> Any:
+            raise disk_full_error()
+
+    body = json.dumps({"id": 3, "email": "someone@example.nl"}).encode()
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    with monkeypatch.context() as patched:
+        patched.setattr(daemon.rt.store, "db", Full())
+        async with _client(build_public_app(daemon)) as client:
+            hook = await client.post(
+                "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
+            )
+        async with _client(build_admin_app(daemon)) as client:
+            admin = await client.post(
+                "/admin/resync",
+                json={"system": "shop"},
+                headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+    assert (hook.status_code, admin.status_code) == (503, 503)
+    assert hook.headers["retry-after"] == admin.headers["retry-after"] == "60"
+    assert hook.json() == {"error": "store unavailable; try again later"}
+    failed = [r for r in caplog.records if r.getMessage() == "store failed"]
+    assert [getattr(r, "during", None) for r in failed] == ["webhook", "admin POST /admin/resync"]
+    assert all("the disk holding the store is full" in getattr(r, "error", "") for r in failed)
+
+
 async def test_bad_signature_is_401_and_queues_nothing(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
