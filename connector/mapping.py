@@ -115,6 +115,7 @@ class FieldMapping:
         return self.direction in ("out", "both")
 
     def convert(self, value: Any) -> Any:
+        value = _scalar(value)
         for transform in self.transforms:
             if value is None:
                 return None
@@ -187,6 +188,8 @@ class SystemMapping:
             record = nested if isinstance(nested, Mapping) else {}
         for name, read, transforms in self._readers:
             value = read(record)
+            if value.__class__ is not str and value is not None:  # one check for nearly all
+                value = _scalar(value)
             for transform in transforms:
                 if value is None:
                     break
@@ -226,7 +229,7 @@ class SystemMapping:
                     regional if n == "phone" else t for n, t in zip(names, transforms, strict=True)
                 )
                 self._phone_chains[(name, country)] = chain
-            value = read(record)
+            value = _scalar(read(record))
             for transform in chain:
                 if value is None:
                     break
@@ -300,6 +303,21 @@ class SystemMapping:
     def purposes(self) -> dict[str, str]:
         """Canonical field -> purpose, for the register and access reports."""
         return {name: f.purpose for name, f in self.fields.items()}
+
+
+def _scalar(value: Any) -> str | bool | None:
+    """What a mapped field may hold: text or a yes/no, never an object or a list.
+
+    A number is read as its text (a postcode or a house number a system keeps as one). An
+    object or a list where a value belongs is not read at all: passed on, it would carry
+    whatever it holds (a plugin's whole address record, a date of birth) past the
+    allow-list, which names the field and not what is inside it.
+    """
+    if isinstance(value, str | bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return None
 
 
 def _get(record: Mapping[str, Any], parts: tuple[str, ...]) -> Any:

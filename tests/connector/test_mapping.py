@@ -6,6 +6,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError
@@ -198,3 +200,68 @@ def test_unreadable_mapping_names_it_and_the_config_key(
         load_config(config)
     assert info.value.file == str(mapping)
     assert "systems.crm.mapping" in info.value.problem and str(config) in info.value.problem
+
+
+def test_a_mapped_field_holding_an_object_is_not_read_and_a_number_is_read_as_text() -> None:
+    """The allow-list names a field, not what is inside it: an object or a list where a
+    value belongs (a plugin's whole address record with a date of birth in it) is not read
+    and never passed on; a number (a postcode kept as one) is read as its text."""
+    billing = {
+        "address_1": {"street": "Dorpsstraat 1", "date_of_birth": "1980-01-01"},
+        "address_2": ["flat 3", "1980-01-01"],
+        "postcode": 1234,
+        "city": 3.5,
+        "country": "NL",
+        "phone": "06 12345678",
+    }
+    person = WOO.inbound({**RAW, "billing": billing, "first_name": {"given": "Jan"}})
+    assert "address_line1" not in person and "address_line2" not in person
+    assert "first_name" not in person
+    assert (person["postcode"], person["city"], person["phone"]) == ("1234", "3.5", "+31612345678")
+    assert "1980-01-01" not in repr(person)
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=16),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
+
+
+@pytest.mark.parametrize("system", sorted(p.stem for p in REPO_MAPPINGS.glob("*.toml")))
+def test_inbound_takes_any_record_a_system_may_send_without_failing(system: str) -> None:
+    """A field of another type than usual (a number for a name, a list for an address, a
+    meta list of strings) is read as no value or as text, never an exception that would
+    stop the whole sync at that record."""
+    mapping = load_mapping(REPO_MAPPINGS / f"{system}.toml")
+    tops = sorted({f.path.split(".")[0] for f in mapping.fields.values()} | {"properties"})
+    seconds = sorted({p for f in mapping.fields.values() for p in f.path.split(".")[1:2]})
+    nested = st.dictionaries(
+        st.sampled_from(seconds or ["x"]) | st.text(max_size=6), _JSON, max_size=5
+    )
+    meta = st.lists(
+        st.fixed_dictionaries(
+            {"key": st.sampled_from(seconds or ["x"]) | st.text(max_size=6), "value": _JSON}
+        )
+        | _JSON,
+        max_size=3,
+    )
+    records = st.dictionaries(
+        st.sampled_from(tops) | st.text(max_size=8), _JSON | nested | meta, max_size=8
+    )
+
+    @settings(max_examples=100, derandomize=True, deadline=None)
+    @given(record=records)
+    def reads(record: dict[str, object]) -> None:
+        withheld: Counter[str] = Counter()
+        person = mapping.inbound(record, withheld)
+        assert all(isinstance(value, str | bool) for value in person.values()), person
+        assert all(isinstance(path, str) for path in withheld)
+
+    reads()
