@@ -9,15 +9,19 @@ request log or an error message.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from adapters.registry import REGISTRY
-from connector.adapter import Adapter, OutboundRecord, SandboxLike, Subject
+from connector.adapter import Adapter, OutboundRecord, SandboxLike, Subject, WebhookRequest
 from connector.errors import FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.systems import _limits
@@ -195,3 +199,116 @@ async def test_no_personal_data_in_the_request_log_or_errors(pair: Pair) -> None
     with pytest.raises(FatalRemoteError) as info:
         await pair.adapter.find(Subject(email=CANARY))
     assert CANARY not in str(info.value) and "wrong" not in str(info.value)
+
+
+# -- what a stranger may send --------------------------------------------------------------------
+
+#: JSON as any sender may shape it: scalars, lists and objects nested a few levels deep.
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
+    ),
+    max_leaves=25,
+)
+#: Keys the webhook parsers look at, so generated bodies reach past the first check.
+_KEYS = st.sampled_from(
+    [
+        "id",
+        "email",
+        "customer",
+        "customer_id",
+        "billing",
+        "phone",
+        "type",
+        "data",
+        "event",
+        "meta",
+        "current",
+        "previous",
+        "objectId",
+        "subscriptionType",
+        "shop_id",
+        "orders_to_redact",
+        "admin_graphql_api_id",
+        "fired_at",
+        "action",
+        "entity",
+        "list_id",
+        "data_request",
+    ]
+)
+_BODIES = st.one_of(
+    st.binary(max_size=200),
+    _JSON.map(lambda value: json.dumps(value).encode()),
+    st.dictionaries(_KEYS, _JSON, max_size=6).map(lambda value: json.dumps(value).encode()),
+    st.lists(st.dictionaries(_KEYS, _JSON, max_size=6), max_size=3).map(
+        lambda value: json.dumps(value).encode()
+    ),
+    st.dictionaries(
+        st.sampled_from(["type", "data[email]", "data[id]", "fired_at"]), st.text(max_size=20)
+    ).map(lambda form: urlencode(form).encode()),
+)
+_HEADERS = st.dictionaries(
+    st.sampled_from(
+        [
+            "x-wc-webhook-topic",
+            "x-shopify-topic",
+            "x-wc-webhook-delivery-id",
+            "x-shopify-webhook-id",
+            "content-type",
+            "x-wc-webhook-signature",
+            "x-shopify-hmac-sha256",
+            "authorization",
+            "x-hubspot-signature-v3",
+            "x-hubspot-request-timestamp",
+        ]
+    ),
+    st.one_of(
+        st.text(max_size=30),
+        st.sampled_from(
+            [
+                "customer.created",
+                "customer.updated",
+                "customer.deleted",
+                "order.updated",
+                "customers/redact",
+                "customers/data_request",
+                "shop/redact",
+                "customers/update",
+                "application/json",
+                "application/x-www-form-urlencoded",
+            ]
+        ),
+    ),
+    max_size=5,
+)
+
+
+async def test_a_webhook_parser_never_fails_on_what_a_stranger_sends(pair: Pair) -> None:
+    """Verification turns a stranger away; parsing a signed but odd delivery (a vendor's
+    change of format, a field of another type) must still end in events or none, never in
+    an exception that fails the delivery over and over."""
+    if "webhooks" not in pair.adapter.capabilities:
+        pytest.skip(f"{pair.kind} takes no webhooks")
+
+    @settings(
+        max_examples=150,
+        derandomize=True,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    @given(body=_BODIES, headers=_HEADERS)
+    def parses(body: bytes, headers: dict[str, str]) -> None:
+        request = WebhookRequest(
+            method="POST", url="https://klantsync.example.nl/webhooks/x", headers=headers, body=body
+        )
+        assert pair.adapter.verify_webhook(request, "secret", 1_800_000_000.0) in (True, False)
+        events = pair.adapter.parse_webhook(request)
+        assert isinstance(events, list)
+
+    parses()
