@@ -47,7 +47,7 @@ from connector.adapter import (
     WebhookEvent,
     WebhookRequest,
 )
-from connector.errors import FatalRemoteError, RecordError
+from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
@@ -176,22 +176,17 @@ class WooCommerceAdapter:
                 "role": self.settings.role,
             }
             response = await self.client.request("GET", path, params=params)
-            raw = jsonutil.loads(response.content)
-            if not isinstance(raw, list):
-                raise FatalRemoteError(
-                    self.client.system, "GET", path, response.status_code, "not a list"
-                )
-            raw = [r for r in raw if isinstance(r, dict) and isinstance(r.get("id"), int)]
+            raw = self._list(response, "GET", path)
             if raw:
                 # Two pages with the same first and last id: the shop ignores `page`.
-                span = (int(raw[0]["id"]), int(raw[-1]["id"]))
+                span = (raw[0]["id"], raw[-1]["id"])
                 if span in spans:
                     raise FatalRemoteError(
                         self.client.system, "GET", path, response.status_code, "page repeated"
                     )
                 spans.add(span)
-            records = [r for r in raw if int(r["id"]) > after]
-            after = max([after, *(int(r["id"]) for r in records)])
+            records = [r for r in raw if r["id"] > after]
+            after = max([after, *(r["id"] for r in records)])
             total_pages = response.headers.get("x-wp-totalpages", "")
             last = (
                 not raw
@@ -292,7 +287,7 @@ class WooCommerceAdapter:
                 updates.append(i)
         payload = {name: items for name, items in body.items() if items}
         response = await self.client.request("POST", f"{API}/customers/batch", json=payload)
-        answer = jsonutil.loads(response.content)
+        answer = self._json(response, "POST", f"{API}/customers/batch")
         results: list[UpsertResult | None] = [None] * len(records)
         for name, positions in (("create", creates), ("update", updates)):
             items = answer.get(name) if isinstance(answer, dict) else None
@@ -310,12 +305,38 @@ class WooCommerceAdapter:
             # The shop answered fewer items than sent: unknown fate, so try again later.
             return UpsertResult(ref, "failed", reason="missing_in_response", retryable=True)
         error = item.get("error")
-        if error or not item.get("id"):
+        if error or not _is_id(item.get("id")):
             code = code_only(error)
-            status = error.get("data", {}).get("status") if isinstance(error, Mapping) else None
+            data = error.get("data") if isinstance(error, Mapping) else None
+            status = data.get("status") if isinstance(data, Mapping) else None
             retryable = code in _RETRYABLE_ITEM_CODES or (isinstance(status, int) and status >= 500)
             return UpsertResult(ref, "failed", reason=code, retryable=retryable)
         return UpsertResult(ref, outcome, external_id=str(item["id"]))
+
+    # -- reading answers -------------------------------------------------------------------
+
+    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
+        """The answer's JSON. A body that is not JSON (WordPress in maintenance mode answers
+        an HTML page, a plugin's PHP notice can come before the JSON) is a retryable error."""
+        try:
+            return jsonutil.loads(response.content)
+        except ValueError:
+            raise RetryableError(
+                self.client.system, method, path, response.status_code, "not JSON"
+            ) from None
+
+    def _list(self, response: httpx.Response, method: str, path: str) -> list[dict[str, Any]]:
+        """A wc/v3 collection: its objects with a WordPress id (a positive integer).
+
+        Anything but a list is an error, never an empty collection: an erasure must not
+        conclude that nobody is held from an answer it could not read.
+        """
+        body = self._json(response, method, path)
+        if not isinstance(body, list):
+            raise FatalRemoteError(
+                self.client.system, method, path, response.status_code, "not a list"
+            )
+        return [item for item in body if isinstance(item, dict) and _is_id(item.get("id"))]
 
     # -- find and erase --------------------------------------------------------------------
 
@@ -324,20 +345,18 @@ class WooCommerceAdapter:
         response = await self.client.request(
             "GET", f"{API}/customers", params={"email": email, "role": "all"}
         )
-        found = response.json()
-        return (
-            found[0] if isinstance(found, list) and found and isinstance(found[0], dict) else None
-        )
+        found = self._list(response, "GET", f"{API}/customers")
+        return found[0] if found else None
 
     async def _customer_for(self, subject: Subject) -> dict[str, Any] | None:
         customer = await self._customer_by_email(subject.email)
         if customer is None and subject.external_id and subject.external_id.isdigit():
             # The identity map's id still finds someone whose shop e-mail has changed.
-            response = await self.client.request(
-                "GET", f"{API}/customers/{int(subject.external_id)}", accept=(404,)
-            )
-            body = response.json() if response.status_code == 200 else None
-            customer = body if isinstance(body, dict) else None
+            path = f"{API}/customers/{int(subject.external_id)}"
+            response = await self.client.request("GET", path, accept=(404,))
+            if response.status_code == 200:
+                body = self._json(response, "GET", path)
+                customer = body if isinstance(body, dict) and _is_id(body.get("id")) else None
         return customer
 
     async def _list_orders(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -348,11 +367,11 @@ class WooCommerceAdapter:
             response = await self.client.request(
                 "GET", f"{API}/orders", params={**params, "per_page": PAGE_SIZE, "page": page}
             )
-            batch = [o for o in response.json() if isinstance(o, dict)]
-            fresh = [o for o in batch if int(o.get("id", 0)) not in seen]
+            batch = self._list(response, "GET", f"{API}/orders")
+            fresh = [o for o in batch if o["id"] not in seen]
             if batch and not fresh:
                 return orders  # the shop is not paging; everything has been seen
-            seen.update(int(o.get("id", 0)) for o in fresh)
+            seen.update(o["id"] for o in fresh)
             orders += fresh
             total_pages = response.headers.get("x-wp-totalpages", "")
             if not batch or (
@@ -366,7 +385,7 @@ class WooCommerceAdapter:
         found: dict[int, dict[str, Any]] = {}
         if customer_id:
             for order in await self._list_orders({"customer": customer_id}):
-                found[int(order["id"])] = order
+                found[order["id"]] = order
         wanted = email.strip().casefold()
         if "@" not in wanted:
             # Without an e-mail there is nothing to match guest orders on; an empty search
@@ -378,7 +397,7 @@ class WooCommerceAdapter:
             billing = order.get("billing")
             billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
             if isinstance(billed_to, str) and billed_to.strip().casefold() == wanted:
-                found[int(order["id"])] = order
+                found[order["id"]] = order
         return [found[k] for k in sorted(found)]
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
@@ -399,7 +418,7 @@ class WooCommerceAdapter:
                 if is_anonymous(order):
                     continue
                 response = await self.client.request(
-                    "PUT", f"{API}/orders/{int(order['id'])}", json=ANONYMOUS_ORDER, accept=(404,)
+                    "PUT", f"{API}/orders/{order['id']}", json=ANONYMOUS_ORDER, accept=(404,)
                 )
                 # A 404 means the order was deleted meanwhile: nothing of it is left to blank.
                 anonymised += response.status_code == 200
@@ -505,3 +524,8 @@ def _refused_delete(
         )
         return RecordError(system, "DELETE", path, 403, detail)
     return FatalRemoteError(system, "DELETE", path, 403, code)
+
+
+def _is_id(value: Any) -> bool:
+    """A WordPress id: a positive integer (a bool is not one, though Python counts it so)."""
+    return type(value) is int and value > 0

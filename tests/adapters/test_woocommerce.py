@@ -206,6 +206,33 @@ async def test_pull_stops_when_the_shop_ignores_the_page_parameter() -> None:
             await collect(adapter, None)
 
 
+async def test_a_shop_answering_a_page_that_is_not_json_is_a_retryable_error() -> None:
+    """WordPress in maintenance mode answers 200 with an HTML page, and a plugin's PHP
+    notice can come before the JSON: the pull and an erasure's lookups say so as a retryable
+    error naming the path, and an erasure never reads such an answer as "nobody held"."""
+
+    def maintenance(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, text="<html><h1>Briefly unavailable</h1></html>")
+
+    def not_a_list(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"code": "rest_no_route"})
+
+    async with SystemClient(
+        system="shop", base_url=BASE_URL, transport=httpx.MockTransport(maintenance)
+    ) as client:
+        adapter = WooCommerceAdapter(client, settings())
+        with pytest.raises(RetryableError, match="customers -> 200 \\(not JSON\\)"):
+            await collect(adapter, None)
+        with pytest.raises(RetryableError, match="not JSON"):
+            await adapter.erase(Subject(email="someone@example.nl"))
+    async with SystemClient(
+        system="shop", base_url=BASE_URL, transport=httpx.MockTransport(not_a_list)
+    ) as client:
+        adapter = WooCommerceAdapter(client, settings())
+        with pytest.raises(FatalRemoteError, match="not a list"):
+            await adapter.find(Subject(email="someone@example.nl"))
+
+
 async def test_synthetic_million_is_seeded_fast_and_pages_right(harness: Harness) -> None:
     """A million generated customers page with the right ids at the start and near the end."""
     harness.sandbox.seed_synthetic(1_000_000, seed=3)
