@@ -8,6 +8,7 @@ until it hangs up, sets cookies, is slow, or drops the connection halfway throug
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -15,11 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.devtls import DevCA
-from connector.errors import RetryableError
+from connector.errors import KlantsyncError, RetryableError
 from connector.h1 import H1Transport
 from connector.http import RetryPolicy, SystemClient
+from connector.loop import run as run_loop
 from tests.conftest import no_sleep
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
@@ -376,3 +380,79 @@ async def test_a_call_that_finds_no_free_connection_in_time_is_a_pool_timeout(
         vendor.release.set()
         assert (await busy).status_code == 200
         await transport.aclose()
+
+
+_STATUS_LINES = st.sampled_from(
+    [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 204 No Content",
+        b"HTTP/1.0 200 OK",
+        b"HTTP/1.1 999 Odd",
+        b"HTTP/1.1 103 Early Hints",
+        b"HTTP/2 200",
+        b"HTTP/1.1 200",
+        b"ICY 200 OK",
+        b"",
+    ]
+)
+_HEADER_LINES = st.lists(
+    st.sampled_from(
+        [
+            b"Content-Length: 2",
+            b"Content-Length: 0",
+            b"Content-Length: -1",
+            b"Content-Length: x",
+            b"Content-Length: 99999999999999999999",
+            b"Transfer-Encoding: chunked",
+            b"Transfer-Encoding: gzip",
+            b"Connection: close",
+            b"Content-Encoding: gzip",
+            b"Content-Encoding: br",
+            b"Retry-After: soon",
+            b"X-Odd: \x00\xff",
+        ]
+    )
+    | st.binary(max_size=20),
+    max_size=4,
+)
+_ANSWERS = st.one_of(
+    st.binary(max_size=300),
+    st.tuples(_STATUS_LINES, _HEADER_LINES, st.binary(max_size=40)).map(
+        lambda parts: (
+            parts[0] + b"\r\n" + b"".join(h + b"\r\n" for h in parts[1]) + b"\r\n" + parts[2]
+        )
+    ),
+)
+
+
+def test_whatever_bytes_a_server_answers_end_in_a_response_or_a_classified_error(
+    tmp_path: Path,
+) -> None:
+    """A broken or hostile server (any bytes, any framing, then a hang-up) never makes a
+    call raise anything but the error tree's errors, which say what happens next."""
+    ca = DevCA(tmp_path)
+    cert = ca.issue("vendor")
+
+    @settings(max_examples=120, derandomize=True, deadline=None)
+    @given(answer=_ANSWERS)
+    def calls(answer: bytes) -> None:
+        async def once() -> None:
+            async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                    writer.write(answer)
+                    await writer.drain()
+                finally:
+                    writer.close()
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert.cert_path, cert.key_path)
+            server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+            port = server.sockets[0].getsockname()[1]
+            async with server, _client(f"https://127.0.0.1:{port}", ca, timeout=2.0) as client:
+                with contextlib.suppress(KlantsyncError):
+                    await client.request("GET", "/a", accept=(204, 999))
+
+        run_loop(once())  # the event loop the connector runs on (uvloop where installed)
+
+    calls()
