@@ -25,7 +25,7 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -50,6 +50,7 @@ __all__ = [
     "RetryPolicy",
     "SystemClient",
     "WaitHint",
+    "answer_object",
     "build_ssl_context",
     "ca_bundle_problem",
     "check_url",
@@ -563,6 +564,33 @@ def json_object(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) else {}
+
+
+def answer_object(
+    response: httpx.Response,
+    *,
+    system: str,
+    method: str,
+    path: str,
+    required: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The answer's JSON object, for a read whose "nothing there" is trusted.
+
+    An erasure's verification certifies a subject absent from what a lookup finds, so a
+    lookup must not read "nobody" into an answer it could not read: one that is not JSON (a
+    maintenance page), not an object, or lacks a key in ``required`` that the vendor always
+    sends, is a :class:`RetryableError` naming ``path``. :func:`json_object` stays for
+    answers whose absence of a key is harmless.
+    """
+    body: Any = None
+    if response.status_code != 204 and response.content:
+        try:
+            body = jsonutil.loads(response.content)
+        except ValueError:
+            body = None
+    if isinstance(body, dict) and all(key in body for key in required):
+        return body
+    raise RetryableError(system, method, path, response.status_code, "unreadable answer")
 
 
 #: Where vendors put their error category, in the order they are tried: HubSpot ``category``

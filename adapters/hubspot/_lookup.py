@@ -13,7 +13,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from connector.adapter import Subject
-from connector.http import SystemClient, json_object
+from connector.http import SystemClient, answer_object
 
 __all__ = ["ARCHIVED_ONLY", "CONTACTS", "ContactLookup", "first_contact"]
 
@@ -80,7 +80,14 @@ class ContactLookup:
         )
         if response.status_code == 400:
             return None
-        return first_contact(json_object(response).get("results"), archived)
+        body = answer_object(
+            response,
+            system=self.client.system,
+            method="POST",
+            path=f"{CONTACTS}/batch/read",
+            required=("results",),
+        )
+        return first_contact(body["results"], archived)
 
     async def by_id(
         self, external_id: str, names: Sequence[str] | None = None
@@ -102,15 +109,14 @@ class ContactLookup:
             # The spec's ``archived`` flag on GET .../{contactId}: "only results that have been
             # archived"; without it an archived contact is a 404.
             params.update(ARCHIVED_ONLY)
-        response = await self.client.request(
-            "GET",
-            f"{CONTACTS}/{quote(external_id, safe='')}",
-            params=params,
-            accept=(404,),
-        )
+        path = f"{CONTACTS}/{quote(external_id, safe='')}"
+        response = await self.client.request("GET", path, params=params, accept=(404,))
         if response.status_code == 404:
             return None
-        return first_contact([json_object(response)], archived)
+        body = answer_object(
+            response, system=self.client.system, method="GET", path=path, required=("id",)
+        )
+        return first_contact([body], archived)
 
 
 def first_contact(results: Any, archived: bool) -> dict[str, Any] | None:

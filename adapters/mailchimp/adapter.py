@@ -75,7 +75,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.http import SystemClient, json_object
+from connector.http import SystemClient, answer_object, json_object
 from connector.workers import WorkerPool
 
 __all__ = [
@@ -375,7 +375,14 @@ class MailchimpAdapter:
         # The e-mail travels in the query string, which SystemClient never puts in errors.
         async with self._connections:
             response = await self._request("GET", SEARCH, SEARCH, params={"query": email})
-        matches = json_object(response).get("exact_matches")
+        body = answer_object(
+            response,
+            system=self.client.system,
+            method="GET",
+            path=SEARCH,
+            required=("exact_matches",),
+        )
+        matches = body["exact_matches"]
         members = matches.get("members") if isinstance(matches, dict) else None
         return [
             member
@@ -395,8 +402,10 @@ class MailchimpAdapter:
             )
         if response.status_code == 404:
             return None
-        member = json_object(response)
-        return member if member.get("id") else None
+        # The template, not the path: a subscriber hash is the MD5 of the e-mail.
+        return answer_object(
+            response, system=self.client.system, method="GET", path=template, required=("id",)
+        )
 
     # -- erase -----------------------------------------------------------------------------
 

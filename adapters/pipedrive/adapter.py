@@ -67,7 +67,7 @@ from connector.adapter import (
     WebhookRequest,
 )
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
-from connector.http import SystemClient, json_object
+from connector.http import SystemClient, answer_object, json_object
 
 __all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
 
@@ -358,7 +358,10 @@ class PipedriveAdapter:
             params={"term": email, "fields": "email", "exact_match": "true", "limit": 100},
             bucket="search",
         )
-        return search_hits(json_object(response), email)
+        body = answer_object(
+            response, system=self.client.system, method="GET", path=SEARCH, required=("data",)
+        )
+        return search_hits(body, email)
 
     # -- find --------------------------------------------------------------------------------
 
@@ -378,10 +381,13 @@ class PipedriveAdapter:
         return [with_contact_keys(found[key]) for key in sorted(found)]
 
     async def _read(self, person_id: int) -> dict[str, Any] | None:
-        response = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
+        path = f"{PERSONS}/{person_id}"
+        response = await self.client.request("GET", path, accept=(404,))
         if response.status_code == 404:
             return None
-        data = json_object(response).get("data")
+        data = answer_object(
+            response, system=self.client.system, method="GET", path=path, required=("data",)
+        )["data"]
         if not isinstance(data, dict) or data.get("id") is None or data.get("is_deleted"):
             return None
         return data

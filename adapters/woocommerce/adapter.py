@@ -356,7 +356,10 @@ class WooCommerceAdapter:
             response = await self.client.request("GET", path, accept=(404,))
             if response.status_code == 200:
                 body = self._json(response, "GET", path)
-                customer = body if isinstance(body, dict) and _is_id(body.get("id")) else None
+                if not (isinstance(body, dict) and _is_id(body.get("id"))):
+                    # Not a customer, and not a 404: never read as "nobody" (see _list).
+                    raise RetryableError(self.client.system, "GET", path, 200, "unreadable answer")
+                customer = body
         return customer
 
     async def _list_orders(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -396,3 +396,40 @@ def _calls(adapter: Adapter, records: list[OutboundRecord], subject: Subject) ->
         calls.append(adapter.update(records))
     calls += [adapter.find(subject), adapter.erase(subject)]
     return calls
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+@pytest.mark.parametrize("garbage", [b"<html>maintenance</html>", b"{}", b"[]", b""])
+async def test_find_never_reports_nobody_held_from_an_answer_it_could_not_read(
+    kind: str, garbage: bytes
+) -> None:
+    """An erasure's verification reads each system again and certifies "absent" from what
+    find returns: an answer it cannot read (a maintenance page, an empty object) must be an
+    error, never an empty list, or the receipt would certify what nobody checked."""
+    spec = REGISTRY[kind]
+    base_url, extra = KINDS[kind]
+    settings = spec.settings_model.model_validate(
+        {
+            "adapter": kind,
+            "base_url": base_url,
+            "mapping": "unused.toml",
+            "credentials": spec.sandbox().credentials(),
+            **extra,
+        }
+    )
+    config = spec.client_config(settings)
+    client = SystemClient(
+        kind,
+        base_url,
+        auth=config.auth,
+        headers=config.headers,
+        wait_hint=config.wait_hint,
+        error_titles=config.error_titles,
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+        transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=garbage)),
+    )
+    adapter = spec.factory(client, settings)
+    async with client:
+        with pytest.raises(KlantsyncError):
+            found = await adapter.find(Subject(email="contract1@example.nl", external_id="12"))
+            print(found)
