@@ -118,6 +118,7 @@ class KindRunner:
 
     async def _erase(self, row: RequestRow) -> None:
         manifest = self.service.open_manifest(row)
+        await self._former_address(row, manifest)
         states = {s.system: s for s in self.db.systems(row.id)}
         todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
         # 1. The manifest snapshot: each system's ids, before that system is asked to delete.
@@ -140,6 +141,17 @@ class KindRunner:
             self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
             held = sorted(n for n, h in manifest["held"].items() if h)
             self.service.audit("dsr.manifest", row, systems_holding=held)
+        # The person's record in each source is suppressed by its own id as well: a backup
+        # that brings it back under an address nobody here saw (changed and erased before a
+        # sync) stays out too (Engine._suppressed).
+        sources = {flow.source for flow in self.rt.config.flows}
+        records = [
+            self.rt.engine.ids.record_key(name, external_id)
+            for name, external_id in manifest["ids"].items()
+            if name in sources and external_id
+        ]
+        if records:
+            self.rt.store.suppress(records, "erasure", row.id)
         # 2. The connector's own traces go before the fan-out, so nothing here outlives it.
         # A sync batch checked against the suppression list before this request's entry was
         # written may still be on its way: it lands first (connector/inflight.py), so its
@@ -157,6 +169,57 @@ class KindRunner:
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
             raise crashed[0]
+
+    async def _former_address(self, row: RequestRow, manifest: dict[str, Any]) -> None:
+        """Widen the erasure to the address the person had at the last sync, if it differs.
+
+        Someone who changed their address in the shop and asks to be erased before the next
+        sync is held in the other systems under the former address, which the identity map
+        knows and the request does not. The shop's record for the address asked with has
+        its own id, and the identity map knows that id under the former address's subject
+        (connector/moves.py): its ids join the manifest and it is suppressed too. Each
+        source is asked once per request; one that cannot be asked now is asked again on
+        the next retry, and a system already settled then is erased again with its new id.
+        """
+        email = manifest["email"]
+        asked = manifest.setdefault("sources_asked", [])
+        sources = {flow.source for flow in self.rt.config.flows}
+        todo = [n for n in self.rt.systems if n in sources and n not in asked]
+        if not email or not todo:
+            return
+        found = await _settle({n: self._find(n, manifest) for n in todo})
+        changed: set[str] = set()
+        for name, outcome in found.items():
+            if isinstance(outcome, KlantsyncError):
+                continue  # asked again on the next retry
+            assert isinstance(outcome, list)
+            asked.append(name)
+            own = _own_id(self.rt.systems[name], outcome, email)
+            stored = self.rt.engine.ids.to_store(name, own) if own else None
+            former = self.rt.store.subject_for_external(name, stored) if stored else None
+            if former is None or former in manifest["subject_ids"]:
+                continue
+            added = [
+                s for s in same_person(self.rt.store, [former]) if s not in manifest["subject_ids"]
+            ]
+            manifest["subject_ids"] += added
+            self.rt.store.suppress(added, "erasure", row.id)
+            for sid in added:
+                for system, external_id in self.service.identities(sid).items():
+                    if manifest["ids"].get(system) != external_id:
+                        # The id the syncs wrote under; the address asked with still finds
+                        # a record made under it (each adapter looks by e-mail and by id).
+                        manifest["ids"][system] = external_id
+                        changed.add(system)
+            self.service.audit("dsr.former_address", row, source=name, subject_ids=added)
+        states = {s.system: s for s in self.db.systems(row.id)}
+        for system in sorted(changed):
+            if system in states and states[system].status in FINAL_STATUSES:
+                # Settled before the former address was known: erased again with its id.
+                self.db.set_system(row.id, system, "pending", detail="known under a former address")
+                if system in manifest["snapshot"]:
+                    manifest["snapshot"].remove(system)
+        self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
 
     async def _find(self, name: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         return await self.rt.systems[name].adapter.find(_subject(manifest, name))

@@ -296,7 +296,7 @@ class Engine:
             if moves:
                 self._write(lambda store: apply_moves(store, moves, self._system_names))
                 report.moved += len(moves)
-        suppressed = self._suppressed(people)
+        suppressed = self._suppressed(source.name, people)
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
@@ -356,23 +356,27 @@ class Engine:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
 
-    def _suppressed(self, people: Mapping[str, tuple[str | None, Person]]) -> set[str]:
-        """Which of a page's subjects are on the suppression list, by e-mail or by phone.
+    def _suppressed(self, source: str, people: Mapping[str, tuple[str | None, Person]]) -> set[str]:
+        """Which of a page's subjects are on the suppression list: by e-mail, by phone, or
+        by the source's own record id.
 
-        An erasure asked with a phone number lists the number too, so a restored backup that
-        holds the person under another address but the same number is stopped as well.
+        An erasure lists the person's phone number and their record in each source too, so
+        a restored backup that holds them under another address (even one the connector
+        never saw) but the same number, or as the same shop record, is stopped as well.
         """
         if not self.store.anyone_suppressed():
-            return set()  # nobody erased yet: no phone needs its keyed hash either
-        by_phone: dict[str, list[str]] = {}
-        for sid, (_, person) in people.items():
+            return set()  # nobody erased yet: no phone or record needs its keyed hash either
+        others: dict[str, list[str]] = {}
+        for sid, (external_id, person) in people.items():
             phone = person.get("phone")
             if isinstance(phone, str) and phone:
-                by_phone.setdefault(self.keyring.subject_id(phone), []).append(sid)
-        listed = self.store.suppressed([*people, *by_phone])
+                others.setdefault(self.keyring.subject_id(phone), []).append(sid)
+            if external_id:
+                others.setdefault(self.ids.record_key(source, external_id), []).append(sid)
+        listed = self.store.suppressed([*people, *others])
         found = {sid for sid in people if sid in listed}
-        for phone_id, sids in by_phone.items():
-            if phone_id in listed:
+        for other_id, sids in others.items():
+            if other_id in listed:
                 found.update(sids)
         return found
 

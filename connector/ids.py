@@ -62,6 +62,16 @@ class SystemIds:
         """System name -> id, each in the form its system knows."""
         return {name: self.from_store(name, value) for name, value in ids.items()}
 
+    def record_key(self, system: str, external_id: str) -> str:
+        """The keyed id that suppresses one of a source's records by its own id.
+
+        An erasure suppresses the person's addresses and phone; this suppresses the shop's
+        record itself, so a backup that brings it back under an address the connector never
+        saw stays out as well. Its text cannot be an address's or a phone's (no ``@``, no
+        leading ``+``), so the keyed ids never meet.
+        """
+        return self.keyring.subject_id(f"record:{system}:{self.to_store(system, external_id)}")
+
     def cloak_stored(self, store: Store) -> int:
         """Cloak the ids an older store kept as they were, for the systems that need it.
 

@@ -96,6 +96,48 @@ async def test_erasure_uses_gdpr_delete_and_nothing_is_restorable(
     assert crm.holds(OTHER_EMAIL) and shop.holds(OTHER_EMAIL)
 
 
+async def test_an_erasure_under_an_address_changed_since_the_last_sync_reaches_the_former_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The customer changed their address in the shop and asked to be erased before the
+    next sync: the CRM holds them under the former address, which the shop's record id
+    names in the identity map. That contact is erased too, and both addresses suppressed."""
+    await seeded(shop, rt)
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+    view = await DsrService(rt).erase(new_address)
+    assert view.status == "completed"
+    assert {s.system: s.status for s in view.systems} == {
+        "crm": "verified_absent",
+        "shop": "verified_absent",
+    }
+    assert not crm.holds(CANARY_EMAIL) and not crm.restorable(CANARY_EMAIL)
+    assert not shop.holds(new_address)
+    sids = [rt.keyring.subject_id(a) for a in (CANARY_EMAIL, new_address)]
+    assert rt.store.suppressed(sids) == set(sids)
+    assert crm.holds(OTHER_EMAIL)
+
+
+async def test_a_backup_that_brings_an_erased_record_back_under_an_address_never_synced_stays_out(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """An erasure suppresses the person's record in the shop by its own id: a restored
+    backup holding that record under an address the connector never saw (changed, and
+    erased, before any sync) brings nobody back into the CRM."""
+    shop_id = seed(shop)
+    backup = shop.record_for(CANARY_EMAIL)
+    assert backup is not None
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+    view = await DsrService(rt).erase(new_address)
+    assert view.status == "completed" and not shop.holds(new_address)
+    shop.store.save(backup)  # the backup, from before the change: same id, former address
+    assert shop.holds(CANARY_EMAIL) and str(backup["id"]) == shop_id
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 1
+    assert not crm.holds(CANARY_EMAIL) and crm.holds(OTHER_EMAIL)
+
+
 def archive_in_crm(crm: HubSpotSandbox, email: str) -> str:
     """Archive the synced contact, as a HubSpot user's restorable "delete" does; its id."""
     contact = crm.store.live(email, "email")

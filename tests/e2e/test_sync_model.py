@@ -1,0 +1,217 @@
+"""The sync and erasure against a model, in random order: what the CRM holds is always what it
+should.
+
+A hypothesis state machine drives a shop and a CRM (both sandboxes, in process) through any
+sequence of: a customer added, renamed, or given a new e-mail address; a customer erased
+(through the data subject request service, as `klantsync dsr erase` does); a backup restored
+that brings an erased customer back into the shop; a sync, a sync the CRM fails halfway
+through, and a restart. After every sync that ran to its end, the CRM must hold exactly the
+shop's customers who were never erased, each once, with the names the shop has now, and
+nobody who was erased under any of the addresses they ever had.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.dsr import DsrService
+from connector.loop import new_event_loop
+from connector.runtime import open_runtime
+from tests.conftest import ENV, VirtualTime, write_config
+
+NAMES = st.sampled_from(["Anna", "Bram", "Chantal", "Daan", "Eva", "Femke"])
+
+
+class Person:
+    """One customer of the model: every address they had, the one they have now, their name."""
+
+    def __init__(self, email: str, first_name: str) -> None:
+        self.emails = [email]
+        self.first_name = first_name
+        self.in_shop = True
+        self.erased = False
+        #: The shop's record as each backup caught it (same id, the address of the time).
+        self.backups: list[dict[str, Any]] = []
+
+    @property
+    def email(self) -> str:
+        return self.emails[-1]
+
+
+class SyncModel(RuleBasedStateMachine):
+    people = Bundle("people")
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.directory = Path(tempfile.mkdtemp(prefix="klantsync-model-"))
+        self.config = write_config(self.directory)
+        self.shop = WooCommerceSandbox()
+        self.crm = HubSpotSandbox(rate_limit=None)
+        self.loop = new_event_loop()
+        self.next_address = 0
+        self.everyone: list[Person] = []
+        self.synced = True  # the CRM is expected to match the model (no sync cut short since)
+        self._open()
+
+    # -- the runtime --------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        time = VirtualTime()
+        transports = {
+            "shop": httpx.ASGITransport(app=self.shop.app()),
+            "crm": httpx.ASGITransport(app=self.crm.app()),
+        }
+        self.context = open_runtime(
+            self.config, transports=transports, sleep=time.sleep, clock=time.clock
+        )
+        self.rt = self.loop.run_until_complete(self.context.__aenter__())
+
+    def _close(self) -> None:
+        self.loop.run_until_complete(self.context.__aexit__(None, None, None))
+
+    def teardown(self) -> None:
+        self._close()
+        self.loop.close()
+
+    def _address(self) -> str:
+        self.next_address += 1
+        return f"klant{self.next_address}@voorbeeld.nl"
+
+    # -- what happens in the shop -------------------------------------------------------------
+
+    @rule(target=people, first_name=NAMES)
+    def a_customer_signs_up(self, first_name: str) -> Person:
+        person = Person(self._address(), first_name)
+        self.shop.add_person(person.email, first_name, "Klant")
+        self.everyone.append(person)
+        self._back_up(person)
+        self.synced = False
+        return person
+
+    @rule(person=people, first_name=NAMES)
+    def a_customer_changes_their_name(self, person: Person, first_name: str) -> None:
+        if not person.in_shop:
+            return
+        self.shop.touch(person.email, first_name=first_name)
+        person.first_name = first_name
+        self._back_up(person)
+        self.synced = False
+
+    @rule(person=people)
+    def a_customer_changes_their_address(self, person: Person) -> None:
+        if not person.in_shop:
+            return
+        new = self._address()
+        self.shop.touch(person.email, email=new)
+        person.emails.append(new)
+        self._back_up(person)
+        self.synced = False
+
+    @rule(person=consumes(people))
+    def a_customer_asks_to_be_forgotten(self, person: Person) -> None:
+        view = self.loop.run_until_complete(DsrService(self.rt).erase(person.email))
+        assert view.status == "completed", view.status
+        person.erased = True
+        person.in_shop = False  # the erasure deletes them in the shop too
+        assert not self.shop.holds(person.email)
+
+    def _back_up(self, person: Person) -> None:
+        record = self.shop.record_for(person.email)
+        assert record is not None
+        person.backups.append(record)
+
+    @precondition(lambda self: any(p.erased for p in self.everyone))
+    @rule(data=st.data())
+    def a_backup_brings_an_erased_customer_back_into_the_shop(self, data: Any) -> None:
+        """The shop restores a backup taken before the erasure: the same record (same id),
+        under whichever address the person had then, even one never synced."""
+        erased = [p for p in self.everyone if p.erased]
+        person = data.draw(st.sampled_from(erased))
+        record = data.draw(st.sampled_from(person.backups))
+        if self.shop.holds(record["email"]) or self.shop.store.get(record["id"]) is not None:
+            return
+        self.shop.store.save(record)
+
+    # -- what the connector does --------------------------------------------------------------
+
+    @rule()
+    def a_sync(self) -> None:
+        (report,) = self.loop.run_until_complete(self.rt.engine.sync())
+        assert not report.failed, report.errors
+        self.synced = True
+
+    @rule(calls=st.integers(min_value=1, max_value=3))
+    def a_sync_the_crm_fails_halfway_through(self, calls: int) -> None:
+        self.crm.faults.fail_next = calls
+        self.crm.faults.fail_status = 503
+        self.loop.run_until_complete(self.rt.engine.sync())
+        self.crm.faults.fail_next = 0
+        self.synced = False
+
+    @rule()
+    def a_restart(self) -> None:
+        self._close()
+        self._open()
+
+    # -- what must hold -----------------------------------------------------------------------
+
+    @invariant()
+    def the_crm_holds_nobody_ever_erased(self) -> None:
+        for person in self.everyone:
+            if person.erased:
+                for address in person.emails:
+                    assert not self.crm.holds(address), "an erased customer is in the CRM"
+
+    @invariant()
+    def after_a_full_sync_the_crm_holds_each_customer_once_as_the_shop_has_them(self) -> None:
+        if not self.synced:
+            return
+        kept = [p for p in self.everyone if not p.erased]
+        for person in kept:
+            record = self.crm.record_for(person.email)
+            assert record is not None, "a customer is missing from the CRM"
+            assert record["properties"]["firstname"] == person.first_name
+            for old in person.emails[:-1]:
+                assert not self.crm.holds(old), "a customer's old address is a second contact"
+        assert self.crm.contact_count() == len(kept)
+
+
+def test_the_crm_always_holds_what_it_should() -> None:
+    saved = {key: os.environ.get(key) for key in ENV}
+    os.environ.update(ENV)
+    try:
+        run_state_machine_as_test(
+            SyncModel,
+            settings=settings(
+                max_examples=60,
+                stateful_step_count=20,
+                derandomize=True,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
