@@ -175,11 +175,10 @@ class KindRunner:
 
         Someone who changed their address in the shop and asks to be erased before the next
         sync is held in the other systems under the former address, which the identity map
-        knows and the request does not. The shop's record for the address asked with has
-        its own id, and the identity map knows that id under the former address's subject
-        (connector/moves.py): its ids join the manifest and it is suppressed too. Each
-        source is asked once per request; one that cannot be asked now is asked again on
-        the next retry, and a system already settled then is erased again with its new id.
+        knows and the request does not (see :meth:`_former_subjects`): its ids join the
+        manifest and it is suppressed too. Each source is asked once per request; one that
+        cannot be asked now is asked again on the next retry, and a system already settled
+        by then is erased again with the id it was missing.
         """
         email = manifest["email"]
         asked = manifest.setdefault("sources_asked", [])
@@ -187,21 +186,11 @@ class KindRunner:
         todo = [n for n in self.rt.systems if n in sources and n not in asked]
         if not email or not todo:
             return
-        found = await _settle({n: self._find(n, manifest) for n in todo})
+        former, answered = await self._former_subjects(email, todo)
+        asked += answered
+        added = [s for s in same_person(self.rt.store, former) if s not in manifest["subject_ids"]]
         changed: set[str] = set()
-        for name, outcome in found.items():
-            if isinstance(outcome, KlantsyncError):
-                continue  # asked again on the next retry
-            assert isinstance(outcome, list)
-            asked.append(name)
-            own = _own_id(self.rt.systems[name], outcome, email)
-            stored = self.rt.engine.ids.to_store(name, own) if own else None
-            former = self.rt.store.subject_for_external(name, stored) if stored else None
-            if former is None or former in manifest["subject_ids"]:
-                continue
-            added = [
-                s for s in same_person(self.rt.store, [former]) if s not in manifest["subject_ids"]
-            ]
+        if added:
             manifest["subject_ids"] += added
             self.rt.store.suppress(added, "erasure", row.id)
             for sid in added:
@@ -211,7 +200,7 @@ class KindRunner:
                         # a record made under it (each adapter looks by e-mail and by id).
                         manifest["ids"][system] = external_id
                         changed.add(system)
-            self.service.audit("dsr.former_address", row, source=name, subject_ids=added)
+            self.service.audit("dsr.former_address", row, subject_ids=added)
         states = {s.system: s for s in self.db.systems(row.id)}
         for system in sorted(changed):
             if system in states and states[system].status in FINAL_STATUSES:
@@ -220,6 +209,34 @@ class KindRunner:
                 if system in manifest["snapshot"]:
                     manifest["snapshot"].remove(system)
         self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+
+    async def _former_subjects(self, email: str, sources: list[str]) -> tuple[list[str], list[str]]:
+        """Subjects the person is known under in the identity map by their record in a source.
+
+        Someone who changed their address in the shop since the last sync is held in the
+        other systems under the former address. The shop's record for the address asked with
+        has its own id, and the identity map knows that id under the former address's
+        subject (connector/moves.py). Returns those subjects, and the sources that answered
+        (one that could not be asked is left to the next retry).
+        """
+        found = await _settle(
+            {n: self.rt.systems[n].adapter.find(Subject(email=email)) for n in sources}
+        )
+        subjects: list[str] = []
+        answered: list[str] = []
+        for name, outcome in found.items():
+            if isinstance(outcome, KlantsyncError):
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome
+            assert isinstance(outcome, list)
+            answered.append(name)
+            own = _own_id(self.rt.systems[name], outcome, email)
+            stored = self.rt.engine.ids.to_store(name, own) if own else None
+            former = self.rt.store.subject_for_external(name, stored) if stored else None
+            if former is not None:
+                subjects.append(former)
+        return subjects, answered
 
     async def _find(self, name: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         return await self.rt.systems[name].adapter.find(_subject(manifest, name))
@@ -275,7 +292,14 @@ class KindRunner:
         manifest = self.service.open_manifest(row)
         # Under a former address the person's records are held under their current id (see
         # connector/moves.py), as an erasure finds them; the systems' ids of every id count.
-        people = same_person(self.rt.store, [row.subject_id, *manifest.get("also", [])])
+        # An address changed in a source since the last sync is found through that source's
+        # record (a source that cannot be asked now fails its own read below as well, and the
+        # retry asks again).
+        sources = {flow.source for flow in self.rt.config.flows}
+        former, _ = await self._former_subjects(
+            manifest["email"], [n for n in self.rt.systems if n in sources]
+        )
+        people = same_person(self.rt.store, [row.subject_id, *manifest.get("also", []), *former])
         ids: dict[str, str] = {}
         for sid in people:
             for name, external_id in self.service.identities(sid).items():

@@ -653,6 +653,22 @@ async def test_access_reports_a_contact_archived_in_hubspot(
     assert record["properties"]["email"] == CANARY_EMAIL
 
 
+async def test_access_under_an_address_changed_since_the_last_sync_shows_the_former_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The customer changed their address in the shop and asked what is held before the next
+    sync: the CRM's contact, under the former address, is in the bundle (Art. 15 is about
+    the person, not the address they wrote from)."""
+    await seeded(shop, rt)
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+    view = await DsrService(rt).access(new_address, tmp_path / "bundle")
+    assert view.status == "completed" and view.system("crm").status == "done"
+    data = json.loads((tmp_path / "bundle" / "data.json").read_text())
+    (record,) = data["systems"]["crm"]["records"]
+    assert record["properties"]["email"] == CANARY_EMAIL
+
+
 async def test_rectify_creates_no_shop_account_for_someone_with_guest_orders_only(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
