@@ -34,6 +34,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
 from connector.loop import new_event_loop
 from connector.runtime import open_runtime
+from connector.targeted import sync_subjects
 from tests.conftest import ENV, VirtualTime, write_config
 
 NAMES = st.sampled_from(["Anna", "Bram", "Chantal", "Daan", "Eva", "Femke"])
@@ -180,6 +181,27 @@ class SyncModel(RuleBasedStateMachine):
         (report,) = self.loop.run_until_complete(self.rt.engine.sync())
         assert not report.failed, report.errors
         self.synced = True
+
+    @rule(person=people, by_id=st.booleans())
+    def a_webhook_tells_of_a_customer(self, person: Person, by_id: bool) -> None:
+        """WooCommerce's customer.updated delivery: the record itself, or (a resync) the
+        customer's id to fetch; either runs them alone through the flow."""
+        record = self.shop.record_for(person.email)
+        if record is None:
+            return
+        if by_id:
+            subjects, records = [(str(record["id"]), None)], None
+        else:
+            subjects, records = [], [record]
+        reports = self.loop.run_until_complete(
+            sync_subjects(self.rt, "shop", subjects, records or ())
+        )
+        assert all(not r.failed for r in reports), [r.errors for r in reports]
+        if not person.erased:
+            held = self.crm.record_for(person.email)
+            assert held is not None and held["properties"]["firstname"] == person.first_name
+            for old in person.emails[:-1]:
+                assert not self.crm.holds(old), "the old address is a second contact"
 
     @rule(calls=st.integers(min_value=1, max_value=3))
     def a_sync_the_crm_fails_halfway_through(self, calls: int) -> None:
