@@ -230,10 +230,26 @@ class MailchimpAdapter:
         async def call() -> _Outcome:
             if withdrawn:
                 # PATCH updates only: someone who withdrew consent and is not in this
-                # audience stays out of it (404 is that answer).
+                # audience stays out of it (404 is that answer). Someone who also changed
+                # their address since is the member under the former one (the id the
+                # connector holds): that member is unsubscribed, where it is, not moved.
                 response = await self._request(
                     "PATCH", path, template, json=withdrawal_body(), accept=(404,)
                 )
+                known = record.external_id
+                if (
+                    response.status_code == 404
+                    and known
+                    and is_subscriber_hash(known)
+                    and known != member_hash
+                ):
+                    response = await self._request(
+                        "PATCH",
+                        _member_path(list_id, known),
+                        template,
+                        json=withdrawal_body(),
+                        accept=(404,),
+                    )
                 if response.status_code == 404:
                     return _Outcome(ok=True)
             else:

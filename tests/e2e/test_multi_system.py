@@ -215,6 +215,26 @@ async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt:
     assert world.news.log.writes() == []
 
 
+async def test_consent_withdrawn_with_a_new_address_unsubscribes_the_member_under_the_former(
+    world: World, rt: Runtime
+) -> None:
+    """A subscribed customer changes their address and opts out before the next sync: the
+    Mailchimp member, still under the former address, is unsubscribed (it stayed subscribed:
+    the unsubscribe went to the new address's member, which does not exist)."""
+    world.shop.seed_synthetic(4, seed=63)
+    await rt.engine.sync("shop")
+    email = world.shop.store.get(1)["email"]  # type: ignore[index]
+    assert world.news.member(LISTS[0], email)["status"] == "subscribed"  # type: ignore[index]
+    new_address = "nieuw.adres@voorbeeld.nl"
+    world.shop.touch(email, email=new_address)
+    world.shop.touch(new_address, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    for list_id in LISTS:
+        assert world.news.member(list_id, email)["status"] == "unsubscribed"  # type: ignore[index]
+        assert world.news.member(list_id, new_address) is None
+
+
 async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     world: World, rt: Runtime
 ) -> None:

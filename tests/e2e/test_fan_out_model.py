@@ -1,0 +1,180 @@
+"""The fan-out against a model, in random order: each destination holds what it should.
+
+As tests/e2e/test_sync_model.py, with one shop feeding HubSpot, Mailchimp and Pipedrive and a
+consent in play: Mailchimp receives only customers who opted in to marketing; one who opts
+out after being sent is unsubscribed there and sent nothing else; one who never opted in is
+never there; one who opts in again stays unsubscribed (Mailchimp lets nobody but the person,
+through its own form, re-subscribe someone who unsubscribed) with their names kept current.
+An erasure removes the person from all three, under every address they had.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from connector.dsr import DsrService
+from connector.loop import new_event_loop
+from connector.runtime import open_runtime
+from tests.conftest import VirtualTime
+from tests.e2e.test_multi_system import LISTS, World, write_config
+
+NAMES = st.sampled_from(["Anna", "Bram", "Chantal", "Daan"])
+
+
+class Customer:
+    def __init__(self, email: str, first_name: str, consent: bool) -> None:
+        self.emails = [email]
+        self.first_name = first_name
+        self.consent = consent
+        #: Their Mailchimp status as the model expects it: None (never sent), "subscribed"
+        #: or "unsubscribed" (opted out after being sent; re-consent does not change it).
+        self.news: str | None = None
+        self.erased = False
+
+    @property
+    def email(self) -> str:
+        return self.emails[-1]
+
+
+def _opt_in(consent: bool) -> list[dict[str, str]]:
+    return [{"key": "marketing_opt_in", "value": "yes" if consent else "no"}]
+
+
+class FanOutModel(RuleBasedStateMachine):
+    customers = Bundle("customers")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = Path(tempfile.mkdtemp(prefix="klantsync-fanout-"))
+        self.world = World()
+        self.config = write_config(self.directory, self.world)
+        self.loop = new_event_loop()
+        time = VirtualTime()
+        self.context = open_runtime(
+            self.config, transports=self.world.transports(), sleep=time.sleep, clock=time.clock
+        )
+        self.rt = self.loop.run_until_complete(self.context.__aenter__())
+        self.everyone: list[Customer] = []
+        self.next_address = 0
+        self.synced = True
+
+    def teardown(self) -> None:
+        self.loop.run_until_complete(self.context.__aexit__(None, None, None))
+        self.loop.close()
+
+    def _address(self) -> str:
+        self.next_address += 1
+        return f"klant{self.next_address}@voorbeeld.nl"
+
+    @rule(target=customers, first_name=NAMES, consent=st.booleans())
+    def a_customer_signs_up(self, first_name: str, consent: bool) -> Customer:
+        customer = Customer(self._address(), first_name, consent)
+        self.world.shop.add_person(customer.email, first_name, "Klant", meta_data=_opt_in(consent))
+        self.everyone.append(customer)
+        self.synced = False
+        return customer
+
+    @rule(customer=customers, consent=st.booleans())
+    def a_customer_changes_their_mind_about_newsletters(
+        self, customer: Customer, consent: bool
+    ) -> None:
+        if customer.erased:
+            return
+        self.world.shop.touch(customer.email, meta_data=_opt_in(consent))
+        customer.consent = consent
+        self.synced = False
+
+    @rule(customer=customers, first_name=NAMES)
+    def a_customer_changes_their_name(self, customer: Customer, first_name: str) -> None:
+        if customer.erased:
+            return
+        self.world.shop.touch(customer.email, first_name=first_name)
+        customer.first_name = first_name
+        self.synced = False
+
+    @rule(customer=customers)
+    def a_customer_changes_their_address(self, customer: Customer) -> None:
+        if customer.erased:
+            return
+        new = self._address()
+        self.world.shop.touch(customer.email, email=new)
+        customer.emails.append(new)
+        self.synced = False
+
+    @rule(customer=consumes(customers))
+    def a_customer_asks_to_be_forgotten(self, customer: Customer) -> None:
+        view = self.loop.run_until_complete(DsrService(self.rt).erase(customer.email))
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        customer.erased = True
+
+    @rule()
+    def a_sync(self) -> None:
+        (report,) = self.loop.run_until_complete(self.rt.engine.sync("shop"))
+        assert not report.failed, report.errors
+        for customer in self.everyone:
+            if customer.consent and customer.news is None:
+                customer.news = "subscribed"
+            elif not customer.consent and customer.news == "subscribed":
+                customer.news = "unsubscribed"
+        self.synced = True
+
+    @invariant()
+    def nobody_erased_is_anywhere(self) -> None:
+        for customer in (c for c in self.everyone if c.erased):
+            for address in customer.emails:
+                assert not self.world.crm.holds(address)
+                assert not self.world.deals.holds(address)
+                assert all(self.world.news.member(lst, address) is None for lst in LISTS)
+
+    @invariant()
+    def after_a_sync_each_destination_holds_what_it_should(self) -> None:
+        if not self.synced:
+            return
+        for customer in (c for c in self.everyone if not c.erased):
+            crm = self.world.crm.record_for(customer.email)
+            assert crm is not None and crm["properties"]["firstname"] == customer.first_name
+            deals = self.world.deals.record_for(customer.email)
+            assert deals is not None and deals["first_name"] == customer.first_name
+            for address in customer.emails[:-1]:
+                assert not self.world.crm.holds(address)
+                assert not self.world.deals.holds(address)
+            for list_id in LISTS:
+                member = self._member(list_id, customer)
+                if customer.news is None:
+                    assert member is None, "sent to the newsletter without consent"
+                    continue
+                assert member is not None and member["status"] == customer.news
+                if customer.consent:
+                    assert member["merge_fields"]["FNAME"] == customer.first_name
+
+    def _member(self, list_id: str, customer: Customer) -> dict[str, Any] | None:
+        found = [self.world.news.member(list_id, a) for a in customer.emails]
+        live = [m for m in found if m is not None]
+        assert len(live) <= 1, "one person, two members"
+        return live[0] if live else None
+
+
+def test_each_destination_always_holds_what_it_should() -> None:
+    run_state_machine_as_test(
+        FanOutModel,
+        settings=settings(
+            max_examples=100,
+            stateful_step_count=16,
+            derandomize=True,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
