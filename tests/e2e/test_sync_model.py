@@ -203,7 +203,7 @@ class SyncModel(RuleBasedStateMachine):
             for old in person.emails[:-1]:
                 assert not self.crm.holds(old), "the old address is a second contact"
 
-    @rule(calls=st.integers(min_value=1, max_value=3))
+    @rule(calls=st.integers(min_value=1, max_value=10))
     def a_sync_the_crm_fails_halfway_through(self, calls: int) -> None:
         self.crm.faults.fail_next = calls
         self.crm.faults.fail_status = 503
