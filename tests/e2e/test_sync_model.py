@@ -129,6 +129,24 @@ class SyncModel(RuleBasedStateMachine):
         self._back_up(person)
         self.synced = False
 
+    @rule(person=people, first_name=NAMES)
+    def a_customer_asks_to_correct_their_name(self, person: Person, first_name: str) -> None:
+        """Rectification (Art. 16) through the request service: every system that holds the
+        person is corrected, the shop included, so the next sync keeps the correction."""
+        if person.erased or not person.in_shop:
+            return
+        view = self.loop.run_until_complete(
+            DsrService(self.rt).rectify(person.email, {"first_name": first_name})
+        )
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        person.first_name = first_name
+        self._back_up(person)
+        record = self.shop.record_for(person.email)
+        assert record is not None and record["first_name"] == first_name
+        held = self.crm.record_for(person.email)
+        if held is not None:  # the CRM corrects what it holds and adds nobody
+            assert held["properties"]["firstname"] == first_name
+
     @rule(person=consumes(people))
     def a_customer_asks_to_be_forgotten(self, person: Person) -> None:
         view = self.loop.run_until_complete(DsrService(self.rt).erase(person.email))
