@@ -265,3 +265,32 @@ def test_inbound_takes_any_record_a_system_may_send_without_failing(system: str)
         assert all(isinstance(path, str) for path in withheld)
 
     reads()
+
+
+@pytest.mark.parametrize("system", ["woocommerce", "mailchimp"])
+def test_any_value_under_any_key_of_a_mapping_loads_or_is_named_as_a_mistake(
+    system: str, tmp_path: Path
+) -> None:
+    """As for the config: a mapping key given a value of another type is a ConfigError
+    naming the file and key, never another exception."""
+    import re
+
+    from tests.connector.test_config import _TOML_LITERALS
+
+    lines = (REPO_MAPPINGS / f"{system}.toml").read_text().splitlines()
+    settable = [n for n, line in enumerate(lines) if re.match(r"^[A-Za-z_]+\s*=", line)]
+    path = tmp_path / f"{system}.toml"
+
+    @settings(max_examples=80, derandomize=True, deadline=None)
+    @given(line=st.sampled_from(settable), value=_TOML_LITERALS)
+    def loads(line: int, value: str) -> None:
+        changed = list(lines)
+        key = changed[line].split("=", 1)[0].rstrip()
+        changed[line] = f"{key} = {value}"
+        path.write_text("\n".join(changed) + "\n")
+        try:
+            load_mapping(path)
+        except ConfigError as exc:
+            assert exc.file == str(path)
+
+    loads()
