@@ -12,6 +12,7 @@ nobody who was erased under any of the addresses they ever had.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class SyncModel(RuleBasedStateMachine):
         self.crm = HubSpotSandbox(rate_limit=None)
         self.loop = new_event_loop()
         self.next_address = 0
+        self.access_requests = 0
         self.everyone: list[Person] = []
         #: Erased while the CRM was down: their requests are open until retried.
         self.pending: list[Person] = []
@@ -146,6 +148,20 @@ class SyncModel(RuleBasedStateMachine):
         held = self.crm.record_for(person.email)
         if held is not None:  # the CRM corrects what it holds and adds nobody
             assert held["properties"]["firstname"] == first_name
+
+    @rule(person=people)
+    def a_customer_asks_what_is_held(self, person: Person) -> None:
+        """Access (Art. 15) under the address the person has now: whatever the CRM holds of
+        them, under any address they had, is in the bundle."""
+        if person.erased or not person.in_shop:
+            return
+        self.access_requests += 1
+        target = self.directory / f"bundle-{self.access_requests}"
+        view = self.loop.run_until_complete(DsrService(self.rt).access(person.email, target))
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        data = json.loads((target / "data.json").read_text())
+        held = [a for a in person.emails if self.crm.holds(a)]
+        assert len(data["systems"]["crm"]["records"]) == len(held)
 
     @rule(person=consumes(people))
     def a_customer_asks_to_be_forgotten(self, person: Person) -> None:
