@@ -386,12 +386,26 @@ class KindRunner:
         manifest = self.service.open_manifest(row)
         states = {s.system: s for s in self.db.systems(row.id)}
         todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
-        outcomes = await _settle({n: self._rectify_system(row, n, manifest) for n in todo})
+        # Each system's id for the person, under any address they had: one who changed it in
+        # the shop since the last sync is held elsewhere under the former (_former_subjects).
+        sources = {flow.source for flow in self.rt.config.flows}
+        former, _ = await self._former_subjects(
+            manifest["email"], [n for n in self.rt.systems if n in sources]
+        )
+        ids: dict[str, str] = {}
+        for sid in same_person(self.rt.store, [row.subject_id, *former]):
+            for name, external_id in self.service.identities(sid).items():
+                ids.setdefault(name, external_id)
+        outcomes = await _settle(
+            {n: self._rectify_system(row, n, manifest, ids.get(n)) for n in todo}
+        )
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
             raise crashed[0]
 
-    async def _rectify_system(self, row: RequestRow, name: str, manifest: dict[str, Any]) -> None:
+    async def _rectify_system(
+        self, row: RequestRow, name: str, manifest: dict[str, Any], external: str | None
+    ) -> None:
         system = self.rt.systems[name]
         fields: dict[str, str] = manifest["fields"]
         names = sorted(
@@ -415,7 +429,6 @@ class KindRunner:
         email: str = manifest["email"]
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
-            external = self.service.identities(row.subject_id).get(name)
             held = await system.adapter.find(Subject(email=email, external_id=external))
             records = [record for record in held if not is_archived(record)]
             if not records:

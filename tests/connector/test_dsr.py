@@ -669,6 +669,21 @@ async def test_access_under_an_address_changed_since_the_last_sync_shows_the_for
     assert record["properties"]["email"] == CANARY_EMAIL
 
 
+async def test_rectify_under_an_address_changed_since_the_last_sync_corrects_the_former_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The CRM holds the customer under the address they had at the last sync; a correction
+    asked under the new one reaches that contact (it said "not held" before)."""
+    await seeded(shop, rt)
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+    view = await DsrService(rt).rectify(new_address, {"city": "Zeist"})
+    assert view.status == "completed"
+    assert view.system("crm").status == "done"
+    contact = crm.record_for(new_address) or crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["city"] == "Zeist"
+
+
 async def test_rectify_creates_no_shop_account_for_someone_with_guest_orders_only(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
