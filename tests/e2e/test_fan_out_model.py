@@ -10,6 +10,7 @@ An erasure removes the person from all three, under every address they had.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,9 @@ class Customer:
         self.emails = [email]
         self.first_name = first_name
         self.consent = consent
-        #: Their Mailchimp status as the model expects it: None (never sent), "subscribed"
-        #: or "unsubscribed" (opted out after being sent; re-consent does not change it).
+        #: Their Mailchimp status as the model expects it: None (never sent), "subscribed",
+        #: "unsubscribed" (opted out after being sent; re-consent does not change it), or
+        #: "maybe" (a sync cut short may have sent them before they opted out).
         self.news: str | None = None
         self.erased = False
 
@@ -72,6 +74,7 @@ class FanOutModel(RuleBasedStateMachine):
         #: Erased while Pipedrive was down: their requests are open until retried.
         self.pending: list[Customer] = []
         self.next_address = 0
+        self.access_requests = 0
         self.synced = True
 
     def teardown(self) -> None:
@@ -117,6 +120,37 @@ class FanOutModel(RuleBasedStateMachine):
         customer.emails.append(new)
         self.synced = False
 
+    @rule(customer=customers, first_name=NAMES)
+    def a_customer_asks_to_correct_their_name(self, customer: Customer, first_name: str) -> None:
+        """Rectification: every system that holds them is corrected (a Mailchimp member's
+        status, their consent, is left as it is), the shop included."""
+        if customer.erased:
+            return
+        view = self.loop.run_until_complete(
+            DsrService(self.rt).rectify(customer.email, {"first_name": first_name})
+        )
+        assert not view.is_open, [(s.system, s.status) for s in view.systems]
+        customer.first_name = first_name
+
+    @rule(customer=customers)
+    def a_customer_asks_what_is_held(self, customer: Customer) -> None:
+        """Access: the bundle holds what each destination holds of them, under any address."""
+        if customer.erased:
+            return
+        self.access_requests += 1
+        target = self.directory / f"bundle-{self.access_requests}"
+        view = self.loop.run_until_complete(DsrService(self.rt).access(customer.email, target))
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        data = json.loads((target / "data.json").read_text())
+        crm = [a for a in customer.emails if self.world.crm.holds(a)]
+        deals = [a for a in customer.emails if self.world.deals.holds(a)]
+        assert len(data["systems"]["crm"]["records"]) == len(crm)
+        assert len(data["systems"]["deals"]["records"]) == len(deals)
+        members = [
+            m for lst in LISTS for a in customer.emails if (m := self.world.news.member(lst, a))
+        ]
+        assert len(data["systems"]["news"]["records"]) == len(members)
+
     @rule(customer=consumes(customers))
     def a_customer_asks_to_be_forgotten(self, customer: Customer) -> None:
         view = self.loop.run_until_complete(DsrService(self.rt).erase(customer.email))
@@ -151,6 +185,9 @@ class FanOutModel(RuleBasedStateMachine):
             self.loop.run_until_complete(self.rt.engine.sync("shop"))
         finally:
             faults.fail_next = 0
+        for customer in self.everyone:
+            if customer.consent and customer.news is None:
+                customer.news = "maybe"  # sent or not, as the failures fell
         self.synced = False
 
     @rule()
@@ -158,10 +195,16 @@ class FanOutModel(RuleBasedStateMachine):
         (report,) = self.loop.run_until_complete(self.rt.engine.sync("shop"))
         assert not report.failed, report.errors
         for customer in self.everyone:
-            if customer.consent and customer.news is None:
+            if customer.consent and customer.news in (None, "maybe"):
                 customer.news = "subscribed"
             elif not customer.consent and customer.news == "subscribed":
                 customer.news = "unsubscribed"
+            elif customer.news == "maybe" and not customer.erased:
+                # Withdrawn after a sync cut short that may have sent them: unsubscribed if
+                # it did, absent if not, never subscribed. Which one, the audience now says.
+                member = self._member(LISTS[0], customer)
+                assert member is None or member["status"] == "unsubscribed"
+                customer.news = None if member is None else "unsubscribed"
         self.synced = True
 
     @invariant()
