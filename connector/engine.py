@@ -113,6 +113,9 @@ class Engine:
         self.ids = SystemIds(keyring, systems)
         #: Acknowledged batches' outcomes not committed yet; the next write commits them first.
         self._settles: list[Callable[[Store], None]] = []
+        #: How many times subjects were moved (an address change); a batch read before a
+        #: move looks again at which of its rows are still queued (see _still_queued).
+        self._moves = 0
 
     async def sync(
         self,
@@ -294,7 +297,15 @@ class Engine:
             pulled = {sid: ext for sid, (ext, _) in people.items()}
             moves = find_moves(self.store, source.name, pulled)
             if moves:
+                # A write of the old address may be on its way (rows queued by an earlier
+                # run): it lands first, and its acknowledgement records the system's id under
+                # the old subject, which the move then carries to the new one. Moved before
+                # it landed, that id was lost, and the new address became a second record.
+                olds = [move.old for move in moves]
+                for dest in destinations:
+                    await self.in_flight.landed(dest.name, olds)
                 self._write(lambda store: apply_moves(store, moves, self._system_names))
+                self._moves += 1
                 report.moved += len(moves)
         suppressed = self._suppressed(source.name, people)
         report.suppressed += len(suppressed)
@@ -445,9 +456,10 @@ class Engine:
                 await wake.wait()
                 continue
             last_id = rows[-1].id
+            moves_seen = self._moves
             await slots.acquire()
             task = asyncio.create_task(
-                self._deliver_batch(flow, dest, rows, dest_report, stop, progress)
+                self._deliver_batch(flow, dest, rows, dest_report, stop, progress, moves_seen)
             )
             in_flight.add(task)
             task.add_done_callback(settled)
@@ -466,14 +478,32 @@ class Engine:
         dest_report: DestinationReport,
         stop: asyncio.Event,
         progress: Progress,
+        moves_seen: int | None = None,
     ) -> None:
         if stop.is_set():
             dest_report.retry_later += len(rows)
             return
         # Held from before the suppression check until the answer is settled: an erasure
-        # recorded meanwhile waits for this write to land before it deletes.
+        # recorded meanwhile waits for this write to land before it deletes, and so does a
+        # move of one of these subjects.
         with self.in_flight.writing(dest.name, [r.subject_id for r in rows]):
+            if moves_seen is not None and moves_seen != self._moves:
+                rows = self._still_queued(rows)
             await self._deliver_rows(flow, dest, rows, dest_report, stop, progress)
+
+    def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
+        """The rows a move since they were read has not dropped.
+
+        A move drops the old address's queued rows (the page queues the current data); a
+        batch read before it would otherwise still send them, and their acknowledgement,
+        under a subject the move emptied, would record nothing: the new address then went
+        out as a second record.
+        """
+        queued = self.store.queued_ids([row.id for row in rows])
+        for row in rows:
+            if row.id not in queued:
+                self._fresh.pop(row.id, None)
+        return [row for row in rows if row.id in queued]
 
     async def _deliver_rows(
         self,

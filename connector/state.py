@@ -551,6 +551,18 @@ class Store:
     def bump_attempts(self, ids: Sequence[int]) -> None:
         self.db.executemany("UPDATE outbox SET attempts=attempts+1 WHERE id=?", [(i,) for i in ids])
 
+    def queued_ids(self, ids: Sequence[int]) -> set[int]:
+        """Which of the outbox ``ids`` are still queued."""
+        found: set[int] = set()
+        for chunk in _chunks(list(ids), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT id FROM outbox WHERE id IN ({marks})",  # noqa: S608 - marks only
+                tuple(chunk),
+            )
+            found.update(row[0] for row in rows)
+        return found
+
     def drop_outbox(self, ids: Sequence[int]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])

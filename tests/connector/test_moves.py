@@ -74,6 +74,25 @@ async def test_an_address_change_updates_the_contact_instead_of_adding_one(
     assert again.moved == 0 and again.destinations["crm"].queued == 0
 
 
+async def test_an_address_change_while_the_old_address_is_still_queued_adds_no_second_contact(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The CRM failed the first sync past its retries, so the old address stayed queued; the
+    customer then changed it. The next sync's delivery sends the queued row while its pull
+    moves the subject: the move waits for that write to land and carries its contact id to
+    the new address, so the new address updates that contact instead of adding a second."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    crm.faults.fail_next = 8  # the test config's retry_attempts: the batch stays queued
+    (cut,) = await rt.engine.sync()
+    assert cut.destinations["crm"].retry_later == 1 and crm.contact_count() == 0
+    shop.touch(OLD, email=NEW)
+    (report,) = await rt.engine.sync()
+    assert not report.failed, report.errors
+    assert crm.contact_count() == 1 and crm.holds(NEW) and not crm.holds(OLD)
+    (again,) = await rt.engine.sync()
+    assert again.destinations["crm"].queued == 0 and crm.contact_count() == 1
+
+
 async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_one(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
