@@ -144,7 +144,7 @@ class KindRunner:
         # The person's record in each source is suppressed by its own id as well: a backup
         # that brings it back under an address nobody here saw (changed and erased before a
         # sync) stays out too (Engine._suppressed).
-        sources = {flow.source for flow in self.rt.config.flows}
+        sources = self._sources()
         records = [
             self.rt.engine.ids.record_key(name, external_id)
             for name, external_id in manifest["ids"].items()
@@ -182,8 +182,7 @@ class KindRunner:
         """
         email = manifest["email"]
         asked = manifest.setdefault("sources_asked", [])
-        sources = {flow.source for flow in self.rt.config.flows}
-        todo = [n for n in self.rt.systems if n in sources and n not in asked]
+        todo = [n for n in self._sources() if n not in asked]
         if not email or not todo:
             return
         former, answered = await self._former_subjects(email, todo)
@@ -209,6 +208,11 @@ class KindRunner:
                 if system in manifest["snapshot"]:
                     manifest["snapshot"].remove(system)
         self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+
+    def _sources(self) -> list[str]:
+        """The configured systems that are a flow's source, in configuration order."""
+        sources = {flow.source for flow in self.rt.config.flows}
+        return [name for name in self.rt.systems if name in sources]
 
     async def _former_subjects(self, email: str, sources: list[str]) -> tuple[list[str], list[str]]:
         """Subjects the person is known under in the identity map by their record in a source.
@@ -295,10 +299,7 @@ class KindRunner:
         # An address changed in a source since the last sync is found through that source's
         # record (a source that cannot be asked now fails its own read below as well, and the
         # retry asks again).
-        sources = {flow.source for flow in self.rt.config.flows}
-        former, _ = await self._former_subjects(
-            manifest["email"], [n for n in self.rt.systems if n in sources]
-        )
+        former, _ = await self._former_subjects(manifest["email"], self._sources())
         people = same_person(self.rt.store, [row.subject_id, *manifest.get("also", []), *former])
         ids: dict[str, str] = {}
         for sid in people:
@@ -388,10 +389,7 @@ class KindRunner:
         todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
         # Each system's id for the person, under any address they had: one who changed it in
         # the shop since the last sync is held elsewhere under the former (_former_subjects).
-        sources = {flow.source for flow in self.rt.config.flows}
-        former, _ = await self._former_subjects(
-            manifest["email"], [n for n in self.rt.systems if n in sources]
-        )
+        former, _ = await self._former_subjects(manifest["email"], self._sources())
         ids: dict[str, str] = {}
         for sid in same_person(self.rt.store, [row.subject_id, *former]):
             for name, external_id in self.service.identities(sid).items():

@@ -29,6 +29,7 @@ from connector.errors import FatalRemoteError, KlantsyncError
 from connector.http import RetryPolicy, SystemClient
 from connector.systems import _limits
 from tests.conftest import VirtualTime
+from tests.strategies import JSON
 
 #: Per kind: the base URL its sandbox serves under, and settings beyond the common ones.
 KINDS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -55,38 +56,55 @@ def test_every_registered_kind_is_in_the_contract_suite() -> None:
     assert set(REGISTRY) <= set(KINDS)
 
 
-@pytest.fixture(params=sorted(REGISTRY))
-async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
-    kind: str = request.param
+def _wired(
+    kind: str,
+    transport: httpx.AsyncBaseTransport,
+    credentials: dict[str, str],
+    time: VirtualTime | None = None,
+) -> tuple[SystemClient, Adapter]:
+    """A client and the adapter of ``kind`` over ``transport``, configured as the connector
+    would. With ``time``, the vendor's rate limits apply and retries wait on it; without,
+    one attempt per call and no limits (a mock answers at once)."""
     spec = REGISTRY[kind]
     base_url, extra = KINDS[kind]
-    sandbox = spec.sandbox()
     settings = spec.settings_model.model_validate(
         {
             "adapter": kind,
             "base_url": base_url,
             "mapping": "unused.toml",
-            "credentials": sandbox.credentials(),
+            "credentials": credentials,
             **extra,
         }
     )
-    limits = _limits(spec, settings)
     config = spec.client_config(settings)
-    time = VirtualTime()
     client = SystemClient(
         kind,
         base_url,
         auth=config.auth,
         headers=config.headers,
-        limits=limits.rate,
+        limits=_limits(spec, settings).rate if time else None,
         wait_hint=config.wait_hint,
         error_titles=config.error_titles,
-        retry=RetryPolicy(attempts=4, base_seconds=0, sleep=time.sleep),
-        transport=httpx.ASGITransport(app=sandbox.app()),
-        clock=time.clock,
+        retry=(
+            RetryPolicy(attempts=4, base_seconds=0, sleep=time.sleep)
+            if time
+            else RetryPolicy(attempts=1, base_seconds=0)
+        ),
+        transport=transport,
+        clock=time.clock if time else None,
+    )
+    return client, spec.factory(client, settings)
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    kind: str = request.param
+    sandbox = REGISTRY[kind].sandbox()
+    client, adapter = _wired(
+        kind, httpx.ASGITransport(app=sandbox.app()), sandbox.credentials(), VirtualTime()
     )
     async with client:
-        yield Pair(kind, sandbox, spec.factory(client, settings), client)
+        yield Pair(kind, sandbox, adapter, client)
 
 
 def _record(index: int, email: str | None = None) -> OutboundRecord:
@@ -206,18 +224,6 @@ async def test_no_personal_data_in_the_request_log_or_errors(pair: Pair) -> None
 
 # -- what a stranger may send --------------------------------------------------------------------
 
-#: JSON as any sender may shape it: scalars, lists and objects nested a few levels deep.
-_JSON = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
-    ),
-    max_leaves=25,
-)
 #: Keys the webhook parsers look at, so generated bodies reach past the first check.
 _KEYS = st.sampled_from(
     [
@@ -247,9 +253,9 @@ _KEYS = st.sampled_from(
 )
 _BODIES = st.one_of(
     st.binary(max_size=200),
-    _JSON.map(lambda value: json.dumps(value).encode()),
-    st.dictionaries(_KEYS, _JSON, max_size=6).map(lambda value: json.dumps(value).encode()),
-    st.lists(st.dictionaries(_KEYS, _JSON, max_size=6), max_size=3).map(
+    JSON.map(lambda value: json.dumps(value).encode()),
+    st.dictionaries(_KEYS, JSON, max_size=6).map(lambda value: json.dumps(value).encode()),
+    st.lists(st.dictionaries(_KEYS, JSON, max_size=6), max_size=3).map(
         lambda value: json.dumps(value).encode()
     ),
     st.dictionaries(
@@ -319,7 +325,7 @@ async def test_a_webhook_parser_never_fails_on_what_a_stranger_sends(pair: Pair)
 
 _STATUSES = st.sampled_from([200, 200, 200, 201, 204, 207, 400, 404, 409, 422])
 #: JSON of any shape, and what a proxy or a CMS in maintenance mode answers instead.
-_ANSWER_BODIES = _JSON.map(lambda value: json.dumps(value).encode()) | st.sampled_from(
+_ANSWER_BODIES = JSON.map(lambda value: json.dumps(value).encode()) | st.sampled_from(
     [b"", b"<html><h1>Briefly unavailable for scheduled maintenance</h1></html>", b"null", b"{"]
 )
 
@@ -330,19 +336,7 @@ async def test_any_answer_a_vendor_gives_is_a_result_or_a_classified_error(kind:
     status its documentation does not list), every call ends in a result or in one of the
     error tree's errors, which the engine knows what to do with; never a TypeError or a
     KeyError, which would stop the sync as a bug."""
-    spec = REGISTRY[kind]
-    base_url, extra = KINDS[kind]
-    sandbox = spec.sandbox()
-    settings = spec.settings_model.model_validate(
-        {
-            "adapter": kind,
-            "base_url": base_url,
-            "mapping": "unused.toml",
-            "credentials": sandbox.credentials(),
-            **extra,
-        }
-    )
-    config = spec.client_config(settings)
+    credentials = REGISTRY[kind].sandbox().credentials()
     records = [_record(1), _record(2)]
     subject = Subject(email="contract1@example.nl", external_id="12")
 
@@ -361,17 +355,7 @@ async def test_any_answer_a_vendor_gives_is_a_result_or_a_classified_error(kind:
             return httpx.Response(status, content=body)
 
         async def every_call() -> None:
-            client = SystemClient(
-                kind,
-                base_url,
-                auth=config.auth,
-                headers=config.headers,
-                wait_hint=config.wait_hint,
-                error_titles=config.error_titles,
-                retry=RetryPolicy(attempts=1, base_seconds=0),
-                transport=httpx.MockTransport(answer),
-            )
-            adapter = spec.factory(client, settings)
+            client, adapter = _wired(kind, httpx.MockTransport(answer), credentials)
             async with client:
                 for call in _calls(adapter, records, subject):
                     with contextlib.suppress(KlantsyncError):
@@ -406,30 +390,11 @@ async def test_find_never_reports_nobody_held_from_an_answer_it_could_not_read(
     """An erasure's verification reads each system again and certifies "absent" from what
     find returns: an answer it cannot read (a maintenance page, an empty object) must be an
     error, never an empty list, or the receipt would certify what nobody checked."""
-    spec = REGISTRY[kind]
-    base_url, extra = KINDS[kind]
-    settings = spec.settings_model.model_validate(
-        {
-            "adapter": kind,
-            "base_url": base_url,
-            "mapping": "unused.toml",
-            "credentials": spec.sandbox().credentials(),
-            **extra,
-        }
-    )
-    config = spec.client_config(settings)
-    client = SystemClient(
+    client, adapter = _wired(
         kind,
-        base_url,
-        auth=config.auth,
-        headers=config.headers,
-        wait_hint=config.wait_hint,
-        error_titles=config.error_titles,
-        retry=RetryPolicy(attempts=1, base_seconds=0),
-        transport=httpx.MockTransport(lambda _request: httpx.Response(200, content=garbage)),
+        httpx.MockTransport(lambda _request: httpx.Response(200, content=garbage)),
+        REGISTRY[kind].sandbox().credentials(),
     )
-    adapter = spec.factory(client, settings)
     async with client:
         with pytest.raises(KlantsyncError):
-            found = await adapter.find(Subject(email="contract1@example.nl", external_id="12"))
-            print(found)
+            await adapter.find(Subject(email="contract1@example.nl", external_id="12"))

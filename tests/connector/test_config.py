@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from connector.cli import main
 from connector.config import load_config, parse_schedule
 from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError
 from tests.conftest import example_config, write_config
+from tests.strategies import every_key_takes_any_value
 
 
 def _load_error(path: Path) -> ConfigError:
@@ -479,45 +478,20 @@ def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_th
     assert "geheim" not in str(error) and "0xff" not in str(error)
 
 
-#: TOML values as they would be written inline: any type, where a key expects one.
-_TOML_LITERALS = st.recursive(
-    st.sampled_from(["true", "false", "0", "-1", "1e3", '""', "[]", "{}", "2024-01-01"])
-    | st.integers(min_value=-(2**40), max_value=2**40).map(str)
-    | st.text(max_size=12).map(json.dumps),
-    lambda inner: (
-        st.lists(inner, max_size=3).map(lambda items: f"[{', '.join(items)}]")
-        | st.lists(
-            st.tuples(st.sampled_from(["a", "path", "source", "env"]), inner), max_size=2
-        ).map(lambda pairs: "{" + ", ".join(f"{k} = {v}" for k, v in dict(pairs).items()) + "}")
-    ),
-    max_leaves=5,
-)
-
-
 def test_any_value_under_any_key_of_the_example_is_loaded_or_named_as_a_mistake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever value a key of config.example.toml is given (another type, an empty table,
     a list), loading ends in a config or in a ConfigError: never another exception, which
     the CLI would report as a bug."""
-    import re
-
     path = example_config(tmp_path, monkeypatch)
     original = path.read_text()
-    lines = original.splitlines()
-    settable = [n for n, line in enumerate(lines) if re.match(r"^[A-Za-z_]+\s*=", line)]
 
-    @settings(max_examples=150, derandomize=True, deadline=None)
-    @given(line=st.sampled_from(settable), value=_TOML_LITERALS)
-    def loads(line: int, value: str) -> None:
-        changed = list(lines)
-        key = changed[line].split("=", 1)[0].rstrip()
-        changed[line] = f"{key} = {value}"
-        path.write_text("\n".join(changed) + "\n")
+    def load(changed: Path) -> None:
         with contextlib.suppress(ConfigError):
-            load_config(path)
+            load_config(changed)
 
     try:
-        loads()
+        every_key_takes_any_value(original, path, load, examples=150)
     finally:
         path.write_text(original)

@@ -65,6 +65,17 @@ async def daemon(open_rt: Callable[..., Any], daemon_config: Path) -> AsyncItera
         yield Daemon(rt, clock=Clock())
 
 
+class _FullDisk:
+    """Stands in for the store's connection: every statement fails as on a full disk."""
+
+    in_transaction = False
+
+    def execute(self, *_args: Any, **_kwargs: Any) -> Any:
+        from tests.conftest import disk_full_error
+
+        raise disk_full_error()
+
+
 def _client(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://daemon")
 
@@ -143,18 +154,11 @@ async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_la
     """A full disk while a delivery or an admin call is queued: 503 with Retry-After (the
     vendor delivers again; nothing was queued), the log says what to do. Both were a bare
     500 with a traceback."""
-    from tests.conftest import disk_full_error
-
-    class Full:
-        in_transaction = False
-
-        def execute(self, *_args: Any, **_kwargs: Any) -> Any:
-            raise disk_full_error()
 
     body = json.dumps({"id": 3, "email": "someone@example.nl"}).encode()
     caplog.set_level(logging.ERROR, logger="klantsync")
     with monkeypatch.context() as patched:
-        patched.setattr(daemon.rt.store, "db", Full())
+        patched.setattr(daemon.rt.store, "db", _FullDisk())
         async with _client(build_public_app(daemon)) as client:
             hook = await client.post(
                 "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
@@ -659,14 +663,9 @@ async def test_a_store_that_does_not_answer_is_said_by_the_probes_not_failed_by_
 ) -> None:
     """A store that cannot be read (a failing disk): /readyz answers 503 saying so, and
     /metrics still serves its counters. Both failed with a 500 themselves."""
-    from tests.conftest import disk_full_error
-
-    class Unreadable:
-        def execute(self, *_args: Any, **_kwargs: Any) -> Any:
-            raise disk_full_error()
 
     with monkeypatch.context() as patched:
-        patched.setattr(daemon.rt.store, "db", Unreadable())
+        patched.setattr(daemon.rt.store, "db", _FullDisk())
         async with _client(build_public_app(daemon)) as client:
             ready = await client.get("/readyz")
             metrics = await client.get("/metrics")
