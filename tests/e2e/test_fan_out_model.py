@@ -11,6 +11,7 @@ An erasure removes the person from all three, under every address they had.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,7 @@ class FanOutModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.loop.run_until_complete(self.context.__aexit__(None, None, None))
         self.loop.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def _address(self) -> str:
         self.next_address += 1

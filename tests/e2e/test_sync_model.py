@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ class SyncModel(RuleBasedStateMachine):
     def teardown(self) -> None:
         self._close()
         self.loop.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
     def _address(self) -> str:
         self.next_address += 1
