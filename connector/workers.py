@@ -70,7 +70,11 @@ class WorkerPool(Generic[T]):
             except asyncio.CancelledError:
                 future.cancel()
                 raise
-            except Exception as exc:  # handed to the caller, which raises it
+            except BaseException as exc:
+                # Handed to the caller, which raises it once its jobs end; the worker goes on
+                # to the next job. One that stopped here (an interrupt, the process being
+                # stopped) would leave its caller, and every caller of the jobs it had not
+                # taken yet, waiting for ever.
                 if not future.done():
                     future.set_exception(exc)
             else:

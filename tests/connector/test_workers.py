@@ -85,3 +85,27 @@ async def test_a_cancelled_caller_leaves_its_waiting_jobs_unstarted() -> None:
     for _ in range(5):
         await asyncio.sleep(0)
     assert started == []
+
+
+class _Stopped(BaseException):
+    """Not an ``Exception``: what an interrupt or a stopping process raises in a job."""
+
+
+async def test_a_job_that_raises_past_exception_still_settles_every_caller() -> None:
+    """A job raising something that is not an ``Exception`` is its caller's to raise; the
+    worker goes on, so neither that caller nor the jobs queued behind it wait for ever."""
+    pool: WorkerPool[int] = WorkerPool(1)
+
+    async def stopped() -> int:
+        raise _Stopped
+
+    async def fine() -> int:
+        return 1
+
+    first = asyncio.create_task(pool.run_all([stopped, fine]))
+    second = asyncio.create_task(pool.run_all([fine]))
+    done, _ = await asyncio.wait({first, second}, timeout=5)
+    assert done == {first, second}  # before the fix: neither ever finished
+    with pytest.raises(_Stopped):
+        first.result()
+    assert second.result() == [1]
