@@ -128,6 +128,8 @@ class KindRunner:
             if isinstance(outcome, KlantsyncError):
                 self._failed(row, name, f"snapshot: {outcome}", attempt=True)
                 continue
+            if isinstance(outcome, BaseException):
+                raise outcome  # a fault of the connector's own, not the system's answer
             assert isinstance(outcome, list)
             system = self.rt.systems[name]
             # Only a record whose own e-mail is the subject's names the person's id (an order
@@ -540,8 +542,12 @@ async def _settle(jobs: dict[str, Awaitable[Any]]) -> dict[str, Any]:
     """Run ``jobs`` concurrently; each name maps to its result or the exception it raised.
 
     Every job finishes (or fails) before this returns, so a crash in one system never leaves
-    another mid-call with its status unrecorded.
+    another mid-call with its status unrecorded. The process being stopped (a cancellation,
+    an interrupt) is not a system's answer: it goes on up as itself once all have finished.
     """
     names = list(jobs)
     results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, Exception):
+            raise result
     return dict(zip(names, results, strict=True))

@@ -308,6 +308,25 @@ async def test_erasure_interrupted_mid_fan_out_resumes_to_one_clean_receipt(
     assert not crm.holds(CANARY_EMAIL)
 
 
+class Stopped(BaseException):
+    """An interrupt or a stopping process: not an ``Exception``, not a system's answer."""
+
+
+async def test_an_erasure_stopped_while_asking_the_systems_stops_as_it_was_stopped(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Stopped while the systems were asked what they hold, the erasure goes up as the
+    interruption itself, not as an internal assertion about the systems' answers."""
+    await seeded(shop, rt)
+
+    async def stopped(_subject: Subject) -> list[dict[str, Any]]:
+        raise Stopped
+
+    rt.systems["crm"].adapter.find = stopped  # type: ignore[method-assign]
+    with pytest.raises(Stopped):
+        await DsrService(rt).erase(CANARY_EMAIL)
+
+
 async def test_after_erasure_the_store_holds_no_clear_personal_data(
     shop: WooCommerceSandbox,
     rt: Runtime,
