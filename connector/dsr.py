@@ -237,6 +237,11 @@ class DsrService:
     ) -> RequestView:
         """Push corrected canonical fields to every system that receives them.
 
+        Asking again while a correction of the subject is open adds to that request instead
+        of opening a second one (see :meth:`_amend`): two open corrections could each be
+        retried in any order, and the older one, retried last, would put the values it
+        corrects back.
+
         Raises:
             DsrUsageError: no fields, an unknown canonical field (named), the e-mail itself,
                 or a value no mapping can normalise.
@@ -247,11 +252,42 @@ class DsrService:
         sid = self.rt.keyring.subject_id(email)
         if self.rt.store.suppressed([sid]):
             raise DsrError(f"subject {sid} has been erased; there is nothing to rectify")
-        row = self._new_row("rectify", sid, source)
-        sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
-        self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
-        self.audit("dsr.received", row, source=source, fields=sorted(checked))
+        # One write transaction from the look for an open request to the new one, as for an
+        # erasure: asked twice at once, the subject still has one open correction.
+        with self.rt.store.transaction():
+            existing = self.db.open_for("rectify", sid)
+            if existing is None:
+                row = self._new_row("rectify", sid, source)
+                sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
+                self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+                self.audit("dsr.received", row, source=source, fields=sorted(checked))
+        if existing is not None:
+            # Under the request's lock: a retry of it already running finishes first, so it
+            # cannot mark a system done with the fields as they were before this amendment.
+            async with self._locks.setdefault(existing.id, asyncio.Lock()):
+                with self.rt.store.transaction():
+                    self._amend(existing.id, checked, source)
+            row = existing
         return await self.retry(row.id)
+
+    def _amend(self, request_id: str, fields: dict[str, str], source: str) -> None:
+        """Add ``fields`` to an open correction; where they change it, every system again.
+
+        A field asked for again takes its new value. Systems the request had settled are
+        asked again only when the fields changed: the same correction asked twice (an
+        operator running a command again after it died) just resumes the request.
+        """
+        row = self.db.get(request_id)
+        if row is None or row.status != "open":
+            return  # completed meanwhile (by a retry that held the lock): nothing to add to
+        manifest = self.open_manifest(row)
+        merged = {**manifest["fields"], **fields}
+        if merged == manifest["fields"]:
+            return
+        self.db.set_manifest(row.id, self.seal_manifest(row.id, {**manifest, "fields": merged}))
+        for system in self.db.systems(row.id):
+            self.db.set_system(row.id, system.system, "pending")
+        self.audit("dsr.amended", row, source=source, fields=sorted(fields))
 
     # -- running and resuming ------------------------------------------------------------------
 

@@ -703,6 +703,51 @@ async def test_rectify_under_an_address_changed_since_the_last_sync_corrects_the
     assert contact is not None and contact["properties"]["city"] == "Zeist"
 
 
+async def test_a_second_correction_while_the_first_is_open_is_one_request_and_the_last_word(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A correction left open (the CRM was down) and a second one of the same field: one
+    request, carrying both, and the value asked last is what every system holds. Two
+    requests, before: the first, retried after the second completed, put its value back."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist", "company": "Bakkerij"})
+    assert first.is_open and first.system("crm").status == "failed"
+    crm.faults.down = False
+    second = await service.rectify(CANARY_EMAIL, {"city": "Utrecht"})
+    assert second.id == first.id and second.status == "completed"
+    assert await service.retry_open() == 0
+    assert [v.id for v in service.list()] == [first.id]
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None
+    assert (contact["properties"]["city"], contact["properties"]["company"]) == (
+        "Utrecht",
+        "Bakkerij",
+    )
+    customer = shop.record_for(CANARY_EMAIL)
+    assert customer is not None and customer["billing"]["city"] == "Utrecht"
+    kinds = [e.kind for e in audit.entries(rt.store) if e.data.get("request") == first.id]
+    assert "dsr.amended" in kinds
+
+
+async def test_the_same_correction_asked_again_resumes_the_open_request(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Asked again as it was (an operator running a command that died once more), the
+    open correction goes on where it was: the systems it settled are not asked again."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert first.system("shop").status == "done"
+    crm.faults.down = False
+    shop.log.clear()
+    again = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert again.id == first.id and again.status == "completed"
+    assert again.system("shop").attempts == 1 and shop.log.writes() == []
+
+
 async def test_rectify_creates_no_shop_account_for_someone_with_guest_orders_only(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
