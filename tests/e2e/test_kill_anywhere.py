@@ -1,0 +1,344 @@
+"""Killed at any point, and started again: nothing lost, nothing twice, every erasure finished.
+
+The process is "killed" at one moment of a run, chosen in turn from every moment it has:
+before or after each commit (or write outside a transaction) of the store, and right after each
+call a vendor carried out, before the connector read the answer (the vendor did it; the
+connector never learns). From that moment nothing more reaches the store or any vendor, as
+with ``kill -9``: every later statement and call raises :class:`Killed`, which is not an
+``Exception``, so no handler of the connector's can record a failure a dead process could not
+have recorded. Then the run starts again on the same store and the same sandboxes, and what
+the vendors hold must be exactly what an uninterrupted run would have left.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import adapters.woocommerce.adapter as woocommerce_adapter
+import connector.state
+from connector import audit
+from connector.dsr import DsrService
+from connector.runtime import Runtime, open_runtime
+from tests.conftest import VirtualTime
+from tests.e2e.test_multi_system import World, write_config
+
+CUSTOMERS = 7  # with a page of 3: three pages, the last one short
+_DURABLE = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+
+
+class Killed(BaseException):
+    """The process died here (not an ``Exception``: nothing in the connector handles it)."""
+
+
+class Death:
+    """Counts the moments of a run and kills it at one of them.
+
+    ``at=None`` only counts, to learn how many moments a run has. A moment is a point where
+    dying leaves a different world: before a commit or a write outside a transaction (what
+    was done since the last one is lost), right after one (it holds), and right after a
+    vendor carried out a call.
+    """
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at = at
+        self.moments = 0
+        self.dead = False
+
+    def moment(self) -> None:
+        if self.dead:
+            raise Killed("already dead")
+        self.moments += 1
+        if self.moments == self.at:
+            self.dead = True
+            raise Killed(f"killed at moment {self.at}")
+
+
+def _connection_class(death: Death) -> type[sqlite3.Connection]:
+    class Mortal(sqlite3.Connection):
+        def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+            return self._run(sql, lambda: super(Mortal, self).execute(sql, parameters))
+
+        def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+            return self._run(sql, lambda: super(Mortal, self).executemany(sql, parameters))
+
+        def _run(self, sql: str, statement: Callable[[], sqlite3.Cursor]) -> sqlite3.Cursor:
+            word = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+            if word == "ROLLBACK":
+                return statement()  # what reopening the file after a kill does anyway
+            if death.dead:
+                raise Killed("already dead")
+            durable = word == "COMMIT" or (word in _DURABLE and not self.in_transaction)
+            if not durable:
+                return statement()
+            death.moment()  # before
+            cursor = statement()
+            death.moment()  # after
+            return cursor
+
+    return Mortal
+
+
+class _SqliteWith:
+    """``sqlite3`` as the store sees it, with connections that can die."""
+
+    def __init__(self, death: Death) -> None:
+        self._factory = _connection_class(death)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sqlite3, name)
+
+    def connect(self, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        return sqlite3.connect(*args, factory=self._factory, **kwargs)
+
+
+class _MortalTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport, death: Death) -> None:
+        self.inner = inner
+        self.death = death
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.death.dead:
+            raise Killed("already dead")
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        self.death.moment()  # the vendor did it; the answer is lost with the process
+        return response
+
+
+@asynccontextmanager
+async def _process(
+    world: World, config: Path, monkeypatch: pytest.MonkeyPatch, death: Death | None
+) -> AsyncIterator[Runtime]:
+    """One process's life on the shared store and sandboxes; ``death`` may cut it short."""
+    transports: dict[str, httpx.AsyncBaseTransport] = dict(world.transports())
+    with monkeypatch.context() as patch:
+        if death is not None:
+            patch.setattr(connector.state, "sqlite3", _SqliteWith(death))
+            transports = {n: _MortalTransport(t, death) for n, t in transports.items()}
+        time = VirtualTime()
+        async with open_runtime(
+            config, transports=transports, sleep=time.sleep, clock=time.clock
+        ) as rt:
+            yield rt
+
+
+async def _every_death(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    before: Callable[[World, Runtime], Awaitable[None]],
+    work: Callable[[World, Runtime], Awaitable[None]],
+    recover: Callable[[World, Runtime], Awaitable[None]],
+    check: Callable[[World, Runtime, int], None],
+) -> int:
+    """Run ``work`` once to count its moments, then once killed at each, recovering after.
+
+    ``before`` sets the scene (in a process that does not die); ``check`` judges the world
+    after ``recover`` ran in a new process. Returns how many moments there were.
+    """
+    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
+    count = Death()
+    moments = -1
+    at = runs = 0
+    while moments < 0 or at < moments:
+        at += 1
+        runs += 1
+        case = tmp_path / f"run-{runs}"
+        case.mkdir()
+        world = World()
+        world.shop.seed_synthetic(CUSTOMERS, seed=91)
+        config = write_config(case, world)
+        async with _process(world, config, monkeypatch, None) as rt:
+            await before(world, rt)
+        death = count if moments < 0 else Death(at)
+        try:
+            async with _process(world, config, monkeypatch, death) as rt:
+                await work(world, rt)
+        except BaseException:
+            # Once dead, whatever the run raises on its way out is the death's doing.
+            if not death.dead:
+                raise
+        else:
+            if moments < 0:
+                moments = count.moments  # the counting run: every moment lived through
+                at = 0
+                continue
+            pytest.fail(f"a run to be killed at moment {at} of {moments} was not")
+        async with _process(world, config, monkeypatch, None) as rt:
+            await recover(world, rt)
+            check(world, rt, at)
+    return moments
+
+
+def _emails(world: World) -> list[str]:
+    return [world.shop.store.get(i)["email"] for i in range(1, CUSTOMERS + 1)]
+
+
+def _consenting(world: World) -> list[str]:
+    # seed_synthetic opts every other customer in to marketing (odd ids).
+    return [e for i, e in enumerate(_emails(world), start=1) if i % 2]
+
+
+async def _nothing(_world: World, _rt: Runtime) -> None:
+    return None
+
+
+async def _sync(_world: World, rt: Runtime) -> None:
+    await rt.engine.sync("shop")
+
+
+async def _sync_until_complete(_world: World, rt: Runtime) -> None:
+    for _ in range(3):
+        (report,) = await rt.engine.sync("shop")
+        assert not report.failed, report.errors
+        if report.complete and not report.errors:
+            return
+    pytest.fail("three syncs after a restart did not complete")
+
+
+def _each_once(world: World, rt: Runtime, at: int) -> None:
+    emails = _emails(world)
+    for email in emails:
+        assert world.crm.holds(email), (at, "crm")
+        assert len(world.deals.store.with_email(email)) == 1, (at, "deals: one person each")
+    assert world.crm.contact_count() == CUSTOMERS, at
+    assert world.deals.person_count() == CUSTOMERS, at
+    assert {e for e in emails if world.news.holds(e)} == set(_consenting(world)), at
+    assert rt.store.outbox_count() == 0, at
+
+
+async def test_a_sync_killed_at_any_moment_and_run_again_leaves_each_customer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync to HubSpot, Mailchimp and Pipedrive, killed at every moment it has in
+    turn: the next run leaves each customer in each system once, and a run after that has
+    nothing to write."""
+
+    async def recover(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        for sandbox in (world.crm, world.news, world.deals):
+            sandbox.log.clear()
+        (again,) = await rt.engine.sync("shop")
+        assert not again.failed
+        assert [s.log.writes() for s in (world.crm, world.news, world.deals)] == [[], [], []]
+
+    moments = await _every_death(tmp_path, monkeypatch, _nothing, _sync, recover, _each_once)
+    assert moments > 20  # the run was cut at every commit and every call, not at a few
+
+
+async def test_a_changed_customers_sync_killed_at_any_moment_sends_the_change_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a complete sync three customers change: one their name, one their address, one
+    withdraws their newsletter consent. The sync that carries it, killed anywhere, leaves
+    the change in every system, no second person under either address, and the one who
+    withdrew unsubscribed."""
+    addresses: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        renamed, moved, withdrawn = _emails(world)[:3]  # the third opted in (odd id)
+        world.shop.touch(renamed, first_name="Veranderd")
+        world.shop.touch(moved, email="nieuw.adres@voorbeeld.nl")
+        world.shop.touch(withdrawn, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+        addresses.update(renamed=renamed, moved=moved, withdrawn=withdrawn)
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        emails = _emails(world)
+        for email in emails:
+            assert len(world.deals.store.with_email(email)) == 1, (at, "deals: one each")
+        assert all(world.crm.holds(e) for e in emails), at
+        assert world.crm.contact_count() == world.deals.person_count() == CUSTOMERS, at
+        assert rt.store.outbox_count() == 0, at
+        renamed = world.crm.record_for(addresses["renamed"])
+        assert renamed is not None and renamed["properties"]["firstname"] == "Veranderd", at
+        assert not world.crm.holds(addresses["moved"]), at
+        assert not world.deals.holds(addresses["moved"]), at
+        member = world.news.record_for(addresses["withdrawn"])
+        assert member is not None and member["status"] == "unsubscribed", at
+
+    moments = await _every_death(tmp_path, monkeypatch, before, _sync, _sync_until_complete, check)
+    assert moments > 10
+
+
+async def test_a_rectification_killed_at_any_moment_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A correction of a name over the shop, HubSpot, Mailchimp and Pipedrive, killed at
+    each of its moments and run again: one request, completed, every system corrected."""
+    asked: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        asked["email"] = _consenting(world)[0]  # in all four systems
+
+    async def rectify(_world: World, rt: Runtime) -> None:
+        await DsrService(rt).rectify(asked["email"], {"first_name": "Gecorrigeerd"})
+
+    async def recover(_world: World, rt: Runtime) -> None:
+        service = DsrService(rt)
+        if any(v.status == "completed" for v in service.list()):
+            return
+        view = await service.rectify(asked["email"], {"first_name": "Gecorrigeerd"})
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        email = asked["email"]
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        shop, crm = world.shop.record_for(email), world.crm.record_for(email)
+        news, deals = world.news.record_for(email), world.deals.record_for(email)
+        assert shop is not None and shop["first_name"] == "Gecorrigeerd", at
+        assert crm is not None and crm["properties"]["firstname"] == "Gecorrigeerd", at
+        assert news is not None and news["merge_fields"]["FNAME"] == "Gecorrigeerd", at
+        assert deals is not None and deals["first_name"] == "Gecorrigeerd", at
+        assert audit.verify(rt.store).ok, at
+
+    moments = await _every_death(tmp_path, monkeypatch, before, rectify, recover, check)
+    assert moments > 10
+
+
+async def test_an_erasure_killed_at_any_moment_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure over the shop, HubSpot, Mailchimp and Pipedrive, killed at each of its
+    moments: asked again (or retried) after the restart, it is one request, completed, with
+    the person in no system, everyone else untouched, and the audit chain whole."""
+    erased: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        erased["email"] = _consenting(world)[0]  # in all four systems
+        erased["others"] = " ".join(e for e in _emails(world) if e != erased["email"])
+
+    async def erase(_world: World, rt: Runtime) -> None:
+        await DsrService(rt).erase(erased["email"])
+
+    async def recover(_world: World, rt: Runtime) -> None:
+        # The operator whose `dsr erase` died looks at `dsr list`: a request completed
+        # before the death is done with. Otherwise they run the command again, and the
+        # request the dead process recorded, if it got that far, goes on where it was.
+        service = DsrService(rt)
+        if any(v.status == "completed" for v in service.list()):
+            return
+        view = await service.erase(erased["email"])
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        email = erased["email"]
+        for name in ("shop", "crm", "news", "deals"):
+            assert not getattr(world, name).holds(email), (at, name)
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        others = erased["others"].split()
+        assert all(world.crm.holds(e) and world.deals.holds(e) for e in others), at
+        assert audit.verify(rt.store).ok, at
+
+    moments = await _every_death(tmp_path, monkeypatch, before, erase, recover, check)
+    assert moments > 10
