@@ -220,17 +220,32 @@ class DsrService:
         ``out_dir`` defaults to ``<store folder>/access/<request id>``; the bundle there is the
         only place the connector writes personal data in clear. ``also`` is the subject id a
         system's id for the person is known under, when that differs from the e-mail's.
+        Asking again while the subject's request is open resumes it, when it writes where this
+        one would (no ``out_dir``, or the same): a second bundle would be a second copy.
         """
         email = checked_email(email)
         if out_dir is not None:
             _check_out_dir(out_dir)
-        row = self._new_row("access", self.rt.keyring.subject_id(email), source)
-        target = out_dir or self.rt.config.store_path.parent / "access" / row.id
-        manifest = {"email": email, "out_dir": str(target), "also": [also] if also else []}
-        sealed = self.seal_manifest(row.id, manifest)
-        self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
-        self.audit("dsr.received", row, source=source, deadline=row.deadline)
-        return await self.retry(row.id)
+        sid = self.rt.keyring.subject_id(email)
+        with self.rt.store.transaction():
+            resumed = self._open_access(sid, out_dir)
+            if resumed is None:
+                row = self._new_row("access", sid, source)
+                target = out_dir or self.rt.config.store_path.parent / "access" / row.id
+                also_ids = [also] if also else []
+                manifest = {"email": email, "out_dir": str(target), "also": also_ids}
+                sealed = self.seal_manifest(row.id, manifest)
+                self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+                self.audit("dsr.received", row, source=source, deadline=row.deadline)
+        return await self.retry(row.id if resumed is None else resumed.id)
+
+    def _open_access(self, subject_id: str, out_dir: Path | None) -> RequestRow | None:
+        """The subject's open access request that writes its bundle to ``out_dir``, if any."""
+        row = self.db.open_for("access", subject_id)
+        if row is None or out_dir is None:
+            return row
+        target = self.open_manifest(row)["out_dir"]
+        return row if Path(target).resolve() == out_dir.resolve() else None
 
     async def rectify(
         self, email: str, fields: dict[str, str], *, source: str = "cli"

@@ -122,6 +122,26 @@ async def test_access_with_a_system_down_writes_nothing_until_retried(
     assert rt.keyring.open(sealed, BUNDLE_PATH_CONTEXT) == str(out.resolve()).encode()
 
 
+async def test_access_asked_again_while_open_resumes_it_and_writes_one_bundle(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Asked again to the same folder while the request is open (an operator running a
+    command that died once more): the open request goes on, one request, one bundle. To
+    another folder it is a request of its own."""
+    await seed_both(shop, crm, rt)
+    crm.faults.down = True
+    out = tmp_path / "bundle"
+    service = DsrService(rt)
+    first = await service.access(CANARY_EMAIL, out)
+    assert first.is_open
+    crm.faults.down = False
+    again = await service.access(CANARY_EMAIL, tmp_path / "." / "bundle")
+    assert again.id == first.id and again.status == "completed"
+    assert [v.id for v in service.list()] == [first.id]
+    elsewhere = await service.access(CANARY_EMAIL, tmp_path / "other")
+    assert elsewhere.id != first.id and elsewhere.status == "completed"
+
+
 async def test_retention_is_read_from_flows_when_the_config_states_it(rt: Runtime) -> None:
     """A flow with a retention statement replaces the generic one for that flow."""
     flow = SimpleNamespace(name="shop-to-crm", source="shop", retention="2 years after last order")

@@ -12,6 +12,7 @@ the vendors hold must be exactly what an uninterrupted run would have left.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -341,4 +342,38 @@ async def test_an_erasure_killed_at_any_moment_is_finished_by_the_next_run(
         assert audit.verify(rt.store).ok, at
 
     moments = await _every_death(tmp_path, monkeypatch, before, erase, recover, check)
+    assert moments > 10
+
+
+async def test_an_access_request_killed_at_any_moment_is_finished_by_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An access request over the four systems, killed at each of its moments and asked
+    again: one request, completed, and one bundle holding every system's records."""
+    asked: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        asked["email"] = _consenting(world)[0]  # in all four systems
+        asked["out"] = str(rt.config.store_path.parent / "bundle")
+
+    async def access(_world: World, rt: Runtime) -> None:
+        await DsrService(rt).access(asked["email"], Path(asked["out"]))
+
+    async def recover(_world: World, rt: Runtime) -> None:
+        service = DsrService(rt)
+        if any(v.status == "completed" for v in service.list()):
+            return
+        view = await service.access(asked["email"], Path(asked["out"]))
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+
+    def check(_world: World, rt: Runtime, at: int) -> None:
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        data = json.loads((Path(asked["out"]) / "data.json").read_text())
+        for name in ("shop", "crm", "news", "deals"):
+            assert data["systems"][name]["records"], (at, name)
+        assert audit.verify(rt.store).ok, at
+
+    moments = await _every_death(tmp_path, monkeypatch, before, access, recover, check)
     assert moments > 10
