@@ -12,8 +12,10 @@ the vendors hold must be exactly what an uninterrupted run would have left.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -24,11 +26,14 @@ import pytest
 
 import adapters.woocommerce.adapter as woocommerce_adapter
 import connector.state
-from connector import audit
+from connector import audit, jobs
+from connector.adapter import WebhookRequest
+from connector.daemon import Daemon
 from connector.dsr import DsrService
 from connector.runtime import Runtime, open_runtime
+from connector.webhooks import receive
 from tests.conftest import VirtualTime
-from tests.e2e.test_multi_system import World, write_config
+from tests.e2e.test_multi_system import SHOPIFY_SECRET, World, write_config
 
 CUSTOMERS = 7  # with a page of 3: three pages, the last one short
 _DURABLE = ("INSERT", "UPDATE", "DELETE", "REPLACE")
@@ -377,3 +382,77 @@ async def test_an_access_request_killed_at_any_moment_is_finished_by_the_next_ru
 
     moments = await _every_death(tmp_path, monkeypatch, before, access, recover, check)
     assert moments > 10
+
+
+async def test_the_daemons_queued_webhooks_killed_at_any_moment_are_all_carried_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Shopify deliveries the daemon accepted and queued: a customer's change and a
+    customers/redact of another. The job worker, killed at each moment of carrying them out,
+    is started again as the daemon starts it: both are carried out, once."""
+    people = {"changed": "veranderd@voorbeeld.nl", "erased": "vergeet.mij@voorbeeld.nl"}
+
+    async def before(world: World, rt: Runtime) -> None:
+        for email in people.values():
+            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
+        (report,) = await rt.engine.sync("shopify")
+        assert not report.failed, report.errors
+        world.shopify.touch(people["changed"], firstName="Veranderd")
+        changed = world.shopify.record_for(people["changed"])
+        assert changed is not None
+        number = int(changed["legacyResourceId"])
+        redact = world.shopify.compliance_payload("customers/redact", people["erased"])
+        for topic, payload in (
+            ("customers/update", {"id": number, "email": people["changed"]}),
+            ("customers/redact", redact),
+        ):
+            body, headers = world.shopify.signed_webhook(topic, payload, SHOPIFY_SECRET)
+            lowered = {k.lower(): v for k, v in headers.items()}
+            request = WebhookRequest(
+                "POST", "https://connector.test/webhooks/shopify", lowered, body
+            )
+            assert receive(rt, "shopify", request, time.time()).status == 200
+
+    async def work(_world: World, rt: Runtime) -> None:
+        await _run_jobs(Daemon(rt))
+
+    async def recover(world: World, rt: Runtime) -> None:
+        jobs.requeue_running(rt.store)  # what a daemon does when it starts
+        await _run_jobs(Daemon(rt))
+        world.shopify.process_erasures()  # Shopify erases in its own time; then verified
+        await DsrService(rt).retry_open()
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        statuses = [r[0] for r in rt.store.db.execute("SELECT status FROM jobs")]
+        assert statuses == ["done", "done"], (at, statuses)
+        for name in ("shopify", "crm", "news", "deals"):
+            assert not getattr(world, name).holds(people["erased"]), (at, name)
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        contact = world.crm.record_for(people["changed"])
+        assert contact is not None and contact["properties"]["firstname"] == "Veranderd", at
+        assert len(world.deals.store.with_email(people["changed"])) == 1, at
+        assert audit.verify(rt.store).ok, at
+
+    moments = await _every_death(tmp_path, monkeypatch, before, work, recover, check)
+    assert moments > 10
+
+
+async def _run_jobs(daemon: Daemon) -> None:
+    """Run the daemon's job worker until nothing is queued or running, then stop it."""
+    store = daemon.rt.store
+
+    def waiting() -> bool:
+        row = store.db.execute(
+            "SELECT 1 FROM jobs WHERE status IN ('queued', 'running') LIMIT 1"
+        ).fetchone()
+        return row is not None
+
+    worker = asyncio.create_task(daemon.jobs.run())
+    try:
+        while waiting() and not worker.done():
+            await asyncio.sleep(0)  # a turn of the loop for the worker; no waiting on time
+    finally:
+        daemon.stopping.set()
+        daemon.jobs.wake.set()
+    await worker
