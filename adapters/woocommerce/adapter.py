@@ -4,6 +4,8 @@ What WooCommerce offers and how it shapes this adapter:
 
 - The customers list has **no date filter**, so :meth:`WooCommerceAdapter.pull` is a full scan
   in id order; the engine spots changes by content hash. Webhooks give the low-latency path.
+  The scan reads by offset, and reads again from further back when customers were deleted
+  in what it already read (they would move the rest up, past it).
 - Writes go through ``POST /customers/batch`` (100 items in total per call), after an exact
   e-mail lookup so a retried create becomes an update instead of a duplicate. ``update`` sends
   the ``update`` list only: someone the shop knows from guest orders alone gets no account.
@@ -64,6 +66,12 @@ __all__ = [
 
 API = "/wp-json/wc/v3"
 PAGE_SIZE = 100  # WordPress caps per_page at 100
+#: Customers read again before where the last page ended. A deletion in the part already
+#: read shows as a drop in X-WP-Total, unless as many new customers signed up meanwhile
+#: (they come last, in id order): this margin covers that many such deletions per page.
+REREAD = 2
+#: Reads of one page again while customers keep being deleted before it.
+MAX_REREADS = 5
 BATCH_SIZE = 100  # woocommerce_rest_batch_items_limit, across create + update + delete
 NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are not changed)"
 
@@ -158,27 +166,35 @@ class WooCommerceAdapter:
     async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
         """Scan all customers in id order, one page per call; the last page is ``complete``.
 
-        The cursor holds the next page and the highest id delivered. Ids only grow, so a
-        record at or below that id (a page that shifted because customers were deleted) is
-        a duplicate and dropped. The page number only moves forward, so no page is fetched
-        twice; and if the shop answers two pages with the same span of ids (it ignores
-        ``page``), the scan stops with an error instead of looping.
+        Pages are read by offset into the id-ordered list. A customer deleted in the part
+        already read (an erasure running beside the sync, the shop owner) moves every later
+        one up a place, so a scan that went on where it stopped would pass over as many
+        customers as were deleted, until its next run. So each page starts a little before
+        where the last one ended (:data:`REREAD`), and further back by as many customers as
+        ``X-WP-Total`` dropped since the last page; what was delivered already is known by
+        its id (ids only grow) and dropped. The cursor holds the offset, the highest id
+        delivered and the count, so a run resumed after a crash does the same. If the shop
+        answers two pages with the same span of ids (it ignores ``offset``), the scan stops
+        with an error instead of looping.
         """
-        page, after = decode_cursor(cursor)
+        position, after, total = decode_cursor(cursor, PAGE_SIZE)
         path = f"{API}/customers"
         spans: set[tuple[int, int]] = set()
         while True:
-            params = {
-                "orderby": "id",
-                "order": "asc",
-                "per_page": PAGE_SIZE,
-                "page": page,
-                "role": self.settings.role,
-            }
-            response = await self.client.request("GET", path, params=params)
-            raw = self._list(response, "GET", path)
-            if raw:
-                # Two pages with the same first and last id: the shop ignores `page`.
+            start = max(0, position - REREAD)
+            response, raw, counted = await self._customers_at(path, start)
+            reread = 0
+            while total is not None and counted is not None and counted < total and start > 0:
+                # Deleted since the last page: read from as far back as they could have
+                # moved the rest (bounded: a shop deleting faster than we read goes on).
+                start, total = max(0, start - (total - counted)), counted
+                reread += 1
+                if reread > MAX_REREADS:
+                    break
+                response, raw, counted = await self._customers_at(path, start)
+            total = counted if counted is not None else total
+            if raw and not reread:
+                # Two pages with the same first and last id: the shop ignores `offset`.
                 span = (raw[0]["id"], raw[-1]["id"])
                 if span in spans:
                     raise FatalRemoteError(
@@ -187,17 +203,27 @@ class WooCommerceAdapter:
                 spans.add(span)
             records = [r for r in raw if r["id"] > after]
             after = max([after, *(r["id"] for r in records)])
-            total_pages = response.headers.get("x-wp-totalpages", "")
-            last = (
-                not raw
-                or (total_pages.isdigit() and page >= int(total_pages))
-                or (not total_pages.isdigit() and len(raw) < PAGE_SIZE)
-            )
-            if last:
+            position = start + len(raw)
+            if not raw or len(raw) < PAGE_SIZE or (total is not None and position >= total):
                 yield Page(records=records, cursor=None, complete=True)
                 return
-            page += 1
-            yield Page(records=records, cursor=encode_cursor(page, after))
+            yield Page(records=records, cursor=encode_cursor(position, after, total))
+
+    async def _customers_at(
+        self, path: str, offset: int
+    ) -> tuple[httpx.Response, list[dict[str, Any]], int | None]:
+        """One page of customers in id order from ``offset``, and ``X-WP-Total`` if given."""
+        params = {
+            "orderby": "id",
+            "order": "asc",
+            "per_page": PAGE_SIZE,
+            "offset": offset,
+            "role": self.settings.role,
+        }
+        response = await self.client.request("GET", path, params=params)
+        raw = self._list(response, "GET", path)
+        counted = response.headers.get("x-wp-total", "")
+        return response, raw, int(counted) if counted.isdigit() else None
 
     # -- upsert ----------------------------------------------------------------------------
 

@@ -104,19 +104,27 @@ def is_anonymous(order: Mapping[str, Any]) -> bool:
     return not order.get("customer_note")
 
 
-def encode_cursor(page: int, after: int) -> str:
-    """The pull cursor: the next page to fetch and the highest id already delivered."""
-    return json.dumps({"page": page, "after": after}, separators=(",", ":"))
+def encode_cursor(offset: int, after: int, total: int | None) -> str:
+    """The pull cursor: where the next page starts in the id-ordered list, the highest id
+    already delivered, and how many customers the shop counted at the last page."""
+    return json.dumps({"offset": offset, "after": after, "total": total}, separators=(",", ":"))
 
 
-def decode_cursor(cursor: str | None) -> tuple[int, int]:
-    """(next page, highest id already delivered). An unreadable cursor restarts the scan:
-    a full scan loses nothing, and unchanged records stop at the engine's hash check."""
+def decode_cursor(cursor: str | None, page_size: int) -> tuple[int, int, int | None]:
+    """(offset, highest id already delivered, count at the last page). An unreadable
+    cursor restarts the scan: a full scan loses nothing, and unchanged records stop at the
+    engine's hash check. A cursor of earlier versions names a page instead of an offset."""
     if not cursor:
-        return 1, 0
+        return 0, 0, None
     try:
         data = json.loads(cursor)
-        page, after = int(data["page"]), int(data.get("after", 0))
-    except (ValueError, TypeError, KeyError):
-        return 1, 0
-    return (page, after) if page >= 1 and after >= 0 else (1, 0)
+        page = data.get("page")
+        offset = (int(page) - 1) * page_size if page is not None else int(data["offset"])
+        after = int(data.get("after", 0))
+        total = data.get("total")
+        total = None if total is None else int(total)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return 0, 0, None
+    if offset < 0 or after < 0 or (total is not None and total < 0):
+        return 0, 0, None
+    return offset, after, total

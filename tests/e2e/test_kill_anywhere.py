@@ -456,3 +456,42 @@ async def _run_jobs(daemon: Daemon) -> None:
         daemon.stopping.set()
         daemon.jobs.wake.set()
     await worker
+
+
+async def test_an_erasure_during_a_sync_killed_at_any_moment_keeps_the_person_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync and an erasure of one of its customers, at once, killed at each moment
+    of the two: after the restart (the erasure asked again, syncs run to the end) the person
+    is in no system, everyone else is in each once, and the request is one, completed."""
+    erased: dict[str, str] = {}
+
+    async def before(world: World, _rt: Runtime) -> None:
+        erased["email"] = _consenting(world)[1]
+        erased["others"] = " ".join(e for e in _emails(world) if e != erased["email"])
+
+    async def both(_world: World, rt: Runtime) -> None:
+        await asyncio.gather(rt.engine.sync("shop"), DsrService(rt).erase(erased["email"]))
+
+    async def recover(world: World, rt: Runtime) -> None:
+        service = DsrService(rt)
+        if not any(v.status == "completed" for v in service.list()):
+            view = await service.erase(erased["email"])
+            assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        await _sync_until_complete(world, rt)
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for name in ("shop", "crm", "news", "deals"):
+            assert not getattr(world, name).holds(erased["email"]), (at, name)
+        others = erased["others"].split()
+        for email in others:
+            assert world.crm.holds(email), (at, "crm")
+            assert len(world.deals.store.with_email(email)) == 1, (at, "deals")
+        assert world.crm.contact_count() == world.deals.person_count() == len(others), at
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        assert rt.store.outbox_count() == 0, at
+        assert audit.verify(rt.store).ok, at
+
+    moments = await _every_death(tmp_path, monkeypatch, before, both, recover, check)
+    assert moments > 20
