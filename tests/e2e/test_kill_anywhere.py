@@ -28,6 +28,7 @@ import adapters.woocommerce.adapter as woocommerce_adapter
 import connector.state
 from connector import audit, jobs
 from connector.adapter import WebhookRequest
+from connector.config import Config, load_config
 from connector.daemon import Daemon
 from connector.dsr import DsrService
 from connector.runtime import Runtime, open_runtime
@@ -120,7 +121,7 @@ class _MortalTransport(httpx.AsyncBaseTransport):
 
 @asynccontextmanager
 async def _process(
-    world: World, config: Path, monkeypatch: pytest.MonkeyPatch, death: Death | None
+    world: World, config: Config, monkeypatch: pytest.MonkeyPatch, death: Death | None
 ) -> AsyncIterator[Runtime]:
     """One process's life on the shared store and sandboxes; ``death`` may cut it short."""
     transports: dict[str, httpx.AsyncBaseTransport] = dict(world.transports())
@@ -159,7 +160,7 @@ async def _every_death(
         case.mkdir()
         world = World()
         world.shop.seed_synthetic(CUSTOMERS, seed=91)
-        config = write_config(case, world)
+        config = load_config(write_config(case, world))  # once: each process reads it alike
         async with _process(world, config, monkeypatch, None) as rt:
             await before(world, rt)
         death = count if moments < 0 else Death(at)
@@ -495,3 +496,49 @@ async def test_an_erasure_during_a_sync_killed_at_any_moment_keeps_the_person_ou
 
     moments = await _every_death(tmp_path, monkeypatch, before, both, recover, check)
     assert moments > 20
+
+
+async def test_a_shopify_sync_killed_at_any_moment_leaves_each_customer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Shopify flow (an incremental pull by updatedAt), killed at each moment of a sync
+    that carries two new customers and a change to one synced before: the next run leaves
+    each in HubSpot and Pipedrive once, the change included, and the run after writes
+    nothing."""
+    emails = [f"shopify.klant{n}@voorbeeld.nl" for n in range(1, 6)]
+
+    async def before(world: World, rt: Runtime) -> None:
+        for email in emails[:3]:
+            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
+        (report,) = await rt.engine.sync("shopify")
+        assert not report.failed, report.errors
+        for email in emails[3:]:
+            world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
+        world.shopify.touch(emails[0], firstName="Veranderd")
+
+    async def recover(world: World, rt: Runtime) -> None:
+        for _ in range(3):
+            (report,) = await rt.engine.sync("shopify")
+            assert not report.failed, report.errors
+            if report.complete and not report.errors:
+                break
+        for sandbox in (world.crm, world.news, world.deals):
+            sandbox.log.clear()
+        (again,) = await rt.engine.sync("shopify")
+        assert not again.failed
+        assert [s.log.writes() for s in (world.crm, world.news, world.deals)] == [[], [], []]
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for email in emails:
+            assert world.crm.holds(email) and world.news.holds(email), (at, email)
+            assert len(world.deals.store.with_email(email)) == 1, (at, email)
+        changed = world.crm.record_for(emails[0])
+        assert changed is not None and changed["properties"]["firstname"] == "Veranderd", at
+        assert world.crm.contact_count() == len(emails), at
+        assert rt.store.outbox_count() == 0, at
+
+    async def sync(_world: World, rt: Runtime) -> None:
+        await rt.engine.sync("shopify")
+
+    moments = await _every_death(tmp_path, monkeypatch, before, sync, recover, check)
+    assert moments > 10
