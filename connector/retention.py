@@ -88,12 +88,30 @@ def record_bundle(
     else:
         listed = [""]  # the path itself is the bundle
     sealed = keyring.seal(str(root).encode(), BUNDLE_PATH_CONTEXT)
-    cur = store.db.execute(
-        "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
-        (sealed, json.dumps(listed), utcnow()),
-    )
+    with store.transaction() as db:
+        # A bundle written again where one was recorded (the request retried after the
+        # process died between the two) replaces that record: one bundle, one row, kept
+        # from now. Paths are sealed with a fresh nonce each, so they are compared opened;
+        # the table holds only bundles still within their retention.
+        for bundle_id, stored in db.execute("SELECT id, path FROM bundles").fetchall():
+            if _opened_path(keyring, stored) == str(root):
+                db.execute("DELETE FROM bundles WHERE id=?", (bundle_id,))
+        cur = db.execute(
+            "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
+            (sealed, json.dumps(listed), utcnow()),
+        )
     assert cur.lastrowid is not None
     return cur.lastrowid
+
+
+def _opened_path(keyring: Keyring, path: bytes | str) -> str | None:
+    """A bundle row's path (one from before schema 10 is in clear); None if it does not open."""
+    if isinstance(path, str):
+        return path
+    try:
+        return keyring.open(path, BUNDLE_PATH_CONTEXT).decode()
+    except DecryptionError:
+        return None
 
 
 def _stamp(when: dt.datetime) -> str:

@@ -13,7 +13,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, retention
 from connector.cli import main
 from connector.config import Config, load_config
-from connector.crypto import Keyring
+from connector.crypto import BUNDLE_PATH_CONTEXT, Keyring
 from connector.dsr import DsrService
 from connector.keyset import open_keyring
 from connector.state import Store
@@ -238,6 +238,23 @@ def test_single_file_bundle_is_deleted(store: Store, config: Config, tmp_path: P
     store.db.execute("UPDATE bundles SET created_at=? WHERE id=?", (_ago(40), bundle_id))
     assert retention.sweep_now(store, config, KEYS, NOW).bundles == 1
     assert not archive.exists() and archive.parent.is_dir()
+
+
+def test_a_bundle_written_again_to_the_same_place_has_one_record(
+    store: Store, tmp_path: Path
+) -> None:
+    """The access request retried after the process died between writing its bundle and
+    finishing: the bundle written again replaces its record (two before); another
+    bundle's record stays."""
+    retention.record_bundle(store, KEYS, tmp_path / "other", ["data.json"])
+    retention.record_bundle(store, KEYS, tmp_path / "bundle", ["data.json"])
+    retention.record_bundle(store, KEYS, tmp_path / "." / "bundle", ["report.en.md"])
+    rows = store.db.execute("SELECT path, files FROM bundles ORDER BY id").fetchall()
+    held = sorted((KEYS.open(path, BUNDLE_PATH_CONTEXT).decode(), files) for path, files in rows)
+    assert held == [
+        (str((tmp_path / "bundle").resolve()), '["report.en.md"]'),
+        (str((tmp_path / "other").resolve()), '["data.json"]'),
+    ]
 
 
 def test_retention_command_reports_json(

@@ -29,6 +29,7 @@ import connector.state
 from connector import audit, jobs
 from connector.adapter import WebhookRequest
 from connector.config import Config, load_config
+from connector.crypto import BUNDLE_PATH_CONTEXT
 from connector.daemon import Daemon
 from connector.dsr import DsrService
 from connector.runtime import Runtime, open_runtime
@@ -379,6 +380,10 @@ async def test_an_access_request_killed_at_any_moment_is_finished_by_the_next_ru
         data = json.loads((Path(asked["out"]) / "data.json").read_text())
         for name in ("shop", "crm", "news", "deals"):
             assert data["systems"][name]["records"], (at, name)
+        # The bundle is recorded, so the retention sweep deletes it when its time comes.
+        ((sealed,),) = rt.store.db.execute("SELECT path FROM bundles").fetchall()
+        opened = rt.keyring.open(sealed, BUNDLE_PATH_CONTEXT).decode()
+        assert opened == str(Path(asked["out"]).resolve()), at
         assert audit.verify(rt.store).ok, at
 
     moments = await _every_death(tmp_path, monkeypatch, before, access, recover, check)
