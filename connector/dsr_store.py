@@ -339,6 +339,14 @@ class DsrStore:
 
     # -- webhook replay guard ----------------------------------------------------------------
 
+    def seen_delivery(self, system: str, delivery_id: str) -> bool:
+        """Whether a webhook delivery id was recorded before."""
+        found = self.db.execute(
+            "SELECT 1 FROM webhook_deliveries WHERE system=? AND delivery_id=?",
+            (system, delivery_id),
+        ).fetchone()
+        return found is not None
+
     def first_delivery(self, system: str, delivery_id: str) -> bool:
         """Record a webhook delivery id; false if it was seen before (a replay)."""
         cur = self.db.execute(

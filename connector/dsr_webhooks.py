@@ -49,10 +49,16 @@ async def handle_webhook(
         if event.kind not in ("erase", "access"):
             continue
         # A replayed delivery must not open a second request; namespaced so the daemon's own
-        # use of the same table cannot collide with this guard.
-        if not service.db.first_delivery(system_name, f"dsr:{event.delivery_id}"):
+        # use of the same table cannot collide with this guard. The id is noted once the
+        # request is open, not before: noted first, a process that died (or a store that
+        # failed) before the request was recorded made the vendor's next delivery "a
+        # replay", and the erasure was never opened. A delivery taken twice meanwhile finds
+        # the request open and resumes it.
+        delivery = f"dsr:{event.delivery_id}"
+        if service.db.seen_delivery(system_name, delivery):
             continue
         view = await service.handle_event(system_name, event)
+        service.db.first_delivery(system_name, delivery)
         if view is not None:
             opened.append(view)
     return opened

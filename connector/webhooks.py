@@ -47,23 +47,28 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
         return WebhookOutcome(401, "signature invalid or stale")
     events = system.adapter.parse_webhook(request)
     outcome = WebhookOutcome(200)
-    for event in events:
-        if event.kind == "ignored":
-            outcome.ignored += 1
-            continue
-        if not _first_delivery(rt, system_name, event.delivery_id):
-            outcome.duplicates += 1
-            continue
-        params = {
-            "system": system_name,
-            "event": event.kind,
-            "delivery_id": event.delivery_id,
-            "external_id": event.external_id,
-            "email": event.email,
-            "phone": event.phone,
-            "record": dict(event.record) if event.record is not None else None,
-        }
-        outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
+    # The delivery's ids are noted and its jobs queued in one transaction. Noted apart, a
+    # store that failed in between (a full disk) answered 503 with the id kept and no job:
+    # the vendor's next delivery was then "a duplicate", and the change, or an erasure
+    # request, was lost.
+    with rt.store.transaction():
+        for event in events:
+            if event.kind == "ignored":
+                outcome.ignored += 1
+                continue
+            if not _first_delivery(rt, system_name, event.delivery_id):
+                outcome.duplicates += 1
+                continue
+            params = {
+                "system": system_name,
+                "event": event.kind,
+                "delivery_id": event.delivery_id,
+                "external_id": event.external_id,
+                "email": event.email,
+                "phone": event.phone,
+                "record": dict(event.record) if event.record is not None else None,
+            }
+            outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
     return outcome
 
 

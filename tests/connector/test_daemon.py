@@ -205,6 +205,32 @@ async def test_replayed_delivery_is_ignored(daemon: Daemon, shop: WooCommerceSan
     }
 
 
+async def test_a_delivery_the_store_failed_to_queue_is_queued_when_delivered_again(
+    daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk filled after the delivery's id was noted and before its job was queued:
+    503, and the vendor's next delivery of it is queued, not dropped as a duplicate. The
+    id was kept apart from the job, so the retry was 'a duplicate' and the change (or a
+    Shopify customers/redact) was lost."""
+    from tests.conftest import disk_full_error
+
+    shop.seed_synthetic(2, seed=33)
+    body = json.dumps(shop.store.get(1)).encode()
+    headers = shop.sign_webhook(body, WC_SECRET)
+
+    def full(*_args: Any, **_kwargs: Any) -> int:
+        raise disk_full_error()
+
+    async with _client(build_public_app(daemon)) as client:
+        with monkeypatch.context() as patched:
+            patched.setattr(jobs, "enqueue", full)
+            failed = await client.post("/webhooks/shop", content=body, headers=headers)
+        again = await client.post("/webhooks/shop", content=body, headers=headers)
+    assert failed.status_code == 503
+    assert again.status_code == 200 and again.json()["queued"] == 1
+    assert len(await _drain(daemon)) == 1
+
+
 async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     """Bodies past the cap get 413 unread; a system without webhooks gets 404."""
     async with _client(build_public_app(daemon)) as client:

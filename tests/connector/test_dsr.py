@@ -571,6 +571,32 @@ async def test_valid_privacy_deletion_erases_in_every_peer(
     assert len(service.list()) == 1
 
 
+async def test_a_privacy_deletion_that_failed_before_its_request_opened_opens_it_next_time(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process died (or the store failed) after the delivery was taken and before its
+    erasure was recorded: HubSpot's next delivery of it opens the erasure. The delivery's
+    id was noted first, so the next delivery was 'a replay' and nobody was erased."""
+    await seeded(shop, rt)
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None
+    now = time.time()
+    request = hook(crm, contact["id"], int(now * 1000))
+    service = DsrService(rt)
+
+    async def dies(_system: str, _event: Any) -> None:
+        raise Crash("killed before the request was recorded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(service, "handle_event", dies)
+        with pytest.raises(Crash):
+            await handle_webhook(service, "crm", request, now)
+    assert service.list() == []
+    (view,) = await handle_webhook(service, "crm", request, now)
+    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
+    assert await handle_webhook(service, "crm", request, now) == []  # now it is a replay
+
+
 async def test_privacy_deletion_for_an_unknown_id_opens_nothing(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
