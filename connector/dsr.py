@@ -529,9 +529,12 @@ class DsrService:
         receipt = self.kinds.receipt(fresh, [s for s in systems if s.system in tracked])
         receipt["completed_at"] = completed_at
         signed = self.signer.sign(receipt)
-        self.db.complete(row.id, signed, completed_at)
         digest = hashlib.sha256(signed.encode()).hexdigest()
-        self.audit("dsr.completed", row, receipt_sha256=digest)
+        # The receipt and its hash in the audit chain together: a process that died between
+        # them left a completed request whose receipt the chain does not vouch for.
+        with self.rt.store.transaction():
+            self.db.complete(row.id, signed, completed_at)
+            self.audit("dsr.completed", row, receipt_sha256=digest)
         log.info("request completed", extra={"request": row.id, "subject": row.subject_id})
 
     def _finals(self, request_id: str) -> int:

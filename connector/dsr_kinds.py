@@ -487,8 +487,11 @@ class KindRunner:
         detail: str | None,
         result: dict[str, Any] | None = None,
     ) -> None:
-        self.db.set_system(row.id, name, status, detail=detail, result=result)
-        self.service.audit("dsr.system", row, system=name, status=status)
+        # The status and its audit entry together: a process that died between them left
+        # a step the trail does not show.
+        with self.rt.store.transaction():
+            self.db.set_system(row.id, name, status, detail=detail, result=result)
+            self.service.audit("dsr.system", row, system=name, status=status)
 
     def _failed(
         self,
@@ -500,8 +503,11 @@ class KindRunner:
         attempt: bool = False,
     ) -> None:
         # Error texts come from the error tree: system, method, path, status; never bodies.
-        self.db.set_system(row.id, name, "failed", detail=reason, result=result, attempt=attempt)
-        self.service.audit("dsr.system", row, system=name, status="failed", detail=reason)
+        with self.rt.store.transaction():
+            self.db.set_system(
+                row.id, name, "failed", detail=reason, result=result, attempt=attempt
+            )
+            self.service.audit("dsr.system", row, system=name, status="failed", detail=reason)
         log.warning(
             "request step failed", extra={"request": row.id, "system": name, "error": reason}
         )
