@@ -360,8 +360,9 @@ class DsrService:
         """
         if event.kind == "purge_all":
             flows = [f.name for f in self.rt.config.flows if f.source == system]
-            counts = self.db.purge_source(system, flows)
-            audit.append(self.rt.store, "dsr.purge_source", {"system": system, **counts})
+            with self.rt.store.transaction():
+                counts = self.db.purge_source(system, flows)
+                audit.append(self.rt.store, "dsr.purge_source", {"system": system, **counts})
             log.info("source purged", extra={"system": system, **counts})
             return None
         if event.kind not in ("erase", "access"):
@@ -436,8 +437,10 @@ class DsrService:
         deadline = _iso(add_months(received, 1 + used + months))
         text = redact(" ".join(reason.split()))[:500]
         combined = f"{row.extension_reason}; {text}" if row.extension_reason else text
-        self.db.set_deadline(row.id, deadline, combined)
-        self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
+        # A deadline moved without its entry would be an extension nobody can account for.
+        with self.rt.store.transaction():
+            self.db.set_deadline(row.id, deadline, combined)
+            self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
         return self._view(self.db.get(row.id))
 
     def receipt(self, request_id: str) -> str | None:

@@ -140,9 +140,11 @@ class KindRunner:
             manifest["held"][name] = bool(outcome)
             manifest["snapshot"].append(name)
         if missing:
-            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
             held = sorted(n for n, h in manifest["held"].items() if h)
-            self.service.audit("dsr.manifest", row, systems_holding=held)
+            # Each write here goes with its audit entry (see _set).
+            with self.rt.store.transaction():
+                self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+                self.service.audit("dsr.manifest", row, systems_holding=held)
         # The person's record in each source is suppressed by its own id as well: a backup
         # that brings it back under an address nobody here saw (changed and erased before a
         # sync) stays out too (Engine._suppressed).
@@ -160,9 +162,10 @@ class KindRunner:
         # outcome is among the traces deleted and what it wrote among what the fan-out erases.
         for name in todo:
             await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
-        counts = self.db.delete_traces(manifest["subject_ids"])
-        if any(counts.values()):
-            self.service.audit("dsr.traces_deleted", row, rows=counts)
+        with self.rt.store.transaction():
+            counts = self.db.delete_traces(manifest["subject_ids"])
+            if any(counts.values()):
+                self.service.audit("dsr.traces_deleted", row, rows=counts)
         # 3. Fan out to every system whose snapshot is taken, concurrently.
         ready = [n for n in todo if n in manifest["snapshot"]]
         outcomes = await _settle(
@@ -193,7 +196,9 @@ class KindRunner:
         changed: set[str] = set()
         if added:
             manifest["subject_ids"] += added
-            self.rt.store.suppress(added, "erasure", row.id)
+            with self.rt.store.transaction():
+                self.rt.store.suppress(added, "erasure", row.id)
+                self.service.audit("dsr.former_address", row, subject_ids=added)
             for sid in added:
                 for system, external_id in self.service.identities(sid).items():
                     if manifest["ids"].get(system) != external_id:
@@ -201,7 +206,6 @@ class KindRunner:
                         # a record made under it (each adapter looks by e-mail and by id).
                         manifest["ids"][system] = external_id
                         changed.add(system)
-            self.service.audit("dsr.former_address", row, subject_ids=added)
         states = {s.system: s for s in self.db.systems(row.id)}
         for system in sorted(changed):
             if system in states and states[system].status in FINAL_STATUSES:
@@ -265,8 +269,9 @@ class KindRunner:
                 # A retry after a crash finds nothing left; the first call's facts stay.
                 if not (record.get("found") and not result.found):
                     record = _erasure_facts(result, self.service.timestamp())
-                self.db.set_system(row.id, name, "done", result=record)
-                self.service.audit("dsr.erased", row, system=name, found=result.found)
+                with self.rt.store.transaction():
+                    self.db.set_system(row.id, name, "done", result=record)
+                    self.service.audit("dsr.erased", row, system=name, found=result.found)
             remaining = await system.adapter.find(subject)
         except KlantsyncError as exc:
             self._failed(row, name, str(exc))
@@ -281,8 +286,9 @@ class KindRunner:
                     record,
                 )
                 return
-            self._failed(row, name, "still present after erasure", record)
-            self.service.audit("dsr.alert", row, system=name, problem="still present")
+            with self.rt.store.transaction():
+                self._failed(row, name, "still present after erasure", record)
+                self.service.audit("dsr.alert", row, system=name, problem="still present")
             log.error("erased subject still present", extra={"system": name, "request": row.id})
             return
         held = bool(manifest["held"].get(name) or record.get("found"))

@@ -147,12 +147,15 @@ class Engine:
             flow, source.adapter.pull(cursor), dry_run, progress, retry_rejected=full
         )
         if not dry_run:
-            self.store.finish_run(
-                report.run_id or 0,
-                "failed" if report.failed else "ok",
-                json.dumps(report.as_dict()),
-            )
-            audit.append(self.store, "sync.run", audit_summary(report))
+            # The run's outcome and its audit entry together: a run the store shows finished
+            # is one the audit trail shows.
+            with self.store.transaction():
+                self.store.finish_run(
+                    report.run_id or 0,
+                    "failed" if report.failed else "ok",
+                    json.dumps(report.as_dict()),
+                )
+                audit.append(self.store, "sync.run", audit_summary(report))
         return report
 
     async def ingest(self, flow_name: str, records: Sequence[Mapping[str, Any]]) -> FlowReport:

@@ -20,6 +20,7 @@ that deletes something appends one ``retention.purged`` audit entry with counts 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -161,6 +162,21 @@ def sweep_now(
         "webhook_ids": _stamp(when - dt.timedelta(days=days.webhook_ids_days)),
     }
     report.cutoffs = cut
+    # One transaction for every purge and the entry that records them: a process that died
+    # part-way left purges the audit trail does not show. (A bundle's files deleted by a
+    # sweep that then rolled back leave its row, and the next sweep finds them gone.)
+    with contextlib.nullcontext() if dry_run else store.transaction():
+        _sweep(store, keyring, cut, dry_run, report)
+    return report
+
+
+def _sweep(
+    store: Store,
+    keyring: Keyring | None,
+    cut: dict[str, str],
+    dry_run: bool,
+    report: RetentionReport,
+) -> None:
     report.dead_letters = _purge_rows(
         store,
         dry_run,
@@ -208,7 +224,6 @@ def sweep_now(
                 "webhook_ids": report.webhook_ids,
             },
         )
-    return report
 
 
 def _purge_rows(store: Store, dry_run: bool, count_sql: str, purge_sql: str, cutoff: str) -> int:

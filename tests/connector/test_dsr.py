@@ -452,6 +452,32 @@ async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
         service.extend("nope", 1, "x")
 
 
+async def test_an_extension_the_audit_trail_cannot_record_is_not_made(
+    shop: WooCommerceSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails as the extension's audit entry is written: the deadline stays as it
+    was. Written apart, a deadline moved with no entry to account for it."""
+    from tests.conftest import disk_full_error
+
+    seed(shop)
+    service = DsrService(rt)
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    real = audit.append
+
+    def full(store: Any, kind: str, *args: Any, **kwargs: Any) -> int:
+        if kind == "dsr.extended":
+            raise disk_full_error()
+        return real(store, kind, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "append", full)
+    with pytest.raises(sqlite3.OperationalError):
+        service.extend(view.id, 1, "complex request")
+    after = service.get(view.id)
+    assert after is not None and after.deadline == view.deadline
+    assert after.extension_reason is None
+
+
 async def test_a_deadline_extends_only_before_it_passes(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,6 +146,34 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     }
     result = audit.verify(store)
     assert result.ok and result.anchor_seq == 3
+
+
+async def test_a_sweep_that_cannot_record_its_purges_purges_nothing(
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store fails as the sweep writes its retention.purged entry (a full disk; or the
+    process dies there): every purge is undone with it, so nothing is gone that the audit
+    trail does not show. Each purge was its own write before, and stayed."""
+    from tests.conftest import disk_full_error
+
+    _fill(store, tmp_path)
+    real = audit.append
+
+    def full(store_: Store, kind: str, *args: Any, **kwargs: Any) -> int:
+        if kind == audit.RETENTION_PURGED:
+            raise disk_full_error()
+        return real(store_, kind, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "append", full)
+    with pytest.raises(sqlite3.OperationalError):
+        await retention.sweep(store, config, KEYS, NOW)
+    assert len(store.dead_letters()) == 2
+    assert store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 5
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 4
+    monkeypatch.setattr(audit, "append", real)
+    again = await retention.sweep(store, config, KEYS, NOW)
+    assert (again.dead_letters, again.jobs, again.audit_entries) == (1, 2, 3)
+    assert audit.verify(store).ok
 
 
 async def test_dry_run_counts_and_changes_nothing(
