@@ -568,3 +568,60 @@ async def test_a_shopify_sync_killed_at_any_moment_leaves_each_customer_once(
 
     moments = await _every_death(tmp_path, monkeypatch, before, sync, recover, check)
     assert moments > 10
+
+
+async def test_a_scheduled_run_beside_a_webhook_killed_at_any_moment_sends_each_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's scheduled Shopify run and a customers/update delivery for a customer it
+    is also carrying, at once, killed at each moment of the two: after the restart each
+    customer is in each destination once, with the change."""
+    emails = [f"tegelijk{n}@voorbeeld.nl" for n in range(1, 5)]
+    deliveries: list[WebhookRequest] = []
+
+    async def before(world: World, rt: Runtime) -> None:
+        for email in emails[:2]:
+            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
+        (report,) = await rt.engine.sync("shopify")
+        assert not report.failed, report.errors
+        for email in emails[2:]:
+            world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
+        world.shopify.touch(emails[0], firstName="Veranderd")
+        changed = world.shopify.record_for(emails[0])
+        assert changed is not None
+        payload = {"id": int(changed["legacyResourceId"]), "email": emails[0]}
+        body, headers = world.shopify.signed_webhook("customers/update", payload, SHOPIFY_SECRET)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        deliveries[:] = [
+            WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+        ]
+
+    async def work(_world: World, rt: Runtime) -> None:
+        daemon = Daemon(rt)
+        assert receive(rt, "shopify", deliveries[0], time.time()).status == 200
+        await asyncio.gather(daemon.run_flow("shopify"), _run_jobs(daemon))
+
+    async def recover(world: World, rt: Runtime) -> None:
+        jobs.requeue_running(rt.store)
+        assert receive(rt, "shopify", deliveries[0], time.time()).status == 200
+        await _run_jobs(Daemon(rt))
+        daemon = Daemon(rt)  # the worker's stopped with its daemon: scheduled runs on a new one
+        for _ in range(3):
+            report = await daemon.run_flow("shopify")
+            assert report is not None and not report.failed, report and report.errors
+            if report.complete and not report.errors:
+                break
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for email in emails:
+            assert world.crm.holds(email) and world.news.holds(email), (at, email)
+            assert len(world.deals.store.with_email(email)) == 1, (at, email)
+        assert world.crm.contact_count() == len(emails), at
+        changed = world.crm.record_for(emails[0])
+        assert changed is not None and changed["properties"]["firstname"] == "Veranderd", at
+        assert rt.store.outbox_count() == 0, at
+        statuses = {r[0] for r in rt.store.db.execute("SELECT status FROM jobs")}
+        assert statuses == {"done"}, (at, statuses)
+
+    moments = await _every_death(tmp_path, monkeypatch, before, work, recover, check)
+    assert moments > 10
