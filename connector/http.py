@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from connector import jsonutil
 from connector.errors import (
@@ -436,6 +436,7 @@ class SystemClient:
         headers: Mapping[str, str] | None = None,
         bucket: str = "default",
         accept: Iterable[int] = (),
+        repeatable: bool = True,
     ) -> httpx.Response:
         """Send one call with pacing, retries and error classification.
 
@@ -445,6 +446,10 @@ class SystemClient:
             bucket: which rate limit applies (``"default"`` or one the adapter declared).
             accept: error statuses to hand back instead of raising (e.g. 404 when absence
                 is an answer, as in erasure).
+            repeatable: ``False`` for a call that must not be made twice (a create with no
+                key the vendor could match it by): it is retried only where the vendor
+                certainly did not carry it out (429, no connection made), and an answer
+                lost on the way back, or a 5xx, is raised at once for the caller to look.
 
         Returns:
             The response, with a status below 400 or one of ``accept``.
@@ -468,12 +473,16 @@ class SystemClient:
             # a small call) is set up only for one that did not.
             return await self._send_once(*call)
         except RetryableError as exc:
-            if self.retry.attempts <= 1:
+            if self.retry.attempts <= 1 or not (repeatable or _not_carried_out(exc)):
                 raise
             await self._sleep_and_count(self.retry.backoff(1, exc))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts - 1),
-            retry=retry_if_exception_type(RetryableError),
+            retry=retry_if_exception(
+                lambda exc: (
+                    isinstance(exc, RetryableError) and (repeatable or _not_carried_out(exc))
+                )
+            ),
             wait=lambda state: self.retry.backoff(
                 state.attempt_number + 1,  # the first attempt was made above
                 state.outcome.exception() if state.outcome else None,
@@ -549,6 +558,15 @@ class SystemClient:
         if status in (401, 403, 404, 405):
             return FatalRemoteError(self.system, method, path, status, detail)
         return RecordError(self.system, method, path, status, detail)
+
+
+def _not_carried_out(exc: BaseException) -> bool:
+    """Whether a failed call certainly did nothing at the vendor: it was refused for the
+    rate (429), or no connection was made. A 5xx or an answer lost on the way back may
+    follow work the vendor did."""
+    if isinstance(exc, RateLimitedError):
+        return True
+    return isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:

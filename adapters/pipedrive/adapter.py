@@ -243,18 +243,35 @@ class PipedriveAdapter:
                         return updated
             if not create:
                 return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
-            body = person_body(record.fields, record.email, creating=True)
-            response = await self.client.request("POST", PERSONS, json=body)
-            result = self._result(record.ref, response, "created")
-            if result.external_id is not None:
-                self.directory.created(record.email, int(result.external_id))
-            return result
+            return await self._create(record)
         except RecordError as exc:
             return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
         except RetryableError as exc:
             return UpsertResult(
                 record.ref, "failed", reason=failure_reason(exc.status), retryable=True
             )
+
+    async def _create(self, record: OutboundRecord) -> UpsertResult:
+        """``POST /persons``, made once: Pipedrive has no key to match a repeated create by,
+        so one whose answer was lost (or a 5xx) is not sent again blindly, which made a
+        second person. The e-mail is looked up instead; the person found is the one the
+        call created, and is written to; none found, the record waits for the next try.
+        """
+        body = person_body(record.fields, record.email, creating=True)
+        try:
+            response = await self.client.request("POST", PERSONS, json=body, repeatable=False)
+        except RetryableError:
+            hits = await self._search(record.email) if record.email else []
+            if not hits:
+                raise
+            updated = await self._patch(hits[0], record)
+            if updated is None:
+                raise
+            return updated
+        result = self._result(record.ref, response, "created")
+        if result.external_id is not None:
+            self.directory.created(record.email, int(result.external_id))
+        return result
 
     async def _patch(
         self, person_id: int, record: OutboundRecord, *, correcting: bool = False

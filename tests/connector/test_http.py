@@ -156,6 +156,42 @@ async def test_5xx_is_retried_then_succeeds() -> None:
 
 
 @respx.mock
+@pytest.mark.parametrize(
+    ("failure", "retried"),
+    [
+        (httpx.Response(429), True),  # refused for the rate: certainly not done
+        (httpx.ConnectError("refused"), True),  # no connection: certainly not done
+        (httpx.Response(503), False),  # may follow work the vendor did
+        (httpx.ReadError("reset"), False),  # the answer lost on the way back
+    ],
+    ids=["429", "no-connection", "503", "answer-lost"],
+)
+async def test_a_call_that_must_not_be_made_twice_is_retried_only_when_not_carried_out(
+    failure: httpx.Response | Exception, retried: bool
+) -> None:
+    """A create with no key to match it by (Pipedrive's POST /persons): repeated after an
+    answer was lost it made a second person. It is retried only where the vendor certainly
+    did nothing, else raised at once for the caller to look first."""
+    route = respx.post("https://crm.test/x").mock(
+        side_effect=[failure, httpx.Response(201, json={})]
+    )
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=_respx_transport(),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
+    if retried:
+        response = await client.request("POST", "/x", json={}, repeatable=False)
+        assert response.status_code == 201 and route.call_count == 2
+    else:
+        with pytest.raises(RetryableError):
+            await client.request("POST", "/x", json={}, repeatable=False)
+        assert route.call_count == 1
+    await client.aclose()
+
+
+@respx.mock
 async def test_errors_never_carry_body_or_query() -> None:
     """A 4xx whose body echoes an e-mail yields an error with path and status only."""
     respx.post("https://crm.test/contacts").mock(

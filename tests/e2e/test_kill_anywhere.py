@@ -625,3 +625,47 @@ async def test_a_scheduled_run_beside_a_webhook_killed_at_any_moment_sends_each_
 
     moments = await _every_death(tmp_path, monkeypatch, before, work, recover, check)
     assert moments > 10
+
+
+class _LostAnswer(httpx.AsyncBaseTransport):
+    """The ``at``-th call is carried out by the vendor and its answer lost on the way back
+    (the connection reset): the process lives, and retries as it does any transport error."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, calls: list[int], at: int | None) -> None:
+        self.inner, self.calls, self.at = inner, calls, at
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        self.calls[0] += 1
+        if self.calls[0] == self.at:
+            raise httpx.ReadError("connection reset after the vendor answered")
+        return response
+
+
+async def test_a_first_sync_whose_any_one_answer_is_lost_still_writes_each_customer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call of a first sync to HubSpot, Mailchimp and Pipedrive in turn is carried out
+    by the vendor and its answer lost (the process lives and retries): each customer is
+    still in each system once. A retried create is where a duplicate would come from."""
+    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
+    at, total = 0, None
+    while total is None or at < total:
+        at += 1
+        world = World()
+        world.shop.seed_synthetic(CUSTOMERS, seed=91)
+        case = tmp_path / f"call-{at}-of-{total}"
+        case.mkdir()
+        calls = [0]
+        lost = None if total is None else at
+        transports = {n: _LostAnswer(t, calls, lost) for n, t in world.transports().items()}
+        time_ = VirtualTime()
+        async with open_runtime(
+            write_config(case, world), transports=transports, sleep=time_.sleep, clock=time_.clock
+        ) as rt:
+            await _sync_until_complete(world, rt)
+            _each_once(world, rt, at)
+        if total is None:
+            total, at = calls[0], 0
+    assert total > 20
