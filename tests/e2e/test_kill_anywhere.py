@@ -8,6 +8,10 @@ with ``kill -9``: every later statement and call raises :class:`Killed`, which i
 ``Exception``, so no handler of the connector's can record a failure a dead process could not
 have recorded. Then the run starts again on the same store and the same sandboxes, and what
 the vendors hold must be exactly what an uninterrupted run would have left.
+
+The last tests keep the process alive and lose only an answer: each call in turn is carried
+out by the vendor and its answer lost on the way back, as a connection reset does, and the
+run must cope with it as it goes (a create sent again blindly makes a second record).
 """
 
 from __future__ import annotations
