@@ -752,3 +752,57 @@ async def test_a_correction_whose_any_one_answer_is_lost_completes_when_retried(
         assert world.crm.contact_count() == CUSTOMERS, at
 
     assert await _every_lost_answer(tmp_path, monkeypatch, before, rectify, check) > 10
+
+
+class _Refused(httpx.AsyncBaseTransport):
+    """The ``at``-th call is refused by the vendor with ``status``, not carried out."""
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, calls: list[int], at: int | None, status: int
+    ) -> None:
+        self.inner, self.calls, self.at, self.status = inner, calls, at, status
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls[0] += 1
+        if self.calls[0] == self.at:
+            return httpx.Response(self.status, json={"message": "refused"})
+        return await self.inner.handle_async_request(request)
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_a_first_sync_with_any_one_call_refused_is_made_whole_by_the_next_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """Each call of a first sync in turn is refused (a 400 for what was sent, or a 500):
+    the run ends without an internal error, and the next run, and a full one for what a
+    system refused for good, leave each customer in each system once."""
+    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
+    at, total = 0, None
+    while total is None or at < total:
+        at += 1
+        world = World()
+        world.shop.seed_synthetic(CUSTOMERS, seed=91)
+        case = tmp_path / f"call-{at}-of-{total}"
+        case.mkdir()
+        calls = [0]
+        refused = {
+            n: _Refused(t, calls, None if total is None else at, status)
+            for n, t in world.transports().items()
+        }
+        time_ = VirtualTime()
+        config = load_config(write_config(case, world))
+        async with open_runtime(
+            config, transports=dict(refused), sleep=time_.sleep, clock=time_.clock
+        ) as rt:
+            await rt.engine.sync("shop")  # may fail; must not crash
+            if total is None:
+                total, at = calls[0], 0
+                continue
+            for transport in refused.values():
+                transport.at = None
+            await _sync_until_complete(world, rt)
+            (full,) = await rt.engine.sync("shop", full=True)
+            assert not full.failed, (at, full.errors)
+            _each_once(world, rt, at)
+            assert not rt.store.dead_letters(), at
+    assert total is not None and total > 20
