@@ -74,6 +74,8 @@ class FanOutModel(RuleBasedStateMachine):
         self.everyone: list[Customer] = []
         #: Erased while Pipedrive was down: their requests are open until retried.
         self.pending: list[Customer] = []
+        #: A correction is open (Pipedrive was down) until retried.
+        self.corrections_open = False
         self.next_address = 0
         self.access_requests = 0
         self.synced = True
@@ -170,11 +172,32 @@ class FanOutModel(RuleBasedStateMachine):
         customer.erased = True
         self.pending.append(customer)
 
-    @precondition(lambda self: bool(self.pending))
+    @rule(customer=customers, first_name=NAMES)
+    def a_customer_asks_to_correct_their_name_while_pipedrive_is_down(
+        self, customer: Customer, first_name: str
+    ) -> None:
+        """The correction stays open for Pipedrive. Asked again meanwhile (this rule or the
+        one above), it joins the open request: retried later, the name asked last stays."""
+        if customer.erased:
+            return
+        self.world.deals.faults.down = True
+        try:
+            view = self.loop.run_until_complete(
+                DsrService(self.rt).rectify(customer.email, {"first_name": first_name})
+            )
+        finally:
+            self.world.deals.faults.down = False
+        assert view.is_open and view.system("deals").status == "failed"
+        customer.first_name = first_name
+        self.corrections_open = True
+        self.synced = False  # Pipedrive holds the old name until a sync or the retry
+
+    @precondition(lambda self: bool(self.pending) or self.corrections_open)
     @rule()
     def open_requests_are_retried(self) -> None:
         self.loop.run_until_complete(DsrService(self.rt).retry_open())
         self.pending.clear()
+        self.corrections_open = False
 
     @rule(
         calls=st.integers(min_value=1, max_value=12),
