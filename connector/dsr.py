@@ -286,20 +286,22 @@ class DsrService:
         return await self.retry(row.id)
 
     def _amend(self, request_id: str, fields: dict[str, str], source: str) -> None:
-        """Add ``fields`` to an open correction; where they change it, every system again.
+        """Add ``fields`` to an open correction, and ask every system again.
 
-        A field asked for again takes its new value. Systems the request had settled are
-        asked again only when the fields changed: the same correction asked twice (an
-        operator running a command again after it died) just resumes the request.
+        A field asked for again takes its new value. Every system is asked again, even for
+        the same correction asked twice (an operator running a command again after it
+        died): a system the request had settled may have changed the value since (the
+        customer edited their name in the shop), and a correction is an update, safe to
+        repeat.
         """
         row = self.db.get(request_id)
         if row is None or row.status != "open":
             return  # completed meanwhile (by a retry that held the lock): nothing to add to
         manifest = self.open_manifest(row)
         merged = {**manifest["fields"], **fields}
-        if merged == manifest["fields"]:
-            return
-        self.db.set_manifest(row.id, self.seal_manifest(row.id, {**manifest, "fields": merged}))
+        if merged != manifest["fields"]:
+            sealed = self.seal_manifest(row.id, {**manifest, "fields": merged})
+            self.db.set_manifest(row.id, sealed)
         for system in self.db.systems(row.id):
             self.db.set_system(row.id, system.system, "pending")
         self.audit("dsr.amended", row, source=source, fields=sorted(fields))
