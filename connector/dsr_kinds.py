@@ -119,6 +119,7 @@ class KindRunner:
     async def _erase(self, row: RequestRow) -> None:
         manifest = self.service.open_manifest(row)
         await self._former_address(row, manifest)
+        self._hold_source_records(row, manifest)
         states = {s.system: s for s in self.db.systems(row.id)}
         todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
         # 1. The manifest snapshot: each system's ids, before that system is asked to delete.
@@ -145,17 +146,8 @@ class KindRunner:
             with self.rt.store.transaction():
                 self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
                 self.service.audit("dsr.manifest", row, systems_holding=held)
-        # The person's record in each source is suppressed by its own id as well: a backup
-        # that brings it back under an address nobody here saw (changed and erased before a
-        # sync) stays out too (Engine._suppressed).
-        sources = self._sources()
-        records = [
-            self.rt.engine.ids.record_key(name, external_id)
-            for name, external_id in manifest["ids"].items()
-            if name in sources and external_id
-        ]
-        if records:
-            self.rt.store.suppress(records, "erasure", row.id)
+        # Again with the source ids the snapshot may have added.
+        self._hold_source_records(row, manifest)
         # 2. The connector's own traces go before the fan-out, so nothing here outlives it.
         # A sync batch checked against the suppression list before this request's entry was
         # written may still be on its way: it lands first (connector/inflight.py), so its
@@ -175,6 +167,65 @@ class KindRunner:
         if crashed:
             raise crashed[0]
 
+    def _hold_source_records(self, row: RequestRow, manifest: dict[str, Any]) -> None:
+        """Suppress the person's record in each source by its own id, and widen the erasure
+        to whoever else the identity map holds those records under.
+
+        A backup that brings the record back under an address nobody here saw (changed and
+        erased before a sync) stays out (Engine._suppressed). And a sync that read the
+        person under a new address before this suppression queued them under that
+        address's subject (no move: their former one was suppressed already); it joins the
+        request, so its queued rows go with the traces and nothing reaches a system under
+        the new address. The look comes after the suppression, with no wait between: a
+        page queued later is stopped by it (Engine._take_page checks again before queueing).
+        """
+        sources = self._sources()
+        held = [
+            (name, external_id)
+            for name, external_id in manifest["ids"].items()
+            if name in sources and external_id
+        ]
+        if not held:
+            return
+        ids = self.rt.engine.ids
+        self.rt.store.suppress(
+            [ids.record_key(name, external_id) for name, external_id in held], "erasure", row.id
+        )
+        others = [
+            sid
+            for name, external_id in held
+            for sid in self.rt.store.subjects_for_external(name, ids.to_store(name, external_id))
+        ]
+        added = [s for s in same_person(self.rt.store, others) if s not in manifest["subject_ids"]]
+        if added:
+            self._widen(row, manifest, added, "dsr.same_record")
+
+    def _widen(
+        self, row: RequestRow, manifest: dict[str, Any], added: list[str], entry: str
+    ) -> None:
+        """Add subjects the person is also known under: suppressed, their ids in the manifest,
+        and a system settled before they were known erased again with the id it missed."""
+        manifest["subject_ids"] += added
+        with self.rt.store.transaction():
+            self.rt.store.suppress(added, "erasure", row.id)
+            self.service.audit(entry, row, subject_ids=added)
+        changed: set[str] = set()
+        for sid in added:
+            for system, external_id in self.service.identities(sid).items():
+                if manifest["ids"].get(system) != external_id:
+                    # The id the syncs wrote under; the address asked with still finds a
+                    # record made under the other (each adapter looks by e-mail and by id).
+                    manifest["ids"][system] = external_id
+                    changed.add(system)
+        states = {s.system: s for s in self.db.systems(row.id)}
+        for system in sorted(changed):
+            if system in states and states[system].status in FINAL_STATUSES:
+                # Settled before this subject was known: erased again with its id.
+                self.db.set_system(row.id, system, "pending", detail="known under another address")
+                if system in manifest["snapshot"]:
+                    manifest["snapshot"].remove(system)
+        self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+
     async def _former_address(self, row: RequestRow, manifest: dict[str, Any]) -> None:
         """Widen the erasure to the address the person had at the last sync, if it differs.
 
@@ -193,27 +244,10 @@ class KindRunner:
         former, answered = await self._former_subjects(email, todo)
         asked += answered
         added = [s for s in same_person(self.rt.store, former) if s not in manifest["subject_ids"]]
-        changed: set[str] = set()
         if added:
-            manifest["subject_ids"] += added
-            with self.rt.store.transaction():
-                self.rt.store.suppress(added, "erasure", row.id)
-                self.service.audit("dsr.former_address", row, subject_ids=added)
-            for sid in added:
-                for system, external_id in self.service.identities(sid).items():
-                    if manifest["ids"].get(system) != external_id:
-                        # The id the syncs wrote under; the address asked with still finds
-                        # a record made under it (each adapter looks by e-mail and by id).
-                        manifest["ids"][system] = external_id
-                        changed.add(system)
-        states = {s.system: s for s in self.db.systems(row.id)}
-        for system in sorted(changed):
-            if system in states and states[system].status in FINAL_STATUSES:
-                # Settled before the former address was known: erased again with its id.
-                self.db.set_system(row.id, system, "pending", detail="known under a former address")
-                if system in manifest["snapshot"]:
-                    manifest["snapshot"].remove(system)
-        self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+            self._widen(row, manifest, added, "dsr.former_address")
+        else:
+            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
 
     def _sources(self) -> list[str]:
         """The configured systems that are a flow's source, in configuration order."""

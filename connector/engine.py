@@ -310,6 +310,7 @@ class Engine:
                 self._write(lambda store: apply_moves(store, moves, self._system_names))
                 self._moves += 1
                 report.moved += len(moves)
+        suppressed_at = self.store.suppression_changes()
         suppressed = self._suppressed(source.name, people)
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []
@@ -357,6 +358,16 @@ class Engine:
         self._checkpoint("pulled")
         if dry_run:
             return
+        if self.store.suppression_changes() != suppressed_at:
+            # An erasure suppressed someone while the page was read. Asked again here, with
+            # nothing awaited from here to the commit below, so a page is queued either
+            # before an erasure's suppression (which then finds what it queued) or not at
+            # all for whom it suppressed (see KindRunner._hold_source_records).
+            late = self._suppressed(source.name, people) - suppressed
+            if late:
+                payloads, envelopes = self._without(late, payloads, envelopes, report)
+                suppressed |= late
+                report.suppressed += len(late)
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
@@ -369,6 +380,24 @@ class Engine:
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
+
+    @staticmethod
+    def _without(
+        late: set[str],
+        payloads: list[QueuedPayload],
+        envelopes: list[tuple[str, str, dict[str, Any]]],
+        report: FlowReport,
+    ) -> tuple[list[QueuedPayload], list[tuple[str, str, dict[str, Any]]]]:
+        """A page's payloads and envelopes less those of ``late`` subjects, counted back."""
+        kept: list[QueuedPayload] = []
+        kept_envelopes: list[tuple[str, str, dict[str, Any]]] = []
+        for payload, envelope in zip(payloads, envelopes, strict=True):
+            if payload.subject_id in late:
+                report.destinations[payload.system].queued -= 1
+            else:
+                kept.append(payload)
+                kept_envelopes.append(envelope)
+        return kept, kept_envelopes
 
     def _suppressed(self, source: str, people: Mapping[str, tuple[str | None, Person]]) -> set[str]:
         """Which of a page's subjects are on the suppression list: by e-mail, by phone, or

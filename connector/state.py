@@ -431,6 +431,20 @@ class Store:
         """:meth:`external_ids` for subjects whose numbers the caller has (outbox rows)."""
         return self._by_number("identities", "external_id", [system], numbers)[system]
 
+    def subjects_for_external(self, system: str, external_id: str) -> list[str]:
+        """Every subject the identity map holds ``system``'s record ``external_id`` under."""
+        rows = self.db.execute(
+            "SELECT s.subject_id FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
+            "WHERE i.system=? AND i.external_id=?",
+            (system, external_id),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def suppression_changes(self) -> int:
+        """How many times the suppression list has changed (kept by triggers, migration 12)."""
+        (changes,) = self.db.execute("SELECT n FROM suppression_changes").fetchone()
+        return int(changes)
+
     def subject_for_external(self, system: str, external_id: str) -> str | None:
         row = self.db.execute(
             "SELECT s.subject_id FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "

@@ -164,3 +164,27 @@ async def test_a_late_write_that_cannot_be_erased_again_fails_the_run_and_is_aud
         assert rt.store.outbox_counts() == {}
         kinds = [e.data for e in audit.entries(rt.store) if e.kind == audit.SYNC_ERASED_ON_ARRIVAL]
         assert kinds == [{"system": "crm", "erased": False}]
+
+
+async def test_a_page_read_while_an_erasure_suppresses_its_person_does_not_queue_them(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory
+) -> None:
+    """The erasure suppresses the person's shop record after the page checked the list and
+    before it was queued (here: at the 'pulled' checkpoint, between the two). The page asks
+    again before queueing: nothing is queued for them, under this address or any."""
+    shop.seed_synthetic(3, seed=71)
+    record = shop.store.get(2)
+    assert record is not None
+    state: dict[str, Any] = {}
+
+    def checkpoint(name: str) -> None:
+        if name == "pulled" and "rt" in state:
+            rt = state["rt"]
+            key = rt.engine.ids.record_key("shop", "2")
+            rt.store.suppress([key], "erasure", "er-test")
+
+    async with open_rt(checkpoint=checkpoint) as rt:
+        state["rt"] = rt
+        (report,) = await rt.engine.sync()
+    assert report.suppressed == 1 and report.destinations["crm"].queued == 2
+    assert not crm.holds(record["email"]) and crm.contact_count() == 2

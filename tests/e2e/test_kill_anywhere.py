@@ -806,3 +806,46 @@ async def test_a_first_sync_with_any_one_call_refused_is_made_whole_by_the_next_
             _each_once(world, rt, at)
             assert not rt.store.dead_letters(), at
     assert total is not None and total > 20
+
+
+async def test_an_erasure_under_a_former_address_during_the_move_keeps_the_person_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A synced customer changes their address in the shop; the sync that carries the move
+    and their erasure under the address they had run at once, killed at each moment of the
+    two: after the restart the person is in no system under either address, and everyone
+    else is in each once."""
+    person: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        old = _consenting(world)[1]
+        person.update(old=old, new="verhuisd.en.vergeten@voorbeeld.nl")
+        person["others"] = " ".join(e for e in _emails(world) if e != old)
+        world.shop.touch(old, email=person["new"])
+
+    async def both(_world: World, rt: Runtime) -> None:
+        await asyncio.gather(rt.engine.sync("shop"), DsrService(rt).erase(person["old"]))
+
+    async def recover(world: World, rt: Runtime) -> None:
+        service = DsrService(rt)
+        if not any(v.status == "completed" for v in service.list()):
+            view = await service.erase(person["old"])
+            assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        await _sync_until_complete(world, rt)
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for name in ("shop", "crm", "news", "deals"):
+            for address in (person["old"], person["new"]):
+                assert not getattr(world, name).holds(address), (at, name, address)
+        others = person["others"].split()
+        for email in others:
+            assert world.crm.holds(email), (at, "crm")
+            assert len(world.deals.store.with_email(email)) == 1, (at, "deals")
+        assert world.crm.contact_count() == world.deals.person_count() == len(others), at
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        _vouched_for(rt, at)
+
+    moments = await _every_death(tmp_path, monkeypatch, before, both, recover, check)
+    assert moments > 20
