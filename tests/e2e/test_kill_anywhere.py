@@ -849,3 +849,108 @@ async def test_an_erasure_under_a_former_address_during_the_move_keeps_the_perso
 
     moments = await _every_death(tmp_path, monkeypatch, before, both, recover, check)
     assert moments > 20
+
+
+async def test_a_shopify_sync_whose_any_one_answer_is_lost_writes_each_customer_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Shopify flow, each call of a sync carrying new customers and a change losing its
+    answer in turn: each customer is in HubSpot, Mailchimp and Pipedrive once."""
+    emails = [f"shopify.kwijt{n}@voorbeeld.nl" for n in range(1, 5)]
+
+    async def before(world: World, rt: Runtime) -> None:
+        for email in emails[:2]:
+            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
+        (report,) = await rt.engine.sync("shopify")
+        assert not report.failed, report.errors
+        for email in emails[2:]:
+            world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
+        world.shopify.touch(emails[0], firstName="Veranderd")
+
+    async def sync(_world: World, rt: Runtime) -> None:
+        for _ in range(3):
+            (report,) = await rt.engine.sync("shopify")
+            if report.complete and not report.errors and not report.failed:
+                return
+        pytest.fail("three Shopify syncs did not complete")
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for email in emails:
+            assert world.crm.holds(email) and world.news.holds(email), (at, email)
+            assert len(world.deals.store.with_email(email)) == 1, (at, email)
+        changed = world.crm.record_for(emails[0])
+        assert changed is not None and changed["properties"]["firstname"] == "Veranderd", at
+        assert rt.store.outbox_count() == 0, at
+
+    assert await _every_lost_answer(tmp_path, monkeypatch, before, sync, check) > 10
+
+
+async def test_an_access_request_whose_any_one_answer_is_lost_completes_with_one_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each call of an access request over the four systems in turn loses its answer: the
+    request completes (at once or retried), one bundle with every system's records."""
+    asked: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        asked["email"] = _consenting(world)[0]
+        asked["out"] = str(rt.config.store_path.parent / "bundle")
+
+    async def access(_world: World, rt: Runtime) -> None:
+        service = DsrService(rt)
+        view = await service.access(asked["email"], Path(asked["out"]))
+        if view.is_open:
+            view = await service.retry(view.id)
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+
+    def check(_world: World, rt: Runtime, at: int) -> None:
+        data = json.loads((Path(asked["out"]) / "data.json").read_text())
+        for name in ("shop", "crm", "news", "deals"):
+            assert data["systems"][name]["records"], (at, name)
+        assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (1,), at
+        _vouched_for(rt, at)
+
+    assert await _every_lost_answer(tmp_path, monkeypatch, before, access, check) > 5
+
+
+@pytest.mark.parametrize("status", [400, 500])
+async def test_an_erasure_with_any_one_call_refused_completes_when_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    """Each call of an erasure over the four systems in turn is refused (400 or 500): the
+    request never claims the person is gone while they are not, and retried (as the
+    daemon does) it completes with the person in no system."""
+    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
+    at, total = 0, None
+    while total is None or at < total:
+        at += 1
+        world = World()
+        world.shop.seed_synthetic(CUSTOMERS, seed=91)
+        case = tmp_path / f"call-{at}-of-{total}"
+        case.mkdir()
+        calls = [0]
+        refused = {n: _Refused(t, calls, None, status) for n, t in world.transports().items()}
+        time_ = VirtualTime()
+        config = load_config(write_config(case, world))
+        async with open_runtime(
+            config, transports=dict(refused), sleep=time_.sleep, clock=time_.clock
+        ) as rt:
+            await _sync_until_complete(world, rt)
+            email = _consenting(world)[0]
+            calls[0] = 0
+            for transport in refused.values():
+                transport.at = None if total is None else at
+            service = DsrService(rt)
+            view = await service.erase(email)
+            if total is None:
+                total, at = calls[0], 0
+                continue
+            if view.status == "completed":
+                assert all(not getattr(world, n).holds(email) for n in ("crm", "news", "deals"))
+            view = await service.retry(view.id)
+            assert view.status == "completed", (at, [(s.system, s.status) for s in view.systems])
+            for name in ("shop", "crm", "news", "deals"):
+                assert not getattr(world, name).holds(email), (at, name)
+            _vouched_for(rt, at)
+    assert total is not None and total > 10
