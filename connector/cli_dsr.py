@@ -45,22 +45,34 @@ def register(subparsers: Any) -> None:
     )
     actions = dsr.add_subparsers(dest="dsr_action", required=True, metavar="ACTION")
 
-    def action(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = actions.add_parser(name, help=help_text, description=help_text)
+    def action(name: str, help_text: str, more: str = "") -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = actions.add_parser(
+            name, help=help_text, description=f"{help_text}. {more}" if more else help_text
+        )
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
-    erase = action("erase", "erase a person in every system, with a signed receipt")
+    again = "Asked again while the person's request is open, it goes on with that request"
+    erase = action("erase", "erase a person in every system, with a signed receipt", f"{again}.")
     erase.add_argument("--email", required=True, help="the person's e-mail address")
     erase.add_argument(
         "--phone",
         help="the person's phone number (also suppressed); one from outside the Netherlands "
         "with its country code, e.g. +32 470 12 34 56",
     )
-    access = action("access", "collect a person's data from every system into a bundle")
+    access = action(
+        "access",
+        "collect a person's data from every system into a bundle",
+        f"{again} (when --out is the same folder).",
+    )
     access.add_argument("--email", required=True, help="the person's e-mail address")
     access.add_argument("--out", required=True, type=Path, help="folder to write the bundle to")
-    rectify = action("rectify", "correct canonical fields in every system that receives them")
+    rectify = action(
+        "rectify",
+        "correct canonical fields in every system that receives them",
+        f"{again}: the fields join it, a field given again takes its new value, and every "
+        "system is asked again.",
+    )
     rectify.add_argument("--email", required=True, help="the person's e-mail address")
     rectify.add_argument(
         "--set",
