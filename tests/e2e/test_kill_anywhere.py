@@ -954,3 +954,34 @@ async def test_an_erasure_with_any_one_call_refused_completes_when_retried(
                 assert not getattr(world, name).holds(email), (at, name)
             _vouched_for(rt, at)
     assert total is not None and total > 10
+
+
+async def test_the_retry_of_an_open_erasure_killed_at_any_moment_finishes_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure left open by a Pipedrive outage; the daemon's retry of open requests,
+    killed at each of its moments, and run again: completed, the person in no system."""
+    erased: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        erased["email"] = _consenting(world)[0]
+        world.deals.faults.down = True
+        try:
+            view = await DsrService(rt).erase(erased["email"])
+        finally:
+            world.deals.faults.down = False
+        assert view.is_open
+
+    async def retry(_world: World, rt: Runtime) -> None:
+        await DsrService(rt).retry_open()
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for name in ("shop", "crm", "news", "deals"):
+            assert not getattr(world, name).holds(erased["email"]), (at, name)
+        views = DsrService(rt).list()
+        assert len(views) == 1 and views[0].status == "completed", at
+        _vouched_for(rt, at)
+
+    moments = await _every_death(tmp_path, monkeypatch, before, retry, retry, check)
+    assert moments > 5
