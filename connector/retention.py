@@ -244,15 +244,12 @@ def _purge_bundles(
     assert keyring is not None  # sweep_now refuses a sweep that deletes without keys
     purged = 0
     for bundle_id, path, files in rows:
-        try:
-            # A row from before schema 10 holds its path in clear.
-            where = (
-                path if isinstance(path, str) else keyring.open(path, BUNDLE_PATH_CONTEXT).decode()
-            )
-            _delete_bundle(Path(where), json.loads(files))
-        except DecryptionError:
+        where = _opened_path(keyring, path)
+        if where is None:
             errors.append(f"bundle {bundle_id}: its path does not open under the store's keys")
             continue
+        try:
+            _delete_bundle(Path(where), json.loads(files))
         except OSError as exc:
             # The error names the bundle's id, not its path: an operator may have put a
             # person's name in an --out folder name.

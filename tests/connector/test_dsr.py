@@ -578,15 +578,22 @@ async def test_forged_or_stale_privacy_deletion_is_rejected_and_opens_nothing(
     assert crm.holds(CANARY_EMAIL) and shop.holds(CANARY_EMAIL)
 
 
-async def test_valid_privacy_deletion_erases_in_every_peer(
+async def _privacy_deletion(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
-) -> None:
-    """A genuine contact.privacyDeletion (id only) erases the person in the shop too, once."""
+) -> tuple[WebhookRequest, float]:
+    """The canary customer synced, and HubSpot's genuine privacy deletion of their contact."""
     await seeded(shop, rt)
     contact = crm.record_for(CANARY_EMAIL)
     assert contact is not None
     now = time.time()
-    request = hook(crm, contact["id"], int(now * 1000))
+    return hook(crm, contact["id"], int(now * 1000)), now
+
+
+async def test_valid_privacy_deletion_erases_in_every_peer(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A genuine contact.privacyDeletion (id only) erases the person in the shop too, once."""
+    request, now = await _privacy_deletion(shop, crm, rt)
     service = DsrService(rt)
     (view,) = await handle_webhook(service, "crm", request, now)
     assert view.status == "completed" and view.source == "webhook:crm"
@@ -603,11 +610,7 @@ async def test_a_privacy_deletion_that_failed_before_its_request_opened_opens_it
     """The process died (or the store failed) after the delivery was taken and before its
     erasure was recorded: HubSpot's next delivery of it opens the erasure. The delivery's
     id was noted first, so the next delivery was 'a replay' and nobody was erased."""
-    await seeded(shop, rt)
-    contact = crm.record_for(CANARY_EMAIL)
-    assert contact is not None
-    now = time.time()
-    request = hook(crm, contact["id"], int(now * 1000))
+    request, now = await _privacy_deletion(shop, crm, rt)
     service = DsrService(rt)
 
     async def dies(_system: str, _event: Any) -> None:

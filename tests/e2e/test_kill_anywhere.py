@@ -9,9 +9,9 @@ with ``kill -9``: every later statement and call raises :class:`Killed`, which i
 have recorded. Then the run starts again on the same store and the same sandboxes, and what
 the vendors hold must be exactly what an uninterrupted run would have left.
 
-The last tests keep the process alive and lose only an answer: each call in turn is carried
-out by the vendor and its answer lost on the way back, as a connection reset does, and the
-run must cope with it as it goes (a create sent again blindly makes a second record).
+Other tests keep the process alive and fail one call (:func:`_every_call`): each call in turn
+is carried out by the vendor and its answer lost on the way back, as a connection reset does
+(a create sent again blindly makes a second record), or refused with a 400 or a 500.
 """
 
 from __future__ import annotations
@@ -528,6 +528,18 @@ async def test_an_erasure_during_a_sync_killed_at_any_moment_keeps_the_person_ou
     assert moments > 20
 
 
+async def _shopify_customers(world: World, rt: Runtime, emails: list[str], synced: int) -> None:
+    """``synced`` of ``emails`` as Shopify customers synced once, the rest new since, and
+    the first renamed since."""
+    for email in emails[:synced]:
+        world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    for email in emails[synced:]:
+        world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
+    world.shopify.touch(emails[0], firstName="Veranderd")
+
+
 async def test_a_shopify_sync_killed_at_any_moment_leaves_each_customer_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -538,13 +550,7 @@ async def test_a_shopify_sync_killed_at_any_moment_leaves_each_customer_once(
     emails = [f"shopify.klant{n}@voorbeeld.nl" for n in range(1, 6)]
 
     async def before(world: World, rt: Runtime) -> None:
-        for email in emails[:3]:
-            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
-        (report,) = await rt.engine.sync("shopify")
-        assert not report.failed, report.errors
-        for email in emails[3:]:
-            world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
-        world.shopify.touch(emails[0], firstName="Veranderd")
+        await _shopify_customers(world, rt, emails, synced=3)
 
     async def recover(world: World, rt: Runtime) -> None:
         for _ in range(3):
@@ -584,13 +590,7 @@ async def test_a_scheduled_run_beside_a_webhook_killed_at_any_moment_sends_each_
     deliveries: list[WebhookRequest] = []
 
     async def before(world: World, rt: Runtime) -> None:
-        for email in emails[:2]:
-            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
-        (report,) = await rt.engine.sync("shopify")
-        assert not report.failed, report.errors
-        for email in emails[2:]:
-            world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
-        world.shopify.touch(emails[0], firstName="Veranderd")
+        await _shopify_customers(world, rt, emails, synced=2)
         changed = world.shopify.record_for(emails[0])
         assert changed is not None
         payload = {"id": int(changed["legacyResourceId"]), "email": emails[0]}
@@ -631,32 +631,38 @@ async def test_a_scheduled_run_beside_a_webhook_killed_at_any_moment_sends_each_
     assert moments > 10
 
 
-class _LostAnswer(httpx.AsyncBaseTransport):
-    """The ``at``-th call is carried out by the vendor and its answer lost on the way back
-    (the connection reset): the process lives, and retries as it does any transport error."""
+class _OneCallFails(httpx.AsyncBaseTransport):
+    """The ``at``-th call fails: refused with ``status`` (not carried out), or, with no
+    status, carried out by the vendor and its answer lost on the way back (a connection
+    reset). The process lives, and goes on as it does after any such failure."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, calls: list[int], at: int | None) -> None:
-        self.inner, self.calls, self.at = inner, calls, at
+    def __init__(self, inner: httpx.AsyncBaseTransport, calls: list[int], status: int | None):
+        self.inner, self.calls, self.status = inner, calls, status
+        self.at: int | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.calls[0] += 1
+        if self.calls[0] != self.at:
+            return await self.inner.handle_async_request(request)
+        if self.status is not None:
+            return httpx.Response(self.status, json={"message": "refused"})
         response = await self.inner.handle_async_request(request)
         await response.aread()
-        self.calls[0] += 1
-        if self.calls[0] == self.at:
-            raise httpx.ReadError("connection reset after the vendor answered")
-        return response
+        raise httpx.ReadError("connection reset after the vendor answered")
 
 
-async def _every_lost_answer(
+async def _every_call(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    status: int | None,
     before: Callable[[World, Runtime], Awaitable[None]],
     work: Callable[[World, Runtime], Awaitable[None]],
     check: Callable[[World, Runtime, int], None],
+    recover: Callable[[World, Runtime], Awaitable[None]] = _nothing,
 ) -> int:
-    """As :func:`_every_death`, but the process lives: the answer to each call of ``work``
-    in turn is lost after the vendor carried it out, and ``work`` must cope (``before`` runs
-    with every answer delivered). Returns how many calls ``work`` makes."""
+    """As :func:`_every_death`, but the process lives: each call of ``work`` in turn fails
+    (see :class:`_OneCallFails`; ``before`` runs with none failing). Then the fault is lifted,
+    ``recover`` runs and ``check`` judges. Returns how many calls ``work`` makes."""
     monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
     at, total = 0, None
     while total is None or at < total:
@@ -666,23 +672,24 @@ async def _every_lost_answer(
         case = tmp_path / f"call-{at}-of-{total}"
         case.mkdir()
         calls = [0]
-        transports: dict[str, httpx.AsyncBaseTransport] = {
-            n: _LostAnswer(t, calls, None) for n, t in world.transports().items()
-        }
+        transports = {n: _OneCallFails(t, calls, status) for n, t in world.transports().items()}
         time_ = VirtualTime()
         config = load_config(write_config(case, world))
         async with open_runtime(
-            config, transports=transports, sleep=time_.sleep, clock=time_.clock
+            config, transports=dict(transports), sleep=time_.sleep, clock=time_.clock
         ) as rt:
             await before(world, rt)
             calls[0] = 0
             for transport in transports.values():
-                assert isinstance(transport, _LostAnswer)
                 transport.at = None if total is None else at
             await work(world, rt)
+            made = calls[0]
+            for transport in transports.values():
+                transport.at = None
+            await recover(world, rt)
             check(world, rt, at)
         if total is None:
-            total, at = calls[0], 0
+            total, at = made, 0
     assert total is not None
     return total
 
@@ -693,8 +700,8 @@ async def test_a_first_sync_whose_any_one_answer_is_lost_still_writes_each_custo
     """Each call of a first sync to HubSpot, Mailchimp and Pipedrive in turn is carried out
     by the vendor and its answer lost (the process lives and retries): each customer is
     still in each system once. A retried create is where a duplicate would come from."""
-    calls = await _every_lost_answer(
-        tmp_path, monkeypatch, _nothing, _sync_until_complete, _each_once
+    calls = await _every_call(
+        tmp_path, monkeypatch, None, _nothing, _sync_until_complete, _each_once
     )
     assert calls > 20
 
@@ -722,7 +729,7 @@ async def test_an_erasure_whose_any_one_answer_is_lost_completes_when_retried(
             assert not getattr(world, name).holds(erased["email"]), (at, name)
         _vouched_for(rt, at)
 
-    assert await _every_lost_answer(tmp_path, monkeypatch, before, erase, check) > 10
+    assert await _every_call(tmp_path, monkeypatch, None, before, erase, check) > 10
 
 
 async def test_a_correction_whose_any_one_answer_is_lost_completes_when_retried(
@@ -751,22 +758,7 @@ async def test_a_correction_whose_any_one_answer_is_lost_completes_when_retried(
         assert len(world.deals.store.with_email(email)) == 1, at
         assert world.crm.contact_count() == CUSTOMERS, at
 
-    assert await _every_lost_answer(tmp_path, monkeypatch, before, rectify, check) > 10
-
-
-class _Refused(httpx.AsyncBaseTransport):
-    """The ``at``-th call is refused by the vendor with ``status``, not carried out."""
-
-    def __init__(
-        self, inner: httpx.AsyncBaseTransport, calls: list[int], at: int | None, status: int
-    ) -> None:
-        self.inner, self.calls, self.at, self.status = inner, calls, at, status
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.calls[0] += 1
-        if self.calls[0] == self.at:
-            return httpx.Response(self.status, json={"message": "refused"})
-        return await self.inner.handle_async_request(request)
+    assert await _every_call(tmp_path, monkeypatch, None, before, rectify, check) > 10
 
 
 @pytest.mark.parametrize("status", [400, 500])
@@ -776,36 +768,21 @@ async def test_a_first_sync_with_any_one_call_refused_is_made_whole_by_the_next_
     """Each call of a first sync in turn is refused (a 400 for what was sent, or a 500):
     the run ends without an internal error, and the next run, and a full one for what a
     system refused for good, leave each customer in each system once."""
-    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
-    at, total = 0, None
-    while total is None or at < total:
-        at += 1
-        world = World()
-        world.shop.seed_synthetic(CUSTOMERS, seed=91)
-        case = tmp_path / f"call-{at}-of-{total}"
-        case.mkdir()
-        calls = [0]
-        refused = {
-            n: _Refused(t, calls, None if total is None else at, status)
-            for n, t in world.transports().items()
-        }
-        time_ = VirtualTime()
-        config = load_config(write_config(case, world))
-        async with open_runtime(
-            config, transports=dict(refused), sleep=time_.sleep, clock=time_.clock
-        ) as rt:
-            await rt.engine.sync("shop")  # may fail; must not crash
-            if total is None:
-                total, at = calls[0], 0
-                continue
-            for transport in refused.values():
-                transport.at = None
-            await _sync_until_complete(world, rt)
-            (full,) = await rt.engine.sync("shop", full=True)
-            assert not full.failed, (at, full.errors)
-            _each_once(world, rt, at)
-            assert not rt.store.dead_letters(), at
-    assert total is not None and total > 20
+
+    async def sync(_world: World, rt: Runtime) -> None:
+        await rt.engine.sync("shop")  # may fail; must not crash
+
+    async def recover(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        (full,) = await rt.engine.sync("shop", full=True)
+        assert not full.failed, full.errors
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        _each_once(world, rt, at)
+        assert not rt.store.dead_letters(), at
+
+    total = await _every_call(tmp_path, monkeypatch, status, _nothing, sync, check, recover)
+    assert total > 20
 
 
 async def test_an_erasure_under_a_former_address_during_the_move_keeps_the_person_out(
@@ -859,13 +836,7 @@ async def test_a_shopify_sync_whose_any_one_answer_is_lost_writes_each_customer_
     emails = [f"shopify.kwijt{n}@voorbeeld.nl" for n in range(1, 5)]
 
     async def before(world: World, rt: Runtime) -> None:
-        for email in emails[:2]:
-            world.shopify.add_person(email, "Klant", "Shopify", marketing_state="SUBSCRIBED")
-        (report,) = await rt.engine.sync("shopify")
-        assert not report.failed, report.errors
-        for email in emails[2:]:
-            world.shopify.add_person(email, "Nieuw", "Shopify", marketing_state="SUBSCRIBED")
-        world.shopify.touch(emails[0], firstName="Veranderd")
+        await _shopify_customers(world, rt, emails, synced=2)
 
     async def sync(_world: World, rt: Runtime) -> None:
         for _ in range(3):
@@ -882,7 +853,7 @@ async def test_a_shopify_sync_whose_any_one_answer_is_lost_writes_each_customer_
         assert changed is not None and changed["properties"]["firstname"] == "Veranderd", at
         assert rt.store.outbox_count() == 0, at
 
-    assert await _every_lost_answer(tmp_path, monkeypatch, before, sync, check) > 10
+    assert await _every_call(tmp_path, monkeypatch, None, before, sync, check) > 10
 
 
 async def test_an_access_request_whose_any_one_answer_is_lost_completes_with_one_bundle(
@@ -911,7 +882,7 @@ async def test_an_access_request_whose_any_one_answer_is_lost_completes_with_one
         assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (1,), at
         _vouched_for(rt, at)
 
-    assert await _every_lost_answer(tmp_path, monkeypatch, before, access, check) > 5
+    assert await _every_call(tmp_path, monkeypatch, None, before, access, check) > 5
 
 
 @pytest.mark.parametrize("status", [400, 500])
@@ -921,39 +892,30 @@ async def test_an_erasure_with_any_one_call_refused_completes_when_retried(
     """Each call of an erasure over the four systems in turn is refused (400 or 500): the
     request never claims the person is gone while they are not, and retried (as the
     daemon does) it completes with the person in no system."""
-    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
-    at, total = 0, None
-    while total is None or at < total:
-        at += 1
-        world = World()
-        world.shop.seed_synthetic(CUSTOMERS, seed=91)
-        case = tmp_path / f"call-{at}-of-{total}"
-        case.mkdir()
-        calls = [0]
-        refused = {n: _Refused(t, calls, None, status) for n, t in world.transports().items()}
-        time_ = VirtualTime()
-        config = load_config(write_config(case, world))
-        async with open_runtime(
-            config, transports=dict(refused), sleep=time_.sleep, clock=time_.clock
-        ) as rt:
-            await _sync_until_complete(world, rt)
-            email = _consenting(world)[0]
-            calls[0] = 0
-            for transport in refused.values():
-                transport.at = None if total is None else at
-            service = DsrService(rt)
-            view = await service.erase(email)
-            if total is None:
-                total, at = calls[0], 0
-                continue
-            if view.status == "completed":
-                assert all(not getattr(world, n).holds(email) for n in ("crm", "news", "deals"))
-            view = await service.retry(view.id)
-            assert view.status == "completed", (at, [(s.system, s.status) for s in view.systems])
-            for name in ("shop", "crm", "news", "deals"):
-                assert not getattr(world, name).holds(email), (at, name)
-            _vouched_for(rt, at)
-    assert total is not None and total > 10
+    erased: dict[str, str] = {}
+
+    async def before(world: World, rt: Runtime) -> None:
+        await _sync_until_complete(world, rt)
+        erased["email"] = _consenting(world)[0]
+
+    async def erase(world: World, rt: Runtime) -> None:
+        view = await DsrService(rt).erase(erased["email"])
+        erased["request"] = view.id
+        if view.status == "completed":
+            held = [n for n in ("crm", "news", "deals") if getattr(world, n).holds(erased["email"])]
+            assert held == []
+
+    async def retry(_world: World, rt: Runtime) -> None:
+        view = await DsrService(rt).retry(erased["request"])
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        for name in ("shop", "crm", "news", "deals"):
+            assert not getattr(world, name).holds(erased["email"]), (at, name)
+        _vouched_for(rt, at)
+
+    total = await _every_call(tmp_path, monkeypatch, status, before, erase, check, retry)
+    assert total > 10
 
 
 async def test_the_retry_of_an_open_erasure_killed_at_any_moment_finishes_next_time(
