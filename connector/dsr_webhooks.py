@@ -7,6 +7,10 @@ a replayed delivery (same id) opens nothing. Shopify's mandatory ``customers/red
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from connector import audit
@@ -17,6 +21,31 @@ if TYPE_CHECKING:
     from connector.dsr import DsrService
 
 __all__ = ["handle_webhook"]
+
+#: Per store, the deliveries being taken now, each with a lock and how many hold or await it.
+_IN_HAND: weakref.WeakKeyDictionary[object, dict[str, tuple[asyncio.Lock, list[int]]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+@asynccontextmanager
+async def _alone(store: object, key: str) -> AsyncIterator[None]:
+    """Take one delivery at a time: the same delivery taken twice at once waits its turn.
+
+    The id is noted only once its request is open (see below), so two copies taken side by
+    side would both find it unseen and both open a request, the second for a person the
+    first had just erased everywhere. In turn, the second finds the id noted.
+    """
+    in_hand = _IN_HAND.setdefault(store, {})
+    lock, users = in_hand.setdefault(key, (asyncio.Lock(), [0]))
+    users[0] += 1
+    try:
+        async with lock:
+            yield
+    finally:
+        users[0] -= 1
+        if not users[0]:
+            del in_hand[key]
 
 
 async def handle_webhook(
@@ -55,10 +84,11 @@ async def handle_webhook(
         # replay", and the erasure was never opened. A delivery taken twice meanwhile finds
         # the request open and resumes it.
         delivery = f"dsr:{event.delivery_id}"
-        if service.db.seen_delivery(system_name, delivery):
-            continue
-        view = await service.handle_event(system_name, event)
-        service.db.first_delivery(system_name, delivery)
+        async with _alone(service.rt.store, f"{system_name}\0{delivery}"):
+            if service.db.seen_delivery(system_name, delivery):
+                continue
+            view = await service.handle_event(system_name, event)
+            service.db.first_delivery(system_name, delivery)
         if view is not None:
             opened.append(view)
     return opened

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -602,6 +603,23 @@ async def test_valid_privacy_deletion_erases_in_every_peer(
     assert shop.holds(OTHER_EMAIL)
     assert await handle_webhook(service, "crm", request, now) == []  # a replay opens nothing
     assert len(service.list()) == 1
+
+
+async def test_the_same_privacy_deletion_taken_twice_at_once_opens_one_request(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """HubSpot delivers a privacy deletion again before the first copy is through (a retry
+    after a slow answer): one erasure, one receipt. Both copies found the id unseen before
+    and each opened a request, the second for a person already erased everywhere."""
+    request, now = await _privacy_deletion(shop, crm, rt)
+    service = DsrService(rt)
+    first, second = await asyncio.gather(
+        handle_webhook(service, "crm", request, now), handle_webhook(service, "crm", request, now)
+    )
+    (view,) = [*first, *second]
+    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
+    assert [v.id for v in service.list()] == [view.id]
+    assert await handle_webhook(service, "crm", request, now) == []
 
 
 async def test_a_privacy_deletion_that_failed_before_its_request_opened_opens_it_next_time(
