@@ -57,8 +57,9 @@ def register(subparsers: Any) -> None:
     erase.add_argument("--email", required=True, help="the person's e-mail address")
     erase.add_argument(
         "--phone",
-        help="the person's phone number (also suppressed); one from outside the Netherlands "
-        "with its country code, e.g. +32 470 12 34 56",
+        help="the person's phone number (also suppressed); without a country code it is "
+        "read as the shop reads numbers (its mapping's default_region), so give one from "
+        "another country with its country code, e.g. +32 470 12 34 56",
     )
     access = action(
         "access",

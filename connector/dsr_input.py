@@ -7,14 +7,14 @@ give instead (exit 2 from the CLI, 422 from the API), so no half-valid request i
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from connector.dsr_views import DsrUsageError
 from connector.mapping import SystemMapping
 from connector.model import CANONICAL_FIELDS, normalise_email
 from connector.transforms import make_transform
 
-__all__ = ["checked_email", "checked_fields", "e164"]
+__all__ = ["checked_email", "checked_fields", "checked_phone", "e164"]
 
 
 def checked_email(email: str) -> str:
@@ -48,9 +48,36 @@ def checked_fields(
     return dict(fields)
 
 
-def e164(phone: str) -> str | None:
-    """A phone number as E.164 (numbers without a country code read as Dutch), if it is one."""
-    transform = make_transform("phone", "NL")
+def e164(phone: str, region: str = "NL") -> str | None:
+    """A phone number as E.164 (one without a country code read in ``region``), if it is one."""
+    transform = make_transform("phone", region)
     assert transform is not None
     value = transform(phone)
     return value if isinstance(value, str) else None
+
+
+def checked_phone(phone: str, regions: Iterable[str]) -> str:
+    """The number to suppress, as E.164; one without a country code is read as the shops do.
+
+    ``regions`` are the countries the sources' mappings read such numbers in
+    (``default_region``). Read in the wrong one, "0470 12 34 56" becomes another person's
+    valid-looking number: that number would be suppressed and the person's own would not.
+    So where the shops differ and the readings do too, the number needs its country code.
+    """
+    readings = {region: e164(phone, region) for region in sorted(set(regions)) or ["NL"]}
+    numbers = set(readings.values())
+    if None in numbers:
+        where = " or ".join(readings)
+        raise DsrUsageError(
+            f"--phone is not a phone number (read as a number of {where} where it has no "
+            "country code)"
+        )
+    if len(numbers) > 1:
+        raise DsrUsageError(
+            "--phone has no country code, and the shops read such numbers in different "
+            f"countries ({', '.join(readings)}): give it with its country code, "
+            "e.g. +32 470 12 34 56"
+        )
+    (number,) = numbers
+    assert number is not None
+    return number

@@ -27,6 +27,7 @@ from connector.dsr import (
     handle_webhook,
     summary,
 )
+from connector.dsr_input import checked_phone
 from connector.runtime import Runtime
 from connector.state import PER_SYSTEM_TABLES
 from tests.conftest import (
@@ -34,6 +35,8 @@ from tests.conftest import (
     CANARY_NAME,
     CANARY_PHONE,
     CANARY_PHONE_E164,
+    REPO_MAPPINGS,
+    RuntimeFactory,
     write_config,
 )
 
@@ -197,6 +200,41 @@ async def test_an_erasure_with_a_phone_stops_a_backup_holding_another_address_an
     (report,) = await rt.engine.sync(full=True)
     assert report.suppressed == 1
     assert not crm.holds("anna.prive@voorbeeld.nl") and crm.holds(OTHER_EMAIL)
+
+
+async def test_an_erasure_reads_a_phone_without_country_code_as_the_shop_does(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """A Belgian shop: "0470 12 34 56" is +32 470 12 34 56 in its records and in the CRM, and
+    that is the number the erasure suppresses. Read as Dutch, +31 470 12 34 56 was suppressed
+    (someone else's, if anyone's) and a backup under another address with the person's
+    number came back."""
+    mapping = tmp_path / "woocommerce.toml"
+    text = (REPO_MAPPINGS / "woocommerce.toml").read_text()
+    mapping.write_text(text.replace('default_region = "NL"', 'default_region = "BE"', 1))
+    belgian = "0470 12 34 56"
+    async with open_rt(write_config(tmp_path, shop_mapping=mapping)) as rt:
+        shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", belgian)
+        shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0471 11 11 11")
+        await rt.engine.sync()
+        contact = crm.record_for(CANARY_EMAIL)
+        assert contact is not None and contact["properties"]["phone"] == "+32470123456"
+        view = await DsrService(rt).erase(CANARY_EMAIL, phone=belgian)
+        assert view.status == "completed"
+        assert rt.store.suppressed([rt.keyring.subject_id("+32470123456")])
+        shop.add_person("anna.prive@voorbeeld.nl", "Anna", "Klant", belgian)  # a backup
+        (report,) = await rt.engine.sync(full=True)
+        assert report.suppressed == 1 and not crm.holds("anna.prive@voorbeeld.nl")
+
+
+def test_a_phone_without_country_code_is_refused_where_the_shops_read_it_differently() -> None:
+    """Two shops, one Dutch and one Belgian: which number was meant cannot be known."""
+    assert checked_phone("06 87654321", ["NL"]) == "+31687654321"
+    assert checked_phone("+32 470 12 34 56", ["NL", "BE"]) == "+32470123456"
+    with pytest.raises(DsrUsageError, match="country code"):
+        checked_phone("0470 12 34 56", ["NL", "BE"])
+    with pytest.raises(DsrUsageError, match="not a phone number"):
+        checked_phone("not a number", ["NL"])
 
 
 @pytest.mark.parametrize("how", ["retry", "retry_open"])
@@ -951,6 +989,7 @@ def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
         (("retry",), "--all for every open request"),
         (("rectify", "--email", CANARY_EMAIL, "--set", CANARY_NAME), "has no '='"),
         (("verify-receipt", str(tmp_path / "gone.json")), "cannot read"),
+        (("erase", "--email", OTHER_EMAIL, "--phone", "12"), "--phone is not a phone"),
     ]
     for argv, said in mistakes:
         code, out, err = cli(*argv, capsys=capsys)
