@@ -25,6 +25,7 @@ __all__ = ["audit_chain", "status"]
 
 
 def status(config: Config, args: argparse.Namespace, console: Console) -> int:
+    from connector.backup import last_backup
     from connector.keyset import key_facts
 
     store_path, flows = config.store_path, [f.name for f in config.flows]
@@ -69,6 +70,7 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
             "daemon_running": daemon_running(store_path),
             "sync_running": sync_running(store_path),
             "keys": key_facts(store, config),
+            "last_backup": last_backup(store),
             "store_exists": True,
         }
     finally:
@@ -115,6 +117,16 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
         console.print(
             f"    {request['id']} {request['kind']}: {request['days_left']} days left "
             f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
+        )
+    backup, restore = data["last_backup"]["backup"], data["last_backup"]["restore"]
+    console.print(
+        f"  last backup: {backup['at']} (sha256 {backup['sha256'][:16]})"
+        if backup
+        else "  last backup: none recorded (klantsync backup --out FILE)"
+    )
+    if restore:
+        console.print(
+            f"  restored {restore['at']} from the backup with sha256 {restore['sha256'][:16]}"
         )
     console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
     if data["sync_running"] and not data["daemon_running"]:

@@ -197,8 +197,8 @@ def syncing(store_path: Path, holder: str) -> Iterator[None]:
 
     Args:
         store_path: the store.
-        holder: ``sync``, ``resync``, ``demo`` or ``daemon``, written in the lock file for the
-            message another process gets.
+        holder: ``sync``, ``resync``, ``demo``, ``restore`` or ``daemon``, written in the
+            lock file for the message another process gets.
     """
     fd = _open_lock(store_path, sync_lock_path(store_path))
     try:
@@ -220,6 +220,11 @@ def _sync_refusal(store_path: Path, recorded: bytes) -> str:
         return (
             f"{store_path}: the klantsync daemon{pid_text} runs on this store and syncs it; "
             "use `klantsync resync --system S` (or `--email E`), which hands the sync to it"
+        )
+    if holder == "restore":
+        return (
+            f"{store_path}: a klantsync restore{pid_text} is putting a backup in place of "
+            "this store; run this again once it has finished"
         )
     who = _SYNC_HOLDERS.get(holder, "another klantsync command")
     return (

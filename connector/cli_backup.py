@@ -1,0 +1,112 @@
+"""``klantsync backup`` and ``klantsync restore``: the store copied while in use, and put back.
+
+The work is :mod:`connector.backup`'s; this module parses, calls and prints. Exit status as
+everywhere: 0 done, 1 the store is in use or cannot be read, 2 bad usage (an ``--out`` or
+``--from`` that cannot be one, a backup that is not one, the wrong master key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from connector.backup import restore_backup, take_backup
+from connector.cliargs import EXIT_OK, check_writable
+from connector.config import Config
+
+__all__ = ["register", "run"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``backup`` and ``restore`` to the CLI's subparsers."""
+    backup = subparsers.add_parser(
+        "backup",
+        help="copy the store to a file, consistently, while the daemon runs",
+        description="Copy the store to one file as of one moment (SQLite's online backup), "
+        "check it and record it in the audit trail. The copy holds what the store holds: "
+        "HMAC ids and sealed data, nothing in clear; it opens only with the master key.",
+    )
+    backup.add_argument("--out", required=True, type=Path, help="the backup file to write")
+    backup.add_argument("--json", action="store_true", help="machine-readable output")
+    restore = subparsers.add_parser(
+        "restore",
+        help="put a backup in place of the store, keeping every erasure made since "
+        "(stop the daemon first)",
+        description="Put a backup in place of the store. People erased since the backup was "
+        "taken stay erased (the replaced store's suppression list is carried over), the "
+        "outbox is emptied (the next sync queues again what the systems lack), and the "
+        "replaced store is kept beside it.",
+    )
+    restore.add_argument(
+        "--from", dest="source", required=True, type=Path, help="the backup file to restore"
+    )
+    restore.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace, console: Console, config: Config) -> int | None:
+    """Handle ``backup`` and ``restore``; ``None`` for any other command."""
+    if args.command == "backup":
+        return _backup(args, console, config)
+    if args.command == "restore":
+        return _restore(args, console, config)
+    return None
+
+
+def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
+    check_writable(args.out, option="--out", example="klantsync-backup.db")
+    facts = take_backup(config, args.out)
+    if args.json:
+        print(json.dumps(facts.as_dict()))
+        return EXIT_OK
+    size = facts.bytes / 1_000_000
+    console.print(f"backup written: {facts.path} ({size:.1f} MB, sha256 {facts.sha256})")
+    console.print(
+        f"  the store as of {facts.taken_at}: schema {facts.schema_version}, audit chain "
+        f"to entry {facts.audit_seq} ({facts.audit_hash[:16]}), {facts.suppressed} "
+        f"suppression entries, {facts.open_requests} open requests"
+    )
+    console.print(
+        f"  it opens only with master key {facts.master_fingerprint}: keep the key with the "
+        "backup's keeper, not in the same place"
+    )
+    return EXIT_OK
+
+
+def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
+    facts = restore_backup(config, args.source)
+    if args.json:
+        print(json.dumps(facts.as_dict()))
+        return EXIT_OK
+    console.print(
+        f"store restored from {escape(str(args.source))} (sha256 {facts.backup_sha256}; its "
+        f"audit chain went to entry {facts.backup_audit_seq})"
+    )
+    if facts.replaced_path is not None:
+        console.print(f"  the store it replaced is kept as {escape(facts.replaced_path)}")
+    console.print(
+        f"  erasures since the backup stay: {facts.suppression_carried} suppression entries "
+        f"carried over, {facts.traces_deleted} rows of the people they erased deleted"
+    )
+    console.print(
+        f"  outbox emptied ({facts.outbox_dropped} payloads): the next sync queues again "
+        "whatever the systems lack"
+    )
+    if facts.requests_not_in_backup:
+        console.print(
+            "  requests opened since the backup are only in the replaced store: "
+            + ", ".join(facts.requests_not_in_backup)
+        )
+    if not facts.replaced_readable:
+        gone = "there was no store" if facts.replaced_path is None else "it could not be read"
+        console.print(
+            f"[yellow]no erasure made since the backup was carried over ({gone}): erase "
+            "again everyone erased since (the receipts you sent and `audit export` of any "
+            "later copy say which requests)[/]",
+            markup=True,
+        )
+    return EXIT_OK
