@@ -264,10 +264,18 @@ class DsrService:
         sid = self.rt.keyring.subject_id(email)
         if self.rt.store.suppressed([sid]):
             raise DsrError(f"subject {sid} has been erased; there is nothing to rectify")
+        # The person's open correction may be under an address they had before: asked
+        # under the new one, a second request would complete, and the first, retried
+        # later, would put its older values (and the former address) back.
+        person = await self.kinds.person(email, sid)
         # One write transaction from the look for an open request to the new one, as for an
         # erasure: asked twice at once, the subject still has one open correction.
         with self.rt.store.transaction():
-            existing = self.db.open_for("rectify", sid)
+            existing = None
+            for subject in person:
+                existing = self.db.open_for("rectify", subject)
+                if existing is not None:
+                    break
             if existing is None:
                 row = self._new_row("rectify", sid, source)
                 sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
@@ -278,27 +286,27 @@ class DsrService:
             # cannot mark a system done with the fields as they were before this amendment.
             async with self._locks.setdefault(existing.id, asyncio.Lock()):
                 with self.rt.store.transaction():
-                    self._amend(existing.id, checked, source)
+                    self._amend(existing.id, checked, source, email)
             row = existing
         return await self.retry(row.id)
 
-    def _amend(self, request_id: str, fields: dict[str, str], source: str) -> None:
+    def _amend(self, request_id: str, fields: dict[str, str], source: str, email: str) -> None:
         """Add ``fields`` to an open correction, and ask every system again.
 
-        A field asked for again takes its new value. Every system is asked again, even for
-        the same correction asked twice (an operator running a command again after it
-        died): a system the request had settled may have changed the value since (the
-        customer edited their name in the shop), and a correction is an update, safe to
-        repeat.
+        A field asked for again takes its new value, and the request takes the address it
+        was asked with now (the person may have changed it since: a correction writes the
+        address it holds). Every system is asked again, even for the same correction asked
+        twice (an operator running a command again after it died): a system the request
+        had settled may have changed the value since (the customer edited their name in the
+        shop), and a correction is an update, safe to repeat.
         """
         row = self.db.get(request_id)
         if row is None or row.status != "open":
             return  # completed meanwhile (by a retry that held the lock): nothing to add to
         manifest = self.open_manifest(row)
-        merged = {**manifest["fields"], **fields}
-        if merged != manifest["fields"]:
-            sealed = self.seal_manifest(row.id, {**manifest, "fields": merged})
-            self.db.set_manifest(row.id, sealed)
+        amended = {**manifest, "email": email, "fields": {**manifest["fields"], **fields}}
+        if amended != manifest:
+            self.db.set_manifest(row.id, self.seal_manifest(row.id, amended))
         for system in self.db.systems(row.id):
             self.db.set_system(row.id, system.system, "pending")
         self.audit("dsr.amended", row, source=source, fields=sorted(fields))

@@ -425,15 +425,22 @@ class KindRunner:
 
     # -- rectify -------------------------------------------------------------------------------
 
+    async def person(self, email: str, subject_id: str) -> list[str]:
+        """The subject and every subject the same person is known under: former addresses
+        the identity map links (connector/moves.py), and the one a source's record for
+        ``email`` is known under when the person changed their address since the last sync
+        (:meth:`_former_subjects`; a source that cannot be asked now is left out)."""
+        former, _ = await self._former_subjects(email, self._sources())
+        return same_person(self.rt.store, [subject_id, *former])
+
     async def _rectify(self, row: RequestRow) -> None:
         manifest = self.service.open_manifest(row)
         states = {s.system: s for s in self.db.systems(row.id)}
         todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
         # Each system's id for the person, under any address they had: one who changed it in
-        # the shop since the last sync is held elsewhere under the former (_former_subjects).
-        former, _ = await self._former_subjects(manifest["email"], self._sources())
+        # the shop since the last sync is held elsewhere under the former.
         ids: dict[str, str] = {}
-        for sid in same_person(self.rt.store, [row.subject_id, *former]):
+        for sid in await self.person(manifest["email"], row.subject_id):
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
         outcomes = await _settle(

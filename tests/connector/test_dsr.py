@@ -842,6 +842,36 @@ async def test_a_second_correction_while_the_first_is_open_is_one_request_and_th
     assert "dsr.amended" in kinds
 
 
+@pytest.mark.parametrize("synced_between", [False, True])
+async def test_a_correction_asked_under_a_new_address_joins_the_one_open_under_the_former(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, synced_between: bool
+) -> None:
+    """A correction left open (the CRM was down); the customer changes their address in the
+    shop (synced or not), then asks for another correction under the new one. One request,
+    the last word, under the new address: two, before, and the first, retried last, put its
+    older name back (the fan-out model found it)."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"first_name": "Bram"})
+    assert first.is_open
+    crm.faults.down = False
+    moved = "anna.nieuw@voorbeeld.nl"
+    shop.touch(CANARY_EMAIL, email=moved)
+    if synced_between:
+        await rt.engine.sync()
+    second = await service.rectify(moved, {"first_name": "Anna"})
+    assert second.id == first.id and second.status == "completed"
+    assert await service.retry_open() == 0
+    await rt.engine.sync()
+    assert [v.id for v in service.list()] == [first.id]
+    contact = crm.record_for(moved)
+    assert contact is not None and contact["properties"]["firstname"] == "Anna"
+    assert not crm.holds(CANARY_EMAIL)
+    customer = shop.record_for(moved)
+    assert customer is not None and customer["first_name"] == "Anna"
+
+
 async def test_the_same_correction_asked_again_is_one_request_sent_everywhere_again(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
