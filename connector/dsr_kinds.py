@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector.access import BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import ErasureResult, OutboundRecord, Subject
+from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.dsr_views import DsrError
 from connector.errors import KlantsyncError
@@ -155,6 +156,10 @@ class KindRunner:
         for name in todo:
             await self.rt.engine.in_flight.landed(name, manifest["subject_ids"])
         with self.rt.store.transaction():
+            # Read before the rows go, and kept with their going: a payload waiting in the
+            # outbox may have been delivered with its answer lost (the system's id never
+            # learned), under an address the person had then.
+            self._note_queued_addresses(row, manifest)
             counts = self.db.delete_traces(manifest["subject_ids"])
             if any(counts.values()):
                 self.service.audit("dsr.traces_deleted", row, rows=counts)
@@ -166,6 +171,31 @@ class KindRunner:
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
             raise crashed[0]
+
+    def _note_queued_addresses(self, row: RequestRow, manifest: dict[str, Any]) -> None:
+        """Note in the manifest, per system, the other addresses payloads were queued under.
+
+        The identity map learns a system's id for the person when a delivery is answered.
+        One whose answer was lost (a failure half-way through a batch, a reset connection)
+        left its payload queued, and the system may hold the person under the address it
+        carried, a former one the identity map knows only as an HMAC: a Mailchimp member
+        subscribed under it, found by nothing else. Each such address is erased too.
+        """
+        queued: dict[str, list[str]] = manifest.setdefault("queued_as", {})
+        added = 0
+        for system, sealed in self.db.queued_payloads(manifest["subject_ids"]):
+            try:
+                envelope = self.rt.keyring.open_json(sealed, outbox_context(system))
+            except DecryptionError:
+                continue  # left unread, as the delivery would leave it
+            address = envelope.get("email")
+            known = queued.setdefault(system, [])
+            if address and address != manifest["email"] and address not in known:
+                known.append(address)
+                added += 1
+        if added:
+            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+            self.service.audit("dsr.queued_addresses", row, addresses=added)
 
     def _hold_source_records(self, row: RequestRow, manifest: dict[str, Any]) -> None:
         """Suppress the person's record in each source by its own id, and widen the erasure
@@ -290,23 +320,27 @@ class KindRunner:
     ) -> None:
         system = self.rt.systems[name]
         subject = _subject(manifest, name)
-        if not manifest["email"] and subject.external_id is None:
+        # Addresses a payload was queued under and maybe delivered (_note_queued_addresses).
+        also = [Subject(email=a) for a in manifest.get("queued_as", {}).get(name, [])]
+        if not manifest["email"] and subject.external_id is None and not also:
             self._set(row, name, "not_held", "no e-mail or id known for this system")
             return
+        subjects = [subject, *also] if manifest["email"] or subject.external_id else also
         record = dict(state.result)
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
             if state.status != "pending_verification":
                 # Writes of a sync still on their way settled before the traces went (see
                 # _erase); any batch since saw the suppression entry and sent nothing.
-                result = await system.adapter.erase(subject)
+                results = [await system.adapter.erase(s) for s in subjects]
+                result = next((r for r in results if r.found), results[0])
                 # A retry after a crash finds nothing left; the first call's facts stay.
                 if not (record.get("found") and not result.found):
                     record = _erasure_facts(result, self.service.timestamp())
                 with self.rt.store.transaction():
                     self.db.set_system(row.id, name, "done", result=record)
                     self.service.audit("dsr.erased", row, system=name, found=result.found)
-            remaining = await system.adapter.find(subject)
+            remaining = [r for s in subjects for r in await system.adapter.find(s)]
         except KlantsyncError as exc:
             self._failed(row, name, str(exc))
             return

@@ -277,6 +277,15 @@ class DsrStore:
             "suppression": self.suppression(subject_id),
         }
 
+    def queued_payloads(self, subject_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """(system, sealed payload) of every outbox row queued for ``subject_ids``."""
+        where, params = self.store.by_subject("outbox", subject_ids)
+        rows = self.db.execute(
+            f"SELECT system, payload FROM outbox WHERE {where}",  # noqa: S608 - marks only
+            params,
+        )
+        return [(str(system), bytes(payload)) for system, payload in rows]
+
     def delete_traces(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """Delete the subject's identities, hashes, outbox rows, dead letters and former ids.
 

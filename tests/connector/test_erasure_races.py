@@ -188,3 +188,33 @@ async def test_a_page_read_while_an_erasure_suppresses_its_person_does_not_queue
         (report,) = await rt.engine.sync()
     assert report.suppressed == 1 and report.destinations["crm"].queued == 2
     assert not crm.holds(record["email"]) and crm.contact_count() == 2
+
+
+async def test_an_erasure_reaches_the_address_a_delivery_with_a_lost_answer_went_under(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A new customer's first delivery reaches HubSpot but its answer is lost: the contact
+    exists, its id unknown to the connector, the payload still queued. The customer then
+    changes their address in the shop and asks, under the new one, to be erased before the
+    next sync. Only the queued payload knew the former address, and the contact under it
+    stayed in HubSpot after a completed erasure (the fan-out model found it in Mailchimp)."""
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", "0612345678")
+    adapter: Any = rt.systems["crm"].adapter
+    real = adapter.upsert
+
+    async def answer_lost(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        adapter.upsert = real
+        await real(records)
+        raise RetryableError("crm", "POST", "/crm/v3/objects/contacts/batch/upsert", None, "reset")
+
+    adapter.upsert = answer_lost
+    await rt.engine.sync()
+    assert crm.holds(CANARY_EMAIL) and rt.store.outbox_counts() == {"crm": 1}
+    moved = "anna.nieuw@voorbeeld.nl"
+    shop.touch(CANARY_EMAIL, email=moved)
+    view = await DsrService(rt).erase(moved)
+    assert view.status == "completed" and view.system("crm").status == "verified_absent"
+    assert not crm.holds(CANARY_EMAIL) and not crm.holds(moved)
+    assert "dsr.queued_addresses" in [e.kind for e in audit.entries(rt.store)]
+    await rt.engine.sync()  # nothing left queued brings them back
+    assert not crm.holds(CANARY_EMAIL) and not crm.holds(moved)
