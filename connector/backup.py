@@ -39,8 +39,9 @@ from connector.config import Config
 from connector.crypto import master_fingerprint
 from connector.dsr_store import DsrStore
 from connector.errors import ConfigError, StoreError
-from connector.keyset import check_master_key
+from connector.keyset import check_master_key, receipt_key_opens
 from connector.lock import keys_alone, sharing_keys, syncing
+from connector.receipts import receipt_key_path
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
 from connector.storefile import refuse_foreign
@@ -52,6 +53,11 @@ STORE_RESTORED = "store.restored"  # audit: a backup was put back (what it repla
 
 #: A store's companion files, which belong to the main file they sit beside.
 _COMPANIONS = ("-wal", "-shm")
+
+#: The table of a backup that holds the receipt signing key file as it was (sealed): a
+#: backup is all a lost disk needs, and the store's public key stays the one receipts name.
+_FILES_TABLE = "backup_files"
+_RECEIPT_KEY = "receipt-signing.key"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,9 @@ class RestoreFacts:
     outbox_dropped: int
     #: Requests the replaced store holds and the backup does not (opened since): their ids.
     requests_not_in_backup: list[str] = field(default_factory=list)
+    #: The receipt signing key file: "kept", "from the backup", "set aside" (not this
+    #: store's, and the backup has none: the next receipt makes a new key) or "none".
+    receipt_key: str = "none"
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -116,7 +125,7 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
         try:
             check_master_key(store, config)  # a backup nobody could open is no backup
             try:
-                _copy(store, partial)
+                _copy(store, partial, receipt_key_path(store_path))
                 facts = _facts(partial)
                 os.replace(partial, out)
             finally:
@@ -164,14 +173,25 @@ def last_backup(store: Store) -> dict[str, dict[str, str] | None]:
     return found
 
 
-def _copy(store: Store, partial: Path) -> None:
-    """The store as of one moment into ``partial``: owner-only, one file, checked."""
+def _copy(store: Store, partial: Path, receipt_key: Path) -> None:
+    """The store as of one moment into ``partial``, with its receipt signing key file:
+    owner-only, one file, checked."""
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
     with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
         # One step (all pages): one read transaction, so one moment of the store; stepped,
         # every write by the daemon meanwhile would start the copy over.
         store.db.backup(copy)
+        if receipt_key.exists():
+            # Sealed under the store's keys, as on disk. A master key rotation, which would
+            # seal it anew, waits for this command (it needs the store's keys alone).
+            copy.execute(
+                f"CREATE TABLE {_FILES_TABLE} (name TEXT PRIMARY KEY, content BLOB NOT NULL)"
+            )
+            copy.execute(
+                f"INSERT INTO {_FILES_TABLE}(name, content) VALUES (?, ?)",  # noqa: S608
+                (_RECEIPT_KEY, receipt_key.read_bytes()),
+            )
         # The copy is a file of its own: no -wal beside it to lose when it is moved.
         copy.execute("PRAGMA journal_mode=DELETE")
         problem = _damage(copy)
@@ -227,15 +247,41 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
     with syncing(store_path, "restore"), keys_alone(store_path):
         current = _read_current(store_path) if store_path.exists() else None
         _discard(preparing)
+        key_file = receipt_key_path(store_path)
+        staged_key = key_file.with_name(key_file.name + ".restoring")
         try:
-            _prepare(config, backup, preparing, sha, current, replaced)
+            key = _prepare(config, backup, preparing, sha, current, replaced)
+            if key.content is not None:
+                _write_private(staged_key, key.content)
             if current is not None:
                 _set_aside(store_path, replaced)
             os.replace(preparing, store_path)
+            if key.action in ("from the backup", "set aside") and key_file.exists():
+                # Not this store's (sealed under keys a rotation made since): kept, not lost.
+                os.replace(key_file, key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
+            if key.content is not None:
+                os.replace(staged_key, key_file)
         finally:
             _discard(preparing)
+            staged_key.unlink(missing_ok=True)
         _sync_folder(store_path.parent)
     return _restored_facts(store_path, sha, current, replaced)
+
+
+class _KeyFile(NamedTuple):
+    """What becomes of the receipt signing key file beside the store, and the bytes to put
+    there when it is the backup's."""
+
+    action: str
+    content: bytes | None
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @dataclass
@@ -284,9 +330,10 @@ def _prepare(
     sha: str,
     current: _Current | None,
     replaced: Path,
-) -> None:
+) -> _KeyFile:
     """The backup's copy at ``preparing``: migrated, checked against the master key, the
-    erasures since carried over, the outbox emptied, the restore audited."""
+    erasures since carried over, the outbox emptied, the restore audited; and what to do
+    with the receipt signing key file."""
     fd = os.open(preparing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     with (
@@ -307,6 +354,7 @@ def _prepare(
                 "store was kept under when the backup was taken",
             ) from None
         head = audit.chain_state(store).head_seq
+        key = _receipt_key(store, config)
         carried = 0
         erased: list[str] = []
         with store.transaction() as db:
@@ -334,13 +382,38 @@ def _prepare(
                     "traces_deleted": traces,
                     "outbox_dropped": dropped,
                     "requests_not_in_backup": missing,
+                    "receipt_key": key.action,
                 },
             )
+            db.execute(f"DROP TABLE IF EXISTS {_FILES_TABLE}")
         store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         store.close()
     with open(preparing, "rb") as written:
         os.fsync(written.fileno())
+    return key
+
+
+def _receipt_key(store: Store, config: Config) -> _KeyFile:
+    """The key file beside the store stays if it opens with the restored store's keys;
+    else (a master key rotation since sealed it anew, or a lost disk took it) the backup's
+    copy takes its place; with none, the next receipt makes a new key."""
+    if receipt_key_opens(store, config):
+        return _KeyFile("kept", None)
+    saved = None
+    if store.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_FILES_TABLE,)
+    ).fetchone():
+        row = store.db.execute(
+            f"SELECT content FROM {_FILES_TABLE} WHERE name=?",  # noqa: S608 - a constant
+            (_RECEIPT_KEY,),
+        ).fetchone()
+        saved = None if row is None else bytes(row[0])
+    if saved is not None and receipt_key_opens(store, config, saved):
+        return _KeyFile("from the backup", saved)
+    if receipt_key_path(config.store_path).exists():
+        return _KeyFile("set aside", None)
+    return _KeyFile("none", None)
 
 
 def _replaced_entry(current: _Current | None, replaced: Path) -> dict[str, object] | None:
@@ -392,6 +465,7 @@ def _restored_facts(
         traces_deleted=int(entry["traces_deleted"]),
         outbox_dropped=int(entry["outbox_dropped"]),
         requests_not_in_backup=list(entry["requests_not_in_backup"]),
+        receipt_key=str(entry["receipt_key"]),
     )
 
 

@@ -96,6 +96,14 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         f"  outbox emptied ({facts.outbox_dropped} payloads): the next sync queues again "
         "whatever the systems lack"
     )
+    key_said = {
+        "from the backup": "put back from the backup (the one beside the store was not this "
+        "store's, or was missing)",
+        "set aside": "beside the store was not this store's and the backup has none: set "
+        "aside; the next receipt makes a new key",
+    }
+    if facts.receipt_key in key_said:
+        console.print(f"  receipt signing key: {key_said[facts.receipt_key]}")
     if facts.requests_not_in_backup:
         console.print(
             "  requests opened since the backup are only in the replaced store: "

@@ -54,6 +54,7 @@ __all__ = [
     "check_master_key",
     "key_facts",
     "open_keyring",
+    "receipt_key_opens",
     "rotate_master_key",
 ]
 
@@ -146,6 +147,20 @@ def check_master_key(store: Store, config: Config) -> bool:
         return True
     _unbound_keyring(store, config)
     return False
+
+
+def receipt_key_opens(store: Store, config: Config, content: bytes | None = None) -> bool | None:
+    """Whether the receipt signing key file beside ``config``'s store (or ``content``, a key
+    file's bytes) opens with ``store``'s keys; None when there is no such file. For a
+    restore: which signing key file is the restored store's?"""
+    keyring = _bound_keyring(store, config) or Keyring(config.master_key)
+    if content is None:
+        return _opens_receipt_key(receipt_key_path(config.store_path), keyring)
+    try:
+        keyring.open(content, RECEIPT_KEY_CONTEXT)
+    except DecryptionError:
+        return False
+    return True
 
 
 def _bound_keyring(store: Store, config: Config) -> Keyring | None:

@@ -17,10 +17,12 @@ from connector import audit, backup
 from connector.backup import restore_backup, take_backup
 from connector.cli import main
 from connector.config import load_config
-from connector.crypto import generate_master_key
+from connector.crypto import decode_master_key, generate_master_key
 from connector.dsr import DsrService
 from connector.errors import ConfigError, StoreError
+from connector.keyset import rotate_master_key
 from connector.lock import syncing
+from connector.receipts import receipt_key_path
 from connector.runtime import Runtime
 from connector.state import Store
 from tests.conftest import (
@@ -291,3 +293,48 @@ def test_backup_usage_mistakes_exit_2(
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
         assert answer["error"] == "config" and said in answer["message"]
+
+
+async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rotation(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
+) -> None:
+    """The receipt signing key file lives beside the store. Lost with it, or sealed anew by a
+    master key rotation after the backup was taken, it would not open with the restored
+    store's keys: the backup's copy of it is put back, so receipts go on being signed with
+    the key the earlier ones name (the one that does not open is kept beside it)."""
+    _seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        erased = await service.erase(OTHER_EMAIL)
+        receipt = service.receipt(erased.id)
+        assert receipt is not None
+        public = service.public_key_pem()
+        take_backup(rt.config, out)
+        config = rt.config
+    key_file = receipt_key_path(config.store_path)
+    # A master key rotation after the backup: the key file is sealed anew.
+    new_key = config_path.parent / "new.key"
+    new_key.write_text(generate_master_key())
+    store = Store(config.store_path)
+    try:
+        rotate_master_key(store, config, decode_master_key(new_key.read_text()))
+    finally:
+        store.close()
+    facts = restore_backup(config, out)  # under the key the backup was taken with
+    assert facts.receipt_key == "from the backup"
+    assert list(key_file.parent.glob(key_file.name + ".replaced-*"))
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.public_key_pem() == public
+        assert service.verify_receipt(receipt.encode()).ok
+        assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    # The disk is lost: store and key file gone; the backup alone brings both back.
+    for name in config.store_path.parent.glob(config.store_path.name + "*"):
+        if name.is_file():
+            name.unlink()
+    facts = restore_backup(config, out)
+    assert facts.receipt_key == "from the backup" and facts.replaced_path is None
+    async with open_rt() as rt:
+        assert DsrService(rt).public_key_pem() == public
