@@ -41,7 +41,7 @@ from connector.dsr_store import DsrStore
 from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, receipt_key_opens
 from connector.lock import keys_alone, sharing_keys, syncing
-from connector.receipts import receipt_key_path
+from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
 from connector.storefile import refuse_foreign
@@ -58,6 +58,9 @@ _COMPANIONS = ("-wal", "-shm")
 #: backup is all a lost disk needs, and the store's public key stays the one receipts name.
 _FILES_TABLE = "backup_files"
 _RECEIPT_KEY = "receipt-signing.key"
+#: Rows of that table under this prefix are the public halves of retired signing keys:
+#: earlier receipts are verified with them.
+_RETIRED = "retired/"
 
 
 @dataclass(frozen=True)
@@ -182,15 +185,14 @@ def _copy(store: Store, partial: Path, receipt_key: Path) -> None:
         # One step (all pages): one read transaction, so one moment of the store; stepped,
         # every write by the daemon meanwhile would start the copy over.
         store.db.backup(copy)
-        if receipt_key.exists():
-            # Sealed under the store's keys, as on disk. A master key rotation, which would
-            # seal it anew, waits for this command (it needs the store's keys alone).
+        files = _receipt_files(receipt_key)
+        if files:
             copy.execute(
                 f"CREATE TABLE {_FILES_TABLE} (name TEXT PRIMARY KEY, content BLOB NOT NULL)"
             )
-            copy.execute(
+            copy.executemany(
                 f"INSERT INTO {_FILES_TABLE}(name, content) VALUES (?, ?)",  # noqa: S608
-                (_RECEIPT_KEY, receipt_key.read_bytes()),
+                files,
             )
         # The copy is a file of its own: no -wal beside it to lose when it is moved.
         copy.execute("PRAGMA journal_mode=DELETE")
@@ -210,6 +212,17 @@ class _Held(NamedTuple):
     audit_hash: str
     suppressed: int
     open_requests: int
+
+
+def _receipt_files(receipt_key: Path) -> list[tuple[str, bytes]]:
+    """The signing key file (sealed under the store's keys, as on disk: a master key
+    rotation, which would seal it anew, waits for the backup, which shares the keys) and
+    the public halves of retired keys, as rows of the backup's files table."""
+    files = [(_RECEIPT_KEY, receipt_key.read_bytes())] if receipt_key.exists() else []
+    retired = retired_keys_dir(receipt_key)
+    if retired.is_dir():
+        files += [(_RETIRED + pem.name, pem.read_bytes()) for pem in sorted(retired.glob("*.pem"))]
+    return files
 
 
 def _facts(path: Path) -> _Held:
@@ -261,6 +274,7 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
                 os.replace(key_file, key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
             if key.content is not None:
                 os.replace(staged_key, key_file)
+            _put_back_retired(retired_keys_dir(key_file), key.retired)
         finally:
             _discard(preparing)
             staged_key.unlink(missing_ok=True)
@@ -274,6 +288,17 @@ class _KeyFile(NamedTuple):
 
     action: str
     content: bytes | None
+    #: Public halves of retired keys, by file name (earlier receipts verify with them).
+    retired: dict[str, bytes]
+
+
+def _put_back_retired(folder: Path, retired: dict[str, bytes]) -> None:
+    """Each retired public key the folder lacks; one it holds is left as it is."""
+    for name, content in retired.items():
+        path = folder / Path(name).name  # a name, never a path out of the folder
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
 
 
 def _write_private(path: Path, content: bytes) -> None:
@@ -397,23 +422,27 @@ def _prepare(
 def _receipt_key(store: Store, config: Config) -> _KeyFile:
     """The key file beside the store stays if it opens with the restored store's keys;
     else (a master key rotation since sealed it anew, or a lost disk took it) the backup's
-    copy takes its place; with none, the next receipt makes a new key."""
-    if receipt_key_opens(store, config):
-        return _KeyFile("kept", None)
-    saved = None
+    copy takes its place; with none, the next receipt makes a new key. Retired public keys
+    the backup holds go back where they are missing."""
+    files: dict[str, bytes] = {}
     if store.db.execute(
         "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (_FILES_TABLE,)
     ).fetchone():
-        row = store.db.execute(
-            f"SELECT content FROM {_FILES_TABLE} WHERE name=?",  # noqa: S608 - a constant
-            (_RECEIPT_KEY,),
-        ).fetchone()
-        saved = None if row is None else bytes(row[0])
+        rows = store.db.execute(f"SELECT name, content FROM {_FILES_TABLE}")  # noqa: S608
+        files = {str(name): bytes(content) for name, content in rows}
+    retired = {
+        name.removeprefix(_RETIRED): content
+        for name, content in files.items()
+        if name.startswith(_RETIRED)
+    }
+    saved = files.get(_RECEIPT_KEY)
+    if receipt_key_opens(store, config):
+        return _KeyFile("kept", None, retired)
     if saved is not None and receipt_key_opens(store, config, saved):
-        return _KeyFile("from the backup", saved)
+        return _KeyFile("from the backup", saved, retired)
     if receipt_key_path(config.store_path).exists():
-        return _KeyFile("set aside", None)
-    return _KeyFile("none", None)
+        return _KeyFile("set aside", None, retired)
+    return _KeyFile("none", None, retired)
 
 
 def _replaced_entry(current: _Current | None, replaced: Path) -> dict[str, object] | None:

@@ -53,6 +53,7 @@ __all__ = [
     "key_id",
     "load_public_key",
     "receipt_key_path",
+    "retired_keys_dir",
     "verify_receipt",
 ]
 
@@ -78,7 +79,7 @@ NOT_THIS_STORES_KEY = (
 )
 
 
-def _retired_dir(key_path: Path) -> Path:
+def retired_keys_dir(key_path: Path) -> Path:
     """Where the public halves of ``key_path``'s retired keys are kept, named after it.
 
     ``klantsync.db.receipt-signing.key`` keeps them in ``klantsync.db.receipt-keys``, and the
@@ -163,7 +164,7 @@ class ReceiptSigner:
     @property
     def retired_dir(self) -> Path:
         """Where the public halves of retired keys are kept, so old receipts still verify."""
-        return _retired_dir(self.key_path)
+        return retired_keys_dir(self.key_path)
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every public key this store has signed with, by key id (current included)."""
@@ -267,7 +268,7 @@ class ReceiptSigner:
             return
         # The retired keys first: were the key file copied and the history not, a crash in
         # between would leave old receipts unverifiable with nothing left to adopt them again.
-        history = _retired_dir(self._adopt)
+        history = retired_keys_dir(self._adopt)
         for pem in sorted(history.glob("*.pem")) if history.is_dir() else []:
             self.retired_dir.mkdir(parents=True, exist_ok=True)
             copy = self.retired_dir / pem.name

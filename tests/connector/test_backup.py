@@ -22,7 +22,7 @@ from connector.dsr import DsrService
 from connector.errors import ConfigError, StoreError
 from connector.keyset import rotate_master_key
 from connector.lock import syncing
-from connector.receipts import receipt_key_path
+from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.runtime import Runtime
 from connector.state import Store
 from tests.conftest import (
@@ -301,7 +301,8 @@ async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rota
     """The receipt signing key file lives beside the store. Lost with it, or sealed anew by a
     master key rotation after the backup was taken, it would not open with the restored
     store's keys: the backup's copy of it is put back, so receipts go on being signed with
-    the key the earlier ones name (the one that does not open is kept beside it)."""
+    the key the earlier ones name (the one that does not open is kept beside it), and the
+    public halves of retired keys with it, which verify the receipts they signed."""
     _seed(shop)
     out = tmp_path / "b.db"
     async with open_rt() as rt:
@@ -310,7 +311,8 @@ async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rota
         erased = await service.erase(OTHER_EMAIL)
         receipt = service.receipt(erased.id)
         assert receipt is not None
-        public = service.public_key_pem()
+        service.rotate_receipt_key()  # the first receipt's key is retired: its public half
+        public = service.public_key_pem()  # is what verifies that receipt from now on
         take_backup(rt.config, out)
         config = rt.config
     key_file = receipt_key_path(config.store_path)
@@ -334,7 +336,11 @@ async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rota
     for name in config.store_path.parent.glob(config.store_path.name + "*"):
         if name.is_file():
             name.unlink()
+    for name in retired_keys_dir(key_file).glob("*.pem"):
+        name.unlink()
     facts = restore_backup(config, out)
     assert facts.receipt_key == "from the backup" and facts.replaced_path is None
     async with open_rt() as rt:
-        assert DsrService(rt).public_key_pem() == public
+        service = DsrService(rt)
+        assert service.public_key_pem() == public
+        assert service.verify_receipt(receipt.encode()).ok  # signed by the retired key
