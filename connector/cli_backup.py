@@ -15,9 +15,10 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from connector.backup import restore_backup, take_backup
+from connector.backup import take_backup
 from connector.cliargs import EXIT_OK, check_writable
 from connector.config import Config
+from connector.restore import restore_backup
 
 __all__ = ["register", "run"]
 
@@ -88,10 +89,15 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
     )
     if facts.replaced_path is not None:
         console.print(f"  the store it replaced is kept as {escape(facts.replaced_path)}")
-    console.print(
-        f"  erasures since the backup stay: {facts.suppression_carried} suppression entries "
-        f"carried over, {facts.traces_deleted} rows of the people they erased deleted"
-    )
+    carried = facts.carried
+    if facts.replaced_readable:
+        console.print(
+            f"  taken over from it: {carried['suppression']} erasures since the backup (their "
+            f"{carried['traces_deleted']} rows deleted here), {carried['people']} people first "
+            f"sent somewhere since, {carried['requests']} data subject requests, "
+            f"{carried['jobs']} jobs, {carried['incidents']} incidents, {carried['bundles']} "
+            "access bundles"
+        )
     console.print(
         f"  outbox emptied ({facts.outbox_dropped} payloads): the next sync queues again "
         "whatever the systems lack"
@@ -104,10 +110,13 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
     }
     if facts.receipt_key in key_said:
         console.print(f"  receipt signing key: {key_said[facts.receipt_key]}")
-    if facts.requests_not_in_backup:
+    if facts.not_carried:
         console.print(
-            "  requests opened since the backup are only in the replaced store: "
-            + ", ".join(facts.requests_not_in_backup)
+            "[yellow]  sealed under keys this store does not have (a master key rotation since "
+            "the backup), so only in the replaced store: "
+            + escape(", ".join(facts.not_carried))
+            + "[/]",
+            markup=True,
         )
     if not facts.replaced_readable:
         gone = "there was no store" if facts.replaced_path is None else "it could not be read"

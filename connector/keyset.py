@@ -56,6 +56,7 @@ __all__ = [
     "open_keyring",
     "receipt_key_opens",
     "rotate_master_key",
+    "store_keyring",
 ]
 
 
@@ -149,11 +150,17 @@ def check_master_key(store: Store, config: Config) -> bool:
     return False
 
 
+def store_keyring(store: Store, config: Config) -> Keyring:
+    """The store's keyring under ``config``'s master key, read only (:func:`open_keyring`
+    without binding a store or adopting a key file; ConfigError as it raises)."""
+    return _bound_keyring(store, config) or Keyring(config.master_key)
+
+
 def receipt_key_opens(store: Store, config: Config, content: bytes | None = None) -> bool | None:
     """Whether the receipt signing key file beside ``config``'s store (or ``content``, a key
     file's bytes) opens with ``store``'s keys; None when there is no such file. For a
     restore: which signing key file is the restored store's?"""
-    keyring = _bound_keyring(store, config) or Keyring(config.master_key)
+    keyring = store_keyring(store, config)
     if content is None:
         return _opens_receipt_key(receipt_key_path(config.store_path), keyring)
     try:

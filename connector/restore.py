@@ -1,0 +1,311 @@
+"""Putting a backup back in place of the store, without undoing what happened since.
+
+What happened since the backup was taken is not in it, and some of it must not be undone by
+a restore: an erasure above all. When the store it replaces can still be read, the restored
+store takes over what that store knows and the backup cannot (:mod:`connector.carryover`:
+erasures, who was sent where, requests, queued jobs, ...). The outbox is emptied (what it
+held may have been delivered since; sent again, an older payload would overwrite a newer
+one): the next sync queues again what the systems lack, from the source's current data.
+
+The backup's copy is prepared beside the store and renamed over it last, so a restore that
+fails leaves the store as it was; the store it replaces is kept beside it. The receipt
+signing key file stays if it opens with the restored store's keys, and otherwise the
+backup's copy is put back (a master key rotation since sealed it anew; a lost disk took it).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import sqlite3
+from contextlib import closing, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+from connector import audit
+from connector.backup import (
+    COMPANIONS,
+    FILES_TABLE,
+    RECEIPT_KEY,
+    RETIRED,
+    STORE_RESTORED,
+    chain_head,
+    discard,
+    readable_backup,
+    refuse_store_files,
+    sync_folder,
+)
+from connector.carryover import Carried, attached, carry_over
+from connector.config import Config
+from connector.crypto import master_fingerprint
+from connector.errors import ConfigError
+from connector.keyset import check_master_key, receipt_key_opens, store_keyring
+from connector.lock import keys_alone, syncing
+from connector.receipts import receipt_key_path, retired_keys_dir
+from connector.state import Store
+
+__all__ = ["RestoreFacts", "restore_backup"]
+
+
+@dataclass(frozen=True)
+class RestoreFacts:
+    """What a restore did (counts, hashes and paths; nothing about anyone)."""
+
+    backup_sha256: str
+    backup_audit_seq: int
+    #: Where the store that was replaced now is; None when there was none.
+    replaced_path: str | None
+    #: Whether that store could be read (one that cannot hands nothing over).
+    replaced_readable: bool
+    #: What was taken over from it, by kind (see :class:`connector.carryover.Carried`).
+    carried: dict[str, int]
+    outbox_dropped: int
+    #: What it holds sealed under keys the restored store does not have ("request <id>").
+    not_carried: list[str] = field(default_factory=list)
+    #: The receipt signing key file: "kept", "from the backup", "set aside" (not this
+    #: store's, and the backup has none: the next receipt makes a new key) or "none".
+    receipt_key: str = "none"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = None) -> RestoreFacts:
+    """Put ``backup`` in place of the store, keeping what happened since (see the module).
+
+    No daemon, sync or other command may have the store open. The backup file itself is
+    not changed.
+
+    Raises:
+        ConfigError: ``backup`` is not a klantsync store backup, is damaged, is the store
+            itself, or does not open with the configured master key.
+        StoreError: the store is in use.
+    """
+    store_path = config.store_path
+    refuse_store_files(config, backup, "--from")
+    sha = readable_backup(backup)
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    preparing = store_path.with_name(f"{store_path.name}.restoring")
+    replaced = store_path.with_name(f"{store_path.name}.replaced-{stamp}")
+    key_file = receipt_key_path(store_path)
+    staged_key = key_file.with_name(key_file.name + ".restoring")
+    with syncing(store_path, "restore"), keys_alone(store_path):
+        current = _read_current(store_path) if store_path.exists() else None
+        discard(preparing)
+        try:
+            key = _prepare(config, backup, preparing, sha, current, replaced)
+            if key.content is not None:
+                _write_private(staged_key, key.content)
+            if current is not None:
+                _set_aside(store_path, replaced)
+            os.replace(preparing, store_path)
+            if key.action in ("from the backup", "set aside") and key_file.exists():
+                # Not this store's (sealed under keys a rotation made since): kept, not lost.
+                os.replace(key_file, key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
+            if key.content is not None:
+                os.replace(staged_key, key_file)
+            _put_back_retired(retired_keys_dir(key_file), key.retired)
+        finally:
+            discard(preparing)
+            staged_key.unlink(missing_ok=True)
+        sync_folder(store_path.parent)
+    return _restored_facts(store_path, sha, current, replaced)
+
+
+@dataclass
+class _Current:
+    """The store being replaced: whether it reads, and its audit chain's head."""
+
+    readable: bool
+    audit_seq: int = 0
+    audit_hash: str = ""
+
+
+def _read_current(store_path: Path) -> _Current:
+    """Whether the store reads (its tables are read without keys: HMAC ids, hashes and
+    sealed blobs), and its audit head.
+
+    Its log is checkpointed first, so the main file alone holds every transaction: that
+    is the file set aside, and a crash before the rename leaves it whole where it was.
+    """
+    try:
+        with closing(sqlite3.connect(store_path, isolation_level=None)) as db:
+            db.execute("PRAGMA busy_timeout=5000")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            db.execute("SELECT COUNT(*) FROM suppression").fetchone()
+            seq, digest = chain_head(db)
+    except sqlite3.Error:
+        return _Current(False)
+    return _Current(True, seq, digest)
+
+
+class _KeyFile(NamedTuple):
+    """What becomes of the receipt signing key file beside the store, and the bytes to put
+    there when it is the backup's."""
+
+    action: str
+    content: bytes | None
+    #: Public halves of retired keys, by file name (earlier receipts verify with them).
+    retired: dict[str, bytes]
+
+
+def _prepare(
+    config: Config,
+    backup: Path,
+    preparing: Path,
+    sha: str,
+    current: _Current | None,
+    replaced: Path,
+) -> _KeyFile:
+    """The backup's copy at ``preparing``: migrated, checked against the master key, what
+    the replaced store knows since taken over, the outbox emptied, the restore audited; and
+    what to do with the receipt signing key file."""
+    fd = os.open(preparing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    with (
+        closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as source,
+        closing(sqlite3.connect(preparing, isolation_level=None)) as copy,
+    ):
+        source.backup(copy)
+    store = Store(preparing)  # migrates a backup taken by an older version
+    try:
+        try:
+            check_master_key(store, config)
+        except ConfigError:
+            raise ConfigError(
+                "--from",
+                "",
+                f"{backup} does not open with the master key keys.source names (fingerprint "
+                f"{master_fingerprint(config.master_key)}): set keys.source to the key the "
+                "store was kept under when the backup was taken",
+            ) from None
+        head = audit.chain_state(store).head_seq
+        key = _receipt_key(store, config)
+        carried = Carried()
+        readable = current is not None and current.readable
+        with (
+            attached(store, config.store_path) if readable else nullcontext(),
+            store.transaction() as db,
+        ):
+            if readable:
+                carried = carry_over(store, store_keyring(store, config))
+            dropped = db.execute("DELETE FROM outbox").rowcount
+            counts = {k: v for k, v in asdict(carried).items() if k != "not_carried"}
+            audit.append(
+                store,
+                STORE_RESTORED,
+                {
+                    "backup_sha256": sha,
+                    "backup_audit_seq": head,
+                    "replaced": _replaced_entry(current, replaced),
+                    "carried": counts,
+                    "not_carried": carried.not_carried,
+                    "outbox_dropped": dropped,
+                    "receipt_key": key.action,
+                },
+            )
+            db.execute(f"DROP TABLE IF EXISTS {FILES_TABLE}")
+        store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        store.close()
+    with open(preparing, "rb") as written:
+        os.fsync(written.fileno())
+    return key
+
+
+def _receipt_key(store: Store, config: Config) -> _KeyFile:
+    """The key file beside the store stays if it opens with the restored store's keys;
+    else (a master key rotation since sealed it anew, or a lost disk took it) the backup's
+    copy takes its place; with none, the next receipt makes a new key. Retired public keys
+    the backup holds go back where they are missing."""
+    files: dict[str, bytes] = {}
+    if store.db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (FILES_TABLE,)
+    ).fetchone():
+        rows = store.db.execute(f"SELECT name, content FROM {FILES_TABLE}")  # noqa: S608
+        files = {str(name): bytes(content) for name, content in rows}
+    retired = {
+        name.removeprefix(RETIRED): content
+        for name, content in files.items()
+        if name.startswith(RETIRED)
+    }
+    saved = files.get(RECEIPT_KEY)
+    if receipt_key_opens(store, config):
+        return _KeyFile("kept", None, retired)
+    if saved is not None and receipt_key_opens(store, config, saved):
+        return _KeyFile("from the backup", saved, retired)
+    if receipt_key_path(config.store_path).exists():
+        return _KeyFile("set aside", None, retired)
+    return _KeyFile("none", None, retired)
+
+
+def _put_back_retired(folder: Path, retired: dict[str, bytes]) -> None:
+    """Each retired public key the folder lacks; one it holds is left as it is."""
+    for name, content in retired.items():
+        path = folder / Path(name).name  # a name, never a path out of the folder
+        if not path.exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "wb") as f:
+        f.write(content)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _replaced_entry(current: _Current | None, replaced: Path) -> dict[str, object] | None:
+    if current is None:
+        return None
+    if not current.readable:
+        return {"file": replaced.name, "readable": False}
+    return {
+        "file": replaced.name,
+        "readable": True,
+        "audit_seq": current.audit_seq,
+        "audit_hash": current.audit_hash,
+    }
+
+
+def _set_aside(store_path: Path, replaced: Path) -> None:
+    """Keep the replaced store (and its -wal, which holds its last transactions) beside it.
+
+    Linked first: until the backup's copy is renamed over it, the store is still where it
+    was, so a crash here leaves it in use, not missing (a missing store would be made anew,
+    empty, by the next command: every customer new, nobody suppressed).
+    """
+    try:
+        os.link(store_path, replaced)
+    except OSError:  # a file system without hard links
+        shutil.copy2(store_path, replaced)
+    for suffix in COMPANIONS:
+        companion = store_path.with_name(store_path.name + suffix)
+        if companion.exists():
+            # The -wal belongs to the old main file: left beside the new one, SQLite would
+            # read it into the restored store.
+            os.replace(companion, replaced.with_name(replaced.name + suffix))
+
+
+def _restored_facts(
+    store_path: Path, sha: str, current: _Current | None, replaced: Path
+) -> RestoreFacts:
+    with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+        (data,) = db.execute(
+            "SELECT data FROM audit WHERE kind=? ORDER BY seq DESC LIMIT 1", (STORE_RESTORED,)
+        ).fetchone()
+    entry = json.loads(data)
+    return RestoreFacts(
+        backup_sha256=sha,
+        backup_audit_seq=int(entry["backup_audit_seq"]),
+        replaced_path=None if current is None else str(replaced),
+        replaced_readable=current is not None and current.readable,
+        carried={str(k): int(v) for k, v in entry["carried"].items()},
+        outbox_dropped=int(entry["outbox_dropped"]),
+        not_carried=[str(n) for n in entry["not_carried"]],
+        receipt_key=str(entry["receipt_key"]),
+    )

@@ -1,0 +1,292 @@
+"""Restoring a backup: what happened since is kept (erasures first), a failure changes nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import audit, backup
+from connector.backup import take_backup
+from connector.cli import main
+from connector.config import load_config
+from connector.crypto import decode_master_key, generate_master_key
+from connector.dsr import DsrService
+from connector.errors import ConfigError, StoreError
+from connector.keyset import rotate_master_key
+from connector.lock import syncing
+from connector.receipts import receipt_key_path, retired_keys_dir
+from connector.restore import restore_backup
+from connector.runtime import Runtime
+from connector.state import Store
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    RuntimeFactory,
+)
+from tests.connector.test_backup import OTHER_EMAIL, rows, seed, sha256
+
+
+async def test_a_restore_keeps_everyone_erased_since_the_backup_out(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """Backed up, then a customer is erased, then the backup is restored: the restored store
+    suppresses them and holds none of their rows, so the shop restoring a backup of its own
+    does not bring them back (without the suppression carried over it would), and it holds
+    the erasure's request with its signed receipt."""
+    seed(shop)
+    out = tmp_path / "before-erasure.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
+        config = rt.config
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    facts = restore_backup(config, out)
+    assert facts.carried["suppression"] >= 1 and facts.carried["traces_deleted"] > 0
+    assert facts.carried["requests"] == 1 and facts.not_carried == []
+    assert facts.replaced_readable and facts.replaced_path is not None
+    assert rows(Path(facts.replaced_path), "SELECT id FROM dsr_requests") == [(view.id,)]
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)  # the shop's backup
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert [v.id for v in service.list()] == [view.id]
+        receipt = service.receipt(view.id)
+        assert receipt is not None and service.verify_receipt(receipt.encode()).ok
+        assert rt.store.suppressed([subject]) == {subject}
+        assert rt.store.subject_numbers([subject]) == {}
+        (report,) = await rt.engine.sync(full=True)
+        assert report.suppressed == 1
+        assert not crm.holds(CANARY_EMAIL) and crm.holds(OTHER_EMAIL)
+        assert audit.verify(rt.store).ok
+        (entry,) = [e for e in audit.entries(rt.store) if e.kind == backup.STORE_RESTORED]
+        assert entry.data["backup_sha256"] == sha256(out) == facts.backup_sha256
+        assert entry.data["replaced"]["readable"] is True
+
+
+async def test_a_restore_empties_the_outbox_and_the_next_sync_sends_what_is_missing(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """A backup taken while HubSpot was down holds queued payloads. They are not sent from
+    the restored store (delivered since, they would be older than what HubSpot holds); the
+    next sync queues again whoever HubSpot lacks, and each customer is there once."""
+    seed(shop)
+    out = tmp_path / "with-a-backlog.db"
+    async with open_rt() as rt:
+        crm.faults.down = True
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 2
+        take_backup(rt.config, out)
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.outbox_dropped == 2 and facts.replaced_path is not None
+    crm.faults.down = False
+    async with open_rt() as rt:
+        assert rt.store.outbox_count() == 0
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 0
+    assert crm.holds(CANARY_EMAIL) and crm.holds(OTHER_EMAIL)
+    assert crm.contact_count() == 2
+
+
+async def test_a_restore_refuses_while_a_sync_or_the_daemon_holds_the_store(
+    shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    seed(shop)
+    await rt.engine.sync()
+    out = tmp_path / "b.db"
+    take_backup(rt.config, out)
+    with syncing(rt.config.store_path, "daemon"), pytest.raises(StoreError, match="daemon"):
+        restore_backup(rt.config, out)
+    # And the other way round: a sync started during a restore is told what runs.
+    with (
+        syncing(rt.config.store_path, "restore"),
+        pytest.raises(StoreError, match="a backup"),
+        syncing(rt.config.store_path, "sync"),
+    ):
+        pass
+    assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
+
+
+async def test_restore_refuses_what_is_not_a_backup_of_this_store_and_changes_nothing(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
+) -> None:
+    """Not a file, not SQLite, another application's database, a damaged copy, the store
+    itself, a backup under another master key: each is refused naming --from (exit 2), and
+    the store is as it was."""
+    seed(shop)
+    good = tmp_path / "good.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, good)
+        config = rt.config
+    store_path = config.store_path
+    before = sha256(store_path)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a store")
+    foreign = tmp_path / "other-app.db"
+    with closing(sqlite3.connect(foreign)) as db:
+        db.execute("CREATE TABLE orders (id INTEGER)")
+        db.commit()
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(good.read_bytes())
+    for at in range(4096 * 2, len(data), 4096):  # every page after the first two
+        data[at + 100 : at + 400] = bytes(300)
+    damaged.write_bytes(bytes(data))
+    cases = {
+        tmp_path / "missing.db": "not a file",
+        text: "not a klantsync store",
+        foreign: "not a klantsync store",
+        damaged: "damaged",
+        store_path: "the store itself",
+    }
+    for path, said in cases.items():
+        with pytest.raises(ConfigError, match=said) as caught:
+            restore_backup(config, path)
+        assert caught.value.file == "--from", path
+    other_key = config_path.parent / "other.key"
+    other_key.write_text(generate_master_key())
+    text_config = config_path.read_text().replace("file:master.key", "file:other.key")
+    elsewhere = config_path.with_name("other.toml")
+    elsewhere.write_text(text_config)
+    with pytest.raises(ConfigError, match=r"keys\.source") as caught:
+        restore_backup(load_config(elsewhere), good)
+    assert caught.value.file == "--from"
+    assert sha256(store_path) == before
+    assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
+
+
+async def test_a_restore_that_fails_on_the_way_leaves_the_store_in_place(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The copy is prepared beside the store and renamed over it last: a failure before
+    (here the audit entry cannot be written) leaves the store where it was, whole."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        await DsrService(rt).erase(CANARY_EMAIL)
+        config = rt.config
+
+    def fails(*_args: Any, **_kwargs: Any) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(audit, "append", fails)
+        with pytest.raises(sqlite3.OperationalError):
+            restore_backup(config, out)
+    store = Store(config.store_path)
+    try:
+        assert len(store.db.execute("SELECT id FROM dsr_requests").fetchall()) == 1
+    finally:
+        store.close()
+    assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
+
+
+async def test_restore_with_no_store_says_erasures_since_cannot_be_kept(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk that held the store was lost: the backup goes in its place, and the command
+    says that nobody erased since the backup could be carried over; so too when the store
+    it replaces cannot be read. `status` shows the backup."""
+    seed(shop)
+    out = tmp_path / "offsite" / "b.db"
+
+    async with open_rt() as rt:
+        await rt.engine.sync()
+    assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 0
+    assert "backup written" in capsys.readouterr().out
+    store_path = load_config(config_path).store_path
+    for name in store_path.parent.glob(store_path.name + "*"):
+        name.unlink()
+    assert main(["-c", str(config_path), "restore", "--from", str(out), "--json"]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["replaced_path"] is None and facts["replaced_readable"] is False
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "kept as" in said and "no erasure made since the backup" not in said
+    assert rows(store_path, "SELECT COUNT(*) FROM subjects") == [(2,)]
+    assert main(["-c", str(config_path), "status", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)["last_backup"]
+    assert shown["backup"] is None and shown["restore"]["sha256"] == sha256(out)
+    assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 0
+    assert main(["-c", str(config_path), "status"]) == 0
+    said = capsys.readouterr().out
+    assert "last backup: " in said and sha256(out)[:16] in said and "restored " in said
+    store_path.write_bytes(b"damaged beyond reading" * 100)
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "it could not be read" in said and "erase again" in said
+
+
+async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rotation(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
+) -> None:
+    """The receipt signing key file lives beside the store. Lost with it, or sealed anew by a
+    master key rotation after the backup was taken, it would not open with the restored
+    store's keys: the backup's copy of it is put back, so receipts go on being signed with
+    the key the earlier ones name (the one that does not open is kept beside it), and the
+    public halves of retired keys with it, which verify the receipts they signed."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        erased = await service.erase(OTHER_EMAIL)
+        receipt = service.receipt(erased.id)
+        assert receipt is not None
+        service.rotate_receipt_key()  # the first receipt's key is retired: its public half
+        public = service.public_key_pem()  # is what verifies that receipt from now on
+        take_backup(rt.config, out)
+        config = rt.config
+    key_file = receipt_key_path(config.store_path)
+    # A master key rotation after the backup: the key file is sealed anew.
+    new_key = config_path.parent / "new.key"
+    new_key.write_text(generate_master_key())
+    store = Store(config.store_path)
+    try:
+        rotate_master_key(store, config, decode_master_key(new_key.read_text()))
+    finally:
+        store.close()
+    facts = restore_backup(config, out)  # under the key the backup was taken with
+    assert facts.receipt_key == "from the backup"
+    assert list(key_file.parent.glob(key_file.name + ".replaced-*"))
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.public_key_pem() == public
+        assert service.verify_receipt(receipt.encode()).ok
+        assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    # The disk is lost: store and key file gone; the backup alone brings both back.
+    for name in config.store_path.parent.glob(config.store_path.name + "*"):
+        if name.is_file():
+            name.unlink()
+    for name in retired_keys_dir(key_file).glob("*.pem"):
+        name.unlink()
+    facts = restore_backup(config, out)
+    assert facts.receipt_key == "from the backup" and facts.replaced_path is None
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.public_key_pem() == public
+        assert service.verify_receipt(receipt.encode()).ok  # signed by the retired key
