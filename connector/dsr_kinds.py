@@ -474,7 +474,8 @@ class KindRunner:
         # Each system's id for the person, under any address they had: one who changed it in
         # the shop since the last sync is held elsewhere under the former.
         ids: dict[str, str] = {}
-        for sid in await self.person(manifest["email"], row.subject_id):
+        person = await self.person(manifest["email"], row.subject_id)
+        for sid in person:
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
         outcomes = await _settle(
@@ -483,6 +484,16 @@ class KindRunner:
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
             raise crashed[0]
+        settled = {s.system: s.status for s in self.db.systems(row.id)}
+        if any(settled.get(name) == "done" for name in self._sources()):
+            # The source holds the correction now, and the systems hold it too; but the
+            # hashes say what was last sent from the source, the values before it. A change
+            # back to those values in the source would then look like no change at all, and
+            # the systems would keep the correction. So the next sync sends the person
+            # again. (A source klantsync only reads keeps its values and its hashes: the
+            # correction stays until the person changes there.)
+            with self.rt.store.transaction():
+                self.db.resend_on_next_sync(person)
 
     async def _rectify_system(
         self, row: RequestRow, name: str, manifest: dict[str, Any], external: str | None

@@ -40,6 +40,9 @@ SYSTEM_STATUSES = frozenset(
 )
 
 #: A request is complete when every system is in one of these.
+#: A delivered hash no payload has: the next sync sends the person again (see
+#: :meth:`DsrStore.resend_on_next_sync`).
+RESEND = "resend"
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped"})
 
 _REQUEST_COLUMNS = (
@@ -276,6 +279,20 @@ class DsrStore:
             ],
             "suppression": self.suppression(subject_id),
         }
+
+    def resend_on_next_sync(self, subject_ids: Sequence[str]) -> int:
+        """Make the next sync send the subjects' current data to every system again.
+
+        Their delivered hashes are set to a value no payload hashes to (the row stays: it
+        also says they were sent there, which a withdrawal of consent needs). Returns how
+        many rows were marked.
+        """
+        where, params = self.store.by_subject("delivered", subject_ids)
+        cur = self.db.execute(
+            f"UPDATE delivered SET payload_hash = ? WHERE {where}",  # noqa: S608 - marks only
+            (RESEND, *params),
+        )
+        return int(cur.rowcount)
 
     def queued_payloads(self, subject_ids: Sequence[str]) -> list[tuple[str, bytes]]:
         """(system, sealed payload) of every outbox row queued for ``subject_ids``."""

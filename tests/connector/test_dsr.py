@@ -28,6 +28,7 @@ from connector.dsr import (
     summary,
 )
 from connector.dsr_input import checked_phone
+from connector.dsr_store import RESEND
 from connector.runtime import Runtime
 from connector.state import PER_SYSTEM_TABLES
 from tests.conftest import (
@@ -714,9 +715,10 @@ async def test_rectify_pushes_mapped_fields_to_every_system_that_receives_them(
     assert crm_record is not None and crm_record["properties"]["city"] == "Amersfoort"
     assert shop_record is not None and shop_record["billing"]["city"] == "Amersfoort"
     assert shop_record["billing"]["postcode"] == "3811 AA"
-    # What the shop last sent stays the CRM's last-delivered payload: the shop was corrected,
-    # so its next sync sends the new city; a source that was not would send nothing.
-    assert rt.store.page_hashes(["crm"], [sid])[1] == delivered
+    # The shop was corrected, so its next sync sends the person again, whatever the shop
+    # holds then (a source that was not corrected keeps its hashes: see
+    # test_a_correction_stands_when_the_source_cannot_be_written).
+    assert rt.store.page_hashes(["crm"], [sid])[1] == {"crm": {sid: RESEND}}
     systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
     assert systems["crm"]["fields"] == ["city"]
     assert systems["shop"]["fields"] == ["city", "postcode"]
@@ -870,6 +872,32 @@ async def test_a_correction_asked_under_a_new_address_joins_the_one_open_under_t
     assert not crm.holds(CANARY_EMAIL)
     customer = shop.record_for(moved)
     assert customer is not None and customer["first_name"] == "Anna"
+
+
+async def test_a_change_back_in_the_shop_after_a_correction_reaches_every_system(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Synced under one name, corrected to Bram (shop and CRM), then changed back to the
+    first name in the shop before the next sync: that sync sends it. It used to find the
+    payload's hash the one last sent and send nothing, so the CRM kept Bram (the fan-out
+    model found it). Left alone after a correction, the person is sent once more, then not."""
+    await seeded(shop, rt)
+    assert (await DsrService(rt).rectify(CANARY_EMAIL, {"first_name": "Bram"})).status == (
+        "completed"
+    )
+    shop.touch(CANARY_EMAIL, first_name=CANARY_NAME)  # back to what it was
+    await rt.engine.sync()
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["firstname"] == CANARY_NAME
+    assert (await DsrService(rt).rectify(CANARY_EMAIL, {"first_name": "Bram"})).status == (
+        "completed"
+    )
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].queued == 1
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].queued == 0
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["firstname"] == "Bram"
 
 
 async def test_the_same_correction_asked_again_is_one_request_sent_everywhere_again(
