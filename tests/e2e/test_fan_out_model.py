@@ -5,7 +5,8 @@ consent in play: Mailchimp receives only customers who opted in to marketing; on
 out after being sent is unsubscribed there and sent nothing else; one who never opted in is
 never there; one who opts in again stays unsubscribed (Mailchimp lets nobody but the person,
 through its own form, re-subscribe someone who unsubscribed) with their names kept current.
-An erasure removes the person from all three, under every address they had.
+An erasure removes the person from all three, under every address they had. The store may
+be backed up and restored between any two steps: nothing of that changes.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from connector.backup import take_backup
 from connector.dsr import DsrService
 from connector.loop import new_event_loop
+from connector.restore import restore_backup
 from connector.runtime import open_runtime
 from tests.conftest import VirtualTime
 from tests.e2e.test_multi_system import LISTS, World, write_config
@@ -66,11 +69,10 @@ class FanOutModel(RuleBasedStateMachine):
         self.world = World()
         self.config = write_config(self.directory, self.world)
         self.loop = new_event_loop()
-        time = VirtualTime()
-        self.context = open_runtime(
-            self.config, transports=self.world.transports(), sleep=time.sleep, clock=time.clock
-        )
-        self.rt = self.loop.run_until_complete(self.context.__aenter__())
+        self._open()
+        #: The last backup taken of the store, if any.
+        self.backup: Path | None = None
+        self.backups = 0
         self.everyone: list[Customer] = []
         #: Erased while Pipedrive was down: their requests are open until retried.
         self.pending: list[Customer] = []
@@ -79,6 +81,13 @@ class FanOutModel(RuleBasedStateMachine):
         self.next_address = 0
         self.access_requests = 0
         self.synced = True
+
+    def _open(self) -> None:
+        time = VirtualTime()
+        self.context = open_runtime(
+            self.config, transports=self.world.transports(), sleep=time.sleep, clock=time.clock
+        )
+        self.rt = self.loop.run_until_complete(self.context.__aenter__())
 
     def teardown(self) -> None:
         self.loop.run_until_complete(self.context.__aexit__(None, None, None))
@@ -191,6 +200,22 @@ class FanOutModel(RuleBasedStateMachine):
         customer.first_name = first_name
         self.corrections_open = True
         self.synced = False  # Pipedrive holds the old name until a sync or the retry
+
+    @rule()
+    def the_store_is_backed_up(self) -> None:
+        self.backups += 1
+        self.backup = self.directory / f"backup-{self.backups}.db"
+        take_backup(self.rt.config, self.backup)
+
+    @precondition(lambda self: self.backup is not None)
+    @rule()
+    def the_store_is_restored_from_the_last_backup(self) -> None:
+        """What happened since the backup is not undone: erasures, who was sent where, open
+        requests. Every invariant goes on holding, as after any other step."""
+        assert self.backup is not None
+        self.loop.run_until_complete(self.context.__aexit__(None, None, None))
+        restore_backup(self.rt.config, self.backup)
+        self._open()
 
     @precondition(lambda self: bool(self.pending) or self.corrections_open)
     @rule()
