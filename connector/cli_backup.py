@@ -36,12 +36,14 @@ def register(subparsers: Any) -> None:
     backup.add_argument("--json", action="store_true", help="machine-readable output")
     restore = subparsers.add_parser(
         "restore",
-        help="put a backup in place of the store, keeping every erasure made since "
+        help="put a backup in place of the store, keeping what happened since "
         "(stop the daemon first)",
-        description="Put a backup in place of the store. People erased since the backup was "
-        "taken stay erased (the replaced store's suppression list is carried over), the "
-        "outbox is emptied (the next sync queues again what the systems lack), and the "
-        "replaced store is kept beside it.",
+        description="Put a backup in place of the store. The sync's bookkeeping goes back to "
+        "the backup; what happened since does not: from the replaced store, when it can be "
+        "read, the restored one takes erasures, who was first sent where, data subject "
+        "requests, queued jobs, webhook ids, bundles and incidents. The outbox is emptied "
+        "(the next sync queues again what the systems lack), and the replaced store is kept "
+        "beside it.",
     )
     restore.add_argument(
         "--from", dest="source", required=True, type=Path, help="the backup file to restore"
@@ -65,7 +67,7 @@ def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
         print(json.dumps(facts.as_dict()))
         return EXIT_OK
     size = facts.bytes / 1_000_000
-    console.print(f"backup written: {facts.path} ({size:.1f} MB, sha256 {facts.sha256})")
+    console.print(f"backup written: {escape(facts.path)} ({size:.1f} MB, sha256 {facts.sha256})")
     console.print(
         f"  the store as of {facts.taken_at}: schema {facts.schema_version}, audit chain "
         f"to entry {facts.audit_seq} ({facts.audit_hash[:16]}), {facts.suppressed} "
@@ -112,8 +114,8 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         console.print(f"  receipt signing key: {key_said[facts.receipt_key]}")
     if facts.not_carried:
         console.print(
-            "[yellow]  sealed under keys this store does not have (a master key rotation since "
-            "the backup), so only in the replaced store: "
+            "[yellow]  not taken over (sealed under keys a master key rotation made since the "
+            "backup, or a store of another klantsync version), so only in the replaced store: "
             + escape(", ".join(facts.not_carried))
             + "[/]",
             markup=True,

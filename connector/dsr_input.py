@@ -14,7 +14,7 @@ from connector.mapping import SystemMapping
 from connector.model import CANONICAL_FIELDS, normalise_email
 from connector.transforms import make_transform
 
-__all__ = ["checked_email", "checked_fields", "checked_phone", "e164"]
+__all__ = ["checked_email", "checked_fields", "checked_phone"]
 
 
 def checked_email(email: str) -> str:
@@ -48,7 +48,7 @@ def checked_fields(
     return dict(fields)
 
 
-def e164(phone: str, region: str = "NL") -> str | None:
+def _e164(phone: str, region: str) -> str | None:
     """A phone number as E.164 (one without a country code read in ``region``), if it is one."""
     transform = make_transform("phone", region)
     assert transform is not None
@@ -64,7 +64,7 @@ def checked_phone(phone: str, regions: Iterable[str]) -> str:
     valid-looking number: that number would be suppressed and the person's own would not.
     So where the shops differ and the readings do too, the number needs its country code.
     """
-    readings = {region: e164(phone, region) for region in sorted(set(regions)) or ["NL"]}
+    readings = {region: _e164(phone, region) for region in sorted(set(regions)) or ["NL"]}
     numbers = set(readings.values())
     if None in numbers:
         where = " or ".join(readings)
