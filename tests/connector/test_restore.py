@@ -290,3 +290,38 @@ async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rota
         service = DsrService(rt)
         assert service.public_key_pem() == public
         assert service.verify_receipt(receipt.encode()).ok  # signed by the retired key
+
+
+async def test_what_a_rotation_since_sealed_anew_is_named_not_taken_over(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    config_path: Path,
+) -> None:
+    """An erasure opened after the backup (the CRM was down), then a master key rotation:
+    its manifest is sealed under keys the backup does not have. The restore (under the key
+    the backup was taken with) still takes over its suppression entry, which needs no key,
+    and names the request instead of taking it; the command says so."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        crm.faults.down = True
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        crm.faults.down = False
+        assert view.is_open
+        config = rt.config
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    store = Store(config.store_path)
+    try:
+        rotate_master_key(store, config, decode_master_key(generate_master_key()))
+    finally:
+        store.close()
+    facts = restore_backup(config, out)
+    assert facts.not_carried == [f"request {view.id}"] and facts.carried["requests"] == 0
+    assert facts.carried["suppression"] >= 1
+    async with open_rt() as rt:
+        assert rt.store.suppressed([subject]) == {subject}
+        assert DsrService(rt).list() == []
