@@ -140,3 +140,13 @@ def test_rolling_rate_judges_a_bursty_client_by_its_windows() -> None:
     assert rolling_rate(times, 10.0, 13.0, 10.0) == len(short) / 3.0
     # A client that sends half as much reads half.
     assert abs(rolling_rate(times[::2], 5.0, 44.9, 10.0) - 9.5) < 0.5
+
+
+def test_backup_benchmark_runs(tmp_path: Path) -> None:
+    """bench_backup fills, backs up, moves on and restores a small store, losing nothing."""
+    from benchmarks.bench_backup import main
+
+    figures = main(300, directory=tmp_path)
+    assert figures["people_carried"] == 30 and figures["erasures_carried"] == 100
+    assert figures["customers_known_after"] == figures["expected_known_after"] == 230
+    assert figures["backup_seconds"] > 0 and figures["restore_seconds"] > 0
