@@ -89,7 +89,7 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
     sha = readable_backup(backup)
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     preparing = store_path.with_name(f"{store_path.name}.restoring")
-    replaced = store_path.with_name(f"{store_path.name}.replaced-{stamp}")
+    replaced = _free_name(store_path.with_name(f"{store_path.name}.replaced-{stamp}"))
     key_file = receipt_key_path(store_path)
     staged_key = key_file.with_name(key_file.name + ".restoring")
     with syncing(store_path, "restore"), keys_alone(store_path):
@@ -113,6 +113,16 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
             staged_key.unlink(missing_ok=True)
         sync_folder(store_path.parent)
     return _restored_facts(store_path, sha, current, replaced)
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``-3``... if taken (a restore cut short and run again within
+    the same second left its link to the store it was replacing)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 @dataclass

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -325,3 +326,95 @@ async def test_what_a_rotation_since_sealed_anew_is_named_not_taken_over(
     async with open_rt() as rt:
         assert rt.store.suppressed([subject]) == {subject}
         assert DsrService(rt).list() == []
+
+
+class _Killed(BaseException):
+    """The process stops here (not an Exception: nothing handles it as a failure)."""
+
+
+async def test_a_restore_stopped_at_any_step_leaves_a_whole_store_and_runs_again(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopped before or after each file step and commit a restore makes, in turn: the
+    store's path always holds a whole store, the one it was or the restored one, never none
+    (the next command would make an empty one: everyone new, nobody suppressed); and the
+    restore run again finishes, keeping the erasure made after the backup."""
+    import connector.restore as restore_module
+
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        config = rt.config
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    pristine = tmp_path / "pristine"
+    pristine.mkdir()
+    folder = config.store_path.parent
+    for name in folder.iterdir():
+        if name.is_file():
+            (pristine / name.name).write_bytes(name.read_bytes())
+    count, at = [0], [0]
+
+    def step() -> None:
+        count[0] += 1
+        if count[0] == at[0]:
+            raise _Killed
+
+    def stopping(real: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            step()
+            result = real(*args, **kwargs)
+            step()
+            return result
+
+        return wrapper
+
+    targets = [
+        (os, "replace"),
+        (os, "link"),
+        (restore_module, "_write_private"),
+        (restore_module, "_put_back_retired"),
+        (restore_module, "carry_over"),
+        (restore_module, "_read_current"),
+        (Store, "transaction"),
+    ]
+    moments = None
+    while moments is None or at[0] < moments:
+        at[0] += 1
+        for name in list(folder.iterdir()):
+            if name.is_file() and name.parent == folder:
+                name.unlink()
+        for name in pristine.iterdir():
+            (folder / name.name).write_bytes(name.read_bytes())
+        count[0] = 0
+        with monkeypatch.context() as patched:
+            for owner, attribute in targets:
+                patched.setattr(owner, attribute, stopping(getattr(owner, attribute)))
+            if moments is None:
+                at[0] = 0  # a first run to count the moments
+            with suppress(_Killed):
+                restore_backup(config, out)
+        if moments is None:
+            moments, at[0] = count[0], 0
+            continue
+        # Whichever store is there now, the one it was or the restored one, it is whole and
+        # holds the erasure made after the backup.
+        store = Store(config.store_path)
+        try:
+            assert store.suppressed([subject]) == {subject}, at
+            requests = [r[0] for r in store.db.execute("SELECT id FROM dsr_requests")]
+            assert requests == [view.id], at
+        finally:
+            store.close()
+        restore_backup(config, out)
+        async with open_rt() as rt:
+            assert rt.store.suppressed([subject]) == {subject}, at
+            assert [v.id for v in DsrService(rt).list()] == [view.id], at
+            assert audit.verify(rt.store).ok, at
+    assert moments > 10, moments
