@@ -5,9 +5,10 @@ A hypothesis state machine drives a shop and a CRM (both sandboxes, in process) 
 sequence of: a customer added, renamed, or given a new e-mail address; a customer erased
 (through the data subject request service, as `klantsync dsr erase` does); a backup restored
 that brings an erased customer back into the shop; a sync, a sync the CRM fails halfway
-through, and a restart. After every sync that ran to its end, the CRM must hold exactly the
-shop's customers who were never erased, each once, with the names the shop has now, and
-nobody who was erased under any of the addresses they ever had.
+through, a restart, and the connector's store backed up and restored. After every sync
+that ran to its end, the CRM must hold exactly the shop's customers who were never erased,
+each once, with the names the shop has now, and nobody who was erased under any of the
+addresses they ever had.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ from hypothesis.stateful import (
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.backup import take_backup
 from connector.dsr import DsrService
 from connector.loop import new_event_loop
+from connector.restore import restore_backup
 from connector.runtime import open_runtime
 from connector.targeted import sync_subjects
 from tests.conftest import ENV, VirtualTime, write_config
@@ -76,6 +79,9 @@ class SyncModel(RuleBasedStateMachine):
         #: Erased while the CRM was down: their requests are open until retried.
         self.pending: list[Person] = []
         self.synced = True  # the CRM is expected to match the model (no sync cut short since)
+        #: The last backup taken of the store, if any.
+        self.backup: Path | None = None
+        self.backups = 0
         self._open()
 
     # -- the runtime --------------------------------------------------------------------------
@@ -250,6 +256,22 @@ class SyncModel(RuleBasedStateMachine):
     @rule()
     def a_restart(self) -> None:
         self._close()
+        self._open()
+
+    @rule()
+    def the_store_is_backed_up(self) -> None:
+        self.backups += 1
+        self.backup = self.directory / f"backup-{self.backups}.db"
+        take_backup(self.rt.config, self.backup)
+
+    @precondition(lambda self: self.backup is not None)
+    @rule()
+    def the_store_is_restored_from_the_last_backup(self) -> None:
+        """The connector's store goes back to a backup: address changes, erasures (open ones
+        included) and the CRM's contacts made since must all come out as before."""
+        assert self.backup is not None
+        self._close()
+        restore_backup(self.rt.config, self.backup)
         self._open()
 
     # -- what must hold -----------------------------------------------------------------------
