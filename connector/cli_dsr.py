@@ -25,6 +25,7 @@ from connector.cliargs import (
 )
 from connector.dsr import DsrService, DsrUsageError, RequestView
 from connector.loop import run as run_loop
+from connector.readmit import readmit
 from connector.runtime import open_runtime
 
 __all__ = ["register", "run"]
@@ -83,6 +84,19 @@ def register(subparsers: Any) -> None:
         metavar="FIELD=VALUE",
         help="a canonical field and its corrected value (repeatable)",
     )
+    readmit = action(
+        "readmit",
+        "take someone erased off the suppression list (they signed up again themselves)",
+        "The next sync sends them as the shop has them now. Refused while their erasure is "
+        "open. Former addresses and the erased shop record stay suppressed.",
+    )
+    readmit.add_argument("--email", required=True, help="the address to take off the list")
+    readmit.add_argument("--phone", help="the phone number to take off the list too")
+    readmit.add_argument(
+        "--reason",
+        required=True,
+        help="why, in your own words (stored in the audit trail; no personal data)",
+    )
     listing = action("list", "list requests")
     which = listing.add_mutually_exclusive_group()
     which.add_argument("--open", action="store_true", help="only open requests")
@@ -138,6 +152,16 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         if action == "rectify":
             view = await service.rectify(args.email, _assignments(args.assignments))
             return _print_view(console, args, view)
+        if action == "readmit":
+            done = readmit(rt, args.email, args.reason, phone=args.phone)
+            if args.json:
+                print(json.dumps(done.as_dict()))
+            else:
+                console.print(
+                    f"taken off the suppression list: {', '.join(done.subject_ids)}; the next "
+                    "sync sends them as the shop has them now"
+                )
+            return EXIT_OK
         if action == "list":
             views = service.list(open_only=args.open, overdue=args.overdue)
             if args.json:

@@ -36,7 +36,7 @@ from typing import Any
 from connector import audit
 from connector.adapter import Subject, WebhookEvent
 from connector.crypto import manifest_context
-from connector.dsr_input import checked_email, checked_fields, checked_phone
+from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
 from connector.dsr_kinds import KindRunner
 from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow
 from connector.dsr_views import (
@@ -174,7 +174,7 @@ class DsrService:
         if known_sid:
             subject_ids.append(known_sid)
         primary = subject_ids[0]
-        e164 = checked_phone(phone, self._phone_regions(source)) if phone else None
+        e164 = checked_phone(phone, phone_regions(self.rt.config, source)) if phone else None
         if e164:
             subject_ids.append(self.rt.keyring.subject_id(e164))
         # The same person under the addresses they had before (connector/moves.py).
@@ -382,7 +382,7 @@ class DsrService:
                 phone = event.phone
                 if phone:
                     try:
-                        checked_phone(phone, self._phone_regions(source))
+                        checked_phone(phone, phone_regions(self.rt.config, source))
                     except DsrUsageError:
                         phone = None  # not a number (as the system reads it): left out
                 return await self.erase(event.email, phone=phone, external=external, source=source)
@@ -400,16 +400,6 @@ class DsrService:
             audit.append(self.rt.store, "dsr.unmatched", {"system": system, "kind": event.kind})
             log.warning("webhook matched no subject", extra={"system": system})
             return None
-
-    def _phone_regions(self, source: str) -> list[str]:
-        """Where a number without a country code is read: as the system that sent it reads
-        numbers (a webhook), else as the shops (the flows' sources) do."""
-        mappings = self.rt.config.mappings
-        sender = source.removeprefix("webhook:")
-        if source.startswith("webhook:") and sender in mappings:
-            return [mappings[sender].default_region]
-        sources = {f.source for f in self.rt.config.flows} or set(mappings)
-        return [mappings[name].default_region for name in sorted(sources) if name in mappings]
 
     # -- reading -------------------------------------------------------------------------------
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from connector.config import Config
 from connector.dsr_views import DsrUsageError
 from connector.mapping import SystemMapping
 from connector.model import CANONICAL_FIELDS, normalise_email
 from connector.transforms import make_transform
 
-__all__ = ["checked_email", "checked_fields", "checked_phone"]
+__all__ = ["checked_email", "checked_fields", "checked_phone", "phone_regions"]
 
 
 def checked_email(email: str) -> str:
@@ -81,3 +82,14 @@ def checked_phone(phone: str, regions: Iterable[str]) -> str:
     (number,) = numbers
     assert number is not None
     return number
+
+
+def phone_regions(config: Config, source: str) -> list[str]:
+    """Where a number without a country code is read: as the system that sent it reads
+    numbers (``webhook:<system>``), else as the shops (the flows' sources) do."""
+    mappings = config.mappings
+    sender = source.removeprefix("webhook:")
+    if source.startswith("webhook:") and sender in mappings:
+        return [mappings[sender].default_region]
+    sources = {f.source for f in config.flows} or set(mappings)
+    return [mappings[name].default_region for name in sorted(sources) if name in mappings]

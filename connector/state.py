@@ -652,6 +652,14 @@ class Store:
             self._suppression_read_at = changes
         return self._suppression
 
+    def unsuppress(self, subject_ids: Sequence[str]) -> int:
+        """Take ``subject_ids`` off the suppression list (connector/readmit.py); how many."""
+        with self.transaction() as db:
+            cur = db.executemany(
+                "DELETE FROM suppression WHERE subject_id = ?", [(sid,) for sid in subject_ids]
+            )
+        return int(cur.rowcount)
+
     def suppress(self, subject_ids: Iterable[str], kind: str, request_id: str | None) -> None:
         with self.transaction() as db:
             db.executemany(

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
@@ -29,7 +30,8 @@ from connector.dsr import (
 )
 from connector.dsr_input import checked_phone
 from connector.dsr_store import RESEND
-from connector.runtime import Runtime
+from connector.loop import run as run_loop
+from connector.runtime import Runtime, open_runtime
 from connector.state import PER_SYSTEM_TABLES
 from tests.conftest import (
     CANARY_EMAIL,
@@ -1111,3 +1113,61 @@ async def test_rotating_the_receipt_key_keeps_old_receipts_verifiable(
     assert not service.verify_receipt(tampered.encode()).ok
     rotations = [e for e in audit.entries(rt.store) if e.kind == audit.KEY_ROTATED]
     assert [e.data for e in rotations] == [{"key": "receipt-signing", "old": old_id, "new": new_id}]
+
+
+def test_readmit_takes_someone_erased_off_the_list_and_the_next_sync_sends_them(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    config_path: Path,
+) -> None:
+    """Erased, then signed up again in the shop of their own accord: kept out until an
+    operator readmits them, with a reason in the audit trail; then sent. Refused for an
+    address not on the list, without a reason, and while the erasure is still open."""
+    seed(shop)
+    shop.faults.down = True
+    code, out, _ = cli(
+        "erase", "--email", CANARY_EMAIL, "--phone", CANARY_PHONE, "--json", capsys=capsys
+    )
+    assert code == 1  # open: the shop was down
+    shop.faults.down = False
+    mistakes = [
+        (("readmit", "--email", CANARY_EMAIL, "--reason", "signed up again"), "still open"),
+        (("readmit", "--email", OTHER_EMAIL, "--reason", "x"), "not on the suppression list"),
+        (("readmit", "--email", CANARY_EMAIL, "--reason", "  "), "needs a reason"),
+    ]
+    for argv, said in mistakes:
+        code, _, err = cli(*argv, capsys=capsys)
+        assert code == 2 and said in err, argv
+    assert cli("retry", "--all", capsys=capsys)[0] == 0
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)  # a new sign-up
+    code, out, _ = cli(
+        "readmit",
+        "--email",
+        CANARY_EMAIL,
+        "--phone",
+        CANARY_PHONE,
+        "--reason",
+        "signed up again with a new consent",
+        "--json",
+        capsys=capsys,
+    )
+    assert code == 0 and len(json.loads(out)["readmitted"]) == 2
+    assert CANARY_EMAIL not in out
+
+    async def synced() -> None:
+        async with open_runtime(
+            config_path,
+            transports={
+                "shop": httpx.ASGITransport(app=shop.app()),
+                "crm": httpx.ASGITransport(app=crm.app()),
+            },
+        ) as rt:
+            (report,) = await rt.engine.sync()
+            assert report.suppressed == 0
+            (entry,) = [e for e in audit.entries(rt.store) if e.kind == "dsr.readmitted"]
+            assert entry.data["reason"] == "signed up again with a new consent"
+
+    run_loop(synced())
+    assert crm.holds(CANARY_EMAIL)
