@@ -17,6 +17,7 @@ backup is all a lost disk needs. :mod:`connector.restore` puts one back.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -50,6 +51,7 @@ __all__ = [
     "damage",
     "discard",
     "last_backup",
+    "last_backup_time",
     "readable_backup",
     "refuse_store_files",
     "sha256",
@@ -144,9 +146,9 @@ def last_backup(store: Store) -> dict[str, dict[str, str] | None]:
     backup's SHA-256, from the audit trail.
 
     A restored store holds no entry for the backup it came from (that went into the store
-    it replaced, after the copy was taken), so the restore is shown beside it. Each is read
-    from the newest entry back: with none ever made that reads the whole trail, which
-    ``status`` can afford; ``None`` then (or once retention purged the entry).
+    it replaced, after the copy was taken), so the restore is shown beside it. Each is found
+    through the trail's index by kind (schema 13), newest first; ``None`` when there is none
+    (or once retention purged the entry).
     """
     found: dict[str, dict[str, str] | None] = {}
     for name, kind, key in (
@@ -160,6 +162,12 @@ def last_backup(store: Store) -> dict[str, dict[str, str] | None]:
             None if row is None else {"at": str(row[0]), "sha256": str(json.loads(row[1])[key])}
         )
     return found
+
+
+def last_backup_time(store: Store) -> float | None:
+    """Unix time of the last backup the audit trail records, or None."""
+    found = last_backup(store)["backup"]
+    return None if found is None else dt.datetime.fromisoformat(found["at"]).timestamp()
 
 
 def _copy(store: Store, partial: Path, receipt_key: Path) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector import audit, jobs
+from connector.backup import last_backup_time
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.jobworker import JobWorker
@@ -50,6 +51,8 @@ log = logging.getLogger("klantsync.daemon")
 STOP_GRACE_SECONDS = 8.0
 #: Age at which the receipt signing key and the master key are reported as due for rotation.
 KEY_REVIEW_DAYS = 365
+#: The daily review warns when the last backup of the store is older than this (or missing).
+BACKUP_REVIEW_DAYS = 7
 
 # Why a flow is (not) ready, as ``/readyz`` says it: fixed texts, so the probe's body never
 # carries an error message (which names paths and statuses) or anything personal.
@@ -229,6 +232,7 @@ class Daemon:
                 values["dsr_open"] = counts.get("open", 0)
                 values["dsr_overdue"] = counts.get("overdue", 0)
             since = self._master_key_since()
+            values["last_backup"] = last_backup_time(self.rt.store) or 0.0
         except sqlite3.Error:
             return
         if since is not None:
@@ -285,6 +289,13 @@ class Daemon:
                     "master key due for rotation (klantsync keys rotate)",
                     extra={"age_days": int(age_days)},
                 )
+        backed_up = last_backup_time(self.rt.store)
+        if backed_up is None or (self.clock() - backed_up) / 86400 > BACKUP_REVIEW_DAYS:
+            # Art. 32(1)(c): restoring access to personal data in time after an incident.
+            log.warning(
+                "no recent backup of the store (klantsync backup --out FILE)",
+                extra={"max_age_days": BACKUP_REVIEW_DAYS, "last_backup": backed_up},
+            )
         audit.record_check(self.rt.store, gaps)
 
     async def retention_sweep(self) -> None:

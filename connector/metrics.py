@@ -95,6 +95,11 @@ class Metrics:
             "Unix time the store's keys were last put under a master key (made or rotated)",
             registry=r,
         )
+        self.last_backup = Gauge(
+            "klantsync_last_backup_timestamp",
+            "Unix time of the last backup of the store (klantsync backup); 0 if none recorded",
+            registry=r,
+        )
         self.webhooks = Counter(
             "klantsync_webhooks",
             "Webhook deliveries by outcome",
@@ -129,7 +134,7 @@ class Metrics:
 
     def set_gauges(self, **values: Any) -> None:
         """Refresh gauges read from the store (outbox size, open and overdue requests, when
-        the master key was set)."""
+        the master key was set, when the last backup was taken)."""
         if "outbox" in values:
             self.outbox.set(values["outbox"])
         if "dsr_open" in values:
@@ -138,6 +143,8 @@ class Metrics:
             self.dsr_overdue.set(values["dsr_overdue"])
         if "master_key_since" in values:
             self.master_key_since.set(values["master_key_since"])
+        if "last_backup" in values:
+            self.last_backup.set(values["last_backup"])
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""

@@ -246,6 +246,13 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER suppression_changed AFTER UPDATE ON suppression
         BEGIN UPDATE suppression_changes SET n = n + 1 WHERE id = 1; END;
     """,
+    # 13: the audit trail's entries of one kind, newest first, without reading the whole
+    # trail: `status`, `/metrics` and the daemon's daily review ask when the last backup and
+    # restore were (connector/backup.py), and a store that never had one would otherwise be
+    # read from end to start each time.
+    """
+    CREATE INDEX audit_kind ON audit (kind, seq);
+    """,
 ]
 
 

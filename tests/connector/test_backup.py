@@ -23,6 +23,7 @@ from tests.conftest import (
     CANARY_NAME,
     CANARY_PHONE,
     CANARY_PHONE_E164,
+    sqlite_steps,
 )
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
@@ -83,3 +84,17 @@ def test_backup_usage_mistakes_exit_2(
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
         assert answer["error"] == "config" and said in answer["message"]
+
+
+def test_the_last_backup_is_found_without_reading_the_audit_trail(tmp_path: Path) -> None:
+    """`status`, `/metrics` and the daily review ask for the last backup and restore; on a
+    long trail with neither, the index by kind (schema 13) answers at once, where a look
+    from the newest entry back read every entry."""
+    store = Store(tmp_path / "s.db")
+    try:
+        audit.append_many(store, [(audit.SYNC_RUN, {"n": n}, None) for n in range(20_000)])
+        thousands, found = sqlite_steps(store, lambda: backup.last_backup(store))
+        assert found == {"backup": None, "restore": None}
+        assert thousands <= 1
+    finally:
+        store.close()

@@ -559,6 +559,45 @@ async def test_the_review_names_keys_due_for_rotation(daemon: Daemon) -> None:
         logger.removeHandler(seen)
 
 
+async def test_the_last_backup_is_a_gauge_and_the_review_asks_for_one(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    """`/metrics` shows when the store was last backed up (0 before any), for an alert on
+    its age; the daily review warns while there is none, or none in the last week
+    (Art. 32(1)(c)), and not after one."""
+    from connector.backup import take_backup
+
+    backup_due = "no recent backup of the store (klantsync backup --out FILE)"
+
+    async def gauge() -> float:
+        daemon.refresh_gauges()
+        async with _client(build_public_app(daemon)) as client:
+            text = (await client.get("/metrics")).text
+        (line,) = [x for x in text.splitlines() if x.startswith("klantsync_last_backup_timestamp")]
+        return float(line.split()[1])
+
+    seen = _Seen()
+    logger = logging.getLogger("klantsync.daemon")
+    logger.addHandler(seen)
+    try:
+        assert await gauge() == 0.0
+        await daemon.compliance_review()
+        assert backup_due in seen.messages
+        take_backup(daemon.rt.config, tmp_path / "nightly.db")
+        taken = await gauge()
+        assert taken > 1.7e9
+        assert isinstance(daemon.clock, Clock)
+        daemon.clock.now = taken + 86400
+        seen.messages.clear()
+        await daemon.compliance_review()
+        assert backup_due not in seen.messages
+        daemon.clock.now = taken + 8 * 86400
+        await daemon.compliance_review()
+        assert backup_due in seen.messages
+    finally:
+        logger.removeHandler(seen)
+
+
 def _listen_on_free_ports(config: Path) -> None:
     """Listeners on free loopback ports, for a test that runs :meth:`Daemon.serve`."""
     from connector.sandboxkit import free_port
