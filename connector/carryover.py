@@ -5,7 +5,8 @@ people the backup knows, the outbox, emptied). What happened in the world since 
 rolled back with it, and the replaced store, when it can still be read, knows it:
 
 - **erasures**: its suppression list, and the people on it lose their rows here too, or a
-  sync would bring them back;
+  sync would bring them back; and **readmissions** (``dsr readmit``) its audit trail
+  records, unless suppressed there again since;
 - **who was sent where**: a (system, person) pair the backup holds nothing of, first sent
   since. Forgotten, a customer subscribed to the newsletter after the backup who then opts
   out would not be unsubscribed (a withdrawal goes only where the person was sent), and an
@@ -27,6 +28,7 @@ Everything here is HMAC ids, hashes, counts and sealed blobs: nothing is read in
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +43,7 @@ from connector.crypto import (
     manifest_context,
 )
 from connector.dsr_store import DsrStore
+from connector.readmit import READMITTED
 from connector.state import Store
 
 __all__ = ["Carried", "attached", "carry_over"]
@@ -52,6 +55,8 @@ class Carried:
 
     suppression: int = 0
     traces_deleted: int = 0
+    #: Suppression entries the replaced store lifted since (dsr readmit): lifted here too.
+    readmitted: int = 0
     people: int = 0
     aliases: int = 0
     requests: int = 0
@@ -98,6 +103,7 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
     carried.suppression = len(erased)
     if erased:
         carried.traces_deleted = sum(DsrStore(store).delete_traces(erased).values())
+    carried.readmitted = _readmitted_since(db)
     if theirs != ours:
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
         return carried
@@ -115,6 +121,27 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
     carried.bundles = _bundles(db, keyring, carried.not_carried)
     carried.incidents = _changed_rows(db, "incidents")
     return carried
+
+
+def _readmitted_since(db: sqlite3.Connection) -> int:
+    """Lift what the replaced store lifted: people readmitted (connector/readmit.py), as its
+    audit trail records them, and not suppressed there again since. Only what is recorded
+    is lifted: a replaced store that is simply emptier (made anew after a lost disk) lifts
+    nothing. Returns how many entries were lifted here."""
+    readmitted: set[str] = set()
+    for (data,) in db.execute("SELECT data FROM replaced.audit WHERE kind = ?", (READMITTED,)):
+        readmitted.update(str(sid) for sid in json.loads(data).get("subject_ids", []))
+    lifted = [
+        sid
+        for sid in sorted(readmitted)
+        if not db.execute(
+            "SELECT 1 FROM replaced.suppression WHERE subject_id = ?", (sid,)
+        ).fetchone()
+    ]
+    return sum(
+        db.execute("DELETE FROM main.suppression WHERE subject_id = ?", (sid,)).rowcount
+        for sid in lifted
+    )
 
 
 def _sent_since(db: sqlite3.Connection) -> int:

@@ -22,6 +22,7 @@ from connector.dsr import DsrService
 from connector.errors import ConfigError, StoreError
 from connector.keyset import rotate_master_key
 from connector.lock import syncing
+from connector.readmit import readmit
 from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.restore import restore_backup
 from connector.runtime import Runtime
@@ -418,3 +419,37 @@ async def test_a_restore_stopped_at_any_step_leaves_a_whole_store_and_runs_again
             assert [v.id for v in DsrService(rt).list()] == [view.id], at
             assert audit.verify(rt.store).ok, at
     assert moments > 10, moments
+
+
+async def test_a_readmission_since_the_backup_stays_after_the_restore(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """Erased, backed up, then back of their own accord and readmitted: the restore keeps
+    the readmission (the replaced store's audit trail records it), so the next sync sends
+    them. The backup's suppression entry used to come back with it and keep them out. Only
+    a recorded readmission lifts an entry: one suppressed again since stays suppressed."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        await DsrService(rt).erase(CANARY_EMAIL)
+        take_backup(rt.config, out)
+        shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+        readmit(rt, CANARY_EMAIL, "signed up again with a new consent")
+        config = rt.config
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    facts = restore_backup(config, out)
+    assert facts.carried["readmitted"] == 1
+    async with open_rt() as rt:
+        assert rt.store.suppressed([subject]) == set()
+        await rt.engine.sync()
+        assert crm.holds(CANARY_EMAIL)
+        # Erased again: a second restore of the same backup keeps them out.
+        assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    facts = restore_backup(config, out)
+    assert facts.carried["readmitted"] == 0
+    async with open_rt() as rt:
+        assert rt.store.suppressed([subject]) == {subject}
