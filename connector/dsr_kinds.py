@@ -478,8 +478,9 @@ class KindRunner:
         for sid in person:
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
+        superseded = await self._changed_in_source_since(manifest, states, ids)
         outcomes = await _settle(
-            {n: self._rectify_system(row, n, manifest, ids.get(n)) for n in todo}
+            {n: self._rectify_system(row, n, manifest, ids.get(n), superseded) for n in todo}
         )
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
@@ -495,14 +496,61 @@ class KindRunner:
             with self.rt.store.transaction():
                 self.db.resend_on_next_sync(person)
 
+    async def _changed_in_source_since(
+        self, manifest: dict[str, Any], states: dict[str, SystemRow], ids: dict[str, str]
+    ) -> frozenset[str]:
+        """Fields a source took the correction of on an earlier attempt and holds another
+        value in now: the person (or the shop) changed them since.
+
+        A correction left open for a system that was down is retried later; by then the
+        customer may have changed the field in the shop, and the sync carried the new value
+        everywhere. Written then, the correction's older value would overwrite it. Those
+        fields are left to the sync. A source that cannot be read now decides nothing.
+        """
+        changed: set[str] = set()
+        fields: dict[str, str] = manifest["fields"]
+        for name in self._sources():
+            state = states.get(name)
+            if state is None or state.status != "done":
+                continue
+            system = self.rt.systems[name]
+            subject = Subject(email=manifest["email"], external_id=ids.get(name))
+            try:
+                records = await system.adapter.find(subject)
+            except KlantsyncError:
+                continue
+            people = [system.mapping.inbound(r) for r in records if not is_archived(r)]
+            if not people:
+                continue
+            held = people[0]
+            for field, value in fields.items():
+                spec = system.mapping.fields.get(field)
+                if spec is not None and spec.inbound and held.get(field) != spec.convert(value):
+                    changed.add(field)
+        return frozenset(changed)
+
     async def _rectify_system(
-        self, row: RequestRow, name: str, manifest: dict[str, Any], external: str | None
+        self,
+        row: RequestRow,
+        name: str,
+        manifest: dict[str, Any],
+        external: str | None,
+        superseded: frozenset[str] = frozenset(),
     ) -> None:
         system = self.rt.systems[name]
         fields: dict[str, str] = manifest["fields"]
         names = sorted(
             n for n in fields if n in system.mapping.fields and system.mapping.fields[n].outbound
         )
+        if names and set(names) <= superseded:
+            self._set(
+                row,
+                name,
+                "skipped",
+                "changed in the source since the correction: the sync carries the new value",
+            )
+            return
+        names = [n for n in names if n not in superseded]
         if not names:
             kept = sorted(
                 n for n in fields if n in system.mapping.fields and system.mapping.fields[n].inbound

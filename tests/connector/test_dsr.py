@@ -902,6 +902,28 @@ async def test_a_change_back_in_the_shop_after_a_correction_reaches_every_system
     assert contact is not None and contact["properties"]["firstname"] == "Bram"
 
 
+async def test_a_correction_retried_after_a_later_change_in_the_shop_leaves_that_change(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A correction reaches the shop while the CRM is down; the customer then changes the
+    same field in the shop, and the sync carries it to the CRM. The correction, retried
+    later, leaves the CRM's newer value (its step says why): it used to write its older one
+    over it (the fan-out model found it). A field not changed since is still corrected."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    view = await service.rectify(CANARY_EMAIL, {"first_name": "Bram", "city": "Zeist"})
+    crm.faults.down = False
+    assert view.is_open and view.system("shop").status == "done"
+    shop.touch(CANARY_EMAIL, first_name="Daan")
+    await rt.engine.sync()
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None
+    assert (contact["properties"]["firstname"], contact["properties"]["city"]) == ("Daan", "Zeist")
+
+
 async def test_the_same_correction_asked_again_is_one_request_sent_everywhere_again(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
