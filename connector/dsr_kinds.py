@@ -173,29 +173,42 @@ class KindRunner:
             raise crashed[0]
 
     def _note_queued_addresses(self, row: RequestRow, manifest: dict[str, Any]) -> None:
-        """Note in the manifest, per system, the other addresses payloads were queued under.
+        """Note in the manifest, per system, the other addresses payloads were queued under
+        (:meth:`_queued_addresses`); each is erased too. Read before the outbox rows go
+        with the traces, and kept with their going."""
+        queued: dict[str, list[str]] = manifest.setdefault("queued_as", {})
+        added = 0
+        found = self._queued_addresses(manifest["subject_ids"], manifest["email"])
+        for system, addresses in found.items():
+            known = queued.setdefault(system, [])
+            for address in addresses:
+                if address not in known:
+                    known.append(address)
+                    added += 1
+        if added:
+            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+            self.service.audit("dsr.queued_addresses", row, addresses=added)
+
+    def _queued_addresses(self, subject_ids: list[str], email: str | None) -> dict[str, list[str]]:
+        """Per system, the addresses other than ``email`` the subjects' queued payloads carry.
 
         The identity map learns a system's id for the person when a delivery is answered.
         One whose answer was lost (a failure half-way through a batch, a reset connection)
         left its payload queued, and the system may hold the person under the address it
         carried, a former one the identity map knows only as an HMAC: a Mailchimp member
-        subscribed under it, found by nothing else. Each such address is erased too.
+        subscribed under it, found by nothing else.
         """
-        queued: dict[str, list[str]] = manifest.setdefault("queued_as", {})
-        added = 0
-        for system, sealed in self.db.queued_payloads(manifest["subject_ids"]):
+        found: dict[str, list[str]] = {}
+        for system, sealed in self.db.queued_payloads(subject_ids):
             try:
                 envelope = self.rt.keyring.open_json(sealed, outbox_context(system))
             except DecryptionError:
                 continue  # left unread, as the delivery would leave it
             address = envelope.get("email")
-            known = queued.setdefault(system, [])
-            if address and address != manifest["email"] and address not in known:
+            known = found.setdefault(system, [])
+            if address and address != email and address not in known:
                 known.append(address)
-                added += 1
-        if added:
-            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
-            self.service.audit("dsr.queued_addresses", row, addresses=added)
+        return found
 
     def _hold_source_records(self, row: RequestRow, manifest: dict[str, Any]) -> None:
         """Suppress the person's record in each source by its own id, and widen the erasure
@@ -382,10 +395,21 @@ class KindRunner:
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
 
+        # And under an address a payload still queued carried (_queued_addresses).
+        queued = self._queued_addresses(people, manifest["email"])
+
         async def read(name: str) -> list[dict[str, Any]]:
             self.db.set_system(row.id, name, "in_progress", attempt=True)
+            system = self.rt.systems[name]
             subject = Subject(email=manifest["email"], external_id=ids.get(name))
-            return await self.rt.systems[name].adapter.find(subject)
+            records = await system.adapter.find(subject)
+            seen = {system.mapping.record_id(r) for r in records}
+            for address in queued.get(name, []):
+                for record in await system.adapter.find(Subject(email=address)):
+                    if system.mapping.record_id(record) not in seen:
+                        seen.add(system.mapping.record_id(record))
+                        records.append(record)
+            return records
 
         # Every system is read again on a retry: records are never stored between attempts.
         outcomes = await _settle({n: read(n) for n in self.rt.systems})

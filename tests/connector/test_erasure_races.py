@@ -8,7 +8,9 @@ from the CRM, and a receipt must not say "verified absent" while the write can s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from adapters.hubspot.sandbox import HubSpotSandbox
@@ -218,3 +220,28 @@ async def test_an_erasure_reaches_the_address_a_delivery_with_a_lost_answer_went
     assert "dsr.queued_addresses" in [e.kind for e in audit.entries(rt.store)]
     await rt.engine.sync()  # nothing left queued brings them back
     assert not crm.holds(CANARY_EMAIL) and not crm.holds(moved)
+
+
+async def test_an_access_request_finds_what_a_delivery_with_a_lost_answer_made(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path
+) -> None:
+    """As above, but the customer asks what is held: the contact made under the former
+    address, which only the queued payload knew, is in the bundle. It was left out, and the
+    answer to an access request was short of a record (the fan-out model found it)."""
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", "0612345678")
+    adapter: Any = rt.systems["crm"].adapter
+    real = adapter.upsert
+
+    async def answer_lost(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        adapter.upsert = real
+        await real(records)
+        raise RetryableError("crm", "POST", "/crm/v3/objects/contacts/batch/upsert", None, "reset")
+
+    adapter.upsert = answer_lost
+    await rt.engine.sync()
+    assert crm.holds(CANARY_EMAIL) and rt.store.outbox_counts() == {"crm": 1}
+    shop.touch(CANARY_EMAIL, email="anna.nieuw@voorbeeld.nl")
+    view = await DsrService(rt).access("anna.nieuw@voorbeeld.nl", tmp_path / "bundle")
+    assert view.status == "completed"
+    data = json.loads((tmp_path / "bundle" / "data.json").read_text())
+    assert len(data["systems"]["crm"]["records"]) == 1
