@@ -32,6 +32,7 @@ from hypothesis.stateful import (
 from connector.backup import take_backup
 from connector.dsr import DsrService
 from connector.loop import new_event_loop
+from connector.readmit import readmit
 from connector.restore import restore_backup
 from connector.runtime import open_runtime
 from tests.conftest import VirtualTime
@@ -49,6 +50,10 @@ class Customer:
         #: "unsubscribed" (opted out after being sent; re-consent does not change it), or
         #: "maybe" (a sync cut short may have sent them before they opted out).
         self.news: str | None = None
+        #: (audience, address) pairs Mailchimp deleted permanently before they came back
+        #: (readmitted after an erasure): it refuses to add that address again (the refusal
+        #: is a dead letter), so no member there while they keep it.
+        self.forgotten: set[tuple[str, str]] = set()
         self.erased = False
 
     @property
@@ -181,6 +186,37 @@ class FanOutModel(RuleBasedStateMachine):
         customer.erased = True
         self.pending.append(customer)
 
+    def _readmittable(self) -> list[tuple[Customer, str]]:
+        """Erased customers' addresses on the suppression list (an address they had only
+        before a move no sync saw never reached any system, so nothing suppressed it)."""
+        return [
+            (c, address)
+            for c in self.everyone
+            if c.erased and c not in self.pending
+            for address in c.emails
+            if self.rt.store.suppressed([self.rt.keyring.subject_id(address)])
+        ]
+
+    @precondition(lambda self: bool(self._readmittable()))
+    @rule(target=customers, data=st.data(), first_name=NAMES, consent=st.booleans())
+    def an_erased_customer_signs_up_again_and_is_readmitted(
+        self, data: st.DataObject, first_name: str, consent: bool
+    ) -> Customer:
+        """Back of their own accord under an address they were erased with: a new shop
+        record, kept out by the suppression list until an operator readmits the address;
+        then sent as anyone new. Their other addresses stay erased."""
+        former, address = data.draw(st.sampled_from(self._readmittable()))
+        former.emails.remove(address)  # theirs again; the others stay erased
+        customer = Customer(address, first_name, consent)
+        customer.forgotten = {
+            (lst, address) for lst in LISTS if self.world.news.is_forgotten(lst, address)
+        }
+        self.world.shop.add_person(address, first_name, "Klant", meta_data=_opt_in(consent))
+        readmit(self.rt, address, "signed up again with a new consent")
+        self.everyone.append(customer)
+        self.synced = False
+        return customer
+
     @rule(customer=customers, first_name=NAMES)
     def a_customer_asks_to_correct_their_name_while_pipedrive_is_down(
         self, customer: Customer, first_name: str
@@ -243,7 +279,11 @@ class FanOutModel(RuleBasedStateMachine):
     @rule()
     def a_sync(self) -> None:
         (report,) = self.loop.run_until_complete(self.rt.engine.sync("shop"))
-        assert not report.failed, report.errors
+        refused = {n for n, d in report.destinations.items() if d.dead_lettered}
+        if any(c.forgotten and c.consent for c in self.everyone):
+            refused.discard("news")  # an address it forgot, refused as it should be
+        assert not report.errors and not refused, (report.errors, refused)
+        assert not any(d.retry_later or d.not_erased for d in report.destinations.values())
         for customer in self.everyone:
             if customer.consent and customer.news in (None, "maybe"):
                 customer.news = "subscribed"
@@ -280,6 +320,9 @@ class FanOutModel(RuleBasedStateMachine):
                 assert not self.world.deals.holds(address)
             for list_id in LISTS:
                 member = self._member(list_id, customer)
+                if (list_id, customer.email) in customer.forgotten:
+                    assert member is None, "a forgotten address added again"
+                    continue
                 if customer.news is None:
                     assert member is None, "sent to the newsletter without consent"
                     continue
