@@ -225,7 +225,11 @@ def _requests(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) 
             continue
         db.execute("DELETE FROM main.dsr_systems WHERE request_id = ?", (request_id,))
         marks = ",".join("?" * len(row))
-        db.execute(f"INSERT OR REPLACE INTO main.dsr_requests VALUES ({marks})", row)  # noqa: S608
+        db.execute(
+            f"INSERT OR REPLACE INTO main.dsr_requests({_REQUEST_COLUMNS}) "  # noqa: S608
+            f"VALUES ({marks})",
+            row,
+        )
         db.execute(
             "INSERT INTO main.dsr_systems SELECT * FROM replaced.dsr_systems WHERE request_id = ?",
             (request_id,),
@@ -247,7 +251,11 @@ def _jobs(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -> i
         if not _opens(keyring, row[2], JOB_CONTEXT):
             not_carried.append(f"job {row[0]}")
             continue
-        db.execute("INSERT OR REPLACE INTO main.jobs VALUES (?,?,?,?,?,?,?,?)", row)
+        db.execute(
+            "INSERT OR REPLACE INTO main.jobs(id, kind, params, status, created_at, "
+            "started_at, finished_at, result) VALUES (?,?,?,?,?,?,?,?)",
+            row,
+        )
         taken += 1
     return taken
 

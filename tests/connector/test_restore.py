@@ -453,3 +453,42 @@ async def test_a_readmission_since_the_backup_stays_after_the_restore(
     assert facts.carried["readmitted"] == 0
     async with open_rt() as rt:
         assert rt.store.suppressed([subject]) == {subject}
+
+
+async def test_jobs_incidents_and_webhook_ids_since_the_backup_are_taken_over(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """A job queued after the backup (a privacy webhook's work, say), a job the daemon was
+    running when it stopped, a breach clock started and a webhook delivery noted: after the
+    restore the jobs are queued (params readable), the incident is there, and the delivery
+    is still a replay."""
+    from connector import incidents, jobs
+
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        queued = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop"})
+        running = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "n": 2})
+        claimed = jobs.claim_next(rt.store, rt.keyring)
+        assert claimed is not None and claimed.id == queued
+        incident = incidents.open_incident(rt.store, rt.config, "laptop lost")
+        rt.store.db.execute(
+            "INSERT INTO webhook_deliveries(system, delivery_id, received_at) VALUES (?,?,?)",
+            ("crm", "d-1", "2026-11-29T10:00:00+00:00"),
+        )
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["jobs"] == 2 and facts.carried["incidents"] == 1
+    assert facts.carried["deliveries"] == 1 and facts.not_carried == []
+    async with open_rt() as rt:
+        first = jobs.claim_next(rt.store, rt.keyring)
+        second = jobs.claim_next(rt.store, rt.keyring)
+        assert first is not None and second is not None
+        assert {first.id, second.id} == {queued, running}
+        assert {first.params["system"], second.params["system"]} == {"shop"}
+        assert [i.id for i in incidents.list_incidents(rt.store)] == [incident.id]
+        assert rt.store.db.execute(
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE delivery_id='d-1'"
+        ).fetchone() == (1,)
