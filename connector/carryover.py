@@ -64,7 +64,8 @@ class Carried:
     deliveries: int = 0
     bundles: int = 0
     incidents: int = 0
-    #: "request <id>", "job <id>", "bundle <id>": sealed under keys this store does not have.
+    #: What could not be taken: "request <id>", "job <id>", "bundle <id>" (sealed under keys
+    #: this store does not have), or all but erasures from a store at another schema.
     not_carried: list[str] = field(default_factory=list)
 
 

@@ -15,6 +15,7 @@ backup's copy is put back (a master key rotation since sealed it anew; a lost di
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -41,7 +42,7 @@ from connector.backup import (
 from connector.carryover import Carried, attached, carry_over
 from connector.config import Config
 from connector.crypto import master_fingerprint
-from connector.errors import ConfigError
+from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, receipt_key_opens, store_keyring
 from connector.lock import keys_alone, syncing
 from connector.receipts import receipt_key_path, retired_keys_dir
@@ -138,9 +139,14 @@ def _read_current(store_path: Path) -> _Current:
     """Whether the store reads (its tables are read without keys: HMAC ids, hashes and
     sealed blobs), and its audit head.
 
-    Its log is checkpointed first, so the main file alone holds every transaction: that
-    is the file set aside, and a crash before the rename leaves it whole where it was.
+    A store of an earlier klantsync (the restore is the first command after an upgrade) is
+    migrated first, as any command would, so that all it knows can be taken over; one that
+    cannot be migrated still hands over its erasures. Its log is checkpointed, so the main
+    file alone holds every transaction: that is the file set aside, and a crash before the
+    rename leaves it whole where it was.
     """
+    with contextlib.suppress(StoreError, sqlite3.Error):
+        Store(store_path).close()  # migrates; an unreadable store is judged below
     try:
         with closing(sqlite3.connect(store_path, isolation_level=None)) as db:
             db.execute("PRAGMA busy_timeout=5000")

@@ -26,6 +26,7 @@ from connector.readmit import readmit
 from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.restore import restore_backup
 from connector.runtime import Runtime
+from connector.schema import MIGRATIONS
 from connector.state import Store
 from tests.conftest import (
     CANARY_EMAIL,
@@ -492,3 +493,26 @@ async def test_jobs_incidents_and_webhook_ids_since_the_backup_are_taken_over(
         assert rt.store.db.execute(
             "SELECT COUNT(*) FROM webhook_deliveries WHERE delivery_id='d-1'"
         ).fetchone() == (1,)
+
+
+async def test_a_restore_right_after_an_upgrade_takes_everything_over(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """The store was last opened by the klantsync before an upgrade (one schema behind) and
+    the restore is the first command after it: the store is migrated as any command would,
+    and all it knows since the backup is taken over, not its erasures alone."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        config = rt.config
+    with closing(sqlite3.connect(config.store_path)) as db:  # as the version before left it
+        db.execute("DROP INDEX audit_kind")
+        db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
+        db.commit()
+    facts = restore_backup(config, out)
+    assert facts.not_carried == [] and facts.carried["requests"] == 1
+    async with open_rt() as rt:
+        assert [v.id for v in DsrService(rt).list()] == [view.id]
