@@ -105,7 +105,8 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
             os.replace(preparing, store_path)
             if key.action in ("from the backup", "set aside") and key_file.exists():
                 # Not this store's (sealed under keys a rotation made since): kept, not lost.
-                os.replace(key_file, key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
+                aside = _free_name(key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
+                os.replace(key_file, aside)
             if key.content is not None:
                 os.replace(staged_key, key_file)
             _put_back_retired(retired_keys_dir(key_file), key.retired)
@@ -118,7 +119,7 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
 
 def _free_name(path: Path) -> Path:
     """``path``, or ``path-2``, ``-3``... if taken (a restore cut short and run again within
-    the same second left its link to the store it was replacing)."""
+    the same second left its link to the store, or the key file, it was replacing)."""
     candidate, n = path, 1
     while candidate.exists():
         n += 1
