@@ -10,9 +10,9 @@ rolled back with it, and the replaced store, when it can still be read, knows it
 - **who was sent where**: a (system, person) pair the backup holds nothing of, first sent
   since. Forgotten, a customer subscribed to the newsletter after the backup who then opts
   out would not be unsubscribed (a withdrawal goes only where the person was sent), and an
-  erasure would not know the system's id. A pair whose system id the backup holds under
-  another person is left out: that is a move since, and the next sync finds it from the
-  backup's own rows, as it found it the first time;
+  erasure would not know the system's id;
+- **moves since** (a new address): the systems followed them, so the person's rows go
+  under the new address here too, and the former one becomes an alias;
 - **former addresses** (moves since);
 - **data subject requests**, with each system's status and the receipts: opened or settled
   since, and an open one must still be retried. **Queued jobs** (a privacy webhook's work
@@ -44,7 +44,7 @@ from connector.crypto import (
 )
 from connector.dsr_store import DsrStore
 from connector.readmit import READMITTED
-from connector.state import Store
+from connector.state import PER_SYSTEM_TABLES, Store
 
 __all__ = ["Carried", "attached", "carry_over"]
 
@@ -57,6 +57,7 @@ class Carried:
     traces_deleted: int = 0
     #: Suppression entries the replaced store lifted since (dsr readmit): lifted here too.
     readmitted: int = 0
+    moves: int = 0
     people: int = 0
     aliases: int = 0
     requests: int = 0
@@ -108,6 +109,7 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
     if theirs != ours:
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
         return carried
+    carried.moves = _moved_since(db, store)
     carried.people = _sent_since(db)
     carried.aliases = db.execute(
         "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) "
@@ -145,8 +147,58 @@ def _readmitted_since(db: sqlite3.Connection) -> int:
     )
 
 
+def _moved_since(db: sqlite3.Connection, store: Store) -> int:
+    """Moves the replaced store made since the backup, made here too; returns how many.
+
+    A person who changed their address since is held there under the new one, with the
+    system ids the backup holds under the former (connector/moves.py moved the rows). The
+    systems followed: a newsletter member's address changed. Left as the backup has it,
+    this store would look for them under the former address (an erasure would miss the
+    member under the new one), and the next sync would find a move from a state the
+    systems have left. So the former address's rows go, the new one's come from the
+    replaced store (with the other pairs sent since, :func:`_sent_since`), and the former
+    address becomes an alias. Only a former address the replaced store holds nothing under
+    counts: one still in use there is someone else's.
+    """
+    candidates = db.execute(
+        "SELECT DISTINCT rs.subject_id, s.subject_id FROM replaced.identities ri "
+        "JOIN replaced.subjects rs ON rs.subject_no = ri.subject_no "
+        "JOIN main.identities i ON i.system = ri.system AND i.external_id = ri.external_id "
+        "JOIN main.subjects s ON s.subject_no = i.subject_no "
+        "WHERE s.subject_id != rs.subject_id"
+    ).fetchall()
+    # Few, as a rule: each looked up by (system, number), the replaced store's key.
+    systems = [row[0] for row in db.execute("SELECT DISTINCT system FROM replaced.identities")]
+    marks = ",".join("?" * len(systems))
+    moves = [
+        (new, old)
+        for new, old in candidates
+        if not db.execute(
+            "SELECT 1 FROM replaced.subjects r JOIN replaced.identities i "  # noqa: S608
+            f"ON i.system IN ({marks}) AND i.subject_no = r.subject_no "
+            "WHERE r.subject_id = ? LIMIT 1",
+            (*systems, old),
+        ).fetchone()
+    ]
+    if not moves:
+        return 0
+    former = sorted({str(old) for _, old in moves})
+    for table in PER_SYSTEM_TABLES:
+        where, params = store.by_subject(table, former)
+        db.execute(f"DELETE FROM main.{table} WHERE {where}", params)  # noqa: S608
+    db.executemany(
+        "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) VALUES (?, ?)",
+        [(str(new), str(old)) for new, old in moves],
+    )
+    return len(moves)
+
+
 def _sent_since(db: sqlite3.Connection) -> int:
-    """The (system, person) pairs the backup holds nothing of; returns how many people."""
+    """The (system, person) pairs the backup holds nothing of; returns how many people.
+
+    A pair whose system id the backup holds under someone else is left out (the moves
+    since are made first, :func:`_moved_since`; what still conflicts is not taken).
+    """
     db.execute(
         "CREATE TEMP TABLE sent_since AS "
         "SELECT rs.subject_id AS subject_id, x.system AS system, "
@@ -164,7 +216,6 @@ def _sent_since(db: sqlite3.Connection) -> int:
         "              WHERE i.system = x.system AND i.subject_no = s.subject_no) "
         "  AND NOT EXISTS (SELECT 1 FROM main.delivered d "
         "                  WHERE d.system = x.system AND d.subject_no = s.subject_no))) "
-        # The system's id held by someone else here: a move since (see the module).
         "AND (ri.external_id IS NULL OR NOT EXISTS (SELECT 1 FROM main.identities i2 "
         "     WHERE i2.system = x.system AND i2.external_id = ri.external_id))"
     )

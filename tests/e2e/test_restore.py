@@ -73,3 +73,41 @@ async def test_what_happened_after_the_backup_is_carried_into_the_restored_store
         assert await service.retry_open() == 1
         assert not world.deals.holds(bram) and not world.crm.holds(bram)
         assert service.get(erasure.id).status == "completed"
+
+
+async def test_a_move_since_the_backup_is_made_in_the_restored_store_too(
+    tmp_path: Path,
+) -> None:
+    """Anna changes her address after the backup and the sync moves her (the newsletter
+    member's address changed; HubSpot, down, still has the first). After the restore the
+    store holds her under the new address, as the replaced one did: the next sync updates
+    her HubSpot contact, not a second one beside it, and after one more move an erasure
+    finds the member under the second address. The backup's rows under the first address
+    used to stay: the sync made a second contact, the erasure missed that member (the
+    fan-out model found both)."""
+    world = World()
+    config = load_config(write_config(tmp_path, world))
+    runtime = _runtime(world, config)
+    anna, second, third = "anna@voorbeeld.nl", "anna.twee@voorbeeld.nl", "anna.drie@voorbeeld.nl"
+    world.shop.add_person(anna, "Anna", "Klant", meta_data=_opt_in(True))
+    backup = tmp_path / "backup.db"
+    async with runtime() as rt:
+        await rt.engine.sync("shop")
+        take_backup(config, backup)
+        world.shop.touch(anna, email=second)
+        world.crm.faults.fail_next = 20  # HubSpot is down for that sync: the move waits
+        (report,) = await rt.engine.sync("shop")
+        world.crm.faults.fail_next = 0
+        assert report.moved == 1 and rt.store.outbox_counts() == {"crm": 1}
+        assert world.news.member(LISTS[0], second) is not None
+    facts = restore_backup(config, backup)
+    assert facts.carried["moves"] == 1
+    async with runtime() as rt:
+        await rt.engine.sync("shop")
+        assert world.crm.contact_count() == 1 and world.crm.holds(second)
+        world.shop.touch(second, email=third)
+        view = await DsrService(rt).erase(third)
+        assert view.status == "completed"
+    addresses = (anna, second, third)
+    assert all(world.news.member(lst, a) is None for lst in LISTS for a in addresses)
+    assert not any(world.crm.holds(a) or world.deals.holds(a) for a in addresses)
