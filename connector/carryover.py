@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connector import audit
 from connector.crypto import (
     BUNDLE_PATH_CONTEXT,
     JOB_CONTEXT,
@@ -105,7 +106,7 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
     carried.suppression = len(erased)
     if erased:
         carried.traces_deleted = sum(DsrStore(store).delete_traces(erased).values())
-    carried.readmitted = _readmitted_since(db)
+    carried.readmitted = _readmitted_since(store)
     if theirs != ours:
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
         return carried
@@ -126,11 +127,13 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
     return carried
 
 
-def _readmitted_since(db: sqlite3.Connection) -> int:
+def _readmitted_since(store: Store) -> int:
     """Lift what the replaced store lifted: people readmitted (connector/readmit.py), as its
     audit trail records them, and not suppressed there again since. Only what is recorded
     is lifted: a replaced store that is simply emptier (made anew after a lost disk) lifts
-    nothing. Returns how many entries were lifted here."""
+    nothing. What is lifted here is recorded here too (a ``dsr.readmitted`` entry), so a
+    later restore over this store lifts it again. Returns how many entries were lifted."""
+    db = store.db
     readmitted: set[str] = set()
     for (data,) in db.execute("SELECT data FROM replaced.audit WHERE kind = ?", (READMITTED,)):
         readmitted.update(str(sid) for sid in json.loads(data).get("subject_ids", []))
@@ -140,11 +143,15 @@ def _readmitted_since(db: sqlite3.Connection) -> int:
         if not db.execute(
             "SELECT 1 FROM replaced.suppression WHERE subject_id = ?", (sid,)
         ).fetchone()
+        and db.execute("DELETE FROM main.suppression WHERE subject_id = ?", (sid,)).rowcount
     ]
-    return sum(
-        db.execute("DELETE FROM main.suppression WHERE subject_id = ?", (sid,)).rowcount
-        for sid in lifted
-    )
+    if lifted:
+        audit.append(
+            store,
+            READMITTED,
+            {"subject_ids": lifted, "reason": "readmitted before a restore, taken over by it"},
+        )
+    return len(lifted)
 
 
 def _moved_since(db: sqlite3.Connection, store: Store) -> int:
