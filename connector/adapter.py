@@ -122,9 +122,12 @@ class UpsertResult(NamedTuple):
 
     ``reason`` is a vendor error *category* or status, never a message that could echo data.
     ``retryable`` marks failures worth another try (the record stays queued) as opposed to
-    permanent rejections (dead-lettered). ``note`` says in words what a write left alone and
-    why (``not_held``, ``skipped``, or an update that reached only some of the records), for a
-    request's receipt; like ``reason``, it never holds personal data.
+    permanent rejections (dead-lettered); one that reached part of the system (a record
+    written in one audience, not in another) gives the id it is held under there as
+    ``external_id``, which the connector then knows the person by. ``note`` says in words
+    what a write left alone and why (``not_held``, ``skipped``, or an update that reached
+    only some of the records), for a request's receipt; like ``reason``, it never holds
+    personal data.
     """
 
     ref: str

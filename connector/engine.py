@@ -604,12 +604,16 @@ class Engine:
         acks: list[Ack] = []
         dead: list[tuple[OutboxRow, str]] = []
         later: list[int] = []
+        held: list[Ack] = []  # written in part: the system's id, no delivered hash
         for result in results:
             row = by_ref[result.ref]
             if result.outcome == "failed":
                 if result.retryable:
                     later.append(row.id)
                     dest_report.deferred = result.reason or "deferred"
+                    if result.external_id:
+                        stored = self.ids.to_store(dest.name, result.external_id)
+                        held.append(Ack(row.id, row.subject_id, stored, "", row.subject_no))
                 else:
                     dead.append((row, result.reason or "rejected"))
                 continue
@@ -640,6 +644,8 @@ class Engine:
                     store.dead_letter(dead)
                 if later:
                     store.bump_attempts(later)
+                if held:
+                    store.note_identities(dest.name, held)
                 if acks or dead:
                     audit.append(store, "sync.batch", entry)
 

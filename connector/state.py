@@ -481,6 +481,29 @@ class Store:
         )
         return {str(system): int(count) for system, count in rows}
 
+    def note_identities(self, system: str, acks: Sequence[Ack]) -> None:
+        """Record the system's id for subjects a write reached only in part (it is retried):
+        their rows stay queued and nothing counts as delivered, but the person is known
+        there by that id, as an erasure, an access request and a move must know them.
+
+        An id already known stays: the rest of the system still holds the person under it
+        (a move renamed them in one audience, not yet in the other), and the retry finds
+        them by it."""
+        with self.transaction() as db:
+            numbers = self.subject_numbers(
+                [a.subject_id for a in acks if a.subject_no is None], create=True
+            )
+            db.executemany(
+                "INSERT INTO identities(system, subject_no, external_id) "
+                "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM subjects WHERE subject_no=?2) "
+                "ON CONFLICT(system, subject_no) DO NOTHING",
+                [
+                    (system, a.subject_no or numbers[a.subject_id], a.external_id)
+                    for a in acks
+                    if a.external_id
+                ],
+            )
+
     def acknowledge(self, system: str, acks: Sequence[Ack]) -> None:
         """Record deliveries: hash and identity stored, outbox rows deleted, atomically.
 

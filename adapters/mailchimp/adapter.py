@@ -536,10 +536,18 @@ def _written(response: httpx.Response, member_hash: str) -> _Outcome:
 
 def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | None:
     """The record's failure, if any audience failed: a retryable one first, since a record
-    sent again is sent to every audience anyway."""
+    sent again is sent to every audience anyway.
+
+    A retryable failure names the member id an audience that did take the write holds: the
+    member exists there, and the connector must know it by that id (a move of the person's
+    address before the retry renames it instead of adding a second member beside it).
+    """
+    written = next((o.member_id for o in outcomes if o.ok and o.member_id), None)
     for outcome in outcomes:
         if not outcome.ok and outcome.retryable:
-            return UpsertResult(ref, "failed", reason=outcome.reason, retryable=True)
+            return UpsertResult(
+                ref, "failed", external_id=written, reason=outcome.reason, retryable=True
+            )
     for outcome in outcomes:
         if not outcome.ok:
             return UpsertResult(ref, "failed", reason=outcome.reason)

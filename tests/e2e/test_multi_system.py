@@ -456,6 +456,36 @@ async def test_an_address_change_moves_the_person_in_every_destination(
     assert again.moved == 0 and all(d.queued == 0 for d in again.destinations.values())
 
 
+async def test_a_member_written_on_one_audience_only_moves_with_the_address(
+    world: World, rt: Runtime
+) -> None:
+    """A new subscriber's write reaches the second audience but not the first (it answers
+    503 until the retries run out), so the record waits for the next sync. The customer then
+    changes their address, and the next sync fails the same way. In the end the member on
+    the second audience is moved, and the first has them under the new address: one member
+    each. The connector used to learn
+    the member's id only from a write that reached every audience, so it did not know this
+    one, and added a second member beside it (the fan-out model found it)."""
+    old, new = "anna.klant@voorbeeld.nl", "anna.nieuw@voorbeeld.nl"
+    world.shop.add_person(
+        old, "Anna", "Klant", meta_data=[{"key": "marketing_opt_in", "value": "yes"}]
+    )
+    world.news.faults.fail_next, world.news.faults.fail_status = 6, 503
+    (report,) = await rt.engine.sync("shop")
+    world.news.faults.fail_next = 0
+    assert report.destinations["news"].retry_later == 1
+    assert world.news.member(LISTS[0], old) is None and world.news.member(LISTS[1], old)
+    world.shop.touch(old, email=new)
+    world.news.faults.fail_next = 6  # the queued write goes out first, and fails as before
+    (report,) = await rt.engine.sync("shop")
+    world.news.faults.fail_next = 0
+    assert report.moved == 1
+    await rt.engine.sync("shop")
+    for list_id in LISTS:
+        assert world.news.member(list_id, old) is None, list_id
+        assert world.news.member(list_id, new)["status"] == "subscribed"  # type: ignore[index]
+
+
 # -- rectification: corrects what is held, subscribes nobody -----------------------------------
 
 
