@@ -7,7 +7,7 @@ import os
 import sqlite3
 from contextlib import closing, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -16,9 +16,9 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, backup
 from connector.backup import take_backup
 from connector.cli import main
-from connector.config import load_config
+from connector.config import Config, load_config
 from connector.crypto import decode_master_key, generate_master_key
-from connector.dsr import DsrService
+from connector.dsr import DsrService, RequestView
 from connector.errors import ConfigError, StoreError
 from connector.keyset import rotate_master_key
 from connector.lock import syncing
@@ -37,6 +37,28 @@ from tests.conftest import (
 from tests.connector.test_backup import OTHER_EMAIL, rows, seed, sha256
 
 
+class _Erased(NamedTuple):
+    """A backup, and the erasure made after it."""
+
+    out: Path
+    config: Config
+    view: RequestView
+    subject: str
+
+
+async def _backed_up_then_erased(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> _Erased:
+    """Two customers synced, the store backed up, then the canary customer erased."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        return _Erased(out, rt.config, view, rt.keyring.subject_id(CANARY_EMAIL))
+
+
 async def test_a_restore_keeps_everyone_erased_since_the_backup_out(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,
@@ -47,15 +69,8 @@ async def test_a_restore_keeps_everyone_erased_since_the_backup_out(
     suppresses them and holds none of their rows, so the shop restoring a backup of its own
     does not bring them back (without the suppression carried over it would), and it holds
     the erasure's request with its signed receipt."""
-    seed(shop)
-    out = tmp_path / "before-erasure.db"
-    async with open_rt() as rt:
-        await rt.engine.sync()
-        take_backup(rt.config, out)
-        view = await DsrService(rt).erase(CANARY_EMAIL)
-        assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
-        config = rt.config
-        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    out, config, view, subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
+    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
     facts = restore_backup(config, out)
     assert facts.carried["suppression"] >= 1 and facts.carried["traces_deleted"] > 0
     assert facts.carried["requests"] == 1 and facts.not_carried == []
@@ -181,13 +196,7 @@ async def test_a_restore_that_fails_on_the_way_leaves_the_store_in_place(
 ) -> None:
     """The copy is prepared beside the store and renamed over it last: a failure before
     (here the audit entry cannot be written) leaves the store where it was, whole."""
-    seed(shop)
-    out = tmp_path / "b.db"
-    async with open_rt() as rt:
-        await rt.engine.sync()
-        take_backup(rt.config, out)
-        await DsrService(rt).erase(CANARY_EMAIL)
-        config = rt.config
+    out, config, _view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
 
     def fails(*_args: Any, **_kwargs: Any) -> int:
         raise sqlite3.OperationalError("disk I/O error")
@@ -347,14 +356,7 @@ async def test_a_restore_stopped_at_any_step_leaves_a_whole_store_and_runs_again
     restore run again finishes, keeping the erasure made after the backup."""
     import connector.restore as restore_module
 
-    seed(shop)
-    out = tmp_path / "b.db"
-    async with open_rt() as rt:
-        await rt.engine.sync()
-        take_backup(rt.config, out)
-        view = await DsrService(rt).erase(CANARY_EMAIL)
-        config = rt.config
-        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    out, config, view, subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
     pristine = tmp_path / "pristine"
     pristine.mkdir()
     folder = config.store_path.parent
@@ -504,13 +506,7 @@ async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     """The store was last opened by the klantsync before an upgrade (one schema behind) and
     the restore is the first command after it: the store is migrated as any command would,
     and all it knows since the backup is taken over, not its erasures alone."""
-    seed(shop)
-    out = tmp_path / "b.db"
-    async with open_rt() as rt:
-        await rt.engine.sync()
-        take_backup(rt.config, out)
-        view = await DsrService(rt).erase(CANARY_EMAIL)
-        config = rt.config
+    out, config, view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
     with closing(sqlite3.connect(config.store_path)) as db:  # as the version before left it
         db.execute("DROP INDEX audit_kind")
         db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")

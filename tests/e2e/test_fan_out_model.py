@@ -21,7 +21,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     consumes,
     invariant,
     precondition,
@@ -29,13 +28,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from connector.backup import take_backup
 from connector.dsr import DsrService
 from connector.loop import new_event_loop
 from connector.readmit import readmit
-from connector.restore import restore_backup
 from connector.runtime import open_runtime
 from tests.conftest import VirtualTime
+from tests.e2e.store_rules import StoreBackups
 from tests.e2e.test_multi_system import LISTS, World, write_config
 
 NAMES = st.sampled_from(["Anna", "Bram", "Chantal", "Daan"])
@@ -65,7 +63,7 @@ def _opt_in(consent: bool) -> list[dict[str, str]]:
     return [{"key": "marketing_opt_in", "value": "yes" if consent else "no"}]
 
 
-class FanOutModel(RuleBasedStateMachine):
+class FanOutModel(StoreBackups):
     customers = Bundle("customers")
 
     def __init__(self) -> None:
@@ -75,9 +73,6 @@ class FanOutModel(RuleBasedStateMachine):
         self.config = write_config(self.directory, self.world)
         self.loop = new_event_loop()
         self._open()
-        #: The last backup taken of the store, if any.
-        self.backup: Path | None = None
-        self.backups = 0
         self.everyone: list[Customer] = []
         #: Erased while Pipedrive was down: their requests are open until retried.
         self.pending: list[Customer] = []
@@ -94,8 +89,11 @@ class FanOutModel(RuleBasedStateMachine):
         )
         self.rt = self.loop.run_until_complete(self.context.__aenter__())
 
-    def teardown(self) -> None:
+    def _close(self) -> None:
         self.loop.run_until_complete(self.context.__aexit__(None, None, None))
+
+    def teardown(self) -> None:
+        self._close()
         self.loop.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -236,22 +234,6 @@ class FanOutModel(RuleBasedStateMachine):
         customer.first_name = first_name
         self.corrections_open = True
         self.synced = False  # Pipedrive holds the old name until a sync or the retry
-
-    @rule()
-    def the_store_is_backed_up(self) -> None:
-        self.backups += 1
-        self.backup = self.directory / f"backup-{self.backups}.db"
-        take_backup(self.rt.config, self.backup)
-
-    @precondition(lambda self: self.backup is not None)
-    @rule()
-    def the_store_is_restored_from_the_last_backup(self) -> None:
-        """What happened since the backup is not undone: erasures, who was sent where, open
-        requests. Every invariant goes on holding, as after any other step."""
-        assert self.backup is not None
-        self.loop.run_until_complete(self.context.__aexit__(None, None, None))
-        restore_backup(self.rt.config, self.backup)
-        self._open()
 
     @precondition(lambda self: bool(self.pending) or self.corrections_open)
     @rule()

@@ -229,6 +229,16 @@ async def _sync_until_complete(_world: World, rt: Runtime) -> None:
     pytest.fail("three syncs after a restart did not complete")
 
 
+async def _erased_then_synced(world: World, rt: Runtime, email: str) -> None:
+    """The recovery after an erasure beside a sync: the erasure asked again if the killed
+    run did not complete it, then syncs until one runs to its end."""
+    service = DsrService(rt)
+    if not any(v.status == "completed" for v in service.list()):
+        view = await service.erase(email)
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+    await _sync_until_complete(world, rt)
+
+
 def _each_once(world: World, rt: Runtime, at: int) -> None:
     emails = _emails(world)
     for email in emails:
@@ -505,11 +515,7 @@ async def test_an_erasure_during_a_sync_killed_at_any_moment_keeps_the_person_ou
         await asyncio.gather(rt.engine.sync("shop"), DsrService(rt).erase(erased["email"]))
 
     async def recover(world: World, rt: Runtime) -> None:
-        service = DsrService(rt)
-        if not any(v.status == "completed" for v in service.list()):
-            view = await service.erase(erased["email"])
-            assert view.status == "completed", [(s.system, s.status) for s in view.systems]
-        await _sync_until_complete(world, rt)
+        await _erased_then_synced(world, rt, erased["email"])
 
     def check(world: World, rt: Runtime, at: int) -> None:
         for name in ("shop", "crm", "news", "deals"):
@@ -805,11 +811,7 @@ async def test_an_erasure_under_a_former_address_during_the_move_keeps_the_perso
         await asyncio.gather(rt.engine.sync("shop"), DsrService(rt).erase(person["old"]))
 
     async def recover(world: World, rt: Runtime) -> None:
-        service = DsrService(rt)
-        if not any(v.status == "completed" for v in service.list()):
-            view = await service.erase(person["old"])
-            assert view.status == "completed", [(s.system, s.status) for s in view.systems]
-        await _sync_until_complete(world, rt)
+        await _erased_then_synced(world, rt, person["old"])
 
     def check(world: World, rt: Runtime, at: int) -> None:
         for name in ("shop", "crm", "news", "deals"):

@@ -24,7 +24,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
-    RuleBasedStateMachine,
     consumes,
     invariant,
     precondition,
@@ -34,13 +33,12 @@ from hypothesis.stateful import (
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.backup import take_backup
 from connector.dsr import DsrService
 from connector.loop import new_event_loop
-from connector.restore import restore_backup
 from connector.runtime import open_runtime
 from connector.targeted import sync_subjects
 from tests.conftest import ENV, VirtualTime, write_config
+from tests.e2e.store_rules import StoreBackups
 
 NAMES = st.sampled_from(["Anna", "Bram", "Chantal", "Daan", "Eva", "Femke"])
 
@@ -61,7 +59,7 @@ class Person:
         return self.emails[-1]
 
 
-class SyncModel(RuleBasedStateMachine):
+class SyncModel(StoreBackups):
     people = Bundle("people")
 
     def __init__(self) -> None:
@@ -79,9 +77,6 @@ class SyncModel(RuleBasedStateMachine):
         #: Erased while the CRM was down: their requests are open until retried.
         self.pending: list[Person] = []
         self.synced = True  # the CRM is expected to match the model (no sync cut short since)
-        #: The last backup taken of the store, if any.
-        self.backup: Path | None = None
-        self.backups = 0
         self._open()
 
     # -- the runtime --------------------------------------------------------------------------
@@ -256,22 +251,6 @@ class SyncModel(RuleBasedStateMachine):
     @rule()
     def a_restart(self) -> None:
         self._close()
-        self._open()
-
-    @rule()
-    def the_store_is_backed_up(self) -> None:
-        self.backups += 1
-        self.backup = self.directory / f"backup-{self.backups}.db"
-        take_backup(self.rt.config, self.backup)
-
-    @precondition(lambda self: self.backup is not None)
-    @rule()
-    def the_store_is_restored_from_the_last_backup(self) -> None:
-        """The connector's store goes back to a backup: address changes, erasures (open ones
-        included) and the CRM's contacts made since must all come out as before."""
-        assert self.backup is not None
-        self._close()
-        restore_backup(self.rt.config, self.backup)
         self._open()
 
     # -- what must hold -----------------------------------------------------------------------
