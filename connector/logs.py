@@ -21,6 +21,13 @@ __all__ = ["RedactingFilter", "debug_wanted", "redact", "setup_logging"]
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
+#: What the phone pattern also matches and is no phone: ISO dates ("2026-11-29"), alone or in
+#: a span ("2026-11-29 - 2026-12-13"), each perhaps with an hour ("2026-11-29 14"). Operators
+#: write them in reasons (an extension's, a readmission's) and the connector in deadlines;
+#: masked, an audit entry lost the one fact it was written for. A run of digits beside a
+#: date still reads as a phone ("2026-11-29 06 12345678" is masked whole).
+_DATE = r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?: \d\d)?"
+_DATES_ONLY = re.compile(rf"{_DATE}(?:(?: - | |-){_DATE})*")
 _BEARER = re.compile(r"(?i)(bearer|token|secret|key|password|authorization)([\"'=: ]+)[^\s\"',&]+")
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -36,7 +43,12 @@ def redact(text: str) -> str:
     """Mask e-mail addresses, phone numbers and credential-looking values in ``text``."""
     text = _EMAIL.sub("<email>", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
-    return _PHONE.sub("<phone>", text)
+    return _PHONE.sub(_phone_unless_dates, text)
+
+
+def _phone_unless_dates(match: re.Match[str]) -> str:
+    found = match.group()
+    return found if _DATES_ONLY.fullmatch(found) else "<phone>"
 
 
 class RedactingFilter(logging.Filter):

@@ -484,9 +484,10 @@ async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
     assert view.deadline == "2026-02-28T09:00:00+00:00"
     with pytest.raises(DsrUsageError, match="reason"):
         service.extend(view.id, 1, "  ")
-    extended = service.extend(view.id, 1, f"complex request, asked by {CANARY_EMAIL}")
+    extended = service.extend(view.id, 1, f"complex request, asked by {CANARY_EMAIL} on 2026-02-02")
     assert extended.deadline == "2026-03-31T09:00:00+00:00"
-    assert extended.extension_reason is not None and CANARY_EMAIL not in extended.extension_reason
+    # The address is masked; the date the operator wrote is kept.
+    assert extended.extension_reason == "complex request, asked by <email> on 2026-02-02"
     with pytest.raises(DsrUsageError, match="at most 2 months"):
         service.extend(view.id, 2, "more")
     assert service.extend(view.id, 1, "still more").deadline == "2026-04-30T09:00:00+00:00"

@@ -96,6 +96,24 @@ def test_redaction_is_the_last_line_of_defence() -> None:
     assert redact(f"mail {CANARY_EMAIL}") == "mail <email>"
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("extended on 2026-11-29: the shop is slow", "extended on 2026-11-29: the shop is slow"),
+        ("away 2026-12-01 - 2026-12-13", "away 2026-12-01 - 2026-12-13"),
+        ("signed up again 2026-11-29 14 h", "signed up again 2026-11-29 14 h"),
+        (f"call {CANARY_PHONE} on 2026-11-29", "call <phone> on 2026-11-29"),
+        (f"call {CANARY_PHONE_E164}", "call <phone>"),
+        ("on 2026-11-29 06 12345678", "on <phone>"),
+        ("call 0612-345-678", "call <phone>"),
+        ("not a date 2026-13-01", "not a date <phone>"),
+    ],
+)
+def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> None:
+    """A date in an operator's reason or a deadline is kept; a phone beside it is not."""
+    assert redact(text) == expected
+
+
 def test_what_the_libraries_underneath_log_is_redacted_too(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
