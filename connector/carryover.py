@@ -11,6 +11,10 @@ rolled back with it, and the replaced store, when it can still be read, knows it
   since. Forgotten, a customer subscribed to the newsletter after the backup who then opts
   out would not be unsubscribed (a withdrawal goes only where the person was sent), and an
   erasure would not know the system's id;
+- **what a system last got**, where it got something since: the replaced store's payload
+  hash for the pair, or, where a payload was on its way there, a mark to send the current
+  one again. With the backup's hash, a change since that the shop then undid was never
+  sent (the record looked unchanged), and the system kept the change;
 - **moves since** (a new address): the systems followed them, so the person's rows go
   under the new address here too, and the former one becomes an alias;
 - **former addresses** (moves since);
@@ -43,7 +47,7 @@ from connector.crypto import (
     Keyring,
     manifest_context,
 )
-from connector.dsr_store import DsrStore
+from connector.dsr_store import RESEND, DsrStore
 from connector.readmit import READMITTED
 from connector.state import PER_SYSTEM_TABLES, Store
 
@@ -60,6 +64,8 @@ class Carried:
     readmitted: int = 0
     moves: int = 0
     people: int = 0
+    #: (system, person) pairs the backup knows that got something since (see module).
+    delivered_since: int = 0
     aliases: int = 0
     requests: int = 0
     jobs: int = 0
@@ -112,6 +118,7 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
         return carried
     carried.moves = _moved_since(db, store)
     carried.people = _sent_since(db)
+    carried.delivered_since = _delivered_since(db)
     carried.aliases = db.execute(
         "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) "
         "SELECT subject_id, alias FROM replaced.subject_aliases"
@@ -246,6 +253,60 @@ def _sent_since(db: sqlite3.Connection) -> int:
     finally:
         db.execute("DROP TABLE temp.sent_since")
     return int(people)
+
+
+def _delivered_since(db: sqlite3.Connection) -> int:
+    """What each system last got, where the replaced store sent it something since the backup.
+
+    The pairs the backup holds nothing of came with :func:`_sent_since`, at the payload they
+    got; this takes the pairs it holds at an older one. They are found by delivery time: at
+    or after the last delivery the backup records (an earlier one it would hold already; a
+    few more read at the boundary change nothing). A payload still queued there may have
+    landed, its answer lost: the pair is marked :data:`~connector.dsr_store.RESEND`, so the
+    next sync sends the current one whatever the hashes say. That holds for a pair the
+    backup holds nothing of, too: a newsletter member written by a sync cut short, then
+    restored over, is unsubscribed when the person opts out (a withdrawal goes only where
+    something was sent). Returns how many pairs changed.
+    """
+    db.execute(
+        "CREATE TEMP TABLE delivered_since AS "
+        "SELECT x.system AS system, rs.subject_id AS subject_id, "
+        "       CASE WHEN MAX(x.payload_hash = ?1) THEN ?1 ELSE MAX(x.payload_hash) END "
+        "       AS payload_hash, MAX(x.at) AS at "
+        "FROM (SELECT rd.system AS system, rd.subject_no AS subject_no, "
+        "             rd.payload_hash AS payload_hash, rd.delivered_at AS at "
+        "      FROM replaced.delivered rd WHERE rd.delivered_at >= "
+        "            (SELECT COALESCE(MAX(delivered_at), '') FROM main.delivered) "
+        "      UNION ALL SELECT ro.system, ro.subject_no, ?1, ro.enqueued_at "
+        "      FROM replaced.outbox ro) AS x "
+        "JOIN replaced.subjects rs ON rs.subject_no = x.subject_no "
+        "WHERE rs.subject_id NOT IN (SELECT subject_id FROM main.suppression) "
+        # A pair may come twice, delivered and queued again since: the queued one decides.
+        "GROUP BY x.system, rs.subject_id",
+        (RESEND,),
+    )
+    try:
+        changed = db.execute(
+            "UPDATE main.delivered AS d SET payload_hash = c.payload_hash "
+            "FROM temp.delivered_since c JOIN main.subjects s ON s.subject_id = c.subject_id "
+            "WHERE d.system = c.system AND d.subject_no = s.subject_no "
+            "AND d.payload_hash != c.payload_hash"
+        ).rowcount
+        db.execute(
+            "INSERT OR IGNORE INTO main.subjects(subject_id) "
+            "SELECT subject_id FROM temp.delivered_since WHERE payload_hash = ?",
+            (RESEND,),
+        )
+        changed += db.execute(
+            "INSERT OR IGNORE INTO main.delivered(system, subject_no, payload_hash, "
+            "delivered_at) SELECT q.system, s.subject_no, q.payload_hash, q.at "
+            "FROM temp.delivered_since q JOIN main.subjects s ON s.subject_id = q.subject_id "
+            "WHERE q.payload_hash = ?",
+            (RESEND,),
+        ).rowcount
+    finally:
+        db.execute("DROP TABLE temp.delivered_since")
+    return int(changed)
 
 
 def _opens(keyring: Keyring, blob: bytes | None, context: str) -> bool:

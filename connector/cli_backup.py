@@ -96,7 +96,8 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         console.print(
             f"  taken over from it: {carried['suppression']} erasures since the backup (their "
             f"{carried['traces_deleted']} rows deleted here), {carried['people']} people first "
-            f"sent somewhere since, {carried['requests']} data subject requests, "
+            f"sent somewhere since, {carried['delivered_since']} payloads delivered since to "
+            f"people it knew, {carried['requests']} data subject requests, "
             f"{carried['jobs']} jobs, {carried['incidents']} incidents, {carried['bundles']} "
             "access bundles"
         )

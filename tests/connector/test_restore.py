@@ -19,7 +19,7 @@ from connector.cli import main
 from connector.config import Config, load_config
 from connector.crypto import decode_master_key, generate_master_key
 from connector.dsr import DsrService, RequestView
-from connector.errors import ConfigError, StoreError
+from connector.errors import ConfigError, RetryableError, StoreError
 from connector.keyset import rotate_master_key
 from connector.lock import syncing
 from connector.readmit import readmit
@@ -119,6 +119,46 @@ async def test_a_restore_empties_the_outbox_and_the_next_sync_sends_what_is_miss
         assert rt.store.outbox_count() == 0
     assert crm.holds(CANARY_EMAIL) and crm.holds(OTHER_EMAIL)
     assert crm.contact_count() == 2
+
+
+@pytest.mark.parametrize("answer", ["received", "lost"])
+async def test_a_change_since_the_backup_that_the_shop_undoes_is_undone_everywhere(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    answer: str,
+) -> None:
+    """Delft is synced and backed up; Rotterdam is synced; the backup is restored; the shop
+    goes back to Delft. The restored store held Delft as what HubSpot last got, so the sync
+    sent nothing and HubSpot kept Rotterdam. Now the restored store takes over what HubSpot
+    got since, or, where its answer was lost and the payload still queued, sends again."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        shop.touch(OTHER_EMAIL, billing={"city": "Rotterdam"})
+        adapter: Any = rt.systems["crm"].adapter
+        real = adapter.upsert
+
+        async def answer_lost(records: Any) -> Any:
+            await real(records)
+            raise RetryableError("crm", "POST", "/crm/v3/objects/contacts/batch/upsert", None, "")
+
+        if answer == "lost":
+            adapter.upsert = answer_lost
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == (1 if answer == "lost" else 0)
+        config = rt.config
+    assert crm.record_for(OTHER_EMAIL)["properties"]["city"] == "Rotterdam"  # type: ignore[index]
+    facts = restore_backup(config, out)
+    assert facts.carried["delivered_since"] == 1
+    shop.touch(OTHER_EMAIL, billing={"city": "Delft"})
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert report.destinations["crm"].queued == 1  # the one changed since, not both
+    assert crm.record_for(OTHER_EMAIL)["properties"]["city"] == "Delft"  # type: ignore[index]
 
 
 async def test_a_restore_refuses_while_a_sync_or_the_daemon_holds_the_store(

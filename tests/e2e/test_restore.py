@@ -113,3 +113,37 @@ async def test_a_move_since_the_backup_is_made_in_the_restored_store_too(
     addresses = (anna, second, third)
     assert all(world.news.member(lst, a) is None for lst in LISTS for a in addresses)
     assert not any(world.crm.holds(a) or world.deals.holds(a) for a in addresses)
+
+
+async def test_a_member_written_by_a_sync_cut_short_before_a_restore_is_unsubscribed(
+    tmp_path: Path,
+) -> None:
+    """Anna signs up with consent after the backup; the sync that sends her is cut short
+    when Mailchimp fails on the first audience after writing... nothing there, then takes
+    her on the second: the payload stays queued. The backup is restored (the outbox is
+    emptied), and Anna opts out. She was left subscribed on the second audience: the
+    restored store knew nothing was sent, and a withdrawal goes only where something was
+    (the fan-out model found it). Now the queued payload counts as perhaps sent."""
+    world = World()
+    config = load_config(write_config(tmp_path, world))
+    runtime = _runtime(world, config)
+    anna = "anna@voorbeeld.nl"
+    backup = tmp_path / "backup.db"
+    async with runtime() as rt:
+        await rt.engine.sync("shop")
+        take_backup(config, backup)
+        world.shop.add_person(anna, "Anna", "Klant", meta_data=_opt_in(True))
+        world.news.faults.fail_next = rt.systems["news"].client.retry.attempts
+        await rt.engine.sync("shop")
+        world.news.faults.fail_next = 0
+        assert world.news.member(LISTS[0], anna) is None
+        assert world.news.member(LISTS[1], anna)["status"] == "subscribed"  # type: ignore[index]
+        assert rt.store.outbox_counts().get("news") == 1
+    facts = restore_backup(config, backup)
+    assert facts.carried["delivered_since"] >= 1
+    world.shop.touch(anna, meta_data=_opt_in(False))
+    async with runtime() as rt:
+        (report,) = await rt.engine.sync("shop")
+        assert not report.errors, report.errors
+    assert world.news.member(LISTS[0], anna) is None  # a withdrawal adds nobody
+    assert world.news.member(LISTS[1], anna)["status"] == "unsubscribed"  # type: ignore[index]
