@@ -15,6 +15,8 @@ File format::
     requires_consent = "marketing"  # optional: only people with this consent are sent here
     withdrawn = { status = "unsubscribed" }  # optional: sent (with the e-mail) to someone
                                     # who received data here and has since withdrawn consent
+    consent_renewed = { status = "pending" }  # optional, with withdrawn: sent with the fields
+                                    # to someone sent ``withdrawn`` who has given consent again
     ignore = ["id", "_links"]       # technical paths that are not personal data (not counted)
 
     [fields.email]
@@ -69,6 +71,7 @@ class _MappingFile(StrictModel):
     default_region: str = "NL"
     requires_consent: str | None = None
     withdrawn: dict[str, Any] = Field(default_factory=dict)
+    consent_renewed: dict[str, Any] = Field(default_factory=dict)
     ignore: list[str] = Field(default_factory=list)
     fields: dict[str, Any] = Field(default_factory=dict)  # each checked by _FieldFile
 
@@ -132,6 +135,9 @@ class SystemMapping:
         fields: canonical name -> field mapping.
         id_path: where the system's record id lives.
         requires_consent: a consent purpose people must have to be sent here, if any.
+        withdrawn: what is sent someone who was sent here and withdrew that consent.
+        consent_renewed: what is sent, with their fields, someone sent ``withdrawn`` who has
+            given the consent again (see :meth:`renewal`).
         ignore: system paths known not to be personal data (not counted as withheld).
     """
 
@@ -141,6 +147,7 @@ class SystemMapping:
     record_root: str | None = None
     requires_consent: str | None = None
     withdrawn: dict[str, Any] = field(default_factory=dict)
+    consent_renewed: dict[str, Any] = field(default_factory=dict)
     ignore: frozenset[str] = frozenset()
     default_region: str = "NL"
     _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
@@ -296,6 +303,15 @@ class SystemMapping:
         """What to send someone who withdrew the consent this system needs: e-mail + marker."""
         return {self.fields["email"].path: person.get("email"), **self.withdrawn}
 
+    def renewal(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """What to send someone given ``withdrawn`` who consents again: fields + marker.
+
+        Without it their fields would go as for anyone else, and a system that keeps a
+        withdrawal (Mailchimp keeps an unsubscribed member unsubscribed) would keep them out
+        although they asked to be back.
+        """
+        return {**fields, **self.consent_renewed}
+
     def admits(self, person: Person) -> bool:
         """Whether the purpose/consent gate lets this person through to this system."""
         return self.requires_consent is None or person.has_consent(self.requires_consent)
@@ -398,6 +414,10 @@ def load_mapping(path: Path) -> SystemMapping:
         raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
     if spec.withdrawn and spec.requires_consent is None:
         raise ConfigError(where, "withdrawn", "only makes sense with requires_consent")
+    if spec.consent_renewed and not spec.withdrawn:
+        raise ConfigError(
+            where, "consent_renewed", "only makes sense with withdrawn (it undoes what that sent)"
+        )
     return SystemMapping(
         path=path,
         fields=fields,
@@ -405,6 +425,7 @@ def load_mapping(path: Path) -> SystemMapping:
         record_root=spec.record_root,
         requires_consent=spec.requires_consent,
         withdrawn=dict(spec.withdrawn),
+        consent_renewed=dict(spec.consent_renewed),
         ignore=frozenset(spec.ignore),
         default_region=spec.default_region,
     )

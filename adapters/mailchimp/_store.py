@@ -6,7 +6,8 @@ Each audience keys its members by subscriber hash. What Mailchimp refuses raises
 - ``PUT`` adds or updates; a new member needs ``status_if_new``; an archived member is re-added;
   a ``status`` of ``subscribed`` for an ``unsubscribed`` or ``cleaned`` member is refused
   ("Member In Compliance State"); an address deleted permanently is refused for good
-  ("Forgotten Email Not Subscribed");
+  ("Forgotten Email Not Subscribed"); ``pending`` is taken from any status, and each member
+  that becomes pending is sent a confirmation e-mail (:attr:`MemberStore.confirmations`);
 - ``PATCH`` updates an existing, not archived, member only;
 - ``DELETE`` archives (restorable by a later ``PUT``); ``delete-permanent`` removes the member
   and forgets the address on that audience.
@@ -121,6 +122,9 @@ class MemberStore:
         self.audiences = {list_id: Audience(list_id) for list_id in list_ids}
         self._wall_clock = wall_clock
         self._web_ids = itertools.count(100_001)
+        #: (list id, subscriber hash) of each confirmation e-mail sent, in order: Mailchimp
+        #: sends one whenever a member becomes ``pending``.
+        self.confirmations: list[tuple[str, str]] = []
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._wall_clock(), UTC).isoformat(timespec="seconds")
@@ -218,9 +222,10 @@ class MemberStore:
                     "This value is required when the member is new.",
                 )
             if member is None:
-                member = Member(list_id, email, chosen, {}, next(self._web_ids), now, now)
+                member = Member(list_id, email, "", {}, next(self._web_ids), now, now)
                 audience.members[key] = member
-            member.status = chosen
+            member.status = ""  # new, or re-added: a pending one is sent the e-mail
+            self._change_status(member, chosen)
         elif status is not None:
             self._change_status(member, status)
         member.merge_fields.update(merge_fields)
@@ -262,8 +267,7 @@ class MemberStore:
         member.last_changed = self._now()
         return member
 
-    @staticmethod
-    def _change_status(member: Member, status: str) -> None:
+    def _change_status(self, member: Member, status: str) -> None:
         if status == "subscribed" and member.status in ("unsubscribed", "cleaned"):
             raise Problem(
                 400,
@@ -271,6 +275,8 @@ class MemberStore:
                 f"{member.email_address} is in a compliance state due to unsubscribe, bounce, "
                 "or compliance review and cannot be subscribed.",
             )
+        if status == "pending" and member.status != "pending":
+            self.confirmations.append((member.list_id, subscriber_hash(member.email_address)))
         member.status = status
 
     def archive(self, list_id: str, member_hash: str) -> None:

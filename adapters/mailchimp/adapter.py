@@ -9,7 +9,9 @@ What it does, by contract verb:
   results) and ``POST /lists/{id}`` answers 200 with per-member errors whose messages echo
   e-mails; one idempotent PUT per member gives a per-record result straight away.
   A record whose ``status`` is ``"unsubscribed"`` (consent withdrawn) is sent as a ``PATCH``
-  instead, which updates existing members only: a withdrawal never *adds* anyone.
+  instead, which updates existing members only: a withdrawal never *adds* anyone. One whose
+  ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
+  confirm, unless it is subscribed already (see :meth:`MailchimpAdapter._renewal`).
 - ``update`` (a rectification): ``GET`` of the member on each configured audience, then a
   ``PATCH`` of its fields, never its status, if it is there and not archived. It never adds,
   subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
@@ -42,6 +44,7 @@ from urllib.parse import quote
 import httpx
 
 from adapters.mailchimp.payloads import (
+    RENEWED_STATUS,
     WITHDRAWN_STATUS,
     is_subscriber_hash,
     member_body,
@@ -254,10 +257,38 @@ class MailchimpAdapter:
                     return _Outcome(ok=True)
             else:
                 body = member_body(record.email, record.fields, self.settings.status_if_new)
+                if body.get("status") == RENEWED_STATUS:
+                    body = await self._renewal(list_id, template, record, body)
                 response = await self._put_or_move(list_id, path, template, record, body)
             return _written(response, member_hash)
 
         return await self._on_connection(batch, call)
+
+    async def _renewal(
+        self, list_id: str, template: str, record: OutboundRecord, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``body`` asking to confirm again, or without a status for a member who is in.
+
+        Someone the connector unsubscribed when they withdrew consent has given it again.
+        Mailchimp does not let an API set an unsubscribed member's status to ``subscribed``
+        (400 "Member In Compliance State", widely reported); only the person can re-subscribe.
+        ``pending`` is how they can: Mailchimp e-mails them a confirmation, and they are
+        subscribed once they confirm, by their own hand, as Mailchimp requires. The member
+        is read first (under the address's hash, then the id the connector holds): one who
+        is subscribed or pending already (they re-subscribed through the audience's form
+        meanwhile) keeps that status, and is not sent back to confirm. Renewals are rare, so
+        the read costs next to nothing.
+        """
+        for member_hash in _member_hashes(record.email, record.external_id):
+            held = await self._request(
+                "GET", _member_path(list_id, member_hash), template, accept=(404,)
+            )
+            if held.status_code == 404:
+                continue
+            if json_object(held).get("status") in ("subscribed", "pending"):
+                return {name: value for name, value in body.items() if name != "status"}
+            break
+        return body
 
     async def _put_or_move(
         self,
@@ -278,12 +309,11 @@ class MailchimpAdapter:
         """
         known = record.external_id
         if known and is_subscriber_hash(known) and known != subscriber_hash(record.email):
+            change = {"email_address": record.email, "merge_fields": body.get("merge_fields", {})}
+            if "status" in body:  # a renewal: the member under the former address confirms
+                change["status"] = body["status"]
             moved = await self._request(
-                "PATCH",
-                _member_path(list_id, known),
-                template,
-                json={"email_address": record.email, "merge_fields": body.get("merge_fields", {})},
-                accept=(404,),
+                "PATCH", _member_path(list_id, known), template, json=change, accept=(404,)
             )
             if moved.status_code != 404:
                 return moved

@@ -16,6 +16,7 @@ from typing import Any, Final
 __all__ = [
     "ERROR_TYPE",
     "MEMBER_STATUSES",
+    "RENEWED_STATUS",
     "WITHDRAWN_STATUS",
     "is_subscriber_hash",
     "member_body",
@@ -36,6 +37,10 @@ MEMBER_STATUSES: Final = frozenset(
 
 #: The ``status`` value a mapping sends when the person withdrew marketing consent.
 WITHDRAWN_STATUS: Final = "unsubscribed"
+
+#: The ``status`` value a mapping sends when someone unsubscribed for a withdrawn consent gives
+#: it again: Mailchimp e-mails them to confirm (the adapter's ``_renewal`` says why).
+RENEWED_STATUS: Final = "pending"
 
 
 def subscriber_hash(email: str) -> str:

@@ -196,6 +196,18 @@ class MailchimpSandbox(SandboxBase):
         found = self.store.audience(list_id).members.get(subscriber_hash(email))
         return found.to_json() if found is not None else None
 
+    def confirmations_to(self, email: str) -> int:
+        """How many confirmation e-mails Mailchimp sent this address (see ``_store``)."""
+        wanted = subscriber_hash(email)
+        return sum(member_hash == wanted for _, member_hash in self.store.confirmations)
+
+    def confirm(self, list_id: str, email: str) -> None:
+        """The person clicks the confirmation e-mail's link: pending becomes subscribed."""
+        found = self.store.audience(list_id).members.get(subscriber_hash(email))
+        if found is None or found.status != "pending":
+            raise ValueError("no pending member with that address on that audience")
+        found.status = "subscribed"
+
     def is_forgotten(self, list_id: str, email: str) -> bool:
         """Whether ``delete-permanent`` made this audience refuse the address."""
         return subscriber_hash(email) in self.store.audience(list_id).forgotten

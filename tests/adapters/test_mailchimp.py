@@ -357,6 +357,54 @@ async def test_withdrawal_never_adds_anyone(mc: Harness) -> None:
     assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
 
 
+async def test_consent_given_again_asks_an_unsubscribed_member_to_confirm(mc: Harness) -> None:
+    """A renewal (status pending) sets an unsubscribed member pending, which has Mailchimp
+    e-mail a confirmation, on every audience; the names are brought up to date."""
+    for list_id in (LIST_A, LIST_B):
+        mc.sandbox.add_person("reader1@example.com", "Old", list_id=list_id, status="unsubscribed")
+    (result,) = await mc.adapter.upsert([person(1, status="pending")])
+    assert result.outcome == "upserted" and not result.reason
+    for list_id in (LIST_A, LIST_B):
+        member = mc.sandbox.member(list_id, "reader1@example.com")
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("pending", "First1")
+    assert mc.sandbox.confirmations_to("reader1@example.com") == 2  # one per audience
+
+
+async def test_a_renewal_leaves_a_member_who_is_subscribed_again_as_they_are(
+    mc: Harness,
+) -> None:
+    """Someone who re-subscribed through the form meanwhile is not sent back to confirm; one
+    Mailchimp no longer holds is added pending, to confirm."""
+    mc.sandbox.add_person("reader1@example.com", "Old", list_id=LIST_A)
+    (result,) = await mc.adapter.upsert([person(1, status="pending")])
+    assert result.outcome == "upserted"
+    kept = mc.sandbox.member(LIST_A, "reader1@example.com")
+    added = mc.sandbox.member(LIST_B, "reader1@example.com")
+    assert kept is not None and (kept["status"], kept["merge_fields"]["FNAME"]) == (
+        "subscribed",
+        "First1",
+    )
+    assert added is not None and added["status"] == "pending"
+    assert mc.sandbox.confirmations_to("reader1@example.com") == 1  # LIST_B's alone
+
+
+async def test_a_renewal_under_a_new_address_moves_the_member_and_asks_it_to_confirm(
+    mc: Harness,
+) -> None:
+    """The unsubscribed member is under the former address the connector knows: it is moved
+    to the new one and set pending, not left beside a second member."""
+    old = "reader0@example.com"
+    known = mc.sandbox.add_person(old, "Old", list_id=LIST_A, status="unsubscribed")
+    record = person(1, status="pending")
+    record = OutboundRecord(record.ref, record.email, known, record.fields)
+    (result,) = await mc.adapter.upsert([record])
+    assert result.outcome == "upserted"
+    assert mc.sandbox.member(LIST_A, old) is None
+    moved = mc.sandbox.member(LIST_A, "reader1@example.com")
+    assert moved is not None and moved["status"] == "pending"
+
+
 async def test_resubscribing_an_unsubscribed_member_fails_with_the_title(mc: Harness) -> None:
     """An explicit status subscribed for an unsubscribed member is refused, not retried."""
     mc.sandbox.add_person("reader1@example.com", status="unsubscribed")

@@ -150,6 +150,11 @@ _GOOD_EMAIL = '[fields.email]\npath = "email"\npurpose = "x"\n'
         ('id_path = ""\n' + _GOOD_EMAIL, "id_path"),
         ("ignore = 5\n" + _GOOD_EMAIL, "ignore"),
         ('requires_consent = "marketing"\nwithdrawn = 5\n' + _GOOD_EMAIL, "withdrawn"),
+        (
+            'requires_consent = "marketing"\nconsent_renewed = { status = "pending" }\n'
+            + _GOOD_EMAIL,
+            "consent_renewed",
+        ),
         ("fields = 5\n", "fields"),
     ],
 )

@@ -3,8 +3,9 @@
 As tests/e2e/test_sync_model.py, with one shop feeding HubSpot, Mailchimp and Pipedrive and a
 consent in play: Mailchimp receives only customers who opted in to marketing; one who opts
 out after being sent is unsubscribed there and sent nothing else; one who never opted in is
-never there; one who opts in again stays unsubscribed (Mailchimp lets nobody but the person,
-through its own form, re-subscribe someone who unsubscribed) with their names kept current.
+never there; one who opts in again is asked by Mailchimp to confirm (pending: Mailchimp lets
+nobody but the person re-subscribe someone who unsubscribed), once, and is subscribed when
+they do.
 An erasure removes the person from all three, under every address they had. The store may
 be backed up and restored between any two steps: nothing of that changes.
 """
@@ -45,8 +46,9 @@ class Customer:
         self.first_name = first_name
         self.consent = consent
         #: Their Mailchimp status as the model expects it: None (never sent), "subscribed",
-        #: "unsubscribed" (opted out after being sent; re-consent does not change it), or
-        #: "maybe" (a sync cut short may have sent them before they opted out).
+        #: "unsubscribed" (opted out after being sent), "pending" (opted in again since: asked
+        #: to confirm), or "maybe" (a sync cut short may have sent them before they opted
+        #: out).
         self.news: str | None = None
         #: (audience, address) pairs Mailchimp deleted permanently before they came back
         #: (readmitted after an erasure): it refuses to add that address again (the refusal
@@ -118,6 +120,18 @@ class FanOutModel(StoreBackups):
         self.world.shop.touch(customer.email, meta_data=_opt_in(consent))
         customer.consent = consent
         self.synced = False
+
+    @rule(customer=customers)
+    def a_member_confirms_by_the_link_mailchimp_sent(self, customer: Customer) -> None:
+        if customer.news != "pending" or customer.erased:
+            return
+        for list_id in LISTS:
+            if (list_id, customer.email) in customer.forgotten:
+                continue  # no member there to confirm (see Customer.forgotten)
+            member = self._member(list_id, customer)
+            assert member is not None and member["status"] == "pending"
+            self.world.news.confirm(list_id, member["email_address"])
+        customer.news = "subscribed"
 
     @rule(customer=customers, first_name=NAMES)
     def a_customer_changes_their_name(self, customer: Customer, first_name: str) -> None:
@@ -267,9 +281,17 @@ class FanOutModel(StoreBackups):
         assert not report.errors and not refused, (report.errors, refused)
         assert not any(d.retry_later or d.not_erased for d in report.destinations.values())
         for customer in self.everyone:
-            if customer.consent and customer.news in (None, "maybe"):
+            if customer.consent and customer.news is None:
                 customer.news = "subscribed"
-            elif not customer.consent and customer.news == "subscribed":
+            elif customer.consent and customer.news == "maybe" and not customer.erased:
+                # Sent before a sync cut short, perhaps withdrawn in another, now consenting:
+                # subscribed if no withdrawal landed, asked to confirm if one did.
+                member = self._member(LISTS[0], customer)
+                assert member is not None and member["status"] in ("subscribed", "pending")
+                customer.news = member["status"]
+            elif customer.consent and customer.news == "unsubscribed":
+                customer.news = "pending"
+            elif not customer.consent and customer.news in ("subscribed", "pending"):
                 customer.news = "unsubscribed"
             elif customer.news == "maybe" and not customer.erased:
                 # Withdrawn after a sync cut short that may have sent them: unsubscribed if

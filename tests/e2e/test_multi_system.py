@@ -215,6 +215,41 @@ async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt:
     assert world.news.log.writes() == []
 
 
+async def test_consent_given_again_asks_the_member_to_confirm_once(
+    world: World, rt: Runtime
+) -> None:
+    """A customer unsubscribed for a withdrawn consent opts in again: Mailchimp is asked to
+    have them confirm (it lets nobody else re-subscribe them), once; their confirmation
+    subscribes them, and later syncs keep it so."""
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed and report.destinations["news"].queued == 1, report.errors
+    for list_id in LISTS:
+        assert world.news.member(list_id, email)["status"] == "pending"  # type: ignore[index]
+    assert world.news.confirmations_to(email) == len(LISTS)
+    world.news.log.clear()
+    await rt.engine.sync("shop")
+    assert world.news.log.writes() == []  # not asked again on every sync
+    for list_id in LISTS:
+        world.news.confirm(list_id, email)
+    world.shop.touch(email, first_name="Hernoemd")
+    await rt.engine.sync("shop")
+    for list_id in LISTS:
+        member = world.news.member(list_id, email)
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("subscribed", "Hernoemd")
+    assert world.news.confirmations_to(email) == len(LISTS)
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+
+
 async def test_consent_withdrawn_with_a_new_address_unsubscribes_the_member_under_the_former(
     world: World, rt: Runtime
 ) -> None:
