@@ -112,6 +112,14 @@ def register(subparsers: Any) -> None:
         "--months", type=int_at_least(1), required=True, help="1 or 2 (two at most in all)"
     )
     extend.add_argument("--reason", required=True)
+    exempt = action(
+        "exempt",
+        "close one system's part of a request without carrying it out (a legal obligation "
+        "to keep, say), with the reason the person is told",
+    )
+    exempt.add_argument("id")
+    exempt.add_argument("--system", required=True, help="the system's name in the config")
+    exempt.add_argument("--reason", required=True)
     action("receipt", "print a completed request's signed receipt").add_argument("id")
     verify = action("verify-receipt", "check a receipt's Ed25519 signature")
     verify.add_argument("file", type=Path)
@@ -180,6 +188,9 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         if action == "extend":
             view = service.extend(args.id, args.months, args.reason)
             _print_view(console, args, view)
+            return EXIT_OK
+        if action == "exempt":
+            _print_view(console, args, service.exempt(args.id, args.system, args.reason))
             return EXIT_OK
         if action == "receipt":
             return _receipt(service, args)

@@ -455,6 +455,54 @@ class DsrService:
             self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
         return self._view(self.db.get(row.id))
 
+    def exempt(self, request_id: str, system: str, reason: str) -> RequestView:
+        """Close one system's part of an open request without carrying it out, with a reason.
+
+        For a part the controller may not or need not carry out, which the person must be
+        told the reason for (Art. 12(4)): order records a shop must keep (Art. 17(3)(b), a
+        legal obligation such as seven years of bookkeeping), data needed for legal claims
+        (Art. 17(3)(e)), or an erasure the system's owner cancelled in the system itself for
+        such a reason (a Shopify erasure cancelled while pending, which the retries would
+        otherwise ask for again until the deadline passed). The system is not asked again;
+        once every other system is settled the request completes, and its receipt names the
+        system as ``exempt`` with the reason. The reason is redacted before it is stored. An
+        access request completes with its bundle, written by its next run without the system.
+
+        Raises:
+            DsrUsageError: no such request, it is not open, it has no such system, that
+                system's part is settled already, or the reason is empty.
+        """
+        row = self.db.get(request_id)
+        if row is None:
+            raise DsrUsageError(f"no request {request_id!r}")
+        if row.status != "open":
+            raise DsrUsageError(
+                f"request {request_id} is {row.status}; only an open request's systems can "
+                "be exempted"
+            )
+        states = {s.system: s.status for s in self.db.systems(row.id)}
+        if system not in states:
+            raise DsrUsageError(
+                f"request {request_id} has no system {system!r}; it has {', '.join(states)}"
+            )
+        if states[system] in FINAL_STATUSES:
+            raise DsrUsageError(
+                f"{system} is {states[system]} for request {request_id} already; only an "
+                "unsettled part can be exempted"
+            )
+        text = redact(" ".join(reason.split()))[:500]
+        if not text:
+            raise DsrUsageError("an exemption needs a reason (--reason): the person is told it")
+        # The decision and its entry together: an exemption nobody can account for is none.
+        with self.rt.store.transaction():
+            self.db.set_system(row.id, system, "exempt", detail=f"exempt: {text}")
+            self.audit("dsr.exempted", row, system=system, reason=text)
+        if row.kind != "access":
+            # An access request completes with its bundle, which its next run writes from
+            # the systems that are left (the daemon's retries, or dsr retry).
+            self._complete_if_done(row)
+        return self._view(self.db.get(row.id))
+
     def receipt(self, request_id: str) -> str | None:
         """The signed receipt (canonical JSON text) of a completed request, else ``None``."""
         row = self.db.get(request_id)
@@ -548,7 +596,8 @@ class DsrService:
         # The receipt and its hash in the audit chain together: a process that died between
         # them left a completed request whose receipt the chain does not vouch for.
         with self.rt.store.transaction():
-            self.db.complete(row.id, signed, completed_at)
+            if not self.db.complete(row.id, signed, completed_at):
+                return
             self.audit("dsr.completed", row, receipt_sha256=digest)
         log.info("request completed", extra={"request": row.id, "subject": row.subject_id})
 

@@ -412,7 +412,10 @@ class KindRunner:
             return records
 
         # Every system is read again on a retry: records are never stored between attempts.
-        outcomes = await _settle({n: read(n) for n in self.rt.systems})
+        # One exempted from the request (DsrService.exempt) is not read at all.
+        exempt = {s.system for s in self.db.systems(row.id) if s.status == "exempt"}
+        reading = [n for n in self.rt.systems if n not in exempt]
+        outcomes = await _settle({n: read(n) for n in reading})
         held: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         for name, outcome in outcomes.items():
             if isinstance(outcome, KlantsyncError):
@@ -424,10 +427,11 @@ class KindRunner:
                 held[name] = (self.rt.systems[name].settings.adapter, outcome)
                 facts = {"endpoint": "find", "records": len(outcome)}
                 self._set(row, name, "done" if outcome else "not_held", None, facts)
-        if len(held) != len(self.rt.systems):
+        if len(held) != len(reading):
             return
         connector = {
             "subject_id": row.subject_id,
+            **({"exempt_systems": sorted(exempt)} if exempt else {}),
             **self._holdings(row.subject_id),
             **(
                 {"same_person": [{"subject_id": s, **self._holdings(s)} for s in people[1:]]}

@@ -36,6 +36,7 @@ SYSTEM_STATUSES = frozenset(
         "failed",
         "not_held",
         "skipped",
+        "exempt",
     }
 )
 
@@ -43,7 +44,7 @@ SYSTEM_STATUSES = frozenset(
 #: A delivered hash no payload has: the next sync sends the person again (see
 #: :meth:`DsrStore.resend_on_next_sync`).
 RESEND = "resend"
-FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped"})
+FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
 
 _REQUEST_COLUMNS = (
     "id, kind, subject_id, received_at, deadline, extension_reason, status, source, "
@@ -179,12 +180,19 @@ class DsrStore:
             (deadline, reason, request_id),
         )
 
-    def complete(self, request_id: str, receipt: str, completed_at: str) -> None:
-        """Mark done, store the receipt and destroy the manifest and payload (sealed PII)."""
-        self.db.execute(
-            "UPDATE dsr_requests SET status='completed', receipt=?, completed_at=?, "
-            "manifest=NULL, payload=NULL WHERE id=?",
-            (receipt, completed_at, request_id),
+    def complete(self, request_id: str, receipt: str, completed_at: str) -> bool:
+        """Mark done, store the receipt and destroy the manifest and payload (sealed PII).
+
+        Returns whether this call completed it: a request completed meanwhile (by another
+        process on the same store) keeps the receipt it has.
+        """
+        return (
+            self.db.execute(
+                "UPDATE dsr_requests SET status='completed', receipt=?, completed_at=?, "
+                "manifest=NULL, payload=NULL WHERE id=? AND status='open'",
+                (receipt, completed_at, request_id),
+            ).rowcount
+            == 1
         )
 
     # -- per-system state --------------------------------------------------------------------
@@ -209,7 +217,12 @@ class DsrStore:
         result: dict[str, Any] | None = None,
         attempt: bool = False,
     ) -> None:
-        """Record one system's status (``attempt`` counts a new try; ``result`` replaces)."""
+        """Record one system's status (``attempt`` counts a new try; ``result`` replaces).
+
+        An ``exempt`` system (:meth:`DsrService.exempt`) keeps that status: an operator may
+        exempt it from another process (the CLI beside the daemon) while a retry is talking
+        to the system, and the retry's outcome must not undo the decision.
+        """
         assert status in SYSTEM_STATUSES, status
         sets = "status=?, detail=?, updated_at=?"
         params: list[Any] = [status, detail, utcnow()]
@@ -219,8 +232,9 @@ class DsrStore:
         if attempt:
             sets += ", attempts=attempts+1"
         self.db.execute(
-            f"UPDATE dsr_systems SET {sets} WHERE request_id=? AND system=?",  # noqa: S608
-            (*params, request_id, system),
+            f"UPDATE dsr_systems SET {sets} WHERE request_id=? AND system=? "  # noqa: S608
+            "AND (status != 'exempt' OR ? = 'exempt')",
+            (*params, request_id, system, status),
         )
 
     def add_system(self, request_id: str, system: str) -> None:

@@ -1049,6 +1049,30 @@ def test_cli_exit_codes_for_open_requests_and_bad_usage(
     assert code == 2
 
 
+def test_cli_exempt_closes_a_system_s_part_and_says_so(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`dsr exempt` with the shop down: the request completes with the shop exempt (exit 0,
+    the reason shown); a system the request lacks, or a settled one, exits 2 naming it."""
+    seed(shop)
+    shop.faults.down = True
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 1
+    request_id = json.loads(out)["id"]
+    code, _, err = cli("exempt", request_id, "--system", "deals", "--reason", "r", capsys=capsys)
+    assert code == 2 and "'deals'" in err
+    reason = "orders kept seven years (fiscal retention)"
+    code, out, _ = cli("exempt", request_id, "--system", "shop", "--reason", reason, capsys=capsys)
+    assert code == 0 and "shop: exempt" in out and reason in out and "completed" in out
+    code, out, _ = cli("show", request_id, "--json", capsys=capsys)
+    shown = {name: s["status"] for name, s in json.loads(out)["systems"].items()}
+    assert code == 0 and shown == {"shop": "exempt", "crm": "not_held"}  # never synced
+    code, _, err = cli("exempt", request_id, "--system", "crm", "--reason", "r", capsys=capsys)
+    assert code == 2 and "completed" in err
+
+
 def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
@@ -1194,3 +1218,92 @@ def test_readmit_takes_someone_erased_off_the_list_and_the_next_sync_sends_them(
 
     run_loop(synced())
     assert crm.holds(CANARY_EMAIL)
+
+
+async def test_an_erasure_the_shop_must_partly_keep_is_exempted_there_and_completes(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop's part stays open (its owner cancelled it: orders are kept for the tax
+    office); the operator exempts it with the reason. It is asked nothing more, the request
+    completes, and the signed receipt names the shop as exempt with the reason (redacted)."""
+    await seeded(shop, rt)
+    calls: list[str] = []
+
+    async def cancelled_by_the_owner(subject: Subject) -> ErasureResult:
+        calls.append("erase")
+        return ErasureResult(
+            found=True, mode="async_hard_delete", reversible=False, endpoint="POST q", pending=True
+        )
+
+    rt.systems["shop"].adapter.erase = cancelled_by_the_owner
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.system("shop").status == "pending_verification"
+    assert view.system("crm").status == "verified_absent" and view.is_open
+    with pytest.raises(DsrUsageError, match="reason"):
+        service.exempt(view.id, "shop", "   ")
+    with pytest.raises(DsrUsageError, match="verified_absent"):
+        service.exempt(view.id, "crm", "no reason to")
+    with pytest.raises(DsrUsageError, match="no system 'nope'"):
+        service.exempt(view.id, "nope", "x")
+    reason = f"orders kept 7 years for the tax office (AWR 52), asked by {CANARY_EMAIL}"
+    view = service.exempt(view.id, "shop", reason)
+    assert view.status == "completed"
+    assert view.system("shop").status == "exempt"
+    await service.retry_open()
+    assert calls == ["erase"]  # not asked again
+    receipt = json.loads(service.receipt(view.id) or "")
+    (shop_part,) = [s for s in receipt["receipt"]["systems"] if s["system"] == "shop"]
+    assert shop_part["status"] == "exempt"
+    assert shop_part["detail"] == (
+        "exempt: orders kept 7 years for the tax office (AWR 52), asked by <email>"
+    )
+    assert service.verify_receipt((service.receipt(view.id) or "").encode()).ok
+    entries = [e for e in audit.entries(rt.store) if e.kind == "dsr.exempted"]
+    assert [e.data["system"] for e in entries] == ["shop"]
+    assert CANARY_EMAIL not in json.dumps([e.data for e in entries])
+    with pytest.raises(DsrUsageError, match="completed"):
+        service.exempt(view.id, "crm", "too late")
+
+
+async def test_an_exemption_made_while_a_retry_talks_to_the_system_stands(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The operator exempts the shop (from the CLI, beside the daemon) while the daemon's
+    retry is waiting for the shop's answer: the retry's outcome does not undo it."""
+    await seeded(shop, rt)
+    shop.faults.down = True
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.system("shop").status == "failed"
+    shop.faults.down = False
+    adapter = rt.systems["shop"].adapter
+    real = adapter.erase
+
+    async def meanwhile(subject: Subject) -> ErasureResult:
+        service.exempt(view.id, "shop", "kept for a legal claim")
+        return await real(subject)
+
+    adapter.erase = meanwhile
+    view = await service.retry(view.id)
+    assert view.system("shop").status == "exempt" and view.status == "completed"
+
+
+async def test_an_access_request_leaves_an_exempted_system_out(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A CRM down for good is exempted from an access request: the bundle is written from
+    the other systems and says which one was left out."""
+    await seeded(shop, rt)
+    crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.access(CANARY_EMAIL, out_dir=tmp_path / "bundle")
+    assert view.is_open and view.system("crm").status == "failed"
+    view = service.exempt(view.id, "crm", "the CRM was switched off")
+    assert view.is_open  # the bundle is written by the next run
+    view = await service.retry(view.id)
+    assert view.status == "completed", view
+    (data,) = (tmp_path / "bundle").rglob("data.json")
+    document = json.loads(data.read_text())
+    assert document["connector"]["exempt_systems"] == ["crm"]
+    assert "crm" not in document.get("systems", {})
