@@ -55,6 +55,10 @@ class Customer:
         #: is a dead letter), so no member there while they keep it.
         self.forgotten: set[tuple[str, str]] = set()
         self.erased = False
+        #: Their erasure while Pipedrive was down, and whether Pipedrive's part of it was
+        #: exempted (dsr exempt): Pipedrive then keeps what it held of them.
+        self.erasure: str | None = None
+        self.kept_in_deals = False
 
     @property
     def email(self) -> str:
@@ -120,6 +124,17 @@ class FanOutModel(StoreBackups):
         self.world.shop.touch(customer.email, meta_data=_opt_in(consent))
         customer.consent = consent
         self.synced = False
+
+    @rule(customer=customers)
+    def a_subscriber_opts_out_and_in_again_with_a_sync_between(self, customer: Customer) -> None:
+        """The way to a renewal, which single steps in random order seldom take: sent,
+        withdrawn, and given again; the next sync asks them to confirm."""
+        if customer.erased or not customer.consent:
+            return
+        self.a_sync()
+        self.a_customer_changes_their_mind_about_newsletters(customer, False)
+        self.a_sync()
+        self.a_customer_changes_their_mind_about_newsletters(customer, True)
 
     @rule(customer=customers)
     def a_member_confirms_by_the_link_mailchimp_sent(self, customer: Customer) -> None:
@@ -196,7 +211,21 @@ class FanOutModel(StoreBackups):
             self.world.deals.faults.down = False
         assert view.status == "open" and view.system("deals").status != "verified_absent"
         customer.erased = True
+        customer.erasure = view.id
         self.pending.append(customer)
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(data=st.data())
+    def pipedrive_s_part_of_an_open_erasure_is_exempted(self, data: st.DataObject) -> None:
+        """The operator exempts Pipedrive (a legal claim): the request completes, and no
+        retry erases there; Pipedrive keeps what it held, and no sync sends them again."""
+        customer = data.draw(st.sampled_from(self.pending))
+        assert customer.erasure is not None
+        view = DsrService(self.rt).exempt(customer.erasure, "deals", "kept for a legal claim")
+        assert view.status == "completed", [(s.system, s.status) for s in view.systems]
+        assert view.system("deals").status == "exempt"
+        self.pending.remove(customer)
+        customer.kept_in_deals = True
 
     def _readmittable(self) -> list[tuple[Customer, str]]:
         """Erased customers' addresses on the suppression list (an address they had only
@@ -307,7 +336,8 @@ class FanOutModel(StoreBackups):
             for address in customer.emails:
                 assert not self.world.crm.holds(address)
                 assert all(self.world.news.member(lst, address) is None for lst in LISTS)
-                if customer not in self.pending:  # Pipedrive's part waits for the retry
+                # Unless Pipedrive's part waits for the retry, or was exempted.
+                if customer not in self.pending and not customer.kept_in_deals:
                     assert not self.world.deals.holds(address)
 
     @invariant()
