@@ -76,7 +76,8 @@ __all__ = ["ERASURE_NOTE", "SPEC", "ShopifyAdapter", "ShopifySettings", "decode_
 ERASURE_NOTE: Final = (
     "erasure queued by Shopify; Shopify holds it until its own waiting period passes; "
     "verification is scheduled for later (while pending it can be cancelled in Shopify "
-    "with customerCancelDataErasure); order facts (items, dates, totals) are kept by Shopify"
+    "with customerCancelDataErasure, and a retry here asks again: a part cancelled on "
+    "purpose is closed with dsr exempt); order facts (items, dates, totals) are kept by Shopify"
 )
 
 #: Top-level GraphQL error codes worth another try (Shopify's own transient failures).

@@ -391,6 +391,14 @@ class ShopifySandbox(SandboxBase):
             self.store.pending_erasures
         )
 
+    def cancel_erasure(self, email: str) -> None:
+        """The shop's owner cancels the pending erasure in Shopify's admin (as
+        ``customerCancelDataErasure`` does): the customer stays."""
+        customer = self.store.by_email(email)
+        number = int(customer["legacyResourceId"]) if customer is not None else 0
+        if self.store.pending_erasures.pop(number, None) is None:
+            raise ValueError("no erasure pending for that customer")
+
     def process_erasures(self) -> int:
         """Let Shopify's waiting period pass: carry out every pending erasure; return how many.
 

@@ -250,6 +250,27 @@ async def test_consent_given_again_asks_the_member_to_confirm_once(
     assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
 
 
+async def test_a_shopify_erasure_its_owner_cancels_is_exempted_and_asked_for_no_more(
+    world: World, rt: Runtime
+) -> None:
+    """The shop's owner cancels a pending Shopify erasure (orders kept for the tax office).
+    A retry would ask Shopify again, undoing the owner's decision; exempted with the
+    reason, the request completes and nothing asks Shopify again."""
+    email = "houd.mij@example.nl"
+    world.shopify.add_person(email, "Houd", "Mij", marketing_state="SUBSCRIBED")
+    await rt.engine.sync("shopify")
+    service = DsrService(rt)
+    view = await service.erase(email)
+    assert view.system("shopify").status == "pending_verification"
+    world.shopify.cancel_erasure(email)
+    reason = "orders kept seven years for the tax office (Art. 17(3)(b))"
+    view = service.exempt(view.id, "shopify", reason)
+    assert view.status == "completed" and view.system("shopify").status == "exempt"
+    assert await service.retry_open() == 0
+    assert not world.shopify.pending_erasure(email) and world.shopify.holds(email)
+    assert not world.crm.holds(email) and not world.deals.holds(email)
+
+
 async def test_consent_withdrawn_with_a_new_address_unsubscribes_the_member_under_the_former(
     world: World, rt: Runtime
 ) -> None:
