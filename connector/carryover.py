@@ -262,26 +262,27 @@ def _delivered_since(db: sqlite3.Connection) -> int:
     got; this takes the pairs it holds at an older one. They are found by delivery time: at
     or after the last delivery the backup records (an earlier one it would hold already; a
     few more read at the boundary change nothing). A payload still queued there may have
-    landed, its answer lost: the pair is marked :data:`~connector.dsr_store.RESEND`, so the
-    next sync sends the current one whatever the hashes say. That holds for a pair the
+    landed, its answer lost: the pair is marked :data:`~connector.dsr_store.RESEND` with that
+    payload's hash, so the next sync sends the current one whatever the hashes say, knowing
+    what may have landed (a withdrawal of consent, say). That holds for a pair the
     backup holds nothing of, too: a newsletter member written by a sync cut short, then
     restored over, is unsubscribed when the person opts out (a withdrawal goes only where
     something was sent). Returns how many pairs changed.
     """
     db.execute(
         "CREATE TEMP TABLE delivered_since AS "
-        "SELECT x.system AS system, rs.subject_id AS subject_id, "
-        "       CASE WHEN MAX(x.payload_hash = ?1) THEN ?1 ELSE MAX(x.payload_hash) END "
-        "       AS payload_hash, MAX(x.at) AS at "
-        "FROM (SELECT rd.system AS system, rd.subject_no AS subject_no, "
+        "SELECT x.system AS system, rs.subject_id AS subject_id, MAX(x.queued) AS queued, "
+        # A pair may come twice, delivered and queued again since: the queued one decides.
+        "       CASE WHEN MAX(x.queued) THEN MAX(CASE WHEN x.queued THEN x.payload_hash END) "
+        "            ELSE MAX(x.payload_hash) END AS payload_hash, MAX(x.at) AS at "
+        "FROM (SELECT rd.system AS system, rd.subject_no AS subject_no, 0 AS queued, "
         "             rd.payload_hash AS payload_hash, rd.delivered_at AS at "
         "      FROM replaced.delivered rd WHERE rd.delivered_at >= "
         "            (SELECT COALESCE(MAX(delivered_at), '') FROM main.delivered) "
-        "      UNION ALL SELECT ro.system, ro.subject_no, ?1, ro.enqueued_at "
-        "      FROM replaced.outbox ro) AS x "
+        "      UNION ALL SELECT ro.system, ro.subject_no, 1, ? || ':' || ro.payload_hash, "
+        "             ro.enqueued_at FROM replaced.outbox ro) AS x "
         "JOIN replaced.subjects rs ON rs.subject_no = x.subject_no "
         "WHERE rs.subject_id NOT IN (SELECT subject_id FROM main.suppression) "
-        # A pair may come twice, delivered and queued again since: the queued one decides.
         "GROUP BY x.system, rs.subject_id",
         (RESEND,),
     )
@@ -294,15 +295,13 @@ def _delivered_since(db: sqlite3.Connection) -> int:
         ).rowcount
         db.execute(
             "INSERT OR IGNORE INTO main.subjects(subject_id) "
-            "SELECT subject_id FROM temp.delivered_since WHERE payload_hash = ?",
-            (RESEND,),
+            "SELECT subject_id FROM temp.delivered_since WHERE queued"
         )
         changed += db.execute(
             "INSERT OR IGNORE INTO main.delivered(system, subject_no, payload_hash, "
             "delivered_at) SELECT q.system, s.subject_no, q.payload_hash, q.at "
             "FROM temp.delivered_since q JOIN main.subjects s ON s.subject_id = q.subject_id "
-            "WHERE q.payload_hash = ?",
-            (RESEND,),
+            "WHERE q.queued"
         ).rowcount
     finally:
         db.execute("DROP TABLE temp.delivered_since")

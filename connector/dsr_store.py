@@ -41,9 +41,22 @@ SYSTEM_STATUSES = frozenset(
 )
 
 #: A request is complete when every system is in one of these.
-#: A delivered hash no payload has: the next sync sends the person again (see
-#: :meth:`DsrStore.resend_on_next_sync`).
+#: Marks a delivered hash so that no payload has it: the next sync sends the person again
+#: (see :meth:`DsrStore.resend_on_next_sync`). The mark keeps the hash it replaced,
+#: ``resend:<hash>`` (:func:`before_resend`); a bare ``resend`` is one whose payload is unknown.
 RESEND = "resend"
+
+
+def before_resend(payload_hash: str) -> str:
+    """The hash a system last got, behind a resend mark (a bare mark stays as it is).
+
+    What a system holds still decides what a resend sends: someone whose last payload was a
+    withdrawal of consent is sent a renewal when they consent again (connector/engine.py),
+    correction or not in between.
+    """
+    return payload_hash.removeprefix(f"{RESEND}:")
+
+
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
 
 _REQUEST_COLUMNS = (
@@ -297,14 +310,15 @@ class DsrStore:
     def resend_on_next_sync(self, subject_ids: Sequence[str]) -> int:
         """Make the next sync send the subjects' current data to every system again.
 
-        Their delivered hashes are set to a value no payload hashes to (the row stays: it
-        also says they were sent there, which a withdrawal of consent needs). Returns how
-        many rows were marked.
+        Their delivered hashes are marked (:data:`RESEND`) so no payload hashes to them; the
+        row stays: it also says they were sent there, which a withdrawal of consent needs.
+        Returns how many rows were marked.
         """
         where, params = self.store.by_subject("delivered", subject_ids)
         cur = self.db.execute(
-            f"UPDATE delivered SET payload_hash = ? WHERE {where}",  # noqa: S608 - marks only
-            (RESEND, *params),
+            "UPDATE delivered SET payload_hash = ? || ':' || payload_hash "  # noqa: S608
+            f"WHERE {where} AND payload_hash NOT LIKE ? || '%'",
+            (RESEND, *params, RESEND),
         )
         return int(cur.rowcount)
 

@@ -30,6 +30,7 @@ from connector import audit
 from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
+from connector.dsr_store import before_resend
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.ids import SystemIds
 from connector.inflight import InFlight
@@ -55,6 +56,11 @@ FRESH_LIMIT = 4096
 #: is caught where it always is: by the outbox's upsert and the suppression check at
 #: delivery.
 YIELD_EVERY = 10
+
+#: Marks the hash of a withdrawal of consent (the mapping's ``withdrawn``) as one, in the
+#: outbox and among what was delivered: a renewal (``consent_renewed``) is due when the
+#: person consents again, under whichever address the withdrawal went (see _renewed).
+WITHDRAWAL = "withdrawal:"
 
 #: Fully acknowledged batches whose outcome may wait for the engine's next write. They ride
 #: in the next page's transaction: one commit instead of two, and the outbox pages the
@@ -334,17 +340,18 @@ class Engine:
                 last = queued.get(sid, delivered.get(sid))
                 if dest.mapping.admits(person):
                     fields = dest.mapping.outbound(person)
+                    digest = self.keyring.payload_hash(dest.name, fields)
+                    if last is not None and last != digest and dest.mapping.consent_renewed:
+                        fields, digest = self._renewed(dest, person, fields, digest, last)
                 elif last is not None and dest.mapping.withdrawn:
                     # They were sent here under a consent they no longer give: tell the
                     # system (e.g. unsubscribe), and from then on send nothing else.
                     fields = dest.mapping.withdrawal(person)
+                    digest = WITHDRAWAL + self.keyring.payload_hash(dest.name, fields)
                     dest_report.withdrawn += 1
                 else:
                     dest_report.gated += 1
                     continue
-                digest = self.keyring.payload_hash(dest.name, fields)
-                if last is not None and last != digest and dest.mapping.consent_renewed:
-                    fields, digest = self._renewed(dest, person, fields, digest, last)
                 if last == digest:
                     dest_report.unchanged += 1
                     continue
@@ -391,13 +398,19 @@ class Engine:
         Someone unsubscribed for a withdrawn consent who consents again is sent the mapping's
         ``consent_renewed`` with their fields (Mailchimp: asked to confirm, see its adapter).
         Once that landed, the same renewal is what they last got, and stays unchanged until
-        their data changes: it is not sent again. Only a changed payload gets here, so an
-        unchanged re-sync hashes nothing more.
+        their data changes: it is not sent again. A withdrawal is known by its mark
+        (:data:`WITHDRAWAL`), whatever address it went under (they may have moved since),
+        and behind a mark to send again (a correction reached the shop). Only a changed
+        payload gets here, so an unchanged re-sync hashes nothing more.
         """
+        previous = before_resend(last)
         renewed = dest.mapping.renewal(fields)
         renewed_digest = self.keyring.payload_hash(dest.name, renewed)
-        withdrawal = self.keyring.payload_hash(dest.name, dest.mapping.withdrawal(person))
-        if last in (withdrawal, renewed_digest):
+        if previous.startswith(WITHDRAWAL) or previous == renewed_digest:
+            return renewed, renewed_digest
+        # A withdrawal delivered before withdrawals were marked: its bare hash.
+        legacy = self.keyring.payload_hash(dest.name, dest.mapping.withdrawal(person))
+        if previous == legacy:
             return renewed, renewed_digest
         return fields, digest
 

@@ -721,7 +721,9 @@ async def test_rectify_pushes_mapped_fields_to_every_system_that_receives_them(
     # The shop was corrected, so its next sync sends the person again, whatever the shop
     # holds then (a source that was not corrected keeps its hashes: see
     # test_a_correction_stands_when_the_source_cannot_be_written).
-    assert rt.store.page_hashes(["crm"], [sid])[1] == {"crm": {sid: RESEND}}
+    assert rt.store.page_hashes(["crm"], [sid])[1] == {
+        "crm": {sid: f"{RESEND}:{delivered['crm'][sid]}"}
+    }
     systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
     assert systems["crm"]["fields"] == ["city"]
     assert systems["shop"]["fields"] == ["city", "postcode"]

@@ -233,7 +233,9 @@ class FanOutModel(StoreBackups):
         return [
             (c, address)
             for c in self.everyone
-            if c.erased and c not in self.pending
+            # Not one Pipedrive keeps for a legal claim: that record is the claim's, and the
+            # connector would not know it as the returning person's until a sync linked them.
+            if c.erased and c not in self.pending and not c.kept_in_deals
             for address in c.emails
             if self.rt.store.suppressed([self.rt.keyring.subject_id(address)])
         ]
@@ -314,10 +316,14 @@ class FanOutModel(StoreBackups):
                 customer.news = "subscribed"
             elif customer.consent and customer.news == "maybe" and not customer.erased:
                 # Sent before a sync cut short, perhaps withdrawn in another, now consenting:
-                # subscribed if no withdrawal landed, asked to confirm if one did.
-                member = self._member(LISTS[0], customer)
-                assert member is not None and member["status"] in ("subscribed", "pending")
-                customer.news = member["status"]
+                # subscribed if no withdrawal landed, asked to confirm if one did (where the
+                # audience has not forgotten the address: see Customer.forgotten).
+                kept = [lst for lst in LISTS if (lst, customer.email) not in customer.forgotten]
+                member = self._member(kept[0], customer) if kept else None
+                assert not kept or (
+                    member is not None and member["status"] in ("subscribed", "pending")
+                )
+                customer.news = member["status"] if member is not None else "subscribed"
             elif customer.consent and customer.news == "unsubscribed":
                 customer.news = "pending"
             elif not customer.consent and customer.news in ("subscribed", "pending"):

@@ -250,6 +250,50 @@ async def test_consent_given_again_asks_the_member_to_confirm_once(
     assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
 
 
+async def test_a_correction_after_consent_is_given_again_leaves_the_renewal_to_be_sent(
+    world: World, rt: Runtime
+) -> None:
+    """Consent withdrawn and given again, then a correction before the next sync. The
+    correction reached the shop, which marks what each system last got to be sent again;
+    the mark hid that the last was a withdrawal, and the next sync sent the fields without
+    asking to confirm: the member stayed unsubscribed (the fan-out model found it)."""
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await rt.engine.sync("shop")
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    view = await DsrService(rt).rectify(email, {"first_name": "Hersteld"})
+    assert view.status == "completed"
+    await rt.engine.sync("shop")
+    for list_id in LISTS:
+        member = world.news.member(list_id, email)
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("pending", "Hersteld")
+
+
+async def test_consent_given_again_under_a_new_address_asks_the_member_to_confirm(
+    world: World, rt: Runtime
+) -> None:
+    """Unsubscribed under the former address, the customer moves and opts in again before
+    the next sync: the member moves to the new address and is asked to confirm. The
+    withdrawal was known by its hash, which held the former address, so it was not
+    recognised and the member stayed unsubscribed (the fan-out model found it)."""
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await rt.engine.sync("shop")
+    new_address = "weer.aangemeld@voorbeeld.nl"
+    world.shop.touch(email, email=new_address)
+    world.shop.touch(new_address, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    (report,) = await rt.engine.sync("shop")
+    assert report.moved == 1 and not report.errors, report.errors
+    for list_id in LISTS:
+        assert world.news.member(list_id, email) is None
+        assert world.news.member(list_id, new_address)["status"] == "pending"  # type: ignore[index]
+
+
 async def test_a_shopify_erasure_its_owner_cancels_is_exempted_and_asked_for_no_more(
     world: World, rt: Runtime
 ) -> None:
