@@ -14,6 +14,10 @@ retry resumes exactly where it stopped. Erasure, in order:
 5. verification with ``find``: ``verified_absent``, or an alert (``failed``: still present);
 6. when every system is done: the manifest is destroyed and a signed receipt stored.
 
+A system's part the controller may not or need not carry out (a legal obligation to keep,
+a Shopify erasure its owner cancelled) is closed by :meth:`DsrService.exempt`, with the
+reason the receipt then gives.
+
 Access and rectification follow the same record-and-resume pattern (see
 :mod:`connector.dsr_kinds`). Inbound privacy webhooks go through :func:`handle_webhook`
 (:mod:`connector.dsr_webhooks`).
