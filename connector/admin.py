@@ -2,7 +2,8 @@
 
 FastAPI gives request validation and the OpenAPI document (``/admin/openapi.json``) from the
 same pydantic models, so the schema cannot drift from the code. Every route only reads the
-store or queues a job; nothing long runs inside a request.
+store, queues a job, or records an operator's decision on a request (an extension, an
+exemption: a few rows and an audit entry); nothing long runs inside a request.
 
 A request the models refuse is answered 422 with where, what kind and why, never with what was
 sent (see :func:`validation_failed`).
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hmac
 import re
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, status
@@ -28,6 +29,7 @@ from connector.model import normalise_email
 
 if TYPE_CHECKING:
     from connector.daemon import Daemon
+    from connector.dsr import DsrService, RequestView
 
 __all__ = ["build_admin_app", "validation_failed"]
 
@@ -53,6 +55,24 @@ class DsrCreate(BaseModel):
 
     kind: Literal["erase", "access"]
     email: str = Field(min_length=3, max_length=320)
+
+
+class DsrExtend(BaseModel):
+    """Extend a request's deadline (Art. 12(3)), as ``dsr extend`` does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    months: int = Field(ge=1, le=2)
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class DsrExempt(BaseModel):
+    """Close one system's part of a request without carrying it out, as ``dsr exempt`` does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 class Queued(BaseModel):
@@ -271,6 +291,32 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         view = DsrService(daemon.rt).get(request_id)
         if view is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+        shown: dict[str, Any] = view.as_dict()
+        return shown
+
+    @app.post("/admin/dsr/{request_id}/extend")
+    async def extend_request(request_id: str, body: DsrExtend) -> dict[str, Any]:
+        """Extend an open request's deadline, with the reason (redacted, audited)."""
+        return _decide(request_id, lambda s: s.extend(request_id, body.months, body.reason))
+
+    @app.post("/admin/dsr/{request_id}/exempt")
+    async def exempt_part(request_id: str, body: DsrExempt) -> dict[str, Any]:
+        """Close one system's part of an open request without carrying it out, with the
+        reason the person is told (redacted, audited; the receipt names it)."""
+        return _decide(request_id, lambda s: s.exempt(request_id, body.system, body.reason))
+
+    def _decide(request_id: str, decision: Callable[[DsrService], RequestView]) -> dict[str, Any]:
+        """Run an operator's decision on a request: 404 for no such request, 409 for one the
+        request's state refuses (what the CLI exits 2 for, saying why), else the request."""
+        from connector.dsr import DsrService, DsrUsageError
+
+        service = DsrService(daemon.rt)
+        if len(request_id) > 64 or service.get(request_id) is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
+        try:
+            view = decision(service)
+        except DsrUsageError as exc:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         shown: dict[str, Any] = view.as_dict()
         return shown
 

@@ -296,6 +296,40 @@ async def test_admin_resync_runs_and_status_shows_it(
     assert missing.status_code == 404
 
 
+async def test_admin_extends_a_request_and_exempts_a_system_s_part(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """An erasure left open with the shop down: the admin API extends its deadline and
+    exempts the shop's part, as the CLI does; a request it does not have is 404, a decision
+    its state refuses 409 with why."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    shop.faults.down = True
+    view = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    assert view.is_open
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    base = f"/admin/dsr/{view.id}"
+    async with _client(build_admin_app(daemon)) as client:
+        extended = await client.post(
+            f"{base}/extend", headers=auth, json={"months": 1, "reason": "many systems"}
+        )
+        exempted = await client.post(
+            f"{base}/exempt", headers=auth, json={"system": "shop", "reason": "kept by law"}
+        )
+        again = await client.post(
+            f"{base}/exempt", headers=auth, json={"system": "shop", "reason": "kept by law"}
+        )
+        missing = await client.post(
+            "/admin/dsr/er-nope/exempt", headers=auth, json={"system": "shop", "reason": "x"}
+        )
+    assert extended.status_code == 200 and extended.json()["extension_reason"] == "many systems"
+    assert exempted.status_code == 200 and exempted.json()["status"] == "completed"
+    assert exempted.json()["systems"]["shop"]["status"] == "exempt"
+    assert again.status_code == 409 and "completed" in again.json()["detail"]
+    assert missing.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("method", "path", "request_args", "expected"),
     [
