@@ -40,7 +40,6 @@ SYSTEM_STATUSES = frozenset(
     }
 )
 
-#: A request is complete when every system is in one of these.
 #: Marks a delivered hash so that no payload has it: the next sync sends the person again
 #: (see :meth:`DsrStore.resend_on_next_sync`). The mark keeps the hash it replaced,
 #: ``resend:<hash>`` (:func:`before_resend`); a bare ``resend`` is one whose payload is unknown.
@@ -57,6 +56,7 @@ def before_resend(payload_hash: str) -> str:
     return payload_hash.removeprefix(f"{RESEND}:")
 
 
+#: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
 
 _REQUEST_COLUMNS = (

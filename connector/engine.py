@@ -347,7 +347,10 @@ class Engine:
                     # They were sent here under a consent they no longer give: tell the
                     # system (e.g. unsubscribe), and from then on send nothing else.
                     fields = dest.mapping.withdrawal(person)
-                    digest = WITHDRAWAL + self.keyring.payload_hash(dest.name, fields)
+                    bare = self.keyring.payload_hash(dest.name, fields)
+                    digest = WITHDRAWAL + bare
+                    if last == bare:
+                        last = digest  # delivered before withdrawals were marked: the same
                     dest_report.withdrawn += 1
                 else:
                     dest_report.gated += 1

@@ -23,6 +23,7 @@ from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService, RequestView, handle_webhook
+from connector.engine import WITHDRAWAL
 from connector.runtime import Runtime, open_runtime
 from connector.webhooks import receive
 from tests.conftest import MASTER_KEY, VirtualTime
@@ -292,6 +293,32 @@ async def test_consent_given_again_under_a_new_address_asks_the_member_to_confir
     for list_id in LISTS:
         assert world.news.member(list_id, email) is None
         assert world.news.member(list_id, new_address)["status"] == "pending"  # type: ignore[index]
+
+
+async def test_a_withdrawal_delivered_before_withdrawals_were_marked_still_counts(
+    world: World, rt: Runtime
+) -> None:
+    """A store from before withdrawals were marked holds a withdrawal's bare hash: it is
+    not sent again, and opting in again still sends the renewal."""
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await rt.engine.sync("shop")
+    sid = rt.keyring.subject_id(email)
+    (marked,) = rt.store.page_hashes(["news"], [sid])[1]["news"].values()
+    assert marked.startswith(WITHDRAWAL)
+    with rt.store.transaction() as db:
+        db.execute(
+            "UPDATE delivered SET payload_hash = ? WHERE payload_hash = ?",
+            (marked.removeprefix(WITHDRAWAL), marked),
+        )
+    world.news.log.clear()
+    await rt.engine.sync("shop")
+    assert world.news.log.writes() == []
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    await rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] == "pending"  # type: ignore[index]
 
 
 async def test_a_shopify_erasure_its_owner_cancels_is_exempted_and_asked_for_no_more(
