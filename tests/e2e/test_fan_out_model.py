@@ -138,6 +138,7 @@ class FanOutModel(StoreBackups):
 
     @rule(customer=customers)
     def a_member_confirms_by_the_link_mailchimp_sent(self, customer: Customer) -> None:
+        """A member asked to confirm clicks the link: subscribed, and later syncs keep it."""
         if customer.news != "pending" or customer.erased:
             return
         for list_id in LISTS:
@@ -318,9 +319,9 @@ class FanOutModel(StoreBackups):
                 # Sent before a sync cut short, perhaps withdrawn in another, now consenting:
                 # subscribed if no withdrawal landed, asked to confirm if one did (where the
                 # audience has not forgotten the address: see Customer.forgotten).
-                kept = [lst for lst in LISTS if (lst, customer.email) not in customer.forgotten]
-                member = self._member(kept[0], customer) if kept else None
-                assert not kept or (
+                lists = [lst for lst in LISTS if (lst, customer.email) not in customer.forgotten]
+                member = self._member(lists[0], customer) if lists else None
+                assert not lists or (
                     member is not None and member["status"] in ("subscribed", "pending")
                 )
                 customer.news = member["status"] if member is not None else "subscribed"
