@@ -313,7 +313,13 @@ class FanOutModel(StoreBackups):
         assert not report.errors and not refused, (report.errors, refused)
         assert not any(d.retry_later or d.not_erased for d in report.destinations.values())
         for customer in self.everyone:
-            if customer.consent and customer.news is None:
+            if not customer.erased and all(
+                (lst, customer.email) in customer.forgotten for lst in LISTS
+            ):
+                # Every audience refuses this address (see Customer.forgotten): nothing is
+                # there, whatever their consent did since, until they move to another.
+                customer.news = None
+            elif customer.consent and customer.news is None:
                 customer.news = "subscribed"
             elif customer.consent and customer.news == "maybe" and not customer.erased:
                 # Sent before a sync cut short, perhaps withdrawn in another, now consenting:
