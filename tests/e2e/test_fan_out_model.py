@@ -45,11 +45,12 @@ class Customer:
         self.emails = [email]
         self.first_name = first_name
         self.consent = consent
-        #: Their Mailchimp status as the model expects it: None (never sent), "subscribed",
-        #: "unsubscribed" (opted out after being sent), "pending" (opted in again since: asked
-        #: to confirm), or "maybe" (a sync cut short may have sent them before they opted
-        #: out).
-        self.news: str | None = None
+        #: Their Mailchimp status on each audience as the model expects it: None (never
+        #: sent), "subscribed", "unsubscribed" (opted out after being sent), "pending" (opted
+        #: in again since: asked to confirm), or "maybe" (a sync cut short may or may not
+        #: have written what their consent asked for; the next full sync settles it, and
+        #: the audience says which way). Per audience: a write can reach one and not the other.
+        self.news: dict[str, str | None] = dict.fromkeys(LISTS)
         #: (audience, address) pairs Mailchimp deleted permanently before they came back
         #: (readmitted after an erasure): it refuses to add that address again (the refusal
         #: is a dead letter), so no member there while they keep it.
@@ -139,15 +140,14 @@ class FanOutModel(StoreBackups):
     @rule(customer=customers)
     def a_member_confirms_by_the_link_mailchimp_sent(self, customer: Customer) -> None:
         """A member asked to confirm clicks the link: subscribed, and later syncs keep it."""
-        if customer.news != "pending" or customer.erased:
+        if customer.erased:
             return
-        for list_id in LISTS:
-            if (list_id, customer.email) in customer.forgotten:
-                continue  # no member there to confirm (see Customer.forgotten)
-            member = self._member(list_id, customer)
-            assert member is not None and member["status"] == "pending"
-            self.world.news.confirm(list_id, member["email_address"])
-        customer.news = "subscribed"
+        for list_id, state in customer.news.items():
+            if state == "pending":
+                member = self._member(list_id, customer)
+                assert member is not None and member["status"] == "pending"
+                self.world.news.confirm(list_id, member["email_address"])
+                customer.news[list_id] = "subscribed"
 
     @rule(customer=customers, first_name=NAMES)
     def a_customer_changes_their_name(self, customer: Customer, first_name: str) -> None:
@@ -300,8 +300,12 @@ class FanOutModel(StoreBackups):
         finally:
             faults.fail_next = 0
         for customer in self.everyone:
-            if customer.consent and customer.news is None:
-                customer.news = "maybe"  # sent or not, as the failures fell
+            for lst, state in customer.news.items():
+                # Sent or not, withdrawn or not, as the failures fell.
+                if (customer.consent and state is None) or (
+                    not customer.consent and state in ("subscribed", "pending")
+                ):
+                    customer.news[lst] = "maybe"
         self.synced = False
 
     @rule()
@@ -312,36 +316,33 @@ class FanOutModel(StoreBackups):
             refused.discard("news")  # an address it forgot, refused as it should be
         assert not report.errors and not refused, (report.errors, refused)
         assert not any(d.retry_later or d.not_erased for d in report.destinations.values())
-        for customer in self.everyone:
-            if not customer.erased and all(
-                (lst, customer.email) in customer.forgotten for lst in LISTS
-            ):
-                # Every audience refuses this address (see Customer.forgotten): nothing is
-                # there, whatever their consent did since, until they move to another.
-                customer.news = None
-            elif customer.consent and customer.news is None:
-                customer.news = "subscribed"
-            elif customer.consent and customer.news == "maybe" and not customer.erased:
-                # Sent before a sync cut short, perhaps withdrawn in another, now consenting:
-                # subscribed if no withdrawal landed, asked to confirm if one did (where the
-                # audience has not forgotten the address: see Customer.forgotten).
-                lists = [lst for lst in LISTS if (lst, customer.email) not in customer.forgotten]
-                member = self._member(lists[0], customer) if lists else None
-                assert not lists or (
-                    member is not None and member["status"] in ("subscribed", "pending")
-                )
-                customer.news = member["status"] if member is not None else "subscribed"
-            elif customer.consent and customer.news == "unsubscribed":
-                customer.news = "pending"
-            elif not customer.consent and customer.news in ("subscribed", "pending"):
-                customer.news = "unsubscribed"
-            elif customer.news == "maybe" and not customer.erased:
-                # Withdrawn after a sync cut short that may have sent them: unsubscribed if
-                # it did, absent if not, never subscribed. Which one, the audience now says.
-                member = self._member(LISTS[0], customer)
-                assert member is None or member["status"] == "unsubscribed"
-                customer.news = None if member is None else "unsubscribed"
+        for customer in (c for c in self.everyone if not c.erased):
+            for lst, state in customer.news.items():
+                customer.news[lst] = self._after_a_sync(customer, lst, state)
         self.synced = True
+
+    def _after_a_sync(self, customer: Customer, lst: str, state: str | None) -> str | None:
+        """A customer's status on one audience once a sync went through, given the last."""
+        if (lst, customer.email) in customer.forgotten:
+            # The audience refuses this address: nothing is there, whatever their consent
+            # did since, until they move to another.
+            return None
+        if state == "maybe":
+            # A sync cut short wrote what their consent asked for, or not; this one did.
+            # Consenting: subscribed if no withdrawal landed, asked to confirm if one did.
+            # Not: unsubscribed where they were sent, absent where not.
+            member = self._member(lst, customer)
+            found = None if member is None else member["status"]
+            wanted = ("subscribed", "pending") if customer.consent else (None, "unsubscribed")
+            assert found in wanted, (lst, found, customer.consent)
+            return found
+        if customer.consent and state is None:
+            return "subscribed"
+        if customer.consent and state == "unsubscribed":
+            return "pending"
+        if not customer.consent and state in ("subscribed", "pending"):
+            return "unsubscribed"
+        return state
 
     @invariant()
     def nobody_erased_is_anywhere(self) -> None:
@@ -370,10 +371,10 @@ class FanOutModel(StoreBackups):
                 if (list_id, customer.email) in customer.forgotten:
                     assert member is None, "a forgotten address added again"
                     continue
-                if customer.news is None:
+                if customer.news[list_id] is None:
                     assert member is None, "sent to the newsletter without consent"
                     continue
-                assert member is not None and member["status"] == customer.news
+                assert member is not None and member["status"] == customer.news[list_id]
                 if customer.consent:
                     assert member["merge_fields"]["FNAME"] == customer.first_name
 
