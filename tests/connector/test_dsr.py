@@ -1289,6 +1289,9 @@ async def test_an_exemption_made_while_a_retry_talks_to_the_system_stands(
     adapter.erase = meanwhile
     view = await service.retry(view.id)
     assert view.system("shop").status == "exempt" and view.status == "completed"
+    # The exemption completed it; the retry, finishing after, left it so: one receipt.
+    completed = [e for e in audit.entries(rt.store) if e.kind == "dsr.completed"]
+    assert len(completed) == 1
 
 
 async def test_an_access_request_leaves_an_exempted_system_out(
