@@ -47,9 +47,9 @@ from connector.crypto import (
     Keyring,
     manifest_context,
 )
-from connector.dsr_store import RESEND, DsrStore
+from connector.dsr_store import DsrStore
 from connector.readmit import READMITTED
-from connector.state import PER_SYSTEM_TABLES, Store
+from connector.state import PER_SYSTEM_TABLES, RESEND, Store
 
 __all__ = ["Carried", "attached", "carry_over"]
 
@@ -262,7 +262,7 @@ def _delivered_since(db: sqlite3.Connection) -> int:
     got; this takes the pairs it holds at an older one. They are found by delivery time: at
     or after the last delivery the backup records (an earlier one it would hold already; a
     few more read at the boundary change nothing). A payload still queued there may have
-    landed, its answer lost: the pair is marked :data:`~connector.dsr_store.RESEND` with that
+    landed, its answer lost: the pair is marked :data:`~connector.state.RESEND` with that
     payload's hash, so the next sync sends the current one whatever the hashes say, knowing
     what may have landed (a withdrawal of consent, say). That holds for a pair the
     backup holds nothing of, too: a newsletter member written by a sync cut short, then

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connector.state import PER_SYSTEM_TABLES, Store, utcnow
+from connector.state import PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
@@ -39,22 +39,6 @@ SYSTEM_STATUSES = frozenset(
         "exempt",
     }
 )
-
-#: Marks a delivered hash so that no payload has it: the next sync sends the person again
-#: (see :meth:`DsrStore.resend_on_next_sync`). The mark keeps the hash it replaced,
-#: ``resend:<hash>`` (:func:`before_resend`); a bare ``resend`` is one whose payload is unknown.
-RESEND = "resend"
-
-
-def before_resend(payload_hash: str) -> str:
-    """The hash a system last got, behind a resend mark (a bare mark stays as it is).
-
-    What a system holds still decides what a resend sends: someone whose last payload was a
-    withdrawal of consent is sent a renewal when they consent again (connector/engine.py),
-    correction or not in between.
-    """
-    return payload_hash.removeprefix(f"{RESEND}:")
-
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})

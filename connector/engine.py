@@ -30,7 +30,6 @@ from connector import audit
 from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
-from connector.dsr_store import before_resend
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.ids import SystemIds
 from connector.inflight import InFlight
@@ -38,7 +37,14 @@ from connector.model import Person
 from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
-from connector.state import Ack, OutboxRow, QueuedPayload, Store
+from connector.state import (
+    WITHDRAWAL,
+    Ack,
+    OutboxRow,
+    QueuedPayload,
+    Store,
+    before_resend,
+)
 from connector.systems import System, Systems
 
 __all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
@@ -56,11 +62,6 @@ FRESH_LIMIT = 4096
 #: is caught where it always is: by the outbox's upsert and the suppression check at
 #: delivery.
 YIELD_EVERY = 10
-
-#: Marks the hash of a withdrawal of consent (the mapping's ``withdrawn``) as one, in the
-#: outbox and among what was delivered: a renewal (``consent_renewed``) is due when the
-#: person consents again, under whichever address the withdrawal went (see _renewed).
-WITHDRAWAL = "withdrawal:"
 
 #: Fully acknowledged batches whose outcome may wait for the engine's next write. They ride
 #: in the next page's transaction: one commit instead of two, and the outbox pages the

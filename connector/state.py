@@ -27,11 +27,14 @@ from connector.walcheckpoint import WalCheckpointer
 
 __all__ = [
     "PER_SYSTEM_TABLES",
+    "RESEND",
+    "WITHDRAWAL",
     "Ack",
     "DeadLetter",
     "OutboxRow",
     "QueuedPayload",
     "Store",
+    "before_resend",
     "utcnow",
 ]
 
@@ -52,6 +55,32 @@ SUPPRESSION_HELD_MAX = 100_000
 #: Tables keyed by (system, subject_no): what the connector holds per person and system.
 #: A subject id reaches its rows through ``subjects`` (:meth:`Store.subject_numbers`).
 PER_SYSTEM_TABLES = ("identities", "delivered", "outbox")
+
+# -- marks on payload hashes ------------------------------------------------------------------
+#
+# A payload hash (in the outbox, among what was delivered) may carry a mark in front, which no
+# payload's own hash has. Both are read where a sync decides what to send (connector/engine.py).
+
+#: Marks the hash of a withdrawal of consent (a mapping's ``withdrawn``) as one: a renewal
+#: (``consent_renewed``) is due when the person consents again, under whichever address the
+#: withdrawal went.
+WITHDRAWAL = "withdrawal:"
+
+#: Marks a delivered hash so that no payload has it: the next sync sends the person again
+#: (see :meth:`~connector.dsr_store.DsrStore.resend_on_next_sync`). The mark keeps the hash it
+#: replaced, ``resend:<hash>`` (:func:`before_resend`); a bare ``resend`` is one whose payload
+#: is unknown.
+RESEND = "resend"
+
+
+def before_resend(payload_hash: str) -> str:
+    """The hash a system last got, behind a resend mark (a bare mark stays as it is).
+
+    What a system holds still decides what a resend sends: someone whose last payload was a
+    withdrawal of consent is sent a renewal when they consent again, correction or not in
+    between.
+    """
+    return payload_hash.removeprefix(f"{RESEND}:")
 
 
 def utcnow() -> str:

@@ -29,10 +29,9 @@ from connector.dsr import (
     summary,
 )
 from connector.dsr_input import checked_phone
-from connector.dsr_store import RESEND
 from connector.loop import run as run_loop
 from connector.runtime import Runtime, open_runtime
-from connector.state import PER_SYSTEM_TABLES
+from connector.state import PER_SYSTEM_TABLES, RESEND
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,

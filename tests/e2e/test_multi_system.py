@@ -23,8 +23,8 @@ from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService, RequestView, handle_webhook
-from connector.engine import WITHDRAWAL
 from connector.runtime import Runtime, open_runtime
+from connector.state import WITHDRAWAL
 from connector.webhooks import receive
 from tests.conftest import MASTER_KEY, VirtualTime
 
@@ -216,17 +216,24 @@ async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt:
     assert world.news.log.writes() == []
 
 
+async def _sent_then_opted_out(world: World, rt: Runtime) -> str:
+    """A customer subscribed by a sync who then withdraws consent, synced again: Mailchimp
+    has them unsubscribed. Returns their address."""
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await rt.engine.sync("shop")
+    return email
+
+
 async def test_consent_given_again_asks_the_member_to_confirm_once(
     world: World, rt: Runtime
 ) -> None:
     """A customer unsubscribed for a withdrawn consent opts in again: Mailchimp is asked to
     have them confirm (it lets nobody else re-subscribe them), once; their confirmation
     subscribes them, and later syncs keep it so."""
-    world.shop.seed_synthetic(4, seed=62)
-    await rt.engine.sync("shop")
-    email = world.shop.store.get(1)["email"]  # type: ignore[index]
-    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
-    await rt.engine.sync("shop")
+    email = await _sent_then_opted_out(world, rt)
     assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
     world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
     (report,) = await rt.engine.sync("shop")
@@ -258,11 +265,7 @@ async def test_a_correction_after_consent_is_given_again_leaves_the_renewal_to_b
     correction reached the shop, which marks what each system last got to be sent again;
     the mark hid that the last was a withdrawal, and the next sync sent the fields without
     asking to confirm: the member stayed unsubscribed (the fan-out model found it)."""
-    world.shop.seed_synthetic(4, seed=62)
-    await rt.engine.sync("shop")
-    email = world.shop.store.get(1)["email"]  # type: ignore[index]
-    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
-    await rt.engine.sync("shop")
+    email = await _sent_then_opted_out(world, rt)
     world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
     view = await DsrService(rt).rectify(email, {"first_name": "Hersteld"})
     assert view.status == "completed"
@@ -280,11 +283,7 @@ async def test_consent_given_again_under_a_new_address_asks_the_member_to_confir
     the next sync: the member moves to the new address and is asked to confirm. The
     withdrawal was known by its hash, which held the former address, so it was not
     recognised and the member stayed unsubscribed (the fan-out model found it)."""
-    world.shop.seed_synthetic(4, seed=62)
-    await rt.engine.sync("shop")
-    email = world.shop.store.get(1)["email"]  # type: ignore[index]
-    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
-    await rt.engine.sync("shop")
+    email = await _sent_then_opted_out(world, rt)
     new_address = "weer.aangemeld@voorbeeld.nl"
     world.shop.touch(email, email=new_address)
     world.shop.touch(new_address, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
@@ -300,11 +299,7 @@ async def test_a_withdrawal_delivered_before_withdrawals_were_marked_still_count
 ) -> None:
     """A store from before withdrawals were marked holds a withdrawal's bare hash: it is
     not sent again, and opting in again still sends the renewal."""
-    world.shop.seed_synthetic(4, seed=62)
-    await rt.engine.sync("shop")
-    email = world.shop.store.get(1)["email"]  # type: ignore[index]
-    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
-    await rt.engine.sync("shop")
+    email = await _sent_then_opted_out(world, rt)
     sid = rt.keyring.subject_id(email)
     (marked,) = rt.store.page_hashes(["news"], [sid])[1]["news"].values()
     assert marked.startswith(WITHDRAWAL)
