@@ -205,7 +205,7 @@ class DaemonSettings(StrictModel):
     @classmethod
     def _listen(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
             raise ValueError('must be "host:port", e.g. "127.0.0.1:8787"')
         if not host:
             raise ValueError('must name a host, e.g. "127.0.0.1:8787"')

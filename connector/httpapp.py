@@ -35,7 +35,7 @@ class BodyTooLarge(Exception):
 
 async def _read_capped(request: Request) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared is not None and declared.isdecimal() and int(declared) > MAX_BODY_BYTES:
         raise BodyTooLarge
     body = bytearray()
     async for chunk in request.stream():

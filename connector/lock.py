@@ -215,7 +215,7 @@ def syncing(store_path: Path, holder: str) -> Iterator[None]:
 
 def _sync_refusal(store_path: Path, recorded: bytes) -> str:
     holder, _, pid = recorded.decode(errors="replace").strip().partition(" ")
-    pid_text = f" (pid {pid})" if pid.isdigit() else ""
+    pid_text = f" (pid {pid})" if pid.isdecimal() else ""
     if holder == "daemon":
         return (
             f"{store_path}: the klantsync daemon{pid_text} runs on this store and syncs it; "

@@ -44,8 +44,12 @@ def resolve_secret(
         if not name:
             raise ConfigError(file, key, "env: reference names no variable")
         value = environ.get(name)
-        if not value:
+        if value is None:
             raise ConfigError(file, key, f"environment variable {name} is not set")
+        if not value.strip():
+            # Blanks (an env file's "NAME= ") are no secret: taken as one, an empty admin
+            # token or webhook key would let in whoever sends none.
+            raise ConfigError(file, key, f"environment variable {name} is empty")
         return value.strip()
     if reference.startswith("file:"):
         raw = reference[5:].strip()

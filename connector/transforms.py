@@ -156,7 +156,7 @@ def _plan(region: str) -> _Plan | None:
     lengths = tuple(metadata.general_desc.possible_length or ())
     if (
         not prefix
-        or not prefix.isdigit()
+        or not prefix.isdecimal()
         or metadata.national_prefix_transform_rule
         or general is None
         or not lengths

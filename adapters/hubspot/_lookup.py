@@ -93,7 +93,7 @@ class ContactLookup:
         self, external_id: str, names: Sequence[str] | None = None
     ) -> dict[str, Any] | None:
         """The contact with this HubSpot id: the live one, else the archived one."""
-        if not external_id.isdigit():
+        if not external_id.isdecimal():
             return None  # HubSpot ids are numeric; anything else cannot address a contact
         for archived in (False, True):
             found = await self._get_by_id(external_id, names, archived)

@@ -163,7 +163,7 @@ class ContactStore:
         """The live contact addressed by id (or by e-mail when ``id_property`` is email)."""
         if id_property == "email":
             contact_id = self.live_by_email.get(id_value.strip().lower())
-        elif id_value.isdigit():
+        elif id_value.isdecimal():
             contact_id = int(id_value)
         else:
             return None
@@ -175,14 +175,14 @@ class ContactStore:
         if id_property == "email":
             ids = self.archived_by_email.get(id_value.strip().lower()) or []
             return self.contacts.get(ids[-1]) if ids else None
-        contact = self.contacts.get(int(id_value)) if id_value.isdigit() else None
+        contact = self.contacts.get(int(id_value)) if id_value.isdecimal() else None
         return contact if contact is not None and contact.archived else None
 
     def page(
         self, after: str | None, limit: int, archived: bool
     ) -> tuple[list[Contact], str | None]:
         """Contacts in id order from ``after`` (an id), and the next ``after`` or ``None``."""
-        start = bisect_left(self._order, int(after)) if after and after.isdigit() else 0
+        start = bisect_left(self._order, int(after)) if after and after.isdecimal() else 0
         found: list[Contact] = []
         for index in range(start, len(self._order)):
             contact = self.contacts.get(self._order[index])

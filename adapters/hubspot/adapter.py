@@ -169,7 +169,7 @@ class HubSpotAdapter:
         for index, record in enumerate(records):
             if not record.email:
                 results[index] = UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
-            elif record.external_id and record.external_id.isdigit():
+            elif record.external_id and record.external_id.isdecimal():
                 by_id.append((index, record))
             else:
                 by_email.append((index, record))
@@ -342,7 +342,7 @@ class HubSpotAdapter:
         headers = {name.lower(): value for name, value in request.headers.items()}
         signature = headers.get(SIGNATURE_HEADER)
         timestamp = headers.get(TIMESTAMP_HEADER)
-        if not signature or not timestamp or not timestamp.isdigit():
+        if not signature or not timestamp or not timestamp.isdecimal():
             return False
         skew = now * 1000 - int(timestamp)
         if skew > MAX_SKEW_MS or skew < -MAX_SKEW_MS:
@@ -492,7 +492,7 @@ def _category(error: Mapping[str, Any]) -> str:
 
 def _is_retryable(error: Mapping[str, Any], category: str) -> bool:
     status = str(error.get("status") or "")
-    if status.isdigit() and (int(status) >= 500 or int(status) == 429):
+    if status.isdecimal() and (int(status) >= 500 or int(status) == 429):
         return True
     return category in RETRYABLE_CATEGORIES
 

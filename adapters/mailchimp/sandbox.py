@@ -383,6 +383,6 @@ def _integer(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    if not raw.isdecimal():
         raise Problem(400, "Invalid Resource", f"The {name} parameter must be an integer.")
     return int(raw)

@@ -57,7 +57,7 @@ def _int_param(request: Request, name: str, default: int, maximum: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not raw.isdecimal() or not 1 <= int(raw) <= maximum:
         raise Reject(400, f"Parameter {name} must be an integer from 1 to {maximum}")
     return int(raw)
 
@@ -87,7 +87,7 @@ class PersonRoutes:
 
     def _person(self, request: Request) -> Person:
         raw = str(request.path_params.get("id", ""))
-        if not raw.isdigit():
+        if not raw.isdecimal():
             raise Reject(400, "Parameter id must be an integer")
         person = self.store.live(int(raw))
         if person is None:

@@ -219,7 +219,7 @@ class PipedriveAdapter:
         if not record.email and not record.external_id:
             return UpsertResult(record.ref, "failed", reason="missing_email")
         try:
-            if record.external_id and record.external_id.isdigit():
+            if record.external_id and record.external_id.isdecimal():
                 updated = await self._patch(int(record.external_id), record, correcting=not create)
                 if updated is not None:
                     return updated
@@ -333,7 +333,7 @@ class PipedriveAdapter:
             FatalRemoteError: bad token or missing permission.
         """
         lookups = sum(
-            1 for r in records if r.email and not (r.external_id and r.external_id.isdigit())
+            1 for r in records if r.email and not (r.external_id and r.external_id.isdecimal())
         )
         if not lookups:
             return
@@ -385,7 +385,7 @@ class PipedriveAdapter:
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """Every live person for the subject (by Pipedrive id and by exact e-mail), in full."""
         found: dict[int, dict[str, Any]] = {}
-        if subject.external_id and subject.external_id.isdigit():
+        if subject.external_id and subject.external_id.isdecimal():
             person = await self._read(int(subject.external_id))
             if person is not None:
                 found[int(person["id"])] = person

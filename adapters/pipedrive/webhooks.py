@@ -76,7 +76,7 @@ def _entity_id(value: Any) -> str | None:
         return None
     if isinstance(value, int) and value > 0:
         return str(value)
-    if isinstance(value, str) and value.strip().isdigit() and int(value) > 0:
+    if isinstance(value, str) and value.strip().isdecimal() and int(value) > 0:
         return str(int(value))
     return None
 

@@ -62,7 +62,7 @@ def gid(kind: str, number: int) -> str:
 def numeric_id(value: Any, kind: str) -> int | None:
     """The number inside a global id of ``kind``, or ``None``."""
     prefix = f"gid://shopify/{kind}/"
-    if isinstance(value, str) and value.startswith(prefix) and value[len(prefix) :].isdigit():
+    if isinstance(value, str) and value.startswith(prefix) and value[len(prefix) :].isdecimal():
         return int(value[len(prefix) :])
     return None
 
@@ -219,7 +219,7 @@ class ShopStore:
             return str(customer.get("email") or "").casefold() == value.casefold()
         if name == "id":
             number = numeric_id(customer["id"], CUSTOMER)
-            return value.isdigit() and number == int(value)
+            return value.isdecimal() and number == int(value)
         if name in ("updated_at", "created_at"):
             held = _time(customer["updatedAt" if name == "updated_at" else "createdAt"])
             bound = _time(value) if len(value.strip()) > 10 else _time(value.strip() + "T00:00:00Z")

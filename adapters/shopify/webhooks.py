@@ -75,9 +75,9 @@ def customer_gid(value: Any) -> str | None:
         return f"{CUSTOMER_GID}{value}"
     if isinstance(value, str):
         text = value.strip()
-        if text.isdigit() and int(text) > 0:
+        if text.isdecimal() and int(text) > 0:
             return f"{CUSTOMER_GID}{int(text)}"
-        if text.startswith(CUSTOMER_GID) and text[len(CUSTOMER_GID) :].isdigit():
+        if text.startswith(CUSTOMER_GID) and text[len(CUSTOMER_GID) :].isdecimal():
             return text
     return None
 

@@ -223,7 +223,7 @@ class WooCommerceAdapter:
         response = await self.client.request("GET", path, params=params)
         raw = self._list(response, "GET", path)
         counted = response.headers.get("x-wp-total", "")
-        return response, raw, int(counted) if counted.isdigit() else None
+        return response, raw, int(counted) if counted.isdecimal() else None
 
     # -- upsert ----------------------------------------------------------------------------
 
@@ -308,7 +308,7 @@ class WooCommerceAdapter:
                 body["create"].append(item)
                 creates.append(i)
             else:
-                item["id"] = int(known) if known.isdigit() else known
+                item["id"] = int(known) if known.isdecimal() else known
                 body["update"].append(item)
                 updates.append(i)
         payload = {name: items for name, items in body.items() if items}
@@ -376,7 +376,7 @@ class WooCommerceAdapter:
 
     async def _customer_for(self, subject: Subject) -> dict[str, Any] | None:
         customer = await self._customer_by_email(subject.email)
-        if customer is None and subject.external_id and subject.external_id.isdigit():
+        if customer is None and subject.external_id and subject.external_id.isdecimal():
             # The identity map's id still finds someone whose shop e-mail has changed.
             path = f"{API}/customers/{int(subject.external_id)}"
             response = await self.client.request("GET", path, accept=(404,))
@@ -404,7 +404,7 @@ class WooCommerceAdapter:
             orders += fresh
             total_pages = response.headers.get("x-wp-totalpages", "")
             if not batch or (
-                page >= int(total_pages) if total_pages.isdigit() else len(batch) < PAGE_SIZE
+                page >= int(total_pages) if total_pages.isdecimal() else len(batch) < PAGE_SIZE
             ):
                 return orders
             page += 1

@@ -79,7 +79,7 @@ def _id_list(request: Request, name: str) -> list[int]:
     for value in values:
         for part in value.split(","):
             if part.strip():
-                if not part.strip().isdigit():
+                if not part.strip().isdecimal():
                     raise _invalid(name, f"{name}[0] is not of type integer.")
                 ids.append(int(part))
     return ids

@@ -246,6 +246,6 @@ def _as_id(value: Any) -> int:
         return 0
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isdecimal():
         return int(value)
     return 0

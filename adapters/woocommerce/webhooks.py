@@ -66,7 +66,7 @@ def _positive_id(value: Any) -> str | None:
         return None
     if isinstance(value, int) and value > 0:
         return str(value)
-    if isinstance(value, str) and value.isdigit() and int(value) > 0:
+    if isinstance(value, str) and value.isdecimal() and int(value) > 0:
         return str(int(value))
     return None
 

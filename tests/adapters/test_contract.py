@@ -291,6 +291,9 @@ _HEADERS = st.dictionaries(
                 "customers/update",
                 "application/json",
                 "application/x-www-form-urlencoded",
+                # Digits str.isdigit() takes and int() does not (a timestamp, an id).
+                "\u00b2",
+                "1700000000\u00b9",
             ]
         ),
     ),

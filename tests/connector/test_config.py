@@ -458,6 +458,7 @@ def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -
     [
         ("env:", "env: reference names no variable"),
         ("env:T_NOT_SET_ANYWHERE", "environment variable T_NOT_SET_ANYWHERE is not set"),
+        ("env:T_BLANK", "environment variable T_BLANK is empty"),
         ("file:secrets/none", "not found"),
         ("file:secrets/empty", "is empty"),
         ("file:secrets", "unreadable (Is a directory)"),
@@ -465,8 +466,13 @@ def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -
     ],
 )
 def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_the_value(
-    tmp_path: Path, env: dict[str, str], reference: str, problem: str
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    reference: str,
+    problem: str,
 ) -> None:
+    monkeypatch.setenv("T_BLANK", "  ")  # an env file's "T_BLANK= ": no secret at all
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "empty").write_text("  \n")

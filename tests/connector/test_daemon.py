@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
@@ -273,6 +274,17 @@ async def test_admin_api_refuses_without_the_token(daemon: Daemon, header: str |
         for method, path in (("GET", "/admin/status"), ("POST", "/admin/resync")):
             response = await client.request(method, path, headers=headers, json={"system": "shop"})
             assert response.status_code == 401
+
+
+async def test_an_empty_admin_token_opens_nothing(daemon: Daemon) -> None:
+    """A config refuses a blank token; one set empty in code still lets nobody in, not even
+    a caller who sends an empty one."""
+    object.__setattr__(daemon.rt.config.daemon, "admin_token", SecretStr(""))  # frozen model
+    async with _client(build_admin_app(daemon)) as client:
+        for header in ("Bearer ", "Bearer", ""):
+            response = await client.get("/admin/status", headers={"authorization": header})
+            assert response.status_code == 401
+            assert response.json()["detail"] == "admin API disabled: no admin_token"
 
 
 async def test_admin_resync_runs_and_status_shows_it(
