@@ -103,13 +103,24 @@ class Daemon:
 
     # -- flows --------------------------------------------------------------------------------
 
-    async def run_flow(self, flow_name: str, *, full: bool = False) -> FlowReport | None:
-        """Run one flow unless it is already running (then skip: never two runs at once)."""
+    async def run_flow(
+        self, flow_name: str, *, full: bool = False, wait: bool = False
+    ) -> FlowReport | None:
+        """Run one flow; never two runs of it at once.
+
+        A scheduled run finding the flow running is skipped (``None``): the run under way
+        does its work. ``wait`` (a resync someone asked for) waits for that run to end and
+        then runs, as asked (``--full`` included). ``None`` also when the daemon stops.
+        """
         lock = self.flow_locks[flow_name]
-        if lock.locked() or self.stopping.is_set():
-            log.info("flow run skipped", extra={"flow": flow_name, "why": "already running"})
+        if self.stopping.is_set() or (lock.locked() and not wait):
+            why = "stopping" if self.stopping.is_set() else "already running"
+            log.info("flow run skipped", extra={"flow": flow_name, "why": why})
             return None
         async with lock:
+            if self.stopping.is_set():
+                log.info("flow run skipped", extra={"flow": flow_name, "why": "stopping"})
+                return None
             log.info("flow run started", extra={"flow": flow_name, "full": full})
             runs = self.runs_since_start[flow_name]
             try:
@@ -118,6 +129,7 @@ class Daemon:
                 # A run that raised did not succeed either (cancellation is no run at all).
                 runs.finished += 1
                 runs.failed += 1
+                self.metrics.observe_failed_run(flow_name)
                 raise
             runs.finished += 1
             # The store's notion of success (its ``last_success``): a run with errors, dead
@@ -153,7 +165,7 @@ class Daemon:
             for name in flows:
                 self.flow_locks[name].release()
         for report in reports:
-            self.metrics.observe_flow(report, self.clock())
+            self.metrics.observe_flow(report, self.clock(), run=False)
         return sum(d.written for r in reports for d in r.destinations.values())
 
     # -- jobs ---------------------------------------------------------------------------------

@@ -8,12 +8,19 @@ keyring like the outbox.
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
-from connector.crypto import JOB_CONTEXT, Keyring
+from connector.crypto import JOB_CONTEXT, DecryptionError, Keyring
 from connector.state import Store, utcnow
+
+log = logging.getLogger("klantsync.daemon")
+
+#: A claimed job's outcome when its sealed parameters do not open.
+UNREADABLE = "job parameters do not open: damaged, or sealed under another key"
 
 __all__ = [
     "Job",
@@ -23,6 +30,7 @@ __all__ = [
     "finish",
     "get",
     "recent",
+    "requeue",
     "requeue_running",
 ]
 
@@ -66,39 +74,60 @@ def enqueue(store: Store, keyring: Keyring, kind: str, params: dict[str, Any]) -
 
 
 def claim_next(store: Store, keyring: Keyring) -> Job | None:
-    """Mark the oldest queued job running and return it with its params, or ``None``."""
-    with store.transaction() as db:
-        row = db.execute("SELECT id FROM jobs WHERE status='queued' ORDER BY id LIMIT 1").fetchone()
-        if row is None:
-            return None
-        db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=?", (utcnow(), row[0]))
-    job = get(store, row[0])
-    assert job is not None
-    sealed = store.db.execute("SELECT params FROM jobs WHERE id=?", (row[0],)).fetchone()[0]
-    params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
-    return Job(**{**job.__dict__, "params": params})
+    """Mark the oldest queued job running and return it with its params, or ``None``.
+
+    A job whose params do not open is marked failed (:data:`UNREADABLE`) and the next one is
+    claimed: it can never run, and left running it would stop the worker at every start.
+    """
+    while True:
+        with store.transaction() as db:
+            row = db.execute(
+                "SELECT id, params FROM jobs WHERE status='queued' ORDER BY id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            db.execute(
+                "UPDATE jobs SET status='running', started_at=? WHERE id=?", (utcnow(), row[0])
+            )
+        job = _opened(store, keyring, row[0], row[1])
+        if job is not None:
+            return job
 
 
 def claim_more(store: Store, keyring: Keyring, kind: str, after_id: int, limit: int) -> list[Job]:
-    """Claim up to ``limit`` more queued jobs of ``kind`` (oldest first) to run as one batch."""
+    """Claim up to ``limit`` more queued jobs of ``kind`` to run as one batch.
+
+    Only those queued right after ``after_id``, before any job of another kind: jobs run in
+    the order they came, so a change that came after an erasure asked for through the admin
+    API waits for the erasure (which makes sure it is never sent). Jobs whose params do not
+    open are marked failed and left out (see :func:`claim_next`).
+    """
     with store.transaction() as db:
         rows = db.execute(
-            "SELECT id, params FROM jobs WHERE status='queued' AND kind=? AND id>? "
-            "ORDER BY id LIMIT ?",
-            (kind, after_id, limit),
+            "SELECT id, kind, params FROM jobs WHERE status='queued' AND id>? ORDER BY id LIMIT ?",
+            (after_id, limit),
         ).fetchall()
+        rows = list(itertools.takewhile(lambda row: row[1] == kind, rows))
         now = utcnow()
         db.executemany(
             "UPDATE jobs SET status='running', started_at=? WHERE id=?",
-            [(now, job_id) for job_id, _ in rows],
+            [(now, job_id) for job_id, _, _ in rows],
         )
-    claimed = []
-    for job_id, sealed in rows:
-        job = get(store, job_id)
-        assert job is not None
+    opened = (_opened(store, keyring, job_id, sealed) for job_id, _, sealed in rows)
+    return [job for job in opened if job is not None]
+
+
+def _opened(store: Store, keyring: Keyring, job_id: int, sealed: bytes | None) -> Job | None:
+    """A claimed job with its params; ``None`` (and the job failed) if they do not open."""
+    job = get(store, job_id)
+    assert job is not None
+    try:
         params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
-        claimed.append(Job(**{**job.__dict__, "params": params}))
-    return claimed
+    except DecryptionError:
+        finish(store, job_id, "failed", {"error": UNREADABLE})
+        log.error("job failed", extra={"job": job_id, "kind": job.kind, "error": UNREADABLE})
+        return None
+    return Job(**{**job.__dict__, "params": params})
 
 
 def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> None:
@@ -106,6 +135,14 @@ def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> No
     store.db.execute(
         "UPDATE jobs SET status=?, finished_at=?, result=?, params=NULL WHERE id=?",
         (status, utcnow(), json.dumps(result, default=str), job_id),
+    )
+
+
+def requeue(store: Store, job_id: int) -> None:
+    """Put a claimed job back in the queue, as it was (it did not run)."""
+    store.db.execute(
+        "UPDATE jobs SET status='queued', started_at=NULL WHERE id=? AND status='running'",
+        (job_id,),
     )
 
 

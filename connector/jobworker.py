@@ -50,7 +50,9 @@ CHANGE_BATCH = 100
 class FlowRunner(Protocol):
     """What runs a job's syncs: the daemon, which never runs one flow twice at once."""
 
-    async def run_flow(self, flow_name: str, *, full: bool = False) -> FlowReport | None: ...
+    async def run_flow(
+        self, flow_name: str, *, full: bool = False, wait: bool = False
+    ) -> FlowReport | None: ...
 
     async def sync_subjects(
         self,
@@ -136,6 +138,11 @@ class JobWorker:
     async def _run_one(self, job: jobs.Job) -> None:
         try:
             result = await self.run_job(job)
+        except _Deferred as exc:
+            # Not run, and not failed: queued again, the next start runs it. (A flow already
+            # run by a resync of several flows runs again then; a resync is idempotent.)
+            jobs.requeue(self.rt.store, job.id)
+            log.info("job queued again", extra={"job": job.id, "kind": job.kind, "why": str(exc)})
         except KlantsyncError as exc:
             jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
             log.warning("job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
@@ -214,9 +221,14 @@ class JobWorker:
         reports = []
         for flow in self.rt.config.flows:
             if flow.source == system:
-                report = await self.runner.run_flow(flow.name, full=bool(params.get("full")))
-                if report is not None:
-                    reports.append(report.as_dict())
+                # A run under way (a scheduled one) is waited for, not taken for this one:
+                # the resync may be --full, or asked for a change that run had passed.
+                report = await self.runner.run_flow(
+                    flow.name, full=bool(params.get("full")), wait=True
+                )
+                if report is None:
+                    raise _Deferred("the daemon stopped before the resync ran")
+                reports.append(report.as_dict())
         return {
             "flows": [r["flow"] for r in reports],
             "failed": any(r["failed"] for r in reports),
@@ -258,6 +270,10 @@ class JobWorker:
         else:
             view = await service.access(params["email"], source="admin")
         return {"request": view.id, "status": view.status}
+
+
+class _Deferred(KlantsyncError):
+    """A job that could not run now (the daemon is stopping): back to the queue."""
 
 
 def _internal(exc: Exception) -> dict[str, Any]:

@@ -114,8 +114,10 @@ class Metrics:
         if status == 429:
             self.rate_limited.labels(system).inc()
 
-    def observe_flow(self, report: FlowReport, finished_at: float) -> None:
-        """Counters from one flow run."""
+    def observe_flow(self, report: FlowReport, finished_at: float, *, run: bool = True) -> None:
+        """Counters from one flow run; ``run=False`` for a targeted sync (a webhook's, a
+        resync by e-mail), whose records count but which is no run of the flow: its success
+        says nothing of the pull, and must not hide a flow whose every run fails."""
         if report.dry_run:
             return
         self.pulled.labels(report.source).inc(report.pulled)
@@ -127,10 +129,16 @@ class Metrics:
             self.gated.labels(name).inc(dest.gated)
             self.dead_lettered.labels(name).inc(dest.dead_lettered)
             self.suppressed.labels(name).inc(dest.suppressed_at_delivery)
+        if not run:
+            return
         outcome = "failed" if report.failed else "ok"
         self.flow_runs.labels(report.flow, outcome).inc()
         if not report.failed:
             self.last_success.labels(report.flow).set(finished_at)
+
+    def observe_failed_run(self, flow: str) -> None:
+        """A flow run that ended in an exception (the store failing under it, say)."""
+        self.flow_runs.labels(flow, "failed").inc()
 
     def set_gauges(self, **values: Any) -> None:
         """Refresh gauges read from the store (outbox size, open and overdue requests, when

@@ -861,3 +861,86 @@ async def test_a_job_that_meets_a_bug_fails_alone_and_the_worker_goes_on(
     assert CANARY_EMAIL not in caplog.text
     (logged,) = [r for r in caplog.records if r.getMessage() == "job failed with an internal error"]
     assert getattr(logged, "error", None) == "KeyError" and logged.exc_info is None
+
+
+async def test_a_resync_asked_while_the_flow_runs_waits_for_that_run_then_runs(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """`POST /admin/resync` while the scheduled run holds the flow: the job waits for it
+    and then runs the resync as asked, not ends "done" having run nothing."""
+    shop.seed_synthetic(3, seed=41)
+    lock = daemon.flow_locks["shop-to-crm"]
+    await lock.acquire()  # the scheduled run of shop-to-crm is under way
+    async with _client(build_admin_app(daemon)) as client:
+        queued = await client.post(
+            "/admin/resync",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            json={"system": "shop", "full": True},
+        )
+    assert queued.status_code == 202
+    job = jobs.claim_next(daemon.rt.store, daemon.rt.keyring)
+    assert job is not None
+    task = asyncio.ensure_future(daemon.jobs._run_one(job))
+    for _ in range(50):  # turns of the loop while the scheduled run goes on
+        await asyncio.sleep(0)
+    assert not task.done() and crm.contact_count() == 0
+    lock.release()  # the scheduled run ends
+    await asyncio.wait_for(task, timeout=30)
+    finished = jobs.get(daemon.rt.store, job.id)
+    assert finished is not None and finished.status == "done"
+    assert finished.result == {"flows": ["shop-to-crm"], "failed": False}
+    assert crm.contact_count() == 3
+
+
+def _metric_lines(text: str, prefix: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith(prefix)]
+
+
+async def test_a_flow_run_the_store_fails_under_counts_as_a_failed_run(
+    daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that raised (a full disk) is a failed run for /metrics as for /readyz."""
+    from tests.conftest import disk_full_error
+
+    async def full(*_args: Any, **_kwargs: Any) -> Any:
+        raise disk_full_error()
+
+    monkeypatch.setattr(daemon.rt.engine, "sync", full)
+    await daemon._scheduled_flow("shop-to-crm")  # logged as "store failed", not raised
+    assert daemon.runs_since_start["shop-to-crm"].failed == 1
+    text = daemon.metrics.render().decode()
+    assert _metric_lines(text, "klantsync_flow_runs_total") == [
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0'
+    ]
+
+
+async def test_a_webhook_s_sync_of_one_person_is_no_successful_run_of_the_flow(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """The shop's API is down, so every run of the flow fails. A delivery that carries its
+    customer is synced meanwhile: its record counts as written, but /metrics must not show
+    the flow succeeding, or an alert on its last success never fires."""
+    shop.seed_synthetic(3, seed=52)
+    shop.faults.down = True
+    report = await daemon.run_flow("shop-to-crm")
+    assert report is not None and report.failed
+    shop.faults.down = False
+    customer = shop.store.get(2)
+    assert customer is not None
+    body = json.dumps(shop.record_for(customer["email"])).encode()
+    shop.faults.down = True  # the delivery carries the record: the shop is not asked
+    async with _client(build_public_app(daemon)) as client:
+        hook = await client.post(
+            "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
+        )
+        assert hook.status_code == 200 and hook.json()["queued"] == 1
+    job = jobs.claim_next(daemon.rt.store, daemon.rt.keyring)
+    assert job is not None
+    await daemon.jobs._run_one(job)
+    assert crm.contact_count() == 1
+    text = daemon.metrics.render().decode()
+    assert _metric_lines(text, "klantsync_flow_last_success_timestamp") == []
+    assert _metric_lines(text, "klantsync_flow_runs_total") == [
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0'
+    ]
+    assert 'klantsync_records_written_total{system="crm"} 1.0' in text

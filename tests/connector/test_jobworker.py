@@ -24,10 +24,13 @@ class Runner:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.fail: Exception | None = None
+        self.stopping = False  # run_flow runs nothing, as the daemon's when it stops
 
-    async def run_flow(self, flow_name: str, *, full: bool = False) -> FlowReport | None:
-        self.calls.append(("flow", flow_name, full))
-        return None
+    async def run_flow(
+        self, flow_name: str, *, full: bool = False, wait: bool = False
+    ) -> FlowReport | None:
+        self.calls.append(("flow", flow_name, full, wait))
+        return None if self.stopping else FlowReport(flow_name, "shop")
 
     async def sync_subjects(
         self,
@@ -124,6 +127,33 @@ async def test_a_change_that_came_after_an_erasure_request_waits_for_the_erasure
     assert [job.status for job in done] == ["done", "done", "done"]
 
 
+async def test_a_change_that_came_after_an_admin_erasure_waits_for_it(
+    worker: JobWorker, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same for an erasure asked for through the admin API (a job of another kind):
+    the batch of changes ends before it."""
+    run_job = worker.run_job
+
+    async def recording(job: jobs.Job) -> dict[str, Any]:
+        if job.kind == "dsr":
+            runner.calls.append(("job", "dsr"))
+            return {"request": None}
+        return await run_job(job)
+
+    monkeypatch.setattr(worker, "run_job", recording)
+    ids = [
+        worker.queue("webhook", _change("5")),
+        worker.queue("dsr", {"kind": "erase", "email": CANARY_EMAIL}),  # POST /admin/dsr
+        worker.queue("webhook", _change("6")),
+    ]
+    await _work_until_done(worker, ids)
+    assert runner.calls == [
+        ("subjects", "shop", [("5", None)], []),
+        ("job", "dsr"),
+        ("subjects", "shop", [("6", None)], []),
+    ]
+
+
 async def test_a_batch_that_fails_marks_each_of_its_jobs_with_the_reason(
     worker: JobWorker, runner: Runner
 ) -> None:
@@ -157,14 +187,50 @@ async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
     ]
     done = await _work_until_done(worker, ids)
     assert runner.calls == [
-        ("flow", "shop-to-crm", True),
+        ("flow", "shop-to-crm", True, True),  # waits for a run under way, then runs
         ("subjects", "shop", [(None, CANARY_EMAIL)], []),
     ]
     assert [job.result for job in done] == [
-        {"flows": [], "failed": False},  # the runner ran it and reported nothing back
+        {"flows": ["shop-to-crm"], "failed": False},
         {"written": 1},
         {"flows": [], "failed": False},
     ]
+
+
+async def test_a_resync_the_daemon_stops_before_stays_queued_for_its_next_start(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """Not run is neither done (it ran nothing) nor failed (nothing went wrong)."""
+    runner.stopping = True
+    job_id = worker.queue("resync", {"system": "shop", "full": True})
+    job = jobs.claim_next(worker.rt.store, worker.rt.keyring)
+    assert job is not None and job.id == job_id
+    await worker._run_one(job)
+    again = jobs.get(worker.rt.store, job_id)
+    assert again is not None and (again.status, again.result) == ("queued", None)
+
+
+async def test_a_job_whose_params_do_not_open_fails_alone_and_the_next_one_runs(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """A damaged page, a store from another key: the job can never run. Had claiming it
+    raised, the worker would have ended, and every job after it waited for ever."""
+    store = worker.rt.store
+    damaged = worker.queue("webhook", _change("5"))
+    (sealed,) = store.db.execute("SELECT params FROM jobs WHERE id=?", (damaged,)).fetchone()
+    flipped = bytes(sealed[:-1]) + bytes([sealed[-1] ^ 0x01])
+    store.db.execute("UPDATE jobs SET params=? WHERE id=?", (flipped, damaged))
+    later = [worker.queue("webhook", _change("6")), worker.queue("resync", {"system": "crm"})]
+    batched = worker.queue("webhook", _change("7"))
+    store.db.execute("UPDATE jobs SET params=? WHERE id=?", (flipped, batched))
+    done = await _work_until_done(worker, [damaged, *later, batched])
+    assert [(job.status, job.result) for job in done] == [
+        ("failed", {"error": jobs.UNREADABLE}),
+        ("done", {"batch": 1, "written": 1}),
+        ("done", {"flows": [], "failed": False}),
+        ("failed", {"error": jobs.UNREADABLE}),
+    ]
+    assert runner.calls == [("subjects", "shop", [("6", None)], [])]
 
 
 async def test_a_job_of_a_kind_it_does_not_know_fails_saying_so(worker: JobWorker) -> None:
