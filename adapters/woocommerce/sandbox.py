@@ -100,8 +100,8 @@ class WooCommerceSandbox(SandboxBase):
         self.consumer_secret = consumer_secret
         self.store = ShopStore()
         self.rules = ShopRules(self.store, lambda: datetime.fromtimestamp(wall_clock(), UTC))
+        self._wall_clock = wall_clock
         self._app: ASGIApp | None = None
-        self._deliveries = 0
 
     # -- the ASGI app ----------------------------------------------------------------------
 
@@ -435,11 +435,17 @@ class WooCommerceSandbox(SandboxBase):
         topic: str = "customer.updated",
         webhook_id: int = 1,
         source: str = "https://shop.example.nl/",
+        second: int | None = None,
     ) -> dict[str, str]:
-        """The headers of a genuine WooCommerce delivery of ``body`` (``WC_Webhook::deliver``)."""
-        self._deliveries += 1
+        """The headers of a genuine WooCommerce delivery of ``body`` (``WC_Webhook::deliver``).
+
+        The delivery id is WooCommerce's: ``wp_hash(webhook id . strtotime('now'))``
+        (``WC_Webhook::get_new_delivery_id``), the same for every delivery one webhook makes
+        within a ``second`` (now, unless given): it tells no two deliveries apart.
+        """
         resource, _, event = topic.partition(".")
-        delivery = hashlib.sha256(f"{webhook_id}:{self._deliveries}".encode()).hexdigest()[:32]
+        now = int(self._wall_clock()) if second is None else second
+        delivery = hashlib.md5(f"{webhook_id}{now}".encode(), usedforsecurity=False).hexdigest()
         return {
             "Content-Type": "application/json",
             "User-Agent": "WooCommerce/9.5.2 Hookshot (WordPress/6.7.1)",

@@ -2,7 +2,8 @@
 
 WooCommerce signs a delivery with ``X-WC-Webhook-Signature = base64(HMAC-SHA256(raw body,
 secret))`` (``WC_Webhook::generate_signature``). There is no timestamp in the signature, so no
-freshness window can be checked here; replays are caught by the daemon on the delivery id.
+freshness window can be checked here; replays are caught by the daemon on the delivery id
+(see :func:`_delivery_id`: WooCommerce's own is not one per delivery).
 The sandbox signs with :func:`webhook_signature` too, so both sides share one definition.
 """
 
@@ -53,10 +54,20 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
 
 
 def _delivery_id(request: WebhookRequest) -> str:
+    """What tells this delivery apart from every other, and a replay of it from none.
+
+    WooCommerce's delivery id does not: it is ``wp_hash(webhook id . strtotime('now'))``
+    (``WC_Webhook::get_new_delivery_id``), one per webhook and second, so a bulk edit's
+    second customer changed within a second came with the first one's id, and was dropped
+    as its replay. The signature is added: a keyed hash of the body, which is the same for a
+    replay and differs for another customer or another change. (Hashed again, to keep no
+    part of a signature.)
+    """
     delivery = request.headers.get("x-wc-webhook-delivery-id", "").strip()
-    if delivery:
-        return delivery
-    # Without the header, the body's hash still lets the daemon spot an exact replay.
+    signature = request.headers.get("x-wc-webhook-signature", "").strip()
+    if delivery and signature:
+        return f"{delivery}:{hashlib.sha256(signature.encode()).hexdigest()[:32]}"
+    # Without them, the body's hash still lets the daemon spot an exact replay.
     return "sha256:" + hashlib.sha256(request.body).hexdigest()
 
 

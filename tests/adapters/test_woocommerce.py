@@ -597,10 +597,15 @@ async def test_sandbox_log_holds_no_personal_data(harness: Harness) -> None:
 
 
 def delivery(
-    sandbox: WooCommerceSandbox, payload: object, topic: str, secret: str = SECRET
+    sandbox: WooCommerceSandbox,
+    payload: object,
+    topic: str,
+    secret: str = SECRET,
+    second: int | None = None,
 ) -> WebhookRequest:
     body = json.dumps(payload).encode()
-    headers = {k.lower(): v for k, v in sandbox.sign_webhook(body, secret, topic=topic).items()}
+    signed = sandbox.sign_webhook(body, secret, topic=topic, second=second)
+    headers = {k.lower(): v for k, v in signed.items()}
     return WebhookRequest("POST", "https://klantsync.example.nl/webhooks/shop", headers, body)
 
 
@@ -632,12 +637,29 @@ def test_unsigned_ping_is_accepted_and_yields_no_events(harness: Harness) -> Non
     assert not harness.adapter.verify_webhook(other, SECRET, now=0.0)
 
 
+def test_two_customers_changed_within_a_second_are_two_deliveries(
+    harness: Harness, sandbox: WooCommerceSandbox
+) -> None:
+    """WooCommerce gives every delivery of a webhook within a second one delivery id (a bulk
+    edit's customers come with the same one): the second must not pass for a replay of the
+    first. A replay, the same delivery again, still does."""
+    now = 1_800_000_000
+    first = delivery(sandbox, {"id": 7, "email": "an@example.com"}, "customer.updated", second=now)
+    second = delivery(sandbox, {"id": 8, "email": "bo@example.com"}, "customer.updated", second=now)
+    assert first.headers["x-wc-webhook-delivery-id"] == second.headers["x-wc-webhook-delivery-id"]
+    (one,) = harness.adapter.parse_webhook(first)
+    (other,) = harness.adapter.parse_webhook(second)
+    (replayed,) = harness.adapter.parse_webhook(first)
+    assert one.delivery_id != other.delivery_id
+    assert replayed.delivery_id == one.delivery_id
+
+
 def test_parse_customer_and_order_events(harness: Harness, sandbox: WooCommerceSandbox) -> None:
     """customer.updated is a change, customer.deleted a deletion, an order its customer's change."""
     updated = delivery(sandbox, {"id": 7, "email": "an@example.com"}, "customer.updated")
     (event,) = harness.adapter.parse_webhook(updated)
     assert (event.kind, event.external_id, event.email) == ("changed", "7", "an@example.com")
-    assert event.delivery_id == updated.headers["x-wc-webhook-delivery-id"]
+    assert event.delivery_id.startswith(updated.headers["x-wc-webhook-delivery-id"] + ":")
     (deleted,) = harness.adapter.parse_webhook(delivery(sandbox, {"id": 7}, "customer.deleted"))
     assert (deleted.kind, deleted.external_id, deleted.email) == ("deleted", "7", None)
     order = {"id": 1001, "customer_id": 7, "billing": {"email": "an@example.com"}}

@@ -944,3 +944,26 @@ async def test_a_webhook_s_sync_of_one_person_is_no_successful_run_of_the_flow(
         'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0'
     ]
     assert 'klantsync_records_written_total{system="crm"} 1.0' in text
+
+
+async def test_two_customers_a_bulk_edit_changes_within_a_second_are_both_queued(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """WooCommerce's deliveries of one webhook within a second share their delivery id: the
+    second customer is another change, not a replay. The replay is still refused."""
+    shop.seed_synthetic(3, seed=61)
+    answers = []
+    async with _client(build_public_app(daemon)) as client:
+        for customer_id in (1, 2, 2):
+            customer = shop.store.get(customer_id)
+            assert customer is not None
+            body = json.dumps(shop.record_for(customer["email"])).encode()
+            headers = shop.sign_webhook(body, WC_SECRET, webhook_id=12, second=1_800_000_000)
+            answers.append(
+                (await client.post("/webhooks/shop", content=body, headers=headers)).json()
+            )
+    assert answers == [
+        {"queued": 1, "duplicates": 0, "ignored": 0},
+        {"queued": 1, "duplicates": 0, "ignored": 0},
+        {"queued": 0, "duplicates": 1, "ignored": 0},
+    ]
