@@ -260,6 +260,9 @@ class MailchimpSandbox(SandboxBase):
         """An injected failure, in Mailchimp's error shape."""
         if status == 429:
             return self.too_many_requests()
+        if status == 403:
+            # What Mailchimp may answer under heavy load: a bare 403, no problem document.
+            return Response(b"", status_code=403)
         title = "Internal Server Error" if status >= 500 else "Bad Request"
         body = problem_body(status, title, "An unexpected internal error has occurred.")
         return JSONResponse(body, status_code=status)

@@ -27,6 +27,7 @@ __all__ = [
     "PAGE_SIZE",
     "MailchimpSettings",
     "client_config",
+    "is_overloaded",
     "mailchimp_limits",
     "wait_hint",
 ]
@@ -132,10 +133,23 @@ def wait_hint(response: httpx.Response) -> float | None:
     return None
 
 
+def is_overloaded(response: httpx.Response) -> bool:
+    """Whether a response is the bare 403 Mailchimp may answer under heavy load.
+
+    Its own 403s ("User Disabled", a key without access) are problem documents in JSON; one
+    without is the load, a "slow down" to retry after a pause like a 429, not a fatal error
+    that stops every write to the audience for the run.
+    """
+    if response.status_code != 403:
+        return False
+    return "json" not in response.headers.get("content-type", "").lower()
+
+
 def client_config(settings: MailchimpSettings) -> ClientConfig:
     """HTTP basic with any user name and the API key as password; Mailchimp's error titles."""
     return ClientConfig(
         auth=(AUTH_USER, settings.credential("api_key")),
         wait_hint=wait_hint,
         error_titles=ERROR_TITLES,
+        rate_limited=is_overloaded,
     )

@@ -22,6 +22,7 @@ from adapters.mailchimp import (
     subscriber_hash,
     wait_hint,
 )
+from adapters.mailchimp.settings import is_overloaded
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.demo import REPO_MAPPINGS
 from connector.errors import FatalRemoteError
@@ -77,6 +78,7 @@ def make_harness(
         auth=config.auth,
         wait_hint=config.wait_hint,
         error_titles=config.error_titles,
+        rate_limited=config.rate_limited,
         transport=httpx.ASGITransport(app=sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=no_sleep),
     )
@@ -471,6 +473,30 @@ async def test_server_errors_and_resets_are_retried(mc: Harness) -> None:
     assert mc.client.stats.server_errors == 2
     assert mc.client.stats.transport_errors == 1
     assert mc.sandbox.holds("reader1@example.com")
+
+
+async def test_a_bare_403_under_heavy_load_is_waited_out_not_fatal(mc: Harness) -> None:
+    """Mailchimp may answer a bare 403 under heavy load: a "slow down", retried like a 429,
+    not a refusal that stops every write to the audience for the run."""
+    mc.sandbox.faults.fail_status = 403
+    mc.sandbox.faults.fail_next = 2
+    (result,) = await mc.adapter.upsert([person(1)])
+    assert result.outcome == "upserted"
+    assert mc.client.stats.rate_limited == 2
+    assert mc.sandbox.holds("reader1@example.com")
+
+
+async def test_a_403_that_says_why_is_still_fatal(mc: Harness) -> None:
+    """Its own 403s are problem documents (a disabled account): no use retrying those."""
+    disabled = httpx.Response(
+        403,
+        json={"title": "User Disabled", "status": 403},
+        headers={"content-type": "application/problem+json"},
+    )
+    assert not is_overloaded(disabled)
+    assert is_overloaded(httpx.Response(403, content=b""))
+    assert is_overloaded(httpx.Response(403, html="<html>Forbidden</html>"))
+    assert not is_overloaded(httpx.Response(401, content=b""))
 
 
 async def test_retries_running_out_leave_the_record_retryable(mc: Harness) -> None:
