@@ -7,6 +7,8 @@ rolled back with it, and the replaced store, when it can still be read, knows it
 - **erasures**: its suppression list, and the people on it lose their rows here too, or a
   sync would bring them back; and **readmissions** (``dsr readmit``) its audit trail
   records, unless suppressed there again since;
+- **sources purged since** (Shopify's ``shop/redact``, as its audit trail records them):
+  what is held because of that source is forgotten here too, before the rest is taken over;
 - **who was sent where**: a (system, person) pair the backup holds nothing of, first sent
   since. Forgotten, a customer subscribed to the newsletter after the backup who then opts
   out would not be unsubscribed (a withdrawal goes only where the person was sent), and an
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +49,7 @@ from connector.crypto import (
     Keyring,
     manifest_context,
 )
-from connector.dsr_store import DsrStore
+from connector.dsr_store import PURGE_SOURCE, DsrStore
 from connector.readmit import READMITTED
 from connector.state import PER_SYSTEM_TABLES, RESEND, Store
 
@@ -64,6 +66,8 @@ class Carried:
     readmitted: int = 0
     moves: int = 0
     people: int = 0
+    #: Sources purged since the backup (Shopify's ``shop/redact``), purged here too.
+    purged: int = 0
     #: (system, person) pairs the backup knows that got something since (see module).
     delivered_since: int = 0
     aliases: int = 0
@@ -88,15 +92,22 @@ def attached(store: Store, replaced: Path) -> Iterator[None]:
         store.db.execute("DETACH DATABASE replaced")
 
 
-def carry_over(store: Store, keyring: Keyring) -> Carried:
+def carry_over(
+    store: Store, keyring: Keyring, flows_of: Mapping[str, Sequence[str]] | None = None
+) -> Carried:
     """Take over from the attached replaced store what the backup cannot know (see module).
 
     Runs inside the caller's transaction, with the replaced store :func:`attached`. A
     replaced store at another schema version (last opened by another klantsync) hands over
-    its erasures only: the other tables' columns may differ.
+    its erasures only: the other tables' columns may differ. ``flows_of`` names the flows
+    reading from each source (the config's), for a purge of one to take over.
     """
     db = store.db
     carried = Carried()
+    # Before the other steps: what was held because of a purged source is gone from the
+    # backup's state first; what the replaced store holds since (a shop connected again)
+    # then comes over as anything sent since does.
+    carried.purged = _purged_since(store, flows_of or {})
     (theirs,) = db.execute("PRAGMA replaced.user_version").fetchone()
     (ours,) = db.execute("PRAGMA main.user_version").fetchone()
     erased = [
@@ -132,6 +143,43 @@ def carry_over(store: Store, keyring: Keyring) -> Carried:
     carried.bundles = _bundles(db, keyring, carried.not_carried)
     carried.incidents = _changed_rows(db, "incidents")
     return carried
+
+
+def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:
+    """Purge here the sources the replaced store purged since the backup; how many.
+
+    Its audit trail continues the backup's, so its purge entries past the backup's last
+    entry were made since. Each is done again here and recorded here too, so a later restore
+    over this store purges again. Without it, the identity rows a source asked to be
+    forgotten came back with the backup (and went into every backup after).
+    """
+    db = store.db
+    (since,) = db.execute(
+        "SELECT COALESCE((SELECT head_seq FROM main.audit_chain), "
+        "(SELECT MAX(seq) FROM main.audit), 0)"
+    ).fetchone()
+    systems = [
+        str(json.loads(data).get("system"))
+        for (data,) in db.execute(
+            "SELECT data FROM replaced.audit WHERE kind = ? AND seq > ? ORDER BY seq",
+            (PURGE_SOURCE, since),
+        )
+    ]
+    for system in dict.fromkeys(systems):
+        flows = list(flows_of.get(system, ()))
+        # A flow the config no longer has, known here by its cursor on the source.
+        flows += [
+            str(flow)
+            for (flow,) in db.execute("SELECT flow FROM main.cursors WHERE system = ?", (system,))
+            if flow not in flows
+        ]
+        counts = DsrStore(store).purge_source(system, flows)
+        audit.append(
+            store,
+            PURGE_SOURCE,
+            {"system": system, **counts, "reason": "purged before a restore, taken over by it"},
+        )
+    return len(dict.fromkeys(systems))
 
 
 def _readmitted_since(store: Store) -> int:

@@ -42,7 +42,7 @@ from connector.adapter import Subject, WebhookEvent
 from connector.crypto import manifest_context
 from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
 from connector.dsr_kinds import KindRunner
-from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow
+from connector.dsr_store import FINAL_STATUSES, PURGE_SOURCE, DsrStore, RequestRow
 from connector.dsr_views import (
     MAX_EXTENSION_MONTHS,
     DsrError,
@@ -373,7 +373,7 @@ class DsrService:
             flows = [f.name for f in self.rt.config.flows if f.source == system]
             with self.rt.store.transaction():
                 counts = self.db.purge_source(system, flows)
-                audit.append(self.rt.store, "dsr.purge_source", {"system": system, **counts})
+                audit.append(self.rt.store, PURGE_SOURCE, {"system": system, **counts})
             log.info("source purged", extra={"system": system, **counts})
             return None
         if event.kind not in ("erase", "access"):

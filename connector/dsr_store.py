@@ -18,6 +18,7 @@ from connector.state import PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
+    "PURGE_SOURCE",
     "SYSTEM_STATUSES",
     "DsrStore",
     "RequestRow",
@@ -39,6 +40,9 @@ SYSTEM_STATUSES = frozenset(
         "exempt",
     }
 )
+
+#: The audit entry of a source purged (:meth:`DsrStore.purge_source`; a restore redoes it).
+PURGE_SOURCE = "dsr.purge_source"
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})

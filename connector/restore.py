@@ -208,7 +208,11 @@ def _prepare(
             store.transaction() as db,
         ):
             if readable:
-                carried = carry_over(store, store_keyring(store, config))
+                flows_of = {
+                    name: [flow.name for flow in config.flows if flow.source == name]
+                    for name in config.systems
+                }
+                carried = carry_over(store, store_keyring(store, config), flows_of)
             dropped = db.execute("DELETE FROM outbox").rowcount
             counts = {k: v for k, v in asdict(carried).items() if k != "not_carried"}
             audit.append(

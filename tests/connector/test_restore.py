@@ -14,6 +14,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, backup
+from connector.adapter import WebhookEvent
 from connector.backup import take_backup
 from connector.cli import main
 from connector.config import Config, load_config
@@ -499,6 +500,32 @@ async def test_a_readmission_since_the_backup_stays_after_the_restore(
     assert facts.carried["readmitted"] == 0
     async with open_rt() as rt:
         assert rt.store.suppressed([subject]) == {subject}
+
+
+async def test_a_source_purged_since_the_backup_stays_purged(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """Shopify's shop/redact (the shop asks to be forgotten) after the backup: the restore
+    must not bring back what the purge removed (the source's identity rows, its flows'
+    cursors), now nor when the same backup is restored again over the restored store."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        purge = WebhookEvent(kind="purge_all", delivery_id="d-1")
+        await DsrService(rt).handle_event("shop", purge)
+        config = rt.config
+    assert rows(config.store_path, "SELECT COUNT(*) FROM identities WHERE system='shop'") == [(0,)]
+    for _ in range(2):
+        facts = restore_backup(config, out)
+        assert facts.carried["purged"] == 1
+        held = "SELECT COUNT(*) FROM identities WHERE system='shop'"
+        assert rows(config.store_path, held) == [(0,)]
+        cursors = "SELECT COUNT(*) FROM cursors WHERE system='shop'"
+        assert rows(config.store_path, cursors) == [(0,)]
+    # What the destinations hold is the controller's: their rows stay.
+    assert rows(config.store_path, "SELECT COUNT(*) FROM identities WHERE system='crm'") != [(0,)]
 
 
 async def test_jobs_incidents_and_webhook_ids_since_the_backup_are_taken_over(
