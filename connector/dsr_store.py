@@ -163,6 +163,17 @@ class DsrStore:
         ).fetchone()
         return None if found is None else RequestRow(*found)
 
+    def open_suppressing(self, subject_ids: Sequence[str]) -> RequestRow | None:
+        """An open request that put any of ``subject_ids`` on the suppression list, if any."""
+        marks = ",".join("?" * len(subject_ids))
+        found = self.db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests WHERE status='open' AND id IN "  # noqa: S608
+            f"(SELECT request_id FROM suppression WHERE subject_id IN ({marks})) "
+            "ORDER BY received_at LIMIT 1",
+            tuple(subject_ids),
+        ).fetchone()
+        return None if found is None else RequestRow(*found)
+
     def history(self, subject_id: str) -> list[RequestRow]:
         """Every request about a subject, oldest first."""
         rows = self.db.execute(

@@ -60,7 +60,10 @@ def readmit(rt: Runtime, email: str, reason: str, *, phone: str | None = None) -
         if missing:
             what = "--email" if missing[0] == subject_ids[0] else "--phone"
             raise DsrUsageError(f"{what} is not on the suppression list: nothing to readmit")
-        open_erasure = db.open_for("erase", subject_ids[0])
+        # The erasure that suppressed any of them, as well as one asked for under this
+        # address: an erasure asked for under someone's new address suppresses their former
+        # ones too, and is keyed on the new one.
+        open_erasure = db.open_for("erase", subject_ids[0]) or db.open_suppressing(subject_ids)
         if open_erasure is not None:
             raise DsrUsageError(
                 f"the erasure of this person ({open_erasure.id}) is still open: finish it "

@@ -30,6 +30,7 @@ from connector.dsr import (
 )
 from connector.dsr_input import checked_phone
 from connector.loop import run as run_loop
+from connector.readmit import readmit
 from connector.runtime import Runtime, open_runtime
 from connector.state import PER_SYSTEM_TABLES, RESEND
 from tests.conftest import (
@@ -1219,6 +1220,28 @@ def test_readmit_takes_someone_erased_off_the_list_and_the_next_sync_sends_them(
 
     run_loop(synced())
     assert crm.holds(CANARY_EMAIL)
+
+
+async def test_readmit_is_refused_for_a_former_address_an_open_erasure_suppressed(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Erased under their new address, the person's former one is suppressed by the same
+    request; while that request is open (the CRM is down), readmitting the former address
+    would undo it half-way."""
+    await seeded(shop, rt)
+    shop.touch(CANARY_EMAIL, email="nieuw.adres@voorbeeld-canary.nl")
+    crm.faults.down = True
+    view = await DsrService(rt).erase("nieuw.adres@voorbeeld-canary.nl")
+    assert view.is_open
+    former = rt.keyring.subject_id(CANARY_EMAIL)
+    assert rt.store.suppressed([former]) == {former}
+    with pytest.raises(
+        DsrUsageError, match=f"erasure of this person \\({view.id}\\) is still open"
+    ):
+        readmit(rt, CANARY_EMAIL, "signed up again")
+    crm.faults.down = False
+    assert (await DsrService(rt).retry(view.id)).status == "completed"
+    assert readmit(rt, CANARY_EMAIL, "signed up again").subject_ids == [former]
 
 
 async def test_an_erasure_the_shop_must_partly_keep_is_exempted_there_and_completes(
