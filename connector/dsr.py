@@ -227,12 +227,15 @@ class DsrService:
         email = checked_email(email)
         if out_dir is not None:
             _check_out_dir(out_dir)
+            # Kept absolute: a retry may run in another folder (the daemon's, under a service
+            # manager "/"), and must write where the operator asked.
+            out_dir = out_dir.resolve()
         sid = self.rt.keyring.subject_id(email)
         with self.rt.store.transaction():
             resumed = self._open_access(sid, out_dir)
             if resumed is None:
                 row = self._new_row("access", sid, source)
-                target = out_dir or self.rt.config.store_path.parent / "access" / row.id
+                target = out_dir or self.rt.config.store_path.parent.resolve() / "access" / row.id
                 also_ids = [also] if also else []
                 manifest = {"email": email, "out_dir": str(target), "also": also_ids}
                 sealed = self.seal_manifest(row.id, manifest)

@@ -122,6 +122,32 @@ async def test_access_with_a_system_down_writes_nothing_until_retried(
     assert rt.keyring.open(sealed, BUNDLE_PATH_CONTEXT) == str(out.resolve()).encode()
 
 
+async def test_a_relative_out_folder_is_where_a_later_retry_writes_the_bundle(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dsr access --out bundle` in the operator's folder, the CRM down: the retry that
+    writes the bundle runs elsewhere (the daemon, `dsr retry` from another shell), and
+    writes it where the operator asked, not under its own working folder."""
+    await seed_both(shop, crm, rt)
+    operator, elsewhere = tmp_path / "operator", tmp_path / "daemon"
+    operator.mkdir()
+    elsewhere.mkdir()
+    crm.faults.down = True
+    monkeypatch.chdir(operator)
+    service = DsrService(rt)
+    view = await service.access(CANARY_EMAIL, Path("bundle"))
+    assert view.is_open
+    crm.faults.down = False
+    monkeypatch.chdir(elsewhere)
+    assert (await service.retry(view.id)).status == "completed"
+    assert (operator / "bundle" / "data.json").is_file()
+    assert list(elsewhere.iterdir()) == []
+
+
 async def test_access_asked_again_while_open_resumes_it_and_writes_one_bundle(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
 ) -> None:
