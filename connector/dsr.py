@@ -189,7 +189,8 @@ class DsrService:
         with self.rt.store.transaction():
             existing = self.db.open_for("erase", primary)
             if existing is not None:
-                return self._view(existing)
+                self._asked_again(existing, subject_ids, ids, e164)
+                return self._view(self.db.get(existing.id))
             for sid in subject_ids:
                 for name, external_id in self.identities(sid).items():
                     ids.setdefault(name, external_id)
@@ -207,6 +208,22 @@ class DsrService:
             self.audit("dsr.received", row, source=source, deadline=row.deadline)
             self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))
+
+    def _asked_again(
+        self,
+        row: RequestRow,
+        subject_ids: list[str],
+        ids: dict[str, str],
+        e164: str | None,
+    ) -> None:
+        """Add to an open erasure what it is asked again with: a phone number, a system's id,
+        an address it did not know. Dropped, a phone given only the second time was never
+        suppressed, and a restored backup holding the person under it came back."""
+        manifest = self.open_manifest(row)
+        if e164 and not manifest.get("phone"):
+            manifest["phone"] = e164
+        added = [sid for sid in subject_ids if sid not in manifest["subject_ids"]]
+        self.kinds.widen(row, manifest, added, "dsr.asked_again", ids)
 
     async def access(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,18 +241,29 @@ class KindRunner:
         ]
         added = [s for s in same_person(self.rt.store, others) if s not in manifest["subject_ids"]]
         if added:
-            self._widen(row, manifest, added, "dsr.same_record")
+            self.widen(row, manifest, added, "dsr.same_record")
 
-    def _widen(
-        self, row: RequestRow, manifest: dict[str, Any], added: list[str], entry: str
+    def widen(
+        self,
+        row: RequestRow,
+        manifest: dict[str, Any],
+        added: list[str],
+        entry: str,
+        ids: Mapping[str, str] | None = None,
     ) -> None:
         """Add subjects the person is also known under: suppressed, their ids in the manifest,
-        and a system settled before they were known erased again with the id it missed."""
+        and a system settled before they were known erased again with the id it missed.
+        ``ids`` are systems' ids given with the request, taken where the manifest has none."""
         manifest["subject_ids"] += added
-        with self.rt.store.transaction():
-            self.rt.store.suppress(added, "erasure", row.id)
-            self.service.audit(entry, row, subject_ids=added)
+        if added:
+            with self.rt.store.transaction():
+                self.rt.store.suppress(added, "erasure", row.id)
+                self.service.audit(entry, row, subject_ids=added)
         changed: set[str] = set()
+        for system, external_id in (ids or {}).items():
+            if system not in manifest["ids"]:
+                manifest["ids"][system] = external_id
+                changed.add(system)
         for sid in added:
             for system, external_id in self.service.identities(sid).items():
                 if manifest["ids"].get(system) != external_id:
@@ -288,7 +299,7 @@ class KindRunner:
         asked += answered
         added = [s for s in same_person(self.rt.store, former) if s not in manifest["subject_ids"]]
         if added:
-            self._widen(row, manifest, added, "dsr.former_address")
+            self.widen(row, manifest, added, "dsr.former_address")
         else:
             self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
 

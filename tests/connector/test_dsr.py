@@ -1244,6 +1244,29 @@ async def test_readmit_is_refused_for_a_former_address_an_open_erasure_suppresse
     assert readmit(rt, CANARY_EMAIL, "signed up again").subject_ids == [former]
 
 
+async def test_a_phone_given_when_an_open_erasure_is_asked_again_is_suppressed(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Asked by e-mail (the shop down: left open), then again with the phone number: the
+    same request goes on, and the number is suppressed too, so a backup holding the person
+    under another address and that number stays out."""
+    seed(shop)
+    shop.faults.down = True
+    service = DsrService(rt)
+    first = await service.erase(CANARY_EMAIL)
+    assert first.is_open
+    shop.faults.down = False
+    again = await service.erase(CANARY_EMAIL, phone=CANARY_PHONE)
+    assert again.id == first.id and again.status == "completed"
+    phone = rt.keyring.subject_id(CANARY_PHONE_E164)
+    assert rt.store.suppressed([phone]) == {phone}
+    (entry,) = [e for e in audit.entries(rt.store) if e.kind == "dsr.asked_again"]
+    assert entry.data["subject_ids"] == [phone]
+    shop.add_person("ander.adres@voorbeeld.nl", CANARY_NAME, "Klant", CANARY_PHONE)
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 1 and not crm.holds("ander.adres@voorbeeld.nl")
+
+
 async def test_an_erasure_the_shop_must_partly_keep_is_exempted_there_and_completes(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
