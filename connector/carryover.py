@@ -431,14 +431,17 @@ def _bundles(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -
     """Retention records of access bundles written since (by id: same lineage)."""
     taken = 0
     rows = db.execute(
-        "SELECT id, path, files, created_at FROM replaced.bundles b WHERE NOT EXISTS "
+        "SELECT id, path, files, created_at, subject_id FROM replaced.bundles b WHERE NOT EXISTS "
         "(SELECT 1 FROM main.bundles m WHERE m.id = b.id)"
     ).fetchall()
     for row in rows:
         if isinstance(row[1], bytes) and not _opens(keyring, row[1], BUNDLE_PATH_CONTEXT):
             not_carried.append(f"bundle {row[0]}")
             continue
-        db.execute("INSERT INTO main.bundles(id, path, files, created_at) VALUES (?,?,?,?)", row)
+        db.execute(
+            "INSERT INTO main.bundles(id, path, files, created_at, subject_id) VALUES (?,?,?,?,?)",
+            row,
+        )
         taken += 1
     return taken
 

@@ -22,7 +22,7 @@ from connector.dsr_views import DsrError
 from connector.errors import KlantsyncError
 from connector.model import Person, is_archived
 from connector.moves import same_person
-from connector.retention import record_bundle
+from connector.retention import delete_bundles_of, record_bundle
 from connector.systems import System
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ class KindRunner:
                     "delivered hashes",
                     "outbox rows",
                     "dead letters",
+                    "access bundles written for the person",
                     "erasure manifest",
                 ],
                 "kept": _KEPT,
@@ -161,8 +162,19 @@ class KindRunner:
             # learned), under an address the person had then.
             self._note_queued_addresses(row, manifest)
             counts = self.db.delete_traces(manifest["subject_ids"])
+            # An access bundle written for them earlier holds their data in clear: it goes
+            # with the rest, not at the sweep weeks later (the receipt says nothing is kept).
+            kept: list[str] = []
+            counts["bundles"] = delete_bundles_of(
+                self.rt.store, self.rt.keyring, manifest["subject_ids"], kept
+            )
             if any(counts.values()):
                 self.service.audit("dsr.traces_deleted", row, rows=counts)
+        for problem in kept:
+            log.warning(
+                "access bundle not deleted; the sweep deletes it when due",
+                extra={"request": row.id, "error": problem},
+            )
         # 3. Fan out to every system whose snapshot is taken, concurrently.
         ready = [n for n in todo if n in manifest["snapshot"]]
         outcomes = await _settle(
@@ -469,7 +481,13 @@ class KindRunner:
                 f"request {row.id}: the access bundle cannot be written to its folder "
                 f"({exc.strerror or type(exc).__name__}); fix the folder and retry"
             ) from None
-        record_bundle(self.rt.store, self.rt.keyring, target, [p.name for p in written])
+        record_bundle(
+            self.rt.store,
+            self.rt.keyring,
+            target,
+            [p.name for p in written],
+            subject_id=row.subject_id,
+        )
         self.service.audit("dsr.access_bundle", row, systems=sorted(held))
 
     def _holdings(self, subject_id: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from connector.config import Config
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
 from connector.state import Store, utcnow
 
-__all__ = ["RetentionReport", "record_bundle", "sweep", "sweep_now"]
+__all__ = ["RetentionReport", "delete_bundles_of", "record_bundle", "sweep", "sweep_now"]
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,16 @@ class RetentionReport:
 
 
 def record_bundle(
-    store: Store, keyring: Keyring, path: Path, files: Sequence[str] | None = None
+    store: Store,
+    keyring: Keyring,
+    path: Path,
+    files: Sequence[str] | None = None,
+    *,
+    subject_id: str | None = None,
 ) -> int:
     """Record an access bundle just written at ``path`` (a file or a folder); return its id.
+
+    ``subject_id`` is whose data it holds: their erasure deletes it (:func:`delete_bundles_of`).
 
     ``files`` are the bundle's files under ``path``, as written; without them, the files
     present now. The sweep deletes exactly those (then any folder they leave empty): a bundle
@@ -98,8 +105,8 @@ def record_bundle(
             if _opened_path(keyring, stored) == str(root):
                 db.execute("DELETE FROM bundles WHERE id=?", (bundle_id,))
         cur = db.execute(
-            "INSERT INTO bundles(path, files, created_at) VALUES (?,?,?)",
-            (sealed, json.dumps(listed), utcnow()),
+            "INSERT INTO bundles(path, files, created_at, subject_id) VALUES (?,?,?,?)",
+            (sealed, json.dumps(listed), utcnow(), subject_id),
         )
     assert cur.lastrowid is not None
     return cur.lastrowid
@@ -233,6 +240,24 @@ def _purge_rows(store: Store, dry_run: bool, count_sql: str, purge_sql: str, cut
         return int(db.execute(purge_sql, (cutoff,)).rowcount)
 
 
+def delete_bundles_of(
+    store: Store, keyring: Keyring, subject_ids: Sequence[str], errors: list[str]
+) -> int:
+    """Delete the access bundles written for any of ``subject_ids`` (an erasure); how many.
+
+    A bundle that cannot be deleted now (its folder unwritable) keeps its record, is named
+    in ``errors`` by id, and the sweep deletes it when due.
+    """
+    if not subject_ids:
+        return 0
+    marks = ",".join("?" * len(subject_ids))
+    rows = store.db.execute(
+        f"SELECT id, path, files FROM bundles WHERE subject_id IN ({marks}) ORDER BY id",  # noqa: S608
+        tuple(subject_ids),
+    ).fetchall()
+    return _delete_rows(store, keyring, rows, errors)
+
+
 def _purge_bundles(
     store: Store, keyring: Keyring | None, cutoff: str, dry_run: bool, errors: list[str]
 ) -> int:
@@ -242,6 +267,13 @@ def _purge_bundles(
     if dry_run:
         return len(rows)
     assert keyring is not None  # sweep_now refuses a sweep that deletes without keys
+    return _delete_rows(store, keyring, rows, errors)
+
+
+def _delete_rows(
+    store: Store, keyring: Keyring, rows: Sequence[tuple[int, bytes | str, str]], errors: list[str]
+) -> int:
+    """Delete these bundles' files, then their rows; how many. Failures go to ``errors``."""
     purged = 0
     for bundle_id, path, files in rows:
         where = _opened_path(keyring, path)

@@ -253,6 +253,13 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX audit_kind ON audit (kind, seq);
     """,
+    # 14: whose access bundle a bundle is (the subject's HMAC id), so that an erasure of the
+    # person deletes the bundle too instead of leaving their data in clear until the sweep.
+    # Rows from before have none, and are left to the sweep.
+    """
+    ALTER TABLE bundles ADD COLUMN subject_id TEXT;
+    CREATE INDEX bundles_subject ON bundles (subject_id);
+    """,
 ]
 
 

@@ -1267,6 +1267,33 @@ async def test_a_phone_given_when_an_open_erasure_is_asked_again_is_suppressed(
     assert report.suppressed == 1 and not crm.holds("ander.adres@voorbeeld.nl")
 
 
+async def test_an_erasure_deletes_the_access_bundles_written_for_the_person(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Shopify's customers/data_request, then customers/redact (or a copy asked for, then
+    an erasure): the bundles written for them, in the store's folder or an --out, hold their
+    data in clear. The erasure deletes them with the rest; another person's stays."""
+    await seeded(shop, rt)  # the canary and OTHER_EMAIL
+    service = DsrService(rt)
+    assert (await service.access(CANARY_EMAIL, source="webhook:shop")).status == "completed"
+    assert (await service.access(CANARY_EMAIL, tmp_path / "out")).status == "completed"
+    other = await service.access(OTHER_EMAIL)
+    erased = await service.erase(CANARY_EMAIL, source="webhook:shop")
+    assert erased.status == "completed"
+    state_dir = rt.config.store_path.parent
+    clear = [
+        path
+        for folder in (state_dir, tmp_path / "out")
+        for path in folder.rglob("*")
+        if path.is_file() and CANARY_EMAIL.encode() in path.read_bytes()
+    ]
+    assert clear == []
+    assert (state_dir / "access" / other.id / "data.json").is_file()
+    assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (1,)
+    (entry,) = [e for e in audit.entries(rt.store) if e.kind == "dsr.traces_deleted"]
+    assert entry.data["rows"]["bundles"] == 2
+
+
 async def test_an_erasure_the_shop_must_partly_keep_is_exempted_there_and_completes(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
