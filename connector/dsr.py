@@ -351,6 +351,7 @@ class DsrService:
             if row.status == "open":
                 for name in self.rt.systems:
                     self.db.add_system(row.id, name)  # a system configured since it opened
+                self._note_unconfigured(row)
                 await self.kinds.run(row)
                 self._complete_if_done(row)
         return self._view(self.db.get(request_id))
@@ -603,17 +604,29 @@ class DsrService:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _note_unconfigured(self, row: RequestRow) -> None:
+        """Say why an unsettled part of a system no longer configured is not retried.
+
+        Such a part keeps the request open (:meth:`_complete_if_done`): the system may still
+        hold the person, and a receipt that left it out would look whole. The operator either
+        configures the system again or exempts its part with the reason the person is told.
+        """
+        for state in self.db.systems(row.id):
+            if state.system not in self.rt.systems and state.status not in FINAL_STATUSES:
+                self.db.set_system(row.id, state.system, state.status, detail=NO_LONGER_CONFIGURED)
+
     def _complete_if_done(self, row: RequestRow) -> None:
         systems = self.db.systems(row.id)
-        tracked = {s.system for s in systems if s.system in self.rt.systems}
-        if tracked != set(self.rt.systems):
+        tracked = {s.system for s in systems}
+        if not tracked >= set(self.rt.systems):
             return
-        if any(s.status not in FINAL_STATUSES for s in systems if s.system in tracked):
+        # Every part settled, a system taken out of the config since included (above).
+        if any(s.status not in FINAL_STATUSES for s in systems):
             return
         completed_at = self.timestamp()
         fresh = self.db.get(row.id)
         assert fresh is not None
-        receipt = self.kinds.receipt(fresh, [s for s in systems if s.system in tracked])
+        receipt = self.kinds.receipt(fresh, systems)
         receipt["completed_at"] = completed_at
         signed = self.signer.sign(receipt)
         digest = hashlib.sha256(signed.encode()).hexdigest()
@@ -649,6 +662,13 @@ class DsrService:
     def _view(self, row: RequestRow | None) -> RequestView:
         assert row is not None
         return make_view(row, self.db.systems(row.id), self.now())
+
+
+#: The detail of an unsettled part of a system taken out of the config since.
+NO_LONGER_CONFIGURED = (
+    "no longer configured: configure it again, or exempt its part with the reason "
+    "(dsr exempt ID --system S --reason R)"
+)
 
 
 def _check_out_dir(out_dir: Path) -> None:

@@ -105,7 +105,12 @@ class KindRunner:
             "systems": [
                 {
                     "system": s.system,
-                    "adapter": self.rt.systems[s.system].settings.adapter,
+                    # A system taken out of the config since (its part exempted) has none.
+                    "adapter": (
+                        self.rt.systems[s.system].settings.adapter
+                        if s.system in self.rt.systems
+                        else "no longer configured"
+                    ),
                     "status": s.status,
                     "attempts": s.attempts,
                     "detail": s.detail or "",

@@ -21,6 +21,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.adapter import ErasureResult, Subject, WebhookRequest
 from connector.dsr import (
+    NO_LONGER_CONFIGURED,
     DsrError,
     DsrService,
     DsrUsageError,
@@ -40,6 +41,7 @@ from tests.conftest import (
     CANARY_PHONE_E164,
     REPO_MAPPINGS,
     RuntimeFactory,
+    VirtualTime,
     write_config,
 )
 
@@ -1292,6 +1294,48 @@ async def test_an_erasure_deletes_the_access_bundles_written_for_the_person(
     assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (1,)
     (entry,) = [e for e in audit.entries(rt.store) if e.kind == "dsr.traces_deleted"]
     assert entry.data["rows"]["bundles"] == 2
+
+
+async def test_an_erasure_waits_for_a_system_taken_out_of_the_config_to_be_exempted(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """crm2 was down when the erasure ran; the operator then took it out of the config. It
+    may still hold the person: the request stays open, saying why, until crm2 is configured
+    again or its part exempted with the reason, which the receipt then names."""
+    crm2 = HubSpotSandbox(rate_limit=None)
+    second = (
+        f'\n[systems.crm2]\nadapter = "hubspot"\nbase_url = "https://crm2.test"\n'
+        f'mapping = "{REPO_MAPPINGS / "hubspot.toml"}"\n'
+        'credentials = { token = "env:T_HS_TOKEN" }\n'
+    )
+
+    def runtime(path: Path) -> Any:
+        apps = {"shop": shop.app(), "crm": crm.app(), "crm2": crm2.app()}
+        time = VirtualTime()
+        return open_runtime(
+            path,
+            transports={name: httpx.ASGITransport(app=app) for name, app in apps.items()},
+            sleep=time.sleep,
+            clock=time.clock,
+        )
+
+    seed(shop)
+    path = write_config(tmp_path, crm_extra=second)
+    crm2.faults.down = True
+    async with runtime(path) as rt:
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        assert view.is_open and view.system("crm2").status == "failed"
+    write_config(tmp_path)  # crm2 taken out of the config
+    async with runtime(path) as rt:
+        service = DsrService(rt)
+        view = await service.retry(view.id)
+        assert view.is_open and view.system("crm2").status == "failed"
+        assert view.system("crm2").detail == NO_LONGER_CONFIGURED
+        view = service.exempt(view.id, "crm2", "switched off for good on 2026-11-01")
+        assert view.status == "completed"
+        receipt = receipt_of(service, view.id)
+    named = {s["system"]: (s["adapter"], s["status"]) for s in receipt["systems"]}
+    assert named["crm2"] == ("no longer configured", "exempt")
 
 
 async def test_an_erasure_the_shop_must_partly_keep_is_exempted_there_and_completes(
