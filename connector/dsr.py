@@ -308,14 +308,23 @@ class DsrService:
         if existing is not None:
             # Under the request's lock: a retry of it already running finishes first, so it
             # cannot mark a system done with the fields as they were before this amendment.
+            # (From another process, DsrStore.set_system's manifest check does the same.)
             async with self._locks.setdefault(existing.id, asyncio.Lock()):
                 with self.rt.store.transaction():
-                    self._amend(existing.id, checked, source, email)
-            row = existing
+                    if self._amend(existing.id, checked, source, email):
+                        row = existing
+                    else:
+                        # Completed meanwhile (that retry): its values are written; these
+                        # are not, and get a request of their own.
+                        row = self._new_row("rectify", sid, source)
+                        sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
+                        self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+                        self.audit("dsr.received", row, source=source, fields=sorted(checked))
         return await self.retry(row.id)
 
-    def _amend(self, request_id: str, fields: dict[str, str], source: str, email: str) -> None:
-        """Add ``fields`` to an open correction, and ask every system again.
+    def _amend(self, request_id: str, fields: dict[str, str], source: str, email: str) -> bool:
+        """Add ``fields`` to an open correction, and ask every system again; whether it was
+        still open to add to.
 
         A field asked for again takes its new value, and the request takes the address it
         was asked with now (the person may have changed it since: a correction writes the
@@ -326,14 +335,17 @@ class DsrService:
         """
         row = self.db.get(request_id)
         if row is None or row.status != "open":
-            return  # completed meanwhile (by a retry that held the lock): nothing to add to
+            return False  # completed meanwhile (by a retry that held the lock)
         manifest = self.open_manifest(row)
         amended = {**manifest, "email": email, "fields": {**manifest["fields"], **fields}}
-        if amended != manifest:
-            self.db.set_manifest(row.id, self.seal_manifest(row.id, amended))
+        # Sealed anew even when the same: a run of the request under way in another process
+        # then records none of its outcomes (they are checked against the manifest it ran
+        # with), and the parts stay pending for the next run to write again.
+        self.db.set_manifest(row.id, self.seal_manifest(row.id, amended))
         for system in self.db.systems(row.id):
             self.db.set_system(row.id, system.system, "pending")
         self.audit("dsr.amended", row, source=source, fields=sorted(fields))
+        return True
 
     # -- running and resuming ------------------------------------------------------------------
 

@@ -629,7 +629,7 @@ class KindRunner:
             self._set(row, name, "skipped", detail)
             return
         email: str = manifest["email"]
-        self.db.set_system(row.id, name, "in_progress", attempt=True)
+        self.db.set_system(row.id, name, "in_progress", attempt=True, manifest=_version(row))
         try:
             held = await system.adapter.find(Subject(email=email, external_id=external))
             records = [record for record in held if not is_archived(record)]
@@ -692,7 +692,9 @@ class KindRunner:
         # The status and its audit entry together: a process that died between them left
         # a step the trail does not show.
         with self.rt.store.transaction():
-            self.db.set_system(row.id, name, status, detail=detail, result=result)
+            self.db.set_system(
+                row.id, name, status, detail=detail, result=result, manifest=_version(row)
+            )
             self.service.audit("dsr.system", row, system=name, status=status)
 
     def _failed(
@@ -707,12 +709,29 @@ class KindRunner:
         # Error texts come from the error tree: system, method, path, status; never bodies.
         with self.rt.store.transaction():
             self.db.set_system(
-                row.id, name, "failed", detail=reason, result=result, attempt=attempt
+                row.id,
+                name,
+                "failed",
+                detail=reason,
+                result=result,
+                attempt=attempt,
+                manifest=_version(row),
             )
             self.service.audit("dsr.system", row, system=name, status="failed", detail=reason)
         log.warning(
             "request step failed", extra={"request": row.id, "system": name, "error": reason}
         )
+
+
+def _version(row: RequestRow) -> bytes | None:
+    """What a correction's outcomes are recorded against: the sealed manifest it ran with.
+
+    Asked again while it runs (from another process, the CLI beside the daemon), the
+    correction is amended: new values, its parts pending again. An outcome of the values
+    before must then not settle a part (:meth:`DsrStore.set_system`). Other kinds widen
+    their own manifest as they run, and are not amended from outside.
+    """
+    return row.manifest if row.kind == "rectify" else None
 
 
 def _subject(manifest: dict[str, Any], name: str) -> Subject:

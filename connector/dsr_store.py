@@ -198,14 +198,17 @@ class DsrStore:
         Returns whether this call completed it: a request completed meanwhile (by another
         process on the same store) keeps the receipt it has.
         """
-        return (
-            self.db.execute(
-                "UPDATE dsr_requests SET status='completed', receipt=?, completed_at=?, "
-                "manifest=NULL, payload=NULL WHERE id=? AND status='open'",
-                (receipt, completed_at, request_id),
-            ).rowcount
-            == 1
+        finals = sorted(FINAL_STATUSES)
+        marks = ",".join("?" * len(finals))
+        # Only while every part is still settled: an amendment from another process (a
+        # correction asked again) may have set parts pending since the caller looked.
+        completed = self.db.execute(
+            "UPDATE dsr_requests SET status='completed', receipt=?, completed_at=?, "  # noqa: S608 - marks only
+            "manifest=NULL, payload=NULL WHERE id=? AND status='open' AND NOT EXISTS "
+            f"(SELECT 1 FROM dsr_systems WHERE request_id=? AND status NOT IN ({marks}))",
+            (receipt, completed_at, request_id, request_id, *finals),
         )
+        return completed.rowcount == 1
 
     # -- per-system state --------------------------------------------------------------------
 
@@ -228,12 +231,16 @@ class DsrStore:
         detail: str | None = None,
         result: dict[str, Any] | None = None,
         attempt: bool = False,
+        manifest: bytes | None = None,
     ) -> None:
         """Record one system's status (``attempt`` counts a new try; ``result`` replaces).
 
         An ``exempt`` system (:meth:`DsrService.exempt`) keeps that status: an operator may
         exempt it from another process (the CLI beside the daemon) while a retry is talking
-        to the system, and the retry's outcome must not undo the decision.
+        to the system, and the retry's outcome must not undo the decision. With
+        ``manifest`` (the sealed manifest the caller ran with), nothing is recorded if the
+        request's manifest has changed since: a correction amended meanwhile set its parts
+        pending, and an outcome of the values before must not settle them.
         """
         assert status in SYSTEM_STATUSES, status
         sets = "status=?, detail=?, updated_at=?"
@@ -243,10 +250,14 @@ class DsrStore:
             params.append(json.dumps(result, sort_keys=True))
         if attempt:
             sets += ", attempts=attempts+1"
+        guard, guarded = "", []
+        if manifest is not None:
+            guard = " AND (SELECT manifest FROM dsr_requests WHERE id=?) = ?"
+            guarded = [request_id, manifest]
         self.db.execute(
             f"UPDATE dsr_systems SET {sets} WHERE request_id=? AND system=? "  # noqa: S608
-            "AND (status != 'exempt' OR ? = 'exempt')",
-            (*params, request_id, system, status),
+            f"AND (status != 'exempt' OR ? = 'exempt'){guard}",
+            (*params, request_id, system, status, *guarded),
         )
 
     def add_system(self, request_id: str, system: str) -> None:

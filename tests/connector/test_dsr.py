@@ -9,7 +9,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from connector.dsr import (
     DsrError,
     DsrService,
     DsrUsageError,
+    RequestView,
     WebhookRejected,
     handle_webhook,
     summary,
@@ -948,6 +949,81 @@ async def test_the_same_correction_asked_again_is_one_request_sent_everywhere_ag
     assert [v.id for v in service.list()] == [first.id]
     customer = shop.record_for(CANARY_EMAIL)
     assert customer is not None and customer["billing"]["city"] == "Zeist"
+
+
+async def _asked_again_during_the_crm_update(
+    service: DsrService, rt: Runtime, ask: Callable[[], Awaitable[Any]]
+) -> list[Any]:
+    """Make the CRM's next update run ``ask`` first, as a second asking arriving while a
+    retry talks to the CRM; what ``ask`` gave (a task or a value) is in the list returned."""
+    adapter = rt.systems["crm"].adapter
+    real_update = adapter.update
+    asked: list[Any] = []
+
+    async def update(records: Any) -> Any:
+        if not asked:
+            asked.append(await ask())
+        return await real_update(records)
+
+    adapter.update = update  # type: ignore[method-assign]
+    return asked
+
+
+async def test_a_correction_asked_while_the_open_one_is_retried_is_not_dropped(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A correction is open (the CRM was down); while its retry talks to the CRM, another is
+    asked (the company). It waits for the retry, which completes the request with the values
+    before: the company gets a request of its own, and reaches every system."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert first.is_open
+    crm.faults.down = False
+
+    async def ask_while_running() -> asyncio.Task[RequestView]:
+        task = asyncio.create_task(service.rectify(CANARY_EMAIL, {"company": "Bakkerij"}))
+        lock = service._locks[first.id]
+        while not getattr(lock, "_waiters", None):  # until it waits for this retry
+            await asyncio.sleep(0)
+        return task
+
+    asked = await _asked_again_during_the_crm_update(service, rt, ask_while_running)
+    assert (await service.retry(first.id)).status == "completed"
+    second = await asked[0]
+    assert second.id != first.id and second.status == "completed"
+    contact, customer = crm.record_for(CANARY_EMAIL), shop.record_for(CANARY_EMAIL)
+    assert contact is not None and customer is not None
+    assert contact["properties"]["company"] == customer["billing"]["company"] == "Bakkerij"
+    assert contact["properties"]["city"] == customer["billing"]["city"] == "Zeist"
+
+
+async def test_a_correction_amended_by_another_process_mid_run_is_not_settled_by_that_run(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The CLI beside the daemon: no lock is shared, and the amendment lands while the
+    daemon's retry talks to the CRM with the values before. That run's outcome settles
+    nothing and completes nothing; the next run writes the amended values everywhere."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    crm.faults.down = False
+
+    async def amend_from_elsewhere() -> bool:
+        with rt.store.transaction():  # as DsrService.rectify does, in another process
+            return service._amend(first.id, {"company": "Bakkerij"}, "cli", CANARY_EMAIL)
+
+    asked = await _asked_again_during_the_crm_update(service, rt, amend_from_elsewhere)
+    view = await service.retry(first.id)
+    assert view.is_open and view.system("crm").status == "pending"
+    assert len(asked) == 1
+    view = await service.retry(first.id)
+    assert view.status == "completed"
+    contact, customer = crm.record_for(CANARY_EMAIL), shop.record_for(CANARY_EMAIL)
+    assert contact is not None and customer is not None
+    assert contact["properties"]["company"] == customer["billing"]["company"] == "Bakkerij"
 
 
 async def test_rectify_creates_no_shop_account_for_someone_with_guest_orders_only(
