@@ -35,7 +35,9 @@ __all__ = [
     "WebhookRequest",
 ]
 
-Capability = Literal["pull", "upsert", "update", "find", "erase", "webhooks"]
+#: ``webhook_url_check``: the vendor checks a webhook's URL with a GET when it is saved
+#: (Mailchimp), which must be answered 200 or the webhook is not saved.
+Capability = Literal["pull", "upsert", "update", "find", "erase", "webhooks", "webhook_url_check"]
 ErasureMode = Literal["hard_delete", "async_hard_delete", "anonymise", "delete_purged_later"]
 #: ``upserted``: written, and the system does not say whether the record was new (Mailchimp's
 #: ``PUT`` answers a created and an updated member alike).

@@ -76,6 +76,10 @@ def build_public_app(daemon: Daemon) -> Starlette:
     async def webhook(request: Request) -> Response:
         system = request.path_params["system"]
         label = _system_label(configured, system)
+        if request.method != "POST" and not _checks_url_with_get(daemon, system):
+            return JSONResponse(
+                {"error": "method not allowed"}, status_code=405, headers={"Allow": "POST"}
+            )
         try:
             body = await _read_capped(request)
         except BodyTooLarge:
@@ -128,12 +132,19 @@ def build_public_app(daemon: Daemon) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/webhooks/{system}", webhook, methods=["POST"]),
+            # GET only for a vendor that checks the URL so (Mailchimp), with its secret.
+            Route("/webhooks/{system}", webhook, methods=["POST", "GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
         ]
     )
+
+
+def _checks_url_with_get(daemon: Daemon, system: str) -> bool:
+    """Whether ``system``'s vendor checks its webhook URL with a GET when it is saved."""
+    found = daemon.rt.systems.get(system)
+    return found is not None and "webhook_url_check" in found.adapter.capabilities
 
 
 def _host_port(listen: str) -> tuple[str, int]:

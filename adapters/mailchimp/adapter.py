@@ -141,7 +141,7 @@ class MailchimpAdapter:
     #: A member's id is the MD5 of their e-mail: the store keeps it cloaked (connector/ids.py).
     personal_ids = True
     capabilities: frozenset[Capability] = frozenset(
-        {"upsert", "update", "find", "erase", "webhooks"}
+        {"upsert", "update", "find", "erase", "webhooks", "webhook_url_check"}
     )
 
     def __init__(self, client: SystemClient, settings: MailchimpSettings) -> None:

@@ -8,7 +8,8 @@ on the delivery id (a hash of the body, which holds ``fired_at``).
 
 A delivery is a form-encoded POST: ``type=unsubscribe&fired_at=...&data[email]=...&data[id]=
 <subscriber hash>&data[list_id]=...``. When the webhook is saved, Mailchimp checks the URL with
-a request that carries no event; it must be answered 200, and yields no events here.
+a GET that carries no event (the adapter's ``webhook_url_check``); it must be answered 200, or
+the webhook is not saved, and yields no events here. So does an empty POST.
 """
 
 from __future__ import annotations

@@ -159,7 +159,14 @@ def test_spec_and_adapter_meet_the_contract(mc: Harness) -> None:
     assert SPEC.kind == "mailchimp" == mc.adapter.kind == MailchimpSandbox.kind
     assert SPEC.settings_model is MailchimpSettings
     assert isinstance(mc.adapter, Adapter)
-    assert mc.adapter.capabilities == {"upsert", "update", "find", "erase", "webhooks"}
+    assert mc.adapter.capabilities == {
+        "upsert",
+        "update",
+        "find",
+        "erase",
+        "webhooks",
+        "webhook_url_check",
+    }
     assert SPEC.sandbox().credentials() == {"api_key": API_KEY}
 
 

@@ -678,3 +678,32 @@ async def test_rectification_of_a_subscribed_member_corrects_it_on_every_audienc
         "updated",
         ["last_name"],
     )
+
+
+async def test_mailchimp_s_check_of_the_webhook_url_by_get_is_answered(
+    world: World, tmp_path: Path
+) -> None:
+    """Mailchimp checks a webhook's URL with a GET when it is saved, and does not save one
+    that is not answered 200: with the secret in the URL it is; without, 401. Other
+    vendors' endpoints take POST only (405)."""
+    from connector.httpapp import build_public_app
+
+    path = write_config(tmp_path, world)
+    (tmp_path / "secrets" / "news_hook").write_text("mc-url-secret")
+    text = path.read_text().replace(
+        'credentials = { api_key = "file:secrets/news" }',
+        'credentials = { api_key = "file:secrets/news" }\n'
+        'webhooks = { secret = "file:secrets/news_hook" }',
+    )
+    path.write_text(text)
+    clock = VirtualTime()
+    async with open_runtime(path, transports=world.transports(), sleep=clock.sleep) as rt:
+        app = build_public_app(Daemon(rt))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="https://c.test") as http:
+            checked = await http.get("/webhooks/news", params={"secret": "mc-url-secret"})
+            forged = await http.get("/webhooks/news", params={"secret": "guess"})
+            other = await http.get("/webhooks/shopify")
+    assert (checked.status_code, checked.json()["queued"]) == (200, 0)
+    assert forged.status_code == 401
+    assert (other.status_code, other.headers["allow"]) == (405, "POST")
