@@ -211,7 +211,10 @@ def write_bundle(
         connector: what the connector itself keeps (ids, timestamps, statuses).
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(out_dir, 0o700)
+    # The folder is closed to others when it is the bundle's own; one that holds other
+    # things (an operator's `--out .`) keeps its mode: the files themselves are 0600.
+    if all(entry.name in BUNDLE_FILES for entry in out_dir.iterdir()):
+        os.chmod(out_dir, 0o700)
     data = {
         "format": "klantsync-access/1",
         "request_id": request_id,

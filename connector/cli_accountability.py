@@ -81,7 +81,8 @@ def register_commands(subparsers: Any) -> None:
     )
     opened.add_argument(
         "--aware-since",
-        help="when you became aware of the breach, ISO 8601 (default: now); the clock starts here",
+        help="when you became aware of the breach, ISO 8601 (default: now); the clock starts "
+        "here; without an offset (+01:00, Z) it is this machine's local time",
     )
     opened.add_argument("--lang", choices=["nl", "en"], default="nl", help="draft language")
     opened.add_argument(
@@ -180,6 +181,11 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
                 aware = dt.datetime.fromisoformat(args.aware_since)
             except ValueError:
                 return _usage(args, console, "--aware-since must be an ISO 8601 date-time")
+            if aware.tzinfo is None:
+                # Typed as the operator's clock reads: read as UTC, a Dutch "09:00" started
+                # the 72 hours one or two hours late, and a time typed just now was refused
+                # as in the future.
+                aware = aware.astimezone()
         try:
             incident = incidents.open_incident(
                 store, config, args.summary, systems=args.systems, aware_at=aware, now=now

@@ -24,8 +24,10 @@ from connector.cliargs import (
     write_output,
 )
 from connector.dsr import DsrService, DsrUsageError, RequestView
+from connector.errors import ReceiptError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
+from connector.receipts import load_public_key
 from connector.runtime import open_runtime
 
 __all__ = ["register", "run"]
@@ -257,6 +259,13 @@ def _verify(service: DsrService, args: argparse.Namespace, console: Console) -> 
         pem = args.public_key.read_bytes() if args.public_key else None
     except OSError as exc:
         raise DsrUsageError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    if pem is not None:
+        # A key that is none is a mistake in the command (exit 2), not a verdict on the
+        # receipt: "invalid" (exit 1) would say the receipt was checked and failed.
+        try:
+            load_public_key(pem)
+        except ReceiptError as exc:
+            raise DsrUsageError(f"--public-key: {exc}") from None
     result = service.verify_receipt(data, pem)
     if args.json:
         print(json.dumps({"valid": result.ok, "problem": result.problem}))

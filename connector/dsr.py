@@ -517,21 +517,23 @@ class DsrService:
                 f"request {request_id} is {row.status}; only an open request's systems can "
                 "be exempted"
             )
-        states = {s.system: s.status for s in self.db.systems(row.id)}
-        if system not in states:
-            raise DsrUsageError(
-                f"request {request_id} has no system {system!r}; it has {', '.join(states)}"
-            )
-        if states[system] in FINAL_STATUSES:
-            raise DsrUsageError(
-                f"{system} is {states[system]} for request {request_id} already; only an "
-                "unsettled part can be exempted"
-            )
         text = redact(" ".join(reason.split()))[:500]
         if not text:
             raise DsrUsageError("an exemption needs a reason (--reason): the person is told it")
-        # The decision and its entry together: an exemption nobody can account for is none.
+        # The look and the decision in one write transaction: a retry from another process
+        # that settled the part in between (erased it after all) is not overwritten. The
+        # decision and its entry together: an exemption nobody can account for is none.
         with self.rt.store.transaction():
+            states = {s.system: s.status for s in self.db.systems(row.id)}
+            if system not in states:
+                raise DsrUsageError(
+                    f"request {request_id} has no system {system!r}; it has {', '.join(states)}"
+                )
+            if states[system] in FINAL_STATUSES:
+                raise DsrUsageError(
+                    f"{system} is {states[system]} for request {request_id} already; only an "
+                    "unsettled part can be exempted"
+                )
             self.db.set_system(row.id, system, "exempt", detail=f"exempt: {text}")
             self.audit("dsr.exempted", row, system=system, reason=text)
         if row.kind != "access":

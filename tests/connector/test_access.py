@@ -122,6 +122,24 @@ async def test_access_with_a_system_down_writes_nothing_until_retried(
     assert rt.keyring.open(sealed, BUNDLE_PATH_CONTEXT) == str(out.resolve()).encode()
 
 
+async def test_a_bundle_closes_its_own_folder_and_leaves_a_shared_one_s_mode(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A folder of its own is made 0700; an operator's folder that holds other things
+    (`--out .`) keeps its mode, the bundle's files being 0600 either way."""
+    await seed_both(shop, crm, rt)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o755)
+    (shared / "notes.txt").write_text("the operator's own")
+    service = DsrService(rt)
+    assert (await service.access(CANARY_EMAIL, shared)).status == "completed"
+    assert (await service.access(OTHER_EMAIL, tmp_path / "own")).status == "completed"
+    assert shared.stat().st_mode & 0o777 == 0o755
+    assert (shared / "data.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "own").stat().st_mode & 0o777 == 0o700
+
+
 async def test_a_relative_out_folder_is_where_a_later_retry_writes_the_bundle(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,

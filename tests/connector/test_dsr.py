@@ -1082,6 +1082,11 @@ def test_cli_erase_receipt_and_verification(
     pem.write_text(out)
     assert cli("verify-receipt", str(path), capsys=capsys)[0] == 0
     assert cli("verify-receipt", str(path), "--public-key", str(pem), capsys=capsys)[0] == 0
+    # A key that is none is the command's mistake (2), not a verdict on the receipt (1).
+    (tmp_path / "not-a-key.pem").write_text("not a key")
+    bad_key = ("verify-receipt", str(path), "--public-key", str(tmp_path / "not-a-key.pem"))
+    code, _, err = cli(*bad_key, capsys=capsys)
+    assert code == 2 and "--public-key: the public key is not a valid PEM public key" in err
     edited = bytearray(path.read_bytes())
     position = edited.index(b"verified_absent")
     edited[position] = ord("V")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -145,6 +146,28 @@ def test_incident_usage_errors_go_to_standard_error(
     assert out == "" and "--aware-since must be an ISO 8601 date-time" in err
     assert main(["-c", path, "incident", "show", "99", "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["error"] == "usage"
+
+
+def test_an_aware_since_without_an_offset_is_the_machine_s_local_time(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Dutch operator types the time on their clock: 10:00 in summer is 08:00 UTC, and the
+    72 hours run from then (read as UTC, they ran two hours late). An offset given is kept."""
+    monkeypatch.setenv("TZ", "Europe/Amsterdam")
+    time.tzset()
+    try:
+        monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+        path = str(config.path)
+        for typed, deadline in (
+            ("2026-06-01T10:00", "2026-06-04T08:00:00+00:00"),
+            ("2026-06-01T09:00+00:00", "2026-06-04T09:00:00+00:00"),
+        ):
+            args = ["incident", "open", "--summary", "x", "--aware-since", typed, "--json"]
+            assert main(["-c", path, *args]) == 0
+            assert json.loads(capsys.readouterr().out)["deadline"] == deadline
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
 
 
 def test_open_help_warns_against_personal_data(capsys: pytest.CaptureFixture[str]) -> None:
