@@ -47,6 +47,12 @@ AUTH_MESSAGE = (
 )
 
 
+#: The longest request target (path and query) answered; past it, 414. HubSpot documents 414
+#: for a URI too long without a figure; 8 KB is the common front end's default. (A real
+#: portal defines hundreds of contact properties: named in a query string, they pass it.)
+MAX_URI_BYTES = 8192
+
+
 class HubSpotSandbox(SandboxBase):
     """Fake HubSpot portal: CRM v3 contacts, search, gdpr-delete; meets ``SandboxLike``.
 
@@ -190,6 +196,10 @@ class HubSpotSandbox(SandboxBase):
 
         async def endpoint(request: Request) -> Response:
             self.endpoints_used.append(endpoint_name)
+            target = request.url.path + ("?" + request.url.query if request.url.query else "")
+            if len(target.encode()) > MAX_URI_BYTES:
+                body = error_body("URI Too Long", "VALIDATION_ERROR")
+                return record(self.log, request, JSONResponse(body, status_code=414))
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 body = error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION")
                 return record(self.log, request, JSONResponse(body, status_code=401))

@@ -546,6 +546,25 @@ async def test_find_returns_the_contact_or_nothing(hub: Harness) -> None:
     assert "found@example.com" not in repr(hub.sandbox.log.entries)
 
 
+async def test_find_by_id_in_a_portal_of_hundreds_of_properties(clock: FakeClock) -> None:
+    """A real portal defines hundreds of contact properties, and find reads them all (an
+    access request shows what is held). Named in a GET's query string they passed the
+    length a URL may have (414): the contact known by id only was never found."""
+    names = [f"custom_property_number_{n:03d}" for n in range(400)]
+    sandbox = HubSpotSandbox(clock=clock, rate_limit=None, extra_properties=names)
+    harness = make_harness(sandbox, clock)
+    try:
+        contact_id = sandbox.add_person("renamed@example.com", "Rena", "Med")
+        archived_id = archive(sandbox, "binned@example.com")
+        found = await harness.adapter.find(Subject(email="", external_id=contact_id))
+        binned = await harness.adapter.find(Subject(email="", external_id=archived_id))
+    finally:
+        await harness.client.aclose()
+    assert [r["id"] for r in found] == [contact_id] and [r["id"] for r in binned] == [archived_id]
+    assert set(names) <= set(found[0]["properties"])
+    assert all(entry.status != 414 for entry in sandbox.log.entries)
+
+
 async def test_pull_pages_to_the_end_with_a_forward_cursor(hub: Harness) -> None:
     """Pull yields pages of at most 100, cursors that only move forward, and a complete end."""
     for n in range(250):
