@@ -73,6 +73,9 @@ class ClientConfig:
         headers: default headers (token headers); never logged.
         wait_hint: reads a 429 response and says how long the vendor wants us to wait.
         rate_limited: says whether a non-429 response means "slow down" (retried as a 429).
+        budget_spent: reads a rate-limited response and says for how many seconds the
+            vendor's budget of calls is spent (Pipedrive's daily one), or ``None``: the client
+            then sends nothing to the system for that long (see :class:`SystemClient`).
         error_titles: the vendor's multi-word error titles that are categories, not text
             about a person (Mailchimp's ``Member Exists``); the client keeps them as an
             error's detail, where it drops any other text.
@@ -83,6 +86,7 @@ class ClientConfig:
     wait_hint: WaitHint | None = None
     rate_limited: Callable[[httpx.Response], bool] | None = None
     error_titles: frozenset[str] = frozenset()
+    budget_spent: Callable[[httpx.Response], float | None] | None = None
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,11 @@ class RateLimitedError(RetryableError):
         self.wait_seconds = wait_seconds
 
 
+class BudgetSpentError(RateLimitedError):
+    """The vendor's budget of calls is spent for a while (Pipedrive's daily one): not retried,
+    and the system's client sends nothing until then (the work stays queued)."""
+
+
 class FatalRemoteError(RemoteError):
     """Not worth retrying now: bad credentials, missing scope, TLS failure, unknown route."""
 

@@ -37,6 +37,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from connector import jsonutil
 from connector.errors import (
+    BudgetSpentError,
     FatalRemoteError,
     RateLimitedError,
     RecordError,
@@ -362,6 +363,10 @@ class SystemClient:
         error_titles: the vendor's multi-word error titles (Mailchimp's ``Member Exists``),
             kept as an error's ``detail`` besides machine codes and the standard reason
             phrases; any other text in an error body is dropped (see :func:`_error_category`).
+        budget_spent: the adapter's reader of a rate-limited answer that says the vendor's
+            budget of calls is spent (Pipedrive's daily one): for the seconds it returns, no
+            call is sent and none is retried (:class:`BudgetSpentError`). Vendors block
+            clients that keep calling through such 429s (Pipedrive: Cloudflare's 403 page).
     """
 
     def __init__(
@@ -381,8 +386,12 @@ class SystemClient:
         clock: Callable[[], float] | None = None,
         rate_limited: Callable[[httpx.Response], bool] | None = None,
         error_titles: Collection[str] = (),
+        budget_spent: Callable[[httpx.Response], float | None] | None = None,
     ) -> None:
         self.system = system
+        self._budget_spent = budget_spent
+        #: Until when (the client's clock) the vendor's budget is spent: nothing is sent.
+        self._spent_until = 0.0
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
@@ -473,14 +482,20 @@ class SystemClient:
             # a small call) is set up only for one that did not.
             return await self._send_once(*call)
         except RetryableError as exc:
-            if self.retry.attempts <= 1 or not (repeatable or _not_carried_out(exc)):
+            if (
+                self.retry.attempts <= 1
+                or isinstance(exc, BudgetSpentError)
+                or not (repeatable or _not_carried_out(exc))
+            ):
                 raise
             await self._sleep_and_count(self.retry.backoff(1, exc))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts - 1),
             retry=retry_if_exception(
                 lambda exc: (
-                    isinstance(exc, RetryableError) and (repeatable or _not_carried_out(exc))
+                    isinstance(exc, RetryableError)
+                    and not isinstance(exc, BudgetSpentError)
+                    and (repeatable or _not_carried_out(exc))
                 )
             ),
             wait=lambda state: self.retry.backoff(
@@ -510,6 +525,8 @@ class SystemClient:
         bucket: str,
         accepted: frozenset[int],
     ) -> httpx.Response:
+        if self._spent_until and self.clock() < self._spent_until:
+            raise BudgetSpentError(self.system, method, path, None, "budget spent")
         limiter = self._limiters.get(bucket) or self._limiters.get("default")
         taken = await limiter.acquire() if limiter is not None else 0.0
         self.stats.requests += 1
@@ -550,6 +567,10 @@ class SystemClient:
         detail = _error_category(response, self._error_titles)
         if status == 429 or (self._rate_limited is not None and self._rate_limited(response)):
             self.stats.rate_limited += 1
+            spent = self._budget_spent(response) if self._budget_spent else None
+            if spent is not None:
+                self._spent_until = self.clock() + spent
+                return BudgetSpentError(self.system, method, path, status, detail, spent)
             wait = self._wait_hint(response) if self._wait_hint else None
             return RateLimitedError(self.system, method, path, status, detail, wait)
         if status >= 500 or status in (408, 423):

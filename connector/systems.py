@@ -102,6 +102,7 @@ def open_systems(
                 limits=limits.rate,
                 wait_hint=client_config.wait_hint,
                 rate_limited=client_config.rate_limited,
+                budget_spent=client_config.budget_spent,
                 error_titles=client_config.error_titles,
                 retry=retry,
                 timeout=settings.timeout_seconds,

@@ -60,10 +60,9 @@ PAGE_SIZE: Final = 500
 #: engine batch (and its acknowledgement transaction) short.
 BATCH_SIZE: Final = 10
 
-#: Wait after a 429 that says the *daily* budget is spent (``x-daily-requests-left: 0``). The
-#: budget resets at midnight server time, which no single call can wait for; the retry policy
-#: caps this wait anyway, and once retries run out the records stay queued for the next run.
-#: A long hint keeps those futile retries few.
+#: After a 429 that says the *daily* budget is spent (``x-daily-requests-left: 0``), the
+#: seconds no call is sent before one looks again (:func:`budget_spent`). The budget resets at
+#: midnight server time, which no single call can wait for; the records stay queued.
 DAILY_WAIT_SECONDS: Final = 300.0
 
 
@@ -141,10 +140,26 @@ def is_cloudflare_block(response: httpx.Response) -> bool:
     return response.status_code == 403 and content_type.startswith("text/html")
 
 
+def budget_spent(response: httpx.Response) -> float | None:
+    """:data:`DAILY_WAIT_SECONDS` when a 429 says the daily budget is spent, else ``None``.
+
+    The budget comes back at midnight in Pipedrive's server time zone, which a client cannot
+    know; until then every call is a 429, and a client that keeps calling through them gets
+    Cloudflare's 403 page. So the client sends nothing for this long, then one call looks.
+    """
+    daily = _number(response.headers.get("x-daily-requests-left"))
+    return (
+        DAILY_WAIT_SECONDS
+        if response.status_code == 429 and daily is not None and daily <= 0
+        else None
+    )
+
+
 def client_config(settings: PipedriveSettings) -> ClientConfig:
     """API-token auth in the ``x-api-token`` header (as the official SDK sends it)."""
     return ClientConfig(
         headers={"x-api-token": settings.credential("api_token")},
         wait_hint=wait_hint,
         rate_limited=is_cloudflare_block,
+        budget_spent=budget_spent,
     )

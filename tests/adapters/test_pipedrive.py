@@ -91,6 +91,8 @@ def make_harness(
         base_url=BASE_URL,
         headers=config.headers,
         wait_hint=config.wait_hint,
+        rate_limited=config.rate_limited,
+        budget_spent=config.budget_spent,
         limits=limits.rate if paced else None,
         transport=httpx.ASGITransport(app=sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=time.sleep),
@@ -580,6 +582,26 @@ def test_wait_hint_reads_reset_and_daily_budget(
     survives junk."""
     response = httpx.Response(429, content=b"<html>busy</html>", headers=headers)
     assert wait_hint(response) == expected
+
+
+async def test_a_spent_daily_budget_stops_the_calls_before_cloudflare_blocks_them(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """Once a 429 says the daily budget is spent, every call is a 429 until midnight, and a
+    client that keeps calling gets Cloudflare's 403 page. One call finds out; the batch's
+    other records are not sent (they stay queued, retryable), and after the pause one call
+    looks again."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, daily_budget=0)
+    harness = make_harness(sandbox, time, wall)
+    try:
+        results = await harness.adapter.upsert([person(n) for n in range(10)])
+        assert all(r.outcome == "failed" and r.retryable for r in results)
+        assert (sandbox.rejected_429, sandbox.blocked_403) == (1, 0)
+        time.now += DAILY_WAIT_SECONDS
+        (again,) = await harness.adapter.upsert([person(1)])
+        assert again.retryable and (sandbox.rejected_429, sandbox.blocked_403) == (2, 0)
+    finally:
+        await harness.client.aclose()
 
 
 async def test_spent_daily_budget_answers_429_with_no_requests_left(time: VirtualTime) -> None:
