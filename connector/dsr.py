@@ -60,6 +60,7 @@ from connector.dsr_views import (
 from connector.dsr_webhooks import handle_webhook
 from connector.errors import KlantsyncError
 from connector.logs import redact
+from connector.model import normalise_email
 from connector.moves import same_person
 from connector.receipts import (
     ReceiptSigner,
@@ -611,7 +612,8 @@ class DsrService:
             for record in records:
                 email = system.mapping.inbound(record).email
                 if email and (
-                    subject_id is None or self.rt.keyring.subject_id(email) == subject_id
+                    subject_id is None
+                    or self.rt.keyring.subject_id(normalise_email(email)) == subject_id
                 ):
                     return email
         return None

@@ -33,7 +33,7 @@ from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.ids import SystemIds
 from connector.inflight import InFlight
-from connector.model import Person
+from connector.model import Person, normalise_email
 from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
@@ -301,7 +301,10 @@ class Engine:
                 report.invalid += 1
                 continue
             # Within a page the last occurrence of a subject wins, as it would across pages.
-            people[self.keyring.subject_id(email)] = (source.mapping.record_id(raw), person)
+            # Known by the normalised address whatever the mapping's transforms: one that
+            # kept capitals made another subject than the erasure's, which let them back.
+            sid = self.keyring.subject_id(normalise_email(email))
+            people[sid] = (source.mapping.record_id(raw), person)
         subject_ids = list(people)
         if not dry_run:
             pulled = {sid: ext for sid, (ext, _) in people.items()}

@@ -1419,6 +1419,28 @@ async def test_an_erasure_waits_for_a_system_taken_out_of_the_config_to_be_exemp
     assert named["crm2"] == ("no longer configured", "exempt")
 
 
+async def test_an_erased_person_stays_out_when_the_source_mapping_keeps_capitals(
+    tmp_path: Path, shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory
+) -> None:
+    """A custom mapping that only trims the e-mail: "Jan.Jansen@Example.NL" was a subject
+    of its own, not the one the erasure suppressed, and was sent again when they signed up
+    again. Subjects are known by the normalised address, whatever the mapping does."""
+    text = (REPO_MAPPINGS / "woocommerce.toml").read_text()
+    old = '[fields.email]\npath = "email"\ntransform = ["trim", "lower"]'
+    assert old in text
+    mapping = tmp_path / "woocommerce.toml"
+    mapping.write_text(text.replace(old, '[fields.email]\npath = "email"\ntransform = ["trim"]'))
+    shop.add_person("Jan.Jansen@Example.NL", "Jan", "Jansen")
+    async with open_rt(write_config(tmp_path, shop_mapping=mapping)) as rt:
+        (first,) = await rt.engine.sync()
+        assert first.destinations["crm"].created == 1
+        assert (await DsrService(rt).erase("Jan.Jansen@Example.NL")).status == "completed"
+        shop.add_person("Jan.Jansen@Example.NL", "Jan", "Jansen")  # signed up again
+        (again,) = await rt.engine.sync(full=True)
+    assert again.suppressed == 1 and again.destinations["crm"].queued == 0
+    assert not crm.holds("jan.jansen@example.nl")
+
+
 async def test_an_erasure_the_shop_must_partly_keep_is_exempted_there_and_completes(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
