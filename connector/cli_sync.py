@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -64,6 +67,12 @@ def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | 
 
 async def sync(config: Config, args: argparse.Namespace, console: Console) -> int:
     dry_run = getattr(args, "dry_run", False)
+    if dry_run and not config.store_path.exists():
+        # Nothing synced yet: the dry run compares with an empty store, made aside and
+        # thrown away, so looking leaves no store (nor keys bound to one) behind.
+        with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
+            empty = dataclasses.replace(config, store_path=Path(aside) / config.store_path.name)
+            return await _sync_locked(empty, args, console, dry_run=True)
     # A dry run writes no cursor, outbox or run: it may look beside a sync or the daemon.
     lock = contextlib.nullcontext() if dry_run else syncing(config.store_path, args.command)
     with lock:
@@ -78,7 +87,9 @@ async def _sync_locked(
         if not dry_run:
             # With the sync lock held, a run still marked running was interrupted.
             rt.store.close_interrupted_runs()
-        audit.record_config(rt.store, rt.config)
+            # Not on a dry run: a config only looked at has not taken effect, and the next
+            # real run would then find it recorded already.
+            audit.record_config(rt.store, rt.config)
         reports: list[FlowReport] = []
         flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
         if args.command == "resync":

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from rich.console import Console
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.cli import main
+from connector.config import load_config
 from connector.demo import run_demo, write_config
 from connector.engine import Engine
 from connector.sandboxkit import serve_tls
@@ -88,14 +91,29 @@ def test_status_shows_what_waits_for_each_system(
 def test_dry_run_and_resync(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A dry run sends nothing; a manual full resync of the shop then delivers everyone."""
+    """A dry run sends nothing and writes nothing: before the first sync it leaves no store
+    behind, and on a store it adds no audit entry (a config only looked at has not taken
+    effect). A manual full resync of the shop then delivers everyone."""
     config, _, crm = served
+    store_path = load_config(config).store_path
     assert main(["-c", str(config), "sync", "--dry-run", "--json"]) == 0
     assert _json(capsys)[0]["destinations"]["crm"]["queued"] == 120
-    assert crm.contact_count() == 0
+    assert crm.contact_count() == 0 and not store_path.exists()
     assert main(["-c", str(config), "resync", "--system", "shop", "--full", "--json"]) == 0
     capsys.readouterr()
     assert crm.contact_count() == 120
+
+    def audit_entries() -> int:
+        with closing(sqlite3.connect(store_path)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+
+    before = audit_entries()
+    text = config.read_text()
+    assert 'schedule = "every 15m"' in text
+    config.write_text(text.replace('schedule = "every 15m"', 'schedule = "every 30m"', 1))
+    assert main(["-c", str(config), "sync", "--dry-run", "--json"]) == 0
+    assert _json(capsys)[0]["destinations"]["crm"]["unchanged"] == 120
+    assert audit_entries() == before
 
 
 def test_check_online_reaches_every_system(
