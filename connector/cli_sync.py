@@ -98,7 +98,7 @@ async def _sync_locked(
             if args.email:
                 from connector.targeted import sync_subject
 
-                reports = await sync_subject(rt, args.system, email=args.email)
+                reports = await sync_subject(rt, args.system, email=args.email, full=args.full)
                 flow_names = []
         for flow_name in flow_names:
             with progress_bar(console, show=not args.json) as bar:

@@ -152,15 +152,18 @@ class Daemon:
         system: str,
         subjects: list[tuple[str | None, str | None]],
         records: list[dict[str, Any]] | None = None,
+        *,
+        full: bool = False,
     ) -> int:
-        """Targeted sync of people of a source system (webhooks, a resync by e-mail)."""
+        """Targeted sync of people of a source system (webhooks, a resync by e-mail);
+        ``full`` offers again what a system refused for good."""
         from connector.targeted import sync_subjects
 
         flows = [f.name for f in self.rt.config.flows if f.source == system]
         for name in flows:
             await self.flow_locks[name].acquire()
         try:
-            reports = await sync_subjects(self.rt, system, subjects, records or [])
+            reports = await sync_subjects(self.rt, system, subjects, records or [], full=full)
         finally:
             for name in flows:
                 self.flow_locks[name].release()

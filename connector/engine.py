@@ -165,11 +165,14 @@ class Engine:
                 audit.append(self.store, "sync.run", audit_summary(report))
         return report
 
-    async def ingest(self, flow_name: str, records: Sequence[Mapping[str, Any]]) -> FlowReport:
+    async def ingest(
+        self, flow_name: str, records: Sequence[Mapping[str, Any]], *, full: bool = False
+    ) -> FlowReport:
         """Run given source records (a webhook's, a targeted resync's) through one flow.
 
         The flow's cursor is not touched: these records are outside the paging of a pull,
-        and a pull of the same flow may be moving it meanwhile.
+        and a pull of the same flow may be moving it meanwhile. ``full`` offers again what a
+        system refused for good, as a ``--full`` sync does (``resync --email E --full``).
         """
         flow = self.config.flow(flow_name)
 
@@ -177,7 +180,13 @@ class Engine:
             yield Page(records=list(records), cursor=None)
 
         return await self._run(
-            flow, one_page(), dry_run=False, progress=None, record_run=False, moves_cursor=False
+            flow,
+            one_page(),
+            dry_run=False,
+            progress=None,
+            record_run=False,
+            retry_rejected=full,
+            moves_cursor=False,
         )
 
     def request_stop(self) -> None:

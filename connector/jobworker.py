@@ -59,6 +59,8 @@ class FlowRunner(Protocol):
         system: str,
         subjects: list[tuple[str | None, str | None]],
         records: list[dict[str, Any]] | None = None,
+        *,
+        full: bool = False,
     ) -> int: ...
 
 
@@ -216,7 +218,9 @@ class JobWorker:
     async def _resync(self, params: dict[str, Any]) -> dict[str, Any]:
         system = params["system"]
         if params.get("email"):
-            written = await self.runner.sync_subjects(system, [(None, params["email"])])
+            written = await self.runner.sync_subjects(
+                system, [(None, params["email"])], full=bool(params.get("full"))
+            )
             return {"written": written}
         reports = []
         for flow in self.rt.config.flows:

@@ -24,10 +24,15 @@ FETCH_CONCURRENCY = 8
 
 
 async def sync_subject(
-    rt: Runtime, system: str, *, external_id: str | None = None, email: str | None = None
+    rt: Runtime,
+    system: str,
+    *,
+    external_id: str | None = None,
+    email: str | None = None,
+    full: bool = False,
 ) -> list[FlowReport]:
     """Fetch one person from ``system`` and run them through every flow it is the source of."""
-    return await sync_subjects(rt, system, [(external_id, email)])
+    return await sync_subjects(rt, system, [(external_id, email)], full=full)
 
 
 async def sync_subjects(
@@ -35,12 +40,15 @@ async def sync_subjects(
     system: str,
     subjects: Iterable[tuple[str | None, str | None]],
     records: Iterable[Mapping[str, Any]] = (),
+    *,
+    full: bool = False,
 ) -> list[FlowReport]:
     """Run people of ``system`` through its flows at once.
 
     Args:
         subjects: ``(external_id, email)`` of people to fetch from the source first.
         records: people whose current record came with a verified webhook delivery.
+        full: offer again what a system refused for good (``resync --email E --full``).
     """
     flows = [flow for flow in rt.config.flows if flow.source == system]
     unique = list(dict.fromkeys((ext, normalise_email(mail or "")) for ext, mail in subjects))
@@ -63,4 +71,4 @@ async def sync_subjects(
 
     fetched = await asyncio.gather(*(fetch(ext, mail) for ext, mail in unique))
     batch = given + [record for group in fetched for record in group]
-    return [await rt.engine.ingest(flow.name, batch) for flow in flows]
+    return [await rt.engine.ingest(flow.name, batch, full=full) for flow in flows]

@@ -283,6 +283,24 @@ async def test_a_rejected_record_is_not_sent_again_until_it_changes_or_a_full_sy
     assert full.destinations["crm"].dead_lettered == 1  # --full retries what was refused
 
 
+async def test_a_resync_of_one_person_with_full_offers_their_refused_record_again(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """`resync --system shop --email E --full`: what the CRM refused is offered again, as a
+    --full sync offers it (the operator fixed the cause at the vendor); without --full not."""
+    from connector.targeted import sync_subject
+
+    shop.add_person("piet.pieters@example.nl", "Piet", "Pieters", "0612345678")
+    crm.faults.fail_status, crm.faults.fail_next = 400, 1  # a validation rule at the vendor
+    await rt.engine.sync()
+    assert len(rt.store.dead_letters()) == 1 and not crm.holds("piet.pieters@example.nl")
+    (plain,) = await sync_subject(rt, "shop", email="piet.pieters@example.nl")
+    assert plain.destinations["crm"].still_rejected == 1
+    (full,) = await sync_subject(rt, "shop", email="piet.pieters@example.nl", full=True)
+    assert full.destinations["crm"].still_rejected == 0
+    assert crm.holds("piet.pieters@example.nl") and rt.store.dead_letters() == []
+
+
 async def test_a_record_refused_on_every_full_sync_keeps_one_dead_letter(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,

@@ -37,8 +37,11 @@ class Runner:
         system: str,
         subjects: list[tuple[str | None, str | None]],
         records: list[dict[str, Any]] | None = None,
+        *,
+        full: bool = False,
     ) -> int:
-        self.calls.append(("subjects", system, list(subjects), list(records or [])))
+        call = ("subjects", system, list(subjects), list(records or []))
+        self.calls.append((*call, "full") if full else call)
         if self.fail is not None:
             raise self.fail
         return len(subjects) + len(records or [])
@@ -182,13 +185,13 @@ async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
 ) -> None:
     ids = [
         worker.queue("resync", {"system": "shop", "full": True}),
-        worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL}),
+        worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL, "full": True}),
         worker.queue("resync", {"system": "crm"}),  # the source of no flow: nothing to run
     ]
     done = await _work_until_done(worker, ids)
     assert runner.calls == [
         ("flow", "shop-to-crm", True, True),  # waits for a run under way, then runs
-        ("subjects", "shop", [(None, CANARY_EMAIL)], []),
+        ("subjects", "shop", [(None, CANARY_EMAIL)], [], "full"),  # refused ones offered again
     ]
     assert [job.result for job in done] == [
         {"flows": ["shop-to-crm"], "failed": False},
