@@ -85,6 +85,10 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
     operator has set the explicit development switch, so a typo can never send customer data
     in clear over a network.
     """
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        # A tab or a no-break space pasted in with the URL: TOML keeps it, and the URL
+        # passed here, to fail only when a sync first called it.
+        return "contains a space or an invisible character (a tab, a no-break space?)"
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -99,6 +103,10 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
         return "has an invalid port; it must be a number from 1 to 65535"
     if parts.username or parts.password:
         return "must not carry credentials in the URL; use the credentials table"
+    try:
+        httpx.URL(url)  # what the client will make of it: refused now rather than mid-sync
+    except httpx.InvalidURL:
+        return "is not a valid URL"
     if parts.scheme == "https":
         return None
     if parts.scheme == "http":

@@ -272,6 +272,18 @@ def test_ca_bundle_spoilt_after_load_is_the_same_config_error(
     assert str(tmp_path / "ca.pem") in info.value.problem
 
 
+@pytest.mark.parametrize("stray", ["\\t", "\u00a0", " "], ids=["tab", "nbsp", "space"])
+def test_base_url_with_a_pasted_invisible_character_exits_2(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], stray: str
+) -> None:
+    """A tab or a no-break space pasted into the URL: refused at load (exit 2 naming the
+    key), not a crash with "internal error: InvalidURL" when a sync first calls it."""
+    path = write_config(tmp_path, crm_url=f"https://crm.test{stray}/api")
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "systems.crm.base_url" in err and "invisible character" in err
+
+
 @pytest.mark.parametrize("port", ["99999", "abc", "0"])
 def test_base_url_with_an_invalid_port_exits_2(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], port: str
