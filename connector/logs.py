@@ -19,7 +19,13 @@ from typing import Any
 
 __all__ = ["RedactingFilter", "debug_wanted", "redact", "setup_logging"]
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+#: An address as people have them: letters of any script in the name and the domain
+#: ("müller@", "bloemen-café.nl") and the name's other characters (an apostrophe in
+#: "o'brien"). ASCII letters only let such a name through, or its head before the letter.
+_EMAIL = re.compile(
+    # Not begun by an apostrophe: one before the address quotes it ('jan@x.nl'), and stays.
+    r"[\w.%+\-!#$&*/=?^`{|}~][\w.%+\-'!#$&*/=?^`{|}~]*@[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{2,}"
+)
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
 #: What the phone pattern also matches and is no phone: ISO dates ("2026-11-29"), alone or in
 #: a span ("2026-11-29 - 2026-12-13"), each perhaps with an hour ("2026-11-29 14"). Operators
@@ -28,7 +34,12 @@ _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
 #: date still reads as a phone ("2026-11-29 06 12345678" is masked whole).
 _DATE = r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?: \d\d)?"
 _DATES_ONLY = re.compile(rf"{_DATE}(?:(?: - | |-){_DATE})*")
-_BEARER = re.compile(r"(?i)(bearer|token|secret|key|password|authorization)([\"'=: ]+)[^\s\"',&]+")
+#: A credential after its name; after "Authorization:" the scheme word ("Bearer", "Basic")
+#: is passed over, so the token itself is masked, not the word.
+_BEARER = re.compile(
+    r"(?i)(bearer|token|secret|key|password|authorization)([\"'=: ]+)"
+    r"(?:(?:bearer|basic|token)\s+)?[^\s\"',&]+"
+)
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 

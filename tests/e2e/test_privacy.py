@@ -97,6 +97,36 @@ def test_redaction_is_the_last_line_of_defence() -> None:
 
 
 @pytest.mark.parametrize(
+    "address",
+    [
+        f"{CANARY_NAME.lower()}.müller@voorbeeld.de",
+        f"{CANARY_NAME.lower()}.o'brien@voorbeeld.nl",
+        f"{CANARY_NAME.lower()}@bloemen-café.nl",
+    ],
+)
+def test_redaction_masks_addresses_with_accents_and_apostrophes_whole(address: str) -> None:
+    """Addresses customers have: an umlaut or an apostrophe in the name, an accent in the
+    domain. ASCII-only matching let them through whole, or kept the name's head; an
+    operator's reason naming one was stored so (dsr extend, exempt, readmit)."""
+    for text in (f"asked by {address} by mail", f"KeyError: '{address}'"):
+        assert CANARY_NAME.lower() not in redact(text), text
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"retrying with Authorization: Bearer {CANARY_TOKEN}",
+        f'request headers {{"Authorization": "Bearer {CANARY_TOKEN}"}}',
+        f"Authorization: Basic {CANARY_TOKEN}",
+    ],
+)
+def test_redaction_masks_the_token_after_the_authorization_scheme(line: str) -> None:
+    """ "Authorization: Bearer <token>": the word "Bearer" was taken for the value and masked,
+    and the token after it passed."""
+    assert CANARY_TOKEN not in redact(line)
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("extended on 2026-11-29: the shop is slow", "extended on 2026-11-29: the shop is slow"),
