@@ -31,6 +31,7 @@ from adapters.woocommerce.payloads import (
     is_anonymous,
     nest,
     response_code,
+    valid_email,
 )
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from adapters.woocommerce.shapes import DELETABLE_ROLES
@@ -367,6 +368,10 @@ class WooCommerceAdapter:
     # -- find and erase --------------------------------------------------------------------
 
     async def _customer_by_email(self, email: str) -> dict[str, Any] | None:
+        if not valid_email(email):
+            # WordPress refuses such an address in the filter (400 rest_invalid_param), and
+            # no account can hold one: nobody, not a failure (the id may still find them).
+            return None
         # role=all: a subscriber or shop manager with this e-mail is the same person.
         response = await self.client.request(
             "GET", f"{API}/customers", params={"email": email, "role": "all"}

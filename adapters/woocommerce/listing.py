@@ -18,6 +18,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from adapters.woocommerce.payloads import valid_email
 from adapters.woocommerce.rest import ApiError
 from adapters.woocommerce.store import ShopStore
 
@@ -128,6 +129,10 @@ def list_customers(
     descending = order == "desc"
 
     if "email" in request.query_params:
+        # The parameter is declared 'format' => 'email': WordPress checks it with is_email
+        # before WooCommerce runs the query.
+        if not valid_email(email):
+            raise _invalid("email", "Invalid email address.")
         # Exact match on user_email (WC_REST_Customers_V1_Controller::get_items).
         found = store.by_email(email) if email else None
         customer = store.get(found) if found is not None else None

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.woocommerce.payloads import valid_email
 from adapters.woocommerce.shapes import (
     BILLING_FIELDS,
     DELETABLE_ROLES,
@@ -26,16 +27,9 @@ from adapters.woocommerce.store import ShopStore
 
 __all__ = ["ApiError", "ShopRules", "valid_email"]
 
-#: Close to WordPress ``is_email``: one @, a dotted domain, no spaces.
-_EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 ORDER_STATUSES = frozenset(
     {"pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed"}
 )
-
-
-def valid_email(value: str) -> bool:
-    """Whether WordPress would accept ``value`` as an e-mail address."""
-    return bool(_EMAIL.fullmatch(value))
 
 
 class ApiError(Exception):

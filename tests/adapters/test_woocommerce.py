@@ -486,6 +486,23 @@ async def test_find_uses_the_external_id_when_the_email_changed(harness: Harness
     assert await harness.adapter.find(Subject(email="niemand@example.com")) == []
 
 
+@pytest.mark.parametrize("email", ["jürgen@example.de", "info@müller.de", "an jansen@example.nl"])
+async def test_an_address_wordpress_refuses_is_held_by_no_customer_not_a_failure(
+    harness: Harness, email: str
+) -> None:
+    """WordPress checks the `email` filter with is_email (400 rest_invalid_param for an
+    accent or a space), and no account can hold such an address: find and erase say
+    nobody is held under it, and the identity map's id still finds the customer."""
+    async with await raw_client(harness.sandbox) as client:
+        response = await client.get(f"{API}/customers", params={"email": email, "role": "all"})
+    assert (response.status_code, response.json()["code"]) == (400, "rest_invalid_param")
+    assert await harness.adapter.find(Subject(email=email)) == []
+    assert not (await harness.adapter.erase(Subject(email=email))).found
+    customer_id = harness.sandbox.add_person("olga@example.com", "Olga")
+    found = await harness.adapter.find(Subject(email=email, external_id=customer_id))
+    assert [r["id"] for r in found] == [int(customer_id)]
+
+
 async def test_erase_anonymises_orders_then_deletes_with_force(harness: Harness) -> None:
     """Orders are blanked, then the customer is deleted with force=true; a rerun finds none."""
     customer_id, orders, stranger = seed_subject(harness.sandbox)
