@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``klantsync`` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
-    console = Console(stderr=False, highlight=False, soft_wrap=True)
+    console = _Stdout(stderr=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         code = _dispatch(args, parser, console)
@@ -185,6 +185,18 @@ def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> i
     if not debug:
         err.print("(run again with KLANTSYNC_DEBUG=1 to see the traceback)", markup=False)
     return EXIT_FAILED
+
+
+class _Stdout(Console):
+    """The console commands print their output with; a reader gone away is exit 141.
+
+    rich catches the broken pipe itself and exits 1, which a script reads as a command that
+    finished with failures. Raised on instead, :func:`main` ends it as for ``print``.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
 
 
 def _stdout_gone() -> None:

@@ -24,6 +24,10 @@ from connector.storefile import store_path_problem
 __all__ = ["audit_chain", "status"]
 
 
+#: Dead letters the text output lists, the latest; ``--json`` lists every one.
+DEAD_LETTERS_SHOWN = 20
+
+
 def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     from connector.backup import last_backup
     from connector.keyset import key_facts
@@ -52,8 +56,8 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
                 )
                 for name in flows
             },
-            # The 20 most recently refused; the reason is the vendor's category, never its
-            # message, and the subject its HMAC id.
+            # Every one (the text lists the latest few); the reason is the vendor's category,
+            # never its message, and the subject its HMAC id.
             "dead_letters": [
                 {
                     "id": d.id,
@@ -64,7 +68,7 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
                     "first_refused_at": d.first_refused_at,
                     "last_refused_at": d.created_at,
                 }
-                for d in store.dead_letters()[-20:]
+                for d in store.dead_letters()
             ],
             "requests": dsr_summary(store),
             "daemon_running": daemon_running(store_path),
@@ -131,7 +135,13 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     console.print(f"  daemon: {'running' if data['daemon_running'] else 'not running'}")
     if data["sync_running"] and not data["daemon_running"]:
         console.print("  sync: running now")
-    for dead in data["dead_letters"]:
+    dead_letters = data["dead_letters"]
+    if len(dead_letters) > DEAD_LETTERS_SHOWN:
+        console.print(
+            f"  the latest {DEAD_LETTERS_SHOWN} dead letters of {len(dead_letters)} "
+            "(status --json lists every one):"
+        )
+    for dead in dead_letters[-DEAD_LETTERS_SHOWN:]:
         when = (
             f"refused {dead['refusals']} times, first {dead['first_refused_at']}, "
             f"last {dead['last_refused_at']}"

@@ -468,6 +468,34 @@ def _store_of(config: Path) -> Path:
     return load_config(config).store_path
 
 
+def test_status_json_lists_every_dead_letter_and_the_text_the_latest(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README says `status` lists the dead letters: a script reading `dead_letters`
+    from --json gets every one, not the latest 20; the text shows those and says so."""
+    from connector.state import QueuedPayload, Store
+
+    store = Store(_store_of(offline))
+    try:
+        for n in range(25):
+            subject = f"subject-{n:02d}"
+            store.enqueue_page(
+                "shop-to-crm", "shop", [QueuedPayload("crm", subject, b"s", f"h{n}")], [], None
+            )
+            (row,) = [r for r in store.outbox_batch("crm", 0, 100) if r.subject_id == subject]
+            store.dead_letter([(row, "VALIDATION_ERROR")])
+    finally:
+        store.close()
+    assert main(["-c", str(offline), "status", "--json"]) == 0
+    data = _json(capsys)
+    assert isinstance(data, dict)
+    assert data["counts"]["dead_letters"] == len(data["dead_letters"]) == 25
+    assert main(["-c", str(offline), "status"]) == 0
+    text = capsys.readouterr().out
+    assert "the latest 20 dead letters of 25 (status --json lists every one)" in text
+    assert text.count("dead letter #") == 20
+
+
 def test_resync_handed_to_a_running_daemon_is_checked_first(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -521,9 +549,14 @@ def test_report_lines_print_bracketed_text_as_text() -> None:
     assert "shop[nl]" in out.getvalue() and "/contacts/[batch]" in out.getvalue()
 
 
-def test_output_to_a_closed_pipe_stops_quietly_with_141(offline: Path) -> None:
+@pytest.mark.parametrize("command", [("audit", "export"), ("status",), ("keys", "show")])
+def test_output_to_a_closed_pipe_stops_quietly_with_141(
+    offline: Path, command: tuple[str, ...]
+) -> None:
     """`audit export | head`: when the reader goes away the command stops without a
-    traceback and exits 141 (128 + SIGPIPE), as Unix tools stopped by SIGPIPE do."""
+    traceback and exits 141 (128 + SIGPIPE), as Unix tools stopped by SIGPIPE do. So do
+    commands that print through rich (`status`, `keys show`), which rich itself ended with
+    exit 1, the code of a command that finished with failures."""
     import os
     import subprocess
     import sys
@@ -541,7 +574,7 @@ def test_output_to_a_closed_pipe_stops_quietly_with_141(offline: Path) -> None:
     os.close(read_end)  # the reader is gone before the first line is written
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "connector", "-c", str(offline), "audit", "export"],
+            [sys.executable, "-m", "connector", "-c", str(offline), *command],
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
