@@ -240,6 +240,15 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
 
         if args.dir is not None:
             make_folder(args.dir, option="--dir")
+            if (args.dir / "klantsync.db").exists():
+                # Its store and key against freshly seeded sandboxes: the first sync would
+                # find "unchanged" customers and the erasure nobody to erase, and say so as
+                # if that were the demo.
+                raise ConfigError(
+                    "command line",
+                    "--dir",
+                    f"{args.dir} holds an earlier demo's store; give a new or empty folder",
+                )
         return run_demo(console, directory=args.dir, customers=args.customers, as_json=args.json)
     if args.command == "sandbox":
         from connector.demo import run_sandboxes

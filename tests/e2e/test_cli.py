@@ -1070,3 +1070,15 @@ def test_a_full_disk_mid_sync_exits_1_saying_what_to_do_not_as_a_bug(
     assert "internal error" not in err
     assert main(["-c", str(offline), "sync", "--json"]) == 1
     assert _json(capsys)["error"] == "store"  # type: ignore[index]
+
+
+def test_demo_refuses_a_dir_holding_an_earlier_demo_s_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --dir D` run again in D would use the old store and key against freshly seeded
+    sandboxes (customers "unchanged", an erasure finding nobody) and call that the demo:
+    refused, exit 2, naming --dir."""
+    (tmp_path / "klantsync.db").write_bytes(b"")
+    assert main(["demo", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--dir" in err and "holds an earlier demo's store" in err
