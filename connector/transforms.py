@@ -46,10 +46,16 @@ def _name(value: Any) -> Any:
         return None
     if text.isupper() or text.islower():
         return "-".join(
-            " ".join(w[:1].upper() + w[1:].lower() for w in part.split(" "))
+            " ".join(w[:1].upper() + _lower_name(w[1:]) for w in part.split(" "))
             for part in text.split("-")
         )
     return text
+
+
+def _lower_name(text: str) -> str:
+    """Lower case, with a Turkish dotted capital I as "i": ``str.lower`` makes it an "i" and
+    a combining dot above ("İSMAİL" became "İsmai̇l", sent so to every system)."""
+    return text.lower().replace("i\u0307", "i")
 
 
 def _phone_for(region: str) -> Transform:
@@ -203,11 +209,38 @@ def _e164_national(text: str, region: str) -> Any:
     return f"+{plan.country_code}{national}"
 
 
+#: Names people write that ISO 3166 does not give (or gives as another code): the Dutch
+#: names of the shop's neighbours, and common English ones ("UK" is reserved, not GB's code).
+_COUNTRY_NAMES = {
+    "nederland": "NL",
+    "holland": "NL",
+    "the netherlands": "NL",
+    "belgië": "BE",
+    "belgie": "BE",
+    "belgique": "BE",
+    "duitsland": "DE",
+    "deutschland": "DE",
+    "frankrijk": "FR",
+    "uk": "GB",
+    "u.k.": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "usa": "US",
+    "u.s.a.": "US",
+    "america": "US",
+}
+
+
 @lru_cache(maxsize=1024)
 def _country_code(text: str) -> str | None:
     candidate = text.strip()
     if not candidate:
         return None
+    name = candidate.lower()
+    if name in _COUNTRY_NAMES:
+        return _COUNTRY_NAMES[name]
     if len(candidate) == 2:
         found = pycountry.countries.get(alpha_2=candidate.upper())
         return str(found.alpha_2) if found else None
@@ -215,11 +248,8 @@ def _country_code(text: str) -> str | None:
         found = pycountry.countries.get(alpha_3=candidate.upper())
         if found:
             return str(found.alpha_2)
-    local = {"nederland": "NL", "belgië": "BE", "belgie": "BE", "duitsland": "DE"}
-    if candidate.lower() in local:
-        return local[candidate.lower()]
     try:
-        return str(pycountry.countries.lookup(candidate).alpha_2)
+        return str(pycountry.countries.lookup(name.removeprefix("the ")).alpha_2)
     except LookupError:
         return None
 

@@ -63,6 +63,13 @@ def test_e164_of_dutch_numbers(text: str, expected: str | None) -> None:
         ("name", "van der Berg", "van der Berg"),  # mixed case is as the person wrote it
         ("name", "Anne-Marie van der Berg", "Anne-Marie van der Berg"),  # mixed case stays
         ("name", " ", None),
+        ("name", "İSMAİL YILDIZ", "İsmail Yildiz"),  # no combining dot left after an i
+        ("name", "ismail", "Ismail"),
+        ("country", "The Netherlands", "NL"),
+        ("country", "Holland", "NL"),
+        ("country", "UK", "GB"),  # reserved, not GB's code, and what people write
+        ("country", "United Kingdom", "GB"),
+        ("country", "the United States", "US"),
         ("country", "nl", "NL"),
         ("country", "NLD", "NL"),
         ("country", "Nederland", "NL"),
