@@ -263,6 +263,7 @@ class SystemMapping:
                 if value:
                     self._collect_unmapped(value, path + ".", out)
             elif isinstance(value, list):
+                held = False  # an item that is no meta entry: the list counts as one field
                 for item in value:
                     if isinstance(item, dict):
                         meta_key = item.get("key")
@@ -270,6 +271,12 @@ class SystemMapping:
                             leaf = f"{path}.{meta_key}"
                             if leaf not in self._known_paths:
                                 out.append(leaf)
+                            continue
+                    # Shopify's tags, a list of addresses: dropped like any field, and
+                    # counted so the report names them.
+                    held = held or (item is not None and item != "" and item is not False)
+                if held:
+                    out.append(path)
             elif value is not None and value != "" and value is not False:
                 out.append(path)
 

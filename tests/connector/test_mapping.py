@@ -56,6 +56,29 @@ def test_unmapped_source_fields_are_counted_by_name() -> None:
     )
 
 
+def test_a_list_of_values_or_of_objects_is_counted_as_one_withheld_field() -> None:
+    """Shopify's tags, a list of addresses: dropped like any unmapped field, and counted
+    (only WooCommerce-style meta lists counted, by key); an empty list is no value."""
+    withheld: Counter[str] = Counter()
+    record = {
+        **RAW,
+        "tags": ["vip", "newsletter"],
+        "addresses": [{"city": "Utrecht"}],
+        "empty": [],
+        "blanks": ["", None],
+    }
+    WOO.inbound(record, withheld)
+    assert withheld == Counter(
+        {
+            "meta_data.date_of_birth": 1,
+            "meta_data.ip_address": 1,
+            "customer_note": 1,
+            "tags": 1,
+            "addresses": 1,
+        }
+    )
+
+
 def test_outbound_is_an_allow_list() -> None:
     """Only fields the destination mapping names leave; others never appear."""
     person = WOO.inbound(RAW)
