@@ -362,8 +362,13 @@ class Engine:
                     fields = dest.mapping.withdrawal(person)
                     bare = self.keyring.payload_hash(dest.name, fields)
                     digest = WITHDRAWAL + bare
-                    if last == bare:
-                        last = digest  # delivered before withdrawals were marked: the same
+                    previous = before_resend(last)
+                    if previous == bare or previous.startswith(WITHDRAWAL):
+                        # Sent already: under the address they had then (they moved since),
+                        # behind a correction's mark to send again, or before withdrawals
+                        # were marked. Sent again, it unsubscribed a member who had
+                        # subscribed anew through the audience's own form meanwhile.
+                        last = digest
                     dest_report.withdrawn += 1
                 else:
                     dest_report.gated += 1
