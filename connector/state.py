@@ -588,12 +588,17 @@ class Store:
         ``refused=False`` is for rows the connector set aside itself (a payload that no longer
         opens): their hash is not kept, so the next sync offers the subject's current data
         again (:meth:`rejected_hashes` passes over only what a system refused).
+
+        A subject on the suppression list gets none: erased while the refusal was on its
+        way back (from another process, which could not wait for it), they must leave no
+        sealed record behind the erasure that deleted their traces.
         """
         now = utcnow()
         with self.transaction() as db:
             db.executemany(
                 "INSERT INTO dead_letters(system, subject_id, flow, payload, payload_hash, reason, "
-                "created_at, first_refused_at, refusals) VALUES (?,?,?,?,?,?,?,?,1) "
+                "created_at, first_refused_at, refusals) SELECT ?1,?2,?3,?4,?5,?6,?7,?8,1 "
+                "WHERE NOT EXISTS (SELECT 1 FROM suppression WHERE subject_id=?2) "
                 "ON CONFLICT(system, subject_id) DO UPDATE SET flow=excluded.flow, "
                 "payload=excluded.payload, payload_hash=excluded.payload_hash, "
                 "reason=excluded.reason, created_at=excluded.created_at, "

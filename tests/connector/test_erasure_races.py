@@ -242,3 +242,51 @@ async def test_an_access_request_finds_what_a_delivery_with_a_lost_answer_made(
     assert view.status == "completed"
     data = json.loads((tmp_path / "bundle" / "data.json").read_text())
     assert len(data["systems"]["crm"]["records"]) == 1
+
+
+async def test_a_refusal_settled_after_an_erasure_from_another_process_leaves_nothing(
+    open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A refusal read back before the erasure, written after it (another process cannot wait
+    for this one's writes): no dead letter lands with the erased person's sealed record."""
+    async with open_rt() as daemon:
+        shop.add_person(CANARY_EMAIL, "Anna", "Klant", "0612345678")
+        await daemon.engine.sync()
+        shop.touch(CANARY_EMAIL, first_name="Changed")
+
+        adapter: Any = daemon.systems["crm"].adapter
+        real_upsert = adapter.upsert
+
+        async def refused(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+            adapter.upsert = real_upsert
+            return [UpsertResult(r.ref, "failed", reason="INVALID_EMAIL") for r in records]
+
+        adapter.upsert = refused
+        engine: Any = daemon.engine
+        real_erase_late = engine._erase_late
+        views: list[Any] = []
+
+        async def then_cli_erases(*args: Any, **kwargs: Any) -> Any:
+            # The list has just been read again (nobody on it yet); before the batch's
+            # outcome is written, the CLI beside the daemon erases the person.
+            results = await real_erase_late(*args, **kwargs)
+            if not views:
+                async with open_rt() as cli:
+                    views.append(await DsrService(cli).erase(CANARY_EMAIL))
+            return results
+
+        engine._erase_late = then_cli_erases
+        await daemon.engine.sync()
+
+        (view,) = views
+        assert view.status == "completed"
+        receipt = DsrService(daemon).receipt(view.id) or ""
+        assert "dead letters" in receipt  # the receipt says they were deleted
+        sid = daemon.keyring.subject_id(CANARY_EMAIL)
+        left = daemon.store.db.execute(
+            "SELECT system, reason, length(payload) FROM dead_letters WHERE subject_id=?", (sid,)
+        ).fetchall()
+        assert left == [], (
+            f"the erased person's sealed record is kept as a dead letter after their erasure "
+            f"{view.id} completed: {left}"
+        )
