@@ -67,6 +67,8 @@ class HubSpotSandbox(SandboxBase):
         store: the contacts, archive and blocklist.
         rejected_429: calls answered 429 by the rate limits.
         endpoints_used: ``"METHOD path-template"`` of every call, in order.
+        daily_left: calls the portal has left today (``None``: no daily limit in play);
+            at 0, every call is answered HubSpot's ``DAILY`` 429 until a test resets it.
     """
 
     kind = "hubspot"
@@ -85,6 +87,7 @@ class HubSpotSandbox(SandboxBase):
         self.token = token
         self.store = ContactStore(extra_properties)
         self.rejected_429 = 0
+        self.daily_left: int | None = None
         self.endpoints_used: list[str] = []
         self._event_ids = itertools.count(1)
 
@@ -203,6 +206,11 @@ class HubSpotSandbox(SandboxBase):
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 body = error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION")
                 return record(self.log, request, JSONResponse(body, status_code=401))
+            if self.daily_left is not None:
+                if self.daily_left <= 0:
+                    self.rejected_429 += 1
+                    return record(self.log, request, _daily_limited())
+                self.daily_left -= 1
             full = self.admit(bucket)
             if full is not None:
                 self.rejected_429 += 1
@@ -262,3 +270,14 @@ class HubSpotSandbox(SandboxBase):
         )
         response.headers["X-HubSpot-RateLimit-Max"] = str(window.limit.requests)
         response.headers["X-HubSpot-RateLimit-Remaining"] = str(window.remaining(self.clock()))
+
+
+def _daily_limited() -> Response:
+    """HubSpot's answer once the portal's daily limit is spent (reference: its body)."""
+    body = error_body(
+        "You have reached your daily limit.",
+        "RATE_LIMITS",
+        errorType="RATE_LIMIT",
+        policyName="DAILY",
+    )
+    return JSONResponse(body, status_code=429)

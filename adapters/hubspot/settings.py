@@ -23,6 +23,7 @@ __all__ = [
     "TIER_BURST",
     "HubSpotSettings",
     "Tier",
+    "budget_spent",
     "client_config",
     "hubspot_limits",
     "wait_hint",
@@ -91,10 +92,10 @@ def hubspot_limits(settings: HubSpotSettings) -> Limits:
     )
 
 
-#: Wait after a ``DAILY`` 429. The daily quota resets at midnight in the portal's time zone,
-#: which no single call can wait for; the retry policy caps this wait anyway, and once retries
-#: run out the records stay queued for the next run. A long hint keeps those retries few.
-DAILY_WAIT_SECONDS: Final = 60.0
+#: After a ``DAILY`` 429, the seconds no call is sent before one looks again
+#: (:func:`budget_spent`). The daily quota resets at midnight in the portal's time zone,
+#: which no single call can wait for; the records stay queued meanwhile.
+DAILY_WAIT_SECONDS: Final = 300.0
 
 
 def wait_hint(response: httpx.Response) -> float | None:
@@ -140,11 +141,29 @@ def _interval_seconds(response: httpx.Response) -> float | None:
     return millis / 1000
 
 
+def budget_spent(response: httpx.Response) -> float | None:
+    """:data:`DAILY_WAIT_SECONDS` when a 429 is HubSpot's ``DAILY`` policy, else ``None``.
+
+    The daily limit comes back at midnight in the account's time zone; until then every call
+    is a 429, and HubSpot wants error answers under 5% of a day's calls (its SDKs never retry
+    this one). So the client sends nothing for this long, then one call looks.
+    """
+    if response.status_code != 429:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    policy = str(body.get("policyName") or "").upper() if isinstance(body, dict) else ""
+    return DAILY_WAIT_SECONDS if policy == "DAILY" else None
+
+
 def client_config(settings: HubSpotSettings) -> ClientConfig:
-    """Bearer-token auth and HubSpot's 429 reader."""
+    """Bearer-token auth and HubSpot's 429 readers."""
     return ClientConfig(
         headers={"Authorization": f"Bearer {settings.credential('token')}"},
         wait_hint=wait_hint,
+        budget_spent=budget_spent,
         # HubSpot's one-word error categories (the others have an underscore).
         error_titles=frozenset({"CONFLICT", "THROTTLED"}),
     )

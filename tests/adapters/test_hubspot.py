@@ -22,6 +22,7 @@ from adapters.hubspot import (
     sign_v3,
     wait_hint,
 )
+from adapters.hubspot.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
@@ -74,8 +75,11 @@ def make_harness(
         base_url=BASE_URL,
         headers=config.headers,
         wait_hint=config.wait_hint,
+        rate_limited=config.rate_limited,
+        budget_spent=config.budget_spent,
         transport=httpx.ASGITransport(app=sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
+        clock=clock,
     )
     return Harness(sandbox, HubSpotAdapter(client, settings), client, clock, sleeps)
 
@@ -324,6 +328,23 @@ async def test_search_limit_is_separate_and_headerless(clock: FakeClock) -> None
         assert (await client.get(CONTACTS)).headers["X-HubSpot-RateLimit-Remaining"] == "99"
 
 
+async def test_a_spent_daily_limit_stops_the_calls_until_one_looks_again(hub: Harness) -> None:
+    """HubSpot's DAILY 429 holds until midnight in the portal's time zone, and it wants error
+    answers under 5% of a day's calls: one call finds out, the records stay retryable, no
+    call goes out for a while, then one looks again."""
+    hub.sandbox.daily_left = 0
+    with pytest.raises(RetryableError):  # the engine leaves the batch queued
+        await hub.adapter.upsert([person(1), person(2)])
+    assert hub.sandbox.rejected_429 == 1
+    with pytest.raises(RetryableError):
+        await hub.adapter.upsert([person(3)])
+    assert hub.sandbox.rejected_429 == 1  # nothing sent while the limit is known spent
+    hub.clock.advance(DAILY_WAIT_SECONDS)
+    hub.sandbox.daily_left = None  # midnight passed
+    (again,) = await hub.adapter.upsert([person(3)])
+    assert again.outcome == "created"
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "expected"),
     [
@@ -333,7 +354,11 @@ async def test_search_limit_is_separate_and_headerless(clock: FakeClock) -> None
             {"X-HubSpot-RateLimit-Interval-Milliseconds": "2000"},
             2.0,
         ),
-        ({"policyName": "DAILY", "message": "You have reached your daily limit."}, {}, 60.0),
+        (
+            {"policyName": "DAILY", "message": "You have reached your daily limit."},
+            {},
+            DAILY_WAIT_SECONDS,
+        ),
         ({"message": "You have reached your secondly limit."}, {}, 1.0),
         (None, {}, None),
         (None, {"X-HubSpot-RateLimit-Interval-Milliseconds": "nonsense"}, None),
