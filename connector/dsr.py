@@ -48,6 +48,7 @@ from connector.dsr_views import (
     DsrError,
     DsrUsageError,
     RequestView,
+    StaleRunError,
     SubjectNotFoundError,
     SystemView,
     WebhookRejected,
@@ -224,7 +225,7 @@ class DsrService:
         if e164 and not manifest.get("phone"):
             manifest["phone"] = e164
         added = [sid for sid in subject_ids if sid not in manifest["subject_ids"]]
-        self.kinds.widen(row, manifest, added, "dsr.asked_again", ids)
+        self.kinds.widen(row, manifest, added, "dsr.asked_again", ids, in_run=False)
 
     async def access(
         self,
@@ -353,20 +354,36 @@ class DsrService:
     async def retry(self, request_id: str) -> RequestView:
         """Run whatever is not done yet of one request (a completed one is left as is).
 
+        A run that another process changed the request under (the daemon's retry beside a
+        CLI command) stops before writing over that, and runs once more from what is there
+        now, unless the other completed it.
+
         Raises:
             DsrUsageError: no request has this id.
+            StaleRunError: the request changed under the second run too.
         """
         lock = self._locks.setdefault(request_id, asyncio.Lock())
         async with lock:
-            row = self.db.get(request_id)
-            if row is None:
-                raise DsrUsageError(f"no request {request_id!r}")
-            if row.status == "open":
+            for attempt in (1, 2):
+                row = self.db.get(request_id)
+                if row is None:
+                    raise DsrUsageError(f"no request {request_id!r}")
+                if row.status != "open":
+                    break
                 for name in self.rt.systems:
                     self.db.add_system(row.id, name)  # a system configured since it opened
                 self._note_unconfigured(row)
-                await self.kinds.run(row)
+                try:
+                    await self.kinds.run(row)
+                except StaleRunError:
+                    if attempt == 2:
+                        raise
+                    log.info(
+                        "request changed by another process; run again", extra={"request": row.id}
+                    )
+                    continue
                 self._complete_if_done(row)
+                break
         return self._view(self.db.get(request_id))
 
     async def retry_open(self) -> int:

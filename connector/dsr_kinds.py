@@ -18,7 +18,7 @@ from connector.access import BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import ErasureResult, OutboundRecord, Subject
 from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
-from connector.dsr_views import DsrError
+from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import KlantsyncError
 from connector.model import Person, is_archived
 from connector.moves import same_person
@@ -55,17 +55,61 @@ class KindRunner:
         self.service = service
         self.db = service.db
         self.rt = service.rt
+        #: Per request run now, the sealed manifest it read or last wrote (see :meth:`_save`).
+        self._held: dict[str, bytes | None] = {}
 
     async def run(self, row: RequestRow) -> None:
-        """Do what is left of ``row`` (an open request)."""
-        if row.kind == "erase":
-            await self._erase(row)
-        elif row.kind == "access":
-            await self._access(row)
-        elif row.kind == "rectify":
-            await self._rectify(row)
-        else:  # pragma: no cover - kinds come from this module's own writers
-            raise ValueError(f"unknown request kind {row.kind!r}")
+        """Do what is left of ``row`` (an open request).
+
+        Raises:
+            StaleRunError: another process changed the request while this run worked on it;
+                the run stopped before writing over that, and a retry carries on from it.
+        """
+        self._held[row.id] = row.manifest
+        try:
+            if row.kind == "erase":
+                await self._erase(row)
+            elif row.kind == "access":
+                await self._access(row)
+            elif row.kind == "rectify":
+                await self._rectify(row)
+            else:  # pragma: no cover - kinds come from this module's own writers
+                raise ValueError(f"unknown request kind {row.kind!r}")
+        finally:
+            self._held.pop(row.id, None)
+
+    def _version(self, row: RequestRow) -> bytes | None:
+        """What a run's outcomes are recorded against: the sealed manifest it holds.
+
+        Changed by another process meanwhile (the CLI beside the daemon: a correction asked
+        again, an erasure widened by a retry of its own), the request's parts may be pending
+        again for what the run does not know: an outcome of the run must then not settle
+        them (:meth:`DsrStore.set_system`). Access requests change nothing that matters so.
+        """
+        if row.kind == "access":
+            return None
+        return self._held.get(row.id, row.manifest)
+
+    def _save(self, row: RequestRow, manifest: dict[str, Any], *, in_run: bool = True) -> None:
+        """Write ``manifest`` back: during a run, only over the version the run holds.
+
+        The request lock is this process's; the CLI beside the daemon runs the same request
+        from another. A run that wrote back the manifest it read undid what the other added
+        meanwhile (an address a queued payload carried, whose rows that run then deleted:
+        the erasure completed with the contact under it still in the CRM), or put a sealed
+        manifest back into a request the other completed. Outside a run (an erasure asked
+        again) the write goes through, and the run's next write finds it.
+        """
+        sealed = self.service.seal_manifest(row.id, manifest)
+        if not in_run:
+            self.db.set_manifest(row.id, sealed)
+            return
+        if not self.db.replace_manifest(row.id, sealed, self._held.get(row.id, row.manifest)):
+            raise StaleRunError(
+                f"request {row.id} was changed by another process while this run worked on "
+                "it; nothing of this run was written over that, and a retry carries on"
+            )
+        self._held[row.id] = sealed
 
     def receipt(self, row: RequestRow, systems: list[SystemRow]) -> dict[str, Any]:
         """The receipt body (signed by the caller): per-system outcomes, no personal data."""
@@ -151,7 +195,7 @@ class KindRunner:
             held = sorted(n for n, h in manifest["held"].items() if h)
             # Each write here goes with its audit entry (see _set).
             with self.rt.store.transaction():
-                self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+                self._save(row, manifest)
                 self.service.audit("dsr.manifest", row, systems_holding=held)
         # Again with the source ids the snapshot may have added.
         self._hold_source_records(row, manifest)
@@ -203,7 +247,7 @@ class KindRunner:
                     known.append(address)
                     added += 1
         if added:
-            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+            self._save(row, manifest)
             self.service.audit("dsr.queued_addresses", row, addresses=added)
 
     def _queued_addresses(self, subject_ids: list[str], email: str | None) -> dict[str, list[str]]:
@@ -267,6 +311,8 @@ class KindRunner:
         added: list[str],
         entry: str,
         ids: Mapping[str, str] | None = None,
+        *,
+        in_run: bool = True,
     ) -> None:
         """Add subjects the person is also known under: suppressed, their ids in the manifest,
         and a system settled before they were known erased again with the id it missed.
@@ -295,7 +341,7 @@ class KindRunner:
                 self.db.set_system(row.id, system, "pending", detail="known under another address")
                 if system in manifest["snapshot"]:
                     manifest["snapshot"].remove(system)
-        self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+        self._save(row, manifest, in_run=in_run)
 
     async def _former_address(self, row: RequestRow, manifest: dict[str, Any]) -> None:
         """Widen the erasure to the address the person had at the last sync, if it differs.
@@ -318,7 +364,7 @@ class KindRunner:
         if added:
             self.widen(row, manifest, added, "dsr.former_address")
         else:
-            self.db.set_manifest(row.id, self.service.seal_manifest(row.id, manifest))
+            self._save(row, manifest)
 
     def _sources(self) -> list[str]:
         """The configured systems that are a flow's source, in configuration order."""
@@ -629,7 +675,7 @@ class KindRunner:
             self._set(row, name, "skipped", detail)
             return
         email: str = manifest["email"]
-        self.db.set_system(row.id, name, "in_progress", attempt=True, manifest=_version(row))
+        self.db.set_system(row.id, name, "in_progress", attempt=True, manifest=self._version(row))
         try:
             held = await system.adapter.find(Subject(email=email, external_id=external))
             records = [record for record in held if not is_archived(record)]
@@ -693,7 +739,7 @@ class KindRunner:
         # a step the trail does not show.
         with self.rt.store.transaction():
             self.db.set_system(
-                row.id, name, status, detail=detail, result=result, manifest=_version(row)
+                row.id, name, status, detail=detail, result=result, manifest=self._version(row)
             )
             self.service.audit("dsr.system", row, system=name, status=status)
 
@@ -715,23 +761,12 @@ class KindRunner:
                 detail=reason,
                 result=result,
                 attempt=attempt,
-                manifest=_version(row),
+                manifest=self._version(row),
             )
             self.service.audit("dsr.system", row, system=name, status="failed", detail=reason)
         log.warning(
             "request step failed", extra={"request": row.id, "system": name, "error": reason}
         )
-
-
-def _version(row: RequestRow) -> bytes | None:
-    """What a correction's outcomes are recorded against: the sealed manifest it ran with.
-
-    Asked again while it runs (from another process, the CLI beside the daemon), the
-    correction is amended: new values, its parts pending again. An outcome of the values
-    before must then not settle a part (:meth:`DsrStore.set_system`). Other kinds widen
-    their own manifest as they run, and are not amended from outside.
-    """
-    return row.manifest if row.kind == "rectify" else None
 
 
 def _subject(manifest: dict[str, Any], name: str) -> Subject:

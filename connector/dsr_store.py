@@ -186,6 +186,21 @@ class DsrStore:
     def set_manifest(self, request_id: str, manifest: bytes | None) -> None:
         self.db.execute("UPDATE dsr_requests SET manifest=? WHERE id=?", (manifest, request_id))
 
+    def replace_manifest(self, request_id: str, manifest: bytes, expected: bytes | None) -> bool:
+        """Set an open request's manifest only if it is still ``expected``; whether it was.
+
+        A run that read the manifest and wrote it back later would otherwise undo what
+        another process added meanwhile (an address a queued payload carried, a phone), or
+        put a sealed manifest back into a request completed meanwhile (which destroyed it).
+        """
+        return (
+            self.db.execute(
+                "UPDATE dsr_requests SET manifest=? WHERE id=? AND status='open' AND manifest IS ?",
+                (manifest, request_id, expected),
+            ).rowcount
+            == 1
+        )
+
     def set_deadline(self, request_id: str, deadline: str, reason: str) -> None:
         self.db.execute(
             "UPDATE dsr_requests SET deadline=?, extension_reason=? WHERE id=?",

@@ -22,6 +22,7 @@ __all__ = [
     "DsrError",
     "DsrUsageError",
     "RequestView",
+    "StaleRunError",
     "SubjectNotFoundError",
     "SystemView",
     "WebhookRejected",
@@ -43,6 +44,11 @@ class DsrError(KlantsyncError):
 
 class DsrUsageError(DsrError):
     """Bad usage (unknown request or field, an extension too long); the CLI exits 2."""
+
+
+class StaleRunError(DsrError):
+    """Another process changed a request while a run of it worked: the run stopped before
+    writing over that (the CLI exits 1; a retry carries on from what is there now)."""
 
 
 class SubjectNotFoundError(DsrError):

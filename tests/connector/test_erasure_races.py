@@ -17,6 +17,7 @@ from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.adapter import OutboundRecord, UpsertResult
+from connector.crypto import manifest_context
 from connector.dsr import DsrService
 from connector.errors import RetryableError
 from connector.inflight import InFlight
@@ -289,4 +290,102 @@ async def test_a_refusal_settled_after_an_erasure_from_another_process_leaves_no
         assert left == [], (
             f"the erased person's sealed record is kept as a dead letter after their erasure "
             f"{view.id} completed: {left}"
+        )
+
+
+async def test_a_retry_from_another_process_does_not_undo_what_this_one_noted(
+    open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """The CLI's `dsr retry` has read the request; the daemon's retry meanwhile notes the
+    address a queued payload carried and deletes its outbox row (the CRM is down). The
+    CLI's run used to write its older manifest back over that note: the next retry then
+    erased under the new address only, and the receipt said the CRM held nobody while the
+    contact made under the queued address was still there. Now the CLI's run stops before
+    writing and runs again from what is there."""
+    async with open_rt() as daemon, open_rt() as cli:
+        await _first_delivery_answer_lost(daemon, shop, crm)
+        shop.touch(CANARY_EMAIL, email="anna.nieuw@voorbeeld.nl")
+        view = await DsrService(daemon).queue_erase("anna.nieuw@voorbeeld.nl")
+
+        # The CLI's `dsr retry ID` starts first: it has read the request and its manifest
+        # and is asking the shop for the address's record (its former-address look).
+        shop_adapter: Any = cli.systems["shop"].adapter
+        real_find = shop_adapter.find
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_find(subject: Any) -> Any:
+            shop_adapter.find = real_find
+            entered.set()
+            await release.wait()
+            return await real_find(subject)
+
+        shop_adapter.find = slow_find
+        cli_run = asyncio.create_task(DsrService(cli).retry(view.id))
+        await entered.wait()
+
+        # Meanwhile the daemon's retry runs the request through; the CRM is down, so its part
+        # stays open. Before deleting the outbox row it noted the address the payload carried.
+        crm.faults.down = True
+        mid = await DsrService(daemon).retry(view.id)
+        assert mid.is_open and mid.system("crm").status == "failed"
+        assert "dsr.queued_addresses" in [e.kind for e in audit.entries(daemon.store)]
+        assert daemon.store.outbox_counts() == {}
+
+        # The CLI's run goes on with the manifest it read before, and writes it back.
+        release.set()
+        assert (await cli_run).is_open  # stopped, ran again from what the daemon left
+
+        # The CRM is back; the next retry (the daemon's) settles its part.
+        crm.faults.down = False
+        done = await DsrService(daemon).retry(view.id)
+        assert done.status == "completed"
+        assert not crm.holds(CANARY_EMAIL), (
+            f"erasure {done.id} completed with crm {done.system('crm').status!r}, but the "
+            "contact made under the address the queued payload carried is still in the CRM"
+        )
+
+
+async def test_a_retry_from_another_process_writes_no_manifest_into_a_completed_erasure(
+    open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """The CLI's run of the request has read it (open) and waits on the shop; the daemon's
+    run completes it meanwhile, destroying the sealed manifest (e-mail, phone, every
+    system's ids) as its receipt says. The CLI's run then writes its copy back."""
+    async with open_rt() as daemon, open_rt() as cli:
+        shop.add_person(CANARY_EMAIL, "Anna", "Klant", "0612345678")
+        await daemon.engine.sync()
+        view = await DsrService(daemon).queue_erase(CANARY_EMAIL)
+
+        shop_adapter: Any = cli.systems["shop"].adapter
+        real_find = shop_adapter.find
+        entered, release = asyncio.Event(), asyncio.Event()
+
+        async def slow_find(subject: Any) -> Any:
+            shop_adapter.find = real_find
+            entered.set()
+            await release.wait()
+            return await real_find(subject)
+
+        shop_adapter.find = slow_find
+        cli_run = asyncio.create_task(DsrService(cli).retry(view.id))
+        await entered.wait()
+
+        done = await DsrService(daemon).retry(view.id)
+        assert done.status == "completed"
+        receipt = json.loads(DsrService(daemon).receipt(view.id) or "{}")
+        assert "erasure manifest" in receipt["receipt"]["connector"]["deleted"]
+        (manifest,) = daemon.store.db.execute(
+            "SELECT manifest FROM dsr_requests WHERE id=?", (view.id,)
+        ).fetchone()
+        assert manifest is None  # destroyed on completion, as the receipt says
+
+        release.set()
+        assert (await cli_run).status == "completed"
+        (manifest,) = daemon.store.db.execute(
+            "SELECT manifest FROM dsr_requests WHERE id=?", (view.id,)
+        ).fetchone()
+        assert manifest is None, (
+            "the completed erasure holds a sealed manifest again (the person's e-mail and "
+            f"ids), though its signed receipt says it was deleted: "
+            f"{daemon.keyring.open_json(manifest, manifest_context(view.id))!r}"
         )
