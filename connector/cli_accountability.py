@@ -114,13 +114,17 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
         config = load_config(args.config)
     if args.command == "register":
         return _register(config, args, console)
-    store = Store(config.store_path)
-    try:
-        if args.command == "incident":
-            return _incident(store, config, args, console)
-        return _retention(store, config, args, console)
-    finally:
-        store.close()
+    # Shared, as every command that writes to the store holds it: a restore (which takes it
+    # alone) waits for this one, and this one for a restore. Without it a breach recorded
+    # while a restore ran went into the store being set aside, and its 72-hour clock was lost.
+    with sharing_keys(config.store_path):
+        store = Store(config.store_path)
+        try:
+            if args.command == "incident":
+                return _incident(store, config, args, console)
+            return _retention(store, config, args, console)
+        finally:
+            store.close()
 
 
 def _register(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -237,11 +241,11 @@ def _show(
 
 
 def _retention(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
-    # The keys open the access bundles' sealed paths; a key rotation waits for the sweep.
-    # A dry run only counts: it needs no key and leaves the store's keys as they are.
-    with sharing_keys(config.store_path):
-        keyring = None if args.dry_run else open_keyring(store, config)
-        report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run))
+    # The keys open the access bundles' sealed paths (the caller holds them shared, so a key
+    # rotation waits for the sweep). A dry run only counts: it needs no key and leaves the
+    # store's keys as they are.
+    keyring = None if args.dry_run else open_keyring(store, config)
+    report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run))
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
     else:

@@ -152,6 +152,11 @@ def queue_resync(config: Config, args: argparse.Namespace, console: Console) -> 
 
 
 def _enqueue_resync(config: Config, args: argparse.Namespace) -> int:
+    with sharing_keys(config.store_path):  # a restore waits for it, as for every writer
+        return _enqueue_resync_shared(config, args)
+
+
+def _enqueue_resync_shared(config: Config, args: argparse.Namespace) -> int:
     from connector import jobs
     from connector.keyset import open_keyring
 

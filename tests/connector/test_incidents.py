@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,41 @@ def test_an_aware_since_without_an_offset_is_the_machine_s_local_time(
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["incident", "open", "--summary", "laptop lost"], ["retention", "run", "--dry-run"]],
+)
+def test_incident_and_retention_write_with_the_store_held_shared(
+    config: Config, monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    """As every command that writes to the store: a restore, which takes the store alone,
+    waits for them and they for it. Without the lock a breach recorded while a restore ran
+    went into the store being set aside, and its 72-hour clock was lost."""
+    from contextlib import contextmanager
+
+    from connector import cli_accountability
+
+    held: list[str] = []
+
+    @contextmanager
+    def recording(store_path: Path) -> Iterator[None]:
+        held.append(f"held {store_path.name}")
+        yield
+        held.append("released")
+
+    monkeypatch.setattr(cli_accountability, "sharing_keys", recording)
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    real_store = cli_accountability.Store
+
+    def store_inside(path: Path) -> Store:
+        assert held == [f"held {path.name}"], "the store was opened without the lock"
+        return real_store(path)
+
+    monkeypatch.setattr(cli_accountability, "Store", store_inside)
+    assert main(["-c", str(config.path), *argv]) == 0
+    assert held == [f"held {config.store_path.name}", "released"]
 
 
 def test_open_help_warns_against_personal_data(capsys: pytest.CaptureFixture[str]) -> None:
