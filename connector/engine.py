@@ -463,18 +463,27 @@ class Engine:
         """
         if not self.store.anyone_suppressed():
             return set()  # nobody erased yet: no phone or record needs its keyed hash either
-        others: dict[str, list[str]] = {}
+        phones: dict[str, list[str]] = {}
+        records: dict[str, list[str]] = {}
         for sid, (external_id, person) in people.items():
             phone = person.get("phone")
             if isinstance(phone, str) and phone:
-                others.setdefault(self.keyring.subject_id(phone), []).append(sid)
+                phones.setdefault(self.keyring.subject_id(phone), []).append(sid)
             if external_id:
-                others.setdefault(self.ids.record_key(source, external_id), []).append(sid)
-        listed = self.store.suppressed([*people, *others])
+                records.setdefault(self.ids.record_key(source, external_id), []).append(sid)
+        listed = self.store.suppressed([*people, *phones, *records])
         found = {sid for sid in people if sid in listed}
-        for other_id, sids in others.items():
-            if other_id in listed:
+        for record_key, sids in records.items():
+            if record_key in listed:
                 found.update(sids)
+        by_phone = {sid for phone, sids in phones.items() if phone in listed for sid in sids}
+        if by_phone - found:
+            # A number is shared in a household: someone the store knew already, under an
+            # address of their own, is a housemate of the erased, not them. Stopped, they were
+            # never synced again (not even their withdrawal of consent). Someone new with the
+            # number may be the erased person under another address (a restored backup).
+            known = self.store.subject_numbers(list(by_phone - found))
+            found.update(sid for sid in by_phone if sid not in known)
         return found
 
     # -- delivery side -----------------------------------------------------------------------

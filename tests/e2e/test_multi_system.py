@@ -756,3 +756,30 @@ async def test_an_address_change_does_not_send_a_withdrawal_again(
     assert world.news.member(LISTS[0], WITHDRAWN)["status"] == "subscribed", [  # type: ignore[index]
         (e.method, e.path) for e in world.news.log.writes()
     ]
+
+
+async def test_a_housemate_s_erasure_by_phone_does_not_stop_the_other_s_withdrawal(
+    world: World, rt: Runtime
+) -> None:
+    """Mother and daughter give the shop the household's phone; both subscribe. The mother
+    is erased with the phone (dsr erase --phone, a Shopify redact carrying it). The
+    daughter, known to the connector under her own address, then opts out: she is
+    unsubscribed. The phone's entry stopped her at every sync, her withdrawal included.
+    Someone new with the number is still stopped (it may be the mother under another
+    address, from a restored backup)."""
+    phone = "0612345678"
+
+    def opt_in(value: str) -> list[dict[str, str]]:
+        return [{"key": "marketing_opt_in", "value": value}]
+
+    world.shop.add_person("moeder@example.nl", "Moeder", "Huis", phone, meta_data=opt_in("yes"))
+    world.shop.add_person("dochter@example.nl", "Dochter", "Huis", phone, meta_data=opt_in("yes"))
+    await rt.engine.sync("shop")
+    view = await DsrService(rt).erase("moeder@example.nl", phone=phone)
+    assert view.status == "completed"
+    world.shop.touch("dochter@example.nl", meta_data=opt_in("no"))
+    world.shop.add_person("mam.nieuw@example.nl", "Moeder", "Huis", phone)  # new, same number
+    (report,) = await rt.engine.sync("shop")
+    member = world.news.member(LISTS[0], "dochter@example.nl")
+    assert member is not None and member["status"] == "unsubscribed"
+    assert report.suppressed == 1 and not world.crm.holds("mam.nieuw@example.nl")
