@@ -54,6 +54,7 @@ from adapters.mailchimp.payloads import (
 )
 from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.mailchimp.settings import (
+    PAGE_SIZE,
     MailchimpSettings,
     client_config,
     mailchimp_limits,
@@ -94,6 +95,8 @@ __all__ = [
 MEMBER: Final = "/lists/{list_id}/members/{subscriber_hash}"
 DELETE_PERMANENT: Final = f"{MEMBER}/actions/delete-permanent"
 SEARCH: Final = "/search-members"
+#: The account's audiences (``GET /lists``): an erasure looks on every one.
+LISTS: Final = "/lists"
 
 ERASURE_NOTE: Final = (
     "permanently deleted on {n} audience(s); Mailchimp refuses to re-import this address "
@@ -396,11 +399,13 @@ class MailchimpAdapter:
         return list((await self._members(subject)).values())
 
     async def _members(self, subject: Subject) -> dict[tuple[str, str], dict[str, Any]]:
-        """(list id, member id) -> member, from search-members and the configured audiences.
+        """(list id, member id) -> member, from search-members and every audience read by hash.
 
-        The configured audiences are also read by hash because a search may not show every
-        member (archived ones, for instance); the identity map's id is tried as well, so a
-        member whose address changed in Mailchimp is still found.
+        Every audience of the account is read by hash, not only the configured ones, because
+        a search may not show every member (archived ones, for instance): an erasure must
+        reach, and its check must see, an archived member on an audience klantsync does not
+        write to. The identity map's id is tried as well (the hash of the address the
+        connector wrote).
         """
         found: dict[tuple[str, str], dict[str, Any]] = {}
         email = subject.email.strip().lower()
@@ -408,7 +413,9 @@ class MailchimpAdapter:
             for member in await self._search(email):
                 found[(str(member["list_id"]), str(member["id"]))] = member
         hashes = _member_hashes(email, subject.external_id)
-        for list_id in self.settings.list_ids:
+        audiences = list(self.settings.list_ids)
+        audiences += [a for a in await self._audiences() if a not in audiences]
+        for list_id in audiences:
             for member_hash in hashes:
                 if (list_id, member_hash) in found:
                     continue
@@ -416,6 +423,28 @@ class MailchimpAdapter:
                 if held is not None:
                     found[(list_id, member_hash)] = held
         return found
+
+    async def _audiences(self) -> list[str]:
+        """Every audience id of the account (``GET /lists``, paged by count and offset)."""
+        found: list[str] = []
+        offset = 0
+        while True:
+            params = {"count": PAGE_SIZE, "offset": offset, "fields": "lists.id,total_items"}
+            async with self._connections:
+                response = await self._request("GET", LISTS, LISTS, params=params)
+            body = answer_object(
+                response, system=self.client.system, method="GET", path=LISTS, required=("lists",)
+            )
+            page = [
+                str(item["id"])
+                for item in body["lists"] or []
+                if isinstance(item, dict) and str(item.get("id") or "").isalnum()
+            ]
+            found += page
+            offset += PAGE_SIZE
+            total = body.get("total_items")
+            if not page or not isinstance(total, int) or offset >= total:
+                return found
 
     async def _search(self, email: str) -> list[dict[str, Any]]:
         # The e-mail travels in the query string, which SystemClient never puts in errors.

@@ -132,6 +132,7 @@ class MailchimpSandbox(SandboxBase):
     def app(self) -> Any:
         """The ASGI app, behind the connection gate and the reset middleware."""
         routes = [
+            self._route("GET", f"{API_PREFIX}/lists", self._list_audiences),
             self._route("GET", MEMBERS, self._list_members),
             self._route("GET", MEMBER, self._get_member),
             self._route("PUT", MEMBER, self._put_member),
@@ -316,6 +317,20 @@ class MailchimpSandbox(SandboxBase):
         if not isinstance(body, dict):
             raise Problem(400, "Invalid Resource", "The request body must be a JSON object.")
         return body
+
+    async def _list_audiences(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET /lists``: the account's audiences, paged by ``count`` (at most 1000) and
+        ``offset`` as Mailchimp's collections are."""
+        count = _integer(request, "count", 10)
+        offset = _integer(request, "offset", 0)
+        if count > PAGE_SIZE:
+            raise Problem(
+                400, "Invalid Resource", f"The count parameter may not exceed {PAGE_SIZE}."
+            )
+        ids = sorted(self.store.audiences)
+        page = [{"id": list_id, "name": f"Audience {list_id}"} for list_id in ids]
+        body = {"lists": page[offset : offset + count], "total_items": len(ids)}
+        return JSONResponse(body), []
 
     async def _list_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         count = _integer(request, "count", 10)

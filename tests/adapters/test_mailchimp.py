@@ -471,6 +471,25 @@ async def test_missing_auth_gets_mailchimp_problem_body(sandbox: MailchimpSandbo
     assert body["type"].startswith("https://mailchimp.com/developer/")
 
 
+async def test_erase_reaches_an_archived_member_on_an_audience_it_does_not_write_to() -> None:
+    """delete-permanent works per audience, and an archived member can be re-added: one on
+    an audience klantsync does not write to (a search does not show archived members) must
+    be deleted too. The erasure looks on every audience of the account (GET /lists)."""
+    other = "c9c8c7c6c5"
+    sandbox = MailchimpSandbox(list_ids=(LIST_A, LIST_B, other))
+    harness = make_harness(sandbox)
+    try:
+        sandbox.add_person("old.reader@example.com", "Old", "Reader", list_id=other)
+        sandbox.store.archive(other, subscriber_hash("old.reader@example.com"))
+        sandbox.add_person("old.reader@example.com", "Old", "Reader", list_id=LIST_A)
+        result = await harness.adapter.erase(Subject(email="old.reader@example.com"))
+    finally:
+        await harness.client.aclose()
+    assert result.found and result.note is not None and "2 audience(s)" in result.note
+    assert not sandbox.holds("old.reader@example.com")
+    assert not sandbox.restorable("old.reader@example.com")
+
+
 async def test_server_errors_and_resets_are_retried(mc: Harness) -> None:
     """503s and a dropped connection are retried until the writes land."""
     mc.sandbox.faults.fail_next = 2
