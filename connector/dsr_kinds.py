@@ -9,6 +9,7 @@ first deletion still names every system's ids.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -37,6 +38,9 @@ _HELD_ONLY_ARCHIVED = (
     "held only archived (restorable) in the system, which cannot correct it there; "
     "a write would create the person again"
 )
+
+#: How long an erasure the vendor holds pending waits before it is asked for again.
+ASK_AGAIN_AFTER = dt.timedelta(days=1)
 
 _KEPT = (
     "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person; "
@@ -416,7 +420,7 @@ class KindRunner:
         record = dict(state.result)
         self.db.set_system(row.id, name, "in_progress", attempt=True)
         try:
-            if state.status != "pending_verification":
+            if state.status != "pending_verification" or self._ask_again(record):
                 # Writes of a sync still on their way settled before the traces went (see
                 # _erase); any batch since saw the suppression entry and sent nothing.
                 results = [await system.adapter.erase(s) for s in subjects]
@@ -452,6 +456,24 @@ class KindRunner:
         if not held and row.source == f"webhook:{name}":
             detail = "erased by the vendor itself (origin of the request)"
         self._set(row, name, "verified_absent" if held else "not_held", detail, record)
+
+    def _ask_again(self, record: dict[str, Any]) -> bool:
+        """Whether an erasure the vendor holds pending is asked for again now: once a day.
+
+        While it is pending (Shopify: ten days) its owner can cancel it; the person is then
+        still there and nothing else would ever ask again. Asked at every retry (every 15
+        minutes) it would be a thousand requests a pending erasure; once a day, a cancelled
+        one is queued again the next day. One cancelled on purpose is closed with
+        ``dsr exempt``, which stops the asking.
+        """
+        asked = record.get("erased_at")
+        try:
+            last = dt.datetime.fromisoformat(str(asked))
+        except ValueError:
+            return True
+        if last.tzinfo is None:
+            last = last.replace(tzinfo=dt.UTC)
+        return self.service.now() - last >= ASK_AGAIN_AFTER
 
     # -- access --------------------------------------------------------------------------------
 

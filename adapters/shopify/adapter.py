@@ -76,7 +76,7 @@ __all__ = ["ERASURE_NOTE", "SPEC", "ShopifyAdapter", "ShopifySettings", "decode_
 ERASURE_NOTE: Final = (
     "erasure queued by Shopify; Shopify holds it until its own waiting period passes; "
     "verification is scheduled for later (while pending it can be cancelled in Shopify "
-    "with customerCancelDataErasure, and a retry here asks again: a part cancelled on "
+    "with customerCancelDataErasure, and a retry here asks again once a day: a part cancelled on "
     "purpose is closed with dsr exempt); order facts (items, dates, totals) are kept by Shopify"
 )
 

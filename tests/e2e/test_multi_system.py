@@ -783,3 +783,28 @@ async def test_a_housemate_s_erasure_by_phone_does_not_stop_the_other_s_withdraw
     member = world.news.member(LISTS[0], "dochter@example.nl")
     assert member is not None and member["status"] == "unsubscribed"
     assert report.suppressed == 1 and not world.crm.holds("mam.nieuw@example.nl")
+
+
+async def test_a_shopify_erasure_cancelled_while_pending_is_asked_for_again_the_next_day(
+    world: World, rt: Runtime
+) -> None:
+    """Shopify holds an erasure for ten days, and its owner can cancel it meanwhile: the
+    customer is then still there, and only a new request erases them. A retry asks Shopify
+    again once a day (at every 15-minute retry it would be a thousand requests); a part
+    cancelled on purpose is closed with dsr exempt instead."""
+    import datetime as dt
+
+    clock = {"now": dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    world.shopify.add_person("annuleer.mij@example.nl", "Annu", "Leer")
+    await rt.engine.sync("shopify")
+    view = await service.erase("annuleer.mij@example.nl")
+    assert view.system("shopify").status == "pending_verification"
+    world.shopify.cancel_erasure("annuleer.mij@example.nl")  # in Shopify's admin
+    clock["now"] += dt.timedelta(hours=1)
+    await service.retry(view.id)
+    assert not world.shopify.pending_erasure("annuleer.mij@example.nl")  # not yet a day
+    clock["now"] += dt.timedelta(days=1)
+    view = await service.retry(view.id)
+    assert world.shopify.pending_erasure("annuleer.mij@example.nl")  # asked again
+    assert view.system("shopify").status == "pending_verification"
