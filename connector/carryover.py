@@ -148,24 +148,20 @@ def carry_over(
 def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:
     """Purge here the sources the replaced store purged since the backup; how many.
 
-    Its audit trail continues the backup's, so its purge entries past the backup's last
-    entry were made since. Each is done again here and recorded here too, so a later restore
-    over this store purges again. Without it, the identity rows a source asked to be
-    forgotten came back with the backup (and went into every backup after).
+    A source counts when the replaced store's audit trail holds a purge of it later than
+    any this store's holds (none, for a backup taken before the purge). Each is done again
+    here and recorded here too, so a later restore over this store purges again, whichever
+    backup it puts back. (Compared by position in the trail, a purge replayed by the restore
+    of an older backup sat before a newer backup's last entry, and that backup's restore
+    brought the shop's rows back.)
     """
     db = store.db
-    (since,) = db.execute(
-        "SELECT COALESCE((SELECT head_seq FROM main.audit_chain), "
-        "(SELECT MAX(seq) FROM main.audit), 0)"
-    ).fetchone()
     systems = [
-        str(json.loads(data).get("system"))
-        for (data,) in db.execute(
-            "SELECT data FROM replaced.audit WHERE kind = ? AND seq > ? ORDER BY seq",
-            (PURGE_SOURCE, since),
-        )
+        system
+        for system, latest in _latest_purges(db, "replaced").items()
+        if latest > _latest_purges(db, "main").get(system, "")
     ]
-    for system in dict.fromkeys(systems):
+    for system in systems:
         flows = list(flows_of.get(system, ()))
         # A flow the config no longer has, known here by its cursor on the source.
         flows += [
@@ -179,7 +175,19 @@ def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:
             PURGE_SOURCE,
             {"system": system, **counts, "reason": "purged before a restore, taken over by it"},
         )
-    return len(dict.fromkeys(systems))
+    return len(systems)
+
+
+def _latest_purges(db: sqlite3.Connection, schema: str) -> dict[str, str]:
+    """Per source, the time of the latest purge ``schema``'s audit trail records."""
+    latest: dict[str, str] = {}
+    for ts, data in db.execute(
+        f"SELECT ts, data FROM {schema}.audit WHERE kind = ?",  # noqa: S608 - fixed names
+        (PURGE_SOURCE,),
+    ):
+        system = str(json.loads(data).get("system"))
+        latest[system] = max(latest.get(system, ""), str(ts))
+    return latest
 
 
 def _readmitted_since(store: Store) -> int:

@@ -528,6 +528,32 @@ async def test_a_source_purged_since_the_backup_stays_purged(
     assert rows(config.store_path, "SELECT COUNT(*) FROM identities WHERE system='crm'") != [(0,)]
 
 
+async def test_a_purge_replayed_by_an_older_backup_s_restore_holds_for_a_newer_one(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """Two backups before a shop/redact: the older one restored first (the purge replayed),
+    then the newer. The replayed purge sat before the newer backup's last entry in the
+    trail, and was taken for one the newer backup knew: the shop's rows came back."""
+    seed(shop)
+    older, newer = tmp_path / "older.db", tmp_path / "newer.db"
+    held = "SELECT COUNT(*) FROM identities WHERE system='shop'"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, older)
+        for n in range(20):  # the store works on between two nightly backups
+            audit.append(rt.store, "sync.manual", {"system": "shop", "full": False, "n": n})
+        take_backup(rt.config, newer)
+        await DsrService(rt).handle_event("shop", WebhookEvent(kind="purge_all", delivery_id="d"))
+        config = rt.config
+    assert restore_backup(config, older).carried["purged"] == 1
+    assert rows(config.store_path, held) == [(0,)]
+    assert restore_backup(config, newer).carried["purged"] == 1
+    assert rows(config.store_path, held) == [(0,)]
+    # A backup taken after the purge knows it: nothing to replay.
+    take_backup(config, tmp_path / "after.db")
+    assert restore_backup(config, tmp_path / "after.db").carried["purged"] == 0
+
+
 async def test_jobs_incidents_and_webhook_ids_since_the_backup_are_taken_over(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
