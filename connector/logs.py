@@ -14,17 +14,45 @@ import logging
 import os
 import re
 import sys
+import unicodedata
 from collections.abc import MutableMapping
 from typing import Any
 
 __all__ = ["RedactingFilter", "debug_wanted", "redact", "setup_logging"]
 
+
+def _marks() -> str:
+    """A character class body of the combining marks (Unicode Mn, Mc, Me), as ranges.
+
+    ``\\w`` leaves them out: an accent typed as its own character ("e" and U+0301, what
+    many forms send) or a vowel sign of an Indic script broke an address in two, and the
+    name before the mark stayed in clear. (The planes that hold marks: 0.04 s, once.)
+    """
+    codes = [
+        code
+        for code in (*range(0x20000), *range(0xE0100, 0xE01F0))
+        if unicodedata.category(chr(code)) in ("Mn", "Mc", "Me")
+    ]
+    ranges: list[str] = []
+    start = end = codes[0]
+    for code in (*codes[1:], -1):
+        if code == end + 1:
+            end = code
+            continue
+        ranges.append(f"\\U{start:08x}-\\U{end:08x}" if end > start else f"\\U{start:08x}")
+        start = end = code
+    return "".join(ranges)
+
+
+_MARK = _marks()
 #: An address as people have them: letters of any script in the name and the domain
-#: ("müller@", "bloemen-café.nl") and the name's other characters (an apostrophe in
-#: "o'brien"). ASCII letters only let such a name through, or its head before the letter.
+#: ("müller@", "bloemen-café.nl"), with their combining marks, and the name's other
+#: characters (an apostrophe in "o'brien"). ASCII letters only let such a name through, or
+#: its head before the letter.
+_NAME = rf"[\w{_MARK}.%+\-!#$&*/=?^`{{|}}~]"
 _EMAIL = re.compile(
     # Not begun by an apostrophe: one before the address quotes it ('jan@x.nl'), and stays.
-    r"[\w.%+\-!#$&*/=?^`{|}~][\w.%+\-'!#$&*/=?^`{|}~]*@[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{2,}"
+    rf"{_NAME}(?:{_NAME}|')*@[\w{_MARK}\-]+(?:\.[\w{_MARK}\-]+)*\.(?:[^\W\d_]|[{_MARK}]){{2,}}"
 )
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
 #: What the phone pattern also matches and is no phone: ISO dates ("2026-11-29"), alone or in

@@ -102,6 +102,9 @@ def test_redaction_is_the_last_line_of_defence() -> None:
         f"{CANARY_NAME.lower()}.müller@voorbeeld.de",
         f"{CANARY_NAME.lower()}.o'brien@voorbeeld.nl",
         f"{CANARY_NAME.lower()}@bloemen-café.nl",
+        f"{CANARY_NAME.lower()}.rene\u0301e@voorbeeld.nl",  # an accent typed as its own mark
+        f"{CANARY_NAME.lower()}\u0930\u093e\u092e@example.in",  # a vowel sign (Devanagari)
+        f"{CANARY_NAME.lower()}@sub.example.\u092e\u0930\u093e\u0920\u0940",
     ],
 )
 def test_redaction_masks_addresses_with_accents_and_apostrophes_whole(address: str) -> None:
@@ -109,7 +112,8 @@ def test_redaction_masks_addresses_with_accents_and_apostrophes_whole(address: s
     domain. ASCII-only matching let them through whole, or kept the name's head; an
     operator's reason naming one was stored so (dsr extend, exempt, readmit)."""
     for text in (f"asked by {address} by mail", f"KeyError: '{address}'"):
-        assert CANARY_NAME.lower() not in redact(text), text
+        masked = redact(text)
+        assert CANARY_NAME.lower() not in masked and "@" not in masked, text
 
 
 @pytest.mark.parametrize(
