@@ -160,9 +160,12 @@ class ShopRules:
         customer = copy.deepcopy(current)
         previous_email = str(customer["email"])
         email = data.get("email")
-        if isinstance(email, str) and email and email.lower() != previous_email.lower():
+        if isinstance(email, str) and email and email != previous_email:
+            # WC_REST_Customers_V1_Controller::update_item refuses an e-mail that exists
+            # (email_exists, case-blind in the database) and is not, byte for byte, the
+            # customer's own: their own address in another case is refused too.
             owner = self.store.by_email(email)
-            if not valid_email(email) or (owner is not None and owner != customer["id"]):
+            if not valid_email(email) or owner is not None:
                 raise ApiError(
                     400, "woocommerce_rest_customer_invalid_email", "Email address is invalid."
                 )

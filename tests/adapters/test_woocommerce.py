@@ -337,6 +337,29 @@ async def test_upsert_with_external_id_updates_without_lookup(harness: Harness) 
     assert [e.method for e in harness.sandbox.log.entries] == ["POST"]
 
 
+async def test_an_update_of_a_customer_stored_with_capitals_is_not_refused(
+    harness: Harness,
+) -> None:
+    """WooCommerce refuses an update whose e-mail exists and is not byte for byte the
+    customer's own (update_item: email_exists, then !==): the connector's lower-cased
+    address against a stored "Jan.Jansen@Example.com" was refused at every sync. The item
+    goes again without the e-mail, which is theirs already; a raw update still is refused."""
+    customer_id = harness.sandbox.add_person("Jan.Jansen@Example.com", "Jan", "Jansen")
+    async with await raw_client(harness.sandbox) as client:
+        response = await client.put(
+            f"{API}/customers/{customer_id}", json={"email": "jan.jansen@example.com"}
+        )
+    assert response.json()["code"] == "woocommerce_rest_customer_invalid_email"
+    # As a sync sends it: the mapped e-mail among the fields (mappings/woocommerce.toml).
+    sent = record("r", "jan.jansen@example.com", customer_id, last_name="Anders")
+    sent = sent._replace(fields={**sent.fields, "email": "jan.jansen@example.com"})
+    (result,) = await harness.adapter.upsert([sent])
+    assert result.outcome == "updated" and result.external_id == customer_id
+    stored = harness.sandbox.store.get(int(customer_id))
+    assert stored is not None and stored["last_name"] == "Anders"
+    assert stored["email"] == "Jan.Jansen@Example.com"
+
+
 async def test_upsert_with_stale_external_id_falls_back_to_email(harness: Harness) -> None:
     """An external id the shop no longer knows is looked up by e-mail and written anyway."""
     (result,) = await harness.adapter.upsert(
