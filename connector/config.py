@@ -109,15 +109,64 @@ def parse_schedule(text: str) -> Schedule:
             raise ValueError("interval must be at most a year (every 366d)")
         return Schedule(text, interval_seconds=float(seconds))
     if len(text.split()) == 5:
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(text, timezone="UTC")  # ValueError when malformed
+        trigger = cron_trigger(text)  # ValueError when malformed
         start = dt.datetime.now(dt.UTC)
         fires = trigger.get_next_fire_time(None, start)
         if fires is None or fires - start > CRON_HORIZON:
             raise ValueError("cron expression matches no time within four years; it never runs")
         return Schedule(text, cron=text)
     raise ValueError('must be "every <n>s|m|h|d" or a five-field cron expression')
+
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(text: str) -> Any:
+    """An APScheduler trigger for a five-field cron expression, days numbered as crontab's.
+
+    APScheduler's ``from_crontab`` keeps its own numbering of the day-of-week field (0 is
+    Monday), where crontab's 0 and 7 are Sunday: "0 3 * * 0" ran on Mondays and
+    "0 9 * * 1-5" from Tuesday to Saturday. The field is rewritten as day names first.
+    """
+    from apscheduler.triggers.cron import CronTrigger
+
+    minute, hour, day, month, weekday = text.split()
+    return CronTrigger.from_crontab(
+        f"{minute} {hour} {day} {month} {_weekday_names(weekday)}", timezone="UTC"
+    )
+
+
+def _weekday_names(field: str) -> str:
+    """A crontab day-of-week field (numbers 0-7, names, ranges, steps, lists) as names."""
+    if field == "*":
+        return field
+    days: list[int] = []
+    for part in field.lower().split(","):
+        spec, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"day-of-week step must be positive: {part!r}")
+        if spec == "*":
+            first, last = 0, 6
+        else:
+            low, _, high = spec.partition("-")
+            first = _weekday(low)
+            last = _weekday(high) if high else (6 if step_text else first)
+            if high and _weekday(high) == 0 and high.strip() == "7":
+                last = 7  # "5-7": Friday to Sunday
+            if last < first:
+                raise ValueError(f"day-of-week range runs backwards: {part!r}")
+        days += [day % 7 for day in range(first, last + 1, step)]
+    return ",".join(_DAY_NAMES[day] for day in sorted(set(days)))
+
+
+def _weekday(text: str) -> int:
+    text = text.strip()
+    if text in _DAY_NAMES:
+        return _DAY_NAMES.index(text)
+    if text.isdecimal() and 0 <= int(text) <= 7:
+        return int(text) % 7
+    raise ValueError(f"unknown day of the week {text!r}")
 
 
 class StoreSettings(StrictModel):

@@ -355,6 +355,9 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
         for flow in self.rt.config.flows:
+            # A flow "every 15m" runs at start; one on a cron runs at its times only (a
+            # nightly "0 3 * * *" must not run at whatever hour the daemon was started).
+            at_start = {"next_run_time": now} if flow.parsed_schedule.cron is None else {}
             scheduler.add_job(
                 self._scheduled_flow,
                 _trigger(flow.parsed_schedule),
@@ -363,8 +366,12 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
                 misfire_grace_time=None,
-                next_run_time=now,
+                **at_start,
             )
+        # The housekeeping jobs run however late the loop lets them start: with APScheduler's
+        # default grace of one second, a sync holding the loop for two skipped the day's
+        # review (or the 15 minutes' request retries, or the sweep) altogether.
+        late = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
         scheduler.add_job(
             self._scheduled,
             "interval",
@@ -374,6 +381,7 @@ class Daemon:
             name="housekeeping",
             jitter=30,
             next_run_time=now,
+            **late,
         )
         scheduler.add_job(
             self._scheduled,
@@ -383,6 +391,7 @@ class Daemon:
             id="compliance",
             name="compliance review",
             next_run_time=now,
+            **late,
         )
         scheduler.add_job(
             self._scheduled,
@@ -393,6 +402,7 @@ class Daemon:
             name="retention sweep",
             jitter=300,
             next_run_time=now,
+            **late,
         )
         scheduler.start()
         server_tasks = [self._spawn(server.serve(sockets=[sock])) for server, sock in servers]
@@ -459,11 +469,12 @@ class Daemon:
 
 
 def _trigger(schedule: Any) -> Any:
-    from apscheduler.triggers.cron import CronTrigger
     from apscheduler.triggers.interval import IntervalTrigger
+
+    from connector.config import cron_trigger
 
     if schedule.interval_seconds is not None:
         # Jitter spreads flows of many instances; a tenth of the interval, at most a minute.
         jitter = min(60, int(schedule.interval_seconds / 10))
         return IntervalTrigger(seconds=schedule.interval_seconds, jitter=jitter or None)
-    return CronTrigger.from_crontab(schedule.cron, timezone=dt.UTC)
+    return cron_trigger(schedule.cron)

@@ -12,12 +12,15 @@ from typing import Any
 
 import httpx
 import pytest
+from apscheduler.executors.base import run_coroutine_job
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import jobs
 from connector.admin import build_admin_app
+from connector.config import parse_schedule
 from connector.daemon import (
     READY_STARTING,
     READY_SUCCEEDED,
@@ -25,6 +28,7 @@ from connector.daemon import (
     UNREADY_NO_STORE,
     UNREADY_NOT_RUN,
     Daemon,
+    _trigger,
 )
 from connector.errors import KlantsyncError
 from connector.httpapp import build_public_app
@@ -967,3 +971,98 @@ async def test_two_customers_a_bulk_edit_changes_within_a_second_are_both_queued
         {"queued": 1, "duplicates": 0, "ignored": 0},
         {"queued": 0, "duplicates": 1, "ignored": 0},
     ]
+
+
+async def _start_and_stop(rt: Any, ran: list[str]) -> None:
+    """Serve until the start-up housekeeping ran (the scheduler's first pass), then stop."""
+    daemon = Daemon(rt, clock=Clock())
+    housekept = asyncio.Event()
+
+    async def sync(flow: str | None = None, **_kwargs: Any) -> Any:
+        ran.append(f"flow:{flow}")
+        raise KlantsyncError("not a real run")  # logged as a failed run; enough here
+
+    async def housekeeping() -> None:
+        housekept.set()
+
+    rt.engine.sync = sync
+    daemon.housekeeping = housekeeping  # type: ignore[method-assign]
+    serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+    await asyncio.wait_for(housekept.wait(), 10)
+    for _ in range(20):
+        await asyncio.sleep(0)
+    daemon.stop()
+    await asyncio.wait_for(serving, 15)
+
+
+async def test_a_nightly_cron_flow_runs_at_its_time_not_when_the_daemon_starts(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """``schedule = "0 3 * * *"``: the flow runs at 03:00 (UTC), not whenever the daemon
+    is (re)started."""
+    _listen_on_free_ports(daemon_config)
+    daemon_config.write_text(
+        daemon_config.read_text().replace('schedule = "every 15m"', 'schedule = "0 3 * * *"')
+    )
+    ran: list[str] = []
+    async with open_rt(daemon_config) as rt:
+        await _start_and_stop(rt, ran)
+    assert ran == []
+
+
+async def test_a_daily_review_due_while_a_sync_held_the_loop_for_two_seconds_still_runs(
+    open_rt: Callable[..., Any], daemon_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop is the connector's one core: a sync's batch can hold it a few seconds.
+    The daily review whose time came meanwhile must run when the loop is free, not be
+    dropped until the next day (apscheduler's default grace is one second)."""
+    _listen_on_free_ports(daemon_config)
+    started: list[AsyncIOScheduler] = []
+    start = AsyncIOScheduler.start
+
+    def recording_start(self: AsyncIOScheduler, *args: Any, **kwargs: Any) -> None:
+        started.append(self)
+        start(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncIOScheduler, "start", recording_start)
+    reviews: list[str] = []
+    async with open_rt(daemon_config) as rt:
+        daemon = Daemon(rt, clock=Clock())
+
+        async def review() -> None:
+            reviews.append("review")
+
+        daemon.compliance_review = review  # type: ignore[method-assign]
+        serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+        while not started:
+            await asyncio.sleep(0)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        reviews.clear()  # the one at start
+        job = started[0].get_job("compliance")
+        due = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2)
+        await run_coroutine_job(job, "default", [due], "apscheduler.executors.default")
+        daemon.stop()
+        await asyncio.wait_for(serving, 15)
+    assert reviews == ["review"]
+
+
+def _fires(text: str, start: dt.datetime, n: int) -> list[str]:
+    trigger = _trigger(parse_schedule(text))
+    out, prev, now = [], None, start
+    for _ in range(n):
+        nxt = trigger.get_next_fire_time(prev, now)
+        out.append(nxt.strftime("%A"))
+        prev, now = nxt, nxt + dt.timedelta(seconds=1)
+    return out
+
+
+def test_a_sunday_cron_runs_on_sunday() -> None:
+    # crontab(5): day of week 0 is Sunday. 2026-01-01 is a Thursday.
+    assert _fires("0 3 * * 0", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1) == ["Sunday"]
+
+
+def test_a_weekday_cron_runs_monday_to_friday() -> None:
+    # "1-5" in crontab is Monday to Friday.
+    days = _fires("0 9 * * 1-5", dt.datetime(2026, 1, 4, tzinfo=dt.UTC), 5)  # a Sunday
+    assert days == ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
