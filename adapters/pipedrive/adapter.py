@@ -307,7 +307,10 @@ class PipedriveAdapter:
         )
         if response.status_code == 404:
             return None
-        return self._result(record.ref, response, "updated")
+        result = self._result(record.ref, response, "updated")
+        if not correcting and record.email and result.outcome == "updated":
+            self.directory.written(person_id, record.email)  # its e-mail list is this now
+        return result
 
     @staticmethod
     def _result(

@@ -50,6 +50,8 @@ class Directory:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._by_email: dict[str, list[int]] = {}
+        #: The other way round: the addresses the listing holds each person under.
+        self._emails_of: dict[int, list[str]] = {}
         self._listed_at: float | None = None
         self._pages = 0
         #: (time, count) of recent lookups, to judge whether a listing pays.
@@ -77,15 +79,18 @@ class Directory:
     def load(self, persons: Iterable[Mapping[str, Any]], pages: int) -> None:
         """Replace the listing with ``persons`` (live ones), read in ``pages`` calls."""
         by_email: dict[str, list[int]] = {}
+        emails_of: dict[int, list[str]] = {}
         for person in persons:
             person_id = person.get("id")
             if person.get("is_deleted") or not isinstance(person_id, int):
                 continue
             for email in email_values(person.get("emails")):
                 by_email.setdefault(_key(email), []).append(person_id)
+                emails_of.setdefault(person_id, []).append(_key(email))
         for ids in by_email.values():
             ids.sort()  # the oldest first, as a search's hits are taken
         self._by_email = by_email
+        self._emails_of = emails_of
         self._pages = pages
         self._listed_at = self._clock()
         self._lookups.clear()
@@ -102,6 +107,28 @@ class Directory:
         """The adapter created ``person_id`` for ``email``: later lookups find it."""
         if self.fresh:
             self._by_email.setdefault(_key(email), []).append(person_id)
+            self._emails_of.setdefault(person_id, []).append(_key(email))
+
+    def written(self, person_id: int, email: str) -> None:
+        """The adapter wrote ``person_id``'s e-mail list as ``email`` alone (a sync's PATCH).
+
+        An address it held before (the customer moved) no longer finds them: answered from
+        the listing, the next customer to take that address up within its freshness was
+        written over this person instead of becoming one of their own.
+        """
+        if not self.fresh:
+            return
+        key = _key(email)
+        for old in self._emails_of.get(person_id, []):
+            if old != key and person_id in self._by_email.get(old, []):
+                self._by_email[old].remove(person_id)
+                if not self._by_email[old]:
+                    del self._by_email[old]
+        holders = self._by_email.setdefault(key, [])
+        if person_id not in holders:
+            holders.append(person_id)
+            holders.sort()
+        self._emails_of[person_id] = [key]
 
     def forget(self, email: str) -> None:
         """The adapter erased whoever held ``email``."""
@@ -110,6 +137,7 @@ class Directory:
     def clear(self) -> None:
         """Drop the listing (its addresses leave memory); lookups search until the next."""
         self._by_email = {}
+        self._emails_of = {}
         self._listed_at = None
 
 

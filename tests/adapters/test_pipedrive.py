@@ -923,3 +923,23 @@ def test_parse_ignores_what_is_not_a_v2_person_event(pd: Harness, body: Any) -> 
     events = pd.adapter.parse_webhook(hook(body))
     assert [e.kind for e in events] == ["ignored"]
     assert events[0].delivery_id
+
+
+async def test_an_address_changed_by_the_adapter_is_not_answered_by_the_listing(
+    pd: Harness,
+) -> None:
+    """Customer 5 moves to a new address (PATCH by id); a new customer then signs up under
+    the freed old address. A search would find nobody there and create them; the fresh
+    listing still maps the old address to customer 5's person, which gets overwritten."""
+    results = await _upsert_in_batches(pd, range(30))
+    assert pd.adapter.directory.fresh
+    five = results[5].external_id
+    (moved,) = await pd.adapter.upsert([person(5, external_id=five, email="new5@example.com")])
+    assert (moved.outcome, moved.external_id) == ("updated", five)
+    # A different customer now uses person5@example.com (no Pipedrive id known yet).
+    (newcomer,) = await pd.adapter.upsert([person(5, first_name="Someone", last_name="Else")])
+    assert newcomer.outcome == "created"
+    assert newcomer.external_id != five
+    kept = pd.sandbox.store.persons[int(five)].values
+    assert kept["first_name"] == "First5"
+    assert [e["value"] for e in kept["emails"]] == ["new5@example.com"]
