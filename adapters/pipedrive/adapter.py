@@ -371,17 +371,34 @@ class PipedriveAdapter:
         return persons, pages
 
     async def _search(self, email: str) -> list[int]:
-        """Ids of live persons whose e-mails include ``email`` exactly (search bucket)."""
-        response = await self.client.request(
-            "GET",
-            SEARCH,
-            params={"term": email, "fields": "email", "exact_match": "true", "limit": 100},
-            bucket="search",
-        )
-        body = answer_object(
-            response, system=self.client.system, method="GET", path=SEARCH, required=("data",)
-        )
-        return search_hits(body, email)
+        """Ids of live persons whose e-mails include ``email`` exactly (search bucket).
+
+        Every page of hits, by ``additional_data.next_cursor``: more than a page's hundred
+        persons may share an address (a shared mailbox), and an access request or an
+        erasure must see all of them.
+        """
+        ids: set[int] = set()
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            params: dict[str, Any] = {
+                "term": email,
+                "fields": "email",
+                "exact_match": "true",
+                "limit": 100,
+            }
+            if cursor:
+                params["cursor"] = cursor
+            response = await self.client.request("GET", SEARCH, params=params, bucket="search")
+            body = answer_object(
+                response, system=self.client.system, method="GET", path=SEARCH, required=("data",)
+            )
+            ids.update(search_hits(body, email))
+            extra = body.get("additional_data")
+            cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
+            if not isinstance(cursor, str) or not cursor or cursor in seen:
+                return sorted(ids)
+            seen.add(cursor)
 
     # -- find --------------------------------------------------------------------------------
 

@@ -943,3 +943,12 @@ async def test_an_address_changed_by_the_adapter_is_not_answered_by_the_listing(
     kept = pd.sandbox.store.persons[int(five)].values
     assert kept["first_name"] == "First5"
     assert [e["value"] for e in kept["emails"]] == ["new5@example.com"]
+
+
+async def test_find_follows_search_next_cursor_past_100_hits(pd: Harness) -> None:
+    """101 persons share one e-mail: find (access, erasure) must return all of them."""
+    ids = {pd.sandbox.add_person("shared@example.com", "Dup", f"N{n}") for n in range(101)}
+    found = await pd.adapter.find(Subject(email="shared@example.com"))
+    assert {str(p["id"]) for p in found} == ids
+    # The search answered additional_data.next_cursor; the adapter never asked for page 2.
+    assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") >= 2
