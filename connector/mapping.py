@@ -182,6 +182,13 @@ class SystemMapping:
         """Canonical names this system may receive (the allow-list)."""
         return [f.canonical for f in self._outbound]
 
+    def sent_fields(self) -> list[FieldMapping]:
+        """The fields this system receives as a destination: the outbound ones, and the
+        e-mail always. Every write carries it (it is how each system is told who the record
+        is), whatever its field's ``direction`` says."""
+        email = self.fields["email"]
+        return self._outbound if email.outbound else [email, *self._outbound]
+
     def record_id(self, record: Mapping[str, Any]) -> str | None:
         """The system's own id of a raw record."""
         value = self._read_id(record)

@@ -209,8 +209,9 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
     received: list[dict[str, Any]] = []
     for name in dict.fromkeys(destinations):
         mapping = config.mappings[name]
-        # The allow-list is what the system may receive: exactly the outbound fields.
-        outbound = [f for f in mapping.fields.values() if f.outbound]
+        # The allow-list is what the system may receive: the outbound fields, and the
+        # e-mail, which every write carries whatever its field's direction says.
+        outbound = mapping.sent_fields()
         received.append(
             {
                 "system": name,
@@ -369,7 +370,7 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
     )
     out.append(("admin-api", _admin_text(config, nl)))
     destinations = dict.fromkeys(d for f in config.flows for d in f.destinations)
-    counts = ", ".join(f"{d}: {len(config.mappings[d].outbound_fields)}" for d in destinations)
+    counts = ", ".join(f"{d}: {len(config.mappings[d].sent_fields())}" for d in destinations)
     out.append(
         (
             "minimisation",

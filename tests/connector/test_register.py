@@ -123,6 +123,23 @@ def test_only_outbound_fields_are_listed_as_sent(
     assert [s["system"] for s in reg["personal_data"]["provided"]] == ["shop"]
 
 
+def test_the_email_is_listed_as_sent_whatever_its_direction_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write carries the e-mail (how each system is told who the record is), so a
+    destination mapping that reads it only ("in") still discloses it: listed all the same,
+    and counted in the minimisation measure."""
+    path = example_config(tmp_path, monkeypatch)
+    mapping = tmp_path / "mappings/hubspot.toml"
+    text = mapping.read_text()
+    assert text.count('path = "email"\n') == 1
+    mapping.write_text(text.replace('path = "email"\n', 'path = "email"\ndirection = "in"\n'))
+    reg = build_register(load_config(path), "en")
+    received = {r["system"]: r for r in reg["personal_data"]["received"]}
+    names = {f["name"] for g in received["crm"]["categories"] for f in g["fields"]}
+    assert "email" in names
+
+
 def test_config_values_are_escaped_in_html_and_markdown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
