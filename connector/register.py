@@ -216,6 +216,9 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
             {
                 "system": name,
                 "requires_consent": mapping.requires_consent,
+                # What someone who withdrew that consent is sent (their e-mail and this):
+                # the system learns of the withdrawal, so the register says so.
+                "withdrawn": {k: str(v) for k, v in mapping.withdrawn.items()},
                 "categories": _grouped(outbound, lang),
             }
         )

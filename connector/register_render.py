@@ -43,6 +43,8 @@ TEXT: dict[str, dict[str, str]] = {
         "purpose": "Doel",
         "consent_only": "Alleen personen met toestemming voor {purpose} worden naar dit systeem "
         "gestuurd.",
+        "withdrawal_sent": "Wie die toestemming intrekt nadat de gegevens hier zijn ontvangen, "
+        "krijgt hier alleen nog het e-mailadres met de intrekking ({marker}).",
         "recipients": "Categorieën ontvangers",
         "system": "Systeem",
         "processor": "Verwerker",
@@ -96,6 +98,8 @@ TEXT: dict[str, dict[str, str]] = {
         "fields": "Data",
         "purpose": "Purpose",
         "consent_only": "Only people who consented to {purpose} are sent to this system.",
+        "withdrawal_sent": "Someone who withdraws that consent after their data was received "
+        "here is sent only their e-mail address with the withdrawal ({marker}).",
         "recipients": "Categories of recipients",
         "system": "System",
         "processor": "Processor",
@@ -201,6 +205,9 @@ class _Doc:
             self.m.subheading(t["received_by"].format(system=item["system"]))
             if item["requires_consent"]:
                 self.m.para(t["consent_only"].format(purpose=item["requires_consent"]))
+            if item.get("withdrawn"):
+                marker = ", ".join(f"{k} = {v}" for k, v in sorted(item["withdrawn"].items()))
+                self.m.para(t["withdrawal_sent"].format(marker=marker))
             self.m.table(header, _category_rows(item["categories"]))
         for item in data["provided"]:
             self.m.subheading(t["provided_by"].format(system=item["system"]))

@@ -140,6 +140,23 @@ def test_the_email_is_listed_as_sent_whatever_its_direction_says(
     assert "email" in names
 
 
+def test_a_system_sent_withdrawals_says_what_it_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The newsletter receives only people who consented, and also learns who withdrew:
+    their e-mail with the mapping's withdrawal (status = unsubscribed). The register used
+    to say only the first."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    reg = build_register(config, "en")
+    received = {r["system"]: r for r in reg["personal_data"]["received"]}
+    assert received["news"]["withdrawn"] == {"status": "unsubscribed"}
+    assert received["crm"]["withdrawn"] == {}
+    assert "sent only their e-mail address with the withdrawal (status = unsubscribed)" in (
+        _text(config, "en", "md")
+    )
+    assert "met de intrekking (status = unsubscribed)" in _text(config, "nl", "html")
+
+
 def test_config_values_are_escaped_in_html_and_markdown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
