@@ -253,9 +253,10 @@ class DsrStore:
         An ``exempt`` system (:meth:`DsrService.exempt`) keeps that status: an operator may
         exempt it from another process (the CLI beside the daemon) while a retry is talking
         to the system, and the retry's outcome must not undo the decision. With
-        ``manifest`` (the sealed manifest the caller ran with), nothing is recorded if the
-        request's manifest has changed since: a correction amended meanwhile set its parts
-        pending, and an outcome of the values before must not settle them.
+        ``manifest`` (the sealed manifest the caller's run holds), nothing is recorded if
+        the request's manifest has changed since: a correction amended meanwhile, or an
+        erasure widened by another process, has parts pending again for what this run did
+        not know, and its outcome must not settle them.
         """
         assert status in SYSTEM_STATUSES, status
         sets = "status=?, detail=?, updated_at=?"
