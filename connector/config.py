@@ -62,14 +62,34 @@ class Schedule:
     interval_seconds: float | None = None
     cron: str | None = None
 
+    def allowed_since(self, since: float) -> float:
+        """Seconds after ``since`` (a success, or the daemon's start) within which a flow is
+        ready: until two runs came due after it and neither succeeded.
+
+        An interval's is twice the interval. A cron's is counted on its own times: twice the
+        gap between its first two runs read "*/15 9-17 * * 1-5" as due every 15 minutes at
+        night and at weekends too, and /readyz said unready every night.
+        """
+        if self.interval_seconds is not None:
+            return 2 * self.interval_seconds
+        trigger = cron_trigger(self.cron or "* * * * *")
+        start = dt.datetime.fromtimestamp(since, dt.UTC) + dt.timedelta(microseconds=1)
+        first = trigger.get_next_fire_time(None, start)
+        second = (
+            trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))
+            if first is not None
+            else None
+        )
+        if second is None:
+            return math.inf  # a flow that never runs again is never overdue
+        return float((second - start).total_seconds())
+
     @property
     def nominal_seconds(self) -> float:
-        """Typical seconds between runs (for readiness: "succeeded within twice this")."""
+        """Typical seconds between runs (the gap between a cron's first two runs)."""
         if self.interval_seconds is not None:
             return self.interval_seconds
-        from apscheduler.triggers.cron import CronTrigger
-
-        trigger = CronTrigger.from_crontab(self.cron or "* * * * *", timezone="UTC")
+        trigger = cron_trigger(self.cron or "* * * * *")
         first = trigger.get_next_fire_time(None, dt.datetime(2026, 1, 5, tzinfo=dt.UTC))
         second = (
             trigger.get_next_fire_time(first, first + dt.timedelta(seconds=1))

@@ -180,7 +180,8 @@ class Daemon:
     # -- health -------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the store answers and every flow succeeded within twice its interval.
+        """Ready when the store answers and every flow succeeded since the run before its
+        latest due one (twice its interval; a cron's on its own times).
 
         A flow that has never succeeded is judged by this daemon's runs: before its first run
         finishes it counts from the daemon's start (start-up does not flap), and once a run
@@ -197,7 +198,8 @@ class Daemon:
             ready = False
         now = self.clock()
         for flow in self.rt.config.flows:
-            allowed = 2 * flow.parsed_schedule.nominal_seconds
+            schedule = flow.parsed_schedule
+            allowed = schedule.allowed_since(self.started_at)
             runs = self.runs_since_start[flow.name]
             if not ready:
                 # The flows' successes are in the store: without it, the probe still answers
@@ -213,6 +215,7 @@ class Daemon:
                 continue
             last = _parse_ts(self.rt.store.last_success(flow.name))
             if last is not None:
+                allowed = schedule.allowed_since(last)
                 fresh = now - last <= allowed
                 reason = READY_SUCCEEDED if fresh else UNREADY_STALE
             elif runs.finished:

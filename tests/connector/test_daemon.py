@@ -1066,3 +1066,46 @@ def test_a_weekday_cron_runs_monday_to_friday() -> None:
     # "1-5" in crontab is Monday to Friday.
     days = _fires("0 9 * * 1-5", dt.datetime(2026, 1, 4, tzinfo=dt.UTC), 5)  # a Sunday
     assert days == ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+
+
+@pytest.mark.parametrize(
+    ("now", "ready"),
+    [
+        ("2026-11-28T12:00:00+00:00", True),  # Saturday: nothing due since Friday 17:45
+        ("2026-11-30T09:10:00+00:00", True),  # Monday: one run due since (09:00)
+        ("2026-11-30T09:16:00+00:00", False),  # two due since (09:00, 09:15), neither ran
+    ],
+)
+async def test_readyz_counts_a_cron_flow_by_its_own_times(
+    open_rt: Callable[..., Any],
+    daemon_config: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    now: str,
+    ready: bool,
+) -> None:
+    """ "*/15 9-17 * * 1-5" runs on weekdays in office hours: after Friday's last run the
+    flow is ready all weekend, and unready once two runs came due without a success.
+    Twice the gap between its first two runs (30 minutes) read it as overdue every night."""
+    daemon_config.write_text(
+        daemon_config.read_text().replace(
+            'schedule = "every 15m"', 'schedule = "*/15 9-17 * * 1-5"'
+        )
+    )
+    async with open_rt(daemon_config) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        monkeypatch.setattr(rt.store, "last_success", lambda _f: "2026-11-27T17:45:00+00:00")
+        daemon.clock.now = dt.datetime.fromisoformat(now).timestamp()  # type: ignore[attr-defined]
+        ok, checks = daemon.readiness()
+    assert (ok, checks["flow:shop-to-crm"]["ok"]) == (ready, ready)
+
+
+async def test_readyz_takes_a_cron_with_crontab_s_sunday_7(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """Crontab's other Sunday (7), which the config accepts, answers /readyz (not a 500)."""
+    daemon_config.write_text(
+        daemon_config.read_text().replace('schedule = "every 15m"', 'schedule = "0 3 * * 7"')
+    )
+    async with open_rt(daemon_config) as rt:
+        ok, checks = Daemon(rt, clock=Clock()).readiness()
+    assert ok and checks["flow:shop-to-crm"]["reason"] == READY_STARTING
