@@ -10,6 +10,7 @@ number or a bearer token anyway: it masks them before any handler sees the recor
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -44,16 +45,20 @@ def _marks() -> str:
     return "".join(ranges)
 
 
-_MARK = _marks()
-#: An address as people have them: letters of any script in the name and the domain
-#: ("müller@", "bloemen-café.nl"), with their combining marks, and the name's other
-#: characters (an apostrophe in "o'brien"). ASCII letters only let such a name through, or
-#: its head before the letter.
-_NAME = rf"[\w{_MARK}.%+\-!#$&*/=?^`{{|}}~]"
-_EMAIL = re.compile(
-    # Not begun by an apostrophe: one before the address quotes it ('jan@x.nl'), and stays.
-    rf"{_NAME}(?:{_NAME}|')*@[\w{_MARK}\-]+(?:\.[\w{_MARK}\-]+)*\.(?:[^\W\d_]|[{_MARK}]){{2,}}"
-)
+@functools.cache
+def _email() -> re.Pattern[str]:
+    """An address as people have them: letters of any script in the name and the domain
+    ("müller@", "bloemen-café.nl"), with their combining marks, and the name's other
+    characters (an apostrophe in "o'brien"). ASCII letters only let such a name through, or
+    its head before the letter. Not begun by an apostrophe: one before the address quotes
+    it ('jan@x.nl'), and stays. Built at the first redaction, not at every command's start.
+    """
+    mark = _marks()
+    name = rf"[\w{mark}.%+\-!#$&*/=?^`{{|}}~]"
+    domain = rf"[\w{mark}\-]+(?:\.[\w{mark}\-]+)*\.(?:[^\W\d_]|[{mark}]){{2,}}"
+    return re.compile(rf"{name}(?:{name}|')*@{domain}")
+
+
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
 #: What the phone pattern also matches and is no phone: ISO dates ("2026-11-29"), alone or in
 #: a span ("2026-11-29 - 2026-12-13"), each perhaps with an hour ("2026-11-29 14"). Operators
@@ -80,7 +85,7 @@ def debug_wanted() -> bool:
 
 def redact(text: str) -> str:
     """Mask e-mail addresses, phone numbers and credential-looking values in ``text``."""
-    text = _EMAIL.sub("<email>", text)
+    text = _email().sub("<email>", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
     return _PHONE.sub(_phone_unless_dates, text)
 

@@ -239,27 +239,17 @@ class HubSpotSandbox(SandboxBase):
     def _rate_limited(self, bucket: str, window: RollingWindow) -> Response:
         if bucket == "search":
             # Search 429s carry no X-HubSpot-RateLimit-* headers (only the message says which).
-            body = error_body(
-                "You have reached your secondly limit.",
-                "RATE_LIMITS",
-                errorType="RATE_LIMIT",
-                # The search policy's name is unverified; clients should key on the message,
-                # as HubSpot's own SDKs do.
-                policyName="SECONDLY",
-            )
-            return JSONResponse(body, status_code=429)
-        body = error_body(
-            "You have reached your ten_secondly_rolling limit.",
-            "RATE_LIMITS",
-            errorType="RATE_LIMIT",
-            policyName="TEN_SECONDLY_ROLLING",
-        )
+            # The search policy's name is unverified; clients should key on the message, as
+            # HubSpot's own SDKs do.
+            return _limited("You have reached your secondly limit.", "SECONDLY")
         headers = {
             "X-HubSpot-RateLimit-Interval-Milliseconds": str(int(window.limit.per_seconds * 1000)),
             "X-HubSpot-RateLimit-Max": str(window.limit.requests),
             "X-HubSpot-RateLimit-Remaining": "0",
         }
-        return JSONResponse(body, status_code=429, headers=headers)
+        return _limited(
+            "You have reached your ten_secondly_rolling limit.", "TEN_SECONDLY_ROLLING", headers
+        )
 
     def _add_rate_headers(self, response: Response) -> None:
         window = self.windows.get("default")
@@ -274,10 +264,10 @@ class HubSpotSandbox(SandboxBase):
 
 def _daily_limited() -> Response:
     """HubSpot's answer once the portal's daily limit is spent (reference: its body)."""
-    body = error_body(
-        "You have reached your daily limit.",
-        "RATE_LIMITS",
-        errorType="RATE_LIMIT",
-        policyName="DAILY",
-    )
-    return JSONResponse(body, status_code=429)
+    return _limited("You have reached your daily limit.", "DAILY")
+
+
+def _limited(message: str, policy: str, headers: dict[str, str] | None = None) -> Response:
+    """A 429 in HubSpot's shape for one of its rate-limit policies."""
+    body = error_body(message, "RATE_LIMITS", errorType="RATE_LIMIT", policyName=policy)
+    return JSONResponse(body, status_code=429, headers=headers)

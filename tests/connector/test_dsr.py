@@ -705,6 +705,18 @@ async def test_privacy_deletion_for_an_unknown_id_opens_nothing(
 # -- rectification -----------------------------------------------------------------------------
 
 
+async def _correction_left_open(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, fields: dict[str, str]
+) -> tuple[DsrService, RequestView]:
+    """A correction asked while the CRM was down (left open), the CRM back up since."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, fields)
+    crm.faults.down = False
+    return service, first
+
+
 async def test_rectify_pushes_mapped_fields_to_every_system_that_receives_them(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
@@ -830,12 +842,10 @@ async def test_a_second_correction_while_the_first_is_open_is_one_request_and_th
     """A correction left open (the CRM was down) and a second one of the same field: one
     request, carrying both, and the value asked last is what every system holds. Two
     requests, before: the first, retried after the second completed, put its value back."""
-    await seeded(shop, rt)
-    service = DsrService(rt)
-    crm.faults.down = True
-    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist", "company": "Bakkerij"})
+    service, first = await _correction_left_open(
+        shop, crm, rt, {"city": "Zeist", "company": "Bakkerij"}
+    )
     assert first.is_open and first.system("crm").status == "failed"
-    crm.faults.down = False
     second = await service.rectify(CANARY_EMAIL, {"city": "Utrecht"})
     assert second.id == first.id and second.status == "completed"
     assert await service.retry_open() == 0
@@ -860,12 +870,8 @@ async def test_a_correction_asked_under_a_new_address_joins_the_one_open_under_t
     shop (synced or not), then asks for another correction under the new one. One request,
     the last word, under the new address: two, before, and the first, retried last, put its
     older name back (the fan-out model found it)."""
-    await seeded(shop, rt)
-    service = DsrService(rt)
-    crm.faults.down = True
-    first = await service.rectify(CANARY_EMAIL, {"first_name": "Bram"})
+    service, first = await _correction_left_open(shop, crm, rt, {"first_name": "Bram"})
     assert first.is_open
-    crm.faults.down = False
     moved = "anna.nieuw@voorbeeld.nl"
     shop.touch(CANARY_EMAIL, email=moved)
     if synced_between:
@@ -937,12 +943,8 @@ async def test_the_same_correction_asked_again_is_one_request_sent_everywhere_ag
     correction goes on as one request, and every system is asked again: the shop, settled
     by the first asking, had its value changed back meanwhile (the fan-out model found a
     shop left with the old name when only the unsettled systems were asked)."""
-    await seeded(shop, rt)
-    service = DsrService(rt)
-    crm.faults.down = True
-    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    service, first = await _correction_left_open(shop, crm, rt, {"city": "Zeist"})
     assert first.system("shop").status == "done"
-    crm.faults.down = False
     shop.touch(CANARY_EMAIL, billing__city="Amersfoort")  # changed back in the shop
     again = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
     assert again.id == first.id and again.status == "completed"
@@ -975,12 +977,8 @@ async def test_a_correction_asked_while_the_open_one_is_retried_is_not_dropped(
     """A correction is open (the CRM was down); while its retry talks to the CRM, another is
     asked (the company). It waits for the retry, which completes the request with the values
     before: the company gets a request of its own, and reaches every system."""
-    await seeded(shop, rt)
-    service = DsrService(rt)
-    crm.faults.down = True
-    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    service, first = await _correction_left_open(shop, crm, rt, {"city": "Zeist"})
     assert first.is_open
-    crm.faults.down = False
 
     async def ask_while_running() -> asyncio.Task[RequestView]:
         task = asyncio.create_task(service.rectify(CANARY_EMAIL, {"company": "Bakkerij"}))
@@ -1005,11 +1003,7 @@ async def test_a_correction_amended_by_another_process_mid_run_is_not_settled_by
     """The CLI beside the daemon: no lock is shared, and the amendment lands while the
     daemon's retry talks to the CRM with the values before. That run's outcome settles
     nothing and completes nothing; the next run writes the amended values everywhere."""
-    await seeded(shop, rt)
-    service = DsrService(rt)
-    crm.faults.down = True
-    first = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
-    crm.faults.down = False
+    service, first = await _correction_left_open(shop, crm, rt, {"city": "Zeist"})
 
     async def amend_from_elsewhere() -> bool:
         with rt.store.transaction():  # as DsrService.rectify does, in another process

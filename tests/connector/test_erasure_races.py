@@ -18,7 +18,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.adapter import OutboundRecord, UpsertResult
 from connector.crypto import manifest_context
-from connector.dsr import DsrService
+from connector.dsr import DsrService, RequestView
 from connector.errors import RetryableError
 from connector.inflight import InFlight
 from connector.runtime import Runtime
@@ -293,6 +293,27 @@ async def test_a_refusal_settled_after_an_erasure_from_another_process_leaves_no
         )
 
 
+async def _retry_held_at_the_shop(
+    rt: Runtime, request_id: str
+) -> tuple[asyncio.Task[RequestView], asyncio.Event]:
+    """Start a retry of ``request_id`` on ``rt`` (another process) and hold it at its first
+    call to the shop, after it read the request; set the event to let it go on."""
+    shop_adapter: Any = rt.systems["shop"].adapter
+    real_find = shop_adapter.find
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held_find(subject: Any) -> Any:
+        shop_adapter.find = real_find
+        entered.set()
+        await release.wait()
+        return await real_find(subject)
+
+    shop_adapter.find = held_find
+    run = asyncio.create_task(DsrService(rt).retry(request_id))
+    await entered.wait()
+    return run, release
+
+
 async def test_a_retry_from_another_process_does_not_undo_what_this_one_noted(
     open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
 ) -> None:
@@ -309,19 +330,7 @@ async def test_a_retry_from_another_process_does_not_undo_what_this_one_noted(
 
         # The CLI's `dsr retry ID` starts first: it has read the request and its manifest
         # and is asking the shop for the address's record (its former-address look).
-        shop_adapter: Any = cli.systems["shop"].adapter
-        real_find = shop_adapter.find
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def slow_find(subject: Any) -> Any:
-            shop_adapter.find = real_find
-            entered.set()
-            await release.wait()
-            return await real_find(subject)
-
-        shop_adapter.find = slow_find
-        cli_run = asyncio.create_task(DsrService(cli).retry(view.id))
-        await entered.wait()
+        cli_run, release = await _retry_held_at_the_shop(cli, view.id)
 
         # Meanwhile the daemon's retry runs the request through; the CRM is down, so its part
         # stays open. Before deleting the outbox row it noted the address the payload carried.
@@ -356,19 +365,7 @@ async def test_a_retry_from_another_process_writes_no_manifest_into_a_completed_
         await daemon.engine.sync()
         view = await DsrService(daemon).queue_erase(CANARY_EMAIL)
 
-        shop_adapter: Any = cli.systems["shop"].adapter
-        real_find = shop_adapter.find
-        entered, release = asyncio.Event(), asyncio.Event()
-
-        async def slow_find(subject: Any) -> Any:
-            shop_adapter.find = real_find
-            entered.set()
-            await release.wait()
-            return await real_find(subject)
-
-        shop_adapter.find = slow_find
-        cli_run = asyncio.create_task(DsrService(cli).retry(view.id))
-        await entered.wait()
+        cli_run, release = await _retry_held_at_the_shop(cli, view.id)
 
         done = await DsrService(daemon).retry(view.id)
         assert done.status == "completed"

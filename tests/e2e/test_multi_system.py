@@ -712,11 +712,9 @@ async def test_mailchimp_s_check_of_the_webhook_url_by_get_is_answered(
 WITHDRAWN = "afgemeld@example.nl"
 
 
-async def test_a_correction_does_not_send_a_withdrawal_again(world: World, rt: Runtime) -> None:
-    """Opted out in the shop: unsubscribed in Mailchimp, once. Back through the audience's
-    own form later (their consent to Mailchimp, left alone). A correction of their name,
-    which marks what each system got to be sent again, must not send the withdrawal again:
-    it unsubscribed them from what they had just subscribed to."""
+async def _withdrawn_then_back_through_the_form(world: World, rt: Runtime) -> None:
+    """Subscribed by a sync, opted out in the shop (unsubscribed in Mailchimp, once), then
+    back through the audience's own signup form, by their own hand."""
     world.shop.add_person(
         WITHDRAWN, "Eerst", "Klant", meta_data=[{"key": "marketing_opt_in", "value": "yes"}]
     )
@@ -724,8 +722,15 @@ async def test_a_correction_does_not_send_a_withdrawal_again(world: World, rt: R
     world.shop.touch(WITHDRAWN, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
     await rt.engine.sync("shop")
     assert world.news.member(LISTS[0], WITHDRAWN)["status"] == "unsubscribed"  # type: ignore[index]
-    # Back through the audience's signup form, by their own hand.
     world.news.store.audience(LISTS[0]).members[subscriber_hash(WITHDRAWN)].status = "subscribed"
+
+
+async def test_a_correction_does_not_send_a_withdrawal_again(world: World, rt: Runtime) -> None:
+    """Opted out in the shop: unsubscribed in Mailchimp, once. Back through the audience's
+    own form later (their consent to Mailchimp, left alone). A correction of their name,
+    which marks what each system got to be sent again, must not send the withdrawal again:
+    it unsubscribed them from what they had just subscribed to."""
+    await _withdrawn_then_back_through_the_form(world, rt)
     view = await DsrService(rt).rectify(WITHDRAWN, {"first_name": "Hersteld"})
     assert view.status == "completed", [(s.system, s.status) for s in view.systems]
     world.news.log.clear()
@@ -741,14 +746,7 @@ async def test_an_address_change_does_not_send_a_withdrawal_again(
 ) -> None:
     """The same after an address change in the shop: the withdrawal went under the former
     address, and the moved person's looked changed, and went again."""
-    world.shop.add_person(
-        WITHDRAWN, "Eerst", "Klant", meta_data=[{"key": "marketing_opt_in", "value": "yes"}]
-    )
-    await rt.engine.sync("shop")
-    world.shop.touch(WITHDRAWN, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
-    await rt.engine.sync("shop")
-    assert world.news.member(LISTS[0], WITHDRAWN)["status"] == "unsubscribed"  # type: ignore[index]
-    world.news.store.audience(LISTS[0]).members[subscriber_hash(WITHDRAWN)].status = "subscribed"
+    await _withdrawn_then_back_through_the_form(world, rt)
     world.shop.touch(WITHDRAWN, email="verhuisd@example.nl")
     world.news.log.clear()
     (report,) = await rt.engine.sync("shop")
