@@ -52,6 +52,7 @@ __all__ = [
     "chain_state",
     "config_digest",
     "entries",
+    "latest",
     "parse_since",
     "purge_through",
     "record_check",
@@ -303,6 +304,14 @@ def record_config(store: Store, config: Config) -> bool:
             return False
         append(store, CONFIG_LOADED, digest)
     return True
+
+
+def latest(store: Store, kind: str) -> tuple[int, dt.datetime] | None:
+    """(seq, time) of the newest entry of ``kind``, through the index by kind; or None."""
+    row = store.db.execute(
+        "SELECT seq, ts FROM audit WHERE kind=? ORDER BY seq DESC LIMIT 1", (kind,)
+    ).fetchone()
+    return None if row is None else (int(row[0]), dt.datetime.fromisoformat(str(row[1])))
 
 
 def record_check(store: Store, gaps: Sequence[Gap]) -> int:

@@ -32,6 +32,7 @@ from connector.errors import KlantsyncError
 from connector.jobworker import JobWorker
 from connector.metrics import Metrics
 from connector.runtime import Runtime
+from connector.state import Store
 from connector.storefile import failure_text
 
 __all__ = [
@@ -393,7 +394,7 @@ class Daemon:
             hours=24,
             id="compliance",
             name="compliance review",
-            next_run_time=now,
+            next_run_time=first_review(self.rt.store, now),
             **late,
         )
         scheduler.add_job(
@@ -481,3 +482,21 @@ def _trigger(schedule: Any) -> Any:
         jitter = min(60, int(schedule.interval_seconds / 10))
         return IntervalTrigger(seconds=schedule.interval_seconds, jitter=jitter or None)
     return cron_trigger(schedule.cron)
+
+
+def first_review(store: Store, now: dt.datetime) -> dt.datetime:
+    """When a starting daemon runs its first daily review.
+
+    At once when no review ran in the last day or the config changed since the last one
+    (its gaps may be new); otherwise a day after the last. A daemon restarted a few times a
+    day (a deployment, a crash loop) repeated its warnings and its ``check.result`` entry at
+    each start.
+    """
+    review = audit.latest(store, audit.CHECK_RESULT)
+    if review is None:
+        return now
+    loaded = audit.latest(store, audit.CONFIG_LOADED)
+    if loaded is not None and loaded[0] > review[0]:
+        return now
+    due = review[1] + dt.timedelta(days=1)
+    return due if now < due else now

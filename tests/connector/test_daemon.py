@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector import jobs
+from connector import audit, jobs
 from connector.admin import build_admin_app
 from connector.config import parse_schedule
 from connector.daemon import (
@@ -29,6 +29,7 @@ from connector.daemon import (
     UNREADY_NOT_RUN,
     Daemon,
     _trigger,
+    first_review,
 )
 from connector.errors import KlantsyncError
 from connector.httpapp import build_public_app
@@ -1109,3 +1110,19 @@ async def test_readyz_takes_a_cron_with_crontab_s_sunday_7(
     async with open_rt(daemon_config) as rt:
         ok, checks = Daemon(rt, clock=Clock()).readiness()
     assert ok and checks["flow:shop-to-crm"]["reason"] == READY_STARTING
+
+
+async def test_a_daemon_restarted_within_a_day_does_not_review_again(daemon: Daemon) -> None:
+    """The daily review runs at a start only when none ran in the last day or the config
+    changed since the last one; a daemon restarted a few times a day repeated its warnings
+    and its `check.result` entry at each start."""
+    store = daemon.rt.store
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    assert first_review(store, now) == now  # never reviewed
+    await daemon.compliance_review()
+    (_, reviewed) = audit.latest(store, audit.CHECK_RESULT) or (0, now)
+    assert first_review(store, now) == reviewed + dt.timedelta(days=1)
+    assert first_review(store, reviewed + dt.timedelta(days=2)) == reviewed + dt.timedelta(days=2)
+    # A config that came into use after the review: its gaps may be new.
+    audit.append(store, audit.CONFIG_LOADED, {"sha256": "0" * 64})
+    assert first_review(store, now) == now
