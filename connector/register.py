@@ -206,8 +206,11 @@ def _field_label(name: str, lang: str) -> str:
 def _personal_data(config: Config, lang: str) -> dict[str, Any]:
     destinations = [d for f in config.flows for d in f.destinations]
     sources = [f.source for f in config.flows]
+    # A system in no flow is sent no sync, but data subject requests reach it (a
+    # correction's values, an erasure): it holds what its mapping allows, and is listed so.
+    unflowed = [n for n in config.systems if n not in destinations and n not in sources]
     received: list[dict[str, Any]] = []
-    for name in dict.fromkeys(destinations):
+    for name in dict.fromkeys([*destinations, *unflowed]):
         mapping = config.mappings[name]
         # The allow-list is what the system may receive: the outbound fields, and the
         # e-mail, which every write carries whatever its field's direction says.
@@ -219,6 +222,7 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
                 # What someone who withdrew that consent is sent (their e-mail and this):
                 # the system learns of the withdrawal, so the register says so.
                 "withdrawn": {k: str(v) for k, v in mapping.withdrawn.items()},
+                "in_no_flow": name in unflowed,
                 "categories": _grouped(outbound, lang),
             }
         )

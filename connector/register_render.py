@@ -37,6 +37,8 @@ TEXT: dict[str, dict[str, str]] = {
         "data_subjects": "Categorieën betrokkenen",
         "personal_data": "Categorieën persoonsgegevens",
         "received_by": "Verstrekt aan {system}",
+        "in_no_flow": "Dit systeem krijgt geen synchronisatie; verzoeken van betrokkenen "
+        "(correcties, wissen) worden er wel naartoe gebracht.",
         "provided_by": "Afkomstig uit {system}",
         "category": "Categorie",
         "fields": "Gegevens",
@@ -93,6 +95,8 @@ TEXT: dict[str, dict[str, str]] = {
         "data_subjects": "Categories of data subjects",
         "personal_data": "Categories of personal data",
         "received_by": "Disclosed to {system}",
+        "in_no_flow": "This system is sent no sync; data subject requests (corrections, "
+        "erasures) are carried to it.",
         "provided_by": "Obtained from {system}",
         "category": "Category",
         "fields": "Data",
@@ -203,6 +207,8 @@ class _Doc:
         header = [t["category"], t["fields"], t["purpose"]]
         for item in data["received"]:
             self.m.subheading(t["received_by"].format(system=item["system"]))
+            if item.get("in_no_flow"):
+                self.m.para(t["in_no_flow"])
             if item["requires_consent"]:
                 self.m.para(t["consent_only"].format(purpose=item["requires_consent"]))
             if item.get("withdrawn"):

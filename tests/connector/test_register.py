@@ -157,6 +157,28 @@ def test_a_system_sent_withdrawals_says_what_it_is_told(
     assert "met de intrekking (status = unsubscribed)" in _text(config, "nl", "html")
 
 
+def test_a_system_in_no_flow_is_listed_with_what_requests_send_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system no flow names still receives what data subject requests carry (a
+    correction's values, an erasure), so it holds personal data: the register lists what
+    its mapping allows, and says it gets no sync. It used to list flows' destinations only."""
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(
+        path.read_text().replace(
+            'destinations = ["crm", "news", "deals"]', 'destinations = ["crm", "news"]'
+        )
+    )
+    config = load_config(path)
+    reg = build_register(config, "en")
+    received = {r["system"]: r for r in reg["personal_data"]["received"]}
+    assert received["deals"]["in_no_flow"] and not received["crm"]["in_no_flow"]
+    names = {f["name"] for g in received["deals"]["categories"] for f in g["fields"]}
+    assert "email" in names
+    assert "This system is sent no sync" in _text(config, "en", "md")
+    assert "krijgt geen synchronisatie" in _text(config, "nl", "html")
+
+
 def test_config_values_are_escaped_in_html_and_markdown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
