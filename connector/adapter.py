@@ -7,6 +7,7 @@ dicts in the vendor's own shape; :mod:`connector.mapping` turns them into canoni
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
@@ -33,6 +34,7 @@ __all__ = [
     "UpsertResult",
     "WebhookEvent",
     "WebhookRequest",
+    "body_key",
 ]
 
 #: ``webhook_url_check``: the vendor checks a webhook's URL with a GET when it is saved
@@ -204,16 +206,12 @@ class WebhookEvent:
         email: the person's e-mail, if the payload carries it (never logged).
         phone: the person's phone number as the payload gives it, for an erasure's
             suppression entry (never logged).
-        record: the person's whole record in the shape ``pull`` yields, when the delivery
-            carries it (WooCommerce's customer topics do); a targeted sync then needs no
-            fetch. ``None`` means "fetch the current record".
     """
 
     kind: Literal["changed", "deleted", "erase", "access", "purge_all", "ignored"]
     delivery_id: str
     external_id: str | None = None
     email: str | None = None
-    record: Mapping[str, Any] | None = None
     phone: str | None = None
 
 
@@ -317,3 +315,14 @@ class AdapterSpec:
     client_config: Callable[[Any], ClientConfig]
     limits: Callable[[Any], Limits]
     sandbox: Callable[..., SandboxLike]
+
+
+def body_key(body: bytes) -> str:
+    """A delivery's replay key where its signature covers only the body.
+
+    A header's delivery id (``X-Shopify-Webhook-Id``, ``X-WC-Webhook-Delivery-ID``) is not
+    signed: anyone holding one signed delivery could send it again under another id, and it
+    was taken as new (an access request opened twice, an old record written back). The
+    body's hash is the same for a vendor's retry and for any replay of it.
+    """
+    return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -152,7 +152,6 @@ class Daemon:
         self,
         system: str,
         subjects: list[tuple[str | None, str | None]],
-        records: list[dict[str, Any]] | None = None,
         *,
         full: bool = False,
     ) -> int:
@@ -164,7 +163,7 @@ class Daemon:
         for name in flows:
             await self.flow_locks[name].acquire()
         try:
-            reports = await sync_subjects(self.rt, system, subjects, records or [], full=full)
+            reports = await sync_subjects(self.rt, system, subjects, full=full)
         finally:
             for name in flows:
                 self.flow_locks[name].release()

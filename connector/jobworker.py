@@ -58,7 +58,6 @@ class FlowRunner(Protocol):
         self,
         system: str,
         subjects: list[tuple[str | None, str | None]],
-        records: list[dict[str, Any]] | None = None,
         *,
         full: bool = False,
     ) -> int: ...
@@ -172,19 +171,15 @@ class JobWorker:
         together = list(itertools.takewhile(_is_change, more))
         batch, after = [first, *together], more[len(together) :]
         to_fetch: dict[str, list[tuple[str | None, str | None]]] = {}
-        carried: dict[str, list[dict[str, Any]]] = {}
         for job in batch:
             params = job.params or {}
-            system = params["system"]
-            to_fetch.setdefault(system, [])
-            if params.get("record"):
-                carried.setdefault(system, []).append(params["record"])
-            else:
-                to_fetch[system].append((params.get("external_id"), params.get("email")))
+            to_fetch.setdefault(params["system"], []).append(
+                (params.get("external_id"), params.get("email"))
+            )
         try:
             written = 0
             for system, subjects in to_fetch.items():
-                written += await self.runner.sync_subjects(system, subjects, carried.get(system))
+                written += await self.runner.sync_subjects(system, subjects)
         except KlantsyncError as exc:
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
@@ -242,12 +237,10 @@ class JobWorker:
         event = params["event"]
         system = params["system"]
         if event == "changed":
-            record = params.get("record")
-            subjects = [] if record else [(params.get("external_id"), params.get("email"))]
-            written = await self.runner.sync_subjects(
-                system, subjects, [record] if record else None
-            )
-            return {"written": written}
+            # Fetched from the source, whatever the delivery carried: a delivery replayed,
+            # or overtaken by a later change, must not write an older record back.
+            subjects = [(params.get("external_id"), params.get("email"))]
+            return {"written": await self.runner.sync_subjects(system, subjects)}
         if event in ("erase", "access", "purge_all", "deleted"):
             from connector.adapter import WebhookEvent
             from connector.dsr import DsrService

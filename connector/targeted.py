@@ -9,7 +9,7 @@ are handled as one batch: one engine run and one delivery batch for all of them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from connector.adapter import Subject
@@ -39,7 +39,6 @@ async def sync_subjects(
     rt: Runtime,
     system: str,
     subjects: Iterable[tuple[str | None, str | None]],
-    records: Iterable[Mapping[str, Any]] = (),
     *,
     full: bool = False,
 ) -> list[FlowReport]:
@@ -47,13 +46,11 @@ async def sync_subjects(
 
     Args:
         subjects: ``(external_id, email)`` of people to fetch from the source first.
-        records: people whose current record came with a verified webhook delivery.
         full: offer again what a system refused for good (``resync --email E --full``).
     """
     flows = [flow for flow in rt.config.flows if flow.source == system]
     unique = list(dict.fromkeys((ext, normalise_email(mail or "")) for ext, mail in subjects))
-    given = list(records)
-    if not flows or not (unique or given):
+    if not flows or not unique:
         return []
     adapter = rt.systems[system].adapter
     slots = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -70,5 +67,5 @@ async def sync_subjects(
         ]
 
     fetched = await asyncio.gather(*(fetch(ext, mail) for ext, mail in unique))
-    batch = given + [record for group in fetched for record in group]
+    batch = [record for group in fetched for record in group]
     return [await rt.engine.ingest(flow.name, batch, full=full) for flow in flows]

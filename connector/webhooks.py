@@ -66,7 +66,6 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 "external_id": event.external_id,
                 "email": event.email,
                 "phone": event.phone,
-                "record": dict(event.record) if event.record is not None else None,
             }
             outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
     return outcome

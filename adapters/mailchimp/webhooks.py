@@ -14,14 +14,13 @@ the webhook is not saved, and yields no events here. So does an empty POST.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qs, urlsplit
 
 from adapters.mailchimp.payloads import subscriber_hash
-from connector.adapter import WebhookEvent, WebhookRequest
+from connector.adapter import WebhookEvent, WebhookRequest, body_key
 
 __all__ = ["SECRET_PARAM", "parse_delivery", "verify_delivery"]
 
@@ -56,7 +55,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     """
     if not request.body.strip():
         return []
-    delivery_id = "sha256:" + hashlib.sha256(request.body).hexdigest()
+    delivery_id = body_key(request.body)
     try:
         form = parse_qs(request.body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:

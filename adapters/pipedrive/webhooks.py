@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from adapters.pipedrive.payloads import primary_value
-from connector.adapter import WebhookEvent, WebhookRequest
+from connector.adapter import WebhookEvent, WebhookRequest, body_key
 
 __all__ = ["basic_authorization", "parse_delivery", "verify_delivery"]
 
@@ -67,7 +66,7 @@ def _delivery_id(meta: Mapping[str, Any], body: bytes) -> str:
     if isinstance(event_id, str | int) and not isinstance(event_id, bool) and str(event_id):
         return str(event_id)
     # Without an event id, the body's hash still lets the daemon spot an exact replay.
-    return "sha256:" + hashlib.sha256(body).hexdigest()
+    return body_key(body)
 
 
 def _entity_id(value: Any) -> str | None:

@@ -2,7 +2,8 @@
 
 Shopify signs each delivery with ``X-Shopify-Hmac-Sha256 = base64(HMAC-SHA256(raw body,
 app client secret))``. It signs no timestamp and defines no freshness window, so none is
-checked; replays are caught by the daemon on ``X-Shopify-Webhook-Id``. An invalid HMAC must
+checked; replays are caught by the daemon on the body's hash
+(:func:`connector.adapter.body_key`; ``X-Shopify-Webhook-Id`` is not signed). An invalid HMAC must
 be answered 401, which the daemon does for any delivery :func:`verify_delivery` refuses.
 
 The mandatory compliance topics carry the subject: ``customers/redact`` and
@@ -23,7 +24,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from connector.adapter import WebhookEvent, WebhookRequest
+from connector.adapter import WebhookEvent, WebhookRequest, body_key
 
 __all__ = [
     "COMPLIANCE_TOPICS",
@@ -37,7 +38,6 @@ __all__ = [
 CUSTOMER_GID: Final = "gid://shopify/Customer/"
 HMAC_HEADER: Final = "x-shopify-hmac-sha256"
 TOPIC_HEADER: Final = "x-shopify-topic"
-WEBHOOK_ID_HEADER: Final = "x-shopify-webhook-id"
 
 COMPLIANCE_TOPICS: Final = frozenset({"customers/redact", "customers/data_request", "shop/redact"})
 
@@ -82,14 +82,6 @@ def customer_gid(value: Any) -> str | None:
     return None
 
 
-def _delivery_id(request: WebhookRequest, headers: Mapping[str, str]) -> str:
-    delivery = headers.get(WEBHOOK_ID_HEADER, "").strip()
-    if delivery:
-        return delivery
-    # Without the header, the body's hash still lets the daemon spot an exact replay.
-    return "sha256:" + hashlib.sha256(request.body).hexdigest()
-
-
 def _text(value: Any) -> str | None:
     """A non-empty string field, trimmed (the e-mail, or the phone beside it)."""
     return value.strip() if isinstance(value, str) and value.strip() else None
@@ -103,7 +95,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
     topic = headers.get(TOPIC_HEADER, "").strip().lower()
-    delivery_id = _delivery_id(request, headers)
+    delivery_id = body_key(request.body)
     kind = _KINDS.get(topic)
     if kind is None:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]

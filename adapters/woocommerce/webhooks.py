@@ -2,8 +2,10 @@
 
 WooCommerce signs a delivery with ``X-WC-Webhook-Signature = base64(HMAC-SHA256(raw body,
 secret))`` (``WC_Webhook::generate_signature``). There is no timestamp in the signature, so no
-freshness window can be checked here; replays are caught by the daemon on the delivery id
-(see :func:`_delivery_id`: WooCommerce's own is not one per delivery).
+freshness window can be checked here; replays are caught by the daemon on the body's hash
+(:func:`connector.adapter.body_key`: WooCommerce's delivery id is neither signed nor one per
+delivery), and a changed customer is fetched from the shop, never taken from the body: a
+delivery sent again later, or one overtaken by a later change, cannot write old data back.
 The sandbox signs with :func:`webhook_signature` too, so both sides share one definition.
 """
 
@@ -16,7 +18,7 @@ import json
 import re
 from typing import Any
 
-from connector.adapter import WebhookEvent, WebhookRequest
+from connector.adapter import WebhookEvent, WebhookRequest, body_key
 
 __all__ = ["is_ping", "parse_delivery", "verify_delivery", "webhook_signature"]
 
@@ -53,24 +55,6 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
     return hmac.compare_digest(signature.strip().encode(), expected.encode())
 
 
-def _delivery_id(request: WebhookRequest) -> str:
-    """What tells this delivery apart from every other, and a replay of it from none.
-
-    WooCommerce's delivery id does not: it is ``wp_hash(webhook id . strtotime('now'))``
-    (``WC_Webhook::get_new_delivery_id``), one per webhook and second, so a bulk edit's
-    second customer changed within a second came with the first one's id, and was dropped
-    as its replay. The signature is added: a keyed hash of the body, which is the same for a
-    replay and differs for another customer or another change. (Hashed again, to keep no
-    part of a signature.)
-    """
-    delivery = request.headers.get("x-wc-webhook-delivery-id", "").strip()
-    signature = request.headers.get("x-wc-webhook-signature", "").strip()
-    if delivery and signature:
-        return f"{delivery}:{hashlib.sha256(signature.encode()).hexdigest()[:32]}"
-    # Without them, the body's hash still lets the daemon spot an exact replay.
-    return "sha256:" + hashlib.sha256(request.body).hexdigest()
-
-
 def _positive_id(value: Any) -> str | None:
     """A WordPress id as text, or ``None`` for 0, missing or malformed ids (guests)."""
     if isinstance(value, bool):
@@ -86,7 +70,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     """Decode a verified delivery into events (see the adapter's ``parse_webhook``)."""
     if is_ping(request) and "x-wc-webhook-topic" not in request.headers:
         return []
-    delivery_id = _delivery_id(request)
+    delivery_id = body_key(request.body)
     topic = request.headers.get("x-wc-webhook-topic", "").strip().lower()
     try:
         body = json.loads(request.body)
@@ -105,9 +89,6 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
                 delivery_id=delivery_id,
                 external_id=_positive_id(body.get("id")),
                 email=email if isinstance(email, str) and email else None,
-                # The payload is the customer exactly as a REST GET returns it (and as pull
-                # yields it), so the targeted sync needs no second request to the shop.
-                record=body,
             )
         ]
     if resource == "customer" and event == "deleted":

@@ -17,7 +17,7 @@ from adapters.woocommerce.payloads import code_only
 from adapters.woocommerce.shapes import wc_datetime
 from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
-from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest
+from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
@@ -699,7 +699,16 @@ def test_parse_customer_and_order_events(harness: Harness, sandbox: WooCommerceS
     updated = delivery(sandbox, {"id": 7, "email": "an@example.com"}, "customer.updated")
     (event,) = harness.adapter.parse_webhook(updated)
     assert (event.kind, event.external_id, event.email) == ("changed", "7", "an@example.com")
-    assert event.delivery_id.startswith(updated.headers["x-wc-webhook-delivery-id"] + ":")
+    # The replay key is the body's: the delivery id header is not signed.
+    assert event.delivery_id == body_key(updated.body)
+    relabelled = WebhookRequest(
+        updated.method,
+        updated.url,
+        {**updated.headers, "x-wc-webhook-delivery-id": "0" * 32},
+        updated.body,
+    )
+    (again,) = harness.adapter.parse_webhook(relabelled)
+    assert again.delivery_id == event.delivery_id
     (deleted,) = harness.adapter.parse_webhook(delivery(sandbox, {"id": 7}, "customer.deleted"))
     assert (deleted.kind, deleted.external_id, deleted.email) == ("deleted", "7", None)
     order = {"id": 1001, "customer_id": 7, "billing": {"email": "an@example.com"}}

@@ -394,6 +394,13 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     # Shopify retries a delivery it thinks failed, under the same X-Shopify-Webhook-Id.
     replay = receive(rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time())
     assert replay.status == 200 and replay.queued == [] and replay.duplicates == 1
+    # The id header is not signed: the same body under another id is a replay all the same
+    # (it opened a second request before, and an access request's second bundle).
+    relabelled = {**lowered, "x-shopify-webhook-id": "11111111-2222-3333-4444-555555555555"}
+    again = receive(
+        rt, "shopify", WebhookRequest("POST", request.url, relabelled, body), time.time()
+    )
+    assert again.queued == [] and again.duplicates == 1
     daemon = Daemon(rt)
     job = jobs.claim_next(rt.store, rt.keyring)
     assert job is not None
