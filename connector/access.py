@@ -25,6 +25,7 @@ from typing import Any
 
 from connector.config import Config
 from connector.model import CANONICAL_FIELDS, CATEGORIES
+from connector.privatefile import write_private
 
 __all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
 
@@ -235,10 +236,9 @@ def write_bundle(
     written = []
     for name in BUNDLE_FILES:
         path = out_dir / name
-        # Created 0600 from the start: the content is personal data in clear.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(texts[name])
+        # Personal data in clear: 0600 from the start, and a file or a symlink already at
+        # the name is replaced, not written into (it kept its mode, or led elsewhere).
+        write_private(path, texts[name].encode("utf-8"))
         written.append(path)
     return written
 

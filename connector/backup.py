@@ -22,8 +22,7 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -32,9 +31,10 @@ from connector import audit
 from connector.config import Config
 from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
-from connector.keyset import check_master_key
+from connector.keyset import check_master_key, store_keyring
 from connector.lock import sharing_keys
-from connector.receipts import receipt_key_path, retired_keys_dir
+from connector.privatefile import sync_folder
+from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
 from connector.storefile import refuse_foreign
@@ -55,7 +55,6 @@ __all__ = [
     "readable_backup",
     "refuse_store_files",
     "sha256",
-    "sync_folder",
     "take_backup",
 ]
 
@@ -115,6 +114,9 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
         store = Store(store_path)
         try:
             check_master_key(store, config)  # a backup nobody could open is no backup
+            # A master key rotation that stopped before renaming the signing key file left
+            # it staged: copied as it was on disk, the backup's key file opened with no key.
+            ReceiptSigner.for_store(store_path, store_keyring(store, config)).settle()
             try:
                 _copy(store, partial, receipt_key_path(store_path))
                 facts = _facts(partial)
@@ -291,23 +293,3 @@ def sha256(path: Path) -> str:
 def discard(path: Path) -> None:
     for name in (path, *(path.with_name(path.name + s) for s in COMPANIONS)):
         name.unlink(missing_ok=True)
-
-
-def sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (its directory entry), where the OS allows it."""
-    with _opened_folder(folder) as fd:
-        if fd is not None:
-            os.fsync(fd)
-
-
-@contextmanager
-def _opened_folder(folder: Path) -> Iterator[int | None]:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        yield None
-        return
-    try:
-        yield fd
-    finally:
-        os.close(fd)

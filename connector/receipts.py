@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from connector.crypto import RECEIPT_KEY_CONTEXT, DecryptionError, Keyring
 from connector.errors import ReceiptError
+from connector.privatefile import create_private, write_private
 
 __all__ = [
     "LEGACY_KEY_FILE",
@@ -186,11 +187,12 @@ class ReceiptSigner:
         """
         old = self.public_key
         old_id = key_id(old)
-        self.retired_dir.mkdir(parents=True, exist_ok=True)
-        (self.retired_dir / f"{old_id}.pem").write_bytes(
+        # Whole or not at all: a torn file here failed every receipt check that followed.
+        write_private(
+            self.retired_dir / f"{old_id}.pem",
             old.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
+            ),
         )
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(
@@ -198,9 +200,8 @@ class ReceiptSigner:
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
-        staging = self.key_path.with_suffix(".new")
-        _write_sealed(staging, self._keyring, raw)
-        os.replace(staging, self.key_path)  # atomic: never a moment without a key file
+        # Renamed into place: never a moment without a key file.
+        write_private(self.key_path, self._keyring.seal(raw, RECEIPT_KEY_CONTEXT))
         self._private = key
         return old_id, key_id(key.public_key())
 
@@ -222,27 +223,42 @@ class ReceiptSigner:
         if not self.key_path.exists():
             return False
         raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
-        _write_sealed(self.staged_path, keyring, raw)
         # The same signing key, sealed anew: its age (the daemon's rotation reminder reads the
         # file's mtime) stays the key's own.
         made = self.key_path.stat()
-        os.utime(self.staged_path, ns=(made.st_atime_ns, made.st_mtime_ns))
+        write_private(
+            self.staged_path,
+            keyring.seal(raw, RECEIPT_KEY_CONTEXT),
+            mtime_ns=made.st_mtime_ns,
+        )
         return True
 
     def finish_reseal(self) -> None:
         """The store's new keys are committed: the staged key file becomes the key file."""
         os.replace(self.staged_path, self.key_path)
 
+    def settle(self) -> None:
+        """Put in place what a master key rotation that stopped short left staged, and adopt
+        the shared key file of earlier versions: the key file on disk is then the one the
+        store's keys open (a backup copies it as it is on disk). Only while no rotation
+        runs: under :func:`connector.lock.sharing_keys`."""
+        self._settle_staged()
+        self.adopt_shared()
+
     def _settle_staged(self) -> None:
         staged = self.staged_path
-        if not staged.exists():
-            return
         try:
-            self._keyring.open(staged.read_bytes(), RECEIPT_KEY_CONTEXT)
+            sealed = staged.read_bytes()
+        except FileNotFoundError:
+            return  # none, or another process settled it meanwhile
+        try:
+            self._keyring.open(sealed, RECEIPT_KEY_CONTEXT)
         except DecryptionError:
             staged.unlink(missing_ok=True)  # that rotation never committed: the key file holds
         else:
-            os.replace(staged, self.key_path)  # it committed, and stopped before the rename
+            # It committed, and stopped before the rename (another process may just have).
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(staged, self.key_path)
 
     def adopt_shared(self) -> None:
         """Copy the shared key file of earlier versions as this store's, if it is its key.
@@ -270,12 +286,11 @@ class ReceiptSigner:
         # between would leave old receipts unverifiable with nothing left to adopt them again.
         history = retired_keys_dir(self._adopt)
         for pem in sorted(history.glob("*.pem")) if history.is_dir() else []:
-            self.retired_dir.mkdir(parents=True, exist_ok=True)
             copy = self.retired_dir / pem.name
             if not copy.exists():
-                copy.write_bytes(pem.read_bytes())
+                write_private(copy, pem.read_bytes())
         # The same key keeps its age: the daemon's rotation reminder reads the file's mtime.
-        _create_sealed(self.key_path, sealed, mtime_ns=made.st_mtime_ns)
+        create_private(self.key_path, sealed, mtime_ns=made.st_mtime_ns)
         if source == staged:
             staged.unlink(missing_ok=True)  # opens with this store's keys only: nobody else's
 
@@ -289,62 +304,13 @@ class ReceiptSigner:
                 serialization.PrivateFormat.Raw,
                 serialization.NoEncryption(),
             )
-            if _create_sealed(self.key_path, self._keyring.seal(raw, RECEIPT_KEY_CONTEXT)):
+            if create_private(self.key_path, self._keyring.seal(raw, RECEIPT_KEY_CONTEXT)):
                 return key
         try:
             raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
             return Ed25519PrivateKey.from_private_bytes(raw)
         except (DecryptionError, ValueError) as exc:
             raise ReceiptError(f"{self.key_path}: {NOT_THIS_STORES_KEY}") from exc
-
-
-def _create_sealed(path: Path, sealed: bytes, *, mtime_ns: int | None = None) -> bool:
-    """Write ``sealed`` to ``path`` unless it exists (0600); False if another process won.
-
-    Two processes starting at once must not each write their own key, nor read the other's
-    half written: the file is complete on disk under a temporary name before it is linked
-    into place, and the link fails if ``path`` exists already.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        _fill(fd, sealed, temporary, mtime_ns)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            return False
-        except OSError:
-            # A filesystem without hard links: an exclusive create is as safe against a
-            # second writer, though a crash mid-write could leave a short file behind.
-            return _create_exclusive(path, sealed, mtime_ns)
-        return True
-    finally:
-        os.unlink(temporary)
-
-
-def _create_exclusive(path: Path, sealed: bytes, mtime_ns: int | None) -> bool:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return False
-    _fill(fd, sealed, path, mtime_ns)
-    return True
-
-
-def _fill(fd: int, data: bytes, path: Path | str, mtime_ns: int | None) -> None:
-    """Write ``data`` through ``fd`` (then closed) to disk; give ``path`` that age if asked."""
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if mtime_ns is not None:
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-
-
-def _write_sealed(path: Path, keyring: Keyring, raw: bytes) -> None:
-    """``raw`` sealed under ``keyring`` into ``path`` (0600, on disk before it is renamed)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    _fill(fd, keyring.seal(raw, RECEIPT_KEY_CONTEXT), path, None)
 
 
 @dataclass(frozen=True)

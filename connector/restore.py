@@ -37,7 +37,6 @@ from connector.backup import (
     discard,
     readable_backup,
     refuse_store_files,
-    sync_folder,
 )
 from connector.carryover import Carried, attached, carry_over
 from connector.config import Config
@@ -45,6 +44,7 @@ from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, receipt_key_opens, store_keyring
 from connector.lock import keys_alone, syncing
+from connector.privatefile import sync_folder, write_private
 from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.state import Store
 
@@ -99,7 +99,7 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
         try:
             key = _prepare(config, backup, preparing, sha, current, replaced)
             if key.content is not None:
-                _write_private(staged_key, key.content)
+                write_private(staged_key, key.content)
             if current is not None:
                 _set_aside(store_path, replaced)
             os.replace(preparing, store_path)
@@ -268,16 +268,7 @@ def _put_back_retired(folder: Path, retired: dict[str, bytes]) -> None:
     for name, content in retired.items():
         path = folder / Path(name).name  # a name, never a path out of the folder
         if not path.exists():
-            folder.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(content)
-
-
-def _write_private(path: Path, content: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with open(fd, "wb") as f:
-        f.write(content)
-        f.flush()
-        os.fsync(f.fileno())
+            write_private(path, content)
 
 
 def _replaced_entry(current: _Current | None, replaced: Path) -> dict[str, object] | None:

@@ -140,6 +140,32 @@ async def test_a_bundle_closes_its_own_folder_and_leaves_a_shared_one_s_mode(
     assert (tmp_path / "own").stat().st_mode & 0o777 == 0o700
 
 
+async def test_a_bundle_replaces_a_file_or_a_symlink_at_its_names(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A `data.json` already in the --out folder (an earlier export made readable to hand
+    over) kept its 0644, the person's data then in it; a `report.en.html` there that was a
+    symlink was followed, the data written into the file it led to. Each bundle file is
+    now written under a temporary name and renamed over what was there."""
+    await seed_both(shop, crm, rt)
+    shared = tmp_path / "exports"
+    shared.mkdir()
+    earlier = shared / "data.json"
+    earlier.write_text("{}")
+    earlier.chmod(0o644)
+    published = tmp_path / "www" / "index.html"
+    published.parent.mkdir()
+    published.write_text("<p>public page</p>")
+    (shared / "report.en.html").symlink_to(published)
+    assert (await DsrService(rt).access(CANARY_EMAIL, shared)).status == "completed"
+    assert CANARY_EMAIL in earlier.read_text()
+    assert earlier.stat().st_mode & 0o777 == 0o600
+    assert CANARY_EMAIL not in published.read_text()
+    report = shared / "report.en.html"
+    assert not report.is_symlink() and report.stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in shared.iterdir()) == sorted(BUNDLE_FILES)  # no temporaries
+
+
 async def test_a_relative_out_folder_is_where_a_later_retry_writes_the_bundle(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,

@@ -98,3 +98,57 @@ def test_the_last_backup_is_found_without_reading_the_audit_trail(tmp_path: Path
         assert thousands <= 1
     finally:
         store.close()
+
+
+async def test_a_backup_after_a_rotation_stopped_before_its_key_file_rename_carries_the_key(
+    shop: WooCommerceSandbox,
+    open_rt: Any,
+    tmp_path: Path,
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`keys rotate` stopped after its commit, before the receipt signing key file (sealed
+    anew, staged beside it) was renamed into place. The backup copied the key file as it
+    was on disk, sealed under keys the store no longer has: restored after a lost disk, it
+    did not open, a new key was made, and the receipts signed before no longer verified."""
+    from connector.crypto import decode_master_key, generate_master_key
+    from connector.dsr import DsrService
+    from connector.keyset import rotate_master_key
+    from connector.receipts import ReceiptSigner
+    from connector.restore import restore_backup
+
+    class Killed(BaseException):
+        pass
+
+    seed(shop)
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        receipt = service.receipt((await service.erase(OTHER_EMAIL)).id)
+        assert receipt is not None
+        public = service.public_key_pem()
+        config = rt.config
+
+    def killed(_self: ReceiptSigner) -> None:
+        raise Killed
+
+    new_key = generate_master_key()
+    with monkeypatch.context() as patch:
+        patch.setattr(ReceiptSigner, "finish_reseal", killed)
+        store = Store(config.store_path)
+        try:
+            with pytest.raises(Killed):
+                rotate_master_key(store, config, decode_master_key(new_key))
+        finally:
+            store.close()
+    (config_path.parent / "master.key").write_text(new_key)  # keys.source, as README says
+    config = load_config(config_path)
+    take_backup(config, tmp_path / "nightly.db")
+    for name in config.store_path.parent.iterdir():  # the disk is lost
+        if name.is_file():
+            name.unlink()
+    restore_backup(config, tmp_path / "nightly.db")
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.public_key_pem() == public
+        assert service.verify_receipt(receipt.encode()).ok

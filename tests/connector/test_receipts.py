@@ -15,6 +15,7 @@ from connector.receipts import (
     LEGACY_KEY_FILE,
     ReceiptSigner,
     canonical,
+    key_id,
     load_public_key,
     verify_receipt,
 )
@@ -117,13 +118,46 @@ def test_a_key_file_is_made_where_hard_links_are_not_supported(
     def no_links(_src: object, _dst: object) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("connector.receipts.os.link", no_links)
+    monkeypatch.setattr("connector.privatefile.os.link", no_links)
     keyring = Keyring(bytes(range(32)))
     signer = ReceiptSigner.for_store(tmp_path / "klantsync.db", keyring)
     pem = signer.public_key_pem()
     assert signer.key_path.stat().st_mode & 0o777 == 0o600
     assert ReceiptSigner.for_store(tmp_path / "klantsync.db", keyring).public_key_pem() == pem
     assert [p.name for p in tmp_path.iterdir()] == [signer.key_path.name]
+
+
+def signer_id(signer: ReceiptSigner) -> str:
+    return key_id(signer.public_key)
+
+
+def test_a_rotation_that_dies_writing_the_retired_key_leaves_receipts_verifiable(
+    signer: ReceiptSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsr rotate-key` killed while writing the retired key's public half (written in
+    place, it was left torn) made every receipt check fail from then on, the current key's
+    included: a file is now complete on disk before it takes its name."""
+    document = signer.sign({"request_id": "er-1"})
+
+    class Killed(BaseException):
+        pass
+
+    def torn(fd: int, data: bytes, path: object, mtime_ns: int | None = None) -> None:
+        with open(fd, "wb") as handle:
+            handle.write(data[: len(data) // 2])
+        raise Killed
+
+    with monkeypatch.context() as patch:
+        patch.setattr("connector.privatefile.fill", torn)
+        with pytest.raises(Killed):
+            signer.rotate()
+    keys = signer.public_keys()  # every key, the retired ones read from their files
+    assert all(
+        verify_receipt(document.encode(), key).ok is (k == signer_id(signer))
+        for k, key in keys.items()
+    )
+    leftovers = [p.name for p in signer.key_path.parent.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
 
 
 def test_a_shared_key_file_that_is_another_stores_is_left_alone(tmp_path: Path) -> None:

@@ -423,7 +423,7 @@ async def test_a_restore_stopped_at_any_step_leaves_a_whole_store_and_runs_again
     targets = [
         (os, "replace"),
         (os, "link"),
-        (restore_module, "_write_private"),
+        (restore_module, "write_private"),
         (restore_module, "_put_back_retired"),
         (restore_module, "carry_over"),
         (restore_module, "_read_current"),
