@@ -12,12 +12,13 @@ sent (see :func:`validation_failed`).
 from __future__ import annotations
 
 import hmac
+import json
 import re
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Request, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -173,25 +174,95 @@ def _valid_email(value: str) -> str:
     return email
 
 
+#: The largest request body the admin API reads; its requests are a few short fields.
+MAX_ADMIN_BODY_BYTES = 65_536
+OPENAPI_PATH = "/admin/openapi.json"
+
+_Scope = dict[str, Any]
+_Receive = Callable[[], Awaitable[dict[str, Any]]]
+_Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _Guard:
+    """The bearer token checked, then the body read up to :data:`MAX_ADMIN_BODY_BYTES`,
+    before the app sees the request.
+
+    An ASGI layer and not a FastAPI dependency: FastAPI reads and parses a request's body
+    before it runs any dependency, so any caller who reached the port made the daemon take
+    in whatever it sent before being told 401. The OpenAPI document needs no token.
+    """
+
+    def __init__(self, app: Callable[[_Scope, _Receive, _Send], Awaitable[None]], token: bytes):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http" or scope["path"] == OPENAPI_PATH:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+        if (
+            not self.token  # an empty token (config refuses one; code may not) opens nothing
+            or scheme.lower() != b"bearer"
+            or not hmac.compare_digest(given, self.token)
+        ):
+            detail = (
+                "missing or wrong bearer token"
+                if self.token
+                else "admin API disabled: no admin_token"
+            )
+            await _answer(send, 401, detail, [(b"www-authenticate", b"Bearer")])
+            return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_ADMIN_BODY_BYTES:
+            await _answer(send, 413, "request body too large")
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            more = bool(message.get("more_body"))
+            if len(body) > MAX_ADMIN_BODY_BYTES:
+                await _answer(send, 413, "request body too large")
+                return
+        taken = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal taken
+            if taken:
+                return await receive()
+            taken = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _answer(
+    send: _Send, code: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": code,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def build_admin_app(daemon: Daemon) -> FastAPI:
     """The admin API bound to ``daemon``."""
     configured = daemon.rt.config.daemon.admin_token
-    # An empty token (config refuses one; a model built in code may not) opens nothing.
     token = configured.get_secret_value().encode() if configured is not None else b""
-
-    def authorised(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if (
-            not token
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(given.encode(), token)
-        ):
-            raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong bearer token" if token else "admin API disabled: no admin_token",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
 
     async def store_failed(request: Request, exc: Exception) -> Response:
         # A full disk, say: a 503 saying so (not a bare 500), and the log says what to do.
@@ -201,14 +272,13 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
 
         return store_unavailable()
 
-    # Every route needs the token; the OpenAPI document itself is served without it.
+    # Every route needs the token (_Guard); the OpenAPI document is served without it.
     app = FastAPI(
         title="klantsync admin API",
         version="1",
-        openapi_url="/admin/openapi.json",
+        openapi_url=OPENAPI_PATH,
         docs_url=None,
         redoc_url=None,
-        dependencies=[Depends(authorised)],
         exception_handlers={
             RequestValidationError: validation_failed,
             sqlite3.Error: store_failed,
@@ -322,4 +392,5 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         shown: dict[str, Any] = view.as_dict()
         return shown
 
+    app.add_middleware(_Guard, token=token)
     return app

@@ -167,7 +167,9 @@ class DsrService:
             # has now, and the systems may hold them under the one they had at the last sync.
             system, external_id = external
             if system not in self.rt.systems:
-                raise DsrUsageError(f"no system named {system!r}")
+                raise DsrUsageError(
+                    f"no system of that name; configured: {', '.join(self.rt.systems)}"
+                )
             stored_id = self.rt.engine.ids.to_store(system, external_id)
             known_sid = self.rt.store.subject_for_external(system, stored_id)
             ids = self.identities(known_sid) if known_sid else {}
@@ -544,8 +546,10 @@ class DsrService:
         with self.rt.store.transaction():
             states = {s.system: s.status for s in self.db.systems(row.id)}
             if system not in states:
+                # The name is not repeated: through the admin API, what was sent would be
+                # answered back (and reach proxies' logs), whatever it held.
                 raise DsrUsageError(
-                    f"request {request_id} has no system {system!r}; it has {', '.join(states)}"
+                    f"request {request_id} has no system of that name; it has {', '.join(states)}"
                 )
             if states[system] in FINAL_STATUSES:
                 raise DsrUsageError(

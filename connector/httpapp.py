@@ -147,6 +147,48 @@ def _checks_url_with_get(daemon: Daemon, system: str) -> bool:
     return found is not None and "webhook_url_check" in found.adapter.capabilities
 
 
+#: The most bytes a request's head (request line and headers) may take; a vendor's is a
+#: few kilobytes.
+MAX_HEAD_BYTES = 65_536
+
+
+def _bounded_protocol() -> type[Any]:
+    """uvicorn's httptools protocol, refusing a request whose head passes MAX_HEAD_BYTES.
+
+    httptools sets no limit of its own: a single header of many megabytes was buffered whole
+    and the request served. The listener faces vendors (and, with ``tls_cert``, the
+    internet); the body is capped at :data:`MAX_BODY_BYTES` by the app.
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        _in_head = True
+        _head_bytes = 0
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._in_head, self._head_bytes = True, 0
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            was_in_head = self._in_head
+            super().data_received(data)
+            if not (was_in_head and self._in_head):
+                return  # a chunk that completed the head counts its body too: not judged
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+                    b"content-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                self.transport.close()
+
+    return BoundedHttpToolsProtocol
+
+
 def _host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
@@ -183,6 +225,7 @@ def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
             # are; without it they reach the redacting handler (connector/logs.py).
             log_config=None,
             lifespan="off",
+            http=_bounded_protocol(),
             **tls,
         )
         server = uvicorn.Server(config)

@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, jobs
-from connector.admin import build_admin_app
+from connector.admin import MAX_ADMIN_BODY_BYTES, build_admin_app
 from connector.config import parse_schedule
 from connector.daemon import (
     READY_STARTING,
@@ -332,6 +332,60 @@ async def test_an_empty_admin_token_opens_nothing(daemon: Daemon) -> None:
             response = await client.get("/admin/status", headers={"authorization": header})
             assert response.status_code == 401
             assert response.json()["detail"] == "admin API disabled: no admin_token"
+
+
+async def test_the_admin_api_refuses_before_reading_a_body(daemon: Daemon) -> None:
+    """FastAPI reads and parses a body before its dependencies run: the token check was
+    one, so any caller who reached the port had its whole body taken in (8 MiB here)
+    before the 401. The token is now checked first, and a body read only up to 64 KiB."""
+    sent = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        while sent < 8 * MAX_ADMIN_BODY_BYTES * 16:
+            sent += 65536
+            yield b" " * 65536
+
+    async with _client(build_admin_app(daemon)) as client:
+        refused = await client.post(
+            "/admin/dsr", content=body(), headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 401 and sent <= 65536
+        assert refused.headers["www-authenticate"] == "Bearer"
+        sent = 0
+        auth = {"authorization": f"Bearer {ADMIN_TOKEN}", "content-type": "application/json"}
+        large = await client.post("/admin/dsr", content=body(), headers=auth)
+        assert large.status_code == 413 and sent <= 2 * MAX_ADMIN_BODY_BYTES
+        declared = await client.post(
+            "/admin/dsr", content=b"{}", headers={**auth, "content-length": "9999999"}
+        )
+        assert declared.status_code == 413
+        # A body within bounds is read whole and reaches the route.
+        ok = await client.post("/admin/resync", json={"system": "shop"}, headers=auth)
+        assert ok.status_code == 202
+        assert (await client.get("/admin/openapi.json")).status_code == 200  # no token
+
+
+async def test_an_admin_refusal_does_not_answer_back_what_was_sent(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A request's exemption naming a system it does not have was answered 409 with that
+    name quoted, whatever it held (an e-mail address here), into proxies' logs."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    shop.faults.down = True
+    view = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    assert view.is_open
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        response = await client.post(
+            f"/admin/dsr/{view.id}/exempt",
+            headers=auth,
+            json={"system": CANARY_EMAIL, "reason": "kept by law"},
+        )
+    assert response.status_code == 409
+    assert CANARY_EMAIL not in response.text and "has no system of that name" in response.text
 
 
 async def test_admin_resync_runs_and_status_shows_it(
@@ -702,6 +756,56 @@ def _listen_on_free_ports(config: Path) -> None:
             f'admin_listen = "127.0.0.1:{free_port()}"\n',
         )
     )
+
+
+async def test_a_request_head_past_its_limit_is_refused_as_it_arrives(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """uvicorn's httptools parser sets no limit on a request's head: one header of 1 MiB
+    was buffered whole and the request served. Past 64 KiB the listener now answers 431 and
+    closes the connection; an ordinary request on it is served as before."""
+    from connector.httpapp import MAX_HEAD_BYTES, build_servers
+
+    _listen_on_free_ports(daemon_config)
+    async with open_rt(daemon_config) as rt:
+        (public, sock), (_admin, admin_sock) = build_servers(Daemon(rt, clock=Clock()))
+        admin_sock.close()
+        port = sock.getsockname()[1]
+        task = asyncio.ensure_future(public.serve(sockets=[sock]))
+        try:
+            while not public.started:
+                await asyncio.sleep(0)
+
+            class Caller(asyncio.Protocol):
+                def __init__(self) -> None:
+                    self.answer = bytearray()
+                    self.closed = asyncio.Event()
+
+                def data_received(self, data: bytes) -> None:
+                    self.answer += data
+
+                def connection_lost(self, exc: Exception | None) -> None:
+                    self.closed.set()
+
+            async def ask(filler: int) -> bytes:
+                loop = asyncio.get_running_loop()
+                transport, caller = await loop.create_connection(Caller, "127.0.0.1", port)
+                transport.write(b"GET /healthz HTTP/1.1\r\nHost: daemon\r\nX-Filler: ")
+                for _ in range(filler // 65536):
+                    if transport.is_closing():
+                        break  # refused: the server closed the connection
+                    transport.write(b"a" * 65536)
+                    await asyncio.sleep(0)
+                if not transport.is_closing():
+                    transport.write(b"\r\nConnection: close\r\n\r\n")
+                await asyncio.wait_for(caller.closed.wait(), 20)
+                return bytes(caller.answer)
+
+            assert (await ask(0)).startswith(b"HTTP/1.1 200")
+            assert (await ask(16 * MAX_HEAD_BYTES)).startswith(b"HTTP/1.1 431")
+        finally:
+            public.should_exit = True
+            await asyncio.wait_for(task, 20)
 
 
 async def test_the_listeners_leave_logging_to_klantsync(
