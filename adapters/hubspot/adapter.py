@@ -212,8 +212,11 @@ class HubSpotAdapter:
                 "POST", f"{CONTACTS}/{action}", json={"inputs": inputs}
             )
         except RecordError as exc:
-            # HubSpot refused the whole batch (an unknown property, a malformed input): every
-            # record fails with the category, and none is retried as is.
+            if len(records) > 1:
+                # HubSpot refused the whole batch for one input (a property the portal lacks,
+                # a malformed value): raised, so the engine sends one by one to find it.
+                # Failing every record here made the whole batch dead letters.
+                raise
             reason = exc.detail or f"HTTP_{exc.status}"
             return [UpsertResult(record.ref, "failed", reason=reason) for record in records]
         body = json_object(response)

@@ -24,7 +24,7 @@ from adapters.hubspot import (
 )
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
-from connector.errors import FatalRemoteError, RetryableError
+from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
@@ -239,12 +239,13 @@ async def test_duplicate_emails_in_one_call_go_in_separate_batches(hub: Harness)
 
 
 async def test_unknown_property_refuses_the_whole_batch(hub: Harness) -> None:
-    """A property the portal lacks makes the sandbox 400 the batch; every record fails."""
-    results = await hub.adapter.upsert([person(1), person(2, favourite_colour="blue")])
-    assert [(r.outcome, r.reason, r.retryable) for r in results] == [
-        ("failed", "VALIDATION_ERROR", False)
-    ] * 2
-    assert [e.status for e in hub.sandbox.log.entries] == [400]
+    """A property the portal lacks makes the sandbox 400 the batch: raised for a batch (the
+    engine then sends one by one to find the record), a failure for a record alone."""
+    with pytest.raises(RecordError):
+        await hub.adapter.upsert([person(1), person(2, favourite_colour="blue")])
+    (alone,) = await hub.adapter.upsert([person(2, favourite_colour="blue")])
+    assert (alone.outcome, alone.reason, alone.retryable) == ("failed", "VALIDATION_ERROR", False)
+    assert [e.status for e in hub.sandbox.log.entries] == [400, 400]
     assert hub.sandbox.contact_count() == 0
 
 

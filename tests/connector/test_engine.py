@@ -20,7 +20,7 @@ from connector.mapping import load_mapping
 from connector.pages import ReadAhead
 from connector.ratelimit import RateLimit
 from connector.runtime import Runtime
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, write_config
 
 HUBSPOT_ALLOWED = {
     load_mapping(REPO_MAPPINGS / "hubspot.toml").fields[name].path
@@ -301,6 +301,40 @@ async def test_a_resync_of_one_person_with_full_offers_their_refused_record_agai
     assert crm.holds("piet.pieters@example.nl") and rt.store.dead_letters() == []
 
 
+async def test_a_batch_hubspot_refuses_for_one_record_dead_letters_that_record_alone(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+) -> None:
+    """HubSpot refuses a whole batch when one input names a property the portal lacks (one
+    customer's date of birth, mapped to a custom property not created yet). The adapter
+    failed every input of the batch: all became dead letters, not offered again until they
+    changed. It now raises, and the engine sends one by one to find the record."""
+    shop_map = tmp_path / "woocommerce.toml"
+    shop_map.write_text(
+        (REPO_MAPPINGS / "woocommerce.toml").read_text()
+        + '\n[fields.date_of_birth]\npath = "meta_data.date_of_birth"\ntransform = ["date"]\n'
+        'purpose = "Birthday greeting"\ndirection = "in"\n'
+    )
+    crm_map = tmp_path / "hubspot.toml"
+    crm_map.write_text(
+        (REPO_MAPPINGS / "hubspot.toml").read_text()
+        + '\n[fields.date_of_birth]\npath = "klant_geboortedatum"\ntransform = ["date"]\n'
+        'purpose = "Birthday greeting"\n'
+    )
+    config = write_config(tmp_path, shop_mapping=shop_map, crm_mapping=crm_map)
+    for n in range(5):
+        shop.add_person(f"klant{n}@example.nl", f"Klant{n}", "Test")
+    shop.add_person("jarig@example.nl", "Jarig", "Test", date_of_birth="1980-05-17")
+    async with open_rt(config) as rt:
+        await rt.engine.sync()
+        letters = rt.store.dead_letters("crm")
+    assert crm.contact_count() == 5
+    assert len(letters) == 1
+
+
 async def test_a_record_refused_on_every_full_sync_keeps_one_dead_letter(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,
@@ -369,10 +403,10 @@ async def test_a_record_delivered_after_a_fix_at_the_source_leaves_no_dead_lette
 async def test_records_refused_by_the_vendor_and_delivered_by_a_full_sync_leave_no_dead_letters(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
-    """A batch the CRM refused (a fault on its side), delivered by `sync --full` once fixed:
-    the same subjects' dead letters go with the successful delivery."""
+    """Records the CRM refused (a fault on its side: the batch, then each one alone),
+    delivered by `sync --full` once fixed: their dead letters go with the delivery."""
     shop.seed_synthetic(5, seed=3)
-    crm.faults.fail_status, crm.faults.fail_next = 400, 1
+    crm.faults.fail_status, crm.faults.fail_next = 400, 6
     (refused,) = await rt.engine.sync()
     assert refused.destinations["crm"].dead_lettered == 5 and len(rt.store.dead_letters()) == 5
     (full,) = await rt.engine.sync(full=True)
