@@ -10,7 +10,8 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.targeted import sync_subject
+from connector.runtime import Runtime
+from connector.targeted import sync_subject, sync_subjects
 from tests.conftest import write_config
 
 CRM_TO_SHOP = """
@@ -48,3 +49,16 @@ async def test_a_contact_archived_at_the_source_does_not_sync(
         )
     assert report.pulled == (0 if archived else 1)
     assert shop.holds("binned@example.com") is not archived
+
+
+async def test_two_deliveries_of_one_customer_under_two_addresses_make_one_contact(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A customer registers as jan@gmial.com and corrects it a minute later: two deliveries,
+    run as one targeted sync. Taken from the deliveries as they came, both addresses were
+    written, two contacts for one customer; each is now fetched by its id, and found once,
+    under the address the shop has."""
+    customer = shop.add_person("jan@gmial.com", "Jan", "Jansen", "06 12345678")
+    shop.touch("jan@gmial.com", email="jan@gmail.com")
+    await sync_subjects(rt, "shop", [(customer, "jan@gmial.com"), (customer, "jan@gmail.com")])
+    assert crm.holds("jan@gmail.com") and crm.contact_count() == 1
