@@ -43,7 +43,7 @@ from adapters.pipedrive.payloads import (
     encode_cursor,
     failure_reason,
     later_time,
-    other_phones_kept,
+    other_entries_kept,
     person_body,
     search_hits,
     with_contact_keys,
@@ -278,30 +278,39 @@ class PipedriveAdapter:
     ) -> UpsertResult | None:
         """Update one person; ``None`` when it no longer exists (404).
 
-        ``correcting`` (the update-only verb, which may carry only the corrected fields)
-        changes what is given and nothing else. The person is read first: Pipedrive's
-        ``name`` is both name parts, so one corrected alone keeps the other (else it would
-        become the whole name); a corrected phone replaces the primary one and keeps the
-        others someone added; the e-mail list is not sent (a sync sends it, the connector
-        owning the primary address, but it may hold others).
+        The person is read first. The connector owns the primary phone and e-mail of the
+        people it writes, not the others a salesperson added (an office number, a work
+        address): the phone replaces the primary entry and the others are kept, and so does
+        a sync's e-mail (sent as the whole list, which replaced theirs). ``correcting`` (the
+        update-only verb, which may carry only the corrected fields) changes what is given
+        and nothing else: Pipedrive's ``name`` is both name parts, so one corrected alone
+        keeps the other (else it would become the whole name), and the e-mail list is not
+        sent.
         """
         fields = dict(record.fields)
-        phones: list[dict[str, Any]] | None = None
+        current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
+        if current.status_code == 404:
+            return None
+        person = json_object(current).get("data")
+        person = person if isinstance(person, dict) else {}
         if correcting:
-            current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
-            if current.status_code == 404:
-                return None
-            person = json_object(current).get("data")
-            person = person if isinstance(person, dict) else {}
             parts = ("first_name", "last_name")
             if sum(part in fields for part in parts) == 1:
                 missing = next(part for part in parts if part not in fields)
                 fields[missing] = person.get(missing) or ""
-            if isinstance(fields.get("phone"), str):
-                phones = other_phones_kept(person.get("phones"), fields["phone"])
+        phone = fields.get("phone")
+        phones = other_entries_kept(person.get("phones"), phone) if isinstance(phone, str) else None
+        address = str(fields.get("email") or record.email or "").strip()
+        emails = (
+            other_entries_kept(person.get("emails"), address, label="work")
+            if address and not correcting
+            else None
+        )
         body = person_body(
             fields, record.email, creating=False, emails=not correcting, phones=phones
         )
+        if emails is not None:
+            body["emails"] = emails
         response = await self.client.request(
             "PATCH", f"{PERSONS}/{person_id}", json=body, accept=(404,)
         )

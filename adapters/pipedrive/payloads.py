@@ -25,7 +25,7 @@ __all__ = [
     "encode_cursor",
     "failure_reason",
     "later_time",
-    "other_phones_kept",
+    "other_entries_kept",
     "person_body",
     "primary_value",
     "search_hits",
@@ -50,7 +50,7 @@ def person_body(
     personal data is sent). On update ``name`` is sent only when a name part is, so a
     record without names never overwrites a name someone typed in Pipedrive; without
     ``emails`` the e-mail list is not sent at all (a correction of other fields); ``phones``
-    is the whole phone list to send, when the caller made it (see ``other_phones_kept``).
+    is the whole phone list to send, when the caller made it (see ``other_entries_kept``).
     """
     body: dict[str, Any] = {}
     for name, value in fields.items():
@@ -78,15 +78,24 @@ def person_body(
     return body
 
 
-def other_phones_kept(entries: Any, phone: str) -> list[dict[str, Any]]:
-    """A person's phone list with ``phone`` as the primary entry and the others kept."""
+def other_entries_kept(
+    entries: Any, value: str, *, label: str | None = None
+) -> list[dict[str, Any]]:
+    """A person's phone or e-mail list with ``value`` as the primary entry and the others
+    (those someone added in Pipedrive) kept."""
     current = entries if isinstance(entries, list) else []
+    same = value.strip().casefold()
     kept = [
         dict(entry)
         for entry in current
-        if isinstance(entry, Mapping) and not entry.get("primary") and entry.get("value") != phone
+        if isinstance(entry, Mapping)
+        and not entry.get("primary")
+        and str(entry.get("value", "")).strip().casefold() != same
     ]
-    return [{"value": phone.strip(), "primary": True}, *kept]
+    primary: dict[str, Any] = {"value": value.strip(), "primary": True}
+    if label is not None:
+        primary["label"] = label
+    return [primary, *kept]
 
 
 def primary_value(entries: Any) -> str | None:

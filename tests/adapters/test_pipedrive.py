@@ -197,8 +197,9 @@ async def test_upsert_creates_then_updates_without_duplicates(pd: Harness) -> No
     second = await pd.adapter.upsert([person(1, first_name="Eerste"), person(2)])
     assert [r.outcome for r in second] == ["updated", "updated"]
     assert [r.external_id for r in second] == [r.external_id for r in first]
+    # Each person is read before its update: the phones and e-mails others added stay.
     assert sorted(pd.sandbox.endpoints_used) == sorted(
-        [f"GET {PERSONS}/search", f"PATCH {PERSONS}/{{id}}"] * 2
+        [f"GET {PERSONS}/search", f"GET {PERSONS}/{{id}}", f"PATCH {PERSONS}/{{id}}"] * 2
     )
 
     renamed = pd.sandbox.record_for("person1@example.com")
@@ -207,7 +208,7 @@ async def test_upsert_creates_then_updates_without_duplicates(pd: Harness) -> No
     pd.sandbox.endpoints_used.clear()
     third = await pd.adapter.upsert([person(1, first[0].external_id, last_name="Derde")])
     assert [(r.outcome, r.external_id) for r in third] == [("updated", first[0].external_id)]
-    assert pd.sandbox.endpoints_used == [f"PATCH {PERSONS}/{{id}}"]
+    assert pd.sandbox.endpoints_used == [f"GET {PERSONS}/{{id}}", f"PATCH {PERSONS}/{{id}}"]
     assert pd.sandbox.person_count() == 2
 
     record = pd.sandbox.record_for("person1@example.com")
@@ -329,7 +330,7 @@ async def test_a_person_deleted_since_the_listing_is_searched_for_and_created_ag
     (again,) = await pd.adapter.upsert([person(25)])
     assert again.outcome == "created" and again.external_id != gone
     assert pd.sandbox.endpoints_used == [
-        f"PATCH {PERSONS}/{{id}}",
+        f"GET {PERSONS}/{{id}}",
         f"GET {PERSONS}/search",
         f"POST {PERSONS}",
     ]
@@ -432,6 +433,41 @@ async def test_an_update_leaves_the_email_list_and_other_phones_alone(pd: Harnes
     assert stored is not None
     phones = [(p["value"], bool(p.get("primary"))) for p in stored["phones"]]
     assert phones == [("+31687654321", True), ("+31201234567", False)]
+
+
+async def test_a_sync_keeps_the_phones_and_addresses_a_salesperson_added(pd: Harness) -> None:
+    """A sync's update sent the phone and e-mail as one-entry lists, which replace the
+    person's: a first name fixed in the shop wiped the office number and work address a
+    salesperson had added. The connector's own entry is the primary one; the rest stay,
+    and an address changed at the source replaces only the primary."""
+    email = "jan@example.com"
+    full = {"email": email, "first_name": "Jan", "last_name": "Jansen", "phone": "+31612345678"}
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, full)])
+    assert created.external_id is not None
+    person = pd.sandbox.store.persons[int(created.external_id)]
+    person.values["emails"] = [
+        *person.values["emails"],
+        {"value": "jan.werk@example.com", "primary": False, "label": "work"},
+    ]
+    person.values["phones"] = [*person.values["phones"], {"value": "+31201234567"}]
+    fixed = {**full, "first_name": "Johan"}
+    (updated,) = await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, fixed)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and stored["first_name"] == "Johan"
+    assert [e["value"] for e in stored["emails"]] == [email, "jan.werk@example.com"]
+    assert [p["value"] for p in stored["phones"]] == ["+31612345678", "+31201234567"]
+    moved = {**fixed, "email": "johan@example.com"}
+    (again,) = await pd.adapter.upsert(
+        [OutboundRecord("r", "johan@example.com", created.external_id, moved)]
+    )
+    assert again.outcome == "updated"
+    stored = pd.sandbox.record_for("johan@example.com")
+    assert stored is not None
+    assert [(e["value"], bool(e.get("primary"))) for e in stored["emails"]] == [
+        ("johan@example.com", True),
+        ("jan.werk@example.com", False),
+    ]
 
 
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
