@@ -190,8 +190,13 @@ class Daemon:
         """
         checks: dict[str, Any] = {}
         ready = True
+        successes: dict[str, str | None] = {}
         try:
+            # Read here, where a failure is caught: "SELECT 1" reads no page of the file, so
+            # a store whose pages cannot be read passed it, and the flows' reads below then
+            # failed the probe itself (a bare 500 instead of a 503 saying why).
             self.rt.store.db.execute("SELECT 1").fetchone()
+            successes = {f.name: self.rt.store.last_success(f.name) for f in self.rt.config.flows}
             checks["store"] = "ok"
         except Exception as exc:  # any store failure means not ready
             checks["store"] = type(exc).__name__
@@ -213,7 +218,7 @@ class Daemon:
                     "reason": UNREADY_NO_STORE,
                 }
                 continue
-            last = _parse_ts(self.rt.store.last_success(flow.name))
+            last = _parse_ts(successes[flow.name])
             if last is not None:
                 allowed = schedule.allowed_since(last)
                 fresh = now - last <= allowed

@@ -151,6 +151,24 @@ async def test_behind_a_proxy_signatures_are_checked_against_the_public_url(
     assert outcomes == [200, 401]
 
 
+async def test_readyz_is_503_for_a_store_whose_tables_cannot_be_read(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The probe's store check, SELECT 1, reads no page of the file: a store whose pages
+    cannot be read (a damaged page, a failing disk) passed it, and the flows' reads after
+    it failed the probe itself, a bare 500. The reads are now part of the check: 503."""
+    import sqlite3
+
+    def unreadable(_flow: str) -> str | None:
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    monkeypatch.setattr(daemon.rt.store, "last_success", unreadable)
+    async with _client(build_public_app(daemon)) as client:
+        ready = await client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["store"] == "DatabaseError"
+
+
 async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_later(
     daemon: Daemon,
     shop: WooCommerceSandbox,
