@@ -20,8 +20,10 @@ crash always was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -62,6 +64,9 @@ FRESH_LIMIT = 4096
 #: is caught where it always is: by the outbox's upsert and the suppression check at
 #: delivery.
 YIELD_EVERY = 10
+
+#: The summary of a run that raised: what its report would have held is lost with it.
+STOPPED = "the run stopped on an error; see the log"
 
 #: Fully acknowledged batches whose outcome may wait for the engine's next write. They ride
 #: in the next page's transaction: one commit instead of two, and the outbox pages the
@@ -150,9 +155,18 @@ class Engine:
         """Pull the flow's source and deliver to its destinations; return what happened."""
         source = self.systems[flow.source]
         cursor = None if full else self.store.get_cursor(flow.name, source.name)
-        report = await self._run(
-            flow, source.adapter.pull(cursor), dry_run, progress, retry_rejected=full
-        )
+        run_id = None if dry_run else self.store.start_run(flow.name)
+        try:
+            report = await self._run(
+                flow, source.adapter.pull(cursor), dry_run, progress, run_id, retry_rejected=full
+            )
+        except Exception:
+            # The store failed under the run (a full disk for a moment) or a bug met it: the
+            # run is failed, not left "running" for status while nothing runs.
+            if run_id is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.store.finish_run(run_id, "failed", json.dumps({"errors": [STOPPED]}))
+            raise
         if not dry_run:
             # The run's outcome and its audit entry together: a run the store shows finished
             # is one the audit trail shows.
@@ -184,7 +198,6 @@ class Engine:
             one_page(),
             dry_run=False,
             progress=None,
-            record_run=False,
             retry_rejected=full,
             moves_cursor=False,
         )
@@ -224,8 +237,8 @@ class Engine:
         pages: AsyncIterator[Page],
         dry_run: bool,
         progress: Progress | None,
+        run_id: int | None = None,
         *,
-        record_run: bool = True,
         retry_rejected: bool = False,
         moves_cursor: bool = True,
     ) -> FlowReport:
@@ -235,8 +248,7 @@ class Engine:
         report = FlowReport(flow.name, flow.source, dry_run=dry_run)
         for dest in destinations:
             report.destinations[dest.name] = DestinationReport()
-        if record_run and not dry_run:
-            report.run_id = self.store.start_run(flow.name)
+        report.run_id = run_id
         producer_done = asyncio.Event()
         drained = asyncio.Event()
         wake = {dest.name: asyncio.Event() for dest in destinations}

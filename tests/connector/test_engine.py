@@ -582,3 +582,30 @@ async def test_pull_waits_while_every_destination_has_plenty_queued(
     (report,) = await run
     assert not report.failed and report.pulled == 3000
     assert crm.contact_count() == 3000
+
+
+async def test_a_run_the_store_failed_under_is_recorded_failed_not_running(
+    shop: WooCommerceSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the store refused once (a full disk for a moment) raised out of the engine
+    before its run was finished in the store: the row stayed "running", and `status` said
+    the flow was running while nothing ran, until the daemon restarted."""
+    import sqlite3
+
+    shop.seed_synthetic(3, seed=5)
+    enqueue = rt.store.enqueue_page
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def enqueue_once_failing(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return enqueue(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "enqueue_page", enqueue_once_failing)
+    with pytest.raises(sqlite3.OperationalError):
+        await rt.engine.sync()
+    (_started, finished, status, summary) = rt.store.last_runs()["shop-to-crm"]
+    assert (status, finished is not None) == ("failed", True)
+    assert summary is not None and "stopped on an error" in summary
+    (report,) = await rt.engine.sync()  # the next run goes on as usual
+    assert not report.failed and rt.store.last_runs()["shop-to-crm"][2] == "ok"
