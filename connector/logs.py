@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import sys
+import traceback
 import unicodedata
 from collections.abc import MutableMapping
 from typing import Any
@@ -107,8 +108,13 @@ class RedactingFilter(logging.Filter):
         if record.exc_info and record.exc_info[1] is not None:
             # The exception's type and redacted message travel as a field; the traceback
             # object is dropped, because frames can hold values a renderer might print.
+            # KLANTSYNC_DEBUG asks for the traceback: its text (file, line, source; no
+            # frame's values), redacted like the rest.
             exc = record.exc_info[1]
-            record.exception = redact(f"{type(exc).__name__}: {exc}")
+            text = f"{type(exc).__name__}: {exc}"
+            if debug_wanted():
+                text = "".join(traceback.format_exception(exc)).rstrip()
+            record.exception = redact(text)
             record.exc_info = None
             record.exc_text = None
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,28 @@ def test_redaction_is_the_last_line_of_defence() -> None:
     RedactingFilter().filter(record)
     _assert_clean(record.getMessage(), "a redacted record")
     assert redact(f"mail {CANARY_EMAIL}") == "mail <email>"
+
+
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_an_exception_s_traceback_is_logged_only_with_klantsync_debug(
+    debug: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README: a job that meets a bug logs `internal error: <type>`, "the traceback only
+    with KLANTSYNC_DEBUG=1". The filter dropped every traceback whatever that said; it now
+    keeps the traceback's text (redacted) when asked, and never the frames' values."""
+    monkeypatch.setenv("KLANTSYNC_DEBUG", debug)
+    try:
+        raise RuntimeError(f"a bug meeting {CANARY_EMAIL}")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "klantsync.x", logging.ERROR, __file__, 1, "job failed", None, sys.exc_info()
+        )
+    RedactingFilter().filter(record)
+    text = vars(record)["exception"]
+    assert record.exc_info is None
+    assert ("Traceback (most recent call last)" in text) is bool(debug)
+    assert "RuntimeError: a bug meeting <email>" in text
+    _assert_clean(text, "a logged traceback")
 
 
 @pytest.mark.parametrize(
