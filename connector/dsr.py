@@ -106,6 +106,10 @@ class DsrService:
         now: the wall clock (tests pass a fixed one to check deadlines and flags).
         concurrency: requests :meth:`retry_open` runs at once; each system's client still
             paces its own calls to the vendor's rate limit.
+        received_at: when a request queued before it runs reached the connector (a job's
+            creation: an admin API call, a webhook). Its deadline counts from then, not
+            from when the worker got to it; and the job run again after a crash finds the
+            request it opened (same kind, subject and moment) instead of a second one.
     """
 
     def __init__(
@@ -114,10 +118,12 @@ class DsrService:
         *,
         now: Callable[[], dt.datetime] = utc_now,
         concurrency: int = 16,
+        received_at: dt.datetime | None = None,
     ) -> None:
         self.rt = rt
         self.db = DsrStore(rt.store)
         self.now = now
+        self.received_at = received_at
         self.concurrency = max(1, concurrency)
         self.signer = ReceiptSigner.for_store(rt.config.store_path, rt.keyring)
         self.kinds = KindRunner(self)
@@ -191,6 +197,9 @@ class DsrService:
         # lets one writer in at a time, so a CLI command and the daemon asked at once (a
         # webhook and an operator) open one request, not two.
         with self.rt.store.transaction():
+            opened = self._opened_before("erase", primary)
+            if opened is not None:
+                return self._view(opened)
             existing = self.db.open_for("erase", primary)
             if existing is not None:
                 self._asked_again(existing, subject_ids, ids, e164)
@@ -253,7 +262,10 @@ class DsrService:
             out_dir = out_dir.resolve()
         sid = self.rt.keyring.subject_id(email)
         with self.rt.store.transaction():
-            resumed = self._open_access(sid, out_dir)
+            opened = self._opened_before("access", sid)
+            if opened is not None and opened.status != "open":
+                return self._view(opened)  # written already: one request, one bundle
+            resumed = opened or self._open_access(sid, out_dir)
             if resumed is None:
                 row = self._new_row("access", sid, source)
                 target = out_dir or self.rt.config.store_path.parent.resolve() / "access" / row.id
@@ -263,6 +275,13 @@ class DsrService:
                 self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
                 self.audit("dsr.received", row, source=source, deadline=row.deadline)
         return await self.retry(row.id if resumed is None else resumed.id)
+
+    def _opened_before(self, kind: str, subject_id: str) -> RequestRow | None:
+        """The request this queued call opened on an earlier try, if it did (see
+        ``received_at``): a job whose process died before it was marked done runs again."""
+        if self.received_at is None:
+            return None
+        return self.db.received(kind, subject_id, _iso(self.received_at))
 
     def _open_access(self, subject_id: str, out_dir: Path | None) -> RequestRow | None:
         """The subject's open access request that writes its bundle to ``out_dir``, if any."""
@@ -485,11 +504,14 @@ class DsrService:
             raise DsrUsageError(f"request {request_id} is {row.status}; only open ones extend")
         if not reason.strip():
             raise DsrUsageError("an extension needs a reason (--reason)")
-        if self.now() > dt.datetime.fromisoformat(row.deadline):
-            # The data subject must be told of an extension within the time it extends.
+        received = dt.datetime.fromisoformat(row.received_at)
+        told_by = add_months(received, 1)
+        if self.now() > told_by:
+            # Art. 12(3): the data subject is told of any extension within one month of
+            # receipt, whatever a first extension moved the deadline to.
             raise DsrUsageError(
-                f"request {request_id} is past its deadline ({row.deadline}); "
-                "a deadline extends only before it passes (Art. 12(3))"
+                f"request {request_id} was received more than a month ago ({row.received_at}); "
+                "a deadline extends only within one month of receipt (Art. 12(3))"
             )
         used = extension_months(row)
         if used >= MAX_EXTENSION_MONTHS:
@@ -502,7 +524,6 @@ class DsrService:
                 f"--months must be 1..{MAX_EXTENSION_MONTHS - used}: a deadline extends by at "
                 f"most {MAX_EXTENSION_MONTHS} months in total ({used} used)"
             )
-        received = dt.datetime.fromisoformat(row.received_at)
         deadline = _iso(add_months(received, 1 + used + months))
         text = redact(" ".join(reason.split()))[:500]
         combined = f"{row.extension_reason}; {text}" if row.extension_reason else text
@@ -679,7 +700,7 @@ class DsrService:
         return sum(s.status in FINAL_STATUSES for s in self.db.systems(request_id))
 
     def _new_row(self, kind: str, subject_id: str, source: str) -> RequestRow:
-        now = self.now()
+        now = self.received_at or self.now()
         request_id = f"{_PREFIX[kind]}-{now:%Y%m%d}-{secrets.token_hex(4)}"
         return RequestRow(
             id=request_id,

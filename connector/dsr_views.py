@@ -12,6 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow, SystemRow
 from connector.errors import KlantsyncError
@@ -36,6 +37,9 @@ __all__ = [
 FLAG_DAYS = 7
 #: Art. 12(3): one month, extendable by two further months.
 MAX_EXTENSION_MONTHS = 2
+#: Whose calendar a deadline's months are counted on: the controller's (a Dutch agency's
+#: clients; the incident clock shows this zone too).
+DEADLINE_ZONE = "Europe/Amsterdam"
 
 
 class DsrError(KlantsyncError):
@@ -65,21 +69,31 @@ def utc_now() -> dt.datetime:
 
 
 def add_months(moment: dt.datetime, months: int) -> dt.datetime:
-    """Calendar months later; the day is clamped (31 January + 1 month = 28/29 February)."""
-    index = moment.month - 1 + months
-    year, month = moment.year + index // 12, index % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
+    """Calendar months later, on the controller's calendar (:data:`DEADLINE_ZONE`); the day
+    is clamped (31 January + 1 month = 28/29 February).
+
+    Counted on the Dutch date the request came, not the UTC one: received at 00:30 on
+    1 March in the Netherlands (23:30 UTC on 28 February), it is due on 1 April, not on
+    28 March. Returned in ``moment``'s own zone.
+    """
+    local = moment.astimezone(ZoneInfo(DEADLINE_ZONE))
+    index = local.month - 1 + months
+    year, month = local.year + index // 12, index % 12 + 1
+    day = min(local.day, calendar.monthrange(year, month)[1])
+    # The same wall-clock time that day: its offset is that day's (summer or winter time).
+    return local.replace(year=year, month=month, day=day).astimezone(moment.tzinfo)
 
 
 def extension_months(row: RequestRow) -> int:
-    """How many months the deadline has been extended by so far (0, 1 or 2)."""
+    """How many months the deadline has been extended by so far (0, 1 or 2).
+
+    Read from the days between receipt and deadline (a month is 28 to 31 of them), so a
+    deadline counted on another calendar (on UTC dates, by an earlier version) reads the
+    same."""
     received = dt.datetime.fromisoformat(row.received_at)
     deadline = dt.datetime.fromisoformat(row.deadline)
-    for months in range(MAX_EXTENSION_MONTHS + 1):
-        if add_months(received, 1 + months) >= deadline:
-            return months
-    return MAX_EXTENSION_MONTHS
+    months = round((deadline - received).total_seconds() / (86400 * 30.44))
+    return max(0, min(MAX_EXTENSION_MONTHS, months - 1))
 
 
 @dataclass(frozen=True)

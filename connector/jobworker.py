@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import sqlite3
@@ -117,9 +118,9 @@ class JobWorker:
         if job.kind == "resync":
             return await self._resync(params)
         if job.kind == "webhook":
-            return await self._webhook_job(params)
+            return await self._webhook_job(params, _received(job))
         if job.kind == "dsr":
-            return await self._dsr_job(params)
+            return await self._dsr_job(params, _received(job))
         # Queued by a newer version, say: a failure to look at, not work done.
         raise KlantsyncError(f"unknown job kind {job.kind}")
 
@@ -233,7 +234,7 @@ class JobWorker:
             "failed": any(r["failed"] for r in reports),
         }
 
-    async def _webhook_job(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _webhook_job(self, params: dict[str, Any], received: dt.datetime) -> dict[str, Any]:
         event = params["event"]
         system = params["system"]
         if event == "changed":
@@ -245,7 +246,7 @@ class JobWorker:
             from connector.adapter import WebhookEvent
             from connector.dsr import DsrService
 
-            view = await DsrService(self.rt).handle_event(
+            view = await DsrService(self.rt, received_at=received).handle_event(
                 system,
                 WebhookEvent(
                     kind=event,
@@ -258,10 +259,10 @@ class JobWorker:
             return {"request": view.id if view is not None else None}
         return {"ignored": event}
 
-    async def _dsr_job(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def _dsr_job(self, params: dict[str, Any], received: dt.datetime) -> dict[str, Any]:
         from connector.dsr import DsrService
 
-        service = DsrService(self.rt)
+        service = DsrService(self.rt, received_at=received)
         if params["kind"] == "erase":
             view = await service.erase(params["email"], source="admin")
         else:
@@ -271,6 +272,11 @@ class JobWorker:
 
 class _Deferred(KlantsyncError):
     """A job that could not run now (the daemon is stopping): back to the queue."""
+
+
+def _received(job: jobs.Job) -> dt.datetime:
+    """When a job's request reached the connector: when it was queued."""
+    return dt.datetime.fromisoformat(job.created_at)
 
 
 def _internal(exc: Exception) -> dict[str, Any]:

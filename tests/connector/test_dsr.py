@@ -488,14 +488,55 @@ async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
     with pytest.raises(DsrUsageError, match="reason"):
         service.extend(view.id, 1, "  ")
     extended = service.extend(view.id, 1, f"complex request, asked by {CANARY_EMAIL} on 2026-02-02")
-    assert extended.deadline == "2026-03-31T09:00:00+00:00"
+    # The same hour in the Netherlands, in summer time since 29 March: 08:00 UTC.
+    assert extended.deadline == "2026-03-31T08:00:00+00:00"
     # The address is masked; the date the operator wrote is kept.
     assert extended.extension_reason == "complex request, asked by <email> on 2026-02-02"
     with pytest.raises(DsrUsageError, match="at most 2 months"):
         service.extend(view.id, 2, "more")
-    assert service.extend(view.id, 1, "still more").deadline == "2026-04-30T09:00:00+00:00"
+    assert service.extend(view.id, 1, "still more").deadline == "2026-04-30T08:00:00+00:00"
     with pytest.raises(DsrUsageError):
         service.extend("nope", 1, "x")
+
+
+@pytest.mark.parametrize(
+    ("received", "deadline"),
+    [
+        # 00:30 on 1 March in the Netherlands: due 1 April (Dutch time), not 28 March.
+        ("2026-02-28T23:30:00+00:00", "2026-03-31T22:30:00+00:00"),
+        # 00:30 on 31 March: due 30 April, not 1 May.
+        ("2026-03-30T22:30:00+00:00", "2026-04-29T22:30:00+00:00"),
+    ],
+)
+async def test_a_deadline_month_counts_from_the_dutch_date_of_receipt(
+    shop: WooCommerceSandbox, rt: Runtime, received: str, deadline: str
+) -> None:
+    """The month was counted on the UTC date: a request that came at 00:30 on 1 March in
+    the Netherlands was due on 28 March, three days short."""
+    seed(shop)
+    moment = dt.datetime.fromisoformat(received)
+    shop.faults.down = True
+    view = await DsrService(rt, now=lambda: moment).erase(CANARY_EMAIL)
+    assert view.deadline == deadline
+
+
+async def test_an_extension_is_refused_once_a_month_since_receipt_has_passed(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Art. 12(3): the person is told of an extension within one month of receipt. Only the
+    current deadline was checked, so a request extended on day 10 could be extended again
+    on day 41."""
+    seed(shop)
+    received = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
+    at = [received]
+    service = DsrService(rt, now=lambda: at[0])
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    at[0] = received + dt.timedelta(days=10)
+    service.extend(view.id, 1, "complex request")
+    at[0] = received + dt.timedelta(days=41)
+    with pytest.raises(DsrUsageError, match="within one month of receipt"):
+        service.extend(view.id, 1, "more")
 
 
 async def test_an_extension_the_audit_trail_cannot_record_is_not_made(
@@ -534,7 +575,7 @@ async def test_a_deadline_extends_only_before_it_passes(
     shop.faults.down = True
     view = await service.erase(CANARY_EMAIL)
     clock["now"] = dt.datetime(2026, 4, 15, 9, 0, tzinfo=dt.UTC)  # six weeks overdue
-    with pytest.raises(DsrUsageError, match="past its deadline"):
+    with pytest.raises(DsrUsageError, match="within one month of receipt"):
         service.extend(view.id, 2, "complex")
     late = service.get(view.id)
     assert late is not None and late.overdue and late.deadline == "2026-02-28T09:00:00+00:00"
@@ -549,18 +590,18 @@ async def test_request_is_flagged_seven_days_before_its_deadline(
 ) -> None:
     """Eight days left is fine, seven is flagged, past the deadline is overdue; summary counts."""
     seed(shop)
-    clock = {"now": dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)}
+    clock = {"now": dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)}
     service = DsrService(rt, now=lambda: clock["now"])
     shop.faults.down = True
     view = await service.erase(CANARY_EMAIL)
     assert (view.days_left, view.flagged) == (31, False)
-    clock["now"] = dt.datetime(2026, 3, 24, 12, 0, tzinfo=dt.UTC)
+    clock["now"] = dt.datetime(2026, 5, 24, 12, 0, tzinfo=dt.UTC)
     assert service.get(view.id).flagged is False  # type: ignore[union-attr]
-    clock["now"] = dt.datetime(2026, 3, 25, 12, 0, tzinfo=dt.UTC)
+    clock["now"] = dt.datetime(2026, 5, 25, 12, 0, tzinfo=dt.UTC)
     flagged = service.get(view.id)
     assert flagged is not None and flagged.flagged and flagged.days_left == 7
     assert service.list(overdue=True) == []
-    clock["now"] = dt.datetime(2026, 4, 2, 12, 0, tzinfo=dt.UTC)
+    clock["now"] = dt.datetime(2026, 6, 2, 12, 0, tzinfo=dt.UTC)
     (late,) = service.list(overdue=True)
     assert late.overdue and late.days_left < 0
     counts = summary(rt.store, now=clock["now"])

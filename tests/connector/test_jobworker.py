@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import jobs
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
@@ -242,3 +243,64 @@ async def test_a_job_of_a_kind_it_does_not_know_fails_saying_so(worker: JobWorke
     """Queued by a newer version, say: failed, not done."""
     (done,) = await _work_until_done(worker, [worker.queue("defragment", {})])
     assert (done.status, done.result) == ("failed", {"error": "unknown job kind defragment"})
+
+
+@pytest.mark.parametrize("kind", ["dsr", "webhook"])
+async def test_a_queued_request_counts_from_when_it_came_not_from_when_it_ran(
+    rt: Runtime, worker: JobWorker, shop: WooCommerceSandbox, kind: str
+) -> None:
+    """POST /admin/dsr and a privacy webhook queue a job and answer at once. The request
+    was stamped received when the worker ran it (here three days later: the daemon was
+    stopped), and its one-month deadline moved back by the wait."""
+    import datetime as dt
+
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, "Klant", "Test")
+    shop.faults.down = True  # the request stays open; only its dates matter
+    if kind == "dsr":
+        params: dict[str, Any] = {"kind": "erase", "email": CANARY_EMAIL}
+    else:
+        params = {"system": "shop", "event": "erase", "delivery_id": "d-1", "email": CANARY_EMAIL}
+    job_id = worker.queue(kind, params)
+    came = (dt.datetime.now(dt.UTC) - dt.timedelta(days=3)).isoformat(timespec="seconds")
+    rt.store.db.execute("UPDATE jobs SET created_at=? WHERE id=?", (came, job_id))
+    (done,) = await _work_until_done(worker, [job_id])
+    assert done.status == "done", done.result
+    (view,) = DsrService(rt).list()
+    assert view.received_at == came
+
+
+async def test_an_access_job_run_again_after_a_crash_writes_one_bundle(
+    rt: Runtime, worker: JobWorker, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin access request ran to completion (bundle written, receipt stored) and the
+    daemon died before the job was marked done. Put back in the queue at the next start,
+    the job opened a second request and wrote a second copy of the person's data in clear.
+    It now finds the request it opened (same kind, subject and moment it came)."""
+    from connector.dsr import DsrService
+
+    class Killed(BaseException):
+        pass
+
+    def killed(*_args: Any, **_kwargs: Any) -> None:
+        raise Killed
+
+    shop.add_person(CANARY_EMAIL, "Klant", "Test")
+    await rt.engine.sync()
+    worker.queue("dsr", {"kind": "access", "email": CANARY_EMAIL})
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    with monkeypatch.context() as patch:
+        patch.setattr(jobs, "finish", killed)
+        with pytest.raises(Killed):
+            await worker._run_one(job)
+    assert jobs.requeue_running(rt.store) == 1  # the next start
+    again = jobs.claim_next(rt.store, rt.keyring)
+    assert again is not None
+    await worker._run_one(again)
+    views = [v for v in DsrService(rt).list() if v.kind == "access"]
+    bundles = rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0]
+    folders = list((rt.config.store_path.parent / "access").iterdir())
+    assert (len(views), bundles, len(folders)) == (1, 1, 1)
+    assert jobs.get(rt.store, again.id).status == "done"  # type: ignore[union-attr]
