@@ -146,14 +146,26 @@ def cron_trigger(text: str) -> Any:
 
     APScheduler's ``from_crontab`` keeps its own numbering of the day-of-week field (0 is
     Monday), where crontab's 0 and 7 are Sunday: "0 3 * * 0" ran on Mondays and
-    "0 9 * * 1-5" from Tuesday to Saturday. The field is rewritten as day names first.
+    "0 9 * * 1-5" from Tuesday to Saturday. The field is rewritten as day names first. A
+    day of the month and a day of the week both given match as crontab matches them:
+    either one.
     """
+    from apscheduler.triggers.combining import OrTrigger
     from apscheduler.triggers.cron import CronTrigger
 
     minute, hour, day, month, weekday = text.split()
-    return CronTrigger.from_crontab(
-        f"{minute} {hour} {day} {month} {_weekday_names(weekday)}", timezone="UTC"
-    )
+    days = _weekday_names(weekday)
+
+    def trigger(day_field: str, weekday_field: str) -> Any:
+        return CronTrigger.from_crontab(
+            f"{minute} {hour} {day_field} {month} {weekday_field}", timezone="UTC"
+        )
+
+    if not day.startswith("*") and not weekday.startswith("*"):
+        # crontab(5): with both day fields restricted, a time matching either runs
+        # ("0 3 1 * 1": the 1st of the month and every Monday). APScheduler asks for both.
+        return OrTrigger([trigger(day, "*"), trigger("*", days)])
+    return trigger(day, days)
 
 
 def _weekday_names(field: str) -> str:

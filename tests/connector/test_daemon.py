@@ -1226,6 +1226,19 @@ def test_a_sunday_cron_runs_on_sunday() -> None:
     assert _fires("0 3 * * 0", dt.datetime(2026, 1, 1, tzinfo=dt.UTC), 1) == ["Sunday"]
 
 
+def test_a_cron_with_a_day_of_month_and_of_week_runs_on_either() -> None:
+    """crontab(5): both day fields given, a day matching either runs. "0 3 1 * 1" ran only
+    on a Monday that was the 1st (next: 1 June), and "0 0 29 2 1" was refused as never
+    running."""
+    trigger = _trigger(parse_schedule("0 3 1 * 1"))
+    start = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)  # a Thursday, after 03:00
+    first = trigger.get_next_fire_time(None, start)
+    assert first == dt.datetime(2026, 1, 5, 3, 0, tzinfo=dt.UTC)  # Monday 5 January
+    later = trigger.get_next_fire_time(None, dt.datetime(2026, 1, 27, 4, 0, tzinfo=dt.UTC))
+    assert later == dt.datetime(2026, 2, 1, 3, 0, tzinfo=dt.UTC)  # the 1st, a Sunday
+    assert parse_schedule("0 0 29 2 1").cron == "0 0 29 2 1"  # Mondays in February, and 29th
+
+
 def test_a_weekday_cron_runs_monday_to_friday() -> None:
     # "1-5" in crontab is Monday to Friday.
     days = _fires("0 9 * * 1-5", dt.datetime(2026, 1, 4, tzinfo=dt.UTC), 5)  # a Sunday
