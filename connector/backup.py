@@ -183,11 +183,13 @@ def _copy(store: Store, partial: Path, receipt_key: Path) -> None:
         store.db.backup(copy)
         files = _receipt_files(receipt_key)
         if files:
+            # mtime_ns: a key's age, which the daemon's rotation reminder reads off its file.
             copy.execute(
-                f"CREATE TABLE {FILES_TABLE} (name TEXT PRIMARY KEY, content BLOB NOT NULL)"
+                f"CREATE TABLE {FILES_TABLE} "
+                "(name TEXT PRIMARY KEY, content BLOB NOT NULL, mtime_ns INTEGER)"
             )
             copy.executemany(
-                f"INSERT INTO {FILES_TABLE}(name, content) VALUES (?, ?)",  # noqa: S608
+                f"INSERT INTO {FILES_TABLE}(name, content, mtime_ns) VALUES (?, ?, ?)",  # noqa: S608
                 files,
             )
         # The copy is a file of its own: no -wal beside it to lose when it is moved.
@@ -210,15 +212,22 @@ class _Held(NamedTuple):
     open_requests: int
 
 
-def _receipt_files(receipt_key: Path) -> list[tuple[str, bytes]]:
+def _receipt_files(receipt_key: Path) -> list[tuple[str, bytes, int]]:
     """The signing key file (sealed under the store's keys, as on disk: a master key
     rotation, which would seal it anew, waits for the backup, which shares the keys) and
     the public halves of retired keys, as rows of the backup's files table."""
-    files = [(RECEIPT_KEY, receipt_key.read_bytes())] if receipt_key.exists() else []
+    paths = [receipt_key] if receipt_key.exists() else []
     retired = retired_keys_dir(receipt_key)
     if retired.is_dir():
-        files += [(RETIRED + pem.name, pem.read_bytes()) for pem in sorted(retired.glob("*.pem"))]
-    return files
+        paths += sorted(retired.glob("*.pem"))
+    return [
+        (RECEIPT_KEY if path == receipt_key else RETIRED + path.name, *_content_and_age(path))
+        for path in paths
+    ]
+
+
+def _content_and_age(path: Path) -> tuple[bytes, int]:
+    return path.read_bytes(), path.stat().st_mtime_ns
 
 
 def _facts(path: Path) -> _Held:

@@ -99,7 +99,7 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
         try:
             key = _prepare(config, backup, preparing, sha, current, replaced)
             if key.content is not None:
-                write_private(staged_key, key.content)
+                write_private(staged_key, key.content, mtime_ns=key.mtime_ns)
             if current is not None:
                 _set_aside(store_path, replaced)
             os.replace(preparing, store_path)
@@ -167,6 +167,8 @@ class _KeyFile(NamedTuple):
     content: bytes | None
     #: Public halves of retired keys, by file name (earlier receipts verify with them).
     retired: dict[str, bytes]
+    #: The key file's age as the backup saw it (None from backups that did not keep it).
+    mtime_ns: int | None = None
 
 
 def _prepare(
@@ -243,11 +245,15 @@ def _receipt_key(store: Store, config: Config) -> _KeyFile:
     copy takes its place; with none, the next receipt makes a new key. Retired public keys
     the backup holds go back where they are missing."""
     files: dict[str, bytes] = {}
-    if store.db.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (FILES_TABLE,)
-    ).fetchone():
-        rows = store.db.execute(f"SELECT name, content FROM {FILES_TABLE}")  # noqa: S608
-        files = {str(name): bytes(content) for name, content in rows}
+    ages: dict[str, int | None] = {}
+    columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({FILES_TABLE})")}
+    if columns:
+        # Backups before mtime_ns hold no age: the key then looks as new as the restore.
+        age = "mtime_ns" if "mtime_ns" in columns else "NULL"
+        rows = store.db.execute(f"SELECT name, content, {age} FROM {FILES_TABLE}")  # noqa: S608
+        for name, content, mtime_ns in rows:
+            files[str(name)] = bytes(content)
+            ages[str(name)] = mtime_ns
     retired = {
         name.removeprefix(RETIRED): content
         for name, content in files.items()
@@ -257,7 +263,8 @@ def _receipt_key(store: Store, config: Config) -> _KeyFile:
     if receipt_key_opens(store, config):
         return _KeyFile("kept", None, retired)
     if saved is not None and receipt_key_opens(store, config, saved):
-        return _KeyFile("from the backup", saved, retired)
+        # The same key keeps its age: the daemon's rotation reminder reads the file's mtime.
+        return _KeyFile("from the backup", saved, retired, ages.get(RECEIPT_KEY))
     if receipt_key_path(config.store_path).exists():
         return _KeyFile("set aside", None, retired)
     return _KeyFile("none", None, retired)

@@ -152,3 +152,55 @@ async def test_a_backup_after_a_rotation_stopped_before_its_key_file_rename_carr
         service = DsrService(rt)
         assert service.public_key_pem() == public
         assert service.verify_receipt(receipt.encode()).ok
+
+
+async def test_a_receipt_key_brought_back_by_a_restore_keeps_its_age(
+    shop: WooCommerceSandbox, open_rt: Any, tmp_path: Path
+) -> None:
+    """The daily review asks for a new receipt signing key once it is a year old, reading
+    the key file's mtime. A backup kept the key's bytes only: restored after a lost disk, a
+    400-day-old key looked a day old, and the reminder stayed silent for another year."""
+    import os
+    import time
+
+    from connector.dsr import DsrService
+    from connector.receipts import receipt_key_path
+    from connector.restore import restore_backup
+
+    seed(shop)
+    async with open_rt() as rt:
+        DsrService(rt).public_key_pem()  # the key is made on first use
+        config = rt.config
+    key_file = receipt_key_path(config.store_path)
+    made = int(time.time() - 400 * 86400)
+    os.utime(key_file, (made, made))
+    take_backup(config, tmp_path / "nightly.db")
+    for name in config.store_path.parent.iterdir():  # the disk is lost
+        if name.is_file():
+            name.unlink()
+    assert restore_backup(config, tmp_path / "nightly.db").receipt_key == "from the backup"
+    assert int(key_file.stat().st_mtime) == made
+
+
+async def test_a_backup_from_before_key_ages_were_kept_still_restores_its_key(
+    shop: WooCommerceSandbox, open_rt: Any, tmp_path: Path
+) -> None:
+    """Backups taken before the files table had mtime_ns bring the key back all the same."""
+    from connector.dsr import DsrService
+    from connector.restore import restore_backup
+
+    seed(shop)
+    async with open_rt() as rt:
+        public = DsrService(rt).public_key_pem()
+        config = rt.config
+    out = tmp_path / "older.db"
+    take_backup(config, out)
+    with closing(sqlite3.connect(out)) as db:
+        db.execute(f"ALTER TABLE {backup.FILES_TABLE} DROP COLUMN mtime_ns")
+        db.commit()
+    for name in config.store_path.parent.iterdir():
+        if name.is_file():
+            name.unlink()
+    assert restore_backup(config, out).receipt_key == "from the backup"
+    async with open_rt() as rt:
+        assert DsrService(rt).public_key_pem() == public
