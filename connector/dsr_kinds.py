@@ -546,21 +546,20 @@ class KindRunner:
             ],
         }
         target = Path(manifest["out_dir"]).resolve()
+        # Recorded before a file is written: a run that dies in between leaves the record
+        # of a bundle that may be there, which the person's erasure and the retention sweep
+        # delete. Written first, a bundle nobody knew of outlived a completed erasure.
+        record_bundle(
+            self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_id=row.subject_id
+        )
         try:
-            written = self._write_bundle(row, target, held, connector)
+            self._write_bundle(row, target, held, connector)
         except OSError as exc:
             # Every system was read; the retry reads them again and writes once it can.
             raise DsrError(
                 f"request {row.id}: the access bundle cannot be written to its folder "
                 f"({exc.strerror or type(exc).__name__}); fix the folder and retry"
             ) from None
-        record_bundle(
-            self.rt.store,
-            self.rt.keyring,
-            target,
-            [p.name for p in written],
-            subject_id=row.subject_id,
-        )
         self.service.audit("dsr.access_bundle", row, systems=sorted(held))
 
     def _holdings(self, subject_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import json
 import logging
 from collections.abc import Sequence
@@ -255,7 +256,31 @@ def delete_bundles_of(
         f"SELECT id, path, files FROM bundles WHERE subject_id IN ({marks}) ORDER BY id",  # noqa: S608
         tuple(subject_ids),
     ).fetchall()
+    rows += _unowned_bundles_of(store, keyring, set(subject_ids))
     return _delete_rows(store, keyring, rows, errors)
+
+
+def _unowned_bundles_of(
+    store: Store, keyring: Keyring, subject_ids: set[str]
+) -> list[tuple[int, bytes | str, str]]:
+    """Bundles recorded before they said whose they are (store schema 14) that are for one
+    of ``subject_ids``, by the subject id their own data.json names. Until retention purges
+    them, an erasure asked after the upgrade would otherwise leave them in clear."""
+    found = []
+    for bundle_id, path, files in store.db.execute(
+        "SELECT id, path, files FROM bundles WHERE subject_id IS NULL ORDER BY id"
+    ).fetchall():
+        where = _opened_path(keyring, path)
+        names = json.loads(files)
+        if where is None or "data.json" not in names:
+            continue
+        try:
+            data = json.loads((Path(where) / "data.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # gone, or not a bundle's data.json: nobody's to say
+        if isinstance(data, dict) and data.get("subject_id") in subject_ids:
+            found.append((bundle_id, path, files))
+    return found
 
 
 def _purge_bundles(
@@ -303,6 +328,10 @@ def _delete_bundle(root: Path, files: list[str]) -> None:
             continue  # only ever what record_bundle listed under the root
         target = root / name
         target.unlink(missing_ok=True)
+        # What a process killed while writing the file left under a temporary name
+        # (connector/privatefile.py): the same content, half written.
+        for partial in target.parent.glob(f".{glob.escape(target.name)}.*"):
+            partial.unlink(missing_ok=True)
         parent = target.parent
         while parent != root:
             folders.add(parent)

@@ -254,3 +254,56 @@ async def test_a_bundle_that_cannot_be_written_does_not_stop_other_requests_retr
     assert service.get(access.id).is_open  # type: ignore[union-attr]
     with pytest.raises(DsrError, match="cannot be written"):
         await service.retry(access.id)
+
+
+async def test_a_bundle_a_killed_run_left_half_written_goes_with_the_erasure(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An access run died after writing its bundle's first file, before the bundle was
+    recorded: the person's erasure then completed and left the file, their data in clear.
+    The bundle is now recorded before a file is written; the erasure deletes what is there,
+    a file caught half written under its temporary name too."""
+    import connector.access as access_module
+
+    class Killed(BaseException):
+        pass
+
+    await seed_both(shop, crm, rt)
+    out = tmp_path / "bundle"
+    real = access_module.write_private
+    written: list[str] = []
+
+    def dies_at_the_second_file(path: Path, data: bytes, **kwargs: object) -> None:
+        if written:
+            (path.parent / f".{path.name}.abc123").write_bytes(data[:10])  # caught mid-write
+            raise Killed
+        written.append(path.name)
+        real(path, data)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(access_module, "write_private", dies_at_the_second_file)
+        with pytest.raises(Killed):
+            await DsrService(rt).access(CANARY_EMAIL, out)
+    assert CANARY_EMAIL in (out / "data.json").read_text()
+    assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+async def test_an_erasure_deletes_a_bundle_recorded_before_bundles_said_whose(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Store schema 14 records whose a bundle is; rows from before it have no subject, and
+    an erasure asked after the upgrade left such a bundle in clear while its receipt said
+    the person's bundles were deleted. The bundle's own data.json names its subject."""
+    await seed_both(shop, crm, rt)
+    service = DsrService(rt)
+    assert (await service.access(CANARY_EMAIL, tmp_path / "canary")).status == "completed"
+    assert (await service.access(OTHER_EMAIL, tmp_path / "other")).status == "completed"
+    rt.store.db.execute("UPDATE bundles SET subject_id=NULL")  # as migration 14 left them
+    assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    assert not (tmp_path / "canary").exists()
+    assert (tmp_path / "other" / "data.json").exists()  # somebody else's: kept
