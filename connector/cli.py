@@ -311,6 +311,16 @@ def _dispatch_configured(
         # Checked before the hand-off too: a job the daemon cannot run would be queued,
         # reported as queued, and end "done" having done nothing.
         cli_sync.resync_flows(config, args.system)
+        if args.email is not None:
+            # Refused as bad usage, as `dsr` refuses it: otherwise "pulled 0" and exit 0,
+            # as if the person had been synced.
+            from connector.dsr_input import checked_email
+            from connector.dsr_views import DsrUsageError
+
+            try:
+                args.email = checked_email(args.email)
+            except DsrUsageError as exc:
+                raise ConfigError("--email", "", str(exc).removeprefix("--email ")) from None
         if daemon_running(config.store_path):
             return cli_sync.queue_resync(config, args, console)
     if args.command == "sync" and not config.flows:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,11 @@ def _receipt(service: DsrService, args: argparse.Namespace) -> int:
     text = service.receipt(args.id)
     if text is None:
         message = f"request {args.id} is still open: no receipt yet (see dsr show {args.id})"
-        print(json.dumps({"error": "open", "message": message}) if args.json else message)
+        if args.json:
+            print(json.dumps({"error": "open", "message": message}))
+        else:
+            # Not on stdout: `dsr receipt ID > receipt.json` would hand the person this line.
+            print(message, file=sys.stderr)
         return EXIT_FAILED
     # The canonical text as signed, so `dsr receipt ID > r.json` verifies as it is.
     print(text)

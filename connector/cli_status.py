@@ -50,6 +50,9 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
                         "last_finished": runs[name][1],
                         "last_status": runs[name][2],
                         "last_success": store.last_success(name),
+                        # Why the latest run failed, as its summary says (the errors name
+                        # systems, calls and the vendor's category, never a person).
+                        "last_errors": _run_errors(runs[name][3]),
                     }
                     if name in runs
                     else {"last_status": "never run"}
@@ -97,9 +100,12 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
             if info.get("last_status") == "interrupted"
             else ""
         )
+        errors = info.get("last_errors") or []
+        why = f": {errors[0]}" if errors else ""
+        why += f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         console.print(
             f"  flow {escape(name)}: {escape(str(info.get('last_status')))} "
-            f"(last success {info.get('last_success') or 'never'}){stopped}"
+            f"(last success {info.get('last_success') or 'never'}){stopped}{escape(why)}"
         )
     counts = data["counts"]
     per_system = escape(", ".join(f"{name} {n}" for name, n in data["queued"].items()))
@@ -154,6 +160,15 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
             markup=False,
         )
     return EXIT_OK
+
+
+def _run_errors(summary: str | None) -> list[str]:
+    """The errors a run's stored summary lists (none for a run still going or cut short)."""
+    try:
+        errors = json.loads(summary or "{}").get("errors")
+    except (ValueError, AttributeError):
+        return []
+    return [str(e) for e in errors] if isinstance(errors, list) else []
 
 
 def _runs_now(store: Store) -> dict[str, tuple[str, str | None, str, str | None]]:
@@ -242,7 +257,10 @@ def _audit_without_store(store_path: Path, args: argparse.Namespace, console: Co
                 audit.parse_since(args.since)
             except ValueError as exc:
                 raise ConfigError("--since", "", str(exc)) from None
-        return EXIT_OK  # no entries: an empty export, as for a store with none
+        # No entries: an empty export, as for a store with none; said on stderr, so the
+        # export's output stays empty and an archive can tell why.
+        print(f"no store at {store_path} yet: no audit entries to export", file=sys.stderr)
+        return EXIT_OK
     result = audit.VerifyResult(ok=True, checked=0)
     if args.json:
         print(json.dumps({**vars(result), "store_exists": False}))

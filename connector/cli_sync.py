@@ -164,7 +164,7 @@ def _enqueue_resync_shared(config: Config, args: argparse.Namespace) -> int:
     try:
         params: dict[str, Any] = {"system": args.system, "full": args.full}
         if args.email:
-            params["email"] = args.email.strip().lower()
+            params["email"] = args.email  # checked and normalised by the CLI
         job_id = jobs.enqueue(store, open_keyring(store, config), "resync", params)
         audit.append(store, "sync.manual", {"system": args.system, "full": args.full})
     finally:
@@ -193,7 +193,8 @@ def print_report(console: Console, report: FlowReport) -> None:
         console.print(
             f"  -> {escape(name)}: {verb} {dest.queued}, {escape(_written(name, dest))}, "
             f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
-            f"dead-lettered {dest.dead_lettered}, left queued {dest.retry_later}"
+            f"dead-lettered {dest.dead_lettered}, "
+            f"left queued {0 if report.dry_run else dest.left_queued}"
             + (
                 f", still rejected {dest.still_rejected} (not re-sent until changed or --full)"
                 if dest.still_rejected

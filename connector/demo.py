@@ -168,7 +168,9 @@ def run_demo(console: Console, *, directory: Path | None, customers: int, as_jso
         with tempfile.TemporaryDirectory(prefix="klantsync-demo-") as tmp:
             return _demo(console, Path(tmp), customers, as_json)
     directory.mkdir(parents=True, exist_ok=True)
-    return _demo(console, directory, customers, as_json)
+    # Absolute: the config it writes names files in it, and a config's relative paths are
+    # read from the config's own folder.
+    return _demo(console, directory.resolve(), customers, as_json)
 
 
 def _demo(console: Console, directory: Path, customers: int, as_json: bool) -> int:

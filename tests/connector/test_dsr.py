@@ -1181,6 +1181,9 @@ def test_cli_exempt_closes_a_system_s_part_and_says_so(
     code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
     assert code == 1
     request_id = json.loads(out)["id"]
+    code, out, err = cli("receipt", request_id, capsys=capsys)
+    # On stderr: `dsr receipt ID > receipt.json` would hand the person this sentence.
+    assert (code, out) == (1, "") and "still open: no receipt yet" in err
     code, _, err = cli("exempt", request_id, "--system", "deals", "--reason", "r", capsys=capsys)
     assert code == 2 and "has no system of that name; it has crm, shop" in err
     reason = "orders kept seven years (fiscal retention)"

@@ -423,18 +423,22 @@ async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(
     crm: HubSpotSandbox,
 ) -> None:
     """A wrong CRM token stops delivery; everything stays queued for the next run."""
-    shop.seed_synthetic(120, seed=9)
+    shop.seed_synthetic(350, seed=9)
     monkeypatch.setenv("T_HS_TOKEN", "wrong-token")
     async with open_rt() as rt:
         (report,) = await rt.engine.sync()
         assert report.failed
         assert any("401" in error for error in report.errors)
-        assert rt.store.outbox_count() == 120
+        assert rt.store.outbox_count() == 350
+        # The report says what the outbox holds, not only the batches delivery had read.
+        assert report.destinations["crm"].retry_later < 350
+        assert report.destinations["crm"].left_queued == 350
+        assert report.as_dict()["destinations"]["crm"]["left_queued"] == 350
     monkeypatch.setenv("T_HS_TOKEN", "pat-sandbox")
     async with open_rt() as rt:
         (report,) = await rt.engine.sync()
         assert rt.store.outbox_count() == 0
-    assert crm.contact_count() == 120
+    assert crm.contact_count() == 350
 
 
 async def test_records_left_queued_say_why(

@@ -69,7 +69,7 @@ def test_status_shows_what_waits_for_each_system(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With the CRM refusing the token the sync queues everyone; `status` says how many wait,
-    and where."""
+    and where, and why the run failed (the run's errors, stored with it)."""
     config, _, crm = served
     crm.faults.fail_status, crm.faults.fail_next = 401, 1_000  # fatal: no retries, no waits
     assert main(["-c", str(config), "sync", "--json"]) == 1
@@ -78,8 +78,12 @@ def test_status_shows_what_waits_for_each_system(
     status = _json(capsys)
     assert isinstance(status, dict)
     assert status["queued"] == {"crm": 120} and status["counts"]["outbox"] == 120
+    (why,) = status["flows"]["shop-to-crm"]["last_errors"]
+    assert why.startswith("delivery to crm stopped") and "-> 401" in why
     assert main(["-c", str(config), "status"]) == 0
-    assert "queued 120 (crm 120)" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "queued 120 (crm 120)" in text
+    assert "failed (last success never): delivery to crm stopped" in text
     crm.faults.fail_next = 0
     assert main(["-c", str(config), "sync", "--json"]) == 0
     capsys.readouterr()
@@ -148,12 +152,18 @@ def test_unreachable_system_fails_with_exit_1(
     assert report["errors"] and "shop" in report["errors"][0]
 
 
-def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The demo syncs to three systems, erases, answers access and writes the register."""
+def test_demo_runs_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The demo syncs to three systems, erases, answers access and writes the register.
+
+    Its --dir given relative to the working folder, as one types it: the CA's path went
+    into the config as typed and was then read relative to the config's folder (exit 2)."""
     # Few customers: Pipedrive's sandbox allows 10 person searches per 2 s, as Pipedrive does,
     # and each new person is looked up once before it is created.
     customers = 16
-    assert main(["demo", "--customers", str(customers), "--dir", str(tmp_path), "--json"]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--customers", str(customers), "--dir", "demo", "--json"]) == 0
     result = _json(capsys)
     assert isinstance(result, dict)
     first = result["first_sync"]["destinations"]
@@ -511,6 +521,10 @@ def test_resync_handed_to_a_running_daemon_is_checked_first(
         assert "systems: no system named 'nope'" in capsys.readouterr().err
         assert main(["-c", str(offline), "resync", "--system", "crm"]) == 2
         assert "flows: no flow has 'crm' as its source" in capsys.readouterr().err
+        # Not an address: bad usage, as for `dsr` (it ran a sync of nobody and exited 0).
+        bad = ["resync", "--system", "shop", "--email", "notanemail"]
+        assert main(["-c", str(offline), *bad]) == 2
+        assert "not an e-mail address" in capsys.readouterr().err
         assert not store_path.exists()
         assert main(["-c", str(offline), "resync", "--system", "shop", "--json"]) == 0
         answer = json.loads(capsys.readouterr().out)
@@ -726,7 +740,9 @@ def test_commands_that_read_the_store_create_none(
     verified = _json(capsys)
     assert verified["store_exists"] is False and verified["checked"] == 0  # type: ignore[index]
     assert main(["-c", str(offline), "audit", "export"]) == 0
-    assert capsys.readouterr().out == ""
+    exported = capsys.readouterr()
+    assert exported.out == ""  # JSON Lines stay clean; said on stderr, not in silence
+    assert "no audit entries to export" in exported.err
     assert main(["-c", str(offline), "check", "--online", "--json"]) == 1  # port 9 is closed
     assert _json(capsys)["master_key"]["store"] == "not created yet"  # type: ignore[index]
     assert not store_path.exists()
