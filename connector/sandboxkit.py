@@ -369,6 +369,7 @@ def serve_tls(
     """
     import uvicorn
 
+    from connector.httpapp import bind_listener
     from connector.loop import new_event_loop
 
     if cert is None:
@@ -376,8 +377,19 @@ def serve_tls(
         cert = ca.issue("sandbox")
     servers: list[uvicorn.Server] = []
     served: dict[str, ServedApp] = {}
-    for name, app in apps.items():
-        port = (ports or {}).get(name) or free_port()
+    # Bound here, before anything starts: a port in use (a sandbox left running) is a clear
+    # error at once, not uvicorn's tracebacks from its thread after a 20 s wait.
+    sockets: list[socket.socket] = []
+    try:
+        for name in apps:
+            port = (ports or {}).get(name) or 0
+            sockets.append(bind_listener("sandbox", f"{name} port", "127.0.0.1", port))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    for (name, app), sock in zip(apps.items(), sockets, strict=True):
+        port = sock.getsockname()[1]
         config = uvicorn.Config(
             app,
             host="127.0.0.1",
@@ -395,9 +407,16 @@ def serve_tls(
     loop = new_event_loop()
     started = threading.Event()
 
+    failed: list[BaseException] = []
+
     async def run_all() -> None:
-        tasks = [asyncio.ensure_future(server.serve()) for server in servers]
+        tasks = [
+            asyncio.ensure_future(server.serve(sockets=[sock]))
+            for server, sock in zip(servers, sockets, strict=True)
+        ]
         while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break  # one stopped before it started: said below, not waited out
             await asyncio.sleep(0.01)
         started.set()
         await asyncio.gather(*tasks)
@@ -408,14 +427,23 @@ def serve_tls(
             server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         try:
             loop.run_until_complete(run_all())
+        except BaseException as exc:  # reported by the caller's thread
+            failed.append(exc)
+            started.set()
         finally:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
+            for sock in sockets:
+                sock.close()
 
     thread = threading.Thread(target=runner, name="klantsync-sandboxes", daemon=True)
     thread.start()
-    if not started.wait(timeout=20):
-        raise RuntimeError("sandboxes did not start within 20 s")
+    if not started.wait(timeout=20) or not all(server.started for server in servers):
+        for server in servers:
+            server.should_exit = True
+        thread.join(timeout=10)
+        reason = f": {type(failed[0]).__name__}" if failed else ""
+        raise RuntimeError(f"sandboxes did not start{reason}")
     try:
         yield ca, served
     finally:

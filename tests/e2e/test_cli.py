@@ -1098,3 +1098,28 @@ def test_demo_refuses_a_dir_holding_an_earlier_demo_s_store(
     assert main(["demo", "--dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--dir" in err and "holds an earlier demo's store" in err
+
+
+def test_a_sandbox_port_in_use_is_said_at_once_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`klantsync sandbox` with one of its ports taken (a sandbox left running) waited 20 s,
+    then printed uvicorn's tracebacks and called it an internal error. The ports are bound
+    before anything starts: the port in use is named, at once."""
+    import socket
+
+    from connector.errors import ConfigError
+
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    taken = holder.getsockname()[1]
+    try:
+        shop = WooCommerceSandbox()
+        refused = pytest.raises(ConfigError, match=f"shop port: cannot listen on 127.0.0.1:{taken}")
+        with refused, serve_tls({"shop": shop.app()}, tmp_path / "tls", ports={"shop": taken}):
+            pass
+    finally:
+        holder.close()
+    with serve_tls({"shop": WooCommerceSandbox().app()}, tmp_path / "tls2") as (_, apps):
+        assert apps["shop"].url.startswith("https://127.0.0.1:")  # a free port still serves
