@@ -260,6 +260,17 @@ MIGRATIONS: list[str] = [
     ALTER TABLE bundles ADD COLUMN subject_id TEXT;
     CREATE INDEX bundles_subject ON bundles (subject_id);
     """,
+    # 15: dead letters whose record was delivered after its last refusal. Before schema 11 a
+    # delivery did not clear the subject's dead letter, so a store from then still lists (in
+    # `status`, sealed payload and all) records the system has accepted since.
+    """
+    DELETE FROM dead_letters WHERE EXISTS (
+        SELECT 1 FROM subjects s CROSS JOIN delivered d
+        WHERE s.subject_id = dead_letters.subject_id
+        AND d.system = dead_letters.system AND d.subject_no = s.subject_no
+        AND d.delivered_at > dead_letters.created_at
+    );
+    """,
 ]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from connector.errors import StoreError, StorePathError
-from connector.schema import MIGRATIONS
+from connector.schema import MIGRATIONS, statements
 from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
 from connector.storefile import failure, store_path_problem
 from tests.conftest import disk_full_error, sqlite_steps
@@ -225,6 +225,38 @@ def test_a_delivery_deletes_the_subjects_dead_letter_for_that_system_only(tmp_pa
         ("mail", "a"),
     ]
     assert store.rejected_hashes(["crm"], ["a", "b"]) == {"crm": {"b": "hash-b"}}
+
+
+def test_migration_15_drops_dead_letters_delivered_since(tmp_path: Path) -> None:
+    """Before schema 11 a delivery did not clear a dead letter: a store from then listed
+    records the system had accepted since. Those go; one refused after its last delivery,
+    or never delivered, stays."""
+    path = tmp_path / "v14.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:14]:
+        for statement in statements(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version=14")
+    db.executemany("INSERT INTO subjects(subject_id) VALUES (?)", [("a",), ("b",), ("c",)])
+    numbers = dict(db.execute("SELECT subject_id, subject_no FROM subjects"))
+    db.executemany(
+        "INSERT INTO dead_letters(system, subject_id, flow, payload, payload_hash, reason, "
+        "created_at) VALUES ('crm', ?, 'f', x'00', 'h', 'VALIDATION_ERROR', ?)",
+        [
+            ("a", "2026-01-01T00:00:00+00:00"),  # delivered on the 2nd: goes
+            ("b", "2026-01-03T00:00:00+00:00"),  # refused after its delivery: stays
+            ("c", "2026-01-01T00:00:00+00:00"),  # never delivered: stays
+        ],
+    )
+    db.executemany(
+        "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at) "
+        "VALUES ('crm', ?, 'h', ?)",
+        [(numbers["a"], "2026-01-02T00:00:00+00:00"), (numbers["b"], "2026-01-02T00:00:00+00:00")],
+    )
+    db.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert sorted(d.subject_id for d in store.dead_letters()) == ["b", "c"]
 
 
 def test_migration_11_folds_a_subjects_dead_letters_into_its_latest(tmp_path: Path) -> None:
