@@ -8,6 +8,7 @@ not stop a sync. Phones become E.164 with libphonenumber, countries ISO 3166-1 a
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,10 +47,38 @@ def _name(value: Any) -> Any:
         return None
     if text.isupper() or text.islower():
         return "-".join(
-            " ".join(w[:1].upper() + _lower_name(w[1:]) for w in part.split(" "))
-            for part in text.split("-")
+            " ".join(_capitalised(w) for w in part.split(" ")) for part in text.split("-")
         )
     return text
+
+
+_VOWELS = frozenset("aeiouy")
+
+
+def _capitalised(word: str) -> str:
+    """One word of an ALL-CAPS or all-lower name as it is written.
+
+    The Dutch digraph is one letter: "IJSBRAND IJZERMAN" is "IJsbrand IJzerman", not
+    "Ijsbrand" (before a vowel it is no digraph: "IJAZ" is "Ijaz"). After a one-letter
+    prefix and an apostrophe the name goes on capitalised ("O'BRIEN", "D'ANGELO":
+    "O'Brien", "D'Angelo"); after a longer part, or a leading apostrophe ("'T HOOFT":
+    "'t Hooft"), in lower case. A first letter whose capital is two letters (a ligature
+    such as "ﬁ") takes its title case, not "FI".
+    """
+    rest = _lower_name(word[2:])
+    if _lower_name(word[:2]) == "ij" and rest[:1] not in _VOWELS:
+        return "IJ" + rest
+    parts = word.split("'")
+    out = [_initial(parts[0])]
+    for before, part in itertools.pairwise(parts):
+        out.append(_initial(part) if len(before) == 1 else _lower_name(part))
+    return "'".join(out)
+
+
+def _initial(part: str) -> str:
+    first = part[:1]
+    # An upper-case first letter is kept as it is (a Turkish "İ" stays dotted).
+    return (first if first.isupper() else first.title()) + _lower_name(part[1:])
 
 
 def _lower_name(text: str) -> str:

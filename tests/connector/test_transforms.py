@@ -65,6 +65,13 @@ def test_e164_of_dutch_numbers(text: str, expected: str | None) -> None:
         ("name", " ", None),
         ("name", "İSMAİL YILDIZ", "İsmail Yildiz"),  # no combining dot left after an i
         ("name", "ismail", "Ismail"),
+        ("name", "IJSBRAND IJZERMAN", "IJsbrand IJzerman"),  # the Dutch IJ is one letter
+        ("name", "ijssel", "IJssel"),
+        ("name", "IJAZ", "Ijaz"),  # before a vowel it is no digraph
+        ("name", "O'BRIEN", "O'Brien"),
+        ("name", "d'angelo", "D'Angelo"),
+        ("name", "'T HOOFT", "'t Hooft"),
+        ("name", "\ufb01ona", "Fiona"),  # a ligature's capital is two letters: not "FIona"
         ("country", "The Netherlands", "NL"),
         ("country", "Holland", "NL"),
         ("country", "UK", "GB"),  # reserved, not GB's code, and what people write
