@@ -346,6 +346,7 @@ class Engine:
         report.suppressed += len(suppressed)
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
+        remarked: list[tuple[str, str, str]] = []
         names = [dest.name for dest in destinations]
         queued_by, delivered_by = self.store.page_hashes(names, subject_ids)
         # What a destination refused for good is not offered again as it was: it would be
@@ -380,6 +381,11 @@ class Engine:
                         # behind a correction's mark to send again, or before withdrawals
                         # were marked. Sent again, it unsubscribed a member who had
                         # subscribed anew through the audience's own form meanwhile.
+                        if last == bare and delivered.get(sid) == bare:
+                            # Delivered before withdrawals were marked: its bare hash holds
+                            # this address, and is known as a withdrawal only while the
+                            # address stays. Marked now, it still is once they move.
+                            remarked.append((dest.name, sid, digest))
                         last = digest
                     dest_report.withdrawn += 1
                 else:
@@ -400,6 +406,8 @@ class Engine:
         self._checkpoint("pulled")
         if dry_run:
             return
+        if remarked:
+            self._write(lambda store: store.remark_delivered(remarked))
         if self.store.suppression_changes() != suppressed_at:
             # An erasure suppressed someone while the page was read. Asked again here, with
             # nothing awaited from here to the commit below, so a page is queued either

@@ -390,6 +390,15 @@ class Store:
 
     # -- change detection --------------------------------------------------------------------
 
+    def remark_delivered(self, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Set the delivered hash of each ``(system, subject_id, payload_hash)``, sending
+        nothing: a withdrawal an earlier version recorded by its bare hash, now marked."""
+        self.db.executemany(
+            "UPDATE delivered SET payload_hash=? WHERE system=? "
+            "AND subject_no=(SELECT subject_no FROM subjects WHERE subject_id=?)",
+            [(payload_hash, system, sid) for system, sid, payload_hash in rows],
+        )
+
     def page_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:

@@ -763,6 +763,33 @@ async def test_an_address_change_does_not_send_a_withdrawal_again(
     ]
 
 
+async def test_a_withdrawal_an_earlier_version_recorded_is_not_sent_again_after_a_move(
+    world: World, rt: Runtime
+) -> None:
+    """A withdrawal delivered before withdrawals were marked is stored as its bare hash,
+    which holds the address it went under: after an address change it no longer matched,
+    was sent again, and unsubscribed a member who had subscribed anew through the form.
+    The first sync that recognises it under the address it went to now marks it."""
+    await _withdrawn_then_back_through_the_form(world, rt)
+    sid = rt.keyring.subject_id(WITHDRAWN)
+    (marked,) = rt.store.page_hashes(["news"], [sid])[1]["news"].values()
+    with rt.store.transaction() as db:  # as an earlier version left it
+        db.execute(
+            "UPDATE delivered SET payload_hash = ? WHERE payload_hash = ?",
+            (marked.removeprefix(WITHDRAWAL), marked),
+        )
+    world.news.log.clear()
+    await rt.engine.sync("shop")
+    assert world.news.log.writes() == []  # nothing sent: the hash is marked, no more
+    assert rt.store.page_hashes(["news"], [sid])[1]["news"][sid] == marked
+    world.shop.touch(WITHDRAWN, email="verhuisd@example.nl")
+    (report,) = await rt.engine.sync("shop")
+    assert report.moved == 1
+    assert world.news.member(LISTS[0], WITHDRAWN)["status"] == "subscribed", [  # type: ignore[index]
+        (e.method, e.path) for e in world.news.log.writes()
+    ]
+
+
 async def test_a_housemate_s_erasure_by_phone_does_not_stop_the_other_s_withdrawal(
     world: World, rt: Runtime
 ) -> None:
