@@ -221,18 +221,13 @@ class SyncModel(StoreBackups):
 
     @rule(person=people, by_id=st.booleans())
     def a_webhook_tells_of_a_customer(self, person: Person, by_id: bool) -> None:
-        """WooCommerce's customer.updated delivery: the record itself, or (a resync) the
-        customer's id to fetch; either runs them alone through the flow."""
+        """WooCommerce's customer.updated delivery (the customer's id and address) or a
+        resync (the id alone): the customer is fetched and run alone through the flow."""
         record = self.shop.record_for(person.email)
         if record is None:
             return
-        if by_id:
-            subjects, records = [(str(record["id"]), None)], None
-        else:
-            subjects, records = [], [record]
-        reports = self.loop.run_until_complete(
-            sync_subjects(self.rt, "shop", subjects, records or ())
-        )
+        subjects = [(str(record["id"]), None if by_id else person.email)]
+        reports = self.loop.run_until_complete(sync_subjects(self.rt, "shop", subjects))
         assert all(not r.failed for r in reports), [r.errors for r in reports]
         if not person.erased:
             held = self.crm.record_for(person.email)
