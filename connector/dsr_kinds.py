@@ -21,7 +21,7 @@ from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import KlantsyncError
-from connector.model import Person, is_archived
+from connector.model import Person, is_archived, normalise_email
 from connector.moves import same_person
 from connector.retention import delete_bundles_of, record_bundle
 from connector.systems import System
@@ -38,6 +38,10 @@ _HELD_ONLY_ARCHIVED = (
     "held only archived (restorable) in the system, which cannot correct it there; "
     "a write would create the person again"
 )
+
+#: Among the subjects :meth:`KindRunner._former_subjects` finds: a source holds the address
+#: for a customer the store has not met.
+STRANGER = "<a customer the store has not met>"
 
 #: How long an erasure the vendor holds pending waits before it is asked for again.
 ASK_AGAIN_AFTER = dt.timedelta(days=1)
@@ -61,6 +65,9 @@ class KindRunner:
         self.rt = service.rt
         #: Per request run now, the sealed manifest it read or last wrote (see :meth:`_save`).
         self._held: dict[str, bytes | None] = {}
+        #: (source, address) -> the id of the customer the store has not met who holds the
+        #: address there now (see :meth:`_former_subjects`).
+        self._owners: dict[tuple[str, str], str] = {}
 
     async def run(self, row: RequestRow) -> None:
         """Do what is left of ``row`` (an open request).
@@ -363,6 +370,7 @@ class KindRunner:
         if not email or not todo:
             return
         former, answered = await self._former_subjects(email, todo)
+        former = [s for s in former if s != STRANGER]
         asked += answered
         added = [s for s in same_person(self.rt.store, former) if s not in manifest["subject_ids"]]
         if added:
@@ -383,6 +391,11 @@ class KindRunner:
         has its own id, and the identity map knows that id under the former address's
         subject (connector/moves.py). Returns those subjects, and the sources that answered
         (one that could not be asked is left to the next retry).
+
+        A source record for the address whose id the store knows under nobody is a customer
+        the store has not met (one who signed up under an address another person gave up):
+        :data:`STRANGER` is then among the subjects, which :meth:`_same_person` reads as
+        "the address is taken".
         """
         found = await _settle(
             {n: self.rt.systems[n].adapter.find(Subject(email=email)) for n in sources}
@@ -401,7 +414,21 @@ class KindRunner:
             former = self.rt.store.subject_for_external(name, stored) if stored else None
             if former is not None:
                 subjects.append(former)
+            elif stored is not None and any(not is_archived(r) for r in outcome):
+                subjects.append(STRANGER)
+                assert own is not None
+                self._owners[(name, email)] = own
         return subjects, answered
+
+    def _same_person(self, subject_id: str, others: list[str]) -> list[str]:
+        """:func:`same_person` of the request's subject and ``others`` (from
+        :meth:`_former_subjects`). Where a source holds the address asked with for a
+        customer the store has not met, the address is theirs now: it does not lead to the
+        person who had it before (their data would go into this customer's bundle, and
+        this customer's correction onto their records)."""
+        taken = [subject_id] if STRANGER in others else []
+        known = [s for s in others if s != STRANGER]
+        return same_person(self.rt.store, [subject_id, *known], taken)
 
     async def _find(self, name: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         return await self.rt.systems[name].adapter.find(_subject(manifest, name))
@@ -485,7 +512,12 @@ class KindRunner:
         # record (a source that cannot be asked now fails its own read below as well, and the
         # retry asks again).
         former, _ = await self._former_subjects(manifest["email"], self._sources())
-        people = same_person(self.rt.store, [row.subject_id, *manifest.get("also", []), *former])
+        people = self._same_person(row.subject_id, [*manifest.get("also", []), *former])
+        # The address is another customer's now: a system that still finds it on the person
+        # who had it (HubSpot keeps a former address on the contact) shows that person.
+        taken = STRANGER in former
+        # Their own id in each source that holds them: an order there is theirs by it.
+        owners = {name: self._owners.get((name, manifest["email"])) for name in self._sources()}
         ids: dict[str, str] = {}
         for sid in people:
             for name, external_id in self.service.identities(sid).items():
@@ -499,6 +531,12 @@ class KindRunner:
             system = self.rt.systems[name]
             subject = Subject(email=manifest["email"], external_id=ids.get(name))
             records = await system.adapter.find(subject)
+            if taken:
+                records = [
+                    r
+                    for r in records
+                    if _holds_address(system, r, manifest["email"], owners.get(name))
+                ]
             seen = {system.mapping.record_id(r) for r in records}
             for address in queued.get(name, []):
                 for record in await system.adapter.find(Subject(email=address)):
@@ -594,7 +632,7 @@ class KindRunner:
         ``email`` is known under when the person changed their address since the last sync
         (:meth:`_former_subjects`; a source that cannot be asked now is left out)."""
         former, _ = await self._former_subjects(email, self._sources())
-        return same_person(self.rt.store, [subject_id, *former])
+        return self._same_person(subject_id, former)
 
     async def _rectify(self, row: RequestRow) -> None:
         manifest = self.service.open_manifest(row)
@@ -834,3 +872,17 @@ async def _settle(jobs: dict[str, Awaitable[Any]]) -> dict[str, Any]:
         if isinstance(result, BaseException) and not isinstance(result, Exception):
             raise result
     return dict(zip(names, results, strict=True))
+
+
+def _holds_address(
+    system: System, record: Mapping[str, Any], email: str, owner: str | None
+) -> bool:
+    """Whether ``record`` is the customer's who holds ``email`` now: held under it as its
+    own address, not a former one the system keeps beside the current; an order only if it
+    is theirs by their id in the system (an order placed under the address by the customer
+    who had it before is that customer's)."""
+    if record.get("type") == "order":
+        placed_by = str(record.get("customer_id") or "")
+        return placed_by in ("", "0") or placed_by == owner
+    own = system.mapping.inbound(record).email
+    return own is None or normalise_email(own) == normalise_email(email)

@@ -137,19 +137,21 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
     return found
 
 
-def same_person(store: Store, subject_ids: Sequence[str]) -> list[str]:
+def same_person(store: Store, subject_ids: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
     """``subject_ids`` and every id the same people have had or have now, in that order.
 
     An alias joins two ids only through a former address that nobody holds now. After a move
     the old id holds nothing, and the two are one person. Once that address holds rows again,
     someone took it over (another customer, whose address it now is): a request under it is
     that customer's and does not reach the former owner, and the former owner's request does
-    not reach (erase, suppress) the customer who has the address now.
+    not reach (erase, suppress) the customer who has the address now. ``taken`` are ids a
+    source says someone else holds now, before the store holds rows under them (a new
+    customer who signed up under the address and asked before the next sync).
     """
     found = list(dict.fromkeys(subject_ids))
     if not found:
         return found
-    vacant = [sid for sid in found if not _holds_rows(store, sid)]
+    vacant = [sid for sid in found if sid not in taken and not _holds_rows(store, sid)]
     # From an address nobody holds now to the person who had it.
     everyone = list(dict.fromkeys([*found, *_alias_column(store, "subject_id", "alias", vacant)]))
     # Each person's former addresses, those nobody holds now.
