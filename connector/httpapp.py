@@ -161,25 +161,56 @@ def _bounded_protocol() -> type[Any]:
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+    class HeadTooLarge(Exception):
+        """Raised from a parser callback: the head passed MAX_HEAD_BYTES."""
+
     class BoundedHttpToolsProtocol(HttpToolsProtocol):
         _in_head = True
-        _head_bytes = 0
+        _head_bytes = 0  # the request line and headers the parser handed over
+        _unparsed = 0  # reads the parser kept whole because the head had not ended
+        _too_large = False
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
-            self._in_head, self._head_bytes = True, 0
+            self._in_head, self._head_bytes, self._unparsed = True, 0, 0
+
+        def on_url(self, url: bytes) -> None:
+            self._grow(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            # A head that ends within a read is judged here, whatever the reads were.
+            self._grow(len(name) + len(value))
+            super().on_header(name, value)
 
         def on_headers_complete(self) -> None:
             self._in_head = False
             super().on_headers_complete()
 
+        def _grow(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._too_large = True
+                raise HeadTooLarge  # the parser stops; uvicorn answers as for bad input
+
+        def send_400_response(self, msg: str) -> None:
+            if self._too_large:
+                self._refuse()
+            else:
+                super().send_400_response(msg)
+
         def data_received(self, data: bytes) -> None:
             was_in_head = self._in_head
             super().data_received(data)
-            if not (was_in_head and self._in_head):
-                return  # a chunk that completed the head counts its body too: not judged
-            self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            # A head that never ends (one endless header) is buffered by the parser, which
+            # calls back only at its end: reads that began and ended inside it count too.
+            if was_in_head and self._in_head:
+                self._unparsed += len(data)
+                if self._unparsed > MAX_HEAD_BYTES:
+                    self._refuse()
+
+        def _refuse(self) -> None:
+            if not self.transport.is_closing():
                 self.transport.write(
                     b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
                     b"content-length: 0\r\nconnection: close\r\n\r\n"

@@ -826,6 +826,83 @@ async def test_a_request_head_past_its_limit_is_refused_as_it_arrives(
             await asyncio.wait_for(task, 20)
 
 
+class _Transport:
+    """Enough of an asyncio transport for uvicorn's protocol: what it writes is kept."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        peers = {"sockname": ("127.0.0.1", 8787), "peername": ("127.0.0.1", 50000)}
+        return peers.get(name, default)
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_protocol(self, protocol: Any) -> None:
+        pass
+
+
+def _listener_protocol(served: list[str]) -> tuple[Any, _Transport]:
+    """The listeners' bounded protocol on a connection whose reads the test makes."""
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    from connector.httpapp import _bounded_protocol
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    config.load()
+    protocol = _bounded_protocol()(
+        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop()
+    )
+    transport = _Transport()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+@pytest.mark.parametrize("reads", [1, 2])
+async def test_a_head_past_its_limit_is_refused_however_it_is_read(reads: int) -> None:
+    """A head that ended within a read was never judged: 192 KiB arriving in one read (the
+    loop reads up to 256 KiB) was served, and so was a kept-alive connection's second
+    request whose head came in two reads. Each is 431 now; the first request is served."""
+    from connector.httpapp import MAX_HEAD_BYTES
+
+    served: list[str] = []
+    protocol, transport = _listener_protocol(served)
+    protocol.data_received(b"GET /first HTTP/1.1\r\nHost: d\r\n\r\n")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert served == ["/first"]
+    answered = len(transport.written)
+    filler = b"a" * (3 * MAX_HEAD_BYTES)
+    head = b"GET /second HTTP/1.1\r\nHost: d\r\nX-Filler: " + filler + b"\r\n\r\n"
+    cut = len(head) // reads
+    for part in (head[:cut], head[cut:]) if reads == 2 else (head,):
+        protocol.data_received(part)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert bytes(transport.written[answered:]).startswith(b"HTTP/1.1 431"), served
+    assert served == ["/first"] and transport.closed
+
+
 async def test_the_listeners_leave_logging_to_klantsync(
     open_rt: Callable[..., Any], daemon_config: Path
 ) -> None:
