@@ -197,7 +197,7 @@ class DsrService:
         # lets one writer in at a time, so a CLI command and the daemon asked at once (a
         # webhook and an operator) open one request, not two.
         with self.rt.store.transaction():
-            opened = self._opened_before("erase", primary)
+            opened = self._opened_before("erase", primary, source)
             if opened is not None:
                 return self._view(opened)
             existing = self.db.open_for("erase", primary)
@@ -262,7 +262,7 @@ class DsrService:
             out_dir = out_dir.resolve()
         sid = self.rt.keyring.subject_id(email)
         with self.rt.store.transaction():
-            opened = self._opened_before("access", sid)
+            opened = self._opened_before("access", sid, source)
             if opened is not None and opened.status != "open":
                 return self._view(opened)  # written already: one request, one bundle
             resumed = opened or self._open_access(sid, out_dir)
@@ -276,12 +276,15 @@ class DsrService:
                 self.audit("dsr.received", row, source=source, deadline=row.deadline)
         return await self.retry(row.id if resumed is None else resumed.id)
 
-    def _opened_before(self, kind: str, subject_id: str) -> RequestRow | None:
+    def _opened_before(self, kind: str, subject_id: str, source: str) -> RequestRow | None:
         """The request this queued call opened on an earlier try, if it did (see
-        ``received_at``): a job whose process died before it was marked done runs again."""
+        ``received_at``): a job whose process died before it was marked done runs again.
+        Known by kind, subject, source and the second it came: two calls from different
+        sources in one second (a CRM's webhook and a shop's, one with a phone) are two, and
+        the second goes on as the first's asking again."""
         if self.received_at is None:
             return None
-        return self.db.received(kind, subject_id, _iso(self.received_at))
+        return self.db.received(kind, subject_id, _iso(self.received_at), source)
 
     def _open_access(self, subject_id: str, out_dir: Path | None) -> RequestRow | None:
         """The subject's open access request that writes its bundle to ``out_dir``, if any."""

@@ -163,12 +163,15 @@ class DsrStore:
         ).fetchone()
         return None if found is None else RequestRow(*found)
 
-    def received(self, kind: str, subject_id: str, received_at: str) -> RequestRow | None:
-        """The request of ``kind`` for a subject that came at ``received_at``, if any."""
+    def received(
+        self, kind: str, subject_id: str, received_at: str, source: str
+    ) -> RequestRow | None:
+        """The request of ``kind`` for a subject that came from ``source`` at
+        ``received_at``, if any."""
         found = self.db.execute(
             f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests "  # noqa: S608
-            "WHERE kind=? AND subject_id=? AND received_at=? LIMIT 1",
-            (kind, subject_id, received_at),
+            "WHERE kind=? AND subject_id=? AND received_at=? AND source=? LIMIT 1",
+            (kind, subject_id, received_at, source),
         ).fetchone()
         return None if found is None else RequestRow(*found)
 

@@ -304,3 +304,31 @@ async def test_an_access_job_run_again_after_a_crash_writes_one_bundle(
     folders = list((rt.config.store_path.parent / "access").iterdir())
     assert (len(views), bundles, len(folders)) == (1, 1, 1)
     assert jobs.get(rt.store, again.id).status == "done"  # type: ignore[union-attr]
+
+
+async def test_two_erasures_from_two_sources_in_one_second_are_one_asked_twice(
+    rt: Runtime, worker: JobWorker, shop: WooCommerceSandbox
+) -> None:
+    """A job run again finds the request it opened by kind, subject and the second it came;
+    two webhooks from two systems in the same second (the CRM's with the e-mail, the
+    shop's with a phone too) were taken for one, and the second's phone was never
+    suppressed. The source tells them apart: the second asks the first again."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, "Klant", "Test")
+    shop.faults.down = True  # the request stays open
+    phone = "+31612345678"
+    first = worker.queue(
+        "webhook", {"system": "crm", "event": "erase", "delivery_id": "a", "email": CANARY_EMAIL}
+    )
+    second = worker.queue(
+        "webhook",
+        {"system": "shop", "event": "erase", "delivery_id": "b", "email": CANARY_EMAIL}
+        | {"phone": phone},
+    )
+    came = "2026-11-30T10:00:00+00:00"
+    rt.store.db.execute("UPDATE jobs SET created_at=? WHERE id IN (?, ?)", (came, first, second))
+    done = await _work_until_done(worker, [first, second])
+    assert [job.status for job in done] == ["done", "done"], [job.result for job in done]
+    assert len(DsrService(rt).list()) == 1
+    assert rt.store.suppressed([rt.keyring.subject_id(phone)])
