@@ -81,10 +81,18 @@ def person_body(
 def other_entries_kept(
     entries: Any, value: str, *, label: str | None = None
 ) -> list[dict[str, Any]]:
-    """A person's phone or e-mail list with ``value`` as the primary entry and the others
-    (those someone added in Pipedrive) kept."""
+    """A person's phone or e-mail list holding ``value``, and the entries someone added in
+    Pipedrive.
+
+    Already in the list, ``value`` leaves it as it is: a salesperson who made the office
+    number the primary one keeps it so. Else it replaces the primary entry, the one the
+    connector wrote before (the customer changed it at the source), and the rest stay.
+    """
     current = entries if isinstance(entries, list) else []
     same = value.strip().casefold()
+    listed = [dict(entry) for entry in current if isinstance(entry, Mapping)]
+    if any(str(entry.get("value", "")).strip().casefold() == same for entry in listed):
+        return listed
     kept = [
         dict(entry)
         for entry in current

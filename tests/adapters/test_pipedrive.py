@@ -470,6 +470,30 @@ async def test_a_sync_keeps_the_phones_and_addresses_a_salesperson_added(pd: Har
     ]
 
 
+async def test_a_sync_keeps_a_number_a_salesperson_made_primary(pd: Harness) -> None:
+    """A salesperson added the office number and made it the primary one; a sync that
+    changed only the first name dropped it (every primary entry was taken for the
+    connector's). The connector's number being in the list already, the list stays."""
+    email = "jan@example.com"
+    full = {"email": email, "first_name": "Jan", "last_name": "Jansen", "phone": "+31612345678"}
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, full)])
+    assert created.external_id is not None
+    person = pd.sandbox.store.persons[int(created.external_id)]
+    person.values["phones"] = [
+        {"value": "+31201234567", "primary": True, "label": "work"},
+        {"value": "+31612345678", "primary": False, "label": "mobile"},
+    ]
+    fixed = {**full, "first_name": "Johan"}
+    (updated,) = await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, fixed)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+        ("+31201234567", True),
+        ("+31612345678", False),
+    ]
+
+
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
     """A record with neither e-mail nor id fails without a call."""
     (result,) = await pd.adapter.upsert([OutboundRecord("r", "", None, {"first_name": "X"})])
