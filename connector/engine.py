@@ -296,6 +296,10 @@ class Engine:
                     await asyncio.gather(*workers)
             finally:
                 self.flush()
+        if not dry_run:
+            waiting = self.store.outbox_counts()
+            for name, dest_report in report.destinations.items():
+                dest_report.left_queued = waiting.get(name, 0)
         return report
 
     # -- pull side ---------------------------------------------------------------------------

@@ -37,6 +37,10 @@ class DestinationReport:
     fatal: str = ""
     #: Why records were left queued, as the last one deferred says (status and error code).
     deferred: str = ""
+    #: What the system's outbox holds when the run ends: deferred, what delivery never read
+    #: because it stopped (a 401, a stop asked for), and what earlier runs left. Counting
+    #: the deferred alone said 100 where 250 were left, and ``status`` said 250.
+    left_queued: int = 0
 
     @property
     def written(self) -> int:
@@ -47,13 +51,6 @@ class DestinationReport:
         """Queued this run and not yet settled (written, dead-lettered or deferred)."""
         settled = self.written + self.dead_lettered + self.retry_later
         return self.queued - settled - self.suppressed_at_delivery
-
-    @property
-    def left_queued(self) -> int:
-        """Queued this run and still in the outbox at its end: deferred, and what delivery
-        never read because it stopped (a 401, a stop asked for). Counting the deferred alone
-        said 100 where 250 were left, and ``status`` said 250."""
-        return self.retry_later + max(0, self.backlog)
 
 
 @dataclass
@@ -93,12 +90,7 @@ class FlowReport:
             "moved": self.moved,
             "withheld_fields": dict(sorted(self.withheld_fields.items())),
             "destinations": {
-                name: {
-                    **vars(d),
-                    "written": d.written,
-                    "left_queued": 0 if self.dry_run else d.left_queued,
-                }
-                for name, d in self.destinations.items()
+                name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
             },
             "errors": list(self.errors),
             "failed": self.failed,

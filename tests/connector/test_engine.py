@@ -434,6 +434,10 @@ async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(
         assert report.destinations["crm"].retry_later < 350
         assert report.destinations["crm"].left_queued == 350
         assert report.as_dict()["destinations"]["crm"]["left_queued"] == 350
+        # The next run, token still wrong: nothing new queued, all of it still waiting.
+        (again,) = await rt.engine.sync()
+        assert again.destinations["crm"].queued == 0
+        assert again.destinations["crm"].left_queued == 350
     monkeypatch.setenv("T_HS_TOKEN", "pat-sandbox")
     async with open_rt() as rt:
         (report,) = await rt.engine.sync()

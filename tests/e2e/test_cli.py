@@ -354,7 +354,9 @@ def test_report_says_what_was_written_where_the_system_does_not_say_which_was_ne
     report = FlowReport("shop-to-all", "shop", pulled=4)
     report.destinations["crm"] = DestinationReport(queued=4, created=3, updated=1)
     report.destinations["news"] = DestinationReport(queued=2, upserted=2)
-    report.destinations["deals"] = DestinationReport(queued=1, retry_later=1, deferred="403")
+    report.destinations["deals"] = DestinationReport(
+        queued=1, retry_later=1, deferred="403", left_queued=1
+    )
     out = StringIO()
     print_report(Console(file=out, width=400), report)
     crm, news, deals = (line for line in out.getvalue().splitlines() if "->" in line)
