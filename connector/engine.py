@@ -251,6 +251,11 @@ class Engine:
         report.run_id = run_id
         producer_done = asyncio.Event()
         drained = asyncio.Event()
+        # Set when a destination's delivery crashed (a bug, the store failing under it): the
+        # others stop taking batches, settle those under way, and the run raises. Left to go
+        # on, they ran unowned after the run had failed and its flow was free again, and the
+        # next run sent their rows a second time.
+        halt = asyncio.Event()
         wake = {dest.name: asyncio.Event() for dest in destinations}
         workers = (
             []
@@ -258,15 +263,23 @@ class Engine:
             else [
                 asyncio.create_task(
                     self._deliver(
-                        flow, dest, report, producer_done, wake[dest.name], drained, progress
+                        flow, dest, report, producer_done, wake[dest.name], drained, progress, halt
                     )
                 )
                 for dest in destinations
             ]
         )
-        for worker in workers:
+
+        def worker_done(task: asyncio.Task[None]) -> None:
             # A worker that ends (a fatal error) must not leave the pull waiting on it.
-            worker.add_done_callback(lambda _task: drained.set())
+            drained.set()
+            if not task.cancelled() and task.exception() is not None:
+                halt.set()
+                for event in wake.values():
+                    event.set()
+
+        for worker in workers:
+            worker.add_done_callback(worker_done)
         ahead = ReadAhead(pages)
         try:
             while (page := await ahead.next()) is not None:
@@ -292,8 +305,11 @@ class Engine:
             for event in wake.values():
                 event.set()
             try:
-                if workers:
-                    await asyncio.gather(*workers)
+                # Every worker ends before the run does, a crashed one's siblings included.
+                ended = await asyncio.gather(*workers, return_exceptions=True)
+                crashed = [e for e in ended if isinstance(e, BaseException)]
+                if crashed:
+                    raise crashed[0]
             finally:
                 self.flush()
         if not dry_run:
@@ -547,8 +563,10 @@ class Engine:
         wake: asyncio.Event,
         drained: asyncio.Event,
         progress: Progress,
+        halt: asyncio.Event,
     ) -> None:
-        """Drain ``dest``'s outbox while the pull runs, up to ``max_concurrency`` batches."""
+        """Drain ``dest``'s outbox while the pull runs, up to ``max_concurrency`` batches;
+        ``halt`` stops taking batches (another destination's delivery crashed)."""
         dest_report = report.destinations[dest.name]
         slots = asyncio.Semaphore(max(1, dest.limits.max_concurrency))
         in_flight: set[asyncio.Task[None]] = set()
@@ -565,7 +583,7 @@ class Engine:
                 stop.set()
 
         last_id = 0
-        while not stop.is_set() and not self._stopping:
+        while not stop.is_set() and not self._stopping and not halt.is_set():
             # Clear before looking, so a page queued right after the look still wakes us.
             wake.clear()
             rows = self.store.outbox_batch(dest.name, last_id, dest.limits.batch_size)

@@ -617,3 +617,53 @@ async def test_a_run_the_store_failed_under_is_recorded_failed_not_running(
     assert summary is not None and "stopped on an error" in summary
     (report,) = await rt.engine.sync()  # the next run goes on as usual
     assert not report.failed and rt.store.last_runs()["shop-to-crm"][2] == "ok"
+
+
+async def test_a_crashed_delivery_stops_the_others_before_the_run_ends(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    tmp_path: Path,
+    env: dict[str, str],
+    open_rt: Callable[..., Any],
+) -> None:
+    """One destination's delivery crashed (a bug): the run raised at once and the other
+    destination's delivery went on, a task nobody awaited, after the run had failed and its
+    flow was free again; the next run sent the same rows a second time. The others now stop
+    taking batches, settle those under way, and only then does the run raise."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    block = text[text.index("[systems.crm]") : text.index("[[flows]]")]
+    second = block.replace("[systems.crm]", "[systems.crm2]")
+    text = text.replace("[[flows]]", second + "\n[[flows]]")
+    path.write_text(text.replace('destinations = ["crm"]', 'destinations = ["crm", "crm2"]'))
+    shop.seed_synthetic(250, seed=3)
+    async with open_rt(path) as rt:
+        gate = asyncio.Event()
+        real, real2 = rt.systems["crm"].adapter.upsert, rt.systems["crm2"].adapter.upsert
+
+        async def late(records: Any) -> Any:
+            await gate.wait()  # the CRM answers after the other destination crashed
+            return await real(records)
+
+        async def bug(records: Any) -> Any:
+            raise RuntimeError("a bug in crm2's delivery")
+
+        rt.systems["crm"].adapter.upsert = late
+        rt.systems["crm2"].adapter.upsert = bug
+        before = asyncio.all_tasks()
+        run = asyncio.ensure_future(rt.engine.sync())
+        for _ in range(200):
+            await asyncio.sleep(0)
+        assert not run.done()  # waiting for the CRM's batch under way
+        gate.set()
+        with pytest.raises(RuntimeError):
+            await run
+        assert not [t for t in asyncio.all_tasks() - before if not t.done()]
+        assert rt.store.last_runs()["shop-to-crm"][2] == "failed"
+        rt.systems["crm"].adapter.upsert = real
+        rt.systems["crm2"].adapter.upsert = real2
+        written_before = crm.contact_count()
+        assert 0 < written_before < 250  # it stopped taking batches
+        await rt.engine.sync("shop-to-crm")
+    assert crm.contact_count() == 250
+    assert sum(e.records for e in crm.log.writes()) == 250  # nothing sent twice
