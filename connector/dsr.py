@@ -60,6 +60,7 @@ from connector.dsr_views import (
 )
 from connector.dsr_webhooks import handle_webhook
 from connector.errors import KlantsyncError
+from connector.lock import KeyedLocks, one_at_a_time
 from connector.logs import redact
 from connector.model import normalise_email
 from connector.moves import same_person
@@ -95,7 +96,7 @@ PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
 
 _PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
 
-_LOCKS: weakref.WeakKeyDictionary[Store, dict[str, asyncio.Lock]] = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[Store, KeyedLocks] = weakref.WeakKeyDictionary()
 
 
 class DsrService:
@@ -335,7 +336,7 @@ class DsrService:
             # Under the request's lock: a retry of it already running finishes first, so it
             # cannot mark a system done with the fields as they were before this amendment.
             # (From another process, DsrStore.set_system's manifest check does the same.)
-            async with self._locks.setdefault(existing.id, asyncio.Lock()):
+            async with one_at_a_time(self._locks, existing.id):
                 with self.rt.store.transaction():
                     if self._amend(existing.id, checked, source, email):
                         row = existing
@@ -386,8 +387,7 @@ class DsrService:
             DsrUsageError: no request has this id.
             StaleRunError: the request changed under the second run too.
         """
-        lock = self._locks.setdefault(request_id, asyncio.Lock())
-        async with lock:
+        async with one_at_a_time(self._locks, request_id):
             for attempt in (1, 2):
                 row = self.db.get(request_id)
                 if row is None:

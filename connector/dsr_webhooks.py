@@ -7,7 +7,6 @@ a replayed delivery (same id) opens nothing. Shopify's mandatory ``customers/red
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING
 from connector import audit
 from connector.adapter import WebhookRequest
 from connector.dsr_views import RequestView, WebhookRejected
+from connector.lock import KeyedLocks, one_at_a_time
 
 if TYPE_CHECKING:
     from connector.dsr import DsrService
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["handle_webhook"]
 
 #: Per store, the deliveries being taken now, each with a lock and how many hold or await it.
-_IN_HAND: weakref.WeakKeyDictionary[object, dict[str, tuple[asyncio.Lock, list[int]]]] = (
-    weakref.WeakKeyDictionary()
-)
+_IN_HAND: weakref.WeakKeyDictionary[object, KeyedLocks] = weakref.WeakKeyDictionary()
 
 
 @asynccontextmanager
@@ -36,16 +34,8 @@ async def _alone(store: object, key: str) -> AsyncIterator[None]:
     side would both find it unseen and both open a request, the second for a person the
     first had just erased everywhere. In turn, the second finds the id noted.
     """
-    in_hand = _IN_HAND.setdefault(store, {})
-    lock, users = in_hand.setdefault(key, (asyncio.Lock(), [0]))
-    users[0] += 1
-    try:
-        async with lock:
-            yield
-    finally:
-        users[0] -= 1
-        if not users[0]:
-            del in_hand[key]
+    async with one_at_a_time(_IN_HAND.setdefault(store, {}), key):
+        yield
 
 
 async def handle_webhook(

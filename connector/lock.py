@@ -18,11 +18,12 @@ leaves a stale lock behind; the daemon's lock file records its pid for messages.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -31,9 +32,11 @@ from connector.storefile import make_store_folder
 
 __all__ = [
     "DaemonLock",
+    "KeyedLocks",
     "daemon_running",
     "keys_alone",
     "lock_path",
+    "one_at_a_time",
     "sharing_keys",
     "sync_lock_path",
     "sync_running",
@@ -231,3 +234,25 @@ def _sync_refusal(store_path: Path, recorded: bytes) -> str:
         f"{store_path}: {who}{pid_text} is syncing this store; run this again once it has "
         "finished (two syncs at once would pull and deliver the same records twice)"
     )
+
+
+#: Per key, the lock and how many hold or await it (see :func:`one_at_a_time`).
+KeyedLocks = dict[str, tuple[asyncio.Lock, list[int]]]
+
+
+@asynccontextmanager
+async def one_at_a_time(locks: KeyedLocks, key: str) -> AsyncIterator[None]:
+    """Within this process, one holder of ``key`` at a time; the others wait their turn.
+
+    The entry goes when its last holder or waiter leaves: a daemon that runs for months
+    keeps no lock per request or delivery it ever handled.
+    """
+    lock, users = locks.setdefault(key, (asyncio.Lock(), [0]))
+    users[0] += 1
+    try:
+        async with lock:
+            yield
+    finally:
+        users[0] -= 1
+        if not users[0]:
+            del locks[key]

@@ -1023,7 +1023,7 @@ async def test_a_correction_asked_while_the_open_one_is_retried_is_not_dropped(
 
     async def ask_while_running() -> asyncio.Task[RequestView]:
         task = asyncio.create_task(service.rectify(CANARY_EMAIL, {"company": "Bakkerij"}))
-        lock = service._locks[first.id]
+        lock, _ = service._locks[first.id]
         while not getattr(lock, "_waiters", None):  # until it waits for this retry
             await asyncio.sleep(0)
         return task

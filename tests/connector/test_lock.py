@@ -83,3 +83,28 @@ def test_a_sync_starting_while_another_process_looks_at_the_lock_is_not_refused(
     with syncing(store, "sync"):
         assert sync_running(store)
     assert len(pauses) == 1
+
+
+async def test_a_keyed_lock_takes_turns_and_keeps_no_entry_once_free() -> None:
+    """One holder per key at a time; the entry goes when the last holder or waiter leaves.
+    The daemon kept one lock per data subject request it ever ran, for its whole life."""
+    import asyncio
+
+    from connector.lock import KeyedLocks, one_at_a_time
+
+    locks: KeyedLocks = {}
+    order: list[str] = []
+
+    async def hold(name: str, key: str) -> None:
+        async with one_at_a_time(locks, key):
+            order.append(f"{name} in")
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+
+    await asyncio.gather(hold("a", "r1"), hold("b", "r1"), hold("c", "r2"))
+    assert order.index("a out") < order.index("b in")  # the same key: in turn
+    assert locks == {}
+    for n in range(50):
+        async with one_at_a_time(locks, f"er-{n}"):
+            pass
+    assert locks == {}
