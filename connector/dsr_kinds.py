@@ -187,6 +187,7 @@ class KindRunner:
         # 1. The manifest snapshot: each system's ids, before that system is asked to delete.
         missing = [n for n in todo if n not in manifest["snapshot"]]
         found = await _settle({n: self._find(n, manifest) for n in missing})
+        taken = 0
         for name, outcome in found.items():
             if isinstance(outcome, KlantsyncError):
                 self._failed(row, name, f"snapshot: {outcome}", attempt=True)
@@ -202,7 +203,10 @@ class KindRunner:
                 manifest["ids"].setdefault(name, own)
             manifest["held"][name] = bool(outcome)
             manifest["snapshot"].append(name)
-        if missing:
+            taken += 1
+        if taken:
+            # Only when a snapshot was taken: a system down through the retries (every 15
+            # minutes) appended an entry for a snapshot never taken, 96 a day.
             held = sorted(n for n, h in manifest["held"].items() if h)
             # Each write here goes with its audit entry (see _set).
             with self.rt.store.transaction():
@@ -222,6 +226,7 @@ class KindRunner:
             # learned), under an address the person had then.
             self._note_queued_addresses(row, manifest)
             counts = self.db.delete_traces(manifest["subject_ids"])
+            self.rt.engine.forget(manifest["subject_ids"])
             # An access bundle written for them earlier holds their data in clear: it goes
             # with the rest, not at the sweep weeks later (the receipt says nothing is kept).
             kept: list[str] = []

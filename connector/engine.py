@@ -226,6 +226,19 @@ class Engine:
         if len(self._settles) >= SETTLE_LATER_MAX:
             self.flush()
 
+    def forget(self, subject_ids: Sequence[str]) -> int:
+        """Drop the payloads kept in clear for ``subject_ids`` (an erasure); how many.
+
+        A delivery stopped by a fatal answer leaves its batches' entries here, and an
+        erasure that deletes their outbox rows would otherwise leave the person's e-mail and
+        fields in the daemon's memory until newer payloads pushed them out, months in a
+        quiet shop."""
+        gone = set(subject_ids)
+        stale = [row_id for row_id, (sid, _, _) in self._fresh.items() if sid in gone]
+        for row_id in stale:
+            del self._fresh[row_id]
+        return len(stale)
+
     def flush(self) -> None:
         """Commit the acknowledged batches' outcomes still waiting."""
         if self._settles:

@@ -1569,3 +1569,44 @@ async def test_an_access_request_leaves_an_exempted_system_out(
     document = json.loads(data.read_text())
     assert document["connector"]["exempt_systems"] == ["crm"]
     assert "crm" not in document.get("systems", {})
+
+
+async def test_an_erasure_leaves_no_payload_of_the_person_in_the_engine_s_memory(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Payloads just queued are kept in clear for their delivery; a delivery stopped by a
+    fatal answer (a 401: a token rotated) left them there, and the person's erasure, which
+    deleted their outbox rows, did not reach that copy: their e-mail and fields stayed in
+    the daemon's memory until newer payloads pushed them out."""
+    shop.seed_synthetic(300, seed=3)
+    seed(shop)
+    crm.faults.fail_next, crm.faults.fail_status = 1, 401
+    (report,) = await rt.engine.sync()
+    assert report.failed
+    assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    held = [e for _, _, e in rt.engine._fresh.values() if e.get("email") == CANARY_EMAIL]
+    assert held == []
+
+
+async def test_retries_while_a_system_is_down_add_no_manifest_entry(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Each retry of an erasure the CRM was down for appended a `dsr.manifest` entry for a
+    snapshot that was never taken (the daemon retries every 15 minutes: 96 a day, kept for
+    years); each failed attempt has its own entry already."""
+    await seeded(shop, rt)
+    crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.is_open
+
+    def entries(kind: str) -> int:
+        return sum(1 for e in audit.entries(rt.store) if e.kind == kind)
+
+    first = entries("dsr.manifest")
+    for _ in range(5):
+        await service.retry(view.id)
+    assert entries("dsr.manifest") == first
+    crm.faults.down = False
+    assert (await service.retry(view.id)).status == "completed"
+    assert entries("dsr.manifest") == first + 1  # the CRM's snapshot, once taken
