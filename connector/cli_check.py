@@ -54,7 +54,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
                 "adapter": s.adapter,
                 "url": redact_url(s.base_url),
                 "mapping": str(s.mapping),
-                "fields_sent": config.mappings[name].outbound_fields,
+                "fields_sent": _fields_sent(config, name),
                 "private_ca": s.ca_bundle is not None,
             }
             for name, s in config.systems.items()
@@ -138,6 +138,16 @@ def _print_check(
         console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
     for gap in gaps:
         line(f"  gap: {gap}")
+
+
+def _fields_sent(config: Config, name: str) -> list[str]:
+    """What the system receives: a flow's destination the e-mail with every write, whatever
+    its field's direction says (as the register lists it); any other system the fields a
+    correction may write there."""
+    mapping = config.mappings[name]
+    if any(name in flow.destinations for flow in config.flows):
+        return [f.canonical for f in mapping.sent_fields()]
+    return mapping.outbound_fields
 
 
 def _sends(config: Config, name: str, info: dict[str, Any]) -> str:

@@ -94,9 +94,13 @@ class Gap:
 
 
 def systems_in_use(config: Config) -> list[str]:
-    """Systems that take part in a flow (as source or destination), in config order."""
-    used = {f.source for f in config.flows} | {d for f in config.flows for d in f.destinations}
-    return [name for name in config.systems if name in used]
+    """Systems that process the customers' data, in config order: every configured one.
+
+    A system in no flow counts too: data subject requests still reach it (a correction's
+    values, an erasure), and the register lists it. Left out, its transfer outside the EEA
+    without a safeguard, or its agreement due for review, went unreported.
+    """
+    return list(config.systems)
 
 
 def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:

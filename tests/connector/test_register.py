@@ -140,6 +140,21 @@ def test_the_email_is_listed_as_sent_whatever_its_direction_says(
     assert "email" in names
 
 
+def test_check_lists_the_email_a_destination_is_sent_as_the_register_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check` listed a destination's outbound fields: with its e-mail field read only
+    ("in"), it said the CRM is not sent the e-mail, which every write carries."""
+    path = example_config(tmp_path, monkeypatch)
+    mapping = tmp_path / "mappings/hubspot.toml"
+    mapping.write_text(
+        mapping.read_text().replace('path = "email"\n', 'path = "email"\ndirection = "in"\n')
+    )
+    main(["-c", str(path), "check", "--json"])
+    sent = json.loads(capsys.readouterr().out)["systems"]["crm"]["fields_sent"]
+    assert "email" in sent
+
+
 def test_a_system_sent_withdrawals_says_what_it_is_told(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
