@@ -206,6 +206,9 @@ class WebhookEvent:
         email: the person's e-mail, if the payload carries it (never logged).
         phone: the person's phone number as the payload gives it, for an erasure's
             suppression entry (never logged).
+        due_within_days: the days the vendor gives to carry the request out, where that is
+            shorter than GDPR's month (Shopify's compliance webhooks: 30); the deadline is
+            then the earlier of the two.
     """
 
     kind: Literal["changed", "deleted", "erase", "access", "purge_all", "ignored"]
@@ -213,6 +216,7 @@ class WebhookEvent:
     external_id: str | None = None
     email: str | None = None
     phone: str | None = None
+    due_within_days: int | None = None
 
 
 @runtime_checkable

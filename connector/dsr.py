@@ -111,6 +111,8 @@ class DsrService:
             creation: an admin API call, a webhook). Its deadline counts from then, not
             from when the worker got to it; and the job run again after a crash finds the
             request it opened (same kind, subject and moment) instead of a second one.
+        due_within: how long the system that asked gives to carry a request out, where that
+            is shorter than GDPR's month (Shopify: 30 days); the deadline is the earlier.
     """
 
     def __init__(
@@ -120,11 +122,13 @@ class DsrService:
         now: Callable[[], dt.datetime] = utc_now,
         concurrency: int = 16,
         received_at: dt.datetime | None = None,
+        due_within: dt.timedelta | None = None,
     ) -> None:
         self.rt = rt
         self.db = DsrStore(rt.store)
         self.now = now
         self.received_at = received_at
+        self.due_within = due_within
         self.concurrency = max(1, concurrency)
         self.signer = ReceiptSigner.for_store(rt.config.store_path, rt.keyring)
         self.kinds = KindRunner(self)
@@ -710,7 +714,7 @@ class DsrService:
             kind=kind,
             subject_id=subject_id,
             received_at=_iso(now),
-            deadline=_iso(add_months(now, 1)),
+            deadline=_iso(self._deadline(now)),
             extension_reason=None,
             status="open",
             source=source,
@@ -719,6 +723,11 @@ class DsrService:
             receipt=None,
             completed_at=None,
         )
+
+    def _deadline(self, received: dt.datetime) -> dt.datetime:
+        """A calendar month after receipt, or sooner where the system that asked wants it."""
+        month = add_months(received, 1)
+        return month if self.due_within is None else min(month, received + self.due_within)
 
     def _view(self, row: RequestRow | None) -> RequestView:
         assert row is not None

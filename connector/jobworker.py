@@ -246,7 +246,12 @@ class JobWorker:
             from connector.adapter import WebhookEvent
             from connector.dsr import DsrService
 
-            view = await DsrService(self.rt, received_at=received).handle_event(
+            due = params.get("due_within_days")
+            view = await DsrService(
+                self.rt,
+                received_at=received,
+                due_within=dt.timedelta(days=due) if isinstance(due, int) else None,
+            ).handle_event(
                 system,
                 WebhookEvent(
                     kind=event,

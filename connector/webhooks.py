@@ -66,6 +66,7 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 "external_id": event.external_id,
                 "email": event.email,
                 "phone": event.phone,
+                "due_within_days": event.due_within_days,
             }
             outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
     return outcome

@@ -35,6 +35,9 @@ __all__ = [
     "webhook_signature",
 ]
 
+#: Days Shopify gives an app to carry out a customers/redact or customers/data_request.
+COMPLIANCE_DAYS: Final = 30
+
 CUSTOMER_GID: Final = "gid://shopify/Customer/"
 HMAC_HEADER: Final = "x-shopify-hmac-sha256"
 TOPIC_HEADER: Final = "x-shopify-topic"
@@ -116,6 +119,9 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
                 external_id=customer_gid(customer.get("id")),
                 email=_text(customer.get("email")),
                 phone=_text(customer.get("phone")),
+                # Shopify: "complete the action within 30 days" (erasure-semantics
+                # reference), a day or so shorter than a calendar month.
+                due_within_days=COMPLIANCE_DAYS,
             )
         ]
     # customers/create|update|delete carry the customer itself, REST shaped.

@@ -402,11 +402,17 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     )
     assert again.queued == [] and again.duplicates == 1
     daemon = Daemon(rt)
+    # Received on 1 March: a calendar month is 31 days, Shopify gives 30; the earlier counts.
+    rt.store.db.execute("UPDATE jobs SET created_at='2026-03-01T10:00:00+00:00'")
     job = jobs.claim_next(rt.store, rt.keyring)
     assert job is not None
     result = await daemon.jobs.run_job(job)
     view = DsrService(rt).get(result["request"])
     assert view is not None
+    assert (view.received_at, view.deadline) == (
+        "2026-03-01T10:00:00+00:00",
+        "2026-03-31T10:00:00+00:00",
+    )
     # The phone Shopify sent travels with the queued job: it is suppressed as well.
     assert rt.store.suppressed([rt.keyring.subject_id("+31612345678")])
     statuses = {name: s["status"] for name, s in view.as_dict()["systems"].items()}
