@@ -585,16 +585,19 @@ class KindRunner:
                     "status": r.status,
                     "completed_at": r.completed_at,
                 }
-                for r in self.db.history(row.subject_id)
+                # Under every address the person is known by: a request made under a
+                # former one is theirs too.
+                for r in self._history(people)
             ],
         }
         target = Path(manifest["out_dir"]).resolve()
         # Recorded before a file is written: a run that dies in between leaves the record
         # of a bundle that may be there, which the person's erasure and the retention sweep
         # delete. Written first, a bundle nobody knew of outlived a completed erasure.
-        record_bundle(
-            self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_id=row.subject_id
-        )
+        # Recorded under every id the person is known by: their erasure, asked under
+        # whichever address the systems know, deletes it.
+        for sid in people:
+            record_bundle(self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_id=sid)
         try:
             self._write_bundle(row, target, held, connector)
         except OSError as exc:
@@ -604,6 +607,11 @@ class KindRunner:
                 f"({exc.strerror or type(exc).__name__}); fix the folder and retry"
             ) from None
         self.service.audit("dsr.access_bundle", row, systems=sorted(held))
+
+    def _history(self, subject_ids: list[str]) -> list[RequestRow]:
+        """The requests made under any of ``subject_ids``, in the order they came."""
+        rows = {r.id: r for sid in subject_ids for r in self.db.history(sid)}
+        return sorted(rows.values(), key=lambda r: (r.received_at, r.id))
 
     def _holdings(self, subject_id: str) -> dict[str, Any]:
         """What the connector keeps about the subject, its systems' ids as the systems know

@@ -48,3 +48,34 @@ async def test_a_correction_by_a_new_customer_under_an_address_given_up_leaves_o
     contact = crm.record_for(MOVED)
     assert contact is not None and contact["properties"]["firstname"] == CANARY_NAME
     assert (contact["properties"]["email"], contact["properties"]["city"]) == (MOVED, "Utrecht")
+
+
+async def test_access_under_a_new_address_lists_the_requests_made_under_the_former(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The bundle lists the requests the connector keeps about the person; a correction
+    asked under their former address was left out of one asked under the new."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    earlier = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert earlier.status == "completed"
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    assert (await service.access(MOVED, tmp_path / "bundle")).status == "completed"
+    data = json.loads((tmp_path / "bundle" / "data.json").read_text())
+    assert earlier.id in [r["id"] for r in data["connector"]["requests"]]
+
+
+async def test_an_erasure_under_the_former_address_deletes_a_bundle_asked_under_the_new(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The person changed their address in the shop and asked for access under the new one
+    before a sync; the bundle was recorded under that address alone, and their erasure,
+    asked under the one the systems know, left it on disk."""
+    await seeded(shop, rt)
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    bundle = tmp_path / "bundle"
+    assert (await DsrService(rt).access(MOVED, bundle)).status == "completed"
+    assert CANARY_NAME in (bundle / "data.json").read_text()
+    assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    assert not (bundle / "data.json").exists()
