@@ -760,12 +760,16 @@ class KindRunner:
                     self._set(row, name, "not_held", "the system holds no record for the subject")
                 return
             external = external or _own_id(system, records, email)
-            person = Person(email=email)
+            # Under the address the system holds them by: asked under a former address (they
+            # moved since), the correction wrote that one back over the current, in every
+            # system whose mapping sends the e-mail.
+            held_as = _held_address(system, records, external) or email
+            person = Person(email=held_as)
             for field_name in names:
                 person[field_name] = system.mapping.fields[field_name].convert(fields[field_name])
             outbound = OutboundRecord(
                 ref=row.id,
-                email=email,
+                email=held_as,
                 external_id=external,
                 fields=system.mapping.outbound(person),
             )
@@ -899,3 +903,18 @@ def _holds_address(
         return placed_by in ("", "0") or placed_by == owner
     own = system.mapping.inbound(record).email
     return own is None or normalise_email(own) == normalise_email(email)
+
+
+def _held_address(
+    system: System, records: list[dict[str, Any]], external: str | None
+) -> str | None:
+    """The address the system holds the person's own record under: the record with their
+    id (or the first that is no order), as the mapping reads it."""
+    own = [r for r in records if r.get("type") != "order"]
+    if external is not None:
+        own = [r for r in own if system.mapping.record_id(r) == external] or own
+    for record in own:
+        address = system.mapping.inbound(record).email
+        if address:
+            return address
+    return None

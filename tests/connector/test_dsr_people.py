@@ -79,3 +79,21 @@ async def test_an_erasure_under_the_former_address_deletes_a_bundle_asked_under_
     assert CANARY_NAME in (bundle / "data.json").read_text()
     assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
     assert not (bundle / "data.json").exists()
+
+
+async def test_a_correction_under_a_former_address_keeps_the_current_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The person moved (synced everywhere) and asked under the former address, as README
+    allows: the city was corrected, and the shop's and the CRM's address set back to the
+    former one, which the next sync then moved them back from."""
+    await seeded(shop, rt)
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    assert crm.holds(MOVED) and not crm.holds(CANARY_EMAIL)
+    view = await DsrService(rt).rectify(CANARY_EMAIL, {"city": "Zeist"})
+    assert (view.system("crm").status, view.system("shop").status) == ("done", "done")
+    contact, customer = crm.record_for(MOVED), shop.record_for(MOVED)
+    assert contact is not None and customer is not None
+    assert contact["properties"]["city"] == customer["billing"]["city"] == "Zeist"
+    assert contact["properties"]["email"] == customer["email"] == MOVED
