@@ -765,8 +765,17 @@ class KindRunner:
             # system whose mapping sends the e-mail.
             held_as = _held_address(system, records, external) or email
             person = Person(email=held_as)
+            # A phone without a country code is one of the person's own country, as a sync
+            # reads it: the country corrected with it, else the one the system holds.
+            country = (
+                _country(system, fields.get("country"))
+                if "country" in fields
+                else _held_country(system, records)
+            )
             for field_name in names:
-                person[field_name] = system.mapping.fields[field_name].convert(fields[field_name])
+                person[field_name] = system.mapping.convert_for(
+                    field_name, fields[field_name], country
+                )
             outbound = OutboundRecord(
                 ref=row.id,
                 email=held_as,
@@ -917,4 +926,24 @@ def _held_address(
         address = system.mapping.inbound(record).email
         if address:
             return address
+    return None
+
+
+def _country(system: System, value: str | None) -> str | None:
+    """A corrected country as the system's mapping reads it (its code), if it maps one."""
+    spec = system.mapping.fields.get("country")
+    if spec is None or value is None:
+        return None
+    code = spec.convert(value)
+    return code if isinstance(code, str) else None
+
+
+def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:
+    """The country the system holds for the person, as the mapping reads it."""
+    for record in records:
+        if record.get("type") == "order":
+            continue
+        country = system.mapping.inbound(record).get("country")
+        if isinstance(country, str):
+            return country
     return None

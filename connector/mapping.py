@@ -233,16 +233,8 @@ class SystemMapping:
             return
         if country not in phonenumbers.SUPPORTED_REGIONS:
             return
-        for name, read, transforms in self._phones:
-            chain = self._phone_chains.get((name, country))
-            if chain is None:
-                regional = make_transform("phone", country)
-                assert regional is not None  # "phone" is always known
-                names = self.fields[name].transform_names
-                chain = tuple(
-                    regional if n == "phone" else t for n, t in zip(names, transforms, strict=True)
-                )
-                self._phone_chains[(name, country)] = chain
+        for name, read, _ in self._phones:
+            chain = self._regional_chain(name, country)
             value = _scalar(read(record))
             for transform in chain:
                 if value is None:
@@ -252,6 +244,39 @@ class SystemMapping:
                 person.pop(name, None)
             else:
                 person[name] = value
+
+    def _regional_chain(self, name: str, country: str) -> tuple[Transform, ...]:
+        """``name``'s transforms with its phone read as a number of ``country``."""
+        chain = self._phone_chains.get((name, country))
+        if chain is None:
+            regional = make_transform("phone", country)
+            assert regional is not None  # "phone" is always known
+            spec = self.fields[name]
+            chain = tuple(
+                regional if n == "phone" else t
+                for n, t in zip(spec.transform_names, spec.transforms, strict=True)
+            )
+            self._phone_chains[(name, country)] = chain
+        return chain
+
+    def convert_for(self, name: str, value: Any, country: str | None) -> Any:
+        """``value`` for field ``name`` as :meth:`inbound` reads it for a person of
+        ``country``: a phone written without a country code is one of theirs (a correction
+        of a Belgian customer's "0470 12 34 56" is +32..., not the shop's +31...)."""
+        spec = self.fields[name]
+        if (
+            country is None
+            or country == self.default_region
+            or country not in phonenumbers.SUPPORTED_REGIONS
+            or "phone" not in spec.transform_names
+        ):
+            return spec.convert(value)
+        value = _scalar(value)
+        for transform in self._regional_chain(name, country):
+            if value is None:
+                break
+            value = transform(value)
+        return value
 
     def _collect_unmapped(self, record: Mapping[str, Any], prefix: str, out: list[str]) -> None:
         """Append to ``out`` the paths of non-empty leaves that are neither known nor ignored.

@@ -97,3 +97,23 @@ async def test_a_correction_under_a_former_address_keeps_the_current_one(
     assert contact is not None and customer is not None
     assert contact["properties"]["city"] == customer["billing"]["city"] == "Zeist"
     assert contact["properties"]["email"] == customer["email"] == MOVED
+
+
+async def test_a_corrected_phone_without_a_country_code_is_one_of_the_person_s_country(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A Belgian customer corrects their number to "0470 12 34 56": a sync reads it as
+    +32 470 12 34 56, the correction wrote +31 470 12 34 56 (someone else's Dutch number) to
+    every system. It is read in the person's country, the one corrected with it first."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "+32 470 00 00 00", country="BE")
+    await rt.engine.sync()
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["country"] == "BE"
+    service = DsrService(rt)
+    assert (await service.rectify(CANARY_EMAIL, {"phone": "0470 12 34 56"})).status == ("completed")
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["phone"] == "+32470123456"
+    # Moved to Germany and corrected together: the number is a German one.
+    await service.rectify(CANARY_EMAIL, {"country": "DE", "phone": "030 1234567"})
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["phone"] == "+49301234567"
