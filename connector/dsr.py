@@ -71,6 +71,7 @@ from connector.receipts import (
     load_public_key,
 )
 from connector.receipts import verify_receipt as _verify_bytes
+from connector.retention import delete_bundles_of
 from connector.runtime import Runtime
 from connector.state import Store
 
@@ -451,7 +452,13 @@ class DsrService:
         if event.kind == "purge_all":
             flows = [f.name for f in self.rt.config.flows if f.source == system]
             with self.rt.store.transaction():
-                counts = self.db.purge_source(system, flows)
+                # The access bundles written for the shop's customers hold their data in
+                # clear; "delete all of that shop's customer data" includes them.
+                kept: list[str] = []
+                bundles = delete_bundles_of(
+                    self.rt.store, self.rt.keyring, self.db.customers_of(system), kept
+                )
+                counts = {**self.db.purge_source(system, flows), "bundles": bundles}
                 audit.append(self.rt.store, PURGE_SOURCE, {"system": system, **counts})
             log.info("source purged", extra={"system": system, **counts})
             return None

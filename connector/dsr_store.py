@@ -401,6 +401,15 @@ class DsrStore:
             counts["subjects"] = cur.rowcount
         return counts
 
+    def customers_of(self, system: str) -> list[str]:
+        """The subject ids ``system`` holds a record for, as the identity map knows them."""
+        rows = self.db.execute(
+            "SELECT s.subject_id FROM identities i CROSS JOIN subjects s "
+            "ON s.subject_no = i.subject_no WHERE i.system=?",
+            (system,),
+        )
+        return [str(row[0]) for row in rows]
+
     def purge_source(self, system: str, flows: Sequence[str]) -> dict[str, int]:
         """Forget everything held because of one source system (Shopify's ``shop/redact``).
 

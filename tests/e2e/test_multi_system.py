@@ -537,11 +537,19 @@ async def test_erased_subject_never_comes_back_from_either_shop(world: World, rt
 async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     world: World, rt: Runtime
 ) -> None:
-    """shop/redact drops the shop's identity rows and cursor; other sources keep theirs."""
+    """shop/redact drops the shop's identity rows and cursor, and the access bundles written
+    for its customers (their data in clear: "delete all of that shop's customer data");
+    other sources keep theirs."""
     world.shopify.add_person("one@example.nl", "One", "Customer")
     world.shop.seed_synthetic(3, seed=63)
     await rt.engine.sync("shopify")
     await rt.engine.sync("shop")
+    service = DsrService(rt)
+    assert (await service.access("one@example.nl")).status == "completed"
+    other = world.shop.store.get(1)["email"]  # type: ignore[index]
+    assert (await service.access(other)).status == "completed"
+    bundles = rt.config.store_path.parent / "access"
+    assert len(list(bundles.iterdir())) == 2
     body, headers = world.shopify.signed_compliance_webhook(
         "shop/redact", world.shopify.compliance_payload("shop/redact"), SHOPIFY_SECRET
     )
@@ -558,6 +566,8 @@ async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     ).fetchone()[0]
     assert count("shopify") == 0 and count("shop") == 3
     assert rt.store.get_cursor("shopify", "shopify") is None
+    (left,) = bundles.iterdir()  # the other shop's customer's bundle stays
+    assert other in (left / "data.json").read_text()
     kinds = [row[0] for row in rt.store.db.execute("SELECT kind FROM audit")]
     assert "dsr.purge_source" in kinds
 
