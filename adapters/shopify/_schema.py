@@ -94,6 +94,9 @@ class Executor:
                 "customer": Spec(
                     "object", "Customer", frozenset({"id"}), lambda _, a: store.customer(a["id"])
                 ),
+                "order": Spec(
+                    "object", "Order", frozenset({"id"}), lambda _, a: store.order(a["id"])
+                ),
             },
             "Mutation": {
                 "customerRequestDataErasure": Spec(

@@ -196,6 +196,10 @@ class ShopStore:
         number = numeric_id(global_id, CUSTOMER)
         return self.customers.get(number) if number is not None else None
 
+    def order(self, global_id: Any) -> dict[str, Any] | None:
+        number = numeric_id(global_id, ORDER)
+        return self.orders.get(number) if number is not None else None
+
     def orders_of(self, customer_number: int) -> list[dict[str, Any]]:
         return [o for o in self.orders.values() if o["_customer"] == customer_number]
 

@@ -37,6 +37,7 @@ from adapters.shopify.documents import (
     CUSTOMER_ORDERS,
     CUSTOMERS_PAGE,
     CUSTOMERS_SEARCH,
+    ORDER_LINE_ITEMS,
     REQUEST_ERASURE,
     SEARCH_PAGE_SIZE,
 )
@@ -363,7 +364,10 @@ class ShopifyAdapter:
             connection = customer.get("orders") if isinstance(customer, dict) else None
             if not isinstance(connection, dict):
                 return orders  # the customer went away meanwhile
-            orders += [o for o in connection.get("nodes") or [] if isinstance(o, dict)]
+            for order in connection.get("nodes") or []:
+                if isinstance(order, dict):
+                    await self._all_line_items(order)
+                    orders.append(order)
             info = connection.get("pageInfo")
             info = info if isinstance(info, dict) else {}
             end = info.get("endCursor")
@@ -371,6 +375,29 @@ class ShopifyAdapter:
                 return orders
             seen.add(end)
             after = end
+
+    async def _all_line_items(self, order: dict[str, Any]) -> None:
+        """Read the order's line items past the first page into it: an access request's copy
+        listed 50 of a 60-item order, and said nothing of the rest."""
+        items = order.get("lineItems")
+        if not isinstance(items, dict) or not isinstance(order.get("id"), str):
+            return
+        nodes = items.setdefault("nodes", [])
+        info = items.get("pageInfo")
+        seen: set[str] = set()
+        while isinstance(info, dict) and info.get("hasNextPage") is True:
+            after = info.get("endCursor")
+            if not isinstance(after, str) or after in seen:
+                break
+            seen.add(after)
+            data = await self._graphql(ORDER_LINE_ITEMS, {"id": order["id"], "after": after})
+            node = data.get("order")
+            more = node.get("lineItems") if isinstance(node, dict) else None
+            if not isinstance(more, dict):
+                break  # the order went away meanwhile
+            nodes += [n for n in more.get("nodes") or [] if isinstance(n, dict)]
+            info = more.get("pageInfo")
+        items["pageInfo"] = {"hasNextPage": False}
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer node(s) and each of their orders as ``{"type": "order", ...}``."""

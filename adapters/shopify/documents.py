@@ -83,9 +83,23 @@ query KlantsyncCustomerOrders($id: ID!, $after: String) {{
         totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
         lineItems(first: {LINE_ITEMS_PER_ORDER}) {{
           nodes {{ title quantity }}
-          pageInfo {{ hasNextPage }}
+          pageInfo {{ hasNextPage endCursor }}
         }}
       }}
+      pageInfo {{ hasNextPage endCursor }}
+    }}
+  }}
+}}
+"""
+
+#: An order's line items past the first page (an access request lists every one).
+LINE_ITEMS_PAGE_SIZE: Final = 250
+
+ORDER_LINE_ITEMS: Final = f"""
+query KlantsyncOrderLineItems($id: ID!, $after: String) {{
+  order(id: $id) {{
+    lineItems(first: {LINE_ITEMS_PAGE_SIZE}, after: $after) {{
+      nodes {{ title quantity }}
       pageInfo {{ hasNextPage endCursor }}
     }}
   }}

@@ -487,6 +487,19 @@ async def test_find_returns_the_customer_and_their_orders(shop: Harness) -> None
     assert first["name"].startswith("#") and first["createdAt"]
 
 
+async def test_find_lists_every_line_item_of_a_long_order(shop: Harness) -> None:
+    """An access request's copy of an order of 60 items listed the first 50 (one page of
+    line items) and said nothing of the rest; the next pages are read too."""
+    shop.sandbox.add_person("an@example.com", "An", "Jansen")
+    shop.sandbox.add_order("an@example.com", items=tuple(f"Artikel {i}" for i in range(320)))
+    found = await shop.adapter.find(Subject(email="an@example.com"))
+    (order,) = [r for r in found if r.get("type") == "order"]
+    titles = [item["title"] for item in order["lineItems"]["nodes"]]
+    assert titles == [f"Artikel {i}" for i in range(320)]
+    assert order["lineItems"]["pageInfo"] == {"hasNextPage": False}
+    assert shop.sandbox.operations.count("query order") == 2  # 50, then 250 and 20 more
+
+
 async def test_find_by_id_when_the_email_changed_and_orders_page(shop: Harness) -> None:
     """A known id finds a customer whose e-mail changed; twelve orders come in two pages."""
     customer_id = shop.sandbox.add_person("oud@example.com", "Olga")
