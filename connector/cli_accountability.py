@@ -253,7 +253,8 @@ def _retention(store: Store, config: Config, args: argparse.Namespace, console: 
         console.print(
             f"retention: {verb} {report.dead_letters} dead letters, {report.manifests} request "
             f"manifests, {report.bundles} access bundles, {report.audit_entries} audit entries, "
-            f"{report.jobs} finished jobs, {report.webhook_ids} webhook delivery ids"
+            f"{report.jobs} finished jobs, {report.webhook_ids} webhook delivery ids, "
+            f"{report.runs} flow runs"
         )
         for error in report.errors:
             console.print(f"  [red]error[/]: {escape(error)}")

@@ -63,6 +63,9 @@ class RetentionSettings(StrictModel):
     # are kept at least three.
     jobs_days: int = Field(default=30, ge=1)
     webhook_ids_days: int = Field(default=7, ge=3)
+    # The flows' run history (times, outcome, counts): a flow "every 1m" adds half a million
+    # rows a year. Each flow's latest run and latest successful run are always kept.
+    runs_days: int = Field(default=90, ge=1)
 
 
 class PrivacySettings(StrictModel):

@@ -82,6 +82,7 @@ _OWN_DATA = {
         "Webhook delivery ids (replay check)",
         "Id's van webhookleveringen (controle op herhaling)",
     ),
+    "runs_days": ("Run history of the flows", "Uitvoeringsgeschiedenis van de koppelingen"),
 }
 
 

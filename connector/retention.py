@@ -12,7 +12,9 @@
 - the daemon's jobs finished more than ``jobs_days`` ago (queued and running ones stay);
 - webhook delivery ids received more than ``webhook_ids_days`` ago (kept to spot a vendor's
   retry of a delivery already taken; a daemon receiving webhooks for years would otherwise
-  keep every id it ever saw).
+  keep every id it ever saw);
+- the flows' runs that started more than ``runs_days`` ago, except each flow's latest run and
+  latest successful one (what ``status`` and the readiness probe read).
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
 that deletes something appends one ``retention.purged`` audit entry with counts only.
@@ -52,6 +54,7 @@ class RetentionReport:
     audit_entries: int = 0
     jobs: int = 0
     webhook_ids: int = 0
+    runs: int = 0
     cutoffs: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -64,6 +67,7 @@ class RetentionReport:
             + self.audit_entries
             + self.jobs
             + self.webhook_ids
+            + self.runs
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -168,6 +172,7 @@ def sweep_now(
         "audit": _stamp(when - dt.timedelta(days=days.audit_days)),
         "jobs": _stamp(when - dt.timedelta(days=days.jobs_days)),
         "webhook_ids": _stamp(when - dt.timedelta(days=days.webhook_ids_days)),
+        "runs": _stamp(when - dt.timedelta(days=days.runs_days)),
     }
     report.cutoffs = cut
     # One transaction for every purge and the entry that records them: a process that died
@@ -219,6 +224,17 @@ def _sweep(
         "DELETE FROM webhook_deliveries WHERE received_at < ?",
         cut["webhook_ids"],
     )
+    kept = (
+        "id NOT IN (SELECT MAX(id) FROM runs GROUP BY flow) AND id NOT IN "
+        "(SELECT MAX(id) FROM runs WHERE status='ok' GROUP BY flow)"
+    )
+    report.runs = _purge_rows(
+        store,
+        dry_run,
+        f"SELECT COUNT(*) FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
+        f"DELETE FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
+        cut["runs"],
+    )
     if not dry_run and report.total:
         audit.append(
             store,
@@ -230,6 +246,7 @@ def _sweep(
                 "audit_entries": report.audit_entries,
                 "jobs": report.jobs,
                 "webhook_ids": report.webhook_ids,
+                "runs": report.runs,
             },
         )
 

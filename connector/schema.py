@@ -271,6 +271,12 @@ MIGRATIONS: list[str] = [
         AND d.delivered_at > dead_letters.created_at
     );
     """,
+    # 16: a flow's last success found through an index: the readiness probe (every few
+    # seconds) and `status` read it, and through (flow, id) that read every run the flow
+    # ever had.
+    """
+    CREATE INDEX runs_success ON runs (flow, status, finished_at);
+    """,
 ]
 
 

@@ -143,6 +143,7 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
         "audit_entries": 3,
         "jobs": 2,
         "webhook_ids": 1,
+        "runs": 0,
     }
     result = audit.verify(store)
     assert result.ok and result.anchor_seq == 3
@@ -305,6 +306,7 @@ def test_retention_command_reports_json(
         "audit",
         "jobs",
         "webhook_ids",
+        "runs",
     }
     assert main(["-c", str(config_path), "retention", "run"]) == 0
     assert "purged 1 dead letters" in capsys.readouterr().out
@@ -352,3 +354,44 @@ def test_a_bundle_that_cannot_be_deleted_is_kept_for_the_next_sweep_and_said_by_
     assert store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (2,)
     assert retention.sweep_now(store, config, KEYS, NOW).bundles == 1  # the stuck one, now
     assert not folder.exists()
+
+
+def _run(store: Store, flow: str, status: str, started_at: str) -> int:
+    cursor = store.db.execute(
+        "INSERT INTO runs(flow, started_at, finished_at, status, summary) VALUES (?,?,?,?,'{}')",
+        (flow, started_at, started_at, status),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+async def test_the_run_history_is_purged_but_each_flow_s_latest_run_and_success_stay(
+    store: Store, config: Config
+) -> None:
+    """The flows' run history was never purged (a flow "every 1m": half a million rows a
+    year). Runs older than runs_days go, except each flow's latest run and latest success,
+    which status and the readiness probe read, however old."""
+    old, young = _ago(91), _ago(1)
+    success = _run(store, "a", "ok", _ago(200))  # a's latest success, long ago
+    for _ in range(5):
+        _run(store, "a", "failed", old)
+    latest_failed = _run(store, "a", "failed", _ago(100))
+    _run(store, "b", "ok", old)
+    kept_young = _run(store, "b", "ok", young)
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.runs == 6
+    left = [row[0] for row in store.db.execute("SELECT id FROM runs ORDER BY id")]
+    assert left == [success, latest_failed, kept_young]
+    assert store.last_success("a") == _ago(200)
+
+
+def test_a_flow_s_last_success_is_read_by_key_however_long_the_history(store: Store) -> None:
+    """The readiness probe asks for each flow's last success every few seconds; through the
+    (flow, id) index it read every run the flow ever had."""
+    from tests.conftest import sqlite_steps
+
+    with store.transaction():
+        for n in range(20_000):
+            _run(store, "a", "ok" if n % 2 else "failed", _ago(1))
+    steps, found = sqlite_steps(store, lambda: store.last_success("a"))
+    assert found == _ago(1) and steps < 2
