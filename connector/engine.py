@@ -48,6 +48,7 @@ from connector.state import (
     before_resend,
 )
 from connector.systems import System, Systems
+from connector.transforms import forget_phones
 
 __all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
 
@@ -227,7 +228,8 @@ class Engine:
             self.flush()
 
     def forget(self, subject_ids: Sequence[str]) -> int:
-        """Drop the payloads kept in clear for ``subject_ids`` (an erasure); how many.
+        """Drop the payloads kept in clear for ``subject_ids`` (an erasure), and the phone
+        numbers read so far; how many payloads.
 
         A delivery stopped by a fatal answer leaves its batches' entries here, and an
         erasure that deletes their outbox rows would otherwise leave the person's e-mail and
@@ -237,6 +239,7 @@ class Engine:
         stale = [row_id for row_id, (sid, _, _) in self._fresh.items() if sid in gone]
         for row_id in stale:
             del self._fresh[row_id]
+        forget_phones()  # the numbers read are kept by what they were, not by whose
         return len(stale)
 
     def flush(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any, cast
 import phonenumbers
 import pycountry
 
-__all__ = ["TRANSFORMS", "Transform", "make_transform"]
+__all__ = ["TRANSFORMS", "Transform", "forget_phones", "make_transform"]
 
 Transform = Callable[[Any], Any]
 
@@ -351,3 +351,9 @@ def make_transform(name: str, default_region: str) -> Transform | None:
     if name == "phone":
         return _phone_for(default_region)
     return TRANSFORMS.get(name)
+
+
+def forget_phones() -> None:
+    """Drop the phone numbers read so far (kept, as typed and in E.164, to read a number
+    once per process): an erasure must leave none of the person's in a daemon's memory."""
+    _e164.cache_clear()
