@@ -405,12 +405,16 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
     out.append(
         (
             "suppression",
-            "Verwijderverzoeken worden bij elk systeem uitgevoerd met definitieve verwijdering; "
-            "een verwijderde persoon komt op een blokkadelijst (gepseudonimiseerd), zodat een "
-            "latere synchronisatie hem nooit opnieuw aanmaakt."
+            "Verwijderverzoeken worden naar elk systeem gebracht; elk systeem verwijdert zoals "
+            "het kan (direct, later door de leverancier, of eerst gemarkeerd en na een termijn "
+            "gewist), en het ondertekende ontvangstbewijs zegt per systeem welke en of het "
+            "terug te halen is; een verwijderde persoon komt op een blokkadelijst "
+            "(gepseudonimiseerd), zodat een latere synchronisatie hem nooit opnieuw aanmaakt."
             if nl
-            else "Erasure requests are carried out at every system with permanent deletion; an "
-            "erased person is put on a (pseudonymous) suppression list, so a later sync never "
+            else "Erasure requests are carried to every system; each deletes as it can (at once, "
+            "later by the vendor, or marked deleted and purged after a period), and the signed "
+            "receipt says which for each system and whether it can be restored; an erased "
+            "person is put on a (pseudonymous) suppression list, so a later sync never "
             "re-creates them.",
         )
     )

@@ -46,7 +46,8 @@ TEXT: dict[str, dict[str, str]] = {
         "consent_only": "Alleen personen met toestemming voor {purpose} worden naar dit systeem "
         "gestuurd.",
         "withdrawal_sent": "Wie die toestemming intrekt nadat de gegevens hier zijn ontvangen, "
-        "krijgt hier alleen nog het e-mailadres met de intrekking ({marker}).",
+        "krijgt hier alleen nog het e-mailadres met de intrekking ({marker}); een correctie "
+        "waarom de betrokkene vraagt, bereikt het bewaarde record nog (art. 19 AVG).",
         "recipients": "Categorieën ontvangers",
         "system": "Systeem",
         "processor": "Verwerker",
@@ -103,7 +104,8 @@ TEXT: dict[str, dict[str, str]] = {
         "purpose": "Purpose",
         "consent_only": "Only people who consented to {purpose} are sent to this system.",
         "withdrawal_sent": "Someone who withdraws that consent after their data was received "
-        "here is sent only their e-mail address with the withdrawal ({marker}).",
+        "here is sent only their e-mail address with the withdrawal ({marker}); a correction "
+        "they ask for still reaches the record kept here (Art. 19 GDPR).",
         "recipients": "Categories of recipients",
         "system": "System",
         "processor": "Processor",

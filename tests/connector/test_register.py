@@ -194,6 +194,18 @@ def test_a_system_in_no_flow_is_listed_with_what_requests_send_it(
     assert "krijgt geen synchronisatie" in _text(config, "nl", "html")
 
 
+def test_the_register_claims_no_permanent_deletion_a_system_does_not_make(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The register said erasures are carried out "at every system with permanent deletion",
+    while Pipedrive marks a person deleted and purges them after 30 days, and the erasure's
+    own receipt says so (reversible); it now says each system deletes as it can."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    assert "permanent deletion" not in _text(config, "en", "md")
+    assert "definitieve verwijdering" not in _text(config, "nl", "md")
+    assert "the signed receipt says which for each system" in _text(config, "en", "html")
+
+
 def test_config_values_are_escaped_in_html_and_markdown(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
