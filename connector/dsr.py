@@ -197,8 +197,12 @@ class DsrService:
         e164 = checked_phone(phone, phone_regions(self.rt.config, source)) if phone else None
         if e164:
             subject_ids.append(self.rt.keyring.subject_id(e164))
-        # The same person under the addresses they had before (connector/moves.py).
-        subject_ids = same_person(self.rt.store, subject_ids)
+        # The same person under the addresses they had before (connector/moves.py); not
+        # through an address a source holds for a customer the store has not met (one who
+        # signed up under an address another person gave up): erasing them must not erase
+        # and suppress the person who had it.
+        taken = [primary] if email and await self.kinds.taken_over(email) else []
+        subject_ids = same_person(self.rt.store, subject_ids, taken)
         # One write transaction from the look for an open request to the new one: SQLite
         # lets one writer in at a time, so a CLI command and the daemon asked at once (a
         # webhook and an operator) open one request, not two.

@@ -425,6 +425,12 @@ class KindRunner:
                 self._owners[(name, email)] = own
         return subjects, answered
 
+    async def taken_over(self, email: str) -> bool:
+        """Whether a source holds ``email`` for a customer the store has not met (see
+        :meth:`_former_subjects`; a source that cannot be asked now says nothing)."""
+        former, _ = await self._former_subjects(email, self._sources())
+        return STRANGER in former
+
     def _same_person(self, subject_id: str, others: list[str]) -> list[str]:
         """:func:`same_person` of the request's subject and ``others`` (from
         :meth:`_former_subjects`). Where a source holds the address asked with for a

@@ -117,3 +117,16 @@ async def test_a_corrected_phone_without_a_country_code_is_one_of_the_person_s_c
     await service.rectify(CANARY_EMAIL, {"country": "DE", "phone": "030 1234567"})
     contact = crm.record_for(CANARY_EMAIL)
     assert contact is not None and contact["properties"]["phone"] == "+49301234567"
+
+
+async def test_an_erasure_by_a_new_customer_under_an_address_given_up_erases_only_them(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The new customer under the address A gave up asks to be erased before the next
+    sync: the address led to A, who was erased everywhere and suppressed for good."""
+    await _moved_and_address_taken_over(shop, rt)
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    assert crm.record_for(MOVED) is not None and shop.holds(MOVED)  # A is still there
+    assert not rt.store.suppressed([rt.keyring.subject_id(MOVED)])
+    assert not shop.holds(CANARY_EMAIL)  # B, who asked, is gone from the shop
