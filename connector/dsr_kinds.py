@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ from connector.errors import KlantsyncError
 from connector.model import Person, is_archived, normalise_email
 from connector.moves import same_person
 from connector.retention import delete_bundles_of, record_bundle
+from connector.state import WITHDRAWAL
 from connector.systems import System
 
 if TYPE_CHECKING:
@@ -666,7 +667,10 @@ class KindRunner:
                 ids.setdefault(name, external_id)
         superseded = await self._changed_in_source_since(manifest, states, ids)
         outcomes = await _settle(
-            {n: self._rectify_system(row, n, manifest, ids.get(n), superseded) for n in todo}
+            {
+                n: self._rectify_system(row, n, manifest, ids.get(n), superseded, person)
+                for n in todo
+            }
         )
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
@@ -722,6 +726,7 @@ class KindRunner:
         manifest: dict[str, Any],
         external: str | None,
         superseded: frozenset[str] = frozenset(),
+        people: Sequence[str] = (),
     ) -> None:
         system = self.rt.systems[name]
         fields: dict[str, str] = manifest["fields"]
@@ -811,10 +816,39 @@ class KindRunner:
         # The last-delivered hash stays: it is what the source last sent, so an unchanged
         # source sends nothing and the correction stands (dropping it made the next sync send
         # the source's old values over the correction).
+        self._correct_queued(
+            name, people, outbound.fields, email_path=system.mapping.fields["email"].path
+        )
         facts["updated_at"] = self.service.timestamp()
         if result.note:
             facts["note"] = result.note
         self._set(row, name, "done", result.note or None, facts)
+
+    def _correct_queued(
+        self, name: str, people: Sequence[str], corrected: Mapping[str, Any], *, email_path: str
+    ) -> None:
+        """Write the correction into what waits in ``name``'s outbox for the person.
+
+        A payload queued before the correction (the system was down at the sync) carried the
+        old values, and its delivery put them back over the correction. A withdrawal waiting
+        there is left as it is: it carries nothing but the e-mail and its marker.
+        """
+        values = {path: value for path, value in corrected.items() if path != email_path}
+        if not values or not people:
+            return
+        context = outbox_context(name)
+        with self.rt.store.transaction():
+            for row_id, sealed, payload_hash in self.db.queued_rows(name, people):
+                if payload_hash.startswith(WITHDRAWAL):
+                    continue
+                try:
+                    envelope = self.rt.keyring.open_json(sealed, context)
+                except DecryptionError:
+                    continue  # left unread, as the delivery would leave it
+                envelope["fields"] = {**envelope.get("fields", {}), **values}
+                self.db.reseal_queued(row_id, self.rt.keyring.seal_json(envelope, context))
+        # The engine's copy in clear of what it just queued would be sent instead.
+        self.rt.engine.forget(people)
 
     # -- status helpers ------------------------------------------------------------------------
 

@@ -369,6 +369,19 @@ class DsrStore:
         )
         return [(str(system), bytes(payload)) for system, payload in rows]
 
+    def queued_rows(self, system: str, subject_ids: Sequence[str]) -> list[tuple[int, bytes, str]]:
+        """(id, sealed payload, payload hash) of ``system``'s outbox rows for ``subject_ids``."""
+        where, params = self.store.by_subject("outbox", subject_ids)
+        rows = self.db.execute(
+            f"SELECT id, payload, payload_hash FROM outbox WHERE system=? AND {where}",  # noqa: S608
+            (system, *params),
+        )
+        return [(int(i), bytes(p), str(h)) for i, p, h in rows]
+
+    def reseal_queued(self, row_id: int, sealed: bytes) -> None:
+        """Replace a queued payload (its hash, what the source sent, stays)."""
+        self.db.execute("UPDATE outbox SET payload=? WHERE id=?", (sealed, row_id))
+
     def delete_traces(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """Delete the subject's identities, hashes, outbox rows, dead letters and former ids.
 

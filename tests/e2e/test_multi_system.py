@@ -748,6 +748,33 @@ async def _withdrawn_then_back_through_the_form(world: World, rt: Runtime) -> No
     world.news.store.audience(LISTS[0]).members[subscriber_hash(WITHDRAWN)].status = "subscribed"
 
 
+async def test_a_payload_queued_before_a_correction_does_not_undo_it(
+    world: World, rt: Runtime
+) -> None:
+    """A source klantsync only reads (Shopify) keeps its old values, and syncs leave the
+    correction alone until the person changes there. A payload queued before the correction
+    (the CRM was down at that sync) carried the old last name, and the next sync, with
+    nothing changed in Shopify, delivered it over the correction. The correction is now
+    written into what waits, and the change it carried still arrives."""
+    email = "recht@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    world.shopify.touch(email, phone="+31612345679")  # a change the CRM has not had yet
+    world.crm.faults.down = True
+    await rt.engine.sync("shopify")
+    world.crm.faults.down = False
+    view = await DsrService(rt).rectify(email, {"last_name": "Goed"})
+    assert view.system("crm").status == "done"
+    await rt.engine.sync("shopify")  # nothing changed in Shopify since the correction
+    contact = world.crm.record_for(email)
+    assert contact is not None
+    assert (contact["properties"]["lastname"], contact["properties"]["phone"]) == (
+        "Goed",
+        "+31612345679",
+    )
+
+
 async def test_a_correction_does_not_send_a_withdrawal_again(world: World, rt: Runtime) -> None:
     """Opted out in the shop: unsubscribed in Mailchimp, once. Back through the audience's
     own form later (their consent to Mailchimp, left alone). A correction of their name,
