@@ -338,7 +338,7 @@ class DsrService:
                     break
             if existing is None:
                 row = self._new_row("rectify", sid, source)
-                sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
+                sealed = self.seal_manifest(row.id, self._correction(email, checked))
                 self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
                 self.audit("dsr.received", row, source=source, fields=sorted(checked))
         if existing is not None:
@@ -353,10 +353,17 @@ class DsrService:
                         # Completed meanwhile (that retry): its values are written; these
                         # are not, and get a request of their own.
                         row = self._new_row("rectify", sid, source)
-                        sealed = self.seal_manifest(row.id, {"email": email, "fields": checked})
+                        sealed = self.seal_manifest(row.id, self._correction(email, checked))
                         self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
                         self.audit("dsr.received", row, source=source, fields=sorted(checked))
         return await self.retry(row.id)
+
+    def _correction(self, email: str, fields: dict[str, str]) -> dict[str, Any]:
+        """A correction's manifest: the address and fields asked for, and the highest outbox
+        id now. What waits in the outbox up to it was queued before the person asked and
+        takes the correction; what is queued after carries a change they made since, which
+        stands (see KindRunner._correct_queued)."""
+        return {"email": email, "fields": fields, "queued_before": self.db.highest_queued()}
 
     def _amend(self, request_id: str, fields: dict[str, str], source: str, email: str) -> bool:
         """Add ``fields`` to an open correction, and ask every system again; whether it was
@@ -373,7 +380,10 @@ class DsrService:
         if row is None or row.status != "open":
             return False  # completed meanwhile (by a retry that held the lock)
         manifest = self.open_manifest(row)
-        amended = {**manifest, "email": email, "fields": {**manifest["fields"], **fields}}
+        amended = {
+            **manifest,
+            **self._correction(email, {**manifest["fields"], **fields}),
+        }
         # Sealed anew even when the same: a run of the request under way in another process
         # then records none of its outcomes (they are checked against the manifest it ran
         # with), and the parts stay pending for the next run to write again.

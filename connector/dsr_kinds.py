@@ -817,7 +817,11 @@ class KindRunner:
         # source sends nothing and the correction stands (dropping it made the next sync send
         # the source's old values over the correction).
         self._correct_queued(
-            name, people, outbound.fields, email_path=system.mapping.fields["email"].path
+            name,
+            people,
+            outbound.fields,
+            email_path=system.mapping.fields["email"].path,
+            queued_before=manifest.get("queued_before"),
         )
         facts["updated_at"] = self.service.timestamp()
         if result.note:
@@ -825,20 +829,28 @@ class KindRunner:
         self._set(row, name, "done", result.note or None, facts)
 
     def _correct_queued(
-        self, name: str, people: Sequence[str], corrected: Mapping[str, Any], *, email_path: str
+        self,
+        name: str,
+        people: Sequence[str],
+        corrected: Mapping[str, Any],
+        *,
+        email_path: str,
+        queued_before: int | None,
     ) -> None:
         """Write the correction into what waits in ``name``'s outbox for the person.
 
-        A payload queued before the correction (the system was down at the sync) carried the
-        old values, and its delivery put them back over the correction. A withdrawal waiting
-        there is left as it is: it carries nothing but the e-mail and its marker.
+        A payload queued before the correction was asked (the system was down at the sync)
+        carried the old values, and its delivery put them back over the correction. One
+        queued since carries a change the person made after asking, which stands. A
+        withdrawal waiting there is left as it is: it carries nothing but the e-mail and its
+        marker.
         """
         values = {path: value for path, value in corrected.items() if path != email_path}
-        if not values or not people:
-            return
+        if not values or not people or queued_before is None:
+            return  # (a correction asked before its manifest said what was queued: as was)
         context = outbox_context(name)
         with self.rt.store.transaction():
-            for row_id, sealed, payload_hash in self.db.queued_rows(name, people):
+            for row_id, sealed, payload_hash in self.db.queued_rows(name, people, queued_before):
                 if payload_hash.startswith(WITHDRAWAL):
                     continue
                 try:

@@ -369,12 +369,22 @@ class DsrStore:
         )
         return [(str(system), bytes(payload)) for system, payload in rows]
 
-    def queued_rows(self, system: str, subject_ids: Sequence[str]) -> list[tuple[int, bytes, str]]:
-        """(id, sealed payload, payload hash) of ``system``'s outbox rows for ``subject_ids``."""
+    def highest_queued(self) -> int:
+        """The highest outbox id now: every row queued later gets a higher one (see
+        :meth:`connector.state.Store.enqueue_page`)."""
+        (highest,) = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
+        return int(highest)
+
+    def queued_rows(
+        self, system: str, subject_ids: Sequence[str], up_to: int
+    ) -> list[tuple[int, bytes, str]]:
+        """(id, sealed payload, payload hash) of ``system``'s outbox rows for
+        ``subject_ids`` with an id of ``up_to`` or below (queued by then)."""
         where, params = self.store.by_subject("outbox", subject_ids)
         rows = self.db.execute(
-            f"SELECT id, payload, payload_hash FROM outbox WHERE system=? AND {where}",  # noqa: S608
-            (system, *params),
+            "SELECT id, payload, payload_hash FROM outbox "  # noqa: S608 - marks only
+            f"WHERE system=? AND id <= ? AND {where}",
+            (system, up_to, *params),
         )
         return [(int(i), bytes(p), str(h)) for i, p, h in rows]
 

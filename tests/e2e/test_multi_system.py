@@ -775,6 +775,30 @@ async def test_a_payload_queued_before_a_correction_does_not_undo_it(
     )
 
 
+async def test_a_correction_retried_leaves_a_change_made_after_it_was_asked(
+    world: World, rt: Runtime
+) -> None:
+    """The CRM was down for a correction; the person then changed their last name in
+    Shopify, and that sync's payload waited for the CRM. The correction's retry wrote its
+    older value into that payload, and the person's own later change never arrived. Only
+    what was queued before the correction was asked takes it."""
+    email = "later@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    world.crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.rectify(email, {"last_name": "Goed"})
+    assert view.system("crm").status not in ("done", "skipped")
+    world.shopify.touch(email, lastName="Nieuw")
+    await rt.engine.sync("shopify")  # queued for the CRM, still down
+    world.crm.faults.down = False
+    assert (await service.retry(view.id)).system("crm").status == "done"
+    await rt.engine.sync("shopify")  # delivers what waits
+    contact = world.crm.record_for(email)
+    assert contact is not None and contact["properties"]["lastname"] == "Nieuw"
+
+
 async def test_a_correction_does_not_send_a_withdrawal_again(world: World, rt: Runtime) -> None:
     """Opted out in the shop: unsubscribed in Mailchimp, once. Back through the audience's
     own form later (their consent to Mailchimp, left alone). A correction of their name,
