@@ -200,9 +200,12 @@ class DsrService:
         # The same person under the addresses they had before (connector/moves.py); not
         # through an address a source holds for a customer the store has not met (one who
         # signed up under an address another person gave up): erasing them must not erase
-        # and suppress the person who had it.
-        taken = [primary] if email and await self.kinds.taken_over(email) else []
-        subject_ids = same_person(self.rt.store, subject_ids, taken)
+        # and suppress the person who had it. The sources are asked only when an alias led
+        # somewhere: the rest of erasures are recorded without waiting on a source.
+        widened = same_person(self.rt.store, subject_ids)
+        if email and len(widened) > len(set(subject_ids)) and await self.kinds.taken_over(email):
+            widened = same_person(self.rt.store, subject_ids, [primary])
+        subject_ids = widened
         # One write transaction from the look for an open request to the new one: SQLite
         # lets one writer in at a time, so a CLI command and the daemon asked at once (a
         # webhook and an operator) open one request, not two.

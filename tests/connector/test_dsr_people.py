@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
@@ -130,3 +131,23 @@ async def test_an_erasure_by_a_new_customer_under_an_address_given_up_erases_onl
     assert crm.record_for(MOVED) is not None and shop.holds(MOVED)  # A is still there
     assert not rt.store.suppressed([rt.keyring.subject_id(MOVED)])
     assert not shop.holds(CANARY_EMAIL)  # B, who asked, is gone from the shop
+
+
+async def test_an_erasure_asks_no_source_unless_an_alias_leads_somewhere(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Whether an address was taken over is asked of the sources only when the address
+    leads to someone else: every erasure asked each source (a call with its timeout and
+    retries) before its suppression entry was written."""
+    await seeded(shop, rt)
+    adapter = rt.systems["shop"].adapter
+    real = adapter.find
+    suppressed_then: list[bool] = []
+
+    async def find(subject: Any) -> Any:
+        suppressed_then.append(bool(rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)])))
+        return await real(subject)
+
+    adapter.find = find  # type: ignore[method-assign]
+    assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    assert suppressed_then and all(suppressed_then)
