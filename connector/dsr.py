@@ -470,10 +470,13 @@ class DsrService:
             flows = [f.name for f in self.rt.config.flows if f.source == system]
             with self.rt.store.transaction():
                 # The access bundles written for the shop's customers hold their data in
-                # clear; "delete all of that shop's customer data" includes them.
+                # clear; "delete all of that shop's customer data" includes them. One who
+                # is a customer of another source too keeps theirs: it answers a request
+                # of theirs that stands.
+                others = [f.source for f in self.rt.config.flows if f.source != system]
                 kept: list[str] = []
                 bundles = delete_bundles_of(
-                    self.rt.store, self.rt.keyring, self.db.customers_of(system), kept
+                    self.rt.store, self.rt.keyring, self.db.customers_of(system, others), kept
                 )
                 counts = {**self.db.purge_source(system, flows), "bundles": bundles}
                 audit.append(self.rt.store, PURGE_SOURCE, {"system": system, **counts})

@@ -18,7 +18,7 @@ from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import jobs
-from connector.adapter import WebhookRequest
+from connector.adapter import WebhookEvent, WebhookRequest
 from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
@@ -568,6 +568,23 @@ async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     assert rt.store.get_cursor("shopify", "shopify") is None
     (left,) = bundles.iterdir()  # the other shop's customer's bundle stays
     assert other in (left / "data.json").read_text()
+
+
+async def test_shop_redact_keeps_the_bundle_of_one_who_is_the_other_shop_s_customer_too(
+    world: World, rt: Runtime
+) -> None:
+    """shop/redact forgets that shop's customer data; a person who is a customer of the
+    other shop too keeps the bundle that answered their request (it covers that shop)."""
+    world.shop.seed_synthetic(2, seed=73)
+    email = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.shopify.add_person(email, "Both", "Shops")
+    await rt.engine.sync("shop")
+    await rt.engine.sync("shopify")
+    service = DsrService(rt)
+    out = rt.config.store_path.parent / "bundle-both"
+    assert (await service.access(email, out)).status == "completed"
+    await service.handle_event("shopify", WebhookEvent(kind="purge_all", delivery_id="d-1"))
+    assert (out / "data.json").exists()
     kinds = [row[0] for row in rt.store.db.execute("SELECT kind FROM audit")]
     assert "dsr.purge_source" in kinds
 
