@@ -388,13 +388,13 @@ class ShopifyAdapter:
         while isinstance(info, dict) and info.get("hasNextPage") is True:
             after = info.get("endCursor")
             if not isinstance(after, str) or after in seen:
-                break
+                return  # no way on: the page info says the list is not whole
             seen.add(after)
             data = await self._graphql(ORDER_LINE_ITEMS, {"id": order["id"], "after": after})
             node = data.get("order")
             more = node.get("lineItems") if isinstance(node, dict) else None
             if not isinstance(more, dict):
-                break  # the order went away meanwhile
+                return  # the order went away meanwhile; its page info says what was read
             nodes += [n for n in more.get("nodes") or [] if isinstance(n, dict)]
             info = more.get("pageInfo")
         items["pageInfo"] = {"hasNextPage": False}
