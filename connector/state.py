@@ -392,11 +392,15 @@ class Store:
 
     def remark_delivered(self, rows: Sequence[tuple[str, str, str]]) -> None:
         """Set the delivered hash of each ``(system, subject_id, payload_hash)``, sending
-        nothing: a withdrawal an earlier version recorded by its bare hash, now marked."""
+        nothing: a withdrawal an earlier version recorded by its bare hash, now marked. Only
+        where the bare hash is still what was delivered (a delivery that landed since stays)."""
         self.db.executemany(
-            "UPDATE delivered SET payload_hash=? WHERE system=? "
+            "UPDATE delivered SET payload_hash=? WHERE system=? AND payload_hash=? "
             "AND subject_no=(SELECT subject_no FROM subjects WHERE subject_id=?)",
-            [(payload_hash, system, sid) for system, sid, payload_hash in rows],
+            [
+                (payload_hash, system, payload_hash.removeprefix(WITHDRAWAL), sid)
+                for system, sid, payload_hash in rows
+            ],
         )
 
     def page_hashes(
