@@ -529,7 +529,9 @@ class KindRunner:
         # who had it (HubSpot keeps a former address on the contact) shows that person.
         taken = STRANGER in former
         # Their own id in each source that holds them: an order there is theirs by it.
-        owners = {name: self._owners.get((name, manifest["email"])) for name in self._sources()}
+        owners = {
+            name: self._owners.pop((name, manifest["email"]), None) for name in self._sources()
+        }
         ids: dict[str, str] = {}
         for sid in people:
             for name, external_id in self.service.identities(sid).items():
@@ -960,7 +962,9 @@ def _holds_address(
     is theirs by their id in the system (an order placed under the address by the customer
     who had it before is that customer's)."""
     if record.get("type") == "order":
-        placed_by = str(record.get("customer_id") or "")
+        # WooCommerce names the customer by customer_id (0 for a guest), Shopify by
+        # customerId (its global id).
+        placed_by = str(record.get("customer_id") or record.get("customerId") or "")
         return placed_by in ("", "0") or placed_by == owner
     own = system.mapping.inbound(record).email
     return own is None or normalise_email(own) == normalise_email(email)
