@@ -28,7 +28,7 @@ from adapters.pipedrive import (
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import decode_cursor
 from adapters.pipedrive.settings import DAILY_WAIT_SECONDS
-from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
+from connector.adapter import Adapter, OutboundRecord, Subject, UpsertResult, WebhookRequest
 from connector.errors import FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
@@ -435,16 +435,26 @@ async def test_an_update_leaves_the_email_list_and_other_phones_alone(pd: Harnes
     assert phones == [("+31687654321", True), ("+31201234567", False)]
 
 
+async def _jan_created(pd: Harness) -> tuple[dict[str, str], UpsertResult, Any]:
+    """Jan, created by a sync with his mobile number: his fields, the result, his person."""
+    full = {
+        "email": "jan@example.com",
+        "first_name": "Jan",
+        "last_name": "Jansen",
+        "phone": "+31612345678",
+    }
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", full["email"], None, full)])
+    assert created.external_id is not None
+    return full, created, pd.sandbox.store.persons[int(created.external_id)]
+
+
 async def test_a_sync_keeps_the_phones_and_addresses_a_salesperson_added(pd: Harness) -> None:
     """A sync's update sent the phone and e-mail as one-entry lists, which replace the
     person's: a first name fixed in the shop wiped the office number and work address a
     salesperson had added. The connector's own entry is the primary one; the rest stay,
     and an address changed at the source replaces only the primary."""
     email = "jan@example.com"
-    full = {"email": email, "first_name": "Jan", "last_name": "Jansen", "phone": "+31612345678"}
-    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, full)])
-    assert created.external_id is not None
-    person = pd.sandbox.store.persons[int(created.external_id)]
+    full, created, person = await _jan_created(pd)
     person.values["emails"] = [
         *person.values["emails"],
         {"value": "jan.werk@example.com", "primary": False, "label": "work"},
@@ -475,10 +485,7 @@ async def test_a_sync_keeps_a_number_a_salesperson_made_primary(pd: Harness) -> 
     changed only the first name dropped it (every primary entry was taken for the
     connector's). The connector's number being in the list already, the list stays."""
     email = "jan@example.com"
-    full = {"email": email, "first_name": "Jan", "last_name": "Jansen", "phone": "+31612345678"}
-    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, full)])
-    assert created.external_id is not None
-    person = pd.sandbox.store.persons[int(created.external_id)]
+    full, created, person = await _jan_created(pd)
     person.values["phones"] = [
         {"value": "+31201234567", "primary": True, "label": "work"},
         {"value": "+31612345678", "primary": False, "label": "mobile"},
