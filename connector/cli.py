@@ -149,7 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stdout_gone()
         return EXIT_PIPE
     except ConfigError as exc:
-        _error(err, args, str(exc), kind="config")
+        # file and key apart too: a script should not have to split the message on ": ",
+        # which a path may hold.
+        _error(err, args, str(exc), kind="config", where={"file": exc.file, "key": exc.key})
         return EXIT_USAGE
     except StoreError as exc:
         _error(err, args, str(exc), kind="store")
@@ -214,9 +216,15 @@ def _stdout_gone() -> None:
         pass
 
 
-def _error(err: Console, args: argparse.Namespace, message: str, kind: str) -> None:
+def _error(
+    err: Console,
+    args: argparse.Namespace,
+    message: str,
+    kind: str,
+    where: dict[str, str] | None = None,
+) -> None:
     if getattr(args, "json", False):
-        print(json.dumps({"error": kind, "message": message}))
+        print(json.dumps({"error": kind, "message": message, **(where or {})}))
     else:
         # Messages name config keys such as [systems.crm]: escaped, or rich eats them as markup.
         err.print(f"[bold red]error[/]: {escape(message)}", markup=True, soft_wrap=True)

@@ -17,6 +17,7 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config, load_config
 from connector.errors import KlantsyncError, StorePathError
 from connector.http import redact_url
+from connector.model import CONSENT_FIELDS
 from connector.state import Store
 from connector.storefile import store_path_problem
 
@@ -70,6 +71,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
             else ["no flow is configured ([[flows]]): sync and the daemon will move nobody"]
         ),
     }
+    summary["warnings"] += _consent_nobody_gives(config)
     summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
     summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
@@ -138,6 +140,31 @@ def _print_check(
         console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
     for gap in gaps:
         line(f"  gap: {gap}")
+
+
+def _consent_nobody_gives(config: Config) -> list[str]:
+    """A warning for each destination whose consent gate its flow's source never opens.
+
+    A mapping with ``requires_consent`` sends only people who gave that consent, and the
+    consent is read from the source: a source mapping that reads no such field lets nobody
+    through, and the destination receives no one, ever, without a single error.
+    """
+    warnings = []
+    for flow in config.flows:
+        source = config.mappings[flow.source]
+        for name in flow.destinations:
+            purpose = config.mappings[name].requires_consent
+            if purpose is None:
+                continue
+            field = CONSENT_FIELDS[purpose]
+            read = source.fields.get(field)
+            if read is None or not read.inbound:
+                warnings.append(
+                    f"flow {flow.name}: {name} takes only people with {purpose} consent "
+                    f"(requires_consent), but {flow.source}'s mapping reads no {field}: "
+                    f"nobody will be sent to {name}"
+                )
+    return warnings
 
 
 def _fields_sent(config: Config, name: str) -> list[str]:

@@ -24,7 +24,7 @@ from connector.adapter import AdapterSpec
 from connector.configfile import pydantic_error, read_toml
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
-from connector.http import ca_bundle_problem, check_url, is_loopback
+from connector.http import ca_bundle_problem, check_url, is_loopback, server_pair_problem
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import resolve_secret
@@ -491,7 +491,7 @@ def _load_system(
     if settings.ca_bundle is not None:
         ca = _resolve_path(base, settings.ca_bundle)
         if not ca.is_file():
-            raise ConfigError(file, f"{key}.ca_bundle", f"CA bundle {ca} not found")
+            raise ConfigError(file, f"{key}.ca_bundle", f"CA bundle {_missing_file(ca)}")
         # Loaded now, so a file that is not a PEM bundle fails `check`, not the first sync.
         problem = ca_bundle_problem(ca)
         if problem:
@@ -526,16 +526,24 @@ def _check_daemon(
             raise ConfigError(file, "daemon.public_url", f"URL {problem}")
     for key, path in (("daemon.tls_cert", daemon.tls_cert), ("daemon.tls_key", daemon.tls_key)):
         if path is not None and not _resolve_path(base, path).is_file():
-            raise ConfigError(file, key, f"file {_resolve_path(base, path)} not found")
+            raise ConfigError(file, key, f"file {_missing_file(_resolve_path(base, path))}")
     if not has_tls:
         return daemon
     assert daemon.tls_cert is not None and daemon.tls_key is not None
-    return daemon.model_copy(
-        update={
-            "tls_cert": _resolve_path(base, daemon.tls_cert),
-            "tls_key": _resolve_path(base, daemon.tls_key),
-        }
-    )
+    cert, key_file = _resolve_path(base, daemon.tls_cert), _resolve_path(base, daemon.tls_key)
+    # Loaded now: a pair the listeners cannot serve failed only inside them, after "daemon
+    # started", leaving no webhooks, no health endpoint and no admin API.
+    problem = server_pair_problem(cert, key_file)
+    if problem:
+        raise ConfigError(file, "daemon.tls_cert", problem)
+    return daemon.model_copy(update={"tls_cert": cert, "tls_key": key_file})
+
+
+def _missing_file(path: Path) -> str:
+    """What is wrong with ``path``, which is no file: missing, or a folder."""
+    if path.is_dir():
+        return f"{path} is a folder; give the file itself"
+    return f"{path} not found"
 
 
 def _check_flow(

@@ -59,6 +59,7 @@ __all__ = [
     "is_machine_code",
     "json_object",
     "redact_url",
+    "server_pair_problem",
 ]
 
 #: Reads a vendor's 429/5xx response and says how long to wait, or ``None`` for "use backoff".
@@ -103,6 +104,10 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
         return "has an invalid port; it must be a number from 1 to 65535"
     if parts.username or parts.password:
         return "must not carry credentials in the URL; use the credentials table"
+    if parts.query or parts.fragment or url.endswith(("?", "#")):
+        # Each call's path goes after the base: behind a query it became part of the query
+        # ("/?portalId=1/crm/v3/..."), and every call went to the root.
+        return "must not have a query string or a fragment (the part from ? or #)"
     try:
         httpx.URL(url)  # what the client will make of it: refused now rather than mid-sync
     except httpx.InvalidURL:
@@ -169,6 +174,25 @@ def ca_bundle_problem(ca_bundle: Path, exc: BaseException | None = None) -> str 
     if isinstance(exc, OSError):
         return f"CA bundle {ca_bundle} cannot be read ({exc.strerror or type(exc).__name__})"
     return f"CA bundle {ca_bundle} cannot be loaded ({type(exc).__name__})"
+
+
+def server_pair_problem(cert: Path, key: Path) -> str | None:
+    """Why a listener cannot serve TLS with ``cert`` and ``key``, in words; ``None`` if it can.
+
+    A key under a passphrase is refused, not asked for: a service has nobody to type it.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        reason = exc.reason or type(exc).__name__
+        return (
+            f"TLS certificate {cert} and key {key} cannot be served ({reason}): each must be "
+            "PEM, the key unencrypted and the one the certificate is for"
+        )
+    except OSError as exc:
+        return f"TLS certificate {cert} or key {key} cannot be read ({exc.strerror})"
+    return None
 
 
 @dataclass

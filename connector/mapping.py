@@ -451,6 +451,20 @@ def load_mapping(path: Path) -> SystemMapping:
         fields[name] = _load_field(where, name, raw, spec.default_region)
     if "email" not in fields:
         raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
+    written: dict[str, str] = {}
+    for name, mapping in fields.items():
+        if not mapping.outbound:
+            continue
+        other = written.setdefault(mapping.path, name)
+        if other != name:
+            # Both written to one place: the later one's value would replace the other's in
+            # every write, and that field would be lost without a word.
+            raise ConfigError(
+                where,
+                f"fields.{name}.path",
+                f"{mapping.path!r} is fields.{other}'s path too; two fields written to one "
+                'place overwrite each other (make one direction = "in", or give it its own)',
+            )
     if spec.withdrawn and spec.requires_consent is None:
         raise ConfigError(where, "withdrawn", "only makes sense with requires_consent")
     if spec.consent_renewed and not spec.withdrawn:

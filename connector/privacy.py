@@ -50,22 +50,29 @@ class FlowPrivacy(StrictModel):
     retention: str = ""  # e.g. "2 years after the last order"
 
 
+#: The longest period any ``[retention]`` key takes: a hundred years. Each is subtracted from
+#: today to find what is due, and a "for ever" written as 999999 days passed ``check`` and
+#: then failed every sweep, so nothing at all was purged again.
+MAX_DAYS = 36_500
+
+
 class RetentionSettings(StrictModel):
     """``[retention]``: how long the connector keeps what it holds itself, in days."""
 
-    dead_letters_days: int = Field(default=30, ge=1)
-    manifests_days: int = Field(default=30, ge=1)
-    access_bundles_days: int = Field(default=30, ge=1)
-    audit_days: int = Field(default=2555, ge=365)  # seven years, the Dutch fiscal period
+    dead_letters_days: int = Field(default=30, ge=1, le=MAX_DAYS)
+    manifests_days: int = Field(default=30, ge=1, le=MAX_DAYS)
+    access_bundles_days: int = Field(default=30, ge=1, le=MAX_DAYS)
+    # Seven years by default, the Dutch fiscal period.
+    audit_days: int = Field(default=2555, ge=365, le=MAX_DAYS)
     # The daemon's finished jobs (kind, times, outcome counts; their sealed parameters are
     # dropped when they finish) and the delivery ids webhooks are checked against for
     # replays: vendors retry a delivery for up to two days (Shopify: 48 hours), so the ids
     # are kept at least three.
-    jobs_days: int = Field(default=30, ge=1)
-    webhook_ids_days: int = Field(default=7, ge=3)
+    jobs_days: int = Field(default=30, ge=1, le=MAX_DAYS)
+    webhook_ids_days: int = Field(default=7, ge=3, le=MAX_DAYS)
     # The flows' run history (times, outcome, counts): a flow "every 1m" adds half a million
     # rows a year. Each flow's latest run and latest successful run are always kept.
-    runs_days: int = Field(default=90, ge=1)
+    runs_days: int = Field(default=90, ge=1, le=MAX_DAYS)
 
 
 class PrivacySettings(StrictModel):

@@ -50,12 +50,14 @@ def resolve_secret(
             # Blanks (an env file's "NAME= ") are no secret: taken as one, an empty admin
             # token or webhook key would let in whoever sends none.
             raise ConfigError(file, key, f"environment variable {name} is empty")
-        return value.strip()
+        return _sendable(value.strip(), file, key, f"environment variable {name}")
     if reference.startswith("file:"):
         raw = reference[5:].strip()
         path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
         try:
-            value = path.read_text(encoding="utf-8").strip()
+            # utf-8-sig: an editor's byte-order mark in front (Windows Notepad writes one)
+            # is not part of the secret.
+            value = path.read_text(encoding="utf-8-sig").strip()
         except FileNotFoundError:
             raise ConfigError(file, key, f"secret file {path} not found") from None
         except UnicodeDecodeError:
@@ -67,10 +69,29 @@ def resolve_secret(
             ) from None
         if not value:
             raise ConfigError(file, key, f"secret file {path} is empty")
-        return value
+        return _sendable(value, file, key, f"secret file {path}")
     raise ConfigError(
         file,
         key,
         'must be a secret reference ("env:NAME" or "file:PATH"); secrets are never written '
         "in the config file itself",
+    )
+
+
+def _sendable(value: str, file: str, key: str, where: str) -> str:
+    """``value``, if it holds printable ASCII only; else a ConfigError that quotes none of it.
+
+    Tokens and passwords travel in HTTP headers, which carry visible ASCII. A line break
+    inside a secret file ("token", then a second line) would be written into the request as
+    a header of its own; a typographic quote pasted with a token failed at the first call as
+    an internal error that quoted the character and where in the secret it sits.
+    """
+    if value.isascii() and value.isprintable():
+        return value
+    raise ConfigError(
+        file,
+        key,
+        f"{where} holds a character other than printable ASCII (a line break, a tab, a "
+        "typographic quote or another non-ASCII character?); a secret is one line of "
+        "plain ASCII",
     )

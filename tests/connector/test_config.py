@@ -513,3 +513,154 @@ def test_any_value_under_any_key_of_the_example_is_loaded_or_named_as_a_mistake(
         every_key_takes_any_value(original, path, load, examples=150)
     finally:
         path.write_text(original)
+
+
+# -- secrets, URLs and files that load but cannot be used ------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["pat-na1-abc\nX-Injected: yes\n", "\u2019pat-na1-abc\u2019", "pat-na1\tabc"],
+    ids=["second-line", "typographic-quotes", "tab"],
+)
+def test_a_secret_that_is_not_one_line_of_ascii_is_refused_naming_its_key(
+    tmp_path: Path, env: dict[str, str], content: str
+) -> None:
+    """A token travels in an HTTP header: a second line in its file was written into every
+    request as a header of its own, and a typographic quote failed the first call as an
+    internal error quoting the character and its place in the secret."""
+    (tmp_path / "token").write_text(content)
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"env:T_HS_TOKEN"', '"file:token"'))
+    error = _load_error(path)
+    assert error.key == "systems.crm.credentials.token"
+    assert "abc" not in str(error) and "\u2019" not in str(error)
+
+
+def test_a_secret_with_a_character_no_header_carries_exits_2_not_an_internal_error(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "token").write_text("\u2019pat-na1-abc\u2019")
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"env:T_HS_TOKEN"', '"file:token"'))
+    assert main(["-c", str(path), "check", "--online"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "systems.crm.credentials.token" in err
+
+
+def test_a_secret_file_s_byte_order_mark_is_not_part_of_the_secret(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Windows Notepad saves UTF-8 with a byte-order mark in front; it is no part of a token."""
+    (tmp_path / "token").write_bytes("\ufeffpat-na1-abc\r\n".encode())
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"env:T_HS_TOKEN"', '"file:token"'))
+    token = load_config(path).systems["crm"].credentials["token"]
+    assert token.get_secret_value() == "pat-na1-abc"
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://crm.test/?portalId=123", "https://crm.test/api#v3", "https://crm.test/?"],
+    ids=["query", "fragment", "empty-query"],
+)
+def test_a_base_url_with_a_query_or_a_fragment_is_refused(
+    tmp_path: Path, env: dict[str, str], url: str
+) -> None:
+    """Each call's path goes after the base URL: behind "?portalId=123" it became part of the
+    query, and every call went to the root ("/?portalId=123/crm/v3/...")."""
+    error = _load_error(write_config(tmp_path, crm_url=url))
+    assert error.key == "systems.crm.base_url" and "query" in error.problem
+
+
+def test_a_tls_pair_the_listeners_cannot_serve_fails_check(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Checked for existence only, a pair that is not PEM let the daemon say "started" while
+    both listeners died inside it: no webhooks, no /healthz, no admin API."""
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    path = write_config(tmp_path, extra='[daemon]\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n')
+    error = _load_error(path)
+    assert error.key == "daemon.tls_cert" and "cannot be served" in error.problem
+
+
+def test_a_tls_pair_of_a_certificate_and_another_s_key_fails_check(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    from connector.devtls import DevCA
+
+    ca = DevCA(tmp_path / "ca")
+    one, other = ca.issue("one"), ca.issue("other")
+    extra = f'[daemon]\ntls_cert = "{one.cert_path}"\ntls_key = "{other.key_path}"\n'
+    assert _load_error(write_config(tmp_path, extra=extra)).key == "daemon.tls_cert"
+    extra = f'[daemon]\ntls_cert = "{one.cert_path}"\ntls_key = "{one.key_path}"\n'
+    assert load_config(write_config(tmp_path, extra=extra)).daemon.tls_cert == one.cert_path
+
+
+@pytest.mark.parametrize(
+    ("crm_extra", "extra", "key"),
+    [
+        ('ca_bundle = "certs"', "", "systems.crm.ca_bundle"),
+        ("", '[daemon]\ntls_cert = "certs"\ntls_key = "certs"\n', "daemon.tls_cert"),
+    ],
+    ids=["ca-bundle", "tls-cert"],
+)
+def test_a_folder_where_a_file_belongs_is_called_a_folder_not_missing(
+    tmp_path: Path, env: dict[str, str], crm_extra: str, extra: str, key: str
+) -> None:
+    """ca_bundle = /etc/ssl/certs (a folder of certificates) said "not found", sending the
+    operator looking for a path that exists."""
+    (tmp_path / "certs").mkdir()
+    error = _load_error(write_config(tmp_path, crm_extra=crm_extra, extra=extra))
+    assert error.key == key
+    assert "is a folder" in error.problem and "not found" not in error.problem
+
+
+def test_a_retention_period_of_for_ever_is_refused_by_check(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """audit_days = 999999 passed check, then every retention sweep failed with "internal
+    error: OverflowError", in the daemon without a word, and nothing was purged again."""
+    path = write_config(tmp_path, extra="[retention]\naudit_days = 999999\n")
+    assert main(["-c", str(path), "retention", "run", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and "retention.audit_days" in err
+    path = write_config(tmp_path, extra="[retention]\naudit_days = 36500\n")
+    assert load_config(path).retention.audit_days == 36500
+
+
+def test_check_warns_of_a_consent_gate_its_source_never_opens(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The destination takes only people with marketing consent; the source's mapping reads
+    no marketing_consent, so nobody is ever sent there, without a single error."""
+    shop_text = (REPO_MAPPINGS / "woocommerce.toml").read_text()
+    shop_mapping = tmp_path / "shop.toml"
+    shop_mapping.write_text(shop_text[: shop_text.index("[fields.marketing_consent]")])
+    crm_mapping = tmp_path / "crm.toml"
+    crm_mapping.write_text(
+        (REPO_MAPPINGS / "hubspot.toml")
+        .read_text()
+        .replace('default_region = "NL"', 'default_region = "NL"\nrequires_consent = "marketing"')
+    )
+    path = write_config(tmp_path, shop_mapping=shop_mapping, crm_mapping=crm_mapping)
+    main(["-c", str(path), "check", "--json"])
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert "marketing_consent" in warning and "nobody will be sent to crm" in warning
+    # Read by the source, the gate opens for those who consent: no warning.
+    path = write_config(tmp_path, crm_mapping=crm_mapping)
+    main(["-c", str(path), "check", "--json"])
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+def test_check_json_gives_a_config_error_s_file_and_key_apart(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Compliance gaps carry "file" and "key"; a config error gave only the message, which a
+    script had to split on ": " (and a path may hold one)."""
+    path = write_config(tmp_path, crm_extra='base_ulr = "https://x.test"')
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "config"
+    assert (answer["file"], answer["key"]) == (str(path), "systems.crm.base_ulr")

@@ -137,6 +137,22 @@ def test_mapping_with_unknown_transform_refused(tmp_path: Path) -> None:
     assert info.value.key == "fields.email.transform"
 
 
+def test_two_fields_written_to_one_path_are_refused(tmp_path: Path) -> None:
+    """Both written to "address": every write sent line 2 there and lost line 1 silently.
+    Read only ("in"), two fields may share a source path."""
+    email = '[fields.email]\npath = "email"\npurpose = "x"\n'
+    line1 = '[fields.address_line1]\npath = "address"\npurpose = "x"\n'
+    line2 = '[fields.address_line2]\npath = "address"\npurpose = "x"\n'
+    path = tmp_path / "m.toml"
+    path.write_text(email + line1 + line2)
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert info.value.key == "fields.address_line2.path"
+    assert "fields.address_line1" in info.value.problem
+    path.write_text(email + line1 + line2 + 'direction = "in"\n')
+    assert load_mapping(path).fields["address_line2"].path == "address"
+
+
 def test_mapping_without_email_refused(tmp_path: Path) -> None:
     """Every mapping must map the e-mail, the key subjects are known by."""
     path = tmp_path / "m.toml"
