@@ -11,7 +11,10 @@ in the same transaction as every append and purge):
 - the **head** (last seq and its hash): without it, deleting the *last* entries leaves a chain
   that still verifies;
 - the **anchor** (seq and hash of the last entry purged by retention): verification starts from
-  it, so purging the oldest entries keeps the rest verifiable.
+  it, so purging the oldest entries keeps the rest verifiable. Each purge appends an
+  ``audit.anchored`` entry naming the anchor it set, in the chain itself: an anchor moved by
+  hand (the oldest entries deleted, the row pointed at the last one's stored hash, no hash
+  recomputed) matches no such entry, and :func:`verify` says so.
 
 What this does *not* protect against: someone with write access to the database file who
 rewrites a suffix of the chain, recomputes every hash *and* updates the head row. A plain hash
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from connector.config import Config
 
 __all__ = [
+    "AUDIT_ANCHORED",
     "CHECK_RESULT",
     "CONFIG_LOADED",
     "INCIDENT_CLOSED",
@@ -73,6 +77,7 @@ CHECK_RESULT = "check.result"  # `klantsync check` compliance result (gap codes 
 RETENTION_PURGED = "retention.purged"  # a retention sweep deleted something (counts only)
 INCIDENT_OPENED = "incident.opened"  # a breach clock started (id and deadline only)
 INCIDENT_CLOSED = "incident.closed"  # a breach clock stopped
+AUDIT_ANCHORED = "audit.anchored"  # the oldest entries were purged; the chain starts after seq
 
 _INSERT = (
     "INSERT INTO audit(seq, ts, kind, subject_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)"
@@ -196,7 +201,10 @@ def parse_since(text: str) -> str:
         raise ValueError("must be an ISO 8601 date or date-time, e.g. 2026-01-31") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return when.astimezone(dt.UTC).isoformat(timespec="seconds")
+    try:
+        return when.astimezone(dt.UTC).isoformat(timespec="seconds")
+    except OverflowError:  # the first hours of year 1, east of UTC
+        raise ValueError("is before the first date there is (year 1, UTC)") from None
 
 
 def verify(store: Store, upto: int | None = None) -> VerifyResult:
@@ -228,6 +236,8 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
     # fail on the link, since each hash covers the seq it was written with.
     # The loop is _digest inlined, with locals bound: it runs a million times in an audit.
     sha256, join = hashlib.sha256, "\x1f".join
+    anchored: str | None = None  # the data of the last audit.anchored entry
+    purged_before_anchors = False  # a purge by a version that recorded no anchor entry
     for seq, ts, kind, subject, data, prev, digest in store.db.execute(
         query + " ORDER BY seq", params
     ):
@@ -240,10 +250,32 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
         material = join((prev, str(seq), ts, kind, subject or "", data)).encode()
         if sha256(material).hexdigest() != digest:
             return bad(seq, "entry content does not match its hash")
+        if kind == AUDIT_ANCHORED:
+            anchored = data
+        elif kind == RETENTION_PURGED and anchored is None:
+            # Audit entries purged by a version that did not record its anchors yet.
+            purged_before_anchors |= bool(json.loads(data).get("audit_entries"))
         expected_prev = digest
         expected_seq += 1
         checked += 1
     last = expected_seq - 1
+    if upto is None and state.anchor_seq > 0:
+        recorded = json.loads(anchored) if anchored is not None else None
+        if recorded is None and not purged_before_anchors:
+            return bad(
+                state.anchor_seq,
+                f"the chain starts after entry {state.anchor_seq}, but no purge is recorded: "
+                "the entries before it were deleted",
+            )
+        if recorded is not None and (
+            recorded.get("anchor_seq") != state.anchor_seq
+            or recorded.get("anchor_hash") != state.anchor_hash
+        ):
+            return bad(
+                state.anchor_seq,
+                f"the chain starts after entry {state.anchor_seq}, but the last purge recorded "
+                f"its start after entry {recorded.get('anchor_seq')}: entries were deleted",
+            )
     if upto is None:
         if last < state.head_seq:
             return bad(last + 1, f"entry {last + 1} is missing (the head records {state.head_seq})")
@@ -258,7 +290,8 @@ def purge_through(store: Store, seq: int) -> int:
     """Delete entries up to ``seq`` and anchor the chain at it; return how many were deleted.
 
     The caller (retention) verifies that prefix first: purging evidence of tampering would
-    hide it.
+    hide it. The new anchor is appended to the chain as an ``audit.anchored`` entry in the
+    same transaction, which is what tells this purge from a prefix deleted by hand.
     """
     with store.transaction() as db:
         row = db.execute("SELECT hash FROM audit WHERE seq=?", (seq,)).fetchone()
@@ -267,6 +300,11 @@ def purge_through(store: Store, seq: int) -> int:
         deleted = db.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount
         db.execute(
             "UPDATE audit_chain SET anchor_seq=?, anchor_hash=? WHERE id=1", (seq, str(row[0]))
+        )
+        append(
+            store,
+            AUDIT_ANCHORED,
+            {"anchor_seq": seq, "anchor_hash": str(row[0]), "purged": int(deleted)},
         )
     return int(deleted)
 

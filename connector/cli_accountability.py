@@ -183,13 +183,14 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
         if args.aware_since:
             try:
                 aware = dt.datetime.fromisoformat(args.aware_since)
-            except ValueError:
+                if aware.tzinfo is None:
+                    # Typed as the operator's clock reads: read as UTC, a Dutch "09:00"
+                    # started the 72 hours one or two hours late, and a time typed just now
+                    # was refused as in the future.
+                    aware = aware.astimezone()
+                aware.astimezone(dt.UTC)  # year 1 in a zone east of UTC is out of range
+            except (ValueError, OverflowError):
                 return _usage(args, console, "--aware-since must be an ISO 8601 date-time")
-            if aware.tzinfo is None:
-                # Typed as the operator's clock reads: read as UTC, a Dutch "09:00" started
-                # the 72 hours one or two hours late, and a time typed just now was refused
-                # as in the future.
-                aware = aware.astimezone()
         try:
             incident = incidents.open_incident(
                 store, config, args.summary, systems=args.systems, aware_at=aware, now=now

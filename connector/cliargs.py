@@ -35,6 +35,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_PIPE = 141
 
 
+#: The largest integer SQLite stores, and so the largest id or count worth asking about.
+_LARGEST = 2**63 - 1
+
+
 def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
     """An argparse ``type`` accepting whole numbers of at least ``minimum``.
 
@@ -54,6 +58,10 @@ def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not {kind}{reason}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is not {kind}{reason}")
+        if value > _LARGEST:
+            # No id or count the store keeps goes past it; SQLite refused it as an overflow,
+            # which ended the command as an internal error.
+            raise argparse.ArgumentTypeError(f"{text} is too large (at most {_LARGEST})")
         return value
 
     return parse

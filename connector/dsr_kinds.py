@@ -605,8 +605,9 @@ class KindRunner:
         # delete. Written first, a bundle nobody knew of outlived a completed erasure.
         # Recorded under every id the person is known by: their erasure, asked under
         # whichever address the systems know, deletes it.
-        for sid in people:
-            record_bundle(self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_id=sid)
+        record_bundle(
+            self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_ids=list(people)
+        )
         try:
             self._write_bundle(row, target, held, connector)
         except OSError as exc:

@@ -81,11 +81,12 @@ def record_bundle(
     path: Path,
     files: Sequence[str] | None = None,
     *,
-    subject_id: str | None = None,
+    subject_ids: Sequence[str] = (),
 ) -> int:
     """Record an access bundle just written at ``path`` (a file or a folder); return its id.
 
-    ``subject_id`` is whose data it holds: their erasure deletes it (:func:`delete_bundles_of`).
+    ``subject_ids`` are the ids of the person whose data it holds, one row each: their
+    erasure, under any of them, deletes it (:func:`delete_bundles_of`).
 
     ``files`` are the bundle's files under ``path``, as written; without them, the files
     present now. The sweep deletes exactly those (then any folder they leave empty): a bundle
@@ -106,15 +107,25 @@ def record_bundle(
         # process died between the two) replaces that record: one bundle, one row, kept
         # from now. Paths are sealed with a fresh nonce each, so they are compared opened;
         # the table holds only bundles still within their retention.
-        for bundle_id, stored in db.execute("SELECT id, path FROM bundles").fetchall():
-            if _opened_path(keyring, stored) == str(root):
-                db.execute("DELETE FROM bundles WHERE id=?", (bundle_id,))
-        cur = db.execute(
-            "INSERT INTO bundles(path, files, created_at, subject_id) VALUES (?,?,?,?)",
-            (sealed, json.dumps(listed), utcnow(), subject_id),
-        )
-    assert cur.lastrowid is not None
-    return cur.lastrowid
+        _forget_rows_at(store, keyring, str(root))
+        now, names = utcnow(), json.dumps(listed)
+        ids = []
+        whose: Sequence[str | None] = subject_ids or [None]
+        for subject_id in whose:
+            cur = db.execute(
+                "INSERT INTO bundles(path, files, created_at, subject_id) VALUES (?,?,?,?)",
+                (sealed, names, now, subject_id),
+            )
+            assert cur.lastrowid is not None
+            ids.append(cur.lastrowid)
+    return ids[0]
+
+
+def _forget_rows_at(store: Store, keyring: Keyring, where: str) -> None:
+    """Delete every bundle row whose path opens to ``where`` (one per id of the person)."""
+    for bundle_id, stored in store.db.execute("SELECT id, path FROM bundles").fetchall():
+        if _opened_path(keyring, stored) == where:
+            store.db.execute("DELETE FROM bundles WHERE id=?", (bundle_id,))
 
 
 def _opened_path(keyring: Keyring, path: bytes | str) -> str | None:
@@ -317,11 +328,14 @@ def _delete_rows(
 ) -> int:
     """Delete these bundles' files, then their rows; how many. Failures go to ``errors``."""
     purged = 0
+    gone: set[str] = set()
     for bundle_id, path, files in rows:
         where = _opened_path(keyring, path)
         if where is None:
             errors.append(f"bundle {bundle_id}: its path does not open under the store's keys")
             continue
+        if where in gone:
+            continue  # another id's row of a bundle deleted just now
         try:
             _delete_bundle(Path(where), json.loads(files))
         except OSError as exc:
@@ -329,8 +343,10 @@ def _delete_rows(
             # person's name in an --out folder name.
             errors.append(f"bundle {bundle_id}: {exc.strerror or type(exc).__name__}")
             continue
-        # The row goes too: its path is only useful while there is something to delete.
-        store.db.execute("DELETE FROM bundles WHERE id=?", (bundle_id,))
+        # Its rows go too (one per id of the person): a path is only useful while there is
+        # something to delete.
+        _forget_rows_at(store, keyring, where)
+        gone.add(where)
         purged += 1
     return purged
 

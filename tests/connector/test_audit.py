@@ -136,11 +136,51 @@ def test_purged_prefix_keeps_the_rest_verifiable(tmp_path: Path) -> None:
     store = _filled(tmp_path / "a.db")
     assert audit.purge_through(store, 2) == 2
     result = audit.verify(store)
-    assert result.ok and result.checked == 3 and result.anchor_seq == 2
+    # The three kept, and the purge's own entry naming the anchor it set.
+    assert result.ok and result.checked == 4 and result.anchor_seq == 2
+    (*_, anchored) = audit.entries(store)
+    assert anchored.kind == audit.AUDIT_ANCHORED and anchored.data["anchor_seq"] == 2
     audit.append(store, audit.SYNC_RUN, {"flow": "x"})
     assert audit.verify(store).ok
     store.db.execute("DELETE FROM audit WHERE seq=3")
     assert audit.verify(store).first_bad == 3
+
+
+def test_the_oldest_entries_deleted_and_the_anchor_moved_by_hand_fail_verify(
+    tmp_path: Path,
+) -> None:
+    """No hash recomputed, the head untouched (so a head hash kept outside the store still
+    matches): the first entries deleted and the anchor pointed at the last one's stored hash
+    verified as intact, as if retention had purged them."""
+    store = _filled(tmp_path / "a.db", 6)
+    third = store.db.execute("SELECT hash FROM audit WHERE seq=3").fetchone()[0]
+    store.db.execute("DELETE FROM audit WHERE seq <= 3")
+    store.db.execute("UPDATE audit_chain SET anchor_seq=3, anchor_hash=? WHERE id=1", (third,))
+    result = audit.verify(store)
+    assert not result.ok and result.first_bad == 3 and "no purge" in result.problem
+
+
+def test_entries_deleted_past_a_real_purge_and_the_anchor_moved_fail_verify(
+    tmp_path: Path,
+) -> None:
+    """After a purge, deleting more and moving the anchor on does not match what it recorded."""
+    store = _filled(tmp_path / "a.db", 6)
+    audit.purge_through(store, 2)
+    fourth = store.db.execute("SELECT hash FROM audit WHERE seq=4").fetchone()[0]
+    store.db.execute("DELETE FROM audit WHERE seq <= 4")
+    store.db.execute("UPDATE audit_chain SET anchor_seq=4, anchor_hash=? WHERE id=1", (fourth,))
+    result = audit.verify(store)
+    assert not result.ok and "recorded its start after entry 2" in result.problem
+
+
+def test_a_purge_by_an_earlier_version_still_verifies(tmp_path: Path) -> None:
+    """Purges before anchors were recorded left only their retention.purged entry."""
+    store = _filled(tmp_path / "a.db", 4)
+    second = store.db.execute("SELECT hash FROM audit WHERE seq=2").fetchone()[0]
+    store.db.execute("DELETE FROM audit WHERE seq <= 2")
+    store.db.execute("UPDATE audit_chain SET anchor_seq=2, anchor_hash=? WHERE id=1", (second,))
+    audit.append(store, audit.RETENTION_PURGED, {"audit_entries": 2, "dead_letters": 0})
+    assert audit.verify(store).ok
 
 
 def test_append_many_chains_like_append(tmp_path: Path) -> None:

@@ -212,3 +212,32 @@ def test_open_help_warns_against_personal_data(capsys: pytest.CaptureFixture[str
         main(["incident", "open", "--help"])
     assert info.value.code == 0
     assert "do NOT put personal data" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["audit", "export", "--since", "0001-01-01T00:00+01:00"],
+        ["incident", "open", "--summary", "x", "--aware-since", "0001-01-01T00:00+01:00"],
+        ["incident", "show", "99999999999999999999"],
+        ["incident", "close", "99999999999999999999", "--note", "x"],
+    ],
+    ids=["since-year-1", "aware-since-year-1", "show-huge-id", "close-huge-id"],
+)
+def test_a_date_or_an_id_out_of_range_is_a_usage_error(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+) -> None:
+    """These ended as "internal error: OverflowError" with exit 1, which a script reads as
+    "finished with failures"; a bad argument is exit 2 with words."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    audit.append(Store(config.store_path), "sync.run", {})  # a store exists
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    try:
+        code = main(["-c", str(config.path), *argv])
+    except SystemExit as exc:  # argparse refuses an argument by exiting
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and "internal error" not in err, f"exit {code}: {err.strip()}"

@@ -395,3 +395,40 @@ def test_a_flow_s_last_success_is_read_by_key_however_long_the_history(store: St
             _run(store, "a", "ok" if n % 2 else "failed", _ago(1))
     steps, found = sqlite_steps(store, lambda: store.last_success("a"))
     assert found == _ago(1) and steps < 2
+
+
+@pytest.mark.parametrize("asked_under", ["subject-asked-under", "subject-known-to-systems"])
+def test_a_bundle_recorded_under_each_of_a_person_s_ids_goes_with_an_erasure_under_any(
+    store: Store, tmp_path: Path, asked_under: str
+) -> None:
+    """Access records the bundle under every id the person is known by; each record replaced
+    the one before, so only the last id kept one, and an erasure under another id completed
+    leaving data.json (their data in clear) on disk."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "data.json").write_text("{}")
+    ids = ["subject-asked-under", "subject-known-to-systems"]
+    retention.record_bundle(store, KEYS, bundle, ["data.json"], subject_ids=ids)
+    held = [r[0] for r in store.db.execute("SELECT subject_id FROM bundles ORDER BY id")]
+    assert held == ids
+    errors: list[str] = []
+    assert retention.delete_bundles_of(store, KEYS, [asked_under], errors) == 1
+    assert not (bundle / "data.json").exists() and errors == []
+    # Every id's record goes with the files: none is left for a sweep to trip over.
+    assert store.db.execute("SELECT COUNT(*) FROM bundles").fetchone()[0] == 0
+
+
+async def test_the_daemon_s_sweep_says_what_it_could_not_purge(
+    open_rt: RuntimeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`retention run` prints what a sweep left (exit 1); the daemon's sweep, every six hours,
+    dropped it: a tampered audit prefix or an undeletable bundle went unsaid for good."""
+    from connector.daemon import Daemon
+
+    async with open_rt() as rt:
+        audit.append_many(rt.store, [("a", {"n": n}, None) for n in range(3)], ts=_ago(3000))
+        rt.store.db.execute("UPDATE audit SET kind='edited' WHERE seq=2")
+        with caplog.at_level("WARNING"):
+            await Daemon(rt).retention_sweep()
+    (left,) = [r for r in caplog.records if r.getMessage() == "retention sweep left something"]
+    assert "entry 2" in left.__dict__["error"]
