@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from functools import partial
 from typing import Any, Final, Literal
 
 import httpx
@@ -168,13 +167,16 @@ class PipedriveAdapter:
     async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         """Change persons Pipedrive holds; never create one. Results in input order.
 
-        As ``upsert`` (by id, else the oldest exact e-mail hit), but a record that finds no
-        live person is ``not_held`` instead of being created with ``POST /persons``.
+        Every person that is the subject's is changed: the one under the known id and each
+        exact e-mail hit (Pipedrive lets several persons share an e-mail, and ``find`` and
+        ``erase`` take them all as the subject's; a correction that reached one of them left
+        the others wrong behind a receipt saying it was made). A record that finds no live
+        person is ``not_held`` instead of being created with ``POST /persons``.
 
         Raises:
             FatalRemoteError: as for ``upsert``.
         """
-        return await self._write_persons(records, partial(self._upsert_one, create=False))
+        return await self._write_persons(records, self._correct_one)
 
     async def _write_persons(
         self,
@@ -215,24 +217,23 @@ class PipedriveAdapter:
                 raise outcome
         return [result for result in results if result is not None]
 
-    async def _upsert_one(self, record: OutboundRecord, *, create: bool = True) -> UpsertResult:
+    async def _upsert_one(self, record: OutboundRecord) -> UpsertResult:
         if not record.email and not record.external_id:
             return UpsertResult(record.ref, "failed", reason="missing_email")
         try:
             if record.external_id and record.external_id.isdecimal():
-                updated = await self._patch(int(record.external_id), record, correcting=not create)
+                updated = await self._patch(int(record.external_id), record)
                 if updated is not None:
                     return updated
             # No id, or a stale one (the person was deleted in Pipedrive): look the e-mail up.
-            # An update asks the search: it changes only who is there, found for certain.
-            listed = self.directory.ids(record.email) if create and record.email else None
+            listed = self.directory.ids(record.email) if record.email else None
             if listed is not None:
                 hits = listed
             else:
                 hits = await self._search(record.email) if record.email else []
             if hits:
                 # Several persons may share an e-mail; the oldest one is the stable choice.
-                updated = await self._patch(hits[0], record, correcting=not create)
+                updated = await self._patch(hits[0], record)
                 if updated is not None:
                     return updated
                 if listed is not None:
@@ -241,8 +242,6 @@ class PipedriveAdapter:
                     updated = await self._patch(hits[0], record) if hits else None
                     if updated is not None:
                         return updated
-            if not create:
-                return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
             return await self._create(record)
         except RecordError as exc:
             return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
@@ -250,6 +249,29 @@ class PipedriveAdapter:
             return UpsertResult(
                 record.ref, "failed", reason=failure_reason(exc.status), retryable=True
             )
+
+    async def _correct_one(self, record: OutboundRecord) -> UpsertResult:
+        """``update`` for one record: every live person of the subject's changed."""
+        if not record.email and not record.external_id:
+            return UpsertResult(record.ref, "failed", reason="missing_email")
+        try:
+            known = record.external_id or ""
+            ids = [int(known)] if known.isdecimal() else []
+            if record.email:
+                ids += [hit for hit in await self._search(record.email) if hit not in ids]
+            first: UpsertResult | None = None
+            for person_id in ids:
+                updated = await self._patch(person_id, record, correcting=True)
+                first = first or updated
+                if updated is not None and updated.outcome != "updated":
+                    return updated  # refused: said as it is; a retry writes them all again
+        except RecordError as exc:
+            return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
+        except RetryableError as exc:
+            return UpsertResult(
+                record.ref, "failed", reason=failure_reason(exc.status), retryable=True
+            )
+        return first or UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
 
     async def _create(self, record: OutboundRecord) -> UpsertResult:
         """``POST /persons``, made once: Pipedrive has no key to match a repeated create by,
@@ -293,6 +315,10 @@ class PipedriveAdapter:
             return None
         person = json_object(current).get("data")
         person = person if isinstance(person, dict) else {}
+        if person.get("is_deleted"):
+            # Marked deleted, restorable for 30 days: as gone as a 404 (find and erase read
+            # it so too). Written to, the customer stayed in the recycle bin as "updated".
+            return None
         if correcting:
             parts = ("first_name", "last_name")
             if sum(part in fields for part in parts) == 1:

@@ -1019,3 +1019,53 @@ async def test_find_follows_search_next_cursor_past_100_hits(pd: Harness) -> Non
     assert {str(p["id"]) for p in found} == ids
     # The search answered additional_data.next_cursor; the adapter never asked for page 2.
     assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}/search") >= 2
+
+
+async def test_a_correction_reaches_every_person_holding_the_email(pd: Harness) -> None:
+    """Pipedrive lets several persons share an e-mail; find and erase take them all as the
+    subject's. A correction patched the oldest only and said "updated": the other kept the
+    wrong number behind a receipt saying it was corrected."""
+    email = "jan@example.nl"
+    pd.sandbox.add_person(email, "Jan", "Jansen", "+31612345678")
+    pd.sandbox.add_person(email, "Jan", "Jansen", "+31612345678")
+    fix = OutboundRecord("req-1", email, None, {"email": email, "phone": "+31687654321"})
+    (result,) = await pd.adapter.update([fix])
+    assert result.outcome == "updated"
+    after = await pd.adapter.find(Subject(email=email))
+    assert sorted(str(p["phone"]) for p in after) == ["+31687654321", "+31687654321"]
+
+
+async def test_a_sync_does_not_write_into_a_person_marked_deleted() -> None:
+    """Whether v2 answers a person marked deleted (restorable for 30 days) with 404 or with
+    ``is_deleted: true`` is unverified; find reads both as gone. The sync's write by the
+    known id patched such a person and said "updated": the customer stayed in the recycle
+    bin. It looks the e-mail up and creates the person again instead."""
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        path = request.url.path
+        if path.endswith("/persons/5") and request.method in ("GET", "PATCH"):
+            data = {"id": 5, "is_deleted": True, "emails": [], "phones": []}
+            return httpx.Response(200, json={"success": True, "data": data})
+        if path.endswith("/persons/search"):
+            body = {"success": True, "data": {"items": []}, "additional_data": {}}
+            return httpx.Response(200, json=body)
+        if path.endswith("/persons") and request.method == "POST":
+            return httpx.Response(200, json={"success": True, "data": {"id": 6}})
+        return httpx.Response(404, json={"success": False, "error": "not found"})
+
+    client = SystemClient(
+        system="deals",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    async with client:
+        adapter = PipedriveAdapter(client, make_settings())
+        record = OutboundRecord("ref-1", "jan@example.nl", "5", {"email": "jan@example.nl"})
+        (result,) = await adapter.upsert([record])
+        (fix,) = await adapter.update([record._replace(ref="ref-2")])
+    assert "PATCH /api/v2/persons/5" not in calls, calls
+    assert (result.outcome, result.external_id) == ("created", "6")
+    assert fix.outcome == "not_held"
