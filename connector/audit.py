@@ -192,6 +192,9 @@ def entries(store: Store, since: str | None = None) -> Iterator[AuditEntry]:
 def parse_since(text: str) -> str:
     """An ISO date or timestamp as the store's UTC timestamp format, for ``--since``.
 
+    Without an offset it is read as the operator's clock reads, as ``incident open
+    --aware-since`` reads it: read as UTC, a Dutch "10:00" missed an hour or two of entries.
+
     Raises:
         ValueError: ``text`` is not an ISO 8601 date or date-time.
     """
@@ -199,11 +202,11 @@ def parse_since(text: str) -> str:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError("must be an ISO 8601 date or date-time, e.g. 2026-01-31") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
     try:
+        if when.tzinfo is None:
+            when = when.astimezone()  # local time
         return when.astimezone(dt.UTC).isoformat(timespec="seconds")
-    except OverflowError:  # the first hours of year 1, east of UTC
+    except (OverflowError, ValueError):  # the first hours of year 1, east of UTC
         raise ValueError("is before the first date there is (year 1, UTC)") from None
 
 

@@ -126,7 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     audit_cmd = command("audit", "verify or export the audit chain")
     audit_cmd.add_argument("action", choices=["verify", "export"])
-    audit_cmd.add_argument("--since", help="export entries at or after this ISO timestamp")
+    audit_cmd.add_argument(
+        "--since",
+        help="export entries at or after this ISO date or time (local time unless it has an "
+        "offset, e.g. 2026-06-01T10:00+02:00)",
+    )
     cli_dsr.register(sub)
     cli_accountability.register_commands(sub)
     cli_keys.register(sub)

@@ -193,7 +193,10 @@ def _system_gaps(config: Config, name: str, date: dt.date) -> list[Gap]:
             )
         ]
     gaps: list[Gap] = []
-    if not processor.agreement_reference.strip():
+    # An independent controller (the recipient decides what it does with the data) signs no
+    # processing agreement (Art. 28 is for processors): asking for one made check fail until
+    # a made-up reference was written down.
+    if processor.role != "controller" and not processor.agreement_reference.strip():
         gaps.append(
             Gap(
                 "no-agreement",

@@ -463,6 +463,16 @@ def _load_system(
     credentials = raw.get("credentials", {})
     if not isinstance(credentials, dict):
         raise ConfigError(file, f"{key}.credentials", "must be a table of secret references")
+    takes = spec.settings_model.required_credentials
+    for cred in credentials:
+        if cred not in takes:
+            # A typo ("tokn" beside "token") is refused like any other unknown key; kept, it
+            # was resolved (its secret read) and never used.
+            raise ConfigError(
+                file,
+                f"{key}.credentials.{cred}",
+                f"unknown credential; the {kind} adapter takes {', '.join(takes)}",
+            )
     raw["credentials"] = {
         cred: resolve_secret(
             ref, file=file, key=f"{key}.credentials.{cred}", base_dir=base, env=env

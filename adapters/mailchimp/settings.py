@@ -106,6 +106,18 @@ class MailchimpSettings(SystemSettings):
             raise ValueError("list ids must be unique")
         return value
 
+    @field_validator("max_concurrency")
+    @classmethod
+    def _within_the_account_s_connections(cls, value: int | None) -> int | None:
+        # The generic key sets the same semaphore as max_connections: past 10 it let the
+        # connector open more connections than Mailchimp allows an account, and be refused.
+        if value is not None and value > ACCOUNT_CONNECTIONS:
+            raise ValueError(
+                f"Mailchimp allows {ACCOUNT_CONNECTIONS} connections per account; "
+                "use max_connections (at most 10)"
+            )
+        return value
+
 
 def mailchimp_limits(settings: MailchimpSettings) -> Limits:
     """Mailchimp's limits under ``settings``: 50 per upsert, 1000 per page, 10 connections.

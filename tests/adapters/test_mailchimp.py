@@ -141,12 +141,20 @@ def test_limits_client_config_and_wait_hint() -> None:
     "overrides",
     [
         {"max_connections": 11},
+        {"max_concurrency": 11},
         {"list_ids": []},
         {"list_ids": [LIST_A, LIST_A]},
         {"list_ids": ["../lists"]},
         {"status_if_new": "unsubscribed"},
     ],
-    ids=["over-10-connections", "no-list", "duplicate-list", "path-in-list-id", "bad-status"],
+    ids=[
+        "over-10-connections",
+        "over-10-in-flight",
+        "no-list",
+        "duplicate-list",
+        "path-in-list-id",
+        "bad-status",
+    ],
 )
 def test_settings_refuse_what_mailchimp_cannot_take(overrides: dict[str, Any]) -> None:
     """More than 10 connections, no or repeated or unsafe list ids, and odd statuses fail."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -288,3 +289,19 @@ async def test_no_audit_entry_holds_a_clear_email_name_or_phone(
     dump = json.dumps(rows).lower()
     for canary in (CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, CANARY_PHONE_E164, "canaryville"):
         assert canary.lower() not in dump
+
+
+def test_a_since_without_an_offset_is_read_as_the_operator_s_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Read as UTC, a Dutch operator's "--since 2026-06-01T10:00" missed two hours of
+    entries; incident --aware-since already read the same text as local time."""
+    monkeypatch.setenv("TZ", "Europe/Amsterdam")
+    time.tzset()
+    try:
+        assert audit.parse_since("2026-06-01T10:00") == "2026-06-01T08:00:00+00:00"
+        assert audit.parse_since("2026-01-15") == "2026-01-14T23:00:00+00:00"
+        assert audit.parse_since("2026-06-01T10:00+00:00") == "2026-06-01T10:00:00+00:00"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

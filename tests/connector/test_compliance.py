@@ -66,6 +66,23 @@ def test_empty_agreement_reference_is_a_gap(
     assert (gap.code, gap.key) == ("no-agreement", "systems.shop.processor.agreement_reference")
 
 
+def test_an_independent_controller_needs_no_processing_agreement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 28's agreement is for processors: a recipient that is a controller of its own
+    was a gap until a made-up reference was written down. A joint controller still is."""
+    path = example_config(tmp_path, monkeypatch)
+    _edit(path, 'agreement_reference = "VWO-2026-014"', 'agreement_reference = ""')
+    text = path.read_text()
+    shop = text.index("[systems.shop.processor]")
+    as_controller = text[shop:].replace('role = "processor"', 'role = "controller"', 1)
+    path.write_text(text[:shop] + as_controller)
+    assert _gaps(path) == []
+    _edit(path, 'role = "controller"', 'role = "joint-controller"')
+    (gap,) = _gaps(path)
+    assert gap.key == "systems.shop.processor.agreement_reference"
+
+
 def test_passed_review_date_is_a_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An agreement whose review date has passed is reported; the day itself still passes."""
     path = example_config(tmp_path, monkeypatch)

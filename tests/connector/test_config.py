@@ -664,3 +664,17 @@ def test_check_json_gives_a_config_error_s_file_and_key_apart(
     answer = json.loads(capsys.readouterr().out)
     assert answer["error"] == "config"
     assert (answer["file"], answer["key"]) == (str(path), "systems.crm.base_ulr")
+
+
+def test_an_unknown_credential_name_is_refused_naming_what_the_adapter_takes(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A typo beside the real name ("tokn") was resolved, its secret read, and never used."""
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            'token = "env:T_HS_TOKEN"', 'token = "env:T_HS_TOKEN", tokn = "env:T_HS_TOKEN"'
+        )
+    )
+    error = _load_error(path)
+    assert error.key == "systems.crm.credentials.tokn" and "takes token" in error.problem
