@@ -12,7 +12,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from connector import audit
+from connector import audit, incidents
 from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config
 from connector.dsr_views import summary as dsr_summary
@@ -74,6 +74,8 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
                 for d in store.dead_letters()
             ],
             "requests": dsr_summary(store),
+            # The 72-hour breach clocks still running (closed ones: `incident list`).
+            "incidents": incidents.open_summary(store),
             "daemon_running": daemon_running(store_path),
             "sync_running": sync_running(store_path),
             "keys": key_facts(store, config),
@@ -128,6 +130,18 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
             f"    {request['id']} {request['kind']}: {request['days_left']} days left "
             f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
         )
+    breaches = data["incidents"]
+    if breaches["open"]:
+        console.print(
+            f"  breach incidents: {breaches['open']} open, {breaches['overdue']} past their "
+            "72 hours (klantsync incident show ID)"
+        )
+        for incident in breaches["incidents"]:
+            mark = " OVERDUE" if incident["status"] == "overdue" else ""
+            console.print(
+                f"    incident {incident['id']}: {incident['time_left']} "
+                f"(deadline {incident['deadline']}){mark}"
+            )
     backup, restore = data["last_backup"]["backup"], data["last_backup"]["restore"]
     console.print(
         f"  last backup: {backup['at']} (sha256 {backup['sha256'][:16]})"

@@ -254,6 +254,12 @@ class Daemon:
                 counts = summary(self.rt.store)
                 values["dsr_open"] = counts.get("open", 0)
                 values["dsr_overdue"] = counts.get("overdue", 0)
+            with contextlib.suppress(Exception):
+                from connector.incidents import open_summary
+
+                breaches = open_summary(self.rt.store)
+                values["incidents_open"] = breaches["open"]
+                values["incidents_overdue"] = breaches["overdue"]
             since = self._master_key_since()
             values["last_backup"] = last_backup_time(self.rt.store) or 0.0
         except sqlite3.Error:
@@ -293,6 +299,19 @@ class Daemon:
             log.warning(
                 "processor agreement due for review",
                 extra={"system": system, "review_date": review.isoformat()},
+            )
+        from connector.incidents import open_summary
+
+        for incident in open_summary(self.rt.store)["incidents"]:
+            # A breach clock still running: the authority must hear within 72 hours, and an
+            # incident left open after it was reported is worth closing too.
+            log.warning(
+                "breach incident open",
+                extra={
+                    "incident": incident["id"],
+                    "deadline": incident["deadline"],
+                    "time_left": incident["time_left"],
+                },
             )
         from connector.receipts import receipt_key_path
 

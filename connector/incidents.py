@@ -30,6 +30,7 @@ __all__ = [
     "list_incidents",
     "notification_draft",
     "open_incident",
+    "open_summary",
     "time_left_text",
     "utc_now",
 ]
@@ -219,6 +220,34 @@ def list_incidents(store: Store) -> list[Incident]:
     """Every incident, newest first."""
     rows = store.db.execute(f"SELECT {_COLUMNS} FROM incidents ORDER BY id DESC")  # noqa: S608
     return [_row(r) for r in rows]
+
+
+def open_summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The incidents not yet closed, for ``status``, the metrics and the daily review.
+
+    ``open`` counts them all, ``overdue`` those past their 72 hours; each is listed by id,
+    deadline and time left (never its summary, which is the operator's free text).
+    """
+    when = now or utc_now()
+    rows = store.db.execute(
+        f"SELECT {_COLUMNS} FROM incidents WHERE closed_at IS NULL ORDER BY deadline"  # noqa: S608
+    )
+    listed = [_row(r) for r in rows]
+    return {
+        "open": len(listed),
+        "overdue": sum(1 for i in listed if i.status(when) == "overdue"),
+        "incidents": [
+            {
+                "id": i.id,
+                "deadline": i.deadline,
+                "status": i.status(when),
+                "seconds_left": int(i.seconds_left(when)),
+                "time_left": time_left_text(i, when),
+                "systems": i.systems,
+            }
+            for i in listed
+        ],
+    }
 
 
 def close_incident(

@@ -89,6 +89,14 @@ class Metrics:
         self.dsr_overdue = Gauge(
             "klantsync_dsr_overdue", "Data subject requests past their deadline", registry=r
         )
+        self.incidents_open = Gauge(
+            "klantsync_incidents_open", "Breach incidents not yet closed", registry=r
+        )
+        self.incidents_overdue = Gauge(
+            "klantsync_incidents_overdue",
+            "Breach incidents open past their 72 hours (Art. 33)",
+            registry=r,
+        )
         self.outbox = Gauge("klantsync_outbox_queued", "Payloads waiting", registry=r)
         self.master_key_since = Gauge(
             "klantsync_master_key_since_timestamp",
@@ -141,14 +149,18 @@ class Metrics:
         self.flow_runs.labels(flow, "failed").inc()
 
     def set_gauges(self, **values: Any) -> None:
-        """Refresh gauges read from the store (outbox size, open and overdue requests, when
-        the master key was set, when the last backup was taken)."""
+        """Refresh gauges read from the store (outbox size, open and overdue requests and
+        breach incidents, when the master key was set, when the last backup was taken)."""
         if "outbox" in values:
             self.outbox.set(values["outbox"])
         if "dsr_open" in values:
             self.dsr_open.set(values["dsr_open"])
         if "dsr_overdue" in values:
             self.dsr_overdue.set(values["dsr_overdue"])
+        if "incidents_open" in values:
+            self.incidents_open.set(values["incidents_open"])
+        if "incidents_overdue" in values:
+            self.incidents_overdue.set(values["incidents_overdue"])
         if "master_key_since" in values:
             self.master_key_since.set(values["master_key_since"])
         if "last_backup" in values:

@@ -1379,3 +1379,55 @@ async def test_a_daemon_restarted_within_a_day_does_not_review_again(daemon: Dae
     # A config that came into use after the review: its gaps may be new.
     audit.append(store, audit.CONFIG_LOADED, {"sha256": "0" * 64})
     assert first_review(store, now) == now
+
+
+async def test_a_breach_clock_still_running_is_a_gauge_a_review_warning_and_in_status(
+    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An incident past its 72 hours showed only in `incident list`; overdue data subject
+    requests are a gauge, a warning and a status line. Now an open incident is too."""
+    from connector import incidents
+    from connector.cli import main
+
+    now = dt.datetime.now(dt.UTC)
+    config = daemon.rt.config
+    store = daemon.rt.store
+    late = incidents.open_incident(
+        store, config, "laptop lost", aware_at=now - dt.timedelta(hours=80), now=now
+    )
+    fresh = incidents.open_incident(store, config, "mail to wrong customer", now=now)
+    closed = incidents.open_incident(store, config, "resolved", now=now)
+    incidents.close_incident(store, closed.id, "reported", now=now)
+
+    daemon.refresh_gauges()
+    async with _client(build_public_app(daemon)) as client:
+        text = (await client.get("/metrics")).text
+    assert "klantsync_incidents_open 2.0" in text
+    assert "klantsync_incidents_overdue 1.0" in text
+
+    warned: list[int] = []
+
+    class Incidents(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "breach incident open":
+                warned.append(record.__dict__["incident"])
+
+    seen = Incidents(logging.WARNING)
+    logger = logging.getLogger("klantsync.daemon")
+    logger.addHandler(seen)
+    try:
+        await daemon.compliance_review()
+    finally:
+        logger.removeHandler(seen)
+    assert warned == [late.id, fresh.id]
+
+    assert main(["-c", str(config.path), "status", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["incidents"]
+    assert (listed["open"], listed["overdue"]) == (2, 1)
+    assert [i["id"] for i in listed["incidents"]] == [late.id, fresh.id]
+    assert listed["incidents"][0]["status"] == "overdue"
+    assert "laptop" not in json.dumps(listed)  # the summary is the operator's free text
+    assert main(["-c", str(config.path), "status"]) == 0
+    said = capsys.readouterr().out
+    assert "breach incidents: 2 open, 1 past their 72 hours" in said
+    assert f"incident {late.id}: overdue by 8h" in said
