@@ -65,7 +65,10 @@ __all__ = [
 #: Reads a vendor's 429/5xx response and says how long to wait, or ``None`` for "use backoff".
 WaitHint = Callable[[httpx.Response], float | None]
 
-LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+#: Names that are loopback whatever DNS says: "localhost" is reserved for it (RFC 6761).
+#: "localhost.localdomain" is not reserved, only often in /etc/hosts, and resolved elsewhere
+#: it would have let plain http (or a listener without TLS) reach past the machine.
+LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 def is_loopback(host: str) -> bool:

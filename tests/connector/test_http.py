@@ -128,6 +128,8 @@ def test_loopback_http_allowed_only_with_switch() -> None:
     """The development switch opens http to loopback, never to other hosts."""
     assert check_url("http://localhost:8080", allow_insecure_loopback=True) is None
     assert check_url("http://10.0.0.5", allow_insecure_loopback=True) is not None
+    # Not a reserved name: DNS may resolve it anywhere.
+    assert check_url("http://localhost.localdomain", allow_insecure_loopback=True) is not None
 
 
 def test_redact_url_drops_query_and_credentials() -> None:
