@@ -7,12 +7,16 @@ shows up in a repr, a log line or an error message.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from connector.errors import ConfigError
 
 __all__ = ["resolve_secret"]
+
+#: What an environment variable's name is made of, as a shell allows it.
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def resolve_secret(
@@ -43,6 +47,14 @@ def resolve_secret(
         name = reference[4:].strip()
         if not name:
             raise ConfigError(file, key, "env: reference names no variable")
+        if not _VARIABLE.fullmatch(name):
+            # Not echoed: what stands there is as likely the secret itself, pasted in.
+            raise ConfigError(
+                file,
+                key,
+                "env: reference is not a variable name (letters, digits and _); was the "
+                "secret itself written there? Secrets are never written in the config",
+            )
         value = environ.get(name)
         if value is None:
             raise ConfigError(file, key, f"environment variable {name} is not set")

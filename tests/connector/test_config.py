@@ -678,3 +678,12 @@ def test_an_unknown_credential_name_is_refused_naming_what_the_adapter_takes(
     )
     error = _load_error(path)
     assert error.key == "systems.crm.credentials.tokn" and "takes token" in error.problem
+
+
+def test_a_secret_pasted_after_env_is_not_echoed(tmp_path: Path, env: dict[str, str]) -> None:
+    """ "environment variable pat-na1-9f8e... is not set" printed the token itself."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"env:T_HS_TOKEN"', '"env:pat-na1-9f8e7d6c"'))
+    error = _load_error(path)
+    assert error.key == "systems.crm.credentials.token"
+    assert "9f8e7d6c" not in str(error) and "not a variable name" in error.problem
