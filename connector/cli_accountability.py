@@ -255,7 +255,7 @@ def _retention(store: Store, config: Config, args: argparse.Namespace, console: 
             f"retention: {verb} {report.dead_letters} dead letters, {report.manifests} request "
             f"manifests, {report.bundles} access bundles, {report.audit_entries} audit entries, "
             f"{report.jobs} finished jobs, {report.webhook_ids} webhook delivery ids, "
-            f"{report.runs} flow runs"
+            f"{report.runs} flow runs, {report.replaced_stores} stores a restore replaced"
         )
         for error in report.errors:
             console.print(f"  [red]error[/]: {escape(error)}")

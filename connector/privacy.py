@@ -73,6 +73,10 @@ class RetentionSettings(StrictModel):
     # The flows' run history (times, outcome, counts): a flow "every 1m" adds half a million
     # rows a year. Each flow's latest run and latest successful run are always kept.
     runs_days: int = Field(default=90, ge=1, le=MAX_DAYS)
+    # A store a restore replaced, kept beside the restored one (klantsync.db.replaced-<time>)
+    # in case the restore was the mistake: it holds everything the store held, sealed, and
+    # no erasure reaches into it, so it goes once this has passed.
+    replaced_stores_days: int = Field(default=30, ge=1, le=MAX_DAYS)
 
 
 class PrivacySettings(StrictModel):

@@ -83,6 +83,10 @@ _OWN_DATA = {
         "Id's van webhookleveringen (controle op herhaling)",
     ),
     "runs_days": ("Run history of the flows", "Uitvoeringsgeschiedenis van de koppelingen"),
+    "replaced_stores_days": (
+        "A store replaced by a restore from backup",
+        "Een door het terugzetten van een back-up vervangen opslag",
+    ),
 }
 
 

@@ -14,7 +14,9 @@
   retry of a delivery already taken; a daemon receiving webhooks for years would otherwise
   keep every id it ever saw);
 - the flows' runs that started more than ``runs_days`` ago, except each flow's latest run and
-  latest successful one (what ``status`` and the readiness probe read).
+  latest successful one (what ``status`` and the readiness probe read);
+- the stores a restore replaced (``<store>.replaced-<time>``, with their -wal and -shm) more
+  than ``replaced_stores_days`` ago: each holds all the store held, and no erasure reaches it.
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
 that deletes something appends one ``retention.purged`` audit entry with counts only.
@@ -27,6 +29,7 @@ import datetime as dt
 import glob
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +58,7 @@ class RetentionReport:
     jobs: int = 0
     webhook_ids: int = 0
     runs: int = 0
+    replaced_stores: int = 0
     cutoffs: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
@@ -68,6 +72,7 @@ class RetentionReport:
             + self.jobs
             + self.webhook_ids
             + self.runs
+            + self.replaced_stores
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -184,6 +189,7 @@ def sweep_now(
         "jobs": _stamp(when - dt.timedelta(days=days.jobs_days)),
         "webhook_ids": _stamp(when - dt.timedelta(days=days.webhook_ids_days)),
         "runs": _stamp(when - dt.timedelta(days=days.runs_days)),
+        "replaced_stores": _stamp(when - dt.timedelta(days=days.replaced_stores_days)),
     }
     report.cutoffs = cut
     # One transaction for every purge and the entry that records them: a process that died
@@ -246,6 +252,9 @@ def _sweep(
         f"DELETE FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
         cut["runs"],
     )
+    report.replaced_stores = _purge_replaced_stores(
+        store.path, cut["replaced_stores"], dry_run, report.errors
+    )
     if not dry_run and report.total:
         audit.append(
             store,
@@ -258,6 +267,7 @@ def _sweep(
                 "jobs": report.jobs,
                 "webhook_ids": report.webhook_ids,
                 "runs": report.runs,
+                "replaced_stores": report.replaced_stores,
             },
         )
 
@@ -348,6 +358,35 @@ def _delete_rows(
         _forget_rows_at(store, keyring, where)
         gone.add(where)
         purged += 1
+    return purged
+
+
+#: How a restore names the store it replaced: ``<store>.replaced-20260601T120000Z`` (with
+#: ``-2``... when taken), its -wal and -shm beside it under the same name.
+_REPLACED = re.compile(r"\.replaced-(\d{8}T\d{6}Z)(?:-\d+)?")
+
+
+def _purge_replaced_stores(store_path: Path, cutoff: str, dry_run: bool, errors: list[str]) -> int:
+    """Delete the stores restores replaced before ``cutoff`` (with their -wal and -shm)."""
+    purged = 0
+    prefix = store_path.name
+    for path in sorted(store_path.parent.glob(f"{glob.escape(prefix)}.replaced-*")):
+        found = _REPLACED.fullmatch(path.name[len(prefix) :])
+        if found is None:
+            continue  # a companion (-wal, -shm), or not a restore's name
+        when = dt.datetime.strptime(found.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        if _stamp(when) >= cutoff:
+            continue
+        purged += 1
+        if dry_run:
+            continue
+        try:
+            for companion in ("-wal", "-shm"):
+                path.with_name(path.name + companion).unlink(missing_ok=True)
+            path.unlink()
+        except OSError as exc:
+            purged -= 1
+            errors.append(f"replaced store {path.name}: {exc.strerror or type(exc).__name__}")
     return purged
 
 

@@ -144,6 +144,7 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
         "jobs": 2,
         "webhook_ids": 1,
         "runs": 0,
+        "replaced_stores": 0,
     }
     result = audit.verify(store)
     assert result.ok and result.anchor_seq == 3
@@ -307,6 +308,7 @@ def test_retention_command_reports_json(
         "jobs",
         "webhook_ids",
         "runs",
+        "replaced_stores",
     }
     assert main(["-c", str(config_path), "retention", "run"]) == 0
     assert "purged 1 dead letters" in capsys.readouterr().out
@@ -432,3 +434,29 @@ async def test_the_daemon_s_sweep_says_what_it_could_not_purge(
             await Daemon(rt).retention_sweep()
     (left,) = [r for r in caplog.records if r.getMessage() == "retention sweep left something"]
     assert "entry 2" in left.__dict__["error"]
+
+
+async def test_a_store_a_restore_replaced_goes_after_its_period(
+    store: Store, config: Config
+) -> None:
+    """A restore keeps the store it replaced beside the new one: everything the store held,
+    sealed, out of every erasure's reach. Nothing deleted it, ever."""
+    folder = store.path.parent
+    name = store.path.name
+    old = folder / f"{name}.replaced-20260415T080000Z"  # 47 days before NOW
+    again = folder / f"{name}.replaced-20260415T080000Z-2"
+    recent = folder / f"{name}.replaced-20260520T080000Z"  # 12 days before NOW
+    unrelated = folder / f"{name}.replaced-by-hand"
+    for path in (old, again, recent, unrelated):
+        path.write_bytes(b"SQLite format 3\x00")
+    (folder / f"{old.name}-wal").write_bytes(b"wal")
+    (folder / f"{old.name}-shm").write_bytes(b"shm")
+
+    dry = await retention.sweep(store, config, None, NOW, dry_run=True)
+    assert dry.replaced_stores == 2 and old.exists()
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.replaced_stores == 2 and report.errors == []
+    left = sorted(p.name for p in folder.iterdir() if ".replaced-" in p.name)
+    assert left == sorted([recent.name, unrelated.name])
+    (*_, entry) = audit.entries(store)
+    assert entry.kind == audit.RETENTION_PURGED and entry.data["replaced_stores"] == 2
