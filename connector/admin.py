@@ -393,4 +393,7 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         return shown
 
     app.add_middleware(_Guard, token=token)
+    # No redirect to the path with or without a trailing slash: behind a TLS-terminating
+    # proxy it pointed at http:// (the scheme the listener sees).
+    app.router.redirect_slashes = False
     return app

@@ -175,7 +175,11 @@ def last_backup_time(store: Store) -> float | None:
 def _copy(store: Store, partial: Path, receipt_key: Path) -> None:
     """The store as of one moment into ``partial``, with its receipt signing key file:
     owner-only, one file, checked."""
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # Made anew, never opened where it stands: its name can be guessed, and a symlink
+    # planted there had the store's copy written over whatever it pointed at (the master
+    # key file, say). Unlinking removes a link itself, not its target.
+    partial.unlink(missing_ok=True)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.close(fd)
     with closing(sqlite3.connect(partial, isolation_level=None)) as copy:
         # One step (all pages): one read transaction, so one moment of the store; stepped,

@@ -11,8 +11,10 @@ an acknowledgement's hash, identity and outbox deletion commit together.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -147,6 +149,28 @@ class DeadLetter:
     refusals: int
 
 
+def _owner_only(path: Path) -> None:
+    """Make the store file owner-only before SQLite opens it, and keep it so.
+
+    Under the umask a shell, sudo or a container starts with (022) SQLite made it 0644, and
+    its -wal and -shm with it (SQLite gives them the main file's mode): the sealed outbox,
+    subject ids and wrapped keys, readable by every local user, while backups of the same
+    data are 0600. A store made so by an earlier version is narrowed when opened; one owned
+    by another user (opened to read) is left as it is.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            with contextlib.suppress(OSError):
+                if name.stat().st_mode & 0o077:
+                    name.chmod(0o600)
+    except OSError:
+        return  # a folder that is not writable: the connect below says what is wrong
+    else:
+        os.close(fd)
+
+
 class Store:
     """The SQLite store. One connection; callers stay on one thread (the event loop's).
 
@@ -161,6 +185,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         make_store_folder(path)
+        _owner_only(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from typing import Final
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from adapters.mailchimp.payloads import subscriber_hash
 from connector.adapter import WebhookEvent, WebhookRequest, body_key
@@ -35,10 +35,21 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
     """Whether the URL carries exactly one ``secret`` parameter equal to ``secret``."""
     if not secret:
         return False
-    given = parse_qs(urlsplit(request.url).query, keep_blank_values=True).get(SECRET_PARAM, [])
+    # Read as written, not form-decoded: Mailchimp calls the URL exactly as it was
+    # registered, and form decoding made the "+" of a base64 secret a space, so such a
+    # secret never matched. Registered percent-encoded ("%2B"), it matches decoded.
+    query = urlsplit(request.url).query
+    given = [
+        value
+        for name, _, value in (pair.partition("=") for pair in query.split("&"))
+        if unquote(name) == SECRET_PARAM
+    ]
     if len(given) != 1:
         return False
-    return hmac.compare_digest(given[0].encode("utf-8"), secret.encode("utf-8"))
+    expected = secret.encode("utf-8")
+    as_written = hmac.compare_digest(given[0].encode("utf-8"), expected)
+    decoded = hmac.compare_digest(unquote(given[0]).encode("utf-8"), expected)
+    return as_written or decoded
 
 
 def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:

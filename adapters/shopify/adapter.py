@@ -468,7 +468,7 @@ class ShopifyAdapter:
         """``customers/redact`` -> erase, ``customers/data_request`` -> access,
         ``shop/redact`` -> purge_all, ``customers/create|update`` -> changed,
         ``customers/delete`` -> deleted; any other topic -> ignored."""
-        return parse_delivery(request)
+        return parse_delivery(request, self.settings.own_domain())
 
 
 SPEC = AdapterSpec(

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -60,6 +61,9 @@ class ShopifySettings(SystemSettings):
         overlap_seconds: how far each incremental pull reaches back before the newest
             ``updatedAt`` seen, because Shopify's ``updated_at`` filter may compare dates only.
         page_size: customers asked for per page (Shopify allows at most 250).
+        shop_domain: the store's ``<shop>.myshopify.com`` name, which webhooks carry; by
+            default the host of ``base_url`` when it is one. Deliveries about another store
+            (one app, installed on several) are ignored.
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ("access_token",)
@@ -69,6 +73,15 @@ class ShopifySettings(SystemSettings):
     plan: Plan = "standard"
     overlap_seconds: int = Field(default=300, ge=0, le=7 * 86_400)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
+    shop_domain: str | None = None
+
+    def own_domain(self) -> str | None:
+        """The store's myshopify.com name: ``shop_domain``, else ``base_url``'s host if it is
+        one; ``None`` when neither says (a proxy or a sandbox host)."""
+        if self.shop_domain:
+            return self.shop_domain.strip().lower()
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return host if host.endswith(".myshopify.com") else None
 
     @field_validator("api_version")
     @classmethod

@@ -41,6 +41,7 @@ COMPLIANCE_DAYS: Final = 30
 CUSTOMER_GID: Final = "gid://shopify/Customer/"
 HMAC_HEADER: Final = "x-shopify-hmac-sha256"
 TOPIC_HEADER: Final = "x-shopify-topic"
+DOMAIN_HEADER: Final = "x-shopify-shop-domain"
 
 COMPLIANCE_TOPICS: Final = frozenset({"customers/redact", "customers/data_request", "shop/redact"})
 
@@ -90,11 +91,17 @@ def _text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
-def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
+def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> list[WebhookEvent]:
     """Decode a verified delivery into one event (see the adapter's ``parse_webhook``).
 
     A compliance request always yields its event, even when its body cannot be read: the
     daemon then records it as unmatched instead of the request vanishing without a trace.
+
+    ``shop_domain`` is the store this system is (``<shop>.myshopify.com``), when known: a
+    delivery about another store is ignored. One app's client secret signs the deliveries
+    of every store it is installed on, to one URL, so another store's ``shop/redact`` (a
+    second store of the organisation, a development store) verified as well and made the
+    connector forget everything it held for this one.
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
     topic = headers.get(TOPIC_HEADER, "").strip().lower()
@@ -107,6 +114,12 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     except ValueError:
         payload = None
     payload = payload if isinstance(payload, dict) else {}
+    if shop_domain is not None:
+        # The compliance bodies name their store (signed); other topics only in the header.
+        named = payload.get("shop_domain") if kind in ("erase", "access", "purge_all") else None
+        store = named if isinstance(named, str) else headers.get(DOMAIN_HEADER, "")
+        if store.strip().lower() != shop_domain:
+            return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
     if kind == "purge_all":
         return [WebhookEvent(kind=kind, delivery_id=delivery_id)]
     if kind in ("erase", "access"):

@@ -733,6 +733,19 @@ def test_webhook_secret_in_the_url_is_checked(mc: Harness, sandbox: MailchimpSan
     assert not verify(hook(body, f"{HOOK_URL}?secret="), "", 0)
 
 
+def test_a_secret_with_a_plus_or_a_slash_verifies_as_registered(mc: Harness) -> None:
+    """`openssl rand -base64` gives "+" and "/". Mailchimp calls the URL as registered, but
+    the query was form-decoded, "+" read as a space: such a secret never matched, Mailchimp's
+    URL check got 401 and the webhook could not be saved."""
+    secret = "Zq8+Hk/3wT9+aa=="
+    verify = mc.adapter.verify_webhook
+    assert verify(WebhookRequest("GET", f"{HOOK_URL}?secret={secret}", {}, b""), secret, 0)
+    encoded = f"{HOOK_URL}?secret=Zq8%2BHk%2F3wT9%2Baa%3D%3D"  # registered percent-encoded
+    assert verify(WebhookRequest("GET", encoded, {}, b""), secret, 0)
+    spaced = f"{HOOK_URL}?secret=Zq8 Hk/3wT9 aa=="
+    assert not verify(WebhookRequest("GET", spaced, {}, b""), secret, 0)
+
+
 def test_parse_person_events_and_ignore_the_rest(mc: Harness, sandbox: MailchimpSandbox) -> None:
     """Audience events about a person become changed events; campaigns and pings do not."""
     for event in ("subscribe", "unsubscribe", "profile", "cleaned"):

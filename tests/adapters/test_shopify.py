@@ -25,7 +25,8 @@ from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from tests.conftest import FakeClock
 
-BASE_URL = "https://klantsync-test.myshopify.com"
+SHOP_DOMAIN = "klantsync-test.myshopify.com"
+BASE_URL = f"https://{SHOP_DOMAIN}"
 GRAPHQL = "/admin/api/2025-01/graphql.json"
 TOKEN = "shpat_sandbox"
 SECRET = "shopify-app-secret"
@@ -100,7 +101,7 @@ def wall() -> FakeClock:
 
 @pytest.fixture
 def sandbox(clock: FakeClock, wall: FakeClock) -> ShopifySandbox:
-    return ShopifySandbox(clock=clock, wall_clock=wall)
+    return ShopifySandbox(clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN)
 
 
 @pytest.fixture
@@ -673,6 +674,38 @@ def test_parse_compliance_topics(shop: Harness) -> None:
     assert (purge_all.kind, purge_all.external_id, purge_all.email) == ("purge_all", None, None)
     with pytest.raises(ValueError, match="compliance"):
         shop.sandbox.signed_compliance_webhook("customers/update", {}, SECRET)
+
+
+@pytest.mark.parametrize("topic", ["shop/redact", "customers/redact", "customers/update"])
+def test_a_delivery_about_another_store_of_the_app_is_ignored(shop: Harness, topic: str) -> None:
+    """One app's secret signs every store's deliveries to one URL: another store's
+    shop/redact verified and made the connector forget all it held for this one."""
+
+    def signed(sandbox: ShopifySandbox) -> WebhookRequest:
+        if topic == "customers/update":
+            return delivery(sandbox, topic, {"id": 42, "email": "an@example.com"})
+        payload: dict[str, Any] = {"shop_id": 954_889, "shop_domain": sandbox.shop_domain}
+        if topic == "customers/redact":
+            payload["customer"] = {"id": 42, "email": "an@example.com", "phone": None}
+        body, headers = sandbox.signed_compliance_webhook(topic, payload, SECRET)
+        return WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
+
+    other = signed(ShopifySandbox(shop_domain="another-store.myshopify.com"))
+    assert shop.adapter.verify_webhook(other, SECRET, now=0.0)
+    assert [e.kind for e in shop.adapter.parse_webhook(other)] == ["ignored"]
+    # This store's own, named in its body or (for a customer topic) its header, is taken;
+    # so is any store's where base_url names none (a proxy, a sandbox host).
+    assert shop.adapter.parse_webhook(signed(shop.sandbox))[0].kind != "ignored"
+    proxied = ShopifyAdapter(
+        shop.client,
+        ShopifySettings(
+            adapter="shopify",
+            base_url="https://shop.proxy.example",
+            mapping=MAPPING,
+            credentials={"access_token": SecretStr(TOKEN)},
+        ),
+    )
+    assert proxied.parse_webhook(other)[0].kind != "ignored"
 
 
 def test_parse_customer_topics_and_fallbacks(shop: Harness) -> None:

@@ -204,3 +204,24 @@ async def test_a_backup_from_before_key_ages_were_kept_still_restores_its_key(
     assert restore_backup(config, out).receipt_key == "from the backup"
     async with open_rt() as rt:
         assert DsrService(rt).public_key_pem() == public
+
+
+async def test_a_backup_does_not_write_through_a_symlink_planted_at_its_partial_name(
+    shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The copy is written first to ".<name>.partial-<pid>" beside --out, a name anyone who
+    may write to the backup folder can guess: a symlink planted there was followed, and the
+    file it pointed at (the master key, say) overwritten with the store's copy."""
+    import os
+
+    shop.add_person("an@example.com", "An", "Klant", "+31612345678")
+    await rt.engine.sync()
+    victim = tmp_path / "victim.key"
+    victim.write_text("precious key material\n")
+    folder = tmp_path / "shared-backups"
+    folder.mkdir()
+    out = folder / "nightly.db"
+    (folder / f".{out.name}.partial-{os.getpid()}").symlink_to(victim)
+    take_backup(rt.config, out)
+    assert victim.read_text() == "precious key material\n"
+    assert out.is_file() and not out.is_symlink()

@@ -305,6 +305,44 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_no_path_is_redirected_to_another_behind_the_proxy(daemon: Daemon) -> None:
+    """Behind the TLS-terminating proxy the listener sees http: "/webhooks/shop/?secret=..."
+    was answered 307 to http://<host>/webhooks/shop?secret=..., sending the vendor (and the
+    body, re-sent on a 307) to plain http. A path that is not served is a 404."""
+    async with _client(build_public_app(daemon)) as client:
+        slash = await client.post("/webhooks/shop/?secret=s3cr3t", content=b'{"id": 1}')
+        health = await client.get("/healthz/")
+    admin = build_admin_app(daemon)
+    async with _client(admin) as client:
+        status = await client.get(
+            "/admin/status/", headers={"authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+    for response in (slash, health, status):
+        assert response.status_code == 404 and "location" not in response.headers
+
+
+async def test_a_hubspot_timestamp_no_clock_gives_is_refused_not_an_internal_error(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unauthenticated input: a timestamp header of 5000 digits passed isdecimal() and made
+    int() raise, a 500 and an error in the log for anyone who sent it."""
+    monkeypatch.setenv("T_HS_HOOK", "hs-app-secret")
+    path = write_config(tmp_path, crm_extra='webhooks = { secret = "env:T_HS_HOOK" }')
+    async with open_rt(path) as rt, _client(build_public_app(Daemon(rt, clock=Clock()))) as c:
+        response = await c.post(
+            "/webhooks/crm",
+            content=b"[]",
+            headers={
+                "x-hubspot-signature-v3": "AAAA",
+                "x-hubspot-request-timestamp": "1" * 5000,
+            },
+        )
+    assert response.status_code == 401
+
+
 async def test_webhook_metrics_label_only_configured_systems(daemon: Daemon) -> None:
     """A delivery to a name that is no configured system counts under "unknown": the name from
     the URL (here an e-mail address) never becomes a label in /metrics."""

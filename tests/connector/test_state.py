@@ -542,3 +542,35 @@ def test_the_suppression_triggers_are_there_at_the_latest_schema(tmp_path: Path)
         "suppression_removed",
     ]
     store.close()
+
+
+def test_the_store_and_its_wal_and_shm_are_owner_only_under_a_default_umask(
+    tmp_path: Path,
+) -> None:
+    """Under umask 022 (a shell, sudo, a container) SQLite made the store 0644, its -wal and
+    -shm with it: the sealed outbox, subject ids and wrapped keys readable by every local
+    user. A store an earlier version left so is narrowed when opened."""
+    import os
+    import stat
+
+    def modes(path: Path) -> dict[str, int]:
+        names = {"": path, "-wal": path.with_name(path.name + "-wal")}
+        names["-shm"] = path.with_name(path.name + "-shm")
+        return {k: stat.S_IMODE(p.stat().st_mode) for k, p in names.items() if p.exists()}
+
+    old = os.umask(0o022)
+    try:
+        store = Store(tmp_path / "a.db")
+        store.enqueue_page("f", "shop", [QueuedPayload("crm", "s1", b"x", "h")], [], None)
+        made = modes(store.path)
+        store.close()
+        legacy = tmp_path / "legacy.db"
+        Store(legacy).close()
+        legacy.chmod(0o644)
+        reopened = Store(legacy)
+        narrowed = modes(legacy)
+        reopened.close()
+    finally:
+        os.umask(old)
+    assert set(made) == {"", "-wal", "-shm"} and set(made.values()) == {0o600}
+    assert narrowed[""] == 0o600
