@@ -177,12 +177,31 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
 
 
 def _run_errors(summary: str | None) -> list[str]:
-    """The errors a run's stored summary lists (none for a run still going or cut short)."""
+    """Why a run failed, as its stored summary says (none for a run still going or cut
+    short): its errors, then each destination that left records behind and why.
+
+    A run fails too when a destination only deferred its records (down for the whole run)
+    or refused some; that reason is in the destination's part of the summary, and a failed
+    flow shown with no reason sent the operator looking at every system.
+    """
     try:
-        errors = json.loads(summary or "{}").get("errors")
+        data = json.loads(summary or "{}")
+        errors = data.get("errors")
+        destinations = data.get("destinations")
     except (ValueError, AttributeError):
         return []
-    return [str(e) for e in errors] if isinstance(errors, list) else []
+    said = [str(e) for e in errors] if isinstance(errors, list) else []
+    for name, dest in (destinations if isinstance(destinations, dict) else {}).items():
+        if not isinstance(dest, dict):
+            continue
+        if dest.get("retry_later") and not dest.get("fatal"):  # a stop is in the errors
+            why = f" ({dest['deferred']})" if dest.get("deferred") else ""
+            said.append(f"{name}: {dest['retry_later']} records deferred to the next run{why}")
+        if dest.get("dead_lettered"):
+            said.append(f"{name}: {dest['dead_lettered']} records refused (see dead letters)")
+        if dest.get("not_erased"):
+            said.append(f"{name}: {dest['not_erased']} writes landed after an erasure")
+    return said
 
 
 def _runs_now(store: Store) -> dict[str, tuple[str, str | None, str, str | None]]:

@@ -156,6 +156,8 @@ class Engine:
         """Pull the flow's source and deliver to its destinations; return what happened."""
         source = self.systems[flow.source]
         cursor = None if full else self.store.get_cursor(flow.name, source.name)
+        if not dry_run:
+            self._drop_unrouted()
         run_id = None if dry_run else self.store.start_run(flow.name)
         try:
             report = await self._run(
@@ -179,6 +181,17 @@ class Engine:
                 )
                 audit.append(self.store, "sync.run", audit_summary(report))
         return report
+
+    def _drop_unrouted(self) -> None:
+        """Delete what flows queued for systems they no longer send to (see
+        :meth:`Store.drop_unrouted`), and say so."""
+        routes = [(f.name, d) for f in self.config.flows for d in f.destinations]
+        dropped = self._write(lambda store: store.drop_unrouted(routes))
+        for (flow, system), count in dropped.items():
+            log.info(
+                "queued payloads dropped: their flow no longer sends to the system",
+                extra={"flow": flow, "system": system, "count": count},
+            )
 
     async def ingest(
         self, flow_name: str, records: Sequence[Mapping[str, Any]], *, full: bool = False
@@ -329,7 +342,7 @@ class Engine:
             finally:
                 self.flush()
         if not dry_run:
-            waiting = self.store.outbox_counts()
+            waiting = self.store.outbox_counts(flow=flow.name)
             for name, dest_report in report.destinations.items():
                 dest_report.left_queued = waiting.get(name, 0)
         return report
@@ -602,7 +615,11 @@ class Engine:
         while not stop.is_set() and not self._stopping and not halt.is_set():
             # Clear before looking, so a page queued right after the look still wakes us.
             wake.clear()
-            rows = self.store.outbox_batch(dest.name, last_id, dest.limits.batch_size)
+            # This flow's rows only: another flow feeding the same system delivers its own
+            # (run side by side in the daemon, both read every row and wrote each twice).
+            rows = self.store.outbox_batch(
+                dest.name, last_id, dest.limits.batch_size, flow=flow.name
+            )
             if not rows:
                 if producer_done.is_set():
                     break
@@ -685,6 +702,7 @@ class Engine:
             dest.name, {r.subject_id: r.subject_no for r in rows}
         )
         context = outbox_context(dest.name)
+        allowed = dest.mapping.allowed_paths
         for row in rows:
             try:
                 fresh = self._fresh.pop(row.id, None)
@@ -697,12 +715,18 @@ class Engine:
                 continue
             ref = str(row.id)
             by_ref[ref] = row
+            fields = envelope["fields"]
+            if not allowed.issuperset(fields):
+                # Queued under a mapping that allowed more (a field taken out of it since,
+                # while the system was down): only what the mapping allows now leaves. The
+                # sync after this one queues the person's current payload, without it.
+                fields = {name: value for name, value in fields.items() if name in allowed}
             records.append(
                 OutboundRecord(
                     ref=ref,
                     email=envelope["email"],
                     external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
-                    fields=envelope["fields"],
+                    fields=fields,
                 )
             )
         if undecryptable:

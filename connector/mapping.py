@@ -176,6 +176,13 @@ class SystemMapping:
             else []
         )
         self._phone_chains: dict[tuple[str, str], tuple[Transform, ...]] = {}
+        #: Every name a write to this system may carry: the fields it is sent, and the
+        #: markers of a withdrawal or a renewed consent.
+        self.allowed_paths = (
+            frozenset(f.path for f in self.sent_fields())
+            | frozenset(self.withdrawn)
+            | frozenset(self.consent_renewed)
+        )
 
     @property
     def outbound_fields(self) -> list[str]:

@@ -522,15 +522,38 @@ class Store:
 
     # -- outbox ------------------------------------------------------------------------------
 
-    def outbox_batch(self, system: str, after_id: int, limit: int) -> list[OutboxRow]:
-        """Up to ``limit`` rows for ``system`` with id above ``after_id``, oldest first."""
+    def outbox_batch(
+        self, system: str, after_id: int, limit: int, flow: str | None = None
+    ) -> list[OutboxRow]:
+        """Up to ``limit`` rows for ``system`` with id above ``after_id``, oldest first;
+        with ``flow``, only the rows that flow queued."""
         rows = self.db.execute(
             "SELECT o.id, o.system, s.subject_id, o.flow, o.payload, o.payload_hash, o.attempts, "
             "o.subject_no FROM outbox o JOIN subjects s ON s.subject_no = o.subject_no "
-            "WHERE o.system=? AND o.id>? ORDER BY o.id LIMIT ?",
-            (system, after_id, limit),
+            "WHERE o.system=? AND o.id>? AND (?4 IS NULL OR o.flow=?4) ORDER BY o.id LIMIT ?3",
+            (system, after_id, limit, flow),
         ).fetchall()
         return [OutboxRow._make(row) for row in rows]
+
+    def drop_unrouted(self, routes: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Delete the rows queued by a flow for a system it no longer sends to; how many,
+        per ``(flow, system)``.
+
+        ``routes`` are the configured ``(flow, destination)`` pairs. Rows of a flow removed
+        or renamed, or for a destination taken out of its flow, were delivered by another
+        flow's run to a system nothing meant to send them to any more, or kept sealed in the
+        outbox for good. The next run of a flow queues whatever its systems lack.
+        """
+        wanted = set(routes)
+        found = self.db.execute("SELECT DISTINCT flow, system FROM outbox").fetchall()
+        dropped: dict[tuple[str, str], int] = {}
+        for flow, system in found:
+            if (flow, system) not in wanted:
+                cur = self.db.execute(
+                    "DELETE FROM outbox WHERE flow=? AND system=?", (flow, system)
+                )
+                dropped[(str(flow), str(system))] = cur.rowcount
+        return dropped
 
     def outbox_count(self, system: str | None = None) -> int:
         if system is None:
@@ -541,10 +564,13 @@ class Store:
             ).fetchone()[0]
         return count
 
-    def outbox_counts(self) -> dict[str, int]:
-        """Rows waiting for delivery, per system that has any (a walk of the (system, id) index)."""
+    def outbox_counts(self, flow: str | None = None) -> dict[str, int]:
+        """Rows waiting for delivery, per system that has any (a walk of the (system, id) index);
+        with ``flow``, only the rows that flow queued."""
         rows = self.db.execute(
-            "SELECT system, COUNT(*) FROM outbox GROUP BY system ORDER BY system"
+            "SELECT system, COUNT(*) FROM outbox WHERE ?1 IS NULL OR flow=?1 "
+            "GROUP BY system ORDER BY system",
+            (flow,),
         )
         return {str(system): int(count) for system, count in rows}
 

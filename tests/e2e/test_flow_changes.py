@@ -1,0 +1,319 @@
+"""Configs that change between runs, and flows that share systems, end to end.
+
+A mapping that allows less, a destination taken out of a flow, a flow removed, two flows
+feeding one system side by side: what was queued goes only where the config sends it now,
+once, and a run that fails says why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.mailchimp.sandbox import MailchimpSandbox
+from adapters.pipedrive.sandbox import PipedriveSandbox
+from adapters.shopify.sandbox import ShopifySandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.demo import REPO_MAPPINGS
+from connector.runtime import open_runtime
+from tests.conftest import MASTER_KEY, FakeClock, VirtualTime
+
+LIST = "a1b2c3d4e5"
+
+
+class World:
+    def __init__(self) -> None:
+        self.shop = WooCommerceSandbox()
+        self.shop2 = WooCommerceSandbox()
+        self.crm = HubSpotSandbox(rate_limit=None)
+        self.news = MailchimpSandbox(list_ids=(LIST,))
+        self.deals = PipedriveSandbox(rate_limit=None, search_rate_limit=None)
+        self.wall = FakeClock(1_790_000_000.0)
+        self.shopify = ShopifySandbox(wall_clock=self.wall)
+
+    def transports(self) -> dict[str, httpx.AsyncBaseTransport]:
+        return {
+            name: httpx.ASGITransport(app=getattr(self, name).app())
+            for name in ("shop", "shop2", "crm", "news", "deals", "shopify")
+        }
+
+
+def write_config(
+    directory: Path, world: World, flows: str, *, mappings: dict[str, Path] | None = None
+) -> Path:
+    mappings = mappings or {}
+    (directory / "master.key").write_text(MASTER_KEY)
+    secrets = directory / "secrets"
+    secrets.mkdir(exist_ok=True)
+    values = {
+        "sk": world.shop.credentials()["consumer_key"],
+        "ss": world.shop.credentials()["consumer_secret"],
+        "sk2": world.shop2.credentials()["consumer_key"],
+        "ss2": world.shop2.credentials()["consumer_secret"],
+        "crm": world.crm.credentials()["token"],
+        "news": world.news.credentials()["api_key"],
+        "deals": world.deals.credentials()["api_token"],
+        "shopify": world.shopify.credentials()["access_token"],
+    }
+    for name, value in values.items():
+        (secrets / name).write_text(value)
+
+    def mapping(system: str, kind: str) -> Path:
+        return mappings.get(system, REPO_MAPPINGS / f"{kind}.toml")
+
+    path = directory / "klantsync.toml"
+    path.write_text(
+        f"""
+[store]
+path = "klantsync.db"
+[keys]
+source = "file:master.key"
+[sync]
+retry_base_seconds = 0
+retry_attempts = 2
+
+[systems.shop]
+adapter = "woocommerce"
+base_url = "https://shop.test"
+mapping = "{mapping("shop", "woocommerce")}"
+credentials = {{ consumer_key = "file:secrets/sk", consumer_secret = "file:secrets/ss" }}
+
+[systems.shop2]
+adapter = "woocommerce"
+base_url = "https://shop2.test"
+mapping = "{mapping("shop2", "woocommerce")}"
+credentials = {{ consumer_key = "file:secrets/sk2", consumer_secret = "file:secrets/ss2" }}
+
+[systems.crm]
+adapter = "hubspot"
+base_url = "https://crm.test"
+mapping = "{mapping("crm", "hubspot")}"
+credentials = {{ token = "file:secrets/crm" }}
+
+[systems.news]
+adapter = "mailchimp"
+base_url = "https://us21.api.mailchimp.test/3.0"
+mapping = "{mapping("news", "mailchimp")}"
+list_ids = ["{LIST}"]
+credentials = {{ api_key = "file:secrets/news" }}
+
+[systems.deals]
+adapter = "pipedrive"
+base_url = "https://klant.pipedrive.test/api/v2"
+mapping = "{mapping("deals", "pipedrive")}"
+credentials = {{ api_token = "file:secrets/deals" }}
+
+[systems.shopify]
+adapter = "shopify"
+base_url = "https://klant.myshopify.test"
+mapping = "{mapping("shopify", "shopify")}"
+credentials = {{ access_token = "file:secrets/shopify" }}
+
+{flows}
+"""
+    )
+    return path
+
+
+def opener(world: World) -> Callable[[Path], Any]:
+    def open_(path: Path) -> Any:
+        clock = VirtualTime()
+        return open_runtime(
+            path, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+        )
+
+    return open_
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def _emails(shop: WooCommerceSandbox, count: int) -> list[str]:
+    return [shop.store.get(i)["email"] for i in range(1, count + 1)]
+
+
+ONE_FLOW = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm"]
+"""
+
+
+async def test_field_removed_from_mapping_is_not_sent_from_queued_rows(
+    world: World, tmp_path: Path
+) -> None:
+    """The operator takes `phone` out of HubSpot's allow-list while payloads queued under the
+    old mapping wait (HubSpot was down). The next sync must not send the phone: only
+    fields named in a mapping flow to a system (DESIGN principle 2)."""
+    world.shop.seed_synthetic(3, seed=5)
+    path = write_config(tmp_path, world, ONE_FLOW)
+    world.crm.faults.down = True
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 3
+    world.crm.faults.down = False
+    world.crm.log.clear()
+    no_phone = tmp_path / "hubspot-no-phone.toml"
+    text = (REPO_MAPPINGS / "hubspot.toml").read_text()
+    head, _, rest = text.partition("[fields.phone]")
+    rest = rest[rest.index("[fields.company]") :]
+    no_phone.write_text(head + rest)
+    path = write_config(tmp_path, world, ONE_FLOW, mappings={"crm": no_phone})
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+    assert world.crm.contact_count() == 3
+    sent = [sorted(e.property_names) for e in world.crm.log.writes()]
+    assert all("phone" not in names for names in sent), sent
+
+
+DEALS_FROM_BOTH_SHOPS = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm", "deals"]
+
+[[flows]]
+name = "shop2"
+source = "shop2"
+destinations = ["deals"]
+"""
+
+TWO_SHOPS_DEALS_FROM_SHOP2_ONLY = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm"]
+
+[[flows]]
+name = "shop2"
+source = "shop2"
+destinations = ["deals"]
+"""
+
+
+async def test_destination_taken_out_of_a_flow_gets_none_of_its_queued_rows(
+    world: World, tmp_path: Path
+) -> None:
+    """Pipedrive is taken out of flow `shop` (its customers are no longer to go there) while
+    that flow's payloads for Pipedrive wait (Pipedrive was down). Pipedrive still receives
+    `shop2`'s customers. A run of `shop2` must not deliver `shop`'s queued customers to
+    Pipedrive: no configured flow sends them there any more."""
+    world.shop.add_person("alleen.shop@example.nl", "Anna", "Winkel", "0612345678")
+    world.shop2.add_person("alleen.shop2@example.nl", "Bert", "Tweede", "0612345679")
+    path = write_config(tmp_path, world, DEALS_FROM_BOTH_SHOPS)
+    world.deals.faults.down = True
+    async with opener(world)(path) as rt:
+        await rt.engine.sync("shop")
+        assert rt.store.outbox_counts() == {"deals": 1}
+    world.deals.faults.down = False
+    path = write_config(tmp_path, world, TWO_SHOPS_DEALS_FROM_SHOP2_ONLY)
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+    assert world.deals.holds("alleen.shop2@example.nl")
+    assert not world.deals.holds("alleen.shop@example.nl")
+
+
+BOTH_SHOPS_TO_CRM_AND_DEALS = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm", "deals"]
+schedule = "every 15m"
+
+[[flows]]
+name = "shop2"
+source = "shop2"
+destinations = ["crm", "deals"]
+schedule = "every 15m"
+"""
+
+
+async def test_two_flows_into_one_destination_running_together_send_each_record_once(
+    world: World, tmp_path: Path
+) -> None:
+    """The daemon runs each flow under its own lock, so two flows feeding the same systems
+    run side by side (both "every 15m" run at its start). Each record queued must still be
+    written once: deliveries duplicate nothing (README, How it keeps data safe)."""
+    import asyncio
+
+    from connector.daemon import Daemon
+
+    world.shop.seed_synthetic(150, seed=31)
+    world.shop2.seed_synthetic(150, seed=32)
+    path = write_config(tmp_path, world, BOTH_SHOPS_TO_CRM_AND_DEALS)
+    async with opener(world)(path) as rt:
+        daemon = Daemon(rt)
+        await asyncio.gather(daemon.run_flow("shop"), daemon.run_flow("shop2"))
+    people = {e for e in _emails(world.shop, 150)} | {e for e in _emails(world.shop2, 150)}
+    written = sum(
+        e.records
+        for e in world.crm.log.entries
+        if e.path.endswith(("/batch/upsert", "/batch/update")) and e.status < 300
+    )
+    creates = world.deals.log.count("POST", "/api/v2/persons")
+    assert (written, creates, world.deals.person_count()) == (len(people),) * 3
+
+
+THREE_DESTINATIONS = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm", "news", "deals"]
+"""
+
+
+async def test_status_says_why_a_run_failed_when_one_destination_was_down(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pipedrive is down for a whole run while HubSpot and Mailchimp take everyone: the run
+    failed (its records are left queued). `status --json` shows the flow failed with that
+    run's errors (README: `last_errors`, the system, the call and the vendor's category), so
+    the operator can tell which system to look at."""
+    import json
+
+    from connector.cli import main
+
+    world.shop.seed_synthetic(10, seed=41)
+    path = write_config(tmp_path, world, THREE_DESTINATIONS)
+    world.deals.faults.down = True
+    async with opener(world)(path) as rt:
+        (report,) = await rt.engine.sync()
+    assert report.failed and report.destinations["deals"].left_queued == 10
+    capsys.readouterr()
+    assert main(["-c", str(path), "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    flow = status["flows"]["shop"]
+    assert flow["last_status"] == "failed"
+    assert status["queued"] == {"deals": 10}
+    assert any("deals" in error for error in flow["last_errors"]), flow
+
+
+async def test_rows_queued_for_a_destination_no_flow_names_any_more_do_not_stay_for_ever(
+    world: World, tmp_path: Path
+) -> None:
+    """Pipedrive is taken out of the only flow that fed it while 3 payloads for it wait
+    (it was down). No run ever reads them again: the sealed customer records stay in the
+    outbox for good (no retention rule covers them) and `status` shows them queued for
+    ever. They should be dropped (no flow sends them) rather than kept indefinitely."""
+    world.shop.seed_synthetic(3, seed=71)
+    path = write_config(tmp_path, world, THREE_DESTINATIONS)
+    world.deals.faults.down = True
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_counts() == {"deals": 3}
+    world.deals.faults.down = False
+    path = write_config(tmp_path, world, THREE_DESTINATIONS.replace(', "deals"]', "]"))
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+        left = rt.store.outbox_counts()
+    assert world.deals.person_count() == 0
+    assert left == {}, left
