@@ -19,6 +19,7 @@ from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
 
 __all__ = [
+    "RETAINED",
     "Adapter",
     "AdapterSpec",
     "Capability",
@@ -41,6 +42,9 @@ __all__ = [
 #: (Mailchimp), which must be answered 200 or the webhook is not saved.
 Capability = Literal["pull", "upsert", "update", "find", "erase", "webhooks", "webhook_url_check"]
 ErasureMode = Literal["hard_delete", "async_hard_delete", "anonymise", "delete_purged_later"]
+
+#: The key of a found record the system keeps on purpose after an erasure; its value says why.
+RETAINED = "retained"
 #: ``upserted``: written, and the system does not say whether the record was new (Mailchimp's
 #: ``PUT`` answers a created and an updated member alike).
 #: ``not_held`` and ``skipped`` come from ``update`` only, which never creates: the system holds
@@ -246,7 +250,12 @@ class Adapter(Protocol):
         ...
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """Every record the system holds for the subject, in the vendor's shape."""
+        """Every record the system holds for the subject, in the vendor's shape.
+
+        A record the system keeps on purpose after an erasure (orders a shop must keep for
+        its tax records, say) carries ``"retained": "<why>"`` (:data:`RETAINED`): access
+        shows it, and an erasure's check that nothing is left passes it over.
+        """
         ...
 
     async def erase(self, subject: Subject) -> ErasureResult:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector.access import BUNDLE_FILES, art15_facts, write_bundle
-from connector.adapter import ErasureResult, OutboundRecord, Subject
+from connector.adapter import RETAINED, ErasureResult, OutboundRecord, Subject
 from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
@@ -470,7 +470,11 @@ class KindRunner:
                 with self.rt.store.transaction():
                     self.db.set_system(row.id, name, "done", result=record)
                     self.service.audit("dsr.erased", row, system=name, found=result.found)
-            remaining = [r for s in subjects for r in await system.adapter.find(s)]
+            # What the system keeps on purpose (RETAINED: orders kept for tax law) is no
+            # failure: the erasure's note and receipt say it stays.
+            remaining = [
+                r for s in subjects for r in await system.adapter.find(s) if RETAINED not in r
+            ]
         except KlantsyncError as exc:
             self._failed(row, name, str(exc))
             return

@@ -38,6 +38,7 @@ from adapters.woocommerce.shapes import DELETABLE_ROLES
 from adapters.woocommerce.webhooks import parse_delivery, verify_delivery
 from connector import jsonutil
 from connector.adapter import (
+    RETAINED,
     AdapterSpec,
     Capability,
     ClientConfig,
@@ -75,6 +76,10 @@ REREAD = 2
 MAX_REREADS = 5
 BATCH_SIZE = 100  # woocommerce_rest_batch_items_limit, across create + update + delete
 NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are not changed)"
+#: What an erasure leaves of the orders when anonymise_orders is off, and why.
+KEPT_ORDERS = "kept with their billing data (anonymise_orders is off: kept for tax law)"
+#: WooCommerce's answer (400) to an update of an order it no longer has.
+ORDER_GONE = "woocommerce_rest_shop_order_invalid_id"
 
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
@@ -485,7 +490,10 @@ class WooCommerceAdapter:
         customer = await self._customer_for(subject)
         orders = await self._orders_for(int(customer["id"]) if customer else None, subject.email)
         held: list[dict[str, Any]] = [customer] if customer else []
-        return held + [{"type": "order", **order} for order in orders]
+        # Not anonymised by an erasure (anonymise_orders off: kept for tax law), an order
+        # is held on purpose: found for access, and no sign an erasure failed.
+        kept = {} if self.settings.anonymise_orders else {RETAINED: KEPT_ORDERS}
+        return held + [{"type": "order", **order, **kept} for order in orders]
 
     async def erase(self, subject: Subject) -> ErasureResult:
         """Anonymise the subject's orders (if configured), then delete the customer for good."""
@@ -497,13 +505,29 @@ class WooCommerceAdapter:
             for order in orders:
                 if is_anonymous(order):
                     continue
+                path = f"{API}/orders/{order['id']}"
                 response = await self.client.request(
-                    "PUT", f"{API}/orders/{order['id']}", json=ANONYMOUS_ORDER, accept=(404,)
+                    "PUT", path, json=ANONYMOUS_ORDER, accept=(400, 404)
                 )
-                # A 404 means the order was deleted meanwhile: nothing of it is left to blank.
+                # Deleted meanwhile (WooCommerce answers an update of an order it no longer
+                # has 400 woocommerce_rest_shop_order_invalid_id): nothing of it to blank.
+                code = response_code(response)
+                if response.status_code == 400 and code != ORDER_GONE:
+                    raise RecordError(self.client.system, "PUT", path, 400, code)
                 anonymised += response.status_code == 200
         kept = "order IP address, user agent and order notes are read-only over wc/v3 and remain"
         if customer_id is None:
+            if not self.settings.anonymise_orders:
+                guest = await self._orders_for(None, subject.email)
+                if guest:
+                    # Not "nothing held": their guest orders stay, with their billing data.
+                    return ErasureResult(
+                        found=True,
+                        mode="hard_delete",
+                        reversible=False,
+                        endpoint=f"DELETE {API}/customers/{{id}}?force=true",
+                        note=f"no customer account; {len(guest)} guest orders {KEPT_ORDERS}",
+                    )
             if anonymised:
                 return ErasureResult(
                     found=True,
@@ -535,7 +559,7 @@ class WooCommerceAdapter:
         orders_text = (
             f"{anonymised} orders anonymised; {kept}"
             if self.settings.anonymise_orders
-            else "orders kept with their billing data (anonymise_orders is off)"
+            else f"orders {KEPT_ORDERS}"
         )
         if response.status_code != 200:
             # Deleted by someone else between our lookup and our call: nothing left to delete.

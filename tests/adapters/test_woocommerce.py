@@ -7,6 +7,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -758,3 +759,41 @@ def test_synthetic_customers_are_fixed_by_seed_and_index_and_spread_over_the_lis
         assert 1000 <= int(digits) <= 9999 and len(letters) == 2 and letters.isalpha()
     paying = sum(c["is_paying_customer"] for c in customers) / len(customers)
     assert 0.55 < paying < 0.65
+
+
+async def test_erasing_a_guest_whose_orders_are_kept_says_they_stay(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """With anonymise_orders off a guest's orders keep their billing data; the result (what
+    the receipt says) claimed "no customer or order with personal data for this subject"."""
+    sandbox.add_order(0, billing={"email": "gast@example.com", "first_name": "Gast"})
+    built = await make_harness(sandbox, config=settings(anonymise_orders=False))
+    async with built.client:
+        result = await built.adapter.erase(Subject(email="gast@example.com"))
+        (order,) = await built.adapter.find(Subject(email="gast@example.com"))
+    assert result.found and "1 guest orders kept" in result.note
+    assert order["retained"].startswith("kept with their billing data")
+
+
+async def test_an_order_deleted_while_the_erasure_runs_does_not_fail_it(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce answers an update of an order it no longer has with 400
+    woocommerce_rest_shop_order_invalid_id, not 404: an order the shop owner deleted while
+    the erasure ran made the whole erasure fail."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Klant")
+    first, second = sandbox.add_order(customer_id), sandbox.add_order(customer_id)
+    built = await make_harness(sandbox)
+    listed = built.adapter._orders_for
+
+    async def listed_then_deleted(customer: int | None, email: str) -> list[dict[str, Any]]:
+        orders = await listed(customer, email)
+        del sandbox.store.orders[first]
+        return orders
+
+    built.adapter._orders_for = listed_then_deleted  # type: ignore[method-assign]
+    async with built.client:
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    assert result.found and "1 orders anonymised" in result.note
+    order = sandbox.order(second)
+    assert order is not None and order["billing"]["email"] == ""

@@ -1614,3 +1614,28 @@ async def test_retries_while_a_system_is_down_add_no_manifest_entry(
     crm.faults.down = False
     assert (await service.retry(view.id)).status == "completed"
     assert entries("dsr.manifest") == first + 1  # the CRM's snapshot, once taken
+
+
+async def test_an_erasure_of_someone_whose_orders_are_kept_by_law_completes(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """anonymise_orders = false is how a shop keeps its orders for tax law. The account went,
+    and the check that nothing is left found the kept orders: "still present after erasure",
+    a dsr.alert, on every retry, past the deadline."""
+    credentials = (
+        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }'
+    )
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text().replace(credentials, f"{credentials}\nanonymise_orders = false")
+    )
+    async with open_rt(path) as rt:
+        shop_id = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+        order_id = shop.add_order(shop_id)
+        (report,) = await rt.engine.sync()
+        assert not report.failed
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed" and not shop.holds(CANARY_EMAIL)
+    assert view.system("shop").status == "verified_absent"
+    order = shop.order(order_id)
+    assert order is not None and order["billing"]["email"] == CANARY_EMAIL
