@@ -177,8 +177,10 @@ class WooCommerceAdapter:
         one up a place, so a scan that went on where it stopped would pass over as many
         customers as were deleted, until its next run. So each page starts a little before
         where the last one ended (:data:`REREAD`), and further back by as many customers as
-        ``X-WP-Total`` dropped since the last page; what was delivered already is known by
-        its id (ids only grow) and dropped. The cursor holds the offset, the highest id
+        ``X-WP-Total`` dropped since the last page, or until the page meets what was read (a
+        page whose first id is past the highest delivered: as many signed up meanwhile as
+        were deleted); what was delivered already is known by its id (ids only grow) and
+        dropped. The cursor holds the offset, the highest id
         delivered and the count, so a run resumed after a crash does the same. If the shop
         answers two pages with the same span of ids (it ignores ``offset``), the scan stops
         with an error instead of looping.
@@ -197,6 +199,14 @@ class WooCommerceAdapter:
                 reread += 1
                 if reread > MAX_REREADS:
                     break
+                response, raw, counted = await self._customers_at(path, start)
+            step = 2 * REREAD
+            while raw and start > 0 and raw[0]["id"] > after and reread < MAX_REREADS:
+                # The page starts past the highest id delivered: customers between may have
+                # moved up unseen (as many signed up as were deleted, so X-WP-Total did not
+                # drop). Read from further back until the page meets what was read.
+                start, step = max(0, start - step), step * 2
+                reread += 1
                 response, raw, counted = await self._customers_at(path, start)
             total = counted if counted is not None else total
             if raw and not reread:
