@@ -259,7 +259,12 @@ class Adapter(Protocol):
         ...
 
     async def erase(self, subject: Subject) -> ErasureResult:
-        """Permanently delete the subject with the system's GDPR route; idempotent."""
+        """Permanently delete the subject with the system's GDPR route; idempotent.
+
+        (An adapter whose pull leaves people out by a setting, WooCommerce's ``role``, also
+        has ``pull_includes(record) -> bool``: a targeted sync of someone found by ``find``
+        goes ahead only if a pull would list them. Optional: without it, everyone is.)
+        """
         ...
 
     def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:

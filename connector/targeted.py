@@ -60,10 +60,16 @@ async def sync_subjects(
             found = await adapter.find(Subject(email=email, external_id=external_id))
         # find() returns everything held for the subject (e.g. orders, archived contacts);
         # only live people sync, as a pull would list them.
+        # Nor anyone the pull leaves out by the system's settings (WooCommerce's role = a
+        # shop manager when only customers are synced): a webhook about them, or a resync of
+        # their address, carried them past the data minimisation the pull keeps.
+        in_pull = getattr(adapter, "pull_includes", None)
         return [
             record
             for record in found
-            if record.get("type", "customer") != "order" and not is_archived(record)
+            if record.get("type", "customer") != "order"
+            and not is_archived(record)
+            and (in_pull is None or in_pull(record))
         ]
 
     fetched = await asyncio.gather(*(fetch(ext, mail) for ext, mail in unique))

@@ -225,6 +225,11 @@ class WooCommerceAdapter:
                 return
             yield Page(records=records, cursor=encode_cursor(position, after, total))
 
+    def pull_includes(self, record: Mapping[str, Any]) -> bool:
+        """Whether a pull lists this customer: its role is the one ``role`` syncs. (Looked
+        up by e-mail, for a webhook or a resync, anyone of any role is found.)"""
+        return self.settings.role == "all" or record.get("role") == self.settings.role
+
     async def _customers_at(
         self, path: str, offset: int
     ) -> tuple[httpx.Response, list[dict[str, Any]], int | None]:

@@ -62,3 +62,30 @@ async def test_two_deliveries_of_one_customer_under_two_addresses_make_one_conta
     shop.touch("jan@gmial.com", email="jan@gmail.com")
     await sync_subjects(rt, "shop", [(customer, "jan@gmial.com"), (customer, "jan@gmail.com")])
     assert crm.holds("jan@gmail.com") and crm.contact_count() == 1
+
+
+async def test_a_webhook_about_someone_the_pull_leaves_out_by_role_does_not_sync_them(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+) -> None:
+    """role = "customer" leaves a shop manager out of the pull; WooCommerce sends
+    customer.updated for any user, and the targeted sync found them by e-mail (any role)
+    and sent them to the CRM after all."""
+    credentials = (
+        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }'
+    )
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace(credentials, f'{credentials}\nrole = "customer"'))
+    async with open_rt(path) as rt:
+        shop.add_person("klant@voorbeeld.nl", "Karel", "Klant")
+        shop.add_person("beheer@voorbeeld.nl", "Wim", "Beheer", role="shop_manager")
+        await rt.engine.sync()
+        assert crm.holds("klant@voorbeeld.nl") and not crm.holds("beheer@voorbeeld.nl")
+        await sync_subjects(rt, "shop", [(None, "beheer@voorbeeld.nl")])
+        assert not crm.holds("beheer@voorbeeld.nl")
+        shop.touch("klant@voorbeeld.nl", first_name="Karl")
+        await sync_subjects(rt, "shop", [(None, "klant@voorbeeld.nl")])
+    assert crm.record_for("klant@voorbeeld.nl")["properties"]["firstname"] == "Karl"
