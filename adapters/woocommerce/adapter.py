@@ -323,7 +323,7 @@ class WooCommerceAdapter:
         updates: list[int] = []
         body: dict[str, list[dict[str, Any]]] = {"create": [], "update": []}
         for i, (record, known) in enumerate(zip(records, ids, strict=True)):
-            item = nest(record.fields)
+            item = nest(_with_billing_names(record.fields))
             if known is None:
                 item.setdefault("email", record.email)
                 body["create"].append(item)
@@ -619,6 +619,22 @@ SPEC = AdapterSpec(
     limits=woocommerce_limits,
     sandbox=WooCommerceSandbox,
 )
+
+
+def _with_billing_names(fields: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``fields`` with the account's name written to the billing address as well.
+
+    WooCommerce keeps the name twice, and the billing copy is the one invoices, order
+    e-mails and the next checkout use: a corrected name written to the account alone left
+    the shop using the name the person asked to have corrected. (A mapping that writes the
+    billing name itself keeps what it writes.)
+    """
+    extra = {
+        f"billing.{name}": fields[name]
+        for name in ("first_name", "last_name")
+        if name in fields and f"billing.{name}" not in fields
+    }
+    return {**fields, **extra} if extra else fields
 
 
 def _refused_delete(

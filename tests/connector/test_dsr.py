@@ -1639,3 +1639,19 @@ async def test_an_erasure_of_someone_whose_orders_are_kept_by_law_completes(
     assert view.system("shop").status == "verified_absent"
     order = shop.order(order_id)
     assert order is not None and order["billing"]["email"] == CANARY_EMAIL
+
+
+async def test_a_corrected_name_is_corrected_on_the_shop_s_billing_address_too(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """WooCommerce keeps the name on the account and on the billing address, which invoices,
+    order e-mails and the next checkout use; a correction wrote the account's alone."""
+    shop.add_person(CANARY_EMAIL, "Zwanete", "Klant", CANARY_PHONE)
+    (report,) = await rt.engine.sync()
+    assert not report.failed
+    view = await DsrService(rt).rectify(CANARY_EMAIL, {"first_name": CANARY_NAME})
+    assert view.status == "completed"
+    record = shop.record_for(CANARY_EMAIL)
+    assert record is not None
+    assert record["first_name"] == record["billing"]["first_name"] == CANARY_NAME
+    assert record["billing"]["last_name"] == "Klant"
