@@ -508,17 +508,42 @@ class WooCommerceAdapter:
         # Not anonymised by an erasure (anonymise_orders off: kept for tax law), an order
         # is held on purpose: found for access, and no sign an erasure failed.
         kept = {} if self.settings.anonymise_orders else {RETAINED: KEPT_ORDERS}
-        return held + [{"type": "order", **order, **kept} for order in orders]
+        # Each with its notes: a shop employee's, or one sent to the customer, they may
+        # hold what the person said or what was said about them.
+        return held + [
+            {"type": "order", **order, "notes": await self._notes_of(order["id"]), **kept}
+            for order in orders
+        ]
+
+    async def _notes_of(self, order_id: int) -> list[dict[str, Any]]:
+        """``GET /orders/{id}/notes``: every note (wc/v3 does not page them); [] if gone."""
+        path = f"{API}/orders/{order_id}/notes"
+        response = await self.client.request("GET", path, accept=(404,))
+        return [] if response.status_code == 404 else self._list(response, "GET", path)
+
+    async def _delete_notes(self, order_id: int) -> int:
+        """Delete every note of an order (``force=true``: notes cannot be trashed), as
+        WooCommerce's own eraser does; how many went."""
+        deleted = 0
+        for note in await self._notes_of(order_id):
+            path = f"{API}/orders/{order_id}/notes/{note['id']}"
+            response = await self.client.request(
+                "DELETE", path, params={"force": "true"}, accept=(404,)
+            )
+            deleted += response.status_code == 200
+        return deleted
 
     async def erase(self, subject: Subject) -> ErasureResult:
         """Anonymise the subject's orders (if configured), then delete the customer for good."""
         customer = await self._customer_for(subject)
         customer_id = int(customer["id"]) if customer else None
-        anonymised = 0
+        anonymised = notes = 0
         if self.settings.anonymise_orders:
             orders = await self._orders_for(customer_id, subject.email)
             for order in orders:
                 if is_anonymous(order):
+                    # Blanked by a try that stopped before its notes went: they go now.
+                    notes += await self._delete_notes(int(order["id"]))
                     continue
                 path = f"{API}/orders/{order['id']}"
                 response = await self.client.request(
@@ -529,8 +554,13 @@ class WooCommerceAdapter:
                 code = response_code(response)
                 if response.status_code == 400 and code != ORDER_GONE:
                     raise RecordError(self.client.system, "PUT", path, 400, code)
-                anonymised += response.status_code == 200
-        kept = "order IP address, user agent and order notes are read-only over wc/v3 and remain"
+                if response.status_code == 200:
+                    anonymised += 1
+                    notes += await self._delete_notes(int(order["id"]))
+        kept = (
+            f"{notes} order notes deleted; order IP address and user agent are read-only "
+            "over wc/v3 and remain"
+        )
         if customer_id is None:
             if not self.settings.anonymise_orders:
                 guest = await self._orders_for(None, subject.email)

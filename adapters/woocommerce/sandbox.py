@@ -133,6 +133,14 @@ class WooCommerceSandbox(SandboxBase):
                     self._wrap("edit", self._update_order),
                     methods=["POST", "PUT", "PATCH"],
                 ),
+                Route(
+                    f"{o}/{{id:int}}/notes", self._wrap("view", self._list_notes), methods=["GET"]
+                ),
+                Route(
+                    f"{o}/{{id:int}}/notes/{{note:int}}",
+                    self._wrap("delete", self._delete_note),
+                    methods=["DELETE"],
+                ),
             ]
             self._app = self.serve(Starlette(routes=routes))
         return self._app
@@ -292,6 +300,31 @@ class WooCommerceSandbox(SandboxBase):
             raise ApiError(404, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
         return _json(order), []
 
+    async def _list_notes(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET /orders/{id}/notes``: every note, newest first, unpaged (as wc/v3 answers)."""
+        order_id = int(request.path_params["id"])
+        if order_id not in self.store.orders:
+            raise ApiError(404, "woocommerce_rest_order_invalid_id", "Invalid order ID.")
+        notes = self.store.order_notes.get(order_id, [])
+        return _json(list(reversed(notes))), []
+
+    async def _delete_note(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``DELETE /orders/{id}/notes/{note}?force=true``: notes cannot be trashed, so
+        without ``force`` WooCommerce answers 501 ``woocommerce_rest_trash_not_supported``."""
+        order_id, note_id = int(request.path_params["id"]), int(request.path_params["note"])
+        notes = self.store.order_notes.get(order_id, [])
+        found = next((n for n in notes if n["id"] == note_id), None)
+        if order_id not in self.store.orders or found is None:
+            raise ApiError(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
+        if request.query_params.get("force") not in ("true", "1"):
+            raise ApiError(
+                501,
+                "woocommerce_rest_trash_not_supported",
+                "The resource does not support trashing.",
+            )
+        notes.remove(found)
+        return _json(found), []
+
     async def _update_order(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         body = await self._body(request)
         return _json(self.rules.update_order(request.path_params["id"], body)), [body]
@@ -416,6 +449,24 @@ class WooCommerceSandbox(SandboxBase):
             **fields,
         )
         return order_id
+
+    def add_order_note(self, order_id: int, note: str, *, customer_note: bool = False) -> int:
+        """Add a note to an order (a shop employee's, or one sent to the customer); its id."""
+        note_id = self.store.new_note_id()
+        self.store.order_notes.setdefault(order_id, []).append(
+            {
+                "id": note_id,
+                "author": "WooCommerce",
+                "date_created": self.rules.now().replace(tzinfo=None, microsecond=0).isoformat(),
+                "note": note,
+                "customer_note": customer_note,
+            }
+        )
+        return note_id
+
+    def notes_of(self, order_id: int) -> list[dict[str, Any]]:
+        """Copies of an order's notes, oldest first."""
+        return copy.deepcopy(self.store.order_notes.get(order_id, []))
 
     def order(self, order_id: int) -> dict[str, Any] | None:
         """A copy of one order, or ``None``."""

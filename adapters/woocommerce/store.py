@@ -23,12 +23,20 @@ class ShopStore:
     def __init__(self) -> None:
         self.customers: dict[int, dict[str, Any]] = {}
         self.orders: dict[int, dict[str, Any]] = {}
+        #: Order id -> its notes (wc/v3 /orders/{id}/notes), oldest first.
+        self.order_notes: dict[int, list[dict[str, Any]]] = {}
+        self._next_note = 501
         self.block: SyntheticBlock | None = None
         self._next_customer = 1
         # Orders live in wp_posts / wc_orders, a sequence apart from wp_users; starting
         # elsewhere makes a customer id used as an order id (or back) fail loudly in tests.
         self._next_order = 1001
         self._emails: dict[str, int] = {}  # lower-cased e-mail -> id, explicit and overridden
+
+    def new_note_id(self) -> int:
+        """The next order note's id (comments in WordPress: a sequence of their own)."""
+        self._next_note += 1
+        return self._next_note - 1
 
     # -- customers -------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ import pytest
 
 from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
 from adapters.woocommerce.adapter import _refused_delete, retry_after, woocommerce_client_config
-from adapters.woocommerce.payloads import code_only
+from adapters.woocommerce.payloads import ANONYMOUS_ORDER, code_only
 from adapters.woocommerce.shapes import wc_datetime
 from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
@@ -825,3 +825,41 @@ async def test_the_scan_passes_over_nobody_when_signups_balance_deletions(
             delivered += [r["id"] for r in page.records]
     assert sorted(everyone - set(delivered)) == []
     assert len(delivered) == len(set(delivered))  # nobody twice either
+
+
+async def test_an_erasure_deletes_the_order_notes_and_access_shows_them(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """The note on the receipt said order notes are read-only over wc/v3 and remain; wc/v3
+    lists and deletes them (/orders/{id}/notes), and WooCommerce's own eraser deletes them
+    all. Access now shows each order's notes, and an erasure deletes them."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Klant")
+    order_id = sandbox.add_order(customer_id)
+    sandbox.add_order_note(order_id, "Klant belde: pakket bij de buren (nr. 12) afgeven")
+    sandbox.add_order_note(order_id, "Bedankt voor uw bestelling", customer_note=True)
+    built = await make_harness(sandbox)
+    async with built.client:
+        held = await built.adapter.find(Subject(email="an@example.com"))
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    (order,) = [r for r in held if r.get("type") == "order"]
+    assert sorted(n["note"] for n in order["notes"]) == [
+        "Bedankt voor uw bestelling",
+        "Klant belde: pakket bij de buren (nr. 12) afgeven",
+    ]
+    assert sandbox.notes_of(order_id) == []
+    assert "2 order notes deleted" in result.note and "notes are read-only" not in result.note
+
+
+async def test_notes_left_by_an_erasure_that_stopped_go_with_the_retry(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """Blanked, then stopped before its notes went: the retry skips the blanked order but
+    deletes its notes."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Klant")
+    order_id = sandbox.add_order(customer_id)
+    sandbox.add_order_note(order_id, "Klant belde")
+    built = await make_harness(sandbox)
+    async with built.client:
+        await built.adapter.client.request("PUT", f"{API}/orders/{order_id}", json=ANONYMOUS_ORDER)
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    assert sandbox.notes_of(order_id) == [] and "1 order notes deleted" in result.note
