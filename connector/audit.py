@@ -56,6 +56,7 @@ __all__ = [
     "chain_state",
     "config_digest",
     "entries",
+    "file_sha256",
     "latest",
     "parse_since",
     "purge_through",
@@ -312,7 +313,8 @@ def purge_through(store: Store, seq: int) -> int:
     return int(deleted)
 
 
-def _sha256_file(path: Any) -> str:
+def file_sha256(path: Any) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -323,8 +325,8 @@ def config_digest(config: Config) -> dict[str, Any]:
     File bytes are hashed, not the loaded values: the values hold resolved secrets, and a hash
     of a secret has no place in a log an auditor reads.
     """
-    files = {"config": _sha256_file(config.path)}
-    mappings = {name: _sha256_file(s.mapping) for name, s in sorted(config.systems.items())}
+    files = {"config": file_sha256(config.path)}
+    mappings = {name: file_sha256(s.mapping) for name, s in sorted(config.systems.items())}
     combined = hashlib.sha256()
     for name, digest in [("config", files["config"]), *sorted(mappings.items())]:
         combined.update(f"{name}\0{digest}\0".encode())

@@ -194,7 +194,11 @@ def print_report(console: Console, report: FlowReport) -> None:
             f"  -> {escape(name)}: {verb} {dest.queued}, {escape(_written(name, dest))}, "
             f"unchanged {dest.unchanged}, gated by consent {dest.gated}, "
             f"dead-lettered {dest.dead_lettered}, "
-            f"left queued {0 if report.dry_run else dest.left_queued}"
+            + (
+                f"already queued {dest.left_queued} (a sync sends these first)"
+                if report.dry_run
+                else f"left queued {dest.left_queued}"
+            )
             + (
                 f", still rejected {dest.still_rejected} (not re-sent until changed or --full)"
                 if dest.still_rejected

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import sqlite3
@@ -129,6 +130,9 @@ class Engine:
         #: How many times subjects were moved (an address change); a batch read before a
         #: move looks again at which of its rows are still queued (see _still_queued).
         self._moves = 0
+        #: Each flow's shape (see :meth:`shape`), worked out once: the config does not change
+        #: under a running engine.
+        self._shapes: dict[str, str] = {}
 
     async def sync(
         self,
@@ -155,7 +159,14 @@ class Engine:
     ) -> FlowReport:
         """Pull the flow's source and deliver to its destinations; return what happened."""
         source = self.systems[flow.source]
-        cursor = None if full else self.store.get_cursor(flow.name, source.name)
+        shape = self.shape(flow)
+        cursor = None if full else self.store.get_cursor(flow.name, source.name, shape)
+        if cursor is None and not full and self.store.get_cursor(flow.name, source.name):
+            log.info(
+                "the flow's destinations or mappings changed since its cursor was set: "
+                "reading its source in full",
+                extra={"flow": flow.name},
+            )
         if not dry_run:
             self._drop_unrouted()
         run_id = None if dry_run else self.store.start_run(flow.name)
@@ -181,6 +192,25 @@ class Engine:
                 )
                 audit.append(self.store, "sync.run", audit_summary(report))
         return report
+
+    def shape(self, flow: FlowSettings) -> str:
+        """A digest of what the flow's cursor depends on: its source, its destinations and
+        the mapping files of each (their bytes, as ``config.loaded`` records them).
+
+        A cursor set under another shape is not used: a destination added to the flow, or
+        a field to a mapping, would otherwise never be offered the customers the cursor
+        has passed (an incremental source, Shopify, reads only what changed since).
+        """
+        found = self._shapes.get(flow.name)
+        if found is None:
+            systems = [flow.source, *sorted(flow.destinations)]
+            parts = [f"{flow.source}>{','.join(sorted(flow.destinations))}"]
+            parts += [
+                f"{name}:{audit.file_sha256(self.config.systems[name].mapping)}" for name in systems
+            ]
+            found = hashlib.sha256("\n".join(parts).encode()).hexdigest()
+            self._shapes[flow.name] = found
+        return found
 
     def _drop_unrouted(self) -> None:
         """Delete what flows queued for systems they no longer send to (see
@@ -341,10 +371,10 @@ class Engine:
                     raise crashed[0]
             finally:
                 self.flush()
-        if not dry_run:
-            waiting = self.store.outbox_counts(flow=flow.name)
-            for name, dest_report in report.destinations.items():
-                dest_report.left_queued = waiting.get(name, 0)
+        # A dry run's count is what waits already: a real sync sends it first.
+        waiting = self.store.outbox_counts(flow=flow.name)
+        for name, dest_report in report.destinations.items():
+            dest_report.left_queued = waiting.get(name, 0)
         return report
 
     # -- pull side ---------------------------------------------------------------------------
@@ -376,7 +406,14 @@ class Engine:
             sid = self.keyring.subject_id(normalise_email(email))
             people[sid] = (source.mapping.record_id(raw), person)
         subject_ids = list(people)
-        if not dry_run:
+        # Who is known here under a former address: a dry run reads them as the sync would
+        # (not as new people), so it foresees what goes to them, an unsubscribe included.
+        formerly: dict[str, str] = {}
+        if dry_run:
+            pulled = {sid: ext for sid, (ext, _) in people.items()}
+            formerly = {m.new: m.old for m in find_moves(self.store, source.name, pulled)}
+            report.moved += len(formerly)
+        else:
             pulled = {sid: ext for sid, (ext, _) in people.items()}
             moves = find_moves(self.store, source.name, pulled)
             if moves:
@@ -397,10 +434,14 @@ class Engine:
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
         remarked: list[tuple[str, str, str]] = []
         names = [dest.name for dest in destinations]
-        queued_by, delivered_by = self.store.page_hashes(names, subject_ids)
+        queued_by, delivered_by = self.store.page_hashes(names, [*subject_ids, *formerly.values()])
         # What a destination refused for good is not offered again as it was: it would be
         # refused again, and add a dead letter, on every sync. A --full sync retries.
         rejected_by = {} if retry_rejected else self.store.rejected_hashes(names, subject_ids)
+        for new, old in formerly.items():  # a dry run's moves, as the sync makes them
+            for hashes in (*queued_by.values(), *delivered_by.values()):
+                if old in hashes:
+                    hashes[new] = hashes.pop(old)
         for dest in destinations:
             dest_report = report.destinations[dest.name]
             queued = queued_by[dest.name]
@@ -472,7 +513,13 @@ class Engine:
         ]
         ids = self._write(
             lambda store: store.enqueue_page(
-                flow.name, source.name, payloads, identities, page.cursor, move_cursor=moves_cursor
+                flow.name,
+                source.name,
+                payloads,
+                identities,
+                page.cursor,
+                move_cursor=moves_cursor,
+                shape=self.shape(flow),
             )
         )
         self._fresh.update(zip(ids, envelopes, strict=True))

@@ -277,6 +277,14 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX runs_success ON runs (flow, status, finished_at);
     """,
+    # 17: what a cursor was set under: a digest of its flow's destinations and the mapping
+    # files of its systems. A flow given another destination (or a mapping another field)
+    # and read from a cursor past everyone never offered them the customers already read;
+    # a cursor set under another shape is not used (the source is read in full once).
+    # NULL: set by an earlier version, used as it is.
+    """
+    ALTER TABLE cursors ADD COLUMN shape TEXT;
+    """,
 ]
 
 

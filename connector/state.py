@@ -300,18 +300,26 @@ class Store:
 
     # -- cursors -----------------------------------------------------------------------------
 
-    def get_cursor(self, flow: str, system: str) -> str | None:
+    def get_cursor(self, flow: str, system: str, shape: str | None = None) -> str | None:
+        """The flow's cursor on ``system``; ``None`` when there is none, or when it was set
+        under another ``shape`` than the one given (see migration 17)."""
         row = self.db.execute(
-            "SELECT cursor FROM cursors WHERE flow=? AND system=?", (flow, system)
+            "SELECT cursor, shape FROM cursors WHERE flow=? AND system=?", (flow, system)
         ).fetchone()
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        if shape is not None and row[1] is not None and row[1] != shape:
+            return None
+        return None if row[0] is None else str(row[0])
 
-    def set_cursor(self, flow: str, system: str, cursor: str | None) -> None:
+    def set_cursor(
+        self, flow: str, system: str, cursor: str | None, shape: str | None = None
+    ) -> None:
         self.db.execute(
-            "INSERT INTO cursors(flow, system, cursor, updated_at) VALUES (?,?,?,?) "
+            "INSERT INTO cursors(flow, system, cursor, updated_at, shape) VALUES (?,?,?,?,?) "
             "ON CONFLICT(flow, system) DO UPDATE SET cursor=excluded.cursor, "
-            "updated_at=excluded.updated_at",
-            (flow, system, cursor, utcnow()),
+            "updated_at=excluded.updated_at, shape=COALESCE(excluded.shape, cursors.shape)",
+            (flow, system, cursor, utcnow(), shape),
         )
 
     # -- the page commit: outbox rows + identities + cursor, atomically ----------------------------
@@ -325,11 +333,13 @@ class Store:
         cursor: str | None,
         *,
         move_cursor: bool = True,
+        shape: str | None = None,
     ) -> list[int]:
         """Queue a page's payloads, record the source ids, and move the cursor, atomically.
 
         ``move_cursor=False`` leaves the cursor alone (records from a webhook or a targeted
-        resync, which are not a page of the pull).
+        resync, which are not a page of the pull). ``shape`` is what the cursor is set under
+        (:meth:`get_cursor`).
 
         Returns:
             The outbox id each payload was queued under, in the order given.
@@ -379,7 +389,7 @@ class Store:
                 [(source, numbers[sid], ext) for sid, ext in identities],
             )
             if move_cursor:
-                self.set_cursor(flow, source, cursor)
+                self.set_cursor(flow, source, cursor, shape)
         return list(range(first, first + len(payloads)))
 
     # -- subjects ------------------------------------------------------------------------------

@@ -574,3 +574,19 @@ def test_the_store_and_its_wal_and_shm_are_owner_only_under_a_default_umask(
         os.umask(old)
     assert set(made) == {"", "-wal", "-shm"} and set(made.values()) == {0o600}
     assert narrowed[""] == 0o600
+
+
+def test_a_cursor_set_under_another_shape_is_not_used(tmp_path: Path) -> None:
+    """A cursor remembers the shape of the flow it was set under (its destinations and
+    mappings); asked under another, there is none. One set before shapes (NULL) is used."""
+    store = Store(tmp_path / "a.db")
+    store.set_cursor("f", "shop", "page-7", "shape-a")
+    assert store.get_cursor("f", "shop", "shape-a") == "page-7"
+    assert store.get_cursor("f", "shop", "shape-b") is None
+    assert store.get_cursor("f", "shop") == "page-7"
+    store.db.execute("UPDATE cursors SET shape=NULL")
+    assert store.get_cursor("f", "shop", "shape-b") == "page-7"
+    store.set_cursor("f", "shop", "page-8")  # no shape given: the one it had stays
+    store.set_cursor("f", "shop", "page-9", "shape-b")
+    store.set_cursor("f", "shop", "page-10")
+    assert store.get_cursor("f", "shop", "shape-b") == "page-10"

@@ -317,3 +317,92 @@ async def test_rows_queued_for_a_destination_no_flow_names_any_more_do_not_stay_
         left = rt.store.outbox_counts()
     assert world.deals.person_count() == 0
     assert left == {}, left
+
+
+def _shopify_flow(destinations: str) -> str:
+    return f"""
+[[flows]]
+name = "webshop"
+source = "shopify"
+destinations = {destinations}
+"""
+
+
+async def test_destination_added_to_an_incremental_flow_receives_every_customer(
+    world: World, tmp_path: Path
+) -> None:
+    """A Shopify flow feeds HubSpot; the client then adds Pipedrive to that flow. Shopify is
+    read incrementally (changes since the cursor), so the next syncs pull nobody unchanged
+    and Pipedrive never receives the existing customers, though the flow now names it."""
+    emails = [f"klant{n}@example.nl" for n in range(5)]
+    for n, email in enumerate(emails):
+        world.shopify.add_person(email, f"Klant{n}", "Bestaand")
+    path = write_config(tmp_path, world, _shopify_flow('["crm"]'))
+    async with opener(world)(path) as rt:
+        (first,) = await rt.engine.sync()
+        assert first.destinations["crm"].written == 5
+        world.wall.advance(24 * 3600)  # a day later a new customer signs up
+        world.shopify.add_person("nieuw@example.nl", "Nieuw", "Later")
+        (second,) = await rt.engine.sync()
+        assert second.destinations["crm"].written == 1
+    world.wall.advance(24 * 3600)
+    path = write_config(tmp_path, world, _shopify_flow('["crm", "deals"]'))
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+    assert world.deals.holds("nieuw@example.nl")
+    held = [email for email in emails if world.deals.holds(email)]
+    assert held == emails
+
+
+async def test_dry_run_reports_the_queued_records_a_real_sync_sends(
+    world: World, tmp_path: Path
+) -> None:
+    """HubSpot was down at the last sync: 5 payloads wait. `sync --dry-run` is how an
+    operator asks what a sync would send now; the real sync then sends those 5. The dry run
+    says it would send nothing and leaves nothing queued ("would send 0 ... left queued 0")."""
+    world.shop.seed_synthetic(5, seed=51)
+    path = write_config(tmp_path, world, ONE_FLOW)
+    world.crm.faults.down = True
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 5
+    world.crm.faults.down = False
+    async with opener(world)(path) as rt:
+        (dry,) = await rt.engine.sync(dry_run=True)
+        (real,) = await rt.engine.sync()
+    assert real.destinations["crm"].written == 5 == world.crm.contact_count()
+    would = dry.destinations["crm"]
+    assert would.left_queued == 5, dry.as_dict()["destinations"]
+
+
+NEWS_FLOW = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm", "news"]
+"""
+
+
+async def test_dry_run_foresees_the_unsubscribe_of_someone_who_moved_and_withdrew(
+    world: World, tmp_path: Path
+) -> None:
+    """A subscriber changes their address in the shop and withdraws their newsletter consent.
+    The real sync moves them and unsubscribes the member (README: "under the address they had
+    then"); the dry run, which never looks for moves, takes them for someone new and says
+    nothing would go to Mailchimp (gated), nor that anyone moved."""
+    world.shop.seed_synthetic(1, seed=61)  # customer 1 opted in
+    (old,) = _emails(world.shop, 1)
+    path = write_config(tmp_path, world, NEWS_FLOW)
+    async with opener(world)(path) as rt:
+        (first,) = await rt.engine.sync()
+        assert first.destinations["news"].written == 1
+    new = "nieuw.adres@example.nl"
+    world.shop.touch(old, email=new, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    async with opener(world)(path) as rt:
+        (dry,) = await rt.engine.sync(dry_run=True)
+        (real,) = await rt.engine.sync()
+    assert real.moved == 1 and real.destinations["news"].withdrawn == 1
+    assert real.destinations["news"].written == 1
+    news = dry.destinations["news"]
+    assert (dry.moved, news.withdrawn, news.queued) == (1, 1, 1), dry.as_dict()
