@@ -193,6 +193,10 @@ def server_pair_problem(cert: Path, key: Path) -> str | None:
             f"TLS certificate {cert} and key {key} cannot be served ({reason}): each must be "
             "PEM, the key unencrypted and the one the certificate is for"
         )
+    except PermissionError:
+        # Another user than the daemon's (an operator's CLI command): only the listeners,
+        # which run as the service user, need to read the key.
+        return None
     except OSError as exc:
         return f"TLS certificate {cert} or key {key} cannot be read ({exc.strerror})"
     return None

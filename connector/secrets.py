@@ -17,6 +17,8 @@ __all__ = ["resolve_secret"]
 
 #: What an environment variable's name is made of, as a shell allows it.
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A name shown in messages: upper case and short, as variables are named by convention.
+_NAMED = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
 
 
 def resolve_secret(
@@ -56,32 +58,38 @@ def resolve_secret(
                 "secret itself written there? Secrets are never written in the config",
             )
         value = environ.get(name)
+        # Named in messages only when it reads as a variable's name does (upper case, short):
+        # a token pasted where the name belongs (cs_3f9a..., shpat_...) is one too.
+        named = name if _NAMED.fullmatch(name) else "it names (not shown: a secret pasted in?)"
         if value is None:
-            raise ConfigError(file, key, f"environment variable {name} is not set")
+            raise ConfigError(file, key, f"environment variable {named} is not set")
         if not value.strip():
             # Blanks (an env file's "NAME= ") are no secret: taken as one, an empty admin
             # token or webhook key would let in whoever sends none.
-            raise ConfigError(file, key, f"environment variable {name} is empty")
+            raise ConfigError(file, key, f"environment variable {named} is empty")
         return _sendable(value.strip(), file, key, f"environment variable {name}")
     if reference.startswith("file:"):
         raw = reference[5:].strip()
         path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
+        # A bare name as long as a token (shpat_..., 40 hex) is not echoed in messages.
+        bare = "/" not in raw and "." not in raw and len(raw) > 24
+        shown = "it names (not shown: a secret pasted in?)" if bare else str(path)
         try:
             # utf-8-sig: an editor's byte-order mark in front (Windows Notepad writes one)
             # is not part of the secret.
             value = path.read_text(encoding="utf-8-sig").strip()
         except FileNotFoundError:
-            raise ConfigError(file, key, f"secret file {path} not found") from None
+            raise ConfigError(file, key, f"secret file {shown} not found") from None
         except UnicodeDecodeError:
             # Said without the decoder's text, which quotes a byte of the secret.
-            raise ConfigError(file, key, f"secret file {path} is not UTF-8 text") from None
+            raise ConfigError(file, key, f"secret file {shown} is not UTF-8 text") from None
         except OSError as exc:
             raise ConfigError(
-                file, key, f"secret file {path} unreadable ({exc.strerror})"
+                file, key, f"secret file {shown} unreadable ({exc.strerror})"
             ) from None
         if not value:
-            raise ConfigError(file, key, f"secret file {path} is empty")
-        return _sendable(value, file, key, f"secret file {path}")
+            raise ConfigError(file, key, f"secret file {shown} is empty")
+        return _sendable(value, file, key, f"secret file {shown}")
     raise ConfigError(
         file,
         key,

@@ -48,6 +48,8 @@ RESTORE_RATES: Final[Mapping[str, float]] = {
 #: Most nodes one connection page may ask for. Widely used, but UNVERIFIED in our reference.
 MAX_PAGE_SIZE: Final = 250
 
+#: A store's own name at Shopify, as its webhooks carry it.
+_SHOP_HOST = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 _API_VERSION = re.compile(r"\d{4}-(01|04|07|10)|unstable")
 
 
@@ -82,6 +84,22 @@ class ShopifySettings(SystemSettings):
             return self.shop_domain.strip().lower()
         host = (urlsplit(self.base_url).hostname or "").lower()
         return host if host.endswith(".myshopify.com") else None
+
+    @field_validator("shop_domain")
+    @classmethod
+    def _a_myshopify_host(cls, value: str | None) -> str | None:
+        # Compared as written with what each delivery names: written as a URL (as base_url
+        # is, beside it), with a slash, or as the handle alone, it matched no delivery, and
+        # the store's own customers/redact were ignored without a word.
+        if value is None:
+            return None
+        text = value.strip().lower()
+        host = urlsplit(text if "//" in text else f"//{text}").hostname or ""
+        if "." not in host:
+            host = f"{host}.myshopify.com"
+        if not _SHOP_HOST.fullmatch(host):
+            raise ValueError('must be the store\'s "<handle>.myshopify.com" name')
+        return host
 
     @field_validator("api_version")
     @classmethod

@@ -21,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -34,6 +35,8 @@ __all__ = [
     "verify_delivery",
     "webhook_signature",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Days Shopify gives an app to carry out a customers/redact or customers/data_request.
 COMPLIANCE_DAYS: Final = 30
@@ -119,6 +122,12 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
         named = payload.get("shop_domain") if kind in ("erase", "access", "purge_all") else None
         store = named if isinstance(named, str) else headers.get(DOMAIN_HEADER, "")
         if store.strip().lower() != shop_domain:
+            # Said, as a store's name (no person's): one that is this store under another
+            # spelling would otherwise lose its erasures without a trace.
+            log.warning(
+                "Shopify delivery about another store ignored",
+                extra={"topic": topic, "shop_domain": store[:100], "expected": shop_domain},
+            )
             return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
     if kind == "purge_all":
         return [WebhookEvent(kind=kind, delivery_id=delivery_id)]

@@ -570,7 +570,8 @@ class WooCommerceAdapter:
                         found=True,
                         mode="hard_delete",
                         reversible=False,
-                        endpoint=f"DELETE {API}/customers/{{id}}?force=true",
+                        # Nothing deleted: only looked up (no account to delete).
+                        endpoint=f"GET {API}/orders",
                         note=f"no customer account; {len(guest)} guest orders {KEPT_ORDERS}",
                     )
             if anonymised:

@@ -12,13 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from adapters.shopify import SPEC, ShopifyAdapter, ShopifySandbox, ShopifySettings
 from adapters.shopify.adapter import decode_cursor
 from adapters.shopify.sandbox import AUTH_ERROR
 from adapters.shopify.settings import client_config, throttle_wait, wait_hint
-from adapters.shopify.webhooks import webhook_signature
+from adapters.shopify.webhooks import parse_delivery, webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
 from connector.errors import FatalRemoteError, RateLimitedError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
@@ -738,3 +738,29 @@ def test_parse_customer_topics_and_fallbacks(shop: Harness) -> None:
     unreadable = WebhookRequest("POST", HOOK_URL, headers, b"not json")
     (blind,) = shop.adapter.parse_webhook(unreadable)
     assert (blind.kind, blind.external_id, blind.email) == ("erase", None, None)
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["https://Klant-Shop.myshopify.com", "klant-shop.myshopify.com/", "klant-shop"],
+)
+def test_a_shop_domain_written_as_a_url_or_a_handle_names_the_store(written: str) -> None:
+    """Compared as written, a shop_domain written as a URL (as base_url is, beside it), with
+    a slash, or as the handle, matched no delivery: the store's own customers/redact were
+    ignored without a trace. Each is read as the host it names; what names none is refused."""
+    settings = make_settings(shop_domain=written)
+    assert settings.own_domain() == "klant-shop.myshopify.com"
+    sandbox = ShopifySandbox(shop_domain="klant-shop.myshopify.com")
+    payload = {
+        "shop_id": 1,
+        "shop_domain": "klant-shop.myshopify.com",
+        "customer": {"id": 42, "email": "an@example.com", "phone": None},
+    }
+    body, headers = sandbox.signed_compliance_webhook("customers/redact", payload, SECRET)
+    request = WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
+    assert [e.kind for e in parse_delivery(request, settings.own_domain())] == ["erase"]
+
+
+def test_a_shop_domain_that_names_no_shopify_store_is_refused() -> None:
+    with pytest.raises(ValidationError, match="myshopify.com"):
+        make_settings(shop_domain="winkel.example.nl")

@@ -687,3 +687,33 @@ def test_a_secret_pasted_after_env_is_not_echoed(tmp_path: Path, env: dict[str, 
     error = _load_error(path)
     assert error.key == "systems.crm.credentials.token"
     assert "9f8e7d6c" not in str(error) and "not a variable name" in error.problem
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "cs_" + "3f9a1c2b7d" * 4,  # WooCommerce's consumer secret: a valid variable name
+        "shpat_" + "a1b2c3d4e5f60718" * 2,  # Shopify's Admin API token
+        "f3" + "9a1c2b7d0e" * 3 + "12345678",  # a Pipedrive token starting with a letter
+    ],
+)
+@pytest.mark.parametrize("scheme", ["env", "file"])
+def test_a_token_pasted_where_a_name_belongs_is_not_echoed(
+    tmp_path: Path, token: str, scheme: str
+) -> None:
+    """Real tokens are valid variable names too: "environment variable cs_3f9a... is not
+    set" printed the secret, in check --json and the service's log."""
+    from connector.secrets import resolve_secret
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret(
+            f"{scheme}:{token}",
+            file="klantsync.toml",
+            key="systems.shop.credentials.consumer_secret",
+            base_dir=tmp_path,
+            env={},
+        )
+    assert token not in str(caught.value) and "not shown" in str(caught.value)
+    # A name as variables are named is shown: it is what the operator must set.
+    with pytest.raises(ConfigError, match="KLANTSYNC_SHOP_SECRET is not set"):
+        resolve_secret("env:KLANTSYNC_SHOP_SECRET", file="f", key="k", base_dir=tmp_path, env={})

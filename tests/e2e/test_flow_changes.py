@@ -406,3 +406,52 @@ async def test_dry_run_foresees_the_unsubscribe_of_someone_who_moved_and_withdre
     assert real.destinations["news"].written == 1
     news = dry.destinations["news"]
     assert (dry.moved, news.withdrawn, news.queued) == (1, 1, 1), dry.as_dict()
+
+
+SHOPIFY_TO_CRM_AND_DEALS = """
+[[flows]]
+name = "shopify"
+source = "shopify"
+destinations = ["crm", "deals"]
+"""
+
+
+async def test_a_change_queued_for_a_destination_taken_out_for_a_while_is_not_lost(
+    tmp_path: Path,
+) -> None:
+    """Pipedrive is down; the operator takes it out of the flow for the outage and puts it
+    back once it is up again. The run without it drops the change queued for it; put back,
+    the flow's shape differs from its cursor's, the source is read in full, and Pipedrive
+    gets the change (Shopify's incremental cursor had long passed it)."""
+    world = World()
+    world.shopify.add_person("anna.winkel@example.nl", "Anna", "Winkel", "0612345678")
+    path = write_config(tmp_path, world, SHOPIFY_TO_CRM_AND_DEALS)
+    open_ = opener(world)
+    async with open_(path) as rt:
+        (report,) = await rt.engine.sync()
+        assert not report.failed, report.errors
+    assert world.deals.record_for("anna.winkel@example.nl")["first_name"] == "Anna"
+
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.deals.faults.down = True
+    async with open_(path) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_counts() == {"deals": 1}
+
+    # The outage lasts: Pipedrive is taken out of the flow meanwhile; others change.
+    without = write_config(tmp_path, world, SHOPIFY_TO_CRM_AND_DEALS.replace(', "deals"]', "]"))
+    world.wall.advance(3600)
+    world.shopify.add_person("bert.later@example.nl", "Bert", "Later", "0612345679")
+    async with open_(without) as rt:
+        await rt.engine.sync()
+
+    # Pipedrive is back, and back in the flow.
+    world.deals.faults.down = False
+    world.wall.advance(3600)
+    path = write_config(tmp_path, world, SHOPIFY_TO_CRM_AND_DEALS)
+    async with open_(path) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+    person = world.deals.record_for("anna.winkel@example.nl")
+    assert person is not None and person["first_name"] == "Annemarie", person
