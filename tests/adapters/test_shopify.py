@@ -762,5 +762,5 @@ def test_a_shop_domain_written_as_a_url_or_a_handle_names_the_store(written: str
 
 
 def test_a_shop_domain_that_names_no_shopify_store_is_refused() -> None:
-    with pytest.raises(ValidationError, match="myshopify.com"):
+    with pytest.raises(ValidationError, match=r"myshopify\.com"):
         make_settings(shop_domain="winkel.example.nl")
