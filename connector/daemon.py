@@ -97,6 +97,9 @@ class Daemon:
         #: Kept in memory: readiness asks about this daemon's runs, not an earlier one's.
         self.runs_since_start = {flow.name: RunsSinceStart() for flow in rt.config.flows}
         self._tasks: set[asyncio.Task[Any]] = set()
+        #: Flows with a run under way or waiting for its lock (by count): what a scheduled
+        #: run that comes due meanwhile leaves the work to.
+        self._runs_wanted: dict[str, int] = {}
         #: Runs what webhooks and the admin API queue; its flows run through this daemon.
         self.jobs = JobWorker(rt, self, self.stopping)
         for system in rt.systems.values():
@@ -109,15 +112,28 @@ class Daemon:
     ) -> FlowReport | None:
         """Run one flow; never two runs of it at once.
 
-        A scheduled run finding the flow running is skipped (``None``): the run under way
-        does its work. ``wait`` (a resync someone asked for) waits for that run to end and
+        A scheduled run finding a run of the flow under way (or waiting to start) is skipped
+        (``None``): that run does its work. One finding only a targeted sync of a few people
+        (a webhook's) waits for it: skipped, a nightly run lost its day to one customer's
+        update. ``wait`` (a resync someone asked for) waits for a run under way to end and
         then runs, as asked (``--full`` included). ``None`` also when the daemon stops.
         """
         lock = self.flow_locks[flow_name]
-        if self.stopping.is_set() or (lock.locked() and not wait):
+        if self.stopping.is_set() or (flow_name in self._runs_wanted and not wait):
             why = "stopping" if self.stopping.is_set() else "already running"
             log.info("flow run skipped", extra={"flow": flow_name, "why": why})
             return None
+        self._runs_wanted[flow_name] = self._runs_wanted.get(flow_name, 0) + 1
+        try:
+            return await self._run_flow_locked(flow_name, lock, full)
+        finally:
+            self._runs_wanted[flow_name] -= 1
+            if not self._runs_wanted[flow_name]:
+                del self._runs_wanted[flow_name]
+
+    async def _run_flow_locked(
+        self, flow_name: str, lock: asyncio.Lock, full: bool
+    ) -> FlowReport | None:
         async with lock:
             if self.stopping.is_set():
                 log.info("flow run skipped", extra={"flow": flow_name, "why": "stopping"})

@@ -485,7 +485,11 @@ class DsrService:
         if event.kind not in ("erase", "access"):
             return None
         source = f"webhook:{system}"
-        external = (system, event.external_id) if event.external_id else None
+        # The system's own id only while it is configured: a request queued before the
+        # system was taken out of the config still stands, by the e-mail it carries (it
+        # failed for good on the unknown system, and nobody was erased).
+        configured = system in self.rt.systems
+        external = (system, event.external_id) if event.external_id and configured else None
         try:
             if event.kind == "erase":
                 # A number that does not parse is left out, not a reason to refuse the request.

@@ -766,6 +766,10 @@ class KindRunner:
             return
         email: str = manifest["email"]
         self.db.set_system(row.id, name, "in_progress", attempt=True, manifest=self._version(row))
+        # A write of this process's sync for the person may be on its way with the value
+        # being corrected: it lands first, or it would land over the correction. (A sync of
+        # another process is not seen here: see README, Known limits.)
+        await self.rt.engine.in_flight.landed(name, [row.subject_id, *people])
         try:
             held = await system.adapter.find(Subject(email=email, external_id=external))
             records = [record for record in held if not is_archived(record)]

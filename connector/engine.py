@@ -119,7 +119,7 @@ class Engine:
         # (older, or from an earlier run) are opened from the outbox as always. An entry is
         # used only for the same subject and payload hash, so it can never stand in for
         # another row that came to have its id.
-        self._fresh: dict[int, tuple[str, str, dict[str, Any]]] = {}
+        self._fresh: dict[int, tuple[str, str, dict[str, Any], bytes]] = {}
         self._system_names = list(config.systems)
         #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py).
         self.in_flight = InFlight()
@@ -279,7 +279,7 @@ class Engine:
         fields in the daemon's memory until newer payloads pushed them out, months in a
         quiet shop."""
         gone = set(subject_ids)
-        stale = [row_id for row_id, (sid, _, _) in self._fresh.items() if sid in gone]
+        stale = [row_id for row_id, (sid, *_) in self._fresh.items() if sid in gone]
         for row_id in stale:
             del self._fresh[row_id]
         forget_phones()  # the numbers read are kept by what they were, not by whose
@@ -371,6 +371,10 @@ class Engine:
                     raise crashed[0]
             finally:
                 self.flush()
+                # What is left in clear (deliveries stopped by a fatal answer, a run cut
+                # short) goes with the run: an erasure by another process deletes its rows,
+                # and nothing here would read them again to let it go.
+                self._fresh.clear()
         # A dry run's count is what waits already: a real sync sends it first.
         waiting = self.store.outbox_counts(flow=flow.name)
         for name, dest_report in report.destinations.items():
@@ -522,7 +526,10 @@ class Engine:
                 shape=self.shape(flow),
             )
         )
-        self._fresh.update(zip(ids, envelopes, strict=True))
+        self._fresh.update(
+            (row_id, (*envelope, payload.payload))
+            for row_id, envelope, payload in zip(ids, envelopes, payloads, strict=True)
+        )
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
@@ -753,7 +760,14 @@ class Engine:
         for row in rows:
             try:
                 fresh = self._fresh.pop(row.id, None)
-                if fresh is not None and fresh[:2] == (row.subject_id, row.payload_hash):
+                # Taken only while the row holds what was sealed from it: a correction made
+                # by another process (a `dsr rectify` beside the daemon) seals the row anew
+                # under the same hash, and the copy in clear would undo it.
+                if fresh is not None and (fresh[0], fresh[1], fresh[3]) == (
+                    row.subject_id,
+                    row.payload_hash,
+                    row.payload,
+                ):
                     envelope = fresh[2]
                 else:
                     envelope = self.keyring.open_json(row.payload, context)

@@ -213,6 +213,13 @@ class JobWorker:
 
     async def _resync(self, params: dict[str, Any]) -> dict[str, Any]:
         system = params["system"]
+        if not any(flow.source == system for flow in self.rt.config.flows):
+            # Checked against the config file as it is now, the resync was queued for a
+            # daemon that runs the config it started with: "done", having run nothing.
+            raise KlantsyncError(
+                f"no flow of the running daemon reads {system} (it runs the config it started "
+                "with: restart it after editing the config)"
+            )
         if params.get("email"):
             written = await self.runner.sync_subjects(
                 system, [(None, params["email"])], full=bool(params.get("full"))
@@ -228,6 +235,10 @@ class JobWorker:
                 )
                 if report is None:
                     raise _Deferred("the daemon stopped before the resync ran")
+                if not report.complete and self.stopping.is_set():
+                    # Cut short by a stop: done, it would never be run again, and a --full
+                    # resync's retry of refused records never reached the rest.
+                    raise _Deferred("the daemon stopped before the resync finished")
                 reports.append(report.as_dict())
         return {
             "flows": [r["flow"] for r in reports],
