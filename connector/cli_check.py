@@ -15,6 +15,7 @@ from rich.markup import escape
 from connector import compliance
 from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config, load_config
+from connector.configfile import read_toml
 from connector.errors import KlantsyncError, StorePathError
 from connector.http import redact_url
 from connector.model import CONSENT_FIELDS
@@ -72,6 +73,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
         ),
     }
     summary["warnings"] += _consent_nobody_gives(config)
+    summary["warnings"] += _secret_files_others_read(config_path)
     summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
     summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
@@ -140,6 +142,40 @@ def _print_check(
         console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
     for gap in gaps:
         line(f"  gap: {gap}")
+
+
+def _secret_files_others_read(config_path: Path) -> list[str]:
+    """A warning for each ``file:`` secret (the master key, a credential, a webhook secret,
+    the admin token) that users other than its owner may read: the master key opens every
+    sealed record in the store, and a token is the system's whole account."""
+    data = read_toml(config_path, "config file")
+    references: list[tuple[str, Any]] = [("keys.source", data.get("keys", {}).get("source"))]
+    references.append(("daemon.admin_token", data.get("daemon", {}).get("admin_token")))
+    for name, system in (data.get("systems") or {}).items():
+        if not isinstance(system, dict):
+            continue
+        for cred, ref in (system.get("credentials") or {}).items():
+            references.append((f"systems.{name}.credentials.{cred}", ref))
+        hooks = system.get("webhooks")
+        if isinstance(hooks, dict):
+            references.append((f"systems.{name}.webhooks.secret", hooks.get("secret")))
+    warnings = []
+    base = config_path.resolve().parent
+    for key, ref in references:
+        if not isinstance(ref, str) or not ref.startswith("file:"):
+            continue
+        path = Path(ref[5:].strip())
+        path = path if path.is_absolute() else base / path
+        try:
+            mode = path.stat().st_mode & 0o777
+        except OSError:
+            continue  # loading the config said what is wrong with it
+        if mode & 0o077:
+            warnings.append(
+                f"{key}: secret file {path} may be read by other users (mode {mode:o}); "
+                f"chmod 600 it"
+            )
+    return warnings
 
 
 def _consent_nobody_gives(config: Config) -> list[str]:

@@ -131,6 +131,7 @@ def write_config(
 ) -> Path:
     """A config for the in-process sandboxes; secrets come from env (see ``ENV``)."""
     (directory / "master.key").write_text(MASTER_KEY)
+    (directory / "master.key").chmod(0o600)  # as an operator keeps it (check warns otherwise)
     path = directory / "klantsync.toml"
     path.write_text(
         f"""
@@ -263,6 +264,7 @@ def example_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     shutil.copy(certifi.where(), directory / "var/sandbox/tls/ca.pem")
     (directory / "var/master.key").write_text(generate_master_key())
+    (directory / "var/master.key").chmod(0o600)
     live = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     for name in re.findall(r'"env:([A-Z0-9_]+)"', live):
         monkeypatch.setenv(name, "x")

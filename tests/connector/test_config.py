@@ -717,3 +717,16 @@ def test_a_token_pasted_where_a_name_belongs_is_not_echoed(
     # A name as variables are named is shown: it is what the operator must set.
     with pytest.raises(ConfigError, match="KLANTSYNC_SHOP_SECRET is not set"):
         resolve_secret("env:KLANTSYNC_SHOP_SECRET", file="f", key="k", base_dir=tmp_path, env={})
+
+
+def test_check_warns_of_a_secret_file_other_users_may_read(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The master key opens every sealed record in the store; nothing looked at its mode."""
+    path = write_config(tmp_path)
+    main(["-c", str(path), "check", "--json"])
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+    (tmp_path / "master.key").chmod(0o644)
+    main(["-c", str(path), "check", "--json"])
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.startswith("keys.source: secret file") and "mode 644" in warning
