@@ -431,8 +431,14 @@ class PipedriveAdapter:
             ids.update(search_hits(body, email))
             extra = body.get("additional_data")
             cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
-            if not isinstance(cursor, str) or not cursor or cursor in seen:
+            if not isinstance(cursor, str) or not cursor:
                 return sorted(ids)
+            if cursor in seen:
+                # Paging in a loop: what was read is not all there is, and an erasure's
+                # check must not conclude from it that nobody is left (as the pull refuses).
+                raise FatalRemoteError(
+                    self.client.system, "GET", SEARCH, response.status_code, "PAGING_LOOP"
+                )
             seen.add(cursor)
 
     # -- find --------------------------------------------------------------------------------

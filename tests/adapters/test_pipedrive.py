@@ -770,6 +770,27 @@ async def test_pull_refuses_a_cursor_it_has_seen() -> None:
     assert caught.value.detail == "PAGING_LOOP"
 
 
+async def test_a_search_that_pages_in_a_loop_is_no_answer_that_nobody_is_left() -> None:
+    """The search's paging stopped at a cursor seen before and returned what it had read:
+    an erasure's check could conclude from a partial answer that nobody was left."""
+
+    def always_same(request: httpx.Request) -> httpx.Response:
+        body = {"success": True, "data": {"items": []}, "additional_data": {"next_cursor": "c"}}
+        return httpx.Response(200, json=body)
+
+    client = SystemClient(
+        system="deals",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(always_same),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    adapter = PipedriveAdapter(client, make_settings())
+    async with client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await adapter.find(Subject(email="an@example.com"))
+    assert caught.value.detail == "PAGING_LOOP"
+
+
 async def test_sandbox_refuses_a_page_over_500(raw: httpx.AsyncClient) -> None:
     """limit=501 is a 400, as Pipedrive allows at most 500 a page."""
     response = await raw.get("/persons", params={"limit": 501})
