@@ -684,11 +684,32 @@ async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooComme
 
 
 async def test_a_flow_never_runs_twice_at_once(daemon: Daemon, shop: WooCommerceSandbox) -> None:
-    """A second run of a flow that is running is skipped, not started."""
+    """A second run of a flow that is running is skipped, not started; a run that finds
+    only a targeted sync of a few people holding the flow waits for it, then runs."""
     shop.seed_synthetic(3, seed=36)
-    async with daemon.flow_locks["shop-to-crm"]:
-        assert await daemon.run_flow("shop-to-crm") is None
-    assert await daemon.run_flow("shop-to-crm") is not None
+    real_sync = daemon.rt.engine.sync
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await release.wait()
+        return await real_sync(*args, **kwargs)
+
+    daemon.rt.engine.sync = held  # type: ignore[method-assign]
+    first = asyncio.create_task(daemon.run_flow("shop-to-crm"))
+    await entered.wait()
+    assert await daemon.run_flow("shop-to-crm") is None  # a run is under way
+    daemon.rt.engine.sync = real_sync  # type: ignore[method-assign]
+    release.set()
+    assert await first is not None
+    lock = daemon.flow_locks["shop-to-crm"]
+    await lock.acquire()  # as a webhook's targeted sync holds it
+    waiting = asyncio.create_task(daemon.run_flow("shop-to-crm"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    lock.release()
+    assert await waiting is not None
 
 
 async def test_accepted_connections_have_nagle_off(tmp_path: Path) -> None:
