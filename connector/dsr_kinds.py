@@ -804,6 +804,17 @@ class KindRunner:
                 external_id=external,
                 fields=system.mapping.outbound(person),
             )
+            # What waits in the outbox takes the correction first, and a write that took
+            # the old payload meanwhile lands before ours: a batch taking it now carries the
+            # correction, and none of the old values lands after it.
+            self._correct_queued(
+                name,
+                people,
+                outbound.fields,
+                email_path=system.mapping.fields["email"].path,
+                queued_before=manifest.get("queued_before"),
+            )
+            await self.rt.engine.in_flight.landed(name, [row.subject_id, *people])
             # update, never upsert: a correction changes what is held and nothing else. An
             # upsert would create the person where find saw only something else of theirs
             # (guest orders), add them to a newsletter audience they were never on, or
@@ -827,13 +838,6 @@ class KindRunner:
         # The last-delivered hash stays: it is what the source last sent, so an unchanged
         # source sends nothing and the correction stands (dropping it made the next sync send
         # the source's old values over the correction).
-        self._correct_queued(
-            name,
-            people,
-            outbound.fields,
-            email_path=system.mapping.fields["email"].path,
-            queued_before=manifest.get("queued_before"),
-        )
         facts["updated_at"] = self.service.timestamp()
         if result.note:
             facts["note"] = result.note

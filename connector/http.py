@@ -179,10 +179,12 @@ def ca_bundle_problem(ca_bundle: Path, exc: BaseException | None = None) -> str 
     return f"CA bundle {ca_bundle} cannot be loaded ({type(exc).__name__})"
 
 
-def server_pair_problem(cert: Path, key: Path) -> str | None:
+def server_pair_problem(cert: Path, key: Path, *, strict: bool = False) -> str | None:
     """Why a listener cannot serve TLS with ``cert`` and ``key``, in words; ``None`` if it can.
 
     A key under a passphrase is refused, not asked for: a service has nobody to type it.
+    A key this user may not read is a problem only when ``strict`` (the daemon starting its
+    listeners); loading the config for another command, it is left to them.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
@@ -193,7 +195,9 @@ def server_pair_problem(cert: Path, key: Path) -> str | None:
             f"TLS certificate {cert} and key {key} cannot be served ({reason}): each must be "
             "PEM, the key unencrypted and the one the certificate is for"
         )
-    except PermissionError:
+    except PermissionError as exc:
+        if strict:
+            return f"TLS certificate {cert} or key {key} cannot be read ({exc.strerror})"
         # Another user than the daemon's (an operator's CLI command): only the listeners,
         # which run as the service user, need to read the key.
         return None

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
+from connector.http import server_pair_problem
 from connector.webhooks import MAX_BODY_BYTES, receive
 
 if TYPE_CHECKING:
@@ -243,6 +244,12 @@ def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
     settings = daemon.rt.config.daemon
     tls: dict[str, Any] = {}
     if settings.tls_cert is not None and settings.tls_key is not None:
+        # Loaded now as the listeners will load it, a key this user may not read included
+        # (the config load leaves that to here): failing inside uvicorn's task, both
+        # listeners died after "daemon started", with no webhooks, health or admin API.
+        problem = server_pair_problem(settings.tls_cert, settings.tls_key, strict=True)
+        if problem:
+            raise ConfigError(str(daemon.rt.config.path), "daemon.tls_cert", problem)
         tls = {"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
     servers = []
     for key, app, listen in (

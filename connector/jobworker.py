@@ -217,8 +217,8 @@ class JobWorker:
             # Checked against the config file as it is now, the resync was queued for a
             # daemon that runs the config it started with: "done", having run nothing.
             raise KlantsyncError(
-                f"no flow of the running daemon reads {system} (it runs the config it started "
-                "with: restart it after editing the config)"
+                f"no flow of the running daemon reads {system} (a config edited since the "
+                "daemon started takes effect when it restarts)"
             )
         if params.get("email"):
             written = await self.runner.sync_subjects(

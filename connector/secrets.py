@@ -71,9 +71,11 @@ def resolve_secret(
     if reference.startswith("file:"):
         raw = reference[5:].strip()
         path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
-        # A bare name as long as a token (shpat_..., 40 hex) is not echoed in messages.
-        bare = "/" not in raw and "." not in raw and len(raw) > 24
-        shown = "it names (not shown: a secret pasted in?)" if bare else str(path)
+        # Not echoed in messages where it may be a secret pasted in: a bare name as long as
+        # a token (shpat_..., 40 hex, a JWT), or a "path" whose folder does not exist (a
+        # base64 secret's "/").
+        pasted = ("/" not in raw and len(raw) > 24) or not path.parent.is_dir()
+        shown = "it names (not shown: a secret pasted in?)" if pasted else str(path)
         try:
             # utf-8-sig: an editor's byte-order mark in front (Windows Notepad writes one)
             # is not part of the secret.

@@ -690,6 +690,29 @@ def test_a_secret_pasted_after_env_is_not_echoed(tmp_path: Path, env: dict[str, 
 
 
 @pytest.mark.parametrize(
+    "secret",
+    [
+        "q3X/9kLmT2vB8nR+wE1yZ4cH7uJ0pS6aD5fG=",  # openssl rand -base64: a "/" in it
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJrbGFudCJ9.c2lnbmF0dXJlLXBhcnQ",  # a JWT, dotted
+    ],
+)
+def test_a_secret_with_a_slash_or_a_dot_pasted_after_file_is_not_echoed(
+    tmp_path: Path, secret: str
+) -> None:
+    from connector.secrets import resolve_secret
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret(
+            f"file:{secret}", file="k.toml", key="systems.news.webhooks.secret", base_dir=tmp_path
+        )
+    assert secret not in str(caught.value)
+    # A path to a file that is missing is still named: it is what the operator must fix.
+    (tmp_path / "secrets").mkdir()
+    with pytest.raises(ConfigError, match="secrets/shop_key not found"):
+        resolve_secret("file:secrets/shop_key", file="k.toml", key="k", base_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
     "token",
     [
         "cs_" + "3f9a1c2b7d" * 4,  # WooCommerce's consumer secret: a valid variable name

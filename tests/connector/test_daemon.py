@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from connector.daemon import (
     _trigger,
     first_review,
 )
-from connector.errors import KlantsyncError
+from connector.errors import ConfigError, KlantsyncError
 from connector.httpapp import build_public_app
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, write_config
 
@@ -1490,3 +1491,66 @@ async def test_a_breach_clock_still_running_is_a_gauge_a_review_warning_and_in_s
     said = capsys.readouterr().out
     assert "breach incidents: 2 open, 1 past their 72 hours" in said
     assert f"incident {late.id}: overdue by 8h" in said
+
+
+async def test_a_daemon_whose_user_cannot_read_its_tls_key_does_not_start_without_listeners(
+    open_rt: Callable[..., Any],
+    daemon_config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TLS key that cannot be read passes the config load (an operator's CLI command may
+    run as another user), but the daemon's own user must read it: left root:root 0600, the
+    daemon said "started" while both listeners died inside it. It refuses to start."""
+    from connector.devtls import DevCA
+
+    pair = DevCA(tmp_path / "ca").issue("localhost")
+    text = daemon_config.read_text().replace(
+        "[daemon]\n",
+        f'[daemon]\ntls_cert = "{pair.cert_path}"\ntls_key = "{pair.key_path}"\n',
+    )
+    daemon_config.write_text(text)
+    _listen_on_free_ports(daemon_config)
+    real = ssl.SSLContext.load_cert_chain
+
+    def unreadable_key(
+        self: ssl.SSLContext, certfile: Any, keyfile: Any = None, *a: Any, **kw: Any
+    ) -> Any:
+        if keyfile is not None and Path(keyfile) == Path(pair.key_path):
+            raise PermissionError(13, "Permission denied", str(keyfile))
+        return real(self, certfile, keyfile, *a, **kw)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", unreadable_key)
+    try:
+        async with open_rt(daemon_config) as rt:
+            daemon = Daemon(rt, clock=Clock())
+            spawned: list[asyncio.Task[Any]] = []
+            spawn = daemon._spawn
+
+            def recorded(coro: Any) -> asyncio.Task[Any]:
+                task = spawn(coro)
+                spawned.append(task)
+                return task
+
+            daemon._spawn = recorded  # type: ignore[method-assign]
+            serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+            for _ in range(500):
+                await asyncio.sleep(0)
+                if serving.done():
+                    break
+            if serving.done():
+                with pytest.raises(ConfigError):
+                    serving.result()
+                return
+            started = [e for e in audit.entries(rt.store) if e.kind == "daemon.started"]
+            dead = [t for t in spawned if t.done() and t.exception() is not None]
+            errors = [type(t.exception()).__name__ for t in dead]
+            daemon.stop()
+            await asyncio.wait_for(serving, 10)
+    except ConfigError:
+        return  # refused at load: as good
+    pytest.fail(
+        f"the daemon started ({len(started)} daemon.started entry) with a TLS key its user "
+        f"cannot read; its listener tasks ended with {errors}: no webhooks, no health "
+        "endpoint, no admin API"
+    )

@@ -183,13 +183,19 @@ async def test_a_batch_that_meets_a_bug_says_its_type_only(
     ] * 2
 
 
+NO_FLOW_READS_CRM = (
+    "no flow of the running daemon reads crm (a config edited since the daemon started "
+    "takes effect when it restarts)"
+)
+
+
 async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
     worker: JobWorker, runner: Runner
 ) -> None:
     ids = [
         worker.queue("resync", {"system": "shop", "full": True}),
         worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL, "full": True}),
-        worker.queue("resync", {"system": "crm"}),  # the source of no flow: nothing to run
+        worker.queue("resync", {"system": "crm"}),  # the source of no flow: it fails, saying so
     ]
     done = await _work_until_done(worker, ids)
     assert runner.calls == [
@@ -199,8 +205,9 @@ async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
     assert [job.result for job in done] == [
         {"flows": ["shop-to-crm"], "failed": False},
         {"written": 1},
-        {"flows": [], "failed": False},
+        {"error": NO_FLOW_READS_CRM},
     ]
+    assert done[2].status == "failed"
 
 
 async def test_a_resync_the_daemon_stops_before_stays_queued_for_its_next_start(
@@ -233,7 +240,7 @@ async def test_a_job_whose_params_do_not_open_fails_alone_and_the_next_one_runs(
     assert [(job.status, job.result) for job in done] == [
         ("failed", {"error": jobs.UNREADABLE}),
         ("done", {"batch": 1, "written": 1}),
-        ("done", {"flows": [], "failed": False}),
+        ("failed", {"error": NO_FLOW_READS_CRM}),
         ("failed", {"error": jobs.UNREADABLE}),
     ]
     assert runner.calls == [("subjects", "shop", [("6", None)])]

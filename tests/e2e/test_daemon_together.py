@@ -333,3 +333,97 @@ async def test_an_erasure_queued_by_a_system_taken_out_of_the_config_is_not_drop
         f"({finished.result if finished else None}) and opened no request: the person is "
         f"still in the CRM: {crm.holds(CANARY_EMAIL)}"
     )
+
+
+async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_up(
+    tmp_path: Path,
+) -> None:
+    """A correction waited only for writes in flight when it asked: a delivery batch that
+    took the person's queued row (old last name) while the correction looked the person up
+    landed after the correction's update and undid it. The queued row takes the correction
+    first now, and the correction waits for a batch that took the row before that."""
+    world = World()
+    config = write_world_config(tmp_path, world)
+    email = "recht@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
+    clock = VirtualTime()
+    async with open_runtime(
+        config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+    ) as service:
+        (report,) = await service.engine.sync("shopify")
+        assert not report.failed, report.errors
+        world.shopify.touch(email, phone="+31612345679")  # a change the CRM has not had yet
+        engine: Any = service.engine
+        crm: Any = service.systems["crm"].adapter
+
+        # The CRM's delivery worker is busy elsewhere: it takes the row a little later.
+        deliver_waits, deliver_go = asyncio.Event(), asyncio.Event()
+        real_deliver = engine._deliver
+
+        async def late_deliver(flow: Any, dest: Any, *args: Any) -> Any:
+            if dest.name == "crm":
+                deliver_waits.set()
+                await deliver_go.wait()
+            return await real_deliver(flow, dest, *args)
+
+        engine._deliver = late_deliver
+        # The correction's lookup in the CRM takes a moment (the network)...
+        past_wait = {"crm": False}
+        real_landed = engine.in_flight.landed
+
+        async def landed(system: str, ids: Sequence[str]) -> None:
+            await real_landed(system, ids)
+            if system in past_wait:
+                past_wait[system] = True
+
+        engine.in_flight.landed = landed
+        find_entered, find_go = asyncio.Event(), asyncio.Event()
+        real_find = crm.find
+
+        async def slow_find(subject: Any) -> Any:
+            if past_wait["crm"] and not find_entered.is_set():
+                find_entered.set()
+                await find_go.wait()
+            return await real_find(subject)
+
+        crm.find = slow_find
+        # ... and the batch's upsert too.
+        upsert_entered, upsert_go = asyncio.Event(), asyncio.Event()
+        real_upsert = crm.upsert
+
+        async def slow_upsert(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+            upsert_entered.set()
+            await upsert_go.wait()
+            result: list[UpsertResult] = await real_upsert(records)
+            return result
+
+        crm.upsert = slow_upsert
+
+        sync = asyncio.create_task(service.engine.sync("shopify"))
+        await asyncio.wait_for(deliver_waits.wait(), 10)
+        for _ in range(200):  # the pull queues the page meanwhile
+            await asyncio.sleep(0)
+        assert service.store.outbox_counts(flow="shopify").get("crm") == 1
+        correction = asyncio.create_task(DsrService(service).rectify(email, {"last_name": "Goed"}))
+        await asyncio.wait_for(find_entered.wait(), 10)  # nothing was in flight: it went on
+        deliver_go.set()  # the delivery worker takes the queued row (old last name)
+        await asyncio.wait_for(upsert_entered.wait(), 10)
+        find_go.set()
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert not correction.done()  # waiting for the batch that took the old row
+        upsert_go.set()
+        view = await asyncio.wait_for(correction, 10)
+        assert view.system("crm").status == "done"
+        await asyncio.wait_for(sync, 10)
+        engine._deliver = real_deliver
+        crm.find, crm.upsert = real_find, real_upsert
+        engine.in_flight.landed = real_landed
+        await service.engine.sync("shopify")  # nothing changed in Shopify since
+    contact = world.crm.record_for(email)
+    assert contact is not None
+    assert contact["properties"]["lastname"] == "Goed", (
+        f"correction {view.id} is done for crm, but a batch of the same process that took "
+        f"the person's older queued row while the correction looked them up landed after "
+        f"it: the CRM holds lastname {contact['properties']['lastname']!r}"
+    )

@@ -455,3 +455,49 @@ async def test_a_change_queued_for_a_destination_taken_out_for_a_while_is_not_lo
         await rt.engine.sync()
     person = world.deals.record_for("anna.winkel@example.nl")
     assert person is not None and person["first_name"] == "Annemarie", person
+
+
+_PHONE_SECTION = """[fields.phone]
+path = "phone"
+transform = ["phone"]
+purpose = "Customer service: call back about orders"
+"""
+
+
+async def test_a_mapping_edited_before_a_running_daemon_s_first_run_still_reads_in_full(
+    tmp_path: Path,
+) -> None:
+    """The shape was worked out from the mapping files on disk at a flow's first run, not
+    when the process loaded them: a mapping edited after a daemon started (to restart it
+    later) was recorded as the shape its next run sent under, and after the restart the
+    customers the cursor had passed never got the new field."""
+    world = World()
+    full = (REPO_MAPPINGS / "hubspot.toml").read_text()
+    assert _PHONE_SECTION in full
+    mapping = tmp_path / "crm.toml"
+    mapping.write_text(full.replace(_PHONE_SECTION, ""))
+    flows = '\n[[flows]]\nname = "webshop"\nsource = "shopify"\ndestinations = ["crm"]\n'
+    path = write_config(tmp_path, world, flows, mappings={"crm": mapping})
+    emails = [f"klant{n}@example.nl" for n in range(3)]
+    for n, email in enumerate(emails):
+        world.shopify.add_person(email, f"Klant{n}", "Bestaand", f"+3161234567{n}")
+    async with opener(world)(path) as rt:  # the daemon starts: the mapping has no phone
+        mapping.write_text(full)  # the operator adds phone, to restart the daemon later
+        (first,) = await rt.engine.sync()  # the nightly run, before the restart
+        assert first.destinations["crm"].written == 3
+        world.wall.advance(24 * 3600)
+        world.shopify.add_person("nieuw@example.nl", "Nieuw", "Later")
+        (second,) = await rt.engine.sync()  # the next night's run: one new customer
+        assert second.destinations["crm"].written == 1
+    assert "phone" not in (world.crm.record_for(emails[0]) or {}).get("properties", {})
+    world.wall.advance(24 * 3600)
+    async with opener(world)(path) as rt:  # restarted: phone is in the mapping now
+        await rt.engine.sync()
+    phones = {
+        email: (world.crm.record_for(email) or {}).get("properties", {}).get("phone")
+        for email in emails
+    }
+    assert all(phones.values()), (
+        f"the mapping gained phone, but the cursor was recorded under the edited file's shape "
+        f"by a run that still used the mapping loaded before: phones in the CRM {phones}"
+    )
