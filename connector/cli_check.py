@@ -146,7 +146,7 @@ def _print_check(
 
 def _secret_files_others_read(config_path: Path) -> list[str]:
     """A warning for each ``file:`` secret (the master key, a credential, a webhook secret,
-    the admin token) that users other than its owner may read: the master key opens every
+    the admin token) that every user may read: the master key opens every
     sealed record in the store, and a token is the system's whole account."""
     data = read_toml(config_path, "config file")
     references: list[tuple[str, Any]] = [("keys.source", data.get("keys", {}).get("source"))]
@@ -170,10 +170,12 @@ def _secret_files_others_read(config_path: Path) -> list[str]:
             mode = path.stat().st_mode & 0o777
         except OSError:
             continue  # loading the config said what is wrong with it
-        if mode & 0o077:
+        if mode & 0o007:
+            # Others, not the group: root:klantsync 0640 is how a service user reads a secret
+            # in a folder root owns, and "chmod 600" would lock the service out.
             warnings.append(
-                f"{key}: secret file {path} may be read by other users (mode {mode:o}); "
-                f"chmod 600 it"
+                f"{key}: secret file {path} may be read by every user (mode {mode:o}); "
+                "chmod o-rwx it (600, or 640 with the service's group)"
             )
     return warnings
 

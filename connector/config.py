@@ -483,7 +483,12 @@ def _load_system(
     if isinstance(webhooks, dict) and "secret" in webhooks:
         raw["webhooks"] = dict(webhooks)
         raw["webhooks"]["secret"] = resolve_secret(
-            webhooks["secret"], file=file, key=f"{key}.webhooks.secret", base_dir=base, env=env
+            webhooks["secret"],
+            file=file,
+            key=f"{key}.webhooks.secret",
+            base_dir=base,
+            env=env,
+            sent=False,  # it keys a signature; a shop admin may have typed any text
         )
     try:
         settings = spec.settings_model.model_validate(raw)

@@ -133,6 +133,8 @@ class Engine:
         #: Each flow's shape (see :meth:`shape`), worked out now, from the mapping files as
         #: they are when the config was loaded: worked out at a first run, an edit made to a
         #: file since (not yet in use) was recorded as the shape the run sent under.
+        #: In a dry run: the (flow, system) pairs a real run would drop first.
+        self._dry_unrouted: list[tuple[str, str]] = []
         self._shapes: dict[str, str] = {}
         for flow in config.flows:
             self.shape(flow)
@@ -172,6 +174,9 @@ class Engine:
             )
         if not dry_run:
             self._drop_unrouted()
+        else:
+            # What the real run would drop first: a dry run reads past those rows as well.
+            self._dry_unrouted = self.store.unrouted(self._routes())
         run_id = None if dry_run else self.store.start_run(flow.name)
         try:
             report = await self._run(
@@ -215,10 +220,14 @@ class Engine:
             self._shapes[flow.name] = found
         return found
 
+    def _routes(self) -> list[tuple[str, str]]:
+        """Every configured ``(flow, destination)``."""
+        return [(f.name, d) for f in self.config.flows for d in f.destinations]
+
     def _drop_unrouted(self) -> None:
         """Delete what flows queued for systems they no longer send to (see
         :meth:`Store.drop_unrouted`), and say so."""
-        routes = [(f.name, d) for f in self.config.flows for d in f.destinations]
+        routes = self._routes()
         dropped = self._write(lambda store: store.drop_unrouted(routes))
         for (flow, system), count in dropped.items():
             log.info(
@@ -445,6 +454,13 @@ class Engine:
         # What a destination refused for good is not offered again as it was: it would be
         # refused again, and add a dead letter, on every sync. A --full sync retries.
         rejected_by = {} if retry_rejected else self.store.rejected_hashes(names, subject_ids)
+        if dry_run and self._dry_unrouted:
+            # Rows the real run drops first (their flow no longer sends to the system) are
+            # not what waits: the real run queues the person anew.
+            stale = self.store.queued_by_flows(self._dry_unrouted, subject_ids)
+            for system, sids in stale.items():
+                for sid in sids:
+                    queued_by.get(system, {}).pop(sid, None)
         for new, old in formerly.items():  # a dry run's moves, as the sync makes them
             for hashes in (*queued_by.values(), *delivered_by.values()):
                 if old in hashes:

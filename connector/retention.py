@@ -15,8 +15,10 @@
   keep every id it ever saw);
 - the flows' runs that started more than ``runs_days`` ago, except each flow's latest run and
   latest successful one (what ``status`` and the readiness probe read);
-- the stores a restore replaced (``<store>.replaced-<time>``, with their -wal and -shm) more
-  than ``replaced_stores_days`` ago: each holds all the store held, and no erasure reaches it.
+- the stores a restore replaced (``<store>.replaced-<time>``) more than
+  ``replaced_stores_days`` ago: each held all the store held, and no erasure reaches it, so
+  all but its audit trail is deleted (the entries between the backup and the restore are
+  there only), and the file once that trail is past ``audit_days`` too.
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
 that deletes something appends one ``retention.purged`` audit entry with counts only.
@@ -30,6 +32,7 @@ import glob
 import json
 import logging
 import re
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -253,7 +256,7 @@ def _sweep(
         cut["runs"],
     )
     report.replaced_stores = _purge_replaced_stores(
-        store.path, cut["replaced_stores"], dry_run, report.errors
+        store.path, cut["replaced_stores"], cut["audit"], dry_run, report.errors
     )
     if not dry_run and report.total:
         audit.append(
@@ -366,8 +369,16 @@ def _delete_rows(
 _REPLACED = re.compile(r"\.replaced-(\d{8}T\d{6}Z)(?:-\d+)?")
 
 
-def _purge_replaced_stores(store_path: Path, cutoff: str, dry_run: bool, errors: list[str]) -> int:
-    """Delete the stores restores replaced before ``cutoff`` (with their -wal and -shm)."""
+def _purge_replaced_stores(
+    store_path: Path, cutoff: str, audit_cutoff: str, dry_run: bool, errors: list[str]
+) -> int:
+    """Empty the stores restores replaced before ``cutoff`` of all but their audit trail,
+    and delete one once its newest audit entry is past ``audit_cutoff``; how many.
+
+    The audit entries between the backup and the restore are in the replaced store only
+    (the restored chain ends at the backup's head), and are kept as long as ``audit_days``
+    keeps any: deleting the file with the rest deleted them years early.
+    """
     purged = 0
     prefix = store_path.name
     for path in sorted(store_path.parent.glob(f"{glob.escape(prefix)}.replaced-*")):
@@ -377,17 +388,54 @@ def _purge_replaced_stores(store_path: Path, cutoff: str, dry_run: bool, errors:
         when = dt.datetime.strptime(found.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
         if _stamp(when) >= cutoff:
             continue
-        purged += 1
-        if dry_run:
-            continue
         try:
-            for companion in ("-wal", "-shm"):
-                path.with_name(path.name + companion).unlink(missing_ok=True)
-            path.unlink()
-        except OSError as exc:
-            purged -= 1
-            errors.append(f"replaced store {path.name}: {exc.strerror or type(exc).__name__}")
+            with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+                kept = _tables(db) & _KEPT_TABLES
+                emptied = _tables(db) - _KEPT_TABLES
+                held = any(_holds_rows(db, name) for name in emptied)
+                newest = ""
+                if "audit" in kept:
+                    row = db.execute("SELECT MAX(ts) FROM audit").fetchone()
+                    newest = str(row[0]) if row and row[0] else ""
+                due = newest < audit_cutoff  # no entry ("") or all past audit_days
+                if held and not due and not dry_run:
+                    _keep_only_the_audit_trail(db, emptied)
+            if due and not dry_run:
+                for companion in ("-wal", "-shm"):
+                    path.with_name(path.name + companion).unlink(missing_ok=True)
+                path.unlink()
+            purged += held or due
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else None
+            errors.append(f"replaced store {path.name}: {reason or type(exc).__name__}")
     return purged
+
+
+#: What an emptied replaced store keeps: its audit trail, which verifies on its own.
+_KEPT_TABLES = frozenset({"audit", "audit_chain"})
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    rows = db.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%'"
+    )
+    return {str(name) for (name,) in rows}
+
+
+def _holds_rows(db: sqlite3.Connection, table: str) -> bool:
+    return db.execute(f'SELECT 1 FROM "{table}" LIMIT 1').fetchone() is not None  # noqa: S608
+
+
+def _keep_only_the_audit_trail(db: sqlite3.Connection, tables: set[str]) -> None:
+    """Delete every row but the audit trail's, the freed pages zeroed and the file shrunk."""
+    db.execute("PRAGMA foreign_keys=OFF")
+    db.execute("PRAGMA secure_delete=ON")
+    db.execute("BEGIN IMMEDIATE")
+    for name in sorted(tables):
+        db.execute(f'DELETE FROM "{name}"')  # noqa: S608 - the store's own tables
+    db.execute("COMMIT")
+    db.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+    db.execute("VACUUM")
 
 
 def _delete_bundle(root: Path, files: list[str]) -> None:

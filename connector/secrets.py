@@ -28,11 +28,15 @@ def resolve_secret(
     key: str,
     base_dir: Path,
     env: Mapping[str, str] | None = None,
+    sent: bool = True,
 ) -> str:
     """The value a reference points at.
 
     Args:
         reference: the configured value, e.g. ``"env:HUBSPOT_TOKEN"``.
+        sent: whether the secret travels in requests (a token, a password, the admin
+            token): then it must be one line of printable ASCII. A webhook secret only keys
+            a signature, over its UTF-8 bytes, and may be any text the vendor allowed.
         file: config file name, for messages.
         key: dotted config key, for messages.
         base_dir: what a relative ``file:`` path is relative to (the config's folder).
@@ -67,7 +71,8 @@ def resolve_secret(
             # Blanks (an env file's "NAME= ") are no secret: taken as one, an empty admin
             # token or webhook key would let in whoever sends none.
             raise ConfigError(file, key, f"environment variable {named} is empty")
-        return _sendable(value.strip(), file, key, f"environment variable {name}")
+        value = value.strip()
+        return _sendable(value, file, key, f"environment variable {named}") if sent else value
     if reference.startswith("file:"):
         raw = reference[5:].strip()
         path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
@@ -91,7 +96,7 @@ def resolve_secret(
             ) from None
         if not value:
             raise ConfigError(file, key, f"secret file {shown} is empty")
-        return _sendable(value, file, key, f"secret file {shown}")
+        return _sendable(value, file, key, f"secret file {shown}") if sent else value
     raise ConfigError(
         file,
         key,

@@ -554,16 +554,35 @@ class Store:
         flow's run to a system nothing meant to send them to any more, or kept sealed in the
         outbox for good. The next run of a flow queues whatever its systems lack.
         """
+        dropped: dict[tuple[str, str], int] = {}
+        for flow, system in self.unrouted(routes):
+            cur = self.db.execute("DELETE FROM outbox WHERE flow=? AND system=?", (flow, system))
+            dropped[(flow, system)] = cur.rowcount
+        return dropped
+
+    def unrouted(self, routes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The ``(flow, system)`` pairs the outbox holds rows of that ``routes`` do not name."""
         wanted = set(routes)
         found = self.db.execute("SELECT DISTINCT flow, system FROM outbox").fetchall()
-        dropped: dict[tuple[str, str], int] = {}
-        for flow, system in found:
-            if (flow, system) not in wanted:
-                cur = self.db.execute(
-                    "DELETE FROM outbox WHERE flow=? AND system=?", (flow, system)
+        return [(str(f), str(s)) for f, s in found if (f, s) not in wanted]
+
+    def queued_by_flows(
+        self, pairs: Sequence[tuple[str, str]], subject_ids: Sequence[str]
+    ) -> dict[str, set[str]]:
+        """Per system, which of ``subject_ids`` have a row queued by one of ``pairs``."""
+        numbers = self.subject_numbers(subject_ids)
+        subject_of = {number: sid for sid, number in numbers.items()}
+        found: dict[str, set[str]] = {}
+        for flow, system in pairs:
+            for chunk in _chunks(list(subject_of), 500):
+                marks = ",".join("?" * len(chunk))
+                rows = self.db.execute(
+                    "SELECT subject_no FROM outbox WHERE flow=? AND system=? "  # noqa: S608
+                    f"AND subject_no IN ({marks})",
+                    (flow, system, *chunk),
                 )
-                dropped[(str(flow), str(system))] = cur.rowcount
-        return dropped
+                found.setdefault(system, set()).update(subject_of[n] for (n,) in rows)
+        return found
 
     def outbox_count(self, system: str | None = None) -> int:
         if system is None:

@@ -749,7 +749,31 @@ def test_check_warns_of_a_secret_file_other_users_may_read(
     path = write_config(tmp_path)
     main(["-c", str(path), "check", "--json"])
     assert json.loads(capsys.readouterr().out)["warnings"] == []
+    (tmp_path / "master.key").chmod(0o640)  # root:klantsync 0640: the service's group reads it
+    main(["-c", str(path), "check", "--json"])
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
     (tmp_path / "master.key").chmod(0o644)
     main(["-c", str(path), "check", "--json"])
     (warning,) = json.loads(capsys.readouterr().out)["warnings"]
     assert warning.startswith("keys.source: secret file") and "mode 644" in warning
+    assert "chmod o-rwx" in warning
+
+
+def test_a_webhook_secret_is_any_text_the_vendor_took(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A WooCommerce webhook secret is what the shop admin typed, signed over as UTF-8; it
+    never travels in a header. Held to printable ASCII like a token, one an earlier version
+    verified with stopped the config from loading."""
+    monkeypatch.setenv("T_WC_HOOK", "Geheim€wachtwoord ñ")
+    credentials = (
+        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }'
+    )
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            credentials, f'{credentials}\nwebhooks = {{ secret = "env:T_WC_HOOK" }}'
+        )
+    )
+    hooks = load_config(path).systems["shop"].webhooks
+    assert hooks is not None and hooks.secret.get_secret_value() == "Geheim€wachtwoord ñ"

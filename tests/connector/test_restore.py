@@ -608,3 +608,36 @@ async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     assert facts.not_carried == [] and facts.carried["requests"] == 1
     async with open_rt() as rt:
         assert [v.id for v in DsrService(rt).list()] == [view.id]
+
+
+async def test_the_audit_entries_only_a_replaced_store_holds_outlive_its_retention(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """After a restore the erasure made since the backup is audited in the replaced store
+    only (the restored chain ends at the backup's head). Deleting that store after
+    replaced_stores_days deleted the only copy of entries audit_days keeps for seven years:
+    all but its audit trail goes, and the trail still verifies on its own."""
+    import datetime as dt
+
+    from connector import retention
+
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.replaced_path is not None
+    replaced = Path(facts.replaced_path)
+    query = f"SELECT seq FROM audit WHERE data LIKE '%{view.id}%'"  # noqa: S608 - our id
+    trail = rows(replaced, query)
+    assert trail and rows(config.store_path, query) == []
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+    async with open_rt() as rt:
+        report = await retention.sweep(rt.store, rt.config, rt.keyring, later)
+    assert report.replaced_stores == 1 and report.errors == []
+    assert rows(replaced, query) == trail
+    assert rows(replaced, "SELECT COUNT(*) FROM subjects") == [(0,)]
+    assert audit.verify(Store(replaced)).ok

@@ -436,27 +436,45 @@ async def test_the_daemon_s_sweep_says_what_it_could_not_purge(
     assert "entry 2" in left.__dict__["error"]
 
 
-async def test_a_store_a_restore_replaced_goes_after_its_period(
+async def test_a_store_a_restore_replaced_keeps_only_its_audit_trail_after_its_period(
     store: Store, config: Config
 ) -> None:
     """A restore keeps the store it replaced beside the new one: everything the store held,
-    sealed, out of every erasure's reach. Nothing deleted it, ever."""
-    folder = store.path.parent
-    name = store.path.name
-    old = folder / f"{name}.replaced-20260415T080000Z"  # 47 days before NOW
-    again = folder / f"{name}.replaced-20260415T080000Z-2"
-    recent = folder / f"{name}.replaced-20260520T080000Z"  # 12 days before NOW
+    sealed, out of every erasure's reach; nothing deleted it. After replaced_stores_days all
+    but its audit trail goes (the entries between the backup and the restore are there
+    only), and the file once the trail is past audit_days too."""
+    folder, name = store.path.parent, store.path.name
+
+    def replaced(suffix: str, audit_at: str | None) -> Path:
+        path = folder / f"{name}.replaced-{suffix}"
+        with sqlite3.connect(path) as db:
+            db.execute("CREATE TABLE outbox (payload BLOB)")
+            db.execute("INSERT INTO outbox VALUES (x'00')")
+            db.execute("CREATE TABLE audit (seq INTEGER, ts TEXT)")
+            if audit_at is not None:
+                db.execute("INSERT INTO audit VALUES (1, ?)", (audit_at,))
+        return path
+
+    old = replaced("20260415T080000Z", _ago(47))  # 47 days before NOW, its trail too
+    again = replaced("20260415T080000Z-2", None)  # no audit trail to keep
+    recent = replaced("20260520T080000Z", _ago(12))  # 12 days before NOW
     unrelated = folder / f"{name}.replaced-by-hand"
-    for path in (old, again, recent, unrelated):
-        path.write_bytes(b"SQLite format 3\x00")
-    (folder / f"{old.name}-wal").write_bytes(b"wal")
-    (folder / f"{old.name}-shm").write_bytes(b"shm")
+    unrelated.write_bytes(b"kept")
 
     dry = await retention.sweep(store, config, None, NOW, dry_run=True)
-    assert dry.replaced_stores == 2 and old.exists()
+    assert dry.replaced_stores == 2 and again.exists()
     report = await retention.sweep(store, config, KEYS, NOW)
     assert report.replaced_stores == 2 and report.errors == []
-    left = sorted(p.name for p in folder.iterdir() if ".replaced-" in p.name)
-    assert left == sorted([recent.name, unrelated.name])
+    assert not again.exists() and recent.exists() and unrelated.exists()
+    with sqlite3.connect(old) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM audit").fetchone() == (1,)
+    with sqlite3.connect(recent) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (1,)
     (*_, entry) = audit.entries(store)
     assert entry.kind == audit.RETENTION_PURGED and entry.data["replaced_stores"] == 2
+    # Emptied, it is left alone until its trail is past audit_days; then it goes.
+    assert (await retention.sweep(store, config, KEYS, NOW)).replaced_stores == 0
+    seven_years_on = NOW + dt.timedelta(days=config.retention.audit_days)
+    assert (await retention.sweep(store, config, KEYS, seven_years_on)).replaced_stores == 2
+    assert not old.exists() and not recent.exists()

@@ -501,3 +501,27 @@ async def test_a_mapping_edited_before_a_running_daemon_s_first_run_still_reads_
         f"the mapping gained phone, but the cursor was recorded under the edited file's shape "
         f"by a run that still used the mapping loaded before: phones in the CRM {phones}"
     )
+
+
+async def test_a_dry_run_foresees_what_a_renamed_flow_s_queued_rows_become(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Any, config_path: Path
+) -> None:
+    """Payloads wait under a flow's old name (the CRM was down); the flow is renamed. The
+    real run drops those rows first and queues the people anew; the dry run counted them as
+    waiting already (unchanged) and said nothing would go."""
+    from tests.connector.test_backup import seed
+
+    seed(shop)
+    renamed = config_path.read_text()
+    config_path.write_text(renamed.replace('name = "shop-to-crm"', 'name = "legacy"'))
+    crm.faults.down = True
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_count("crm") == 2
+    crm.faults.down = False
+    config_path.write_text(renamed)
+    async with open_rt() as rt:
+        (dry,) = await rt.engine.sync(dry_run=True)
+        (real,) = await rt.engine.sync()
+    assert real.destinations["crm"].queued == 2
+    assert (dry.destinations["crm"].queued, dry.destinations["crm"].left_queued) == (2, 0)
