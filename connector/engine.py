@@ -425,12 +425,11 @@ class Engine:
         # Who is known here under a former address: a dry run reads them as the sync would
         # (not as new people), so it foresees what goes to them, an unsubscribe included.
         formerly: dict[str, str] = {}
+        pulled = {sid: ext for sid, (ext, _) in people.items()}
         if dry_run:
-            pulled = {sid: ext for sid, (ext, _) in people.items()}
             formerly = {m.new: m.old for m in find_moves(self.store, source.name, pulled)}
             report.moved += len(formerly)
         else:
-            pulled = {sid: ext for sid, (ext, _) in people.items()}
             moves = find_moves(self.store, source.name, pulled)
             if moves:
                 # A write of the old address may be on its way (rows queued by an earlier

@@ -34,13 +34,13 @@ def resolve_secret(
 
     Args:
         reference: the configured value, e.g. ``"env:HUBSPOT_TOKEN"``.
-        sent: whether the secret travels in requests (a token, a password, the admin
-            token): then it must be one line of printable ASCII. A webhook secret only keys
-            a signature, over its UTF-8 bytes, and may be any text the vendor allowed.
         file: config file name, for messages.
         key: dotted config key, for messages.
         base_dir: what a relative ``file:`` path is relative to (the config's folder).
         env: the environment (``os.environ`` by default).
+        sent: whether the secret travels in requests (a token, a password, the admin
+            token): then it must be one line of printable ASCII. A webhook secret only keys
+            a signature, over its UTF-8 bytes, and may be any text the vendor allowed.
 
     Raises:
         ConfigError: the reference is malformed, or points at nothing; the message names the
