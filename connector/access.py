@@ -19,10 +19,11 @@ import html
 import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from connector.compliance import in_eea
 from connector.config import Config
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
@@ -64,6 +65,15 @@ _T: dict[str, dict[str, str]] = {
         "portable": "Machine-readable copy",
         "portable_text": "data.json in this folder holds the same data in a structured, "
         "commonly used format (Art. 20 GDPR).",
+        "transfers": "Transfers outside the EEA",
+        "transfers_none": "None of the recipients above processes your data outside the "
+        "European Economic Area.",
+        "transfer_line": "{system} ({legal}) processes your data in {country}; safeguard: "
+        "{mechanism}",
+        "automated": "Automated decision-making",
+        "automated_default": "No decision about you is taken by automated means alone, and "
+        "you are not profiled, in this processing (Art. 22 GDPR).",
+        "retained": "kept on purpose",
     },
     "nl": {
         "title": "Inzageverslag (art. 15 AVG)",
@@ -96,6 +106,27 @@ _T: dict[str, dict[str, str]] = {
         "portable": "Machineleesbare kopie",
         "portable_text": "data.json in deze map bevat dezelfde gegevens in een gestructureerde, "
         "gangbare vorm (art. 20 AVG).",
+        "transfers": "Doorgifte buiten de EER",
+        "transfers_none": "Geen van de ontvangers hierboven verwerkt uw gegevens buiten de "
+        "Europese Economische Ruimte.",
+        "transfer_line": "{system} ({legal}) verwerkt uw gegevens in {country}; waarborg: "
+        "{mechanism}",
+        "automated": "Geautomatiseerde besluitvorming",
+        "automated_default": "Er wordt bij deze verwerking geen besluit over u genomen dat "
+        "uitsluitend op geautomatiseerde verwerking berust, en u wordt niet geprofileerd "
+        "(art. 22 AVG).",
+        "retained": "bewust bewaard",
+    },
+}
+
+#: Why a system keeps a record on purpose (the ``retained`` code its ``find`` gives), per
+#: language; a code not listed is shown as the system gave it.
+_RETAINED: dict[str, dict[str, str]] = {
+    "tax_records": {
+        "en": "kept with its billing data for the tax records the law requires the shop to "
+        "keep (seven years in the Netherlands)",
+        "nl": "bewaard met de factuurgegevens voor de fiscale bewaarplicht van de winkel "
+        "(in Nederland zeven jaar)",
     },
 }
 
@@ -132,6 +163,9 @@ class Art15Facts:
         retention: per flow, its stated retention ("" when the config states none).
         sources: (flow name, source system, adapter kind).
         controller: controller name and contact, when configured.
+        transfers: (system, legal name, country, safeguard) of each recipient outside the EEA.
+        automated: the controller's statement on automated decision-making, "" for the
+            standard one (none).
     """
 
     purposes: dict[str, list[str]]
@@ -140,6 +174,8 @@ class Art15Facts:
     retention: list[tuple[str, str]]
     sources: list[tuple[str, str, str]]
     controller: dict[str, str]
+    transfers: list[tuple[str, str, str, str]] = field(default_factory=list)
+    automated: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -151,6 +187,11 @@ class Art15Facts:
             "retention": [{"flow": f, "retention": r} for f, r in self.retention],
             "sources": [{"flow": f, "system": s, "adapter": a} for f, s, a in self.sources],
             "controller": self.controller,
+            "transfers": [
+                {"system": s, "legal_name": n, "country": c, "safeguard": m}
+                for s, n, c, m in self.transfers
+            ],
+            "automated_decision_making": self.automated or "none",
         }
 
 
@@ -167,9 +208,15 @@ def art15_facts(config: Config) -> Art15Facts:
         for purpose in getattr(getattr(flow, "privacy", None), "purposes", None) or []:
             purposes.setdefault(str(purpose), set())
     recipients = []
+    transfers = []
     for name, settings in config.systems.items():
         processor = getattr(settings, "processor", None)
-        recipients.append((name, settings.adapter, str(getattr(processor, "legal_name", "") or "")))
+        legal = str(getattr(processor, "legal_name", "") or "")
+        recipients.append((name, settings.adapter, legal))
+        if processor is not None and not in_eea(processor.country):
+            # Art. 15(2): the person is told of the transfer and its safeguard.
+            mechanism = processor.transfer_mechanism.strip()
+            transfers.append((name, legal, processor.country.upper(), mechanism))
     retention = []
     for flow in config.flows:
         stated = getattr(flow, "retention", None) or getattr(
@@ -192,6 +239,8 @@ def art15_facts(config: Config) -> Art15Facts:
         retention=retention,
         sources=sources,
         controller=controller,
+        transfers=transfers,
+        automated=config.privacy.automated_decisions.strip(),
     )
 
 
@@ -271,15 +320,32 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
     sections = []
     if facts.controller:
         sections.append((t["controller"], [v for v in facts.controller.values()]))
+    transfers = [
+        t["transfer_line"].format(
+            system=system, legal=legal or system, country=country, mechanism=mechanism or "-"
+        )
+        for system, legal, country, mechanism in facts.transfers
+    ] or [t["transfers_none"]]
     sections += [
         (t["purposes"], purposes),
         (t["categories"], categories),
         (t["recipients"], recipients),
+        (t["transfers"], transfers),
         (t["retention"], retention),
         (t["source"], sources),
+        (t["automated"], [facts.automated or t["automated_default"]]),
         (t["rights"], _RIGHTS[lang]),
     ]
     return sections
+
+
+def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """A record's rows for a report: its leaves, the reason a record is kept in ``lang``."""
+    for path, value in _flatten(record):
+        if path == "retained":
+            yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
+        else:
+            yield path, value
 
 
 def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -336,7 +402,7 @@ def _markdown(
         for number, record in enumerate(records, start=1):
             lines += [f"**{t['record']} {number}**", "", f"| {t['field']} | {t['value']} |"]
             lines.append("|---|---|")
-            lines += [f"| {_md(path)} | {_md(value)} |" for path, value in _flatten(record)]
+            lines += [f"| {_md(path)} | {_md(value)} |" for path, value in _rows(lang, record)]
             lines.append("")
     lines += ["", f"## {t['connector']}", "", _md(t["connector_text"]), ""]
     lines += [f"- {_md(path)}: {_md(value)}" for path, value in _flatten(connector)]
@@ -386,7 +452,7 @@ def _html(
             parts.append(f"<tr><th>{_h(t['field'])}</th><th>{_h(t['value'])}</th></tr>")
             parts += [
                 f"<tr><td>{_h(path)}</td><td>{_h(value)}</td></tr>"
-                for path, value in _flatten(record)
+                for path, value in _rows(lang, record)
             ]
             parts.append("</table>")
     parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]

@@ -41,7 +41,10 @@ __all__ = [
 #: ``webhook_url_check``: the vendor checks a webhook's URL with a GET when it is saved
 #: (Mailchimp), which must be answered 200 or the webhook is not saved.
 Capability = Literal["pull", "upsert", "update", "find", "erase", "webhooks", "webhook_url_check"]
-ErasureMode = Literal["hard_delete", "async_hard_delete", "anonymise", "delete_purged_later"]
+#: ``kept``: nothing deleted, what the system holds is kept on purpose (say why in the note).
+ErasureMode = Literal[
+    "hard_delete", "async_hard_delete", "anonymise", "delete_purged_later", "kept"
+]
 
 #: The key of a found record the system keeps on purpose after an erasure; its value says why.
 RETAINED = "retained"

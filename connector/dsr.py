@@ -230,7 +230,12 @@ class DsrService:
             }
             row = self._new_row("erase", primary, source)
             sealed = self.seal_manifest(row.id, manifest)
-            self.db.create(_with(row, manifest=sealed), list(self.rt.systems), suppress=subject_ids)
+            # And every system the person's identity map names that the config no longer
+            # has: it may still hold them (they were sent there), and a receipt that left it
+            # out would look whole, while the erasure deleted the rows that said so. Its part
+            # waits for the system to be configured again or exempted (_note_unconfigured).
+            systems = [*self.rt.systems, *sorted(set(ids) - set(self.rt.systems))]
+            self.db.create(_with(row, manifest=sealed), systems, suppress=subject_ids)
             self.audit("dsr.received", row, source=source, deadline=row.deadline)
             self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))

@@ -127,17 +127,21 @@ class KindRunner:
         """The receipt body (signed by the caller): per-system outcomes, no personal data."""
         connector: dict[str, Any]
         if row.kind == "erase":
-            connector = {
-                "deleted": [
-                    "identity map rows",
-                    "delivered hashes",
-                    "outbox rows",
-                    "dead letters",
-                    "access bundles written for the person",
-                    "erasure manifest",
-                ],
-                "kept": _KEPT,
-            }
+            # An access bundle the erasure could not delete (its folder's permissions) is
+            # still on disk: said so, not listed among what went.
+            left = self.rt.store.db.execute(
+                "SELECT COUNT(*) FROM bundles WHERE subject_id=?", (row.subject_id,)
+            ).fetchone()[0]
+            deleted = ["identity map rows", "delivered hashes", "outbox rows", "dead letters"]
+            kept = _KEPT
+            if left:
+                kept = (
+                    f"{_KEPT}; {left} access bundle(s) the erasure could not delete, which the "
+                    "retention sweep deletes when due"
+                )
+            else:
+                deleted.append("access bundles written for the person")
+            connector = {"deleted": [*deleted, "erasure manifest"], "kept": kept}
         elif row.kind == "access":
             connector = {
                 "bundle_files": list(BUNDLE_FILES),
@@ -468,7 +472,9 @@ class KindRunner:
                 if not (record.get("found") and not result.found):
                     record = _erasure_facts(result, self.service.timestamp())
                 with self.rt.store.transaction():
-                    self.db.set_system(row.id, name, "done", result=record)
+                    # Not final until checked below: a process that died between the two
+                    # left it "done", and the retry signed a receipt nobody had checked.
+                    self.db.set_system(row.id, name, "pending_verification", result=record)
                     self.service.audit("dsr.erased", row, system=name, found=result.found)
             # What the system keeps on purpose (RETAINED: orders kept for tax law) is no
             # failure: the erasure's note and receipt say it stays.
@@ -555,6 +561,13 @@ class KindRunner:
                     for r in records
                     if _holds_address(system, r, manifest["email"], owners.get(name))
                 ]
+            else:
+                # An order placed by another customer of the system under this address
+                # (one who had it before) is theirs, not the person's: found by the
+                # address it was billed to, it showed their name and order to whoever
+                # holds the address now.
+                own = ids.get(name)
+                records = [r for r in records if own is None or not _someone_elses(r, own)]
             seen = {system.mapping.record_id(r) for r in records}
             for address in queued.get(name, []):
                 for record in await system.adapter.find(Subject(email=address)):
@@ -599,8 +612,10 @@ class KindRunner:
                     "completed_at": r.completed_at,
                 }
                 # Under every address the person is known by: a request made under a
-                # former one is theirs too.
-                for r in self._history(people)
+                # former one is theirs too. Not under an address another person gave up:
+                # the requests made under it before are that person's (only this one is
+                # known to be theirs).
+                for r in (self._history(people) if not taken else [row])
             ],
         }
         target = Path(manifest["out_dir"]).resolve()
@@ -981,6 +996,15 @@ def _holds_address(
         return placed_by in ("", "0") or placed_by == owner
     own = system.mapping.inbound(record).email
     return own is None or normalise_email(own) == normalise_email(email)
+
+
+def _someone_elses(record: Mapping[str, Any], own: str) -> bool:
+    """Whether ``record`` is an order placed by another customer than ``own`` (a guest
+    order, placed by nobody's account, is not)."""
+    if record.get("type") != "order":
+        return False
+    placed_by = str(record.get("customer_id") or record.get("customerId") or "")
+    return placed_by not in ("", "0") and placed_by != own
 
 
 def _held_address(

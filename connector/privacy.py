@@ -85,3 +85,6 @@ class PrivacySettings(StrictModel):
     data_subjects: list[str] = Field(default_factory=lambda: ["customers"])
     agency: str = ""  # the agency that runs the connector as processor (Art. 30(2))
     agency_contact: str = ""
+    # Art. 15(1)(h): what an access report says of automated decision-making and profiling;
+    # empty, that there is none in this processing.
+    automated_decisions: str = ""

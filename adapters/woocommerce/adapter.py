@@ -507,7 +507,7 @@ class WooCommerceAdapter:
         held: list[dict[str, Any]] = [customer] if customer else []
         # Not anonymised by an erasure (anonymise_orders off: kept for tax law), an order
         # is held on purpose: found for access, and no sign an erasure failed.
-        kept = {} if self.settings.anonymise_orders else {RETAINED: KEPT_ORDERS}
+        kept = {} if self.settings.anonymise_orders else {RETAINED: "tax_records"}
         # Each with its notes: a shop employee's, or one sent to the customer, they may
         # hold what the person said or what was said about them.
         return held + [
@@ -568,9 +568,8 @@ class WooCommerceAdapter:
                     # Not "nothing held": their guest orders stay, with their billing data.
                     return ErasureResult(
                         found=True,
-                        mode="hard_delete",
+                        mode="kept",  # nothing deleted: no account, the orders kept
                         reversible=False,
-                        # Nothing deleted: only looked up (no account to delete).
                         endpoint=f"GET {API}/orders",
                         note=f"no customer account; {len(guest)} guest orders {KEPT_ORDERS}",
                     )

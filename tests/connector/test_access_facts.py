@@ -1,0 +1,130 @@
+"""Access requests (Art. 15): nobody else's data or requests, and every fact Art. 15 asks for."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.access import BUNDLE_FILES
+from connector.dsr import DsrService
+from connector.runtime import Runtime
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, write_config
+from tests.connector.test_dsr import seeded
+
+MOVED = "nieuw.adres@voorbeeld-canary.nl"
+
+
+def _bundle_text(directory: Path) -> str:
+    return "\n".join((directory / n).read_text(encoding="utf-8") for n in BUNDLE_FILES)
+
+
+def _config(tmp_path: Path, *, shop_extra: str = "", tail: str = "") -> Path:
+    path = write_config(tmp_path)
+    text = path.read_text()
+    if shop_extra:
+        text = text.replace(
+            "credentials = { consumer_key", f"{shop_extra}\ncredentials = {{ consumer_key"
+        )
+    path.write_text(text + tail)
+    return path
+
+
+US_CRM = """
+[systems.crm.processor]
+legal_name = "HubSpot Inc."
+country = "US"
+transfer_mechanism = "EU-US Data Privacy Framework; SCCs"
+"""
+
+
+async def test_access_report_states_the_transfer_outside_the_eea_and_its_safeguard(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Any, tmp_path: Path
+) -> None:
+    """Art. 15(2): the CRM processes in the US under the DPF/SCCs (the config says so, the
+    register and `check` use it); the person's bundle says nothing of the transfer."""
+    cfg = _config(tmp_path, tail=US_CRM)
+    async with open_rt(cfg) as rt:
+        shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 87654321", city="Utrecht")
+        await rt.engine.sync()
+        out = tmp_path / "bundle"
+        assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    for name in ("report.en.md", "report.nl.md", "report.en.html", "report.nl.html"):
+        text = (out / name).read_text(encoding="utf-8")
+        assert "Data Privacy Framework" in text, f"{name} does not state the transfer safeguard"
+    art15 = json.loads((out / "data.json").read_text())["art15"]
+    assert "Data Privacy Framework" in json.dumps(art15), "data.json art15 has no transfers"
+
+
+async def test_access_report_states_whether_there_is_automated_decision_making(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Art. 15(1)(h): the existence (or absence) of automated decision-making, profiling
+    included, is one of the facts a person is to be told; neither report mentions it."""
+    await seeded(shop, rt)
+    out = tmp_path / "bundle"
+    await DsrService(rt).access(CANARY_EMAIL, out)
+    en = (out / "report.en.md").read_text(encoding="utf-8").lower()
+    nl = (out / "report.nl.md").read_text(encoding="utf-8").lower()
+    assert "automated decision" in en, "English report is silent on automated decision-making"
+    assert "geautomatiseerde besluitvorming" in nl, "Dutch report is silent on it too"
+
+
+async def test_access_by_the_new_holder_of_a_given_up_address_shows_not_the_former_holders_order(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A (with an order) moved to a new address; B signed up under the one A gave up and was
+    synced. B's bundle holds A's order: A's name, city, phone and IP address."""
+    await seeded(shop, rt)
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    await rt.engine.sync()
+    out = tmp_path / "bundle"
+    assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    systems = json.loads((out / "data.json").read_text())["systems"]
+    assert "Bea" in json.dumps(systems)
+    text = _bundle_text(out)
+    assert CANARY_NAME not in text, "B's access bundle holds A's order (A's name)"
+    assert "198.51.100.7" not in text, "B's access bundle holds A's order IP address"
+
+
+async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holders_requests(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A asked for a correction under the address, then moved; B took the address over. The
+    access request sees the address is taken (B's shop record), yet B's bundle lists A's
+    correction (its id, kind, times) among B's own requests."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    a_request = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    out = tmp_path / "bundle"
+    assert (await service.access(CANARY_EMAIL, out)).status == "completed"
+    data = json.loads((out / "data.json").read_text())
+    assert "Bea" in json.dumps(data["systems"])
+    listed = [r["id"] for r in data["connector"]["requests"]]
+    assert a_request.id not in listed, f"A's request {a_request.id} is in B's bundle: {listed}"
+
+
+async def test_dutch_report_explains_a_retained_order_in_dutch(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Any, tmp_path: Path
+) -> None:
+    """Orders kept for tax law (anonymise_orders off) are labelled in the Dutch report with
+    the adapter's English note naming an internal config key, and the retention section
+    does not say how long they are kept."""
+    cfg = _config(tmp_path, shop_extra="anonymise_orders = false")
+    async with open_rt(cfg) as rt:
+        customer = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 87654321")
+        shop.add_order(customer)
+        await rt.engine.sync()
+        out = tmp_path / "bundle"
+        assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    nl = (out / "report.nl.md").read_text(encoding="utf-8")
+    assert "| type | order |" in nl  # the order is there
+    assert "kept with their billing data" not in nl, "Dutch report: English 'retained' note"
+    assert "anonymise" not in nl, "Dutch report names the internal setting anonymise_orders"

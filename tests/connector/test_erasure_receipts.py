@@ -1,0 +1,199 @@
+"""Erasure receipts say what happened.
+
+Checked before signed, every system the person was sent to named, nothing claimed deleted
+that is not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.adapter import ErasureResult, Subject
+from connector.demo import REPO_MAPPINGS
+from connector.dsr import DsrService
+from connector.runtime import Runtime, open_runtime
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, VirtualTime, write_config
+
+
+class Crash(Exception):
+    """Simulated process death."""
+
+
+def receipt_of(service: DsrService, request_id: str) -> dict[str, Any]:
+    text = service.receipt(request_id)
+    assert text is not None
+    body: dict[str, Any] = json.loads(text)["receipt"]
+    return body
+
+
+async def _seeded(shop: WooCommerceSandbox, rt: Runtime) -> str:
+    shop_id = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+    shop.add_order(shop_id)
+    (report,) = await rt.engine.sync()
+    assert not report.failed
+    return shop_id
+
+
+async def test_a_crash_between_erase_and_its_verification_never_yields_an_unverified_receipt(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Any
+) -> None:
+    """The process dies after the CRM answered the erasure and before the verifying read.
+    The part was recorded ``done`` (a final status) before the verification, so the retry
+    never verifies it and signs a receipt for a contact the CRM still holds."""
+    async with open_rt() as rt:
+        await _seeded(shop, rt)
+        adapter = rt.systems["crm"].adapter
+        erased = False
+
+        async def accepted_not_yet_purged(subject: Subject) -> ErasureResult:
+            # The vendor accepted the request (204) and has not purged yet.
+            nonlocal erased
+            erased = True
+            return ErasureResult(
+                found=True, mode="hard_delete", reversible=False, endpoint="POST gdpr-delete"
+            )
+
+        original_find = adapter.find
+
+        async def find(subject: Subject) -> list[dict[str, Any]]:
+            if erased:
+                raise Crash("killed before the verifying read")
+            return await original_find(subject)
+
+        adapter.erase = accepted_not_yet_purged
+        adapter.find = find
+        with pytest.raises(Crash):
+            await DsrService(rt).erase(CANARY_EMAIL)
+        (view,) = DsrService(rt).list(open_only=True)
+    assert crm.holds(CANARY_EMAIL)
+    async with open_rt() as rt:  # restart: same store, the real adapter
+        service = DsrService(rt)
+        resumed = await service.retry(view.id)
+        crm_entry = next(s for s in resumed.systems if s.system == "crm")
+        assert resumed.status != "completed" or crm_entry.status == "verified_absent", (
+            f"request {resumed.status}, crm part {crm_entry.status!r} though the CRM still "
+            f"holds the person: {crm.holds(CANARY_EMAIL)}"
+        )
+
+
+def _two_crm_config(directory: Path, *, with_second: bool) -> Path:
+    """The shared test config, plus (or without) a second HubSpot portal ``crm2``."""
+    path = write_config(directory)
+    text = path.read_text()
+    if with_second:
+        text = text.replace('destinations = ["crm"]', 'destinations = ["crm", "crm2"]')
+        text += f"""
+[systems.crm2]
+adapter = "hubspot"
+base_url = "https://crm2.test"
+mapping = "{REPO_MAPPINGS / "hubspot.toml"}"
+credentials = {{ token = "env:T_HS_TOKEN" }}
+"""
+    path.write_text(text)
+    return path
+
+
+async def test_a_system_taken_out_of_the_config_before_the_erasure_is_not_left_off_its_receipt(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The person was synced to a second CRM portal, which was then taken out of the config
+    (the agency stopped syncing to it; the portal and the contact stay). Their erasure
+    completes with a receipt naming only the shop and the first CRM, deletes the identity
+    rows that showed the person was sent to ``crm2``, and the contact stays there. README:
+    a system taken out of the config "may still hold the person, and a receipt that left it
+    out would look whole" (connector/dsr.py _note_unconfigured)."""
+    crm2 = HubSpotSandbox(rate_limit=None)
+
+    def runtime(path: Path) -> Any:
+        transports = {
+            "shop": httpx.ASGITransport(app=shop.app()),
+            "crm": httpx.ASGITransport(app=crm.app()),
+            "crm2": httpx.ASGITransport(app=crm2.app()),
+        }
+        time = VirtualTime()
+        return open_runtime(path, transports=transports, sleep=time.sleep, clock=time.clock)
+
+    async with runtime(_two_crm_config(tmp_path, with_second=True)) as rt:
+        await _seeded(shop, rt)
+    assert crm2.holds(CANARY_EMAIL)
+    async with runtime(_two_crm_config(tmp_path, with_second=False)) as rt:
+        service = DsrService(rt)
+        # The store knows the person was sent to crm2 (its identity row is still there).
+        assert "crm2" in service.identities(rt.keyring.subject_id(CANARY_EMAIL))
+        view = await service.erase(CANARY_EMAIL)
+        named = sorted(s.system for s in view.systems)
+        assert view.status != "completed" or "crm2" in named, (
+            f"erasure {view.status} with a receipt naming only {named}; crm2 still holds the "
+            f"person: {crm2.holds(CANARY_EMAIL)}"
+        )
+
+
+async def test_a_receipt_does_not_say_the_access_bundle_was_deleted_when_it_was_not(
+    shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The person asked for access (a bundle in clear in --out), then for erasure. The bundle
+    cannot be deleted at the erasure (its folder is read-only, on a share gone read-only):
+    KindRunner._erase logs it and leaves it to the sweep weeks later, yet the signed receipt
+    lists "access bundles written for the person" under what the connector deleted, and says
+    it keeps only the suppression entry and keyed-hash audit entries."""
+    await _seeded(shop, rt)
+    out = tmp_path / "bundle"
+    service = DsrService(rt)
+    access = await service.access(CANARY_EMAIL, out)
+    assert access.status == "completed"
+    assert (out / "data.json").exists()
+
+    def refused(*_args: Any, **_kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("connector.retention._delete_bundle", refused)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    connector_part = receipt_of(service, view.id)["connector"]
+    still_there = (out / "data.json").exists()
+    claims_deleted = "access bundles written for the person" in connector_part["deleted"]
+    assert not (still_there and claims_deleted), (
+        f"bundle still on disk ({still_there}) but the receipt says deleted: "
+        f"{connector_part['deleted']}; kept: {connector_part['kept']!r}"
+    )
+
+
+async def test_a_receipt_does_not_claim_a_hard_delete_where_the_shop_deleted_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """anonymise_orders off (orders kept for tax law) and the person has only guest orders:
+    WooCommerceAdapter.erase deletes nothing (it only lists the orders, ``GET /orders``),
+    yet reports ``mode="hard_delete"``, and the signed receipt says the shop part was a
+    hard delete, irreversible, verified absent, while the orders keep name, address, phone."""
+    path = write_config(tmp_path)
+    text = path.read_text().replace(
+        'consumer_secret = "env:T_WC_SECRET" }',
+        'consumer_secret = "env:T_WC_SECRET" }\nanonymise_orders = false',
+    )
+    path.write_text(text)
+    shop.add_order(
+        0,
+        billing={"email": CANARY_EMAIL, "first_name": CANARY_NAME, "phone": CANARY_PHONE},
+    )
+    transports = {
+        "shop": httpx.ASGITransport(app=shop.app()),
+        "crm": httpx.ASGITransport(app=crm.app()),
+    }
+    time = VirtualTime()
+    async with open_runtime(path, transports=transports, sleep=time.sleep, clock=time.clock) as rt:
+        service = DsrService(rt)
+        view = await service.erase(CANARY_EMAIL)
+        assert view.status == "completed"
+        entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
+    assert any(CANARY_NAME in json.dumps(o) for o in shop.orders_for(0))  # kept, as configured
+    assert entry["mode"] != "hard_delete", (
+        f"receipt: mode={entry['mode']!r} endpoint={entry['endpoint']!r} "
+        f"status={entry['status']!r} note={entry['note']!r}"
+    )
