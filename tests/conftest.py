@@ -124,6 +124,7 @@ def write_config(
     *,
     extra: str = "",
     crm_extra: str = "",
+    shop_extra: str = "",
     shop_url: str = "https://shop.test",
     crm_url: str = "https://crm.test",
     shop_mapping: Path | None = None,
@@ -152,6 +153,7 @@ adapter = "woocommerce"
 base_url = "{shop_url}"
 mapping = "{shop_mapping or REPO_MAPPINGS / "woocommerce.toml"}"
 credentials = {{ consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }}
+{shop_extra}
 
 [systems.crm]
 adapter = "hubspot"

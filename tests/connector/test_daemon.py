@@ -56,14 +56,11 @@ class Clock:
 def daemon_config(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("T_ADMIN", ADMIN_TOKEN)
     monkeypatch.setenv("T_WC_HOOK", WC_SECRET)
-    path = write_config(tmp_path, extra='[daemon]\nadmin_token = "env:T_ADMIN"')
-    text = path.read_text().replace(
-        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }',
-        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }\n'
-        'webhooks = { secret = "env:T_WC_HOOK" }',
+    return write_config(
+        tmp_path,
+        extra='[daemon]\nadmin_token = "env:T_ADMIN"',
+        shop_extra='webhooks = { secret = "env:T_WC_HOOK" }',
     )
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture

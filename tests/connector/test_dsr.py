@@ -1622,13 +1622,7 @@ async def test_an_erasure_of_someone_whose_orders_are_kept_by_law_completes(
     """anonymise_orders = false is how a shop keeps its orders for tax law. The account went,
     and the check that nothing is left found the kept orders: "still present after erasure",
     a dsr.alert, on every retry, past the deadline."""
-    credentials = (
-        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }'
-    )
-    path = write_config(tmp_path)
-    path.write_text(
-        path.read_text().replace(credentials, f"{credentials}\nanonymise_orders = false")
-    )
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
     async with open_rt(path) as rt:
         shop_id = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
         order_id = shop.add_order(shop_id)

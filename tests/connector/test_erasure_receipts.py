@@ -172,12 +172,7 @@ async def test_a_receipt_does_not_claim_a_hard_delete_where_the_shop_deleted_not
     WooCommerceAdapter.erase deletes nothing (it only lists the orders, ``GET /orders``),
     yet reports ``mode="hard_delete"``, and the signed receipt says the shop part was a
     hard delete, irreversible, verified absent, while the orders keep name, address, phone."""
-    path = write_config(tmp_path)
-    text = path.read_text().replace(
-        'consumer_secret = "env:T_WC_SECRET" }',
-        'consumer_secret = "env:T_WC_SECRET" }\nanonymise_orders = false',
-    )
-    path.write_text(text)
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
     shop.add_order(
         0,
         billing={"email": CANARY_EMAIL, "first_name": CANARY_NAME, "phone": CANARY_PHONE},

@@ -74,11 +74,7 @@ async def test_a_webhook_about_someone_the_pull_leaves_out_by_role_does_not_sync
     """role = "customer" leaves a shop manager out of the pull; WooCommerce sends
     customer.updated for any user, and the targeted sync found them by e-mail (any role)
     and sent them to the CRM after all."""
-    credentials = (
-        'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }'
-    )
-    path = write_config(tmp_path)
-    path.write_text(path.read_text().replace(credentials, f'{credentials}\nrole = "customer"'))
+    path = write_config(tmp_path, shop_extra='role = "customer"')
     async with open_rt(path) as rt:
         shop.add_person("klant@voorbeeld.nl", "Karel", "Klant")
         shop.add_person("beheer@voorbeeld.nl", "Wim", "Beheer", role="shop_manager")

@@ -8,7 +8,7 @@ running daemon cannot run, an erasure queued by a system taken out since.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,31 @@ from tests.conftest import CANARY_EMAIL, VirtualTime
 from tests.connector.test_daemon import daemon, daemon_config  # noqa: F401 (fixtures)
 from tests.e2e.test_multi_system import World
 from tests.e2e.test_multi_system import write_config as write_world_config
+
+#: The person corrected in the tests below: a Shopify customer, synced to the CRM.
+EMAIL = "recht@example.nl"
+
+
+def _shopify_world(tmp_path: Path) -> tuple[World, Callable[[], Any]]:
+    """The systems, with the person in Shopify, and an opener of runtimes on them."""
+    world = World()
+    config = write_world_config(tmp_path, world)
+    world.shopify.add_person(EMAIL, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
+
+    def runtime() -> Any:
+        clock = VirtualTime()
+        return open_runtime(
+            config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+        )
+
+    return world, runtime
+
+
+async def _synced_then_changed(service: Any, world: World) -> None:
+    """The person synced, then changed in Shopify (a change the CRM has not had yet)."""
+    (report,) = await service.engine.sync("shopify")
+    assert not report.failed, report.errors
+    world.shopify.touch(EMAIL, phone="+31612345679")
 
 
 def _hold_crm_upserts(rt: Any) -> tuple[asyncio.Event, asyncio.Event]:
@@ -49,17 +74,10 @@ async def test_a_correction_made_while_a_sync_s_older_write_is_on_its_way_stands
     the correction, with the old last name) when a correction comes in through the daemon.
     It waits for that write to land: landing after it, the older write overwrote the
     correction, and with a source klantsync only reads (Shopify) nothing sent it again."""
-    world = World()
-    config = write_world_config(tmp_path, world)
-    email = "recht@example.nl"
-    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
-    clock = VirtualTime()
-    async with open_runtime(
-        config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
-    ) as service:
-        (report,) = await service.engine.sync("shopify")
-        assert not report.failed, report.errors
-        world.shopify.touch(email, phone="+31612345679")  # a change the CRM has not had yet
+    world, runtime = _shopify_world(tmp_path)
+    email = EMAIL
+    async with runtime() as service:
+        await _synced_then_changed(service, world)
         entered, release = _hold_crm_upserts(service)
         sync = asyncio.create_task(service.engine.sync("shopify"))
         await asyncio.wait_for(entered.wait(), 10)
@@ -85,21 +103,10 @@ async def test_a_correction_beside_the_daemon_is_not_undone_by_its_copy_in_clear
     queued row, as README promises ("a payload queued before the correction ... takes
     it"); the daemon then delivers its copy in clear, the old name, over the correction.
     A Shopify source is never written, so nothing sends the correction again."""
-    world = World()
-    config = write_world_config(tmp_path, world)
-    email = "recht@example.nl"
-    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
-
-    def runtime() -> Any:
-        clock = VirtualTime()
-        return open_runtime(
-            config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
-        )
-
+    world, runtime = _shopify_world(tmp_path)
+    email = EMAIL
     async with runtime() as service, runtime() as cli:
-        (report,) = await service.engine.sync("shopify")
-        assert not report.failed, report.errors
-        world.shopify.touch(email, phone="+31612345679")  # a change the CRM has not had yet
+        await _synced_then_changed(service, world)
         waiting, go = asyncio.Event(), asyncio.Event()
         # The CRM's delivery worker is busy elsewhere (its slots taken by earlier batches
         # waiting on the rate limit): it reads the row only after the correction.
@@ -342,17 +349,10 @@ async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_
     took the person's queued row (old last name) while the correction looked the person up
     landed after the correction's update and undid it. The queued row takes the correction
     first now, and the correction waits for a batch that took the row before that."""
-    world = World()
-    config = write_world_config(tmp_path, world)
-    email = "recht@example.nl"
-    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
-    clock = VirtualTime()
-    async with open_runtime(
-        config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
-    ) as service:
-        (report,) = await service.engine.sync("shopify")
-        assert not report.failed, report.errors
-        world.shopify.touch(email, phone="+31612345679")  # a change the CRM has not had yet
+    world, runtime = _shopify_world(tmp_path)
+    email = EMAIL
+    async with runtime() as service:
+        await _synced_then_changed(service, world)
         engine: Any = service.engine
         crm: Any = service.systems["crm"].adapter
 
