@@ -27,6 +27,7 @@ from connector.compliance import in_eea
 from connector.config import Config
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
+from connector.register_render import md_escape
 
 __all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
 
@@ -365,12 +366,10 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
 
 # -- Markdown ------------------------------------------------------------------------------
 
-_MD_SPECIAL = str.maketrans({c: f"\\{c}" for c in "\\`*_[]<>|#"})
-
 
 def _md(text: str) -> str:
     """Escape Markdown (and raw HTML) metacharacters; keep a table cell on one line."""
-    return " ".join(str(text).split()).translate(_MD_SPECIAL)
+    return md_escape(text)
 
 
 def _markdown(

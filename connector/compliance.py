@@ -215,7 +215,18 @@ def _system_gaps(config: Config, name: str, date: dt.date) -> list[Gap]:
                 f"{processor.agreement_review.isoformat()} has passed",
             )
         )
-    if not in_eea(processor.country) and not processor.transfer_mechanism.strip():
+    if "country" not in processor.model_fields_set:
+        # The model's default (NL) is no statement of where the data is: the register and
+        # access reports cannot say whether it leaves the EEA.
+        gaps.append(
+            Gap(
+                "no-country",
+                file,
+                f"{key}.country",
+                f"system {name!r}: where its processor processes the data is not recorded",
+            )
+        )
+    elif not in_eea(processor.country) and not processor.transfer_mechanism.strip():
         gaps.append(
             Gap(
                 "transfer-no-mechanism",

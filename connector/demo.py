@@ -155,7 +155,15 @@ def sandboxes(
         "deals": PipedriveSandbox,
     }
     boxes: dict[str, Any] = {name: factories[name]() for name in names}
-    boxes["shop"].seed_synthetic(customers, seed=7)
+    shop = boxes["shop"]
+    shop.seed_synthetic(customers, seed=7)
+    # The first customers have placed an order, the first one's with a note from the shop:
+    # the erasure in step 4 anonymises the order and deletes its note, the access request
+    # in step 5 shows the order.
+    for customer_id in range(1, min(customers, 5) + 1):
+        order_id = shop.add_order(customer_id)
+        if customer_id == 1:
+            shop.add_order_note(order_id, "Klant belde: pakket bij de buren afgeven")
     apps = {name: box.app() for name, box in boxes.items()}
     with serve_tls(apps, directory / "tls", ports=ports) as (ca, served):
         assert ca is not None
@@ -272,10 +280,15 @@ async def _story(
         receipt = service.receipt(erased.id) or ""
         verified = service.verify_receipt(receipt.encode()).ok if receipt else False
         held_after = {name: boxes[name].holds(emails[0]) for name in boxes}
+        # What each system did, as the signed receipt states it: "verified absent" at
+        # Pipedrive is a deletion the vendor can still undo for 30 days.
+        parts = json.loads(receipt)["receipt"]["systems"] if receipt else []
         erasure = {
             "request": erased.id,
             "status": erased.status,
             "systems": {name: s["status"] for name, s in erased.as_dict()["systems"].items()},
+            "notes": {p["system"]: p.get("note") or "" for p in parts},
+            "reversible": {p["system"]: bool(p.get("reversible")) for p in parts},
             "still_held": held_after,
             "receipt_verified": verified,
             "receipt_file": _write(directory / f"receipt-{erased.id}.json", receipt),
@@ -378,7 +391,9 @@ def _tell_changes(
 def _tell_erasure(console: Console, erasure: dict[str, Any], after: dict[str, Any]) -> None:
     say = console.print
     for name, status in erasure["systems"].items():
-        say(f"  {name}: {status}")
+        note = erasure["notes"].get(name, "")
+        undo = " (the vendor can restore it until then)" if erasure["reversible"].get(name) else ""
+        say(f"  {name}: {status}" + (f": {escape(note)}{undo}" if note else ""))
     say(
         f"  request {erasure['request']}: {erasure['status']}; signed receipt "
         f"{'verified' if erasure['receipt_verified'] else 'NOT verified'} "

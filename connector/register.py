@@ -145,6 +145,8 @@ def build_register(
         "personal_data": _personal_data(config, lang),
         "recipients": [_recipient(config, name, lang) for name in config.systems],
         "transfers": _transfers(config, lang),
+        # Systems whose place of processing is not recorded: no transfer can be ruled out.
+        "transfers_unknown": _where_unknown(config),
         "retention": {
             "flows": [
                 {"flow": f.name, "retention": f.privacy.retention if f.privacy else ""}
@@ -257,6 +259,7 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
     if processor is None:
         entry["processor"] = None
         return entry
+    known = "country" in processor.model_fields_set
     entry["processor"] = {
         "legal_name": processor.legal_name,
         "role": processor.role,
@@ -264,9 +267,9 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
         "agreement_reference": processor.agreement_reference,
         "agreement_signed": _date(processor.agreement_signed),
         "agreement_review": _date(processor.agreement_review),
-        "country": processor.country.upper(),
-        "country_name": country_name(processor.country, lang),
-        "in_eea": in_eea(processor.country),
+        "country": processor.country.upper() if known else None,
+        "country_name": country_name(processor.country, lang) if known else None,
+        "in_eea": in_eea(processor.country) if known else None,
         "transfer_mechanism": processor.transfer_mechanism,
         "sub_processors": list(processor.sub_processors),
         "security": processor.security,
@@ -278,12 +281,22 @@ def _date(value: dt.date | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _where_unknown(config: Config) -> list[str]:
+    """Systems with no processor recorded, or one whose ``country`` was left out (the
+    model's default, NL, is no statement of where the data is)."""
+    return [
+        name
+        for name, settings in config.systems.items()
+        if settings.processor is None or "country" not in settings.processor.model_fields_set
+    ]
+
+
 def _transfers(config: Config, lang: str) -> list[dict[str, Any]]:
     out = []
     for name, settings in config.systems.items():
         processor = settings.processor
-        if processor is None:
-            continue
+        if processor is None or "country" not in processor.model_fields_set:
+            continue  # listed as unknown (_where_unknown)
         # A processor in the EEA that names a transfer mechanism passes data on (to a parent
         # or sub-processor) outside it; the register shows that onward transfer too.
         onward = in_eea(processor.country)
@@ -310,16 +323,34 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
     """
     nl = lang == "nl"
     out: list[tuple[str, str]] = []
-    out.append(
-        (
-            "tls",
-            "Alle verbindingen met de systemen gebruiken TLS 1.2 of hoger; certificaten worden "
-            "altijd gecontroleerd (verificatie kan niet worden uitgeschakeld)."
-            if nl
-            else "Every connection to the systems uses TLS 1.2 or higher; certificates are "
-            "always verified (verification cannot be switched off).",
+    plain = [name for name, s in config.systems.items() if s.base_url.startswith("http://")]
+    if plain:
+        # Allowed only to this machine, with the development switch on: the register must
+        # not claim encryption for what travels unencrypted.
+        names = ", ".join(plain)
+        out.append(
+            (
+                "tls",
+                "Verbindingen met de systemen gebruiken TLS 1.2 of hoger met gecontroleerde "
+                f"certificaten, BEHALVE met {names}: dat gaat onversleuteld (http://) naar deze "
+                "machine."
+                if nl
+                else "Connections to the systems use TLS 1.2 or higher with verified "
+                f"certificates, EXCEPT to {names}: that travels unencrypted (http://) to this "
+                "machine.",
+            )
         )
-    )
+    else:
+        out.append(
+            (
+                "tls",
+                "Alle verbindingen met de systemen gebruiken TLS 1.2 of hoger; certificaten "
+                "worden altijd gecontroleerd (verificatie kan niet worden uitgeschakeld)."
+                if nl
+                else "Every connection to the systems uses TLS 1.2 or higher; certificates are "
+                "always verified (verification cannot be switched off).",
+            )
+        )
     if config.development.allow_insecure_loopback:
         out.append(
             (
@@ -331,7 +362,11 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
                 "is allowed. It must be off in production.",
             )
         )
-    private_ca = [name for name, s in config.systems.items() if s.ca_bundle is not None]
+    private_ca = [
+        name
+        for name, s in config.systems.items()
+        if s.ca_bundle is not None and name not in plain  # no certificate over http://
+    ]
     if private_ca:
         names = ", ".join(private_ca)
         out.append(
@@ -358,14 +393,19 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
             "delivered.",
         )
     )
+    days = config.retention.access_bundles_days
     out.append(
         (
             "pseudonymisation",
             "De connector kent betrokkenen alleen onder een pseudoniem (HMAC-SHA256 met geheime "
-            "sleutel over het e-mailadres) en bewaart geen leesbare kopie van klantgegevens."
+            "sleutel over het e-mailadres) en bewaart geen leesbare kopie van klantgegevens, "
+            "behalve de inzagebundels (art. 15) die hij op verzoek schrijft: die worden na "
+            f"{days} dagen verwijderd."
             if nl
             else "The connector knows data subjects only by a pseudonym (keyed HMAC-SHA256 of "
-            "the e-mail address) and keeps no readable copy of customer data.",
+            "the e-mail address) and keeps no readable copy of customer data, except the "
+            f"access bundles (Art. 15) it writes on request: they are deleted after {days} "
+            "days.",
         )
     )
     out.append(
@@ -483,5 +523,6 @@ def _processor_record(config: Config, record: dict[str, Any], lang: str) -> dict
         "controller_contact": (controller.email or controller.contact) if controller else None,
         "activities": activities,
         "transfers": record["transfers"],
+        "transfers_unknown": record["transfers_unknown"],
         "security": record["security"],
     }

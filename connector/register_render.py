@@ -63,6 +63,10 @@ TEXT: dict[str, dict[str, str]] = {
         "mechanism": "Waarborg",
         "no_transfers": "Er worden geen persoonsgegevens buiten de Europese Economische Ruimte "
         "(EER) verwerkt.",
+        "transfers_unknown": "Niet vastgelegd waar {systems} de gegevens verwerkt; doorgifte "
+        "buiten de EER is daar niet uit te sluiten ([systems.<naam>.processor] country).",
+        "recipient": "Ontvanger",
+        "not_required": "niet vereist (zelfstandig verwerkingsverantwoordelijke)",
         "missing": "ONTBREEKT",
         "retention": "Bewaartermijnen",
         "connector_retention": "Gegevens van de connector zelf",
@@ -120,6 +124,10 @@ TEXT: dict[str, dict[str, str]] = {
         "transfers": "Transfers to third countries",
         "mechanism": "Safeguard",
         "no_transfers": "No personal data is processed outside the European Economic Area (EEA).",
+        "transfers_unknown": "Where {systems} process the data is not recorded; a transfer "
+        "outside the EEA cannot be ruled out there ([systems.<name>.processor] country).",
+        "recipient": "Recipient",
+        "not_required": "not required (independent controller)",
         "missing": "MISSING",
         "retention": "Retention periods",
         "connector_retention": "The connector's own data",
@@ -136,15 +144,25 @@ TEXT: dict[str, dict[str, str]] = {
     },
 }
 
-# Only what can change meaning inside a line; "(", "#" or "+" matter only after "]" or at a
-# line start, and every line we write starts with our own markup.
+# What can change meaning inside a line; "(" matters only after "]", which is escaped.
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&])")
+# What can change meaning at the start of a block: a value may open a paragraph or a list
+# item ("- " is a block start too), where "# x" is a heading, "---" a rule (or, under a
+# paragraph line, turns it into a heading), "+ x" or "1. x" a list, "~~~" a code fence.
+_MD_BLOCK_START = re.compile(r"^(?:([#+\-=~:])|(\d+)([.)]))")
 
 
 def md_escape(value: Any) -> str:
-    """Markdown-escaped single-line text (table cells cannot hold newlines)."""
-    text = " ".join(str(value).split())
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    """Markdown-escaped single-line text (table cells cannot hold newlines) that means
+    the same wherever a line or a list item of it starts."""
+    text = _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    return _MD_BLOCK_START.sub(_escape_start, text)
+
+
+def _escape_start(found: re.Match[str]) -> str:
+    if found.group(1) is not None:
+        return "\\" + found.group(1)
+    return f"{found.group(2)}\\{found.group(3)}"
 
 
 def _h(value: Any) -> str:
@@ -171,7 +189,7 @@ class _Doc:
         m.bullets(reg["data_subjects"] or [t["none"]])
         self.personal_data()
         self.recipients()
-        self.transfers(reg["transfers"])
+        self.transfers(reg["transfers"], reg["transfers_unknown"])
         self.retention()
         m.heading(t["security"])
         m.bullets([s["text"] for s in reg["security"]])
@@ -230,25 +248,38 @@ class _Doc:
             if p is None:
                 self.m.para(f"{t['missing']}: {t['no_processor']}")
                 continue
+            # An independent controller signs no processing agreement (Art. 28 binds
+            # processors only); check asks none of it either.
+            independent = p["role"] == "controller"
+            agreement = p["agreement_reference"] or (
+                t["not_required"] if independent else t["missing"]
+            )
+            place = f"{p['country_name']} ({p['country']})" if p["country"] else t["missing"]
             self.m.table(
                 ["", ""],
                 [
-                    [t["processor"], p["legal_name"]],
+                    [t["recipient"] if independent else t["processor"], p["legal_name"]],
                     [t["role"], p["role_label"]],
-                    [t["agreement"], p["agreement_reference"] or t["missing"]],
+                    [t["agreement"], agreement],
                     [t["signed"], p["agreement_signed"] or t["none"]],
                     [t["review"], p["agreement_review"] or t["none"]],
-                    [t["country"], f"{p['country_name']} ({p['country']})"],
+                    [t["country"], place],
                     [t["sub_processors"], ", ".join(p["sub_processors"]) or t["none"]],
                     [t["processor_security"], p["security"] or t["none"]],
                 ],
             )
 
-    def transfers(self, transfers: Sequence[dict[str, Any]], level: int = 2) -> None:
+    def transfers(
+        self, transfers: Sequence[dict[str, Any]], unknown: Sequence[str], level: int = 2
+    ) -> None:
         t = self.t
         (self.m.heading if level == 2 else self.m.subheading)(t["transfers"])
-        if not transfers:
+        if unknown:
+            systems = ", ".join(unknown)
+            self.m.para(f"{t['missing']}: {t['transfers_unknown'].format(systems=systems)}")
+        elif not transfers:
             self.m.para(t["no_transfers"])
+        if not transfers:
             return
         self.m.table(
             [t["system"], t["processor"], t["country"], t["mechanism"]],
@@ -292,7 +323,7 @@ class _Doc:
         )
         self.m.subheading(t["activities"])
         self.m.bullets(rec["activities"])
-        self.transfers(rec["transfers"], level=3)
+        self.transfers(rec["transfers"], rec["transfers_unknown"], level=3)
         self.m.subheading(t["security"])
         self.m.para(t["see_security"])
 

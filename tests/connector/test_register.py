@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +328,140 @@ def test_register_to_a_file_with_json_says_where_in_json(
     assert main(["-c", str(path), "register", "--out", str(as_json), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["format"] == "json"
     assert json.loads(as_json.read_text())["lang"] == "nl"
+
+
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Any = None) -> Config:
+    path = example_config(tmp_path, monkeypatch)
+    if edit is not None:
+        path.write_text(edit(path.read_text()))
+    return load_config(path)
+
+
+def _measures(config: Config, lang: str) -> dict[str, str]:
+    return {m["code"]: m["text"] for m in build_register(config, lang)["security"]}
+
+
+def test_a_system_reached_over_plain_http_is_not_said_to_use_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the development switch on and the CRM at http://127.0.0.1, the register names
+    the CRM as the exception to TLS, and does not say its certificates are verified."""
+
+    def edit(text: str) -> str:
+        text = text.replace("allow_insecure_loopback = false", "allow_insecure_loopback = true")
+        return text.replace(
+            'base_url = "https://127.0.0.1:8444"', 'base_url = "http://127.0.0.1:8444"'
+        )
+
+    config = _config(tmp_path, monkeypatch, edit)
+    assert config.systems["crm"].base_url.startswith("http://")
+    en, nl = _measures(config, "en"), _measures(config, "nl")
+    assert "Every connection to the systems uses TLS" not in en["tls"]
+    assert "EXCEPT to crm" in en["tls"] and "BEHALVE met crm" in nl["tls"]
+    assert "Alle verbindingen met de systemen gebruiken TLS" not in nl["tls"]
+    assert "crm" not in en["private-ca"] and "shop" in en["private-ca"]
+
+
+def _without_processor(system: str, following: str) -> Any:
+    def edit(text: str) -> str:
+        pattern = rf"\[systems\.{system}\.processor\].*?(?=\n\[systems\.{following}\])"
+        return re.sub(pattern, "", text, flags=re.S)
+
+    return edit
+
+
+def test_where_processors_are_unknown_no_transfer_is_ruled_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no processor recorded for HubSpot and Mailchimp the register does not say that
+    nothing leaves the EEA: it says where they process is not recorded."""
+    crm, news = _without_processor("crm", "news"), _without_processor("news", "deals")
+    config = _config(tmp_path, monkeypatch, lambda text: news(crm(text)))
+    assert config.systems["news"].processor is None and config.systems["crm"].processor is None
+    en = _text(config, "en", "md")
+    nl = _text(config, "nl", "html")
+    assert "No personal data is processed outside the European Economic Area" not in en
+    assert "Where crm, news process the data is not recorded" in en
+    assert "Er worden geen persoonsgegevens buiten de Europese Economische Ruimte" not in nl
+    assert build_register(config, "en")["transfers_unknown"] == ["crm", "news"]
+
+
+def test_a_processor_whose_country_is_left_out_is_a_gap_not_the_netherlands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A processor block without ``country`` is not registered as processing in NL (the
+    model's default): the register says it is not recorded and check lists a gap."""
+    from connector.compliance import check_compliance
+
+    config = _config(tmp_path, monkeypatch, lambda text: text.replace('country = "US"\n', ""))
+    reg = build_register(config, "en")
+    assert reg["transfers_unknown"] == ["news"]
+    (news,) = [r for r in reg["recipients"] if r["system"] == "news"]
+    assert news["processor"]["country"] is None
+    gaps = [g for g in check_compliance(config) if g.code == "no-country"]
+    assert [g.key for g in gaps] == ["systems.news.processor.country"]
+
+
+def test_an_independent_controller_is_not_said_to_lack_a_processing_agreement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recipient with role = "controller" signs no Art. 28 agreement (check asks none):
+    the register says it is not required, instead of MISSING."""
+    from connector.compliance import check_compliance
+
+    def edit(text: str) -> str:
+        return text.replace(
+            'legal_name = "Pipedrive OÜ"\nagreement_reference = "Pipedrive Data Processing '
+            'Addendum"',
+            'legal_name = "Pipedrive OÜ"\nrole = "controller"\nagreement_reference = ""',
+        )
+
+    config = _config(tmp_path, monkeypatch, edit)
+    processor = config.systems["deals"].processor
+    assert processor is not None and processor.role == "controller"
+    assert not [g for g in check_compliance(config) if "deals" in g.key]
+    for lang, missing, required in (
+        ("en", "MISSING", "not required (independent controller)"),
+        ("nl", "ONTBREEKT", "niet vereist (zelfstandig verwerkingsverantwoordelijke)"),
+    ):
+        md = _text(config, lang, "md")
+        start = md.index("### ", md.index("deals (pipedrive)") - 20)
+        section = md[start : md.index("\n## ", start)]
+        assert missing not in section and required in section
+
+
+def test_the_register_names_the_access_bundles_as_the_readable_copy_it_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Access bundles are written in clear and kept for ``access_bundles_days``: the
+    pseudonymisation measure names them and their period, in both languages."""
+    edit = lambda text: text.replace("access_bundles_days = 30", "access_bundles_days = 12")  # noqa: E731
+    config = _config(tmp_path, monkeypatch, edit)
+    assert config.retention.access_bundles_days == 12
+    en = _measures(config, "en")["pseudonymisation"]
+    nl = _measures(config, "nl")["pseudonymisation"]
+    assert "except the access bundles (Art. 15)" in en and "after 12 days" in en
+    assert "behalve de inzagebundels (art. 15)" in nl and "na 12 dagen" in nl
+
+
+def test_config_text_cannot_make_headings_rules_or_lists_in_the_markdown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Config text at the start of a list item or a paragraph ("# x", "---", "1. x") is
+    escaped: rendered, the register has one top heading, no rule and no ordered list."""
+    from markdown_it import MarkdownIt
+
+    def edit(text: str) -> str:
+        return text.replace(
+            'data_subjects = ["customers", "newsletter subscribers"]',
+            'data_subjects = ["customers", "# Geen verwerkingen", "---", "1. eerst", "+ plus"]',
+        )
+
+    config = _config(tmp_path, monkeypatch, edit)
+    page = (
+        MarkdownIt("commonmark").enable("table").render(render(build_register(config, "nl"), "md"))
+    )
+    assert page.count("<h1>") == 1
+    assert "<hr" not in page and "<ol" not in page
+    assert "<li># Geen verwerkingen</li>" in page and "<li>---</li>" in page
+    assert "<li>1. eerst</li>" in page and "<li>+ plus</li>" in page
