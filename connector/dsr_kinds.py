@@ -688,9 +688,19 @@ class KindRunner:
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
         superseded = await self._changed_in_source_since(manifest, states, ids)
+        # A corrected phone goes to each system as a sync sends it: read in the person's
+        # country. The corrected country says which, else the one the system holds, else
+        # (a system that keeps no country, Pipedrive's persons) the source's.
+        fields: dict[str, str] = manifest["fields"]
+        if "country" in fields:
+            home = self._corrected_country(fields["country"])
+        elif any(self._is_phone(name) for name in fields):
+            home = await self._home_country(manifest["email"], ids)
+        else:
+            home = None
         outcomes = await _settle(
             {
-                n: self._rectify_system(row, n, manifest, ids.get(n), superseded, person)
+                n: self._rectify_system(row, n, manifest, ids.get(n), superseded, person, home)
                 for n in todo
             }
         )
@@ -735,11 +745,52 @@ class KindRunner:
             if not people:
                 continue
             held = people[0]
+            # Read as the sync read it: a phone without a country code in the person's own
+            # country (the source holds the corrected one, if the correction had one).
+            country = held.get("country")
             for field, value in fields.items():
                 spec = system.mapping.fields.get(field)
-                if spec is not None and spec.inbound and held.get(field) != spec.convert(value):
+                if spec is None or not spec.inbound:
+                    continue
+                if held.get(field) != system.mapping.convert_for(field, value, country):
                     changed.add(field)
         return frozenset(changed)
+
+    def _corrected_country(self, value: str) -> str | None:
+        """A corrected country as the mappings read it (its code), for every system: one
+        whose mapping keeps no country still reads the corrected phone in it."""
+        for system in self.rt.systems.values():
+            spec = system.mapping.fields.get("country")
+            if spec is not None:
+                code = spec.convert(value)
+                if isinstance(code, str):
+                    return code
+        return None
+
+    def _is_phone(self, field: str) -> bool:
+        """Whether some mapping reads ``field`` as a phone number."""
+        return any(
+            "phone" in system.mapping.fields[field].transform_names
+            for system in self.rt.systems.values()
+            if field in system.mapping.fields
+        )
+
+    async def _home_country(self, email: str, ids: dict[str, str]) -> str | None:
+        """The person's country as a source holds it (the first that answers with one):
+        where a sync reads a phone without a country code from."""
+        for name in self._sources():
+            system = self.rt.systems[name]
+            if "country" not in system.mapping.fields:
+                continue
+            subject = Subject(email=email, external_id=ids.get(name))
+            try:
+                records = await system.adapter.find(subject)
+            except KlantsyncError:
+                continue
+            country = _held_country(system, [r for r in records if not is_archived(r)])
+            if country is not None:
+                return country
+        return None
 
     async def _rectify_system(
         self,
@@ -749,6 +800,7 @@ class KindRunner:
         external: str | None,
         superseded: frozenset[str] = frozenset(),
         people: Sequence[str] = (),
+        home: str | None = None,
     ) -> None:
         system = self.rt.systems[name]
         fields: dict[str, str] = manifest["fields"]
@@ -803,12 +855,9 @@ class KindRunner:
             held_as = _held_address(system, records, external) or email
             person = Person(email=held_as)
             # A phone without a country code is one of the person's own country, as a sync
-            # reads it: the country corrected with it, else the one the system holds.
-            country = (
-                _country(system, fields.get("country"))
-                if "country" in fields
-                else _held_country(system, records)
-            )
+            # reads it: the country corrected with it, else the one the system holds, else
+            # the source's (``home``).
+            country = home if "country" in fields else _held_country(system, records) or home
             for field_name in names:
                 person[field_name] = system.mapping.convert_for(
                     field_name, fields[field_name], country
@@ -1020,15 +1069,6 @@ def _held_address(
         if address:
             return address
     return None
-
-
-def _country(system: System, value: str | None) -> str | None:
-    """A corrected country as the system's mapping reads it (its code), if it maps one."""
-    spec = system.mapping.fields.get("country")
-    if spec is None or value is None:
-        return None
-    code = spec.convert(value)
-    return code if isinstance(code, str) else None
 
 
 def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:

@@ -36,7 +36,7 @@ from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
 from connector.ids import SystemIds
 from connector.inflight import InFlight
-from connector.model import Person, normalise_email
+from connector.model import Person, legacy_email_form, normalise_email
 from connector.moves import apply_moves, find_moves
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
@@ -606,14 +606,21 @@ class Engine:
             return set()  # nobody erased yet: no phone or record needs its keyed hash either
         phones: dict[str, list[str]] = {}
         records: dict[str, list[str]] = {}
+        legacy: dict[str, str] = {}
         for sid, (external_id, person) in people.items():
             phone = person.get("phone")
             if isinstance(phone, str) and phone:
                 phones.setdefault(self.keyring.subject_id(phone), []).append(sid)
             if external_id:
                 records.setdefault(self.ids.record_key(source, external_id), []).append(sid)
-        listed = self.store.suppressed([*people, *phones, *records])
+            email = person.email
+            former = legacy_email_form(email) if email is not None else None
+            if former is not None:
+                # Erased before addresses were read in NFC: suppressed under that form.
+                legacy[self.keyring.subject_id(former)] = sid
+        listed = self.store.suppressed([*people, *phones, *records, *legacy])
         found = {sid for sid in people if sid in listed}
+        found.update(sid for former_id, sid in legacy.items() if former_id in listed)
         for record_key, sids in records.items():
             if record_key in listed:
                 found.update(sids)

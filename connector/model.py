@@ -7,6 +7,7 @@ which the processing register and access reports use, in Dutch and English.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ __all__ = [
     "CanonicalField",
     "Person",
     "is_archived",
+    "legacy_email_form",
     "normalise_email",
 ]
 
@@ -75,12 +77,27 @@ CONSENT_FIELDS: dict[str, str] = {"marketing": "marketing_consent"}
 
 
 def normalise_email(email: str) -> str:
-    """The form subjects are identified by: trimmed and lower-cased.
+    """The form subjects are identified by: trimmed, lower-cased and, past ASCII, in Unicode
+    NFC.
 
     The local part is case-sensitive in theory only; every vendor we talk to treats it
     case-insensitively, and a subject must map to one id whatever the shop's capitalisation.
+    An "é" may arrive composed or as "e" and an accent (macOS, some forms): one mailbox,
+    which must be one subject, or an erasure typed in one form misses the person synced in
+    the other.
     """
-    return email.strip().lower()
+    text = email.strip().lower()
+    return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def legacy_email_form(email: str) -> str | None:
+    """The form an address was identified by before NFC (trimmed and lower-cased only),
+    where that differs from :func:`normalise_email`'s; else ``None``. An erasure made then
+    suppressed that form's subject id."""
+    text = email.strip().lower()
+    if text.isascii():
+        return None
+    return None if unicodedata.normalize("NFC", text) == text else text
 
 
 def is_archived(record: Mapping[str, Any]) -> bool:

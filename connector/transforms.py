@@ -8,8 +8,10 @@ not stop a sync. Phones become E.164 with libphonenumber, countries ISO 3166-1 a
 from __future__ import annotations
 
 import datetime as dt
+import gettext
 import itertools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -112,7 +114,19 @@ def _e164_parsed(text: str, region: str) -> str | None:
         return None
     if not phonenumbers.is_possible_number(number):
         return None
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    if number.italian_leading_zero:
+        # A national prefix typed after the country code ("+31 (0)06 ...") is kept as a
+        # leading zero; read again, the result loses it. The transform must give the same
+        # when run on its own output (a destination's copy read back, `dsr erase --phone`),
+        # so the number is read until it stays the same: where a leading zero belongs
+        # (Italy's "+39 06 ..."), at once.
+        for _ in range(3):
+            again = _e164_parsed(e164, region) if e164 != text else e164
+            if again is None or again == e164:
+                break
+            e164 = again
+    return e164
 
 
 # -- the fast path for national numbers ---------------------------------------------------------
@@ -259,12 +273,64 @@ _COUNTRY_NAMES = {
     "usa": "US",
     "u.s.a.": "US",
     "america": "US",
+    # English names in common use that ISO 3166 has since changed or never used.
+    "turkey": "TR",
+    "russia": "RU",
+    "macedonia": "MK",
+    "ivory coast": "CI",
+    "cape verde": "CV",
+    "swaziland": "SZ",
+    "burma": "MM",
+    "vatican": "VA",
+    "vatican city": "VA",
+    "palestine": "PS",
+    "brunei": "BN",
+    "moldavia": "MD",
+    "micronesia": "FM",
+    "falkland islands": "FK",
+    "macau": "MO",
+    "dr congo": "CD",
+    "east timor": "TL",
+    # The Caribbean parts of the Kingdom, as Dutch customers write them.
+    "bonaire": "BQ",
+    "sint eustatius": "BQ",
+    "saba": "BQ",
+    "sint maarten": "SX",
+    "st. maarten": "SX",
 }
+
+#: The languages of the names a shop's customers type besides English: the Netherlands'
+#: and its neighbours', and those of the EU's larger markets. Their names come from the
+#: ISO 3166 translations pycountry ships (iso-codes), not a list kept by hand.
+_NAME_LANGUAGES = ("nl", "de", "fr", "es", "it", "pt", "pl", "da", "sv", "nb_NO", "fi", "cs")
+
+
+def _folded(name: str) -> str:
+    """A name as compared: NFC, lower-case, and without accents ("Espana" is "España")."""
+    decomposed = unicodedata.normalize("NFD", name.strip().lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+@lru_cache(maxsize=1)
+def _translated_names() -> dict[str, str]:
+    """Folded name in any of :data:`_NAME_LANGUAGES` -> alpha-2; a name two countries share
+    in different languages is left out (it says neither for sure)."""
+    found: dict[str, set[str]] = {}
+    for language in _NAME_LANGUAGES:
+        try:
+            catalog = gettext.translation("iso3166-1", pycountry.LOCALES_DIR, languages=[language])
+        except OSError:
+            continue  # a pycountry without that language: the others still count
+        for country in pycountry.countries:
+            for name in (country.name, getattr(country, "common_name", None)):
+                if name:
+                    found.setdefault(_folded(catalog.gettext(name)), set()).add(country.alpha_2)
+    return {name: next(iter(codes)) for name, codes in found.items() if len(codes) == 1}
 
 
 @lru_cache(maxsize=1024)
 def _country_code(text: str) -> str | None:
-    candidate = text.strip()
+    candidate = unicodedata.normalize("NFC", text.strip())
     if not candidate:
         return None
     name = candidate.lower()
@@ -280,7 +346,9 @@ def _country_code(text: str) -> str | None:
     try:
         return str(pycountry.countries.lookup(name.removeprefix("the ")).alpha_2)
     except LookupError:
-        return None
+        pass
+    folded = _folded(name)
+    return _COUNTRY_NAMES.get(folded) or _translated_names().get(folded)
 
 
 def _country(value: Any) -> Any:

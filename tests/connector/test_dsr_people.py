@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,53 @@ async def test_an_erasure_asks_no_source_unless_an_alias_leads_somewhere(
     adapter.find = find  # type: ignore[method-assign]
     assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
     assert suppressed_then and all(suppressed_then)
+
+
+async def test_a_retried_correction_of_a_foreign_phone_is_not_taken_as_superseded(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """HubSpot down at a Belgian's phone correction; the shop took +32 470 99 88 77 and
+    nothing changed since. The retry reads the correction in the person's country, sees the
+    shop still holds it, and writes it to HubSpot (it was called "changed in the source
+    since", and HubSpot kept the old number)."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "+32 470 12 34 56", country="BE")
+    await rt.engine.sync()
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"phone": "0470 99 88 77"})
+    crm.faults.down = False
+    assert first.system("shop").status == "done"
+    view = await service.retry(first.id)
+    assert view.system("crm").status == "done", view.system("crm").detail
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["phone"] == "+32470998877"
+
+
+async def test_an_erasure_typed_in_nfc_reaches_the_customer_held_in_nfd(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """ "é" composed or as "e" and an accent is one mailbox: the shop's NFD address and the
+    erasure's NFC one are one subject, so the erasure finds and deletes the person."""
+    nfc = "josé.garcía@voorbeeld-canary.es"
+    nfd = unicodedata.normalize("NFD", nfc)
+    assert nfc != nfd
+    shop.add_person(nfd, "José", "García", "06 12345678")
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].written == 1
+    view = await DsrService(rt).erase(nfc)
+    assert view.status == "completed"
+    assert not crm.holds(nfd) and not shop.holds(nfd)
+
+
+async def test_someone_erased_under_the_former_form_of_an_accented_address_stays_out(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """An erasure made before addresses were read in NFC suppressed the subject id of the
+    address as typed (lower-cased only); a restored backup holding the person under it is
+    still stopped at the suppression list."""
+    nfd = unicodedata.normalize("NFD", "josé.garcía@voorbeeld-canary.es")
+    rt.store.suppress([rt.keyring.subject_id(nfd.lower())], "erasure", None)
+    shop.add_person(nfd, "José", "García", "06 12345678")
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 1
+    assert not crm.holds(nfd)

@@ -106,3 +106,58 @@ def test_each_transform_normalises_or_drops(name: str, value: object, expected: 
 
 def test_an_unknown_transform_is_none() -> None:
     assert make_transform("rot13", "NL") is None
+
+
+@pytest.mark.parametrize(
+    ("written", "code"),
+    [
+        ("Turkey", "TR"),
+        ("Russia", "RU"),
+        ("Ivory Coast", "CI"),
+        ("Turkije", "TR"),
+        ("Oostenrijk", "AT"),
+        ("Verenigde Staten", "US"),
+        ("Duitsland", "DE"),
+        ("Österreich", "AT"),
+        ("España", "ES"),
+        ("Espana", "ES"),
+        ("Sint Maarten", "SX"),
+        ("Bonaire", "BQ"),
+        ("Belgie\u0308", "BE"),  # België with the diaeresis as a combining mark (NFD)
+    ],
+)
+def test_country_names_people_write_are_read(written: str, code: str) -> None:
+    """Common English names ISO no longer uses, and names in the shop's neighbours'
+    languages, are read as their code (a country read as none reads the person's phone in
+    the shop's region: a Turkish "0532 ..." became a Dutch number)."""
+    country = make_transform("country", "NL")
+    assert country is not None
+    assert country(written) == code
+
+
+def test_a_turkish_contact_s_phone_is_read_as_turkish() -> None:
+    from connector.demo import REPO_MAPPINGS
+    from connector.mapping import load_mapping
+
+    mapping = load_mapping(REPO_MAPPINGS / "hubspot.toml")
+    record = {"email": "a@example.com", "phone": "0532 123 45 67", "country": "Turkey"}
+    assert mapping.inbound({"properties": record}).get("phone") == "+905321234567"
+
+
+@pytest.mark.parametrize(
+    ("typed", "e164"),
+    [
+        ("+31 (0)06 12345678", "+31612345678"),
+        ("0031 (0)06 12345678", "+31612345678"),
+        ("+49 (0)030 1234567", "+49301234567"),
+        ("+39 06 12345678", "+390612345678"),  # Italy's leading zero belongs to the number
+    ],
+)
+def test_the_phone_transform_gives_its_own_output_back(typed: str, e164: str) -> None:
+    """A national prefix typed after the country code is dropped, so the transform is the
+    same run on its own output: a destination's copy read back, or `dsr erase --phone`,
+    gives the same number (and keyed id) as the sync."""
+    phone = make_transform("phone", "NL")
+    assert phone is not None
+    assert phone(typed) == e164
+    assert phone(e164) == e164

@@ -925,3 +925,26 @@ async def test_a_shopify_erasure_cancelled_while_pending_is_asked_for_again_the_
     view = await service.retry(view.id)
     assert world.shopify.pending_erasure("annuleer.mij@example.nl")  # asked again
     assert view.system("shopify").status == "pending_verification"
+
+
+async def test_a_corrected_phone_reaches_pipedrive_in_the_person_s_own_country(
+    world: World, rt: Runtime
+) -> None:
+    """Pipedrive's persons keep no country: a Belgian's corrected "0470 99 88 77" goes
+    there as a sync sends it, +32 (the shop's country for them), not +31 read in the
+    default region, someone else's Dutch number."""
+    email = "lotte@voorbeeld-canary.be"
+    world.shop.add_person(email, "Lotte", "Peeters", "+32 470 12 34 56", country="BE")
+    await rt.engine.sync("shop")
+    view = await DsrService(rt).rectify(email, {"phone": "0470 99 88 77"})
+    assert view.system("deals").status == "done"
+    crm = world.crm.record_for(email)
+    assert crm is not None and crm["properties"]["phone"] == "+32470998877"
+    person = world.deals.record_for(email)
+    assert person is not None
+    assert [p["value"] for p in person["phones"] if p["primary"]] == ["+32470998877"]
+    # Corrected with a country: read in that one everywhere, Pipedrive included.
+    await DsrService(rt).rectify(email, {"country": "DE", "phone": "030 1234567"})
+    person = world.deals.record_for(email)
+    assert person is not None
+    assert [p["value"] for p in person["phones"] if p["primary"]] == ["+49301234567"]
