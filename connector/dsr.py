@@ -71,7 +71,7 @@ from connector.receipts import (
     load_public_key,
 )
 from connector.receipts import verify_receipt as _verify_bytes
-from connector.retention import delete_bundles_of
+from connector.retention import delete_bundles_of_customers
 from connector.runtime import Runtime
 from connector.state import Store
 
@@ -480,8 +480,8 @@ class DsrService:
                 # of theirs that stands.
                 others = [f.source for f in self.rt.config.flows if f.source != system]
                 kept: list[str] = []
-                bundles = delete_bundles_of(
-                    self.rt.store, self.rt.keyring, self.db.customers_of(system, others), kept
+                bundles = delete_bundles_of_customers(
+                    self.rt.store, self.rt.keyring, system, others, kept
                 )
                 counts = {**self.db.purge_source(system, flows), "bundles": bundles}
                 audit.append(self.rt.store, PURGE_SOURCE, {"system": system, **counts})

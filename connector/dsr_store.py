@@ -424,19 +424,6 @@ class DsrStore:
             counts["subjects"] = cur.rowcount
         return counts
 
-    def customers_of(self, system: str, not_of: Sequence[str] = ()) -> list[str]:
-        """The subject ids ``system`` holds a record for, as the identity map knows them,
-        less those any of the ``not_of`` systems holds a record for too."""
-        marks = ",".join("?" * len(not_of)) or "NULL"
-        rows = self.db.execute(
-            "SELECT s.subject_id FROM identities i CROSS JOIN subjects s "  # noqa: S608
-            "ON s.subject_no = i.subject_no WHERE i.system=? AND NOT EXISTS "
-            f"(SELECT 1 FROM identities o WHERE o.subject_no = i.subject_no "
-            f"AND o.system IN ({marks}))",
-            (system, *not_of),
-        )
-        return [str(row[0]) for row in rows]
-
     def purge_source(self, system: str, flows: Sequence[str]) -> dict[str, int]:
         """Forget everything held because of one source system (Shopify's ``shop/redact``).
 

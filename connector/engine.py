@@ -680,6 +680,7 @@ class Engine:
         in_flight: set[asyncio.Task[None]] = set()
         crashed: list[BaseException] = []
         stop = asyncio.Event()
+        outage = _Outage()
 
         def settled(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
@@ -708,7 +709,9 @@ class Engine:
             moves_seen = self._moves
             await slots.acquire()
             task = asyncio.create_task(
-                self._deliver_batch(flow, dest, rows, dest_report, stop, progress, moves_seen)
+                self._deliver_batch(
+                    flow, dest, rows, dest_report, stop, progress, outage, moves_seen
+                )
             )
             in_flight.add(task)
             task.add_done_callback(settled)
@@ -716,7 +719,12 @@ class Engine:
             await asyncio.wait(set(in_flight))
         if crashed:
             raise crashed[0]
-        if stop.is_set():
+        if stop.is_set() and not dest_report.fatal and outage.down:
+            report.errors.append(
+                f"delivery to {dest.name} deferred for the rest of this run: {DOWN_AFTER} "
+                f"batches in a row could not be delivered ({dest_report.deferred})"
+            )
+        elif stop.is_set():
             report.errors.append(f"delivery to {dest.name} stopped: {dest_report.fatal}")
 
     async def _deliver_batch(
@@ -727,6 +735,7 @@ class Engine:
         dest_report: DestinationReport,
         stop: asyncio.Event,
         progress: Progress,
+        outage: _Outage,
         moves_seen: int | None = None,
     ) -> None:
         if stop.is_set():
@@ -738,7 +747,7 @@ class Engine:
         with self.in_flight.writing(dest.name, [r.subject_id for r in rows]):
             if moves_seen is not None and moves_seen != self._moves:
                 rows = self._still_queued(rows)
-            await self._deliver_rows(flow, dest, rows, dest_report, stop, progress)
+            await self._deliver_rows(flow, dest, rows, dest_report, stop, progress, outage)
 
     def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         """The rows a move since they were read has not dropped.
@@ -762,6 +771,7 @@ class Engine:
         dest_report: DestinationReport,
         stop: asyncio.Event,
         progress: Progress,
+        outage: _Outage,
     ) -> None:
         suppressed = self.store.suppressed([r.subject_id for r in rows])
         if suppressed:
@@ -827,6 +837,11 @@ class Engine:
         if not records:
             return
         results = await self._upsert(dest, records, dest_report, stop)
+        if outage.counts(results):
+            # The system is down (every try of several batches failed): the rest waits in
+            # the outbox for the next run, instead of each batch spending its retries on it
+            # (a backlog of half a million customers was 5,000 batches of them).
+            stop.set()
         self._checkpoint("delivered")
         results = await self._erase_late(dest, records, by_ref, results, dest_report)
         # The answer was read and parsed in this same turn of the loop; let other answers in
@@ -1013,6 +1028,29 @@ class Engine:
             for record in records:
                 results.extend(await self._upsert(dest, [record], dest_report, stop))
             return results
+
+
+#: Batches in a row whose every record was deferred (after all its retries) before a run
+#: stops delivering to that system and leaves the rest queued for the next.
+DOWN_AFTER = 3
+
+
+class _Outage:
+    """Whole batches a run's delivery to one system has had deferred in a row."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+        self.down = False
+
+    def counts(self, results: Sequence[UpsertResult]) -> bool:
+        """Count a batch's outcome; whether the system now counts as down. One batch the
+        vendor fails (a record it chokes on) is not an outage; the batches after it land."""
+        if results and all(r.outcome == "failed" and r.retryable for r in results):
+            self.in_a_row += 1
+        else:
+            self.in_a_row = 0
+        self.down = self.down or self.in_a_row >= DOWN_AFTER
+        return self.down
 
 
 def _nothing(_store: Store) -> None:

@@ -33,7 +33,7 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,16 @@ from typing import Any
 from connector import audit
 from connector.config import Config
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
-from connector.state import Store, utcnow
+from connector.state import Store, chunks, utcnow
 
-__all__ = ["RetentionReport", "delete_bundles_of", "record_bundle", "sweep", "sweep_now"]
+__all__ = [
+    "RetentionReport",
+    "delete_bundles_of",
+    "delete_bundles_of_customers",
+    "record_bundle",
+    "sweep",
+    "sweep_now",
+]
 
 log = logging.getLogger(__name__)
 
@@ -290,23 +297,58 @@ def delete_bundles_of(
     A bundle that cannot be deleted now (its folder unwritable) keeps its record, is named
     in ``errors`` by id, and the sweep deletes it when due.
     """
-    if not subject_ids:
+    wanted = set(subject_ids)
+    if not wanted:
         return 0
-    marks = ",".join("?" * len(subject_ids))
+    rows: list[tuple[int, bytes | str, str]] = []
+    for chunk in chunks(sorted(wanted), 500):
+        marks = ",".join("?" * len(chunk))
+        rows += store.db.execute(
+            f"SELECT id, path, files FROM bundles WHERE subject_id IN ({marks})",  # noqa: S608
+            tuple(chunk),
+        ).fetchall()
+    rows.sort(key=lambda row: row[0])
+    rows += _unowned_bundles_of(store, keyring, wanted.__contains__)
+    return _delete_rows(store, keyring, rows, errors)
+
+
+def delete_bundles_of_customers(
+    store: Store, keyring: Keyring, system: str, not_of: Sequence[str], errors: list[str]
+) -> int:
+    """Delete the access bundles of the people ``system`` holds a record for (as the
+    identity map knows), less those one of ``not_of`` holds too; how many.
+
+    Found by a join, not a list of the customers' ids: a shop of half a million customers
+    is more ids than one statement may carry, and more than memory should hold.
+    """
+    others = ",".join("?" * len(not_of)) or "NULL"
+    on = "ON i.subject_no = s.subject_no"
+    customer = (
+        f"EXISTS (SELECT 1 FROM subjects s CROSS JOIN identities i {on} "  # noqa: S608
+        "WHERE s.subject_id = {sid} AND i.system = ? AND NOT EXISTS (SELECT 1 FROM identities o "
+        f"WHERE o.subject_no = s.subject_no AND o.system IN ({others})))"
+    )
     rows = store.db.execute(
-        f"SELECT id, path, files FROM bundles WHERE subject_id IN ({marks}) ORDER BY id",  # noqa: S608
-        tuple(subject_ids),
+        "SELECT b.id, b.path, b.files FROM bundles b WHERE "  # noqa: S608 - marks only
+        + customer.format(sid="b.subject_id")
+        + " ORDER BY b.id",
+        (system, *not_of),
     ).fetchall()
-    rows += _unowned_bundles_of(store, keyring, set(subject_ids))
+
+    def is_customer(subject_id: str) -> bool:
+        query = "SELECT " + customer.format(sid="?")
+        return bool(store.db.execute(query, (subject_id, system, *not_of)).fetchone()[0])
+
+    rows += _unowned_bundles_of(store, keyring, is_customer)
     return _delete_rows(store, keyring, rows, errors)
 
 
 def _unowned_bundles_of(
-    store: Store, keyring: Keyring, subject_ids: set[str]
+    store: Store, keyring: Keyring, wanted: Callable[[str], bool]
 ) -> list[tuple[int, bytes | str, str]]:
-    """Bundles recorded before they said whose they are (store schema 14) that are for one
-    of ``subject_ids``, by the subject id their own data.json names. Until retention purges
-    them, an erasure asked after the upgrade would otherwise leave them in clear."""
+    """Bundles recorded before they said whose they are (store schema 14) whose own
+    data.json names a subject ``wanted`` says yes to. Until retention purges them, an
+    erasure asked after the upgrade would otherwise leave them in clear."""
     found = []
     for bundle_id, path, files in store.db.execute(
         "SELECT id, path, files FROM bundles WHERE subject_id IS NULL ORDER BY id"
@@ -319,7 +361,8 @@ def _unowned_bundles_of(
             data = json.loads((Path(where) / "data.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # gone, or not a bundle's data.json: nobody's to say
-        if isinstance(data, dict) and data.get("subject_id") in subject_ids:
+        subject_id = data.get("subject_id") if isinstance(data, dict) else None
+        if isinstance(subject_id, str) and wanted(subject_id):
             found.append((bundle_id, path, files))
     return found
 

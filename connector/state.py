@@ -37,6 +37,7 @@ __all__ = [
     "QueuedPayload",
     "Store",
     "before_resend",
+    "chunks",
     "utcnow",
 ]
 
@@ -413,7 +414,7 @@ class Store:
                 [(sid,) for sid in unique],
             )
         found: dict[str, int] = {}
-        for chunk in _chunks(unique, 500):
+        for chunk in chunks(unique, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT subject_id, subject_no FROM subjects "  # noqa: S608 - marks only
@@ -459,7 +460,7 @@ class Store:
         """
         found: dict[str, dict[str, str]] = {system: {} for system in _names(systems)}
         names = ",".join("?" * len(systems))
-        for chunk in _chunks(subject_ids, 500):
+        for chunk in chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 "SELECT system, subject_id, payload_hash FROM dead_letters "  # noqa: S608
@@ -484,7 +485,7 @@ class Store:
             return found
         subject_of = {number: subject_id for subject_id, number in numbers.items()}
         names = ",".join("?" * len(systems))
-        for chunk in _chunks(list(subject_of), 500):
+        for chunk in chunks(list(subject_of), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT system, subject_no, {column} FROM {table} "  # noqa: S608 - fixed names
@@ -574,7 +575,7 @@ class Store:
         subject_of = {number: sid for sid, number in numbers.items()}
         found: dict[str, set[str]] = {}
         for flow, system in pairs:
-            for chunk in _chunks(list(subject_of), 500):
+            for chunk in chunks(list(subject_of), 500):
                 marks = ",".join("?" * len(chunk))
                 rows = self.db.execute(
                     "SELECT subject_no FROM outbox WHERE flow=? AND system=? "  # noqa: S608
@@ -665,7 +666,7 @@ class Store:
                 "SELECT 1 FROM dead_letters WHERE system=? LIMIT 1", (system,)
             ).fetchone():
                 subject_ids = [a.subject_id for a in acks]
-                for chunk in _chunks(subject_ids, 500):
+                for chunk in chunks(subject_ids, 500):
                     marks = ",".join("?" * len(chunk))
                     db.execute(
                         "DELETE FROM dead_letters "  # noqa: S608 - marks only
@@ -718,7 +719,7 @@ class Store:
     def queued_ids(self, ids: Sequence[int]) -> set[int]:
         """Which of the outbox ``ids`` are still queued."""
         found: set[int] = set()
-        for chunk in _chunks(list(ids), 500):
+        for chunk in chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT id FROM outbox WHERE id IN ({marks})",  # noqa: S608 - marks only
@@ -766,7 +767,7 @@ class Store:
         if listed is not None:
             return {sid for sid in subject_ids if sid in listed}
         found: set[str] = set()
-        for chunk in _chunks(subject_ids, 500):
+        for chunk in chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT subject_id FROM suppression WHERE subject_id IN ({marks})",  # noqa: S608
@@ -908,7 +909,9 @@ class Store:
         return out
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """``items`` in slices of at most ``size``: an ``IN (...)`` list per slice stays within
+    SQLite's limit on a statement's variables (32,766 in its own builds, fewer in older)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 

@@ -1649,3 +1649,32 @@ async def test_a_corrected_name_is_corrected_on_the_shop_s_billing_address_too(
     assert record is not None
     assert record["first_name"] == record["billing"]["first_name"] == CANARY_NAME
     assert record["billing"]["last_name"] == "Klant"
+
+
+async def test_a_source_purge_of_more_customers_than_a_statement_may_carry_forgets_them(
+    rt: Runtime, tmp_path: Path
+) -> None:
+    """``shop/redact`` for a shop whose customers outnumber SQLite's variables per statement
+    (32,766 in its own builds; lowered here so the test stays small): the purge forgets
+    them and deletes their access bundles, instead of failing on "too many SQL variables"
+    (and, in the daemon, blocking every later job behind its retries)."""
+    from connector.adapter import WebhookEvent
+    from connector.retention import record_bundle
+
+    rt.store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    ids = [f"{n:032x}" for n in range(1_500)]
+    with rt.store.transaction() as db:
+        numbers = rt.store.subject_numbers(ids, create=True)
+        db.executemany(
+            "INSERT INTO identities(system, subject_no, external_id) VALUES ('shop', ?, ?)",
+            [(number, str(number)) for number in numbers.values()],
+        )
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "data.json").write_text("{}")
+    record_bundle(rt.store, rt.keyring, bundle, ["data.json"], subject_ids=[ids[-1]])
+    await DsrService(rt).handle_event("shop", WebhookEvent(kind="purge_all", delivery_id="r-1"))
+    (left,) = rt.store.db.execute("SELECT COUNT(*) FROM identities WHERE system='shop'").fetchone()
+    assert left == 0
+    assert not (bundle / "data.json").exists()
+    assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (0,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +17,12 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.adapter import Page
 from connector.cli import main
 from connector.demo import REPO_MAPPINGS
+from connector.errors import RetryableError
 from connector.mapping import load_mapping
 from connector.pages import ReadAhead
 from connector.ratelimit import RateLimit
 from connector.runtime import Runtime
+from connector.targeted import sync_subjects
 from tests.conftest import FakeClock, write_config
 
 HUBSPOT_ALLOWED = {
@@ -456,6 +459,59 @@ async def test_records_left_queued_say_why(
     assert report.failed and crm_report.retry_later == 5
     assert crm_report.deferred == "RetryableError ReadError"
     assert report.as_dict()["destinations"]["crm"]["deferred"] == crm_report.deferred
+
+
+async def test_a_destination_that_is_down_is_tried_for_a_few_batches_not_the_whole_backlog(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Every call to the CRM drops: after a few whole batches deferred in a row (each after
+    all its retries) the run leaves the rest queued for the next run, instead of spending
+    every batch's retries on a system known to be down (a backlog of half a million
+    customers was 5,000 batches). Nothing is lost: the next run delivers everyone."""
+    from connector.engine import DOWN_AFTER
+
+    shop.seed_synthetic(1_500, seed=14)
+    crm.faults.down = True
+    (report,) = await rt.engine.sync()
+    crm_report = report.destinations["crm"]
+    batches = crm_report.requests
+    in_flight = rt.systems["crm"].limits.max_concurrency
+    assert batches <= DOWN_AFTER + in_flight < 15  # 15 batches were queued
+    assert report.failed and any("deferred for the rest of this run" in e for e in report.errors)
+    assert crm_report.left_queued == 1_500 and rt.store.outbox_count() == 1_500
+    # One person's webhook (a targeted sync) costs no more than a few batches either.
+    record = shop.store.get(1)
+    assert record is not None
+    calls = crm.faults._calls
+    await sync_subjects(rt, "shop", [(str(record["id"]), record["email"])])
+    assert crm.faults._calls - calls <= (calls / batches) * (DOWN_AFTER + in_flight)
+    crm.faults.down = False
+    (again,) = await rt.engine.sync()
+    assert not again.failed and crm.contact_count() == 1_500
+    assert rt.store.outbox_count() == 0
+
+
+async def test_one_batch_the_vendor_keeps_failing_does_not_stop_the_others(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A batch every try of which fails (the vendor chokes on something in it) is deferred;
+    the batches after it land. Only several in a row mean the system is down."""
+    shop.seed_synthetic(500, seed=15)
+    rt.systems["crm"].limits = dataclasses.replace(rt.systems["crm"].limits, max_concurrency=1)
+    batch = [0]
+    real = rt.systems["crm"].adapter.upsert
+
+    async def first_batch_fails(records: Any) -> Any:
+        batch[0] += 1
+        if batch[0] == 1:
+            raise RetryableError("crm", "POST", "/crm/v3/objects/contacts/batch/upsert", 500)
+        return await real(records)
+
+    rt.systems["crm"].adapter.upsert = first_batch_fails  # type: ignore[method-assign]
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].retry_later == 100
+    assert crm.contact_count() == 400
+    assert not any("deferred for the rest" in e for e in report.errors)
 
 
 async def test_erased_subject_is_not_sent(

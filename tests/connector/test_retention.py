@@ -478,3 +478,19 @@ async def test_a_store_a_restore_replaced_keeps_only_its_audit_trail_after_its_p
     seven_years_on = NOW + dt.timedelta(days=config.retention.audit_days)
     assert (await retention.sweep(store, config, KEYS, seven_years_on)).replaced_stores == 2
     assert not old.exists() and not recent.exists()
+
+
+def test_an_erasure_of_more_ids_than_a_statement_may_carry_deletes_their_bundles(
+    tmp_path: Path,
+) -> None:
+    """:func:`retention.delete_bundles_of` asks in slices within SQLite's variables limit."""
+    store = Store(tmp_path / "k.db")
+    store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "data.json").write_text("{}")
+    ids = [f"{n:032x}" for n in range(1_500)]
+    retention.record_bundle(store, KEYS, bundle, ["data.json"], subject_ids=[ids[1_200]])
+    errors: list[str] = []
+    assert retention.delete_bundles_of(store, KEYS, ids, errors) == 1
+    assert not errors and not (bundle / "data.json").exists()
