@@ -1005,29 +1005,66 @@ class Engine:
         stop: asyncio.Event,
     ) -> list[UpsertResult]:
         """Upsert a batch; isolate records when the vendor rejects a whole batch."""
+        try:
+            results, _ = await self._call(dest, records, dest_report, stop)
+            return results
+        except RecordError as exc:
+            if len(records) == 1:
+                return [UpsertResult(records[0].ref, "failed", reason=_reason(exc))]
+        # The vendor refused the batch as a whole; send one by one to find the culprit.
+        results = []
+        for n, record in enumerate(records):
+            if stop.is_set():  # another batch's call met a 401: send nothing more
+                results += [
+                    UpsertResult(r.ref, "failed", reason="delivery stopped", retryable=True)
+                    for r in records[n:]
+                ]
+                break
+            try:
+                got, call_failed = await self._call(dest, [record], dest_report, stop)
+            except RecordError as exc:
+                results.append(UpsertResult(record.ref, "failed", reason=_reason(exc)))
+                continue
+            results += got
+            if call_failed:
+                # Delivery stopped (a 401 on the way), or the system went down (one call's
+                # retries ran out, and each other record's would too: a batch of 100 was
+                # 800 calls). The rest wait in the outbox, unsent.
+                reason = got[0].reason or "deferred"
+                results += [
+                    UpsertResult(r.ref, "failed", reason=reason, retryable=True)
+                    for r in records[n + 1 :]
+                ]
+                break
+        return results
+
+    async def _call(
+        self,
+        dest: System,
+        records: list[OutboundRecord],
+        dest_report: DestinationReport,
+        stop: asyncio.Event,
+    ) -> tuple[list[UpsertResult], bool]:
+        """One write call: its results, and whether the call itself failed (every record
+        deferred after all retries, or delivery stopped). A refusal of the batch as a
+        whole is raised (:class:`RecordError`)."""
         dest_report.requests += 1
         try:
-            return await dest.adapter.upsert(records)
+            return await dest.adapter.upsert(records), False
         except RetryableError as exc:
             log.warning("delivery deferred", extra={"system": dest.name, "error": str(exc)})
-            return [
+            deferred = [
                 UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
             ]
+            return deferred, True
         except FatalRemoteError as exc:
             log.error("delivery stopped", extra={"system": dest.name, "error": str(exc)})
             dest_report.fatal = str(exc)
             stop.set()
-            return [
+            stopped = [
                 UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
             ]
-        except RecordError as exc:
-            if len(records) == 1:
-                return [UpsertResult(records[0].ref, "failed", reason=_reason(exc))]
-            # The vendor refused the batch as a whole; send one by one to find the culprit.
-            results: list[UpsertResult] = []
-            for record in records:
-                results.extend(await self._upsert(dest, [record], dest_report, stop))
-            return results
+            return stopped, True
 
 
 #: Batches in a row whose every record was deferred (after all its retries) before a run

@@ -514,6 +514,43 @@ async def test_one_batch_the_vendor_keeps_failing_does_not_stop_the_others(
     assert not any("deferred for the rest" in e for e in report.errors)
 
 
+def _batch_calls(crm: HubSpotSandbox) -> int:
+    return sum(1 for e in crm.log.entries if e.path.endswith(("/batch/upsert", "/batch/update")))
+
+
+async def test_a_refused_batch_sent_one_by_one_stops_at_the_first_401(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """HubSpot refuses a batch as a whole (400), so the engine sends its records one by one
+    to find the culprit; the token is revoked meanwhile. The first single call's 401 stops
+    delivery, and no other record is sent into it (a hundred 401s for a full batch)."""
+    for n in range(5):
+        shop.add_person(f"klant{n}@voorbeeld-canary.nl", f"Klant{n}", "Test")
+    statuses = iter([400])
+    crm.faults.next_fault = lambda: next(statuses, 401)  # type: ignore[method-assign]
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].fatal
+    assert rt.store.outbox_count() == 5  # nothing lost
+    assert _batch_calls(crm) == 2  # the batch, then one record
+
+
+async def test_a_refused_batch_sent_one_by_one_while_the_vendor_is_down_is_deferred(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The same split, with HubSpot down (503) right after refusing the batch: the first
+    record spends the retry budget, and the others wait in the outbox unsent instead of
+    each spending it again (800 calls for a batch of 100)."""
+    for n in range(5):
+        shop.add_person(f"klant{n}@voorbeeld-canary.nl", f"Klant{n}", "Test")
+    statuses = iter([400])
+    crm.faults.next_fault = lambda: next(statuses, 503)  # type: ignore[method-assign]
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].retry_later == 5
+    assert rt.store.outbox_count() == 5
+    attempts = 8  # [sync] retry_attempts in tests.conftest.write_config
+    assert _batch_calls(crm) == 1 + attempts
+
+
 async def test_erased_subject_is_not_sent(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
