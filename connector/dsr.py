@@ -57,6 +57,7 @@ from connector.dsr_views import (
     make_view,
     summary,
     utc_now,
+    views,
 )
 from connector.dsr_webhooks import handle_webhook
 from connector.errors import KlantsyncError
@@ -524,7 +525,7 @@ class DsrService:
 
     def list(self, *, open_only: bool = False, overdue: bool = False) -> list[RequestView]:
         """Requests, oldest first; ``overdue`` keeps open requests past their deadline."""
-        found = [self._view(r) for r in self.db.requests(open_only=open_only or overdue)]
+        found = views(self.rt.store, open_only=open_only or overdue, now=self.now)
         return [v for v in found if v.overdue] if overdue else found
 
     def get(self, request_id: str) -> RequestView | None:

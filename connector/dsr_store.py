@@ -239,6 +239,21 @@ class DsrStore:
 
     # -- per-system state --------------------------------------------------------------------
 
+    def systems_of_all(self, *, open_only: bool = False) -> dict[str, list[SystemRow]]:
+        """Each request's systems (only the open requests' with ``open_only``), by request
+        id: one statement for a listing, not one per request (years of requests)."""
+        query = (
+            "SELECT s.request_id, s.system, s.status, s.attempts, s.detail, s.result, "
+            "s.updated_at FROM dsr_systems s"
+        )
+        if open_only:
+            query += " JOIN dsr_requests r ON r.id = s.request_id WHERE r.status='open'"
+        found: dict[str, list[SystemRow]] = {}
+        for r in self.db.execute(query + " ORDER BY s.request_id, s.system"):
+            row = SystemRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6])
+            found.setdefault(row.request_id, []).append(row)
+        return found
+
     def systems(self, request_id: str) -> list[SystemRow]:
         rows = self.db.execute(
             "SELECT request_id, system, status, attempts, detail, result, updated_at "

@@ -209,7 +209,8 @@ def views(
     """Every request (or the open ones) as views, oldest first."""
     dsr = DsrStore(store)
     moment = now()
-    return [make_view(r, dsr.systems(r.id), moment) for r in dsr.requests(open_only=open_only)]
+    systems = dsr.systems_of_all(open_only=open_only)
+    return [make_view(r, systems.get(r.id, []), moment) for r in dsr.requests(open_only=open_only)]
 
 
 def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from connector.dsr_store import DsrStore
+from connector.dsr_views import views
 from connector.state import Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
 
@@ -99,3 +102,59 @@ def test_purging_a_source_drops_the_numbers_of_people_nothing_is_held_for(tmp_pa
     left = [row[0] for row in store.db.execute("SELECT subject_id FROM subjects")]
     assert left == ["s0000001"]
     assert store.subject_numbers(["s0000001"]) == {"s0000001": no}
+
+
+def _requests_store(path: Path, count: int) -> Store:
+    """A store holding ``count`` completed erasures, each of two systems."""
+    store = Store(path)
+    with store.transaction() as db:
+        db.executemany(
+            "INSERT INTO dsr_requests(id, kind, subject_id, received_at, deadline, status, "
+            "source, receipt, completed_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    f"er-20250101-{n:08x}",
+                    "erase",
+                    f"{n:032x}",
+                    "2025-01-01T00:00:00+00:00",
+                    "2025-02-01T00:00:00+00:00",
+                    "completed",
+                    "cli",
+                    '{"signed": "receipt"}',
+                    "2025-01-02T00:00:00+00:00",
+                )
+                for n in range(count)
+            ],
+        )
+        db.executemany(
+            "INSERT INTO dsr_systems(request_id, system, status, updated_at) VALUES (?,?,?,?)",
+            [
+                (f"er-20250101-{n:08x}", system, "done", "2025-01-02T00:00:00+00:00")
+                for n in range(count)
+                for system in ("shop", "crm")
+            ],
+        )
+    return store
+
+
+def _statements(store: Store, work: Callable[[], Any]) -> int:
+    seen: list[str] = []
+    store.db.set_trace_callback(seen.append)
+    try:
+        work()
+    finally:
+        store.db.set_trace_callback(None)
+    return len(seen)
+
+
+def test_listing_the_requests_reads_their_systems_in_one_statement(tmp_path: Path) -> None:
+    """`dsr list` and ``GET /admin/dsr`` read every request's systems at once, not with a
+    statement per request (a table never purged: years of requests)."""
+    small = _requests_store(tmp_path / "small.db", 100)
+    large = _requests_store(tmp_path / "large.db", 1000)
+    counts = [_statements(store, lambda store=store: views(store)) for store in (small, large)]
+    assert counts[0] == counts[1]
+    listed = views(large)
+    assert len(listed) == 1000
+    assert [s.system for s in listed[-1].systems] == ["crm", "shop"]
+    assert views(large, open_only=True) == []
