@@ -206,6 +206,18 @@ class StoreSettings(StrictModel):
 
     path: Path = Path("var/klantsync.db")
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _a_file(cls, value: Any) -> Any:
+        # The store is an SQLite file. A database URL (postgresql://...) read as a path
+        # became a local file in a folder named "postgresql:", one per replica, silently.
+        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                "is a URL; the store is an SQLite file on this machine: give its path "
+                '(e.g. "var/klantsync.db")'
+            )
+        return value
+
 
 class KeySettings(StrictModel):
     """``[keys]``: the master key reference (``env:NAME`` or ``file:PATH``)."""

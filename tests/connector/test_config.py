@@ -769,3 +769,19 @@ def test_a_webhook_secret_is_any_text_the_vendor_took(
     path = write_config(tmp_path, shop_extra='webhooks = { secret = "env:T_WC_HOOK" }')
     hooks = load_config(path).systems["shop"].webhooks
     assert hooks is not None and hooks.secret.get_secret_value() == "Geheim€wachtwoord ñ"
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql://klantsync@db.internal:5432/klantsync", "sqlite:///var/k.db"]
+)
+def test_a_database_url_as_the_store_path_is_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    """The store is an SQLite file: a URL in ``store.path`` is refused with exit 2, instead
+    of becoming a local file in a folder named "postgresql:" (one store per replica)."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('path = "state/klantsync.db"', f'path = "{url}"'))
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "store.path" in err and "is a URL" in err and str(path) in err
+    assert not any(p.name.endswith(":") for p in tmp_path.iterdir())
