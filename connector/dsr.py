@@ -496,6 +496,11 @@ class DsrService:
         # failed for good on the unknown system, and nobody was erased).
         configured = system in self.rt.systems
         external = (system, event.external_id) if event.external_id and configured else None
+        if not event.email and external is None:
+            # Nobody to look for (a compliance request whose body could not be read): the
+            # vendor was answered already, so the audit trail says a request came.
+            self._unmatched(system, event)
+            return None
         try:
             if event.kind == "erase":
                 # A number that does not parse is left out, not a reason to refuse the request.
@@ -517,9 +522,12 @@ class DsrService:
                 raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
             return await self.access(email, source=source, also=sid)
         except SubjectNotFoundError:
-            audit.append(self.rt.store, "dsr.unmatched", {"system": system, "kind": event.kind})
-            log.warning("webhook matched no subject", extra={"system": system})
+            self._unmatched(system, event)
             return None
+
+    def _unmatched(self, system: str, event: WebhookEvent) -> None:
+        audit.append(self.rt.store, "dsr.unmatched", {"system": system, "kind": event.kind})
+        log.warning("webhook matched no subject", extra={"system": system})
 
     # -- reading -------------------------------------------------------------------------------
 

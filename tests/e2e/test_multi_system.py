@@ -17,7 +17,7 @@ from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector import jobs
+from connector import audit, jobs
 from connector.adapter import WebhookEvent, WebhookRequest
 from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
@@ -948,3 +948,22 @@ async def test_a_corrected_phone_reaches_pipedrive_in_the_person_s_own_country(
     person = world.deals.record_for(email)
     assert person is not None
     assert [p["value"] for p in person["phones"] if p["primary"]] == ["+49301234567"]
+
+
+async def test_a_customers_redact_naming_nobody_is_recorded_as_unmatched(
+    world: World, rt: Runtime
+) -> None:
+    """A customers/redact whose body names neither a customer nor an address (it could not
+    be read) was answered 200; its job then failed on "no e-mail", and nothing in the audit
+    trail said a request came. It is recorded as unmatched."""
+    body, headers = world.shopify.signed_compliance_webhook(
+        "customers/redact", {"shop_id": 954_889, "customer": None}, SHOPIFY_SECRET
+    )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+    assert len(receive(rt, "shopify", request, time.time()).queued) == 1
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    await Daemon(rt).jobs.run_job(job)
+    unmatched = [e for e in audit.entries(rt.store) if e.kind == "dsr.unmatched"]
+    assert [e.data for e in unmatched] == [{"system": "shopify", "kind": "erase"}]
