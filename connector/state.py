@@ -299,6 +299,22 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def durable_transaction(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`transaction`, synced to disk before it returns: for what is acknowledged
+        to someone who will not send it again (a vendor's data subject request, answered
+        200). The store's usual commits survive a crash of the process, not of the machine
+        (``synchronous=NORMAL``); this one survives a power cut too."""
+        if self.db.in_transaction:
+            yield self.db  # the outer transaction decides when it is synced
+            return
+        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            with self.transaction() as db:
+                yield db
+        finally:
+            self.db.execute("PRAGMA synchronous=NORMAL")
+
     # -- cursors -----------------------------------------------------------------------------
 
     def get_cursor(self, flow: str, system: str, shape: str | None = None) -> str | None:

@@ -967,3 +967,31 @@ async def test_a_customers_redact_naming_nobody_is_recorded_as_unmatched(
     await Daemon(rt).jobs.run_job(job)
     unmatched = [e for e in audit.entries(rt.store) if e.kind == "dsr.unmatched"]
     assert [e.data for e in unmatched] == [{"system": "shopify", "kind": "erase"}]
+
+
+async def test_a_compliance_request_is_synced_to_disk_before_it_is_acknowledged(
+    world: World, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shopify sends a customers/redact once: the transaction that queues it is synced to
+    disk (synchronous FULL) before the 200, so a power cut right after cannot lose it. A
+    change is caught up by the next run and is not paid an fsync."""
+    levels: list[tuple[str, int]] = []
+    real_enqueue = jobs.enqueue
+
+    def watching(store: Any, keyring: Any, kind: str, params: dict[str, Any]) -> int:
+        levels.append((params["event"], store.db.execute("PRAGMA synchronous").fetchone()[0]))
+        return real_enqueue(store, keyring, kind, params)
+
+    monkeypatch.setattr(jobs, "enqueue", watching)
+    world.shopify.add_person("a@voorbeeld-canary.nl", "A", "B")
+    url = "https://connector.test/webhooks/shopify"
+    redact = world.shopify.compliance_payload("customers/redact", "a@voorbeeld-canary.nl")
+    for topic, payload in (
+        ("customers/redact", redact),
+        ("customers/update", {"id": 7, "email": "a@voorbeeld-canary.nl"}),
+    ):
+        body, headers = world.shopify.signed_webhook(topic, payload, SHOPIFY_SECRET)
+        lowered = {k.lower(): v for k, v in headers.items()}
+        receive(rt, "shopify", WebhookRequest("POST", url, lowered, body), time.time())
+    assert levels == [("erase", 2), ("changed", 1)]  # 2 = FULL, 1 = NORMAL
+    assert rt.store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
