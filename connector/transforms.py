@@ -48,10 +48,27 @@ def _name(value: Any) -> Any:
     if not text:
         return None
     if text.isupper() or text.islower():
-        return "-".join(
-            " ".join(_capitalised(w) for w in part.split(" ")) for part in text.split("-")
+        words = text.split(" ")
+        last = len(words) - 1
+        return " ".join(
+            _lower_name(word)
+            if index < last and _lower_name(word) in _PARTICLES
+            else "-".join(_capitalised(part) for part in word.split("-"))
+            for index, word in enumerate(words)
         )
     return text
+
+
+#: Name particles written in lower case before the rest of a name ("VAN DER BERG" is
+#: "van der Berg", "DE LA CRUZ" "de la Cruz"): the Dutch tussenvoegsels and their German,
+#: French, Spanish and Italian kin. One standing alone is a name itself, capitalised.
+_PARTICLES = frozenset(
+    {
+        "van", "der", "den", "de", "het", "'t", "te", "ten", "ter", "in", "op", "aan",
+        "uit", "bij", "von", "zu", "vom", "zum", "du", "des", "la", "le", "da", "di",
+        "dos", "das", "del", "della", "y",
+    }
+)  # fmt: skip
 
 
 _VOWELS = frozenset("aeiouy")
@@ -70,6 +87,8 @@ def _capitalised(word: str) -> str:
     rest = _lower_name(word[2:])
     if _lower_name(word[:2]) == "ij" and rest[:1] not in _VOWELS:
         return "IJ" + rest
+    if _lower_name(word[:2]) == "mc" and len(rest) > 1 and "'" not in word:
+        return "Mc" + _initial(rest)  # "MCDONALD" is "McDonald"
     parts = word.split("'")
     out = [_initial(parts[0])]
     for before, part in itertools.pairwise(parts):

@@ -161,3 +161,28 @@ def test_the_phone_transform_gives_its_own_output_back(typed: str, e164: str) ->
     assert phone is not None
     assert phone(typed) == e164
     assert phone(e164) == e164
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("VAN DER BERG", "van der Berg"),
+        ("jan van der berg", "Jan van der Berg"),
+        ("DE VRIES", "de Vries"),
+        ("VAN 'T HOF", "van 't Hof"),
+        ("DE LA CRUZ", "de la Cruz"),
+        ("jan-willem van den bosch", "Jan-Willem van den Bosch"),
+        ("MCDONALD", "McDonald"),
+        ("VAN", "Van"),  # a particle standing alone is the name itself
+        ("van der Berg", "van der Berg"),  # mixed case is left as written
+    ],
+)
+def test_names_in_one_case_are_written_with_their_particles_in_lower_case(
+    typed: str, written: str
+) -> None:
+    """A name typed in capitals or lower case is written as Dutch names are ("van der
+    Berg", not "Van Der Berg"), and the transform gives its own output back."""
+    name = make_transform("name", "NL")
+    assert name is not None
+    assert name(typed) == written
+    assert name(written) == written
