@@ -609,3 +609,10 @@ def _capabilities(registry: Mapping[str, AdapterSpec], kind: str) -> frozenset[s
     """What a kind of system can do, read from its adapter class without building one."""
     found = getattr(registry[kind].factory, "capabilities", None)
     return frozenset(found) if found is not None else frozenset({"pull", "upsert"})
+
+
+def adapter_capabilities(kind: str) -> frozenset[str]:
+    """What a kind of system can do (``pull``, ``upsert``, ``update``, ...), by its adapter."""
+    from adapters.registry import REGISTRY
+
+    return _capabilities(REGISTRY, kind)

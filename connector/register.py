@@ -18,7 +18,7 @@ from typing import Any
 
 from connector.audit import config_digest
 from connector.compliance import EEA_COUNTRIES, in_eea
-from connector.config import Config
+from connector.config import Config, adapter_capabilities
 from connector.http import is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 
@@ -210,6 +210,13 @@ def _field_label(name: str, lang: str) -> str:
     return field.label_nl if lang == "nl" else field.label_en
 
 
+def _toml(value: Any) -> str:
+    """A marker's value as the mapping file writes it (``true``, not Python's ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _personal_data(config: Config, lang: str) -> dict[str, Any]:
     destinations = [d for f in config.flows for d in f.destinations]
     sources = [f.source for f in config.flows]
@@ -228,8 +235,11 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
                 "requires_consent": mapping.requires_consent,
                 # What someone who withdrew that consent is sent (their e-mail and this):
                 # the system learns of the withdrawal, so the register says so.
-                "withdrawn": {k: str(v) for k, v in mapping.withdrawn.items()},
+                "withdrawn": {k: _toml(v) for k, v in mapping.withdrawn.items()},
                 "in_no_flow": name in unflowed,
+                # A system klantsync never writes to (Shopify) is sent no correction
+                # either: in no flow, it receives nothing; only erasures reach it.
+                "written": "update" in adapter_capabilities(config.systems[name].adapter),
                 "categories": _grouped(outbound, lang),
             }
         )
@@ -413,11 +423,14 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
             "audit-log",
             "Elke doorgifte, elk verzoek van een betrokkene en elke configuratiewijziging wordt "
             "vastgelegd in een hash-geketend auditlogboek dat elke wijziging zichtbaar maakt; "
-            "het bevat aantallen en veldnamen, nooit persoonsgegevens."
+            "het bevat aantallen, veldnamen en betrokkenen alleen onder hun pseudoniem (nog "
+            "steeds persoonsgegevens, art. 4 lid 5 AVG), nooit namen, adressen of andere "
+            "gegevens leesbaar."
             if nl
             else "Every transfer, data subject request and configuration change is recorded in "
-            "a hash-chained audit log that reveals any alteration; it holds counts and field "
-            "names, never personal data.",
+            "a hash-chained audit log that reveals any alteration; it holds counts, field "
+            "names and data subjects only by their pseudonym (still personal data, Art. 4(5) "
+            "GDPR), never a name, an address or other data in clear.",
         )
     )
     out.append(("admin-api", _admin_text(config, nl)))

@@ -39,6 +39,8 @@ TEXT: dict[str, dict[str, str]] = {
         "received_by": "Verstrekt aan {system}",
         "in_no_flow": "Dit systeem krijgt geen synchronisatie; verzoeken van betrokkenen "
         "(correcties, wissen) worden er wel naartoe gebracht.",
+        "in_no_flow_unwritten": "Dit systeem krijgt geen synchronisatie en geen correcties "
+        "(klantsync schrijft er niet naar); verzoeken om wissen worden er wel naartoe gebracht.",
         "provided_by": "Afkomstig uit {system}",
         "category": "Categorie",
         "fields": "Gegevens",
@@ -102,6 +104,8 @@ TEXT: dict[str, dict[str, str]] = {
         "received_by": "Disclosed to {system}",
         "in_no_flow": "This system is sent no sync; data subject requests (corrections, "
         "erasures) are carried to it.",
+        "in_no_flow_unwritten": "This system is sent no sync and no corrections (klantsync "
+        "does not write to it); erasures are carried to it.",
         "provided_by": "Obtained from {system}",
         "category": "Category",
         "fields": "Data",
@@ -227,6 +231,9 @@ class _Doc:
         header = [t["category"], t["fields"], t["purpose"]]
         for item in data["received"]:
             self.m.subheading(t["received_by"].format(system=item["system"]))
+            if item.get("in_no_flow") and not item.get("written", True):
+                self.m.para(t["in_no_flow_unwritten"])
+                continue  # it is sent nothing: no categories to list
             if item.get("in_no_flow"):
                 self.m.para(t["in_no_flow"])
             if item["requires_consent"]:

@@ -195,6 +195,54 @@ def test_a_system_in_no_flow_is_listed_with_what_requests_send_it(
     assert "krijgt geen synchronisatie" in _text(config, "nl", "html")
 
 
+def test_a_system_klantsync_never_writes_in_no_flow_is_said_to_get_erasures_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Shopify shop in no flow gets no correction (klantsync never writes to Shopify):
+    the register says it gets erasures only, and lists nothing as disclosed to it."""
+    monkeypatch.setenv("KLANTSYNC_SHOPIFY_TOKEN", "shpat-register-test")
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    for line in (
+        "[systems.webshop]",
+        'adapter = "shopify"',
+        'base_url = "https://<store>.myshopify.com"',
+        'mapping = "mappings/shopify.toml"',
+        'credentials = { access_token = "env:KLANTSYNC_SHOPIFY_TOKEN" }',
+    ):
+        text = text.replace(f"# {line}", line.replace("<store>", "klant"), 1)
+    path.write_text(text)
+    config = load_config(path)
+    received = {r["system"]: r for r in build_register(config, "en")["personal_data"]["received"]}
+    assert received["webshop"]["in_no_flow"] and not received["webshop"]["written"]
+    en, nl = _text(config, "en", "md"), _text(config, "nl", "md")
+    assert "This system is sent no sync and no corrections" in en
+    assert "krijgt geen synchronisatie en geen correcties" in nl
+    section = en[en.index("Disclosed to webshop") :]
+    assert section.index("erasures are carried to it") < section.index("##")
+    assert "| " not in section[: section.index("##")]  # no table of fields sent to it
+
+
+def test_a_withdrawal_marker_is_written_as_the_mapping_writes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A boolean marker is ``true`` as in TOML, not Python's ``True``."""
+    mapping = tmp_path / "news.toml"
+    repo_mapping = Path(__file__).resolve().parents[2] / "mappings" / "mailchimp.toml"
+    mapping.write_text(
+        repo_mapping.read_text().replace(
+            'withdrawn = { status = "unsubscribed" }',
+            'withdrawn = { status = "unsubscribed", opted_out = true }',
+        )
+    )
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(path.read_text().replace('"mappings/mailchimp.toml"', f'"{mapping}"'))
+    received = {
+        r["system"]: r for r in build_register(load_config(path), "en")["personal_data"]["received"]
+    }
+    assert received["news"]["withdrawn"] == {"status": "unsubscribed", "opted_out": "true"}
+
+
 def test_the_register_claims_no_permanent_deletion_a_system_does_not_make(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
