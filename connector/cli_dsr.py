@@ -227,6 +227,8 @@ def _public_key(service: DsrService, args: argparse.Namespace, console: Console)
 
 
 async def _retry(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+    if args.all and args.id:
+        raise DsrUsageError("give a request id or --all, not both")
     if args.all:
         progressed = await service.retry_open()
         still_open = service.list(open_only=True)

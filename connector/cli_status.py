@@ -245,6 +245,10 @@ def _status_without_store(config: Config, args: argparse.Namespace, console: Con
 
 
 def audit_chain(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+    if args.action == "verify" and args.since:
+        # A chain is verified from its anchor to its head, or it proves nothing; taken as
+        # "verify since", the option was ignored and the whole chain said intact.
+        raise ConfigError("--since", "", "applies to export only; verify checks the whole chain")
     if not _store_exists(store_path):
         return _audit_without_store(store_path, args, console)
     store = Store(store_path)

@@ -1125,3 +1125,20 @@ def test_a_sandbox_port_in_use_is_said_at_once_without_a_traceback(
         holder.close()
     with serve_tls({"shop": WooCommerceSandbox().app()}, tmp_path / "tls2") as (_, apps):
         assert apps["shop"].url.startswith("https://127.0.0.1:")  # a free port still serves
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["audit", "verify", "--since", "2026-01-01"], "--since: applies to export only"),
+        (["dsr", "retry", "er-20260101-00000000", "--all"], "a request id or --all, not both"),
+    ],
+)
+def test_options_a_command_would_ignore_are_refused(
+    offline: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str
+) -> None:
+    """`audit verify --since` verified the whole chain and said so as if it had verified
+    the part asked for; `dsr retry ID --all` retried every open request, not ID. Both are
+    usage errors (exit 2) now."""
+    assert main(["-c", str(offline), *argv]) == 2
+    assert words in capsys.readouterr().err
