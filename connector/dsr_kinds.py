@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from connector import jobs
 from connector.access import BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import RETAINED, ErasureResult, OutboundRecord, Subject
 from connector.crypto import DecryptionError, outbox_context
@@ -132,7 +133,13 @@ class KindRunner:
             left = self.rt.store.db.execute(
                 "SELECT COUNT(*) FROM bundles WHERE subject_id=?", (row.subject_id,)
             ).fetchone()[0]
-            deleted = ["identity map rows", "delivered hashes", "outbox rows", "dead letters"]
+            deleted = [
+                "identity map rows",
+                "delivered hashes",
+                "outbox rows",
+                "dead letters",
+                "queued syncs of the person (webhook changes, resyncs)",
+            ]
             kept = _KEPT
             if left:
                 kept = (
@@ -231,6 +238,9 @@ class KindRunner:
             # learned), under an address the person had then.
             self._note_queued_addresses(row, manifest)
             counts = self.db.delete_traces(manifest["subject_ids"])
+            counts["jobs"] = jobs.forget_queued(
+                self.rt.store, self.rt.keyring, manifest["subject_ids"]
+            )
             self.rt.engine.forget(manifest["subject_ids"])
             # An access bundle written for them earlier holds their data in clear: it goes
             # with the rest, not at the sweep weeks later (the receipt says nothing is kept).

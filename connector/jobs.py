@@ -11,10 +11,12 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from connector.crypto import JOB_CONTEXT, DecryptionError, Keyring
+from connector.model import normalise_email
 from connector.state import Store, utcnow
 
 log = logging.getLogger("klantsync.daemon")
@@ -28,6 +30,7 @@ __all__ = [
     "claim_next",
     "enqueue",
     "finish",
+    "forget_queued",
     "get",
     "recent",
     "requeue",
@@ -136,6 +139,39 @@ def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> No
         "UPDATE jobs SET status=?, finished_at=?, result=?, params=NULL WHERE id=?",
         (status, utcnow(), json.dumps(result, default=str), job_id),
     )
+
+
+#: Webhook events that only ask for a sync of the person (not a request of theirs).
+_SYNC_EVENTS = frozenset({"changed", "deleted"})
+
+
+def forget_queued(store: Store, keyring: Keyring, subject_ids: Collection[str]) -> int:
+    """Finish, unrun, the queued syncs of the people ``subject_ids`` name (webhook changes
+    and resyncs of one address): their sealed parameters hold the person's e-mail, phone or
+    record, which an erasure must not leave behind while the job waits (for as long as the
+    daemon is stopped). Run, they would sync nobody: the person is suppressed. A queued
+    data subject request is theirs and stays. Returns how many were finished."""
+    wanted = set(subject_ids)
+    forgotten = 0
+    rows = store.db.execute(
+        "SELECT id, kind, params FROM jobs WHERE status='queued' AND kind IN ('webhook', 'resync')"
+    ).fetchall()
+    for job_id, kind, sealed in rows:
+        try:
+            params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
+        except DecryptionError:
+            continue  # its claim fails it (UNREADABLE); nothing here to tell whose it is
+        if kind == "webhook" and params.get("event") not in _SYNC_EVENTS:
+            continue
+        email = params.get("email")
+        if (
+            isinstance(email, str)
+            and email
+            and keyring.subject_id(normalise_email(email)) in wanted
+        ):
+            finish(store, job_id, "done", {"skipped": "the person was erased"})
+            forgotten += 1
+    return forgotten
 
 
 def requeue(store: Store, job_id: int) -> None:

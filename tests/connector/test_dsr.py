@@ -1678,3 +1678,35 @@ async def test_a_source_purge_of_more_customers_than_a_statement_may_carry_forge
     assert left == 0
     assert not (bundle / "data.json").exists()
     assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (0,)
+
+
+async def test_an_erasure_leaves_no_queued_sync_holding_the_person_s_address(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Queued webhook changes and resyncs of one address hold the person's e-mail (sealed)
+    until the daemon runs them, for as long as it is stopped. An erasure finishes them
+    unrun and drops what they hold; a queued request of the person's own, and other
+    people's jobs, stay."""
+    from connector import jobs
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    await rt.engine.sync()
+
+    def webhook(event: str, email: str) -> int:
+        params = {"system": "shop", "event": event, "delivery_id": event + email, "email": email}
+        return jobs.enqueue(rt.store, rt.keyring, "webhook", params)
+
+    change = webhook("changed", CANARY_EMAIL.upper())
+    request = webhook("erase", CANARY_EMAIL)
+    other = webhook("changed", "iemand.anders@voorbeeld.nl")
+    resync = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "email": CANARY_EMAIL})
+    await DsrService(rt).erase(CANARY_EMAIL)
+
+    def state(job_id: int) -> tuple[str, bool]:
+        status, params = rt.store.db.execute(
+            "SELECT status, params IS NOT NULL FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        return status, bool(params)
+
+    assert state(change) == state(resync) == ("done", False)
+    assert state(request) == state(other) == ("queued", True)
