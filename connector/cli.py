@@ -265,9 +265,10 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
     if args.command == "sandbox":
         from connector.demo import run_sandboxes
 
-        # Relative paths in a config are relative to it, so the CA goes where -c's file
-        # looks for it, from whatever folder the command runs in.
-        base = args.config.parent if args.config is not None else Path()
+        # Relative paths in a config are relative to it (the file itself, a symlink followed:
+        # load_config reads them so), so the CA goes where -c's file looks for it, from
+        # whatever folder the command runs in.
+        base = args.config.resolve().parent if args.config is not None else Path()
         directory = args.dir or base / "var" / "sandbox"
         make_folder(directory, option="--dir")
         return run_sandboxes(console, directory, args.customers, as_json=args.json)

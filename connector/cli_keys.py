@@ -19,12 +19,13 @@ from rich.markup import escape
 
 from connector.cliargs import EXIT_OK
 from connector.config import Config
-from connector.crypto import decode_master_key
-from connector.errors import ConfigError
+from connector.crypto import decode_master_key, master_fingerprint
+from connector.errors import ConfigError, StoreError
 from connector.keyset import key_facts, open_keyring, rotate_master_key
 from connector.lock import keys_alone, sharing_keys
 from connector.secrets import resolve_secret
 from connector.state import Store
+from connector.storefile import store_exists
 
 __all__ = ["register", "run"]
 
@@ -63,6 +64,8 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
 
 
 def _show(args: argparse.Namespace, console: Console, config: Config) -> int:
+    if not store_exists(config.store_path):
+        return _no_store_yet(args, console, config)
     with sharing_keys(config.store_path):
         store = Store(config.store_path)
         try:
@@ -77,18 +80,33 @@ def _show(args: argparse.Namespace, console: Console, config: Config) -> int:
         "rotated_at": rotated,
     }
     if args.json:
-        print(json.dumps(facts))
+        print(json.dumps({**facts, "store_exists": True}))
     else:
         console.print(f"master key fingerprint {facts['master_fingerprint']}")
         console.print(f"keys created {created}; last rotated {rotated or 'never'}")
     return EXIT_OK
 
 
+def _no_store_yet(args: argparse.Namespace, console: Console, config: Config) -> int:
+    """``keys show`` where there is no store: said, and none made (a store made here would
+    be bound to whatever key keys.source names, at a path that may be a mistake)."""
+    fingerprint = master_fingerprint(config.master_key)
+    if args.json:
+        facts = {"master_fingerprint": None, "created_at": None, "rotated_at": None}
+        print(json.dumps({**facts, "store_exists": False, "keys_source": fingerprint}))
+    else:
+        console.print(
+            f"no store at {escape(str(config.store_path))} yet: the first command that uses "
+            f"it keeps it under the key keys.source names (fingerprint {fingerprint})",
+            markup=True,
+        )
+    return EXIT_OK
+
+
 def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
     where = "--to"
-    text = resolve_secret(
-        args.to, file="command line", key=where, base_dir=config.base_dir.resolve()
-    )
+    # Read from the folder keys.source is read from, so the same text names the same file.
+    text = resolve_secret(args.to, file="command line", key=where, base_dir=config.base_dir)
     try:
         new_master = decode_master_key(text)
     except ValueError as exc:
@@ -98,6 +116,13 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
             "command line",
             where,
             "names the master key in use (keys.source); make a new one with `klantsync keygen`",
+        )
+    if not store_exists(config.store_path):
+        # Rotating a store made here, empty, would bind it to the old key and say "rotated":
+        # the key then moved over the old one no longer opens the real store, wherever it is.
+        raise StoreError(
+            f"{config.store_path}: there is no store yet, so nothing to rotate; point "
+            "store.path at the store"
         )
     # No other command or daemon may have the store open: one that opened it before the
     # rotation would go on sealing with the keys it retires.
@@ -125,6 +150,18 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
             "stores in that folder shared before each had its own) still holds this store's "
             "signing key under the old master key: delete it once every store that used it "
             "has been opened by this version[/]",
+            markup=True,
+        )
+    if rotation.replaced_resealed:
+        names = ", ".join(path.name for path in rotation.replaced_resealed)
+        console.print(f"stores a restore replaced, under the new key too: {escape(names)}")
+    for path in rotation.replaced_left:
+        # Kept for replaced_stores_days with all the store held: if the old key leaked, this
+        # copy is open to whoever has it.
+        console.print(
+            f"[yellow]{escape(str(path))} (the store a restore replaced) could not be put "
+            "under the new key and still opens with the old one: delete it, with its -wal "
+            "and -shm[/]",
             markup=True,
         )
     console.print(

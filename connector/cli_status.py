@@ -16,10 +16,10 @@ from connector import audit, incidents
 from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config
 from connector.dsr_views import summary as dsr_summary
-from connector.errors import ConfigError, StorePathError
+from connector.errors import ConfigError
 from connector.lock import daemon_running, sync_running
 from connector.state import Store
-from connector.storefile import store_path_problem
+from connector.storefile import store_exists
 
 __all__ = ["audit_chain", "status"]
 
@@ -33,7 +33,7 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     from connector.keyset import key_facts
 
     store_path, flows = config.store_path, [f.name for f in config.flows]
-    if not _store_exists(store_path):
+    if not store_exists(store_path):
         return _status_without_store(config, args, console)
     store = Store(store_path)
     try:
@@ -249,7 +249,7 @@ def audit_chain(store_path: Path, args: argparse.Namespace, console: Console) ->
         # A chain is verified from its anchor to its head, or it proves nothing; taken as
         # "verify since", the option was ignored and the whole chain said intact.
         raise ConfigError("--since", "", "applies to export only; verify checks the whole chain")
-    if not _store_exists(store_path):
+    if not store_exists(store_path):
         return _audit_without_store(store_path, args, console)
     store = Store(store_path)
     try:
@@ -306,14 +306,3 @@ def _audit_without_store(store_path: Path, args: argparse.Namespace, console: Co
             f"no store at {escape(str(store_path))} yet: no audit entries to verify", markup=True
         )
     return EXIT_OK
-
-
-def _store_exists(store_path: Path) -> bool:
-    """Whether there is a store to read; StorePathError if none could ever be there.
-
-    These commands only read: where there is no store yet they say so, and make none.
-    """
-    problem = store_path_problem(store_path)
-    if problem is not None:
-        raise StorePathError(store_path, problem)
-    return store_path.exists()

@@ -325,7 +325,9 @@ class Config:
 
     @property
     def base_dir(self) -> Path:
-        return self.path.parent
+        """What relative paths in the config are relative to: the folder of the file itself,
+        a symlink followed (as :func:`load_config` reads them), not the folder of a link."""
+        return self.path.resolve().parent
 
     def flow(self, name: str) -> FlowSettings:
         for flow in self.flows:

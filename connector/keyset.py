@@ -20,7 +20,9 @@ gives two things:
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -47,6 +49,7 @@ from connector.receipts import (
     receipt_key_path,
 )
 from connector.state import Store, utcnow
+from connector.storefile import replaced_stores
 
 __all__ = [
     "SEALED_COLUMNS",
@@ -288,9 +291,15 @@ class Rotation:
     #: The folder's shared receipt key file of earlier versions, when it still opens under the
     #: old key: it holds the store's signing key as it was, for whoever has that key.
     shared_receipt_key: Path | None = None
+    #: Stores a restore replaced (kept beside the store): their keys wrapped anew under the
+    #: new master key, and those whose data the old key still opens (to be deleted).
+    replaced_resealed: tuple[Path, ...] = ()
+    replaced_left: tuple[Path, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         return {
+            "replaced_stores_resealed": [str(path) for path in self.replaced_resealed],
+            "replaced_stores_left": [str(path) for path in self.replaced_left],
             "old_fingerprint": self.old_fingerprint,
             "new_fingerprint": self.new_fingerprint,
             "resealed": dict(self.resealed),
@@ -348,6 +357,7 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
     if staged:
         signer.finish_reseal()
     shared = config.store_path.parent / LEGACY_KEY_FILE
+    replaced_resealed, replaced_left = _rewrap_replaced_stores(config, new_master)
     return Rotation(
         old_fp,
         new_fp,
@@ -355,7 +365,72 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         unreadable,
         receipt_key=staged,
         shared_receipt_key=shared if _opens_receipt_key(shared, old) else None,
+        replaced_resealed=replaced_resealed,
+        replaced_left=replaced_left,
     )
+
+
+def _rewrap_replaced_stores(
+    config: Config, new_master: bytes
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Wrap the keys of each store a restore replaced under ``new_master`` too.
+
+    Such a store holds all the store held, sealed, for ``replaced_stores_days``; left under
+    the old master key, a key rotated because it leaked would still open that full copy.
+    One whose keys the old key does not open is not its to protect (another key's, or
+    emptied by the sweep to its audit trail). One it cannot wrap anew (a store from before
+    the keyset, sealed with keys derived from the old key itself; one that cannot be
+    written) is returned second, to be named: deleting it is the way left.
+    """
+    resealed: list[Path] = []
+    left: list[Path] = []
+    for path, _when in replaced_stores(config.store_path):
+        try:
+            with closing(sqlite3.connect(path, isolation_level=None)) as db:
+                if _rewrap_one(db, config.master_key, new_master):
+                    resealed.append(path)
+        except (_OldKeyStillOpens, sqlite3.Error, OSError):
+            left.append(path)
+    return tuple(resealed), tuple(left)
+
+
+class _OldKeyStillOpens(Exception):
+    """A replaced store whose sealed data the old master key opens without its keyset."""
+
+
+def _rewrap_one(db: sqlite3.Connection, old_master: bytes, new_master: bytes) -> bool:
+    """Wrap one replaced store's keys under ``new_master``; whether it held any to wrap.
+
+    Raises:
+        _OldKeyStillOpens: it has no keyset, yet holds data sealed under the old key.
+    """
+    db.execute("PRAGMA busy_timeout=5000")
+    # The old wrapping is overwritten in place, not left in the page's free space.
+    db.execute("PRAGMA secure_delete=ON")
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    row = None
+    if "keyset" in tables:
+        row = db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
+    if row is None:
+        if any(
+            db.execute(
+                f"SELECT 1 FROM {sealed.table} "  # noqa: S608 (constants)
+                f"WHERE typeof({sealed.column}) = 'blob' LIMIT 1"
+            ).fetchone()
+            for sealed in SEALED_COLUMNS
+            if sealed.table in tables
+        ):
+            raise _OldKeyStillOpens
+        return False
+    try:
+        keys = unwrap_data_keys(old_master, row[0])
+    except DecryptionError:
+        return False  # not under the old key: nothing of its to protect here
+    db.execute(
+        "UPDATE keyset SET wrapped=?, master_fingerprint=? WHERE id=1",
+        (wrap_data_keys(new_master, keys), master_fingerprint(new_master)),
+    )
+    return True
 
 
 def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:

@@ -216,13 +216,22 @@ class ReceiptSigner:
         Returns False when there is no key yet. The rotation renames the staged file over the
         key file once the store's new keys are committed (:func:`finish_reseal`); a crash in
         between is settled on the next load, by which key the staged file opens with.
+
+        Raises:
+            ReceiptError: the key file does not open with the store's keys (another store's),
+                naming the file and what to do.
         """
         self._settle_staged()
         # Adopted first, so the store's own copy is what is sealed again under the new keys.
         self.adopt_shared()
         if not self.key_path.exists():
             return False
-        raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
+        try:
+            raw = self._keyring.open(self.key_path.read_bytes(), RECEIPT_KEY_CONTEXT)
+        except DecryptionError:
+            # Refused before anything is rotated: sealed anew under the new keys, the file
+            # would still not be this store's, and the operator would not learn which it is.
+            raise ReceiptError(f"{self.key_path}: {NOT_THIS_STORES_KEY}") from None
         # The same signing key, sealed anew: its age (the daemon's rotation reminder reads the
         # file's mtime) stays the key's own.
         made = self.key_path.stat()

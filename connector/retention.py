@@ -31,7 +31,6 @@ import datetime as dt
 import glob
 import json
 import logging
-import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +41,7 @@ from connector import audit
 from connector.config import Config
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
 from connector.state import Store, chunks, utcnow
+from connector.storefile import replaced_stores
 
 __all__ = [
     "RetentionReport",
@@ -407,11 +407,6 @@ def _delete_rows(
     return purged
 
 
-#: How a restore names the store it replaced: ``<store>.replaced-20260601T120000Z`` (with
-#: ``-2``... when taken), its -wal and -shm beside it under the same name.
-_REPLACED = re.compile(r"\.replaced-(\d{8}T\d{6}Z)(?:-\d+)?")
-
-
 def _purge_replaced_stores(
     store_path: Path, cutoff: str, audit_cutoff: str, dry_run: bool, errors: list[str]
 ) -> int:
@@ -423,12 +418,7 @@ def _purge_replaced_stores(
     keeps any: deleting the file with the rest deleted them years early.
     """
     purged = 0
-    prefix = store_path.name
-    for path in sorted(store_path.parent.glob(f"{glob.escape(prefix)}.replaced-*")):
-        found = _REPLACED.fullmatch(path.name[len(prefix) :])
-        if found is None:
-            continue  # a companion (-wal, -shm), or not a restore's name
-        when = dt.datetime.strptime(found.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+    for path, when in replaced_stores(store_path):
         if _stamp(when) >= cutoff:
             continue
         try:

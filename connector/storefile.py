@@ -9,8 +9,11 @@ error codes and the store's own table names, never from what rows hold.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
+import glob
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -22,6 +25,8 @@ __all__ = [
     "failure_text",
     "make_store_folder",
     "refuse_foreign",
+    "replaced_stores",
+    "store_exists",
     "store_path_problem",
     "unusable",
 ]
@@ -52,6 +57,19 @@ def store_path_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot be reached ({exc.strerror}); {_PATH_FIX}"
     return None
+
+
+def store_exists(path: Path) -> bool:
+    """Whether there is a store (a file) at ``path``; StorePathError if none could ever be.
+
+    For the commands that only read the store, or change one that must exist already: where
+    there is none yet they say so and make none (an empty store bound to the key in use, at
+    a mistaken path, looked like the real one to whoever ran them next).
+    """
+    problem = store_path_problem(path)
+    if problem is not None:
+        raise StorePathError(path, problem)
+    return path.exists()
 
 
 def make_store_folder(path: Path) -> None:
@@ -130,6 +148,24 @@ def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
     if code is not None and code & 0xFF == sqlite3.SQLITE_CANTOPEN:
         return StorePathError(path, f"cannot be opened or created; {_PATH_FIX}")
     return StoreError(f"{path}: cannot open the store ({exc})")
+
+
+#: How a restore names the store it replaced: ``<store>.replaced-20260601T120000Z`` (with
+#: ``-2``... when taken), its -wal and -shm beside it under the same name.
+_REPLACED = re.compile(r"\.replaced-(\d{8}T\d{6}Z)(?:-\d+)?")
+
+
+def replaced_stores(store_path: Path) -> list[tuple[Path, dt.datetime]]:
+    """The stores restores replaced, kept beside the store at ``store_path``, each with when
+    it was replaced (from its name); their -wal and -shm, and other names, left out."""
+    found = []
+    prefix = store_path.name
+    for path in sorted(store_path.parent.glob(f"{glob.escape(prefix)}.replaced-*")):
+        named = _REPLACED.fullmatch(path.name[len(prefix) :])
+        if named is not None:
+            when = dt.datetime.strptime(named.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+            found.append((path, when))
+    return found
 
 
 def refuse_foreign(db: sqlite3.Connection, path: Path, version: int) -> None:

@@ -8,6 +8,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,12 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, jobs, retention
+from connector.backup import take_backup
 from connector.cli import main
 from connector.config import load_config
 from connector.crypto import (
     JOB_CONTEXT,
+    RECEIPT_KEY_CONTEXT,
     DecryptionError,
     Keyring,
     decode_master_key,
@@ -27,6 +30,7 @@ from connector.crypto import (
     manifest_context,
     master_fingerprint,
     outbox_context,
+    unwrap_data_keys,
 )
 from connector.dsr import DsrService
 from connector.errors import ConfigError
@@ -38,8 +42,9 @@ from connector.keyset import (
 )
 from connector.lock import sharing_keys
 from connector.receipts import ReceiptSigner, receipt_key_path
+from connector.restore import restore_backup
 from connector.state import Store
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, MASTER_KEY
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, MASTER_KEY, write_config
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 
@@ -57,6 +62,25 @@ def use_key(config_path: Path, key: str) -> None:
 
 def store_of(config_path: Path) -> Store:
     return Store(load_config(config_path).store_path)
+
+
+def bound_store(config_path: Path) -> Path:
+    """The config's store, made and bound to its master key, with a receipt signing key file
+    of its own; its path."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+        ReceiptSigner.for_store(config.store_path, keyring).public_key_pem()
+    finally:
+        store.close()
+    return config.store_path
+
+
+def keyset_fingerprint(store_path: Path) -> str:
+    """The master key fingerprint a store file's keyset says it is kept under."""
+    with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+        return str(db.execute("SELECT master_fingerprint FROM keyset WHERE id=1").fetchone()[0])
 
 
 async def test_a_store_refuses_a_master_key_that_is_not_its_own(
@@ -361,6 +385,7 @@ def test_rotate_refuses_the_key_in_use_a_bad_key_and_a_running_daemon(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Each refusal names what is wrong and changes nothing."""
+    bound_store(config_path)
     (config_path.parent / "same.key").write_text(MASTER_KEY)
     (config_path.parent / "short.key").write_text(base64.urlsafe_b64encode(b"x" * 16).decode())
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:same.key"]) == 2
@@ -626,3 +651,108 @@ def test_opening_a_store_takes_its_copy_of_the_shared_key_file(config_path: Path
     assert ReceiptSigner(state / "klantsync.db.receipt-signing.key", keyring).public_key_pem() == (
         public
     )
+
+
+def test_rotation_refuses_a_receipt_key_file_that_is_not_the_stores_by_name(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A receipt signing key file beside the store that does not open with its keys (copied
+    from another store, damaged on disk): the rotation names the file and what to do, as
+    every other command does, and rotates nothing."""
+    store_path = bound_store(config_path)
+    key_file = receipt_key_path(store_path)
+    key_file.write_bytes(Keyring(os.urandom(32)).seal(os.urandom(32), RECEIPT_KEY_CONTEXT))
+    (config_path.parent / "new.key").write_text(generate_master_key())
+    code = main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "internal error" not in err and str(key_file) in err and "aside" in err
+    assert keyset_fingerprint(store_path) == master_fingerprint(decode_master_key(MASTER_KEY))
+    assert not key_file.with_name(key_file.name + ".rotating").exists()
+    key_file.unlink()  # moved aside, as it says: a new key is made on first use
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+
+
+async def test_rotation_puts_a_store_a_restore_replaced_under_the_new_key_too(
+    shop: WooCommerceSandbox,
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A restore keeps the store it replaced beside it (``klantsync.db.replaced-<time>``),
+    holding all the store held, sealed. A rotation (the old key may have leaked) wraps its
+    keys under the new master key too, so the old key opens that copy no more either."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        config = rt.config
+        keys = rt.keyring.keys
+    replaced_path = restore_backup(config, out).replaced_path
+    assert replaced_path is not None
+    replaced = Path(replaced_path)
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["replaced_stores_resealed"] == [str(replaced)]
+    assert said["replaced_stores_left"] == []
+    with closing(sqlite3.connect(f"file:{replaced}?mode=ro", uri=True)) as db:
+        (wrapped,) = db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
+    with pytest.raises(DecryptionError):
+        unwrap_data_keys(decode_master_key(MASTER_KEY), wrapped)
+    assert unwrap_data_keys(decode_master_key(new_key), wrapped) == keys
+    assert keyset_fingerprint(replaced) == master_fingerprint(decode_master_key(new_key))
+    # One it cannot wrap anew (kept under keys derived from the old key itself) is named.
+    with closing(sqlite3.connect(replaced)) as db:
+        db.execute("DELETE FROM keyset")
+        db.execute(
+            "INSERT INTO jobs(kind, params, status, created_at) VALUES ('resync', ?, 'done', '')",
+            (Keyring(decode_master_key(new_key)).seal(b"{}", JOB_CONTEXT),),
+        )
+        db.commit()
+    use_key(config_path, new_key)
+    (config_path.parent / "newer.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:newer.key"]) == 0
+    assert f"{replaced} (the store a restore replaced)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_keys_rotate_and_show_with_no_store_at_store_path_make_none(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store.path that names no store (a wrong path, a config copied from elsewhere):
+    `keys rotate` refuses, as `backup` does, rather than make an empty store there, bind it
+    to the old key and say "rotated" (the key then moved over the old one would open the
+    real store no more); `keys show` says there is none yet. Neither makes a file."""
+    store_path = load_config(config_path).store_path
+    (config_path.parent / "new.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 1
+    assert "there is no store yet" in capsys.readouterr().err
+    assert main(["-c", str(config_path), "keys", "show"]) == 0
+    assert "no store at" in capsys.readouterr().out
+    assert main(["-c", str(config_path), "keys", "show", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["store_exists"] is False and shown["master_fingerprint"] is None
+    assert not store_path.parent.exists()
+
+
+def test_keys_rotate_reads_a_relative_to_from_where_keys_source_is_read(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """`--to file:PATH` is relative to the config file as keys.source is, and the command
+    says to set keys.source to that same text: with the config reached through a symlink
+    (a config-management checkout linked into /etc) both are read beside the real file."""
+    real = tmp_path / "checkout"
+    real.mkdir()
+    config = write_config(real)
+    (real / "new.key").write_text(generate_master_key())
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    linked = etc / "klantsync.toml"
+    linked.symlink_to(config)
+    bound_store(linked)
+    assert main(["-c", str(linked), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
+    use_key(config, (real / "new.key").read_text())
+    assert main(["-c", str(linked), "keys", "show"]) == 0

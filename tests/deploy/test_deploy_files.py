@@ -6,6 +6,7 @@ import configparser
 from pathlib import Path
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _unit() -> configparser.ConfigParser:
@@ -35,3 +36,18 @@ def test_container_image_is_slim_and_non_root() -> None:
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1] != "root"
     assert 'CMD ["run"]' in text and "STOPSIGNAL SIGTERM" in text
+
+
+def test_the_key_rotation_procedure_keeps_the_old_key_if_the_rotation_fails() -> None:
+    """README, "Replacing the master key": the new key file is moved over the old one only
+    once `keys rotate` succeeded. A rotation refused (the daemon did not stop, a backup has
+    the store open) leaves the store under the old key, and that key must stay."""
+    readme = README.read_text()
+    opening = readme.index("```sh", readme.index("Replacing the master key"))
+    block = readme[opening : readme.index("```\n", opening + 5)]
+    lines = [line.split("#", 1)[0].rstrip() for line in block.splitlines()]
+    rotate = next(i for i, line in enumerate(lines) if "keys rotate" in line)
+    move = next(i for i, line in enumerate(lines) if " mv " in line and "master.key" in line)
+    assert rotate < move
+    between = "\n".join(lines[rotate : move + 1])
+    assert "set -e" in block or "&&" in between or "|| exit" in between, between

@@ -680,6 +680,40 @@ def test_sandbox_json_prints_one_object_instead_of_export_lines(
     assert _json(capsys)["ca"] == str(config.parent / "var" / "sandbox" / "ca.pem")
 
 
+def test_sandbox_puts_its_ca_where_a_symlinked_config_trusts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative paths in a config are read from the real file's folder, a symlink followed
+    (a config-management checkout linked into /etc): `sandbox` without --dir puts the CA
+    there too, where the config's ca_bundle = "var/sandbox/tls/ca.pem" looks for it."""
+    import contextlib
+    import types
+
+    from connector import demo
+
+    @contextlib.contextmanager
+    def fake_sandboxes(
+        directory: Path, customers: int, ports: Any = None
+    ) -> Iterator[tuple[dict[str, Any], Path, dict[str, str]]]:
+        yield {}, directory / "tls" / "ca.pem", {}
+
+    class Interrupted:
+        def wait(self) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "sandboxes", fake_sandboxes)
+    monkeypatch.setattr(demo, "threading", types.SimpleNamespace(Event=Interrupted))
+    real = tmp_path / "checkout" / "klantsync.toml"
+    real.parent.mkdir()
+    real.write_text("")
+    linked = tmp_path / "etc" / "klantsync.toml"
+    linked.parent.mkdir()
+    linked.symlink_to(real)
+    assert main(["-c", str(linked), "sandbox", "--json"]) == 0
+    ca = Path(str(_json(capsys)["ca"]))  # type: ignore[index]
+    assert ca.resolve() == (real.parent / "var" / "sandbox" / "tls" / "ca.pem").resolve()
+
+
 def test_check_says_what_each_system_is_sent_and_leads_with_the_gaps(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
