@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from connector import audit
-from connector.config import Config
+from connector.config import Config, secret_files
 from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, store_keyring
@@ -252,10 +252,25 @@ def _facts(path: Path) -> _Held:
 
 
 def refuse_store_files(config: Config, path: Path, option: str) -> None:
+    """ConfigError when ``path`` is one of the files the store cannot do without: the store
+    and its -wal and -shm, its receipt signing key file, and each secret file the config
+    names (the master key above all: a backup written over it could never be opened, nor
+    could the store). A symlink is followed: the file it names is what would be lost."""
+    target = path.resolve()
     store_path = config.store_path.resolve()
     own = {store_path, *(store_path.with_name(store_path.name + s) for s in COMPANIONS)}
-    if path.resolve() in own:
+    if target in own:
         raise ConfigError(option, "", f"{path} is the store itself (store.path); name another file")
+    key_file = receipt_key_path(store_path)
+    if target in {key_file, key_file.with_name(key_file.name + ".rotating")}:
+        raise ConfigError(
+            option, "", f"{path} is the store's receipt signing key file; name another file"
+        )
+    for key, secret in secret_files(config.path):
+        if target == secret.resolve():
+            raise ConfigError(
+                option, "", f"{path} is the secret file {key} names; name another file"
+            )
 
 
 def readable_backup(backup: Path) -> str:

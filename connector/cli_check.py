@@ -14,8 +14,7 @@ from rich.markup import escape
 
 from connector import compliance
 from connector.cliargs import EXIT_FAILED, EXIT_OK
-from connector.config import Config, load_config
-from connector.configfile import read_toml
+from connector.config import Config, load_config, secret_files
 from connector.errors import KlantsyncError, StorePathError
 from connector.http import redact_url
 from connector.model import CONSENT_FIELDS
@@ -148,24 +147,8 @@ def _secret_files_others_read(config_path: Path) -> list[str]:
     """A warning for each ``file:`` secret (the master key, a credential, a webhook secret,
     the admin token) that every user may read: the master key opens every
     sealed record in the store, and a token is the system's whole account."""
-    data = read_toml(config_path, "config file")
-    references: list[tuple[str, Any]] = [("keys.source", data.get("keys", {}).get("source"))]
-    references.append(("daemon.admin_token", data.get("daemon", {}).get("admin_token")))
-    for name, system in (data.get("systems") or {}).items():
-        if not isinstance(system, dict):
-            continue
-        for cred, ref in (system.get("credentials") or {}).items():
-            references.append((f"systems.{name}.credentials.{cred}", ref))
-        hooks = system.get("webhooks")
-        if isinstance(hooks, dict):
-            references.append((f"systems.{name}.webhooks.secret", hooks.get("secret")))
     warnings = []
-    base = config_path.resolve().parent
-    for key, ref in references:
-        if not isinstance(ref, str) or not ref.startswith("file:"):
-            continue
-        path = Path(ref[5:].strip())
-        path = path if path.is_absolute() else base / path
+    for key, path in secret_files(config_path):
         try:
             mode = path.stat().st_mode & 0o777
         except OSError:

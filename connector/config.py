@@ -37,6 +37,7 @@ __all__ = [
     "Schedule",
     "load_config",
     "parse_schedule",
+    "secret_files",
 ]
 
 _TOP_KEYS = {
@@ -334,6 +335,35 @@ class Config:
             if flow.name == name:
                 return flow
         raise ConfigError(str(self.path), "flows", f"no flow named {name!r}")
+
+
+def secret_files(path: Path) -> list[tuple[str, Path]]:
+    """Each ``file:`` secret the config at ``path`` names (the master key, a credential, a
+    webhook secret, the admin token): its key in the config, and the file, a relative path
+    read as :func:`load_config` reads it. For ``check`` (who may read them) and ``backup``
+    (never to be written over)."""
+    data = read_toml(path, "config file")
+    keys, daemon = data.get("keys"), data.get("daemon")
+    references: list[tuple[str, Any]] = [
+        ("keys.source", keys.get("source") if isinstance(keys, dict) else None),
+        ("daemon.admin_token", daemon.get("admin_token") if isinstance(daemon, dict) else None),
+    ]
+    systems = data.get("systems")
+    for name, system in (systems if isinstance(systems, dict) else {}).items():
+        if not isinstance(system, dict):
+            continue
+        credentials = system.get("credentials")
+        for cred, ref in (credentials if isinstance(credentials, dict) else {}).items():
+            references.append((f"systems.{name}.credentials.{cred}", ref))
+        hooks = system.get("webhooks")
+        if isinstance(hooks, dict):
+            references.append((f"systems.{name}.webhooks.secret", hooks.get("secret")))
+    base = path.resolve().parent
+    return [
+        (key, _resolve_path(base, Path(ref[5:].strip())))
+        for key, ref in references
+        if isinstance(ref, str) and ref.startswith("file:")
+    ]
 
 
 def _table(data: Mapping[str, Any], key: str, file: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from connector import audit, backup
 from connector.backup import take_backup
 from connector.cli import main
 from connector.config import load_config
+from connector.keyset import open_keyring
+from connector.receipts import ReceiptSigner, receipt_key_path
 from connector.runtime import Runtime
 from connector.state import Store
 from tests.conftest import (
@@ -84,6 +86,44 @@ def test_backup_usage_mistakes_exit_2(
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
         assert answer["error"] == "config" and said in answer["message"]
+
+
+def test_backup_refuses_to_write_over_the_master_key_and_the_other_key_files(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming the master key file keys.source names (directly or through a link),
+    another file: secret, or the store's receipt signing key file is refused (exit 2): the
+    backup written over the master key would have left nothing able to open the store or
+    the backup."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        keyring = open_keyring(store, config)
+        ReceiptSigner.for_store(config.store_path, keyring).public_key_pem()
+    finally:
+        store.close()
+    secret = config_path.parent / "secrets" / "admin"
+    secret.parent.mkdir()
+    secret.write_text("admin-token-for-tests")
+    config_path.write_text(
+        config_path.read_text() + '\n[daemon]\nadmin_token = "file:secrets/admin"\n'
+    )
+    link = tmp_path / "link-to-key"
+    link.symlink_to(config_path.parent / "master.key")
+    key_files = [
+        config_path.parent / "master.key",
+        link,
+        secret,
+        receipt_key_path(config.store_path),
+    ]
+    before = {path: path.read_bytes() for path in key_files}
+    for out in key_files:
+        assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "config" and "name another file" in answer["message"]
+        assert "admin-token" not in answer["message"]
+    assert {path: path.read_bytes() for path in key_files} == before
+    assert link.is_symlink()
 
 
 def test_the_last_backup_is_found_without_reading_the_audit_trail(tmp_path: Path) -> None:
