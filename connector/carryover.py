@@ -123,6 +123,7 @@ def carry_over(
     carried.suppression = len(erased)
     if erased:
         carried.traces_deleted = sum(DsrStore(store).delete_traces(erased).values())
+        carried.traces_deleted += _bundles_of(db, erased)
     carried.readmitted = _readmitted_since(store)
     if theirs != ours:
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
@@ -143,6 +144,21 @@ def carry_over(
     carried.bundles = _bundles(db, keyring, carried.not_carried)
     carried.incidents = _changed_rows(db, "incidents")
     return carried
+
+
+def _bundles_of(db: sqlite3.Connection, erased: Sequence[str]) -> int:
+    """Forget the access bundle records of people erased since; how many.
+
+    Their erasure deleted each bundle and its record; the backup's copy of the record
+    (their subject id, a path that may name them) goes too. One the replaced store still
+    holds is a bundle the erasure could not delete, left to the sweep: kept.
+    """
+    marks = ",".join("?" * len(erased))
+    return db.execute(
+        f"DELETE FROM main.bundles WHERE subject_id IN ({marks}) "  # noqa: S608 - marks only
+        "AND id NOT IN (SELECT id FROM replaced.bundles)",
+        tuple(erased),
+    ).rowcount
 
 
 def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:

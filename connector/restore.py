@@ -47,6 +47,7 @@ from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
 from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.state import Store
+from connector.storefile import foreign
 
 __all__ = ["RestoreFacts", "restore_backup"]
 
@@ -94,6 +95,8 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
     key_file = receipt_key_path(store_path)
     staged_key = key_file.with_name(key_file.name + ".restoring")
     with syncing(store_path, "restore"), keys_alone(store_path):
+        if store_path.exists():
+            _refuse_foreign(store_path)
         current = _read_current(store_path) if store_path.exists() else None
         discard(preparing)
         try:
@@ -134,6 +137,23 @@ class _Current:
     readable: bool
     audit_seq: int = 0
     audit_hash: str = ""
+
+
+def _refuse_foreign(store_path: Path) -> None:
+    """StoreError when the file at store.path is another application's database: it is
+    left exactly as it is (set aside as a replaced store, the retention sweep would delete
+    it). A damaged store is not refused: a backup is what it needs."""
+    try:
+        with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+            other = foreign(db)
+    except sqlite3.Error:
+        return  # damaged past reading its tables: judged unreadable below
+    if other:
+        raise StoreError(
+            f"{store_path}: not a klantsync store: an SQLite database with tables of its own "
+            "and no klantsync schema; point store.path at the klantsync store, or at a file "
+            "that does not exist yet, and restore again"
+        )
 
 
 def _read_current(store_path: Path) -> _Current:

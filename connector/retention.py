@@ -41,7 +41,7 @@ from connector import audit
 from connector.config import Config
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
 from connector.state import Store, chunks, utcnow
-from connector.storefile import replaced_stores
+from connector.storefile import foreign, replaced_stores
 
 __all__ = [
     "RetentionReport",
@@ -423,6 +423,12 @@ def _purge_replaced_stores(
             continue
         try:
             with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+                if foreign(db):
+                    # Another application's database under a replaced store's name (put
+                    # aside by hand, or by a restore of an earlier version): not ours to
+                    # empty or delete.
+                    errors.append(f"replaced store {path.name}: not a klantsync store, left")
+                    continue
                 kept = _tables(db) & _KEPT_TABLES
                 emptied = _tables(db) - _KEPT_TABLES
                 held = any(_holds_rows(db, name) for name in emptied)

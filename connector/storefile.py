@@ -23,6 +23,7 @@ from connector.schema import MIGRATIONS, statements
 __all__ = [
     "failure",
     "failure_text",
+    "foreign",
     "make_store_folder",
     "refuse_foreign",
     "replaced_stores",
@@ -166,6 +167,21 @@ def replaced_stores(store_path: Path) -> list[tuple[Path, dt.datetime]]:
             when = dt.datetime.strptime(named.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
             found.append((path, when))
     return found
+
+
+def foreign(db: sqlite3.Connection) -> bool:
+    """Whether an SQLite database is surely not a klantsync store: tables of its own and no
+    klantsync schema, or a klantsync schema version and none of its tables.
+
+    A damaged store is not foreign (it holds some of its tables); nor is an empty file, or
+    one from a newer klantsync. sqlite3.Error when even its list of tables cannot be read.
+    """
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version == 0:
+        return bool(_tables(db))
+    if version > len(MIGRATIONS):
+        return False
+    return not _tables_at(version) & _tables(db)
 
 
 def refuse_foreign(db: sqlite3.Connection, path: Path, version: int) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector import audit, backup
+from connector import audit, backup, retention
 from connector.adapter import WebhookEvent
 from connector.backup import take_backup
 from connector.cli import main
@@ -21,7 +21,7 @@ from connector.config import Config, load_config
 from connector.crypto import decode_master_key, generate_master_key
 from connector.dsr import DsrService, RequestView
 from connector.errors import ConfigError, RetryableError, StoreError
-from connector.keyset import rotate_master_key
+from connector.keyset import open_keyring, rotate_master_key
 from connector.lock import syncing
 from connector.readmit import readmit
 from connector.receipts import receipt_key_path, retired_keys_dir
@@ -641,3 +641,61 @@ async def test_the_audit_entries_only_a_replaced_store_holds_outlive_its_retenti
     assert rows(replaced, query) == trail
     assert rows(replaced, "SELECT COUNT(*) FROM subjects") == [(0,)]
     assert audit.verify(Store(replaced)).ok
+
+
+async def test_a_restore_brings_back_no_access_bundle_record_of_a_person_erased_since(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """An access bundle written for a customer, a backup, then their erasure (which deletes
+    the bundle and its record: their subject id, a path that may name them). The restored
+    copy forgets the backup's record of it too, as it does the person's other rows."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    bundle = tmp_path / "inzage-bundle"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        assert (await DsrService(rt).access(CANARY_EMAIL, bundle)).status == "completed"
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+        take_backup(rt.config, out)
+        assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["suppression"] >= 1
+    with closing(sqlite3.connect(f"file:{config.store_path}?mode=ro", uri=True)) as db:
+        back = db.execute("SELECT id FROM bundles WHERE subject_id=?", (subject,)).fetchall()
+    assert back == []
+
+
+def test_restore_over_another_application_s_database_is_refused_and_leaves_it_alone(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """store.path naming another application's SQLite database (a mistake in the config):
+    `restore` refuses (exit 1, saying what to do) as every store command does, and leaves it
+    exactly as it was; set aside as a replaced store, the retention sweep deleted it. Nor
+    does the sweep delete such a file found under a replaced store's name."""
+    config = load_config(config_path)
+    Store(config.store_path).close()
+    backup_file = tmp_path / "backup.db"
+    assert main(["-c", str(config_path), "backup", "--out", str(backup_file)]) == 0
+    for companion in config.store_path.parent.glob(config.store_path.name + "*"):
+        if companion.is_file():
+            companion.unlink()
+    with closing(sqlite3.connect(config.store_path)) as db:
+        db.execute("CREATE TABLE orders (id INTEGER, total TEXT)")
+        db.commit()
+    before = config.store_path.read_bytes()
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "restore", "--from", str(backup_file)]) == 1
+    assert "not a klantsync store" in capsys.readouterr().err
+    assert config.store_path.read_bytes() == before
+    assert not list(config.store_path.parent.glob("*.replaced-*"))
+    # Put there under a replaced store's name, it outlives the sweep.
+    aside = config.store_path.with_name(config.store_path.name + ".replaced-20200101T000000Z")
+    os.replace(config.store_path, aside)
+    store = Store(config.store_path)
+    try:
+        report = retention.sweep_now(store, config, open_keyring(store, config))
+    finally:
+        store.close()
+    assert aside.read_bytes() == before
+    assert any("not a klantsync store" in error for error in report.errors)

@@ -18,6 +18,7 @@ from connector.config import Config, load_config
 from connector.crypto import BUNDLE_PATH_CONTEXT, Keyring
 from connector.dsr import DsrService
 from connector.keyset import open_keyring
+from connector.schema import MIGRATIONS
 from connector.state import Store
 from tests.conftest import (
     CANARY_EMAIL,
@@ -448,6 +449,7 @@ async def test_a_store_a_restore_replaced_keeps_only_its_audit_trail_after_its_p
     def replaced(suffix: str, audit_at: str | None) -> Path:
         path = folder / f"{name}.replaced-{suffix}"
         with sqlite3.connect(path) as db:
+            db.execute(f"PRAGMA user_version={len(MIGRATIONS)}")  # a klantsync store's
             db.execute("CREATE TABLE outbox (payload BLOB)")
             db.execute("INSERT INTO outbox VALUES (x'00')")
             db.execute("CREATE TABLE audit (seq INTEGER, ts TEXT)")
