@@ -53,7 +53,7 @@ from connector.dsr_store import PURGE_SOURCE, DsrStore
 from connector.readmit import READMITTED
 from connector.state import PER_SYSTEM_TABLES, RESEND, Store
 
-__all__ = ["Carried", "attached", "carry_over"]
+__all__ = ["Carried", "attached", "carry_erasures", "carry_over"]
 
 
 @dataclass
@@ -110,20 +110,7 @@ def carry_over(
     carried.purged = _purged_since(store, flows_of or {})
     (theirs,) = db.execute("PRAGMA replaced.user_version").fetchone()
     (ours,) = db.execute("PRAGMA main.user_version").fetchone()
-    erased = [
-        str(sid)
-        for (sid,) in db.execute(
-            "SELECT subject_id FROM replaced.suppression EXCEPT SELECT subject_id FROM suppression"
-        )
-    ]
-    db.execute(
-        "INSERT OR IGNORE INTO main.suppression(subject_id, kind, request_id, created_at) "
-        "SELECT subject_id, kind, request_id, created_at FROM replaced.suppression"
-    )
-    carried.suppression = len(erased)
-    if erased:
-        carried.traces_deleted = sum(DsrStore(store).delete_traces(erased).values())
-        carried.traces_deleted += _bundles_of(db, erased)
+    _erasures(store, carried)
     carried.readmitted = _readmitted_since(store)
     if theirs != ours:
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
@@ -144,6 +131,36 @@ def carry_over(
     carried.bundles = _bundles(db, keyring, carried.not_carried)
     carried.incidents = _changed_rows(db, "incidents")
     return carried
+
+
+def carry_erasures(store: Store) -> Carried:
+    """:func:`carry_over` of a replaced store damaged past its suppression list: its
+    erasures only, the one thing a restore must never lose. Nothing else of it is read (a
+    damaged page makes every statement after it fail); the rest is said not carried."""
+    carried = Carried()
+    _erasures(store, carried)
+    carried.not_carried.append("all but erasures (the replaced store is damaged)")
+    return carried
+
+
+def _erasures(store: Store, carried: Carried) -> None:
+    """Take over the replaced store's suppression list, and delete from the backup's state
+    the traces of the people erased since."""
+    db = store.db
+    erased = [
+        str(sid)
+        for (sid,) in db.execute(
+            "SELECT subject_id FROM replaced.suppression EXCEPT SELECT subject_id FROM suppression"
+        )
+    ]
+    db.execute(
+        "INSERT OR IGNORE INTO main.suppression(subject_id, kind, request_id, created_at) "
+        "SELECT subject_id, kind, request_id, created_at FROM replaced.suppression"
+    )
+    carried.suppression = len(erased)
+    if erased:
+        carried.traces_deleted = sum(DsrStore(store).delete_traces(erased).values())
+        carried.traces_deleted += _bundles_of(db, erased)
 
 
 def _bundles_of(db: sqlite3.Connection, erased: Sequence[str]) -> int:

@@ -38,7 +38,7 @@ from connector.backup import (
     readable_backup,
     refuse_store_files,
 )
-from connector.carryover import Carried, attached, carry_over
+from connector.carryover import Carried, attached, carry_erasures, carry_over
 from connector.config import Config
 from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
@@ -132,11 +132,17 @@ def _free_name(path: Path) -> Path:
 
 @dataclass
 class _Current:
-    """The store being replaced: whether it reads, and its audit chain's head."""
+    """The store being replaced: whether it reads, and its audit chain's head.
+
+    ``damaged``: it reads (its suppression list at least) but a page of it does not: it
+    hands over its erasures only, the one thing a restore must never lose, and nothing is
+    read from the rest (a damaged page makes every statement after it fail).
+    """
 
     readable: bool
     audit_seq: int = 0
     audit_hash: str = ""
+    damaged: bool = False
 
 
 def _refuse_foreign(store_path: Path) -> None:
@@ -172,10 +178,19 @@ def _read_current(store_path: Path) -> _Current:
         with closing(sqlite3.connect(store_path, isolation_level=None)) as db:
             db.execute("PRAGMA busy_timeout=5000")
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            db.execute("SELECT COUNT(*) FROM suppression").fetchone()
-            seq, digest = chain_head(db)
+            db.execute(
+                "SELECT subject_id, kind, request_id, created_at FROM suppression"
+            ).fetchall()
     except sqlite3.Error:
         return _Current(False)
+    try:
+        with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+            # Every page read once (no index cross-checks): what the carry-over would meet.
+            if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
+                return _Current(True, damaged=True)
+            seq, digest = chain_head(db)
+    except sqlite3.Error:
+        return _Current(True, damaged=True)
     return _Current(True, seq, digest)
 
 
@@ -229,7 +244,9 @@ def _prepare(
             attached(store, config.store_path) if readable else nullcontext(),
             store.transaction() as db,
         ):
-            if readable:
+            if readable and current is not None and current.damaged:
+                carried = carry_erasures(store)
+            elif readable:
                 flows_of = {
                     name: [flow.name for flow in config.flows if flow.source == name]
                     for name in config.systems
@@ -303,6 +320,8 @@ def _replaced_entry(current: _Current | None, replaced: Path) -> dict[str, objec
         return None
     if not current.readable:
         return {"file": replaced.name, "readable": False}
+    if current.damaged:
+        return {"file": replaced.name, "readable": True, "damaged": True}
     return {
         "file": replaced.name,
         "readable": True,

@@ -699,3 +699,46 @@ def test_restore_over_another_application_s_database_is_refused_and_leaves_it_al
         store.close()
     assert aside.read_bytes() == before
     assert any("not a klantsync store" in error for error in report.errors)
+
+
+def _damage_table(path: Path, table: str) -> None:
+    """Overwrite the root page of one table with garbage (a torn write, a bad sector)."""
+    with closing(sqlite3.connect(path)) as db:
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name=?", (table,)).fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+
+
+@pytest.mark.parametrize("table", ["identities", "delivered", "dsr_requests", "audit"])
+async def test_a_store_damaged_in_one_table_is_restored_over_keeping_its_erasures(
+    shop: WooCommerceSandbox,
+    open_rt: Any,
+    tmp_path: Path,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    table: str,
+) -> None:
+    """Every command on a damaged store says "restore it from a backup"; restore itself
+    then failed the same way when the damage was in any table the carry-over reads. It now
+    restores, keeps the damaged store's erasures (its suppression list still reads), and
+    says the rest was not carried."""
+    seed(shop)
+    for n in range(60):  # tables of more than one page
+        shop.add_person(f"klant{n}@voorbeeld-canary.nl", f"Klant{n}", "Test")
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        assert (await DsrService(rt).erase(OTHER_EMAIL)).status == "completed"
+        erased = rt.keyring.subject_id(OTHER_EMAIL)
+        store_path = rt.config.store_path
+    _damage_table(store_path, table)
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "all but erasures (the replaced store is damaged)" in said
+    assert rows(store_path, "PRAGMA integrity_check(1)") == [("ok",)]
+    assert (erased,) in rows(store_path, "SELECT subject_id FROM suppression")
+    assert main(["-c", str(config_path), "status"]) == 0
