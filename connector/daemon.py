@@ -29,7 +29,7 @@ from connector import audit, jobs
 from connector.backup import last_backup_time
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
-from connector.jobworker import JobWorker
+from connector.jobworker import JobWorker, SubjectsSynced
 from connector.metrics import Metrics
 from connector.runtime import Runtime
 from connector.state import Store
@@ -170,7 +170,7 @@ class Daemon:
         subjects: list[tuple[str | None, str | None]],
         *,
         full: bool = False,
-    ) -> int:
+    ) -> SubjectsSynced:
         """Targeted sync of people of a source system (webhooks, a resync by e-mail);
         ``full`` offers again what a system refused for good."""
         from connector.targeted import sync_subjects
@@ -185,7 +185,10 @@ class Daemon:
                 self.flow_locks[name].release()
         for report in reports:
             self.metrics.observe_flow(report, self.clock(), run=False)
-        return sum(d.written for r in reports for d in r.destinations.values())
+        return SubjectsSynced(
+            written=sum(d.written for r in reports for d in r.destinations.values()),
+            failed=any(r.failed for r in reports),
+        )
 
     # -- jobs ---------------------------------------------------------------------------------
 

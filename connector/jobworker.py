@@ -24,6 +24,7 @@ import datetime as dt
 import itertools
 import logging
 import sqlite3
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from connector import jobs
@@ -33,7 +34,14 @@ from connector.logs import debug_wanted
 from connector.runtime import Runtime
 from connector.storefile import failure_text
 
-__all__ = ["CHANGE_BATCH", "JOB_POLL_SECONDS", "STORE_RETRY_SECONDS", "FlowRunner", "JobWorker"]
+__all__ = [
+    "CHANGE_BATCH",
+    "JOB_POLL_SECONDS",
+    "STORE_RETRY_SECONDS",
+    "FlowRunner",
+    "JobWorker",
+    "SubjectsSynced",
+]
 
 # The daemon's log, as it was before the worker had a module of its own: operators' filters
 # on the logger name keep working.
@@ -46,6 +54,19 @@ JOB_POLL_SECONDS = 1.0
 STORE_RETRY_SECONDS = 30.0
 #: Most webhook "changed" deliveries run together as one targeted sync.
 CHANGE_BATCH = 100
+
+
+@dataclass(frozen=True)
+class SubjectsSynced:
+    """What a targeted sync of some people did: records written, and whether any of its
+    flows' reports failed (a destination down, a record refused, deliveries left queued).
+
+    The count alone read as success: a resync of one address with the CRM down ended
+    "done" with nothing written, where the same resync run inline exits 1.
+    """
+
+    written: int
+    failed: bool
 
 
 class FlowRunner(Protocol):
@@ -61,7 +82,7 @@ class FlowRunner(Protocol):
         subjects: list[tuple[str | None, str | None]],
         *,
         full: bool = False,
-    ) -> int: ...
+    ) -> SubjectsSynced: ...
 
 
 class JobWorker:
@@ -178,9 +199,11 @@ class JobWorker:
                 (params.get("external_id"), params.get("email"))
             )
         try:
-            written = 0
+            written, failed = 0, False
             for system, subjects in to_fetch.items():
-                written += await self.runner.sync_subjects(system, subjects)
+                synced = await self.runner.sync_subjects(system, subjects)
+                written += synced.written
+                failed = failed or synced.failed
         except KlantsyncError as exc:
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
@@ -194,7 +217,10 @@ class JobWorker:
         else:
             for job in batch:
                 jobs.finish(
-                    self.rt.store, job.id, "done", {"batch": len(batch), "written": written}
+                    self.rt.store,
+                    job.id,
+                    "done",
+                    {"batch": len(batch), "written": written, "failed": failed},
                 )
                 log.info("job done", extra={"job": job.id, "kind": job.kind})
         for job in after:
@@ -221,10 +247,11 @@ class JobWorker:
                 "daemon started takes effect when it restarts)"
             )
         if params.get("email"):
-            written = await self.runner.sync_subjects(
+            synced = await self.runner.sync_subjects(
                 system, [(None, params["email"])], full=bool(params.get("full"))
             )
-            return {"written": written}
+            # Said as a resync of the whole system says it: done, and whether it failed.
+            return {"written": synced.written, "failed": synced.failed}
         reports = []
         for flow in self.rt.config.flows:
             if flow.source == system:
@@ -252,7 +279,8 @@ class JobWorker:
             # Fetched from the source, whatever the delivery carried: a delivery replayed,
             # or overtaken by a later change, must not write an older record back.
             subjects = [(params.get("external_id"), params.get("email"))]
-            return {"written": await self.runner.sync_subjects(system, subjects)}
+            synced = await self.runner.sync_subjects(system, subjects)
+            return {"written": synced.written, "failed": synced.failed}
         if event in ("erase", "access", "purge_all", "deleted"):
             from connector.adapter import WebhookEvent
             from connector.dsr import DsrService

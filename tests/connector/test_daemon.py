@@ -463,6 +463,29 @@ async def test_admin_resync_runs_and_status_shows_it(
     assert missing.status_code == 404
 
 
+async def test_a_resync_of_one_address_that_could_not_be_delivered_says_it_failed(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """Run inline, `resync --system shop --email E` exits 1 when the person could not be
+    delivered (the CRM down); handed to the daemon, the job says so too, as a resync of the
+    whole system does (`"failed": true`), not "done" with nothing written and no more."""
+    email = "resync.klant@voorbeeld.nl"
+    shop.add_person(email, "Resync", "Klant")
+    crm.faults.down = True
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        queued = await client.post(
+            "/admin/resync", headers=auth, json={"system": "shop", "email": email}
+        )
+        assert queued.status_code == 202
+        job = jobs.claim_next(daemon.rt.store, daemon.rt.keyring)
+        assert job is not None and job.id == queued.json()["job_id"]
+        await daemon.jobs._run_one(job)
+        shown = (await client.get(f"/admin/jobs/{job.id}", headers=auth)).json()
+    assert daemon.rt.store.outbox_count() >= 1  # the person was not delivered
+    assert (shown["status"], shown["result"]) == ("done", {"written": 0, "failed": True})
+
+
 async def test_admin_extends_a_request_and_exempts_a_system_s_part(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:

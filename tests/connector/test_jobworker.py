@@ -14,7 +14,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import jobs
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
-from connector.jobworker import JobWorker
+from connector.jobworker import JobWorker, SubjectsSynced
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL
 
@@ -25,6 +25,7 @@ class Runner:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.fail: Exception | None = None
+        self.undelivered = False  # the targeted syncs' reports say they failed
         self.stopping = False  # run_flow runs nothing, as the daemon's when it stops
 
     async def run_flow(
@@ -39,12 +40,14 @@ class Runner:
         subjects: list[tuple[str | None, str | None]],
         *,
         full: bool = False,
-    ) -> int:
+    ) -> SubjectsSynced:
         call = ("subjects", system, list(subjects))
         self.calls.append((*call, "full") if full else call)
         if self.fail is not None:
             raise self.fail
-        return len(subjects)
+        if self.undelivered:
+            return SubjectsSynced(written=0, failed=True)
+        return SubjectsSynced(written=len(subjects), failed=False)
 
 
 @pytest.fixture
@@ -103,7 +106,9 @@ async def test_changes_waiting_together_run_as_one_sync_per_system(
     ids = [worker.queue("webhook", p) for p in (_change("5"), _change("6"), _change("7", record))]
     done = await _work_until_done(worker, ids)
     assert runner.calls == [("subjects", "shop", [("5", None), ("6", None), ("7", None)])]
-    assert [(job.status, job.result) for job in done] == [("done", {"batch": 3, "written": 3})] * 3
+    assert [(job.status, job.result) for job in done] == [
+        ("done", {"batch": 3, "written": 3, "failed": False})
+    ] * 3
 
 
 async def test_a_change_that_came_after_an_erasure_request_waits_for_the_erasure(
@@ -171,6 +176,18 @@ async def test_a_batch_that_fails_marks_each_of_its_jobs_with_the_reason(
     ] * 2
 
 
+async def test_a_batch_whose_people_were_not_delivered_says_it_failed(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """A destination down: the sync ran (done) but delivered nothing, and the jobs say so."""
+    runner.undelivered = True
+    ids = [worker.queue("webhook", _change(n)) for n in ("5", "6")]
+    done = await _work_until_done(worker, ids)
+    assert [(job.status, job.result) for job in done] == [
+        ("done", {"batch": 2, "written": 0, "failed": True})
+    ] * 2
+
+
 async def test_a_batch_that_meets_a_bug_says_its_type_only(
     worker: JobWorker, runner: Runner
 ) -> None:
@@ -204,7 +221,7 @@ async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
     ]
     assert [job.result for job in done] == [
         {"flows": ["shop-to-crm"], "failed": False},
-        {"written": 1},
+        {"written": 1, "failed": False},
         {"error": NO_FLOW_READS_CRM},
     ]
     assert done[2].status == "failed"
@@ -239,7 +256,7 @@ async def test_a_job_whose_params_do_not_open_fails_alone_and_the_next_one_runs(
     done = await _work_until_done(worker, [damaged, *later, batched])
     assert [(job.status, job.result) for job in done] == [
         ("failed", {"error": jobs.UNREADABLE}),
-        ("done", {"batch": 1, "written": 1}),
+        ("done", {"batch": 1, "written": 1, "failed": False}),
         ("failed", {"error": NO_FLOW_READS_CRM}),
         ("failed", {"error": jobs.UNREADABLE}),
     ]
