@@ -100,6 +100,10 @@ class Daemon:
         #: Flows with a run under way or waiting for its lock (by count): what a scheduled
         #: run that comes due meanwhile leaves the work to.
         self._runs_wanted: dict[str, int] = {}
+        #: The type of the store failure a webhook, an admin call or a scheduled job last
+        #: met, until a write succeeds again: readiness then writes once itself (see
+        #: :func:`_write_once`), as reads alone pass on a store that refuses every write.
+        self._store_failure: str | None = None
         #: Runs what webhooks and the admin API queue; its flows run through this daemon.
         self.jobs = JobWorker(rt, self, self.stopping)
         for system in rt.systems.values():
@@ -199,8 +203,9 @@ class Daemon:
     # -- health -------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the store answers and every flow succeeded since the run before its
-        latest due one (twice its interval; a cron's on its own times).
+        """Ready when the store answers (and, once it refused a write, takes one again) and
+        every flow succeeded since the run before its latest due one (twice its interval; a
+        cron's on its own times).
 
         A flow that has never succeeded is judged by this daemon's runs: before its first run
         finishes it counts from the daemon's start (start-up does not flap), and once a run
@@ -216,7 +221,16 @@ class Daemon:
             # failed the probe itself (a bare 500 instead of a 503 saying why).
             self.rt.store.db.execute("SELECT 1").fetchone()
             successes = {f.name: self.rt.store.last_success(f.name) for f in self.rt.config.flows}
+            if self._store_failure is not None:
+                # A full disk, a store it may not write, a lock held by another process:
+                # SELECTs still answer while every delivery is refused 503.
+                if not _write_once(self.rt.store):
+                    raise _WritesUnproven(self._store_failure)
+                self._store_failure = None
             checks["store"] = "ok"
+        except _WritesUnproven as exc:
+            checks["store"] = str(exc)
+            ready = False
         except Exception as exc:  # any store failure means not ready
             checks["store"] = type(exc).__name__
             ready = False
@@ -514,10 +528,41 @@ class Daemon:
         """Log the store failing under ``during`` as what it means and what to do."""
         error = failure_text(self.rt.config.store_path, exc)
         log.error("store failed", extra={"during": during, "error": error})
+        self._store_failure = type(exc).__name__
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
+
+
+class _WritesUnproven(Exception):
+    """The store refused a write and no write has been tried since (its failure's type)."""
+
+
+def _write_once(store: Store) -> bool:
+    """Write to the store and commit: whether the store takes writes again.
+
+    The write rewrites the schema version with its own value, a header page the commit
+    appends to the log, so a full disk, a read-only file or a held lock refuse it as they
+    refuse a delivery. It does not wait out another process's lock (5 s on the event loop);
+    a lock still held is a failure. ``False`` (not tried) while a transaction is open on
+    the connection: its work is not this probe's to commit.
+
+    Raises:
+        sqlite3.Error: the store refused the write (rolled back).
+    """
+    db = store.db
+    if db.in_transaction:
+        return False
+    (waits,) = db.execute("PRAGMA busy_timeout").fetchone()
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        with store.transaction():
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            db.execute(f"PRAGMA user_version={int(version)}")
+    finally:
+        db.execute(f"PRAGMA busy_timeout={int(waits)}")
+    return True
 
 
 def _trigger(schedule: Any) -> Any:

@@ -167,6 +167,33 @@ async def test_readyz_is_503_for_a_store_whose_tables_cannot_be_read(
     assert ready.json()["checks"]["store"] == "DatabaseError"
 
 
+async def test_readyz_is_503_while_the_store_refuses_writes_and_ready_once_it_takes_one(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A store that refuses every write (a full disk, a read-only file, a lock held) still
+    answers the probe's reads: /readyz said ready while every delivery was answered 503.
+    After a refused write it writes once itself, and is ready again once that succeeds."""
+    body = json.dumps({"id": 3, "email": "someone@example.nl"}).encode()
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_public_app(daemon)) as client:
+        before = await client.get("/readyz")
+        daemon.rt.store.db.execute("PRAGMA query_only=1")  # the store may not be written
+        hook = await client.post(
+            "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
+        )
+        async with _client(build_admin_app(daemon)) as admin:
+            resync = await admin.post("/admin/resync", headers=auth, json={"system": "shop"})
+        refusing = await client.get("/readyz")
+        daemon.rt.store.db.execute("PRAGMA query_only=0")  # writable again
+        after = await client.get("/readyz")
+    assert before.status_code == 200, before.json()  # a fresh daemon: ready
+    assert (hook.status_code, resync.status_code) == (503, 503)  # deliveries are refused
+    assert refusing.status_code == 503, refusing.json()
+    assert refusing.json()["checks"]["store"] == "OperationalError"
+    assert refusing.json()["checks"]["flow:shop-to-crm"]["reason"] == UNREADY_NO_STORE
+    assert after.status_code == 200, after.json()
+
+
 async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_later(
     daemon: Daemon,
     shop: WooCommerceSandbox,
