@@ -6,9 +6,12 @@ monitoring here, operators there, on separate sockets so the admin API can stay 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import socket
 import sqlite3
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -226,6 +229,131 @@ def _bounded_protocol() -> type[Any]:
     return BoundedHttpToolsProtocol
 
 
+#: Seconds a caller cut off by a stop is asked to wait: the service manager starts the daemon
+#: again within seconds.
+STOP_RETRY_AFTER = 30
+
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_App = Callable[[_Message, _Receive, _Send], Awaitable[None]]
+
+
+class BodyGate:
+    """ASGI layer: a request still waiting for its body when the listener closes is
+    answered 503 with ``Retry-After`` instead of being cut.
+
+    A vendor on a slow line may still be sending a delivery when the daemon stops. uvicorn
+    waits for such a request for ever, so the daemon's stop gave up on the listener and the
+    request's task was cancelled: uvicorn logged "Exception in ASGI application" at error
+    level and the vendor got no answer. When the listener closes (:meth:`close`), a request
+    waiting for its body has done nothing yet: its wait is cancelled here, and the cut is
+    answered as a refusal the vendor delivers again after. A request past its body runs to
+    its end as before.
+    """
+
+    def __init__(self, app: _App) -> None:
+        self.app = app
+        self.closed = False
+        #: Requests waiting for their body now, and whether each was cut by :meth:`close`.
+        self._waiting: dict[asyncio.Task[Any], list[bool]] = {}
+
+    def close(self) -> None:
+        """The listener closes: cut every request waiting for its body, now and later."""
+        self.closed = True
+        for task in list(self._waiting):
+            self._cut(task)
+
+    def _cut(self, task: asyncio.Task[Any]) -> None:
+        cut = self._waiting.get(task)
+        if cut is not None and not cut[0]:
+            cut[0] = True
+            task.cancel()
+
+    async def __call__(self, scope: _Message, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None  # uvicorn runs each request in a task of its own
+        cut = [False]
+        started = False
+
+        async def gated_receive() -> _Message:
+            with self._waiting_for_body(task, cut):
+                return await receive()
+
+        async def noting_send(message: _Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, gated_receive, noting_send)
+        except asyncio.CancelledError:
+            if not cut[0]:
+                raise  # not this gate's doing
+            task.uncancel()
+            if not started:
+                await _answer_stopping(send)
+
+    @contextlib.contextmanager
+    def _waiting_for_body(self, task: asyncio.Task[Any], cut: list[bool]) -> Iterator[None]:
+        self._waiting[task] = cut
+        if self.closed:
+            # Asked for after the close: a body already here is read at once (the check
+            # runs after this turn of the loop); one still to come is not waited for.
+            asyncio.get_running_loop().call_soon(self._cut, task)
+        try:
+            yield
+        finally:
+            del self._waiting[task]
+
+
+async def _answer_stopping(send: _Send) -> None:
+    body = json.dumps({"error": "stopping; try again later"}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(STOP_RETRY_AFTER).encode()),
+                # The rest of the body may still come: it is no next request.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _server_class() -> type[Any]:
+    """uvicorn's server, leaving SIGTERM/SIGINT to the daemon, closing its :class:`BodyGate`
+    when it shuts down.
+
+    uvicorn (0.29 and later) catches both signals itself while it serves
+    (``Server.capture_signals``), so the listeners began to shut down at the signal, before
+    the daemon's in-flight batch had finished, and raised the signal again when they ended.
+    The daemon owns the signals; the listeners close when it says (``should_exit``).
+    """
+    import uvicorn
+
+    class DaemonServer(uvicorn.Server):
+        gate: BodyGate | None = None
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            if self.gate is not None:
+                self.gate.close()
+            await super().shutdown(sockets=sockets)
+
+    return DaemonServer
+
+
 def _host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
@@ -242,6 +370,7 @@ def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
     from connector.admin import build_admin_app
 
     settings = daemon.rt.config.daemon
+    server_class = _server_class()
     tls: dict[str, Any] = {}
     if settings.tls_cert is not None and settings.tls_key is not None:
         # Loaded now as the listeners will load it, a key this user may not read included
@@ -258,8 +387,9 @@ def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
     ):
         host, port = _host_port(listen)
         sock = bind_listener(str(daemon.rt.config.path), key, host, port)
+        gate = BodyGate(app)
         config = uvicorn.Config(
-            app,
+            gate,
             host=host,
             port=port,
             log_level="warning",
@@ -271,9 +401,9 @@ def build_servers(daemon: Daemon) -> list[tuple[Any, socket.socket]]:
             http=_bounded_protocol(),
             **tls,
         )
-        server = uvicorn.Server(config)
         # The daemon owns signal handling (it must finish the in-flight batch first).
-        server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+        server = server_class(config)
+        server.gate = gate
         servers.append((server, sock))
     return servers
 

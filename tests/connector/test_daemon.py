@@ -1029,6 +1029,29 @@ async def test_the_listeners_leave_logging_to_klantsync(
     assert [logging.getLogger(name).handlers for name in names] == [[], [], []]
 
 
+async def test_the_listeners_leave_sigterm_and_sigint_to_the_daemon(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """uvicorn catches both signals while it serves: the listeners began to close at the
+    signal, before the in-flight batch had finished, and raised it again as they ended."""
+    import signal
+
+    from connector.httpapp import build_servers
+
+    _listen_on_free_ports(daemon_config)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    async with open_rt(daemon_config) as rt:
+        servers = build_servers(Daemon(rt, clock=Clock()))
+        try:
+            for server, _sock in servers:
+                with server.capture_signals():
+                    during = {sig: signal.getsignal(sig) for sig in before}
+                    assert during == before
+        finally:
+            for _server, sock in servers:
+                sock.close()
+
+
 class _Errors(logging.Handler):
     """Records ERROR and worse from any logger (apscheduler's propagate to the root)."""
 

@@ -262,6 +262,43 @@ def test_sigterm_mid_sync_exits_0_and_restart_finishes_without_loss(
     assert all(crm.record_for(e) is not None for e in emails)
 
 
+def test_sigterm_with_a_delivery_still_arriving_answers_it_503_and_logs_no_error(
+    world: dict[str, Any],
+) -> None:
+    """A delivery whose body is still arriving when SIGTERM comes (a vendor on a slow line)
+    was cancelled when the daemon gave up on its listeners: uvicorn logged "Exception in
+    ASGI application" at error level (every restart beside a delivery paged someone) and
+    the vendor got no answer. It is answered 503 with Retry-After (delivered again later),
+    and the stop exits 0 with no error logged."""
+    import socket
+
+    port = int(world["public"].rsplit(":", 1)[1])
+    process = DaemonProcess(world["config"])
+    slow = None
+    try:
+        process.wait_for(event("daemon started"))
+        slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+        slow.sendall(
+            b"POST /webhooks/shop HTTP/1.1\r\nHost: klantsync\r\nContent-Length: 1000\r\n\r\n"
+            b'{"id": 1, '
+        )
+        # Another request answered: the listener has taken the slow one's head by now.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as probe:
+            probe.sendall(b"GET /healthz HTTP/1.1\r\nHost: klantsync\r\nConnection: close\r\n\r\n")
+            assert probe.recv(100).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        assert process.stop(timeout=10) == 0
+        assert time.monotonic() - started < 10
+        answer = slow.recv(4096)
+    finally:
+        if slow is not None:
+            slow.close()
+        process.kill()
+    logged = [*process.seen, *process.lines.queue]
+    assert [line for line in logged if line.get("level") == "error"] == []
+    assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 30" in answer.lower()
+
+
 def test_port_in_use_is_a_clear_configuration_error(world: dict[str, Any]) -> None:
     """A listener whose port is taken exits 2 naming daemon.listen, not with a traceback."""
     import socket
