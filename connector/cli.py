@@ -4,8 +4,8 @@ exit 0 / 1 / 2.
 Exit status: 0 done; 1 finished with failures (details printed); 2 bad usage or bad
 configuration (the message names the file, key and what is wrong). Every reporting command
 takes ``--json``. The commands themselves live in ``cli_sync``, ``cli_status``, ``cli_check``,
-``cli_dsr``, ``cli_keys``, ``cli_backup`` and ``cli_accountability``; nothing in any of them
-holds logic the daemon or admin API would also need.
+``cli_dsr``, ``cli_keys``, ``cli_backup``, ``cli_health`` and ``cli_accountability``;
+nothing in any of them holds logic the daemon or admin API would also need.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from connector import (
     cli_backup,
     cli_check,
     cli_dsr,
+    cli_health,
     cli_keys,
     cli_status,
     cli_sync,
@@ -135,6 +136,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_accountability.register_commands(sub)
     cli_keys.register(sub)
     cli_backup.register(sub)
+    cli_health.register(sub)
     return parser
 
 
@@ -316,6 +318,9 @@ def _dispatch_configured(
     backed_up = cli_backup.run(args, console, config)
     if backed_up is not None:
         return backed_up
+    healthy = cli_health.run(args, console, config)
+    if healthy is not None:
+        return healthy
     if args.command == "check":
         return run_loop(cli_check.check(config_path, args, console))
     if args.command == "run":
