@@ -263,7 +263,7 @@ class MailchimpAdapter:
                 if body.get("status") == RENEWED_STATUS:
                     body = await self._renewal(list_id, template, record, body)
                 response = await self._put_or_move(list_id, path, template, record, body)
-            return _written(response, member_hash)
+            return _written(response)
 
         return await self._on_connection(batch, call)
 
@@ -388,7 +388,7 @@ class MailchimpAdapter:
             response = await self._request("PATCH", path, template, json=body, accept=(404,))
             if response.status_code == 404:
                 return _Outcome(ok=True, left="absent")  # gone since it was read
-            return _written(response, member_hash)
+            return _written(response)
 
         return await self._on_connection(batch, call)
 
@@ -587,10 +587,19 @@ def _member_hashes(email: str, external_id: str | None) -> list[str]:
     return list(dict.fromkeys(hashes))
 
 
-def _written(response: httpx.Response, member_hash: str) -> _Outcome:
-    """A member Mailchimp answered a write with: its id, or the hash it was written under."""
+def _written(response: httpx.Response) -> _Outcome:
+    """The member Mailchimp answered a write with, by its id.
+
+    Mailchimp answers every write of a member with the member, id included. A 2xx that is
+    not one (a maintenance page or a proxy's page answered 200, an empty body) says nothing
+    about the write: it may never have reached Mailchimp. Its fate is unknown, so the record
+    is sent again (writes are idempotent) rather than taken as written, which would record
+    it delivered and leave a member missing, or a withdrawal of consent never made.
+    """
     member_id = json_object(response).get("id")
-    return _Outcome(ok=True, member_id=member_id if isinstance(member_id, str) else member_hash)
+    if not isinstance(member_id, str) or not member_id:
+        return _Outcome(ok=False, reason="NO_RESULT", retryable=True)
+    return _Outcome(ok=True, member_id=member_id)
 
 
 def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | None:

@@ -29,6 +29,7 @@ from connector.errors import FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.model import Person
+from tests.adapters.front import Decision, FrontPage
 
 T = TypeVar("T")
 
@@ -68,8 +69,14 @@ def make_settings(api_key: str = API_KEY, **overrides: Any) -> MailchimpSettings
 
 
 def make_harness(
-    sandbox: MailchimpSandbox, *, api_key: str = API_KEY, attempts: int = 4, **overrides: Any
+    sandbox: MailchimpSandbox,
+    *,
+    api_key: str = API_KEY,
+    attempts: int = 4,
+    front: Callable[[Any], Any] | None = None,
+    **overrides: Any,
 ) -> Harness:
+    """``front``, if given, wraps the sandbox's app (a proxy or a maintenance page before it)."""
     settings = make_settings(api_key, **overrides)
     config = client_config(settings)
     client = SystemClient(
@@ -79,7 +86,7 @@ def make_harness(
         wait_hint=config.wait_hint,
         error_titles=config.error_titles,
         rate_limited=config.rate_limited,
-        transport=httpx.ASGITransport(app=sandbox.app()),
+        transport=httpx.ASGITransport(app=front(sandbox.app()) if front else sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=no_sleep),
     )
     return Harness(sandbox, MailchimpAdapter(client, settings), client)
@@ -539,6 +546,42 @@ async def test_retries_running_out_leave_the_record_retryable(mc: Harness) -> No
     (result,) = await mc.adapter.upsert([person(1)])
     assert (result.outcome, result.retryable) == ("failed", True)
     assert result.reason == "Internal Server Error"
+
+
+async def test_a_2xx_that_is_not_a_member_leaves_the_record_to_be_sent_again(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """A front end answering the PUT with a 200 HTML page (maintenance, a captive proxy)
+    wrote nothing: its fate is unknown, so the record is retryable, never taken as written
+    (the engine would record it delivered and never send it again)."""
+    harness = make_harness(sandbox, front=lambda app: FrontPage(app, _page_for("PUT")))
+    try:
+        (result,) = await harness.adapter.upsert([person(1)])
+    finally:
+        await harness.client.aclose()
+    assert not sandbox.holds("reader1@example.com")
+    assert (result.outcome, result.retryable) == ("failed", True)
+
+
+async def test_a_withdrawal_answered_by_a_page_not_a_member_is_sent_again(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """The same page in answer to the PATCH that unsubscribes someone who withdrew consent:
+    the withdrawal is retryable, not done, or the member would stay subscribed for good."""
+    member_id = sandbox.add_person("reader1@example.com", "First1", "Reader")
+    harness = make_harness(sandbox, front=lambda app: FrontPage(app, _page_for("PATCH")))
+    record = OutboundRecord("ref-1", "reader1@example.com", member_id, {"status": "unsubscribed"})
+    try:
+        (result,) = await harness.adapter.upsert([record])
+    finally:
+        await harness.client.aclose()
+    member = sandbox.store.audiences[LIST_A].members[member_id]
+    assert member.status == "subscribed"  # the withdrawal never reached Mailchimp
+    assert (result.outcome, result.retryable) == ("failed", True)
+
+
+def _page_for(method: str) -> Callable[[dict[str, Any]], Decision]:
+    return lambda scope: "page" if scope["method"] == method else None
 
 
 # -- update (rectification) ------------------------------------------------------------------
