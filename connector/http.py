@@ -213,7 +213,8 @@ class RetryPolicy:
     Attributes:
         attempts: total tries per call, the first included.
         base_seconds: first backoff; doubles per attempt, with full jitter.
-        max_seconds: cap on one backoff (and on a vendor's wait hint).
+        max_seconds: cap on one backoff, and the longest wait a vendor may ask for that is
+            still waited out: a longer one ends the retries (see :meth:`waits_out`).
     """
 
     attempts: int = 6
@@ -221,11 +222,26 @@ class RetryPolicy:
     max_seconds: float = 30.0
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
+    def waits_out(self, error: BaseException | None) -> bool:
+        """Whether a retry after ``error`` may be waited for.
+
+        Not when the vendor asked us to stay away for longer than ``max_seconds``: a retry
+        sent sooner lands in the window it asked us to keep out of (another 429, and WAFs
+        block clients that keep knocking), and waiting longer would hold the run. The call
+        fails as retryable instead, and its work stays queued for a later run.
+        """
+        return not (
+            isinstance(error, RateLimitedError)
+            and error.wait_seconds is not None
+            and error.wait_seconds > self.max_seconds
+        )
+
     def backoff(self, attempt: int, error: BaseException | None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
         if isinstance(error, RateLimitedError) and error.wait_seconds is not None:
-            # The vendor told us how long; add a little jitter so workers do not stampede.
-            hinted = min(error.wait_seconds, self.max_seconds)
+            # The vendor told us how long: never less (see waits_out), plus a little jitter
+            # so workers do not stampede.
+            hinted = max(0.0, error.wait_seconds)
             return hinted + random.uniform(0, min(0.25, hinted / 10 + 0.01)) * (hinted > 0)
         ceiling = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
         return random.uniform(ceiling / 2, ceiling)
@@ -435,6 +451,9 @@ class SystemClient:
         self._budget_spent = budget_spent
         #: Until when (the client's clock) the vendor's budget is spent: nothing is sent.
         self._spent_until = 0.0
+        #: Until when (the client's clock) a vendor's 429 said its window for a bucket is
+        #: full: no caller sends in that bucket before then, not only the one that got it.
+        self._closed_until: dict[str, float] = {}
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
@@ -525,22 +544,12 @@ class SystemClient:
             # a small call) is set up only for one that did not.
             return await self._send_once(*call)
         except RetryableError as exc:
-            if (
-                self.retry.attempts <= 1
-                or isinstance(exc, BudgetSpentError)
-                or not (repeatable or _not_carried_out(exc))
-            ):
+            if self.retry.attempts <= 1 or not self._worth_retrying(exc, repeatable):
                 raise
             await self._sleep_and_count(self.retry.backoff(1, exc))
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.retry.attempts - 1),
-            retry=retry_if_exception(
-                lambda exc: (
-                    isinstance(exc, RetryableError)
-                    and not isinstance(exc, BudgetSpentError)
-                    and (repeatable or _not_carried_out(exc))
-                )
-            ),
+            retry=retry_if_exception(lambda exc: self._worth_retrying(exc, repeatable)),
             wait=lambda state: self.retry.backoff(
                 state.attempt_number + 1,  # the first attempt was made above
                 state.outcome.exception() if state.outcome else None,
@@ -553,9 +562,36 @@ class SystemClient:
                 return await self._send_once(*call)
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
+    def _worth_retrying(self, exc: BaseException, repeatable: bool) -> bool:
+        return (
+            isinstance(exc, RetryableError)
+            and not isinstance(exc, BudgetSpentError)
+            and self.retry.waits_out(exc)
+            and (repeatable or _not_carried_out(exc))
+        )
+
     async def _sleep_and_count(self, seconds: float) -> None:
         self.stats.retries += 1
         await self.retry.sleep(seconds)
+
+    async def _keep_out(self, method: str, path: str, bucket: str) -> None:
+        """Wait until the vendor's window for ``bucket`` is open again, if a 429 closed it.
+
+        A 429 with a wait hint (HubSpot's ``TEN_SECONDLY_ROLLING``, a ``Retry-After``) says
+        the window is full for everyone on the credentials, so every caller holds back, not
+        only the one that got it: the others would each send into it and get their own 429
+        (vendors count those, and block clients that keep knocking). A wait longer than the
+        retry policy waits out is not waited: the call fails as that 429 would have.
+        """
+        wait = self._closed_until.get(bucket, 0.0) - self.clock()
+        if wait <= 0:
+            return
+        held = RateLimitedError(self.system, method, path, None, "held back", wait)
+        if not self.retry.waits_out(held):
+            raise held
+        # Slept once, not until the clock says so: a clock that the sleep does not move
+        # (tests) must not hold the call for ever.
+        await self.retry.sleep(wait)
 
     async def _send_once(
         self,
@@ -570,6 +606,7 @@ class SystemClient:
     ) -> httpx.Response:
         if self._spent_until and self.clock() < self._spent_until:
             raise BudgetSpentError(self.system, method, path, None, "budget spent")
+        await self._keep_out(method, path, bucket)
         limiter = self._limiters.get(bucket) or self._limiters.get("default")
         taken = await limiter.acquire() if limiter is not None else 0.0
         self.stats.requests += 1
@@ -603,7 +640,11 @@ class SystemClient:
             self.observer(self.system, status, loop.time() - started)
         if status < 400 or status in accepted:
             return response
-        raise self._classify(method, path, response)
+        error = self._classify(method, path, response)
+        if isinstance(error, RateLimitedError) and error.wait_seconds:
+            closed = self.clock() + error.wait_seconds
+            self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
+        raise error
 
     def _classify(self, method: str, path: str, response: httpx.Response) -> RemoteError:
         status = response.status_code

@@ -111,8 +111,3 @@ class RateLimiter:
         jitter. The price is one round trip per slot: 190 calls per 10.05 s instead of 10.
         """
         self.window.move(taken, self._clock())
-
-    async def pause(self, seconds: float) -> None:
-        """Hold every caller back for ``seconds`` (after a vendor's 429 with a wait hint)."""
-        async with self._lock:
-            await self._sleep(seconds)

@@ -229,7 +229,11 @@ class ShopifyAdapter:
                     )
                 return data
             error = self._error(response.status_code, body)
-            if not isinstance(error, RetryableError) or attempt >= policy.attempts:
+            if (
+                not isinstance(error, RetryableError)
+                or attempt >= policy.attempts
+                or not policy.waits_out(error)  # never retried before the bucket has refilled
+            ):
                 raise error
             self.client.stats.retries += 1
             await policy.sleep(policy.backoff(attempt, error))

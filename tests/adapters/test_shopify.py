@@ -85,6 +85,7 @@ def make_harness(
         wait_hint=client_side.wait_hint,
         transport=transport or httpx.ASGITransport(app=sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
+        clock=clock,
     )
     return Harness(sandbox, ShopifyAdapter(client, config), client, clock, wall, sleeps)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import heapq
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -23,7 +26,16 @@ from connector.errors import (
 from connector.http import RetryPolicy, SystemClient, check_url, redact_url
 from connector.ratelimit import RateLimit, RateLimiter
 from connector.sandboxkit import serve_tls
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, FakeClock, no_sleep
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE_E164,
+    FakeClock,
+    VirtualTime,
+    no_sleep,
+)
+
+T = TypeVar("T")
 
 SECRET_EMAIL = "geheim.persoon@example.nl"
 
@@ -308,6 +320,102 @@ async def test_429_uses_the_vendor_wait_hint() -> None:
     assert client.stats.rate_limited == 1
     assert 7.0 <= waits[0] <= 7.3
     await client.aclose()
+
+
+async def test_a_vendor_wait_past_the_backoff_cap_ends_the_retries_instead_of_shortening_it() -> (
+    None
+):
+    """A host says "come back in 120 s" and the policy waits at most 30: no retry is sent
+    inside the window the vendor asked us to keep out of (each would be another 429, and
+    WAFs block clients that keep knocking); the call fails retryable, its work stays queued."""
+    time = VirtualTime()
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.now)
+        return httpx.Response(429, headers={"Retry-After": "120"})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        wait_hint=lambda response: float(response.headers["Retry-After"]),
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+    async with client:
+        with pytest.raises(RateLimitedError) as caught:
+            await client.request("GET", "/customers")
+        assert caught.value.wait_seconds == 120
+        with pytest.raises(RateLimitedError):  # nor does the next call go before then
+            await client.request("GET", "/customers")
+    assert calls == [1000.0]
+
+
+class SimulatedTime:
+    """Virtual time for concurrent callers: ``sleep`` waits until the clock reaches its
+    deadline, and the clock moves to the earliest deadline only once every task is waiting
+    (so a caller that sleeps does not move time under the others' feet)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._order += 1
+        heapq.heappush(self._waiting, (self.now + max(0.0, seconds), self._order, future))
+        await future
+
+    async def run(self, work: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            for _ in range(50):  # let every runnable task reach its next wait
+                await asyncio.sleep(0)
+                if task.done():
+                    break
+            if not task.done() and self._waiting:
+                deadline, _, future = heapq.heappop(self._waiting)
+                self.now = max(self.now, deadline)
+                future.set_result(None)
+        return task.result()
+
+
+async def test_after_a_429_with_the_vendor_s_wait_every_caller_holds_back() -> None:
+    """A 429 with a wait hint (HubSpot's TEN_SECONDLY_ROLLING: the app's window is full for
+    10 s) holds back every caller of the client, not only the one that got it: four batches
+    in flight send one call into the closed window, not four."""
+    time = SimulatedTime()
+    closed_until: list[float] = []
+    refused = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal refused
+        if not closed_until:
+            closed_until.append(time.now + 10)  # the first call finds the window full
+        if time.now < closed_until[0]:
+            refused += 1
+            return httpx.Response(429, json={"policyName": "TEN_SECONDLY_ROLLING"})
+        return httpx.Response(200, json={"results": []})
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        limits={"default": RateLimit(190, 10)},
+        wait_hint=lambda response: 10.0,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, sleep=time.sleep),
+        clock=time.clock,
+    )
+    async with client:
+        calls = (client.request("POST", "/contacts/batch/upsert") for _ in range(4))
+        answers = await time.run(asyncio.gather(*calls))
+    assert [a.status_code for a in answers] == [200] * 4
+    assert refused == 1, f"{refused} calls were sent into a window the vendor said was full"
 
 
 @respx.mock
