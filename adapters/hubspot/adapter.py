@@ -47,7 +47,7 @@ from connector.adapter import (
     WebhookRequest,
 )
 from connector.errors import FatalRemoteError, RecordError
-from connector.http import SystemClient, json_object
+from connector.http import SystemClient, answer_object, json_object
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -102,6 +102,7 @@ class HubSpotAdapter:
         Raises:
             FatalRemoteError: HubSpot handed back an ``after`` token already used in this pull
                 (a paging loop would otherwise never end).
+            RetryableError: a page answered with something that is not a list of contacts.
         """
         seen: set[str] = {cursor} if cursor else set()
         after = cursor
@@ -111,7 +112,15 @@ class HubSpotAdapter:
             if after:
                 params["after"] = after
             response = await self.client.request("GET", CONTACTS, params=params)
-            body = json_object(response)
+            # Not json_object: a page it reads as {} (a front end's 200 HTML page) has no
+            # paging either, and would end the pull "complete" with the rest never read.
+            body = answer_object(
+                response,
+                system=self.client.system,
+                method="GET",
+                path=CONTACTS,
+                required=("results",),
+            )
             records = [r for r in body.get("results") or [] if isinstance(r, dict)]
             next_after = _next_after(body)
             if next_after is None:

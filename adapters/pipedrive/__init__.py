@@ -3,7 +3,8 @@
 Pipedrive answers a client that keeps sending after 429s with a 403 Cloudflare HTML page,
 which is rate limiting, not a permission problem: ``client_config`` hands
 :func:`~adapters.pipedrive.settings.is_cloudflare_block` to the HTTP client as its
-``rate_limited`` test, so that page is retried like a 429.
+``rate_limited`` test and, through ``budget_spent``, holds every call back for a while
+after it, as after a spent daily budget: calling on is what earned the block.
 """
 
 from __future__ import annotations

@@ -110,6 +110,7 @@ class PipedriveAdapter:
         Raises:
             FatalRemoteError: Pipedrive handed back a ``next_cursor`` already used in this
                 pull (a paging loop would otherwise never end).
+            RetryableError: a page answered with something that is not a list of persons.
         """
         state = decode_cursor(cursor)
         high = state.high or state.since
@@ -126,7 +127,11 @@ class PipedriveAdapter:
             if page_token:
                 params["cursor"] = page_token
             response = await self.client.request("GET", PERSONS, params=params)
-            body = json_object(response)
+            # Not json_object: a page it reads as {} (a front end's 200 HTML page) has no
+            # next cursor either, and would end the pull "complete" with the rest never read.
+            body = answer_object(
+                response, system=self.client.system, method="GET", path=PERSONS, required=("data",)
+            )
             people = [p for p in body.get("data") or [] if isinstance(p, dict)]
             for person in people:
                 high = later_time(high, person.get("update_time"))
@@ -277,23 +282,32 @@ class PipedriveAdapter:
         """``POST /persons``, made once: Pipedrive has no key to match a repeated create by,
         so one whose answer was lost (or a 5xx) is not sent again blindly, which made a
         second person. The e-mail is looked up instead; the person found is the one the
-        call created, and is written to; none found, the record waits for the next try.
+        call created, and is written to (and so noted in the listing lookups are answered
+        from); none found, the record waits for the next try.
+
+        A 2xx whose person cannot be read (a proxy's page, a truncated body) is an answer
+        lost as well: Pipedrive may have created the person, and a retry answered from the
+        listing, which does not hold them, would create them a second time.
         """
         body = person_body(record.fields, record.email, creating=True)
         try:
             response = await self.client.request("POST", PERSONS, json=body, repeatable=False)
         except RetryableError:
-            hits = await self._search(record.email) if record.email else []
-            if not hits:
+            made = await self._made_by_lost_create(record)
+            if made is None:
                 raise
-            updated = await self._patch(hits[0], record)
-            if updated is None:
-                raise
-            return updated
+            return made
         result = self._result(record.ref, response, "created")
-        if result.external_id is not None:
-            self.directory.created(record.email, int(result.external_id))
+        if result.external_id is None:
+            return await self._made_by_lost_create(record) or result
+        self.directory.created(record.email, int(result.external_id))
         return result
+
+    async def _made_by_lost_create(self, record: OutboundRecord) -> UpsertResult | None:
+        """The person a create whose answer was lost made, written to; ``None`` if none is
+        found (the create did not happen, or the search does not show it yet)."""
+        hits = await self._search(record.email) if record.email else []
+        return await self._patch(hits[0], record) if hits else None
 
     async def _patch(
         self, person_id: int, record: OutboundRecord, *, correcting: bool = False

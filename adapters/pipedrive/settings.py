@@ -28,6 +28,7 @@ from connector.settings import SystemSettings
 
 __all__ = [
     "BATCH_SIZE",
+    "BLOCKED_WAIT_SECONDS",
     "DAILY_WAIT_SECONDS",
     "PAGE_SIZE",
     "PLAN_BURST",
@@ -64,6 +65,12 @@ BATCH_SIZE: Final = 10
 #: seconds no call is sent before one looks again (:func:`budget_spent`). The budget resets at
 #: midnight server time, which no single call can wait for; the records stay queued.
 DAILY_WAIT_SECONDS: Final = 300.0
+
+#: After Cloudflare's 403 block page, the seconds no call is sent before one looks again
+#: (:func:`budget_spent`). The block is what Pipedrive puts in front of a client that kept
+#: calling through its 429s: every further call feeds it, so none goes out for a while; the
+#: records stay queued.
+BLOCKED_WAIT_SECONDS: Final = 300.0
 
 
 class PipedriveSettings(SystemSettings):
@@ -133,20 +140,28 @@ def is_cloudflare_block(response: httpx.Response) -> bool:
     """Whether a response is Cloudflare's 403 HTML page for a client that ignored 429s.
 
     Pipedrive's own 403s (missing permission) are JSON; the block page is ``text/html``. It is
-    rate limiting, so the call is worth retrying after a pause, not a fatal error: the client
-    is told so through ``ClientConfig.rate_limited``.
+    rate limiting, not a fatal error: the client is told so through
+    ``ClientConfig.rate_limited``, and :func:`budget_spent` holds every call back for
+    :data:`BLOCKED_WAIT_SECONDS`, since knocking again is what earned the block.
     """
     content_type = response.headers.get("content-type", "").lower()
     return response.status_code == 403 and content_type.startswith("text/html")
 
 
 def budget_spent(response: httpx.Response) -> float | None:
-    """:data:`DAILY_WAIT_SECONDS` when a 429 says the daily budget is spent, else ``None``.
+    """How long to send nothing after ``response``, or ``None`` to retry it as usual.
 
-    The budget comes back at midnight in Pipedrive's server time zone, which a client cannot
-    know; until then every call is a 429, and a client that keeps calling through them gets
-    Cloudflare's 403 page. So the client sends nothing for this long, then one call looks.
+    - :data:`DAILY_WAIT_SECONDS` when a 429 says the daily budget is spent. The budget comes
+      back at midnight in Pipedrive's server time zone, which a client cannot know; until
+      then every call is a 429, and a client that keeps calling through them gets
+      Cloudflare's 403 page.
+    - :data:`BLOCKED_WAIT_SECONDS` for that page itself (:func:`is_cloudflare_block`): each
+      call sent into the block, and each retry of each record's calls, prolongs it.
+
+    The client sends nothing for this long, then one call looks.
     """
+    if is_cloudflare_block(response):
+        return BLOCKED_WAIT_SECONDS
     daily = _number(response.headers.get("x-daily-requests-left"))
     return (
         DAILY_WAIT_SECONDS

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
+from tests.adapters.front import Decision, FrontPage
 from tests.conftest import CANARY_EMAIL, FakeClock
 
 BASE_URL = "https://api.hubapi.test"
@@ -59,8 +60,14 @@ def make_settings(token: str = TOKEN, **overrides: Any) -> HubSpotSettings:
 
 
 def make_harness(
-    sandbox: HubSpotSandbox, clock: FakeClock, *, token: str = TOKEN, attempts: int = 4
+    sandbox: HubSpotSandbox,
+    clock: FakeClock,
+    *,
+    token: str = TOKEN,
+    attempts: int = 4,
+    front: Callable[[Any], Any] | None = None,
 ) -> Harness:
+    """``front``, if given, wraps the sandbox's app (a proxy or a maintenance page before it)."""
     settings = make_settings(token)
     config = client_config(settings)
     sleeps: list[float] = []
@@ -77,7 +84,7 @@ def make_harness(
         wait_hint=config.wait_hint,
         rate_limited=config.rate_limited,
         budget_spent=config.budget_spent,
-        transport=httpx.ASGITransport(app=sandbox.app()),
+        transport=httpx.ASGITransport(app=front(sandbox.app()) if front else sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
         clock=clock,
     )
@@ -613,6 +620,32 @@ async def test_pull_of_an_empty_portal_is_one_complete_page(hub: Harness) -> Non
     """An empty portal yields one empty, complete page."""
     pages = [page async for page in hub.adapter.pull(None)]
     assert [(len(p.records), p.cursor, p.complete) for p in pages] == [(0, None, True)]
+
+
+async def test_pull_does_not_read_a_200_html_page_as_the_end_of_the_contacts(
+    sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """The second page answered 200 with a front end's HTML page: no ``paging`` in it, but
+    not the last page either. The pull fails retryable; it never ends "complete" with 100
+    of 150 contacts read (and the cursor starting over, the rest hidden for good)."""
+    for n in range(150):
+        sandbox.add_person(f"p{n}@example.com", f"P{n}")
+    lists = 0
+
+    def second_list_is_a_page(scope: dict[str, Any]) -> Decision:
+        nonlocal lists
+        if (scope["method"], scope["path"]) == ("GET", CONTACTS):
+            lists += 1
+            return "page" if lists == 2 else None
+        return None
+
+    harness = make_harness(sandbox, clock, front=lambda app: FrontPage(app, second_list_is_a_page))
+    pages = []
+    async with harness.client:
+        with pytest.raises(RetryableError):
+            async for page in harness.adapter.pull(None):
+                pages.append(page)
+    assert [(len(p.records), p.complete) for p in pages] == [(100, False)]
 
 
 async def test_pull_refuses_an_after_token_it_has_seen() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,13 @@ from adapters.pipedrive import (
 )
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import decode_cursor
-from adapters.pipedrive.settings import DAILY_WAIT_SECONDS
+from adapters.pipedrive.settings import BLOCKED_WAIT_SECONDS, DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, UpsertResult, WebhookRequest
-from connector.errors import FatalRemoteError
+from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
+from tests.adapters.front import Decision, FrontPage
 from tests.conftest import VirtualTime
 
 BASE_URL = "https://klant.pipedrive.test/api/v2"
@@ -82,7 +83,9 @@ def make_harness(
     token: str = TOKEN,
     attempts: int = 4,
     paced: bool = True,
+    front: Callable[[Any], Any] | None = None,
 ) -> Harness:
+    """``front``, if given, wraps the sandbox's app (a proxy or a maintenance page before it)."""
     settings = make_settings(token)
     config = client_config(settings)
     limits = pipedrive_limits(settings)
@@ -94,7 +97,7 @@ def make_harness(
         rate_limited=config.rate_limited,
         budget_spent=config.budget_spent,
         limits=limits.rate if paced else None,
-        transport=httpx.ASGITransport(app=sandbox.app()),
+        transport=httpx.ASGITransport(app=front(sandbox.app()) if front else sandbox.app()),
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=time.sleep),
         max_connections=limits.max_concurrency + 2,
         clock=time.clock,
@@ -347,6 +350,40 @@ async def test_what_the_adapter_creates_or_erases_is_kept_in_the_listing(pd: Har
     await pd.adapter.erase(Subject(email="person5@example.com"))
     assert pd.adapter.directory.ids("person5@example.com") == []
     assert pd.sandbox.person_count() == 30
+
+
+async def test_a_create_whose_2xx_answer_could_not_be_read_is_not_made_twice(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """``POST /persons`` has no key to match a repeat by. Its 2xx answer replaced by a page
+    (a proxy's, a truncated body) is an answer lost: the person Pipedrive made is looked up
+    and written to, so the listing lookups are answered from holds them, and the record's
+    next write (a webhook's targeted sync within the listing's minute) finds them."""
+    posts = 0
+
+    def first_create_answer_lost(scope: dict[str, Any]) -> Decision:
+        nonlocal posts
+        if (scope["method"], scope["path"]) == ("POST", PERSONS):
+            posts += 1
+            return "after" if posts == 1 else None
+        return None
+
+    harness = make_harness(
+        sandbox, time, wall, front=lambda app: FrontPage(app, first_create_answer_lost)
+    )
+    records = [person(n) for n in range(FIRST_LISTING_AFTER)]  # a listing answers lookups
+    try:
+        results = await harness.adapter.upsert(records)
+        # The lost one: found and written to, not left for a retry answered from the listing.
+        (lost,) = [n for n, r in enumerate(results) if r.outcome != "created"]
+        assert harness.adapter.directory.fresh
+        (again,) = await harness.adapter.upsert([records[lost]])
+    finally:
+        await harness.client.aclose()
+    assert results[lost].outcome == "updated" and results[lost].external_id is not None
+    assert (again.outcome, again.external_id) == ("updated", results[lost].external_id)
+    assert len(sandbox.store.with_email(records[lost].email)) == 1
+    assert sandbox.person_count() == FIRST_LISTING_AFTER
 
 
 async def test_a_listing_that_fails_leaves_the_batch_to_searches(pd: Harness) -> None:
@@ -671,6 +708,26 @@ async def test_a_spent_daily_budget_stops_the_calls_before_cloudflare_blocks_the
         await harness.client.aclose()
 
 
+async def test_a_cloudflare_block_holds_every_call_back_instead_of_knocking_again(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """Cloudflare's 403 page is what a token that kept sending after 429s gets: each call
+    sent into it (a batch of ten made forty, each record's calls retried) prolongs it. One
+    call meets it; the batch's records are not sent (they stay queued, retryable), and after
+    the pause one call looks again."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, block_after=0)
+    harness = make_harness(sandbox, time, wall)
+    try:
+        results = await harness.adapter.upsert([person(n) for n in range(10)])
+        assert all(r.outcome == "failed" and r.retryable for r in results)
+        assert sandbox.blocked_403 == 1
+        time.now += BLOCKED_WAIT_SECONDS
+        (again,) = await harness.adapter.upsert([person(1)])
+        assert again.retryable and sandbox.blocked_403 == 2
+    finally:
+        await harness.client.aclose()
+
+
 async def test_spent_daily_budget_answers_429_with_no_requests_left(time: VirtualTime) -> None:
     """Once the daily budget is spent every call is a 429 saying no requests are left today."""
     sandbox = PipedriveSandbox(daily_budget=2, clock=time.clock)
@@ -744,6 +801,25 @@ async def test_pull_of_an_empty_company_is_one_complete_page(pd: Harness) -> Non
     """No persons: one empty, complete page without a cursor."""
     pages = [page async for page in pd.adapter.pull(None)]
     assert [(len(p.records), p.cursor, p.complete) for p in pages] == [(0, None, True)]
+
+
+async def test_pull_does_not_read_a_200_html_page_as_the_end_of_the_persons(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """A list page answered 200 with a front end's HTML page has no next cursor, but is no
+    last page: the pull fails retryable instead of ending "complete" with nobody read."""
+    sandbox.add_person("held@example.com", "Held", "Person")
+
+    def list_is_a_page(scope: dict[str, Any]) -> Decision:
+        return "page" if (scope["method"], scope["path"]) == ("GET", PERSONS) else None
+
+    harness = make_harness(sandbox, time, wall, front=lambda app: FrontPage(app, list_is_a_page))
+    pages = []
+    async with harness.client:
+        with pytest.raises(RetryableError):
+            async for page in harness.adapter.pull(None):
+                pages.append(page)
+    assert pages == []
 
 
 async def test_pull_refuses_a_cursor_it_has_seen() -> None:
