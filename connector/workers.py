@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-__all__ = ["WorkerPool"]
+__all__ = ["WorkerPool", "gather_or_cancel"]
 
 T = TypeVar("T")
 
@@ -80,3 +80,36 @@ class WorkerPool(Generic[T]):
             else:
                 if not future.done():
                     future.set_result(result)
+
+
+async def gather_or_cancel(calls: Sequence[Callable[[], Awaitable[T]]], *, limit: int) -> list[T]:
+    """Run ``calls``, at most ``limit`` at once; their results in order, or the first failure.
+
+    Unlike ``asyncio.gather`` over a semaphore, the first failure ends the rest: no call
+    starts after it, and those running are cancelled and have ended when it is raised. A
+    refused credential (a 401) stops its caller's work, and the calls beside it do not run
+    on, unowned, each earning its own 401 after the run has stopped.
+    """
+    gate = asyncio.Semaphore(max(1, limit))
+    failures: list[BaseException] = []
+
+    async def run(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            if failures:
+                raise asyncio.CancelledError  # not started: an earlier call failed
+            try:
+                return await call()
+            except Exception as exc:
+                failures.append(exc)
+                raise
+
+    tasks = [asyncio.ensure_future(run(call)) for call in calls]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in tasks:
+            task.cancel()  # a no-op for those done; the caller's cancellation reaches the rest
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if failures:
+        raise failures[0]
+    return [task.result() for task in tasks]

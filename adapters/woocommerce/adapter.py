@@ -17,8 +17,8 @@ What WooCommerce offers and how it shapes this adapter:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
+from functools import partial
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -55,6 +55,7 @@ from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import SystemClient
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
+from connector.workers import gather_or_cancel
 
 __all__ = [
     "API",
@@ -290,16 +291,16 @@ class WooCommerceAdapter:
     async def _known_ids(
         self, records: Sequence[OutboundRecord], *, ignore_given: bool = False
     ) -> list[str | None]:
-        gate = asyncio.Semaphore(self.limits.max_concurrency)
-
         async def resolve(record: OutboundRecord) -> str | None:
             if record.external_id and not ignore_given:
                 return record.external_id
-            async with gate:
-                customer = await self._customer_by_email(record.email)
+            customer = await self._customer_by_email(record.email)
             return str(customer["id"]) if customer else None
 
-        return list(await asyncio.gather(*(resolve(r) for r in records)))
+        # The first failure (a revoked key's 401) ends the batch's lookups, not only the batch.
+        return await gather_or_cancel(
+            [partial(resolve, r) for r in records], limit=self.limits.max_concurrency
+        )
 
     async def _write_known(
         self, records: Sequence[OutboundRecord], ids: Sequence[str | None], create: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from collections.abc import AsyncIterator
@@ -431,6 +432,23 @@ async def test_wrong_credentials_are_fatal(sandbox: WooCommerceSandbox) -> None:
             await collect(built.adapter, None)
     assert caught.value.status == 401 and "cs_wrong" not in str(caught.value)
     assert built.sleeps == []
+
+
+async def test_a_revoked_key_stops_the_lookups_of_the_batch_not_only_the_batch(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """The shop owner regenerated the key. ``upsert`` looks each new record's e-mail up,
+    several at once: the first 401 ends them all. No lookup starts after it and none runs
+    on after the batch has failed (one 401 per record, unowned by any run)."""
+    built = await make_harness(sandbox, secret="cs_revoked")
+    records = [record(str(n), f"klant{n}@example.nl", first_name=f"Klant{n}") for n in range(40)]
+    async with built.client:
+        with pytest.raises(FatalRemoteError):
+            await built.adapter.upsert(records)
+        for _ in range(500):  # the daemon's loop runs on after the failed batch
+            await asyncio.sleep(0)
+    refused = sum(1 for e in sandbox.log.entries if e.status == 401)
+    assert refused <= built.adapter.limits.max_concurrency, f"{refused} calls answered 401"
 
 
 async def test_missing_credentials_get_woocommerce_401(sandbox: WooCommerceSandbox) -> None:
