@@ -385,11 +385,34 @@ class HubSpotAdapter:
             events.append(
                 WebhookEvent(
                     kind=kind,
-                    delivery_id=str(item["eventId"]),
+                    delivery_id=_replay_key(item),
                     external_id=str(object_id) if object_id is not None else None,
                 )
             )
         return events
+
+
+#: What tells one event from another: HubSpot says ``eventId`` "is not guaranteed to be
+#: unique", and a retry of an event carries the same values in all of these (only its
+#: ``attemptNumber`` grows). ``propertyValue`` is left out: it may be an e-mail address.
+_EVENT_IDENTITY: Final = (
+    "eventId",
+    "subscriptionId",
+    "portalId",
+    "subscriptionType",
+    "objectId",
+    "occurredAt",
+    "propertyName",
+)
+
+
+def _replay_key(item: Mapping[str, Any]) -> str:
+    """The key a retry of this event shares and no other event has (``eventId`` first).
+
+    With ``eventId`` alone, a different event that happens to carry the same one (another
+    contact's privacy deletion) was dropped as a replay after HubSpot had its 200.
+    """
+    return ":".join("" if item.get(name) is None else str(item[name]) for name in _EVENT_IDENTITY)
 
 
 _EVENT_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase"]]] = {

@@ -820,7 +820,7 @@ def test_parse_privacy_deletion_and_contact_events(hub: Harness) -> None:
     body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 4321, NOW_MS)
     (event,) = hub.adapter.parse_webhook(hook_request(body, headers))
     assert (event.kind, event.external_id) == ("erase", "4321")
-    assert event.delivery_id == str(json.loads(body)[0]["eventId"])
+    assert event.delivery_id.startswith(f"{json.loads(body)[0]['eventId']}:")
 
     mixed = [
         {"eventId": 1, "subscriptionType": "contact.creation", "objectId": 11},
@@ -829,12 +829,40 @@ def test_parse_privacy_deletion_and_contact_events(hub: Harness) -> None:
         {"eventId": 4, "subscriptionType": "company.creation", "objectId": 14},
     ]
     events = hub.adapter.parse_webhook(hook_request(json.dumps(mixed).encode(), {}))
-    assert [(e.kind, e.delivery_id, e.external_id) for e in events] == [
+    assert [(e.kind, e.delivery_id.split(":")[0], e.external_id) for e in events] == [
         ("changed", "1", "11"),
         ("changed", "2", "12"),
         ("deleted", "3", "13"),
     ]
     assert hub.adapter.parse_webhook(hook_request(b"not json", {})) == []
+
+
+def test_events_sharing_an_event_id_are_told_apart_and_a_retry_is_not(hub: Harness) -> None:
+    """HubSpot's ``eventId`` "is not guaranteed to be unique": two privacy deletions of two
+    contacts sharing one must both be taken (the second was dropped as a replay, an
+    erasure request lost after HubSpot had its 200). A retry of an event is the same event
+    but for its ``attemptNumber``, and is still known as one."""
+
+    def event(object_id: int, subscription: int, occurred: int, attempt: int = 0) -> dict:
+        return {
+            "eventId": 7001,
+            "subscriptionId": subscription,
+            "portalId": 62515,
+            "occurredAt": occurred,
+            "subscriptionType": "contact.privacyDeletion",
+            "attemptNumber": attempt,
+            "objectId": object_id,
+        }
+
+    deliveries = [
+        [event(101, 11, NOW_MS), event(202, 12, NOW_MS + 5)],
+        [event(101, 11, NOW_MS, attempt=1)],
+    ]
+    first, second = (
+        hub.adapter.parse_webhook(hook_request(json.dumps(d).encode(), {})) for d in deliveries
+    )
+    assert len({e.delivery_id for e in first}) == 2
+    assert second[0].delivery_id == first[0].delivery_id
 
 
 async def test_erase_by_id_alone_sends_no_empty_email(hub: Harness) -> None:
