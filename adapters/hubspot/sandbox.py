@@ -35,7 +35,7 @@ from adapters.hubspot._routes import (
     error_body,
 )
 from adapters.hubspot._store import ContactStore
-from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign_v3
+from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, hubspot_uri, sign_v3
 from connector.ratelimit import RateLimit, RollingWindow
 from connector.sandboxkit import JSONResponse, SandboxBase, record
 
@@ -185,7 +185,7 @@ class HubSpotSandbox(SandboxBase):
         body = json.dumps([event]).encode()
         headers = {
             "content-type": "application/json",
-            SIGNATURE_HEADER: sign_v3(secret, "POST", url, body, now_ms),
+            SIGNATURE_HEADER: sign_v3(secret, "POST", hubspot_uri(url), body, now_ms),
             TIMESTAMP_HEADER: str(now_ms),
         }
         return body, headers

@@ -807,6 +807,29 @@ def test_webhook_outside_five_minutes_is_rejected(hub: Harness, offset_s: int) -
     )
 
 
+def test_v3_signature_decodes_the_uri_as_hubspot_specifies(hub: Harness) -> None:
+    """HubSpot decodes ``%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`` in the URI before
+    signing: a webhook URL whose query holds ``%40`` verifies (it never did, every genuine
+    delivery a 401). One signed over the URI as received (the official SDK's reading)
+    verifies still; another URI does not."""
+    received = f"{HOOK_URL}?owner=privacy%40example.nl&tag=a%2Cb%2c%20c"
+    decoded = f"{HOOK_URL}?owner=privacy@example.nl&tag=a,b,%20c"
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, received, 1, NOW_MS)
+    assert headers["x-hubspot-signature-v3"] == sign_v3(SECRET, "POST", decoded, body, NOW_MS)
+    signed_raw = {
+        **headers,
+        "x-hubspot-signature-v3": sign_v3(SECRET, "POST", received, body, NOW_MS),
+    }
+
+    def verifies(url: str, with_headers: dict[str, str]) -> bool:
+        request = WebhookRequest(method="POST", url=url, headers=with_headers, body=body)
+        return hub.adapter.verify_webhook(request, SECRET, NOW_MS / 1000)
+
+    assert verifies(received, headers)
+    assert verifies(received, signed_raw)
+    assert not verifies(f"{HOOK_URL}?owner=other%40example.nl&tag=a%2Cb%2c%20c", headers)
+
+
 def test_webhook_without_signature_headers_is_rejected(hub: Harness) -> None:
     """A delivery missing the signature or timestamp header never verifies."""
     body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1, NOW_MS)
