@@ -1,10 +1,21 @@
 """Shopify webhook deliveries: the HMAC scheme, and topics decoded into events.
 
 Shopify signs each delivery with ``X-Shopify-Hmac-Sha256 = base64(HMAC-SHA256(raw body,
-app client secret))``. It signs no timestamp and defines no freshness window, so none is
-checked; replays are caught by the daemon on the body's hash
-(:func:`connector.adapter.body_key`; ``X-Shopify-Webhook-Id`` is not signed). An invalid HMAC must
-be answered 401, which the daemon does for any delivery :func:`verify_delivery` refuses.
+app client secret))``. An invalid HMAC must be answered 401, which the daemon does for any
+delivery :func:`verify_delivery` refuses.
+
+Replays: the daemon refuses a delivery whose key it has seen (kept ``webhook_ids_days``).
+The key is ``X-Shopify-Webhook-Id``, as Shopify says to deduplicate by, where the delivery
+has one (a retry repeats it), else the body's hash (:func:`connector.adapter.body_key`). The
+body's hash alone took genuine deliveries for replays: ``shop/redact`` is ``{shop_id,
+shop_domain}``, the same bytes every time, so a store that reinstalled the app and
+uninstalled it again within the week had its second request to delete its data ignored.
+
+The header is not signed, so a captured delivery resent under a new id is not told from a
+genuine delivery by anything signed (Shopify signs no time either, and its
+``X-Shopify-Triggered-At`` is as unsigned and UNVERIFIED): for the topics whose bodies
+repeat, that is the price of taking each genuine one. A capture resent as it was is
+refused by its id while the id is kept.
 
 The mandatory compliance topics carry the subject: ``customers/redact`` and
 ``customers/data_request`` ``{shop_id, shop_domain, customer{id, email, phone}, ...}``, and
@@ -32,6 +43,7 @@ __all__ = [
     "CUSTOMER_GID",
     "customer_gid",
     "parse_delivery",
+    "replay_key",
     "verify_delivery",
     "webhook_signature",
 ]
@@ -45,6 +57,8 @@ CUSTOMER_GID: Final = "gid://shopify/Customer/"
 HMAC_HEADER: Final = "x-shopify-hmac-sha256"
 TOPIC_HEADER: Final = "x-shopify-topic"
 DOMAIN_HEADER: Final = "x-shopify-shop-domain"
+
+WEBHOOK_ID_HEADER: Final = "x-shopify-webhook-id"
 
 COMPLIANCE_TOPICS: Final = frozenset({"customers/redact", "customers/data_request", "shop/redact"})
 
@@ -72,6 +86,15 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
         return False
     expected = webhook_signature(request.body, secret)
     return hmac.compare_digest(signature.strip().encode(), expected.encode())
+
+
+def replay_key(request: WebhookRequest) -> str:
+    """The delivery's ``X-Shopify-Webhook-Id`` (a retry repeats it), else its body's hash."""
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    webhook_id = headers.get(WEBHOOK_ID_HEADER, "").strip()
+    if webhook_id and len(webhook_id) <= 100 and webhook_id.isprintable():
+        return f"webhook-id:{webhook_id}"
+    return body_key(request.body)
 
 
 def customer_gid(value: Any) -> str | None:
@@ -108,7 +131,7 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
     topic = headers.get(TOPIC_HEADER, "").strip().lower()
-    delivery_id = body_key(request.body)
+    delivery_id = replay_key(request)
     kind = _KINDS.get(topic)
     if kind is None:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]

@@ -19,7 +19,7 @@ from adapters.shopify.adapter import decode_cursor
 from adapters.shopify.sandbox import AUTH_ERROR
 from adapters.shopify.settings import client_config, throttle_wait, wait_hint
 from adapters.shopify.webhooks import parse_delivery, webhook_signature
-from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
+from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest
 from connector.errors import FatalRemoteError, RateLimitedError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
@@ -664,7 +664,7 @@ def test_parse_compliance_topics(shop: Harness) -> None:
     assert shop.adapter.verify_webhook(request, SECRET, now=0.0)
     (erase,) = shop.adapter.parse_webhook(request)
     assert (erase.kind, erase.external_id, erase.email) == ("erase", an, "an@example.com")
-    assert erase.delivery_id == body_key(body)
+    assert erase.delivery_id == f"webhook-id:{headers['X-Shopify-Webhook-Id']}"
     data = shop.sandbox.compliance_payload("customers/data_request", "an@example.com")
     (access,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/data_request", data))
     assert (access.kind, access.external_id, access.email) == ("access", an, "an@example.com")
@@ -739,6 +739,30 @@ def test_parse_customer_topics_and_fallbacks(shop: Harness) -> None:
     unreadable = WebhookRequest("POST", HOOK_URL, headers, b"not json")
     (blind,) = shop.adapter.parse_webhook(unreadable)
     assert (blind.kind, blind.external_id, blind.email) == ("erase", None, None)
+
+
+def test_a_second_shop_redact_is_not_a_replay_of_the_first_but_a_retry_is(
+    shop: Harness,
+) -> None:
+    """shop/redact's body is ``{shop_id, shop_domain}``, the same bytes every time: keyed on
+    the body's hash, a store that reinstalled the app and uninstalled it again within
+    ``webhook_ids_days`` had its second request to delete its data dropped as a replay.
+    Each delivery has its own ``X-Shopify-Webhook-Id``, which a retry repeats."""
+    payload = shop.sandbox.compliance_payload("shop/redact")
+    first, second = (
+        shop.sandbox.signed_compliance_webhook("shop/redact", payload, SECRET) for _ in range(2)
+    )
+    assert first[0] == second[0]  # byte-identical bodies
+
+    def key(body: bytes, headers: dict[str, str]) -> str:
+        request = WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
+        assert shop.adapter.verify_webhook(request, SECRET, now=0.0)
+        (event,) = shop.adapter.parse_webhook(request)
+        assert event.kind == "purge_all"
+        return event.delivery_id
+
+    assert key(*first) != key(*second)
+    assert key(*first) == key(*first)  # Shopify's retry of a delivery: the same id
 
 
 @pytest.mark.parametrize(
