@@ -55,9 +55,14 @@ async def sync_subjects(
     adapter = rt.systems[system].adapter
     slots = asyncio.Semaphore(FETCH_CONCURRENCY)
 
+    # The person records alone, where the adapter can read them apart (find_people):
+    # find() is the access and erasure lookup, and a shop's reads every order and its
+    # notes, 3 + N calls and personal data no flow sends anywhere, to be thrown away here.
+    lookup = getattr(adapter, "find_people", None) or adapter.find
+
     async def fetch(external_id: str | None, email: str) -> list[dict[str, Any]]:
         async with slots:
-            found = await adapter.find(Subject(email=email, external_id=external_id))
+            found = await lookup(Subject(email=email, external_id=external_id))
         # find() returns everything held for the subject (e.g. orders, archived contacts);
         # only live people sync, as a pull would list them.
         # Nor anyone the pull leaves out by the system's settings (WooCommerce's role = a

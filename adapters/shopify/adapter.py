@@ -412,6 +412,10 @@ class ShopifyAdapter:
                 held.append({"type": "order", "customerId": customer["id"], **order})
         return held
 
+    async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
+        """The customer node(s) alone (see ``Adapter.find``): a targeted sync reads no orders."""
+        return list(await self._customers_for(subject))
+
     # -- erase -------------------------------------------------------------------------------
 
     async def erase(self, subject: Subject) -> ErasureResult:

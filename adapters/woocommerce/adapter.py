@@ -516,6 +516,11 @@ class WooCommerceAdapter:
             for order in orders
         ]
 
+    async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
+        """The customer alone (see ``Adapter.find``): a targeted sync reads no orders."""
+        customer = await self._customer_for(subject)
+        return [customer] if customer else []
+
     async def _notes_of(self, order_id: int) -> list[dict[str, Any]]:
         """``GET /orders/{id}/notes``: every note (wc/v3 does not page them); [] if gone."""
         path = f"{API}/orders/{order_id}/notes"

@@ -85,3 +85,28 @@ async def test_a_webhook_about_someone_the_pull_leaves_out_by_role_does_not_sync
         shop.touch("klant@voorbeeld.nl", first_name="Karl")
         await sync_subjects(rt, "shop", [(None, "klant@voorbeeld.nl")])
     assert crm.record_for("klant@voorbeeld.nl")["properties"]["firstname"] == "Karl"
+
+
+async def test_a_targeted_sync_of_one_customer_reads_no_orders_nor_order_notes(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A webhook about a customer fetches them from the shop. It used ``find``, the access
+    and erasure lookup, which also pages through the customer's orders, searches orders by
+    the address and reads each order's notes (3 + N calls), then threw the orders away:
+    free-text notes about the person read for nothing, and a burst of deliveries a crawl
+    of the order history. The customer record alone is read, as a pull reads it."""
+    shop.seed_synthetic(3, seed=51)
+    customer = shop.store.get(2)
+    assert customer is not None
+    for n in range(5):
+        order_id = shop.add_order(customer["id"])
+        shop.add_order_note(order_id, f"klant belde over levering {n}")
+    shop.touch(customer["email"], first_name="Gewijzigd")
+    shop.log.clear()
+    (report,) = await sync_subject(
+        rt, "shop", external_id=str(customer["id"]), email=customer["email"]
+    )
+    assert report.pulled == 1
+    read = [e.path for e in shop.log.entries]
+    assert read and not [p for p in read if "/orders" in p], read
+    assert crm.holds(customer["email"])
