@@ -5,17 +5,14 @@ app client secret))``. An invalid HMAC must be answered 401, which the daemon do
 delivery :func:`verify_delivery` refuses.
 
 Replays: the daemon refuses a delivery whose key it has seen (kept ``webhook_ids_days``).
-The key is ``X-Shopify-Webhook-Id``, as Shopify says to deduplicate by, where the delivery
-has one (a retry repeats it), else the body's hash (:func:`connector.adapter.body_key`). The
-body's hash alone took genuine deliveries for replays: ``shop/redact`` is ``{shop_id,
-shop_domain}``, the same bytes every time, so a store that reinstalled the app and
-uninstalled it again within the week had its second request to delete its data ignored.
-
-The header is not signed, so a captured delivery resent under a new id is not told from a
-genuine delivery by anything signed (Shopify signs no time either, and its
-``X-Shopify-Triggered-At`` is as unsigned and UNVERIFIED): for the topics whose bodies
-repeat, that is the price of taking each genuine one. A capture resent as it was is
-refused by its id while the id is kept.
+The key is the body's hash (:func:`connector.adapter.body_key`): ``X-Shopify-Webhook-Id``
+is not signed, so keyed on it, a captured ``customers/data_request`` resent under a new id
+opened another request and wrote another access bundle. Each genuine delivery of those
+topics differs in its body (the customer, the orders, the request's own id). ``shop/redact``
+does not: ``{shop_id, shop_domain}``, the same bytes every time, so a store that reinstalled
+the app and uninstalled it again within the week had its second request to delete its data
+ignored. Its key is the webhook id (a retry repeats it): a capture resent under a new id
+purges what is held for the store once more, which is what the store asked for.
 
 The mandatory compliance topics carry the subject: ``customers/redact`` and
 ``customers/data_request`` ``{shop_id, shop_domain, customer{id, email, phone}, ...}``, and
@@ -88,11 +85,17 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
     return hmac.compare_digest(signature.strip().encode(), expected.encode())
 
 
-def replay_key(request: WebhookRequest) -> str:
-    """The delivery's ``X-Shopify-Webhook-Id`` (a retry repeats it), else its body's hash."""
+#: Topics whose body is the same bytes on every genuine delivery (see the module).
+_REPEATING_BODIES: Final = frozenset({"shop/redact"})
+
+
+def replay_key(request: WebhookRequest, topic: str) -> str:
+    """The body's hash; for a topic whose body repeats, the delivery's
+    ``X-Shopify-Webhook-Id`` (a retry repeats it) where it has one."""
     headers = {name.lower(): value for name, value in request.headers.items()}
     webhook_id = headers.get(WEBHOOK_ID_HEADER, "").strip()
-    if webhook_id and len(webhook_id) <= 100 and webhook_id.isprintable():
+    repeats = topic in _REPEATING_BODIES
+    if repeats and webhook_id and len(webhook_id) <= 100 and webhook_id.isprintable():
         return f"webhook-id:{webhook_id}"
     return body_key(request.body)
 
@@ -131,7 +134,7 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
     """
     headers = {name.lower(): value for name, value in request.headers.items()}
     topic = headers.get(TOPIC_HEADER, "").strip().lower()
-    delivery_id = replay_key(request)
+    delivery_id = replay_key(request, topic)
     kind = _KINDS.get(topic)
     if kind is None:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
