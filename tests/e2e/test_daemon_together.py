@@ -144,18 +144,18 @@ async def test_a_correction_beside_the_daemon_is_not_undone_by_its_copy_in_clear
 
 
 def _hold_shop_finds(rt: Any) -> tuple[asyncio.Event, asyncio.Event]:
-    """The shop's next lookup of one customer (a webhook's targeted sync) waits."""
+    """The shop's next lookup of one customer's records (a webhook's targeted sync) waits."""
     adapter: Any = rt.systems["shop"].adapter
-    real = adapter.find
+    real = adapter.find_people
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def held(subject: Any) -> Any:
-        adapter.find = real
+        adapter.find_people = real
         entered.set()
         await release.wait()
         return await real(subject)
 
-    adapter.find = held
+    adapter.find_people = held
     return entered, release
 
 
