@@ -131,8 +131,17 @@ class Directory:
         self._emails_of[person_id] = [key]
 
     def forget(self, email: str) -> None:
-        """The adapter erased whoever held ``email``."""
-        self._by_email.pop(_key(email), None)
+        """The adapter erased whoever held ``email``: the address leaves memory, from both
+        indexes (an erased person's address must not stay in a long-running daemon)."""
+        key = _key(email)
+        self._by_email.pop(key, None)
+        for person_id, addresses in list(self._emails_of.items()):
+            if key in addresses:
+                remaining = [a for a in addresses if a != key]
+                if remaining:
+                    self._emails_of[person_id] = remaining
+                else:
+                    del self._emails_of[person_id]
 
     def clear(self) -> None:
         """Drop the listing (its addresses leave memory); lookups search until the next."""

@@ -1166,3 +1166,22 @@ async def test_a_sync_does_not_write_into_a_person_marked_deleted() -> None:
     assert "PATCH /api/v2/persons/5" not in calls, calls
     assert (result.outcome, result.external_id) == ("created", "6")
     assert fix.outcome == "not_held"
+
+
+def test_an_erased_address_leaves_both_indexes_of_the_listing() -> None:
+    """The listing keeps addresses by person too: forgetting an erased address from one
+    index only left it in the daemon's memory until the listing expired."""
+    from adapters.pipedrive.directory import Directory
+
+    directory = Directory(clock=lambda: 0.0)
+    directory.load(
+        [
+            {"id": 1, "emails": [{"value": "Weg@Voorbeeld-canary.nl"}, {"value": "b@x.nl"}]},
+            {"id": 2, "emails": [{"value": "c@x.nl"}]},
+        ],
+        pages=1,
+    )
+    directory.forget("weg@voorbeeld-canary.nl")
+    assert directory.ids("weg@voorbeeld-canary.nl") == []
+    assert "voorbeeld-canary" not in repr(vars(directory))
+    assert directory.ids("b@x.nl") == [1] and directory.ids("c@x.nl") == [2]
