@@ -91,6 +91,13 @@ class Daemon:
         self.rt = rt
         self.clock = clock
         self.metrics = Metrics()
+        for flow in rt.config.flows:
+            # From the store: an alert on the gauge's age must see a flow that has not
+            # succeeded since before this start, not a series missing until it does.
+            last = rt.store.last_success(flow.name)
+            if last is not None:
+                when = dt.datetime.fromisoformat(last).timestamp()
+                self.metrics.last_success.labels(flow.name).set(when)
         self.flow_locks = {flow.name: asyncio.Lock() for flow in rt.config.flows}
         self.stopping = asyncio.Event()
         self.started_at = clock()

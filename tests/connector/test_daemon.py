@@ -731,6 +731,23 @@ async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooComme
     assert "@" not in text
 
 
+async def test_a_restarted_daemon_s_metrics_say_when_each_flow_last_succeeded(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """The last-success gauge is read from the store at start: after a restart, a flow that
+    keeps failing shows how long ago it last succeeded, instead of no series at all (which
+    an alert on the gauge's age takes for "fine")."""
+    shop.seed_synthetic(2, seed=37)
+    await daemon.run_flow("shop-to-crm")
+    last = daemon.rt.store.last_success("shop-to-crm")
+    assert last is not None
+    restarted = Daemon(daemon.rt, clock=Clock())
+    async with _client(build_public_app(restarted)) as client:
+        text = (await client.get("/metrics")).text
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("klantsync_flow_last_success")]
+    assert float(line.split()[1]) == dt.datetime.fromisoformat(last).timestamp()
+
+
 async def test_a_flow_never_runs_twice_at_once(daemon: Daemon, shop: WooCommerceSandbox) -> None:
     """A second run of a flow that is running is skipped, not started; a run that finds
     only a targeted sync of a few people holding the flow waits for it, then runs."""
