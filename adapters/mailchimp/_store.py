@@ -108,6 +108,9 @@ class Audience:
     members: dict[str, Member] = field(default_factory=dict)
     forgotten: set[str] = field(default_factory=set)
     merge_tags: tuple[str, ...] = DEFAULT_MERGE_TAGS
+    #: Merge fields the audience's owner made required: a write leaving one empty is
+    #: refused, unless it says ``skip_merge_validation=true``.
+    required: set[str] = field(default_factory=set)
 
 
 class MemberStore:
@@ -182,8 +185,11 @@ class MemberStore:
 
     # -- writes ----------------------------------------------------------------------------
 
-    def put(self, list_id: str, member_hash: str, body: Mapping[str, Any]) -> Member:
-        """``PUT``: add or update (see the module docstring for the rules)."""
+    def put(
+        self, list_id: str, member_hash: str, body: Mapping[str, Any], *, validate: bool = True
+    ) -> Member:
+        """``PUT``: add or update (see the module docstring for the rules); ``validate``
+        unless the call said ``skip_merge_validation=true``."""
         audience = self.audience(list_id)
         key = self.resolve_hash(member_hash)
         email = body.get("email_address")
@@ -212,6 +218,9 @@ class MemberStore:
         merge_fields = _merge_fields(body)
         member = audience.members.get(key)
         now = self._now()
+        held = member.merge_fields if member is not None else {}
+        if validate:
+            _check_required(audience, {**held, **merge_fields})
         if member is None or member.status == "archived":
             chosen = status_if_new or (status if member is not None else None)
             if chosen is None:
@@ -232,8 +241,12 @@ class MemberStore:
         member.last_changed = now
         return member
 
-    def patch(self, list_id: str, member_hash: str, body: Mapping[str, Any]) -> Member:
-        """``PATCH``: update an existing, not archived, member only.
+    def patch(
+        self, list_id: str, member_hash: str, body: Mapping[str, Any], *, validate: bool = True
+    ) -> Member:
+        """``PATCH``: update an existing, not archived, member only. Mailchimp checks the
+        whole member against the audience's required merge fields, not only what the call
+        changes, unless it says ``skip_merge_validation=true`` (``validate`` false).
 
         An ``email_address`` other than the member's changes its address, and with it the
         member's id (the hash of the address); an address another member has, or one that
@@ -246,6 +259,8 @@ class MemberStore:
             raise not_found()
         status = _status(body, "status")
         merge_fields = _merge_fields(body)
+        if validate:
+            _check_required(audience, {**member.merge_fields, **merge_fields})
         email = body.get("email_address")
         if isinstance(email, str) and subscriber_hash(email) != key:
             if not _plausible_email(email):
@@ -326,6 +341,12 @@ def _status(body: Mapping[str, Any], name: str) -> str | None:
             "Schema describes enum, value is not one of the allowed statuses.",
         )
     return str(value)
+
+
+def _check_required(audience: Audience, merge_fields: Mapping[str, Any]) -> None:
+    for tag in sorted(audience.required):
+        if merge_fields.get(tag) in (None, ""):
+            raise _invalid("Your merge fields were invalid.", tag, "Please enter a value")
 
 
 def _merge_fields(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,12 @@ __all__ = [
     "wait_hint",
 ]
 
+#: Query of a write that changes what it carries and nothing else (a withdrawal's status, a
+#: correction's fields): Mailchimp otherwise checks the whole member against the audience's
+#: required merge fields, and refuses an unsubscribe because a field the owner made
+#: required later is empty.
+_STATUS_ONLY: Final = {"skip_merge_validation": "true"}
+
 MEMBER: Final = "/lists/{list_id}/members/{subscriber_hash}"
 DELETE_PERMANENT: Final = f"{MEMBER}/actions/delete-permanent"
 SEARCH: Final = "/search-members"
@@ -240,7 +246,12 @@ class MailchimpAdapter:
                 # their address since is the member under the former one (the id the
                 # connector holds): that member is unsubscribed, where it is, not moved.
                 response = await self._request(
-                    "PATCH", path, template, json=withdrawal_body(), accept=(404,)
+                    "PATCH",
+                    path,
+                    template,
+                    params=_STATUS_ONLY,
+                    json=withdrawal_body(),
+                    accept=(404,),
                 )
                 known = record.external_id
                 if (
@@ -253,6 +264,7 @@ class MailchimpAdapter:
                         "PATCH",
                         _member_path(list_id, known),
                         template,
+                        params=_STATUS_ONLY,
                         json=withdrawal_body(),
                         accept=(404,),
                     )
@@ -385,7 +397,9 @@ class MailchimpAdapter:
                 return _Outcome(ok=True, left="absent")
             if json_object(held).get("status") == "archived":
                 return _Outcome(ok=True, left="archived")
-            response = await self._request("PATCH", path, template, json=body, accept=(404,))
+            response = await self._request(
+                "PATCH", path, template, params=_STATUS_ONLY, json=body, accept=(404,)
+            )
             if response.status_code == 404:
                 return _Outcome(ok=True, left="absent")  # gone since it was read
             return _written(response)

@@ -197,6 +197,10 @@ class MailchimpSandbox(SandboxBase):
         found = self.store.audience(list_id).members.get(subscriber_hash(email))
         return found.to_json() if found is not None else None
 
+    def require_merge_field(self, list_id: str, tag: str) -> None:
+        """The audience's owner makes merge field ``tag`` required (e.g. "COMPANY")."""
+        self.store.audience(list_id).required.add(tag)
+
     def confirmations_to(self, email: str) -> int:
         """How many confirmation e-mails Mailchimp sent this address (see ``_store``)."""
         wanted = subscriber_hash(email)
@@ -357,7 +361,9 @@ class MailchimpSandbox(SandboxBase):
         body = await self._body(request)
         params = request.path_params
         try:
-            member = self.store.put(params["list_id"], params["subscriber_hash"], body)
+            member = self.store.put(
+                params["list_id"], params["subscriber_hash"], body, validate=_validates(request)
+            )
         except Problem as problem:
             # The log still shows which fields were sent, even when Mailchimp refused them.
             return _problem(problem), [body]
@@ -366,7 +372,9 @@ class MailchimpSandbox(SandboxBase):
     async def _patch_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         body = await self._body(request)
         params = request.path_params
-        member = self.store.patch(params["list_id"], params["subscriber_hash"], body)
+        member = self.store.patch(
+            params["list_id"], params["subscriber_hash"], body, validate=_validates(request)
+        )
         return JSONResponse(member.to_json()), [body]
 
     async def _archive_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
@@ -395,6 +403,11 @@ class MailchimpSandbox(SandboxBase):
             },
         }
         return JSONResponse(body), []
+
+
+def _validates(request: Request) -> bool:
+    """Whether a member write is checked against the required merge fields."""
+    return request.query_params.get("skip_merge_validation", "").lower() != "true"
 
 
 def _integer(request: Request, name: str, default: int) -> int:

@@ -995,3 +995,32 @@ async def test_a_compliance_request_is_synced_to_disk_before_it_is_acknowledged(
         receive(rt, "shopify", WebhookRequest("POST", url, lowered, body), time.time())
     assert levels == [("erase", 2), ("changed", 1)]  # 2 = FULL, 1 = NORMAL
     assert rt.store.db.execute("PRAGMA synchronous").fetchone()[0] == 1
+
+
+async def test_a_withdrawal_and_a_correction_pass_a_merge_field_made_required_since(
+    world: World, rt: Runtime
+) -> None:
+    """The audience's owner made a merge field required after the member was written.
+    Mailchimp checks the whole member on a write unless told to skip it, so the withdrawal
+    (a status only) became a dead letter and the person stayed subscribed; a correction of
+    their name was refused the same way. Both say skip_merge_validation."""
+    world.shop.seed_synthetic(8, seed=63)
+    await rt.engine.sync("shop")
+    subscribed = [
+        c["email"]
+        for c in (world.shop.store.get(n) for n in range(1, 9))
+        if c is not None and world.news.member(LISTS[0], c["email"]) is not None
+    ]
+    email, corrected = subscribed[:2]
+    for list_id in LISTS:
+        world.news.require_merge_field(list_id, "COMPANY")
+    view = await DsrService(rt).rectify(corrected, {"last_name": "Hersteld"})
+    assert view.system("news").status == "done"
+    member = world.news.member(LISTS[0], corrected)
+    assert member is not None and member["merge_fields"]["LNAME"] == "Hersteld"
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    (report,) = await rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+    # A whole member written without the check is refused, as Mailchimp does: the corrected
+    # person, sent again by this sync, lacks the field.
+    assert report.destinations["news"].dead_lettered == 1
