@@ -33,7 +33,13 @@ from connector import audit
 from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
-from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
+from connector.errors import (
+    FatalRemoteError,
+    KlantsyncError,
+    RecordError,
+    RemoteError,
+    RetryableError,
+)
 from connector.ids import SystemIds
 from connector.inflight import InFlight
 from connector.model import Person, legacy_email_form, normalise_email
@@ -836,11 +842,11 @@ class Engine:
                 )
         if not records:
             return
-        results = await self._upsert(dest, records, dest_report, stop)
-        if outage.counts(results):
-            # The system is down (every try of several batches failed): the rest waits in
-            # the outbox for the next run, instead of each batch spending its retries on it
-            # (a backlog of half a million customers was 5,000 batches of them).
+        results = await self._upsert(dest, records, dest_report, stop, outage)
+        if outage.down:
+            # The system is down (every try of several batches failed to reach it): the rest
+            # waits in the outbox for the next run, instead of each batch spending its
+            # retries on it (a backlog of half a million customers was 5,000 batches).
             stop.set()
         self._checkpoint("delivered")
         results = await self._erase_late(dest, records, by_ref, results, dest_report)
@@ -1003,36 +1009,39 @@ class Engine:
         records: list[OutboundRecord],
         dest_report: DestinationReport,
         stop: asyncio.Event,
+        outage: _Outage,
     ) -> list[UpsertResult]:
         """Upsert a batch; isolate records when the vendor rejects a whole batch."""
         try:
-            results, _ = await self._call(dest, records, dest_report, stop)
+            results, failure = await self._call(dest, records, dest_report, stop)
+            outage.observe(failure)
             return results
         except RecordError as exc:
+            outage.observe(None)  # the system answered
             if len(records) == 1:
                 return [UpsertResult(records[0].ref, "failed", reason=_reason(exc))]
         # The vendor refused the batch as a whole; send one by one to find the culprit.
         results = []
         for n, record in enumerate(records):
-            if stop.is_set():  # another batch's call met a 401: send nothing more
+            if stop.is_set():  # a call met a 401, or the system is down: send nothing more
                 results += [
                     UpsertResult(r.ref, "failed", reason="delivery stopped", retryable=True)
                     for r in records[n:]
                 ]
                 break
             try:
-                got, call_failed = await self._call(dest, [record], dest_report, stop)
+                got, failure = await self._call(dest, [record], dest_report, stop)
             except RecordError as exc:
                 results.append(UpsertResult(record.ref, "failed", reason=_reason(exc)))
                 continue
             results += got
-            if call_failed:
-                # Delivery stopped (a 401 on the way), or the system went down (one call's
-                # retries ran out, and each other record's would too: a batch of 100 was
-                # 800 calls). The rest wait in the outbox, unsent.
-                reason = got[0].reason or "deferred"
+            outage.observe(failure)
+            if failure is not None and _system_down(failure):
+                # One record's retries ran out against a system that is down: each other
+                # record's would too (a batch of 100 was 800 calls). They wait, unsent. A
+                # record the vendor chokes on (a 500 every try) is only deferred itself.
                 results += [
-                    UpsertResult(r.ref, "failed", reason=reason, retryable=True)
+                    UpsertResult(r.ref, "failed", reason=_reason(failure), retryable=True)
                     for r in records[n + 1 :]
                 ]
                 break
@@ -1044,19 +1053,19 @@ class Engine:
         records: list[OutboundRecord],
         dest_report: DestinationReport,
         stop: asyncio.Event,
-    ) -> tuple[list[UpsertResult], bool]:
-        """One write call: its results, and whether the call itself failed (every record
-        deferred after all retries, or delivery stopped). A refusal of the batch as a
-        whole is raised (:class:`RecordError`)."""
+    ) -> tuple[list[UpsertResult], RemoteError | None]:
+        """One write call: its results, and the error the call itself failed with (every
+        record deferred after all retries, or delivery stopped), if it did. A refusal of the
+        batch as a whole is raised (:class:`RecordError`)."""
         dest_report.requests += 1
         try:
-            return await dest.adapter.upsert(records), False
+            return await dest.adapter.upsert(records), None
         except RetryableError as exc:
             log.warning("delivery deferred", extra={"system": dest.name, "error": str(exc)})
             deferred = [
                 UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
             ]
-            return deferred, True
+            return deferred, exc
         except FatalRemoteError as exc:
             log.error("delivery stopped", extra={"system": dest.name, "error": str(exc)})
             dest_report.fatal = str(exc)
@@ -1064,30 +1073,41 @@ class Engine:
             stopped = [
                 UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
             ]
-            return stopped, True
+            return stopped, exc
 
 
-#: Batches in a row whose every record was deferred (after all its retries) before a run
-#: stops delivering to that system and leaves the rest queued for the next.
+#: Calls in a row that could not reach a system (see :func:`_system_down`) before a run
+#: stops delivering to it and leaves the rest queued for the next run.
 DOWN_AFTER = 3
+
+#: Answers that say the system, not the record, is the trouble.
+_DOWN_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def _system_down(error: RemoteError) -> bool:
+    """Whether a call's failure says the system is unreachable or refusing all work (no
+    answer at all, a gateway's or the vendor's "unavailable", a rate limit past its
+    retries), not that something in the records made it fail (a 500 on one batch): a
+    record the vendor chokes on must not hold back every batch behind it, run after run."""
+    return error.status is None or error.status in _DOWN_STATUSES
 
 
 class _Outage:
-    """Whole batches a run's delivery to one system has had deferred in a row."""
+    """Calls in a row a run's delivery to one system could not get through."""
 
     def __init__(self) -> None:
         self.in_a_row = 0
         self.down = False
 
-    def counts(self, results: Sequence[UpsertResult]) -> bool:
-        """Count a batch's outcome; whether the system now counts as down. One batch the
-        vendor fails (a record it chokes on) is not an outage; the batches after it land."""
-        if results and all(r.outcome == "failed" and r.retryable for r in results):
-            self.in_a_row += 1
-        else:
+    def observe(self, failure: RemoteError | None) -> None:
+        """Count one call's outcome (``None``: it was answered, whatever the records'
+        fate). A failure that says nothing of the system (a 500) neither counts nor
+        resets: the system answered, and the next call tells."""
+        if failure is None:
             self.in_a_row = 0
-        self.down = self.down or self.in_a_row >= DOWN_AFTER
-        return self.down
+        elif _system_down(failure):
+            self.in_a_row += 1
+            self.down = self.down or self.in_a_row >= DOWN_AFTER
 
 
 def _nothing(_store: Store) -> None:

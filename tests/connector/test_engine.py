@@ -17,7 +17,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.adapter import Page
 from connector.cli import main
 from connector.demo import REPO_MAPPINGS
-from connector.errors import RetryableError
+from connector.errors import RecordError, RetryableError
 from connector.mapping import load_mapping
 from connector.pages import ReadAhead
 from connector.ratelimit import RateLimit
@@ -549,6 +549,63 @@ async def test_a_refused_batch_sent_one_by_one_while_the_vendor_is_down_is_defer
     assert rt.store.outbox_count() == 5
     attempts = 8  # [sync] retry_attempts in tests.conftest.write_config
     assert _batch_calls(crm) == 1 + attempts
+
+
+async def test_a_record_the_vendor_chokes_on_does_not_hold_back_the_rest_of_a_split_batch(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A batch refused whole (one record invalid) is sent one by one; another record makes
+    the vendor answer 500 on every try. That record is deferred, the ones after it are
+    delivered and the invalid one dead-lettered: the same batch formed again next run must
+    not stop at the same place for ever."""
+    chokes, refused = "stik@voorbeeld-canary.nl", "fout@voorbeeld-canary.nl"
+    for email in ("eerst@voorbeeld-canary.nl", chokes, "daarna@voorbeeld-canary.nl", refused):
+        shop.add_person(email, "Klant", "Test")
+    real = rt.systems["crm"].adapter.upsert
+    path = "/crm/v3/objects/contacts/batch/upsert"
+
+    async def upsert(records: Any) -> Any:
+        emails = [r.email for r in records]
+        if refused in emails:  # validated before anything is written
+            raise RecordError("crm", "POST", path, 400, "VALIDATION_ERROR")
+        if chokes in emails:
+            raise RetryableError("crm", "POST", path, 500)
+        return await real(records)
+
+    rt.systems["crm"].adapter.upsert = upsert  # type: ignore[method-assign]
+    (report,) = await rt.engine.sync()
+    assert crm.holds("eerst@voorbeeld-canary.nl") and crm.holds("daarna@voorbeeld-canary.nl")
+    assert report.destinations["crm"].dead_lettered == 1
+    assert report.destinations["crm"].retry_later == 1
+    assert not any("deferred for the rest" in e for e in report.errors)
+
+
+async def test_batches_the_vendor_keeps_failing_do_not_stop_the_batches_behind_them(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Three batches in a row each holding a record the vendor answers 500 for are no
+    outage (the system answers; something in them fails it): the batches behind them are
+    delivered. Only calls that cannot reach the system (no answer, 502/503/504, a 429 past
+    its retries) count toward leaving the rest for the next run."""
+    rt.systems["crm"].limits = dataclasses.replace(rt.systems["crm"].limits, max_concurrency=1)
+    size = rt.systems["crm"].limits.batch_size
+    chokers = {f"stik{n}@voorbeeld-canary.nl" for n in range(3)}
+    for n in range(3):  # one in each of the first three batches
+        shop.add_person(f"stik{n}@voorbeeld-canary.nl", "Stik", f"Klant{n}")
+        for m in range(size - 1):
+            shop.add_person(f"k{n}-{m}@voorbeeld-canary.nl", "Klant", f"K{n}x{m}")
+    shop.add_person("later@voorbeeld-canary.nl", "Later", "Klant")
+    real = rt.systems["crm"].adapter.upsert
+
+    async def upsert(records: Any) -> Any:
+        if chokers & {r.email for r in records}:
+            raise RetryableError("crm", "POST", "/crm/v3/objects/contacts/batch/upsert", 500)
+        return await real(records)
+
+    rt.systems["crm"].adapter.upsert = upsert  # type: ignore[method-assign]
+    (report,) = await rt.engine.sync()
+    assert crm.holds("later@voorbeeld-canary.nl")
+    assert not any("deferred for the rest" in e for e in report.errors)
 
 
 async def test_erased_subject_is_not_sent(
