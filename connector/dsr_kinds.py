@@ -22,7 +22,7 @@ from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import KlantsyncError
-from connector.model import Person, is_archived, normalise_email
+from connector.model import Person, earlier_email_forms, is_archived, normalise_email
 from connector.moves import same_person
 from connector.retention import delete_bundles_of, record_bundle
 from connector.state import WITHDRAWAL
@@ -420,7 +420,10 @@ class KindRunner:
         found = await _settle(
             {n: self.rt.systems[n].adapter.find(Subject(email=email)) for n in sources}
         )
-        subjects: list[str] = []
+        # Known under a form of the address from before addresses were read in NFC (a
+        # shop's "e + accent"): the same person, whom no sync has read again since.
+        earlier = [self.rt.keyring.subject_id(form) for form in earlier_email_forms(email)]
+        subjects: list[str] = list(self.rt.store.subject_numbers(earlier))
         answered: list[str] = []
         for name, outcome in found.items():
             if isinstance(outcome, KlantsyncError):

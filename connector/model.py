@@ -17,6 +17,7 @@ __all__ = [
     "CONSENT_FIELDS",
     "CanonicalField",
     "Person",
+    "earlier_email_forms",
     "is_archived",
     "legacy_email_form",
     "normalise_email",
@@ -88,6 +89,18 @@ def normalise_email(email: str) -> str:
     """
     text = email.strip().lower()
     return text if text.isascii() else unicodedata.normalize("NFC", text)
+
+
+def earlier_email_forms(email: str) -> list[str]:
+    """The forms an address given now may have been identified by before NFC: as given
+    (lower-cased), and its decomposed form (a shop that held "e + accent"). Empty for an
+    ASCII address, whose one form never changed."""
+    text = email.strip().lower()
+    if text.isascii():
+        return []
+    current = normalise_email(email)
+    forms = [text, unicodedata.normalize("NFD", text)]
+    return [f for f in dict.fromkeys(forms) if f != current]
 
 
 def legacy_email_form(email: str) -> str | None:

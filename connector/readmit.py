@@ -20,6 +20,7 @@ from connector.dsr_input import checked_email, checked_phone, phone_regions
 from connector.dsr_store import DsrStore
 from connector.dsr_views import DsrUsageError
 from connector.logs import redact
+from connector.model import earlier_email_forms
 from connector.runtime import Runtime
 
 __all__ = ["READMITTED", "Readmission", "readmit"]
@@ -55,6 +56,12 @@ def readmit(rt: Runtime, email: str, reason: str, *, phone: str | None = None) -
         subject_ids.append(rt.keyring.subject_id(checked_phone(phone, regions)))
     db = DsrStore(rt.store)
     with rt.store.transaction():
+        # Erased before addresses were read in NFC: listed under the form the address had.
+        earlier = [rt.keyring.subject_id(form) for form in earlier_email_forms(email)]
+        earlier = [sid for sid in earlier if sid in rt.store.suppressed(earlier)]
+        if earlier and subject_ids[0] not in rt.store.suppressed(subject_ids[:1]):
+            subject_ids[0] = earlier.pop(0)
+        subject_ids += earlier
         listed = rt.store.suppressed(subject_ids)
         missing = [sid for sid in subject_ids if sid not in listed]
         if missing:

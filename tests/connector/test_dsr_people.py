@@ -7,6 +7,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
@@ -202,3 +204,42 @@ async def test_someone_erased_under_the_former_form_of_an_accented_address_stays
     (report,) = await rt.engine.sync()
     assert report.suppressed == 1
     assert not crm.holds(nfd)
+
+
+def _lowered_only(email: str) -> str:
+    """How an address was identified before it was read in NFC."""
+    return email.strip().lower()
+
+
+async def test_an_erasure_reaches_a_person_synced_before_addresses_were_read_in_nfc(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made before addresses were read in NFC knows a customer with a decomposed
+    address under that form's subject id. An erasure asked now (read in NFC) finds them
+    through it, whichever form it is typed in."""
+    nfd = unicodedata.normalize("NFD", "josé.garcía@voorbeeld-canary.es")
+    shop.add_person(nfd, "José", "García", "06 12345678")
+    with monkeypatch.context() as before:
+        before.setattr("connector.engine.normalise_email", _lowered_only)
+        (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].written == 1 and crm.holds(nfd)
+    view = await DsrService(rt).erase(unicodedata.normalize("NFC", nfd))
+    assert view.status == "completed"
+    assert not crm.holds(nfd) and not shop.holds(nfd)
+
+
+async def test_someone_erased_under_an_earlier_form_of_their_address_can_be_readmitted(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Suppressed under the address as it was identified before NFC, they are still stopped
+    by every sync, and `dsr readmit` lifts that entry (it said "not on the list")."""
+    from connector.readmit import readmit
+
+    nfd = unicodedata.normalize("NFD", "josé.garcía@voorbeeld-canary.es")
+    rt.store.suppress([rt.keyring.subject_id(nfd.lower())], "erasure", None)
+    shop.add_person(nfd, "José", "García", "06 12345678")
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 1
+    readmit(rt, nfd, "signed up again of their own accord")
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 0 and crm.holds(nfd)
