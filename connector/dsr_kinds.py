@@ -239,7 +239,10 @@ class KindRunner:
             self._note_queued_addresses(row, manifest)
             counts = self.db.delete_traces(manifest["subject_ids"])
             counts["jobs"] = jobs.forget_queued(
-                self.rt.store, self.rt.keyring, manifest["subject_ids"]
+                self.rt.store,
+                self.rt.keyring,
+                manifest["subject_ids"],
+                [(name, str(record)) for name, record in manifest["ids"].items() if record],
             )
             self.rt.engine.forget(manifest["subject_ids"])
             # An access bundle written for them earlier holds their data in clear: it goes

@@ -145,13 +145,21 @@ def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> No
 _SYNC_EVENTS = frozenset({"changed", "deleted"})
 
 
-def forget_queued(store: Store, keyring: Keyring, subject_ids: Collection[str]) -> int:
-    """Finish, unrun, the queued syncs of the people ``subject_ids`` name (webhook changes
-    and resyncs of one address): their sealed parameters hold the person's e-mail, phone or
-    record, which an erasure must not leave behind while the job waits (for as long as the
-    daemon is stopped). Run, they would sync nobody: the person is suppressed. A queued
-    data subject request is theirs and stays. Returns how many were finished."""
+def forget_queued(
+    store: Store,
+    keyring: Keyring,
+    subject_ids: Collection[str],
+    records: Collection[tuple[str, str]] = (),
+) -> int:
+    """Finish, unrun, the queued syncs of the people ``subject_ids`` name, or of their
+    ``(system, record id)`` ``records`` (a change of the shop record under an address
+    the person moved to): webhook changes and resyncs of one address. Their sealed
+    parameters hold the person's e-mail, phone or record, which an erasure must not leave
+    behind while the job waits (for as long as the daemon is stopped). Run, they would sync
+    nobody: the person is suppressed. A queued data subject request is theirs and stays.
+    Returns how many were finished."""
     wanted = set(subject_ids)
+    theirs = {(system, str(record)) for system, record in records}
     forgotten = 0
     rows = store.db.execute(
         "SELECT id, kind, params FROM jobs WHERE status='queued' AND kind IN ('webhook', 'resync')"
@@ -164,11 +172,9 @@ def forget_queued(store: Store, keyring: Keyring, subject_ids: Collection[str]) 
         if kind == "webhook" and params.get("event") not in _SYNC_EVENTS:
             continue
         email = params.get("email")
-        if (
-            isinstance(email, str)
-            and email
-            and keyring.subject_id(normalise_email(email)) in wanted
-        ):
+        by_email = isinstance(email, str) and email
+        by_record = (params.get("system"), str(params.get("external_id"))) in theirs
+        if by_record or (by_email and keyring.subject_id(normalise_email(str(email))) in wanted):
             finish(store, job_id, "done", {"skipped": "the person was erased"})
             forgotten += 1
     return forgotten

@@ -1710,3 +1710,33 @@ async def test_an_erasure_leaves_no_queued_sync_holding_the_person_s_address(
 
     assert state(change) == state(resync) == ("done", False)
     assert state(request) == state(other) == ("queued", True)
+
+
+async def test_an_erasure_finishes_a_queued_change_of_the_person_s_shop_record_under_a_new_address(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """The customer changed their address in the shop (its webhook queued while the daemon
+    is stopped), then asked erasure under the address the systems know: the queued change
+    holds the new address and phone, and is known by the shop record's id. It is finished
+    unrun too."""
+    from connector import jobs
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 87654321")
+    await rt.engine.sync()
+    record_id = shop.store.by_email(CANARY_EMAIL)
+    moved = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=moved)
+    params = {
+        "system": "shop",
+        "event": "changed",
+        "delivery_id": "d-1",
+        "external_id": str(record_id),
+        "email": moved,
+        "phone": "06 87654321",
+    }
+    job = jobs.enqueue(rt.store, rt.keyring, "webhook", params)
+    assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    status, held = rt.store.db.execute(
+        "SELECT status, params IS NOT NULL FROM jobs WHERE id=?", (job,)
+    ).fetchone()
+    assert (status, bool(held)) == ("done", False)
