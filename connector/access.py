@@ -71,6 +71,8 @@ _T: dict[str, dict[str, str]] = {
         "European Economic Area.",
         "transfer_line": "{system} ({legal}) processes your data in {country}; safeguard: "
         "{mechanism}",
+        "transfer_unknown": "Where {system} processes your data is not recorded in this "
+        "report: ask the controller.",
         "automated": "Automated decision-making",
         "automated_default": "No decision about you is taken by automated means alone, and "
         "you are not profiled, in this processing (Art. 22 GDPR).",
@@ -112,6 +114,8 @@ _T: dict[str, dict[str, str]] = {
         "Europese Economische Ruimte.",
         "transfer_line": "{system} ({legal}) verwerkt uw gegevens in {country}; waarborg: "
         "{mechanism}",
+        "transfer_unknown": "Waar {system} uw gegevens verwerkt, is in dit overzicht niet "
+        "vastgelegd: vraag het de verwerkingsverantwoordelijke.",
         "automated": "Geautomatiseerde besluitvorming",
         "automated_default": "Er wordt bij deze verwerking geen besluit over u genomen dat "
         "uitsluitend op geautomatiseerde verwerking berust, en u wordt niet geprofileerd "
@@ -165,6 +169,8 @@ class Art15Facts:
         sources: (flow name, source system, adapter kind).
         controller: controller name and contact, when configured.
         transfers: (system, legal name, country, safeguard) of each recipient outside the EEA.
+        transfers_unknown: recipients whose place of processing is not recorded (no
+            processor, or one without a country): a transfer cannot be ruled out.
         automated: the controller's statement on automated decision-making, "" for the
             standard one (none).
     """
@@ -176,6 +182,7 @@ class Art15Facts:
     sources: list[tuple[str, str, str]]
     controller: dict[str, str]
     transfers: list[tuple[str, str, str, str]] = field(default_factory=list)
+    transfers_unknown: list[str] = field(default_factory=list)
     automated: str = ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -192,6 +199,7 @@ class Art15Facts:
                 {"system": s, "legal_name": n, "country": c, "safeguard": m}
                 for s, n, c, m in self.transfers
             ],
+            "transfers_unknown": list(self.transfers_unknown),
             "automated_decision_making": self.automated or "none",
         }
 
@@ -210,11 +218,16 @@ def art15_facts(config: Config) -> Art15Facts:
             purposes.setdefault(str(purpose), set())
     recipients = []
     transfers = []
+    unknown = []
     for name, settings in config.systems.items():
         processor = getattr(settings, "processor", None)
         legal = str(getattr(processor, "legal_name", "") or "")
         recipients.append((name, settings.adapter, legal))
-        if processor is not None and not in_eea(processor.country):
+        if processor is None or "country" not in processor.model_fields_set:
+            # The model's default country is no statement: nothing is ruled out (as in
+            # the register).
+            unknown.append(name)
+        elif not in_eea(processor.country):
             # Art. 15(2): the person is told of the transfer and its safeguard.
             mechanism = processor.transfer_mechanism.strip()
             transfers.append((name, legal, processor.country.upper(), mechanism))
@@ -241,6 +254,7 @@ def art15_facts(config: Config) -> Art15Facts:
         sources=sources,
         controller=controller,
         transfers=transfers,
+        transfers_unknown=unknown,
         automated=config.privacy.automated_decisions.strip(),
     )
 
@@ -326,7 +340,8 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
             system=system, legal=legal or system, country=country, mechanism=mechanism or "-"
         )
         for system, legal, country, mechanism in facts.transfers
-    ] or [t["transfers_none"]]
+    ] + [t["transfer_unknown"].format(system=system) for system in facts.transfers_unknown]
+    transfers = transfers or [t["transfers_none"]]
     sections += [
         (t["purposes"], purposes),
         (t["categories"], categories),

@@ -128,3 +128,26 @@ async def test_dutch_report_explains_a_retained_order_in_dutch(
     assert "| type | order |" in nl  # the order is there
     assert "kept with their billing data" not in nl, "Dutch report: English 'retained' note"
     assert "anonymise" not in nl, "Dutch report names the internal setting anonymise_orders"
+
+
+def test_an_access_report_does_not_rule_out_a_transfer_where_the_processor_s_country_is_unknown(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Mailchimp's processor without a ``country`` (the model's NL default is no statement):
+    the report tells the person where it is not recorded, in both languages, instead of
+    "none of the recipients processes your data outside the EEA"."""
+    from connector.access import _sections, art15_facts
+    from connector.config import load_config
+    from tests.conftest import example_config
+
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(path.read_text().replace('country = "US"\n', ""))
+    facts = art15_facts(load_config(path))
+    assert facts.transfers_unknown == ["news"]
+    for lang, words in (
+        ("en", "Where news processes your data is not recorded"),
+        ("nl", "Waar news uw gegevens verwerkt, is in dit overzicht niet vastgelegd"),
+    ):
+        text = " ".join(next(v for k, v in _sections(lang, facts) if "EE" in k))
+        assert words in text
+        assert "None of the recipients" not in text and "Geen van de ontvangers" not in text
