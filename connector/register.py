@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Any
+from urllib.parse import urlsplit
 
 from connector.audit import config_digest
 from connector.compliance import EEA_COUNTRIES, in_eea
@@ -333,7 +334,11 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
     """
     nl = lang == "nl"
     out: list[tuple[str, str]] = []
-    plain = [name for name, s in config.systems.items() if s.base_url.startswith("http://")]
+    plain = [
+        name
+        for name, s in config.systems.items()
+        if urlsplit(s.base_url).scheme.lower() == "http"  # as the config reads it: HTTP:// too
+    ]
     if plain:
         # Allowed only to this machine, with the development switch on: the register must
         # not claim encryption for what travels unencrypted.

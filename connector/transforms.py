@@ -49,26 +49,36 @@ def _name(value: Any) -> Any:
         return None
     if text.isupper() or text.islower():
         words = text.split(" ")
-        last = len(words) - 1
-        return " ".join(
-            _lower_name(word)
-            if index < last and _lower_name(word) in _PARTICLES
-            else "-".join(_capitalised(part) for part in word.split("-"))
-            for index, word in enumerate(words)
-        )
+        out: list[str] = []
+        for index, word in enumerate(words):
+            parts = [_capitalised(part) for part in word.split("-")]
+            if index < len(words) - 1:
+                # A particle before the rest of the name, alone or after a hyphen
+                # ("JANSEN-VAN DER BERG": "Jansen-van der Berg").
+                before = _lower_name(words[index - 1]) if index else ""
+                if _is_particle(_lower_name(word.split("-")[-1]), before):
+                    parts[-1] = _lower_name(parts[-1])
+            out.append("-".join(parts))
+        return " ".join(out)
     return text
 
 
 #: Name particles written in lower case before the rest of a name ("VAN DER BERG" is
-#: "van der Berg", "DE LA CRUZ" "de la Cruz"): the Dutch tussenvoegsels and their German,
-#: French, Spanish and Italian kin. One standing alone is a name itself, capitalised.
+#: "van der Berg"): the Dutch tussenvoegsels and their German kin, and the French, Spanish
+#: and Portuguese "de", "du", "dos"... One standing alone is a name itself, capitalised. The
+#: French "Le"/"La" and the Italian "Di"/"Della" keep their capital ("Le Pen", "Di Maio").
 _PARTICLES = frozenset(
     {
         "van", "der", "den", "de", "het", "'t", "te", "ten", "ter", "in", "op", "aan",
-        "uit", "bij", "von", "zu", "vom", "zum", "du", "des", "la", "le", "da", "di",
-        "dos", "das", "del", "della", "y",
+        "uit", "bij", "von", "zu", "vom", "zum", "du", "des", "da", "dos", "das", "del", "y",
     }
 )  # fmt: skip
+
+
+def _is_particle(word: str, before: str) -> bool:
+    # "la" only as part of "de la" (the Spanish "de la Cruz"; French "La Fontaine" stands
+    # alone and keeps its capital).
+    return word in _PARTICLES or (word in ("la", "las", "los") and before == "de")
 
 
 _VOWELS = frozenset("aeiouy")
@@ -289,6 +299,19 @@ _COUNTRY_NAMES = {
     "england": "GB",
     "scotland": "GB",
     "wales": "GB",
+    "northern ireland": "GB",
+    # ... and as the neighbours write them (ISO's translations give only the state's name).
+    "engeland": "GB",
+    "schotland": "GB",
+    "groot-brittannie": "GB",
+    "groot brittannie": "GB",
+    "grossbritannien": "GB",
+    "großbritannien": "GB",
+    "england (uk)": "GB",
+    "angleterre": "GB",
+    "grande-bretagne": "GB",
+    "amerika": "US",
+    "vs": "US",
     "usa": "US",
     "u.s.a.": "US",
     "america": "US",

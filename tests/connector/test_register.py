@@ -410,6 +410,21 @@ def test_a_system_reached_over_plain_http_is_not_said_to_use_tls(
     assert "crm" not in en["private-ca"] and "shop" in en["private-ca"]
 
 
+def test_a_system_reached_over_http_written_in_capitals_is_not_said_to_use_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config reads the scheme in any case; so does the register."""
+
+    def edit(text: str) -> str:
+        text = text.replace("allow_insecure_loopback = false", "allow_insecure_loopback = true")
+        return text.replace(
+            'base_url = "https://127.0.0.1:8444"', 'base_url = "HTTP://127.0.0.1:8444"'
+        )
+
+    en = _measures(_config(tmp_path, monkeypatch, edit), "en")
+    assert "EXCEPT to crm" in en["tls"]
+
+
 def _without_processor(system: str, following: str) -> Any:
     def edit(text: str) -> str:
         pattern = rf"\[systems\.{system}\.processor\].*?(?=\n\[systems\.{following}\])"

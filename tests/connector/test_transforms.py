@@ -124,6 +124,9 @@ def test_an_unknown_transform_is_none() -> None:
         ("Sint Maarten", "SX"),
         ("Bonaire", "BQ"),
         ("Belgie\u0308", "BE"),  # België with the diaeresis as a combining mark (NFD)
+        ("Engeland", "GB"),  # everyday names the ISO translations do not give
+        ("Groot-Brittannië", "GB"),
+        ("Großbritannien", "GB"),
     ],
 )
 def test_country_names_people_write_are_read(written: str, code: str) -> None:
@@ -174,6 +177,10 @@ def test_the_phone_transform_gives_its_own_output_back(typed: str, e164: str) ->
         ("jan-willem van den bosch", "Jan-Willem van den Bosch"),
         ("MCDONALD", "McDonald"),
         ("VAN", "Van"),  # a particle standing alone is the name itself
+        ("JANSEN-VAN DER BERG", "Jansen-van der Berg"),  # a double surname's particles
+        ("LE PEN", "Le Pen"),  # the French article and the Italian "Di" keep their capital
+        ("DI MAIO", "Di Maio"),
+        ("DELLA VALLE", "Della Valle"),
         ("van der Berg", "van der Berg"),  # mixed case is left as written
     ],
 )
