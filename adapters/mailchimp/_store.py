@@ -10,12 +10,16 @@ Each audience keys its members by subscriber hash. What Mailchimp refuses raises
   that becomes pending is sent a confirmation e-mail (:attr:`MemberStore.confirmations`);
 - ``PATCH`` updates an existing, not archived, member only;
 - ``DELETE`` archives (restorable by a later ``PUT``); ``delete-permanent`` removes the member
-  and forgets the address on that audience.
+  and forgets the address on that audience;
+- a member's notes (free text the account's staff wrote about them) belong to the member:
+  they move with a change of its address, stay with an archived member, and go with it when
+  it is deleted permanently.
 
 Assumptions where the vendor's behaviour is not documented (the fake is the stricter one):
 the hash in the path must match the body's ``email_address``; ``search-members`` does not show
 archived members; ``count`` over 1000 is refused rather than capped; a ``PATCH`` of an archived
-member answers 404, as for an absent one (the documented way back is a ``PUT``, which re-adds).
+member answers 404, as for an absent one (the documented way back is a ``PUT``, which re-adds);
+an archived member's notes can still be read (the member is still there).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, Final
 
 from adapters.mailchimp.payloads import MEMBER_STATUSES, subscriber_hash
 
-__all__ = ["Audience", "Member", "MemberStore", "Problem"]
+__all__ = ["Audience", "Member", "MemberStore", "Note", "Problem"]
 
 #: Merge fields every new audience has (Mailchimp's defaults).
 DEFAULT_MERGE_TAGS: Final = ("FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY")
@@ -59,8 +63,19 @@ def not_found() -> Problem:
 
 
 @dataclass
+class Note:
+    """One note about a member, as the account's staff wrote it."""
+
+    id: int
+    note: str
+    created_by: str
+    created_at: str
+    updated_at: str
+
+
+@dataclass
 class Member:
-    """One audience member, as the sandbox keeps it."""
+    """One audience member, as the sandbox keeps it, with its notes (oldest first)."""
 
     list_id: str
     email_address: str
@@ -69,6 +84,7 @@ class Member:
     web_id: int
     timestamp_opt: str
     last_changed: str
+    notes: list[Note] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -99,6 +115,19 @@ class Member:
             "list_id": self.list_id,
         }
 
+    def note_json(self, note: Note) -> dict[str, Any]:
+        """One of its notes in Mailchimp's shape."""
+        return {
+            "id": note.id,
+            "created_at": note.created_at,
+            "created_by": note.created_by,
+            "updated_at": note.updated_at,
+            "note": note.note,
+            "list_id": self.list_id,
+            "email_id": self.id,
+            "contact_id": self.id[:10],
+        }
+
 
 @dataclass
 class Audience:
@@ -125,6 +154,7 @@ class MemberStore:
         self.audiences = {list_id: Audience(list_id) for list_id in list_ids}
         self._wall_clock = wall_clock
         self._web_ids = itertools.count(100_001)
+        self._note_ids = itertools.count(1)
         #: (list id, subscriber hash) of each confirmation e-mail sent, in order: Mailchimp
         #: sends one whenever a member becomes ``pending``.
         self.confirmations: list[tuple[str, str]] = []
@@ -166,6 +196,14 @@ class MemberStore:
             if (m.status == status if status else m.status != "archived")
         ]
         return members[offset : offset + count], len(members)
+
+    def notes(
+        self, list_id: str, member_hash: str, count: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """One page of a member's notes (archived members included) and how many it has."""
+        member = self.get(list_id, member_hash)
+        page = member.notes[offset : offset + count]
+        return [member.note_json(note) for note in page], len(member.notes)
 
     def search(self, query: str, list_id: str | None) -> tuple[list[Member], list[Member]]:
         """Exact e-mail matches, and other members whose address or name contains ``query``."""
@@ -301,12 +339,21 @@ class MemberStore:
         member.last_changed = self._now()
 
     def delete_permanent(self, list_id: str, member_hash: str) -> None:
-        """``delete-permanent``: the member is removed and the address forgotten here."""
+        """``delete-permanent``: the member is removed, its notes with it, and the address
+        forgotten here."""
         audience = self.audience(list_id)
         key = self.resolve_hash(member_hash)
         if audience.members.pop(key, None) is None:
             raise not_found()
         audience.forgotten.add(key)
+
+    def add_note(self, list_id: str, member_hash: str, text: str, created_by: str) -> Note:
+        """Seed a note about a member, as staff write one in Mailchimp."""
+        member = self.get(list_id, member_hash)
+        now = self._now()
+        note = Note(next(self._note_ids), text, created_by, now, now)
+        member.notes.append(note)
+        return note
 
     def add(self, list_id: str, email: str, status: str, merge_fields: Mapping[str, Any]) -> Member:
         """Seed a member as the account holds it (no API rules)."""

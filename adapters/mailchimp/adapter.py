@@ -16,9 +16,11 @@ What it does, by contract verb:
   ``PATCH`` of its fields, never its status, if it is there and not archived. It never adds,
   subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
-  member on each configured audience, archived members included.
-- ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in. Never
-  ``DELETE .../members/{hash}``, which only archives (the member can be re-added).
+  member on every audience, archived members included; each member found comes with its
+  notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person).
+- ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in, which
+  deletes the member's notes with it. Never ``DELETE .../members/{hash}``, which only archives
+  (the member can be re-added).
 - webhooks: a secret in the callback URL (Mailchimp signs nothing), form-encoded events.
 - ``pull``: not offered. Mailchimp is only a destination here.
 
@@ -409,8 +411,19 @@ class MailchimpAdapter:
     # -- find ------------------------------------------------------------------------------
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """Every member record of the subject, on any audience, archived ones included."""
-        return list((await self._members(subject)).values())
+        """Every member record of the subject, on any audience, archived ones included, each
+        with the notes Mailchimp holds about it under ``"notes"``.
+
+        A note is free text the account's staff wrote about the person, so access must show
+        it. It is no record of its own: it lives and dies with its member (``delete-permanent``
+        deletes it), so an erasure's check that nothing is left needs to look for members only,
+        and one whose member is gone has no notes to read.
+        """
+        members = await self._members(subject)
+        return [
+            {**member, "notes": await self._notes(list_id, member_hash)}
+            for (list_id, member_hash), member in members.items()
+        ]
 
     async def _members(self, subject: Subject) -> dict[tuple[str, str], dict[str, Any]]:
         """(list id, member id) -> member, from search-members and every audience read by hash.
@@ -439,21 +452,40 @@ class MailchimpAdapter:
         return found
 
     async def _audiences(self) -> list[str]:
-        """Every audience id of the account (``GET /lists``, paged by count and offset)."""
-        found: list[str] = []
+        """Every audience id of the account (``GET /lists``)."""
+        lists = await self._collection(LISTS, LISTS, "lists", fields="lists.id,total_items")
+        found = (str(item.get("id") or "") for item in lists)
+        return [list_id for list_id in found if list_id.isalnum()]
+
+    async def _notes(self, list_id: str, member_hash: str) -> list[dict[str, Any]]:
+        """The member's notes (``GET .../notes``); none if the member went away meanwhile."""
+        path = _member_path(list_id, member_hash) + "/notes"
+        template = _member_path(list_id, "{subscriber_hash}") + "/notes"
+        return await self._collection(path, template, "notes", gone_is_empty=True)
+
+    async def _collection(
+        self, path: str, template: str, key: str, *, fields: str = "", gone_is_empty: bool = False
+    ) -> list[dict[str, Any]]:
+        """Every item of the collection at ``path`` (the objects under ``key``), paged by
+        count and offset as Mailchimp pages every collection: one call unless it holds more
+        than a page. A 404 is an empty collection when ``gone_is_empty``."""
+        found: list[dict[str, Any]] = []
         offset = 0
         while True:
-            params = {"count": PAGE_SIZE, "offset": offset, "fields": "lists.id,total_items"}
+            params: dict[str, Any] = {"count": PAGE_SIZE, "offset": offset}
+            if fields:
+                params["fields"] = fields
             async with self._connections:
-                response = await self._request("GET", LISTS, LISTS, params=params)
+                response = await self._request(
+                    "GET", path, template, params=params, accept=(404,) if gone_is_empty else ()
+                )
+            if response.status_code == 404:
+                return []
+            # The template, not the path: a subscriber hash is the MD5 of the e-mail.
             body = answer_object(
-                response, system=self.client.system, method="GET", path=LISTS, required=("lists",)
+                response, system=self.client.system, method="GET", path=template, required=(key,)
             )
-            page = [
-                str(item["id"])
-                for item in body["lists"] or []
-                if isinstance(item, dict) and str(item.get("id") or "").isalnum()
-            ]
+            page = [item for item in body[key] or [] if isinstance(item, dict)]
             found += page
             offset += PAGE_SIZE
             total = body.get("total_items")

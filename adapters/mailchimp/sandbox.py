@@ -4,7 +4,8 @@ Where it matters to a client it behaves like Mailchimp: the same paths (under ``
 and status codes; HTTP basic auth with the API key as password; RFC 7807-style error bodies
 (``type, title, status, detail, instance`` and ``errors[]`` for validation); ``PUT`` upserts,
 ``PATCH`` updates, ``DELETE`` *archives* (restorable) and ``delete-permanent`` removes the member
-and forgets the address; ``search-members``; member lists paged by ``count``/``offset``; and
+and forgets the address; ``search-members``; member lists and a member's notes paged by
+``count``/``offset``; and
 the **10 simultaneous connections per account** limit: calls in flight are counted (in on
 arrival, out when answered), and a call arriving while 10 are in flight gets 429.
 
@@ -43,6 +44,7 @@ __all__ = ["API_PREFIX", "MailchimpSandbox"]
 API_PREFIX: Final = "/3.0"
 MEMBERS: Final = f"{API_PREFIX}/lists/{{list_id}}/members"
 MEMBER: Final = f"{MEMBERS}/{{subscriber_hash}}"
+NOTES: Final = f"{MEMBER}/notes"
 
 #: A route handler: the response, and the bodies the request carried (for the log's names).
 Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
@@ -135,6 +137,7 @@ class MailchimpSandbox(SandboxBase):
             self._route("GET", f"{API_PREFIX}/lists", self._list_audiences),
             self._route("GET", MEMBERS, self._list_members),
             self._route("GET", MEMBER, self._get_member),
+            self._route("GET", NOTES, self._list_notes),
             self._route("PUT", MEMBER, self._put_member),
             self._route("PATCH", MEMBER, self._patch_member),
             self._route("DELETE", MEMBER, self._archive_member),
@@ -196,6 +199,14 @@ class MailchimpSandbox(SandboxBase):
         """The member with this address on one audience (archived included), or ``None``."""
         found = self.store.audience(list_id).members.get(subscriber_hash(email))
         return found.to_json() if found is not None else None
+
+    def add_note(
+        self, email: str, text: str, *, list_id: str | None = None, created_by: str = "staff"
+    ) -> int:
+        """Staff write a note about the member with this address (default: the first
+        audience); return the note's id."""
+        chosen = list_id or self.list_ids[0]
+        return self.store.add_note(chosen, subscriber_hash(email), text, created_by).id
 
     def require_merge_field(self, list_id: str, tag: str) -> None:
         """The audience's owner makes merge field ``tag`` required (e.g. "COMPANY")."""
@@ -325,24 +336,14 @@ class MailchimpSandbox(SandboxBase):
     async def _list_audiences(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``GET /lists``: the account's audiences, paged by ``count`` (at most 1000) and
         ``offset`` as Mailchimp's collections are."""
-        count = _integer(request, "count", 10)
-        offset = _integer(request, "offset", 0)
-        if count > PAGE_SIZE:
-            raise Problem(
-                400, "Invalid Resource", f"The count parameter may not exceed {PAGE_SIZE}."
-            )
+        count, offset = _paging(request)
         ids = sorted(self.store.audiences)
         page = [{"id": list_id, "name": f"Audience {list_id}"} for list_id in ids]
         body = {"lists": page[offset : offset + count], "total_items": len(ids)}
         return JSONResponse(body), []
 
     async def _list_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
-        count = _integer(request, "count", 10)
-        offset = _integer(request, "offset", 0)
-        if count > PAGE_SIZE:
-            raise Problem(
-                400, "Invalid Resource", f"The count parameter may not exceed {PAGE_SIZE}."
-            )
+        count, offset = _paging(request)
         list_id = request.path_params["list_id"]
         members, total = self.store.page(list_id, count, offset, request.query_params.get("status"))
         body = {
@@ -356,6 +357,20 @@ class MailchimpSandbox(SandboxBase):
         params = request.path_params
         member = self.store.get(params["list_id"], params["subscriber_hash"])
         return JSONResponse(member.to_json()), []
+
+    async def _list_notes(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET .../members/{hash}/notes``: the member's notes, paged as a collection."""
+        count, offset = _paging(request)
+        params = request.path_params
+        notes, total = self.store.notes(params["list_id"], params["subscriber_hash"], count, offset)
+        member_hash = MemberStore.resolve_hash(params["subscriber_hash"])
+        body = {
+            "notes": notes,
+            "list_id": params["list_id"],
+            "email_id": member_hash,
+            "total_items": total,
+        }
+        return JSONResponse(body), []
 
     async def _put_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         body = await self._body(request)
@@ -408,6 +423,14 @@ class MailchimpSandbox(SandboxBase):
 def _validates(request: Request) -> bool:
     """Whether a member write is checked against the required merge fields."""
     return request.query_params.get("skip_merge_validation", "").lower() != "true"
+
+
+def _paging(request: Request) -> tuple[int, int]:
+    """A collection's ``count`` (10 unless asked, at most 1000) and ``offset``."""
+    count = _integer(request, "count", 10)
+    if count > PAGE_SIZE:
+        raise Problem(400, "Invalid Resource", f"The count parameter may not exceed {PAGE_SIZE}.")
+    return count, _integer(request, "offset", 0)
 
 
 def _integer(request: Request, name: str, default: int) -> int:

@@ -762,6 +762,40 @@ async def test_find_returns_each_member_record_or_nothing(mc: Harness) -> None:
     assert searches and all(e.query["query"] == "<redacted>" for e in searches)
 
 
+async def test_find_returns_each_member_with_every_note_held_about_it(mc: Harness) -> None:
+    """Each member found, archived ones too, carries its notes, every page of them; the notes
+    are read once a page per member, and never for an audience the person is not on."""
+    email = "noted@example.com"
+    mc.sandbox.add_person(email, "No", list_id=LIST_A)
+    mc.sandbox.add_person(email, "No", list_id=LIST_B, status="archived")
+    for n in range(1001):  # more than one page of 1000
+        mc.sandbox.add_note(email, f"note {n}", list_id=LIST_B)
+    members = {m["list_id"]: m for m in await mc.adapter.find(Subject(email=email))}
+    assert members[LIST_A]["notes"] == []
+    notes = members[LIST_B]["notes"]
+    assert [n["note"] for n in notes] == [f"note {n}" for n in range(1001)]
+    assert notes[0]["email_id"] == subscriber_hash(email) and notes[0]["list_id"] == LIST_B
+    assert mc.sandbox.endpoints_used.count(f"GET {MEMBER}/notes") == 3
+    mc.sandbox.endpoints_used.clear()
+    assert await mc.adapter.find(Subject(email="nobody@example.com")) == []
+    assert f"GET {MEMBER}/notes" not in mc.sandbox.endpoints_used
+
+
+async def test_erase_deletes_the_member_s_notes_with_it(mc: Harness) -> None:
+    """delete-permanent takes the member's notes with it: nothing is left to find, and they
+    do not come back with the person re-subscribing through the audience's own form."""
+    email = "noted@example.com"
+    mc.sandbox.add_person(email, "No")
+    mc.sandbox.add_note(email, "asked about a refund")
+    result = await mc.adapter.erase(Subject(email=email))
+    assert result.found
+    assert f"GET {MEMBER}/notes" not in mc.sandbox.endpoints_used
+    assert await mc.adapter.find(Subject(email=email)) == []
+    mc.sandbox.add_person(email, "No")
+    (member,) = await mc.adapter.find(Subject(email=email))
+    assert member["notes"] == []
+
+
 # -- webhooks ---------------------------------------------------------------------------------
 
 

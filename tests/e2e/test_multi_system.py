@@ -201,6 +201,36 @@ async def test_mailchimp_member_ids_are_kept_cloaked(world: World, rt: Runtime) 
     assert data["connector"]["identities"]["news"] == member
 
 
+async def test_access_bundle_shows_the_notes_mailchimp_holds_about_the_member(
+    world: World, rt: Runtime
+) -> None:
+    """A Mailchimp member's notes (free text the client's staff wrote about the person) are
+    personal data the recipient holds: the access bundle shows them with the member, in
+    data.json and the reports. An erasure deletes them with the member, and its check that
+    nothing is left is not misled by them."""
+    world.shop.seed_synthetic(4, seed=62)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    email = _emails(world.shop, 1)[0]  # customer 1 opted in: on both audiences
+    note = "Belde boos over bezorging; wil geen acties meer per post"
+    world.news.add_note(email, note, list_id=LISTS[1])
+    bundle = rt.config.store_path.parent / "bundle"
+    view = await DsrService(rt).access(email, bundle)
+    assert view.status == "completed"
+    data = json.loads((bundle / "data.json").read_text())
+    members = {m["list_id"]: m for m in data["systems"]["news"]["records"]}
+    assert [n["note"] for n in members[LISTS[1]]["notes"]] == [note]
+    assert members[LISTS[0]]["notes"] == []
+    assert note in (bundle / "report.en.md").read_text(encoding="utf-8")
+    # One notes call per member found on an audience, none where the person is not.
+    notes_path = f"/3.0/lists/{LISTS[1]}/members/{subscriber_hash(email)}/notes"
+    assert world.news.log.count("GET", notes_path) == 1
+    erased = await DsrService(rt).erase(email)
+    assert erased.system("news").status == "verified_absent"
+    world.news.add_person(email, list_id=LISTS[1])  # back by the audience's own form
+    assert world.news.store.notes(LISTS[1], subscriber_hash(email), 10, 0) == ([], 0)
+
+
 async def test_withdrawn_consent_unsubscribes_on_the_next_sync(world: World, rt: Runtime) -> None:
     """A customer who withdraws consent is unsubscribed in Mailchimp, and never re-added."""
     world.shop.seed_synthetic(4, seed=62)
