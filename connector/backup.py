@@ -37,7 +37,7 @@ from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
-from connector.storefile import refuse_foreign
+from connector.storefile import read_only, refuse_foreign
 
 __all__ = [
     "COMPANIONS",
@@ -235,7 +235,7 @@ def _content_and_age(path: Path) -> tuple[bytes, int]:
 
 
 def _facts(path: Path) -> _Held:
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with closing(read_only(path)) as db:
         (version,) = db.execute("PRAGMA user_version").fetchone()
         seq, digest = chain_head(db)
         (suppressed,) = db.execute("SELECT COUNT(*) FROM suppression").fetchone()
@@ -278,7 +278,7 @@ def readable_backup(backup: Path) -> str:
     if not backup.is_file():
         raise ConfigError("--from", "", f"{backup} is not a file")
     try:
-        with closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as db:
+        with closing(read_only(backup)) as db:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if not 0 < version <= len(MIGRATIONS):
                 raise ConfigError(

@@ -47,7 +47,7 @@ from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
 from connector.receipts import receipt_key_path, retired_keys_dir
 from connector.state import Store
-from connector.storefile import foreign
+from connector.storefile import foreign, read_only
 
 __all__ = ["RestoreFacts", "restore_backup"]
 
@@ -150,7 +150,7 @@ def _refuse_foreign(store_path: Path) -> None:
     left exactly as it is (set aside as a replaced store, the retention sweep would delete
     it). A damaged store is not refused: a backup is what it needs."""
     try:
-        with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+        with closing(read_only(store_path)) as db:
             other = foreign(db)
     except sqlite3.Error:
         return  # damaged past reading its tables: judged unreadable below
@@ -184,7 +184,7 @@ def _read_current(store_path: Path) -> _Current:
     except sqlite3.Error:
         return _Current(False)
     try:
-        with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+        with closing(read_only(store_path)) as db:
             # Every page read once (no index cross-checks): what the carry-over would meet.
             if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
                 return _Current(True, damaged=True)
@@ -220,7 +220,7 @@ def _prepare(
     fd = os.open(preparing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     with (
-        closing(sqlite3.connect(f"file:{backup}?mode=ro", uri=True)) as source,
+        closing(read_only(backup)) as source,
         closing(sqlite3.connect(preparing, isolation_level=None)) as copy,
     ):
         source.backup(copy)
@@ -352,7 +352,7 @@ def _set_aside(store_path: Path, replaced: Path) -> None:
 def _restored_facts(
     store_path: Path, sha: str, current: _Current | None, replaced: Path
 ) -> RestoreFacts:
-    with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+    with closing(read_only(store_path)) as db:
         (data,) = db.execute(
             "SELECT data FROM audit WHERE kind=? ORDER BY seq DESC LIMIT 1", (STORE_RESTORED,)
         ).fetchone()

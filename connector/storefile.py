@@ -25,6 +25,7 @@ __all__ = [
     "failure_text",
     "foreign",
     "make_store_folder",
+    "read_only",
     "refuse_foreign",
     "replaced_stores",
     "store_exists",
@@ -84,6 +85,17 @@ def make_store_folder(path: Path) -> None:
             path,
             store_path_problem(path) or f"its folder cannot be made ({exc.strerror}); {_PATH_FIX}",
         ) from exc
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the SQLite file at ``path``, which is never created.
+
+    Opened through a file URI made from the resolved path, each character escaped: a path
+    written into ``file:...?mode=ro`` as it is reads a ``#``, ``?`` or ``%`` in a folder's
+    name as the URI's fragment, query or an escape, and opens another file (or creates an
+    empty one) in place of the store.
+    """
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
 
 
 def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:

@@ -20,6 +20,7 @@ from connector.keyset import open_keyring
 from connector.receipts import ReceiptSigner, receipt_key_path
 from connector.runtime import Runtime
 from connector.state import Store
+from connector.storefile import read_only
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
@@ -41,7 +42,7 @@ def sha256(path: Path) -> str:
 
 
 def rows(path: Path, query: str) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+    with closing(read_only(path)) as db:
         return db.execute(query).fetchall()
 
 

@@ -25,7 +25,7 @@ from connector.keyset import open_keyring, rotate_master_key
 from connector.lock import syncing
 from connector.readmit import readmit
 from connector.receipts import receipt_key_path, retired_keys_dir
-from connector.restore import restore_backup
+from connector.restore import _read_current, restore_backup
 from connector.runtime import Runtime
 from connector.schema import MIGRATIONS
 from connector.state import Store
@@ -742,3 +742,40 @@ async def test_a_store_damaged_in_one_table_is_restored_over_keeping_its_erasure
     assert rows(store_path, "PRAGMA integrity_check(1)") == [("ok",)]
     assert (erased,) in rows(store_path, "SELECT subject_id FROM suppression")
     assert main(["-c", str(config_path), "status"]) == 0
+
+
+@pytest.mark.parametrize("folder", ["klant#3", "wat?", "100%"])
+def test_a_healthy_store_in_a_folder_named_with_a_uri_character_reads_as_healthy(
+    tmp_path: Path, folder: str
+) -> None:
+    """A '#', '?' or '%' in a folder's name is not read as part of a URI: the store there is
+    judged readable and whole, so its restore carries over all it knows, not only its
+    erasures; and no stray file is made where the name was cut short."""
+    store_path = tmp_path / folder / "klantsync.db"
+    store_path.parent.mkdir()
+    Store(store_path).close()
+    current = _read_current(store_path)
+    assert current.readable and not current.damaged
+    assert [p.name for p in tmp_path.iterdir()] == [folder]
+
+
+async def test_a_store_in_a_folder_with_a_hash_in_its_name_is_restored(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, config_path: Path, tmp_path: Path
+) -> None:
+    """The restore reads the store it replaces and the restored store's facts through their
+    paths, '#' and all: it completes and takes over all the replaced store knows."""
+    config_path.write_text(
+        config_path.read_text().replace("state/klantsync.db", "klant#3/klantsync.db")
+    )
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+        erased = rt.keyring.subject_id(CANARY_EMAIL)
+        config = rt.config
+    assert "#" in str(config.store_path)
+    facts = restore_backup(config, out)
+    assert facts.replaced_readable and facts.not_carried == []
+    assert (erased,) in rows(config.store_path, "SELECT subject_id FROM suppression")
