@@ -172,10 +172,20 @@ def _bundles_of(db: sqlite3.Connection, erased: Sequence[str]) -> int:
     """
     marks = ",".join("?" * len(erased))
     return db.execute(
-        f"DELETE FROM main.bundles WHERE subject_id IN ({marks}) "  # noqa: S608 - marks only
-        "AND id NOT IN (SELECT id FROM replaced.bundles)",
+        f"DELETE FROM main.bundles AS m WHERE subject_id IN ({marks}) "  # noqa: S608 - marks only
+        f"AND NOT EXISTS (SELECT 1 FROM replaced.bundles r WHERE {_SAME_BUNDLE})",
         tuple(erased),
     ).rowcount
+
+
+#: Whether bundle rows ``m`` (the backup's) and ``r`` (the replaced store's) are one record.
+#: The id alone does not say: it is an INTEGER PRIMARY KEY without AUTOINCREMENT, so once
+#: the newest record is deleted (an erasure, the sweep) the next bundle gets its id. The
+#: path is not compared: a master key rotation since seals it anew, the record unchanged.
+_SAME_BUNDLE = (
+    "r.id = m.id AND r.created_at = m.created_at AND r.files = m.files "
+    "AND r.subject_id IS m.subject_id"
+)
 
 
 def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:
@@ -469,18 +479,24 @@ def _jobs(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -> i
 
 
 def _bundles(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -> int:
-    """Retention records of access bundles written since (by id: same lineage)."""
+    """Retention records of access bundles written since, each under the id it has there.
+
+    A backup's record whose id the replaced store gave to a bundle written since is one the
+    replaced store deleted (its bundle erased, swept or written again): the newer record
+    takes its place, so that the newer bundle is swept in turn.
+    """
     taken = 0
     rows = db.execute(
-        "SELECT id, path, files, created_at, subject_id FROM replaced.bundles b WHERE NOT EXISTS "
-        "(SELECT 1 FROM main.bundles m WHERE m.id = b.id)"
+        "SELECT id, path, files, created_at, subject_id FROM replaced.bundles r "  # noqa: S608
+        f"WHERE NOT EXISTS (SELECT 1 FROM main.bundles m WHERE {_SAME_BUNDLE})"  # a constant
     ).fetchall()
     for row in rows:
         if isinstance(row[1], bytes) and not _opens(keyring, row[1], BUNDLE_PATH_CONTEXT):
             not_carried.append(f"bundle {row[0]}")
             continue
         db.execute(
-            "INSERT INTO main.bundles(id, path, files, created_at, subject_id) VALUES (?,?,?,?,?)",
+            "INSERT OR REPLACE INTO main.bundles(id, path, files, created_at, subject_id) "
+            "VALUES (?,?,?,?,?)",
             row,
         )
         taken += 1

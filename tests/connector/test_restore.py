@@ -666,6 +666,32 @@ async def test_a_restore_brings_back_no_access_bundle_record_of_a_person_erased_
     assert back == []
 
 
+async def test_a_bundle_id_reused_since_the_backup_is_not_taken_for_the_erased_person_s(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """The erasure since the backup deleted the erased person's (newest) bundle record, and
+    the next access bundle, another person's, got its id. The restored store forgets the
+    erased person's record all the same, and keeps the other person's, so that retention
+    (or their own erasure) deletes their bundle."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    query = "SELECT id, subject_id FROM bundles ORDER BY id"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        assert (await DsrService(rt).access(CANARY_EMAIL, tmp_path / "one")).status == "completed"
+        erased = rt.keyring.subject_id(CANARY_EMAIL)
+        other = rt.keyring.subject_id(OTHER_EMAIL)
+        take_backup(rt.config, out)
+        assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+        assert (await DsrService(rt).access(OTHER_EMAIL, tmp_path / "two")).status == "completed"
+        config = rt.config
+    ((reused, whose),) = rows(config.store_path, query)
+    assert whose == other and rows(out, query) == [(reused, erased)]  # the same id
+    facts = restore_backup(config, out)
+    assert rows(config.store_path, query) == [(reused, other)]
+    assert facts.carried["bundles"] == 1 and facts.not_carried == []
+
+
 def test_restore_over_another_application_s_database_is_refused_and_leaves_it_alone(
     config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
