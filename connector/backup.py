@@ -253,9 +253,10 @@ def _facts(path: Path) -> _Held:
 
 def refuse_store_files(config: Config, path: Path, option: str) -> None:
     """ConfigError when ``path`` is one of the files the store cannot do without: the store
-    and its -wal and -shm, its receipt signing key file, and each secret file the config
-    names (the master key above all: a backup written over it could never be opened, nor
-    could the store). A symlink is followed: the file it names is what would be lost."""
+    and its -wal and -shm, its receipt signing key file, each secret file the config names
+    (the master key above all: a backup written over it could never be opened, nor could the
+    store), and the daemon's TLS key and certificate (without them it cannot listen). A
+    symlink is followed: the file it names is what would be lost."""
     target = path.resolve()
     store_path = config.store_path.resolve()
     own = {store_path, *(store_path.with_name(store_path.name + s) for s in COMPANIONS)}
@@ -271,6 +272,16 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
             raise ConfigError(
                 option, "", f"{path} is the secret file {key} names; name another file"
             )
+    for key, tls_file in _tls_files(config):
+        if target == tls_file.resolve():
+            raise ConfigError(option, "", f"{path} is the daemon's {key}; name another file")
+
+
+def _tls_files(config: Config) -> list[tuple[str, Path]]:
+    """The daemon's TLS files the config names (resolved when it was loaded), by key."""
+    daemon = config.daemon
+    named = (("daemon.tls_key", daemon.tls_key), ("daemon.tls_cert", daemon.tls_cert))
+    return [(key, path) for key, path in named if path is not None]
 
 
 def readable_backup(backup: Path) -> str:

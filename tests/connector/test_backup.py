@@ -16,6 +16,7 @@ from connector import audit, backup
 from connector.backup import take_backup
 from connector.cli import main
 from connector.config import load_config
+from connector.devtls import DevCA
 from connector.keyset import open_keyring
 from connector.receipts import ReceiptSigner, receipt_key_path
 from connector.runtime import Runtime
@@ -125,6 +126,32 @@ def test_backup_refuses_to_write_over_the_master_key_and_the_other_key_files(
         assert "admin-token" not in answer["message"]
     assert {path: path.read_bytes() for path in key_files} == before
     assert link.is_symlink()
+
+
+def test_backup_refuses_to_write_over_the_daemon_s_tls_key_and_certificate(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming daemon.tls_key or daemon.tls_cert is refused (exit 2) and leaves it as
+    it was: a backup written over the key left the daemon unable to listen (its config no
+    longer loaded)."""
+    pair = DevCA(tmp_path / "ca").issue("klantsync", hosts=("klantsync.voorbeeld.nl",))
+    config_path.write_text(
+        config_path.read_text()
+        + f'\n[daemon]\ntls_cert = "{pair.cert_path}"\ntls_key = "{pair.key_path}"\n'
+    )
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        open_keyring(store, config)
+    finally:
+        store.close()
+    tls_files = [Path(pair.key_path), Path(pair.cert_path)]
+    before = {path: path.read_bytes() for path in tls_files}
+    for out, key in zip(tls_files, ("daemon.tls_key", "daemon.tls_cert"), strict=True):
+        assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "config" and key in answer["message"]
+    assert {path: path.read_bytes() for path in tls_files} == before
 
 
 def test_the_last_backup_is_found_without_reading_the_audit_trail(tmp_path: Path) -> None:
