@@ -151,6 +151,39 @@ async def test_health_refuses_a_listener_serving_another_certificate(
     assert found.status is None and found.error is not None and found.error.startswith("TLS")
 
 
+async def test_health_pins_the_daemon_s_own_certificate_not_its_chain_s_issuer(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """daemon.tls_cert is normally the full chain the listener serves (the daemon's own
+    certificate, then its issuer's). A server with another certificate from the same issuer
+    (for a public CA's intermediate: anyone's) is not taken for the daemon; the daemon
+    serving that full chain is."""
+    from connector.cli_health import probe
+    from connector.config import load_config
+    from connector.devtls import ServerCert
+    from connector.sandboxkit import serve_tls
+
+    ca = DevCA(tmp_path / "ca")  # stands in for the issuing (intermediate) CA
+    ours = ca.issue("klantsync", hosts=("klantsync.voorbeeld.nl",))
+    fullchain = tmp_path / "fullchain.pem"
+    fullchain.write_bytes(ours.cert_path.read_bytes() + ca.ca_path.read_bytes())
+    found = {}
+    for name, served in (("other", None), ("daemon", ServerCert(fullchain, ours.key_path))):
+        with serve_tls({name: _ok_app()}, tmp_path / name, cert=served, ca=ca) as (_ca, apps):
+            config = write_config(
+                tmp_path,
+                extra=(
+                    f'[daemon]\nlisten = "127.0.0.1:{apps[name].port}"\n'
+                    f'admin_listen = "127.0.0.1:{free_port()}"\n'
+                    f'tls_cert = "{fullchain}"\ntls_key = "{ours.key_path}"\n'
+                ),
+            )
+            found[name] = await asyncio.to_thread(probe, load_config(config), "/healthz")
+    assert found["other"].status is None, found
+    assert (found["other"].error or "").startswith("TLS"), found
+    assert found["daemon"].ok, found
+
+
 def _ok_app() -> Any:
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
