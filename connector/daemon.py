@@ -107,12 +107,13 @@ class Daemon:
         #: Flows with a run under way or waiting for its lock (by count): what a scheduled
         #: run that comes due meanwhile leaves the work to.
         self._runs_wanted: dict[str, int] = {}
-        #: The type of the store failure a webhook, an admin call or a scheduled job last
-        #: met, until a write succeeds again: readiness then writes once itself (see
+        #: The type of the store failure a webhook, an admin call, a scheduled job or the job
+        #: worker last met, until a write succeeds again: readiness then writes once itself (see
         #: :func:`_write_once`), as reads alone pass on a store that refuses every write.
         self._store_failure: str | None = None
-        #: Runs what webhooks and the admin API queue; its flows run through this daemon.
-        self.jobs = JobWorker(rt, self, self.stopping)
+        #: Runs what webhooks and the admin API queue; its flows run through this daemon, and
+        #: a store failure it meets counts for readiness as any other.
+        self.jobs = JobWorker(rt, self, self.stopping, self.store_failed)
         for system in rt.systems.values():
             system.client.observer = self.metrics.observe_request
 

@@ -11,7 +11,8 @@ What it promises, whatever a job meets:
   that message, and the next job runs.
 - A job that meets a bug is marked failed with the exception's type only (its text may hold
   an e-mail); the traceback is logged only under ``KLANTSYNC_DEBUG=1``.
-- The store failing under the worker (a full disk, say) is logged as what it means; after
+- The store failing under the worker (a full disk, say) is logged as what it means, and in
+  the daemon noted for readiness (``/readyz`` then proves the store takes writes); after
   :data:`STORE_RETRY_SECONDS` the jobs it held go back to the queue and it carries on. Had it
   ended, webhooks and admin calls would go on queueing work that nothing ran.
 """
@@ -24,6 +25,7 @@ import datetime as dt
 import itertools
 import logging
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +42,7 @@ __all__ = [
     "STORE_RETRY_SECONDS",
     "FlowRunner",
     "JobWorker",
+    "StoreFailed",
     "SubjectsSynced",
 ]
 
@@ -85,6 +88,10 @@ class FlowRunner(Protocol):
     ) -> SubjectsSynced: ...
 
 
+#: Told of a store failure met while running (the error, and what met it).
+StoreFailed = Callable[[sqlite3.Error, str], None]
+
+
 class JobWorker:
     """Runs queued jobs until ``stopping`` is set.
 
@@ -92,12 +99,22 @@ class JobWorker:
         rt: the opened runtime (its store holds the queue).
         runner: runs flows and targeted syncs for resync and webhook jobs.
         stopping: set when the daemon stops; the job in hand finishes first.
+        store_failed: told of each store failure the worker meets, to log it (the daemon's,
+            which also makes readiness prove the store takes writes); by default it is
+            logged only.
     """
 
-    def __init__(self, rt: Runtime, runner: FlowRunner, stopping: asyncio.Event) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        runner: FlowRunner,
+        stopping: asyncio.Event,
+        store_failed: StoreFailed | None = None,
+    ) -> None:
         self.rt = rt
         self.runner = runner
         self.stopping = stopping
+        self.store_failed = store_failed or self._log_store_failure
         #: Set to look in the queue at once (a job queued by this process).
         self.wake = asyncio.Event()
 
@@ -118,15 +135,14 @@ class JobWorker:
                 await self._next_job()
             except sqlite3.Error as exc:
                 held = True
-                log.error(
-                    "store failed",
-                    extra={
-                        "during": "job worker",
-                        "error": failure_text(self.rt.config.store_path, exc),
-                    },
-                )
+                self.store_failed(exc, "job worker")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), STORE_RETRY_SECONDS)
+
+    def _log_store_failure(self, exc: sqlite3.Error, during: str) -> None:
+        """Log a store failure as what it means and what to do."""
+        error = failure_text(self.rt.config.store_path, exc)
+        log.error("store failed", extra={"during": during, "error": error})
 
     async def run_job(self, job: jobs.Job) -> dict[str, Any]:
         """Run one job's work; its result (stored with the job).

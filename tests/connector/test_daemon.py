@@ -194,6 +194,34 @@ async def test_readyz_is_503_while_the_store_refuses_writes_and_ready_once_it_ta
     assert after.status_code == 200, after.json()
 
 
+async def test_readyz_is_503_once_the_job_worker_finds_the_store_refusing_writes(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job worker meeting a store that refuses writes (the claim of a queued resync, a
+    privacy webhook's erasure) counts for readiness as a delivery's or an admin call's
+    failure: /readyz proves the store takes a write, and is 503 until it does. It said
+    ready while the worker retried every 30 s; and the failure is logged once."""
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    assert daemon.readiness()[0]  # a fresh daemon is ready
+    daemon.jobs.queue("resync", {"system": "shop"})
+    daemon.rt.store.db.execute("PRAGMA query_only=1")  # the store refuses writes
+    worker = asyncio.ensure_future(daemon.jobs.run())
+    try:
+        for _ in range(500):
+            if caplog.records:
+                break
+            await asyncio.sleep(0)  # a turn of the loop, no time passes
+        ready, checks = daemon.readiness()
+    finally:
+        daemon.stopping.set()
+        await asyncio.wait_for(worker, 5)
+        daemon.rt.store.db.execute("PRAGMA query_only=0")
+    (failed,) = [r for r in caplog.records if r.getMessage() == "store failed"]
+    assert getattr(failed, "during", None) == "job worker"
+    assert not ready and checks["store"] == "OperationalError", checks
+    assert daemon.readiness()[0]  # writable again: ready once the probe's write succeeds
+
+
 async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_later(
     daemon: Daemon,
     shop: WooCommerceSandbox,
