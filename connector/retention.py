@@ -18,7 +18,8 @@
 - the stores a restore replaced (``<store>.replaced-<time>``) more than
   ``replaced_stores_days`` ago: each held all the store held, and no erasure reaches it, so
   all but its audit trail is deleted (the entries between the backup and the restore are
-  there only), and the file once that trail is past ``audit_days`` too.
+  there only), and the file once that trail is past ``audit_days`` too (or whole, when
+  SQLite finds it damaged: nothing of it can be kept).
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
 that deletes something appends one ``retention.purged`` audit entry with counts only.
@@ -415,30 +416,28 @@ def _purge_replaced_stores(
 
     The audit entries between the backup and the restore are in the replaced store only
     (the restored chain ends at the backup's head), and are kept as long as ``audit_days``
-    keeps any: deleting the file with the rest deleted them years early.
+    keeps any: deleting the file with the rest deleted them years early. One that SQLite
+    finds damaged (a restore replaced a damaged store) can be neither emptied nor kept
+    apart from its trail: it is deleted whole, as left it would hold all it held forever.
     """
     purged = 0
     for path, when in replaced_stores(store_path):
         if _stamp(when) >= cutoff:
             continue
         try:
-            with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
-                if foreign(db):
-                    # Another application's database under a replaced store's name (put
-                    # aside by hand, or by a restore of an earlier version): not ours to
-                    # empty or delete.
-                    errors.append(f"replaced store {path.name}: not a klantsync store, left")
-                    continue
-                kept = _tables(db) & _KEPT_TABLES
-                emptied = _tables(db) - _KEPT_TABLES
-                held = any(_holds_rows(db, name) for name in emptied)
-                newest = ""
-                if "audit" in kept:
-                    row = db.execute("SELECT MAX(ts) FROM audit").fetchone()
-                    newest = str(row[0]) if row and row[0] else ""
-                due = newest < audit_cutoff  # no entry ("") or all past audit_days
-                if held and not due and not dry_run:
-                    _keep_only_the_audit_trail(db, emptied)
+            try:
+                with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+                    if foreign(db):
+                        # Another application's database under a replaced store's name (put
+                        # aside by hand, or by a restore of an earlier version): not ours to
+                        # empty or delete.
+                        errors.append(f"replaced store {path.name}: not a klantsync store, left")
+                        continue
+                    held, due = _empty_replaced_store(db, audit_cutoff, dry_run)
+            except sqlite3.Error as exc:
+                if not _damaged(exc):
+                    raise
+                held, due = False, True
             if due and not dry_run:
                 for companion in ("-wal", "-shm"):
                     path.with_name(path.name + companion).unlink(missing_ok=True)
@@ -448,6 +447,32 @@ def _purge_replaced_stores(
             reason = exc.strerror if isinstance(exc, OSError) else None
             errors.append(f"replaced store {path.name}: {reason or type(exc).__name__}")
     return purged
+
+
+def _empty_replaced_store(
+    db: sqlite3.Connection, audit_cutoff: str, dry_run: bool
+) -> tuple[bool, bool]:
+    """Empty a replaced store of all but its audit trail unless the trail is past
+    ``audit_cutoff`` too; whether it held more than its trail, and whether it is due to go.
+    """
+    tables = _tables(db)
+    newest = ""
+    if "audit" in tables:
+        row = db.execute("SELECT MAX(ts) FROM audit").fetchone()
+        newest = str(row[0]) if row and row[0] else ""
+    due = newest < audit_cutoff  # no entry ("") or all past audit_days
+    emptied = tables - _KEPT_TABLES
+    held = not due and any(_holds_rows(db, name) for name in emptied)
+    if held and not dry_run:
+        _keep_only_the_audit_trail(db, emptied)
+    return held, due
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged (or not a database at all, its header gone),
+    not that it is busy or the disk failed: only then is nothing of it to be kept."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 #: What an emptied replaced store keeps: its audit trail, which verifies on its own.

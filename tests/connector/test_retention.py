@@ -26,6 +26,7 @@ from tests.conftest import (
     CANARY_PHONE,
     MASTER_KEY,
     RuntimeFactory,
+    damaged_store,
 )
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -480,6 +481,31 @@ async def test_a_store_a_restore_replaced_keeps_only_its_audit_trail_after_its_p
     seven_years_on = NOW + dt.timedelta(days=config.retention.audit_days)
     assert (await retention.sweep(store, config, KEYS, seven_years_on)).replaced_stores == 2
     assert not old.exists() and not recent.exists()
+
+
+async def test_a_damaged_store_a_restore_replaced_is_deleted_after_its_period(
+    store: Store, config: Config
+) -> None:
+    """A restore replaces a damaged store too, and keeps it beside the new one. Every sweep
+    after replaced_stores_days then failed on its damaged page and reported it, and all it
+    held stayed: it can be neither emptied nor kept apart from its trail, so it goes whole,
+    its -wal and -shm with it. One still within its period is left alone."""
+    folder, name = store.path.parent, store.path.name
+    torn = folder / f"{name}.replaced-20260415T080000Z"
+    replaced = Store(torn)
+    audit.append_many(replaced, [(audit.SYNC_RUN, {}, None)], ts=_ago(1))  # a trail to keep
+    replaced.close()
+    damaged_store(torn)  # and a page of garbage that emptying it meets
+    torn.with_name(torn.name + "-wal").write_bytes(b"")
+    headless = folder / f"{name}.replaced-20260415T080000Z-2"
+    headless.write_bytes(b"\xff" * 8192)  # not even an SQLite header left
+    recent = damaged_store(folder / f"{name}.replaced-20260520T080000Z")
+
+    dry = await retention.sweep(store, config, None, NOW, dry_run=True)
+    assert dry.replaced_stores == 2 and torn.exists() and headless.exists()
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.replaced_stores == 2 and report.errors == []
+    assert sorted(p.name for p in folder.glob(f"{name}.replaced-*")) == [recent.name]
 
 
 def test_an_erasure_of_more_ids_than_a_statement_may_carry_deletes_their_bundles(
