@@ -474,8 +474,9 @@ class ShopifyAdapter:
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         """``customers/redact`` -> erase, ``customers/data_request`` -> access,
-        ``shop/redact`` -> purge_all, ``customers/create|update`` -> changed,
-        ``customers/delete`` -> deleted; any other topic -> ignored."""
+        ``shop/redact`` shaped as one -> purge_all, ``customers/create|update`` and
+        ``customers_email_marketing_consent/update`` -> changed, ``customers/delete`` ->
+        deleted; any other topic -> ignored."""
         return parse_delivery(request, self.settings.own_domain())
 
 

@@ -12,7 +12,15 @@ topics differs in its body (the customer, the orders, the request's own id). ``s
 does not: ``{shop_id, shop_domain}``, the same bytes every time, so a store that reinstalled
 the app and uninstalled it again within the week had its second request to delete its data
 ignored. Its key is the webhook id (a retry repeats it): a capture resent under a new id
-purges what is held for the store once more, which is what the store asked for.
+purges what is held for the store once more, which is what the store asked for. The topic
+header is not signed either, so a ``shop/redact`` is taken only when its body is shaped as
+Shopify's (``shop_id`` and ``shop_domain``, nothing about a person): any other captured
+delivery resent under that topic and a fresh id would otherwise purge the whole store.
+
+Since API 2025-01 a change of e-mail marketing consent comes on its own topic,
+``customers_email_marketing_consent/update`` ``{customer_id, email_address,
+email_marketing_consent}``, no longer in ``customers/update``: it is a change of that
+customer, to be synced like the others.
 
 The mandatory compliance topics carry the subject: ``customers/redact`` and
 ``customers/data_request`` ``{shop_id, shop_domain, customer{id, email, phone}, ...}``, and
@@ -66,7 +74,20 @@ _KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase", "access", "pur
     "customers/create": "changed",
     "customers/update": "changed",
     "customers/delete": "deleted",
+    "customers_email_marketing_consent/update": "changed",
 }
+
+#: The topic whose body names the customer by ``customer_id`` and ``email_address``.
+CONSENT_TOPIC: Final = "customers_email_marketing_consent/update"
+
+#: What a genuine shop/redact body holds: the store, and nothing about anyone.
+_SHOP_REDACT_KEYS: Final = frozenset({"shop_id", "shop_domain"})
+
+#: Keys of a body about a person or their orders (the other compliance topics', the
+#: customer topics'), which no shop/redact holds.
+_PERSONAL_KEYS: Final = frozenset(
+    {"id", "admin_graphql_api_id", "email", "email_address", "phone", "data_request"}
+)
 
 
 def webhook_signature(body: bytes, secret: str) -> str:
@@ -156,6 +177,15 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
             )
             return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
     if kind == "purge_all":
+        if not _shaped_as_shop_redact(payload):
+            # Keyed on its unsigned id, another topic's signed body resent under this topic
+            # would forget the whole store: only Shopify's own shape is taken. Said by topic
+            # and key names only (the body may be a customer's).
+            log.warning(
+                "Shopify shop/redact with a body that is not one ignored",
+                extra={"topic": topic, "keys": sorted(str(k)[:40] for k in payload)[:20]},
+            )
+            return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
         return [WebhookEvent(kind=kind, delivery_id=delivery_id)]
     if kind in ("erase", "access"):
         customer = payload.get("customer")
@@ -172,17 +202,26 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
                 due_within_days=COMPLIANCE_DAYS,
             )
         ]
-    # customers/create|update|delete carry the customer itself, REST shaped.
-    external_id = customer_gid(payload.get("admin_graphql_api_id")) or customer_gid(
-        payload.get("id")
-    )
+    if topic == CONSENT_TOPIC:
+        external_id = customer_gid(payload.get("customer_id"))
+        email = _text(payload.get("email_address"))
+    else:
+        # customers/create|update|delete carry the customer itself, REST shaped.
+        external_id = customer_gid(payload.get("admin_graphql_api_id")) or customer_gid(
+            payload.get("id")
+        )
+        email = _text(payload.get("email"))
     if external_id is None:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
-    return [
-        WebhookEvent(
-            kind=kind,
-            delivery_id=delivery_id,
-            external_id=external_id,
-            email=_text(payload.get("email")),
-        )
-    ]
+    return [WebhookEvent(kind=kind, delivery_id=delivery_id, external_id=external_id, email=email)]
+
+
+def _shaped_as_shop_redact(payload: Mapping[str, Any]) -> bool:
+    """Whether a body is Shopify's shop/redact: its store's id and domain, and nothing about
+    a person or their orders, so no other topic's body can pass for one. A key Shopify may
+    add that names neither does not make a genuine one ignored."""
+    if not set(payload) >= _SHOP_REDACT_KEYS or not isinstance(payload["shop_domain"], str):
+        return False
+    return not any(
+        key in _PERSONAL_KEYS or key.startswith(("customer", "order")) for key in map(str, payload)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -763,6 +764,67 @@ def test_a_second_shop_redact_is_not_a_replay_of_the_first_but_a_retry_is(
 
     assert key(*first) != key(*second)
     assert key(*first) == key(*first)  # Shopify's retry of a delivery: the same id
+
+
+def test_a_customer_delivery_resent_as_shop_redact_is_not_taken_as_a_purge(
+    shop: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Neither X-Shopify-Topic nor X-Shopify-Webhook-Id is signed: a captured
+    customers/update (signed over its body only) resent as shop/redact under a fresh id
+    verified, was keyed on that id, and was queued as a purge of everything held for the
+    store, which never asked. Only a body shaped as Shopify's shop/redact is taken."""
+    update = {
+        "id": 7001,
+        "admin_graphql_api_id": "gid://shopify/Customer/7001",
+        "email": "an@example.com",
+    }
+    genuine = delivery(shop.sandbox, "customers/update", update)
+    (first,) = shop.adapter.parse_webhook(genuine)
+    assert first.kind == "changed"
+    caplog.set_level(logging.WARNING)
+    # The captured body itself, and a customers/redact's (which names its store too).
+    redact = {"shop_id": 954_889, "shop_domain": SHOP_DOMAIN, "customer": {"id": 7001}}
+    for body in (genuine.body, json.dumps(redact).encode()):
+        headers = {
+            **genuine.headers,
+            "x-shopify-topic": "shop/redact",
+            "x-shopify-hmac-sha256": webhook_signature(body, SECRET),
+            "x-shopify-webhook-id": "00000000-0000-4000-8000-000000000001",
+        }
+        resent = WebhookRequest("POST", HOOK_URL, headers, body)
+        assert shop.adapter.verify_webhook(resent, SECRET, now=0.0)
+        assert [e.kind for e in shop.adapter.parse_webhook(resent)] == ["ignored"]
+    assert caplog.records and "an@example.com" not in caplog.text
+    # Shopify's own, with a key it may add one day that names no one, is still taken.
+    payload = {**shop.sandbox.compliance_payload("shop/redact"), "shop_name": "Klant"}
+    (purge,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "shop/redact", payload))
+    assert purge.kind == "purge_all"
+
+
+def test_an_email_marketing_consent_webhook_is_a_change_to_sync(shop: Harness) -> None:
+    """Since API 2025-01 Shopify sends consent changes on their own topic,
+    customers_email_marketing_consent/update ({customer_id, email_address,
+    email_marketing_consent}), no longer in customers/update. It was answered "ignored": a
+    customer who unsubscribed in the shop stayed subscribed in Mailchimp until a scheduled
+    pull happened to read them again."""
+    payload = {
+        "customer_id": 7100000000001,
+        "email_address": "anna@example.nl",
+        "email_marketing_consent": {
+            "state": "unsubscribed",
+            "opt_in_level": "single_opt_in",
+            "consent_updated_at": "2025-03-04T09:00:00Z",
+        },
+    }
+    topic = "customers_email_marketing_consent/update"
+    (event,) = shop.adapter.parse_webhook(delivery(shop.sandbox, topic, payload))
+    assert (event.kind, event.external_id, event.email) == (
+        "changed",
+        "gid://shopify/Customer/7100000000001",
+        "anna@example.nl",
+    )
+    (nobody,) = shop.adapter.parse_webhook(delivery(shop.sandbox, topic, {"email_address": "x"}))
+    assert nobody.kind == "ignored"
 
 
 @pytest.mark.parametrize(
