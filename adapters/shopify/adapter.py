@@ -18,6 +18,11 @@ What it does, by contract verb:
   customers with orders and is not Shopify's privacy route.
 - webhooks: ``X-Shopify-Hmac-Sha256`` and the compliance topics (see ``webhooks.py``).
 
+API version: each answer names in ``X-Shopify-API-Version`` the version that served it. A
+configured version Shopify has retired is answered by its oldest supported one, a schema
+nobody tested here; the first answer of another version than ``api_version`` is logged as
+a warning naming the system and both versions (``check --online`` prints it).
+
 Throttling: Shopify answers a throttled query (by its own account) with HTTP 200 and
 ``errors[].extensions.code == "THROTTLED"``; some report 429 (UNVERIFIED). A 429 is retried
 by the client, waiting what :func:`~adapters.shopify.settings.wait_hint` reads; a 200 is
@@ -27,6 +32,8 @@ retried here with the client's own retry policy, waiting what the cost figures s
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -74,12 +81,17 @@ from connector.http import SystemClient, json_object
 
 __all__ = ["ERASURE_NOTE", "SPEC", "ShopifyAdapter", "ShopifySettings", "decode_cursor"]
 
+log = logging.getLogger("klantsync.shopify")
+
 ERASURE_NOTE: Final = (
     "erasure queued by Shopify; Shopify holds it until its own waiting period passes; "
     "verification is scheduled for later (while pending it can be cancelled in Shopify "
     "with customerCancelDataErasure, and a retry here asks again once a day: a part cancelled on "
     "purpose is closed with dsr exempt); order facts (items, dates, totals) are kept by Shopify"
 )
+
+#: What an ``X-Shopify-API-Version`` holds (a quarterly release, or ``unstable``).
+_VERSION_FORM: Final = re.compile(r"\d{4}-\d{2}|unstable")
 
 #: Top-level GraphQL error codes worth another try (Shopify's own transient failures).
 _RETRYABLE_CODES: Final = frozenset({"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT"})
@@ -196,6 +208,7 @@ class ShopifyAdapter:
         self.limits = shopify_limits(settings)
         self.path = graphql_path(settings)
         self.last_cost: dict[str, Any] | None = None
+        self._versions_told: set[str] = set()
 
     # -- the one endpoint --------------------------------------------------------------------
 
@@ -217,6 +230,7 @@ class ShopifyAdapter:
             response = await self.client.request(
                 "POST", self.path, json={"query": document, "variables": dict(variables)}
             )
+            self._note_version(response.headers.get("x-shopify-api-version", ""))
             body = json_object(response)
             extensions = body.get("extensions")
             cost = extensions.get("cost") if isinstance(extensions, dict) else None
@@ -237,6 +251,25 @@ class ShopifyAdapter:
                 raise error
             self.client.stats.retries += 1
             await policy.sleep(policy.backoff(attempt, error))
+
+    def _note_version(self, served: str) -> None:
+        """Warn, once per version, when the answer came from another API version than the
+        configured one: Shopify retired it and fell forward, unasked and unannounced."""
+        served = served.strip()
+        configured = self.settings.api_version
+        if not served or served == configured or served in self._versions_told:
+            return
+        if not _VERSION_FORM.fullmatch(served):
+            return  # not a version (a proxy's header?): nothing worth repeating in a log
+        self._versions_told.add(served)
+        log.warning(
+            "%s: Shopify answered with API version %s, not the configured %s: set "
+            "api_version to a version Shopify supports",
+            self.client.system,
+            served,
+            configured,
+            extra={"system": self.client.system, "configured": configured, "served": served},
+        )
 
     def _error(self, status: int, body: Mapping[str, Any]) -> RemoteError:
         system, path = self.client.system, self.path

@@ -13,6 +13,9 @@ It serves ``POST /admin/api/{version}/graphql.json`` with:
   ``customerRequestDataErasure`` holding the customer until :meth:`process_erasures` runs
   (Shopify's own waiting period), ``customerCancelDataErasure``, and ``customerDelete``
   refusing customers with orders;
+- Admin API versions as Shopify serves them: a retired version (older than 12 months on the
+  wall clock) falls forward to the oldest supported one, and ``X-Shopify-API-Version`` names
+  the version that answered;
 - genuine webhook deliveries (:meth:`ShopifySandbox.signed_webhook`).
 
 Faults and the request log come from :class:`~connector.sandboxkit.SandboxBase`. The log
@@ -43,7 +46,12 @@ from adapters.shopify._cost import CostBucket, requested_cost
 from adapters.shopify._graphql import GraphQLSyntaxError, parse
 from adapters.shopify._schema import Executor
 from adapters.shopify._store import CUSTOMER, ORDER, GraphQLError, ShopStore, gid, iso
-from adapters.shopify.settings import RESTORE_RATES, Plan
+from adapters.shopify.settings import (
+    DEFAULT_API_VERSION,
+    RESTORE_RATES,
+    Plan,
+    serving_version,
+)
 from adapters.shopify.webhooks import COMPLIANCE_TOPICS, webhook_signature
 from connector.sandboxkit import SandboxBase, record
 
@@ -123,10 +131,10 @@ class ShopifySandbox(SandboxBase):
         return self._app
 
     async def _graphql(self, request: Request) -> Response:
-        version = request.path_params["version"]
-        headers = {"X-Shopify-API-Version": version}
         if not _PATH.fullmatch(request.url.path):
             return record(self.log, request, _json({"errors": "Not Found"}, 404))
+        at = datetime.fromtimestamp(self.wall_clock(), UTC)
+        headers = {"X-Shopify-API-Version": serving_version(request.path_params["version"], at)}
         token = request.headers.get("x-shopify-access-token", "")
         if not token or not hmac.compare_digest(token.encode(), self.access_token.encode()):
             return record(self.log, request, _json({"errors": AUTH_ERROR}, 401))
@@ -424,7 +432,7 @@ class ShopifySandbox(SandboxBase):
             "X-Shopify-Shop-Domain": self.shop_domain,
             "X-Shopify-Webhook-Id": str(uuid.UUID(bytes=seed[:16])),
             "X-Shopify-Event-Id": str(uuid.UUID(bytes=seed[16:])),
-            "X-Shopify-API-Version": "2025-01",
+            "X-Shopify-API-Version": DEFAULT_API_VERSION,
             "X-Shopify-Triggered-At": datetime.fromtimestamp(self.wall_clock(), UTC).isoformat(),
         }
 

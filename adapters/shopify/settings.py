@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit
 
@@ -23,13 +24,16 @@ from connector.adapter import ClientConfig, Limits
 from connector.settings import SystemSettings
 
 __all__ = [
+    "DEFAULT_API_VERSION",
     "MAX_PAGE_SIZE",
     "RESTORE_RATES",
+    "SUPPORT_MONTHS",
     "Plan",
     "ShopifySettings",
     "client_config",
     "graphql_path",
     "is_throttled",
+    "serving_version",
     "shopify_limits",
     "throttle_wait",
     "wait_hint",
@@ -52,12 +56,50 @@ MAX_PAGE_SIZE: Final = 250
 _SHOP_HOST = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com")
 _API_VERSION = re.compile(r"\d{4}-(01|04|07|10)|unstable")
 
+#: Shopify supports each stable Admin API version for at least 12 months from its release
+#: (the first day of its quarter); a call naming a retired one is answered by the oldest
+#: version still supported, a schema nobody here tested.
+SUPPORT_MONTHS: Final = 12
+
+#: The newest stable version when this release was made (2026-11), supported by Shopify
+#: until October 2027; moved forward with each release of klantsync.
+DEFAULT_API_VERSION: Final = "2026-10"
+
+
+def _month(year: int, month: int) -> int:
+    """Months since year 0: versions and dates compared as one number."""
+    return year * 12 + month - 1
+
+
+def _oldest_supported(at: datetime) -> str:
+    """The oldest stable version Shopify still serves at ``at``: the newest release (this
+    quarter's) and the ones before it that are not yet ``SUPPORT_MONTHS`` old."""
+    oldest = _month(at.year, (at.month - 1) // 3 * 3 + 1) - (SUPPORT_MONTHS - 3)
+    return f"{oldest // 12:04d}-{oldest % 12 + 1:02d}"
+
+
+def serving_version(requested: str, at: datetime) -> str:
+    """The version Shopify answers a call naming ``requested`` with, at ``at``.
+
+    A supported stable version answers as itself, and so do ``unstable`` and a version not
+    yet released (Shopify's release candidate; that later ones are served so is
+    UNVERIFIED); a retired or malformed one falls forward to the oldest supported.
+    """
+    if requested == "unstable":
+        return requested
+    if _API_VERSION.fullmatch(requested):
+        year, month = (int(part) for part in requested.split("-"))
+        if _month(at.year, at.month) < _month(year, month) + SUPPORT_MONTHS:
+            return requested
+    return _oldest_supported(at)
+
 
 class ShopifySettings(SystemSettings):
     """The ``[systems.<name>]`` table of a Shopify store.
 
     Attributes:
-        api_version: the Admin API version in the path (Shopify releases quarterly).
+        api_version: the Admin API version in the path (Shopify releases quarterly and
+            serves each for 12 months; see :func:`serving_version`).
         plan: the store's plan; sets the restore rate assumed when a throttled answer does
             not carry its own ``throttleStatus``.
         overlap_seconds: how far each incremental pull reaches back before the newest
@@ -71,7 +113,7 @@ class ShopifySettings(SystemSettings):
     required_credentials: ClassVar[tuple[str, ...]] = ("access_token",)
 
     adapter: Literal["shopify"]
-    api_version: str = "2025-01"
+    api_version: str = DEFAULT_API_VERSION
     plan: Plan = "standard"
     overlap_seconds: int = Field(default=300, ge=0, le=7 * 86_400)
     page_size: int = Field(default=100, ge=1, le=MAX_PAGE_SIZE)
@@ -107,7 +149,7 @@ class ShopifySettings(SystemSettings):
         # A typo here would reach Shopify as an unknown version, which it silently serves
         # with its oldest supported one: refuse it at config load instead.
         if not _API_VERSION.fullmatch(value):
-            raise ValueError('must look like "2025-01" (a quarterly release) or "unstable"')
+            raise ValueError('must look like "2026-10" (a quarterly release) or "unstable"')
         return value
 
 

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,13 @@ from pydantic import SecretStr, ValidationError
 from adapters.shopify import SPEC, ShopifyAdapter, ShopifySandbox, ShopifySettings
 from adapters.shopify.adapter import decode_cursor
 from adapters.shopify.sandbox import AUTH_ERROR
-from adapters.shopify.settings import client_config, throttle_wait, wait_hint
+from adapters.shopify.settings import (
+    DEFAULT_API_VERSION,
+    client_config,
+    serving_version,
+    throttle_wait,
+    wait_hint,
+)
 from adapters.shopify.webhooks import parse_delivery, webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
 from connector.errors import FatalRemoteError, RateLimitedError, RecordError, RetryableError
@@ -28,7 +34,7 @@ from tests.conftest import FakeClock
 
 SHOP_DOMAIN = "klantsync-test.myshopify.com"
 BASE_URL = f"https://{SHOP_DOMAIN}"
-GRAPHQL = "/admin/api/2025-01/graphql.json"
+GRAPHQL = f"/admin/api/{DEFAULT_API_VERSION}/graphql.json"
 TOKEN = "shpat_sandbox"
 SECRET = "shopify-app-secret"
 HOOK_URL = "https://klantsync.example.nl/webhooks/shop"
@@ -166,7 +172,7 @@ def test_settings_limits_and_client_config() -> None:
     """Defaults, the 250 page cap, the version form, cost-based limits and the token header."""
     settings = make_settings()
     assert (settings.api_version, settings.plan, settings.overlap_seconds) == (
-        "2025-01",
+        DEFAULT_API_VERSION,
         "standard",
         300,
     )
@@ -185,6 +191,39 @@ def test_settings_limits_and_client_config() -> None:
         make_settings(api_version="2025-1")
     config = SPEC.client_config(settings)
     assert config.headers == {"X-Shopify-Access-Token": TOKEN} and config.wait_hint is wait_hint
+
+
+def test_the_shipped_api_version_is_one_shopify_still_serves() -> None:
+    """The default (and config.example.toml's) api_version was 2025-01, which Shopify stopped
+    serving in January 2026: every call of a default deployment was answered by whatever
+    version was oldest then. On this release's date the default is served as itself, and is
+    for most of the 12 months Shopify promises (a fixed date: the test does not age)."""
+    released = datetime(2026, 11, 30, tzinfo=UTC)
+    assert ShopifySettings.model_fields["api_version"].default == DEFAULT_API_VERSION
+    example = (MAPPING.parents[1] / "config.example.toml").read_text(encoding="utf-8")
+    assert f'# api_version = "{DEFAULT_API_VERSION}"' in example
+    assert serving_version(DEFAULT_API_VERSION, released) == DEFAULT_API_VERSION
+    assert serving_version(DEFAULT_API_VERSION, released + timedelta(days=300)) == (
+        DEFAULT_API_VERSION
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "on", "served"),
+    [
+        ("2025-01", datetime(2025, 12, 31, 23, tzinfo=UTC), "2025-01"),
+        ("2025-01", datetime(2026, 1, 1, tzinfo=UTC), "2025-04"),
+        ("2025-01", datetime(2026, 11, 30, tzinfo=UTC), "2026-01"),
+        ("2025-10", datetime(2026, 9, 30, tzinfo=UTC), "2025-10"),
+        ("2025-10", datetime(2026, 10, 1, tzinfo=UTC), "2026-01"),
+        ("2026-02", datetime(2026, 11, 30, tzinfo=UTC), "2026-01"),  # no such release
+        ("unstable", datetime(2026, 11, 30, tzinfo=UTC), "unstable"),
+    ],
+)
+def test_a_retired_api_version_falls_forward_to_the_oldest_supported(
+    version: str, on: datetime, served: str
+) -> None:
+    assert serving_version(version, on) == served
 
 
 async def test_upsert_is_refused_before_anything_is_sent(shop: Harness) -> None:
@@ -516,6 +555,62 @@ async def test_find_by_id_when_the_email_changed_and_orders_page(shop: Harness) 
     numeric = Subject(email="oud@example.com", external_id=customer_id.rsplit("/", 1)[1])
     assert (await shop.adapter.find(numeric))[0]["id"] == customer_id
     assert await shop.adapter.find(Subject(email="niemand@example.com", external_id="x")) == []
+
+
+# -- API version ---------------------------------------------------------------------------
+
+
+async def test_sandbox_falls_forward_from_a_retired_api_version_as_shopify_does(
+    clock: FakeClock,
+) -> None:
+    """A call naming a retired version is answered by the oldest supported one, and
+    X-Shopify-API-Version names the version that answered. The sandbox answered any version
+    as itself, forever, so no test could see what a pinned, expired version does."""
+    wall = FakeClock(datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp())
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN)
+    served = {}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"X-Shopify-Access-Token": TOKEN},
+    ) as http:
+        for version in ("2025-01", "2026-01", DEFAULT_API_VERSION):
+            response = await http.post(
+                f"/admin/api/{version}/graphql.json",
+                json={"query": "{ customers(first: 1) { nodes { id } } }"},
+            )
+            served[version] = response.headers["x-shopify-api-version"]
+    assert served == {"2025-01": "2026-01", "2026-01": "2026-01", DEFAULT_API_VERSION: "2026-10"}
+
+
+async def test_a_call_served_by_another_api_version_is_noticed(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pinned version Shopify retired is served by another, a schema nobody tested; the
+    adapter never read X-Shopify-API-Version, so a pull served by 2026-01 instead of the
+    configured 2025-01 passed without a word. Now the first such answer is a warning naming
+    the system and both versions: once, not on every call."""
+    wall = FakeClock(datetime(2026, 11, 30, 9, 0, tzinfo=UTC).timestamp())
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN)
+    seed(sandbox, wall, 3)
+    caplog.set_level(logging.WARNING)
+    told: dict[str, list[logging.LogRecord]] = {}
+    for version in ("2025-01", DEFAULT_API_VERSION):
+        caplog.clear()
+        harness = make_harness(sandbox, clock, wall, api_version=version, page_size=1)
+        try:
+            assert len(emails_of(await collect(harness.adapter, None))) == 3  # three calls
+        finally:
+            await harness.client.aclose()
+        told[version] = [r for r in caplog.records if "API version" in r.getMessage()]
+    (warning,) = told["2025-01"]
+    assert "2026-01" in warning.getMessage() and "2025-01" in warning.getMessage()
+    assert (warning.system, warning.configured, warning.served) == (  # type: ignore[attr-defined]
+        "shop",
+        "2025-01",
+        "2026-01",
+    )
+    assert told[DEFAULT_API_VERSION] == []  # the configured version answered
 
 
 # -- erase ---------------------------------------------------------------------------------
