@@ -22,6 +22,7 @@ from adapters.shopify._store import (
     Slice,
     gid,
     numeric_id,
+    older_than,
     paginate,
 )
 
@@ -29,6 +30,10 @@ __all__ = ["MAX_PAGE", "MUTATION_COST", "Executor", "Spec"]
 
 MAX_PAGE = 250  # connection page ceiling (UNVERIFIED in our reference; see settings.py)
 MUTATION_COST = 10
+
+#: Shopify: "Only the last 60 days' worth of orders from a store are accessible from the
+#: Order object by default"; older ones need the ``read_all_orders`` scope.
+ORDERS_WINDOW_DAYS = 60
 
 Kind = Literal["scalar", "object", "list", "connection"]
 Resolver = Callable[[Mapping[str, Any], dict[str, Any]], Any]
@@ -73,11 +78,14 @@ class Executor:
 
     Args:
         store: the data.
-        now: the current time as Shopify prints it (for erasure bookkeeping).
+        now: the current time as Shopify prints it (for erasure bookkeeping and the
+            orders window).
+        all_orders: the token holds ``read_all_orders``: orders of any age are served.
     """
 
     store: ShopStore
     now: Callable[[], str]
+    all_orders: bool = False
     operations: list[str] = field(default_factory=list)
     _actual: int = 0
 
@@ -94,9 +102,7 @@ class Executor:
                 "customer": Spec(
                     "object", "Customer", frozenset({"id"}), lambda _, a: store.customer(a["id"])
                 ),
-                "order": Spec(
-                    "object", "Order", frozenset({"id"}), lambda _, a: store.order(a["id"])
-                ),
+                "order": Spec("object", "Order", frozenset({"id"}), self._order),
             },
             "Mutation": {
                 "customerRequestDataErasure": Spec(
@@ -216,9 +222,20 @@ class Executor:
             found, lambda c: c[sort_field] if sort_field else 0, CUSTOMER, args, MAX_PAGE
         )
 
+    def _readable(self, order: Mapping[str, Any]) -> bool:
+        """Whether the token may read the order (see ``ORDERS_WINDOW_DAYS``)."""
+        return self.all_orders or not older_than(
+            order.get("createdAt"), ORDERS_WINDOW_DAYS, self.now()
+        )
+
+    def _order(self, _: Mapping[str, Any], args: dict[str, Any]) -> dict[str, Any] | None:
+        order = self.store.order(args["id"])
+        return order if order is not None and self._readable(order) else None
+
     def _orders(self, customer: Mapping[str, Any], args: dict[str, Any]) -> Slice:
         number = numeric_id(customer["id"], CUSTOMER) or 0
-        return paginate(self.store.orders_of(number), lambda _: 0, "Order", args, MAX_PAGE)
+        readable = [o for o in self.store.orders_of(number) if self._readable(o)]
+        return paginate(readable, lambda _: 0, "Order", args, MAX_PAGE)
 
     def _line_items(self, order: Mapping[str, Any], args: dict[str, Any]) -> Slice:
         return paginate(list(order["lineItems"]), lambda _: 0, "LineItem", args, MAX_PAGE)

@@ -27,7 +27,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["GraphQLError", "ShopStore", "Slice", "gid", "iso", "numeric_id", "paginate"]
+__all__ = [
+    "GraphQLError",
+    "ShopStore",
+    "Slice",
+    "gid",
+    "iso",
+    "numeric_id",
+    "older_than",
+    "paginate",
+]
 
 CUSTOMER = "Customer"
 ORDER = "Order"
@@ -79,6 +88,14 @@ def _time(text: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def older_than(text: Any, days: int, now: str) -> bool:
+    """Whether the ISO time ``text`` lies more than ``days`` days before ``now``."""
+    moment, current = _time(str(text)), _time(now)
+    if moment is None or current is None:
+        return False
+    return (current - moment).total_seconds() > days * 86_400
 
 
 @dataclass

@@ -12,7 +12,12 @@ What it does, by contract verb:
 - ``upsert`` and ``update``: not offered. Shopify is a source of customers here, so
   ``capabilities`` leave them out and a call is a :class:`~connector.errors.FatalRemoteError`.
 - ``find``: the customer by exact e-mail (search, then an exact match), else by the known
-  GraphQL id; plus each of their orders (name, date, total, line item titles).
+  GraphQL id, with every address the store keeps for them; plus each of their orders (name,
+  date, total, line item titles, note, billing and shipping address). Shopify serves orders
+  older than 60 days only to an app granted ``read_all_orders``: when it served fewer than
+  the customer's ``numberOfOrders``, the customer's record says so (:data:`ORDERS_UNREAD`)
+  and a warning names the scope, so an access copy is never a partial history shown as
+  whole.
 - ``erase``: ``customerRequestDataErasure`` only. Shopify queues it and erases after its own
   waiting period, so the result is ``pending``. Never ``customerDelete``: it refuses
   customers with orders and is not Shopify's privacy route.
@@ -79,9 +84,26 @@ from connector.errors import (
 )
 from connector.http import SystemClient, json_object
 
-__all__ = ["ERASURE_NOTE", "SPEC", "ShopifyAdapter", "ShopifySettings", "decode_cursor"]
+__all__ = [
+    "ERASURE_NOTE",
+    "ORDERS_UNREAD",
+    "SPEC",
+    "ShopifyAdapter",
+    "ShopifySettings",
+    "decode_cursor",
+]
 
 log = logging.getLogger("klantsync.shopify")
+
+#: The key of the customer's record that says how many of their orders Shopify did not serve.
+ORDERS_UNREAD: Final = "ordersNotRead"
+
+#: Why, as the access copy states it.
+ORDERS_UNREAD_REASON: Final = (
+    "Shopify counts more orders of this customer than it served: orders older than 60 days "
+    "are served only to an app granted the read_all_orders scope, so this copy lists the "
+    "recent ones; the shop holds the rest"
+)
 
 ERASURE_NOTE: Final = (
     "erasure queued by Shopify; Shopify holds it until its own waiting period passes; "
@@ -177,6 +199,15 @@ def _code(value: Any) -> str | None:
     return None
 
 
+def _count(value: Any) -> int | None:
+    """An ``UnsignedInt64`` count, which Shopify sends as a string of digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if value >= 0 else None
+    if isinstance(value, str) and value.strip().isdecimal():
+        return int(value.strip())
+    return None
+
+
 def _error_code(body: Mapping[str, Any]) -> str:
     """The first code of a GraphQL ``errors`` list; never its message, which can echo input."""
     errors = body.get("errors")
@@ -209,6 +240,7 @@ class ShopifyAdapter:
         self.path = graphql_path(settings)
         self.last_cost: dict[str, Any] | None = None
         self._versions_told: set[str] = set()
+        self._scope_told = False
 
     # -- the one endpoint --------------------------------------------------------------------
 
@@ -391,8 +423,10 @@ class ShopifyAdapter:
             found = [by_id] if by_id is not None else []
         return found
 
-    async def _orders(self, customer_id: str) -> list[dict[str, Any]]:
+    async def _orders(self, customer_id: str) -> tuple[list[dict[str, Any]], int | None]:
+        """The customer's orders Shopify serves, and how many it counts (``None``: unknown)."""
         orders: list[dict[str, Any]] = []
+        counted: int | None = None
         after: str | None = None
         seen: set[str] = set()
         while True:
@@ -400,7 +434,9 @@ class ShopifyAdapter:
             customer = data.get("customer")
             connection = customer.get("orders") if isinstance(customer, dict) else None
             if not isinstance(connection, dict):
-                return orders  # the customer went away meanwhile
+                return orders, counted  # the customer went away meanwhile
+            if counted is None and isinstance(customer, dict):
+                counted = _count(customer.get("numberOfOrders"))
             for order in connection.get("nodes") or []:
                 if isinstance(order, dict):
                     await self._all_line_items(order)
@@ -409,7 +445,7 @@ class ShopifyAdapter:
             info = info if isinstance(info, dict) else {}
             end = info.get("endCursor")
             if info.get("hasNextPage") is not True or not isinstance(end, str) or end in seen:
-                return orders
+                return orders, counted
             seen.add(end)
             after = end
 
@@ -437,13 +473,31 @@ class ShopifyAdapter:
         items["pageInfo"] = {"hasNextPage": False}
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """The customer node(s) and each of their orders as ``{"type": "order", ...}``."""
+        """The customer node(s) and each of their orders as ``{"type": "order", ...}``.
+
+        A customer of whom Shopify served fewer orders than it counts carries
+        :data:`ORDERS_UNREAD` (how many, and why), so the copy does not pass for whole.
+        """
         customers = await self._customers_for(subject)
         held: list[dict[str, Any]] = list(customers)
         for customer in customers:
-            for order in await self._orders(customer["id"]):
-                held.append({"type": "order", "customerId": customer["id"], **order})
+            orders, counted = await self._orders(customer["id"])
+            held += [{"type": "order", "customerId": customer["id"], **o} for o in orders]
+            if counted is not None and counted > len(orders):
+                self._orders_unread(customer, counted - len(orders))
         return held
+
+    def _orders_unread(self, customer: dict[str, Any], missing: int) -> None:
+        customer[ORDERS_UNREAD] = {"count": missing, "reason": ORDERS_UNREAD_REASON}
+        if self._scope_told:
+            return  # the scope is the store's, not the customer's: said once is enough
+        self._scope_told = True
+        # Counts only: which customer is the access request's business, not the log's.
+        log.warning(
+            "Shopify served fewer orders than the customer has: grant the app the "
+            "read_all_orders scope for orders older than 60 days",
+            extra={"system": self.client.system, "orders_not_read": missing},
+        )
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer node(s) alone (see ``Adapter.find``): a targeted sync reads no orders."""

@@ -19,6 +19,7 @@ __all__ = [
     "CUSTOMERS_SEARCH",
     "CUSTOMER_BY_ID",
     "CUSTOMER_FIELDS",
+    "CUSTOMER_HELD_FIELDS",
     "CUSTOMER_ORDERS",
     "LINE_ITEMS_PER_ORDER",
     "ORDERS_PAGE_SIZE",
@@ -42,6 +43,18 @@ CUSTOMER_FIELDS: Final = """
       defaultAddress { address1 address2 city zip countryCodeV2 company phone }
 """
 
+#: ``addresses`` is cut at ``first``; this many covers any real address book.
+ADDRESSES_PER_CUSTOMER: Final = 100
+
+#: What ``find`` reads a customer with: the pull's fields plus the whole address book. The
+#: mapping syncs the default address only, but an access request must show the person every
+#: address the shop keeps for them (a work address, a parcel point).
+CUSTOMER_HELD_FIELDS: Final = f"""{CUSTOMER_FIELDS.rstrip()}
+      addresses(first: {ADDRESSES_PER_CUSTOMER}) {{
+        address1 address2 city zip province countryCodeV2 company phone firstName lastName
+      }}
+"""
+
 CUSTOMERS_PAGE: Final = f"""
 query KlantsyncCustomers($first: Int!, $after: String, $query: String) {{
   customers(first: $first, after: $after, sortKey: UPDATED_AT, query: $query) {{
@@ -57,29 +70,42 @@ SEARCH_PAGE_SIZE: Final = 10
 CUSTOMERS_SEARCH: Final = f"""
 query KlantsyncFindCustomer($first: Int!, $query: String!) {{
   customers(first: $first, query: $query) {{
-    nodes {{{CUSTOMER_FIELDS}    }}
+    nodes {{{CUSTOMER_HELD_FIELDS}    }}
   }}
 }}
 """
 
 CUSTOMER_BY_ID: Final = f"""
 query KlantsyncCustomer($id: ID!) {{
-  customer(id: $id) {{{CUSTOMER_FIELDS}  }}
+  customer(id: $id) {{{CUSTOMER_HELD_FIELDS}  }}
 }}
 """
 
-#: 10 orders of up to 50 line items: 1 + 2 + 10 x (1 + 2 + 2 + 50 + 1) + 1 = 564 points.
+#: 10 orders of up to 50 line items and two addresses:
+#: 1 + 2 + 10 x (1 + 2 + 2 + 50 + 1 + 1 + 1) + 1 = 584 points.
 ORDERS_PAGE_SIZE: Final = 10
 LINE_ITEMS_PER_ORDER: Final = 50
+
+#: The order fields personal to the customer are read whole (what they wrote at checkout,
+#: where it was billed and sent), as WooCommerce's orders are: an access request shows them.
+#: ``numberOfOrders`` counts every order of the customer's, so a history Shopify served in
+#: part (orders older than 60 days need ``read_all_orders``) is told from a whole one.
+_ORDER_ADDRESS: Final = "address1 address2 city zip province countryCodeV2 company phone name"
 
 CUSTOMER_ORDERS: Final = f"""
 query KlantsyncCustomerOrders($id: ID!, $after: String) {{
   customer(id: $id) {{
+    numberOfOrders
     orders(first: {ORDERS_PAGE_SIZE}, after: $after) {{
       nodes {{
         id
         name
         createdAt
+        email
+        phone
+        note
+        billingAddress {{ {_ORDER_ADDRESS} }}
+        shippingAddress {{ {_ORDER_ADDRESS} }}
         totalPriceSet {{ shopMoney {{ amount currencyCode }} }}
         lineItems(first: {LINE_ITEMS_PER_ORDER}) {{
           nodes {{ title quantity }}

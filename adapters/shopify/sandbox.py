@@ -16,6 +16,8 @@ It serves ``POST /admin/api/{version}/graphql.json`` with:
 - Admin API versions as Shopify serves them: a retired version (older than 12 months on the
   wall clock) falls forward to the oldest supported one, and ``X-Shopify-API-Version`` names
   the version that answered;
+- orders older than 60 days served only to a token granted ``read_all_orders`` (none is by
+  default, as with Shopify);
 - genuine webhook deliveries (:meth:`ShopifySandbox.signed_webhook`).
 
 Faults and the request log come from :class:`~connector.sandboxkit.SandboxBase`. The log
@@ -79,6 +81,9 @@ class ShopifySandbox(SandboxBase):
         clock: monotonic seconds for the cost bucket.
         wall_clock: epoch seconds for ``createdAt``/``updatedAt`` and webhook headers.
         shop_domain: the ``*.myshopify.com`` name used in webhooks.
+        read_all_orders: the token holds Shopify's ``read_all_orders`` scope; without it
+            orders created more than 60 days ago are not served (``numberOfOrders`` still
+            counts them).
 
     Attributes:
         store: the customers, orders and pending erasures.
@@ -101,6 +106,7 @@ class ShopifySandbox(SandboxBase):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         shop_domain: str = "klantsync-sandbox.myshopify.com",
+        read_all_orders: bool = False,
     ) -> None:
         super().__init__(clock=clock)
         self.access_token = access_token
@@ -111,7 +117,7 @@ class ShopifySandbox(SandboxBase):
         self.wall_clock = wall_clock
         self.shop_domain = shop_domain
         self.store = ShopStore(date_granular=date_granular)
-        self.executor = Executor(self.store, self.now)
+        self.executor = Executor(self.store, self.now, all_orders=read_all_orders)
         self.operations = self.executor.operations
         self.throttled = 0
         self._app: ASGIApp | None = None

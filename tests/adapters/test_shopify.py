@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import Counter
@@ -16,7 +17,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from adapters.shopify import SPEC, ShopifyAdapter, ShopifySandbox, ShopifySettings
-from adapters.shopify.adapter import decode_cursor
+from adapters.shopify.adapter import ORDERS_UNREAD, decode_cursor
 from adapters.shopify.sandbox import AUTH_ERROR
 from adapters.shopify.settings import (
     DEFAULT_API_VERSION,
@@ -555,6 +556,114 @@ async def test_find_by_id_when_the_email_changed_and_orders_page(shop: Harness) 
     numeric = Subject(email="oud@example.com", external_id=customer_id.rsplit("/", 1)[1])
     assert (await shop.adapter.find(numeric))[0]["id"] == customer_id
     assert await shop.adapter.find(Subject(email="niemand@example.com", external_id="x")) == []
+
+
+async def test_access_copy_lists_every_address_shopify_keeps_for_the_customer(
+    shop: Harness,
+) -> None:
+    """Shopify keeps an address book per customer; the mapping syncs the default address
+    only, and find read only that one too, so a second address (a work address, a parcel
+    point) never reached the access copy."""
+    shop.sandbox.add_person(
+        "anna@example.nl", "Anna", "Jansen", "+31612345678",
+        address1="Hoofdstraat 1", city="Utrecht", zip="3511AA", country_code="NL",
+    )  # fmt: skip
+    customer = shop.sandbox.store.by_email("anna@example.nl")
+    assert customer is not None
+    work = copy.deepcopy(customer["defaultAddress"])
+    work.update(id="gid://shopify/MailingAddress/42", address1="Kantoorlaan 99", city="Zeist")
+    customer["addresses"].append(work)
+    (found,) = await shop.adapter.find(Subject(email="anna@example.nl"))
+    assert [a["address1"] for a in found["addresses"]] == ["Hoofdstraat 1", "Kantoorlaan 99"]
+    assert found["defaultAddress"]["address1"] == "Hoofdstraat 1"
+    (pulled,) = [r for p in await collect(shop.adapter, None) for r in p.records]
+    assert "addresses" not in pulled  # the sync reads what the mapping needs
+
+
+async def test_access_copy_of_an_order_holds_its_note_and_addresses(shop: Harness) -> None:
+    """What the customer wrote at checkout and where the order was billed and sent are the
+    person's data Shopify holds (WooCommerce's find returns whole orders for that reason);
+    the order's name, date, total and items alone left them out."""
+    shop.sandbox.add_person("anna@example.nl", "Anna", "Jansen", address1="Hoofdstraat 1")
+    order_id = shop.sandbox.add_order("anna@example.nl", note="Graag afgeven bij nummer 3")
+    order = shop.sandbox.store.order(order_id)
+    assert order is not None
+    order["shippingAddress"] = {**order["shippingAddress"], "address1": "Cadeaustraat 7"}
+    found = await shop.adapter.find(Subject(email="anna@example.nl"))
+    (held,) = [r for r in found if r.get("type") == "order"]
+    assert held["note"] == "Graag afgeven bij nummer 3"
+    assert held["shippingAddress"]["address1"] == "Cadeaustraat 7"
+    assert held["billingAddress"]["address1"] == "Hoofdstraat 1"
+    assert held["email"] == "anna@example.nl"
+
+
+def age(sandbox: ShopifySandbox, order_id: str, days: int) -> None:
+    """Make the order ``days`` older than the sandbox's wall clock."""
+    order = sandbox.store.order(order_id)
+    assert order is not None
+    moment = datetime.fromtimestamp(sandbox.wall_clock(), UTC) - timedelta(days=days)
+    order["createdAt"] = order["updatedAt"] = moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("read_all_orders", [False, True])
+async def test_sandbox_serves_orders_older_than_60_days_only_with_read_all_orders(
+    clock: FakeClock, wall: FakeClock, read_all_orders: bool
+) -> None:
+    """Shopify: "Only the last 60 days' worth of orders from a store are accessible from
+    the Order object by default"; older ones need read_all_orders. The sandbox served every
+    order to any token, so an access copy looked whole in every test."""
+    sandbox = ShopifySandbox(
+        clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN, read_all_orders=read_all_orders
+    )
+    customer_id = sandbox.add_person("anna@example.nl", "Anna")
+    old_id = sandbox.add_order("anna@example.nl", total="99.00")
+    age(sandbox, old_id, 120)
+    recent_id = sandbox.add_order("anna@example.nl", total="5.00")
+    query = (
+        '{ customer(id: "' + customer_id + '") { numberOfOrders orders(first: 10) '
+        "{ nodes { id } } } }"
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"X-Shopify-Access-Token": TOKEN},
+    ) as http:
+        customer = (await http.post(GRAPHQL, json={"query": query})).json()["data"]["customer"]
+        lookup = '{ order(id: "' + old_id + '") { id } }'
+        direct = (await http.post(GRAPHQL, json={"query": lookup})).json()["data"]["order"]
+    ids = [n["id"] for n in customer["orders"]["nodes"]]
+    assert customer["numberOfOrders"] == "2"  # counted whatever the token may read
+    assert ids == ([old_id, recent_id] if read_all_orders else [recent_id])
+    assert (direct is not None) is read_all_orders
+
+
+async def test_access_copy_says_when_shopify_served_only_the_recent_orders(
+    shop: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without read_all_orders Shopify serves the last 60 days of orders and says nothing:
+    the copy must not pass a partial order history for the whole. The customer's record
+    says how many orders were not served and why; the log names the scope, not the person."""
+    shop.sandbox.add_person("anna@example.nl", "Anna", "Jansen")
+    for days in (400, 90):
+        age(shop.sandbox, shop.sandbox.add_order("anna@example.nl"), days)
+    shop.sandbox.add_order("anna@example.nl")
+    caplog.set_level(logging.WARNING)
+    found = await shop.adapter.find(Subject(email="anna@example.nl"))
+    customer, orders = found[0], [r for r in found if r.get("type") == "order"]
+    assert len(orders) == 1
+    assert customer[ORDERS_UNREAD]["count"] == 2
+    assert "read_all_orders" in customer[ORDERS_UNREAD]["reason"]
+    (warning,) = [r for r in caplog.records if "read_all_orders" in r.getMessage()]
+    assert "anna" not in json.dumps(warning.__dict__, default=str)
+    whole = ShopifySandbox(shop_domain=SHOP_DOMAIN, read_all_orders=True)
+    whole.add_person("anna@example.nl", "Anna")
+    age(whole, whole.add_order("anna@example.nl"), 400)
+    harness = make_harness(whole, shop.clock, shop.wall)
+    try:
+        (customer, _order) = await harness.adapter.find(Subject(email="anna@example.nl"))
+    finally:
+        await harness.client.aclose()
+    assert ORDERS_UNREAD not in customer
 
 
 # -- API version ---------------------------------------------------------------------------
