@@ -18,6 +18,7 @@ What it does, by contract verb:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -428,7 +429,12 @@ def _replay_key(item: Mapping[str, Any]) -> str:
     With ``eventId`` alone, a different event that happens to carry the same one (another
     contact's privacy deletion) was dropped as a replay after HubSpot had its 200.
     """
-    return ":".join("" if item.get(name) is None else str(item[name]) for name in _EVENT_IDENTITY)
+    identity = ":".join(
+        "" if item.get(name) is None else str(item[name]) for name in _EVENT_IDENTITY
+    )
+    # Kept in the store for webhook_ids_days, beyond an erasure: hashed, so the erased
+    # contact's id (and that they asked to be deleted) is not kept readable with it.
+    return "event:" + hashlib.sha256(identity.encode()).hexdigest()
 
 
 _EVENT_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase"]]] = {
