@@ -297,7 +297,15 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
+        try:
+            self.db.execute("COMMIT")
+        except BaseException:
+            # A COMMIT that fails (a full disk, an I/O error) can leave the transaction
+            # open: ended here, so the connection is usable and the caller sees this error.
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def durable_transaction(self) -> Iterator[sqlite3.Connection]:
@@ -313,7 +321,10 @@ class Store:
             with self.transaction() as db:
                 yield db
         finally:
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            # Not inside a transaction (SQLite refuses it there, which would hide what
+            # failed); transaction() has ended it either way.
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA synchronous=NORMAL")
 
     # -- cursors -----------------------------------------------------------------------------
 

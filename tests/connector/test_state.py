@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -590,3 +591,40 @@ def test_a_cursor_set_under_another_shape_is_not_used(tmp_path: Path) -> None:
     store.set_cursor("f", "shop", "page-9", "shape-b")
     store.set_cursor("f", "shop", "page-10")
     assert store.get_cursor("f", "shop", "shape-b") == "page-10"
+
+
+class _CommitFails:
+    """The store's connection, but COMMIT fails as on an I/O error (the transaction stays
+    open, as SQLite leaves it)."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.real.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_failed_commit_ends_the_transaction_and_says_what_failed(tmp_path: Path) -> None:
+    """A COMMIT that fails left the transaction open: the next statement of a durable write
+    (setting the sync level back) failed in turn with "Safety level may not be changed
+    inside a transaction", which hid the I/O error and left every later commit synced."""
+    store = Store(tmp_path / "k.db")
+    real = store.db
+    store.db = _CommitFails(real)  # type: ignore[assignment]
+    with (
+        pytest.raises(sqlite3.OperationalError, match="disk I/O error"),
+        store.durable_transaction() as db,
+    ):
+        db.execute(
+            "INSERT INTO cursors(flow, system, cursor, updated_at) VALUES (?,?,?,?)",
+            ("f", "s", "c", "t"),
+        )
+    store.db = real
+    assert not real.in_transaction
+    assert real.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again
+    assert real.execute("SELECT COUNT(*) FROM cursors").fetchone() == (0,)
