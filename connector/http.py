@@ -206,6 +206,10 @@ def server_pair_problem(cert: Path, key: Path, *, strict: bool = False) -> str |
     return None
 
 
+#: The longest a vendor's wait hint keeps every caller of one of its buckets back.
+MAX_HOLD_SECONDS = 3600.0
+
+
 @dataclass
 class RetryPolicy:
     """How hard to try. ``sleep`` is injectable so tests never wait for real.
@@ -642,7 +646,11 @@ class SystemClient:
             return response
         error = self._classify(method, path, response)
         if isinstance(error, RateLimitedError) and error.wait_seconds:
-            closed = self.clock() + error.wait_seconds
+            # At most an hour: a proxy's Retry-After of days (or a garbled one) must not shut
+            # the system out until the daemon restarts, erasures queued behind it included;
+            # after the hour one call asks again, and a vendor still full says so again.
+            wait = min(error.wait_seconds, MAX_HOLD_SECONDS)
+            closed = self.clock() + wait
             self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
         raise error
 

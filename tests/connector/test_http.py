@@ -352,6 +352,36 @@ async def test_a_vendor_wait_past_the_backoff_cap_ends_the_retries_instead_of_sh
     assert calls == [1000.0]
 
 
+async def test_a_wait_hint_of_days_holds_the_system_back_for_an_hour_at_most() -> None:
+    """A Retry-After of a week (a proxy's, or garbled) closed the system's window until the
+    daemon restarted, erasures queued behind it included. After an hour one call asks again."""
+    time = VirtualTime()
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.now)
+        if len(calls) == 1:
+            return httpx.Response(429, headers={"Retry-After": str(7 * 86400)})
+        return httpx.Response(200, json={})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        wait_hint=lambda response: float(response.headers["Retry-After"]),
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=2, base_seconds=0.5, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+    async with client:
+        with pytest.raises(RateLimitedError):
+            await client.request("GET", "/customers")
+        with pytest.raises(RateLimitedError):  # held back: not sent
+            await client.request("GET", "/customers")
+        await time.sleep(3601)
+        assert (await client.request("GET", "/customers")).status_code == 200
+    assert len(calls) == 2
+
+
 class SimulatedTime:
     """Virtual time for concurrent callers: ``sleep`` waits until the clock reaches its
     deadline, and the clock moves to the earliest deadline only once every task is waiting
