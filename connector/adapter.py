@@ -207,7 +207,9 @@ class WebhookEvent:
 
     Attributes:
         kind: ``"changed"`` (sync this person), ``"deleted"``, ``"erase"`` (a privacy
-            deletion to mirror everywhere), ``"access"`` (a data request), ``"purge_all"``.
+            deletion to mirror everywhere), ``"access"`` (a data request), ``"purge_all"``,
+            ``"opted_out"`` / ``"opted_in"`` (the person unsubscribed at the sending system
+            itself, or subscribed there again: see ``Store.opt_out``).
         delivery_id: the vendor's delivery/event id, for replay detection.
         external_id: the person's id in the sending system, if given.
         email: the person's e-mail, if the payload carries it (never logged).
@@ -218,7 +220,9 @@ class WebhookEvent:
             then the earlier of the two.
     """
 
-    kind: Literal["changed", "deleted", "erase", "access", "purge_all", "ignored"]
+    kind: Literal[
+        "changed", "deleted", "erase", "access", "purge_all", "opted_out", "opted_in", "ignored"
+    ]
     delivery_id: str
     external_id: str | None = None
     email: str | None = None

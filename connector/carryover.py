@@ -71,6 +71,7 @@ class Carried:
     #: (system, person) pairs the backup knows that got something since (see module).
     delivered_since: int = 0
     aliases: int = 0
+    opt_outs: int = 0
     requests: int = 0
     jobs: int = 0
     deliveries: int = 0
@@ -121,6 +122,13 @@ def carry_over(
     carried.aliases = db.execute(
         "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) "
         "SELECT subject_id, alias FROM replaced.subject_aliases"
+    ).rowcount
+    # Who unsubscribed at a system since (its webhook): never subscribed there again by the
+    # restored store. (One who subscribed there again since stays out until they do again.)
+    carried.opt_outs = db.execute(
+        "INSERT OR IGNORE INTO main.opt_outs(system, subject_id, created_at) "
+        "SELECT system, subject_id, created_at FROM replaced.opt_outs "
+        "WHERE subject_id NOT IN (SELECT subject_id FROM main.suppression)"
     ).rowcount
     carried.requests = _requests(db, keyring, carried.not_carried)
     carried.jobs = _jobs(db, keyring, carried.not_carried)

@@ -408,7 +408,8 @@ class DsrStore:
         self.db.execute("UPDATE outbox SET payload=? WHERE id=?", (sealed, row_id))
 
     def delete_traces(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        """Delete the subject's identities, hashes, outbox rows, dead letters and former ids.
+        """Delete the subject's identities, hashes, outbox rows, dead letters, opt-outs at
+        systems and former ids.
 
         What stays: the suppression entry and audit entries, both keyed HMAC ids only.
         Returns rows deleted per table.
@@ -425,6 +426,11 @@ class DsrStore:
                 tuple(subject_ids),
             )
             counts["dead_letters"] = cur.rowcount
+            cur = db.execute(
+                f"DELETE FROM opt_outs WHERE subject_id IN ({marks})",  # noqa: S608
+                tuple(subject_ids),
+            )
+            counts["opt_outs"] = cur.rowcount
             cur = db.execute(
                 f"DELETE FROM subject_aliases WHERE subject_id IN ({marks}) "  # noqa: S608
                 f"OR alias IN ({marks})",

@@ -476,13 +476,16 @@ class Engine:
             delivered = delivered_by[dest.name]
             rejected = rejected_by.get(dest.name, {})
             context = outbox_context(dest.name)
+            # Unsubscribed at the system itself (Mailchimp's own link): sent the withdrawal
+            # and nothing more, whatever the source's consent says (migration 18).
+            opted_out = self.store.opted_out(dest.name, subject_ids)
             for n, (sid, (_, person)) in enumerate(people.items(), 1):
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if sid in suppressed:
                     continue
                 last = queued.get(sid, delivered.get(sid))
-                if dest.mapping.admits(person):
+                if sid not in opted_out and dest.mapping.admits(person):
                     fields = dest.mapping.outbound(person)
                     digest = self.keyring.payload_hash(dest.name, fields)
                     if last is not None and last != digest and dest.mapping.consent_renewed:

@@ -96,6 +96,13 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
             db.execute(
                 "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
             )
+            # Who unsubscribed at a system stays so under the new address (the member
+            # moves with it there too).
+            db.execute(
+                "UPDATE OR IGNORE opt_outs SET subject_id=? WHERE subject_id=?",
+                (move.new, move.old),
+            )
+            db.execute("DELETE FROM opt_outs WHERE subject_id=?", (move.old,))
             # The old id (and any the person had before it) stays known as theirs, so an
             # erasure under either address reaches the person and suppresses every id.
             db.execute(

@@ -285,6 +285,16 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE cursors ADD COLUMN shape TEXT;
     """,
+    # 18: who opted out at a system itself (an unsubscribe in Mailchimp, by its webhook):
+    # that system is sent their withdrawal and nothing else, whatever the source's consent
+    # says, until they subscribe there again. Keyed by the subject's HMAC id, as dead
+    # letters are: an erasure deletes it, a move carries it.
+    """
+    CREATE TABLE opt_outs (
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (system, subject_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

@@ -846,6 +846,37 @@ class Store:
                 [(sid, kind, request_id, utcnow()) for sid in subject_ids],
             )
 
+    # -- opt-outs at a system (migration 18) ------------------------------------------------
+
+    def opt_out(self, system: str, subject_id: str) -> None:
+        """``subject_id`` opted out at ``system`` itself (unsubscribed there)."""
+        self.db.execute(
+            "INSERT OR IGNORE INTO opt_outs(system, subject_id, created_at) VALUES (?,?,?)",
+            (system, subject_id, utcnow()),
+        )
+
+    def opt_in(self, system: str, subject_id: str) -> bool:
+        """``subject_id`` subscribed at ``system`` again; whether they had opted out there."""
+        cur = self.db.execute(
+            "DELETE FROM opt_outs WHERE system=? AND subject_id=?", (system, subject_id)
+        )
+        return cur.rowcount > 0
+
+    def opted_out(self, system: str, subject_ids: Sequence[str]) -> set[str]:
+        """Which of ``subject_ids`` opted out at ``system`` itself."""
+        if not self.db.execute("SELECT 1 FROM opt_outs LIMIT 1").fetchone():
+            return set()  # nearly always: one seek, and a page costs nothing more
+        found: set[str] = set()
+        for chunk in chunks(subject_ids, 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                "SELECT subject_id FROM opt_outs "  # noqa: S608 - marks only
+                f"WHERE system=? AND subject_id IN ({marks})",
+                (system, *chunk),
+            )
+            found.update(str(sid) for (sid,) in rows)
+        return found
+
     # -- runs ----------------------------------------------------------------------------------
 
     def start_run(self, flow: str) -> int:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-from connector import jobs
-from connector.adapter import WebhookRequest
+from connector import audit, jobs
+from connector.adapter import WebhookEvent, WebhookRequest
+from connector.model import normalise_email
 from connector.runtime import Runtime
 from connector.state import utcnow
 
@@ -62,6 +63,11 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
             if not _first_delivery(rt, system_name, event.delivery_id):
                 outcome.duplicates += 1
                 continue
+            if event.kind in ("opted_out", "opted_in"):
+                # Recorded here, with the delivery, not queued: a sync running before a
+                # job would subscribe again someone who just unsubscribed.
+                outcome.ignored += not _record_consent(rt, system_name, event)
+                continue
             params = {
                 "system": system_name,
                 "event": event.kind,
@@ -75,8 +81,25 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
     return outcome
 
 
-#: Event kinds that are a data subject's request (or a shop's), not a change to sync.
-REQUEST_KINDS = frozenset({"erase", "access", "purge_all"})
+#: Event kinds that are a data subject's request (or a shop's, or their consent at the
+#: system), not a change to sync.
+REQUEST_KINDS = frozenset({"erase", "access", "purge_all", "opted_out", "opted_in"})
+
+
+def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
+    """Record an unsubscribe (or a subscribe again) at ``system``; whether it was about
+    someone the store knows (nobody else was ever sent there)."""
+    if not event.email:
+        return False
+    subject_id = rt.keyring.subject_id(normalise_email(event.email))
+    if not rt.store.subject_numbers([subject_id]):
+        return False
+    if event.kind == "opted_out":
+        rt.store.opt_out(system, subject_id)
+        audit.append(rt.store, "consent.opted_out", {"system": system}, subject_id=subject_id)
+    elif rt.store.opt_in(system, subject_id):
+        audit.append(rt.store, "consent.opted_in", {"system": system}, subject_id=subject_id)
+    return True
 
 
 def _first_delivery(rt: Runtime, system: str, delivery_id: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from adapters.mailchimp.payloads import subscriber_hash
@@ -29,6 +29,13 @@ SECRET_PARAM: Final = "secret"  # noqa: S105 (a parameter name, not a secret)
 
 #: Audience events about one person; each asks for a targeted sync of that person.
 _PERSON_EVENTS: Final = frozenset({"subscribe", "unsubscribe", "profile", "upemail", "cleaned"})
+
+
+#: Events that are the person's own choice about this newsletter, at Mailchimp.
+_CONSENT_EVENTS: Final[Mapping[str, Literal["opted_out", "opted_in"]]] = {
+    "unsubscribe": "opted_out",
+    "subscribe": "opted_in",
+}
 
 
 def verify_delivery(request: WebhookRequest, secret: str) -> bool:
@@ -55,14 +62,13 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
 def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     """Decode a verified delivery.
 
-    ``subscribe``, ``unsubscribe``, ``profile``, ``upemail`` (its new address) and ``cleaned``
-    become ``changed`` events for that person; ``campaign`` and anything else is ``ignored``.
-    An empty body (Mailchimp's URL check) yields no events.
-
-    An ``unsubscribe`` is *not* treated as an erasure or a consent change: the person left
-    one newsletter, which says nothing about other processing. The connector answers it with a
-    targeted sync, which for a destination-only system reads nothing back; recording the
-    withdrawal as the person's consent needs a flow that reads Mailchimp (see the adapter).
+    ``unsubscribe`` is ``opted_out`` and ``subscribe`` ``opted_in``: the person left (or
+    joined again) this newsletter at Mailchimp itself, and the connector must not subscribe
+    them again because the shop still says yes (an archived member is re-added by a ``PUT``).
+    It says nothing about other processing: not an erasure, nor a consent at the source.
+    ``profile``, ``upemail`` (its new address) and ``cleaned`` become ``changed`` events for
+    that person; ``campaign`` and anything else is ``ignored``. An empty body (Mailchimp's
+    URL check) yields no events.
     """
     if not request.body.strip():
         return []
@@ -81,7 +87,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     # addresses members by (unverified), so the external id is computed from the e-mail.
     return [
         WebhookEvent(
-            kind="changed",
+            kind=_CONSENT_EVENTS.get(kind, "changed"),
             delivery_id=delivery_id,
             external_id=subscriber_hash(email),
             email=email,

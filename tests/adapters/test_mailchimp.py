@@ -824,10 +824,16 @@ def test_a_secret_with_a_plus_or_a_slash_verifies_as_registered(mc: Harness) -> 
 
 
 def test_parse_person_events_and_ignore_the_rest(mc: Harness, sandbox: MailchimpSandbox) -> None:
-    """Audience events about a person become changed events; campaigns and pings do not."""
-    for event in ("subscribe", "unsubscribe", "profile", "cleaned"):
+    """Audience events about a person become changed events, an unsubscribe and a
+    subscribe the person's own choice at Mailchimp; campaigns and pings do not."""
+    for event, kind in (
+        ("subscribe", "opted_in"),
+        ("unsubscribe", "opted_out"),
+        ("profile", "changed"),
+        ("cleaned", "changed"),
+    ):
         (parsed,) = mc.adapter.parse_webhook(hook(sandbox.webhook_delivery(event, "a@example.com")))
-        assert (parsed.kind, parsed.email) == ("changed", "a@example.com")
+        assert (parsed.kind, parsed.email) == (kind, "a@example.com")
         assert parsed.external_id == subscriber_hash("a@example.com")
         assert parsed.delivery_id.startswith("sha256:")
     moved = sandbox.webhook_delivery("upemail", "old@example.com", new_email="new@example.com")

@@ -277,3 +277,20 @@ def test_a_move_keeps_one_dead_letter_per_system(tmp_path: Path) -> None:
         "mail": {"new": "m-old"},
     }
     assert len(store.dead_letters()) == 2
+
+
+def test_an_opt_out_at_a_system_moves_with_the_person_and_goes_with_their_erasure(
+    tmp_path: Path,
+) -> None:
+    """Who unsubscribed at a system stays so under their new address; their erasure deletes
+    the record of it (an HMAC id, but theirs)."""
+    from connector.dsr_store import DsrStore
+
+    store = Store(tmp_path / "s.db")
+    store.subject_numbers(["old"], create=True)
+    store.opt_out("news", "old")
+    store.opt_out("news", "new")  # already there under the new id too: one row stays
+    apply_moves(store, [Move("shop", "old", "new")], ["news"])
+    assert store.opted_out("news", ["old", "new"]) == {"new"}
+    counts = DsrStore(store).delete_traces(["new"])
+    assert counts["opt_outs"] == 1 and store.opted_out("news", ["new"]) == set()

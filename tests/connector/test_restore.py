@@ -601,7 +601,7 @@ async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     and all it knows since the backup is taken over, not its erasures alone."""
     out, config, view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
     with closing(sqlite3.connect(config.store_path)) as db:  # as the version before left it
-        db.execute("ALTER TABLE cursors DROP COLUMN shape")  # what the latest migration adds
+        db.execute("DROP TABLE opt_outs")  # what the latest migration adds
         db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
         db.commit()
     facts = restore_backup(config, out)
@@ -805,3 +805,23 @@ async def test_a_store_in_a_folder_with_a_hash_in_its_name_is_restored(
     facts = restore_backup(config, out)
     assert facts.replaced_readable and facts.not_carried == []
     assert (erased,) in rows(config.store_path, "SELECT subject_id FROM suppression")
+
+
+async def test_an_unsubscribe_at_a_system_since_the_backup_is_carried_over(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """Someone who unsubscribed at Mailchimp after the backup must not be subscribed again
+    by the restored store: their opt-out comes over with the rest."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        subject = rt.keyring.subject_id(OTHER_EMAIL)
+        with rt.store.transaction():
+            rt.store.opt_out("news", subject)
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["opt_outs"] == 1
+    async with open_rt() as rt:
+        assert rt.store.opted_out("news", [subject]) == {subject}

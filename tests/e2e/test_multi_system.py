@@ -1054,3 +1054,60 @@ async def test_a_withdrawal_and_a_correction_pass_a_merge_field_made_required_si
     # A whole member written without the check is refused, as Mailchimp does: the corrected
     # person, sent again by this sync, lacks the field.
     assert report.destinations["news"].dead_lettered == 1
+
+
+async def test_an_unsubscribe_at_mailchimp_is_not_undone_by_a_later_sync(
+    world: World, tmp_path: Path
+) -> None:
+    """The reader unsubscribes through the newsletter's own link; Mailchimp tells the
+    connector. The marketer archives unsubscribed contacts (they count toward the bill); the
+    customer then corrects their name in the shop, whose consent still says yes. The sync
+    must not subscribe them again (a PUT re-adds an archived member as new): it sends their
+    withdrawal, once, and nothing more, until they subscribe at Mailchimp again."""
+    path = write_config(tmp_path, world)
+    (tmp_path / "secrets" / "news_hook").write_text("mc-url-secret")
+    path.write_text(
+        path.read_text().replace(
+            'credentials = { api_key = "file:secrets/news" }',
+            'credentials = { api_key = "file:secrets/news" }\n'
+            'webhooks = { secret = "file:secrets/news_hook" }',
+        )
+    )
+    url = "https://c.test/webhooks/news?secret=mc-url-secret"
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    clock = VirtualTime()
+    async with open_runtime(path, transports=world.transports(), sleep=clock.sleep) as rt:
+        world.shop.seed_synthetic(6, seed=64)
+        await rt.engine.sync("shop")
+        email = next(
+            c["email"]
+            for c in (world.shop.store.get(n) for n in range(1, 7))
+            if c is not None and world.news.member(LISTS[0], c["email"]) is not None
+        )
+        for list_id in LISTS:
+            member = world.news.store.get(list_id, subscriber_hash(email))
+            if member is not None:
+                member.status = "unsubscribed"
+            delivery = world.news.webhook_delivery("unsubscribe", email, list_id=list_id)
+            outcome = receive(rt, "news", WebhookRequest("POST", url, form, delivery), time.time())
+            assert outcome.status == 200 and outcome.queued == []
+        for list_id in LISTS:
+            if world.news.member(list_id, email) is not None:
+                world.news.store.archive(list_id, subscriber_hash(email))
+        world.shop.touch(email, first_name="Gecorrigeerd")
+        world.news.log.clear()
+        (report,) = await rt.engine.sync("shop")
+        statuses = {
+            list_id: (world.news.member(list_id, email) or {}).get("status") for list_id in LISTS
+        }
+        assert "subscribed" not in statuses.values() and "pending" not in statuses.values()
+        assert report.destinations["news"].withdrawn == 1
+        world.news.log.clear()
+        await rt.engine.sync("shop")
+        assert world.news.log.writes() == []
+        # Subscribed again at Mailchimp: the shop's data reaches the member again.
+        delivery = world.news.webhook_delivery("subscribe", email, list_id=LISTS[0])
+        receive(rt, "news", WebhookRequest("POST", url, form, delivery), time.time())
+        assert rt.store.opted_out("news", [rt.keyring.subject_id(email)]) == set()
+        kinds = [e.kind for e in audit.entries(rt.store)]
+        assert "consent.opted_out" in kinds and "consent.opted_in" in kinds
