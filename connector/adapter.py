@@ -142,7 +142,9 @@ class UpsertResult(NamedTuple):
     ``external_id``, which the connector then knows the person by. ``note`` says in words
     what a write left alone and why (``not_held``, ``skipped``, or an update that reached
     only some of the records), for a request's receipt; like ``reason``, it never holds
-    personal data.
+    personal data. ``unreachable`` marks a retryable failure that says the system could not
+    be reached or refused all work (:func:`connector.errors.system_down`): a run whose
+    writes keep failing so leaves the rest queued for the next run.
     """
 
     ref: str
@@ -151,6 +153,7 @@ class UpsertResult(NamedTuple):
     reason: str = ""
     retryable: bool = False
     note: str = ""
+    unreachable: bool = False
 
 
 @dataclass(frozen=True)

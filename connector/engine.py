@@ -39,6 +39,7 @@ from connector.errors import (
     RecordError,
     RemoteError,
     RetryableError,
+    system_down,
 )
 from connector.ids import SystemIds
 from connector.inflight import InFlight
@@ -1017,7 +1018,7 @@ class Engine:
         """Upsert a batch; isolate records when the vendor rejects a whole batch."""
         try:
             results, failure = await self._call(dest, records, dest_report, stop)
-            outage.observe(failure)
+            outage.observe(failure, results)
             return results
         except RecordError as exc:
             outage.observe(None)  # the system answered
@@ -1038,8 +1039,8 @@ class Engine:
                 results.append(UpsertResult(record.ref, "failed", reason=_reason(exc)))
                 continue
             results += got
-            outage.observe(failure)
-            if failure is not None and _system_down(failure):
+            outage.observe(failure, got)
+            if failure is not None and system_down(failure):
                 # One record's retries ran out against a system that is down: each other
                 # record's would too (a batch of 100 was 800 calls). They wait, unsent. A
                 # record the vendor chokes on (a 500 every try) is only deferred itself.
@@ -1079,20 +1080,9 @@ class Engine:
             return stopped, exc
 
 
-#: Calls in a row that could not reach a system (see :func:`_system_down`) before a run
+#: Calls in a row that could not reach a system (see :func:`system_down`) before a run
 #: stops delivering to it and leaves the rest queued for the next run.
 DOWN_AFTER = 3
-
-#: Answers that say the system, not the record, is the trouble.
-_DOWN_STATUSES = frozenset({429, 502, 503, 504})
-
-
-def _system_down(error: RemoteError) -> bool:
-    """Whether a call's failure says the system is unreachable or refusing all work (no
-    answer at all, a gateway's or the vendor's "unavailable", a rate limit past its
-    retries), not that something in the records made it fail (a 500 on one batch): a
-    record the vendor chokes on must not hold back every batch behind it, run after run."""
-    return error.status is None or error.status in _DOWN_STATUSES
 
 
 class _Outage:
@@ -1102,13 +1092,16 @@ class _Outage:
         self.in_a_row = 0
         self.down = False
 
-    def observe(self, failure: RemoteError | None) -> None:
-        """Count one call's outcome (``None``: it was answered, whatever the records'
-        fate). A failure that says nothing of the system (a 500) neither counts nor
-        resets: the system answered, and the next call tells."""
-        if failure is None:
+    def observe(self, failure: RemoteError | None, results: Sequence[UpsertResult] = ()) -> None:
+        """Count one call's outcome: the error it failed with, or (``None``) its results.
+        Adapters that write record by record (Mailchimp, Pipedrive) answer a system that is
+        down with every result failed ``unreachable``. A failure that says nothing of the
+        system (a 500) neither counts nor resets: the system answered, and the next call
+        tells."""
+        unreachable = bool(results) and all(r.unreachable for r in results)
+        if failure is None and not unreachable:
             self.in_a_row = 0
-        elif _system_down(failure):
+        elif unreachable or (failure is not None and system_down(failure)):
             self.in_a_row += 1
             self.down = self.down or self.in_a_row >= DOWN_AFTER
 

@@ -145,3 +145,14 @@ class StorePathError(StoreError):
 
 class ReceiptError(KlantsyncError):
     """A signed receipt or the audit chain failed verification."""
+
+
+#: Answers that say the system, not the record, is the trouble.
+_UNREACHABLE_STATUSES = frozenset({429, 502, 503, 504})
+
+
+def system_down(error: RemoteError) -> bool:
+    """Whether a call's failure says the system is unreachable or refusing all work (no
+    answer at all, a gateway's or the vendor's "unavailable", a rate limit past its
+    retries), not that something in the records made it fail (a 500 on one batch)."""
+    return error.status is None or error.status in _UNREACHABLE_STATUSES

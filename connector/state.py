@@ -295,7 +295,11 @@ class Store:
         try:
             yield self.db
         except BaseException:
-            self.db.execute("ROLLBACK")
+            # SQLite has rolled the whole transaction back itself after some errors (a full
+            # disk): a ROLLBACK then fails, and its error would hide the one that matters.
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
             raise
         try:
             self.db.execute("COMMIT")

@@ -80,6 +80,7 @@ from connector.errors import (
     RecordError,
     RemoteError,
     RetryableError,
+    system_down,
 )
 from connector.http import SystemClient, answer_object, json_object
 from connector.workers import WorkerPool
@@ -130,6 +131,8 @@ class _Outcome:
     retryable: bool = False
     member_id: str | None = None
     left: Literal["", "absent", "archived"] = ""
+    #: The failure said Mailchimp could not be reached (see connector.errors.system_down).
+    unreachable: bool = False
 
 
 @dataclass
@@ -593,7 +596,9 @@ class MailchimpAdapter:
             except RecordError as exc:
                 return _Outcome(ok=False, reason=_reason(exc))
             except RetryableError as exc:
-                return _Outcome(ok=False, reason=_reason(exc), retryable=True)
+                return _Outcome(
+                    ok=False, reason=_reason(exc), retryable=True, unreachable=system_down(exc)
+                )
 
     async def _request(
         self,
@@ -660,7 +665,12 @@ def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | Non
     for outcome in outcomes:
         if not outcome.ok and outcome.retryable:
             return UpsertResult(
-                ref, "failed", external_id=written, reason=outcome.reason, retryable=True
+                ref,
+                "failed",
+                external_id=written,
+                reason=outcome.reason,
+                retryable=True,
+                unreachable=outcome.unreachable,
             )
     for outcome in outcomes:
         if not outcome.ok:

@@ -65,7 +65,13 @@ from connector.adapter import (
     WebhookEvent,
     WebhookRequest,
 )
-from connector.errors import FatalRemoteError, KlantsyncError, RecordError, RetryableError
+from connector.errors import (
+    FatalRemoteError,
+    KlantsyncError,
+    RecordError,
+    RetryableError,
+    system_down,
+)
 from connector.http import SystemClient, answer_object, json_object
 
 __all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
@@ -252,7 +258,11 @@ class PipedriveAdapter:
             return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
         except RetryableError as exc:
             return UpsertResult(
-                record.ref, "failed", reason=failure_reason(exc.status), retryable=True
+                record.ref,
+                "failed",
+                reason=failure_reason(exc.status),
+                retryable=True,
+                unreachable=system_down(exc),
             )
 
     async def _correct_one(self, record: OutboundRecord) -> UpsertResult:

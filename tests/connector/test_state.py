@@ -628,3 +628,22 @@ def test_a_failed_commit_ends_the_transaction_and_says_what_failed(tmp_path: Pat
     assert not real.in_transaction
     assert real.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL again
     assert real.execute("SELECT COUNT(*) FROM cursors").fetchone() == (0,)
+
+
+def test_a_statement_that_fills_the_disk_raises_the_full_disk_not_a_rollback_error(
+    tmp_path: Path,
+) -> None:
+    """A statement failing with SQLITE_FULL: SQLite has rolled the transaction back itself,
+    and the ROLLBACK that followed raised "no transaction is active" in its place, so the
+    operator lost "free space and run again". (A full disk simulated by max_page_count.)"""
+    store = Store(tmp_path / "s.db")
+    (pages,) = store.db.execute("PRAGMA page_count").fetchone()
+    store.db.execute(f"PRAGMA max_page_count={pages + 5}")
+    with pytest.raises(sqlite3.Error) as caught, store.transaction() as db:
+        for n in range(200):
+            db.execute(
+                "INSERT INTO opt_outs(system, subject_id, created_at) VALUES (?,?,?)",
+                ("news", "x" * 500 + str(n), "2026-11-30T00:00:00+00:00"),
+            )
+    assert caught.value.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+    assert not store.db.in_transaction

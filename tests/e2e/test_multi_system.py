@@ -1111,3 +1111,40 @@ async def test_an_unsubscribe_at_mailchimp_is_not_undone_by_a_later_sync(
         assert rt.store.opted_out("news", [rt.keyring.subject_id(email)]) == set()
         kinds = [e.kind for e in audit.entries(rt.store)]
         assert "consent.opted_out" in kinds and "consent.opted_in" in kinds
+
+
+def news_config(tmp_path: Path, world: World, *, extra: str = "") -> Path:
+    """The config with Mailchimp alone as the shop's destination, its webhook secret set."""
+    path = write_config(tmp_path, world)
+    (tmp_path / "secrets" / "news_hook").write_text("mc-url-secret")
+    text = path.read_text().replace('["crm", "news", "deals"]', '["news"]')
+    text = text.replace(
+        'credentials = { api_key = "file:secrets/news" }',
+        'credentials = { api_key = "file:secrets/news" }\n'
+        'webhooks = { secret = "file:secrets/news_hook" }',
+    )
+    path.write_text(text.replace("retry_base_seconds = 0", "retry_base_seconds = 0\n" + extra))
+    return path
+
+
+async def test_mailchimp_that_is_down_is_tried_for_a_few_batches_not_the_whole_backlog(
+    world: World, tmp_path: Path
+) -> None:
+    """Mailchimp's adapter writes member by member and answers a system that is down with
+    every result failed, not an error raised: those count toward an outage too, so the run
+    leaves the rest queued after a few batches instead of trying the whole backlog."""
+    from connector.engine import DOWN_AFTER
+
+    clock = VirtualTime()
+    path = news_config(tmp_path, world, extra="retry_attempts = 1")
+    async with open_runtime(
+        path, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        world.shop.seed_synthetic(2_000, seed=14)
+        world.news.faults.down = True
+        (report,) = await rt.engine.sync("shop")
+        news = report.destinations["news"]
+        in_flight = rt.systems["news"].limits.max_concurrency
+        assert news.queued > (DOWN_AFTER + in_flight) * rt.systems["news"].limits.batch_size
+        assert any("deferred for the rest of this run" in e for e in report.errors)
+        assert news.requests <= DOWN_AFTER + in_flight
