@@ -123,8 +123,10 @@ def carry_over(
         "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) "
         "SELECT subject_id, alias FROM replaced.subject_aliases"
     ).rowcount
-    # Who unsubscribed at a system since (its webhook): never subscribed there again by the
-    # restored store. (One who subscribed there again since stays out until they do again.)
+    # Who is opted out at a system is as the replaced store, the newer, says: one who
+    # unsubscribed there since is never subscribed again by the restored store, and one who
+    # subscribed there again since is not unsubscribed by it.
+    db.execute("DELETE FROM main.opt_outs")
     carried.opt_outs = db.execute(
         "INSERT OR IGNORE INTO main.opt_outs(system, subject_id, created_at) "
         "SELECT system, subject_id, created_at FROM replaced.opt_outs "

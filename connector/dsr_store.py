@@ -348,9 +348,15 @@ class DsrStore:
             "refusals FROM dead_letters WHERE subject_id=? ORDER BY id",
             (subject_id,),
         ).fetchall()
+        opted_out = self.db.execute(
+            "SELECT system, created_at FROM opt_outs WHERE subject_id=? ORDER BY system",
+            (subject_id,),
+        ).fetchall()
         return {
             "identities": self.identities(subject_id),
             "last_delivered": {s: at for s, at in delivered},
+            # Unsubscribed at the system itself: sent nothing there but the withdrawal.
+            "opted_out_at": {s: at for s, at in opted_out},
             "queued_for_delivery": {s: at for s, at in queued},
             # created_at is the latest refusal (schema 11 keeps one row per system).
             "dead_letters": [

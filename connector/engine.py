@@ -479,7 +479,8 @@ class Engine:
             context = outbox_context(dest.name)
             # Unsubscribed at the system itself (Mailchimp's own link): sent the withdrawal
             # and nothing more, whatever the source's consent says (migration 18).
-            opted_out = self.store.opted_out(dest.name, subject_ids)
+            opted_out = self.store.opted_out(dest.name, [*subject_ids, *formerly.values()])
+            opted_out |= {new for new, old in formerly.items() if old in opted_out}
             for n, (sid, (_, person)) in enumerate(people.items(), 1):
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)

@@ -46,7 +46,9 @@ TEXT: dict[str, dict[str, str]] = {
         "fields": "Gegevens",
         "purpose": "Doel",
         "consent_only": "Alleen personen met toestemming voor {purpose} worden naar dit systeem "
-        "gestuurd.",
+        "gestuurd. Wie zich bij het systeem zelf afmeldt, krijgt daar niets meer dan de "
+        "intrekking tot hij zich er opnieuw aanmeldt (de afmelding wordt onder pseudoniem "
+        "bewaard tot dan, of tot het wissen van de betrokkene).",
         "withdrawal_sent": "Wie die toestemming intrekt nadat de gegevens hier zijn ontvangen, "
         "krijgt hier alleen nog het e-mailadres met de intrekking ({marker}); een correctie "
         "waarom de betrokkene vraagt, bereikt het bewaarde record nog (art. 19 AVG).",
@@ -110,7 +112,10 @@ TEXT: dict[str, dict[str, str]] = {
         "category": "Category",
         "fields": "Data",
         "purpose": "Purpose",
-        "consent_only": "Only people who consented to {purpose} are sent to this system.",
+        "consent_only": "Only people who consented to {purpose} are sent to this system. "
+        "Someone who unsubscribes at the system itself is sent nothing more there but the "
+        "withdrawal until they subscribe there again (the opt-out is kept under their "
+        "pseudonym until then, or until their erasure).",
         "withdrawal_sent": "Someone who withdraws that consent after their data was received "
         "here is sent only their e-mail address with the withdrawal ({marker}); a correction "
         "they ask for still reaches the record kept here (Art. 19 GDPR).",

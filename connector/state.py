@@ -866,6 +866,22 @@ class Store:
         )
         return cur.rowcount > 0
 
+    def withdrawal_sent(self, system: str, subject_id: str) -> bool:
+        """Whether what ``system`` was last sent for (or has queued for) the subject is a
+        withdrawal of consent (:data:`WITHDRAWAL`)."""
+        numbers = self.subject_numbers([subject_id])
+        if not numbers:
+            return False
+        for table in ("outbox", "delivered"):
+            row = self.db.execute(
+                f"SELECT payload_hash FROM {table} "  # noqa: S608 - fixed names
+                "WHERE system=? AND subject_no=?",
+                (system, numbers[subject_id]),
+            ).fetchone()
+            if row is not None:
+                return before_resend(str(row[0])).startswith(WITHDRAWAL)
+        return False
+
     def opted_out(self, system: str, subject_ids: Sequence[str]) -> set[str]:
         """Which of ``subject_ids`` opted out at ``system`` itself."""
         if not self.db.execute("SELECT 1 FROM opt_outs LIMIT 1").fetchone():

@@ -87,12 +87,17 @@ REQUEST_KINDS = frozenset({"erase", "access", "purge_all", "opted_out", "opted_i
 
 
 def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
-    """Record an unsubscribe (or a subscribe again) at ``system``; whether it was about
-    someone the store knows (nobody else was ever sent there)."""
+    """Record an unsubscribe (or a subscribe again) at ``system``; whether it was recorded.
+
+    Recorded for someone the store does not know yet too (keyed hash only): the first sync
+    must not subscribe again who unsubscribed before it. Not recorded: the system telling
+    of the withdrawal klantsync itself sent (its webhook reports API changes too), which is
+    no choice of the person's at the system, and would block their renewal for good.
+    """
     if not event.email:
         return False
     subject_id = rt.keyring.subject_id(normalise_email(event.email))
-    if not rt.store.subject_numbers([subject_id]):
+    if event.kind == "opted_out" and rt.store.withdrawal_sent(system, subject_id):
         return False
     if event.kind == "opted_out":
         rt.store.opt_out(system, subject_id)

@@ -574,7 +574,7 @@ class MailchimpAdapter:
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         """Person events -> ``changed`` (a targeted sync); others ``ignored``; the URL check
         -> nothing (see :mod:`adapters.mailchimp.webhooks`)."""
-        return parse_delivery(request)
+        return parse_delivery(request, self.settings.list_ids)
 
     # -- plumbing --------------------------------------------------------------------------
 

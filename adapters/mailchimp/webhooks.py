@@ -15,7 +15,7 @@ the webhook is not saved, and yields no events here. So does an empty POST.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -59,7 +59,9 @@ def verify_delivery(request: WebhookRequest, secret: str) -> bool:
     return as_written or decoded
 
 
-def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
+def parse_delivery(
+    request: WebhookRequest, list_ids: Sequence[str] | None = None
+) -> list[WebhookEvent]:
     """Decode a verified delivery.
 
     ``unsubscribe`` is ``opted_out`` and ``subscribe`` ``opted_in``: the person left (or
@@ -80,14 +82,21 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     kind = _first(form, "type")
     if kind not in _PERSON_EVENTS:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
+    if list_ids is not None and _first(form, "data[list_id]") not in list_ids:
+        # An audience klantsync does not write: what happens there (a subscribe on another
+        # newsletter) says nothing of the audiences it does.
+        return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
     email = _first(form, "data[new_email]" if kind == "upemail" else "data[email]")
     if "@" not in email:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
     # ``data[id]`` is a short web id in the examples seen, not the subscriber hash the API
     # addresses members by (unverified), so the external id is computed from the e-mail.
+    consent = _CONSENT_EVENTS.get(kind)
+    if kind == "unsubscribe" and _first(form, "data[action]") == "delete":
+        consent = None  # the account's owner deleted the member: not the person's choice
     return [
         WebhookEvent(
-            kind=_CONSENT_EVENTS.get(kind, "changed"),
+            kind=consent or "changed",
             delivery_id=delivery_id,
             external_id=subscriber_hash(email),
             email=email,

@@ -528,3 +528,13 @@ def test_config_text_cannot_make_headings_rules_or_lists_in_the_markdown(
     assert "<hr" not in page and "<ol" not in page
     assert "<li># Geen verwerkingen</li>" in page and "<li>---</li>" in page
     assert "<li>1. eerst</li>" in page and "<li>+ plus</li>" in page
+
+
+def test_the_register_says_an_unsubscribe_at_the_system_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store keeps who unsubscribed at a consent-gated system (an opt-out, under their
+    pseudonym) and acts on it: the register says so, in both languages."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    assert "Someone who unsubscribes at the system itself" in _text(config, "en", "md")
+    assert "Wie zich bij het systeem zelf afmeldt" in _text(config, "nl", "html")

@@ -1148,3 +1148,135 @@ async def test_mailchimp_that_is_down_is_tried_for_a_few_batches_not_the_whole_b
         assert news.queued > (DOWN_AFTER + in_flight) * rt.systems["news"].limits.batch_size
         assert any("deferred for the rest of this run" in e for e in report.errors)
         assert news.requests <= DOWN_AFTER + in_flight
+
+
+@pytest.fixture
+async def news_rt(world: World, tmp_path: Path) -> AsyncIterator[Runtime]:
+    clock = VirtualTime()
+    async with open_runtime(
+        news_config(tmp_path, world),
+        transports=world.transports(),
+        sleep=clock.sleep,
+        clock=clock.clock,
+    ) as runtime:
+        yield runtime
+
+
+def _hook(rt: Runtime, world: World, event: str, email: str, list_id: str) -> Any:
+    body = world.news.webhook_delivery(event, email, list_id=list_id)
+    url = "https://c.test/webhooks/news?secret=mc-url-secret"
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    return receive(rt, "news", WebhookRequest("POST", url, form, body), time.time())
+
+
+async def _subscribed_by_a_sync(world: World, rt: Runtime) -> str:
+    world.shop.seed_synthetic(4, seed=62)
+    await rt.engine.sync("shop")
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    for list_id in LISTS:
+        assert world.news.member(list_id, email)["status"] == "subscribed"  # type: ignore[index]
+    return email
+
+
+def _unsubscribed_at_mailchimp(rt: Runtime, world: World, email: str) -> None:
+    for list_id in LISTS:
+        world.news.store.get(list_id, subscriber_hash(email)).status = "unsubscribed"
+        assert _hook(rt, world, "unsubscribe", email, list_id).status == 200
+
+
+async def test_a_subscribe_on_an_audience_klantsync_does_not_write_lifts_no_opt_out(
+    world: World, news_rt: Runtime
+) -> None:
+    """A subscribe to another newsletter of the account (an audience not in list_ids)
+    says nothing of the ones klantsync writes: the opt-out stays."""
+    email = await _subscribed_by_a_sync(world, news_rt)
+    _unsubscribed_at_mailchimp(news_rt, world, email)
+    world.news.store.archive(LISTS[0], subscriber_hash(email))
+    assert _hook(news_rt, world, "subscribe", email, "0th3rl1st0").ignored == 1
+    world.shop.touch(email, first_name="Gecorrigeerd")
+    await news_rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] != "subscribed"  # type: ignore[index]
+
+
+async def test_an_unsubscribe_before_the_first_sync_is_kept(world: World, news_rt: Runtime) -> None:
+    """A member from before klantsync unsubscribes before the first sync reaches them, and
+    is archived: the first sync must not add them back (the opt-out is kept by keyed id)."""
+    world.shop.seed_synthetic(4, seed=62)
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    for list_id in LISTS:
+        world.news.add_person(email, "Oud", "Lid", list_id=list_id, status="unsubscribed")
+        assert _hook(news_rt, world, "unsubscribe", email, list_id).status == 200
+        world.news.store.archive(list_id, subscriber_hash(email))
+    await news_rt.engine.sync("shop")
+    statuses = {
+        list_id: (world.news.member(list_id, email) or {}).get("status") for list_id in LISTS
+    }
+    assert "subscribed" not in statuses.values() and "pending" not in statuses.values()
+
+
+async def test_the_echo_of_the_connector_s_own_withdrawal_blocks_no_renewal(
+    world: World, news_rt: Runtime
+) -> None:
+    """Mailchimp's webhook reports changes made through the API too: the unsubscribe the
+    sync itself sent for a withdrawal in the shop is no choice of the person's at
+    Mailchimp. Consenting again in the shop still asks them to confirm (pending)."""
+    email = await _subscribed_by_a_sync(world, news_rt)
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    await news_rt.engine.sync("shop")
+    for list_id in LISTS:
+        _hook(news_rt, world, "unsubscribe", email, list_id)
+    assert news_rt.store.opted_out("news", [news_rt.keyring.subject_id(email)]) == set()
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    await news_rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] == "pending"  # type: ignore[index]
+
+
+async def test_an_opt_out_is_in_the_access_report_and_a_dry_run_reads_it_after_a_move(
+    world: World, news_rt: Runtime, tmp_path: Path
+) -> None:
+    """The access bundle says where the person opted out; a dry run after they moved
+    foresees what the sync does (nothing: the withdrawal was sent)."""
+    email = await _subscribed_by_a_sync(world, news_rt)
+    _unsubscribed_at_mailchimp(news_rt, world, email)
+    world.shop.touch(email, first_name="Een")
+    (sent,) = await news_rt.engine.sync("shop")
+    assert sent.destinations["news"].withdrawn == 1
+    view = await DsrService(news_rt).access(email, tmp_path / "bundle")
+    assert view.status == "completed"
+    connector = json.loads((tmp_path / "bundle" / "data.json").read_text())["connector"]
+    assert list(connector["opted_out_at"]) == ["news"]
+    world.shop.touch(email, email="verhuisd.lezer@voorbeeld-canary.nl")
+    (dry,) = await news_rt.engine.sync("shop", dry_run=True)
+    (real,) = await news_rt.engine.sync("shop")
+    foreseen = (dry.destinations["news"].queued, dry.destinations["news"].withdrawn)
+    assert foreseen == (real.destinations["news"].queued, real.destinations["news"].withdrawn)
+
+
+async def test_a_restore_takes_the_opt_outs_as_the_replaced_store_has_them(
+    world: World, tmp_path: Path
+) -> None:
+    """Opted out, backed up, then subscribed again at Mailchimp: the restore does not bring
+    the opt-out back (the next sync would unsubscribe a subscription the person made)."""
+    from connector.backup import take_backup
+    from connector.restore import restore_backup
+
+    path = news_config(tmp_path, world)
+    out = tmp_path / "b.db"
+    clock = VirtualTime()
+    async with open_runtime(path, transports=world.transports(), sleep=clock.sleep) as rt:
+        email = await _subscribed_by_a_sync(world, rt)
+        _unsubscribed_at_mailchimp(rt, world, email)
+        take_backup(rt.config, out)
+        for list_id in LISTS:
+            world.news.store.get(list_id, subscriber_hash(email)).status = "subscribed"
+            _hook(rt, world, "subscribe", email, list_id)
+        subject = rt.keyring.subject_id(email)
+        config = rt.config
+    restore_backup(config, out)
+    async with open_rt_of(path, world) as rt:
+        assert rt.store.opted_out("news", [subject]) == set()
+
+
+def open_rt_of(path: Path, world: World) -> Any:
+    clock = VirtualTime()
+    return open_runtime(path, transports=world.transports(), sleep=clock.sleep)
