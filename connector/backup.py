@@ -255,8 +255,9 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     """ConfigError when ``path`` is one of the files the store cannot do without: the store
     and its -wal and -shm, its receipt signing key file, each secret file the config names
     (the master key above all: a backup written over it could never be opened, nor could the
-    store), and the daemon's TLS key and certificate (without them it cannot listen). A
-    symlink is followed: the file it names is what would be lost."""
+    store), the daemon's TLS key and certificate (without them it cannot listen), and the
+    config file, its mappings and CA bundles (without them it does not load). A symlink is
+    followed: the file it names is what would be lost."""
     target = path.resolve()
     store_path = config.store_path.resolve()
     own = {store_path, *(store_path.with_name(store_path.name + s) for s in COMPANIONS)}
@@ -275,6 +276,9 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     for key, tls_file in _tls_files(config):
         if target == tls_file.resolve():
             raise ConfigError(option, "", f"{path} is the daemon's {key}; name another file")
+    for what, loaded in _config_files(config):
+        if target == loaded.resolve():
+            raise ConfigError(option, "", f"{path} is {what}; name another file")
 
 
 def _tls_files(config: Config) -> list[tuple[str, Path]]:
@@ -282,6 +286,17 @@ def _tls_files(config: Config) -> list[tuple[str, Path]]:
     daemon = config.daemon
     named = (("daemon.tls_key", daemon.tls_key), ("daemon.tls_cert", daemon.tls_cert))
     return [(key, path) for key, path in named if path is not None]
+
+
+def _config_files(config: Config) -> list[tuple[str, Path]]:
+    """The files loaded with the config, which it does not load without: itself, each
+    system's mapping and its ``ca_bundle``."""
+    found = [("the config file", config.path)]
+    for name, system in config.systems.items():
+        found.append((f"the mapping systems.{name}.mapping names", system.mapping))
+        if system.ca_bundle is not None:
+            found.append((f"the CA bundle systems.{name}.ca_bundle names", system.ca_bundle))
+    return found
 
 
 def readable_backup(backup: Path) -> str:

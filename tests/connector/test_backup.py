@@ -16,6 +16,7 @@ from connector import audit, backup
 from connector.backup import take_backup
 from connector.cli import main
 from connector.config import load_config
+from connector.demo import REPO_MAPPINGS
 from connector.devtls import DevCA
 from connector.keyset import open_keyring
 from connector.receipts import ReceiptSigner, receipt_key_path
@@ -293,3 +294,38 @@ async def test_a_backup_does_not_write_through_a_symlink_planted_at_its_partial_
     take_backup(rt.config, out)
     assert victim.read_text() == "precious key material\n"
     assert out.is_file() and not out.is_symlink()
+
+
+def test_backup_refuses_to_write_over_the_config_its_mappings_and_ca_bundles(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming the config file, a mapping it loads or a system's ca_bundle is refused
+    (exit 2) and leaves it as it was: written over, the config no longer loaded."""
+    ca = DevCA(tmp_path / "ca")
+    mapping = tmp_path / "crm.toml"
+    mapping.write_text((REPO_MAPPINGS / "hubspot.toml").read_text())
+    text = config_path.read_text().replace(
+        f'mapping = "{REPO_MAPPINGS / "hubspot.toml"}"', f'mapping = "{mapping}"'
+    )
+    config_path.write_text(
+        text.replace(
+            'base_url = "https://crm.test"',
+            f'base_url = "https://crm.test"\nca_bundle = "{ca.ca_path}"',
+            1,
+        )
+    )
+    config = load_config(config_path)
+    assert config.systems["crm"].mapping == mapping and config.systems["crm"].ca_bundle
+    store = Store(config.store_path)
+    try:
+        open_keyring(store, config)
+    finally:
+        store.close()
+    files = [config_path, mapping, Path(ca.ca_path)]
+    before = {path: path.read_bytes() for path in files}
+    for out, words in zip(
+        files, ("the config file", "systems.crm.mapping", "systems.crm.ca_bundle"), strict=True
+    ):
+        assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
+        assert words in json.loads(capsys.readouterr().out)["message"]
+    assert {path: path.read_bytes() for path in files} == before
