@@ -50,6 +50,8 @@ from adapters.shopify.documents import (
     CUSTOMERS_PAGE,
     CUSTOMERS_SEARCH,
     ORDER_LINE_ITEMS,
+    PEOPLE_SEARCH,
+    PERSON_BY_ID,
     REQUEST_ERASURE,
     SEARCH_PAGE_SIZE,
 )
@@ -386,12 +388,12 @@ class ShopifyAdapter:
 
     # -- find --------------------------------------------------------------------------------
 
-    async def _by_email(self, email: str) -> list[dict[str, Any]]:
+    async def _by_email(self, email: str, held: bool = True) -> list[dict[str, Any]]:
         wanted = email.strip().casefold()
         if not wanted:
             return []
         data = await self._graphql(
-            CUSTOMERS_SEARCH,
+            CUSTOMERS_SEARCH if held else PEOPLE_SEARCH,
             {"first": SEARCH_PAGE_SIZE, "query": f"email:{_search_value(email.strip())}"},
         )
         connection = data.get("customers")
@@ -407,19 +409,22 @@ class ShopifyAdapter:
             and node["email"].strip().casefold() == wanted
         ]
 
-    async def _by_id(self, external_id: str | None) -> dict[str, Any] | None:
+    async def _by_id(self, external_id: str | None, held: bool = True) -> dict[str, Any] | None:
         gid = customer_gid(external_id)
         if gid is None:
             return None  # not a Shopify customer id: it cannot address anyone here
-        data = await self._graphql(CUSTOMER_BY_ID, {"id": gid})
+        data = await self._graphql(CUSTOMER_BY_ID if held else PERSON_BY_ID, {"id": gid})
         node = data.get("customer")
         return node if isinstance(node, dict) and isinstance(node.get("id"), str) else None
 
-    async def _customers_for(self, subject: Subject) -> list[dict[str, Any]]:
-        found = await self._by_email(subject.email)
+    async def _customers_for(self, subject: Subject, held: bool = True) -> list[dict[str, Any]]:
+        """The subject's customer nodes; ``held``: with everything the shop keeps on them
+        (their address book: access, erasure), else as a pull reads them (a targeted sync
+        reads no more than it syncs)."""
+        found = await self._by_email(subject.email, held)
         if not found:
             # The identity map's id still finds someone whose Shopify e-mail has changed.
-            by_id = await self._by_id(subject.external_id)
+            by_id = await self._by_id(subject.external_id, held)
             found = [by_id] if by_id is not None else []
         return found
 
@@ -501,7 +506,7 @@ class ShopifyAdapter:
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer node(s) alone (see ``Adapter.find``): a targeted sync reads no orders."""
-        return list(await self._customers_for(subject))
+        return list(await self._customers_for(subject, held=False))
 
     # -- erase -------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ __all__ = [
     "CUSTOMER_ORDERS",
     "LINE_ITEMS_PER_ORDER",
     "ORDERS_PAGE_SIZE",
+    "PEOPLE_SEARCH",
+    "PERSON_BY_ID",
     "REQUEST_ERASURE",
     "SEARCH_PAGE_SIZE",
 ]
@@ -78,6 +80,21 @@ query KlantsyncFindCustomer($first: Int!, $query: String!) {{
 CUSTOMER_BY_ID: Final = f"""
 query KlantsyncCustomer($id: ID!) {{
   customer(id: $id) {{{CUSTOMER_HELD_FIELDS}  }}
+}}
+"""
+
+#: The same lookups for a targeted sync: the fields a pull reads, no address book.
+PEOPLE_SEARCH: Final = f"""
+query KlantsyncFindPerson($first: Int!, $query: String!) {{
+  customers(first: $first, query: $query) {{
+    nodes {{{CUSTOMER_FIELDS}    }}
+  }}
+}}
+"""
+
+PERSON_BY_ID: Final = f"""
+query KlantsyncPerson($id: ID!) {{
+  customer(id: $id) {{{CUSTOMER_FIELDS}  }}
 }}
 """
 

@@ -1055,3 +1055,32 @@ def test_a_shop_domain_written_as_a_url_or_a_handle_names_the_store(written: str
 def test_a_shop_domain_that_names_no_shopify_store_is_refused() -> None:
     with pytest.raises(ValidationError, match=r"myshopify\.com"):
         make_settings(shop_domain="winkel.example.nl")
+
+
+async def test_find_people_reads_no_more_than_a_pull_lists() -> None:
+    """A targeted sync (a webhook, resync --email) reads the person as a pull does: not
+    their whole address book, which access and erasure read (find) and no flow syncs."""
+    clock, wall = FakeClock(), FakeClock(1_741_078_800.0)
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN)
+    sandbox.add_person(
+        "anna@example.nl", "Anna", "Jansen", "+31612345678",
+        address1="Hoofdstraat 1", city="Utrecht", zip="3511AA", country_code="NL",
+    )  # fmt: skip
+    customer = sandbox.store.by_email("anna@example.nl")
+    assert customer is not None
+    work = dict(customer["defaultAddress"], id="gid://shopify/MailingAddress/42")
+    work.update(address1="Kantoorlaan 99", city="Zeist")
+    customer["addresses"].append(work)
+    harness = make_harness(sandbox, clock, wall)
+    try:
+        (pulled,) = [r for p in await collect(harness.adapter, None) for r in p.records]
+        (person,) = await harness.adapter.find_people(Subject(email="anna@example.nl"))
+        (held,) = [
+            r
+            for r in await harness.adapter.find(Subject(email="anna@example.nl"))
+            if r.get("type") != "order"
+        ]
+    finally:
+        await harness.client.aclose()
+    assert set(person) == set(pulled)
+    assert "addresses" in held  # access still shows the address book
