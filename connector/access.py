@@ -355,11 +355,27 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
     return sections
 
 
+#: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``), by code.
+_NOT_READ: dict[str, dict[str, str]] = {
+    "read_all_orders": {
+        "en": "Shopify counts more orders of this customer than it served: orders older than "
+        "60 days are served only to an app granted the read_all_orders scope, so this copy "
+        "lists the recent ones; the shop holds the rest",
+        "nl": "Shopify telt meer bestellingen van deze klant dan het gaf: bestellingen ouder "
+        "dan 60 dagen geeft het alleen aan een app met de bevoegdheid read_all_orders, dus "
+        "dit overzicht toont de recente; de winkel bewaart de rest",
+    },
+}
+
+
 def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
-    """A record's rows for a report: its leaves, the reason a record is kept in ``lang``."""
+    """A record's rows for a report: its leaves, the reasons a record is kept or partly
+    read in ``lang``."""
     for path, value in _flatten(record):
         if path == "retained":
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
+        elif path == "ordersNotRead.reason":
+            yield path, _NOT_READ.get(value, {}).get(lang, value)
         else:
             yield path, value
 

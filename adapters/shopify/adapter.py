@@ -100,12 +100,8 @@ log = logging.getLogger("klantsync.shopify")
 #: The key of the customer's record that says how many of their orders Shopify did not serve.
 ORDERS_UNREAD: Final = "ordersNotRead"
 
-#: Why, as the access copy states it.
-ORDERS_UNREAD_REASON: Final = (
-    "Shopify counts more orders of this customer than it served: orders older than 60 days "
-    "are served only to an app granted the read_all_orders scope, so this copy lists the "
-    "recent ones; the shop holds the rest"
-)
+#: Why, as a code the access report states in the report's language (connector/access.py).
+ORDERS_UNREAD_REASON: Final = "read_all_orders"
 
 ERASURE_NOTE: Final = (
     "erasure queued by Shopify; Shopify holds it until its own waiting period passes; "

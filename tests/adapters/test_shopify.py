@@ -1084,3 +1084,38 @@ async def test_find_people_reads_no_more_than_a_pull_lists() -> None:
         await harness.client.aclose()
     assert set(person) == set(pulled)
     assert "addresses" in held  # access still shows the address book
+
+
+async def test_the_report_says_in_its_own_language_that_shopify_left_orders_out(
+    config_path: Path, tmp_path: Path
+) -> None:
+    """The copy's note of orders Shopify did not serve is said in the report's language,
+    as why a record is kept is ("bewust bewaard")."""
+    from connector.access import art15_facts, write_bundle
+    from connector.config import load_config
+
+    clock, wall = FakeClock(), FakeClock(1_741_078_800.0)
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN)
+    sandbox.add_person("anna@example.nl", "Anna", "Jansen")
+    age(sandbox, sandbox.add_order("anna@example.nl"), 400)
+    sandbox.add_order("anna@example.nl")
+    harness = make_harness(sandbox, clock, wall)
+    try:
+        records = await harness.adapter.find(Subject(email="anna@example.nl"))
+    finally:
+        await harness.client.aclose()
+    assert records[0]["ordersNotRead"]["count"] == 1
+    out = tmp_path / "bundle"
+    write_bundle(
+        out,
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2025-03-04T09:00:00Z",
+        systems={"shop": ("shopify", records)},
+        connector={},
+        facts=art15_facts(load_config(config_path)),
+    )
+    dutch = (out / "report.nl.md").read_text(encoding="utf-8")
+    english = (out / "report.en.md").read_text(encoding="utf-8")
+    assert "Shopify telt meer bestellingen" in dutch and "Shopify counts more" not in dutch
+    assert "Shopify counts more orders" in english
