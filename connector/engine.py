@@ -784,6 +784,22 @@ class Engine:
         progress: Progress,
         outage: _Outage,
     ) -> None:
+        opted_out = self.store.opted_out(dest.name, [r.subject_id for r in rows])
+        if opted_out:
+            # Queued before the person unsubscribed at the system itself: what it would
+            # write (a PUT re-adds an archived member) is not sent; their withdrawal is.
+            stale = [
+                r
+                for r in rows
+                if r.subject_id in opted_out
+                and not before_resend(r.payload_hash).startswith(WITHDRAWAL)
+            ]
+            if stale:
+                self._write(lambda store: store.drop_outbox([r.id for r in stale]))
+                for row in stale:
+                    self._fresh.pop(row.id, None)
+                dest_report.suppressed_at_delivery += len(stale)
+                rows = [r for r in rows if r not in stale]
         suppressed = self.store.suppressed([r.subject_id for r in rows])
         if suppressed:
             # An erasure arrived after these were queued: they must never be sent. (Whatever
@@ -1097,14 +1113,14 @@ class _Outage:
         """Count one call's outcome: the error it failed with, or (``None``) its results.
         Adapters that write record by record (Mailchimp, Pipedrive) answer a system that is
         down with every result failed ``unreachable``. A failure that says nothing of the
-        system (a 500) neither counts nor resets: the system answered, and the next call
-        tells."""
+        system (a 500, as an error or as every record's result) neither counts nor resets:
+        the system answered, and the next call tells."""
         unreachable = bool(results) and all(r.unreachable for r in results)
-        if failure is None and not unreachable:
-            self.in_a_row = 0
-        elif unreachable or (failure is not None and system_down(failure)):
+        if unreachable or (failure is not None and system_down(failure)):
             self.in_a_row += 1
             self.down = self.down or self.in_a_row >= DOWN_AFTER
+        elif failure is None and any(r.outcome != "failed" or not r.retryable for r in results):
+            self.in_a_row = 0  # something was written, or refused: the system answered
 
 
 def _nothing(_store: Store) -> None:

@@ -866,21 +866,40 @@ class Store:
         )
         return cur.rowcount > 0
 
-    def withdrawal_sent(self, system: str, subject_id: str) -> bool:
-        """Whether what ``system`` was last sent for (or has queued for) the subject is a
-        withdrawal of consent (:data:`WITHDRAWAL`)."""
+    def current_subject(self, subject_id: str) -> str:
+        """The id a subject is known by now: one that moved is an alias of its new id."""
+        row = self.db.execute(
+            "SELECT subject_id FROM subject_aliases WHERE alias=? LIMIT 1", (subject_id,)
+        ).fetchone()
+        return subject_id if row is None else str(row[0])
+
+    def withdrawal_delivered(self, system: str, subject_id: str, within_seconds: float) -> bool:
+        """Whether the last thing ``system`` took for the subject is a withdrawal of consent
+        (:data:`WITHDRAWAL`) it took within the last ``within_seconds``."""
         numbers = self.subject_numbers([subject_id])
         if not numbers:
             return False
-        for table in ("outbox", "delivered"):
-            row = self.db.execute(
-                f"SELECT payload_hash FROM {table} "  # noqa: S608 - fixed names
-                "WHERE system=? AND subject_no=?",
-                (system, numbers[subject_id]),
-            ).fetchone()
-            if row is not None:
-                return before_resend(str(row[0])).startswith(WITHDRAWAL)
-        return False
+        row = self.db.execute(
+            "SELECT payload_hash, delivered_at FROM delivered WHERE system=? AND subject_no=?",
+            (system, numbers[subject_id]),
+        ).fetchone()
+        # Marked to send again (the person subscribed at the system since): no echo is due.
+        if row is None or not str(row[0]).startswith(WITHDRAWAL):
+            return False
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=within_seconds)
+        return dt.datetime.fromisoformat(str(row[1])) >= since
+
+    def withdrawal_answered(self, system: str, subject_id: str) -> None:
+        """The subject subscribed at ``system`` again themselves: a withdrawal it last took
+        from klantsync is answered, and marked to send again (:data:`RESEND`), so an
+        unsubscribe after it is not taken for that withdrawal's echo."""
+        numbers = self.subject_numbers([subject_id])
+        if numbers:
+            self.db.execute(
+                "UPDATE delivered SET payload_hash = ? || ':' || payload_hash "
+                "WHERE system=? AND subject_no=? AND payload_hash LIKE ? || '%'",
+                (RESEND, system, numbers[subject_id], WITHDRAWAL),
+            )
 
     def opted_out(self, system: str, subject_ids: Sequence[str]) -> set[str]:
         """Which of ``subject_ids`` opted out at ``system`` itself."""

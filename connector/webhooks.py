@@ -86,24 +86,39 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
 REQUEST_KINDS = frozenset({"erase", "access", "purge_all", "opted_out", "opted_in"})
 
 
+#: How soon after klantsync delivered a withdrawal the system's report of that unsubscribe
+#: comes (Mailchimp posts its webhooks within seconds); an unsubscribe later is the
+#: person's own.
+ECHO_WITHIN_SECONDS = 3600.0
+
+
 def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
     """Record an unsubscribe (or a subscribe again) at ``system``; whether it was recorded.
 
     Recorded for someone the store does not know yet too (keyed hash only): the first sync
-    must not subscribe again who unsubscribed before it. Not recorded: the system telling
-    of the withdrawal klantsync itself sent (its webhook reports API changes too), which is
-    no choice of the person's at the system, and would block their renewal for good.
+    must not subscribe again who unsubscribed before it; under the id the person has now,
+    if the address is one they moved from. Not recorded: the system telling of the
+    withdrawal klantsync itself delivered just before (its webhook reports API changes
+    too), which is no choice of the person's at the system, and would block their renewal
+    for good. A withdrawal still queued, or delivered longer ago, has no echo to come: an
+    unsubscribe then is the person's own.
     """
     if not event.email:
         return False
-    subject_id = rt.keyring.subject_id(normalise_email(event.email))
-    if event.kind == "opted_out" and rt.store.withdrawal_sent(system, subject_id):
+    subject_id = rt.store.current_subject(rt.keyring.subject_id(normalise_email(event.email)))
+    if event.kind == "opted_out" and rt.store.withdrawal_delivered(
+        system, subject_id, ECHO_WITHIN_SECONDS
+    ):
         return False
     if event.kind == "opted_out":
         rt.store.opt_out(system, subject_id)
         audit.append(rt.store, "consent.opted_out", {"system": system}, subject_id=subject_id)
-    elif rt.store.opt_in(system, subject_id):
-        audit.append(rt.store, "consent.opted_in", {"system": system}, subject_id=subject_id)
+    else:
+        # Their own subscribe answers any withdrawal the system holds from klantsync: an
+        # unsubscribe after it is theirs too, not an echo of it.
+        rt.store.withdrawal_answered(system, subject_id)
+        if rt.store.opt_in(system, subject_id):
+            audit.append(rt.store, "consent.opted_in", {"system": system}, subject_id=subject_id)
     return True
 
 

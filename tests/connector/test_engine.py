@@ -817,3 +817,22 @@ async def test_a_crashed_delivery_stops_the_others_before_the_run_ends(
         await rt.engine.sync("shop-to-crm")
     assert crm.contact_count() == 250
     assert sum(e.records for e in crm.log.writes()) == 250  # nothing sent twice
+
+
+def test_a_batch_every_member_of_which_got_a_500_does_not_reset_an_outage_count() -> None:
+    """For adapters that answer member by member, a batch all failed by a 500 is a system
+    that answered: it neither counts toward an outage nor resets the count."""
+    from connector.adapter import UpsertResult
+    from connector.engine import DOWN_AFTER, _Outage
+
+    down = [UpsertResult("1", "failed", reason="503", retryable=True, unreachable=True)]
+    server_error = [UpsertResult("2", "failed", reason="500", retryable=True)]
+    outage = _Outage()
+    for _ in range(DOWN_AFTER - 1):
+        outage.observe(None, down)
+    outage.observe(None, server_error)
+    assert not outage.down
+    outage.observe(None, down)
+    assert outage.down
+    outage.observe(None, [UpsertResult("3", "created")])
+    assert outage.in_a_row == 0

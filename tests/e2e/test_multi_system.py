@@ -1280,3 +1280,84 @@ async def test_a_restore_takes_the_opt_outs_as_the_replaced_store_has_them(
 def open_rt_of(path: Path, world: World) -> Any:
     clock = VirtualTime()
     return open_runtime(path, transports=world.transports(), sleep=clock.sleep)
+
+
+def _person_sets(world: World, email: str, status: str) -> None:
+    for list_id in LISTS:
+        world.news.store.get(list_id, subscriber_hash(email)).status = status
+
+
+CONSENT_NO = [{"key": "marketing_opt_in", "value": "no"}]
+
+
+async def test_an_own_unsubscribe_after_subscribing_again_is_not_taken_for_an_echo(
+    world: World, news_rt: Runtime
+) -> None:
+    """Withdrawn in the shop (klantsync unsubscribed them; Mailchimp's report of that is no
+    choice of theirs), the person subscribes again through the form, then unsubscribes
+    through the newsletter's link: that one is theirs, and is kept."""
+    rt = news_rt
+    email = await _subscribed_by_a_sync(world, rt)
+    world.shop.touch(email, meta_data=CONSENT_NO)
+    await rt.engine.sync("shop")
+    for list_id in LISTS:  # the echo of klantsync's withdrawal
+        _hook(rt, world, "unsubscribe", email, list_id)
+    subject = rt.keyring.subject_id(email)
+    assert rt.store.opted_out("news", [subject]) == set()
+    _person_sets(world, email, "subscribed")
+    for list_id in LISTS:
+        _hook(rt, world, "subscribe", email, list_id)
+    _person_sets(world, email, "unsubscribed")
+    for list_id in LISTS:
+        world.news.log.clear()  # another delivery, not a replay of the first
+        body = world.news.webhook_delivery("unsubscribe", email, list_id=list_id)
+        body = body.replace(b"15%3A30", b"16%3A45")
+        url = "https://c.test/webhooks/news?secret=mc-url-secret"
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        receive(rt, "news", WebhookRequest("POST", url, form, body), time.time())
+    assert rt.store.opted_out("news", [subject]) == {subject}
+
+
+async def test_a_write_queued_before_an_unsubscribe_is_not_delivered(
+    world: World, news_rt: Runtime
+) -> None:
+    """A change queued while Mailchimp was unreachable; the person then unsubscribed at
+    Mailchimp and was archived. The queued PUT (which would re-add them) is not sent: only
+    their withdrawal goes."""
+    rt = news_rt
+    email = await _subscribed_by_a_sync(world, rt)
+    world.shop.touch(email, first_name="Gewijzigd")
+    world.news.faults.down = True
+    (queued,) = await rt.engine.sync("shop")
+    assert queued.destinations["news"].retry_later == 1
+    world.news.faults.down = False
+    _person_sets(world, email, "unsubscribed")
+    for list_id in LISTS:
+        _hook(rt, world, "unsubscribe", email, list_id)
+        world.news.store.archive(list_id, subscriber_hash(email))
+    world.news.log.clear()
+    await rt.engine.sync("shop")
+    member = f"/members/{subscriber_hash(email)}"
+    writes = [e.method for e in world.news.log.writes() if e.path.endswith(member)]
+    assert writes and all(method == "PATCH" for method in writes)
+    statuses = {(world.news.member(list_id, email) or {}).get("status") for list_id in LISTS}
+    assert "subscribed" not in statuses
+
+
+async def test_the_echo_of_a_withdrawal_sent_after_a_move_is_not_taken_for_an_opt_out(
+    world: World, news_rt: Runtime
+) -> None:
+    """Moved and withdrawn before the next sync: klantsync unsubscribes the member under the
+    former address, and Mailchimp reports it under that address; the report is known for
+    klantsync's own under the person's current id."""
+    rt = news_rt
+    email = await _subscribed_by_a_sync(world, rt)
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    world.shop.touch(email, email=new_address)
+    world.shop.touch(new_address, meta_data=CONSENT_NO)
+    await rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+    for list_id in LISTS:
+        _hook(rt, world, "unsubscribe", email, list_id)
+    ids = [rt.keyring.subject_id(email), rt.keyring.subject_id(new_address)]
+    assert rt.store.opted_out("news", ids) == set()
