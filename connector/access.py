@@ -398,11 +398,6 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
 # -- Markdown ------------------------------------------------------------------------------
 
 
-def _md(text: str) -> str:
-    """Escape Markdown (and raw HTML) metacharacters; keep a table cell on one line."""
-    return md_escape(text)
-
-
 def _markdown(
     lang: str,
     head: Mapping[str, str],
@@ -414,29 +409,31 @@ def _markdown(
     lines = [
         f"# {t['title']}",
         "",
-        f"- {t['request']}: {_md(head['request_id'])}",
-        f"- {t['subject']}: {_md(head['subject_id'])}",
-        f"- {t['generated']}: {_md(head['generated_at'])}",
+        f"- {t['request']}: {md_escape(head['request_id'])}",
+        f"- {t['subject']}: {md_escape(head['subject_id'])}",
+        f"- {t['generated']}: {md_escape(head['generated_at'])}",
         "",
-        f"> {_md(t['notice'])}",
+        f"> {md_escape(t['notice'])}",
         "",
         f"## {t['facts']}",
     ]
     for heading, items in _sections(lang, facts):
-        lines += ["", f"### {_md(heading)}", ""] + [f"- {_md(item)}" for item in items]
+        lines += ["", f"### {md_escape(heading)}", ""] + [f"- {md_escape(item)}" for item in items]
     lines += ["", f"## {t['data']}"]
     for name, (kind, records) in systems.items():
-        lines += ["", f"### {_md(name)} ({_md(kind)})", ""]
+        lines += ["", f"### {md_escape(name)} ({md_escape(kind)})", ""]
         if not records:
             lines.append(t["none"])
         for number, record in enumerate(records, start=1):
             lines += [f"**{t['record']} {number}**", "", f"| {t['field']} | {t['value']} |"]
             lines.append("|---|---|")
-            lines += [f"| {_md(path)} | {_md(value)} |" for path, value in _rows(lang, record)]
+            lines += [
+                f"| {md_escape(path)} | {md_escape(value)} |" for path, value in _rows(lang, record)
+            ]
             lines.append("")
-    lines += ["", f"## {t['connector']}", "", _md(t["connector_text"]), ""]
-    lines += [f"- {_md(path)}: {_md(value)}" for path, value in _flatten(connector)]
-    lines += ["", f"## {t['portable']}", "", _md(t["portable_text"]), ""]
+    lines += ["", f"## {t['connector']}", "", md_escape(t["connector_text"]), ""]
+    lines += [f"- {md_escape(path)}: {md_escape(value)}" for path, value in _flatten(connector)]
+    lines += ["", f"## {t['portable']}", "", md_escape(t["portable_text"]), ""]
     return "\n".join(lines)
 
 

@@ -1045,10 +1045,7 @@ class Engine:
         results = []
         for n, record in enumerate(records):
             if stop.is_set():  # a call met a 401, or the system is down: send nothing more
-                results += [
-                    UpsertResult(r.ref, "failed", reason="delivery stopped", retryable=True)
-                    for r in records[n:]
-                ]
+                results += _deferred(records[n:], "delivery stopped")
                 break
             try:
                 got, failure = await self._call(dest, [record], dest_report, stop)
@@ -1061,10 +1058,7 @@ class Engine:
                 # One record's retries ran out against a system that is down: each other
                 # record's would too (a batch of 100 was 800 calls). They wait, unsent. A
                 # record the vendor chokes on (a 500 every try) is only deferred itself.
-                results += [
-                    UpsertResult(r.ref, "failed", reason=_reason(failure), retryable=True)
-                    for r in records[n + 1 :]
-                ]
+                results += _deferred(records[n + 1 :], _reason(failure))
                 break
         return results
 
@@ -1083,18 +1077,12 @@ class Engine:
             return await dest.adapter.upsert(records), None
         except RetryableError as exc:
             log.warning("delivery deferred", extra={"system": dest.name, "error": str(exc)})
-            deferred = [
-                UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
-            ]
-            return deferred, exc
+            return _deferred(records, _reason(exc)), exc
         except FatalRemoteError as exc:
             log.error("delivery stopped", extra={"system": dest.name, "error": str(exc)})
             dest_report.fatal = str(exc)
             stop.set()
-            stopped = [
-                UpsertResult(r.ref, "failed", reason=_reason(exc), retryable=True) for r in records
-            ]
-            return stopped, exc
+            return _deferred(records, _reason(exc)), exc
 
 
 #: Calls in a row that could not reach a system (see :func:`system_down`) before a run
@@ -1121,6 +1109,11 @@ class _Outage:
             self.down = self.down or self.in_a_row >= DOWN_AFTER
         elif failure is None and any(r.outcome != "failed" or not r.retryable for r in results):
             self.in_a_row = 0  # something was written, or refused: the system answered
+
+
+def _deferred(records: Sequence[OutboundRecord], reason: str) -> list[UpsertResult]:
+    """``records`` left queued, unsent or unanswered, for the next try."""
+    return [UpsertResult(r.ref, "failed", reason=reason, retryable=True) for r in records]
 
 
 def _nothing(_store: Store) -> None:

@@ -759,13 +759,7 @@ async def test_mailchimp_s_check_of_the_webhook_url_by_get_is_answered(
     from connector.httpapp import build_public_app
 
     path = write_config(tmp_path, world)
-    (tmp_path / "secrets" / "news_hook").write_text("mc-url-secret")
-    text = path.read_text().replace(
-        'credentials = { api_key = "file:secrets/news" }',
-        'credentials = { api_key = "file:secrets/news" }\n'
-        'webhooks = { secret = "file:secrets/news_hook" }',
-    )
-    path.write_text(text)
+    _with_news_hook(path)
     clock = VirtualTime()
     async with open_runtime(path, transports=world.transports(), sleep=clock.sleep) as rt:
         app = build_public_app(Daemon(rt))
@@ -1065,14 +1059,7 @@ async def test_an_unsubscribe_at_mailchimp_is_not_undone_by_a_later_sync(
     must not subscribe them again (a PUT re-adds an archived member as new): it sends their
     withdrawal, once, and nothing more, until they subscribe at Mailchimp again."""
     path = write_config(tmp_path, world)
-    (tmp_path / "secrets" / "news_hook").write_text("mc-url-secret")
-    path.write_text(
-        path.read_text().replace(
-            'credentials = { api_key = "file:secrets/news" }',
-            'credentials = { api_key = "file:secrets/news" }\n'
-            'webhooks = { secret = "file:secrets/news_hook" }',
-        )
-    )
+    _with_news_hook(path)
     url = "https://c.test/webhooks/news?secret=mc-url-secret"
     form = {"content-type": "application/x-www-form-urlencoded"}
     clock = VirtualTime()
@@ -1113,16 +1100,23 @@ async def test_an_unsubscribe_at_mailchimp_is_not_undone_by_a_later_sync(
         assert "consent.opted_out" in kinds and "consent.opted_in" in kinds
 
 
+def _with_news_hook(path: Path) -> None:
+    """Give the config's Mailchimp its webhook secret (the URL's ``secret=mc-url-secret``)."""
+    (path.parent / "secrets" / "news_hook").write_text("mc-url-secret")
+    path.write_text(
+        path.read_text().replace(
+            'credentials = { api_key = "file:secrets/news" }',
+            'credentials = { api_key = "file:secrets/news" }\n'
+            'webhooks = { secret = "file:secrets/news_hook" }',
+        )
+    )
+
+
 def news_config(tmp_path: Path, world: World, *, extra: str = "") -> Path:
     """The config with Mailchimp alone as the shop's destination, its webhook secret set."""
     path = write_config(tmp_path, world)
-    (tmp_path / "secrets" / "news_hook").write_text("mc-url-secret")
+    _with_news_hook(path)
     text = path.read_text().replace('["crm", "news", "deals"]', '["news"]')
-    text = text.replace(
-        'credentials = { api_key = "file:secrets/news" }',
-        'credentials = { api_key = "file:secrets/news" }\n'
-        'webhooks = { secret = "file:secrets/news_hook" }',
-    )
     path.write_text(text.replace("retry_base_seconds = 0", "retry_base_seconds = 0\n" + extra))
     return path
 
