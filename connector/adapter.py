@@ -279,6 +279,13 @@ class Adapter(Protocol):
         (An adapter whose pull leaves people out by a setting, WooCommerce's ``role``, also
         has ``pull_includes(record) -> bool``: a targeted sync of someone found by ``find``
         goes ahead only if a pull would list them. Optional: without it, everyone is.)
+
+        (An adapter whose system can be asked for fewer fields of a record, WooCommerce's
+        ``_fields``, also has ``ask_only_for(fields: frozenset[str])`` and
+        ``asked_fields: frozenset[str] | None``: given the top-level fields its mapping
+        reads (:meth:`SystemMapping.source_fields`), its ``pull`` asks for those alone, so
+        the rest never leaves the system. Optional: without it, pulls read whole records and
+        the mapping drops and counts what it does not read.)
         """
         ...
 

@@ -217,6 +217,11 @@ def print_report(console: Console, report: FlowReport) -> None:
             f"  {report.moved} changed their e-mail address at {escape(report.source)}: "
             "their existing records were updated, not duplicated"
         )
+    if report.asked_fields is not None:
+        console.print(
+            f"  asked {escape(report.source)} only for: {escape(', '.join(report.asked_fields))}"
+            " (its other fields never left it)"
+        )
     if report.withheld_fields:
         withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
         console.print(f"  withheld (not in any mapping, never sent): {escape(withheld)}")

@@ -434,6 +434,7 @@ class _Report(FlowReport):
         self.suppressed = data["suppressed"]
         self.moved = data.get("moved", 0)
         self.withheld_fields = Counter(data["withheld_fields"])
+        self.asked_fields = data.get("asked_fields")
         self.errors = list(data["errors"])
         for name, dest in data["destinations"].items():
             fields = {k: v for k, v in dest.items() if k in DestinationReport.__dataclass_fields__}

@@ -196,6 +196,8 @@ class Engine:
                 with contextlib.suppress(sqlite3.Error):
                     self.store.finish_run(run_id, "failed", json.dumps({"errors": [STOPPED]}))
             raise
+        asked: frozenset[str] | None = getattr(source.adapter, "asked_fields", None)
+        report.asked_fields = None if asked is None else sorted(asked)
         if not dry_run:
             # The run's outcome and its audit entry together: a run the store shows finished
             # is one the audit trail shows.

@@ -196,6 +196,15 @@ class SystemMapping:
         email = self.fields["email"]
         return self._outbound if email.outbound else [email, *self._outbound]
 
+    def source_fields(self) -> frozenset[str]:
+        """The top-level fields of a record that reading it as a source needs: those its
+        inbound fields and its id live under (or the record root, where the fields sit under
+        one). A source that can be asked for fewer fields is asked for these, so
+        the rest never leaves the system (see ``Adapter``, ``ask_only_for``)."""
+        inbound = [f.path for f in self.fields.values() if f.inbound]
+        under = [self.record_root] if self.record_root is not None else inbound
+        return frozenset(path.split(".", 1)[0] for path in (self.id_path, *under))
+
     def record_id(self, record: Mapping[str, Any]) -> str | None:
         """The system's own id of a raw record."""
         value = self._read_id(record)

@@ -66,6 +66,9 @@ class FlowReport:
     #: People whose e-mail address changed at the source (see connector.moves).
     moved: int = 0
     withheld_fields: Counter[str] = field(default_factory=Counter)
+    #: The top-level fields the source was asked for, where it can be (``None``: whole
+    #: records were read; see ``Adapter``, ``ask_only_for``).
+    asked_fields: list[str] | None = None
     destinations: dict[str, DestinationReport] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     complete: bool = False
@@ -89,6 +92,7 @@ class FlowReport:
             "suppressed": self.suppressed,
             "moved": self.moved,
             "withheld_fields": dict(sorted(self.withheld_fields.items())),
+            "asked_fields": self.asked_fields,
             "destinations": {
                 name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
             },

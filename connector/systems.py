@@ -121,6 +121,10 @@ def open_systems(
                 ca_bundle_problem(settings.ca_bundle, exc) or "CA bundle cannot be loaded",
             ) from None
         adapter = spec.factory(client, settings)
+        ask_only_for = getattr(adapter, "ask_only_for", None)
+        if ask_only_for is not None:
+            # Minimisation at the source: what no mapping reads is not asked for at all.
+            ask_only_for(config.mappings[name].source_fields())
         systems[name] = System(
             name=name,
             settings=settings,

@@ -13,6 +13,10 @@ What WooCommerce offers and how it shapes this adapter:
   deleted, so the subject's orders are anonymised first, then the customer is deleted with
   ``force=true`` (WordPress users have no trash; the deletion is permanent).
 - Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
+- A pull asks only for the fields the mapping reads, with WordPress's ``_fields`` (its REST
+  API filters every response by it since 4.9.8): a customer's username, avatar URL,
+  shipping address and the like never leave the shop. A shop that ignores it sends whole
+  records, and the mapping drops and counts what it does not read, as before.
 """
 
 from __future__ import annotations
@@ -167,6 +171,12 @@ class WooCommerceAdapter:
         self.client = client
         self.settings = settings
         self.limits = woocommerce_limits(settings)
+        #: The top-level fields a pull asks for (``_fields``); ``None``: whole records.
+        self.asked_fields: frozenset[str] | None = None
+
+    def ask_only_for(self, fields: frozenset[str]) -> None:
+        """Let a pull ask the shop for ``fields`` alone (and the id, which the scan reads)."""
+        self.asked_fields = frozenset(fields) | {"id"}
 
     # -- pull ------------------------------------------------------------------------------
 
@@ -242,6 +252,8 @@ class WooCommerceAdapter:
             "offset": offset,
             "role": self.settings.role,
         }
+        if self.asked_fields is not None:
+            params["_fields"] = ",".join(sorted(self.asked_fields))
         response = await self.client.request("GET", path, params=params)
         raw = self._list(response, "GET", path)
         counted = response.headers.get("x-wp-total", "")

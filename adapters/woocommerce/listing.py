@@ -22,7 +22,7 @@ from adapters.woocommerce.payloads import valid_email
 from adapters.woocommerce.rest import ApiError
 from adapters.woocommerce.store import ShopStore
 
-__all__ = ["list_customers", "list_orders"]
+__all__ = ["list_customers", "list_orders", "only_fields"]
 
 CUSTOMER_ROLES = (
     "all",
@@ -103,6 +103,44 @@ def _paging_headers(request: Request, total: int, per_page: int, page: int) -> d
 def _display_name(customer: dict[str, Any]) -> str:
     name = f"{customer['first_name']} {customer['last_name']}".strip()
     return (name or str(customer["username"])).lower()
+
+
+def only_fields(request: Request, body: Any) -> Any:
+    """``body`` as WordPress answers it under ``_fields`` (rest_filter_response_fields):
+    a comma-separated list of keys, each item of a list cut to them; ``a.b`` keeps ``b``
+    of the object ``a`` (since 5.3), and ``a`` asked for whole wins over its parts.
+    ``_links`` comes only when asked for, like any key. Without ``_fields``, ``body``."""
+    raw = request.query_params.get("_fields")
+    tree: dict[str, Any] = {}
+    for field in (part.strip() for part in (raw or "").split(",")):
+        if not field:
+            continue
+        *parents, last = field.split(".")
+        node = tree
+        for key in parents:
+            if node.get(key) is True:
+                break  # the whole object is asked for already
+            node = node.setdefault(key, {})
+        else:
+            node[last] = True
+    if not tree:
+        return body
+    if isinstance(body, list):
+        return [_cut(item, tree) if isinstance(item, dict) else item for item in body]
+    return _cut(body, tree) if isinstance(body, dict) else body
+
+
+def _cut(value: Any, wanted: dict[str, Any]) -> Any:
+    """PHP's array_intersect_key, recursively: a list cut by names keeps nothing."""
+    if isinstance(value, list):
+        return []
+    out: dict[str, Any] = {}
+    for key, below in wanted.items():
+        if key in value:
+            inner = value[key]
+            nested = below is not True and isinstance(inner, dict | list)
+            out[key] = _cut(inner, below) if nested else inner
+    return out
 
 
 def list_customers(

@@ -31,7 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from adapters.woocommerce.listing import list_customers, list_orders
+from adapters.woocommerce.listing import list_customers, list_orders, only_fields
 from adapters.woocommerce.rest import ApiError, ShopRules
 from adapters.woocommerce.shapes import BILLING_FIELDS, customer_shape, order_shape
 from adapters.woocommerce.store import ShopStore
@@ -82,6 +82,8 @@ class WooCommerceSandbox(SandboxBase):
         rate_limit: a host/WAF limit to enforce (wc/v3 itself has none), or ``None``.
         clock: monotonic time for the rate window.
         wall_clock: epoch seconds for ``date_created``/``date_modified``.
+        honours_fields: whether ``_fields`` cuts the answers (WordPress 4.9.8 on); set
+            ``False`` to be a shop that sends whole records whatever is asked.
     """
 
     kind = "woocommerce"
@@ -101,6 +103,7 @@ class WooCommerceSandbox(SandboxBase):
         self.store = ShopStore()
         self.rules = ShopRules(self.store, lambda: datetime.fromtimestamp(wall_clock(), UTC))
         self._wall_clock = wall_clock
+        self.honours_fields = True
         self._app: ASGIApp | None = None
 
     # -- the ASGI app ----------------------------------------------------------------------
@@ -221,13 +224,16 @@ class WooCommerceSandbox(SandboxBase):
 
     async def _list_customers(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         items, headers = list_customers(self.store, request)
-        return _json(items, 200, headers), []
+        return _json(self._fields(request, items), 200, headers), []
+
+    def _fields(self, request: Request, body: Any) -> Any:
+        return only_fields(request, body) if self.honours_fields else body
 
     async def _get_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         customer = self.store.get(int(request.path_params["id"]))
         if customer is None:
             raise ApiError(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
-        return _json(customer), []
+        return _json(self._fields(request, customer)), []
 
     async def _create_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         body = await self._body(request)

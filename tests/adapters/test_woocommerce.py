@@ -180,6 +180,46 @@ async def test_pull_pages_end_and_cursor_resumes_after_the_page(harness: Harness
     assert {e.query["role"] for e in listed} == {"all"}
 
 
+async def test_a_pull_asks_the_shop_only_for_what_the_mapping_reads(harness: Harness) -> None:
+    """Told the fields its mapping reads, a pull asks for them and the id with ``_fields``,
+    and the customers come without the rest (username, avatar, shipping, links)."""
+    harness.sandbox.seed_synthetic(3, seed=1)
+    harness.adapter.ask_only_for(frozenset({"email", "billing", "meta_data"}))
+    (page,) = await collect(harness.adapter, None)
+    assert [sorted(r) for r in page.records] == [["billing", "email", "id", "meta_data"]] * 3
+    (listed,) = [e for e in harness.sandbox.log.entries if e.path == f"{API}/customers"]
+    assert listed.query["_fields"] == "billing,email,id,meta_data"
+
+
+async def test_a_pull_not_told_what_to_ask_for_reads_whole_customers(harness: Harness) -> None:
+    harness.sandbox.seed_synthetic(1, seed=1)
+    (page,) = await collect(harness.adapter, None)
+    assert {"username", "avatar_url", "shipping", "_links"} <= set(page.records[0])
+    (listed,) = [e for e in harness.sandbox.log.entries if e.path == f"{API}/customers"]
+    assert "_fields" not in listed.query
+
+
+async def test_the_sandbox_cuts_answers_by_fields_as_wordpress_does(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """Nested keys keep part of an object (WordPress 5.3 on); an object asked for whole
+    wins over its parts; a list cut by a name keeps nothing (PHP's array_intersect_key);
+    spaces around names are trimmed; a single customer is cut like a list's items."""
+    sandbox.seed_synthetic(1, seed=1)
+    async with await raw_client(sandbox) as client:
+        listed = await client.get(
+            f"{API}/customers", params={"_fields": " id, billing.phone,billing.city ,meta_data.key"}
+        )
+        whole = await client.get(f"{API}/customers/1", params={"_fields": "billing.city,billing"})
+        plain = await client.get(f"{API}/customers/1")
+    (item,) = listed.json()
+    assert sorted(item) == ["billing", "id", "meta_data"]
+    assert sorted(item["billing"]) == ["city", "phone"] and item["meta_data"] == []
+    assert sorted(whole.json()) == ["billing"]
+    assert whole.json()["billing"] == plain.json()["billing"]
+    assert "_links" in plain.json()
+
+
 async def test_pull_reads_every_customer_when_a_deletion_moves_them_up(harness: Harness) -> None:
     """A customer deleted in a page already read moves every later one up a place. The
     next page still starts with the first customer not delivered (it passed over 101

@@ -30,6 +30,9 @@ HUBSPOT_ALLOWED = {
     for name in load_mapping(REPO_MAPPINGS / "hubspot.toml").outbound_fields
 }
 
+#: What a pull asks the shop for: what the shipped mapping reads, and no more.
+SHOP_ASKED = ["billing", "date_created", "email", "first_name", "id", "last_name", "meta_data"]
+
 
 def _upserted(crm: HubSpotSandbox) -> int:
     """Records written (batch upsert by e-mail, batch update by id), as the sandbox saw them."""
@@ -69,8 +72,28 @@ async def test_only_mapped_fields_reach_the_crm(
     assert received <= HUBSPOT_ALLOWED
     assert {"email", "firstname", "lastname", "phone"} <= received
     assert "date_of_birth" not in received
+    # Meta data is asked for (it holds the consent), and what else it holds is dropped.
     assert report.withheld_fields["meta_data.date_of_birth"] >= 1
+    # The rest of a customer is not even asked for: it never leaves the shop.
+    assert report.asked_fields == SHOP_ASKED
+    assert "customer_note" not in report.withheld_fields
+    assert not report.failed
+
+
+async def test_a_shop_that_sends_whole_records_has_the_unmapped_fields_dropped_and_counted(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A shop that ignores ``_fields`` (WordPress before 4.9.8, a plugin) sends every field:
+    the mapping drops what it does not read, and counts it."""
+    shop.honours_fields = False
+    shop.seed_synthetic(20, seed=1)
+    shop.add_person("extra@example.nl", "Ed", "Extra", customer_note="secret note")
+    (report,) = await rt.engine.sync()
+    assert report.pulled == 21 and crm.contact_count() == 21
+    assert crm.log.property_names() <= HUBSPOT_ALLOWED
     assert report.withheld_fields["customer_note"] >= 1
+    assert report.withheld_fields["username"] == 21
+    assert report.withheld_fields["shipping.address_1"] == 20  # the synthetic ones
     assert not report.failed
 
 

@@ -95,6 +95,28 @@ def test_hubspot_inbound_reads_under_properties() -> None:
     assert HUBSPOT.record_id({"id": "7"}) == "7"
 
 
+def test_source_fields_are_the_top_level_fields_read_in_and_the_id(tmp_path: Path) -> None:
+    """What a source is asked for: the roots of the inbound paths and of the id; fields sent
+    out only are not read from it; a record root stands for the fields under it."""
+    assert WOO.source_fields() == {
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "billing",
+        "date_created",
+        "meta_data",
+    }
+    assert HUBSPOT.source_fields() == {"id", "properties"}
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'id_path = "ref.no"\n'
+        '[fields.email]\npath = "contact.email"\npurpose = "x"\n'
+        '[fields.city]\npath = "city"\npurpose = "x"\ndirection = "out"\n'
+    )
+    assert load_mapping(path).source_fields() == {"ref", "contact"}
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("+32 470 12 34 56", "+32470123456"), ("0612345678", "+31612345678"), ("12", None)],

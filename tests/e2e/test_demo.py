@@ -85,13 +85,17 @@ def test_the_demo_anonymises_an_order_and_deletes_its_note_as_readme_says(
     assert all(not box.notes_of(order_id) for order_id in box.store.orders)
 
 
-def test_the_demo_counts_the_username_and_avatar_url_as_withheld(
+def test_the_demo_asks_the_shop_for_neither_username_nor_avatar_url(
     demo_run: dict[str, Any],
 ) -> None:
     """``username`` (made of the name) and ``avatar_url`` (a Gravatar URL holding the
-    unkeyed MD5 of the e-mail address) are personal data never sent: they are listed among
-    the withheld fields."""
-    withheld = demo_run["result"]["first_sync"]["withheld_fields"]
+    unkeyed MD5 of the e-mail address) are personal data no mapping reads: the shop is not
+    asked for them, no system receives them, and the demo says what the shop was asked for."""
+    first = demo_run["result"]["first_sync"]
+    asked = first["asked_fields"]
+    assert "email" in asked and "billing" in asked
+    assert not {"username", "avatar_url", "shipping", "customer_note"} & set(asked)
+    assert "username" not in first["withheld_fields"]
     received = {f for fields in demo_run["result"]["received"].values() for f in fields}
     assert "username" not in received and "avatar_url" not in received
-    assert withheld["username"] == _CUSTOMERS and withheld["avatar_url"] == _CUSTOMERS
+    assert "asked shop only for: billing, date_created, email" in demo_run["text"]
