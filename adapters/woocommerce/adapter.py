@@ -306,7 +306,8 @@ class WooCommerceAdapter:
         async def resolve(record: OutboundRecord) -> str | None:
             if record.external_id and not ignore_given:
                 return record.external_id
-            customer = await self._customer_by_email(record.email)
+            # Only the id is wanted: the shop's copy of the person need not come along.
+            customer = await self._customer_by_email(record.email, {"_fields": "id"})
             return str(customer["id"]) if customer else None
 
         # The first failure (a revoked key's 401) ends the batch's lookups, not only the batch.
@@ -446,24 +447,31 @@ class WooCommerceAdapter:
 
     # -- find and erase --------------------------------------------------------------------
 
-    async def _customer_by_email(self, email: str) -> dict[str, Any] | None:
+    async def _customer_by_email(
+        self, email: str, fields: Mapping[str, str]
+    ) -> dict[str, Any] | None:
         if not valid_email(email):
             # WordPress refuses such an address in the filter (400 rest_invalid_param), and
             # no account can hold one: nobody, not a failure (the id may still find them).
             return None
         # role=all: a subscriber or shop manager with this e-mail is the same person.
         response = await self.client.request(
-            "GET", f"{API}/customers", params={"email": email, "role": "all"}
+            "GET", f"{API}/customers", params={"email": email, "role": "all", **fields}
         )
         found = self._list(response, "GET", f"{API}/customers")
         return found[0] if found else None
 
-    async def _customer_for(self, subject: Subject) -> dict[str, Any] | None:
-        customer = await self._customer_by_email(subject.email)
+    async def _customer_for(
+        self, subject: Subject, fields: Mapping[str, str] | None = None
+    ) -> dict[str, Any] | None:
+        """The subject's customer, by e-mail, else by the id the identity map holds; whole,
+        or cut to ``fields`` (``{"_fields": ...}``)."""
+        fields = fields or {}
+        customer = await self._customer_by_email(subject.email, fields)
         if customer is None and subject.external_id and subject.external_id.isdecimal():
             # The identity map's id still finds someone whose shop e-mail has changed.
             path = f"{API}/customers/{int(subject.external_id)}"
-            response = await self.client.request("GET", path, accept=(404,))
+            response = await self.client.request("GET", path, params=fields, accept=(404,))
             if response.status_code == 200:
                 body = self._json(response, "GET", path)
                 if not (isinstance(body, dict) and _is_id(body.get("id"))):
@@ -529,8 +537,11 @@ class WooCommerceAdapter:
         ]
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
-        """The customer alone (see ``Adapter.find``): a targeted sync reads no orders."""
-        customer = await self._customer_for(subject)
+        """The customer alone (see ``Adapter.find``): a targeted sync reads no orders, and
+        only the fields a pull asks for, and the role :meth:`pull_includes` reads."""
+        asked = self.asked_fields
+        fields = {} if asked is None else {"_fields": ",".join(sorted(asked | {"role"}))}
+        customer = await self._customer_for(subject, fields)
         return [customer] if customer else []
 
     async def _notes_of(self, order_id: int) -> list[dict[str, Any]]:

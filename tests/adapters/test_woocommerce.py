@@ -199,6 +199,36 @@ async def test_a_pull_not_told_what_to_ask_for_reads_whole_customers(harness: Ha
     assert "_fields" not in listed.query
 
 
+async def test_a_targeted_sync_and_a_write_s_lookup_ask_for_no_more_than_they_read(
+    harness: Harness,
+) -> None:
+    """A targeted sync (a webhook, ``resync --email``) reads what a pull asks for and the
+    role :meth:`pull_includes` reads, by e-mail and by the identity map's id alike; a
+    write's lookup of who holds an address asks for the id alone. Access (``find``) still
+    reads the whole customer."""
+    harness.sandbox.seed_synthetic(2, seed=1)
+    first = harness.sandbox.store.get(1)
+    assert first is not None
+    harness.adapter.ask_only_for(frozenset({"email", "billing"}))
+    (person,) = await harness.adapter.find_people(Subject(email=first["email"]))
+    assert sorted(person) == ["billing", "email", "id", "role"]
+    (by_id,) = await harness.adapter.find_people(Subject(email="moved@example.nl", external_id="2"))
+    assert sorted(by_id) == ["billing", "email", "id", "role"]
+    await harness.adapter.upsert([record("r1", first["email"], first_name="Anna")])
+    (whole, *_orders) = await harness.adapter.find(Subject(email=first["email"]))
+    assert {"username", "shipping"} <= set(whole)
+    gets = [e for e in harness.sandbox.log.entries if e.method == "GET"]
+    people = "billing,email,id,role"
+    # By e-mail; by e-mail (nobody) then by id; the write's lookup; access, whole.
+    assert [(e.path, e.query.get("_fields")) for e in gets[:5]] == [
+        (f"{API}/customers", people),
+        (f"{API}/customers", people),
+        (f"{API}/customers/2", people),
+        (f"{API}/customers", "id"),
+        (f"{API}/customers", None),
+    ]
+
+
 async def test_the_sandbox_cuts_answers_by_fields_as_wordpress_does(
     sandbox: WooCommerceSandbox,
 ) -> None:
