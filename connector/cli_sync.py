@@ -218,10 +218,17 @@ def print_report(console: Console, report: FlowReport) -> None:
             "their existing records were updated, not duplicated"
         )
     if report.asked_fields is not None:
-        console.print(
+        asked = (
             f"  asked {escape(report.source)} only for: {escape(', '.join(report.asked_fields))}"
-            " (its other fields never left it)"
         )
+        if report.unasked_arrived:
+            # A shop that ignores _fields: what it sent is dropped (below), but it left.
+            console.print(
+                f"{asked}, [yellow]yet it sent other fields too (withheld below): it does "
+                "not honour _fields[/]"
+            )
+        else:
+            console.print(f"{asked} (its other fields never left it)")
     if report.withheld_fields:
         withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
         console.print(f"  withheld (not in any mapping, never sent): {escape(withheld)}")

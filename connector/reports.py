@@ -75,6 +75,15 @@ class FlowReport:
     run_id: int | None = None
 
     @property
+    def unasked_arrived(self) -> list[str]:
+        """Withheld fields the source was not asked for: it sent them all the same (a shop
+        that ignores ``_fields``), so they did leave it. Empty where it was not asked."""
+        if self.asked_fields is None:
+            return []
+        asked = set(self.asked_fields)
+        return sorted(f for f in self.withheld_fields if f.split(".", 1)[0] not in asked)
+
+    @property
     def failed(self) -> bool:
         """True when anything needs attention: errors, dead letters or deliveries left queued."""
         return bool(self.errors) or any(
@@ -93,6 +102,7 @@ class FlowReport:
             "moved": self.moved,
             "withheld_fields": dict(sorted(self.withheld_fields.items())),
             "asked_fields": self.asked_fields,
+            "unasked_arrived": self.unasked_arrived,
             "destinations": {
                 name: {**vars(d), "written": d.written} for name, d in self.destinations.items()
             },

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -107,12 +108,13 @@ def _display_name(customer: dict[str, Any]) -> str:
 
 def only_fields(request: Request, body: Any) -> Any:
     """``body`` as WordPress answers it under ``_fields`` (rest_filter_response_fields):
-    a comma-separated list of keys, each item of a list cut to them; ``a.b`` keeps ``b``
-    of the object ``a`` (since 5.3), and ``a`` asked for whole wins over its parts.
-    ``_links`` comes only when asked for, like any key. Without ``_fields``, ``body``."""
-    raw = request.query_params.get("_fields")
+    a list of keys (wp_parse_list: split on commas and spaces, or given as ``_fields[]``),
+    each item of a list cut to them; ``a.b`` keeps ``b`` of the object ``a`` (since 5.3),
+    and ``a`` asked for whole wins over its parts. ``_links`` comes only when asked for,
+    like any key. Without ``_fields``, ``body``."""
+    given = [*request.query_params.getlist("_fields"), *request.query_params.getlist("_fields[]")]
     tree: dict[str, Any] = {}
-    for field in (part.strip() for part in (raw or "").split(",")):
+    for field in (part for value in given for part in re.split(r"[\s,]+", value)):
         if not field:
             continue
         *parents, last = field.split(".")

@@ -199,6 +199,25 @@ async def test_a_pull_not_told_what_to_ask_for_reads_whole_customers(harness: Ha
     assert "_fields" not in listed.query
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"_fields": "id email"},
+        {"_fields": "id,,email "},
+        [("_fields[]", "id"), ("_fields[]", "email")],
+    ],
+    ids=["spaces", "commas", "array"],
+)
+async def test_the_sandbox_reads_a_fields_list_as_wordpress_s_wp_parse_list_does(
+    sandbox: WooCommerceSandbox, params: Any
+) -> None:
+    """``_fields`` is split on commas and spaces alike, or given as ``_fields[]``."""
+    sandbox.add_person("anna@voorbeeld.nl", "Anna", "Jansen")
+    async with await raw_client(sandbox) as client:
+        (item,) = (await client.get(f"{API}/customers", params=params)).json()
+    assert sorted(item) == ["email", "id"]
+
+
 async def test_a_targeted_sync_and_a_write_s_lookup_ask_for_no_more_than_they_read(
     harness: Harness,
 ) -> None:

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.adapter import Page
 from connector.cli import main
+from connector.cli_sync import print_report
 from connector.demo import REPO_MAPPINGS
 from connector.errors import RecordError, RetryableError
 from connector.mapping import load_mapping
@@ -95,6 +97,25 @@ async def test_a_shop_that_sends_whole_records_has_the_unmapped_fields_dropped_a
     assert report.withheld_fields["username"] == 21
     assert report.withheld_fields["shipping.address_1"] == 20  # the synthetic ones
     assert not report.failed
+    # The report does not claim the unread fields stayed in the shop: they came.
+    assert {"username", "avatar_url", "shipping.address_1"} <= set(report.unasked_arrived)
+    console = Console(record=True, width=400)
+    print_report(console, report)
+    text = console.export_text()
+    assert "never left" not in text and "it does not honour _fields" in text
+
+
+async def test_the_report_says_the_fields_a_shop_was_not_asked_for_never_left_it(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    shop.seed_synthetic(3, seed=1)
+    (report,) = await rt.engine.sync()
+    assert report.unasked_arrived == []
+    console = Console(record=True, width=400)
+    print_report(console, report)
+    text = console.export_text()
+    assert "asked shop only for: billing, date_created, email" in text
+    assert "(its other fields never left it)" in text
 
 
 async def test_second_sync_writes_nothing_and_three_changes_send_three(
