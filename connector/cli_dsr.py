@@ -155,8 +155,11 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
             return _print_view(console, args, view)
         if action == "access":
             view = await service.access(args.email, args.out)
-            code = _print_view(console, args, view)
-            if not args.json and not view.is_open:
+            # Where the person's data now lies in clear, in either form: a script that
+            # hands the bundle over must know where it is, and that it is to be deleted.
+            written = {} if view.is_open else _bundle_written(args.out)
+            code = _print_view(console, args, view, written)
+            if not args.json and written:
                 console.print(f"bundle written to {escape(str(args.out))}")
                 console.print(f"[yellow]{CLEAR_DATA_NOTICE}[/]")
             return code
@@ -255,8 +258,10 @@ def _receipt(service: DsrService, args: argparse.Namespace) -> int:
             # Not on stdout: `dsr receipt ID > receipt.json` would hand the person this line.
             print(message, file=sys.stderr)
         return EXIT_FAILED
-    # The canonical text as signed, so `dsr receipt ID > r.json` verifies as it is.
-    print(text)
+    # The canonical text as signed and no byte more, so `dsr receipt ID > r.json` verifies
+    # as it is and hashes to the `receipt_sha256` of its `dsr.completed` audit entry. Only
+    # a terminal gets a line end, for the prompt: no file or pipe holds what it shows.
+    sys.stdout.write(text + "\n" if sys.stdout.isatty() else text)
     return EXIT_OK
 
 
@@ -275,7 +280,10 @@ def _verify(service: DsrService, args: argparse.Namespace, console: Console) -> 
             raise DsrUsageError(f"--public-key: {exc}") from None
     result = service.verify_receipt(data, pem)
     if args.json:
-        print(json.dumps({"valid": result.ok, "problem": result.problem}))
+        # The request a valid receipt is for, as the text names it; none for an invalid
+        # one, whose contents nothing vouches for.
+        request_id = result.receipt.get("request_id") if result.ok and result.receipt else None
+        print(json.dumps({"valid": result.ok, "problem": result.problem, "request_id": request_id}))
     elif result.ok:
         assert result.receipt is not None
         console.print(
@@ -301,15 +309,27 @@ def _line(view: RequestView) -> str:
     flag = " [yellow]flagged[/]" if view.flagged else ""
     flag = " [red]overdue[/]" if view.overdue else flag
     return (
-        f"{view.id}  {view.kind:<7} {view.status:<9} deadline {view.deadline[:10]} "
+        f"{view.id}  {view.kind:<7} {view.status:<9} deadline {view.deadline_date} "
         f"({view.days_left} days left){flag}  subject {view.subject_id}"
     )
 
 
-def _print_view(console: Console, args: argparse.Namespace, view: RequestView) -> int:
-    """Print a request; 0 when it is completed, 1 when systems are still to be retried."""
+def _bundle_written(out_dir: Path) -> dict[str, str]:
+    """What ``dsr access --json`` adds to the request: where the bundle is, kept absolute as
+    the service keeps it, and that it is the only clear copy."""
+    return {"bundle": str(out_dir.resolve()), "notice": CLEAR_DATA_NOTICE}
+
+
+def _print_view(
+    console: Console,
+    args: argparse.Namespace,
+    view: RequestView,
+    extra: dict[str, str] | None = None,
+) -> int:
+    """Print a request (``extra`` joins its JSON form); 0 when it is completed, 1 when
+    systems are still to be retried."""
     if args.json:
-        print(json.dumps(view.as_dict(), indent=2))
+        print(json.dumps({**view.as_dict(), **(extra or {})}, indent=2))
     else:
         console.print(_line(view))
         if view.extension_reason:

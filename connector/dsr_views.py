@@ -151,6 +151,15 @@ class RequestView:
     def failed_systems(self) -> list[str]:
         return [s.system for s in self.systems if s.status not in FINAL_STATUSES]
 
+    @property
+    def deadline_date(self) -> str:
+        """The deadline's date on the calendar it is counted on (:data:`DEADLINE_ZONE`).
+
+        Not the UTC date: a request due at 00:30 on 1 April in the Netherlands is due at
+        22:30 UTC on 31 March, a date neither the operator nor the person keeps."""
+        moment = dt.datetime.fromisoformat(self.deadline)
+        return moment.astimezone(ZoneInfo(DEADLINE_ZONE)).date().isoformat()
+
     def system(self, name: str) -> SystemView:
         """The state in one system (``KeyError`` if the request does not track it)."""
         for view in self.systems:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -1130,6 +1131,61 @@ def test_cli_erase_receipt_and_verification(
     assert code == 1 and "invalid" in out
 
 
+def test_cli_receipt_file_hashes_to_the_audit_entry_that_vouches_for_it(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`dsr receipt ID > r.json` writes the signed bytes and no newline after them, so
+    `sha256sum r.json` is the `receipt_sha256` of the request's `dsr.completed` entry."""
+    seed(shop)
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 0
+    request_id = json.loads(out)["id"]
+    code, receipt, _ = cli("receipt", request_id, capsys=capsys)
+    assert code == 0
+    path = tmp_path / "r.json"
+    path.write_text(receipt)  # as `dsr receipt ID > r.json` writes it
+
+    async def vouched() -> str:
+        async with open_rt() as runtime:
+            (entry,) = [
+                e
+                for e in audit.entries(runtime.store)
+                if e.kind == "dsr.completed" and e.data["request"] == request_id
+            ]
+            return str(entry.data["receipt_sha256"])
+
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == run_loop(vouched())
+
+
+def test_cli_verify_receipt_json_names_the_request_it_vouches_for(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`dsr verify-receipt --json` names the request a valid receipt is for, as the text
+    does; an invalid one names none (nothing vouches for what it says)."""
+    seed(shop)
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 0
+    request_id = json.loads(out)["id"]
+    code, receipt, _ = cli("receipt", request_id, capsys=capsys)
+    path = tmp_path / "receipt.json"
+    path.write_text(receipt)
+    code, text, _ = cli("verify-receipt", str(path), capsys=capsys)
+    assert code == 0 and request_id in text
+    code, out, _ = cli("verify-receipt", str(path), "--json", capsys=capsys)
+    assert code == 0
+    assert json.loads(out) == {"valid": True, "problem": "", "request_id": request_id}
+    path.write_text(receipt.replace("verified_absent", "Verified_absent", 1))
+    code, out, _ = cli("verify-receipt", str(path), "--json", capsys=capsys)
+    assert code == 1 and json.loads(out)["request_id"] is None
+
+
 def test_cli_public_key_json(
     cli: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -1196,6 +1252,33 @@ def test_cli_exempt_closes_a_system_s_part_and_says_so(
     assert code == 2 and "completed" in err
 
 
+def test_cli_list_shows_the_deadline_on_the_dutch_calendar(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A request that came at 00:30 on 1 March in the Netherlands is due at 00:30 on 1 April
+    there (22:30 UTC on 31 March): `dsr list` and `dsr show` print 1 April, the date on the
+    calendar the deadline is counted on, not the UTC one."""
+    seed(shop)
+    received = dt.datetime(2026, 2, 28, 23, 30, tzinfo=dt.UTC)  # 00:30 on 1 March, Amsterdam
+
+    async def opened() -> str:
+        async with open_rt() as runtime:
+            shop.faults.down = True
+            view = await DsrService(runtime, now=lambda: received).erase(CANARY_EMAIL)
+            shop.faults.down = False
+            assert view.deadline == "2026-03-31T22:30:00+00:00"
+            return view.id
+
+    request_id = run_loop(opened())
+    for argv in (("list",), ("show", request_id)):
+        code, out, _ = cli(*argv, capsys=capsys)
+        assert code == 0 and request_id in out
+        assert "deadline 2026-04-01" in out, out
+
+
 def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
@@ -1242,6 +1325,25 @@ def test_cli_access_says_the_bundle_is_the_only_clear_copy(
     assert code == 0
     assert "only place klantsync writes personal data in clear" in " ".join(out.split())
     assert (out_dir / "data.json").is_file()
+
+
+def test_cli_access_json_says_where_the_bundle_was_written(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`dsr access --json` says where the bundle was written and that it is the only clear
+    copy, as the text does."""
+    seed(shop)
+    out_dir = tmp_path / "bundle"
+    code, out, _ = cli(
+        "access", "--email", OTHER_EMAIL, "--out", str(out_dir), "--json", capsys=capsys
+    )
+    assert code == 0 and (out_dir / "data.json").is_file()
+    shown = json.loads(out)
+    assert shown["bundle"] == str(out_dir)
+    assert "only place klantsync writes personal data in clear" in shown["notice"]
 
 
 def test_key_file_is_sealed_and_private(
