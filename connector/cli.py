@@ -341,6 +341,11 @@ def _dispatch_configured(
                 raise ConfigError("--email", "", str(exc).removeprefix("--email ")) from None
         if daemon_running(config.store_path):
             return cli_sync.queue_resync(config, args, console)
+    if args.command == "sync" and args.flow is not None:
+        # Checked before the store is opened, as resync's system is: a typo is bad usage
+        # and leaves nothing behind (no store made, no key bound to it, no config recorded
+        # as having taken effect for a command that did nothing).
+        config.flow(args.flow)
     if args.command == "sync" and not config.flows:
         return cli_sync.no_flows(config, args)
     if args.command in ("sync", "resync"):

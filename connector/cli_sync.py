@@ -118,9 +118,8 @@ def no_flows(config: Config, args: argparse.Namespace) -> int:
     that reads like a sync that found nobody to move.
 
     Exit 0 (nothing failed). The line goes to stderr, so ``--json`` still prints ``[]``.
+    A ``--flow`` was checked before (no config without flows has one of that name).
     """
-    if args.flow is not None:
-        config.flow(args.flow)  # raises the error any config gives for an unknown flow
     Console(stderr=True, highlight=False, soft_wrap=True).print(
         f"nothing to sync: {config.path} configures no flow (add a [[flows]] table)",
         markup=False,

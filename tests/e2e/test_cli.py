@@ -538,6 +538,22 @@ def test_resync_handed_to_a_running_daemon_is_checked_first(
         store.close()
 
 
+def test_sync_of_an_unknown_flow_exits_2_and_leaves_no_store(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped ``--flow`` is bad usage, found before the store opens: no store is made,
+    no master key bound to one, no config recorded as having taken effect. An empty name is
+    no flow either (it ran every flow)."""
+    store_path = _store_of(offline)
+    for command in (["sync"], ["sync", "--dry-run"]):
+        assert main(["-c", str(offline), *command, "--flow", "shop-to-crn"]) == 2
+        assert "flows: no flow named 'shop-to-crn'" in capsys.readouterr().err
+    assert main(["-c", str(offline), "sync", "--flow", ""]) == 2
+    assert "flows: no flow named ''" in capsys.readouterr().err
+    assert not store_path.exists()
+    assert not list(store_path.parent.glob(store_path.name + "*"))
+
+
 def test_config_errors_keep_the_keys_in_square_brackets(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
