@@ -48,6 +48,21 @@ __all__ = ["FieldMapping", "SystemMapping", "load_mapping"]
 Direction = Literal["in", "out", "both"]
 
 
+def _dotted_path(value: str) -> str:
+    """``value`` when each of its dot-separated keys is named (an empty one refused).
+
+    "billing..phone", "email." or ".email" name no place in any record: read, the field would
+    never be found (an e-mail so: every record "without a usable e-mail"); written, it would
+    go under an empty key. Nothing else would say so.
+    """
+    if value and "" in value.split("."):
+        raise ValueError(
+            f"{value!r} has an empty key between its dots; a path names one key per "
+            'segment, such as "billing.phone"'
+        )
+    return value
+
+
 class _FieldFile(StrictModel):
     """One ``[fields.<name>]`` table as written; what it means is checked in ``_load_field``."""
 
@@ -60,6 +75,11 @@ class _FieldFile(StrictModel):
     @classmethod
     def _one_name(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value  # "trim" is short for ["trim"]
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return _dotted_path(value)
 
 
 class _MappingFile(StrictModel):
@@ -74,6 +94,11 @@ class _MappingFile(StrictModel):
     consent_renewed: dict[str, Any] = Field(default_factory=dict)
     ignore: list[str] = Field(default_factory=list)
     fields: dict[str, Any] = Field(default_factory=dict)  # each checked by _FieldFile
+
+    @field_validator("id_path")
+    @classmethod
+    def _id_path(cls, value: str) -> str:
+        return _dotted_path(value)
 
     @field_validator("default_region")
     @classmethod

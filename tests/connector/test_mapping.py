@@ -231,6 +231,33 @@ def test_mapping_key_of_the_wrong_type_names_file_and_key(
     assert info.value.file == str(path) and info.value.key == key
 
 
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (
+            _GOOD_EMAIL + '[fields.phone]\npath = "billing..phone"\npurpose = "x"\n',
+            "fields.phone.path",
+        ),
+        (_GOOD_EMAIL.replace('"email"', '"email."'), "fields.email.path"),
+        (_GOOD_EMAIL.replace('"email"', '".email"'), "fields.email.path"),
+        ('id_path = "data..id"\n' + _GOOD_EMAIL, "id_path"),
+    ],
+    ids=["inner", "trailing", "leading", "id_path"],
+)
+def test_a_path_with_an_empty_segment_is_refused_naming_file_and_key(
+    tmp_path: Path, text: str, key: str
+) -> None:
+    """ "billing..phone", "email." or ".email" name no place in any record: read, the field is
+    never found (an e-mail so: every customer "without a usable e-mail"); written, it goes
+    under an empty key. Refused on the key, naming the mapping file."""
+    path = tmp_path / "m.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert info.value.file == str(path) and info.value.key == key
+    assert "empty key between its dots" in info.value.problem
+
+
 def test_mapping_values_are_read_as_written(tmp_path: Path) -> None:
     """A lower-case region is accepted as its code, and one transform may be a plain string."""
     path = tmp_path / "m.toml"
