@@ -460,6 +460,7 @@ def load_config(
     for index, raw in enumerate(flows_raw):
         flow: FlowSettings = model(FlowSettings, f"flows[{index}]", raw)
         _check_flow(flow, index, file, systems, registry)
+        _check_source_reads_email(flow, index, file, mappings)
         if any(f.name == flow.name for f in flows):
             raise ConfigError(file, f"flows[{index}].name", f"duplicate flow name {flow.name!r}")
         flows.append(flow)
@@ -635,6 +636,26 @@ def _check_flow(
                 f"{key}.destinations",
                 f"{dest!r} ({kind}) cannot be a destination (it cannot write records)",
             )
+
+
+def _check_source_reads_email(
+    flow: FlowSettings, index: int, file: str, mappings: Mapping[str, SystemMapping]
+) -> None:
+    """Refuse a flow whose source's mapping does not read the e-mail.
+
+    People are known by their e-mail: a source read without it yields nobody but records
+    "without a usable e-mail", every run: the flow moves no one, as little as one from a
+    system that cannot pull. (A destination-only mapping may well write the e-mail alone.)
+    """
+    mapping = mappings[flow.source]
+    if not mapping.fields["email"].inbound:
+        raise ConfigError(
+            file,
+            f"flows[{index}].source",
+            f"{flow.source}'s mapping ({mapping.path}) does not read the e-mail "
+            '(fields.email has direction = "out"), and the people a source holds are known '
+            'by it; make it "both" or "in"',
+        )
 
 
 def _capabilities(registry: Mapping[str, AdapterSpec], kind: str) -> frozenset[str]:

@@ -238,6 +238,24 @@ def test_flow_from_a_system_that_cannot_pull_is_refused(
     assert error.key == "flows[0].source" and "cannot pull" in error.problem
 
 
+def test_flow_from_a_source_whose_mapping_reads_no_email_is_refused(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """People are known by their e-mail: a source whose mapping only writes it
+    (``direction = "out"``) would find every customer "without a usable e-mail" and sync
+    nobody, in silence. `check` exits 2 naming the flow's source and the mapping."""
+    text = (REPO_MAPPINGS / "woocommerce.toml").read_text()
+    old = 'transform = ["trim", "lower"]\n'
+    shop_mapping = tmp_path / "shop.toml"
+    shop_mapping.write_text(text.replace(old, old + 'direction = "out"\n', 1))
+    path = write_config(tmp_path, shop_mapping=shop_mapping)
+    error = _load_error(path)
+    assert error.key == "flows[0].source" and "does not read the e-mail" in error.problem
+    assert str(shop_mapping) in error.problem
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    assert json.loads(capsys.readouterr().out)["key"] == "flows[0].source"
+
+
 def test_ca_bundle_that_is_not_pem_exits_2_at_check(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
