@@ -182,11 +182,13 @@ def _weekday_names(field: str) -> str:
         if spec == "*":
             first, last = 0, 6
         else:
+            # Numbered 0 to 7 as crontab numbers them (7 is Sunday again, "5-7" Friday to
+            # Sunday, "7-7" Sunday alone), and named only then: a 7 read as 0 at once would
+            # make "7-7" 0 to 7, every day. "N/step" runs from N to the last day, 7, as
+            # crontab reads it: "1/2" is Monday, Wednesday, Friday and Sunday, "7/2" Sunday.
             low, _, high = spec.partition("-")
             first = _weekday(low)
-            last = _weekday(high) if high else (6 if step_text else first)
-            if high and _weekday(high) == 0 and high.strip() == "7":
-                last = 7  # "5-7": Friday to Sunday
+            last = _weekday(high) if high else (7 if step_text else first)
             if last < first:
                 raise ValueError(f"day-of-week range runs backwards: {part!r}")
         days += [day % 7 for day in range(first, last + 1, step)]
@@ -194,11 +196,12 @@ def _weekday_names(field: str) -> str:
 
 
 def _weekday(text: str) -> int:
+    """A day of the week as crontab numbers it, 0 to 7 (both Sunday); a name as 0 to 6."""
     text = text.strip()
     if text in _DAY_NAMES:
         return _DAY_NAMES.index(text)
     if text.isdecimal() and 0 <= int(text) <= 7:
-        return int(text) % 7
+        return int(text)
     raise ValueError(f"unknown day of the week {text!r}")
 
 

@@ -142,6 +142,26 @@ def test_schedules_parse(text: str, seconds: float) -> None:
     assert parse_schedule(text).nominal_seconds == seconds
 
 
+@pytest.mark.parametrize(
+    ("weekday", "days"),
+    [
+        ("7-7", "sun"),  # Sunday to Sunday (read as 0-7 it was every day)
+        ("7/2", "sun"),  # "N/step" runs from N to 7, the last day: Sunday alone
+        ("1/2", "sun,mon,wed,fri"),  # Monday, Wednesday, Friday and Sunday (7)
+        ("5-7", "sun,fri,sat"),
+        ("0-7", "sun,mon,tue,wed,thu,fri,sat"),
+        ("*/2", "sun,tue,thu,sat"),
+    ],
+)
+def test_cron_days_of_the_week_are_read_as_crontab_reads_them(weekday: str, days: str) -> None:
+    """7 is Sunday as 0 is, at either end of a range and before a step."""
+    from connector.config import _weekday_names
+
+    assert _weekday_names(weekday) == days
+    if days == "sun":  # a weekly job runs weekly
+        assert parse_schedule(f"0 3 * * {weekday}").nominal_seconds == 7 * 86400
+
+
 def test_bad_schedule_refused(tmp_path: Path, env: dict[str, str]) -> None:
     """A schedule that is neither an interval nor cron is refused at load."""
     path = write_config(tmp_path)
