@@ -226,9 +226,11 @@ class SystemMapping:
         inbound fields and its id live under (or the record root, where the fields sit under
         one). A source that can be asked for fewer fields is asked for these, so
         the rest never leaves the system (see ``Adapter``, ``ask_only_for``)."""
-        inbound = [f.path for f in self.fields.values() if f.inbound]
-        under = [self.record_root] if self.record_root is not None else inbound
-        return frozenset(path.split(".", 1)[0] for path in (self.id_path, *under))
+        roots = {self.id_path.split(".", 1)[0]}
+        if self.record_root is not None:
+            return frozenset({*roots, self.record_root})  # one key, dots and all
+        inbound = (f.path for f in self.fields.values() if f.inbound)
+        return frozenset({*roots, *(path.split(".", 1)[0] for path in inbound)})
 
     def record_id(self, record: Mapping[str, Any]) -> str | None:
         """The system's own id of a raw record."""
