@@ -73,6 +73,7 @@ from connector.errors import (
     system_down,
 )
 from connector.http import SystemClient, answer_object, json_object
+from connector.model import normalise_email
 
 __all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
 
@@ -198,7 +199,9 @@ class PipedriveAdapter:
         gate = asyncio.Semaphore(max(1, self.limits.max_concurrency))
         chains: dict[str, list[int]] = {}
         for index, record in enumerate(records):
-            key = record.email.strip().casefold() or f"id:{record.external_id or index}"
+            # One chain per subject, as subjects are told apart: addresses that only match
+            # case-folded ("straße@", "strasse@") are two people, each with their own person.
+            key = normalise_email(record.email) or f"id:{record.external_id or index}"
             chains.setdefault(key, []).append(index)
         results: list[UpsertResult | None] = [None] * len(records)
 

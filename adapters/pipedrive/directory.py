@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from adapters.pipedrive.payloads import email_values
+from connector.model import normalise_email
 
 __all__ = ["FIRST_LISTING_AFTER", "FRESH_SECONDS", "Directory"]
 
@@ -151,5 +152,6 @@ class Directory:
 
 
 def _key(email: str) -> str:
-    # Pipedrive compares e-mails without regard to case (see payloads.search_hits).
-    return email.strip().casefold()
+    # As subjects are told apart: two subjects' addresses never share an entry (see
+    # payloads.search_hits).
+    return normalise_email(email)

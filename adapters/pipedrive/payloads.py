@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from connector.model import normalise_email
+
 __all__ = [
     "PullCursor",
     "decode_cursor",
@@ -87,18 +89,22 @@ def other_entries_kept(
     Already in the list, ``value`` leaves it as it is: a salesperson who made the office
     number the primary one keeps it so. Else it replaces the primary entry, the one the
     connector wrote before (the customer changed it at the source), and the rest stay.
+
+    Entries are compared as subjects are told apart (:func:`normalise_email`; a phone
+    number is left as it is by that): an address that is another subject's is not taken
+    for this one's.
     """
     current = entries if isinstance(entries, list) else []
-    same = value.strip().casefold()
+    same = normalise_email(value)
     listed = [dict(entry) for entry in current if isinstance(entry, Mapping)]
-    if any(str(entry.get("value", "")).strip().casefold() == same for entry in listed):
+    if any(normalise_email(str(entry.get("value", ""))) == same for entry in listed):
         return listed
     kept = [
         dict(entry)
         for entry in current
         if isinstance(entry, Mapping)
         and not entry.get("primary")
-        and str(entry.get("value", "")).strip().casefold() != same
+        and normalise_email(str(entry.get("value", ""))) != same
     ]
     primary: dict[str, Any] = {"value": value.strip(), "primary": True}
     if label is not None:
@@ -128,19 +134,20 @@ def with_contact_keys(person: Mapping[str, Any]) -> dict[str, Any]:
 def search_hits(body: Mapping[str, Any], email: str) -> list[int]:
     """Ids of persons in a ``/persons/search`` answer whose e-mails include ``email`` exactly.
 
-    ``exact_match`` is asked of Pipedrive already; the e-mails are compared again here
-    (case-insensitively, as Pipedrive does) so a partial or fuzzy hit can never be updated
-    or deleted in someone else's name.
+    ``exact_match`` is asked of Pipedrive already; the e-mails are compared again here, as
+    subjects are told apart (:func:`normalise_email`), so a partial or fuzzy hit, or an
+    address that is another subject's ("strasse@" for "straße@"), can never be updated or
+    deleted in someone else's name.
     """
     data = body.get("data")
     items = data.get("items") if isinstance(data, Mapping) else None
-    wanted = email.strip().casefold()
+    wanted = normalise_email(email)
     ids: list[int] = []
     for hit in items if isinstance(items, list) else []:
         item = hit.get("item") if isinstance(hit, Mapping) else None
         if not isinstance(item, Mapping) or not isinstance(item.get("id"), int):
             continue
-        if any(e.strip().casefold() == wanted for e in email_values(item.get("emails"))):
+        if any(normalise_email(e) == wanted for e in email_values(item.get("emails"))):
             ids.append(int(item["id"]))
     return sorted(set(ids))
 

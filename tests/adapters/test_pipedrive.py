@@ -234,6 +234,51 @@ async def test_one_email_twice_in_a_batch_is_one_person(pd: Harness) -> None:
     assert record is not None and record["last_name"] == "Twee"
 
 
+async def test_addresses_equal_only_case_folded_are_two_subjects_and_two_persons(
+    pd: Harness,
+) -> None:
+    """klantsync tells subjects apart by ``normalise_email`` (lower-case, NFC), under which
+    "straße@" and "strasse@" are two people (case-folded they are one): each gets a person
+    of their own, and neither's name lands on the other's."""
+    records = [
+        OutboundRecord(
+            "r1",
+            "straße@example.de",
+            None,
+            {"email": "straße@example.de", "first_name": "Anna", "last_name": "Groß"},
+        ),
+        OutboundRecord(
+            "r2",
+            "strasse@example.de",
+            None,
+            {"email": "strasse@example.de", "first_name": "Bert", "last_name": "Strasse"},
+        ),
+    ]
+    results = await pd.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created", "created"], results
+    assert results[0].external_id != results[1].external_id
+    first = pd.sandbox.record_for("straße@example.de")
+    assert first is not None and first["first_name"] == "Anna"
+
+
+def test_lookups_tell_addresses_apart_as_subjects_are() -> None:
+    """A search hit, the listing and a person's e-mail list match an address as subjects
+    are told apart: "strasse@" does not find, nor keep as its own, "straße@"'s entry."""
+    from adapters.pipedrive.directory import Directory
+    from adapters.pipedrive.payloads import other_entries_kept, search_hits
+
+    hit = {"data": {"items": [{"item": {"id": 7, "emails": ["Straße@Example.de"]}}]}}
+    assert search_hits(hit, "strasse@example.de") == []
+    assert search_hits(hit, "straße@example.de") == [7]
+    directory = Directory(clock=lambda: 0.0)
+    directory.load([{"id": 7, "emails": [{"value": "straße@example.de"}]}], pages=1)
+    assert directory.ids("strasse@example.de") == []
+    assert directory.ids("Straße@Example.DE") == [7]
+    listed = [{"value": "straße@example.de", "primary": True, "label": "work"}]
+    written = other_entries_kept(listed, "strasse@example.de", label="work")
+    assert [e["value"] for e in written] == ["strasse@example.de"]
+
+
 async def test_sandbox_records_what_pipedrive_received(pd: Harness) -> None:
     """The log holds the person fields written (name, first/last, emails, phones), no values."""
     await pd.adapter.upsert([person(1, phone="+31612345678")])
