@@ -133,6 +133,12 @@ _RETAINED: dict[str, dict[str, str]] = {
         "nl": "bewaard met de factuurgegevens voor de fiscale bewaarplicht van de winkel "
         "(in Nederland zeven jaar)",
     },
+    "deleted_purged_later": {
+        "en": "deleted; the system can restore it until it deletes it for good on or after "
+        "the date under purged_after",
+        "nl": "verwijderd; tot de datum bij purged_after (of later) kan het systeem het nog "
+        "herstellen, daarna wist het dit definitief",
+    },
 }
 
 _RIGHTS: dict[str, list[str]] = {

@@ -79,11 +79,16 @@ class PersonRoutes:
     Args:
         store: the persons.
         now: epoch seconds now (the sandbox's wall clock).
+        show_deleted: ``GET /persons/{id}`` shows a person marked deleted (``is_deleted:
+            true``) instead of answering 404; see the sandbox module docstring.
     """
 
-    def __init__(self, store: PersonStore, now: Callable[[], int]) -> None:
+    def __init__(
+        self, store: PersonStore, now: Callable[[], int], *, show_deleted: bool = False
+    ) -> None:
         self.store = store
         self.now = now
+        self.show_deleted = show_deleted
 
     def _person(self, request: Request) -> Person:
         raw = str(request.path_params.get("id", ""))
@@ -151,8 +156,11 @@ class PersonRoutes:
         return _ok({"items": items}, {"next_cursor": next_cursor}), []
 
     async def get(self, request: Request) -> Result:
-        """``GET /persons/{id}``."""
-        return _ok(self._person(request).to_json()), []
+        """``GET /persons/{id}``; a person marked deleted only with ``show_deleted``."""
+        raw = str(request.path_params.get("id", ""))
+        held = self.store.persons.get(int(raw)) if self.show_deleted and raw.isdecimal() else None
+        person = held if held is not None else self._person(request)
+        return _ok(person.to_json()), []
 
     async def create(self, request: Request) -> Result:
         """``POST /persons``: ``name`` is required."""

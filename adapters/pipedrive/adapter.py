@@ -13,7 +13,8 @@ What it does, by contract verb:
   come at once (a first sync), one listing of every person (:mod:`.directory`);
 - ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
-  (Pipedrive lets several persons share an e-mail), each read in full;
+  (Pipedrive lets several persons share an e-mail), each read in full; a person in the
+  30-day bin among them is reported held, marked so (:func:`~.payloads.in_the_bin`);
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
@@ -21,9 +22,11 @@ What it does, by contract verb:
   permanent deletion of a person;
 - webhooks: v2 deliveries with HTTP Basic credentials (see :mod:`adapters.pipedrive.webhooks`).
 
-A person marked deleted is not counted as held: whether v2 ``GET /persons/{id}`` answers 404
-or the person with ``is_deleted: true`` during the 30 days is UNVERIFIED, so both are read as
-"not live" (the sandbox answers 404).
+A person marked deleted is not live: no sync or correction writes to them. Whether v2
+``GET /persons/{id}`` answers such a person with 404 or with ``is_deleted: true`` during the
+30 days is UNVERIFIED (the reference says neither; the sandbox answers 404 unless asked to
+show them). Shown, they are still held, restorable until purged: ``find`` reports them and
+``erase`` counts them as found (deleted already, reversible), not as "no person held".
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from adapters.pipedrive.payloads import (
     decode_cursor,
     encode_cursor,
     failure_reason,
+    in_the_bin,
     later_time,
     other_entries_kept,
     person_body,
@@ -73,7 +77,7 @@ from connector.errors import (
     system_down,
 )
 from connector.http import SystemClient, answer_object, json_object
-from connector.model import normalise_email
+from connector.model import is_archived, normalise_email
 
 __all__ = ["ERASURE_ENDPOINT", "ERASURE_NOTE", "SPEC", "PipedriveAdapter"]
 
@@ -83,6 +87,8 @@ SEARCH: Final = "/persons/search"
 #: How the erasure call reads on a receipt (the API root is part of ``base_url``).
 ERASURE_ENDPOINT: Final = "DELETE /api/v2/persons/{id}"
 ERASURE_NOTE: Final = "deleted, purged by the vendor within 30 days"
+#: Held only in the bin (deleted before): restorable until the purge, like a deletion now.
+IN_THE_BIN_NOTE: Final = "deleted already, purged by the vendor within 30 days of that"
 NOT_HELD_NOTE: Final = "no person held for this subject"
 
 log = logging.getLogger("klantsync.pipedrive")
@@ -471,7 +477,8 @@ class PipedriveAdapter:
     # -- find --------------------------------------------------------------------------------
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """Every live person for the subject (by Pipedrive id and by exact e-mail), in full."""
+        """Every person Pipedrive holds for the subject (by Pipedrive id and by exact e-mail),
+        in full; one it shows in the 30-day bin marked so (:func:`in_the_bin`)."""
         found: dict[int, dict[str, Any]] = {}
         if subject.external_id and subject.external_id.isdecimal():
             person = await self._read(int(subject.external_id))
@@ -483,9 +490,16 @@ class PipedriveAdapter:
                     person = await self._read(person_id)
                     if person is not None:
                         found[person_id] = person
-        return [with_contact_keys(found[key]) for key in sorted(found)]
+        return [
+            in_the_bin(found[key])
+            if found[key].get("is_deleted")
+            else with_contact_keys(found[key])
+            for key in sorted(found)
+        ]
 
     async def _read(self, person_id: int) -> dict[str, Any] | None:
+        """The person as Pipedrive shows them, in the bin (``is_deleted``) or not; ``None``
+        for a 404."""
         path = f"{PERSONS}/{person_id}"
         response = await self.client.request("GET", path, accept=(404,))
         if response.status_code == 404:
@@ -493,7 +507,7 @@ class PipedriveAdapter:
         data = answer_object(
             response, system=self.client.system, method="GET", path=path, required=("data",)
         )["data"]
-        if not isinstance(data, dict) or data.get("id") is None or data.get("is_deleted"):
+        if not isinstance(data, dict) or data.get("id") is None:
             return None
         return data
 
@@ -503,8 +517,12 @@ class PipedriveAdapter:
         """Delete every live person for the subject with ``DELETE /persons/{id}``; idempotent.
 
         Pipedrive purges a deleted person 30 days later and can restore it until then, so the
-        result is ``delete_purged_later`` and reversible, and the note says so. A second call
-        finds no live person and reports ``found=False`` without deleting anything.
+        result is ``delete_purged_later`` and reversible, and the note says so. A person
+        ``find`` shows in that bin already is held the same way: found, reversible, not "no
+        person held"; no ``DELETE`` is sent for them (they are deleted, and v2 has no other
+        deletion). One whose ``DELETE`` answers 404 (someone deleted them since our read)
+        counts as found too. A second call deletes nothing: it reports the persons in the
+        bin where Pipedrive shows them, else ``found=False``.
         """
         if subject.email:
             self.directory.forget(subject.email)
@@ -512,6 +530,8 @@ class PipedriveAdapter:
         deleted = 0
         status: int | None = None
         for person in people:
+            if is_archived(person):
+                continue  # in the bin already: a DELETE changes nothing
             response = await self.client.request(
                 "DELETE", f"{PERSONS}/{int(person['id'])}", accept=(404,)
             )
@@ -519,12 +539,12 @@ class PipedriveAdapter:
             status = response.status_code if status in (None, 200) else status
             deleted += response.status_code == 200
         return ErasureResult(
-            found=deleted > 0,
+            found=bool(people),
             mode="delete_purged_later",
             reversible=True,
             endpoint=ERASURE_ENDPOINT,
             vendor_status=status,
-            note=ERASURE_NOTE if deleted else NOT_HELD_NOTE,
+            note=ERASURE_NOTE if deleted else IN_THE_BIN_NOTE if people else NOT_HELD_NOTE,
         )
 
     # -- webhooks ----------------------------------------------------------------------------

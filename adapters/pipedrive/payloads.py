@@ -15,17 +15,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
+from connector.adapter import RETAINED
 from connector.model import normalise_email
 
 __all__ = [
+    "IN_THE_BIN",
+    "PURGED_AFTER",
     "PullCursor",
     "decode_cursor",
     "email_values",
     "encode_cursor",
     "failure_reason",
+    "in_the_bin",
     "later_time",
     "other_entries_kept",
     "person_body",
@@ -128,6 +132,39 @@ def with_contact_keys(person: Mapping[str, Any]) -> dict[str, Any]:
     record = dict(person)
     record["email"] = primary_value(person.get("emails"))
     record["phone"] = primary_value(person.get("phones"))
+    return record
+
+
+#: "Marks a person as deleted. After 30 days, the person will be permanently deleted."
+#: (v2 ``deletePerson``): until then Pipedrive holds the person and can restore them.
+PURGED_AFTER: Final = timedelta(days=30)
+
+#: The ``retained`` code of a person in that bin (see :func:`in_the_bin`).
+IN_THE_BIN: Final = "deleted_purged_later"
+
+
+def in_the_bin(person: Mapping[str, Any]) -> dict[str, Any]:
+    """A person Pipedrive shows marked deleted (``is_deleted``), as ``find`` reports them.
+
+    Still held: access must show them and an erasure must not say nobody is held. Marked
+    as HubSpot's recycle bin is (``archived``: no sync takes them as a person, no correction
+    writes to them), with ``retained`` (:data:`IN_THE_BIN`: deleting them is all the API
+    can do, so an erasure's check that nothing is left passes them over, as the erasure's
+    receipt says they are purged later) and ``purged_after``, when Pipedrive purges them.
+    That date counts from ``update_time``: v2 gives no deletion time of its own, and that a
+    deletion sets ``update_time`` (as the sandbox's does) is UNVERIFIED. If it does not, the
+    deletion came later and so does the purge: Pipedrive holds the person at least until
+    that date.
+    """
+    record = with_contact_keys(person)
+    record["archived"] = True
+    record[RETAINED] = IN_THE_BIN
+    deleted = person.get("update_time")
+    parsed = _parse_time(deleted) if isinstance(deleted, str) else None
+    purged = parsed + PURGED_AFTER if parsed is not None else None
+    record["purged_after"] = (
+        purged.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if purged is not None else None
+    )
     return record
 
 

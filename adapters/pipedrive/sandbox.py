@@ -19,8 +19,10 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rather than kind:
 
 - a person marked deleted answers 404 to ``GET``, ``PATCH`` and ``DELETE`` and is left out of
-  lists and search ("not returned by default"); real Pipedrive may still show it with
-  ``is_deleted: true`` during the 30 days, which the adapter also handles;
+  lists and search ("not returned by default"); real Pipedrive may still show it to ``GET``
+  with ``is_deleted: true`` during the 30 days (v2's Person has the field; the reference
+  says neither way), which ``show_deleted=True`` makes the sandbox do, and the adapter
+  reads as held, in the bin;
 - search calls count against the search window only, not also against the burst window;
 - ``x-ratelimit-reset`` is whole seconds until the window has room again;
 - unknown body fields are refused with 400.
@@ -91,6 +93,8 @@ class PipedriveSandbox(SandboxBase):
             page instead (``None``: never).
         clock: monotonic clock of the rate windows; tests pass one their sleep advances.
         wall_clock: epoch seconds for ``add_time``/``update_time`` and deletion times.
+        show_deleted: ``GET /persons/{id}`` shows a person marked deleted, with
+            ``is_deleted: true``, until the purge (UNVERIFIED either way; default 404).
 
     Attributes:
         store: the persons, live and marked deleted.
@@ -111,8 +115,10 @@ class PipedriveSandbox(SandboxBase):
         block_after: int | None = 20,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        show_deleted: bool = False,
     ) -> None:
         super().__init__(clock=clock)
+        self.show_deleted = show_deleted
         for bucket, limit in (("default", rate_limit), ("search", search_rate_limit)):
             if limit is not None:
                 self.windows[bucket] = _Window(limit)
@@ -130,7 +136,7 @@ class PipedriveSandbox(SandboxBase):
 
     def app(self) -> Any:
         """The ASGI app, wrapped so a fault can drop the connection."""
-        routes = _routes.PersonRoutes(self.store, self._now)
+        routes = _routes.PersonRoutes(self.store, self._now, show_deleted=self.show_deleted)
         persons = f"{API}/persons"
         table = [
             self._route("GET", persons, routes.list_persons),

@@ -25,12 +25,21 @@ from adapters.pipedrive import (
     pipedrive_limits,
     wait_hint,
 )
+from adapters.pipedrive._store import rfc3339
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
-from adapters.pipedrive.payloads import decode_cursor
+from adapters.pipedrive.payloads import IN_THE_BIN, decode_cursor
 from adapters.pipedrive.settings import BLOCKED_WAIT_SECONDS, DAILY_WAIT_SECONDS
-from connector.adapter import Adapter, OutboundRecord, Subject, UpsertResult, WebhookRequest
+from connector.adapter import (
+    RETAINED,
+    Adapter,
+    OutboundRecord,
+    Subject,
+    UpsertResult,
+    WebhookRequest,
+)
 from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
+from connector.model import is_archived
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.adapters.front import Decision, FrontPage
@@ -936,22 +945,53 @@ async def test_find_by_id_and_by_email(pd: Harness) -> None:
     assert "find@example.com" not in repr(pd.sandbox.log.entries)
 
 
-async def test_find_reads_is_deleted_as_absent() -> None:
-    """Should Pipedrive show a deleted person during its 30 days, find does not count it."""
+async def test_a_person_in_the_30_day_bin_is_found_held_and_erased_reversibly(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """Where ``GET /persons/{id}`` shows a person deleted in Pipedrive (``is_deleted``,
+    restorable for 30 days), they are still held: access shows them, marked as in the bin
+    and when it is purged, and an erasure reports them found and restorable until then,
+    as a deletion it makes itself, not "no person held"."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, show_deleted=True)
+    person_id = sandbox.add_person("ann@example.nl", "Ann", "Smit")
+    sandbox.store.delete(sandbox.store.persons[int(person_id)], int(wall()))  # in Pipedrive
+    harness = make_harness(sandbox, time, wall)
+    try:
+        subject = Subject(email="ann@example.nl", external_id=person_id)
+        found = await harness.adapter.find(subject)
+        result = await harness.adapter.erase(subject)
+    finally:
+        await harness.client.aclose()
+    assert [str(r["id"]) for r in found] == [person_id], "access omits the person in the bin"
+    assert is_archived(found[0]) and found[0][RETAINED] == IN_THE_BIN
+    assert found[0]["purged_after"] == rfc3339(int(wall()) + 30 * DAY)
+    assert (result.found, result.mode, result.reversible) == (True, "delete_purged_later", True)
+    assert "purged by the vendor within 30 days" in result.note
+    assert not any(e.startswith("DELETE") for e in sandbox.endpoints_used)
+    assert sandbox.restorable("ann@example.nl")
 
-    def deleted_person(request: httpx.Request) -> httpx.Response:
-        data = {"id": 5, "is_deleted": True, "emails": []}
-        return httpx.Response(200, json={"success": True, "data": data})
 
-    client = SystemClient(
-        system="crm",
-        base_url=BASE_URL,
-        transport=httpx.MockTransport(deleted_person),
-        retry=RetryPolicy(attempts=1, base_seconds=0),
-    )
-    async with client:
-        adapter = PipedriveAdapter(client, make_settings())
-        assert await adapter.find(Subject(email="", external_id="5")) == []
+async def test_what_an_erasure_leaves_in_the_bin_is_passed_over_by_its_check(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """Where Pipedrive shows deleted persons, the one an erasure deleted is still found, in
+    the bin: marked retained (deleting is all v2 can do, and the receipt says it is purged
+    later), so the erasure's check that nothing is left does not raise an alert for it."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, show_deleted=True)
+    person_id = sandbox.add_person("bo@example.nl", "Bo", "Smit")
+    harness = make_harness(sandbox, time, wall)
+    try:
+        subject = Subject(email="bo@example.nl", external_id=person_id)
+        first = await harness.adapter.erase(subject)
+        left = await harness.adapter.find(subject)
+        second = await harness.adapter.erase(subject)
+    finally:
+        await harness.client.aclose()
+    assert (first.found, first.vendor_status) == (True, 200)
+    assert [str(r["id"]) for r in left] == [person_id]
+    assert all(RETAINED in record and is_archived(record) for record in left)
+    assert (second.found, second.reversible) == (True, True)
+    assert sandbox.endpoints_used.count(f"DELETE {PERSONS}/{{id}}") == 1
 
 
 async def test_erase_uses_delete_and_says_purged_within_30_days(pd: Harness) -> None:

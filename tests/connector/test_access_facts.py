@@ -151,3 +151,16 @@ def test_an_access_report_does_not_rule_out_a_transfer_where_the_processor_s_cou
         text = " ".join(next(v for k, v in _sections(lang, facts) if "EE" in k))
         assert words in text
         assert "None of the recipients" not in text and "Geen van de ontvangers" not in text
+
+
+def test_a_record_in_a_vendor_s_bin_is_explained_in_each_language() -> None:
+    """A person Pipedrive holds in its 30-day bin (``retained: deleted_purged_later``) is
+    shown as deleted and restorable until its purge, in the report's own language."""
+    from connector.access import _rows
+
+    record = {"id": 5, "retained": "deleted_purged_later", "purged_after": "2025-07-15T10:00:00Z"}
+    en = dict(_rows("en", record))
+    nl = dict(_rows("nl", record))
+    assert "restore it until" in en["kept on purpose"]
+    assert "herstellen" in nl["bewust bewaard"]
+    assert nl["purged_after"] == "2025-07-15T10:00:00Z"
