@@ -85,6 +85,7 @@ from connector.errors import (
     RetryableError,
 )
 from connector.http import SystemClient, json_object
+from connector.model import normalise_email
 
 __all__ = [
     "ERASURE_NOTE",
@@ -385,7 +386,7 @@ class ShopifyAdapter:
     # -- find --------------------------------------------------------------------------------
 
     async def _by_email(self, email: str, held: bool = True) -> list[dict[str, Any]]:
-        wanted = email.strip().casefold()
+        wanted = normalise_email(email)
         if not wanted:
             return []
         data = await self._graphql(
@@ -395,14 +396,14 @@ class ShopifyAdapter:
         connection = data.get("customers")
         nodes = connection.get("nodes") if isinstance(connection, dict) else None
         # Search is token based: keep exact e-mail matches only, so an@x.nl is never
-        # mistaken for jan@x.nl.
+        # mistaken for jan@x.nl, nor strasse@ (another subject) for straße@.
         return [
             node
             for node in nodes or []
             if isinstance(node, dict)
             and isinstance(node.get("id"), str)
             and isinstance(node.get("email"), str)
-            and node["email"].strip().casefold() == wanted
+            and normalise_email(node["email"]) == wanted
         ]
 
     async def _by_id(self, external_id: str | None, held: bool = True) -> dict[str, Any] | None:

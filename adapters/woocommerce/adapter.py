@@ -57,6 +57,7 @@ from connector.adapter import (
 )
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import SystemClient
+from connector.model import normalise_email
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
 from connector.workers import gather_or_cancel
@@ -507,17 +508,18 @@ class WooCommerceAdapter:
         if customer_id:
             for order in await self._list_orders({"customer": customer_id}):
                 found[order["id"]] = order
-        wanted = email.strip().casefold()
+        wanted = normalise_email(email)
         if "@" not in wanted:
             # Without an e-mail there is nothing to match guest orders on; an empty search
             # would list every order of the shop, and blank billing e-mails would "match".
             return [found[k] for k in sorted(found)]
         # search is a substring match over the address index: keep exact e-mail matches only,
-        # so jan@x.nl is never mistaken for an@x.nl.
+        # so jan@x.nl is never mistaken for an@x.nl, nor strasse@ (another subject) for
+        # straße@, which the shop's database may fold to the same.
         for order in await self._list_orders({"search": email}):
             billing = order.get("billing")
             billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
-            if isinstance(billed_to, str) and billed_to.strip().casefold() == wanted:
+            if isinstance(billed_to, str) and normalise_email(billed_to) == wanted:
                 found[order["id"]] = order
         return [found[k] for k in sorted(found)]
 

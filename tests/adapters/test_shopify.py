@@ -530,6 +530,17 @@ async def test_find_returns_the_customer_and_their_orders(shop: Harness) -> None
     assert first["name"].startswith("#") and first["createdAt"]
 
 
+async def test_find_takes_no_customer_whose_address_differs_but_folds_the_same(
+    shop: Harness,
+) -> None:
+    """'strasse@' and 'straße@' are two subjects; a search may fold them together, and
+    the match kept is exact as subjects are told apart."""
+    shop.sandbox.add_person("strasse@example.de", "Other", "Person")
+    assert await shop.adapter.find(Subject(email="straße@example.de")) == []
+    (found, *_) = await shop.adapter.find(Subject(email="STRASSE@example.de"))
+    assert found["email"] == "strasse@example.de"
+
+
 async def test_find_lists_every_line_item_of_a_long_order(shop: Harness) -> None:
     """An access request's copy of an order of 60 items listed the first 50 (one page of
     line items) and said nothing of the rest; the next pages are read too."""

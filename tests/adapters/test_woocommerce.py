@@ -610,6 +610,17 @@ async def test_find_returns_the_customer_and_their_orders(harness: Harness) -> N
     assert stranger not in [o["id"] for o in found[1:]]
 
 
+async def test_find_takes_no_guest_order_billed_to_an_address_that_only_folds_the_same(
+    harness: Harness,
+) -> None:
+    """The shop's database may fold 'ß' to 'ss' in a search; 'strasse@' and 'straße@' are
+    two subjects, so an erasure of the one must not anonymise the other's guest orders."""
+    harness.sandbox.add_order(billing={"email": "strasse@example.de", "first_name": "Other"})
+    assert await harness.adapter.find(Subject(email="straße@example.de")) == []
+    (order,) = await harness.adapter.find(Subject(email="Strasse@example.de"))
+    assert order["type"] == "order"
+
+
 async def test_find_uses_the_external_id_when_the_email_changed(harness: Harness) -> None:
     """A customer whose shop e-mail changed is still found by the known external id."""
     customer_id = harness.sandbox.add_person("oud@example.com", "Olga")
