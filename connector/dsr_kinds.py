@@ -41,6 +41,9 @@ _HELD_ONLY_ARCHIVED = (
     "a write would create the person again"
 )
 
+#: Why a rectification leaves a field to the sync (:meth:`KindRunner._changed_in_source_since`).
+_SUPERSEDED = "changed in the source since the correction: the sync carries the new value"
+
 #: Among the subjects :meth:`KindRunner._former_subjects` finds: a source holds the address
 #: for a customer the store has not met.
 STRANGER = "<a customer the store has not met>"
@@ -824,13 +827,11 @@ class KindRunner:
             n for n in fields if n in system.mapping.fields and system.mapping.fields[n].outbound
         )
         if names and set(names) <= superseded:
-            self._set(
-                row,
-                name,
-                "skipped",
-                "changed in the source since the correction: the sync carries the new value",
-            )
+            self._set(row, name, "skipped", _SUPERSEDED)
             return
+        # Named on the step whatever else it says: the person is told which of the fields
+        # asked for this system were not written (the source's newer value stands).
+        left = [n for n in names if n in superseded]
         names = [n for n in names if n not in superseded]
         if not names:
             kept = sorted(
@@ -921,7 +922,12 @@ class KindRunner:
         facts["updated_at"] = self.service.timestamp()
         if result.note:
             facts["note"] = result.note
-        self._set(row, name, "done", result.note or None, facts)
+        said = [result.note] if result.note else []
+        if left:
+            # Written silently, the step read as if every field asked for was corrected.
+            facts["left_to_source"] = left
+            said.append(f"{', '.join(left)} {_SUPERSEDED}")
+        self._set(row, name, "done", "; ".join(said) or None, facts)
 
     def _correct_queued(
         self,

@@ -978,6 +978,30 @@ async def test_a_correction_retried_after_a_later_change_in_the_shop_leaves_that
     assert (contact["properties"]["firstname"], contact["properties"]["city"]) == ("Daan", "Zeist")
 
 
+async def test_a_correction_step_names_the_field_it_left_to_a_later_change_in_the_shop(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Of the two fields corrected, one changed in the shop since: the CRM's step is done
+    and names the field it left (its name, never a value). It used to say nothing, as if
+    both were corrected."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    view = await service.rectify(CANARY_EMAIL, {"first_name": "Bram", "city": "Zeist"})
+    crm.faults.down = False
+    assert view.is_open and view.system("shop").status == "done"
+    shop.touch(CANARY_EMAIL, first_name="Daan")
+    await rt.engine.sync()
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    step = view.system("crm")
+    assert step.status == "done" and step.detail is not None
+    assert "first_name" in step.detail and "city" not in step.detail
+    assert "Daan" not in step.detail and "Bram" not in step.detail
+    (entry,) = [s for s in receipt_of(service, view.id)["systems"] if s["system"] == "crm"]
+    assert entry["fields"] == ["city"] and entry["left_to_source"] == ["first_name"]
+
+
 async def test_the_same_correction_asked_again_is_one_request_sent_everywhere_again(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
