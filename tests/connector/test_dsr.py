@@ -32,6 +32,7 @@ from connector.dsr import (
     summary,
 )
 from connector.dsr_input import checked_phone
+from connector.errors import RetryableError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
 from connector.runtime import Runtime, open_runtime
@@ -474,6 +475,48 @@ async def test_asynchronous_erasure_waits_for_verification(
     await real_erase(Subject(email=CANARY_EMAIL))  # the vendor's own purge runs later
     view = await service.retry(view.id)
     assert view.status == "completed" and view.system("crm").status == "verified_absent"
+
+
+async def test_a_pending_erasure_whose_verifying_read_failed_stays_pending_and_is_not_asked_again(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The vendor holds the erasure pending and the read that checks it fails (a maintenance
+    page): the part stays pending, saying the read failed, and the retry 15 minutes later
+    reads again without asking the vendor to erase again (that is once a day). The part used
+    to turn "failed", and every retry asked the vendor again."""
+    await seeded(shop, rt)
+    adapter = rt.systems["crm"].adapter
+    real_find = adapter.find
+    asked: list[Subject] = []
+    reads = {"n": 0}
+
+    async def queued(subject: Subject) -> ErasureResult:
+        asked.append(subject)
+        return ErasureResult(
+            found=True, mode="async_hard_delete", reversible=False, endpoint="POST q", pending=True
+        )
+
+    async def find(subject: Subject) -> list[dict[str, Any]]:
+        reads["n"] += 1
+        if reads["n"] == 2:  # the verifying read after the erasure
+            raise RetryableError("crm", "GET", "/crm/v3/objects/contacts/search", 503, "down")
+        return await real_find(subject)
+
+    adapter.erase = queued
+    adapter.find = find
+    moment = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+    clock = {"now": moment}
+    service = DsrService(rt, now=lambda: clock["now"])
+    view = await service.erase(CANARY_EMAIL)
+    step = view.system("crm")
+    assert view.is_open and len(asked) == 1
+    assert step.status == "pending_verification" and "verifying read failed" in (step.detail or "")
+    clock["now"] = moment + dt.timedelta(minutes=15)  # the daemon's next retry
+    view = await service.retry(view.id)
+    assert len(asked) == 1 and view.system("crm").status == "pending_verification"
+    clock["now"] = moment + dt.timedelta(days=1)
+    view = await service.retry(view.id)
+    assert len(asked) == 2  # asked again once a day: one cancelled meanwhile is queued again
 
 
 async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
