@@ -24,7 +24,7 @@ from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import KlantsyncError
 from connector.model import Person, earlier_email_forms, is_archived, normalise_email
 from connector.moves import same_person
-from connector.retention import delete_bundles_of, record_bundle
+from connector.retention import count_bundles_of, delete_bundles_of, record_bundle
 from connector.state import WITHDRAWAL
 from connector.systems import System
 
@@ -132,10 +132,10 @@ class KindRunner:
         connector: dict[str, Any]
         if row.kind == "erase":
             # An access bundle the erasure could not delete (its folder's permissions) is
-            # still on disk: said so, not listed among what went.
-            left = self.rt.store.db.execute(
-                "SELECT COUNT(*) FROM bundles WHERE subject_id=?", (row.subject_id,)
-            ).fetchone()[0]
+            # still on disk: said so, not listed among what went. Looked for under every id
+            # the erasure covers: one written under a former address is recorded under that.
+            subject_ids = self.service.open_manifest(row)["subject_ids"] if row.manifest else []
+            left = count_bundles_of(self.rt.store, self.rt.keyring, [row.subject_id, *subject_ids])
             deleted = [
                 "identity map rows",
                 "delivered hashes",

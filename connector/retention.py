@@ -46,6 +46,7 @@ from connector.storefile import foreign, replaced_stores
 
 __all__ = [
     "RetentionReport",
+    "count_bundles_of",
     "delete_bundles_of",
     "delete_bundles_of_customers",
     "record_bundle",
@@ -298,9 +299,25 @@ def delete_bundles_of(
     A bundle that cannot be deleted now (its folder unwritable) keeps its record, is named
     in ``errors`` by id, and the sweep deletes it when due.
     """
+    return _delete_rows(store, keyring, _bundle_rows_of(store, keyring, subject_ids), errors)
+
+
+def count_bundles_of(store: Store, keyring: Keyring, subject_ids: Sequence[str]) -> int:
+    """How many access bundles written for any of ``subject_ids`` are still recorded: those
+    an erasure could not delete. One bundle counts once, however many of the person's ids
+    it is recorded under."""
+    rows = _bundle_rows_of(store, keyring, subject_ids)
+    return len({_opened_path(keyring, path) or f"row {row_id}" for row_id, path, _ in rows})
+
+
+def _bundle_rows_of(
+    store: Store, keyring: Keyring, subject_ids: Sequence[str]
+) -> list[tuple[int, bytes | str, str]]:
+    """The bundle rows recorded for any of ``subject_ids``, by id, then the unowned ones
+    whose data.json names one of them."""
     wanted = set(subject_ids)
     if not wanted:
-        return 0
+        return []
     rows: list[tuple[int, bytes | str, str]] = []
     for chunk in chunks(sorted(wanted), 500):
         marks = ",".join("?" * len(chunk))
@@ -310,7 +327,7 @@ def delete_bundles_of(
         ).fetchall()
     rows.sort(key=lambda row: row[0])
     rows += _unowned_bundles_of(store, keyring, wanted.__contains__)
-    return _delete_rows(store, keyring, rows, errors)
+    return rows
 
 
 def delete_bundles_of_customers(

@@ -165,6 +165,32 @@ async def test_a_receipt_does_not_say_the_access_bundle_was_deleted_when_it_was_
     )
 
 
+async def test_a_receipt_names_kept_a_bundle_written_under_a_former_address(
+    shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bundle written for the person (access), who then changed their address in the shop
+    and asked to be erased under the new one; the bundle cannot be deleted now. It is
+    recorded under the former address's id, which the erasure covers: the receipt names it
+    kept. It used to count only the new address's bundles and list the bundle as deleted."""
+    await _seeded(shop, rt)
+    service = DsrService(rt)
+    out = tmp_path / "bundle"
+    assert (await service.access(CANARY_EMAIL, out)).status == "completed"
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+
+    def refused(*_args: Any, **_kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("connector.retention._delete_bundle", refused)
+    view = await service.erase(new_address)
+    assert view.status == "completed"
+    assert (out / "data.json").is_file()
+    connector_part = receipt_of(service, view.id)["connector"]
+    assert "access bundles written for the person" not in connector_part["deleted"]
+    assert "1 access bundle(s) the erasure could not delete" in connector_part["kept"]
+
+
 async def test_a_receipt_does_not_claim_a_hard_delete_where_the_shop_deleted_nothing(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
 ) -> None:
