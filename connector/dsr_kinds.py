@@ -528,6 +528,13 @@ class KindRunner:
             return
         held = bool(manifest["held"].get(name) or record.get("found"))
         record["verified_at"] = self.service.timestamp()
+        if record.get("mode") == "kept":
+            # Nothing deleted: what the system holds it keeps on purpose (guest orders kept
+            # for tax law), which the check passed over. That is no certified absence; the
+            # receipt names the system as exempt, with the adapter's note saying why.
+            note = record.get("note") or "the system keeps what it holds on purpose"
+            self._set(row, name, "exempt", f"kept on purpose: {note}", record)
+            return
         detail = None
         if not held and row.source == f"webhook:{name}":
             detail = "erased by the vendor itself (origin of the request)"

@@ -19,7 +19,14 @@ from connector.adapter import ErasureResult, Subject
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService
 from connector.runtime import Runtime, open_runtime
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, VirtualTime, write_config
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    RuntimeFactory,
+    VirtualTime,
+    write_config,
+)
 
 
 class Crash(Exception):
@@ -218,3 +225,23 @@ async def test_a_receipt_does_not_claim_a_hard_delete_where_the_shop_deleted_not
         f"receipt: mode={entry['mode']!r} endpoint={entry['endpoint']!r} "
         f"status={entry['status']!r} note={entry['note']!r}"
     )
+
+
+async def test_a_receipt_names_exempt_not_absent_a_shop_that_kept_everything(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Orders kept for tax law (anonymise_orders = false) and a person with guest orders
+    only: the shop deletes nothing and keeps the orders in clear. Its part is exempt, with
+    the adapter's note saying why, not "verified_absent": absence is certified only from an
+    answer that says so."""
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
+    async with open_rt(path) as runtime:
+        order_id = shop.add_order(0, billing={"email": CANARY_EMAIL, "first_name": CANARY_NAME})
+        service = DsrService(runtime)
+        view = await service.erase(CANARY_EMAIL)
+        assert view.status == "completed"
+        entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
+    order = shop.order(order_id)
+    assert order is not None and order["billing"]["email"] == CANARY_EMAIL  # kept, in clear
+    assert entry["mode"] == "kept" and entry["status"] == "exempt"
+    assert "tax law" in entry["detail"] and CANARY_EMAIL not in entry["detail"]
