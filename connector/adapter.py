@@ -285,7 +285,9 @@ class Adapter(Protocol):
         ``asked_fields: frozenset[str] | None``: given the top-level fields its mapping
         reads (:meth:`SystemMapping.source_fields`), its ``pull`` asks for those alone, so
         the rest never leaves the system. Optional: without it, pulls read whole records and
-        the mapping drops and counts what it does not read.)
+        the mapping drops and counts what it does not read. With it may come ``async
+        fields_honoured() -> bool | None``: whether the system really cuts its answers,
+        which ``check --online`` asks.)
         """
         ...
 

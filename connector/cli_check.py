@@ -88,6 +88,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
                 try:
                     await system.adapter.find(Subject(email="klantsync-check@example.invalid"))
                     summary["online"][name] = "ok"
+                    summary["warnings"] += await _fields_ignored(name, system.adapter)
                 except KlantsyncError as exc:
                     summary["online"][name] = str(exc)
                     failed = True
@@ -98,6 +99,19 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     else:
         _print_check(console, config_path, config, summary, gaps)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _fields_ignored(name: str, adapter: object) -> list[str]:
+    """A warning for a source that ignores being asked for fewer fields (WooCommerce's
+    ``_fields``): minimisation at the source does not happen there."""
+    honoured = getattr(adapter, "fields_honoured", None)
+    if honoured is None or await honoured() is not False:
+        return []
+    return [
+        f"{name} ignores _fields: it sends whole customers, so fields no mapping reads leave "
+        "it (they are dropped and counted, never sent on); update WordPress (4.9.8 or "
+        "later) or the plugin that removes it"
+    ]
 
 
 def _print_check(

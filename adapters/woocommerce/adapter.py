@@ -179,6 +179,17 @@ class WooCommerceAdapter:
         """Let a pull ask the shop for ``fields`` alone (and the id, which the scan reads)."""
         self.asked_fields = frozenset(fields) | {"id"}
 
+    async def fields_honoured(self) -> bool | None:
+        """Whether the shop cuts its answers to ``_fields`` (``check --online``): one
+        customer asked for by id alone. ``None`` when it holds nobody to tell by."""
+        path = f"{API}/customers"
+        params = {"per_page": 1, "role": "all", "_fields": "id"}
+        response = await self.client.request("GET", path, params=params)
+        body = self._json(response, "GET", path)
+        if not isinstance(body, list) or not body or not isinstance(body[0], dict):
+            return None
+        return set(body[0]) <= {"id"}
+
     # -- pull ------------------------------------------------------------------------------
 
     async def pull(self, cursor: str | None) -> AsyncIterator[Page]:

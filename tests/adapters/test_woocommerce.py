@@ -218,6 +218,16 @@ async def test_the_sandbox_reads_a_fields_list_as_wordpress_s_wp_parse_list_does
     assert sorted(item) == ["email", "id"]
 
 
+async def test_whether_the_shop_honours_fields_is_told_by_one_customer(
+    harness: Harness,
+) -> None:
+    assert await harness.adapter.fields_honoured() is None  # nobody to tell by
+    harness.sandbox.add_person("anna@voorbeeld.nl", "Anna", "Jansen")
+    assert await harness.adapter.fields_honoured() is True
+    harness.sandbox.honours_fields = False
+    assert await harness.adapter.fields_honoured() is False
+
+
 async def test_a_targeted_sync_and_a_write_s_lookup_ask_for_no_more_than_they_read(
     harness: Harness,
 ) -> None:

@@ -132,6 +132,26 @@ def test_check_online_reaches_every_system(
     assert code in (0, 1)  # 1 only for compliance gaps of this minimal config
 
 
+def test_check_online_warns_of_a_shop_that_ignores_fields(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A shop that sends whole customers whatever ``_fields`` says: minimisation at the
+    source does not happen there, and `check --online` says so (a shop that honours it
+    gets no warning)."""
+    config, shop, _ = served
+
+    def warnings() -> list[str]:
+        main(["-c", str(config), "check", "--online", "--json"])
+        summary = _json(capsys)
+        assert isinstance(summary, dict)
+        return [w for w in summary["warnings"] if "_fields" in w]
+
+    assert warnings() == []
+    shop.honours_fields = False
+    (warning,) = warnings()
+    assert warning.startswith("shop ignores _fields: it sends whole customers")
+
+
 def test_unreachable_system_fails_with_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
