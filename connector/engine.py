@@ -44,7 +44,7 @@ from connector.errors import (
 from connector.ids import SystemIds
 from connector.inflight import InFlight
 from connector.model import Person, legacy_email_form, normalise_email
-from connector.moves import apply_moves, find_moves
+from connector.moves import apply_moves, find_moves, queued_rows, vacated_by
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import (
@@ -434,6 +434,7 @@ class Engine:
         # Who is known here under a former address: a dry run reads them as the sync would
         # (not as new people), so it foresees what goes to them, an unsubscribe included.
         formerly: dict[str, str] = {}
+        vacated: set[str] = set()  # addresses someone moved away from in this page
         pulled = {sid: ext for sid, (ext, _) in people.items()}
         if dry_run:
             formerly = {m.new: m.old for m in find_moves(self.store, source.name, pulled)}
@@ -451,6 +452,7 @@ class Engine:
                 self._write(lambda store: apply_moves(store, moves, self._system_names))
                 self._moves += 1
                 report.moved += len(moves)
+                vacated = {move.old for move in moves}
         suppressed_at = self.store.suppression_changes()
         suppressed = self._suppressed(source.name, people)
         report.suppressed += len(suppressed)
@@ -543,6 +545,13 @@ class Engine:
                 payloads, envelopes = self._without(late, payloads, envelopes, report)
                 suppressed |= late
                 report.suppressed += len(late)
+        if vacated & people.keys():
+            # Whoever took over an address vacated here is queued after the one who left it,
+            # so their write lands after that one's, in the same batch or a later one (see
+            # _after_leavers); queued before, it waited for the next run.
+            order = sorted(range(len(payloads)), key=lambda n: payloads[n].subject_id in vacated)
+            payloads = [payloads[n] for n in order]
+            envelopes = [envelopes[n] for n in order]
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
@@ -760,7 +769,50 @@ class Engine:
         with self.in_flight.writing(dest.name, [r.subject_id for r in rows]):
             if moves_seen is not None and moves_seen != self._moves:
                 rows = self._still_queued(rows)
-            await self._deliver_rows(flow, dest, rows, dest_report, stop, progress, outage)
+            left = vacated_by(self.store, [r.subject_id for r in rows])
+            first = [r for r in rows if r.subject_id not in left]
+            if first:
+                await self._deliver_rows(flow, dest, first, dest_report, stop, progress, outage)
+            taking = [r for r in rows if r.subject_id in left]
+            if taking and not stop.is_set():
+                taking = await self._after_leavers(dest, taking, left, rows, dest_report)
+            elif taking:
+                dest_report.retry_later += len(taking)
+                taking = []
+            if taking:
+                await self._deliver_rows(flow, dest, taking, dest_report, stop, progress, outage)
+
+    async def _after_leavers(
+        self,
+        dest: System,
+        taking: list[OutboxRow],
+        left: Mapping[str, set[str]],
+        batch: list[OutboxRow],
+        dest_report: DestinationReport,
+    ) -> list[OutboxRow]:
+        """Those of ``taking`` (people under an address someone else moved away from, see
+        connector/moves.py) whose writes may go now: the leaver's has landed in ``dest``.
+
+        Written before it, the taker's write found the leaver's record under the address
+        (Pipedrive looks a person up by e-mail; Mailchimp's member is the address) and
+        wrote onto it, and the identity map gave the leaver's record to the taker: their
+        next change overwrote it, their erasure deleted it. The leavers of this batch were
+        written first; one in an earlier batch is waited for (only earlier ones: two batches
+        never wait on each other). A leaver whose write is still queued (it failed, or waits
+        behind this batch) keeps the taker's write queued for a later try.
+        """
+        leavers = sorted({sid for row in taking for sid in left[row.subject_id]})
+        self.flush()  # an acknowledged write leaves the outbox once its outcome is committed
+        waiting = queued_rows(self.store, dest.name, leavers)
+        start = min(row.id for row in batch)
+        earlier = [sid for sid, row_id in waiting.items() if row_id < start]
+        if earlier:
+            await self.in_flight.landed(dest.name, earlier)
+            self.flush()
+            waiting = queued_rows(self.store, dest.name, leavers)
+        held = {row.id for row in taking if left[row.subject_id] & waiting.keys()}
+        dest_report.retry_later += len(held)
+        return [row for row in taking if row.id not in held]
 
     def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         """The rows a move since they were read has not dropped.

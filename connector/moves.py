@@ -24,6 +24,13 @@ A move is made only when it is unambiguous: the new id must be unknown everywher
 identity, nothing delivered or queued, in any system, one since removed from the config
 included) and neither id suppressed. Otherwise the page goes on as before and the old
 subject stays as it was.
+
+Someone may take over an address another customer left in the same sync (Bert moves away,
+Anna takes his former address): she is a subject of her own, and her write looks the address
+up, where a destination that has not yet taken Bert's change of address still holds his
+record under it (Pipedrive finds him by e-mail, and the identity map would record Bert's
+person as hers). So the write of whoever left an address lands first (:func:`vacated_by`,
+:func:`queued_rows`; see ``Engine._deliver_batch``).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from dataclasses import dataclass
 from connector import audit
 from connector.state import PER_SYSTEM_TABLES, Store
 
-__all__ = ["Move", "apply_moves", "find_moves", "same_person"]
+__all__ = ["Move", "apply_moves", "find_moves", "queued_rows", "same_person", "vacated_by"]
 
 #: Per-system rows that follow the person to the new id (queued payloads are dropped instead).
 _MOVED = ("identities", "delivered")
@@ -127,6 +134,41 @@ def _holds_rows(store: Store, subject_id: str) -> bool:
         if store.db.execute(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", params).fetchone():  # noqa: S608
             return True
     return False
+
+
+def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:
+    """Those of ``subject_ids`` that are someone else's former address: id -> who left it."""
+    found: dict[str, set[str]] = {}
+    ids = list(dict.fromkeys(subject_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = store.db.execute(
+            f"SELECT alias, subject_id FROM subject_aliases WHERE alias IN ({marks})",  # noqa: S608
+            tuple(chunk),
+        )
+        for alias, holder in rows:
+            if alias != holder:
+                found.setdefault(alias, set()).add(holder)
+    return found
+
+
+def queued_rows(store: Store, system: str, subject_ids: Sequence[str]) -> dict[str, int]:
+    """The outbox row (its id) each of ``subject_ids`` has waiting for ``system``, any flow."""
+    numbers = store.subject_numbers(subject_ids)
+    found: dict[str, int] = {}
+    by_number = {number: sid for sid, number in numbers.items()}
+    keys = list(by_number)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = store.db.execute(
+            "SELECT subject_no, id FROM outbox "  # noqa: S608 - marks only
+            f"WHERE system=? AND subject_no IN ({marks})",
+            (system, *chunk),
+        )
+        found.update((by_number[number], row_id) for number, row_id in rows)
+    return found
 
 
 def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:

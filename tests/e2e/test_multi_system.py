@@ -678,6 +678,66 @@ async def test_a_member_written_on_one_audience_only_moves_with_the_address(
         assert world.news.member(list_id, new)["status"] == "subscribed"  # type: ignore[index]
 
 
+ANNA_OUD, ANNA_NIEUW, BERT_ELDERS = (
+    "anna.oud@example.nl",
+    "anna.nieuw@example.nl",
+    "bert.elders@example.nl",
+)
+
+
+async def _anna_takes_the_address_bert_leaves_in_the_same_sync(world: World, rt: Runtime) -> str:
+    """Anna and Bert are synced; Bert leaves ANNA_NIEUW for BERT_ELDERS and Anna takes it,
+    both before the next sync; then Anna changes her name. Returns Bert's Pipedrive id."""
+    world.shop.add_person(
+        ANNA_OUD,
+        "Anna",
+        "de Vries",
+        "0611111111",
+        meta_data=[{"key": "marketing_opt_in", "value": "yes"}],
+    )
+    world.shop.add_person(ANNA_NIEUW, "Bert", "Jansen", "0622222222")
+    await rt.engine.sync("shop")
+    bert = world.deals.record_for(ANNA_NIEUW)
+    assert bert is not None
+    world.shop.touch(ANNA_NIEUW, email=BERT_ELDERS)
+    world.shop.touch(ANNA_OUD, email=ANNA_NIEUW)
+    (report,) = await rt.engine.sync("shop")
+    # Bert's move is made; Anna's is not (her new address was Bert's): she gets records of
+    # her own (test_moves.py), which her write must not find in Bert's under the address.
+    assert report.moved == 1 and not report.failed, report.errors
+    assert world.crm.holds(ANNA_NIEUW)
+    world.shop.touch(ANNA_NIEUW, first_name="Annabel")
+    await rt.engine.sync("shop")
+    return str(bert["id"])
+
+
+async def test_taking_over_an_address_vacated_in_the_same_sync_leaves_the_leaver_s_person_alone(
+    world: World, rt: Runtime
+) -> None:
+    """Pipedrive looks Anna up by e-mail: written before Bert's change of address landed, her
+    write found Bert's person under it, and the identity map made it hers (her next change
+    overwrote it). Bert's write lands first now, and Anna has a person of her own."""
+    bert_id = await _anna_takes_the_address_bert_leaves_in_the_same_sync(world, rt)
+    held = world.deals.record_for(BERT_ELDERS)
+    assert held is not None and str(held["id"]) == bert_id
+    assert held["first_name"] == "Bert"
+    anna = world.deals.record_for(ANNA_NIEUW)
+    assert anna is not None and str(anna["id"]) != bert_id
+    assert anna["first_name"] == "Annabel"
+
+
+async def test_erasure_of_who_took_over_an_address_vacated_in_the_same_sync_keeps_the_leaver(
+    world: World, rt: Runtime
+) -> None:
+    """Anna (under the address Bert left) is erased: Bert's records stay, in Pipedrive too."""
+    await _anna_takes_the_address_bert_leaves_in_the_same_sync(world, rt)
+    view = await DsrService(rt).erase(ANNA_NIEUW)
+    assert view.status == "completed"
+    assert world.crm.holds(BERT_ELDERS)
+    assert world.deals.holds(BERT_ELDERS)
+    assert not world.deals.holds(ANNA_NIEUW)
+
+
 # -- rectification: corrects what is held, subscribes nobody -----------------------------------
 
 
