@@ -6,7 +6,8 @@ rolled back with it, and the replaced store, when it can still be read, knows it
 
 - **erasures**: its suppression list, and the people on it lose their rows here too, or a
   sync would bring them back; and **readmissions** (``dsr readmit``) its audit trail
-  records, unless suppressed there again since;
+  records, unless suppressed there again since (one readmitted since lost their rows at
+  the erasure before it: the backup's go here too);
 - **sources purged since** (Shopify's ``shop/redact``, as its audit trail records them):
   what is held because of that source is forgotten here too, before the rest is taken over;
 - **who was sent where**: a (system, person) pair the backup holds nothing of, first sent
@@ -112,7 +113,7 @@ def carry_over(
     (theirs,) = db.execute("PRAGMA replaced.user_version").fetchone()
     (ours,) = db.execute("PRAGMA main.user_version").fetchone()
     _erasures(store, carried)
-    carried.readmitted = _readmitted_since(store)
+    carried.readmitted = _readmitted_since(store, carried)
     if theirs != ours:
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
         return carried
@@ -243,31 +244,65 @@ def _latest_purges(db: sqlite3.Connection, schema: str) -> dict[str, str]:
     return latest
 
 
-def _readmitted_since(store: Store) -> int:
+def _readmitted_since(store: Store, carried: Carried) -> int:
     """Lift what the replaced store lifted: people readmitted (connector/readmit.py), as its
     audit trail records them, and not suppressed there again since. Only what is recorded
     is lifted: a replaced store that is simply emptier (made anew after a lost disk) lifts
-    nothing. What is lifted here is recorded here too (a ``dsr.readmitted`` entry), so a
-    later restore over this store lifts it again. Returns how many entries were lifted."""
+    nothing. What is taken over is recorded here too (a ``dsr.readmitted`` entry), so a
+    later restore over this store takes it over again. Returns how many entries were lifted.
+
+    One readmitted later than any readmission of theirs this store's trail records was
+    erased since the backup, or was suppressed in it (and holds nothing in it, then): the
+    backup's rows of them are from before that erasure (a system id it deleted, the hash of
+    what was sent before) and go, as an erased person's do (:func:`_erasures`). Kept, the
+    next sync would write to a record that no longer exists, or find them unchanged and not
+    send them at all. What the replaced store sent them since comes over with the rest.
+    """
     db = store.db
-    readmitted: set[str] = set()
-    for (data,) in db.execute("SELECT data FROM replaced.audit WHERE kind = ?", (READMITTED,)):
-        readmitted.update(str(sid) for sid in json.loads(data).get("subject_ids", []))
+    readmitted = _latest_readmissions(db, "replaced")
+    ours = _latest_readmissions(db, "main")
+    still = {
+        str(sid)
+        for (sid,) in db.execute(
+            "SELECT subject_id FROM replaced.suppression WHERE subject_id IN "
+            "(SELECT value FROM json_each(?))",
+            (json.dumps(sorted(readmitted)),),
+        )
+    }
     lifted = [
         sid
         for sid in sorted(readmitted)
-        if not db.execute(
-            "SELECT 1 FROM replaced.suppression WHERE subject_id = ?", (sid,)
-        ).fetchone()
+        if sid not in still
         and db.execute("DELETE FROM main.suppression WHERE subject_id = ?", (sid,)).rowcount
     ]
-    if lifted:
+    since = [
+        sid
+        for sid, latest in sorted(readmitted.items())
+        if sid not in still and latest > ours.get(sid, "")
+    ]
+    if since:
+        carried.traces_deleted += sum(DsrStore(store).delete_traces(since).values())
+        carried.traces_deleted += _bundles_of(db, since)
+    taken = sorted({*lifted, *since})
+    if taken:
         audit.append(
             store,
             READMITTED,
-            {"subject_ids": lifted, "reason": "readmitted before a restore, taken over by it"},
+            {"subject_ids": taken, "reason": "readmitted before a restore, taken over by it"},
         )
     return len(lifted)
+
+
+def _latest_readmissions(db: sqlite3.Connection, schema: str) -> dict[str, str]:
+    """Per subject id, the time of the latest readmission ``schema``'s audit trail records."""
+    latest: dict[str, str] = {}
+    for ts, data in db.execute(
+        f"SELECT ts, data FROM {schema}.audit WHERE kind = ?",  # noqa: S608 - fixed names
+        (READMITTED,),
+    ):
+        for sid in json.loads(data).get("subject_ids", []):
+            latest[str(sid)] = max(latest.get(str(sid), ""), str(ts))
+    return latest
 
 
 def _moved_since(db: sqlite3.Connection, store: Store) -> int:

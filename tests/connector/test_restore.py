@@ -502,6 +502,63 @@ async def test_a_readmission_since_the_backup_stays_after_the_restore(
         assert rt.store.suppressed([subject]) == {subject}
 
 
+async def _erased_and_readmitted_after_the_backup(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> tuple[Config, str]:
+    """Synced and backed up; then erased (with their phone), back of their own accord and
+    readmitted; then the backup is restored. Returns the config and the person's id."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        assert (await DsrService(rt).erase(CANARY_EMAIL, phone=CANARY_PHONE)).status == "completed"
+        shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+        readmit(rt, CANARY_EMAIL, "signed up again", phone=CANARY_PHONE)
+        config = rt.config
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+        assert rt.store.subject_numbers([subject]) == {}
+    restore_backup(config, out)
+    return config, subject
+
+
+async def test_a_restore_brings_back_no_rows_from_before_an_erasure_and_readmission_since(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """The erasure since deleted the store's traces of the person (their CRM contact id,
+    what was last sent). The readmission took them off the replaced store's suppression
+    list, so the restore did not count them erased since and the backup's rows came back;
+    the readmission it records now says they were."""
+    config, subject = await _erased_and_readmitted_after_the_backup(shop, open_rt, tmp_path)
+    async with open_rt() as rt:
+        assert rt.store.subject_numbers([subject]) == {}
+        assert rt.store.suppressed([subject]) == set()
+    # Recorded in the restored store too: restored over again, the rows stay gone.
+    restore_backup(config, tmp_path / "b.db")
+    async with open_rt() as rt:
+        assert rt.store.subject_numbers([subject]) == {}
+
+
+async def test_someone_erased_and_readmitted_since_the_backup_is_sent_again_after_a_restore(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """A readmitted person is sent as the shop has them now. With the backup's hash of what
+    was sent before the erasure back, the same details signed up again looked unchanged,
+    and the CRM, whose contact the erasure deleted, never got them."""
+    await _erased_and_readmitted_after_the_backup(shop, open_rt, tmp_path)
+    assert not crm.holds(CANARY_EMAIL)
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert not report.failed, report.errors
+    assert crm.holds(CANARY_EMAIL)
+
+
 async def test_a_source_purged_since_the_backup_stays_purged(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
