@@ -19,7 +19,8 @@ rolled back with it, and the replaced store, when it can still be read, knows it
   one again. With the backup's hash, a change since that the shop then undid was never
   sent (the record looked unchanged), and the system kept the change;
 - **moves since** (a new address): the systems followed them, so the person's rows go
-  under the new address here too, and the former one becomes an alias;
+  under the new address here too, and the former one becomes an alias (someone who took
+  that address since keeps the rows the replaced store holds of them);
 - **former addresses** (moves since);
 - **data subject requests**, with each system's status and the receipts: opened or settled
   since, and an open one must still be retried. **Queued jobs** (a privacy webhook's work
@@ -315,8 +316,16 @@ def _moved_since(db: sqlite3.Connection, store: Store) -> int:
     member under the new one), and the next sync would find a move from a state the
     systems have left. So the former address's rows go, the new one's come from the
     replaced store (with the other pairs sent since, :func:`_sent_since`), and the former
-    address becomes an alias. Only a former address the replaced store holds nothing under
-    counts: one still in use there is someone else's.
+    address becomes an alias.
+
+    A former address the replaced store holds rows under again is someone else's now (a
+    new customer signed up with it). The move counts where the replaced store records it
+    (the former address an alias of the new one, as connector/moves.py leaves it): the
+    backup's rows under that address are still the mover's, and left there they would make
+    her system ids the newcomer's (his changes written onto her records, his erasure
+    deleting them). They go with her; the newcomer's rows come from the replaced store as
+    anything sent since does. Without that record, a shared system id alone does not say
+    the person moved, and the candidate is left.
     """
     candidates = db.execute(
         "SELECT DISTINCT rs.subject_id, s.subject_id FROM replaced.identities ri "
@@ -336,6 +345,10 @@ def _moved_since(db: sqlite3.Connection, store: Store) -> int:
             f"ON i.system IN ({marks}) AND i.subject_no = r.subject_no "
             "WHERE r.subject_id = ? LIMIT 1",
             (*systems, old),
+        ).fetchone()
+        or db.execute(
+            "SELECT 1 FROM replaced.subject_aliases WHERE subject_id = ? AND alias = ?",
+            (new, old),
         ).fetchone()
     ]
     if not moves:

@@ -115,6 +115,65 @@ async def test_a_move_since_the_backup_is_made_in_the_restored_store_too(
     assert not any(world.crm.holds(a) or world.deals.holds(a) for a in addresses)
 
 
+async def _moved_and_her_address_taken_then_restored(
+    tmp_path: Path,
+) -> tuple[World, Callable[[], Any], str]:
+    """Anna is synced and backed up; she moves to a new address (synced); Bert signs up under
+    her former one (synced); the backup is restored and a sync runs. Returns Anna's
+    Pipedrive person's id."""
+    world = World()
+    config = load_config(write_config(tmp_path, world))
+    runtime = _runtime(world, config)
+    anna, new = "anna@voorbeeld.nl", "anna.nieuw@voorbeeld.nl"
+    world.shop.add_person(anna, "Anna", "Klant", "0611111111", meta_data=_opt_in(True))
+    backup = tmp_path / "backup.db"
+    async with runtime() as rt:
+        await rt.engine.sync("shop")
+        take_backup(config, backup)
+        world.shop.touch(anna, email=new)
+        await rt.engine.sync("shop")
+        world.shop.add_person(anna, "Bert", "Nieuw", "0622222222")
+        await rt.engine.sync("shop")
+    facts = restore_backup(config, backup)
+    assert facts.carried["moves"] == 1
+    async with runtime() as rt:
+        (report,) = await rt.engine.sync("shop")
+        assert not report.failed, report.errors
+    return world, runtime, world.deals.record_for(new)["id"]  # type: ignore[index]
+
+
+async def test_a_move_since_the_backup_is_made_when_someone_took_the_former_address(
+    tmp_path: Path,
+) -> None:
+    """The move was left out because the replaced store held rows under Anna's former
+    address (Bert's), and the backup's rows under it, Anna's system ids, became Bert's: his
+    next change was written onto Anna's Pipedrive person. Her ids go with her now, and Bert
+    keeps his own."""
+    world, runtime, anna_person = await _moved_and_her_address_taken_then_restored(tmp_path)
+    world.shop.touch("anna@voorbeeld.nl", first_name="Bertus")
+    async with runtime() as rt:
+        await rt.engine.sync("shop")
+    held = world.deals.record_for("anna.nieuw@voorbeeld.nl")
+    assert held is not None and held["id"] == anna_person and held["first_name"] == "Anna"
+    bert = world.deals.record_for("anna@voorbeeld.nl")
+    assert bert is not None and bert["id"] != anna_person and bert["first_name"] == "Bertus"
+
+
+async def test_after_that_restore_the_newcomer_s_erasure_leaves_the_mover_s_records(
+    tmp_path: Path,
+) -> None:
+    """Bert, under Anna's former address, is erased: Anna's HubSpot contact and Pipedrive
+    person, which the restored store used to file under Bert, stay."""
+    world, runtime, _ = await _moved_and_her_address_taken_then_restored(tmp_path)
+    async with runtime() as rt:
+        view = await DsrService(rt).erase("anna@voorbeeld.nl")
+        assert view.status == "completed"
+    assert world.crm.holds("anna.nieuw@voorbeeld.nl")
+    assert world.deals.holds("anna.nieuw@voorbeeld.nl")
+    assert not world.crm.holds("anna@voorbeeld.nl")
+    assert not world.deals.holds("anna@voorbeeld.nl")
+
+
 async def test_a_member_written_by_a_sync_cut_short_before_a_restore_is_unsubscribed(
     tmp_path: Path,
 ) -> None:
