@@ -306,8 +306,21 @@ def count_bundles_of(store: Store, keyring: Keyring, subject_ids: Sequence[str])
     """How many access bundles written for any of ``subject_ids`` are still recorded: those
     an erasure could not delete. One bundle counts once, however many of the person's ids
     it is recorded under."""
-    rows = _bundle_rows_of(store, keyring, subject_ids)
-    return len({_opened_path(keyring, path) or f"row {row_id}" for row_id, path, _ in rows})
+    return _bundles_in(_bundle_rows_of(store, keyring, subject_ids), keyring)
+
+
+def _bundles_in(rows: Sequence[tuple[int, bytes | str, str]], keyring: Keyring | None) -> int:
+    """How many bundles ``rows`` are: a bundle has a row for each id of the person.
+
+    Told apart by their opened paths; without keys (a dry run), or where a path does not
+    open, by the sealed path as stored: :func:`record_bundle` seals it once for all of a
+    bundle's rows, with a fresh nonce each time, so one sealed value is one bundle.
+    """
+
+    def bundle(path: bytes | str) -> bytes | str:
+        return (None if keyring is None else _opened_path(keyring, path)) or path
+
+    return len({bundle(path) for _, path, _ in rows})
 
 
 def _bundle_rows_of(
@@ -392,7 +405,7 @@ def _purge_bundles(
         "SELECT id, path, files FROM bundles WHERE created_at < ? ORDER BY id", (cutoff,)
     ).fetchall()
     if dry_run:
-        return len(rows)
+        return _bundles_in(rows, keyring)
     assert keyring is not None  # sweep_now refuses a sweep that deletes without keys
     return _delete_rows(store, keyring, rows, errors)
 
@@ -556,9 +569,10 @@ def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) ->
     count = int(
         store.db.execute("SELECT COUNT(*) FROM audit WHERE seq <= ?", (last,)).fetchone()[0]
     )
-    if count == 0 or dry_run:
-        return count
+    if count == 0:
+        return 0
     # Purging a tampered prefix would destroy the evidence: verify what is about to go first.
+    # A dry run verifies too (it only reads), so it says what the real run would do.
     result = audit.verify(store, upto=last)
     if not result.ok:
         errors.append(
@@ -566,4 +580,6 @@ def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) ->
             "(run `klantsync audit verify`)"
         )
         return 0
+    if dry_run:
+        return count
     return audit.purge_through(store, int(last))

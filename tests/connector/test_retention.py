@@ -227,6 +227,62 @@ async def test_tampered_audit_prefix_is_not_purged(store: Store, config: Config)
     assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 3
 
 
+async def test_a_prefix_deleted_by_hand_through_a_purge_s_anchor_entry_fails_verify(
+    store: Store, config: Config
+) -> None:
+    """After a purge the chain reads: the young entries, `audit.anchored`,
+    `retention.purged`. Everything up to and including the `audit.anchored` entry deleted by
+    hand (the young entries with it) and the anchor row pointed at that entry's stored hash
+    (no hash recomputed) verified, the `retention.purged` entry left first in the chain
+    taken for a purge by a version that recorded no anchor entries."""
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3)], ts=_ago(2600))
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3, 6)], ts=_ago(10))
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.audit_entries == 3 and audit.verify(store).ok
+    rows = list(audit.entries(store))
+    anchored = [e for e in rows if e.kind == audit.AUDIT_ANCHORED][-1]
+    assert rows[-1].kind == audit.RETENTION_PURGED  # the only entry after the anchor entry
+    with store.transaction() as db:
+        db.execute("DELETE FROM audit WHERE seq <= ?", (anchored.seq,))
+        db.execute(
+            "UPDATE audit_chain SET anchor_seq=?, anchor_hash=? WHERE id=1",
+            (anchored.seq, anchored.hash),
+        )
+    result = audit.verify(store)
+    assert not result.ok and result.first_bad == anchored.seq
+    assert "no purge is recorded" in result.problem
+
+
+async def test_a_dry_run_verifies_the_audit_prefix_as_the_real_run_does(
+    store: Store, config: Config
+) -> None:
+    """With an old entry edited the real run purges no audit entry and says why (exit 1);
+    the dry run said it would purge them all, with no error."""
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3)], ts=_ago(2600))
+    audit.append_many(store, [("sync.run", {"n": 3}, None)], ts=_ago(10))
+    store.db.execute("""UPDATE audit SET data='{"n":99}' WHERE seq=2""")
+    dry = await retention.sweep(store, config, None, NOW, dry_run=True)
+    real = await retention.sweep(store, config, KEYS, NOW)
+    assert real.audit_entries == 0 and real.errors
+    assert (dry.audit_entries, dry.errors) == (real.audit_entries, real.errors)
+
+
+async def test_a_dry_run_counts_a_bundle_recorded_under_two_ids_once(
+    store: Store, config: Config, tmp_path: Path
+) -> None:
+    """A bundle recorded under two of the person's ids (a row each) is one bundle: the real
+    run deletes it and reports 1; the dry run, counting rows, reported 2."""
+    folder = tmp_path / "out/bundle"
+    folder.mkdir(parents=True)
+    (folder / "data.json").write_text("{}")
+    retention.record_bundle(store, KEYS, folder, subject_ids=["sid-a", "sid-b"])
+    store.db.execute("UPDATE bundles SET created_at=?", (_ago(40),))
+    dry = await retention.sweep(store, config, None, NOW, dry_run=True)
+    real = await retention.sweep(store, config, KEYS, NOW)
+    assert real.bundles == 1 and not folder.exists()
+    assert dry.bundles == real.bundles
+
+
 async def test_an_access_bundle_folder_named_after_the_person_is_not_in_the_store(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
