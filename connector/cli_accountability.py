@@ -27,12 +27,14 @@ from connector.cliargs import (
     write_output,
 )
 from connector.config import Config, load_config
+from connector.errors import StoreError
 from connector.keyset import open_keyring
 from connector.lock import sharing_keys
 from connector.loop import run as run_loop
 from connector.register import build_register
 from connector.register_render import render
 from connector.state import Store
+from connector.storefile import store_exists
 
 __all__ = ["register_commands", "run"]
 
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
         config = load_config(args.config)
     if args.command == "register":
         return _register(config, args, console)
+    if not _records(args) and not store_exists(config.store_path):
+        return _without_store(config, args, console)
     # Shared, as every command that writes to the store holds it: a restore (which takes it
     # alone) waits for this one, and this one for a restore. Without it a breach recorded
     # while a restore ran went into the store being set aside, and its 72-hour clock was lost.
@@ -125,6 +129,44 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
             return _retention(store, config, args, console)
         finally:
             store.close()
+
+
+def _records(args: argparse.Namespace) -> bool:
+    """Whether the command records something new, and so makes the store if there is none.
+
+    ``incident open``, as ``sync`` and ``dsr``: a breach is recorded where it is found, its
+    clock kept from the first day. The others only read or delete what a store holds: where
+    there is none they make none (a store made at a mistaken path, bound to the key in use,
+    looked like the real one to whoever ran them next), as ``status`` and ``audit`` make none.
+    """
+    return bool(args.command == "incident" and args.incident_action == "open")
+
+
+def _without_store(config: Config, args: argparse.Namespace, console: Console) -> int:
+    """No store yet: no incident to list, show or close, nothing to purge; said, none made.
+
+    A real ``retention run`` is refused (exit 1), as ``backup`` and ``keys rotate`` are: it
+    is asked to change a store, and "purged 0" at a mistaken store.path, run from cron,
+    would hide that the real store keeps everything. A dry run only looks, as ``audit
+    verify`` does.
+    """
+    where = escape(str(config.store_path))
+    if args.command == "retention":
+        if not args.dry_run:
+            raise StoreError(f"{config.store_path}: there is no store yet, so nothing to purge")
+        report = retention.nothing_held(config, dry_run=True)
+        if args.json:
+            print(json.dumps({**report.as_dict(), "store_exists": False}, indent=2))
+        else:
+            console.print(f"no store at {where} yet: nothing to purge")
+        return EXIT_OK
+    if args.incident_action == "list":
+        if args.json:
+            print(json.dumps([]))
+        else:
+            console.print(f"no incidents (no store at {where} yet)")
+        return EXIT_OK
+    return _usage(args, console, f"no incident {args.id} (no store at {config.store_path} yet)")
 
 
 def _register(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -248,7 +290,7 @@ def _retention(store: Store, config: Config, args: argparse.Namespace, console: 
     keyring = None if args.dry_run else open_keyring(store, config)
     report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run))
     if args.json:
-        print(json.dumps(report.as_dict(), indent=2))
+        print(json.dumps({**report.as_dict(), "store_exists": True}, indent=2))
     else:
         verb = "would purge" if report.dry_run else "purged"
         console.print(

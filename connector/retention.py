@@ -49,6 +49,7 @@ __all__ = [
     "count_bundles_of",
     "delete_bundles_of",
     "delete_bundles_of_customers",
+    "nothing_held",
     "record_bundle",
     "sweep",
     "sweep_now",
@@ -190,10 +191,24 @@ def sweep_now(
     """
     if keyring is None and not dry_run:
         raise ValueError("a sweep that deletes needs the store's keys")
+    report = nothing_held(config, now, dry_run=dry_run)
+    # One transaction for every purge and the entry that records them: a process that died
+    # part-way left purges the audit trail does not show. (A bundle's files deleted by a
+    # sweep that then rolled back leave its row, and the next sweep finds them gone.)
+    with contextlib.nullcontext() if dry_run else store.transaction():
+        _sweep(store, keyring, report.cutoffs, dry_run, report)
+    return report
+
+
+def nothing_held(
+    config: Config, now: dt.datetime | None = None, *, dry_run: bool = False
+) -> RetentionReport:
+    """The report of a sweep with nothing to purge, with its cut-off dates: what a sweep
+    starts from, and what ``retention run`` says where there is no store yet."""
     when = now or dt.datetime.now(dt.UTC)
     days = config.retention
     report = RetentionReport(now=_stamp(when), dry_run=dry_run)
-    cut = {
+    report.cutoffs = {
         "dead_letters": _stamp(when - dt.timedelta(days=days.dead_letters_days)),
         "manifests": _stamp(when - dt.timedelta(days=days.manifests_days)),
         "bundles": _stamp(when - dt.timedelta(days=days.access_bundles_days)),
@@ -203,12 +218,6 @@ def sweep_now(
         "runs": _stamp(when - dt.timedelta(days=days.runs_days)),
         "replaced_stores": _stamp(when - dt.timedelta(days=days.replaced_stores_days)),
     }
-    report.cutoffs = cut
-    # One transaction for every purge and the entry that records them: a process that died
-    # part-way left purges the audit trail does not show. (A bundle's files deleted by a
-    # sweep that then rolled back leave its row, and the next sweep finds them gone.)
-    with contextlib.nullcontext() if dry_run else store.transaction():
-        _sweep(store, keyring, cut, dry_run, report)
     return report
 
 

@@ -171,6 +171,24 @@ def test_an_aware_since_without_an_offset_is_the_machine_s_local_time(
         time.tzset()
 
 
+def test_incident_commands_but_open_create_no_store(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where there is no store yet, list, show and close have nothing to read and make none
+    (a store at a mistaken path looked like the real one); open records the breach, in a
+    store made for it, as sync and dsr make theirs."""
+    path = str(config.path)
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    assert main(["-c", path, "incident", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["-c", path, "incident", "show", "1"]) == 2
+    assert main(["-c", path, "incident", "close", "1", "--note", "done"]) == 2
+    assert "no incident 1" in capsys.readouterr().err
+    assert not config.store_path.exists()
+    assert main(["-c", path, "incident", "open", "--summary", "laptop lost", "--json"]) == 0
+    assert config.store_path.exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [["incident", "open", "--summary", "laptop lost"], ["retention", "run", "--dry-run"]],
@@ -185,6 +203,7 @@ def test_incident_and_retention_write_with_the_store_held_shared(
 
     from connector import cli_accountability
 
+    Store(config.store_path).close()  # where there is none, a dry run opens none to hold
     held: list[str] = []
 
     @contextmanager

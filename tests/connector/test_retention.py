@@ -386,6 +386,23 @@ def test_a_dry_run_needs_no_key_and_leaves_the_store_unbound(
         store.close()
 
 
+def test_retention_run_on_a_missing_store_creates_none(
+    config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store.path with no store yet (a typo, a fresh deployment): the dry run says there is
+    nothing to purge and the real run refuses (exit 1), as `backup` does; neither makes a
+    store (nor its folder), bound to the key in use, for the next command to take as real."""
+    store_path = config.store_path
+    assert not store_path.parent.exists()
+    argv = ["-c", str(config_path), "retention", "run"]
+    assert main([*argv, "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["store_exists"] is False and data["dry_run"] is True and data["cutoffs"]
+    assert main(argv) == 1
+    assert "no store yet" in capsys.readouterr().err
+    assert not store_path.parent.exists()
+
+
 def test_a_bundle_that_cannot_be_deleted_is_kept_for_the_next_sweep_and_said_by_its_id(
     store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
