@@ -39,8 +39,8 @@ from connector.storefile import store_exists
 __all__ = ["register_commands", "run"]
 
 _NO_PERSONAL_DATA = (
-    "Your own words, stored as given: do NOT put personal data (names, e-mail addresses, "
-    "customer numbers) in it."
+    "Your own words, stored with e-mail addresses and phone numbers masked, the rest as "
+    "given: do NOT put personal data (names, e-mail addresses, customer numbers) in it."
 )
 
 

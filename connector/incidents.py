@@ -6,8 +6,11 @@ from the config (controller, processors, categories of data) and the store (how 
 subjects the connector knows in each system). The counts are a snapshot taken at opening, so
 the draft does not shift while it is being completed.
 
-The summary and the closing note are the operator's own words, stored as given; they are
-not customer data and must not hold any (the CLI help says so).
+The summary and the closing note are the operator's own words; they are not customer data
+and must not hold any (the CLI help says so). E-mail addresses and phone numbers in them are
+masked before they are stored, as in every other free text an operator gives: the store, and
+every backup of it, holds no contact detail in clear. Nothing else is masked: a breach is
+often about a key, a token or a password, and those words must stay.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 from connector import audit
 from connector.config import Config
+from connector.logs import mask_contact_details
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.state import Store
 
@@ -56,7 +60,8 @@ class Incident:
 
     Attributes:
         id: its number.
-        summary: the operator's description (no personal data).
+        summary: the operator's description (no personal data; e-mail addresses and
+            phone numbers masked).
         aware_at: when the controller became aware (the clock starts here).
         opened_at: when it was recorded.
         deadline: ``aware_at`` + 72 hours.
@@ -159,7 +164,8 @@ def open_incident(
     Args:
         store: the store.
         config: the loaded config (for the systems and their mappings).
-        summary: the operator's description; stored as given.
+        summary: the operator's description; stored with e-mail addresses and phone
+            numbers masked.
         systems: the systems involved; default every configured system.
         aware_at: when the controller became aware; default ``now``.
         now: the current time; default :func:`utc_now`.
@@ -186,7 +192,7 @@ def open_incident(
             "INSERT INTO incidents(summary, aware_at, opened_at, deadline, systems, scope) "
             "VALUES (?,?,?,?,?,?)",
             (
-                summary,
+                mask_contact_details(summary),
                 _stamp(aware),
                 _stamp(current),
                 _stamp(deadline),
@@ -253,7 +259,7 @@ def open_summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]
 def close_incident(
     store: Store, incident_id: int, note: str, now: dt.datetime | None = None
 ) -> Incident:
-    """Close an incident with the operator's note; return it.
+    """Close an incident with the operator's note (contact details masked); return it.
 
     Raises:
         LookupError: no such incident.
@@ -270,7 +276,7 @@ def close_incident(
     with store.transaction() as db:
         db.execute(
             "UPDATE incidents SET closed_at=?, close_note=? WHERE id=?",
-            (closed, note, incident_id),
+            (closed, mask_contact_details(note), incident_id),
         )
         audit.append(
             store,

@@ -103,6 +103,30 @@ def test_audit_entries_hold_the_clock_not_the_summary(store: Store, config: Conf
     assert "unique-summary-words" not in json.dumps([e.data for e in audit.entries(store)])
 
 
+def test_the_summary_and_the_closing_note_are_kept_with_contact_details_masked(
+    store: Store, config: Config
+) -> None:
+    """The store (and every backup of it) holds nothing in clear; an operator's account of a
+    breach naming a person's e-mail address and phone number was kept as typed. What a
+    breach is about (a key, a token, a password) is kept as typed."""
+    summary = "Export mailed to jan.jansen@example.nl by mistake, he called from +31612345678"
+    incident = incidents.open_incident(store, config, summary, now=NOW)
+    incidents.close_incident(
+        store, incident.id, "Asked jan.jansen@example.nl to delete it", now=NOW
+    )
+    note = "The API key leaked; password reset"
+    second = incidents.open_incident(store, config, note, now=NOW)
+    rows = store.db.execute("SELECT summary, close_note FROM incidents ORDER BY id").fetchall()
+    assert rows == [
+        (
+            "Export mailed to <email> by mistake, he called from <phone>",
+            "Asked <email> to delete it",
+        ),
+        (note, None),
+    ]
+    assert second.summary == note
+
+
 def test_awareness_in_the_future_is_refused(store: Store, config: Config) -> None:
     """A clock cannot start in the future."""
     with pytest.raises(ValueError, match="future"):
