@@ -309,6 +309,8 @@ _DRAFT: dict[str, dict[str, str]] = {
         "systemen. De systemen zelf kunnen meer personen bevatten dan de connector kent.",
         "kinds": "5. Categorieën betrokkenen",
         "security": "6. Beveiliging (waren de gegevens versleuteld of gepseudonimiseerd?)",
+        "security_own": "De maatregelen hieronder zijn die van de connector zelf, welk systeem "
+        "ook getroffen is. Die van de betrokken systemen: [In te vullen]",
         "effects": "7. Mogelijke gevolgen voor betrokkenen",
         "measures": "8. Genomen en voorgenomen maatregelen",
         "inform": "9. Informeren van betrokkenen (art. 34 AVG)",
@@ -338,6 +340,8 @@ _DRAFT: dict[str, dict[str, str]] = {
         "The systems themselves may hold more people than the connector knows.",
         "kinds": "5. Categories of data subjects",
         "security": "6. Security (were the data encrypted or pseudonymised?)",
+        "security_own": "The measures below are the connector's own, whichever system was "
+        "breached. Those of the systems involved: [To be completed]",
         "effects": "7. Likely consequences for the data subjects",
         "measures": "8. Measures taken and proposed",
         "inform": "9. Informing the data subjects (Art. 34 GDPR)",
@@ -413,8 +417,10 @@ def notification_draft(incident: Incident, config: Config, lang: str = "nl") -> 
     lines += [esc(t["count_text"].format(n=incident.scope["total"])), ""]
     lines += [f"## {esc(t['kinds'])}", ""]
     lines += [f"- {esc(k)}" for k in config.privacy.data_subjects] or [esc(t["none"])]
-    lines += ["", f"## {esc(t['security'])}", ""]
-    lines += [f"- {esc(m['text'])}" for m in security_measures(config, lang)]
+    lines += ["", f"## {esc(t['security'])}", "", esc(t["security_own"]), ""]
+    # The register's measures, but stating the retention periods: the draft lists none.
+    measures = security_measures(config, lang, periods_above=False)
+    lines += [f"- {esc(m['text'])}" for m in measures]
     for key in ("effects", "measures", "inform"):
         lines += ["", f"## {esc(t[key])}", "", esc(t["todo"])]
     return "\n".join(lines) + "\n"

@@ -326,11 +326,17 @@ def _transfers(config: Config, lang: str) -> list[dict[str, Any]]:
     return out
 
 
-def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
+def security_measures(
+    config: Config, lang: str, *, periods_above: bool = True
+) -> list[dict[str, str]]:
     """The technical measures in force, derived from the settings that run, as ``code``/``text``.
 
     Each text states what this connector does with *this* configuration; nothing is listed
     that a setting could have turned off without the register saying so.
+
+    ``periods_above``: the text they go in states the connector's retention periods before
+    them (the register does); where it does not (the breach notification draft), the
+    retention measure states them itself.
     """
     nl = lang == "nl"
     out: list[tuple[str, str]] = []
@@ -480,17 +486,33 @@ def security_measures(config: Config, lang: str) -> list[dict[str, str]]:
             "re-creates them.",
         )
     )
-    out.append(
-        (
-            "retention",
+    out.append(("retention", _retention_measure(config, lang, periods_above)))
+    return [{"code": code, "text": text} for code, text in out]
+
+
+def _retention_measure(config: Config, lang: str, periods_above: bool) -> str:
+    """The retention measure: pointing at the periods the register states before it, or,
+    where nothing states them, naming them (from ``[retention]``, as the register does)."""
+    if periods_above:
+        return (
             "De connector verwijdert zijn eigen gegevens automatisch na de bewaartermijnen "
             "hierboven."
-            if nl
+            if lang == "nl"
             else "The connector deletes its own data automatically after the retention periods "
-            "above.",
+            "above."
         )
+    unit = "dagen" if lang == "nl" else "days"
+    periods = "; ".join(
+        f"{_pick(label, lang)}: {getattr(config.retention, key)} {unit}"
+        for key, label in _OWN_DATA.items()
     )
-    return [{"code": code, "text": text} for code, text in out]
+    return (
+        f"De connector verwijdert zijn eigen gegevens automatisch na deze bewaartermijnen: "
+        f"{periods}."
+        if lang == "nl"
+        else f"The connector deletes its own data automatically after these retention periods: "
+        f"{periods}."
+    )
 
 
 def _admin_text(config: Config, nl: bool) -> str:

@@ -83,6 +83,21 @@ def test_draft_is_prefilled_from_config_and_store(
         assert expected in draft
 
 
+@pytest.mark.parametrize(("lang", "stated"), [("en", "Audit log: 2555 days"), ("nl", "2555 dagen")])
+def test_the_draft_states_the_retention_periods_and_whose_measures_it_lists(
+    store: Store, config: Config, lang: str, stated: str
+) -> None:
+    """The register's retention measure points at "the retention periods above", which the
+    draft never stated; and the measures listed under "were the data encrypted?" are the
+    connector's, whichever system was breached."""
+    incident = incidents.open_incident(store, config, "Laptop stolen", now=NOW)
+    draft = incidents.notification_draft(incident, config, lang)
+    assert "periods above" not in draft and "bewaartermijnen hierboven" not in draft
+    security = draft.split("## 6")[1].split("## 7")[0]
+    assert stated in security
+    assert ("connector's own" if lang == "en" else "connector zelf") in security
+
+
 def test_overdue_and_closed(store: Store, config: Config) -> None:
     """Past the deadline an open incident is overdue; a closed one is closed, with its note."""
     incident = incidents.open_incident(store, config, "x", now=NOW)
