@@ -289,20 +289,36 @@ def _readmitted_since(store: Store, carried: Carried) -> int:
         audit.append(
             store,
             READMITTED,
-            {"subject_ids": taken, "reason": "readmitted before a restore, taken over by it"},
+            {
+                "subject_ids": taken,
+                "reason": "readmitted before a restore, taken over by it",
+                # The entry is stamped with the restore's time; a later restore compares
+                # the readmission's own (:func:`_latest_readmissions`).
+                "readmitted_at": {sid: readmitted[sid] for sid in taken},
+            },
         )
     return len(lifted)
 
 
 def _latest_readmissions(db: sqlite3.Connection, schema: str) -> dict[str, str]:
-    """Per subject id, the time of the latest readmission ``schema``'s audit trail records."""
+    """Per subject id, the time of the latest readmission ``schema``'s audit trail records.
+
+    An entry a restore wrote for a readmission it took over is stamped with the restore's
+    time; it names the readmission's own (``readmitted_at``), which is the one compared: by
+    the restore's, a backup taken after the readmission and before that restore looked
+    older than it, and lost its rows of the person written since. An entry without it (a
+    readmission itself, or taken over by an earlier version) has its own time.
+    """
     latest: dict[str, str] = {}
     for ts, data in db.execute(
         f"SELECT ts, data FROM {schema}.audit WHERE kind = ?",  # noqa: S608 - fixed names
         (READMITTED,),
     ):
-        for sid in json.loads(data).get("subject_ids", []):
-            latest[str(sid)] = max(latest.get(str(sid), ""), str(ts))
+        entry = json.loads(data)
+        at = entry.get("readmitted_at") or {}
+        for sid in entry.get("subject_ids", []):
+            when = str(at.get(str(sid), ts)) if isinstance(at, dict) else str(ts)
+            latest[str(sid)] = max(latest.get(str(sid), ""), when)
     return latest
 
 

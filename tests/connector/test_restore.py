@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 import os
 import sqlite3
@@ -557,6 +559,49 @@ async def test_someone_erased_and_readmitted_since_the_backup_is_sent_again_afte
         (report,) = await rt.engine.sync()
         assert not report.failed, report.errors
     assert crm.holds(CANARY_EMAIL)
+
+
+async def test_a_restore_keeps_rows_of_a_backup_taken_after_the_readmission(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Erased and readmitted, synced again and backed up; then an older backup is restored,
+    and after it the newer one. The readmission the first restore took over was recorded
+    with the restore's time, so the newer backup, which records the readmission itself,
+    looked older than it and lost its rows of the person, written after the readmission.
+    The time compared is the readmission's own."""
+    clock = itertools.count()
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    # A minute an entry: the readmission and the restore after it are told apart.
+    monkeypatch.setattr(
+        "connector.audit.utcnow",
+        lambda: (start + dt.timedelta(minutes=next(clock))).isoformat(timespec="seconds"),
+    )
+    seed(shop)
+    older, newer = tmp_path / "older.db", tmp_path / "newer.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, older)
+        assert (await DsrService(rt).erase(CANARY_EMAIL, phone=CANARY_PHONE)).status == "completed"
+        shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+        readmit(rt, CANARY_EMAIL, "signed up again", phone=CANARY_PHONE)
+        await rt.engine.sync()
+        assert crm.holds(CANARY_EMAIL)
+        take_backup(rt.config, newer)
+        config = rt.config
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+        sent = rt.store.subject_numbers([subject])
+        assert sent
+    restore_backup(config, older)
+    facts = restore_backup(config, newer)
+    # Nobody was erased since the newer backup: none of its rows go.
+    assert facts.carried["traces_deleted"] == 0 and facts.carried["people"] == 0
+    async with open_rt() as rt:
+        assert rt.store.subject_numbers([subject]) == sent
+        assert rt.store.suppressed([subject]) == set()
 
 
 async def test_a_source_purged_since_the_backup_stays_purged(
