@@ -9,6 +9,7 @@ first deletion still names every system's ids.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
@@ -217,6 +218,12 @@ class KindRunner:
             if own:
                 manifest["ids"].setdefault(name, own)
             manifest["held"][name] = bool(outcome)
+            if any(RETAINED not in r for r in outcome):
+                # Something beyond what is kept on purpose, which the erasure deletes. Never
+                # taken back: a snapshot taken again later (widen) finds it gone already.
+                deletable = manifest.setdefault("deletable", [])
+                if name not in deletable:
+                    deletable.append(name)
             manifest["snapshot"].append(name)
             taken += 1
         if taken:
@@ -486,9 +493,13 @@ class KindRunner:
                 # Writes of a sync still on their way settled before the traces went (see
                 # _erase); any batch since saw the suppression entry and sent nothing.
                 results = [await system.adapter.erase(s) for s in subjects]
-                result = next((r for r in results if r.found), results[0])
-                # A retry after a crash finds nothing left; the first call's facts stay.
-                if not (record.get("found") and not result.found):
+                result = _outcome(results)
+                # A retry after a crash finds nothing left, or only what is kept on purpose:
+                # the facts of the call that deleted stay.
+                if not (
+                    (record.get("found") and not result.found)
+                    or (_deleted(record) and result.mode == "kept")
+                ):
                     record = _erasure_facts(result, self.service.timestamp())
                 with self.rt.store.transaction():
                     # Not final until checked below: a process that died between the two
@@ -528,14 +539,18 @@ class KindRunner:
             return
         held = bool(manifest["held"].get(name) or record.get("found"))
         record["verified_at"] = self.service.timestamp()
-        if record.get("mode") == "kept":
-            # Nothing deleted: what the system holds it keeps on purpose (guest orders kept
-            # for tax law), which the check passed over. That is no certified absence; the
-            # receipt names the system as exempt, with the adapter's note saying why.
-            note = record.get("note") or "the system keeps what it holds on purpose"
-            self._set(row, name, "exempt", f"kept on purpose: {note}", record)
-            return
         detail = None
+        if record.get("mode") == "kept":
+            note = record.get("note") or "the system keeps what it holds on purpose"
+            if name not in manifest.get("deletable", []):
+                # Nothing deleted: what the system holds it keeps on purpose (guest orders
+                # kept for tax law), which the check passed over. That is no certified
+                # absence; the receipt names the system as exempt, with the note saying why.
+                self._set(row, name, "exempt", f"kept on purpose: {note}", record)
+                return
+            # The snapshot found more than what is kept (an account), gone now: deleted by
+            # an earlier call whose answer a crash lost. Verified absent, not exempt.
+            detail = f"gone since the snapshot but for what is kept on purpose: {note}"
         if not held and row.source == f"webhook:{name}":
             detail = "erased by the vendor itself (origin of the request)"
         self._set(row, name, "verified_absent" if held else "not_held", detail, record)
@@ -1044,6 +1059,28 @@ def _own_id(system: System, records: list[dict[str, Any]], email: str) -> str | 
         if system.mapping.inbound(record).email == email:
             return system.mapping.record_id(record)
     return None
+
+
+def _outcome(results: Sequence[ErasureResult]) -> ErasureResult:
+    """One system's outcome of erasing each of the person's addresses there.
+
+    An address whose erasure deleted something speaks for the system, with what another
+    keeps on purpose added to its note: the first that found anything might be one whose
+    guest orders are kept, and the part said "nothing deleted" of an account deleted under
+    a former address.
+    """
+    deleted = [r for r in results if r.found and r.mode != "kept"]
+    kept = [r for r in results if r.found and r.mode == "kept"]
+    if not deleted:
+        return kept[0] if kept else results[0]
+    first = deleted[0]
+    notes = [first.note, *(r.note for r in kept)]
+    return dataclasses.replace(first, note="; ".join(n for n in notes if n))
+
+
+def _deleted(facts: Mapping[str, Any]) -> bool:
+    """Whether recorded erasure facts say something was deleted (not only kept)."""
+    return bool(facts.get("found")) and facts.get("mode") != "kept"
 
 
 def _erasure_facts(result: ErasureResult, at: str) -> dict[str, Any]:

@@ -245,3 +245,71 @@ async def test_a_receipt_names_exempt_not_absent_a_shop_that_kept_everything(
     assert order is not None and order["billing"]["email"] == CANARY_EMAIL  # kept, in clear
     assert entry["mode"] == "kept" and entry["status"] == "exempt"
     assert "tax law" in entry["detail"] and CANARY_EMAIL not in entry["detail"]
+
+
+FORMER_EMAIL = "vorig.adres@voorbeeld-canary.nl"
+
+
+async def test_a_shop_that_deleted_an_account_under_another_address_is_verified_not_exempt(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Orders kept for tax law: the address asked with has guest orders only (kept), and an
+    address a payload was queued under holds the person's account, which is deleted. The
+    part was named exempt, "kept on purpose", by the first answer that found something,
+    and the receipt said nothing was deleted. Exempt is only for a system that deleted
+    nothing of the person; this one is verified absent, its note naming what is kept."""
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
+    account = shop.add_person(FORMER_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    shop.add_order(account)
+    shop.add_order(0, billing={"email": CANARY_EMAIL, "first_name": CANARY_NAME})
+    monkeypatch.setattr(
+        "connector.dsr_kinds.KindRunner._queued_addresses",
+        lambda _self, _ids, _email: {"shop": [FORMER_EMAIL]},
+    )
+    async with open_rt(path) as runtime:
+        service = DsrService(runtime)
+        view = await service.erase(CANARY_EMAIL)
+        assert view.status == "completed"
+        entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
+    assert shop.store.by_email(FORMER_EMAIL) is None  # the account went
+    assert entry["status"] == "verified_absent" and entry["mode"] == "hard_delete"
+    assert "guest orders" in entry["note"] and CANARY_EMAIL not in entry["note"]
+
+
+async def test_a_shop_that_deleted_the_account_before_a_crash_is_verified_not_exempt(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    env: dict[str, str],
+) -> None:
+    """Orders kept for tax law. The process dies after the shop deleted the account and
+    before the part's status was written; the retry finds only the orders, now a guest's,
+    and the shop answers "kept". The part was named exempt, as if nothing had been deleted:
+    the account the snapshot found is gone, so it is verified absent."""
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
+    async with open_rt(path) as rt:
+        await _seeded(shop, rt)
+        adapter = rt.systems["shop"].adapter
+        original_erase = adapter.erase
+
+        async def erase_then_die(subject: Subject) -> ErasureResult:
+            await original_erase(subject)
+            raise Crash("killed before the status was written")
+
+        adapter.erase = erase_then_die
+        with pytest.raises(Crash):
+            await DsrService(rt).erase(CANARY_EMAIL)
+        (view,) = DsrService(rt).list(open_only=True)
+    assert shop.store.by_email(CANARY_EMAIL) is None
+    async with open_rt(path) as rt:  # restart: same store, the real adapter
+        service = DsrService(rt)
+        resumed = await service.retry(view.id)
+        assert resumed.status == "completed"
+        entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
+    assert entry["status"] == "verified_absent", (entry["status"], entry["detail"])
+    assert CANARY_EMAIL not in entry["detail"]
