@@ -60,13 +60,22 @@ def _email() -> re.Pattern[str]:
     return re.compile(rf"{name}(?:{name}|')*@{domain}")
 
 
-_PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()]{7,}\d(?![\w])")
-#: What the phone pattern also matches and is no phone: ISO dates ("2026-11-29"), alone or in
+#: Digits with the separators people write numbers with: spaces, dashes, brackets, and the
+#: slashes and dots of Belgian and German numbers ("0470/12.34.56", "030/1234567"), which the
+#: phone transform reads as numbers too. (An IP address is masked with them: also personal.)
+_PHONE = re.compile(r"(?<![\w])\+?\d[\d \-()./]{7,}\d(?![\w])")
+#: What the phone pattern also matches and is no phone: dates ("2026-11-29", "29-11-2026",
+#: "29.11.2026", "29/11/2026"), alone or in
 #: a span ("2026-11-29 - 2026-12-13"), each perhaps with an hour ("2026-11-29 14"). Operators
 #: write them in reasons (an extension's, a readmission's) and the connector in deadlines;
 #: masked, an audit entry lost the one fact it was written for. A run of digits beside a
 #: date still reads as a phone ("2026-11-29 06 12345678" is masked whole).
-_DATE = r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])(?: \d\d)?"
+_DATE = (
+    r"(?:(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    # ... and as the Dutch and Germans write them: 30-11-2026, 30.11.2026, 30/11/2026.
+    r"|(?:0?[1-9]|[12]\d|3[01])(?:-(?:0?[1-9]|1[0-2])-|\.(?:0?[1-9]|1[0-2])\."
+    r"|/(?:0?[1-9]|1[0-2])/)(?:19|20)\d\d)(?: \d\d)?"
+)
 _DATES_ONLY = re.compile(rf"{_DATE}(?:(?: - | |-){_DATE})*")
 #: A credential after its name; after "Authorization:" the scheme word ("Bearer", "Basic")
 #: is passed over, so the token itself is masked, not the word.

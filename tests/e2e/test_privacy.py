@@ -14,7 +14,7 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.logs import RedactingFilter, redact, setup_logging
+from connector.logs import RedactingFilter, mask_contact_details, redact, setup_logging
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
@@ -164,11 +164,23 @@ def test_redaction_masks_the_token_after_the_authorization_scheme(line: str) -> 
         ("on 2026-11-29 06 12345678", "on <phone>"),
         ("call 0612-345-678", "call <phone>"),
         ("not a date 2026-13-01", "not a date <phone>"),
+        # Belgian and German numbers, with slashes and dots: read as phones by the
+        # connector's own transform, so masked as phones too.
+        ("she called from 0470/12.34.56", "she called from <phone>"),
+        ("or +32 470/12.34.56.", "or <phone>."),
+        ("mobile 06.87.65.43.21", "mobile <phone>"),
+        ("Berlin 030/1234567", "Berlin <phone>"),
+        # Dates as the Dutch and Germans write them stay.
+        ("away 30-11-2026 - 13.12.2026", "away 30-11-2026 - 13.12.2026"),
+        ("on 1/12/2026 14 h", "on 1/12/2026 14 h"),
+        ("on 30.11.2026 call 0470/12.34.56", "on 30.11.2026 call <phone>"),
     ],
 )
 def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> None:
-    """A date in an operator's reason or a deadline is kept; a phone beside it is not."""
+    """A date in an operator's reason or a deadline is kept; a phone beside it is not.
+    Incident texts are masked by the same patterns."""
     assert redact(text) == expected
+    assert mask_contact_details(text) == expected
 
 
 def test_what_the_libraries_underneath_log_is_redacted_too(
