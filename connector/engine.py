@@ -44,7 +44,14 @@ from connector.errors import (
 from connector.ids import SystemIds
 from connector.inflight import InFlight
 from connector.model import Person, legacy_email_form, normalise_email
-from connector.moves import apply_moves, find_moves, queued_rows, vacated_by
+from connector.moves import (
+    apply_moves,
+    find_moves,
+    in_rings,
+    not_landed,
+    queued_rows,
+    vacated_by,
+)
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import (
@@ -81,6 +88,13 @@ STOPPED = "the run stopped on an error; see the log"
 #: in the next page's transaction: one commit instead of two, and the outbox pages the
 #: acknowledgements free are those the page fills. Past this many, they are committed alone.
 SETTLE_LATER_MAX = 32
+
+#: Why a write is left queued behind someone who left its address (``Engine._after_leavers``),
+#: as a run's report and ``status`` give it: no address, no subject.
+WAITS_FOR_LEAVER = (
+    "held until the change of address of whoever had the address before lands in this "
+    "system (it is queued or a dead letter there)"
+)
 
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
@@ -791,7 +805,8 @@ class Engine:
         dest_report: DestinationReport,
     ) -> list[OutboxRow]:
         """Those of ``taking`` (people under an address someone else moved away from, see
-        connector/moves.py) whose writes may go now: the leaver's has landed in ``dest``.
+        connector/moves.py) whose writes may go now: the leaver's change of address has
+        landed in ``dest``.
 
         Written before it, the taker's write found the leaver's record under the address
         (Pipedrive looks a person up by e-mail; Mailchimp's member is the address) and
@@ -799,7 +814,10 @@ class Engine:
         next change overwrote it, their erasure deleted it. The leavers of this batch were
         written first; one in an earlier batch is waited for (only earlier ones: two batches
         never wait on each other). A leaver whose write is still queued (it failed, or waits
-        behind this batch) keeps the taker's write queued for a later try.
+        behind this batch) or was refused (a dead letter: the system's record of him may
+        still hold the address) keeps the taker's write queued for a later try, until his
+        change lands (a dead letter fixed and delivered). People who wait on each other in
+        a ring (see ``moves.in_rings``) are not held: nothing they wait for could land.
         """
         leavers = sorted({sid for row in taking for sid in left[row.subject_id]})
         self.flush()  # an acknowledged write leaves the outbox once its outcome is committed
@@ -809,10 +827,18 @@ class Engine:
         if earlier:
             await self.in_flight.landed(dest.name, earlier)
             self.flush()
-            waiting = queued_rows(self.store, dest.name, leavers)
-        held = {row.id for row in taking if left[row.subject_id] & waiting.keys()}
-        dest_report.retry_later += len(held)
-        return [row for row in taking if row.id not in held]
+        behind = not_landed(self.store, dest.name, left)
+        blocked = set(behind) - in_rings(self.store, dest.name, behind) if behind else set()
+        held = [row for row in taking if row.subject_id in blocked]
+        if held:
+            dest_report.retry_later += len(held)
+            dest_report.deferred = WAITS_FOR_LEAVER
+            for row in held:
+                log.info(
+                    "write held until the address's former holder's change of address lands",
+                    extra={"system": dest.name, "subject": row.subject_id},
+                )
+        return [row for row in taking if row.subject_id not in blocked]
 
     def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
         """The rows a move since they were read has not dropped.

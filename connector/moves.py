@@ -30,7 +30,12 @@ Anna takes his former address): she is a subject of her own, and her write looks
 up, where a destination that has not yet taken Bert's change of address still holds his
 record under it (Pipedrive finds him by e-mail, and the identity map would record Bert's
 person as hers). So the write of whoever left an address lands first (:func:`vacated_by`,
-:func:`queued_rows`; see ``Engine._deliver_batch``).
+:func:`queued_rows`; see ``Engine._deliver_batch``), and the taker's waits in the outbox while
+the leaver's change of address has not landed in that system (:func:`not_landed`): a row of
+his still queued there, or a dead letter there (refused, his record there keeps the address).
+Aliases are kept for good, so a ring can form (Anna took Bert's former address and Bert
+Anna's, neither landed): no order writes each after the other, and held, neither would ever
+be written, so the people of a ring are not held (:func:`in_rings`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,16 @@ from dataclasses import dataclass
 from connector import audit
 from connector.state import PER_SYSTEM_TABLES, Store
 
-__all__ = ["Move", "apply_moves", "find_moves", "queued_rows", "same_person", "vacated_by"]
+__all__ = [
+    "Move",
+    "apply_moves",
+    "find_moves",
+    "in_rings",
+    "not_landed",
+    "queued_rows",
+    "same_person",
+    "vacated_by",
+]
 
 #: Per-system rows that follow the person to the new id (queued payloads are dropped instead).
 _MOVED = ("identities", "delivered")
@@ -139,6 +153,9 @@ def _holds_rows(store: Store, subject_id: str) -> bool:
 def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:
     """Those of ``subject_ids`` that are someone else's former address: id -> who left it."""
     found: dict[str, set[str]] = {}
+    # Asked for every batch delivered: a store nobody ever moved in answers with one seek.
+    if store.db.execute("SELECT 1 FROM subject_aliases LIMIT 1").fetchone() is None:
+        return found
     ids = list(dict.fromkeys(subject_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
@@ -168,6 +185,68 @@ def queued_rows(store: Store, system: str, subject_ids: Sequence[str]) -> dict[s
             (system, *chunk),
         )
         found.update((by_number[number], row_id) for number, row_id in rows)
+    return found
+
+
+def not_landed(store: Store, system: str, left: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """Of ``left`` (:func:`vacated_by`), the people whose leavers' change of address has not
+    landed in ``system``: id -> those leavers.
+
+    A leaver counts while he has a row queued for the system (his change, or one after it,
+    not yet written) or a dead letter there (refused: the system's record of him may still
+    hold the address). One who has neither has been written there since he left, or was
+    never there at all: nothing of his is under the address.
+    """
+    leavers = sorted({sid for who in left.values() for sid in who})
+    if not leavers:
+        return {}
+    pending = queued_rows(store, system, leavers).keys() | _refused(store, system, leavers)
+    found = {sid: who & pending for sid, who in left.items()}
+    return {sid: who for sid, who in found.items() if who}
+
+
+def in_rings(store: Store, system: str, waiting: Mapping[str, set[str]]) -> set[str]:
+    """Those of ``waiting`` (:func:`not_landed`) who wait, through leavers who wait in turn,
+    on themselves.
+
+    Each of a ring holds an address another of it left, and none of their changes has landed:
+    whoever is written first finds the other's record under the address, and held until the
+    other lands, none would ever be written. Leavers outside ``waiting`` are asked of the
+    store as far as the chain goes (each step is someone's former address: a few at most).
+    """
+    graph: dict[str, set[str]] = {sid: set(who) for sid, who in waiting.items()}
+    ahead = {sid for who in graph.values() for sid in who} - graph.keys()
+    while ahead:
+        more = not_landed(store, system, vacated_by(store, sorted(ahead)))
+        graph.update((sid, more.get(sid, set())) for sid in ahead)
+        ahead = {sid for who in more.values() for sid in who} - graph.keys()
+    return {sid for sid in waiting if sid in _reachable(graph, graph[sid])}
+
+
+def _reachable(graph: Mapping[str, set[str]], start: set[str]) -> set[str]:
+    """Every node ``graph`` leads to from ``start``, ``start`` included."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        sid = todo.pop()
+        if sid not in seen:
+            seen.add(sid)
+            todo.extend(graph.get(sid, ()))
+    return seen
+
+
+def _refused(store: Store, system: str, subject_ids: Sequence[str]) -> set[str]:
+    """Those of ``subject_ids`` with a dead letter for ``system`` (refused, or set aside)."""
+    found: set[str] = set()
+    for start in range(0, len(subject_ids), 500):
+        chunk = subject_ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        rows = store.db.execute(
+            "SELECT subject_id FROM dead_letters "  # noqa: S608 - marks only
+            f"WHERE system=? AND subject_id IN ({marks})",
+            (system, *chunk),
+        )
+        found.update(row[0] for row in rows)
     return found
 
 

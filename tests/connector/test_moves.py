@@ -8,7 +8,8 @@ from pathlib import Path
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
-from connector.moves import Move, apply_moves
+from connector.engine import WAITS_FOR_LEAVER
+from connector.moves import Move, apply_moves, in_rings, not_landed, vacated_by
 from connector.runtime import Runtime
 from connector.state import PER_SYSTEM_TABLES, QueuedPayload, Store
 
@@ -294,3 +295,102 @@ def test_an_opt_out_at_a_system_moves_with_the_person_and_goes_with_their_erasur
     assert store.opted_out("news", ["old", "new"]) == {"new"}
     counts = DsrStore(store).delete_traces(["new"])
     assert counts["opt_outs"] == 1 and store.opted_out("news", ["new"]) == set()
+
+
+async def test_two_people_each_under_the_other_s_former_address_are_written(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Anna moves OLD -> a temporary address, Bert moves BERT -> OLD, Anna moves on to BERT,
+    each in its own sync. Aliases are kept for good, so each is now under an address the
+    other left; with a change of each queued in the same batch, each waited on the other's
+    queued row, and neither was ever written. A ring of people waiting on each other is
+    not held."""
+    temporary = "anna.tijdelijk@example.nl"
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    shop.add_person(BERT, "Bert", "Jansen", "0622222222")
+    await rt.engine.sync()
+    shop.touch(OLD, email=temporary)
+    (first,) = await rt.engine.sync()
+    shop.touch(BERT, email=OLD)
+    (second,) = await rt.engine.sync()
+    shop.touch(temporary, email=BERT)
+    (third,) = await rt.engine.sync()
+    assert (first.moved, second.moved, third.moved) == (1, 1, 1)
+    shop.touch(BERT, billing={"phone": "0633333333"})  # Anna
+    shop.touch(OLD, billing={"phone": "0644444444"})  # Bert
+
+    (report,) = await rt.engine.sync()
+
+    assert report.destinations["crm"].retry_later == 0, report.destinations["crm"].deferred
+    assert report.destinations["crm"].updated == 2
+    for email, phone in ((BERT, "+31633333333"), (OLD, "+31644444444")):
+        contact = crm.store.live(email, "email")
+        assert contact is not None and contact.properties.get("phone") == phone
+
+
+REFUSED = "bert elders@example.nl"  # an address the CRM refuses (a typo in an import)
+
+
+async def test_who_takes_an_address_whose_leaver_was_refused_waits_until_his_change_lands(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Bert leaves NEW for an address the CRM refuses (a dead letter: his contact keeps NEW)
+    and Anna takes NEW in the same sync. Written then, Anna's upsert by e-mail found Bert's
+    contact, wrote her data onto it and made it hers as well as his (her erasure would
+    delete Bert's record). Her write stays queued, with a reason that names no one, until
+    Bert's change of address lands (his address fixed in the shop); then she gets a contact
+    of her own, and the two are two people in the identity map."""
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    bert_shop_id = shop.add_person(NEW, "Bert", "Jansen", "0622222222")
+    await rt.engine.sync()
+    bert = crm.record_for(NEW)
+    assert bert is not None
+    record = shop.store.get(int(bert_shop_id))
+    assert record is not None
+    record["email"] = REFUSED  # as an import would, past the shop's own validation
+    shop.store.save(record, previous_email=NEW)
+    shop.touch(OLD, email=NEW)
+    anna, bert_sid = (rt.keyring.subject_id(email) for email in (NEW, REFUSED))
+
+    for _ in range(2):  # held run after run while his refusal stands
+        (report,) = await rt.engine.sync()
+        crm_report = report.destinations["crm"]
+        assert crm_report.retry_later == 1 and crm_report.deferred == WAITS_FOR_LEAVER
+        held = crm.store.live(str(bert["id"]))
+        assert held is not None and held.properties["firstname"] == "Bert"
+        assert rt.store.external_ids("crm", [anna]) == {}
+    assert report.moved == 0 and crm.contact_count() == 2
+    assert "@" not in crm_report.deferred
+
+    shop.touch(REFUSED, email=BERT)  # the shop owner fixes Bert's address
+    (fixed,) = await rt.engine.sync()
+    # Anna's row, left from before, may be tried before the page queues Bert's change.
+    (report,) = await rt.engine.sync()
+
+    assert fixed.moved == 1 and rt.store.dead_letters() == []
+    assert not report.failed and report.destinations["crm"].left_queued == 0
+    moved = crm.store.live(str(bert["id"]))
+    assert moved is not None and moved.properties["email"] == BERT
+    assert moved.properties["firstname"] == "Bert"
+    ids = rt.store.external_ids("crm", [anna, rt.keyring.subject_id(BERT), bert_sid])
+    assert ids[anna] != ids[rt.keyring.subject_id(BERT)] == str(bert["id"])
+    mine = crm.store.live(NEW, "email")
+    assert mine is not None and mine.properties["firstname"] == "Anna"
+
+
+def test_only_people_in_a_ring_of_unlanded_address_changes_are_let_through(
+    tmp_path: Path,
+) -> None:
+    """x is under the address y left, y under z's, z under x's, none landed (each has a row
+    queued): a ring, found through y and z though only x is asked about. w, under x's former
+    address, waits on the ring without being part of it, and v's leaver has landed."""
+    store = Store(tmp_path / "s.db")
+    for holder, former in (("y", "x"), ("z", "y"), ("x", "z"), ("x", "w"), ("u", "v")):
+        store.db.execute(
+            "INSERT INTO subject_aliases(subject_id, alias) VALUES (?,?)", (holder, former)
+        )
+    queued = [QueuedPayload("crm", sid, b"x", "h") for sid in ("x", "y", "z", "w", "v")]
+    store.enqueue_page("f", "shop", queued, [], None)
+    waiting = not_landed(store, "crm", vacated_by(store, ["x", "w", "v"]))
+    assert waiting == {"x": {"y"}, "w": {"x"}}
+    assert in_rings(store, "crm", waiting) == {"x"}
