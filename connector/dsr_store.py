@@ -382,13 +382,19 @@ class DsrStore:
         return int(cur.rowcount)
 
     def queued_payloads(self, subject_ids: Sequence[str]) -> list[tuple[str, bytes]]:
-        """(system, sealed payload) of every outbox row queued for ``subject_ids``."""
+        """(system, sealed payload) of every outbox row queued for ``subject_ids``, and of
+        every write a row keeps from a former address (connector/moves.py)."""
         where, params = self.store.by_subject("outbox", subject_ids)
         rows = self.db.execute(
-            f"SELECT system, payload FROM outbox WHERE {where}",  # noqa: S608 - marks only
+            f"SELECT system, payload, former FROM outbox WHERE {where}",  # noqa: S608
             params,
         )
-        return [(str(system), bytes(payload)) for system, payload in rows]
+        found: list[tuple[str, bytes]] = []
+        for system, payload, former in rows:
+            found.append((str(system), bytes(payload)))
+            if former is not None:
+                found.append((str(system), bytes(former)))
+        return found
 
     def highest_queued(self) -> int:
         """The highest outbox id now: every row queued later gets a higher one (see

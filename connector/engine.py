@@ -460,6 +460,8 @@ class Engine:
                 # run): it lands first, and its acknowledgement records the system's id under
                 # the old subject, which the move then carries to the new one. Moved before
                 # it landed, that id was lost, and the new address became a second record.
+                # (One that landed in an earlier process, its answer lost, is sent again
+                # first: see connector/moves.py.)
                 olds = [move.old for move in moves]
                 for dest in destinations:
                     await self.in_flight.landed(dest.name, olds)
@@ -841,18 +843,22 @@ class Engine:
         return [row for row in taking if row.subject_id not in blocked]
 
     def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
-        """The rows a move since they were read has not dropped.
+        """The rows a move since they were read has not dropped or given to the new id.
 
         A move drops the old address's queued rows (the page queues the current data); a
         batch read before it would otherwise still send them, and their acknowledgement,
         under a subject the move emptied, would record nothing: the new address then went
-        out as a second record.
+        out as a second record. A row the move gave to the new id (its write kept to go
+        first) waits for a later batch, as the new id's (the page queues the current data
+        into it, under a new outbox id): acknowledged as read here, it left the outbox with
+        that write unsent.
         """
         queued = self.store.queued_ids([row.id for row in rows])
+        kept = [row for row in rows if queued.get(row.id) == row.subject_no]
         for row in rows:
-            if row.id not in queued:
+            if queued.get(row.id) != row.subject_no:
                 self._fresh.pop(row.id, None)
-        return [row for row in rows if row.id in queued]
+        return kept
 
     async def _deliver_rows(
         self,
@@ -943,7 +949,13 @@ class Engine:
                 )
         if not records:
             return
-        results = await self._upsert(dest, records, dest_report, stop, outage)
+        results: list[UpsertResult] = []
+        if any(by_ref[r.ref].former is not None and r.external_id is None for r in records):
+            records, results = await self._formers_first(
+                dest, records, by_ref, dest_report, stop, outage
+            )
+        if records:
+            results += await self._upsert(dest, records, dest_report, stop, outage)
         if outage.down:
             # The system is down (every try of several batches failed to reach it): the rest
             # waits in the outbox for the next run, instead of each batch spending its
@@ -1021,6 +1033,79 @@ class Engine:
             dest_report.retry_later += len(later)
         self._checkpoint("acked")
         progress.delivered(flow.name, dest.name, len(results))
+
+    async def _formers_first(
+        self,
+        dest: System,
+        records: list[OutboundRecord],
+        by_ref: dict[str, OutboxRow],
+        dest_report: DestinationReport,
+        stop: asyncio.Event,
+        outage: _Outage,
+    ) -> tuple[list[OutboundRecord], list[UpsertResult]]:
+        """Send first the writes rows keep from a former address (connector/moves.py),
+        where ``dest``'s id for the person is not known; return the records to send now,
+        each with the id learned, and the results of those that wait.
+
+        Such a write may have landed, its answer lost: sent again by the old address, it
+        lands on the same record (an upsert), and the answer gives that record's id, which
+        the current write (new address included) then updates. Sent by the new address
+        alone, it made a second record. The id is committed before the current write goes,
+        so a crash between the two sends nothing twice. A former write that cannot go now
+        (the system is down) keeps the current one queued with it; one the system refuses
+        made no record, and the current one goes by its address, as any new person's.
+        """
+        context = outbox_context(dest.name)
+        allowed = dest.mapping.allowed_paths
+        formers: list[OutboundRecord] = []
+        for record in records:
+            row = by_ref[record.ref]
+            if row.former is None or record.external_id is not None:
+                continue
+            try:
+                envelope = self.keyring.open_json(row.former, context)
+            except DecryptionError:
+                continue  # sealed under another key: the current write goes, as before
+            fields = {k: v for k, v in envelope["fields"].items() if k in allowed}
+            formers.append(OutboundRecord(record.ref, envelope["email"], None, fields))
+        if not formers:
+            return records, []
+        results = await self._upsert(dest, formers, dest_report, stop, outage)
+        # Someone erased meanwhile is erased again where the former write may have landed.
+        answered = await self._erase_late(dest, formers, by_ref, results, dest_report)
+        settled = {r.ref for r in results} - {r.ref for r in answered}
+        learned: dict[str, str] = {}
+        waiting: list[UpsertResult] = []
+        done: list[int] = []
+        for result in answered:
+            if result.external_id and (result.outcome != "failed" or result.retryable):
+                learned[result.ref] = result.external_id
+            elif result.outcome == "failed" and result.retryable:
+                waiting.append(result)
+                continue
+            done.append(by_ref[result.ref].id)
+        held = [
+            Ack(row.id, row.subject_id, self.ids.to_store(dest.name, ext), "", row.subject_no)
+            for ref, ext in learned.items()
+            for row in (by_ref[ref],)
+        ]
+
+        def settle(store: Store) -> None:
+            with store.transaction():
+                store.note_identities(dest.name, held)
+                store.forget_former(done)
+
+        if done:
+            self._write(settle)
+        skip = settled | {r.ref for r in waiting}
+        current = [
+            r._replace(external_id=learned.get(r.ref, r.external_id))
+            for r in records
+            if r.ref not in skip
+        ]
+        if stop.is_set():  # the system is down, or answered with a fatal error
+            return [], waiting + _deferred(current, "delivery stopped")
+        return current, waiting
 
     async def _erase_late(
         self,

@@ -80,6 +80,7 @@ class _Sealed(NamedTuple):
 #: checks this list against the schema's BLOB columns, so a new one cannot be forgotten here.
 SEALED_COLUMNS = (
     _Sealed("outbox", "outbox", "payload", "id", "system", outbox_context),
+    _Sealed("outbox former writes", "outbox", "former", "id", "system", outbox_context),
     _Sealed("dead letters", "dead_letters", "payload", "id", "system", outbox_context),
     _Sealed("request manifests", "dsr_requests", "manifest", "id", "id", manifest_context),
     _Sealed("jobs", "jobs", "params", "id", "id", lambda _id: JOB_CONTEXT),

@@ -15,6 +15,16 @@ subject and updates those records (adapters write a record they know the id of b
 new address included) instead of creating new ones. Each move is audited with both
 pseudonymous ids.
 
+A payload queued under the old id for a system that has no id for the person is not
+dropped: it may have landed, its answer lost to a crash (the store learns a system's id
+only from that answer), and the system then holds the person under the old address. Its row
+becomes the new id's, keeping that write as its ``former`` one; the page then queues the
+current data into the same row. Delivery sends the former write first (``Engine.
+_formers_first``): an upsert by the old address lands on the record it made, or makes the
+one it would have, and its answer gives the id that the current write, new address
+included, updates. Dropped, the new address went out alone and made a second record, while
+the first kept the old address, name and phone.
+
 The old id is kept as an alias of the new one (:func:`same_person`): an erasure asked for
 under either address reaches the person and suppresses both ids, so a backup still holding
 the old address cannot bring them back. That holds while nobody else has the old address:
@@ -57,7 +67,7 @@ __all__ = [
     "vacated_by",
 ]
 
-#: Per-system rows that follow the person to the new id (queued payloads are dropped instead).
+#: Per-system rows that follow the person to the new id (queued payloads: see apply_moves).
 _MOVED = ("identities", "delivered")
 
 
@@ -102,7 +112,18 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
                         "WHERE system=? AND subject_no=?",
                         (new, system, old),
                     )
-                # Queued payloads carry the old address; the page queues the current data.
+                # Where the system's id for the person is unknown, what is queued under the
+                # old address may have landed anyway: the row stays, as the new id's, with
+                # that write kept to go first (see the module). One kept from an earlier move
+                # stays: the row's own payload was never sent while it waited.
+                db.execute(
+                    "UPDATE outbox SET subject_no=?1, former=COALESCE(former, payload) "
+                    "WHERE system=?2 AND subject_no=?3 AND NOT EXISTS "
+                    "(SELECT 1 FROM identities WHERE system=?2 AND subject_no=?1)",
+                    (new, system, old),
+                )
+                # The rest carry the old address to a record known by its id: the page
+                # queues the current data.
                 db.execute("DELETE FROM outbox WHERE system=? AND subject_no=?", (system, old))
             if not _holds_rows(store, move.old):
                 # The old id lives on as an alias (below); its number has nothing left.

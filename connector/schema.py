@@ -295,6 +295,13 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (system, subject_id)
     ) WITHOUT ROWID;
     """,
+    # 19: a write queued under a person's former address, kept with their row when they moved
+    # (connector/moves.py): it may have landed with its answer lost, and goes first, so the
+    # record it made is found by that address instead of a second one made. Sealed as the
+    # payload it was; NULL on nearly every row.
+    """
+    ALTER TABLE outbox ADD COLUMN former BLOB;
+    """,
 ]
 
 

@@ -116,6 +116,9 @@ class OutboxRow(NamedTuple):
     payload_hash: str
     attempts: int
     subject_no: int
+    #: A write queued under the person's former address, sealed, that may have landed
+    #: (schema 19, connector/moves.py): sent first where the system's id is not known.
+    former: bytes | None = None
 
 
 class Ack(NamedTuple):
@@ -571,7 +574,7 @@ class Store:
         with ``flow``, only the rows that flow queued."""
         rows = self.db.execute(
             "SELECT o.id, o.system, s.subject_id, o.flow, o.payload, o.payload_hash, o.attempts, "
-            "o.subject_no FROM outbox o JOIN subjects s ON s.subject_no = o.subject_no "
+            "o.subject_no, o.former FROM outbox o JOIN subjects s ON s.subject_no = o.subject_no "
             "WHERE o.system=? AND o.id>? AND (?4 IS NULL OR o.flow=?4) ORDER BY o.id LIMIT ?3",
             (system, after_id, limit, flow),
         ).fetchall()
@@ -747,17 +750,22 @@ class Store:
     def bump_attempts(self, ids: Sequence[int]) -> None:
         self.db.executemany("UPDATE outbox SET attempts=attempts+1 WHERE id=?", [(i,) for i in ids])
 
-    def queued_ids(self, ids: Sequence[int]) -> set[int]:
-        """Which of the outbox ``ids`` are still queued."""
-        found: set[int] = set()
+    def queued_ids(self, ids: Sequence[int]) -> dict[int, int]:
+        """Which of the outbox ``ids`` are still queued, each with its subject's number now
+        (a move gives a row kept for its former address to the new one)."""
+        found: dict[int, int] = {}
         for chunk in chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT id FROM outbox WHERE id IN ({marks})",  # noqa: S608 - marks only
+                f"SELECT id, subject_no FROM outbox WHERE id IN ({marks})",  # noqa: S608
                 tuple(chunk),
             )
-            found.update(row[0] for row in rows)
+            found.update(rows.fetchall())
         return found
+
+    def forget_former(self, ids: Sequence[int]) -> None:
+        """Clear the former address's write of these rows: it was sent and answered."""
+        self.db.executemany("UPDATE outbox SET former=NULL WHERE id=?", [(i,) for i in ids])
 
     def drop_outbox(self, ids: Sequence[int]) -> None:
         with self.transaction() as db:

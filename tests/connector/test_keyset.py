@@ -295,6 +295,7 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
     assert rotated[-1]["new"] == master_fingerprint(decode_master_key(new_key))
     assert rotated[-1]["resealed"] == {
         "outbox": 2,
+        "outbox former writes": 0,
         "dead letters": 1,
         "request manifests": 1,
         "jobs": 1,

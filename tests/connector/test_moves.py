@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
@@ -92,6 +96,49 @@ async def test_an_address_change_while_the_old_address_is_still_queued_adds_no_s
     assert crm.contact_count() == 1 and crm.holds(NEW) and not crm.holds(OLD)
     (again,) = await rt.engine.sync()
     assert again.destinations["crm"].queued == 0 and crm.contact_count() == 1
+
+
+class Crash(Exception):
+    """Simulated process death at a checkpoint."""
+
+
+def _crash_at(point: str) -> Callable[[str], None]:
+    def checkpoint(name: str) -> None:
+        if name == point:
+            raise Crash(name)
+
+    return checkpoint
+
+
+async def test_an_address_change_after_a_write_whose_answer_was_lost_adds_no_second_contact(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """The write under the old address landed and the process died before its answer was
+    committed: the row stayed queued and the CRM's id was never learned. The customer then
+    changed her address, and the next sync met a CRM that did not answer. The move keeps the
+    old address's write to go first: it lands on the same contact, its answer gives the id,
+    and the new address updates that contact instead of adding a second one."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    with pytest.raises(Crash):
+        async with open_rt(checkpoint=_crash_at("delivered")) as rt:
+            await rt.engine.sync()
+    contact_id = _contact_id(crm, OLD)
+    assert crm.contact_count() == 1 and contact_id is not None
+
+    shop.touch(OLD, email=NEW)
+    crm.faults.fail_next = 10_000  # the CRM is unreachable for the next run
+    async with open_rt() as rt:
+        (down,) = await rt.engine.sync()
+        assert down.moved == 1 and down.destinations["crm"].left_queued == 1
+    crm.faults.fail_next = 0
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert not report.failed, report.errors
+        (again,) = await rt.engine.sync()
+        assert again.destinations["crm"].queued == 0
+        assert rt.store.outbox_count() == 0
+    assert crm.contact_count() == 1, "a second contact for the same person"
+    assert _contact_id(crm, NEW) == contact_id and not crm.holds(OLD)
 
 
 async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_one(
