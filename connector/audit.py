@@ -256,14 +256,17 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
             return bad(seq, "entry content does not match its hash")
         if kind == AUDIT_ANCHORED:
             anchored = data
-        elif kind == RETENTION_PURGED and anchored is None and checked:
+        elif kind == RETENTION_PURGED and anchored is None:
             # Audit entries purged by a version that did not record its anchors yet. A
             # version that does appends its audit.anchored entry right before its
-            # retention.purged one, in one transaction: a purge entry that is the first
-            # after the anchor had its anchor entry deleted with the prefix, so it excuses
-            # nothing. (An earlier version's purge of the whole chain, none of it younger
-            # than audit_days, left the same shape; it is reported, never a prefix let go.)
-            purged_before_anchors |= bool(json.loads(data).get("audit_entries"))
+            # retention.purged one, in one transaction, and its purge entries count the
+            # replaced stores too (which came with anchors): where no anchor entry is left,
+            # one of those had its anchor entry deleted with the prefix, so it excuses
+            # nothing. An earlier version's entry, without that count, does, even first in
+            # the chain: it purged the whole chain when none was younger than audit_days.
+            recorded = json.loads(data)
+            if "replaced_stores" not in recorded:
+                purged_before_anchors |= bool(recorded.get("audit_entries"))
         expected_prev = digest
         expected_seq += 1
         checked += 1

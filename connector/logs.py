@@ -77,6 +77,13 @@ _DATE = (
     r"|/(?:0?[1-9]|1[0-2])/)(?:19|20)\d\d)(?: \d\d)?"
 )
 _DATES_ONLY = re.compile(rf"{_DATE}(?:(?: - | |-){_DATE})*")
+#: ... nor a count or an amount written with thousands separators ("1.250.000",
+#: "12.345.678" of "EUR 12.345.678,90"; a number never starts with 0, a phone mostly does),
+#: nor an ISO date written with slashes or dots ("2026/11/30").
+_NOT_A_PHONE = re.compile(
+    r"[1-9]\d{0,2}(?:\.\d{3})+"
+    r"|(?:19|20)\d\d([/.])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])"
+)
 #: A credential after its name; after "Authorization:" the scheme word ("Bearer", "Basic")
 #: is passed over, so the token itself is masked, not the word.
 _BEARER = re.compile(
@@ -111,7 +118,8 @@ def mask_contact_details(text: str) -> str:
 
 def _phone_unless_dates(match: re.Match[str]) -> str:
     found = match.group()
-    return found if _DATES_ONLY.fullmatch(found) else "<phone>"
+    kept = _DATES_ONLY.fullmatch(found) or _NOT_A_PHONE.fullmatch(found)
+    return found if kept else "<phone>"
 
 
 class RedactingFilter(logging.Filter):

@@ -305,3 +305,22 @@ def test_a_since_without_an_offset_is_read_as_the_operator_s_clock(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_an_older_version_s_purge_of_the_whole_chain_still_verifies(tmp_path: Path) -> None:
+    """Before anchor entries, retention purged every entry older than audit_days (the whole
+    chain when none was younger) and appended its retention.purged entry, without the
+    count of replaced stores that came with anchors: first in the chain, it still vouches
+    for the purge. (A purge entry of this version first in the chain does not: see
+    test_retention's hand-deleted prefix.)"""
+    store = Store(tmp_path / "s.db")
+    for n in range(3):
+        audit.append(store, "sync.completed", {"n": n})
+    with store.transaction() as db:
+        (last, digest) = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC").fetchone()
+        deleted = db.execute("DELETE FROM audit WHERE seq <= ?", (last,)).rowcount
+        db.execute("UPDATE audit_chain SET anchor_seq=?, anchor_hash=? WHERE id=1", (last, digest))
+    audit.append(store, audit.RETENTION_PURGED, {"audit_entries": deleted, "runs": 0})
+    audit.append(store, "sync.completed", {"n": 3})
+    result = audit.verify(store)
+    assert result.ok, result.problem

@@ -174,6 +174,13 @@ def test_redaction_masks_the_token_after_the_authorization_scheme(line: str) -> 
         ("away 30-11-2026 - 13.12.2026", "away 30-11-2026 - 13.12.2026"),
         ("on 1/12/2026 14 h", "on 1/12/2026 14 h"),
         ("on 30.11.2026 call 0470/12.34.56", "on 30.11.2026 call <phone>"),
+        # Counts and amounts with thousands separators, and ISO dates with slashes, stay:
+        # often the one fact a reason or an incident summary was written for.
+        ("about 1.250.000 records", "about 1.250.000 records"),
+        ("verlengd: 2.500.000 orders te doorzoeken", "verlengd: 2.500.000 orders te doorzoeken"),
+        ("bedrag EUR 12.345.678,90 betwist", "bedrag EUR 12.345.678,90 betwist"),
+        ("AP-besluit van 2026/11/30", "AP-besluit van 2026/11/30"),
+        ("call 010.123.4567", "call <phone>"),
     ],
 )
 def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> None:
