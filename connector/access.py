@@ -57,6 +57,8 @@ _T: dict[str, dict[str, str]] = {
         "rights": "Your rights",
         "data": "Your data per system",
         "none": "This system holds no data about you.",
+        "exempt": "This system was not consulted for this request, so this copy holds none "
+        "of the data it may have about you. Why: {reason}",
         "record": "Record",
         "field": "Field",
         "value": "Value",
@@ -100,6 +102,8 @@ _T: dict[str, dict[str, str]] = {
         "rights": "Uw rechten",
         "data": "Uw gegevens per systeem",
         "none": "Dit systeem heeft geen gegevens over u.",
+        "exempt": "Dit systeem is voor dit verzoek niet geraadpleegd; dit overzicht bevat dus "
+        "geen van de gegevens die het mogelijk over u heeft. Waarom: {reason}",
         "record": "Record",
         "field": "Veld",
         "value": "Waarde",
@@ -274,13 +278,18 @@ def write_bundle(
     systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
     connector: Mapping[str, Any],
     facts: Art15Facts,
+    exempt: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Write ``data.json`` and the four reports into ``out_dir``; return the paths.
 
     Args:
         systems: system name -> (adapter kind, the records it holds for the subject).
         connector: what the connector itself keeps (ids, timestamps, statuses).
+        exempt: system name -> the reason it was exempted from the request and not read
+            (``dsr exempt``; redacted when stored). The person is told it (Art. 12(4)): the
+            copy must not pass for complete while a recipient was left out.
     """
+    exempt = dict(exempt or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     # The folder is closed to others when it is the bundle's own; one that holds other
     # things (an operator's `--out .`) keeps its mode: the files themselves are 0600.
@@ -295,14 +304,19 @@ def write_bundle(
             name: {"adapter": kind, "records": list(records)}
             for name, (kind, records) in systems.items()
         },
+        **(
+            {"exempt_systems": [{"system": n, "reason": r} for n, r in exempt.items()]}
+            if exempt
+            else {}
+        ),
         "connector": dict(connector),
         "art15": facts.as_dict(),
     }
     texts = {"data.json": json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"}
     head = {"request_id": request_id, "subject_id": subject_id, "generated_at": generated_at}
     for lang in LANGS:
-        texts[f"report.{lang}.md"] = _markdown(lang, head, systems, connector, facts)
-        texts[f"report.{lang}.html"] = _html(lang, head, systems, connector, facts)
+        texts[f"report.{lang}.md"] = _markdown(lang, head, systems, exempt, connector, facts)
+        texts[f"report.{lang}.html"] = _html(lang, head, systems, exempt, connector, facts)
     written = []
     for name in BUNDLE_FILES:
         path = out_dir / name
@@ -374,6 +388,18 @@ _NOT_READ: dict[str, dict[str, str]] = {
 }
 
 
+def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterator[tuple[str, str]]:
+    """Each exempted system as (heading, why it was not read) in ``lang``; plain text.
+
+    Under the data per system, where the person looks for it: listed among the recipients
+    with nothing said here, the system passed for one that holds nothing about them.
+    """
+    kinds = {name: kind for name, kind, _ in facts.recipients}
+    for name, reason in exempt.items():
+        heading = f"{name} ({kinds[name]})" if name in kinds else name
+        yield heading, _T[lang]["exempt"].format(reason=reason)
+
+
 def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """A record's rows for a report: its leaves, the reasons a record is kept or partly
     read in ``lang``."""
@@ -408,6 +434,7 @@ def _markdown(
     lang: str,
     head: Mapping[str, str],
     systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
+    exempt: Mapping[str, str],
     connector: Mapping[str, Any],
     facts: Art15Facts,
 ) -> str:
@@ -437,6 +464,8 @@ def _markdown(
                 f"| {md_escape(path)} | {md_escape(value)} |" for path, value in _rows(lang, record)
             ]
             lines.append("")
+    for name, reason in _not_read(lang, exempt, facts):
+        lines += ["", f"### {md_escape(name)}", "", md_escape(reason)]
     lines += ["", f"## {t['connector']}", "", md_escape(t["connector_text"]), ""]
     lines += [f"- {md_escape(path)}: {md_escape(value)}" for path, value in _flatten(connector)]
     lines += ["", f"## {t['portable']}", "", md_escape(t["portable_text"]), ""]
@@ -454,6 +483,7 @@ def _html(
     lang: str,
     head: Mapping[str, str],
     systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
+    exempt: Mapping[str, str],
     connector: Mapping[str, Any],
     facts: Art15Facts,
 ) -> str:
@@ -488,6 +518,8 @@ def _html(
                 for path, value in _rows(lang, record)
             ]
             parts.append("</table>")
+    for name, reason in _not_read(lang, exempt, facts):
+        parts += [f"<h3>{_h(name)}</h3>", f"<p>{_h(reason)}</p>"]
     parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
     parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _flatten(connector)]
     parts += ["</ul>", f"<h2>{_h(t['portable'])}</h2>", f"<p>{_h(t['portable_text'])}</p>"]

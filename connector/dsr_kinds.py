@@ -626,8 +626,14 @@ class KindRunner:
             return records
 
         # Every system is read again on a retry: records are never stored between attempts.
-        # One exempted from the request (DsrService.exempt) is not read at all.
-        exempt = {s.system for s in self.db.systems(row.id) if s.status == "exempt"}
+        # One exempted from the request (DsrService.exempt) is not read at all; the bundle
+        # tells the person why (Art. 12(4)), from the reason the exemption stored (its
+        # detail, "exempt: " and the redacted reason).
+        exempt = {
+            s.system: (s.detail or "").removeprefix("exempt: ")
+            for s in self.db.systems(row.id)
+            if s.status == "exempt"
+        }
         reading = [n for n in self.rt.systems if n not in exempt]
         outcomes = await _settle({n: read(n) for n in reading})
         held: dict[str, tuple[str, list[dict[str, Any]]]] = {}
@@ -677,7 +683,7 @@ class KindRunner:
             self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_ids=list(people)
         )
         try:
-            self._write_bundle(row, target, held, connector)
+            self._write_bundle(row, target, held, connector, exempt)
         except OSError as exc:
             # Every system was read; the retry reads them again and writes once it can.
             raise DsrError(
@@ -704,6 +710,7 @@ class KindRunner:
         target: Path,
         held: dict[str, tuple[str, list[dict[str, Any]]]],
         connector: dict[str, Any],
+        exempt: dict[str, str],
     ) -> list[Path]:
         return write_bundle(
             target,
@@ -713,6 +720,7 @@ class KindRunner:
             systems=held,
             connector=connector,
             facts=art15_facts(self.rt.config),
+            exempt=dict(sorted(exempt.items())),
         )
 
     # -- rectify -------------------------------------------------------------------------------

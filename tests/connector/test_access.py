@@ -307,3 +307,33 @@ async def test_an_erasure_deletes_a_bundle_recorded_before_bundles_said_whose(
     assert (await service.erase(CANARY_EMAIL)).status == "completed"
     assert not (tmp_path / "canary").exists()
     assert (tmp_path / "other" / "data.json").exists()  # somebody else's: kept
+
+
+async def test_the_bundle_tells_the_person_why_an_exempted_system_was_not_read(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """`dsr exempt` takes a reason the person is told (Art. 12(4)); for an access request
+    the bundle is what they get. data.json carries the reason, and each report says under
+    the data per system, in its language, that the system was not read and why: listed
+    among the recipients with nothing said, the CRM passed for one holding nothing."""
+    await seed_both(shop, crm, rt)
+    crm.faults.down = True
+    service = DsrService(rt)
+    out = tmp_path / "bundle"
+    view = await service.access(CANARY_EMAIL, out)
+    reason = "Legal hold: the CRM is sealed for a court case <zaak|12>"
+    service.exempt(view.id, "crm", reason)
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    assert data["exempt_systems"] == [{"system": "crm", "reason": reason}]
+    assert "crm" not in data["systems"]
+    en, nl = ((out / f"report.{lang}.md").read_text(encoding="utf-8") for lang in ("en", "nl"))
+    assert "was not consulted for this request" in en and "niet geraadpleegd" in nl
+    for text in (en, nl):
+        assert "### crm (hubspot)" in text
+        assert "court case \\<zaak\\|12\\>" in text  # escaped as other text is
+    for lang in ("en", "nl"):
+        page = (out / f"report.{lang}.html").read_text(encoding="utf-8")
+        assert "<h3>crm (hubspot)</h3>" in page
+        assert "court case &lt;zaak|12&gt;" in page and "<zaak" not in page
