@@ -375,7 +375,8 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
     return sections
 
 
-#: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``), by code.
+#: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``, HubSpot's
+#: ``propertiesNotRead.reason``), by code.
 _NOT_READ: dict[str, dict[str, str]] = {
     "read_all_orders": {
         "en": "Shopify counts more orders of this customer than it served: orders older than "
@@ -384,6 +385,15 @@ _NOT_READ: dict[str, dict[str, str]] = {
         "nl": "Shopify telt meer bestellingen van deze klant dan het gaf: bestellingen ouder "
         "dan 60 dagen geeft het alleen aan een app met de bevoegdheid read_all_orders, dus "
         "dit overzicht toont de recente; de winkel bewaart de rest",
+    },
+    "crm.schemas.contacts.read": {
+        "en": "HubSpot did not let klantsync read which properties a contact has (the app "
+        "lacks the crm.schemas.contacts.read scope), so this copy is partial: it lists only "
+        "the properties klantsync syncs; HubSpot may hold more about you",
+        "nl": "HubSpot liet klantsync niet lezen welke eigenschappen een contact heeft (de app "
+        "mist de bevoegdheid crm.schemas.contacts.read), dus dit overzicht is onvolledig: het "
+        "toont alleen de eigenschappen die klantsync synchroniseert; HubSpot kan meer over u "
+        "bewaren",
     },
 }
 
@@ -406,7 +416,7 @@ def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for path, value in _flatten(record):
         if path == "retained":
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
-        elif path == "ordersNotRead.reason":
+        elif path in ("ordersNotRead.reason", "propertiesNotRead.reason"):
             yield path, _NOT_READ.get(value, {}).get(lang, value)
         else:
             yield path, value

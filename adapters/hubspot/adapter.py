@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Literal
@@ -67,8 +68,18 @@ __all__ = [
     "wait_hint",
 ]
 
+log = logging.getLogger("klantsync.hubspot")
+
 GDPR_DELETE: Final = f"{CONTACTS}/gdpr-delete"
 PROPERTIES: Final = "/crm/v3/properties/contacts"
+
+#: The key of a contact's record that says the copy holds the configured properties only.
+PROPERTIES_UNREAD: Final = "propertiesNotRead"
+
+#: Why, as a code the access report states in the report's language (connector/access.py):
+#: the scope that lets a token read the portal's property definitions. Its name is
+#: UNVERIFIED against HubSpot's scope list; HubSpot answers 403 for a missing scope.
+PROPERTIES_UNREAD_REASON: Final = "crm.schemas.contacts.read"
 
 #: Error categories worth retrying when HubSpot reports them per input in a 207.
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
@@ -100,6 +111,8 @@ class HubSpotAdapter:
         self._properties = ",".join(settings.properties)
         self._lookup = ContactLookup(client, settings.properties)
         self._every_property: list[str] | None = None
+        # The token may not read the schema: each copy holds the configured properties only.
+        self._schema_refused = False
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -271,20 +284,36 @@ class HubSpotAdapter:
         too: it sits in HubSpot's recycle bin, restorable for 90 days, so an access request
         reports it and an erasure's verification must not call the subject absent while it is
         there. The live contact found by e-mail comes first. An empty list when HubSpot holds
-        nobody.
+        nobody. When the token may not read the schema, each contact carries
+        :data:`PROPERTIES_UNREAD`, so a copy of the configured properties alone does not pass
+        for whole.
         """
         names = await self._all_properties()
         live, others = await self._lookup.held(subject, names)
-        return ([live] if live is not None else []) + others
+        held = ([live] if live is not None else []) + others
+        if self._schema_refused:
+            for contact in held:
+                contact[PROPERTIES_UNREAD] = {"reason": PROPERTIES_UNREAD_REASON}
+        return held
 
     async def _all_properties(self) -> list[str]:
         """Every contact property name of the portal, read once per adapter.
 
         Falls back to the configured properties when the token may not read the schema
-        (HubSpot's ``crm.schemas.contacts.read`` scope is missing: 403).
+        (HubSpot's ``crm.schemas.contacts.read`` scope is missing: 403); the copies
+        :meth:`find` makes then say so, and a warning names the scope once.
         """
         if self._every_property is None:
             response = await self.client.request("GET", PROPERTIES, accept=(403,))
+            if response.status_code == 403:
+                self._schema_refused = True
+                # The portal's, not a person's: no contact is named.
+                log.warning(
+                    "HubSpot refused the contact property definitions: access copies hold the "
+                    "configured properties only; grant the private app the "
+                    "crm.schemas.contacts.read scope for every property",
+                    extra={"system": self.client.system},
+                )
             names = [
                 str(item["name"])
                 for item in json_object(response).get("results") or []

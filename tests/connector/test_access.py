@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import httpx
 import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
@@ -14,8 +17,8 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.access import BUNDLE_FILES, art15_facts
 from connector.crypto import BUNDLE_PATH_CONTEXT
 from connector.dsr import DsrError, DsrService, DsrUsageError
-from connector.runtime import Runtime
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164
+from connector.runtime import Runtime, open_runtime
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, VirtualTime
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 OTHER_NAME = "Ottokarander"
@@ -337,3 +340,61 @@ async def test_the_bundle_tells_the_person_why_an_exempted_system_was_not_read(
         page = (out / f"report.{lang}.html").read_text(encoding="utf-8")
         assert "<h3>crm (hubspot)</h3>" in page
         assert "court case &lt;zaak|12&gt;" in page and "<zaak" not in page
+
+
+def _refusing_the_schema(app: Any) -> Any:
+    """HubSpot behind a private app without the schema scope: the property definitions
+    answer 403 (MISSING_SCOPES), every contact route as before."""
+
+    async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/crm/v3/properties/contacts":
+            body = {
+                "status": "error",
+                "message": "missing scopes",
+                "category": "MISSING_SCOPES",
+                "correlationId": "00000000-0000-0000-0000-000000000000",
+            }
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+            return
+        await app(scope, receive, send)
+
+    return wrapped
+
+
+async def test_a_hubspot_copy_of_the_configured_properties_only_says_it_is_partial(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    config_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without the schema scope HubSpot refuses the property list and the copy holds the
+    configured properties only (not the contact's lifecycle stage): the contact's record
+    says so, the reports say it in their language, and a warning names the scope, not the
+    person, as Shopify's ordersNotRead does for orders."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 87654321")
+    crm.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", lifecyclestage="salesqualifiedlead")
+    clock = VirtualTime()
+    transports = {
+        "shop": httpx.ASGITransport(app=shop.app()),
+        "crm": httpx.ASGITransport(app=_refusing_the_schema(crm.app())),
+    }
+    caplog.set_level(logging.WARNING)
+    async with open_runtime(
+        config_path, transports=transports, sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        out = tmp_path / "bundle"
+        view = await DsrService(rt).access(CANARY_EMAIL, out)
+    assert view.status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    (contact,) = data["systems"]["crm"]["records"]
+    assert contact["properties"]["firstname"] == CANARY_NAME
+    assert "lifecyclestage" not in contact["properties"]
+    assert contact["propertiesNotRead"] == {"reason": "crm.schemas.contacts.read"}
+    en, nl = ((out / f"report.{lang}.md").read_text(encoding="utf-8") for lang in ("en", "nl"))
+    assert "this copy is partial" in en and "dit overzicht is onvolledig" in nl
+    (warning,) = [r for r in caplog.records if "crm.schemas.contacts.read" in r.getMessage()]
+    said = json.dumps(warning.__dict__, default=str)
+    assert CANARY_EMAIL not in said and CANARY_NAME not in said
