@@ -513,31 +513,36 @@ class WooCommerceAdapter:
                 return orders
             page += 1
 
-    async def _orders_for(self, customer_id: int | None, email: str) -> list[dict[str, Any]]:
-        """The customer's orders plus guest orders billed to the same e-mail."""
+    async def _orders_for(
+        self, customer_id: int | None, emails: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The customer's orders plus guest orders billed to any of ``emails``."""
         found: dict[int, dict[str, Any]] = {}
         if customer_id:
             for order in await self._list_orders({"customer": customer_id}):
                 found[order["id"]] = order
-        wanted = normalise_email(email)
-        if "@" not in wanted:
-            # Without an e-mail there is nothing to match guest orders on; an empty search
-            # would list every order of the shop, and blank billing e-mails would "match".
-            return [found[k] for k in sorted(found)]
-        # search is a substring match over the address index: keep exact e-mail matches only,
-        # so jan@x.nl is never mistaken for an@x.nl, nor strasse@ (another subject) for
-        # straße@, which the shop's database may fold to the same.
-        for order in await self._list_orders({"search": email}):
-            billing = order.get("billing")
-            billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
-            if isinstance(billed_to, str) and normalise_email(billed_to) == wanted:
-                found[order["id"]] = order
+        for email in emails:
+            wanted = normalise_email(email)
+            if "@" not in wanted:
+                # Without an e-mail there is nothing to match guest orders on; an empty search
+                # would list every order of the shop, and blank billing e-mails would "match".
+                continue
+            # search is a substring match over the address index: keep exact e-mail matches
+            # only, so jan@x.nl is never mistaken for an@x.nl, nor strasse@ (another subject)
+            # for straße@, which the shop's database may fold to the same.
+            for order in await self._list_orders({"search": email}):
+                billing = order.get("billing")
+                billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
+                if isinstance(billed_to, str) and normalise_email(billed_to) == wanted:
+                    found[order["id"]] = order
         return [found[k] for k in sorted(found)]
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer (as wc/v3 returns it) and each of their orders as ``{"type": "order"}``."""
         customer = await self._customer_for(subject)
-        orders = await self._orders_for(int(customer["id"]) if customer else None, subject.email)
+        orders = await self._orders_for(
+            int(customer["id"]) if customer else None, _addresses(subject, customer)
+        )
         held: list[dict[str, Any]] = [customer] if customer else []
         # Not anonymised by an erasure (anonymise_orders off: kept for tax law), an order
         # is held on purpose: found for access, and no sign an erasure failed.
@@ -581,7 +586,7 @@ class WooCommerceAdapter:
         customer_id = int(customer["id"]) if customer else None
         anonymised = notes = 0
         if self.settings.anonymise_orders:
-            orders = await self._orders_for(customer_id, subject.email)
+            orders = await self._orders_for(customer_id, _addresses(subject, customer))
             for order in orders:
                 if is_anonymous(order):
                     # Blanked by a try that stopped before its notes went: they go now.
@@ -605,7 +610,7 @@ class WooCommerceAdapter:
         )
         if customer_id is None:
             if not self.settings.anonymise_orders:
-                guest = await self._orders_for(None, subject.email)
+                guest = await self._orders_for(None, [subject.email])
                 if guest:
                     # Not "nothing held": their guest orders stay, with their billing data.
                     return ErasureResult(
@@ -731,6 +736,17 @@ def _refused_delete(
         )
         return RecordError(system, "DELETE", path, 403, detail)
     return FatalRemoteError(system, "DELETE", path, 403, code)
+
+
+def _addresses(subject: Subject, customer: Mapping[str, Any] | None) -> list[str]:
+    """The addresses guest orders of the subject are billed to: the one asked with, and the
+    customer's current one where it differs. Asked under a former address (found by the
+    identity map's id), a guest order placed since under the current one is theirs too."""
+    addresses = [subject.email]
+    current = customer.get("email") if customer else None
+    if isinstance(current, str) and normalise_email(current) != normalise_email(subject.email):
+        addresses.append(current)
+    return addresses
 
 
 def _is_id(value: Any) -> bool:

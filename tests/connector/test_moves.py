@@ -205,6 +205,45 @@ async def test_access_under_the_old_address_reports_the_person_now_under_the_new
     assert set(current["identities"]) == {"shop", "crm"}
 
 
+def _guest_order_under_new(shop: WooCommerceSandbox) -> int:
+    """Anna, moved, checks out once without logging in: a guest order billed to NEW."""
+    billing = {"email": NEW, "first_name": "Anna", "last_name": "de Vries", "city": "Gouda"}
+    return shop.add_order(0, billing=billing)
+
+
+async def test_access_under_the_old_address_shows_guest_orders_under_the_new_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Asked under OLD, the shop finds her account by its id; her guest order billed to
+    the address she has now is hers too, as an access under NEW shows it."""
+    await _anna_moves(shop, crm, rt)
+    guest = _guest_order_under_new(shop)
+    service = DsrService(rt)
+
+    assert (await service.access(OLD, tmp_path / "old")).status == "completed"
+
+    data = json.loads((tmp_path / "old" / "data.json").read_text())
+    records = data["systems"]["shop"]["records"]
+    assert [r["email"] for r in records if r.get("type") != "order"] == [NEW]
+    assert [r["id"] for r in records if r.get("type") == "order"] == [guest]
+
+
+async def test_erasing_under_the_old_address_anonymises_guest_orders_under_the_new_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The erasure reads the shop as the access does: the guest order billed to her
+    current address is anonymised with her account."""
+    await _anna_moves(shop, crm, rt)
+    guest = _guest_order_under_new(shop)
+
+    view = await DsrService(rt).erase(OLD)
+
+    assert view.status == "completed"
+    assert not shop.holds(NEW)
+    order = shop.order(guest)
+    assert order is not None and order["billing"]["email"] == ""
+
+
 async def test_no_move_when_the_new_address_already_belongs_to_someone_known(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
