@@ -162,11 +162,16 @@ class Subject:
 
     ``external_ids`` maps system name -> that system's id, from the identity map or the
     erasure manifest (so a retry still finds someone the e-mail index no longer shows).
+
+    ``spare`` holds the system's ids of records found for the subject that the identity map
+    knows as another subject's (a housemate's CRM person with the subject's address added as
+    a second e-mail): ``find`` leaves them out and ``erase`` never touches them.
     """
 
     email: str
     phone: str | None = None
     external_id: str | None = None
+    spare: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

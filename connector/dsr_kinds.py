@@ -212,6 +212,7 @@ class KindRunner:
                 raise outcome  # a fault of the connector's own, not the system's answer
             assert isinstance(outcome, list)
             system = self.rt.systems[name]
+            outcome = self._spare(name, outcome, manifest)
             # Only a record whose own e-mail is the subject's names the person's id (an order
             # listed with them has an id too, but not theirs).
             own = _own_id(system, outcome, manifest["email"]) if manifest["email"] else None
@@ -472,6 +473,44 @@ class KindRunner:
         known = [s for s in others if s != STRANGER]
         return same_person(self.rt.store, [subject_id, *known], taken)
 
+    def _spare(
+        self, name: str, records: list[dict[str, Any]], manifest: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """``records`` without those another subject's (:meth:`_others`), whose ids the
+        manifest keeps: the erasure passes them to the system as ``Subject.spare``."""
+        others = self._others(name, records, manifest["subject_ids"])
+        spared: dict[str, list[str]] = manifest.setdefault("spared", {})
+        if others:
+            spared[name] = sorted(others)
+        else:
+            spared.pop(name, None)
+        system = self.rt.systems[name]
+        return [r for r in records if system.mapping.record_id(r) not in others]
+
+    def _others(
+        self, name: str, records: list[dict[str, Any]], people: Sequence[str]
+    ) -> frozenset[str]:
+        """The ids of the records among ``records`` the identity map knows at ``name`` under
+        other subjects only, none of ``people`` (the person's).
+
+        A system may find a record by an address it holds beside the record's own (a sales
+        rep adds the person's address to a housemate's CRM person as a second e-mail). That
+        record is the other subject's: shown in the person's copy, it gave away the
+        housemate's data, and erased with the person, it deleted the housemate. Orders are
+        left to :func:`_someone_elses` (an order id is no person's id in the identity map).
+        """
+        ids = self.rt.engine.ids
+        system = self.rt.systems[name]
+        others: set[str] = set()
+        for record in records:
+            record_id = system.mapping.record_id(record)
+            if record.get("type") == "order" or record_id is None:
+                continue
+            known = self.rt.store.subjects_for_external(name, ids.to_store(name, record_id))
+            if known and not set(known) & set(people):
+                others.add(record_id)
+        return frozenset(others)
+
     async def _find(self, name: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         return await self.rt.systems[name].adapter.find(_subject(manifest, name))
 
@@ -481,7 +520,10 @@ class KindRunner:
         system = self.rt.systems[name]
         subject = _subject(manifest, name)
         # Addresses a payload was queued under and maybe delivered (_note_queued_addresses).
-        also = [Subject(email=a) for a in manifest.get("queued_as", {}).get(name, [])]
+        also = [
+            Subject(email=a, spare=subject.spare)
+            for a in manifest.get("queued_as", {}).get(name, [])
+        ]
         if not manifest["email"] and subject.external_id is None and not also:
             self._set(row, name, "not_held", "no e-mail or id known for this system")
             return
@@ -493,7 +535,7 @@ class KindRunner:
                 # Writes of a sync still on their way settled before the traces went (see
                 # _erase); any batch since saw the suppression entry and sent nothing.
                 results = [await system.adapter.erase(s) for s in subjects]
-                result = _outcome(results)
+                result = _passed_over(_outcome(results), subject.spare)
                 # A retry after a crash finds nothing left, or only what is kept on purpose:
                 # the facts of the call that deleted stay.
                 if not (
@@ -513,7 +555,10 @@ class KindRunner:
             # What the system keeps on purpose (RETAINED: orders kept for tax law) is no
             # failure: the erasure's note and receipt say it stays.
             remaining = [
-                r for s in subjects for r in await system.adapter.find(s) if RETAINED not in r
+                r
+                for s in subjects
+                for r in await system.adapter.find(s)
+                if RETAINED not in r and system.mapping.record_id(r) not in subject.spare
             ]
         except KlantsyncError as exc:
             # The erasure was asked for; only its check is missing. The part stays pending
@@ -604,6 +649,9 @@ class KindRunner:
             system = self.rt.systems[name]
             subject = Subject(email=manifest["email"], external_id=ids.get(name))
             records = await system.adapter.find(subject)
+            # A record the identity map knows as another subject's is theirs (_others).
+            others = self._others(name, records, people)
+            records = [r for r in records if system.mapping.record_id(r) not in others]
             if taken:
                 records = [
                     r
@@ -1059,6 +1107,7 @@ def _subject(manifest: dict[str, Any], name: str) -> Subject:
         email=manifest["email"] or PLACEHOLDER_EMAIL,
         phone=manifest.get("phone"),
         external_id=manifest["ids"].get(name),
+        spare=frozenset(manifest.get("spared", {}).get(name, ())),
     )
 
 
@@ -1084,6 +1133,18 @@ def _outcome(results: Sequence[ErasureResult]) -> ErasureResult:
     first = deleted[0]
     notes = [first.note, *(r.note for r in kept)]
     return dataclasses.replace(first, note="; ".join(n for n in notes if n))
+
+
+def _passed_over(result: ErasureResult, spare: frozenset[str]) -> ErasureResult:
+    """``result`` with its note saying which records, another subject's, were left (ids
+    only: the receipt shows the note, and ids are no personal data of the person)."""
+    if not spare:
+        return result
+    said = (
+        f"left {len(spare)} record(s) found under the address that the connector knows as "
+        f"another person's (ids {', '.join(sorted(spare))})"
+    )
+    return dataclasses.replace(result, note="; ".join(n for n in (result.note, said) if n))
 
 
 def _deleted(facts: Mapping[str, Any]) -> bool:

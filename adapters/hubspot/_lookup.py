@@ -43,6 +43,8 @@ class ContactLookup:
         identity map's id names (live or archived; its e-mail may have changed in HubSpot).
         """
         live = await self.by_email(subject.email, names)
+        if live is not None and str(live["id"]) in subject.spare:
+            live = None  # another subject's contact (Subject.spare): neither read nor deleted
         seen = {str(live["id"])} if live is not None else set()
         others: dict[str, dict[str, Any]] = {}
         archived = await self.by_email(subject.email, names, archived=True)
@@ -53,7 +55,7 @@ class ContactLookup:
             # A merged-away id can answer with a contact already found by e-mail.
             if by_id is not None and str(by_id["id"]) not in seen:
                 others.setdefault(str(by_id["id"]), by_id)
-        return live, list(others.values())
+        return live, [c for key, c in others.items() if key not in subject.spare]
 
     async def by_email(
         self, email: str, names: Sequence[str] | None = None, *, archived: bool = False

@@ -333,17 +333,19 @@ class HubSpotAdapter:
         deleted by id: an archived one (in the recycle bin, restorable for 90 days: an archive
         is not an erasure) and one found only by the identity map's id (its e-mail changed in
         HubSpot). Calling this twice is harmless; the second reports ``found=False``.
+        A contact the connector knows as another subject's (``subject.spare``) is left: where
+        the live one with the e-mail may be it, nothing is deleted by e-mail.
         """
         live, others = await self._lookup.held(subject)
         by_id = [str(contact["id"]) for contact in others]
         statuses = [await self._gdpr_delete_id(contact_id) for contact_id in by_id]
-        if "@" in subject.email:
+        if "@" in subject.email and (live is not None or not subject.spare):
             response = await self.client.request(
                 "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
             )
             statuses.append(response.status_code)
         if any(contact.get("archived") for contact in others):
-            statuses += await self._erase_more_archived(subject.email, set(by_id))
+            statuses += await self._erase_more_archived(subject.email, {*by_id, *subject.spare})
         return ErasureResult(
             found=live is not None or bool(others),
             mode="hard_delete",

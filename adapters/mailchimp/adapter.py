@@ -452,7 +452,8 @@ class MailchimpAdapter:
                 held = await self._get_member(list_id, member_hash)
                 if held is not None:
                     found[(list_id, member_hash)] = held
-        return found
+        # Another subject's member (Subject.spare) is neither read nor deleted.
+        return {key: member for key, member in found.items() if key[1] not in subject.spare}
 
     async def _audiences(self) -> list[str]:
         """Every audience id of the account (``GET /lists``)."""

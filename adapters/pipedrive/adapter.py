@@ -478,7 +478,8 @@ class PipedriveAdapter:
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """Every person Pipedrive holds for the subject (by Pipedrive id and by exact e-mail),
-        in full; one it shows in the 30-day bin marked so (:func:`in_the_bin`)."""
+        in full; one it shows in the 30-day bin marked so (:func:`in_the_bin`). A person
+        the connector knows as another subject's (``subject.spare``) is left out."""
         found: dict[int, dict[str, Any]] = {}
         if subject.external_id and subject.external_id.isdecimal():
             person = await self._read(int(subject.external_id))
@@ -486,7 +487,8 @@ class PipedriveAdapter:
                 found[int(person["id"])] = person
         if subject.email:
             for person_id in await self._search(subject.email):
-                if person_id not in found:
+                # Another subject's person (Subject.spare) is neither shown nor deleted.
+                if person_id not in found and str(person_id) not in subject.spare:
                     person = await self._read(person_id)
                     if person is not None:
                         found[person_id] = person

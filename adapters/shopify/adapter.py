@@ -423,7 +423,8 @@ class ShopifyAdapter:
             # The identity map's id still finds someone whose Shopify e-mail has changed.
             by_id = await self._by_id(subject.external_id, held)
             found = [by_id] if by_id is not None else []
-        return found
+        # Another subject's customer (Subject.spare) is neither read nor erased.
+        return [c for c in found if str(c.get("id")) not in subject.spare]
 
     async def _orders(self, customer_id: str) -> tuple[list[dict[str, Any]], int | None]:
         """The customer's orders Shopify serves, and how many it counts (``None``: unknown)."""

@@ -490,6 +490,8 @@ class WooCommerceAdapter:
                     # Not a customer, and not a 404: never read as "nobody" (see _list).
                     raise RetryableError(self.client.system, "GET", path, 200, "unreadable answer")
                 customer = body
+        if customer is not None and str(customer.get("id")) in subject.spare:
+            return None  # another subject's account (Subject.spare): neither read nor deleted
         return customer
 
     async def _list_orders(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:

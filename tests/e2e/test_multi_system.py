@@ -986,6 +986,62 @@ async def test_a_housemate_s_erasure_by_phone_does_not_stop_the_other_s_withdraw
     assert report.suppressed == 1 and not world.crm.holds("mam.nieuw@example.nl")
 
 
+ANNA = "anna@gezin-devries.nl"
+BERT = "bert@werk-devries.nl"
+
+
+async def _anna_s_address_on_bert_s_person(world: World, rt: Runtime) -> int:
+    """Anna and Bert are shop customers, synced: the identity map knows Bert's Pipedrive
+    person under Bert. A sales rep then adds Anna's address to Bert's person as a second
+    e-mail (the household's). Returns the id of Bert's person."""
+    world.shop.add_person(ANNA, "Anna", "de Vries", "0612345678")
+    world.shop.add_person(BERT, "Bertus", "Jansenius", "0687654321")
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    bert = world.deals.record_for(BERT)
+    assert bert is not None
+    person = world.deals.store.persons[int(bert["id"])]
+    person.values["emails"] = [
+        {"value": BERT, "primary": True, "label": "work"},
+        {"value": ANNA, "primary": False, "label": "home"},
+    ]
+    return int(bert["id"])
+
+
+async def test_a_record_known_as_a_housemate_s_is_not_in_the_person_s_bundle(
+    world: World, rt: Runtime, tmp_path: Path
+) -> None:
+    """Pipedrive finds Bert's person by Anna's address too; the identity map knows it as
+    Bert's, so Anna's copy holds her own person and not his."""
+    await _anna_s_address_on_bert_s_person(world, rt)
+    out = tmp_path / "bundle"
+    view = await DsrService(rt).access(ANNA, out)
+    assert view.status == "completed"
+    held = json.dumps(json.loads((out / "data.json").read_text())["systems"]["deals"])
+    assert "Anna" in held
+    assert "Jansenius" not in held and BERT not in held
+
+
+async def test_a_record_known_as_a_housemate_s_is_left_by_the_person_s_erasure(
+    world: World, rt: Runtime
+) -> None:
+    """Anna's erasure deletes her Pipedrive person and leaves Bert's, found by her address
+    too; the receipt says a record was left, by its id only."""
+    bert_id = await _anna_s_address_on_bert_s_person(world, rt)
+    anna = world.deals.record_for(ANNA)
+    assert anna is not None
+    view = await DsrService(rt).erase(ANNA)
+    assert view.status == "completed"
+    assert world.deals.store.persons[int(anna["id"])].deleted_at is not None
+    assert world.deals.store.persons[bert_id].deleted_at is None and world.deals.holds(BERT)
+    text = DsrService(rt).receipt(view.id)
+    assert text is not None
+    systems = {s["system"]: s for s in json.loads(text)["receipt"]["systems"]}
+    assert systems["deals"]["status"] == "verified_absent"
+    assert f"another person's (ids {bert_id})" in systems["deals"]["note"]
+    assert BERT not in text and "Jansenius" not in text
+
+
 async def test_a_shopify_erasure_cancelled_while_pending_is_asked_for_again_the_next_day(
     world: World, rt: Runtime
 ) -> None:
