@@ -22,15 +22,22 @@ rolled back with it, and the replaced store, when it can still be read, knows it
   under the new address here too, and the former one becomes an alias (someone who took
   that address since keeps the rows the replaced store holds of them);
 - **former addresses** (moves since);
+- **writes kept from a former address** (``outbox.former``, connector/moves.py): a write
+  under the address someone moved away from that may have landed, its answer lost, and
+  the row it goes first with. The rest of the outbox is emptied, but this is the only
+  record of what the system may hold under that address: dropped, the new address went
+  out alone and made a second record, and an erasure no longer knew the address to erase
+  under. The replaced store's say (it is the later: one answered since is gone there);
 - **data subject requests**, with each system's status and the receipts: opened or settled
   since, and an open one must still be retried. **Queued jobs** (a privacy webhook's work
   not done yet), **webhook delivery ids** (a replay stays a replay), **access bundles**
   (their retention records: the bundle is deleted when due), **breach incidents** (their
   72-hour clocks).
 
-Sealed values (request manifests, job parameters, bundle paths) are taken only if they open
-with the restored store's keys: after a master key rotation since the backup they do not,
-and those rows are named instead (``not_carried``) for the operator to ask for again.
+Sealed values (request manifests, job parameters, bundle paths, kept writes) are taken only
+if they open with the restored store's keys: after a master key rotation since the backup
+they do not, and those rows are named instead (``not_carried``) for the operator to ask for
+again (a kept write cannot be asked for: its row is named, ``outbox <id>``).
 Everything here is HMAC ids, hashes, counts and sealed blobs: nothing is read in clear.
 """
 
@@ -50,6 +57,7 @@ from connector.crypto import (
     DecryptionError,
     Keyring,
     manifest_context,
+    outbox_context,
 )
 from connector.dsr_store import PURGE_SOURCE, DsrStore
 from connector.readmit import READMITTED
@@ -79,7 +87,10 @@ class Carried:
     deliveries: int = 0
     bundles: int = 0
     incidents: int = 0
-    #: What could not be taken: "request <id>", "job <id>", "bundle <id>" (sealed under keys
+    #: Queued rows that keep a write from a former address (see module), with that write.
+    formers: int = 0
+    #: What could not be taken: "request <id>", "job <id>", "bundle <id>", "outbox <id>"
+    #: (sealed under keys
     #: this store does not have), or all but erasures from a store at another schema.
     not_carried: list[str] = field(default_factory=list)
 
@@ -142,6 +153,7 @@ def carry_over(
     ).rowcount
     carried.bundles = _bundles(db, keyring, carried.not_carried)
     carried.incidents = _changed_rows(db, "incidents")
+    carried.formers = _formers(db, keyring, carried.not_carried)
     return carried
 
 
@@ -572,6 +584,41 @@ def _bundles(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -
             "INSERT OR REPLACE INTO main.bundles(id, path, files, created_at, subject_id) "
             "VALUES (?,?,?,?,?)",
             row,
+        )
+        taken += 1
+    return taken
+
+
+def _formers(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -> int:
+    """The replaced store's rows that keep a write from a former address, whole, in place
+    of the backup's (the caller empties the rest of the outbox); returns how many.
+
+    The backup's own are dropped: one the replaced store no longer keeps was answered
+    since (the system's id for the person came over with what was sent since), and sent
+    again by the former address it would make a record the system no longer holds under
+    it. A row goes whole: its payload is the person's latest, queued after the move by a
+    page the restored cursor may be past. People erased since are not taken.
+    """
+    db.execute("DELETE FROM main.outbox WHERE former IS NOT NULL")
+    rows = db.execute(
+        "SELECT rs.subject_id, ro.id, ro.system, ro.flow, ro.payload, ro.payload_hash, "
+        "ro.enqueued_at, ro.attempts, ro.former "
+        "FROM replaced.outbox ro JOIN replaced.subjects rs ON rs.subject_no = ro.subject_no "
+        "WHERE ro.former IS NOT NULL "
+        "AND rs.subject_id NOT IN (SELECT subject_id FROM main.suppression)"
+    ).fetchall()
+    taken = 0
+    for subject_id, row_id, system, flow, payload, payload_hash, at, attempts, former in rows:
+        context = outbox_context(str(system))
+        if not (_opens(keyring, payload, context) and _opens(keyring, former, context)):
+            not_carried.append(f"outbox {row_id}")
+            continue
+        db.execute("INSERT OR IGNORE INTO main.subjects(subject_id) VALUES (?)", (subject_id,))
+        db.execute(
+            "INSERT INTO main.outbox(id, system, subject_no, flow, payload, payload_hash, "
+            "enqueued_at, attempts, former) SELECT ?, ?, subject_no, ?, ?, ?, ?, ?, ? "
+            "FROM main.subjects WHERE subject_id = ?",
+            (row_id, system, flow, payload, payload_hash, at, attempts, former, subject_id),
         )
         taken += 1
     return taken

@@ -475,6 +475,7 @@ class Engine:
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
         remarked: list[tuple[str, str, str]] = []
+        unsent: list[tuple[str, str]] = []  # queued there, and not queued again now
         names = [dest.name for dest in destinations]
         queued_by, delivered_by = self.store.page_hashes(names, [*subject_ids, *formerly.values()])
         # What a destination refused for good is not offered again as it was: it would be
@@ -505,6 +506,8 @@ class Engine:
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if sid in suppressed:
+                    if sid in queued:
+                        unsent.append((dest.name, sid))
                     continue
                 last = queued.get(sid, delivered.get(sid))
                 if sid not in opted_out and dest.mapping.admits(person):
@@ -533,6 +536,8 @@ class Engine:
                     dest_report.withdrawn += 1
                 else:
                     dest_report.gated += 1
+                    if sid in queued:
+                        unsent.append((dest.name, sid))
                     continue
                 if last == digest:
                     dest_report.unchanged += 1
@@ -551,6 +556,12 @@ class Engine:
             return
         if remarked:
             self._write(lambda store: store.remark_delivered(remarked))
+        if unsent:
+            # A write kept from a former address (connector/moves.py) made while the person
+            # consented would make a record for them here, and the payload before the move
+            # would follow it; the page sends them nothing (a withdrawal, where one is due,
+            # was queued into the row above, which keeps its former write to go first).
+            self._write(lambda store: store.drop_formers(unsent))
         if self.store.suppression_changes() != suppressed_at:
             # An erasure suppressed someone while the page was read. Asked again here, with
             # nothing awaited from here to the commit below, so a page is queued either
@@ -1045,7 +1056,8 @@ class Engine:
     ) -> tuple[list[OutboundRecord], list[UpsertResult]]:
         """Send first the writes rows keep from a former address (connector/moves.py),
         where ``dest``'s id for the person is not known; return the records to send now,
-        each with the id learned, and the results of those that wait.
+        each with the id learned, and the results of the rest (those that wait, and rows
+        whose one write this was).
 
         Such a write may have landed, its answer lost: sent again by the old address, it
         lands on the same record (an upsert), and the answer gives that record's id, which
@@ -1054,10 +1066,17 @@ class Engine:
         so a crash between the two sends nothing twice. A former write that cannot go now
         (the system is down) keeps the current one queued with it; one the system refuses
         made no record, and the current one goes by its address, as any new person's.
+
+        A row whose payload is still that write (no page has queued the person since the
+        move) sends it once, and its answer is the row's: sent again by the id, the payload
+        from before the move went as if it were current. Where the current write is a
+        withdrawal of consent, the former write is one too, by the old address: the record
+        it may have made is found without sending the data the consent covered.
         """
         context = outbox_context(dest.name)
         allowed = dest.mapping.allowed_paths
         formers: list[OutboundRecord] = []
+        once: set[str] = set()  # rows whose payload is their former write
         for record in records:
             row = by_ref[record.ref]
             if row.former is None or record.external_id is not None:
@@ -1067,7 +1086,12 @@ class Engine:
             except DecryptionError:
                 continue  # sealed under another key: the current write goes, as before
             fields = {k: v for k, v in envelope["fields"].items() if k in allowed}
-            formers.append(OutboundRecord(record.ref, envelope["email"], None, fields))
+            if before_resend(row.payload_hash).startswith(WITHDRAWAL):
+                fields = dest.mapping.withdrawal({"email": envelope["email"]})
+            former = OutboundRecord(record.ref, envelope["email"], None, fields)
+            if former == record:
+                once.add(record.ref)
+            formers.append(former)
         if not formers:
             return records, []
         results = await self._upsert(dest, formers, dest_report, stop, outage)
@@ -1078,6 +1102,9 @@ class Engine:
         waiting: list[UpsertResult] = []
         done: list[int] = []
         for result in answered:
+            if result.ref in once and (result.outcome != "failed" or not result.retryable):
+                waiting.append(result)  # sent, or refused: settled as the row's own answer
+                continue
             if result.external_id and (result.outcome != "failed" or result.retryable):
                 learned[result.ref] = result.external_id
             elif result.outcome == "failed" and result.retryable:

@@ -6,6 +6,8 @@ store takes over what that store knows and the backup cannot (:mod:`connector.ca
 erasures, who was sent where, requests, queued jobs, ...). The outbox is emptied (what it
 held may have been delivered since; sent again, an older payload would overwrite a newer
 one): the next sync queues again what the systems lack, from the source's current data.
+Rows that keep a write from a former address (connector/moves.py) are the exception: the
+replaced store's are taken over, or, with none to read, the backup's kept.
 
 The backup's copy is prepared beside the store and renamed over it last, so a restore that
 fails leaves the store as it was; the store it replaces is kept beside it. The receipt
@@ -244,6 +246,11 @@ def _prepare(
             attached(store, config.store_path) if readable else nullcontext(),
             store.transaction() as db,
         ):
+            (queued,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            # A row keeping a write from a former address is all that tells what a system may
+            # hold under it (connector/moves.py): the replaced store's take the backup's
+            # place (carry_over); with none to read, the backup's stay.
+            db.execute("DELETE FROM outbox WHERE former IS NULL")
             if readable and current is not None and current.damaged:
                 carried = carry_erasures(store)
             elif readable:
@@ -252,7 +259,8 @@ def _prepare(
                     for name in config.systems
                 }
                 carried = carry_over(store, store_keyring(store, config), flows_of)
-            dropped = db.execute("DELETE FROM outbox").rowcount
+            (left,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+            dropped = int(queued) - (int(left) - carried.formers)
             counts = {k: v for k, v in asdict(carried).items() if k != "not_carried"}
             audit.append(
                 store,

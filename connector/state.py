@@ -767,6 +767,25 @@ class Store:
         """Clear the former address's write of these rows: it was sent and answered."""
         self.db.executemany("UPDATE outbox SET former=NULL WHERE id=?", [(i,) for i in ids])
 
+    def drop_formers(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Drop the rows of these (system, subject id) pairs that keep a write from a former
+        address (connector/moves.py); how many.
+
+        For people a page did not queue for the system (gated, suppressed): the kept write
+        would make the record, and the row's payload (the one before the move) would follow
+        it as if it were current.
+        """
+        numbers = self.subject_numbers([sid for _, sid in pairs])
+        with self.transaction() as db:
+            return sum(
+                db.execute(
+                    "DELETE FROM outbox WHERE system=? AND subject_no=? AND former IS NOT NULL",
+                    (system, numbers[sid]),
+                ).rowcount
+                for system, sid in pairs
+                if sid in numbers
+            )
+
     def drop_outbox(self, ids: Sequence[int]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])

@@ -16,6 +16,7 @@ from connector.engine import WAITS_FOR_LEAVER
 from connector.moves import Move, apply_moves, in_rings, not_landed, vacated_by
 from connector.runtime import Runtime
 from connector.state import PER_SYSTEM_TABLES, QueuedPayload, Store
+from tests.conftest import REPO_MAPPINGS, write_config
 
 OLD = "anna.oud@example.nl"
 NEW = "anna.nieuw@example.nl"
@@ -102,7 +103,7 @@ class Crash(Exception):
     """Simulated process death at a checkpoint."""
 
 
-def _crash_at(point: str) -> Callable[[str], None]:
+def crash_at(point: str) -> Callable[[str], None]:
     def checkpoint(name: str) -> None:
         if name == point:
             raise Crash(name)
@@ -120,7 +121,7 @@ async def test_an_address_change_after_a_write_whose_answer_was_lost_adds_no_sec
     and the new address updates that contact instead of adding a second one."""
     shop.add_person(OLD, "Anna", "de Vries", "0612345678")
     with pytest.raises(Crash):
-        async with open_rt(checkpoint=_crash_at("delivered")) as rt:
+        async with open_rt(checkpoint=crash_at("delivered")) as rt:
             await rt.engine.sync()
     contact_id = _contact_id(crm, OLD)
     assert crm.contact_count() == 1 and contact_id is not None
@@ -139,6 +140,50 @@ async def test_an_address_change_after_a_write_whose_answer_was_lost_adds_no_sec
         assert rt.store.outbox_count() == 0
     assert crm.contact_count() == 1, "a second contact for the same person"
     assert _contact_id(crm, NEW) == contact_id and not crm.holds(OLD)
+
+
+@pytest.fixture
+def gated_config(tmp_path: Path, env: dict[str, str]) -> Path:
+    """The test config with the CRM gated on marketing consent (as Mailchimp is shipped)."""
+    text = (REPO_MAPPINGS / "hubspot.toml").read_text()
+    gated = text.replace(
+        'default_region = "NL"', 'default_region = "NL"\nrequires_consent = "marketing"'
+    )
+    assert gated != text
+    mapping = tmp_path / "hubspot-gated.toml"
+    mapping.write_text(gated)
+    return write_config(tmp_path, crm_mapping=mapping)
+
+
+async def test_a_write_kept_from_a_former_address_is_dropped_with_the_consent_it_needed(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    gated_config: Path,
+) -> None:
+    """Anna (consent given) is queued for a consent-gated system that is down: nothing of
+    her reaches it. She changes her address and withdraws her consent in one edit. The move
+    keeps her queued write to go first, but the page sends her nothing there: the row goes,
+    so neither that write nor the payload from before the move makes a record of someone
+    who withdrew the consent it needs. (The CRM stays down through the run that makes the
+    move, so the queued write cannot land before it.)"""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678", marketing_opt_in="yes")
+    crm.faults.fail_next = 10_000  # down: the write never lands
+    async with open_rt(gated_config) as rt:
+        (first,) = await rt.engine.sync()
+        assert first.destinations["crm"].queued == 1
+    assert crm.contact_count() == 0
+
+    shop.touch(OLD, email=NEW, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    async with open_rt(gated_config) as rt:
+        (report,) = await rt.engine.sync()  # still down: the move is made, nothing lands
+        assert report.moved == 1 and report.destinations["crm"].gated == 1
+        assert rt.store.outbox_count() == 0
+    crm.faults.fail_next = 0
+    async with open_rt(gated_config) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+    assert crm.contact_count() == 0, "a record sent for someone without the consent it needs"
 
 
 async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_one(

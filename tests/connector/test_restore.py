@@ -38,6 +38,7 @@ from tests.conftest import (
     RuntimeFactory,
 )
 from tests.connector.test_backup import OTHER_EMAIL, rows, seed, sha256
+from tests.connector.test_moves import NEW, OLD, Crash, crash_at
 
 
 class _Erased(NamedTuple):
@@ -927,3 +928,57 @@ async def test_an_unsubscribe_at_a_system_since_the_backup_is_carried_over(
     assert facts.carried["opt_outs"] == 1
     async with open_rt() as rt:
         assert rt.store.opted_out("news", [subject]) == {subject}
+
+
+async def _former_write_backed_up(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> Config:
+    """Anna's write under her old address landed, its answer lost (a crash); she moved while
+    the CRM was down, so her row keeps that write to go first; a backup is then taken and
+    restored over the store (the same data). Returns the config."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    with pytest.raises(Crash):
+        async with open_rt(checkpoint=crash_at("delivered")) as rt:
+            await rt.engine.sync()
+    assert crm.contact_count() == 1
+    shop.touch(OLD, email=NEW)
+    crm.faults.fail_next = 10_000  # the CRM is unreachable for this run
+    async with open_rt() as rt:
+        (down,) = await rt.engine.sync()
+        assert down.moved == 1
+        (kept,) = rt.store.db.execute("SELECT COUNT(*) FROM outbox WHERE former IS NOT NULL")
+        assert kept == (1,)
+        config: Config = rt.config
+    crm.faults.fail_next = 0
+    out = tmp_path / "b.db"
+    take_backup(config, out)
+    facts = restore_backup(config, out)
+    assert facts.carried["formers"] == 1
+    return config
+
+
+async def test_a_restore_keeps_a_write_kept_from_a_former_address_so_the_move_adds_no_contact(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """The restore empties the outbox but for that write: it still goes first, finds the
+    contact under the old address, and the new address updates it (dropped, the new address
+    went out alone and the CRM got a second contact, the first keeping name and phone)."""
+    await _former_write_backed_up(shop, crm, open_rt, tmp_path)
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 0
+    assert crm.contact_count() == 1, "a second contact for the same person after a restore"
+    assert not crm.holds(OLD), "the contact under the former address kept it"
+
+
+async def test_after_a_restore_an_erasure_reaches_the_contact_a_former_address_s_write_made(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """The kept write is the only place the store knows the old address in clear; an
+    erasure under the new one erases under it too, after a restore as before."""
+    await _former_write_backed_up(shop, crm, open_rt, tmp_path)
+    async with open_rt() as rt:
+        view = await DsrService(rt).erase(NEW)
+    assert view.status == "completed", view
+    assert not crm.holds(OLD), "the CRM contact under the former address outlived the erasure"
