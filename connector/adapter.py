@@ -124,12 +124,16 @@ class OutboundRecord(NamedTuple):
         email: the normalised e-mail, the idempotency key most vendors upsert on.
         external_id: the system's id for this person when the connector knows it.
         fields: system field name (dotted for nested) -> value.
+        spare: for ``update`` only, as :attr:`Subject.spare`: the system's ids of records the
+            e-mail also finds that the connector knows as another subject's (a housemate's
+            CRM person holding the address as a second e-mail); a correction leaves them.
     """
 
     ref: str
     email: str
     external_id: str | None
     fields: Mapping[str, Any]
+    spare: frozenset[str] = frozenset()
 
 
 class UpsertResult(NamedTuple):
@@ -165,7 +169,8 @@ class Subject:
 
     ``spare`` holds the system's ids of records found for the subject that the identity map
     knows as another subject's (a housemate's CRM person with the subject's address added as
-    a second e-mail): ``find`` leaves them out and ``erase`` never touches them.
+    a second e-mail): ``find`` leaves them out and ``erase`` never touches them (nor does
+    ``update``, given them as :attr:`OutboundRecord.spare`).
     """
 
     email: str
@@ -260,7 +265,8 @@ class Adapter(Protocol):
         Unlike ``upsert`` it never creates a record, and never changes a status that stands
         for consent (subscribe, re-subscribe, restore from an archive): a rectification
         (Art. 16) corrects what is held and must not add anyone anywhere. A record with
-        nothing to change answers ``not_held`` or ``skipped``, never ``failed``.
+        nothing to change answers ``not_held`` or ``skipped``, never ``failed``. A record
+        among the record's ``spare`` ids is another subject's and is not changed.
         """
         ...
 

@@ -942,14 +942,20 @@ class KindRunner:
         await self.rt.engine.in_flight.landed(name, [row.subject_id, *people])
         try:
             held = await system.adapter.find(Subject(email=email, external_id=external))
+            # A record found by the address beside its own (a housemate's CRM person with the
+            # person's address as a second e-mail) is the other subject's: corrected with the
+            # person, it took their name and phone. The write leaves it (OutboundRecord.spare).
+            others = self._others(name, held, [row.subject_id, *people])
+            held = [r for r in held if system.mapping.record_id(r) not in others]
             records = [record for record in held if not is_archived(record)]
             if not records:
                 # Nothing to correct: a correction neither creates the person nor brings an
                 # archived record back.
                 if held:
-                    self._set(row, name, "skipped", _HELD_ONLY_ARCHIVED)
+                    self._set(row, name, "skipped", _left_to_others(_HELD_ONLY_ARCHIVED, others))
                 else:
-                    self._set(row, name, "not_held", "the system holds no record for the subject")
+                    held_none = "the system holds no record for the subject"
+                    self._set(row, name, "not_held", _left_to_others(held_none, others))
                 return
             external = external or _own_id(system, records, email)
             # Under the address the system holds them by: asked under a former address (they
@@ -970,6 +976,7 @@ class KindRunner:
                 email=held_as,
                 external_id=external,
                 fields=system.mapping.outbound(person),
+                spare=others,
             )
             # What waits in the outbox takes the correction first, and a write that took
             # the old payload meanwhile lands before ours: a batch taking it now carries the
@@ -994,13 +1001,17 @@ class KindRunner:
             self._failed(row, name, f"rejected: {result.reason}")
             return
         facts: dict[str, Any] = {"endpoint": "update", "outcome": result.outcome, "fields": names}
+        if others:
+            facts["left_to_others"] = sorted(others)  # ids only: no personal data
         if result.outcome == "not_held":
-            self._set(row, name, "not_held", result.note or "no record the system could update")
+            not_held = result.note or "no record the system could update"
+            self._set(row, name, "not_held", _left_to_others(not_held, others))
             return
         if result.outcome == "skipped":
             # Held, but in a state a correction may not change (an archived member): the
             # receipt says so instead of claiming the field was corrected.
-            self._set(row, name, "skipped", result.note or "left unchanged", facts)
+            skipped = result.note or "left unchanged"
+            self._set(row, name, "skipped", _left_to_others(skipped, others), facts)
             return
         # The last-delivered hash stays: it is what the source last sent, so an unchanged
         # source sends nothing and the correction stands (dropping it made the next sync send
@@ -1013,7 +1024,7 @@ class KindRunner:
             # Written silently, the step read as if every field asked for was corrected.
             facts["left_to_source"] = left
             said.append(f"{', '.join(left)} {_SUPERSEDED}")
-        self._set(row, name, "done", "; ".join(said) or None, facts)
+        self._set(row, name, "done", _left_to_others("; ".join(said), others) or None, facts)
 
     def _correct_queued(
         self,
@@ -1219,6 +1230,18 @@ def _held_address(
         if address:
             return address
     return None
+
+
+def _left_to_others(detail: str, others: frozenset[str]) -> str:
+    """A rectification step's ``detail``, saying which records the correction left as
+    another subject's (:meth:`KindRunner._others`): by id alone, as the receipt shows it."""
+    if not others:
+        return detail
+    said = (
+        f"left {len(others)} record(s) found under the address that the connector knows as "
+        f"another person's (ids {', '.join(sorted(others))})"
+    )
+    return "; ".join(n for n in (detail, said) if n)
 
 
 def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:

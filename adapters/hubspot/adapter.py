@@ -175,7 +175,8 @@ class HubSpotAdapter:
         As ``upsert``, except that the records without a (live) HubSpot id are updated by
         e-mail with ``batch/update`` and ``idProperty=email``, which answers a contact HubSpot
         does not hold with ``OBJECT_NOT_FOUND`` where ``batch/upsert`` would create it. Such a
-        record is ``not_held``.
+        record is ``not_held``, and so is one whose e-mail names a contact the connector knows
+        as another subject's (``record.spare``): that contact is left as it is.
         """
         results = await self._write_contacts(records, self._update_by_email)
         return [
@@ -228,7 +229,23 @@ class HubSpotAdapter:
         return await self._write_batch("batch/update", inputs, records)
 
     async def _update_by_email(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
-        return await self._write_batch("batch/update", _by_email(records), records)
+        results: list[UpsertResult | None] = [None] * len(records)
+        for index, record in enumerate(records):
+            if record.spare and await self._anothers_by_email(record):
+                results[index] = UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
+        rest = [i for i, result in enumerate(results) if result is None]
+        if rest:
+            chunk = [records[i] for i in rest]
+            written = await self._write_batch("batch/update", _by_email(chunk), chunk)
+            for index, result in zip(rest, written, strict=True):
+                results[index] = result
+        return [result for result in results if result is not None]
+
+    async def _anothers_by_email(self, record: OutboundRecord) -> bool:
+        """Whether the live contact with the record's e-mail is one the connector knows as
+        another subject's (``record.spare``): written by e-mail, the correction landed on it."""
+        contact = await self._lookup.by_email(record.email, ["email"])
+        return contact is not None and str(contact["id"]) in record.spare
 
     async def _upsert_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         return await self._write_batch("batch/upsert", _by_email(records), records)

@@ -123,14 +123,15 @@ class _Outcome:
     """One write to one audience: fine, or failed with a reason.
 
     ``left`` says why a correction (``update``) wrote nothing there although nothing failed:
-    no such member (``"absent"``), or an archived one (``"archived"``).
+    no such member (``"absent"``), an archived one (``"archived"``), or another subject's
+    (``"spare"``: :attr:`~connector.adapter.OutboundRecord.spare`).
     """
 
     ok: bool
     reason: str = ""
     retryable: bool = False
     member_id: str | None = None
-    left: Literal["", "absent", "archived"] = ""
+    left: Literal["", "absent", "archived", "spare"] = ""
     #: The failure said Mailchimp could not be reached (see connector.errors.system_down).
     unreachable: bool = False
 
@@ -355,7 +356,8 @@ class MailchimpAdapter:
           the member, and the result can say it is there but was left alone;
         - any other status (subscribed, unsubscribed, cleaned, pending): a ``PATCH`` of its
           fields alone (:func:`~adapters.mailchimp.payloads.update_body`), so the status,
-          which is the member's consent, stays what it is.
+          which is the member's consent, stays what it is;
+        - another subject's (its id among ``record.spare``): left as it is.
 
         One result per record: ``updated`` if some member was changed (``note`` counts the
         archived ones left alone), ``skipped`` if only archived members exist, ``not_held``
@@ -371,11 +373,13 @@ class MailchimpAdapter:
         if not hashes:
             return UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
         body = update_body(record.fields)
-        # One member after the other: a worker is one connection (see __init__).
+        # One member after the other: a worker is one connection (see __init__). Another
+        # subject's member (record.spare) keeps their own values.
         outcomes = [
-            await self._correct(list_id, member_hash, body, batch)
+            await self._correct(list_id, member_hash, body, batch, record.spare)
             for list_id in self.settings.list_ids
             for member_hash in hashes
+            if member_hash not in record.spare
         ]
         failed = _first_failure(record.ref, outcomes)
         if failed is not None:
@@ -390,9 +394,15 @@ class MailchimpAdapter:
         return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
 
     async def _correct(
-        self, list_id: str, member_hash: str, body: dict[str, Any], batch: _Batch
+        self,
+        list_id: str,
+        member_hash: str,
+        body: dict[str, Any],
+        batch: _Batch,
+        spare: frozenset[str] = frozenset(),
     ) -> _Outcome:
-        """Read one member; ``PATCH`` ``body`` onto it only if it is there and not archived."""
+        """Read one member; ``PATCH`` ``body`` onto it only if it is there, not archived and
+        not another subject's (its id among ``spare``)."""
         path = _member_path(list_id, member_hash)
         template = _member_path(list_id, "{subscriber_hash}")
 
@@ -400,7 +410,10 @@ class MailchimpAdapter:
             held = await self._request("GET", path, template, accept=(404,))
             if held.status_code == 404:
                 return _Outcome(ok=True, left="absent")
-            if json_object(held).get("status") == "archived":
+            member = json_object(held)
+            if str(member.get("id")) in spare:
+                return _Outcome(ok=True, left="spare")
+            if member.get("status") == "archived":
                 return _Outcome(ok=True, left="archived")
             response = await self._request(
                 "PATCH", path, template, params=_STATUS_ONLY, json=body, accept=(404,)

@@ -188,8 +188,9 @@ class PipedriveAdapter:
         Every person that is the subject's is changed: the one under the known id and each
         exact e-mail hit (Pipedrive lets several persons share an e-mail, and ``find`` and
         ``erase`` take them all as the subject's; a correction that reached one of them left
-        the others wrong behind a receipt saying it was made). A record that finds no live
-        person is ``not_held`` instead of being created with ``POST /persons``.
+        the others wrong behind a receipt saying it was made), but for one the connector
+        knows as another subject's (``record.spare``). A record that finds no live person is
+        ``not_held`` instead of being created with ``POST /persons``.
 
         Raises:
             FatalRemoteError: as for ``upsert``.
@@ -284,7 +285,9 @@ class PipedriveAdapter:
             if record.email:
                 ids += [hit for hit in await self._search(record.email) if hit not in ids]
             first: UpsertResult | None = None
-            for person_id in ids:
+            # Another subject's person (OutboundRecord.spare), found by the address beside
+            # their own, keeps their own values.
+            for person_id in [i for i in ids if str(i) not in record.spare]:
                 updated = await self._patch(person_id, record, correcting=True)
                 first = first or updated
                 if updated is not None and updated.outcome != "updated":

@@ -285,7 +285,8 @@ class WooCommerceAdapter:
 
         A record with no customer is ``not_held``, even when the shop has guest orders billed
         to the e-mail (``find`` lists those): an order is a record of a sale, not an account,
-        and ``upsert`` would create the account.
+        and ``upsert`` would create the account. So is one whose e-mail finds only another
+        subject's account (``record.spare``).
         """
         results: list[UpsertResult] = []
         for start in range(0, len(records), BATCH_SIZE):
@@ -320,7 +321,9 @@ class WooCommerceAdapter:
                 return record.external_id
             # Only the id is wanted: the shop's copy of the person need not come along.
             customer = await self._customer_by_email(record.email, {"_fields": "id"})
-            return str(customer["id"]) if customer else None
+            if customer is None or str(customer["id"]) in record.spare:
+                return None  # none, or another subject's account (OutboundRecord.spare)
+            return str(customer["id"])
 
         # The first failure (a revoked key's 401) ends the batch's lookups, not only the batch.
         return await gather_or_cancel(

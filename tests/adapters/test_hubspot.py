@@ -168,6 +168,18 @@ async def test_upsert_creates_then_updates_by_email(hub: Harness) -> None:
     assert record["id"] == first[0].external_id
 
 
+async def test_update_by_email_leaves_a_contact_known_as_another_subject_s(hub: Harness) -> None:
+    """Written by e-mail, a correction lands on whoever holds the address: one the connector
+    knows as another subject's (``spare``) is left as it is, and nothing is held."""
+    (created,) = await hub.adapter.upsert([person(1)])
+    assert created.external_id is not None
+    fix = person(1, lastname="Corrected")._replace(spare=frozenset({created.external_id}))
+    (result,) = await hub.adapter.update([fix])
+    assert result.outcome == "not_held"
+    record = hub.sandbox.record_for("person1@example.com")
+    assert record is not None and record["properties"]["lastname"] == "Test"
+
+
 async def test_upsert_sends_every_value_as_a_string(hub: Harness) -> None:
     """None becomes "" (clearing the value) and numbers and booleans become text."""
     await hub.adapter.upsert([person(1, zip=3511, company=None, hs_legal_basis=True)])

@@ -623,6 +623,17 @@ async def test_update_leaves_an_archived_member_archived_and_unchanged(mc: Harne
     assert not mc.sandbox.holds("reader1@example.com")
 
 
+async def test_update_leaves_a_member_known_as_another_subject_s(mc: Harness) -> None:
+    """A member the connector knows as another subject's (``spare``) is read, never
+    written: nothing of the person's is held then."""
+    member_hash = mc.sandbox.add_person("reader1@example.com", "First1", "Wrong")
+    (result,) = await mc.adapter.update([corrected(1)._replace(spare=frozenset({member_hash}))])
+    assert result.outcome == "not_held"
+    member = mc.sandbox.member(LIST_A, "reader1@example.com")
+    assert member is not None and member["merge_fields"]["LNAME"] == "Wrong"
+    assert f"PATCH {MEMBER}" not in mc.sandbox.endpoints_used
+
+
 async def test_update_corrects_the_live_member_and_skips_the_archived_one(mc: Harness) -> None:
     """Archived on A, subscribed on B: B is corrected, A is left alone, and the note says so."""
     member_hash = mc.sandbox.add_person("reader1@example.com", "First1", "Wrong", list_id=LIST_A)

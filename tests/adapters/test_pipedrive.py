@@ -460,6 +460,19 @@ async def test_an_update_searches_even_with_a_fresh_listing(pd: Harness) -> None
     assert pd.sandbox.endpoints_used[0] == f"GET {PERSONS}/search"
 
 
+async def test_an_update_leaves_a_person_known_as_another_subject_s(pd: Harness) -> None:
+    """Two persons hold the address (a housemate's got it as a second e-mail); the one the
+    connector knows as another subject's (``spare``) keeps its values."""
+    email = "gedeeld@example.com"
+    own = pd.sandbox.add_person(email, "Anna", "Fout")
+    other = pd.sandbox.add_person(email, "Bert", "Eigen")
+    fix = OutboundRecord("r", email, own, {"email": email, "last_name": "Goed"}, frozenset({other}))
+    (result,) = await pd.adapter.update([fix])
+    assert (result.outcome, result.external_id) == ("updated", own)
+    assert pd.sandbox.store.persons[int(own)].values["last_name"] == "Goed"
+    assert pd.sandbox.store.persons[int(other)].values["last_name"] == "Eigen"
+
+
 async def test_a_record_without_an_email_is_never_searched_for(pd: Harness) -> None:
     """Known only by an id Pipedrive no longer has, a record is not looked up by no address."""
     (created,) = await pd.adapter.upsert([person(1)])

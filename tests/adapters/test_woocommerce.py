@@ -440,6 +440,21 @@ async def test_upsert_with_external_id_updates_without_lookup(harness: Harness) 
     assert [e.method for e in harness.sandbox.log.entries] == ["POST"]
 
 
+async def test_an_update_leaves_a_customer_known_as_another_subject_s(
+    harness: Harness,
+) -> None:
+    """Found by e-mail, a customer the connector knows as another subject's (``spare``) is
+    not written: the correction holds nothing of the person's there."""
+    customer_id = harness.sandbox.add_person("ander@example.com", "Bo", "Eigen")
+    fix = record("r", "ander@example.com", last_name="Anders")._replace(
+        spare=frozenset({customer_id})
+    )
+    (result,) = await harness.adapter.update([fix])
+    assert result.outcome == "not_held"
+    held = harness.sandbox.record_for("ander@example.com")
+    assert held is not None and held["last_name"] == "Eigen"
+
+
 async def test_an_update_of_a_customer_stored_with_capitals_is_not_refused(
     harness: Harness,
 ) -> None:

@@ -1042,6 +1042,30 @@ async def test_a_record_known_as_a_housemate_s_is_left_by_the_person_s_erasure(
     assert BERT not in text and "Jansenius" not in text
 
 
+async def test_a_record_known_as_a_housemate_s_is_not_corrected_with_the_person(
+    world: World, rt: Runtime
+) -> None:
+    """Pipedrive finds Bert's person by Anna's address too, and its update wrote Anna's
+    correction over Bert's name and phone. The identity map knows that person as Bert's:
+    Anna's own is corrected, Bert's is left, and her step says so by its id alone."""
+    bert_id = await _anna_s_address_on_bert_s_person(world, rt)
+    anna = world.deals.record_for(ANNA)
+    assert anna is not None
+    view = await DsrService(rt).rectify(ANNA, {"last_name": "Smit", "phone": "0611122233"})
+    assert view.status == "completed"
+    corrected = world.deals.store.persons[int(anna["id"])].values
+    assert corrected["last_name"] == "Smit"
+    bert = world.deals.store.persons[bert_id].values
+    assert bert["last_name"] == "Jansenius" and "Smit" not in json.dumps(bert)
+    assert "0611122233" not in json.dumps(bert) and "611122233" not in json.dumps(bert)
+    text = DsrService(rt).receipt(view.id)
+    assert text is not None
+    systems = {s["system"]: s for s in json.loads(text)["receipt"]["systems"]}
+    assert systems["deals"]["status"] == "done"
+    assert f"another person's (ids {bert_id})" in systems["deals"]["detail"]
+    assert BERT not in text and "Jansenius" not in text and ANNA not in text
+
+
 async def test_a_shopify_erasure_cancelled_while_pending_is_asked_for_again_the_next_day(
     world: World, rt: Runtime
 ) -> None:
