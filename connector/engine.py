@@ -476,6 +476,7 @@ class Engine:
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
         remarked: list[tuple[str, str, str]] = []
         unsent: list[tuple[str, str]] = []  # queued there, and not queued again now
+        ungated: list[tuple[str, str]] = []  # queued there under a consent no longer given
         names = [dest.name for dest in destinations]
         queued_by, delivered_by = self.store.page_hashes(names, [*subject_ids, *formerly.values()])
         # What a destination refused for good is not offered again as it was: it would be
@@ -537,7 +538,7 @@ class Engine:
                 else:
                     dest_report.gated += 1
                     if sid in queued:
-                        unsent.append((dest.name, sid))
+                        ungated.append((dest.name, sid))
                     continue
                 if last == digest:
                     dest_report.unchanged += 1
@@ -562,6 +563,12 @@ class Engine:
             # would follow it; the page sends them nothing (a withdrawal, where one is due,
             # was queued into the row above, which keeps its former write to go first).
             self._write(lambda store: store.drop_formers(unsent))
+        if ungated:
+            # Queued while they gave the consent this system needs, which they no longer
+            # give, and it has no withdrawal to send: delivered, the write made or updated a
+            # record of someone who withdrew the consent for it. (A former address's write
+            # goes with it: it would make that record too.)
+            self._write(lambda store: store.drop_queued(ungated))
         if self.store.suppression_changes() != suppressed_at:
             # An erasure suppressed someone while the page was read. Asked again here, with
             # nothing awaited from here to the commit below, so a page is queued either

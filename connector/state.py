@@ -786,6 +786,18 @@ class Store:
                 if sid in numbers
             )
 
+    def drop_queued(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Drop what waits for each (system, subject id) pair, any flow's; how many rows."""
+        numbers = self.subject_numbers([sid for _, sid in pairs])
+        with self.transaction() as db:
+            return sum(
+                db.execute(
+                    "DELETE FROM outbox WHERE system=? AND subject_no=?", (system, numbers[sid])
+                ).rowcount
+                for system, sid in pairs
+                if sid in numbers
+            )
+
     def drop_outbox(self, ids: Sequence[int]) -> None:
         with self.transaction() as db:
             db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])

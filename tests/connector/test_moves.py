@@ -186,6 +186,33 @@ async def test_a_write_kept_from_a_former_address_is_dropped_with_the_consent_it
     assert crm.contact_count() == 0, "a record sent for someone without the consent it needs"
 
 
+async def test_a_write_queued_under_a_consent_withdrawn_since_is_not_delivered(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    gated_config: Path,
+) -> None:
+    """Anna (consent given) is queued for a consent-gated system that is down. She then
+    withdraws her consent, without moving, and a run reads that while the system is still
+    down. It has no withdrawal to send, so the page sends her nothing there, and the write
+    queued under the consent she gave goes too: delivered once the system was back, it made
+    a record of someone known to no longer give the consent it needs."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678", marketing_opt_in="yes")
+    crm.faults.fail_next = 10_000
+    async with open_rt(gated_config) as rt:
+        (first,) = await rt.engine.sync()
+        assert first.destinations["crm"].queued == 1
+    shop.touch(OLD, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    async with open_rt(gated_config) as rt:
+        (report,) = await rt.engine.sync()  # still down
+        assert report.destinations["crm"].gated == 1
+        assert rt.store.outbox_count() == 0
+    crm.faults.fail_next = 0
+    async with open_rt(gated_config) as rt:
+        await rt.engine.sync()
+    assert crm.contact_count() == 0, "sent after the consent it needed was withdrawn"
+
+
 async def test_erasing_the_new_address_reaches_the_contact_made_under_the_old_one(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
