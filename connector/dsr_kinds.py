@@ -529,9 +529,20 @@ class KindRunner:
             return
         subjects = [subject, *also] if manifest["email"] or subject.external_id else also
         record = dict(state.result)
-        self.db.set_system(row.id, name, "in_progress", attempt=True)
+        erasing = self._erasure_due(state, record)
+        # A retry that only reads keeps the part pending_verification: marked in_progress,
+        # a process that died in the read left a part the next retry could not tell from
+        # one whose erasure call may not have been made, and it asked the vendor again at
+        # once (Shopify: a second erasure queued within the hour).
+        self.db.set_system(
+            row.id,
+            name,
+            "in_progress" if erasing else "pending_verification",
+            detail=None if erasing else state.detail,
+            attempt=True,
+        )
         try:
-            if state.status != "pending_verification" or self._ask_again(record):
+            if erasing:
                 # Writes of a sync still on their way settled before the traces went (see
                 # _erase); any batch since saw the suppression entry and sent nothing.
                 results = [await system.adapter.erase(s) for s in subjects]
@@ -599,6 +610,20 @@ class KindRunner:
         if not held and row.source == f"webhook:{name}":
             detail = "erased by the vendor itself (origin of the request)"
         self._set(row, name, "verified_absent" if held else "not_held", detail, record)
+
+    def _erasure_due(self, state: SystemRow, record: dict[str, Any]) -> bool:
+        """Whether this attempt asks the vendor to erase, or only reads to verify.
+
+        By what is recorded of the last erasure call: with none (``erased_at``), it is made.
+        One made whose check is missing (``pending_verification``, which a read-only retry
+        keeps, whatever stops it) is not made again at once, only once a day
+        (:meth:`_ask_again`). Any other status says the part is to be erased again: a
+        record still present after the call, an id learned since (:meth:`widen`), or an
+        attempt that died around its call, which may not have been made.
+        """
+        if not record.get("erased_at"):
+            return True
+        return state.status != "pending_verification" or self._ask_again(record)
 
     def _ask_again(self, record: dict[str, Any]) -> bool:
         """Whether an erasure the vendor holds pending is asked for again now: once a day.

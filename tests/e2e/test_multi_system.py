@@ -18,7 +18,7 @@ from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, jobs
-from connector.adapter import WebhookEvent, WebhookRequest
+from connector.adapter import ErasureResult, Subject, WebhookEvent, WebhookRequest
 from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
@@ -1089,6 +1089,55 @@ async def test_a_shopify_erasure_cancelled_while_pending_is_asked_for_again_the_
     view = await service.retry(view.id)
     assert world.shopify.pending_erasure("annuleer.mij@example.nl")  # asked again
     assert view.system("shopify").status == "pending_verification"
+
+
+class Crash(Exception):
+    """The process dying where it is raised."""
+
+
+async def test_a_crash_in_a_retry_s_verifying_read_does_not_ask_shopify_to_erase_again(
+    world: World, rt: Runtime
+) -> None:
+    """A retry of a pending Shopify erasure only reads. A process that dies in that read
+    leaves the part pending verification: the next retry, half an hour after the first
+    request, reads again and does not queue a second erasure (it was marked in progress,
+    and the next retry asked Shopify to erase again at once)."""
+    import datetime as dt
+
+    clock = {"now": dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    email = "wacht.even@example.nl"
+    world.shopify.add_person(email, "Wacht", "Even")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed
+    view = await service.erase(email)
+    assert view.system("shopify").status == "pending_verification"
+    adapter = rt.systems["shopify"].adapter
+    real_find, real_erase = adapter.find, adapter.erase
+    asked: list[Subject] = []
+
+    async def dying_find(subject: Subject) -> list[dict[str, Any]]:
+        raise Crash("killed during the verifying read")
+
+    async def counting_erase(subject: Subject) -> ErasureResult:
+        asked.append(subject)
+        return await real_erase(subject)
+
+    adapter.erase = counting_erase  # type: ignore[method-assign]
+    clock["now"] += dt.timedelta(minutes=15)
+    adapter.find = dying_find  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await service.retry(view.id)
+    adapter.find = real_find  # type: ignore[method-assign]
+    crashed = service.get(view.id)
+    assert crashed is not None and crashed.system("shopify").status == "pending_verification"
+    clock["now"] += dt.timedelta(minutes=15)
+    view = await service.retry(view.id)
+    assert view.system("shopify").status == "pending_verification"
+    assert asked == []
+    clock["now"] += dt.timedelta(days=1)
+    await service.retry(view.id)
+    assert len(asked) == 1  # once a day, as ever
 
 
 async def test_a_corrected_phone_reaches_pipedrive_in_the_person_s_own_country(
