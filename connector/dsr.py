@@ -214,7 +214,7 @@ class DsrService:
             opened = self._opened_before("erase", primary, source)
             if opened is not None:
                 return self._view(opened)
-            existing = self.db.open_for("erase", primary)
+            existing = self._open_erasure(primary, subject_ids, external)
             if existing is not None:
                 self._asked_again(existing, subject_ids, ids, e164)
                 return self._view(self.db.get(existing.id))
@@ -240,6 +240,25 @@ class DsrService:
             self.audit("dsr.received", row, source=source, deadline=row.deadline)
             self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))
+
+    def _open_erasure(
+        self, primary: str, subject_ids: list[str], external: tuple[str, str] | None
+    ) -> RequestRow | None:
+        """The person's open erasure, whichever of their addresses or records it names.
+
+        Asked again under a former address (a move), the primary id is not the open
+        request's, but its suppression entries hold every id it was widened to. A shop's
+        request by its customer id finds it by the record's entry too: the open erasure
+        deleted the identity rows that tied the id to the person, and the address it
+        carries may be one the connector never saw.
+        """
+        found = self.db.open_for("erase", primary)
+        if found is not None:
+            return found
+        keys = list(subject_ids)
+        if external is not None:
+            keys.append(self.rt.engine.ids.record_key(*external))
+        return self.db.open_suppressing(keys)
 
     def _asked_again(
         self,

@@ -512,6 +512,60 @@ async def test_customers_redact_under_a_new_address_reaches_records_under_the_ol
     assert rt.store.suppressed([rt.keyring.subject_id("+31612345678")])
 
 
+async def test_an_erasure_asked_again_under_the_former_address_goes_on_as_the_open_one(
+    world: World, rt: Runtime
+) -> None:
+    """The person moved from A to B in the shop (synced: the identity map links A to B).
+    Their erasure, asked under B, waits for HubSpot (down). Asked again under A, the
+    address the CRM knows them by, it goes on as the open one: one request, one receipt
+    (a second was opened, looked for by the address asked with only)."""
+    world.shop.seed_synthetic(2, seed=63)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed
+    former = world.shop.store.get(1)["email"]  # type: ignore[index]
+    new = "nieuw.adres@voorbeeld.nl"
+    world.shop.touch(former, email=new)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed
+    service = DsrService(rt)
+    world.crm.faults.down = True
+    first = await service.erase(new)
+    assert first.status == "open"
+    second = await service.erase(former)
+    assert second.id == first.id
+    assert [v.id for v in service.list(open_only=True)] == [first.id]
+
+
+async def test_customers_redact_with_a_new_address_goes_on_as_the_open_erasure_under_the_old(
+    world: World, rt: Runtime
+) -> None:
+    """The customer's erasure under their former address waits for HubSpot (down); they
+    changed their address in Shopify meanwhile, and its customers/redact carries the new
+    one with their customer id. The open erasure deleted the identity rows that tied the
+    id to them; the record's suppression entry still names it, and the redact goes on as
+    that request instead of opening a second for the same person."""
+    old, new = "oud.adres@example.nl", "nieuw.adres@example.nl"
+    world.shopify.add_person(old, "Olga", "Oud")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    service = DsrService(rt)
+    world.crm.faults.down = True
+    first = await service.erase(old)
+    assert first.status == "open"
+    world.shopify.touch(old, email=new)  # changed in Shopify while the erasure is open
+    payload = world.shopify.compliance_payload("customers/redact", new)
+    body, headers = world.shopify.signed_compliance_webhook(
+        "customers/redact", payload, SHOPIFY_SECRET
+    )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+    (second,) = await handle_webhook(service, "shopify", request, time.time())
+    assert second.id == first.id
+    assert [v.id for v in service.list(open_only=True)] == [first.id]
+    # What it adds (the new address) is suppressed too.
+    assert rt.store.suppressed([rt.keyring.subject_id(new)])
+
+
 async def test_a_correction_stands_when_the_source_cannot_be_written(
     world: World, rt: Runtime
 ) -> None:
