@@ -20,7 +20,7 @@ from connector import jobs
 from connector.access import BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import RETAINED, ErasureResult, OutboundRecord, Subject
 from connector.crypto import DecryptionError, outbox_context
-from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
+from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import KlantsyncError
 from connector.model import Person, earlier_email_forms, is_archived, normalise_email
@@ -203,6 +203,8 @@ class KindRunner:
         # 1. The manifest snapshot: each system's ids, before that system is asked to delete.
         missing = [n for n in todo if n not in manifest["snapshot"]]
         found = await _settle({n: self._find(n, manifest) for n in missing})
+        sources = self._sources()
+        phones: list[str] = []
         taken = 0
         for name, outcome in found.items():
             if isinstance(outcome, KlantsyncError):
@@ -218,6 +220,8 @@ class KindRunner:
             own = _own_id(system, outcome, manifest["email"]) if manifest["email"] else None
             if own:
                 manifest["ids"].setdefault(name, own)
+            if name in sources:
+                phones += _own_phones(system, outcome, manifest["email"], manifest["ids"].get(name))
             manifest["held"][name] = bool(outcome)
             if any(RETAINED not in r for r in outcome):
                 # Something beyond what is kept on purpose, which the erasure deletes. Never
@@ -233,6 +237,7 @@ class KindRunner:
             held = sorted(n for n, h in manifest["held"].items() if h)
             # Each write here goes with its audit entry (see _set).
             with self.rt.store.transaction():
+                self._suppress_phones(row, manifest, phones)
                 self._save(row, manifest)
                 self.service.audit("dsr.manifest", row, systems_holding=held)
         # Again with the source ids the snapshot may have added.
@@ -277,6 +282,25 @@ class KindRunner:
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
             raise crashed[0]
+
+    def _suppress_phones(
+        self, row: RequestRow, manifest: dict[str, Any], phones: list[str]
+    ) -> None:
+        """Suppress the numbers the person's records in the sources hold, keyed like a
+        phone given with the request (``dsr erase --phone``).
+
+        An erasure asked with no number (by e-mail, a CRM's webhook) suppressed none, and a
+        restored backup holding the person under another address but the number the shop
+        had stayed in. Read at the snapshot, before the source deletes the record; only the
+        keyed hashes are kept, with the request's other ids.
+        """
+        keyed = [self.rt.keyring.subject_id(phone) for phone in dict.fromkeys(phones)]
+        added = [sid for sid in keyed if sid not in manifest["subject_ids"]]
+        if not added:
+            return
+        manifest["subject_ids"] += added
+        self.rt.store.suppress(added, HELD_PHONE, row.id)
+        self.service.audit("dsr.phones_held", row, subject_ids=added)
 
     def _note_queued_addresses(self, row: RequestRow, manifest: dict[str, Any]) -> None:
         """Note in the manifest, per system, the other addresses payloads were queued under
@@ -1152,6 +1176,30 @@ def _own_id(system: System, records: list[dict[str, Any]], email: str) -> str | 
         if system.mapping.inbound(record).email == email:
             return system.mapping.record_id(record)
     return None
+
+
+def _own_phones(
+    system: System, records: list[dict[str, Any]], email: str | None, external: str | None
+) -> list[str]:
+    """The numbers the person's own records hold, in E.164 as a sync reads them (the
+    mapping's phone transform, in the person's country).
+
+    Own: held under their address or their id in the system; not an order (its billing
+    number may be whoever paid), nor a record found by a number shared with a housemate.
+    """
+    phones: list[str] = []
+    for record in records:
+        if record.get("type") == "order":
+            continue
+        person = system.mapping.inbound(record)
+        by_address = email is not None and person.email == email
+        by_id = external is not None and system.mapping.record_id(record) == external
+        if not (by_address or by_id):
+            continue
+        phone = person.get("phone")
+        if isinstance(phone, str) and phone:
+            phones.append(phone)
+    return phones
 
 
 def _outcome(results: Sequence[ErasureResult]) -> ErasureResult:

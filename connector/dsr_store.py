@@ -18,6 +18,7 @@ from connector.state import PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
+    "HELD_PHONE",
     "PURGE_SOURCE",
     "SYSTEM_STATUSES",
     "DsrStore",
@@ -43,6 +44,10 @@ SYSTEM_STATUSES = frozenset(
 
 #: The audit entry of a source purged (:meth:`DsrStore.purge_source`; a restore redoes it).
 PURGE_SOURCE = "dsr.purge_source"
+
+#: The suppression kind of a number an erasure read from the person's records in a source
+#: (not given with the request): lifted with the address when the person is readmitted.
+HELD_PHONE = "erasure:held_phone"
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
@@ -185,6 +190,16 @@ class DsrStore:
             tuple(subject_ids),
         ).fetchone()
         return None if found is None else RequestRow(*found)
+
+    def held_phones(self, subject_id: str) -> list[str]:
+        """The numbers (keyed ids) that erasures of ``subject_id`` read from the person's
+        records in the sources and suppressed (:data:`HELD_PHONE`)."""
+        rows = self.db.execute(
+            "SELECT s.subject_id FROM suppression s JOIN dsr_requests r ON r.id = s.request_id "
+            "WHERE s.kind=? AND r.kind='erase' AND r.subject_id=? ORDER BY s.subject_id",
+            (HELD_PHONE, subject_id),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
 
     def history(self, subject_id: str) -> list[RequestRow]:
         """Every request about a subject, oldest first."""

@@ -1,13 +1,15 @@
 """Taking a person off the suppression list: someone erased who comes back of their own accord.
 
-An erasure suppresses the person's address (and the phone given with it), so no sync brings
-them back, not even a restored shop backup. If the same person later signs up again in the
-shop, with a new consent, the suppression keeps them out of every system, silently but for
-the sync report's count. ``klantsync dsr readmit`` lifts it for that address (and phone), with
-the operator's reason in the audit trail; the next sync sends them as the shop has them now.
+An erasure suppresses the person's address (and the phone given with it, and the numbers their
+records in the sources held), so no sync brings them back, not even a restored shop backup.
+If the same person later signs up again in the shop, with a new consent, the suppression
+keeps them out of every system, silently but for the sync report's count. ``klantsync dsr
+readmit`` lifts it for that address (and phone), with the operator's reason in the audit
+trail; the next sync sends them as the shop has them now.
 
 Refused while an erasure of the person is still open (it would be undone before it ends),
-and for an address that is not suppressed. Former addresses and the erased shop record stay
+and for an address that is not suppressed. The numbers the erasure of that address read
+from the sources are lifted with it; former addresses and the erased shop record stay
 suppressed: the new sign-up is a new record.
 """
 
@@ -76,6 +78,10 @@ def readmit(rt: Runtime, email: str, reason: str, *, phone: str | None = None) -
                 f"the erasure of this person ({open_erasure.id}) is still open: finish it "
                 "first (dsr retry), or the readmission would undo it half-way"
             )
+        # The number the shop held for them when they were erased goes with the address:
+        # they may well sign up again with it, and were kept out by it (a number given
+        # with the erasure is lifted only when given here too).
+        subject_ids += [sid for sid in db.held_phones(subject_ids[0]) if sid not in subject_ids]
         rt.store.unsuppress(subject_ids)
         audit.append(rt.store, READMITTED, {"subject_ids": subject_ids, "reason": text})
     return Readmission(subject_ids)

@@ -210,6 +210,38 @@ async def test_an_erasure_with_a_phone_stops_a_backup_holding_another_address_an
     assert not crm.holds("anna.prive@voorbeeld.nl") and crm.holds(OTHER_EMAIL)
 
 
+async def test_an_erasure_given_no_phone_suppresses_the_number_the_shop_holds_for_them(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asked by e-mail only (the CLI without --phone, a CRM's webhook), the erasure reads
+    the person's number from the shop's record at its snapshot and suppresses it, keyed
+    and in E.164 as a sync reads it: a restored backup holding them under another address
+    but that number stays out. Only the keyed hash is kept; the number is in no audit entry
+    and no log line."""
+    await seeded(shop, rt)
+    caplog.set_level(logging.DEBUG)
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    phone = rt.keyring.subject_id(CANARY_PHONE_E164)
+    assert rt.store.suppressed([phone]) == {phone}
+    (entry,) = [e for e in audit.entries(rt.store) if e.kind == "dsr.phones_held"]
+    assert entry.data["subject_ids"] == [phone]
+    trail = json.dumps([e.data for e in audit.entries(rt.store)])
+    for clear in (CANARY_PHONE, CANARY_PHONE_E164, "687654321"):
+        assert clear not in trail and clear not in caplog.text
+    # The other customer's number stays off the list.
+    assert not rt.store.suppressed([rt.keyring.subject_id("+31611111111")])
+    shop.add_person("anna.prive@voorbeeld.nl", "Anna", "Klant", CANARY_PHONE)  # a backup
+    (report,) = await rt.engine.sync(full=True)
+    assert report.suppressed == 1
+    assert not crm.holds("anna.prive@voorbeeld.nl") and crm.holds(OTHER_EMAIL)
+    # Readmitted by their address, the number goes with it: back with it, they are sent.
+    assert phone in readmit(rt, CANARY_EMAIL, "signed up again").subject_ids
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    await rt.engine.sync(full=True)
+    assert crm.holds(CANARY_EMAIL)
+
+
 async def test_an_erasure_reads_a_phone_without_country_code_as_the_shop_does(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
