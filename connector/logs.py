@@ -77,11 +77,13 @@ _DATE = (
     r"|/(?:0?[1-9]|1[0-2])/)(?:19|20)\d\d)(?: \d\d)?"
 )
 _DATES_ONLY = re.compile(rf"{_DATE}(?:(?: - | |-){_DATE})*")
-#: ... nor a count or an amount written with thousands separators ("1.250.000",
-#: "12.345.678" of "EUR 12.345.678,90"; a number never starts with 0, a phone mostly does),
-#: nor an ISO date written with slashes or dots ("2026/11/30").
+#: ... nor a count or an amount written with thousands separators, up to eight digits
+#: ("1.250.000", "12.345.678" of "EUR 12.345.678,90"; it never starts with 0, a phone
+#: mostly does, and a phone has nine digits or more: "612.345.678" stays masked, as an IP
+#: address does, "81.204.123.145"), nor an ISO date written with slashes or dots
+#: ("2026/11/30").
 _NOT_A_PHONE = re.compile(
-    r"[1-9]\d{0,2}(?:\.\d{3})+"
+    r"[1-9]\d?\.\d{3}\.\d{3}"
     r"|(?:19|20)\d\d([/.])(?:0[1-9]|1[0-2])\1(?:0[1-9]|[12]\d|3[01])"
 )
 #: A credential after its name; after "Authorization:" the scheme word ("Bearer", "Basic")

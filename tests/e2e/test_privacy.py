@@ -181,6 +181,11 @@ def test_redaction_masks_the_token_after_the_authorization_scheme(line: str) -> 
         ("bedrag EUR 12.345.678,90 betwist", "bedrag EUR 12.345.678,90 betwist"),
         ("AP-besluit van 2026/11/30", "AP-besluit van 2026/11/30"),
         ("call 010.123.4567", "call <phone>"),
+        # ... but nine digits in threes is a phone (Spain's mobiles), and an IP address
+        # in dotted groups is personal data too: both masked.
+        ("klant belt 612.345.678", "klant belt <phone>"),
+        ("login from 81.204.123.145 refused", "login from <phone> refused"),
+        ("from 192.168.100.200", "from <phone>"),
     ],
 )
 def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> None:
