@@ -37,7 +37,7 @@ from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
-from connector.storefile import read_only, refuse_foreign
+from connector.storefile import read_only, refuse_foreign, store_exists
 
 __all__ = [
     "COMPANIONS",
@@ -105,7 +105,9 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
     """
     store_path = config.store_path
     refuse_store_files(config, out, "--out")
-    if not store_path.exists():
+    # A path no store can be at (a file in the way) is bad configuration, as for every
+    # command: StorePathError, not "no store yet".
+    if not store_exists(store_path):
         raise StoreError(f"{store_path}: there is no store yet, so nothing to back up")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")

@@ -157,14 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         # file and key apart too: a script should not have to split the message on ": ",
         # which a path may hold.
-        _error(err, args, str(exc), kind="config", where={"file": exc.file, "key": exc.key})
-        return EXIT_USAGE
+        where = {"file": exc.file, "key": exc.key}
+        return _error(err, args, str(exc), EXIT_USAGE, kind="config", where=where)
     except StoreError as exc:
-        _error(err, args, str(exc), kind="store")
-        return EXIT_FAILED
+        return _error(err, args, str(exc), EXIT_FAILED, kind="store")
     except KlantsyncError as exc:
-        _error(err, args, str(exc), kind="error")
-        return EXIT_FAILED
+        return _error(err, args, str(exc), EXIT_FAILED, kind="error")
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
@@ -187,11 +185,13 @@ def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> i
     text = " ".join(redact(str(exc)).split())  # one line, whatever the exception holds
     detail = f": {text}" if text else ""
     err.print(f"klantsync: internal error: {type(exc).__name__}{detail}", markup=False)
-    if getattr(args, "json", False):
-        # Scripts read the answer on stdout, as for every other error.
-        print(json.dumps({"error": "internal", "message": f"{type(exc).__name__}{detail}"}))
     if not debug:
         err.print("(run again with KLANTSYNC_DEBUG=1 to see the traceback)", markup=False)
+    if getattr(args, "json", False):
+        # Scripts read the answer on stdout, as for every other error.
+        answer = {"error": "internal", "message": f"{type(exc).__name__}{detail}"}
+        if not _json_line(answer):
+            return EXIT_PIPE
     return EXIT_FAILED
 
 
@@ -226,14 +226,32 @@ def _error(
     err: Console,
     args: argparse.Namespace,
     message: str,
+    code: int,
     kind: str,
     where: dict[str, str] | None = None,
-) -> None:
+) -> int:
+    """Report an error; ``code``, or 141 when the reader of the JSON answer went away."""
     if getattr(args, "json", False):
-        print(json.dumps({"error": kind, "message": message, **(where or {})}))
+        if not _json_line({"error": kind, "message": message, **(where or {})}):
+            return EXIT_PIPE
     else:
         # Messages name config keys such as [systems.crm]: escaped, or rich eats them as markup.
         err.print(f"[bold red]error[/]: {escape(message)}", markup=True, soft_wrap=True)
+    return code
+
+
+def _json_line(answer: dict[str, str]) -> bool:
+    """Print one JSON line on stdout; False when its reader went away (``| head``).
+
+    An error's answer is printed while ``main`` handles the error, where a broken pipe
+    would escape as a traceback (with the error's text) and exit 1.
+    """
+    try:
+        print(json.dumps(answer), flush=True)
+    except BrokenPipeError:
+        _stdout_gone()
+        return False
+    return True
 
 
 def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:

@@ -42,8 +42,8 @@ def register(subparsers: Any) -> None:
         "the backup; what happened since does not: from the replaced store, when it can be "
         "read, the restored one takes erasures, who was first sent where, data subject "
         "requests, queued jobs, webhook ids, bundles and incidents. The outbox is emptied "
-        "(the next sync queues again what the systems lack), and the replaced store is kept "
-        "beside it.",
+        "(the next sync queues again what the systems lack) but for the writes kept from a "
+        "customer's former address, and the replaced store is kept beside it.",
     )
     restore.add_argument(
         "--from", dest="source", required=True, type=Path, help="the backup file to restore"
@@ -101,9 +101,15 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
             f"{carried['jobs']} jobs, {carried['incidents']} incidents, {carried['bundles']} "
             "access bundles"
         )
+    kept = (
+        f"; {facts.outbox_kept} kept, each holding a write from a customer's former address "
+        "that goes first"
+        if facts.outbox_kept
+        else ""
+    )
     console.print(
-        f"  outbox emptied ({facts.outbox_dropped} payloads): the next sync queues again "
-        "whatever the systems lack"
+        f"  outbox: {facts.outbox_dropped} payloads dropped (the next sync queues again "
+        f"whatever the systems lack){kept}"
     )
     key_said = {
         "from the backup": "put back from the backup (the one beside the store was not this "

@@ -67,6 +67,8 @@ class RestoreFacts:
     #: What was taken over from it, by kind (see :class:`connector.carryover.Carried`).
     carried: dict[str, int]
     outbox_dropped: int
+    #: Outbox rows kept: writes from a former address (connector/moves.py).
+    outbox_kept: int = 0
     #: What it holds sealed under keys the restored store does not have ("request <id>").
     not_carried: list[str] = field(default_factory=list)
     #: The receipt signing key file: "kept", "from the backup", "set aside" (not this
@@ -246,11 +248,10 @@ def _prepare(
             attached(store, config.store_path) if readable else nullcontext(),
             store.transaction() as db,
         ):
-            (queued,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             # A row keeping a write from a former address is all that tells what a system may
             # hold under it (connector/moves.py): the replaced store's take the backup's
-            # place (carry_over); with none to read, the backup's stay.
-            db.execute("DELETE FROM outbox WHERE former IS NULL")
+            # place (carry_over); with none to read, the backup's stay. The rest is dropped.
+            dropped = db.execute("DELETE FROM outbox WHERE former IS NULL").rowcount
             if readable and current is not None and current.damaged:
                 carried = carry_erasures(store)
             elif readable:
@@ -259,8 +260,7 @@ def _prepare(
                     for name in config.systems
                 }
                 carried = carry_over(store, store_keyring(store, config), flows_of)
-            (left,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-            dropped = int(queued) - (int(left) - carried.formers)
+            (kept,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             counts = {k: v for k, v in asdict(carried).items() if k != "not_carried"}
             audit.append(
                 store,
@@ -272,6 +272,7 @@ def _prepare(
                     "carried": counts,
                     "not_carried": carried.not_carried,
                     "outbox_dropped": dropped,
+                    "outbox_kept": int(kept),
                     "receipt_key": key.action,
                 },
             )
@@ -372,6 +373,7 @@ def _restored_facts(
         replaced_readable=current is not None and current.readable,
         carried={str(k): int(v) for k, v in entry["carried"].items()},
         outbox_dropped=int(entry["outbox_dropped"]),
+        outbox_kept=int(entry.get("outbox_kept", 0)),  # restores before it kept none
         not_carried=[str(n) for n in entry["not_carried"]],
         receipt_key=str(entry["receipt_key"]),
     )

@@ -983,3 +983,47 @@ async def test_after_a_restore_an_erasure_reaches_the_contact_a_former_address_s
         view = await DsrService(rt).erase(NEW)
     assert view.status == "completed", view
     assert not crm.holds(OLD), "the CRM contact under the former address outlived the erasure"
+
+
+async def test_restore_does_not_say_the_outbox_was_emptied_when_it_keeps_rows(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    config_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README: the outbox is emptied, but rows keeping a write from a customer's former
+    address are the exception, taken over whole: `restore --help` and the command's summary
+    say so, and count the kept row as kept, not dropped."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    with pytest.raises(Crash):
+        async with open_rt(checkpoint=crash_at("delivered")) as rt:
+            await rt.engine.sync()
+    shop.touch(OLD, email=NEW)
+    crm.faults.fail_next = 10_000  # the CRM is down: the kept write stays queued
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        config = rt.config
+    crm.faults.fail_next = 0
+    out = tmp_path / "b.db"
+    take_backup(config, out)
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 0
+    printed = capsys.readouterr().out
+    async with open_rt() as rt:
+        (kept,) = rt.store.db.execute("SELECT COUNT(*) FROM outbox").fetchone()
+    assert kept == 1  # the former address's write is still queued, as README says
+    with pytest.raises(SystemExit):
+        main(["-c", str(config_path), "restore", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    claims = [
+        text
+        for text, said in (
+            ("restore's output", "outbox emptied" in printed),
+            ("restore --help", "The outbox is emptied" in help_text),
+        )
+        if said and "former" not in (printed if text == "restore's output" else help_text)
+    ]
+    assert not claims, f"{claims} say the outbox was emptied; it still holds {kept} row(s)"
+    assert "outbox: 0 payloads dropped" in printed and "; 1 kept" in printed, printed

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -21,6 +24,8 @@ from connector.config import load_config
 from connector.demo import run_demo, write_config
 from connector.engine import Engine
 from connector.sandboxkit import serve_tls
+from tests.conftest import ENV
+from tests.conftest import write_config as write_test_config
 
 
 @pytest.fixture
@@ -1212,3 +1217,62 @@ def test_options_a_command_would_ignore_are_refused(
     usage errors (exit 2) now."""
     assert main(["-c", str(offline), *argv]) == 2
     assert words in capsys.readouterr().err
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_with_reader_gone(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run klantsync with a standard output whose reader has already gone (`... | head`
+    that exited): every write to it fails with EPIPE."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "connector", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **ENV, "PYTHONPATH": str(REPO)},
+            cwd=tmp_path,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["sync", "--flow", "no-such-flow", "--json"],  # ConfigError, printed as JSON on stdout
+        ["backup", "--out", "b.db", "--json"],  # StoreError (no store yet), printed as JSON
+    ],
+    ids=["config-error", "store-error"],
+)
+def test_an_error_reported_as_json_to_a_reader_that_went_away_exits_141(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """README: exit 141 "when the reader of standard output went away (`... | head`), as for
+    any Unix tool", and a failure never dumps a traceback: an error's JSON answer too."""
+    config = write_test_config(tmp_path)
+    done = _run_with_reader_gone(["-c", str(config), *command], tmp_path)
+    stderr = done.stderr.decode()
+    assert "Traceback" not in stderr, stderr
+    assert done.returncode == 141, (done.returncode, stderr)
+
+
+def test_backup_with_a_store_path_no_store_can_be_at_is_bad_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: a store.path where no store can be (a file in the way of its folder) is bad
+    configuration: every command that uses the store exits 2 naming the config file and
+    `store.path`; `backup` too, not "there is no store yet"."""
+    for key, value in ENV.items():
+        monkeypatch.setenv(key, value)
+    config = write_test_config(tmp_path)
+    config.write_text(config.read_text().replace("state/klantsync.db", "afile/klantsync.db"))
+    (tmp_path / "afile").write_text("a file where the store's folder should be")
+    code = main(["-c", str(config), "backup", "--out", str(tmp_path / "b.db")])
+    err = capsys.readouterr().err
+    assert code == 2, (code, err)
+    assert "store.path" in err and str(config) in err, err
