@@ -561,13 +561,16 @@ class Engine:
             # A write kept from a former address (connector/moves.py) made while the person
             # consented would make a record for them here, and the payload before the move
             # would follow it; the page sends them nothing (a withdrawal, where one is due,
-            # was queued into the row above, which keeps its former write to go first).
-            self._write(lambda store: store.drop_formers(unsent))
+            # was queued into the row above, which keeps its former write to go first). The
+            # row is held, not dropped: that write may have landed, and its address is what
+            # the pending erasure must erase under too (it takes the row with the traces).
+            self._write(lambda store: store.hold_formers(unsent))
         if ungated:
             # Queued while they gave the consent this system needs, which they no longer
             # give, and it has no withdrawal to send: delivered, the write made or updated a
             # record of someone who withdrew the consent for it. (A former address's write
-            # goes with it: it would make that record too.)
+            # would make that record too: its row is held, unsent, for an erasure to find
+            # the address by; consenting again, they are queued into it and it goes first.)
             self._write(lambda store: store.drop_queued(ungated))
         if self.store.suppression_changes() != suppressed_at:
             # An erasure suppressed someone while the page was read. Asked again here, with
@@ -908,9 +911,10 @@ class Engine:
         if suppressed:
             # An erasure arrived after these were queued: they must never be sent. (Whatever
             # an earlier try of theirs may have written, the erasure's own fan-out, which
-            # has not deleted their rows yet, deletes after this.)
+            # has not deleted their rows yet, deletes after this; a row keeping a former
+            # address's write is held for it, not dropped: it reads that address there.)
             gone = [r for r in rows if r.subject_id in suppressed]
-            self._write(lambda store: store.drop_outbox([r.id for r in gone]))
+            self._write(lambda store: store.hold_or_drop(gone))
             for row in gone:
                 self._fresh.pop(row.id, None)
             dest_report.suppressed_at_delivery += len(gone)

@@ -4,6 +4,9 @@
 
 - dead letters last refused more than ``dead_letters_days`` ago (``created_at`` is the latest
   refusal: a record refused again holds the payload of that refusal, kept from then);
+- outbox rows held more than ``dead_letters_days`` (a write from a customer's former address
+  that must not be sent, kept for an erasure to find that address by:
+  :data:`connector.state.HELD`); set aside like a dead letter, kept as long;
 - the sealed manifests of data subject requests completed more than ``manifests_days`` ago
   (the request row stays: it is the record that the request was handled);
 - access bundles recorded with :func:`record_bundle` more than ``access_bundles_days`` ago;
@@ -41,7 +44,7 @@ from typing import Any
 from connector import audit
 from connector.config import Config
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
-from connector.state import Store, chunks, utcnow
+from connector.state import HELD, Store, chunks, utcnow
 from connector.storefile import foreign, replaced_stores
 
 __all__ = [
@@ -65,6 +68,7 @@ class RetentionReport:
     now: str
     dry_run: bool
     dead_letters: int = 0
+    held_writes: int = 0
     manifests: int = 0
     bundles: int = 0
     audit_entries: int = 0
@@ -79,6 +83,7 @@ class RetentionReport:
     def total(self) -> int:
         return (
             self.dead_letters
+            + self.held_writes
             + self.manifests
             + self.bundles
             + self.audit_entries
@@ -235,6 +240,14 @@ def _sweep(
         "DELETE FROM dead_letters WHERE created_at < ?",
         cut["dead_letters"],
     )
+    report.held_writes = _purge_rows(
+        store,
+        dry_run,
+        "SELECT COUNT(*) FROM outbox WHERE payload_hash=? AND enqueued_at < ?",
+        "DELETE FROM outbox WHERE payload_hash=? AND enqueued_at < ?",
+        cut["dead_letters"],
+        HELD,
+    )
     # Only finished requests lose their manifest; an open request still needs it to reach
     # every system. completed_at is set when the request is finished, whatever the outcome.
     report.manifests = _purge_rows(
@@ -282,6 +295,7 @@ def _sweep(
             audit.RETENTION_PURGED,
             {
                 "dead_letters": report.dead_letters,
+                "held_writes": report.held_writes,
                 "manifests": report.manifests,
                 "bundles": report.bundles,
                 "audit_entries": report.audit_entries,
@@ -293,11 +307,15 @@ def _sweep(
         )
 
 
-def _purge_rows(store: Store, dry_run: bool, count_sql: str, purge_sql: str, cutoff: str) -> int:
+def _purge_rows(
+    store: Store, dry_run: bool, count_sql: str, purge_sql: str, cutoff: str, *before: str
+) -> int:
+    """Rows ``purge_sql`` deletes (``count_sql`` counts, in a dry run); ``before`` are its
+    parameters ahead of ``cutoff``."""
     if dry_run:
-        return int(store.db.execute(count_sql, (cutoff,)).fetchone()[0])
+        return int(store.db.execute(count_sql, (*before, cutoff)).fetchone()[0])
     with store.transaction() as db:
-        return int(db.execute(purge_sql, (cutoff,)).rowcount)
+        return int(db.execute(purge_sql, (*before, cutoff)).rowcount)
 
 
 def delete_bundles_of(

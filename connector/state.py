@@ -28,6 +28,7 @@ from connector.storefile import failure, make_store_folder, refuse_foreign, unus
 from connector.walcheckpoint import WalCheckpointer
 
 __all__ = [
+    "HELD",
     "PER_SYSTEM_TABLES",
     "RESEND",
     "WITHDRAWAL",
@@ -74,6 +75,15 @@ WITHDRAWAL = "withdrawal:"
 #: replaced, ``resend:<hash>`` (:func:`before_resend`); a bare ``resend`` is one whose payload
 #: is unknown.
 RESEND = "resend"
+
+#: Marks an outbox row that is held, never sent: it keeps only a write from the person's
+#: former address (schema 19, connector/moves.py), which may have landed with its answer lost,
+#: while the system is to get nothing of them (consent withdrawn, an erasure pending). Dropped,
+#: it took with it the only record of that address, and an erasure left what the system holds
+#: under it. A page that queues them again replaces the mark (the kept write then goes first);
+#: an erasure deletes the row with their other traces, the retention sweep after
+#: ``dead_letters_days``. (Payload hashes are hex: none is the mark.)
+HELD = "held"
 
 
 def before_resend(payload_hash: str) -> str:
@@ -571,12 +581,13 @@ class Store:
         self, system: str, after_id: int, limit: int, flow: str | None = None
     ) -> list[OutboxRow]:
         """Up to ``limit`` rows for ``system`` with id above ``after_id``, oldest first;
-        with ``flow``, only the rows that flow queued."""
+        with ``flow``, only the rows that flow queued. A held row (:data:`HELD`) is none."""
         rows = self.db.execute(
             "SELECT o.id, o.system, s.subject_id, o.flow, o.payload, o.payload_hash, o.attempts, "
             "o.subject_no, o.former FROM outbox o JOIN subjects s ON s.subject_no = o.subject_no "
-            "WHERE o.system=? AND o.id>? AND (?4 IS NULL OR o.flow=?4) ORDER BY o.id LIMIT ?3",
-            (system, after_id, limit, flow),
+            "WHERE o.system=? AND o.id>? AND (?4 IS NULL OR o.flow=?4) AND o.payload_hash!=?5 "
+            "ORDER BY o.id LIMIT ?3",
+            (system, after_id, limit, flow, HELD),
         ).fetchall()
         return [OutboxRow._make(row) for row in rows]
 
@@ -630,11 +641,12 @@ class Store:
 
     def outbox_counts(self, flow: str | None = None) -> dict[str, int]:
         """Rows waiting for delivery, per system that has any (a walk of the (system, id) index);
-        with ``flow``, only the rows that flow queued."""
+        with ``flow``, only the rows that flow queued. A held row (:data:`HELD`) waits for
+        nothing."""
         rows = self.db.execute(
-            "SELECT system, COUNT(*) FROM outbox WHERE ?1 IS NULL OR flow=?1 "
-            "GROUP BY system ORDER BY system",
-            (flow,),
+            "SELECT system, COUNT(*) FROM outbox "
+            "WHERE (?1 IS NULL OR flow=?1) AND payload_hash!=?2 GROUP BY system ORDER BY system",
+            (flow, HELD),
         )
         return {str(system): int(count) for system, count in rows}
 
@@ -767,35 +779,51 @@ class Store:
         """Clear the former address's write of these rows: it was sent and answered."""
         self.db.executemany("UPDATE outbox SET former=NULL WHERE id=?", [(i,) for i in ids])
 
-    def drop_formers(self, pairs: Sequence[tuple[str, str]]) -> int:
-        """Drop the rows of these (system, subject id) pairs that keep a write from a former
-        address (connector/moves.py); how many.
+    def hold_formers(self, pairs: Sequence[tuple[str, str]]) -> int:
+        """Hold the rows of these (system, subject id) pairs that keep a write from a former
+        address (:data:`HELD`): each keeps that write only, and is not sent; how many.
 
         For people a page did not queue for the system (gated, suppressed): the kept write
         would make the record, and the row's payload (the one before the move) would follow
-        it as if it were current.
+        it as if it were current. Held since the first time: the sweep counts from then.
         """
         numbers = self.subject_numbers([sid for _, sid in pairs])
         with self.transaction() as db:
             return sum(
                 db.execute(
-                    "DELETE FROM outbox WHERE system=? AND subject_no=? AND former IS NOT NULL",
-                    (system, numbers[sid]),
+                    "UPDATE outbox SET payload=former, payload_hash=?, attempts=0, enqueued_at=? "
+                    "WHERE system=? AND subject_no=? AND former IS NOT NULL AND payload_hash!=?",
+                    (HELD, utcnow(), system, numbers[sid], HELD),
                 ).rowcount
                 for system, sid in pairs
                 if sid in numbers
             )
 
     def drop_queued(self, pairs: Sequence[tuple[str, str]]) -> int:
-        """Drop what waits for each (system, subject id) pair, any flow's; how many rows."""
+        """Drop what waits for each (system, subject id) pair, any flow's, but hold a row that
+        keeps a write from a former address (:meth:`hold_formers`); how many rows dropped."""
         numbers = self.subject_numbers([sid for _, sid in pairs])
+        self.hold_formers(pairs)
         with self.transaction() as db:
             return sum(
                 db.execute(
-                    "DELETE FROM outbox WHERE system=? AND subject_no=?", (system, numbers[sid])
+                    "DELETE FROM outbox WHERE system=? AND subject_no=? AND former IS NULL",
+                    (system, numbers[sid]),
                 ).rowcount
                 for system, sid in pairs
                 if sid in numbers
+            )
+
+    def hold_or_drop(self, rows: Sequence[OutboxRow]) -> None:
+        """Delete these outbox rows, but hold those that keep a former address's write."""
+        with self.transaction() as db:
+            db.executemany(
+                "UPDATE outbox SET payload=former, payload_hash=?1, attempts=0, enqueued_at=?2 "
+                "WHERE id=?3 AND former IS NOT NULL AND payload_hash!=?1",
+                [(HELD, utcnow(), r.id) for r in rows],
+            )
+            db.executemany(
+                "DELETE FROM outbox WHERE id=? AND former IS NULL", [(r.id,) for r in rows]
             )
 
     def drop_outbox(self, ids: Sequence[int]) -> None:

@@ -155,7 +155,7 @@ def gated_config(tmp_path: Path, env: dict[str, str]) -> Path:
     return write_config(tmp_path, crm_mapping=mapping)
 
 
-async def test_a_write_kept_from_a_former_address_is_dropped_with_the_consent_it_needed(
+async def test_a_write_kept_from_a_former_address_is_held_unsent_without_the_consent_it_needed(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,
     open_rt: Callable[..., Any],
@@ -163,10 +163,11 @@ async def test_a_write_kept_from_a_former_address_is_dropped_with_the_consent_it
 ) -> None:
     """Anna (consent given) is queued for a consent-gated system that is down: nothing of
     her reaches it. She changes her address and withdraws her consent in one edit. The move
-    keeps her queued write to go first, but the page sends her nothing there: the row goes,
-    so neither that write nor the payload from before the move makes a record of someone
-    who withdrew the consent it needs. (The CRM stays down through the run that makes the
-    move, so the queued write cannot land before it.)"""
+    keeps her queued write to go first, but the page sends her nothing there: the row is
+    held, so neither that write nor the payload from before the move makes a record of
+    someone who withdrew the consent it needs. (The CRM stays down through the run that
+    makes the move, so the queued write cannot land before it.) Consenting again, she is
+    queued into the held row, and its write goes first: one contact, under her address."""
     shop.add_person(OLD, "Anna", "de Vries", "0612345678", marketing_opt_in="yes")
     crm.faults.fail_next = 10_000  # down: the write never lands
     async with open_rt(gated_config) as rt:
@@ -178,12 +179,79 @@ async def test_a_write_kept_from_a_former_address_is_dropped_with_the_consent_it
     async with open_rt(gated_config) as rt:
         (report,) = await rt.engine.sync()  # still down: the move is made, nothing lands
         assert report.moved == 1 and report.destinations["crm"].gated == 1
-        assert rt.store.outbox_count() == 0
+        assert rt.store.outbox_counts() == {} and rt.store.outbox_count() == 1
     crm.faults.fail_next = 0
     async with open_rt(gated_config) as rt:
         await rt.engine.sync()
-        await rt.engine.sync()
+        await rt.engine.sync(full=True)
     assert crm.contact_count() == 0, "a record sent for someone without the consent it needs"
+
+    shop.touch(NEW, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    async with open_rt(gated_config) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_count() == 0
+    assert crm.contact_count() == 1 and crm.holds(NEW) and not crm.holds(OLD)
+
+
+async def test_erasure_reaches_what_a_landed_former_write_made_though_consent_was_withdrawn(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: Callable[..., Any],
+    gated_config: Path,
+) -> None:
+    """Anna (consent given) is written to a consent-gated CRM; the write lands and the
+    process dies before the answer is committed: the CRM holds her under OLD, with no id
+    known for her. She moves to NEW and withdraws her consent in one edit (the CRM down
+    through the run that makes the move). The page sends her nothing there, and the row
+    that keeps the OLD write is held, not dropped: her erasure under NEW reads OLD from it
+    and erases the contact made under it. Dropped, the erasure knew OLD only as an HMAC and
+    left the contact, while the receipt said she was erased."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678", marketing_opt_in="yes")
+    with pytest.raises(Crash):
+        async with open_rt(gated_config, checkpoint=crash_at("delivered")) as rt:
+            await rt.engine.sync()
+    assert crm.holds(OLD)
+    shop.touch(OLD, email=NEW, meta_data=[{"key": "marketing_opt_in", "value": "no"}])
+    crm.faults.fail_next = 10_000  # down through the run that makes the move
+    async with open_rt(gated_config) as rt:
+        (report,) = await rt.engine.sync()
+        assert report.moved == 1 and report.destinations["crm"].gated == 1
+    crm.faults.fail_next = 0
+    async with open_rt(gated_config) as rt:
+        view = await DsrService(rt).erase(NEW)
+        assert view.status == "completed"
+        assert rt.store.outbox_count() == 0
+    assert not crm.holds(OLD), "the erasure left the contact made under her former address"
+
+
+async def test_a_sync_before_a_queued_erasure_runs_leaves_it_the_former_address(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """An erasure taken from a webhook is queued (her suppression recorded) and run by a job
+    later; a scheduled sync may come between. Her row keeps a write from OLD that landed
+    with its answer lost (the CRM holds her under OLD, no id known). The sync sends her
+    nothing, and holds the row rather than dropping it: the erasure reads OLD from it, as
+    it reads every address a queued write carried, and erases the contact under it."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    with pytest.raises(Crash):
+        async with open_rt(checkpoint=crash_at("delivered")) as rt:
+            await rt.engine.sync()
+    assert crm.holds(OLD)
+    shop.touch(OLD, email=NEW)
+    crm.faults.fail_next = 10_000
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert report.moved == 1 and rt.store.outbox_count() == 1
+    crm.faults.fail_next = 0
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        queued = await service.queue_erase(NEW, source="webhook")
+        await rt.engine.sync()  # the scheduled sync, before the erasure's job
+        assert crm.contact_count() == 1  # nothing sent for her meanwhile
+        view = await service.retry(queued.id)
+        assert view.status == "completed"
+        assert rt.store.outbox_count() == 0
+    assert not crm.holds(OLD), "the erasure left the contact made under her former address"
 
 
 async def test_a_write_queued_under_a_consent_withdrawn_since_is_not_delivered(

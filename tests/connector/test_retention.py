@@ -19,7 +19,7 @@ from connector.crypto import BUNDLE_PATH_CONTEXT, Keyring
 from connector.dsr import DsrService
 from connector.keyset import open_keyring
 from connector.schema import MIGRATIONS
-from connector.state import Store
+from connector.state import HELD, Store
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
@@ -43,6 +43,15 @@ def _dead_letter(store: Store, created_at: str, subject: str = "s") -> None:
         "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
         "VALUES ('crm', ?, 'f', x'00', '400 invalid', ?)",
         (subject, created_at),
+    )
+
+
+def _queued(store: Store, enqueued_at: str, subject: str, payload_hash: str) -> None:
+    (number,) = store.subject_numbers([subject], create=True).values()
+    store.db.execute(
+        "INSERT INTO outbox(system, subject_no, flow, payload, payload_hash, enqueued_at, "
+        "former) VALUES ('crm', ?, 'f', x'00', ?, ?, x'00')",
+        (number, payload_hash, enqueued_at),
     )
 
 
@@ -92,6 +101,9 @@ def _webhook_id(store: Store, delivery_id: str, received_at: str) -> None:
 def _fill(store: Store, tmp_path: Path) -> None:
     _dead_letter(store, _ago(31), "s-old")  # one dead letter per subject and system
     _dead_letter(store, _ago(29), "s-young")
+    _queued(store, _ago(31), "s-held-old", HELD)  # a former address's write, held unsent
+    _queued(store, _ago(29), "s-held-young", HELD)
+    _queued(store, _ago(31), "s-waiting", "hash")  # waits for delivery, however long
     _request(store, "old-done", _ago(31))
     _request(store, "young-done", _ago(1))
     _request(store, "open", None)
@@ -112,8 +124,8 @@ def _fill(store: Store, tmp_path: Path) -> None:
 async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     store: Store, config: Config, tmp_path: Path
 ) -> None:
-    """Old dead letters, manifests, bundles, audit entries, jobs and webhook ids go; young and
-    open ones stay."""
+    """Old dead letters, held former writes, manifests, bundles, audit entries, jobs and
+    webhook ids go; young and open ones stay, and what waits for delivery."""
     _fill(store, tmp_path)
     report = await retention.sweep(store, config, KEYS, NOW)
     assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
@@ -122,7 +134,10 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
         1,
         3,
     )
-    assert (report.jobs, report.webhook_ids) == (2, 1)
+    assert (report.jobs, report.webhook_ids, report.held_writes) == (2, 1, 1)
+    queued_left = sorted(r[0] for r in store.db.execute("SELECT enqueued_at FROM outbox"))
+    assert queued_left == [_ago(31), _ago(29)]
+    assert store.outbox_counts() == {"crm": 1}
     jobs_left = sorted(r[0] for r in store.db.execute("SELECT status FROM jobs"))
     assert jobs_left == ["done", "queued", "running"]
     ids_left = [r[0] for r in store.db.execute("SELECT delivery_id FROM webhook_deliveries")]
@@ -140,6 +155,7 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     assert kept[0] == {"n": 3}
     assert kept[-1] == {
         "dead_letters": 1,
+        "held_writes": 1,
         "manifests": 1,
         "bundles": 1,
         "audit_entries": 3,
