@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connector.state import PER_SYSTEM_TABLES, RESEND, Store, utcnow
+from connector.state import HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
@@ -44,10 +44,6 @@ SYSTEM_STATUSES = frozenset(
 
 #: The audit entry of a source purged (:meth:`DsrStore.purge_source`; a restore redoes it).
 PURGE_SOURCE = "dsr.purge_source"
-
-#: The suppression kind of a number an erasure read from the person's records in a source
-#: (not given with the request): lifted with the address when the person is readmitted.
-HELD_PHONE = "erasure:held_phone"
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
@@ -191,13 +187,21 @@ class DsrStore:
         ).fetchone()
         return None if found is None else RequestRow(*found)
 
-    def held_phones(self, subject_id: str) -> list[str]:
-        """The numbers (keyed ids) that erasures of ``subject_id`` read from the person's
-        records in the sources and suppressed (:data:`HELD_PHONE`)."""
+    def held_phones(self, addresses: Sequence[str]) -> list[str]:
+        """The numbers (keyed ids) that erasures of ``addresses`` read from the person's
+        records in the sources and suppressed (:data:`HELD_PHONE`).
+
+        An erasure of an address is one asked for under it, or one that put it on the
+        suppression list: asked for under a former address, an erasure is widened to the
+        one the person has now, and the number it read is theirs under that one too.
+        """
+        marks = ",".join("?" * len(addresses))
         rows = self.db.execute(
-            "SELECT s.subject_id FROM suppression s JOIN dsr_requests r ON r.id = s.request_id "
-            "WHERE s.kind=? AND r.kind='erase' AND r.subject_id=? ORDER BY s.subject_id",
-            (HELD_PHONE, subject_id),
+            "SELECT s.subject_id FROM suppression s JOIN dsr_requests r ON r.id = s.request_id "  # noqa: S608 - marks only
+            f"WHERE s.kind=? AND r.kind='erase' AND (r.subject_id IN ({marks}) OR r.id IN "
+            f"(SELECT request_id FROM suppression WHERE subject_id IN ({marks}))) "
+            "ORDER BY s.subject_id",
+            (HELD_PHONE, *addresses, *addresses),
         ).fetchall()
         return [str(row[0]) for row in rows]
 

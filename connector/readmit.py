@@ -53,9 +53,11 @@ def readmit(rt: Runtime, email: str, reason: str, *, phone: str | None = None) -
     if not text:
         raise DsrUsageError("readmitting someone needs a reason (--reason)")
     subject_ids = [rt.keyring.subject_id(checked_email(email))]
+    phones: list[str] = []
     if phone:
         regions = phone_regions(rt.config, "cli")
-        subject_ids.append(rt.keyring.subject_id(checked_phone(phone, regions)))
+        phones.append(rt.keyring.subject_id(checked_phone(phone, regions)))
+        subject_ids += phones
     db = DsrStore(rt.store)
     with rt.store.transaction():
         # Erased before addresses were read in NFC: listed under the form the address had.
@@ -80,8 +82,10 @@ def readmit(rt: Runtime, email: str, reason: str, *, phone: str | None = None) -
             )
         # The number the shop held for them when they were erased goes with the address:
         # they may well sign up again with it, and were kept out by it (a number given
-        # with the erasure is lifted only when given here too).
-        subject_ids += [sid for sid in db.held_phones(subject_ids[0]) if sid not in subject_ids]
+        # with the erasure is lifted only when given here too, and one another erasure
+        # asks for too is no longer listed as held: see Store.suppress).
+        addresses = [sid for sid in subject_ids if sid not in phones]
+        subject_ids += [sid for sid in db.held_phones(addresses) if sid not in subject_ids]
         rt.store.unsuppress(subject_ids)
         audit.append(rt.store, READMITTED, {"subject_ids": subject_ids, "reason": text})
     return Readmission(subject_ids)

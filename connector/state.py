@@ -29,6 +29,7 @@ from connector.walcheckpoint import WalCheckpointer
 
 __all__ = [
     "HELD",
+    "HELD_PHONE",
     "PER_SYSTEM_TABLES",
     "RESEND",
     "WITHDRAWAL",
@@ -55,6 +56,10 @@ BACKGROUND_BOUND_PAGES = 50_000
 #: Suppression entries held in memory at most (keyed HMAC ids, ~100 bytes each); a longer
 #: list is asked in SQL (:meth:`Store.suppressed`).
 SUPPRESSION_HELD_MAX = 100_000
+
+#: The suppression kind of a number an erasure read from the person's records in a source
+#: (not given with the request): lifted with the address when the person is readmitted.
+HELD_PHONE = "erasure:held_phone"
 
 #: Tables keyed by (system, subject_no): what the connector holds per person and system.
 #: A subject id reaches its rows through ``subjects`` (:meth:`Store.subject_numbers`).
@@ -910,11 +915,23 @@ class Store:
         return int(cur.rowcount)
 
     def suppress(self, subject_ids: Iterable[str], kind: str, request_id: str | None) -> None:
+        """Put ``subject_ids`` on the suppression list under ``request_id`` (an entry there
+        stays as it is, but for a number one erasure read from a source).
+
+        The list keeps one entry per id, and a :data:`HELD_PHONE` entry is lifted when its
+        erasure's person is readmitted. A number one erasure read that another asks for too
+        (a housemate's ``--phone``, or read from their record as well) becomes a plain
+        erasure entry of the later request: readmitting either person must not lift what
+        the other's erasure still asks for (it is lifted only when given with ``--phone``).
+        """
         with self.transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO suppression(subject_id, kind, request_id, created_at) "
-                "VALUES (?,?,?,?)",
-                [(sid, kind, request_id, utcnow()) for sid in subject_ids],
+                "INSERT INTO suppression(subject_id, kind, request_id, created_at) "
+                "VALUES (?1,?2,?3,?4) ON CONFLICT(subject_id) DO UPDATE SET "
+                "kind='erasure', request_id=excluded.request_id "
+                "WHERE suppression.kind=?5 AND (excluded.kind!=?5 "
+                "OR suppression.request_id IS NOT excluded.request_id)",
+                [(sid, kind, request_id, utcnow(), HELD_PHONE) for sid in subject_ids],
             )
 
     # -- opt-outs at a system (migration 18) ------------------------------------------------

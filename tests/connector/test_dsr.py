@@ -242,6 +242,47 @@ async def test_an_erasure_given_no_phone_suppresses_the_number_the_shop_holds_fo
     assert crm.holds(CANARY_EMAIL)
 
 
+async def test_readmission_keeps_a_held_number_another_persons_erasure_asks_for(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The canary is erased with no phone: the shop's number is suppressed as held by that
+    erasure. A housemate sharing the number is erased next with it as ``--phone``.
+    Readmitting the canary must not lift the number: the housemate's erasure still asks
+    for it (a restored backup holding them under another address but that number)."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    phone = rt.keyring.subject_id(CANARY_PHONE_E164)
+    assert rt.store.suppressed([phone]) == {phone}
+    assert (await service.erase(OTHER_EMAIL, phone=CANARY_PHONE)).status == "completed"
+    assert phone not in readmit(rt, CANARY_EMAIL, "signed up again").subject_ids
+    assert rt.store.suppressed([phone]) == {phone}
+
+
+async def test_readmission_under_the_address_an_erasure_was_widened_to_lifts_its_held_number(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The customer moved in the shop (a sync carried it) and was erased under the former
+    address: the erasure reached and suppressed the current one, and the number the shop
+    held. Readmitted under the current address, the one they sign up with again, the
+    number that erasure read goes with it: back with it, they are sent."""
+    await seeded(shop, rt)
+    current = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=current)
+    (report,) = await rt.engine.sync()
+    assert not report.failed and crm.holds(current)
+    assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
+    assert not crm.holds(current) and not shop.holds(current)
+    phone = rt.keyring.subject_id(CANARY_PHONE_E164)
+    new_sid = rt.keyring.subject_id(current)
+    assert rt.store.suppressed([phone, new_sid]) == {phone, new_sid}
+    assert phone in readmit(rt, current, "signed up again").subject_ids
+    assert rt.store.suppressed([phone]) == set()
+    shop.add_person(current, CANARY_NAME, "Klant", CANARY_PHONE)
+    await rt.engine.sync(full=True)
+    assert crm.holds(current)
+
+
 async def test_an_erasure_reads_a_phone_without_country_code_as_the_shop_does(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
@@ -1563,7 +1604,12 @@ async def test_readmit_is_refused_for_a_former_address_an_open_erasure_suppresse
         readmit(rt, CANARY_EMAIL, "signed up again")
     crm.faults.down = False
     assert (await DsrService(rt).retry(view.id)).status == "completed"
-    assert readmit(rt, CANARY_EMAIL, "signed up again").subject_ids == [former]
+    # The erasure covered the former address: the number it read from the shop goes with
+    # it; the new address stays suppressed.
+    phone = rt.keyring.subject_id(CANARY_PHONE_E164)
+    assert readmit(rt, CANARY_EMAIL, "signed up again").subject_ids == [former, phone]
+    new_sid = rt.keyring.subject_id("nieuw.adres@voorbeeld-canary.nl")
+    assert rt.store.suppressed([new_sid]) == {new_sid}
 
 
 async def test_a_phone_given_when_an_open_erasure_is_asked_again_is_suppressed(
