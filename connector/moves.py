@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector import audit
-from connector.state import PER_SYSTEM_TABLES, Store
+from connector.state import PER_SYSTEM_TABLES, Store, chunks
 
 __all__ = [
     "Move",
@@ -178,8 +178,7 @@ def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:
     if store.db.execute("SELECT 1 FROM subject_aliases LIMIT 1").fetchone() is None:
         return found
     ids = list(dict.fromkeys(subject_ids))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
+    for chunk in chunks(ids, 500):
         marks = ",".join("?" * len(chunk))
         rows = store.db.execute(
             f"SELECT alias, subject_id FROM subject_aliases WHERE alias IN ({marks})",  # noqa: S608
@@ -197,8 +196,7 @@ def queued_rows(store: Store, system: str, subject_ids: Sequence[str]) -> dict[s
     found: dict[str, int] = {}
     by_number = {number: sid for sid, number in numbers.items()}
     keys = list(by_number)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+    for chunk in chunks(keys, 500):
         marks = ",".join("?" * len(chunk))
         rows = store.db.execute(
             "SELECT subject_no, id FROM outbox "  # noqa: S608 - marks only
@@ -259,8 +257,7 @@ def _reachable(graph: Mapping[str, set[str]], start: set[str]) -> set[str]:
 def _refused(store: Store, system: str, subject_ids: Sequence[str]) -> set[str]:
     """Those of ``subject_ids`` with a dead letter for ``system`` (refused, or set aside)."""
     found: set[str] = set()
-    for start in range(0, len(subject_ids), 500):
-        chunk = subject_ids[start : start + 500]
+    for chunk in chunks(subject_ids, 500):
         marks = ",".join("?" * len(chunk))
         rows = store.db.execute(
             "SELECT subject_id FROM dead_letters "  # noqa: S608 - marks only
@@ -273,8 +270,7 @@ def _refused(store: Store, system: str, subject_ids: Sequence[str]) -> set[str]:
 
 def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:
     found: dict[str, str] = {}
-    for start in range(0, len(record_ids), 500):
-        chunk = record_ids[start : start + 500]
+    for chunk in chunks(record_ids, 500):
         marks = ",".join("?" * len(chunk))
         rows = store.db.execute(
             "SELECT i.external_id, s.subject_id "  # noqa: S608 - marks only
