@@ -219,7 +219,7 @@ def not_landed(store: Store, system: str, left: Mapping[str, set[str]]) -> dict[
     leavers = sorted({sid for who in left.values() for sid in who})
     if not leavers:
         return {}
-    pending = queued_rows(store, system, leavers).keys() | _refused(store, system, leavers)
+    pending = queued_rows(store, system, leavers).keys() | store.dead_lettered(system, leavers)
     found = {sid: who & pending for sid, who in left.items()}
     return {sid: who for sid, who in found.items() if who}
 
@@ -252,20 +252,6 @@ def _reachable(graph: Mapping[str, set[str]], start: set[str]) -> set[str]:
             seen.add(sid)
             todo.extend(graph.get(sid, ()))
     return seen
-
-
-def _refused(store: Store, system: str, subject_ids: Sequence[str]) -> set[str]:
-    """Those of ``subject_ids`` with a dead letter for ``system`` (refused, or set aside)."""
-    found: set[str] = set()
-    for chunk in chunks(subject_ids, 500):
-        marks = ",".join("?" * len(chunk))
-        rows = store.db.execute(
-            "SELECT subject_id FROM dead_letters "  # noqa: S608 - marks only
-            f"WHERE system=? AND subject_id IN ({marks})",
-            (system, *chunk),
-        )
-        found.update(row[0] for row in rows)
-    return found
 
 
 def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:

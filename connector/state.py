@@ -989,11 +989,20 @@ class Store:
         """Which of ``subject_ids`` opted out at ``system`` itself."""
         if not self.db.execute("SELECT 1 FROM opt_outs LIMIT 1").fetchone():
             return set()  # nearly always: one seek, and a page costs nothing more
+        return self._listed("opt_outs", system, subject_ids)
+
+    def dead_lettered(self, system: str, subject_ids: Sequence[str]) -> set[str]:
+        """Which of ``subject_ids`` have a dead letter for ``system`` (refused, or set aside)."""
+        return self._listed("dead_letters", system, subject_ids)
+
+    def _listed(self, table: str, system: str, subject_ids: Sequence[str]) -> set[str]:
+        """Which of ``subject_ids`` have a row of ``table`` (keyed by system and subject id)
+        for ``system``."""
         found: set[str] = set()
         for chunk in chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                "SELECT subject_id FROM opt_outs "  # noqa: S608 - marks only
+                f"SELECT subject_id FROM {table} "  # noqa: S608 - a fixed name, marks only
                 f"WHERE system=? AND subject_id IN ({marks})",
                 (system, *chunk),
             )
