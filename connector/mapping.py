@@ -41,7 +41,7 @@ from connector.configfile import pydantic_error, read_toml
 from connector.errors import ConfigError
 from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, Person
 from connector.settings import StrictModel
-from connector.transforms import Transform, make_transform
+from connector.transforms import Transform, chain, make_transform, text_chain
 
 __all__ = ["FieldMapping", "SystemMapping", "load_mapping"]
 
@@ -186,11 +186,10 @@ class SystemMapping:
         ]
         self._outbound = [f for f in self.fields.values() if f.outbound]
         self._known_paths = frozenset(f.path for f in self.fields.values()) | self.ignore
-        # The hot path reads each field with a getter made for its path, and runs its
-        # transforms in a plain loop: ``inbound`` runs once per record of every sync.
         self._readers = [
             (name, _getter(parts), mapping.transforms) for name, parts, mapping in self._inbound
         ]
+        self._groups = _read_groups(self._inbound)
         self._read_id = _getter(tuple(self.id_path.split(".")))
         # Phone fields read again in the person's own country, where the mapping reads one
         # (see _phones_in_their_country).
@@ -243,24 +242,44 @@ class SystemMapping:
         if self.record_root is not None:
             nested = record.get(self.record_root)
             record = nested if isinstance(nested, Mapping) else {}
-        for name, read, transforms in self._readers:
-            value = read(record)
-            if value.__class__ is not str and value is not None:  # one check for nearly all
-                value = _scalar(value)
-            for transform in transforms:
+        # ``inbound`` runs for every record of every sync: the fields are read a group at a
+        # time (those under one key share its lookup), and a text value, nearly every one,
+        # goes through its transforms as one call (see _ReadGroup).
+        source: Any
+        for group in self._groups:
+            if group.outer is None:
+                source = record
+            else:
+                source = record.get(group.outer)
+                if group.by_path or source.__class__ is not dict:  # a meta list, say
+                    self._read_each(record, group, person)
+                    continue
+            for name, key, _, text, other in group.fields:
+                value = source.get(key)
                 if value is None:
-                    break
-                value = transform(value)
-            if value is not None:
-                person[name] = value
+                    continue
+                value = text(value) if value.__class__ is str else other(value)
+                if value is not None:
+                    person[name] = value
         if self._phones:
             self._phones_in_their_country(record, person)
         if withheld is not None:
             unmapped: list[str] = []
             self._collect_unmapped(record, "", unmapped)
-            if unmapped:
-                withheld.update(unmapped)
+            for path in unmapped:
+                withheld[path] += 1
         return person
+
+    @staticmethod
+    def _read_each(record: Mapping[str, Any], group: _ReadGroup, person: Person) -> None:
+        """Read ``group``'s fields one by one, by their whole paths (see :func:`_getter`)."""
+        for name, _, read, text, other in group.fields:
+            value = read(record)
+            if value is None:
+                continue
+            value = text(value) if value.__class__ is str else other(value)
+            if value is not None:
+                person[name] = value
 
     def _phones_in_their_country(self, record: Mapping[str, Any], person: Person) -> None:
         """Read a number written without a country code as one of the person's own country.
@@ -401,6 +420,53 @@ class SystemMapping:
     def purposes(self) -> dict[str, str]:
         """Canonical field -> purpose, for the register and access reports."""
         return {name: f.purpose for name, f in self.fields.items()}
+
+
+@dataclass(frozen=True)
+class _ReadGroup:
+    """Mapped fields read together: consecutive ones under the same top-level key.
+
+    ``outer`` is that key (``billing`` for ``billing.phone`` and ``billing.city``), or
+    ``None`` for fields at the top of the record. Each field is ``(name, key, read, text,
+    other)``: ``key`` its last key, ``read`` a reader of its whole path, ``text`` its
+    transforms as one function of a text value, ``other`` of any other value (which must
+    first be a scalar, see :func:`_scalar`). A path of three keys or more is a group of its
+    own, read ``by_path``. Grouping only neighbours keeps a person's fields in mapping order.
+    """
+
+    outer: str | None
+    fields: tuple[tuple[str, str, Callable[[Mapping[str, Any]], Any], Transform, Transform], ...]
+    by_path: bool = False
+
+
+def _read_groups(
+    inbound: list[tuple[str, tuple[str, ...], FieldMapping]],
+) -> list[_ReadGroup]:
+    groups: list[_ReadGroup] = []
+    for name, parts, mapping in inbound:
+        member = (
+            name,
+            parts[-1],
+            _getter(parts),
+            text_chain(mapping.transform_names, mapping.transforms),
+            _scalar_then(chain(mapping.transforms)),
+        )
+        outer = parts[0] if len(parts) > 1 else None
+        last = groups[-1] if groups else None
+        if len(parts) > 2:
+            groups.append(_ReadGroup(outer, (member,), by_path=True))
+        elif last is not None and last.outer == outer and not last.by_path:
+            groups[-1] = _ReadGroup(outer, (*last.fields, member))
+        else:
+            groups.append(_ReadGroup(outer, (member,)))
+    return groups
+
+
+def _scalar_then(steps: Transform) -> Transform:
+    def run(value: Any) -> Any:
+        return steps(_scalar(value))
+
+    return run
 
 
 def _scalar(value: Any) -> str | bool | None:

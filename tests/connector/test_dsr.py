@@ -1834,9 +1834,9 @@ async def test_an_erasure_leaves_no_payload_of_the_person_in_the_engine_s_memory
     held = [e for _, _, e in rt.engine._fresh.values() if e.get("email") == CANARY_EMAIL]
     assert held == []
     # Nor the number read for them, kept to read each number once.
-    from connector.transforms import _e164
+    from connector.transforms import _e164_by_parser
 
-    assert _e164.cache_info().currsize == 0
+    assert _e164_by_parser.cache_info().currsize == 0
 
 
 async def test_retries_while_a_system_is_down_add_no_manifest_entry(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError
-from connector.mapping import load_mapping
+from connector.mapping import SystemMapping, _get, load_mapping
 from connector.transforms import make_transform
 from tests.strategies import JSON, every_key_takes_any_value
 
@@ -344,6 +345,118 @@ def test_inbound_takes_any_record_a_system_may_send_without_failing(system: str)
         person = mapping.inbound(record, withheld)
         assert all(isinstance(value, str | bool) for value in person.values()), person
         assert all(isinstance(path, str) for path in withheld)
+
+    reads()
+
+
+def _by_each_path(mapping: SystemMapping, record: dict[str, object]) -> dict[str, object]:
+    """What reading a record means, field by field: each inbound field read at its whole
+    path and converted (for a person of the country read, as ``convert_for`` says)."""
+    root: object = record if mapping.record_root is None else record.get(mapping.record_root)
+    if not isinstance(root, Mapping):
+        root = {}
+    fields = {n: f for n, f in mapping.fields.items() if f.inbound}
+    values = {n: _get(root, tuple(f.path.split("."))) for n, f in fields.items()}
+    country = fields["country"].convert(values["country"]) if "country" in fields else None
+    person = {n: mapping.convert_for(n, values[n], country) for n in fields}
+    return {n: v for n, v in person.items() if v is not None}
+
+
+_INTERLEAVED = """
+system = "crm"
+record_root = "properties"
+[fields.email]
+path = "contact.email"
+transform = ["trim", "lower"]
+purpose = "Identify"
+[fields.first_name]
+path = "name"
+transform = ["trim", "name"]
+purpose = "Address"
+[fields.city]
+path = "contact.address.city"
+transform = ["trim", "upper"]
+purpose = "Post"
+[fields.phone]
+path = "contact.phone"
+transform = ["trim", "phone"]
+purpose = "Call"
+[fields.company]
+path = "company"
+purpose = "Business"
+[fields.country]
+path = "meta.country"
+transform = ["country"]
+purpose = "Post"
+[fields.customer_since]
+path = "contact.since"
+transform = ["date"]
+purpose = "Relationship"
+[fields.marketing_consent]
+path = "meta.optin"
+transform = ["bool", "string"]
+purpose = "Consent"
+"""
+
+
+@pytest.mark.parametrize(
+    "system", ["interleaved", *sorted(p.stem for p in REPO_MAPPINGS.glob("*.toml"))]
+)
+def test_inbound_reads_every_field_as_its_path_and_transforms_say(
+    system: str, tmp_path: Path
+) -> None:
+    """``inbound`` reads the fields under one key together and runs a text value's
+    transforms as one function: what it gives is what reading each field at its own path
+    and running its transforms in turn gives, for any record. The "interleaved" mapping
+    has fields under one key apart, a path three keys deep, a field without transforms and
+    one with two, a meta list and a record root."""
+    if system == "interleaved":
+        path = tmp_path / "crm.toml"
+        path.write_text(_INTERLEAVED)
+        mapping = load_mapping(path)
+    else:
+        mapping = load_mapping(REPO_MAPPINGS / f"{system}.toml")
+    paths = [f.path.split(".") for f in mapping.fields.values()]
+    keys = sorted({k for p in paths for k in p} | {"properties", "key", "value"})
+    text = st.sampled_from(
+        [
+            "",
+            "  ",
+            " Jan  de Vries ",
+            "JAN",
+            "06 12345678",
+            "0470 12 34 56",
+            "+31 6 12345678",
+            "2024-03-01T10:00:00",
+            "2024-03-01T10:00:00Z",
+            " 2024-03-01 ",
+            "01-03-2024",
+            "BE",
+            "Belgie",
+            "nl",
+            "yes",
+            "nee",
+            "A@B.NL ",
+        ]
+    )
+    value = st.recursive(
+        text | JSON,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(st.sampled_from(keys), inner, max_size=6)
+            | st.lists(st.fixed_dictionaries({"key": st.sampled_from(keys), "value": inner}))
+        ),
+        max_leaves=20,
+    )
+    records = st.dictionaries(st.sampled_from(keys) | st.text(max_size=4), value, max_size=8)
+
+    @settings(max_examples=300, derandomize=True, deadline=None)
+    @given(record=records)
+    def reads(record: dict[str, object]) -> None:
+        person = mapping.inbound(record)
+        assert person == _by_each_path(mapping, record)
+        # In mapping order, as reports and payloads list them.
+        assert list(person) == [n for n in mapping.fields if n in person]
 
     reads()
 
