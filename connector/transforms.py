@@ -436,11 +436,12 @@ def _date_text(text: str) -> Any:
     """:func:`_date` for text: an ISO timestamp or date as shops write them (WooCommerce's
     ``2019-01-01T09:00:00``) is read at once; anything else as :func:`_date` reads it."""
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        # "Z" spelled out as _date does: Python takes any character between date and time,
+        # so "2019-01-01Z09:00" would otherwise be a date here and none there.
+        parsed = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return _date(text)
-    # Parsed as it stands, it parses the same stripped and with "Z" spelled "+00:00", and
-    # its date is the same either way.
+    # Parsed as it stands it is parsed the same stripped (_date's first try), date and all.
     return parsed.date().isoformat()
 
 

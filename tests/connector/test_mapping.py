@@ -431,6 +431,8 @@ def test_inbound_reads_every_field_as_its_path_and_transforms_say(
             "2024-03-01T10:00:00Z",
             " 2024-03-01 ",
             "01-03-2024",
+            "2019-01-01Z09:00:00",  # Python reads any character between date and time
+            "2019-W01Z11",
             "BE",
             "Belgie",
             "nl",
