@@ -15,7 +15,7 @@ import pytest
 
 from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
 from adapters.woocommerce.adapter import _refused_delete, retry_after, woocommerce_client_config
-from adapters.woocommerce.payloads import ANONYMOUS_ORDER, code_only
+from adapters.woocommerce.payloads import ANONYMOUS_ORDER, code_only, valid_email
 from adapters.woocommerce.shapes import wc_datetime
 from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
@@ -655,13 +655,24 @@ async def test_find_uses_the_external_id_when_the_email_changed(harness: Harness
     assert await harness.adapter.find(Subject(email="niemand@example.com")) == []
 
 
-@pytest.mark.parametrize("email", ["jürgen@example.de", "info@müller.de", "an jansen@example.nl"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "jürgen@example.de",
+        "info@müller.de",
+        "an jansen@example.nl",
+        "a@b.c",  # under six characters
+        "jan@shop-.nl",  # a domain label ending with a hyphen
+        "jan@-shop.nl",  # or starting with one
+    ],
+)
 async def test_an_address_wordpress_refuses_is_held_by_no_customer_not_a_failure(
     harness: Harness, email: str
 ) -> None:
     """WordPress checks the `email` filter with is_email (400 rest_invalid_param for an
-    accent or a space), and no account can hold such an address: find and erase say
-    nobody is held under it, and the identity map's id still finds the customer."""
+    accent, a space, a short address, a label with a hyphen at an end), and no account can
+    hold such an address: find and erase say nobody is held under it, without asking, and
+    the identity map's id still finds the customer."""
     async with await raw_client(harness.sandbox) as client:
         response = await client.get(f"{API}/customers", params={"email": email, "role": "all"})
     assert (response.status_code, response.json()["code"]) == (400, "rest_invalid_param")
@@ -670,6 +681,33 @@ async def test_an_address_wordpress_refuses_is_held_by_no_customer_not_a_failure
     customer_id = harness.sandbox.add_person("olga@example.com", "Olga")
     found = await harness.adapter.find(Subject(email=email, external_id=customer_id))
     assert [r["id"] for r in found] == [int(customer_id)]
+
+
+@pytest.mark.parametrize(
+    ("address", "accepted"),
+    [
+        ("jan@shop.nl", True),
+        ("a.b-c+d@sub.shop-1.example", True),
+        ("a@b.nl", True),  # six characters: the shortest it takes
+        ("a@b.c", False),  # five
+        ("jan@shop-.nl", False),
+        ("jan@-shop.nl", False),
+        ("jan@shop", False),  # one label
+        ("jan@shop..nl", False),
+        ("jan@.shop.nl", False),
+        ("jan@shop.nl.", False),
+        ("@shop.nl", False),
+        ("jan@an@shop.nl", False),
+        ("jan()@shop.nl", False),
+        ("jan@shop_1.nl", False),
+        ("jan@müller.de", False),
+    ],
+)
+def test_valid_email_follows_wordpress_is_email(address: str, accepted: bool) -> None:
+    """The rules of WordPress's is_email, which the `email` filter and an account's
+    address are checked with: the sandbox refuses as WordPress does, and the adapter reads
+    "nobody" for an address no account can hold."""
+    assert valid_email(address) is accepted
 
 
 async def test_erase_anonymises_orders_then_deletes_with_force(harness: Harness) -> None:
