@@ -10,7 +10,8 @@ What WooCommerce offers and how it shapes this adapter:
   e-mail lookup so a retried create becomes an update instead of a duplicate. ``update`` sends
   the ``update`` list only: someone the shop knows from guest orders alone gets no account.
 - Erasure: WooCommerce keeps orders (and their billing and shipping data) when a user is
-  deleted, so the subject's orders are anonymised first, then the customer is deleted with
+  deleted, so the subject's orders (those in the trash too, which ``status=any`` leaves
+  out) are anonymised first, then the customer is deleted with
   ``force=true`` (WordPress users have no trash; the deletion is permanent).
 - Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
 - A pull asks only for the fields the mapping reads, with WordPress's ``_fields`` (its REST
@@ -518,13 +519,23 @@ class WooCommerceAdapter:
                 return orders
             page += 1
 
+    async def _orders_anywhere(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``_list_orders``, and the same in the trash: wc/v3's ``status=any`` (its default)
+        leaves trashed orders out and lists them only under ``status=trash``. A trashed
+        order (the shop owner's bin, WooCommerce's own clean-up of failed and cancelled
+        orders) keeps its billing data and can be restored, so access shows it and an
+        erasure blanks it like any other."""
+        listed = await self._list_orders(params)
+        return listed + await self._list_orders({**params, "status": "trash"})
+
     async def _orders_for(
         self, customer_id: int | None, emails: Sequence[str]
     ) -> list[dict[str, Any]]:
-        """The customer's orders plus guest orders billed to any of ``emails``."""
+        """The customer's orders plus guest orders billed to any of ``emails``, trashed
+        ones included."""
         found: dict[int, dict[str, Any]] = {}
         if customer_id:
-            for order in await self._list_orders({"customer": customer_id}):
+            for order in await self._orders_anywhere({"customer": customer_id}):
                 found[order["id"]] = order
         for email in emails:
             wanted = normalise_email(email)
@@ -535,7 +546,7 @@ class WooCommerceAdapter:
             # search is a substring match over the address index: keep exact e-mail matches
             # only, so jan@x.nl is never mistaken for an@x.nl, nor strasse@ (another subject)
             # for straße@, which the shop's database may fold to the same.
-            for order in await self._list_orders({"search": email}):
+            for order in await self._orders_anywhere({"search": email}):
                 billing = order.get("billing")
                 billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
                 if isinstance(billed_to, str) and normalise_email(billed_to) == wanted:

@@ -35,8 +35,11 @@ CUSTOMER_ROLES = (
     "customer",
     "shop_manager",
 )
+#: wc/v3's ``status`` enum (WC_REST_Orders_V2_Controller::get_collection_params): ``any``,
+#: ``trash`` and the order statuses. ``any`` is WP_Query's: every status but the trash.
 ORDER_STATUSES = (
     "any",
+    "trash",
     "pending",
     "processing",
     "on-hold",
@@ -210,7 +213,8 @@ def list_customers(
 
 
 def list_orders(store: ShopStore, request: Request) -> tuple[list[dict[str, Any]], dict[str, str]]:
-    """``GET /orders``: filtered by customer, search and status; newest first by default."""
+    """``GET /orders``: filtered by customer, search and status (``any``, the default,
+    leaves out the trash); newest first by default."""
     per_page = _integer(request, "per_page", 10, 1, 100)
     page = _integer(request, "page", 1, 1, None)
     offset = _integer(request, "offset", None, 0, None)
@@ -225,7 +229,10 @@ def list_orders(store: ShopStore, request: Request) -> tuple[list[dict[str, Any]
     orders = list(store.orders.values())
     if customer is not None:
         orders = [o for o in orders if o["customer_id"] == customer]
-    if status != "any":
+    if status == "any":
+        # A trashed order is listed only when asked for by ``status=trash``.
+        orders = [o for o in orders if o["status"] != "trash"]
+    else:
         orders = [o for o in orders if o["status"] == status]
     if search:
         # Core searches the billing and shipping address indexes, which include e-mail and phone.

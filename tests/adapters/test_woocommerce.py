@@ -1048,3 +1048,40 @@ async def test_notes_left_by_an_erasure_that_stopped_go_with_the_retry(
         await built.adapter.client.request("PUT", f"{API}/orders/{order_id}", json=ANONYMOUS_ORDER)
         result = await built.adapter.erase(Subject(email="an@example.com"))
     assert sandbox.notes_of(order_id) == [] and "1 order notes deleted" in result.note
+
+
+async def test_the_sandbox_lists_trashed_orders_only_under_status_trash() -> None:
+    """wc/v3 takes `status=trash` (its enum is any, trash and the order statuses), and
+    `status=any`, the default, leaves trashed orders out."""
+    sandbox = WooCommerceSandbox()
+    binned = sandbox.add_order(0, billing={"email": "gast@example.com"}, status="trash")
+    kept = sandbox.add_order(0, billing={"email": "gast@example.com"})
+    async with await raw_client(sandbox) as client:
+        trash = await client.get(f"{API}/orders", params={"status": "trash"})
+        every = await client.get(f"{API}/orders", params={"status": "any"})
+        default = await client.get(f"{API}/orders")
+    assert trash.status_code == 200, trash.text
+    assert [o["id"] for o in trash.json()] == [binned]
+    assert [o["id"] for o in every.json()] == [o["id"] for o in default.json()] == [kept]
+
+
+async def test_an_erasure_blanks_the_subject_s_orders_in_the_trash_and_access_shows_them(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """A trashed order (the shop owner's bin, WooCommerce's own clean-up of failed and
+    cancelled orders) keeps its billing data and can be restored; wc/v3 lists it only
+    under `status=trash`. Access shows it, and an erasure blanks it like the others."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Klant", phone="0612345678")
+    kept = sandbox.add_order(customer_id)
+    trashed = sandbox.add_order(customer_id, status="trash")
+    guest = sandbox.add_order(0, billing={"email": "an@example.com"}, status="trash")
+    built = await make_harness(sandbox)
+    async with built.client:
+        held = await built.adapter.find(Subject(email="an@example.com"))
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    assert [r["id"] for r in held if r.get("type") == "order"] == [kept, trashed, guest]
+    assert result.found and "3 orders anonymised" in result.note
+    for order_id in (kept, trashed, guest):
+        order = sandbox.order(order_id)
+        assert order is not None and order["billing"]["email"] == ""
+        assert order["billing"]["phone"] == "" and not any(order["shipping"].values())
