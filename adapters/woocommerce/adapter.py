@@ -79,7 +79,8 @@ PAGE_SIZE = 100  # WordPress caps per_page at 100
 #: read shows as a drop in X-WP-Total, unless as many new customers signed up meanwhile
 #: (they come last, in id order): this margin covers that many such deletions per page.
 REREAD = 2
-#: Reads of one page again while customers keep being deleted before it.
+#: Reads of one page again by how much X-WP-Total dropped while customers keep being
+#: deleted before it; past that the scan steps back until the page meets what was read.
 MAX_REREADS = 5
 BATCH_SIZE = 100  # woocommerce_rest_batch_items_limit, across create + update + delete
 NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are not changed)"
@@ -201,9 +202,10 @@ class WooCommerceAdapter:
         one up a place, so a scan that went on where it stopped would pass over as many
         customers as were deleted, until its next run. So each page starts a little before
         where the last one ended (:data:`REREAD`), and further back by as many customers as
-        ``X-WP-Total`` dropped since the last page, or until the page meets what was read (a
-        page whose first id is past the highest delivered: as many signed up meanwhile as
-        were deleted); what was delivered already is known by its id (ids only grow) and
+        ``X-WP-Total`` dropped since the last page, and in any case until the page meets what
+        was read (a page whose first id is past the highest delivered: as many signed up
+        meanwhile as were deleted, or more deleted than the total showed); no page that
+        does not is used. What was delivered already is known by its id (ids only grow) and
         dropped. The cursor holds the offset, the highest id
         delivered and the count, so a run resumed after a crash does the same. If the shop
         answers two pages with the same span of ids (it ignores ``offset``), the scan stops
@@ -216,19 +218,28 @@ class WooCommerceAdapter:
             start = max(0, position - REREAD)
             response, raw, counted = await self._customers_at(path, start)
             reread = 0
-            while total is not None and counted is not None and counted < total and start > 0:
+            while (
+                total is not None
+                and counted is not None
+                and counted < total
+                and start > 0
+                and reread < MAX_REREADS
+            ):
                 # Deleted since the last page: read from as far back as they could have
-                # moved the rest (bounded: a shop deleting faster than we read goes on).
+                # moved the rest. Bounded, and `start` moves only with a read, so `raw` is
+                # always the page at `start`: a shop deleting faster than we read is left
+                # to the check below.
                 start, total = max(0, start - (total - counted)), counted
                 reread += 1
-                if reread > MAX_REREADS:
-                    break
                 response, raw, counted = await self._customers_at(path, start)
             step = 2 * REREAD
-            while raw and start > 0 and raw[0]["id"] > after and reread < MAX_REREADS:
-                # The page starts past the highest id delivered: customers between may have
-                # moved up unseen (as many signed up as were deleted, so X-WP-Total did not
-                # drop). Read from further back until the page meets what was read.
+            while start > 0 and not (raw and raw[0]["id"] <= after):
+                # The page starts past the highest id delivered, or the list now ends
+                # before it: customers between may have moved up unseen (as many signed up
+                # as were deleted, so X-WP-Total did not drop, or more were deleted than
+                # the reads above followed). Read from further back until the page meets
+                # what was read: only such a page is sure to hold everyone after it. No
+                # budget: the step doubles, so this ends at the latest at the list's start.
                 start, step = max(0, start - step), step * 2
                 reread += 1
                 response, raw, counted = await self._customers_at(path, start)
