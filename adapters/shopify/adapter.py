@@ -11,13 +11,13 @@ What it does, by contract verb:
   the engine's content hash and send nothing.
 - ``upsert`` and ``update``: not offered. Shopify is a source of customers here, so
   ``capabilities`` leave them out and a call is a :class:`~connector.errors.FatalRemoteError`.
-- ``find``: the customer by exact e-mail (search, then an exact match), else by the known
-  GraphQL id, with every address the store keeps for them; plus each of their orders (name,
-  date, total, line item titles, note, billing and shipping address). Shopify serves orders
-  older than 60 days only to an app granted ``read_all_orders``: when it served fewer than
-  the customer's ``numberOfOrders``, the customer's record says so (:data:`ORDERS_UNREAD`)
-  and a warning names the scope, so an access copy is never a partial history shown as
-  whole.
+- ``find``: the customers by exact e-mail (search, then an exact match) and the one the
+  known GraphQL id names (read by id when the search did not return it), with every address
+  the store keeps for them; plus each of their orders (name, date, total, line item titles,
+  note, billing and shipping address). Shopify serves orders older than 60 days only to an
+  app granted ``read_all_orders``: when it served fewer than the customer's
+  ``numberOfOrders``, the customer's record says so (:data:`ORDERS_UNREAD`) and a warning
+  names the scope, so an access copy is never a partial history shown as whole.
 - ``erase``: ``customerRequestDataErasure`` only. Shopify queues it and erases after its own
   waiting period, so the result is ``pending``. Never ``customerDelete``: it refuses
   customers with orders and is not Shopify's privacy route.
@@ -418,13 +418,18 @@ class ShopifyAdapter:
         """The subject's customer nodes; ``held``: with everything the shop keeps on them
         (their address book: access, erasure), else as a pull reads them (a targeted sync
         reads no more than it syncs)."""
-        found = await self._by_email(subject.email, held)
-        if not found:
-            # The identity map's id still finds someone whose Shopify e-mail has changed.
-            by_id = await self._by_id(subject.external_id, held)
-            found = [by_id] if by_id is not None else []
-        # Another subject's customer (Subject.spare) is neither read nor erased.
-        return [c for c in found if str(c.get("id")) not in subject.spare]
+        matches = await self._by_email(subject.email, held)
+        # Another subject's customer (Subject.spare), found by the address, is neither read
+        # nor erased.
+        customers = [c for c in matches if str(c["id"]) not in subject.spare]
+        gid = customer_gid(subject.external_id)
+        if gid is None or any(c["id"] == gid for c in matches):
+            return customers  # no id known, or the search returned its customer already
+        # The identity map's id names the person's own customer, whose Shopify e-mail may
+        # have changed while the address now finds someone else (another subject's, a second
+        # customer a checkout made): it is read beside them, not only when they are nobody.
+        own = await self._by_id(gid, held)
+        return customers if own is None else [own, *customers]
 
     async def _orders(self, customer_id: str) -> tuple[list[dict[str, Any]], int | None]:
         """The customer's orders Shopify serves, and how many it counts (``None``: unknown)."""

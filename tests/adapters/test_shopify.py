@@ -569,6 +569,88 @@ async def test_find_by_id_when_the_email_changed_and_orders_page(shop: Harness) 
     assert await shop.adapter.find(Subject(email="niemand@example.com", external_id="x")) == []
 
 
+def _moved_customer_and_anothers(sandbox: ShopifySandbox) -> tuple[str, str]:
+    """Pia's own customer (her address changed in Shopify since) and Quinn's, who now has
+    the address Pia had."""
+    pia = sandbox.add_person("pia@example.nl", "Pia", "de Vries", address1="Dorpsstraat 1")
+    sandbox.add_order("pia@example.nl", note="Bij de buren afgeven")
+    sandbox.touch("pia@example.nl", email="pia.nieuw@example.nl")
+    quinn = sandbox.add_person("pia@example.nl", "Quinn", "Bakker")
+    return pia, quinn
+
+
+def _customer_and_a_second_under_the_old_address(sandbox: ShopifySandbox) -> tuple[str, str]:
+    """Rik's account (id known to the connector, with his order and delivery address),
+    whose address he changed in Shopify, and a second customer a later checkout under his
+    old address made."""
+    rik = sandbox.add_person("rik@example.nl", "Rik", "Smit", address1="Laan 5")
+    sandbox.add_order("rik@example.nl", note="Achterom")
+    sandbox.touch("rik@example.nl", email="rik.smit@example.nl")
+    second = sandbox.add_person("rik@example.nl", "Rik", "Smit")
+    return rik, second
+
+
+async def test_find_reads_the_customer_known_by_id_when_the_email_finds_another_subjects(
+    shop: Harness,
+) -> None:
+    """Asked by Pia's old address and her Shopify id, the address now finds Quinn's
+    customer (another subject's: spare). The lookup by id was made only when the search
+    found nobody, so find (the verifying read too) said Shopify held nothing of Pia's."""
+    pia, quinn = _moved_customer_and_anothers(shop.sandbox)
+    subject = Subject(email="pia@example.nl", external_id=pia, spare=frozenset({quinn}))
+    found = await shop.adapter.find(subject)
+    assert [r["id"] for r in found if r.get("type") != "order"] == [pia]
+    assert [r["note"] for r in found if r.get("type") == "order"] == ["Bij de buren afgeven"]
+
+
+async def test_erasure_reaches_the_customer_known_by_id_when_the_email_finds_another_subjects(
+    shop: Harness,
+) -> None:
+    """The same erasure found nobody and its receipt said not held while Shopify kept Pia's
+    data: her own customer is asked for by id, Quinn's is left alone."""
+    pia, quinn = _moved_customer_and_anothers(shop.sandbox)
+    subject = Subject(email="pia@example.nl", external_id=pia, spare=frozenset({quinn}))
+    result = await shop.adapter.erase(subject)
+    assert result.found and result.pending
+    assert shop.sandbox.pending_erasure("pia.nieuw@example.nl")
+    assert not shop.sandbox.pending_erasure("pia@example.nl")
+
+
+async def test_access_copy_holds_the_customer_known_by_id_beside_the_one_found_by_email(
+    shop: Harness,
+) -> None:
+    """The access copy for Rik's old address held only the second customer: the account
+    the identity map names, with his order history, was never read because the search
+    found someone."""
+    rik, second = _customer_and_a_second_under_the_old_address(shop.sandbox)
+    found = await shop.adapter.find(Subject(email="rik@example.nl", external_id=rik))
+    assert {r["id"] for r in found if r.get("type") != "order"} == {rik, second}
+    assert any(r.get("type") == "order" and r["note"] == "Achterom" for r in found)
+
+
+async def test_erasure_asks_for_the_customer_known_by_id_beside_the_one_found_by_email(
+    shop: Harness,
+) -> None:
+    """Only the second customer was queued; Rik's account was asked for only once Shopify
+    had carried out the first erasure (10 days to 6 months on) and a verifying read fell
+    back on the id, past the month. Both are asked for at once."""
+    rik, _ = _customer_and_a_second_under_the_old_address(shop.sandbox)
+    result = await shop.adapter.erase(Subject(email="rik@example.nl", external_id=rik))
+    assert result.found and result.pending
+    assert shop.sandbox.pending_erasure("rik@example.nl")
+    assert shop.sandbox.pending_erasure("rik.smit@example.nl")
+
+
+async def test_the_customer_known_by_id_is_not_read_again_when_the_search_found_them(
+    shop: Harness,
+) -> None:
+    """The read by id costs a call only when the search did not return its customer."""
+    an, orders = seed_subject(shop.sandbox)
+    found = await shop.adapter.find(Subject(email="an@example.com", external_id=an))
+    assert [r["id"] for r in found] == [an, *orders]
+    assert shop.sandbox.operations == ["query customers", "query customer"]  # one orders page
+
+
 async def test_access_copy_lists_every_address_shopify_keeps_for_the_customer(
     shop: Harness,
 ) -> None:
