@@ -48,10 +48,18 @@ CUSTOMER_FIELDS: Final = """
 #: ``addresses`` is cut at ``first``; this many covers any real address book.
 ADDRESSES_PER_CUSTOMER: Final = 100
 
-#: What ``find`` reads a customer with: the pull's fields plus the whole address book. The
-#: mapping syncs the default address only, but an access request must show the person every
-#: address the shop keeps for them (a work address, a parcel point).
+#: What ``find`` reads a customer with: the pull's fields plus what the shop keeps on the
+#: person that no flow syncs. The mapping syncs the default address only, but an access
+#: request must show the person every address the shop keeps for them (a work address, a
+#: parcel point), their consent to SMS marketing beside the e-mail one (state, level, when
+#: and where collected), their language and what they spent. A pull and a targeted sync
+#: read none of it (minimisation).
 CUSTOMER_HELD_FIELDS: Final = f"""{CUSTOMER_FIELDS.rstrip()}
+      locale
+      amountSpent {{ amount currencyCode }}
+      smsMarketingConsent {{
+        marketingState marketingOptInLevel consentUpdatedAt consentCollectedFrom
+      }}
       addresses(first: {ADDRESSES_PER_CUSTOMER}) {{
         address1 address2 city zip province countryCodeV2 company phone firstName lastName
       }}

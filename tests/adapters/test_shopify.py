@@ -673,6 +673,30 @@ async def test_access_copy_lists_every_address_shopify_keeps_for_the_customer(
     assert "addresses" not in pulled  # the sync reads what the mapping needs
 
 
+async def test_access_copy_holds_the_sms_marketing_consent_shopify_keeps(shop: Harness) -> None:
+    """Shopify keeps a consent record for SMS marketing beside the e-mail one (state, level,
+    when and where it was collected). The access copy read the e-mail consent only, so the
+    person was never told they are on record as subscribed to SMS marketing; nor their
+    language and what they spent. A sync reads none of it."""
+    sms = {
+        "marketingState": "SUBSCRIBED",
+        "marketingOptInLevel": "SINGLE_OPT_IN",
+        "consentUpdatedAt": "2025-02-01T10:00:00Z",
+        "consentCollectedFrom": "SHOPIFY",
+    }
+    shop.sandbox.add_person(
+        "sara@example.nl", "Sara", "Visser", "+31612345678", smsMarketingConsent=sms
+    )
+    (found,) = await shop.adapter.find(Subject(email="sara@example.nl"))
+    assert found["smsMarketingConsent"] == sms
+    assert found["locale"] == "nl"
+    assert found["amountSpent"] == {"amount": "0.0", "currencyCode": "EUR"}
+    (pulled,) = [r for p in await collect(shop.adapter, None) for r in p.records]
+    (person,) = await shop.adapter.find_people(Subject(email="sara@example.nl"))
+    for synced in (pulled, person):
+        assert not {"smsMarketingConsent", "locale", "amountSpent"} & set(synced)
+
+
 async def test_access_copy_of_an_order_holds_its_note_and_addresses(shop: Harness) -> None:
     """What the customer wrote at checkout and where the order was billed and sent are the
     person's data Shopify holds (WooCommerce's find returns whole orders for that reason);
