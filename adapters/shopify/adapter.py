@@ -568,10 +568,10 @@ class ShopifyAdapter:
         return verify_delivery(request, secret)
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
-        """``customers/redact`` -> erase, ``customers/data_request`` -> access,
-        ``shop/redact`` shaped as one -> purge_all, ``customers/create|update`` and
-        ``customers_email_marketing_consent/update`` -> changed, ``customers/delete`` ->
-        deleted; any other topic -> ignored."""
+        """``customers/redact`` -> erase, ``customers/data_request`` -> access (each with a
+        body shaped as its own), ``shop/redact`` shaped as one -> purge_all,
+        ``customers/create|update`` and ``customers_email_marketing_consent/update`` ->
+        changed, ``customers/delete`` -> deleted; any other topic -> ignored."""
         return parse_delivery(request, self.settings.own_domain())
 
 

@@ -15,7 +15,11 @@ ignored. Its key is the webhook id (a retry repeats it): a capture resent under 
 purges what is held for the store once more, which is what the store asked for. The topic
 header is not signed either, so a ``shop/redact`` is taken only when its body is shaped as
 Shopify's (``shop_id`` and ``shop_domain``, nothing about a person): any other captured
-delivery resent under that topic and a fresh id would otherwise purge the whole store.
+delivery resent under that topic and a fresh id would otherwise purge the whole store. The
+same holds for the person topics: a ``customers/redact`` naming someone is taken only with
+``orders_to_redact`` and nothing of a data request, a ``customers/data_request`` only with
+``data_request`` or ``orders_requested``. A captured data request resent as a redact once
+its key expired (``webhook_ids_days``) would otherwise erase the person in every system.
 
 Since API 2025-01 a change of e-mail marketing consent comes on its own topic,
 ``customers_email_marketing_consent/update`` ``{customer_id, email_address,
@@ -89,6 +93,12 @@ _PERSONAL_KEYS: Final = frozenset(
     {"id", "admin_graphql_api_id", "email", "email_address", "phone", "data_request"}
 )
 
+#: What only a customers/data_request body holds: the request and the orders it asks for.
+_DATA_REQUEST_KEYS: Final = frozenset({"data_request", "orders_requested"})
+
+#: What only a customers/redact body holds: the orders to redact (a list, empty or not).
+_REDACT_KEY: Final = "orders_to_redact"
+
 
 def webhook_signature(body: bytes, secret: str) -> str:
     """``base64(HMAC-SHA256(body, secret))``, as Shopify computes it."""
@@ -146,6 +156,8 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
 
     A compliance request always yields its event, even when its body cannot be read: the
     daemon then records it as unmatched instead of the request vanishing without a trace.
+    One whose body names someone but is shaped as another topic's is ignored (see the
+    module): the topic header is not signed.
 
     ``shop_domain`` is the store this system is (``<shop>.myshopify.com``), when known: a
     delivery about another store is ignored. One app's client secret signs the deliveries
@@ -190,18 +202,29 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
     if kind in ("erase", "access"):
         customer = payload.get("customer")
         customer = customer if isinstance(customer, dict) else {}
-        return [
-            WebhookEvent(
-                kind=kind,
-                delivery_id=delivery_id,
-                external_id=customer_gid(customer.get("id")),
-                email=_text(customer.get("email")),
-                phone=_text(customer.get("phone")),
-                # Shopify: "complete the action within 30 days" (erasure-semantics
-                # reference), a day or so shorter than a calendar month.
-                due_within_days=COMPLIANCE_DAYS,
+        event = WebhookEvent(
+            kind=kind,
+            delivery_id=delivery_id,
+            external_id=customer_gid(customer.get("id")),
+            email=_text(customer.get("email")),
+            phone=_text(customer.get("phone")),
+            # Shopify: "complete the action within 30 days" (erasure-semantics
+            # reference), a day or so shorter than a calendar month.
+            due_within_days=COMPLIANCE_DAYS,
+        )
+        names_someone = event.external_id or event.email or event.phone
+        if names_someone and not _shaped_as_person_request(kind, payload):
+            # The topic is not signed: a captured customers/data_request resent as
+            # customers/redact would erase the person everywhere, for good. Only a body
+            # shaped as its own topic's is taken; one naming nobody still leaves its trace
+            # (unmatched). Said by topic and key names only (the body is a customer's).
+            log.warning(
+                "Shopify %s with a body that is not one ignored",
+                topic,
+                extra={"topic": topic, "keys": sorted(str(k)[:40] for k in payload)[:20]},
             )
-        ]
+            return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
+        return [event]
     if topic == CONSENT_TOPIC:
         external_id = customer_gid(payload.get("customer_id"))
         email = _text(payload.get("email_address"))
@@ -214,6 +237,17 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
     if external_id is None:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
     return [WebhookEvent(kind=kind, delivery_id=delivery_id, external_id=external_id, email=email)]
+
+
+def _shaped_as_person_request(kind: str, payload: Mapping[str, Any]) -> bool:
+    """Whether a body naming a customer is its topic's, so neither compliance topic's body
+    passes for the other's (nor an order's, which names a customer too): a customers/redact
+    carries ``orders_to_redact`` and nothing of a data request; a customers/data_request
+    carries ``data_request`` or ``orders_requested`` and no ``orders_to_redact``."""
+    keys = set(map(str, payload))
+    if kind == "erase":
+        return _REDACT_KEY in keys and not keys & _DATA_REQUEST_KEYS
+    return bool(keys & _DATA_REQUEST_KEYS) and _REDACT_KEY not in keys
 
 
 def _shaped_as_shop_redact(payload: Mapping[str, Any]) -> bool:

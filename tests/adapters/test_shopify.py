@@ -1010,6 +1010,7 @@ def test_a_delivery_about_another_store_of_the_app_is_ignored(shop: Harness, top
         payload: dict[str, Any] = {"shop_id": 954_889, "shop_domain": sandbox.shop_domain}
         if topic == "customers/redact":
             payload["customer"] = {"id": 42, "email": "an@example.com", "phone": None}
+            payload["orders_to_redact"] = []
         body, headers = sandbox.signed_compliance_webhook(topic, payload, SECRET)
         return WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
 
@@ -1054,7 +1055,9 @@ def test_parse_customer_topics_and_fallbacks(shop: Harness) -> None:
     )
     (other,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "products/update", {"id": 1}))
     assert other.kind == "ignored"
-    bare = delivery(shop.sandbox, "customers/redact", {"customer": {"id": 5}})
+    bare = delivery(
+        shop.sandbox, "customers/redact", {"customer": {"id": 5}, "orders_to_redact": []}
+    )
     headers = {k: v for k, v in bare.headers.items() if k != "x-shopify-webhook-id"}
     (event,) = shop.adapter.parse_webhook(WebhookRequest("POST", HOOK_URL, headers, bare.body))
     assert event.delivery_id.startswith("sha256:") and event.kind == "erase"
@@ -1122,6 +1125,35 @@ def test_a_customer_delivery_resent_as_shop_redact_is_not_taken_as_a_purge(
     assert purge.kind == "purge_all"
 
 
+def test_a_captured_data_request_resent_as_customers_redact_is_not_an_erasure(
+    shop: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The topic header is not signed. A captured customers/data_request body (it carries
+    ``data_request`` and ``orders_requested``, never ``orders_to_redact``) resent under
+    ``X-Shopify-Topic: customers/redact`` once its replay key had expired
+    (webhook_ids_days) turned an access request into an irreversible erasure of the
+    customer in every system. A person topic's body is taken only when shaped as its own;
+    Shopify's own deliveries of both still are."""
+    shop.sandbox.add_person("an@example.com", "An", "Jansen")
+    shop.sandbox.add_order("an@example.com")
+    data = shop.sandbox.compliance_payload("customers/data_request", "an@example.com")
+    redact = shop.sandbox.compliance_payload("customers/redact", "an@example.com")
+    (access,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/data_request", data))
+    (erase,) = shop.adapter.parse_webhook(delivery(shop.sandbox, "customers/redact", redact))
+    assert (access.kind, erase.kind) == ("access", "erase")
+    caplog.set_level(logging.WARNING)
+    for topic, captured in (("customers/redact", data), ("customers/data_request", redact)):
+        resent = delivery(shop.sandbox, topic, captured)
+        assert shop.adapter.verify_webhook(resent, SECRET, now=0.0)
+        assert [e.kind for e in shop.adapter.parse_webhook(resent)] == ["ignored"]
+    # Nor does an order's body, which names its customer too, pass for an erasure.
+    order = {"id": 820982911946154508, "customer": {"id": 7001, "email": "an@example.com"}}
+    assert [e.kind for e in parse_delivery(delivery(shop.sandbox, "customers/redact", order))] == [
+        "ignored"
+    ]
+    assert caplog.records and "an@example.com" not in caplog.text
+
+
 def test_an_email_marketing_consent_webhook_is_a_change_to_sync(shop: Harness) -> None:
     """Since API 2025-01 Shopify sends consent changes on their own topic,
     customers_email_marketing_consent/update ({customer_id, email_address,
@@ -1163,6 +1195,7 @@ def test_a_shop_domain_written_as_a_url_or_a_handle_names_the_store(written: str
         "shop_id": 1,
         "shop_domain": "klant-shop.myshopify.com",
         "customer": {"id": 42, "email": "an@example.com", "phone": None},
+        "orders_to_redact": [],
     }
     body, headers = sandbox.signed_compliance_webhook("customers/redact", payload, SECRET)
     request = WebhookRequest("POST", HOOK_URL, {k.lower(): v for k, v in headers.items()}, body)
