@@ -99,6 +99,9 @@ _DATA_REQUEST_KEYS: Final = frozenset({"data_request", "orders_requested"})
 #: What only a customers/redact body holds: the orders to redact (a list, empty or not).
 _REDACT_KEY: Final = "orders_to_redact"
 
+#: What every compliance body about a person holds, whichever topic it is.
+_PERSON_REQUEST_KEYS: Final = frozenset({"shop_id", "shop_domain", "customer"})
+
 
 def webhook_signature(body: bytes, secret: str) -> str:
     """``base64(HMAC-SHA256(body, secret))``, as Shopify computes it."""
@@ -242,12 +245,19 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
 def _shaped_as_person_request(kind: str, payload: Mapping[str, Any]) -> bool:
     """Whether a body naming a customer is its topic's, so neither compliance topic's body
     passes for the other's (nor an order's, which names a customer too): a customers/redact
-    carries ``orders_to_redact`` and nothing of a data request; a customers/data_request
-    carries ``data_request`` or ``orders_requested`` and no ``orders_to_redact``."""
+    holds nothing of a data request, a customers/data_request no ``orders_to_redact``, and
+    each holds its own topic's key. A body of the keys both share and nothing else is taken
+    for either: Shopify's examples always carry their own key, but a genuine erasure sent
+    without its (empty) order list must not be ignored, and such a body is no other topic's."""
     keys = set(map(str, payload))
-    if kind == "erase":
-        return _REDACT_KEY in keys and not keys & _DATA_REQUEST_KEYS
-    return bool(keys & _DATA_REQUEST_KEYS) and _REDACT_KEY not in keys
+    own, others = (
+        ({_REDACT_KEY}, _DATA_REQUEST_KEYS)
+        if kind == "erase"
+        else (_DATA_REQUEST_KEYS, {_REDACT_KEY})
+    )
+    if keys & others:
+        return False
+    return bool(keys & own) or keys <= _PERSON_REQUEST_KEYS
 
 
 def _shaped_as_shop_redact(payload: Mapping[str, Any]) -> bool:

@@ -1152,6 +1152,11 @@ def test_a_captured_data_request_resent_as_customers_redact_is_not_an_erasure(
         "ignored"
     ]
     assert caplog.records and "an@example.com" not in caplog.text
+    # A genuine erasure sent without its (empty) order list is still an erasure.
+    bare = {k: v for k, v in redact.items() if k != "orders_to_redact"}
+    assert [e.kind for e in parse_delivery(delivery(shop.sandbox, "customers/redact", bare))] == [
+        "erase"
+    ]
 
 
 def test_an_email_marketing_consent_webhook_is_a_change_to_sync(shop: Harness) -> None:
