@@ -91,6 +91,82 @@ _OWN_DATA = {
 }
 
 
+#: What the connector keeps with no period in days: the retention sweep
+#: (connector/retention.py) deletes none of it. An erasure deletes the person's identity map
+#: rows and opt-outs (``DsrStore.delete_traces``); a readmission their suppression entries.
+#: Each: its label, until when it is kept, and why.
+_KEPT_UNTIL: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str]]] = {
+    "identity_map": (
+        (
+            "Identity map: each person's pseudonym and those of their former addresses, their "
+            "ids in each system, and keyed hashes of what each system was last sent",
+            "Identiteitenkoppeling: het pseudoniem van elke persoon en die van hun eerdere "
+            "adressen, hun id's in elk systeem, en sleutel-hashes van wat elk systeem het "
+            "laatst ontving",
+        ),
+        ("Until the person's erasure", "Tot het wissen van de betrokkene"),
+        (
+            "It is how a person is updated in each system rather than added again, and how "
+            "their requests reach every system; someone who stops being a customer without "
+            "asking to be erased stays in it.",
+            "Daarmee wordt een persoon in elk systeem bijgewerkt in plaats van opnieuw "
+            "toegevoegd, en bereiken hun verzoeken elk systeem; wie geen klant meer is en niet "
+            "om wissen vraagt, blijft erin staan.",
+        ),
+    ),
+    "opt_outs": (
+        (
+            "Unsubscribes at a system itself (opt-outs, by pseudonym)",
+            "Afmeldingen bij een systeem zelf (onder pseudoniem)",
+        ),
+        (
+            "Until the person subscribes there again, or is erased",
+            "Tot de betrokkene zich daar opnieuw aanmeldt, of wordt gewist",
+        ),
+        (
+            "A later sync must not subscribe them again.",
+            "Een latere synchronisatie mag hen niet opnieuw aanmelden.",
+        ),
+    ),
+    "suppression": (
+        (
+            "Suppression list: pseudonyms of erased people's e-mail addresses and phone numbers",
+            "Blokkadelijst: pseudoniemen van e-mailadressen en telefoonnummers van gewiste "
+            "personen",
+        ),
+        (
+            "As long as the erasure must hold: until the person is readmitted (dsr readmit)",
+            "Zolang het wissen moet gelden: tot de betrokkene weer wordt toegelaten (dsr readmit)",
+        ),
+        (
+            "Without it a later sync, or a system's backup restored, would bring them back.",
+            "Zonder deze lijst zou een latere synchronisatie, of een teruggezette back-up van "
+            "een systeem, hen terugbrengen.",
+        ),
+    ),
+    "requests": (
+        (
+            "Records of data subject requests: kind, dates, each system's outcome and the "
+            "signed receipt, the person by pseudonym",
+            "Registratie van verzoeken van betrokkenen: soort, data, uitkomst per systeem en "
+            "het ondertekende ontvangstbewijs, de betrokkene onder pseudoniem",
+        ),
+        (
+            "No set period: not deleted automatically",
+            "Geen vaste termijn: niet automatisch verwijderd",
+        ),
+        (
+            "They are the record that each request was handled (Art. 5(2) GDPR); the "
+            "request's manifest, which holds the person's address, is deleted on its own "
+            "period.",
+            "Ze zijn het bewijs dat elk verzoek is afgehandeld (art. 5 lid 2 AVG); het "
+            "manifest van het verzoek, met het adres van de betrokkene, wordt na zijn eigen "
+            "termijn verwijderd.",
+        ),
+    ),
+}
+
+
 def _pick(pair: tuple[str, str], lang: str) -> str:
     return pair[1] if lang == "nl" else pair[0]
 
@@ -141,7 +217,7 @@ def build_register(
         "generated_at": when.isoformat(timespec="seconds"),
         "config_sha256": config_digest(config)["sha256"],
         "controller": controller.model_dump() if controller is not None else None,
-        "processing": [_processing(flow, lang) for flow in config.flows],
+        "processing": [_processing(config, flow, lang) for flow in config.flows],
         "data_subjects": list(config.privacy.data_subjects),
         "personal_data": _personal_data(config, lang),
         "recipients": [_recipient(config, name, lang) for name in config.systems],
@@ -154,12 +230,26 @@ def build_register(
                 for f in config.flows
             ],
             "connector": [
-                {
-                    "item": key,
-                    "label": _pick(label, lang),
-                    "days": getattr(config.retention, key),
-                }
-                for key, label in _OWN_DATA.items()
+                *(
+                    {
+                        "item": key,
+                        "label": _pick(label, lang),
+                        "days": getattr(config.retention, key),
+                    }
+                    for key, label in _OWN_DATA.items()
+                ),
+                # Kept until an event, or for good: no [retention] period; listed so the
+                # register names everything the connector holds.
+                *(
+                    {
+                        "item": key,
+                        "label": _pick(label, lang),
+                        "days": None,
+                        "until": _pick(until, lang),
+                        "why": _pick(why, lang),
+                    }
+                    for key, (label, until, why) in _KEPT_UNTIL.items()
+                ),
             ],
         },
         "security": security_measures(config, lang),
@@ -168,7 +258,7 @@ def build_register(
     return record
 
 
-def _processing(flow: Any, lang: str) -> dict[str, Any]:
+def _processing(config: Config, flow: Any, lang: str) -> dict[str, Any]:
     privacy = flow.privacy
     basis = privacy.legal_basis if privacy else None
     return {
@@ -176,10 +266,34 @@ def _processing(flow: Any, lang: str) -> dict[str, Any]:
         "source": flow.source,
         "destinations": list(flow.destinations),
         "purposes": list(privacy.purposes) if privacy else [],
+        # The flow's own basis, which holds for what the consent gate does not decide.
         "legal_basis": basis,
         "legal_basis_label": _pick(_LEGAL_BASIS[basis], lang) if basis else "",
+        "legal_bases": _legal_bases(config, flow, basis, lang),
         "retention": privacy.retention if privacy else "",
     }
+
+
+def _legal_bases(config: Config, flow: Any, basis: str | None, lang: str) -> list[dict[str, Any]]:
+    """The basis each destination of ``flow`` is sent data under, grouped by basis.
+
+    A destination whose mapping requires a consent is sent only people who gave it (the
+    engine's gate): that disclosure rests on consent (Art. 6(1)(a)), whatever the flow
+    states for the rest; a newsletter is no part of performing a contract.
+    """
+    consents = {d: config.mappings[d].requires_consent for d in flow.destinations}
+    by_basis: dict[str | None, list[str]] = {}
+    for name in flow.destinations:
+        by_basis.setdefault("consent" if consents[name] else basis, []).append(name)
+    return [
+        {
+            "legal_basis": grounds,
+            "label": _pick(_LEGAL_BASIS[grounds], lang) if grounds else "",
+            "destinations": names,
+            "consents": {d: consents[d] for d in names if consents[d]},
+        }
+        for grounds, names in by_basis.items()
+    ]
 
 
 def _grouped(fields: list[Any], lang: str) -> list[dict[str, Any]]:
@@ -234,6 +348,9 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
             {
                 "system": name,
                 "requires_consent": mapping.requires_consent,
+                # Whether an unsubscribe at the system itself is heard (and then kept to):
+                # only its webhook tells klantsync of one (connector/webhooks.py).
+                "opt_outs_heard": _hears_opt_outs(config, name),
                 # What someone who withdrew that consent is sent (their e-mail and this):
                 # the system learns of the withdrawal, so the register says so.
                 "withdrawn": {k: _toml(v) for k, v in mapping.withdrawn.items()},
@@ -256,6 +373,13 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
         if systems:
             summary.append({"category": category, "label": _pick(names, lang), "systems": systems})
     return {"received": received, "provided": provided, "summary": summary}
+
+
+def _hears_opt_outs(config: Config, name: str) -> bool:
+    """Whether ``name``'s webhooks are set up, the one way an unsubscribe made at the system
+    itself reaches klantsync; without them the consent the source records decides alone."""
+    settings = config.systems[name]
+    return settings.webhooks is not None and "webhooks" in adapter_capabilities(settings.adapter)
 
 
 def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
@@ -492,26 +616,38 @@ def security_measures(
 
 def _retention_measure(config: Config, lang: str, periods_above: bool) -> str:
     """The retention measure: pointing at the periods the register states before it, or,
-    where nothing states them, naming them (from ``[retention]``, as the register does)."""
+    where nothing states them, naming them (from ``[retention]``, as the register does).
+
+    Only what has a period in days is deleted by the sweep; what is kept until an erasure
+    or a readmission, or for good (:data:`_KEPT_UNTIL`), is said to be, not to expire.
+    """
+    nl = lang == "nl"
     if periods_above:
         return (
-            "De connector verwijdert zijn eigen gegevens automatisch na de bewaartermijnen "
-            "hierboven."
-            if lang == "nl"
-            else "The connector deletes its own data automatically after the retention periods "
-            "above."
+            "De connector verwijdert zijn eigen gegevens met een termijn in dagen hierboven "
+            "automatisch zodra die termijn verstreken is; de rest bewaart hij zoals hierboven "
+            "staat (tot het wissen of het weer toelaten van de betrokkene; verzoeken blijven "
+            "geregistreerd)."
+            if nl
+            else "The connector deletes its own data with a period in days above automatically "
+            "once that period has passed; the rest it keeps as stated above (until the "
+            "person's erasure or readmission; the records of requests stay)."
         )
-    unit = "dagen" if lang == "nl" else "days"
+    unit = "dagen" if nl else "days"
     periods = "; ".join(
         f"{_pick(label, lang)}: {getattr(config.retention, key)} {unit}"
         for key, label in _OWN_DATA.items()
     )
+    kept = "; ".join(
+        f"{_pick(label, lang)}: {_pick(until, lang).lower()}"
+        for label, until, _why in _KEPT_UNTIL.values()
+    )
     return (
         f"De connector verwijdert zijn eigen gegevens automatisch na deze bewaartermijnen: "
-        f"{periods}."
-        if lang == "nl"
+        f"{periods}. Zonder termijn in dagen bewaart hij: {kept}."
+        if nl
         else f"The connector deletes its own data automatically after these retention periods: "
-        f"{periods}."
+        f"{periods}. It keeps with no period in days: {kept}."
     )
 
 

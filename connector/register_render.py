@@ -46,9 +46,14 @@ TEXT: dict[str, dict[str, str]] = {
         "fields": "Gegevens",
         "purpose": "Doel",
         "consent_only": "Alleen personen met toestemming voor {purpose} worden naar dit systeem "
-        "gestuurd. Wie zich bij het systeem zelf afmeldt, krijgt daar niets meer dan de "
+        "gestuurd.",
+        "opt_out_kept": "Wie zich bij het systeem zelf afmeldt, krijgt daar niets meer dan de "
         "intrekking tot hij zich er opnieuw aanmeldt (de afmelding wordt onder pseudoniem "
         "bewaard tot dan, of tot het wissen van de betrokkene).",
+        "opt_out_unheard": "Een afmelding bij het systeem zelf bereikt de connector alleen via "
+        "de webhooks van dat systeem, en die zijn niet ingesteld ([systems.{system}.webhooks]): "
+        "wie zich daar afmeldt, krijgt zijn gegevens er nog toegestuurd zolang de toestemming "
+        "in de bron staat.",
         "withdrawal_sent": "Wie die toestemming intrekt nadat de gegevens hier zijn ontvangen, "
         "krijgt hier alleen nog het e-mailadres met de intrekking ({marker}); een correctie "
         "waarom de betrokkene vraagt, bereikt het bewaarde record nog (art. 19 AVG).",
@@ -70,6 +75,10 @@ TEXT: dict[str, dict[str, str]] = {
         "transfers_unknown": "Niet vastgelegd waar {systems} de gegevens verwerkt; doorgifte "
         "buiten de EER is daar niet uit te sluiten ([systems.<naam>.processor] country).",
         "recipient": "Ontvanger",
+        "joint_controller": "Gezamenlijk verwerkingsverantwoordelijke",
+        "joint_agreement": "Regeling tussen gezamenlijk verwerkingsverantwoordelijken "
+        "(art. 26 AVG)",
+        "consent_to": "toestemming voor {purpose}",
         "not_required": "niet vereist (zelfstandig verwerkingsverantwoordelijke)",
         "missing": "ONTBREEKT",
         "retention": "Bewaartermijnen",
@@ -112,10 +121,14 @@ TEXT: dict[str, dict[str, str]] = {
         "category": "Category",
         "fields": "Data",
         "purpose": "Purpose",
-        "consent_only": "Only people who consented to {purpose} are sent to this system. "
-        "Someone who unsubscribes at the system itself is sent nothing more there but the "
-        "withdrawal until they subscribe there again (the opt-out is kept under their "
-        "pseudonym until then, or until their erasure).",
+        "consent_only": "Only people who consented to {purpose} are sent to this system.",
+        "opt_out_kept": "Someone who unsubscribes at the system itself is sent nothing more "
+        "there but the withdrawal until they subscribe there again (the opt-out is kept under "
+        "their pseudonym until then, or until their erasure).",
+        "opt_out_unheard": "An unsubscribe made at the system itself reaches the connector only "
+        "through that system's webhooks, which are not configured "
+        "([systems.{system}.webhooks]): someone who unsubscribes there is still sent their "
+        "data there for as long as the consent recorded at the source stands.",
         "withdrawal_sent": "Someone who withdraws that consent after their data was received "
         "here is sent only their e-mail address with the withdrawal ({marker}); a correction "
         "they ask for still reaches the record kept here (Art. 19 GDPR).",
@@ -136,6 +149,9 @@ TEXT: dict[str, dict[str, str]] = {
         "transfers_unknown": "Where {systems} process the data is not recorded; a transfer "
         "outside the EEA cannot be ruled out there ([systems.<name>.processor] country).",
         "recipient": "Recipient",
+        "joint_controller": "Joint controller",
+        "joint_agreement": "Arrangement between joint controllers (Art. 26 GDPR)",
+        "consent_to": "consent to {purpose}",
         "not_required": "not required (independent controller)",
         "missing": "MISSING",
         "retention": "Retention periods",
@@ -225,7 +241,7 @@ class _Doc:
                 [
                     f"{p['flow']}: {flow}",
                     "; ".join(p["purposes"]) or t["missing"],
-                    p["legal_basis_label"] or t["missing"],
+                    _legal_basis_text(p, t),
                 ]
             )
         self.m.table([t["flow"], t["purposes"], t["legal_basis"]], rows)
@@ -242,7 +258,11 @@ class _Doc:
             if item.get("in_no_flow"):
                 self.m.para(t["in_no_flow"])
             if item["requires_consent"]:
-                self.m.para(t["consent_only"].format(purpose=item["requires_consent"]))
+                # Kept to only where the system's webhook tells klantsync of an unsubscribe;
+                # elsewhere the register says what it cannot hear.
+                after = t["opt_out_kept"] if item["opt_outs_heard"] else t["opt_out_unheard"]
+                consent = t["consent_only"].format(purpose=item["requires_consent"])
+                self.m.para(f"{consent} {after.format(system=item['system'])}")
             if item.get("withdrawn"):
                 marker = ", ".join(f"{k} = {v}" for k, v in sorted(item["withdrawn"].items()))
                 self.m.para(t["withdrawal_sent"].format(marker=marker))
@@ -261,18 +281,21 @@ class _Doc:
                 self.m.para(f"{t['missing']}: {t['no_processor']}")
                 continue
             # An independent controller signs no processing agreement (Art. 28 binds
-            # processors only); check asks none of it either.
+            # processors only); check asks none of it either. Joint controllers are no
+            # processors either: they set out their arrangement under Art. 26.
             independent = p["role"] == "controller"
+            joint = p["role"] == "joint-controller"
             agreement = p["agreement_reference"] or (
                 t["not_required"] if independent else t["missing"]
             )
             place = f"{p['country_name']} ({p['country']})" if p["country"] else t["missing"]
+            holder = {"controller": t["recipient"], "joint-controller": t["joint_controller"]}
             self.m.table(
                 ["", ""],
                 [
-                    [t["recipient"] if independent else t["processor"], p["legal_name"]],
+                    [holder.get(p["role"], t["processor"]), p["legal_name"]],
                     [t["role"], p["role_label"]],
-                    [t["agreement"], agreement],
+                    [t["joint_agreement"] if joint else t["agreement"], agreement],
                     [t["signed"], p["agreement_signed"] or t["none"]],
                     [t["review"], p["agreement_review"] or t["none"]],
                     [t["country"], place],
@@ -314,10 +337,7 @@ class _Doc:
             [[r["flow"], r["retention"] or t["missing"]] for r in ret["flows"]],
         )
         self.m.subheading(t["connector_retention"])
-        self.m.table(
-            ["", t["period"]],
-            [[r["label"], t["days"].format(n=r["days"])] for r in ret["connector"]],
-        )
+        self.m.table(["", t["period"]], [[r["label"], _period(r, t)] for r in ret["connector"]])
 
     def processor_record(self) -> None:
         t, rec = self.t, self.reg["processor_record"]
@@ -338,6 +358,32 @@ class _Doc:
         self.transfers(rec["transfers"], rec["transfers_unknown"], level=3)
         self.m.subheading(t["security"])
         self.m.para(t["see_security"])
+
+
+def _legal_basis_text(p: dict[str, Any], t: dict[str, str]) -> str:
+    """The legal basis of a flow: one per group of its destinations, each consent-gated one
+    with the consent it needs; one basis for all is named alone, as before."""
+    groups = p.get("legal_bases")
+    if not groups:
+        return str(p["legal_basis_label"] or t["missing"])
+    if len(groups) == 1 and not groups[0]["consents"]:
+        return str(groups[0]["label"] or t["missing"])
+    parts = []
+    for group in groups:
+        consents = group["consents"]
+        names = ", ".join(
+            f"{d} ({t['consent_to'].format(purpose=consents[d])})" if d in consents else d
+            for d in group["destinations"]
+        )
+        parts.append(f"{group['label'] or t['missing']}: {names}")
+    return "; ".join(parts)
+
+
+def _period(row: dict[str, Any], t: dict[str, str]) -> str:
+    """How long the connector keeps one kind of its own data: days, or until when and why."""
+    if row["days"] is not None:
+        return t["days"].format(n=row["days"])
+    return f"{row['until']}. {row['why']}"
 
 
 def _category_rows(categories: Sequence[dict[str, Any]]) -> list[list[str]]:

@@ -354,7 +354,9 @@ def test_register_states_the_retention_of_everything_the_connector_keeps(
 
     config = load_config(example_config(tmp_path, monkeypatch))
     listed = {
-        row["item"]: row["days"] for row in build_register(config, "en")["retention"]["connector"]
+        row["item"]: row["days"]
+        for row in build_register(config, "en")["retention"]["connector"]
+        if row["days"] is not None
     }
     assert set(listed) == set(RetentionSettings.model_fields)
     assert listed == {key: getattr(config.retention, key) for key in listed}
@@ -534,7 +536,141 @@ def test_the_register_says_an_unsubscribe_at_the_system_is_kept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The store keeps who unsubscribed at a consent-gated system (an opt-out, under their
-    pseudonym) and acts on it: the register says so, in both languages."""
+    pseudonym) and acts on it, when the system's webhook tells it: the register says so, in
+    both languages."""
+    monkeypatch.setenv("KLANTSYNC_NEWS_HOOK_SECRET", "x")
+
+    def edit(text: str) -> str:
+        hooks = '# [systems.news.webhooks]\n# secret = "env:KLANTSYNC_NEWS_HOOK_SECRET"'
+        assert hooks in text
+        return text.replace(hooks, hooks.replace("# ", ""))
+
+    config = _config(tmp_path, monkeypatch, edit)
+    assert config.systems["news"].webhooks is not None
+    en, nl = _text(config, "en", "md"), _text(config, "nl", "html")
+    assert "Someone who unsubscribes at the system itself" in en
+    assert "Wie zich bij het systeem zelf afmeldt" in nl
+    assert "not configured" not in en and "niet ingesteld" not in nl
+
+
+async def test_the_register_does_not_claim_a_mailchimp_unsubscribe_stops_the_sync_when_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """Without Mailchimp's webhook ([systems.<name>.webhooks]) klantsync never hears of an
+    unsubscribe made with the newsletter's own link: the member's next change in the shop
+    is written to them. The register says that limit instead of claiming they are sent
+    nothing more there but the withdrawal."""
+    from adapters.mailchimp.payloads import subscriber_hash
+    from tests.e2e.test_flow_changes import LIST, World, opener, write_config
+
+    world = World()
+    flows = '[[flows]]\nname = "news"\nsource = "shop"\ndestinations = ["news"]\n'
+    path = write_config(tmp_path, world, flows + 'schedule = "every 15m"\n')
+    email = "anna.devries@voorbeeld.nl"
+    world.shop.add_person(email, "Anna", "de Vries", "0612345678", marketing_opt_in="yes")
+    async with opener(world)(path) as rt:
+        assert rt.config.systems["news"].webhooks is None
+        await rt.engine.sync()
+        member = world.news.store.audience(LIST).members[subscriber_hash(email)]
+        member.status = "unsubscribed"  # the newsletter's own link; no webhook tells of it
+        world.shop.touch(email, first_name="Annie")
+        await rt.engine.sync()
+        en, nl = _text(rt.config, "en", "md"), _text(rt.config, "nl", "md")
+    assert member.merge_fields.get("FNAME") == "Annie"  # what the register must not deny
+    assert "is sent nothing more there but the withdrawal" not in en
+    assert "krijgt daar niets meer dan de intrekking" not in nl
+    assert "reaches the connector only through that system's webhooks" in en
+    assert "[systems.news.webhooks]" in en and "[systems.news.webhooks]" in nl
+    assert "Only people who consented to marketing are sent to this system." in en
+
+
+def test_the_register_gives_consent_as_the_basis_of_a_consent_gated_destination(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's one flow (basis "contract") feeds HubSpot, Pipedrive and the
+    consent-gated Mailchimp newsletter: the newsletter is sent only people who consented,
+    so the register states consent (Art. 6(1)(a)) for it and the flow's basis for the rest,
+    in both languages and in JSON."""
     config = load_config(example_config(tmp_path, monkeypatch))
-    assert "Someone who unsubscribes at the system itself" in _text(config, "en", "md")
-    assert "Wie zich bij het systeem zelf afmeldt" in _text(config, "nl", "html")
+    assert config.mappings["news"].requires_consent == "marketing"
+    flow = config.flows[0]
+    assert flow.privacy is not None and flow.privacy.legal_basis == "contract"
+    (processing,) = build_register(config, "en")["processing"]
+    assert [(g["legal_basis"], g["destinations"]) for g in processing["legal_bases"]] == [
+        ("contract", ["crm", "deals"]),
+        ("consent", ["news"]),
+    ]
+    assert processing["legal_bases"][1]["consents"] == {"news": "marketing"}
+    en, nl = _text(config, "en", "md"), _text(config, "nl", "html")
+    assert "Performance of a contract (Art. 6(1)(b) GDPR): crm, deals" in en
+    assert "Consent (Art. 6(1)(a) GDPR): news (consent to marketing)" in en
+    assert "Uitvoering van een overeenkomst (art. 6 lid 1 sub b AVG): crm, deals" in nl
+    assert "Toestemming (art. 6 lid 1 sub a AVG): news (toestemming voor marketing)" in nl
+
+
+def test_a_flow_of_consent_states_it_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flow whose own basis is consent is one basis for every destination, not two."""
+    edit = lambda text: text.replace('legal_basis = "contract"', 'legal_basis = "consent"')  # noqa: E731
+    config = _config(tmp_path, monkeypatch, edit)
+    (processing,) = build_register(config, "en")["processing"]
+    assert [g["destinations"] for g in processing["legal_bases"]] == [["crm", "news", "deals"]]
+    en = _text(config, "en", "md")
+    assert "Consent (Art. 6(1)(a) GDPR): crm, news (consent to marketing), deals" in en
+
+
+def test_the_register_states_how_long_the_identity_map_and_suppression_list_are_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The identity map, opt-outs, suppression list and request records have no [retention]
+    period and the sweep deletes none of them (connector/retention.py): the register lists
+    them with until when and why they are kept, and no longer says that all the connector's
+    own data is deleted after the periods above."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    for lang in ("en", "nl"):
+        rows = {r["item"]: r for r in build_register(config, lang)["retention"]["connector"]}
+        for item in ("identity_map", "opt_outs", "suppression", "requests"):
+            assert rows[item]["days"] is None and rows[item]["until"] and rows[item]["why"]
+    en = {r["item"]: r for r in build_register(config, "en")["retention"]["connector"]}
+    assert en["identity_map"]["until"] == "Until the person's erasure"
+    assert "until the person is readmitted" in en["suppression"]["until"]
+    md, nl = _text(config, "en", "md"), _text(config, "nl", "html")
+    assert "Identity map" in md and "Suppression list" in md
+    assert "Identiteitenkoppeling" in nl and "Blokkadelijst" in nl
+    assert "deletes its own data automatically after the retention periods above" not in md
+    assert "verwijdert zijn eigen gegevens automatisch na de bewaartermijnen hierboven" not in nl
+    assert "until the person's erasure or readmission" in _measures(config, "en")["retention"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "processor", "joint", "arrangement"),
+    [
+        ("en", "Processor", "Joint controller", "Arrangement between joint controllers"),
+        (
+            "nl",
+            "Verwerker",
+            "Gezamenlijk verwerkingsverantwoordelijke",
+            "Regeling tussen gezamenlijk verwerkingsverantwoordelijken",
+        ),
+    ],
+)
+def test_the_register_does_not_call_a_joint_controller_a_processor(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lang: str,
+    processor: str,
+    joint: str,
+    arrangement: str,
+) -> None:
+    """A recipient whose role is "joint-controller" (Art. 26) is no processor (Art. 28): it
+    is labelled a joint controller, and its agreement the arrangement between them."""
+    marker = 'legal_name = "HubSpot Ireland Limited"\nrole = "processor"'
+
+    def edit(text: str) -> str:
+        assert marker in text
+        return text.replace(marker, marker.replace('"processor"', '"joint-controller"'))
+
+    md = _text(_config(tmp_path, monkeypatch, edit), lang, "md")
+    assert f"| {processor} | HubSpot Ireland Limited |" not in md
+    assert f"| {joint} | HubSpot Ireland Limited |" in md
+    section = md[md.index("HubSpot Ireland Limited |") :]
+    assert section.index(arrangement) < section.index("\n### ")
