@@ -4,8 +4,10 @@ Replacing the master key is for when it may have leaked, or when policy says it 
 new key is made with ``klantsync keygen`` and put where secrets live (a file only the service
 reads, or the service's environment); ``keys rotate --to`` names it as ``keys.source`` would.
 After the rotation the old key no longer opens the store, so ``keys.source`` must be pointed
-at the new one before the next command. Exit status as everywhere: 0 done, 1 the store could
-not be changed (another command or the daemon has it open), 2 bad usage or configuration.
+at the new one before the next command. What a rotation cannot renew (the subject and payload
+keys, and the receipt signing key, which ``dsr rotate-key`` replaces) is said with it. Exit
+status as everywhere: 0 done, 1 the store could not be changed (another command or the daemon
+has it open), 2 bad usage or configuration.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from connector.cliargs import EXIT_OK
 from connector.config import Config
 from connector.crypto import decode_master_key, master_fingerprint
 from connector.errors import ConfigError, StoreError
-from connector.keyset import key_facts, open_keyring, rotate_master_key
+from connector.keyset import KEPT_KEYS, Rotation, key_facts, open_keyring, rotate_master_key
 from connector.lock import keys_alone, sharing_keys
 from connector.secrets import resolve_secret
 from connector.state import Store
@@ -103,6 +105,37 @@ def _no_store_yet(args: argparse.Namespace, console: Console, config: Config) ->
     return EXIT_OK
 
 
+def _say_what_is_kept(console: Console, rotation: Rotation) -> None:
+    """What a rotation cannot renew, and so what the old key still gives whoever holds it.
+
+    The subject and payload keys stay (subject ids are HMACs of addresses the store does not
+    hold), and so does the receipt signing key (sealed anew): after a leak the operator
+    must know what the rotation did not take back (README, Known limits).
+    """
+    whence = (
+        "they were derived from the old master key, which computes them on its own"
+        if rotation.kept_derived_from_old_key
+        else "they were derived from an earlier master key; the old one gives them with any "
+        "copy or backup of the store taken while it was in use"
+    )
+    console.print(
+        f"[yellow]not renewed: the subject key, for {KEPT_KEYS['subject']}; and the payload "
+        f"key, for {KEPT_KEYS['payload']}. They cannot be renewed without losing every person; "
+        f"{whence}. Whoever holds it and anything carrying subject ids (a copy or backup of "
+        "the store, an audit export, the logs) can test guessed e-mail addresses against "
+        "them, open the cloaked ids and test guessed data against the hashes: if it leaked, "
+        "keep every copy of the store, its backups and exports as guarded as before[/]",
+        markup=True,
+    )
+    if rotation.receipt_key:
+        console.print(
+            "[yellow]not renewed: the receipt signing key (sealed anew, the same key): an "
+            "earlier copy of its key file (a backup holds one) opens with the old master key; "
+            "if it leaked, replace the signing key with `klantsync dsr rotate-key`[/]",
+            markup=True,
+        )
+
+
 def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
     where = "--to"
     # Read from the folder keys.source is read from, so the same text names the same file.
@@ -142,6 +175,7 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
     if rotation.unreadable:
         left = ", ".join(f"{name} {count}" for name, count in rotation.unreadable.items())
         console.print(f"left as they were (they did not open under the old key either): {left}")
+    _say_what_is_kept(console, rotation)
     if rotation.shared_receipt_key is not None:
         # Left in place because other stores in the folder may sign with it; but if the old
         # key leaked, this copy of the signing key is open to whoever has it.

@@ -15,7 +15,9 @@ gives two things:
   rest (outbox, dead letters, request manifests, jobs, the receipt signing key) is sealed
   again under a fresh random key, in one transaction. The subject-id and payload-hash keys
   stay: subject ids are HMACs of addresses the store never holds in clear, so they cannot be
-  recomputed, and the suppression list must go on matching the people it stops.
+  recomputed, and the suppression list must go on matching the people it stops. They are a
+  store's first keys, derived from its first master key: that key goes on computing them
+  after any rotation (:attr:`Rotation.kept_derived_from_old_key`; ``keys rotate`` says so).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from connector.crypto import (
     BUNDLE_PATH_CONTEXT,
     JOB_CONTEXT,
     RECEIPT_KEY_CONTEXT,
+    DataKeys,
     DecryptionError,
     Keyring,
     manifest_context,
@@ -52,6 +55,7 @@ from connector.state import Store, utcnow
 from connector.storefile import replaced_stores
 
 __all__ = [
+    "KEPT_KEYS",
     "SEALED_COLUMNS",
     "Rotation",
     "check_master_key",
@@ -92,6 +96,16 @@ SEALED_COLUMNS = (
 NOT_SEALED_WITH_DATA_KEYS = {("keyset", "wrapped"), ("dsr_requests", "payload")}
 
 _CHUNK = 500
+
+#: The data keys a rotation keeps, and what each computes. Subject ids are HMACs of addresses
+#: the store never holds, so a new subject key would lose every person, and every erased one
+#: would slip past the suppression list: they cannot be renewed. ``keys rotate`` says so.
+KEPT_KEYS = {
+    "subject": "the subject ids of e-mail addresses and phone numbers, as the identity map, the "
+    "suppression list, the audit trail and the logs hold them, and the system ids cloaked "
+    "under it, such as Mailchimp's member ids",
+    "payload": "the hashes of what each system was last sent",
+}
 
 
 def open_keyring(store: Store, config: Config) -> Keyring:
@@ -296,9 +310,32 @@ class Rotation:
     #: new master key, and those whose data the old key still opens (to be deleted).
     replaced_resealed: tuple[Path, ...] = ()
     replaced_left: tuple[Path, ...] = ()
+    #: Whether the keys kept (:data:`KEPT_KEYS`) are the ones derived from the old master key
+    #: itself (a store's first keys are): then that key alone computes them, no copy needed.
+    kept_derived_from_old_key: bool = False
 
     def as_dict(self) -> dict[str, object]:
+        kept: list[dict[str, object]] = [
+            {
+                "key": name,
+                "computes": what,
+                "derived_from_old_master_key": self.kept_derived_from_old_key,
+            }
+            for name, what in KEPT_KEYS.items()
+        ]
+        if self.receipt_key:
+            # The same signing key, sealed anew: an earlier copy of its key file (a backup)
+            # still opens under the old master key.
+            kept.append(
+                {
+                    "key": "receipt-signing",
+                    "computes": "signatures of erasure receipts",
+                    "renew_with": "klantsync dsr rotate-key",
+                }
+            )
         return {
+            "renewed": ["the wrapping of the data keys", "the key of what is kept sealed"],
+            "not_renewed": kept,
             "replaced_stores_resealed": [str(path) for path in self.replaced_resealed],
             "replaced_stores_left": [str(path) for path in self.replaced_left],
             "old_fingerprint": self.old_fingerprint,
@@ -359,6 +396,7 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         signer.finish_reseal()
     shared = config.store_path.parent / LEGACY_KEY_FILE
     replaced_resealed, replaced_left = _rewrap_replaced_stores(config, new_master)
+    first = DataKeys.derive(config.master_key)
     return Rotation(
         old_fp,
         new_fp,
@@ -368,6 +406,8 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         shared_receipt_key=shared if _opens_receipt_key(shared, old) else None,
         replaced_resealed=replaced_resealed,
         replaced_left=replaced_left,
+        kept_derived_from_old_key=(first.subject, first.payload)
+        == (old.keys.subject, old.keys.payload),
     )
 
 

@@ -631,6 +631,46 @@ def test_a_master_key_rotation_says_when_the_shared_key_file_still_holds_the_sto
     assert "shared" not in capsys.readouterr().out
 
 
+def test_keys_rotate_says_what_it_cannot_renew_and_what_the_old_key_still_gives(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Subject ids are HMACs of addresses the store does not hold: a rotation keeps the
+    subject and payload keys, which a store's first master key derives on its own, and the
+    receipt signing key. `keys rotate` says so, text and --json, and that `dsr rotate-key`
+    replaces the signing key; what it says of the retired key is so."""
+    bound_store(config_path)  # bound by this version, with a receipt signing key file
+    first_key, new_key = MASTER_KEY, generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["renewed"] == ["the wrapping of the data keys", "the key of what is kept sealed"]
+    kept = {k["key"]: k for k in said["not_renewed"]}
+    assert list(kept) == ["subject", "payload", "receipt-signing"]
+    assert kept["subject"]["derived_from_old_master_key"] is True
+    assert "Mailchimp's member ids" in kept["subject"]["computes"]
+    assert kept["receipt-signing"]["renew_with"] == "klantsync dsr rotate-key"
+    # As said: the retired key alone computes the live store's ids and opens its cloaked ids.
+    use_key(config_path, new_key)
+    store = store_of(config_path)
+    try:
+        live = open_keyring(store, load_config(config_path))
+    finally:
+        store.close()
+    retired = Keyring(decode_master_key(first_key))
+    assert retired.subject_id(OTHER_EMAIL) == live.subject_id(OTHER_EMAIL)
+    member = "0123456789abcdef0123456789abcdef"
+    assert retired.uncloak_id("news", live.cloak_id("news", member)) == member
+    # A second rotation: the kept keys come from the first key, not the one retired now.
+    (config_path.parent / "newer.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:newer.key"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "not renewed: the subject key, for the subject ids" in text
+    assert "derived from an earlier master key" in text
+    assert "test guessed e-mail addresses" in text
+    assert "not renewed: the receipt signing key" in text
+    assert "klantsync dsr rotate-key" in text
+
+
 def test_opening_a_store_takes_its_copy_of_the_shared_key_file(config_path: Path) -> None:
     """A store that only syncs (never signs) takes its copy on open too, so "every store
     opened by this version" is all it takes before the shared file may be deleted."""
