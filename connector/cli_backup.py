@@ -111,14 +111,23 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         f"  outbox: {facts.outbox_dropped} payloads dropped (the next sync queues again "
         f"whatever the systems lack){kept}"
     )
+    retired = facts.master_key_retired
     key_said = {
         "from the backup": "put back from the backup (the one beside the store was not this "
         "store's, or was missing)",
         "set aside": "beside the store was not this store's and the backup has none: set "
         "aside; the next receipt makes a new key",
     }
+    if retired is not None:
+        # The file beside the store was this store's, sealed under the rotation's keys.
+        key_said["from the backup"] = (
+            "put back from the backup (the one beside the store was sealed under the keys "
+            "of the master key rotation this restore undid; it is kept beside the store)"
+        )
     if facts.receipt_key in key_said:
         console.print(f"  receipt signing key: {key_said[facts.receipt_key]}")
+    if retired is not None:
+        _say_rotation_undone(console, retired)
     if facts.not_carried:
         console.print(
             "[yellow]  not taken over (sealed under keys a master key rotation made since the "
@@ -136,3 +145,16 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
             markup=True,
         )
     return EXIT_OK
+
+
+def _say_rotation_undone(console: Console, retired: dict[str, str]) -> None:
+    """The restored store is under a master key a rotation retired (perhaps because it
+    leaked): what is sealed from now on opens with that key again, until it is rotated."""
+    console.print(
+        f"[yellow]the store is back under master key {retired['master_fingerprint']}, which "
+        f"a master key rotation retired at {retired['retired_at']} (the replaced store was "
+        f"under {retired['replaced_store_under']}): the restore undid that rotation. Make it "
+        "again: `klantsync keys rotate --to SOURCE` (the key the replaced store was under, or "
+        "a new one from `klantsync keygen`), then point keys.source at it[/]",
+        markup=True,
+    )

@@ -74,6 +74,10 @@ class RestoreFacts:
     #: The receipt signing key file: "kept", "from the backup", "set aside" (not this
     #: store's, and the backup has none: the next receipt makes a new key) or "none".
     receipt_key: str = "none"
+    #: When the backup's master key is one a rotation recorded in the replaced store retired:
+    #: its fingerprint, when that rotation was made, and the fingerprint the replaced store
+    #: was kept under. The restore undid the rotation; it must be made again.
+    master_key_retired: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -147,6 +151,11 @@ class _Current:
     audit_seq: int = 0
     audit_hash: str = ""
     damaged: bool = False
+    #: The fingerprint of the master key it is kept under (None: not bound, or unread).
+    master_fingerprint: str | None = None
+    #: Its master key rotations, oldest first, as its audit trail records them:
+    #: (when, old fingerprint, new fingerprint).
+    rotations: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def _refuse_foreign(store_path: Path) -> None:
@@ -193,9 +202,47 @@ def _read_current(store_path: Path) -> _Current:
             if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
                 return _Current(True, damaged=True)
             seq, digest = chain_head(db)
+            fingerprint, rotations = _master_keys(db)
     except sqlite3.Error:
         return _Current(True, damaged=True)
-    return _Current(True, seq, digest)
+    return _Current(True, seq, digest, master_fingerprint=fingerprint, rotations=rotations)
+
+
+def _master_keys(db: sqlite3.Connection) -> tuple[str | None, list[tuple[str, str, str]]]:
+    """The master key fingerprint a store is kept under, and its master key rotations as
+    its audit trail records them (``keys.rotated``; the receipt key's are not these)."""
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    row = None
+    if "keyset" in tables:
+        row = db.execute("SELECT master_fingerprint FROM keyset WHERE id=1").fetchone()
+    rotations = []
+    for ts, data in db.execute(
+        "SELECT ts, data FROM audit WHERE kind=? ORDER BY seq", (audit.KEY_ROTATED,)
+    ):
+        entry = json.loads(data)
+        if entry.get("key") == "master":
+            rotations.append((str(ts), str(entry["old"]), str(entry["new"])))
+    return (None if row is None else str(row[0])), rotations
+
+
+def _retired_key(config: Config, current: _Current | None) -> dict[str, str] | None:
+    """The rotation the restore undoes, if any: the backup opens with the configured master
+    key, and the replaced store's trail records a rotation that retired that very key, the
+    store since kept under another. A rotation is made because a key may have leaked:
+    going back under it must not pass unsaid."""
+    if current is None or not current.readable or current.damaged:
+        return None  # nothing to read it from
+    restored = master_fingerprint(config.master_key)
+    if current.master_fingerprint in (None, restored):
+        return None  # the replaced store is under this key too (rotated back, or never)
+    retiring = [when for when, old, _new in current.rotations if old == restored]
+    if not retiring:
+        return None
+    return {
+        "master_fingerprint": restored,
+        "retired_at": retiring[-1],
+        "replaced_store_under": str(current.master_fingerprint),
+    }
 
 
 class _KeyFile(NamedTuple):
@@ -242,6 +289,7 @@ def _prepare(
             ) from None
         head = audit.chain_state(store).head_seq
         key = _receipt_key(store, config)
+        retired = _retired_key(config, current)
         carried = Carried()
         readable = current is not None and current.readable
         with (
@@ -274,6 +322,7 @@ def _prepare(
                     "outbox_dropped": dropped,
                     "outbox_kept": int(kept),
                     "receipt_key": key.action,
+                    "master_key_retired": retired,
                 },
             )
             db.execute(f"DROP TABLE IF EXISTS {FILES_TABLE}")
@@ -376,4 +425,5 @@ def _restored_facts(
         outbox_kept=int(entry.get("outbox_kept", 0)),  # restores before it kept none
         not_carried=[str(n) for n in entry["not_carried"]],
         receipt_key=str(entry["receipt_key"]),
+        master_key_retired=entry.get("master_key_retired"),  # restores before it said none
     )

@@ -20,13 +20,13 @@ from connector.adapter import WebhookEvent
 from connector.backup import take_backup
 from connector.cli import main
 from connector.config import Config, load_config
-from connector.crypto import decode_master_key, generate_master_key
+from connector.crypto import decode_master_key, generate_master_key, master_fingerprint
 from connector.dsr import DsrService, RequestView
 from connector.errors import ConfigError, RetryableError, StoreError
 from connector.keyset import open_keyring, rotate_master_key
 from connector.lock import syncing
 from connector.readmit import readmit
-from connector.receipts import receipt_key_path, retired_keys_dir
+from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.restore import _read_current, restore_backup
 from connector.runtime import Runtime
 from connector.schema import MIGRATIONS
@@ -35,6 +35,7 @@ from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
     CANARY_PHONE,
+    MASTER_KEY,
     RuntimeFactory,
 )
 from tests.connector.test_backup import OTHER_EMAIL, rows, seed, sha256
@@ -346,6 +347,59 @@ async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rota
         service = DsrService(rt)
         assert service.public_key_pem() == public
         assert service.verify_receipt(receipt.encode()).ok  # signed by the retired key
+
+
+def test_a_restore_does_not_silently_put_the_store_back_under_a_rotated_away_master_key(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backup taken before a master key rotation opens only with the key it retired
+    (perhaps because it leaked). Restored under it, the store is back under that key: the
+    replaced store's audit trail records the rotation, and the restore says, text and
+    --json, that it undid it and that it must be made again; the receipt key file beside
+    the store is said to be sealed under that rotation's keys, not another store's."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        ReceiptSigner.for_store(config.store_path, open_keyring(store, config)).public_key_pem()
+    finally:
+        store.close()
+    out = config_path.parent / "backups" / "before.db"
+    assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 0
+    capsys.readouterr()
+    # No rotation since: nothing is said of one.
+    assert main(["-c", str(config_path), "restore", "--from", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["master_key_retired"] is None
+    old_fp = master_fingerprint(decode_master_key(MASTER_KEY))
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    (config_path.parent / "master.key").write_text(new_key)  # as the rotation says to
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 2
+    assert "set keys.source to the key" in capsys.readouterr().err
+    (config_path.parent / "master.key").write_text(MASTER_KEY)  # the retired key, as asked
+    assert main(["-c", str(config_path), "restore", "--from", str(out), "--json"]) == 0
+    retired = json.loads(capsys.readouterr().out)["master_key_retired"]
+    assert retired["master_fingerprint"] == old_fp
+    assert retired["replaced_store_under"] == master_fingerprint(decode_master_key(new_key))
+    assert retired["retired_at"]
+    store = Store(config.store_path)
+    try:
+        (entry,) = [e for e in audit.entries(store) if e.kind == backup.STORE_RESTORED][-1:]
+    finally:
+        store.close()
+    assert entry.data["master_key_retired"] == retired
+    # The rotation made again, as said; the old backup restored once more, said in text.
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert main(["-c", str(config_path), "keys", "show", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["master_fingerprint"] == old_fp
+    assert f"the store is back under master key {old_fp}" in said
+    assert "the restore undid that rotation. Make it again: `klantsync keys rotate" in said
+    assert "sealed under the keys of the master key rotation this restore undid" in said
+    assert "was not this store's, or was missing" not in said
 
 
 async def test_what_a_rotation_since_sealed_anew_is_named_not_taken_over(
