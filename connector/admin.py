@@ -267,6 +267,8 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
     async def store_failed(request: Request, exc: Exception) -> Response:
         # A full disk, say: a 503 saying so (not a bare 500), and the log says what to do.
         assert isinstance(exc, sqlite3.Error)
+        if not daemon.store_at_fault(exc):
+            raise exc  # a bug, a 500 as any other: trying again would meet it again
         daemon.store_failed(exc, f"admin {request.method} {request.url.path}")
         from connector.httpapp import store_unavailable
 

@@ -33,7 +33,7 @@ from connector.jobworker import JobWorker, SubjectsSynced
 from connector.metrics import Metrics
 from connector.runtime import Runtime
 from connector.state import Store
-from connector.storefile import failure_text
+from connector.storefile import failure, failure_text
 
 __all__ = [
     "READY_STARTING",
@@ -515,7 +515,8 @@ class Daemon:
         A cancellation while the daemon stops is the scheduler's shutdown reaching a job
         that was still winding down: expected, so it ends the job quietly (apscheduler logs
         a job that raised it as an error, traceback and all). So does a store failure, once
-        logged as what it means: the job's next run tries again.
+        logged as what it means: the job's next run tries again. A bug SQLite reports (a
+        constraint violated) is no store failure: it ends the job as any other bug does.
         """
         task = self._spawn(work())
         try:
@@ -524,6 +525,8 @@ class Daemon:
             if not self.stopping.is_set():
                 raise
         except sqlite3.Error as exc:
+            if not self.store_at_fault(exc):
+                raise
             self.store_failed(exc, what or str(getattr(work, "__name__", "scheduled job")))
 
     async def _scheduled_flow(self, flow_name: str) -> None:
@@ -531,6 +534,13 @@ class Daemon:
             await self._scheduled(lambda: self.run_flow(flow_name), f"flow {flow_name}")
         except KlantsyncError as exc:
             log.warning("flow run failed", extra={"flow": flow_name, "error": str(exc)})
+
+    def store_at_fault(self, exc: sqlite3.Error) -> bool:
+        """Whether an SQLite error is the store failing (a full disk, a failing one, a store
+        it may not write, a lock held too long: :func:`connector.storefile.failure`), which
+        trying again later may mend. Any other is a bug: the same work meets it again, so
+        answering "try again later" (a 503) would be answered so for ever."""
+        return failure(self.rt.config.store_path, exc) is not None
 
     def store_failed(self, exc: sqlite3.Error, during: str) -> None:
         """Log the store failing under ``during`` as what it means and what to do."""

@@ -104,6 +104,11 @@ def build_public_app(daemon: Daemon) -> Starlette:
         try:
             outcome = receive(daemon.rt, system, delivery, daemon.clock())
         except sqlite3.Error as exc:
+            if not daemon.store_at_fault(exc):
+                # A bug, answered as any other (500): a 503 asks the vendor to deliver again
+                # and would be its answer to every delivery, until the vendor (WooCommerce
+                # after five failures) disables the webhook.
+                raise
             # Nothing was queued (the transaction rolled back): the vendor delivers again.
             daemon.store_failed(exc, "webhook")
             daemon.metrics.webhooks.labels(label, "503").inc()

@@ -14,7 +14,10 @@ What it promises, whatever a job meets:
 - The store failing under the worker (a full disk, say) is logged as what it means, and in
   the daemon noted for readiness (``/readyz`` then proves the store takes writes); after
   :data:`STORE_RETRY_SECONDS` the jobs it held go back to the queue and it carries on. Had it
-  ended, webhooks and admin calls would go on queueing work that nothing ran.
+  ended, webhooks and admin calls would go on queueing work that nothing ran. Which SQLite
+  errors are the store failing is :func:`connector.storefile.failure`'s to say: any other
+  (a constraint violated, a statement misused) is a bug like any other, and run again it
+  would fail again, holding every job behind it for good.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.logs import debug_wanted
 from connector.runtime import Runtime
-from connector.storefile import failure_text
+from connector.storefile import failure, failure_text
 
 __all__ = [
     "CHANGE_BATCH",
@@ -139,6 +142,13 @@ class JobWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), STORE_RETRY_SECONDS)
 
+    def _store_at_fault(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the store failing (a full disk, a lock held too long...), which
+        a wait may mend, rather than a bug, which the job met and would meet again."""
+        if not isinstance(exc, sqlite3.Error):
+            return False
+        return failure(self.rt.config.store_path, exc) is not None
+
     def _log_store_failure(self, exc: sqlite3.Error, during: str) -> None:
         """Log a store failure as what it means and what to do."""
         error = failure_text(self.rt.config.store_path, exc)
@@ -185,9 +195,9 @@ class JobWorker:
         except KlantsyncError as exc:
             jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
             log.warning("job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
-        except sqlite3.Error:
-            raise  # the store's trouble, not the job's: run() waits and runs it again
         except Exception as exc:  # a bug met by one job must not stop the jobs after it
+            if self._store_at_fault(exc):
+                raise  # the store's trouble, not the job's: run() waits and runs it again
             jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
             _log_internal(exc, job)
         else:
@@ -224,9 +234,9 @@ class JobWorker:
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
                 log.warning("job failed", extra={"job": job.id, "kind": job.kind})
-        except sqlite3.Error:
-            raise  # as in _run_one
         except Exception as exc:  # as in _run_one
+            if self._store_at_fault(exc):
+                raise
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
             _log_internal(exc, first)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -1282,6 +1283,100 @@ async def test_a_job_that_meets_a_bug_fails_alone_and_the_worker_goes_on(
     assert CANARY_EMAIL not in caplog.text
     (logged,) = [r for r in caplog.records if r.getMessage() == "job failed with an internal error"]
     assert getattr(logged, "error", None) == "KeyError" and logged.exc_info is None
+
+
+def _constraint_error() -> sqlite3.IntegrityError:
+    """The error SQLite raises for a constraint violated (a bug, not the store failing),
+    raised for real, with its error code."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    try:
+        db.execute("INSERT INTO t VALUES (1), (1)")
+    except sqlite3.IntegrityError as exc:
+        return exc
+    finally:
+        db.close()
+    raise AssertionError("the primary key took a duplicate")
+
+
+class _Misused:
+    """Stands in for the store's connection: every statement violates a constraint."""
+
+    in_transaction = False
+
+    def execute(self, *_args: Any, **_kwargs: Any) -> Any:
+        raise _constraint_error()
+
+
+async def test_a_job_meeting_a_bug_sqlite_reports_fails_alone_and_the_next_job_runs(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A constraint violated is the bug storefile.failure() calls it, not the store failing:
+    the job fails alone and the next runs. Taken for a store failure, it went back to the
+    head of the queue and ran again every 30 s for ever, and no job behind it ever ran."""
+    from connector import jobworker
+
+    monkeypatch.setattr(jobworker, "STORE_RETRY_SECONDS", 0)
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    first = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    second = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    ran: list[int] = []
+    enough = asyncio.Event()
+
+    async def run_job(job: jobs.Job) -> dict[str, Any]:
+        ran.append(job.id)
+        if job.id == second or len(ran) >= 5:
+            enough.set()
+        if job.id == first:
+            raise _constraint_error()
+        return {}
+
+    monkeypatch.setattr(daemon.jobs, "run_job", run_job)
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    await _work_jobs_until(daemon, enough)
+    failed = jobs.get(store, first)
+    assert ran == [first, second], f"jobs run, in order: {ran}"
+    assert failed is not None and failed.status == "failed"
+    assert failed.result == {"error": "internal error: IntegrityError"}
+    assert [r.getMessage() for r in caplog.records] == ["job failed with an internal error"]
+
+
+async def test_a_bug_sqlite_reports_is_no_store_failure_for_webhooks_admin_calls_or_scheduled_work(
+    daemon: Daemon,
+    shop: WooCommerceSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A delivery or an admin call meeting a constraint violated is a 500, as any bug: a 503
+    asked the vendor to deliver again, and every delivery met it again until WooCommerce
+    (after five failures) disabled the webhook. Scheduled work meeting one ends as any bug
+    does. None is logged as the store failing, nor makes /readyz doubt the store."""
+
+    async def housekeeping() -> None:
+        raise _constraint_error()
+
+    body = json.dumps({"id": 3, "email": "someone@example.nl"}).encode()
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    with monkeypatch.context() as patched:
+        patched.setattr(daemon.rt.store, "db", _Misused())
+        transport = httpx.ASGITransport(app=build_public_app(daemon), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+            hook = await client.post(
+                "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
+            )
+        transport = httpx.ASGITransport(app=build_admin_app(daemon), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://daemon") as client:
+            admin = await client.post(
+                "/admin/resync",
+                json={"system": "shop"},
+                headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            )
+    with pytest.raises(sqlite3.IntegrityError):
+        await daemon._scheduled(housekeeping, "housekeeping")
+    assert (hook.status_code, admin.status_code) == (500, 500)
+    assert [r for r in caplog.records if r.getMessage() == "store failed"] == []
+    ready, checks = daemon.readiness()
+    assert checks["store"] == "ok", (ready, checks)
 
 
 async def test_a_resync_asked_while_the_flow_runs_waits_for_that_run_then_runs(

@@ -5,6 +5,7 @@ tests (test_daemon.py) run the same worker against the sandboxes."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -204,6 +205,20 @@ NO_FLOW_READS_CRM = (
     "no flow of the running daemon reads crm (a config edited since the daemon started "
     "takes effect when it restarts)"
 )
+
+
+async def test_a_batch_that_meets_a_bug_sqlite_reports_fails_and_is_not_run_again(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """A constraint violated is a bug, not the store failing: taken for a store failure, the
+    batch went back to the queue and met it again every 30 s, the jobs behind it held."""
+    runner.fail = sqlite3.IntegrityError("UNIQUE constraint failed: jobs.id")
+    ids = [worker.queue("webhook", _change(n)) for n in ("5", "6")]
+    done = await _work_until_done(worker, ids)
+    assert [(job.status, job.result) for job in done] == [
+        ("failed", {"error": "internal error: IntegrityError"})
+    ] * 2
+    assert len(runner.calls) == 1
 
 
 async def test_a_resync_runs_the_systems_flows_or_syncs_one_address(
