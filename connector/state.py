@@ -951,11 +951,29 @@ class Store:
         return cur.rowcount > 0
 
     def current_subject(self, subject_id: str) -> str:
-        """The id a subject is known by now: one that moved is an alias of its new id."""
+        """The id whoever has an address now is known by: the address's own id while it
+        holds rows (:meth:`holds_rows`), whoever left it before; else, where someone moved
+        from it and nobody has it now, the id they moved to (it is an alias of that id).
+
+        An alias followed whoever held rows would give someone who took over an address
+        (Anna, after Bert moved) the acts of the person who left it: her unsubscribe at a
+        system recorded as his opt-out.
+        """
+        if self.holds_rows(subject_id):
+            return subject_id
         row = self.db.execute(
             "SELECT subject_id FROM subject_aliases WHERE alias=? LIMIT 1", (subject_id,)
         ).fetchone()
         return subject_id if row is None else str(row[0])
+
+    def holds_rows(self, subject_id: str) -> bool:
+        """Whether any per-system table, for any system (configured or not), has a row for
+        the subject: an identity, a delivery, a queued write. One that moved holds none."""
+        for table in PER_SYSTEM_TABLES:
+            where, params = self.by_subject(table, [subject_id])
+            if self.db.execute(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", params).fetchone():  # noqa: S608
+                return True
+        return False
 
     def withdrawal_delivered(self, system: str, subject_id: str, within_seconds: float) -> bool:
         """Whether the last thing ``system`` took for the subject is a withdrawal of consent

@@ -96,12 +96,13 @@ def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
     """Record an unsubscribe (or a subscribe again) at ``system``; whether it was recorded.
 
     Recorded for someone the store does not know yet too (keyed hash only): the first sync
-    must not subscribe again who unsubscribed before it; under the id the person has now,
-    if the address is one they moved from. Not recorded: the system telling of the
-    withdrawal klantsync itself delivered just before (its webhook reports API changes
-    too), which is no choice of the person's at the system, and would block their renewal
-    for good. A withdrawal still queued, or delivered longer ago, has no echo to come: an
-    unsubscribe then is the person's own.
+    must not subscribe again who unsubscribed before it. Recorded for whoever has the
+    address now (:meth:`~connector.state.Store.current_subject`): under the id the person
+    has now if the address is one they moved from and nobody has taken over. Not recorded:
+    the system telling of the withdrawal klantsync itself delivered just before (its
+    webhook reports API changes too), which is no choice of the person's at the system,
+    and would block their renewal for good. A withdrawal still queued, or delivered longer
+    ago, has no echo to come: an unsubscribe then is the person's own.
     """
     if not event.email:
         return False

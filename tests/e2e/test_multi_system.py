@@ -1598,3 +1598,56 @@ async def test_the_echo_of_a_withdrawal_sent_after_a_move_is_not_taken_for_an_op
         _hook(rt, world, "unsubscribe", email, list_id)
     ids = [rt.keyring.subject_id(email), rt.keyring.subject_id(new_address)]
     assert rt.store.opted_out("news", ids) == set()
+
+
+BERT_OUD, BERT_NIEUW = "bert.oud@example.nl", "bert.nieuw@example.nl"
+OPTED_IN = [{"key": "marketing_opt_in", "value": "yes"}]
+
+
+async def _bert_moved(world: World, rt: Runtime) -> None:
+    """Bert (opted in, subscribed) leaves BERT_OUD for BERT_NIEUW."""
+    world.shop.add_person(BERT_OUD, "Bert", "Jansen", "0622222222", meta_data=OPTED_IN)
+    await rt.engine.sync("shop")
+    world.shop.touch(BERT_OUD, email=BERT_NIEUW)
+    (moved,) = await rt.engine.sync("shop")
+    assert moved.moved == 1, moved.errors
+
+
+async def test_an_unsubscribe_under_an_address_someone_took_over_is_theirs_not_the_leaver_s(
+    world: World, news_rt: Runtime
+) -> None:
+    """Anna signs up with the address Bert left, opts in, and unsubscribes through the
+    newsletter's link: the opt-out is hers, whose address it is now, and so is her later
+    subscribe. Mapped through the alias to whoever once left the address, it was Bert's
+    (who never unsubscribed, and from then on was sent only withdrawals) and Anna's member
+    was the next sync's to subscribe again."""
+    rt = news_rt
+    await _bert_moved(world, rt)
+    world.shop.add_person(BERT_OUD, "Anna", "de Vries", "0611111111", meta_data=OPTED_IN)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    assert world.news.member(LISTS[0], BERT_OUD)["status"] == "subscribed"  # type: ignore[index]
+    anna, bert = rt.keyring.subject_id(BERT_OUD), rt.keyring.subject_id(BERT_NIEUW)
+
+    assert _hook(rt, world, "unsubscribe", BERT_OUD, LISTS[0]).status == 200
+    assert rt.store.opted_out("news", [anna, bert]) == {anna}
+    # Bert corrects his name in the shop (his consent still yes): his member stays
+    # subscribed, and carries the correction.
+    world.shop.touch(BERT_NIEUW, first_name="Bertus")
+    await rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], BERT_NIEUW)["status"] == "subscribed"  # type: ignore[index]
+    # Anna subscribes again herself: her opt-out is lifted.
+    assert _hook(rt, world, "subscribe", BERT_OUD, LISTS[0]).status == 200
+    assert rt.store.opted_out("news", [anna, bert]) == set()
+
+
+async def test_an_unsubscribe_under_an_address_nobody_has_now_is_the_leaver_s(
+    world: World, news_rt: Runtime
+) -> None:
+    """Bert moved and nobody took his former address: Mailchimp's member under it is still
+    his, and its unsubscribe is recorded under the id he has now."""
+    rt = news_rt
+    await _bert_moved(world, rt)
+    assert _hook(rt, world, "unsubscribe", BERT_OUD, LISTS[0]).status == 200
+    anna, bert = rt.keyring.subject_id(BERT_OUD), rt.keyring.subject_id(BERT_NIEUW)
+    assert rt.store.opted_out("news", [anna, bert]) == {bert}
