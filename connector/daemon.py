@@ -182,15 +182,26 @@ class Daemon:
         subjects: list[tuple[str | None, str | None]],
         *,
         full: bool = False,
-    ) -> SubjectsSynced:
+    ) -> SubjectsSynced | None:
         """Targeted sync of people of a source system (webhooks, a resync by e-mail);
-        ``full`` offers again what a system refused for good."""
+        ``full`` offers again what a system refused for good.
+
+        ``None`` when the daemon stops first, before or while it waits for a run of the
+        system's flows to end, as :meth:`run_flow` says it: the engine delivers nothing then,
+        and the job that asked is queued again for the next start.
+        """
         from connector.targeted import sync_subjects
 
         flows = [f.name for f in self.rt.config.flows if f.source == system]
+        if self.stopping.is_set():
+            log.info("targeted sync skipped", extra={"system": system, "why": "stopping"})
+            return None
         for name in flows:
             await self.flow_locks[name].acquire()
         try:
+            if self.stopping.is_set():  # came while a run of the flows held them
+                log.info("targeted sync skipped", extra={"system": system, "why": "stopping"})
+                return None
             reports = await sync_subjects(self.rt, system, subjects, full=full)
         finally:
             for name in flows:

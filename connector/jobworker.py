@@ -88,7 +88,7 @@ class FlowRunner(Protocol):
         subjects: list[tuple[str | None, str | None]],
         *,
         full: bool = False,
-    ) -> SubjectsSynced: ...
+    ) -> SubjectsSynced | None: ...
 
 
 #: Told of a store failure met while running (the error, and what met it).
@@ -227,9 +227,16 @@ class JobWorker:
         try:
             written, failed = 0, False
             for system, subjects in to_fetch.items():
-                synced = await self.runner.sync_subjects(system, subjects)
+                synced = await self._sync_subjects(system, subjects)
                 written += synced.written
                 failed = failed or synced.failed
+        except _Deferred as exc:
+            # The jobs after the batch too: run now, one would overtake the changes before it.
+            for job in [*batch, *after]:
+                jobs.requeue(self.rt.store, job.id)
+                why = {"job": job.id, "kind": job.kind, "why": str(exc)}
+                log.info("job queued again", extra=why)
+            return
         except KlantsyncError as exc:
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
@@ -273,7 +280,7 @@ class JobWorker:
                 "daemon started takes effect when it restarts)"
             )
         if params.get("email"):
-            synced = await self.runner.sync_subjects(
+            synced = await self._sync_subjects(
                 system, [(None, params["email"])], full=bool(params.get("full"))
             )
             # Said as a resync of the whole system says it: done, and whether it failed.
@@ -298,6 +305,26 @@ class JobWorker:
             "failed": any(r["failed"] for r in reports),
         }
 
+    async def _sync_subjects(
+        self,
+        system: str,
+        subjects: list[tuple[str | None, str | None]],
+        *,
+        full: bool = False,
+    ) -> SubjectsSynced:
+        """A targeted sync through the runner, as a flow's run is: one the daemon stops before,
+        or that a stop cuts short, is :class:`_Deferred` (queued again for the next start).
+
+        Ended "done" instead, having delivered nothing, it was never run again: the person's
+        write waited for the flow's next scheduled run (a nightly cron's: the next night).
+        """
+        synced = await self.runner.sync_subjects(system, subjects, full=full)
+        if synced is None:
+            raise _Deferred("the daemon stopped before the sync ran")
+        if synced.failed and self.stopping.is_set():
+            raise _Deferred("the daemon stopped before the sync finished")
+        return synced
+
     async def _webhook_job(self, params: dict[str, Any], received: dt.datetime) -> dict[str, Any]:
         event = params["event"]
         system = params["system"]
@@ -305,7 +332,7 @@ class JobWorker:
             # Fetched from the source, whatever the delivery carried: a delivery replayed,
             # or overtaken by a later change, must not write an older record back.
             subjects = [(params.get("external_id"), params.get("email"))]
-            synced = await self.runner.sync_subjects(system, subjects)
+            synced = await self._sync_subjects(system, subjects)
             return {"written": synced.written, "failed": synced.failed}
         if event in ("erase", "access", "purge_all", "deleted"):
             from connector.adapter import WebhookEvent

@@ -1408,6 +1408,35 @@ async def test_a_resync_asked_while_the_flow_runs_waits_for_that_run_then_runs(
     assert crm.contact_count() == 3
 
 
+async def test_a_resync_of_one_address_a_stop_comes_before_is_queued_again_not_done(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """`resync --email E` handed to the daemon waits for the scheduled run; the daemon stops
+    before that run ends. As a resync of the whole system, it is queued again for the next
+    start: it ran while the engine refused to deliver, and ended "done" with nothing
+    delivered, so the person's write waited for the flow's next scheduled run."""
+    shop.seed_synthetic(3, seed=17)
+    email = shop.store.get(2)["email"]  # type: ignore[index]
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    job_id = jobs.enqueue(store, keyring, "resync", {"system": "shop", "email": email})
+    job = jobs.claim_next(store, keyring)
+    assert job is not None and job.id == job_id
+    lock = daemon.flow_locks["shop-to-crm"]
+    await lock.acquire()  # the scheduled run of the flow is under way
+    task = asyncio.ensure_future(daemon.jobs._run_one(job))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not task.done()
+    daemon.stop()  # SIGTERM, as serve() handles it
+    daemon.rt.engine.request_stop()
+    lock.release()  # the scheduled run ends
+    await asyncio.wait_for(task, timeout=30)
+    finished = jobs.get(store, job_id)
+    assert finished is not None
+    assert crm.contact_count() == 0
+    assert (finished.status, finished.result) == ("queued", None)
+
+
 def _metric_lines(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 

@@ -27,7 +27,7 @@ class Runner:
         self.calls: list[tuple[Any, ...]] = []
         self.fail: Exception | None = None
         self.undelivered = False  # the targeted syncs' reports say they failed
-        self.stopping = False  # run_flow runs nothing, as the daemon's when it stops
+        self.stopping = False  # runs nothing, as the daemon's when it stops
 
     async def run_flow(
         self, flow_name: str, *, full: bool = False, wait: bool = False
@@ -41,11 +41,13 @@ class Runner:
         subjects: list[tuple[str | None, str | None]],
         *,
         full: bool = False,
-    ) -> SubjectsSynced:
+    ) -> SubjectsSynced | None:
         call = ("subjects", system, list(subjects))
         self.calls.append((*call, "full") if full else call)
         if self.fail is not None:
             raise self.fail
+        if self.stopping:
+            return None
         if self.undelivered:
             return SubjectsSynced(written=0, failed=True)
         return SubjectsSynced(written=len(subjects), failed=False)
@@ -253,6 +255,61 @@ async def test_a_resync_the_daemon_stops_before_stays_queued_for_its_next_start(
     await worker._run_one(job)
     again = jobs.get(worker.rt.store, job_id)
     assert again is not None and (again.status, again.result) == ("queued", None)
+
+
+async def test_a_resync_of_one_address_the_daemon_stops_before_stays_queued_for_its_next_start(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """As for a whole system: ended "done" having delivered nothing, it never ran again."""
+    runner.stopping = True
+    job_id = worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL})
+    job = jobs.claim_next(worker.rt.store, worker.rt.keyring)
+    assert job is not None and job.id == job_id
+    await worker._run_one(job)
+    again = jobs.get(worker.rt.store, job_id)
+    assert again is not None and (again.status, again.result) == ("queued", None)
+
+
+async def test_a_resync_of_one_address_a_stop_cuts_short_stays_queued_for_its_next_start(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """The stop came while it ran: the engine left its delivery queued (the report failed)."""
+    runner.undelivered = True
+    job_id = worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL})
+    job = jobs.claim_next(worker.rt.store, worker.rt.keyring)
+    assert job is not None
+    worker.stopping.set()
+    await worker._run_one(job)
+    again = jobs.get(worker.rt.store, job_id)
+    assert again is not None and (again.status, again.result) == ("queued", None)
+
+
+async def test_changes_the_daemon_stops_before_stay_queued_and_so_do_the_jobs_after_them(
+    worker: JobWorker, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Changes, then an erasure: none runs, and all are queued for the next start in the
+    order they came (the erasure run now would be overtaken by the changes before it)."""
+    ran: list[str] = []
+
+    async def recording(job: jobs.Job) -> dict[str, Any]:
+        ran.append(job.kind)
+        return {}
+
+    monkeypatch.setattr(worker, "run_job", recording)
+    runner.stopping = True
+    ids = [
+        worker.queue("webhook", _change("5")),
+        worker.queue("webhook", _change("6")),
+        worker.queue("dsr", {"kind": "erase", "email": CANARY_EMAIL}),
+    ]
+    first = jobs.claim_next(worker.rt.store, worker.rt.keyring)
+    assert first is not None
+    await worker._run_change_batch(first)
+    assert ran == []
+    found = [jobs.get(worker.rt.store, i) for i in ids]
+    assert [(getattr(j, "status", None), getattr(j, "result", 0)) for j in found] == [
+        ("queued", None)
+    ] * 3
 
 
 async def test_a_job_whose_params_do_not_open_fails_alone_and_the_next_one_runs(
