@@ -164,6 +164,11 @@ class Daemon:
             # The store's notion of success (its ``last_success``): a run with errors, dead
             # letters or deliveries left queued is not one.
             runs.failed += int(report.failed)
+            if report.failed and report.run_id is not None and self.stopping.is_set():
+                # Cut short by the stop (the pull ended early, deliveries left queued): the
+                # next start resumes it, a flow on a cron included, which would otherwise
+                # leave the rest until its next time (a nightly one: the next night).
+                self.rt.store.interrupt_run(report.run_id)
             self.metrics.observe_flow(report, self.clock())
             log.info(
                 "flow run finished",
@@ -430,6 +435,7 @@ class Daemon:
         # The daemon holds the store's sync lock (`klantsync run`): a run still marked
         # running is one a stopped process left, not one in progress.
         interrupted = self.rt.store.close_interrupted_runs()
+        resumed = self.rt.store.interrupted_flows()
         audit.append(
             self.rt.store,
             "daemon.started",
@@ -441,8 +447,11 @@ class Daemon:
         now = dt.datetime.now(dt.UTC)
         for flow in self.rt.config.flows:
             # A flow "every 15m" runs at start; one on a cron runs at its times only (a
-            # nightly "0 3 * * *" must not run at whatever hour the daemon was started).
-            at_start = {"next_run_time": now} if flow.parsed_schedule.cron is None else {}
+            # nightly "0 3 * * *" must not run at whatever hour the daemon was started),
+            # but for a run a stop cut short, resumed now: left to its next time, the rest
+            # of a nightly pull, and what the run left queued, waited a day.
+            on_cron = flow.parsed_schedule.cron is not None and flow.name not in resumed
+            at_start = {} if on_cron else {"next_run_time": now}
             scheduler.add_job(
                 self._scheduled_flow,
                 _trigger(flow.parsed_schedule),

@@ -1053,6 +1053,16 @@ class Store:
         cursor = self.db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
         return cursor.rowcount
 
+    def interrupt_run(self, run_id: int) -> None:
+        """Record a finished run as ``interrupted``: the process's stop cut it short (its
+        pull stopped before the end, deliveries left queued), and the next start resumes it
+        as it does a run a ``kill -9`` left (:meth:`close_interrupted_runs`)."""
+        self.db.execute("UPDATE runs SET status='interrupted' WHERE id=?", (run_id,))
+
+    def interrupted_flows(self) -> set[str]:
+        """The flows whose latest run is ``interrupted``: cut short, not yet run again."""
+        return {flow for flow, run in self.last_runs().items() if run[2] == "interrupted"}
+
     def last_runs(self) -> dict[str, tuple[str, str | None, str, str | None]]:
         """Per flow: (started_at, finished_at, status, summary) of its latest run."""
         rows = self.db.execute(

@@ -1139,7 +1139,7 @@ async def test_stopping_mid_run_logs_no_error(
             await asyncio.wait_for(in_flight.wait(), 10)
             daemon.stop()
             await asyncio.wait_for(serving, 10)
-            assert rt.store.last_runs()["shop-to-crm"][2] in ("ok", "failed")
+            assert rt.store.last_runs()["shop-to-crm"][2] in ("ok", "failed", "interrupted")
     finally:
         for name in ("", "klantsync"):
             logging.getLogger(name).removeHandler(errors)
@@ -1548,6 +1548,47 @@ async def test_a_nightly_cron_flow_runs_at_its_time_not_when_the_daemon_starts(
     async with open_rt(daemon_config) as rt:
         await _start_and_stop(rt, ran)
     assert ran == []
+
+
+async def test_a_restart_resumes_a_cron_flow_s_run_a_stop_cut_short(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """A nightly flow whose run a stop cut short (a deploy at 03:05; the grace ran out, or
+    kill -9): the restarted daemon records it as interrupted and runs the flow at once, then
+    at its times. Left to 03:00 the next night, so were the rest of the pull and every
+    payload the run left queued (a weekly cron's: a week)."""
+    _listen_on_free_ports(daemon_config)
+    daemon_config.write_text(
+        daemon_config.read_text().replace('schedule = "every 15m"', 'schedule = "0 3 * * *"')
+    )
+    ran: list[str] = []
+    async with open_rt(daemon_config) as rt:
+        rt.store.start_run("shop-to-crm")  # the run a stopped daemon left unfinished
+        await _start_and_stop(rt, ran)
+        (_, _, status, _) = rt.store.last_runs()["shop-to-crm"]
+    assert status == "interrupted"
+    assert ran == ["flow:shop-to-crm"]
+
+
+async def test_a_run_the_stop_cuts_short_is_recorded_interrupted_for_the_next_start(
+    daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a run pulls: the in-flight batch finishes and the run ends there. It is
+    recorded as interrupted, not failed, so the next start resumes it, as it does one a
+    kill -9 left: for a flow on a cron, the rest waited for its next time."""
+    shop.seed_synthetic(3, seed=23)
+    sync = daemon.rt.engine.sync
+
+    async def stopped_while_pulling(*args: Any, **kwargs: Any) -> Any:
+        daemon.stop()  # SIGTERM, as serve() handles it
+        daemon.rt.engine.request_stop()
+        return await sync(*args, **kwargs)
+
+    monkeypatch.setattr(daemon.rt.engine, "sync", stopped_while_pulling)
+    report = await daemon.run_flow("shop-to-crm")
+    assert report is not None and report.failed
+    assert daemon.rt.store.last_runs()["shop-to-crm"][2] == "interrupted"
+    assert daemon.rt.store.interrupted_flows() == {"shop-to-crm"}
 
 
 async def test_a_daily_review_due_while_a_sync_held_the_loop_for_two_seconds_still_runs(
