@@ -54,7 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector import audit
-from connector.state import PER_SYSTEM_TABLES, Store, chunks
+from connector.state import Store, chunks
 
 __all__ = [
     "Move",
@@ -91,7 +91,7 @@ def find_moves(store: Store, source: str, pulled: Mapping[str, str | None]) -> l
         return []
     new_ids = list(candidates.values())
     erased = store.suppressed([*candidates, *new_ids])
-    taken = {sid for sid in new_ids if _holds_rows(store, sid)}
+    taken = {sid for sid in new_ids if store.holds_rows(sid)}
     return [
         Move(source, old, new)
         for old, new in candidates.items()
@@ -125,7 +125,7 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
                 # The rest carry the old address to a record known by its id: the page
                 # queues the current data.
                 db.execute("DELETE FROM outbox WHERE system=? AND subject_no=?", (system, old))
-            if not _holds_rows(store, move.old):
+            if not store.holds_rows(move.old):
                 # The old id lives on as an alias (below); its number has nothing left.
                 db.execute("DELETE FROM subjects WHERE subject_no=?", (old,))
             # One dead letter per subject and system (schema 11): where the new id has its own
@@ -160,15 +160,6 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
                 {"system": move.source, "from": move.old, "to": move.new},
                 subject_id=move.new,
             )
-
-
-def _holds_rows(store: Store, subject_id: str) -> bool:
-    """Whether any per-system table, for any system (configured or not), has a row for it."""
-    for table in PER_SYSTEM_TABLES:
-        where, params = store.by_subject(table, [subject_id])
-        if store.db.execute(f"SELECT 1 FROM {table} WHERE {where} LIMIT 1", params).fetchone():  # noqa: S608
-            return True
-    return False
 
 
 def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:
@@ -282,14 +273,14 @@ def same_person(store: Store, subject_ids: Sequence[str], taken: Sequence[str] =
     found = list(dict.fromkeys(subject_ids))
     if not found:
         return found
-    vacant = [sid for sid in found if sid not in taken and not _holds_rows(store, sid)]
+    vacant = [sid for sid in found if sid not in taken and not store.holds_rows(sid)]
     # From an address nobody holds now to the person who had it.
     everyone = list(dict.fromkeys([*found, *_alias_column(store, "subject_id", "alias", vacant)]))
     # Each person's former addresses, those nobody holds now.
     former = [
         sid
         for sid in _alias_column(store, "alias", "subject_id", everyone)
-        if not _holds_rows(store, sid)
+        if not store.holds_rows(sid)
     ]
     return list(dict.fromkeys([*everyone, *former]))
 
