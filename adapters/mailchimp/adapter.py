@@ -9,7 +9,9 @@ What it does, by contract verb:
   results) and ``POST /lists/{id}`` answers 200 with per-member errors whose messages echo
   e-mails; one idempotent PUT per member gives a per-record result straight away.
   A record whose ``status`` is ``"unsubscribed"`` (consent withdrawn) is sent as a ``PATCH``
-  instead, which updates existing members only: a withdrawal never *adds* anyone. One whose
+  instead, which updates existing members only: a withdrawal never *adds* anyone; it reaches
+  the member under the record's address and the one under the id the connector holds (the
+  former address) when that is another. One whose
   ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
   confirm, unless it is subscribed already (see :meth:`MailchimpAdapter._renewal`).
 - ``update`` (a rectification): ``GET`` of the member on each configured audience, then a
@@ -247,43 +249,49 @@ class MailchimpAdapter:
 
         async def call() -> _Outcome:
             if withdrawn:
-                # PATCH updates only: someone who withdrew consent and is not in this
-                # audience stays out of it (404 is that answer). Someone who also changed
-                # their address since is the member under the former one (the id the
-                # connector holds): that member is unsubscribed, where it is, not moved.
-                response = await self._request(
-                    "PATCH",
-                    path,
-                    template,
-                    params=_STATUS_ONLY,
-                    json=withdrawal_body(),
-                    accept=(404,),
-                )
-                known = record.external_id
-                if (
-                    response.status_code == 404
-                    and known
-                    and is_subscriber_hash(known)
-                    and known != member_hash
-                ):
-                    response = await self._request(
-                        "PATCH",
-                        _member_path(list_id, known),
-                        template,
-                        params=_STATUS_ONLY,
-                        json=withdrawal_body(),
-                        accept=(404,),
-                    )
-                if response.status_code == 404:
-                    return _Outcome(ok=True)
-            else:
-                body = member_body(record.email, record.fields, self.settings.status_if_new)
-                if body.get("status") == RENEWED_STATUS:
-                    body = await self._renewal(list_id, template, record, body)
-                response = await self._put_or_move(list_id, path, template, record, body)
+                return await self._withdraw(list_id, member_hash, record)
+            body = member_body(record.email, record.fields, self.settings.status_if_new)
+            if body.get("status") == RENEWED_STATUS:
+                body = await self._renewal(list_id, template, record, body)
+            response = await self._put_or_move(list_id, path, template, record, body)
             return _written(response)
 
         return await self._on_connection(batch, call)
+
+    async def _withdraw(self, list_id: str, member_hash: str, record: OutboundRecord) -> _Outcome:
+        """Unsubscribe every member of this audience the withdrawal is about.
+
+        That is the member under the record's address and, when the connector holds the id
+        of another (the person changed their address since it was written, and the move was
+        refused or not yet made), that one too: it is the member klantsync subscribed, and
+        stopping at the first that answers would leave it getting the newsletter. A member
+        the identity map knows as another subject's (``record.spare``) is left alone.
+
+        ``PATCH`` updates only: someone who is not in this audience stays out of it (404 is
+        that answer). The member is unsubscribed where it is, not moved.
+        """
+        template = _member_path(list_id, "{subscriber_hash}")
+        hashes = [member_hash]
+        known = record.external_id
+        if known and is_subscriber_hash(known) and known not in (member_hash, *record.spare):
+            hashes.append(known)
+        written: list[_Outcome] = []
+        for held in hashes:
+            response = await self._request(
+                "PATCH",
+                _member_path(list_id, held),
+                template,
+                params=_STATUS_ONLY,
+                json=withdrawal_body(),
+                accept=(404,),
+            )
+            if response.status_code != 404:
+                written.append(_written(response))
+        if not written:
+            return _Outcome(ok=True)
+        # One write whose fate is unknown has the record sent again; otherwise the member
+        # under the record's address is the one the connector knows the person by.
+        return next((outcome for outcome in written if not outcome.ok), written[0])
 
     async def _renewal(
         self, list_id: str, template: str, record: OutboundRecord, body: dict[str, Any]

@@ -381,6 +381,40 @@ async def test_withdrawal_never_adds_anyone(mc: Harness) -> None:
     assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
 
 
+async def test_a_withdrawal_unsubscribes_the_member_written_under_the_former_address_too(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """Subscribed by a sync under X1, signed up through the audience's form under X2, then
+    moved to X2 in the shop (the move refused: "Member Exists"), so the member klantsync
+    wrote stays under X1, the id it holds. Their withdrawal unsubscribes both members, not
+    only the first that answers; a member known as another subject's is left alone."""
+    harness = make_harness(sandbox, list_ids=[LIST_A])
+    try:
+        written = sandbox.add_person("reader0@example.com", "Klant", list_id=LIST_A)
+        sandbox.add_person("reader1@example.com", "Form", list_id=LIST_A)
+        withdrawal = person(1, status="unsubscribed")._replace(external_id=written)
+        (result,) = await harness.adapter.upsert([withdrawal])
+        assert result.outcome == "upserted"
+        assert result.external_id == subscriber_hash("reader1@example.com")
+        statuses = {
+            email: (sandbox.member(LIST_A, email) or {}).get("status")
+            for email in ("reader0@example.com", "reader1@example.com")
+        }
+        assert statuses == {
+            "reader0@example.com": "unsubscribed",
+            "reader1@example.com": "unsubscribed",
+        }
+        housemate = sandbox.add_person("reader2@example.com", "Huisgenoot", list_id=LIST_A)
+        spare = person(3, status="unsubscribed")._replace(
+            external_id=housemate, spare=frozenset({housemate})
+        )
+        (left,) = await harness.adapter.upsert([spare])
+        assert left.outcome == "upserted"
+        assert (sandbox.member(LIST_A, "reader2@example.com") or {})["status"] == "subscribed"
+    finally:
+        await harness.client.aclose()
+
+
 async def test_consent_given_again_asks_an_unsubscribed_member_to_confirm(mc: Harness) -> None:
     """A renewal (status pending) sets an unsubscribed member pending, which has Mailchimp
     e-mail a confirmation, on every audience; the names are brought up to date."""
