@@ -3,14 +3,15 @@
 Each audience keys its members by subscriber hash. What Mailchimp refuses raises
 :class:`Problem`, which the sandbox turns into Mailchimp's error body. Rules modelled:
 
-- ``PUT`` adds or updates; a new member needs ``status_if_new``; an archived member is re-added;
-  a ``status`` of ``subscribed`` for an ``unsubscribed`` or ``cleaned`` member is refused
+- ``PUT`` adds or updates; a new member needs ``status_if_new``; an archived member is re-added
+  by a ``status`` only (see below); a ``status`` of ``subscribed`` for an ``unsubscribed`` or
+  ``cleaned`` member is refused
   ("Member In Compliance State"); an address deleted permanently is refused for good
   ("Forgotten Email Not Subscribed"); ``pending`` is taken from any status, and each member
   that becomes pending is sent a confirmation e-mail (:attr:`MemberStore.confirmations`);
 - ``PATCH`` updates an existing, not archived, member only;
-- ``DELETE`` archives (restorable by a later ``PUT``); ``delete-permanent`` removes the member
-  and forgets the address on that audience;
+- ``DELETE`` archives (restorable by a later ``PUT`` carrying a ``status``); ``delete-permanent``
+  removes the member and forgets the address on that audience;
 - a member's notes (free text the account's staff wrote about them) belong to the member:
   they move with a change of its address, stay with an archived member, and go with it when
   it is deleted permanently.
@@ -20,6 +21,14 @@ the hash in the path must match the body's ``email_address``; ``search-members``
 archived members; ``count`` over 1000 is refused rather than capped; a ``PATCH`` of an archived
 member answers 404, as for an absent one (the documented way back is a ``PUT``, which re-adds);
 an archived member's notes can still be read (the member is still there).
+
+UNVERIFIED, from third-party reports only (jethro-pmm #708, mailchimp/mc-woocommerce #951; the
+vendor's reference says only that an archived member "can be re-added"): a ``PUT`` carrying
+``status_if_new`` and no ``status`` leaves an archived member archived (answered as it is, its
+fields unchanged here), and one carrying a ``status`` re-adds it with that status. The member
+keeps the status it had when it was archived: re-added ``subscribed``, one archived while
+``unsubscribed`` or ``cleaned`` is refused as it would have been before ("Member In
+Compliance State").
 """
 
 from __future__ import annotations
@@ -85,6 +94,9 @@ class Member:
     timestamp_opt: str
     last_changed: str
     notes: list[Note] = field(default_factory=list)
+    #: Its status before it was archived ("" if it was seeded archived): the compliance state
+    #: a re-add keeps (see the module docstring).
+    archived_from: str = ""
 
     @property
     def id(self) -> str:
@@ -259,8 +271,16 @@ class MemberStore:
         held = member.merge_fields if member is not None else {}
         if validate:
             _check_required(audience, {**held, **merge_fields})
-        if member is None or member.status == "archived":
-            chosen = status_if_new or (status if member is not None else None)
+        if member is not None and member.status == "archived":
+            if status is None:
+                return member  # UNVERIFIED: left archived (see the module docstring)
+            # Re-added: the compliance state it had before is kept; otherwise as new (a
+            # pending one is sent the e-mail).
+            kept = member.archived_from in ("unsubscribed", "cleaned")
+            member.status = member.archived_from if kept else ""
+            self._change_status(member, status)
+        elif member is None:
+            chosen = status_if_new
             if chosen is None:
                 raise _invalid(
                     "The resource submitted could not be validated. For field-specific "
@@ -268,10 +288,8 @@ class MemberStore:
                     "status_if_new",
                     "This value is required when the member is new.",
                 )
-            if member is None:
-                member = Member(list_id, email, "", {}, next(self._web_ids), now, now)
-                audience.members[key] = member
-            member.status = ""  # new, or re-added: a pending one is sent the e-mail
+            member = Member(list_id, email, "", {}, next(self._web_ids), now, now)
+            audience.members[key] = member
             self._change_status(member, chosen)
         elif status is not None:
             self._change_status(member, status)
@@ -333,8 +351,11 @@ class MemberStore:
         member.status = status
 
     def archive(self, list_id: str, member_hash: str) -> None:
-        """``DELETE``: the member stays, archived, and a later ``PUT`` brings it back."""
+        """``DELETE``: the member stays, archived, and a later ``PUT`` with a ``status`` brings
+        it back."""
         member = self.get(list_id, member_hash)
+        if member.status != "archived":
+            member.archived_from = member.status
         member.status = "archived"
         member.last_changed = self._now()
 

@@ -13,7 +13,9 @@ What it does, by contract verb:
   the member under the record's address and the one under the id the connector holds (the
   former address) when that is another. One whose
   ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
-  confirm, unless it is subscribed already (see :meth:`MailchimpAdapter._renewal`).
+  confirm, unless it is subscribed already (see :func:`_renewal`). Each write reads the
+  member first: an archived one is left archived and unchanged, never re-added (see
+  :meth:`MailchimpAdapter._statuses`).
 - ``update`` (a rectification): ``GET`` of the member on each configured audience, then a
   ``PATCH`` of its fields, never its status, if it is there and not archived. It never adds,
   subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
@@ -27,8 +29,8 @@ What it does, by contract verb:
 - ``pull``: not offered. Mailchimp is only a destination here.
 
 Mailchimp's ``PUT`` answers the member without saying whether it was just created, so every
-successful write is reported as ``"upserted"`` (written, new or not); telling them apart would
-cost a ``GET`` per member against a limit of 10 connections.
+successful write is reported as ``"upserted"`` (written, new or not); one left alone on every
+audience because the member is archived there is ``"skipped"``, and its ``note`` says so.
 
 Privacy: failure reasons are Mailchimp's error ``title`` only (``Forgotten Email Not
 Subscribed``), never its ``detail``, which echoes the e-mail. Error messages carry the path
@@ -234,7 +236,11 @@ class MailchimpAdapter:
         if failed is not None:
             return failed
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
-        return UpsertResult(record.ref, "upserted", external_id=member_id)
+        archived = sum(o.left == "archived" for o in outcomes)
+        note = ARCHIVED_NOTE.format(n=archived) if archived else ""
+        if archived and member_id is None:
+            return UpsertResult(record.ref, "skipped", note=note)
+        return UpsertResult(record.ref, "upserted", external_id=member_id, note=note)
 
     async def _write(
         self,
@@ -250,9 +256,12 @@ class MailchimpAdapter:
         async def call() -> _Outcome:
             if withdrawn:
                 return await self._withdraw(list_id, member_hash, record)
+            held = await self._statuses(list_id, template, record)
+            if "archived" in held.values():
+                return _Outcome(ok=True, left="archived")
             body = member_body(record.email, record.fields, self.settings.status_if_new)
             if body.get("status") == RENEWED_STATUS:
-                body = await self._renewal(list_id, template, record, body)
+                body = _renewal(body, held)
             response = await self._put_or_move(list_id, path, template, record, body)
             return _written(response)
 
@@ -293,31 +302,36 @@ class MailchimpAdapter:
         # under the record's address is the one the connector knows the person by.
         return next((outcome for outcome in written if not outcome.ok), written[0])
 
-    async def _renewal(
-        self, list_id: str, template: str, record: OutboundRecord, body: dict[str, Any]
-    ) -> dict[str, Any]:
-        """``body`` asking to confirm again, or without a status for a member who is in.
+    async def _statuses(
+        self, list_id: str, template: str, record: OutboundRecord
+    ) -> dict[str, str]:
+        """member id -> status of each member the write may reach on this audience: the one
+        under the record's address, then the one under the id the connector holds (a
+        ``PUT`` goes to the first, a move to the second); absent ones are left out.
 
-        Someone the connector unsubscribed when they withdrew consent has given it again.
-        Mailchimp does not let an API set an unsubscribed member's status to ``subscribed``
-        (400 "Member In Compliance State", widely reported); only the person can re-subscribe.
-        ``pending`` is how they can: Mailchimp e-mails them a confirmation, and they are
-        subscribed once they confirm, by their own hand, as Mailchimp requires. The member
-        is read first (under the address's hash, then the id the connector holds): one who
-        is subscribed or pending already (they re-subscribed through the audience's form
-        meanwhile) keeps that status, and is not sent back to confirm. Renewals are rare, so
-        the read costs next to nothing.
+        Read before every write because of archived members. A marketer archives contacts
+        (often ones who unsubscribed: archived contacts are not billed), and Mailchimp
+        documents no way to write an archived member but re-adding it, which subscribes it
+        again. Reports differ on what a ``PUT`` carrying only ``status_if_new`` does to one
+        (it stays archived, say jethro-pmm #708 and mailchimp/mc-woocommerce #951), so the
+        connector does not send it one at all: it is left archived and unchanged (see
+        :data:`ARCHIVED_NOTE`). A member the identity map knows as another subject's is
+        not read.
         """
+        statuses: dict[str, str] = {}
         for member_hash in _member_hashes(record.email, record.external_id):
-            held = await self._request(
-                "GET", _member_path(list_id, member_hash), template, accept=(404,)
-            )
-            if held.status_code == 404:
+            if member_hash in record.spare:
                 continue
-            if json_object(held).get("status") in ("subscribed", "pending"):
-                return {name: value for name, value in body.items() if name != "status"}
-            break
-        return body
+            held = await self._request(
+                "GET",
+                _member_path(list_id, member_hash),
+                template,
+                params={"fields": "id,status"},
+                accept=(404,),
+            )
+            if held.status_code != 404:
+                statuses[member_hash] = str(json_object(held).get("status") or "")
+        return statuses
 
     async def _put_or_move(
         self,
@@ -357,9 +371,10 @@ class MailchimpAdapter:
         the known member id if that differs, as ``find`` looks them up) is read first:
 
         - absent (404): left absent; a correction adds nobody to an audience;
-        - archived: left archived and unchanged. Mailchimp documents no way to change an
-          archived member but re-adding it with a ``PUT``, which subscribes it again, and the
-          sandbox answers a ``PATCH`` of one with 404 as of an absent member. Reading first
+        - archived: left archived and unchanged, as a sync's write leaves it (see
+          :meth:`_statuses`). Mailchimp documents no way to change an archived member but
+          re-adding it with a ``PUT``, which subscribes it again, and the sandbox answers a
+          ``PATCH`` of one with 404 as of an absent member. Reading first
           means no ``PATCH`` is even tried, so no undocumented vendor behaviour can restore
           the member, and the result can say it is there but was left alone;
         - any other status (subscribed, unsubscribed, cleaned, pending): a ``PATCH`` of its
@@ -658,6 +673,25 @@ def _member_hashes(email: str, external_id: str | None) -> list[str]:
     if external_id and is_subscriber_hash(external_id):
         hashes.append(external_id)
     return list(dict.fromkeys(hashes))
+
+
+def _renewal(body: dict[str, Any], held: Mapping[str, str]) -> dict[str, Any]:
+    """``body`` asking to confirm again, or without a status for a member who is in.
+
+    Someone the connector unsubscribed when they withdrew consent has given it again.
+    Mailchimp does not let an API set an unsubscribed member's status to ``subscribed`` (400
+    "Member In Compliance State", widely reported); only the person can re-subscribe.
+    ``pending`` is how they can: Mailchimp e-mails them a confirmation, and they are
+    subscribed once they confirm, by their own hand, as Mailchimp requires. ``held`` is what
+    was read of the members the write may reach (under the address's hash first, then the
+    id the connector holds): one who is subscribed or pending already (they re-subscribed
+    through the audience's form meanwhile) keeps that status, and is not sent back to
+    confirm.
+    """
+    first = next(iter(held.values()), None)
+    if first in ("subscribed", "pending"):
+        return {name: value for name, value in body.items() if name != "status"}
+    return body
 
 
 def _written(response: httpx.Response) -> _Outcome:

@@ -185,7 +185,7 @@ class MailchimpSandbox(SandboxBase):
         )
 
     def restorable(self, email: str) -> bool:
-        """Whether an archived member exists that a ``PUT`` would bring back."""
+        """Whether an archived member exists that a ``PUT`` with a ``status`` would bring back."""
         return any(m.status == "archived" for m in self._members_of(email))
 
     def record_for(self, email: str) -> dict[str, Any] | None:

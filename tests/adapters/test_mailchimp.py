@@ -217,7 +217,8 @@ def test_mapping_sends_only_email_and_name_and_only_with_consent() -> None:
 
 
 async def test_upsert_writes_then_updates_the_same_member_on_every_list(mc: Harness) -> None:
-    """A second upsert updates the same member (same hash) on both lists and adds nobody."""
+    """A second upsert updates the same member (same hash) on both lists and adds nobody;
+    each write is a read of the member's status, then the PUT."""
     first = await mc.adapter.upsert([person(1), person(2)])
     assert [(r.ref, r.outcome) for r in first] == [("ref-1", "upserted"), ("ref-2", "upserted")]
     assert first[0].external_id == subscriber_hash("reader1@example.com")
@@ -229,7 +230,7 @@ async def test_upsert_writes_then_updates_the_same_member_on_every_list(mc: Harn
         assert member["status"] == "subscribed"
         assert member["merge_fields"]["FNAME"] == "Renamed"
         assert len(mc.sandbox.store.audience(list_id).members) == 2
-    assert set(mc.sandbox.endpoints_used) == {f"PUT {MEMBER}"}
+    assert sorted(mc.sandbox.endpoints_used) == [f"GET {MEMBER}"] * 6 + [f"PUT {MEMBER}"] * 6
 
 
 async def test_a_new_address_moves_the_known_member_or_is_refused_if_taken(mc: Harness) -> None:
@@ -284,6 +285,51 @@ async def test_sync_never_resubscribes_someone_who_unsubscribed(mc: Harness) -> 
     member = mc.sandbox.member(LIST_A, "reader1@example.com")
     assert member is not None and member["status"] == "unsubscribed"
     assert member["merge_fields"]["FNAME"] == "First1"
+
+
+async def test_a_sync_leaves_an_archived_member_archived_and_unchanged(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """The reader unsubscribed through the newsletter's own link and the marketer archived
+    them; the shop, whose consent still says yes, then sends a changed name. The member is
+    read first and, archived, written nothing: never re-added subscribed, whatever
+    Mailchimp would make of a PUT. On an audience where it is live it is written."""
+    harness = make_harness(sandbox, list_ids=[LIST_A, LIST_B])
+    try:
+        member_hash = sandbox.add_person("reader1@example.com", "Old", status="unsubscribed")
+        sandbox.store.archive(LIST_A, member_hash)
+        (result,) = await harness.adapter.upsert([person(1)])
+        assert result.outcome == "upserted" and "left archived" in result.note
+        assert "1 audience" in result.note
+        a = sandbox.member(LIST_A, "reader1@example.com")
+        assert a is not None and (a["status"], a["merge_fields"]["FNAME"]) == ("archived", "Old")
+        b = sandbox.member(LIST_B, "reader1@example.com")
+        assert b is not None and b["status"] == "subscribed"
+        sandbox.store.archive(LIST_B, member_hash)
+        sandbox.log.clear()
+        (skipped,) = await harness.adapter.upsert([person(1, **{"merge_fields.FNAME": "New"})])
+        assert skipped.outcome == "skipped" and "2 audience" in skipped.note
+        assert [e.method for e in sandbox.log.entries] == ["GET", "GET"]
+        assert not sandbox.holds("reader1@example.com")
+    finally:
+        await harness.client.aclose()
+
+
+async def test_a_move_leaves_the_member_archived_under_the_former_address(
+    mc: Harness,
+) -> None:
+    """Known under X1, archived there; the person moves to X2 in the shop. The archived
+    member is neither moved (a PATCH of an archived member is undocumented) nor doubled by
+    a new subscribed member under X2."""
+    (first,) = await mc.adapter.upsert([person(1)])
+    for list_id in (LIST_A, LIST_B):
+        mc.sandbox.store.archive(list_id, subscriber_hash("reader1@example.com"))
+    moved = person(2)._replace(ref="ref-1", external_id=first.external_id)
+    (result,) = await mc.adapter.upsert([moved])
+    assert result.outcome == "skipped"
+    for list_id in (LIST_A, LIST_B):
+        assert (mc.sandbox.member(list_id, "reader1@example.com") or {})["status"] == "archived"
+        assert mc.sandbox.member(list_id, "reader2@example.com") is None
 
 
 async def held_until(sandbox: MailchimpSandbox, ready: Callable[[], bool], work: Awaitable[T]) -> T:
@@ -758,21 +804,31 @@ async def test_erase_deletes_permanently_on_every_audience_and_never_archives(
     await harness.client.aclose()
 
 
-async def test_sandbox_delete_only_archives_and_a_put_restores(
+async def test_sandbox_delete_only_archives_and_a_put_with_a_status_restores(
     sandbox: MailchimpSandbox, raw: httpx.AsyncClient
 ) -> None:
-    """DELETE is a soft delete: the member is archived and re-added by PUT, unlike erase."""
-    member_hash = sandbox.add_person("soft@example.com", "Soft")
-    response = await raw.delete(f"/lists/{LIST_A}/members/{member_hash}")
+    """DELETE is a soft delete: the member is archived, unlike erase. A PUT carrying only
+    status_if_new leaves it archived (as reported, UNVERIFIED); one with a status re-adds it,
+    in the compliance state it was archived in: an unsubscribed one is not subscribed."""
+    path = f"/lists/{LIST_A}/members/{sandbox.add_person('soft@example.com', 'Soft')}"
+    response = await raw.delete(path)
     assert response.status_code == 204
     assert not sandbox.holds("soft@example.com")
     assert sandbox.restorable("soft@example.com")
-    response = await raw.put(
-        f"/lists/{LIST_A}/members/{member_hash}",
-        json={"email_address": "soft@example.com", "status_if_new": "subscribed"},
-    )
+    body = {"email_address": "soft@example.com", "status_if_new": "subscribed"}
+    response = await raw.put(path, json=body)
+    assert response.status_code == 200 and response.json()["status"] == "archived"
+    assert not sandbox.holds("soft@example.com")
+    response = await raw.put(path, json={**body, "status": "subscribed"})
     assert response.status_code == 200
     assert sandbox.holds("soft@example.com")
+    gone = (
+        f"/lists/{LIST_A}/members/{sandbox.add_person('gone@example.com', status='unsubscribed')}"
+    )
+    assert (await raw.delete(gone)).status_code == 204
+    body = {"email_address": "gone@example.com", "status": "subscribed"}
+    refused = await raw.put(gone, json=body)
+    assert (refused.status_code, refused.json()["title"]) == (400, "Member In Compliance State")
 
 
 async def test_erase_reaches_an_archived_member_search_does_not_show(mc: Harness) -> None:

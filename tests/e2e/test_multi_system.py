@@ -1293,6 +1293,29 @@ async def test_a_withdrawal_and_a_correction_pass_a_merge_field_made_required_si
     assert report.destinations["news"].dead_lettered == 1
 
 
+async def test_a_name_change_in_the_shop_leaves_who_unsubscribed_at_mailchimp_archived(
+    world: World, rt: Runtime
+) -> None:
+    """With config.example.toml's default (no Mailchimp webhook, so klantsync never hears
+    of the unsubscribe): a reader subscribed by a sync unsubscribes at Mailchimp and is
+    archived; a name change in the shop is not written to the archived member, which stays
+    archived on every audience."""
+    world.shop.seed_synthetic(4, seed=62)
+    (first,) = await rt.engine.sync("shop")
+    assert not first.failed, first.errors
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    for list_id in LISTS:
+        world.news.store.get(list_id, subscriber_hash(email)).status = "unsubscribed"
+        world.news.store.archive(list_id, subscriber_hash(email))  # the marketer's clean-up
+    world.shop.touch(email, first_name="Gecorrigeerd")
+    world.news.log.clear()
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    statuses = {(world.news.member(list_id, email) or {}).get("status") for list_id in LISTS}
+    assert statuses == {"archived"}
+    assert world.news.log.writes() == []
+
+
 async def test_an_unsubscribe_at_mailchimp_is_not_undone_by_a_later_sync(
     world: World, tmp_path: Path
 ) -> None:
