@@ -14,13 +14,21 @@ Each audience keys its members by subscriber hash. What Mailchimp refuses raises
   removes the member and forgets the address on that audience;
 - a member's notes (free text the account's staff wrote about them) belong to the member:
   they move with a change of its address, stay with an archived member, and go with it when
-  it is deleted permanently.
+  it is deleted permanently;
+- so does its activity (``GET .../activity-feed``, the newest event first). Mailchimp records
+  sends, opens, clicks and bounces of its campaigns too; the sandbox sends no campaigns, so
+  it records what it does model: a member becoming subscribed (``signup``) or unsubscribed
+  (``unsub``) and a write changing its fields or address (``profile``); tests seed the rest
+  (:meth:`MemberStore.add_activity`).
 
 Assumptions where the vendor's behaviour is not documented (the fake is the stricter one):
 the hash in the path must match the body's ``email_address``; ``search-members`` does not show
 archived members; ``count`` over 1000 is refused rather than capped; a ``PATCH`` of an archived
 member answers 404, as for an absent one (the documented way back is a ``PUT``, which re-adds);
-an archived member's notes can still be read (the member is still there).
+an archived member's notes and activity can still be read (the member is still there); an
+activity event is ``{"activity_type", "created_at_timestamp", ...}``, and the feed's answer
+holds no ``total_items`` (the SDK's model of it has none): both UNVERIFIED, as are the names
+of the activity types recorded here.
 
 UNVERIFIED, from third-party reports only (jethro-pmm #708, mailchimp/mc-woocommerce #951; the
 vendor's reference says only that an archived member "can be re-added"): a ``PUT`` carrying
@@ -43,6 +51,9 @@ from typing import Any, Final
 from adapters.mailchimp.payloads import MEMBER_STATUSES, subscriber_hash
 
 __all__ = ["Audience", "Member", "MemberStore", "Note", "Problem"]
+
+#: The activity event a member's new status is recorded as (see the module docstring).
+_STATUS_EVENTS: Final = {"subscribed": "signup", "unsubscribed": "unsub"}
 
 #: Merge fields every new audience has (Mailchimp's defaults).
 DEFAULT_MERGE_TAGS: Final = ("FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY")
@@ -94,6 +105,8 @@ class Member:
     timestamp_opt: str
     last_changed: str
     notes: list[Note] = field(default_factory=list)
+    #: Its activity events, oldest first (the feed answers them newest first).
+    activity: list[dict[str, Any]] = field(default_factory=list)
     #: Its status before it was archived ("" if it was seeded archived): the compliance state
     #: a re-add keeps (see the module docstring).
     archived_from: str = ""
@@ -217,6 +230,15 @@ class MemberStore:
         page = member.notes[offset : offset + count]
         return [member.note_json(note) for note in page], len(member.notes)
 
+    def activity(
+        self, list_id: str, member_hash: str, count: int, offset: int
+    ) -> list[dict[str, Any]]:
+        """One page of a member's activity feed, the newest event first (archived members
+        included)."""
+        member = self.get(list_id, member_hash)
+        newest_first = member.activity[::-1]
+        return copy.deepcopy(newest_first[offset : offset + count])
+
     def search(self, query: str, list_id: str | None) -> tuple[list[Member], list[Member]]:
         """Exact e-mail matches, and other members whose address or name contains ``query``."""
         needle = query.strip().lower()
@@ -288,12 +310,13 @@ class MemberStore:
                     "status_if_new",
                     "This value is required when the member is new.",
                 )
-            member = Member(list_id, email, "", {}, next(self._web_ids), now, now)
+            fields = dict(merge_fields)
+            member = Member(list_id, email, "", fields, next(self._web_ids), now, now)
             audience.members[key] = member
             self._change_status(member, chosen)
         elif status is not None:
             self._change_status(member, status)
-        member.merge_fields.update(merge_fields)
+        self._update_fields(member, merge_fields)
         member.last_changed = now
         return member
 
@@ -332,11 +355,19 @@ class MemberStore:
             del audience.members[key]
             member.email_address = email.strip()
             audience.members[new_key] = member
+            self._record(member, "profile")
         if status is not None:
             self._change_status(member, status)
-        member.merge_fields.update(merge_fields)
+        self._update_fields(member, merge_fields)
         member.last_changed = self._now()
         return member
+
+    def _update_fields(self, member: Member, merge_fields: Mapping[str, Any]) -> None:
+        """Take ``merge_fields``; a change of one is a profile update in the member's activity."""
+        changed = any(member.merge_fields.get(tag) != value for tag, value in merge_fields.items())
+        member.merge_fields.update(merge_fields)
+        if changed:
+            self._record(member, "profile")
 
     def _change_status(self, member: Member, status: str) -> None:
         if status == "subscribed" and member.status in ("unsubscribed", "cleaned"):
@@ -348,7 +379,14 @@ class MemberStore:
             )
         if status == "pending" and member.status != "pending":
             self.confirmations.append((member.list_id, subscriber_hash(member.email_address)))
+        if status != member.status and status in _STATUS_EVENTS:
+            self._record(member, _STATUS_EVENTS[status])
         member.status = status
+
+    def _record(self, member: Member, activity_type: str, **fields: Any) -> None:
+        """An event in the member's activity, now."""
+        event = {"activity_type": activity_type, "created_at_timestamp": self._now(), **fields}
+        member.activity.append(event)
 
     def archive(self, list_id: str, member_hash: str) -> None:
         """``DELETE``: the member stays, archived, and a later ``PUT`` with a ``status`` brings
@@ -375,6 +413,13 @@ class MemberStore:
         note = Note(next(self._note_ids), text, created_by, now, now)
         member.notes.append(note)
         return note
+
+    def add_activity(
+        self, list_id: str, member_hash: str, activity_type: str, **fields: Any
+    ) -> None:
+        """Seed an event in a member's activity, as Mailchimp records a campaign's send,
+        open, click or bounce (``fields``: ``campaign_id``, ``url``, ...)."""
+        self._record(self.get(list_id, member_hash), activity_type, **fields)
 
     def add(self, list_id: str, email: str, status: str, merge_fields: Mapping[str, Any]) -> Member:
         """Seed a member as the account holds it (no API rules)."""

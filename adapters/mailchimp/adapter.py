@@ -21,7 +21,9 @@ What it does, by contract verb:
   subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
   member on every audience, archived members included; each member found comes with its
-  notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person).
+  notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person)
+  and its activity (``GET .../members/{hash}/activity-feed``: sends, opens, clicks, bounces,
+  unsubscribes).
 - ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in, which
   deletes the member's notes with it. Never ``DELETE .../members/{hash}``, which only archives
   (the member can be re-added).
@@ -120,6 +122,15 @@ ARCHIVED_NOTE: Final = (
     "only by re-adding it, which would subscribe it again"
 )
 NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
+
+#: Pages of a member's activity feed an access copy reads (each of ``PAGE_SIZE`` events, the
+#: newest first): a bound, since the feed does not say how long it is.
+ACTIVITY_PAGES: Final = 10
+#: The key of a member's record that says its activity was read only in part, and why.
+ACTIVITY_UNREAD: Final = "activityNotRead"
+ACTIVITY_UNREAD_REASON: Final = (
+    "Mailchimp may hold older activity than the {n} most recent events this copy lists"
+)
 
 
 @dataclass
@@ -451,18 +462,24 @@ class MailchimpAdapter:
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """Every member record of the subject, on any audience, archived ones included, each
-        with the notes Mailchimp holds about it under ``"notes"``.
+        with the notes Mailchimp holds about it under ``"notes"`` and its activity under
+        ``"activity"``.
 
         A note is free text the account's staff wrote about the person, so access must show
-        it. It is no record of its own: it lives and dies with its member (``delete-permanent``
-        deletes it), so an erasure's check that nothing is left needs to look for members only,
-        and one whose member is gone has no notes to read.
+        it. The activity is what Mailchimp recorded of the person's newsletter (sends, opens,
+        clicks, bounces, unsubscribes, sign-ups): tracking it holds about them, which access
+        must show as well (see :meth:`_activity`). Neither is a record of its own: each lives
+        and dies with its member (``delete-permanent`` deletes "all personally identifiable
+        information related to" it), so an erasure's check that nothing is left needs to look
+        for members only, and one whose member is gone has nothing to read.
         """
         members = await self._members(subject)
-        return [
-            {**member, "notes": await self._notes(list_id, member_hash)}
-            for (list_id, member_hash), member in members.items()
-        ]
+        found: list[dict[str, Any]] = []
+        for (list_id, member_hash), member in members.items():
+            notes = await self._notes(list_id, member_hash)
+            activity = await self._activity(list_id, member_hash)
+            found.append({**member, "notes": notes, **activity})
+        return found
 
     async def _members(self, subject: Subject) -> dict[tuple[str, str], dict[str, Any]]:
         """(list id, member id) -> member, from search-members and every audience read by hash.
@@ -503,12 +520,44 @@ class MailchimpAdapter:
         template = _member_path(list_id, "{subscriber_hash}") + "/notes"
         return await self._collection(path, template, "notes", gone_is_empty=True)
 
+    async def _activity(self, list_id: str, member_hash: str) -> dict[str, Any]:
+        """``{"activity": [...]}``: the member's activity feed (``GET .../activity-feed``), the
+        newest events first; none if the member went away meanwhile (404).
+
+        ``activity-feed`` is read rather than the older ``.../activity``, which gives the
+        last 50 events only: the feed pages by count and offset (at most 1000 a page). Its
+        answer is not documented to hold ``total_items`` (UNVERIFIED), so it is read while
+        its pages come full, up to :data:`ACTIVITY_PAGES`. A member with more than that
+        carries :data:`ACTIVITY_UNREAD`, so the copy does not pass for the whole of it.
+        """
+        path = _member_path(list_id, member_hash) + "/activity-feed"
+        template = _member_path(list_id, "{subscriber_hash}") + "/activity-feed"
+        events = await self._collection(
+            path, template, "activity", gone_is_empty=True, max_pages=ACTIVITY_PAGES
+        )
+        held: dict[str, Any] = {"activity": events}
+        if len(events) >= ACTIVITY_PAGES * PAGE_SIZE:
+            held[ACTIVITY_UNREAD] = {"reason": ACTIVITY_UNREAD_REASON.format(n=len(events))}
+        return held
+
     async def _collection(
-        self, path: str, template: str, key: str, *, fields: str = "", gone_is_empty: bool = False
+        self,
+        path: str,
+        template: str,
+        key: str,
+        *,
+        fields: str = "",
+        gone_is_empty: bool = False,
+        max_pages: int = 0,
     ) -> list[dict[str, Any]]:
         """Every item of the collection at ``path`` (the objects under ``key``), paged by
         count and offset as Mailchimp pages every collection: one call unless it holds more
-        than a page. A 404 is an empty collection when ``gone_is_empty``."""
+        than a page. A 404 is an empty collection when ``gone_is_empty``.
+
+        A collection that says how many items it holds (``total_items``) is read to the end.
+        One that does not is read while its pages come full, up to ``max_pages`` (without a
+        bound, its first page only: nothing else says when to stop).
+        """
         found: list[dict[str, Any]] = []
         offset = 0
         while True:
@@ -529,7 +578,11 @@ class MailchimpAdapter:
             found += page
             offset += PAGE_SIZE
             total = body.get("total_items")
-            if not page or not isinstance(total, int) or offset >= total:
+            if isinstance(total, int):
+                more = offset < total
+            else:
+                more = len(page) >= PAGE_SIZE and offset < max_pages * PAGE_SIZE
+            if not page or not more:
                 return found
 
     async def _search(self, email: str) -> list[dict[str, Any]]:

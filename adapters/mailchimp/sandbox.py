@@ -4,8 +4,8 @@ Where it matters to a client it behaves like Mailchimp: the same paths (under ``
 and status codes; HTTP basic auth with the API key as password; RFC 7807-style error bodies
 (``type, title, status, detail, instance`` and ``errors[]`` for validation); ``PUT`` upserts,
 ``PATCH`` updates, ``DELETE`` *archives* (restorable) and ``delete-permanent`` removes the member
-and forgets the address; ``search-members``; member lists and a member's notes paged by
-``count``/``offset``; and
+and forgets the address; ``search-members``; member lists, a member's notes and its activity
+feed paged by ``count``/``offset``; and
 the **10 simultaneous connections per account** limit: calls in flight are counted (in on
 arrival, out when answered), and a call arriving while 10 are in flight gets 429.
 
@@ -45,6 +45,7 @@ API_PREFIX: Final = "/3.0"
 MEMBERS: Final = f"{API_PREFIX}/lists/{{list_id}}/members"
 MEMBER: Final = f"{MEMBERS}/{{subscriber_hash}}"
 NOTES: Final = f"{MEMBER}/notes"
+ACTIVITY_FEED: Final = f"{MEMBER}/activity-feed"
 
 #: A route handler: the response, and the bodies the request carried (for the log's names).
 Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
@@ -138,6 +139,7 @@ class MailchimpSandbox(SandboxBase):
             self._route("GET", MEMBERS, self._list_members),
             self._route("GET", MEMBER, self._get_member),
             self._route("GET", NOTES, self._list_notes),
+            self._route("GET", ACTIVITY_FEED, self._activity_feed),
             self._route("PUT", MEMBER, self._put_member),
             self._route("PATCH", MEMBER, self._patch_member),
             self._route("DELETE", MEMBER, self._archive_member),
@@ -208,6 +210,15 @@ class MailchimpSandbox(SandboxBase):
         chosen = list_id or self.list_ids[0]
         return self.store.add_note(chosen, subscriber_hash(email), text, created_by).id
 
+    def add_activity(
+        self, email: str, activity_type: str, *, list_id: str | None = None, **fields: Any
+    ) -> None:
+        """Mailchimp records an event of the member with this address (default: the first
+        audience): a campaign's ``sent``, ``open``, ``click`` or ``bounce``, which the sandbox
+        does not model itself."""
+        chosen = list_id or self.list_ids[0]
+        self.store.add_activity(chosen, subscriber_hash(email), activity_type, **fields)
+
     def require_merge_field(self, list_id: str, tag: str) -> None:
         """The audience's owner makes merge field ``tag`` required (e.g. "COMPANY")."""
         self.store.audience(list_id).required.add(tag)
@@ -222,6 +233,7 @@ class MailchimpSandbox(SandboxBase):
         found = self.store.audience(list_id).members.get(subscriber_hash(email))
         if found is None or found.status != "pending":
             raise ValueError("no pending member with that address on that audience")
+        self.store.add_activity(list_id, found.id, "signup")
         found.status = "subscribed"
 
     def is_forgotten(self, list_id: str, email: str) -> bool:
@@ -369,6 +381,19 @@ class MailchimpSandbox(SandboxBase):
             "list_id": params["list_id"],
             "email_id": member_hash,
             "total_items": total,
+        }
+        return JSONResponse(body), []
+
+    async def _activity_feed(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET .../members/{hash}/activity-feed``: the member's events, the newest first,
+        paged by ``count``/``offset``; no ``total_items`` (see ``_store``)."""
+        count, offset = _paging(request)
+        params = request.path_params
+        events = self.store.activity(params["list_id"], params["subscriber_hash"], count, offset)
+        body = {
+            "activity": events,
+            "email_id": MemberStore.resolve_hash(params["subscriber_hash"]),
+            "list_id": params["list_id"],
         }
         return JSONResponse(body), []
 

@@ -882,6 +882,62 @@ async def test_find_returns_each_member_with_every_note_held_about_it(mc: Harnes
     assert f"GET {MEMBER}/notes" not in mc.sandbox.endpoints_used
 
 
+async def test_access_reads_the_member_activity_mailchimp_holds(
+    mc: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mailchimp keeps each member's events (sends, opens, clicks, bounces, unsubscribes):
+    tracking it holds about the person, which find (access) returns with the member, the
+    newest first, from activity-feed paged while its pages come full (it says no total).
+    Past a bound of pages the member says the rest was not read."""
+    (written,) = await mc.adapter.upsert([person(1)])  # recorded by Mailchimp: a sign-up
+    mc.sandbox.add_activity("reader1@example.com", "sent", campaign_id="c1")
+    mc.sandbox.add_activity("reader1@example.com", "open", campaign_id="c1")
+    await mc.adapter.upsert([person(1, status="unsubscribed")])
+    members = {m["list_id"]: m for m in await mc.adapter.find(Subject(email="reader1@example.com"))}
+    assert members[LIST_A]["id"] == written.external_id
+    assert [e["activity_type"] for e in members[LIST_A]["activity"]] == [
+        "unsub",
+        "open",
+        "sent",
+        "signup",
+    ]
+    assert [e["activity_type"] for e in members[LIST_B]["activity"]] == ["unsub", "signup"]
+    assert "activityNotRead" not in members[LIST_A]
+    assert mc.sandbox.endpoints_used.count(f"GET {MEMBER}/activity-feed") == 2
+
+    monkeypatch.setattr("adapters.mailchimp.adapter.ACTIVITY_PAGES", 2)
+    email = "busy@example.com"
+    mc.sandbox.add_person(email, "Busy", list_id=LIST_A)
+    for n in range(2001):  # more than two pages of 1000
+        mc.sandbox.add_activity(email, "open", list_id=LIST_A, campaign_id=f"c{n}")
+    mc.sandbox.endpoints_used.clear()
+    (busy,) = await mc.adapter.find(Subject(email=email))
+    assert [e["campaign_id"] for e in busy["activity"][:2]] == ["c2000", "c1999"]
+    assert len(busy["activity"]) == 2000 and "2000" in busy["activityNotRead"]["reason"]
+    assert mc.sandbox.endpoints_used.count(f"GET {MEMBER}/activity-feed") == 2
+
+
+async def test_access_of_a_member_gone_meanwhile_has_no_activity(sandbox: MailchimpSandbox) -> None:
+    """A member deleted between being found and its activity being read (404) has no
+    activity: not an error."""
+
+    def front(app: Any) -> Any:
+        async def gone_first(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"].endswith("/activity-feed"):
+                sandbox.store.delete_permanent(LIST_A, subscriber_hash("gone@example.com"))
+            await app(scope, receive, send)
+
+        return gone_first
+
+    harness = make_harness(sandbox, list_ids=[LIST_A], front=front)
+    try:
+        sandbox.add_person("gone@example.com", "Gone", list_id=LIST_A)
+        (member,) = await harness.adapter.find(Subject(email="gone@example.com"))
+        assert member["activity"] == [] and "activityNotRead" not in member
+    finally:
+        await harness.client.aclose()
+
+
 async def test_erase_deletes_the_member_s_notes_with_it(mc: Harness) -> None:
     """delete-permanent takes the member's notes with it: nothing is left to find, and they
     do not come back with the person re-subscribing through the audience's own form."""

@@ -221,6 +221,8 @@ async def test_access_bundle_shows_the_notes_mailchimp_holds_about_the_member(
     members = {m["list_id"]: m for m in data["systems"]["news"]["records"]}
     assert [n["note"] for n in members[LISTS[1]]["notes"]] == [note]
     assert members[LISTS[0]]["notes"] == []
+    # And the activity Mailchimp recorded of the member: the sync's sign-up, here.
+    assert [e["activity_type"] for e in members[LISTS[0]]["activity"]] == ["signup"]
     assert note in (bundle / "report.en.md").read_text(encoding="utf-8")
     # One notes call per member found on an audience, none where the person is not.
     notes_path = f"/3.0/lists/{LISTS[1]}/members/{subscriber_hash(email)}/notes"
