@@ -267,11 +267,17 @@ class MailchimpAdapter:
         async def call() -> _Outcome:
             if withdrawn:
                 return await self._withdraw(list_id, member_hash, record)
-            held = await self._statuses(list_id, template, record)
+            body = member_body(record.email, record.fields, self.settings.status_if_new)
+            renewal = body.get("status") == RENEWED_STATUS
+            # Read first where the connector wrote the person before (it holds their member
+            # id) and for a renewal: a member it never wrote is written with status_if_new
+            # alone, which leaves an archived one archived (see _statuses), and the answer
+            # says so. Read before every write, a first sync took two calls a member.
+            reads = record.external_id is not None or renewal
+            held = await self._statuses(list_id, template, record) if reads else {}
             if "archived" in held.values():
                 return _Outcome(ok=True, left="archived")
-            body = member_body(record.email, record.fields, self.settings.status_if_new)
-            if body.get("status") == RENEWED_STATUS:
+            if renewal:
                 body = _renewal(body, held)
             response = await self._put_or_move(list_id, path, template, record, body)
             return _written(response)
@@ -756,9 +762,14 @@ def _written(response: httpx.Response) -> _Outcome:
     is sent again (writes are idempotent) rather than taken as written, which would record
     it delivered and leave a member missing, or a withdrawal of consent never made.
     """
-    member_id = json_object(response).get("id")
+    member = json_object(response)
+    member_id = member.get("id")
     if not isinstance(member_id, str) or not member_id:
         return _Outcome(ok=False, reason="NO_RESULT", retryable=True)
+    if member.get("status") == "archived":
+        # Written without a status to a member archived before the connector knew it: it
+        # stays archived, as the marketer left it, and is not counted as written there.
+        return _Outcome(ok=True, left="archived")
     return _Outcome(ok=True, member_id=member_id)
 
 
