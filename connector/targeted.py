@@ -4,12 +4,21 @@ Used by webhooks that name changed customers, and by ``resync --email``. The sou
 for each person's current record (a webhook body may be older than a later change), and the
 records then take the same path as a pulled page, cursor untouched. Many webhook deliveries
 are handled as one batch: one engine run and one delivery batch for all of them.
+
+A pull reads everyone changed since its cursor, so one that reads someone under an address
+another customer left (Bert moved away, Anna signed up under his former address) reads Bert
+too, and the move is seen (``connector/moves.py``). A targeted sync fetches only whom it was
+told of, in the order the deliveries came, which the vendor does not promise (WooCommerce),
+nor that a failed one comes again: Anna fetched alone, her record was taken for Bert's (his
+subject, his ids everywhere). So the record the source's identity map holds under a fetched
+person's subject is fetched beside them, by its id (:func:`_held_before`), and the move is
+seen as a pull sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from connector.adapter import Subject
@@ -79,4 +88,28 @@ async def sync_subjects(
 
     fetched = await asyncio.gather(*(fetch(ext, mail) for ext, mail in unique))
     batch = [record for group in fetched for record in group]
+    # One fetch more per person whose address the source knows under another record: that
+    # record first, as a pull (id order) reads the earlier customer first. One the source no
+    # longer holds is found by nobody, and the batch goes on as it is (no move to see).
+    held = _held_before(rt, system, batch)
+    if held:
+        before = await asyncio.gather(*(fetch(ext, "") for ext in held))
+        batch = [*(record for group in before for record in group), *batch]
     return [await rt.engine.ingest(flow.name, batch, full=full) for flow in flows]
+
+
+def _held_before(rt: Runtime, system: str, batch: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The source's ids of records the identity map holds under the subject of a record of
+    ``batch`` other than that record, and not in ``batch`` itself: someone who held the
+    address before (and may have left it since) whom only a pull would read beside it."""
+    mapping = rt.systems[system].mapping
+    record_ids = {mapping.record_id(record) for record in batch}
+    by_subject: dict[str, str | None] = {}
+    for record in batch:
+        email = mapping.inbound(record).email
+        if email is not None and "@" in email:
+            by_subject[rt.keyring.subject_id(normalise_email(email))] = mapping.record_id(record)
+    known = rt.store.external_ids(system, list(by_subject))
+    return sorted(
+        {ext for sid, ext in known.items() if ext != by_subject[sid] and ext not in record_ids}
+    )

@@ -110,3 +110,51 @@ async def test_a_targeted_sync_of_one_customer_reads_no_orders_nor_order_notes(
     read = [e.path for e in shop.log.entries]
     assert read and not [p for p in read if "/orders" in p], read
     assert crm.holds(customer["email"])
+
+
+async def test_a_sign_up_under_an_address_another_customer_left_moves_him_first(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """Bert moves to a new address in the shop and Anna signs up under his former one.
+    WooCommerce delivers in no promised order (and never again after a failure): Anna's
+    ``customer.created`` runs before Bert's ``customer.updated``. Fetched alone, her record
+    was taken for Bert's: her name written onto his CRM contact, his subject given her shop
+    record. The record the shop's identity holds under the address (Bert's) is fetched
+    beside hers, and he moves first, as a pull moves him."""
+    shop.add_person("bert@voorbeeld.nl", "Bert", "Bakker", "06 11111111")
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        bert_contact = crm.record_for("bert@voorbeeld.nl")
+        assert bert_contact is not None
+        shop.touch("bert@voorbeeld.nl", email="bert.nieuw@voorbeeld.nl")
+        anna = shop.add_person("bert@voorbeeld.nl", "Anna", "Appel", "06 22222222")
+        (report,) = await sync_subject(rt, "shop", external_id=anna, email="bert@voorbeeld.nl")
+    assert report.moved == 1
+    bert = crm.store.live(bert_contact["id"])
+    assert bert is not None
+    assert bert.properties.get("firstname") == "Bert"
+    assert bert.properties.get("email") == "bert.nieuw@voorbeeld.nl"
+    anna_contact = crm.record_for("bert@voorbeeld.nl")
+    assert anna_contact is not None and anna_contact["id"] != bert_contact["id"]
+    assert anna_contact["properties"]["firstname"] == "Anna"
+    assert crm.contact_count() == 2
+
+
+async def test_a_sign_up_under_the_address_of_a_customer_deleted_since_is_synced_as_before(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """Where the record the shop's identity holds under the address is gone from the shop
+    (Bert deleted, Anna signed up under his address), the one lookup of it finds nobody, and
+    Anna syncs as she did before: there is no move to see."""
+    bert = shop.add_person("bert@voorbeeld.nl", "Bert", "Bakker", "06 11111111")
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        shop.store.delete(int(bert))
+        anna = shop.add_person("bert@voorbeeld.nl", "Anna", "Appel", "06 22222222")
+        shop.log.clear()
+        (report,) = await sync_subject(rt, "shop", external_id=anna, email="bert@voorbeeld.nl")
+    assert (report.pulled, report.moved) == (1, 0)
+    looked_up = [e.status for e in shop.log.entries if e.path.endswith(f"/customers/{bert}")]
+    assert looked_up == [404]
+    contact = crm.record_for("bert@voorbeeld.nl")
+    assert contact is not None and contact["properties"]["firstname"] == "Anna"
