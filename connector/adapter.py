@@ -277,10 +277,11 @@ class Adapter(Protocol):
         its tax records, say) carries ``"retained": "<why>"`` (:data:`RETAINED`): access
         shows it, and an erasure's check that nothing is left passes it over.
 
-        An adapter whose ``find`` also reads records that are not the person (a shop's
-        orders and their notes) offers ``find_people(subject)`` too, returning the person
-        records alone, as ``pull`` lists them: a targeted sync (a webhook, ``resync
-        --email``) reads only what it syncs. Without it, targeted syncs use ``find``.
+        An adapter whose ``find`` also reads what a pull does not (a shop's orders and their
+        notes, every property a CRM defines) offers ``find_people(subject)`` too, returning
+        the live person records alone, as ``pull`` lists and reads them: a targeted sync (a
+        webhook, ``resync --email``) reads only what it syncs. Without it, targeted syncs use
+        ``find``.
         """
         ...
 

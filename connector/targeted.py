@@ -66,7 +66,8 @@ async def sync_subjects(
 
     # The person records alone, where the adapter can read them apart (find_people):
     # find() is the access and erasure lookup, and a shop's reads every order and its
-    # notes, 3 + N calls and personal data no flow sends anywhere, to be thrown away here.
+    # notes, 3 + N calls, a CRM's every property it defines (a date of birth): personal
+    # data no flow sends anywhere, to be thrown away here.
     lookup = getattr(adapter, "find_people", None) or adapter.find
 
     async def fetch(external_id: str | None, email: str) -> list[dict[str, Any]]:

@@ -102,6 +102,14 @@ class ContactLookup:
                 return found
         return None
 
+    async def live_by_id(
+        self, external_id: str, names: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The live contact with this HubSpot id; ``None`` for one in the recycle bin."""
+        if not external_id.isdecimal():
+            return None
+        return await self._get_by_id(external_id, names, archived=False)
+
     async def _get_by_id(
         self, external_id: str, names: Sequence[str] | None, archived: bool
     ) -> dict[str, Any] | None:

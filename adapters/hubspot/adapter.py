@@ -11,6 +11,8 @@ What it does, by contract verb:
   path that could end up in an error message), then ``GET .../{id}`` by HubSpot id; each read
   once for live contacts and once with ``archived=true`` for the recycle bin, because an
   archived contact is still held (restorable for 90 days);
+- ``find_people`` (a targeted sync: a webhook, ``resync --email``): the live contact by id,
+  else by e-mail, with the configured properties only, as ``pull`` reads it;
 - ``erase``: ``POST .../gdpr-delete`` only, archived contacts included. Never ``DELETE`` or
   ``batch/archive``, which are soft deletes HubSpot can restore for 90 days;
 - webhooks: v3 signatures and ``contact.*`` events.
@@ -312,6 +314,24 @@ class HubSpotAdapter:
             for contact in held:
                 contact[PROPERTIES_UNREAD] = {"reason": PROPERTIES_UNREAD_REASON}
         return held
+
+    async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
+        """The subject's live contact with the configured properties alone, as ``pull`` lists
+        it (see ``Adapter.find``): a targeted sync reads no more than it syncs, where
+        :meth:`find` reads every property the portal defines (a date of birth, notes) for an
+        access copy.
+
+        By the HubSpot id where known (a webhook names it), else by e-mail; an id that finds
+        no live contact (merged away, in the recycle bin) is looked up by e-mail too. An
+        archived contact is nobody to sync, as a pull lists none: it is not read.
+        """
+        names = self.settings.properties
+        contact = None
+        if subject.external_id:
+            contact = await self._lookup.live_by_id(subject.external_id, names)
+        if contact is None:
+            contact = await self._lookup.by_email(subject.email, names)
+        return [contact] if contact is not None else []
 
     async def _all_properties(self) -> list[str]:
         """Every contact property name of the portal, read once per adapter.

@@ -921,6 +921,32 @@ async def test_find_returns_every_property_the_portal_holds(hub: Harness) -> Non
     assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 1
 
 
+async def test_find_people_reads_the_configured_properties_of_the_live_contact_alone(
+    hub: Harness,
+) -> None:
+    """A targeted sync (a webhook, ``resync --email``) reads a contact as a pull does: the
+    configured properties, not every one the portal defines (``find``, for access copies,
+    read a date of birth no flow sends), by id or by e-mail, and nobody from the recycle bin."""
+    contact_id = hub.sandbox.add_person(
+        "dora@example.com", "Dora", "Bee", date_of_birth="1980-02-03", jobtitle="Inkoper"
+    )
+    configured = set(hub.adapter.settings.properties)
+    by_id = await hub.adapter.find_people(Subject(email="", external_id=contact_id))
+    by_email = await hub.adapter.find_people(Subject(email="dora@example.com"))
+    for found in (by_id, by_email):
+        assert [r["id"] for r in found] == [contact_id]
+        assert found[0]["properties"]["firstname"] == "Dora"
+        assert set(found[0]["properties"]) <= configured, set(found[0]["properties"]) - configured
+    assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 0
+    # An id HubSpot no longer holds live (merged away) is looked up by e-mail.
+    moved = await hub.adapter.find_people(Subject(email="dora@example.com", external_id="99999"))
+    assert [r["id"] for r in moved] == [contact_id]
+    archived_id = archive(hub.sandbox, "binned@example.com")
+    assert await hub.adapter.find_people(Subject(email="binned@example.com")) == []
+    assert await hub.adapter.find_people(Subject(email="", external_id=archived_id)) == []
+    assert "dora@example.com" not in repr(hub.sandbox.log.entries)
+
+
 def test_sandbox_stamps_are_hubspots_form_and_follow_the_clock(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -51,6 +51,25 @@ async def test_a_contact_archived_at_the_source_does_not_sync(
     assert shop.holds("binned@example.com") is not archived
 
 
+async def test_a_hubspot_webhook_sync_reads_no_more_of_the_contact_than_a_pull_does(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any]
+) -> None:
+    """HubSpot as a flow's source: a pull reads the configured ``properties``; the targeted
+    sync a ``contact.propertyChange`` webhook causes used ``find``, the access lookup, which
+    reads every property the portal defines (a date of birth, notes): personal data no flow
+    sends, read for nothing. It reads what a pull reads (``find_people``)."""
+    contact_id = crm.add_person(
+        "dora@example.com", "Dora", "Bee", date_of_birth="1980-02-03", hs_content="private"
+    )
+    async with open_rt() as rt:
+        pulled = {r.flow: r for r in await rt.engine.sync()}["crm-to-shop"]
+        (targeted,) = await sync_subject(rt, "crm", external_id=contact_id)
+    assert "date_of_birth" not in pulled.withheld_fields  # the pull never read it
+    assert targeted.pulled == 1
+    assert "date_of_birth" not in targeted.withheld_fields, dict(targeted.withheld_fields)
+    assert targeted.withheld_fields == pulled.withheld_fields
+
+
 async def test_two_deliveries_of_one_customer_under_two_addresses_make_one_contact(
     rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
 ) -> None:
