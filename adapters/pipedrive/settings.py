@@ -21,10 +21,11 @@ from collections.abc import Mapping
 from typing import ClassVar, Final, Literal
 
 import httpx
+from pydantic import SecretStr, field_validator
 
 from connector.adapter import ClientConfig, Limits
 from connector.ratelimit import RateLimit
-from connector.settings import SystemSettings
+from connector.settings import SystemSettings, WebhookSettings
 
 __all__ = [
     "BATCH_SIZE",
@@ -35,6 +36,7 @@ __all__ = [
     "SEARCH_LIMIT",
     "WINDOW_SECONDS",
     "PipedriveSettings",
+    "PipedriveWebhookSettings",
     "Plan",
     "client_config",
     "is_cloudflare_block",
@@ -73,6 +75,29 @@ DAILY_WAIT_SECONDS: Final = 300.0
 BLOCKED_WAIT_SECONDS: Final = 300.0
 
 
+class PipedriveWebhookSettings(WebhookSettings):
+    """``[systems.<name>.webhooks]`` of a Pipedrive company.
+
+    Pipedrive signs nothing: a delivery carries the webhook's HTTP auth user and password as
+    Basic credentials (see :mod:`adapters.pipedrive.webhooks`), so the secret is the pair
+    ``"user:password"``. Any other secret could never verify: every delivery would be
+    answered 401 until Pipedrive turned the webhook off, with nothing to tell the operator.
+    So it is refused here, once resolved from its reference (and never echoed).
+    """
+
+    @field_validator("secret")
+    @classmethod
+    def _basic_pair(cls, secret: SecretStr) -> SecretStr:
+        user, colon, password = secret.get_secret_value().partition(":")
+        if not (user and colon and password):
+            raise ValueError(
+                'must be "user:password": the HTTP auth user and password the Pipedrive '
+                "webhook was created with, which Pipedrive sends with each delivery (it "
+                "signs nothing); any other secret never verifies a delivery"
+            )
+        return secret
+
+
 class PipedriveSettings(SystemSettings):
     """The ``[systems.<name>]`` table of a Pipedrive company.
 
@@ -81,6 +106,7 @@ class PipedriveSettings(SystemSettings):
             rolling 2 s). A ``rate_limit`` table overrides it.
         base_url: the API v2 root, ``https://<company>.pipedrive.com/api/v2`` or
             ``https://api.pipedrive.com/api/v2``.
+        webhooks: the webhook's ``"user:password"`` (:class:`PipedriveWebhookSettings`).
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ("api_token",)
@@ -88,6 +114,7 @@ class PipedriveSettings(SystemSettings):
     adapter: Literal["pipedrive"]
     base_url: str = "https://api.pipedrive.com/api/v2"
     plan: Plan = "growth"
+    webhooks: PipedriveWebhookSettings | None = None
 
 
 def pipedrive_limits(settings: PipedriveSettings) -> Limits:

@@ -3,7 +3,8 @@
 Pipedrive signs nothing. A webhook may carry HTTP Basic credentials (``http_auth_user`` and
 ``http_auth_password``, set when the webhook is created), which Pipedrive sends in the
 ``Authorization`` header of every delivery. The configured webhook secret is therefore the
-pair ``"user:password"``, and a delivery verifies when its header carries exactly that pair.
+pair ``"user:password"``, and a delivery verifies when its header carries exactly that pair
+(config load refuses any other secret: see ``PipedriveWebhookSettings``).
 There is no timestamp to check, so replays are caught by the daemon on the delivery id.
 
 A v2 delivery is ``{"meta": {...}, "data": {...}, "previous": {...}}``; ``meta`` names the

@@ -809,6 +809,58 @@ def test_a_webhook_secret_is_any_text_the_vendor_took(
     assert hooks is not None and hooks.secret.get_secret_value() == "Geheim€wachtwoord ñ"
 
 
+def _with_pipedrive_webhook(path: Path, reference: str) -> Path:
+    """The example config with a webhook secret for its Pipedrive system (``deals``)."""
+    text = path.read_text()
+    at = text.index("[systems.deals.processor]")
+    table = f'[systems.deals.webhooks]\nsecret = "{reference}"\n\n'
+    path.write_text(text[:at] + table + text[at:])
+    return path
+
+
+@pytest.mark.parametrize("scheme", ["env", "file"])
+@pytest.mark.parametrize(
+    "secret", ["the-webhooks-http-auth-password", ":the-password", "the-user:"]
+)
+def test_a_pipedrive_webhook_secret_that_is_no_user_password_pair_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    scheme: str,
+    secret: str,
+) -> None:
+    """Pipedrive signs nothing: its deliveries carry the webhook's HTTP auth user and password
+    as Basic credentials, so the secret is "user:password". Any other never verifies: every
+    delivery was answered 401 until Pipedrive turned the webhook off, and ``check`` said
+    nothing. The resolved secret is refused (exit 2), naming file, key and form, not it."""
+    path = example_config(tmp_path, monkeypatch)
+    if scheme == "env":
+        monkeypatch.setenv("PD_HOOK", secret)
+        reference = "env:PD_HOOK"
+    else:
+        (tmp_path / "pd_hook").write_text(secret + "\n")
+        (tmp_path / "pd_hook").chmod(0o600)
+        reference = "file:pd_hook"
+    _with_pipedrive_webhook(path, reference)
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    said = capsys.readouterr()
+    error = json.loads(said.out)
+    assert (error["file"], error["key"]) == (str(path), "systems.deals.webhooks.secret")
+    assert '"user:password"' in error["message"]
+    assert "HTTP auth user and password" in error["message"]
+    assert secret not in said.out + said.err
+
+
+def test_a_pipedrive_webhook_secret_of_user_and_password_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pair loads as given (a password may hold a colon: Basic splits at the first)."""
+    path = example_config(tmp_path, monkeypatch)
+    monkeypatch.setenv("PD_HOOK", "klantsync:pass:word")
+    hooks = load_config(_with_pipedrive_webhook(path, "env:PD_HOOK")).systems["deals"].webhooks
+    assert hooks is not None and hooks.secret.get_secret_value() == "klantsync:pass:word"
+
+
 @pytest.mark.parametrize(
     "url", ["postgresql://klantsync@db.internal:5432/klantsync", "sqlite:///var/k.db"]
 )
