@@ -61,7 +61,7 @@ from connector.crypto import (
 )
 from connector.dsr_store import PURGE_SOURCE, DsrStore
 from connector.readmit import READMITTED
-from connector.state import PER_SYSTEM_TABLES, RESEND, Store
+from connector.state import PER_SYSTEM_TABLES, RESEND, UNSURE, Store
 
 __all__ = ["Carried", "attached", "carry_erasures", "carry_over"]
 
@@ -447,9 +447,12 @@ def _delivered_since(db: sqlite3.Connection) -> int:
     got; this takes the pairs it holds at an older one. They are found by delivery time: at
     or after the last delivery the backup records (an earlier one it would hold already; a
     few more read at the boundary change nothing). A payload still queued there may have
-    landed, its answer lost: the pair is marked :data:`~connector.state.RESEND` with that
-    payload's hash, so the next sync sends the current one whatever the hashes say, knowing
-    what may have landed (a withdrawal of consent, say). That holds for a pair the
+    landed, its answer lost, or not: the pair is marked :data:`~connector.state.RESEND` and
+    :data:`~connector.state.UNSURE` with that payload's hash, so the next sync sends the
+    current one whatever the hashes say, knowing what may have landed (a withdrawal of
+    consent, say: consenting again, the person is sent a renewal). A withdrawal behind this
+    mark is sent again, where behind a correction's it went: read as sent, it was sent by
+    nobody (the outbox is emptied), and the person stayed subscribed. That holds for a pair the
     backup holds nothing of, too: a newsletter member written by a sync cut short, then
     restored over, is unsubscribed when the person opts out (a withdrawal goes only where
     something was sent). Returns how many pairs changed.
@@ -464,12 +467,12 @@ def _delivered_since(db: sqlite3.Connection) -> int:
         "             rd.payload_hash AS payload_hash, rd.delivered_at AS at "
         "      FROM replaced.delivered rd WHERE rd.delivered_at >= "
         "            (SELECT COALESCE(MAX(delivered_at), '') FROM main.delivered) "
-        "      UNION ALL SELECT ro.system, ro.subject_no, 1, ? || ':' || ro.payload_hash, "
+        "      UNION ALL SELECT ro.system, ro.subject_no, 1, ? || ro.payload_hash, "
         "             ro.enqueued_at FROM replaced.outbox ro) AS x "
         "JOIN replaced.subjects rs ON rs.subject_no = x.subject_no "
         "WHERE rs.subject_id NOT IN (SELECT subject_id FROM main.suppression) "
         "GROUP BY x.system, rs.subject_id",
-        (RESEND,),
+        (f"{RESEND}:{UNSURE}",),
     )
     try:
         changed = db.execute(

@@ -61,6 +61,7 @@ from connector.state import (
     QueuedPayload,
     Store,
     before_resend,
+    landed_unsure,
 )
 from connector.systems import System, Systems
 from connector.transforms import forget_phones
@@ -523,11 +524,14 @@ class Engine:
                     bare = self.keyring.payload_hash(dest.name, fields)
                     digest = WITHDRAWAL + bare
                     previous = before_resend(last)
-                    if previous == bare or previous.startswith(WITHDRAWAL):
+                    if not landed_unsure(last) and (
+                        previous == bare or previous.startswith(WITHDRAWAL)
+                    ):
                         # Sent already: under the address they had then (they moved since),
                         # behind a correction's mark to send again, or before withdrawals
                         # were marked. Sent again, it unsubscribed a member who had
-                        # subscribed anew through the audience's own form meanwhile.
+                        # subscribed anew through the audience's own form meanwhile. (One
+                        # a restore found still queued may not have landed: it goes again.)
                         if last == bare and delivered.get(sid) == bare:
                             # Delivered before withdrawals were marked: its bare hash holds
                             # this address, and is known as a withdrawal only while the

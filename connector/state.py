@@ -32,6 +32,7 @@ __all__ = [
     "HELD_PHONE",
     "PER_SYSTEM_TABLES",
     "RESEND",
+    "UNSURE",
     "WITHDRAWAL",
     "Ack",
     "DeadLetter",
@@ -40,6 +41,7 @@ __all__ = [
     "Store",
     "before_resend",
     "chunks",
+    "landed_unsure",
     "utcnow",
 ]
 
@@ -81,6 +83,15 @@ WITHDRAWAL = "withdrawal:"
 #: is unknown.
 RESEND = "resend"
 
+#: Behind :data:`RESEND`, marks the hash of a payload that was on its way to the system and
+#: may or may not have landed: a restore's mark (connector/carryover.py) for what the replaced
+#: store still had queued, ``resend:unsure:<hash>``. A correction's mark keeps what the system
+#: got: a withdrawal behind it went, and is not sent again (the person may have subscribed
+#: anew at the system since). This one keeps what the system may have got: a withdrawal
+#: behind it is sent again, and a renewal too. Both still say what may be held: someone
+#: consenting again after a withdrawal that may have landed is sent a renewal.
+UNSURE = "unsure:"
+
 #: Marks an outbox row that is held, never sent: it keeps only a write from the person's
 #: former address (schema 19, connector/moves.py), which may have landed with its answer lost,
 #: while the system is to get nothing of them (consent withdrawn, an erasure pending). Dropped,
@@ -92,13 +103,19 @@ HELD = "held"
 
 
 def before_resend(payload_hash: str) -> str:
-    """The hash a system last got, behind a resend mark (a bare mark stays as it is).
+    """The hash a system last got (or may have got), behind a resend mark of either kind
+    (a bare mark stays as it is).
 
     What a system holds still decides what a resend sends: someone whose last payload was a
     withdrawal of consent is sent a renewal when they consent again, correction or not in
     between.
     """
-    return payload_hash.removeprefix(f"{RESEND}:")
+    return payload_hash.removeprefix(f"{RESEND}:{UNSURE}").removeprefix(f"{RESEND}:")
+
+
+def landed_unsure(payload_hash: str) -> bool:
+    """Whether the hash is marked as a payload that may not have landed (:data:`UNSURE`)."""
+    return payload_hash.startswith(f"{RESEND}:{UNSURE}")
 
 
 def utcnow() -> str:
@@ -994,13 +1011,23 @@ class Store:
     def withdrawal_answered(self, system: str, subject_id: str) -> None:
         """The subject subscribed at ``system`` again themselves: a withdrawal it last took
         from klantsync is answered, and marked to send again (:data:`RESEND`), so an
-        unsubscribe after it is not taken for that withdrawal's echo."""
+        unsubscribe after it is not taken for that withdrawal's echo.
+
+        One that may not have landed (:data:`UNSURE`: a restore's) is answered too, its mark
+        made a correction's: their subscribe came after it, and sent again it unsubscribed
+        them from what they had just subscribed to."""
         numbers = self.subject_numbers([subject_id])
         if numbers:
             self.db.execute(
                 "UPDATE delivered SET payload_hash = ? || ':' || payload_hash "
                 "WHERE system=? AND subject_no=? AND payload_hash LIKE ? || '%'",
                 (RESEND, system, numbers[subject_id], WITHDRAWAL),
+            )
+            unsure = f"{RESEND}:{UNSURE}"
+            self.db.execute(
+                "UPDATE delivered SET payload_hash = ? || ':' || substr(payload_hash, ?) "
+                "WHERE system=? AND subject_no=? AND payload_hash LIKE ? || '%'",
+                (RESEND, len(unsure) + 1, system, numbers[subject_id], unsure + WITHDRAWAL),
             )
 
     def opted_out(self, system: str, subject_ids: Sequence[str]) -> set[str]:

@@ -1539,6 +1539,38 @@ async def test_a_restore_takes_the_opt_outs_as_the_replaced_store_has_them(
         assert rt.store.opted_out("news", [subject]) == set()
 
 
+async def test_a_subscribe_at_mailchimp_after_a_restore_answers_the_withdrawal_it_found_queued(
+    world: World, tmp_path: Path
+) -> None:
+    """Withdrawn in the shop while Mailchimp was down, then the store restored from a backup
+    from before: the withdrawal that waited is to be sent again by the next sync (it may
+    not have landed). Before that sync, the person subscribes through the audience's own
+    form: their choice is the later one, and the withdrawal is not sent over it."""
+    from connector.backup import take_backup
+    from connector.restore import restore_backup
+
+    path = news_config(tmp_path, world)
+    out = tmp_path / "b.db"
+    async with open_rt_of(path, world) as rt:
+        email = await _subscribed_by_a_sync(world, rt)
+        take_backup(rt.config, out)
+        world.shop.touch(email, meta_data=CONSENT_NO)
+        world.news.faults.down = True
+        (withdrawn,) = await rt.engine.sync("shop")
+        world.news.faults.down = False
+        assert withdrawn.destinations["news"].retry_later == 1
+        config = rt.config
+    restore_backup(config, out)
+    async with open_rt_of(path, world) as rt:
+        for list_id in LISTS:
+            _hook(rt, world, "subscribe", email, list_id)
+        world.news.log.clear()
+        await rt.engine.sync("shop")
+        assert world.news.log.writes() == []
+    for list_id in LISTS:
+        assert world.news.member(list_id, email)["status"] == "subscribed"  # type: ignore[index]
+
+
 def open_rt_of(path: Path, world: World) -> Any:
     clock = VirtualTime()
     return open_runtime(path, transports=world.transports(), sleep=clock.sleep)

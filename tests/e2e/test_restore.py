@@ -206,3 +206,38 @@ async def test_a_member_written_by_a_sync_cut_short_before_a_restore_is_unsubscr
         assert not report.errors, report.errors
     assert world.news.member(LISTS[0], anna) is None  # a withdrawal adds nobody
     assert world.news.member(LISTS[1], anna)["status"] == "unsubscribed"  # type: ignore[index]
+
+
+async def test_a_withdrawal_still_queued_when_a_backup_is_restored_is_sent_after_it(
+    tmp_path: Path,
+) -> None:
+    """Bram is subscribed, the store backed up; he then withdraws his consent while
+    Mailchimp is down, and the withdrawal waits in the outbox. The restore empties the
+    outbox, and what was on its way is sent again by the next sync: the withdrawal too. Its
+    mark read as a correction's (a withdrawal that went), it was never sent, and Bram stayed
+    subscribed for good."""
+    world = World()
+    config = load_config(write_config(tmp_path, world))
+    runtime = _runtime(world, config)
+    bram = "bram@voorbeeld.nl"
+    world.shop.add_person(bram, "Bram", "Klant", meta_data=_opt_in(True))
+    backup = tmp_path / "backup.db"
+    async with runtime() as rt:
+        await rt.engine.sync("shop")
+        assert world.news.member(LISTS[0], bram)["status"] == "subscribed"  # type: ignore[index]
+        take_backup(config, backup)
+        world.shop.touch(bram, meta_data=_opt_in(False))
+        world.news.faults.down = True
+        (withdrawn,) = await rt.engine.sync("shop")
+        world.news.faults.down = False
+        assert withdrawn.destinations["news"].withdrawn == 1
+        assert withdrawn.destinations["news"].retry_later == 1
+    restore_backup(config, backup)
+    async with runtime() as rt:
+        (report,) = await rt.engine.sync("shop")
+        assert not report.errors, report.errors
+        world.news.log.clear()
+        await rt.engine.sync("shop")
+        assert world.news.log.writes() == []  # sent once, not on every sync
+    for list_id in LISTS:
+        assert world.news.member(list_id, bram)["status"] == "unsubscribed"  # type: ignore[index]
