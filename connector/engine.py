@@ -516,7 +516,9 @@ class Engine:
                     fields = dest.mapping.outbound(person)
                     digest = self.keyring.payload_hash(dest.name, fields)
                     if last is not None and last != digest and dest.mapping.consent_renewed:
-                        fields, digest = self._renewed(dest, person, fields, digest, last)
+                        fields, digest = self._renewed(
+                            dest, person, fields, digest, last, delivered.get(sid)
+                        )
                 elif last is not None and dest.mapping.withdrawn:
                     # They were sent here under a consent they no longer give: tell the
                     # system (e.g. unsubscribe), and from then on send nothing else.
@@ -616,9 +618,15 @@ class Engine:
         self._checkpoint("queued")
 
     def _renewed(
-        self, dest: System, person: Person, fields: dict[str, Any], digest: str, last: str
+        self,
+        dest: System,
+        person: Person,
+        fields: dict[str, Any],
+        digest: str,
+        last: str,
+        delivered: str | None,
     ) -> tuple[dict[str, Any], str]:
-        """``fields`` and their hash, renewed where what ``dest`` last got was a withdrawal.
+        """``fields`` and their hash, renewed where what ``dest`` holds is a withdrawal.
 
         Someone unsubscribed for a withdrawn consent who consents again is sent the mapping's
         ``consent_renewed`` with their fields (Mailchimp: asked to confirm, see its adapter).
@@ -627,15 +635,21 @@ class Engine:
         (:data:`WITHDRAWAL`), whatever address it went under (they may have moved since),
         and behind a mark to send again (a correction reached the shop). Only a changed
         payload gets here, so an unchanged re-sync hashes nothing more.
+
+        ``last`` is what waits in the outbox, else what was delivered (``delivered``).
+        Where either is a withdrawal, the system holds one, or will once it lands: until a
+        renewal lands, every payload is one. So a renewal still waiting is replaced by one
+        with the newer fields; compared with the waiting one alone, it was replaced by a
+        plain write, which Mailchimp applied to the unsubscribed member without asking them.
         """
-        previous = before_resend(last)
+        held = [before_resend(h) for h in (last, delivered) if h is not None]
         renewed = dest.mapping.renewal(fields)
         renewed_digest = self.keyring.payload_hash(dest.name, renewed)
-        if previous.startswith(WITHDRAWAL) or previous == renewed_digest:
+        if any(h.startswith(WITHDRAWAL) for h in held) or before_resend(last) == renewed_digest:
             return renewed, renewed_digest
         # A withdrawal delivered before withdrawals were marked: its bare hash.
         legacy = self.keyring.payload_hash(dest.name, dest.mapping.withdrawal(person))
-        if previous == legacy:
+        if legacy in held:
             return renewed, renewed_digest
         return fields, digest
 

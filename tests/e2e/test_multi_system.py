@@ -348,6 +348,31 @@ async def test_a_withdrawal_delivered_before_withdrawals_were_marked_still_count
     assert world.news.member(LISTS[0], email)["status"] == "pending"  # type: ignore[index]
 
 
+async def test_a_renewal_waiting_in_the_outbox_stays_a_renewal_when_the_data_changes(
+    world: World, rt: Runtime
+) -> None:
+    """Consent given again while Mailchimp is down: the renewal waits in the outbox. The
+    customer then changes their first name before it is delivered. Compared with the
+    waiting renewal and not with the withdrawal Mailchimp holds, the newer payload went as
+    a plain write, which left the unsubscribed member unsubscribed: the consent given again
+    never reached the newsletter."""
+    email = await _sent_then_opted_out(world, rt)
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    world.news.faults.down = True
+    (first,) = await rt.engine.sync("shop")
+    assert (first.destinations["news"].queued, first.destinations["news"].retry_later) == (1, 1)
+    world.shop.touch(email, first_name="Anders")
+    (second,) = await rt.engine.sync("shop")
+    assert second.destinations["news"].queued == 1
+    world.news.faults.down = False
+    await rt.engine.sync("shop")
+    for list_id in LISTS:
+        member = world.news.member(list_id, email)
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("pending", "Anders")
+    assert world.news.confirmations_to(email) == len(LISTS)
+
+
 async def test_a_shopify_erasure_its_owner_cancels_is_exempted_and_asked_for_no_more(
     world: World, rt: Runtime
 ) -> None:
