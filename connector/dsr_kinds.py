@@ -868,9 +868,16 @@ class KindRunner:
             # back to those values in the source would then look like no change at all, and
             # the systems would keep the correction. So the next sync sends the person
             # again. (A source klantsync only reads keeps its values and its hashes: the
-            # correction stays until the person changes there.)
+            # correction stays until the person changes there.) Only to the systems sent a
+            # corrected field: the others' payloads hold none, and a write of them for a
+            # corrected phone asked a newsletter member to confirm their subscription again.
+            receiving = [
+                name
+                for name, system in self.rt.systems.items()
+                if any(f.canonical in fields for f in system.mapping.sent_fields())
+            ]
             with self.rt.store.transaction():
-                self.db.resend_on_next_sync(person)
+                self.db.resend_on_next_sync(person, receiving)
 
     async def _changed_in_source_since(
         self, manifest: dict[str, Any], states: dict[str, SystemRow], ids: dict[str, str]

@@ -10,7 +10,7 @@ which are set to NULL once a request is complete.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -385,18 +385,26 @@ class DsrStore:
             "suppression": self.suppression(subject_id),
         }
 
-    def resend_on_next_sync(self, subject_ids: Sequence[str]) -> int:
-        """Make the next sync send the subjects' current data to every system again.
+    def resend_on_next_sync(
+        self, subject_ids: Sequence[str], systems: Collection[str] | None = None
+    ) -> int:
+        """Make the next sync send the subjects' current data to ``systems`` (every system,
+        where ``None``) again.
 
         Their delivered hashes are marked (:data:`RESEND`) so no payload hashes to them; the
         row stays: it also says they were sent there, which a withdrawal of consent needs.
         Returns how many rows were marked.
         """
+        if systems is not None and not systems:
+            return 0
         where, params = self.store.by_subject("delivered", subject_ids)
+        only: tuple[str, ...] = () if systems is None else tuple(sorted(systems))
+        if only:
+            where += f" AND system IN ({','.join('?' * len(only))})"
         cur = self.db.execute(
             "UPDATE delivered SET payload_hash = ? || ':' || payload_hash "  # noqa: S608
             f"WHERE {where} AND payload_hash NOT LIKE ? || '%'",
-            (RESEND, *params, RESEND),
+            (RESEND, *params, *only, RESEND),
         )
         return int(cur.rowcount)
 

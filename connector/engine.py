@@ -55,6 +55,7 @@ from connector.moves import (
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.state import (
+    RESEND,
     WITHDRAWAL,
     Ack,
     OutboxRow,
@@ -645,7 +646,15 @@ class Engine:
         held = [before_resend(h) for h in (last, delivered) if h is not None]
         renewed = dest.mapping.renewal(fields)
         renewed_digest = self.keyring.payload_hash(dest.name, renewed)
-        if any(h.startswith(WITHDRAWAL) for h in held) or before_resend(last) == renewed_digest:
+        if any(h.startswith(WITHDRAWAL) for h in held):
+            return renewed, renewed_digest
+        if before_resend(last) == renewed_digest:
+            if last.startswith(f"{RESEND}:") and not landed_unsure(last):
+                # The renewal went, and a correction marked it to send again: the fields go
+                # as they are. Sent as the renewal, it asked the member to confirm again
+                # (one who unsubscribed at the system since was e-mailed), for a change of
+                # data. A restore's mark (it may not have landed) sends the renewal.
+                return fields, digest
             return renewed, renewed_digest
         # A withdrawal delivered before withdrawals were marked: its bare hash.
         legacy = self.keyring.payload_hash(dest.name, dest.mapping.withdrawal(person))

@@ -10,7 +10,7 @@ import pytest
 
 from connector.dsr_store import DsrStore
 from connector.dsr_views import views
-from connector.state import Ack, QueuedPayload, Store
+from connector.state import RESEND, Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
 
 
@@ -61,6 +61,24 @@ def test_every_system_with_rows_is_found_and_erased_configured_or_not(tmp_path: 
     assert counts["identities"] == 6 and counts["delivered"] == 6 and counts["outbox"] == 1
     assert db.identities("s0000007") == {} == db.identities("s0000008")
     assert db.identities("s0000009") == {"crm": "9", "old-crm": "9", "shop": "9"}
+
+
+def test_a_resend_is_marked_only_for_the_systems_named(tmp_path: Path) -> None:
+    """A correction marks to be sent again only the systems sent a corrected field; named
+    none, nothing is marked; named nothing (``None``), every system is."""
+    store = Store(tmp_path / "s.db")
+    _fill(store, 3)
+    db = DsrStore(store)
+
+    def delivered() -> dict[str, str]:
+        (_, by_system) = store.page_hashes(["shop", "crm", "news"], ["s0000001"])
+        return {system: hashes["s0000001"] for system, hashes in by_system.items()}
+
+    assert db.resend_on_next_sync(["s0000001"], ["crm"]) == 1
+    assert delivered() == {"shop": "h", "crm": f"{RESEND}:h", "news": "h"}
+    assert db.resend_on_next_sync(["s0000001"], []) == 0
+    assert db.resend_on_next_sync(["s0000001"]) == 2  # crm's is marked already
+    assert set(delivered().values()) == {f"{RESEND}:h"}
 
 
 def test_by_subject_refuses_a_table_not_keyed_by_system_and_subject(tmp_path: Path) -> None:

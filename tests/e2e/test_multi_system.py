@@ -373,6 +373,59 @@ async def test_a_renewal_waiting_in_the_outbox_stays_a_renewal_when_the_data_cha
     assert world.news.confirmations_to(email) == len(LISTS)
 
 
+async def _renewed_confirmed_then_unsubscribed_at_mailchimp(world: World, rt: Runtime) -> str:
+    """Withdrawn, consenting again (asked once to confirm), confirmed; then unsubscribed
+    through the newsletter's own link, which klantsync does not hear of (no webhook)."""
+    email = await _sent_then_opted_out(world, rt)
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    await rt.engine.sync("shop")
+    assert world.news.confirmations_to(email) == len(LISTS)
+    for list_id in LISTS:
+        world.news.confirm(list_id, email)
+        world.news.store.audience(list_id).members[subscriber_hash(email)].status = "unsubscribed"
+    return email
+
+
+async def test_a_correction_of_a_field_mailchimp_does_not_receive_sends_it_nothing(
+    world: World, rt: Runtime
+) -> None:
+    """A phone correction (Mailchimp is sent no phone) marked every system to be sent
+    again; the next sync sent Mailchimp the renewal it had had, and Mailchimp set the
+    member pending and e-mailed them a confirmation, for a change of phone number. Only the
+    systems sent a corrected field are sent the person again."""
+    email = await _renewed_confirmed_then_unsubscribed_at_mailchimp(world, rt)
+    view = await DsrService(rt).rectify(email, {"phone": "+31 6 11112222"})
+    assert view.status == "completed"
+    world.news.log.clear()
+    (report,) = await rt.engine.sync("shop")
+    assert world.news.log.writes() == []
+    assert report.destinations["news"].queued == 0
+    assert report.destinations["crm"].queued == 1  # the CRM is sent the phone: it goes again
+    assert world.news.confirmations_to(email) == len(LISTS)
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+
+
+async def test_a_correction_the_shop_then_undoes_asks_no_member_to_confirm_again(
+    world: World, rt: Runtime
+) -> None:
+    """A correction of the first name reaches Mailchimp and the shop, and the customer puts
+    the old name back in the shop. The next sync sends it (the correction's mark), but as a
+    plain write: sent as the renewal Mailchimp had had, it asked the member to confirm
+    their subscription again, for a change of name (README: they are asked once)."""
+    email = await _renewed_confirmed_then_unsubscribed_at_mailchimp(world, rt)
+    (before,) = {world.news.member(list_id, email)["merge_fields"]["FNAME"] for list_id in LISTS}  # type: ignore[index]
+    view = await DsrService(rt).rectify(email, {"first_name": "Hersteld"})
+    assert view.status == "completed"
+    assert world.news.member(LISTS[0], email)["merge_fields"]["FNAME"] == "Hersteld"  # type: ignore[index]
+    world.shop.touch(email, first_name=before)
+    await rt.engine.sync("shop")
+    for list_id in LISTS:
+        member = world.news.member(list_id, email)
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("unsubscribed", before)
+    assert world.news.confirmations_to(email) == len(LISTS)
+
+
 async def test_a_shopify_erasure_its_owner_cancels_is_exempted_and_asked_for_no_more(
     world: World, rt: Runtime
 ) -> None:
