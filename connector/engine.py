@@ -946,6 +946,8 @@ class Engine:
                 self._fresh.pop(row.id, None)
             dest_report.suppressed_at_delivery += len(gone)
             rows = [r for r in rows if r.subject_id not in suppressed]
+        if not dest.mapping.withdrawn:
+            rows = self._without_withdrawals(dest, rows, dest_report)
         records: list[OutboundRecord] = []
         by_ref: dict[str, OutboxRow] = {}
         undecryptable: list[tuple[OutboxRow, str]] = []
@@ -975,10 +977,7 @@ class Engine:
             by_ref[ref] = row
             fields = envelope["fields"]
             if not allowed.issuperset(fields):
-                # Queued under a mapping that allowed more (a field taken out of it since,
-                # while the system was down): only what the mapping allows now leaves. The
-                # sync after this one queues the person's current payload, without it.
-                fields = {name: value for name, value in fields.items() if name in allowed}
+                fields = self._allowed_now(dest, row, envelope)
             records.append(
                 OutboundRecord(
                     ref=ref,
@@ -1082,6 +1081,59 @@ class Engine:
             dest_report.retry_later += len(later)
         self._checkpoint("acked")
         progress.delivered(flow.name, dest.name, len(results))
+
+    def _without_withdrawals(
+        self, dest: System, rows: list[OutboxRow], dest_report: DestinationReport
+    ) -> list[OutboxRow]:
+        """``rows`` less the withdrawals of consent, which ``dest``'s mapping has no
+        ``withdrawn`` to send now (taken out of it since they were queued); those are
+        dropped, unsent.
+
+        A withdrawal goes as one or not at all: stripped of its marker, the bare address
+        went as an ordinary write, and Mailchimp added the person who withdrew their
+        consent as a subscribed member. Nothing is sent in its place, as for someone the
+        consent gate stops where the mapping has no ``withdrawn`` (a row keeping a former
+        address's write is held, as there, for an erasure to find that address by).
+        """
+        unsent = [r for r in rows if before_resend(r.payload_hash).startswith(WITHDRAWAL)]
+        if not unsent:
+            return rows
+        self._write(lambda store: store.hold_or_drop(unsent))
+        for row in unsent:
+            self._fresh.pop(row.id, None)
+            log.warning(
+                "queued withdrawal of consent not sent: the mapping has no withdrawn now",
+                extra={"system": dest.name, "subject": row.subject_id},
+            )
+        dest_report.suppressed_at_delivery += len(unsent)
+        ids = {row.id for row in unsent}
+        return [r for r in rows if r.id not in ids]
+
+    def _allowed_now(
+        self, dest: System, row: OutboxRow, envelope: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """A queued payload's fields as ``dest``'s mapping allows them now.
+
+        Queued under a mapping that allowed more (a field taken out of it since, while the
+        system was down): only what the mapping allows now leaves. The sync after this one
+        queues the person's current payload, without it. A withdrawal goes as the mapping
+        sends one now (its ``withdrawn``: :meth:`_without_withdrawals` took the rows it has
+        none for), never as the bare address. Anything else is said: a renewal whose marker
+        was taken out goes as a plain write, which asks nobody to confirm.
+        """
+        if before_resend(row.payload_hash).startswith(WITHDRAWAL):
+            return dest.mapping.withdrawal({"email": envelope["email"]})
+        allowed = dest.mapping.allowed_paths
+        fields: dict[str, Any] = envelope["fields"]
+        log.warning(
+            "queued payload sent without what its mapping no longer allows",
+            extra={
+                "system": dest.name,
+                "subject": row.subject_id,
+                "dropped": sorted(name for name in fields if name not in allowed),
+            },
+        )
+        return {name: value for name, value in fields.items() if name in allowed}
 
     async def _formers_first(
         self,

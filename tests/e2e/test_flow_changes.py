@@ -7,6 +7,7 @@ once, and a run that fails says why.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -525,3 +526,89 @@ async def test_a_dry_run_foresees_what_a_renamed_flow_s_queued_rows_become(
         (real,) = await rt.engine.sync()
     assert real.destinations["crm"].queued == 2
     assert (dry.destinations["crm"].queued, dry.destinations["crm"].left_queued) == (2, 0)
+
+
+NEWS_FLOW = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["news"]
+"""
+
+CONSENT_NO = [{"key": "marketing_opt_in", "value": "no"}]
+CONSENT_YES = [{"key": "marketing_opt_in", "value": "yes"}]
+
+
+def _mailchimp_without(tmp_path: Path, *lines: str) -> Path:
+    """Mailchimp's mapping less ``lines`` (its ``withdrawn``, its ``consent_renewed``)."""
+    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
+    for line in lines:
+        assert line in text
+        text = text.replace(line, "")
+    path = tmp_path / "mailchimp-less.toml"
+    path.write_text(text)
+    return path
+
+
+WITHDRAWN_LINE = 'withdrawn = { status = "unsubscribed" }'
+RENEWED_LINE = 'consent_renewed = { status = "pending" }'
+
+
+async def test_a_queued_withdrawal_is_not_sent_as_a_subscribe_once_the_mapping_has_no_withdrawn(
+    world: World, tmp_path: Path
+) -> None:
+    """A customer opts in while Mailchimp is down (their subscribe waits), then opts out (the
+    waiting row becomes their withdrawal). The operator then takes ``withdrawn`` out of the
+    mapping. Filtered to what the mapping allows now, the withdrawal lost its marker, and
+    the bare address went as an ordinary write: Mailchimp added the person who withdrew
+    their consent as a subscribed member. A withdrawal goes as one or not at all."""
+    world.shop.seed_synthetic(4, seed=62)
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    path = write_config(tmp_path, world, NEWS_FLOW)
+    world.news.faults.down = True
+    async with opener(world)(path) as rt:
+        (first,) = await rt.engine.sync()
+        assert first.destinations["news"].retry_later >= 1
+        world.shop.touch(email, meta_data=CONSENT_NO)
+        (second,) = await rt.engine.sync()
+        assert second.destinations["news"].withdrawn == 1
+    world.news.faults.down = False
+    less = _mailchimp_without(tmp_path, WITHDRAWN_LINE, RENEWED_LINE)
+    path = write_config(tmp_path, world, NEWS_FLOW, mappings={"news": less})
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_counts().get("news", 0) == 0
+    assert world.news.member(LIST, email) is None
+
+
+async def test_a_queued_renewal_whose_marker_was_taken_out_goes_plain_and_says_so(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Withdrawn, then consenting again while Mailchimp is down: the renewal waits. The
+    operator takes ``withdrawn`` and ``consent_renewed`` out of the mapping; the waiting row
+    goes as the mapping sends now, a plain write that asks nobody to confirm, and the log
+    says what it went without."""
+    world.shop.seed_synthetic(4, seed=62)
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    path = write_config(tmp_path, world, NEWS_FLOW)
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        world.shop.touch(email, meta_data=CONSENT_NO)
+        await rt.engine.sync()
+        assert world.news.member(LIST, email)["status"] == "unsubscribed"  # type: ignore[index]
+        world.shop.touch(email, meta_data=CONSENT_YES)
+        world.news.faults.down = True
+        (renewed,) = await rt.engine.sync()
+        assert renewed.destinations["news"].retry_later == 1
+    world.news.faults.down = False
+    less = _mailchimp_without(tmp_path, WITHDRAWN_LINE, RENEWED_LINE)
+    path = write_config(tmp_path, world, NEWS_FLOW, mappings={"news": less})
+    caplog.set_level(logging.WARNING, logger="klantsync")
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+    assert world.news.member(LIST, email)["status"] == "unsubscribed"  # type: ignore[index]
+    assert world.news.confirmations_to(email) == 0
+    (said,) = [
+        r for r in caplog.records if r.getMessage().startswith("queued payload sent without")
+    ]
+    assert getattr(said, "dropped", None) == ["status"]
