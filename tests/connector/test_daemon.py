@@ -1570,6 +1570,34 @@ async def test_a_restart_resumes_a_cron_flow_s_run_a_stop_cut_short(
     assert ran == ["flow:shop-to-crm"]
 
 
+async def test_a_run_that_ran_to_the_end_and_failed_stays_failed_when_a_stop_comes(
+    daemon: Daemon,
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run that pulled everything and failed on its own account (a record the CRM
+    refused: a dead letter) stays a failed run when a stop comes as it ends: taken for one
+    the stop cut short, it was recorded ``interrupted``, `klantsync status` said it would
+    resume, and a cron flow ran again at the next start with nothing left to do."""
+    shop.seed_synthetic(3, seed=5)
+    shop.add_person("bad address@example.nl", "Bad", "Address", "")
+    sync = daemon.rt.engine.sync
+
+    async def stop_arrives_as_the_run_ends(*args: Any, **kwargs: Any) -> Any:
+        reports = await sync(*args, **kwargs)
+        daemon.stop()  # SIGTERM, as serve() handles it, while the run wound up
+        daemon.rt.engine.request_stop()
+        return reports
+
+    monkeypatch.setattr(daemon.rt.engine, "sync", stop_arrives_as_the_run_ends)
+    report = await daemon.run_flow("shop-to-crm")
+    assert report is not None and report.complete and report.failed
+    assert report.destinations["crm"].dead_lettered == 1
+    assert not any("stopped" in e for e in report.errors), report.errors
+    assert daemon.rt.store.last_runs()["shop-to-crm"][2] == "failed"
+
+
 async def test_a_run_the_stop_cuts_short_is_recorded_interrupted_for_the_next_start(
     daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
