@@ -376,8 +376,15 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
 
 
 #: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``, HubSpot's
-#: ``propertiesNotRead.reason``), by code.
+#: ``propertiesNotRead.reason``, Mailchimp's ``activityNotRead.reason``), by code.
 _NOT_READ: dict[str, dict[str, str]] = {
+    "activity_feed_cut": {
+        "en": "Mailchimp may hold older activity (e-mails sent, opened, clicked) than the "
+        "most recent events this copy lists (how many: eventsListed)",
+        "nl": "Mailchimp kan oudere activiteit (verstuurde, geopende en aangeklikte e-mails) "
+        "bewaren dan de recentste gebeurtenissen die dit overzicht toont (hoeveel: "
+        "eventsListed)",
+    },
     "read_all_orders": {
         "en": "Shopify counts more orders of this customer than it served: orders older than "
         "60 days are served only to an app granted the read_all_orders scope, so this copy "
@@ -398,6 +405,12 @@ _NOT_READ: dict[str, dict[str, str]] = {
 }
 
 
+#: Where a record says why it was read only in part.
+_NOT_READ_PATHS = frozenset(
+    {"ordersNotRead.reason", "propertiesNotRead.reason", "activityNotRead.reason"}
+)
+
+
 def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterator[tuple[str, str]]:
     """Each exempted system as (heading, why it was not read) in ``lang``; plain text.
 
@@ -416,7 +429,7 @@ def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     for path, value in _flatten(record):
         if path == "retained":
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
-        elif path in ("ordersNotRead.reason", "propertiesNotRead.reason"):
+        elif path in _NOT_READ_PATHS:
             yield path, _NOT_READ.get(value, {}).get(lang, value)
         else:
             yield path, value

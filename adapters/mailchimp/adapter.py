@@ -128,9 +128,8 @@ NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
 ACTIVITY_PAGES: Final = 10
 #: The key of a member's record that says its activity was read only in part, and why.
 ACTIVITY_UNREAD: Final = "activityNotRead"
-ACTIVITY_UNREAD_REASON: Final = (
-    "Mailchimp may hold older activity than the {n} most recent events this copy lists"
-)
+#: Its reason, a code the access reports say in their language (connector/access.py).
+ACTIVITY_UNREAD_REASON: Final = "activity_feed_cut"
 
 
 @dataclass
@@ -543,7 +542,7 @@ class MailchimpAdapter:
         )
         held: dict[str, Any] = {"activity": events}
         if len(events) >= ACTIVITY_PAGES * PAGE_SIZE:
-            held[ACTIVITY_UNREAD] = {"reason": ACTIVITY_UNREAD_REASON.format(n=len(events))}
+            held[ACTIVITY_UNREAD] = {"reason": ACTIVITY_UNREAD_REASON, "eventsListed": len(events)}
         return held
 
     async def _collection(

@@ -398,3 +398,37 @@ async def test_a_hubspot_copy_of_the_configured_properties_only_says_it_is_parti
     (warning,) = [r for r in caplog.records if "crm.schemas.contacts.read" in r.getMessage()]
     said = json.dumps(warning.__dict__, default=str)
     assert CANARY_EMAIL not in said and CANARY_NAME not in said
+
+
+def test_a_mailchimp_copy_cut_short_says_so_in_each_report_s_language(tmp_path: Path) -> None:
+    """Mailchimp's activity is read up to a bound; a member with more carries
+    ``activityNotRead``. Its reason was an English sentence the reports passed on as it
+    was, so the Dutch report told the person in English. It is a code now, said in each
+    report's language, as Shopify's and HubSpot's are."""
+    from adapters.mailchimp.adapter import ACTIVITY_UNREAD, ACTIVITY_UNREAD_REASON
+    from connector.access import Art15Facts, write_bundle
+
+    facts = Art15Facts(
+        purposes={}, categories=[], recipients=[("news", "mailchimp", "")], retention=[],
+        sources=[], controller={},
+    )  # fmt: skip
+    member = {
+        "email_address": "reader1@example.com",
+        "status": "subscribed",
+        "activity": [{"activity_type": "open", "created_at_timestamp": "2026-01-01T00:00:00Z"}],
+        ACTIVITY_UNREAD: {"reason": ACTIVITY_UNREAD_REASON, "eventsListed": 10000},
+    }
+    write_bundle(
+        tmp_path / "bundle",
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2026-11-30T00:00:00+00:00",
+        systems={"news": ("mailchimp", [member])},
+        connector={},
+        facts=facts,
+    )
+    nl = (tmp_path / "bundle" / "report.nl.md").read_text(encoding="utf-8")
+    en = (tmp_path / "bundle" / "report.en.md").read_text(encoding="utf-8")
+    assert "Mailchimp kan oudere activiteit" in nl and "may hold older" not in nl
+    assert "Mailchimp may hold older activity" in en
+    assert ACTIVITY_UNREAD_REASON not in nl + en  # the code is said, not shown
