@@ -297,9 +297,11 @@ async def test_a_sync_leaves_an_archived_member_archived_and_unchanged(
     sandbox: MailchimpSandbox,
 ) -> None:
     """The reader unsubscribed through the newsletter's own link and the marketer archived
-    them; the shop, whose consent still says yes, then sends a changed name. The member is
-    read first and, archived, written nothing: never re-added subscribed, whatever
-    Mailchimp would make of a PUT. On an audience where it is live it is written."""
+    them; the shop, whose consent still says yes, then sends a changed name. Written for
+    the first time (no member id known), the member gets a PUT with status_if_new alone,
+    which leaves it archived (reported, UNVERIFIED) and is reported left archived; known
+    by its member id, it is read first and, archived, sent nothing at all. On an audience
+    where it is live it is written."""
     harness = make_harness(sandbox, list_ids=[LIST_A, LIST_B])
     try:
         member_hash = sandbox.add_person("reader1@example.com", "Old", status="unsubscribed")
