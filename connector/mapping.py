@@ -41,7 +41,7 @@ from connector.configfile import pydantic_error, read_toml
 from connector.errors import ConfigError
 from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, Person
 from connector.settings import StrictModel
-from connector.transforms import Transform, chain, make_transform, text_chain
+from connector.transforms import Transform, make_transform, run_chain, text_chain
 
 __all__ = ["FieldMapping", "SystemMapping", "load_mapping"]
 
@@ -143,12 +143,7 @@ class FieldMapping:
         return self.direction in ("out", "both")
 
     def convert(self, value: Any) -> Any:
-        value = _scalar(value)
-        for transform in self.transforms:
-            if value is None:
-                return None
-            value = transform(value)
-        return value
+        return run_chain(self.transforms, _scalar(value))
 
 
 @dataclass
@@ -186,16 +181,17 @@ class SystemMapping:
         ]
         self._outbound = [f for f in self.fields.values() if f.outbound]
         self._known_paths = frozenset(f.path for f in self.fields.values()) | self.ignore
-        self._readers = [
-            (name, _getter(parts), mapping.transforms) for name, parts, mapping in self._inbound
-        ]
         self._groups = _read_groups(self._inbound)
         self._read_id = _getter(tuple(self.id_path.split(".")))
         # Phone fields read again in the person's own country, where the mapping reads one
         # (see _phones_in_their_country).
         country = self.fields.get("country")
         self._phones = (
-            [r for r in self._readers if "phone" in self.fields[r[0]].transform_names]
+            [
+                (name, _getter(parts))
+                for name, parts, mapping in self._inbound
+                if "phone" in mapping.transform_names
+            ]
             if country is not None and country.inbound
             else []
         )
@@ -295,13 +291,8 @@ class SystemMapping:
             return
         if country not in phonenumbers.SUPPORTED_REGIONS:
             return
-        for name, read, _ in self._phones:
-            chain = self._regional_chain(name, country)
-            value = _scalar(read(record))
-            for transform in chain:
-                if value is None:
-                    break
-                value = transform(value)
+        for name, read in self._phones:
+            value = run_chain(self._regional_chain(name, country), _scalar(read(record)))
             if value is None:
                 person.pop(name, None)
             else:
@@ -333,12 +324,7 @@ class SystemMapping:
             or "phone" not in spec.transform_names
         ):
             return spec.convert(value)
-        value = _scalar(value)
-        for transform in self._regional_chain(name, country):
-            if value is None:
-                break
-            value = transform(value)
-        return value
+        return run_chain(self._regional_chain(name, country), _scalar(value))
 
     def _collect_unmapped(self, record: Mapping[str, Any], prefix: str, out: list[str]) -> None:
         """Append to ``out`` the paths of non-empty leaves that are neither known nor ignored.
@@ -449,7 +435,7 @@ def _read_groups(
             parts[-1],
             _getter(parts),
             text_chain(mapping.transform_names, mapping.transforms),
-            _scalar_then(chain(mapping.transforms)),
+            mapping.convert,
         )
         outer = parts[0] if len(parts) > 1 else None
         last = groups[-1] if groups else None
@@ -460,13 +446,6 @@ def _read_groups(
         else:
             groups.append(_ReadGroup(outer, (member,)))
     return groups
-
-
-def _scalar_then(steps: Transform) -> Transform:
-    def run(value: Any) -> Any:
-        return steps(_scalar(value))
-
-    return run
 
 
 def _scalar(value: Any) -> str | bool | None:

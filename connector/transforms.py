@@ -12,15 +12,23 @@ import gettext
 import itertools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, cast
 
 import phonenumbers
 import pycountry
 
-__all__ = ["TRANSFORMS", "Transform", "chain", "forget_phones", "make_transform", "text_chain"]
+__all__ = [
+    "TRANSFORMS",
+    "Transform",
+    "chain",
+    "forget_phones",
+    "make_transform",
+    "run_chain",
+    "text_chain",
+]
 
 Transform = Callable[[Any], Any]
 
@@ -516,16 +524,17 @@ def text_chain(names: tuple[str, ...], transforms: tuple[Transform, ...]) -> Cal
 
 
 def chain(transforms: tuple[Transform, ...]) -> Transform:
-    """``transforms`` run in turn, stopping at the first ``None``."""
+    """``transforms`` run in turn, stopping at the first ``None`` (see :func:`run_chain`)."""
+    return partial(run_chain, transforms)
 
-    def run(value: Any) -> Any:
-        for transform in transforms:
-            if value is None:
-                return None
-            value = transform(value)
-        return value
 
-    return run
+def run_chain(transforms: Iterable[Transform], value: Any) -> Any:
+    """``value`` through ``transforms`` in turn, stopping at the first ``None``."""
+    for transform in transforms:
+        if value is None:
+            return None
+        value = transform(value)
+    return value
 
 
 def make_transform(name: str, default_region: str) -> Transform | None:
