@@ -490,6 +490,13 @@ class SystemClient:
         )
         self._direct = _DirectPath.for_client(self._client, transport)
 
+    def is_category(self, value: object) -> bool:
+        """Whether ``value`` may stand as an error's category: the one rule every error this
+        client raises follows (a machine code, or a title the adapter declared or a standard
+        reason phrase; see :func:`_error_category`), for adapters that read per-record error
+        categories out of a vendor's answer themselves (a batch's 207)."""
+        return isinstance(value, str) and _is_category(value, self._error_titles)
+
     async def __aenter__(self) -> SystemClient:
         return self
 

@@ -282,7 +282,7 @@ class HubSpotAdapter:
         for error in body.get("errors") or []:
             if not isinstance(error, dict):
                 continue
-            reason = _category(error)
+            reason = _category(error, self.client)
             retryable = _is_retryable(error, reason)
             for ref in _error_refs(error):
                 by_ref[ref] = UpsertResult(ref, "failed", reason=reason, retryable=retryable)
@@ -605,16 +605,13 @@ def _error_refs(error: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _category(error: Mapping[str, Any]) -> str:
-    """The error's category if it looks like a code; never its message, which echoes input."""
+def _category(error: Mapping[str, Any], client: SystemClient) -> str:
+    """The error's category where it passes the client's rule for what a category may carry
+    (:meth:`~connector.http.SystemClient.is_category`), else ``BATCH_ERROR``; never its
+    message, which echoes input. The reason goes to dead letters and ``status``: a
+    "category" holding digits (a phone number) or a lone word (a name) is no code."""
     category = error.get("category")
-    if (
-        isinstance(category, str)
-        and 0 < len(category) <= 64
-        and all(ch.isalnum() or ch in "_-." for ch in category)
-    ):
-        return category
-    return "BATCH_ERROR"
+    return category if isinstance(category, str) and client.is_category(category) else "BATCH_ERROR"
 
 
 def _is_retryable(error: Mapping[str, Any], category: str) -> bool:

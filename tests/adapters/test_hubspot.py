@@ -735,6 +735,40 @@ async def test_a_multi_status_answer_is_read_per_record_without_echoing_input() 
     assert len(sent) == 1 and len(sent[0]["inputs"]) == 5
 
 
+async def test_a_207_category_that_is_no_code_is_not_kept_as_a_record_s_reason() -> None:
+    """Per-record reasons go to dead letters and ``status``. A 207 error's "category" is kept
+    by the client's one rule for categories (a machine code with an underscore and no digits,
+    a declared title or a reason phrase): one that echoes a phone number or a lone name is
+    said as ``BATCH_ERROR``; a code and a reason phrase (``LOCKED``, retried) stay."""
+    categories = ["0687654321", "Zwanettecanary", "OBJECT_NOT_FOUND", "LOCKED"]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        errors = [
+            {"status": "error", "category": category,
+             "context": {"objectWriteTraceId": [f"ref-{n}"]}}
+            for n, category in enumerate(categories, start=1)
+        ]  # fmt: skip
+        body = {"status": "COMPLETE", "results": [], "numErrors": 4, "errors": errors}
+        return httpx.Response(207, json=body)
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    async with client:
+        results = await HubSpotAdapter(client, make_settings()).upsert(
+            [person(n) for n in range(1, 5)]
+        )
+    assert [(r.outcome, r.reason, r.retryable) for r in results] == [
+        ("failed", "BATCH_ERROR", False),
+        ("failed", "BATCH_ERROR", False),
+        ("failed", "OBJECT_NOT_FOUND", False),
+        ("failed", "LOCKED", True),
+    ]
+
+
 # -- search (sandbox) -------------------------------------------------------------------------
 
 
