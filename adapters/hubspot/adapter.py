@@ -13,8 +13,9 @@ What it does, by contract verb:
   archived contact is still held (restorable for 90 days);
 - ``find_people`` (a targeted sync: a webhook, ``resync --email``): the live contact by id,
   else by e-mail, with the configured properties only, as ``pull`` reads it;
-- ``erase``: ``POST .../gdpr-delete`` only, archived contacts included. Never ``DELETE`` or
-  ``batch/archive``, which are soft deletes HubSpot can restore for 90 days;
+- ``erase``: ``POST .../gdpr-delete`` only, archived contacts included, and nothing at all for
+  a subject HubSpot does not hold (by e-mail it would blocklist the address). Never ``DELETE``
+  or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days;
 - webhooks: v3 signatures and ``contact.*`` events.
 """
 
@@ -86,7 +87,10 @@ PROPERTIES_UNREAD_REASON: Final = "crm.schemas.contacts.read"
 #: Error categories worth retrying when HubSpot reports them per input in a 207.
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
 
+#: The erasure's notes (signed into the receipt): each says what was sent, no more.
 ERASURE_NOTE: Final = "permanently deleted; e-mail added to HubSpot's blocklist"
+ERASED_BY_ID_NOTE: Final = "permanently deleted by contact id"
+NOTHING_ERASED_NOTE: Final = "no contact of this person found: nothing deleted, nothing sent"
 NOT_HELD_NOTE: Final = "no contact with this id or e-mail"
 
 #: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
@@ -364,19 +368,30 @@ class HubSpotAdapter:
     async def erase(self, subject: Subject) -> ErasureResult:
         """Permanently delete every contact of the subject with ``gdpr-delete``; never archive.
 
-        HubSpot answers 204 whether or not the e-mail exists (an unknown e-mail is added to its
-        blocklist), so ``found`` comes from a lookup first. The live contact with the e-mail is
-        deleted by e-mail, which also blocklists it. Every other contact of the subject is
-        deleted by id: an archived one (in the recycle bin, restorable for 90 days: an archive
-        is not an erasure) and one found only by the identity map's id (its e-mail changed in
-        HubSpot). Calling this twice is harmless; the second reports ``found=False``.
-        A contact the connector knows as another subject's (``subject.spare``) is left: where
-        the live one with the e-mail may be it, nothing is deleted by e-mail.
+        HubSpot answers 204 whether or not the e-mail exists, and adds an e-mail it does not
+        find to its blocklist [spec], where it stays: so ``found`` comes from a lookup first,
+        and a subject HubSpot does not hold (no live or archived contact with the e-mail, none
+        under the identity map's id) is sent nothing at all. Handing it their address would
+        leave personal data at a processor that had none; the erasure's verification still
+        reads HubSpot afterwards. The live contact with the e-mail is deleted by e-mail,
+        which also blocklists it. Every other contact of the subject is deleted by id: an
+        archived one (in the recycle bin, restorable for 90 days: an archive is not an
+        erasure) and one found only by the identity map's id (its e-mail changed in HubSpot);
+        the e-mail is then sent too, so HubSpot blocklists the address it held them under.
+        Calling this twice is harmless; the second finds nothing, sends nothing and reports
+        ``found=False``. A contact the connector knows as another subject's
+        (``subject.spare``) is left: where the live one with the e-mail may be it, nothing is
+        deleted by e-mail. The note says what was sent (:data:`ERASURE_NOTE`,
+        :data:`ERASED_BY_ID_NOTE`, :data:`NOTHING_ERASED_NOTE`).
         """
         live, others = await self._lookup.held(subject)
+        found = live is not None or bool(others)
         by_id = [str(contact["id"]) for contact in others]
         statuses = [await self._gdpr_delete_id(contact_id) for contact_id in by_id]
-        if "@" in subject.email and (live is not None or not subject.spare):
+        by_email = "@" in subject.email and (
+            live is not None or (bool(others) and not subject.spare)
+        )
+        if by_email:
             response = await self.client.request(
                 "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
             )
@@ -384,7 +399,7 @@ class HubSpotAdapter:
         if any(contact.get("archived") for contact in others):
             statuses += await self._erase_more_archived(subject.email, {*by_id, *subject.spare})
         return ErasureResult(
-            found=live is not None or bool(others),
+            found=found,
             mode="hard_delete",
             reversible=False,
             endpoint=f"POST {GDPR_DELETE}",
@@ -392,7 +407,7 @@ class HubSpotAdapter:
             vendor_status=next(
                 (s for s in statuses if s != 204), statuses[-1] if statuses else None
             ),
-            note=ERASURE_NOTE,
+            note=ERASURE_NOTE if by_email else ERASED_BY_ID_NOTE if found else NOTHING_ERASED_NOTE,
         )
 
     async def _gdpr_delete_id(self, contact_id: str) -> int:

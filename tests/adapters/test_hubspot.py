@@ -470,13 +470,46 @@ async def test_sandbox_archive_routes_are_restorable(
 
 
 async def test_erase_twice_reports_not_found_the_second_time(hub: Harness) -> None:
-    """Erasure is idempotent: the second call still succeeds but reports found=False."""
+    """Erasure is idempotent: the second call finds nobody, sends nothing, says found=False."""
     hub.sandbox.add_person("twice@example.com", "Two", "Times")
     first = await hub.adapter.erase(Subject(email="twice@example.com"))
+    sent = hub.sandbox.endpoints_used.count(f"POST {CONTACTS}/gdpr-delete")
     second = await hub.adapter.erase(Subject(email="twice@example.com"))
     assert (first.found, second.found) == (True, False)
-    assert second.vendor_status == 204
+    assert hub.sandbox.endpoints_used.count(f"POST {CONTACTS}/gdpr-delete") == sent
+    assert second.vendor_status is None and "blocklist" not in second.note
     assert hub.sandbox.contact_count() == 0
+
+
+async def test_erasing_someone_hubspot_never_held_sends_it_nothing(hub: Harness) -> None:
+    """No contact live, archived or under the identity map's id: HubSpot holds nothing of the
+    person. gdpr-delete by e-mail would blocklist the address ("if the email is not found, it
+    is still added to a blocklist"), leaving personal data at a processor that had none, so
+    nothing is sent and the note says so."""
+    subject = Subject(email="never.there@example.com", external_id="99999")
+    result = await hub.adapter.erase(subject)
+    assert not result.found and result.vendor_status is None
+    assert not hub.sandbox.is_blocklisted("never.there@example.com")
+    assert not any("gdpr-delete" in e for e in hub.sandbox.endpoints_used)
+    assert "blocklist" not in result.note and "nothing" in result.note
+
+
+async def test_erasure_that_sends_no_email_claims_no_blocklist(hub: Harness) -> None:
+    """The live contact under the address is another subject's (``spare``): it is left and no
+    gdpr-delete by e-mail is sent, so the note (signed into the receipt) claims no blocklist;
+    with nothing else held it claims no deletion either. The person's own archived contact
+    under the address is deleted by id, and the note says that alone."""
+    other = hub.sandbox.add_person("shared@example.com", "House", "Mate")
+    subject = Subject(email="shared@example.com", spare=frozenset({other}))
+    result = await hub.adapter.erase(subject)
+    assert not result.found and "blocklist" not in result.note
+    assert not any("gdpr-delete" in e for e in hub.sandbox.endpoints_used)
+    assert not hub.sandbox.is_blocklisted("shared@example.com")
+    own = archive(hub.sandbox, "moved.in@example.com")
+    mate = hub.sandbox.add_person("moved.in@example.com", "House", "Mate")
+    result = await hub.adapter.erase(Subject(email="moved.in@example.com", spare=frozenset({mate})))
+    assert result.found and result.note == "permanently deleted by contact id"
+    assert hub.sandbox.store.archived(own) is None and hub.sandbox.holds("moved.in@example.com")
 
 
 async def test_erase_finds_a_contact_by_id_when_its_email_changed(hub: Harness) -> None:
