@@ -110,6 +110,14 @@ class ContactLookup:
             return None
         return await self._get_by_id(external_id, names, archived=False)
 
+    async def archived_by_id(
+        self, external_id: str, names: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The archived contact with this HubSpot id; ``None`` for a live one or none."""
+        if not external_id.isdecimal():
+            return None
+        return await self._get_by_id(external_id, names, archived=True)
+
     async def _get_by_id(
         self, external_id: str, names: Sequence[str] | None, archived: bool
     ) -> dict[str, Any] | None:

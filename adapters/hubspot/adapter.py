@@ -6,7 +6,7 @@ What it does, by contract verb:
 - ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
   so HubSpot answers a partial failure with 207 and says which inputs failed;
 - ``update``: ``POST .../batch/update`` only, by id or by e-mail, so a contact HubSpot does not
-  hold is never created;
+  hold is never created; one in the recycle bin is left unchanged, and the result says so;
 - ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
   path that could end up in an error message), then ``GET .../{id}`` by HubSpot id; each read
   once for live contacts and once with ``archived=true`` for the recycle bin, because an
@@ -92,6 +92,10 @@ ERASURE_NOTE: Final = "permanently deleted; e-mail added to HubSpot's blocklist"
 ERASED_BY_ID_NOTE: Final = "permanently deleted by contact id"
 NOTHING_ERASED_NOTE: Final = "no contact of this person found: nothing deleted, nothing sent"
 NOT_HELD_NOTE: Final = "no contact with this id or e-mail"
+ARCHIVED_NOTE: Final = (
+    "left archived and unchanged: the contact is in HubSpot's recycle bin, where its API "
+    "changes no contact, and a correction does not restore one"
+)
 
 #: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
 MAX_ARCHIVED_ROUNDS: Final = 10
@@ -181,16 +185,30 @@ class HubSpotAdapter:
         As ``upsert``, except that the records without a (live) HubSpot id are updated by
         e-mail with ``batch/update`` and ``idProperty=email``, which answers a contact HubSpot
         does not hold with ``OBJECT_NOT_FOUND`` where ``batch/upsert`` would create it. Such a
-        record is ``not_held``, and so is one whose e-mail names a contact the connector knows
+        record is ``not_held`` unless the contact is in the recycle bin (see
+        :meth:`_unwritten`), and so is one whose e-mail names a contact the connector knows
         as another subject's (``record.spare``): that contact is left as it is.
         """
         results = await self._write_contacts(records, self._update_by_email)
         return [
-            UpsertResult(result.ref, "not_held", note=NOT_HELD_NOTE)
-            if result.reason == "OBJECT_NOT_FOUND"
-            else result
-            for result in results
+            await self._unwritten(record, result) if result.reason == "OBJECT_NOT_FOUND" else result
+            for record, result in zip(records, results, strict=True)
         ]
+
+    async def _unwritten(self, record: OutboundRecord, result: UpsertResult) -> UpsertResult:
+        """What a correction HubSpot found no live contact for says: ``skipped`` with
+        :data:`ARCHIVED_NOTE` for an archived contact of the record's (by its id, else its
+        e-mail), which HubSpot still holds (restorable for 90 days; ``find`` reports it), as
+        Mailchimp's archived member is; else ``not_held``. Said ``not_held``, the receipt told
+        the person HubSpot held nothing while it kept the uncorrected values."""
+        archived = None
+        if record.external_id:
+            archived = await self._lookup.archived_by_id(record.external_id, ["email"])
+        if archived is None:
+            archived = await self._lookup.by_email(record.email, ["email"], archived=True)
+        if archived is None or str(archived["id"]) in record.spare:
+            return UpsertResult(result.ref, "not_held", note=NOT_HELD_NOTE)
+        return UpsertResult(result.ref, "skipped", note=ARCHIVED_NOTE)
 
     async def _write_contacts(
         self,

@@ -607,6 +607,28 @@ async def test_upsert_leaves_an_archived_contact_in_the_recycle_bin(hub: Harness
     assert contact is not None and contact.properties["firstname"] == "Archie"
 
 
+@pytest.mark.parametrize("known", ["id", "e-mail"])
+async def test_a_correction_of_an_archived_contact_says_it_was_left_archived_and_unchanged(
+    hub: Harness, known: str
+) -> None:
+    """An archived contact is held (restorable for 90 days; ``find`` reports it), and the API
+    changes none in the recycle bin. The correction's result, which the receipt shows, says
+    it was left archived and unchanged (as Mailchimp's archived member's does), not that
+    HubSpot holds no contact; nobody is created or restored."""
+    contact_id = archive(hub.sandbox, "binned@example.com")
+    held = await hub.adapter.find(Subject(email="binned@example.com", external_id=contact_id))
+    assert [c["id"] for c in held] == [contact_id]
+    external_id = contact_id if known == "id" else None
+    fix = OutboundRecord("ref-fix", "binned@example.com", external_id, {"lastname": "Right"})
+    (result,) = await hub.adapter.update([fix])
+    assert result.outcome == "skipped" and "archived and unchanged" in result.note
+    contact = hub.sandbox.store.archived(contact_id)
+    assert contact is not None and contact.properties["lastname"] == "Ved"
+    assert not hub.sandbox.holds("binned@example.com")
+    (other,) = await hub.adapter.update([fix._replace(spare=frozenset({contact_id}))])
+    assert other.outcome == "not_held"
+
+
 # -- find and pull ----------------------------------------------------------------------------
 
 
