@@ -172,17 +172,13 @@ class ContactRoutes:
     # -- single-object routes ----------------------------------------------------------------
 
     async def list_properties(self, _request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
-        """``GET /crm/v3/properties/contacts``: every contact property the portal defines."""
+        """``GET /crm/v3/properties/contacts``: every contact property the portal defines, the
+        ones HubSpot sets itself (``createdate``, ``hs_object_id``, ...) among them, as
+        HubSpot lists them: ``modificationMetadata.readOnlyValue`` true. An access copy reads
+        every property listed, so one left out here was missing from the copy."""
         results = [
-            {
-                "name": name,
-                "label": name,
-                "type": "string",
-                "fieldType": "text",
-                "groupName": "contactinformation",
-                "modificationMetadata": {"readOnlyValue": name in READ_ONLY_PROPERTIES},
-            }
-            for name in sorted(self.store.known)
+            _property(name, name in READ_ONLY_PROPERTIES)
+            for name in sorted(self.store.known | READ_ONLY_PROPERTIES)
         ]
         return JSONResponse({"results": results}), []
 
@@ -470,6 +466,32 @@ class ContactRoutes:
             status = 409 if category == "CONFLICT" else 400
             raise Reject(status, message, category, records=records)
         return [(inputs[i].get("objectWriteTraceId"), p[0], p[1]) for i, p in failed]
+
+
+#: How HubSpot types the properties it sets itself; every other one the fake defines is text.
+_READ_ONLY_TYPES: Mapping[str, tuple[str, str]] = {
+    "createdate": ("datetime", "date"),
+    "lastmodifieddate": ("datetime", "date"),
+    "hs_object_id": ("number", "number"),
+}
+
+
+def _property(name: str, read_only: bool) -> dict[str, Any]:
+    """One property definition in the Properties API's shape."""
+    kind, field_type = _READ_ONLY_TYPES.get(name, ("string", "text"))
+    return {
+        "name": name,
+        "label": name,
+        "type": kind,
+        "fieldType": field_type,
+        "groupName": "contactinformation",
+        "hidden": False,
+        "modificationMetadata": {
+            "archivable": not read_only,
+            "readOnlyDefinition": read_only,
+            "readOnlyValue": read_only,
+        },
+    }
 
 
 def _archived_flag(request: Request) -> bool:

@@ -1010,6 +1010,25 @@ async def test_find_returns_every_property_the_portal_holds(hub: Harness) -> Non
     assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 1
 
 
+async def test_sandbox_lists_hubspots_own_contact_properties_and_the_copy_holds_them(
+    hub: Harness,
+) -> None:
+    """HubSpot's property list holds the properties it sets itself (``createdate``,
+    ``lastmodifieddate``, ``hs_object_id``), read-only (``modificationMetadata.readOnlyValue``
+    true): an access copy made against the sandbox holds when the person was first recorded,
+    as one made against HubSpot does. A write naming one is still refused."""
+    response = await hub.client.request("GET", "/crm/v3/properties/contacts")
+    listed = {item["name"]: item for item in response.json()["results"]}
+    for name in ("createdate", "lastmodifieddate", "hs_object_id"):
+        assert listed[name]["modificationMetadata"]["readOnlyValue"] is True, name
+    assert listed["firstname"]["modificationMetadata"]["readOnlyValue"] is False
+    hub.sandbox.add_person("dated@example.com", "Dated", "Person")
+    (contact,) = await hub.adapter.find(Subject(email="dated@example.com"))
+    assert contact["properties"]["createdate"] and contact["properties"]["hs_object_id"]
+    (written,) = await hub.adapter.upsert([person(1, createdate="2020-01-01")])
+    assert written.outcome == "failed"
+
+
 async def test_find_people_reads_the_configured_properties_of_the_live_contact_alone(
     hub: Harness,
 ) -> None:
