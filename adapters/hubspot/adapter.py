@@ -24,12 +24,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, Final, Literal
 
 from adapters.hubspot._lookup import CONTACTS, ContactLookup
+from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.hubspot.settings import (
     DEFAULT_PROPERTIES,
@@ -71,10 +71,7 @@ __all__ = [
     "wait_hint",
 ]
 
-log = logging.getLogger("klantsync.hubspot")
-
 GDPR_DELETE: Final = f"{CONTACTS}/gdpr-delete"
-PROPERTIES: Final = "/crm/v3/properties/contacts"
 
 #: The key of a contact's record that says the copy holds the configured properties only.
 PROPERTIES_UNREAD: Final = "propertiesNotRead"
@@ -120,9 +117,8 @@ class HubSpotAdapter:
         self.limits = hubspot_limits(settings)
         self._properties = ",".join(settings.properties)
         self._lookup = ContactLookup(client, settings.properties)
-        self._every_property: list[str] | None = None
-        # The token may not read the schema: each copy holds the configured properties only.
-        self._schema_refused = False
+        # Without the schema scope a copy holds the configured properties only.
+        self._property_lists = PropertyLists(client, {"contacts": settings.properties})
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -327,12 +323,14 @@ class HubSpotAdapter:
         there. The live contact found by e-mail comes first. An empty list when HubSpot holds
         nobody. When the token may not read the schema, each contact carries
         :data:`PROPERTIES_UNREAD`, so a copy of the configured properties alone does not pass
-        for whole.
+        for whole. The portal's property list (or its refusal) is read again once it is an
+        hour old (:class:`~adapters.hubspot._properties.PropertyLists`): the daemon keeps one
+        adapter for months, and a property an admin defines meanwhile is the person's too.
         """
-        names = await self._all_properties()
-        live, others = await self._lookup.held(subject, names)
+        listed = await self._property_lists.names("contacts")
+        live, others = await self._lookup.held(subject, listed.names)
         held = ([live] if live is not None else []) + others
-        if self._schema_refused:
+        if listed.refused:
             for contact in held:
                 contact[PROPERTIES_UNREAD] = {"reason": PROPERTIES_UNREAD_REASON}
         return held
@@ -354,32 +352,6 @@ class HubSpotAdapter:
         if contact is None:
             contact = await self._lookup.by_email(subject.email, names)
         return [contact] if contact is not None else []
-
-    async def _all_properties(self) -> list[str]:
-        """Every contact property name of the portal, read once per adapter.
-
-        Falls back to the configured properties when the token may not read the schema
-        (HubSpot's ``crm.schemas.contacts.read`` scope is missing: 403); the copies
-        :meth:`find` makes then say so, and a warning names the scope once.
-        """
-        if self._every_property is None:
-            response = await self.client.request("GET", PROPERTIES, accept=(403,))
-            if response.status_code == 403:
-                self._schema_refused = True
-                # The portal's, not a person's: no contact is named.
-                log.warning(
-                    "HubSpot refused the contact property definitions: access copies hold the "
-                    "configured properties only; grant the private app the "
-                    "crm.schemas.contacts.read scope for every property",
-                    extra={"system": self.client.system},
-                )
-            names = [
-                str(item["name"])
-                for item in json_object(response).get("results") or []
-                if isinstance(item, dict) and isinstance(item.get("name"), str)
-            ]
-            self._every_property = names or list(self.settings.properties)
-        return self._every_property
 
     # -- erase -------------------------------------------------------------------------------
 

@@ -1029,6 +1029,63 @@ async def test_sandbox_lists_hubspots_own_contact_properties_and_the_copy_holds_
     assert written.outcome == "failed"
 
 
+async def test_an_access_copy_reads_the_property_list_again_once_it_is_an_hour_old(
+    hub: Harness, clock: FakeClock
+) -> None:
+    """The daemon keeps one adapter for months. A property an admin defines after the first
+    copy ("klachtnotitie") and fills for the person is in the copies made once the list read
+    is an hour old, not missing from every later copy that still claims to be whole."""
+    hub.sandbox.add_person("early@example.com", "Early", "Bird")
+    await hub.adapter.find(Subject(email="early@example.com"))
+    hub.sandbox.store.known = hub.sandbox.store.known | {"klachtnotitie"}
+    hub.sandbox.add_person("late@example.com", "Late", "Comer", klachtnotitie="boos")
+    clock.advance(3599)
+    (within,) = await hub.adapter.find(Subject(email="late@example.com"))
+    assert "klachtnotitie" not in within["properties"]  # the list read a moment ago
+    clock.advance(1)
+    (contact,) = await hub.adapter.find(Subject(email="late@example.com"))
+    assert contact["properties"].get("klachtnotitie") == "boos"
+    assert "propertiesNotRead" not in contact
+    assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 2
+
+
+async def test_a_refused_property_list_is_asked_for_again_once_it_is_an_hour_old(
+    sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """Without the schema scope the copy holds the configured properties and says so. Once
+    the scope is granted, the copies made after the refusal is an hour old hold every
+    property, and no longer say they are partial."""
+    refusing = [True]
+
+    def front(app: Any) -> Any:
+        async def wrapped(scope: Any, receive: Any, send: Any) -> None:
+            if refusing[0] and scope["path"] == "/crm/v3/properties/contacts":
+                body = json.dumps({"status": "error", "category": "MISSING_SCOPES"}).encode()
+                headers = [(b"content-type", b"application/json")]
+                await send({"type": "http.response.start", "status": 403, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await app(scope, receive, send)
+
+        return wrapped
+
+    harness = make_harness(sandbox, clock, front=front)
+    sandbox.add_person("scoped@example.com", "Sco", "Ped", jobtitle="Inkoper")
+    try:
+        (partial,) = await harness.adapter.find(Subject(email="scoped@example.com"))
+        refusing[0] = False
+        clock.advance(1800)
+        (still,) = await harness.adapter.find(Subject(email="scoped@example.com"))
+        clock.advance(1800)
+        (whole,) = await harness.adapter.find(Subject(email="scoped@example.com"))
+    finally:
+        await harness.client.aclose()
+    for copy in (partial, still):
+        assert copy["propertiesNotRead"] == {"reason": "crm.schemas.contacts.read"}
+        assert "jobtitle" not in copy["properties"]
+    assert "propertiesNotRead" not in whole and whole["properties"]["jobtitle"] == "Inkoper"
+
+
 async def test_find_people_reads_the_configured_properties_of_the_live_contact_alone(
     hub: Harness,
 ) -> None:

@@ -1,0 +1,89 @@
+"""The portal's property lists (``GET /crm/v3/properties/{objectType}``), read for access copies.
+
+An access copy holds every property the portal defines for an object, not only the mapped
+ones, so it asks HubSpot which those are. The answer changes when an admin defines a property
+(a "complaint note" filled in for the person from then on), and the daemon keeps one adapter
+for months: a list is trusted for :data:`MAX_AGE_SECONDS`, then read again, by the client's
+clock. A refusal (403: the token lacks the scope to read definitions) is kept as long, so a
+scope granted meanwhile is seen within that time too.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from connector.http import SystemClient, json_object
+
+__all__ = ["MAX_AGE_SECONDS", "Listed", "PropertyLists", "schema_scope"]
+
+log = logging.getLogger("klantsync.hubspot")
+
+#: How long a property list (or its refusal) is used before it is read again: a property an
+#: admin defines shows in access copies within the hour, at one call an hour per object type.
+MAX_AGE_SECONDS: Final = 3600.0
+
+
+def schema_scope(object_type: str) -> str:
+    """The scope that lets a token read an object type's property definitions.
+
+    UNVERIFIED against HubSpot's scope list (``crm.schemas.contacts.read`` is the pattern it
+    documents for contacts); HubSpot answers 403 for a missing scope, whatever its name.
+    """
+    return f"crm.schemas.{object_type}.read"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """An object type's property names, and whether HubSpot refused the list (403): the names
+    are then the fallback ones, and a copy holding them must say it is partial."""
+
+    names: list[str]
+    refused: bool
+
+
+class PropertyLists:
+    """Every property name of each object type, read at most once per :data:`MAX_AGE_SECONDS`.
+
+    Args:
+        client: the portal's HTTP client; its ``clock`` ages the lists.
+        fallback: per object type, the names used when HubSpot refuses (or lists none).
+    """
+
+    def __init__(self, client: SystemClient, fallback: Mapping[str, Sequence[str]]) -> None:
+        self.client = client
+        self.fallback = {kind: list(names) for kind, names in fallback.items()}
+        self._lists: dict[str, tuple[float, Listed]] = {}
+
+    async def names(self, object_type: str) -> Listed:
+        """The object type's property names, read again once the last read is too old."""
+        now = self.client.clock()
+        kept = self._lists.get(object_type)
+        if kept is not None and now - kept[0] < MAX_AGE_SECONDS:
+            return kept[1]
+        listed = await self._read(object_type)
+        self._lists[object_type] = (now, listed)
+        return listed
+
+    async def _read(self, object_type: str) -> Listed:
+        path = f"/crm/v3/properties/{object_type}"
+        response = await self.client.request("GET", path, accept=(403,))
+        refused = response.status_code == 403
+        if refused:
+            # The portal's, not a person's: no contact is named.
+            log.warning(
+                "HubSpot refused the %s property definitions: access copies hold only some of "
+                "their properties; grant the private app the %s scope for every property",
+                object_type,
+                schema_scope(object_type),
+                extra={"system": self.client.system},
+            )
+        results = json_object(response).get("results")
+        names = [
+            str(item["name"])
+            for item in (results if isinstance(results, list) else [])
+            if isinstance(item, dict) and isinstance(item.get("name"), str)
+        ]
+        return Listed(names or list(self.fallback.get(object_type, ())), refused)
