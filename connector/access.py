@@ -376,7 +376,8 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
 
 
 #: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``, HubSpot's
-#: ``propertiesNotRead.reason``, Mailchimp's ``activityNotRead.reason``), by code.
+#: ``propertiesNotRead.reason``, ``associationsNotRead.reason`` and
+#: ``subscriptionsNotRead.reason``, Mailchimp's ``activityNotRead.reason``), by code.
 _NOT_READ: dict[str, dict[str, str]] = {
     "activity_feed_cut": {
         "en": "Mailchimp may hold older activity (e-mails sent, opened, clicked) than the "
@@ -402,12 +403,37 @@ _NOT_READ: dict[str, dict[str, str]] = {
         "toont alleen de eigenschappen die klantsync synchroniseert; HubSpot kan meer over u "
         "bewaren",
     },
+    "associations_partial": {
+        "en": "HubSpot may hold more records linked to your contact than this copy lists: of "
+        "the kinds under unread it served klantsync none (the app may lack the permission "
+        "to read them), of those under cut this copy lists the first ones only (how many: "
+        "listedPerKind), and of those under mainPropertiesOnly their main properties only",
+        "nl": "HubSpot kan meer aan uw contact gekoppelde gegevens bewaren dan dit overzicht "
+        "toont: van de soorten onder unread gaf het klantsync niets (de app mist mogelijk "
+        "de bevoegdheid ze te lezen), van die onder cut toont dit overzicht alleen de eerste "
+        "(hoeveel: listedPerKind), en van die onder mainPropertiesOnly alleen hun "
+        "belangrijkste eigenschappen",
+    },
+    "communication_preferences.read": {
+        "en": "HubSpot did not let klantsync read your e-mail subscriptions and the legal basis "
+        "of each (the app lacks the communication_preferences.read scope), so this copy does "
+        "not show them; HubSpot may hold them",
+        "nl": "HubSpot liet klantsync uw e-mailabonnementen en de rechtsgrond van elk niet "
+        "lezen (de app mist de bevoegdheid communication_preferences.read), dus dit overzicht "
+        "toont ze niet; HubSpot kan ze bewaren",
+    },
 }
 
 
 #: Where a record says why it was read only in part.
 _NOT_READ_PATHS = frozenset(
-    {"ordersNotRead.reason", "propertiesNotRead.reason", "activityNotRead.reason"}
+    {
+        "ordersNotRead.reason",
+        "propertiesNotRead.reason",
+        "activityNotRead.reason",
+        "associationsNotRead.reason",
+        "subscriptionsNotRead.reason",
+    }
 )
 
 

@@ -15,24 +15,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from adapters.hubspot._scopes import SCHEMA_SCOPES
 from connector.http import SystemClient, json_object
 
-__all__ = ["MAX_AGE_SECONDS", "Listed", "PropertyLists", "schema_scope"]
+__all__ = ["MAX_AGE_SECONDS", "Listed", "PropertyLists"]
 
 log = logging.getLogger("klantsync.hubspot")
 
 #: How long a property list (or its refusal) is used before it is read again: a property an
 #: admin defines shows in access copies within the hour, at one call an hour per object type.
 MAX_AGE_SECONDS: Final = 3600.0
-
-
-def schema_scope(object_type: str) -> str:
-    """The scope that lets a token read an object type's property definitions.
-
-    UNVERIFIED against HubSpot's scope list (``crm.schemas.contacts.read`` is the pattern it
-    documents for contacts); HubSpot answers 403 for a missing scope, whatever its name.
-    """
-    return f"crm.schemas.{object_type}.read"
 
 
 @dataclass(frozen=True)
@@ -77,7 +69,7 @@ class PropertyLists:
                 "HubSpot refused the %s property definitions: access copies hold only some of "
                 "their properties; grant the private app the %s scope for every property",
                 object_type,
-                schema_scope(object_type),
+                SCHEMA_SCOPES.get(object_type, f"crm.schemas.{object_type}.read"),
                 extra={"system": self.client.system},
             )
         results = json_object(response).get("results")

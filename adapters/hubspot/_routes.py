@@ -27,7 +27,18 @@ from adapters.hubspot._store import (
 from connector import jsonutil
 from connector.sandboxkit import JSONResponse
 
-__all__ = ["CONTACTS", "PROPERTIES", "ContactRoutes", "Handler", "Reject", "error_body"]
+__all__ = [
+    "CONTACTS",
+    "PROPERTIES",
+    "ContactRoutes",
+    "Handler",
+    "Reject",
+    "error_body",
+    "now_stamp",
+    "property_definition",
+    "read_inputs",
+    "read_json",
+]
 
 CONTACTS = "/crm/v3/objects/contacts"
 PROPERTIES = "/crm/v3/properties/contacts"
@@ -83,6 +94,32 @@ def _traced(inputs: Sequence[Mapping[str, Any]]) -> bool:
     return all(isinstance(t, str) and t for t in traces) and len(set(traces)) == len(traces)
 
 
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body, or the 400 HubSpot answers a malformed one with."""
+    try:
+        body = jsonutil.loads(await request.body())
+    except ValueError:
+        raise Reject(400, "Invalid input JSON: the body could not be parsed.") from None
+    if not isinstance(body, dict):
+        raise Reject(400, "Invalid input JSON: expected an object.")
+    return body
+
+
+async def read_inputs(request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A batch request's body and its ``inputs`` (at most :data:`MAX_INPUTS`)."""
+    body = await read_json(request)
+    inputs = body.get("inputs")
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise Reject(400, "Invalid input JSON: 'inputs' must be a list of objects.")
+    if len(inputs) > MAX_INPUTS:
+        raise Reject(
+            400,
+            f"Too many inputs: {len(inputs)}; a batch takes at most {MAX_INPUTS}.",
+            records=_properties_of(inputs),
+        )
+    return body, inputs
+
+
 class ContactRoutes:
     """The contact endpoints over one :class:`~adapters.hubspot._store.ContactStore`."""
 
@@ -90,26 +127,10 @@ class ContactRoutes:
         self.store = store
 
     async def _json(self, request: Request) -> dict[str, Any]:
-        try:
-            body = jsonutil.loads(await request.body())
-        except ValueError:
-            raise Reject(400, "Invalid input JSON: the body could not be parsed.") from None
-        if not isinstance(body, dict):
-            raise Reject(400, "Invalid input JSON: expected an object.")
-        return body
+        return await read_json(request)
 
     async def _inputs(self, request: Request) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        body = await self._json(request)
-        inputs = body.get("inputs")
-        if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
-            raise Reject(400, "Invalid input JSON: 'inputs' must be a list of objects.")
-        if len(inputs) > MAX_INPUTS:
-            raise Reject(
-                400,
-                f"Too many inputs: {len(inputs)}; a batch takes at most {MAX_INPUTS}.",
-                records=_properties_of(inputs),
-            )
-        return body, inputs
+        return await read_inputs(request)
 
     def _check_properties(self, records: Sequence[Mapping[str, Any]]) -> None:
         """Reject the whole request if any record names a property the portal lacks."""
@@ -147,7 +168,7 @@ class ContactRoutes:
         ok_status: int,
     ) -> Response:
         """``BatchResponse``; 207 with ``errors`` when some inputs failed."""
-        now = _now()
+        now = now_stamp()
         body: dict[str, Any] = {
             "status": "COMPLETE",
             "results": results,
@@ -177,7 +198,7 @@ class ContactRoutes:
         HubSpot lists them: ``modificationMetadata.readOnlyValue`` true. An access copy reads
         every property listed, so one left out here was missing from the copy."""
         results = [
-            _property(name, name in READ_ONLY_PROPERTIES)
+            property_definition(name, name in READ_ONLY_PROPERTIES)
             for name in sorted(self.store.known | READ_ONLY_PROPERTIES)
         ]
         return JSONResponse({"results": results}), []
@@ -345,7 +366,7 @@ class ContactRoutes:
                 missing.append(id_value)
             else:
                 results.append(contact.to_json(names))
-        now = _now()
+        now = now_stamp()
         out: dict[str, Any] = {
             "status": "COMPLETE",
             "results": results,
@@ -472,11 +493,15 @@ class ContactRoutes:
 _READ_ONLY_TYPES: Mapping[str, tuple[str, str]] = {
     "createdate": ("datetime", "date"),
     "lastmodifieddate": ("datetime", "date"),
+    "hs_createdate": ("datetime", "date"),
+    "hs_lastmodifieddate": ("datetime", "date"),
     "hs_object_id": ("number", "number"),
 }
 
 
-def _property(name: str, read_only: bool) -> dict[str, Any]:
+def property_definition(
+    name: str, read_only: bool, group: str = "contactinformation"
+) -> dict[str, Any]:
     """One property definition in the Properties API's shape."""
     kind, field_type = _READ_ONLY_TYPES.get(name, ("string", "text"))
     return {
@@ -484,7 +509,7 @@ def _property(name: str, read_only: bool) -> dict[str, Any]:
         "label": name,
         "type": kind,
         "fieldType": field_type,
-        "groupName": "contactinformation",
+        "groupName": group,
         "hidden": False,
         "modificationMetadata": {
             "archivable": not read_only,
@@ -518,5 +543,6 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
-def _now() -> str:
+def now_stamp() -> str:
+    """Now as a batch answer's ``startedAt`` and ``completedAt`` say it."""
     return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters.hubspot._objects import ObjectStore
+
 __all__ = [
     "DEFAULT_READ_PROPERTIES",
     "KNOWN_PROPERTIES",
@@ -146,6 +148,8 @@ class ContactStore:
         self.blocklist: set[str] = set()
         #: Contacts created for a blocklisted e-mail (HubSpot lets the API bring them back).
         self.blocklist_recreations = 0
+        #: Records associated with contacts (notes, deals, ...) and subscription statuses.
+        self.objects = ObjectStore(_now_iso)
         self._order: list[int] = []
         self._next_id = 1001
         # Kept as a count so ``count_live`` stays O(1): benchmarks ask after every batch.
@@ -261,7 +265,8 @@ class ContactStore:
         return True
 
     def purge(self, contact: Contact) -> None:
-        """Delete a contact for good (gdpr-delete): no copy stays, not even in the archive."""
+        """Delete a contact for good (gdpr-delete): no copy stays, not even in the archive, and
+        what is associated with it goes too (see :meth:`ObjectStore.forget`)."""
         if self.contacts.pop(contact.id, None) is not None and contact.archived:
             self._archived -= 1
         if contact.email:
@@ -273,6 +278,12 @@ class ContactStore:
                 if not ids:
                     del self.archived_by_email[contact.email]
             self.blocklist.add(contact.email)
+        # "A contact and all associated content": its engagements go with it, and its
+        # address's statuses unless another contact (live or archived) still has the address.
+        email = contact.email
+        if email in self.live_by_email or email in self.archived_by_email:
+            email = ""
+        self.objects.forget(contact.id, email, lambda other: other in self.contacts)
 
     # -- search ------------------------------------------------------------------------------
 

@@ -8,9 +8,10 @@ What it does, by contract verb:
 - ``update``: ``POST .../batch/update`` only, by id or by e-mail, so a contact HubSpot does not
   hold is never created; one in the recycle bin is left unchanged, and the result says so;
 - ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
-  path that could end up in an error message), then ``GET .../{id}`` by HubSpot id; each read
-  once for live contacts and once with ``archived=true`` for the recycle bin, because an
-  archived contact is still held (restorable for 90 days);
+  path that could end up in an error message), then by HubSpot id; each read once for live
+  contacts and once with ``archived=true`` for the recycle bin, because an archived contact
+  is still held (restorable for 90 days); each contact found with the records associated
+  with it and its address's subscription statuses (:mod:`adapters.hubspot._related`);
 - ``find_people`` (a targeted sync: a webhook, ``resync --email``): the live contact by id,
   else by e-mail, with the configured properties only, as ``pull`` reads it;
 - ``erase``: ``POST .../gdpr-delete`` only, archived contacts included, and nothing at all for
@@ -30,6 +31,7 @@ from typing import Any, Final, Literal
 
 from adapters.hubspot._lookup import CONTACTS, ContactLookup
 from adapters.hubspot._properties import PropertyLists
+from adapters.hubspot._related import MAIN_PROPERTIES, Related, next_after
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.hubspot.settings import (
     DEFAULT_PROPERTIES,
@@ -117,8 +119,12 @@ class HubSpotAdapter:
         self.limits = hubspot_limits(settings)
         self._properties = ",".join(settings.properties)
         self._lookup = ContactLookup(client, settings.properties)
-        # Without the schema scope a copy holds the configured properties only.
-        self._property_lists = PropertyLists(client, {"contacts": settings.properties})
+        # Without the schema scope a copy holds the configured properties only (and an
+        # associated record its kind's main ones).
+        self._property_lists = PropertyLists(
+            client, {"contacts": settings.properties, **MAIN_PROPERTIES}
+        )
+        self._related = Related(client, self._property_lists)
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -148,17 +154,17 @@ class HubSpotAdapter:
                 required=("results",),
             )
             records = [r for r in body.get("results") or [] if isinstance(r, dict)]
-            next_after = _next_after(body)
-            if next_after is None:
+            following = next_after(body)
+            if following is None:
                 yield Page(records=records, cursor=None, complete=True)
                 return
-            if next_after in seen:
+            if following in seen:
                 raise FatalRemoteError(
                     self.client.system, "GET", CONTACTS, response.status_code, "PAGING_LOOP"
                 )
-            seen.add(next_after)
-            yield Page(records=records, cursor=next_after)
-            after = next_after
+            seen.add(following)
+            yield Page(records=records, cursor=following)
+            after = following
 
     # -- upsert ------------------------------------------------------------------------------
 
@@ -317,22 +323,34 @@ class HubSpotAdapter:
         """Every contact HubSpot holds for the subject, archived ones included.
 
         Each comes with every property the portal defines, not only the mapped ones: an access
-        request must show all that is held. An archived contact (``archived: true``) is held
-        too: it sits in HubSpot's recycle bin, restorable for 90 days, so an access request
-        reports it and an erasure's verification must not call the subject absent while it is
-        there. The live contact found by e-mail comes first. An empty list when HubSpot holds
-        nobody. When the token may not read the schema, each contact carries
-        :data:`PROPERTIES_UNREAD`, so a copy of the configured properties alone does not pass
-        for whole. The portal's property list (or its refusal) is read again once it is an
+        request must show all that is held. Each comes with the records associated with it
+        (``associations``: notes, calls, e-mails, meetings, tasks, deals, companies) and the
+        first with an address with that address's e-mail subscription statuses
+        (``subscriptions``), each saying where HubSpot did not serve them all (see
+        :mod:`adapters.hubspot._related`); they are read only for a contact found, so a lookup
+        that finds nobody costs no more calls than before. An archived contact (``archived:
+        true``) is held too: it sits in HubSpot's recycle bin, restorable for 90 days, so an
+        access request reports it and an erasure's verification must not call the subject
+        absent while it is there. The live contact found by e-mail comes first. An empty list
+        when HubSpot holds nobody. When the token may not read the schema, each contact
+        carries :data:`PROPERTIES_UNREAD`, so a copy of the configured properties alone does
+        not pass for whole. The portal's property list (or its refusal) is read again once it is an
         hour old (:class:`~adapters.hubspot._properties.PropertyLists`): the daemon keeps one
         adapter for months, and a property an admin defines meanwhile is the person's too.
         """
         listed = await self._property_lists.names("contacts")
         live, others = await self._lookup.held(subject, listed.names)
         held = ([live] if live is not None else []) + others
-        if listed.refused:
-            for contact in held:
+        addresses: set[str] = set()
+        for contact in held:
+            if listed.refused:
                 contact[PROPERTIES_UNREAD] = {"reason": PROPERTIES_UNREAD_REASON}
+            contact.update(await self._related.associated(str(contact["id"])))
+            # Statuses are kept per address: read once, with the first contact holding it.
+            address = _address(contact, subject.email)
+            if address and address not in addresses:
+                addresses.add(address)
+                contact.update(await self._related.subscriptions(address))
         return held
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
@@ -518,15 +536,13 @@ _EVENT_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase"]]] = {
 }
 
 
-def _next_after(body: Mapping[str, Any]) -> str | None:
-    paging = body.get("paging")
-    if not isinstance(paging, dict):
-        return None
-    following = paging.get("next")
-    if not isinstance(following, dict):
-        return None
-    after = following.get("after")
-    return str(after) if after not in (None, "") else None
+def _address(contact: Mapping[str, Any], asked: str) -> str:
+    """The e-mail address a contact holds (its ``email`` property), else the one asked for;
+    ``""`` without one. Lower case: HubSpot keeps addresses so."""
+    properties = contact.get("properties")
+    held = properties.get("email") if isinstance(properties, dict) else None
+    address = held if isinstance(held, str) and "@" in held else asked
+    return address.strip().lower() if "@" in address else ""
 
 
 def _by_email(records: Sequence[OutboundRecord]) -> list[dict[str, Any]]:

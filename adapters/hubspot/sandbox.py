@@ -9,6 +9,10 @@ limit with HubSpot's 429 body and ``X-HubSpot-RateLimit-*`` headers; the separat
 reads show only with the ``archived=true`` query flag and search never shows; and
 ``gdpr-delete`` as a permanent deletion that blocklists the e-mail (which the API may still
 bring back, as HubSpot documents; the fake counts it) and, by id, purges an archived contact.
+Beside contacts it keeps what an access copy reads about one: the records associated with it
+(notes, calls, e-mails, meetings, tasks, deals, companies; v4 association lists and v3 batch
+reads) and the e-mail subscription statuses of an address (communication preferences v3),
+each behind the scope HubSpot reads it with (403 ``MISSING_SCOPES`` for a token without it).
 
 The request log holds method, path, status and property *names* only: no values, no e-mails.
 """
@@ -18,7 +22,8 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +31,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from adapters.hubspot._object_routes import (
+    ASSOCIATIONS,
+    OBJECT_BATCH_READ,
+    OBJECT_PROPERTIES_ROUTE,
+    SUBSCRIPTIONS,
+    ObjectRoutes,
+    needed_scopes,
+)
 from adapters.hubspot._routes import (
     CONTACTS,
     PROPERTIES,
@@ -34,10 +47,17 @@ from adapters.hubspot._routes import (
     Reject,
     error_body,
 )
+from adapters.hubspot._scopes import SCHEMA_SCOPES
 from adapters.hubspot._store import ContactStore
 from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, hubspot_uri, sign_v3
 from connector.ratelimit import RateLimit, RollingWindow
-from connector.sandboxkit import JSONResponse, SandboxBase, record
+from connector.sandboxkit import (
+    JSONResponse,
+    RecordedRequest,
+    RequestLog,
+    SandboxBase,
+    record,
+)
 
 __all__ = ["HubSpotSandbox"]
 
@@ -45,6 +65,27 @@ AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
     "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
 )
+
+
+#: HubSpot's answer to a call its token lacks a scope for (UNVERIFIED beyond the category
+#: ``MISSING_SCOPES`` and the status, 403).
+SCOPES_MESSAGE = (
+    "This app hasn't been granted all required scopes to make this call. Read more about "
+    "required scopes here: https://developers.hubspot.com/scopes."
+)
+
+#: The path prefix that holds an e-mail address (communication preferences by address).
+_ADDRESS_IN_PATH = SUBSCRIPTIONS.split("{", 1)[0]
+
+
+class _RequestLog(RequestLog):
+    """The request log, holding the route's template where a path holds an e-mail address:
+    the log keeps no personal data, whatever a call (or an injected fault) was."""
+
+    def add(self, entry: RecordedRequest) -> None:
+        if entry.path.startswith(_ADDRESS_IN_PATH):
+            entry = replace(entry, path=SUBSCRIPTIONS)
+        super().add(entry)
 
 
 #: The longest request target (path and query) answered; past it, 414. HubSpot documents 414
@@ -62,6 +103,9 @@ class HubSpotSandbox(SandboxBase):
         search_rate_limit: the search limit (``None``: unlimited); HubSpot's is 4/s.
         clock: monotonic clock for the rate windows; tests pass a fake one they advance.
         extra_properties: custom contact properties the portal defines.
+        scopes: the scopes the token was granted (``None``: every one). A call to a route
+            that needs another (see :mod:`adapters.hubspot._scopes`) is answered HubSpot's
+            403 ``MISSING_SCOPES``; the contact routes are open to every token.
 
     Attributes:
         store: the contacts, archive and blocklist.
@@ -81,10 +125,13 @@ class HubSpotSandbox(SandboxBase):
         search_rate_limit: RateLimit | None = RateLimit(4, 1),  # noqa: B008 (frozen value)
         clock: Callable[[], float] = time.monotonic,
         extra_properties: Sequence[str] = (),
+        scopes: Collection[str] | None = None,
     ) -> None:
         super().__init__(rate_limit=rate_limit, clock=clock)
+        self.log = _RequestLog()
         self.set_rate_limit("search", search_rate_limit)
         self.token = token
+        self.scopes = None if scopes is None else set(scopes)
         self.store = ContactStore(extra_properties)
         self.rejected_429 = 0
         self.daily_left: int | None = None
@@ -96,8 +143,15 @@ class HubSpotSandbox(SandboxBase):
     def app(self) -> Any:
         """The ASGI app, wrapped so a fault can drop the connection."""
         contacts = ContactRoutes(self.store)
+        objects = ObjectRoutes(self.store)
+        schema = [SCHEMA_SCOPES["contacts"]]
         routes = [
-            self._route("GET", PROPERTIES, contacts.list_properties),
+            self._route("GET", PROPERTIES, contacts.list_properties, needs=lambda _r: schema),
+            self._route(
+                "GET", OBJECT_PROPERTIES_ROUTE, objects.list_properties, needs=needed_scopes
+            ),
+            self._route("GET", ASSOCIATIONS, objects.associations, needs=needed_scopes),
+            self._route("GET", SUBSCRIPTIONS, objects.subscription_statuses, needs=needed_scopes),
             self._route("GET", CONTACTS, contacts.list_contacts),
             self._route("POST", CONTACTS, contacts.create),
             self._route("POST", f"{CONTACTS}/search", contacts.search, bucket="search"),
@@ -110,6 +164,8 @@ class HubSpotSandbox(SandboxBase):
             self._route("GET", f"{CONTACTS}/{{id}}", contacts.get),
             self._route("PATCH", f"{CONTACTS}/{{id}}", contacts.patch),
             self._route("DELETE", f"{CONTACTS}/{{id}}", contacts.delete),
+            # After every contact route: "contacts" would match its ``{objectType}``.
+            self._route("POST", OBJECT_BATCH_READ, objects.batch_read, needs=needed_scopes),
         ]
         return self.serve(Starlette(routes=routes))
 
@@ -135,6 +191,23 @@ class HubSpotSandbox(SandboxBase):
             self.store.update(existing, properties)
             return str(existing.id)
         return str(self.store.create(properties).id)
+
+    def add_associated(self, contact_id: str, kind: str, **properties: Any) -> str:
+        """Seed a record of ``kind`` (``notes``, ``deals``, ...) associated with the contact;
+        its id."""
+        values = {name: "" if v is None else str(v) for name, v in properties.items()}
+        return str(self.store.objects.add(kind, [int(contact_id)], values).id)
+
+    def subscribe(
+        self,
+        email: str,
+        name: str,
+        status: str = "SUBSCRIBED",
+        legal_basis: str | None = "CONSENT_WITH_NOTICE",
+        explanation: str = "",
+    ) -> None:
+        """Seed the address's status for the e-mail subscription type ``name``."""
+        self.store.objects.subscribe(email, name, status, legal_basis, explanation)
 
     def holds(self, email: str) -> bool:
         """Whether a live (not archived, not deleted) contact has this e-mail."""
@@ -193,8 +266,14 @@ class HubSpotSandbox(SandboxBase):
     # -- plumbing ----------------------------------------------------------------------------
 
     def _route(
-        self, method: str, template: str, handler: Handler, bucket: str = "default"
+        self,
+        method: str,
+        template: str,
+        handler: Handler,
+        bucket: str = "default",
+        needs: Callable[[Request], Sequence[str]] | None = None,
     ) -> Route:
+        """``handler`` behind the fake's auth, scopes, daily and burst limits, and log."""
         endpoint_name = f"{method} {template}"
 
         async def endpoint(request: Request) -> Response:
@@ -206,6 +285,9 @@ class HubSpotSandbox(SandboxBase):
             if request.headers.get("authorization") != f"Bearer {self.token}":
                 body = error_body(AUTH_MESSAGE, "INVALID_AUTHENTICATION")
                 return record(self.log, request, JSONResponse(body, status_code=401))
+            missing = self._missing_scopes(needs(request) if needs else ())
+            if missing:
+                return record(self.log, request, _missing_scopes(missing))
             if self.daily_left is not None:
                 if self.daily_left <= 0:
                     self.rejected_429 += 1
@@ -225,6 +307,10 @@ class HubSpotSandbox(SandboxBase):
             return record(self.log, request, response, records=records)
 
         return Route(template, endpoint, methods=[method])
+
+    def _missing_scopes(self, needed: Sequence[str]) -> list[str]:
+        granted = self.scopes
+        return [] if granted is None else [scope for scope in needed if scope not in granted]
 
     def fault_response(self, status: int, request: Request) -> Response:
         """HubSpot's answer to an injected failure: its 429 (per bucket) or error body."""
@@ -260,6 +346,22 @@ class HubSpotSandbox(SandboxBase):
         )
         response.headers["X-HubSpot-RateLimit-Max"] = str(window.limit.requests)
         response.headers["X-HubSpot-RateLimit-Remaining"] = str(window.remaining(self.clock()))
+
+
+def _missing_scopes(missing: Sequence[str]) -> Response:
+    """HubSpot's 403 for a token without a scope the call needs."""
+    body = error_body(
+        SCOPES_MESSAGE,
+        "MISSING_SCOPES",
+        errors=[
+            {
+                "message": "One or more of the following scopes are required.",
+                "context": {"requiredGranularScopes": list(missing)},
+            }
+        ],
+        links={"scopes": "https://developers.hubspot.com/scopes"},
+    )
+    return JSONResponse(body, status_code=403)
 
 
 def _daily_limited() -> Response:

@@ -1086,6 +1086,236 @@ async def test_a_refused_property_list_is_asked_for_again_once_it_is_an_hour_old
     assert "propertiesNotRead" not in whole and whole["properties"]["jobtitle"] == "Inkoper"
 
 
+# -- access copies: what HubSpot keeps beside a contact's own properties ---------------------
+
+
+async def test_an_access_copy_holds_the_records_associated_with_the_contact(
+    hub: Harness,
+) -> None:
+    """Art. 15: HubSpot keeps notes, calls, e-mails, meetings, tasks, deals and companies
+    associated with a contact (the reference's access recipe: "plus associations"); a note a
+    salesperson wrote about the person is their personal data. The copy lists them with every
+    property their kind defines; another contact's note is not among them, and an archived
+    contact's records come with it."""
+    contact_id = hub.sandbox.add_person("noted@example.com", "Noah", "Noted")
+    note = hub.sandbox.add_associated(contact_id, "notes", hs_note_body="Belde over klacht")
+    hub.sandbox.add_associated(contact_id, "calls", hs_call_title="Terugbelverzoek")
+    deal = hub.sandbox.add_associated(contact_id, "deals", dealname="Keukenrenovatie")
+    other = hub.sandbox.add_person("other@example.com", "Otto", "Other")
+    hub.sandbox.add_associated(other, "notes", hs_note_body="Iemand anders")
+    (contact,) = await hub.adapter.find(Subject(email="noted@example.com"))
+    related = contact["associations"]
+    assert sorted(related) == ["calls", "deals", "notes"]
+    assert [(n["id"], n["properties"]["hs_note_body"]) for n in related["notes"]] == [
+        (note, "Belde over klacht")
+    ]
+    assert related["calls"][0]["properties"]["hs_call_title"] == "Terugbelverzoek"
+    assert related["deals"][0]["id"] == deal and related["deals"][0]["properties"]["amount"] is None
+    assert "associationsNotRead" not in contact and "Iemand anders" not in json.dumps(contact)
+    binned = archive(hub.sandbox, "binned@example.com")
+    hub.sandbox.add_associated(binned, "tasks", hs_task_subject="Offerte sturen")
+    (archived,) = await hub.adapter.find(Subject(email="binned@example.com"))
+    assert archived["associations"]["tasks"][0]["properties"]["hs_task_subject"] == "Offerte sturen"
+    assert hub.sandbox.log.count("GET", "/crm/v4/objects/contacts/") == 14
+
+
+async def test_an_access_copy_holds_the_address_s_subscription_statuses(hub: Harness) -> None:
+    """HubSpot keeps, per e-mail subscription type, whether the address is subscribed and on
+    what legal basis (communication preferences; in the reference's access recipe). The copy
+    holds them, read once per address (with the first contact holding it); the request log
+    names the route, never the address in its path."""
+    hub.sandbox.add_person("reader@example.com", "Rea", "Der")
+    archive(hub.sandbox, "reader@example.com")
+    hub.sandbox.add_person("reader@example.com", "Rea", "Der")
+    hub.sandbox.subscribe("reader@example.com", "Nieuwsbrief", legal_basis="CONSENT_WITH_NOTICE")
+    hub.sandbox.subscribe("reader@example.com", "Acties", status="NOT_SUBSCRIBED")
+    live, binned = await hub.adapter.find(Subject(email="reader@example.com"))
+    assert binned["archived"] and "subscriptions" not in binned
+    statuses = {s["name"]: s for s in live["subscriptions"]}
+    assert statuses["Nieuwsbrief"]["status"] == "SUBSCRIBED"
+    assert statuses["Nieuwsbrief"]["legalBasis"] == "CONSENT_WITH_NOTICE"
+    assert statuses["Acties"]["status"] == "NOT_SUBSCRIBED"
+    assert "subscriptionsNotRead" not in live
+    assert "reader@example.com" not in repr(hub.sandbox.log.entries)
+    template = "/communication-preferences/v3/status/email/{emailAddress}"
+    assert hub.sandbox.log.count("GET", template) == 1
+
+
+def _portal(seen: list[httpx.Request]) -> httpx.MockTransport:
+    """A HubSpot portal (by hand, not the sandbox) holding contact 501 with a note associated
+    to it and one e-mail subscription status."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path.startswith("/communication-preferences/v3/status/email/"):
+            status = {
+                "id": "77",
+                "name": "Nieuwsbrief-77",
+                "status": "SUBSCRIBED",
+                "sourceOfStatus": "SUBSCRIPTION_STATUS",
+                "legalBasis": "CONSENT_WITH_NOTICE",
+            }
+            body = {"recipient": "person@example.com", "subscriptionStatuses": [status]}
+            return httpx.Response(200, json=body)
+        if path.startswith("/crm/v4/objects/contacts/501/associations/"):
+            link = {
+                "toObjectId": 9001,
+                "associationTypes": [{"category": "HUBSPOT_DEFINED", "typeId": 202}],
+            }
+            return httpx.Response(200, json={"results": [link] if path.endswith("/notes") else []})
+        if path.startswith("/crm/v3/properties/"):
+            names = ["hs_note_body", "hs_object_id"] if path.endswith("/notes") else ["email"]
+            return httpx.Response(200, json={"results": [{"name": n} for n in names]})
+        if path == "/crm/v3/objects/notes/batch/read":
+            asked = json.loads(request.content)
+            assert asked["inputs"] == [{"id": "9001"}] and "hs_note_body" in asked["properties"]
+            note = {
+                "id": "9001",
+                "properties": {"hs_note_body": "Belde", "hs_object_id": "9001"},
+                "archived": False,
+            }
+            return httpx.Response(200, json={"status": "COMPLETE", "results": [note]})
+        if path == f"{CONTACTS}/batch/read":
+            archived = request.url.params.get("archived") == "true"
+            contact = {
+                "id": "501",
+                "properties": {"email": "person@example.com"},
+                "archived": False,
+            }
+            return httpx.Response(
+                200, json={"status": "COMPLETE", "results": [] if archived else [contact]}
+            )
+        return httpx.Response(
+            404, json={"status": "error", "category": "OBJECT_NOT_FOUND", "message": "not found"}
+        )
+
+    return httpx.MockTransport(answer)  # fmt: skip
+
+
+async def test_an_access_copy_asks_for_associations_and_subscription_statuses() -> None:
+    """Against a portal answering as HubSpot documents: the v4 association lists, a v3 batch
+    read of the associated ids with the kind's properties, and the address's statuses."""
+    seen: list[httpx.Request] = []
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=_portal(seen),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    async with client:
+        (contact,) = await HubSpotAdapter(client, make_settings()).find(
+            Subject(email="person@example.com")
+        )
+    asked = {f"{r.method} {r.url.path}" for r in seen}
+    assert "GET /crm/v4/objects/contacts/501/associations/notes" in asked
+    assert "GET /crm/v4/objects/contacts/501/associations/companies" in asked
+    assert "GET /communication-preferences/v3/status/email/person@example.com" in asked
+    assert contact["associations"]["notes"][0]["properties"]["hs_note_body"] == "Belde"
+    assert contact["subscriptions"][0]["name"] == "Nieuwsbrief-77"
+
+
+async def test_an_access_copy_says_what_a_missing_scope_kept_out(
+    sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """A private app without the scope for deals, for companies' property definitions or for
+    subscription statuses: HubSpot answers those calls 403. The copy is still made, with what
+    was served, and says what was not: deals unread, companies with their main properties
+    only, subscriptions not read (``subscriptionsNotRead``, as ``propertiesNotRead``)."""
+    sandbox.scopes = {"crm.schemas.contacts.read", "crm.objects.contacts.read",
+                      "crm.objects.companies.read"}  # fmt: skip
+    sandbox.store.objects.known = {
+        **sandbox.store.objects.known,
+        "companies": sandbox.store.objects.known["companies"] | {"klantnummer"},
+    }
+    contact_id = sandbox.add_person("scoped@example.com", "Sco", "Ped")
+    sandbox.add_associated(contact_id, "notes", hs_note_body="Gesprek")
+    sandbox.add_associated(contact_id, "deals", dealname="Verbouwing")
+    sandbox.add_associated(contact_id, "companies", name="Bouwbedrijf", klantnummer="K-12")
+    sandbox.subscribe("scoped@example.com", "Nieuwsbrief")
+    harness = make_harness(sandbox, clock)
+    try:
+        (contact,) = await harness.adapter.find(Subject(email="scoped@example.com"))
+    finally:
+        await harness.client.aclose()
+    assert contact["associations"]["notes"][0]["properties"]["hs_note_body"] == "Gesprek"
+    company = contact["associations"]["companies"][0]["properties"]
+    assert company["name"] == "Bouwbedrijf" and "klantnummer" not in company
+    assert "deals" not in contact["associations"] and "subscriptions" not in contact
+    assert contact["associationsNotRead"] == {
+        "reason": "associations_partial",
+        "unread": "deals",
+        "mainPropertiesOnly": "companies",
+    }
+    assert contact["subscriptionsNotRead"] == {"reason": "communication_preferences.read"}
+    refused = [e for e in sandbox.log.entries if e.status == 403]
+    assert len(refused) == 3
+
+
+async def test_an_access_copy_lists_at_most_500_records_of_a_kind_and_says_it_is_cut(
+    hub: Harness,
+) -> None:
+    """A bound on one copy's calls: at most 500 records of a kind, the first HubSpot lists;
+    a contact with more says which kind was cut, and how many of it are listed."""
+    hub.sandbox.set_rate_limit("default", None)
+    contact_id = hub.sandbox.add_person("busy@example.com", "Bu", "Sy")
+    for n in range(501):
+        hub.sandbox.add_associated(contact_id, "emails", hs_email_subject=f"Bericht {n}")
+    (contact,) = await hub.adapter.find(Subject(email="busy@example.com"))
+    emails = contact["associations"]["emails"]
+    assert len(emails) == 500 and emails[0]["properties"]["hs_email_subject"] == "Bericht 0"
+    assert contact["associationsNotRead"] == {
+        "reason": "associations_partial",
+        "cut": "emails",
+        "listedPerKind": "500",
+    }
+    assert hub.sandbox.log.count("POST", "/crm/v3/objects/emails/batch/read") == 5
+
+
+async def test_a_failed_subscription_read_names_the_route_not_the_address() -> None:
+    """The statuses are read by address, in the path: an error raised for that call names
+    the route's template, so no message or log holds the e-mail."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.startswith("/communication-preferences/"):
+            return httpx.Response(503, json={"status": "error", "category": "INTERNAL_ERROR"})
+        if path == f"{CONTACTS}/batch/read" and not request.url.params.get("archived"):
+            contact = {"id": "7", "properties": {"email": CANARY_EMAIL}, "archived": False}
+            return httpx.Response(200, json={"results": [contact]})
+        return httpx.Response(200, json={"results": []})
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    async with client:
+        with pytest.raises(RetryableError) as caught:
+            await HubSpotAdapter(client, make_settings()).find(Subject(email=CANARY_EMAIL))
+    assert CANARY_EMAIL not in str(caught.value) and caught.value.__cause__ is None
+    assert caught.value.path == "/communication-preferences/v3/status/email/{emailAddress}"
+
+
+async def test_erasure_takes_the_contacts_engagements_and_statuses_with_it(hub: Harness) -> None:
+    """gdpr-delete "permanently deletes a contact and all associated content": the sandbox
+    takes its notes (one another contact shares stays) and its address's statuses; deals
+    stay, the business's, no longer linked to the person."""
+    contact_id = hub.sandbox.add_person("gone@example.com", "Go", "Ne")
+    mate = hub.sandbox.add_person("mate@example.com", "Ma", "Te")
+    own = hub.sandbox.add_associated(contact_id, "notes", hs_note_body="Alleen van hem")
+    shared = hub.sandbox.store.objects.add("notes", [int(contact_id), int(mate)], {}).id
+    deal = hub.sandbox.add_associated(contact_id, "deals", dealname="Project")
+    hub.sandbox.subscribe("gone@example.com", "Nieuwsbrief")
+    result = await hub.adapter.erase(Subject(email="gone@example.com"))
+    assert result.found
+    objects = hub.sandbox.store.objects
+    assert objects.get("notes", own) is None and objects.get("notes", str(shared)) is not None
+    assert objects.get("deals", deal) is not None and objects.statuses("gone@example.com") == []
+    assert await hub.adapter.find(Subject(email="gone@example.com")) == []
+
+
 async def test_find_people_reads_the_configured_properties_of_the_live_contact_alone(
     hub: Harness,
 ) -> None:

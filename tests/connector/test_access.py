@@ -432,3 +432,47 @@ def test_a_mailchimp_copy_cut_short_says_so_in_each_report_s_language(tmp_path: 
     assert "Mailchimp kan oudere activiteit" in nl and "may hold older" not in nl
     assert "Mailchimp may hold older activity" in en
     assert ACTIVITY_UNREAD_REASON not in nl + en  # the code is said, not shown
+
+
+def test_a_hubspot_copy_of_some_associations_says_so_in_each_report_s_language(
+    tmp_path: Path,
+) -> None:
+    """HubSpot's copy holds the records associated with the contact and its address's
+    subscription statuses; where a scope kept some out, or a kind was cut at its bound, the
+    contact's record says so by code, and each report says it in its own language."""
+    from adapters.hubspot._related import (
+        ASSOCIATIONS_UNREAD,
+        ASSOCIATIONS_UNREAD_REASON,
+        SUBSCRIPTIONS_UNREAD,
+        SUBSCRIPTIONS_UNREAD_REASON,
+    )
+    from connector.access import Art15Facts, write_bundle
+
+    facts = Art15Facts(
+        purposes={}, categories=[], recipients=[("crm", "hubspot", "")], retention=[],
+        sources=[], controller={},
+    )  # fmt: skip
+    contact = {
+        "id": "501",
+        "properties": {"email": "person@example.com"},
+        "associations": {"notes": [{"id": "9001", "properties": {"hs_note_body": "Belde"}}]},
+        ASSOCIATIONS_UNREAD: {"reason": ASSOCIATIONS_UNREAD_REASON, "unread": "deals"},
+        SUBSCRIPTIONS_UNREAD: {"reason": SUBSCRIPTIONS_UNREAD_REASON},
+    }
+    write_bundle(
+        tmp_path / "bundle",
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2026-11-30T00:00:00+00:00",
+        systems={"crm": ("hubspot", [contact])},
+        connector={},
+        facts=facts,
+    )
+    nl = (tmp_path / "bundle" / "report.nl.md").read_text(encoding="utf-8")
+    en = (tmp_path / "bundle" / "report.en.md").read_text(encoding="utf-8")
+    assert "Belde" in nl and "Belde" in en
+    assert "HubSpot may hold more records linked to your contact" in en
+    assert "HubSpot kan meer aan uw contact gekoppelde gegevens bewaren" in nl
+    assert "did not let klantsync read your e-mail subscriptions" in en
+    assert "uw e-mailabonnementen en de rechtsgrond van elk niet" in nl
+    assert ASSOCIATIONS_UNREAD_REASON not in nl + en  # the code is said, not shown
