@@ -88,6 +88,11 @@ class RemoteError(KlantsyncError):
         detail_text = f" ({detail})" if detail else ""
         super().__init__(f"{system}: {method} {path}{status_text}{detail_text}")
 
+    def renamed(self, path: str) -> RemoteError:
+        """This error naming ``path`` instead: a route's template where the path it was raised
+        for holds personal data (an e-mail, or its hash, in the URL)."""
+        return type(self)(self.system, self.method, path, self.status, self.detail)
+
 
 class RetryableError(RemoteError):
     """Transient: a transport error, a 5xx or a 429. Retried; if retries run out, left queued."""
@@ -107,6 +112,11 @@ class RateLimitedError(RetryableError):
     ) -> None:
         super().__init__(system, method, path, status, detail)
         self.wait_seconds = wait_seconds
+
+    def renamed(self, path: str) -> RateLimitedError:
+        return type(self)(
+            self.system, self.method, path, self.status, self.detail, self.wait_seconds
+        )
 
 
 class BudgetSpentError(RateLimitedError):

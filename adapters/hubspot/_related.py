@@ -30,7 +30,7 @@ import httpx
 
 from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot._scopes import ASSOCIATED_KINDS
-from connector.errors import FatalRemoteError, RateLimitedError, RemoteError, RetryableError
+from connector.errors import FatalRemoteError, RemoteError, RetryableError
 from connector.http import SystemClient, answer_object
 
 __all__ = [
@@ -181,7 +181,7 @@ class Related:
         except RemoteError as exc:
             # The path holds the e-mail: the error raised names the route's template instead,
             # and keeps only what caused the original (a transport error) in its chain.
-            raise _renamed(exc, SUBSCRIPTIONS) from exc.__cause__
+            raise exc.renamed(SUBSCRIPTIONS) from exc.__cause__
         if response.status_code == 403:
             return {SUBSCRIPTIONS_UNREAD: {"reason": SUBSCRIPTIONS_UNREAD_REASON}}
         if response.status_code == 404:
@@ -291,10 +291,3 @@ def next_after(body: Mapping[str, Any]) -> str | None:
     following = paging.get("next") if isinstance(paging, dict) else None
     after = following.get("after") if isinstance(following, dict) else None
     return str(after) if after not in (None, "") else None
-
-
-def _renamed(exc: RemoteError, path: str) -> RemoteError:
-    """``exc`` naming ``path`` (a route's template) instead of the path it was raised for."""
-    if isinstance(exc, RateLimitedError):
-        return type(exc)(exc.system, exc.method, path, exc.status, exc.detail, exc.wait_seconds)
-    return type(exc)(exc.system, exc.method, path, exc.status, exc.detail)

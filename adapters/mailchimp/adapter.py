@@ -82,7 +82,6 @@ from connector.adapter import (
 )
 from connector.errors import (
     FatalRemoteError,
-    RateLimitedError,
     RecordError,
     RemoteError,
     RetryableError,
@@ -713,7 +712,7 @@ class MailchimpAdapter:
         try:
             return await self.client.request(method, path, params=params, json=json, accept=accept)
         except RemoteError as exc:
-            renamed = _renamed(exc, template)
+            renamed = exc.renamed(template)
             # The original's message holds the hash: keep only what caused *it* (the transport
             # error, if any) in the chain.
             raise renamed from exc.__cause__
@@ -795,14 +794,6 @@ def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | Non
         if not outcome.ok:
             return UpsertResult(ref, "failed", reason=outcome.reason)
     return None
-
-
-def _renamed(exc: RemoteError, path: str) -> RemoteError:
-    if isinstance(exc, RateLimitedError):
-        return RateLimitedError(
-            exc.system, exc.method, path, exc.status, exc.detail, exc.wait_seconds
-        )
-    return type(exc)(exc.system, exc.method, path, exc.status, exc.detail)
 
 
 def _reason(exc: RemoteError) -> str:
