@@ -424,7 +424,8 @@ class KindRunner:
         """
         email = manifest["email"]
         asked = manifest.setdefault("sources_asked", [])
-        todo = [n for n in self._sources() if n not in asked]
+        # A source whose part is exempted is not asked (nor counted asked: it never answered).
+        todo = [n for n in self._sources(row) if n not in asked]
         if not email or not todo:
             return
         former, answered = await self._former_subjects(email, todo)
@@ -436,10 +437,35 @@ class KindRunner:
         else:
             self._save(row, manifest)
 
-    def _sources(self) -> list[str]:
-        """The configured systems that are a flow's source, in configuration order."""
+    def _sources(self, row: RequestRow | None = None) -> list[str]:
+        """The configured systems that are a flow's source, in configuration order; with
+        ``row``, only those the request may still ask (:meth:`_askable`)."""
         sources = {flow.source for flow in self.rt.config.flows}
-        return [name for name in self.rt.systems if name in sources]
+        return [name for name in self._askable(row) if name in sources]
+
+    def _askable(self, row: RequestRow | None) -> list[str]:
+        """The configured systems ``row`` may still ask, in configuration order: all but
+        those whose part is exempted (:meth:`DsrService.exempt`). Every call that asks a
+        system on a request's behalf goes by this, read again just before it asks.
+
+        An exemption says the system is asked nothing more, even by a run already under way
+        (the operator exempts from the CLI while the daemon's retry works): a list fixed at
+        the start of a run went on reading, and erasing, what the exemption was to keep out.
+        With no request yet (an erasure or correction being opened), every system.
+        """
+        if row is None:
+            return list(self.rt.systems)
+        exempt = self._exempted(row)
+        return [name for name in self.rt.systems if name not in exempt]
+
+    def _exempted(self, row: RequestRow) -> dict[str, str]:
+        """The systems whose part of ``row`` is exempted, each with the reason the exemption
+        stored (its detail without the "exempt: " it starts with)."""
+        return {
+            s.system: (s.detail or "").removeprefix("exempt: ")
+            for s in self.db.systems(row.id)
+            if s.status == "exempt"
+        }
 
     async def _former_subjects(self, email: str, sources: list[str]) -> tuple[list[str], list[str]]:
         """Subjects the person is known under in the identity map by their record in a source.
@@ -569,7 +595,9 @@ class KindRunner:
             if erasing:
                 # Writes of a sync still on their way settled before the traces went (see
                 # _erase); any batch since saw the suppression entry and sent nothing.
-                results = [await system.adapter.erase(s) for s in subjects]
+                results = await self._erase_unless_exempted(row, system, subjects)
+                if results is None:
+                    return
                 result = _passed_over(_outcome(results), subject.spare)
                 # A retry after a crash finds nothing left, or only what is kept on purpose:
                 # the facts of the call that deleted stay.
@@ -586,6 +614,8 @@ class KindRunner:
         except KlantsyncError as exc:
             self._failed(row, name, str(exc))
             return
+        if name not in self._askable(row):
+            return  # exempted during the erasure call: not even read to verify
         try:
             # What the system keeps on purpose (RETAINED: orders kept for tax law) is no
             # failure: the erasure's note and receipt say it stays.
@@ -635,6 +665,26 @@ class KindRunner:
             detail = "erased by the vendor itself (origin of the request)"
         self._set(row, name, "verified_absent" if held else "not_held", detail, record)
 
+    async def _erase_unless_exempted(
+        self, row: RequestRow, system: System, subjects: Sequence[Subject]
+    ) -> list[ErasureResult] | None:
+        """Ask ``system`` to erase each of ``subjects``; ``None`` once its part is exempted.
+
+        The part's status is read again just before each call, with no wait between the read
+        and the call: an exemption made while the run read the other systems, or during a
+        call for another of the person's addresses, keeps what it was to keep (records
+        needed for a legal claim). A call already made stays in the audit trail.
+        """
+        results: list[ErasureResult] = []
+        for subject in subjects:
+            if system.name not in self._askable(row):
+                if results:
+                    found = any(r.found for r in results)
+                    self.service.audit("dsr.erased", row, system=system.name, found=found)
+                return None
+            results.append(await system.adapter.erase(subject))
+        return results
+
     def _erasure_due(self, state: SystemRow, record: dict[str, Any]) -> bool:
         """Whether this attempt asks the vendor to erase, or only reads to verify.
 
@@ -676,15 +726,14 @@ class KindRunner:
         # An address changed in a source since the last sync is found through that source's
         # record (a source that cannot be asked now fails its own read below as well, and the
         # retry asks again).
-        former, _ = await self._former_subjects(manifest["email"], self._sources())
+        sources = self._sources(row)
+        former, _ = await self._former_subjects(manifest["email"], sources)
         people = self._same_person(row.subject_id, [*manifest.get("also", []), *former])
         # The address is another customer's now: a system that still finds it on the person
         # who had it (HubSpot keeps a former address on the contact) shows that person.
         taken = STRANGER in former
         # Their own id in each source that holds them: an order there is theirs by it.
-        owners = {
-            name: self._owners.pop((name, manifest["email"]), None) for name in self._sources()
-        }
+        owners = {name: self._owners.pop((name, manifest["email"]), None) for name in sources}
         ids: dict[str, str] = {}
         for sid in people:
             for name, external_id in self.service.identities(sid).items():
@@ -724,27 +773,25 @@ class KindRunner:
 
         # Every system is read again on a retry: records are never stored between attempts.
         # One exempted from the request (DsrService.exempt) is not read at all; the bundle
-        # tells the person why (Art. 12(4)), from the reason the exemption stored (its
-        # detail, "exempt: " and the redacted reason).
-        exempt = {
-            s.system: (s.detail or "").removeprefix("exempt: ")
-            for s in self.db.systems(row.id)
-            if s.status == "exempt"
-        }
-        reading = [n for n in self.rt.systems if n not in exempt]
+        # tells the person why (Art. 12(4)), from the reason the exemption stored.
+        reading = self._askable(row)
         outcomes = await _settle({n: read(n) for n in reading})
+        # Read again after: a system exempted while it was being read is left out too.
+        exempt = self._exempted(row)
         held: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         for name, outcome in outcomes.items():
+            if isinstance(outcome, BaseException) and not isinstance(outcome, KlantsyncError):
+                raise outcome  # a fault of the connector's own, not the system's answer
+            if name in exempt:
+                continue  # not in the bundle, whatever the read found
             if isinstance(outcome, KlantsyncError):
                 self._failed(row, name, str(outcome))
-            elif isinstance(outcome, BaseException):
-                raise outcome
             else:
                 assert isinstance(outcome, list)
                 held[name] = (self.rt.systems[name].settings.adapter, outcome)
                 facts = {"endpoint": "find", "records": len(outcome)}
                 self._set(row, name, "done" if outcome else "not_held", None, facts)
-        if len(held) != len(reading):
+        if any(name not in held and name not in exempt for name in reading):
             return
         connector = {
             "subject_id": row.subject_id,
@@ -822,12 +869,13 @@ class KindRunner:
 
     # -- rectify -------------------------------------------------------------------------------
 
-    async def person(self, email: str, subject_id: str) -> list[str]:
+    async def person(self, email: str, subject_id: str, row: RequestRow | None = None) -> list[str]:
         """The subject and every subject the same person is known under: former addresses
         the identity map links (connector/moves.py), and the one a source's record for
         ``email`` is known under when the person changed their address since the last sync
-        (:meth:`_former_subjects`; a source that cannot be asked now is left out)."""
-        former, _ = await self._former_subjects(email, self._sources())
+        (:meth:`_former_subjects`; a source that cannot be asked now, or that ``row`` may
+        not ask, is left out)."""
+        former, _ = await self._former_subjects(email, self._sources(row))
         return self._same_person(subject_id, former)
 
     async def _rectify(self, row: RequestRow) -> None:
@@ -837,7 +885,7 @@ class KindRunner:
         # Each system's id for the person, under any address they had: one who changed it in
         # the shop since the last sync is held elsewhere under the former.
         ids: dict[str, str] = {}
-        person = await self.person(manifest["email"], row.subject_id)
+        person = await self.person(manifest["email"], row.subject_id, row)
         for sid in person:
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
@@ -849,7 +897,7 @@ class KindRunner:
         if "country" in fields:
             home = self._corrected_country(fields["country"])
         elif any(self._is_phone(name) for name in fields):
-            home = await self._home_country(manifest["email"], ids)
+            home = await self._home_country(row, manifest["email"], ids)
         else:
             home = None
         outcomes = await _settle(
@@ -936,10 +984,10 @@ class KindRunner:
             if field in system.mapping.fields
         )
 
-    async def _home_country(self, email: str, ids: dict[str, str]) -> str | None:
-        """The person's country as a source holds it (the first that answers with one):
-        where a sync reads a phone without a country code from."""
-        for name in self._sources():
+    async def _home_country(self, row: RequestRow, email: str, ids: dict[str, str]) -> str | None:
+        """The person's country as a source holds it (the first the request may ask that
+        answers with one): where a sync reads a phone without a country code from."""
+        for name in self._sources(row):
             system = self.rt.systems[name]
             if "country" not in system.mapping.fields:
                 continue

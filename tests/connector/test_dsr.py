@@ -1798,6 +1798,107 @@ async def test_an_exemption_made_while_a_retry_talks_to_the_system_stands(
     assert len(completed) == 1
 
 
+async def test_a_retry_under_way_erases_nothing_in_a_system_exempted_meanwhile(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The operator exempts the shop (its records are needed for a legal claim, Art.
+    17(3)(e)) from the CLI while the daemon's retry reads the CRM for its snapshot. The
+    retry had fixed the systems it would erase before it read; it now reads the part's
+    status again just before each erasure call, and the shop's customer stays."""
+    await seeded(shop, rt)
+    shop.faults.down = True
+    crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.system("shop").status == "failed" and view.system("crm").status == "failed"
+    shop.faults.down = False
+    crm.faults.down = False
+    adapter = rt.systems["crm"].adapter
+    real_find = adapter.find
+    exempted: list[str] = []
+
+    async def find_while_the_operator_exempts_the_shop(subject: Subject) -> Any:
+        if not exempted:
+            service.exempt(view.id, "shop", "records needed for a pending legal claim")
+            exempted.append("shop")
+        return await real_find(subject)
+
+    adapter.find = find_while_the_operator_exempts_the_shop  # type: ignore[method-assign]
+    view = await service.retry(view.id)
+    assert exempted == ["shop"]
+    assert view.system("shop").status == "exempt"
+    assert shop.holds(CANARY_EMAIL), "the exempted shop's customer was deleted all the same"
+    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
+
+
+async def test_an_erasure_retry_asks_a_system_exempted_from_it_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop's part is exempted while the CRM is still down; the next retry, for the
+    CRM, does not ask the shop for the person's current address (README: "The system is
+    asked nothing more")."""
+    await seeded(shop, rt)
+    shop.faults.down = True
+    crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.is_open
+    service.exempt(view.id, "shop", "records needed for a pending legal claim")
+    shop.faults.down = False
+    crm.faults.down = False
+    shop.log.clear()
+    view = await service.retry(view.id)
+    assert view.system("shop").status == "exempt" and view.status == "completed"
+    asked = [f"{e.method} {e.path}" for e in shop.log.entries]
+    assert asked == [], f"the exempted shop was asked: {asked}"
+
+
+async def test_a_correction_retry_asks_a_source_exempted_from_it_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A corrected phone without a country code, with both systems down; the shop's part
+    is exempted. The retry neither looks in the shop for the person's other addresses nor
+    for their country: the CRM's number is read in the country the CRM holds."""
+    await seeded(shop, rt)
+    shop.faults.down = True
+    crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.rectify(CANARY_EMAIL, {"phone": "06 87654321"})
+    assert view.system("shop").status == "failed" and view.system("crm").status == "failed"
+    service.exempt(view.id, "shop", "the shop is being closed down")
+    shop.faults.down = False
+    crm.faults.down = False
+    shop.log.clear()
+    view = await service.retry(view.id)
+    assert view.status == "completed", view
+    asked = [f"{e.method} {e.path}" for e in shop.log.entries]
+    assert asked == [], f"the exempted shop was asked: {asked}"
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["phone"] == "+31687654321"
+
+
+async def test_an_access_request_reads_nothing_of_a_system_exempted_from_it(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The shop is exempted (down, its records kept for the tax office). The next run
+    writes the bundle saying the shop was not consulted, and asks the shop nothing: not
+    the person's record, their orders or the orders' notes, nor their current address."""
+    await seeded(shop, rt)
+    shop.faults.down = True
+    service = DsrService(rt)
+    view = await service.access(CANARY_EMAIL, tmp_path / "bundle")
+    assert view.is_open and view.system("shop").status == "failed"
+    service.exempt(view.id, "shop", "orders kept for the tax office")
+    shop.faults.down = False
+    shop.log.clear()
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    report = (tmp_path / "bundle" / "report.en.md").read_text()
+    assert "was not consulted for this request" in report
+    asked = [f"{e.method} {e.path}" for e in shop.log.entries]
+    assert asked == [], f"the exempted shop was asked: {asked}"
+
+
 async def test_an_access_request_leaves_an_exempted_system_out(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
 ) -> None:
