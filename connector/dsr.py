@@ -434,7 +434,17 @@ class DsrService:
             DsrUsageError: no request has this id.
             StaleRunError: the request changed under the second run too.
         """
-        async with one_at_a_time(self._locks, request_id):
+        found = self.db.get(request_id)
+        if found is None:
+            raise DsrUsageError(f"no request {request_id!r}")
+        # And one request of the person at a time: an access run beside their erasure (the
+        # daemon retries every open request at once) read the systems before the erasure
+        # deleted and wrote its bundle after the erasure's clean-up, and the person's data
+        # stayed on disk in clear once the erasure completed. Taken in the order asked.
+        async with (
+            one_at_a_time(self._locks, request_id),
+            one_at_a_time(self._locks, f"subject:{found.subject_id}"),
+        ):
             for attempt in (1, 2):
                 row = self.db.get(request_id)
                 if row is None:
@@ -755,6 +765,8 @@ class DsrService:
         completed_at = self.timestamp()
         fresh = self.db.get(row.id)
         assert fresh is not None
+        if fresh.kind == "erase":
+            self.kinds.delete_bundles(fresh)
         receipt = self.kinds.receipt(fresh, systems)
         receipt["completed_at"] = completed_at
         signed = self.signer.sign(receipt)

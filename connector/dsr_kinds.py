@@ -128,15 +128,34 @@ class KindRunner:
             )
         self._held[row.id] = sealed
 
+    def delete_bundles(self, row: RequestRow) -> None:
+        """An erasure's last step before its receipt: the person's access bundles, again.
+
+        The first deletion went with the traces, before the fan-out. A bundle written since
+        (an access request of theirs run by another process, or under another address of
+        theirs) outlived the completed erasure, and the receipt named it as one the erasure
+        could not delete, which it never tried to.
+        """
+        kept: list[str] = []
+        deleted = delete_bundles_of(self.rt.store, self.rt.keyring, self._erased_ids(row), kept)
+        if deleted:
+            self.service.audit("dsr.traces_deleted", row, rows={"bundles": deleted})
+        _log_kept(row, kept)
+
+    def _erased_ids(self, row: RequestRow) -> list[str]:
+        """Every id an erasure covers (a bundle written under a former address is recorded
+        under that one)."""
+        subject_ids = self.service.open_manifest(row)["subject_ids"] if row.manifest else []
+        return [row.subject_id, *subject_ids]
+
     def receipt(self, row: RequestRow, systems: list[SystemRow]) -> dict[str, Any]:
         """The receipt body (signed by the caller): per-system outcomes, no personal data."""
         connector: dict[str, Any]
         if row.kind == "erase":
-            # An access bundle the erasure could not delete (its folder's permissions) is
-            # still on disk: said so, not listed among what went. Looked for under every id
-            # the erasure covers: one written under a former address is recorded under that.
-            subject_ids = self.service.open_manifest(row)["subject_ids"] if row.manifest else []
-            left = count_bundles_of(self.rt.store, self.rt.keyring, [row.subject_id, *subject_ids])
+            # An access bundle the erasure's last step (delete_bundles, just before with no
+            # wait between) could not delete (its folder's permissions) is still on disk:
+            # said so, not listed among what went.
+            left = count_bundles_of(self.rt.store, self.rt.keyring, self._erased_ids(row))
             deleted = [
                 "identity map rows",
                 "delivered hashes",
@@ -154,11 +173,20 @@ class KindRunner:
                 deleted.append("access bundles written for the person")
             connector = {"deleted": [*deleted, "erasure manifest"], "kept": kept}
         elif row.kind == "access":
+            erased_by = self.service.open_manifest(row).get("erased_by") if row.manifest else None
             connector = {
                 "bundle_files": list(BUNDLE_FILES),
                 "note": "the access bundle is the only place klantsync wrote personal data in "
                 "clear; the request's sealed copy of the e-mail is destroyed",
             }
+            if erased_by:
+                connector = {
+                    "bundle_files": [],
+                    "note": f"no access bundle was written: the person's erasure "
+                    f"({', '.join(erased_by)}) completed while this request was open, and "
+                    "what it would have copied was erased with it; the request's sealed copy "
+                    "of the e-mail is destroyed",
+                }
         else:
             connector = {
                 "note": "a source klantsync only reads keeps its values: a system marked "
@@ -269,11 +297,7 @@ class KindRunner:
             )
             if any(counts.values()):
                 self.service.audit("dsr.traces_deleted", row, rows=counts)
-        for problem in kept:
-            log.warning(
-                "access bundle not deleted; the sweep deletes it when due",
-                extra={"request": row.id, "error": problem},
-            )
+        _log_kept(row, kept)
         # 3. Fan out to every system whose snapshot is taken, concurrently.
         ready = [n for n in todo if n in manifest["snapshot"]]
         outcomes = await _settle(
@@ -817,6 +841,17 @@ class KindRunner:
                 for r in (self._history(people) if not taken else [row])
             ],
         }
+        # Checked with no wait between the look and the writing below.
+        erased = self.db.erased_since(people, row.received_at)
+        if erased:
+            # The person's erasure completed while this request was open (run by another
+            # process, or asked under another of their addresses): what was read here may
+            # be what it deleted, and a bundle written now would hold it in clear after the
+            # erasure's receipt said it was gone. No bundle; the receipt says why.
+            manifest["erased_by"] = erased
+            self._save(row, manifest)
+            self.service.audit("dsr.access_not_written", row, erasures=erased)
+            return
         target = Path(manifest["out_dir"]).resolve()
         # Recorded before a file is written: a run that dies in between leaves the record
         # of a bundle that may be there, which the person's erasure and the retention sweep
@@ -1212,6 +1247,16 @@ class KindRunner:
             self.service.audit("dsr.system", row, system=name, status="failed", detail=reason)
         log.warning(
             "request step failed", extra={"request": row.id, "system": name, "error": reason}
+        )
+
+
+def _log_kept(row: RequestRow, problems: list[str]) -> None:
+    """Log the access bundles an erasure could not delete, by id (their paths may name the
+    person)."""
+    for problem in problems:
+        log.warning(
+            "access bundle not deleted; the sweep deletes it when due",
+            extra={"request": row.id, "error": problem},
         )
 
 

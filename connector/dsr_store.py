@@ -205,6 +205,23 @@ class DsrStore:
         ).fetchall()
         return [str(row[0]) for row in rows]
 
+    def erased_since(self, subject_ids: Sequence[str], since: str) -> list[str]:
+        """The erasures of any of ``subject_ids`` completed at or after ``since``, by id.
+
+        An erasure of a subject is one asked for under it, or one that put it on the
+        suppression list (widened to it: a former address, the same shop record).
+        """
+        if not subject_ids:
+            return []
+        marks = ",".join("?" * len(subject_ids))
+        rows = self.db.execute(
+            "SELECT id FROM dsr_requests WHERE kind='erase' AND status='completed' "  # noqa: S608 - marks only
+            f"AND completed_at >= ? AND (subject_id IN ({marks}) OR id IN "
+            f"(SELECT request_id FROM suppression WHERE subject_id IN ({marks}))) ORDER BY id",
+            (since, *subject_ids, *subject_ids),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def history(self, subject_id: str) -> list[RequestRow]:
         """Every request about a subject, oldest first."""
         rows = self.db.execute(

@@ -18,7 +18,13 @@ from connector.access import BUNDLE_FILES, art15_facts
 from connector.crypto import BUNDLE_PATH_CONTEXT
 from connector.dsr import DsrError, DsrService, DsrUsageError
 from connector.runtime import Runtime, open_runtime
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, VirtualTime
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE_E164,
+    RuntimeFactory,
+    VirtualTime,
+)
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 OTHER_NAME = "Ottokarander"
@@ -294,6 +300,39 @@ async def test_a_bundle_a_killed_run_left_half_written_goes_with_the_erasure(
     assert CANARY_EMAIL in (out / "data.json").read_text()
     assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
     assert not out.exists() or list(out.iterdir()) == []
+
+
+async def test_an_access_run_the_person_s_erasure_completed_under_writes_no_bundle(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """The person's erasure, run by another process, completes while their access request
+    reads the systems: what the access read of the shop is what the erasure deleted. The
+    access writes no bundle (it would hold that in clear after the erasure's receipt said
+    it was gone); it completes, and its receipt says why."""
+    await seed_both(shop, crm, rt)
+    adapter: Any = rt.systems["crm"].adapter
+    real_find = adapter.find
+    erased: list[str] = []
+
+    async def find_while_another_process_erases(subject: Any) -> Any:
+        if not erased:
+            async with open_rt() as other:
+                erasure = await DsrService(other).erase(CANARY_EMAIL)
+            erased.append(erasure.status)
+        return await real_find(subject)
+
+    adapter.find = find_while_another_process_erases
+    out = tmp_path / "bundle"
+    service = DsrService(rt)
+    view = await service.access(CANARY_EMAIL, out)
+    assert erased == ["completed"] and view.status == "completed"
+    assert not out.exists() or list(out.iterdir()) == []
+    receipt = json.loads(service.receipt(view.id) or "")["receipt"]["connector"]
+    assert receipt["bundle_files"] == [] and "no access bundle was written" in receipt["note"]
 
 
 async def test_an_erasure_deletes_a_bundle_recorded_before_bundles_said_whose(

@@ -1662,6 +1662,34 @@ async def test_an_erasure_deletes_the_access_bundles_written_for_the_person(
     assert entry.data["rows"]["bundles"] == 2
 
 
+async def test_the_person_s_access_and_erasure_retried_together_leave_no_bundle_behind(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The person asked for a copy, then to be erased; the CRM was down for both. The
+    daemon's retry of open requests ran both at once: the access read the CRM before the
+    erasure deleted the contact and wrote its bundle after the erasure's clean-up, and the
+    receipt blamed the erasure for a bundle it never tried to delete. The person's requests
+    now run one after the other, in the order asked."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    bundle = tmp_path / "bundle"
+    access = await service.access(CANARY_EMAIL, bundle)
+    erasure = await service.erase(CANARY_EMAIL)
+    assert access.is_open and erasure.is_open
+    crm.faults.down = False
+    assert await service.retry_open() == 2
+    done = service.get(erasure.id)
+    assert done is not None and done.status == "completed"
+    assert not crm.holds(CANARY_EMAIL)
+    files = sorted(bundle.glob("*")) if bundle.exists() else []
+    left = [p.name for p in files if CANARY_NAME in p.read_text(encoding="utf-8")]
+    connector = receipt_of(service, erasure.id)["connector"]
+    assert left == [], f"after the completed erasure, {left} hold the person in clear"
+    assert "access bundles written for the person" in connector["deleted"]
+    assert "could not delete" not in connector["kept"]
+
+
 async def test_an_erasure_waits_for_a_system_taken_out_of_the_config_to_be_exempted(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
 ) -> None:

@@ -172,6 +172,41 @@ async def test_a_receipt_does_not_say_the_access_bundle_was_deleted_when_it_was_
     )
 
 
+async def test_a_bundle_written_during_the_fan_out_goes_with_the_erasure_s_last_step(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """Another process (the CLI beside the daemon) writes the person's access bundle while
+    the erasure waits for the CRM's answer, after the erasure deleted the traces: the
+    bundle outlived the completed erasure, whose receipt named it as one it could not
+    delete. The erasure deletes the person's bundles again as its last step."""
+    await _seeded(shop, rt)
+    out = tmp_path / "bundle"
+    adapter: Any = rt.systems["crm"].adapter
+    real_erase = adapter.erase
+    written: list[str] = []
+
+    async def erase_while_another_process_writes_a_copy(subject: Subject) -> ErasureResult:
+        if not written:
+            async with open_rt() as other:
+                access = await DsrService(other).access(CANARY_EMAIL, out)
+            written.append(access.status)
+        result: ErasureResult = await real_erase(subject)
+        return result
+
+    adapter.erase = erase_while_another_process_writes_a_copy
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert written == ["completed"] and view.status == "completed"
+    assert not (out / "data.json").exists()
+    connector_part = receipt_of(service, view.id)["connector"]
+    assert "access bundles written for the person" in connector_part["deleted"]
+    assert "could not delete" not in connector_part["kept"]
+
+
 async def test_a_receipt_names_kept_a_bundle_written_under_a_former_address(
     shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
