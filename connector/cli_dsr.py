@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from connector.access import BUNDLE_FILES
 from connector.cliargs import (
     EXIT_FAILED,
     EXIT_OK,
@@ -157,7 +158,10 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
             view = await service.access(args.email, args.out)
             # Where the person's data now lies in clear, in either form: a script that
             # hands the bundle over must know where it is, and that it is to be deleted.
-            written = {} if view.is_open else _bundle_written(args.out)
+            # Not every completed access leaves one: none is written for a person whose
+            # erasure completed while the request was open (the receipt says why).
+            done = not view.is_open and (args.out / BUNDLE_FILES[0]).is_file()
+            written = _bundle_written(args.out) if done else {}
             code = _print_view(console, args, view, written)
             if not args.json and written:
                 console.print(f"bundle written to {escape(str(args.out))}")

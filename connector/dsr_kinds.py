@@ -1128,6 +1128,10 @@ class KindRunner:
                 queued_before=manifest.get("queued_before"),
             )
             await self.rt.engine.in_flight.landed(name, [row.subject_id, *people])
+            if name not in self._askable(row):
+                # Exempted while this run read the system or waited for its writes: the
+                # system is asked nothing more (the part's status stays the exemption's).
+                return
             # update, never upsert: a correction changes what is held and nothing else. An
             # upsert would create the person where find saw only something else of theirs
             # (guest orders), add them to a newsletter audience they were never on, or

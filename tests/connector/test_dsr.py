@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import shutil
 import logging
 import re
 import sqlite3
@@ -1486,6 +1487,33 @@ def test_cli_access_json_says_where_the_bundle_was_written(
     assert "only place klantsync writes personal data in clear" in shown["notice"]
 
 
+def test_cli_access_claims_no_bundle_where_none_was_written(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A completed access request need not leave a bundle (none is written for someone
+    whose erasure completed meanwhile): the CLI then names no bundle, in JSON or text."""
+    seed(shop)
+    real_access = DsrService.access
+
+    async def access_that_writes_no_bundle(self: DsrService, email: str, out: Path) -> Any:
+        view = await real_access(self, email, out)
+        shutil.rmtree(out)  # as a run that found the person's erasure completed leaves it
+        return view
+
+    monkeypatch.setattr(DsrService, "access", access_that_writes_no_bundle)
+    out_dir = tmp_path / "bundle"
+    code, out, _ = cli(
+        "access", "--email", OTHER_EMAIL, "--out", str(out_dir), "--json", capsys=capsys
+    )
+    assert code == 0 and "bundle" not in json.loads(out)
+    code, out, _ = cli("access", "--email", OTHER_EMAIL, "--out", str(out_dir), capsys=capsys)
+    assert code == 0 and "bundle written" not in out
+
+
 def test_key_file_is_sealed_and_private(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
@@ -1903,6 +1931,39 @@ async def test_a_correction_retry_asks_a_source_exempted_from_it_nothing(
     assert asked == [], f"the exempted shop was asked: {asked}"
     contact = crm.record_for(CANARY_EMAIL)
     assert contact is not None and contact["properties"]["phone"] == "+31687654321"
+
+
+async def test_a_correction_under_way_writes_nothing_to_a_system_exempted_meanwhile(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The CRM's part of a correction is exempted while the retry reads the CRM's record:
+    the correction is not written there (the part's status is read again before the
+    write), and its status stays the exemption's."""
+    await seeded(shop, rt)
+    crm.faults.down = True
+    service = DsrService(rt)
+    view = await service.rectify(CANARY_EMAIL, {"phone": "+31611112222"})
+    assert view.system("crm").status == "failed"
+    crm.faults.down = False
+    adapter = rt.systems["crm"].adapter
+    real_find = adapter.find
+    exempted: list[str] = []
+
+    async def find_while_the_operator_exempts_the_crm(subject: Subject) -> Any:
+        if not exempted:
+            service.exempt(view.id, "crm", "the CRM's record is evidence in a dispute")
+            exempted.append("crm")
+        return await real_find(subject)
+
+    adapter.find = find_while_the_operator_exempts_the_crm  # type: ignore[method-assign]
+    crm.log.clear()
+    view = await service.retry(view.id)
+    assert exempted == ["crm"]
+    assert view.system("crm").status == "exempt"
+    writes = [e for e in crm.log.entries if e.method != "GET" and "read" not in e.path]
+    assert writes == [], f"the exempted CRM was written: {writes}"
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"].get("phone") != "+31611112222"
 
 
 async def test_an_access_request_reads_nothing_of_a_system_exempted_from_it(
