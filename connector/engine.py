@@ -482,8 +482,10 @@ class Engine:
         names = [dest.name for dest in destinations]
         queued_by, delivered_by = self.store.page_hashes(names, [*subject_ids, *formerly.values()])
         # What a destination refused for good is not offered again as it was: it would be
-        # refused again, and add a dead letter, on every sync. A --full sync retries.
-        rejected_by = {} if retry_rejected else self.store.rejected_hashes(names, subject_ids)
+        # refused again, and add a dead letter, on every sync. A --full sync retries. A
+        # letter is read on a --full sync too, to see whether it still describes anything.
+        letters_by = self.store.page_dead_letters(names, subject_ids)
+        outdated: list[tuple[str, str, str | None]] = []  # letters that describe nothing now
         if dry_run and self._dry_unrouted:
             # Rows the real run drops first (their flow no longer sends to the system) are
             # not what waits: the real run queues the person anew.
@@ -499,7 +501,7 @@ class Engine:
             dest_report = report.destinations[dest.name]
             queued = queued_by[dest.name]
             delivered = delivered_by[dest.name]
-            rejected = rejected_by.get(dest.name, {})
+            letters = letters_by[dest.name]
             context = outbox_context(dest.name)
             # Unsubscribed at the system itself (Mailchimp's own link): sent the withdrawal
             # and nothing more, whatever the source's consent says (migration 18).
@@ -547,10 +549,18 @@ class Engine:
                     if sid in queued:
                         ungated.append((dest.name, sid))
                     continue
+                letter = letters.get(sid)
                 if last == digest:
                     dest_report.unchanged += 1
+                    if letter is not None and sid not in queued and letter.flow == flow.name:
+                        # The system was last delivered what the source says now (a refused
+                        # change undone at the source): the letter refuses nothing that is
+                        # still to be sent. Kept, `status` listed it for good, and whoever
+                        # took over an address it named was held back behind it for good
+                        # (connector/moves.py). Another flow's letter is that flow's to judge.
+                        outdated.append((dest.name, sid, letter.payload_hash))
                     continue
-                if rejected.get(sid) == digest:
+                if not retry_rejected and letter is not None and letter.payload_hash == digest:
                     dest_report.still_rejected += 1
                     continue
                 dest_report.queued += 1
@@ -599,17 +609,27 @@ class Engine:
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
-        ids = self._write(
-            lambda store: store.enqueue_page(
-                flow.name,
-                source.name,
-                payloads,
-                identities,
-                page.cursor,
-                move_cursor=moves_cursor,
-                shape=self.shape(flow),
+
+        def queue(store: Store) -> list[int]:
+            with store.transaction():
+                if outdated:
+                    store.drop_outdated_letters(outdated)
+                return store.enqueue_page(
+                    flow.name,
+                    source.name,
+                    payloads,
+                    identities,
+                    page.cursor,
+                    move_cursor=moves_cursor,
+                    shape=self.shape(flow),
+                )
+
+        ids = self._write(queue)
+        for system, sid, _ in outdated:
+            log.info(
+                "dead letter cleared: the system holds what the source holds",
+                extra={"system": system, "subject": sid},
             )
-        )
         self._fresh.update(
             (row_id, (*envelope, payload.payload))
             for row_id, envelope, payload in zip(ids, envelopes, payloads, strict=True)

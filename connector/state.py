@@ -37,6 +37,7 @@ __all__ = [
     "Ack",
     "DeadLetter",
     "OutboxRow",
+    "PageLetter",
     "QueuedPayload",
     "Store",
     "before_resend",
@@ -165,6 +166,14 @@ class Ack(NamedTuple):
     external_id: str | None
     payload_hash: str
     subject_no: int | None = None
+
+
+class PageLetter(NamedTuple):
+    """A dead letter as a page reads it (:meth:`Store.page_dead_letters`)."""
+
+    flow: str
+    #: The hash of the payload refused; ``None`` for one set aside, not refused.
+    payload_hash: str | None
 
 
 @dataclass(frozen=True)
@@ -520,23 +529,49 @@ class Store:
     def rejected_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
     ) -> dict[str, dict[str, str]]:
-        """Per system, the hash of the payload it last refused for good (dead letters).
+        """Per system, the hash of the payload it last refused for good (dead letters)."""
+        return {
+            system: {sid: hash_ for sid, (_, hash_) in letters.items() if hash_ is not None}
+            for system, letters in self.page_dead_letters(systems, subject_ids).items()
+        }
 
-        Found through the unique (system, subject_id) index: one row per subject and system.
+    def page_dead_letters(
+        self, systems: Sequence[str], subject_ids: Sequence[str]
+    ) -> dict[str, dict[str, PageLetter]]:
+        """Per system, the dead letter each of ``subject_ids`` has there: its flow and the
+        hash of what was refused (``None``: set aside, not refused; see :meth:`dead_letter`).
+
+        Found through the unique (system, subject_id) index: one row per subject and system,
+        one query per 500 subjects (a page's).
         """
-        found: dict[str, dict[str, str]] = {system: {} for system in _names(systems)}
+        found: dict[str, dict[str, PageLetter]] = {system: {} for system in _names(systems)}
         names = ",".join("?" * len(systems))
         for chunk in chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                "SELECT system, subject_id, payload_hash FROM dead_letters "  # noqa: S608
-                f"WHERE system IN ({names}) AND subject_id IN ({marks}) "
-                "AND payload_hash IS NOT NULL",
+                "SELECT system, subject_id, flow, payload_hash FROM dead_letters "  # noqa: S608
+                f"WHERE system IN ({names}) AND subject_id IN ({marks})",
                 (*systems, *chunk),
             )
-            for system, subject_id, payload_hash in rows:
-                found[system][subject_id] = payload_hash
+            for system, subject_id, flow, payload_hash in rows:
+                found[system][subject_id] = PageLetter(flow, payload_hash)
         return found
+
+    def drop_outdated_letters(self, letters: Sequence[tuple[str, str, str | None]]) -> int:
+        """Delete each ``(system, subject_id, payload_hash)`` dead letter, as read by
+        :meth:`page_dead_letters`; how many.
+
+        For letters a page found describing nothing any more: the system holds what the
+        source says (the refused change was undone at the source), so nothing waits to be
+        fixed or delivered. Only the letter as read goes: one refused again meanwhile (another
+        payload, from another process) stays.
+        """
+        with self.transaction() as db:
+            cur = db.executemany(
+                "DELETE FROM dead_letters WHERE system=? AND subject_id=? AND payload_hash IS ?",
+                letters,
+            )
+        return int(cur.rowcount)
 
     def _by_number(
         self, table: str, column: str, systems: Sequence[str], numbers: Mapping[str, int]

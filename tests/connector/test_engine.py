@@ -447,6 +447,40 @@ async def test_a_record_delivered_after_a_fix_at_the_source_leaves_no_dead_lette
     assert status["dead_letters"] == [] and status["counts"]["dead_letters"] == 0
 
 
+@pytest.mark.parametrize("full", [False, True], ids=["sync", "full sync"])
+async def test_a_dead_letter_goes_once_the_system_holds_what_the_source_says_again(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    full: bool,
+) -> None:
+    """Anna's change of address is refused (HubSpot has the address on another contact:
+    CONFLICT) and then undone at the shop: her contact holds what the shop holds, nothing is
+    refused any more, and the next sync (a --full one too) finds her unchanged and clears
+    the letter. Kept, `status` listed it until retention, and it held back whoever took over
+    the address it named (connector/moves.py)."""
+    shop.add_person("anna@example.nl", "Anna", "Jansen", "0612345678")
+    crm.add_person("taken@example.nl", "Other", "Person")
+    await rt.engine.sync()
+    shop.touch("anna@example.nl", email="taken@example.nl")
+    (refused,) = await rt.engine.sync()
+    assert refused.destinations["crm"].dead_lettered == 1 and len(rt.store.dead_letters()) == 1
+    shop.touch("taken@example.nl", email="anna@example.nl")  # back as it was
+    crm.log.clear()
+
+    (undone,) = await rt.engine.sync(full=full)
+
+    assert undone.destinations["crm"].unchanged == 1 and crm.log.writes() == []
+    contact = crm.record_for("anna@example.nl")
+    assert contact is not None and contact["properties"]["firstname"] == "Anna"
+    assert rt.store.dead_letters() == []
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dead_letters"] == []
+
+
 async def test_records_refused_by_the_vendor_and_delivered_by_a_full_sync_leave_no_dead_letters(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:

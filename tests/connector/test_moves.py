@@ -620,3 +620,34 @@ def test_only_people_in_a_ring_of_unlanded_address_changes_are_let_through(
     waiting = not_landed(store, "crm", vacated_by(store, ["x", "w", "v"]))
     assert waiting == {"x": {"y"}, "w": {"x"}}
     assert in_rings(store, "crm", waiting) == {"x"}
+
+
+async def test_a_refused_move_undone_at_the_shop_holds_back_nobody_who_takes_the_address(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Anna moves to an address HubSpot has on another contact (CONFLICT, a dead letter) and
+    back. Her contact never held that address, and holds what the shop holds again; once
+    the stray contact is merged away, Bert signs up under the address. His write is not
+    held "until the change of address of whoever had the address before lands": there is
+    nothing of Anna's left to land (her dead letter went with the sync that found her
+    unchanged), and no `--full` sync would ever have sent her again."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    crm.add_person(BERT, "Other", "Person")
+    await rt.engine.sync()
+    shop.touch(OLD, email=BERT)
+    (refused,) = await rt.engine.sync()
+    assert refused.destinations["crm"].dead_lettered == 1
+    shop.touch(BERT, email=OLD)
+    await rt.engine.sync()
+    stray = crm.store.live(BERT, "email")
+    assert stray is not None
+    crm.store.archive(stray)
+    shop.add_person(BERT, "Bert", "Elders", "0687654321")
+
+    (report,) = await rt.engine.sync()
+
+    assert not report.failed and report.destinations["crm"].deferred != WAITS_FOR_LEAVER
+    bert = crm.record_for(BERT)
+    assert bert is not None and bert["properties"]["firstname"] == "Bert"
+    anna = crm.record_for(OLD)
+    assert anna is not None and anna["properties"]["firstname"] == "Anna"

@@ -228,6 +228,24 @@ def test_a_delivery_deletes_the_subjects_dead_letter_for_that_system_only(tmp_pa
     assert store.rejected_hashes(["crm"], ["a", "b"]) == {"crm": {"b": "hash-b"}}
 
 
+def test_an_outdated_dead_letter_goes_only_as_the_page_read_it(tmp_path: Path) -> None:
+    """A page that found a letter describing nothing drops it, but not one refused again
+    since it was read (another payload), nor the subject's letters for other systems."""
+    store = Store(tmp_path / "s.db")
+    _refuse(store, "crm", "a", "hash-1", "CONFLICT")
+    _refuse(store, "mail", "a", "hash-m", "Invalid Resource")
+    _refuse(store, "crm", "b", "hash-b", "CONFLICT")
+    read = store.page_dead_letters(["crm"], ["a", "b"])["crm"]
+    assert read["a"] == ("f", "hash-1")
+    _refuse(store, "crm", "b", "hash-b2", "CONFLICT")  # refused again meanwhile
+    outdated = [("crm", sid, letter.payload_hash) for sid, letter in read.items()]
+    assert store.drop_outdated_letters(outdated) == 1
+    assert sorted((d.system, d.subject_id) for d in store.dead_letters()) == [
+        ("crm", "b"),
+        ("mail", "a"),
+    ]
+
+
 def test_migration_15_drops_dead_letters_delivered_since(tmp_path: Path) -> None:
     """Before schema 11 a delivery did not clear a dead letter: a store from then listed
     records the system had accepted since. Those go; one refused after its last delivery,
