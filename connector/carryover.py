@@ -18,6 +18,10 @@ rolled back with it, and the replaced store, when it can still be read, knows it
   hash for the pair, or, where a payload was on its way there, a mark to send the current
   one again. With the backup's hash, a change since that the shop then undid was never
   sent (the record looked unchanged), and the system kept the change;
+- **refusals delivered since**: a dead letter of the backup's for a record the replaced
+  store delivered after that refusal, and no longer has a letter for, is gone. Kept, it
+  listed a refusal of what the system holds, and with the system's latest hash the record
+  looked unchanged, so no delivery would ever clear it;
 - **moves since** (a new address): the systems followed them, so the person's rows go
   under the new address here too, and the former one becomes an alias (someone who took
   that address since keeps the rows the replaced store holds of them);
@@ -80,6 +84,8 @@ class Carried:
     purged: int = 0
     #: (system, person) pairs the backup knows that got something since (see module).
     delivered_since: int = 0
+    #: The backup's dead letters for records delivered since (see module).
+    refusals_delivered: int = 0
     aliases: int = 0
     opt_outs: int = 0
     requests: int = 0
@@ -132,6 +138,7 @@ def carry_over(
     carried.moves = _moved_since(db, store)
     carried.people = _sent_since(db)
     carried.delivered_since = _delivered_since(db)
+    carried.refusals_delivered = _refusals_delivered_since(db)
     carried.aliases = db.execute(
         "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) "
         "SELECT subject_id, alias FROM replaced.subject_aliases"
@@ -494,6 +501,27 @@ def _delivered_since(db: sqlite3.Connection) -> int:
     finally:
         db.execute("DROP TABLE temp.delivered_since")
     return int(changed)
+
+
+def _refusals_delivered_since(db: sqlite3.Connection) -> int:
+    """Drop the backup's dead letters for records the replaced store delivered after the
+    refusal and holds no letter for (its delivery cleared it); returns how many. (Times are
+    to the second: a delivery in the refusal's second counts, the letter being gone there.)
+
+    What a system last got came over with :func:`_delivered_since` and :func:`_sent_since`:
+    the record now looks unchanged, is not offered again, and its letter, kept, said for
+    good that the system refused what it holds (and held back whoever took over an address
+    it named, connector/moves.py). One the replaced store still has (refused again since)
+    stays.
+    """
+    return db.execute(
+        "DELETE FROM main.dead_letters AS m WHERE NOT EXISTS "
+        "(SELECT 1 FROM replaced.dead_letters r "
+        " WHERE r.system = m.system AND r.subject_id = m.subject_id) "
+        "AND EXISTS (SELECT 1 FROM replaced.subjects rs JOIN replaced.delivered rd "
+        " ON rd.system = m.system AND rd.subject_no = rs.subject_no "
+        " WHERE rs.subject_id = m.subject_id AND rd.delivered_at >= m.created_at)"
+    ).rowcount
 
 
 def _opens(keyring: Keyring, blob: bytes | None, context: str) -> bool:

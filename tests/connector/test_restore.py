@@ -1081,3 +1081,66 @@ async def test_restore_does_not_say_the_outbox_was_emptied_when_it_keeps_rows(
     ]
     assert not claims, f"{claims} say the outbox was emptied; it still holds {kept} row(s)"
     assert "outbox: 0 payloads dropped" in printed and "; 1 kept" in printed, printed
+
+
+async def test_a_restore_drops_a_refusal_delivered_since_the_backup(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """Anna's change of address was refused (a dead letter) when the backup was taken, and
+    delivered since (the stray contact merged away, `sync --full`). The restored store takes
+    over HubSpot's latest hash for her, so her record looks unchanged: the backup's letter
+    goes with the restore, not listed in `status` as a refusal of what HubSpot holds."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    crm.add_person(NEW, "Other", "Person")
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        shop.touch(OLD, email=NEW)
+        await rt.engine.sync()
+        assert len(rt.store.dead_letters()) == 1
+        take_backup(rt.config, out)
+        stray = crm.store.live(NEW, "email")
+        assert stray is not None
+        crm.store.archive(stray)
+        (full,) = await rt.engine.sync(full=True)
+        assert not full.failed and rt.store.dead_letters() == []
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["refusals_delivered"] == 1
+    async with open_rt() as rt:
+        assert rt.store.dead_letters() == []
+        (report,) = await rt.engine.sync()
+        assert report.destinations["crm"].unchanged == 1 and not report.failed
+    contact = crm.record_for(NEW)
+    assert contact is not None and contact["properties"]["firstname"] == "Anna"
+
+
+async def test_a_restore_keeps_a_refusal_the_replaced_store_still_holds(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """A record delivered since the backup and refused again after: the replaced store
+    still holds its letter, and so does the restored one."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        crm.faults.fail_status, crm.faults.fail_next = 400, 1
+        await rt.engine.sync()
+        assert len(rt.store.dead_letters()) == 1
+        take_backup(rt.config, out)
+        await rt.engine.sync(full=True)  # delivered
+        assert rt.store.dead_letters() == []
+        shop.touch(OLD, first_name="Anne")
+        crm.faults.fail_status, crm.faults.fail_next = 400, 1
+        await rt.engine.sync()  # refused again
+        assert len(rt.store.dead_letters()) == 1
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["refusals_delivered"] == 0
+    async with open_rt() as rt:
+        assert len(rt.store.dead_letters()) == 1
