@@ -302,6 +302,25 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE outbox ADD COLUMN former BLOB;
     """,
+    # 20: a subject number is never handed out twice. ``subjects.subject_no`` is an INTEGER
+    # PRIMARY KEY without AUTOINCREMENT, so SQLite gave a new person the highest number + 1:
+    # once an erasure deleted the newest person, the next one got their number, and an
+    # acknowledgement of the erased person's still waiting to be committed (it carries the
+    # number) wrote their delivered hash and system id onto the newcomer. ``n`` is the
+    # highest number handed out; Store.subject_numbers numbers new people above it and
+    # this table's highest, and moves it in the same transaction. A number given by a
+    # statement that does not go through it (a restore's carry-over) is above the table's
+    # highest when given, and the trigger records it when it is deleted: numbers are
+    # deleted rarely (erasures, moves), where new people are numbered a page at a time.
+    """
+    CREATE TABLE subject_numbers_given (
+        id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL
+    );
+    INSERT INTO subject_numbers_given(id, n) SELECT 1, COALESCE(MAX(subject_no), 0) FROM subjects;
+    CREATE TRIGGER subject_number_deleted AFTER DELETE ON subjects
+        WHEN OLD.subject_no > (SELECT n FROM subject_numbers_given WHERE id = 1)
+        BEGIN UPDATE subject_numbers_given SET n = OLD.subject_no WHERE id = 1; END;
+    """,
 ]
 
 

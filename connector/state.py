@@ -479,17 +479,22 @@ class Store:
     ) -> dict[str, int]:
         """The store's number for each of ``subject_ids`` that has one (see migration 8).
 
-        With ``create``, those without one get the next numbers, in the order given; that
-        writes, so it belongs inside a write transaction.
+        With ``create``, those without one get new numbers, in the order given; that writes,
+        so it belongs inside a write transaction (one is opened if the caller has none).
         """
         unique = list(dict.fromkeys(subject_ids))
-        if create:
-            self.db.executemany(
-                "INSERT INTO subjects(subject_id) VALUES (?) ON CONFLICT(subject_id) DO NOTHING",
-                [(sid,) for sid in unique],
-            )
+        if not create:
+            return self._numbers(unique)
+        with self.transaction():  # read under the write lock: nobody numbers them meanwhile
+            found = self._numbers(unique)
+            new = [sid for sid in unique if sid not in found]
+            if new:
+                found.update(self._number(new))
+        return found
+
+    def _numbers(self, subject_ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
-        for chunk in chunks(unique, 500):
+        for chunk in chunks(subject_ids, 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
                 f"SELECT subject_id, subject_no FROM subjects "  # noqa: S608 - marks only
@@ -498,6 +503,30 @@ class Store:
             )
             found.update(rows.fetchall())
         return found
+
+    def _number(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        """Number ``subject_ids`` (none has a number), above every number handed out before.
+
+        SQLite's own choice (the highest in the table + 1) gave an erased person's number to
+        the next newcomer, and an acknowledgement of the erased person's still waiting to be
+        committed then attached their delivered hash and system id to the newcomer (see
+        migration 20). The highest number handed out is kept, and moved here.
+        """
+        (high,) = self.db.execute(
+            "SELECT MAX(COALESCE((SELECT n FROM subject_numbers_given WHERE id = 1), 0), "
+            "(SELECT COALESCE(MAX(subject_no), 0) FROM subjects))"
+        ).fetchone()
+        numbered = {sid: int(high) + n for n, sid in enumerate(subject_ids, 1)}
+        self.db.executemany(
+            "INSERT INTO subjects(subject_no, subject_id) VALUES (?, ?)",
+            [(number, sid) for sid, number in numbered.items()],
+        )
+        self.db.execute(
+            "INSERT INTO subject_numbers_given(id, n) VALUES (1, ?) "
+            "ON CONFLICT(id) DO UPDATE SET n = excluded.n",
+            (int(high) + len(subject_ids),),
+        )
+        return numbered
 
     # -- change detection --------------------------------------------------------------------
 

@@ -148,6 +148,71 @@ def test_new_subjects_get_numbers_in_the_order_they_are_queued(tmp_path: Path) -
     assert store.subject_numbers(["m", "c", "x", "z"]) == numbers  # nothing renumbered
 
 
+def test_an_erased_persons_number_is_never_given_to_a_newcomer(tmp_path: Path) -> None:
+    """The newest person is erased while an acknowledgement of theirs waits to be committed
+    (it carries their number); the next person gets a number of their own. Given the erased
+    one's (SQLite's highest + 1), the acknowledgement attached the erased person's delivered
+    hash and system id to the newcomer."""
+    from connector.dsr_store import DsrStore
+
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", _payloads(["a", "b"]), [], None)
+    waiting = [
+        Ack(r.id, r.subject_id, f"ext-{r.subject_id}", r.payload_hash, r.subject_no)
+        for r in store.outbox_batch("crm", 0, 10)
+        if r.subject_id == "b"
+    ]
+    DsrStore(store).delete_traces(["b"])
+    assert store.subject_numbers(["b"]) == {}
+    store.enqueue_page("f", "shop", _payloads(["c"]), [], None)
+
+    store.acknowledge("crm", waiting)
+
+    assert store.external_ids("crm", ["c"]) == {}
+    assert store.page_hashes(["crm"], ["c"]) == ({"crm": {"c": "hash-c"}}, {"crm": {}})
+    assert store.subject_numbers(["c"]) == {"c": 3}
+    # Reopened, the numbers handed out are still known.
+    store.close()
+    store = Store(tmp_path / "s.db")
+    DsrStore(store).delete_traces(["c"])
+    store.enqueue_page("f", "shop", _payloads(["d"]), [], None)
+    assert store.subject_numbers(["a", "d"]) == {"a": 1, "d": 4}
+
+
+def test_a_number_given_outside_the_store_s_numbering_is_not_given_again(tmp_path: Path) -> None:
+    """A restore's carry-over numbers people by SQL of its own (the highest + 1): erased
+    after, their number still counts as handed out."""
+    from connector.dsr_store import DsrStore
+
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", _payloads(["a"]), [], None)
+    store.db.execute("INSERT INTO subjects(subject_id) VALUES ('carried')")
+    store.enqueue_page("f", "shop", _payloads(["carried"]), [], None)
+    DsrStore(store).delete_traces(["carried"])
+    store.enqueue_page("f", "shop", _payloads(["b"]), [], None)
+    assert store.subject_numbers(["a", "b"]) == {"a": 1, "b": 3}
+
+
+def test_migration_20_numbers_newcomers_above_every_number_the_store_holds(
+    tmp_path: Path,
+) -> None:
+    """A store from before keeps its people's numbers; the next newcomer's is above them."""
+    path = tmp_path / "v19.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:19]:
+        for statement in statements(script):
+            db.execute(statement)
+    db.execute("PRAGMA user_version=19")
+    db.executemany(
+        "INSERT INTO subjects(subject_no, subject_id) VALUES (?, ?)", [(1, "a"), (7, "b")]
+    )
+    db.close()
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    store.enqueue_page("f", "shop", _payloads(["c"]), [], None)
+    assert store.subject_numbers(["a", "b", "c"]) == {"a": 1, "b": 7, "c": 8}
+
+
 def test_a_pages_lookups_by_subject_id_cost_the_same_whatever_the_store_holds(
     tmp_path: Path,
 ) -> None:
