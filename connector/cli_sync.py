@@ -21,7 +21,7 @@ from connector.config import Config
 from connector.engine import DestinationReport, FlowReport, Progress
 from connector.errors import ConfigError
 from connector.lock import sharing_keys, syncing
-from connector.runtime import open_runtime, settle_heap
+from connector.runtime import open_runtime, private_copy, settle_heap, writes_at_open
 from connector.state import Store
 
 __all__ = ["no_flows", "print_report", "progress_bar", "queue_resync", "resync_flows", "sync"]
@@ -73,6 +73,18 @@ async def sync(config: Config, args: argparse.Namespace, console: Console) -> in
         with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
             empty = dataclasses.replace(config, store_path=Path(aside) / config.store_path.name)
             return await _sync_locked(empty, args, console, dry_run=True)
+    why = writes_at_open(config.store_path) if dry_run else None
+    if why is not None:
+        # Opened as it is, the store would be written to before the dry run read it: an
+        # older daemon still running on it refused a store migrated under it ("newer than
+        # this klantsync supports"). It looks at a private copy, opened as a sync would open
+        # the store, and thrown away.
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"dry run on a private copy of the store, left as it is: {why}", markup=False
+        )
+        with sharing_keys(config.store_path), private_copy(config.store_path) as copy:
+            looked_at = dataclasses.replace(config, store_path=copy)
+            return await _sync_locked(looked_at, args, console, dry_run=True)
     # A dry run writes no cursor, outbox or run: it may look beside a sync or the daemon.
     lock = contextlib.nullcontext() if dry_run else syncing(config.store_path, args.command)
     with lock:
@@ -82,7 +94,7 @@ async def sync(config: Config, args: argparse.Namespace, console: Console) -> in
 async def _sync_locked(
     config: Config, args: argparse.Namespace, console: Console, *, dry_run: bool
 ) -> int:
-    async with open_runtime(config) as rt:
+    async with open_runtime(config, dry_run=dry_run) as rt:
         settle_heap()
         if not dry_run:
             # With the sync lock held, a run still marked running was interrupted.

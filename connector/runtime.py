@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import asynccontextmanager
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +17,11 @@ from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
 from connector.keyset import open_keyring
 from connector.lock import sharing_keys
+from connector.schema import MIGRATIONS
 from connector.state import Store
 from connector.systems import Systems, open_systems
 
-__all__ = ["Runtime", "open_runtime", "settle_heap"]
+__all__ = ["Runtime", "open_runtime", "private_copy", "settle_heap", "writes_at_open"]
 
 _settled = False
 
@@ -61,14 +64,61 @@ async def open_runtime(
     clock: Callable[[], float] | None = None,
     checkpoint: Checkpoint | None = None,
     env: Mapping[str, str] | None = None,
+    dry_run: bool = False,
 ) -> AsyncIterator[Runtime]:
-    """Load (if given a path) the config, open the store and systems; close them after."""
+    """Load (if given a path) the config, open the store and systems; close them after.
+
+    ``dry_run``: for a run that writes nothing; what opening would tidy in passing (ids an
+    older store kept uncloaked) is left for the next real run. A store that needs writes
+    before it can be used at all is looked at as a copy (:func:`writes_at_open`).
+    """
     if isinstance(config, Path):
         config = load_config(config, env=env)
     # Shared with every other command; a master key rotation waits for all to finish.
     with sharing_keys(config.store_path):
-        async with _opened(config, transports, sleep, clock, checkpoint) as runtime:
+        async with _opened(config, transports, sleep, clock, checkpoint, dry_run) as runtime:
             yield runtime
+
+
+def writes_at_open(store_path: Path) -> str | None:
+    """What opening the store at ``store_path`` for a command would write to it first, in a
+    few words: a migration, or its keys to bind (an older store's first open with a master
+    key). ``None``: nothing, or a file this cannot read as a store (opening it says what
+    is wrong, and writes nothing to it).
+
+    Read on a connection of its own, which writes nothing.
+    """
+    try:
+        with closing(_existing(store_path)) as db:
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+            if 0 < version < len(MIGRATIONS):
+                return f"it is at schema {version}, which opening migrates to {len(MIGRATIONS)}"
+            if version == len(MIGRATIONS) and not db.execute("SELECT 1 FROM keyset").fetchone():
+                return "its keys are not bound to a master key yet, which opening does"
+    except sqlite3.Error:
+        return None
+    return None
+
+
+@contextmanager
+def private_copy(store_path: Path) -> Iterator[Path]:
+    """A copy of the store at ``store_path``, in a folder only this user can read, deleted
+    with the folder after the block (the store holds nothing in clear, and neither does
+    the copy). SQLite's backup: a consistent copy while a sync or the daemon writes."""
+    with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
+        copy = Path(aside) / store_path.name
+        with closing(_existing(store_path)) as db, closing(sqlite3.connect(copy)) as to:
+            db.execute("PRAGMA busy_timeout=5000")
+            db.backup(to)
+        yield copy
+
+
+def _existing(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path``, which is never created (a URI made from
+    the resolved path, each character escaped: see :func:`connector.storefile.read_only`).
+    Not read-only: closed, the last connection to a store takes its -wal and -shm files
+    away, as a read-only one cannot."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
 
 
 @asynccontextmanager
@@ -78,6 +128,7 @@ async def _opened(
     sleep: Callable[[float], Awaitable[None]] | None,
     clock: Callable[[], float] | None,
     checkpoint: Checkpoint | None,
+    dry_run: bool = False,
 ) -> AsyncIterator[Runtime]:
     store = Store(config.store_path)
     try:
@@ -89,7 +140,10 @@ async def _opened(
         store.close()
         raise
     engine = Engine(config, store, keyring, systems, checkpoint=checkpoint)
-    engine.ids.cloak_stored(store)  # ids an older store kept as the system gave them
+    if not dry_run:
+        # Ids an older store kept as the system gave them. (A dry run sends nothing, and a
+        # stored id not cloaked yet is read as it is: SystemIds.from_store.)
+        engine.ids.cloak_stored(store)
     try:
         yield Runtime(config, store, keyring, systems, engine)
     finally:

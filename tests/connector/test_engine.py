@@ -210,6 +210,22 @@ async def test_dry_run_queues_and_sends_nothing(
     assert rt.store.get_cursor("shop-to-crm", "shop") is None
 
 
+async def test_a_dry_runs_runtime_leaves_stored_ids_as_they_are(
+    open_rt: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a runtime cloaks the ids an older store kept as the system gave them (a
+    write); a dry run's leaves that to the next real run (it sends nothing, and reads an
+    id not cloaked yet as it is)."""
+    from connector.ids import SystemIds
+
+    cloaked: list[bool] = []
+    monkeypatch.setattr(SystemIds, "cloak_stored", lambda _self, _store: cloaked.append(True))
+    async with open_rt(dry_run=True):
+        assert cloaked == []
+    async with open_rt():
+        assert cloaked == [True]
+
+
 class Crash(Exception):
     """Simulated process death at a checkpoint."""
 

@@ -125,6 +125,85 @@ def test_dry_run_and_resync(
     assert audit_entries() == before
 
 
+def _as_the_version_before(store_path: Path) -> None:
+    """The store as the klantsync before the latest migration left it."""
+    from connector.schema import MIGRATIONS
+
+    with closing(sqlite3.connect(store_path)) as db:
+        db.execute("DROP TRIGGER subject_number_deleted")  # what the latest migration adds
+        db.execute("DROP TABLE subject_numbers_given")
+        db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
+        db.commit()
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("left", ["at the schema before", "with no keys bound"])
+def test_a_dry_run_writes_nothing_to_a_store_opening_would_change(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    left: str,
+) -> None:
+    """README: a dry run writes nothing and takes no lock. A store the previous klantsync
+    left (one schema behind), the natural first look after an upgrade, was migrated by it:
+    the older daemon still running on it was refused the store at its next start ("newer
+    than this klantsync supports"). A store made before any keys were bound had them bound.
+    The dry run now looks at a private copy, says so, and leaves nothing of it behind."""
+    import tempfile
+
+    from connector.schema import MIGRATIONS
+    from connector.state import Store
+
+    config, _, crm = served
+    store_path = load_config(config).store_path
+    if left == "with no keys bound":
+        Store(store_path).close()  # the current schema, no keyset
+        version, keys, expected = len(MIGRATIONS), 0, {"queued": 120, "unchanged": 0}
+    else:
+        assert main(["-c", str(config), "sync", "--json"]) == 0
+        _as_the_version_before(store_path)
+        version, keys, expected = len(MIGRATIONS) - 1, 1, {"queued": 0, "unchanged": 120}
+    before = _sha256(store_path)
+    crm.log.clear()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "temp"))
+    (tmp_path / "temp").mkdir()
+    capsys.readouterr()
+
+    assert main(["-c", str(config), "sync", "--dry-run", "--json"]) == 0
+
+    out = capsys.readouterr()
+    (report,) = json.loads(out.out)
+    assert report["dry_run"] and crm.log.writes() == []
+    crm_report = report["destinations"]["crm"]
+    assert {key: crm_report[key] for key in expected} == expected  # read as a sync reads it
+    assert "dry run on a private copy of the store" in out.err
+    assert _sha256(store_path) == before
+    with closing(sqlite3.connect(store_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (version,)
+        assert db.execute("SELECT COUNT(*) FROM keyset").fetchone() == (keys,)
+    assert list((tmp_path / "temp").iterdir()) == []  # the copy went with its folder
+    assert not list(store_path.parent.glob(store_path.name + "-*"))
+
+
+def test_a_dry_run_on_a_store_opening_leaves_as_it_is_looks_at_the_store_itself(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No copy where none is needed: a store at the current schema with its keys bound."""
+    config, _, _ = served
+    assert main(["-c", str(config), "sync", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(config), "sync", "--dry-run", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)[0]["destinations"]["crm"]["unchanged"] == 120
+    assert "private copy" not in out.err
+
+
 def test_check_online_reaches_every_system(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
