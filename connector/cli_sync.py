@@ -192,6 +192,21 @@ def _written(name: str, dest: DestinationReport) -> str:
     return written if not (dest.created or dest.updated) else f"{counts}, {written}"
 
 
+def _movers(report: FlowReport) -> str:
+    """What the summary says of the records of those who changed their address: only what
+    holds. A dry run updated nothing; in a run that left writes refused or queued, the
+    counts do not say whose, and a mover's may be among them (a move HubSpot refuses as a
+    CONFLICT keeps the old address on the contact)."""
+    if report.dry_run:
+        return "a sync writes their change to the records the systems hold for them, not new ones"
+    if report.failed or any(d.left_queued for d in report.destinations.values()):
+        return (
+            "their writes go to the records the systems hold for them, not to new ones; "
+            "what was refused or left queued (above) has not reached them"
+        )
+    return "their records were updated where they were sent, not duplicated"
+
+
 def print_report(console: Console, report: FlowReport) -> None:
     """Human summary of one flow run."""
     mode = " (dry run)" if report.dry_run else ""
@@ -226,7 +241,7 @@ def print_report(console: Console, report: FlowReport) -> None:
     if report.moved:
         console.print(
             f"  {report.moved} changed their e-mail address at {escape(report.source)}: "
-            "their existing records were updated, not duplicated"
+            + _movers(report)
         )
     if report.asked_fields is not None:
         asked = (

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.cli_sync import print_report
 from connector.dsr import DsrService
 from connector.engine import WAITS_FOR_LEAVER
 from connector.moves import Move, apply_moves, in_rings, not_landed, vacated_by
@@ -78,6 +80,45 @@ async def test_an_address_change_updates_the_contact_instead_of_adding_one(
 
     (again,) = await rt.engine.sync()
     assert again.moved == 0 and again.destinations["crm"].queued == 0
+
+
+def _summary(report: Any) -> str:
+    """The line ``sync`` prints about those who changed their address."""
+    console = Console(record=True, width=400)
+    print_report(console, report)
+    (line,) = [t for t in console.export_text().splitlines() if "changed their e-mail" in t]
+    return line
+
+
+async def test_the_summary_says_only_what_became_of_the_movers_records(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A dry run updated nothing, and a move HubSpot refused (the new address on another
+    contact: CONFLICT, a dead letter) left the contact as it was: neither summary says
+    "their existing records were updated". A move that landed says they were."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    crm.add_person(NEW, "Other", "Person")
+    await rt.engine.sync()
+    shop.touch(OLD, email=NEW)
+    crm.log.clear()
+
+    (dry,) = await rt.engine.sync(dry_run=True)
+    assert dry.moved == 1 and crm.log.writes() == []
+    assert "were updated" not in _summary(dry)
+    assert "a sync writes their change to the records" in _summary(dry)
+
+    (refused,) = await rt.engine.sync()
+    assert refused.destinations["crm"].dead_lettered == 1 and crm.record_for(OLD) is not None
+    assert "were updated" not in _summary(refused)
+    assert "what was refused or left queued (above) has not reached them" in _summary(refused)
+
+    stray = crm.store.live(NEW, "email")
+    assert stray is not None
+    crm.store.archive(stray)
+    shop.touch(NEW, email=BERT)
+    (landed,) = await rt.engine.sync()
+    assert not landed.failed and landed.moved == 1 and crm.record_for(BERT) is not None
+    assert "their records were updated where they were sent, not duplicated" in _summary(landed)
 
 
 async def test_an_address_change_while_the_old_address_is_still_queued_adds_no_second_contact(
