@@ -190,7 +190,7 @@ class ErasureResult:
         endpoint: method and path used (e.g. ``POST /crm/v3/objects/contacts/gdpr-delete``).
         vendor_status: the vendor's HTTP status for the deletion call(s).
         confirmation: the vendor's id for the request, when it gives one.
-        note: what the receipt must say (e.g. "purged by the vendor within 30 days").
+        note: what the receipt must say (e.g. "purged by the vendor after 30 days").
         pending: true when the vendor erases asynchronously and verification must wait.
     """
 

@@ -86,9 +86,11 @@ SEARCH: Final = "/persons/search"
 
 #: How the erasure call reads on a receipt (the API root is part of ``base_url``).
 ERASURE_ENDPOINT: Final = "DELETE /api/v2/persons/{id}"
-ERASURE_NOTE: Final = "deleted, purged by the vendor within 30 days"
+#: "Marks a person as deleted. After 30 days, the person will be permanently deleted."
+#: (v2 ``deletePerson``): kept, restorable, for 30 days, and purged after them, not within.
+ERASURE_NOTE: Final = "deleted, purged by the vendor after 30 days"
 #: Held only in the bin (deleted before): restorable until the purge, like a deletion now.
-IN_THE_BIN_NOTE: Final = "deleted already, purged by the vendor within 30 days of that"
+IN_THE_BIN_NOTE: Final = "deleted already, purged by the vendor 30 days after that deletion"
 NOT_HELD_NOTE: Final = "no person held for this subject"
 
 log = logging.getLogger("klantsync.pipedrive")

@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from adapters.pipedrive import (
     ERASURE_ENDPOINT,
+    ERASURE_NOTE,
     SPEC,
     PipedriveAdapter,
     PipedriveSandbox,
@@ -26,6 +27,7 @@ from adapters.pipedrive import (
     wait_hint,
 )
 from adapters.pipedrive._store import rfc3339
+from adapters.pipedrive.adapter import IN_THE_BIN_NOTE
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import IN_THE_BIN, decode_cursor
 from adapters.pipedrive.settings import BLOCKED_WAIT_SECONDS, DAILY_WAIT_SECONDS
@@ -979,7 +981,7 @@ async def test_a_person_in_the_30_day_bin_is_found_held_and_erased_reversibly(
     assert is_archived(found[0]) and found[0][RETAINED] == IN_THE_BIN
     assert found[0]["purged_after"] == rfc3339(int(wall()) + 30 * DAY)
     assert (result.found, result.mode, result.reversible) == (True, "delete_purged_later", True)
-    assert "purged by the vendor within 30 days" in result.note
+    assert result.note == IN_THE_BIN_NOTE and "purged by the vendor 30 days after" in result.note
     assert not any(e.startswith("DELETE") for e in sandbox.endpoints_used)
     assert sandbox.restorable("ann@example.nl")
 
@@ -1007,8 +1009,10 @@ async def test_what_an_erasure_leaves_in_the_bin_is_passed_over_by_its_check(
     assert sandbox.endpoints_used.count(f"DELETE {PERSONS}/{{id}}") == 1
 
 
-async def test_erase_uses_delete_and_says_purged_within_30_days(pd: Harness) -> None:
-    """Erasure is DELETE /persons/{id}, reported as purged later, reversible, within 30 days."""
+async def test_erase_uses_delete_and_says_purged_after_30_days(pd: Harness) -> None:
+    """Erasure is DELETE /persons/{id}, reported as purged later and reversible: Pipedrive
+    "Marks a person as deleted. After 30 days, the person will be permanently deleted."
+    (v2 deletePerson), so the receipt's note promises no purge *within* 30 days."""
     pd.sandbox.add_person("erase.me@example.com", "Erase", "Me", "+31612345678")
     result = await pd.adapter.erase(Subject(email="erase.me@example.com"))
     assert result.found
@@ -1018,7 +1022,8 @@ async def test_erase_uses_delete_and_says_purged_within_30_days(pd: Harness) -> 
         200,
     )
     assert result.endpoint == ERASURE_ENDPOINT == "DELETE /api/v2/persons/{id}"
-    assert "purged by the vendor within 30 days" in result.note
+    assert result.note == ERASURE_NOTE == "deleted, purged by the vendor after 30 days"
+    assert "within" not in result.note
     assert f"DELETE {PERSONS}/{{id}}" in pd.sandbox.endpoints_used
     assert not pd.sandbox.holds("erase.me@example.com")
     assert await pd.adapter.find(Subject(email="erase.me@example.com")) == []

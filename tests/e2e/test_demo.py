@@ -66,9 +66,9 @@ def test_the_demo_says_pipedrive_can_restore_what_it_deleted_for_30_days(
     assert demo_run["boxes"]["deals"].restorable(_erased_email())
     erasure = demo_run["result"]["erasure"]
     assert erasure["reversible"]["deals"] is True and erasure["reversible"]["crm"] is False
-    assert "purged by the vendor within 30 days" in erasure["notes"]["deals"]
+    assert "purged by the vendor after 30 days" in erasure["notes"]["deals"]
     (line,) = [ln for ln in demo_run["text"].splitlines() if ln.strip().startswith("deals:")]
-    assert "within 30 days" in line and "can restore it until then" in line
+    assert "after 30 days" in line and "can restore it until then" in line
 
 
 def test_the_demo_anonymises_an_order_and_deletes_its_note_as_readme_says(
