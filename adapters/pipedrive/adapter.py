@@ -8,9 +8,12 @@ What it does, by contract verb:
   harmless: the engine skips unchanged content);
 - ``upsert``: v2 has neither a batch write nor an upsert for persons, so each record is one
   to three calls, run with bounded concurrency: ``PATCH /persons/{id}`` when the identity map
-  knows the id, else the e-mail is looked up and the hit is patched, else ``POST /persons``.
-  The lookup is ``GET /persons/search`` (exact e-mail, the search bucket), or, when many
-  come at once (a first sync), one listing of every person (:mod:`.directory`);
+  knows the id, else the e-mail is looked up and the person whose *primary* e-mail it is is
+  patched, else ``POST /persons``. A person holding the address only beside their own (a
+  housemate's, the customer's address added as a second e-mail) is not the customer's: it
+  is neither renamed after them nor taken as theirs. The lookup is ``GET /persons/search``
+  (exact e-mail, the search bucket), or, when many come at once (a first sync), one listing
+  of every person (:mod:`.directory`);
 - ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
   (Pipedrive lets several persons share an e-mail), each read in full; a person in the
@@ -48,6 +51,7 @@ from adapters.pipedrive.payloads import (
     later_time,
     other_entries_kept,
     person_body,
+    primary_value,
     search_hits,
     with_contact_keys,
 )
@@ -254,18 +258,11 @@ class PipedriveAdapter:
                 hits = listed
             else:
                 hits = await self._search(record.email) if record.email else []
-            if hits:
-                # Several persons may share an e-mail; the oldest one is the stable choice.
-                updated = await self._patch(hits[0], record)
-                if updated is not None:
-                    return updated
-                if listed is not None:
-                    # Deleted since the listing: whoever holds the address now, if anyone.
-                    hits = await self._search(record.email)
-                    updated = await self._patch(hits[0], record) if hits else None
-                    if updated is not None:
-                        return updated
-            return await self._create(record)
+            updated = await self._patch_holder(hits, record)
+            if updated is None and listed:
+                # Deleted (or moved) since the listing: whoever holds the address now, if any.
+                updated = await self._patch_holder(await self._search(record.email), record)
+            return updated or await self._create(record)
         except RecordError as exc:
             return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
         except RetryableError as exc:
@@ -331,12 +328,34 @@ class PipedriveAdapter:
         """The person a create whose answer was lost made, written to; ``None`` if none is
         found (the create did not happen, or the search does not show it yet)."""
         hits = await self._search(record.email) if record.email else []
-        return await self._patch(hits[0], record) if hits else None
+        return await self._patch_holder(hits, record)
+
+    async def _patch_holder(
+        self, hits: Sequence[int], record: OutboundRecord
+    ) -> UpsertResult | None:
+        """Write to the first of ``hits`` (oldest first: the stable choice when several
+        persons share an address) whose primary e-mail is the record's; ``None`` if none is.
+
+        Search hits and the listing name every person holding the address, a housemate's
+        that has it only as a second e-mail among them: written to, that person was renamed
+        after the customer and its id learned as theirs (their later erasure deleted it).
+        """
+        for person_id in hits:
+            updated = await self._patch(person_id, record, holder=record.email)
+            if updated is not None:
+                return updated
+        return None
 
     async def _patch(
-        self, person_id: int, record: OutboundRecord, *, correcting: bool = False
+        self,
+        person_id: int,
+        record: OutboundRecord,
+        *,
+        correcting: bool = False,
+        holder: str | None = None,
     ) -> UpsertResult | None:
-        """Update one person; ``None`` when it no longer exists (404).
+        """Update one person; ``None`` when it no longer exists (404), or when ``holder`` is
+        given and is not the person's primary e-mail (they are not that address's holder).
 
         The person is read first. The connector owns the primary phone and e-mail of the
         people it writes, not the others a salesperson added (an office number, a work
@@ -357,6 +376,8 @@ class PipedriveAdapter:
             # Marked deleted, restorable for 30 days: as gone as a 404 (find and erase read
             # it so too). Written to, the customer stayed in the recycle bin as "updated".
             return None
+        if holder is not None and not _primary_is(person, holder):
+            return None  # a housemate's person, holding the address beside their own
         if correcting:
             parts = ("first_name", "last_name")
             if sum(part in fields for part in parts) == 1:
@@ -381,8 +402,9 @@ class PipedriveAdapter:
         if response.status_code == 404:
             return None
         result = self._result(record.ref, response, "updated")
-        if not correcting and record.email and result.outcome == "updated":
-            self.directory.written(person_id, record.email)  # its e-mail list is this now
+        primary = primary_value(emails)
+        if primary and result.outcome == "updated":
+            self.directory.written(person_id, primary)  # its e-mail list is this now
         return result
 
     @staticmethod
@@ -566,6 +588,11 @@ class PipedriveAdapter:
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         """Person create/change -> ``changed``; delete -> ``deleted``; anything else ignored."""
         return parse_delivery(request)
+
+
+def _primary_is(person: dict[str, Any], email: str) -> bool:
+    """Whether ``email`` is the person's primary e-mail (as subjects are told apart)."""
+    return normalise_email(primary_value(person.get("emails")) or "") == normalise_email(email)
 
 
 def _next_cursor(body: dict[str, Any]) -> str | None:

@@ -19,6 +19,11 @@ a search can miss a person created moments before as well (Pipedrive's search in
 lags). What the adapter itself creates or erases is written into the listing, so its own
 writes never miss each other.
 
+Whom: the persons whose *primary* e-mail the address is. A person holding it only beside
+their own (a housemate's, with the customer's address added as a second e-mail) is not the
+customer's, and a sync writing to them would rename them after the customer; the adapter
+creates the customer's own person instead when nobody holds it as primary.
+
 The listing lives in memory only: addresses are never logged or stored, and the first lookup
 after it has gone stale drops it.
 """
@@ -29,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
-from adapters.pipedrive.payloads import email_values
+from adapters.pipedrive.payloads import primary_value
 from connector.model import normalise_email
 
 __all__ = ["FIRST_LISTING_AFTER", "FRESH_SECONDS", "Directory"]
@@ -42,7 +47,8 @@ FIRST_LISTING_AFTER: Final = 20
 
 
 class Directory:
-    """Live persons by e-mail from the latest listing, and when the next one is worth it.
+    """Live persons by primary e-mail from the latest listing, and when the next one is
+    worth it.
 
     Args:
         clock: monotonic seconds (the client's, so tests move it with their sleeps).
@@ -51,7 +57,7 @@ class Directory:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._by_email: dict[str, list[int]] = {}
-        #: The other way round: the addresses the listing holds each person under.
+        #: The other way round: the address the listing holds each person under.
         self._emails_of: dict[int, list[str]] = {}
         self._listed_at: float | None = None
         self._pages = 0
@@ -78,16 +84,17 @@ class Directory:
         return recent >= (2 * self._pages if self._pages else FIRST_LISTING_AFTER)
 
     def load(self, persons: Iterable[Mapping[str, Any]], pages: int) -> None:
-        """Replace the listing with ``persons`` (live ones), read in ``pages`` calls."""
+        """Replace the listing with ``persons`` (live ones), read in ``pages`` calls; each is
+        held under their primary e-mail only."""
         by_email: dict[str, list[int]] = {}
         emails_of: dict[int, list[str]] = {}
         for person in persons:
             person_id = person.get("id")
-            if person.get("is_deleted") or not isinstance(person_id, int):
+            email = primary_value(person.get("emails"))
+            if person.get("is_deleted") or not isinstance(person_id, int) or not email:
                 continue
-            for email in email_values(person.get("emails")):
-                by_email.setdefault(_key(email), []).append(person_id)
-                emails_of.setdefault(person_id, []).append(_key(email))
+            by_email.setdefault(_key(email), []).append(person_id)
+            emails_of[person_id] = [_key(email)]
         for ids in by_email.values():
             ids.sort()  # the oldest first, as a search's hits are taken
         self._by_email = by_email
@@ -97,7 +104,8 @@ class Directory:
         self._lookups.clear()
 
     def ids(self, email: str) -> list[int] | None:
-        """Persons holding ``email``, oldest first; ``None`` when no fresh listing can say."""
+        """Persons whose primary e-mail is ``email``, oldest first; ``None`` when no fresh
+        listing can say."""
         if not self.fresh:
             if self._by_email:
                 self.clear()  # no reason left to hold everyone's address in memory
@@ -111,7 +119,7 @@ class Directory:
             self._emails_of.setdefault(person_id, []).append(_key(email))
 
     def written(self, person_id: int, email: str) -> None:
-        """The adapter wrote ``person_id``'s e-mail list as ``email`` alone (a sync's PATCH).
+        """The adapter wrote ``person_id``'s e-mail list with ``email`` primary (a sync's PATCH).
 
         An address it held before (the customer moved) no longer finds them: answered from
         the listing, the next customer to take that address up within its freshness was
