@@ -23,6 +23,7 @@ __all__ = [
     "PersonStore",
     "decode_position",
     "encode_position",
+    "name_parts",
     "parse_rfc3339",
     "rfc3339",
     "validate_body",
@@ -31,22 +32,24 @@ __all__ = [
 #: "After 30 days, the person will be permanently deleted." (v2 ``deletePerson``).
 PURGE_AFTER_SECONDS = 30 * 86_400
 
-#: Body fields a person write may carry (``AddPersonRequest`` of the v2 SDK). Anything else is
-#: refused with a 400; whether Pipedrive itself refuses or ignores unknown fields is
-#: UNVERIFIED. Refusing makes a mapping that sends a field Pipedrive lacks fail loudly in tests.
+#: Body fields a person write may carry: ``AddPersonRequest`` and ``UpdatePersonRequest`` of
+#: the v2 SDK (``src/versions/v2/models/add-person-request.ts``), which have ``name`` and no
+#: ``first_name`` or ``last_name``: those Pipedrive shows on a read, split from ``name``
+#: (:func:`name_parts`). Anything else is refused with a 400; whether Pipedrive itself refuses
+#: or ignores unknown fields is UNVERIFIED. Refusing makes a mapping that sends a field
+#: Pipedrive lacks fail loudly in tests.
 WRITABLE_FIELDS = frozenset(
     {
         "name",
-        "first_name",
-        "last_name",
         "owner_id",
         "org_id",
+        "add_time",
+        "update_time",
         "emails",
         "phones",
         "visible_to",
         "label_ids",
         "marketing_status",
-        "add_time",
         "custom_fields",
     }
 )
@@ -107,6 +110,17 @@ def _entries(value: Any, name: str) -> list[dict[str, Any]]:
     return entries
 
 
+def name_parts(name: Any) -> tuple[str | None, str | None]:
+    """``first_name`` and ``last_name`` as Pipedrive shows them for a person's ``name``.
+
+    v2 writes take ``name`` only; a read shows both parts besides it. How Pipedrive splits a
+    name is UNVERIFIED: the sandbox takes the first word as the first name and the rest as
+    the last name ("Jan van der Berg": "Jan", "van der Berg").
+    """
+    words = str(name or "").split(maxsplit=1)
+    return (words[0] if words else None, words[1] if len(words) > 1 else None)
+
+
 def validate_body(body: Any, *, creating: bool) -> dict[str, Any]:
     """Check a person write; return it with ``emails``/``phones`` normalised.
 
@@ -124,9 +138,12 @@ def validate_body(body: Any, *, creating: bool) -> dict[str, Any]:
         raise BadRequest("Name must be given")
     if "name" in clean and (not isinstance(name, str) or not name.strip()):
         raise BadRequest("Name must be a non-empty string")
-    for key in ("first_name", "last_name"):
-        if clean.get(key) is not None and not isinstance(clean[key], str):
-            raise BadRequest(f"{key} must be a string")
+    custom = clean.get("custom_fields")
+    if "custom_fields" in clean and not (
+        isinstance(custom, dict) and all(isinstance(key, str) for key in custom)
+    ):
+        # "An object where each key represents a custom field" (the v2 request models).
+        raise BadRequest("custom_fields must be an object")
     for key in ("emails", "phones"):
         if key in clean:
             clean[key] = _entries(clean[key], key)
@@ -150,11 +167,12 @@ class Person:
     def to_json(self) -> dict[str, Any]:
         """The v2 ``Person`` shape (a subset: the fields klantsync and tests look at)."""
         values = self.values
+        first, last = name_parts(values.get("name"))
         return {
             "id": self.id,
             "name": values.get("name"),
-            "first_name": values.get("first_name"),
-            "last_name": values.get("last_name"),
+            "first_name": first,
+            "last_name": last,
             "owner_id": values.get("owner_id", 1),
             "org_id": values.get("org_id"),
             "add_time": rfc3339(self.add_time),
@@ -213,7 +231,13 @@ class PersonStore:
 
     def update(self, person: Person, values: Mapping[str, Any], now: int) -> None:
         # Lists are replaced, not merged: what PATCH does to emails/phones is UNVERIFIED.
-        person.values.update(values)
+        # Custom fields are set one by one, each key the request names (a field left out
+        # keeps its value): that PATCH does not clear the others is UNVERIFIED.
+        changes = dict(values)
+        if "custom_fields" in changes:
+            held = dict(person.values.get("custom_fields") or {})
+            changes["custom_fields"] = {**held, **changes["custom_fields"]}
+        person.values.update(changes)
         person.update_time = now
 
     def delete(self, person: Person, now: int) -> None:

@@ -363,8 +363,9 @@ class PipedriveAdapter:
         a sync's e-mail (sent as the whole list, which replaced theirs). ``correcting`` (the
         update-only verb, which may carry only the corrected fields) changes what is given
         and nothing else: Pipedrive's ``name`` is both name parts, so one corrected alone
-        keeps the other (else it would become the whole name), and the e-mail list is not
-        sent.
+        keeps the other as Pipedrive shows it (``first_name``/``last_name`` of the read, split
+        from ``name`` by Pipedrive), else it would become the whole name; the e-mail list is
+        not sent.
         """
         fields = dict(record.fields)
         current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))

@@ -31,6 +31,7 @@ __all__ = [
     "failure_reason",
     "in_the_bin",
     "later_time",
+    "nest",
     "other_entries_kept",
     "person_body",
     "primary_value",
@@ -50,19 +51,19 @@ def person_body(
     """The JSON body of ``POST``/``PATCH /persons`` for one mapped record.
 
     ``email`` and ``phone`` become Pipedrive's lists with one primary entry; other mapped
-    fields pass through under their own names (the mapping is the allow-list, so nothing
-    unmapped can reach this point). ``name`` is required on create: it is ``first last`` when
-    either is known, else the e-mail's local part (derived from a mapped field, so no new
-    personal data is sent). On update ``name`` is sent only when a name part is, so a
-    record without names never overwrites a name someone typed in Pipedrive; without
-    ``emails`` the e-mail list is not sent at all (a correction of other fields); ``phones``
-    is the whole phone list to send, when the caller made it (see ``other_entries_kept``).
+    fields pass through under their own names, a dotted one nested (``custom_fields.<hash>``
+    -> ``{"custom_fields": {"<hash>": ...}}``, where v2 keeps custom fields); the mapping is
+    the allow-list, so nothing unmapped can reach this point. The v2 person requests have
+    ``name`` and no ``first_name`` or ``last_name`` (those a read shows, split from
+    ``name``): the mapped name parts are sent as ``name`` only, ``first last`` when either is
+    known. ``name`` is required on create: without either part it is the e-mail's local part
+    (derived from a mapped field, so no new personal data is sent). On update ``name`` is
+    sent only when a name part is, so a record without names never overwrites a name someone
+    typed in Pipedrive; without ``emails`` the e-mail list is not sent at all (a correction
+    of other fields); ``phones`` is the whole phone list to send, when the caller made it
+    (see ``other_entries_kept``).
     """
-    body: dict[str, Any] = {}
-    for name, value in fields.items():
-        if name in ("email", "phone"):
-            continue
-        body[name] = value
+    body = nest({k: v for k, v in fields.items() if k not in _NOT_SENT_AS_THEMSELVES})
     address = str(fields.get("email") or email or "").strip()
     if address and emails:
         # Sent on updates too: the connector owns the primary e-mail of the people it syncs,
@@ -81,6 +82,25 @@ def person_body(
         body["name"] = full
     elif creating:
         body["name"] = address.partition("@")[0] or "unknown"
+    return body
+
+
+#: Mapped fields a person body carries in another shape: the contact lists and ``name``.
+_NOT_SENT_AS_THEMSELVES = frozenset({"email", "phone", "first_name", "last_name"})
+
+
+def nest(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted field names (the contract's "dotted for nested") to nested objects."""
+    body: dict[str, Any] = {}
+    for path, value in fields.items():
+        *parents, leaf = path.split(".")
+        node = body
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
     return body
 
 

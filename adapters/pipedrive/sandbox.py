@@ -5,6 +5,8 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - the v2 paths under ``/api/v2``: ``GET|POST /persons``, ``GET /persons/search``,
   ``GET|PATCH|DELETE /persons/{id}``; bodies ``{success, data, additional_data}`` and errors
   ``{success: false, error, error_info, data, additional_data}``;
+- person writes that carry ``name`` and no ``first_name``/``last_name`` (the v2 request
+  models have neither), which a read shows split from ``name``;
 - ``x-api-token`` auth (401 ``{success:false, error:"unauthorized access", errorCode:401}``);
 - cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
   and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``;
@@ -160,12 +162,13 @@ class PipedriveSandbox(SandboxBase):
         phone: str = "",
         **extra: Any,
     ) -> str:
-        """Seed a live person (``extra``: further v2 person fields); return its id."""
+        """Seed a live person (``extra``: further v2 person fields); return its id.
+
+        Pipedrive keeps the name whole (``name``); a read shows it split again.
+        """
         name = " ".join(p for p in (first_name, last_name) if p) or email.partition("@")[0]
         values: dict[str, Any] = {
             "name": name,
-            "first_name": first_name or None,
-            "last_name": last_name or None,
             "emails": [{"value": email, "primary": True, "label": "work"}],
             "phones": [{"value": phone, "primary": True, "label": "work"}] if phone else [],
         }

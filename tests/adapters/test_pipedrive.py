@@ -41,7 +41,8 @@ from connector.adapter import (
 )
 from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
-from connector.model import is_archived
+from connector.mapping import load_mapping
+from connector.model import Person, is_archived
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.adapters.front import Decision, FrontPage
@@ -291,15 +292,9 @@ def test_lookups_tell_addresses_apart_as_subjects_are() -> None:
 
 
 async def test_sandbox_records_what_pipedrive_received(pd: Harness) -> None:
-    """The log holds the person fields written (name, first/last, emails, phones), no values."""
+    """The log holds the person fields written (name, emails, phones), no values."""
     await pd.adapter.upsert([person(1, phone="+31612345678")])
-    assert pd.sandbox.log.property_names() == {
-        "name",
-        "first_name",
-        "last_name",
-        "emails",
-        "phones",
-    }
+    assert pd.sandbox.log.property_names() == {"name", "emails", "phones"}
     logged = repr(pd.sandbox.log.entries)
     assert "person1@example.com" not in logged and "+31612345678" not in logged
 
@@ -311,6 +306,92 @@ async def test_create_without_names_uses_the_local_part(pd: Harness) -> None:
     assert result.outcome == "created"
     stored = pd.sandbox.record_for("nameless@example.com")
     assert stored is not None and stored["name"] == "nameless"
+
+
+#: The body fields of v2 ``AddPersonRequest`` / ``UpdatePersonRequest`` in Pipedrive's own SDK
+#: (pipedrive/client-nodejs, src/versions/v2/models/add-person-request.ts and
+#: update-person-request.ts): no ``first_name`` or ``last_name``.
+V2_PERSON_WRITE_FIELDS = frozenset(
+    {
+        "name",
+        "owner_id",
+        "org_id",
+        "add_time",
+        "update_time",
+        "emails",
+        "phones",
+        "visible_to",
+        "label_ids",
+        "marketing_status",
+        "custom_fields",
+    }
+)
+
+
+async def test_person_writes_carry_only_the_fields_of_v2_person_requests(pd: Harness) -> None:
+    """v2 person requests have ``name`` and no ``first_name``/``last_name``: the name parts
+    the mapping maps are sent as ``name`` only, on create and update, and a read shows them
+    split from it again."""
+    record = OutboundRecord(
+        "ref-1",
+        "piet@example.nl",
+        None,
+        {"email": "piet@example.nl", "first_name": "Piet", "last_name": "Puk"},
+    )
+    (created,) = await pd.adapter.upsert([record])
+    (updated,) = await pd.adapter.upsert([record])
+    assert (created.outcome, updated.outcome) == ("created", "updated")
+    sent = pd.sandbox.log.property_names()
+    assert sent <= V2_PERSON_WRITE_FIELDS, sorted(sent - V2_PERSON_WRITE_FIELDS)
+    stored = pd.sandbox.record_for("piet@example.nl")
+    assert stored is not None
+    assert (stored["name"], stored["first_name"], stored["last_name"]) == (
+        "Piet Puk",
+        "Piet",
+        "Puk",
+    )
+
+
+async def test_sandbox_refuses_name_parts_in_a_person_write(
+    raw: httpx.AsyncClient, sandbox: PipedriveSandbox
+) -> None:
+    """As v2's request models have no name parts, a write carrying one is refused (400)."""
+    person_id = sandbox.add_person("deel@example.nl", "Deel", "Naam")
+    refused = await raw.patch(f"/persons/{person_id}", json={"first_name": "Ander"})
+    created = await raw.post("/persons", json={"name": "Nieuw", "last_name": "Achter"})
+    assert (refused.status_code, created.status_code) == (400, 400)
+    assert sandbox.store.persons[int(person_id)].to_json()["first_name"] == "Deel"
+
+
+async def test_a_field_mapped_to_a_custom_field_reaches_the_person(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock, tmp_path: Path
+) -> None:
+    """v2 keeps custom fields under ``custom_fields``, keyed by each field's 40-character
+    hash. A mapping path ``custom_fields.<hash>`` comes dotted ("dotted for nested") and was
+    sent flat, a field no person has: the write was refused and the record a dead letter.
+    It is sent nested; a later write of another custom field keeps this one."""
+    key = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+    text = Path("mappings/pipedrive.toml").read_text(encoding="utf-8")
+    text += f'\n[fields.city]\npath = "custom_fields.{key}"\ntransform = ["trim"]\n'
+    text += 'purpose = "Sales: the branch nearest the customer"\n'
+    mapping_file = tmp_path / "pipedrive.toml"
+    mapping_file.write_text(text, encoding="utf-8")
+    mapping = load_mapping(mapping_file)
+    kees = Person(email="kees@example.nl", first_name="Kees", last_name="Klant", city="Utrecht")
+    harness = make_harness(sandbox, time, wall)
+    try:
+        (result,) = await harness.adapter.upsert(
+            [OutboundRecord("ref-kees", "kees@example.nl", None, mapping.outbound(kees))]
+        )
+        other = {"email": "kees@example.nl", f"custom_fields.{'f' * 40}": "ja"}
+        (again,) = await harness.adapter.upsert(
+            [OutboundRecord("ref-kees", "kees@example.nl", result.external_id, other)]
+        )
+    finally:
+        await harness.client.aclose()
+    assert (result.outcome, again.outcome) == ("created", "updated"), result.reason
+    stored = sandbox.record_for("kees@example.nl")
+    assert stored is not None and stored["custom_fields"] == {key: "Utrecht", "f" * 40: "ja"}
 
 
 async def test_stale_external_id_falls_back_to_search(pd: Harness) -> None:
@@ -926,7 +1007,7 @@ async def test_pull_pages_end_and_the_watermark_moves_forward(pd: Harness) -> No
 
     pd.wall.now += 3_600
     changed = pd.sandbox.store.persons[7]
-    pd.sandbox.store.update(changed, {"first_name": "Changed"}, int(pd.wall.now))
+    pd.sandbox.store.update(changed, {"name": "Changed"}, int(pd.wall.now))
     later = [page async for page in pd.adapter.pull(pages[-1].cursor)]
     ids = [r["id"] for p in later for r in p.records]
     # The boundary second is read again (harmless); the changed person comes last.
@@ -1282,7 +1363,7 @@ async def test_an_address_changed_by_the_adapter_is_not_answered_by_the_listing(
     (newcomer,) = await pd.adapter.upsert([person(5, first_name="Someone", last_name="Else")])
     assert newcomer.outcome == "created"
     assert newcomer.external_id != five
-    kept = pd.sandbox.store.persons[int(five)].values
+    kept = pd.sandbox.store.persons[int(five)].to_json()
     assert kept["first_name"] == "First5"
     assert [e["value"] for e in kept["emails"]] == ["new5@example.com"]
 

@@ -1187,9 +1187,9 @@ async def test_a_record_known_as_a_housemate_s_is_not_corrected_with_the_person(
     assert anna is not None
     view = await DsrService(rt).rectify(ANNA, {"last_name": "Smit", "phone": "0611122233"})
     assert view.status == "completed"
-    corrected = world.deals.store.persons[int(anna["id"])].values
+    corrected = world.deals.store.persons[int(anna["id"])].to_json()
     assert corrected["last_name"] == "Smit"
-    bert = world.deals.store.persons[bert_id].values
+    bert = world.deals.store.persons[bert_id].to_json()
     assert bert["last_name"] == "Jansenius" and "Smit" not in json.dumps(bert)
     assert "0611122233" not in json.dumps(bert) and "611122233" not in json.dumps(bert)
     text = DsrService(rt).receipt(view.id)
