@@ -377,8 +377,15 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
 
 #: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``, HubSpot's
 #: ``propertiesNotRead.reason``, ``associationsNotRead.reason`` and
-#: ``subscriptionsNotRead.reason``, Mailchimp's ``activityNotRead.reason``), by code.
+#: ``subscriptionsNotRead.reason``, Mailchimp's ``activityNotRead.reason``, Pipedrive's
+#: ``notesNotRead``, ``dealsNotRead`` and ``activitiesNotRead``), by code.
 _NOT_READ: dict[str, dict[str, str]] = {
+    "pipedrive_list_cut": {
+        "en": "Pipedrive holds more of these about you than this copy lists (how many it "
+        "lists: listed)",
+        "nl": "Pipedrive bewaart hiervan meer over u dan dit overzicht toont (hoeveel het "
+        "toont: listed)",
+    },
     "activity_feed_cut": {
         "en": "Mailchimp may hold older activity (e-mails sent, opened, clicked) than the "
         "most recent events this copy lists (how many: eventsListed)",
@@ -433,6 +440,9 @@ _NOT_READ_PATHS = frozenset(
         "activityNotRead.reason",
         "associationsNotRead.reason",
         "subscriptionsNotRead.reason",
+        "notesNotRead.reason",
+        "dealsNotRead.reason",
+        "activitiesNotRead.reason",
     }
 )
 

@@ -1,4 +1,5 @@
-"""The Pipedrive sandbox's route handlers: v2 persons list, search, read, write and delete.
+"""The Pipedrive sandbox's route handlers: v2 persons list, search, read, write and delete;
+what an access copy reads beside a person (notes, deals, activities, label names).
 
 Each handler takes a Starlette request and returns the response plus the records (person
 bodies) it carried, so :mod:`adapters.pipedrive.sandbox` can log their field *names*. A
@@ -25,7 +26,7 @@ from adapters.pipedrive._store import (
     validate_body,
 )
 
-__all__ = ["MAX_LIST_LIMIT", "MAX_SEARCH_LIMIT", "PersonRoutes", "Reject"]
+__all__ = ["MAX_LIST_LIMIT", "MAX_SEARCH_LIMIT", "LinkedRoutes", "PersonRoutes", "Reject"]
 
 MAX_LIST_LIMIT = 500
 MAX_SEARCH_LIMIT = 100
@@ -190,3 +191,95 @@ class PersonRoutes:
         person = self._person(request)
         self.store.delete(person, self.now())
         return _ok({"id": person.id}), []
+
+
+def _person_filter(request: Request) -> int | None:
+    raw = request.query_params.get("person_id")
+    if raw is None:
+        return None
+    if not raw.isdecimal():
+        raise Reject(400, "Parameter person_id must be an integer")
+    return int(raw)
+
+
+class LinkedRoutes:
+    """What Pipedrive keeps beside a person, as an access copy reads it: a person's notes
+    (``GET /v1/notes``), deals and activities (``GET /v2/deals``, ``GET /v2/activities``),
+    each filtered by ``person_id``, and the label names (``GET /v2/personFields``).
+
+    Notes are in API v1 only (the v2 SDK has no notes endpoint); they page by ``start`` and
+    ``limit`` and say ``additional_data.pagination.more_items_in_collection``, as v1 lists
+    do. Deals and activities page by ``cursor`` as v2 persons do.
+    """
+
+    def __init__(self, store: PersonStore) -> None:
+        self.store = store
+
+    async def notes(self, request: Request) -> Result:
+        """``GET /v1/notes?person_id=``: one page from ``start``."""
+        raw = request.query_params.get("start", "0")
+        if not raw.isdecimal():
+            raise Reject(400, "Parameter start must be a non-negative integer")
+        start, limit = int(raw), _int_param(request, "limit", 100, MAX_LIST_LIMIT)
+        items = self.store.linked_of("notes", _person_filter(request))
+        more = start + limit < len(items)
+        pagination: dict[str, Any] = {
+            "start": start,
+            "limit": limit,
+            "more_items_in_collection": more,
+        }
+        if more:
+            pagination["next_start"] = start + limit
+        return _ok(items[start : start + limit], {"pagination": pagination}), []
+
+    async def deals(self, request: Request) -> Result:
+        """``GET /v2/deals?person_id=``: one page, ``additional_data.next_cursor`` for the next."""
+        return _cursor_page(request, self.store.linked_of("deals", _person_filter(request)))
+
+    async def activities(self, request: Request) -> Result:
+        """``GET /v2/activities?person_id=``: one page, as deals."""
+        return _cursor_page(request, self.store.linked_of("activities", _person_filter(request)))
+
+    async def person_fields(self, request: Request) -> Result:
+        """``GET /v2/personFields``: the fields the sandbox has, ``label_ids`` with its options."""
+        labels = [{"id": i, "label": name} for i, name in sorted(self.store.labels.items())]
+        fields = [
+            _field("Name", "name", "varchar"),
+            _field("Email", "emails", "varchar"),
+            _field("Phone", "phones", "phone"),
+            {**_field("Labels", "label_ids", "set"), "options": labels},
+        ]
+        return _cursor_page(request, fields, keyed=False)
+
+
+def _cursor_page(request: Request, items: list[dict[str, Any]], *, keyed: bool = True) -> Result:
+    """One v2 page of ``items`` after the ``cursor``: by ``id`` when ``keyed``, else by
+    position (fields have no numeric id in v2)."""
+    limit = _int_param(request, "limit", 100, MAX_LIST_LIMIT)
+    cursor = request.query_params.get("cursor")
+    after = 0
+    if cursor:
+        try:
+            position = decode_position(cursor)
+        except BadRequest as exc:
+            raise Reject(400, str(exc)) from exc
+        if len(position) != 1 or not isinstance(position[0], int):
+            raise Reject(400, "Invalid cursor")
+        after = position[0]
+    numbered = [(int(item["id"]) if keyed else n, item) for n, item in enumerate(items, 1)]
+    rest = [(key, item) for key, item in numbered if key > after]
+    page = rest[:limit]
+    next_cursor = encode_position([page[-1][0]]) if len(rest) > limit and page else None
+    return _ok([item for _, item in page], {"next_cursor": next_cursor}), []
+
+
+def _field(name: str, code: str, kind: str) -> dict[str, Any]:
+    """A standard person field in the v2 ``GetPersonFields`` item shape (a subset)."""
+    return {
+        "field_name": name,
+        "field_code": code,
+        "field_type": kind,
+        "is_custom_field": False,
+        "is_optional_response_field": False,
+        "options": None,
+    }

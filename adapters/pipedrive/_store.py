@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 __all__ = [
+    "LINKED_KINDS",
     "PURGE_AFTER_SECONDS",
     "WRITABLE_FIELDS",
     "BadRequest",
@@ -31,6 +32,10 @@ __all__ = [
 
 #: "After 30 days, the person will be permanently deleted." (v2 ``deletePerson``).
 PURGE_AFTER_SECONDS = 30 * 86_400
+
+#: What Pipedrive keeps beside a person that names them (``person_id``): notes (API v1),
+#: deals and activities (API v2).
+LINKED_KINDS = ("notes", "deals", "activities")
 
 #: Body fields a person write may carry: ``AddPersonRequest`` and ``UpdatePersonRequest`` of
 #: the v2 SDK (``src/versions/v2/models/add-person-request.ts``), which have ``name`` and no
@@ -205,10 +210,34 @@ class Person:
 
 @dataclass
 class PersonStore:
-    """Every person, live or marked deleted, by id."""
+    """Every person, live or marked deleted, by id, and what Pipedrive keeps beside them.
+
+    ``linked`` holds, by kind (:data:`LINKED_KINDS`), the notes, deals and activities that
+    name a person by ``person_id``, each in the shape its list endpoint answers. What a
+    person's deletion or purge does to them is UNVERIFIED: the sandbox leaves them as they
+    are. ``labels`` are the options of the person field ``label_ids``: id -> name.
+    """
 
     persons: dict[int, Person] = field(default_factory=dict)
     next_id: int = 1
+    linked: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {kind: [] for kind in LINKED_KINDS}
+    )
+    labels: dict[int, str] = field(default_factory=dict)
+    next_linked_id: int = 1
+
+    def add_linked(self, kind: str, values: Mapping[str, Any]) -> int:
+        """Keep one note, deal or activity (``values`` in its list shape); return its id."""
+        item = {"id": self.next_linked_id, **values}
+        self.linked[kind].append(item)
+        self.next_linked_id += 1
+        return int(item["id"])
+
+    def linked_of(self, kind: str, person_id: int | None) -> list[dict[str, Any]]:
+        """The items of ``kind`` naming ``person_id`` (every one for ``None``), by id."""
+        items = self.linked[kind]
+        chosen = [i for i in items if person_id is None or i.get("person_id") == person_id]
+        return sorted(chosen, key=lambda item: int(item["id"]))
 
     def live(self, person_id: int) -> Person | None:
         person = self.persons.get(person_id)

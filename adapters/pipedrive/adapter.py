@@ -16,8 +16,9 @@ What it does, by contract verb:
   of every person (:mod:`.directory`);
 - ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
-  (Pipedrive lets several persons share an e-mail), each read in full; a person in the
-  30-day bin among them is reported held, marked so (:func:`~.payloads.in_the_bin`);
+  (Pipedrive lets several persons share an e-mail), each read in full with what Pipedrive
+  keeps beside them: notes, deals, activities and label names (:mod:`.linked`); a person in
+  the 30-day bin among them is reported held, marked so (:func:`~.payloads.in_the_bin`);
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
@@ -42,6 +43,7 @@ from typing import Any, Final, Literal
 import httpx
 
 from adapters.pipedrive.directory import Directory
+from adapters.pipedrive.linked import LinkedReader
 from adapters.pipedrive.payloads import (
     PullCursor,
     decode_cursor,
@@ -119,6 +121,7 @@ class PipedriveAdapter:
         self.settings = settings
         self.limits = pipedrive_limits(settings)
         self.directory = Directory(client.clock)
+        self.linked = LinkedReader(client, settings.base_url)
         self._listing = asyncio.Lock()
 
     # -- pull --------------------------------------------------------------------------------
@@ -507,7 +510,24 @@ class PipedriveAdapter:
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """Every person Pipedrive holds for the subject (by Pipedrive id and by exact e-mail),
         in full; one it shows in the 30-day bin marked so (:func:`in_the_bin`). A person
-        the connector knows as another subject's (``subject.spare``) is left out."""
+        the connector knows as another subject's (``subject.spare``) is left out.
+
+        Each comes with what Pipedrive keeps beside them (:mod:`.linked`): the notes staff
+        wrote about them, their deals and activities, and the names of their labels
+        (``labels``, beside ``label_ids``), read once for all of them.
+        """
+        people = await self._held(subject)
+        labels = await self.linked.label_names() if any(_label_ids(p) for p in people) else {}
+        found: list[dict[str, Any]] = []
+        for person in people:
+            named = [{"id": i, "label": labels.get(i)} for i in _label_ids(person)]
+            beside = await self.linked.beside(int(person["id"]))
+            found.append({**person, "labels": named, **beside})
+        return found
+
+    async def _held(self, subject: Subject) -> list[dict[str, Any]]:
+        """The persons ``find`` reports, without what is kept beside them (an erasure
+        needs only the persons, and reads no more of the subject's data than that)."""
         found: dict[int, dict[str, Any]] = {}
         if subject.external_id and subject.external_id.isdecimal():
             person = await self._read(int(subject.external_id))
@@ -556,7 +576,7 @@ class PipedriveAdapter:
         """
         if subject.email:
             self.directory.forget(subject.email)
-        people = await self.find(subject)
+        people = await self._held(subject)
         deleted = 0
         status: int | None = None
         for person in people:
@@ -594,6 +614,11 @@ class PipedriveAdapter:
 def _primary_is(person: dict[str, Any], email: str) -> bool:
     """Whether ``email`` is the person's primary e-mail (as subjects are told apart)."""
     return normalise_email(primary_value(person.get("emails")) or "") == normalise_email(email)
+
+
+def _label_ids(person: dict[str, Any]) -> list[int]:
+    ids = person.get("label_ids")
+    return [i for i in ids if isinstance(i, int)] if isinstance(ids, list) else []
 
 
 def _next_cursor(body: dict[str, Any]) -> str | None:

@@ -7,6 +7,9 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
   ``{success: false, error, error_info, data, additional_data}``;
 - person writes that carry ``name`` and no ``first_name``/``last_name`` (the v2 request
   models have neither), which a read shows split from ``name``;
+- what an access copy reads beside a person: notes (``GET /api/v1/notes?person_id=``, API
+  v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``), and the
+  label names among the person fields (``GET /api/v2/personFields``);
 - ``x-api-token`` auth (401 ``{success:false, error:"unauthorized access", errorCode:401}``);
 - cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
   and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``;
@@ -46,13 +49,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.pipedrive import _routes
-from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore
+from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore, rfc3339
 from connector.ratelimit import RateLimit, RollingWindow
 from connector.sandboxkit import SandboxBase, record
 
-__all__ = ["API", "PipedriveSandbox"]
+__all__ = ["API", "API_V1", "PipedriveSandbox"]
 
 API = "/api/v2"
+#: API v1, beside v2: notes are listed there only.
+API_V1 = "/api/v1"
 ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 CLOUDFLARE_PAGE = (
     "<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head>"
@@ -99,7 +104,7 @@ class PipedriveSandbox(SandboxBase):
             ``is_deleted: true``, until the purge (UNVERIFIED either way; default 404).
 
     Attributes:
-        store: the persons, live and marked deleted.
+        store: the persons, live and marked deleted, and what is kept beside them.
         rejected_429: calls answered 429 by the limits.
         blocked_403: calls answered with the Cloudflare page.
         endpoints_used: ``"METHOD path-template"`` of every call, in order.
@@ -139,6 +144,7 @@ class PipedriveSandbox(SandboxBase):
     def app(self) -> Any:
         """The ASGI app, wrapped so a fault can drop the connection."""
         routes = _routes.PersonRoutes(self.store, self._now, show_deleted=self.show_deleted)
+        linked = _routes.LinkedRoutes(self.store)
         persons = f"{API}/persons"
         table = [
             self._route("GET", persons, routes.list_persons),
@@ -147,6 +153,10 @@ class PipedriveSandbox(SandboxBase):
             self._route("GET", f"{persons}/{{id}}", routes.get),
             self._route("PATCH", f"{persons}/{{id}}", routes.patch),
             self._route("DELETE", f"{persons}/{{id}}", routes.delete),
+            self._route("GET", f"{API_V1}/notes", linked.notes),
+            self._route("GET", f"{API}/deals", linked.deals),
+            self._route("GET", f"{API}/activities", linked.activities),
+            self._route("GET", f"{API}/personFields", linked.person_fields),
         ]
         return self.serve(Starlette(routes=table))
 
@@ -194,6 +204,42 @@ class PipedriveSandbox(SandboxBase):
 
     # -- sandbox-only helpers ----------------------------------------------------------------
 
+    def add_note(self, person_id: str, content: str) -> int:
+        """Seed a note about a person, as staff write one (v1 ``Note`` shape, a subset)."""
+        stamp = rfc3339(self._now()).replace("T", " ").rstrip("Z")  # v1: "YYYY-MM-DD HH:MM:SS"
+        values = {
+            "person_id": int(person_id),
+            "content": content,
+            "add_time": stamp,
+            "update_time": stamp,
+            "active_flag": True,
+        }
+        return self.store.add_linked("notes", values)
+
+    def add_deal(self, person_id: str, title: str, **extra: Any) -> int:
+        """Seed a deal linked to a person (v2 deal shape, a subset)."""
+        values = {"title": title, "person_id": int(person_id), "status": "open", **extra}
+        return self.store.add_linked("deals", self._stamped(values))
+
+    def add_activity(self, person_id: str, subject: str, **extra: Any) -> int:
+        """Seed an activity whose primary participant is a person (v2 shape, a subset)."""
+        participants = [{"person_id": int(person_id), "primary": True}]
+        values = {
+            "subject": subject,
+            "type": "call",
+            "person_id": int(person_id),
+            "participants": participants,
+            "done": False,
+            **extra,
+        }
+        return self.store.add_linked("activities", self._stamped(values))
+
+    def add_label(self, label: str) -> int:
+        """Add an option to the person field ``label_ids``; return its id."""
+        label_id = max(self.store.labels, default=0) + 1
+        self.store.labels[label_id] = label
+        return label_id
+
     def person_count(self) -> int:
         """Live persons."""
         return sum(1 for p in self.store.persons.values() if p.deleted_at is None)
@@ -218,6 +264,10 @@ class PipedriveSandbox(SandboxBase):
 
     def _now(self) -> int:
         return int(self.wall_clock())
+
+    def _stamped(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        now = rfc3339(self._now())
+        return {**values, "add_time": now, "update_time": now}
 
     def _route(
         self, method: str, template: str, handler: Handler, bucket: str = "default"

@@ -1116,6 +1116,121 @@ async def test_find_by_id_and_by_email(pd: Harness) -> None:
     assert "find@example.com" not in repr(pd.sandbox.log.entries)
 
 
+def mock_adapter(answer: Callable[[httpx.Request], httpx.Response]) -> PipedriveAdapter:
+    """The adapter on a client whose every call ``answer`` answers (one attempt each)."""
+    client = SystemClient(
+        system="deals",
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    return PipedriveAdapter(client, make_settings())
+
+
+def found_jan(request: httpx.Request, **person: Any) -> httpx.Response | None:
+    """Pipedrive's answer to a search for jan@example.nl and a read of his person (id 7)."""
+    path = request.url.path
+    if path.endswith("/persons/search"):
+        items = [{"result_score": 1.0, "item": {"id": 7, "emails": ["jan@example.nl"]}}]
+        body = {"success": True, "data": {"items": items}, "additional_data": {}}
+        return httpx.Response(200, json=body)
+    if path.endswith("/persons/7"):
+        emails = [{"value": "jan@example.nl", "primary": True, "label": "work"}]
+        data = {"id": 7, "name": "Jan Jansen", "emails": emails, "phones": [], **person}
+        return httpx.Response(200, json={"success": True, "data": data})
+    return None
+
+
+def not_found() -> httpx.Response:
+    body = {"success": False, "error": "not found", "data": None, "additional_data": None}
+    return httpx.Response(404, json=body)
+
+
+async def test_the_access_copy_holds_the_notes_staff_wrote_about_the_person() -> None:
+    """README: records come with the notes staff wrote about the person. Pipedrive keeps
+    notes on a person (API v1 ``GET /notes?person_id=``, beside the v2 root), typically the
+    most personal text it holds; the copy read only the person record."""
+    note = "Belde boos over retour; zegt dat hij ziek thuis zit"
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.url.path == "/api/v1/notes" and request.url.params["person_id"] == "7":
+            data = [{"id": 1, "person_id": 7, "content": note}]
+            pagination = {"start": 0, "limit": 500, "more_items_in_collection": False}
+            body = {"success": True, "data": data, "additional_data": {"pagination": pagination}}
+            return httpx.Response(200, json=body)
+        return found_jan(request, notes_count=1) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        (found,) = await adapter.find(Subject(email="jan@example.nl"))
+    assert [n["content"] for n in found["notes"]] == [note], calls
+    assert "notesNotRead" not in found
+
+
+async def test_the_access_copy_names_the_labels_pipedrive_put_on_the_person() -> None:
+    """v2 ``GET /persons/{id}`` gives ``label_ids`` only: the copy held bare numbers the
+    person cannot read. The names come from the options of the person field ``label_ids``
+    (``GET /personFields``), read once; the ids stay."""
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(f"{request.method} {request.url.path}")
+        if request.url.path.endswith("/personFields"):
+            options = [{"id": 5, "label": "Wanbetaler"}, {"id": 6, "label": "VIP"}]
+            fields = [{"field_code": "label_ids", "field_name": "Labels", "options": options}]
+            body = {"success": True, "data": fields, "additional_data": {"next_cursor": None}}
+            return httpx.Response(200, json=body)
+        return found_jan(request, label_ids=[5]) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        (found,) = await adapter.find(Subject(email="jan@example.nl", external_id="7"))
+    assert (found["label_ids"], found["labels"]) == ([5], [{"id": 5, "label": "Wanbetaler"}])
+    assert calls.count("GET /api/v2/personFields") == 1
+
+
+async def test_the_access_copy_holds_the_notes_deals_activities_and_labels_of_the_person(
+    pd: Harness,
+) -> None:
+    """Against the sandbox: each person found comes with what Pipedrive keeps beside them,
+    and nothing of someone else's; an erasure reads none of it (only the persons)."""
+    vip = pd.sandbox.add_label("VIP")
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen", label_ids=[vip])
+    other = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
+    pd.sandbox.add_note(jan, "Wil alleen 's ochtends gebeld worden")
+    pd.sandbox.add_note(other, "Niet van Jan")
+    pd.sandbox.add_deal(jan, "Nieuwe keuken")
+    pd.sandbox.add_activity(jan, "Terugbellen over offerte")
+    pd.sandbox.add_activity(other, "Niet van Jan")
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    assert [n["content"] for n in found["notes"]] == ["Wil alleen 's ochtends gebeld worden"]
+    assert [d["title"] for d in found["deals"]] == ["Nieuwe keuken"]
+    assert [a["subject"] for a in found["activities"]] == ["Terugbellen over offerte"]
+    assert found["labels"] == [{"id": vip, "label": "VIP"}]
+    assert "Niet van Jan" not in json.dumps(found)
+    pd.sandbox.endpoints_used.clear()
+    await pd.adapter.erase(Subject(email="jan@example.nl"))
+    assert not any("notes" in e or "deals" in e for e in pd.sandbox.endpoints_used)
+
+
+async def test_an_access_copy_of_more_notes_than_it_reads_says_so(pd: Harness) -> None:
+    """The copy is bounded (10 pages of 500 a list); a person with more says how many it
+    lists, so a partial list never passes for the whole."""
+    from adapters.pipedrive.linked import CUT_REASON, MAX_PAGES, PAGE_SIZE
+
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    for n in range(MAX_PAGES * PAGE_SIZE + 1):
+        pd.sandbox.add_note(jan, f"notitie {n}")
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    listed = MAX_PAGES * PAGE_SIZE
+    assert len(found["notes"]) == listed
+    assert found["notesNotRead"] == {"reason": CUT_REASON, "listed": listed}
+    assert "dealsNotRead" not in found and found["deals"] == []
+
+
 async def test_a_person_in_the_30_day_bin_is_found_held_and_erased_reversibly(
     time: VirtualTime, wall: WallClock
 ) -> None:

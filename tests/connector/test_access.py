@@ -473,6 +473,37 @@ def test_a_mailchimp_copy_cut_short_says_so_in_each_report_s_language(tmp_path: 
     assert ACTIVITY_UNREAD_REASON not in nl + en  # the code is said, not shown
 
 
+def test_a_pipedrive_list_cut_short_says_so_in_each_report_s_language(tmp_path: Path) -> None:
+    """Pipedrive's notes, deals and activities of a person are read up to a bound; a list
+    with more carries ``notesNotRead`` (``dealsNotRead``, ``activitiesNotRead``), its reason
+    a code said in each report's language."""
+    from adapters.pipedrive.linked import CUT_REASON
+    from connector.access import Art15Facts, write_bundle
+
+    facts = Art15Facts(
+        purposes={}, categories=[], recipients=[("deals", "pipedrive", "")], retention=[],
+        sources=[], controller={},
+    )  # fmt: skip
+    person = {
+        "id": 7,
+        "notes": [{"id": 1, "person_id": 7, "content": "Belt graag 's ochtends"}],
+        "notesNotRead": {"reason": CUT_REASON, "listed": 5000},
+    }
+    write_bundle(
+        tmp_path / "bundle",
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2026-11-30T00:00:00+00:00",
+        systems={"deals": ("pipedrive", [person])},
+        connector={},
+        facts=facts,
+    )
+    nl = (tmp_path / "bundle" / "report.nl.md").read_text(encoding="utf-8")
+    en = (tmp_path / "bundle" / "report.en.md").read_text(encoding="utf-8")
+    assert "Pipedrive bewaart hiervan meer" in nl and "Pipedrive holds more" in en
+    assert CUT_REASON not in nl + en
+
+
 def test_a_hubspot_copy_of_some_associations_says_so_in_each_report_s_language(
     tmp_path: Path,
 ) -> None:

@@ -1,0 +1,163 @@
+"""What Pipedrive keeps beside a person, read for the access copy (Art. 15).
+
+A person record is not all Pipedrive holds about someone. Staff write notes about them
+(typically the most personal text the CRM holds), deals and activities (calls, meetings)
+name them, and labels ("VIP", "Wanbetaler") say what the company thinks of them. ``find``
+adds each to the person's record:
+
+- ``notes``: ``GET /api/v1/notes?person_id=``. API v2 has no notes endpoint in Pipedrive's
+  SDK; the v1 one is read beside the v2 root (v1 paging: ``start``, ``limit``,
+  ``additional_data.pagination.more_items_in_collection`` and ``next_start``). That v1
+  notes stay served while v1 person endpoints go away is UNVERIFIED;
+- ``deals``: ``GET /api/v2/deals?person_id=`` ("only deals linked to the specified person");
+- ``activities``: ``GET /api/v2/activities?person_id=`` ("only activities whose primary
+  participant is the given person"; older SDK versions lack the parameter);
+- ``labels``: the names of ``label_ids``, from the options of the person field whose
+  ``field_code`` is ``label_ids`` (``GET /api/v2/personFields``, read once per copy).
+  That the label field has that code is UNVERIFIED (v1 knew a single ``label`` too, also
+  taken); the ids stay in ``label_ids``.
+
+Only items that name the person (``person_id``) are kept: a filter Pipedrive ignored would
+otherwise put other people's data into this person's copy. Each list is read to at most
+:data:`MAX_PAGES` pages of :data:`PAGE_SIZE`; one with more says so in the record
+(``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason :data:`CUT_REASON`, and
+how many the copy lists), so a partial list never passes for the whole. A 404 is an empty
+list: the person went away since it was read, as for the other adapters' sub-collections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from connector.errors import FatalRemoteError
+from connector.http import SystemClient, answer_object
+
+__all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "LinkedReader"]
+
+#: Items a page of each list holds (the most v1 and v2 lists give).
+PAGE_SIZE: Final = 500
+#: Pages of each list one access copy reads, at most.
+MAX_PAGES: Final = 10
+#: The reason code a record carries for a list read in part (connector/access.py says it).
+CUT_REASON: Final = "pipedrive_list_cut"
+
+NOTES: Final = "/notes"
+DEALS: Final = "/deals"
+ACTIVITIES: Final = "/activities"
+PERSON_FIELDS: Final = "/personFields"
+#: ``field_code`` of the person field whose options name the labels (UNVERIFIED; see above).
+LABEL_FIELDS: Final = frozenset({"label_ids", "label"})
+
+
+class LinkedReader:
+    """Reads what Pipedrive keeps beside persons, over the adapter's client.
+
+    Args:
+        client: the company's client, based at the API v2 root.
+        v2_root: that root (``https://<company>.pipedrive.com/api/v2``); API v1 is beside it.
+    """
+
+    def __init__(self, client: SystemClient, v2_root: str) -> None:
+        self.client = client
+        root = v2_root.rstrip("/")
+        self.v1_root = root.removesuffix("/v2") + "/v1"
+
+    async def label_names(self) -> dict[int, str]:
+        """Label id -> name, from the person fields; empty if Pipedrive shows none."""
+        names: dict[int, str] = {}
+        fields, _ = await self._cursor_list(PERSON_FIELDS, {})
+        for person_field in fields:
+            if person_field.get("field_code") not in LABEL_FIELDS:
+                continue
+            for option in person_field.get("options") or []:
+                if isinstance(option, Mapping) and isinstance(option.get("id"), int):
+                    names[int(option["id"])] = str(option.get("label") or "")
+        return names
+
+    async def beside(self, person_id: int) -> dict[str, Any]:
+        """``notes``, ``deals`` and ``activities`` of the person, each with its cut marker."""
+        held: dict[str, Any] = {}
+        notes, more = await self._notes(person_id)
+        held.update(_listed("notes", notes, more))
+        for kind, path in (("deals", DEALS), ("activities", ACTIVITIES)):
+            items, more = await self._cursor_list(path, {"person_id": person_id})
+            held.update(_listed(kind, [i for i in items if _names(i, person_id)], more))
+        return held
+
+    async def _notes(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
+        """The person's notes (API v1, paged by ``start``) and whether more were left."""
+        url = self.v1_root + NOTES
+        found: list[dict[str, Any]] = []
+        start = 0
+        for _ in range(MAX_PAGES):
+            params = {"person_id": person_id, "start": start, "limit": PAGE_SIZE}
+            body = await self._page(url, NOTES, params)
+            if body is None:
+                return [], False
+            found += [n for n in _items(body) if n.get("person_id") == person_id]
+            pagination = _mapping(_mapping(body.get("additional_data")).get("pagination"))
+            following = pagination.get("next_start")
+            if not pagination.get("more_items_in_collection"):
+                return found, False
+            if not isinstance(following, int) or following <= start:
+                raise FatalRemoteError(self.client.system, "GET", NOTES, 200, "PAGING_LOOP")
+            start = following
+        return found, True
+
+    async def _cursor_list(
+        self, path: str, params: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A v2 list's items (paged by ``cursor``) and whether more were left."""
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            query = {**params, "limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
+            body = await self._page(path, path, query)
+            if body is None:
+                return [], False
+            found += _items(body)
+            following = _mapping(body.get("additional_data")).get("next_cursor")
+            if not isinstance(following, str) or not following:
+                return found, False
+            if following in seen:
+                raise FatalRemoteError(self.client.system, "GET", path, 200, "PAGING_LOOP")
+            seen.add(following)
+            cursor = following
+        return found, True
+
+    async def _page(self, url: str, path: str, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """One page's body; ``None`` for a 404 (the person went away meanwhile)."""
+        response = await self.client.request("GET", url, params=params, accept=(404,))
+        if response.status_code == 404:
+            return None
+        return answer_object(
+            response, system=self.client.system, method="GET", path=path, required=("data",)
+        )
+
+
+def _listed(kind: str, items: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    held: dict[str, Any] = {kind: items}
+    if more:
+        held[f"{kind}NotRead"] = {"reason": CUT_REASON, "listed": len(items)}
+    return held
+
+
+def _names(item: Mapping[str, Any], person_id: int) -> bool:
+    """Whether a deal or activity names the person (its own or a participant's)."""
+    if item.get("person_id") == person_id:
+        return True
+    participants = item.get("participants")
+    return isinstance(participants, list) and any(
+        isinstance(p, Mapping) and p.get("person_id") == person_id for p in participants
+    )
+
+
+def _items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    data = body.get("data")
+    return [item for item in data if isinstance(item, dict)] if isinstance(data, list) else []
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
