@@ -19,7 +19,9 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - the rolling 2 s burst limit per token and the separate search limit (10 per 2 s), with
   ``x-ratelimit-limit``/``-remaining``/``-reset`` on every response and 429 past them; an
   optional daily budget (``x-daily-requests-left``); and the 403 Cloudflare HTML page for a
-  client that keeps sending after 429s.
+  client that keeps sending after 429s. The daily budget is in tokens, charged by kind of
+  call (:data:`TOKEN_COST`), and comes back at midnight of the server's day (:data:`SERVER_TZ`,
+  on the wall clock).
 
 Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rather than kind:
 
@@ -41,7 +43,8 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any, Final
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -53,11 +56,30 @@ from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore, 
 from connector.ratelimit import RateLimit, RollingWindow
 from connector.sandboxkit import SandboxBase, record
 
-__all__ = ["API", "API_V1", "PipedriveSandbox"]
+__all__ = ["API", "API_V1", "SERVER_TZ", "TOKEN_COST", "PipedriveSandbox"]
 
 API = "/api/v2"
 #: API v1, beside v2: notes are listed there only.
 API_V1 = "/api/v1"
+
+#: Daily-budget tokens a call costs, by kind. The reference gives Pipedrive's v1 examples
+#: ("get single 2, list 20, update 10, delete 6, ..., search 40") and says v2 endpoints are
+#: cheaper, by how much it does not say (UNVERIFIED): the sandbox charges the v1 figures,
+#: which keep their order (a search dearest, a list dearer than a single read, writes in
+#: between). A create is charged as an update (UNVERIFIED).
+TOKEN_COST: Final[Mapping[str, int]] = {
+    "get": 2,
+    "list": 20,
+    "search": 40,
+    "create": 10,
+    "update": 10,
+    "delete": 6,
+}
+
+#: The time zone of the "server's" midnight the daily budget comes back at. Which zone
+#: Pipedrive means is UNVERIFIED (a client cannot know it); the sandbox's is UTC.
+SERVER_TZ: Final[tzinfo] = UTC
+
 ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 CLOUDFLARE_PAGE = (
     "<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head>"
@@ -95,16 +117,21 @@ class PipedriveSandbox(SandboxBase):
         token: the API token the fake accepts.
         rate_limit: the burst limit per rolling window (``None``: unlimited); Growth is 40/2 s.
         search_rate_limit: the search limit (``None``: unlimited); 10/2 s on every plan.
-        daily_budget: requests left today (``None``: no daily budget enforced).
+        daily_budget: tokens a day (``None``: no daily budget enforced). Each call is
+            charged :data:`TOKEN_COST` of its kind; one is let through while any token is
+            left (how Pipedrive treats a call dearer than what is left is UNVERIFIED), and
+            the budget is whole again from the next midnight (:data:`SERVER_TZ`).
         block_after: consecutive 429s after which a client is answered Cloudflare's 403 HTML
             page instead (``None``: never).
         clock: monotonic clock of the rate windows; tests pass one their sleep advances.
-        wall_clock: epoch seconds for ``add_time``/``update_time`` and deletion times.
+        wall_clock: epoch seconds for ``add_time``/``update_time``, deletion times and the
+            daily budget's day.
         show_deleted: ``GET /persons/{id}`` shows a person marked deleted, with
             ``is_deleted: true``, until the purge (UNVERIFIED either way; default 404).
 
     Attributes:
         store: the persons, live and marked deleted, and what is kept beside them.
+        daily_left: tokens left today (``None``: no daily budget).
         rejected_429: calls answered 429 by the limits.
         blocked_403: calls answered with the Cloudflare page.
         endpoints_used: ``"METHOD path-template"`` of every call, in order.
@@ -131,7 +158,9 @@ class PipedriveSandbox(SandboxBase):
                 self.windows[bucket] = _Window(limit)
         self.token = token
         self.wall_clock = wall_clock
+        self.daily_budget = daily_budget
         self.daily_left = daily_budget
+        self._budget_day = self._server_day()
         self.block_after = block_after
         self.store = PersonStore()
         self.rejected_429 = 0
@@ -147,16 +176,16 @@ class PipedriveSandbox(SandboxBase):
         linked = _routes.LinkedRoutes(self.store)
         persons = f"{API}/persons"
         table = [
-            self._route("GET", persons, routes.list_persons),
-            self._route("POST", persons, routes.create),
-            self._route("GET", f"{persons}/search", routes.search, bucket="search"),
-            self._route("GET", f"{persons}/{{id}}", routes.get),
-            self._route("PATCH", f"{persons}/{{id}}", routes.patch),
-            self._route("DELETE", f"{persons}/{{id}}", routes.delete),
-            self._route("GET", f"{API_V1}/notes", linked.notes),
-            self._route("GET", f"{API}/deals", linked.deals),
-            self._route("GET", f"{API}/activities", linked.activities),
-            self._route("GET", f"{API}/personFields", linked.person_fields),
+            self._route("GET", persons, routes.list_persons, cost="list"),
+            self._route("POST", persons, routes.create, cost="create"),
+            self._route("GET", f"{persons}/search", routes.search, "search", cost="search"),
+            self._route("GET", f"{persons}/{{id}}", routes.get, cost="get"),
+            self._route("PATCH", f"{persons}/{{id}}", routes.patch, cost="update"),
+            self._route("DELETE", f"{persons}/{{id}}", routes.delete, cost="delete"),
+            self._route("GET", f"{API_V1}/notes", linked.notes, cost="list"),
+            self._route("GET", f"{API}/deals", linked.deals, cost="list"),
+            self._route("GET", f"{API}/activities", linked.activities, cost="list"),
+            self._route("GET", f"{API}/personFields", linked.person_fields, cost="list"),
         ]
         return self.serve(Starlette(routes=table))
 
@@ -269,8 +298,17 @@ class PipedriveSandbox(SandboxBase):
         now = rfc3339(self._now())
         return {**values, "add_time": now, "update_time": now}
 
+    def _server_day(self) -> date:
+        return datetime.fromtimestamp(self.wall_clock(), SERVER_TZ).date()
+
     def _route(
-        self, method: str, template: str, handler: Handler, bucket: str = "default"
+        self,
+        method: str,
+        template: str,
+        handler: Handler,
+        bucket: str = "default",
+        *,
+        cost: str,
     ) -> Route:
         endpoint_name = f"{method} {template}"
 
@@ -280,7 +318,7 @@ class PipedriveSandbox(SandboxBase):
             if request.headers.get("x-api-token") != self.token:
                 body = error_body("unauthorized access", 401)
                 return record(self.log, logged, JSONResponse(body, status_code=401))
-            refused = self._over_limit(bucket)
+            refused = self._over_limit(bucket, TOKEN_COST[cost])
             if refused is not None:
                 return record(self.log, logged, refused)
             try:
@@ -293,20 +331,29 @@ class PipedriveSandbox(SandboxBase):
 
         return Route(template, endpoint, methods=[method])
 
-    def _over_limit(self, bucket: str) -> Response | None:
-        """Count one call; the refusal to send if it is over a limit (else ``None``)."""
+    def _over_limit(self, bucket: str, tokens: int) -> Response | None:
+        """Count one call costing ``tokens``; the refusal to send if it is over a limit
+        (else ``None``)."""
         if self.block_after is not None and self._strikes >= self.block_after:
             # Kept sending through 429s: Cloudflare answers before Pipedrive does.
             self.blocked_403 += 1
             return Response(CLOUDFLARE_PAGE, status_code=403, media_type="text/html")
+        self._refill_at_midnight()
         if self.daily_left is not None and self.daily_left <= 0:
             return self._rate_limited(bucket)
         if self.admit(bucket) is not None:
             return self._rate_limited(bucket)
         self._strikes = 0
         if self.daily_left is not None:
-            self.daily_left -= 1
+            self.daily_left = max(0, self.daily_left - tokens)
         return None
+
+    def _refill_at_midnight(self) -> None:
+        """The daily budget whole again once the server's day has turned."""
+        today = self._server_day()
+        if today != self._budget_day:
+            self._budget_day = today
+            self.daily_left = self.daily_budget
 
     def fault_response(self, status: int, request: Request) -> Response:
         """What an injected fault answers: a vendor-shaped 429 or error body."""

@@ -30,6 +30,7 @@ from adapters.pipedrive._store import rfc3339
 from adapters.pipedrive.adapter import IN_THE_BIN_NOTE
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import IN_THE_BIN, decode_cursor
+from adapters.pipedrive.sandbox import TOKEN_COST
 from adapters.pipedrive.settings import BLOCKED_WAIT_SECONDS, DAILY_WAIT_SECONDS
 from connector.adapter import (
     RETAINED,
@@ -955,18 +956,82 @@ async def test_a_cloudflare_block_holds_every_call_back_instead_of_knocking_agai
 
 async def test_spent_daily_budget_answers_429_with_no_requests_left(time: VirtualTime) -> None:
     """Once the daily budget is spent every call is a 429 saying no requests are left today."""
-    sandbox = PipedriveSandbox(daily_budget=2, clock=time.clock)
+    sandbox = PipedriveSandbox(daily_budget=2 * TOKEN_COST["list"], clock=time.clock)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=sandbox.app()),
         base_url=BASE_URL,
         headers={"x-api-token": TOKEN},
     ) as client:
         left = [(await client.get("/persons")).headers["x-daily-requests-left"] for _ in range(2)]
-        assert left == ["1", "0"]
+        assert left == [str(TOKEN_COST["list"]), "0"]
         spent = await client.get("/persons")
     assert spent.status_code == 429
     assert spent.headers["x-daily-requests-left"] == "0"
     assert wait_hint(spent) == DAILY_WAIT_SECONDS
+
+
+async def test_the_sandbox_s_daily_budget_comes_back_after_midnight(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """The daily budget "resets at midnight in the server's time zone" (vendor-apis.md E'):
+    the sandbox's, once spent, never came back, so a client's wait-and-look-again after a
+    spent budget could never be seen to recover against it."""
+    sandbox = PipedriveSandbox(
+        clock=time.clock,
+        wall_clock=wall,
+        daily_budget=2 * TOKEN_COST["list"],
+        rate_limit=None,
+        search_rate_limit=None,
+        block_after=None,
+    )
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as raw:
+        assert [(await raw.get("/persons")).status_code for _ in range(3)] == [200, 200, 429]
+        wall.now += DAY + 60  # past the next midnight, whatever the time of day
+        again = await raw.get("/persons")
+    assert again.status_code == 200
+    assert again.headers["x-daily-requests-left"] == str(TOKEN_COST["list"])
+
+
+async def test_the_sandbox_s_daily_budget_charges_a_search_more_than_a_single_read(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """The daily budget is in tokens, charged by endpoint ("get single 2, list 20, update
+    10, delete 6, ... search 40"; v2 cheaper). Every call counted one, so the saving of
+    listing instead of searching (directory.py) could not be seen against the sandbox."""
+    sandbox = PipedriveSandbox(
+        clock=time.clock,
+        wall_clock=wall,
+        daily_budget=10_000,
+        rate_limit=None,
+        search_rate_limit=None,
+        block_after=None,
+    )
+    person_id = sandbox.add_person("x@example.nl", "X", "Y")
+    params = {"term": "x@example.nl", "fields": "email", "exact_match": "true"}
+    calls: list[tuple[str, str, dict[str, Any] | None]] = [
+        ("GET", f"/persons/{person_id}", None),
+        ("PATCH", f"/persons/{person_id}", {"name": "X Z"}),
+        ("GET", "/persons", None),
+        ("GET", "/persons/search", None),
+    ]
+    costs: list[int] = []
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as raw:
+        for method, path, body in calls:
+            before = sandbox.daily_left or 0
+            query = params if path.endswith("/search") else None
+            response = await raw.request(method, path, params=query, json=body)
+            assert response.status_code == 200
+            costs.append(before - (sandbox.daily_left or 0))
+    read, write, listing, search = costs
+    assert 0 < read < write < listing < search, costs
 
 
 async def test_hammering_through_429s_gets_the_cloudflare_page(time: VirtualTime) -> None:
