@@ -36,6 +36,7 @@ __all__ = [
     "WebhookEvent",
     "WebhookRequest",
     "body_key",
+    "nest",
 ]
 
 #: ``webhook_url_check``: the vendor checks a webhook's URL with a GET when it is saved
@@ -380,3 +381,29 @@ def body_key(body: bytes) -> str:
     body's hash is the same for a vendor's retry and for any replay of it.
     """
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def nest(
+    fields: Mapping[str, Any], *, key_value_lists: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """An outbound record's dotted field names as the nested body a vendor reads.
+
+    ``merge_fields.FNAME`` becomes ``{"merge_fields": {"FNAME": ...}}`` (the contract's
+    "dotted for nested", :attr:`OutboundRecord.fields`). Under a name in ``key_value_lists``
+    a child is a ``{"key", "value"}`` entry of a list instead (WooCommerce's ``meta_data``).
+    """
+    body: dict[str, Any] = {}
+    for path, value in fields.items():
+        head, dot, rest = path.partition(".")
+        if dot and head in key_value_lists:
+            body.setdefault(head, []).append({"key": rest, "value": value})
+            continue
+        *parents, leaf = path.split(".")
+        node = body
+        for part in parents:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[leaf] = value
+    return body

@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, Final
 
+from connector.adapter import nest
+
 __all__ = [
     "ERROR_TYPE",
     "MEMBER_STATUSES",
@@ -20,7 +22,6 @@ __all__ = [
     "WITHDRAWN_STATUS",
     "is_subscriber_hash",
     "member_body",
-    "nest",
     "problem_body",
     "subscriber_hash",
     "update_body",
@@ -53,22 +54,6 @@ def subscriber_hash(email: str) -> str:
 def is_subscriber_hash(value: str) -> bool:
     """Whether ``value`` looks like a subscriber hash (32 lower-case hex digits)."""
     return len(value) == 32 and all(ch in "0123456789abcdef" for ch in value)
-
-
-def nest(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted mapping paths to nested objects: ``merge_fields.FNAME`` -> ``{"merge_fields":
-    {"FNAME": ...}}``."""
-    nested: dict[str, Any] = {}
-    for path, value in fields.items():
-        *parents, leaf = path.split(".")
-        target = nested
-        for part in parents:
-            child = target.get(part)
-            if not isinstance(child, dict):
-                child = target[part] = {}
-            target = child
-        target[leaf] = value
-    return nested
 
 
 def member_body(email: str, fields: Mapping[str, Any], status_if_new: str) -> dict[str, Any]:

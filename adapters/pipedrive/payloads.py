@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from connector.adapter import RETAINED
+from connector.adapter import RETAINED, nest
 from connector.model import normalise_email
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "failure_reason",
     "in_the_bin",
     "later_time",
-    "nest",
     "other_entries_kept",
     "person_body",
     "primary_value",
@@ -87,21 +86,6 @@ def person_body(
 
 #: Mapped fields a person body carries in another shape: the contact lists and ``name``.
 _NOT_SENT_AS_THEMSELVES = frozenset({"email", "phone", "first_name", "last_name"})
-
-
-def nest(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted field names (the contract's "dotted for nested") to nested objects."""
-    body: dict[str, Any] = {}
-    for path, value in fields.items():
-        *parents, leaf = path.split(".")
-        node = body
-        for part in parents:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = node[part] = {}
-            node = child
-        node[leaf] = value
-    return body
 
 
 def other_entries_kept(

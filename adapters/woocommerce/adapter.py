@@ -34,7 +34,6 @@ from adapters.woocommerce.payloads import (
     decode_cursor,
     encode_cursor,
     is_anonymous,
-    nest,
     response_code,
     valid_email,
 )
@@ -55,6 +54,7 @@ from connector.adapter import (
     UpsertResult,
     WebhookEvent,
     WebhookRequest,
+    nest,
 )
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import SystemClient
@@ -75,6 +75,9 @@ __all__ = [
 
 API = "/wp-json/wc/v3"
 PAGE_SIZE = 100  # WordPress caps per_page at 100
+#: WooCommerce keeps extra fields as a list of ``{"key", "value"}`` entries.
+META_LISTS = frozenset({"meta_data"})
+
 #: Customers read again before where the last page ended. A deletion in the part already
 #: read shows as a drop in X-WP-Total, unless as many new customers signed up meanwhile
 #: (they come last, in id order): this margin covers that many such deletions per page.
@@ -364,7 +367,7 @@ class WooCommerceAdapter:
         updates: list[int] = []
         body: dict[str, list[dict[str, Any]]] = {"create": [], "update": []}
         for i, (record, known) in enumerate(zip(records, ids, strict=True)):
-            item = nest(_with_billing_names(record.fields))
+            item = nest(_with_billing_names(record.fields), key_value_lists=META_LISTS)
             if known is None:
                 item.setdefault("email", record.email)
                 body["create"].append(item)

@@ -21,7 +21,6 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "is_anonymous",
-    "nest",
     "response_code",
     "valid_email",
 ]
@@ -66,27 +65,6 @@ ANONYMOUS_ORDER: dict[str, Any] = {
     "shipping": {key: "" for key in (*_PERSONAL, "phone")},
     "customer_note": "",
 }
-
-
-def nest(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted field names to WooCommerce's nested body (``billing.phone`` -> billing{phone}).
-
-    ``meta_data.<key>`` becomes a ``{"key", "value"}`` entry, WooCommerce's list shape.
-    """
-    body: dict[str, Any] = {}
-    for name, value in fields.items():
-        head, dot, rest = name.partition(".")
-        if dot and head == "meta_data":
-            body.setdefault("meta_data", []).append({"key": rest, "value": value})
-        elif dot:
-            node = body
-            parts = name.split(".")
-            for part in parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = value
-        else:
-            body[name] = value
-    return body
 
 
 #: WordPress's own customer errors, which WooCommerce passes on as a batch item's code: the

@@ -6,9 +6,9 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
-import shutil
 import logging
 import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
