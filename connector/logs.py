@@ -17,8 +17,9 @@ import re
 import sys
 import traceback
 import unicodedata
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = ["RedactingFilter", "debug_wanted", "mask_contact_details", "redact", "setup_logging"]
 
@@ -93,7 +94,20 @@ _BEARER = re.compile(
     r"(?:(?:bearer|basic|token)\s+)?[^\s\"',&]+"
 )
 
+#: A URL in text: httpx's own errors carry the full URL of the request, query string and all,
+#: and a query is where a lookup by e-mail puts the address (``?email=...``).
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]*://[^\s\"'<>]+")
+#: An address as a URL carries it, "@" as "%40" (and "+" as "%2B"): the e-mail pattern looks
+#: for "@" and passed it. A candidate is masked when its decoded text holds an address.
+_PERCENT_EMAIL = re.compile(
+    # Begun where a name can begin (not inside one), so a long word costs one pass.
+    r"(?<![\w.\-+~!$&*=^`|{}%])(?:[\w.\-+~!$&*=^`|{}]|%[0-9A-Fa-f]{2})+"
+    r"%40(?:[\w.\-]|%[0-9A-Fa-f]{2})+"
+)
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+#: How deep :func:`_redacted` goes into nested containers; deeper is masked whole.
+_DEPTH = 16
 
 
 def debug_wanted() -> bool:
@@ -103,8 +117,10 @@ def debug_wanted() -> bool:
 
 
 def redact(text: str) -> str:
-    """Mask e-mail addresses, phone numbers and credential-looking values in ``text``."""
-    text = _email().sub("<email>", text)
+    """Mask e-mail addresses, phone numbers and credential-looking values in ``text``, and
+    drop the query string (and credentials) of every URL in it."""
+    text = _URL.sub(_url_without_query, text)
+    text = _email().sub("<email>", _PERCENT_EMAIL.sub(_percent_email, text))
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
     return _PHONE.sub(_phone_unless_dates, text)
 
@@ -115,7 +131,21 @@ def mask_contact_details(text: str) -> str:
     For an operator's account of a breach: "the API key leaked" is what it is about, and
     :func:`redact` would mask the word after "key" as a credential.
     """
-    return _PHONE.sub(_phone_unless_dates, _email().sub("<email>", text))
+    text = _email().sub("<email>", _PERCENT_EMAIL.sub(_percent_email, text))
+    return _PHONE.sub(_phone_unless_dates, text)
+
+
+def _url_without_query(match: re.Match[str]) -> str:
+    # Imported here: connector.http brings httpx, which a command that logs nothing with a
+    # URL in it need not load.
+    from connector.http import redact_url
+
+    return redact_url(match.group())
+
+
+def _percent_email(match: re.Match[str]) -> str:
+    found = match.group()
+    return "<email>" if _email().search(unquote(found)) else found
 
 
 def _phone_unless_dates(match: re.Match[str]) -> str:
@@ -131,8 +161,8 @@ class RedactingFilter(logging.Filter):
         record.msg = redact(record.getMessage())
         record.args = None
         for key, value in list(vars(record).items()):
-            if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, redact(value))
+            if key not in _STANDARD:
+                setattr(record, key, _redacted(value))
         if record.exc_info and record.exc_info[1] is not None:
             # The exception's type and redacted message travel as a field; the traceback
             # object is dropped, because frames can hold values a renderer might print.
@@ -149,11 +179,29 @@ class RedactingFilter(logging.Filter):
 
 
 def _redact_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Any:
-    """structlog processor: redact every string value of the event (the last step)."""
+    """structlog processor: redact every string in the event's values (the last step)."""
     for key, value in list(event.items()):
-        if isinstance(value, str):
-            event[key] = redact(value)
+        event[key] = _redacted(value)
     return event
+
+
+def _redacted(value: Any, depth: int = 0) -> Any:
+    """``value`` with every string in it redacted, in lists, tuples, sets and dicts (their
+    keys too) all the way down; anything else as it is.
+
+    An extra is not always text: a list of the keys of a vendor's body, a dict of details.
+    The renderer writes those out whole, so a string inside one is redacted as any other.
+    """
+    if isinstance(value, str):
+        return redact(value)
+    if not isinstance(value, (Mapping, list, tuple, set, frozenset)):
+        return value
+    if depth >= _DEPTH:
+        return "<redacted>"  # a structure this deep (or one that holds itself) is not read
+    if isinstance(value, Mapping):
+        return {_redacted(k, depth + 1): _redacted(v, depth + 1) for k, v in value.items()}
+    items = [_redacted(item, depth + 1) for item in value]
+    return items if isinstance(value, list) else tuple(items)  # a set's stays hashable
 
 
 def _formatter(use_json: bool) -> logging.Formatter:

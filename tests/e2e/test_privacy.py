@@ -219,3 +219,49 @@ def test_what_the_libraries_underneath_log_is_redacted_too(
     assert lines[0]["exception"] == "KeyError: '<email>'"
     assert "Traceback" not in err
     _assert_clean(err, "the libraries' logs")
+
+
+def test_log_extras_that_are_not_strings_are_redacted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An extra that is a list or a dict (adapters/shopify/webhooks.py logs `keys`, a list
+    taken from a vendor's body) is redacted all the way down, as a string extra is: the
+    filter and the structlog chain both looked at str values only, and the JSON line
+    carried an e-mail address and a phone number in clear."""
+    setup_logging("INFO", "json")
+    logging.getLogger("klantsync.x").warning(
+        "body ignored",
+        extra={"keys": [CANARY_EMAIL], "detail": {"phone": (CANARY_PHONE,), CANARY_EMAIL: 1}},
+    )
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert line["event"] == "body ignored"
+    assert line["keys"] == ["<email>"]
+    assert line["detail"] == {"phone": ["<phone>"], "<email>": 1}
+
+
+def test_an_e_mail_in_a_url_query_string_is_redacted_in_exception_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """httpx builds a query from params ({"email": ...}, as the WooCommerce and Mailchimp
+    adapters look people up), so the address is percent-encoded ("%40", "%2B") and the
+    e-mail pattern passed it; httpx's own HTTPStatusError carries the full URL in its text.
+    A URL's query string is dropped, as connector/http.py's redact_url drops it, and an
+    address percent-encoded elsewhere (a path) is masked."""
+    import httpx
+
+    setup_logging("INFO", "json")
+    request = httpx.Request(
+        "GET",
+        "https://shop.example.nl/wp-json/wc/v3/customers",
+        params={"email": CANARY_EMAIL, "role": "all"},
+    )
+    try:
+        httpx.Response(404, request=request).raise_for_status()
+    except httpx.HTTPStatusError:
+        logging.getLogger("klantsync.x").exception("lookup failed")
+    (line,) = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert "'https://shop.example.nl/wp-json/wc/v3/customers'" in line["exception"]
+    local = CANARY_EMAIL.split("@")[0].split("+")[0]  # however it is encoded
+    assert local not in json.dumps(line)
+    encoded = str(httpx.URL("https://x.nl/members/", params={"e": CANARY_EMAIL}).params)
+    assert redact(f"GET /members/{encoded.removeprefix('e=')}") == "GET /members/<email>"
