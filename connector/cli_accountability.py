@@ -33,6 +33,7 @@ from connector.lock import sharing_keys
 from connector.loop import run as run_loop
 from connector.register import build_register
 from connector.register_render import render
+from connector.retention import PURGED_KINDS
 from connector.state import Store
 from connector.storefile import store_exists
 
@@ -293,12 +294,9 @@ def _retention(store: Store, config: Config, args: argparse.Namespace, console: 
         print(json.dumps({**report.as_dict(), "store_exists": True}, indent=2))
     else:
         verb = "would purge" if report.dry_run else "purged"
-        console.print(
-            f"retention: {verb} {report.dead_letters} dead letters, {report.manifests} request "
-            f"manifests, {report.bundles} access bundles, {report.audit_entries} audit entries, "
-            f"{report.jobs} finished jobs, {report.webhook_ids} webhook delivery ids, "
-            f"{report.runs} flow runs, {report.replaced_stores} stores a restore replaced"
-        )
+        counts = report.counts
+        said = ", ".join(f"{counts[kind]} {words}" for kind, words in PURGED_KINDS.items())
+        console.print(f"retention: {verb} {said}")
         for error in report.errors:
             console.print(f"  [red]error[/]: {escape(error)}")
     return EXIT_FAILED if report.errors else EXIT_OK

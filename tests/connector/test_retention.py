@@ -388,6 +388,28 @@ def test_retention_command_reports_json(
     assert "purged 1 dead letters" in capsys.readouterr().out
 
 
+def test_retention_run_says_every_kind_it_purged_held_writes_too(
+    config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`retention run` (the operator's words, from cron too) named every kind it purged
+    but the held writes of a former address: a sweep that deleted one printed "purged 0"
+    for everything, as if it had done nothing. Words and --json name every kind the report
+    counts."""
+    store = Store(config.store_path)
+    open_keyring(store, config)
+    _queued(store, "2000-01-01T00:00:00+00:00", "s-held-old", HELD)
+    store.close()
+    assert main(["-c", str(config_path), "retention", "run", "--dry-run", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["held_writes"] == 1
+    counted = {k for k, v in data.items() if isinstance(v, int) and not isinstance(v, bool)}
+    assert counted == set(retention.PURGED_KINDS)
+    assert main(["-c", str(config_path), "retention", "run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "purged 0 dead letters, 1 held writes from a former address," in out
+    assert all(words in out for words in retention.PURGED_KINDS.values())
+
+
 def test_a_dry_run_needs_no_key_and_leaves_the_store_unbound(
     config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
