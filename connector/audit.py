@@ -16,10 +16,26 @@ in the same transaction as every append and purge):
   hand (the oldest entries deleted, the row pointed at the last one's stored hash, no hash
   recomputed) matches no such entry, and :func:`verify` says so.
 
-What this does *not* protect against: someone with write access to the database file who
-rewrites a suffix of the chain, recomputes every hash *and* updates the head row. A plain hash
-chain cannot stop that; only a copy of the head kept elsewhere can. ``audit verify`` prints the
-head hash so an operator or auditor can record it outside the store and compare it later.
+The head and the anchor each carry a MAC (HMAC-SHA256 under a key derived from the store's
+data keys, :meth:`connector.crypto.Keyring.audit_mac`), written with them: the row alone,
+unkeyed, was moved back to the last entry kept in one UPDATE after the newest entries were
+deleted, and the chain verified. A process binds the store's keys with :func:`use_keys`
+(:mod:`connector.keyset` does, wherever it opens them). A chain from before the MACs is adopted
+as it stands at the first write or verify with the keys, and an ``audit.keyed`` entry says
+from where (a chain adopted while empty starts from a genesis of its own instead): a chain
+that was keyed and carries no MAC is then told from one that never was.
+
+What this does *not* protect against:
+
+- someone with the store's keys (the master key), who computes the MACs as the connector does;
+- someone who can write the database file and kept a copy of the row as it was when the head
+  was where they set it back to (a MAC over the same head is the same MAC): the row copied
+  back with the entries after it deleted verifies;
+- someone who deletes every entry since the chain was keyed, the ``audit.keyed`` entry with
+  them, and clears the MACs: the chain is then adopted again, and ``audit verify`` says so.
+
+Only a copy of the head kept elsewhere stops those: ``audit verify`` prints the head hash so an
+operator or auditor can record it outside the store and compare it later.
 """
 
 from __future__ import annotations
@@ -27,10 +43,15 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import secrets
+import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from connector.crypto import Keyring
+from connector.errors import StoreError
 from connector.state import Store, utcnow
 
 if TYPE_CHECKING:
@@ -39,11 +60,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_ANCHORED",
+    "AUDIT_KEYED",
     "CHECK_RESULT",
     "CONFIG_LOADED",
     "INCIDENT_CLOSED",
     "INCIDENT_OPENED",
     "KEY_ROTATED",
+    "MAC_ADOPTED",
+    "MAC_CHECKED",
+    "MAC_UNCHECKED",
+    "MAC_UNKEYED",
     "RETENTION_PURGED",
     "SYNC_BATCH",
     "SYNC_MANUAL",
@@ -62,6 +88,8 @@ __all__ = [
     "purge_through",
     "record_check",
     "record_config",
+    "rekey",
+    "use_keys",
     "verify",
 ]
 
@@ -79,6 +107,13 @@ RETENTION_PURGED = "retention.purged"  # a retention sweep deleted something (co
 INCIDENT_OPENED = "incident.opened"  # a breach clock started (id and deadline only)
 INCIDENT_CLOSED = "incident.closed"  # a breach clock stopped
 AUDIT_ANCHORED = "audit.anchored"  # the oldest entries were purged; the chain starts after seq
+AUDIT_KEYED = "audit.keyed"  # a chain from before head and anchor MACs was keyed from here on
+
+# What :func:`verify` could say of the head's and the anchor's MACs (``VerifyResult.mac``).
+MAC_CHECKED = "checked"  # both hold under the store's keys
+MAC_ADOPTED = "adopted"  # the chain had none yet (a store from before them): it has now
+MAC_UNCHECKED = "unchecked"  # the chain has them, but verify had no key to check them with
+MAC_UNKEYED = "unkeyed"  # the chain has none yet, and verify had no key to add them with
 
 _INSERT = (
     "INSERT INTO audit(seq, ts, kind, subject_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)"
@@ -100,19 +135,28 @@ class AuditEntry:
 
 @dataclass(frozen=True)
 class ChainState:
-    """The ``audit_chain`` row: where verification starts (anchor) and must end (head)."""
+    """The ``audit_chain`` row: where verification starts (anchor) and must end (head), and
+    their MACs (None in a chain not keyed yet)."""
 
     anchor_seq: int
     anchor_hash: str
     head_seq: int
     head_hash: str
+    head_mac: str | None = None
+    anchor_mac: str | None = None
+
+    @property
+    def keyed(self) -> bool:
+        return self.head_mac is not None or self.anchor_mac is not None
 
 
 @dataclass(frozen=True)
 class VerifyResult:
     """Outcome of :func:`verify`: ``ok``, entries checked, and the first bad seq if any.
 
-    ``head_hash`` is worth writing down outside the store: see the module docstring.
+    ``head_hash`` is worth writing down outside the store: see the module docstring. ``mac``
+    says what was made of the head's and the anchor's MACs (``MAC_*``): only ``checked`` and
+    ``adopted`` vouch for the head and the anchor.
     """
 
     ok: bool
@@ -122,6 +166,7 @@ class VerifyResult:
     anchor_seq: int = 0
     head_seq: int = 0
     head_hash: str = GENESIS
+    mac: str = MAC_UNKEYED
 
 
 def _digest(prev_hash: str, seq: int, ts: str, kind: str, subject: str | None, data: str) -> str:
@@ -133,14 +178,30 @@ def _payload(data: Mapping[str, Any]) -> str:
     return json.dumps(dict(data), sort_keys=True, separators=(",", ":"))
 
 
+#: The keys each open store's chain is keyed with (:func:`use_keys`).
+_KEYS: weakref.WeakKeyDictionary[Store, Keyring] = weakref.WeakKeyDictionary()
+
+
+def use_keys(store: Store, keyring: Keyring) -> None:
+    """Key ``store``'s chain head and anchor with ``keyring`` (the store's own keys) from now
+    on, in this process: appends and purges write their MACs, :func:`verify` checks them."""
+    _KEYS[store] = keyring
+
+
+def _mac(keyring: Keyring, role: str, seq: int, digest: str) -> str:
+    # The role is in the message: the head's MAC does not hold as the anchor's.
+    return keyring.audit_mac(f"{role}\x1f{seq}\x1f{digest}".encode())
+
+
 def chain_state(store: Store) -> ChainState:
     """The anchor and head of the chain as recorded in ``audit_chain``."""
     row = store.db.execute(
-        "SELECT anchor_seq, anchor_hash, head_seq, head_hash FROM audit_chain WHERE id=1"
+        "SELECT anchor_seq, anchor_hash, head_seq, head_hash, head_mac, anchor_mac "
+        "FROM audit_chain WHERE id=1"
     ).fetchone()
     if row is None:  # the row is created by the migration; its absence is itself tampering
         return ChainState(0, GENESIS, -1, "")
-    return ChainState(int(row[0]), str(row[1]), int(row[2]), str(row[3]))
+    return ChainState(int(row[0]), str(row[1]), int(row[2]), str(row[3]), row[4], row[5])
 
 
 def append(store: Store, kind: str, data: Mapping[str, Any], subject_id: str | None = None) -> int:
@@ -156,11 +217,31 @@ def append_many(
     """Add ``(kind, data, subject_id)`` entries in one transaction; return the last seq.
 
     One ``executemany`` for the lot: this is what makes bulk writers (and the benchmark's
-    million entries) fast, while every entry still chains to the one before it.
+    million entries) fast, while every entry still chains to the one before it. With the
+    store's keys bound (:func:`use_keys`) the new head gets its MAC, and a chain not keyed
+    yet is adopted first.
+
+    Raises:
+        StoreError: the chain is keyed and this process has not bound the store's keys (its
+            head moved without a MAC would read as tampering).
     """
     stamp = ts or utcnow()
+    keyring = _KEYS.get(store)
     with store.transaction() as db:
         state = chain_state(store)
+        if state.keyed and keyring is None:
+            raise StoreError(
+                f"{store.path}: the audit chain is keyed, and this command appended to it "
+                "without the store's keys"
+            )
+        adopting = keyring is not None and not state.keyed and _keyed_at(store, state) is None
+        if adopting and state.head_seq == 0:
+            # No entry for an audit.keyed entry to follow: the chain starts from a genesis of
+            # its own instead, which a chain stripped of its MACs cannot hide (_keyed_at).
+            genesis = secrets.token_hex(32)
+            state = replace(state, anchor_hash=genesis, head_hash=genesis)
+        elif adopting:
+            items = [(AUDIT_KEYED, {"head_seq": state.head_seq}, None), *items]
         seq, prev = state.head_seq, state.head_hash
 
         def rows() -> Iterator[tuple[int, str, str, str | None, str, str, str]]:
@@ -173,8 +254,67 @@ def append_many(
                 prev = digest
 
         db.executemany(_INSERT, rows())
-        db.execute("UPDATE audit_chain SET head_seq=?, head_hash=? WHERE id=1", (seq, prev))
+        head_mac = state.head_mac
+        if keyring is not None and (adopting or state.head_mac == _head_mac(keyring, state)):
+            head_mac = _mac(keyring, "head", seq, prev)
+        # else: a MAC that did not hold stays one that does not, the new entries chained on:
+        # a head set back by hand is not made good by the next append.
+        db.execute(
+            "UPDATE audit_chain SET head_seq=?, head_hash=?, head_mac=? WHERE id=1",
+            (seq, prev, head_mac),
+        )
+        if adopting and keyring is not None:
+            db.execute(
+                "UPDATE audit_chain SET anchor_hash=?, anchor_mac=? WHERE id=1",
+                (state.anchor_hash, _anchor_mac(keyring, state)),
+            )
     return seq
+
+
+def _head_mac(keyring: Keyring, state: ChainState) -> str:
+    return _mac(keyring, "head", state.head_seq, state.head_hash)
+
+
+def _anchor_mac(keyring: Keyring, state: ChainState) -> str:
+    return _mac(keyring, "anchor", state.anchor_seq, state.anchor_hash)
+
+
+def _keyed_at(store: Store, state: ChainState) -> int | None:
+    """Where the chain shows it was keyed (the seq of an entry saying so, or 0 for a genesis
+    of its own), or None: what tells a chain stripped of its MACs from one never keyed."""
+    if state.anchor_seq == 0 and state.anchor_hash != GENESIS:
+        return 0
+    row = store.db.execute(
+        "SELECT seq FROM audit WHERE kind=? ORDER BY seq LIMIT 1", (AUDIT_KEYED,)
+    ).fetchone()
+    if row is not None:
+        return int(row[0])
+    # Retention purges the audit.keyed entry in time; each purge's anchor entry says keyed.
+    row = store.db.execute(
+        "SELECT seq, data FROM audit WHERE kind=? ORDER BY seq DESC LIMIT 1", (AUDIT_ANCHORED,)
+    ).fetchone()
+    if row is not None and json.loads(row[1]).get("keyed"):
+        return int(row[0])
+    return None
+
+
+def rekey(store: Store, keyring: Keyring) -> None:
+    """Carry the chain's MACs over to ``keyring`` and key the chain with it from now on, in
+    the caller's transaction: a master key rotation renews the key they are made with.
+
+    A MAC that does not hold under the keys in use is carried as it is, still not holding: a
+    rotation must not vouch for a head or an anchor moved without the key.
+    """
+    old = _KEYS.get(store)
+    with store.transaction() as db:
+        state = chain_state(store)
+        head, anchor = state.head_mac, state.anchor_mac
+        if old is not None and head is not None and head == _head_mac(old, state):
+            head = _head_mac(keyring, state)
+        if old is not None and anchor is not None and anchor == _anchor_mac(old, state):
+            anchor = _anchor_mac(keyring, state)
+        db.execute("UPDATE audit_chain SET head_mac=?, anchor_mac=? WHERE id=1", (head, anchor))
+    _KEYS[store] = keyring
 
 
 def entries(store: Store, since: str | None = None) -> Iterator[AuditEntry]:
@@ -214,21 +354,54 @@ def parse_since(text: str) -> str:
 def verify(store: Store, upto: int | None = None) -> VerifyResult:
     """Walk the chain from its anchor; report the first entry whose link or hash does not hold.
 
+    The anchor (that a purge recorded it, and its MAC) and the head's MAC are checked
+    whatever ``upto`` says. The head row and the entries are read in one read transaction:
+    the daemon appends all day, and an entry committed between the two reads made an intact
+    chain look broken. A chain not keyed yet is adopted when the whole chain verifies and
+    the store's keys are bound (:func:`use_keys`); the result says so (``MAC_ADOPTED``).
+
     Args:
         store: the store.
         upto: check only entries up to this seq (retention checks what it is about to purge);
-            the head is then not compared.
+            the head is then compared with the newest entry, which is not itself verified.
     """
-    state = chain_state(store)
+    keyring = _KEYS.get(store)
+    with _snapshot(store):
+        result = _verify(store, chain_state(store), keyring, upto)
+    if upto is None and result.ok and result.mac == MAC_UNKEYED and keyring is not None:
+        append_many(store, [])  # adopts the chain as it stands (see append_many)
+        again = verify(store)
+        return replace(again, mac=MAC_ADOPTED) if again.mac == MAC_CHECKED else again
+    return result
+
+
+@contextmanager
+def _snapshot(store: Store) -> Iterator[None]:
+    """One read transaction (one state of the store), unless the caller's is open already."""
+    if store.db.in_transaction:
+        yield
+        return
+    store.db.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if store.db.in_transaction:
+            store.db.execute("ROLLBACK")  # it only read
+
+
+def _verify(
+    store: Store, state: ChainState, keyring: Keyring | None, upto: int | None
+) -> VerifyResult:
     expected_prev = state.anchor_hash
     expected_seq = state.anchor_seq + 1
     checked = 0
 
     def bad(seq: int, problem: str) -> VerifyResult:
         return VerifyResult(
-            False, checked, seq, problem, state.anchor_seq, state.head_seq, state.head_hash
+            False, checked, seq, problem, state.anchor_seq, state.head_seq, state.head_hash, mac
         )
 
+    mac = _mac_state(state, keyring)
     if state.head_seq < 0:
         return bad(0, "the chain head record is missing")
     query = "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit"
@@ -240,8 +413,6 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
     # fail on the link, since each hash covers the seq it was written with.
     # The loop is _digest inlined, with locals bound: it runs a million times in an audit.
     sha256, join = hashlib.sha256, "\x1f".join
-    anchored: str | None = None  # the data of the last audit.anchored entry
-    purged_before_anchors = False  # a purge by a version that recorded no anchor entry
     for seq, ts, kind, subject, data, prev, digest in store.db.execute(
         query + " ORDER BY seq", params
     ):
@@ -254,9 +425,61 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
         material = join((prev, str(seq), ts, kind, subject or "", data)).encode()
         if sha256(material).hexdigest() != digest:
             return bad(seq, "entry content does not match its hash")
+        expected_prev = digest
+        expected_seq += 1
+        checked += 1
+    last, last_hash = expected_seq - 1, expected_prev
+    if upto is not None:
+        # The head is compared with the newest entry as stored: a cheap check of the end,
+        # where a full walk is what verifies it.
+        row = store.db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None and int(row[0]) > last:
+            last, last_hash = int(row[0]), str(row[1])
+    problem = _anchor_problem(store, state)
+    if problem is not None:
+        return bad(*problem)
+    if last < state.head_seq:
+        return bad(last + 1, f"entry {last + 1} is missing (the head records {state.head_seq})")
+    if last > state.head_seq:
+        return bad(state.head_seq + 1, f"entry {state.head_seq + 1} is beyond the chain head")
+    if last_hash != state.head_hash:
+        return bad(last, "the last entry does not match the chain head")
+    problem = _mac_problem(store, state, keyring)
+    if problem is not None:
+        return bad(*problem)
+    return VerifyResult(
+        True, checked, None, "", state.anchor_seq, state.head_seq, state.head_hash, mac
+    )
+
+
+def _mac_state(state: ChainState, keyring: Keyring | None) -> str:
+    if not state.keyed:
+        return MAC_UNKEYED
+    return MAC_UNCHECKED if keyring is None else MAC_CHECKED
+
+
+def _anchor_problem(store: Store, state: ChainState) -> tuple[int, str] | None:
+    """Whether the chain's start is one a purge recorded; (seq, problem) if not.
+
+    Read through the index by kind, so retention's check of a prefix checks it too: the
+    entry that recorded the anchor comes after the entries purged with it. Each entry read
+    here is checked against its own hash (a full walk checks its links).
+    """
+    if state.anchor_seq == 0:
+        return None
+    anchored: dict[str, Any] | None = None  # the data of the last audit.anchored entry
+    purged_before_anchors = False  # a purge by a version that recorded no anchor entry
+    for seq, ts, kind, subject, data, prev, digest in store.db.execute(
+        "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit "
+        "WHERE kind IN (?, ?) AND seq > ? ORDER BY seq",
+        (AUDIT_ANCHORED, RETENTION_PURGED, state.anchor_seq),
+    ):
+        if _digest(prev, seq, ts, kind, subject, data) != digest:
+            return seq, "entry content does not match its hash"
+        recorded = json.loads(data)
         if kind == AUDIT_ANCHORED:
-            anchored = data
-        elif kind == RETENTION_PURGED and anchored is None:
+            anchored = recorded
+        elif anchored is None and "replaced_stores" not in recorded:
             # Audit entries purged by a version that did not record its anchors yet. A
             # version that does appends its audit.anchored entry right before its
             # retention.purged one, in one transaction, and its purge entries count the
@@ -264,59 +487,97 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
             # one of those had its anchor entry deleted with the prefix, so it excuses
             # nothing. An earlier version's entry, without that count, does, even first in
             # the chain: it purged the whole chain when none was younger than audit_days.
-            recorded = json.loads(data)
-            if "replaced_stores" not in recorded:
-                purged_before_anchors |= bool(recorded.get("audit_entries"))
-        expected_prev = digest
-        expected_seq += 1
-        checked += 1
-    last = expected_seq - 1
-    if upto is None and state.anchor_seq > 0:
-        recorded = json.loads(anchored) if anchored is not None else None
-        if recorded is None and not purged_before_anchors:
-            return bad(
-                state.anchor_seq,
-                f"the chain starts after entry {state.anchor_seq}, but no purge is recorded: "
-                "the entries before it were deleted",
-            )
-        if recorded is not None and (
-            recorded.get("anchor_seq") != state.anchor_seq
-            or recorded.get("anchor_hash") != state.anchor_hash
-        ):
-            return bad(
-                state.anchor_seq,
-                f"the chain starts after entry {state.anchor_seq}, but the last purge recorded "
-                f"its start after entry {recorded.get('anchor_seq')}: entries were deleted",
-            )
-    if upto is None:
-        if last < state.head_seq:
-            return bad(last + 1, f"entry {last + 1} is missing (the head records {state.head_seq})")
-        if last > state.head_seq:
-            return bad(state.head_seq + 1, f"entry {state.head_seq + 1} is beyond the chain head")
-        if expected_prev != state.head_hash:
-            return bad(last, "the last entry does not match the chain head")
-    return VerifyResult(True, checked, None, "", state.anchor_seq, state.head_seq, state.head_hash)
+            purged_before_anchors |= bool(recorded.get("audit_entries"))
+    if anchored is None and not purged_before_anchors:
+        return (
+            state.anchor_seq,
+            f"the chain starts after entry {state.anchor_seq}, but no purge is recorded: "
+            "the entries before it were deleted",
+        )
+    if anchored is not None and (
+        anchored.get("anchor_seq") != state.anchor_seq
+        or anchored.get("anchor_hash") != state.anchor_hash
+    ):
+        return (
+            state.anchor_seq,
+            f"the chain starts after entry {state.anchor_seq}, but the last purge recorded "
+            f"its start after entry {anchored.get('anchor_seq')}: entries were deleted",
+        )
+    return None
+
+
+def _mac_problem(
+    store: Store, state: ChainState, keyring: Keyring | None
+) -> tuple[int, str] | None:
+    """Whether the head's and the anchor's MACs do not hold; (seq, problem) if so."""
+    after = f"entries after entry {state.head_seq} may have been deleted"
+    if not state.keyed:
+        keyed_at = _keyed_at(store, state)
+        if keyed_at is None:
+            return None  # a chain from before the MACs: adopted at the next write with keys
+        since = f"entry {keyed_at}" if keyed_at else "its first entry"
+        return (
+            state.head_seq + 1,
+            f"the chain head carries no MAC, but the chain was keyed from {since} on: the "
+            f"head row was rewritten without the store's key, and {after}",
+        )
+    if state.head_mac is None or state.anchor_mac is None:
+        return state.head_seq + 1, f"the chain head row lost one of its MACs: {after}"
+    if keyring is None:
+        return None  # said as MAC_UNCHECKED
+    if state.anchor_mac != _anchor_mac(keyring, state):
+        return (
+            state.anchor_seq,
+            f"the chain's start (after entry {state.anchor_seq}) does not carry the store's "
+            "MAC: it was moved without the store's key",
+        )
+    if state.head_mac != _head_mac(keyring, state):
+        return (
+            state.head_seq + 1,
+            f"the chain head (entry {state.head_seq}) does not carry the store's MAC: it was "
+            f"moved without the store's key, and {after}",
+        )
+    return None
 
 
 def purge_through(store: Store, seq: int) -> int:
     """Delete entries up to ``seq`` and anchor the chain at it; return how many were deleted.
 
-    The caller (retention) verifies that prefix first: purging evidence of tampering would
+    The caller (retention) verifies the chain first: purging evidence of tampering would
     hide it. The new anchor is appended to the chain as an ``audit.anchored`` entry in the
-    same transaction, which is what tells this purge from a prefix deleted by hand.
+    same transaction, which is what tells this purge from a prefix deleted by hand; with the
+    store's keys bound, the anchor gets its MAC, and the entry says the chain is keyed.
     """
+    keyring = _KEYS.get(store)
     with store.transaction() as db:
         row = db.execute("SELECT hash FROM audit WHERE seq=?", (seq,)).fetchone()
         if row is None:
             return 0
+        state = chain_state(store)
+        if state.keyed and keyring is None:
+            raise StoreError(
+                f"{store.path}: the audit chain is keyed, and this command purged it without "
+                "the store's keys"
+            )
         deleted = db.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount
+        anchor = replace(state, anchor_seq=seq, anchor_hash=str(row[0]))
         db.execute(
-            "UPDATE audit_chain SET anchor_seq=?, anchor_hash=? WHERE id=1", (seq, str(row[0]))
+            "UPDATE audit_chain SET anchor_seq=?, anchor_hash=?, anchor_mac=? WHERE id=1",
+            (
+                anchor.anchor_seq,
+                anchor.anchor_hash,
+                _anchor_mac(keyring, anchor) if keyring is not None else state.anchor_mac,
+            ),
         )
         append(
             store,
             AUDIT_ANCHORED,
-            {"anchor_seq": seq, "anchor_hash": str(row[0]), "purged": int(deleted)},
+            {
+                "anchor_seq": seq,
+                "anchor_hash": str(row[0]),
+                "purged": int(deleted),
+                "keyed": keyring is not None,
+            },
         )
     return int(deleted)
 

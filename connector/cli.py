@@ -371,7 +371,7 @@ def _dispatch_configured(
     if args.command == "status":
         return cli_status.status(config, args, console)
     if args.command == "audit":
-        return cli_status.audit_chain(config.store_path, args, console)
+        return cli_status.audit_chain(config, args, console)
     if args.command == "dsr":
         return cli_dsr.run(args, console)
     parser.error(f"unknown command {args.command}")

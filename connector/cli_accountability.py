@@ -204,6 +204,9 @@ def _usage(args: argparse.Namespace, console: Console, message: str) -> int:
 def _incident(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
     now = incidents.utc_now()
     action = args.incident_action
+    if action in ("open", "close"):
+        # Both append to the audit chain, whose head carries a MAC under the store's keys.
+        open_keyring(store, config)
     if action == "list":
         found = incidents.list_incidents(store)
         if args.json:

@@ -17,7 +17,8 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config
 from connector.dsr_views import summary as dsr_summary
 from connector.errors import ConfigError
-from connector.lock import daemon_running, sync_running
+from connector.keyset import check_master_key
+from connector.lock import daemon_running, sharing_keys, sync_running
 from connector.state import Store
 from connector.storefile import store_exists
 
@@ -244,31 +245,27 @@ def _status_without_store(config: Config, args: argparse.Namespace, console: Con
     return EXIT_OK
 
 
-def audit_chain(store_path: Path, args: argparse.Namespace, console: Console) -> int:
+def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> int:
+    store_path = config.store_path
     if args.action == "verify" and args.since:
         # A chain is verified from its anchor to its head, or it proves nothing; taken as
         # "verify since", the option was ignored and the whole chain said intact.
         raise ConfigError("--since", "", "applies to export only; verify checks the whole chain")
     if not store_exists(store_path):
         return _audit_without_store(store_path, args, console)
+    if args.action == "verify":
+        # With the store's keys, which the head's and the anchor's MACs are checked with (a
+        # chain from before them is keyed now): shared, as every command using them holds it.
+        with sharing_keys(store_path):
+            store = Store(store_path)
+            try:
+                check_master_key(store, config)  # refuses a key not the store's
+                result = audit.verify(store)
+            finally:
+                store.close()
+        return _verified(result, args, console)
     store = Store(store_path)
     try:
-        if args.action == "verify":
-            result = audit.verify(store)
-            if args.json:
-                print(json.dumps({**vars(result), "store_exists": True}))
-            elif result.ok:
-                console.print(f"[green]ok[/]: audit chain intact ({result.checked} entries)")
-                # Recorded outside the store, the head hash catches a wholesale rewrite.
-                console.print(
-                    f"  head: entry {result.head_seq}, hash {result.head_hash}", soft_wrap=True
-                )
-            else:
-                console.print(
-                    f"[red]broken[/]: entry {result.first_bad}: {escape(result.problem)} "
-                    f"({result.checked} entries verified before it)"
-                )
-            return EXIT_OK if result.ok else EXIT_FAILED
         out = sys.stdout
         try:
             since = audit.parse_since(args.since) if args.since else None
@@ -279,6 +276,34 @@ def audit_chain(store_path: Path, args: argparse.Namespace, console: Console) ->
         return EXIT_OK
     finally:
         store.close()
+
+
+#: What ``audit verify`` adds of the head's and the anchor's MACs, when it is not "checked".
+_MAC_SAID = {
+    audit.MAC_ADOPTED: "its head and anchor had no MAC yet (a store from before they were "
+    "keyed): keyed now",
+    audit.MAC_UNCHECKED: "its head and anchor were not checked against their MAC: no key",
+    audit.MAC_UNKEYED: "its head and anchor have no MAC yet, and there was no key to add it",
+}
+
+
+def _verified(result: audit.VerifyResult, args: argparse.Namespace, console: Console) -> int:
+    if args.json:
+        print(json.dumps({**vars(result), "store_exists": True}))
+    elif result.ok:
+        keyed = result.mac in (audit.MAC_CHECKED, audit.MAC_ADOPTED)
+        what = "audit chain intact" if keyed else "audit chain's entries intact"
+        console.print(f"[green]ok[/]: {what} ({result.checked} entries)")
+        if result.mac in _MAC_SAID:
+            console.print(f"  {_MAC_SAID[result.mac]}")
+        # Recorded outside the store, the head hash catches a wholesale rewrite.
+        console.print(f"  head: entry {result.head_seq}, hash {result.head_hash}", soft_wrap=True)
+    else:
+        console.print(
+            f"[red]broken[/]: entry {result.first_bad}: {escape(result.problem)} "
+            f"({result.checked} entries verified before it)"
+        )
+    return EXIT_OK if result.ok else EXIT_FAILED
 
 
 def _audit_without_store(store_path: Path, args: argparse.Namespace, console: Console) -> int:

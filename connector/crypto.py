@@ -195,6 +195,10 @@ class Keyring:
                 algorithm=hashes.SHA256(), length=64, salt=None, info=b"klantsync/system-id"
             ).derive(self.keys.subject)
         )
+        # From the key of what is kept sealed, which a master key rotation renews: a master
+        # key that leaked stops vouching for the audit chain once it is rotated away
+        # (the rotation carries the chain's MACs over, connector/audit.py).
+        self._audit_hmac = _Hmac(_derive(self.keys.outbox, "audit-chain"))
 
     def cloak_id(self, system: str, value: str) -> str:
         """A system's id as the store keeps it when the id is made from personal data.
@@ -217,6 +221,12 @@ class Keyring:
             return self._siv.decrypt(raw, [system.encode()]).decode()
         except (InvalidTag, ValueError) as exc:
             raise DecryptionError("cloaked id did not verify") from exc
+
+    def audit_mac(self, message: bytes) -> str:
+        """HMAC-SHA256 (hex) of ``message`` under the audit chain's key: what the chain's head
+        and anchor carry, so that whoever can write the store but has not the key cannot
+        move them unseen."""
+        return self._audit_hmac.hexdigest(message)
 
     def subject_id(self, normalised: str) -> str:
         """Pseudonymous id of a normalised e-mail or E.164 phone (128-bit keyed HMAC, hex)."""

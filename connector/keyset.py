@@ -194,7 +194,7 @@ def _bound_keyring(store: Store, config: Config) -> Keyring | None:
     if row is None:
         return None
     try:
-        return Keyring(keys=unwrap_data_keys(config.master_key, row[0]))
+        keyring = Keyring(keys=unwrap_data_keys(config.master_key, row[0]))
     except DecryptionError:
         raise ConfigError(
             str(config.path),
@@ -203,6 +203,8 @@ def _bound_keyring(store: Store, config: Config) -> Keyring | None:
             f"the one {store.path} is kept under (fingerprint {row[1]}); if the key was "
             "rotated, point keys.source at the new one",
         ) from None
+    audit.use_keys(store, keyring)  # the audit chain's head and anchor are keyed with them
+    return keyring
 
 
 def _unbound_keyring(store: Store, config: Config) -> Keyring:
@@ -252,6 +254,7 @@ def _unbound_keyring(store: Store, config: Config) -> Keyring:
                 "in this folder: once that store has been opened by this version, which takes "
                 "its own copy, move the shared file aside)",
             )
+    audit.use_keys(store, keyring)  # the keys this store is bound to at its first open
     return keyring
 
 
@@ -388,6 +391,8 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
                 audit.KEY_ROTATED,
                 {"key": "master", "old": old_fp, "new": new_fp, "resealed": dict(resealed)},
             )
+            # The chain's MACs are made with a key derived from the one renewed here.
+            audit.rekey(store, new)
     except BaseException:
         if staged:
             signer.staged_path.unlink(missing_ok=True)

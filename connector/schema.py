@@ -321,6 +321,14 @@ MIGRATIONS: list[str] = [
         WHEN OLD.subject_no > (SELECT n FROM subject_numbers_given WHERE id = 1)
         BEGIN UPDATE subject_numbers_given SET n = OLD.subject_no WHERE id = 1; END;
     """,
+    # 21: the audit chain's head and anchor carry a MAC under a key of the store's
+    # (connector/audit.py): a plain row, whoever could delete the newest entries set the head
+    # back to the last one kept in one UPDATE and the chain verified. NULL until the first
+    # write or verify with the key adopts the chain as it stands.
+    """
+    ALTER TABLE audit_chain ADD COLUMN head_mac TEXT;
+    ALTER TABLE audit_chain ADD COLUMN anchor_mac TEXT;
+    """,
 ]
 
 

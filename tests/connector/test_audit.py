@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -15,6 +16,9 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.cli import main
 from connector.config import load_config
+from connector.crypto import Keyring, generate_master_key
+from connector.errors import StoreError
+from connector.keyset import open_keyring
 from connector.schema import MIGRATIONS
 from connector.state import Store
 from tests.conftest import (
@@ -22,11 +26,19 @@ from tests.conftest import (
     CANARY_NAME,
     CANARY_PHONE,
     CANARY_PHONE_E164,
+    MASTER_KEY,
 )
 
+#: The keys a new store gets under the tests' master key (see connector/keyset.py).
+KEYS = Keyring(base64.urlsafe_b64decode(MASTER_KEY))
 
-def _filled(path: Path, count: int = 5) -> Store:
+
+def _filled(path: Path, count: int = 5, *, keyed: bool = True) -> Store:
+    """A store with ``count`` entries, written with the store's keys (as every command
+    writes them) unless ``keyed`` is false (as a version before keyed heads wrote them)."""
     store = Store(path)
+    if keyed:
+        audit.use_keys(store, KEYS)
     for n in range(count):
         audit.append(store, audit.SYNC_BATCH, {"system": "crm", "created": n}, f"subject{n}")
     return store
@@ -174,9 +186,155 @@ def test_entries_deleted_past_a_real_purge_and_the_anchor_moved_fail_verify(
     assert not result.ok and "recorded its start after entry 2" in result.problem
 
 
+def test_the_newest_entries_deleted_and_the_head_set_back_by_hand_fail_verify(
+    tmp_path: Path,
+) -> None:
+    """The head row is what catches deleted newest entries; as a plain row, whoever could
+    delete them set it to the last entry kept (its stored seq and hash: one UPDATE, no hash
+    recomputed) and the chain verified. The head carries a MAC under the store's keys: set
+    back, it does not hold, and the next append does not make it good."""
+    store = _filled(tmp_path / "a.db")
+    third = store.db.execute("SELECT hash FROM audit WHERE seq=3").fetchone()[0]
+    store.db.execute("DELETE FROM audit WHERE seq > 3")
+    store.db.execute("UPDATE audit_chain SET head_seq=3, head_hash=? WHERE id=1", (third,))
+    result = audit.verify(store)
+    assert not result.ok and result.first_bad == 4, result
+    assert "does not carry the store's MAC" in result.problem
+    audit.append(store, audit.SYNC_RUN, {"flow": "after"})
+    assert not audit.verify(store).ok
+
+
+def _keyed_new(store: Store) -> None:
+    audit.use_keys(store, KEYS)
+    for n in range(5):
+        audit.append(store, audit.SYNC_RUN, {"n": n})
+
+
+def _keyed_when_it_held_entries(store: Store) -> None:
+    for n in range(3):
+        audit.append(store, audit.SYNC_RUN, {"n": n})
+    audit.use_keys(store, KEYS)
+    for n in range(3, 5):
+        audit.append(store, audit.SYNC_RUN, {"n": n})
+
+
+def _keyed_and_purged(store: Store) -> None:
+    _keyed_new(store)
+    audit.purge_through(store, 4)  # the chain's own genesis goes with the first entries
+    audit.append(store, audit.SYNC_RUN, {"n": 5})
+
+
+@pytest.mark.parametrize(
+    "history",
+    [_keyed_new, _keyed_when_it_held_entries, _keyed_and_purged],
+    ids=["keyed-new", "keyed-later", "keyed-then-purged"],
+)
+def test_a_chain_stripped_of_its_macs_is_not_taken_for_one_from_before_them(
+    tmp_path: Path, history: Callable[[Store], None]
+) -> None:
+    """The MACs cleared with the head set back make the row look like one from before the
+    MACs, which the first write or verify with the keys adopts. The chain says it was keyed
+    (its own genesis, an audit.keyed entry, a purge's anchor entry), so it is not adopted
+    again: verify fails, and so it stays."""
+    store = Store(tmp_path / "a.db")
+    history(store)
+    assert audit.verify(store).ok
+    (last, previous) = store.db.execute(
+        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 2"
+    ).fetchall()
+    store.db.execute("DELETE FROM audit WHERE seq=?", (last[0],))
+    store.db.execute(
+        "UPDATE audit_chain SET head_seq=?, head_hash=?, head_mac=NULL, anchor_mac=NULL",
+        previous,
+    )
+    result = audit.verify(store)
+    assert not result.ok and "carries no MAC" in result.problem, result
+    audit.append(store, audit.SYNC_RUN, {"flow": "after"})
+    assert not audit.verify(store).ok
+
+
+def test_a_chain_from_before_the_macs_is_keyed_at_the_first_verify_and_says_so_once(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store from schema 19 has entries and no MAC: it verifies as it did, is keyed as it
+    stands, with an audit.keyed entry saying from where, and `audit verify` says so once."""
+    config = load_config(config_path)
+    config.store_path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(config.store_path, isolation_level=None)
+    for script in MIGRATIONS[:19]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version=19")
+    db.close()
+    _filled(config.store_path, 3, keyed=False).close()
+    assert main(["-c", str(config_path), "audit", "verify"]) == 0
+    first = " ".join(capsys.readouterr().out.split())
+    assert "intact (4 entries)" in first and "keyed now" in first
+    assert main(["-c", str(config_path), "audit", "verify"]) == 0
+    second = " ".join(capsys.readouterr().out.split())
+    assert "intact (4 entries)" in second and "keyed now" not in second
+    store = Store(config.store_path)
+    (*_, keyed) = audit.entries(store)
+    assert (keyed.seq, keyed.kind, keyed.data) == (4, audit.AUDIT_KEYED, {"head_seq": 3})
+    store.db.execute("DELETE FROM audit WHERE seq=4")
+    store.db.execute(
+        "UPDATE audit_chain SET head_seq=3, head_hash=(SELECT hash FROM audit WHERE seq=3)"
+    )
+    store.close()
+    code, after = _verify_cli(config_path, capsys)
+    assert code == 1 and after["first_bad"] == 4
+
+
+def test_verify_without_the_keys_says_it_did_not_check_the_macs(tmp_path: Path) -> None:
+    """A process that has not bound the store's keys reads the chain's links but cannot
+    check the head and the anchor: the result says so (`unchecked`, not `checked`), and it
+    may not append (the head would move without its MAC)."""
+    path = tmp_path / "a.db"
+    _filled(path).close()
+    keyless = Store(path)
+    result = audit.verify(keyless)
+    assert result.ok and result.mac == audit.MAC_UNCHECKED
+    with pytest.raises(StoreError, match="without the store's keys"):
+        audit.append(keyless, audit.SYNC_RUN, {})
+    audit.use_keys(keyless, KEYS)
+    assert audit.verify(keyless).mac == audit.MAC_CHECKED
+
+
+def test_a_master_key_rotation_carries_the_chain_macs_over(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The MACs are made with a key derived from the one a rotation renews: after it, they
+    hold under the new keys and not the old, and a head set back before it stays caught."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    old = open_keyring(store, config)
+    for n in range(3):
+        audit.append(store, audit.SYNC_RUN, {"n": n})
+    store.close()
+    (config_path.parent / "new.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    (config_path.parent / "master.key").write_text((config_path.parent / "new.key").read_text())
+    capsys.readouterr()
+    code, after = _verify_cli(config_path, capsys)
+    assert code == 0 and after["mac"] == audit.MAC_CHECKED
+    store = Store(config.store_path)
+    audit.use_keys(store, old)
+    assert not audit.verify(store).ok
+    store.db.execute("DELETE FROM audit WHERE seq > 2")
+    store.db.execute(
+        "UPDATE audit_chain SET head_seq=2, head_hash=(SELECT hash FROM audit WHERE seq=2)"
+    )
+    store.close()
+    (config_path.parent / "newer.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:newer.key"]) == 0
+    (config_path.parent / "master.key").write_text((config_path.parent / "newer.key").read_text())
+    capsys.readouterr()
+    code, after = _verify_cli(config_path, capsys)
+    assert code == 1 and "MAC" in after["problem"]
+
+
 def test_a_purge_by_an_earlier_version_still_verifies(tmp_path: Path) -> None:
     """Purges before anchors were recorded left only their retention.purged entry."""
-    store = _filled(tmp_path / "a.db", 4)
+    store = _filled(tmp_path / "a.db", 4, keyed=False)
     second = store.db.execute("SELECT hash FROM audit WHERE seq=2").fetchone()[0]
     store.db.execute("DELETE FROM audit WHERE seq <= 2")
     store.db.execute("UPDATE audit_chain SET anchor_seq=2, anchor_hash=? WHERE id=1", (second,))
@@ -324,3 +482,46 @@ def test_an_older_version_s_purge_of_the_whole_chain_still_verifies(tmp_path: Pa
     audit.append(store, "sync.completed", {"n": 3})
     result = audit.verify(store)
     assert result.ok, result.problem
+
+
+class _AppendsAfterTheHeadIsRead:
+    """The store's connection as another process (the daemon) sees it working: right after
+    the statement that reads the chain head, that process appends an entry and commits."""
+
+    def __init__(self, db: sqlite3.Connection, other: Store) -> None:
+        self._db, self._other, self._done = db, other, False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        cursor = self._db.execute(sql, *args)
+        if not self._done and "FROM audit_chain" in sql:
+            self._done = True
+            row = cursor.fetchone()
+            audit.append(self._other, audit.SYNC_RUN, {"flow": "daemon"})
+            return _OneRow(row)
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+class _OneRow:
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def fetchone(self) -> Any:
+        return self._row
+
+
+def test_verify_beside_a_running_daemon_reads_one_state_of_the_store(tmp_path: Path) -> None:
+    """`audit verify` (cron, an auditor) runs beside the daemon, which appends all day. It
+    read the chain head in one statement and the entries in another, each on its own: an
+    entry the daemon committed between the two was "beyond the chain head", and an intact
+    chain was reported broken. One read transaction around both sees one state."""
+    path = tmp_path / "a.db"
+    store = _filled(path, 3)
+    daemon = Store(path)
+    audit.use_keys(daemon, KEYS)
+    store.db = _AppendsAfterTheHeadIsRead(store.db, daemon)  # type: ignore[assignment]
+    result = audit.verify(store)
+    assert result.ok and result.checked == 3, result
+    assert audit.verify(daemon).head_seq == 4

@@ -269,6 +269,43 @@ async def test_a_prefix_deleted_by_hand_through_a_purge_s_anchor_entry_fails_ver
     assert "no purge is recorded" in result.problem
 
 
+@pytest.mark.parametrize("keyed", [False, True], ids=["from-before-macs", "keyed"])
+async def test_a_prefix_deleted_by_hand_is_not_purged_out_of_sight(
+    store: Store, config: Config, keyed: bool
+) -> None:
+    """The oldest entries deleted by hand and the anchor moved (no hash recomputed) is
+    tampering `audit verify` reports. The sweep verified the prefix it was about to purge,
+    but that check skipped the anchor: the sweep purged on, recorded an anchor of its own,
+    and the chain verified as intact again. It refuses now, naming the entry."""
+    if keyed:
+        audit.use_keys(store, KEYS)
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(6)], ts=_ago(3000))
+    audit.append_many(store, [("sync.run", {"n": 6}, None)], ts=_ago(10))
+    third = store.db.execute("SELECT hash FROM audit WHERE seq=3").fetchone()[0]
+    store.db.execute("DELETE FROM audit WHERE seq <= 3")
+    store.db.execute("UPDATE audit_chain SET anchor_seq=3, anchor_hash=? WHERE id=1", (third,))
+    assert "no purge" in audit.verify(store).problem
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.audit_entries == 0
+    assert report.errors and "entry 3" in report.errors[0] and "no purge" in report.errors[0]
+    assert store.db.execute("SELECT MIN(seq) FROM audit").fetchone()[0] == 4
+    assert not audit.verify(store).ok
+
+
+async def test_a_head_set_back_by_hand_is_not_purged_past(store: Store, config: Config) -> None:
+    """The newest entries deleted and the head row set back to the last one kept: the
+    head's MAC does not hold, and the sweep does not purge a chain that does not verify."""
+    audit.use_keys(store, KEYS)
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3)], ts=_ago(3000))
+    audit.append_many(store, [("sync.run", {"n": n}, None) for n in range(3, 6)], ts=_ago(10))
+    store.db.execute("DELETE FROM audit WHERE seq > 4")
+    store.db.execute(
+        "UPDATE audit_chain SET head_seq=4, head_hash=(SELECT hash FROM audit WHERE seq=4)"
+    )
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.audit_entries == 0 and report.errors and "entry 5" in report.errors[0]
+
+
 async def test_a_dry_run_verifies_the_audit_prefix_as_the_real_run_does(
     store: Store, config: Config
 ) -> None:
