@@ -175,7 +175,9 @@ def _weekday_names(field: str) -> str:
         return field
     days: list[int] = []
     for part in field.lower().split(","):
-        spec, _, step_text = part.partition("/")
+        spec, slash, step_text = part.partition("/")
+        if slash and not step_text.isdecimal():
+            raise ValueError(f"day-of-week step must be a whole number: {part!r}")
         step = int(step_text) if step_text else 1
         if step < 1:
             raise ValueError(f"day-of-week step must be positive: {part!r}")
@@ -186,7 +188,11 @@ def _weekday_names(field: str) -> str:
             # Sunday, "7-7" Sunday alone), and named only then: a 7 read as 0 at once would
             # make "7-7" 0 to 7, every day. "N/step" runs from N to the last day, 7, as
             # crontab reads it: "1/2" is Monday, Wednesday, Friday and Sunday, "7/2" Sunday.
-            low, _, high = spec.partition("-")
+            low, dash, high = spec.partition("-")
+            if dash and not high:
+                # Crontab refuses "1-" as the minute and hour fields do here; read as
+                # Monday alone, "1-5" with its 5 lost ran once a week and passed `check`.
+                raise ValueError(f"day-of-week range has no end: {part!r}")
             first = _weekday(low)
             last = _weekday(high) if high else (7 if step_text else first)
             if last < first:

@@ -169,6 +169,18 @@ def test_bad_schedule_refused(tmp_path: Path, env: dict[str, str]) -> None:
     assert _load_error(path).key == "flows[0].schedule"
 
 
+@pytest.mark.parametrize("schedule", ["0 9 * * 1-", "0 9 * * mon-", "0 9 * * 1-/2", "0 9 * * 1/"])
+def test_a_day_of_the_week_range_without_its_end_is_refused_at_load(
+    tmp_path: Path, env: dict[str, str], schedule: str
+) -> None:
+    """Crontab refuses "1-" in every field, and so do the minute and hour fields here; read
+    as Monday alone, "1-5" with its 5 lost ran a weekday flow once a week."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"every 15m"', f'"{schedule}"'))
+    error = _load_error(path)
+    assert error.key == "flows[0].schedule" and "day-of-week" in error.problem
+
+
 def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.toml documents every option and loads once its secrets exist."""
     config = load_config(example_config(tmp_path, monkeypatch))
