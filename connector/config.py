@@ -220,11 +220,21 @@ class StoreSettings(StrictModel):
     @classmethod
     def _a_file(cls, value: Any) -> Any:
         # The store is an SQLite file. A database URL (postgresql://...) read as a path
-        # became a local file in a folder named "postgresql:", one per replica, silently.
-        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+        # became a local file in a folder named "postgresql:", one per replica, silently;
+        # so did a reference written as keys.source is ("file:state/k.db", "env:NAME") and
+        # SQLite's own URI form ("sqlite:..."). One letter before the colon is a drive.
+        if not isinstance(value, str):
+            return value
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
             raise ValueError(
                 "is a URL; the store is an SQLite file on this machine: give its path "
                 '(e.g. "var/klantsync.db")'
+            )
+        scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):", value)
+        if scheme:
+            raise ValueError(
+                f'starts with "{scheme.group(1)}:" as a reference or URI does; store.path is '
+                'a plain path to the SQLite file on this machine (e.g. "var/klantsync.db")'
             )
         return value
 

@@ -887,3 +887,26 @@ def test_a_database_url_as_the_store_path_is_refused_naming_the_key(
     err = capsys.readouterr().err
     assert "store.path" in err and "is a URL" in err and str(path) in err
     assert not any(p.name.endswith(":") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "written", ["file:state/klantsync.db", "env:KLANTSYNC_STORE", "sqlite:state/klantsync.db"]
+)
+def test_a_store_path_written_as_a_reference_or_uri_is_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], written: str
+) -> None:
+    """``file:...`` (the form keys.source takes), ``env:...`` and SQLite's URI form are no
+    paths: taken as one, the store was made in a folder named "file:state" beside the
+    config, where backup, status and monitoring of state/klantsync.db saw no store."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('path = "state/klantsync.db"', f'path = "{written}"'))
+    error = _load_error(path)
+    assert error.key == "store.path" and "plain path" in error.problem
+    assert not any(":" in p.name for p in tmp_path.iterdir())
+
+
+def test_a_store_path_on_a_windows_drive_is_no_reference() -> None:
+    """One letter before the colon is a drive (C:/...), not a scheme."""
+    from connector.config import StoreSettings
+
+    assert StoreSettings.model_validate({"path": "C:/klantsync/k.db"}).path.name == "k.db"
