@@ -28,7 +28,7 @@ from connector.http import ca_bundle_problem, check_url, is_loopback, server_pai
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import resolve_secret
-from connector.settings import StrictModel, SystemSettings
+from connector.settings import ConfigPath, StrictModel, SystemSettings
 
 __all__ = [
     "Config",
@@ -214,7 +214,7 @@ def _weekday(text: str) -> int:
 class StoreSettings(StrictModel):
     """``[store]``: where the state lives."""
 
-    path: Path = Path("var/klantsync.db")
+    path: ConfigPath = Path("var/klantsync.db")
 
     @field_validator("path", mode="before")
     @classmethod
@@ -311,8 +311,8 @@ class DaemonSettings(StrictModel):
     admin_listen: str = "127.0.0.1:8788"
     admin_token: SecretStr | None = None
     public_url: str | None = None  # the https URL vendors call (they sign it), behind a proxy
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
+    tls_cert: ConfigPath | None = None
+    tls_key: ConfigPath | None = None
 
     @field_validator("listen", "admin_listen")
     @classmethod
@@ -408,8 +408,8 @@ def load_config(
 
         registry = REGISTRY
     file = str(path)
+    data = read_toml(path, "config file")  # first: it says what is wrong with the name too
     base = path.resolve().parent
-    data = read_toml(path, "config file")
     for key in data:
         if key not in _TOP_KEYS:
             raise ConfigError(file, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")

@@ -42,6 +42,13 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         ) from None
     except OSError as exc:
         raise ConfigError(file, "", f"{what} cannot be read ({exc.strerror or exc})") from None
+    except ValueError:
+        # A NUL in the name ("embedded null byte"): no file has one. Shown escaped, as a
+        # NUL written to a terminal is no character at all.
+        shown = file.replace("\x00", "\\u0000")
+        raise ConfigError(
+            shown, "", f"no {what} has such a name (it holds a NUL character)"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

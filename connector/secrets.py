@@ -75,6 +75,10 @@ def resolve_secret(
         return _sendable(value, file, key, f"environment variable {named}") if sent else value
     if reference.startswith("file:"):
         raw = reference[5:].strip()
+        if "\x00" in raw:
+            # TOML allows "\u0000"; no file name holds one, and opening it raised
+            # ValueError ("embedded null byte"), an internal error naming no key.
+            raise ConfigError(file, key, "file: reference holds a NUL character (\\u0000)")
         path = Path(raw) if Path(raw).is_absolute() else base_dir / raw
         # Not echoed in messages where it may be a secret pasted in: a bare name as long as
         # a token (shpat_..., 40 hex, a JWT), or a "path" whose folder does not exist (a

@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
 
 __all__ = [
+    "ConfigPath",
     "ProcessorSettings",
     "RateLimitSettings",
     "StrictModel",
     "SystemSettings",
     "WebhookSettings",
 ]
+
+
+def _no_nul(value: Any) -> Any:
+    # TOML allows "\u0000" in a string, and no file name holds one: opening such a path
+    # raised ValueError ("embedded null byte") deep inside a command, an internal error
+    # naming no key, where a typo in the path is bad configuration.
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("holds a NUL character (\\u0000); no file's path has one")
+    return value
+
+
+#: A file or folder the config names (a mapping, a CA bundle, the store).
+ConfigPath = Annotated[Path, BeforeValidator(_no_nul)]
 
 
 class StrictModel(BaseModel):
@@ -64,8 +78,8 @@ class SystemSettings(StrictModel):
 
     adapter: str
     base_url: str
-    mapping: Path
-    ca_bundle: Path | None = None
+    mapping: ConfigPath
+    ca_bundle: ConfigPath | None = None
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
     rate_limit: RateLimitSettings | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)

@@ -587,6 +587,43 @@ def test_a_secret_that_is_not_one_line_of_ascii_is_refused_naming_its_key(
     assert "abc" not in str(error) and "\u2019" not in str(error)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('source = "file:master.key"', 'source = "file:master\\u0000.key"', "keys.source"),
+        ('"env:T_HS_TOKEN"', '"file:to\\u0000ken"', "systems.crm.credentials.token"),
+        ('mapping = "', 'mapping = "\\u0000', "systems.shop.mapping"),
+        ('path = "state/', 'path = "state\\u0000/', "store.path"),
+        ('adapter = "hubspot"', 'adapter = "hubspot"\nca_bundle = "c\\u0000a.pem"', "ca_bundle"),
+        ("[sync]", '[daemon]\ntls_cert = "c\\u0000.pem"\ntls_key = "k.pem"\n[sync]', "tls_cert"),
+    ],
+    ids=["secret-file", "credential-file", "mapping", "store", "ca-bundle", "tls-cert"],
+)
+def test_a_nul_character_in_a_configured_path_exits_2_naming_the_key(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    old: str,
+    new: str,
+    key: str,
+) -> None:
+    """TOML allows "\\u0000" in a string, and opening a path holding one raises ValueError
+    ("embedded null byte"): `check` ended as an internal error (exit 1) naming no key."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "internal error" not in err and key in err and "NUL" in err and "\x00" not in err
+
+
+def test_a_config_file_name_with_a_nul_character_is_a_config_error(tmp_path: Path) -> None:
+    """Named so by a caller (no command line carries one), it is no file: said escaped."""
+    error = _load_error(tmp_path / "klant\x00sync.toml")
+    assert "NUL" in error.problem and "\x00" not in error.file
+
+
 def test_a_secret_with_a_character_no_header_carries_exits_2_not_an_internal_error(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
