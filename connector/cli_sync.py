@@ -23,6 +23,7 @@ from connector.errors import ConfigError
 from connector.lock import sharing_keys, syncing
 from connector.runtime import open_runtime, private_copy, settle_heap, writes_at_open
 from connector.state import Store
+from connector.storefile import store_exists
 
 __all__ = ["no_flows", "print_report", "progress_bar", "queue_resync", "resync_flows", "sync"]
 
@@ -67,9 +68,11 @@ def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | 
 
 async def sync(config: Config, args: argparse.Namespace, console: Console) -> int:
     dry_run = getattr(args, "dry_run", False)
-    if dry_run and not config.store_path.exists():
+    if dry_run and not store_exists(config.store_path):
         # Nothing synced yet: the dry run compares with an empty store, made aside and
-        # thrown away, so looking leaves no store (nor keys bound to one) behind.
+        # thrown away, so looking leaves no store (nor keys bound to one) behind. A path no
+        # store can be at is bad configuration first (StorePathError), as for the real sync
+        # that follows: a full dry run there, exit 0, told the operator all was well.
         with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
             empty = dataclasses.replace(config, store_path=Path(aside) / config.store_path.name)
             return await _sync_locked(empty, args, console, dry_run=True)

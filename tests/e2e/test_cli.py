@@ -934,6 +934,7 @@ def _store_at(config: Path, path: str) -> Path:
 STORE_COMMANDS = [
     ["status"],
     ["sync"],
+    ["sync", "--dry-run"],  # not compared with a throw-away store, as if there were none yet
     ["resync", "--system", "shop"],
     ["check"],
     ["audit", "verify"],
