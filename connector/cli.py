@@ -18,6 +18,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -49,8 +50,41 @@ print_report = cli_sync.print_report
 progress_bar = cli_sync.progress_bar
 
 
+class _UsageExit(SystemExit):
+    """argparse's exit 2 for bad usage, keeping its message for a ``--json`` answer."""
+
+    def __init__(self, code: int | str | None, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' too: they take the parser's class), whose usage
+    errors keep their message, so :func:`main` can answer them on stdout under ``--json``.
+
+    Its text on stderr stays argparse's own (usage line, ``klantsync ...: error: ...``).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        try:
+            super().error(message)
+        except SystemExit as exc:
+            raise _UsageExit(exc.code, f"{self.prog}: {message}") from None
+
+
+def _json_asked(argv: Sequence[str]) -> bool:
+    """Whether ``--json`` (or an abbreviation argparse would take for it) was given, read
+    from the words themselves: a usage error leaves no parsed arguments to ask."""
+    for word in argv:
+        if word == "--":
+            return False  # what follows is positional text, not options
+        if word == "--json" or (len(word) > 2 and "--json".startswith(word)):
+            return True
+    return False
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="klantsync",
         description="GDPR-aware customer-data sync: webshop -> CRM, with proof.",
     )
@@ -142,6 +176,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``klantsync`` console script."""
+    words = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _main(words)
+    except _UsageExit as exc:
+        # A bad option value (`--months 0`, an id that is no number) is answered on stdout
+        # under --json as the usage errors the commands find are: a script reading the
+        # answer found an empty document.
+        answer = {"error": "usage", "message": exc.message}
+        if exc.code == EXIT_USAGE and _json_asked(words) and not _json_line(answer):
+            raise SystemExit(EXIT_PIPE) from None  # the answer's reader went away
+        raise
+
+
+def _main(argv: list[str]) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     console = _Stdout(stderr=False, highlight=False, soft_wrap=True)

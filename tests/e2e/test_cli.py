@@ -1125,6 +1125,41 @@ def test_integer_options_out_of_range_are_usage_errors(
     assert "error: argument" in err and words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["dsr", "extend", "ER-1", "--months", "0", "--reason", "r", "--json"],
+        ["incident", "show", "one", "--json"],
+        ["dsr", "list", "--json", "--bogus"],
+        ["incident", "show", "one", "--js"],  # argparse takes the abbreviation for --json
+    ],
+    ids=["months-0", "id-not-a-number", "unknown-option", "abbreviated"],
+)
+def test_a_bad_option_value_under_json_is_answered_as_json_on_stdout(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reading `... --json` finds the usage error argparse refuses on stdout, as
+    the commands' own usage errors are answered there; stderr keeps argparse's text."""
+    with pytest.raises(SystemExit) as info:
+        main(["-c", "x.toml", *argv])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert answer["error"] == "usage" and answer["message"].startswith("klantsync")
+    assert "error: " in err and "usage: klantsync" in err
+
+
+def test_a_bad_option_value_without_json_prints_nothing_on_stdout(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Only --json asks for the answer on stdout; "--json" after "--" is no option."""
+    for argv in (["incident", "show", "one"], ["incident", "show", "--", "--json"]):
+        with pytest.raises(SystemExit) as info:
+            main(["-c", "x.toml", *argv])
+        assert info.value.code == 2
+        assert capsys.readouterr().out == ""
+
+
 def test_register_out_to_a_directory_exits_2(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
