@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import incidents, retention
+from connector.backup import refuse_store_files
 from connector.cliargs import (
     EXIT_FAILED,
     EXIT_OK,
@@ -180,6 +181,8 @@ def _register(config: Config, args: argparse.Namespace, console: Console) -> int
     # before), and --json asks for a machine-readable note of what was written where.
     fmt = args.format or ("json" if args.json else "md")
     example = f"{'verwerkingsregister' if args.lang == 'nl' else 'processing-register'}.{fmt}"
+    # As backup --out: a register written over the master key leaves a store nobody opens.
+    refuse_store_files(config, args.out, "--out")
     write_output(
         args.out, render(build_register(config, args.lang), fmt), option="--out", example=example
     )
@@ -223,7 +226,9 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
         return EXIT_FAILED if any(i.status(now) == "overdue" for i in found) else EXIT_OK
     if action == "open":
         if args.out is not None:
-            # Before the incident is recorded, so a bad --out does not leave one behind.
+            # Before the incident is recorded, so a bad --out does not leave one behind; a
+            # draft written over the master key, the config or the store would lose them.
+            refuse_store_files(config, args.out, "--out")
             check_writable(args.out, option="--out", example="incident.txt")
         aware = None
         if args.aware_since:

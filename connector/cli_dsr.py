@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector.access import BUNDLE_FILES
+from connector.backup import refuse_store_files
 from connector.cliargs import (
     EXIT_FAILED,
     EXIT_OK,
@@ -221,6 +222,9 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
 def _public_key(service: DsrService, args: argparse.Namespace, console: Console) -> int:
     pem = service.public_key_pem()
     if args.out:
+        # As backup --out: the key written over the master key, the config or the store
+        # would lose the deployment for a public key it can print again at any time.
+        refuse_store_files(service.rt.config, args.out, "--out")
         write_output(args.out, pem, option="--out", example="receipt-public-key.pem")
         if args.json:
             print(json.dumps({"written": str(args.out), "format": "pem"}))

@@ -1172,6 +1172,39 @@ def test_register_out_to_a_directory_exits_2(
     assert list(folder.iterdir()) == []
 
 
+OUT_COMMANDS = {
+    "register": ["register"],
+    "incident-open": ["incident", "open", "--summary", "laptop lost"],
+    "dsr-public-key": ["dsr", "public-key"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(OUT_COMMANDS))
+@pytest.mark.parametrize(
+    "target", ["master.key", "klantsync.toml", "klantsync.db", "klantsync.db-wal", "link"]
+)
+def test_an_out_file_the_deployment_needs_is_refused_and_left_as_it_is(
+    offline: Path, capsys: pytest.CaptureFixture[str], command: str, target: str
+) -> None:
+    """`--out` naming the master key, the config, the store or its -wal (directly or
+    through a link) is refused as `backup --out` refuses it (exit 2): a register written
+    over the master key left a store nobody can open. `incident open` records nothing."""
+    assert main(["-c", str(offline), "dsr", "public-key"]) == 0  # the store is made
+    out = offline.parent / target
+    if target == "link":
+        out.symlink_to(offline.parent / "master.key")
+    # The -wal is there while the store is open (a daemon running); closed, it is not.
+    before = out.read_bytes() if out.exists() else None
+    capsys.readouterr()
+    assert main(["-c", str(offline), *OUT_COMMANDS[command], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "name another file" in err, err
+    assert (out.read_bytes() if out.exists() else None) == before
+    if command == "incident-open":
+        assert main(["-c", str(offline), "incident", "list", "--json"]) == 0
+        assert _json(capsys) == []
+
+
 def test_incident_draft_to_a_directory_records_no_incident(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
