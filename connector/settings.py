@@ -36,9 +36,13 @@ ConfigPath = Annotated[Path, BeforeValidator(_no_nul)]
 
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, so typos never pass silently."""
+    """Base of every config model: unknown keys are errors, so typos never pass silently.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Numbers are finite: TOML has ``inf`` and ``nan``, and a timeout of ``inf`` is no
+    timeout (a system that never answers held a sync forever), a wait of ``inf`` no retry.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RateLimitSettings(StrictModel):

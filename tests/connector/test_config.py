@@ -181,6 +181,32 @@ def test_a_day_of_the_week_range_without_its_end_is_refused_at_load(
     assert error.key == "flows[0].schedule" and "day-of-week" in error.problem
 
 
+@pytest.mark.parametrize("value", ["inf", "+inf", "nan"])
+@pytest.mark.parametrize(
+    ("table", "line", "key"),
+    [
+        ("sync", "retry_base_seconds = {}", "sync.retry_base_seconds"),
+        ("sync", "retry_max_seconds = {}", "sync.retry_max_seconds"),
+        ("crm", "timeout_seconds = {}", "systems.crm.timeout_seconds"),
+        ("crm", "rate_limit = {{ requests = 10, per_seconds = {} }}", "systems.crm.rate_limit"),
+    ],
+)
+def test_a_duration_that_is_no_finite_number_is_refused_at_load(
+    tmp_path: Path, env: dict[str, str], table: str, line: str, key: str, value: str
+) -> None:
+    """TOML has inf and nan. A timeout of inf is no timeout: a call to a system that never
+    answers held the sync forever; an infinite retry wait never retried."""
+    setting = line.format(value)
+    if table == "sync":
+        path = write_config(tmp_path)
+        text = path.read_text().replace("retry_base_seconds = 0\n", "")
+        path.write_text(text.replace("[sync]", f"[sync]\n{setting}"))
+    else:
+        path = write_config(tmp_path, crm_extra=setting)
+    error = _load_error(path)
+    assert error.key.startswith(key) and "finite" in error.problem, error
+
+
 def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.toml documents every option and loads once its secrets exist."""
     config = load_config(example_config(tmp_path, monkeypatch))
