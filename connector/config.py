@@ -471,6 +471,7 @@ def load_config(
                 exc.key,
                 f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})",
             ) from None
+        _check_mapping_kind(name, settings, mappings[name], file)
 
     flows_raw = data.get("flows", [])
     if not isinstance(flows_raw, list):
@@ -577,6 +578,27 @@ def _load_system(
             raise ConfigError(file, f"{key}.ca_bundle", problem)
         updates["ca_bundle"] = ca
     return settings.model_copy(update=updates)
+
+
+def _check_mapping_kind(
+    name: str, settings: SystemSettings, mapping: SystemMapping, file: str
+) -> None:
+    """Refuse a mapping written for another kind of system than the one that uses it.
+
+    A WooCommerce shop given mappings/hubspot.toml loaded and passed `check`: its paths name
+    no place in a WooCommerce customer, so every record read "without a usable e-mail" and
+    every write went to fields the shop does not have. The file's ``system`` key says which
+    kind it is for; a mapping without one is not judged.
+    """
+    if mapping.system is None or mapping.system == settings.adapter:
+        return
+    raise ConfigError(
+        file,
+        f"systems.{name}.mapping",
+        f"{mapping.path} is a mapping for {mapping.system!r} (its system key), and "
+        f"systems.{name} is a {settings.adapter!r} system; name a {settings.adapter} mapping "
+        f"(such as mappings/{settings.adapter}.toml)",
+    )
 
 
 def _check_daemon(

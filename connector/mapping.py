@@ -7,7 +7,8 @@ dropped and counted by name, so operators can see what was withheld.
 
 File format::
 
-    system = "woocommerce"          # informative; the config says which adapter uses it
+    system = "woocommerce"          # the kind of system it is for; a config that gives it
+                                    # to a system of another kind is refused at load
     id_path = "id"                  # where the system's own record id lives
     record_root = "properties"      # optional: pulled records keep their fields under this key
     default_region = "NL"           # for phone numbers written without a country code,
@@ -159,6 +160,7 @@ class SystemMapping:
         consent_renewed: what is sent, with their fields, someone sent ``withdrawn`` who has
             given the consent again (see :meth:`renewal`).
         ignore: system paths known not to be personal data (not counted as withheld).
+        system: the kind of system the file says it is for (its ``system`` key), if any.
     """
 
     path: Path
@@ -170,6 +172,7 @@ class SystemMapping:
     consent_renewed: dict[str, Any] = field(default_factory=dict)
     ignore: frozenset[str] = frozenset()
     default_region: str = "NL"
+    system: str | None = None
     _inbound: list[tuple[str, tuple[str, ...], FieldMapping]] = field(default_factory=list)
     _outbound: list[FieldMapping] = field(default_factory=list)
     _known_paths: frozenset[str] = frozenset()
@@ -569,6 +572,7 @@ def load_mapping(path: Path) -> SystemMapping:
         consent_renewed=dict(spec.consent_renewed),
         ignore=frozenset(spec.ignore),
         default_region=spec.default_region,
+        system=spec.system,
     )
 
 

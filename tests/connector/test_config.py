@@ -207,6 +207,26 @@ def test_a_duration_that_is_no_finite_number_is_refused_at_load(
     assert error.key.startswith(key) and "finite" in error.problem, error
 
 
+def test_a_mapping_for_another_kind_of_system_is_refused_naming_both_kinds(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A WooCommerce shop given the HubSpot mapping loaded and passed `check`, and read
+    every customer at paths a WooCommerce customer does not have."""
+    error = _load_error(write_config(tmp_path, shop_mapping=REPO_MAPPINGS / "hubspot.toml"))
+    assert error.key == "systems.shop.mapping" and error.file.endswith("klantsync.toml")
+    assert "'hubspot'" in error.problem and "'woocommerce'" in error.problem
+
+
+def test_a_mapping_that_names_no_kind_of_system_is_not_judged(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    own = tmp_path / "shop.toml"
+    text = (REPO_MAPPINGS / "woocommerce.toml").read_text()
+    assert 'system = "woocommerce"\n' in text
+    own.write_text(text.replace('system = "woocommerce"\n', ""))
+    assert load_config(write_config(tmp_path, shop_mapping=own)).mappings["shop"].system is None
+
+
 def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """config.example.toml documents every option and loads once its secrets exist."""
     config = load_config(example_config(tmp_path, monkeypatch))
