@@ -35,6 +35,9 @@ class WorkerPool(Generic[T]):
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
         self._queue: deque[Job] = deque()
+        #: The workers that will still take a job. One leaves the set itself, in the turn it
+        #: finds the queue empty (a done callback came a turn later: a caller arriving in
+        #: between found the pool full, started no worker, and waited for ever).
         self._workers: set[asyncio.Task[None]] = set()
 
     async def run_all(self, jobs: Sequence[Callable[[], Awaitable[T]]]) -> list[T]:
@@ -48,6 +51,7 @@ class WorkerPool(Generic[T]):
         while len(self._workers) < self.size and self._queue:
             worker = asyncio.create_task(self._work())
             self._workers.add(worker)
+            # For a worker cancelled before it ran: it never reaches its own leaving.
             worker.add_done_callback(self._workers.discard)
         try:
             results = await asyncio.gather(*futures, return_exceptions=True)
@@ -61,6 +65,16 @@ class WorkerPool(Generic[T]):
         return list(results)  # type: ignore[arg-type]
 
     async def _work(self) -> None:
+        me = asyncio.current_task()
+        try:
+            await self._take_jobs()
+        finally:
+            # In the turn the queue was seen empty: a job queued after that finds the pool
+            # short of this worker, and starts another.
+            if me is not None:
+                self._workers.discard(me)
+
+    async def _take_jobs(self) -> None:
         while self._queue:
             job, future = self._queue.popleft()
             if future.done():  # its caller was cancelled

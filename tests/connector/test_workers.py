@@ -109,3 +109,37 @@ async def test_a_job_that_raises_past_exception_still_settles_every_caller() -> 
     with pytest.raises(_Stopped):
         first.result()
     assert second.result() == [1]
+
+
+async def test_a_caller_arriving_in_the_turn_the_last_worker_ends_starts_a_worker() -> None:
+    """The last worker leaves the pool in the turn it finds the queue empty: a second caller
+    (another delivery batch) woken in that very turn starts a worker of its own, and its jobs
+    run. Left in the pool until a done callback a turn later, the worker made the pool look
+    full: the second caller started none, and waited for ever."""
+    pool: WorkerPool[str] = WorkerPool(1)  # Mailchimp with max_concurrency = 1
+    go = asyncio.Event()
+    ran: list[str] = []
+
+    async def first_job() -> str:
+        go.set()  # the other caller is woken in the same turn the worker ends
+        return "a"
+
+    async def second_job() -> str:
+        ran.append("b")
+        return "b"
+
+    async def second_caller() -> list[str]:
+        await go.wait()
+        return await pool.run_all([second_job])
+
+    other = asyncio.create_task(second_caller())
+    for _ in range(2):
+        await asyncio.sleep(0)
+    assert await pool.run_all([first_job]) == ["a"]
+    for _ in range(50):
+        await asyncio.sleep(0)
+    try:
+        assert ran == ["b"] and other.done()
+        assert other.result() == ["b"] and not pool._workers
+    finally:
+        other.cancel()
