@@ -211,32 +211,49 @@ class JobWorker:
         delivery batch instead of one of each per delivery. The batch ends at the first other
         delivery claimed along the way (an erasure, say); that one and all after it run one by
         one afterwards, in the order they came: a change that came after an erasure request
-        is never sent before the erasure has run.
+        is never sent before the erasure has run. Each system's jobs are judged by its own
+        sync: one shop down fails its own changes, not another shop's, unasked.
         """
         more = jobs.claim_more(
             self.rt.store, self.rt.keyring, "webhook", first.id, CHANGE_BATCH - 1
         )
         together = list(itertools.takewhile(_is_change, more))
         batch, after = [first, *together], more[len(together) :]
-        to_fetch: dict[str, list[tuple[str | None, str | None]]] = {}
+        by_system: dict[str, list[jobs.Job]] = {}
         for job in batch:
-            params = job.params or {}
-            to_fetch.setdefault(params["system"], []).append(
-                (params.get("external_id"), params.get("email"))
-            )
+            by_system.setdefault((job.params or {})["system"], []).append(job)
+        systems = list(by_system.items())
+        for index, (system, its_jobs) in enumerate(systems):
+            try:
+                await self._run_system_changes(system, its_jobs)
+            except _Deferred as exc:
+                # The jobs after it too: run now, one would overtake the changes before it.
+                rest = [job for _, later in systems[index:] for job in later]
+                self._requeue([*rest, *after], str(exc))
+                return
+        for position, job in enumerate(after):
+            if self.stopping.is_set():
+                # Claimed with the batch, not started: what was queued stays queued for the
+                # next start. Started now, an erasure was cut off by the stop's grace, left
+                # running with its vendors half asked.
+                self._requeue(after[position:], "the daemon stopped before the job ran")
+                return
+            await self._run_one(job)
+
+    async def _run_system_changes(self, system: str, batch: list[jobs.Job]) -> None:
+        """One system's changes of a batch as one targeted sync; each job ends as it ended.
+
+        Raises:
+            _Deferred: the daemon stopped before the sync ran, or cut it short.
+        """
+        subjects = [
+            ((job.params or {}).get("external_id"), (job.params or {}).get("email"))
+            for job in batch
+        ]
         try:
-            written, failed = 0, False
-            for system, subjects in to_fetch.items():
-                synced = await self._sync_subjects(system, subjects)
-                written += synced.written
-                failed = failed or synced.failed
-        except _Deferred as exc:
-            # The jobs after the batch too: run now, one would overtake the changes before it.
-            for job in [*batch, *after]:
-                jobs.requeue(self.rt.store, job.id)
-                why = {"job": job.id, "kind": job.kind, "why": str(exc)}
-                log.info("job queued again", extra=why)
-            return
+            synced = await self._sync_subjects(system, subjects)
+        except _Deferred:
+            raise
         except KlantsyncError as exc:
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
@@ -246,18 +263,18 @@ class JobWorker:
                 raise
             for job in batch:
                 jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
-            _log_internal(exc, first)
+            _log_internal(exc, batch[0])
         else:
+            result = {"batch": len(batch), "written": synced.written, "failed": synced.failed}
             for job in batch:
-                jobs.finish(
-                    self.rt.store,
-                    job.id,
-                    "done",
-                    {"batch": len(batch), "written": written, "failed": failed},
-                )
+                jobs.finish(self.rt.store, job.id, "done", result)
                 log.info("job done", extra={"job": job.id, "kind": job.kind})
-        for job in after:
-            await self._run_one(job)
+
+    def _requeue(self, claimed: list[jobs.Job], why: str) -> None:
+        """Put claimed jobs that did not run back in the queue, saying why."""
+        for job in claimed:
+            jobs.requeue(self.rt.store, job.id)
+            log.info("job queued again", extra={"job": job.id, "kind": job.kind, "why": why})
 
     async def _wake_or_stop(self) -> None:
         waits = [

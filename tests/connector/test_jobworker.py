@@ -28,6 +28,8 @@ class Runner:
         self.fail: Exception | None = None
         self.undelivered = False  # the targeted syncs' reports say they failed
         self.stopping = False  # runs nothing, as the daemon's when it stops
+        self.fail_for: dict[str, Exception] = {}  # one system's targeted syncs raise this
+        self.on_sync: Callable[[], None] | None = None  # called as a targeted sync runs
 
     async def run_flow(
         self, flow_name: str, *, full: bool = False, wait: bool = False
@@ -44,8 +46,12 @@ class Runner:
     ) -> SubjectsSynced | None:
         call = ("subjects", system, list(subjects))
         self.calls.append((*call, "full") if full else call)
+        if self.on_sync is not None:
+            self.on_sync()
         if self.fail is not None:
             raise self.fail
+        if system in self.fail_for:
+            raise self.fail_for[system]
         if self.stopping:
             return None
         if self.undelivered:
@@ -69,8 +75,10 @@ def worker(rt: Runtime, runner: Runner) -> JobWorker:
     return JobWorker(rt, runner, asyncio.Event())
 
 
-def _change(external_id: str, record: dict[str, Any] | None = None) -> dict[str, Any]:
-    params: dict[str, Any] = {"system": "shop", "event": "changed", "external_id": external_id}
+def _change(
+    external_id: str, record: dict[str, Any] | None = None, *, system: str = "shop"
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"system": system, "event": "changed", "external_id": external_id}
     if record is not None:  # as queued before the source was always asked
         params["record"] = record
     return params
@@ -310,6 +318,64 @@ async def test_changes_the_daemon_stops_before_stay_queued_and_so_do_the_jobs_af
     assert [(getattr(j, "status", None), getattr(j, "result", 0)) for j in found] == [
         ("queued", None)
     ] * 3
+
+
+async def test_a_stop_during_a_batch_of_changes_leaves_the_jobs_claimed_behind_it_queued(
+    worker: JobWorker, runner: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a batch of changes syncs: the batch finishes, and an erasure claimed
+    behind it is not started but queued again for the next start. Started, it was cut off
+    by the stop's grace, left running with its vendors half asked."""
+    ran: list[Any] = []
+    run_job = worker.run_job
+
+    async def recording(job: jobs.Job) -> dict[str, Any]:
+        event = (job.params or {}).get("event")
+        if event != "changed":
+            ran.append(event)
+            return {"request": None}
+        return await run_job(job)
+
+    monkeypatch.setattr(worker, "run_job", recording)
+    runner.on_sync = worker.stopping.set  # SIGTERM arrives while the batch syncs
+    erase = {"system": "shop", "event": "erase", "delivery_id": "d-1", "email": CANARY_EMAIL}
+    ids = [
+        worker.queue("webhook", _change("5")),
+        worker.queue("webhook", erase),
+        worker.queue("webhook", _change("6")),
+    ]
+    await asyncio.wait_for(worker.run(), 30)
+    found = [jobs.get(worker.rt.store, i) for i in ids]
+    assert ran == []
+    assert [(getattr(j, "status", None), getattr(j, "result", 0)) for j in found] == [
+        ("done", {"batch": 1, "written": 1, "failed": False}),  # the in-flight batch finished
+        ("queued", None),
+        ("queued", None),
+    ]
+
+
+async def test_one_system_down_fails_only_its_own_changes_in_a_batch(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """Changes of two source systems waiting together: each system's sync is asked for, and
+    each system's jobs end as its own sync ended. One try around both failed the second
+    shop's change with the first shop's error, its sync never asked for."""
+    runner.fail_for["shop"] = KlantsyncError("shop: unreachable (connect timeout)")
+    ids = [
+        worker.queue("webhook", _change("5")),
+        worker.queue("webhook", _change("901", system="shopify")),
+        worker.queue("webhook", _change("6")),
+    ]
+    done = await _work_until_done(worker, ids)
+    assert runner.calls == [
+        ("subjects", "shop", [("5", None), ("6", None)]),
+        ("subjects", "shopify", [("901", None)]),
+    ]
+    assert [(job.status, job.result) for job in done] == [
+        ("failed", {"error": "shop: unreachable (connect timeout)"}),
+        ("done", {"batch": 1, "written": 1, "failed": False}),
+        ("failed", {"error": "shop: unreachable (connect timeout)"}),
+    ]
 
 
 async def test_a_job_whose_params_do_not_open_fails_alone_and_the_next_one_runs(
