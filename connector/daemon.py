@@ -29,7 +29,7 @@ from connector import audit, jobs
 from connector.backup import last_backup_time
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
-from connector.jobworker import JobWorker, SubjectsSynced
+from connector.jobworker import JobWorker, SubjectsSynced, cut_short
 from connector.metrics import Metrics
 from connector.runtime import Runtime
 from connector.state import Store
@@ -164,7 +164,7 @@ class Daemon:
             # The store's notion of success (its ``last_success``): a run with errors, dead
             # letters or deliveries left queued is not one.
             runs.failed += int(report.failed)
-            if report.failed and report.run_id is not None and _cut_short(report, self.stopping):
+            if report.run_id is not None and cut_short(report, self.stopping):
                 # Cut short by the stop (the pull ended early, deliveries left queued): the
                 # next start resumes it, a flow on a cron included, which would otherwise
                 # leave the rest until its next time (a nightly one: the next night). A run
@@ -633,11 +633,3 @@ def first_review(store: Store, now: dt.datetime) -> dt.datetime:
         return now
     due = review[1] + dt.timedelta(days=1)
     return due if now < due else now
-
-
-def _cut_short(report: FlowReport, stopping: asyncio.Event) -> bool:
-    """Whether a stop left ``report``'s run unfinished: the pull did not reach its end, or a
-    destination has rows of it left queued."""
-    if not stopping.is_set():
-        return False
-    return not report.complete or any(d.left_queued for d in report.destinations.values())

@@ -832,6 +832,13 @@ class Engine:
             )
         elif stop.is_set():
             report.errors.append(f"delivery to {dest.name} stopped: {dest_report.fatal}")
+        elif self._stopping and self.store.outbox_batch(dest.name, last_id, 1, flow=flow.name):
+            # A stop asked for (SIGTERM) left rows this run never took. Unsaid, the run was
+            # a success (``last_success``, /readyz) and the daemon did not resume it at its
+            # next start: a nightly cron's rows waited for the next night.
+            report.errors.append(
+                f"delivery to {dest.name} stopped with rows still queued; resumes next run"
+            )
 
     async def _deliver_batch(
         self,

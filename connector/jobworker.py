@@ -47,6 +47,7 @@ __all__ = [
     "JobWorker",
     "StoreFailed",
     "SubjectsSynced",
+    "cut_short",
 ]
 
 # The daemon's log, as it was before the worker had a module of its own: operators' filters
@@ -312,9 +313,9 @@ class JobWorker:
                 )
                 if report is None:
                     raise _Deferred("the daemon stopped before the resync ran")
-                if not report.complete and self.stopping.is_set():
-                    # Cut short by a stop: done, it would never be run again, and a --full
-                    # resync's retry of refused records never reached the rest.
+                if cut_short(report, self.stopping):
+                    # Done, it would never be run again, and a --full resync's retry of
+                    # refused records never reached the rest.
                     raise _Deferred("the daemon stopped before the resync finished")
                 reports.append(report.as_dict())
         return {
@@ -382,6 +383,19 @@ class JobWorker:
         else:
             view = await service.access(params["email"], source="admin")
         return {"request": view.id, "status": view.status}
+
+
+def cut_short(report: FlowReport, stopping: asyncio.Event) -> bool:
+    """Whether a stop left ``report``'s run unfinished: the run failed, and its pull did not
+    reach its end or a destination has rows of it left queued.
+
+    One rule for the daemon, which records such a run interrupted (the next start resumes
+    it), and for the job worker, which queues such a resync again. A run that went to its
+    end and failed on its own account (a dead letter) is neither: nothing is left to resume.
+    """
+    if not stopping.is_set() or not report.failed:
+        return False
+    return not report.complete or any(d.left_queued for d in report.destinations.values())
 
 
 class _Deferred(KlantsyncError):

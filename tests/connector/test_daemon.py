@@ -1619,6 +1619,46 @@ async def test_a_run_the_stop_cuts_short_is_recorded_interrupted_for_the_next_st
     assert daemon.rt.store.interrupted_flows() == {"shop-to-crm"}
 
 
+async def test_a_stop_during_the_deliveries_after_the_pull_is_recorded_interrupted(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """SIGTERM once the pull reached its end, while the deliveries drain the outbox: the
+    delivery stops taking batches and the report says rows were left queued, so the run is
+    recorded interrupted (the next start resumes it, a cron flow's included) and
+    ``last_success`` does not move. Unsaid, the run was recorded ``ok``, a success, and a
+    nightly flow's rows waited for the next night."""
+    shop.seed_synthetic(700, seed=11)
+    source: Any = daemon.rt.systems["shop"].adapter
+    dest: Any = daemon.rt.systems["crm"].adapter
+    real_pull, real_upsert = source.pull, dest.upsert
+    pulled = asyncio.Event()
+    stopped = False
+
+    async def pull(cursor: Any) -> Any:
+        async for page in real_pull(cursor):
+            yield page
+        pulled.set()
+
+    async def upsert(records: Any) -> Any:
+        nonlocal stopped
+        if not stopped:
+            await pulled.wait()  # the pull has reached its end
+            for _ in range(50):
+                await asyncio.sleep(0)
+            stopped = True
+            daemon.stop()  # SIGTERM, as serve() handles it
+            daemon.rt.engine.request_stop()
+        return await real_upsert(records)
+
+    source.pull, dest.upsert = pull, upsert
+    report = await asyncio.wait_for(daemon.run_flow("shop-to-crm"), 60)
+    assert report is not None and report.complete and report.failed
+    assert report.destinations["crm"].left_queued > 0  # the stop left deliveries queued
+    assert daemon.rt.store.last_runs()["shop-to-crm"][2] == "interrupted"
+    assert daemon.rt.store.interrupted_flows() == {"shop-to-crm"}
+    assert daemon.rt.store.last_success("shop-to-crm") is None
+
+
 async def test_a_daily_review_due_while_a_sync_held_the_loop_for_two_seconds_still_runs(
     open_rt: Callable[..., Any], daemon_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from connector import jobs
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.jobworker import JobWorker, SubjectsSynced
+from connector.reports import DestinationReport
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL
 
@@ -30,12 +31,15 @@ class Runner:
         self.stopping = False  # runs nothing, as the daemon's when it stops
         self.fail_for: dict[str, Exception] = {}  # one system's targeted syncs raise this
         self.on_sync: Callable[[], None] | None = None  # called as a targeted sync runs
+        self.flow_report: Callable[[str], FlowReport] | None = None  # a flow run's report
 
     async def run_flow(
         self, flow_name: str, *, full: bool = False, wait: bool = False
     ) -> FlowReport | None:
         self.calls.append(("flow", flow_name, full, wait))
-        return None if self.stopping else FlowReport(flow_name, "shop")
+        if self.stopping:
+            return None
+        return self.flow_report(flow_name) if self.flow_report else FlowReport(flow_name, "shop")
 
     async def sync_subjects(
         self,
@@ -287,6 +291,30 @@ async def test_a_resync_of_one_address_a_stop_cuts_short_stays_queued_for_its_ne
     job = jobs.claim_next(worker.rt.store, worker.rt.keyring)
     assert job is not None
     worker.stopping.set()
+    await worker._run_one(job)
+    again = jobs.get(worker.rt.store, job_id)
+    assert again is not None and (again.status, again.result) == ("queued", None)
+
+
+async def test_a_resync_a_stop_cuts_short_in_its_deliveries_stays_queued_for_its_next_start(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """SIGTERM as the resync's pull took its last page: the pull is complete, but the
+    deliveries of its last pages are left queued. That is a run cut short, as the daemon
+    judges it (it records the run interrupted): the resync is queued again, where it ended
+    "done", failed, never run again (the rest of a --full pass's retries with it)."""
+
+    def cut_in_delivery(flow: str) -> FlowReport:
+        worker.stopping.set()
+        report = FlowReport(flow, "shop", complete=True, pulled=250)
+        report.errors.append("stopped before the pull finished; resumes next run")
+        report.destinations["crm"] = DestinationReport(queued=250, created=100, left_queued=150)
+        return report
+
+    runner.flow_report = cut_in_delivery
+    job_id = worker.queue("resync", {"system": "shop", "full": True})
+    job = jobs.claim_next(worker.rt.store, worker.rt.keyring)
+    assert job is not None and job.id == job_id
     await worker._run_one(job)
     again = jobs.get(worker.rt.store, job_id)
     assert again is not None and (again.status, again.result) == ("queued", None)
