@@ -433,7 +433,7 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
-        requeued = jobs.requeue_running(self.rt.store)
+        requeued, cut_off = jobs.requeue_cut_off(self.rt.store)
         # The daemon holds the store's sync lock (`klantsync run`): a run still marked
         # running is one a stopped process left, not one in progress.
         interrupted = self.rt.store.close_interrupted_runs()
@@ -441,7 +441,7 @@ class Daemon:
         audit.append(
             self.rt.store,
             "daemon.started",
-            {"requeued_jobs": requeued, "interrupted_runs": interrupted},
+            {"requeued_jobs": requeued, "failed_jobs": cut_off, "interrupted_runs": interrupted},
         )
         # What runs is what the audit trail says ran: a changed config leaves an entry.
         audit.record_config(self.rt.store, self.rt.config)

@@ -23,6 +23,13 @@ log = logging.getLogger("klantsync.daemon")
 
 #: A claimed job's outcome when its sealed parameters do not open.
 UNREADABLE = "job parameters do not open: damaged, or sealed under another key"
+#: How many times a daemon may end while running a job before the next start fails it.
+MAX_CUT_OFF = 5
+#: The outcome of a job a daemon ended while running :data:`MAX_CUT_OFF` times.
+CUT_OFF = (
+    f"not run again: the daemon ended while running it {MAX_CUT_OFF} times (it crashed, or "
+    "the job outlasted the stop's grace); the log of those runs says where it stopped"
+)
 
 __all__ = [
     "Job",
@@ -34,6 +41,7 @@ __all__ = [
     "get",
     "recent",
     "requeue",
+    "requeue_cut_off",
     "requeue_running",
 ]
 
@@ -189,9 +197,37 @@ def requeue(store: Store, job_id: int) -> None:
 
 
 def requeue_running(store: Store) -> int:
-    """After a crash, jobs left 'running' go back to the queue; returns how many."""
+    """Jobs left 'running' go back to the queue, uncounted; returns how many.
+
+    For the job worker after the store failed under it: the job it held did nothing wrong,
+    and is tried again for as long as the store takes to mend. A daemon's start uses
+    :func:`requeue_cut_off`.
+    """
     cursor = store.db.execute("UPDATE jobs SET status='queued' WHERE status='running'")
     return cursor.rowcount
+
+
+def requeue_cut_off(store: Store) -> tuple[int, list[int]]:
+    """At a daemon's start: the jobs an earlier daemon ended while running (a crash, a
+    stop's grace run out) go back to the queue, counted; one cut off :data:`MAX_CUT_OFF`
+    times is failed instead (:data:`CUT_OFF`). Returns how many were queued again, and the
+    ids of those failed.
+
+    Queued again for ever, a job that crashes the daemon (or outlasts the grace at every
+    stop) was claimed first at every start, and no job after it ever ran.
+    """
+    with store.transaction() as db:
+        db.execute("UPDATE jobs SET cut_off = cut_off + 1 WHERE status='running'")
+        failed = db.execute(
+            "SELECT id, kind FROM jobs WHERE status='running' AND cut_off >= ? ORDER BY id",
+            (MAX_CUT_OFF,),
+        ).fetchall()
+        for job_id, _ in failed:
+            finish(store, job_id, "failed", {"error": CUT_OFF})
+        requeued = db.execute("UPDATE jobs SET status='queued' WHERE status='running'").rowcount
+    for job_id, kind in failed:
+        log.error("job failed", extra={"job": job_id, "kind": kind, "error": CUT_OFF})
+    return requeued, [job_id for job_id, _ in failed]
 
 
 def get(store: Store, job_id: int) -> Job | None:

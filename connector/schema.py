@@ -329,6 +329,13 @@ MIGRATIONS: list[str] = [
     ALTER TABLE audit_chain ADD COLUMN head_mac TEXT;
     ALTER TABLE audit_chain ADD COLUMN anchor_mac TEXT;
     """,
+    # 22: how many times a daemon ended while running a job (a crash, a stop's grace run
+    # out), counted by the next start (connector/jobs.py, requeue_cut_off): past a bound
+    # the job is failed instead of queued again. Uncounted, a job that crashed the daemon
+    # was claimed first at every start, for ever, and nothing after it ran.
+    """
+    ALTER TABLE jobs ADD COLUMN cut_off INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 

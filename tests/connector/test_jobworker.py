@@ -496,6 +496,36 @@ async def test_an_access_job_run_again_after_a_crash_writes_one_bundle(
     assert jobs.get(rt.store, again.id).status == "done"  # type: ignore[union-attr]
 
 
+async def test_a_job_the_daemon_ends_while_running_at_every_start_is_failed_at_the_fifth(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """A job that kills the daemon (or outlasts the stop's grace) is left running at each
+    start. Queued again for ever, it was claimed first at every start and nothing after it
+    ran: each start counts it, and the one after its fifth fails it, saying why, and its
+    sealed parameters go with it. The job worker's requeue after a store failure is the
+    store's trouble, not the job's, and is not counted."""
+    store = worker.rt.store
+    poison = worker.queue("dsr", {"kind": "access", "email": CANARY_EMAIL})
+    after = worker.queue("webhook", _change("5"))
+    for start in range(1, jobs.MAX_CUT_OFF + 1):
+        job = jobs.claim_next(store, worker.rt.keyring)
+        assert job is not None and job.id == poison  # claimed first, then the daemon dies
+        if start == 1:  # a store failure under it first: tried again, uncounted
+            assert jobs.requeue_running(store) == 1
+            job = jobs.claim_next(store, worker.rt.keyring)
+            assert job is not None and job.id == poison
+        requeued, failed = jobs.requeue_cut_off(store)  # the next start
+        if start < jobs.MAX_CUT_OFF:
+            assert (requeued, failed) == (1, [])
+    assert (requeued, failed) == (0, [poison])
+    found = jobs.get(store, poison)
+    assert found is not None and (found.status, found.result) == ("failed", {"error": jobs.CUT_OFF})
+    (params,) = store.db.execute("SELECT params FROM jobs WHERE id=?", (poison,)).fetchone()
+    assert params is None
+    done = await _work_until_done(worker, [after])  # the job behind it runs at last
+    assert done[0].status == "done"
+
+
 async def test_two_erasures_from_two_sources_in_one_second_are_one_asked_twice(
     rt: Runtime, worker: JobWorker, shop: WooCommerceSandbox
 ) -> None:

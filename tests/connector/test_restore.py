@@ -760,8 +760,7 @@ async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     out, config, view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
     with closing(sqlite3.connect(config.store_path)) as db:  # as the version before left it
         # What the latest migration adds.
-        db.execute("ALTER TABLE audit_chain DROP COLUMN head_mac")
-        db.execute("ALTER TABLE audit_chain DROP COLUMN anchor_mac")
+        db.execute("ALTER TABLE jobs DROP COLUMN cut_off")
         db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
         db.commit()
     facts = restore_backup(config, out)
