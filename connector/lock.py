@@ -130,17 +130,52 @@ def _lock_exclusive(fd: int) -> None:
             time.sleep(_PAUSE_SECONDS)
 
 
+#: The kernel's list of the locks held (Linux), for a lock file this user may not open.
+_KERNEL_LOCKS = Path("/proc/locks")
+
+
 def _held(path: Path) -> bool:
-    """Whether some process holds an exclusive lock on ``path``; creates nothing."""
-    if not path.exists():
+    """Whether some process holds an exclusive lock on ``path``; creates nothing.
+
+    A lock file this user may not open (the daemon runs as another user, and an operator
+    asks ``status`` or ``resync``) is looked up in the kernel's list of locks instead.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):
         return False
-    fd = os.open(path, os.O_RDONLY)
+    except PermissionError:  # the file, or the folder it is in
+        return _held_by_another_user(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
         os.close(fd)
+    return False
+
+
+def _held_by_another_user(path: Path) -> bool:
+    """Whether the kernel lists an exclusive ``flock`` on the lock file ``path``, which this
+    user may not open; held (by that user's process, pid unknown) where it cannot tell:
+    a ``resync`` then hands its work to the daemon rather than start a sync beside it.
+
+    Lines read ``1: FLOCK  ADVISORY  WRITE 4565 fe:00:2148259 0 EOF`` (a waiter's with
+    ``->``). They are matched by inode number only, as a file system may give ``stat``
+    another device number than it gives the list: another file's lock of the same number
+    at worst makes the lock look held.
+    """
+    try:
+        inode = str(path.stat().st_ino)
+        lines = _KERNEL_LOCKS.read_text().splitlines()
+    except OSError:
+        return True
+    for line in lines:
+        fields = line.split()
+        if "FLOCK" not in fields or "WRITE" not in fields:
+            continue
+        if any(f.count(":") == 2 and f.rsplit(":", 1)[1] == inode for f in fields):
+            return True
     return False
 
 

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from connector import lock
 from connector.errors import StoreError, StorePathError
-from connector.lock import DaemonLock, sharing_keys, sync_lock_path, sync_running, syncing
+from connector.lock import (
+    DaemonLock,
+    daemon_running,
+    lock_path,
+    sharing_keys,
+    sync_lock_path,
+    sync_running,
+    syncing,
+)
 
 
 def test_a_second_sync_is_refused_naming_the_one_that_runs(tmp_path: Path) -> None:
@@ -46,6 +56,47 @@ def test_asking_whether_a_sync_runs_creates_nothing(tmp_path: Path) -> None:
     assert not sync_running(store)
     assert not sync_lock_path(store).exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def _unreadable_to_this_user(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
+    """``paths`` refuse to be opened for reading, as a daemon's lock files (0600) do for
+    another user (the tests run as whoever they run as, root included)."""
+    real_open = os.open
+
+    def refusing(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if Path(path) in paths and flags == os.O_RDONLY:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+@pytest.mark.skipif(not Path("/proc/locks").exists(), reason="the kernel's list of locks")
+def test_a_lock_file_of_another_user_is_looked_up_in_the_kernel_s_list_of_locks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`status` or `resync` run as another user than the daemon may not open its lock files:
+    asking whether a daemon or a sync runs crashed with a PermissionError. The kernel's
+    list of locks answers instead."""
+    store = tmp_path / "klantsync.db"
+    with DaemonLock(store), syncing(store, "daemon"):
+        _unreadable_to_this_user(monkeypatch, lock_path(store), sync_lock_path(store))
+        assert daemon_running(store) and sync_running(store)
+    assert not daemon_running(store) and not sync_running(store)
+
+
+def test_a_lock_file_of_another_user_is_taken_as_held_where_no_list_of_locks_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the kernel's list (another system than Linux, a /proc hidden), the lock is
+    held by the other user's process, pid unknown: a resync hands its work to the daemon
+    rather than start a sync beside it."""
+    store = tmp_path / "klantsync.db"
+    with DaemonLock(store):
+        pass  # the lock file stays, as a daemon leaves it
+    monkeypatch.setattr(lock, "_KERNEL_LOCKS", tmp_path / "no-such-list")
+    _unreadable_to_this_user(monkeypatch, lock_path(store))
+    assert daemon_running(store)
 
 
 def test_locks_on_a_path_that_cannot_hold_a_store_are_store_path_errors(tmp_path: Path) -> None:
