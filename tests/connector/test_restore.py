@@ -29,7 +29,6 @@ from connector.readmit import readmit
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.restore import _read_current, restore_backup
 from connector.runtime import Runtime
-from connector.schema import MIGRATIONS
 from connector.state import Store
 from tests.conftest import (
     CANARY_EMAIL,
@@ -40,6 +39,7 @@ from tests.conftest import (
 )
 from tests.connector.test_backup import OTHER_EMAIL, rows, seed, sha256
 from tests.connector.test_moves import NEW, OLD, Crash, crash_at
+from tests.store_versions import as_the_version_before
 
 
 class _Erased(NamedTuple):
@@ -758,11 +758,7 @@ async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     the restore is the first command after it: the store is migrated as any command would,
     and all it knows since the backup is taken over, not its erasures alone."""
     out, config, view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
-    with closing(sqlite3.connect(config.store_path)) as db:  # as the version before left it
-        # What the latest migration adds.
-        db.execute("ALTER TABLE jobs DROP COLUMN cut_off")
-        db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
-        db.commit()
+    as_the_version_before(config.store_path)
     facts = restore_backup(config, out)
     assert facts.not_carried == [] and facts.carried["requests"] == 1
     async with open_rt() as rt:

@@ -26,6 +26,7 @@ from connector.engine import Engine
 from connector.sandboxkit import serve_tls
 from tests.conftest import ENV
 from tests.conftest import write_config as write_test_config
+from tests.store_versions import as_the_version_before
 
 
 @pytest.fixture
@@ -125,18 +126,6 @@ def test_dry_run_and_resync(
     assert audit_entries() == before
 
 
-def _as_the_version_before(store_path: Path) -> None:
-    """The store as the klantsync before the latest migration left it."""
-    from connector.schema import MIGRATIONS
-
-    with closing(sqlite3.connect(store_path)) as db:
-        # What the latest migration adds.
-        db.execute("ALTER TABLE audit_chain DROP COLUMN head_mac")
-        db.execute("ALTER TABLE audit_chain DROP COLUMN anchor_mac")
-        db.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
-        db.commit()
-
-
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -168,7 +157,7 @@ def test_a_dry_run_writes_nothing_to_a_store_opening_would_change(
         version, keys, expected = len(MIGRATIONS), 0, {"queued": 120, "unchanged": 0}
     else:
         assert main(["-c", str(config), "sync", "--json"]) == 0
-        _as_the_version_before(store_path)
+        as_the_version_before(store_path)
         version, keys, expected = len(MIGRATIONS) - 1, 1, {"queued": 0, "unchanged": 120}
     before = _sha256(store_path)
     crm.log.clear()
