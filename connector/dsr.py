@@ -308,7 +308,15 @@ class DsrService:
                 row = self._new_row("access", sid, source)
                 target = out_dir or self.rt.config.store_path.parent.resolve() / "access" / row.id
                 also_ids = [also] if also else []
-                manifest = {"email": email, "out_dir": str(target), "also": also_ids}
+                manifest = {
+                    "email": email,
+                    "out_dir": str(target),
+                    "also": also_ids,
+                    # Erasures completed in the second this request is received in, before
+                    # it: times are kept to the second, and such an erasure was no erasure
+                    # "while the request was open" (see KindRunner's access run).
+                    "erased_before": self.db.erased_since_any(row.received_at),
+                }
                 sealed = self.seal_manifest(row.id, manifest)
                 self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
                 self.audit("dsr.received", row, source=source, deadline=row.deadline)

@@ -222,6 +222,15 @@ class DsrStore:
         ).fetchall()
         return [str(row[0]) for row in rows]
 
+    def erased_since_any(self, since: str) -> list[str]:
+        """The erasures of anyone completed at or after ``since``, by id."""
+        rows = self.db.execute(
+            "SELECT id FROM dsr_requests WHERE kind='erase' AND status='completed' "
+            "AND completed_at >= ? ORDER BY id",
+            (since,),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def history(self, subject_id: str) -> list[RequestRow]:
         """Every request about a subject, oldest first."""
         rows = self.db.execute(

@@ -335,6 +335,28 @@ async def test_an_access_run_the_person_s_erasure_completed_under_writes_no_bund
     assert receipt["bundle_files"] == [] and "no access bundle was written" in receipt["note"]
 
 
+async def test_an_access_asked_in_the_second_an_earlier_erasure_completed_writes_its_bundle(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Times are kept to the second: an erasure completed before the access request was
+    received, in the same second, is no erasure "while the request was open". The person,
+    erased, signed up again and readmitted, gets their bundle."""
+    import datetime as dt
+
+    from connector.readmit import readmit
+
+    await seed_both(shop, crm, rt)
+    moment = dt.datetime(2026, 11, 30, 12, 0, 0, tzinfo=dt.UTC)
+    service = DsrService(rt, now=lambda: moment)
+    assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    readmit(rt, CANARY_EMAIL, "signed up again")
+    shop.add_person(CANARY_EMAIL, "Zwanette", "Klant")
+    await rt.engine.sync(full=True)
+    view = await service.access(CANARY_EMAIL, tmp_path / "bundle")
+    assert view.status == "completed"
+    assert (tmp_path / "bundle" / "data.json").is_file()
+
+
 async def test_an_erasure_deletes_a_bundle_recorded_before_bundles_said_whose(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
 ) -> None:
