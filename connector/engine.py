@@ -43,13 +43,16 @@ from connector.errors import (
 )
 from connector.ids import SystemIds
 from connector.inflight import InFlight
-from connector.model import Person, legacy_email_form, normalise_email
+from connector.model import Person, is_archived, legacy_email_form, normalise_email
 from connector.moves import (
+    PagePlan,
     apply_moves,
     find_moves,
     in_rings,
     not_landed,
+    page_ids,
     queued_rows,
+    set_apart_id,
     vacated_by,
 )
 from connector.pages import ReadAhead
@@ -98,11 +101,40 @@ WAITS_FOR_LEAVER = (
     "system (it is queued or a dead letter there)"
 )
 
+#: Why a run left records of a page unwritten (``Engine._plan_moves``): no address, no
+#: subject. Read again by the next run, once the source shows the other record's change.
+WITHHELD = (
+    "{count} record(s) not written: the address each has now is another source record's "
+    "in the identity map, which the source still shows under it"
+)
+
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
 
 T = TypeVar("T")
+
+
+async def source_people(system: System, subject: Subject) -> list[dict[str, Any]]:
+    """The person records ``system`` holds for ``subject``, as a pull of it would list them.
+
+    Where the adapter reads them apart (``find_people``): ``find`` is the access and erasure
+    lookup, and a shop's reads every order and its notes, a CRM's every property it defines
+    (a date of birth): personal data no flow sends anywhere, to be thrown away here. Only
+    live people, and only those the pull takes by the system's settings (WooCommerce's
+    role = a shop manager when only customers are synced).
+    """
+    adapter = system.adapter
+    lookup = getattr(adapter, "find_people", None) or adapter.find
+    found = await lookup(subject)
+    in_pull = getattr(adapter, "pull_includes", None)
+    return [
+        record
+        for record in found
+        if record.get("type", "customer") != "order"
+        and not is_archived(record)
+        and (in_pull is None or in_pull(record))
+    ]
 
 
 class Engine:
@@ -446,17 +478,27 @@ class Engine:
             # kept capitals made another subject than the erasure's, which let them back.
             sid = self.keyring.subject_id(normalise_email(email))
             people[sid] = (source.mapping.record_id(raw), person)
+        plan = await self._plan_moves(source, people, report)
+        if plan.withheld:
+            # Their address is another source record's in the identity map, and the source
+            # did not show that person leaving it: written, they went under his ids.
+            for sid in plan.withheld:
+                del people[sid]
+                log.info(
+                    "record not written: its address is still another record's",
+                    extra={"flow": flow.name, "subject": sid},
+                )
+            report.errors.append(WITHHELD.format(count=len(plan.withheld)))
         subject_ids = list(people)
         # Who is known here under a former address: a dry run reads them as the sync would
         # (not as new people), so it foresees what goes to them, an unsubscribe included.
         formerly: dict[str, str] = {}
         vacated: set[str] = set()  # addresses someone moved away from in this page
-        pulled = {sid: ext for sid, (ext, _) in people.items()}
         if dry_run:
-            formerly = {m.new: m.old for m in find_moves(self.store, source.name, pulled)}
-            report.moved += len(formerly)
+            formerly = {m.new: m.old for m in plan.moves}
+            report.moved += sum(not m.set_apart for m in plan.moves)
         else:
-            moves = find_moves(self.store, source.name, pulled)
+            moves = plan.moves
             if moves:
                 # A write of the old address may be on its way (rows queued by an earlier
                 # run): it lands first, and its acknowledgement records the system's id under
@@ -469,7 +511,7 @@ class Engine:
                     await self.in_flight.landed(dest.name, olds)
                 self._write(lambda store: apply_moves(store, moves, self._system_names))
                 self._moves += 1
-                report.moved += len(moves)
+                report.moved += sum(not move.set_apart for move in moves)
                 vacated = {move.old for move in moves}
         suppressed_at = self.store.suppression_changes()
         suppressed = self._suppressed(source.name, people)
@@ -637,6 +679,51 @@ class Engine:
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
+
+    async def _plan_moves(
+        self, source: System, people: dict[str, tuple[str | None, Person]], report: FlowReport
+    ) -> PagePlan:
+        """The moves a page implies (:func:`connector.moves.find_moves`).
+
+        Where the identity map ties an address of the page to a record the page does not
+        hold, that record is read from the source first (one lookup each: rare), as
+        ``connector/targeted.py`` does for a webhook: a pull reads whoever left the address
+        later (another page) or not at all (deleted in the shop). Read here, his move is
+        made before the taker's; one the source no longer holds is set apart. Taken for
+        him, the taker was written onto his records by his ids, and her source id replaced
+        his, so his own move was missed and his erasure missed his records.
+        """
+        pulled = {sid: ext for sid, (ext, _) in people.items()}
+        ids = page_ids(self.store, source.name, pulled)
+        away = sorted(set(ids.elsewhere(pulled).values()))
+        if not away:
+            return find_moves(self.store, source.name, pulled, ids)
+        read: set[str] = set()
+        before: dict[str, tuple[str | None, Person]] = {}
+        for group in await asyncio.gather(
+            *(source_people(source, Subject(email="", external_id=ext)) for ext in away)
+        ):
+            for raw in group:
+                person = source.mapping.inbound(raw, report.withheld_fields)
+                ext = source.mapping.record_id(raw)
+                if person.email is None or "@" not in person.email or ext is None:
+                    continue
+                read.add(ext)
+                sid = self.keyring.subject_id(normalise_email(person.email))
+                if sid not in people:  # the page's own record of an address wins
+                    before[sid] = (ext, person)
+        # Read in front, as a pull in id order reads the earlier customer first.
+        merged = {**before, **people}
+        people.clear()
+        people.update(merged)
+        pulled = {sid: ext for sid, (ext, _) in people.items()}
+        ids = page_ids(self.store, source.name, pulled)
+        gone = {
+            ext: set_apart_id(self.keyring, source.name, self.ids.to_store(source.name, ext))
+            for ext in away
+            if ext not in read
+        }
+        return find_moves(self.store, source.name, pulled, ids, gone)
 
     def _renewed(
         self,

@@ -35,6 +35,18 @@ identity, nothing delivered or queued, in any system, one since removed from the
 included) and neither id suppressed. Otherwise the page goes on as before and the old
 subject stays as it was.
 
+But an address whose subject the identity map ties to another of the source's records than
+the page's is not someone known to be merged with: it is that other record's person, and the
+page shows the address is no longer his (:func:`page_ids`). Taken for his, the page's record
+went under his ids, onto his records everywhere, and its source id replaced his, so his own
+move was missed next and his erasure missed his records. So the engine reads that record from
+the source first, as a pull in id order would have (``Engine._plan_moves``): where he has a
+new address, his move is made before the taker's; where the source no longer holds him
+(deleted in the shop), he is *set apart*: his rows move to a pseudonym of his source record
+(:func:`set_apart_id`), where an erasure by any of his ids still finds them, and whoever has
+the address now is moved to it or is new there. A page's record whose address the source
+still shows under that other record is left out of the page (:attr:`PagePlan.withheld`).
+
 Someone may take over an address another customer left in the same sync (Bert moves away,
 Anna takes his former address): she is a subject of her own, and her write looks the address
 up, where a destination that has not yet taken Bert's change of address still holds his
@@ -54,16 +66,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector import audit
+from connector.crypto import Keyring
 from connector.state import Store, chunks
 
 __all__ = [
     "Move",
+    "PageIds",
+    "PagePlan",
     "apply_moves",
     "find_moves",
     "in_rings",
     "not_landed",
+    "page_ids",
     "queued_rows",
     "same_person",
+    "set_apart_id",
     "vacated_by",
 ]
 
@@ -73,30 +90,133 @@ _MOVED = ("identities", "delivered")
 
 @dataclass(frozen=True)
 class Move:
-    """The person known as ``old`` is now ``new`` (their address changed in ``source``)."""
+    """The person known as ``old`` is now ``new`` (their address changed in ``source``).
+
+    ``set_apart``: the source no longer holds the person's record, and another record has
+    their address now; ``new`` is the pseudonym of their record (:func:`set_apart_id`).
+    """
 
     source: str
     old: str
     new: str
+    set_apart: bool = False
 
 
-def find_moves(store: Store, source: str, pulled: Mapping[str, str | None]) -> list[Move]:
-    """The moves a page implies; ``pulled`` is subject id -> the source's record id."""
+@dataclass(frozen=True)
+class PageIds:
+    """What the source's identity map says of a page (:func:`page_ids`)."""
+
+    #: The page's record ids the map knows, each with the subject it knows it under.
+    known: dict[str, str]
+    #: The page's subjects the map ties to a record other than the page's: subject -> that
+    #: record id. Someone else held the address (and may have left it since).
+    held: dict[str, str]
+
+    def elsewhere(self, pulled: Mapping[str, str | None]) -> dict[str, str]:
+        """Of :attr:`held`, those whose record the page does not hold: the source is asked
+        for it (where has that person gone?) before the page is taken."""
+        records = {ext for ext in pulled.values() if ext}
+        return {sid: ext for sid, ext in self.held.items() if ext not in records}
+
+
+@dataclass(frozen=True)
+class PagePlan:
+    """What a page implies (:func:`find_moves`)."""
+
+    #: In the order they are made: whoever leaves an address before whoever takes it.
+    moves: list[Move]
+    #: The page's subjects whose address another source record holds still, by the identity
+    #: map: written, they went under that person's ids (onto their records everywhere), and
+    #: their source id replaced his. The page leaves them out.
+    withheld: set[str]
+
+
+def set_apart_id(keyring: Keyring, source: str, stored_id: str) -> str:
+    """The pseudonym of a person the source no longer holds, by their record's stored id.
+
+    Its text cannot be an address's or a phone's (no ``@``, no leading ``+``), nor a record
+    key's (:meth:`~connector.ids.SystemIds.record_key`), so the keyed ids never meet.
+    """
+    return keyring.subject_id(f"set-apart:{source}:{stored_id}")
+
+
+def page_ids(store: Store, source: str, pulled: Mapping[str, str | None]) -> PageIds:
+    """What the identity map says of a page; ``pulled`` is subject id -> the source's record.
+
+    One query for the page's record ids; one more only where a subject of the page is not
+    known by its own record (a new customer, a changed address): on a sync that finds
+    nobody new or moved, none.
+    """
     by_record = {ext: sid for sid, ext in pulled.items() if ext}
     if not by_record:
-        return []
+        return PageIds({}, {})
     known = _subjects_for_records(store, source, list(by_record))
-    candidates = {old: by_record[ext] for ext, old in known.items() if old != by_record[ext]}
-    if not candidates:
-        return []
+    unconfirmed = [sid for ext, sid in by_record.items() if known.get(ext) != sid]
+    held = {
+        sid: ext
+        for sid, ext in _records_for_subjects(store, source, unconfirmed).items()
+        if ext != pulled[sid]
+    }
+    return PageIds(known, held)
+
+
+def find_moves(
+    store: Store,
+    source: str,
+    pulled: Mapping[str, str | None],
+    ids: PageIds,
+    gone: Mapping[str, str] | None = None,
+) -> PagePlan:
+    """The moves a page implies; ``pulled`` is subject id -> the source's record id.
+
+    ``ids`` is :func:`page_ids` of ``pulled``; ``gone`` maps each record of :attr:`PageIds.
+    held` that the source was asked for and no longer holds (deleted there, or left out of
+    its pull) to its :func:`set_apart_id`. The person the identity map knows under such a
+    record no longer holds the address (another record does, as the pull shows): they are
+    set apart under that pseudonym, so their ids in every system stay theirs (and reach
+    their erasure by any of those ids), and the address is free for whoever has it now.
+    """
+    gone = gone or {}
+    by_record = {ext: sid for sid, ext in pulled.items() if ext}
+    leaving = {sid: gone[ext] for sid, ext in ids.held.items() if ext in gone}
+    candidates = {old: by_record[ext] for ext, old in ids.known.items() if old != by_record[ext]}
+    if not candidates and not leaving:
+        return PagePlan([], set(ids.held))
     new_ids = list(candidates.values())
-    erased = store.suppressed([*candidates, *new_ids])
-    taken = {sid for sid in new_ids if store.holds_rows(sid)}
-    return [
+    erased = store.suppressed([*candidates, *new_ids, *leaving])
+    moves = [
+        Move(source, sid, apart, set_apart=True)
+        for sid, apart in leaving.items()
+        # Erased, the address stays out, whoever holds it; a pseudonym holding rows
+        # already would merge two people's.
+        if sid not in erased and not store.holds_rows(apart)
+    ]
+    freed = {move.old for move in moves}
+    taken = {sid for sid in new_ids if store.holds_rows(sid)} - freed
+    moves += [
         Move(source, old, new)
         for old, new in candidates.items()
         if old not in erased and new not in erased and new not in taken
     ]
+    freed = {move.old for move in moves}
+    pending = {old: new for old, new in candidates.items() if old not in freed}
+    # People who each took the address another of them left (a swap) are written as they
+    # come: see README, Known limits.
+    return PagePlan(moves, {sid for sid in ids.held if sid not in freed | _rings(pending)})
+
+
+def _rings(pending: Mapping[str, str]) -> set[str]:
+    """The ids of ``pending`` (old -> new) that lead, new after new, back to themselves."""
+    found: set[str] = set()
+    for start in pending:
+        seen: set[str] = set()
+        sid = start
+        while sid in pending and sid not in seen:
+            seen.add(sid)
+            sid = pending[sid]
+        if sid == start:
+            found.add(start)
+    return found
 
 
 def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> None:
@@ -156,7 +276,7 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
             )
             audit.append(
                 store,
-                "sync.subject_moved",
+                "sync.subject_set_apart" if move.set_apart else "sync.subject_moved",
                 {"system": move.source, "from": move.old, "to": move.new},
                 subject_id=move.new,
             )
@@ -253,6 +373,23 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
             "SELECT i.external_id, s.subject_id "  # noqa: S608 - marks only
             "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
             f"WHERE i.system=? AND i.external_id IN ({marks})",
+            (source, *chunk),
+        )
+        found.update(rows.fetchall())
+    return found
+
+
+def _records_for_subjects(store: Store, source: str, subject_ids: list[str]) -> dict[str, str]:
+    """The source's record id the identity map holds under each of ``subject_ids``."""
+    found: dict[str, str] = {}
+    for chunk in chunks(subject_ids, 500):
+        marks = ",".join("?" * len(chunk))
+        # Subjects first, by their ids, then each one's row of the source by its key: joined
+        # the other way, SQLite read every identity of the source (see Store, subjects).
+        rows = store.db.execute(
+            "SELECT s.subject_id, i.external_id "  # noqa: S608 - marks only
+            "FROM subjects s CROSS JOIN identities i "
+            f"ON i.system=? AND i.subject_no = s.subject_no WHERE s.subject_id IN ({marks})",
             (source, *chunk),
         )
         found.update(rows.fetchall())

@@ -12,10 +12,19 @@ from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import audit
 from connector.cli_sync import print_report
 from connector.dsr import DsrService
 from connector.engine import WAITS_FOR_LEAVER
-from connector.moves import Move, apply_moves, in_rings, not_landed, vacated_by
+from connector.moves import (
+    Move,
+    apply_moves,
+    find_moves,
+    in_rings,
+    not_landed,
+    page_ids,
+    vacated_by,
+)
 from connector.runtime import Runtime
 from connector.state import PER_SYSTEM_TABLES, QueuedPayload, Store
 from tests.conftest import REPO_MAPPINGS, write_config
@@ -692,3 +701,55 @@ async def test_a_refused_move_undone_at_the_shop_holds_back_nobody_who_takes_the
     assert bert is not None and bert["properties"]["firstname"] == "Bert"
     anna = crm.record_for(OLD)
     assert anna is not None and anna["properties"]["firstname"] == "Anna"
+
+
+async def test_who_takes_the_address_of_a_customer_deleted_in_the_shop_is_not_written_onto_his(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Bert is deleted in the shop (not erased: his contact, with his history, stays); Anna
+    then takes his address. Her shop id says she is the person known under OLD: she is
+    moved, and Bert's ids are set apart under his shop record, not given to her. Taken
+    for his, she was written by his contact id onto his contact, and her own kept OLD."""
+    bert = shop.add_person(BERT, "Bert", "Jansen", "0622222222")
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    await rt.engine.sync()
+    anna_contact, bert_contact = _contact_id(crm, OLD), _contact_id(crm, BERT)
+    assert anna_contact is not None and bert_contact is not None
+    shop.store.delete(int(bert))
+    shop.touch(OLD, email=BERT, first_name="Anne")
+
+    (report,) = await rt.engine.sync()
+
+    contact = crm.store.live(str(bert_contact))
+    assert contact is not None and contact.properties["firstname"] == "Bert"
+    assert report.moved == 1
+    # HubSpot refuses her contact the address his holds: a dead letter, nothing merged.
+    assert report.destinations["crm"].dead_lettered == 1
+    anna = rt.keyring.subject_id(BERT)
+    assert rt.store.external_ids("crm", [anna]) == {anna: str(anna_contact)}
+    assert rt.store.external_ids("shop", [anna]) == {anna: "2"}
+    (apart,) = rt.store.subjects_for_external("crm", str(bert_contact))
+    assert rt.store.external_ids("shop", [apart]) == {apart: bert}
+    assert [e.kind for e in audit.entries(rt.store) if e.subject_id == apart] == [
+        "sync.subject_set_apart"
+    ]
+
+
+def test_a_page_record_under_an_address_the_source_still_shows_under_another_is_withheld(
+    tmp_path: Path,
+) -> None:
+    """The identity map ties the address to record 1; the page has record 2 under it. With
+    record 1 read from the source still under the address, record 2 is left out of the page
+    (written, it went under record 1's person's ids); with record 1 gone from the source,
+    its person is set apart and the address is free."""
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", [QueuedPayload("crm", "b", b"x", "h")], [("b", "1")], None)
+    pulled: dict[str, str | None] = {"b": "2"}
+    ids = page_ids(store, "shop", pulled)
+    assert ids.held == {"b": "1"} and ids.elsewhere(pulled) == {"b": "1"}
+
+    still = find_moves(store, "shop", pulled, ids)
+    gone = find_moves(store, "shop", pulled, ids, {"1": "apart"})
+
+    assert still.moves == [] and still.withheld == {"b"}
+    assert gone.moves == [Move("shop", "b", "apart", set_apart=True)] and not gone.withheld
