@@ -32,8 +32,10 @@ once another customer takes it over, it is theirs, and an erasure under it reach
 
 A move is made only when it is unambiguous: the new id must be unknown everywhere (no
 identity, nothing delivered or queued, in any system, one since removed from the config
-included) and neither id suppressed. Otherwise the page goes on as before and the old
-subject stays as it was.
+included), or known only as someone the same page moves away from it (Bert leaves the
+address Anna takes, both read in one page: his move is made first, as two syncs would make
+them), and neither id suppressed. Otherwise the page goes on as before and the old subject
+stays as it was.
 
 But an address whose subject the identity map ties to another of the source's records than
 the page's is not someone known to be merged with: it is that other record's person, and the
@@ -192,13 +194,17 @@ def find_moves(
         if sid not in erased and not store.holds_rows(apart)
     ]
     freed = {move.old for move in moves}
-    taken = {sid for sid in new_ids if store.holds_rows(sid)} - freed
-    moves += [
-        Move(source, old, new)
-        for old, new in candidates.items()
-        if old not in erased and new not in erased and new not in taken
-    ]
-    freed = {move.old for move in moves}
+    held = {sid for sid in new_ids if store.holds_rows(sid)}
+    pending = {
+        old: new for old, new in candidates.items() if old not in erased and new not in erased
+    }
+    # An address whose rows are those of someone the page moves away from it is free once
+    # he has moved (Anna A -> C and Bert B -> A, read in one page, as across two syncs): his
+    # move first, then hers, until no more can be made.
+    while ready := [old for old, new in pending.items() if new not in held or new in freed]:
+        for old in ready:
+            moves.append(Move(source, old, pending.pop(old)))
+            freed.add(old)
     pending = {old: new for old, new in candidates.items() if old not in freed}
     # People who each took the address another of them left (a swap) are written as they
     # come: see README, Known limits.

@@ -434,21 +434,49 @@ async def test_erasing_under_the_old_address_anonymises_guest_orders_under_the_n
     assert order is not None and order["billing"]["email"] == ""
 
 
-async def test_no_move_when_the_new_address_already_belongs_to_someone_known(
+async def test_who_takes_an_address_its_holder_left_in_the_same_sync_is_moved_to_it(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
-    """Two known people cannot be merged by the connector: both stay as they were."""
+    """Bert leaves NEW and Anna takes it, both before one sync (her record read first): two
+    moves, as across two syncs. NEW holds Bert's rows when the page is read, but they are
+    his, and the page moves him away from it; Anna's own contact gets NEW (after Bert's
+    contact gave it up), not a second contact beside it."""
     shop.add_person(OLD, "Anna", "de Vries")
     shop.add_person(NEW, "Bert", "Jansen")
     await rt.engine.sync()
-    shop.touch(NEW, email="bert.elders@example.nl")
+    anna_contact, bert_contact = _contact_id(crm, OLD), _contact_id(crm, NEW)
+    shop.touch(NEW, email=BERT)
     shop.touch(OLD, email=NEW)  # Anna takes the address Bert just left
+
     (report,) = await rt.engine.sync()
-    # Bert's move is clean; Anna's new address was Bert's, a known subject: no move for her,
-    # so she is written as a new contact (the old one stays for a person to merge).
-    assert report.moved == 1
-    assert _contact_id(crm, "bert.elders@example.nl") is not None
-    assert crm.contact_count() == 3
+
+    assert report.moved == 2 and not report.failed
+    assert _contact_id(crm, BERT) == bert_contact
+    assert _contact_id(crm, NEW) == anna_contact
+    assert crm.contact_count() == 2
+
+
+async def test_a_chain_of_address_changes_in_one_page_moves_both_people(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Anna moves OLD -> NEW and Bert, then, takes her former address (BERT -> OLD), both
+    before one sync (the leaver's record read first). Both are moves: refused, Bert got a
+    second contact under OLD, and his own kept BERT and his old data."""
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    shop.add_person(BERT, "Bert", "Jansen", "0622222222")
+    await rt.engine.sync()
+    anna_contact, bert_contact = _contact_id(crm, OLD), _contact_id(crm, BERT)
+    shop.touch(OLD, email=NEW)
+    shop.touch(BERT, email=OLD)
+
+    (report,) = await rt.engine.sync()
+    (again,) = await rt.engine.sync()
+
+    assert not report.failed and not again.failed, (report.errors, again.errors)
+    assert report.moved == 2
+    assert _contact_id(crm, NEW) == anna_contact
+    assert _contact_id(crm, OLD) == bert_contact
+    assert crm.contact_count() == 2
 
 
 async def test_a_contact_deleted_in_hubspot_is_written_again_by_email(
@@ -614,13 +642,13 @@ async def test_who_takes_an_address_whose_leaver_was_refused_waits_until_his_cha
     and Anna takes NEW in the same sync. Written then, Anna's upsert by e-mail found Bert's
     contact, wrote her data onto it and made it hers as well as his (her erasure would
     delete Bert's record). Her write stays queued, with a reason that names no one, until
-    Bert's change of address lands (his address fixed in the shop); then she gets a contact
-    of her own, and the two are two people in the identity map."""
+    Bert's change of address lands (his address fixed in the shop); then her own contact
+    gets NEW, and the two are two people in the identity map."""
     shop.add_person(OLD, "Anna", "de Vries", "0611111111")
     bert_shop_id = shop.add_person(NEW, "Bert", "Jansen", "0622222222")
     await rt.engine.sync()
-    bert = crm.record_for(NEW)
-    assert bert is not None
+    bert, anna_contact = crm.record_for(NEW), _contact_id(crm, OLD)
+    assert bert is not None and anna_contact is not None
     record = shop.store.get(int(bert_shop_id))
     assert record is not None
     record["email"] = REFUSED  # as an import would, past the shop's own validation
@@ -634,7 +662,7 @@ async def test_who_takes_an_address_whose_leaver_was_refused_waits_until_his_cha
         assert crm_report.retry_later == 1 and crm_report.deferred == WAITS_FOR_LEAVER
         held = crm.store.live(str(bert["id"]))
         assert held is not None and held.properties["firstname"] == "Bert"
-        assert rt.store.external_ids("crm", [anna]) == {}
+        assert rt.store.external_ids("crm", [anna]) == {anna: str(anna_contact)}
     assert report.moved == 0 and crm.contact_count() == 2
     assert "@" not in crm_report.deferred
 
@@ -652,6 +680,7 @@ async def test_who_takes_an_address_whose_leaver_was_refused_waits_until_his_cha
     assert ids[anna] != ids[rt.keyring.subject_id(BERT)] == str(bert["id"])
     mine = crm.store.live(NEW, "email")
     assert mine is not None and mine.properties["firstname"] == "Anna"
+    assert mine.id == anna_contact and crm.contact_count() == 2
 
 
 def test_only_people_in_a_ring_of_unlanded_address_changes_are_let_through(
@@ -753,3 +782,55 @@ def test_a_page_record_under_an_address_the_source_still_shows_under_another_is_
 
     assert still.moves == [] and still.withheld == {"b"}
     assert gone.moves == [Move("shop", "b", "apart", set_apart=True)] and not gone.withheld
+
+
+async def _taker_read_a_page_before_the_leaver(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> tuple[int, int]:
+    """Anna (shop id 1, under OLD) and Bert (id 102, under NEW: a page further, WooCommerce
+    pages holding 100) are synced. Bert moves NEW -> BERT, then Anna OLD -> NEW, and two
+    syncs follow. The pull reads Anna's page first. Returns Anna's and Bert's contact ids."""
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    shop.seed_synthetic(100, seed=3)
+    shop.add_person(NEW, "Bert", "Jansen", "0622222222")
+    await rt.engine.sync()
+    anna_contact, bert_contact = _contact_id(crm, OLD), _contact_id(crm, NEW)
+    assert anna_contact is not None and bert_contact is not None
+    shop.touch(NEW, email=BERT)
+    shop.touch(OLD, email=NEW)
+    (report,) = await rt.engine.sync()
+    assert report.moved == 2 and not report.failed, report.errors
+    await rt.engine.sync()
+    return anna_contact, bert_contact
+
+
+async def test_who_takes_an_address_before_its_leaver_is_read_is_not_written_onto_his_contact(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Page 1 reads Anna under NEW while the identity map still has Bert there. Taken for
+    him, her data went by his contact id onto his contact and her shop id replaced his, so
+    page 2 missed his move: he got a second contact, and hers kept OLD. His record is read
+    with her page, so both moves are made, his first."""
+    anna_contact, bert_contact = await _taker_read_a_page_before_the_leaver(shop, crm, rt)
+
+    bert = crm.store.live(str(bert_contact))
+    assert bert is not None and bert.properties["firstname"] == "Bert"
+    assert bert.properties["email"] == BERT
+    anna = crm.store.live(str(anna_contact))
+    assert anna is not None and anna.properties["email"] == NEW
+    assert crm.contact_count() == 102
+
+
+async def test_the_leavers_erasure_reaches_his_contact_when_the_taker_was_read_first(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The same pull; Bert asks to be erased under the address he has now: his contact (with
+    the deal sales attached to it) goes. It was left, and deleted later by Anna's erasure."""
+    anna_contact, bert_contact = await _taker_read_a_page_before_the_leaver(shop, crm, rt)
+    crm.add_associated(str(bert_contact), "deals", dealname="Two bikes")
+
+    view = await DsrService(rt).erase(BERT)
+
+    assert view.status == "completed"
+    assert crm.store.live(str(bert_contact)) is None
+    assert crm.store.live(str(anna_contact)) is not None
