@@ -24,7 +24,7 @@ from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, RequestRow, SystemRo
 from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import KlantsyncError
 from connector.model import Person, earlier_email_forms, is_archived, normalise_email
-from connector.moves import same_person
+from connector.moves import same_person, vacated_by
 from connector.retention import count_bundles_of, delete_bundles_of, record_bundle
 from connector.state import WITHDRAWAL
 from connector.systems import System
@@ -756,6 +756,12 @@ class KindRunner:
         # The address is another customer's now: a system that still finds it on the person
         # who had it (HubSpot keeps a former address on the contact) shows that person.
         taken = STRANGER in former
+        # Someone else held the address before (he moved away, or the address is taken
+        # over): a guest order placed under it before the person's own account was made is
+        # nobody's by id, and may be his (his name, his address, what he bought).
+        held_before = taken or any(
+            not who <= set(people) for who in vacated_by(self.rt.store, [row.subject_id]).values()
+        )
         # Their own id in each source that holds them: an order there is theirs by it.
         owners = {name: self._owners.pop((name, manifest["email"]), None) for name in sources}
         ids: dict[str, str] = {}
@@ -787,6 +793,10 @@ class KindRunner:
                 # holds the address now.
                 own = ids.get(name)
                 records = [r for r in records if own is None or not _someone_elses(r, own)]
+            if held_before:
+                records = _without_guest_orders_before(
+                    system, records, owners.get(name) if taken else ids.get(name)
+                )
             seen = {system.mapping.record_id(r) for r in records}
             for address in queued.get(name, []):
                 for record in await system.adapter.find(Subject(email=address)):
@@ -1393,6 +1403,46 @@ def _someone_elses(record: Mapping[str, Any], own: str) -> bool:
         return False
     placed_by = str(record.get("customer_id") or record.get("customerId") or "")
     return placed_by not in ("", "0") and placed_by != own
+
+
+def _without_guest_orders_before(
+    system: System, records: list[dict[str, Any]], own: str | None
+) -> list[dict[str, Any]]:
+    """``records`` without the guest orders placed before the person's own record (``own``,
+    their id in the system) was made: under an address someone else held before, those may
+    be his. Where no own record, or no time, says otherwise, a guest order is left out."""
+    made = next(
+        (
+            _created(r)
+            for r in records
+            if r.get("type") != "order" and own is not None and system.mapping.record_id(r) == own
+        ),
+        None,
+    )
+
+    def theirs(record: Mapping[str, Any]) -> bool:
+        if record.get("type") != "order":
+            return True
+        placed_by = str(record.get("customer_id") or record.get("customerId") or "")
+        if placed_by not in ("", "0"):
+            return True  # placed by an account: judged by its id (_someone_elses)
+        placed = _created(record)
+        if made is None or placed is None or (made.tzinfo is None) != (placed.tzinfo is None):
+            return False
+        return placed > made
+
+    return [r for r in records if theirs(r)]
+
+
+def _created(record: Mapping[str, Any]) -> dt.datetime | None:
+    """When the shop made ``record`` (WooCommerce ``date_created``, Shopify ``createdAt``)."""
+    value = record.get("date_created") or record.get("createdAt")
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _held_address(

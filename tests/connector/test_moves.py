@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -416,6 +417,36 @@ async def test_access_under_the_old_address_shows_guest_orders_under_the_new_one
     records = data["systems"]["shop"]["records"]
     assert [r["email"] for r in records if r.get("type") != "order"] == [NEW]
     assert [r["id"] for r in records if r.get("type") == "order"] == [guest]
+
+
+async def test_a_guest_order_of_an_address_s_former_holder_is_not_in_the_new_holder_s_copy(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Bert checked out once as a guest under NEW, then made an account with it, and later
+    moved to BERT. A day on, Anna signs up under NEW and checks out as a guest. Her copy
+    holds her guest order and not his (his name, his city, what he bought): found by the
+    address, it is nobody's by id, and it was placed before her account was made."""
+    now = [dt.datetime(2026, 3, 2, 10, tzinfo=dt.UTC)]
+    shop.rules.now = lambda: now[0]
+    billing = {"email": NEW, "first_name": "Bert", "last_name": "Jansen", "city": "Gouda"}
+    his = shop.add_order(0, billing=billing)
+    shop.add_person(NEW, "Bert", "Jansen", "0622222222")
+    await rt.engine.sync()
+    shop.touch(NEW, email=BERT)
+    (moved,) = await rt.engine.sync()
+    assert moved.moved == 1
+    now[0] += dt.timedelta(days=1)
+    shop.add_person(NEW, "Anna", "de Vries", "0611111111")
+    await rt.engine.sync()
+    now[0] += dt.timedelta(hours=1)
+    hers = shop.add_order(0, billing={**billing, "first_name": "Anna", "city": "Delft"})
+
+    view = await DsrService(rt).access(NEW, tmp_path / "anna")
+
+    assert view.status == "completed"
+    data = json.loads((tmp_path / "anna" / "data.json").read_text())
+    orders = [r["id"] for r in data["systems"]["shop"]["records"] if r.get("type") == "order"]
+    assert orders == [hers] and his not in orders
 
 
 async def test_erasing_under_the_old_address_anonymises_guest_orders_under_the_new_one(
