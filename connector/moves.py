@@ -28,7 +28,8 @@ the first kept the old address, name and phone.
 The old id is kept as an alias of the new one (:func:`same_person`): an erasure asked for
 under either address reaches the person and suppresses both ids, so a backup still holding
 the old address cannot bring them back. That holds while nobody else has the old address:
-once another customer takes it over, it is theirs, and an erasure under it reaches them only.
+once another customer takes it over, it is theirs, and an erasure under it reaches them only;
+once they leave it in turn, it is an alias of theirs alone (its last holder's).
 
 A move is made only when it is unambiguous: the new id must be unknown everywhere (no
 identity, nothing delivered or queued, in any system, one since removed from the config
@@ -275,6 +276,13 @@ def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> 
             # erasure under either address reaches the person and suppresses every id.
             db.execute(
                 "UPDATE subject_aliases SET subject_id=? WHERE subject_id=?", (move.new, move.old)
+            )
+            # Whoever left the address before the mover took it is no longer its last holder:
+            # kept, an erasure under it reached them too (erased one, suppressed all), and
+            # theirs reached the address the mover left.
+            db.execute(
+                "DELETE FROM subject_aliases WHERE alias=? AND subject_id<>?",
+                (move.old, move.new),
             )
             db.execute(
                 "INSERT OR IGNORE INTO subject_aliases(subject_id, alias) VALUES (?,?)",

@@ -596,6 +596,53 @@ async def test_the_former_owner_of_an_address_taken_over_is_erased_without_the_n
     assert rt.store.suppressed([rt.keyring.subject_id(NEW)]) == set()
 
 
+DIRK = "dirk.de.boer@example.nl"
+
+
+async def test_an_erasure_under_an_address_two_people_left_reaches_only_its_last_holder(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Anna moves OLD -> NEW; Dirk signs up under OLD, and later moves OLD -> DIRK. Dirk
+    asks to be erased under OLD, the address he had: he is erased, and Anna is neither
+    suppressed nor stopped from being synced. Both moves left an alias of OLD, and the
+    erasure followed both: it suppressed Anna and deleted her identity rows, though her
+    contact and shop account stayed, and she was never synced again."""
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    await rt.engine.sync()
+    shop.touch(OLD, email=NEW)
+    await rt.engine.sync()
+    shop.add_person(OLD, "Dirk", "de Boer", "0633333333")
+    await rt.engine.sync()
+    shop.touch(OLD, email=DIRK)
+    (moved,) = await rt.engine.sync()
+    assert moved.moved == 1
+    anna = rt.keyring.subject_id(NEW)
+
+    view = await DsrService(rt).erase(OLD)
+
+    assert view.status == "completed"
+    assert not crm.holds(DIRK) and crm.holds(NEW)
+    assert rt.store.suppressed([anna]) == set()
+    shop.touch(NEW, first_name="Annie")
+    (after,) = await rt.engine.sync()
+    assert after.suppressed == 0
+    contact = crm.store.live(NEW, "email")
+    assert contact is not None and contact.properties["firstname"] == "Annie"
+
+
+def test_a_move_from_an_address_leaves_it_an_alias_of_its_last_holder_only(
+    tmp_path: Path,
+) -> None:
+    """a moved to b, then someone took a over and moved from it to c: a is c's former
+    address now, not b's."""
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", [], [("a", "1")], None)
+    apply_moves(store, [Move("shop", "a", "b")], ["shop"])
+    store.enqueue_page("f", "shop", [], [("a", "2")], None)
+    apply_moves(store, [Move("shop", "a", "c")], ["shop"])
+    assert vacated_by(store, ["a"]) == {"a": {"c"}}
+
+
 def test_a_move_keeps_one_dead_letter_per_system(tmp_path: Path) -> None:
     """The old id's refusals go to the new id; where the new id has its own, that one stays."""
     store = Store(tmp_path / "s.db")
