@@ -175,7 +175,6 @@ class Engine:
         # used only for the same subject and payload hash, so it can never stand in for
         # another row that came to have its id.
         self._fresh: dict[int, tuple[str, str, dict[str, Any], bytes]] = {}
-        self._system_names = list(config.systems)
         #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py).
         self.in_flight = InFlight()
         #: The identity map's ids to and from the form the store keeps (connector/ids.py).
@@ -509,7 +508,7 @@ class Engine:
                 olds = [move.old for move in moves]
                 for dest in destinations:
                     await self.in_flight.landed(dest.name, olds)
-                self._write(lambda store: apply_moves(store, moves, self._system_names))
+                self._write(lambda store: apply_moves(store, moves))
                 self._moves += 1
                 report.moved += sum(not move.set_apart for move in moves)
                 vacated = {move.old for move in moves}

@@ -8,12 +8,12 @@ with the new address). The shop's own record id says it is the same person: the 
 identity row for that id still names the old subject.
 
 So, before a page is compared with what the destinations hold, the connector *moves* the
-old subject's state to the new id: identity rows (every system's id for the person), the
-delivered hashes, the dead letters; payloads still queued under the old id are dropped (the
-page queues the current data). Delivery then finds the destinations' ids under the new
-subject and updates those records (adapters write a record they know the id of by that id,
-new address included) instead of creating new ones. Each move is audited with both
-pseudonymous ids.
+old subject's state to the new id: identity rows (every system's id for the person, one
+taken out of the config since included), the delivered hashes, the dead letters; payloads
+still queued under the old id are dropped (the page queues the current data). Delivery then
+finds the destinations' ids under the new subject and updates those records (adapters write
+a record they know the id of by that id, new address included) instead of creating new ones.
+Each move is audited with both pseudonymous ids.
 
 A payload queued under the old id for a system that has no id for the person is not
 dropped: it may have landed, its answer lost to a crash (the store learns a system's id
@@ -226,19 +226,30 @@ def _rings(pending: Mapping[str, str]) -> set[str]:
     return found
 
 
-def apply_moves(store: Store, moves: Sequence[Move], systems: Sequence[str]) -> None:
-    """Move each subject's state to its new id, with an audit entry each, atomically."""
+def apply_moves(store: Store, moves: Sequence[Move]) -> None:
+    """Move each subject's state to its new id, with an audit entry each, atomically.
+
+    Every system's rows go, one since taken out of the config included: left under the old
+    id, they made it hold rows, so it no longer led to the person (an erasure under the new
+    address had no part for that system, left the old address unsuppressed and the row
+    tying the person to their record there in place).
+    """
     with store.transaction() as db:
         for move in moves:
             numbers = store.subject_numbers([move.old, move.new], create=True)
             old, new = numbers[move.old], numbers[move.new]
-            for system in systems:
-                for table in _MOVED:
-                    db.execute(
-                        f"UPDATE {table} SET subject_no=? "  # noqa: S608 - fixed names
-                        "WHERE system=? AND subject_no=?",
-                        (new, system, old),
-                    )
+            for table in _MOVED:
+                where, params = store.by_subject(table, [move.old])
+                db.execute(
+                    f"UPDATE {table} SET subject_no=? WHERE {where}",  # noqa: S608 - fixed names
+                    (new, *params),
+                )
+            where, params = store.by_subject("outbox", [move.old])
+            queued = db.execute(
+                f"SELECT DISTINCT system FROM outbox WHERE {where}",  # noqa: S608 - fixed names
+                params,
+            ).fetchall()
+            for (system,) in queued:
                 # Where the system's id for the person is unknown, what is queued under the
                 # old address may have landed anyway: the row stays, as the new id's, with
                 # that write kept to go first (see the module). One kept from an earlier move

@@ -525,6 +525,35 @@ async def test_a_contact_deleted_in_hubspot_is_written_again_by_email(
     assert _contact_id(crm, OLD) not in (None, contact_id)
 
 
+async def test_a_move_carries_the_rows_of_a_system_since_removed_into_the_erasure(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Anna was sent to a newsletter system later taken out of the config (its identity
+    row stays: an erasure must still give it a part), then changes her address. The move
+    carried only the configured systems' rows: her old id kept that row and so "held rows",
+    and her erasure under the new address had no part for the system, left the old address
+    unsuppressed (a backup with it brought her back) and the row in place."""
+    shop.add_person(OLD, "Anna", "de Vries", "0611111111")
+    await rt.engine.sync()
+    old_sid = rt.keyring.subject_id(OLD)
+    with rt.store.transaction() as db:
+        (number,) = rt.store.subject_numbers([old_sid]).values()
+        db.execute("INSERT INTO identities VALUES ('old-news', ?, 'member-77')", (number,))
+    shop.touch(OLD, email=NEW)
+    (report,) = await rt.engine.sync()
+    assert report.moved == 1
+    assert rt.store.external_id("old-news", rt.keyring.subject_id(NEW)) == "member-77"
+
+    view = await DsrService(rt).erase(NEW)
+
+    assert "old-news" in {s.system for s in view.systems}
+    assert rt.store.suppressed([old_sid]) == {old_sid}
+    (left,) = rt.store.db.execute(
+        "SELECT COUNT(*) FROM identities WHERE system='old-news'"
+    ).fetchone()
+    assert left == 0
+
+
 async def test_no_move_when_the_new_address_is_known_to_a_system_since_removed(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
@@ -637,9 +666,9 @@ def test_a_move_from_an_address_leaves_it_an_alias_of_its_last_holder_only(
     address now, not b's."""
     store = Store(tmp_path / "s.db")
     store.enqueue_page("f", "shop", [], [("a", "1")], None)
-    apply_moves(store, [Move("shop", "a", "b")], ["shop"])
+    apply_moves(store, [Move("shop", "a", "b")])
     store.enqueue_page("f", "shop", [], [("a", "2")], None)
-    apply_moves(store, [Move("shop", "a", "c")], ["shop"])
+    apply_moves(store, [Move("shop", "a", "c")])
     assert vacated_by(store, ["a"]) == {"a": {"c"}}
 
 
@@ -654,7 +683,7 @@ def test_a_move_keeps_one_dead_letter_per_system(tmp_path: Path) -> None:
         store.enqueue_page("f", "shop", [QueuedPayload(system, subject, b"x", digest)], [], None)
         (row,) = [r for r in store.outbox_batch(system, 0, 10) if r.subject_id == subject]
         store.dead_letter([(row, "VALIDATION_ERROR")])
-    apply_moves(store, [Move("shop", "old", "new")], ["crm", "mail"])
+    apply_moves(store, [Move("shop", "old", "new")])
     assert store.rejected_hashes(["crm", "mail"], ["old", "new"]) == {
         "crm": {"new": "h-new"},
         "mail": {"new": "m-old"},
@@ -673,7 +702,7 @@ def test_an_opt_out_at_a_system_moves_with_the_person_and_goes_with_their_erasur
     store.subject_numbers(["old"], create=True)
     store.opt_out("news", "old")
     store.opt_out("news", "new")  # already there under the new id too: one row stays
-    apply_moves(store, [Move("shop", "old", "new")], ["news"])
+    apply_moves(store, [Move("shop", "old", "new")])
     assert store.opted_out("news", ["old", "new"]) == {"new"}
     counts = DsrStore(store).delete_traces(["new"])
     assert counts["opt_outs"] == 1 and store.opted_out("news", ["new"]) == set()
