@@ -3,6 +3,11 @@
 Used by the demo, the sandboxes and the tests, so that local traffic is real HTTPS with
 verification on, exactly like production. Also makes the *bad* certificates (expired, wrong
 host, unknown CA) the tests need to prove the TLS policy refuses them.
+
+The certificates carry what strict X.509 verification requires (Python 3.13's default
+context sets ``VERIFY_X509_STRICT``): key identifiers on both (the subject's, and on the
+server certificate the CA's, by which it is chained) and the CA's critical basic
+constraints and key usage.
 """
 
 from __future__ import annotations
@@ -66,6 +71,9 @@ class DevCA:
             .not_valid_after(now + dt.timedelta(days=30))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False
+            )
+            .add_extension(
                 x509.KeyUsage(
                     digital_signature=True,
                     content_commitment=False,
@@ -115,6 +123,13 @@ class DevCA:
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._key.public_key()),
+                critical=False,
+            )
             .sign(self._key, hashes.SHA256())
         )
         cert_path = self.directory / f"{name}.pem"

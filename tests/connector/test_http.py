@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import ssl
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -23,7 +24,13 @@ from connector.errors import (
     RecordError,
     RetryableError,
 )
-from connector.http import RetryPolicy, SystemClient, check_url, redact_url
+from connector.http import (
+    RetryPolicy,
+    SystemClient,
+    build_ssl_context,
+    check_url,
+    redact_url,
+)
 from connector.ratelimit import RateLimit, RateLimiter
 from connector.sandboxkit import serve_tls
 from tests.conftest import (
@@ -79,6 +86,40 @@ async def test_trusted_ca_over_real_tls_works(served: tuple[Recorder, DevCA, str
     async with _client(url, ca.ca_path) as client:
         response = await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
     assert response.status_code == 200 and len(recorder.bodies) == 1
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, host: str) -> None:
+    """A TLS handshake in memory (no socket): raises what the client's verification raises."""
+    c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    c = client.wrap_bio(c_in, c_out, server_hostname=host)
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"c": False, "s": False}
+    for _ in range(20):
+        for name, end, out, peer_in in (("c", c, c_out, s_in), ("s", s, s_out, c_in)):
+            if not done[name]:
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+            peer_in.write(out.read())
+        if all(done.values()):
+            return
+    raise AssertionError("handshake did not finish")
+
+
+def test_local_ca_certificates_verify_under_strict_x509_checks(tmp_path: Path) -> None:
+    """On Python 3.13 the default context (what build_ssl_context starts from) verifies
+    strictly (VERIFY_X509_STRICT), which wants key identifiers on the CA and the server
+    certificate: without them the demo, the sandboxes and every loopback TLS test failed
+    with "Missing Authority Key Identifier". The 3.13 default is set by hand here."""
+    ca = DevCA(tmp_path)
+    cert = ca.issue("vendor")
+    client = build_ssl_context(ca.ca_path)
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert.cert_path, cert.key_path)
+    _handshake(client, server, "127.0.0.1")
 
 
 async def test_unknown_ca_refused_and_no_body_leaves(
