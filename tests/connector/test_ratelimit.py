@@ -25,6 +25,31 @@ async def test_a_settled_call_counts_from_its_answer() -> None:
     assert 10.5 <= clock() - start <= 10.51  # counted from sending, it would be 10.0
 
 
+async def test_a_call_not_yet_answered_holds_its_slot_past_the_window() -> None:
+    """A vendor counts a call from its arrival, any time up to its answer, so a call still
+    unanswered after a window holds its slot until it is answered, and then for a window
+    from its answer. One call per second: A is taken at 0, reaches the vendor at 0.9 and is
+    answered at 1.5 or later; B, asked for at 1.0, must not go before the vendor's window
+    lets A go, where it went at 1.0 into a 429."""
+    clock = FakeClock(0.0)
+    vendor = RollingWindow(RateLimit(1, 1.0))
+    answered: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        clock.advance(seconds)
+        if not answered and clock() >= 1.5:  # A's answer comes back by now
+            limiter.settle(a_taken)
+            answered.append(clock())
+
+    limiter = RateLimiter(RateLimit(1, 1.0), clock=clock, sleep=fake_sleep)
+    a_taken = await limiter.acquire()
+    clock.advance(1.0)  # A is still on its way
+    b_taken = await limiter.acquire()
+    assert vendor.try_acquire(0.9)  # A arrives
+    assert vendor.try_acquire(b_taken), f"B sent at {b_taken}, A still in the vendor's window"
+    assert b_taken >= answered[0] + 1.0  # counted from A's answer
+
+
 def test_window_move_keeps_events_in_order() -> None:
     """An event moved to a later time still expires in time order."""
     window = RollingWindow(RateLimit(3, 10))
