@@ -6,7 +6,8 @@ what happens next, so callers branch on *kind*, never on message text::
     KlantsyncError
     ├── ConfigError            bad configuration: exit 2; the message names file, key and problem
     ├── RemoteError            a call to an external system failed (system, method, path, status)
-    │   ├── RetryableError     transport failure, 429, 5xx: retried with backoff, then left queued
+    │   ├── RetryableError     transport failure, 429, 5xx: retried with backoff (or after the
+    │   │   │                      vendor's Retry-After, which it carries), then left queued
     │   │   └── RateLimitedError   429 from the vendor; carries the vendor's wait hint
     │   ├── FatalRemoteError   401/403/404 on a route, TLS failure: stop this system's work
     │   └── RecordError        the vendor rejected one record (4xx): dead-letter it, go on
@@ -24,6 +25,7 @@ and exception text ends up in logs.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Self
 
 __all__ = [
     "ConfigError",
@@ -95,7 +97,28 @@ class RemoteError(KlantsyncError):
 
 
 class RetryableError(RemoteError):
-    """Transient: a transport error, a 5xx or a 429. Retried; if retries run out, left queued."""
+    """Transient: a transport error, a 5xx or a 429. Retried; if retries run out, left queued.
+
+    ``wait_seconds`` is how long the vendor asked to be left alone (a 503's ``Retry-After``),
+    if it said: no retry goes sooner.
+    """
+
+    def __init__(
+        self,
+        system: str,
+        method: str,
+        path: str,
+        status: int | None = None,
+        detail: str = "",
+        wait_seconds: float | None = None,
+    ) -> None:
+        super().__init__(system, method, path, status, detail)
+        self.wait_seconds = wait_seconds
+
+    def renamed(self, path: str) -> Self:
+        return type(self)(
+            self.system, self.method, path, self.status, self.detail, self.wait_seconds
+        )
 
 
 class RateLimitedError(RetryableError):
@@ -110,13 +133,7 @@ class RateLimitedError(RetryableError):
         detail: str = "",
         wait_seconds: float | None = None,
     ) -> None:
-        super().__init__(system, method, path, status, detail)
-        self.wait_seconds = wait_seconds
-
-    def renamed(self, path: str) -> RateLimitedError:
-        return type(self)(
-            self.system, self.method, path, self.status, self.detail, self.wait_seconds
-        )
+        super().__init__(system, method, path, status, detail, wait_seconds)
 
 
 class BudgetSpentError(RateLimitedError):

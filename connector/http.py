@@ -10,7 +10,8 @@ which:
 - paces calls with a per-system rolling-window limiter (one per named *bucket*, so HubSpot's
   search limit of 4/s is kept apart from its general burst limit);
 - retries transport errors, 429 and 5xx with exponential backoff and jitter (tenacity),
-  waiting as long as the vendor says when it says (the adapter reads the vendor's signal);
+  waiting as long as the vendor says when it says (the adapter reads the vendor's signal on
+  a 429; a 5xx's ``Retry-After`` is standard HTTP, read here);
 - turns failures into the error tree of :mod:`connector.errors`, whose messages hold the
   system, method, path and status only: no body, no query string, no credentials. The
   vendor's error category rides along only when it is a machine code or a title the adapter
@@ -59,10 +60,13 @@ __all__ = [
     "is_machine_code",
     "json_object",
     "redact_url",
+    "retry_after",
     "server_pair_problem",
 ]
 
-#: Reads a vendor's 429/5xx response and says how long to wait, or ``None`` for "use backoff".
+#: Reads a vendor's 429 (or what the adapter takes for one) and says how long to wait, or
+#: ``None`` for "use backoff". A 5xx is not handed to it: the readers know their vendor's rate
+#: limits (HubSpot's window header is on every answer), and a 5xx's wait is its Retry-After.
 WaitHint = Callable[[httpx.Response], float | None]
 
 #: Names that are loopback whatever DNS says: "localhost" is reserved for it (RFC 6761).
@@ -235,14 +239,14 @@ class RetryPolicy:
         fails as retryable instead, and its work stays queued for a later run.
         """
         return not (
-            isinstance(error, RateLimitedError)
+            isinstance(error, RetryableError)
             and error.wait_seconds is not None
             and error.wait_seconds > self.max_seconds
         )
 
     def backoff(self, attempt: int, error: BaseException | None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
-        if isinstance(error, RateLimitedError) and error.wait_seconds is not None:
+        if isinstance(error, RetryableError) and error.wait_seconds is not None:
             # The vendor told us how long: never less (see waits_out), plus a little jitter
             # so workers do not stampede.
             hinted = max(0.0, error.wait_seconds)
@@ -674,10 +678,29 @@ class SystemClient:
             return RateLimitedError(self.system, method, path, status, detail, wait)
         if status >= 500 or status in (408, 423):
             self.stats.server_errors += 1
-            return RetryableError(self.system, method, path, status, detail)
+            # A Retry-After here (a 503 for maintenance) is the wait RFC 9110 gives it: no
+            # retry sooner, and one longer than the policy waits ends the retries.
+            wait = retry_after(response)
+            return RetryableError(self.system, method, path, status, detail, wait)
         if status in (401, 403, 404, 405):
             return FatalRemoteError(self.system, method, path, status, detail)
         return RecordError(self.system, method, path, status, detail)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header, else ``None``.
+
+    Its HTTP-date form is not read: it needs the wall clock, and a server's clock may be off
+    by more than the wait; the client's backoff applies then.
+    """
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < float("inf") else None
 
 
 def _not_carried_out(exc: BaseException) -> bool:

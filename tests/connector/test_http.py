@@ -363,6 +363,55 @@ async def test_429_uses_the_vendor_wait_hint() -> None:
     await client.aclose()
 
 
+async def test_a_5xx_with_retry_after_is_retried_no_sooner_than_the_vendor_said() -> None:
+    """RFC 9110 gives a 503's Retry-After the meaning a 429's has (WordPress answers its
+    maintenance mode with 503 and ``Retry-After: 600``): the retry waits that long, not the
+    backoff's fraction of a second. The client reads it itself; the adapter's wait hint is
+    for its vendor's rate limits (HubSpot's reader would give its window on any answer)."""
+    answers = [
+        httpx.Response(503, headers={"Retry-After": "20"}),
+        httpx.Response(200, json={}),
+    ]
+    slept: list[float] = []
+
+    async def record(seconds: float) -> None:
+        slept.append(seconds)
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        transport=httpx.MockTransport(lambda _request: answers.pop(0)),
+        wait_hint=lambda _response: 1.0,  # a rate-limit reader: not asked about a 503
+        retry=RetryPolicy(attempts=3, sleep=record),
+    )
+    async with client:
+        response = await client.request("GET", "/wp-json/wc/v3/customers")
+    assert response.status_code == 200
+    assert len(slept) == 1 and 20 <= slept[0] <= 20.3
+
+
+async def test_a_5xx_asking_for_a_wait_past_the_backoff_cap_ends_the_retries() -> None:
+    """A 503 with a Retry-After longer than the policy waits is not retried inside it: the
+    call fails retryable at once, carrying the wait, and its work stays queued."""
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(503, headers={"Retry-After": "600"})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, max_seconds=30.0, sleep=no_sleep),
+    )
+    async with client:
+        with pytest.raises(RetryableError) as caught:
+            await client.request("GET", "/wp-json/wc/v3/customers")
+    assert caught.value.status == 503 and caught.value.wait_seconds == 600
+    assert len(calls) == 1
+
+
 async def test_a_vendor_wait_past_the_backoff_cap_ends_the_retries_instead_of_shortening_it() -> (
     None
 ):
