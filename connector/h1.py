@@ -15,6 +15,11 @@ timeouts, and failures are httpx's own exceptions (``ConnectError``, ``ReadTimeo
 with the ``OSError`` or ``ssl.SSLError`` as their cause, so :class:`connector.http.SystemClient`
 classifies them as it always has.
 
+What is read is bounded: an answer's header section to :data:`MAX_HEAD_BYTES`, its body to
+:data:`MAX_ANSWER_BYTES`, and a compressed body (the connector asks for gzip or deflate) is
+inflated here, to the same :data:`MAX_ANSWER_BYTES`, and handed to httpx decoded: httpx would
+inflate it whole, a gzip bomb of megabytes into gigabytes.
+
 The pool: at most ``max_connections`` calls in flight per transport (one more waits, up to
 the pool timeout); a connection whose answer said it may be kept goes back to its origin's
 idle list, and is taken again only if the peer has not closed it (or sent anything) while it
@@ -27,15 +32,38 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import zlib
 from typing import Any, cast
 
 import httptools
 import httpx
 
-__all__ = ["H1Transport"]
+__all__ = ["ACCEPT_ENCODING", "H1Transport"]
 
 #: Bytes of an answer kept in memory at most; a vendor answer is a JSON page of kilobytes.
+#: A compressed answer is held to it twice: as it arrives, and as it inflates.
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+#: Bytes of an answer's header section (interim answers included) read at most: what httpx's
+#: own transport allows (httpcore's limit on what h11 buffers). Vendors send a few KiB.
+MAX_HEAD_BYTES = 100 * 1024
+
+#: The content codings H1Transport inflates (within MAX_ANSWER_BYTES): what a client built on
+#: it must ask for, and no more (httpx asks for ``br`` and ``zstd`` too when their packages
+#: are installed, and would inflate those without a limit).
+ACCEPT_ENCODING = "gzip, deflate"
+
+#: httptools' outcomes for bytes that are not an answer the connector reads. An upgrade
+#: (``101 Switching Protocols``, which nothing here asks for) is not an HttpParserError.
+_PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
+
+#: zlib's window bits per content coding: gzip, and deflate (zlib's format, as RFC 9110 has it).
+_CODINGS = {
+    b"gzip": zlib.MAX_WBITS | 16,
+    b"x-gzip": zlib.MAX_WBITS | 16,
+    b"deflate": zlib.MAX_WBITS,
+}
+
 
 _DEFAULT_PORTS = {b"https": 443, b"http": 80}
 
@@ -44,13 +72,19 @@ class _Answer:
     """httptools' callbacks: the answer as it is framed.
 
     An interim answer (1xx, e.g. 103 Early Hints) is dropped when the real one begins; bytes
-    of any message after the real one mark the connection as not to be reused.
+    of any message after the real one mark the connection as not to be reused. The header
+    section is measured twice: ``head_size`` adds up the headers as the parser hands them
+    over, and ``head_fed`` the bytes fed while it is still incomplete (the parser buffers a
+    header until its line ends, so an endless one never reaches ``on_header``).
     """
 
     __slots__ = (
         "chunks",
         "complete",
+        "encoding",
         "head_done",
+        "head_fed",
+        "head_size",
         "headers",
         "interim",
         "overrun",
@@ -64,6 +98,9 @@ class _Answer:
         self.headers: list[tuple[bytes, bytes]] = []
         self.chunks: list[bytes] = []
         self.size = 0
+        self.head_size = 0  # interim answers' heads included: endless 103s are a head too
+        self.head_fed = 0
+        self.encoding: bytes | None = None
         self.status = 0
         self.head_done = False
         self.complete = False
@@ -74,14 +111,17 @@ class _Answer:
         if not self.complete:
             return
         if self.interim:
-            self.headers, self.chunks, self.size = [], [], 0
+            self.headers, self.chunks, self.size, self.encoding = [], [], 0, None
             self.head_done = self.complete = self.interim = False
         else:
             self.overrun = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self.overrun:
+            self.head_size += len(name) + len(value) + 4  # ": " and CRLF
             self.headers.append((name, value))
+            if len(name) == 16 and name.lower() == b"content-encoding":
+                self.encoding = value
 
     def on_headers_complete(self) -> None:
         if not self.overrun:
@@ -101,6 +141,14 @@ class _Answer:
     @property
     def done(self) -> bool:
         return self.complete and not self.interim
+
+    def past_limits(self) -> str | None:
+        """What of the answer so far is more than the connector reads, in words, if any."""
+        if self.size > MAX_ANSWER_BYTES:
+            return "answer larger than the connector reads"
+        if self.head_size > MAX_HEAD_BYTES or self.head_fed > MAX_HEAD_BYTES:
+            return "answer header section larger than the connector reads"
+        return None
 
 
 class _Connection(asyncio.Protocol):
@@ -129,12 +177,16 @@ class _Connection(asyncio.Protocol):
             return
         if self.error is not None:
             return  # refused already (too large, malformed): read no more of it into memory
+        answer = self.answer
         try:
-            self.answer.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            answer.parser.feed_data(data)
+        except _PARSER_ERRORS as exc:
             self.error = exc
-        if self.answer.size > MAX_ANSWER_BYTES:
-            self.error = ValueError("answer larger than the connector reads")
+        if not answer.head_done or answer.interim:
+            answer.head_fed += len(data)  # every byte of this read is of a head not yet whole
+        problem = answer.past_limits()
+        if problem is not None:
+            self.error = ValueError(problem)
         self._wake()
 
     def eof_received(self) -> bool:
@@ -199,10 +251,11 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout(timeout):
                 await self._waiter
         self._waiter = None
-        if answer.size > MAX_ANSWER_BYTES:
-            # Completed by the same read that took it past the limit: refused all the same.
+        problem = answer.past_limits()
+        if problem is not None:
+            # Completed by the same read that took it past a limit: refused all the same.
             # (Bytes after a complete answer only spoil the connection, as keeps_alive says.)
-            raise ValueError("answer larger than the connector reads")
+            raise ValueError(problem)
         return answer
 
     def keeps_alive(self) -> bool:
@@ -273,10 +326,13 @@ class H1Transport(httpx.AsyncBaseTransport):
             raise
         finally:
             self._slots.release()
+        headers, body = answer.headers, b"".join(answer.chunks)
+        if answer.encoding is not None:
+            headers, body = _decoded(headers, body, answer.encoding, request)
         return httpx.Response(
             answer.status,
-            headers=answer.headers,
-            stream=httpx.ByteStream(b"".join(answer.chunks)),
+            headers=headers,
+            stream=httpx.ByteStream(body),
             extensions={"http_version": b"HTTP/1.1"},
             request=request,
         )
@@ -371,7 +427,7 @@ class H1Transport(httpx.AsyncBaseTransport):
             return await connection.read_answer(request.method == "HEAD", timeout)
         except TimeoutError as exc:
             raise httpx.ReadTimeout("read timed out", request=request) from exc
-        except httptools.HttpParserError as exc:
+        except _PARSER_ERRORS as exc:
             raise httpx.RemoteProtocolError(
                 f"malformed answer ({type(exc).__name__})", request=request
             ) from exc
@@ -379,6 +435,48 @@ class H1Transport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (OSError, ValueError) as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+def _decoded(
+    headers: list[tuple[bytes, bytes]], body: bytes, encoding: bytes, request: httpx.Request
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """``body`` inflated as ``encoding`` says, and the headers that then describe it.
+
+    Each coding is undone in turn, the last applied first. The Content-Encoding and
+    Content-Length that described the compressed body are dropped, so httpx does not inflate
+    it again.
+
+    Raises:
+        httpx.DecodingError: the body is not what its coding says, inflates past
+            MAX_ANSWER_BYTES, or is in a coding the connector did not ask for (read as it
+            is, it would hand an adapter compressed bytes where it expects JSON).
+    """
+    for coding in reversed(encoding.lower().split(b",")):
+        coding = coding.strip()
+        if coding in (b"", b"identity"):
+            continue
+        if coding not in _CODINGS:
+            raise httpx.DecodingError("answer in a content coding not asked for", request=request)
+        body = _inflate(body, coding, request)
+    dropped = (b"content-encoding", b"content-length")
+    return [(name, value) for name, value in headers if name.lower() not in dropped], body
+
+
+def _inflate(data: bytes, coding: bytes, request: httpx.Request) -> bytes:
+    """``data`` inflated from ``coding``; zlib is told to stop past MAX_ANSWER_BYTES."""
+    limit = MAX_ANSWER_BYTES
+    try:
+        inflated = zlib.decompressobj(_CODINGS[coding]).decompress(data, limit + 1)
+    except zlib.error as exc:
+        if coding != b"deflate":
+            raise httpx.DecodingError(f"answer is not {coding.decode()}", request=request) from exc
+        try:  # deflate without zlib's wrapping, as some servers send it (httpx reads it too)
+            inflated = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, limit + 1)
+        except zlib.error as raw_exc:
+            raise httpx.DecodingError("answer is not deflate", request=request) from raw_exc
+    if len(inflated) > limit:
+        raise httpx.DecodingError("answer inflates past what the connector reads", request=request)
+    return inflated
 
 
 async def _closed_by_now() -> None:

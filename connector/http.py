@@ -45,7 +45,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.h1 import H1Transport
+from connector.h1 import ACCEPT_ENCODING, H1Transport
 from connector.ratelimit import RateLimit, RateLimiter
 
 __all__ = [
@@ -485,7 +485,9 @@ class SystemClient:
         self._client = _VendorClient(
             base_url=base_url.rstrip("/"),
             auth=auth,
-            headers=dict(headers or {}),
+            # What H1Transport inflates, within its limit; httpx would ask for more codings
+            # (br, zstd) where their packages happen to be installed.
+            headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
             verify=verify,
             timeout=httpx.Timeout(timeout),
             transport=transport,
@@ -635,15 +637,11 @@ class SystemClient:
                 response = await self._client.request(
                     method, path, params=params, json=json, content=content, headers=headers
                 )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, httpx.DecodingError) as exc:
             self.stats.transport_errors += 1
             if self.observer is not None:
                 self.observer(self.system, None, loop.time() - started)
-            if _is_tls_failure(exc):
-                raise FatalRemoteError(
-                    self.system, method, path, None, "TLS verification failed"
-                ) from exc
-            raise RetryableError(self.system, method, path, None, type(exc).__name__) from exc
+            raise self._transport_error(method, path, exc) from exc
         finally:
             if limiter is not None:
                 limiter.settle(taken)  # the vendor has seen the call by now: see settle()
@@ -664,6 +662,15 @@ class SystemClient:
             closed = self.clock() + wait
             self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
         raise error
+
+    def _transport_error(self, method: str, path: str, exc: httpx.RequestError) -> RemoteError:
+        """What a call that got no usable answer ends in."""
+        if _is_tls_failure(exc):
+            return FatalRemoteError(self.system, method, path, None, "TLS verification failed")
+        # DecodingError too (a body that is not the gzip it says, or inflates past the
+        # limit): retryable, as an answer cut or damaged on the way is. A vendor that always
+        # answers so fails the call once its retries run out, and its work stays queued.
+        return RetryableError(self.system, method, path, None, type(exc).__name__)
 
     def _classify(self, method: str, path: str, response: httpx.Response) -> RemoteError:
         status = response.status_code

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import socket
 import ssl
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from hypothesis import strategies as st
 
 from connector.devtls import DevCA
 from connector.errors import KlantsyncError, RetryableError
-from connector.h1 import H1Transport
+from connector.h1 import MAX_HEAD_BYTES, H1Transport
 from connector.http import RetryPolicy, SystemClient
 from connector.loop import run as run_loop
 from tests.conftest import no_sleep
@@ -103,6 +105,7 @@ async def test_vendor_calls_go_through_the_h1_transport_on_one_kept_connection(
     assert vendor.connections == 1  # kept alive and reused
     get, post = vendor.requests
     assert get.startswith(b"GET /a?page=2 HTTP/1.1\r\n") and b"\r\nHost: 127.0.0.1:" in get
+    assert b"\r\nAccept-Encoding: gzip, deflate\r\n" in get  # what the transport inflates
     assert post.startswith(b"POST /b HTTP/1.1\r\n") and post.endswith(b'\r\n\r\n{"x": 1}')
     assert b"\r\nContent-Length: 8\r\n" in post
 
@@ -214,16 +217,74 @@ async def test_cookies_a_vendor_sets_are_never_sent_back(tmp_path: Path) -> None
     assert all(b"\r\ncookie:" not in r.lower() for r in vendor.requests)
 
 
-async def test_a_gzip_answer_is_decoded_by_httpx(tmp_path: Path) -> None:
-    """Content-Encoding is httpx's to undo, as with its own transport."""
-    import gzip
-
-    body = gzip.compress(b'{"zipped":true}')
-    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
-    vendor = Vendor(lambda _n: answer + body)
+@pytest.mark.parametrize(
+    ("coding", "compress"),
+    [
+        (b"gzip", gzip.compress),
+        (b"deflate", zlib.compress),
+        (b"deflate", lambda data: zlib.compress(data, wbits=-zlib.MAX_WBITS)),  # no zlib wrapping
+        (b"gzip, gzip", lambda data: gzip.compress(gzip.compress(data))),
+    ],
+    ids=["gzip", "deflate", "raw-deflate", "gzip-twice"],
+)
+async def test_a_compressed_answer_is_handed_on_inflated(
+    tmp_path: Path, coding: bytes, compress: Callable[[bytes], bytes]
+) -> None:
+    """The transport undoes Content-Encoding (within the limit) and says it has: httpx, which
+    would inflate it without one, sees an answer that is not compressed."""
+    body = compress(b'{"zipped":true}')
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+    vendor = Vendor(lambda _n: head % (coding, len(body)) + body)
     server, ca, url = await _serve(vendor, tmp_path)
     async with server, _client(url, ca) as client:
-        assert (await client.request("GET", "/z")).json() == {"zipped": True}
+        response = await client.request("GET", "/z")
+    assert response.json() == {"zipped": True}
+    assert "content-encoding" not in response.headers
+
+
+@pytest.mark.parametrize("path", ["/bomb", "/bomb?page=1"], ids=["direct-path", "general-path"])
+async def test_a_compressed_answer_that_inflates_past_the_limit_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """MAX_ANSWER_BYTES holds for what an answer inflates to, not only for what arrives: 2 MB
+    of zeros are 2 KB gzipped, and a gzip bomb of 64 MiB inflates to 64 GiB. Inflated as far
+    as the limit and no further, it is refused, on both of the client's paths to the
+    transport; one that stays within it is read."""
+    monkeypatch.setattr("connector.h1.MAX_ANSWER_BYTES", 100_000)
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n"
+    bomb, fits = gzip.compress(b"0" * 2_000_000), gzip.compress(b"0" * 100_000)
+    assert len(bomb) < 100_000
+    vendor = Vendor(lambda n: head % len(bomb) + bomb if n <= 2 else head % len(fits) + fits)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        with pytest.raises(RetryableError, match="DecodingError"):
+            await client.request("GET", path)
+        assert len((await client.request("GET", path)).content) == 100_000
+
+
+@pytest.mark.parametrize(
+    ("coding", "path"),
+    [
+        (b"gzip", "/crm/v3/objects/contacts/batch/upsert"),
+        (b"gzip", "/crm/v3/objects/contacts/batch/upsert?archived=false"),
+        (b"br", "/crm/v3/objects/contacts/batch/upsert"),
+    ],
+    ids=["direct-path", "general-path", "not-asked-for"],
+)
+async def test_an_answer_not_in_the_coding_it_says_ends_in_a_retryable_error(
+    tmp_path: Path, coding: bytes, path: str
+) -> None:
+    """An answer labelled gzip that is not (a proxy that mislabels, a body damaged on the way),
+    or in a coding the connector did not ask for, is httpx's DecodingError: a RequestError,
+    not a TransportError, and it too ends in the error tree, as retryable (a damaged answer
+    may come whole next time; one that never does fails once the retries run out)."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: 2\r\n\r\n{}" % coding
+    vendor = Vendor(lambda _n: answer)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        with pytest.raises(RetryableError, match="DecodingError"):
+            await client.request("POST", path, json={"a": 1})
+    assert len(vendor.requests) == 2  # retried once, as the client's policy says
 
 
 async def test_transport_errors_are_httpx_exceptions(tmp_path: Path) -> None:
@@ -338,6 +399,55 @@ async def test_an_answer_larger_than_the_connector_reads_is_refused(
             await client.request("GET", "/big")
 
 
+async def test_a_switching_protocols_answer_is_a_retryable_protocol_error(
+    tmp_path: Path,
+) -> None:
+    """A ``101 Switching Protocols`` (from a proxy in front of a vendor; nothing here asks to
+    upgrade) is not an HTTP answer the connector reads. httptools says so with an exception
+    of its own, not an HttpParserError; it ends as every malformed answer does."""
+    upgrade = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    vendor = Vendor(lambda _n: upgrade)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca, timeout=5.0) as client:
+        with pytest.raises(RetryableError, match="RemoteProtocolError"):
+            await client.request("GET", "/crm/v3/objects/contacts")
+
+
+_FILLER = b"X-Pad: aaaaaaaaaa\r\n"  # 19 bytes
+_END = b"Content-Length: 2\r\n\r\n{}"
+
+
+@pytest.mark.parametrize(
+    ("answer", "refused"),
+    [
+        # One header never finished: the parser buffers it, so only the bytes fed tell.
+        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 2 * MAX_HEAD_BYTES, True),
+        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 2 * MAX_HEAD_BYTES + b"\r\n" + _END, True),
+        (b"HTTP/1.1 200 OK\r\n" + _FILLER * (MAX_HEAD_BYTES // 19 + 1) + _END, True),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" * (MAX_HEAD_BYTES // 20), True),
+        (b"HTTP/1.1 200 OK\r\n" + _FILLER * (MAX_HEAD_BYTES // 24) + _END, False),
+    ],
+    ids=["endless-header", "huge-header", "many-headers", "endless-interim", "just-within"],
+)
+async def test_a_header_section_past_what_the_connector_reads_is_refused(
+    tmp_path: Path, answer: bytes, refused: bool
+) -> None:
+    """Headers are held to MAX_HEAD_BYTES (what httpx's own transport allows) as the body is
+    to MAX_ANSWER_BYTES: a header section past it is cut off (a transport error, not a wait
+    for the read timeout), never read into memory until the process runs out of it, be it
+    one header, many, or interim answers one after the other; one within it is read."""
+    vendor = Vendor(lambda _n: answer)
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca, timeout=5.0) as client:
+        if refused:
+            with pytest.raises(RetryableError, match="ReadError"):
+                await client.request("GET", "/huge-head")
+        else:
+            assert (await client.request("GET", "/huge-head")).json() == {}
+
+
 async def test_a_body_of_unknown_length_goes_out_chunked_and_whole(tmp_path: Path) -> None:
     """A streamed request body (no length known in advance) is framed in chunks."""
 
@@ -389,6 +499,7 @@ _STATUS_LINES = st.sampled_from(
         b"HTTP/1.0 200 OK",
         b"HTTP/1.1 999 Odd",
         b"HTTP/1.1 103 Early Hints",
+        b"HTTP/1.1 101 Switching Protocols",
         b"HTTP/2 200",
         b"HTTP/1.1 200",
         b"ICY 200 OK",
@@ -406,8 +517,11 @@ _HEADER_LINES = st.lists(
             b"Transfer-Encoding: chunked",
             b"Transfer-Encoding: gzip",
             b"Connection: close",
+            b"Connection: Upgrade",
+            b"Upgrade: websocket",
             b"Content-Encoding: gzip",
             b"Content-Encoding: br",
+            b"Content-Encoding: deflate",
             b"Retry-After: soon",
             b"X-Odd: \x00\xff",
         ]

@@ -412,6 +412,25 @@ async def test_a_5xx_asking_for_a_wait_past_the_backoff_cap_ends_the_retries() -
     assert len(calls) == 1
 
 
+async def test_an_answer_httpx_cannot_decode_is_a_retryable_error() -> None:
+    """On another transport httpx inflates the answer itself; a body that is not the gzip it
+    says is its DecodingError (a RequestError, not a TransportError), classified too."""
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=httpx.MockTransport(
+            lambda _request: httpx.Response(
+                200, headers={"Content-Encoding": "gzip"}, content=b"{}"
+            )
+        ),
+        retry=RetryPolicy(attempts=1, sleep=no_sleep),
+    )
+    async with client:
+        for path in ("/contacts", "/contacts?general=path"):
+            with pytest.raises(RetryableError, match="DecodingError"):
+                await client.request("GET", path)
+
+
 async def test_a_vendor_wait_past_the_backoff_cap_ends_the_retries_instead_of_shortening_it() -> (
     None
 ):
