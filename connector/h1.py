@@ -13,7 +13,9 @@ What is allowed does not change: the :class:`ssl.SSLContext` is the one
 name is checked against the certificate, every call has httpx's connect, write, read and pool
 timeouts, and failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``, ...)
 with the ``OSError`` or ``ssl.SSLError`` as their cause, so :class:`connector.http.SystemClient`
-classifies them as it always has.
+classifies them as it always has. A request header holding CR, LF or NUL is refused before
+anything is written (:class:`UnsafeHeaderError`): written raw, it would end the header early
+and let what follows it pass as headers of its own.
 
 What is read is bounded: an answer's header section to :data:`MAX_HEAD_BYTES`, its body to
 :data:`MAX_ANSWER_BYTES`, and a compressed body (the connector asks for gzip or deflate) is
@@ -30,6 +32,7 @@ whole before httpx sees it.
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 import zlib
@@ -38,7 +41,7 @@ from typing import Any, cast
 import httptools
 import httpx
 
-__all__ = ["ACCEPT_ENCODING", "H1Transport"]
+__all__ = ["ACCEPT_ENCODING", "H1Transport", "UnsafeHeaderError"]
 
 #: Bytes of an answer kept in memory at most; a vendor answer is a JSON page of kilobytes.
 #: A compressed answer is held to it twice: as it arrives, and as it inflates.
@@ -57,12 +60,26 @@ ACCEPT_ENCODING = "gzip, deflate"
 #: (``101 Switching Protocols``, which nothing here asks for) is not an HttpParserError.
 _PARSER_ERRORS = (httptools.HttpParserError, httptools.HttpParserUpgrade)
 
+#: What may not appear in a header name or value: each would end the line, or the C string, early.
+_UNSAFE = re.compile(rb"[\r\n\0]")
+
 #: zlib's window bits per content coding: gzip, and deflate (zlib's format, as RFC 9110 has it).
 _CODINGS = {
     b"gzip": zlib.MAX_WBITS | 16,
     b"x-gzip": zlib.MAX_WBITS | 16,
     b"deflate": zlib.MAX_WBITS,
 }
+
+
+class UnsafeHeaderError(httpx.LocalProtocolError):
+    """A request header's name or value holds CR, LF or NUL: the request is not written.
+
+    The message and :attr:`header` name the header, never its value (a token, an address).
+    """
+
+    def __init__(self, header: str, request: httpx.Request) -> None:
+        super().__init__(f"header {header!r} holds CR, LF or NUL", request=request)
+        self.header = header
 
 
 _DEFAULT_PORTS = {b"https": 443, b"http": 80}
@@ -304,6 +321,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         if url.raw_scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http(s)", request=request)
         origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS[url.raw_scheme])
+        data = await _request_bytes(request)  # refused here, before a connection is taken
         try:
             async with asyncio.timeout(timeouts.get("pool")):
                 await self._slots.acquire()
@@ -314,7 +332,7 @@ class H1Transport(httpx.AsyncBaseTransport):
             connection = self._take_idle(origin) or await self._connect(
                 origin, timeouts.get("connect"), request
             )
-            await self._send(connection, request, timeouts.get("write"))
+            await self._send(connection, data, request, timeouts.get("write"))
             answer = await self._receive(connection, request, timeouts.get("read"))
             if connection.keeps_alive() and request.method != "HEAD":
                 self._put_idle(origin, connection)
@@ -399,22 +417,14 @@ class H1Transport(httpx.AsyncBaseTransport):
     # -- one exchange --------------------------------------------------------------------------
 
     async def _send(
-        self, connection: _Connection, request: httpx.Request, timeout: float | None
+        self,
+        connection: _Connection,
+        data: bytes,
+        request: httpx.Request,
+        timeout: float | None,
     ) -> None:
-        body = await request.aread()
-        lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
-        chunked = False
-        for name, value in request.headers.raw:
-            if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
-                chunked = True
-            lines += (name, b": ", value, b"\r\n")
-        lines.append(b"\r\n")
-        if chunked:  # httpx's framing for a body of unknown length, already read here
-            lines += (b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n") if body else (b"0\r\n\r\n",)
-        else:
-            lines.append(body)
         try:
-            await connection.write(b"".join(lines), timeout)
+            await connection.write(data, timeout)
         except TimeoutError as exc:
             raise httpx.WriteTimeout("write timed out", request=request) from exc
         except OSError as exc:
@@ -435,6 +445,29 @@ class H1Transport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (OSError, ValueError) as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+async def _request_bytes(request: httpx.Request) -> bytes:
+    """The request as written on the wire, in one piece.
+
+    Raises:
+        UnsafeHeaderError: a header's name or value holds CR, LF or NUL.
+    """
+    body = await request.aread()
+    lines = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    chunked = False
+    for name, value in request.headers.raw:
+        if _UNSAFE.search(name) or _UNSAFE.search(value):
+            raise UnsafeHeaderError(name.decode("latin-1"), request)
+        if name.lower() == b"transfer-encoding" and value.lower() == b"chunked":
+            chunked = True
+        lines += (name, b": ", value, b"\r\n")
+    lines.append(b"\r\n")
+    if chunked:  # httpx's framing for a body of unknown length, already read here
+        lines += (b"%x\r\n" % len(body), body, b"\r\n0\r\n\r\n") if body else (b"0\r\n\r\n",)
+    else:
+        lines.append(body)
+    return b"".join(lines)
 
 
 def _decoded(

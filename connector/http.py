@@ -45,7 +45,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.h1 import ACCEPT_ENCODING, H1Transport
+from connector.h1 import ACCEPT_ENCODING, H1Transport, UnsafeHeaderError
 from connector.ratelimit import RateLimit, RateLimiter
 
 __all__ = [
@@ -665,6 +665,13 @@ class SystemClient:
 
     def _transport_error(self, method: str, path: str, exc: httpx.RequestError) -> RemoteError:
         """What a call that got no usable answer ends in."""
+        if isinstance(exc, UnsafeHeaderError):
+            # Our request, not the vendor, is at fault, and would be the same on a retry.
+            # The header's name is said; its value (a token, an address) never.
+            detail = f"header {exc.header!r} holds CR, LF or NUL"
+            return FatalRemoteError(self.system, method, path, None, detail)
+        if isinstance(exc, httpx.LocalProtocolError):
+            return FatalRemoteError(self.system, method, path, None, type(exc).__name__)
         if _is_tls_failure(exc):
             return FatalRemoteError(self.system, method, path, None, "TLS verification failed")
         # DecodingError too (a body that is not the gzip it says, or inflates past the

@@ -22,11 +22,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connector.devtls import DevCA
-from connector.errors import KlantsyncError, RetryableError
+from connector.errors import FatalRemoteError, KlantsyncError, RetryableError
 from connector.h1 import MAX_HEAD_BYTES, H1Transport
 from connector.http import RetryPolicy, SystemClient
 from connector.loop import run as run_loop
-from tests.conftest import no_sleep
+from tests.conftest import CANARY_EMAIL, no_sleep
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
@@ -446,6 +446,35 @@ async def test_a_header_section_past_what_the_connector_reads_is_refused(
                 await client.request("GET", "/huge-head")
         else:
             assert (await client.request("GET", "/huge-head")).json() == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("X-Trace", f"1\r\nX-Email: {CANARY_EMAIL}"),
+        ("X-Trace", f"1\nX-Email: {CANARY_EMAIL}"),
+        ("X-Trace", f"{CANARY_EMAIL}\r"),
+        ("X-Trace", f"{CANARY_EMAIL}\0"),
+        ("X-Trace\r\nX-Evil", CANARY_EMAIL),
+    ],
+    ids=["crlf", "lf", "cr", "nul", "in-the-name"],
+)
+async def test_a_header_holding_cr_lf_or_nul_is_refused_before_anything_is_written(
+    tmp_path: Path, name: str, value: str
+) -> None:
+    """Written raw, a line break in a header ends it and makes what follows a header of its
+    own (or, behind a proxy, a request of its own). Such a request is refused before a
+    connection is taken, as fatal (it would be the same on a retry), naming the header and
+    never its value."""
+    vendor = Vendor()
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca) as client:
+        for path, body in (("/a", None), ("/a?general=path", {"x": 1})):
+            with pytest.raises(FatalRemoteError) as caught:
+                await client.request("POST", path, json=body, headers={name: value})
+            assert "header 'X-Trace" in str(caught.value)
+            assert CANARY_EMAIL not in str(caught.value)
+    assert vendor.connections == 0 and vendor.requests == []
 
 
 async def test_a_body_of_unknown_length_goes_out_chunked_and_whole(tmp_path: Path) -> None:
