@@ -13,9 +13,12 @@ What is allowed does not change: the :class:`ssl.SSLContext` is the one
 name is checked against the certificate, every call has httpx's connect, write, read and pool
 timeouts, and failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``, ...)
 with the ``OSError`` or ``ssl.SSLError`` as their cause, so :class:`connector.http.SystemClient`
-classifies them as it always has. A request header holding CR, LF or NUL is refused before
-anything is written (:class:`UnsafeHeaderError`): written raw, it would end the header early
-and let what follows it pass as headers of its own.
+classifies them as it always has. The read timeout runs between bytes, so a request may also
+carry a deadline for the whole call (``extensions["deadline"]``, in seconds): each of those
+waits is cut to what is left of it, and past it the call is :class:`DeadlineExceeded` (so
+the deadline adds no timer of its own to a call). A request header holding CR, LF or NUL is
+refused before anything is written (:class:`UnsafeHeaderError`): written raw, it would end
+the header early and let what follows it pass as headers of its own.
 
 What is read is bounded: an answer's header section to :data:`MAX_HEAD_BYTES`, its body to
 :data:`MAX_ANSWER_BYTES`, and a compressed body (the connector asks for gzip or deflate) is
@@ -41,7 +44,7 @@ from typing import Any, cast
 import httptools
 import httpx
 
-__all__ = ["ACCEPT_ENCODING", "H1Transport", "UnsafeHeaderError"]
+__all__ = ["ACCEPT_ENCODING", "DeadlineExceeded", "H1Transport", "UnsafeHeaderError"]
 
 #: Bytes of an answer kept in memory at most; a vendor answer is a JSON page of kilobytes.
 #: A compressed answer is held to it twice: as it arrives, and as it inflates.
@@ -69,6 +72,10 @@ _CODINGS = {
     b"x-gzip": zlib.MAX_WBITS | 16,
     b"deflate": zlib.MAX_WBITS,
 }
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """The call's deadline passed before its answer was whole (an answer trickling in)."""
 
 
 class UnsafeHeaderError(httpx.LocalProtocolError):
@@ -241,19 +248,22 @@ class _Connection(asyncio.Protocol):
             or (expiry is not None and now - self.idle_since > expiry)
         )
 
-    async def write(self, data: bytes, timeout: float | None) -> None:
+    async def write(self, data: bytes, timeout: float | None, ends: float | None) -> None:
         assert self.transport is not None
         self.transport.write(data)
         if not self._paused:
             return  # handed to the kernel, or buffered under the high-water mark
         self._drained = asyncio.get_running_loop().create_future()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(_capped(timeout, ends)):
             await self._drained
         if self.closed:
             raise ConnectionResetError("the connection closed while the request was written")
 
-    async def read_answer(self, head_only: bool, timeout: float | None) -> _Answer:
-        """Wait for the whole answer (or only its head, for HEAD); ``timeout`` between bytes."""
+    async def read_answer(
+        self, head_only: bool, timeout: float | None, ends: float | None
+    ) -> _Answer:
+        """Wait for the whole answer (or only its head, for HEAD); ``timeout`` between bytes,
+        and none past ``ends`` (the loop's time of the call's deadline), if given."""
         answer = self.answer = _Answer()
         loop = asyncio.get_running_loop()
         while not (answer.done or (head_only and answer.head_done and not answer.interim)):
@@ -265,7 +275,7 @@ class _Connection(asyncio.Protocol):
                     break
                 raise EOFError("the server closed the connection without a complete answer")
             self._waiter = loop.create_future()
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(_capped(timeout, ends)):
                 await self._waiter
         self._waiter = None
         problem = answer.past_limits()
@@ -317,23 +327,26 @@ class H1Transport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        deadline: float | None = request.extensions.get("deadline")
+        ends = None if deadline is None else asyncio.get_running_loop().time() + deadline
         url = request.url
         if url.raw_scheme not in _DEFAULT_PORTS:
             raise httpx.UnsupportedProtocol(f"{url.scheme!r} is not http(s)", request=request)
         origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS[url.raw_scheme])
         data = await _request_bytes(request)  # refused here, before a connection is taken
         try:
-            async with asyncio.timeout(timeouts.get("pool")):
+            async with asyncio.timeout(_capped(timeouts.get("pool"), ends)):
                 await self._slots.acquire()
         except TimeoutError as exc:
+            _check_deadline(ends, timeouts.get("pool"), request)
             raise httpx.PoolTimeout("no connection free in time", request=request) from exc
         connection: _Connection | None = None
         try:
             connection = self._take_idle(origin) or await self._connect(
-                origin, timeouts.get("connect"), request
+                origin, timeouts.get("connect"), ends, request
             )
-            await self._send(connection, data, request, timeouts.get("write"))
-            answer = await self._receive(connection, request, timeouts.get("read"))
+            await self._send(connection, data, request, timeouts.get("write"), ends)
+            answer = await self._receive(connection, request, timeouts.get("read"), ends)
             if connection.keeps_alive() and request.method != "HEAD":
                 self._put_idle(origin, connection)
             else:
@@ -387,14 +400,18 @@ class H1Transport(httpx.AsyncBaseTransport):
         idle.append(connection)
 
     async def _connect(
-        self, origin: tuple[bytes, bytes, int], timeout: float | None, request: httpx.Request
+        self,
+        origin: tuple[bytes, bytes, int],
+        timeout: float | None,
+        ends: float | None,
+        request: httpx.Request,
     ) -> _Connection:
         scheme, host, port = origin
         name = host.decode("ascii")
         tls = scheme == b"https"
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(_capped(timeout, ends)):
                 _, connection = await loop.create_connection(
                     _Connection,
                     name,
@@ -404,6 +421,7 @@ class H1Transport(httpx.AsyncBaseTransport):
                 )
         except TimeoutError as exc:
             await _closed_by_now()
+            _check_deadline(ends, timeout, request)
             raise httpx.ConnectTimeout("connect timed out", request=request) from exc
         except OSError as exc:  # ssl.SSLError included: a refused certificate ends here
             await _closed_by_now()
@@ -422,20 +440,27 @@ class H1Transport(httpx.AsyncBaseTransport):
         data: bytes,
         request: httpx.Request,
         timeout: float | None,
+        ends: float | None,
     ) -> None:
         try:
-            await connection.write(data, timeout)
+            await connection.write(data, timeout, ends)
         except TimeoutError as exc:
+            _check_deadline(ends, timeout, request)
             raise httpx.WriteTimeout("write timed out", request=request) from exc
         except OSError as exc:
             raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
 
     async def _receive(
-        self, connection: _Connection, request: httpx.Request, timeout: float | None
+        self,
+        connection: _Connection,
+        request: httpx.Request,
+        timeout: float | None,
+        ends: float | None,
     ) -> _Answer:
         try:
-            return await connection.read_answer(request.method == "HEAD", timeout)
+            return await connection.read_answer(request.method == "HEAD", timeout, ends)
         except TimeoutError as exc:
+            _check_deadline(ends, timeout, request)
             raise httpx.ReadTimeout("read timed out", request=request) from exc
         except _PARSER_ERRORS as exc:
             raise httpx.RemoteProtocolError(
@@ -445,6 +470,26 @@ class H1Transport(httpx.AsyncBaseTransport):
             raise httpx.RemoteProtocolError(str(exc), request=request) from exc
         except (OSError, ValueError) as exc:
             raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+def _capped(timeout: float | None, ends: float | None) -> float | None:
+    """``timeout``, or what is left until ``ends`` (the call's deadline) if that is less."""
+    if ends is None:
+        return timeout
+    left = max(0.0, ends - asyncio.get_running_loop().time())
+    return left if timeout is None or left < timeout else timeout
+
+
+def _check_deadline(ends: float | None, timeout: float | None, request: httpx.Request) -> None:
+    """After a wait timed out: raise DeadlineExceeded if the deadline, not ``timeout``, cut it.
+
+    Told by what is left of the deadline, less than ``timeout``: a loop's timer may fire a
+    hair before its time, so "past ``ends``" would take a deadline for a timeout at times.
+    """
+    if ends is None:
+        return
+    if timeout is None or ends - asyncio.get_running_loop().time() < timeout:
+        raise DeadlineExceeded("the call's deadline passed", request=request)
 
 
 async def _request_bytes(request: httpx.Request) -> bytes:

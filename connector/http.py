@@ -6,7 +6,9 @@ which:
 - refuses anything but https (plain http only to loopback, only with the development switch);
 - verifies certificates always, against the system's ``ca_bundle`` when one is configured,
   with TLS 1.2 as the floor;
-- puts a timeout on every call;
+- puts a timeout on every call: connect, write, read (between bytes) and pool wait each, and a
+  deadline on the whole of it, so a vendor trickling its answer a byte at a time does not
+  hold a call for ever;
 - paces calls with a per-system rolling-window limiter (one per named *bucket*, so HubSpot's
   search limit of 4/s is kept apart from its general burst limit);
 - retries transport errors, 429 and 5xx with exponential backoff and jitter (tenacity),
@@ -45,7 +47,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.h1 import ACCEPT_ENCODING, H1Transport, UnsafeHeaderError
+from connector.h1 import ACCEPT_ENCODING, DeadlineExceeded, H1Transport, UnsafeHeaderError
 from connector.ratelimit import RateLimit, RateLimiter
 
 __all__ = [
@@ -315,16 +317,24 @@ class _DirectPath:
     base URL, another auth scheme, an absolute or query-carrying path) goes the general way.
     """
 
-    def __init__(self, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport) -> None:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
+        extensions: Mapping[str, Any],
+    ) -> None:
         self.client = client
         self.transport = transport
         self.base = str(client.base_url).rstrip("/")
         self.parsed = _parsed_url(client.base_url)
-        self.extensions = {"timeout": client.timeout.as_dict()}
+        self.extensions = {**extensions, "timeout": client.timeout.as_dict()}
 
     @classmethod
     def for_client(
-        cls, client: httpx.AsyncClient, transport: httpx.AsyncBaseTransport
+        cls,
+        client: httpx.AsyncClient,
+        transport: httpx.AsyncBaseTransport,
+        extensions: Mapping[str, Any],
     ) -> _DirectPath | None:
         base = client.base_url
         if base.query or base.fragment or base.userinfo:
@@ -332,7 +342,7 @@ class _DirectPath:
         # An environment proxy (HTTPS_PROXY) mounts its own transport for the base URL.
         if client._transport_for_url(base) is not transport:
             return None
-        return cls(client, transport)
+        return cls(client, transport, extensions)
 
     def takes(self, path: str) -> bool:
         """Whether ``path`` is a plain path under the base URL, with auth this path sends."""
@@ -421,7 +431,12 @@ class SystemClient:
         limits: rate limits per bucket name; ``"default"`` applies when a call names none.
         wait_hint: the adapter's reader of vendor back-off signals.
         retry: retry policy.
-        timeout: seconds for connect, read, write and pool each.
+        timeout: seconds for connect, read, write and pool each. The read timeout runs between
+            bytes: an answer that keeps trickling in never passes it.
+        deadline: seconds one attempt may take in all, from waiting for a connection to the
+            last byte of the answer; by default four times ``timeout``. Past it the call
+            fails as retryable, like a timeout. H1Transport keeps it (another transport, a
+            test's, is handed it in the request's extensions).
         transport: replaces the network (tests, in-process sandboxes).
         max_connections: connection pool size; also caps concurrency towards the vendor.
         clock: the limiter's clock; tests pass one that their ``sleep`` advances.
@@ -448,6 +463,7 @@ class SystemClient:
         wait_hint: WaitHint | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
+        deadline: float | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_connections: int = 10,
         clock: Callable[[], float] | None = None,
@@ -471,6 +487,9 @@ class SystemClient:
         self.observer: Callable[[str, int | None, float], None] | None = None
         #: The client's monotonic clock (the limiter's): adapters time their own caches by it.
         self.clock: Callable[[], float] = clock or time.monotonic
+        self.deadline = deadline if deadline is not None else 4 * timeout
+        #: What every request carries besides httpx's timeouts: the transport keeps to it.
+        self._extensions = {"deadline": self.deadline}
         self._limiters = {
             name: RateLimiter(limit, sleep=self.retry.sleep, clock=self.clock)
             for name, limit in (limits or {}).items()
@@ -494,7 +513,7 @@ class SystemClient:
             follow_redirects=False,
             limits=pool,
         )
-        self._direct = _DirectPath.for_client(self._client, transport)
+        self._direct = _DirectPath.for_client(self._client, transport, self._extensions)
 
     def is_category(self, value: object) -> bool:
         """Whether ``value`` may stand as an error's category: the one rule every error this
@@ -635,7 +654,13 @@ class SystemClient:
                 response = await direct.send(method, path, params, content, headers)
             else:
                 response = await self._client.request(
-                    method, path, params=params, json=json, content=content, headers=headers
+                    method,
+                    path,
+                    params=params,
+                    json=json,
+                    content=content,
+                    headers=headers,
+                    extensions=self._extensions,
                 )
         except (httpx.TransportError, httpx.DecodingError) as exc:
             self.stats.transport_errors += 1
@@ -674,6 +699,10 @@ class SystemClient:
             return FatalRemoteError(self.system, method, path, None, type(exc).__name__)
         if _is_tls_failure(exc):
             return FatalRemoteError(self.system, method, path, None, "TLS verification failed")
+        if isinstance(exc, DeadlineExceeded):
+            # The vendor answers too slowly, or trickles, as one under load does; it may not
+            # later.
+            return RetryableError(self.system, method, path, None, "deadline passed")
         # DecodingError too (a body that is not the gzip it says, or inflates past the
         # limit): retryable, as an answer cut or damaged on the way is. A vendor that always
         # answers so fails the call once its retries run out, and its work stays queued.

@@ -87,6 +87,9 @@ class SystemSettings(StrictModel):
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
     rate_limit: RateLimitSettings | None = None
     timeout_seconds: float = Field(default=30.0, gt=0)
+    #: The whole of one call, however slowly its answer trickles in (the timeouts run between
+    #: bytes); ``None``: four times ``timeout_seconds``.
+    deadline_seconds: float | None = Field(default=None, gt=0)
     max_concurrency: int | None = Field(default=None, gt=0)
     webhooks: WebhookSettings | None = None
     processor: ProcessorSettings | None = None

@@ -106,6 +106,7 @@ def open_systems(
                 error_titles=client_config.error_titles,
                 retry=retry,
                 timeout=settings.timeout_seconds,
+                deadline=settings.deadline_seconds,
                 transport=(transports or {}).get(name),
                 max_connections=max(limits.max_concurrency, 1) + 2,
                 clock=clock,

@@ -368,6 +368,21 @@ def test_ca_bundle_spoilt_after_load_is_the_same_config_error(
     assert str(tmp_path / "ca.pem") in info.value.problem
 
 
+def test_a_system_s_call_deadline_is_set_beside_its_timeout(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """``deadline_seconds`` bounds a whole call, as ``timeout_seconds`` bounds each wait for
+    a byte; by default it is four times the timeout, and it must be more than zero."""
+    from connector.systems import open_systems
+
+    path = write_config(tmp_path, crm_extra="timeout_seconds = 10.0\ndeadline_seconds = 25.0")
+    systems = open_systems(load_config(path))
+    assert systems["crm"].client.deadline == 25.0
+    assert systems["shop"].client.deadline == 4 * 30.0
+    error = _load_error(write_config(tmp_path, crm_extra="deadline_seconds = 0"))
+    assert error.key == "systems.crm.deadline_seconds"
+
+
 @pytest.mark.parametrize("stray", ["\\t", "\u00a0", " "], ids=["tab", "nbsp", "space"])
 def test_base_url_with_a_pasted_invisible_character_exits_2(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], stray: str

@@ -448,6 +448,39 @@ async def test_a_header_section_past_what_the_connector_reads_is_refused(
             assert (await client.request("GET", "/huge-head")).json() == {}
 
 
+class Trickler(Vendor):
+    """Answers a byte at a time, a few milliseconds apart, for as long as the client listens."""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.requests.append(await reader.readuntil(b"\r\n\r\n"))
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b" " * 100_000
+        try:
+            for byte in answer:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.005)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def test_an_answer_trickling_in_past_the_call_s_deadline_is_a_retryable_error(
+    tmp_path: Path,
+) -> None:
+    """The read timeout runs between bytes, so a vendor sending a byte every few milliseconds
+    never passes it and held the call (and its connection, and its rate-limit slot) for ever.
+    The deadline bounds the whole call: past it, the call ends as retryable."""
+    vendor = Trickler()
+    server, ca, url = await _serve(vendor, tmp_path)
+    async with server, _client(url, ca, timeout=5.0, deadline=0.1) as client:
+        with pytest.raises(RetryableError, match="deadline passed"):
+            await client.request("GET", "/slowly")
+        assert client.stats.transport_errors == 2  # both attempts, each in its own deadline
+    assert len(vendor.requests) == 2
+
+
 @pytest.mark.parametrize(
     ("name", "value"),
     [

@@ -75,6 +75,7 @@ def test_the_direct_path_sends_what_httpx_would(
         assert sorted(got.headers.multi_items()) == sorted(want.headers.multi_items())
         assert got.content == want.content
         assert got.extensions["timeout"] == want.extensions["timeout"]
+        assert got.extensions["deadline"] == want.extensions["deadline"] == 120.0
 
 
 async def test_the_general_path_takes_what_the_direct_one_does_not() -> None:
@@ -107,8 +108,8 @@ def test_a_transport_mounted_for_the_base_url_sends_every_call_the_general_way()
         base_url="https://api.example.com", transport=ours, mounts={"https://": proxy}
     )
     plain = httpx.AsyncClient(base_url="https://api.example.com", transport=ours)
-    assert _DirectPath.for_client(mounted, ours) is None
-    assert _DirectPath.for_client(plain, ours) is not None
+    assert _DirectPath.for_client(mounted, ours, {}) is None
+    assert _DirectPath.for_client(plain, ours, {}) is not None
 
 
 async def test_credentials_changed_on_the_client_are_used_by_the_next_call() -> None:
