@@ -21,6 +21,7 @@ import httpx
 from pydantic import Field, field_validator
 
 from connector.adapter import ClientConfig, Limits
+from connector.http import retry_after
 from connector.settings import SystemSettings
 
 __all__ = [
@@ -228,12 +229,7 @@ def wait_hint(response: httpx.Response) -> float | None:
         wait = throttle_wait(body)
         if wait is not None:
             return wait
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
+    return retry_after(response)
 
 
 def client_config(settings: ShopifySettings) -> ClientConfig:

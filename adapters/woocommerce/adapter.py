@@ -57,7 +57,7 @@ from connector.adapter import (
     nest,
 )
 from connector.errors import FatalRemoteError, RecordError, RetryableError
-from connector.http import SystemClient
+from connector.http import SystemClient, retry_after
 from connector.model import normalise_email
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
@@ -136,20 +136,6 @@ def woocommerce_limits(settings: WooCommerceSettings) -> Limits:
         rate=rate,
         max_concurrency=settings.max_concurrency or 4,
     )
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (hosts and WAFs send it), else ``None``.
-
-    The HTTP-date form is not read: that would need the clock, which adapters never touch;
-    the client then falls back to its own backoff.
-    """
-    value = response.headers.get("retry-after", "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 def woocommerce_client_config(settings: WooCommerceSettings) -> ClientConfig:
