@@ -18,7 +18,7 @@ from starlette.responses import Response
 from adapters.hubspot._objects import CONTACT_TO, OBJECT_READ_ONLY, ObjectStore
 from adapters.hubspot._routes import (
     Reject,
-    now_stamp,
+    batch_read_answer,
     property_definition,
     read_inputs,
 )
@@ -137,28 +137,7 @@ class ObjectRoutes:
                 missing.append(id_value)
             else:
                 results.append(record.to_json(names))
-        now = now_stamp()
-        out: dict[str, Any] = {
-            "status": "COMPLETE",
-            "results": results,
-            "startedAt": now,
-            "completedAt": now,
-        }
-        if not missing:
-            return JSONResponse(out), []
-        noun = kind.rstrip("s").upper()
-        out["numErrors"] = 1
-        out["errors"] = [
-            {
-                "status": "error",
-                "category": "OBJECT_NOT_FOUND",
-                "message": f"Could not get some {noun} objects, they may be deleted or not "
-                "exist. Check that ids are valid.",
-                "context": {"ids": missing},
-                "errors": [],
-            }
-        ]
-        return JSONResponse(out, status_code=207), []
+        return batch_read_answer(results, missing, kind.rstrip("s").upper()), []
 
     async def subscription_statuses(
         self, request: Request

@@ -366,27 +366,7 @@ class ContactRoutes:
                 missing.append(id_value)
             else:
                 results.append(contact.to_json(names))
-        now = now_stamp()
-        out: dict[str, Any] = {
-            "status": "COMPLETE",
-            "results": results,
-            "startedAt": now,
-            "completedAt": now,
-        }
-        if not missing:
-            return JSONResponse(out), []
-        out["numErrors"] = 1
-        out["errors"] = [
-            {
-                "status": "error",
-                "category": "OBJECT_NOT_FOUND",
-                "message": "Could not get some CONTACT objects, they may be deleted or not "
-                "exist. Check that ids are valid.",
-                "context": {"ids": missing},
-                "errors": [],
-            }
-        ]
-        return JSONResponse(out, status_code=207), []
+        return batch_read_answer(results, missing, "CONTACT"), []
 
     async def batch_create(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         _, inputs = await self._inputs(request)
@@ -541,6 +521,32 @@ def _as_text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+def batch_read_answer(results: list[dict[str, Any]], missing: list[str], noun: str) -> Response:
+    """A ``batch/read`` answer: 200 with the records found, else 207 naming the ids of
+    ``noun`` objects (``CONTACT``, ``NOTE``) not found, as HubSpot words it."""
+    now = now_stamp()
+    out: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": results,
+        "startedAt": now,
+        "completedAt": now,
+    }
+    if not missing:
+        return JSONResponse(out)
+    out["numErrors"] = 1
+    out["errors"] = [
+        {
+            "status": "error",
+            "category": "OBJECT_NOT_FOUND",
+            "message": f"Could not get some {noun} objects, they may be deleted or not "
+            "exist. Check that ids are valid.",
+            "context": {"ids": missing},
+            "errors": [],
+        }
+    ]
+    return JSONResponse(out, status_code=207)
 
 
 def now_stamp() -> str:
