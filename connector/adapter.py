@@ -8,7 +8,7 @@ dicts in the vendor's own shape; :mod:`connector.mapping` turns them into canoni
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -37,6 +37,8 @@ __all__ = [
     "WebhookRequest",
     "body_key",
     "nest",
+    "placed_by",
+    "placed_by_another",
 ]
 
 #: ``webhook_url_check``: the vendor checks a webhook's URL with a GET when it is saved
@@ -381,6 +383,29 @@ def body_key(body: bytes) -> str:
     body's hash is the same for a vendor's retry and for any replay of it.
     """
     return "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def placed_by(order: Mapping[str, Any]) -> str | None:
+    """The id of the customer account that placed a shop's ``order`` (WooCommerce
+    ``customer_id``, Shopify ``customerId``), or ``None`` for a guest order (WooCommerce
+    names nobody by 0)."""
+    placer = str(order.get("customer_id") or order.get("customerId") or "")
+    return None if placer in ("", "0") else placer
+
+
+def placed_by_another(order: Mapping[str, Any], own: Collection[str]) -> bool:
+    """Whether ``order`` was placed by a customer account none of ``own`` (the person's ids
+    in the shop).
+
+    The one rule of whose orders are the person's, for access and erasure alike: an order
+    found by the address it is billed to is theirs only as a guest order (no account to say
+    otherwise) or one of their own accounts'. Another account holder may bill an order to
+    the address (a partner's, or one who took it over after the person changed theirs):
+    shown in the person's copy it gave away that customer's name and purchase, and blanked
+    by the person's erasure it destroyed that customer's order.
+    """
+    placer = placed_by(order)
+    return placer is not None and placer not in own
 
 
 def nest(

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from connector import jobs
 from connector.access import BUNDLE_FILES, art15_facts, write_bundle
-from connector.adapter import RETAINED, ErasureResult, OutboundRecord, Subject
+from connector.adapter import (
+    RETAINED,
+    ErasureResult,
+    OutboundRecord,
+    Subject,
+    placed_by,
+    placed_by_another,
+)
 from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
@@ -1388,10 +1395,7 @@ def _holds_address(
     is theirs by their id in the system (an order placed under the address by the customer
     who had it before is that customer's)."""
     if record.get("type") == "order":
-        # WooCommerce names the customer by customer_id (0 for a guest), Shopify by
-        # customerId (its global id).
-        placed_by = str(record.get("customer_id") or record.get("customerId") or "")
-        return placed_by in ("", "0") or placed_by == owner
+        return not placed_by_another(record, () if owner is None else (owner,))
     own = system.mapping.inbound(record).email
     return own is None or normalise_email(own) == normalise_email(email)
 
@@ -1399,10 +1403,7 @@ def _holds_address(
 def _someone_elses(record: Mapping[str, Any], own: str) -> bool:
     """Whether ``record`` is an order placed by another customer than ``own`` (a guest
     order, placed by nobody's account, is not)."""
-    if record.get("type") != "order":
-        return False
-    placed_by = str(record.get("customer_id") or record.get("customerId") or "")
-    return placed_by not in ("", "0") and placed_by != own
+    return record.get("type") == "order" and placed_by_another(record, (own,))
 
 
 def _without_guest_orders_before(
@@ -1423,8 +1424,7 @@ def _without_guest_orders_before(
     def theirs(record: Mapping[str, Any]) -> bool:
         if record.get("type") != "order":
             return True
-        placed_by = str(record.get("customer_id") or record.get("customerId") or "")
-        if placed_by not in ("", "0"):
+        if placed_by(record) is not None:
             return True  # placed by an account: judged by its id (_someone_elses)
         placed = _created(record)
         if made is None or placed is None or (made.tzinfo is None) != (placed.tzinfo is None):

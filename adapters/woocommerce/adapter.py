@@ -55,6 +55,7 @@ from connector.adapter import (
     WebhookEvent,
     WebhookRequest,
     nest,
+    placed_by_another,
 )
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import SystemClient, retry_after
@@ -477,26 +478,41 @@ class WooCommerceAdapter:
         found = self._list(response, "GET", f"{API}/customers")
         return found[0] if found else None
 
-    async def _customer_for(
-        self, subject: Subject, fields: Mapping[str, str] | None = None
+    async def _customer_by_id(
+        self, external_id: str | None, fields: Mapping[str, str]
     ) -> dict[str, Any] | None:
-        """The subject's customer, by e-mail, else by the id the identity map holds; whole,
-        or cut to ``fields`` (``{"_fields": ...}``)."""
+        known = _wp_id(external_id)
+        if known is None:
+            return None  # not a WordPress id: it cannot address anyone here
+        path = f"{API}/customers/{known}"
+        response = await self.client.request("GET", path, params=fields, accept=(404,))
+        if response.status_code != 200:
+            return None
+        body = self._json(response, "GET", path)
+        if not (isinstance(body, dict) and _is_id(body.get("id"))):
+            # Not a customer, and not a 404: never read as "nobody" (see _list).
+            raise RetryableError(self.client.system, "GET", path, 200, "unreadable answer")
+        return body
+
+    async def _customers_for(
+        self, subject: Subject, fields: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The subject's customer accounts: the one the identity map's id names first, then
+        the one holding the address where that is another; whole, or cut to ``fields``
+        (``{"_fields": ...}``). Another subject's (Subject.spare) is neither read nor deleted.
+
+        The id is read beside the address, not only when the address finds nobody: the
+        person's shop e-mail may have changed while their former address now finds another
+        account (someone who signed up under it since), and the person's own account was
+        then neither copied nor erased.
+        """
         fields = fields or {}
-        customer = await self._customer_by_email(subject.email, fields)
-        if customer is None and subject.external_id and subject.external_id.isdecimal():
-            # The identity map's id still finds someone whose shop e-mail has changed.
-            path = f"{API}/customers/{int(subject.external_id)}"
-            response = await self.client.request("GET", path, params=fields, accept=(404,))
-            if response.status_code == 200:
-                body = self._json(response, "GET", path)
-                if not (isinstance(body, dict) and _is_id(body.get("id"))):
-                    # Not a customer, and not a 404: never read as "nobody" (see _list).
-                    raise RetryableError(self.client.system, "GET", path, 200, "unreadable answer")
-                customer = body
-        if customer is not None and str(customer.get("id")) in subject.spare:
-            return None  # another subject's account (Subject.spare): neither read nor deleted
-        return customer
+        by_email = await self._customer_by_email(subject.email, fields)
+        found = [] if by_email is None else [by_email]
+        if by_email is None or str(by_email["id"]) != _wp_id(subject.external_id):
+            own = await self._customer_by_id(subject.external_id, fields)
+            found = found if own is None else [own, *found]
+        return [c for c in found if str(c["id"]) not in subject.spare]
 
     async def _list_orders(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         orders: list[dict[str, Any]] = []
@@ -529,15 +545,25 @@ class WooCommerceAdapter:
         return listed + await self._list_orders({**params, "status": "trash"})
 
     async def _orders_for(
-        self, customer_id: int | None, emails: Sequence[str]
+        self, subject: Subject, customers: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any]]:
-        """The customer's orders plus guest orders billed to any of ``emails``, trashed
-        ones included."""
+        """The subject's orders, trashed ones included: those their ``customers`` placed,
+        and those billed to their addresses (:func:`_addresses`) that are theirs by
+        :func:`~connector.adapter.placed_by_another`, the rule access reads its copy by
+        too: guest orders, and their own accounts' (an account the identity map names
+        counts, should the shop not have detached its orders when it was deleted). An order
+        another account holder billed to the address is that customer's: an erasure that
+        blanked it destroyed their name, address and note."""
+        accounts = [int(customer["id"]) for customer in customers]
+        own = {str(account) for account in accounts}
+        known = _wp_id(subject.external_id)
+        if known and known not in subject.spare:
+            own.add(known)
         found: dict[int, dict[str, Any]] = {}
-        if customer_id:
-            for order in await self._orders_anywhere({"customer": customer_id}):
+        for account in accounts:
+            for order in await self._orders_anywhere({"customer": account}):
                 found[order["id"]] = order
-        for email in emails:
+        for email in _addresses(subject, customers):
             wanted = normalise_email(email)
             if "@" not in wanted:
                 # Without an e-mail there is nothing to match guest orders on; an empty search
@@ -549,17 +575,20 @@ class WooCommerceAdapter:
             for order in await self._orders_anywhere({"search": email}):
                 billing = order.get("billing")
                 billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
-                if isinstance(billed_to, str) and normalise_email(billed_to) == wanted:
+                if (
+                    isinstance(billed_to, str)
+                    and normalise_email(billed_to) == wanted
+                    and not placed_by_another(order, own)
+                ):
                     found[order["id"]] = order
         return [found[k] for k in sorted(found)]
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """The customer (as wc/v3 returns it) and each of their orders as ``{"type": "order"}``."""
-        customer = await self._customer_for(subject)
-        orders = await self._orders_for(
-            int(customer["id"]) if customer else None, _addresses(subject, customer)
-        )
-        held: list[dict[str, Any]] = [customer] if customer else []
+        """The customer account(s) (as wc/v3 returns them) and each of their orders as
+        ``{"type": "order"}``."""
+        customers = await self._customers_for(subject)
+        orders = await self._orders_for(subject, customers)
+        held: list[dict[str, Any]] = list(customers)
         # Not anonymised by an erasure (anonymise_orders off: kept for tax law), an order
         # is held on purpose: found for access, and no sign an erasure failed.
         kept = {} if self.settings.anonymise_orders else {RETAINED: "tax_records"}
@@ -575,8 +604,7 @@ class WooCommerceAdapter:
         only the fields a pull asks for, and the role :meth:`pull_includes` reads."""
         asked = self.asked_fields
         fields = {} if asked is None else {"_fields": ",".join(sorted(asked | {"role"}))}
-        customer = await self._customer_for(subject, fields)
-        return [customer] if customer else []
+        return await self._customers_for(subject, fields)
 
     async def _notes_of(self, order_id: int) -> list[dict[str, Any]]:
         """``GET /orders/{id}/notes``: every note (wc/v3 does not page them); [] if gone."""
@@ -597,36 +625,20 @@ class WooCommerceAdapter:
         return deleted
 
     async def erase(self, subject: Subject) -> ErasureResult:
-        """Anonymise the subject's orders (if configured), then delete the customer for good."""
-        customer = await self._customer_for(subject)
-        customer_id = int(customer["id"]) if customer else None
+        """Anonymise the subject's orders (if configured), then delete their customer
+        account(s) for good."""
+        customers = await self._customers_for(subject)
         anonymised = notes = 0
         if self.settings.anonymise_orders:
-            orders = await self._orders_for(customer_id, _addresses(subject, customer))
-            for order in orders:
-                if is_anonymous(order):
-                    # Blanked by a try that stopped before its notes went: they go now.
-                    notes += await self._delete_notes(int(order["id"]))
-                    continue
-                path = f"{API}/orders/{order['id']}"
-                response = await self.client.request(
-                    "PUT", path, json=ANONYMOUS_ORDER, accept=(400, 404)
-                )
-                # Deleted meanwhile (WooCommerce answers an update of an order it no longer
-                # has 400 woocommerce_rest_shop_order_invalid_id): nothing of it to blank.
-                code = response_code(response)
-                if response.status_code == 400 and code != ORDER_GONE:
-                    raise RecordError(self.client.system, "PUT", path, 400, code)
-                if response.status_code == 200:
-                    anonymised += 1
-                    notes += await self._delete_notes(int(order["id"]))
+            orders = await self._orders_for(subject, customers)
+            anonymised, notes = await self._anonymise(orders)
         kept = (
             f"{notes} order notes deleted; order IP address and user agent are read-only "
             "over wc/v3 and remain"
         )
-        if customer_id is None:
+        if not customers:
             if not self.settings.anonymise_orders:
-                guest = await self._orders_for(None, [subject.email])
+                guest = await self._orders_for(subject, [])
                 if guest:
                     # Not "nothing held": their guest orders stay, with their billing data.
                     return ErasureResult(
@@ -651,12 +663,66 @@ class WooCommerceAdapter:
                 endpoint=f"DELETE {API}/customers/{{id}}?force=true",
                 note="no customer or order with personal data for this subject",
             )
-        path = f"{API}/customers/{customer_id}"
+        statuses = [await self._delete_customer(customer) for customer in customers]
+        deleted = statuses.count(200)
+        orders_text = (
+            f"{anonymised} orders anonymised; {kept}"
+            if self.settings.anonymise_orders
+            else f"orders {KEPT_ORDERS}"
+        )
+        one = f"{customers[0]['id']}" if len(customers) == 1 else "{id}"
+        endpoint = f"DELETE {API}/customers/{one}?force=true"
+        if not deleted:
+            # Deleted by someone else between our lookup and our call: nothing left to delete.
+            return ErasureResult(
+                found=anonymised > 0,
+                mode="hard_delete",
+                reversible=False,
+                endpoint=endpoint,
+                vendor_status=statuses[-1],
+                note=f"customer already gone; {orders_text}",
+            )
+        said = "customer deleted" if deleted == 1 else f"{deleted} customer accounts deleted"
+        return ErasureResult(
+            found=True,
+            mode="hard_delete",
+            reversible=False,
+            endpoint=endpoint,
+            vendor_status=200,
+            note=f"{said}; {orders_text}",
+        )
+
+    async def _anonymise(self, orders: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        """Blank ``orders`` and delete their notes; how many orders and notes went."""
+        anonymised = notes = 0
+        for order in orders:
+            if is_anonymous(order):
+                # Blanked by a try that stopped before its notes went: they go now.
+                notes += await self._delete_notes(int(order["id"]))
+                continue
+            path = f"{API}/orders/{order['id']}"
+            response = await self.client.request(
+                "PUT", path, json=ANONYMOUS_ORDER, accept=(400, 404)
+            )
+            # Deleted meanwhile (WooCommerce answers an update of an order it no longer
+            # has 400 woocommerce_rest_shop_order_invalid_id): nothing of it to blank.
+            code = response_code(response)
+            if response.status_code == 400 and code != ORDER_GONE:
+                raise RecordError(self.client.system, "PUT", path, 400, code)
+            if response.status_code == 200:
+                anonymised += 1
+                notes += await self._delete_notes(int(order["id"]))
+        return anonymised, notes
+
+    async def _delete_customer(self, customer: Mapping[str, Any]) -> int:
+        """``DELETE /customers/{id}?force=true``: 200 deleted, else the status of an
+        answer saying it was gone already."""
+        path = f"{API}/customers/{int(customer['id'])}"
         response = await self.client.request(
             "DELETE", path, params={"force": "true"}, accept=(400, 403, 404)
         )
         if response.status_code == 403:
-            raise _refused_delete(self.client.system, path, response, customer or {})
+            raise _refused_delete(self.client.system, path, response, customer)
         if (
             response.status_code in (400, 404)
             and response_code(response) != "woocommerce_rest_invalid_id"
@@ -664,29 +730,7 @@ class WooCommerceAdapter:
             raise RecordError(
                 self.client.system, "DELETE", path, response.status_code, response_code(response)
             )
-        orders_text = (
-            f"{anonymised} orders anonymised; {kept}"
-            if self.settings.anonymise_orders
-            else f"orders {KEPT_ORDERS}"
-        )
-        if response.status_code != 200:
-            # Deleted by someone else between our lookup and our call: nothing left to delete.
-            return ErasureResult(
-                found=anonymised > 0,
-                mode="hard_delete",
-                reversible=False,
-                endpoint=f"DELETE {path}?force=true",
-                vendor_status=response.status_code,
-                note=f"customer already gone; {orders_text}",
-            )
-        return ErasureResult(
-            found=True,
-            mode="hard_delete",
-            reversible=False,
-            endpoint=f"DELETE {path}?force=true",
-            vendor_status=response.status_code,
-            note=f"customer deleted; {orders_text}",
-        )
+        return response.status_code
 
     # -- webhooks --------------------------------------------------------------------------
 
@@ -754,15 +798,26 @@ def _refused_delete(
     return FatalRemoteError(system, "DELETE", path, 403, code)
 
 
-def _addresses(subject: Subject, customer: Mapping[str, Any] | None) -> list[str]:
+def _addresses(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> list[str]:
     """The addresses guest orders of the subject are billed to: the one asked with, and the
-    customer's current one where it differs. Asked under a former address (found by the
-    identity map's id), a guest order placed since under the current one is theirs too."""
+    current one of each of their customer accounts where it differs. Asked under a former
+    address (found by the identity map's id), a guest order placed since under the current
+    one is theirs too."""
     addresses = [subject.email]
-    current = customer.get("email") if customer else None
-    if isinstance(current, str) and normalise_email(current) != normalise_email(subject.email):
-        addresses.append(current)
+    for customer in customers:
+        current = customer.get("email")
+        if isinstance(current, str) and normalise_email(current) not in {
+            normalise_email(a) for a in addresses
+        }:
+            addresses.append(current)
     return addresses
+
+
+def _wp_id(external_id: str | None) -> str | None:
+    """An identity map id as WordPress writes it (``"007"`` is customer 7), or ``None``."""
+    if external_id and external_id.isdecimal() and int(external_id) > 0:
+        return str(int(external_id))
+    return None
 
 
 def _is_id(value: Any) -> bool:

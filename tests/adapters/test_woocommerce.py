@@ -797,6 +797,90 @@ async def test_erase_of_a_guest_anonymises_their_orders(harness: Harness) -> Non
     assert not (await harness.adapter.erase(Subject(email="gast@example.com"))).found
 
 
+def pia_moved_and_quinn_took_her_address(sandbox: WooCommerceSandbox) -> tuple[str, str]:
+    """Pia's account (with an order) moved to a new address; Quinn, another subject the
+    identity map knows, then opened an account under Pia's former one and ordered."""
+    pia = sandbox.add_person("pia@example.nl", "Pia", "Peters", city="Utrecht")
+    sandbox.add_order(pia, customer_note="Bij de buren afgeven")
+    sandbox.touch("pia@example.nl", email="pia.nieuw@example.nl")
+    quinn = sandbox.add_person("pia@example.nl", "Quinn", "Quist", city="Zwolle")
+    sandbox.add_order(quinn, customer_note="Quinns bestelling")
+    return pia, quinn
+
+
+async def test_erasure_reaches_the_account_known_by_id_when_the_address_finds_another_subjects(
+    harness: Harness,
+) -> None:
+    """Asked under Pia's former address with her shop id, the address now finds Quinn's
+    account (another subject's: spare). The id is read beside the address, not only when
+    the address finds nobody: Pia's account is deleted, Quinn's stays."""
+    pia, quinn = pia_moved_and_quinn_took_her_address(harness.sandbox)
+    subject = Subject(email="pia@example.nl", external_id=pia, spare=frozenset({quinn}))
+    result = await harness.adapter.erase(subject)
+    assert result.found and result.endpoint == f"DELETE {API}/customers/{pia}?force=true"
+    assert not harness.sandbox.holds("pia.nieuw@example.nl")
+    assert harness.sandbox.holds("pia@example.nl")  # Quinn's account
+
+
+async def test_access_copy_holds_the_account_known_by_id_when_the_address_finds_another_subjects(
+    harness: Harness,
+) -> None:
+    """find (the access copy, and the read verifying an erasure) gives Pia's account and
+    order, and nothing of Quinn's: a receipt could otherwise certify "verified absent"
+    while her account remained."""
+    pia, quinn = pia_moved_and_quinn_took_her_address(harness.sandbox)
+    subject = Subject(email="pia@example.nl", external_id=pia, spare=frozenset({quinn}))
+    found = await harness.adapter.find(subject)
+    assert [r["id"] for r in found if r.get("type") != "order"] == [int(pia)]
+    assert [o["customer_note"] for o in found if o.get("type") == "order"] == [
+        "Bij de buren afgeven"
+    ]
+
+
+async def test_erasure_leaves_the_orders_of_another_subjects_account_alone(
+    harness: Harness,
+) -> None:
+    """Quinn's order is billed to the address the erasure was asked under, but placed by
+    Quinn's account, another subject's: found by the address, it is not Pia's, as access
+    reads it (connector.adapter.placed_by_another), and keeps its name and note."""
+    pia, quinn = pia_moved_and_quinn_took_her_address(harness.sandbox)
+    subject = Subject(email="pia@example.nl", external_id=pia, spare=frozenset({quinn}))
+    await harness.adapter.erase(subject)
+    (order,) = harness.sandbox.orders_for(quinn)
+    assert (order["customer_note"], order["billing"]["first_name"]) == (
+        "Quinns bestelling",
+        "Quinn",
+    )
+    (own,) = [o for o in harness.sandbox.orders_for(0) if o["customer_note"] == ""]
+    assert not any(own["billing"].values())  # Pia's, blanked and detached from her account
+
+
+async def test_erasure_leaves_an_order_another_account_placed_under_the_address_alone(
+    harness: Harness,
+) -> None:
+    """Jan, who has an account of his own, ordered with An's address as billing e-mail: the
+    order is his (README: "An order placed by another customer under the address is not
+    the person's"). An's erasure deletes her account and blanks her order, not his; her
+    access copy leaves it out the same way."""
+    an = harness.sandbox.add_person("an@example.com", "An", "Jansen", city="Utrecht")
+    own = harness.sandbox.add_order(an)
+    guest = harness.sandbox.add_order(0, billing={"email": "an@example.com", "first_name": "An"})
+    jan = harness.sandbox.add_person("jan@example.com", "Jan", "Smit", city="Zwolle")
+    jans = harness.sandbox.add_order(
+        jan,
+        billing={"email": "an@example.com", "first_name": "Jan", "last_name": "Smit"},
+        customer_note="Jans bestelling",
+    )
+    held = await harness.adapter.find(Subject(email="an@example.com", external_id=an))
+    assert [r["id"] for r in held if r.get("type") == "order"] == [own, guest]
+    result = await harness.adapter.erase(Subject(email="an@example.com", external_id=an))
+    assert result.found and "2 orders anonymised" in result.note
+    assert not harness.sandbox.holds("an@example.com")
+    order = harness.sandbox.order(jans)
+    assert order is not None
+    assert (order["customer_note"], order["billing"]["first_name"]) == ("Jans bestelling", "Jan")
+
+
 async def test_sandbox_refuses_delete_without_force(sandbox: WooCommerceSandbox) -> None:
     """DELETE without force=true is 501 woocommerce_rest_trash_not_supported; unknown id 400."""
     customer_id = sandbox.add_person("blijf@example.com")
