@@ -744,7 +744,8 @@ class WooCommerceAdapter:
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         """``customer.created/updated`` -> changed, ``customer.deleted`` -> deleted,
-        ``order.*`` -> changed for the order's customer; the ping -> no events; else ignored."""
+        ``order.*`` -> changed for the order's customer (an account's by its id alone, a
+        guest's by the billing e-mail); the ping -> no events; else ignored."""
         return parse_delivery(request)
 
 

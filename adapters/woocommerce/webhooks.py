@@ -102,7 +102,11 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
         billing = body.get("billing")
         email = billing.get("email") if isinstance(billing, dict) else None
         external_id = _positive_id(body.get("customer_id"))
-        email = email if isinstance(email, str) and email else None
+        # An order placed by an account names that customer, by id alone: its billing
+        # e-mail may be another account holder's address (connector.adapter.placed_by),
+        # and looked up by it the delivery refreshed that other person. A guest order has
+        # only its billing e-mail to name anyone by.
+        email = email if isinstance(email, str) and email and external_id is None else None
         if external_id is None and email is None:
             # order.deleted carries only the order id: no person to resync.
             return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]

@@ -966,7 +966,8 @@ def test_two_customers_changed_within_a_second_are_two_deliveries(
 
 
 def test_parse_customer_and_order_events(harness: Harness, sandbox: WooCommerceSandbox) -> None:
-    """customer.updated is a change, customer.deleted a deletion, an order its customer's change."""
+    """customer.updated is a change, customer.deleted a deletion, an order its customer's
+    change: an account's by id alone, a guest's by the billing e-mail."""
     updated = delivery(sandbox, {"id": 7, "email": "an@example.com"}, "customer.updated")
     (event,) = harness.adapter.parse_webhook(updated)
     assert (event.kind, event.external_id, event.email) == ("changed", "7", "an@example.com")
@@ -984,12 +985,27 @@ def test_parse_customer_and_order_events(harness: Harness, sandbox: WooCommerceS
     assert (deleted.kind, deleted.external_id, deleted.email) == ("deleted", "7", None)
     order = {"id": 1001, "customer_id": 7, "billing": {"email": "an@example.com"}}
     (changed,) = harness.adapter.parse_webhook(delivery(sandbox, order, "order.created"))
-    assert (changed.kind, changed.external_id, changed.email) == ("changed", "7", "an@example.com")
+    assert (changed.kind, changed.external_id, changed.email) == ("changed", "7", None)
     guest = {"id": 1002, "customer_id": 0, "billing": {"email": "gast@example.com"}}
     (guest_event,) = harness.adapter.parse_webhook(delivery(sandbox, guest, "order.updated"))
     assert guest_event.external_id is None and guest_event.email == "gast@example.com"
     (product,) = harness.adapter.parse_webhook(delivery(sandbox, {"id": 5}, "product.updated"))
     assert product.kind == "ignored"
+
+
+async def test_an_order_webhook_refreshes_the_account_that_placed_it_not_its_billing_address_s(
+    harness: Harness, sandbox: WooCommerceSandbox
+) -> None:
+    """Jan's order billed to An's address: the delivery names Jan's account, and the
+    targeted sync it starts fetches Jan, not An (the billing e-mail was looked up first)."""
+    sandbox.add_person("an@example.com", "An", "Jansen")
+    jan = sandbox.add_person("jan@example.com", "Jan", "Smit")
+    order = {"id": 1001, "customer_id": int(jan), "billing": {"email": "an@example.com"}}
+    (event,) = harness.adapter.parse_webhook(delivery(sandbox, order, "order.updated"))
+    # As connector.targeted asks the source for the person a delivery names.
+    subject = Subject(email=event.email or "", external_id=event.external_id)
+    fetched = await harness.adapter.find_people(subject)
+    assert [c["email"] for c in fetched] == ["jan@example.com"]
 
 
 async def test_erase_by_id_alone_touches_no_stranger_orders(harness: Harness) -> None:
