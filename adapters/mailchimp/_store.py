@@ -1,7 +1,8 @@
 """The Mailchimp sandbox's state and rules: audiences, their members, archive and forgetting.
 
 Each audience keys its members by subscriber hash. What Mailchimp refuses raises
-:class:`Problem`, which the sandbox turns into Mailchimp's error body. Rules modelled:
+:class:`Problem`, which the sandbox turns into Mailchimp's error body, and a refused request
+changes nothing (every check comes before the first change). Rules modelled:
 
 - ``PUT`` adds or updates; a new member needs ``status_if_new``; an archived member is re-added
   by a ``status`` only (see below); a ``status`` of ``subscribed`` for an ``unsubscribed`` or
@@ -54,6 +55,9 @@ __all__ = ["Audience", "Member", "MemberStore", "Note", "Problem"]
 
 #: The activity event a member's new status is recorded as (see the module docstring).
 _STATUS_EVENTS: Final = {"subscribed": "signup", "unsubscribed": "unsub"}
+
+#: The statuses only the person can leave for ``subscribed`` ("Member In Compliance State").
+_COMPLIANCE: Final = ("unsubscribed", "cleaned")
 
 #: Merge fields every new audience has (Mailchimp's defaults).
 DEFAULT_MERGE_TAGS: Final = ("FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY")
@@ -297,9 +301,11 @@ class MemberStore:
             if status is None:
                 return member  # UNVERIFIED: left archived (see the module docstring)
             # Re-added: the compliance state it had before is kept; otherwise as new (a
-            # pending one is sent the e-mail).
-            kept = member.archived_from in ("unsubscribed", "cleaned")
-            member.status = member.archived_from if kept else ""
+            # pending one is sent the e-mail). Checked before the member is touched: a
+            # refused re-add leaves it archived.
+            kept = member.archived_from if member.archived_from in _COMPLIANCE else ""
+            _check_status(member.email_address, kept, status)
+            member.status = kept
             self._change_status(member, status)
         elif member is None:
             chosen = status_if_new
@@ -340,6 +346,10 @@ class MemberStore:
         merge_fields = _merge_fields(body)
         if validate:
             _check_required(audience, {**member.merge_fields, **merge_fields})
+        # Everything is checked before anything is applied: a refused call changes nothing
+        # (a refused status must not have moved the member to its new address first).
+        if status is not None:
+            _check_status(member.email_address, member.status, status)
         email = body.get("email_address")
         if isinstance(email, str) and subscriber_hash(email) != key:
             if not _plausible_email(email):
@@ -370,13 +380,7 @@ class MemberStore:
             self._record(member, "profile")
 
     def _change_status(self, member: Member, status: str) -> None:
-        if status == "subscribed" and member.status in ("unsubscribed", "cleaned"):
-            raise Problem(
-                400,
-                "Member In Compliance State",
-                f"{member.email_address} is in a compliance state due to unsubscribe, bounce, "
-                "or compliance review and cannot be subscribed.",
-            )
+        _check_status(member.email_address, member.status, status)
         if status == "pending" and member.status != "pending":
             self.confirmations.append((member.list_id, subscriber_hash(member.email_address)))
         if status != member.status and status in _STATUS_EVENTS:
@@ -454,6 +458,18 @@ def _status(body: Mapping[str, Any], name: str) -> str | None:
             "Schema describes enum, value is not one of the allowed statuses.",
         )
     return str(value)
+
+
+def _check_status(email: str, current: str, status: str) -> None:
+    """Refuse ``status`` for a member whose status is ``current`` as Mailchimp does: the API
+    may not subscribe someone who unsubscribed or was cleaned."""
+    if status == "subscribed" and current in _COMPLIANCE:
+        raise Problem(
+            400,
+            "Member In Compliance State",
+            f"{email} is in a compliance state due to unsubscribe, bounce, "
+            "or compliance review and cannot be subscribed.",
+        )
 
 
 def _check_required(audience: Audience, merge_fields: Mapping[str, Any]) -> None:

@@ -841,6 +841,35 @@ async def test_sandbox_delete_only_archives_and_a_put_with_a_status_restores(
     assert (refused.status_code, refused.json()["title"]) == (400, "Member In Compliance State")
 
 
+async def test_sandbox_re_add_refused_for_its_compliance_state_leaves_the_member_archived(
+    sandbox: MailchimpSandbox, raw: httpx.AsyncClient
+) -> None:
+    """A PUT Mailchimp refuses ("Member In Compliance State") changes nothing: the member
+    archived while unsubscribed stays archived, out of searches and member lists."""
+    email = "archived.reader@example.com"
+    sandbox.add_person(email, "Arch", "Ived", status="unsubscribed")
+    member = f"/lists/{LIST_A}/members/{subscriber_hash(email)}"
+    assert (await raw.delete(member)).status_code == 204
+    refused = await raw.put(member, json={"email_address": email, "status": "subscribed"})
+    assert (refused.status_code, refused.json()["title"]) == (400, "Member In Compliance State")
+    assert (await raw.get(member)).json()["status"] == "archived"
+    assert not sandbox.holds(email)
+
+
+async def test_sandbox_patch_refused_for_its_status_leaves_the_member_s_address(
+    sandbox: MailchimpSandbox, raw: httpx.AsyncClient
+) -> None:
+    """A PATCH carrying a new address and a status Mailchimp refuses changes nothing: the
+    member is not moved to the new address before the status is refused."""
+    old, new = "old.address@example.com", "new.address@example.com"
+    sandbox.add_person(old, "Oud", "Adres", status="unsubscribed")
+    member = f"/lists/{LIST_A}/members/{subscriber_hash(old)}"
+    refused = await raw.patch(member, json={"email_address": new, "status": "subscribed"})
+    assert (refused.status_code, refused.json()["title"]) == (400, "Member In Compliance State")
+    assert (sandbox.member(LIST_A, old) or {})["status"] == "unsubscribed"
+    assert sandbox.member(LIST_A, new) is None
+
+
 async def test_erase_reaches_an_archived_member_search_does_not_show(mc: Harness) -> None:
     """An archived member on a configured list is found by hash and deleted for good."""
     member_hash = mc.sandbox.add_person("archived@example.com")
