@@ -1072,6 +1072,19 @@ class Store:
         since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=within_seconds)
         return dt.datetime.fromisoformat(str(row[1])) >= since
 
+    def withdrawal_queued(self, system: str, subject_id: str) -> bool:
+        """Whether the outbox holds a withdrawal of consent (:data:`WITHDRAWAL`) for the
+        subject and ``system``: waiting, or on its way (a batch stays queued until it is
+        answered, and the system may report what it took before then)."""
+        numbers = self.subject_numbers([subject_id])
+        if not numbers:
+            return False
+        row = self.db.execute(
+            "SELECT payload_hash FROM outbox WHERE system=? AND subject_no=?",
+            (system, numbers[subject_id]),
+        ).fetchone()
+        return row is not None and before_resend(str(row[0])).startswith(WITHDRAWAL)
+
     def withdrawal_answered(self, system: str, subject_id: str) -> None:
         """The subject subscribed at ``system`` again themselves: a withdrawal it last took
         from klantsync is answered, and marked to send again (:data:`RESEND`), so an

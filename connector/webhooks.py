@@ -101,15 +101,16 @@ def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
     has now if the address is one they moved from and nobody has taken over. Not recorded:
     the system telling of the withdrawal klantsync itself delivered just before (its
     webhook reports API changes too), which is no choice of the person's at the system,
-    and would block their renewal for good. A withdrawal still queued, or delivered longer
-    ago, has no echo to come: an unsubscribe then is the person's own.
+    and would block their renewal for good. So is one while klantsync's withdrawal is
+    still in the outbox: it may be on its way (Mailchimp reports the first audience's
+    unsubscribe while the batch writes the next), and one not sent yet asks what the
+    person's unsubscribe asks. A withdrawal delivered longer ago has no echo to come: an
+    unsubscribe then is the person's own.
     """
     if not event.email:
         return False
     subject_id = rt.store.current_subject(rt.keyring.subject_id(normalise_email(event.email)))
-    if event.kind == "opted_out" and rt.store.withdrawal_delivered(
-        system, subject_id, ECHO_WITHIN_SECONDS
-    ):
+    if event.kind == "opted_out" and _echo_of_own_withdrawal(rt, system, subject_id):
         return False
     if event.kind == "opted_out":
         rt.store.opt_out(system, subject_id)
@@ -121,6 +122,15 @@ def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
         if rt.store.opt_in(system, subject_id):
             audit.append(rt.store, "consent.opted_in", {"system": system}, subject_id=subject_id)
     return True
+
+
+def _echo_of_own_withdrawal(rt: Runtime, system: str, subject_id: str) -> bool:
+    """Whether an unsubscribe reported by ``system`` may be klantsync's own withdrawal:
+    one on its way or waiting, or one delivered within :data:`ECHO_WITHIN_SECONDS`."""
+    store = rt.store
+    return store.withdrawal_queued(system, subject_id) or store.withdrawal_delivered(
+        system, subject_id, ECHO_WITHIN_SECONDS
+    )
 
 
 def _first_delivery(rt: Runtime, system: str, delivery_id: str) -> bool:

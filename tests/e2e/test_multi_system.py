@@ -1571,6 +1571,58 @@ async def test_the_echo_of_the_connector_s_own_withdrawal_blocks_no_renewal(
     assert world.news.member(LISTS[0], email)["status"] == "pending"  # type: ignore[index]
 
 
+def _echo_during_the_second_audience(app: Any, echo: Any) -> Any:
+    """Mailchimp posts its webhook for the first audience's unsubscribe while the adapter is
+    still writing the second: the echo arrives before the batch is acknowledged."""
+
+    async def wrapped(scope: Any, receive_: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "PATCH"
+            and f"/lists/{LISTS[1]}/members/" in scope["path"]
+        ):
+            echo()
+        await app(scope, receive_, send)
+
+    return wrapped
+
+
+async def test_the_echo_of_the_connector_s_own_withdrawal_during_its_batch_blocks_no_renewal(
+    world: World, tmp_path: Path
+) -> None:
+    """klantsync unsubscribes a reader who withdrew consent in the shop, one audience after
+    the other; Mailchimp reports the first audience's unsubscribe while the second is being
+    written, before the batch is acknowledged. The withdrawal on its way is klantsync's own
+    too: the echo is no opt-out, and consenting again still asks them to confirm."""
+    echoes: list[Any] = [lambda: None]
+    transports = world.transports()
+    transports["news"] = httpx.ASGITransport(
+        app=_echo_during_the_second_audience(world.news.app(), lambda: echoes[-1]())
+    )
+    clock = VirtualTime()
+    path = news_config(tmp_path, world)
+    async with open_runtime(path, transports=transports, sleep=clock.sleep) as rt:
+        email = await _subscribed_by_a_sync(world, rt)
+
+        heard: list[int] = []
+
+        def echo() -> None:
+            if world.news.member(LISTS[0], email)["status"] == "unsubscribed":  # type: ignore[index]
+                heard.append(_hook(rt, world, "unsubscribe", email, LISTS[0]).status)
+
+        echoes.append(echo)
+        world.shop.touch(email, meta_data=CONSENT_NO)
+        await rt.engine.sync("shop")
+        echoes.append(lambda: None)
+        assert heard == [200]
+        assert world.news.member(LISTS[1], email)["status"] == "unsubscribed"  # type: ignore[index]
+        assert rt.store.opted_out("news", [rt.keyring.subject_id(email)]) == set()
+        assert "consent.opted_out" not in [e.kind for e in audit.entries(rt.store)]
+        world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+        await rt.engine.sync("shop")
+        assert world.news.member(LISTS[0], email)["status"] == "pending"  # type: ignore[index]
+
+
 async def test_an_opt_out_is_in_the_access_report_and_a_dry_run_reads_it_after_a_move(
     world: World, news_rt: Runtime, tmp_path: Path
 ) -> None:
