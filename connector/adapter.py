@@ -303,6 +303,11 @@ class Adapter(Protocol):
         the mapping drops and counts what it does not read. With it may come ``async
         fields_honoured() -> bool | None``: whether the system really cuts its answers,
         which ``check --online`` asks.)
+
+        (An adapter whose settings name things in the system that a ``find`` does not
+        reach, Mailchimp's audiences, also has ``async check_settings() -> None``, which
+        ``check --online`` calls: it raises a KlantsyncError naming what the system lacks.
+        Optional.)
         """
         ...
 

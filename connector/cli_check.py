@@ -87,6 +87,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
             for name, system in systems.items():
                 try:
                     await system.adapter.find(Subject(email="klantsync-check@example.invalid"))
+                    await _settings_checked(system.adapter)
                     summary["online"][name] = "ok"
                     summary["warnings"] += await _fields_ignored(name, system.adapter)
                 except KlantsyncError as exc:
@@ -99,6 +100,15 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     else:
         _print_check(console, config_path, config, summary, gaps)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _settings_checked(adapter: object) -> None:
+    """Have the adapter check its settings against the live system, where it can (what a
+    ``find`` cannot tell, such as a Mailchimp audience the account lacks); a KlantsyncError
+    says what does not match."""
+    check_settings = getattr(adapter, "check_settings", None)
+    if check_settings is not None:
+        await check_settings()
 
 
 async def _fields_ignored(name: str, adapter: object) -> list[str]:

@@ -28,6 +28,8 @@ What it does, by contract verb:
   deletes the member's notes with it. Never ``DELETE .../members/{hash}``, which only archives
   (the member can be re-added).
 - webhooks: a secret in the callback URL (Mailchimp signs nothing), form-encoded events.
+- ``check_settings`` (``check --online``): ``GET /lists/{list_id}`` of each configured
+  audience, which a ``find`` cannot vouch for.
 - ``pull``: not offered. Mailchimp is only a destination here.
 
 Mailchimp's ``PUT`` answers the member without saying whether it was just created, so every
@@ -111,6 +113,8 @@ DELETE_PERMANENT: Final = f"{MEMBER}/actions/delete-permanent"
 SEARCH: Final = "/search-members"
 #: The account's audiences (``GET /lists``): an erasure looks on every one.
 LISTS: Final = "/lists"
+#: One audience (``GET /lists/{list_id}``): ``check --online`` reads each configured one.
+AUDIENCE: Final = "/lists/{list_id}"
 
 ERASURE_NOTE: Final = (
     "permanently deleted on {n} audience(s); Mailchimp refuses to re-import this address "
@@ -624,6 +628,30 @@ class MailchimpAdapter:
         return answer_object(
             response, system=self.client.system, method="GET", path=template, required=("id",)
         )
+
+    # -- check -----------------------------------------------------------------------------
+
+    async def check_settings(self) -> None:
+        """Read each configured audience (``GET /lists/{list_id}``), for ``check --online``.
+
+        An audience the account does not have (a typo in ``list_ids``, one deleted) fails
+        every write with a fatal 404, yet a ``find`` cannot tell: the member of an unknown
+        audience is answered 404 as an absent member is, which it takes for "no such member".
+
+        Raises:
+            FatalRemoteError: naming the first audience Mailchimp does not have (an audience
+                id, no personal data); or the failure of the call.
+        """
+        for list_id in self.settings.list_ids:
+            path = AUDIENCE.format(list_id=quote(list_id, safe=""))
+            async with self._connections:
+                response = await self._request(
+                    "GET", path, path, params={"fields": "id"}, accept=(404,)
+                )
+            if response.status_code == 404:
+                raise FatalRemoteError(
+                    self.client.system, "GET", path, 404, "no such audience: check list_ids"
+                )
 
     # -- erase -----------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ Where it matters to a client it behaves like Mailchimp: the same paths (under ``
 and status codes; HTTP basic auth with the API key as password; RFC 7807-style error bodies
 (``type, title, status, detail, instance`` and ``errors[]`` for validation); ``PUT`` upserts,
 ``PATCH`` updates, ``DELETE`` *archives* (restorable) and ``delete-permanent`` removes the member
-and forgets the address; ``search-members``; member lists, a member's notes and its activity
-feed paged by ``count``/``offset``; and
-the **10 simultaneous connections per account** limit: calls in flight are counted (in on
+and forgets the address; ``search-members``; the account's audiences (``GET /lists``, and
+one by id); member lists, a member's notes and its activity feed paged by ``count``/``offset``;
+and the **10 simultaneous connections per account** limit: calls in flight are counted (in on
 arrival, out when answered), and a call arriving while 10 are in flight gets 429.
 
 Member rules and the assumptions made where Mailchimp does not document its behaviour are in
@@ -42,7 +42,8 @@ from connector.sandboxkit import ResetMiddleware, SandboxBase, record
 __all__ = ["API_PREFIX", "MailchimpSandbox"]
 
 API_PREFIX: Final = "/3.0"
-MEMBERS: Final = f"{API_PREFIX}/lists/{{list_id}}/members"
+AUDIENCE: Final = f"{API_PREFIX}/lists/{{list_id}}"
+MEMBERS: Final = f"{AUDIENCE}/members"
 MEMBER: Final = f"{MEMBERS}/{{subscriber_hash}}"
 NOTES: Final = f"{MEMBER}/notes"
 ACTIVITY_FEED: Final = f"{MEMBER}/activity-feed"
@@ -136,6 +137,7 @@ class MailchimpSandbox(SandboxBase):
         """The ASGI app, behind the connection gate and the reset middleware."""
         routes = [
             self._route("GET", f"{API_PREFIX}/lists", self._list_audiences),
+            self._route("GET", AUDIENCE, self._get_audience),
             self._route("GET", MEMBERS, self._list_members),
             self._route("GET", MEMBER, self._get_member),
             self._route("GET", NOTES, self._list_notes),
@@ -352,6 +354,12 @@ class MailchimpSandbox(SandboxBase):
         ids = sorted(self.store.audiences)
         page = [{"id": list_id, "name": f"Audience {list_id}"} for list_id in ids]
         body = {"lists": page[offset : offset + count], "total_items": len(ids)}
+        return JSONResponse(body), []
+
+    async def _get_audience(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET /lists/{list_id}``: one audience of the account, or 404."""
+        audience = self.store.audience(request.path_params["list_id"])
+        body = {"id": audience.id, "name": f"Audience {audience.id}"}
         return JSONResponse(body), []
 
     async def _list_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:

@@ -18,6 +18,7 @@ import pytest
 from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.cli import main
 from connector.config import load_config
@@ -224,6 +225,34 @@ def test_check_online_warns_of_a_shop_that_ignores_fields(
     shop.honours_fields = False
     (warning,) = warnings()
     assert warning.startswith("shop ignores _fields: it sends whole customers")
+
+
+def test_check_online_names_a_configured_audience_mailchimp_does_not_have(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``list_ids`` names the audiences every write goes to; one the account does not have
+    (a typo, an audience deleted) fails every write with a fatal 404. A ``find`` takes that
+    404 for "no such member", so `check --online` reads each configured audience and fails
+    naming the one missing (an audience id, no person's data)."""
+    shop, news = WooCommerceSandbox(), MailchimpSandbox()
+    with serve_tls({"shop": shop.app(), "news": news.app()}, tmp_path / "tls") as (ca, apps):
+        assert ca is not None
+        config = write_config(
+            tmp_path,
+            {name: app.url for name, app in apps.items()},
+            ca.ca_path,
+            {"shop": shop.credentials(), "news": news.credentials()},
+        )
+        main(["-c", str(config), "check", "--online", "--json"])
+        assert _json(capsys)["online"] == {"shop": "ok", "news": "ok"}  # type: ignore[index]
+        text = config.read_text()
+        assert 'list_ids = ["a1b2c3d4e5"]' in text
+        config.write_text(text.replace('["a1b2c3d4e5"]', '["a1b2c3d4e5", "a1b2c3d4e6"]'))
+        assert main(["-c", str(config), "check", "--online", "--json"]) == 1
+        online = _json(capsys)["online"]  # type: ignore[index]
+        assert online["shop"] == "ok"
+        assert "/lists/a1b2c3d4e6 -> 404" in online["news"]
+        assert "check list_ids" in online["news"]
 
 
 def test_unreachable_system_fails_with_exit_1(
