@@ -151,7 +151,10 @@ class UpsertResult(NamedTuple):
     only some of the records), for a request's receipt; like ``reason``, it never holds
     personal data. ``unreachable`` marks a retryable failure that says the system could not
     be reached or refused all work (:func:`connector.errors.system_down`): a run whose
-    writes keep failing so leaves the rest queued for the next run.
+    writes keep failing so leaves the rest queued for the next run. ``opted_out`` says the
+    write found that the person unsubscribed at the system itself (Mailchimp's answer for
+    someone it never wrote): the connector records it as it records that system's
+    unsubscribe webhook, and sends them nothing there but their withdrawal from then on.
     """
 
     ref: str
@@ -161,6 +164,7 @@ class UpsertResult(NamedTuple):
     retryable: bool = False
     note: str = ""
     unreachable: bool = False
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -1131,8 +1131,11 @@ class Engine:
         dead: list[tuple[OutboxRow, str]] = []
         later: list[int] = []
         held: list[Ack] = []  # written in part: the system's id, no delivered hash
+        unsubscribed: list[str] = []  # found unsubscribed at the system itself
         for result in results:
             row = by_ref[result.ref]
+            if result.opted_out and result.outcome != "failed":
+                unsubscribed.append(row.subject_id)
             if result.outcome == "failed":
                 if result.retryable:
                     later.append(row.id)
@@ -1172,12 +1175,18 @@ class Engine:
                     store.bump_attempts(later)
                 if held:
                     store.note_identities(dest.name, held)
+                for subject_id in unsubscribed:
+                    # As their unsubscribe webhook is recorded (connector/webhooks.py).
+                    store.opt_out(dest.name, subject_id)
+                    consent = {"system": dest.name}
+                    audit.append(store, "consent.opted_out", consent, subject_id=subject_id)
                 if acks or dead:
                     audit.append(store, "sync.batch", entry)
 
-        if dead or later:
+        if dead or later or unsubscribed:
             # Committed before the batch stops counting as in flight: an erasure waiting on
-            # it must find (and delete) a dead letter it leaves, never have one land after.
+            # it must find (and delete) a dead letter or an opt-out it leaves, never have one
+            # land after.
             self._write(settle)
         elif acks:
             # Only acknowledgements: they may wait for the next write. One landing after an

@@ -15,7 +15,9 @@ What it does, by contract verb:
   ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
   confirm, unless it is subscribed already (see :func:`_renewal`). Each write reads the
   member first: an archived one is left archived and unchanged, never re-added (see
-  :meth:`MailchimpAdapter._statuses`).
+  :meth:`MailchimpAdapter._statuses`). A first write (no member id known) answered with the
+  member ``unsubscribed`` on one audience sends the others the withdrawal instead, and its
+  result is ``opted_out`` (see :meth:`MailchimpAdapter._opted_out`).
 - ``update`` (a rectification): ``GET`` of the member on each configured audience, then a
   ``PATCH`` of its fields, never its status, if it is there and not archived. It never adds,
   subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
@@ -125,6 +127,10 @@ ARCHIVED_NOTE: Final = (
     "only by re-adding it, which would subscribe it again"
 )
 NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
+OPTED_OUT_NOTE: Final = (
+    "unsubscribed at Mailchimp on an audience; withdrawn from every audience, and recorded "
+    "as their opt-out there"
+)
 
 #: Pages of a member's activity feed an access copy reads (each of ``PAGE_SIZE`` events, the
 #: newest first): a bound, since the feed does not say how long it is.
@@ -151,6 +157,8 @@ class _Outcome:
     left: Literal["", "absent", "archived", "spare"] = ""
     #: The failure said Mailchimp could not be reached (see connector.errors.system_down).
     unreachable: bool = False
+    #: The member's status in Mailchimp's answer to the write ("" when there was none).
+    status: str = ""
 
 
 @dataclass
@@ -241,10 +249,12 @@ class MailchimpAdapter:
         member_hash = subscriber_hash(record.email)
         withdrawn = record.fields.get("status") == WITHDRAWN_STATUS
         # One audience after the other: a worker is one connection (see __init__).
-        outcomes = [
-            await self._write(list_id, member_hash, record, withdrawn, batch)
-            for list_id in self.settings.list_ids
-        ]
+        outcomes: list[_Outcome] = []
+        for list_id in self.settings.list_ids:
+            outcome = await self._write(list_id, member_hash, record, withdrawn, batch)
+            if _unsubscribed_here(record, withdrawn, outcome):
+                return await self._opted_out(record, member_hash, list_id, outcome, batch)
+            outcomes.append(outcome)
         failed = _first_failure(record.ref, outcomes)
         if failed is not None:
             return failed
@@ -254,6 +264,42 @@ class MailchimpAdapter:
         if archived and member_id is None:
             return UpsertResult(record.ref, "skipped", note=note)
         return UpsertResult(record.ref, "upserted", external_id=member_id, note=note)
+
+    async def _opted_out(
+        self,
+        record: OutboundRecord,
+        member_hash: str,
+        unsubscribed_on: str,
+        outcome: _Outcome,
+        batch: _Batch,
+    ) -> UpsertResult:
+        """The person unsubscribed at Mailchimp itself, on ``unsubscribed_on``: withdraw them
+        from every other audience this system writes, and say so to the engine.
+
+        The system is one purpose: an unsubscribe from one of its audiences withdraws them
+        from all it writes, as the ``unsubscribe`` webhook's opt-out does. A first write
+        learns it only from an answer (it reads nothing first), so an audience written before
+        may have just taken them, and one after would be sent ``status_if_new``, subscribing
+        them anew: each is sent the withdrawal instead (a ``PATCH``, which adds nobody). The
+        result is ``opted_out``, which the engine records as their opt-out at the system.
+        """
+        others = [list_id for list_id in self.settings.list_ids if list_id != unsubscribed_on]
+        outcomes = [outcome]
+        for list_id in others:
+            outcomes.append(await self._write(list_id, member_hash, record, True, batch))
+        failed = _first_failure(record.ref, outcomes)
+        if failed is not None:
+            # Without the member id, the record sent again is a first write again, and finds
+            # them unsubscribed again. Known by it, the write would take that unsubscribe for
+            # one klantsync may have sent, and subscribe them where the withdrawal failed.
+            return failed._replace(external_id=None)
+        return UpsertResult(
+            record.ref,
+            "upserted",
+            external_id=outcome.member_id,
+            note=OPTED_OUT_NOTE,
+            opted_out=True,
+        )
 
     async def _write(
         self,
@@ -796,7 +842,23 @@ def _written(response: httpx.Response) -> _Outcome:
         # Written without a status to a member archived before the connector knew it: it
         # stays archived, as the marketer left it, and is not counted as written there.
         return _Outcome(ok=True, left="archived")
-    return _Outcome(ok=True, member_id=member_id)
+    return _Outcome(ok=True, member_id=member_id, status=str(member.get("status") or ""))
+
+
+def _unsubscribed_here(record: OutboundRecord, withdrawn: bool, outcome: _Outcome) -> bool:
+    """Whether a first write (no member id known) found the person unsubscribed.
+
+    A write without a status keeps a member's status, so Mailchimp's answer says what the
+    person chose there. Only a first write says it of the person: a member klantsync wrote
+    before may be unsubscribed by klantsync's own withdrawal, and one it never wrote was
+    not (a withdrawal adds nobody, and learns the id of any member it reaches).
+    """
+    return (
+        not withdrawn
+        and record.external_id is None
+        and outcome.ok
+        and outcome.status == WITHDRAWN_STATUS
+    )
 
 
 def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | None:

@@ -342,6 +342,68 @@ async def test_a_move_leaves_the_member_archived_under_the_former_address(
         assert mc.sandbox.member(list_id, "reader2@example.com") is None
 
 
+@pytest.mark.parametrize("unsubscribed_on", [LIST_A, LIST_B])
+async def test_a_first_write_withdraws_from_every_audience_who_unsubscribed_on_one(
+    mc: Harness, unsubscribed_on: str
+) -> None:
+    """README: the system is one purpose, and an unsubscribe from one of its audiences
+    withdraws them from all it writes. The reader unsubscribed from one audience at
+    Mailchimp before klantsync wrote them; the shop says they consent. The first write (no
+    member id, so nothing is read first) learns it from that audience's answer: no other
+    audience is left subscribing them (one written before is sent the withdrawal, one after
+    gets it instead of status_if_new), and the result says they opted out at the system."""
+    record = person(7)
+    mc.sandbox.add_person(
+        record.email, "First7", "Reader", status="unsubscribed", list_id=unsubscribed_on
+    )
+    (result,) = await mc.adapter.upsert([record])
+    assert (result.outcome, result.opted_out) == ("upserted", True)
+    assert result.external_id == subscriber_hash(record.email)
+    assert "withdrawn from every audience" in result.note and "@" not in result.note
+    for list_id in (LIST_A, LIST_B):
+        member = mc.sandbox.member(list_id, record.email)
+        assert member is None or member["status"] == "unsubscribed"
+    assert mc.sandbox.confirmations_to(record.email) == 0
+
+
+async def test_a_first_write_whose_withdrawal_failed_is_sent_again_as_a_first_write(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """Unsubscribed on the second audience, subscribed on the first by the same write, whose
+    withdrawal there is answered by a proxy's page: the record is retryable and names no
+    member id, so the retry is a first write again, finds the unsubscribe again, and
+    withdraws them from the first audience."""
+    sandbox.add_person("reader7@example.com", status="unsubscribed", list_id=LIST_B)
+    fronted = make_harness(sandbox, front=lambda app: FrontPage(app, _page_for("PATCH")))
+    try:
+        (failed,) = await fronted.adapter.upsert([person(7)])
+    finally:
+        await fronted.client.aclose()
+    assert (failed.outcome, failed.retryable, failed.external_id) == ("failed", True, None)
+    assert (sandbox.member(LIST_A, "reader7@example.com") or {})["status"] == "subscribed"
+    harness = make_harness(sandbox)
+    try:
+        (again,) = await harness.adapter.upsert([person(7)])
+    finally:
+        await harness.client.aclose()
+    assert (again.outcome, again.opted_out) == ("upserted", True)
+    for list_id in (LIST_A, LIST_B):
+        assert (sandbox.member(list_id, "reader7@example.com") or {})["status"] == "unsubscribed"
+
+
+async def test_a_write_to_a_member_it_knows_takes_no_unsubscribe_for_an_opt_out(
+    mc: Harness,
+) -> None:
+    """A member klantsync wrote before may be unsubscribed by its own withdrawal: a write
+    that finds it so (a mapping without consent_renewed) is no opt-out at the system."""
+    (first,) = await mc.adapter.upsert([person(1)])
+    await mc.adapter.upsert(
+        [person(1, status="unsubscribed")._replace(external_id=first.external_id)]
+    )
+    (again,) = await mc.adapter.upsert([person(1)._replace(external_id=first.external_id)])
+    assert (again.outcome, again.opted_out) == ("upserted", False)
+
+
 async def held_until(sandbox: MailchimpSandbox, ready: Callable[[], bool], work: Awaitable[T]) -> T:
     """``work`` with the sandbox's answers held until ``ready()``, then let go.
 

@@ -1623,6 +1623,34 @@ async def test_the_echo_of_the_connector_s_own_withdrawal_during_its_batch_block
         assert world.news.member(LISTS[0], email)["status"] == "pending"  # type: ignore[index]
 
 
+async def test_an_unsubscribe_a_first_sync_finds_without_the_webhook_is_an_opt_out(
+    world: World, rt: Runtime
+) -> None:
+    """A member from before klantsync unsubscribed from the second audience at Mailchimp,
+    and no webhook told klantsync. The first sync learns it from that audience's answer:
+    the reader, whom it had just added to the first audience, is withdrawn there too, and
+    the opt-out is recorded and audited as the webhook's would be. The next change in the
+    shop sends only the withdrawal."""
+    world.shop.seed_synthetic(4, seed=62)
+    email: str = world.shop.store.get(1)["email"]  # type: ignore[index]
+    world.news.add_person(email, "Oud", "Lid", list_id=LISTS[1], status="unsubscribed")
+    (first,) = await rt.engine.sync("shop")
+    assert not first.failed, first.errors
+    for list_id in LISTS:
+        assert world.news.member(list_id, email)["status"] == "unsubscribed"  # type: ignore[index]
+    subject = rt.keyring.subject_id(email)
+    assert rt.store.opted_out("news", [subject]) == {subject}
+    opted = [e for e in audit.entries(rt.store) if e.kind == "consent.opted_out"]
+    assert [(e.subject_id, e.data) for e in opted] == [(subject, {"system": "news"})]
+    world.shop.touch(email, first_name="Gewijzigd")
+    world.news.log.clear()
+    (later,) = await rt.engine.sync("shop")
+    assert later.destinations["news"].withdrawn == 1
+    member = f"/members/{subscriber_hash(email)}"
+    writes = [e.method for e in world.news.log.writes() if e.path.endswith(member)]
+    assert writes and all(method == "PATCH" for method in writes)
+
+
 async def test_an_opt_out_is_in_the_access_report_and_a_dry_run_reads_it_after_a_move(
     world: World, news_rt: Runtime, tmp_path: Path
 ) -> None:
