@@ -346,7 +346,10 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
     async def open_request(body: DsrCreate) -> Queued:
         """Open an erasure or access request; it runs in the background."""
         email = _valid_email(body.email)
-        return Queued(job_id=daemon.queue("dsr", {"kind": body.kind, "email": email}))
+        # On disk before the 202, as a vendor's request is before its 200: the operator who
+        # was told "queued" does not ask again, and a power cut must not lose the request.
+        params = {"kind": body.kind, "email": email}
+        return Queued(job_id=daemon.queue("dsr", params, durable=True))
 
     @app.get("/admin/dsr")
     async def list_requests(open_only: bool = False) -> list[dict[str, Any]]:

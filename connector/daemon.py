@@ -222,9 +222,10 @@ class Daemon:
 
     # -- jobs ---------------------------------------------------------------------------------
 
-    def queue(self, kind: str, params: dict[str, Any]) -> int:
-        """Queue a job for the worker (:mod:`connector.jobworker`) and wake it."""
-        return self.jobs.queue(kind, params)
+    def queue(self, kind: str, params: dict[str, Any], *, durable: bool = False) -> int:
+        """Queue a job for the worker (:mod:`connector.jobworker`) and wake it; ``durable``:
+        synced to disk before it returns (:func:`connector.jobs.enqueue`)."""
+        return self.jobs.queue(kind, params, durable=durable)
 
     # -- health -------------------------------------------------------------------------------
 

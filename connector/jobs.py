@@ -72,10 +72,18 @@ class Job:
         }
 
 
-def enqueue(store: Store, keyring: Keyring, kind: str, params: dict[str, Any]) -> int:
-    """Queue a job; return its id."""
+def enqueue(
+    store: Store, keyring: Keyring, kind: str, params: dict[str, Any], *, durable: bool = False
+) -> int:
+    """Queue a job; return its id.
+
+    ``durable`` syncs it to disk before it returns (:meth:`Store.durable_transaction`): for
+    work acknowledged to someone who will not ask again (a data subject request). Other jobs
+    (a resync, a change) are caught up by the next scheduled run if a power cut loses them,
+    so they are not each paid an fsync.
+    """
     sealed = keyring.seal_json(params, JOB_CONTEXT)
-    with store.transaction() as db:
+    with store.durable_transaction() if durable else store.transaction() as db:
         cursor = db.execute(
             "INSERT INTO jobs(kind, params, status, created_at) VALUES (?,?,?,?)",
             (kind, sealed, "queued", utcnow()),

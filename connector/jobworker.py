@@ -122,9 +122,9 @@ class JobWorker:
         #: Set to look in the queue at once (a job queued by this process).
         self.wake = asyncio.Event()
 
-    def queue(self, kind: str, params: dict[str, Any]) -> int:
-        """Queue a job and wake the worker."""
-        job_id = jobs.enqueue(self.rt.store, self.rt.keyring, kind, params)
+    def queue(self, kind: str, params: dict[str, Any], *, durable: bool = False) -> int:
+        """Queue a job and wake the worker; ``durable``: on disk first (:func:`jobs.enqueue`)."""
+        job_id = jobs.enqueue(self.rt.store, self.rt.keyring, kind, params, durable=durable)
         self.wake.set()
         return job_id
 

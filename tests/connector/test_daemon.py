@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -574,6 +575,45 @@ async def test_admin_extends_a_request_and_exempts_a_system_s_part(
     assert exempted.json()["systems"]["shop"]["status"] == "exempt"
     assert again.status_code == 409 and "completed" in again.json()["detail"]
     assert missing.status_code == 404
+
+
+def _synchronous_in_effect(statements: list[str], upto: int) -> str:
+    """The ``PRAGMA synchronous`` level in effect at statement ``upto`` of a trace (the store
+    opens with NORMAL)."""
+    level = "NORMAL"
+    for text in statements[:upto]:
+        found = re.search(r"PRAGMA\s+synchronous\s*=\s*(\w+)", text, re.I)
+        if found:
+            level = found.group(1).upper()
+    return level
+
+
+async def test_a_request_asked_through_the_admin_api_is_on_disk_before_its_202(
+    daemon: Daemon,
+) -> None:
+    """`POST /admin/dsr` answers 202 to an operator who will not ask again, as a vendor's
+    data subject request is answered 200: the job was committed under synchronous=NORMAL,
+    which a power cut after the 202 loses (the person never erased, and nobody knows). It
+    is synced to disk (FULL) before the answer, as the webhook's request is."""
+    statements: list[str] = []
+    daemon.rt.store.db.set_trace_callback(statements.append)
+    try:
+        async with _client(build_admin_app(daemon)) as client:
+            answer = await client.post(
+                "/admin/dsr",
+                headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+                json={"kind": "erase", "email": CANARY_EMAIL},
+            )
+    finally:
+        daemon.rt.store.db.set_trace_callback(None)
+    assert answer.status_code == 202
+    commit = next(
+        i
+        for i, text in enumerate(statements)
+        if text.strip().upper() == "COMMIT" and any("INSERT INTO jobs" in s for s in statements[:i])
+    )
+    assert _synchronous_in_effect(statements, commit) in ("FULL", "EXTRA")
+    assert _synchronous_in_effect(statements, len(statements)) == "NORMAL"  # and back after
 
 
 @pytest.mark.parametrize(
