@@ -3,7 +3,9 @@
 FastAPI gives request validation and the OpenAPI document (``/admin/openapi.json``) from the
 same pydantic models, so the schema cannot drift from the code. Every route only reads the
 store, queues a job, or records an operator's decision on a request (an extension, an
-exemption: a few rows and an audit entry); nothing long runs inside a request.
+exemption: a few rows and an audit entry); nothing long runs inside a request. An erasure
+is recorded, its suppression entry with it, before its job is queued (as ``dsr erase``
+records it before it fans out); the job does the rest.
 
 A request the models refuse is answered 422 with where, what kind and why, never with what was
 sent (see :func:`validation_failed`).
@@ -346,10 +348,9 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
     async def open_request(body: DsrCreate) -> Queued:
         """Open an erasure or access request; it runs in the background."""
         email = _valid_email(body.email)
-        # On disk before the 202, as a vendor's request is before its 200: the operator who
-        # was told "queued" does not ask again, and a power cut must not lose the request.
-        params = {"kind": body.kind, "email": email}
-        return Queued(job_id=daemon.queue("dsr", params, durable=True))
+        # An erasure is recorded and the person suppressed before the 202, and the request
+        # is on disk then: the operator who was told "queued" does not ask again.
+        return Queued(job_id=await daemon.queue_request(body.kind, email))
 
     @app.get("/admin/dsr")
     async def list_requests(open_only: bool = False) -> list[dict[str, Any]]:

@@ -227,6 +227,11 @@ class Daemon:
         synced to disk before it returns (:func:`connector.jobs.enqueue`)."""
         return self.jobs.queue(kind, params, durable=durable)
 
+    async def queue_request(self, kind: str, email: str) -> int:
+        """Queue a data subject request asked for through the admin API, an erasure
+        recorded (and the person suppressed) first (:meth:`JobWorker.queue_request`)."""
+        return await self.jobs.queue_request(kind, email)
+
     # -- health -------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:

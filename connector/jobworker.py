@@ -128,6 +128,27 @@ class JobWorker:
         self.wake.set()
         return job_id
 
+    async def queue_request(self, kind: str, email: str) -> int:
+        """Queue a data subject request asked for through the admin API; the job's id.
+
+        An erasure is recorded first, its suppression entry with it
+        (:meth:`~connector.dsr.DsrService.queue_erase`, as ``dsr erase`` records it before
+        it fans out): from the answer on, no sync sends the person anything, however many
+        jobs wait before this one; the job then runs that request. Recorded by the job, a
+        scheduled run between the answer and the job's start synced the person again.
+
+        The job is on disk before the answer (the operator told it is queued does not ask
+        again), and so is the erasure's record, committed just before: syncing the store's
+        log syncs all it holds.
+        """
+        from connector.dsr import DsrService
+
+        params: dict[str, Any] = {"kind": kind, "email": email}
+        if kind == "erase":
+            view = await DsrService(self.rt).queue_erase(email, source="admin")
+            params = {"kind": kind, "request": view.id}  # its manifest holds the address
+        return self.queue("dsr", params, durable=True)
+
     async def run(self) -> None:
         """Claim and run queued jobs until stopped, outliving store failures (module doc)."""
         held = False  # jobs left running by a store failure
@@ -378,7 +399,10 @@ class JobWorker:
         from connector.dsr import DsrService
 
         service = DsrService(self.rt, received_at=received)
-        if params["kind"] == "erase":
+        if params["kind"] == "erase" and "request" in params:
+            view = await service.retry(params["request"])  # recorded when it was asked
+        elif params["kind"] == "erase":
+            # Queued by an earlier version, which recorded the erasure only here.
             view = await service.erase(params["email"], source="admin")
         else:
             view = await service.access(params["email"], source="admin")

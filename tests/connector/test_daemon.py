@@ -616,6 +616,34 @@ async def test_a_request_asked_through_the_admin_api_is_on_disk_before_its_202(
     assert _synchronous_in_effect(statements, len(statements)) == "NORMAL"  # and back after
 
 
+async def test_an_erasure_asked_through_the_admin_api_stops_every_sync_before_its_job_runs(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """The admin API's erasure was recorded, and the person suppressed, only once the job
+    worker reached its job; a scheduled run before that (jobs ahead of it, a long resync)
+    sent the person on. It is recorded at the 202, as `dsr erase` records it before its
+    fan-out: the run sends them nothing, and the job carries out that one request."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    async with _client(build_admin_app(daemon)) as client:
+        answer = await client.post(
+            "/admin/dsr",
+            headers={"authorization": f"Bearer {ADMIN_TOKEN}"},
+            json={"kind": "erase", "email": CANARY_EMAIL},
+        )
+    assert answer.status_code == 202
+    report = await daemon.run_flow("shop-to-crm")  # the scheduled run, before the job
+    assert report is not None and report.suppressed == 1
+    assert crm.record_for(CANARY_EMAIL) is None
+    (job,) = await _drain(daemon)
+    assert job.id == answer.json()["job_id"] and job.params is not None
+    assert CANARY_EMAIL not in json.dumps(job.params)  # the request's manifest holds it
+    (request,) = DsrService(daemon.rt).list()
+    assert request.status == "completed" and request.source == "admin"
+    assert not shop.holds(CANARY_EMAIL)
+
+
 @pytest.mark.parametrize(
     ("method", "path", "request_args", "expected"),
     [
