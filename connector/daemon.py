@@ -8,7 +8,8 @@ job worker and the deliveries.
   ``/metrics``; the admin listener serves the admin API (:mod:`connector.admin`).
 - Webhooks and the admin API only queue jobs (:mod:`connector.jobs`); the job worker
   (:mod:`connector.jobworker`) runs them.
-- SIGTERM/SIGINT: stop taking work, let the in-flight batch finish, flush, exit 0.
+- SIGTERM/SIGINT: stop taking work, let the in-flight batch finish, flush, exit 0. SIGHUP
+  is logged and ignored (there is no reload).
 - One daemon per store (:mod:`connector.lock`).
 """
 
@@ -439,6 +440,11 @@ class Daemon:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+            # What operators send a daemon to reload, and a closed terminal sends: left to
+            # its default it killed the process on the spot (no batch finished, nothing
+            # flushed), and systemd takes that death for a clean exit, so Restart=on-failure
+            # left the daemon down. There is no reload: said, and otherwise ignored.
+            loop.add_signal_handler(signal.SIGHUP, _hangup)
         requeued, cut_off = jobs.requeue_cut_off(self.rt.store)
         # The daemon holds the store's sync lock (`klantsync run`): a run still marked
         # running is one a stopped process left, not one in progress.
@@ -579,6 +585,10 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
+
+
+def _hangup() -> None:
+    log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
 
 
 class _WritesUnproven(Exception):

@@ -299,6 +299,30 @@ def test_sigterm_with_a_delivery_still_arriving_answers_it_503_and_logs_no_error
     assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 30" in answer.lower()
 
 
+def test_sighup_is_logged_and_ignored_so_the_daemon_neither_dies_mid_batch_nor_stays_down(
+    world: dict[str, Any],
+) -> None:
+    """SIGHUP (what operators send a daemon to reload, and what a closed terminal sends) took
+    its default action: the process died on the spot, like `kill -9` (no batch finished, no
+    `daemon.stopped`), and under the shipped unit stayed down, as systemd counts death by
+    SIGHUP as a clean exit. There is no reload: it is logged and ignored, and a SIGTERM after
+    it stops the daemon as ever (exit 0)."""
+    world["shop"].seed_synthetic(5, seed=7)
+    process = DaemonProcess(world["config"])
+    try:
+        process.wait_for(event("flow run started"))
+        process.proc.send_signal(signal.SIGHUP)
+        process.wait_for(lambda line: str(line.get("event", "")).startswith("SIGHUP ignored"))
+        assert process.proc.poll() is None
+        code = process.stop(timeout=30)
+    finally:
+        process.kill()
+    assert code == 0
+    logged = [*process.seen, *process.lines.queue]
+    assert any(line.get("event") == "daemon stopped" for line in logged)
+    assert [line for line in logged if line.get("level") == "error"] == []
+
+
 def test_port_in_use_is_a_clear_configuration_error(world: dict[str, Any]) -> None:
     """A listener whose port is taken exits 2 naming daemon.listen, not with a traceback."""
     import socket
