@@ -301,7 +301,7 @@ class FlowSettings(StrictModel):
 
 
 class DaemonSettings(StrictModel):
-    """``[daemon]``: the service's listeners and admin token.
+    """``[daemon]``: the service's listeners, the admin token and the metrics token.
 
     Listeners bind loopback by default, behind a TLS-terminating proxy. To listen on another
     address the daemon must terminate TLS itself (``tls_cert`` and ``tls_key``).
@@ -310,6 +310,9 @@ class DaemonSettings(StrictModel):
     listen: str = "127.0.0.1:8787"
     admin_listen: str = "127.0.0.1:8788"
     admin_token: SecretStr | None = None
+    #: The bearer token ``/metrics`` asks for; without it, the metrics are served on a
+    #: loopback listener only (see :mod:`connector.httpapp`).
+    metrics_token: SecretStr | None = None
     public_url: str | None = None  # the https URL vendors call (they sign it), behind a proxy
     tls_cert: ConfigPath | None = None
     tls_key: ConfigPath | None = None
@@ -358,14 +361,18 @@ class Config:
 
 def secret_files(path: Path) -> list[tuple[str, Path]]:
     """Each ``file:`` secret the config at ``path`` names (the master key, a credential, a
-    webhook secret, the admin token): its key in the config, and the file, a relative path
-    read as :func:`load_config` reads it. For ``check`` (who may read them) and ``backup``
-    (never to be written over)."""
+    webhook secret, the admin and metrics tokens): its key in the config, and the file, a
+    relative path read as :func:`load_config` reads it. For ``check`` (who may read them)
+    and ``backup`` (never to be written over)."""
     data = read_toml(path, "config file")
     keys, daemon = data.get("keys"), data.get("daemon")
     references: list[tuple[str, Any]] = [
         ("keys.source", keys.get("source") if isinstance(keys, dict) else None),
         ("daemon.admin_token", daemon.get("admin_token") if isinstance(daemon, dict) else None),
+        (
+            "daemon.metrics_token",
+            daemon.get("metrics_token") if isinstance(daemon, dict) else None,
+        ),
     ]
     systems = data.get("systems")
     for name, system in (systems if isinstance(systems, dict) else {}).items():
@@ -437,10 +444,11 @@ def load_config(
         raise ConfigError(file, "keys.source", f"master key {exc}") from None
 
     daemon_raw = _table(data, "daemon", file)
-    if "admin_token" in daemon_raw:
-        daemon_raw["admin_token"] = resolve_secret(
-            daemon_raw["admin_token"], file=file, key="daemon.admin_token", base_dir=base, env=env
-        )
+    for token in ("admin_token", "metrics_token"):
+        if token in daemon_raw:
+            daemon_raw[token] = resolve_secret(
+                daemon_raw[token], file=file, key=f"daemon.{token}", base_dir=base, env=env
+            )
     daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
     daemon = _check_daemon(daemon, file, base, development)
     controller: ControllerSettings | None = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import socket
 import sqlite3
@@ -21,7 +22,7 @@ from starlette.routing import Route
 
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
-from connector.http import server_pair_problem
+from connector.http import is_loopback, server_pair_problem
 from connector.webhooks import MAX_BODY_BYTES, receive
 
 if TYPE_CHECKING:
@@ -133,7 +134,12 @@ def build_public_app(daemon: Daemon) -> Starlette:
         ready, checks = daemon.readiness()
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    async def metrics(_request: Request) -> Response:
+    metrics_refused = _metrics_guard(daemon)
+
+    async def metrics(request: Request) -> Response:
+        refused = metrics_refused(request)
+        if refused is not None:
+            return refused
         daemon.refresh_gauges()
         return Response(
             daemon.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -153,6 +159,42 @@ def build_public_app(daemon: Daemon) -> Starlette:
     # Mailchimp secret in it, and a 307 sends the body (customer data) again. A 404 instead.
     app.router.redirect_slashes = False
     return app
+
+
+def _metrics_guard(daemon: Daemon) -> Callable[[Request], Response | None]:
+    """What refuses a request for ``/metrics``: ``None`` where it is served.
+
+    The metrics tell of an overdue breach, overdue requests, the backups' and the master
+    key's age and which processors the client uses: not for anyone who finds the host. A
+    listener beyond loopback (with ``tls_cert``, facing vendors and so the internet) serves
+    them only for ``daemon.metrics_token`` as a bearer token, which Prometheus sends from
+    its scrape config (``authorization``); on loopback they are served as before, unless a
+    token is set (then it is asked for there too: behind a proxy, the operator's choice).
+    A token of its own, not the admin token: a scraper may read, never erase.
+    """
+    settings = daemon.rt.config.daemon
+    configured = settings.metrics_token
+    token = configured.get_secret_value().encode() if configured is not None else b""
+    beyond_loopback = not is_loopback(_host_port(settings.listen)[0])
+
+    def refused(request: Request) -> Response | None:
+        if not token:
+            if not beyond_loopback:
+                return None
+            return JSONResponse(
+                {"error": "metrics are served beyond loopback only with daemon.metrics_token"},
+                status_code=403,
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token):
+            return None
+        return JSONResponse(
+            {"error": "missing or wrong bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    return refused
 
 
 def _checks_url_with_get(daemon: Daemon, system: str) -> bool:

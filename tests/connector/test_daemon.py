@@ -1909,6 +1909,58 @@ async def test_a_breach_clock_still_running_is_a_gauge_a_review_warning_and_in_s
     assert f"incident {late.id}: overdue by 8h" in said
 
 
+METRICS_TOKEN = "metrics-token-for-tests"
+
+
+@pytest.mark.parametrize("metrics_token", [None, METRICS_TOKEN])
+async def test_metrics_beyond_loopback_are_served_only_for_the_metrics_token(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    metrics_token: str | None,
+) -> None:
+    """With `tls_cert` and `tls_key` the public listener may face the internet (vendors
+    deliver to it), and `/metrics` told anyone who found the host of a breach open past its
+    72 hours, overdue requests, no backup, the master key's age and the processors used.
+    Beyond loopback it is served only for `daemon.metrics_token` as a bearer token (the
+    admin token does not do: a scraper may read, never erase); without one, to nobody."""
+    from connector.devtls import DevCA
+    from connector.incidents import open_incident
+
+    pair = DevCA(tmp_path / "ca").issue("klantsync", hosts=("klantsync.voorbeeld.nl",))
+    monkeypatch.setenv("T_ADMIN", ADMIN_TOKEN)
+    monkeypatch.setenv("T_METRICS", METRICS_TOKEN)
+    token_line = 'metrics_token = "env:T_METRICS"\n' if metrics_token else ""
+    path = write_config(
+        tmp_path,
+        extra=(
+            f'[daemon]\nlisten = "0.0.0.0:8787"\nadmin_token = "env:T_ADMIN"\n{token_line}'
+            f'tls_cert = "{pair.cert_path}"\ntls_key = "{pair.key_path}"'
+        ),
+    )
+    async with open_rt(path) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=5)
+        open_incident(rt.store, rt.config, "laptop lost", aware_at=long_ago, now=long_ago)
+        outsider = httpx.ASGITransport(app=build_public_app(daemon), client=("203.0.113.9", 4711))
+        async with httpx.AsyncClient(transport=outsider, base_url="https://daemon") as client:
+            anyone = await client.get("/metrics")
+            admin = await client.get("/metrics", headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+            scraper = await client.get(
+                "/metrics", headers={"authorization": f"Bearer {METRICS_TOKEN}"}
+            )
+    for refused in (anyone, admin):
+        assert refused.status_code == (401 if metrics_token else 403)
+        assert "klantsync_" not in refused.text
+    if metrics_token:
+        assert anyone.headers["www-authenticate"] == "Bearer"
+        assert scraper.status_code == 200
+        assert "klantsync_incidents_overdue 1.0" in scraper.text
+    else:
+        assert scraper.status_code == 403 and "daemon.metrics_token" in scraper.text
+
+
 async def test_a_daemon_whose_user_cannot_read_its_tls_key_does_not_start_without_listeners(
     open_rt: Callable[..., Any],
     daemon_config: Path,
