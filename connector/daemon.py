@@ -24,6 +24,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from connector import audit, jobs
@@ -39,6 +40,7 @@ from connector.storefile import failure, failure_text
 __all__ = [
     "READY_STARTING",
     "READY_SUCCEEDED",
+    "STORE_GONE",
     "UNREADY_FAILING",
     "UNREADY_NOT_RUN",
     "UNREADY_NO_STORE",
@@ -64,6 +66,12 @@ UNREADY_STALE = "no success within twice its interval"
 UNREADY_FAILING = "never succeeded: every run since the daemon started failed"
 UNREADY_NOT_RUN = "never succeeded, and no run within twice its interval of the daemon's start"
 UNREADY_NO_STORE = "unknown: the store did not answer"
+#: The store's check when the file the daemon has open is no longer the one at store.path.
+STORE_GONE = (
+    "the store file is no longer at store.path (removed, moved or replaced): what the daemon "
+    "writes is lost when it stops, and every command opens another store; put the file back "
+    "(or restore a backup) and restart the daemon"
+)
 
 
 def _parse_ts(text: str | None) -> float | None:
@@ -112,6 +120,9 @@ class Daemon:
         #: worker last met, until a write succeeds again: readiness then writes once itself (see
         #: :func:`_write_once`), as reads alone pass on a store that refuses every write.
         self._store_failure: str | None = None
+        #: The store file's identity as opened, which readiness compares with the file now at
+        #: ``store.path`` (see :func:`_file_identity`).
+        self._store_file = _file_identity(rt.store.path)
         #: Runs what webhooks and the admin API queue; its flows run through this daemon, and
         #: a store failure it meets counts for readiness as any other.
         self.jobs = JobWorker(rt, self, self.stopping, self.store_failed)
@@ -253,15 +264,17 @@ class Daemon:
             # a store whose pages cannot be read passed it, and the flows' reads below then
             # failed the probe itself (a bare 500 instead of a 503 saying why).
             self.rt.store.db.execute("SELECT 1").fetchone()
+            if _file_identity(self.rt.store.path) != self._store_file:
+                raise _NotReady(STORE_GONE)
             successes = {f.name: self.rt.store.last_success(f.name) for f in self.rt.config.flows}
             if self._store_failure is not None:
                 # A full disk, a store it may not write, a lock held by another process:
                 # SELECTs still answer while every delivery is refused 503.
                 if not _write_once(self.rt.store):
-                    raise _WritesUnproven(self._store_failure)
+                    raise _NotReady(self._store_failure)
                 self._store_failure = None
             checks["store"] = "ok"
-        except _WritesUnproven as exc:
+        except _NotReady as exc:
             checks["store"] = str(exc)
             ready = False
         except Exception as exc:  # any store failure means not ready
@@ -591,8 +604,24 @@ def _hangup() -> None:
     log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
 
 
-class _WritesUnproven(Exception):
-    """The store refused a write and no write has been tried since (its failure's type)."""
+class _NotReady(Exception):
+    """The store answers but is not ready, in a fixed text: it refused a write and no write
+    has been tried since (its failure's type), or it is no longer the file at its path."""
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """The device and inode of the file at ``path``; ``None`` where there is none.
+
+    Removed (or moved away, or replaced) under the running daemon, the store it has open
+    still answers every statement, into a file that is gone when the daemon stops, while
+    every command beside it (``dsr erase``, ``status``, ``backup``) opens another, new
+    store at the path.
+    """
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _write_once(store: Store) -> bool:

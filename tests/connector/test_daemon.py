@@ -27,6 +27,7 @@ from connector.config import parse_schedule
 from connector.daemon import (
     READY_STARTING,
     READY_SUCCEEDED,
+    STORE_GONE,
     UNREADY_FAILING,
     UNREADY_NO_STORE,
     UNREADY_NOT_RUN,
@@ -167,6 +168,30 @@ async def test_readyz_is_503_for_a_store_whose_tables_cannot_be_read(
         ready = await client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["store"] == "DatabaseError"
+
+
+@pytest.mark.parametrize("how", ["removed", "replaced"])
+async def test_readyz_is_not_ready_once_the_store_file_is_gone_from_its_path(
+    daemon: Daemon, how: str
+) -> None:
+    """A store file removed (or moved away, or replaced) under the running daemon is not
+    reachable: the daemon writes cursors, suppression entries and audit entries into a file
+    that is gone when it stops, while every command beside it (`dsr erase`, `status`,
+    `backup`) opens another store at the path. The probe ran `SELECT 1` on the open
+    connection, which still answers, and said the store was ok."""
+    path = daemon.rt.config.store_path
+    assert path.exists()
+    if how == "removed":
+        path.unlink()
+    else:
+        other = path.with_name("other.db")
+        other.write_bytes(path.read_bytes())
+        other.replace(path)
+    async with _client(build_public_app(daemon)) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["checks"]["store"] == STORE_GONE
+    assert str(path) not in answer.text
 
 
 async def test_readyz_is_503_while_the_store_refuses_writes_and_ready_once_it_takes_one(
