@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
 
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
@@ -81,9 +81,14 @@ def build_public_app(daemon: Daemon) -> Starlette:
     async def webhook(request: Request) -> Response:
         system = request.path_params["system"]
         label = _system_label(configured, system)
-        if request.method != "POST" and not _checks_url_with_get(daemon, system):
+        allowed = _webhook_methods(daemon, system)
+        if request.method not in allowed:
+            # The Allow header names what this system's endpoint takes (RFC 9110 15.5.6):
+            # a vendor's URL check told GET is allowed where it is not got another 405.
             return JSONResponse(
-                {"error": "method not allowed"}, status_code=405, headers={"Allow": "POST"}
+                {"error": "method not allowed"},
+                status_code=405,
+                headers={"Allow": ", ".join(allowed)},
             )
         try:
             body = await _read_capped(request)
@@ -147,8 +152,10 @@ def build_public_app(daemon: Daemon) -> Starlette:
 
     app = Starlette(
         routes=[
-            # GET only for a vendor that checks the URL so (Mailchimp), with its secret.
-            Route("/webhooks/{system}", webhook, methods=["POST", "GET"]),
+            # Every method reaches the handler, which allows POST, and GET (with HEAD) only
+            # for a vendor that checks the URL so (Mailchimp), with its secret: declared
+            # here, every system's 405 named GET and HEAD as allowed.
+            Route("/webhooks/{system}", _EveryMethod(webhook)),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
@@ -197,10 +204,27 @@ def _metrics_guard(daemon: Daemon) -> Callable[[Request], Response | None]:
     return refused
 
 
-def _checks_url_with_get(daemon: Daemon, system: str) -> bool:
-    """Whether ``system``'s vendor checks its webhook URL with a GET when it is saved."""
+class _EveryMethod:
+    """``endpoint`` as an ASGI app, to which a route passes requests of every method.
+
+    Given a function, Starlette's route takes the methods it lists (GET if none) and answers
+    any other 405 itself, with those as ``Allow``, whichever resource the path names.
+    """
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: _Message, receive: _Receive, send: _Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def _webhook_methods(daemon: Daemon, system: str) -> tuple[str, ...]:
+    """The methods ``system``'s webhook endpoint takes: POST, and GET and HEAD where its
+    vendor checks the URL with a GET when the webhook is saved."""
     found = daemon.rt.systems.get(system)
-    return found is not None and "webhook_url_check" in found.adapter.capabilities
+    if found is not None and "webhook_url_check" in found.adapter.capabilities:
+        return ("GET", "HEAD", "POST")
+    return ("POST",)
 
 
 #: The most bytes a request's head (request line and headers) may take; a vendor's is a

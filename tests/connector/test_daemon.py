@@ -385,6 +385,19 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_405_names_only_the_methods_a_webhook_endpoint_takes(daemon: Daemon) -> None:
+    """A PUT to `/webhooks/shop` was answered 405 with `Allow: GET, HEAD, POST`, while a GET
+    or HEAD there is itself refused (only a vendor that checks its URL with a GET, Mailchimp,
+    is answered one). The Allow header of a 405 lists what the resource takes (RFC 9110
+    15.5.6): told GET is allowed, a client got another 405."""
+    async with _client(build_public_app(daemon)) as client:
+        answers = [
+            await client.request(method, "/webhooks/shop", content=b"{}")
+            for method in ("PUT", "GET", "HEAD", "DELETE")
+        ]
+    assert [(a.status_code, a.headers["allow"]) for a in answers] == [(405, "POST")] * 4
+
+
 async def test_no_path_is_redirected_to_another_behind_the_proxy(daemon: Daemon) -> None:
     """Behind the TLS-terminating proxy the listener sees http: "/webhooks/shop/?secret=..."
     was answered 307 to http://<host>/webhooks/shop?secret=..., sending the vendor (and the
