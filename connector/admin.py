@@ -180,14 +180,28 @@ def _valid_email(value: str) -> str:
 MAX_ADMIN_BODY_BYTES = 65_536
 OPENAPI_PATH = "/admin/openapi.json"
 
+#: The one media type the admin API reads a body as.
+JSON_MEDIA_TYPE = "application/json"
+#: The methods whose body the admin API reads.
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _declared_json(headers: Mapping[bytes, bytes]) -> bool:
+    """Whether a request's ``Content-Type`` is JSON (``application/json`` or a
+    ``+json`` type), as FastAPI judges it before it parses a body."""
+    media_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+    main, _, sub = media_type.partition(b"/")
+    return main == b"application" and (sub == b"json" or sub.endswith(b"+json"))
+
+
 _Scope = dict[str, Any]
 _Receive = Callable[[], Awaitable[dict[str, Any]]]
 _Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class _Guard:
-    """The bearer token checked, then the body read up to :data:`MAX_ADMIN_BODY_BYTES`,
-    before the app sees the request.
+    """The bearer token checked, then the body read up to :data:`MAX_ADMIN_BODY_BYTES` (and
+    refused 415 unless declared JSON), before the app sees the request.
 
     An ASGI layer and not a FastAPI dependency: FastAPI reads and parses a request's body
     before it runs any dependency, so any caller who reached the port made the daemon take
@@ -231,6 +245,17 @@ class _Guard:
             if len(body) > MAX_ADMIN_BODY_BYTES:
                 await _answer(send, 413, "request body too large")
                 return
+        if body and scope["method"] in _WITH_BODY and not _declared_json(headers):
+            # FastAPI reads any other type as bytes, and its 422 ("Input should be a valid
+            # dictionary") told the operator whose `curl -d` sent a JSON object as a form
+            # that the object was not one. The type is what is wrong (RFC 9110 15.5.16).
+            await _answer(
+                send,
+                415,
+                f"the request body must be JSON: send it as Content-Type: {JSON_MEDIA_TYPE}",
+                [(b"accept-post", JSON_MEDIA_TYPE.encode())],
+            )
+            return
         taken = False
 
         async def replay() -> dict[str, Any]:

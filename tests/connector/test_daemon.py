@@ -726,12 +726,6 @@ async def test_an_erasure_asked_through_the_admin_api_stops_every_sync_before_it
             },
             ("body", len(TRUNCATED_JSON), "json_invalid"),
         ),
-        (
-            "POST",
-            "/admin/dsr",
-            {"content": CANARY_EMAIL.encode(), "headers": {"content-type": "text/plain"}},
-            ("body", None, "model_attributes_type"),
-        ),
         ("GET", f"/admin/dsr?open_only={CANARY_EMAIL}", {}, ("query", "open_only", "bool_parsing")),
     ],
 )
@@ -757,6 +751,35 @@ async def test_admin_validation_errors_never_echo_what_was_sent(
     loc = [where] if name is None else [where, name]
     assert any(error["loc"] == loc and error["type"] == kind for error in detail), detail
     assert jobs.claim_next(daemon.rt.store, daemon.rt.keyring) is None
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain; charset=utf-8", None]
+)
+async def test_an_admin_body_that_is_not_declared_json_is_answered_415_not_a_wrong_422(
+    daemon: Daemon, content_type: str | None
+) -> None:
+    """`curl -d '{"system": "shop"}'` sends the JSON as application/x-www-form-urlencoded.
+    The admin API answered 422 "Input should be a valid dictionary or object", telling the
+    operator a JSON object is not one; what is wrong is the media type (415, RFC 9110
+    15.5.16), which the answer names now. Nothing sent is repeated, nothing is queued."""
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    typed = {"content-type": content_type} if content_type else {}
+    body = json.dumps({"kind": "erase", "email": CANARY_EMAIL}).encode()
+    async with _client(build_admin_app(daemon)) as client:
+        answer = await client.post("/admin/dsr", content=body, headers={**auth, **typed})
+        suffixed = await client.post(
+            "/admin/resync",
+            json={"system": "shop"},
+            headers={**auth, "content-type": "application/merge-patch+json"},
+        )
+    assert answer.status_code == 415, (answer.status_code, answer.text)
+    assert "application/json" in answer.json()["detail"]
+    assert answer.headers["accept-post"] == "application/json"
+    assert CANARY_EMAIL not in answer.text and "@" not in answer.text
+    assert suffixed.status_code == 202  # a +json type is JSON
+    (job,) = await _drain(daemon)
+    assert job.kind == "resync"
 
 
 async def test_openapi_schema_is_served(daemon: Daemon) -> None:
