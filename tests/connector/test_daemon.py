@@ -2083,3 +2083,33 @@ async def test_a_daemon_whose_user_cannot_read_its_tls_key_does_not_start_withou
         f"cannot read; its listener tasks ended with {errors}: no webhooks, no health "
         "endpoint, no admin API"
     )
+
+
+async def test_the_outbox_gauge_counts_what_waits_to_be_sent_not_held_writes(
+    daemon: Daemon,
+) -> None:
+    """`klantsync_outbox_queued` is "payloads waiting": a row held with a write from a former
+    address waits for nothing (it is kept for an erasure to read, and never sent), as
+    `status` already counts it. Counted, an alert on a queue that never drains fired for
+    good."""
+    from connector.state import HELD, QueuedPayload
+
+    store = daemon.rt.store
+    payloads = [QueuedPayload("crm", f"{n:032x}", b"sealed", f"hash-{n}") for n in (1, 2)]
+    store.enqueue_page("shop-to-crm", "shop", payloads, [], None, move_cursor=False)
+    with store.transaction() as db:
+        db.execute(
+            "UPDATE outbox SET former=payload, payload_hash=? WHERE subject_no="
+            "(SELECT subject_no FROM subjects WHERE subject_id=?)",
+            (HELD, f"{1:032x}"),
+        )
+
+    async def gauge() -> float:
+        daemon.refresh_gauges()
+        async with _client(build_public_app(daemon)) as client:
+            text = (await client.get("/metrics")).text
+        (line,) = [x for x in text.splitlines() if x.startswith("klantsync_outbox_queued ")]
+        return float(line.split()[1])
+
+    assert store.outbox_counts() == {"crm": 1}
+    assert await gauge() == 1.0
