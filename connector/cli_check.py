@@ -16,7 +16,7 @@ from connector import compliance
 from connector.cliargs import EXIT_FAILED, EXIT_OK
 from connector.config import Config, load_config, secret_files
 from connector.errors import KlantsyncError, StorePathError
-from connector.http import redact_url
+from connector.http import listener_is_loopback, redact_url
 from connector.model import CONSENT_FIELDS
 from connector.state import Store
 from connector.storefile import store_path_problem
@@ -73,6 +73,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     }
     summary["warnings"] += _consent_nobody_gives(config)
     summary["warnings"] += _secret_files_others_read(config_path)
+    summary["warnings"] += _metrics_refused_beyond_loopback(config)
     summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
     summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
@@ -185,6 +186,19 @@ def _secret_files_others_read(config_path: Path) -> list[str]:
                 "chmod o-rwx it (600, or 640 with the service's group)"
             )
     return warnings
+
+
+def _metrics_refused_beyond_loopback(config: Config) -> list[str]:
+    """A warning where the daemon listens beyond loopback without ``daemon.metrics_token``:
+    it then answers ``/metrics`` 403 (connector/httpapp.py), so a scrape set up without the
+    token finds nothing, and nothing else would say why."""
+    settings = config.daemon
+    if settings.metrics_token is not None or listener_is_loopback(settings.listen):
+        return []
+    return [
+        f"daemon.listen {settings.listen} is beyond loopback and daemon.metrics_token is "
+        "not set: /metrics is refused there (403) until it is"
+    ]
 
 
 def _consent_nobody_gives(config: Config) -> list[str]:

@@ -24,7 +24,12 @@ from connector.adapter import AdapterSpec
 from connector.configfile import pydantic_error, read_toml
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
-from connector.http import ca_bundle_problem, check_url, is_loopback, server_pair_problem
+from connector.http import (
+    ca_bundle_problem,
+    check_url,
+    listener_is_loopback,
+    server_pair_problem,
+)
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import resolve_secret
@@ -619,8 +624,7 @@ def _check_daemon(
         ("daemon.listen", daemon.listen),
         ("daemon.admin_listen", daemon.admin_listen),
     ):
-        host = listen.rpartition(":")[0]
-        if not is_loopback(host) and not has_tls:
+        if not listener_is_loopback(listen) and not has_tls:
             raise ConfigError(
                 file,
                 key,

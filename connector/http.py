@@ -61,6 +61,7 @@ __all__ = [
     "is_loopback",
     "is_machine_code",
     "json_object",
+    "listener_is_loopback",
     "redact_url",
     "retry_after",
     "server_pair_problem",
@@ -86,6 +87,12 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listener_is_loopback(listen: str) -> bool:
+    """Whether a ``host:port`` listener is reachable from this machine only."""
+    host = listen.rpartition(":")[0] if ":" in listen else listen
+    return is_loopback(host)
 
 
 def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:

@@ -22,7 +22,7 @@ from starlette.routing import Route, request_response
 
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
-from connector.http import is_loopback, server_pair_problem
+from connector.http import listener_is_loopback, server_pair_problem
 from connector.webhooks import MAX_BODY_BYTES, receive
 
 if TYPE_CHECKING:
@@ -182,7 +182,7 @@ def _metrics_guard(daemon: Daemon) -> Callable[[Request], Response | None]:
     settings = daemon.rt.config.daemon
     configured = settings.metrics_token
     token = configured.get_secret_value().encode() if configured is not None else b""
-    beyond_loopback = not is_loopback(_host_port(settings.listen)[0])
+    beyond_loopback = not listener_is_loopback(settings.listen)
 
     def refused(request: Request) -> Response | None:
         if not token:

@@ -20,14 +20,13 @@ from urllib.parse import urlsplit
 from connector.audit import config_digest
 from connector.compliance import EEA_COUNTRIES, in_eea
 from connector.config import Config, adapter_capabilities
-from connector.http import is_loopback
+from connector.http import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 
 __all__ = [
     "LANGS",
     "build_register",
     "country_name",
-    "listener_is_loopback",
     "security_measures",
 ]
 
@@ -191,12 +190,6 @@ def country_name(code: str, lang: str) -> str:
         except OSError:  # locale files missing in a trimmed install: English is still right
             pass
     return name
-
-
-def listener_is_loopback(listen: str) -> bool:
-    """Whether a ``host:port`` listener is reachable from this machine only."""
-    host = listen.rpartition(":")[0] if ":" in listen else listen
-    return is_loopback(host)
 
 
 def build_register(

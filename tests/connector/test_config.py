@@ -907,6 +907,26 @@ def test_check_warns_of_a_secret_file_other_users_may_read(
     assert "chmod o-rwx" in warning
 
 
+def test_check_warns_of_a_listener_beyond_loopback_without_a_metrics_token(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Beyond loopback `/metrics` is refused (403) until `daemon.metrics_token` is set: a
+    scrape set up without it found nothing, and `check` said nothing of why."""
+    from connector.devtls import DevCA
+
+    pair = DevCA(tmp_path / "ca").issue("daemon")
+    daemon = f'[daemon]\nlisten = "0.0.0.0:8787"\ntls_cert = "{pair.cert_path}"\n'
+    daemon += f'tls_key = "{pair.key_path}"\n'
+    main(["-c", str(write_config(tmp_path, extra=daemon)), "check", "--json"])
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert "daemon.metrics_token" in warning and "403" in warning
+    (tmp_path / "metrics.token").write_text("scrape-token-0123456789\n")
+    (tmp_path / "metrics.token").chmod(0o600)
+    daemon += 'metrics_token = "file:metrics.token"\n'
+    main(["-c", str(write_config(tmp_path, extra=daemon)), "check", "--json"])
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
 def test_a_webhook_secret_is_any_text_the_vendor_took(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
