@@ -273,7 +273,7 @@ def _show(
     now: dt.datetime,
     out: Path | None = None,
 ) -> int:
-    draft = incidents.notification_draft(incident, config, args.lang)
+    draft = incidents.notification_draft(incident, config, args.lang, now)
     if out is not None:
         write_output(out, draft, option="--out", example="incident.txt")
     if args.json:

@@ -24,6 +24,7 @@ from connector import audit
 from connector.config import Config
 from connector.logs import mask_contact_details
 from connector.model import CANONICAL_FIELDS, CATEGORIES
+from connector.settings import ProcessorSettings
 from connector.state import Store
 
 __all__ = [
@@ -314,8 +315,14 @@ _DRAFT: dict[str, dict[str, str]] = {
         "effects": "7. Mogelijke gevolgen voor betrokkenen",
         "measures": "8. Genomen en voorgenomen maatregelen",
         "inform": "9. Informeren van betrokkenen (art. 34 AVG)",
+        "delay": "10. Redenen voor de vertraging (art. 33 lid 1 AVG)",
+        "delay_late": "Deze melding komt later dan 72 uur na de ontdekking: vermeld waarom. "
+        "[In te vullen]",
+        "delay_if_late": "Alleen als de melding later wordt gedaan dan {deadline}: vermeld "
+        "de redenen voor de vertraging; anders laat u dit onderdeel weg.",
         "todo": "[In te vullen]",
         "none": "niet vastgelegd",
+        "no_country": "land van verwerking niet vastgelegd",
         "missing": "ONTBREEKT: vul [controller] in de configuratie in",
         "closed": "Gesloten op {at}: {note}",
     },
@@ -345,8 +352,14 @@ _DRAFT: dict[str, dict[str, str]] = {
         "effects": "7. Likely consequences for the data subjects",
         "measures": "8. Measures taken and proposed",
         "inform": "9. Informing the data subjects (Art. 34 GDPR)",
+        "delay": "10. Reasons for the delay (Art. 33(1) GDPR)",
+        "delay_late": "This notification is made later than 72 hours after becoming aware: "
+        "state why. [To be completed]",
+        "delay_if_late": "Only if the notification is made later than {deadline}: state the "
+        "reasons for the delay; otherwise leave this section out.",
         "todo": "[To be completed]",
         "none": "not recorded",
+        "no_country": "country of processing not recorded",
         "missing": "MISSING: fill in [controller] in the configuration",
         "closed": "Closed at {at}: {note}",
     },
@@ -365,13 +378,39 @@ def _local(stamp: str) -> str:
     return f"{stamp} ({local.strftime('%Y-%m-%d %H:%M')} Europe/Amsterdam)"
 
 
-def notification_draft(incident: Incident, config: Config, lang: str = "nl") -> str:
+def _late(incident: Incident, now: dt.datetime) -> bool:
+    """Whether the notification can no longer be made within the 72 hours: the incident was
+    recorded after them, or is still open past them."""
+    if incident.opened_at > incident.deadline:
+        return True
+    return incident.closed_at is None and _stamp(now) > incident.deadline
+
+
+def _who(processor: ProcessorSettings | None, t: dict[str, str], lang: str) -> str:
+    """The processor and its country of processing, as far as the config states them."""
+    from connector.register import country_name
+
+    if processor is None:
+        return t["none"]
+    # The model's default country (NL) is no statement of where the data is: the register
+    # lists such a system as unknown, and the regulator must not be told otherwise.
+    if "country" not in processor.model_fields_set:
+        return f"{processor.legal_name} ({t['no_country']})"
+    return f"{processor.legal_name} ({country_name(processor.country, lang)})"
+
+
+def notification_draft(
+    incident: Incident, config: Config, lang: str = "nl", now: dt.datetime | None = None
+) -> str:
     """The Markdown draft of the notification to the Autoriteit Persoonsgegevens.
+
+    ``now`` (default :func:`utc_now`) decides how the reasons for a delay are asked for: as
+    due, once the 72 hours have passed; as conditional, before.
 
     Raises:
         ValueError: ``lang`` is not ``nl`` or ``en``.
     """
-    from connector.register import country_name, security_measures
+    from connector.register import security_measures
     from connector.register_render import md_escape as esc
 
     if lang not in _DRAFT:
@@ -407,10 +446,7 @@ def notification_draft(incident: Incident, config: Config, lang: str = "nl") -> 
     lines.append("|---|---|---|---:|")
     for name, info in incident.scope["systems"].items():
         settings = config.systems.get(name)
-        processor = settings.processor if settings is not None else None
-        who = t["none"]
-        if processor is not None:
-            who = f"{processor.legal_name} ({country_name(processor.country, lang)})"
+        who = _who(settings.processor if settings is not None else None, t, lang)
         cats = ", ".join(CATEGORIES[cat][1 if lang == "nl" else 0] for cat in info["categories"])
         lines.append(f"| {esc(name)} | {esc(who)} | {esc(cats)} | {info['subjects']} |")
     lines += ["", f"## {esc(t['count'])}", ""]
@@ -423,4 +459,11 @@ def notification_draft(incident: Incident, config: Config, lang: str = "nl") -> 
     lines += [f"- {esc(m['text'])}" for m in measures]
     for key in ("effects", "measures", "inform"):
         lines += ["", f"## {esc(t[key])}", "", esc(t["todo"])]
+    # Art. 33(1): a notification made after the 72 hours "shall be accompanied by reasons
+    # for the delay"; a draft written in time may still be sent late, so it says when.
+    if _late(incident, now or utc_now()):
+        delay = t["delay_late"]
+    else:
+        delay = t["delay_if_late"].format(deadline=_local(incident.deadline))
+    lines += ["", f"## {esc(t['delay'])}", "", esc(delay)]
     return "\n".join(lines) + "\n"

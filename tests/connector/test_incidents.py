@@ -98,6 +98,63 @@ def test_the_draft_states_the_retention_periods_and_whose_measures_it_lists(
     assert ("connector's own" if lang == "en" else "connector zelf") in security
 
 
+@pytest.mark.parametrize(
+    ("lang", "claimed", "said"),
+    [
+        ("en", "Netherlands", "country of processing not recorded"),
+        ("nl", "Nederland", "land van verwerking niet vastgelegd"),
+    ],
+)
+def test_the_draft_names_no_country_of_processing_the_config_does_not_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, claimed: str, said: str
+) -> None:
+    """A processor whose `country` is left out holds the model's default (NL), which is no
+    statement of where the data is (the register lists it as unknown, `check` as gap
+    no-country): the draft for the regulator says it is not recorded, not "Netherlands"."""
+    path = example_config(tmp_path, monkeypatch)
+    # Pipedrive OÜ (system "deals"): its country = "EE" is the only such line.
+    path.write_text(path.read_text().replace('country = "EE"\n', ""))
+    config = load_config(path)
+    assert "country" not in config.systems["deals"].processor.model_fields_set
+    store = Store(config.store_path)
+    try:
+        incident = incidents.open_incident(store, config, "Laptop lost", now=NOW)
+        draft = incidents.notification_draft(incident, config, lang).replace("\\", "")
+    finally:
+        store.close()
+    (row,) = [line for line in draft.splitlines() if line.startswith("| deals |")]
+    assert "Pipedrive OÜ" in row and said in row and claimed not in row
+
+
+@pytest.mark.parametrize(
+    ("lang", "heading", "due", "conditional"),
+    [
+        ("en", "## 10. Reasons for the delay", "state why", "Only if the notification"),
+        ("nl", "## 10. Redenen voor de vertraging", "vermeld waarom", "Alleen als de melding"),
+    ],
+)
+def test_a_draft_past_the_72_hours_asks_for_the_reasons_of_the_delay(
+    store: Store, config: Config, lang: str, heading: str, due: str, conditional: str
+) -> None:
+    """Art. 33(1): a notification not made within 72 hours "shall be accompanied by reasons
+    for the delay". An incident recorded 80 hours after awareness is late from the start;
+    one recorded in time is asked for them once its 72 hours have passed, and before that
+    only in case it is notified after its deadline."""
+    late = incidents.open_incident(
+        store, config, "Backup bucket was public", aware_at=NOW - dt.timedelta(hours=80), now=NOW
+    )
+    draft = incidents.notification_draft(late, config, lang).replace("\\", "")
+    assert heading in draft
+    assert due in draft.split(heading)[1] and conditional not in draft
+    in_time = incidents.open_incident(store, config, "Laptop lost", now=NOW)
+    draft = incidents.notification_draft(in_time, config, lang, NOW).replace("\\", "")
+    assert heading in draft and conditional in draft and due not in draft
+    assert in_time.deadline in draft.split(heading)[1]
+    later = NOW + dt.timedelta(hours=75)
+    draft = incidents.notification_draft(in_time, config, lang, later).replace("\\", "")
+    assert due in draft.split(heading)[1] and conditional not in draft
+
+
 def test_overdue_and_closed(store: Store, config: Config) -> None:
     """Past the deadline an open incident is overdue; a closed one is closed, with its note."""
     incident = incidents.open_incident(store, config, "x", now=NOW)
