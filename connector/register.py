@@ -64,9 +64,13 @@ _ROLES = {
 }
 
 _OWN_DATA = {
+    # The sweep deletes both on this one period (retention.PURGED_KINDS): a held write is a
+    # person's sealed payload as much as a dead letter is.
     "dead_letters_days": (
-        "Records a system refused (dead letters)",
-        "Geweigerde records (dead letters)",
+        "Records a system refused (dead letters), and writes held from a customer's former "
+        "address (kept so an erasure finds what a system may hold under it)",
+        "Geweigerde records (dead letters), en vastgehouden schrijfopdrachten van een eerder "
+        "adres van een klant (bewaard zodat wissen vindt wat een systeem daaronder kan hebben)",
     ),
     "manifests_days": (
         "Manifests of completed data subject requests",
@@ -214,6 +218,9 @@ def build_register(
         "data_subjects": list(config.privacy.data_subjects),
         "personal_data": _personal_data(config, lang),
         "recipients": [_recipient(config, name, lang) for name in config.systems],
+        # The agency running the connector handles every record it moves: a recipient too
+        # (Art. 4(9), 30(1)(d)), whose own record as processor is processor_record below.
+        "operator": _operator(config, lang),
         "transfers": _transfers(config, lang),
         # Systems whose place of processing is not recorded: no transfer can be ruled out.
         "transfers_unknown": _where_unknown(config),
@@ -403,6 +410,20 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
         "security": processor.security,
     }
     return entry
+
+
+def _operator(config: Config, lang: str) -> dict[str, Any] | None:
+    """The agency that runs the connector ([privacy] agency) as a recipient, or None when
+    none is recorded (the controller may run it itself)."""
+    privacy = config.privacy
+    if not privacy.agency:
+        return None
+    return {
+        "legal_name": privacy.agency,
+        "contact": privacy.agency_contact,
+        "role": "processor",
+        "role_label": _pick(_ROLES["processor"], lang),
+    }
 
 
 def _date(value: dt.date | None) -> str | None:

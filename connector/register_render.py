@@ -58,6 +58,10 @@ TEXT: dict[str, dict[str, str]] = {
         "krijgt hier alleen nog het e-mailadres met de intrekking ({marker}); een correctie "
         "waarom de betrokkene vraagt, bereikt het bewaarde record nog (art. 19 AVG).",
         "recipients": "Categorieën ontvangers",
+        "operator": "Beheerder van de connector",
+        "operator_handles": "Verwerkt elk klantrecord dat de connector doorgeeft en voert de "
+        "verzoeken van betrokkenen uit, namens de verwerkingsverantwoordelijke; zijn register "
+        "als verwerker staat hieronder.",
         "system": "Systeem",
         "processor": "Verwerker",
         "role": "Rol",
@@ -133,6 +137,10 @@ TEXT: dict[str, dict[str, str]] = {
         "here is sent only their e-mail address with the withdrawal ({marker}); a correction "
         "they ask for still reaches the record kept here (Art. 19 GDPR).",
         "recipients": "Categories of recipients",
+        "operator": "Operator of the connector",
+        "operator_handles": "Handles every customer record the connector passes on and carries "
+        "out the data subject requests, on behalf of the controller; its record as processor "
+        "is below.",
         "system": "System",
         "processor": "Processor",
         "role": "Role",
@@ -274,6 +282,7 @@ class _Doc:
     def recipients(self) -> None:
         t = self.t
         self.m.heading(t["recipients"])
+        self.operator()
         for r in self.reg["recipients"]:
             p = r["processor"]
             self.m.subheading(f"{t['system']} {r['system']} ({r['adapter']})")
@@ -303,6 +312,21 @@ class _Doc:
                     [t["processor_security"], p["security"] or t["none"]],
                 ],
             )
+
+    def operator(self) -> None:
+        t, o = self.t, self.reg.get("operator")  # registers from before it have none
+        if o is None:
+            return
+        self.m.subheading(t["operator"])
+        self.m.table(
+            ["", ""],
+            [
+                [t["processor"], o["legal_name"]],
+                [t["role"], o["role_label"]],
+                [t["contact"], o["contact"] or t["none"]],
+            ],
+        )
+        self.m.para(t["operator_handles"])
 
     def transfers(
         self, transfers: Sequence[dict[str, Any]], unknown: Sequence[str], level: int = 2

@@ -674,3 +674,61 @@ def test_the_register_does_not_call_a_joint_controller_a_processor(
     assert f"| {joint} | HubSpot Ireland Limited |" in md
     section = md[md.index("HubSpot Ireland Limited |") :]
     assert section.index(arrangement) < section.index("\n### ")
+
+
+def test_the_register_names_the_writes_held_from_a_former_address_it_keeps_and_sweeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retention sweep deletes writes held from a customer's former address (sealed
+    payloads of a person's data) on dead_letters_days, as it does dead letters: the
+    register's list of the connector's own data names them beside that period."""
+    from connector.retention import PURGED_KINDS
+
+    assert "held_writes" in PURGED_KINDS
+    config = load_config(example_config(tmp_path, monkeypatch))
+    for lang, words in (("en", "former address"), ("nl", "eerder adres")):
+        rows = {r["item"]: r for r in build_register(config, lang)["retention"]["connector"]}
+        swept = rows["dead_letters_days"]
+        assert words in swept["label"] and swept["days"] == config.retention.dead_letters_days
+    draft_measure = _measures_stated(config)
+    assert "former address" in draft_measure and "30 days" in draft_measure
+
+
+def _measures_stated(config: Config) -> str:
+    """The retention measure as a text with no periods above it states it (the breach draft)."""
+    from connector.register import security_measures
+
+    found = security_measures(config, "en", periods_above=False)
+    return next(m["text"] for m in found if m["code"] == "retention")
+
+
+@pytest.mark.parametrize(
+    ("lang", "heading", "operator"),
+    [
+        ("en", "## Categories of recipients", "### Operator of the connector"),
+        ("nl", "## Categorieën ontvangers", "### Beheerder van de connector"),
+    ],
+)
+def test_the_controller_s_record_lists_the_agency_running_the_connector_as_a_recipient(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, heading: str, operator: str
+) -> None:
+    """Art. 30(1)(d): the recipients include processors (Art. 4(9)). The agency that runs
+    the connector ([privacy] agency) handles every customer record it moves, as the
+    register's own Art. 30(2) part says: the controller's record lists it among the
+    recipients, with its contact; with no agency recorded, none is listed."""
+    path = example_config(tmp_path, monkeypatch)
+    config = load_config(path)
+    agency = config.privacy.agency
+    assert agency == "Voorbeeld Digital Agency B.V."
+    reg = build_register(config, lang)
+    assert reg["operator"]["legal_name"] == agency and reg["operator"]["role"] == "processor"
+    md = _text(config, lang, "md")
+    start = md.index(heading)
+    section = md[start : md.index("\n## ", start + 1)]
+    assert operator in section and agency in section
+    assert config.privacy.agency_contact in section
+    assert agency in _text(config, lang, "html")
+    path.write_text(path.read_text().replace(f'agency = "{agency}"', 'agency = ""'))
+    bare = load_config(path)
+    assert build_register(bare, lang)["operator"] is None
+    assert operator not in _text(bare, lang, "md")
