@@ -10,7 +10,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+import pycountry
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 __all__ = [
     "ConfigPath",
@@ -70,6 +71,21 @@ class ProcessorSettings(StrictModel):
     transfer_mechanism: str = ""  # e.g. "EU-US Data Privacy Framework", "SCCs"
     sub_processors: list[str] = Field(default_factory=list)
     security: str = ""  # what the processor states about its security measures
+
+    @field_validator("country")
+    @classmethod
+    def _iso_country(cls, value: str) -> str:
+        # Whether a transfer leaves the EEA is decided on this code: "EU", "Estonia" or the
+        # alpha-3 "EST" matched no EEA country, and an Estonian processor was registered as
+        # a transfer to a third country with its safeguard missing.
+        code = value.strip().upper()
+        if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+            raise ValueError(
+                f"{value!r} is not an ISO 3166-1 alpha-2 country code; give the country "
+                'where the data is processed as two letters, e.g. "NL", "IE", "US" ("GB" for '
+                "the United Kingdom)"
+            )
+        return code
 
 
 class SystemSettings(StrictModel):

@@ -241,6 +241,31 @@ def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.Mon
     }
 
 
+@pytest.mark.parametrize("written", ["EU", "Estonia", "EST", "UK"])
+def test_a_country_that_is_no_iso_code_is_refused_not_registered_as_a_transfer(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    written: str,
+) -> None:
+    """A processor's `country` is an ISO 3166-1 alpha-2 code, on which the register decides
+    whether the data leaves the EEA: "EU", "Estonia" or the alpha-3 "EST" for an Estonian
+    processor was registered as a transfer to a third country with its safeguard missing.
+    It is refused at load naming the file and the key (exit 2); a code in lower case is
+    still read as the code."""
+    path = example_config(tmp_path, monkeypatch)
+    original = path.read_text()
+    path.write_text(original.replace('country = "EE"', f'country = "{written}"'))
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), "systems.deals.processor.country")
+    assert "ISO 3166-1 alpha-2" in error.problem
+    assert main(["-c", str(path), "check"]) == 2
+    assert "systems.deals.processor.country" in capsys.readouterr().err
+    path.write_text(original.replace('country = "EE"', 'country = "ee"'))
+    processor = load_config(path).systems["deals"].processor
+    assert processor is not None and processor.country == "EE"
+
+
 def test_config_example_names_every_option_of_every_table() -> None:
     """Each key of each config model, adapters' included, appears in config.example.toml as
     ``key =`` or as a ``[... .key]`` table (commented out where it has no example value)."""
