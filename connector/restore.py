@@ -9,7 +9,9 @@ one): the next sync queues again what the systems lack, from the source's curren
 Rows that keep a write from a former address (connector/moves.py) are the exception: the
 replaced store's are taken over, or, with none to read, the backup's kept.
 
-The backup's copy is prepared beside the store and renamed over it last, so a restore that
+A backup whose audit trail does not verify (checked with the keys the restore opens) is
+refused: SQLite finds an edited entry intact. The backup's copy is prepared beside the
+store and renamed over it last, so a restore that
 fails leaves the store as it was; the store it replaces is kept beside it. The receipt
 signing key file stays if it opens with the restored store's keys, and otherwise the
 backup's copy is put back (a master key rotation since sealed it anew; a lost disk took it).
@@ -91,7 +93,8 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
 
     Raises:
         ConfigError: ``backup`` is not a klantsync store backup, is damaged, is the store
-            itself, or does not open with the configured master key.
+            itself, does not open with the configured master key, or holds an audit trail
+            that does not verify.
         StoreError: the store is in use.
     """
     store_path = config.store_path
@@ -287,6 +290,7 @@ def _prepare(
                 f"{master_fingerprint(config.master_key)}): set keys.source to the key the "
                 "store was kept under when the backup was taken",
             ) from None
+        _refuse_broken_trail(store, backup)
         head = audit.chain_state(store).head_seq
         key = _receipt_key(store, config)
         retired = _retired_key(config, current)
@@ -332,6 +336,22 @@ def _prepare(
     with open(preparing, "rb") as written:
         os.fsync(written.fileno())
     return key
+
+
+def _refuse_broken_trail(store: Store, backup: Path) -> None:
+    """ConfigError naming ``--from`` when the backup's audit trail does not verify, with the
+    keys :func:`check_master_key` bound. SQLite finds an edited entry intact: put back, the
+    restore was chained on to it and every `audit verify` of the store failed from then on,
+    with the store that could show what was changed replaced."""
+    result = audit.verify(store)
+    if not result.ok:
+        raise ConfigError(
+            "--from",
+            "",
+            f"{backup}: its audit trail does not verify (entry {result.first_bad}: "
+            f"{result.problem}): the file was changed, or the store it was taken of had "
+            "been; restore another backup",
+        )
 
 
 def _receipt_key(store: Store, config: Config) -> _KeyFile:

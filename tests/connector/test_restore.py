@@ -233,6 +233,62 @@ async def test_restore_refuses_what_is_not_a_backup_of_this_store_and_changes_no
     assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
 
 
+def _tampered(good: Path, name: str, *statements: str) -> Path:
+    """A copy of the backup ``good`` with ``statements`` run on it, as someone who can write
+    the file but has not the master key can."""
+    copy = good.with_name(name)
+    copy.write_bytes(good.read_bytes())
+    with closing(sqlite3.connect(copy)) as db:
+        for statement in statements:
+            db.execute(statement)
+        db.commit()
+    return copy
+
+
+async def test_a_restore_refuses_a_backup_whose_audit_trail_was_tampered_with(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """A backup edited after it was taken is an intact SQLite file: put back, the store's
+    trail failed `audit verify` from then on. Its chain is verified with the keys the
+    restore opens: one entry edited, or the newest deleted and the head set back, is
+    refused naming --from and what is wrong (exit 2), and nothing is put in place: with
+    the store itself lost, none is made."""
+    seed(shop)
+    good = tmp_path / "offsite" / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, good)
+        config = rt.config
+    edited = _tampered(good, "edited.db", "UPDATE audit SET data = data || ' ' WHERE seq = 1")
+    set_back = _tampered(
+        good,
+        "set-back.db",
+        "DELETE FROM audit WHERE seq = (SELECT MAX(seq) FROM audit)",
+        "UPDATE audit_chain SET head_seq = (SELECT MAX(seq) FROM audit), "
+        "head_hash = (SELECT hash FROM audit ORDER BY seq DESC LIMIT 1)",
+    )
+    store_path = config.store_path
+    kept = sha256(store_path)
+    for tampered, said in ((edited, "entry 1: entry content"), (set_back, "MAC")):
+        with pytest.raises(ConfigError, match="audit trail does not verify") as caught:
+            restore_backup(config, tampered)
+        assert caught.value.file == "--from" and said in str(caught.value)
+        assert sha256(store_path) == kept
+    for name in store_path.parent.glob(store_path.name + "*"):
+        name.unlink()  # the disk that held the store is lost
+    with pytest.raises(ConfigError, match="audit trail does not verify"):
+        restore_backup(config, edited)
+    assert not store_path.exists()
+    assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
+    restore_backup(config, good)
+    store = Store(store_path)
+    try:
+        open_keyring(store, config)
+        assert audit.verify(store).ok
+    finally:
+        store.close()
+
+
 async def test_a_restore_that_fails_on_the_way_leaves_the_store_in_place(
     shop: WooCommerceSandbox,
     open_rt: RuntimeFactory,
