@@ -10,8 +10,10 @@ Rows that keep a write from a former address (connector/moves.py) are the except
 replaced store's are taken over, or, with none to read, the backup's kept.
 
 A backup whose audit trail does not verify (checked with the keys the restore opens) is
-refused: SQLite finds an edited entry intact. The backup's copy is prepared beside the
-store and renamed over it last, so a restore that
+refused: SQLite finds an edited entry intact. So is another store's backup
+(:mod:`connector.lineage`): two stores in one folder share its master key.
+
+The backup's copy is prepared beside the store and renamed over it last, so a restore that
 fails leaves the store as it was; the store it replaces is kept beside it. The receipt
 signing key file stays if it opens with the restored store's keys, and otherwise the
 backup's copy is put back (a master key rotation since sealed it anew; a lost disk took it).
@@ -47,6 +49,7 @@ from connector.config import Config
 from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, receipt_key_opens, store_keyring
+from connector.lineage import chains_meet, store_id
 from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
 from connector.receipts import receipt_key_path, retired_keys_dir
@@ -159,6 +162,8 @@ class _Current:
     #: Its master key rotations, oldest first, as its audit trail records them:
     #: (when, old fingerprint, new fingerprint).
     rotations: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Its id (connector/lineage.py); None when it has none or it cannot be read.
+    store_id: str | None = None
 
 
 def _refuse_foreign(store_path: Path) -> None:
@@ -197,18 +202,21 @@ def _read_current(store_path: Path) -> _Current:
             db.execute(
                 "SELECT subject_id, kind, request_id, created_at FROM suppression"
             ).fetchall()
+            held_id = store_id(db)  # read apart: a damaged store may still tell which it is
     except sqlite3.Error:
         return _Current(False)
     try:
         with closing(read_only(store_path)) as db:
             # Every page read once (no index cross-checks): what the carry-over would meet.
             if db.execute("PRAGMA quick_check(1)").fetchone()[0] != "ok":
-                return _Current(True, damaged=True)
+                return _Current(True, damaged=True, store_id=held_id)
             seq, digest = chain_head(db)
             fingerprint, rotations = _master_keys(db)
     except sqlite3.Error:
-        return _Current(True, damaged=True)
-    return _Current(True, seq, digest, master_fingerprint=fingerprint, rotations=rotations)
+        return _Current(True, damaged=True, store_id=held_id)
+    return _Current(
+        True, seq, digest, master_fingerprint=fingerprint, rotations=rotations, store_id=held_id
+    )
 
 
 def _master_keys(db: sqlite3.Connection) -> tuple[str | None, list[tuple[str, str, str]]]:
@@ -277,6 +285,7 @@ def _prepare(
         closing(read_only(backup)) as source,
         closing(sqlite3.connect(preparing, isolation_level=None)) as copy,
     ):
+        taken_of = store_id(source)  # before the copy is migrated: schema 23 makes an id
         source.backup(copy)
     store = Store(preparing)  # migrates a backup taken by an older version
     try:
@@ -291,6 +300,7 @@ def _prepare(
                 "store was kept under when the backup was taken",
             ) from None
         _refuse_broken_trail(store, backup)
+        _refuse_another_store(store, backup, taken_of, current, config.store_path)
         head = audit.chain_state(store).head_seq
         key = _receipt_key(store, config)
         retired = _retired_key(config, current)
@@ -304,6 +314,10 @@ def _prepare(
             # hold under it (connector/moves.py): the replaced store's take the backup's
             # place (carry_over); with none to read, the backup's stay. The rest is dropped.
             dropped = db.execute("DELETE FROM outbox WHERE former IS NULL").rowcount
+            if current is not None and current.store_id is not None:
+                # The store stays the one it replaces (the same id, or a backup from before
+                # ids, judged its own): backups taken of it before are still its own after.
+                db.execute("UPDATE store_identity SET store_id=? WHERE id=1", (current.store_id,))
             if readable and current is not None and current.damaged:
                 carried = carry_erasures(store)
             elif readable:
@@ -352,6 +366,40 @@ def _refuse_broken_trail(store: Store, backup: Path) -> None:
             f"{result.problem}): the file was changed, or the store it was taken of had "
             "been; restore another backup",
         )
+
+
+def _refuse_another_store(
+    store: Store, backup: Path, taken_of: str | None, current: _Current | None, store_path: Path
+) -> None:
+    """ConfigError naming ``--from`` when the backup is another store's
+    (:mod:`connector.lineage`): it holds another store id than the store it would replace,
+    or, taken before ids, an audit chain that does not begin as that store's does.
+
+    With no store to compare it with (none, or one that cannot be read) the backup is taken
+    as this store's, as a lost disk needs.
+    """
+    if current is None or current.store_id is None:
+        return
+    if taken_of is not None:
+        if taken_of == current.store_id:
+            return
+        said = f"store id {taken_of}, where {store_path} is store {current.store_id}"
+    else:
+        meet = None
+        if not current.damaged:  # a damaged store's chain is not read
+            with contextlib.suppress(sqlite3.Error), closing(read_only(store_path)) as db:
+                meet = chains_meet(store.db, db)
+        if meet is not False:
+            return
+        said = f"taken before store ids, its audit trail does not begin as {store_path}'s"
+    raise ConfigError(
+        "--from",
+        "",
+        f"{backup} is a backup of another store ({said}): restore it with the config of the "
+        f"store it was taken of. If {store_path} is a store made anew after the one the backup "
+        "is of was lost, move it aside and restore again (nothing it holds is then carried "
+        "over: erase again the people erased in it)",
+    )
 
 
 def _receipt_key(store: Store, config: Config) -> _KeyFile:

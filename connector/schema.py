@@ -336,6 +336,17 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN cut_off INTEGER NOT NULL DEFAULT 0;
     """,
+    # 23: which store this is: a random id made with the store (for one of an earlier
+    # version, by this step), carried in every backup of it and kept by a restore
+    # (connector/lineage.py). Two stores in one folder share its master key, so the key
+    # alone let one store's backup be restored over the other: the other's customers,
+    # cursors and identity map replaced.
+    """
+    CREATE TABLE store_identity (
+        id INTEGER PRIMARY KEY CHECK (id = 1), store_id TEXT NOT NULL
+    );
+    INSERT INTO store_identity(id, store_id) VALUES (1, lower(hex(randomblob(16))));
+    """,
 ]
 
 

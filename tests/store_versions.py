@@ -17,8 +17,8 @@ __all__ = ["UNDO_LATEST", "as_the_version_before"]
 
 #: The migration the statements undo (its number, as ``PRAGMA user_version`` counts), and them.
 UNDO_LATEST: tuple[int, tuple[str, ...]] = (
-    22,
-    ("ALTER TABLE jobs DROP COLUMN cut_off",),
+    23,
+    ("DROP TABLE store_identity",),
 )
 
 

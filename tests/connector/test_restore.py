@@ -289,6 +289,105 @@ async def test_a_restore_refuses_a_backup_whose_audit_trail_was_tampered_with(
         store.close()
 
 
+def _two_stores(config_path: Path) -> tuple[Config, Config]:
+    """This store and another in the same state folder, under the folder's one master key
+    (README: two stores in one folder), each with an audit entry and a person of its own."""
+    other_path = config_path.with_name("other.toml")
+    text = config_path.read_text()
+    assert "state/klantsync.db" in text
+    other_path.write_text(text.replace("state/klantsync.db", "state/other.db"))
+    mine, other = load_config(config_path), load_config(other_path)
+    for config, kind in ((mine, audit.SYNC_RUN), (other, audit.CONFIG_LOADED)):
+        store = Store(config.store_path)
+        try:
+            open_keyring(store, config)
+            audit.append(store, kind, {"n": 1})
+            store.db.execute(
+                "INSERT INTO subjects(subject_id) VALUES (?)", (f"{config.store_path.stem}-x",)
+            )
+        finally:
+            store.close()
+    return mine, other
+
+
+def _store_id(path: Path) -> str:
+    (found,) = rows(path, "SELECT store_id FROM store_identity")[0]
+    return str(found)
+
+
+def test_a_restore_refuses_the_backup_of_another_store_kept_under_the_same_master_key(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two stores in one state folder open with its one master key, so the key did not
+    tell a backup of the other from one of this store: restored, the other's customers,
+    cursors and identity map replaced this store's. Each store has an id of its own, made
+    with it and carried in every backup: another's backup is refused naming --from (exit
+    2), the store left as it was; a backup of its own restores, and the store keeps its id."""
+    mine, other = _two_stores(config_path)
+    foreign = config_path.parent / "other-backup.db"
+    own = config_path.parent / "own-backup.db"
+    take_backup(other, foreign)
+    take_backup(mine, own)
+    identity = _store_id(mine.store_path)
+    assert identity != _store_id(other.store_path) and _store_id(own) == identity
+    kept = sha256(mine.store_path)
+    with pytest.raises(ConfigError, match="is a backup of another store") as caught:
+        restore_backup(mine, foreign)
+    assert caught.value.file == "--from" and identity in str(caught.value)
+    assert sha256(mine.store_path) == kept
+    assert not list(config_path.parent.rglob("*.restoring*"))
+    assert not list(config_path.parent.rglob("*.replaced-*"))
+    assert main(["-c", str(config_path), "restore", "--from", str(foreign)]) == 2
+    assert "--from" in capsys.readouterr().err
+    restore_backup(mine, own)
+    assert rows(mine.store_path, "SELECT subject_id FROM subjects") == [("klantsync-x",)]
+    assert _store_id(mine.store_path) == identity
+
+
+def test_a_backup_from_before_store_ids_is_judged_by_its_audit_trail(
+    config_path: Path,
+) -> None:
+    """A backup taken before stores had an id (schema 23) holds none, and the store has one
+    only since it was upgraded. Such a backup of this store still restores into it, also
+    once retention has purged the oldest entries: a store and its backups hold the same
+    audit entry at the first position both hold. One of the other store is refused. The
+    restored store keeps the id it had, so its later backups are still its own."""
+    mine, other = _two_stores(config_path)
+    own = config_path.parent / "own-backup.db"
+    foreign = config_path.parent / "other-backup.db"
+    take_backup(mine, own)
+    take_backup(other, foreign)
+    for path in (mine.store_path, other.store_path, own, foreign):
+        as_the_version_before(path)  # taken, and last written, by the klantsync before ids
+    store = Store(mine.store_path)  # the upgrade: the store gets its id
+    try:
+        open_keyring(store, mine)
+        audit.append(store, audit.SYNC_RUN, {"n": 2})
+        # Entry 1 purged: the store's chain now starts after it, where the backups' end.
+        assert audit.purge_through(store, 1) == 1
+    finally:
+        store.close()
+    identity = _store_id(mine.store_path)
+    with pytest.raises(ConfigError, match="audit trail does not begin as") as caught:
+        restore_backup(mine, foreign)
+    assert caught.value.file == "--from"
+    restore_backup(mine, own)
+    assert rows(mine.store_path, "SELECT subject_id FROM subjects") == [("klantsync-x",)]
+    assert _store_id(mine.store_path) == identity
+
+
+def test_with_no_store_to_compare_a_backup_is_taken_as_the_store_s(config_path: Path) -> None:
+    """The disk that held the store is lost: nothing tells whose backup it is, and it goes
+    in place as before store ids, its id with it."""
+    mine, _other = _two_stores(config_path)
+    own = config_path.parent / "own-backup.db"
+    take_backup(mine, own)
+    for name in mine.store_path.parent.glob(mine.store_path.name + "*"):
+        name.unlink()
+    facts = restore_backup(mine, own)
+    assert facts.replaced_path is None and _store_id(mine.store_path) == _store_id(own)
+
+
 async def test_a_restore_that_fails_on_the_way_leaves_the_store_in_place(
     shop: WooCommerceSandbox,
     open_rt: RuntimeFactory,
@@ -810,11 +909,13 @@ async def test_jobs_incidents_and_webhook_ids_since_the_backup_are_taken_over(
 async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
-    """The store was last opened by the klantsync before an upgrade (one schema behind) and
-    the restore is the first command after it: the store is migrated as any command would,
-    and all it knows since the backup is taken over, not its erasures alone."""
+    """The store was last opened by the klantsync before an upgrade (one schema behind), the
+    backup taken by it too, and the restore is the first command after it: the store is
+    migrated as any command would, and all it knows since the backup is taken over, not its
+    erasures alone."""
     out, config, view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
     as_the_version_before(config.store_path)
+    as_the_version_before(out)
     facts = restore_backup(config, out)
     assert facts.not_carried == [] and facts.carried["requests"] == 1
     async with open_rt() as rt:
