@@ -48,6 +48,12 @@ def register(subparsers: Any) -> None:
     restore.add_argument(
         "--from", dest="source", required=True, type=Path, help="the backup file to restore"
     )
+    restore.add_argument(
+        "--over-a-new-store",
+        action="store_true",
+        help="the store at store.path was made anew after the one the backup is of was lost: "
+        "restore over it although it is another store, carrying over what it holds",
+    )
     restore.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -81,7 +87,7 @@ def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
 
 
 def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
-    facts = restore_backup(config, args.source)
+    facts = restore_backup(config, args.source, over_a_new_store=args.over_a_new_store)
     if args.json:
         print(json.dumps(facts.as_dict()))
         return EXIT_OK

@@ -88,11 +88,19 @@ class RestoreFacts:
         return asdict(self)
 
 
-def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = None) -> RestoreFacts:
+def restore_backup(
+    config: Config,
+    backup: Path,
+    *,
+    now: dt.datetime | None = None,
+    over_a_new_store: bool = False,
+) -> RestoreFacts:
     """Put ``backup`` in place of the store, keeping what happened since (see the module).
 
     No daemon, sync or other command may have the store open. The backup file itself is
-    not changed.
+    not changed. ``over_a_new_store`` says the store at ``store.path`` was made anew after
+    the one the backup is of was lost: its other id is no reason to refuse, and what it
+    holds (erasures first) is carried over as from any store a restore replaces.
 
     Raises:
         ConfigError: ``backup`` is not a klantsync store backup, is damaged, is the store
@@ -114,7 +122,7 @@ def restore_backup(config: Config, backup: Path, *, now: dt.datetime | None = No
         current = _read_current(store_path) if store_path.exists() else None
         discard(preparing)
         try:
-            key = _prepare(config, backup, preparing, sha, current, replaced)
+            key = _prepare(config, backup, preparing, sha, current, replaced, over_a_new_store)
             if key.content is not None:
                 write_private(staged_key, key.content, mtime_ns=key.mtime_ns)
             if current is not None:
@@ -275,6 +283,7 @@ def _prepare(
     sha: str,
     current: _Current | None,
     replaced: Path,
+    over_a_new_store: bool = False,
 ) -> _KeyFile:
     """The backup's copy at ``preparing``: migrated, checked against the master key, what
     the replaced store knows since taken over, the outbox emptied, the restore audited; and
@@ -300,7 +309,8 @@ def _prepare(
                 "store was kept under when the backup was taken",
             ) from None
         _refuse_broken_trail(store, backup)
-        _refuse_another_store(store, backup, taken_of, current, config.store_path)
+        if not over_a_new_store:
+            _refuse_another_store(store, backup, taken_of, current, config.store_path)
         head = audit.chain_state(store).head_seq
         key = _receipt_key(store, config)
         retired = _retired_key(config, current)
@@ -314,9 +324,11 @@ def _prepare(
             # hold under it (connector/moves.py): the replaced store's take the backup's
             # place (carry_over); with none to read, the backup's stay. The rest is dropped.
             dropped = db.execute("DELETE FROM outbox WHERE former IS NULL").rowcount
-            if current is not None and current.store_id is not None:
+            if current is not None and current.store_id is not None and not over_a_new_store:
                 # The store stays the one it replaces (the same id, or a backup from before
                 # ids, judged its own): backups taken of it before are still its own after.
+                # Over a store made anew, the backup's id stays: the lost store's backups
+                # are the ones that are this store's.
                 db.execute("UPDATE store_identity SET store_id=? WHERE id=1", (current.store_id,))
             if readable and current is not None and current.damaged:
                 carried = carry_erasures(store)
@@ -341,6 +353,7 @@ def _prepare(
                     "outbox_kept": int(kept),
                     "receipt_key": key.action,
                     "master_key_retired": retired,
+                    "over_a_new_store": over_a_new_store,
                 },
             )
             db.execute(f"DROP TABLE IF EXISTS {FILES_TABLE}")
@@ -397,8 +410,8 @@ def _refuse_another_store(
         "",
         f"{backup} is a backup of another store ({said}): restore it with the config of the "
         f"store it was taken of. If {store_path} is a store made anew after the one the backup "
-        "is of was lost, move it aside and restore again (nothing it holds is then carried "
-        "over: erase again the people erased in it)",
+        "is of was lost, restore again with --over-a-new-store: what it holds (its erasures "
+        "first) is then carried over",
     )
 
 

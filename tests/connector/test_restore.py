@@ -344,6 +344,47 @@ def test_a_restore_refuses_the_backup_of_another_store_kept_under_the_same_maste
     assert _store_id(mine.store_path) == identity
 
 
+async def test_a_restore_over_a_store_made_anew_after_the_loss_carries_its_erasures_over(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk is lost, the daemon comes back up and makes a new store at store.path, and a
+    customer is erased in it before the operator restores the backup. That store has an id
+    of its own, so the restore refuses it as another store's; moved aside as the refusal
+    said, its erasure was not carried over and the customer came back with the next sync.
+    `--over-a-new-store` says it was made anew: the restore goes over it, carries its
+    erasure over, and the store keeps the backup's id, whose backups are its own."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        config = rt.config
+    lost = _store_id(config.store_path)
+    for path in config.store_path.parent.glob(config.store_path.name + "*"):
+        if path.is_file():
+            path.unlink()
+    async with open_rt() as rt:  # the store made anew
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        subject = rt.keyring.subject_id(CANARY_EMAIL)
+    assert view.status == "completed" and _store_id(config.store_path) != lost
+    args = ["-c", str(config.path), "restore", "--from", str(out)]
+    assert main(args) == 2
+    assert "--over-a-new-store" in capsys.readouterr().err
+    assert main([*args, "--over-a-new-store"]) == 0
+    assert _store_id(config.store_path) == lost
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    async with open_rt() as rt:
+        assert rt.store.suppressed([subject]) == {subject}
+        (report,) = await rt.engine.sync(full=True)
+        assert report.suppressed == 1 and not crm.holds(CANARY_EMAIL)
+        (entry,) = [e for e in audit.entries(rt.store) if e.kind == backup.STORE_RESTORED]
+        assert entry.data["over_a_new_store"] is True
+
+
 def test_a_backup_from_before_store_ids_is_judged_by_its_audit_trail(
     config_path: Path,
 ) -> None:
