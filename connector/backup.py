@@ -32,7 +32,7 @@ from connector.config import Config, secret_files
 from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, store_keyring
-from connector.lock import sharing_keys
+from connector.lock import lock_files, sharing_keys
 from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
@@ -255,7 +255,8 @@ def _facts(path: Path) -> _Held:
 
 def refuse_store_files(config: Config, path: Path, option: str) -> None:
     """ConfigError when ``path`` is one of the files the store cannot do without: the store
-    and its -wal and -shm, its receipt signing key file, each secret file the config names
+    and its -wal and -shm, its lock files, its receipt signing key file and the folder of
+    retired receipt keys (or a file in it), each secret file the config names
     (the master key above all: a backup written over it could never be opened, nor could the
     store), the daemon's TLS key and certificate (without them it cannot listen), and the
     config file, its mappings and CA bundles (without them it does not load). A symlink is
@@ -265,10 +266,21 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     own = {store_path, *(store_path.with_name(store_path.name + s) for s in COMPANIONS)}
     if target in own:
         raise ConfigError(option, "", f"{path} is the store itself (store.path); name another file")
+    if target in lock_files(store_path):
+        raise ConfigError(option, "", f"{path} is one of the store's lock files; name another file")
     key_file = receipt_key_path(store_path)
     if target in {key_file, key_file.with_name(key_file.name + ".rotating")}:
         raise ConfigError(
             option, "", f"{path} is the store's receipt signing key file; name another file"
+        )
+    # Also before it exists: `dsr rotate-key` makes it on its first run, and a file there
+    # would stop every rotation; a file in it would replace a retired public key.
+    retired = retired_keys_dir(key_file)
+    if target == retired or retired in target.parents:
+        raise ConfigError(
+            option,
+            "",
+            f"{path} is the store's folder of retired receipt keys, or in it; name another file",
         )
     for key, secret in secret_files(config.path):
         if target == secret.resolve():

@@ -35,6 +35,7 @@ __all__ = [
     "KeyedLocks",
     "daemon_running",
     "keys_alone",
+    "lock_files",
     "lock_path",
     "one_at_a_time",
     "sharing_keys",
@@ -216,6 +217,12 @@ def keys_alone(store_path: Path) -> Iterator[None]:
 def sync_lock_path(store_path: Path) -> Path:
     """The file whose lock says a sync runs on the store."""
     return store_path.with_name(store_path.name + ".sync.lock")
+
+
+def lock_files(store_path: Path) -> tuple[Path, ...]:
+    """Every lock file beside the store. A lock is held on the file's inode: a file renamed
+    over one leaves the holder locking a file nobody opens, and a second daemon or sync in."""
+    return (lock_path(store_path), sync_lock_path(store_path), _keys_lock_path(store_path))
 
 
 #: Who holds the sync lock, as another process's refusal names them.

@@ -18,8 +18,18 @@ from connector.cli import main
 from connector.config import load_config
 from connector.demo import REPO_MAPPINGS
 from connector.devtls import DevCA
+from connector.errors import StoreError
 from connector.keyset import open_keyring
-from connector.receipts import ReceiptSigner, receipt_key_path
+from connector.lock import (
+    DaemonLock,
+    daemon_running,
+    lock_files,
+    lock_path,
+    sync_lock_path,
+    sync_running,
+    syncing,
+)
+from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.runtime import Runtime
 from connector.state import Store
 from connector.storefile import read_only
@@ -153,6 +163,68 @@ def test_backup_refuses_to_write_over_the_daemon_s_tls_key_and_certificate(
         answer = json.loads(capsys.readouterr().out)
         assert answer["error"] == "config" and key in answer["message"]
     assert {path: path.read_bytes() for path in tls_files} == before
+
+
+def _keyed_store(config_path: Path) -> Path:
+    """The store of ``config_path``, made and bound to its master key; its path."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    try:
+        open_keyring(store, config)
+    finally:
+        store.close()
+    return config.store_path
+
+
+def test_backup_refuses_to_write_over_the_sync_lock_the_daemon_holds(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming the store's sync lock file is refused (exit 2) and the daemon keeps its
+    lock: the backup renamed over it left the daemon locking a file nobody opens, `status`
+    reading "no sync" and a `sync` beside the daemon let in."""
+    store_path = _keyed_store(config_path)
+    with syncing(store_path, "daemon"):  # as `klantsync run` holds it for its life
+        out = str(sync_lock_path(store_path))
+        assert main(["-c", str(config_path), "backup", "--out", out, "--json"]) == 2
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "config" and "lock file" in answer["message"]
+        assert sync_running(store_path)
+        with pytest.raises(StoreError), syncing(store_path, "sync"):
+            pass
+
+
+def test_backup_refuses_to_write_over_the_daemon_lock_and_the_keys_lock(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming the daemon's lock file (or the keys' lock) is refused (exit 2): written
+    over, a running daemon no longer showed as running, `resync` ran inline beside it, and a
+    second `klantsync run` started."""
+    store_path = _keyed_store(config_path)
+    with DaemonLock(store_path):
+        for out in (lock_path(store_path), *lock_files(store_path)):
+            assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 2
+            assert "lock file" in capsys.readouterr().err
+        assert daemon_running(store_path)
+        with pytest.raises(StoreError), DaemonLock(store_path):
+            pass
+
+
+def test_out_naming_the_retired_receipt_keys_folder_is_refused_before_it_exists(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`register --out` (the guard `backup`, `incident open` and `dsr public-key` share)
+    naming `<store>.receipt-keys`, which the first `dsr rotate-key` makes, or a file in it,
+    is refused (exit 2): a file there made every later rotation an internal error, and the
+    signing key could no longer be replaced after a leak."""
+    store_path = _keyed_store(config_path)
+    folder = retired_keys_dir(receipt_key_path(store_path))
+    assert not folder.exists()
+    for out in (folder, folder / "0123456789abcdef.pem"):
+        assert main(["-c", str(config_path), "register", "--out", str(out), "--json"]) == 2
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "config" and "retired receipt keys" in answer["message"]
+    assert not folder.exists()
+    assert main(["-c", str(config_path), "dsr", "rotate-key", "--json"]) == 0
 
 
 def test_the_last_backup_is_found_without_reading_the_audit_trail(tmp_path: Path) -> None:
