@@ -261,7 +261,9 @@ def _receipt(service: DsrService, args: argparse.Namespace) -> int:
     if text is None:
         message = f"request {args.id} is still open: no receipt yet (see dsr show {args.id})"
         if args.json:
-            print(json.dumps({"error": "open", "message": message}))
+            # One of the documented error kinds, so a script that handles those meets no
+            # other; the request's status beside it tells "not yet" from a failure.
+            print(json.dumps({"error": "error", "message": message, "status": view.status}))
         else:
             # Not on stdout: `dsr receipt ID > receipt.json` would hand the person this line.
             print(message, file=sys.stderr)

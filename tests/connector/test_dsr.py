@@ -1366,6 +1366,25 @@ def test_cli_exit_codes_for_open_requests_and_bad_usage(
     assert code == 2
 
 
+def test_cli_receipt_json_of_an_open_request_answers_a_documented_error_kind(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`dsr receipt ID --json` for a request still open exits 1 with one of the error kinds
+    README lists (`error`), the request's status beside it: `"open"` as the kind was one a
+    script handling the documented kinds could not know."""
+    seed(shop)
+    shop.faults.down = True  # the erasure stays open
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 1
+    request_id = json.loads(out)["id"]
+    code, out, _ = cli("receipt", request_id, "--json", capsys=capsys)
+    answer = json.loads(out)
+    assert code == 1 and answer["error"] == "error" and answer["status"] == "open"
+    assert "still open" in answer["message"] and CANARY_EMAIL not in out
+
+
 def test_cli_exempt_closes_a_system_s_part_and_says_so(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
