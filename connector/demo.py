@@ -33,7 +33,14 @@ from connector.loop import run as run_loop
 from connector.runtime import Runtime, open_runtime
 from connector.sandboxkit import serve_tls
 
-__all__ = ["REPO_MAPPINGS", "SANDBOX_PORTS", "run_demo", "run_sandboxes", "write_config"]
+__all__ = [
+    "REPO_MAPPINGS",
+    "SANDBOX_PORTS",
+    "base_urls",
+    "run_demo",
+    "run_sandboxes",
+    "write_config",
+]
 
 _P = ParamSpec("_P")
 
@@ -77,6 +84,13 @@ agency = "Demo Digital Agency B.V."
 """
 
 
+def base_urls(urls: dict[str, str]) -> dict[str, str]:
+    """Each sandbox's ``base_url`` as a config gives it: its server's URL with the path its
+    API lives under (Mailchimp's ``/3.0``, Pipedrive's ``/api/v2``; the server's root is a
+    404 to those adapters)."""
+    return {name: url + SYSTEMS[name][2] for name, url in urls.items()}
+
+
 def write_config(
     directory: Path,
     urls: dict[str, str],
@@ -107,10 +121,10 @@ def write_config(
         return "{ " + inner + " }"
 
     blocks = []
-    for name in urls:
-        kind, mapping, api_path, extra = SYSTEMS[name]
+    for name, base_url in base_urls(urls).items():
+        kind, mapping, _, extra = SYSTEMS[name]
         blocks.append(
-            f'[systems.{name}]\nadapter = "{kind}"\nbase_url = "{urls[name]}{api_path}"\n'
+            f'[systems.{name}]\nadapter = "{kind}"\nbase_url = "{base_url}"\n'
             f'ca_bundle = "{ca_path}"\nmapping = "{mappings / mapping}"\n'
             f"credentials = {refs(name)}\n{extra}\n"
             f"[systems.{name}.processor]\n{PROCESSORS[name]}\nagreement_signed = 2026-01-15\n"
@@ -465,7 +479,8 @@ def run_sandboxes(
     the CA), then serves until Ctrl-C. The credentials are the sandboxes' own, made up at start.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    with sandboxes(directory, customers, ports=SANDBOX_PORTS) as (boxes, ca_path, urls):
+    with sandboxes(directory, customers, ports=SANDBOX_PORTS) as (boxes, ca_path, served):
+        urls = base_urls(served)  # as config.example.toml's base_url gives them
         env = {
             f"KLANTSYNC_{system.upper()}_{name.upper()}": value
             for system, box in boxes.items()

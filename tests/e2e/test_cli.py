@@ -819,6 +819,48 @@ def test_sandbox_json_prints_one_object_instead_of_export_lines(
     assert _json(capsys)["ca"] == str(config.parent / "var" / "sandbox" / "ca.pem")
 
 
+def test_sandbox_prints_each_base_url_with_its_api_path_as_the_config_gives_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mailchimp's and Pipedrive's URLs carry the path their API lives under, as
+    config.example.toml's base_url has them: without it, copied into a config, every call
+    was a 404."""
+    import contextlib
+    import types
+
+    from connector import demo
+
+    served = {
+        "shop": "https://127.0.0.1:8443",
+        "crm": "https://127.0.0.1:8444",
+        "news": "https://127.0.0.1:8445",
+        "deals": "https://127.0.0.1:8446",
+    }
+
+    @contextlib.contextmanager
+    def fake_sandboxes(
+        directory: Path, customers: int, ports: Any = None
+    ) -> Iterator[tuple[dict[str, Any], Path, dict[str, str]]]:
+        yield {}, directory / "ca.pem", served
+
+    class Interrupted:
+        def wait(self) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "sandboxes", fake_sandboxes)
+    monkeypatch.setattr(demo, "threading", types.SimpleNamespace(Event=Interrupted))
+    example = (REPO / "config.example.toml").read_text()
+    assert main(["sandbox", "--dir", str(tmp_path), "--json"]) == 0
+    urls = _json(capsys)["urls"]
+    assert urls["news"] == "https://127.0.0.1:8445/3.0"
+    assert urls["deals"] == "https://127.0.0.1:8446/api/v2"
+    assert urls["shop"] == served["shop"] and urls["crm"] == served["crm"]
+    for url in urls.values():
+        assert f'base_url = "{url}"' in example
+    assert main(["sandbox", "--dir", str(tmp_path)]) == 0
+    assert "news https://127.0.0.1:8445/3.0" in capsys.readouterr().out
+
+
 def test_sandbox_puts_its_ca_where_a_symlinked_config_trusts_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
