@@ -575,6 +575,7 @@ def _load_system(
     for cred in spec.settings_model.required_credentials:
         if cred not in settings.credentials:
             raise ConfigError(file, f"{key}.credentials.{cred}", "required credential is missing")
+    _check_deadline(settings, file, key)
     problem = check_url(
         settings.base_url, allow_insecure_loopback=development.allow_insecure_loopback
     )
@@ -591,6 +592,23 @@ def _load_system(
             raise ConfigError(file, f"{key}.ca_bundle", problem)
         updates["ca_bundle"] = ca
     return settings.model_copy(update=updates)
+
+
+def _check_deadline(settings: SystemSettings, file: str, key: str) -> None:
+    """Refuse a call's deadline shorter than its own timeout.
+
+    The deadline bounds the whole call and the timeout each wait within it: below the
+    timeout, the deadline cut every slow wait short and ``timeout_seconds`` meant nothing.
+    """
+    deadline, timeout = settings.deadline_seconds, settings.timeout_seconds
+    if deadline is not None and deadline < timeout:
+        raise ConfigError(
+            file,
+            f"{key}.deadline_seconds",
+            f"{deadline:g} is shorter than timeout_seconds ({timeout:g}): the deadline bounds "
+            "the whole call, each of whose waits the timeout bounds; give at least "
+            "timeout_seconds, or leave it out for four times timeout_seconds",
+        )
 
 
 def _check_mapping_kind(

@@ -408,6 +408,22 @@ def test_a_system_s_call_deadline_is_set_beside_its_timeout(
     assert error.key == "systems.crm.deadline_seconds"
 
 
+def test_a_call_deadline_shorter_than_its_timeout_is_refused(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deadline below the call's own timeout cut every slow wait short, so the timeout
+    meant nothing: refused at load (exit 2, naming the file and the key); one equal to it
+    loads."""
+    path = write_config(tmp_path, crm_extra="timeout_seconds = 30\ndeadline_seconds = 10")
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), "systems.crm.deadline_seconds")
+    assert "shorter than timeout_seconds" in error.problem
+    assert main(["-c", str(path), "check"]) == 2
+    assert "systems.crm.deadline_seconds" in capsys.readouterr().err
+    path = write_config(tmp_path, crm_extra="timeout_seconds = 30\ndeadline_seconds = 30")
+    assert load_config(path).systems["crm"].deadline_seconds == 30
+
+
 @pytest.mark.parametrize("stray", ["\\t", "\u00a0", " "], ids=["tab", "nbsp", "space"])
 def test_base_url_with_a_pasted_invisible_character_exits_2(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], stray: str
