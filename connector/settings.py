@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import pycountry
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    Strict,
+    field_validator,
+)
 
 __all__ = [
     "ConfigPath",
@@ -32,8 +40,9 @@ def _no_nul(value: Any) -> Any:
     return value
 
 
-#: A file or folder the config names (a mapping, a CA bundle, the store).
-ConfigPath = Annotated[Path, BeforeValidator(_no_nul)]
+#: A file or folder the config names (a mapping, a CA bundle, the store). TOML has no path
+#: type: a path is written as a string, so this one key type is read laxly.
+ConfigPath = Annotated[Path, Strict(False), BeforeValidator(_no_nul)]
 
 
 class StrictModel(BaseModel):
@@ -41,9 +50,14 @@ class StrictModel(BaseModel):
 
     Numbers are finite: TOML has ``inf`` and ``nan``, and a timeout of ``inf`` is no
     timeout (a system that never answers held a sync forever), a wait of ``inf`` no retry.
+
+    Values are strict: TOML has numbers, booleans and dates of its own, so a quoted one
+    (``timeout_seconds = "30"``, ``allow_insecure_loopback = "no"``) is a mistake to name,
+    not a string for pydantic to guess a value from. An integer is still a number of
+    seconds (``timeout_seconds = 30``).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class RateLimitSettings(StrictModel):

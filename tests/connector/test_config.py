@@ -424,6 +424,41 @@ def test_a_call_deadline_shorter_than_its_timeout_is_refused(
     assert load_config(path).systems["crm"].deadline_seconds == 30
 
 
+@pytest.mark.parametrize(
+    ("extra", "crm_extra", "key"),
+    [
+        ("", 'timeout_seconds = "30"', "systems.crm.timeout_seconds"),
+        (
+            '[development]\nallow_insecure_loopback = "no"',
+            "",
+            "development.allow_insecure_loopback",
+        ),
+        (
+            "",
+            'processor = { legal_name = "Verwerker B.V.", agreement_signed = "2026-01-15" }',
+            "systems.crm.processor.agreement_signed",
+        ),
+        (
+            "",
+            'rate_limit = { requests = "190", per_seconds = 10 }',
+            "systems.crm.rate_limit.requests",
+        ),
+    ],
+    ids=["quoted-number", "quoted-boolean", "quoted-date", "nested"],
+)
+def test_a_value_of_another_toml_type_is_refused_not_guessed_at(
+    tmp_path: Path, env: dict[str, str], extra: str, crm_extra: str, key: str
+) -> None:
+    """The config's keys are typed: a quoted number, boolean or date loaded by pydantic's
+    guess (`"no"` was false, `"yes"` true). Refused naming the file and the key; an integer
+    where seconds are asked is still a number."""
+    path = write_config(tmp_path, extra=extra, crm_extra=crm_extra)
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), key), error
+    path = write_config(tmp_path, crm_extra="timeout_seconds = 30")
+    assert load_config(path).systems["crm"].timeout_seconds == 30.0
+
+
 @pytest.mark.parametrize("stray", ["\\t", "\u00a0", " "], ids=["tab", "nbsp", "space"])
 def test_base_url_with_a_pasted_invisible_character_exits_2(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], stray: str
