@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from connector.compliance import in_eea
-from connector.config import Config
+from connector.compliance import transfer
+from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
+from connector.register import _KEPT_UNTIL, _OWN_DATA
 from connector.register_render import md_escape
 
 __all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
@@ -50,8 +51,9 @@ _T: dict[str, dict[str, str]] = {
         "categories": "Categories of personal data",
         "recipients": "Recipients",
         "retention": "Retention",
-        "retention_default": "As long as needed for the purposes above; see the processing "
-        "register for the periods per system.",
+        "retention_default": "As long as needed for the purposes above, where this section "
+        "states no period.",
+        "days": "days",
         "source": "Source",
         "source_text": "Data reaches the connected systems from",
         "rights": "Your rights",
@@ -73,8 +75,11 @@ _T: dict[str, dict[str, str]] = {
         "European Economic Area.",
         "transfer_line": "{system} ({legal}) processes your data in {country}; safeguard: "
         "{mechanism}",
+        "transfer_onward": "{system} ({legal}) processes your data in {country} and passes it "
+        "on outside the EEA; safeguard: {mechanism}",
         "transfer_unknown": "Where {system} processes your data is not recorded in this "
         "report: ask the controller.",
+        "sub_processors": "its sub-processors",
         "automated": "Automated decision-making",
         "automated_default": "No decision about you is taken by automated means alone, and "
         "you are not profiled, in this processing (Art. 22 GDPR).",
@@ -95,8 +100,9 @@ _T: dict[str, dict[str, str]] = {
         "categories": "Categorieën van persoonsgegevens",
         "recipients": "Ontvangers",
         "retention": "Bewaartermijn",
-        "retention_default": "Zolang nodig voor de doeleinden hierboven; zie het "
-        "verwerkingsregister voor de termijnen per systeem.",
+        "retention_default": "Zolang nodig voor de doeleinden hierboven, waar dit onderdeel "
+        "geen termijn noemt.",
+        "days": "dagen",
         "source": "Bron",
         "source_text": "De gegevens komen in de gekoppelde systemen terecht vanuit",
         "rights": "Uw rechten",
@@ -118,8 +124,11 @@ _T: dict[str, dict[str, str]] = {
         "Europese Economische Ruimte.",
         "transfer_line": "{system} ({legal}) verwerkt uw gegevens in {country}; waarborg: "
         "{mechanism}",
+        "transfer_onward": "{system} ({legal}) verwerkt uw gegevens in {country} en geeft ze "
+        "door buiten de EER; waarborg: {mechanism}",
         "transfer_unknown": "Waar {system} uw gegevens verwerkt, is in dit overzicht niet "
         "vastgelegd: vraag het de verwerkingsverantwoordelijke.",
+        "sub_processors": "zijn subverwerkers",
         "automated": "Geautomatiseerde besluitvorming",
         "automated_default": "Er wordt bij deze verwerking geen besluit over u genomen dat "
         "uitsluitend op geautomatiseerde verwerking berust, en u wordt niet geprofileerd "
@@ -178,11 +187,16 @@ class Art15Facts:
         retention: per flow, its stated retention ("" when the config states none).
         sources: (flow name, source system, adapter kind).
         controller: controller name and contact, when configured.
-        transfers: (system, legal name, country, safeguard) of each recipient outside the EEA.
+        transfers: (system, legal name, country, safeguard, onward) of each recipient whose
+            data leaves the EEA; ``onward``: its processor is in the EEA and passes it on.
         transfers_unknown: recipients whose place of processing is not recorded (no
             processor, or one without a country): a transfer cannot be ruled out.
         automated: the controller's statement on automated decision-making, "" for the
             standard one (none).
+        sub_processors: system name -> the sub-processors its processor names (recipients
+            too, Art. 15(1)(c)).
+        kept: what klantsync itself keeps (an item of the register's own data), with its
+            ``[retention]`` period in days, or ``None`` for one kept until an event.
     """
 
     purposes: dict[str, list[str]]
@@ -191,23 +205,32 @@ class Art15Facts:
     retention: list[tuple[str, str]]
     sources: list[tuple[str, str, str]]
     controller: dict[str, str]
-    transfers: list[tuple[str, str, str, str]] = field(default_factory=list)
+    transfers: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
     transfers_unknown: list[str] = field(default_factory=list)
     automated: str = ""
+    sub_processors: dict[str, list[str]] = field(default_factory=dict)
+    kept: list[tuple[str, int | None]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "purposes": self.purposes,
             "categories": self.categories,
             "recipients": [
-                {"system": s, "adapter": a, "legal_name": n} for s, a, n in self.recipients
+                {
+                    "system": s,
+                    "adapter": a,
+                    "legal_name": n,
+                    "sub_processors": list(self.sub_processors.get(s, [])),
+                }
+                for s, a, n in self.recipients
             ],
             "retention": [{"flow": f, "retention": r} for f, r in self.retention],
+            "connector_retention": [{"item": item, "days": days} for item, days in self.kept],
             "sources": [{"flow": f, "system": s, "adapter": a} for f, s, a in self.sources],
             "controller": self.controller,
             "transfers": [
-                {"system": s, "legal_name": n, "country": c, "safeguard": m}
-                for s, n, c, m in self.transfers
+                {"system": s, "legal_name": n, "country": c, "safeguard": m, "onward": o}
+                for s, n, c, m, o in self.transfers
             ],
             "transfers_unknown": list(self.transfers_unknown),
             "automated_decision_making": self.automated or "none",
@@ -222,25 +245,35 @@ def art15_facts(config: Config) -> Art15Facts:
         for name, purpose in mapping.purposes().items():
             purposes.setdefault(purpose, set()).add(name)
             categories.add(CANONICAL_FIELDS[name].category)
+    for settings in config.systems.values():
+        # The copy shows more than the mapped fields (a shop's orders, the IP address they
+        # were placed from): the categories say so too (Art. 15(1)(b)).
+        categories |= adapter_copy_categories(settings.adapter)
     for flow in config.flows:
         # Flow-level purposes exist in newer configs only; read them when present.
         for purpose in getattr(getattr(flow, "privacy", None), "purposes", None) or []:
             purposes.setdefault(str(purpose), set())
     recipients = []
+    sub_processors: dict[str, list[str]] = {}
     transfers = []
     unknown = []
     for name, settings in config.systems.items():
         processor = getattr(settings, "processor", None)
         legal = str(getattr(processor, "legal_name", "") or "")
         recipients.append((name, settings.adapter, legal))
-        if processor is None or "country" not in processor.model_fields_set:
-            # The model's default country is no statement: nothing is ruled out (as in
-            # the register).
+        if processor is not None and processor.sub_processors:
+            sub_processors[name] = list(processor.sub_processors)
+        # As the register states them (compliance.transfer): the model's default country is
+        # no statement, so nothing is ruled out; an EEA processor naming a safeguard passes
+        # the data on outside the EEA.
+        kind = transfer(processor)
+        if kind == "unknown":
             unknown.append(name)
-        elif not in_eea(processor.country):
+        elif processor is not None and kind is not None:
             # Art. 15(2): the person is told of the transfer and its safeguard.
             mechanism = processor.transfer_mechanism.strip()
-            transfers.append((name, legal, processor.country.upper(), mechanism))
+            onward = kind == "onward"
+            transfers.append((name, legal, processor.country.upper(), mechanism, onward))
     retention = []
     for flow in config.flows:
         stated = getattr(flow, "retention", None) or getattr(
@@ -258,7 +291,7 @@ def art15_facts(config: Config) -> Art15Facts:
         }
     return Art15Facts(
         purposes={p: sorted(fields) for p, fields in sorted(purposes.items())},
-        categories=sorted(categories),
+        categories=[c for c in CATEGORIES if c in categories],  # the vocabulary's order
         recipients=recipients,
         retention=retention,
         sources=sources,
@@ -266,7 +299,23 @@ def art15_facts(config: Config) -> Art15Facts:
         transfers=transfers,
         transfers_unknown=unknown,
         automated=config.privacy.automated_decisions.strip(),
+        sub_processors=sub_processors,
+        kept=_kept(config),
     )
+
+
+def _kept(config: Config) -> list[tuple[str, int | None]]:
+    """What klantsync itself keeps, from the register's own lists (one list: an item added
+    there is in the person's report too): each ``[retention]`` item with its period in
+    days, then what is kept until an event (the identity map until erasure).
+
+    Art. 15(1)(d): the audit trail keyed by the person's pseudonym, their access bundles,
+    dead letters are theirs too, and the person has no register to look the periods up in.
+    """
+    periods: list[tuple[str, int | None]] = [
+        (key, int(getattr(config.retention, key))) for key in _OWN_DATA
+    ]
+    return periods + [(key, None) for key in _KEPT_UNTIL]
 
 
 def write_bundle(
@@ -345,10 +394,13 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
     ]
     categories = [CATEGORIES[c][index] for c in facts.categories]
     recipients = [
-        f"{name} ({kind}{', ' + legal if legal else ''})" for name, kind, legal in facts.recipients
+        f"{name} ({kind}{', ' + legal if legal else ''})"
+        + (f"; {t['sub_processors']}: {', '.join(subs)}" if subs else "")
+        for name, kind, legal in facts.recipients
+        for subs in [facts.sub_processors.get(name, [])]
     ]
     stated = [f"{flow}: {text}" for flow, text in facts.retention if text]
-    retention = [*stated, t["retention_default"]] if stated else [t["retention_default"]]
+    retention = [*stated, *_kept_lines(lang, facts), t["retention_default"]]
     sources = [
         f"{t['source_text']} {system} ({kind}), flow {flow}" for flow, system, kind in facts.sources
     ]
@@ -356,10 +408,10 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
     if facts.controller:
         sections.append((t["controller"], [v for v in facts.controller.values()]))
     transfers = [
-        t["transfer_line"].format(
+        t["transfer_onward" if onward else "transfer_line"].format(
             system=system, legal=legal or system, country=country, mechanism=mechanism or "-"
         )
-        for system, legal, country, mechanism in facts.transfers
+        for system, legal, country, mechanism, onward in facts.transfers
     ] + [t["transfer_unknown"].format(system=system) for system in facts.transfers_unknown]
     transfers = transfers or [t["transfers_none"]]
     sections += [
@@ -373,6 +425,19 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
         (t["rights"], _RIGHTS[lang]),
     ]
     return sections
+
+
+def _kept_lines(lang: str, facts: Art15Facts) -> list[str]:
+    """What klantsync itself keeps and how long, in ``lang``: the register's labels."""
+    index = 1 if lang == "nl" else 0
+    lines = []
+    for item, days in facts.kept:
+        if item in _OWN_DATA:
+            lines.append(f"klantsync: {_OWN_DATA[item][index]}: {days} {_T[lang]['days']}")
+        elif item in _KEPT_UNTIL:
+            label, until, _why = _KEPT_UNTIL[item]
+            lines.append(f"klantsync: {label[index]}: {until[index].lower()}")
+    return lines
 
 
 #: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``, HubSpot's

@@ -17,11 +17,21 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from connector.config import Config
+from connector.settings import ProcessorSettings
 
-__all__ = ["EEA_COUNTRIES", "Gap", "check_compliance", "in_eea", "systems_in_use", "today"]
+__all__ = [
+    "EEA_COUNTRIES",
+    "Gap",
+    "Transfer",
+    "check_compliance",
+    "in_eea",
+    "systems_in_use",
+    "today",
+    "transfer",
+]
 
 #: EU member states plus Iceland, Liechtenstein and Norway (ISO 3166-1 alpha-2), with names.
 #: Transfers to any other country need a mechanism (adequacy decision, SCCs, BCRs, ...).
@@ -62,6 +72,31 @@ EEA_COUNTRIES: dict[str, tuple[str, str]] = {
 def in_eea(country: str) -> bool:
     """Whether an ISO 3166-1 alpha-2 code is an EEA country (case-insensitive)."""
     return country.strip().upper() in EEA_COUNTRIES
+
+
+#: How a system's data leaves the EEA, by its processor's record (see :func:`transfer`).
+Transfer = Literal["direct", "onward", "unknown"]
+
+
+def transfer(processor: ProcessorSettings | None) -> Transfer | None:
+    """Whether, and how, what a system is sent leaves the EEA, by its processor's record.
+
+    - ``"unknown"``: no processor, or one without a ``country`` (the model's default, NL, is
+      no statement of where the data is): a transfer cannot be ruled out;
+    - ``"direct"``: the processor processes it outside the EEA;
+    - ``"onward"``: a processor in the EEA that names a ``transfer_mechanism`` passes it on
+      outside (to a parent or a sub-processor: HubSpot Ireland to HubSpot, Inc.);
+    - ``None``: processed in the EEA and, as far as the record says, kept there.
+
+    The one rule the register (Art. 30(1)(e)) and the access report (Art. 15(2)) both state
+    transfers by: an onward transfer the register listed and the person's report left out
+    told the person their data stayed in the EEA.
+    """
+    if processor is None or "country" not in processor.model_fields_set:
+        return "unknown"
+    if not in_eea(processor.country):
+        return "direct"
+    return "onward" if processor.transfer_mechanism.strip() else None
 
 
 def today() -> dt.date:

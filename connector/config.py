@@ -740,3 +740,12 @@ def adapter_capabilities(kind: str) -> frozenset[str]:
     from adapters.registry import REGISTRY
 
     return _capabilities(REGISTRY, kind)
+
+
+def adapter_copy_categories(kind: str) -> frozenset[str]:
+    """The categories of personal data (keys of :data:`connector.model.CATEGORIES`) a kind of
+    system's access copy holds beyond the fields its mapping names (orders, notes, activity),
+    by its adapter's ``copy_categories``: the report states what the copy shows."""
+    from adapters.registry import REGISTRY
+
+    return frozenset(getattr(REGISTRY[kind].factory, "copy_categories", ()))

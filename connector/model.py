@@ -49,6 +49,24 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "professional": ("Professional data", "Zakelijke gegevens"),
     "consent": ("Consent and preferences", "Toestemming en voorkeuren"),
     "customer": ("Customer relationship data", "Klantrelatiegegevens"),
+    # What a system's access copy holds beyond the mapped fields (an adapter's
+    # ``copy_categories``): no canonical field is of these.
+    "orders": (
+        "Orders and payments (what was bought or offered, amounts, payment method)",
+        "Bestellingen en betalingen (wat er gekocht of aangeboden is, bedragen, betaalwijze)",
+    ),
+    "online": (
+        "Online identifiers (IP address, browser)",
+        "Online-identificatoren (IP-adres, browser)",
+    ),
+    "notes": (
+        "Notes and correspondence (what staff wrote down, e-mails, calls, meetings)",
+        "Notities en correspondentie (wat medewerkers noteerden, e-mails, gesprekken, afspraken)",
+    ),
+    "activity": (
+        "Newsletter activity (e-mails sent, opened, clicked)",
+        "Nieuwsbriefactiviteit (verstuurde, geopende en aangeklikte e-mails)",
+    ),
 }
 
 _FIELDS = [

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connector.audit import config_digest
-from connector.compliance import EEA_COUNTRIES, in_eea
+from connector.compliance import EEA_COUNTRIES, in_eea, transfer
 from connector.config import Config, adapter_capabilities
 from connector.http import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
@@ -436,7 +436,7 @@ def _where_unknown(config: Config) -> list[str]:
     return [
         name
         for name, settings in config.systems.items()
-        if settings.processor is None or "country" not in settings.processor.model_fields_set
+        if transfer(settings.processor) == "unknown"
     ]
 
 
@@ -444,13 +444,12 @@ def _transfers(config: Config, lang: str) -> list[dict[str, Any]]:
     out = []
     for name, settings in config.systems.items():
         processor = settings.processor
-        if processor is None or "country" not in processor.model_fields_set:
-            continue  # listed as unknown (_where_unknown)
         # A processor in the EEA that names a transfer mechanism passes data on (to a parent
         # or sub-processor) outside it; the register shows that onward transfer too.
-        onward = in_eea(processor.country)
-        if onward and not processor.transfer_mechanism.strip():
-            continue
+        kind = transfer(processor)
+        if processor is None or kind not in ("direct", "onward"):
+            continue  # none, or listed as unknown (_where_unknown)
+        onward = kind == "onward"
         out.append(
             {
                 "system": name,

@@ -112,6 +112,10 @@ class HubSpotAdapter:
     capabilities: frozenset[Capability] = frozenset(
         {"pull", "upsert", "update", "find", "erase", "webhooks"}
     )
+    #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
+    #: A contact comes with its associated deals, companies, notes, calls, e-mails and
+    #: meetings, and its e-mail subscriptions with their legal basis.
+    copy_categories: frozenset[str] = frozenset({"orders", "notes", "professional", "consent"})
 
     def __init__(self, client: SystemClient, settings: HubSpotSettings) -> None:
         self.client = client

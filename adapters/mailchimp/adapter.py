@@ -183,6 +183,10 @@ class MailchimpAdapter:
     capabilities: frozenset[Capability] = frozenset(
         {"upsert", "update", "find", "erase", "webhooks", "webhook_url_check"}
     )
+    #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
+    #: A member comes with its activity and notes; its record holds the IP address it
+    #: signed up and confirmed from (``ip_signup``, ``ip_opt``) and its status.
+    copy_categories: frozenset[str] = frozenset({"activity", "notes", "online", "consent"})
 
     def __init__(self, client: SystemClient, settings: MailchimpSettings) -> None:
         self.client = client

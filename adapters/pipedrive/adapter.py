@@ -115,6 +115,9 @@ class PipedriveAdapter:
     capabilities: frozenset[Capability] = frozenset(
         {"pull", "upsert", "update", "find", "erase", "webhooks"}
     )
+    #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
+    #: A person comes with their deals, activities and notes.
+    copy_categories: frozenset[str] = frozenset({"orders", "notes"})
 
     def __init__(self, client: SystemClient, settings: PipedriveSettings) -> None:
         self.client = client

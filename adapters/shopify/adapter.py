@@ -231,6 +231,9 @@ class ShopifyAdapter:
 
     kind: str = "shopify"
     capabilities: frozenset[Capability] = frozenset({"pull", "find", "erase", "webhooks"})
+    #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
+    #: Each order found comes with what was bought, its total, its note and its addresses.
+    copy_categories: frozenset[str] = frozenset({"orders", "address", "notes"})
 
     def __init__(self, client: SystemClient, settings: ShopifySettings) -> None:
         self.client = client

@@ -159,6 +159,10 @@ class WooCommerceAdapter:
     capabilities: frozenset[Capability] = frozenset(
         {"pull", "upsert", "update", "find", "erase", "webhooks"}
     )
+    #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
+    #: Each order found comes with what was bought, its total and payment method, the IP
+    #: address and browser it was placed from, and its notes.
+    copy_categories: frozenset[str] = frozenset({"orders", "online", "notes"})
 
     def __init__(self, client: SystemClient, settings: WooCommerceSettings) -> None:
         self.client = client

@@ -6,12 +6,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.access import BUNDLE_FILES
+from connector.access import BUNDLE_FILES, Art15Facts, _sections, art15_facts
+from connector.config import load_config
 from connector.dsr import DsrService
+from connector.model import CATEGORIES
+from connector.register import build_register
 from connector.runtime import Runtime
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, write_config
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, example_config, write_config
 from tests.connector.test_dsr import seeded
 
 MOVED = "nieuw.adres@voorbeeld-canary.nl"
@@ -19,6 +24,14 @@ MOVED = "nieuw.adres@voorbeeld-canary.nl"
 
 def _bundle_text(directory: Path) -> str:
     return "\n".join((directory / n).read_text(encoding="utf-8") for n in BUNDLE_FILES)
+
+
+def _section(lang: str, facts: Art15Facts, heading_words: tuple[str, ...]) -> str:
+    """The text of the report section whose heading holds one of ``heading_words``."""
+    for heading, lines in _sections(lang, facts):
+        if any(word in heading for word in heading_words):
+            return " ".join(lines)
+    raise AssertionError(f"no section {heading_words} in the {lang} report")
 
 
 def _config(tmp_path: Path, *, shop_extra: str = "", tail: str = "") -> Path:
@@ -136,10 +149,6 @@ def test_an_access_report_does_not_rule_out_a_transfer_where_the_processor_s_cou
     """Mailchimp's processor without a ``country`` (the model's NL default is no statement):
     the report tells the person where it is not recorded, in both languages, instead of
     "none of the recipients processes your data outside the EEA"."""
-    from connector.access import _sections, art15_facts
-    from connector.config import load_config
-    from tests.conftest import example_config
-
     path = example_config(tmp_path, monkeypatch)
     path.write_text(path.read_text().replace('country = "US"\n', ""))
     facts = art15_facts(load_config(path))
@@ -164,3 +173,86 @@ def test_a_record_in_a_vendor_s_bin_is_explained_in_each_language() -> None:
     assert "restore it until" in en["kept on purpose"]
     assert "herstellen" in nl["bewust bewaard"]
     assert nl["purged_after"] == "2025-07-15T10:00:00Z"
+
+
+def test_access_report_states_the_onward_transfer_the_register_shows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HubSpot Ireland (IE) names a transfer mechanism for its transfers to HubSpot, Inc.:
+    the register lists that onward transfer, and the person's report states it too, by the
+    same rule (it used to look at the processor's country only, and said nothing of it)."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    facts = art15_facts(config)
+    registered = {t["system"] for t in build_register(config, "en")["transfers"]}
+    assert {system for system, *_ in facts.transfers} == registered
+    assert "crm" in registered
+    for lang, heading in (("en", ("EEA",)), ("nl", ("EER",))):
+        text = _section(lang, facts, heading)
+        assert "for transfers to HubSpot, Inc." in text, text
+
+
+def test_access_report_names_the_sub_processors_among_the_recipients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 15(1)(c): the sub-processors each processor names (the register lists them) are
+    recipients too, HubSpot, Inc. in the US among them; the report named the systems and
+    their processors only."""
+    facts = art15_facts(load_config(example_config(tmp_path, monkeypatch)))
+    assert json.dumps(facts.as_dict()).count("HubSpot, Inc. (US)") == 1
+    for lang, heading in (("en", ("Recipients",)), ("nl", ("Ontvangers",))):
+        text = _section(lang, facts, heading)
+        assert "HubSpot, Inc. (US)" in text and "Voorbeeld Datacenter B.V." in text, text
+
+
+def test_access_report_states_how_long_klantsync_keeps_its_own_data_about_the_person(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 15(1)(d): the periods of ``[retention]`` (the audit trail keyed by the person's
+    pseudonym, their access bundle, dead letters) and the identity map kept until erasure,
+    as the register states them. The report gave the flows' statements and pointed at the
+    register, a document the person does not have."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    text = text.replace("audit_days = 2555", "audit_days = 3653")
+    text = text.replace("access_bundles_days = 30", "access_bundles_days = 14")
+    path.write_text(text)
+    facts = art15_facts(load_config(path))
+    for lang, heading, words in (
+        ("en", ("Retention",), ("Audit log: 3653 days", "(Art. 15): 14 days", "until the")),
+        ("nl", ("Bewaartermijn",), ("Auditlogboek: 3653 dagen", "15): 14 dagen", "tot het")),
+    ):
+        retention = _section(lang, facts, heading)
+        for said in words:
+            assert said in retention, f"{lang}: {said!r} missing: {retention}"
+        assert "verwerkingsregister" not in retention and "processing register" not in retention
+
+
+async def test_access_report_categories_cover_the_order_data_the_copy_shows(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The copy shows the person's shop order (what was bought, its total, the payment
+    method, the IP address and browser it was placed from); the categories came from the
+    mappings' canonical fields only, and none covered orders or online identifiers."""
+    await seeded(shop, rt)
+    out = tmp_path / "bundle"
+    assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    orders = [r for r in data["systems"]["shop"]["records"] if r.get("type") == "order"]
+    assert orders and orders[0]["customer_ip_address"]  # the copy holds them
+    assert {"orders", "online"} <= set(data["art15"]["categories"])
+    en = (out / "report.en.md").read_text(encoding="utf-8")
+    nl = (out / "report.nl.md").read_text(encoding="utf-8")
+    en_categories = en.split("### Categories of personal data")[1].split("###")[0]
+    nl_categories = nl.split("### Categorieën van persoonsgegevens")[1].split("###")[0]
+    for key in ("orders", "online"):
+        assert CATEGORIES[key][0] in en_categories.replace("\\", "")
+        assert CATEGORIES[key][1] in nl_categories.replace("\\", "")
+
+
+def test_every_category_an_adapter_s_copy_holds_is_one_the_reports_can_name() -> None:
+    """A kind of system's ``copy_categories`` are keys of the vocabulary's categories."""
+    from adapters.registry import REGISTRY
+    from connector.config import adapter_copy_categories
+
+    for kind in REGISTRY:
+        assert adapter_copy_categories(kind) <= set(CATEGORIES), kind
