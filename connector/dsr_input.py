@@ -30,7 +30,8 @@ def checked_email(email: str) -> str:
 def checked_fields(
     mappings: Mapping[str, SystemMapping], fields: Mapping[str, str]
 ) -> dict[str, str]:
-    """Rectification values: canonical fields only, valid for every system that receives them."""
+    """Rectification values: canonical fields some system is written, valid for every
+    system that receives them."""
     if not fields:
         raise DsrUsageError("nothing to rectify: give at least one --set field=value")
     for name, value in fields.items():
@@ -42,11 +43,24 @@ def checked_fields(
                 "the e-mail address identifies the subject and cannot be rectified here; "
                 "change it in the source system"
             )
+        if not _written(mappings, name):
+            # Accepted, it completed with every system skipped and a signed receipt: a
+            # correction that corrected nothing passed for one carried out.
+            raise DsrUsageError(
+                f"{name}: no configured system is written this field (no mapping sends it), "
+                "so klantsync cannot correct it; correct it in the system that holds it"
+            )
         for system_name, mapping in mappings.items():
             spec = mapping.fields.get(name)
             if spec is not None and spec.outbound and spec.convert(value) is None:
                 raise DsrUsageError(f"{name}: the value is not valid for {system_name}")
     return dict(fields)
+
+
+def _written(mappings: Mapping[str, SystemMapping], name: str) -> bool:
+    """Whether some system's mapping sends canonical field ``name`` (a correction writes it)."""
+    specs = (mapping.fields.get(name) for mapping in mappings.values())
+    return any(spec is not None and spec.outbound for spec in specs)
 
 
 def _e164(phone: str, region: str) -> str | None:

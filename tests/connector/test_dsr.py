@@ -924,6 +924,21 @@ async def test_rectify_refuses_unknown_fields_and_erased_subjects(
         await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
 
 
+async def test_rectify_refuses_a_field_no_system_is_written(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """`dsr rectify --set date_of_birth=...`: a canonical field no mapping sends. It was
+    accepted and "completed" with a signed receipt, every system skipped, nothing corrected
+    anywhere; it is refused up front (exit 2), naming the field, as an unknown one is."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    with pytest.raises(DsrUsageError, match="date_of_birth: no configured system is written"):
+        await service.rectify(CANARY_EMAIL, {"date_of_birth": "1990-01-01"})
+    with pytest.raises(DsrUsageError, match="date_of_birth"):
+        await service.rectify(CANARY_EMAIL, {"city": "Zeist", "date_of_birth": "1990-01-01"})
+    assert service.list() == []  # nothing opened
+
+
 async def test_rectify_does_not_create_the_person_where_they_are_not_held(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
