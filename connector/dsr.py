@@ -318,9 +318,22 @@ class DsrService:
                     "erased_before": self.db.erased_since_any(row.received_at),
                 }
                 sealed = self.seal_manifest(row.id, manifest)
-                self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+                people = same_person(self.rt.store, [sid, *also_ids])
+                self.db.create(_with(row, manifest=sealed), self._parts(people))
                 self.audit("dsr.received", row, source=source, deadline=row.deadline)
         return await self.retry(row.id if resumed is None else resumed.id)
+
+    def _parts(self, subject_ids: list[str]) -> list[str]:
+        """The systems a new access or correction has a part for: every configured one, and
+        every one the person's identity map names that the config no longer has.
+
+        They were sent the person's data and may still hold it: a copy that left such a
+        system out passed for whole, and a correction completed as if nobody else had been
+        sent the old values (Art. 19). Its part waits, as an erasure's does, until the
+        system is configured again or exempted (:meth:`_note_unconfigured`).
+        """
+        named = {name for sid in subject_ids for name in self.identities(sid)}
+        return [*self.rt.systems, *sorted(named - set(self.rt.systems))]
 
     def _opened_before(self, kind: str, subject_id: str, source: str) -> RequestRow | None:
         """The request this queued call opened on an earlier try, if it did (see
@@ -375,7 +388,7 @@ class DsrService:
             if existing is None:
                 row = self._new_row("rectify", sid, source)
                 sealed = self.seal_manifest(row.id, self._correction(email, checked))
-                self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+                self.db.create(_with(row, manifest=sealed), self._parts(person))
                 self.audit("dsr.received", row, source=source, fields=sorted(checked))
         if existing is not None:
             # Under the request's lock: a retry of it already running finishes first, so it
@@ -390,7 +403,7 @@ class DsrService:
                         # are not, and get a request of their own.
                         row = self._new_row("rectify", sid, source)
                         sealed = self.seal_manifest(row.id, self._correction(email, checked))
-                        self.db.create(_with(row, manifest=sealed), list(self.rt.systems))
+                        self.db.create(_with(row, manifest=sealed), self._parts(person))
                         self.audit("dsr.received", row, source=source, fields=sorted(checked))
         return await self.retry(row.id)
 

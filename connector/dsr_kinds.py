@@ -489,6 +489,13 @@ class KindRunner:
         exempt = self._exempted(row)
         return [name for name in self.rt.systems if name not in exempt]
 
+    def _unconfigured_unsettled(self, row: RequestRow) -> bool:
+        """Whether a part of ``row`` of a system the config no longer has is unsettled."""
+        return any(
+            s.system not in self.rt.systems and s.status not in FINAL_STATUSES
+            for s in self.db.systems(row.id)
+        )
+
     def _exempted(self, row: RequestRow) -> dict[str, str]:
         """The systems whose part of ``row`` is exempted, each with the reason the exemption
         stored (its detail without the "exempt: " it starts with)."""
@@ -751,6 +758,12 @@ class KindRunner:
     # -- access --------------------------------------------------------------------------------
 
     async def _access(self, row: RequestRow) -> None:
+        if self._unconfigured_unsettled(row):
+            # The person was sent to a system the config no longer has, which may still hold
+            # them: a copy without it would pass for whole. Nothing is read until it is
+            # configured again, or its part is exempted and the bundle says why it was not
+            # read (as an erasure waits; DsrService._note_unconfigured says so on the part).
+            return
         manifest = self.service.open_manifest(row)
         # Under a former address the person's records are held under their current id (see
         # connector/moves.py), as an erasure finds them; the systems' ids of every id count.

@@ -16,7 +16,7 @@ from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.access import BUNDLE_FILES, art15_facts
 from connector.crypto import BUNDLE_PATH_CONTEXT
-from connector.dsr import DsrError, DsrService, DsrUsageError
+from connector.dsr import NO_LONGER_CONFIGURED, DsrError, DsrService, DsrUsageError
 from connector.runtime import Runtime, open_runtime
 from tests.conftest import (
     CANARY_EMAIL,
@@ -25,6 +25,7 @@ from tests.conftest import (
     RuntimeFactory,
     VirtualTime,
 )
+from tests.connector.test_dsr import without_crm
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 OTHER_NAME = "Ottokarander"
@@ -401,6 +402,37 @@ async def test_the_bundle_tells_the_person_why_an_exempted_system_was_not_read(
         page = (out / f"report.{lang}.html").read_text(encoding="utf-8")
         assert "<h3>crm (hubspot)</h3>" in page
         assert "court case &lt;zaak|12&gt;" in page and "<zaak" not in page
+
+
+async def test_an_access_request_waits_for_a_recipient_taken_out_of_the_config_then_names_it(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    config_path: Path,
+    tmp_path: Path,
+) -> None:
+    """The person was synced to the CRM, which was then taken out of the config. Their copy
+    would leave out a recipient that may still hold them: the request stays open, saying
+    why, and writes nothing, as an erasure waits. Exempted with a reason, the bundle names
+    the CRM as not read and why. It used to complete as if the shop were the only system."""
+    async with open_rt() as rt:
+        await seed_both(shop, crm, rt)
+    without_crm(config_path)
+    out = tmp_path / "bundle"
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        view = await service.access(CANARY_EMAIL, out)
+        assert view.is_open and view.system("crm").detail == NO_LONGER_CONFIGURED
+        assert view.system("shop").status == "pending"  # not read meanwhile
+        assert not (out / "data.json").exists()
+        reason = "switched off for good; the CRM's data was deleted with the account"
+        service.exempt(view.id, "crm", reason)
+        view = await service.retry(view.id)
+    assert view.status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    assert data["exempt_systems"] == [{"system": "crm", "reason": reason}]
+    en = (out / "report.en.md").read_text(encoding="utf-8")
+    assert "### crm\n" in en and "was not consulted for this request" in en
 
 
 def _refusing_the_schema(app: Any) -> Any:

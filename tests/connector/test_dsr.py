@@ -82,6 +82,13 @@ async def seeded(shop: WooCommerceSandbox, rt: Runtime) -> str:
     return shop_id
 
 
+def without_crm(config_path: Path) -> None:
+    """Take the CRM (and so its flow) out of the config: the store still knows the person
+    was sent there."""
+    head, _, _ = config_path.read_text().partition("[systems.crm]")
+    config_path.write_text(head)
+
+
 def receipt_of(service: DsrService, request_id: str) -> dict[str, Any]:
     text = service.receipt(request_id)
     assert text is not None
@@ -1792,6 +1799,51 @@ async def test_an_erasure_waits_for_a_system_taken_out_of_the_config_to_be_exemp
         receipt = receipt_of(service, view.id)
     named = {s["system"]: (s["adapter"], s["status"]) for s in receipt["systems"]}
     assert named["crm2"] == ("no longer configured", "exempt")
+
+
+async def test_a_correction_waits_for_a_recipient_taken_out_of_the_config_to_be_exempted(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, config_path: Path
+) -> None:
+    """Art. 19: a correction is passed on to each recipient the data was disclosed to. The
+    CRM, taken out of the config, still holds the old city: the correction stays open for
+    it, saying why, as an erasure does, until it is configured again or its part exempted,
+    which the receipt then names. It used to complete with a receipt of the shop alone."""
+    async with open_rt() as rt:
+        await seeded(shop, rt)
+    without_crm(config_path)
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        view = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+        assert view.is_open and view.system("shop").status == "done"
+        assert view.system("crm").status == "pending"
+        assert view.system("crm").detail == NO_LONGER_CONFIGURED
+        view = service.exempt(view.id, "crm", "switched off for good; its data goes next week")
+        assert view.status == "completed"
+        receipt = receipt_of(service, view.id)
+    named = {s["system"]: (s["adapter"], s["status"]) for s in receipt["systems"]}
+    assert named["crm"] == ("no longer configured", "exempt")
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["city"] == "Utrecht"  # not asked
+
+
+async def test_a_correction_reaches_a_recipient_configured_again(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, config_path: Path
+) -> None:
+    """The CRM taken out of the config by mistake and put back: the correction left open for
+    it reaches it on the next retry."""
+    async with open_rt() as rt:
+        await seeded(shop, rt)
+    full = config_path.read_text()
+    without_crm(config_path)
+    async with open_rt() as rt:
+        view = await DsrService(rt).rectify(CANARY_EMAIL, {"city": "Zeist"})
+        assert view.is_open
+    config_path.write_text(full)
+    async with open_rt() as rt:
+        view = await DsrService(rt).retry(view.id)
+    assert view.status == "completed" and view.system("crm").status == "done"
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["city"] == "Zeist"
 
 
 async def test_an_erased_person_stays_out_when_the_source_mapping_keeps_capitals(
