@@ -433,6 +433,9 @@ class DsrService:
             **manifest,
             **self._correction(email, {**manifest["fields"], **fields}),
         }
+        # What each system held before the earlier write (KindRunner._note_before): the
+        # writes asked for now note theirs afresh.
+        amended.pop("before", None)
         # Sealed anew even when the same: a run of the request under way in another process
         # then records none of its outcomes (they are checked against the manifest it ran
         # with), and the parts stay pending for the next run to write again.

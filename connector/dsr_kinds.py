@@ -996,30 +996,36 @@ class KindRunner:
     async def _changed_in_source_since(
         self, manifest: dict[str, Any], states: dict[str, SystemRow], ids: dict[str, str]
     ) -> frozenset[str]:
-        """Fields a source took the correction of on an earlier attempt and holds another
-        value in now: the person (or the shop) changed them since.
+        """Fields the person (or the shop) changed in a source since the correction, which
+        the sync carries: they are left to it.
 
         A correction left open for a system that was down is retried later; by then the
         customer may have changed the field in the shop, and the sync carried the new value
-        everywhere. Written then, the correction's older value would overwrite it. Those
-        fields are left to the sync. A source that cannot be read now decides nothing.
+        everywhere. Written then, the correction's older value would overwrite it. A source
+        that took the correction on an earlier attempt and holds another value now changed
+        since. One the correction has not reached (it was the system that was down) holds
+        another value than the correction whether the customer changed it or not: it changed
+        since only where a system the correction reached holds that value now, having held
+        another before (:meth:`_carried_since`). Written over, the customer's own change was
+        undone there, and the resend it set up undid it everywhere. A source that cannot be
+        read now decides nothing.
         """
         changed: set[str] = set()
         fields: dict[str, str] = manifest["fields"]
+        written = {n for n, s in states.items() if s.status == "done"}
         for name in self._sources():
             state = states.get(name)
-            if state is None or state.status != "done":
-                continue
+            if state is None or (state.status != "done" and not written - {name}):
+                continue  # the correction reached no system yet: nothing was carried over it
             system = self.rt.systems[name]
             subject = Subject(email=manifest["email"], external_id=ids.get(name))
             try:
                 records = await system.adapter.find(subject)
             except KlantsyncError:
                 continue
-            people = [system.mapping.inbound(r) for r in records if not is_archived(r)]
-            if not people:
+            held = _held_person(system, records, ids.get(name))
+            if held is None:
                 continue
-            held = people[0]
             # Read as the sync read it: a phone without a country code in the person's own
             # country (the source holds the corrected one, if the correction had one).
             country = held.get("country")
@@ -1027,9 +1033,69 @@ class KindRunner:
                 spec = system.mapping.fields.get(field)
                 if spec is None or not spec.inbound:
                     continue
-                if held.get(field) != system.mapping.convert_for(field, value, country):
+                if held.get(field) == system.mapping.convert_for(field, value, country):
+                    continue
+                if state.status == "done" or await self._carried_since(
+                    manifest, written - {name}, ids, field, held.get(field)
+                ):
                     changed.add(field)
         return frozenset(changed)
+
+    async def _carried_since(
+        self,
+        manifest: dict[str, Any],
+        written: set[str],
+        ids: dict[str, str],
+        field: str,
+        value: Any,
+    ) -> bool:
+        """Whether a system the correction of ``field`` was written to holds ``value`` (a
+        source's) now, and held another value before the write: the sync carried it there
+        since, so the source's value is a change made after the correction.
+
+        The one that held that value before is no evidence (a sync of another change may
+        have carried the source's old value back over the correction, which a write to the
+        source then puts right). Systems whose values before were not noted (a correction
+        written before they were) decide nothing.
+        """
+        before: dict[str, dict[str, str]] = manifest.get("before", {})
+        for name in sorted(written):
+            noted = before.get(name, {}).get(field)
+            if noted is None or name not in self.rt.systems:
+                continue
+            if noted == self._value_hash(name, field, value):
+                continue
+            system = self.rt.systems[name]
+            subject = Subject(email=manifest["email"], external_id=ids.get(name))
+            try:
+                records = await system.adapter.find(subject)
+            except KlantsyncError:
+                continue
+            held = _held_person(system, records, ids.get(name))
+            if held is not None and held.get(field) == value:
+                return True
+        return False
+
+    def _note_before(
+        self,
+        row: RequestRow,
+        manifest: dict[str, Any],
+        name: str,
+        held: Person | None,
+        names: Sequence[str],
+    ) -> None:
+        """Note, sealed with the request, keyed hashes of the values ``name`` holds of the
+        fields it is about to be written (:meth:`_carried_since`); the first write's only,
+        as a retry may find its own correction there already."""
+        before: dict[str, dict[str, str]] = manifest.setdefault("before", {})
+        if held is None or name in before:
+            return
+        before[name] = {field: self._value_hash(name, field, held.get(field)) for field in names}
+        self._save(row, manifest)
+
+    def _value_hash(self, name: str, field: str, value: Any) -> str:
+        """A keyed hash of a value ``name`` holds of ``field``: compared, never read back."""
+        return self.rt.keyring.payload_hash(f"{name}:before-correction", {field: value})
 
     def _corrected_country(self, value: str) -> str | None:
         """A corrected country as the mappings read it (its code), for every system: one
@@ -1128,6 +1194,7 @@ class KindRunner:
                     self._set(row, name, "not_held", _left_to_others(held_none, others))
                 return
             external = external or _own_id(system, records, email)
+            self._note_before(row, manifest, name, _held_person(system, records, external), names)
             # Under the address the system holds them by: asked under a former address (they
             # moved since), the correction wrote that one back over the current, in every
             # system whose mapping sends the e-mail.
@@ -1168,6 +1235,8 @@ class KindRunner:
             # (guest orders), add them to a newsletter audience they were never on, or
             # subscribe an archived member again, all without their consent.
             (result,) = await system.adapter.update([outbound])
+        except StaleRunError:
+            raise  # changed by another process: nothing of this run is written (see _save)
         except KlantsyncError as exc:
             self._failed(row, name, str(exc))
             return
@@ -1456,6 +1525,17 @@ def _created(record: Mapping[str, Any]) -> dt.datetime | None:
         return dt.datetime.fromisoformat(value)
     except ValueError:
         return None
+
+
+def _held_person(
+    system: System, records: list[dict[str, Any]], external: str | None
+) -> Person | None:
+    """The person's own live record as the mapping reads it: the one with their id (or the
+    first that is no order), archived ones left out."""
+    own = [r for r in records if r.get("type") != "order" and not is_archived(r)]
+    if external is not None:
+        own = [r for r in own if system.mapping.record_id(r) == external] or own
+    return system.mapping.inbound(own[0]) if own else None
 
 
 def _held_address(

@@ -1117,6 +1117,60 @@ async def test_a_correction_retried_after_a_later_change_in_the_shop_leaves_that
     assert (contact["properties"]["firstname"], contact["properties"]["city"]) == ("Daan", "Zeist")
 
 
+async def test_a_correction_retried_for_the_shop_leaves_the_customer_s_later_change_there(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The mirror of the test above, with the shop down instead of the CRM. The correction
+    (first name "Bram") reaches the CRM; the customer then changes their first name in the
+    shop ("Daan"), and the sync carries it to the CRM. The retry leaves the shop's newer
+    value (its step says why): it used to write the older "Bram" over it, and the resend
+    it set up carried "Bram" back to the CRM, undoing the customer's change everywhere."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    shop.faults.down = True
+    view = await service.rectify(CANARY_EMAIL, {"first_name": "Bram", "city": "Zeist"})
+    shop.faults.down = False
+    assert view.is_open and view.system("crm").status == "done"
+    shop.touch(CANARY_EMAIL, first_name="Daan")
+    await rt.engine.sync()
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    step = view.system("shop")
+    assert step.status == "done" and "first_name" in (step.detail or "")
+    await rt.engine.sync()
+    customer = shop.record_for(CANARY_EMAIL)
+    contact = crm.record_for(CANARY_EMAIL)
+    assert customer is not None and contact is not None
+    assert (customer["first_name"], customer["billing"]["city"]) == ("Daan", "Zeist")
+    assert (contact["properties"]["firstname"], contact["properties"]["city"]) == ("Daan", "Zeist")
+
+
+async def test_a_correction_retried_for_the_shop_reaches_it_after_a_sync_put_the_old_value_back(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop down for the correction (first name "Bram"), which reached the CRM; the
+    customer then changed their phone in the shop, and that sync carried the shop's first
+    name, the one from before the correction, back to the CRM. That is no later change of
+    the first name: the retry corrects the shop, and the next sync the CRM again."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    shop.faults.down = True
+    view = await service.rectify(CANARY_EMAIL, {"first_name": "Bram"})
+    shop.faults.down = False
+    assert view.is_open and view.system("crm").status == "done"
+    shop.touch(CANARY_EMAIL, billing__phone="0612121212")
+    await rt.engine.sync()
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["firstname"] == CANARY_NAME
+    view = await service.retry(view.id)
+    assert view.status == "completed" and view.system("shop").status == "done"
+    await rt.engine.sync()
+    customer = shop.record_for(CANARY_EMAIL)
+    contact = crm.record_for(CANARY_EMAIL)
+    assert customer is not None and customer["first_name"] == "Bram"
+    assert contact is not None and contact["properties"]["firstname"] == "Bram"
+
+
 async def test_a_correction_step_names_the_field_it_left_to_a_later_change_in_the_shop(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
