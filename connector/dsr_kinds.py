@@ -26,6 +26,7 @@ from connector.adapter import (
     placed_by,
     placed_by_another,
 )
+from connector.config import adapter_capabilities
 from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
@@ -195,10 +196,16 @@ class KindRunner:
                     "of the e-mail is destroyed",
                 }
         else:
-            connector = {
-                "note": "a source klantsync only reads keeps its values: a system marked "
-                "skipped there must be corrected by hand, or its next change sends them again"
-            }
+            # Said only where there is one: a note about a source nobody configured made the
+            # reader look for a step to correct by hand that is not there.
+            read_only = self._read_only_sources()
+            connector = {}
+            if read_only:
+                connector = {
+                    "note": f"a source klantsync only reads ({', '.join(read_only)}) keeps its "
+                    "values: a system marked skipped there must be corrected by hand, or its "
+                    "next change sends them again"
+                }
         return {
             "version": 1,
             "request_id": row.id,
@@ -473,6 +480,15 @@ class KindRunner:
         ``row``, only those the request may still ask (:meth:`_askable`)."""
         sources = {flow.source for flow in self.rt.config.flows}
         return [name for name in self._askable(row) if name in sources]
+
+    def _read_only_sources(self) -> list[str]:
+        """The configured flows' sources klantsync cannot write (Shopify): a correction
+        leaves their values as they are."""
+        return [
+            name
+            for name in self._sources()
+            if "update" not in adapter_capabilities(self.rt.systems[name].settings.adapter)
+        ]
 
     def _askable(self, row: RequestRow | None) -> list[str]:
         """The configured systems ``row`` may still ask, in configuration order: all but

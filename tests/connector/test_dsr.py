@@ -905,9 +905,12 @@ async def test_rectify_pushes_mapped_fields_to_every_system_that_receives_them(
     assert rt.store.page_hashes(["crm"], [sid])[1] == {
         "crm": {sid: f"{RESEND}:{delivered['crm'][sid]}"}
     }
-    systems = {s["system"]: s for s in receipt_of(service, view.id)["systems"]}
+    receipt = receipt_of(service, view.id)
+    systems = {s["system"]: s for s in receipt["systems"]}
     assert systems["crm"]["fields"] == ["city"]
     assert systems["shop"]["fields"] == ["city", "postcode"]
+    # Both are written: no word of a source klantsync only reads (there is none).
+    assert receipt["connector"] == {}
     (report,) = await rt.engine.sync()
     assert report.destinations["crm"].queued == 1
     crm_record = crm.record_for(CANARY_EMAIL)

@@ -1036,6 +1036,23 @@ async def test_a_correction_retried_leaves_a_change_made_after_it_was_asked(
     assert contact is not None and contact["properties"]["lastname"] == "Nieuw"
 
 
+async def test_a_correction_receipt_names_the_source_klantsync_only_reads(
+    world: World, rt: Runtime
+) -> None:
+    """Shopify is read only: a correction leaves its values, and the receipt says so,
+    naming it (the note is not given where no such source is configured)."""
+    email = "alleen.gelezen@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", "+31612345678")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    service = DsrService(rt)
+    view = await service.rectify(email, {"last_name": "Goed"})
+    assert view.status == "completed" and view.system("shopify").status == "skipped"
+    text = service.receipt(view.id)
+    assert text is not None
+    assert "(shopify) keeps its values" in json.loads(text)["receipt"]["connector"]["note"]
+
+
 async def _moves_and_stays_subscribed(world: World, rt: Runtime) -> None:
     """The withdrawn member changes their address in the shop: the next sync moves them,
     and sends no withdrawal again (they subscribed anew through the form)."""
