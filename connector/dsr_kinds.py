@@ -1024,14 +1024,18 @@ class KindRunner:
         since only where a system the correction reached holds that value now, having held
         another before (:meth:`_carried_since`). Written over, the customer's own change was
         undone there, and the resend it set up undid it everywhere. A source that cannot be
-        read now decides nothing.
+        read now decides nothing. A source klantsync only reads (Shopify) is never written:
+        its values when the correction was first run were noted (:meth:`_note_read_only`),
+        and one it holds now that is neither that nor the correction is the customer's since.
         """
         changed: set[str] = set()
         fields: dict[str, str] = manifest["fields"]
         written = {n for n, s in states.items() if s.status == "done"}
+        before: dict[str, dict[str, str]] = manifest.get("before", {})
         for name in self._sources():
             state = states.get(name)
-            if state is None or (state.status != "done" and not written - {name}):
+            asked = before.get(name, {}) if state is not None and state.status == "skipped" else {}
+            if state is None or (state.status != "done" and not written - {name} and not asked):
                 continue  # the correction reached no system yet: nothing was carried over it
             system = self.rt.systems[name]
             subject = Subject(email=manifest["email"], external_id=ids.get(name))
@@ -1050,6 +1054,10 @@ class KindRunner:
                 if spec is None or not spec.inbound:
                     continue
                 if held.get(field) == system.mapping.convert_for(field, value, country):
+                    continue
+                if field in asked:
+                    if asked[field] != self._value_hash(name, field, held.get(field)):
+                        changed.add(field)
                     continue
                 if state.status == "done" or await self._carried_since(
                     manifest, written - {name}, ids, field, held.get(field)
@@ -1108,6 +1116,29 @@ class KindRunner:
             return
         before[name] = {field: self._value_hash(name, field, held.get(field)) for field in names}
         self._save(row, manifest)
+
+    async def _note_read_only(
+        self,
+        row: RequestRow,
+        manifest: dict[str, Any],
+        name: str,
+        external: str | None,
+        kept: Sequence[str],
+    ) -> None:
+        """Note what a source klantsync only reads holds of the corrected fields when the
+        correction is first run (:meth:`_changed_in_source_since`): a retry for a system
+        that was down then tells a change the customer made there since, which the sync
+        carried, from the value the correction was asked to replace. Unread (the source
+        could not be asked), nothing is noted, and nothing is told."""
+        if name in manifest.get("before", {}):
+            return
+        system = self.rt.systems[name]
+        subject = Subject(email=manifest["email"], external_id=external)
+        try:
+            records = await system.adapter.find(subject)
+        except KlantsyncError:
+            return
+        self._note_before(row, manifest, name, _held_person(system, records, external), kept)
 
     def _value_hash(self, name: str, field: str, value: Any) -> str:
         """A keyed hash of a value ``name`` holds of ``field``: compared, never read back."""
@@ -1177,6 +1208,7 @@ class KindRunner:
             )
             detail = "this system receives none of the fields"
             if kept:
+                await self._note_read_only(row, manifest, name, external, kept)
                 # A source klantsync only reads: the old value stays there, and the next change
                 # to the person there would send it to every system again.
                 detail = (
