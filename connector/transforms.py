@@ -152,13 +152,19 @@ def _e164_by_parser(text: str, region: str) -> str | None:
     return _e164_parsed(text, region)
 
 
+#: What a number must be to have an E.164 form: possible as a whole, not only when dialled
+#: locally (IS_POSSIBLE_LOCAL_ONLY: a number without its area code).
+_WHOLE_NUMBER = phonenumbers.ValidationResult.IS_POSSIBLE
+
+
 def _e164_parsed(text: str, region: str) -> str | None:
     """The reference: libphonenumber's full parser (about 30 us a number)."""
     try:
         number = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_possible_number(number):
+    # The US "555-1234" (no area code) is possible locally only: "+15551234" is nobody's.
+    if phonenumbers.is_possible_number_with_reason(number) != _WHOLE_NUMBER:
         return None
     e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
     if number.italian_leading_zero:
@@ -195,12 +201,6 @@ _NOT_POSSIBLE = frozenset(
         phonenumbers.ValidationResult.TOO_SHORT,
         phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
         phonenumbers.ValidationResult.INVALID_LENGTH,
-    }
-)
-_POSSIBLE = frozenset(
-    {
-        phonenumbers.ValidationResult.IS_POSSIBLE,
-        phonenumbers.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
     }
 )
 
@@ -291,10 +291,15 @@ def _e164_national(text: str, region: str) -> Any:
                 national = stripped
     if len(national) < 2:
         return None
+    if national[0] == "0":
+        # A zero left in front ("00712 345678" in Kenya, whose international prefix is "000")
+        # is a leading zero to the parser, which reads its answer again until it is stable
+        # (+254712345678, see _e164_parsed); kept here it was +2540712345678.
+        return _UNSURE
     if fit is None:  # the number kept is not the one just tested
         fit = plan.fit(national)
-    if fit not in _POSSIBLE:
-        return None
+    if fit != _WHOLE_NUMBER:
+        return None  # a number dialled only locally has no E.164 form (see _e164_parsed)
     return f"+{plan.country_code}{national}"
 
 
