@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import gettext
-import itertools
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -55,7 +54,9 @@ def _name(value: Any) -> Any:
     text = " ".join(value.split())
     if not text:
         return None
-    if text.isupper() or text.islower():
+    # German capitals are typed with "ß" (its capital "ẞ" has no key), a lower-case letter:
+    # by str.isupper "WEIß" is mixed case, and it was sent on in capitals.
+    if text.isupper() or text.islower() or ("ß" in text and text.replace("ß", "").isupper()):
         words = text.split(" ")
         out: list[str] = []
         for index, word in enumerate(words):
@@ -79,6 +80,7 @@ _PARTICLES = frozenset(
     {
         "van", "der", "den", "de", "het", "'t", "te", "ten", "ter", "in", "op", "aan",
         "uit", "bij", "von", "zu", "vom", "zum", "du", "des", "da", "dos", "das", "del", "y",
+        "\u2019t",  # "'t" with the typographic apostrophe (see _APOSTROPHES)
     }
 )  # fmt: skip
 
@@ -91,6 +93,10 @@ def _is_particle(word: str, before: str) -> bool:
 
 _VOWELS = frozenset("aeiouy")
 
+#: The apostrophe as typed: ASCII, or the typographic U+2019 that phones put in its place
+#: (iOS smart punctuation); kept as the person typed it.
+_APOSTROPHES = re.compile("(['\u2019])")
+
 
 def _capitalised(word: str) -> str:
     """One word of an ALL-CAPS or all-lower name as it is written.
@@ -100,18 +106,26 @@ def _capitalised(word: str) -> str:
     prefix and an apostrophe the name goes on capitalised ("O'BRIEN", "D'ANGELO":
     "O'Brien", "D'Angelo"); after a longer part, or a leading apostrophe ("'T HOOFT":
     "'t Hooft"), in lower case. A first letter whose capital is two letters (a ligature
-    such as "ﬁ") takes its title case, not "FI".
+    such as "ﬁ") takes its title case, not "FI". Initials keep their capitals: each part
+    after a dot begins a name again ("J.P." is "J.P.", not "J.p.").
     """
+    if "." in word:
+        return ".".join(_capitalised(part) for part in word.split("."))
+    apostrophe = "'" in word or "\u2019" in word
     rest = _lower_name(word[2:])
     if _lower_name(word[:2]) == "ij" and rest[:1] not in _VOWELS:
         return "IJ" + rest
-    if _lower_name(word[:2]) == "mc" and len(rest) > 1 and "'" not in word:
+    if _lower_name(word[:2]) == "mc" and len(rest) > 1 and not apostrophe:
         return "Mc" + _initial(rest)  # "MCDONALD" is "McDonald"
-    parts = word.split("'")
-    out = [_initial(parts[0])]
-    for before, part in itertools.pairwise(parts):
-        out.append(_initial(part) if len(before) == 1 else _lower_name(part))
-    return "'".join(out)
+    if not apostrophe:
+        return _initial(word)
+    # Parts and the apostrophes between them: ["O", "'", "BRIEN"].
+    pieces = _APOSTROPHES.split(word)
+    out = [_initial(pieces[0])]
+    for index in range(2, len(pieces), 2):
+        before, part = pieces[index - 2], pieces[index]
+        out += [pieces[index - 1], _initial(part) if len(before) == 1 else _lower_name(part)]
+    return "".join(out)
 
 
 def _initial(part: str) -> str:

@@ -242,3 +242,53 @@ def test_names_in_one_case_are_written_with_their_particles_in_lower_case(
     assert name is not None
     assert name(typed) == written
     assert name(written) == written
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("O\u2019BRIEN", "O\u2019Brien"),
+        ("o\u2019brien", "O\u2019Brien"),
+        ("D\u2019ANGELO", "D\u2019Angelo"),
+        ("\u2019T HOOFT", "\u2019t Hooft"),
+        ("VAN \u2019T HOF", "van \u2019t Hof"),
+    ],
+)
+def test_a_typographic_apostrophe_is_read_as_the_ascii_one(typed: str, written: str) -> None:
+    """Phones type the apostrophe as U+2019 (iOS smart punctuation): the name is written as
+    with "'" ("O'Brien", not "O\u2019brien"), keeping the apostrophe the person typed."""
+    name = make_transform("name", "NL")
+    assert name is not None
+    assert name(typed) == written
+    assert name(written) == written
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("J.P. BALKENENDE", "J.P. Balkenende"),
+        ("j.p. balkenende", "J.P. Balkenende"),
+        ("A.B.", "A.B."),
+        ("IJ.A. DE VRIES", "IJ.A. de Vries"),
+    ],
+)
+def test_initials_keep_their_capitals(typed: str, written: str) -> None:
+    """Initials (common in Dutch business records) each keep their capital: "J.P." was
+    capitalised as one word, "J.p."."""
+    name = make_transform("name", "NL")
+    assert name is not None
+    assert name(typed) == written
+    assert name(written) == written
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"), [("WEI\u00df", "Wei\u00df"), ("GRO\u00dfMANN", "Gro\u00dfmann")]
+)
+def test_a_name_in_capitals_with_a_sharp_s_is_written_as_a_name(typed: str, written: str) -> None:
+    """German capitals are typed with "\u00df" (its capital has no key), a lower-case letter:
+    such a name counted as mixed case and was sent on in capitals, while "WEISS" became
+    "Weiss"."""
+    name = make_transform("name", "NL")
+    assert name is not None
+    assert name(typed) == written
+    assert name(written) == written
