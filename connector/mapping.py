@@ -523,7 +523,8 @@ def load_mapping(path: Path) -> SystemMapping:
 
     Raises:
         ConfigError: naming the file and key: unknown keys, unknown canonical fields or
-            transforms, a field without a purpose, a bad direction.
+            transforms, a field without a purpose, a bad direction, writes that would
+            overwrite one another (:func:`_check_written_paths`).
     """
     where = str(path)
     data = read_toml(path, "mapping file")
@@ -542,20 +543,7 @@ def load_mapping(path: Path) -> SystemMapping:
         fields[name] = _load_field(where, name, raw, spec.default_region)
     if "email" not in fields:
         raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
-    written: dict[str, str] = {}
-    for name, mapping in fields.items():
-        if not mapping.outbound:
-            continue
-        other = written.setdefault(mapping.path, name)
-        if other != name:
-            # Both written to one place: the later one's value would replace the other's in
-            # every write, and that field would be lost without a word.
-            raise ConfigError(
-                where,
-                f"fields.{name}.path",
-                f"{mapping.path!r} is fields.{other}'s path too; two fields written to one "
-                'place overwrite each other (make one direction = "in", or give it its own)',
-            )
+    _check_written_paths(where, fields, spec)
     if spec.withdrawn and spec.requires_consent is None:
         raise ConfigError(where, "withdrawn", "only makes sense with requires_consent")
     if spec.consent_renewed and not spec.withdrawn:
@@ -574,6 +562,61 @@ def load_mapping(path: Path) -> SystemMapping:
         default_region=spec.default_region,
         system=spec.system,
     )
+
+
+def _check_written_paths(where: str, fields: dict[str, FieldMapping], spec: _MappingFile) -> None:
+    """Refuse a mapping whose writes would lose a value without a word.
+
+    Two fields written to one path: the later one's value replaces the other's in every
+    write. One written inside another's path ("billing" and "billing.city"): the body of a
+    write (``connector.adapter.nest``) holds "billing" as the one's value or as an object of
+    the other's, never both. A marker of a withdrawal or a renewed consent written on a
+    field's place replaces that field's value (the e-mail itself, in a withdrawal).
+    """
+    written: dict[str, str] = {}  # path -> the field written there
+    for name, mapping in fields.items():
+        # The e-mail goes with every write, whatever its direction (SystemMapping.sent_fields).
+        if not mapping.outbound and name != "email":
+            continue
+        clash = _clash(mapping.path, written)
+        if clash is None:
+            written[mapping.path] = name
+            continue
+        other_path, other = clash
+        if other_path == mapping.path:
+            problem = (
+                f"{mapping.path!r} is fields.{other}'s path too; two fields written to one "
+                "place overwrite each other"
+            )
+        else:
+            problem = (
+                f"{mapping.path!r} and fields.{other}'s path {other_path!r} lie one inside "
+                "the other; a write holds only one of the two there"
+            )
+        fix = ' (make one direction = "in", or give it its own)'
+        raise ConfigError(where, f"fields.{name}.path", problem + fix)
+    markers = (("withdrawn", spec.withdrawn), ("consent_renewed", spec.consent_renewed))
+    for key, given in markers:
+        for marker in given:
+            clash = _clash(marker, written)
+            if clash is None:
+                continue
+            other_path, other = clash
+            raise ConfigError(
+                where,
+                f"{key}.{marker}",
+                f"{marker!r} is where fields.{other} is written ({other_path!r}): the marker "
+                "would replace its value; name a field of the system's own (a status)",
+            )
+
+
+def _clash(path: str, written: Mapping[str, str]) -> tuple[str, str] | None:
+    """(path, field) of the written place ``path`` shares in a write's body: the same path,
+    one inside it or one it lies inside ("billing" and "billing.city"); else ``None``."""
+    for other, name in written.items():
+        if other == path or other.startswith(path + ".") or path.startswith(other + "."):
+            return other, name
+    return None
 
 
 def _load_field(where: str, name: str, spec: Any, region: str) -> FieldMapping:

@@ -176,6 +176,56 @@ def test_two_fields_written_to_one_path_are_refused(tmp_path: Path) -> None:
     assert load_mapping(path).fields["address_line2"].path == "address"
 
 
+def test_outbound_paths_where_one_is_inside_the_other_are_refused(tmp_path: Path) -> None:
+    """The phone written to "billing" and the city to "billing.city": a write's body holds
+    "billing" as the phone text or as the object holding the city, so one of the two was
+    lost from every write. Read only ("in"), the one may lie inside the other."""
+    email = '[fields.email]\npath = "email"\npurpose = "x"\n'
+    phone = '[fields.phone]\npath = "billing"\npurpose = "x"\n'
+    city = '[fields.city]\npath = "billing.city"\npurpose = "x"\n'
+    path = tmp_path / "m.toml"
+    # The e-mail goes with every write, whatever its direction: it counts too.
+    email_in = email.replace('"email"', '"contact"') + 'direction = "in"\n'
+    for text, key, other in [
+        (email + phone + city, "fields.city.path", "fields.phone"),
+        (email + city + phone, "fields.phone.path", "fields.city"),
+        (email_in + city.replace("billing", "contact"), "fields.city.path", "fields.email"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_mapping(path)
+        assert (info.value.file, info.value.key) == (str(path), key)
+        assert other in info.value.problem
+    path.write_text(email + phone + city + 'direction = "in"\n')
+    assert load_mapping(path).fields["city"].path == "billing.city"
+
+
+@pytest.mark.parametrize(
+    ("marker", "key"),
+    [
+        ('withdrawn = { email_address = "unsubscribed" }', "withdrawn.email_address"),
+        ('withdrawn = { merge_fields = "x" }', "withdrawn.merge_fields"),
+        ('consent_renewed = { "merge_fields.FNAME" = "x" }', "consent_renewed.merge_fields.FNAME"),
+    ],
+)
+def test_a_consent_marker_on_a_written_path_is_refused(
+    tmp_path: Path, marker: str, key: str
+) -> None:
+    """A withdrawal sends the e-mail with the ``withdrawn`` marker, a renewal the fields with
+    the ``consent_renewed`` one: a marker on a field's place replaced the address (or the
+    name) in that write with the marker's value."""
+    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
+    kept = "" if marker.startswith("withdrawn") else 'withdrawn = { status = "unsubscribed" }\n'
+    text = text.replace('consent_renewed = { status = "pending" }', "")
+    text = text.replace('withdrawn = { status = "unsubscribed" }', kept + marker)
+    path = tmp_path / "mailchimp.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert (info.value.file, info.value.key) == (str(path), key)
+    assert "fields." in info.value.problem
+
+
 def test_mapping_without_email_refused(tmp_path: Path) -> None:
     """Every mapping must map the e-mail, the key subjects are known by."""
     path = tmp_path / "m.toml"
