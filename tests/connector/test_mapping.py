@@ -226,6 +226,33 @@ def test_a_consent_marker_on_a_written_path_is_refused(
     assert "fields." in info.value.problem
 
 
+def test_personal_data_the_shipped_mappings_do_not_map_is_counted_as_withheld() -> None:
+    """``ignore`` is for technical fields only: whether a customer ever paid (WooCommerce),
+    a member's status, tags, rating, stats, language, VIP mark and sign-up times
+    (Mailchimp), a person's organisation, labels and photo (Pipedrive) are personal data,
+    which a report must show among what was withheld, not hide."""
+    cases = {
+        "woocommerce": {"is_paying_customer": True},
+        "mailchimp": {
+            "status": "subscribed",
+            "tags": [{"id": 1, "name": "vip"}],
+            "member_rating": 4,
+            "stats": {"avg_open_rate": 0.5},
+            "language": "nl",
+            "vip": True,
+            "timestamp_opt": "2024-01-01T10:00:00+00:00",
+            "timestamp_signup": "2024-01-01T09:00:00+00:00",
+        },
+        "pipedrive": {"org_id": 12, "label_ids": [5], "picture_id": 77},
+    }
+    for system, fields in cases.items():
+        mapping = load_mapping(REPO_MAPPINGS / f"{system}.toml")
+        withheld: Counter[str] = Counter()
+        record = {"id": 7, mapping.fields["email"].path: "a@example.com", **fields}
+        mapping.inbound(record, withheld)
+        assert {path.split(".")[0] for path in withheld} == set(fields), system
+
+
 def test_mapping_without_email_refused(tmp_path: Path) -> None:
     """Every mapping must map the e-mail, the key subjects are known by."""
     path = tmp_path / "m.toml"
