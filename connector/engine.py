@@ -43,7 +43,7 @@ from connector.errors import (
 )
 from connector.ids import SystemIds
 from connector.inflight import InFlight
-from connector.model import Person, is_archived, legacy_email_form, normalise_email
+from connector.model import Person, earlier_email_forms, is_archived, normalise_email
 from connector.moves import (
     PagePlan,
     apply_moves,
@@ -806,9 +806,9 @@ class Engine:
             if external_id:
                 records.setdefault(self.ids.record_key(source, external_id), []).append(sid)
             email = person.email
-            former = legacy_email_form(email) if email is not None else None
-            if former is not None:
-                # Erased before addresses were read in NFC: suppressed under that form.
+            for former in earlier_email_forms(email) if email is not None else ():
+                # Erased before addresses were read as they are now (in NFC, with the
+                # domain in punycode): suppressed under the form they had then.
                 legacy[self.keyring.subject_id(former)] = sid
         listed = self.store.suppressed([*people, *phones, *records, *legacy])
         found = {sid for sid in people if sid in listed}

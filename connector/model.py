@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import idna
+
 __all__ = [
     "CANONICAL_FIELDS",
     "CONSENT_FIELDS",
@@ -19,7 +21,6 @@ __all__ = [
     "Person",
     "earlier_email_forms",
     "is_archived",
-    "legacy_email_form",
     "normalise_email",
 ]
 
@@ -97,38 +98,73 @@ CONSENT_FIELDS: dict[str, str] = {"marketing": "marketing_consent"}
 
 def normalise_email(email: str) -> str:
     """The form subjects are identified by: trimmed, lower-cased and, past ASCII, in Unicode
-    NFC.
+    NFC with the domain in its ASCII form (punycode).
 
     The local part is case-sensitive in theory only; every vendor we talk to treats it
     case-insensitively, and a subject must map to one id whatever the shop's capitalisation.
-    An "é" may arrive composed or as "e" and an accent (macOS, some forms): one mailbox,
-    which must be one subject, or an erasure typed in one form misses the person synced in
-    the other.
+    An "é" may arrive composed or as "e" and an accent (macOS, some forms), and a domain in
+    Unicode or in punycode ("bücher.de", "xn--bcher-kva.de"): one mailbox, which must be one
+    subject, or an erasure typed in one form misses the person synced in the other. The
+    domain takes its ASCII form, as browsers send an e-mail field and WordPress keeps it, so
+    an ASCII address (nearly every one) keeps the form and the subject id it always had.
     """
     text = email.strip().lower()
-    return text if text.isascii() else unicodedata.normalize("NFC", text)
+    if text.isascii():
+        return text
+    text = unicodedata.normalize("NFC", text)
+    local, at, domain = text.rpartition("@")
+    if not at or domain.isascii():
+        return text
+    return f"{local}@{_ascii_domain(domain)}"
+
+
+def _ascii_domain(domain: str) -> str:
+    """``domain`` in punycode as a browser writes it (IDNA 2008 with UTS 46 mapping), or as
+    it is where it is no valid domain name (an address with such a domain reaches nobody;
+    it is still one subject, and reading it must not fail)."""
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except UnicodeError:  # idna.IDNAError is one
+        return domain
+
+
+def _unicode_domain(text: str) -> str | None:
+    """``text`` (an address, lower-cased) with a punycode domain in Unicode, NFC; ``None``
+    where its domain has no punycode label or is no valid domain name."""
+    local, at, domain = text.rpartition("@")
+    if not at or "xn--" not in domain:
+        return None
+    try:
+        decoded = idna.decode(domain)
+    except UnicodeError:
+        return None
+    return unicodedata.normalize("NFC", f"{local}@{decoded}")
 
 
 def earlier_email_forms(email: str) -> list[str]:
-    """The forms an address given now may have been identified by before NFC: as given
-    (lower-cased), and its decomposed form (a shop that held "e + accent"). Empty for an
-    ASCII address, whose one form never changed."""
+    """The forms an address given now may have been identified by before: before NFC, as
+    given (lower-cased) and decomposed (a shop that held "e + accent"); before domains were
+    read in punycode, in NFC with the domain as given and, for one given in punycode, in
+    Unicode (a shop that held it so). Empty for an ASCII address without a punycode label,
+    whose one form never changed."""
     text = email.strip().lower()
-    if text.isascii():
+    if text.isascii() and "xn--" not in text:
         return []
+    spellings = [text]
+    in_unicode = _unicode_domain(text)
+    if in_unicode is not None:
+        spellings.append(in_unicode)
+    forms = [
+        form
+        for spelling in spellings
+        for form in (
+            unicodedata.normalize("NFC", spelling),
+            spelling,
+            unicodedata.normalize("NFD", spelling),
+        )
+    ]
     current = normalise_email(email)
-    forms = [text, unicodedata.normalize("NFD", text)]
     return [f for f in dict.fromkeys(forms) if f != current]
-
-
-def legacy_email_form(email: str) -> str | None:
-    """The form an address was identified by before NFC (trimmed and lower-cased only),
-    where that differs from :func:`normalise_email`'s; else ``None``. An erasure made then
-    suppressed that form's subject id."""
-    text = email.strip().lower()
-    if text.isascii():
-        return None
-    return None if unicodedata.normalize("NFC", text) == text else text
 
 
 def is_archived(record: Mapping[str, Any]) -> bool:

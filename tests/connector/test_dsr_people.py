@@ -12,6 +12,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.dsr import DsrService
+from connector.model import earlier_email_forms, normalise_email
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL, CANARY_NAME
 from tests.connector.test_dsr import seeded
@@ -243,3 +244,75 @@ async def test_someone_erased_under_an_earlier_form_of_their_address_can_be_read
     readmit(rt, nfd, "signed up again of their own accord")
     (report,) = await rt.engine.sync()
     assert report.suppressed == 0 and crm.holds(nfd)
+
+
+IDN_UNICODE = "jan@bücher-canary.de"
+IDN_PUNYCODE = "jan@xn--bcher-canary-dlb.de"
+
+
+def test_an_address_is_one_subject_with_its_domain_in_unicode_or_in_punycode() -> None:
+    """One mailbox, one form: the domain in punycode (as browsers send an e-mail field), so
+    an ASCII address keeps the form it always had; the local part stays as typed, in NFC;
+    a domain that is no valid domain name is kept as it is, and reading it does not fail."""
+    for typed in (IDN_PUNYCODE, "JAN@BÜCHER-CANARY.DE", unicodedata.normalize("NFD", IDN_UNICODE)):
+        assert normalise_email(typed) == IDN_PUNYCODE
+    assert normalise_email(" Jan@Example.NL ") == "jan@example.nl"
+    assert normalise_email("josé@example.nl") == "josé@example.nl"
+    assert normalise_email("jan@\U0001f600.de") == "jan@\U0001f600.de"
+    # Known before under the Unicode form, whichever form is given now.
+    assert IDN_UNICODE in earlier_email_forms(IDN_PUNYCODE)
+    assert IDN_UNICODE in earlier_email_forms(IDN_UNICODE)
+    assert earlier_email_forms("jan@example.nl") == []
+
+
+@pytest.mark.parametrize(
+    ("held", "typed"), [(IDN_PUNYCODE, IDN_UNICODE), (IDN_UNICODE, IDN_PUNYCODE)]
+)
+async def test_an_erasure_reaches_the_customer_whatever_form_the_domain_is_typed_in(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, held: str, typed: str
+) -> None:
+    """A domain in Unicode or in punycode is one mailbox: the shop's address and the
+    erasure's are one subject in either form, so the erasure finds and deletes the person."""
+    shop.add_person(held, "Jan", "Jansen", "06 12345678")
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].written == 1
+    view = await DsrService(rt).erase(typed)
+    assert view.status == "completed"
+    assert not crm.holds(held) and not shop.holds(held)
+
+
+@pytest.mark.parametrize("held", [IDN_UNICODE, IDN_PUNYCODE])
+async def test_someone_erased_under_the_unicode_form_of_a_domain_stays_out(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, held: str
+) -> None:
+    """An erasure made before domains were read in punycode suppressed the subject id of the
+    address with its domain in Unicode; a restored backup holding the person under it, or
+    under the punycode form, is still stopped at the suppression list."""
+    rt.store.suppress([rt.keyring.subject_id(IDN_UNICODE)], "erasure", None)
+    shop.add_person(held, "Jan", "Jansen", "06 12345678")
+    (report,) = await rt.engine.sync()
+    assert report.suppressed == 1
+    assert not crm.holds(held)
+
+
+def _domain_as_given(email: str) -> str:
+    """How an address was identified before its domain was read in punycode."""
+    return unicodedata.normalize("NFC", email.strip().lower())
+
+
+async def test_an_erasure_reaches_a_person_synced_before_domains_were_read_in_punycode(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made before domains were read in punycode knows a customer with a Unicode
+    domain under that form's subject id. A sync now is no second person (nothing written
+    again), and an erasure typed in either form finds them."""
+    shop.add_person(IDN_UNICODE, "Jan", "Jansen", "06 12345678")
+    with monkeypatch.context() as before:
+        before.setattr("connector.engine.normalise_email", _domain_as_given)
+        (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].written == 1 and crm.holds(IDN_UNICODE)
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].written == 0 and crm.contact_count() == 1
+    view = await DsrService(rt).erase(IDN_PUNYCODE)
+    assert view.status == "completed"
+    assert not crm.holds(IDN_UNICODE) and not shop.holds(IDN_UNICODE)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -1885,3 +1886,34 @@ async def test_an_unsubscribe_under_an_address_nobody_has_now_is_the_leaver_s(
     assert _hook(rt, world, "unsubscribe", BERT_OUD, LISTS[0]).status == 200
     anna, bert = rt.keyring.subject_id(BERT_OUD), rt.keyring.subject_id(BERT_NIEUW)
     assert rt.store.opted_out("news", [anna, bert]) == {bert}
+
+
+def _domain_as_given(email: str) -> str:
+    """How an address was identified before its domain was read in punycode."""
+    return unicodedata.normalize("NFC", email.strip().lower())
+
+
+async def test_a_customer_synced_before_domains_were_read_in_punycode_is_one_person(
+    world: World, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store made before domains were read in punycode knows a customer whose domain the
+    shop holds in Unicode under that form's subject id. The next sync writes nothing again
+    and leaves the newsletter member subscribed; the erasure, typed in punycode, reaches
+    every system."""
+    email = "jan@bücher-canary.de"
+    world.shop.add_person(email, "Jan", "Jansen", "06 12345678", marketing_opt_in="yes")
+    with monkeypatch.context() as before:
+        before.setattr("connector.engine.normalise_email", _domain_as_given)
+        (first,) = await rt.engine.sync("shop")
+    assert not first.failed, first.errors
+    assert world.crm.holds(email) and world.news.holds(email) and world.deals.holds(email)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    assert all(d.written == 0 for d in report.destinations.values()), report.as_dict()
+    assert (world.crm.contact_count(), world.news.member_count()) == (1, len(LISTS))
+    members = [world.news.member(list_id, email) for list_id in LISTS]
+    assert all(m is not None and m["status"] == "subscribed" for m in members)
+    view = await DsrService(rt).erase("jan@xn--bcher-canary-dlb.de")
+    assert view.status == "completed", view
+    assert not world.crm.holds(email) and not world.news.holds(email)
+    assert not world.deals.holds(email) and not world.shop.holds(email)
