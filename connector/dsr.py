@@ -155,7 +155,8 @@ class DsrService:
 
         Raises:
             DsrUsageError: neither an e-mail nor a system id, or an unknown system.
-            SubjectNotFoundError: the system id matches no subject anyone knows.
+            SubjectNotFoundError: the system id matches no subject anyone knows, and the
+                request names no number, nor a record of a source (see _unknown_record).
         """
         view = await self.queue_erase(email, phone=phone, external=external, source=source)
         return await self.retry(view.id)
@@ -189,15 +190,15 @@ class DsrService:
             ids.setdefault(system, external_id)
             if not email:
                 email = await self._resolve_email(ids, known_sid, first=system)
-                if email is None and known_sid is None:
-                    raise SubjectNotFoundError(f"{system}: the id given matches no known subject")
         subject_ids = [self.rt.keyring.subject_id(email)] if email else []
         if known_sid:
             subject_ids.append(known_sid)
-        primary = subject_ids[0]
         e164 = checked_phone(phone, phone_regions(self.rt.config, source)) if phone else None
         if e164:
             subject_ids.append(self.rt.keyring.subject_id(e164))
+        if not subject_ids:
+            subject_ids = self._unknown_record(external)
+        primary = subject_ids[0]
         # The same person under the addresses they had before (connector/moves.py); not
         # through an address a source holds for a customer the store has not met (one who
         # signed up under an address another person gave up): erasing them must not erase
@@ -240,6 +241,26 @@ class DsrService:
             self.audit("dsr.received", row, source=source, deadline=row.deadline)
             self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))
+
+    def _unknown_record(self, external: tuple[str, str] | None) -> list[str]:
+        """An erasure that names nobody the connector knows, nor a number: keyed by the
+        source's record it names (its keyed id, :meth:`SystemIds.record_key`).
+
+        A shop asks to erase a customer it never sent here (a Shopify customer with no
+        e-mail, whom no sync could take). The request is opened all the same, keyed by what
+        it names: its suppression entries (the number given, else the record) keep the
+        person out of every later sync (Engine._suppressed reads both), and the shop's
+        part erases there by the id. A record of a system no flow reads from is nobody a
+        sync could bring back, and nothing to erase elsewhere.
+
+        Raises:
+            SubjectNotFoundError: no source's record is named.
+        """
+        sources = {flow.source for flow in self.rt.config.flows}
+        if external is None or external[0] not in sources:
+            named = external[0] if external is not None else "request"
+            raise SubjectNotFoundError(f"{named}: the id given matches no known subject")
+        return [self.rt.engine.ids.record_key(*external)]
 
     def _open_erasure(
         self, primary: str, subject_ids: list[str], external: tuple[str, str] | None

@@ -1336,6 +1336,79 @@ async def test_a_customers_redact_naming_nobody_is_recorded_as_unmatched(
     assert [e.data for e in unmatched] == [{"system": "shopify", "kind": "erase"}]
 
 
+async def _redact_unsynced(world: World, rt: Runtime, phone: str | None) -> tuple[str, str]:
+    """A phone-only Shopify customer (Shopify keeps customers with no e-mail; people are
+    known by e-mail here, so no sync took them), then Shopify's customers/redact for them,
+    carrying ``phone``, run as the daemon runs it. Their customer id and the request's."""
+    gid = world.shopify.add_person("later@example.nl", "Piet", "Telefoon", "+31612345678")
+    customer = world.shopify.store.customer(gid)
+    assert customer is not None
+    customer["email"] = None
+    (report,) = await rt.engine.sync("shopify")
+    assert report.invalid == 1
+    number = int(gid.rsplit("/", 1)[1])
+    payload = {
+        "shop_id": 954_889,
+        "shop_domain": world.shopify.shop_domain,
+        "customer": {"id": number, "email": None, "phone": phone},
+        "orders_to_redact": [],
+    }
+    body, headers = world.shopify.signed_compliance_webhook(
+        "customers/redact", payload, SHOPIFY_SECRET
+    )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+    assert len(receive(rt, "shopify", request, time.time()).queued) == 1
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    result = await Daemon(rt).jobs.run_job(job)
+    view = DsrService(rt).get(result["request"])
+    assert view is not None and view.system("shopify").status == "pending_verification"
+    assert number in world.shopify.store.pending_erasures  # the shop's part erases there
+    kinds = [e.kind for e in audit.entries(rt.store)]
+    assert "dsr.received" in kinds and "dsr.unmatched" not in kinds
+    trail = json.dumps([e.data for e in audit.entries(rt.store)])
+    assert "612345678" not in trail and "Telefoon" not in trail
+    return gid, view.id
+
+
+async def _comes_back(world: World, rt: Runtime, gid: str) -> None:
+    """The same person signs up again with their number and an e-mail, and their old
+    customer record is given an e-mail too; a sync sends neither anywhere."""
+    world.shopify.add_person("piet@example.nl", "Piet", "Telefoon", "06 12345678")
+    customer = world.shopify.store.customer(gid)
+    assert customer is not None
+    customer["email"] = "piet.oud@example.nl"
+    await rt.engine.sync("shopify")
+    for email in ("piet@example.nl", "piet.oud@example.nl"):
+        assert not world.crm.holds(email) and not world.deals.holds(email)
+
+
+async def test_a_phone_only_customers_redact_keeps_them_out_by_their_number(
+    world: World, rt: Runtime
+) -> None:
+    """A customers/redact for a customer with a phone and no e-mail, whom no sync took,
+    matched no subject: it was audited as unmatched and nothing else, so neither the number
+    Shopify sent nor the shop's record was suppressed, and the person signing up again was
+    synced. It opens an erasure keyed by the number, which also holds the record."""
+    gid, _ = await _redact_unsynced(world, rt, "+31612345678")
+    keys = [rt.keyring.subject_id("+31612345678"), rt.engine.ids.record_key("shopify", gid)]
+    assert rt.store.suppressed(keys) == set(keys)
+    await _comes_back(world, rt, gid)
+
+
+async def test_a_redact_naming_only_an_unsynced_customer_keeps_their_record_out(
+    world: World, rt: Runtime
+) -> None:
+    """The same redact without the number (a body that leaves it out): the erasure is keyed
+    by the shop's record, and the number the shop holds for it is suppressed as an erasure
+    given no phone suppresses the shop's."""
+    gid, _ = await _redact_unsynced(world, rt, None)
+    keys = [rt.engine.ids.record_key("shopify", gid), rt.keyring.subject_id("+31612345678")]
+    assert rt.store.suppressed(keys) == set(keys)
+    await _comes_back(world, rt, gid)
+
+
 async def test_a_compliance_request_is_synced_to_disk_before_it_is_acknowledged(
     world: World, rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
