@@ -306,7 +306,11 @@ class Adapter(Protocol):
         the rest never leaves the system. Optional: without it, pulls read whole records and
         the mapping drops and counts what it does not read. With it may come ``async
         fields_honoured() -> bool | None``: whether the system really cuts its answers,
-        which ``check --online`` asks.)
+        which ``check --online`` asks. An adapter whose system is asked for nested fields
+        one by one, Shopify's GraphQL selection, has ``ask_only_for_paths(paths:
+        Mapping[str, str])`` instead, given every path its mapping reads with the mapping
+        key naming it (:meth:`SystemMapping.source_paths`): a path the system cannot be
+        asked for is a :class:`~connector.errors.ConfigError` naming that key.)
 
         (An adapter whose settings name things in the system that a ``find`` does not
         reach, Mailchimp's audiences, also has ``async check_settings() -> None``, which

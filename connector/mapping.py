@@ -230,6 +230,19 @@ class SystemMapping:
         inbound = (f.path for f in self.fields.values() if f.inbound)
         return frozenset({*roots, *(path.split(".", 1)[0] for path in inbound)})
 
+    def source_paths(self) -> dict[str, str]:
+        """Every path reading a record as a source needs, nested ones whole
+        (``defaultAddress.city``), each with the mapping key that names it
+        (``fields.city.path``, ``id_path``; the first, where two name one path). A source
+        asked field by field, Shopify's GraphQL, is asked for these (see ``Adapter``,
+        ``ask_only_for_paths``). Under a ``record_root``, the fields' paths are as written,
+        inside it."""
+        paths = {self.id_path: "id_path"}
+        for name, mapping in self.fields.items():
+            if mapping.inbound:
+                paths.setdefault(mapping.path, f"fields.{name}.path")
+        return paths
+
     def record_id(self, record: Mapping[str, Any]) -> str | None:
         """The system's own id of a raw record."""
         value = self._read_id(record)

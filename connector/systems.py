@@ -122,9 +122,12 @@ def open_systems(
                 ca_bundle_problem(settings.ca_bundle, exc) or "CA bundle cannot be loaded",
             ) from None
         adapter = spec.factory(client, settings)
+        # Minimisation at the source: what no mapping reads is not asked for at all.
+        ask_only_for_paths = getattr(adapter, "ask_only_for_paths", None)
         ask_only_for = getattr(adapter, "ask_only_for", None)
-        if ask_only_for is not None:
-            # Minimisation at the source: what no mapping reads is not asked for at all.
+        if ask_only_for_paths is not None:
+            ask_only_for_paths(config.mappings[name].source_paths())
+        elif ask_only_for is not None:
             ask_only_for(config.mappings[name].source_fields())
         systems[name] = System(
             name=name,

@@ -8,7 +8,9 @@ What it does, by contract verb:
   ``since`` to that newest time *minus* ``overlap_seconds``, because Shopify's
   ``updated_at`` filter may compare dates only (a community report; UNVERIFIED) and late
   writes can land just behind the newest one. Records re-read in the overlap are spotted by
-  the engine's content hash and send nothing.
+  the engine's content hash and send nothing. A customer is read with the fields the
+  mapping reads (``ask_only_for_paths``; see ``documents.py``), a page cut to Shopify's
+  single-query cost ceiling.
 - ``upsert`` and ``update``: not offered. Shopify is a source of customers here, so
   ``capabilities`` leave them out and a call is a :class:`~connector.errors.FatalRemoteError`.
 - ``find``: the customers by exact e-mail (search, then an exact match) and the one the
@@ -45,15 +47,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from adapters.shopify.documents import (
-    CUSTOMER_BY_ID,
     CUSTOMER_ORDERS,
-    CUSTOMERS_PAGE,
-    CUSTOMERS_SEARCH,
+    DEFAULT_QUERIES,
     ORDER_LINE_ITEMS,
-    PEOPLE_SEARCH,
-    PERSON_BY_ID,
     REQUEST_ERASURE,
     SEARCH_PAGE_SIZE,
+    customer_queries,
+    selection_of,
 )
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.shopify.settings import (
@@ -78,6 +78,7 @@ from connector.adapter import (
     WebhookRequest,
 )
 from connector.errors import (
+    ConfigError,
     FatalRemoteError,
     RateLimitedError,
     RecordError,
@@ -227,6 +228,8 @@ class ShopifyAdapter:
 
     Attributes:
         last_cost: ``extensions.cost`` of the last answer, for status output and tests.
+        asked_fields: the top-level customer fields reads ask for, once the mapping's
+            paths are given (:meth:`ask_only_for_paths`); ``None`` before.
     """
 
     kind: str = "shopify"
@@ -241,8 +244,33 @@ class ShopifyAdapter:
         self.limits = shopify_limits(settings)
         self.path = graphql_path(settings)
         self.last_cost: dict[str, Any] | None = None
+        self.asked_fields: frozenset[str] | None = None
+        self._queries = DEFAULT_QUERIES
         self._versions_told: set[str] = set()
         self._scope_told = False
+
+    def ask_only_for_paths(self, paths: Mapping[str, str]) -> None:
+        """Read customers with the fields the mapping reads: ``paths`` (each with the
+        mapping key that names it) become the selection of pulls and targeted syncs, so a
+        field added to the mapping is read from the next run on, and none it does not read
+        (the staff's note, tags) leaves Shopify. Access and erasure read what the shop
+        keeps besides.
+
+        Raises:
+            ConfigError: a path that cannot be a Shopify field (a part of it is no GraphQL
+                name), naming the mapping file and its key.
+        """
+        try:
+            fields = selection_of(paths)
+        except ValueError as exc:
+            raise ConfigError(
+                str(self.settings.mapping),
+                paths[str(exc)],
+                "each part of a Shopify path must be a GraphQL field name (letters, digits "
+                "and _, not starting with a digit), as in defaultAddress.province",
+            ) from None
+        self._queries = customer_queries(fields)
+        self.asked_fields = frozenset(self._queries.fields)
 
     # -- the one endpoint --------------------------------------------------------------------
 
@@ -332,8 +360,11 @@ class ShopifyAdapter:
         seen: set[str] = {state.after} if state.after else set()
         query = f"updated_at:>='{state.since}'" if state.since else None
         while True:
-            variables = {"first": self.limits.page_size, "after": state.after, "query": query}
-            data = await self._graphql(CUSTOMERS_PAGE, variables)
+            # A selection of many objects costs more a node: the page is cut to fit the
+            # single-query ceiling, which Shopify would refuse outright.
+            first = min(self.limits.page_size, self._queries.most_per_page)
+            variables = {"first": first, "after": state.after, "query": query}
+            data = await self._graphql(self._queries.page, variables)
             connection = data.get("customers")
             if not isinstance(connection, dict):
                 raise FatalRemoteError(self.client.system, "POST", self.path, 200, "NO_CUSTOMERS")
@@ -393,7 +424,7 @@ class ShopifyAdapter:
         if not wanted:
             return []
         data = await self._graphql(
-            CUSTOMERS_SEARCH if held else PEOPLE_SEARCH,
+            self._queries.customers_search if held else self._queries.people_search,
             {"first": SEARCH_PAGE_SIZE, "query": f"email:{_search_value(email.strip())}"},
         )
         connection = data.get("customers")
@@ -413,7 +444,9 @@ class ShopifyAdapter:
         gid = customer_gid(external_id)
         if gid is None:
             return None  # not a Shopify customer id: it cannot address anyone here
-        data = await self._graphql(CUSTOMER_BY_ID if held else PERSON_BY_ID, {"id": gid})
+        queries = self._queries
+        document = queries.customer_by_id if held else queries.person_by_id
+        data = await self._graphql(document, {"id": gid})
         node = data.get("customer")
         return node if isinstance(node, dict) and isinstance(node.get("id"), str) else None
 

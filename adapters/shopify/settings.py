@@ -105,7 +105,9 @@ class ShopifySettings(SystemSettings):
             not carry its own ``throttleStatus``.
         overlap_seconds: how far each incremental pull reaches back before the newest
             ``updatedAt`` seen, because Shopify's ``updated_at`` filter may compare dates only.
-        page_size: customers asked for per page (Shopify allows at most 250).
+        page_size: customers asked for per page (Shopify allows at most 250); fewer where
+            the mapping reads so many objects that a page would cost more than Shopify's
+            single-query ceiling (see ``documents.CustomerQueries.most_per_page``).
         shop_domain: the store's ``<shop>.myshopify.com`` name, which webhooks carry; by
             default the host of ``base_url`` when it is one. Deliveries about another store
             (one app, installed on several) are ignored.

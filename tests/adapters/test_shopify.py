@@ -28,10 +28,18 @@ from adapters.shopify.settings import (
 )
 from adapters.shopify.webhooks import parse_delivery, webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
-from connector.errors import FatalRemoteError, RateLimitedError, RecordError, RetryableError
+from connector.config import load_config
+from connector.errors import (
+    ConfigError,
+    FatalRemoteError,
+    RateLimitedError,
+    RecordError,
+    RetryableError,
+)
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
-from tests.conftest import FakeClock
+from connector.systems import open_systems
+from tests.conftest import MASTER_KEY, FakeClock
 
 SHOP_DOMAIN = "klantsync-test.myshopify.com"
 BASE_URL = f"https://{SHOP_DOMAIN}"
@@ -362,6 +370,110 @@ async def test_pulled_nodes_map_and_unmapped_fields_are_withheld(shop: Harness) 
     )
     assert not any("tags" in p or "note" in p for p in people)
     assert "id" not in withheld and "updatedAt" not in withheld
+
+
+def _mapping_with(tmp_path: Path, fields: dict[str, str]) -> Path:
+    """The shipped Shopify mapping with ``fields`` (canonical name -> path) added."""
+    added = "".join(
+        f'\n[fields.{name}]\npath = "{path}"\npurpose = "Order fulfilment"\ndirection = "in"\n'
+        for name, path in fields.items()
+    )
+    mapping = tmp_path / "shopify.toml"
+    mapping.write_text(MAPPING.read_text() + added)
+    return mapping
+
+
+def _config_reading(tmp_path: Path, mapping: Path) -> Path:
+    """A config with this store alone, read with ``mapping``."""
+    (tmp_path / "master.key").write_text(MASTER_KEY)
+    (tmp_path / "master.key").chmod(0o600)
+    (tmp_path / "token").write_text(TOKEN)
+    path = tmp_path / "klantsync.toml"
+    path.write_text(
+        f"""
+[store]
+path = "klantsync.db"
+[keys]
+source = "file:master.key"
+
+[systems.shopify]
+adapter = "shopify"
+base_url = "{BASE_URL}"
+mapping = "{mapping}"
+credentials = {{ access_token = "file:token" }}
+"""
+    )
+    return path
+
+
+async def test_a_field_added_to_the_shopify_mapping_is_read_by_the_next_pull(
+    sandbox: ShopifySandbox, tmp_path: Path
+) -> None:
+    """README: after a field is added to a mapping, the next run reads the source in full
+    once, so Shopify offers the new field. The pull asked for a fixed selection, so a field
+    mapped to a path outside it (`state` from `defaultAddress.province`) loaded without a
+    word and never arrived. Reads now ask for what the mapping reads, and no more: the staff
+    note and tags, which no mapping reads, stay in Shopify, while access still shows them."""
+    email = "noord@example.nl"
+    sandbox.add_person(email, "Noor", "Holland", city="Haarlem", note="belt vaak", tags=["vip"])
+    sandbox.touch(email, **{"defaultAddress.province": "Noord-Holland"})
+    mapping = _mapping_with(tmp_path, {"state": "defaultAddress.province"})
+    config = load_config(_config_reading(tmp_path, mapping))
+    systems = open_systems(config, transports={"shopify": httpx.ASGITransport(app=sandbox.app())})
+    system = systems["shopify"]
+    try:
+        assert isinstance(system.adapter, ShopifyAdapter)
+        (record,) = [r for p in await collect(system.adapter, None) for r in p.records]
+        (person,) = await system.adapter.find_people(Subject(email=email))
+        held = await system.adapter.find(Subject(email=email))
+    finally:
+        await system.client.aclose()
+    withheld: Counter[str] = Counter()
+    assert system.mapping.inbound(record, withheld).get("state") == "Noord-Holland"
+    assert not withheld  # Shopify answers the selection asked, and nothing beside it
+    read = {"id", "email", "updatedAt", "firstName", "lastName", "phone", "createdAt"}
+    read |= {"defaultAddress", "emailMarketingConsent"}
+    assert set(record) == set(person) == read == system.adapter.asked_fields
+    assert set(record["defaultAddress"]) == {
+        "address1", "address2", "city", "zip", "countryCodeV2", "company", "province",
+    }  # fmt: skip
+    assert set(record["emailMarketingConsent"]) == {"marketingState"}
+    (customer,) = [r for r in held if r.get("type") != "order"]
+    assert customer["note"] == "belt vaak" and customer["tags"] == ["vip"]
+    assert customer["defaultAddress"]["province"] == "Noord-Holland"
+    assert customer["addresses"][0]["city"] == "Haarlem"
+
+
+def test_a_shopify_mapping_path_that_can_name_no_field_is_refused(tmp_path: Path) -> None:
+    """A path part that is no GraphQL field name could not be asked for: refused when the
+    system is opened (exit 2), naming the mapping file and the key."""
+    mapping = _mapping_with(tmp_path, {"state": "defaultAddress.province-code"})
+    config = load_config(_config_reading(tmp_path, mapping))
+    with pytest.raises(ConfigError) as refused:
+        open_systems(config)
+    assert refused.value.file == str(mapping) and refused.value.key == "fields.state.path"
+
+
+async def test_a_page_of_a_wide_selection_stays_within_shopifys_cost_ceiling(
+    clock: FakeClock, wall: FakeClock
+) -> None:
+    """Each object a mapping reads costs a point a customer: at 250 a page, a mapping
+    reading two more (what they spent, their SMS consent) asked 1253 points, and Shopify
+    refuses any query over 1000, every pull. The page is cut to what fits."""
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, shop_domain=SHOP_DOMAIN)
+    emails = seed(sandbox, wall, 3)
+    harness = make_harness(sandbox, clock, wall, page_size=250)
+    paths = load_mapping(MAPPING).source_paths()
+    paths |= {"amountSpent.amount": "fields.spent.path"}
+    paths |= {"smsMarketingConsent.marketingState": "fields.sms.path"}
+    harness.adapter.ask_only_for_paths(paths)
+    try:
+        pages = await collect(harness.adapter, None)
+    finally:
+        await harness.client.aclose()
+    assert emails_of(pages) == emails
+    cost = harness.adapter.last_cost
+    assert cost is not None and 0 < cost["requestedQueryCost"] <= 1000
 
 
 # -- throttling ----------------------------------------------------------------------------

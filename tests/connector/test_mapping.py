@@ -118,6 +118,23 @@ def test_source_fields_are_the_top_level_fields_read_in_and_the_id(tmp_path: Pat
     assert load_mapping(path).source_fields() == {"ref", "contact"}
 
 
+def test_source_paths_are_the_inbound_paths_whole_each_with_its_key(tmp_path: Path) -> None:
+    """What a source asked field by field (Shopify's GraphQL) is asked for: every path read
+    in, nested ones whole, and the id, each with the mapping key that names it."""
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'id_path = "ref.no"\n'
+        '[fields.email]\npath = "contact.email"\npurpose = "x"\n'
+        '[fields.city]\npath = "city"\npurpose = "x"\ndirection = "out"\n'
+        '[fields.state]\npath = "address.province"\npurpose = "x"\n'
+    )
+    assert load_mapping(path).source_paths() == {
+        "ref.no": "id_path",
+        "contact.email": "fields.email.path",
+        "address.province": "fields.state.path",
+    }
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [("+32 470 12 34 56", "+32470123456"), ("0612345678", "+31612345678"), ("12", None)],
