@@ -1038,12 +1038,7 @@ class KindRunner:
             if state is None or (state.status != "done" and not written - {name} and not asked):
                 continue  # the correction reached no system yet: nothing was carried over it
             system = self.rt.systems[name]
-            subject = Subject(email=manifest["email"], external_id=ids.get(name))
-            try:
-                records = await system.adapter.find(subject)
-            except KlantsyncError:
-                continue
-            held = _held_person(system, records, ids.get(name))
+            held = await self._held_now(name, manifest["email"], ids.get(name))
             if held is None:
                 continue
             # Read as the sync read it: a phone without a country code in the person's own
@@ -1089,13 +1084,7 @@ class KindRunner:
                 continue
             if noted == self._value_hash(name, field, value):
                 continue
-            system = self.rt.systems[name]
-            subject = Subject(email=manifest["email"], external_id=ids.get(name))
-            try:
-                records = await system.adapter.find(subject)
-            except KlantsyncError:
-                continue
-            held = _held_person(system, records, ids.get(name))
+            held = await self._held_now(name, manifest["email"], ids.get(name))
             if held is not None and held.get(field) == value:
                 return True
         return False
@@ -1130,15 +1119,19 @@ class KindRunner:
         that was down then tells a change the customer made there since, which the sync
         carried, from the value the correction was asked to replace. Unread (the source
         could not be asked), nothing is noted, and nothing is told."""
-        if name in manifest.get("before", {}):
-            return
+        if name not in manifest.get("before", {}):
+            held = await self._held_now(name, manifest["email"], external)
+            self._note_before(row, manifest, name, held, kept)
+
+    async def _held_now(self, name: str, email: str, external: str | None) -> Person | None:
+        """The person's own live record in ``name`` as its mapping reads it, read now;
+        ``None`` where it holds none, or cannot be asked (which then decides nothing)."""
         system = self.rt.systems[name]
-        subject = Subject(email=manifest["email"], external_id=external)
         try:
-            records = await system.adapter.find(subject)
+            records = await system.adapter.find(Subject(email=email, external_id=external))
         except KlantsyncError:
-            return
-        self._note_before(row, manifest, name, _held_person(system, records, external), kept)
+            return None
+        return _held_person(system, records, external)
 
     def _value_hash(self, name: str, field: str, value: Any) -> str:
         """A keyed hash of a value ``name`` holds of ``field``: compared, never read back."""
