@@ -14,8 +14,9 @@ Two figures, with the real connector (:class:`connector.dsr.DsrService` over
    slowest system, not the sum: the ratio is printed (target below 0.75).
 2. **queued erasures**: ``--erasures`` requests queued, then run by ``retry_open`` (bounded
    concurrency) against a HubSpot sandbox enforcing 190 calls per rolling 10 s on the real
-   clock. Prints calls/s reaching HubSpot against the 19/s ceiling (target >= 90%) and
-   erasures/s.
+   clock. Prints calls/s HubSpot accepted, as the mean count in a trailing 10 s window
+   (:func:`benchmarks.rates.rolling_rate`, as the fan-out benchmark counts), against the
+   19/s ceiling (target >= 90%), and erasures/s.
 
 The exit status is 1 if a target is missed. ``main(n=...)`` returns the figures, which is what
 the smoke test checks (never their values).
@@ -34,6 +35,7 @@ import httpx
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from benchmarks.rates import rolling_rate
 from connector.crypto import generate_master_key
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService
@@ -46,6 +48,8 @@ __all__ = ["CEILING_PER_SECOND", "main"]
 
 #: HubSpot Professional's burst limit as a rate: 190 calls per rolling 10 s.
 CEILING_PER_SECOND = 19.0
+#: The window of that limit, over which the calls' rate is counted (:func:`rolling_rate`).
+WINDOW_SECONDS = 10.0
 FANOUT_TARGET = 0.75
 UTILISATION_TARGET = 0.90
 ENV = {"B_WC_KEY": "ck_sandbox", "B_WC_SECRET": "cs_sandbox", "B_HS_TOKEN": "pat-sandbox"}
@@ -135,18 +139,28 @@ async def _queued(directory: Path, n: int, latency: float, concurrency: int) -> 
         service = DsrService(rt, concurrency=concurrency)
         for email in emails:
             await service.queue_erase(email, source="bench")
-        crm.log.clear()
+        # When each call HubSpot took was answered, on the clock the span is read by.
+        accepted: list[float] = []
+
+        def observe(system: str, status: int | None, seconds: float) -> None:
+            # A 429 does not count in HubSpot's window, and a call with no answer never
+            # reached it: neither is work the ceiling allowed.
+            if status is not None and status != 429:
+                accepted.append(time.perf_counter())
+
+        rt.systems["crm"].client.observer = observe
         started = time.perf_counter()
         await service.retry_open()
         elapsed = time.perf_counter() - started
         completed = sum(1 for v in service.list() if v.status == "completed")
-    accepted = sum(1 for e in crm.log.entries if e.status != 429)
-    rate = accepted / max(elapsed, 1e-9)
+    # Judged as the limit judges it, by the count in each trailing window: the first burst
+    # of up to 190 calls (which a rolling limit allows) is not a rate the client kept up.
+    rate = rolling_rate(accepted, started, started + elapsed, WINDOW_SECONDS)
     return {
         "erasures": float(n),
         "erasures_completed": float(completed),
         "queued_seconds": elapsed,
-        "hubspot_calls": float(accepted),
+        "hubspot_calls": float(len(accepted)),
         "hubspot_429": float(crm.rejected_429),
         "hubspot_calls_per_second": rate,
         "hubspot_utilisation": rate / CEILING_PER_SECOND,

@@ -10,8 +10,9 @@ The four sandboxes run in a child process over loopback TLS, each with the vendo
 limit and ``--latency`` per call; the connector runs here, one flow from the shop to the three
 destinations, for ``--seconds``, then stops the way SIGTERM stops the daemon. Each
 destination's call rate is measured from the client's own request times over the window
-(after a warm-up of ``--warmup`` seconds), as the mean count in a trailing window of its own
-limit's length (:func:`rolling_rate`), and compared with that sandbox's ceiling:
+(after a warm-up of ``--warmup`` seconds), counting only the calls the vendor accepted (not
+those answered 429, nor those that got no answer), as the mean count in a trailing window of
+its own limit's length (:func:`rolling_rate`), and compared with that sandbox's ceiling:
 
 - HubSpot: 190 calls per rolling 10 s -> 19 calls/s;
 - Pipedrive (Growth): 40 calls per 2 s, and searches 10 per 2 s. A new person costs one
@@ -96,16 +97,16 @@ def _serve(
 
 async def _run(
     config: Path, seconds: float
-) -> tuple[dict[str, list[tuple[float, str, float]]], dict[str, Any]]:
+) -> tuple[dict[str, list[tuple[float, int | None, float]]], dict[str, Any]]:
     from connector.runtime import open_runtime, settle_heap
 
-    calls: dict[str, list[tuple[float, str, float]]] = defaultdict(list)
+    calls: dict[str, list[tuple[float, int | None, float]]] = defaultdict(list)
     async with open_runtime(config) as rt:
         settle_heap()  # as `klantsync sync` and the daemon do
         for system in rt.systems.values():
 
             def observe(name: str, status: int | None, seconds: float) -> None:
-                calls[name].append((time.monotonic(), str(status), seconds))
+                calls[name].append((time.monotonic(), status, seconds))
 
             system.client.observer = observe
         task = asyncio.create_task(rt.engine.sync())
@@ -166,8 +167,14 @@ def main(
     window_start, window_end = started + warmup, started + seconds
 
     def rate(system: str) -> float:
-        """Calls per second while the destination still had work, within the window."""
-        times = [t for t, _status, _s in calls.get(system, []) if window_start <= t <= window_end]
+        """Calls the vendor accepted per second while the destination still had work, within
+        the window: a call answered 429 is not counted in the vendor's window (it did none of
+        the work the ceiling allows), and one that got no answer never reached it."""
+        times = [
+            t
+            for t, status, _s in calls.get(system, [])
+            if window_start <= t <= window_end and status is not None and status != 429
+        ]
         if len(times) < 2:
             return 0.0
         return rolling_rate(times, window_start, times[-1], WINDOWS[system])

@@ -23,8 +23,10 @@ def rolling_rate(
     the same behaviour measured anywhere from 80% to 110% of the ceiling depending on whether
     the span ended just before or just after a burst; the count in every trailing window
     is what the limit itself judges, and is the same wherever the span ends. Samples are
-    taken at every 50 ms from one window after ``start`` to ``end``; spans shorter than one
-    window fall back to events over the span.
+    taken at every 50 ms from one window after ``start`` to ``end``. A span shorter than one
+    window is judged by the one trailing window that holds it all: events / ``window``.
+    (Counted over the span instead, a client that spent one window's allowance in its first
+    second would read ten times a 10 s limit's ceiling.)
     """
     pairs = sorted(
         (t, 1.0 if weights is None else weights[i])
@@ -35,7 +37,7 @@ def rolling_rate(
     total = [0.0, *accumulate(w for _, w in pairs)]
     span = end - start
     if span < window:
-        return total[-1] / span if span > 0 else 0.0
+        return total[-1] / window
     samples: list[float] = []
     t = start + window
     while t <= end + 1e-9:
