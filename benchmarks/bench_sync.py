@@ -77,8 +77,12 @@ def sandbox_server(
     latency: float,
     shop_latency: float = 0.0,
     hubspot_limit: str = "190/10",
+    cpus: set[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Start :mod:`benchmarks.sandbox_server`; yield its ready info; stop it afterwards."""
+    """Start :mod:`benchmarks.sandbox_server`; yield its ready info; stop it afterwards.
+
+    ``cpus``: the CPUs the sandbox process runs on, every thread of it.
+    """
     ready = workdir / "sandboxes.json"
     command = [
         sys.executable,
@@ -97,7 +101,8 @@ def sandbox_server(
         "--dir",
         str(workdir / "tls"),
     ]
-    process = subprocess.Popen(command, cwd=ROOT)  # noqa: S603 - our own module, fixed args
+    with _spawning_on(cpus):
+        process = subprocess.Popen(command, cwd=ROOT)  # noqa: S603 - our own module, fixed args
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -377,13 +382,12 @@ def run_engine(
         if one_cpu is not None:
             stack.enter_context(_on_cpu(one_cpu))  # before the sandbox starts: it inherits it
         base = stack.enter_context(_workdir(workdir))
+        others = None if own_cpu is None else os.sched_getaffinity(0) - {own_cpu}
         info = stack.enter_context(
-            sandbox_server(base, customers, latency=0.0, hubspot_limit="none")
+            sandbox_server(base, customers, latency=0.0, hubspot_limit="none", cpus=others)
         )
         where = "" if one_cpu is None else f", both processes on CPU {one_cpu}"
         if own_cpu is not None:
-            others = os.sched_getaffinity(0) - {own_cpu}
-            os.sched_setaffinity(info["pid"], others)
             stack.enter_context(_on_cpu(own_cpu))
             where = f", the connector alone on CPU {own_cpu}, the sandbox on {sorted(others)}"
         _say(f"engine: {customers} customers, no latency, no limit{where}")
@@ -469,9 +473,46 @@ def _judged(judged: bool, target: str, met: bool) -> tuple[str, bool | None]:
 
 @contextlib.contextmanager
 def _on_cpu(cpu: int) -> Iterator[None]:
-    """Run this process (and the processes it starts meanwhile) on ``cpu`` alone."""
+    """Run this process (every thread of it, and the processes it starts meanwhile) on
+    ``cpu`` alone.
+
+    A CPU affinity belongs to a thread: ``sched_setaffinity(0, ...)`` moves only the calling
+    one, and a thread started earlier would go on running on every CPU. So each thread alive
+    is moved, and the threads started meanwhile inherit the affinity from their starter.
+    """
+    before = {tid: os.sched_getaffinity(tid) for tid in _threads()}
+    own = os.sched_getaffinity(0)
+    for tid in before:
+        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(tid, {cpu})
+    try:
+        yield
+    finally:
+        for tid in _threads():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, before.get(tid, own))
+
+
+def _threads() -> list[int]:
+    """The ids of this process's threads (Linux: ``/proc/self/task``)."""
+    return [int(entry.name) for entry in Path("/proc/self/task").iterdir()]
+
+
+@contextlib.contextmanager
+def _spawning_on(cpus: set[int] | None) -> Iterator[None]:
+    """While in it, a process started from this thread runs on ``cpus`` (``None``: as is).
+
+    A new process inherits the affinity of the thread that starts it, and its threads that of
+    its main thread: set before it starts, the whole process keeps to ``cpus``. (Set after
+    it started, ``sched_setaffinity(pid, ...)`` moves only its main thread, not the server
+    thread it started meanwhile.) Only this thread's own affinity is changed, and only for
+    the start.
+    """
+    if cpus is None:
+        yield
+        return
     before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
+    os.sched_setaffinity(0, cpus)
     try:
         yield
     finally:

@@ -8,16 +8,24 @@ runs that start the sandboxes use a few hundred customers, as the smoke tests do
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import psutil
 import pytest
 
 # HubSpot Professional: 190 calls per rolling 10 s, 100 contacts a batch -> 1,900 contacts/s.
 CEILING = 190 * 100 / 10
+
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="pins processes to CPUs: Linux with two CPUs",
+)
 
 
 def _limited_client_upserts(windows: int, in_flight: int = 4, latency: float = 0.05) -> list:
@@ -86,6 +94,81 @@ def test_memory_figure_is_the_connector_process_own_peak(tmp_path: Path) -> None
         del ballast
     peaks = {f.name: f.value for f in figures if f.name.startswith("peak RSS")}
     assert peaks and all(0 < value < 300 for value in peaks.values()), peaks
+
+
+def _affinities(pid: int) -> dict[int, set[int]]:
+    """The CPUs each thread of process ``pid`` may run on."""
+    return {
+        thread.id: set(os.sched_getaffinity(thread.id)) for thread in psutil.Process(pid).threads()
+    }
+
+
+@needs_two_cpus
+def test_own_cpu_keeps_every_sandbox_thread_off_the_connector_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--own-cpu N``: the connector alone on CPU N, the sandbox on the others. Moved after
+    it started (``sched_setaffinity(pid, ...)``), only the sandbox's main thread left CPU N;
+    the uvicorn thread serving every request kept every CPU."""
+    import benchmarks.bench_sync as bench
+
+    cpu = min(os.sched_getaffinity(0))
+    seen: dict[int, set[int]] = {}
+    real = bench.connector_run
+
+    def watching(info: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen.update(_affinities(info["pid"]))
+        return real(info, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "connector_run", watching)
+    before = os.sched_getaffinity(0)
+    try:
+        bench.run(
+            ["engine", "--customers", "200", "--own-cpu", str(cpu), "--workdir", str(tmp_path)]
+        )
+    finally:
+        os.sched_setaffinity(0, before)
+    assert len(seen) >= 2  # the main thread and the serving thread at least
+    on_connector_cpu = {tid: cpus for tid, cpus in seen.items() if cpu in cpus}
+    assert not on_connector_cpu, f"sandbox threads still allowed on CPU {cpu}: {on_connector_cpu}"
+
+
+@needs_two_cpus
+def test_one_cpu_puts_every_thread_of_both_processes_on_that_cpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--one-cpu N``: both processes on CPU N, all their threads; a thread the measuring
+    process started before is moved too, and every thread gets its CPUs back after."""
+    import benchmarks.bench_sync as bench
+
+    cpu = min(os.sched_getaffinity(0))
+    seen: dict[str, dict[int, set[int]]] = {}
+    real = bench.connector_run
+
+    def watching(info: dict[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        seen["sandbox"] = _affinities(info["pid"])
+        seen["connector"] = _affinities(os.getpid())
+        return real(info, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "connector_run", watching)
+    stop = threading.Event()
+    earlier = threading.Thread(target=stop.wait, name="started-before")
+    earlier.start()
+    tid = earlier.native_id
+    assert tid is not None
+    try:
+        before = os.sched_getaffinity(tid)
+        bench.run(
+            ["engine", "--customers", "200", "--one-cpu", str(cpu), "--workdir", str(tmp_path)]
+        )
+        after = os.sched_getaffinity(tid)
+    finally:
+        stop.set()
+        earlier.join()
+    assert tid in seen["connector"]
+    for process, threads in seen.items():
+        assert all(cpus == {cpu} for cpus in threads.values()), (process, threads)
+    assert after == before
 
 
 def test_dsr_queued_erasure_rate_is_judged_by_trailing_windows(
