@@ -230,3 +230,43 @@ def test_fanout_share_counts_only_calls_the_vendor_accepted(
     )
     assert figures["news_mean_call_ms"] > 0  # calls were made, and every one refused
     assert figures["news_share_of_ceiling"] == 0.0, figures["news_calls_per_second"]
+
+
+def test_webhook_benchmark_exits_1_when_a_target_is_missed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As every benchmark's: a missed target is exit status 1. Here the daemon acknowledges
+    40 deliveries in 10 s (4/s against >= 500, p99 500 ms against < 50) and changes take 5 s
+    to reach HubSpot (p95 target < 2 s)."""
+    import benchmarks.bench_webhooks as bench
+
+    @contextlib.contextmanager
+    def world(directory: Path, customers: int) -> Iterator[dict[str, Any]]:
+        yield {"config": directory / "klantsync.toml", "url": "http://127.0.0.1:9"}
+
+    class Runtime:
+        def __init__(self) -> None:
+            async def sync() -> list[Any]:
+                return []
+
+            self.engine = SimpleNamespace(sync=sync)
+
+        async def __aenter__(self) -> Runtime:
+            return self
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    async def propagation(world: Any, changes: int, rate: float) -> list[float]:
+        return [5.0] * changes
+
+    async def flood(world: Any, deliveries: int, concurrency: int) -> tuple[float, list[float]]:
+        return 10.0, [0.5] * deliveries
+
+    daemon = SimpleNamespace(terminate=lambda: None, wait=lambda timeout=None: 0)
+    monkeypatch.setattr(bench, "_world", world)
+    monkeypatch.setattr(bench, "open_runtime", lambda config: Runtime())
+    monkeypatch.setattr(bench, "_start_daemon", lambda config, url: daemon)
+    monkeypatch.setattr(bench, "_propagation", propagation)
+    monkeypatch.setattr(bench, "_flood", flood)
+    assert bench._cli(["--deliveries", "40", "--changes", "3"]) == 1
