@@ -270,3 +270,13 @@ def test_webhook_benchmark_exits_1_when_a_target_is_missed(
     monkeypatch.setattr(bench, "_propagation", propagation)
     monkeypatch.setattr(bench, "_flood", flood)
     assert bench._cli(["--deliveries", "40", "--changes", "3"]) == 1
+
+
+def test_a_run_without_hubspot_calls_does_not_pass_the_429_share() -> None:
+    """0 of 0 calls answered 429 is no share at all: a run that stopped calling HubSpot
+    must not read "answered 429: 0%, PASS"."""
+    from benchmarks.bench_sync import answered_429
+
+    assert answered_429(0, 0).passed is False
+    assert answered_429(1000, 9).passed is True
+    assert answered_429(1000, 10).passed is False

@@ -24,7 +24,8 @@ def test_audit_benchmark_runs(tmp_path: Path) -> None:
     from benchmarks.bench_audit import main
 
     figures = main(200, directory=tmp_path)
-    assert figures["verified"] == 200 and figures["ok"] == 1.0
+    # Not "ok", which holds the time target too: 200 entries in 6 ms, on a busy machine.
+    assert figures["verified"] == 200 and figures["chain_ok"] == 1.0
     assert figures["insert_seconds"] > 0 and figures["verify_seconds"] > 0
 
 
@@ -56,6 +57,11 @@ def test_sync_benchmarks_run(tmp_path: Path) -> None:
     delivered = [f for f in figures if f.name == "contacts in HubSpot"]
     assert [f.value for f in delivered] == [300, 300]
     assert all(f.value > 0 for f in figures if f.name.startswith("peak RSS"))
+    # A measurement that stopped measuring reads 0; one this short has no verdict to give.
+    (sustained,) = [f for f in figures if f.name == "sustained rate"]
+    assert sustained.value > 0 and sustained.passed is None
+    (requests,) = [f for f in figures if f.name == "HubSpot requests"]
+    assert requests.value > 0
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="pins to a CPU: Linux only")
