@@ -16,9 +16,11 @@ What it does, by contract verb:
   of every person (:mod:`.directory`);
 - ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
-  (Pipedrive lets several persons share an e-mail), each read in full with what Pipedrive
-  keeps beside them: notes, deals, activities and label names (:mod:`.linked`); a person in
-  the 30-day bin among them is reported held, marked so (:func:`~.payloads.in_the_bin`);
+  whose primary e-mail it is (Pipedrive lets several persons share an e-mail; one holding
+  it beside another primary one is not the subject's, as ``upsert`` tells them apart),
+  each read in full with what Pipedrive keeps beside them: notes, deals, activities and
+  label names (:mod:`.linked`); a person in the 30-day bin among them is reported held,
+  marked so (:func:`~.payloads.in_the_bin`);
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
@@ -197,12 +199,15 @@ class PipedriveAdapter:
     async def update(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         """Change persons Pipedrive holds; never create one. Results in input order.
 
-        Every person that is the subject's is changed: the one under the known id and each
-        exact e-mail hit (Pipedrive lets several persons share an e-mail, and ``find`` and
-        ``erase`` take them all as the subject's; a correction that reached one of them left
-        the others wrong behind a receipt saying it was made), but for one the connector
-        knows as another subject's (``record.spare``). A record that finds no live person is
-        ``not_held`` instead of being created with ``POST /persons``.
+        Every person that is the subject's is changed, found as ``find`` and ``erase`` find
+        them (:meth:`_held`): the one under the known id and each exact e-mail hit whose
+        primary e-mail the address is (Pipedrive lets several persons share an e-mail; a
+        correction that reached one of them left the others wrong behind a receipt saying
+        it was made). Not one the connector knows as another subject's (``record.spare``),
+        nor one holding the address beside another primary one (as ``upsert`` tells them
+        apart): corrected, a housemate's person took the subject's name; the note names
+        those by id. A record that finds no live person is ``not_held`` instead of being
+        created with ``POST /persons``.
 
         Raises:
             FatalRemoteError: as for ``upsert``.
@@ -281,19 +286,19 @@ class PipedriveAdapter:
             )
 
     async def _correct_one(self, record: OutboundRecord) -> UpsertResult:
-        """``update`` for one record: every live person of the subject's changed."""
+        """``update`` for one record: every live person of the subject's changed, found as
+        ``find`` finds them (:meth:`_held`); the note names by id those left as not theirs."""
         if not record.email and not record.external_id:
             return UpsertResult(record.ref, "failed", reason="missing_email")
+        subject = Subject(email=record.email, external_id=record.external_id, spare=record.spare)
         try:
-            known = record.external_id or ""
-            ids = [int(known)] if known.isdecimal() else []
-            if record.email:
-                ids += [hit for hit in await self._search(record.email) if hit not in ids]
-            first: UpsertResult | None = None
             # Another subject's person (OutboundRecord.spare), found by the address beside
-            # their own, keeps their own values.
-            for person_id in [i for i in ids if str(i) not in record.spare]:
-                updated = await self._patch(person_id, record, correcting=True)
+            # their own, keeps their own values; so does one holding it beside another
+            # primary address (_held).
+            people, passed = await self._held(subject)
+            first: UpsertResult | None = None
+            for person in people:
+                updated = await self._patch(int(person["id"]), record, correcting=True)
                 first = first or updated
                 if updated is not None and updated.outcome != "updated":
                     return updated  # refused: said as it is; a retry writes them all again
@@ -303,7 +308,9 @@ class PipedriveAdapter:
             return UpsertResult(
                 record.ref, "failed", reason=failure_reason(exc.status), retryable=True
             )
-        return first or UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
+        result = first or UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
+        said = "; ".join(part for part in (result.note, _passed_note(passed)) if part)
+        return result._replace(note=said)
 
     async def _create(self, record: OutboundRecord) -> UpsertResult:
         """``POST /persons``, made once: Pipedrive has no key to match a repeated create by,
@@ -519,7 +526,7 @@ class PipedriveAdapter:
         wrote about them, their deals and activities, and the names of their labels
         (``labels``, beside ``label_ids``), read once for all of them.
         """
-        people = await self._held(subject)
+        people, _ = await self._held(subject)
         labels = await self.linked.label_names() if any(_label_ids(p) for p in people) else {}
         found: list[dict[str, Any]] = []
         for person in people:
@@ -528,10 +535,18 @@ class PipedriveAdapter:
             found.append({**person, "labels": named, **beside})
         return found
 
-    async def _held(self, subject: Subject) -> list[dict[str, Any]]:
-        """The persons ``find`` reports, without what is kept beside them (an erasure
-        needs only the persons, and reads no more of the subject's data than that)."""
+    async def _held(self, subject: Subject) -> tuple[list[dict[str, Any]], list[int]]:
+        """The persons ``find`` reports, without what is kept beside them, and the ids of
+        those the e-mail found that are not the subject's by the rule the sync writes by.
+
+        The person the identity map's id names is the subject's. One the search finds is
+        theirs only where the address is its primary e-mail (:func:`_primary_is`, as
+        ``upsert`` writes): a person holding it beside another primary one is a
+        housemate's, whom the sync never wrote as the subject's, and whom their access copy
+        showed and their erasure deleted.
+        """
         found: dict[int, dict[str, Any]] = {}
+        passed: list[int] = []
         if subject.external_id and subject.external_id.isdecimal():
             person = await self._read(int(subject.external_id))
             if person is not None:
@@ -539,16 +554,22 @@ class PipedriveAdapter:
         if subject.email:
             for person_id in await self._search(subject.email):
                 # Another subject's person (Subject.spare) is neither shown nor deleted.
-                if person_id not in found and str(person_id) not in subject.spare:
-                    person = await self._read(person_id)
-                    if person is not None:
-                        found[person_id] = person
-        return [
+                if person_id in found or str(person_id) in subject.spare:
+                    continue
+                person = await self._read(person_id)
+                if person is None:
+                    continue
+                if _primary_is(person, subject.email):
+                    found[person_id] = person
+                else:
+                    passed.append(person_id)
+        people = [
             in_the_bin(found[key])
             if found[key].get("is_deleted")
             else with_contact_keys(found[key])
             for key in sorted(found)
         ]
+        return people, passed
 
     async def _read(self, person_id: int) -> dict[str, Any] | None:
         """The person as Pipedrive shows them, in the bin (``is_deleted``) or not; ``None``
@@ -576,10 +597,13 @@ class PipedriveAdapter:
         deletion). One whose ``DELETE`` answers 404 (someone deleted them since our read)
         counts as found too. A second call deletes nothing: it reports the persons in the
         bin where Pipedrive shows them, else ``found=False``.
+
+        A person the e-mail finds that holds it only beside another primary address is left
+        (:meth:`_held`), and the note says so by id.
         """
         if subject.email:
             self.directory.forget(subject.email)
-        people = await self._held(subject)
+        people, passed = await self._held(subject)
         deleted = 0
         status: int | None = None
         for person in people:
@@ -591,13 +615,14 @@ class PipedriveAdapter:
             # A 404 here means someone deleted the person between our read and this call.
             status = response.status_code if status in (None, 200) else status
             deleted += response.status_code == 200
+        done = ERASURE_NOTE if deleted else IN_THE_BIN_NOTE if people else NOT_HELD_NOTE
         return ErasureResult(
             found=bool(people),
             mode="delete_purged_later",
             reversible=True,
             endpoint=ERASURE_ENDPOINT,
             vendor_status=status,
-            note=ERASURE_NOTE if deleted else IN_THE_BIN_NOTE if people else NOT_HELD_NOTE,
+            note="; ".join(part for part in (done, _passed_note(passed)) if part),
         )
 
     # -- webhooks ----------------------------------------------------------------------------
@@ -617,6 +642,18 @@ class PipedriveAdapter:
 def _primary_is(person: dict[str, Any], email: str) -> bool:
     """Whether ``email`` is the person's primary e-mail (as subjects are told apart)."""
     return normalise_email(primary_value(person.get("emails")) or "") == normalise_email(email)
+
+
+def _passed_note(passed: Sequence[int]) -> str:
+    """What an erasure or a correction says of the persons it left as not the subject's
+    (ids only: they are no personal data of the subject, and let whoever reads the receipt
+    look)."""
+    if not passed:
+        return ""
+    return (
+        f"left {len(passed)} person(s) found under the address that hold it only beside "
+        f"another primary e-mail, as syncs leave them (ids {', '.join(map(str, sorted(passed)))})"
+    )
 
 
 def _label_ids(person: dict[str, Any]) -> list[int]:

@@ -1411,6 +1411,64 @@ async def test_erase_deletes_every_person_sharing_the_email(pd: Harness) -> None
     assert pd.sandbox.person_count() == 0
 
 
+def bert_holding(sandbox: PipedriveSandbox, address: str) -> str:
+    """Bert's person: his own primary e-mail, and ``address`` beside it (a partner's, who
+    pays his invoices)."""
+    return sandbox.add_person(
+        "bert@elders.nl",
+        "Bert",
+        "Bakker",
+        emails=[
+            {"value": "bert@elders.nl", "primary": True, "label": "work"},
+            {"value": address, "primary": False, "label": "home"},
+        ],
+    )
+
+
+async def test_an_erasure_leaves_a_person_holding_the_address_beside_their_own_primary_one(
+    pd: Harness,
+) -> None:
+    """The sync gives Jan a person of his own and leaves Bert's, which holds Jan's address
+    only beside Bert's primary one. The erasure took every exact search hit as Jan's and
+    deleted Bert's person (with the identity map's id known or not). It follows the sync's
+    rule; the note names what it left by id."""
+    bert = bert_holding(pd.sandbox, "jan@example.nl")
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    known = await pd.adapter.erase(Subject(email="jan@example.nl", external_id=jan))
+    assert pd.sandbox.store.live(int(bert)) is not None
+    assert pd.sandbox.store.live(int(jan)) is None
+    assert known.found and known.note.endswith(f"(ids {bert})")
+    unknown = await pd.adapter.erase(Subject(email="jan@example.nl"))
+    assert not unknown.found and pd.sandbox.store.live(int(bert)) is not None
+
+
+async def test_an_access_copy_leaves_out_a_person_holding_the_address_beside_their_own_one(
+    pd: Harness,
+) -> None:
+    """Jan's access copy showed Bert's person (his name, his notes), found by Jan's address
+    beside Bert's own primary one: not Jan's, by the rule the sync writes by."""
+    bert = bert_holding(pd.sandbox, "jan@example.nl")
+    pd.sandbox.add_note(bert, "Bert betaalt altijd te laat")
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    found = await pd.adapter.find(Subject(email="jan@example.nl"))
+    assert [str(p["id"]) for p in found] == [jan]
+    assert "Bert" not in json.dumps(found)
+
+
+async def test_a_correction_leaves_a_person_holding_the_address_beside_their_own_primary_one(
+    pd: Harness,
+) -> None:
+    """Corrected with Jan, Bert's person (Jan's address beside Bert's primary one) took
+    Jan's corrected name."""
+    bert = bert_holding(pd.sandbox, "jan@example.nl")
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Fout")
+    fix = OutboundRecord("r", "jan@example.nl", jan, {"last_name": "Goed"})
+    (result,) = await pd.adapter.update([fix])
+    assert (result.outcome, result.external_id) == ("updated", jan)
+    assert pd.sandbox.store.persons[int(jan)].to_json()["last_name"] == "Goed"
+    assert pd.sandbox.store.persons[int(bert)].to_json()["name"] == "Bert Bakker"
+
+
 async def test_sandbox_deleted_person_answers_404(
     raw: httpx.AsyncClient, sandbox: PipedriveSandbox
 ) -> None:

@@ -1180,7 +1180,7 @@ async def test_a_record_known_as_a_housemate_s_is_left_by_the_person_s_erasure(
     world: World, rt: Runtime
 ) -> None:
     """Anna's erasure deletes her Pipedrive person and leaves Bert's, found by her address
-    too; the receipt says a record was left, by its id only."""
+    too (beside his own primary one); the receipt says a record was left, by its id only."""
     bert_id = await _anna_s_address_on_bert_s_person(world, rt)
     anna = world.deals.record_for(ANNA)
     assert anna is not None
@@ -1192,7 +1192,9 @@ async def test_a_record_known_as_a_housemate_s_is_left_by_the_person_s_erasure(
     assert text is not None
     systems = {s["system"]: s for s in json.loads(text)["receipt"]["systems"]}
     assert systems["deals"]["status"] == "verified_absent"
-    assert f"another person's (ids {bert_id})" in systems["deals"]["note"]
+    assert (
+        f"another primary e-mail, as syncs leave them (ids {bert_id})" in (systems["deals"]["note"])
+    )
     assert BERT not in text and "Jansenius" not in text
 
 
@@ -1216,7 +1218,10 @@ async def test_a_record_known_as_a_housemate_s_is_not_corrected_with_the_person(
     assert text is not None
     systems = {s["system"]: s for s in json.loads(text)["receipt"]["systems"]}
     assert systems["deals"]["status"] == "done"
-    assert f"another person's (ids {bert_id})" in systems["deals"]["detail"]
+    assert (
+        f"another primary e-mail, as syncs leave them (ids {bert_id})"
+        in (systems["deals"]["detail"])
+    )
     assert BERT not in text and "Jansenius" not in text and ANNA not in text
 
 
