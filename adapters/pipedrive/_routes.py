@@ -205,7 +205,8 @@ def _person_filter(request: Request) -> int | None:
 class LinkedRoutes:
     """What Pipedrive keeps beside a person, as an access copy reads it: a person's notes
     (``GET /v1/notes``), deals and activities (``GET /v2/deals``, ``GET /v2/activities``),
-    each filtered by ``person_id``, and the label names (``GET /v2/personFields``).
+    each filtered by ``person_id``, and the label names (``GET /v2/personFields``); and
+    ``DELETE /v1/notes/{id}``, with which an erasure deletes the notes about the person.
 
     Notes are in API v1 only (the v2 SDK has no notes endpoint); they page by ``start`` and
     ``limit`` and say ``additional_data.pagination.more_items_in_collection``, as v1 lists
@@ -231,6 +232,16 @@ class LinkedRoutes:
         if more:
             pagination["next_start"] = start + limit
         return _ok(items[start : start + limit], {"pagination": pagination}), []
+
+    async def delete_note(self, request: Request) -> Result:
+        """``DELETE /v1/notes/{id}``: the note goes for good (whether Pipedrive keeps a
+        deleted note restorable is UNVERIFIED); v1 answers ``data: true``."""
+        raw = str(request.path_params.get("id", ""))
+        if not raw.isdecimal():
+            raise Reject(400, "Parameter id must be an integer")
+        if not self.store.remove_linked("notes", int(raw)):
+            raise Reject(404, "Note not found")
+        return _ok(True), []
 
     async def deals(self, request: Request) -> Result:
         """``GET /v2/deals?person_id=``: one page, ``additional_data.next_cursor`` for the next."""

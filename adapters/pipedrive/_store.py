@@ -233,6 +233,13 @@ class PersonStore:
         self.next_linked_id += 1
         return int(item["id"])
 
+    def remove_linked(self, kind: str, item_id: int) -> bool:
+        """Delete one note, deal or activity for good; whether it was there."""
+        kept = [item for item in self.linked[kind] if item.get("id") != item_id]
+        gone = len(kept) != len(self.linked[kind])
+        self.linked[kind] = kept
+        return gone
+
     def linked_of(self, kind: str, person_id: int | None) -> list[dict[str, Any]]:
         """The items of ``kind`` naming ``person_id`` (every one for ``None``), by id."""
         items = self.linked[kind]

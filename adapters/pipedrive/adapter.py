@@ -25,7 +25,9 @@ What it does, by contract verb:
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
   (``delete_purged_later``, reversible) and the receipt must too. API v2 has no immediate
-  permanent deletion of a person;
+  permanent deletion of a person. Before each, the notes about the person alone are
+  deleted (API v1), and the deals, activities and notes also on another record, which are
+  the business's, are counted on the receipt (:mod:`.linked`);
 - webhooks: v2 deliveries with HTTP Basic credentials (see :mod:`adapters.pipedrive.webhooks`).
 
 A person marked deleted is not live: no sync or correction writes to them. Whether v2
@@ -45,7 +47,7 @@ from typing import Any, Final, Literal
 import httpx
 
 from adapters.pipedrive.directory import Directory
-from adapters.pipedrive.linked import LinkedReader
+from adapters.pipedrive.linked import Left, LinkedReader
 from adapters.pipedrive.payloads import (
     PullCursor,
     decode_cursor,
@@ -598,15 +600,21 @@ class PipedriveAdapter:
         counts as found too. A second call deletes nothing: it reports the persons in the
         bin where Pipedrive shows them, else ``found=False``.
 
-        A person the e-mail finds that holds it only beside another primary address is left
+        Before each person goes, the notes about them alone are deleted and what else names
+        them is counted (:meth:`.linked.LinkedReader.erase_beside`): deals and activities
+        are the business's records, kept, and the note names them by kind and count, so
+        the receipt does not pass the person's part for all Pipedrive held of them. A
+        person the e-mail finds that holds it only beside another primary address is left
         (:meth:`_held`), and the note says so by id.
         """
         if subject.email:
             self.directory.forget(subject.email)
         people, passed = await self._held(subject)
+        left = Left()
         deleted = 0
         status: int | None = None
         for person in people:
+            left.add(await self.linked.erase_beside(int(person["id"])))
             if is_archived(person):
                 continue  # in the bin already: a DELETE changes nothing
             response = await self.client.request(
@@ -622,7 +630,7 @@ class PipedriveAdapter:
             reversible=True,
             endpoint=ERASURE_ENDPOINT,
             vendor_status=status,
-            note="; ".join(part for part in (done, _passed_note(passed)) if part),
+            note="; ".join(part for part in (done, left.said(), _passed_note(passed)) if part),
         )
 
     # -- webhooks ----------------------------------------------------------------------------

@@ -23,17 +23,26 @@ otherwise put other people's data into this person's copy. Each list is read to 
 (``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason :data:`CUT_REASON`, and
 how many the copy lists), so a partial list never passes for the whole. A 404 is an empty
 list: the person went away since it was read, as for the other adapters' sub-collections.
+
+An erasure deletes the person's notes that are about them alone (``DELETE /api/v1/notes/
+{id}``; the v1 note attaches to nothing else: no deal, organisation, lead or project) and
+counts what it leaves (:meth:`LinkedReader.erase_beside`): deals, activities and notes also
+on another record are the business's records, which name the person but are not theirs to
+have deleted, and the receipt names them by kind and count. What Pipedrive itself does to
+a deleted person's notes, deals and activities is UNVERIFIED; whether a deleted note goes
+to a bin is UNVERIFIED too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
 
-__all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "LinkedReader"]
+__all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "Left", "LinkedReader"]
 
 #: Items a page of each list holds (the most v1 and v2 lists give).
 PAGE_SIZE: Final = 500
@@ -48,6 +57,63 @@ ACTIVITIES: Final = "/activities"
 PERSON_FIELDS: Final = "/personFields"
 #: ``field_code`` of the person field whose options name the labels (UNVERIFIED; see above).
 LABEL_FIELDS: Final = frozenset({"label_ids", "label"})
+#: The fields of a v1 note that attach it to a record besides the person: such a note is
+#: that record's too (a deal's history), and an erasure leaves it.
+ATTACHED_ELSEWHERE: Final = ("deal_id", "org_id", "lead_id", "project_id")
+
+
+@dataclass
+class Left:
+    """What an erasure did with, and left of, what Pipedrive keeps beside the person.
+
+    Counts only, never content or ids: the receipt shows :meth:`said`, and a deal names
+    other people (its organisation, its participants) as well.
+    """
+
+    notes_deleted: int = 0
+    notes_kept: int = 0
+    deals: int = 0
+    activities: int = 0
+    #: Lists longer than one erasure reads (:data:`MAX_PAGES` pages): the rest stays unread.
+    cut: set[str] = field(default_factory=set)
+
+    def add(self, other: Left) -> None:
+        self.notes_deleted += other.notes_deleted
+        self.notes_kept += other.notes_kept
+        self.deals += other.deals
+        self.activities += other.activities
+        self.cut |= other.cut
+
+    def said(self) -> str:
+        """The receipt's words for it; empty when nothing was linked to the person."""
+        parts: list[str] = []
+        if self.notes_deleted:
+            parts.append(
+                f"{_count(self.notes_deleted, 'note', 'notes')} about the person alone deleted"
+            )
+        kept = [
+            text
+            for number, text in (
+                (self.deals, _count(self.deals, "deal", "deals")),
+                (self.activities, _count(self.activities, "activity", "activities")),
+                (
+                    self.notes_kept,
+                    f"{_count(self.notes_kept, 'note', 'notes')} also on a deal, organisation, "
+                    "lead or project",
+                ),
+            )
+            if number
+        ]
+        if kept:
+            parts.append(
+                "left in Pipedrive, linked to the person (the business's records, which "
+                f"klantsync does not delete): {', '.join(kept)}"
+            )
+        parts += [
+            f"{kind} beyond the first {MAX_PAGES * PAGE_SIZE} not read, left as they are"
+            for kind in sorted(self.cut)
+        ]
+        return "; ".join(parts)
 
 
 class LinkedReader:
@@ -84,6 +150,39 @@ class LinkedReader:
             items, more = await self._cursor_list(path, {"person_id": person_id})
             held.update(_listed(kind, [i for i in items if _names(i, person_id)], more))
         return held
+
+    async def erase_beside(self, person_id: int) -> Left:
+        """Delete the person's notes about them alone; count what is left beside them.
+
+        Run before the person is deleted: a retry after a failure between the two finds the
+        person again, and with them what is still linked.
+        """
+        left = Left()
+        notes, more = await self._notes(person_id)
+        if more:
+            left.cut.add("notes")
+        for note in notes:
+            if any(note.get(key) for key in ATTACHED_ELSEWHERE):
+                left.notes_kept += 1
+            elif isinstance(note.get("id"), int):
+                left.notes_deleted += await self._delete_note(int(note["id"]))
+        left.deals = await self._count_naming(DEALS, person_id, left)
+        left.activities = await self._count_naming(ACTIVITIES, person_id, left)
+        return left
+
+    async def _count_naming(self, path: str, person_id: int, left: Left) -> int:
+        """How many items of a v2 list name the person; a list cut is noted on ``left``."""
+        items, more = await self._cursor_list(path, {"person_id": person_id})
+        if more:
+            left.cut.add(path.strip("/"))
+        return sum(1 for item in items if _names(item, person_id))
+
+    async def _delete_note(self, note_id: int) -> int:
+        """``DELETE /api/v1/notes/{id}``: 1 if deleted, 0 if gone already (404)."""
+        response = await self.client.request(
+            "DELETE", f"{self.v1_root}{NOTES}/{note_id}", accept=(404,)
+        )
+        return int(response.status_code == 200)
 
     async def _notes(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
         """The person's notes (API v1, paged by ``start``) and whether more were left."""
@@ -142,6 +241,10 @@ def _listed(kind: str, items: list[dict[str, Any]], more: bool) -> dict[str, Any
     if more:
         held[f"{kind}NotRead"] = {"reason": CUT_REASON, "listed": len(items)}
     return held
+
+
+def _count(number: int, one: str, many: str) -> str:
+    return f"{number} {one if number == 1 else many}"
 
 
 def _names(item: Mapping[str, Any], person_id: int) -> bool:

@@ -9,7 +9,8 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
   models have neither), which a read shows split from ``name``;
 - what an access copy reads beside a person: notes (``GET /api/v1/notes?person_id=``, API
   v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``), and the
-  label names among the person fields (``GET /api/v2/personFields``);
+  label names among the person fields (``GET /api/v2/personFields``); ``DELETE
+  /api/v1/notes/{id}``, which an erasure deletes the notes about the person with;
 - ``x-api-token`` auth (401 ``{success:false, error:"unauthorized access", errorCode:401}``);
 - cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
   and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``;
@@ -183,6 +184,7 @@ class PipedriveSandbox(SandboxBase):
             self._route("PATCH", f"{persons}/{{id}}", routes.patch, cost="update"),
             self._route("DELETE", f"{persons}/{{id}}", routes.delete, cost="delete"),
             self._route("GET", f"{API_V1}/notes", linked.notes, cost="list"),
+            self._route("DELETE", f"{API_V1}/notes/{{id}}", linked.delete_note, cost="delete"),
             self._route("GET", f"{API}/deals", linked.deals, cost="list"),
             self._route("GET", f"{API}/activities", linked.activities, cost="list"),
             self._route("GET", f"{API}/personFields", linked.person_fields, cost="list"),
@@ -233,8 +235,9 @@ class PipedriveSandbox(SandboxBase):
 
     # -- sandbox-only helpers ----------------------------------------------------------------
 
-    def add_note(self, person_id: str, content: str) -> int:
-        """Seed a note about a person, as staff write one (v1 ``Note`` shape, a subset)."""
+    def add_note(self, person_id: str, content: str, **extra: Any) -> int:
+        """Seed a note about a person, as staff write one (v1 ``Note`` shape, a subset;
+        ``extra``: further fields, such as the ``deal_id`` of a deal it is on too)."""
         stamp = rfc3339(self._now()).replace("T", " ").rstrip("Z")  # v1: "YYYY-MM-DD HH:MM:SS"
         values = {
             "person_id": int(person_id),
@@ -242,6 +245,7 @@ class PipedriveSandbox(SandboxBase):
             "add_time": stamp,
             "update_time": stamp,
             "active_flag": True,
+            **extra,
         }
         return self.store.add_linked("notes", values)
 

@@ -1261,7 +1261,7 @@ async def test_the_access_copy_holds_the_notes_deals_activities_and_labels_of_th
     pd: Harness,
 ) -> None:
     """Against the sandbox: each person found comes with what Pipedrive keeps beside them,
-    and nothing of someone else's; an erasure reads none of it (only the persons)."""
+    and nothing of someone else's."""
     vip = pd.sandbox.add_label("VIP")
     jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen", label_ids=[vip])
     other = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
@@ -1276,9 +1276,6 @@ async def test_the_access_copy_holds_the_notes_deals_activities_and_labels_of_th
     assert [a["subject"] for a in found["activities"]] == ["Terugbellen over offerte"]
     assert found["labels"] == [{"id": vip, "label": "VIP"}]
     assert "Niet van Jan" not in json.dumps(found)
-    pd.sandbox.endpoints_used.clear()
-    await pd.adapter.erase(Subject(email="jan@example.nl"))
-    assert not any("notes" in e or "deals" in e for e in pd.sandbox.endpoints_used)
 
 
 async def test_an_access_copy_of_more_notes_than_it_reads_says_so(pd: Harness) -> None:
@@ -1409,6 +1406,37 @@ async def test_erase_deletes_every_person_sharing_the_email(pd: Harness) -> None
     assert result.found
     assert pd.sandbox.endpoints_used.count(f"DELETE {PERSONS}/{{id}}") == 3
     assert pd.sandbox.person_count() == 0
+
+
+async def test_an_erasure_deletes_the_notes_about_the_person_and_names_what_it_leaves(
+    pd: Harness,
+) -> None:
+    """Staff notes, deals and activities name the person (``person_id``); the erasure
+    deleted the person only, and the receipt said "deleted, purged by the vendor after 30
+    days", naming none of what stayed. A note about the person alone is theirs and goes
+    (API v1 ``DELETE /notes/{id}``); deals, activities and a note also on a deal are the
+    business's records and stay, named on the receipt by kind and count, never content."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    piet = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
+    deal = pd.sandbox.add_deal(jan, "Jan Jansen - keukenrenovatie")
+    pd.sandbox.add_note(jan, "Jan Jansen: wanbetaler, belt boos over factuur")
+    on_deal = pd.sandbox.add_note(jan, "Offerte keuken verstuurd", deal_id=deal)
+    pd.sandbox.add_activity(jan, "Terugbellen Jan Jansen")
+    pd.sandbox.add_note(piet, "Niet van Jan")
+    result = await pd.adapter.erase(Subject(email="jan@example.nl", external_id=jan))
+    store = pd.sandbox.store
+    assert [n["id"] for n in store.linked_of("notes", int(jan))] == [on_deal]
+    assert len(store.linked_of("deals", int(jan))) == 1
+    assert len(store.linked_of("activities", int(jan))) == 1
+    assert [n["content"] for n in store.linked_of("notes", int(piet))] == ["Niet van Jan"]
+    assert result.note == (
+        f"{ERASURE_NOTE}; 1 note about the person alone deleted; left in Pipedrive, linked "
+        "to the person (the business's records, which klantsync does not delete): 1 deal, "
+        "1 activity, 1 note also on a deal, organisation, lead or project"
+    )
+    assert pd.sandbox.endpoints_used.count("DELETE /api/v1/notes/{id}") == 1
+    again = await pd.adapter.erase(Subject(email="jan@example.nl"))
+    assert again.note == "no person held for this subject"  # nothing read of who is gone
 
 
 def bert_holding(sandbox: PipedriveSandbox, address: str) -> str:
