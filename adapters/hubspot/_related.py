@@ -143,7 +143,7 @@ class Related:
         found: dict[str, list[dict[str, Any]]] = {}
         partial: dict[str, list[str]] = {"unread": [], "cut": [], "mainPropertiesOnly": []}
         for kind in ASSOCIATED_KINDS:
-            listed = await self._associated_ids(contact_id, kind)
+            listed = await self.associated_ids(contact_id, kind)
             if listed is None:
                 partial["unread"].append(kind)
                 continue
@@ -205,11 +205,11 @@ class Related:
             self.client.system, method, path, response.status_code, "unreadable answer"
         )
 
-    async def _associated_ids(self, contact_id: str, kind: str) -> tuple[list[str], bool] | None:
+    async def associated_ids(self, contact_id: str, kind: str) -> tuple[list[str], bool] | None:
         """The ids of the contact's records of ``kind`` (at most :data:`MAX_PER_KIND`) and
         whether that is all of them; ``None`` where HubSpot served none (403: a missing
         scope; 404: it does not answer for this contact, which for one in the recycle bin is
-        UNVERIFIED either way)."""
+        UNVERIFIED either way). An erasure counts with it what gdpr-delete leaves."""
         path = ASSOCIATIONS.format(contactId=contact_id, toObjectType=kind)
         ids: list[str] = []
         seen: set[str] = set()

@@ -16,7 +16,9 @@ What it does, by contract verb:
   else by e-mail, with the configured properties only, as ``pull`` reads it;
 - ``erase``: ``POST .../gdpr-delete`` only, archived contacts included, and nothing at all for
   a subject HubSpot does not hold (by e-mail it would blocklist the address). Never ``DELETE``
-  or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days;
+  or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days. The deals and
+  companies associated with the contact, which gdpr-delete leaves, are counted first and
+  named on the receipt;
 - webhooks: v3 signatures and ``contact.*`` events.
 """
 
@@ -98,6 +100,12 @@ ARCHIVED_NOTE: Final = (
 
 #: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
 MAX_ARCHIVED_ROUNDS: Final = 10
+
+#: What gdpr-delete leaves of the records associated with a contact: the business's records,
+#: shared with others (a deal, its company). It takes the contact's engagements ("all
+#: associated content"); that it leaves deals and companies is the cautious reading
+#: (UNVERIFIED), which the receipt follows, so it never understates what stays.
+LEFT_BY_GDPR_DELETE: Final = (("deals", "deal", "deals"), ("companies", "company", "companies"))
 
 
 class HubSpotAdapter:
@@ -394,11 +402,15 @@ class HubSpotAdapter:
         ``found=False``. A contact the connector knows as another subject's
         (``subject.spare``) is left: where the live one with the e-mail may be it, nothing is
         deleted by e-mail. The note says what was sent (:data:`ERASURE_NOTE`,
-        :data:`ERASED_BY_ID_NOTE`, :data:`NOTHING_ERASED_NOTE`).
+        :data:`ERASED_BY_ID_NOTE`, :data:`NOTHING_ERASED_NOTE`), and what gdpr-delete
+        leaves of the records associated with the contacts (:meth:`_left_by_gdpr_delete`).
         """
         live, others = await self._lookup.held(subject)
         found = live is not None or bool(others)
         by_id = [str(contact["id"]) for contact in others]
+        # Counted before they are gone: a deleted contact has no associations to list.
+        contacts = [str(live["id"])] if live is not None else []
+        left = await self._left_by_gdpr_delete([*contacts, *by_id])
         statuses = [await self._gdpr_delete_id(contact_id) for contact_id in by_id]
         by_email = "@" in subject.email and (
             live is not None or (bool(others) and not subject.spare)
@@ -419,8 +431,52 @@ class HubSpotAdapter:
             vendor_status=next(
                 (s for s in statuses if s != 204), statuses[-1] if statuses else None
             ),
-            note=ERASURE_NOTE if by_email else ERASED_BY_ID_NOTE if found else NOTHING_ERASED_NOTE,
+            note="; ".join(part for part in (_sent_note(by_email, found), left) if part),
         )
+
+    async def _left_by_gdpr_delete(self, contact_ids: Sequence[str]) -> str:
+        """What the receipt says gdpr-delete leaves of what the contacts are associated
+        with (:data:`LEFT_BY_GDPR_DELETE`): each kind's count, never a record's content or
+        id, and a kind HubSpot would not list (a scope the app lacks) named as not counted.
+
+        Said only "permanently deleted", the receipt passed the person's part for all the
+        portal held of them, while the deal named after them stayed, associated with nobody.
+        """
+        counted: list[str] = []
+        unread: list[str] = []
+        for kind, one, many in LEFT_BY_GDPR_DELETE:
+            listed = await self._associated_with_any(contact_ids, kind)
+            if listed is None:
+                unread.append(kind)
+            elif listed[0]:
+                ids, whole = listed
+                number = f"{'' if whole else 'at least '}{len(ids)}"
+                counted.append(f"{number} {one if len(ids) == 1 else many}")
+        said: list[str] = []
+        if counted:
+            said.append(
+                "left in HubSpot, associated with the contact (the business's records, which "
+                f"gdpr-delete leaves): {', '.join(counted)}"
+            )
+        if unread:
+            said.append(f"{' and '.join(unread)} not counted (HubSpot would not list them)")
+        return "; ".join(said)
+
+    async def _associated_with_any(
+        self, contact_ids: Sequence[str], kind: str
+    ) -> tuple[set[str], bool] | None:
+        """The ids of ``kind`` associated with any of the contacts (a deal of two of them
+        counts once) and whether that is all of them; ``None`` where HubSpot would not list
+        them for one of the contacts."""
+        ids: set[str] = set()
+        whole = True
+        for contact_id in contact_ids:
+            listed = await self._related.associated_ids(contact_id, kind)
+            if listed is None:
+                return None
+            ids.update(listed[0])
+            whole = whole and listed[1]
+        return ids, whole
 
     async def _gdpr_delete_id(self, contact_id: str) -> int:
         # gdpr-delete by the id of an archived contact: the spec does not restrict it to live
@@ -538,6 +594,11 @@ _EVENT_KINDS: Final[Mapping[str, Literal["changed", "deleted", "erase"]]] = {
     "contact.propertyChange": "changed",
     "contact.deletion": "deleted",
 }
+
+
+def _sent_note(by_email: bool, found: bool) -> str:
+    """What the erasure sent, as its note says it (see ``HubSpotAdapter.erase``)."""
+    return ERASURE_NOTE if by_email else ERASED_BY_ID_NOTE if found else NOTHING_ERASED_NOTE
 
 
 def _address(contact: Mapping[str, Any], asked: str) -> str:

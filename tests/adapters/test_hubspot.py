@@ -22,6 +22,7 @@ from adapters.hubspot import (
     sign_v3,
     wait_hint,
 )
+from adapters.hubspot.adapter import ERASURE_NOTE
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.errors import FatalRemoteError, RecordError, RetryableError
@@ -1314,6 +1315,45 @@ async def test_erasure_takes_the_contacts_engagements_and_statuses_with_it(hub: 
     assert objects.get("notes", own) is None and objects.get("notes", str(shared)) is not None
     assert objects.get("deals", deal) is not None and objects.statuses("gone@example.com") == []
     assert await hub.adapter.find(Subject(email="gone@example.com")) == []
+
+
+async def test_gdpr_delete_names_the_deals_and_companies_it_leaves_on_the_receipt(
+    hub: Harness,
+) -> None:
+    """gdpr-delete takes the contact and its engagements; the deal named after the person
+    and their company stay, associated with nobody, while the receipt said only
+    "permanently deleted; e-mail added to HubSpot's blocklist". Counted before the delete,
+    they are named by kind and count, never by content or id."""
+    contact_id = hub.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    deal = hub.sandbox.add_associated(contact_id, "deals", dealname="Jan Jansen - keuken")
+    company = hub.sandbox.add_associated(contact_id, "companies", name="Klusbedrijf Jansen")
+    hub.sandbox.add_associated(contact_id, "notes", hs_note_body="Belt boos over factuur")
+    result = await hub.adapter.erase(Subject(email="jan@example.nl"))
+    objects = hub.sandbox.store.objects
+    assert objects.get("deals", deal) is not None and objects.get("companies", company)
+    assert result.note == (
+        f"{ERASURE_NOTE}; left in HubSpot, associated with the contact (the business's "
+        "records, which gdpr-delete leaves): 1 deal, 1 company"
+    )
+
+
+async def test_an_erasure_without_the_scope_for_deals_says_they_were_not_counted(
+    sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """A private app that may not read deals cannot count them: the note says so rather
+    than passing for a portal with none left."""
+    sandbox.scopes = {"crm.objects.contacts.read", "crm.objects.contacts.write",
+                      "crm.objects.companies.read"}  # fmt: skip
+    contact_id = sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    sandbox.add_associated(contact_id, "deals", dealname="Jan Jansen - keuken")
+    harness = make_harness(sandbox, clock)
+    try:
+        result = await harness.adapter.erase(Subject(email="jan@example.nl"))
+    finally:
+        await harness.client.aclose()
+    assert result.found and result.note.endswith(
+        "; deals not counted (HubSpot would not list them)"
+    )
 
 
 async def test_find_people_reads_the_configured_properties_of_the_live_contact_alone(
