@@ -632,14 +632,10 @@ class WooCommerceAdapter:
         """Anonymise the subject's orders (if configured), then delete their customer
         account(s) for good."""
         customers = await self._customers_for(subject)
-        anonymised = notes = 0
+        anonymised = blank = notes = 0
         if self.settings.anonymise_orders:
             orders = await self._orders_for(subject, customers)
-            anonymised, notes = await self._anonymise(orders)
-        kept = (
-            f"{notes} order notes deleted; order IP address and user agent are read-only "
-            "over wc/v3 and remain"
-        )
+            anonymised, blank, notes = await self._anonymise(orders)
         if not customers:
             if not self.settings.anonymise_orders:
                 guest = await self._orders_for(subject, [])
@@ -652,13 +648,14 @@ class WooCommerceAdapter:
                         endpoint=f"GET {API}/orders",
                         note=f"no customer account; {len(guest)} guest orders {KEPT_ORDERS}",
                     )
-            if anonymised:
+            if anonymised or blank:
+                guest_orders = _anonymised(anonymised, blank, notes, "guest orders")
                 return ErasureResult(
                     found=True,
                     mode="anonymise",
                     reversible=False,
                     endpoint=f"PUT {API}/orders/{{id}}",
-                    note=f"no customer account; {anonymised} guest orders anonymised; {kept}",
+                    note=f"no customer account; {guest_orders}",
                 )
             return ErasureResult(
                 found=False,
@@ -670,7 +667,7 @@ class WooCommerceAdapter:
         statuses = [await self._delete_customer(customer) for customer in customers]
         deleted = statuses.count(200)
         orders_text = (
-            f"{anonymised} orders anonymised; {kept}"
+            _anonymised(anonymised, blank, notes)
             if self.settings.anonymise_orders
             else f"orders {KEPT_ORDERS}"
         )
@@ -679,7 +676,7 @@ class WooCommerceAdapter:
         if not deleted:
             # Deleted by someone else between our lookup and our call: nothing left to delete.
             return ErasureResult(
-                found=anonymised > 0,
+                found=anonymised + blank > 0,
                 mode="hard_delete",
                 reversible=False,
                 endpoint=endpoint,
@@ -696,12 +693,20 @@ class WooCommerceAdapter:
             note=f"{said}; {orders_text}",
         )
 
-    async def _anonymise(self, orders: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
-        """Blank ``orders`` and delete their notes; how many orders and notes went."""
-        anonymised = notes = 0
+    async def _anonymise(self, orders: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
+        """Blank ``orders`` and delete their notes: how many orders were blanked now, how
+        many were found blank already, and how many notes went.
+
+        An order found blank is the person's anonymised order all the same (blanked by an
+        attempt that stopped before the account went, or by the shop's own retention): left
+        uncounted, the retry's receipt said "0 orders anonymised" of two this request had
+        blanked.
+        """
+        anonymised = blank = notes = 0
         for order in orders:
             if is_anonymous(order):
                 # Blanked by a try that stopped before its notes went: they go now.
+                blank += 1
                 notes += await self._delete_notes(int(order["id"]))
                 continue
             path = f"{API}/orders/{order['id']}"
@@ -716,7 +721,7 @@ class WooCommerceAdapter:
             if response.status_code == 200:
                 anonymised += 1
                 notes += await self._delete_notes(int(order["id"]))
-        return anonymised, notes
+        return anonymised, blank, notes
 
     async def _delete_customer(self, customer: Mapping[str, Any]) -> int:
         """``DELETE /customers/{id}?force=true``: 200 deleted, else the status of an
@@ -777,6 +782,20 @@ def _with_billing_names(fields: Mapping[str, Any]) -> Mapping[str, Any]:
         if name in fields and f"billing.{name}" not in fields
     }
     return {**fields, **extra} if extra else fields
+
+
+def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders") -> str:
+    """What an erasure's note says of the orders it anonymised: ``blank`` of them found so
+    already count too, said as such (this attempt did not blank them, and may not be what
+    did); their notes were deleted before, or by this attempt, which says how many."""
+    if blank:
+        done = (
+            f"{anonymised + blank} {orders} anonymised ({blank} of them found so already); "
+            f"every note on them deleted, {notes} at this attempt"
+        )
+    else:
+        done = f"{anonymised} {orders} anonymised; {notes} order notes deleted"
+    return f"{done}; order IP address and user agent are read-only over wc/v3 and remain"
 
 
 def _refused_delete(

@@ -1150,7 +1150,39 @@ async def test_notes_left_by_an_erasure_that_stopped_go_with_the_retry(
     async with built.client:
         await built.adapter.client.request("PUT", f"{API}/orders/{order_id}", json=ANONYMOUS_ORDER)
         result = await built.adapter.erase(Subject(email="an@example.com"))
-    assert sandbox.notes_of(order_id) == [] and "1 order notes deleted" in result.note
+    assert sandbox.notes_of(order_id) == []
+    assert "every note on them deleted, 1 at this attempt" in result.note
+
+
+async def test_a_retry_counts_the_orders_an_earlier_attempt_anonymised(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """The erasure blanks the orders and deletes their notes, then the account. When the
+    account's deletion failed (a 503 through the retries), the retry found both orders
+    blank and counted neither: the receipt said "0 orders anonymised; 0 order notes
+    deleted" of the person's two, both blanked by this request. Orders found blank count,
+    said as found so, and the notes are not said to be none."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Klant")
+    orders = [sandbox.add_order(customer_id), sandbox.add_order(customer_id)]
+    for order_id in orders:
+        sandbox.add_order_note(order_id, "Klant belde: pakket bij de buren afgeven")
+
+    async def unavailable(_customer: Any) -> int:
+        raise RetryableError("shop", "DELETE", f"{API}/customers/{{id}}", 503)
+
+    built = await make_harness(sandbox)
+    async with built.client:
+        built.adapter._delete_customer = unavailable  # type: ignore[method-assign]
+        with pytest.raises(RetryableError):
+            await built.adapter.erase(Subject(email="an@example.com"))
+        del built.adapter._delete_customer
+        assert all(sandbox.notes_of(order_id) == [] for order_id in orders)
+        result = await built.adapter.erase(Subject(email="an@example.com", external_id=customer_id))
+    assert not sandbox.holds("an@example.com")
+    assert result.note.startswith(
+        "customer deleted; 2 orders anonymised (2 of them found so already); every note on "
+        "them deleted, 0 at this attempt"
+    )
 
 
 async def test_the_sandbox_lists_trashed_orders_only_under_status_trash() -> None:
