@@ -199,6 +199,11 @@ class ErasureResult:
         confirmation: the vendor's id for the request, when it gives one.
         note: what the receipt must say (e.g. "purged by the vendor after 30 days").
         pending: true when the vendor erases asynchronously and verification must wait.
+        erased_note: what ``note`` says of this system's completed erasure of the subject
+            (what it deleted, what the vendor keeps), for a call that found nothing of a
+            subject the request found there before: an earlier attempt's call deleted
+            them and a crash lost its outcome. The connector then records that, not
+            "nobody held" (which dropped a 30-day restorability, a blocklist).
     """
 
     found: bool
@@ -209,6 +214,7 @@ class ErasureResult:
     confirmation: str | None = None
     note: str = ""
     pending: bool = False
+    erased_note: str = ""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,12 @@ STRANGER = "<a customer the store has not met>"
 #: How long an erasure the vendor holds pending waits before it is asked for again.
 ASK_AGAIN_AFTER = dt.timedelta(days=1)
 
+#: How an erasure's note says its part was found done (:func:`_erased_before`).
+GONE_SINCE_SNAPSHOT = (
+    "found when the request first looked and gone when erased again: deleted by an "
+    "earlier attempt of this request, whose outcome was not recorded"
+)
+
 _KEPT = (
     "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person; "
     "audit entries (keyed hash ids only)"
@@ -652,7 +658,10 @@ class KindRunner:
                 results = await self._erase_unless_exempted(row, system, subjects)
                 if results is None:
                     return
-                result = _passed_over(_outcome(results), subject.spare)
+                result = _outcome(results)
+                if not result.found and _gone_since_snapshot(name, manifest, record):
+                    result = _erased_before(result)
+                result = _passed_over(result, subject.spare)
                 # A retry after a crash finds nothing left, or only what is kept on purpose:
                 # the facts of the call that deleted stay.
                 if not (
@@ -1462,6 +1471,27 @@ def _outcome(results: Sequence[ErasureResult]) -> ErasureResult:
     first = deleted[0]
     notes = [first.note, *(r.note for r in kept)]
     return dataclasses.replace(first, note="; ".join(n for n in notes if n))
+
+
+def _gone_since_snapshot(name: str, manifest: Mapping[str, Any], record: Mapping[str, Any]) -> bool:
+    """Whether the request's snapshot found something of the person at ``name`` that the
+    erasure deletes (``deletable``), with no erasure call recorded as having found it.
+
+    A call that now finds nothing of them then meets what an earlier attempt's call left:
+    the process died between the vendor's answer and its record (or a failure was
+    reported of a call the vendor carried out).
+    """
+    return name in manifest.get("deletable", []) and not record.get("found")
+
+
+def _erased_before(result: ErasureResult) -> ErasureResult:
+    """``result`` of a call that found the person gone since the snapshot, as the erasure
+    that deleted them: found, with the adapter's note for a completed erasure
+    (:attr:`ErasureResult.erased_note`), and how it is known. Recorded as it came ("no
+    person held", "nothing deleted, nothing sent"), the receipt denied the deletion and
+    left out what the vendor keeps (a 30-day bin, a blocklist)."""
+    done = result.erased_note or "erased"
+    return dataclasses.replace(result, found=True, note=f"{done}; {GONE_SINCE_SNAPSHOT}")
 
 
 def _passed_over(result: ErasureResult, spare: frozenset[str]) -> ErasureResult:

@@ -93,6 +93,13 @@ ERASURE_NOTE: Final = "permanently deleted; e-mail added to HubSpot's blocklist"
 ERASED_BY_ID_NOTE: Final = "permanently deleted by contact id"
 NOTHING_ERASED_NOTE: Final = "no contact of this person found: nothing deleted, nothing sent"
 NOT_HELD_NOTE: Final = "no contact with this id or e-mail"
+#: What a completed erasure did, for one that finds the contact gone since the request
+#: first looked (``ErasureResult.erased_note``): gdpr-delete by e-mail, as ``erase`` sends
+#: it for a contact it holds, and what it leaves, no longer countable.
+ERASED_NOTE: Final = (
+    f"{ERASURE_NOTE}; deals and companies associated with the contact left by gdpr-delete "
+    "(not counted again: the contact is gone)"
+)
 ARCHIVED_NOTE: Final = (
     "left archived and unchanged: the contact is in HubSpot's recycle bin, where its API "
     "changes no contact, and a correction does not restore one"
@@ -432,6 +439,7 @@ class HubSpotAdapter:
                 (s for s in statuses if s != 204), statuses[-1] if statuses else None
             ),
             note="; ".join(part for part in (_sent_note(by_email, found), left) if part),
+            erased_note=ERASED_NOTE if "@" in subject.email else "permanently deleted",
         )
 
     async def _left_by_gdpr_delete(self, contact_ids: Sequence[str]) -> str:

@@ -127,6 +127,12 @@ ARCHIVED_NOTE: Final = (
     "only by re-adding it, which would subscribe it again"
 )
 NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
+#: What a completed erasure did, for one that finds no member left of a person the request
+#: found before (``ErasureResult.erased_note``).
+ERASED_NOTE: Final = (
+    "permanently deleted on every audience it was on; Mailchimp refuses to re-import this "
+    "address unless the person re-subscribes"
+)
 OPTED_OUT_NOTE: Final = (
     "unsubscribed at Mailchimp on an audience; withdrawn from every audience, and recorded "
     "as their opt-out there"
@@ -734,6 +740,7 @@ class MailchimpAdapter:
                 if members
                 else "no member with this address on any audience"
             ),
+            erased_note=ERASED_NOTE,
         )
 
     # -- webhooks --------------------------------------------------------------------------

@@ -102,6 +102,13 @@ ERASURE_NOTE: Final = "deleted, purged by the vendor after 30 days"
 #: Held only in the bin (deleted before): restorable until the purge, like a deletion now.
 IN_THE_BIN_NOTE: Final = "deleted already, purged by the vendor 30 days after that deletion"
 NOT_HELD_NOTE: Final = "no person held for this subject"
+#: What a completed erasure did, for one that finds the person gone since the request first
+#: looked (``ErasureResult.erased_note``): deleted by an earlier call, restorable until the
+#: purge, and what is linked to them read no more.
+ERASED_NOTE: Final = (
+    f"{ERASURE_NOTE}; the notes about the person alone deleted before them, their deals, "
+    "activities and notes also on another record left (not counted again: the person is gone)"
+)
 
 log = logging.getLogger("klantsync.pipedrive")
 
@@ -631,6 +638,7 @@ class PipedriveAdapter:
             endpoint=ERASURE_ENDPOINT,
             vendor_status=status,
             note="; ".join(part for part in (done, left.said(), _passed_note(passed)) if part),
+            erased_note=ERASED_NOTE,
         )
 
     # -- webhooks ----------------------------------------------------------------------------

@@ -112,6 +112,13 @@ ERASURE_NOTE: Final = (
     "purpose is closed with dsr exempt); order facts (items, dates, totals) are kept by Shopify"
 )
 
+#: What a completed erasure did, for one that finds the customer gone since the request
+#: first looked (``ErasureResult.erased_note``): Shopify carried out the erasure queued.
+ERASED_NOTE: Final = (
+    "erased by Shopify (customerRequestDataErasure); order facts (items, dates, totals) are "
+    "kept by Shopify"
+)
+
 #: What an ``X-Shopify-API-Version`` holds (a quarterly release, or ``unstable``).
 _VERSION_FORM: Final = re.compile(r"\d{4}-\d{2}|unstable")
 
@@ -568,6 +575,7 @@ class ShopifyAdapter:
                 reversible=False,
                 endpoint=endpoint,
                 note="no Shopify customer with this e-mail or id",
+                erased_note=ERASED_NOTE,
             )
         requested = 0
         for customer in customers:
@@ -595,6 +603,7 @@ class ShopifyAdapter:
             vendor_status=200,
             note=ERASURE_NOTE if requested else "customer already gone when the request was sent",
             pending=requested > 0,
+            erased_note=ERASED_NOTE,
         )
 
     # -- webhooks ----------------------------------------------------------------------------

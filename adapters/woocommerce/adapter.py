@@ -663,6 +663,7 @@ class WooCommerceAdapter:
                 reversible=False,
                 endpoint=f"DELETE {API}/customers/{{id}}?force=true",
                 note="no customer or order with personal data for this subject",
+                erased_note=self._erased_note(),
             )
         statuses = [await self._delete_customer(customer) for customer in customers]
         deleted = statuses.count(200)
@@ -682,6 +683,7 @@ class WooCommerceAdapter:
                 endpoint=endpoint,
                 vendor_status=statuses[-1],
                 note=f"customer already gone; {orders_text}",
+                erased_note=self._erased_note(),
             )
         said = "customer deleted" if deleted == 1 else f"{deleted} customer accounts deleted"
         return ErasureResult(
@@ -692,6 +694,19 @@ class WooCommerceAdapter:
             vendor_status=200,
             note=f"{said}; {orders_text}",
         )
+
+    def _erased_note(self) -> str:
+        """What a completed erasure did, for one that finds nothing left of a person the
+        request found before (``ErasureResult.erased_note``): their account deleted, and
+        their orders as the settings have them, no longer countable."""
+        orders = (
+            "any orders of theirs anonymised and the notes on them deleted (not counted "
+            "again: the account is gone); order IP address and user agent are read-only "
+            "over wc/v3 and remain"
+            if self.settings.anonymise_orders
+            else f"orders {KEPT_ORDERS}"
+        )
+        return f"customer deleted; {orders}"
 
     async def _anonymise(self, orders: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
         """Blank ``orders`` and delete their notes: how many orders were blanked now, how

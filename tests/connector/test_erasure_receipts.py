@@ -348,3 +348,46 @@ async def test_a_shop_that_deleted_the_account_before_a_crash_is_verified_not_ex
         entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
     assert entry["status"] == "verified_absent", (entry["status"], entry["detail"])
     assert CANARY_EMAIL not in entry["detail"]
+
+
+@pytest.mark.parametrize(
+    ("system", "done"),
+    [
+        ("crm", "permanently deleted; e-mail added to HubSpot's blocklist"),
+        ("shop", "customer deleted; any orders of theirs anonymised"),
+    ],
+)
+async def test_a_receipt_after_a_crash_that_lost_the_erasure_s_answer_says_what_was_done(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, system: str, done: str
+) -> None:
+    """The process dies after the system answered the erasure and before its outcome was
+    recorded. The retry finds nobody left, and the receipt carried that call's answer:
+    HubSpot's "no contact of this person found: nothing deleted, nothing sent" (the contact
+    was gdpr-deleted and the address is on the blocklist), the shop's "no customer or order
+    with personal data". The request's snapshot found the person there: the receipt says
+    what the erasure did, as without the crash, and how that is known."""
+    async with open_rt() as rt:
+        await _seeded(shop, rt)
+        adapter = rt.systems[system].adapter
+        original_erase = adapter.erase
+
+        async def erase_then_die(subject: Subject) -> ErasureResult:
+            await original_erase(subject)
+            raise Crash("killed before the outcome was written")
+
+        adapter.erase = erase_then_die
+        with pytest.raises(Crash):
+            await DsrService(rt).erase(CANARY_EMAIL)
+        (view,) = DsrService(rt).list(open_only=True)
+    async with open_rt() as rt:  # restart: same store, the real adapter
+        service = DsrService(rt)
+        resumed = await service.retry(view.id)
+        assert resumed.status == "completed"
+        entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == system)
+    assert (entry["status"], entry["found"]) == ("verified_absent", True)
+    assert entry["note"].startswith(done), entry["note"]
+    assert entry["note"].endswith("deleted by an earlier attempt of this request, whose "
+                                  "outcome was not recorded")  # fmt: skip
+    assert "nothing" not in entry["note"]
+    assert CANARY_EMAIL not in json.dumps(entry)
+    assert crm.is_blocklisted(CANARY_EMAIL) and not shop.holds(CANARY_EMAIL)

@@ -1254,6 +1254,58 @@ class Crash(Exception):
     """The process dying where it is raised."""
 
 
+@pytest.mark.parametrize(
+    ("system", "done", "reversible"),
+    [
+        ("deals", "deleted, purged by the vendor after 30 days; ", True),
+        ("news", "permanently deleted on every audience it was on; Mailchimp refuses", False),
+    ],
+)
+async def test_a_receipt_after_a_crash_that_lost_the_erasure_s_answer_says_what_the_vendor_keeps(
+    world: World, tmp_path: Path, system: str, done: str, reversible: bool
+) -> None:
+    """The process dies after Pipedrive answered ``DELETE /persons/{id}`` (or Mailchimp
+    ``delete-permanent``), before the outcome was recorded. The retry finds nobody live and
+    the receipt said "no person held for this subject", though this request deleted them
+    and Pipedrive can restore them for 30 days (Mailchimp refuses the address from then
+    on). It says what the erasure did, as without the crash."""
+    email = "jan.jansen@voorbeeld.nl"
+    config = write_config(tmp_path, world)
+    clock = VirtualTime()
+    opted_in = [{"key": "marketing_opt_in", "value": "yes"}]
+    world.shop.add_person(email, "Jan", "Jansen", "0612345678", meta_data=opted_in)
+    async with open_runtime(
+        config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        (report,) = await rt.engine.sync("shop")
+        assert not report.failed and world.news.holds(email)
+        adapter = rt.systems[system].adapter
+        original_erase = adapter.erase
+
+        async def erase_then_die(subject: Subject) -> ErasureResult:
+            await original_erase(subject)
+            raise Crash("killed before the outcome was written")
+
+        adapter.erase = erase_then_die  # type: ignore[method-assign]
+        with pytest.raises(Crash):
+            await DsrService(rt).erase(email)
+        (view,) = DsrService(rt).list(open_only=True)
+    assert world.deals.restorable(email) or system != "deals"
+    async with open_runtime(
+        config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        service = DsrService(rt)
+        completed = await service.retry(view.id)
+        assert completed.status == "completed", completed
+        text = service.receipt(view.id)
+    assert text is not None
+    entry = {s["system"]: s for s in json.loads(text)["receipt"]["systems"]}[system]
+    assert (entry["status"], entry["found"]) == ("verified_absent", True)
+    assert entry["reversible"] is reversible
+    assert entry["note"].startswith(done), entry["note"]
+    assert "deleted by an earlier attempt of this request" in entry["note"]
+
+
 async def test_a_crash_in_a_retry_s_verifying_read_does_not_ask_shopify_to_erase_again(
     world: World, rt: Runtime
 ) -> None:
