@@ -503,11 +503,10 @@ class Engine:
                 # run): it lands first, and its acknowledgement records the system's id under
                 # the old subject, which the move then carries to the new one. Moved before
                 # it landed, that id was lost, and the new address became a second record.
-                # (One that landed in an earlier process, its answer lost, is sent again
-                # first: see connector/moves.py.)
-                olds = [move.old for move in moves]
-                for dest in destinations:
-                    await self.in_flight.landed(dest.name, olds)
+                # Another flow's write counts too: the daemon runs flows side by side, and a
+                # move is made for every system. (One that landed in an earlier process, its
+                # answer lost, is sent again first: see connector/moves.py.)
+                await self.in_flight.landed_everywhere([move.old for move in moves])
                 self._write(lambda store: apply_moves(store, moves))
                 self._moves += 1
                 report.moved += sum(not move.set_apart for move in moves)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 __all__ = ["InFlight"]
@@ -50,9 +50,27 @@ class InFlight:
         held = self._held.get(system)
         return held is not None and any(sid in held for sid in subject_ids)
 
+    def busy_anywhere(self, subject_ids: Iterable[str]) -> bool:
+        """Whether any of ``subject_ids`` has a write to any system in flight."""
+        wanted = set(subject_ids)
+        return any(not wanted.isdisjoint(held) for held in self._held.values())
+
     async def landed(self, system: str, subject_ids: Sequence[str]) -> None:
         """Return once no write to ``system`` for any of ``subject_ids`` is in flight."""
-        while self.busy(system, subject_ids):
+        await self._until_idle(lambda: self.busy(system, subject_ids))
+
+    async def landed_everywhere(self, subject_ids: Sequence[str]) -> None:
+        """Return once no write to any system for any of ``subject_ids`` is in flight.
+
+        A move waits so: another flow feeding another system may be writing the old address
+        (the daemon runs flows side by side), and its acknowledgement must find the system's
+        id under the old subject for the move to carry it over.
+        """
+        await self._until_idle(lambda: self.busy_anywhere(subject_ids))
+
+    async def _until_idle(self, busy: Callable[[], bool]) -> None:
+        """Wait for the writes in flight to change until ``busy`` says none is left."""
+        while busy():
             self.waiting += 1
             try:
                 await self._changed.wait()

@@ -7,6 +7,7 @@ once, and a run that fails says why.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,9 @@ from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
+from connector.dsr import DsrService
 from connector.runtime import open_runtime
 from tests.conftest import MASTER_KEY, FakeClock, VirtualTime
 
@@ -261,6 +264,81 @@ async def test_two_flows_into_one_destination_running_together_send_each_record_
     )
     creates = world.deals.log.count("POST", "/api/v2/persons")
     assert (written, creates, world.deals.person_count()) == (len(people),) * 3
+
+
+class _HeldWrite(httpx.AsyncBaseTransport):
+    """A transport that holds the first POST to a path ending in ``path_end`` until
+    released: a write on its way (the rate limiter, the network)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, path_end: str) -> None:
+        self.inner = inner
+        self.path_end = path_end
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.held = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.held and request.method == "POST" and request.url.path.endswith(self.path_end):
+            self.held = True
+            self.entered.set()
+            await self.release.wait()
+        return await self.inner.handle_async_request(request)
+
+
+SPLIT_FLOWS = """
+[[flows]]
+name = "to-crm"
+source = "shop"
+destinations = ["crm"]
+
+[[flows]]
+name = "to-deals"
+source = "shop"
+destinations = ["deals"]
+"""
+
+
+async def test_a_move_made_by_one_flow_waits_for_another_flow_s_write_in_flight(
+    world: World, tmp_path: Path
+) -> None:
+    """Two flows read one shop and the daemon runs them side by side. Anna's first HubSpot
+    write (flow to-crm) is on its way when flow to-deals reads that she changed her address
+    and moves her. The move waits for that write to land, though to-deals does not send to
+    HubSpot: its acknowledgement records HubSpot's id under her old subject, which the move
+    carries to the new one. Moved first, the answer was acknowledged under the emptied old
+    subject, the next run of to-crm made a second contact under her new address, and her
+    erasure left the one under the old (her name, her phone)."""
+    world.shop.add_person("oud@example.nl", "Anna", "Verhuis", "0612345678")
+    path = write_config(tmp_path, world, SPLIT_FLOWS)
+    transports = world.transports()
+    held = _HeldWrite(transports["crm"], "/batch/upsert")
+    transports["crm"] = held
+    clock = VirtualTime()
+    async with open_runtime(
+        path, transports=transports, sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        daemon = Daemon(rt)
+        to_crm = asyncio.ensure_future(daemon.run_flow("to-crm"))
+        await asyncio.wait_for(held.entered.wait(), timeout=30)
+        world.shop.touch("oud@example.nl", email="nieuw@example.nl")
+        to_deals = asyncio.ensure_future(daemon.run_flow("to-deals"))
+        for _ in range(10_000):
+            if rt.engine.in_flight.waiting:
+                break
+            assert not to_deals.done(), "the move did not wait for the write in flight"
+            await asyncio.sleep(0)
+        else:
+            raise AssertionError("the move never waited for the write in flight")
+        held.release.set()
+        moved = await to_deals
+        assert moved is not None and moved.moved == 1
+        await to_crm
+        again = await daemon.run_flow("to-crm")
+        assert again is not None and not again.failed, again.errors
+        assert world.crm.contact_count() == 1 and world.crm.holds("nieuw@example.nl")
+        erased = await DsrService(rt).erase("nieuw@example.nl")
+        assert erased.status == "completed"
+    assert world.crm.contact_count() == 0 and not world.crm.holds("oud@example.nl")
 
 
 THREE_DESTINATIONS = """
