@@ -280,6 +280,15 @@ class Engine:
         """Every configured ``(flow, destination)``."""
         return [(f.name, d) for f in self.config.flows for d in f.destinations]
 
+    def _judges(self, flow: FlowSettings, letter_flow: str, system: str) -> bool:
+        """Whether ``flow`` may clear a dead letter ``letter_flow`` left in ``system``.
+
+        Another flow's letter is that flow's to judge (its source may hold other data). A
+        letter of a flow that no longer sends there (renamed, removed) has nobody else to
+        judge it: any flow that sends there does, or it stayed for good.
+        """
+        return letter_flow == flow.name or (letter_flow, system) not in self._routes()
+
     def _drop_unrouted(self) -> None:
         """Delete what flows queued for systems they no longer send to (see
         :meth:`Store.drop_unrouted`), and say so."""
@@ -592,12 +601,16 @@ class Engine:
                 letter = letters.get(sid)
                 if last == digest:
                     dest_report.unchanged += 1
-                    if letter is not None and sid not in queued and letter.flow == flow.name:
+                    if (
+                        letter is not None
+                        and sid not in queued
+                        and self._judges(flow, letter.flow, dest.name)
+                    ):
                         # The system was last delivered what the source says now (a refused
                         # change undone at the source): the letter refuses nothing that is
                         # still to be sent. Kept, `status` listed it for good, and whoever
                         # took over an address it named was held back behind it for good
-                        # (connector/moves.py). Another flow's letter is that flow's to judge.
+                        # (connector/moves.py).
                         outdated.append((dest.name, sid, letter.payload_hash))
                     continue
                 if not retry_rejected and letter is not None and letter.payload_hash == digest:

@@ -606,6 +606,32 @@ async def test_a_dry_run_foresees_what_a_renamed_flow_s_queued_rows_become(
     assert (dry.destinations["crm"].queued, dry.destinations["crm"].left_queued) == (2, 0)
 
 
+async def test_a_dead_letter_of_a_renamed_flow_goes_once_the_system_holds_what_the_source_does(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Any, config_path: Path
+) -> None:
+    """Anna's change of address is refused by HubSpot (another contact has the address) in
+    a run of flow `shop-to-crm`. The operator then renames the flow, and Anna's change is
+    undone at the shop. The renamed flow's sync finds HubSpot holding what the shop holds,
+    and clears the letter: nobody else is left to judge a letter of a flow that no longer
+    sends there. Kept, `status` listed it until retention, and it held back whoever took
+    over the address it named."""
+    shop.add_person("anna@example.nl", "Anna", "Jansen", "0612345678")
+    crm.add_person("taken@example.nl", "Other", "Person")
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        shop.touch("anna@example.nl", email="taken@example.nl")
+        (refused,) = await rt.engine.sync()
+        assert refused.destinations["crm"].dead_lettered == 1
+    shop.touch("taken@example.nl", email="anna@example.nl")  # back as it was
+    renamed = config_path.read_text().replace('name = "shop-to-crm"', 'name = "webshop-to-crm"')
+    config_path.write_text(renamed)
+    async with open_rt() as rt:
+        (undone,) = await rt.engine.sync(full=True)
+        assert undone.flow == "webshop-to-crm"
+        assert undone.destinations["crm"].unchanged == 1
+        assert rt.store.dead_letters() == []
+
+
 NEWS_FLOW = """
 [[flows]]
 name = "shop"
