@@ -685,11 +685,33 @@ class Store:
         or renamed, or for a destination taken out of its flow, were delivered by another
         flow's run to a system nothing meant to send them to any more, or kept sealed in the
         outbox for good. The next run of a flow queues whatever its systems lack.
+
+        A row that keeps a write from a former address is held instead (:data:`HELD`), as
+        :meth:`drop_queued` holds it: it is all that tells what the system may hold under
+        that address, for an erasure to reach. A flow no route names any more loses its
+        cursors with its rows: put back as it was (its shape unchanged), it resumed past the
+        changes those rows carried, and an incremental source (Shopify) never offered them
+        again. Read in full instead, change detection sends only what the systems lack.
         """
+        wanted = list(routes)
+        flows = {flow for flow, _ in wanted}
         dropped: dict[tuple[str, str], int] = {}
-        for flow, system in self.unrouted(routes):
-            cur = self.db.execute("DELETE FROM outbox WHERE flow=? AND system=?", (flow, system))
-            dropped[(flow, system)] = cur.rowcount
+        with self.transaction() as db:
+            for flow, system in self.unrouted(wanted):
+                held = db.execute(
+                    "UPDATE outbox SET payload=former, payload_hash=?, attempts=0, "
+                    "enqueued_at=? WHERE flow=? AND system=? AND former IS NOT NULL "
+                    "AND payload_hash!=?",
+                    (HELD, utcnow(), flow, system, HELD),
+                ).rowcount
+                gone = db.execute(
+                    "DELETE FROM outbox WHERE flow=? AND system=? AND former IS NULL",
+                    (flow, system),
+                ).rowcount
+                if gone:
+                    dropped[(flow, system)] = gone
+                if (held or gone) and flow not in flows:
+                    db.execute("DELETE FROM cursors WHERE flow=?", (flow,))
         return dropped
 
     def unrouted(self, routes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

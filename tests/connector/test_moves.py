@@ -305,6 +305,36 @@ async def test_a_sync_before_a_queued_erasure_runs_leaves_it_the_former_address(
     assert not crm.holds(OLD), "the erasure left the contact made under her former address"
 
 
+async def test_a_write_kept_from_a_former_address_outlives_a_rename_of_its_flow(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Callable[..., Any], config_path: Path
+) -> None:
+    """Her row keeps a write from OLD that landed with its answer lost (the CRM holds her
+    under OLD, no id known), and the flow that queued it is then renamed. The renamed
+    flow's run drops what the old name queued, but holds that row rather than dropping it:
+    the renamed flow queues her into it, the kept write goes first and finds the contact,
+    and the new address updates it. Dropped, she was written anew under NEW: a second
+    contact, and the one under OLD, which nothing knew of any more, was left for good."""
+    shop.add_person(OLD, "Anna", "de Vries", "0612345678")
+    with pytest.raises(Crash):
+        async with open_rt(checkpoint=crash_at("delivered")) as rt:
+            await rt.engine.sync()
+    assert crm.holds(OLD)
+    shop.touch(OLD, email=NEW)
+    crm.faults.fail_next = 10_000
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert report.moved == 1 and rt.store.outbox_count() == 1
+    crm.faults.fail_next = 0
+    config_path.write_text(
+        config_path.read_text().replace('name = "shop-to-crm"', 'name = "webshop-to-crm"')
+    )
+    async with open_rt() as rt:
+        (renamed,) = await rt.engine.sync()
+        assert renamed.flow == "webshop-to-crm" and not renamed.failed, renamed.errors
+        assert rt.store.outbox_count() == 0
+    assert crm.contact_count() == 1 and crm.holds(NEW) and not crm.holds(OLD)
+
+
 async def test_a_write_queued_under_a_consent_withdrawn_since_is_not_delivered(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,

@@ -536,6 +536,75 @@ async def test_a_change_queued_for_a_destination_taken_out_for_a_while_is_not_lo
     assert person is not None and person["first_name"] == "Annemarie", person
 
 
+WEBSHOP_AND_SHOP = """
+[[flows]]
+name = "webshop"
+source = "shopify"
+destinations = ["crm"]
+
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["deals"]
+"""
+
+SHOP_ONLY = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["deals"]
+"""
+
+
+async def test_a_change_queued_by_a_flow_taken_out_for_a_while_is_not_lost(
+    world: World, tmp_path: Path
+) -> None:
+    """HubSpot is down while flow `webshop` (Shopify -> HubSpot) queues Anna's change of
+    name; Shopify's incremental cursor moves past it. The operator takes the flow out of
+    the config for the outage (the other flow keeps running) and puts it back as it was.
+    The run without it drops what it queued, and its cursor with it: put back, the flow
+    reads Shopify in full and HubSpot gets the change. (Its cursor kept, the flow had the
+    same shape as before and resumed past the change.)"""
+    world.shopify.add_person("anna.winkel@example.nl", "Anna", "Winkel", "0612345678")
+    world.shop.add_person("bert@example.nl", "Bert", "Winkel", "0612345679")
+    open_ = opener(world)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP)
+    async with open_(path) as rt:
+        reports = await rt.engine.sync()
+        assert not any(r.failed for r in reports)
+    assert world.crm.record_for("anna.winkel@example.nl") is not None
+
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.wall.advance(3600)  # an hour later another customer signs up
+    world.shopify.add_person("carla@example.nl", "Carla", "Later", "0612345670")
+    world.crm.faults.down = True
+    async with open_(path) as rt:
+        await rt.engine.sync("webshop")
+        assert rt.store.outbox_counts() == {"crm": 2}
+
+    # The outage lasts: the flow is taken out of the config meanwhile.
+    without = write_config(tmp_path, world, SHOP_ONLY)
+    world.wall.advance(3600)
+    async with open_(without) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_counts() == {}
+        assert rt.store.get_cursor("webshop", "shopify") is None
+
+    # HubSpot is back, and the flow is put back as it was.
+    world.crm.faults.down = False
+    world.wall.advance(3600)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP)
+    async with open_(path) as rt:
+        (webshop, _) = await rt.engine.sync()
+        assert webshop.destinations["crm"].queued == 2
+        await rt.engine.sync()
+    contact = world.crm.record_for("anna.winkel@example.nl")
+    assert contact is not None
+    assert contact["properties"]["firstname"] == "Annemarie", contact["properties"]
+    assert world.crm.holds("carla@example.nl")
+
+
 _PHONE_SECTION = """[fields.phone]
 path = "phone"
 transform = ["phone"]
