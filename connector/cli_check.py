@@ -206,23 +206,23 @@ def _consent_nobody_gives(config: Config) -> list[str]:
 
     A mapping with ``requires_consent`` sends only people who gave that consent, and the
     consent is read from the source: a source mapping that reads no such field lets nobody
-    through, and the destination receives no one, ever, without a single error.
+    through that flow, and tells of nobody's withdrawal either, so the flow sends the
+    destination nothing at all, ever, without a single error (another flow's source may
+    still say who consents).
     """
     warnings = []
     for flow in config.flows:
         source = config.mappings[flow.source]
         for name in flow.destinations:
             purpose = config.mappings[name].requires_consent
-            if purpose is None:
+            if purpose is None or source.reads_consent(purpose):
                 continue
-            field = CONSENT_FIELDS[purpose]
-            read = source.fields.get(field)
-            if read is None or not read.inbound:
-                warnings.append(
-                    f"flow {flow.name}: {name} takes only people with {purpose} consent "
-                    f"(requires_consent), but {flow.source}'s mapping reads no {field}: "
-                    f"nobody will be sent to {name}"
-                )
+            warnings.append(
+                f"flow {flow.name}: {name} takes only people with {purpose} consent "
+                f"(requires_consent), but {flow.source}'s mapping reads no "
+                f"{CONSENT_FIELDS[purpose]}: nobody will be sent to {name} by this flow, "
+                f"neither their data nor a withdrawal of consent"
+            )
     return warnings
 
 

@@ -552,6 +552,12 @@ class Engine:
             delivered = delivered_by[dest.name]
             letters = letters_by[dest.name]
             context = outbox_context(dest.name)
+            # Whether the source records the consent this system needs. One that does not
+            # cannot tell who withdrew it: its flow sends those people nothing here, not
+            # even a withdrawal (read as one, everyone who opted in through another flow's
+            # source was unsubscribed at each run of it, and asked to confirm at the next).
+            purpose = dest.mapping.requires_consent
+            tells = purpose is None or source.mapping.reads_consent(purpose)
             # Unsubscribed at the system itself (Mailchimp's own link): sent the withdrawal
             # and nothing more, whatever the source's consent says (migration 18).
             opted_out = self.store.opted_out(dest.name, [*subject_ids, *formerly.values()])
@@ -571,6 +577,9 @@ class Engine:
                         fields, digest = self._renewed(
                             dest, person, fields, digest, last, delivered.get(sid)
                         )
+                elif not tells:
+                    dest_report.gated += 1
+                    continue
                 elif last is not None and dest.mapping.withdrawn:
                     # They were sent here under a consent they no longer give: tell the
                     # system (e.g. unsubscribe), and from then on send nothing else.

@@ -419,6 +419,13 @@ class SystemMapping:
         """Whether the purpose/consent gate lets this person through to this system."""
         return self.requires_consent is None or person.has_consent(self.requires_consent)
 
+    def reads_consent(self, purpose: str) -> bool:
+        """Whether people read from this system (a source) can carry ``purpose``'s consent:
+        its mapping reads the field that records it. One that does not says nothing of who
+        gave or withdrew it."""
+        read = self.fields.get(CONSENT_FIELDS[purpose])
+        return read is not None and read.inbound
+
     def purposes(self) -> dict[str, str]:
         """Canonical field -> purpose, for the register and access reports."""
         return {name: f.purpose for name, f in self.fields.items()}

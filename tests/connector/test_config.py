@@ -858,7 +858,8 @@ def test_check_warns_of_a_consent_gate_its_source_never_opens(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The destination takes only people with marketing consent; the source's mapping reads
-    no marketing_consent, so nobody is ever sent there, without a single error."""
+    no marketing_consent, so the flow sends nobody there, not even a withdrawal, without a
+    single error."""
     shop_text = (REPO_MAPPINGS / "woocommerce.toml").read_text()
     shop_mapping = tmp_path / "shop.toml"
     shop_mapping.write_text(shop_text[: shop_text.index("[fields.marketing_consent]")])
@@ -872,6 +873,7 @@ def test_check_warns_of_a_consent_gate_its_source_never_opens(
     main(["-c", str(path), "check", "--json"])
     (warning,) = json.loads(capsys.readouterr().out)["warnings"]
     assert "marketing_consent" in warning and "nobody will be sent to crm" in warning
+    assert "nor a withdrawal of consent" in warning
     # Read by the source, the gate opens for those who consent: no warning.
     path = write_config(tmp_path, crm_mapping=crm_mapping)
     main(["-c", str(path), "check", "--json"])

@@ -785,3 +785,46 @@ async def test_a_queued_renewal_whose_marker_was_taken_out_goes_plain_and_says_s
         r for r in caplog.records if r.getMessage().startswith("queued payload sent without")
     ]
     assert getattr(said, "dropped", None) == ["status"]
+
+
+SHOP_AND_CRM_TO_NEWS = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["deals", "news"]
+
+[[flows]]
+name = "deals"
+source = "deals"
+destinations = ["news"]
+"""
+
+
+async def test_a_flow_whose_source_records_no_consent_does_not_unsubscribe_who_opted_in(
+    world: World, tmp_path: Path
+) -> None:
+    """The shop feeds Pipedrive and the newsletter (Anna opted in at the shop); Pipedrive,
+    a source too, also feeds the newsletter, and its mapping reads no consent at all. Flow
+    `deals` cannot tell who withdrew it, so it sends them nothing there: Anna stays
+    subscribed, and is never asked to confirm. (Its missing consent read as a withdrawal,
+    each run of `deals` unsubscribed her and the next run of `shop` renewed her, and
+    Mailchimp e-mailed her a request to confirm on every sync.) Opting out at the shop,
+    which records it, still unsubscribes her, and `deals` does not bring her back."""
+    world.shop.add_person("anna@example.nl", "Anna", "Winkel", "0612345678", meta_data=CONSENT_YES)
+    path = write_config(tmp_path, world, SHOP_AND_CRM_TO_NEWS)
+    for _ in range(3):
+        async with opener(world)(path) as rt:
+            _, deals = await rt.engine.sync()
+            assert deals.destinations["news"].withdrawn == 0
+            assert deals.destinations["news"].queued == 0
+    member = world.news.member(LIST, "anna@example.nl")
+    assert member is not None and member["status"] == "subscribed"
+    assert world.news.confirmations_to("anna@example.nl") == 0
+
+    world.shop.touch("anna@example.nl", meta_data=CONSENT_NO)
+    for _ in range(2):
+        async with opener(world)(path) as rt:
+            await rt.engine.sync()
+    member = world.news.member(LIST, "anna@example.nl")
+    assert member is not None and member["status"] == "unsubscribed"
+    assert world.news.confirmations_to("anna@example.nl") == 0
