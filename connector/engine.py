@@ -189,6 +189,9 @@ class Engine:
         #: file since (not yet in use) was recorded as the shape the run sent under.
         #: In a dry run: the (flow, system) pairs a real run would drop first.
         self._dry_unrouted: list[tuple[str, str]] = []
+        #: In a dry run of several flows: per system another flow of it feeds too, the hash
+        #: each subject would have been queued under by the flows run before (see sync).
+        self._foreseen: dict[str, dict[str, str]] = {}
         self._shapes: dict[str, str] = {}
         for flow in config.flows:
             self.shape(flow)
@@ -203,10 +206,19 @@ class Engine:
     ) -> list[FlowReport]:
         """Run one flow, or every flow in config order."""
         flows = [self.config.flow(flow_name)] if flow_name else self.config.flows
-        return [
-            await self.run_flow(flow, full=full, dry_run=dry_run, progress=progress)
-            for flow in flows
-        ]
+        if dry_run:
+            # A real sync's later flow finds what an earlier one queued for a system both
+            # feed (and sends nothing that is already there); a dry run queues nothing, so it
+            # keeps those hashes in memory, for the systems two of its flows feed only.
+            fed = Counter(name for flow in flows for name in flow.destinations)
+            self._foreseen = {name: {} for name, count in fed.items() if count > 1}
+        try:
+            return [
+                await self.run_flow(flow, full=full, dry_run=dry_run, progress=progress)
+                for flow in flows
+            ]
+        finally:
+            self._foreseen = {}
 
     async def run_flow(
         self,
@@ -546,12 +558,16 @@ class Engine:
             for hashes in (*queued_by.values(), *delivered_by.values()):
                 if old in hashes:
                     hashes[new] = hashes.pop(old)
+        for system, earlier in self._foreseen.items():  # what the dry run's earlier flows queued
+            if system in queued_by:
+                queued_by[system].update((sid, earlier[sid]) for sid in people if sid in earlier)
         for dest in destinations:
             dest_report = report.destinations[dest.name]
             queued = queued_by[dest.name]
             delivered = delivered_by[dest.name]
             letters = letters_by[dest.name]
             context = outbox_context(dest.name)
+            foreseen = self._foreseen.get(dest.name) if dry_run else None
             # Whether the source records the consent this system needs. One that does not
             # cannot tell who withdrew it: its flow sends those people nothing here, not
             # even a withdrawal (read as one, everyone who opted in through another flow's
@@ -626,7 +642,10 @@ class Engine:
                     dest_report.still_rejected += 1
                     continue
                 dest_report.queued += 1
-                if not dry_run:
+                if dry_run:
+                    if foreseen is not None:
+                        foreseen[sid] = digest
+                else:
                     envelope = {"email": person.email, "fields": fields}
                     sealed = self.keyring.seal_json(envelope, context)
                     payloads.append(QueuedPayload(dest.name, sid, sealed, digest))

@@ -487,6 +487,39 @@ async def test_dry_run_foresees_the_unsubscribe_of_someone_who_moved_and_withdre
     assert (dry.moved, news.withdrawn, news.queued) == (1, 1, 1), dry.as_dict()
 
 
+TWO_SHOPS_TO_CRM = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm"]
+
+[[flows]]
+name = "shop2"
+source = "shop2"
+destinations = ["crm"]
+"""
+
+
+async def test_a_dry_run_of_two_flows_into_one_system_foresees_each_write_once(
+    world: World, tmp_path: Path
+) -> None:
+    """Two shops hold Anna with the same data, and both feed HubSpot. The sync writes her
+    once (flow `shop2` finds what `shop` queued and sends nothing), and so the dry run
+    says: it keeps in memory what its earlier flows would have queued. Blind to them, it
+    foresaw a write from each flow, and a change detection that did not hold."""
+    for shop in (world.shop, world.shop2):
+        shop.add_person("anna@example.nl", "Anna", "Winkel", "0612345678", city="Utrecht")
+    path = write_config(tmp_path, world, TWO_SHOPS_TO_CRM)
+    async with opener(world)(path) as rt:
+        dry = await rt.engine.sync(dry_run=True)
+        real = await rt.engine.sync()
+    sent = {r.flow: r.destinations["crm"].queued for r in real}
+    foreseen = {r.flow: r.destinations["crm"].queued for r in dry}
+    assert sent == {"shop": 1, "shop2": 0}
+    assert foreseen == sent
+    assert world.crm.contact_count() == 1
+
+
 SHOPIFY_TO_CRM_AND_DEALS = """
 [[flows]]
 name = "shopify"
