@@ -546,7 +546,8 @@ def purge_through(store: Store, seq: int) -> int:
     The caller (retention) verifies the chain first: purging evidence of tampering would
     hide it. The new anchor is appended to the chain as an ``audit.anchored`` entry in the
     same transaction, which is what tells this purge from a prefix deleted by hand; with the
-    store's keys bound, the anchor gets its MAC, and the entry says the chain is keyed.
+    store's keys bound, the anchor gets its MAC, and the entry says the chain is keyed (a
+    chain not keyed yet is adopted first, as :func:`append_many` adopts one).
     """
     keyring = _KEYS.get(store)
     with store.transaction() as db:
@@ -559,6 +560,14 @@ def purge_through(store: Store, seq: int) -> int:
                 f"{store.path}: the audit chain is keyed, and this command purged it without "
                 "the store's keys"
             )
+        if keyring is not None and not state.keyed:
+            # A chain from before the MACs (retention run may be the first command with the
+            # keys after an upgrade) is adopted whole first, head and anchor, as the first
+            # keyed append does: keying the anchor alone made the append below take the
+            # chain for keyed already and leave its head without a MAC, which reads as
+            # tampering. (One stripped of its MACs is not adopted, and stays unkeyed.)
+            append_many(store, [])
+            state = chain_state(store)
         deleted = db.execute("DELETE FROM audit WHERE seq <= ?", (seq,)).rowcount
         anchor = replace(state, anchor_seq=seq, anchor_hash=str(row[0]))
         db.execute(
@@ -566,7 +575,9 @@ def purge_through(store: Store, seq: int) -> int:
             (
                 anchor.anchor_seq,
                 anchor.anchor_hash,
-                _anchor_mac(keyring, anchor) if keyring is not None else state.anchor_mac,
+                _anchor_mac(keyring, anchor)
+                if keyring is not None and state.keyed
+                else state.anchor_mac,
             ),
         )
         append(

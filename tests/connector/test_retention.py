@@ -447,6 +447,37 @@ def test_retention_run_says_every_kind_it_purged_held_writes_too(
     assert all(words in out for words in retention.PURGED_KINDS.values())
 
 
+def test_the_first_purge_of_a_chain_from_before_the_macs_keys_it_whole_and_it_verifies(
+    config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store upgraded from before the chain's MACs, with `retention run` (from cron) the
+    first command that binds the keys: the purge adopts the chain whole, head and anchor,
+    as the first keyed append does. Keying the anchor alone left the head without a MAC,
+    and `audit verify` then reported tampering on a chain nobody touched."""
+    store = Store(config.store_path)
+    open_keyring(store, config)  # the store has its keyset
+    store.close()
+    unkeyed = Store(config.store_path)  # a process without the keys: the chain stays unkeyed
+    now = dt.datetime.now(dt.UTC)
+    old, young = now - dt.timedelta(days=3000), now - dt.timedelta(days=1)
+    audit.append_many(unkeyed, [("sync.run", {"n": n}, None) for n in range(3)], ts=old.isoformat())
+    audit.append_many(unkeyed, [("sync.run", {"n": 3}, None)], ts=young.isoformat())
+    assert audit.chain_state(unkeyed).head_mac is None and audit.verify(unkeyed).ok
+    unkeyed.close()
+
+    assert main(["-c", str(config_path), "retention", "run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["audit_entries"] == 3
+    code = main(["-c", str(config_path), "audit", "verify", "--json"])
+    verified = json.loads(capsys.readouterr().out)
+    assert code == 0 and verified["mac"] == audit.MAC_CHECKED, verified
+    store = Store(config.store_path)
+    try:
+        kinds = [e.kind for e in audit.entries(store)]
+    finally:
+        store.close()
+    assert kinds[:3] == [audit.SYNC_RUN, audit.AUDIT_KEYED, audit.AUDIT_ANCHORED]
+
+
 def test_a_dry_run_needs_no_key_and_leaves_the_store_unbound(
     config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
