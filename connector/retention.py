@@ -20,9 +20,9 @@
   latest successful one (what ``status`` and the readiness probe read);
 - the stores a restore replaced (``<store>.replaced-<time>``) more than
   ``replaced_stores_days`` ago: each held all the store held, and no erasure reaches it, so
-  all but its audit trail is deleted (the entries between the backup and the restore are
-  there only), and the file once that trail is past ``audit_days`` too (or whole, when
-  SQLite finds it damaged: nothing of it can be kept).
+  all but its audit trail and its keys is deleted (the entries between the backup and the
+  restore are there only; its keys check its chain's MACs), and the file once that trail is
+  past ``audit_days`` too (or whole, when SQLite finds it damaged: nothing of it can be kept).
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
 that deletes something appends one ``retention.purged`` audit entry with counts only.
@@ -529,8 +529,11 @@ def _damaged(exc: sqlite3.Error) -> bool:
     return code is not None and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
-#: What an emptied replaced store keeps: its audit trail, which verifies on its own.
-_KEPT_TABLES = frozenset({"audit", "audit_chain"})
+#: What an emptied replaced store keeps: its audit trail, which verifies on its own, and its
+#: keys (wrapped under the master key; no personal data): after a master key rotation its
+#: chain's MACs are under keys only its keyset holds, and a rotation since puts those under
+#: the new master key too.
+_KEPT_TABLES = frozenset({"audit", "audit_chain", "keyset"})
 
 
 def _tables(db: sqlite3.Connection) -> set[str]:

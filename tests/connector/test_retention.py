@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import sqlite3
@@ -701,3 +702,50 @@ def test_an_erasure_of_more_ids_than_a_statement_may_carry_deletes_their_bundles
     errors: list[str] = []
     assert retention.delete_bundles_of(store, KEYS, ids, errors) == 1
     assert not errors and not (bundle / "data.json").exists()
+
+
+def test_an_emptied_replaced_store_keeps_its_keys_and_its_trail_verifies_under_them(
+    config_path: Path, config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The sweep deleted a replaced store's keyset with the rest (wrapped keys, no personal
+    data). A store whose master key was ever rotated keeps its chain's MACs under keys of
+    its own, which only that keyset holds: `audit verify` at the emptied store then took
+    its intact trail for one moved without the store's key. The keyset stays now."""
+    from connector.crypto import master_fingerprint, wrap_data_keys
+    from connector.state import utcnow
+
+    main_store = Store(config.store_path)
+    path = config.store_path.with_name(f"{config.store_path.name}.replaced-20260415T080000Z")
+    rotated = Keyring(keys=KEYS.keys.with_new_outbox_key())  # as `keys rotate` leaves them
+    replaced = Store(path)
+    replaced.db.execute(
+        "INSERT INTO keyset(id, wrapped, master_fingerprint, created_at) VALUES (1, ?, ?, ?)",
+        (
+            wrap_data_keys(config.master_key, rotated.keys),
+            master_fingerprint(config.master_key),
+            utcnow(),
+        ),
+    )
+    audit.use_keys(replaced, rotated)
+    now = dt.datetime.now(dt.UTC)
+    audit.append_many(replaced, [(audit.SYNC_RUN, {}, None)], ts=_stamp_of(now, 47))
+    _dead_letter(replaced, _stamp_of(now, 47))
+    replaced.close()
+    at_replaced = tmp_path / "at-replaced.toml"  # a config at the replaced store, to verify it
+    at_replaced.write_text(
+        config_path.read_text().replace('path = "state/klantsync.db"', f'path = "{path}"')
+    )
+
+    report = retention.sweep_now(main_store, config, KEYS, now)
+    main_store.close()
+    assert report.replaced_stores == 1 and report.errors == []
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM dead_letters").fetchone() == (0,)
+        assert db.execute("SELECT COUNT(*) FROM keyset").fetchone() == (1,)
+    code = main(["-c", str(at_replaced), "audit", "verify", "--json"])
+    verified = json.loads(capsys.readouterr().out)
+    assert code == 0 and verified["mac"] == audit.MAC_CHECKED, verified
+
+
+def _stamp_of(now: dt.datetime, days_before: float) -> str:
+    return (now - dt.timedelta(days=days_before)).isoformat(timespec="seconds")
