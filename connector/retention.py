@@ -21,11 +21,14 @@
 - the stores a restore replaced (``<store>.replaced-<time>``) more than
   ``replaced_stores_days`` ago: each held all the store held, and no erasure reaches it, so
   all but its audit trail and its keys is deleted (the entries between the backup and the
-  restore are there only; its keys check its chain's MACs), and the file once that trail is
-  past ``audit_days`` too (or whole, when SQLite finds it damaged: nothing of it can be kept).
+  restore are there only; its keys check its chain's MACs), then that trail's entries past
+  ``audit_days`` as the store's own, and the file once every entry of its own is past
+  ``audit_days`` (or whole, when SQLite finds it damaged: nothing of it can be kept).
 
 The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
-that deletes something appends one ``retention.purged`` audit entry with counts only.
+that deletes something appends one ``retention.purged`` audit entry with counts only; what
+cannot be undone outside the store (a replaced store emptied or deleted) is done once that
+entry is committed.
 """
 
 from __future__ import annotations
@@ -37,13 +40,15 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from connector import audit
 from connector.config import Config
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
+from connector.errors import ConfigError, KlantsyncError
+from connector.keyset import store_keyring
 from connector.state import HELD, Store, chunks, utcnow
 from connector.storefile import foreign, replaced_stores
 
@@ -212,7 +217,12 @@ def sweep_now(
     # part-way left purges the audit trail does not show. (A bundle's files deleted by a
     # sweep that then rolled back leave its row, and the next sweep finds them gone.)
     with contextlib.nullcontext() if dry_run else store.transaction():
-        _sweep(store, keyring, report.cutoffs, dry_run, report)
+        replaced = _sweep(store, config, keyring, report.cutoffs, dry_run, report)
+    if not dry_run:
+        # Only now that the entry recording them is committed: a replaced store emptied or
+        # deleted by a sweep whose entry then failed left nothing to find for the next one,
+        # and no entry ever said it. Cut short here, the next sweep does (and says) the rest.
+        _purge_replaced_stores(replaced, report.errors)
     return report
 
 
@@ -239,11 +249,15 @@ def nothing_held(
 
 def _sweep(
     store: Store,
+    config: Config,
     keyring: Keyring | None,
     cut: dict[str, str],
     dry_run: bool,
     report: RetentionReport,
-) -> None:
+) -> list[_Replaced]:
+    """The purges in the store, and its ``retention.purged`` entry; returns the replaced
+    stores to empty or delete once that entry is committed (:func:`_purge_replaced_stores`).
+    """
     report.dead_letters = _purge_rows(
         store,
         dry_run,
@@ -297,11 +311,21 @@ def _sweep(
         f"DELETE FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
         cut["runs"],
     )
-    report.replaced_stores = _purge_replaced_stores(
-        store.path, cut["replaced_stores"], cut["audit"], dry_run, report.errors
-    )
+    due = _replaced_stores_due(store.path, cut["replaced_stores"], cut["audit"], report.errors)
+    if not dry_run:
+        # A replaced store's trail is purged here, recorded in that store's own chain: the
+        # rest is irreversible without a record of its own, and waits for this one's entry.
+        due = [
+            _purge_replaced_trail(config, work, cut["audit"], report.errors)
+            if work.audit_through
+            else work
+            for work in due
+        ]
+        due = [work for work in due if work.delete or work.empty or work.audit_through]
+    report.replaced_stores = len(due)
     if not dry_run and report.total:
         audit.append(store, audit.RETENTION_PURGED, report.counts)
+    return [work for work in due if work.delete or work.empty]
 
 
 def _purge_rows(
@@ -462,11 +486,25 @@ def _delete_rows(
     return purged
 
 
-def _purge_replaced_stores(
-    store_path: Path, cutoff: str, audit_cutoff: str, dry_run: bool, errors: list[str]
-) -> int:
-    """Empty the stores restores replaced before ``cutoff`` of all but their audit trail,
-    and delete one once its newest audit entry is past ``audit_cutoff``; how many.
+@dataclass(frozen=True)
+class _Replaced:
+    """What is due of one store a restore replaced (:func:`_replaced_stores_due`)."""
+
+    path: Path
+    #: Delete the file: its own audit trail is past ``audit_days`` too, or it is damaged.
+    delete: bool = False
+    #: Delete all but its audit trail and its keys.
+    empty: bool = False
+    #: Purge its audit entries through this seq, past ``audit_days`` (0: none are).
+    audit_through: int = 0
+
+
+def _replaced_stores_due(
+    store_path: Path, cutoff: str, audit_cutoff: str, errors: list[str]
+) -> list[_Replaced]:
+    """The stores restores replaced before ``cutoff`` with something due: all but their
+    audit trail (and keys), their audit entries past ``audit_cutoff``, or, once every entry
+    of their own is, the file. Read only: a dry run says what the real run would do.
 
     The audit entries between the backup and the restore are in the replaced store only
     (the restored chain ends at the backup's head), and are kept as long as ``audit_days``
@@ -474,7 +512,7 @@ def _purge_replaced_stores(
     finds damaged (a restore replaced a damaged store) can be neither emptied nor kept
     apart from its trail: it is deleted whole, as left it would hold all it held forever.
     """
-    purged = 0
+    due = []
     for path, when in replaced_stores(store_path):
         if _stamp(when) >= cutoff:
             continue
@@ -487,46 +525,134 @@ def _purge_replaced_stores(
                         # empty or delete.
                         errors.append(f"replaced store {path.name}: not a klantsync store, left")
                         continue
-                    held, due = _empty_replaced_store(db, audit_cutoff, dry_run)
+                    work = _due_of(db, path, audit_cutoff)
             except sqlite3.Error as exc:
                 if not _damaged(exc):
                     raise
-                held, due = False, True
-            if due and not dry_run:
-                for companion in ("-wal", "-shm"):
-                    path.with_name(path.name + companion).unlink(missing_ok=True)
-                path.unlink()
-            purged += held or due
+                work = _Replaced(path, delete=True)
         except (OSError, sqlite3.Error) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else None
-            errors.append(f"replaced store {path.name}: {reason or type(exc).__name__}")
-    return purged
+            errors.append(f"replaced store {path.name}: {_reason(exc)}")
+            continue
+        if work.delete or work.empty or work.audit_through:
+            due.append(work)
+    return due
 
 
-def _empty_replaced_store(
-    db: sqlite3.Connection, audit_cutoff: str, dry_run: bool
-) -> tuple[bool, bool]:
-    """Empty a replaced store of all but its audit trail unless the trail is past
-    ``audit_cutoff`` too; whether it held more than its trail, and whether it is due to go.
-    """
+def _due_of(db: sqlite3.Connection, path: Path, audit_cutoff: str) -> _Replaced:
+    """What is due of one replaced store, read from it."""
     tables = _tables(db)
     newest = ""
     if "audit" in tables:
-        row = db.execute("SELECT MAX(ts) FROM audit").fetchone()
+        # The entries a purge of its trail adds (audit.anchored, and audit.keyed where the
+        # purge keyed it) do not keep it: each purge would have kept it audit_days more.
+        row = db.execute(
+            "SELECT MAX(ts) FROM audit WHERE kind NOT IN (?, ?)",
+            (audit.AUDIT_ANCHORED, audit.AUDIT_KEYED),
+        ).fetchone()
         newest = str(row[0]) if row and row[0] else ""
-    due = newest < audit_cutoff  # no entry ("") or all past audit_days
-    emptied = tables - _KEPT_TABLES
-    held = not due and any(_holds_rows(db, name) for name in emptied)
-    if held and not dry_run:
-        _keep_only_the_audit_trail(db, emptied)
-    return held, due
+    if newest < audit_cutoff:  # no entry of its own (""), or all past audit_days
+        return _Replaced(path, delete=True)
+    held = any(_holds_rows(db, name) for name in tables - _KEPT_TABLES)
+    through, _count = _audit_prefix(db, audit_cutoff)
+    return _Replaced(path, empty=held, audit_through=through)
 
 
-def _damaged(exc: sqlite3.Error) -> bool:
+def _purge_replaced_trail(
+    config: Config, work: _Replaced, cutoff: str, errors: list[str]
+) -> _Replaced:
+    """Purge a replaced store's audit entries past ``cutoff`` as the store's own are: the
+    prefix verified first, the rest anchored under the replaced store's own keys, so its
+    kept trail still verifies. Its own chain records the purge (an ``audit.anchored``
+    entry, in the same transaction there).
+
+    Returns what is still due of it: nothing more of its trail if none went (what failed
+    goes to ``errors``), the file whole if SQLite finds it damaged on the way.
+    """
+    failed: list[str] = []
+    purged = 0
+    try:
+        replaced = Store(work.path)
+        try:
+            if _bind_own_keys(replaced, config):
+                purged = _purge_audit(replaced, cutoff, False, failed)
+            else:
+                failed.append(
+                    "its keys do not open under keys.source, so its audit entries past "
+                    "audit_days are kept"
+                )
+            # One file again, no -wal beside it, as an emptied replaced store is left.
+            replaced.db.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            replaced.close()
+    except (KlantsyncError, sqlite3.Error, OSError) as exc:
+        if _damaged(exc):
+            return replace(work, delete=True)
+        failed.append(_reason(exc))
+    errors.extend(f"replaced store {work.path.name}: {problem}" for problem in failed)
+    return work if purged else replace(work, audit_through=0)
+
+
+def _bind_own_keys(replaced: Store, config: Config) -> bool:
+    """Bind a replaced store's own keys to its audit chain, as ``audit verify`` at it does:
+    those its keyset holds (its chain's MACs are under them, which after a master key
+    rotation are not the store's), or, with no keyset, those the master key derives. False
+    when its keyset does not open under the master key in use."""
+    try:
+        audit.use_keys(replaced, store_keyring(replaced, config))
+    except ConfigError:
+        return False
+    return True
+
+
+def _purge_replaced_stores(due: Sequence[_Replaced], errors: list[str]) -> None:
+    """Empty or delete the replaced stores ``due`` says (once the entry saying so is
+    committed); failures go to ``errors``, and the next sweep tries them again."""
+    for work in due:
+        try:
+            if work.delete:
+                _delete_replaced_store(work.path)
+            else:
+                _empty_replaced_store(work.path)
+        except (OSError, sqlite3.Error) as exc:
+            errors.append(f"replaced store {work.path.name}: {_reason(exc)}")
+
+
+def _empty_replaced_store(path: Path) -> None:
+    """Delete all but a replaced store's audit trail and keys; the file whole if SQLite finds
+    it damaged on the way (it can be neither emptied nor kept apart from its trail)."""
+    try:
+        with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+            _keep_only_the_audit_trail(db, _tables(db) - _KEPT_TABLES)
+    except sqlite3.Error as exc:
+        if not _damaged(exc):
+            raise
+        _delete_replaced_store(path)
+
+
+def _delete_replaced_store(path: Path) -> None:
+    for companion in ("-wal", "-shm"):
+        path.with_name(path.name + companion).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in words that name no path (an operator may name folders after
+    people) and nothing a row holds."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return type(exc).__name__
+
+
+def _damaged(exc: BaseException | None) -> bool:
     """Whether SQLite says the file is damaged (or not a database at all, its header gone),
-    not that it is busy or the disk failed: only then is nothing of it to be kept."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    not that it is busy or the disk failed: only then is nothing of it to be kept. Read
+    through the errors ``exc`` was raised from (a store that does not open says why so)."""
+    while exc is not None:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return (code & 0xFF) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+        exc = exc.__cause__
+    return False
 
 
 #: What an emptied replaced store keeps: its audit trail, which verifies on its own, and its
@@ -583,19 +709,26 @@ def _delete_bundle(root: Path, files: list[str]) -> None:
             folder.rmdir()
 
 
-def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) -> int:
-    # Only a prefix of the chain may go: everything before the first entry young enough to
-    # keep. An entry older than the cutoff but after a younger one (a clock step back) stays.
-    first_kept = store.db.execute("SELECT MIN(seq) FROM audit WHERE ts >= ?", (cutoff,)).fetchone()
+def _audit_prefix(db: sqlite3.Connection, cutoff: str) -> tuple[int, int]:
+    """The audit entries past ``cutoff`` that may go: the last one's seq, and how many
+    ((0, 0) for none).
+
+    Only a prefix of the chain may go: everything before the first entry young enough to
+    keep. An entry older than the cutoff but after a younger one (a clock step back) stays.
+    """
+    first_kept = db.execute("SELECT MIN(seq) FROM audit WHERE ts >= ?", (cutoff,)).fetchone()
     if first_kept[0] is None:
-        last = store.db.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+        last = db.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
     else:
         last = int(first_kept[0]) - 1
     if last is None:
-        return 0
-    count = int(
-        store.db.execute("SELECT COUNT(*) FROM audit WHERE seq <= ?", (last,)).fetchone()[0]
-    )
+        return 0, 0
+    count = int(db.execute("SELECT COUNT(*) FROM audit WHERE seq <= ?", (last,)).fetchone()[0])
+    return (int(last), count) if count else (0, 0)
+
+
+def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) -> int:
+    last, count = _audit_prefix(store.db, cutoff)
     if count == 0:
         return 0
     # Purging a tampered prefix would destroy the evidence: verify what is about to go first.

@@ -633,9 +633,9 @@ async def test_a_store_a_restore_replaced_keeps_only_its_audit_trail_after_its_p
             db.execute(f"PRAGMA user_version={len(MIGRATIONS)}")  # a klantsync store's
             db.execute("CREATE TABLE outbox (payload BLOB)")
             db.execute("INSERT INTO outbox VALUES (x'00')")
-            db.execute("CREATE TABLE audit (seq INTEGER, ts TEXT)")
+            db.execute("CREATE TABLE audit (seq INTEGER, ts TEXT, kind TEXT)")
             if audit_at is not None:
-                db.execute("INSERT INTO audit VALUES (1, ?)", (audit_at,))
+                db.execute("INSERT INTO audit VALUES (1, ?, 'sync.run')", (audit_at,))
         return path
 
     old = replaced("20260415T080000Z", _ago(47))  # 47 days before NOW, its trail too
@@ -702,6 +702,97 @@ def test_an_erasure_of_more_ids_than_a_statement_may_carry_deletes_their_bundles
     errors: list[str] = []
     assert retention.delete_bundles_of(store, KEYS, ids, errors) == 1
     assert not errors and not (bundle / "data.json").exists()
+
+
+def _replaced_store(store: Store, suffix: str, audit_at: list[str]) -> Path:
+    """A store a restore replaced (``<store>.replaced-<suffix>``), a real one: a queued
+    payload, and an audit trail with an entry at each of ``audit_at``."""
+    path = store.path.with_name(f"{store.path.name}.replaced-{suffix}")
+    replaced = Store(path)
+    (number,) = replaced.subject_numbers(["s"], create=True).values()
+    replaced.db.execute(
+        "INSERT INTO outbox(system, subject_no, flow, payload, payload_hash, enqueued_at) "
+        "VALUES ('crm', ?, 'f', x'00', 'h', ?)",
+        (number, audit_at[-1]),
+    )
+    for n, ts in enumerate(audit_at):
+        audit.append_many(replaced, [(audit.SYNC_RUN, {"n": n}, None)], ts=ts)
+    replaced.close()
+    return path
+
+
+def _queued_in(path: Path) -> int | None:
+    """How many payloads the store at ``path`` holds queued; None when it is gone."""
+    if not path.exists():
+        return None
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        return int(db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+
+@pytest.mark.parametrize(
+    ("trail_days", "after"), [(47, 0), (3000, None)], ids=["emptied", "deleted-whole"]
+)
+async def test_a_replaced_store_is_emptied_or_deleted_only_once_the_entry_counting_it_is_written(
+    store: Store,
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    trail_days: int,
+    after: int | None,
+) -> None:
+    """A sweep is one transaction with its retention.purged entry, so nothing is gone that
+    the trail does not show. A replaced store was emptied (or deleted) ahead of that entry:
+    when the entry could not be written (a full disk, the process killed there) the purges
+    in the store rolled back, the replaced store stayed emptied or gone, and the next sweep,
+    finding nothing left there, recorded it nowhere. It waits for the entry now."""
+    from tests.conftest import disk_full_error
+
+    replaced = _replaced_store(store, "20260415T080000Z", [_ago(trail_days)])
+    real = audit.append
+
+    def full(store_: Store, kind: str, *args: Any, **kwargs: Any) -> int:
+        if kind == audit.RETENTION_PURGED:
+            raise disk_full_error()
+        return real(store_, kind, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "append", full)
+    with pytest.raises(sqlite3.OperationalError):
+        await retention.sweep(store, config, KEYS, NOW)
+    assert _queued_in(replaced) == 1  # as it was
+    monkeypatch.setattr(audit, "append", real)
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.replaced_stores == 1 and report.errors == []
+    assert _queued_in(replaced) == after
+    recorded = [
+        e.data["replaced_stores"] for e in audit.entries(store) if e.kind == audit.RETENTION_PURGED
+    ]
+    assert recorded == [1]
+
+
+async def test_a_replaced_store_s_audit_entries_past_audit_days_go_and_its_trail_verifies(
+    store: Store, config: Config
+) -> None:
+    """[retention] audit_days is how long audit entries are kept. A replaced store kept its
+    whole trail until its newest entry was past audit_days: an entry already past them when
+    the store was replaced was kept up to audit_days more. Its entries past audit_days go
+    now as the store's own do, anchored, so the trail it keeps still verifies; the entries
+    that purge adds do not keep the file past its own newest entry."""
+    replaced = _replaced_store(store, "20260415T080000Z", [_ago(3000), _ago(47)])
+    report = await retention.sweep(store, config, KEYS, NOW)
+    assert report.replaced_stores == 1 and report.errors == []
+    assert _queued_in(replaced) == 0
+    kept = Store(replaced)
+    try:
+        audit.use_keys(kept, KEYS)  # its own keys: derived from the master key, as here
+        assert [e.data for e in audit.entries(kept) if e.kind == audit.SYNC_RUN] == [{"n": 1}]
+        assert audit.verify(kept).ok
+    finally:
+        kept.close()
+    assert not replaced.with_name(replaced.name + "-wal").exists()  # one file, as emptied
+    assert (await retention.sweep(store, config, KEYS, NOW)).replaced_stores == 0
+    # Its own newest entry past audit_days, the file goes.
+    later = NOW + dt.timedelta(days=config.retention.audit_days - 46)
+    assert (await retention.sweep(store, config, KEYS, later)).replaced_stores == 1
+    assert not replaced.exists()
 
 
 def test_an_emptied_replaced_store_keeps_its_keys_and_its_trail_verifies_under_them(
