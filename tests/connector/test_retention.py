@@ -840,3 +840,56 @@ def test_an_emptied_replaced_store_keeps_its_keys_and_its_trail_verifies_under_t
 
 def _stamp_of(now: dt.datetime, days_before: float) -> str:
     return (now - dt.timedelta(days=days_before)).isoformat(timespec="seconds")
+
+
+def _files_holding(folder: Path, content: bytes) -> list[str]:
+    return [p.name for p in sorted(folder.iterdir()) if p.is_file() and content in p.read_bytes()]
+
+
+def _sealed_dead_letter(store: Store) -> bytes:
+    """A dead letter past its period whose payload (standing for a refused record, sealed)
+    reached the store file, as the daemon's background checkpoints copy the log back, with
+    the sync's own writes ahead of it in the log."""
+    for n in range(50):
+        store.start_run(f"flow-{n}")
+    sealed = bytes(range(7, 55))
+    store.db.execute(
+        "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
+        "VALUES ('crm', 's', 'f', ?, '400 invalid', ?)",
+        (sealed, _ago(31)),
+    )
+    store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    return sealed
+
+
+def test_a_sweep_clears_the_write_ahead_log_of_the_payloads_it_purged(
+    store: Store, config: Config
+) -> None:
+    """The store zeroes the pages a delete frees, but the write-ahead log is a file of the
+    store too: in the daemon, whose connection stays open for months, the frame that wrote
+    a dead letter stayed in the -wal after the sweep deleted it (a checkpoint restarts the
+    log from its start, it does not clear it), its sealed payload there past its period."""
+    sealed = _sealed_dead_letter(store)
+    assert retention.sweep_now(store, config, KEYS, NOW).dead_letters == 1
+    store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the daemon's, after the sweep
+    assert _files_holding(store.path.parent, sealed) == []
+
+
+def test_a_log_a_reader_keeps_from_being_cleared_is_said_and_cleared_at_the_next_sweep(
+    store: Store, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process reading the store (a command beside the daemon) keeps its log from
+    being cleared: the sweep does not wait for it long on the daemon's loop, says so, and
+    the next sweep clears it, though it purges nothing itself."""
+    monkeypatch.setattr(retention, "_LOG_WAIT_MS", 0)
+    sealed = _sealed_dead_letter(store)
+    with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM runs").fetchone()
+        report = retention.sweep_now(store, config, KEYS, NOW)
+        assert report.dead_letters == 1
+        assert ["write-ahead log" in error for error in report.errors] == [True]
+        reader.execute("ROLLBACK")
+    again = retention.sweep_now(store, config, KEYS, NOW)
+    assert again.total == 0 and again.errors == []
+    assert _files_holding(store.path.parent, sealed) == []
