@@ -167,6 +167,27 @@ _KEPT_UNTIL: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str]]]
             "termijn verwijderd.",
         ),
     ),
+    "incidents": (
+        (
+            "Records of personal data breaches (klantsync incident): their summary and "
+            "closing note, when each was found, the systems concerned and how many people "
+            "each held then",
+            "Registratie van inbreuken in verband met persoonsgegevens (klantsync incident): "
+            "de samenvatting en afsluitende notitie, wanneer elke inbreuk ontdekt werd, de "
+            "betrokken systemen en hoeveel personen elk toen bevatte",
+        ),
+        (
+            "No set period: not deleted automatically",
+            "Geen vaste termijn: niet automatisch verwijderd",
+        ),
+        (
+            "The controller documents every breach, its effects and what was done about it "
+            "(Art. 33(5) GDPR); e-mail addresses and phone numbers in their text are masked.",
+            "De verwerkingsverantwoordelijke documenteert elke inbreuk, de gevolgen ervan en "
+            "de genomen maatregelen (art. 33 lid 5 AVG); e-mailadressen en telefoonnummers in "
+            "de tekst zijn gemaskeerd.",
+        ),
+    ),
 }
 
 

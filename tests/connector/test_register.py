@@ -641,6 +641,20 @@ def test_the_register_states_how_long_the_identity_map_and_suppression_list_are_
     assert "until the person's erasure or readmission" in _measures(config, "en")["retention"]
 
 
+def test_the_register_lists_the_breach_incidents_it_keeps_with_no_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records of breach incidents (`klantsync incident`) are kept with no [retention]
+    period, and the sweep deletes none: the register, which lists whatever has no period,
+    did not name them."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    for lang, words in (("en", "personal data breaches"), ("nl", "inbreuken")):
+        rows = {r["item"]: r for r in build_register(config, lang)["retention"]["connector"]}
+        incidents = rows["incidents"]
+        assert incidents["days"] is None and words in incidents["label"] and incidents["why"]
+    assert "personal data breaches" in _text(config, "en", "md")
+
+
 @pytest.mark.parametrize(
     ("lang", "processor", "joint", "arrangement"),
     [
