@@ -179,23 +179,16 @@ class DsrService:
         if external is not None:
             # The id too when both are given: a shop's request carries the address the person
             # has now, and the systems may hold them under the one they had at the last sync.
-            system, external_id = external
+            system = external[0]
             if system not in self.rt.systems:
                 raise DsrUsageError(
                     f"no system of that name; configured: {', '.join(self.rt.systems)}"
                 )
-            stored_id = self.rt.engine.ids.to_store(system, external_id)
-            known_sid = self.rt.store.subject_for_external(system, stored_id)
-            ids = self.identities(known_sid) if known_sid else {}
-            ids.setdefault(system, external_id)
+            known_sid, ids = self._known_by(external)
             if not email:
                 email = await self._resolve_email(ids, known_sid, first=system)
-        subject_ids = [self.rt.keyring.subject_id(email)] if email else []
-        if known_sid:
-            subject_ids.append(known_sid)
         e164 = checked_phone(phone, phone_regions(self.rt.config, source)) if phone else None
-        if e164:
-            subject_ids.append(self.rt.keyring.subject_id(e164))
+        subject_ids = self._named(email, known_sid, e164)
         if not subject_ids:
             subject_ids = self._unknown_record(external)
         primary = subject_ids[0]
@@ -207,17 +200,84 @@ class DsrService:
         widened = same_person(self.rt.store, subject_ids)
         if email and len(widened) > len(set(subject_ids)) and await self.kinds.taken_over(email):
             widened = same_person(self.rt.store, subject_ids, [primary])
-        subject_ids = widened
+        return self._record_erasure(primary, widened, email, e164, ids, external, source)
+
+    def erase_on_receipt(self, system: str, event: WebhookEvent) -> RequestView | None:
+        """Record a webhook's erasure, and its suppression entries, as the webhook comes:
+        by what the event names that the store resolves itself, asking no vendor.
+
+        Called inside the transaction that notes the delivery and queues its job
+        (:func:`connector.webhooks.receive`), so from the vendor's 200 on no sync sends the
+        person anything, as for an erasure asked through the admin API; recorded by the job,
+        a scheduled run before it (or a ``sync`` while the daemon was stopped) created again
+        the contact HubSpot had just deleted. The job goes on as this request
+        (:meth:`handle_event` with ``recorded``), and adds what only the vendors can tell:
+        the address of an event that names only an id, and the addresses the person had
+        before, which a source may hold for someone else now (:meth:`queue_erase`). Not
+        widened through those here for that reason.
+
+        Returns ``None`` when the event names no one the store knows (an id it never
+        learned, an address that is no address): the job looks further, as it did.
+        """
+        source = f"webhook:{system}"
+        try:
+            email = checked_email(event.email) if event.email else None
+        except DsrUsageError:
+            return None  # the job refuses it, saying why
+        external = (system, event.external_id) if event.external_id else None
+        known_sid, ids = self._known_by(external) if external is not None else (None, {})
+        e164 = _webhook_phone(self.rt, event.phone, source)
+        subject_ids = self._named(email, known_sid, e164)
+        if not subject_ids:
+            return None
+        primary = subject_ids[0]
+        subject_ids = same_person(self.rt.store, subject_ids, [primary] if email else [])
+        return self._record_erasure(primary, subject_ids, email, e164, ids, external, source)
+
+    def _known_by(self, external: tuple[str, str]) -> tuple[str | None, dict[str, str]]:
+        """The subject the identity map knows a system's id under, and that subject's ids
+        in every system (the given one's too, whether known or not)."""
+        system, external_id = external
+        stored_id = self.rt.engine.ids.to_store(system, external_id)
+        known_sid = self.rt.store.subject_for_external(system, stored_id)
+        ids = self.identities(known_sid) if known_sid else {}
+        ids.setdefault(system, external_id)
+        return known_sid, ids
+
+    def _named(self, email: str | None, known_sid: str | None, e164: str | None) -> list[str]:
+        """The keyed ids an erasure names directly: its address's, the subject a system's id
+        is known under, its number's (the first is the request's own)."""
+        subject_ids = [self.rt.keyring.subject_id(email)] if email else []
+        if known_sid:
+            subject_ids.append(known_sid)
+        if e164:
+            subject_ids.append(self.rt.keyring.subject_id(e164))
+        return subject_ids
+
+    def _record_erasure(
+        self,
+        primary: str,
+        subject_ids: list[str],
+        email: str | None,
+        e164: str | None,
+        ids: dict[str, str],
+        external: tuple[str, str] | None,
+        source: str,
+    ) -> RequestView:
+        """Open the erasure with its suppression entries, or go on as the person's open one."""
         # One write transaction from the look for an open request to the new one: SQLite
         # lets one writer in at a time, so a CLI command and the daemon asked at once (a
         # webhook and an operator) open one request, not two.
         with self.rt.store.transaction():
             opened = self._opened_before("erase", primary, source)
-            if opened is not None:
+            if opened is not None and opened.status != "open":
                 return self._view(opened)
-            existing = self._open_erasure(primary, subject_ids, external)
+            # Open, it may be the one recorded as the webhook came (erase_on_receipt): what
+            # the job adds to it (the address the vendors told) goes in as for an erasure
+            # asked again.
+            existing = opened or self._open_erasure(primary, subject_ids, external)
             if existing is not None:
-                self._asked_again(existing, subject_ids, ids, e164)
+                self._asked_again(existing, subject_ids, ids, e164, email)
                 return self._view(self.db.get(existing.id))
             for sid in subject_ids:
                 for name, external_id in self.identities(sid).items():
@@ -287,13 +347,18 @@ class DsrService:
         subject_ids: list[str],
         ids: dict[str, str],
         e164: str | None,
+        email: str | None = None,
     ) -> None:
         """Add to an open erasure what it is asked again with: a phone number, a system's id,
         an address it did not know. Dropped, a phone given only the second time was never
-        suppressed, and a restored backup holding the person under it came back."""
+        suppressed, and a restored backup holding the person under it came back. So is the
+        address of one recorded without it (a webhook's, by an id, as it came): the systems
+        are looked in by it too, and its records' numbers read."""
         manifest = self.open_manifest(row)
         if e164 and not manifest.get("phone"):
             manifest["phone"] = e164
+        if email and not manifest.get("email"):
+            manifest["email"] = email
         added = [sid for sid in subject_ids if sid not in manifest["subject_ids"]]
         self.kinds.widen(row, manifest, added, "dsr.asked_again", ids, in_run=False)
 
@@ -539,12 +604,17 @@ class DsrService:
         done = await asyncio.gather(*(one(row) for row in rows))
         return sum(done)
 
-    async def handle_event(self, system: str, event: WebhookEvent) -> RequestView | None:
+    async def handle_event(
+        self, system: str, event: WebhookEvent, *, recorded: str | None = None
+    ) -> RequestView | None:
         """Open the request a verified webhook event asks for; other events give ``None``.
 
         ``erase`` becomes an erasure mirrored to every system (found by the event's e-mail, or
         by its id through the identity map); ``access`` an access request; ``purge_all``
         (Shopify's ``shop/redact``) forgets what the connector holds because of that source.
+        ``recorded`` is the erasure recorded as the webhook came (:meth:`erase_on_receipt`),
+        which this goes on as: carried out already (the daemon's retries came first), it is
+        left as it is.
         """
         if event.kind == "purge_all":
             flows = [f.name for f in self.rt.config.flows if f.source == system]
@@ -575,15 +645,15 @@ class DsrService:
             # vendor was answered already, so the audit trail says a request came.
             self._unmatched(system, event)
             return None
+        if event.kind == "erase" and recorded is not None:
+            # Carried out since it was recorded (the daemon's retries came first): opened
+            # again here, the person's identity rows gone, it was a second request.
+            done = self.db.get(recorded)
+            if done is not None and done.status != "open":
+                return self._view(done)
         try:
             if event.kind == "erase":
-                # A number that does not parse is left out, not a reason to refuse the request.
-                phone = event.phone
-                if phone:
-                    try:
-                        checked_phone(phone, phone_regions(self.rt.config, source))
-                    except DsrUsageError:
-                        phone = None  # not a number (as the system reads it): left out
+                phone = _webhook_phone(self.rt, event.phone, source)
                 return await self.erase(event.email, phone=phone, external=external, source=source)
             email = event.email
             sid = None
@@ -860,6 +930,17 @@ NO_LONGER_CONFIGURED = (
     "no longer configured: configure it again, or exempt its part with the reason "
     "(dsr exempt ID --system S --reason R)"
 )
+
+
+def _webhook_phone(rt: Runtime, phone: str | None, source: str) -> str | None:
+    """A webhook's number in E.164 as the system that sent it reads it; ``None`` for one
+    that does not parse, which is left out, not a reason to refuse the request."""
+    if not phone:
+        return None
+    try:
+        return checked_phone(phone, phone_regions(rt.config, source))
+    except DsrUsageError:
+        return None
 
 
 def _check_out_dir(out_dir: Path) -> None:

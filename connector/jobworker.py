@@ -391,6 +391,7 @@ class JobWorker:
                     email=params.get("email"),
                     phone=params.get("phone"),
                 ),
+                recorded=params.get("request"),  # an erasure, recorded as it came
             )
             return {"request": view.id if view is not None else None}
         return {"ignored": event}

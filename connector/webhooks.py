@@ -2,17 +2,22 @@
 
 Work is never done inside the request: a verified delivery's events are sealed into the jobs
 table (they can carry a whole customer record) and the delivery is acknowledged at once; the
-daemon's worker does the syncing or the erasure. A delivery id already seen is a replay and is
-ignored, whatever its signature says.
+daemon's worker does the syncing or the erasure. An erasure is recorded with the delivery,
+its suppression entries with it, by what the store can tell without asking a vendor, so no
+sync sends the person anything from the answer on. A delivery id already seen is a replay and
+is ignored, whatever its signature says.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from dataclasses import dataclass, field
+from typing import Any
 
 from connector import audit, jobs
 from connector.adapter import WebhookEvent, WebhookRequest
+from connector.dsr import DsrService
 from connector.model import normalise_email
 from connector.runtime import Runtime
 from connector.state import utcnow
@@ -68,7 +73,7 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 # job would subscribe again someone who just unsubscribed.
                 outcome.ignored += not _record_consent(rt, system_name, event)
                 continue
-            params = {
+            params: dict[str, Any] = {
                 "system": system_name,
                 "event": event.kind,
                 "delivery_id": event.delivery_id,
@@ -77,6 +82,15 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 "phone": event.phone,
                 "due_within_days": event.due_within_days,
             }
+            if event.kind == "erase":
+                # Recorded here, with the delivery, as the admin API records one before its
+                # answer: queued alone, a scheduled run before the job (or a `sync` while
+                # the daemon was stopped) created again the contact HubSpot had just
+                # deleted for GDPR, and wrote the other systems. No vendor is asked before
+                # the answer; the job goes on as the request and does the rest.
+                recorded = _dsr_service(rt, event, now).erase_on_receipt(system_name, event)
+                if recorded is not None:
+                    params["request"] = recorded.id
             outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
     return outcome
 
@@ -130,6 +144,17 @@ def _echo_of_own_withdrawal(rt: Runtime, system: str, subject_id: str) -> bool:
     store = rt.store
     return store.withdrawal_queued(system, subject_id) or store.withdrawal_delivered(
         system, subject_id, ECHO_WITHIN_SECONDS
+    )
+
+
+def _dsr_service(rt: Runtime, event: WebhookEvent, now: float) -> DsrService:
+    """The data subject requests of ``rt``, for a request that reached the connector at
+    ``now`` (its deadline counts from then), within the days the vendor gives, if fewer."""
+    due = event.due_within_days
+    return DsrService(
+        rt,
+        received_at=dt.datetime.fromtimestamp(now, dt.UTC),
+        due_within=dt.timedelta(days=due) if due is not None else None,
     )
 
 

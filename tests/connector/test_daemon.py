@@ -37,12 +37,19 @@ from connector.daemon import (
 )
 from connector.errors import ConfigError, KlantsyncError
 from connector.httpapp import build_public_app
-from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE_E164, write_config
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    CANARY_PHONE_E164,
+    write_config,
+)
 
 ADMIN_TOKEN = "admin-token-for-tests"
 #: A JSON body cut short after an e-mail address (the parser stops at its end).
 TRUNCATED_JSON = f'{{"kind": "erase", "email": "{CANARY_EMAIL}"'.encode()
 WC_SECRET = "wc-webhook-secret"
+HS_SECRET = "hubspot-app-secret"
 
 
 class Clock:
@@ -680,6 +687,97 @@ async def test_an_erasure_asked_through_the_admin_api_stops_every_sync_before_it
     (request,) = DsrService(daemon.rt).list()
     assert request.status == "completed" and request.source == "admin"
     assert not shop.holds(CANARY_EMAIL)
+
+
+def _hubspot_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source: bool) -> Path:
+    """The shared config with a HubSpot webhook secret; ``source``: HubSpot is also a flow's
+    source (a flow from it to the shop)."""
+    monkeypatch.setenv("T_HS_HOOK", HS_SECRET)
+    path = write_config(tmp_path, crm_extra='webhooks = { secret = "env:T_HS_HOOK" }')
+    if source:
+        path.write_text(
+            path.read_text()
+            + '\n[[flows]]\nname = "crm-to-shop"\nsource = "crm"\ndestinations = ["shop"]\n'
+            'schedule = "every 15m"\n'
+        )
+    return path
+
+
+async def _privacy_deletion(daemon: Daemon, crm: HubSpotSandbox, contact_id: str) -> Any:
+    """HubSpot's contact.privacyDeletion of ``contact_id``, posted to the daemon; its answer."""
+    body, headers = crm.signed_privacy_deletion(
+        HS_SECRET, "http://daemon/webhooks/crm", contact_id, int(daemon.clock() * 1000)
+    )
+    async with _client(build_public_app(daemon)) as client:
+        return await client.post("/webhooks/crm", content=body, headers=headers)
+
+
+async def test_a_hubspot_privacy_deletion_answered_keeps_the_person_out_of_syncs_before_its_job(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+) -> None:
+    """HubSpot deletes a contact for GDPR and posts contact.privacyDeletion (its id only).
+    The erasure was recorded, and the person suppressed, only when the job worker reached
+    the job: a scheduled run before that created the contact again from the shop. It is
+    recorded with the delivery, by the person the identity map knows the id under, before
+    the 200 (no vendor asked); the job then carries out that one request."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+    async with open_rt(_hubspot_hooks(tmp_path, monkeypatch, source=False)) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        (report,) = await rt.engine.sync()
+        assert not report.failed
+        contact = crm.record_for(CANARY_EMAIL)
+        assert contact is not None
+        crm.store.purge(crm.store.contacts[int(contact["id"])])
+        response = await _privacy_deletion(daemon, crm, contact["id"])
+        assert response.status_code == 200 and response.json()["queued"] == 1
+        # The customer edits their profile; the flow's schedule comes before the job.
+        shop.touch(CANARY_EMAIL, first_name="Nogmaals")
+        (report,) = await rt.engine.sync()
+        assert report.suppressed == 1 and not crm.holds(CANARY_EMAIL)
+        (job,) = await _drain(daemon)
+        assert job.params is not None and CANARY_EMAIL not in json.dumps(job.params)
+        (request,) = DsrService(rt).list()
+        assert request.status == "completed" and request.source == "webhook:crm"
+        assert not shop.holds(CANARY_EMAIL)
+
+
+async def test_a_webhook_erasure_the_retries_carried_out_before_its_job_opens_nothing_more(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+) -> None:
+    """The erasure recorded as HubSpot's privacy deletion came is open, so the daemon's
+    retries may carry it out before the worker reaches its job. The job then finds it done:
+    it opens no second request, and logs nothing as matching nobody (the person's identity
+    rows are gone by then)."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    async with open_rt(_hubspot_hooks(tmp_path, monkeypatch, source=False)) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        await rt.engine.sync()
+        contact = crm.record_for(CANARY_EMAIL)
+        assert contact is not None
+        crm.store.purge(crm.store.contacts[int(contact["id"])])
+        assert (await _privacy_deletion(daemon, crm, contact["id"])).status_code == 200
+        (request,) = DsrService(rt).list()
+        assert await DsrService(rt).retry_open() == 1  # the daemon's retry, first
+        (job,) = await _drain(daemon)
+        done = jobs.get(rt.store, job.id)
+        assert done is not None and done.result == {"request": request.id}
+        assert [v.id for v in DsrService(rt).list()] == [request.id]
+        assert not [e for e in audit.entries(rt.store) if e.kind == "dsr.unmatched"]
+        assert not shop.holds(CANARY_EMAIL)
 
 
 @pytest.mark.parametrize(

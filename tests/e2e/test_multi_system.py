@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import unicodedata
@@ -498,10 +499,12 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     assert jobs.claim_next(rt.store, rt.keyring) is None
 
     lowered = {k.lower(): v for k, v in headers.items()}
-    outcome = receive(
-        rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time()
-    )
+    # Received on 1 March: a calendar month is 31 days, Shopify gives 30; the earlier counts.
+    # The request is recorded as it comes (its suppression entries with it), dated then.
+    march = dt.datetime(2026, 3, 1, 10, tzinfo=dt.UTC).timestamp()
+    outcome = receive(rt, "shopify", WebhookRequest("POST", request.url, lowered, body), march)
     assert outcome.status == 200 and len(outcome.queued) == 1
+    assert rt.store.suppressed([rt.keyring.subject_id(email)])
     # Shopify retries a delivery it thinks failed, under the same X-Shopify-Webhook-Id.
     replay = receive(rt, "shopify", WebhookRequest("POST", request.url, lowered, body), time.time())
     assert replay.status == 200 and replay.queued == [] and replay.duplicates == 1
@@ -513,8 +516,6 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     )
     assert again.queued == [] and again.duplicates == 1
     daemon = Daemon(rt)
-    # Received on 1 March: a calendar month is 31 days, Shopify gives 30; the earlier counts.
-    rt.store.db.execute("UPDATE jobs SET created_at='2026-03-01T10:00:00+00:00'")
     job = jobs.claim_next(rt.store, rt.keyring)
     assert job is not None
     result = await daemon.jobs.run_job(job)
@@ -545,6 +546,38 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     assert outcomes["news"]["endpoint"].endswith("/actions/delete-permanent")
     assert "30 days" in outcomes["deals"]["note"]
     assert email not in receipt
+
+
+async def test_a_customers_redact_answered_keeps_the_customer_out_of_syncs_before_its_job(
+    world: World, rt: Runtime
+) -> None:
+    """Shopify sends customers/redact once and is answered 200 with the job queued. The
+    erasure was recorded, and the customer suppressed, only when the worker reached the job:
+    a scheduled run before it (or a sync while the daemon was stopped) sent their latest
+    change to every system. It is recorded with the delivery, so that run sends nothing."""
+    email = "redact.me@example.nl"
+    world.shopify.add_person(email, "Redact", "Me", "+31612345678", marketing_state="SUBSCRIBED")
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    payload = world.shopify.compliance_payload("customers/redact", email)
+    body, headers = world.shopify.signed_compliance_webhook(
+        "customers/redact", payload, SHOPIFY_SECRET
+    )
+    lowered = {k.lower(): v for k, v in headers.items()}
+    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+    outcome = receive(rt, "shopify", request, time.time())
+    assert outcome.status == 200 and len(outcome.queued) == 1
+    world.shopify.touch(email, firstName="Nogmaals")  # before the job runs
+    (report,) = await rt.engine.sync("shopify")
+    assert report.suppressed == 1
+    contact = world.crm.record_for(email)
+    assert contact is not None and contact["properties"]["firstname"] == "Redact"
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    result = await Daemon(rt).jobs.run_job(job)
+    (view,) = DsrService(rt).list()
+    assert view.id == result["request"] and view.source == "webhook:shopify"
+    assert not world.crm.holds(email) and not world.deals.holds(email)
 
 
 async def test_customers_redact_under_a_new_address_reaches_records_under_the_old_one(
@@ -1232,8 +1265,6 @@ async def test_a_shopify_erasure_cancelled_while_pending_is_asked_for_again_the_
     customer is then still there, and only a new request erases them. A retry asks Shopify
     again once a day (at every 15-minute retry it would be a thousand requests); a part
     cancelled on purpose is closed with dsr exempt instead."""
-    import datetime as dt
-
     clock = {"now": dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)}
     service = DsrService(rt, now=lambda: clock["now"])
     world.shopify.add_person("annuleer.mij@example.nl", "Annu", "Leer")
@@ -1313,8 +1344,6 @@ async def test_a_crash_in_a_retry_s_verifying_read_does_not_ask_shopify_to_erase
     leaves the part pending verification: the next retry, half an hour after the first
     request, reads again and does not queue a second erasure (it was marked in progress,
     and the next retry asked Shopify to erase again at once)."""
-    import datetime as dt
-
     clock = {"now": dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)}
     service = DsrService(rt, now=lambda: clock["now"])
     email = "wacht.even@example.nl"
