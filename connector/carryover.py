@@ -34,7 +34,8 @@ rolled back with it, and the replaced store, when it can still be read, knows it
   under. The replaced store's say (it is the later: one answered since is gone there);
 - **data subject requests**, with each system's status and the receipts: opened or settled
   since, and an open one must still be retried. **Queued jobs** (a privacy webhook's work
-  not done yet), **webhook delivery ids** (a replay stays a replay), **access bundles**
+  not done yet), **webhook delivery ids** (a replay stays a replay), **the records erasures
+  deleted** (a system's report of one stays the erasure's echo), **access bundles**
   (their retention records: the bundle is deleted when due), **breach incidents** (their
   72-hour clocks).
 
@@ -91,6 +92,8 @@ class Carried:
     requests: int = 0
     jobs: int = 0
     deliveries: int = 0
+    #: Keyed ids of records erasures deleted (see DsrService.echo_of_own_erasure).
+    erased_records: int = 0
     bundles: int = 0
     incidents: int = 0
     #: Queued rows that keep a write from a former address (see module), with that write.
@@ -157,6 +160,10 @@ def carry_over(
     carried.deliveries = db.execute(
         "INSERT OR IGNORE INTO main.webhook_deliveries(system, delivery_id, received_at) "
         "SELECT system, delivery_id, received_at FROM replaced.webhook_deliveries"
+    ).rowcount
+    carried.erased_records = db.execute(
+        "INSERT OR REPLACE INTO main.erased_records(record_key, request_id, erased_at) "
+        "SELECT record_key, request_id, erased_at FROM replaced.erased_records"
     ).rowcount
     carried.bundles = _bundles(db, keyring, carried.not_carried)
     carried.incidents = _changed_rows(db, "incidents")

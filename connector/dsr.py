@@ -26,6 +26,7 @@ Access and rectification follow the same record-and-resume pattern (see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -233,6 +234,51 @@ class DsrService:
         primary = subject_ids[0]
         subject_ids = same_person(self.rt.store, subject_ids, [primary] if email else [])
         return self._record_erasure(primary, subject_ids, email, e164, ids, external, source)
+
+    def echo_of_own_erasure(self, system: str, external_id: str | None) -> RequestRow | None:
+        """The erasure of klantsync's own that deleted ``system``'s record ``external_id``,
+        open or completed within ``webhook_ids_days``, if one did.
+
+        HubSpot posts ``contact.privacyDeletion`` for the ``gdpr-delete`` an erasure sent
+        it. That is the erasure's echo, not a request of the person's: taken for one, it
+        opened a second erasure (a second deadline, fan-out and receipt, for a request the
+        person never made) where HubSpot is a flow's source, and was logged as matching
+        nobody where it is not. The erasure deleted the identity rows that named the
+        record; its run noted the record's keyed id (:meth:`DsrStore.note_erased_records`),
+        kept as long as a webhook's delivery id, the time such a report may take.
+        """
+        if not external_id or system not in self.rt.systems:
+            return None
+        days = self.rt.config.retention.webhook_ids_days
+        since = _iso(self.now() - dt.timedelta(days=days))
+        found = self.db.erased_record(self.rt.engine.ids.record_key(system, external_id), since)
+        return None if found is None else self.db.get(found)
+
+    def own_erasure_reported(self, system: str, event: WebhookEvent) -> bool:
+        """Whether ``event`` is ``system``'s report of a deletion klantsync's own erasure
+        asked of it (:meth:`echo_of_own_erasure`); if so, the audit trail says it under that
+        erasure (``dsr.echo``), not as a request that matched nobody.
+
+        Only when it names nothing that erasure does not cover: an address or a number it
+        carries (a shop's request gives the address the customer has now) that is not on
+        the suppression list makes it a request that adds to the person's erasure (asked
+        again, while it is open).
+        """
+        echo = self.echo_of_own_erasure(system, event.external_id)
+        if echo is None:
+            return False
+        named: list[str] = []
+        if event.email:
+            with contextlib.suppress(DsrUsageError):  # not an address: nothing it could add
+                named.append(self.rt.keyring.subject_id(checked_email(event.email)))
+        e164 = _webhook_phone(self.rt, event.phone, f"webhook:{system}")
+        if e164:
+            named.append(self.rt.keyring.subject_id(e164))
+        if named and self.rt.store.suppressed(named) != set(named):
+            return False
+        self.audit("dsr.echo", echo, system=system)
+        log.info("webhook reported klantsync's own erasure", extra={"system": system})
+        return True
 
     def _known_by(self, external: tuple[str, str]) -> tuple[str | None, dict[str, str]]:
         """The subject the identity map knows a system's id under, and that subject's ids
@@ -612,9 +658,10 @@ class DsrService:
         ``erase`` becomes an erasure mirrored to every system (found by the event's e-mail, or
         by its id through the identity map); ``access`` an access request; ``purge_all``
         (Shopify's ``shop/redact``) forgets what the connector holds because of that source.
-        ``recorded`` is the erasure recorded as the webhook came (:meth:`erase_on_receipt`),
-        which this goes on as: carried out already (the daemon's retries came first), it is
-        left as it is.
+        An erasure the system reports of a record klantsync's own erasure deleted is that
+        erasure's echo, and opens nothing (:meth:`echo_of_own_erasure`). ``recorded`` is the
+        erasure recorded as the webhook came (:meth:`erase_on_receipt`), which this goes on
+        as: carried out already (the daemon's retries came first), it is left as it is.
         """
         if event.kind == "purge_all":
             flows = [f.name for f in self.rt.config.flows if f.source == system]
@@ -651,6 +698,8 @@ class DsrService:
             done = self.db.get(recorded)
             if done is not None and done.status != "open":
                 return self._view(done)
+        elif event.kind == "erase" and external and self.own_erasure_reported(system, event):
+            return None  # the echo of klantsync's own erasure
         try:
             if event.kind == "erase":
                 phone = _webhook_phone(self.rt, event.phone, source)

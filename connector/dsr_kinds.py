@@ -302,6 +302,17 @@ class KindRunner:
             # learned), under an address the person had then.
             self._note_queued_addresses(row, manifest)
             counts = self.db.delete_traces(manifest["subject_ids"])
+            # The records the fan-out erases, keyed, as the identity rows that named them go:
+            # a system's report of that deletion (HubSpot's privacyDeletion of its own
+            # gdpr-delete) is then known for this erasure's, not a request of the person's.
+            self.db.note_erased_records(
+                [
+                    self.rt.engine.ids.record_key(name, str(record))
+                    for name, record in manifest["ids"].items()
+                    if record
+                ],
+                row.id,
+            )
             counts["jobs"] = jobs.forget_queued(
                 self.rt.store,
                 self.rt.keyring,

@@ -556,3 +556,28 @@ class DsrStore:
             (system, delivery_id, utcnow()),
         )
         return cur.rowcount == 1
+
+    # -- records erasures deleted (migration 24) ---------------------------------------------
+
+    def note_erased_records(self, record_keys: Sequence[str], request_id: str) -> None:
+        """Note the systems' records ``request_id`` erases, by their keyed ids, as of now.
+
+        Noted again at each run of the request: a report of the deletion may come for as
+        long after the request's last run as after its first.
+        """
+        now = utcnow()
+        self.db.executemany(
+            "INSERT INTO erased_records(record_key, request_id, erased_at) VALUES (?,?,?) "
+            "ON CONFLICT(record_key) DO UPDATE SET request_id=excluded.request_id, "
+            "erased_at=excluded.erased_at",
+            [(key, request_id, now) for key in dict.fromkeys(record_keys)],
+        )
+
+    def erased_record(self, record_key: str, since: str) -> str | None:
+        """The erasure that erased the record keyed ``record_key`` and last ran at ``since``
+        or later, if any."""
+        found = self.db.execute(
+            "SELECT request_id FROM erased_records WHERE record_key=? AND erased_at >= ?",
+            (record_key, since),
+        ).fetchone()
+        return None if found is None else str(found[0])

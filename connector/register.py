@@ -82,9 +82,13 @@ _OWN_DATA = {
     ),
     "audit_days": ("Audit log", "Auditlogboek"),
     "jobs_days": ("Finished background jobs", "Afgeronde achtergrondtaken"),
+    # The sweep deletes both on this one period (retention.PURGED_KINDS).
     "webhook_ids_days": (
-        "Webhook delivery ids (replay check)",
-        "Id's van webhookleveringen (controle op herhaling)",
+        "Webhook delivery ids (replay check), and keyed hashes of the system ids of records "
+        "an erasure deleted (to know a system's report of that deletion)",
+        "Id's van webhookleveringen (controle op herhaling), en sleutel-hashes van de "
+        "systeem-id's van records die bij wissen zijn verwijderd (om de melding van een "
+        "systeem over die verwijdering te herkennen)",
     ),
     "runs_days": ("Run history of the flows", "Uitvoeringsgeschiedenis van de koppelingen"),
     "replaced_stores_days": (

@@ -15,7 +15,8 @@
 - the daemon's jobs finished more than ``jobs_days`` ago (queued and running ones stay);
 - webhook delivery ids received more than ``webhook_ids_days`` ago (kept to spot a vendor's
   retry of a delivery already taken; a daemon receiving webhooks for years would otherwise
-  keep every id it ever saw);
+  keep every id it ever saw), and on the same period the keyed ids of the records an
+  erasure deleted (kept to know a system's report of that deletion for the erasure's echo);
 - the flows' runs that started more than ``runs_days`` ago, except each flow's latest run and
   latest successful one (what ``status`` and the readiness probe read);
 - the stores a restore replaced (``<store>.replaced-<time>``) more than
@@ -79,6 +80,7 @@ PURGED_KINDS = {
     "audit_entries": "audit entries",
     "jobs": "finished jobs",
     "webhook_ids": "webhook delivery ids",
+    "erased_records": "keyed ids of erased records",
     "runs": "flow runs",
     "replaced_stores": "stores a restore replaced",
 }
@@ -97,6 +99,7 @@ class RetentionReport:
     audit_entries: int = 0
     jobs: int = 0
     webhook_ids: int = 0
+    erased_records: int = 0
     runs: int = 0
     replaced_stores: int = 0
     cutoffs: dict[str, str] = field(default_factory=dict)
@@ -342,6 +345,15 @@ def _sweep(
         dry_run,
         "SELECT COUNT(*) FROM webhook_deliveries WHERE received_at < ?",
         "DELETE FROM webhook_deliveries WHERE received_at < ?",
+        cut["webhook_ids"],
+    )
+    # As long as a delivery id: a system's report of an erasure's deletion comes as its
+    # webhook does (DsrService.echo_of_own_erasure).
+    report.erased_records = _purge_rows(
+        store,
+        dry_run,
+        "SELECT COUNT(*) FROM erased_records WHERE erased_at < ?",
+        "DELETE FROM erased_records WHERE erased_at < ?",
         cut["webhook_ids"],
     )
     kept = (

@@ -347,6 +347,17 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO store_identity(id, store_id) VALUES (1, lower(hex(randomblob(16))));
     """,
+    # 24: the records an erasure deleted, each system's id keyed (SystemIds.record_key, never
+    # in clear), with the erasure and when its run last reached them. A system reports a
+    # deletion klantsync asked for (HubSpot posts contact.privacyDeletion for its own
+    # gdpr-delete); the identity rows that named the record go with the erasure, so without
+    # these the report opened a second erasure of the person (or was logged as matching
+    # nobody). Swept after ``webhook_ids_days``, the time such a report may take to come.
+    """
+    CREATE TABLE erased_records (
+        record_key TEXT PRIMARY KEY, request_id TEXT NOT NULL, erased_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

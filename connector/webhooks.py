@@ -88,7 +88,11 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 # the daemon was stopped) created again the contact HubSpot had just
                 # deleted for GDPR, and wrote the other systems. No vendor is asked before
                 # the answer; the job goes on as the request and does the rest.
-                recorded = _dsr_service(rt, event, now).erase_on_receipt(system_name, event)
+                service = _dsr_service(rt, event, now)
+                if service.own_erasure_reported(system_name, event):
+                    outcome.ignored += 1  # the echo of klantsync's own erasure
+                    continue
+                recorded = service.erase_on_receipt(system_name, event)
                 if recorded is not None:
                     params["request"] = recorded.id
             outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))

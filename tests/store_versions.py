@@ -2,7 +2,8 @@
 
 One place says what undoes the latest migration, so a new migration changes this file (every
 test that starts from the version before fails, saying so, until it does) rather than each
-of those tests.
+of those tests. A test that starts from before a given migration (store ids) undoes the ones
+after it too, from :data:`UNDO`.
 """
 
 from __future__ import annotations
@@ -13,24 +14,34 @@ from pathlib import Path
 
 from connector.schema import MIGRATIONS
 
-__all__ = ["UNDO_LATEST", "as_the_version_before"]
+__all__ = ["UNDO", "UNDO_LATEST", "as_the_version_before", "as_version"]
 
-#: The migration the statements undo (its number, as ``PRAGMA user_version`` counts), and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (
-    23,
-    ("DROP TABLE store_identity",),
-)
+#: What undoes each migration a test starts from before (its number, as ``PRAGMA
+#: user_version`` counts).
+UNDO: dict[int, tuple[str, ...]] = {
+    23: ("DROP TABLE store_identity",),
+    24: ("DROP TABLE erased_records",),
+}
+
+#: The migration the statements undo, and them.
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (24, UNDO[24])
 
 
 def as_the_version_before(store_path: Path) -> None:
     """Undo the latest migration of the store at ``store_path``, as if never applied."""
-    version, statements = UNDO_LATEST
+    version, _statements = UNDO_LATEST
     assert version == len(MIGRATIONS), (
         f"migration {len(MIGRATIONS)} is the latest now: say in tests/store_versions.py "
         "what undoes it"
     )
+    as_version(store_path, version - 1)
+
+
+def as_version(store_path: Path, version: int) -> None:
+    """Undo every migration of the store at ``store_path`` after ``version``, latest first."""
     with closing(sqlite3.connect(store_path)) as db:
-        for statement in statements:
-            db.execute(statement)
-        db.execute(f"PRAGMA user_version={version - 1}")
+        for undone in range(len(MIGRATIONS), version, -1):
+            for statement in UNDO[undone]:
+                db.execute(statement)
+        db.execute(f"PRAGMA user_version={version}")
         db.commit()

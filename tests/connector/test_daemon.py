@@ -780,6 +780,44 @@ async def test_a_webhook_erasure_the_retries_carried_out_before_its_job_opens_no
         assert not shop.holds(CANARY_EMAIL)
 
 
+@pytest.mark.parametrize("source", [True, False], ids=["crm-a-source", "crm-a-destination"])
+async def test_hubspot_s_report_of_klantsync_s_own_erasure_opens_no_second_request(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    source: bool,
+) -> None:
+    """klantsync erases a person; its gdpr-delete makes HubSpot post contact.privacyDeletion
+    for the contact. That is the echo of klantsync's own erasure, not a request of the
+    person's: where HubSpot is a flow's source it opened a second erasure (a second
+    deadline, fan-out and receipt), and where it is only a destination it was logged as a
+    webhook matching nobody, for every erasure. It is audited under the erasure, and
+    nothing is queued."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+    async with open_rt(_hubspot_hooks(tmp_path, monkeypatch, source=source)) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        await rt.engine.sync("shop-to-crm")
+        contact = crm.record_for(CANARY_EMAIL)
+        assert contact is not None
+        first = await DsrService(rt).erase(CANARY_EMAIL)
+        assert first.status == "completed"
+        response = await _privacy_deletion(daemon, crm, contact["id"])
+        assert response.status_code == 200
+        assert (response.json()["queued"], response.json()["ignored"]) == (0, 1)
+        assert await _drain(daemon) == []
+        requests = DsrService(rt).list()
+        entries = [e for e in audit.entries(rt.store) if e.kind.startswith("dsr.")]
+    assert [(r.id, r.source) for r in requests] == [(first.id, "cli")]
+    assert "dsr.unmatched" not in [e.kind for e in entries]
+    (echo,) = [e for e in entries if e.kind == "dsr.echo"]
+    assert echo.data == {"request": first.id, "kind": "erase", "system": "crm"}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "request_args", "expected"),
     [

@@ -39,7 +39,7 @@ from tests.conftest import (
 )
 from tests.connector.test_backup import OTHER_EMAIL, rows, seed, sha256
 from tests.connector.test_moves import NEW, OLD, Crash, crash_at
-from tests.store_versions import as_the_version_before
+from tests.store_versions import as_the_version_before, as_version
 
 
 class _Erased(NamedTuple):
@@ -96,6 +96,32 @@ async def test_a_restore_keeps_everyone_erased_since_the_backup_out(
         (entry,) = [e for e in audit.entries(rt.store) if e.kind == backup.STORE_RESTORED]
         assert entry.data["backup_sha256"] == sha256(out) == facts.backup_sha256
         assert entry.data["replaced"]["readable"] is True
+
+
+async def test_a_restore_keeps_a_system_s_report_of_an_erasure_since_the_backup_its_echo(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+) -> None:
+    """HubSpot reports the gdpr-delete of an erasure made after the backup (its
+    contact.privacyDeletion) after the restore, too: the keyed ids of the records the
+    erasure deleted are taken over, so the report is still known for that erasure's echo
+    rather than opening a second request."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        contact = crm.record_for(CANARY_EMAIL)
+        assert contact is not None
+        take_backup(rt.config, out)
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["erased_records"] >= 2  # the shop's customer and the contact
+    async with open_rt() as rt:
+        echo = DsrService(rt).echo_of_own_erasure("crm", str(contact["id"]))
+        assert echo is not None and echo.id == view.id
 
 
 async def test_a_restore_empties_the_outbox_and_the_next_sync_sends_what_is_missing(
@@ -399,7 +425,7 @@ def test_a_backup_from_before_store_ids_is_judged_by_its_audit_trail(
     take_backup(mine, own)
     take_backup(other, foreign)
     for path in (mine.store_path, other.store_path, own, foreign):
-        as_the_version_before(path)  # taken, and last written, by the klantsync before ids
+        as_version(path, 22)  # taken, and last written, by the klantsync before ids
     store = Store(mine.store_path)  # the upgrade: the store gets its id
     try:
         open_keyring(store, mine)

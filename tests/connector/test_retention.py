@@ -99,6 +99,13 @@ def _webhook_id(store: Store, delivery_id: str, received_at: str) -> None:
     )
 
 
+def _erased_record(store: Store, record_key: str, erased_at: str) -> None:
+    store.db.execute(
+        "INSERT INTO erased_records(record_key, request_id, erased_at) VALUES (?, 'er-1', ?)",
+        (record_key, erased_at),
+    )
+
+
 def _fill(store: Store, tmp_path: Path) -> None:
     _dead_letter(store, _ago(31), "s-old")  # one dead letter per subject and system
     _dead_letter(store, _ago(29), "s-young")
@@ -120,13 +127,16 @@ def _fill(store: Store, tmp_path: Path) -> None:
     _job(store, "running", None)
     _webhook_id(store, "old", _ago(8))
     _webhook_id(store, "young", _ago(6))
+    _erased_record(store, "old", _ago(8))  # kept as long as a delivery id
+    _erased_record(store, "young", _ago(6))
 
 
 async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     store: Store, config: Config, tmp_path: Path
 ) -> None:
-    """Old dead letters, held former writes, manifests, bundles, audit entries, jobs and
-    webhook ids go; young and open ones stay, and what waits for delivery."""
+    """Old dead letters, held former writes, manifests, bundles, audit entries, jobs,
+    webhook ids and erased records' keyed ids go; young and open ones stay, and what waits
+    for delivery."""
     _fill(store, tmp_path)
     report = await retention.sweep(store, config, KEYS, NOW)
     assert (report.dead_letters, report.manifests, report.bundles, report.audit_entries) == (
@@ -143,6 +153,8 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
     assert jobs_left == ["done", "queued", "running"]
     ids_left = [r[0] for r in store.db.execute("SELECT delivery_id FROM webhook_deliveries")]
     assert ids_left == ["young"]
+    assert report.erased_records == 1
+    assert [r[0] for r in store.db.execute("SELECT record_key FROM erased_records")] == ["young"]
     assert report.errors == []
     assert [d.created_at for d in store.dead_letters()] == [_ago(29)]
     manifests = dict(store.db.execute("SELECT id, manifest IS NOT NULL FROM dsr_requests"))
@@ -162,6 +174,7 @@ async def test_sweep_purges_what_is_past_its_period_and_nothing_else(
         "audit_entries": 3,
         "jobs": 2,
         "webhook_ids": 1,
+        "erased_records": 1,
         "runs": 0,
         "replaced_stores": 0,
     }
@@ -210,7 +223,7 @@ async def test_dry_run_counts_and_changes_nothing(
         1,
         3,
     )
-    assert (report.jobs, report.webhook_ids) == (2, 1)
+    assert (report.jobs, report.webhook_ids, report.erased_records) == (2, 1, 1)
     assert store.counts() == before
     assert (tmp_path / "out/old/access.json").exists()
 
