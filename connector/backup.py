@@ -327,7 +327,7 @@ def readable_backup(backup: Path) -> str:
                     f"{backup} is not a klantsync store backup"
                     + (" (it is from a newer klantsync)" if version > len(MIGRATIONS) else ""),
                 )
-            refuse_foreign(db, backup, version)
+            refuse_foreign(db, backup)
             problem = damage(db)
     except (sqlite3.Error, StoreError):
         raise ConfigError(

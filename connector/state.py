@@ -240,7 +240,7 @@ class Store:
             # Waits out another process's write (up to 5 s) rather than failing at once.
             self.db.execute("PRAGMA busy_timeout=5000")
             # Refused before anything is set: WAL mode, for one, stays with the file.
-            refuse_foreign(self.db, self.path, self.schema_version)
+            refuse_foreign(self.db, self.path)
             self._configure()
             self.migrate()
             #: The highest outbox id handed out, or found at open (see :meth:`enqueue_page`).

@@ -188,22 +188,22 @@ def foreign(db: sqlite3.Connection) -> bool:
     A damaged store is not foreign (it holds some of its tables); nor is an empty file, or
     one from a newer klantsync. sqlite3.Error when even its list of tables cannot be read.
     """
-    (version,) = db.execute("PRAGMA user_version").fetchone()
+    version, tables = _version_and_tables(db)
     if version == 0:
-        return bool(_tables(db))
+        return bool(tables)
     if version > len(MIGRATIONS):
         return False
-    return not _tables_at(version) & _tables(db)
+    return not _tables_at(version) & tables
 
 
-def refuse_foreign(db: sqlite3.Connection, path: Path, version: int) -> None:
+def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
     """StoreError unless the file is empty or holds the tables its schema version says.
 
     Migrating another application's database would add klantsync's tables to it (or
     fail half-way on a name both use), and a file that claims a schema without its
     tables would fail later on the first table it lacks, mid-command.
     """
-    tables = _tables(db)
+    version, tables = _version_and_tables(db)
     if version == 0:
         if tables:
             raise StoreError(
@@ -227,6 +227,29 @@ def refuse_foreign(db: sqlite3.Connection, path: Path, version: int) -> None:
             f"{path}: the store is damaged: schema {version} without its tables "
             f"{', '.join(missing)}; restore it from a backup"
         )
+
+
+def _version_and_tables(db: sqlite3.Connection) -> tuple[int, frozenset[str]]:
+    """The schema version and the tables, as of one moment (one read transaction).
+
+    Read apart, another process creating the store in between (a daemon starting while
+    ``dsr erase`` runs on a fresh deployment) made it look like version 0 with tables of
+    its own: another application's database.
+    """
+    if db.in_transaction:
+        return _user_version(db), _tables(db)
+    db.execute("BEGIN")
+    try:
+        tables = _tables(db)
+        return _user_version(db), tables
+    finally:
+        if db.in_transaction:  # a read only: nothing to roll back
+            db.execute("COMMIT")
+
+
+def _user_version(db: sqlite3.Connection) -> int:
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    return int(version)
 
 
 def _tables(db: sqlite3.Connection) -> frozenset[str]:

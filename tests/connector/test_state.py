@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import connector.storefile as storefile
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
 from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
@@ -518,6 +519,29 @@ def test_a_migration_another_process_ran_meanwhile_is_skipped(
         assert store.schema_version == len(MIGRATIONS)
     finally:
         store.close()
+
+
+def test_a_store_another_process_is_creating_is_not_refused_as_another_applications(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes opening a new store at once (the daemon starting while `dsr erase` runs
+    on a fresh deployment): the schema version and the tables are read as of one moment.
+    Read apart, the other's first migration committed in between made the store look like
+    another application's database (tables, no klantsync schema), and the command failed."""
+    path = tmp_path / "klantsync.db"
+    tables = storefile._tables
+    other_ran: list[bool] = []
+
+    def the_other_process_commits_meanwhile(db: sqlite3.Connection) -> frozenset[str]:
+        if not other_ran:
+            other_ran.append(True)
+            Store(path).close()  # the other process, done between the two reads
+        return tables(db)
+
+    monkeypatch.setattr(storefile, "_tables", the_other_process_commits_meanwhile)
+    store = Store(path)
+    assert other_ran and store.schema_version == len(MIGRATIONS)
+    store.close()
 
 
 def test_a_full_disk_a_read_only_store_and_a_held_lock_are_said_with_what_to_do(
