@@ -1,9 +1,11 @@
 """The store's schema: its migrations, in order; ``PRAGMA user_version`` is how many ran.
 
-Each entry is one SQL script run in one transaction by :class:`connector.state.Store` when it
-opens an older store (a crash mid-way leaves the schema it started from). A migration is never
-edited once released: a store out there has run it as written. The comment before each says
-what it adds and why.
+Each entry is one SQL script, run by :class:`connector.state.Store` when it opens an older
+store, in one transaction with every other step the store lacks (a crash mid-way leaves the
+schema the upgrade started from). A step cannot set a PRAGMA that holds outside a transaction
+(``foreign_keys``): the upgrade leaves foreign keys unenforced around its transaction and
+checks them before it commits. A migration is never edited once released: a store out there
+has run it as written. The comment before each says what it adds and why.
 """
 
 from __future__ import annotations

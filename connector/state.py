@@ -16,6 +16,7 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -216,6 +217,15 @@ def _owner_only(path: Path) -> None:
         os.close(fd)
 
 
+def _refuse_newer(path: Path, version: int) -> None:
+    """StoreError for a store from a newer klantsync: this one would not know its tables."""
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this klantsync supports "
+            f"({len(MIGRATIONS)}); upgrade klantsync"
+        )
+
+
 class Store:
     """The SQLite store. One connection; callers stay on one thread (the event loop's).
 
@@ -297,37 +307,75 @@ class Store:
         return version
 
     def migrate(self) -> None:
-        """Apply pending migrations; refuse a store from a newer klantsync."""
+        """Apply pending migrations; refuse a store from a newer klantsync.
+
+        Every step in one transaction: a kill or a full disk part-way leaves the schema the
+        upgrade started from, never one in between. (Each step committed on its own left a
+        store the klantsync it was upgraded from refused as newer, and only this one could
+        finish it.) Schema 8 rewrites whole tables: the upgrade needs room for their copy.
+        """
         current = self.schema_version
-        if current > len(MIGRATIONS):
-            raise StoreError(
-                f"{self.path}: schema version {current} is newer than this klantsync supports "
-                f"({len(MIGRATIONS)}); upgrade klantsync"
-            )
-        if 0 < current < len(MIGRATIONS):
+        _refuse_newer(self.path, current)
+        if current == len(MIGRATIONS):
+            return
+        if current > 0:
             # Some migrations rewrite whole tables (8: ~3.5 s per 200,000 customers): say why
             # a start-up takes its time.
             log.info(
                 "migrating the store", extra={"schema_from": current, "schema_to": len(MIGRATIONS)}
             )
-        for version in range(current, len(MIGRATIONS)):
-            try:
-                with self.transaction():
-                    # Read again under the write lock: another process opening the store at
-                    # the same moment (a daemon restarting beside a cron sync) may have run
-                    # this step while this one waited for the lock.
-                    if self.schema_version > version:
-                        continue
+        try:
+            with self._foreign_keys_unenforced(), self.transaction():
+                # Read again under the write lock: another process opening the store at the
+                # same moment (a daemon restarting beside a cron sync) may have upgraded it
+                # while this one waited for the lock.
+                current = self.schema_version
+                _refuse_newer(self.path, current)
+                broken_before = self._broken_references()
+                for version in range(current, len(MIGRATIONS)):
                     for statement in statements(MIGRATIONS[version]):
                         self.db.execute(statement)
-                    self.db.execute(f"PRAGMA user_version={version + 1}")
-            except sqlite3.Error as exc:
-                # The step's transaction rolled back: the store is as it was before it.
-                raise failure(self.path, exc) or StoreError(
-                    f"{self.path}: migrating the store from schema {version} to {version + 1} "
-                    f"failed ({exc}); it is left at schema {version}: restore it from a backup "
-                    "if it is damaged, or keep the klantsync version that last used it"
-                ) from exc
+                self._refuse_broken_references(current, broken_before)
+                self.db.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+        except sqlite3.Error as exc:
+            # The transaction rolled back: the store is as it was before the upgrade.
+            raise failure(self.path, exc) or StoreError(
+                f"{self.path}: migrating the store from schema {current} to {len(MIGRATIONS)} "
+                f"failed ({exc}); it is left at schema {current}: restore it from a backup "
+                "if it is damaged, or keep the klantsync version that last used it"
+            ) from exc
+
+    @contextmanager
+    def _foreign_keys_unenforced(self) -> Iterator[None]:
+        """Foreign keys unenforced for the block, enforced again after.
+
+        SQLite's way to rebuild a table others refer to (a step that drops a parent table
+        otherwise fails, or deletes its children). ``PRAGMA foreign_keys`` is a no-op inside
+        a transaction, so a step cannot set it itself: the upgrade does, around its one
+        transaction, and checks the references before it commits.
+        """
+        self.db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            yield
+        finally:
+            self.db.execute("PRAGMA foreign_keys=ON")
+
+    def _broken_references(self) -> Counter[str]:
+        """Rows referring to rows that are not there, by table (``PRAGMA foreign_key_check``)."""
+        return Counter(str(row[0]) for row in self.db.execute("PRAGMA foreign_key_check"))
+
+    def _refuse_broken_references(self, version: int, before: Counter[str]) -> None:
+        """StoreError (rolling the upgrade back) when the steps left more rows referring to
+        rows that are not there than the store held before, which enforced foreign keys
+        would have refused. (Rows broken before the upgrade are not its to judge.)"""
+        broken = sorted(self._broken_references() - before)
+        if broken:
+            raise StoreError(
+                f"{self.path}: migrating the store from schema {version} to {len(MIGRATIONS)} "
+                f"would leave rows of {', '.join(broken)} referring to rows that are not "
+                f"there; it is left at schema {version}: keep the klantsync version that last "
+                "used it, and report this as a bug"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -12,9 +12,9 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-from connector.schema import MIGRATIONS
+from connector.schema import MIGRATIONS, statements
 
-__all__ = ["UNDO", "UNDO_LATEST", "as_the_version_before", "as_version"]
+__all__ = ["UNDO", "UNDO_LATEST", "add_people", "as_the_version_before", "as_version", "store_at"]
 
 #: What undoes each migration a test starts from before (its number, as ``PRAGMA
 #: user_version`` counts).
@@ -45,3 +45,34 @@ def as_version(store_path: Path, version: int) -> None:
                 db.execute(statement)
         db.execute(f"PRAGMA user_version={version}")
         db.commit()
+
+
+def store_at(path: Path, version: int) -> sqlite3.Connection:
+    """A store as the klantsync of schema ``version`` made it (WAL mode, its migrations run),
+    returned open (each statement committed) for the caller to add rows to and close."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    for script in MIGRATIONS[:version]:
+        for statement in statements(script):
+            db.execute(statement)
+    db.execute(f"PRAGMA user_version={version}")
+    return db
+
+
+def add_people(db: sqlite3.Connection, n: int, *, numbered: bool) -> None:
+    """``n`` people known to a system ``crm``, keyed as the store's schema keys them: by
+    subject id before schema 8, by subject number from then on."""
+    for i in range(n):
+        subject_id = f"{i:032x}"
+        key: object = subject_id
+        if numbered:
+            db.execute(
+                "INSERT INTO subjects(subject_no, subject_id) VALUES (?,?)", (i + 1, subject_id)
+            )
+            key = i + 1
+        db.execute("INSERT INTO identities VALUES ('crm', ?, ?)", (key, str(1000 + i)))
+        db.execute(
+            "INSERT INTO delivered VALUES ('crm', ?, ?, '2026-11-01T00:00:00+00:00')",
+            (key, f"{i:064x}"),
+        )

@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import connector.state as state
 import connector.storefile as storefile
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
 from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
 from connector.storefile import failure, store_path_problem
 from tests.conftest import disk_full_error, sqlite_steps
+from tests.store_versions import add_people, store_at
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _payloads(subjects: list[str]) -> list[QueuedPayload]:
@@ -519,6 +526,128 @@ def test_a_migration_another_process_ran_meanwhile_is_skipped(
         assert store.schema_version == len(MIGRATIONS)
     finally:
         store.close()
+
+
+def _version(path: Path) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_an_upgrade_killed_between_two_steps_leaves_the_schema_it_started_from(
+    tmp_path: Path,
+) -> None:
+    """A kill -9 (or a power cut) part-way through an upgrade over several versions leaves
+    the schema it started from, which the klantsync it was upgraded from still opens; steps
+    committed one by one left one in between, which that klantsync refused as newer."""
+    path = tmp_path / "klantsync.db"
+    db = store_at(path, 7)
+    add_people(db, 50, numbered=False)
+    db.close()
+    killer = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(REPO)!r})
+        import connector.state as state
+        from connector.schema import MIGRATIONS
+        real = state.statements
+        def killed_before_step_ten(script):
+            if script == MIGRATIONS[9]:
+                os._exit(137)  # killed here, with steps 8 and 9 run
+            return real(script)
+        state.statements = killed_before_step_ten
+        state.Store(Path({str(path)!r}))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", killer], capture_output=True, cwd=REPO)
+    assert run.returncode == 137, run.stderr.decode()
+    assert _version(path) == 7
+    store = Store(path)  # and the next open upgrades it whole
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.db.execute("SELECT COUNT(*) FROM identities").fetchone() == (50,)
+    store.close()
+
+
+def test_an_upgrade_that_fills_the_disk_on_a_later_step_leaves_the_schema_it_started_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Schema 8 rewrites the per-person tables and needs room for their copy: a store at
+    schema 5 upgraded on a nearly full disk fails there, said as a full disk, and stays at
+    schema 5 (not at 7, which the klantsync of schema 5 refused as newer)."""
+    path = tmp_path / "klantsync.db"
+    db = store_at(path, 5)
+    add_people(db, 3000, numbered=False)
+    db.close()
+    configure = Store._configure
+
+    def on_a_nearly_full_disk(self: Store) -> None:
+        configure(self)
+        (pages,) = self.db.execute("PRAGMA page_count").fetchone()
+        self.db.execute(f"PRAGMA max_page_count={pages + 8}")  # room for small steps only
+
+    monkeypatch.setattr(Store, "_configure", on_a_nearly_full_disk)
+    with pytest.raises(StoreError, match="the disk holding the store is full"):
+        Store(path)
+    assert _version(path) == 5
+
+
+def _rebuilding_dsr_requests(deleting_requests: bool) -> str:
+    """A step rebuilding the table ``dsr_systems`` refers to, as SQLite's procedure for
+    changing a table has it; with ``deleting_requests``, one that loses its rows on the way."""
+    copied = "" if deleting_requests else "INSERT INTO dsr_requests_new SELECT * FROM dsr_requests;"
+    return f"""
+    CREATE TABLE dsr_requests_new (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, subject_id TEXT NOT NULL,
+        received_at TEXT NOT NULL, deadline TEXT NOT NULL, extension_reason TEXT,
+        status TEXT NOT NULL, source TEXT NOT NULL,
+        manifest BLOB, payload BLOB, receipt TEXT, completed_at TEXT
+    );
+    {copied}
+    DROP TABLE dsr_requests;
+    ALTER TABLE dsr_requests_new RENAME TO dsr_requests;
+    """
+
+
+@pytest.mark.parametrize("deleting_requests", [False, True])
+def test_a_step_may_rebuild_a_table_others_refer_to_but_not_break_their_references(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deleting_requests: bool
+) -> None:
+    """PRAGMA foreign_keys is a no-op inside the upgrade's one transaction: the upgrade turns
+    them off around it, so a step can rebuild a table others refer to, and checks the
+    references before it commits: a step that leaves rows referring to nothing is rolled back."""
+    path = tmp_path / "klantsync.db"
+    store = Store(path)
+    store.db.execute(
+        "INSERT INTO dsr_requests(id, kind, subject_id, received_at, deadline, status, source) "
+        "VALUES ('r1', 'erase', 's', 't', 't', 'open', 'cli')"
+    )
+    store.db.execute(
+        "INSERT INTO dsr_systems(request_id, system, status, updated_at) "
+        "VALUES ('r1', 'crm', 'pending', 't')"
+    )
+    store.close()
+    latest = len(MIGRATIONS)
+    monkeypatch.setattr(
+        state, "MIGRATIONS", [*MIGRATIONS, _rebuilding_dsr_requests(deleting_requests)]
+    )
+    if deleting_requests:
+        with pytest.raises(StoreError) as caught:
+            Store(path)
+        assert str(caught.value) == (
+            f"{path}: migrating the store from schema {latest} to {latest + 1} would leave rows "
+            "of dsr_systems referring to rows that are not there; it is left at schema "
+            f"{latest}: keep the klantsync version that last used it, and report this as a bug"
+        )
+        assert _version(path) == latest
+        return
+    store = Store(path)
+    assert store.schema_version == latest + 1
+    assert store.db.execute("SELECT request_id FROM dsr_systems").fetchall() == [("r1",)]
+    assert store.db.execute("PRAGMA foreign_keys").fetchone() == (1,)  # enforced again
+    store.close()
 
 
 def test_a_store_another_process_is_creating_is_not_refused_as_another_applications(
