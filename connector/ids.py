@@ -79,7 +79,8 @@ class SystemIds:
         seeks of the (system, external_id) index, and nothing more once every id is cloaked,
         however many there are. (Testing each id's prefix read every row of the system, a
         tenth of a second per million on every command.) An id another process changed
-        meanwhile is left to it. Returns how many ids were cloaked.
+        meanwhile is left to it. Returns how many ids were cloaked; the store's log, which
+        may still hold them as they were, is then truncated (:meth:`Store.truncate_log`).
         """
         # Every cloaked id sorts in [prefix, prefix with its last character's successor).
         low = CLOAKED_ID_PREFIX
@@ -105,4 +106,6 @@ class SystemIds:
                         ],
                     )
                 done += len(chunk)
+        if done:
+            store.truncate_log()
         return done

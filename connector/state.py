@@ -26,7 +26,7 @@ from typing import NamedTuple, TypeVar
 from connector.errors import StoreError
 from connector.schema import MIGRATIONS, statements
 from connector.storefile import failure, make_store_folder, refuse_foreign, unusable
-from connector.walcheckpoint import WalCheckpointer
+from connector.walcheckpoint import WalCheckpointer, truncated_now
 
 __all__ = [
     "HELD",
@@ -50,6 +50,9 @@ __all__ = [
 log = logging.getLogger("klantsync.state")
 
 T = TypeVar("T")
+
+#: How long a statement waits out another process's write before it fails (milliseconds).
+BUSY_TIMEOUT_MS = 5000
 
 #: WAL pages after which a commit checkpoints the log itself (~40 MB; see ``Store``).
 AUTOCHECKPOINT_PAGES = 10_000
@@ -246,9 +249,11 @@ class Store:
         except sqlite3.Error as exc:
             raise unusable(path, exc) from exc
         self._checkpointer: WalCheckpointer | None = None
+        #: Whether the log still holds what :meth:`truncate_log` was asked to remove.
+        self._log_owed = False
         try:
             # Waits out another process's write (up to 5 s) rather than failing at once.
-            self.db.execute("PRAGMA busy_timeout=5000")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # Refused before anything is set: WAL mode, for one, stays with the file.
             refuse_foreign(self.db, self.path)
             self._configure()
@@ -293,12 +298,46 @@ class Store:
         if self._checkpointer is None:
             self._checkpointer = WalCheckpointer(self.path)
             self.db.execute(f"PRAGMA wal_autocheckpoint={BACKGROUND_BOUND_PAGES}")
+            if self._log_owed:
+                self._checkpointer.truncate_soon()
         return self._checkpointer
 
-    def close(self) -> None:
+    def truncate_log(self) -> bool:
+        """Copy the write-ahead log into the store and truncate it to nothing: now if no
+        other process is in the way, else at the next chance; whether it is done now.
+
+        For writes that leave behind, in the log, what must not stay readable: an upgrade
+        that rewrote tables (schema 8 copies the identity map through the log, ids as an
+        older store kept them), ids cloaked and paths sealed where they were. The log keeps
+        a page's earlier frames until a checkpoint truncates it (a passive one, the daemon's,
+        never does), and ``secure_delete`` zeroes only the store file's freed pages. The
+        next chance: the background checkpointer's looks (:meth:`checkpoint_in_background`),
+        and :meth:`close`; the log says when it waits.
+        """
+        if truncated_now(self.db):
+            self._log_owed = False
+            return True
+        if not self._log_owed:
+            log.warning(
+                "the store's write-ahead log still holds rows since rewritten: another "
+                "process is using the store; it is truncated at the next chance"
+            )
+        self._log_owed = True
         if self._checkpointer is not None:
-            self._checkpointer.close()
-            self._checkpointer = None
+            self._checkpointer.truncate_soon()
+        return False
+
+    def close(self) -> None:
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
+            self._log_owed = self._log_owed and checkpointer.truncate_pending
+        if self._log_owed and not truncated_now(self.db):
+            # Closed last, a connection removes the log itself: it is another process's now.
+            log.warning(
+                "the store's write-ahead log still holds rows since rewritten: another "
+                "process has the store open; the log goes when the last one closes it"
+            )
         self.db.close()
 
     @property
@@ -344,6 +383,9 @@ class Store:
                 f"failed ({exc}); it is left at schema {current}: restore it from a backup "
                 "if it is damaged, or keep the klantsync version that last used it"
             ) from exc
+        if 0 < current < len(MIGRATIONS):
+            # The rewritten tables' old rows stay readable in the log until it is truncated.
+            self.truncate_log()
 
     @contextmanager
     def _foreign_keys_unenforced(self) -> Iterator[None]:

@@ -21,9 +21,29 @@ import sqlite3
 import threading
 from pathlib import Path
 
-__all__ = ["WalCheckpointer"]
+__all__ = ["WalCheckpointer", "truncated_now"]
 
 log = logging.getLogger("klantsync.store")
+
+
+def truncated_now(db: sqlite3.Connection) -> bool:
+    """Copy the whole log into the database and truncate it to nothing, without waiting;
+    whether that was done.
+
+    A truncation needs the log to itself: it waits for the writer and every reader, and holds
+    off other writers while it waits. Not waiting, it leaves the store's other users as they
+    were when one is in the way; the caller tries again later. (A log that is not in use,
+    the database not in WAL mode, counts as done.)
+    """
+    (timeout,) = db.execute("PRAGMA busy_timeout").fetchone()
+    db.execute("PRAGMA busy_timeout=0")
+    try:
+        busy, _frames, _copied = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.Error:
+        return False  # busy or locked (this connection mid-transaction): later, then
+    finally:
+        db.execute(f"PRAGMA busy_timeout={int(timeout)}")
+    return int(busy) == 0
 
 
 class WalCheckpointer:
@@ -48,6 +68,7 @@ class WalCheckpointer:
         #: Set after each checkpoint the thread runs (tests wait on it instead of sleeping).
         self.ran = threading.Event()
         self._stop = threading.Event()
+        self._truncate = threading.Event()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._thread = threading.Thread(
             target=self._loop, name="klantsync-wal-checkpoint", daemon=True
@@ -60,6 +81,16 @@ class WalCheckpointer:
         self.runs += 1
         return int(frames), int(copied)
 
+    def truncate_soon(self) -> None:
+        """Truncate the log at the next look that finds it free (:func:`truncated_now`), and
+        at each look until one does."""
+        self._truncate.set()
+
+    @property
+    def truncate_pending(self) -> bool:
+        """Whether a truncation asked for (:meth:`truncate_soon`) is still to be done."""
+        return self._truncate.is_set()
+
     def close(self) -> None:
         """Stop the thread (after a checkpoint in progress ends) and close its connection."""
         self._stop.set()
@@ -71,6 +102,9 @@ class WalCheckpointer:
         last_copied = -1
         while not self._stop.wait(0 if again else self.interval):
             try:
+                if self._truncate.is_set() and truncated_now(self._db):
+                    self._truncate.clear()
+                    log.info("the store's write-ahead log is truncated")
                 frames, copied = self.checkpoint()
             except sqlite3.Error as exc:
                 # Busy or locked is the writer's business; the next look tries again.
