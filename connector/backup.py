@@ -31,7 +31,7 @@ from connector import audit
 from connector.config import Config, secret_files
 from connector.crypto import master_fingerprint
 from connector.errors import ConfigError, StoreError
-from connector.keyset import check_master_key, store_keyring
+from connector.keyset import check_master_key, seal_clear_bundle_paths, store_keyring
 from connector.lock import lock_files, sharing_keys
 from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
@@ -116,9 +116,12 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
         store = Store(store_path)
         try:
             check_master_key(store, config)  # a backup nobody could open is no backup
+            keyring = store_keyring(store, config)
+            # Nothing in clear goes into the copy: an older store's bundle paths first.
+            seal_clear_bundle_paths(store, keyring)
             # A master key rotation that stopped before renaming the signing key file left
             # it staged: copied as it was on disk, the backup's key file opened with no key.
-            ReceiptSigner.for_store(store_path, store_keyring(store, config)).settle()
+            ReceiptSigner.for_store(store_path, keyring).settle()
             try:
                 _copy(store, partial, receipt_key_path(store_path))
                 facts = _facts(partial)

@@ -63,6 +63,7 @@ __all__ = [
     "open_keyring",
     "receipt_key_opens",
     "rotate_master_key",
+    "seal_clear_bundle_paths",
     "store_keyring",
 ]
 
@@ -112,7 +113,8 @@ def open_keyring(store: Store, config: Config) -> Keyring:
     """The store's keyring under ``config``'s master key; binds a store that has no keyset yet.
 
     A store with no receipt signing key file of its own takes a copy of the folder's shared
-    one of earlier versions if that opens with the store's keys (:class:`ReceiptSigner`).
+    one of earlier versions if that opens with the store's keys (:class:`ReceiptSigner`), and
+    access bundle paths an older store kept in clear are sealed (:func:`seal_clear_bundle_paths`).
 
     Raises:
         ConfigError: on ``keys.source``, when the master key does not open the store's keys,
@@ -123,6 +125,7 @@ def open_keyring(store: Store, config: Config) -> Keyring:
         # Now, not at the first receipt: once every store in a folder has been opened, the
         # shared key file of earlier versions may go (README, "Upgrading").
         ReceiptSigner.for_store(config.store_path, bound).adopt_shared()
+        seal_clear_bundle_paths(store, bound)
         return bound
     keyring = _unbound_keyring(store, config)
     with store.transaction() as db:
@@ -137,6 +140,31 @@ def open_keyring(store: Store, config: Config) -> Keyring:
         )
     # Two processes may bind at once; whichever wrote first, the row opens with this key.
     return open_keyring(store, config)
+
+
+def seal_clear_bundle_paths(store: Store, keyring: Keyring) -> int:
+    """Seal the access bundle paths a store from before schema 10 kept in clear; how many.
+
+    Migration 10 copied them as they were, and an operator may have named an ``--out``
+    folder after the person: left so, every backup carried the name in clear. Run on every
+    keyed open, as ids are cloaked (:meth:`connector.ids.SystemIds.cloak_stored`): a read of
+    the bundles table (only bundles within their retention) once none is left. The store's
+    log, which still holds them, is truncated after (:meth:`Store.truncate_log`). A path
+    another process changed meanwhile is left to it.
+    """
+    rows = store.db.execute("SELECT id, path FROM bundles WHERE typeof(path) = 'text'").fetchall()
+    if not rows:
+        return 0
+    with store.transaction() as db:
+        sealed = db.executemany(
+            "UPDATE bundles SET path=? WHERE id=? AND path=?",
+            [
+                (keyring.seal(path.encode(), BUNDLE_PATH_CONTEXT), bundle_id, path)
+                for bundle_id, path in rows
+            ],
+        ).rowcount
+    store.truncate_log()
+    return sealed
 
 
 def key_facts(store: Store, config: Config) -> dict[str, object]:

@@ -82,9 +82,10 @@ async def open_runtime(
 
 def writes_at_open(store_path: Path) -> str | None:
     """What opening the store at ``store_path`` for a command would write to it first, in a
-    few words: a migration, or its keys to bind (an older store's first open with a master
-    key). ``None``: nothing, or a file this cannot read as a store (opening it says what
-    is wrong, and writes nothing to it).
+    few words: a migration, its keys to bind (an older store's first open with a master
+    key), or access bundle paths an earlier klantsync kept in clear to seal. ``None``:
+    nothing, or a file this cannot read as a store (opening it says what is wrong, and
+    writes nothing to it).
 
     Read on a connection of its own, which writes nothing.
     """
@@ -93,8 +94,12 @@ def writes_at_open(store_path: Path) -> str | None:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if 0 < version < len(MIGRATIONS):
                 return f"it is at schema {version}, which opening migrates to {len(MIGRATIONS)}"
-            if version == len(MIGRATIONS) and not db.execute("SELECT 1 FROM keyset").fetchone():
+            if version != len(MIGRATIONS):
+                return None
+            if not db.execute("SELECT 1 FROM keyset").fetchone():
                 return "its keys are not bound to a master key yet, which opening does"
+            if db.execute("SELECT 1 FROM bundles WHERE typeof(path) = 'text' LIMIT 1").fetchone():
+                return "it keeps access bundle paths in clear, which opening seals"
     except sqlite3.Error:
         return None
     return None

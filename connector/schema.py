@@ -197,7 +197,8 @@ MIGRATIONS: list[str] = [
     );
     """,
     # 10: an access bundle's path is sealed (connector/retention.py): an operator may name an
-    # --out folder after the person. Rows from before keep their clear text until swept.
+    # --out folder after the person. Rows from before are copied with their clear text, which
+    # the first open with the store's keys seals (connector/keyset.py).
     """
     CREATE TABLE bundles_v10 (
         id INTEGER PRIMARY KEY, path BLOB NOT NULL, files TEXT NOT NULL, created_at TEXT NOT NULL

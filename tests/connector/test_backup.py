@@ -16,6 +16,7 @@ from connector import audit, backup
 from connector.backup import take_backup
 from connector.cli import main
 from connector.config import load_config
+from connector.crypto import BUNDLE_PATH_CONTEXT
 from connector.demo import REPO_MAPPINGS
 from connector.devtls import DevCA
 from connector.errors import StoreError
@@ -40,6 +41,7 @@ from tests.conftest import (
     CANARY_PHONE_E164,
     sqlite_steps,
 )
+from tests.store_versions import store_at
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 
@@ -82,6 +84,36 @@ async def test_a_backup_taken_while_the_store_is_in_use_holds_all_it_committed(
     assert entry.data["sha256"] == facts.sha256
     assert entry.data["audit_seq"] == facts.audit_seq == entry.seq - 1
     assert audit.verify(rt.store).ok
+
+
+def test_an_access_bundle_path_an_older_store_kept_in_clear_is_sealed_before_its_backup(
+    config_path: Path, tmp_path: Path
+) -> None:
+    """A store from before schema 10 kept an access bundle's path in clear (an --out folder
+    may be named after the person), and migration 10 copied it as it was: the first backup
+    after the upgrade carried the name. The backup seals it first, in the store too (and
+    its log, which held it, is truncated); the path still opens for the sweep."""
+    store_path = load_config(config_path).store_path
+    folder = f"/srv/inzage/{CANARY_NAME}"
+    db = store_at(store_path, 9)
+    db.execute(
+        "INSERT INTO bundles(path, files, created_at) VALUES (?, ?, ?)",
+        (folder, json.dumps(["data.json"]), "2026-11-20T10:00:00+00:00"),
+    )
+    db.close()
+    out = tmp_path / "backups" / "store.db"
+    assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 0
+    assert CANARY_NAME.encode() not in out.read_bytes()
+    for name in (store_path.name, f"{store_path.name}-wal"):
+        held = store_path.with_name(name)
+        assert not held.exists() or CANARY_NAME.encode() not in held.read_bytes(), name
+    store = Store(store_path)
+    try:
+        (sealed,) = store.db.execute("SELECT path FROM bundles").fetchone()
+        keyring = open_keyring(store, load_config(config_path))
+        assert keyring.open(sealed, BUNDLE_PATH_CONTEXT).decode() == folder
+    finally:
+        store.close()
 
 
 def test_backup_usage_mistakes_exit_2(

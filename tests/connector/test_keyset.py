@@ -21,6 +21,7 @@ from connector.backup import take_backup
 from connector.cli import main
 from connector.config import load_config
 from connector.crypto import (
+    BUNDLE_PATH_CONTEXT,
     JOB_CONTEXT,
     RECEIPT_KEY_CONTEXT,
     DecryptionError,
@@ -168,6 +169,26 @@ def test_an_older_store_is_bound_to_the_key_its_data_was_sealed_with(
         assert bound.keys == old.keys  # what the data was written under
         assert bound.subject_id(CANARY_EMAIL) == old.subject_id(CANARY_EMAIL)
         assert store.db.execute("SELECT COUNT(*) FROM keyset").fetchone()[0] == 1
+    finally:
+        store.close()
+
+
+def test_access_bundle_paths_an_older_store_kept_in_clear_are_sealed_at_its_keyed_open(
+    config_path: Path,
+) -> None:
+    """Bundle rows from before schema 10 hold their path as clear text, which no later
+    write sealed: every command that opens the store with its keys seals them (a rotation
+    then seals them again under the new key with the rest)."""
+    store = store_of(config_path)
+    try:
+        store.db.execute(
+            "INSERT INTO bundles(path, files, created_at) VALUES (?, '[]', '2026-11-20')",
+            (f"/srv/inzage/{CANARY_NAME}",),
+        )
+        keyring = open_keyring(store, load_config(config_path))
+        (sealed,) = store.db.execute("SELECT path FROM bundles").fetchone()
+        assert isinstance(sealed, bytes)
+        assert keyring.open(sealed, BUNDLE_PATH_CONTEXT) == f"/srv/inzage/{CANARY_NAME}".encode()
     finally:
         store.close()
 

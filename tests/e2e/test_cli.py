@@ -133,7 +133,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("left", ["at the schema before", "with no keys bound"])
+@pytest.mark.parametrize(
+    "left", ["at the schema before", "with no keys bound", "with bundle paths in clear"]
+)
 def test_a_dry_run_writes_nothing_to_a_store_opening_would_change(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
     capsys: pytest.CaptureFixture[str],
@@ -156,6 +158,13 @@ def test_a_dry_run_writes_nothing_to_a_store_opening_would_change(
     if left == "with no keys bound":
         Store(store_path).close()  # the current schema, no keyset
         version, keys, expected = len(MIGRATIONS), 0, {"queued": 120, "unchanged": 0}
+    elif left == "with bundle paths in clear":
+        assert main(["-c", str(config), "sync", "--json"]) == 0
+        with closing(sqlite3.connect(store_path)) as db, db:  # as before schema 10
+            db.execute(
+                "INSERT INTO bundles(path, files, created_at) VALUES ('/srv/inzage/x', '[]', 't')"
+            )
+        version, keys, expected = len(MIGRATIONS), 1, {"queued": 0, "unchanged": 120}
     else:
         assert main(["-c", str(config), "sync", "--json"]) == 0
         as_the_version_before(store_path)
