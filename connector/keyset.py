@@ -59,6 +59,7 @@ __all__ = [
     "SEALED_COLUMNS",
     "Rotation",
     "check_master_key",
+    "key_check_files",
     "key_facts",
     "open_keyring",
     "receipt_key_opens",
@@ -284,6 +285,13 @@ def _unbound_keyring(store: Store, config: Config) -> Keyring:
             )
     audit.use_keys(store, keyring)  # the keys this store is bound to at its first open
     return keyring
+
+
+def key_check_files(store_path: Path) -> tuple[Path, Path]:
+    """The files beside the store at ``store_path`` that binding its keys checks the master
+    key against (:func:`_unbound_keyring`): its receipt signing key file, and the folder's
+    shared one of earlier versions."""
+    return receipt_key_path(store_path), store_path.parent / LEGACY_KEY_FILE
 
 
 def _in_use(store: Store) -> bool:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, closing, contextmanager
+from contextlib import asynccontextmanager, closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import httpx
 from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
-from connector.keyset import open_keyring
+from connector.keyset import key_check_files, open_keyring
 from connector.lock import sharing_keys
 from connector.schema import MIGRATIONS
 from connector.state import Store
@@ -109,9 +110,17 @@ def writes_at_open(store_path: Path) -> str | None:
 def private_copy(store_path: Path) -> Iterator[Path]:
     """A copy of the store at ``store_path``, in a folder only this user can read, deleted
     with the folder after the block (the store holds nothing in clear, and neither does
-    the copy). SQLite's backup: a consistent copy while a sync or the daemon writes."""
+    the copy). SQLite's backup: a consistent copy while a sync or the daemon writes.
+
+    The files beside the store that its master key is checked against are copied beside
+    it (:func:`connector.keyset.key_check_files`, sealed key files): without them, the copy
+    of a store that has nothing sealed left opened with a master key the store refuses.
+    """
     with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
         copy = Path(aside) / store_path.name
+        for key_file in key_check_files(store_path):
+            with suppress(FileNotFoundError):
+                shutil.copyfile(key_file, copy.with_name(key_file.name))
         with closing(_existing(store_path)) as db, closing(sqlite3.connect(copy)) as to:
             db.execute("PRAGMA busy_timeout=5000")
             db.backup(to)

@@ -22,12 +22,14 @@ from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.cli import main
 from connector.config import load_config
+from connector.crypto import RECEIPT_KEY_CONTEXT, Keyring, decode_master_key, generate_master_key
 from connector.demo import run_demo, write_config
 from connector.engine import Engine
+from connector.receipts import LEGACY_KEY_FILE
 from connector.sandboxkit import serve_tls
 from tests.conftest import ENV
 from tests.conftest import write_config as write_test_config
-from tests.store_versions import as_the_version_before
+from tests.store_versions import add_people, as_the_version_before, store_at
 
 
 @pytest.fixture
@@ -189,6 +191,35 @@ def test_a_dry_run_writes_nothing_to_a_store_opening_would_change(
         assert db.execute("SELECT COUNT(*) FROM keyset").fetchone() == (keys,)
     assert list((tmp_path / "temp").iterdir()) == []  # the copy went with its folder
     assert not list(store_path.parent.glob(store_path.name + "-*"))
+
+
+def test_a_dry_run_on_an_older_store_refuses_the_master_key_the_sync_refuses(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A store from before schema 9 (no keys bound) with nothing sealed left is checked
+    against the folder's shared receipt signing key file of earlier versions. The dry run's
+    private copy sat in a folder without it, so the dry run took a master key the sync
+    refuses, and reported every customer as new (to be created again: duplicates). The copy
+    has the key files beside it that the store has."""
+    config, _, crm = served
+    store_path = load_config(config).store_path
+    db = store_at(store_path, 8)  # an earlier klantsync's store, in use
+    add_people(db, 20, numbered=True)
+    db.close()
+    written_with = decode_master_key(generate_master_key())  # not the key keys.source names
+    shared = store_path.parent / LEGACY_KEY_FILE
+    shared.write_bytes(Keyring(written_with).seal(b"signing key", RECEIPT_KEY_CONTEXT))
+
+    assert main(["-c", str(config), "sync", "--dry-run", "--json"]) == 2
+    out = capsys.readouterr()
+    assert "dry run on a private copy" in out.err
+    assert json.loads(out.out)["error"] == "config" and "keys.source" in out.out
+    with closing(sqlite3.connect(store_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (8,)  # the dry run looked
+    assert main(["-c", str(config), "sync"]) == 2  # as the sync refuses it
+    assert "keys.source" in capsys.readouterr().err
+    assert crm.log.writes() == []
 
 
 def test_a_dry_run_on_a_store_opening_leaves_as_it_is_looks_at_the_store_itself(
