@@ -8,6 +8,7 @@ only two lines. Exit status as everywhere: 0 done, 1 finished with failures, 2 b
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import sys
@@ -25,6 +26,7 @@ from connector.cliargs import (
     EXIT_USAGE,
     check_writable,
     int_at_least,
+    tell,
     write_output,
 )
 from connector.config import Config, load_config
@@ -35,6 +37,7 @@ from connector.loop import run as run_loop
 from connector.register import build_register
 from connector.register_render import render
 from connector.retention import PURGED_KINDS
+from connector.runtime import looked_at
 from connector.state import Store
 from connector.storefile import store_exists
 
@@ -120,10 +123,18 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
         return _register(config, args, console)
     if not _records(args) and not store_exists(config.store_path):
         return _without_store(config, args, console)
+    # A dry run only looks: a store that opening would write to first (an older one, which
+    # it migrates) is looked at as a private copy, as `sync --dry-run` looks at it. It
+    # counts without the keys, so what opening with them writes is not in its way.
+    look = (
+        looked_at(config, tell, keyed=False)
+        if _is_dry_run(args)
+        else contextlib.nullcontext(config)
+    )
     # Shared, as every command that writes to the store holds it: a restore (which takes it
     # alone) waits for this one, and this one for a restore. Without it a breach recorded
     # while a restore ran went into the store being set aside, and its 72-hour clock was lost.
-    with sharing_keys(config.store_path):
+    with look as config, sharing_keys(config.store_path):
         store = Store(config.store_path)
         try:
             if args.command == "incident":
@@ -142,6 +153,11 @@ def _records(args: argparse.Namespace) -> bool:
     looked like the real one to whoever ran them next), as ``status`` and ``audit`` make none.
     """
     return bool(args.command == "incident" and args.incident_action == "open")
+
+
+def _is_dry_run(args: argparse.Namespace) -> bool:
+    """Whether the command is a dry run, which must leave the store as it is."""
+    return bool(args.command == "retention" and args.dry_run)
 
 
 def _without_store(config: Config, args: argparse.Namespace, console: Console) -> int:

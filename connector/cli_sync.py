@@ -16,12 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import audit
-from connector.cliargs import EXIT_FAILED, EXIT_OK
+from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config
 from connector.engine import DestinationReport, FlowReport, Progress
 from connector.errors import ConfigError
 from connector.lock import sharing_keys, syncing
-from connector.runtime import open_runtime, private_copy, settle_heap, writes_at_open
+from connector.runtime import looked_at, open_runtime, settle_heap
 from connector.state import Store
 from connector.storefile import store_exists
 
@@ -76,22 +76,13 @@ async def sync(config: Config, args: argparse.Namespace, console: Console) -> in
         with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
             empty = dataclasses.replace(config, store_path=Path(aside) / config.store_path.name)
             return await _sync_locked(empty, args, console, dry_run=True)
-    why = writes_at_open(config.store_path) if dry_run else None
-    if why is not None:
-        # Opened as it is, the store would be written to before the dry run read it: an
-        # older daemon still running on it refused a store migrated under it ("newer than
-        # this klantsync supports"). It looks at a private copy, opened as a sync would open
-        # the store, and thrown away.
-        Console(stderr=True, highlight=False, soft_wrap=True).print(
-            f"dry run on a private copy of the store, left as it is: {why}", markup=False
-        )
-        with sharing_keys(config.store_path), private_copy(config.store_path) as copy:
-            looked_at = dataclasses.replace(config, store_path=copy)
-            return await _sync_locked(looked_at, args, console, dry_run=True)
-    # A dry run writes no cursor, outbox or run: it may look beside a sync or the daemon.
-    lock = contextlib.nullcontext() if dry_run else syncing(config.store_path, args.command)
-    with lock:
-        return await _sync_locked(config, args, console, dry_run=dry_run)
+    if dry_run:
+        # A dry run writes no cursor, outbox or run: it may look beside a sync or the daemon.
+        # A store that opening would write to first is looked at as a private copy.
+        with looked_at(config, tell) as looked:
+            return await _sync_locked(looked, args, console, dry_run=True)
+    with syncing(config.store_path, args.command):
+        return await _sync_locked(config, args, console, dry_run=False)
 
 
 async def _sync_locked(

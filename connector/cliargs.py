@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ __all__ = [
     "int_at_least",
     "make_folder",
     "refuse_directory",
+    "tell",
     "write_output",
 ]
 
@@ -65,6 +67,12 @@ def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def tell(line: str) -> None:
+    """A line for the operator on standard error, as it is: standard output stays the
+    command's output (the one JSON document under ``--json``)."""
+    print(line, file=sys.stderr)
 
 
 def refuse_directory(path: Path, *, option: str, example: str) -> None:

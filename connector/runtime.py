@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import shutil
 import sqlite3
@@ -22,7 +23,14 @@ from connector.schema import MIGRATIONS
 from connector.state import Store
 from connector.systems import Systems, open_systems
 
-__all__ = ["Runtime", "open_runtime", "private_copy", "settle_heap", "writes_at_open"]
+__all__ = [
+    "Runtime",
+    "looked_at",
+    "open_runtime",
+    "private_copy",
+    "settle_heap",
+    "writes_at_open",
+]
 
 _settled = False
 
@@ -81,12 +89,12 @@ async def open_runtime(
             yield runtime
 
 
-def writes_at_open(store_path: Path) -> str | None:
+def writes_at_open(store_path: Path, *, keyed: bool = True) -> str | None:
     """What opening the store at ``store_path`` for a command would write to it first, in a
-    few words: a migration, its keys to bind (an older store's first open with a master
-    key), or access bundle paths an earlier klantsync kept in clear to seal. ``None``:
-    nothing, or a file this cannot read as a store (opening it says what is wrong, and
-    writes nothing to it).
+    few words: a migration; for a command that opens it with its keys (``keyed``), also
+    its keys to bind (an older store's first open with a master key) or access bundle paths
+    an earlier klantsync kept in clear to seal. ``None``: nothing, or a file this cannot
+    read as a store (opening it says what is wrong, and writes nothing to it).
 
     Read on a connection of its own, which writes nothing.
     """
@@ -95,7 +103,7 @@ def writes_at_open(store_path: Path) -> str | None:
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if 0 < version < len(MIGRATIONS):
                 return f"it is at schema {version}, which opening migrates to {len(MIGRATIONS)}"
-            if version != len(MIGRATIONS):
+            if version != len(MIGRATIONS) or not keyed:
                 return None
             if not db.execute("SELECT 1 FROM keyset").fetchone():
                 return "its keys are not bound to a master key yet, which opening does"
@@ -104,6 +112,30 @@ def writes_at_open(store_path: Path) -> str | None:
     except sqlite3.Error:
         return None
     return None
+
+
+@contextmanager
+def looked_at(
+    config: Config, tell: Callable[[str], None], *, keyed: bool = True
+) -> Iterator[Config]:
+    """The config a look at the store (a dry run) opens it under, so that looking writes
+    nothing to it.
+
+    ``config`` itself; or, where opening would write to the store first
+    (:func:`writes_at_open`; ``keyed`` as there), ``config`` naming a private copy of it
+    (:func:`private_copy`), opened as the store would be and deleted after the block, with
+    ``tell`` given one line saying so. Opened as it is, an older store was migrated by a
+    look, and the older daemon still running on it refused it at its next start ("newer
+    than this klantsync supports").
+    """
+    why = writes_at_open(config.store_path, keyed=keyed)
+    if why is None:
+        yield config
+        return
+    tell(f"dry run on a private copy of the store, left as it is: {why}")
+    # Taken sharing the keys: a master key rotation does not reseal the store under the copy.
+    with sharing_keys(config.store_path), private_copy(config.store_path) as copy:
+        yield dataclasses.replace(config, store_path=copy)
 
 
 @contextmanager

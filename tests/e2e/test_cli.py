@@ -27,6 +27,8 @@ from connector.demo import run_demo, write_config
 from connector.engine import Engine
 from connector.receipts import LEGACY_KEY_FILE
 from connector.sandboxkit import serve_tls
+from connector.schema import MIGRATIONS
+from connector.state import Store
 from tests.conftest import ENV
 from tests.conftest import write_config as write_test_config
 from tests.store_versions import add_people, as_the_version_before, store_at
@@ -152,9 +154,6 @@ def test_a_dry_run_writes_nothing_to_a_store_opening_would_change(
     The dry run now looks at a private copy, says so, and leaves nothing of it behind."""
     import tempfile
 
-    from connector.schema import MIGRATIONS
-    from connector.state import Store
-
     config, _, crm = served
     store_path = load_config(config).store_path
     if left == "with no keys bound":
@@ -220,6 +219,26 @@ def test_a_dry_run_on_an_older_store_refuses_the_master_key_the_sync_refuses(
     assert main(["-c", str(config), "sync"]) == 2  # as the sync refuses it
     assert "keys.source" in capsys.readouterr().err
     assert crm.log.writes() == []
+
+
+def test_retention_dry_run_leaves_an_older_store_at_its_schema(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run is a look: opening an older store migrated it, and the older daemon still
+    running on it was refused it at its next start ("newer than this klantsync supports").
+    `retention run --dry-run` looks at a private copy, as `sync --dry-run` does."""
+    config = write_test_config(tmp_path)
+    store_path = load_config(config).store_path
+    Store(store_path).close()
+    as_the_version_before(store_path)
+    before = _sha256(store_path)
+    assert main(["-c", str(config), "retention", "run", "--dry-run", "--json"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["dry_run"] is True
+    assert "dry run on a private copy of the store" in out.err
+    assert _sha256(store_path) == before
+    with closing(sqlite3.connect(store_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) - 1,)
 
 
 def test_a_dry_run_on_a_store_opening_leaves_as_it_is_looks_at_the_store_itself(
