@@ -27,7 +27,7 @@ from connector.compliance import transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
-from connector.register import _KEPT_UNTIL, _OWN_DATA
+from connector.register import KEPT_UNTIL, OWN_DATA
 from connector.register_render import md_escape
 
 __all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
@@ -313,9 +313,9 @@ def _kept(config: Config) -> list[tuple[str, int | None]]:
     dead letters are theirs too, and the person has no register to look the periods up in.
     """
     periods: list[tuple[str, int | None]] = [
-        (key, int(getattr(config.retention, key))) for key in _OWN_DATA
+        (key, int(getattr(config.retention, key))) for key in OWN_DATA
     ]
-    return periods + [(key, None) for key in _KEPT_UNTIL]
+    return periods + [(key, None) for key in KEPT_UNTIL]
 
 
 def write_bundle(
@@ -432,10 +432,10 @@ def _kept_lines(lang: str, facts: Art15Facts) -> list[str]:
     index = 1 if lang == "nl" else 0
     lines = []
     for item, days in facts.kept:
-        if item in _OWN_DATA:
-            lines.append(f"klantsync: {_OWN_DATA[item][index]}: {days} {_T[lang]['days']}")
-        elif item in _KEPT_UNTIL:
-            label, until, _why = _KEPT_UNTIL[item]
+        if item in OWN_DATA:
+            lines.append(f"klantsync: {OWN_DATA[item][index]}: {days} {_T[lang]['days']}")
+        elif item in KEPT_UNTIL:
+            label, until, _why = KEPT_UNTIL[item]
             lines.append(f"klantsync: {label[index]}: {until[index].lower()}")
     return lines
 

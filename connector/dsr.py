@@ -139,6 +139,16 @@ class DsrService:
         # of them must not run the same request at once.
         self._locks = _LOCKS.setdefault(rt.store, {})
 
+    @classmethod
+    def for_delivery(
+        cls, rt: Runtime, received_at: dt.datetime, due_within_days: int | None
+    ) -> DsrService:
+        """The service for a request a vendor's webhook delivered at ``received_at``: its
+        deadline counts from then, within the days the vendor gives, if fewer. The intake
+        (connector/webhooks.py) and the job that goes on with the request read it alike."""
+        due = dt.timedelta(days=due_within_days) if due_within_days is not None else None
+        return cls(rt, received_at=received_at, due_within=due)
+
     # -- opening requests ----------------------------------------------------------------------
 
     async def erase(

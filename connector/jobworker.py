@@ -378,11 +378,10 @@ class JobWorker:
             from connector.dsr import DsrService
 
             due = params.get("due_within_days")
-            view = await DsrService(
-                self.rt,
-                received_at=received,
-                due_within=dt.timedelta(days=due) if isinstance(due, int) else None,
-            ).handle_event(
+            service = DsrService.for_delivery(
+                self.rt, received, due if isinstance(due, int) else None
+            )
+            view = await service.handle_event(
                 system,
                 WebhookEvent(
                     kind=event,

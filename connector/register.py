@@ -24,7 +24,9 @@ from connector.http import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 
 __all__ = [
+    "KEPT_UNTIL",
     "LANGS",
+    "OWN_DATA",
     "build_register",
     "country_name",
     "security_measures",
@@ -63,7 +65,9 @@ _ROLES = {
     "joint-controller": ("Joint controller", "Gezamenlijk verwerkingsverantwoordelijke"),
 }
 
-_OWN_DATA = {
+#: What the connector keeps for a ``[retention]`` period: each setting's label (en, nl).
+#: The register and the person's access report (connector/access.py) both read this one list.
+OWN_DATA = {
     # The sweep deletes both on this one period (retention.PURGED_KINDS): a held write is a
     # person's sealed payload as much as a dead letter is.
     "dead_letters_days": (
@@ -102,7 +106,7 @@ _OWN_DATA = {
 #: (connector/retention.py) deletes none of it. An erasure deletes the person's identity map
 #: rows and opt-outs (``DsrStore.delete_traces``); a readmission their suppression entries.
 #: Each: its label, until when it is kept, and why.
-_KEPT_UNTIL: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str]]] = {
+KEPT_UNTIL: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str]]] = {
     "identity_map": (
         (
             "Identity map: each person's pseudonym and those of their former addresses, their "
@@ -261,7 +265,7 @@ def build_register(
                         "label": _pick(label, lang),
                         "days": getattr(config.retention, key),
                     }
-                    for key, label in _OWN_DATA.items()
+                    for key, label in OWN_DATA.items()
                 ),
                 # Kept until an event, or for good: no [retention] period; listed so the
                 # register names everything the connector holds.
@@ -273,7 +277,7 @@ def build_register(
                         "until": _pick(until, lang),
                         "why": _pick(why, lang),
                     }
-                    for key, (label, until, why) in _KEPT_UNTIL.items()
+                    for key, (label, until, why) in KEPT_UNTIL.items()
                 ),
             ],
         },
@@ -657,7 +661,7 @@ def _retention_measure(config: Config, lang: str, periods_above: bool) -> str:
     where nothing states them, naming them (from ``[retention]``, as the register does).
 
     Only what has a period in days is deleted by the sweep; what is kept until an erasure
-    or a readmission, or for good (:data:`_KEPT_UNTIL`), is said to be, not to expire.
+    or a readmission, or for good (:data:`KEPT_UNTIL`), is said to be, not to expire.
     """
     nl = lang == "nl"
     if periods_above:
@@ -674,11 +678,11 @@ def _retention_measure(config: Config, lang: str, periods_above: bool) -> str:
     unit = "dagen" if nl else "days"
     periods = "; ".join(
         f"{_pick(label, lang)}: {getattr(config.retention, key)} {unit}"
-        for key, label in _OWN_DATA.items()
+        for key, label in OWN_DATA.items()
     )
     kept = "; ".join(
         f"{_pick(label, lang)}: {_pick(until, lang).lower()}"
-        for label, until, _why in _KEPT_UNTIL.values()
+        for label, until, _why in KEPT_UNTIL.values()
     )
     return (
         f"De connector verwijdert zijn eigen gegevens automatisch na deze bewaartermijnen: "

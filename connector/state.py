@@ -105,6 +105,13 @@ UNSURE = "unsure:"
 #: an erasure deletes the row with their other traces, the retention sweep after
 #: ``dead_letters_days``. (Payload hashes are hex: none is the mark.)
 HELD = "held"
+#: Holds the rows matched by the condition that follows it (``?3`` onwards are its
+#: parameters; ``?1`` is :data:`HELD`, ``?2`` the time held): each keeps its former address's
+#: write, and is not sent (:meth:`Store.hold_formers`). Rows without one are the caller's.
+_HOLD = (
+    "UPDATE outbox SET payload=former, payload_hash=?1, attempts=0, enqueued_at=?2 "
+    "WHERE former IS NOT NULL AND payload_hash!=?1 AND "
+)
 
 
 def before_resend(payload_hash: str) -> str:
@@ -789,10 +796,7 @@ class Store:
         with self.transaction() as db:
             for flow, system in self.unrouted(wanted):
                 held = db.execute(
-                    "UPDATE outbox SET payload=former, payload_hash=?, attempts=0, "
-                    "enqueued_at=? WHERE flow=? AND system=? AND former IS NOT NULL "
-                    "AND payload_hash!=?",
-                    (HELD, utcnow(), flow, system, HELD),
+                    _HOLD + "flow=?3 AND system=?4", (HELD, utcnow(), flow, system)
                 ).rowcount
                 gone = db.execute(
                     "DELETE FROM outbox WHERE flow=? AND system=? AND former IS NULL",
@@ -989,9 +993,7 @@ class Store:
         with self.transaction() as db:
             return sum(
                 db.execute(
-                    "UPDATE outbox SET payload=former, payload_hash=?, attempts=0, enqueued_at=? "
-                    "WHERE system=? AND subject_no=? AND former IS NOT NULL AND payload_hash!=?",
-                    (HELD, utcnow(), system, numbers[sid], HELD),
+                    _HOLD + "system=?3 AND subject_no=?4", (HELD, utcnow(), system, numbers[sid])
                 ).rowcount
                 for system, sid in pairs
                 if sid in numbers
@@ -1015,11 +1017,7 @@ class Store:
     def hold_or_drop(self, rows: Sequence[OutboxRow]) -> None:
         """Delete these outbox rows, but hold those that keep a former address's write."""
         with self.transaction() as db:
-            db.executemany(
-                "UPDATE outbox SET payload=former, payload_hash=?1, attempts=0, enqueued_at=?2 "
-                "WHERE id=?3 AND former IS NOT NULL AND payload_hash!=?1",
-                [(HELD, utcnow(), r.id) for r in rows],
-            )
+            db.executemany(_HOLD + "id=?3", [(HELD, utcnow(), r.id) for r in rows])
             db.executemany(
                 "DELETE FROM outbox WHERE id=? AND former IS NULL", [(r.id,) for r in rows]
             )

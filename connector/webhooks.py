@@ -88,7 +88,8 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 # the daemon was stopped) created again the contact HubSpot had just
                 # deleted for GDPR, and wrote the other systems. No vendor is asked before
                 # the answer; the job goes on as the request and does the rest.
-                service = _dsr_service(rt, event, now)
+                received = dt.datetime.fromtimestamp(now, dt.UTC)
+                service = DsrService.for_delivery(rt, received, event.due_within_days)
                 if service.own_erasure_reported(system_name, event):
                     outcome.ignored += 1  # the echo of klantsync's own erasure
                     continue
@@ -148,17 +149,6 @@ def _echo_of_own_withdrawal(rt: Runtime, system: str, subject_id: str) -> bool:
     store = rt.store
     return store.withdrawal_queued(system, subject_id) or store.withdrawal_delivered(
         system, subject_id, ECHO_WITHIN_SECONDS
-    )
-
-
-def _dsr_service(rt: Runtime, event: WebhookEvent, now: float) -> DsrService:
-    """The data subject requests of ``rt``, for a request that reached the connector at
-    ``now`` (its deadline counts from then), within the days the vendor gives, if fewer."""
-    due = event.due_within_days
-    return DsrService(
-        rt,
-        received_at=dt.datetime.fromtimestamp(now, dt.UTC),
-        due_within=dt.timedelta(days=due) if due is not None else None,
     )
 
 
