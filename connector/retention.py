@@ -41,7 +41,6 @@ import glob
 import json
 import logging
 import sqlite3
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -232,45 +231,25 @@ def sweep_now(
     return report
 
 
-#: How long a sweep waits for readers to leave the store's write-ahead log before it gives up
-#: clearing it, in ms: the daemon's sweep runs on its event loop.
-_LOG_WAIT_MS = 250
-
-#: Stores whose write-ahead log a sweep could not clear: the next sweep tries again, whether
-#: or not it purges anything itself.
-_LOG_OWED: weakref.WeakSet[Store] = weakref.WeakSet()
-
-
 def _clear_the_log(store: Store, report: RetentionReport) -> None:
     """Copy the store's write-ahead log into it and truncate the log, after a sweep that
-    purged something (or after one that could not clear it).
+    purged something (or after one that could not clear it): :meth:`Store.truncate_log`.
 
     The store zeroes the pages a delete frees, but the log keeps the frames that wrote what
     was deleted: a checkpoint copies the log back and starts it again from its beginning
     without clearing it, and in the daemon, whose connection stays open for months, the log
     is never deleted. A dead letter's sealed payload, which the store's keys still open,
     stayed on disk past its period. A reader in the log (a command beside the daemon) keeps
-    it from being cleared: the sweep does not wait long for it, says so, and the next sweep
-    tries again.
+    it from being cleared: the sweep says so, and the store tries again (its background
+    checkpointer, the next sweep).
     """
-    if not report.total and store not in _LOG_OWED:
+    if not report.total and not store.log_owed:
         return
-    (waits,) = store.db.execute("PRAGMA busy_timeout").fetchone()
-    store.db.execute(f"PRAGMA busy_timeout={_LOG_WAIT_MS}")
-    try:
-        (blocked, *_frames) = store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-    except sqlite3.OperationalError:
-        blocked = 1
-    finally:
-        store.db.execute(f"PRAGMA busy_timeout={int(waits)}")
-    if blocked:
-        _LOG_OWED.add(store)
+    if not store.truncate_log():
         report.errors.append(
             "the store's write-ahead log, which still holds what was purged, could not be "
-            "cleared now (another process was reading the store); the next sweep tries again"
+            "cleared now (another process was reading the store); it is tried again"
         )
-    else:
-        _LOG_OWED.discard(store)
 
 
 def nothing_held(

@@ -309,6 +309,11 @@ class Store:
                 self._checkpointer.truncate_soon()
         return self._checkpointer
 
+    @property
+    def log_owed(self) -> bool:
+        """Whether the log still holds what :meth:`truncate_log` was asked to remove."""
+        return self._log_owed
+
     def truncate_log(self) -> bool:
         """Copy the write-ahead log into the store and truncate it to nothing: now if no
         other process is in the way, else at the next chance; whether it is done now.

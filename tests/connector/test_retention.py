@@ -889,12 +889,11 @@ def test_a_sweep_clears_the_write_ahead_log_of_the_payloads_it_purged(
 
 
 def test_a_log_a_reader_keeps_from_being_cleared_is_said_and_cleared_at_the_next_sweep(
-    store: Store, config: Config, monkeypatch: pytest.MonkeyPatch
+    store: Store, config: Config
 ) -> None:
     """Another process reading the store (a command beside the daemon) keeps its log from
     being cleared: the sweep does not wait for it long on the daemon's loop, says so, and
     the next sweep clears it, though it purges nothing itself."""
-    monkeypatch.setattr(retention, "_LOG_WAIT_MS", 0)
     sealed = _sealed_dead_letter(store)
     with contextlib.closing(sqlite3.connect(store.path, isolation_level=None)) as reader:
         reader.execute("BEGIN")
