@@ -88,6 +88,11 @@ class BackupFacts:
     audit_hash: str
     suppressed: int
     open_requests: int
+    #: Whether the store's audit trail verified when the backup was taken (with the store's
+    #: keys), and if not, at which entry and why. A restore refuses a backup whose trail
+    #: does not verify: this one is kept, but it is no backup to count on.
+    audit_verifies: bool = True
+    audit_problem: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -116,6 +121,10 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
         store = Store(store_path)
         try:
             check_master_key(store, config)  # a backup nobody could open is no backup
+            # Verified here, not first at a restore: that refuses a backup whose trail does
+            # not verify, and the day it is needed is the wrong day to learn every backup
+            # since the damage is one.
+            trail = audit.verify(store)
             keyring = store_keyring(store, config)
             # Nothing in clear goes into the copy: an older store's bundle paths first.
             seal_clear_bundle_paths(store, keyring)
@@ -136,12 +145,19 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
                 sha256=sha,
                 taken_at=utcnow(),
                 master_fingerprint=master_fingerprint(config.master_key),
+                audit_verifies=trail.ok,
+                audit_problem="" if trail.ok else f"entry {trail.first_bad}: {trail.problem}",
                 **facts._asdict(),
             )
             audit.append(
                 store,
                 STORE_BACKUP,
-                {"sha256": sha, "audit_seq": backup.audit_seq, "bytes": backup.bytes},
+                {
+                    "sha256": sha,
+                    "audit_seq": backup.audit_seq,
+                    "bytes": backup.bytes,
+                    "audit_verifies": trail.ok,
+                },
             )
         finally:
             store.close()

@@ -1,7 +1,8 @@
 """``klantsync backup`` and ``klantsync restore``: the store copied while in use, and put back.
 
 The work is :mod:`connector.backup`'s; this module parses, calls and prints. Exit status as
-everywhere: 0 done, 1 the store is in use or cannot be read, 2 bad usage (an ``--out`` or
+everywhere: 0 done, 1 the store is in use or cannot be read (or, for ``backup``, the
+backup was written but the store's audit trail does not verify), 2 bad usage (an ``--out`` or
 ``--from`` that cannot be one, a backup that is not one, the wrong master key).
 """
 
@@ -16,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector.backup import take_backup
-from connector.cliargs import EXIT_OK, check_writable
+from connector.cliargs import EXIT_FAILED, EXIT_OK, check_writable
 from connector.config import Config
 from connector.restore import restore_backup
 
@@ -69,9 +70,12 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int | Non
 def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
     check_writable(args.out, option="--out", example="klantsync-backup.db")
     facts = take_backup(config, args.out)
+    # Written all the same (what it holds may still be wanted), but exit 1: a timer taking
+    # daily backups shows a failure from the day the trail broke, not on the day of need.
+    done = EXIT_OK if facts.audit_verifies else EXIT_FAILED
     if args.json:
         print(json.dumps(facts.as_dict()))
-        return EXIT_OK
+        return done
     size = facts.bytes / 1_000_000
     console.print(f"backup written: {escape(facts.path)} ({size:.1f} MB, sha256 {facts.sha256})")
     console.print(
@@ -83,7 +87,13 @@ def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
         f"  it opens only with master key {facts.master_fingerprint}: keep the key with the "
         "backup's keeper, not in the same place"
     )
-    return EXIT_OK
+    if not facts.audit_verifies:
+        console.print(
+            f"[red]the store's audit trail does not verify ({escape(facts.audit_problem)}): "
+            "`klantsync restore` refuses this backup, as every one taken while the trail is "
+            "broken; a backup taken before the damage still restores[/red]"
+        )
+    return done
 
 
 def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:

@@ -433,3 +433,35 @@ def test_backup_refuses_to_write_over_the_config_its_mappings_and_ca_bundles(
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         assert words in json.loads(capsys.readouterr().out)["message"]
     assert {path: path.read_bytes() for path in files} == before
+
+
+async def test_a_backup_of_a_store_whose_audit_trail_does_not_verify_says_so_and_exits_1(
+    shop: WooCommerceSandbox,
+    open_rt: Any,
+    config_path: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`restore` refuses a backup whose trail does not verify: `backup` verifies it as it
+    copies, writes the backup all the same, names the entry, and exits 1, so a daily timer
+    fails from the day the trail broke, not on the day the backup is needed."""
+    seed(shop)
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        store_path = rt.config.store_path
+    good = tmp_path / "good.db"
+    assert main(["-c", str(config_path), "backup", "--out", str(good), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["audit_verifies"] is True
+    with closing(sqlite3.connect(store_path)) as db:
+        db.execute("UPDATE audit SET data = data || ' ' WHERE seq = 1")
+        db.commit()
+    broken = tmp_path / "broken.db"
+    assert main(["-c", str(config_path), "backup", "--out", str(broken), "--json"]) == 1
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["audit_verifies"] is False and facts["audit_problem"].startswith("entry 1:")
+    assert broken.exists()
+    assert main(["-c", str(config_path), "backup", "--out", str(broken)]) == 1
+    said = capsys.readouterr().out
+    assert "audit trail does not verify (entry 1:" in said and "refuses this backup" in said
+    entries = rows(store_path, "SELECT data FROM audit WHERE kind = 'store.backup' ORDER BY seq")
+    assert [json.loads(data)["audit_verifies"] for (data,) in entries] == [True, False, False]
