@@ -126,6 +126,8 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
     # A dry run only looks: a store that opening would write to first (an older one, which
     # it migrates) is looked at as a private copy, as `sync --dry-run` looks at it. It
     # counts without the keys, so what opening with them writes is not in its way.
+    # The stores a restore replaced are looked for beside the store, not beside its copy.
+    beside = config.store_path
     look = (
         looked_at(config, tell, keyed=False)
         if _is_dry_run(args)
@@ -139,7 +141,7 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
         try:
             if args.command == "incident":
                 return _incident(store, config, args, console)
-            return _retention(store, config, args, console)
+            return _retention(store, config, args, console, beside)
         finally:
             store.close()
 
@@ -308,12 +310,14 @@ def _show(
     return EXIT_OK
 
 
-def _retention(store: Store, config: Config, args: argparse.Namespace, console: Console) -> int:
+def _retention(
+    store: Store, config: Config, args: argparse.Namespace, console: Console, beside: Path
+) -> int:
     # The keys open the access bundles' sealed paths (the caller holds them shared, so a key
     # rotation waits for the sweep). A dry run only counts: it needs no key and leaves the
     # store's keys as they are.
     keyring = None if args.dry_run else open_keyring(store, config)
-    report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run))
+    report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run, beside=beside))
     if args.json:
         print(json.dumps({**report.as_dict(), "store_exists": True}, indent=2))
     else:

@@ -192,6 +192,7 @@ async def sweep(
     now: dt.datetime | None = None,
     *,
     dry_run: bool = False,
+    beside: Path | None = None,
 ) -> RetentionReport:
     """The scheduled entry point: see :func:`sweep_now`.
 
@@ -199,7 +200,7 @@ async def sweep(
     last sweep, so it runs on the loop rather than on a thread: the store's connection is
     the loop's.
     """
-    return sweep_now(store, config, keyring, now, dry_run=dry_run)
+    return sweep_now(store, config, keyring, now, dry_run=dry_run, beside=beside)
 
 
 def sweep_now(
@@ -209,10 +210,13 @@ def sweep_now(
     now: dt.datetime | None = None,
     *,
     dry_run: bool = False,
+    beside: Path | None = None,
 ) -> RetentionReport:
     """Purge everything past its retention period; report counts (nothing, if ``dry_run``).
 
-    ``keyring`` opens the access bundles' sealed paths; a dry run needs none.
+    ``keyring`` opens the access bundles' sealed paths; a dry run needs none. ``beside``:
+    the path the stores a restore replaced sit beside, where it is not ``store``'s (a dry
+    run on a private copy of the store, see :func:`connector.runtime.looked_at`).
     """
     if keyring is None and not dry_run:
         raise ValueError("a sweep that deletes needs the store's keys")
@@ -221,7 +225,9 @@ def sweep_now(
     # part-way left purges the audit trail does not show. (A bundle's files deleted by a
     # sweep that then rolled back leave its row, and the next sweep finds them gone.)
     with contextlib.nullcontext() if dry_run else store.transaction():
-        replaced = _sweep(store, config, keyring, report.cutoffs, dry_run, report)
+        replaced = _sweep(
+            store, config, keyring, report.cutoffs, dry_run, report, beside or store.path
+        )
     if not dry_run:
         # Only now that the entry recording them is committed: a replaced store emptied or
         # deleted by a sweep whose entry then failed left nothing to find for the next one,
@@ -280,6 +286,7 @@ def _sweep(
     cut: dict[str, str],
     dry_run: bool,
     report: RetentionReport,
+    beside: Path,
 ) -> list[_Replaced]:
     """The purges in the store, and its ``retention.purged`` entry; returns the replaced
     stores to empty or delete once that entry is committed (:func:`_purge_replaced_stores`).
@@ -346,7 +353,7 @@ def _sweep(
         f"DELETE FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
         cut["runs"],
     )
-    due = _replaced_stores_due(store.path, cut["replaced_stores"], cut["audit"], report.errors)
+    due = _replaced_stores_due(beside, cut["replaced_stores"], cut["audit"], report.errors)
     if not dry_run:
         # A replaced store's trail is purged here, recorded in that store's own chain: the
         # rest is irreversible without a record of its own, and waits for this one's entry.

@@ -241,6 +241,29 @@ def test_retention_dry_run_leaves_an_older_store_at_its_schema(
         assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) - 1,)
 
 
+def test_retention_dry_run_on_a_private_copy_counts_the_stores_a_restore_replaced(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The private copy sits in a folder of its own: the stores a restore replaced are
+    beside the store, and the dry run counts those the real run purges (it looked beside
+    the copy and counted none)."""
+    config = write_test_config(tmp_path)
+    store_path = load_config(config).store_path
+    Store(store_path).close()
+    as_the_version_before(store_path)
+    replaced = store_path.with_name(f"{store_path.name}.replaced-20200415T080000Z")
+    with closing(sqlite3.connect(replaced)) as db:
+        db.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+        db.execute("CREATE TABLE outbox (payload BLOB)")
+        db.execute("INSERT INTO outbox VALUES (x'00')")
+        db.commit()
+    assert main(["-c", str(config), "retention", "run", "--dry-run", "--json"]) == 0
+    out = capsys.readouterr()
+    assert "dry run on a private copy of the store" in out.err
+    assert json.loads(out.out)["replaced_stores"] == 1
+    assert replaced.exists()
+
+
 def test_a_dry_run_on_a_store_opening_leaves_as_it_is_looks_at_the_store_itself(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
