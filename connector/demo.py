@@ -30,6 +30,7 @@ from connector.crypto import generate_master_key
 from connector.engine import FlowReport, Progress
 from connector.lock import syncing
 from connector.loop import run as run_loop
+from connector.privatefile import create_private, write_private
 from connector.runtime import Runtime, open_runtime
 from connector.sandboxkit import serve_tls
 
@@ -108,13 +109,11 @@ def write_config(
     secrets.mkdir(parents=True, exist_ok=True)
     for system, creds in credentials.items():
         for name, value in creds.items():
-            path = secrets / f"{system}_{name}"
-            path.write_text(value + "\n")
-            path.chmod(0o600)
-    key = directory / "master.key"
-    if not key.exists():
-        key.write_text(generate_master_key() + "\n")
-        key.chmod(0o600)
+            # Owner-only from the start: written 0644 and narrowed after, a kill in between
+            # would leave a credential every local user can read.
+            write_private(secrets / f"{system}_{name}", (value + "\n").encode())
+    # Kept if there is one: a store beside it is sealed under it.
+    create_private(directory / "master.key", (generate_master_key() + "\n").encode())
 
     def refs(system: str) -> str:
         inner = ", ".join(f'{n} = "file:secrets/{system}_{n}"' for n in credentials[system])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 import ssl
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -120,6 +121,30 @@ def test_local_ca_certificates_verify_under_strict_x509_checks(tmp_path: Path) -
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert.cert_path, cert.key_path)
     _handshake(client, server, "127.0.0.1")
+
+
+def test_the_local_ca_writes_a_server_key_owner_only_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandboxes' TLS server key (a server the config trusts through its CA) is never
+    readable by others: written under the umask and narrowed after, it was for a moment,
+    and for good after a kill in between."""
+    before_chmod: dict[str, int] = {}
+    real_chmod = Path.chmod
+
+    def spy(self: Path, mode: int, *args: Any, **kwargs: Any) -> None:
+        if self.exists():
+            before_chmod[self.name] = self.stat().st_mode & 0o777
+        real_chmod(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "chmod", spy)
+    previous = os.umask(0o022)
+    try:
+        served = DevCA(tmp_path / "tls").issue("sandbox")
+    finally:
+        os.umask(previous)
+    assert served.key_path.stat().st_mode & 0o777 == 0o600
+    assert before_chmod.get(served.key_path.name, 0o600) & 0o077 == 0
 
 
 async def test_unknown_ca_refused_and_no_body_leaves(

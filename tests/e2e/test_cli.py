@@ -505,6 +505,42 @@ def test_demo_piped_prints_the_steps_without_a_bar(
     assert all(what in ("start", "end") for kind, what in events if kind == "sync")
 
 
+def test_demo_writes_its_master_key_and_credential_files_owner_only_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`demo` and `sandbox` keep a master key and the sandboxes' credentials as `file:`
+    secrets. Written under the usual umask (0644) and narrowed to 0600 after, every local
+    user could read the master key for that moment, and for good after a kill in between:
+    each is owner-only from the start."""
+    before_chmod: dict[str, int] = {}
+    real_chmod = Path.chmod
+
+    def spy(self: Path, mode: int, *args: Any, **kwargs: Any) -> None:
+        if self.exists():
+            before_chmod[self.name] = self.stat().st_mode & 0o777
+        real_chmod(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "chmod", spy)
+    previous = os.umask(0o022)
+    try:
+        write_config(
+            tmp_path,
+            {"shop": "https://127.0.0.1:1", "crm": "https://127.0.0.1:2"},
+            tmp_path / "ca.pem",
+            {
+                "shop": {"consumer_key": "ck_x", "consumer_secret": "cs_x"},
+                "crm": {"token": "pat-x"},
+            },
+        )
+    finally:
+        os.umask(previous)
+    written = [tmp_path / "master.key", *sorted((tmp_path / "secrets").iterdir())]
+    assert len(written) == 4
+    assert all(path.stat().st_mode & 0o777 == 0o600 for path in written)
+    widened = {name: oct(mode) for name, mode in before_chmod.items() if mode & 0o077}
+    assert widened == {}, f"readable by others before the chmod: {widened}"
+
+
 def test_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
     """`keygen` prints 32 random bytes in urlsafe base64, different each time."""
     from connector.crypto import decode_master_key
