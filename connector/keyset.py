@@ -22,6 +22,7 @@ gives two things:
 
 from __future__ import annotations
 
+import glob
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -45,6 +46,7 @@ from connector.crypto import (
     wrap_data_keys,
 )
 from connector.errors import ConfigError
+from connector.privatefile import write_private
 from connector.receipts import (
     LEGACY_KEY_FILE,
     NOT_THIS_STORES_KEY,
@@ -65,6 +67,7 @@ __all__ = [
     "receipt_key_opens",
     "rotate_master_key",
     "seal_clear_bundle_paths",
+    "settle_replaced_stores",
     "store_keyring",
 ]
 
@@ -114,8 +117,10 @@ def open_keyring(store: Store, config: Config) -> Keyring:
     """The store's keyring under ``config``'s master key; binds a store that has no keyset yet.
 
     A store with no receipt signing key file of its own takes a copy of the folder's shared
-    one of earlier versions if that opens with the store's keys (:class:`ReceiptSigner`), and
-    access bundle paths an older store kept in clear are sealed (:func:`seal_clear_bundle_paths`).
+    one of earlier versions if that opens with the store's keys (:class:`ReceiptSigner`),
+    access bundle paths an older store kept in clear are sealed (:func:`seal_clear_bundle_paths`),
+    and what a rotation cut short after its commit still owed the stores a restore replaced is
+    put in (:func:`settle_replaced_stores`).
 
     Raises:
         ConfigError: on ``keys.source``, when the master key does not open the store's keys,
@@ -127,6 +132,8 @@ def open_keyring(store: Store, config: Config) -> Keyring:
         # shared key file of earlier versions may go (README, "Upgrading").
         ReceiptSigner.for_store(config.store_path, bound).adopt_shared()
         seal_clear_bundle_paths(store, bound)
+        # Only the key in use opens a staged wrapping now: the retired one is not known here.
+        settle_replaced_stores(config.store_path, config.master_key)
         return bound
     keyring = _unbound_keyring(store, config)
     with store.transaction() as db:
@@ -346,7 +353,8 @@ class Rotation:
     #: old key: it holds the store's signing key as it was, for whoever has that key.
     shared_receipt_key: Path | None = None
     #: Stores a restore replaced (kept beside the store): their keys wrapped anew under the
-    #: new master key, and those whose data the old key still opens (to be deleted).
+    #: new master key, and those whose data the old key still opens (to be deleted; one that
+    #: could not be written is tried again at the next open).
     replaced_resealed: tuple[Path, ...] = ()
     replaced_left: tuple[Path, ...] = ()
     #: Whether the keys kept (:data:`KEPT_KEYS`) are the ones derived from the old master key
@@ -391,11 +399,13 @@ class Rotation:
 def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotation:
     """Put the store under ``new_master``: data keys wrapped again, sealed data sealed again.
 
-    One transaction: a crash leaves the store under the old key or the new one, never half.
-    The store's receipt signing key file is written sealed under the new keys beside the old
-    file first and renamed over it after the commit (:class:`ReceiptSigner` settles a crash in
-    between). The folder's shared key file of earlier versions is left as it is (other stores
-    may use it); :attr:`Rotation.shared_receipt_key` says when it holds this store's key.
+    One transaction, synced to disk: a crash leaves the store under the old key or the new
+    one, never half. The store's receipt signing key file is written sealed under the new keys
+    beside the old file first and renamed over it after the commit (:class:`ReceiptSigner`
+    settles a crash in between); so are the keys of the stores a restore replaced
+    (:func:`_stage_replaced_stores`; the next open under the new key settles them). The
+    folder's shared key file of earlier versions is left as it is (other stores may use it);
+    :attr:`Rotation.shared_receipt_key` says when it holds this store's key.
     Nothing else may have the store open: a process that opened it before holds the old keys
     (the CLI takes :func:`connector.lock.keys_alone`; every runtime shares it).
 
@@ -412,8 +422,12 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
     resealed: dict[str, int] = {}
     unreadable: dict[str, int] = {}
     staged = signer.stage_reseal(new)
+    replaced_staged: tuple[Path, ...] = ()
     try:
-        with store.transaction() as db:
+        replaced_staged, replaced_unread = _stage_replaced_stores(config, new_master)
+        # Synced before it returns: the key file is renamed next, and the operator moves the
+        # new key over the old one once told it is done; a power cut must not then undo it.
+        with store.durable_transaction() as db:
             for sealed in SEALED_COLUMNS:
                 resealed[sealed.name], left = _reseal(store, sealed, old, new)
                 if left:
@@ -432,11 +446,13 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
     except BaseException:
         if staged:
             signer.staged_path.unlink(missing_ok=True)
+        for path in replaced_staged:
+            _staged_wrapping(path).unlink(missing_ok=True)
         raise
     if staged:
         signer.finish_reseal()
     shared = config.store_path.parent / LEGACY_KEY_FILE
-    replaced_resealed, replaced_left = _rewrap_replaced_stores(config, new_master)
+    replaced_resealed, replaced_unwritten = settle_replaced_stores(config.store_path, new_master)
     first = DataKeys.derive(config.master_key)
     return Rotation(
         old_fp,
@@ -446,49 +462,104 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         receipt_key=staged,
         shared_receipt_key=shared if _opens_receipt_key(shared, old) else None,
         replaced_resealed=replaced_resealed,
-        replaced_left=replaced_left,
+        replaced_left=replaced_unread + replaced_unwritten,
         kept_derived_from_old_key=(first.subject, first.payload)
         == (old.keys.subject, old.keys.payload),
     )
 
 
-def _rewrap_replaced_stores(
+#: Beside a store a restore replaced, its keys wrapped under the new master key while a
+#: rotation commits (:func:`settle_replaced_stores` puts them in).
+_STAGED = ".rotating"
+
+
+def _staged_wrapping(replaced: Path) -> Path:
+    return replaced.with_name(replaced.name + _STAGED)
+
+
+def _stage_replaced_stores(
     config: Config, new_master: bytes
 ) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
-    """Wrap the keys of each store a restore replaced under ``new_master`` too.
+    """Stage the keys of each store a restore replaced, wrapped under ``new_master``, beside
+    it; the stores staged, and those left.
 
     Such a store holds all the store held, sealed, for ``replaced_stores_days``; left under
     the old master key, a key rotated because it leaked would still open that full copy.
-    One whose keys the old key does not open is not its to protect (another key's, or
-    emptied by the sweep to its audit trail). One it cannot wrap anew (a store from before
-    the keyset, sealed with keys derived from the old key itself; one that cannot be
-    written) is returned second, to be named: deleting it is the way left.
+    Staged before the rotation commits and put in after, by the rotation or, were it cut
+    short in between, by the next open under the new key (:func:`settle_replaced_stores`):
+    the old key, needed to unwrap them, is not known after. One whose keys the old key does
+    not open is not its to protect (another key's, or emptied by the sweep to its audit
+    trail). One it cannot wrap anew (a store from before the keyset, sealed with keys
+    derived from the old key itself; one that cannot be read) is returned second, to be
+    named: deleting it is the way left.
     """
-    resealed: list[Path] = []
+    staged: list[Path] = []
     left: list[Path] = []
     for path, _when in replaced_stores(config.store_path):
         try:
-            with closing(sqlite3.connect(path, isolation_level=None)) as db:
-                if _rewrap_one(db, config.master_key, new_master):
-                    resealed.append(path)
+            with closing(_existing(path)) as db:
+                keys = _replaced_keys(db, config.master_key)
+            if keys is not None:
+                write_private(_staged_wrapping(path), wrap_data_keys(new_master, keys))
+                staged.append(path)
         except (_OldKeyStillOpens, sqlite3.Error, OSError):
             left.append(path)
+    return tuple(staged), tuple(left)
+
+
+def settle_replaced_stores(
+    store_path: Path, master_key: bytes
+) -> tuple[tuple[Path, ...], tuple[Path, ...]]:
+    """Put the keys a rotation staged into the stores a restore replaced; those it put in,
+    and those it could not (staged still: tried again at the next open).
+
+    A staged wrapping that ``master_key`` (the store's, as it is opened) does not open is of
+    a rotation that never committed: the replaced store is under this key already, as the
+    store is. Only while no rotation runs (as :meth:`ReceiptSigner.settle`).
+    """
+    resealed: list[Path] = []
+    left: list[Path] = []
+    pattern = f"{glob.escape(store_path.name)}.replaced-*{_STAGED}"
+    for staged in sorted(store_path.parent.glob(pattern)):
+        replaced = staged.with_name(staged.name.removesuffix(_STAGED))
+        try:
+            wrapped = staged.read_bytes()
+            unwrap_data_keys(master_key, wrapped)
+        except FileNotFoundError:
+            continue  # another process settled it meanwhile
+        except DecryptionError:
+            staged.unlink(missing_ok=True)
+            continue
+        if replaced.exists():
+            try:
+                with closing(_existing(replaced)) as db:
+                    _put_wrapping(db, wrapped, master_fingerprint(master_key))
+            except (sqlite3.Error, OSError):
+                left.append(replaced)
+                continue
+            resealed.append(replaced)
+        staged.unlink(missing_ok=True)  # or deleted by the sweep meanwhile: nothing owed
     return tuple(resealed), tuple(left)
+
+
+def _existing(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite file at ``path``, never created (a replaced store the
+    sweep deleted meanwhile is not made again, empty)."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, isolation_level=None)
+    db.execute("PRAGMA busy_timeout=5000")
+    return db
 
 
 class _OldKeyStillOpens(Exception):
     """A replaced store whose sealed data the old master key opens without its keyset."""
 
 
-def _rewrap_one(db: sqlite3.Connection, old_master: bytes, new_master: bytes) -> bool:
-    """Wrap one replaced store's keys under ``new_master``; whether it held any to wrap.
+def _replaced_keys(db: sqlite3.Connection, old_master: bytes) -> DataKeys | None:
+    """One replaced store's keys, if ``old_master`` wraps them (None: none of its to wrap).
 
     Raises:
         _OldKeyStillOpens: it has no keyset, yet holds data sealed under the old key.
     """
-    db.execute("PRAGMA busy_timeout=5000")
-    # The old wrapping is overwritten in place, not left in the page's free space.
-    db.execute("PRAGMA secure_delete=ON")
     tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     row = None
     if "keyset" in tables:
@@ -503,16 +574,20 @@ def _rewrap_one(db: sqlite3.Connection, old_master: bytes, new_master: bytes) ->
             if sealed.table in tables
         ):
             raise _OldKeyStillOpens
-        return False
+        return None
     try:
-        keys = unwrap_data_keys(old_master, row[0])
+        return unwrap_data_keys(old_master, row[0])
     except DecryptionError:
-        return False  # not under the old key: nothing of its to protect here
+        return None  # not under the old key: nothing of its to protect here
+
+
+def _put_wrapping(db: sqlite3.Connection, wrapped: bytes, fingerprint: str) -> None:
+    """Put a replaced store's keys, wrapped anew, over their old wrapping."""
+    # The old wrapping is overwritten in place, not left in the page's free space.
+    db.execute("PRAGMA secure_delete=ON")
     db.execute(
-        "UPDATE keyset SET wrapped=?, master_fingerprint=? WHERE id=1",
-        (wrap_data_keys(new_master, keys), master_fingerprint(new_master)),
+        "UPDATE keyset SET wrapped=?, master_fingerprint=? WHERE id=1", (wrapped, fingerprint)
     )
-    return True
 
 
 def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:

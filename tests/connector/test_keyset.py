@@ -32,6 +32,7 @@ from connector.crypto import (
     master_fingerprint,
     outbox_context,
     unwrap_data_keys,
+    wrap_data_keys,
 )
 from connector.dsr import DsrService
 from connector.errors import ConfigError
@@ -779,6 +780,56 @@ async def test_rotation_puts_a_store_a_restore_replaced_under_the_new_key_too(
     (config_path.parent / "newer.key").write_text(generate_master_key())
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:newer.key"]) == 0
     assert f"{replaced} (the store a restore replaced)" in " ".join(capsys.readouterr().out.split())
+
+
+def test_replaced_stores_owed_the_new_key_by_a_rotation_cut_short_get_it_at_the_next_open(
+    config_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation killed after its commit (the store under the new key) and before the
+    stores a restore replaced are written under it too would leave those full sealed copies
+    under the old key, which may have leaked, with nothing left that knows that key. Their
+    new wrapping is staged before the commit: the next open under the new key puts it in.
+    One staged by a rotation that never committed is dropped, the store as it was."""
+    store_path = bound_store(config_path)
+    config = load_config(config_path)
+    store = Store(store_path)
+    try:
+        keyring = open_keyring(store, config)
+        jobs.enqueue(store, keyring, "resync", {"system": "shop", "email": OTHER_EMAIL})
+    finally:
+        store.close()
+    take_backup(config, tmp_path / "b.db")
+    replaced_path = restore_backup(config, tmp_path / "b.db").replaced_path
+    assert replaced_path is not None
+    replaced = Path(replaced_path)
+    staged = replaced.with_name(replaced.name + ".rotating")
+    old_fingerprint = keyset_fingerprint(replaced)
+
+    # Killed before the commit: the staged wrapping (under a key never put in use) goes.
+    staged.write_bytes(wrap_data_keys(decode_master_key(generate_master_key()), keyring.keys))
+    assert main(["-c", str(config_path), "keys", "show"]) == 0
+    assert not staged.exists() and keyset_fingerprint(replaced) == old_fingerprint
+
+    def killed(_self: ReceiptSigner) -> None:
+        raise SystemExit("killed")
+
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    with monkeypatch.context() as patch:
+        patch.setattr(ReceiptSigner, "finish_reseal", killed)
+        with pytest.raises(SystemExit):
+            main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"])
+    assert keyset_fingerprint(replaced) == old_fingerprint  # still owed
+    assert staged.stat().st_mode & 0o777 == 0o600
+    use_key(config_path, new_key)  # the store committed: the operator points at the new key
+    assert main(["-c", str(config_path), "keys", "show"]) == 0
+    assert not staged.exists()
+    assert keyset_fingerprint(replaced) == master_fingerprint(decode_master_key(new_key))
+    with closing(sqlite3.connect(f"file:{replaced}?mode=ro", uri=True)) as db:
+        (wrapped,) = db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
+    with pytest.raises(DecryptionError):
+        unwrap_data_keys(decode_master_key(MASTER_KEY), wrapped)
+    assert unwrap_data_keys(decode_master_key(new_key), wrapped) == keyring.keys
 
 
 def test_keys_rotate_and_show_with_no_store_at_store_path_make_none(
