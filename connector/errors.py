@@ -122,7 +122,8 @@ class RetryableError(RemoteError):
 
 
 class RateLimitedError(RetryableError):
-    """The vendor answered 429. ``wait_seconds`` is the vendor's hint (policy or header), if any."""
+    """The vendor answered 429, or its own "slow down" (Mailchimp's bare 403 under load).
+    ``wait_seconds`` is the vendor's hint (policy or header), if any."""
 
     def __init__(
         self,
@@ -181,5 +182,14 @@ _UNREACHABLE_STATUSES = frozenset({429, 502, 503, 504})
 def system_down(error: RemoteError) -> bool:
     """Whether a call's failure says the system is unreachable or refusing all work (no
     answer at all, a gateway's or the vendor's "unavailable", a rate limit past its
-    retries), not that something in the records made it fail (a 500 on one batch)."""
-    return error.status is None or error.status in _UNREACHABLE_STATUSES
+    retries), not that something in the records made it fail (a 500 on one batch).
+
+    A rate limit is one whatever status the vendor gave it: Mailchimp's overload is a bare
+    403 (``is_overloaded``), which, judged by its status, let a run spend every record's
+    retries on an account refusing all work instead of leaving the backlog queued.
+    """
+    return (
+        error.status is None
+        or error.status in _UNREACHABLE_STATUSES
+        or isinstance(error, RateLimitedError)
+    )

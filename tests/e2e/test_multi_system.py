@@ -1669,6 +1669,30 @@ async def test_mailchimp_that_is_down_is_tried_for_a_few_batches_not_the_whole_b
         assert news.requests <= DOWN_AFTER + in_flight
 
 
+async def test_a_mailchimp_overload_403_storm_leaves_the_backlog_queued_as_a_429_storm_does(
+    world: World, tmp_path: Path
+) -> None:
+    """Under heavy load Mailchimp answers a bare 403, its rate limit as a 429 is: past its
+    retries it counts toward an outage too. Judged by its status alone, it did not, and
+    every batch of the backlog spent its retries on an account refusing all work."""
+    from connector.engine import DOWN_AFTER
+
+    clock = VirtualTime()
+    path = news_config(tmp_path, world, extra="retry_attempts = 1")
+    async with open_runtime(
+        path, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        world.shop.seed_synthetic(2_000, seed=14)
+        world.news.faults.fail_status = 403
+        world.news.faults.fail_next = 10**9
+        (report,) = await rt.engine.sync("shop")
+        news = report.destinations["news"]
+        in_flight = rt.systems["news"].limits.max_concurrency
+        assert news.left_queued == news.queued  # nothing lost
+        assert any("deferred for the rest of this run" in e for e in report.errors)
+        assert news.requests <= DOWN_AFTER + in_flight
+
+
 @pytest.fixture
 async def news_rt(world: World, tmp_path: Path) -> AsyncIterator[Runtime]:
     clock = VirtualTime()
