@@ -62,6 +62,7 @@ from connector.state import (
     WITHDRAWAL,
     Ack,
     OutboxRow,
+    PageLetter,
     QueuedPayload,
     Store,
     before_resend,
@@ -578,6 +579,7 @@ class Engine:
             # and nothing more, whatever the source's consent says (migration 18).
             opted_out = self.store.opted_out(dest.name, [*subject_ids, *formerly.values()])
             opted_out |= {new for new, old in formerly.items() if old in opted_out}
+            in_part = self._written_in_part(dest.name, letters, queued, delivered)
             for n, (sid, (_, person)) in enumerate(people.items(), 1):
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
@@ -596,14 +598,16 @@ class Engine:
                 elif not tells:
                     dest_report.gated += 1
                     continue
-                elif last is not None and dest.mapping.withdrawn:
-                    # They were sent here under a consent they no longer give: tell the
-                    # system (e.g. unsubscribe), and from then on send nothing else.
+                elif (last is not None or sid in in_part) and dest.mapping.withdrawn:
+                    # They were sent here under a consent they no longer give (or a write
+                    # was refused after it made their record in part): tell the system (e.g.
+                    # unsubscribe), and from then on send nothing else.
                     fields = dest.mapping.withdrawal(person)
                     bare = self.keyring.payload_hash(dest.name, fields)
                     digest = WITHDRAWAL + bare
-                    previous = before_resend(last)
-                    if not landed_unsure(last) and (
+                    sent = last or ""  # nothing for a write refused in part: none was sent
+                    previous = before_resend(sent)
+                    if not landed_unsure(sent) and (
                         previous == bare or previous.startswith(WITHDRAWAL)
                     ):
                         # Sent already: under the address they had then (they moved since),
@@ -763,6 +767,27 @@ class Engine:
             if ext not in read
         }
         return find_moves(self.store, source.name, pulled, ids, gone)
+
+    def _written_in_part(
+        self,
+        system: str,
+        letters: Mapping[str, PageLetter],
+        queued: Mapping[str, str],
+        delivered: Mapping[str, str],
+    ) -> set[str]:
+        """Those with a dead letter for ``system`` (``letters``) it holds a record of though
+        nothing queued or delivered says so: a write it refused in part (one Mailchimp
+        audience took it, another refused it) named the record it made (see
+        :meth:`_deliver_rows`).
+
+        They were sent something there, as a withdrawal of consent counts it: gated as if
+        never sent, the one who opted out stayed subscribed where the write landed. Letters
+        are few, so a page without any looks up nothing.
+        """
+        unsent = [sid for sid in letters if sid not in queued and sid not in delivered]
+        if not unsent:
+            return set()
+        return set(self.store.external_ids(system, unsent))
 
     def _renewed(
         self,
@@ -1180,11 +1205,15 @@ class Engine:
                 if result.retryable:
                     later.append(row.id)
                     dest_report.deferred = result.reason or "deferred"
-                    if result.external_id:
-                        stored = self.ids.to_store(dest.name, result.external_id)
-                        held.append(Ack(row.id, row.subject_id, stored, "", row.subject_no))
                 else:
                     dead.append((row, result.reason or "rejected"))
+                if result.external_id:
+                    # Written in part (one audience took it, another refused it): the record
+                    # made there is the person's, retried or dead-lettered. Known by its id,
+                    # a move renames it, an erasure deletes it and a withdrawal of consent
+                    # reaches it; dropped with a refusal, it outlived all three.
+                    stored = self.ids.to_store(dest.name, result.external_id)
+                    held.append(Ack(row.id, row.subject_id, stored, "", row.subject_no))
                 continue
             if result.outcome == "created":
                 dest_report.created += 1
@@ -1317,7 +1346,8 @@ class Engine:
         alone, it made a second record. The id is committed before the current write goes,
         so a crash between the two sends nothing twice. A former write that cannot go now
         (the system is down) keeps the current one queued with it; one the system refuses
-        made no record, and the current one goes by its address, as any new person's.
+        made no record, and the current one goes by its address, as any new person's (one it
+        refuses in part names the record it made, which the current write updates).
 
         A row whose payload is still that write (no page has queued the person since the
         move) sends it once, and its answer is the row's: sent again by the id, the payload
@@ -1357,7 +1387,7 @@ class Engine:
             if result.ref in once and (result.outcome != "failed" or not result.retryable):
                 waiting.append(result)  # sent, or refused: settled as the row's own answer
                 continue
-            if result.external_id and (result.outcome != "failed" or result.retryable):
+            if result.external_id:  # written, or written in part
                 learned[result.ref] = result.external_id
             elif result.outcome == "failed" and result.retryable:
                 waiting.append(result)
@@ -1400,7 +1430,8 @@ class Engine:
         one's writes in flight, and may have verified the person absent before this write
         landed. So the list is read again: whoever is on it now leaves the outbox, never as
         a dead letter (that would keep their sealed record), and is erased in ``dest`` once
-        more if the write landed or may have (a retryable failure: a timeout, say).
+        more if the write landed or may have (a retryable failure: a timeout, say, or a
+        refusal that names the record it made in part).
         """
         late = self.store.suppressed(list({by_ref[r.ref].subject_id for r in results}))
         if not late:
@@ -1412,8 +1443,8 @@ class Engine:
             row, result = by_ref[record.ref], outcome.get(record.ref)
             if result is None or row.subject_id not in late:
                 continue
-            if result.outcome == "failed" and not result.retryable:
-                refused.append(row)  # nothing landed
+            if result.outcome == "failed" and not result.retryable and not result.external_id:
+                refused.append(row)  # nothing landed (a refusal written in part says its id)
             else:
                 erase.append(
                     (row, record._replace(external_id=result.external_id or record.external_id))

@@ -858,9 +858,11 @@ class Store:
         return {str(system): int(count) for system, count in rows}
 
     def note_identities(self, system: str, acks: Sequence[Ack]) -> None:
-        """Record the system's id for subjects a write reached only in part (it is retried):
-        their rows stay queued and nothing counts as delivered, but the person is known
-        there by that id, as an erasure, an access request and a move must know them.
+        """Record the system's id for subjects a write reached only in part (it is retried,
+        or was refused for good elsewhere in the system): their rows stay queued or become
+        dead letters and nothing counts as delivered, but the person is known there by that
+        id, as an erasure, an access request, a move and a withdrawal of consent must know
+        them.
 
         An id already known stays: the rest of the system still holds the person under it
         (a move renamed them in one audience, not yet in the other), and the retry finds

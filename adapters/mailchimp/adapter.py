@@ -876,9 +876,11 @@ def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | Non
     """The record's failure, if any audience failed: a retryable one first, since a record
     sent again is sent to every audience anyway.
 
-    A retryable failure names the member id an audience that did take the write holds: the
-    member exists there, and the connector must know it by that id (a move of the person's
-    address before the retry renames it instead of adding a second member beside it).
+    Either names the member id an audience that did take the write holds: the member exists
+    there, and the connector must know it by that id (a move of the person's address before
+    the retry renames it instead of adding a second member beside it; their erasure and
+    their withdrawal of consent reach it). A refusal by another audience (a required merge
+    field it lacks) does not undo the member one audience made.
     """
     written = next((o.member_id for o in outcomes if o.ok and o.member_id), None)
     for outcome in outcomes:
@@ -893,7 +895,7 @@ def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | Non
             )
     for outcome in outcomes:
         if not outcome.ok:
-            return UpsertResult(ref, "failed", reason=outcome.reason)
+            return UpsertResult(ref, "failed", external_id=written, reason=outcome.reason)
     return None
 
 

@@ -2071,6 +2071,54 @@ async def test_an_unsubscribe_under_an_address_nobody_has_now_is_the_leaver_s(
     assert rt.store.opted_out("news", [anna, bert]) == {bert}
 
 
+async def _refused_on_the_second_audience(world: World, rt: Runtime, email: str) -> None:
+    """Anna opts in; the second audience requires a merge field the mapping does not send
+    (the owner's form setting), so Mailchimp refuses her there and takes her on the first:
+    the record is a dead letter, and the member on the first audience is subscribed."""
+    world.shop.add_person(email, "Anna", "Jansen", meta_data=OPTED_IN)
+    world.news.require_merge_field(LISTS[1], "PHONE")
+    (report,) = await rt.engine.sync("shop")
+    assert report.destinations["news"].dead_lettered == 1
+    assert world.news.member(LISTS[0], email)["status"] == "subscribed"  # type: ignore[index]
+    assert world.news.member(LISTS[1], email) is None
+
+
+async def test_an_opt_out_unsubscribes_the_member_a_write_refused_elsewhere_made(
+    world: World, news_rt: Runtime
+) -> None:
+    """A write refused on one audience and taken on another is a dead letter with nothing
+    delivered; the member it made is the person's all the same. Their withdrawal of
+    consent reaches it: gated as someone never sent anything there, they stayed
+    subscribed, and kept getting the newsletter they opted out of."""
+    email = "anna@voorbeeld.nl"
+    await _refused_on_the_second_audience(world, news_rt, email)
+    world.shop.touch(email, meta_data=CONSENT_NO)
+    (report,) = await news_rt.engine.sync("shop")
+    assert report.destinations["news"].withdrawn == 1, report.errors
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+    assert world.news.member(LISTS[1], email) is None  # a withdrawal adds nobody
+
+
+async def test_an_erasure_after_a_move_reaches_the_member_a_write_refused_elsewhere_made(
+    world: World, news_rt: Runtime
+) -> None:
+    """The member id the first audience answered is kept with the refusal, as a retried
+    write's is. Dropped, the write after a change of address added a second member instead
+    of moving the first, and an erasure under the new address completed with the member
+    under the former one still subscribed."""
+    old, new = "anna@voorbeeld.nl", "anna.nieuw@voorbeeld.nl"
+    await _refused_on_the_second_audience(world, news_rt, old)
+    sid = news_rt.keyring.subject_id(old)
+    assert news_rt.store.external_id("news", sid) is not None
+    world.shop.touch(old, email=new)
+    await news_rt.engine.sync("shop")
+    assert world.news.member(LISTS[0], old) is None  # moved, not added beside it
+    view = await DsrService(news_rt).erase(new)
+    assert view.status == "completed"
+    left = [list_id for list_id in LISTS for a in (old, new) if world.news.member(list_id, a)]
+    assert left == []
+
+
 def _domain_as_given(email: str) -> str:
     """How an address was identified before its domain was read in punycode."""
     return unicodedata.normalize("NFC", email.strip().lower())
