@@ -8,7 +8,8 @@ what happens next, so callers branch on *kind*, never on message text::
     ├── RemoteError            a call to an external system failed (system, method, path, status)
     │   ├── RetryableError     transport failure, 429, 5xx: retried with backoff (or after the
     │   │   │                      vendor's Retry-After, which it carries), then left queued
-    │   │   └── RateLimitedError   429 from the vendor; carries the vendor's wait hint
+    │   │   └── RateLimitedError   the vendor's rate limit (429; Mailchimp's overload 403);
+    │   │                          carries its wait hint; counts toward an outage as a 429
     │   ├── FatalRemoteError   401/403/404 on a route, TLS failure: stop this system's work
     │   └── RecordError        the vendor rejected one record (4xx): dead-letter it, go on
     ├── StoreError             the state store is unusable (locked by another daemon or sync,
