@@ -309,6 +309,14 @@ def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> P
     return path
 
 
+#: The commands that call the systems, or serve their webhooks and the admin API: the only
+#: ones that need the systems' credentials and webhook secrets and the daemon's tokens, and
+#: so resolve them at load (one missing is bad configuration before they start). The others
+#: (``status``, ``backup``, ``keys rotate``...) run as the operator, who is not given them:
+#: deploy/klantsync.service hands them to the daemon alone.
+_USES_SECRETS = frozenset({"check", "sync", "resync", "run", "dsr"})
+
+
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console: Console) -> int:
     if args.command == "keygen":
         # Printing the key is the command's purpose, so its JSON form holds it too.
@@ -341,7 +349,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
         make_folder(directory, option="--dir")
         return run_sandboxes(console, directory, args.customers, as_json=args.json)
     config_path = _need_config(args, parser)
-    config = load_config(config_path)
+    config = load_config(config_path, secrets=args.command in _USES_SECRETS)
     with _store_errors(config):
         return _dispatch_configured(args, parser, console, config_path, config)
 

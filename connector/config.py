@@ -1,6 +1,7 @@
 """The configuration file: pydantic models, secret references, clear errors.
 
-``load_config(path)`` reads the TOML, resolves ``env:``/``file:`` secret references, validates
+``load_config(path)`` reads the TOML, resolves ``env:``/``file:`` secret references (only the
+master key's for a command that calls no system, see ``secrets``), validates
 every table against its model (unknown keys are errors), applies the TLS policy to every URL,
 checks flows against systems and adapters' capabilities, and loads each system's mapping.
 Any problem raises :class:`~connector.errors.ConfigError` naming the file, the dotted key and
@@ -32,7 +33,7 @@ from connector.http import (
 )
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
-from connector.secrets import resolve_secret
+from connector.secrets import DeferredSecret, resolve_secret
 from connector.settings import ConfigPath, StrictModel, SystemSettings
 
 __all__ = [
@@ -413,8 +414,16 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     registry: Mapping[str, AdapterSpec] | None = None,
+    secrets: bool = True,
 ) -> Config:
-    """Load and validate ``path``; raise :class:`ConfigError` on the first problem."""
+    """Load and validate ``path``; raise :class:`ConfigError` on the first problem.
+
+    ``secrets``: resolve the systems' credentials and webhook secrets and the daemon's tokens
+    now, as a command that uses them wants (one missing is an error before it starts).
+    False, for a command that calls no system: each is kept as its reference and resolved
+    when first used (:class:`~connector.secrets.DeferredSecret`), so the command runs
+    without the secrets only the daemon is given. The master key is resolved either way.
+    """
     if registry is None:
         from adapters.registry import REGISTRY
 
@@ -451,8 +460,8 @@ def load_config(
     daemon_raw = _table(data, "daemon", file)
     for token in ("admin_token", "metrics_token"):
         if token in daemon_raw:
-            daemon_raw[token] = resolve_secret(
-                daemon_raw[token], file=file, key=f"daemon.{token}", base_dir=base, env=env
+            daemon_raw[token] = _secret(
+                daemon_raw[token], file=file, key=f"daemon.{token}", base=base, env=env, now=secrets
             )
     daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
     daemon = _check_daemon(daemon, file, base, development)
@@ -472,7 +481,7 @@ def load_config(
     systems: dict[str, SystemSettings] = {}
     mappings: dict[str, SystemMapping] = {}
     for name, raw in systems_raw.items():
-        settings = _load_system(name, raw, file, base, registry, development, env)
+        settings = _load_system(name, raw, file, base, registry, development, env, secrets)
         systems[name] = settings
         try:
             mappings[name] = load_mapping(settings.mapping)
@@ -523,6 +532,7 @@ def _load_system(
     registry: Mapping[str, AdapterSpec],
     development: DevelopmentSettings,
     env: Mapping[str, str] | None,
+    secrets: bool,
 ) -> SystemSettings:
     key = f"systems.{name}"
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
@@ -552,20 +562,21 @@ def _load_system(
                 f"unknown credential; the {kind} adapter takes {', '.join(takes)}",
             )
     raw["credentials"] = {
-        cred: resolve_secret(
-            ref, file=file, key=f"{key}.credentials.{cred}", base_dir=base, env=env
+        cred: _secret(
+            ref, file=file, key=f"{key}.credentials.{cred}", base=base, env=env, now=secrets
         )
         for cred, ref in credentials.items()
     }
     webhooks = raw.get("webhooks")
     if isinstance(webhooks, dict) and "secret" in webhooks:
         raw["webhooks"] = dict(webhooks)
-        raw["webhooks"]["secret"] = resolve_secret(
+        raw["webhooks"]["secret"] = _secret(
             webhooks["secret"],
             file=file,
             key=f"{key}.webhooks.secret",
-            base_dir=base,
+            base=base,
             env=env,
+            now=secrets,
             sent=False,  # it keys a signature; a shop admin may have typed any text
         )
     try:
@@ -592,6 +603,24 @@ def _load_system(
             raise ConfigError(file, f"{key}.ca_bundle", problem)
         updates["ca_bundle"] = ca
     return settings.model_copy(update=updates)
+
+
+def _secret(
+    reference: object,
+    *,
+    file: str,
+    key: str,
+    base: Path,
+    env: Mapping[str, str] | None,
+    now: bool,
+    sent: bool = True,
+) -> str | SecretStr:
+    """The secret ``reference`` points at, resolved ``now`` or when it is first used."""
+
+    def resolve() -> str:
+        return resolve_secret(reference, file=file, key=key, base_dir=base, env=env, sent=sent)
+
+    return resolve() if now else DeferredSecret(resolve)
 
 
 def _check_deadline(settings: SystemSettings, file: str, key: str) -> None:

@@ -1,19 +1,23 @@
 """Secret references: ``env:NAME`` or ``file:PATH``, never the secret itself in the config.
 
 Resolved once at config load; the value is wrapped in ``SecretStr`` straight away so it never
-shows up in a repr, a log line or an error message.
+shows up in a repr, a log line or an error message. A command that calls no system loads the
+config without resolving the systems' secrets: each is then a :class:`DeferredSecret`,
+resolved if and when it is first used.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from pydantic import SecretStr
 
 from connector.errors import ConfigError
 
-__all__ = ["resolve_secret"]
+__all__ = ["DeferredSecret", "resolve_secret"]
 
 #: What an environment variable's name is made of, as a shell allows it.
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -107,6 +111,27 @@ def resolve_secret(
         'must be a secret reference ("env:NAME" or "file:PATH"); secrets are never written '
         "in the config file itself",
     )
+
+
+class DeferredSecret(SecretStr):
+    """A secret whose reference is resolved when its value is first asked for, not at load.
+
+    For the commands that call no system (``status``, ``backup``, ``keys rotate``...): the
+    operator runs them as the service user, without the environment the daemon alone is
+    given (deploy/klantsync.service's secrets.env), and a vendor token resolved at load made
+    each of them refuse to run. Asked for after all, it is resolved as at load, and raises
+    the same :class:`ConfigError`. Shown as any secret is (``**********``), never the value.
+    """
+
+    def __init__(self, resolve: Callable[[], str]) -> None:
+        super().__init__("(deferred)")  # only what repr and str show as "**********"
+        self._resolve = resolve
+        self._value: str | None = None
+
+    def get_secret_value(self) -> str:
+        if self._value is None:
+            self._value = self._resolve()
+        return self._value
 
 
 def _sendable(value: str, file: str, key: str, where: str) -> str:

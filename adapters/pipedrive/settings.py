@@ -25,6 +25,7 @@ from pydantic import SecretStr, field_validator
 
 from connector.adapter import ClientConfig, Limits
 from connector.ratelimit import RateLimit
+from connector.secrets import DeferredSecret
 from connector.settings import SystemSettings, WebhookSettings
 
 __all__ = [
@@ -88,6 +89,10 @@ class PipedriveWebhookSettings(WebhookSettings):
     @field_validator("secret")
     @classmethod
     def _basic_pair(cls, secret: SecretStr) -> SecretStr:
+        if isinstance(secret, DeferredSecret):
+            # Not resolved: the config was loaded for a command that calls no system. Those
+            # that serve webhooks resolve it at load, and it is checked then.
+            return secret
         user, colon, password = secret.get_secret_value().partition(":")
         if not (user and colon and password):
             raise ValueError(

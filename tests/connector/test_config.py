@@ -683,6 +683,32 @@ def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_th
     assert "geheim" not in str(error) and "0xff" not in str(error)
 
 
+def test_a_config_loaded_for_a_command_that_calls_no_system_resolves_a_secret_when_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`secrets=False` (status, backup, keys...): the systems' secrets are not read at load,
+    so a token the operator's environment lacks stops nothing; one used after all is read
+    then, refused as at load (file and key), and never shown. The master key is read."""
+    path = write_config(tmp_path, crm_extra='webhooks = { secret = "file:hook" }')
+    for name in ("T_WC_KEY", "T_WC_SECRET", "T_HS_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    config = load_config(path, secrets=False)
+    assert config.systems["crm"].webhooks is not None  # configured, as the register says
+    with pytest.raises(ConfigError) as caught:
+        config.systems["crm"].credential("token")
+    assert (caught.value.file, caught.value.key) == (str(path), "systems.crm.credentials.token")
+    assert "T_HS_TOKEN is not set" in caught.value.problem
+    monkeypatch.setenv("T_HS_TOKEN", "pat-geheim")
+    assert config.systems["crm"].credential("token") == "pat-geheim"
+    assert "pat-geheim" not in repr(config) and "pat-geheim" not in str(config)
+    monkeypatch.delenv("T_HS_TOKEN")
+    assert _load_error(path).key == "systems.shop.credentials.consumer_key"  # read at load
+    (tmp_path / "master.key").unlink()
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, secrets=False)
+    assert caught.value.key == "keys.source"
+
+
 def test_any_value_under_any_key_of_the_example_is_loaded_or_named_as_a_mistake(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1603,3 +1603,33 @@ def test_backup_with_a_store_path_no_store_can_be_at_is_bad_configuration(
     err = capsys.readouterr().err
     assert code == 2, (code, err)
     assert "store.path" in err and str(config) in err, err
+
+
+def test_commands_that_call_no_system_run_without_the_vendor_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README runs `backup`, `keys rotate` and `restore` as the service user
+    (`ks() { sudo -u klantsync klantsync -c CONFIG "$@"; }`), while deploy/klantsync.service
+    gives the vendor tokens to the daemon alone. A command that calls no vendor needs none:
+    each refused to run (exit 2) for a token missing from the operator's environment. One
+    that calls a vendor still names the missing one, as bad configuration."""
+    config = write_test_config(tmp_path)  # credentials env:T_WC_KEY ...; none set here
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    Store(load_config(config, secrets=False).store_path).close()
+    for command in (
+        ["status"],
+        ["keys", "show"],
+        ["audit", "verify"],
+        ["backup", "--out", str(tmp_path / "backup.db")],
+        ["incident", "list"],
+    ):
+        code = main(["-c", str(config), *command, "--json"])
+        answer = _json(capsys)
+        assert code == 0 and "error" not in answer, (command, code, answer)
+    for command in (["sync"], ["check"], ["resync", "--system", "shop"]):
+        assert main(["-c", str(config), *command, "--json"]) == 2
+        refused = _json(capsys)
+        assert isinstance(refused, dict)
+        assert refused["error"] == "config"
+        assert refused["key"] == "systems.shop.credentials.consumer_key", refused
