@@ -123,14 +123,16 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
         return _register(config, args, console)
     if not _records(args) and not store_exists(config.store_path):
         return _without_store(config, args, console)
-    # A dry run only looks: a store that opening would write to first (an older one, which
-    # it migrates) is looked at as a private copy, as `sync --dry-run` looks at it. It
-    # counts without the keys, so what opening with them writes is not in its way.
-    # The stores a restore replaced are looked for beside the store, not beside its copy.
+    # A dry run and `incident list` and `show` only look: a store that opening would write to
+    # first (an older one, which it migrates) is looked at as a private copy, as `sync
+    # --dry-run` looks at it. They read without the keys, so what opening with them writes
+    # is not in their way. The stores a restore replaced are looked for beside the store,
+    # not beside its copy.
     beside = config.store_path
+    looking = _looking(args)
     look = (
-        looked_at(config, tell, keyed=False)
-        if _is_dry_run(args)
+        looked_at(config, tell, keyed=False, looking=looking)
+        if looking is not None
         else contextlib.nullcontext(config)
     )
     # Shared, as every command that writes to the store holds it: a restore (which takes it
@@ -157,9 +159,14 @@ def _records(args: argparse.Namespace) -> bool:
     return bool(args.command == "incident" and args.incident_action == "open")
 
 
-def _is_dry_run(args: argparse.Namespace) -> bool:
-    """Whether the command is a dry run, which must leave the store as it is."""
-    return bool(args.command == "retention" and args.dry_run)
+def _looking(args: argparse.Namespace) -> str | None:
+    """What the command is called when it only looks at the store, and must leave it as it
+    is (a dry run, or an incident listed or shown); ``None`` when it changes the store."""
+    if args.command == "retention" and args.dry_run:
+        return "dry run"
+    if args.command == "incident" and args.incident_action in ("list", "show"):
+        return f"incident {args.incident_action}"
+    return None
 
 
 def _without_store(config: Config, args: argparse.Namespace, console: Console) -> int:

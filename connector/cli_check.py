@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import compliance
-from connector.cliargs import EXIT_FAILED, EXIT_OK
+from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config, load_config, secret_files
 from connector.errors import KlantsyncError, StorePathError
 from connector.http import listener_is_loopback, redact_url
 from connector.model import CONSENT_FIELDS
+from connector.runtime import looked_at
 from connector.state import Store
 from connector.storefile import store_path_problem
 
@@ -25,7 +26,12 @@ __all__ = ["check"]
 
 
 def _check_master_key(config: Config) -> dict[str, Any]:
-    """Whether the master key opens the store (ConfigError if not); a missing store is new."""
+    """Whether the master key opens the store (ConfigError if not); a missing store is new.
+
+    A store that opening would migrate is checked as a private copy (said on stderr): the
+    first check after installing a new version, with the older daemon still running on the
+    store, upgraded it in place, and that daemon refused it at its next start.
+    """
     from connector.crypto import master_fingerprint
     from connector.keyset import check_master_key
 
@@ -37,11 +43,13 @@ def _check_master_key(config: Config) -> dict[str, Any]:
     if not config.store_path.exists():
         facts["store"] = "not created yet"
         return facts
-    store = Store(config.store_path)
-    try:
-        facts["store"] = "opens" if check_master_key(store, config) else "opens (not yet bound)"
-    finally:
-        store.close()
+    with looked_at(config, tell, keyed=False, looking="check") as looked:
+        store = Store(looked.store_path)
+        try:
+            bound = check_master_key(store, looked)
+        finally:
+            store.close()
+    facts["store"] = "opens" if bound else "opens (not yet bound)"
     return facts
 
 

@@ -19,12 +19,13 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from connector.cliargs import EXIT_OK
+from connector.cliargs import EXIT_OK, tell
 from connector.config import Config
 from connector.crypto import decode_master_key, master_fingerprint
 from connector.errors import ConfigError, StoreError
 from connector.keyset import KEPT_KEYS, Rotation, key_facts, open_keyring, rotate_master_key
 from connector.lock import keys_alone, sharing_keys
+from connector.runtime import looked_at
 from connector.secrets import resolve_secret
 from connector.state import Store
 from connector.storefile import store_exists
@@ -68,11 +69,16 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
 def _show(args: argparse.Namespace, console: Console, config: Config) -> int:
     if not store_exists(config.store_path):
         return _no_store_yet(args, console, config)
-    with sharing_keys(config.store_path):
-        store = Store(config.store_path)
+    # A store that opening would migrate is read as a private copy (said on stderr): it is
+    # the store the older daemon still runs on, after a new version is installed.
+    with (
+        looked_at(config, tell, keyed=False, looking="keys show") as looked,
+        sharing_keys(looked.store_path),
+    ):
+        store = Store(looked.store_path)
         try:
-            open_keyring(store, config)  # refuses a key not the store's; binds a new store
-            keys = key_facts(store, config)
+            open_keyring(store, looked)  # refuses a key not the store's; binds a new store
+            keys = key_facts(store, looked)
         finally:
             store.close()
     created, rotated = keys["created_at"], keys["rotated_at"]

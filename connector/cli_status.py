@@ -1,5 +1,6 @@
 """`status` and `audit`: what the store holds and where its runs stand, and the audit
-chain verified or exported. Neither creates a store where there is none."""
+chain verified or exported. Neither creates a store where there is none, and `status` and
+`audit export` leave an older store at its schema (they look at a private copy)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import audit, incidents
-from connector.cliargs import EXIT_FAILED, EXIT_OK
+from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config
 from connector.dsr_views import summary as dsr_summary
 from connector.errors import ConfigError
 from connector.keyset import check_master_key
 from connector.lock import daemon_running, sharing_keys, sync_running
+from connector.runtime import looked_at, schema_of
 from connector.state import Store
 from connector.storefile import store_exists
 
@@ -30,61 +32,17 @@ DEAD_LETTERS_SHOWN = 20
 
 
 def status(config: Config, args: argparse.Namespace, console: Console) -> int:
-    from connector.backup import last_backup
-    from connector.keyset import key_facts
-
-    store_path, flows = config.store_path, [f.name for f in config.flows]
+    store_path = config.store_path
     if not store_exists(store_path):
         return _status_without_store(config, args, console)
-    store = Store(store_path)
-    try:
-        runs = _runs_now(store)
-        data: dict[str, Any] = {
-            "store": str(store_path),
-            "schema_version": store.schema_version,
-            "counts": store.counts(),
-            "queued": store.outbox_counts(),
-            "flows": {
-                name: (
-                    {
-                        "last_started": runs[name][0],
-                        "last_finished": runs[name][1],
-                        "last_status": runs[name][2],
-                        "last_success": store.last_success(name),
-                        # Why the latest run failed, as its summary says (the errors name
-                        # systems, calls and the vendor's category, never a person).
-                        "last_errors": _run_errors(runs[name][3]),
-                    }
-                    if name in runs
-                    else {"last_status": "never run"}
-                )
-                for name in flows
-            },
-            # Every one (the text lists the latest few); the reason is the vendor's category,
-            # never its message, and the subject its HMAC id.
-            "dead_letters": [
-                {
-                    "id": d.id,
-                    "system": d.system,
-                    "subject": d.subject_id,
-                    "reason": d.reason,
-                    "refusals": d.refusals,
-                    "first_refused_at": d.first_refused_at,
-                    "last_refused_at": d.created_at,
-                }
-                for d in store.dead_letters()
-            ],
-            "requests": dsr_summary(store),
-            # The 72-hour breach clocks still running (closed ones: `incident list`).
-            "incidents": incidents.open_summary(store),
-            "daemon_running": daemon_running(store_path),
-            "sync_running": sync_running(store_path),
-            "keys": key_facts(store, config),
-            "last_backup": last_backup(store),
-            "store_exists": True,
-        }
-    finally:
-        store.close()
+    # A store that opening would migrate is read as a private copy: it is the store the
+    # older daemon still runs on, after a new version is installed.
+    with looked_at(config, tell, keyed=False, looking="status") as looked:
+        store = Store(looked.store_path)
+        try:
+            data = _status_data(store, store_path, config)
+        finally:
+            store.close()
     if args.json:
         print(json.dumps(data, indent=2))
         return EXIT_OK
@@ -177,6 +135,61 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _status_data(store: Store, store_path: Path, config: Config) -> dict[str, Any]:
+    """What ``status`` reports of ``store``: the store at ``store_path``, or a private copy
+    of it, migrated (the schema and the locks are then the store's own, read beside it)."""
+    from connector.backup import last_backup
+    from connector.keyset import key_facts
+
+    runs, flows = _runs_now(store, store_path), [f.name for f in config.flows]
+    return {
+        "store": str(store_path),
+        "schema_version": (
+            store.schema_version if store.path == store_path else schema_of(store_path)
+        ),
+        "counts": store.counts(),
+        "queued": store.outbox_counts(),
+        "flows": {
+            name: (
+                {
+                    "last_started": runs[name][0],
+                    "last_finished": runs[name][1],
+                    "last_status": runs[name][2],
+                    "last_success": store.last_success(name),
+                    # Why the latest run failed, as its summary says (the errors name
+                    # systems, calls and the vendor's category, never a person).
+                    "last_errors": _run_errors(runs[name][3]),
+                }
+                if name in runs
+                else {"last_status": "never run"}
+            )
+            for name in flows
+        },
+        # Every one (the text lists the latest few); the reason is the vendor's category,
+        # never its message, and the subject its HMAC id.
+        "dead_letters": [
+            {
+                "id": d.id,
+                "system": d.system,
+                "subject": d.subject_id,
+                "reason": d.reason,
+                "refusals": d.refusals,
+                "first_refused_at": d.first_refused_at,
+                "last_refused_at": d.created_at,
+            }
+            for d in store.dead_letters()
+        ],
+        "requests": dsr_summary(store),
+        # The 72-hour breach clocks still running (closed ones: `incident list`).
+        "incidents": incidents.open_summary(store),
+        "daemon_running": daemon_running(store_path),
+        "sync_running": sync_running(store_path),
+        "keys": key_facts(store, config),
+        "last_backup": last_backup(store),
+        "store_exists": True,
+    }
+
+
 def _run_errors(summary: str | None) -> list[str]:
     """Why a run failed, as its stored summary says (none for a run still going or cut
     short): its errors, then each destination that left records behind and why.
@@ -205,18 +218,19 @@ def _run_errors(summary: str | None) -> list[str]:
     return said
 
 
-def _runs_now(store: Store) -> dict[str, tuple[str, str | None, str, str | None]]:
+def _runs_now(store: Store, store_path: Path) -> dict[str, tuple[str, str | None, str, str | None]]:
     """Each flow's latest run, one still marked running shown as ``interrupted`` when no
-    process holds the sync lock (the process running it died: ``kill -9``, a power cut).
+    process holds the sync lock of the store at ``store_path`` (``store`` may be a private
+    copy of it) (the process running it died: ``kill -9``, a power cut).
 
     The lock is looked at before and after the runs are read, so a sync that takes it in
     between (and has just recorded its run) is not taken for an interrupted one.
     """
-    syncing_before = sync_running(store.path)
+    syncing_before = sync_running(store_path)
     runs = store.last_runs()
     if syncing_before or not any(run[2] == "running" for run in runs.values()):
         return runs
-    if sync_running(store.path):
+    if sync_running(store_path):
         return runs
     return {
         flow: (run[0], run[1], "interrupted", run[3]) if run[2] == "running" else run
@@ -256,6 +270,8 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
     if args.action == "verify":
         # With the store's keys, which the head's and the anchor's MACs are checked with (a
         # chain from before them is keyed now): shared, as every command using them holds it.
+        # The store itself, an older one migrated: keying the chain is a write this reports
+        # done, which on a private copy would be reported and not done.
         with sharing_keys(store_path):
             store = Store(store_path)
             try:
@@ -264,18 +280,21 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
             finally:
                 store.close()
         return _verified(result, args, console)
-    store = Store(store_path)
     try:
-        out = sys.stdout
+        since = audit.parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        raise ConfigError("--since", "", str(exc)) from None
+    # Read as a private copy where opening would migrate the store (said on stderr, so the
+    # export stays the entries alone).
+    with looked_at(config, tell, keyed=False, looking="audit export") as looked:
+        store = Store(looked.store_path)
         try:
-            since = audit.parse_since(args.since) if args.since else None
-        except ValueError as exc:
-            raise ConfigError("--since", "", str(exc)) from None
-        for entry in audit.entries(store, since=since):
-            out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
-        return EXIT_OK
-    finally:
-        store.close()
+            out = sys.stdout
+            for entry in audit.entries(store, since=since):
+                out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
+        finally:
+            store.close()
+    return EXIT_OK
 
 
 #: What ``audit verify`` adds of the head's and the anchor's MACs, when it is not "checked".

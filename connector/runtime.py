@@ -17,10 +17,12 @@ import httpx
 from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
+from connector.errors import StoreError
 from connector.keyset import key_check_files, open_keyring
 from connector.lock import sharing_keys
 from connector.schema import MIGRATIONS
 from connector.state import Store
+from connector.storefile import refuse_foreign
 from connector.systems import Systems, open_systems
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "looked_at",
     "open_runtime",
     "private_copy",
+    "schema_of",
     "settle_heap",
     "writes_at_open",
 ]
@@ -100,6 +103,9 @@ def writes_at_open(store_path: Path, *, keyed: bool = True) -> str | None:
     """
     try:
         with closing(_existing(store_path)) as db:
+            # A file opening refuses (not a store, or one without its tables) is left to be
+            # opened where it is, and refused naming it; a copy was refused naming the copy.
+            refuse_foreign(db, store_path)
             (version,) = db.execute("PRAGMA user_version").fetchone()
             if 0 < version < len(MIGRATIONS):
                 return f"it is at schema {version}, which opening migrates to {len(MIGRATIONS)}"
@@ -109,30 +115,35 @@ def writes_at_open(store_path: Path, *, keyed: bool = True) -> str | None:
                 return "its keys are not bound to a master key yet, which opening does"
             if db.execute("SELECT 1 FROM bundles WHERE typeof(path) = 'text' LIMIT 1").fetchone():
                 return "it keeps access bundle paths in clear, which opening seals"
-    except sqlite3.Error:
+    except (sqlite3.Error, StoreError):
         return None
     return None
 
 
 @contextmanager
 def looked_at(
-    config: Config, tell: Callable[[str], None], *, keyed: bool = True
+    config: Config,
+    tell: Callable[[str], None],
+    *,
+    keyed: bool = True,
+    looking: str = "dry run",
 ) -> Iterator[Config]:
-    """The config a look at the store (a dry run) opens it under, so that looking writes
-    nothing to it.
+    """The config a look at the store (a dry run, ``check``, ``status``...) opens it under,
+    so that looking writes nothing to it.
 
     ``config`` itself; or, where opening would write to the store first
     (:func:`writes_at_open`; ``keyed`` as there), ``config`` naming a private copy of it
     (:func:`private_copy`), opened as the store would be and deleted after the block, with
-    ``tell`` given one line saying so. Opened as it is, an older store was migrated by a
-    look, and the older daemon still running on it refused it at its next start ("newer
-    than this klantsync supports").
+    ``tell`` given one line saying so (``looking``: what looks, as the line names it).
+    Opened as it is, an older store was migrated by a look (a `check` after installing the
+    new version, before restarting the daemon), and the older daemon still running on it
+    refused it at its next start ("newer than this klantsync supports").
     """
     why = writes_at_open(config.store_path, keyed=keyed)
     if why is None:
         yield config
         return
-    tell(f"dry run on a private copy of the store, left as it is: {why}")
+    tell(f"{looking} on a private copy of the store, left as it is: {why}")
     # Taken sharing the keys: a master key rotation does not reseal the store under the copy.
     with sharing_keys(config.store_path), private_copy(config.store_path) as copy:
         yield dataclasses.replace(config, store_path=copy)
@@ -157,6 +168,14 @@ def private_copy(store_path: Path) -> Iterator[Path]:
             db.execute("PRAGMA busy_timeout=5000")
             db.backup(to)
         yield copy
+
+
+def schema_of(store_path: Path) -> int:
+    """The schema version of the store at ``store_path`` as it is: a look at a private copy
+    (:func:`looked_at`) reads the copy's, migrated."""
+    with closing(_existing(store_path)) as db:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+    return int(version)
 
 
 def _existing(path: Path) -> sqlite3.Connection:

@@ -264,6 +264,50 @@ def test_retention_dry_run_on_a_private_copy_counts_the_stores_a_restore_replace
     assert replaced.exists()
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["check"], ["status"], ["keys", "show"], ["audit", "export"], ["incident", "list"]],
+    ids=" ".join,
+)
+def test_a_command_that_only_looks_leaves_an_older_store_at_its_schema(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """`check` validates; run after installing a new version (the natural first step of an
+    upgrade, before restarting the daemon), it migrated the store the older daemon still
+    runs on, in place and for good: rolled back, that daemon refused the store ("newer than
+    this klantsync supports"). So did `status`, `keys show`, `audit export` and `incident
+    list`. Each looks at a private copy, as the dry runs do, and says so on stderr."""
+    config = write_test_config(tmp_path)
+    store_path = load_config(config).store_path
+    assert main(["-c", str(config), "incident", "open", "--summary", "a laptop lost"]) == 0
+    as_the_version_before(store_path)  # the store as the previous klantsync left it
+    before = _sha256(store_path)
+    capsys.readouterr()
+
+    code = main(["-c", str(config), *command] + ([] if command[0] == "audit" else ["--json"]))
+
+    out = capsys.readouterr()
+    assert code in (0, 1), out  # check: 1 for the compliance gaps of this minimal config
+    assert f"{' '.join(command)} on a private copy of the store" in out.err
+    assert _sha256(store_path) == before
+    with closing(sqlite3.connect(store_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (len(MIGRATIONS) - 1,)
+    if command[0] == "audit":
+        kinds = [json.loads(line)["kind"] for line in out.out.splitlines()]
+        assert "incident.opened" in kinds, kinds
+        return
+    answer = json.loads(out.out)
+    if command == ["check"]:
+        assert answer["master_key"]["store"] == "opens"
+    elif command == ["status"]:
+        assert answer["schema_version"] == len(MIGRATIONS) - 1  # the store's, not the copy's
+        assert answer["incidents"]["open"] == 1 and answer["keys"]["keys_source_matches"]
+    elif command == ["keys", "show"]:
+        assert answer["store_exists"] and answer["master_fingerprint"]
+    else:
+        assert [incident["summary"] for incident in answer] == ["a laptop lost"]
+
+
 def test_a_dry_run_on_a_store_opening_leaves_as_it_is_looks_at_the_store_itself(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
