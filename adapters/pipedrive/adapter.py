@@ -49,10 +49,12 @@ import httpx
 from adapters.pipedrive.directory import Directory
 from adapters.pipedrive.linked import Left, LinkedReader
 from adapters.pipedrive.payloads import (
+    NAME_PARTS,
     PullCursor,
     decode_cursor,
     encode_cursor,
     failure_reason,
+    held_name_part,
     in_the_bin,
     later_time,
     other_entries_kept,
@@ -382,12 +384,13 @@ class PipedriveAdapter:
         The person is read first. The connector owns the primary phone and e-mail of the
         people it writes, not the others a salesperson added (an office number, a work
         address): the phone replaces the primary entry and the others are kept, and so does
-        a sync's e-mail (sent as the whole list, which replaced theirs). ``correcting`` (the
-        update-only verb, which may carry only the corrected fields) changes what is given
-        and nothing else: Pipedrive's ``name`` is both name parts, so one corrected alone
-        keeps the other as Pipedrive shows it (``first_name``/``last_name`` of the read, split
-        from ``name`` by Pipedrive), else it would become the whole name; the e-mail list is
-        not sent.
+        a sync's e-mail (sent as the whole list, which replaced theirs). Pipedrive's ``name``
+        is both name parts, so a write carrying one alone keeps the other as the person holds
+        it (:func:`held_name_part`), else it would become the whole name: a customer the
+        shop holds a first name of only lost the last name a salesperson typed at every
+        sync, and a field the source does not hold is never emptied at the destination.
+        ``correcting`` (the update-only verb, which may carry only the corrected fields)
+        changes what is given and nothing else: the e-mail list is not sent.
         """
         fields = dict(record.fields)
         current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
@@ -401,11 +404,7 @@ class PipedriveAdapter:
             return None
         if holder is not None and not _primary_is(person, holder):
             return None  # a housemate's person, holding the address beside their own
-        if correcting:
-            parts = ("first_name", "last_name")
-            if sum(part in fields for part in parts) == 1:
-                missing = next(part for part in parts if part not in fields)
-                fields[missing] = person.get(missing) or ""
+        fields.update(_other_name_part(person, fields))
         phone = fields.get("phone")
         phones = other_entries_kept(person.get("phones"), phone) if isinstance(phone, str) else None
         address = str(fields.get("email") or record.email or "").strip()
@@ -658,6 +657,17 @@ class PipedriveAdapter:
 def _primary_is(person: dict[str, Any], email: str) -> bool:
     """Whether ``email`` is the person's primary e-mail (as subjects are told apart)."""
     return normalise_email(primary_value(person.get("emails")) or "") == normalise_email(email)
+
+
+def _other_name_part(person: dict[str, Any], fields: dict[str, Any]) -> dict[str, str]:
+    """The name part a write leaves out, as ``person`` holds it, when it carries the other
+    one alone (:func:`held_name_part`); nothing when it carries both or neither."""
+    given = {part: str(fields.get(part) or "").strip() for part in NAME_PARTS}
+    sent = [part for part in NAME_PARTS if given[part]]
+    if len(sent) != 1:
+        return {}
+    missing = next(part for part in NAME_PARTS if part not in sent)
+    return {missing: held_name_part(person, missing, given[sent[0]])}
 
 
 def _passed_note(passed: Sequence[int]) -> str:

@@ -23,12 +23,14 @@ from connector.model import normalise_email
 
 __all__ = [
     "IN_THE_BIN",
+    "NAME_PARTS",
     "PURGED_AFTER",
     "PullCursor",
     "decode_cursor",
     "email_values",
     "encode_cursor",
     "failure_reason",
+    "held_name_part",
     "in_the_bin",
     "later_time",
     "other_entries_kept",
@@ -86,6 +88,35 @@ def person_body(
 
 #: Mapped fields a person body carries in another shape: the contact lists and ``name``.
 _NOT_SENT_AS_THEMSELVES = frozenset({"email", "phone", "first_name", "last_name"})
+
+#: The mapped name parts, in the order ``name`` joins them.
+NAME_PARTS: Final = ("first_name", "last_name")
+
+
+def held_name_part(person: Mapping[str, Any], missing: str, given: str) -> str:
+    """The name part ``missing`` (``first_name``/``last_name``) as the person holds it, for
+    a write that carries only the other part, ``given``.
+
+    Pipedrive's ``name`` is both parts, so a write of one alone keeps the other, else it
+    would become the whole name (a last name a salesperson typed, gone at the next sync).
+    A held name that begins with the given first name (ends with the given last name)
+    holds the rest as the other part, whatever Pipedrive's own split: "Jansen", written
+    from a last name alone, has no first name (Pipedrive shows "Jansen" as the first name,
+    and it came back as "Jansen Jansen"), and "Anna Maria Vos" with the first name "Anna
+    Maria" keeps "Vos". Otherwise the part is the one Pipedrive shows on a read (split from
+    ``name`` by Pipedrive).
+    """
+    held = str(person.get("name") or "").split()
+    words = given.split()
+    count = len(words)
+    if count and len(held) >= count:
+        fold = [word.casefold() for word in words]
+        if missing == "last_name" and [w.casefold() for w in held[:count]] == fold:
+            return " ".join(held[count:])
+        if missing == "first_name" and [w.casefold() for w in held[-count:]] == fold:
+            return " ".join(held[:-count])
+    shown = person.get(missing)
+    return shown.strip() if isinstance(shown, str) else ""
 
 
 def other_entries_kept(

@@ -670,6 +670,50 @@ async def test_an_update_of_one_name_part_keeps_the_other_in_the_name(pd: Harnes
     )
 
 
+async def test_a_sync_without_a_last_name_keeps_the_last_name_held(pd: Harness) -> None:
+    """The shop holds only a first name; a salesperson filled in the last name in Pipedrive.
+    A later sync (the phone changed) sent ``name`` as the first name alone, and the last
+    name was gone: a field the source does not hold is not emptied at the destination."""
+    email = "jan@example.com"
+    first = {"email": email, "first_name": "Jan"}
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, first)])
+    assert created.outcome == "created" and created.external_id is not None
+    pd.sandbox.store.persons[int(created.external_id)].values["name"] = "Jan Jansen"
+    again = {**first, "phone": "+31612345678"}
+    (updated,) = await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, again)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and stored["name"] == "Jan Jansen"
+    # The first name changed at the source: the last name held stays beside it.
+    (renamed,) = await pd.adapter.upsert(
+        [OutboundRecord("r", email, created.external_id, {**again, "first_name": "Johan"})]
+    )
+    assert renamed.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and stored["name"] == "Johan Jansen"
+
+
+async def test_a_name_written_from_one_part_is_not_doubled_by_the_next_sync(
+    pd: Harness,
+) -> None:
+    """Written from a last name alone, ``name`` is "Vos", which Pipedrive shows as the
+    first name: kept as the other part, it came back "Vos Vos". A first name of several
+    words keeps what follows it, whatever Pipedrive's own split of the name."""
+    email = "vos@example.com"
+    only_last = {"email": email, "last_name": "Vos"}
+    (created,) = await pd.adapter.upsert([OutboundRecord("r", email, None, only_last)])
+    assert created.external_id is not None
+    again = {**only_last, "phone": "+31612345678"}
+    await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, again)])
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and stored["name"] == "Vos"
+    pd.sandbox.store.persons[int(created.external_id)].values["name"] = "Anna Maria Vos"
+    first = {"email": email, "first_name": "Anna Maria", "phone": "+31687654321"}
+    await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, first)])
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and stored["name"] == "Anna Maria Vos"
+
+
 async def test_an_update_leaves_the_email_list_and_other_phones_alone(pd: Harness) -> None:
     """A correction changes what it carries: an address a salesperson added stays."""
     email = "jan@example.com"
