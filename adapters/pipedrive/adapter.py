@@ -64,6 +64,7 @@ from adapters.pipedrive.payloads import (
     with_contact_keys,
 )
 from adapters.pipedrive.sandbox import PipedriveSandbox
+from adapters.pipedrive.sent import Kind, LastSent
 from adapters.pipedrive.settings import (
     PipedriveSettings,
     client_config,
@@ -137,6 +138,7 @@ class PipedriveAdapter:
         self.settings = settings
         self.limits = pipedrive_limits(settings)
         self.directory = Directory(client.clock)
+        self.sent = LastSent()
         self.linked = LinkedReader(client, settings.base_url)
         self._listing = asyncio.Lock()
 
@@ -346,6 +348,8 @@ class PipedriveAdapter:
         if result.external_id is None:
             return await self._made_by_lost_create(record) or result
         self.directory.created(record.email, int(result.external_id))
+        own = (primary_value(body.get("emails")), primary_value(body.get("phones")))
+        self._wrote(int(result.external_id), *own)
         return result
 
     async def _made_by_lost_create(self, record: OutboundRecord) -> UpsertResult | None:
@@ -384,11 +388,14 @@ class PipedriveAdapter:
         The person is read first. The connector owns the primary phone and e-mail of the
         people it writes, not the others a salesperson added (an office number, a work
         address): the phone replaces the primary entry and the others are kept, and so does
-        a sync's e-mail (sent as the whole list, which replaced theirs). Pipedrive's ``name``
-        is both name parts, so a write carrying one alone keeps the other as the person holds
-        it (:func:`held_name_part`), else it would become the whole name: a customer the
-        shop holds a first name of only lost the last name a salesperson typed at every
-        sync, and a field the source does not hold is never emptied at the destination.
+        a sync's e-mail (sent as the whole list, which replaced theirs). One already in the
+        list stays where it is while unchanged, and becomes the primary entry once changed
+        at the source (:func:`other_entries_kept`, told by :attr:`sent` what the adapter
+        last wrote there). Pipedrive's ``name`` is both name parts, so a write carrying one
+        alone keeps the other as the person holds it (:func:`held_name_part`), else it would
+        become the whole name: a customer the shop holds a first name of only lost the last
+        name a salesperson typed at every sync, and a field the source does not hold is
+        never emptied at the destination.
         ``correcting`` (the update-only verb, which may carry only the corrected fields)
         changes what is given and nothing else: the e-mail list is not sent.
         """
@@ -406,13 +413,10 @@ class PipedriveAdapter:
             return None  # a housemate's person, holding the address beside their own
         fields.update(_other_name_part(person, fields))
         phone = fields.get("phone")
-        phones = other_entries_kept(person.get("phones"), phone) if isinstance(phone, str) else None
+        phone = phone if isinstance(phone, str) else None
+        phones = self._list_with(person_id, person, "phones", phone)
         address = str(fields.get("email") or record.email or "").strip()
-        emails = (
-            other_entries_kept(person.get("emails"), address, label="work")
-            if address and not correcting
-            else None
-        )
+        emails = self._list_with(person_id, person, "emails", None if correcting else address)
         body = person_body(
             fields, record.email, creating=False, emails=not correcting, phones=phones
         )
@@ -424,10 +428,31 @@ class PipedriveAdapter:
         if response.status_code == 404:
             return None
         result = self._result(record.ref, response, "updated")
+        if result.outcome == "updated":
+            self._wrote(person_id, address if emails is not None else None, phone)
         primary = primary_value(emails)
         if primary and result.outcome == "updated":
             self.directory.written(person_id, primary)  # its e-mail list is this now
         return result
+
+    def _list_with(
+        self, person_id: int, person: dict[str, Any], kind: Kind, value: str | None
+    ) -> list[dict[str, Any]] | None:
+        """The person's ``kind`` list to send with ``value`` as the connector's entry
+        (:func:`other_entries_kept`), told whether ``value`` changed since the adapter last
+        wrote it there; ``None`` when there is no value to send."""
+        if value is None or not value.strip():
+            return None
+        changed = self.sent.changed(person_id, kind, value)
+        label = "work" if kind == "emails" else None
+        return other_entries_kept(person.get(kind), value, label=label, changed=changed)
+
+    def _wrote(self, person_id: int, address: str | None, phone: str | None) -> None:
+        """Remember what a write that landed sent as the person's own e-mail and phone."""
+        written: tuple[tuple[Kind, str | None], ...] = (("emails", address), ("phones", phone))
+        for kind, value in written:
+            if value:
+                self.sent.wrote(person_id, kind, value)
 
     @staticmethod
     def _result(
@@ -620,6 +645,7 @@ class PipedriveAdapter:
         deleted = 0
         status: int | None = None
         for person in people:
+            self.sent.forget(int(person["id"]))
             left.add(await self.linked.erase_beside(int(person["id"])))
             if is_archived(person):
                 continue  # in the bin already: a DELETE changes nothing

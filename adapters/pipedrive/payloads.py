@@ -120,35 +120,45 @@ def held_name_part(person: Mapping[str, Any], missing: str, given: str) -> str:
 
 
 def other_entries_kept(
-    entries: Any, value: str, *, label: str | None = None
+    entries: Any, value: str, *, label: str | None = None, changed: bool | None = None
 ) -> list[dict[str, Any]]:
-    """A person's phone or e-mail list holding ``value``, and the entries someone added in
-    Pipedrive.
+    """A person's phone or e-mail list holding ``value`` as the connector's entry, and the
+    entries someone added in Pipedrive.
 
-    Already in the list, ``value`` leaves it as it is: a salesperson who made the office
-    number the primary one keeps it so. Else it replaces the primary entry, the one the
-    connector wrote before (the customer changed it at the source), and the rest stay.
+    ``changed`` says whether ``value`` differs from what the connector last wrote there
+    (:class:`~adapters.pipedrive.sent.LastSent`; ``None``: not known). Not in the list,
+    ``value`` replaces the primary entry, the one the connector wrote before (the customer
+    changed it at the source), and the rest stay. In the list:
+
+    - primary already, or unchanged (``changed`` false): the list stays as it is: a
+      salesperson who made the office number the primary one keeps it so;
+    - changed: it is the customer's new one, which a salesperson had added; it becomes the
+      primary entry, replacing the one that was, as a value not yet listed does. Left
+      beside it, the address the customer gave up stayed the person's primary one, and the
+      next customer to take it up was written onto the mover's person;
+    - not known (nothing written since the adapter started): it becomes the primary entry
+      and every other entry stays beside it, as neither a change nor a reordered list can
+      be ruled out: no entry a salesperson typed is lost, and an address the customer gave
+      up no longer finds the person.
 
     Entries are compared as subjects are told apart (:func:`normalise_email`; a phone
     number is left as it is by that): an address that is another subject's is not taken
     for this one's.
     """
-    current = entries if isinstance(entries, list) else []
-    same = normalise_email(value)
-    listed = [dict(entry) for entry in current if isinstance(entry, Mapping)]
-    if any(normalise_email(str(entry.get("value", ""))) == same for entry in listed):
-        return listed
-    kept = [
-        dict(entry)
-        for entry in current
-        if isinstance(entry, Mapping)
-        and not entry.get("primary")
-        and normalise_email(str(entry.get("value", ""))) != same
+    current = [
+        dict(e) for e in (entries if isinstance(entries, list) else ()) if isinstance(e, Mapping)
     ]
-    primary: dict[str, Any] = {"value": value.strip(), "primary": True}
-    if label is not None:
-        primary["label"] = label
-    return [primary, *kept]
+    same = normalise_email(value)
+    listed = [e for e in current if normalise_email(str(e.get("value", ""))) == same]
+    if listed and (changed is False or any(e.get("primary") for e in listed)):
+        return current
+    own: dict[str, Any] = {**(listed[0] if listed else {}), "value": value.strip(), "primary": True}
+    if label is not None and not listed:
+        own["label"] = label
+    others = [e for e in current if normalise_email(str(e.get("value", ""))) != same]
+    if listed and changed is None:
+        return [own, *({**e, "primary": False} for e in others)]
+    return [own, *(e for e in others if not e.get("primary"))]
 
 
 def primary_value(entries: Any) -> str | None:

@@ -808,6 +808,110 @@ async def test_a_sync_keeps_a_number_a_salesperson_made_primary(pd: Harness) -> 
     ]
 
 
+async def test_a_new_number_a_salesperson_had_added_becomes_the_primary_one(
+    pd: Harness,
+) -> None:
+    """The customer's new number, which a salesperson had added as a second number, stayed
+    second (the list holding it was sent back as it was), and the number the customer gave
+    up stayed primary. Changed at the source, it replaces the primary entry, as a number
+    not yet listed does."""
+    email = "jan@example.com"
+    full, created, person = await _jan_created(pd)
+    person.values["phones"] = [
+        *person.values["phones"],
+        {"value": "+31687654321", "primary": False, "label": "mobile"},
+    ]
+    changed = {**full, "phone": "+31687654321"}
+    (updated,) = await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, changed)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [("+31687654321", True)]
+
+
+async def _anna_moved(pd: Harness, former: str) -> str:
+    """Anna, created under ``former``; a salesperson adds her new address beside it, then
+    the shop's change of address reaches Pipedrive. Her person's id."""
+    fields = {"first_name": "Anna", "last_name": "Vos"}
+    (anna,) = await pd.adapter.upsert(
+        [OutboundRecord("r", former, None, {"email": former, **fields})]
+    )
+    assert anna.external_id is not None
+    person = pd.sandbox.store.persons[int(anna.external_id)]
+    person.values["emails"] = [
+        *person.values["emails"],
+        {"value": "anna@new.example", "primary": False, "label": "home"},
+    ]
+    moved = {"email": "anna@new.example", **fields}
+    (result,) = await pd.adapter.upsert(
+        [OutboundRecord("r", "anna@new.example", anna.external_id, moved)]
+    )
+    assert result.outcome == "updated"
+    return anna.external_id
+
+
+async def test_a_new_address_a_salesperson_had_added_becomes_the_primary_one(
+    pd: Harness,
+) -> None:
+    """The same for the e-mail: the address the customer gave up stayed primary."""
+    anna = await _anna_moved(pd, "anna@old.example")
+    stored = pd.sandbox.store.persons[int(anna)].to_json()
+    assert [(e["value"], e["primary"]) for e in stored["emails"]] == [("anna@new.example", True)]
+
+
+async def test_a_newcomer_under_an_address_given_up_is_not_written_onto_the_mover(
+    pd: Harness,
+) -> None:
+    """With the address she left still her person's primary one, the next customer to take
+    it up (new to the connector, found by e-mail) was written onto her person: renamed
+    after him, and his identity her person's id (his erasure deleted her)."""
+    anna = await _anna_moved(pd, "shared@old.example")
+    fields = {"email": "shared@old.example", "first_name": "Bert", "last_name": "Baas"}
+    (bert,) = await pd.adapter.upsert([OutboundRecord("r", fields["email"], None, fields)])
+    assert bert.outcome == "created" and bert.external_id != anna
+    assert pd.sandbox.store.persons[int(anna)].to_json()["name"] == "Anna Vos"
+
+
+async def test_a_listed_number_not_known_as_sent_becomes_primary_and_the_rest_stay(
+    pd: Harness, sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """What the connector last wrote is known for the adapter's life. Restarted, it cannot
+    tell a number changed at the source from one a salesperson moved down the list: its own
+    becomes the primary entry, and every other stays beside it, so nothing typed in
+    Pipedrive is lost and an address given up no longer finds the person. Once it has
+    written the number, a salesperson's reordering stays."""
+    email = "jan@example.com"
+    full, created, person = await _jan_created(pd)
+    reordered = [
+        {"value": "+31201234567", "primary": True, "label": "work"},
+        {"value": "+31612345678", "primary": False, "label": "mobile"},
+    ]
+    person.values["phones"] = [dict(entry) for entry in reordered]
+    restarted = make_harness(sandbox, time, wall)
+    try:
+        fixed = {**full, "first_name": "Johan"}
+        (updated,) = await restarted.adapter.upsert(
+            [OutboundRecord("r", email, created.external_id, fixed)]
+        )
+        assert updated.outcome == "updated"
+        stored = pd.sandbox.record_for(email)
+        assert stored is not None
+        assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+            ("+31612345678", True),
+            ("+31201234567", False),
+        ]
+        person.values["phones"] = [dict(entry) for entry in reordered]
+        again = {**fixed, "last_name": "Jans"}
+        (second,) = await restarted.adapter.upsert(
+            [OutboundRecord("r", email, created.external_id, again)]
+        )
+    finally:
+        await restarted.client.aclose()
+    assert second.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and stored["phones"] == reordered
+
+
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
     """A record with neither e-mail nor id fails without a call."""
     (result,) = await pd.adapter.upsert([OutboundRecord("r", "", None, {"first_name": "X"})])
