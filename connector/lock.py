@@ -1,4 +1,4 @@
-"""OS locks on files beside the store.
+"""OS locks on files beside the store (the store file itself, symlinks followed).
 
 - One daemon per store: :class:`DaemonLock`, exclusive; the CLI uses :func:`daemon_running` to
   decide whether to queue a resync for the daemon or run it inline.
@@ -45,9 +45,25 @@ __all__ = [
 ]
 
 
+def _beside_store(store_path: Path, suffix: str) -> Path:
+    """The lock file ``<store><suffix>`` beside the store file itself.
+
+    Named from the real file, symlinks followed: two configs (or a config and an operator's
+    command line) naming one store through a symlinked folder or file took separate locks,
+    and two daemons, or a sync beside the daemon, ran on one store. A store not made yet is
+    named by its real folder and its own name, where SQLite will make it. A path that cannot
+    be resolved (a symlink loop) is kept as given: no store can be opened there either.
+    """
+    try:
+        real = store_path.resolve()  # not strict: resolves the folder of a file not there yet
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        real = store_path.absolute()
+    return real.with_name(real.name + suffix)
+
+
 def lock_path(store_path: Path) -> Path:
     """The lock file that belongs to a store."""
-    return store_path.with_name(store_path.name + ".daemon.lock")
+    return _beside_store(store_path, ".daemon.lock")
 
 
 class DaemonLock:
@@ -181,7 +197,7 @@ def _held_by_another_user(path: Path) -> bool:
 
 
 def _keys_lock_path(store_path: Path) -> Path:
-    return store_path.with_name(store_path.name + ".keys.lock")
+    return _beside_store(store_path, ".keys.lock")
 
 
 @contextmanager
@@ -216,7 +232,7 @@ def keys_alone(store_path: Path) -> Iterator[None]:
 
 def sync_lock_path(store_path: Path) -> Path:
     """The file whose lock says a sync runs on the store."""
-    return store_path.with_name(store_path.name + ".sync.lock")
+    return _beside_store(store_path, ".sync.lock")
 
 
 def lock_files(store_path: Path) -> tuple[Path, ...]:

@@ -58,6 +58,51 @@ def test_asking_whether_a_sync_runs_creates_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _store_and_alias(tmp_path: Path) -> tuple[Path, Path]:
+    """A store file and a second path to that same file (a symlink in another folder), as
+    two configs (or a config and an operator's command line) may name one store."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "current").mkdir()
+    store = tmp_path / "data" / "klantsync.db"
+    store.write_bytes(b"")
+    alias = tmp_path / "current" / "klantsync.db"
+    alias.symlink_to(store)
+    return store, alias
+
+
+def test_a_second_daemon_reaching_the_store_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """The daemon's lock lies beside the store file itself: a config naming the store through
+    a symlink got a lock file of its own, a second daemon started, and a `resync` beside the
+    daemon believed none ran and synced inline."""
+    store, alias = _store_and_alias(tmp_path)
+    with DaemonLock(store):
+        assert daemon_running(alias)
+        with pytest.raises(StoreError), DaemonLock(alias):
+            pass
+
+
+def test_a_sync_reaching_the_daemon_s_store_through_a_symlink_is_refused(tmp_path: Path) -> None:
+    """The sync lock too: a `sync` whose config named the daemon's store through a symlink
+    ran beside it, both pulling the same pages and delivering the same records."""
+    store, alias = _store_and_alias(tmp_path)
+    with syncing(store, "daemon"), pytest.raises(StoreError), syncing(alias, "sync"):
+        pass
+
+
+def test_a_store_not_made_yet_in_a_symlinked_folder_has_the_locks_of_its_real_folder(
+    tmp_path: Path,
+) -> None:
+    """Before the store exists (the first start) its locks are those of its real folder."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "current").symlink_to(tmp_path / "data")
+    store, alias = tmp_path / "data" / "klantsync.db", tmp_path / "current" / "klantsync.db"
+    real = tmp_path.resolve() / "data" / "klantsync.db.daemon.lock"
+    assert lock_path(alias) == lock_path(store) == real
+    with syncing(alias, "daemon"):
+        assert sync_running(store)
+    assert not store.exists()
+
+
 def _unreadable_to_this_user(monkeypatch: pytest.MonkeyPatch, *paths: Path) -> None:
     """``paths`` refuse to be opened for reading, as a daemon's lock files (0600) do for
     another user (the tests run as whoever they run as, root included)."""
