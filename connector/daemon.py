@@ -359,15 +359,22 @@ class Daemon:
         return dt.datetime.fromisoformat(since).timestamp() if isinstance(since, str) else None
 
     async def housekeeping(self) -> None:
-        """Retry open data subject requests; refresh gauges."""
-        with contextlib.suppress(ImportError):
-            from connector.dsr import DsrService
+        """Retry open data subject requests; refresh gauges.
 
-            try:
-                await DsrService(self.rt).retry_open()
-            except KlantsyncError as exc:
-                log.warning("request retry failed", extra={"error": str(exc)})
-        self.refresh_gauges()
+        A request waiting for its turn when the daemon stops does not start (as the job
+        worker starts no job). The store refusing a retry's write is raised to
+        :meth:`_scheduled`, which says so and makes the daemon not ready.
+        """
+        try:
+            with contextlib.suppress(ImportError):
+                from connector.dsr import DsrService
+
+                try:
+                    await DsrService(self.rt).retry_open(stopping=self.stopping)
+                except KlantsyncError as exc:
+                    log.warning("request retry failed", extra={"error": str(exc)})
+        finally:
+            self.refresh_gauges()
 
     async def compliance_review(self) -> None:
         """Warn about compliance gaps, agreements due for review and keys due for rotation;

@@ -32,6 +32,7 @@ import hashlib
 import logging
 import os
 import secrets
+import sqlite3
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
@@ -76,6 +77,7 @@ from connector.receipts import verify_receipt as _verify_bytes
 from connector.retention import delete_bundles_of_customers
 from connector.runtime import Runtime
 from connector.state import Store
+from connector.storefile import failure
 
 __all__ = [
     "PLACEHOLDER_EMAIL",
@@ -100,6 +102,12 @@ PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
 _PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
 
 _LOCKS: weakref.WeakKeyDictionary[Store, KeyedLocks] = weakref.WeakKeyDictionary()
+
+
+def _crashed(row: RequestRow, exc: Exception) -> None:
+    """Log a request's retry ended by a bug; the type only: an OS error's text names paths
+    an operator chose, and SQLite's may quote values."""
+    log.error("retry crashed", extra={"request": row.id, "error": type(exc).__name__})
 
 
 class DsrService:
@@ -633,31 +641,53 @@ class DsrService:
                 break
         return self._view(self.db.get(request_id))
 
-    async def retry_open(self) -> int:
+    async def retry_open(self, *, stopping: asyncio.Event | None = None) -> int:
         """Retry every open request, at most ``concurrency`` at once; return how many progressed.
 
         A request progressed when it completed or more of its systems reached a final status.
+
+        Args:
+            stopping: set when the daemon stops. A request still waiting for its turn then
+                does not start: started, its erasure would be cut off by the stop's grace
+                with its vendors half asked. It is tried again at the next start.
+
+        Raises:
+            sqlite3.Error: the store refused (a full disk, a store it may not write, a lock
+                held too long: :func:`connector.storefile.failure`), raised once the requests
+                under way have ended; the ones still waiting do not start, as the store would
+                refuse them too. The daemon says so and is not ready; ``dsr retry`` exits 1.
         """
         slots = asyncio.Semaphore(self.concurrency)
+        refused: list[sqlite3.Error] = []
 
         async def one(row: RequestRow) -> bool:
             async with slots:
+                if refused:
+                    return False
+                if stopping is not None and stopping.is_set():
+                    log.info("request retry skipped", extra={"request": row.id, "why": "stopping"})
+                    return False
                 before = self._finals(row.id)
                 try:
                     view = await self.retry(row.id)
                 except KlantsyncError as exc:
                     log.warning("retry failed", extra={"request": row.id, "error": str(exc)})
                     return False
+                except sqlite3.Error as exc:
+                    if failure(self.rt.config.store_path, exc) is None:
+                        _crashed(row, exc)  # a bug SQLite reports: the others may go on
+                    else:
+                        refused.append(exc)
+                    return False
                 except Exception as exc:
-                    # The type only: an OS error's text names paths an operator chose.
-                    log.error(
-                        "retry crashed", extra={"request": row.id, "error": type(exc).__name__}
-                    )
+                    _crashed(row, exc)
                     return False
                 return not view.is_open or self._finals(row.id) > before
 
         rows = self.db.requests(open_only=True)
         done = await asyncio.gather(*(one(row) for row in rows))
+        if refused:
+            raise refused[0]
         return sum(done)
 
     async def handle_event(

@@ -1702,6 +1702,59 @@ async def test_a_resync_of_one_address_a_stop_comes_before_is_queued_again_not_d
     assert (finished.status, finished.result) == ("queued", None)
 
 
+async def test_request_retries_the_store_refuses_say_store_failed_and_the_daemon_is_not_ready(
+    daemon: Daemon, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 15-minute retries of open data subject requests, the store refusing writes: each
+    was logged "retry crashed" with the bare type, no "store failed" line said what it meant,
+    and /readyz said the store was ok while every retry of an erasure was refused."""
+    from connector.dsr import DsrService
+
+    caplog.set_level(logging.INFO, logger="klantsync")
+    # An erasure asked for through the admin API: open, its fan-out left to the retries.
+    await DsrService(daemon.rt).queue_erase(CANARY_EMAIL, source="admin")
+    daemon.rt.store.db.execute("PRAGMA query_only=1")  # the store refuses writes
+    try:
+        await daemon._scheduled(daemon.housekeeping, "housekeeping")
+        ready, checks = daemon.readiness()
+    finally:
+        daemon.rt.store.db.execute("PRAGMA query_only=0")
+    said = [r.getMessage() for r in caplog.records]
+    assert "store failed" in said and "retry crashed" not in said, said
+    assert not ready and checks["store"] != "ok", checks
+
+
+async def test_request_retries_waiting_their_turn_do_not_start_after_the_stop(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the retries of open requests run: a request still waiting for its turn
+    started its erasure all the same, to be cut off by the stop's grace with its vendors
+    half asked. As the job worker, the retries start nothing after the stop."""
+    from connector.dsr import DsrService
+
+    init, retry = DsrService.__init__, DsrService.retry
+
+    def one_at_once(self: DsrService, rt: Any, **kwargs: Any) -> None:
+        init(self, rt, **{**kwargs, "concurrency": 1})
+
+    started: list[bool] = []
+
+    async def noting_retry(self: DsrService, request_id: str) -> Any:
+        started.append(daemon.stopping.is_set())
+        if len(started) == 1:
+            daemon.stop()  # SIGTERM, as serve() handles it, while the first request runs
+            daemon.rt.engine.request_stop()
+        return await retry(self, request_id)
+
+    for email in (CANARY_EMAIL, "second@example.nl"):
+        await DsrService(daemon.rt).queue_erase(email, source="admin")
+    monkeypatch.setattr(DsrService, "__init__", one_at_once)
+    monkeypatch.setattr(DsrService, "retry", noting_retry)
+    await daemon._scheduled(daemon.housekeeping, "housekeeping")
+    assert started == [False]
+    assert len(DsrService(daemon.rt).list(open_only=True)) == 1  # for the next start
+
+
 def _metric_lines(text: str, prefix: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(prefix)]
 
