@@ -230,6 +230,7 @@ class Daemon:
         return SubjectsSynced(
             written=sum(d.written for r in reports for d in r.destinations.values()),
             failed=any(r.failed for r in reports),
+            cut_short=any(cut_short(r, self.stopping) for r in reports),
         )
 
     # -- jobs ---------------------------------------------------------------------------------

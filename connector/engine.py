@@ -325,7 +325,9 @@ class Engine:
         flow = self.config.flow(flow_name)
 
         async def one_page() -> AsyncIterator[Page]:
-            yield Page(records=list(records), cursor=None)
+            # The whole of this run's pull: taken, the run reached its end (a stop then
+            # leaves at most its deliveries unfinished, :func:`connector.jobworker.cut_short`).
+            yield Page(records=list(records), cursor=None, complete=True)
 
         return await self._run(
             flow,

@@ -70,10 +70,16 @@ class SubjectsSynced:
 
     The count alone read as success: a resync of one address with the CRM down ended
     "done" with nothing written, where the same resync run inline exits 1.
+
+    ``cut_short``: a stop left one of those runs unfinished (:func:`cut_short`), so the job
+    is run again at the next start. A run that went to its end and failed on its own
+    account (a record refused) is not: queued again, its refused payload was not offered
+    again and the job ended saying it had not failed.
     """
 
     written: int
     failed: bool
+    cut_short: bool
 
 
 class FlowRunner(Protocol):
@@ -360,7 +366,7 @@ class JobWorker:
         synced = await self.runner.sync_subjects(system, subjects, full=full)
         if synced is None:
             raise _Deferred("the daemon stopped before the sync ran")
-        if synced.failed and self.stopping.is_set():
+        if synced.cut_short:
             raise _Deferred("the daemon stopped before the sync finished")
         return synced
 

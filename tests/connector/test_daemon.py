@@ -1702,6 +1702,42 @@ async def test_a_resync_of_one_address_a_stop_comes_before_is_queued_again_not_d
     assert (finished.status, finished.result) == ("queued", None)
 
 
+async def test_a_webhook_change_whose_sync_ran_to_its_end_stays_failed_when_a_stop_comes(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """SIGTERM as the batch of a webhook change is answered, the CRM refusing the record (a
+    dead letter): the sync ran to its end. Taken for one the stop cut short, the job was
+    queued again; at the next start the refused payload was not offered again and the job
+    ended "done" saying it had not failed. It ends done, failed, as flow runs tell the two
+    apart (``cut_short``)."""
+    shop.seed_synthetic(2, seed=5)
+    bad = shop.add_person("bad address@example.nl", "Bad", "Address", "")
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    job_id = jobs.enqueue(
+        store,
+        keyring,
+        "webhook",
+        {"system": "shop", "event": "changed", "external_id": bad, "delivery_id": "d1"},
+    )
+    dest: Any = daemon.rt.systems["crm"].adapter
+    real_upsert = dest.upsert
+
+    async def answered_then_stopped(records: Any) -> Any:
+        answer = await real_upsert(records)
+        daemon.stop()  # SIGTERM, as serve() handles it, as the batch is answered
+        daemon.rt.engine.request_stop()
+        return answer
+
+    dest.upsert = answered_then_stopped
+    job = jobs.claim_next(store, keyring)
+    assert job is not None and job.id == job_id
+    await daemon.jobs._run_change_batch(job)
+    assert len(store.dead_letters()) == 1  # the CRM refused the record: the sync ran
+    finished = jobs.get(store, job_id)
+    assert finished is not None
+    assert (finished.status, (finished.result or {}).get("failed")) == ("done", True)
+
+
 async def test_request_retries_the_store_refuses_say_store_failed_and_the_daemon_is_not_ready(
     daemon: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -28,6 +28,7 @@ class Runner:
         self.calls: list[tuple[Any, ...]] = []
         self.fail: Exception | None = None
         self.undelivered = False  # the targeted syncs' reports say they failed
+        self.cut_short = False  # ... and a stop left them unfinished (deliveries queued)
         self.stopping = False  # runs nothing, as the daemon's when it stops
         self.fail_for: dict[str, Exception] = {}  # one system's targeted syncs raise this
         self.on_sync: Callable[[], None] | None = None  # called as a targeted sync runs
@@ -59,8 +60,8 @@ class Runner:
         if self.stopping:
             return None
         if self.undelivered:
-            return SubjectsSynced(written=0, failed=True)
-        return SubjectsSynced(written=len(subjects), failed=False)
+            return SubjectsSynced(written=0, failed=True, cut_short=self.cut_short)
+        return SubjectsSynced(written=len(subjects), failed=False, cut_short=False)
 
 
 @pytest.fixture
@@ -286,7 +287,7 @@ async def test_a_resync_of_one_address_a_stop_cuts_short_stays_queued_for_its_ne
     worker: JobWorker, runner: Runner
 ) -> None:
     """The stop came while it ran: the engine left its delivery queued (the report failed)."""
-    runner.undelivered = True
+    runner.undelivered = runner.cut_short = True
     job_id = worker.queue("resync", {"system": "shop", "email": CANARY_EMAIL})
     job = jobs.claim_next(worker.rt.store, worker.rt.keyring)
     assert job is not None
