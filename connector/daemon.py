@@ -215,16 +215,15 @@ class Daemon:
         if self.stopping.is_set():
             log.info("targeted sync skipped", extra={"system": system, "why": "stopping"})
             return None
-        for name in flows:
-            await self.flow_locks[name].acquire()
-        try:
+        async with contextlib.AsyncExitStack() as held:
+            # Each lock taken is released on the way out, also when the wait for the next
+            # one is cancelled: a lock left held kept every later run of its flow waiting.
+            for name in flows:
+                await held.enter_async_context(self.flow_locks[name])
             if self.stopping.is_set():  # came while a run of the flows held them
                 log.info("targeted sync skipped", extra={"system": system, "why": "stopping"})
                 return None
             reports = await sync_subjects(self.rt, system, subjects, full=full)
-        finally:
-            for name in flows:
-                self.flow_locks[name].release()
         for report in reports:
             self.metrics.observe_flow(report, self.clock(), run=False)
         return SubjectsSynced(

@@ -1738,6 +1738,31 @@ async def test_a_webhook_change_whose_sync_ran_to_its_end_stays_failed_when_a_st
     assert (finished.status, (finished.result or {}).get("failed")) == ("done", True)
 
 
+async def test_a_targeted_sync_cancelled_waiting_for_a_flow_leaves_no_flow_held(
+    open_rt: Callable[..., Any], tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A targeted sync takes the locks of every flow of its source, one after the other.
+    Cancelled while it waited for the second, it kept the first: every later run of that
+    flow waited for it."""
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text()
+        + '\n[[flows]]\nname = "shop-to-crm-too"\nsource = "shop"\ndestinations = ["crm"]\n'
+    )
+    async with open_rt(path) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        second = daemon.flow_locks["shop-to-crm-too"]
+        await second.acquire()  # a run of the second flow is under way
+        task = asyncio.ensure_future(daemon.sync_subjects("shop", [(None, CANARY_EMAIL)]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        second.release()
+        assert not daemon.flow_locks["shop-to-crm"].locked()
+
+
 async def test_request_retries_the_store_refuses_say_store_failed_and_the_daemon_is_not_ready(
     daemon: Daemon, caplog: pytest.LogCaptureFixture
 ) -> None:
