@@ -798,6 +798,14 @@ class DsrService:
                 f"request {request_id} was received more than a month ago ({row.received_at}); "
                 "a deadline extends only within one month of receipt (Art. 12(3))"
             )
+        if self.now() > dt.datetime.fromisoformat(row.deadline):
+            # And only while the request's own deadline has not passed: one shorter than the
+            # month (Shopify's 30 days) is missed once it passes, and an extension then
+            # would hide the missed deadline from `dsr list --overdue` after the fact.
+            raise DsrUsageError(
+                f"request {request_id} is past its deadline ({row.deadline}); a deadline "
+                "extends only before it passes"
+            )
         used = extension_months(row)
         if used >= MAX_EXTENSION_MONTHS:
             raise DsrUsageError(

@@ -710,6 +710,30 @@ async def test_a_deadline_extends_only_before_it_passes(
         service.extend(view.id, 1, "more")
 
 
+async def test_a_30_day_deadline_cannot_be_extended_once_it_has_passed(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """A Shopify compliance request is due in 30 days, a day before the calendar month is
+    up: overdue at 20:00 on 31 March, it is not extended after the fact (which moved its
+    deadline to 1 June and took it off `dsr list --overdue`)."""
+    seed(shop)
+    received = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
+    clock = {"now": received}
+    service = DsrService(
+        rt, now=lambda: clock["now"], received_at=received, due_within=dt.timedelta(days=30)
+    )
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    assert view.deadline == "2026-03-31T10:00:00+00:00"
+    clock["now"] = dt.datetime(2026, 3, 31, 20, 0, tzinfo=dt.UTC)
+    (late,) = service.list(overdue=True)
+    assert late.id == view.id
+    with pytest.raises(DsrUsageError, match="past its deadline"):
+        service.extend(view.id, 2, "complex request")
+    (still,) = service.list(overdue=True)
+    assert still.deadline == view.deadline and still.extension_reason is None
+
+
 async def test_request_is_flagged_seven_days_before_its_deadline(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
