@@ -80,14 +80,15 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     requests = data["requests"]
     console.print(
         f"  data subject requests: {requests['open']} open, {requests['overdue']} overdue, "
-        f"{requests['flagged']} due within 7 days"
+        f"{requests['due_soon']} due within 7 days"
     )
     for request in requests["requests"]:
         mark = "OVERDUE" if request["overdue"] else ("due soon" if request["flagged"] else "")
         waiting = escape(", ".join(request["waiting_on"])) or "-"
+        # The Dutch date, as `dsr list` and `dsr show` print it (--json keeps the moment).
         console.print(
             f"    {request['id']} {request['kind']}: {request['days_left']} days left "
-            f"(deadline {request['deadline']}) waiting on {waiting} {mark}".rstrip()
+            f"(deadline {request['deadline_date']}) waiting on {waiting} {mark}".rstrip()
         )
     breaches = data["incidents"]
     if breaches["open"]:

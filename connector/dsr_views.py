@@ -223,7 +223,8 @@ def views(
 
 
 def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
-    """Counts of open, overdue and flagged requests, and days left per open request.
+    """Counts of open, overdue, flagged and due-soon requests, and days left and the
+    deadline (its moment, and its date on the calendar it is counted on) per open request.
 
     For the ``status`` command and ``/admin/status``.
     """
@@ -232,12 +233,16 @@ def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
     return {
         "open": len(open_views),
         "overdue": sum(v.overdue for v in open_views),
+        # Flagged counts the overdue ones too (each needs attention); due_soon only those
+        # with time left, so "due within 7 days" does not count an overdue one twice.
         "flagged": sum(v.flagged for v in open_views),
+        "due_soon": sum(v.flagged and not v.overdue for v in open_views),
         "requests": [
             {
                 "id": v.id,
                 "kind": v.kind,
                 "deadline": v.deadline,
+                "deadline_date": v.deadline_date,
                 "days_left": v.days_left,
                 "flagged": v.flagged,
                 "overdue": v.overdue,

@@ -1542,6 +1542,34 @@ def test_cli_list_shows_the_deadline_on_the_dutch_calendar(
         assert "deadline 2026-04-01" in out, out
 
 
+async def test_status_counts_an_overdue_request_apart_from_those_due_within_7_days(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One erasure, overdue for two months: `status` says "1 overdue, 0 due within 7 days"
+    (it counted the overdue one again as one still due), and prints its deadline's Dutch
+    date as `dsr list` does; `--json` keeps `flagged` and adds `due_soon`."""
+    from connector.cli import main
+
+    seed(shop)
+    long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=90)
+    async with open_rt() as rt:
+        shop.faults.down = True
+        view = await DsrService(rt, now=lambda: long_ago).erase(CANARY_EMAIL)
+        assert view.is_open
+    assert main(["-c", str(config_path), "status"]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if "data subject requests" in x)
+    assert "1 open, 1 overdue, 0 due within 7 days" in line, line
+    assert f"(deadline {view.deadline_date})" in out and view.deadline not in out, out
+    assert main(["-c", str(config_path), "status", "--json"]) == 0
+    requests = json.loads(capsys.readouterr().out)["requests"]
+    assert (requests["overdue"], requests["flagged"], requests["due_soon"]) == (1, 1, 0)
+    assert requests["requests"][0]["deadline"] == view.deadline
+
+
 def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
