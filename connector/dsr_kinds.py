@@ -66,10 +66,11 @@ GONE_SINCE_SNAPSHOT = (
     "earlier attempt of this request, whose outcome was not recorded"
 )
 
-_KEPT = (
-    "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person; "
-    "audit entries (keyed hash ids only)"
+#: What an erasure keeps of the person, in its receipt's words (:meth:`KindRunner._kept`).
+_KEPT_SUPPRESSION = (
+    "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person"
 )
+_KEPT_AUDIT = "audit entries (keyed hash ids only)"
 
 
 class KindRunner:
@@ -177,10 +178,10 @@ class KindRunner:
                 "dead letters",
                 "queued syncs of the person (webhook changes, resyncs)",
             ]
-            kept = _KEPT
+            kept = self._kept(row)
             if left:
                 kept = (
-                    f"{_KEPT}; {left} access bundle(s) the erasure could not delete, which the "
+                    f"{kept}; {left} access bundle(s) the erasure could not delete, which the "
                     "retention sweep deletes when due"
                 )
             else:
@@ -239,6 +240,24 @@ class KindRunner:
             ],
             "connector": connector,
         }
+
+    def _kept(self, row: RequestRow) -> str:
+        """What an erasure keeps of the person, for its receipt: the suppression entry, the
+        keyed ids of the systems' records it erased (noted by each run, kept
+        ``webhook_ids_days`` to know a system's report of the deletion for this erasure's
+        echo, :meth:`DsrService.echo_of_own_erasure`), and the audit entries. The person is
+        told all of it; the record ids used to go unsaid."""
+        parts = [_KEPT_SUPPRESSION]
+        records = self.db.erased_records_of(row.id)
+        if records:
+            days = self.rt.config.retention.webhook_ids_days
+            parts.append(
+                f"keyed hashes of the ids of the {records} system record(s) erased (no id in "
+                f"clear), for {days} days, so a system's report of this erasure is not taken "
+                "for a new request"
+            )
+        parts.append(_KEPT_AUDIT)
+        return "; ".join(parts)
 
     # -- erase ---------------------------------------------------------------------------------
 

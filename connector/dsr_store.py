@@ -573,6 +573,13 @@ class DsrStore:
             [(key, request_id, now) for key in dict.fromkeys(record_keys)],
         )
 
+    def erased_records_of(self, request_id: str) -> int:
+        """How many systems' records ``request_id`` keeps noted by their keyed ids."""
+        (count,) = self.db.execute(
+            "SELECT COUNT(*) FROM erased_records WHERE request_id=?", (request_id,)
+        ).fetchone()
+        return int(count)
+
     def erased_record(self, record_key: str, since: str) -> str | None:
         """The erasure that erased the record keyed ``record_key`` and last ran at ``since``
         or later, if any."""

@@ -172,6 +172,28 @@ async def test_a_receipt_does_not_say_the_access_bundle_was_deleted_when_it_was_
     )
 
 
+async def test_an_erasure_receipt_names_the_keyed_record_ids_it_keeps(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Each run of an erasure keeps the system ids it erases as keyed hashes for
+    `webhook_ids_days` (to know HubSpot's echo). The receipt, which tells the person what
+    klantsync kept of them, named only the suppression and audit entries."""
+    await _seeded(shop, rt)
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    (kept_rows,) = rt.store.db.execute(
+        "SELECT COUNT(*) FROM erased_records WHERE request_id=?", (view.id,)
+    ).fetchone()
+    assert kept_rows == 2  # the shop customer and the CRM contact, keyed
+    kept = receipt_of(service, view.id)["connector"]["kept"]
+    days = rt.config.retention.webhook_ids_days
+    assert f"ids of the 2 system record(s) erased (no id in clear), for {days} days" in kept
+    assert kept.startswith("suppression entry") and kept.endswith(
+        "audit entries (keyed hash ids only)"
+    )
+
+
 async def test_a_bundle_written_during_the_fan_out_goes_with_the_erasure_s_last_step(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,
