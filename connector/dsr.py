@@ -462,16 +462,30 @@ class DsrService:
                     "email": email,
                     "out_dir": str(target),
                     "also": also_ids,
-                    # Erasures completed in the second this request is received in, before
-                    # it: times are kept to the second, and such an erasure was no erasure
-                    # "while the request was open" (see KindRunner's access run).
-                    "erased_before": self.db.erased_since_any(row.received_at),
+                    "erased_before": self._erased_before(row),
                 }
                 sealed = self.seal_manifest(row.id, manifest)
                 people = same_person(self.rt.store, [sid, *also_ids])
                 self.db.create(_with(row, manifest=sealed), self._parts(people))
                 self.audit("dsr.received", row, source=source, deadline=row.deadline)
         return await self.retry(row.id if resumed is None else resumed.id)
+
+    def _erased_before(self, row: RequestRow) -> list[str]:
+        """The erasures completed in the second a new access request is received in, before
+        it, which its run does not count as completed "while the request was open" (see
+        KindRunner's access run): times are kept to the second.
+
+        Only for a request received now. One queued before it runs (an admin API call, a
+        webhook) counts from when it came (``received_at``), and every erasure completed
+        since, while it waited for the worker, was one while it was open: taken for ones
+        before it, they let a bundle be written after the person's erasure. Of one
+        completed in the second it came, the store cannot tell whether it came before:
+        counted as while it was open, a person erased just before asking gets no bundle
+        (its receipt says why) rather than one written after their erasure.
+        """
+        if self.received_at is not None:
+            return []
+        return self.db.erased_since_any(row.received_at)
 
     def _parts(self, subject_ids: list[str]) -> list[str]:
         """The systems a new access or correction has a part for: every configured one, and

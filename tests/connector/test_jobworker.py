@@ -497,6 +497,37 @@ async def test_an_access_job_run_again_after_a_crash_writes_one_bundle(
     assert jobs.get(rt.store, again.id).status == "done"  # type: ignore[union-attr]
 
 
+async def test_an_access_job_queued_before_the_person_s_erasure_writes_no_bundle_after_it(
+    rt: Runtime, worker: JobWorker, shop: WooCommerceSandbox
+) -> None:
+    """POST /admin/dsr access is queued an hour before the worker gets to it, and meanwhile
+    the person's erasure completes. The request counts from when it came; it took every
+    erasure completed since for one "in the second before it" and wrote a bundle after the
+    erasure (every system holding nothing), which its receipt vouched for. It writes none,
+    and its receipt says why."""
+    import datetime as dt
+    import json
+
+    from connector.dsr import DsrService
+
+    shop_id = shop.add_person(CANARY_EMAIL, "Klant", "Test", "0687654321")
+    shop.add_order(shop_id)
+    await rt.engine.sync()
+    job_id = worker.queue("dsr", {"kind": "access", "email": CANARY_EMAIL}, durable=True)
+    came = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat(timespec="seconds")
+    rt.store.db.execute("UPDATE jobs SET created_at=? WHERE id=?", (came, job_id))
+    erasure = await DsrService(rt).erase(CANARY_EMAIL)
+    assert erasure.status == "completed"
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None and job.id == job_id
+    await worker._run_one(job)
+    (access,) = [v for v in DsrService(rt).list() if v.kind == "access"]
+    assert access.received_at == came and access.status == "completed"
+    assert not (rt.config.store_path.parent / "access" / access.id).exists()
+    receipt = json.loads(DsrService(rt).receipt(access.id) or "{}")["receipt"]["connector"]
+    assert receipt["bundle_files"] == [] and erasure.id in receipt["note"]
+
+
 async def test_a_job_the_daemon_ends_while_running_at_every_start_is_failed_at_the_fifth(
     worker: JobWorker, runner: Runner
 ) -> None:
