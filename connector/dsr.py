@@ -975,10 +975,22 @@ class DsrService:
         Such a part keeps the request open (:meth:`_complete_if_done`): the system may still
         hold the person, and a receipt that left it out would look whole. The operator either
         configures the system again or exempts its part with the reason the person is told.
+
+        An access request's part the system settled in an earlier attempt (read, ``done``)
+        is unsettled again: records are never kept between attempts, so the bundle the next
+        run writes from the configured systems could not hold what that one holds, while the
+        receipt said it was read. Pending again (what that read found goes with it), it
+        waits as any such part does.
         """
         for state in self.db.systems(row.id):
-            if state.system not in self.rt.systems and state.status not in FINAL_STATUSES:
+            if state.system in self.rt.systems or state.status == "exempt":
+                continue
+            if state.status not in FINAL_STATUSES:
                 self.db.set_system(row.id, state.system, state.status, detail=NO_LONGER_CONFIGURED)
+            elif row.kind == "access":
+                self.db.set_system(
+                    row.id, state.system, "pending", detail=NO_LONGER_CONFIGURED, result={}
+                )
 
     def _complete_if_done(self, row: RequestRow) -> None:
         systems = self.db.systems(row.id)

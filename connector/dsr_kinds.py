@@ -818,6 +818,8 @@ class KindRunner:
             # them: a copy without it would pass for whole. Nothing is read until it is
             # configured again, or its part is exempted and the bundle says why it was not
             # read (as an erasure waits; DsrService._note_unconfigured says so on the part).
+            # So too for one an earlier attempt read: what it found is not kept, and its
+            # part is unsettled again (_note_unconfigured, before each run).
             return
         manifest = self.service.open_manifest(row)
         # Under a former address the person's records are held under their current id (see

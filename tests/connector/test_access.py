@@ -435,6 +435,43 @@ async def test_an_access_request_waits_for_a_recipient_taken_out_of_the_config_t
     assert "### crm\n" in en and "was not consulted for this request" in en
 
 
+async def test_an_access_request_waits_for_a_system_it_read_before_it_left_the_config(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    config_path: Path,
+    tmp_path: Path,
+) -> None:
+    """The first attempt read the CRM (its part done) while the shop was down; the CRM was
+    then taken out of the config. Records are not kept between attempts, so the retry wrote
+    a bundle from the shop alone, with a signed receipt saying the CRM was read: the copy
+    passed for whole without what the CRM holds. The CRM's part is pending again, saying
+    why, until it is configured again or exempted; then the bundle says it was not read."""
+    async with open_rt() as rt:
+        await seed_both(shop, crm, rt)
+        shop.faults.down = True
+        out = tmp_path / "bundle"
+        view = await DsrService(rt).access(CANARY_EMAIL, out)
+        assert view.is_open and view.system("crm").status == "done"
+    without_crm(config_path)
+    shop.faults.down = False
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        view = await service.retry(view.id)
+        assert view.is_open and not (out / "data.json").exists()
+        crm_part = view.system("crm")
+        assert (crm_part.status, crm_part.detail) == ("pending", NO_LONGER_CONFIGURED)
+        reason = "switched off for good; the CRM's data was deleted with the account"
+        service.exempt(view.id, "crm", reason)
+        view = await service.retry(view.id)
+        receipt = json.loads(service.receipt(view.id) or "{}")["receipt"]
+    assert view.status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    assert data["exempt_systems"] == [{"system": "crm", "reason": reason}]
+    said = {s["system"]: s for s in receipt["systems"]}
+    assert said["crm"]["status"] == "exempt" and "records" not in said["crm"]
+
+
 def _refusing_the_schema(app: Any) -> Any:
     """HubSpot behind a private app without the schema scope: the property definitions
     answer 403 (MISSING_SCOPES), every contact route as before."""
