@@ -244,6 +244,10 @@ class WebhookEvent:
         due_within_days: the days the vendor gives to carry the request out, where that is
             shorter than GDPR's month (Shopify's compliance webhooks: 30); the deadline is
             then the earlier of the two.
+        sent_at: when the vendor says it first sent the request, in epoch seconds, where it
+            marks that on a delivery it sends again after one failed (Shopify's
+            ``X-Shopify-Triggered-At``). The request counts from then; the mark is not
+            signed, so the intake takes it only within bounds (connector/webhooks.py).
     """
 
     kind: Literal[
@@ -254,6 +258,7 @@ class WebhookEvent:
     email: str | None = None
     phone: str | None = None
     due_within_days: int | None = None
+    sent_at: float | None = None
 
 
 @runtime_checkable

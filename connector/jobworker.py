@@ -433,8 +433,11 @@ class _Deferred(KlantsyncError):
 
 
 def _received(job: jobs.Job) -> dt.datetime:
-    """When a job's request reached the connector: when it was queued."""
-    return dt.datetime.fromisoformat(job.created_at)
+    """When a job's request reached the connector: when it was queued, or, for a delivery
+    the vendor sent again after one failed, at its first try (the intake's ``received_at``,
+    :func:`connector.webhooks.first_sent`)."""
+    first = (job.params or {}).get("received_at")
+    return dt.datetime.fromisoformat(first if isinstance(first, str) else job.created_at)
 
 
 def _internal(exc: Exception) -> dict[str, Any]:

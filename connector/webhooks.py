@@ -82,13 +82,18 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 "phone": event.phone,
                 "due_within_days": event.due_within_days,
             }
+            first = first_sent(event, now)
+            received = dt.datetime.fromtimestamp(first, dt.UTC)
+            if first != now:
+                # A delivery sent again after one failed: the job's request counts from the
+                # first try, as the erasure recorded here does, not from when it was queued.
+                params["received_at"] = received.isoformat()
             if event.kind == "erase":
                 # Recorded here, with the delivery, as the admin API records one before its
                 # answer: queued alone, a scheduled run before the job (or a `sync` while
                 # the daemon was stopped) created again the contact HubSpot had just
                 # deleted for GDPR, and wrote the other systems. No vendor is asked before
                 # the answer; the job goes on as the request and does the rest.
-                received = dt.datetime.fromtimestamp(now, dt.UTC)
                 service = DsrService.for_delivery(rt, received, event.due_within_days)
                 if service.own_erasure_reported(system_name, event):
                     outcome.ignored += 1  # the echo of klantsync's own erasure
@@ -98,6 +103,28 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                     params["request"] = recorded.id
             outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
     return outcome
+
+
+#: How long before its delivery the vendor's mark of a request's first try
+#: (:attr:`WebhookEvent.sent_at`) may be and still be taken. Shopify sends a failed
+#: delivery again 8 times over 4 hours, and warns that a delivery may come up to a day late;
+#: three days leaves room for both. The mark is not signed: taken, it can only bring the
+#: deadline forward (one after the delivery is not taken), and one older than this is no
+#: redelivery's (a vendor's clock gone wrong, a header that means something else), which
+#: would make a request overdue as it came.
+FIRST_SENT_WITHIN = dt.timedelta(days=3)
+
+
+def first_sent(event: WebhookEvent, now: float) -> float:
+    """When ``event``'s request reached the connector: at the first try of a delivery the
+    vendor sent again after one failed (the store refused it with 503, the daemon was down)
+    where the vendor marks it, else now. README: a delivery the store failed to take is
+    taken when the vendor delivers it again; it came at the first try all the same, and
+    the vendor's days to carry it out (Shopify's 30) count from then."""
+    sent = event.sent_at
+    if sent is None or not now - FIRST_SENT_WITHIN.total_seconds() <= sent <= now:
+        return now
+    return sent
 
 
 #: Event kinds that are a data subject's request (or a shop's, or their consent at the

@@ -30,6 +30,13 @@ The mandatory compliance topics carry the subject: ``customers/redact`` and
 ``customers/data_request`` ``{shop_id, shop_domain, customer{id, email, phone}, ...}``, and
 ``shop/redact`` ``{shop_id, shop_domain}`` 48 hours after the app is uninstalled.
 
+Shopify sends a delivery that failed (no 2xx: the connector down, its store refusing a
+write with 503) again, "a total of 8 times over 4 hours", with the original payload, and
+points to ``X-Shopify-Triggered-At`` as the moment it was triggered (Shopify's changelog,
+"Updates to webhook retry mechanism", 2024-09-10). Shopify's 30 days for a compliance
+request count from then, so the request's event carries it (``sent_at``; the intake takes
+it within bounds, as the header is not signed).
+
 Customer ids in webhook bodies are numeric (REST style); they are turned into the GraphQL
 global id (``gid://shopify/Customer/<n>``) that pulls record, so the identity map matches.
 The sandbox signs with :func:`webhook_signature` too, so both sides share one definition.
@@ -38,6 +45,7 @@ The sandbox signs with :func:`webhook_signature` too, so both sides share one de
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -53,6 +61,7 @@ __all__ = [
     "customer_gid",
     "parse_delivery",
     "replay_key",
+    "triggered_at",
     "verify_delivery",
     "webhook_signature",
 ]
@@ -68,6 +77,7 @@ TOPIC_HEADER: Final = "x-shopify-topic"
 DOMAIN_HEADER: Final = "x-shopify-shop-domain"
 
 WEBHOOK_ID_HEADER: Final = "x-shopify-webhook-id"
+TRIGGERED_AT_HEADER: Final = "x-shopify-triggered-at"
 
 COMPLIANCE_TOPICS: Final = frozenset({"customers/redact", "customers/data_request", "shop/redact"})
 
@@ -149,6 +159,20 @@ def customer_gid(value: Any) -> str | None:
     return None
 
 
+def triggered_at(headers: Mapping[str, str]) -> float | None:
+    """When Shopify first sent the delivery (``X-Shopify-Triggered-At``, which it repeats
+    when it sends one again), in epoch seconds; ``None`` when the header is missing or not
+    an ISO 8601 moment with its offset (a time without one could be any zone's)."""
+    text = headers.get(TRIGGERED_AT_HEADER, "").strip()
+    if not text or len(text) > 64:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else moment.timestamp()
+
+
 def _text(value: Any) -> str | None:
     """A non-empty string field, trimmed (the e-mail, or the phone beside it)."""
     return value.strip() if isinstance(value, str) and value.strip() else None
@@ -214,6 +238,8 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
             # Shopify: "complete the action within 30 days" (erasure-semantics
             # reference), a day or so shorter than a calendar month.
             due_within_days=COMPLIANCE_DAYS,
+            # Counted from the first try of a delivery Shopify sends again (see the module).
+            sent_at=triggered_at(headers),
         )
         names_someone = event.external_id or event.email or event.phone
         if names_someone and not _shaped_as_person_request(kind, payload):

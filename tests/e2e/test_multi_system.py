@@ -548,6 +548,70 @@ async def test_signed_customers_redact_erases_everywhere_with_one_receipt(
     assert email not in receipt
 
 
+def _delivered_again(world: World, topic: str, email: str, first_try: str | None) -> WebhookRequest:
+    """Shopify's delivery of ``topic`` for ``email``, sent again after one failed: its
+    ``X-Shopify-Triggered-At`` says ``first_try`` (left out for ``None``)."""
+    payload = world.shopify.compliance_payload(topic, email)
+    body, headers = world.shopify.signed_compliance_webhook(topic, payload, SHOPIFY_SECRET)
+    lowered = {k.lower(): v for k, v in headers.items() if k.lower() != "x-shopify-triggered-at"}
+    if first_try is not None:
+        lowered["x-shopify-triggered-at"] = first_try
+    return WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+
+
+@pytest.mark.parametrize("topic", ["customers/redact", "customers/data_request"])
+async def test_a_shopify_request_delivered_again_counts_its_30_days_from_the_first_try(
+    world: World, rt: Runtime, topic: str
+) -> None:
+    """Shopify sends a failed delivery again (8 times over 4 hours), marking the first try
+    in X-Shopify-Triggered-At. The request counted from the delivery that got through, and
+    was due up to four hours after Shopify's own 30 days ran out. It counts from the first
+    try, as recorded at the delivery (an erasure) and as the job opens it (a data request)."""
+    email = "redact.me@example.nl"
+    world.shopify.add_person(email, "Redact", "Me", "+31612345678")
+    first_try = dt.datetime(2026, 3, 1, 7, 0, 0, 877000, tzinfo=dt.UTC)
+    request = _delivered_again(world, topic, email, "2026-03-01T07:00:00.877041743Z")
+    redelivered = (first_try + dt.timedelta(hours=3)).timestamp()
+    outcome = receive(rt, "shopify", request, redelivered)
+    assert outcome.status == 200 and len(outcome.queued) == 1
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    await Daemon(rt).jobs.run_job(job)
+    (view,) = DsrService(rt).list()
+    assert (view.received_at, view.deadline) == (
+        "2026-03-01T07:00:00+00:00",
+        "2026-03-31T07:00:00+00:00",
+    )
+
+
+@pytest.mark.parametrize(
+    "first_try",
+    [
+        None,
+        "2026-03-01T11:00:00Z",  # after the delivery: no first try
+        "2026-02-26T09:59:59Z",  # more than 3 days before it: no redelivery's mark
+        "2026-03-01T07:00:00",  # no offset: any zone's 07:00
+        "yesterday",
+    ],
+)
+async def test_a_shopify_first_try_mark_outside_its_bounds_counts_from_the_delivery(
+    world: World, rt: Runtime, first_try: str | None
+) -> None:
+    """X-Shopify-Triggered-At is not signed: taken only as a moment with its offset, no
+    later than the delivery and at most 3 days before it. Otherwise the request counts
+    from the delivery, as before."""
+    email = "redact.me@example.nl"
+    world.shopify.add_person(email, "Redact", "Me", "+31612345678")
+    request = _delivered_again(world, "customers/redact", email, first_try)
+    delivered = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC).timestamp()
+    assert receive(rt, "shopify", request, delivered).status == 200
+    (view,) = DsrService(rt).list()
+    assert (view.received_at, view.deadline) == (
+        "2026-03-01T10:00:00+00:00",
+        "2026-03-31T10:00:00+00:00",
+    )
+
+
 async def test_a_customers_redact_answered_keeps_the_customer_out_of_syncs_before_its_job(
     world: World, rt: Runtime
 ) -> None:
