@@ -82,6 +82,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     summary["warnings"] += _consent_nobody_gives(config)
     summary["warnings"] += _secret_files_others_read(config_path)
     summary["warnings"] += _metrics_refused_beyond_loopback(config)
+    summary["warnings"] += _signed_urls_unknown(config)
     summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
     summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]
@@ -206,6 +207,28 @@ def _metrics_refused_beyond_loopback(config: Config) -> list[str]:
     return [
         f"daemon.listen {settings.listen} is beyond loopback and daemon.metrics_token is "
         "not set: /metrics is refused there (403) until it is"
+    ]
+
+
+#: Adapters whose webhook signature covers the URL the vendor called (HubSpot's v3), not
+#: only the body.
+_SIGNS_THE_URL = frozenset({"hubspot"})
+
+
+def _signed_urls_unknown(config: Config) -> list[str]:
+    """A warning per system whose webhooks sign the https URL the vendor called, where the
+    daemon serves plain HTTP (behind a TLS-terminating proxy) and ``daemon.public_url`` is
+    not set: the URL the daemon sees (http://127.0.0.1:...) is then not the one signed, and
+    every delivery is refused as badly signed, with nothing else saying why."""
+    settings = config.daemon
+    if settings.public_url is not None or settings.tls_cert is not None:
+        return []
+    return [
+        f"systems.{name}.webhooks: {system.adapter} signs the https URL it calls, and the "
+        "daemon serves plain HTTP: behind a TLS proxy, set daemon.public_url to the URL "
+        "registered with it, or every delivery fails its signature"
+        for name, system in config.systems.items()
+        if system.adapter in _SIGNS_THE_URL and system.webhooks is not None
     ]
 
 

@@ -1677,3 +1677,34 @@ def test_commands_that_call_no_system_run_without_the_vendor_credentials(
         assert isinstance(refused, dict)
         assert refused["error"] == "config"
         assert refused["key"] == "systems.shop.credentials.consumer_key", refused
+
+
+@pytest.mark.parametrize(
+    ("daemon", "warned"),
+    [
+        ("", True),  # plain HTTP on loopback: behind a proxy, the URL seen is not the one signed
+        ('[daemon]\npublic_url = "https://klantsync.voorbeeld.nl"', False),
+    ],
+)
+def test_check_warns_when_hubspot_s_signed_url_is_not_the_one_the_daemon_sees(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    daemon: str,
+    warned: bool,
+) -> None:
+    """HubSpot signs the https URL it called. A daemon on plain HTTP behind a TLS proxy sees
+    http://127.0.0.1:...; without daemon.public_url every delivery failed its signature and
+    nothing said why. `check` names the system and the key to set."""
+    secret = tmp_path / "hook"
+    secret.write_text("client-secret-of-the-app")
+    secret.chmod(0o600)
+    config = write_test_config(
+        tmp_path, extra=daemon, crm_extra=f'[systems.crm.webhooks]\nsecret = "file:{secret}"'
+    )
+    main(["-c", str(config), "check", "--json"])
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    said = [w for w in warnings if w.startswith("systems.crm.webhooks:")]
+    assert bool(said) is warned
+    if warned:
+        assert "daemon.public_url" in said[0]
