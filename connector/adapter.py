@@ -321,7 +321,8 @@ class Adapter(Protocol):
         one by one, Shopify's GraphQL selection, has ``ask_only_for_paths(paths:
         Mapping[str, str])`` instead, given every path its mapping reads with the mapping
         key naming it (:meth:`SystemMapping.source_paths`): a path the system cannot be
-        asked for is a :class:`~connector.errors.ConfigError` naming that key.)
+        asked for is a :class:`~connector.errors.ConfigError` naming that key, by the rule
+        its settings' ``check_mapping`` applies when the config is loaded.)
 
         (An adapter whose settings name things in the system that a ``find`` does not
         reach, Mailchimp's audiences, also has ``async check_settings() -> None``, which

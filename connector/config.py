@@ -643,22 +643,33 @@ def _check_deadline(settings: SystemSettings, file: str, key: str) -> None:
 def _check_mapping_kind(
     name: str, settings: SystemSettings, mapping: SystemMapping, file: str
 ) -> None:
-    """Refuse a mapping written for another kind of system than the one that uses it.
+    """Refuse a mapping written for another kind of system than the one that uses it, or
+    one holding what that kind of system cannot be asked for.
 
     A WooCommerce shop given mappings/hubspot.toml loaded and passed `check`: its paths name
     no place in a WooCommerce customer, so every record read "without a usable e-mail" and
     every write went to fields the shop does not have. The file's ``system`` key says which
-    kind it is for; a mapping without one is not judged.
+    kind it is for; a mapping without one is not judged by it. The system's own rule for its
+    mappings (:meth:`SystemSettings.check_mapping`) is applied here too: left to the
+    adapter, a Shopify path no GraphQL field can have passed `check` and failed every sync.
     """
-    if mapping.system is None or mapping.system == settings.adapter:
-        return
-    raise ConfigError(
-        file,
-        f"systems.{name}.mapping",
-        f"{mapping.path} is a mapping for {mapping.system!r} (its system key), and "
-        f"systems.{name} is a {settings.adapter!r} system; name a {settings.adapter} mapping "
-        f"(such as mappings/{settings.adapter}.toml)",
-    )
+    if mapping.system is not None and mapping.system != settings.adapter:
+        raise ConfigError(
+            file,
+            f"systems.{name}.mapping",
+            f"{mapping.path} is a mapping for {mapping.system!r} (its system key), and "
+            f"systems.{name} is a {settings.adapter!r} system; name a {settings.adapter} "
+            f"mapping (such as mappings/{settings.adapter}.toml)",
+        )
+    try:
+        settings.check_mapping(mapping)
+    except ConfigError as exc:
+        # As for the mapping's own errors: its file and key first, then the config's line.
+        raise ConfigError(
+            exc.file,
+            exc.key,
+            f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})",
+        ) from None
 
 
 def _check_daemon(

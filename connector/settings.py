@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import pycountry
 from pydantic import (
@@ -20,6 +20,9 @@ from pydantic import (
     Strict,
     field_validator,
 )
+
+if TYPE_CHECKING:
+    from connector.mapping import SystemMapping
 
 __all__ = [
     "ConfigPath",
@@ -128,3 +131,14 @@ class SystemSettings(StrictModel):
     def credential(self, name: str) -> str:
         """The clear value of one credential (for building auth headers only)."""
         return self.credentials[name].get_secret_value()
+
+    def check_mapping(self, mapping: SystemMapping) -> None:
+        """Refuse a mapping this kind of system cannot be read or written with, where its
+        adapter has a rule the mapping's own file cannot state (Shopify's paths are GraphQL
+        field names). Run when the config is loaded, so ``check`` refuses what a sync would
+        refuse only once it opened the systems. Every mapping passes here.
+
+        Raises:
+            ConfigError: naming the mapping file and its key.
+        """
+        del mapping

@@ -53,7 +53,7 @@ from adapters.shopify.documents import (
     REQUEST_ERASURE,
     SEARCH_PAGE_SIZE,
     customer_queries,
-    selection_of,
+    mapping_selection,
 )
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.shopify.settings import (
@@ -78,7 +78,6 @@ from connector.adapter import (
     WebhookRequest,
 )
 from connector.errors import (
-    ConfigError,
     FatalRemoteError,
     RateLimitedError,
     RecordError,
@@ -267,15 +266,7 @@ class ShopifyAdapter:
             ConfigError: a path that cannot be a Shopify field (a part of it is no GraphQL
                 name), naming the mapping file and its key.
         """
-        try:
-            fields = selection_of(paths)
-        except ValueError as exc:
-            raise ConfigError(
-                str(self.settings.mapping),
-                paths[str(exc)],
-                "each part of a Shopify path must be a GraphQL field name (letters, digits "
-                "and _, not starting with a digit), as in defaultAddress.province",
-            ) from None
+        fields = mapping_selection(paths, self.settings.mapping)
         self._queries = customer_queries(fields)
         self.asked_fields = frozenset(self._queries.fields)
 

@@ -18,9 +18,12 @@ inside the document text; a mapping's path reaches it only as GraphQL field name
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
+
+from connector.errors import ConfigError
 
 __all__ = [
     "ALWAYS_READ",
@@ -36,6 +39,7 @@ __all__ = [
     "CustomerQueries",
     "Selection",
     "customer_queries",
+    "mapping_selection",
     "merged",
     "selection_of",
 ]
@@ -73,6 +77,27 @@ def selection_of(paths: Iterable[str]) -> Selection:
         for part in parts:
             under = under.setdefault(part, {})
     return selection
+
+
+def mapping_selection(paths: Mapping[str, str], mapping: Path) -> Selection:
+    """The selection of a mapping's ``paths`` (each with the mapping key that names it),
+    the one rule of which paths a Shopify mapping may hold: the config load judges the
+    mapping by it (so ``check`` refuses what a sync would), and the adapter builds its reads
+    with it.
+
+    Raises:
+        ConfigError: a path that cannot be a Shopify field (a part of it is no GraphQL
+            name), naming the ``mapping`` file and its key.
+    """
+    try:
+        return selection_of(paths)
+    except ValueError as exc:
+        raise ConfigError(
+            str(mapping),
+            paths[str(exc)],
+            "each part of a Shopify path must be a GraphQL field name (letters, digits "
+            "and _, not starting with a digit), as in defaultAddress.province",
+        ) from None
 
 
 def merged(*selections: Selection) -> Selection:

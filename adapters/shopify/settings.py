@@ -14,15 +14,19 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, Final, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
 
+from adapters.shopify.documents import mapping_selection
 from connector.adapter import ClientConfig, Limits
 from connector.http import retry_after
 from connector.settings import SystemSettings
+
+if TYPE_CHECKING:
+    from connector.mapping import SystemMapping
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -129,6 +133,12 @@ class ShopifySettings(SystemSettings):
             return self.shop_domain.strip().lower()
         host = (urlsplit(self.base_url).hostname or "").lower()
         return host if host.endswith(".myshopify.com") else None
+
+    def check_mapping(self, mapping: SystemMapping) -> None:
+        """Refuse a path the mapping reads that Shopify cannot be asked for, by the rule the
+        adapter builds its reads with (:func:`~adapters.shopify.documents.mapping_selection`).
+        """
+        mapping_selection(mapping.source_paths(), mapping.path)
 
     @field_validator("shop_domain")
     @classmethod

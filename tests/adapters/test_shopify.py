@@ -28,6 +28,7 @@ from adapters.shopify.settings import (
 )
 from adapters.shopify.webhooks import parse_delivery, webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
+from connector.cli import main
 from connector.config import load_config
 from connector.errors import (
     ConfigError,
@@ -444,14 +445,30 @@ async def test_a_field_added_to_the_shopify_mapping_is_read_by_the_next_pull(
     assert customer["addresses"][0]["city"] == "Haarlem"
 
 
-def test_a_shopify_mapping_path_that_can_name_no_field_is_refused(tmp_path: Path) -> None:
-    """A path part that is no GraphQL field name could not be asked for: refused when the
-    system is opened (exit 2), naming the mapping file and the key."""
+def test_a_shopify_mapping_path_that_can_name_no_field_is_refused_when_the_config_loads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A path part that is no GraphQL field name could not be asked for. Refused by the
+    adapter alone, when a sync opened the systems, it passed `check` (which is there to
+    catch bad configuration before a sync, and opens no system) and a sync refused it
+    only after making the store. Now the config load refuses it, by the adapter's own rule:
+    `check` and `sync` alike exit 2 naming the mapping file and the key, and make no store."""
     mapping = _mapping_with(tmp_path, {"state": "defaultAddress.province-code"})
-    config = load_config(_config_reading(tmp_path, mapping))
+    config = _config_reading(tmp_path, mapping)
     with pytest.raises(ConfigError) as refused:
-        open_systems(config)
+        load_config(config)
     assert refused.value.file == str(mapping) and refused.value.key == "fields.state.path"
+    for command in ("check", "sync"):
+        assert main(["-c", str(config), command, "--json"]) == 2, command
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "config", command
+        assert (answer["file"], answer["key"]) == (str(mapping), "fields.state.path")
+    assert not (tmp_path / "klantsync.db").exists()
+    settings = make_settings().model_copy(update={"mapping": mapping})
+    adapter = ShopifyAdapter(SystemClient(system="shop", base_url=BASE_URL), settings)
+    with pytest.raises(ConfigError) as told:
+        adapter.ask_only_for_paths({"defaultAddress.province-code": "fields.state.path"})
+    assert (told.value.file, told.value.key) == (str(mapping), "fields.state.path")
 
 
 async def test_a_page_of_a_wide_selection_stays_within_shopifys_cost_ceiling(
