@@ -29,6 +29,7 @@ from connector.http import (
     ca_bundle_problem,
     check_url,
     listener_is_loopback,
+    listeners_overlap,
     server_pair_problem,
 )
 from connector.mapping import SystemMapping, load_mapping
@@ -689,6 +690,15 @@ def _check_daemon(
                 "listens beyond loopback without TLS; set daemon.tls_cert and daemon.tls_key, "
                 "or listen on 127.0.0.1 behind a TLS-terminating proxy",
             )
+    if listeners_overlap(daemon.listen, daemon.admin_listen):
+        # The daemon binds daemon.listen first: `run` failed on the admin listener with
+        # "Address already in use", after `check` had said the config was valid.
+        raise ConfigError(
+            file,
+            "daemon.admin_listen",
+            f"{daemon.admin_listen} takes the port daemon.listen ({daemon.listen}) listens on; "
+            "give the admin API a port of its own (by default 127.0.0.1:8788)",
+        )
     if daemon.public_url is not None:
         problem = check_url(
             daemon.public_url, allow_insecure_loopback=development.allow_insecure_loopback

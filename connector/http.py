@@ -62,6 +62,7 @@ __all__ = [
     "is_machine_code",
     "json_object",
     "listener_is_loopback",
+    "listeners_overlap",
     "redact_url",
     "retry_after",
     "server_pair_problem",
@@ -93,6 +94,45 @@ def listener_is_loopback(listen: str) -> bool:
     """Whether a ``host:port`` listener is reachable from this machine only."""
     host = listen.rpartition(":")[0] if ":" in listen else listen
     return is_loopback(host)
+
+
+#: The wildcard addresses a listener may bind: every IPv4 address, and every address.
+_ANY_IPV4, _ANY_ADDRESS = ipaddress.IPv4Address(0).compressed, ipaddress.IPv6Address(0).compressed
+
+
+def listeners_overlap(first: str, second: str) -> bool:
+    """Whether two ``host:port`` listeners would bind one port twice, so the second fails
+    ("Address already in use").
+
+    So they do on one address however it is written (``localhost`` is bound as 127.0.0.1,
+    ``::ffff:127.0.0.1`` reaches it too), and beside a wildcard address, which takes the
+    port on every address it stands for: ``0.0.0.0`` on every IPv4 one (a host name
+    included: it is bound as one), ``::`` on every one, IPv4 too (an IPv6 socket is dual
+    stack unless the system says otherwise). Two different names are taken to differ.
+    """
+    (first_host, _, first_port), (second_host, _, second_port) = (
+        first.rpartition(":"),
+        second.rpartition(":"),
+    )
+    if int(first_port) != int(second_port):
+        return False
+    hosts = {_bound_address(first_host), _bound_address(second_host)}
+    if len(hosts) == 1 or _ANY_ADDRESS in hosts:
+        return True
+    return _ANY_IPV4 in hosts and not any(":" in host for host in hosts)
+
+
+def _bound_address(host: str) -> str:
+    """A listener's host as the address its socket binds, so two spellings compare."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return "127.0.0.1"  # no ':' in it: an IPv4 socket, which binds it there
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a name: bound to what it resolves to, unknown here
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).compressed
 
 
 def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:

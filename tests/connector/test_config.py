@@ -835,6 +835,48 @@ def test_a_tls_pair_the_listeners_cannot_serve_fails_check(
     assert error.key == "daemon.tls_cert" and "cannot be served" in error.problem
 
 
+@pytest.mark.parametrize(
+    ("listen", "admin_listen", "collide"),
+    [
+        ("127.0.0.1:8787", "127.0.0.1:8787", True),
+        ("localhost:8787", "127.0.0.1:8787", True),
+        ("0.0.0.0:8787", "127.0.0.1:8787", True),  # the wildcard takes every IPv4 address
+        ("[::]:8787", "127.0.0.1:8787", True),  # and :: every address, IPv4 too
+        ("127.0.0.1:8787", "[::1]:8787", False),
+        ("0.0.0.0:8787", "127.0.0.1:8788", False),
+    ],
+)
+def test_listeners_that_would_bind_one_port_twice_fail_check(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    listen: str,
+    admin_listen: str,
+    collide: bool,
+) -> None:
+    """`run` binds `listen`, then `admin_listen`: one address and port for both (or a
+    wildcard beside an address it stands for) made it exit 2 "Address already in use",
+    after `check` had said the config was valid."""
+    from connector.devtls import DevCA
+
+    pair = DevCA(tmp_path / "ca").issue("daemon")
+    daemon = f'[daemon]\nlisten = "{listen}"\nadmin_listen = "{admin_listen}"\n'
+    daemon += f'tls_cert = "{pair.cert_path}"\ntls_key = "{pair.key_path}"\n'
+    path = write_config(tmp_path, extra=daemon)
+    code = main(["-c", str(path), "check", "--json"])
+    answer = json.loads(capsys.readouterr().out)
+    if not collide:
+        assert code != 2 and "error" not in answer
+        return
+    assert code == 2
+    assert (answer["error"], answer["file"], answer["key"]) == (
+        "config",
+        str(path),
+        "daemon.admin_listen",
+    )
+    assert "a port of its own" in answer["message"]
+
+
 def test_a_tls_pair_of_a_certificate_and_another_s_key_fails_check(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
