@@ -26,7 +26,7 @@ from connector.cliargs import (
     int_at_least,
     write_output,
 )
-from connector.dsr import DsrService, DsrUsageError, RequestView
+from connector.dsr import DsrService, DsrUsageError, RequestView, no_request
 from connector.errors import ReceiptError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
@@ -191,7 +191,7 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
         if action == "show":
             found = service.get(args.id)
             if found is None:
-                raise DsrUsageError(f"no request {args.id!r}")
+                raise no_request(args.id)
             _print_view(console, args, found)
             return EXIT_OK
         if action == "retry":
@@ -256,7 +256,7 @@ async def _retry(service: DsrService, args: argparse.Namespace, console: Console
 def _receipt(service: DsrService, args: argparse.Namespace) -> int:
     view = service.get(args.id)
     if view is None:
-        raise DsrUsageError(f"no request {args.id!r}")
+        raise no_request(args.id)
     text = service.receipt(args.id)
     if text is None:
         message = f"request {args.id} is still open: no receipt yet (see dsr show {args.id})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_PIPE = 141
 
 
+#: A whole number as the command line takes one: digits, and a minus sign for one below 0.
+_DIGITS = re.compile(r"-?[0-9]+")
+
 #: The largest integer SQLite stores, and so the largest id or count worth asking about.
 _LARGEST = 2**63 - 1
 
@@ -54,10 +58,15 @@ def int_at_least(minimum: int, why: str = "") -> Callable[[str], int]:
     reason = f" ({why})" if why else ""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}{reason}") from None
+        if not _DIGITS.fullmatch(text):
+            # Not repeated: what is typed where a number belongs may be anything, a person's
+            # e-mail address or phone number among it (`incident show jan@...`), and errors
+            # carry no personal data. (int() would take "+31 6..." for a number, too.)
+            raise argparse.ArgumentTypeError(
+                f"not {kind}{reason}, written in digits (what was given is not repeated: "
+                "it may be personal data)"
+            )
+        value = int(text)
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{value} is not {kind}{reason}")
         if value > _LARGEST:

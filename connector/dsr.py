@@ -31,6 +31,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import weakref
@@ -89,6 +90,7 @@ __all__ = [
     "SystemView",
     "WebhookRejected",
     "handle_webhook",
+    "no_request",
     "summary",
 ]
 
@@ -100,6 +102,28 @@ log = logging.getLogger("klantsync.dsr")
 PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
 
 _PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
+
+#: A request id as :meth:`DsrService._new_row` makes them: the kind's prefix, the day the
+#: request was received and eight hex digits.
+_REQUEST_ID = re.compile(rf"(?:{'|'.join(_PREFIX.values())})-[0-9]{{8}}-[0-9a-f]{{8}}")
+
+
+def no_request(request_id: str) -> DsrUsageError:
+    """The refusal of an id no request has, repeating it only if it has a request id's form.
+
+    What is typed where an id belongs may be anything, a person's e-mail address first of
+    all (``dsr show jan@...``, looking their request up by them): repeated, it went to
+    stderr (the journal, a CI log) or into the JSON answer a script keeps, and errors carry
+    no personal data. Said instead: what an id looks like, and where to find them.
+    """
+    if _REQUEST_ID.fullmatch(request_id):
+        return DsrUsageError(f"no request {request_id!r}")
+    return DsrUsageError(
+        "that is not a request id (not repeated here: it may be personal data); a request "
+        "id looks like er-20260105-0a1b2c3d (ac- for access, rc- for rectification), as "
+        "dsr list shows them"
+    )
+
 
 _LOCKS: weakref.WeakKeyDictionary[Store, KeyedLocks] = weakref.WeakKeyDictionary()
 
@@ -624,7 +648,7 @@ class DsrService:
         """
         found = self.db.get(request_id)
         if found is None:
-            raise DsrUsageError(f"no request {request_id!r}")
+            raise no_request(request_id)
         # And one request of the person at a time: an access run beside their erasure (the
         # daemon retries every open request at once) read the systems before the erasure
         # deleted and wrote its bundle after the erasure's clean-up, and the person's data
@@ -636,7 +660,7 @@ class DsrService:
             for attempt in (1, 2):
                 row = self.db.get(request_id)
                 if row is None:
-                    raise DsrUsageError(f"no request {request_id!r}")
+                    raise no_request(request_id)
                 if row.status != "open":
                     break
                 for name in self.rt.systems:
@@ -798,7 +822,7 @@ class DsrService:
         """
         row = self.db.get(request_id)
         if row is None:
-            raise DsrUsageError(f"no request {request_id!r}")
+            raise no_request(request_id)
         if row.status != "open":
             raise DsrUsageError(f"request {request_id} is {row.status}; only open ones extend")
         if not reason.strip():
@@ -859,7 +883,7 @@ class DsrService:
         """
         row = self.db.get(request_id)
         if row is None:
-            raise DsrUsageError(f"no request {request_id!r}")
+            raise no_request(request_id)
         if row.status != "open":
             raise DsrUsageError(
                 f"request {request_id} is {row.status}; only an open request's systems can "

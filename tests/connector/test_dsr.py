@@ -1463,8 +1463,8 @@ def test_cli_exit_codes_for_open_requests_and_bad_usage(
     assert cli("show", request_id, capsys=capsys)[0] == 0
     code, _, err = cli("rectify", "--email", CANARY_EMAIL, "--set", "shoe_size=44", capsys=capsys)
     assert code == 2 and "shoe_size" in err
-    code, _, err = cli("retry", "er-unknown", capsys=capsys)
-    assert code == 2 and "er-unknown" in err
+    code, _, err = cli("retry", "er-20260101-00000000", capsys=capsys)
+    assert code == 2 and "no request 'er-20260101-00000000'" in err
     code, _, _ = cli("extend", request_id, "--months", "1", "--reason", "x", capsys=capsys)
     assert code == 2
 
@@ -1589,7 +1589,7 @@ def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
     code, out, _ = cli("list", capsys=capsys)
     assert code == 0 and "completed" in out and CANARY_EMAIL not in out
     mistakes = [
-        (("show", "er-nobody"), "no request 'er-nobody'"),
+        (("show", "er-20260101-00000000"), "no request 'er-20260101-00000000'"),
         (("retry",), "--all for every open request"),
         (("rectify", "--email", CANARY_EMAIL, "--set", CANARY_NAME), "has no '='"),
         (("verify-receipt", str(tmp_path / "gone.json")), "cannot read"),
@@ -1599,8 +1599,42 @@ def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
         code, out, err = cli(*argv, capsys=capsys)
         assert code == 2 and said in err, argv
         assert CANARY_NAME not in out + err
-    code, out, _ = cli("show", "er-nobody", "--json", capsys=capsys)
-    assert code == 2 and json.loads(out) == {"error": "usage", "message": "no request 'er-nobody'"}
+    code, out, _ = cli("show", "er-20260101-00000000", "--json", capsys=capsys)
+    answer = json.loads(out)
+    assert code == 2 and answer == {
+        "error": "usage",
+        "message": "no request 'er-20260101-00000000'",
+    }
+
+
+@pytest.mark.parametrize(
+    "action",
+    [
+        ["show"],
+        ["retry"],
+        ["receipt"],
+        ["extend", "--months", "1", "--reason", "busy"],
+        ["exempt", "--system", "shop", "--reason", "kept for the books"],
+    ],
+    ids=lambda action: action[0],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_cli_an_address_given_where_a_request_id_belongs_is_not_repeated(
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    action: list[str],
+    as_json: bool,
+) -> None:
+    """Looking a person's request up by their address (`dsr show jan@...`) is refused, as
+    any id no request has: the refusal quoted it back ("no request 'jan@...'") onto stderr,
+    the journal, or into the JSON answer a script keeps. Errors carry no e-mail address: one
+    that is not of a request id's form is not repeated, and the form is said instead."""
+    argv = [action[0], CANARY_EMAIL, *action[1:], *(["--json"] if as_json else [])]
+    code, out, err = cli(*argv, capsys=capsys)
+    assert code == 2
+    assert CANARY_EMAIL not in out + err
+    said = json.loads(out)["message"] if as_json else err
+    assert "not a request id" in said and "er-20260105-0a1b2c3d" in said
 
 
 def test_cli_access_says_the_bundle_is_the_only_clear_copy(

@@ -1330,7 +1330,7 @@ def test_status_shows_a_run_nobody_holds_as_interrupted_and_the_next_sync_closes
     [
         (["demo", "--customers", "0"], "0 is not a whole number of at least 5"),
         (["demo", "--customers", "-5"], "-5 is not a whole number of at least 5"),
-        (["demo", "--customers", "many"], "'many' is not a whole number"),
+        (["demo", "--customers", "many"], "not a whole number of at least 5 ("),
         (["sandbox", "--customers", "-1"], "-1 is not a whole number of 0 or more"),
         (["-c", "x.toml", "dsr", "extend", "ER-1", "--months", "0", "--reason", "r"], "positive"),
         (["-c", "x.toml", "incident", "show", "-3"], "-3 is not a positive whole number"),
@@ -1346,6 +1346,25 @@ def test_integer_options_out_of_range_are_usage_errors(
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "error: argument" in err and words in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_an_address_given_where_a_number_belongs_is_not_repeated(
+    as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`incident show jan@...` (an incident looked up by the person it concerns) is refused
+    by the parser, which quoted the value back onto stderr and into the JSON answer. Errors
+    carry no e-mail address or phone number: what is not a number is not repeated, and
+    int()'s reading of "+31 6..." as one is not taken."""
+    for value in ("jan.jansen@example.nl", "+31612345678"):
+        with pytest.raises(SystemExit) as info:
+            main(["-c", "x.toml", "incident", "show", value, *(["--json"] if as_json else [])])
+        assert info.value.code == 2
+        out, err = capsys.readouterr()
+        assert value not in out + err
+        assert "not a positive whole number, written in digits" in err
+        if as_json:
+            assert json.loads(out)["error"] == "usage"
 
 
 @pytest.mark.parametrize(
