@@ -328,6 +328,11 @@ class Adapter(Protocol):
         reach, Mailchimp's audiences, also has ``async check_settings() -> None``, which
         ``check --online`` calls: it raises a KlantsyncError naming what the system lacks.
         Optional.)
+
+        (An adapter whose calls can find what the operator should act on without failing,
+        Shopify answering from another API version than the configured one, also has
+        ``online_warnings() -> list[str]``: what its calls so far found, which ``check
+        --online`` reports among its warnings. Optional.)
         """
         ...
 

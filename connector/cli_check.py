@@ -103,6 +103,8 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
                 except KlantsyncError as exc:
                     summary["online"][name] = str(exc)
                     failed = True
+                # Whether or not the calls succeeded: what their answers told is as true.
+                summary["warnings"] += _noticed(system.adapter)
         finally:
             await systems.aclose()
     if args.json:
@@ -132,6 +134,14 @@ async def _fields_ignored(name: str, adapter: object) -> list[str]:
         "it (they are dropped and counted, never sent on); update WordPress (4.9.8 or "
         "later) or the plugin that removes it"
     ]
+
+
+def _noticed(adapter: object) -> list[str]:
+    """What the adapter's calls found for the operator to act on (``online_warnings``,
+    where it has it): Shopify answering from another API version than the configured one,
+    which its adapter only logged, so neither the report nor a script reading it said so."""
+    noticed = getattr(adapter, "online_warnings", None)
+    return [] if noticed is None else list(noticed())
 
 
 def _print_check(

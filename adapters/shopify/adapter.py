@@ -28,7 +28,8 @@ What it does, by contract verb:
 API version: each answer names in ``X-Shopify-API-Version`` the version that served it. A
 configured version Shopify has retired is answered by its oldest supported one, a schema
 nobody tested here; the first answer of another version than ``api_version`` is logged as
-a warning naming the system and both versions (``check --online`` prints it).
+a warning naming the system and both versions (``check --online`` reports it, from
+:meth:`ShopifyAdapter.online_warnings`).
 
 Throttling: Shopify answers a throttled query (by its own account) with HTTP 200 and
 ``errors[].extensions.code == "THROTTLED"``; some report 429 (UNVERIFIED). A 429 is retried
@@ -323,13 +324,23 @@ class ShopifyAdapter:
             return  # not a version (a proxy's header?): nothing worth repeating in a log
         self._versions_told.add(served)
         log.warning(
-            "%s: Shopify answered with API version %s, not the configured %s: set "
-            "api_version to a version Shopify supports",
-            self.client.system,
-            served,
-            configured,
+            "%s",
+            self._version_warning(served),
             extra={"system": self.client.system, "configured": configured, "served": served},
         )
+
+    def _version_warning(self, served: str) -> str:
+        return (
+            f"{self.client.system}: Shopify answered with API version {served}, not the "
+            f"configured {self.settings.api_version}: set api_version to a version Shopify "
+            "supports"
+        )
+
+    def online_warnings(self) -> list[str]:
+        """What the calls made so far found for the operator to act on, which ``check
+        --online`` reports: each other API version Shopify answered with (logged besides,
+        once, for a daemon's journal)."""
+        return [self._version_warning(served) for served in sorted(self._versions_told)]
 
     def _error(self, status: int, body: Mapping[str, Any]) -> RemoteError:
         system, path = self.client.system, self.path

@@ -968,6 +968,47 @@ async def test_a_call_served_by_another_api_version_is_noticed(
     assert told[DEFAULT_API_VERSION] == []  # the configured version answered
 
 
+def test_check_online_reports_an_api_version_shopify_no_longer_serves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: an answer from another API version than the configured one is a warning
+    naming both, which `check --online` prints. The adapter only logged it: the report said
+    `"online": {"shop": "ok"}` with nothing in `warnings`, where the same online check puts
+    WooCommerce's `_fields` warning, so a script reading it saw nothing to fix."""
+    from connector.sandboxkit import serve_tls
+
+    (tmp_path / "master.key").write_text(MASTER_KEY)
+    (tmp_path / "master.key").chmod(0o600)
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "token").chmod(0o600)
+    shop = ShopifySandbox(shop_domain=SHOP_DOMAIN)
+    with serve_tls({"shop": shop.app()}, tmp_path / "tls") as (ca, apps):
+        assert ca is not None
+        config = tmp_path / "klantsync.toml"
+        config.write_text(
+            f"""
+[store]
+path = "klantsync.db"
+[keys]
+source = "file:master.key"
+[systems.shop]
+adapter = "shopify"
+base_url = "{apps["shop"].url}"
+ca_bundle = "{ca.ca_path}"
+api_version = "2020-01"
+shop_domain = "{SHOP_DOMAIN}"
+mapping = "{MAPPING}"
+credentials = {{ access_token = "file:token" }}
+"""
+        )
+        main(["-c", str(config), "check", "--online", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["online"] == {"shop": "ok"}
+    (warning,) = [w for w in report["warnings"] if "API version" in w]
+    assert warning.startswith("shop: Shopify answered with API version ")
+    assert "not the configured 2020-01" in warning
+
+
 # -- erase ---------------------------------------------------------------------------------
 
 
