@@ -36,6 +36,7 @@ from connector import (
 from connector.cliargs import EXIT_FAILED, EXIT_OK, EXIT_PIPE, EXIT_USAGE, int_at_least, make_folder
 from connector.config import Config, load_config
 from connector.crypto import generate_master_key
+from connector.dsr_views import DsrUsageError
 from connector.errors import ConfigError, KlantsyncError, StoreError, StorePathError
 from connector.lock import daemon_running, syncing
 from connector.logs import debug_wanted, redact, setup_logging
@@ -207,6 +208,10 @@ def _main(argv: list[str]) -> int:
         # which a path may hold.
         where = {"file": exc.file, "key": exc.key}
         return _error(err, args, str(exc), EXIT_USAGE, kind="config", where=where)
+    except DsrUsageError as exc:
+        # Bad usage a command finds in what it was given (resync's --email), answered as
+        # `dsr` answers its own.
+        return _error(err, args, str(exc), EXIT_USAGE, kind="usage")
     except StoreError as exc:
         return _error(err, args, str(exc), EXIT_FAILED, kind="store")
     except KlantsyncError as exc:
@@ -404,15 +409,12 @@ def _dispatch_configured(
         # reported as queued, and end "done" having done nothing.
         cli_sync.resync_flows(config, args.system)
         if args.email is not None:
-            # Refused as bad usage, as `dsr` refuses it: otherwise "pulled 0" and exit 0,
-            # as if the person had been synced.
+            # Refused as bad usage, as `dsr` refuses it (a DsrUsageError, answered as usage,
+            # not as a config error naming a file "--email"): otherwise "pulled 0" and exit
+            # 0, as if the person had been synced.
             from connector.dsr_input import checked_email
-            from connector.dsr_views import DsrUsageError
 
-            try:
-                args.email = checked_email(args.email)
-            except DsrUsageError as exc:
-                raise ConfigError("--email", "", str(exc).removeprefix("--email ")) from None
+            args.email = checked_email(args.email)
         if daemon_running(config.store_path):
             return cli_sync.queue_resync(config, args, console)
     if args.command == "sync" and args.flow is not None:

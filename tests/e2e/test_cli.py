@@ -823,6 +823,23 @@ def test_resync_handed_to_a_running_daemon_is_checked_first(
         store.close()
 
 
+def test_a_bad_email_given_to_resync_is_answered_as_usage_as_dsr_answers_it(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: under --json an error is one object, `config` (with the config's `file` and
+    `key`) for bad configuration. `resync --email` refused an address by dsr's own check but
+    answered `{"error": "config", "file": "--email", "key": ""}`, where `dsr erase --email`
+    answers `usage`: a script sending config errors to whoever keeps the config file was
+    told to look for a file named "--email"."""
+    answers = []
+    for command in (["dsr", "erase"], ["resync", "--system", "shop"]):
+        argv = ["-c", str(offline), *command, "--email", "jan.jansen@example", "--json"]
+        assert main(argv) == 2, command
+        answers.append(json.loads(capsys.readouterr().out))
+    erase, resync = answers
+    assert resync == erase == {"error": "usage", "message": "--email is not an e-mail address"}
+
+
 def test_sync_of_an_unknown_flow_exits_2_and_leaves_no_store(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
