@@ -39,7 +39,7 @@ from connector.crypto import generate_master_key
 from connector.dsr_views import DsrUsageError
 from connector.errors import ConfigError, KlantsyncError, StoreError, StorePathError
 from connector.lock import daemon_running, syncing
-from connector.logs import debug_wanted, redact, setup_logging
+from connector.logs import debug_wanted, mask_contact_details, redact, setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
 from connector.storefile import failure
@@ -63,10 +63,17 @@ class _Parser(argparse.ArgumentParser):
     """argparse's parser (its subcommands' too: they take the parser's class), whose usage
     errors keep their message, so :func:`main` can answer them on stdout under ``--json``.
 
-    Its text on stderr stays argparse's own (usage line, ``klantsync ...: error: ...``).
+    Its text on stderr stays argparse's own (usage line, ``klantsync ...: error: ...``), with
+    the person's contact details masked.
     """
 
     def error(self, message: str) -> NoReturn:
+        # argparse quotes the words it could not place ("unrecognized arguments: ..."): an
+        # address typed twice, the tail of a phone typed with its spaces ("+31 6 8765 4321"
+        # gives --phone "+31"). Contact details only: no secret is given on the command
+        # line (keys.source names where the key is), and redact() would read "--public-key:
+        # expected one argument" as a key and mask the message's own words.
+        message = mask_contact_details(message)
         try:
             super().error(message)
         except SystemExit as exc:
@@ -228,13 +235,16 @@ def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> i
 
     A traceback's frames show local values (a record, a token), and its text goes wherever
     stderr goes (a journal, a CI log): so by default only the exception's type and its text,
-    redacted as log lines are, and a hint how to get the rest.
+    redacted as log lines are, and a hint how to get the rest. The traceback asked for is
+    its text (file, line, source; no frame's values), redacted as the log handler redacts
+    its own: the exception's text, and that of those chained to it, can hold an address.
     """
     debug = debug_wanted()
     if debug:
         import traceback
 
-        traceback.print_exception(exc, file=sys.stderr)
+        trace = "".join(traceback.format_exception(exc))
+        print(redact(trace), end="", file=sys.stderr, flush=True)
     text = " ".join(redact(str(exc)).split())  # one line, whatever the exception holds
     detail = f": {text}" if text else ""
     err.print(f"klantsync: internal error: {type(exc).__name__}{detail}", markup=False)

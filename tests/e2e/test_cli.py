@@ -29,7 +29,7 @@ from connector.receipts import LEGACY_KEY_FILE
 from connector.sandboxkit import serve_tls
 from connector.schema import MIGRATIONS
 from connector.state import Store
-from tests.conftest import ENV
+from tests.conftest import CANARY_EMAIL, CANARY_PHONE_E164, ENV
 from tests.conftest import write_config as write_test_config
 from tests.store_versions import add_people, as_the_version_before, store_at
 
@@ -1408,6 +1408,33 @@ def test_a_bad_option_value_under_json_is_answered_as_json_on_stdout(
     assert "error: " in err and "usage: klantsync" in err
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        # The address given twice, once without --email: "unrecognized arguments: <it>".
+        ["--email", "x@example.nl", CANARY_EMAIL],
+        # A phone typed with its spaces, unquoted: "+31" is --phone's, the rest unrecognized.
+        ["--email", "x@example.nl", "--phone", "+31", "6", "8765", "4321"],
+    ],
+    ids=["address", "phone"],
+)
+def test_a_usage_error_masks_the_address_or_phone_it_quotes(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """argparse quotes the words it could not place; on stderr and in the --json answer
+    (which scripts log) a person's address or phone among them is masked, as log lines
+    mask them."""
+    with pytest.raises(SystemExit) as info:
+        main(["-c", "x.toml", "dsr", "erase", "--json", *words])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    answer = json.loads(out)
+    assert answer["error"] == "usage" and "unrecognized arguments: <" in answer["message"]
+    for text in (answer["message"], err):
+        assert CANARY_EMAIL.split("@")[0] not in text and "8765" not in text, text
+    assert CANARY_PHONE_E164.endswith("87654321")  # the number those words are
+
+
 def test_a_bad_option_value_without_json_prints_nothing_on_stdout(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -1537,6 +1564,28 @@ def test_unexpected_exception_shows_the_traceback_with_klantsync_debug(
     assert main(["-c", str(offline), "status"]) == 1
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "klantsync: internal error" in err
+
+
+def test_the_traceback_klantsync_debug_shows_is_redacted(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The traceback asked for is redacted as the log handler's is: the exception's text and
+    that of the one it was raised from (a lookup's key, a URL's ?email=) hold an address,
+    and stderr goes to a journal or a CI log."""
+    monkeypatch.setenv("KLANTSYNC_DEBUG", "1")
+
+    def broken(*_args: Any, **_kwargs: Any) -> int:
+        try:
+            raise KeyError(CANARY_EMAIL)
+        except KeyError as exc:
+            raise RuntimeError(f"no identity row for {CANARY_EMAIL}") from exc
+
+    monkeypatch.setattr("connector.cli_status.status", broken)
+    assert main(["-c", str(offline), "status"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "KeyError: '<email>'" in err
+    assert "internal error: RuntimeError: no identity row for <email>" in err
+    assert CANARY_EMAIL.split("@")[0] not in err
 
 
 def test_interrupt_still_exits_130(
