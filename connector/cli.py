@@ -91,6 +91,50 @@ def _json_asked(argv: Sequence[str]) -> bool:
     return False
 
 
+#: The options that read their value from standard input when given as ``-``.
+_FROM_STDIN = ("email", "phone")
+
+
+def _values_from_stdin(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """``--email -`` and ``--phone -``: the value read from standard input instead.
+
+    Given as an argument, a person's address stays in /proc/PID/cmdline for the whole
+    command (every local user's ``ps`` shows it, and an erasure's fan-out takes minutes
+    against a slow vendor), and in the shell's history and sudo's log.
+    """
+    dashed = [name for name in _FROM_STDIN if getattr(args, name, None) == "-"]
+    if len(dashed) > 1:
+        parser.error("--email - and --phone -: standard input gives one of them; not both")
+    for name in dashed:
+        setattr(args, name, _stdin_value(parser, f"--{name}"))
+
+
+def _stdin_value(parser: argparse.ArgumentParser, option: str) -> str:
+    """One line of standard input, stripped; a usage error if it gives none, or more.
+
+    At a terminal the first line is taken (a person typing it, told on stderr what is
+    awaited). From a pipe or a file the whole input is read: a second address there would
+    otherwise be passed over in silence, as if its request had been made.
+    """
+    stdin = sys.stdin
+    if stdin is None:  # started with standard input closed
+        parser.error(f"{option} -: there is no standard input to read it from")
+    try:
+        if stdin.isatty():
+            print(f"{option}: ", end="", file=sys.stderr, flush=True)
+            lines = [stdin.readline()]
+        else:
+            lines = stdin.read().splitlines()
+    except (OSError, ValueError) as exc:  # ValueError: not text in its encoding, or closed
+        parser.error(f"{option} -: cannot read standard input ({type(exc).__name__})")
+    values = [line.strip() for line in lines if line.strip()]
+    if len(values) != 1:
+        # Neither is echoed: the lines are personal data.
+        found = "nothing" if not values else f"{len(values)} lines"
+        parser.error(f"{option} -: standard input gave {found}; give one, on one line")
+    return values[0]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="klantsync",
@@ -140,7 +184,9 @@ def _parser() -> argparse.ArgumentParser:
         "runs on this store, run here otherwise",
     )
     resync.add_argument("--system", required=True, help="source system name")
-    resync.add_argument("--email", help="only this person")
+    resync.add_argument(
+        "--email", help="only this person; - reads the address from standard input (not in ps)"
+    )
     resync.add_argument(
         "--full", action="store_true", help="ignore cursors; retry records refused before"
     )
@@ -203,6 +249,8 @@ def _main(argv: list[str]) -> int:
     console = _Stdout(stderr=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
+        # In here: Ctrl-C at the prompt for an address is an interrupt (130), no traceback.
+        _values_from_stdin(args, parser)
         code = _dispatch(args, parser, console)
         # Flushed here so a reader that went away is noticed while it can be handled.
         sys.stdout.flush()

@@ -58,21 +58,24 @@ def register(subparsers: Any) -> None:
         p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
 
+    # `--email -`: an address given as an argument is in every local user's `ps` for the
+    # whole fan-out, and in the shell's history (connector.cli reads it).
+    stdin = "; - reads it from standard input instead (one line), out of ps and shell history"
     again = "Asked again while the person's request is open, it goes on with that request"
     erase = action("erase", "erase a person in every system, with a signed receipt", f"{again}.")
-    erase.add_argument("--email", required=True, help="the person's e-mail address")
+    erase.add_argument("--email", required=True, help=f"the person's e-mail address{stdin}")
     erase.add_argument(
         "--phone",
         help="the person's phone number (also suppressed); without a country code it is "
         "read as the shop reads numbers (its mapping's default_region), so give one from "
-        "another country with its country code, e.g. +32 470 12 34 56",
+        f"another country with its country code, e.g. +32 470 12 34 56{stdin}",
     )
     access = action(
         "access",
         "collect a person's data from every system into a bundle",
         f"{again} (when --out is the same folder).",
     )
-    access.add_argument("--email", required=True, help="the person's e-mail address")
+    access.add_argument("--email", required=True, help=f"the person's e-mail address{stdin}")
     access.add_argument("--out", required=True, type=Path, help="folder to write the bundle to")
     rectify = action(
         "rectify",
@@ -80,7 +83,7 @@ def register(subparsers: Any) -> None:
         f"{again}: the fields join it, a field given again takes its new value, and every "
         "system is asked again.",
     )
-    rectify.add_argument("--email", required=True, help="the person's e-mail address")
+    rectify.add_argument("--email", required=True, help=f"the person's e-mail address{stdin}")
     rectify.add_argument(
         "--set",
         dest="assignments",
@@ -95,8 +98,8 @@ def register(subparsers: Any) -> None:
         "The next sync sends them as the shop has them now. Refused while their erasure is "
         "open. Former addresses and the erased shop record stay suppressed.",
     )
-    readmit.add_argument("--email", required=True, help="the address to take off the list")
-    readmit.add_argument("--phone", help="the phone number to take off the list too")
+    readmit.add_argument("--email", required=True, help=f"the address to take off the list{stdin}")
+    readmit.add_argument("--phone", help=f"the phone number to take off the list too{stdin}")
     readmit.add_argument(
         "--reason",
         required=True,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import re
 import shutil
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -1373,6 +1375,63 @@ def test_cli_erase_receipt_and_verification(
     path.write_bytes(bytes(edited))
     code, out, _ = cli("verify-receipt", str(path), capsys=capsys)
     assert code == 1 and "invalid" in out
+
+
+def test_cli_erase_reads_the_address_and_phone_from_standard_input_given_as_dash(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    rt: Runtime,
+) -> None:
+    """`--email -` (or `--phone -`) reads the value from standard input, one line: as an
+    argument it is in every local user's `ps` for the whole fan-out, and in the shell's
+    history."""
+    seed(shop)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"  {CANARY_EMAIL}\n"))
+    code, out, err = cli("erase", "--email", "-", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["status"] == "completed", err
+    assert not shop.holds(CANARY_EMAIL)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{CANARY_PHONE}\n"))
+    code, out, err = cli("erase", "--email", OTHER_EMAIL, "--phone", "-", capsys=capsys)
+    assert code == 0, err
+    phone = rt.keyring.subject_id(CANARY_PHONE_E164)
+    assert rt.store.suppressed([phone]) == {phone}
+
+
+@pytest.mark.parametrize(
+    ("given", "words", "said"),
+    [
+        ("\n", ["dsr", "erase", "--email", "-"], "--email -: standard input gave nothing"),
+        (
+            f"{CANARY_EMAIL}\n{OTHER_EMAIL}\n",
+            ["dsr", "access", "--email", "-", "--out", "b"],
+            "2 lines",
+        ),
+        (CANARY_EMAIL, ["dsr", "erase", "--email", "-", "--phone", "-"], "not both"),
+        ("", ["resync", "--system", "shop", "--email", "-"], "gave nothing"),
+    ],
+    ids=["empty", "two-lines", "both", "resync"],
+)
+def test_cli_refuses_standard_input_that_gives_no_single_value(
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    given: str,
+    words: list[str],
+    said: str,
+) -> None:
+    """An empty input or two addresses is bad usage (exit 2), before anything is asked of
+    a system: the second address would otherwise be passed over in silence. What was read
+    is not echoed."""
+    from connector.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(given))
+    with pytest.raises(SystemExit) as info:
+        main(["-c", str(config_path), *words])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and CANARY_EMAIL not in err and OTHER_EMAIL not in err
 
 
 def test_cli_receipt_file_hashes_to_the_audit_entry_that_vouches_for_it(
