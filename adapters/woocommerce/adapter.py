@@ -672,8 +672,9 @@ class WooCommerceAdapter:
             if self.settings.anonymise_orders
             else f"orders {KEPT_ORDERS}"
         )
-        one = f"{customers[0]['id']}" if len(customers) == 1 else "{id}"
-        endpoint = f"DELETE {API}/customers/{one}?force=true"
+        # The route, not the call: the shop's customer id is the person's record there, and
+        # this text goes into the request's steps and its signed receipt, which hold none.
+        endpoint = f"DELETE {API}/customers/{{id}}?force=true"
         if not deleted:
             # Deleted by someone else between our lookup and our call: nothing left to delete.
             return ErasureResult(
