@@ -27,9 +27,6 @@ from connector.runtime import Runtime
 
 __all__ = ["sync_subject", "sync_subjects"]
 
-#: Lookups in flight at once towards the source during a batch.
-FETCH_CONCURRENCY = 8
-
 
 async def sync_subject(
     rt: Runtime,
@@ -60,7 +57,9 @@ async def sync_subjects(
     unique = list(dict.fromkeys((ext, normalise_email(mail or "")) for ext, mail in subjects))
     if not flows or not unique:
         return []
-    slots = asyncio.Semaphore(FETCH_CONCURRENCY)
+    # Lookups in flight at once: no more than the system's calls in flight at once
+    # (``max_concurrency``), which an operator lowers for a host whose WAF refuses more.
+    slots = asyncio.Semaphore(max(1, rt.systems[system].limits.max_concurrency))
 
     async def fetch(external_id: str | None, email: str) -> list[dict[str, Any]]:
         async with slots:

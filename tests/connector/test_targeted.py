@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.runtime import Runtime
+from connector.runtime import Runtime, open_runtime
 from connector.targeted import sync_subject, sync_subjects
-from tests.conftest import write_config
+from tests.conftest import VirtualTime, write_config
 
 CRM_TO_SHOP = """
 [[flows]]
@@ -177,3 +179,40 @@ async def test_a_sign_up_under_the_address_of_a_customer_deleted_since_is_synced
     assert looked_up == [404]
     contact = crm.record_for("bert@voorbeeld.nl")
     assert contact is not None and contact["properties"]["firstname"] == "Anna"
+
+
+class _InFlight(httpx.AsyncBaseTransport):
+    """Wraps a transport and remembers the most calls it had in flight at once."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.now = 0
+        self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            for _ in range(5):  # the vendor takes a moment: the others get their turn
+                await asyncio.sleep(0)
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.now -= 1
+
+
+async def test_a_batch_of_webhook_deliveries_keeps_to_the_shop_s_max_concurrency(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """``max_concurrency`` is the calls in flight at once (config.example.toml), which an
+    operator whose WordPress host chokes sets to 1. A batch of deliveries looked its people
+    up eight at a time whatever the setting; it keeps to it."""
+    shop.seed_synthetic(10, seed=3)
+    emails = [str(shop.store.get(n)["email"]) for n in range(1, 11)]  # type: ignore[index]
+    path = write_config(tmp_path, shop_extra="max_concurrency = 1")
+    counted = _InFlight(httpx.ASGITransport(app=shop.app()))
+    transports = {"shop": counted, "crm": httpx.ASGITransport(app=crm.app())}
+    time = VirtualTime()
+    async with open_runtime(path, transports=transports, sleep=time.sleep, clock=time.clock) as rt:
+        (report,) = await sync_subjects(rt, "shop", [(None, email) for email in emails])
+    assert counted.peak == 1, f"{counted.peak} calls in flight to a shop set to 1"
+    assert report.pulled == 10
