@@ -525,6 +525,9 @@ class SystemClient:
         #: Until when (the client's clock) a vendor's 429 said its window for a bucket is
         #: full: no caller sends in that bucket before then, not only the one that got it.
         self._closed_until: dict[str, float] = {}
+        #: Until when (the client's clock) a 5xx's Retry-After said the host is unavailable:
+        #: no caller sends in any bucket before then.
+        self._unavailable_until = 0.0
         self.retry = retry or RetryPolicy()
         self.stats = ClientStats()
         self._wait_hint = wait_hint
@@ -657,24 +660,83 @@ class SystemClient:
         self.stats.retries += 1
         await self.retry.sleep(seconds)
 
-    async def _keep_out(self, method: str, path: str, bucket: str) -> None:
+    def _reopens(self, bucket: str) -> float:
+        """When (the client's clock) calls in ``bucket`` may go out again: after a 429's wait
+        for that bucket, and after a 5xx's ``Retry-After`` for every bucket (the host is
+        unavailable, as a WordPress in maintenance mode is, not one of its limits full)."""
+        return max(self._closed_until.get(bucket, 0.0), self._unavailable_until)
+
+    def _budget_is_spent(self) -> bool:
+        return bool(self._spent_until) and self.clock() < self._spent_until
+
+    async def _keep_out(self, method: str, path: str, bucket: str, waited: float = 0.0) -> float:
         """Wait until the vendor's window for ``bucket`` is open again, if a 429 closed it.
 
         A 429 with a wait hint (HubSpot's ``TEN_SECONDLY_ROLLING``, a ``Retry-After``) says
         the window is full for everyone on the credentials, so every caller holds back, not
         only the one that got it: the others would each send into it and get their own 429
-        (vendors count those, and block clients that keep knocking). A wait longer than the
-        retry policy waits out is not waited: the call fails as that 429 would have.
+        (vendors count those, and block clients that keep knocking). A 5xx's ``Retry-After``
+        closes it too (:meth:`_reopens`). A wait longer than the retry policy waits out is
+        not waited: the call fails as that answer would have.
+
+        Args:
+            waited: a reopening already waited for (what this returned before), not waited
+                for again.
+
+        Returns:
+            The reopening waited for (or found passed), for the caller's next look.
         """
-        wait = self._closed_until.get(bucket, 0.0) - self.clock()
-        if wait <= 0:
-            return
-        held = RateLimitedError(self.system, method, path, None, "held back", wait)
-        if not self.retry.waits_out(held):
-            raise held
-        # Slept once, not until the clock says so: a clock that the sleep does not move
-        # (tests) must not hold the call for ever.
-        await self.retry.sleep(wait)
+        while True:
+            until = self._reopens(bucket)
+            wait = until - self.clock()
+            if wait <= 0 or until <= waited:
+                return until
+            held = self._held_back(method, path, bucket, wait)
+            if not self.retry.waits_out(held):
+                raise held
+            # Slept once per reopening, not until the clock says so: a clock that the sleep
+            # does not move (tests) must not hold the call for ever. Then looked at again:
+            # another caller's 429 may have closed the window further meanwhile.
+            await self.retry.sleep(wait)
+            waited = until
+
+    def _held_back(self, method: str, path: str, bucket: str, wait: float) -> RetryableError:
+        """The error of a call not sent because the window is closed for ``wait`` more
+        seconds: a rate limit's if a 429 closed it, else the unavailable host's."""
+        if self._closed_until.get(bucket, 0.0) >= self._unavailable_until:
+            return RateLimitedError(self.system, method, path, None, "held back", wait)
+        return RetryableError(self.system, method, path, None, "held back", wait)
+
+    async def _take_turn(
+        self, method: str, path: str, bucket: str, limiter: RateLimiter | None
+    ) -> float:
+        """Wait until a call in ``bucket`` may go out, and take the limiter's slot for it.
+
+        The budget and the window are looked at again once the slot is taken: a caller
+        queued at a full limiter waits there a window long, and another call's 429 (or a
+        spent budget) meanwhile would otherwise see it sent into the very window the vendor
+        just closed. The slot is then given back unused (nothing was sent, so nothing is
+        counted) and the caller waits again.
+
+        Returns:
+            What :meth:`RateLimiter.acquire` returned (0 without a limiter).
+
+        Raises:
+            BudgetSpentError: the vendor's budget is spent.
+            RetryableError: held back for longer than the retry policy waits out.
+        """
+        waited = 0.0
+        while True:
+            if self._budget_is_spent():
+                raise BudgetSpentError(self.system, method, path, None, "budget spent")
+            waited = await self._keep_out(method, path, bucket, waited)
+            if limiter is None:
+                return 0.0
+            taken = await limiter.acquire()
+            until = self._reopens(bucket)
+            if not self._budget_is_spent() and (until <= waited or until <= self.clock()):
+                return taken
+            limiter.release(taken)
 
     async def _send_once(
         self,
@@ -687,11 +749,8 @@ class SystemClient:
         bucket: str,
         accepted: frozenset[int],
     ) -> httpx.Response:
-        if self._spent_until and self.clock() < self._spent_until:
-            raise BudgetSpentError(self.system, method, path, None, "budget spent")
-        await self._keep_out(method, path, bucket)
         limiter = self._limiters.get(bucket) or self._limiters.get("default")
-        taken = await limiter.acquire() if limiter is not None else 0.0
+        taken = await self._take_turn(method, path, bucket, limiter)
         self.stats.requests += 1
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -726,13 +785,16 @@ class SystemClient:
         if status < 400 or status in accepted:
             return response
         error = self._classify(method, path, response)
-        if isinstance(error, RateLimitedError) and error.wait_seconds:
+        if isinstance(error, RetryableError) and error.wait_seconds:
             # At most an hour: a proxy's Retry-After of days (or a garbled one) must not shut
             # the system out until the daemon restarts, erasures queued behind it included;
             # after the hour one call asks again, and a vendor still full says so again.
-            wait = min(error.wait_seconds, MAX_HOLD_SECONDS)
-            closed = self.clock() + wait
-            self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
+            closed = self.clock() + min(error.wait_seconds, MAX_HOLD_SECONDS)
+            if isinstance(error, RateLimitedError):
+                self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
+            elif status >= 500:
+                # A 503 in maintenance is the host's: every caller would get its own.
+                self._unavailable_until = max(self._unavailable_until, closed)
         raise error
 
     def _transport_error(self, method: str, path: str, exc: httpx.RequestError) -> RemoteError:
@@ -769,7 +831,8 @@ class SystemClient:
         if status >= 500 or status in (408, 423):
             self.stats.server_errors += 1
             # A Retry-After here (a 503 for maintenance) is the wait RFC 9110 gives it: no
-            # retry sooner, and one longer than the policy waits ends the retries.
+            # retry sooner, nor any other call of this client (see _send_once), and one
+            # longer than the policy waits ends the retries.
             wait = retry_after(response)
             return RetryableError(self.system, method, path, status, detail, wait)
         if status in (401, 403, 404, 405):

@@ -145,3 +145,15 @@ class RateLimiter:
         else:
             self._unanswered.pop(taken, None)  # none left (or settled twice: counted anyway)
         self.window.record(self._clock())
+
+    def release(self, taken: float) -> None:
+        """The slot taken at ``taken`` was not used: no call was sent, so it is given back
+        uncounted (the vendor saw nothing), for the next caller.
+
+        Args:
+            taken: what :meth:`acquire` returned.
+        """
+        if self._unanswered[taken] > 1:
+            self._unanswered[taken] -= 1
+        else:
+            self._unanswered.pop(taken, None)

@@ -18,8 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from adapters.hubspot.settings import budget_spent as hubspot_budget_spent
+from adapters.hubspot.settings import wait_hint as hubspot_wait_hint
 from connector.devtls import DevCA
 from connector.errors import (
+    BudgetSpentError,
     FatalRemoteError,
     RateLimitedError,
     RecordError,
@@ -31,6 +34,7 @@ from connector.http import (
     build_ssl_context,
     check_url,
     redact_url,
+    retry_after,
 )
 from connector.ratelimit import RateLimit, RateLimiter
 from connector.sandboxkit import serve_tls
@@ -398,9 +402,11 @@ async def test_a_5xx_with_retry_after_is_retried_no_sooner_than_the_vendor_said(
         httpx.Response(200, json={}),
     ]
     slept: list[float] = []
+    time = VirtualTime()
 
     async def record(seconds: float) -> None:
         slept.append(seconds)
+        await time.sleep(seconds)
 
     client = SystemClient(
         "shop",
@@ -408,6 +414,7 @@ async def test_a_5xx_with_retry_after_is_retried_no_sooner_than_the_vendor_said(
         transport=httpx.MockTransport(lambda _request: answers.pop(0)),
         wait_hint=lambda _response: 1.0,  # a rate-limit reader: not asked about a 503
         retry=RetryPolicy(attempts=3, sleep=record),
+        clock=time.clock,
     )
     async with client:
         response = await client.request("GET", "/wp-json/wc/v3/customers")
@@ -580,6 +587,133 @@ async def test_after_a_429_with_the_vendor_s_wait_every_caller_holds_back() -> N
         answers = await time.run(asyncio.gather(*calls))
     assert [a.status_code for a in answers] == [200] * 4
     assert refused == 1, f"{refused} calls were sent into a window the vendor said was full"
+
+
+async def test_a_caller_queued_at_the_limiter_does_not_send_into_a_window_closed_meanwhile() -> (
+    None
+):
+    """README: a 429 with the vendor's wait holds back every call of the client until the
+    wait has passed. That holds for a caller already queued at a full limiter too: it wakes
+    when its slot frees and looks at the window again before sending.
+
+    2 calls per 10 s. At 1000 call A is answered 200 and call B is sent; C queues for a
+    slot. B is answered at 1005 with a 429 and ``Retry-After: 10`` (the window is closed
+    until 1015). C's slot frees at 1010: it is not sent before 1015."""
+    time = SimulatedTime()
+    sent: list[tuple[str, float]] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, time.now))
+        if request.url.path == "/b" and sum(p == "/b" for p, _ in sent) == 1:
+            await time.sleep(5)  # B is slow, and then refused for the rate
+            return httpx.Response(429, headers={"Retry-After": "10"})
+        return httpx.Response(200, json={})
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        limits={"default": RateLimit(2, 10)},
+        wait_hint=retry_after,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+
+    async def later(path: str, turns: int) -> httpx.Response:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await client.request("GET", path)
+
+    async with client:
+        answers = await time.run(
+            asyncio.gather(client.request("GET", "/a"), later("/b", 1), later("/c", 5))
+        )
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    inside = [(path, at) for path, at in sent if 1005.0 <= at < 1015.0]
+    assert not inside, f"sent into the window the 429 closed until 1015: {inside}"
+    assert [path for path, _ in sent].count("/c") == 1
+
+
+async def test_after_hubspot_s_daily_429_a_caller_queued_at_the_limiter_sends_nothing() -> None:
+    """HubSpot's ``DAILY`` 429: until the quota comes back nothing is sent (``budget_spent``).
+    A caller already queued at a full limiter (a big sync beside a DSR fan-out) looks at the
+    budget again when its slot frees, and fails instead of earning another DAILY 429.
+
+    2 calls per 10 s. At 1000 call A is answered and call B is sent; C queues. B comes back
+    at 1005 with the DAILY 429; C's slot frees at 1010."""
+    time = SimulatedTime()
+    sent: list[tuple[str, float]] = []
+    spent = False
+    daily = {"status": "error", "errorType": "RATE_LIMIT", "policyName": "DAILY"}
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal spent
+        sent.append((request.url.path, time.now))
+        if request.url.path == "/b":
+            await time.sleep(5)
+            spent = True
+        if spent:
+            return httpx.Response(429, json=daily)
+        return httpx.Response(200, json={})
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        limits={"default": RateLimit(2, 10)},
+        wait_hint=hubspot_wait_hint,
+        budget_spent=hubspot_budget_spent,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+
+    async def later(path: str, turns: int) -> httpx.Response | BaseException:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        try:
+            return await client.request("POST", path)
+        except RateLimitedError as exc:
+            return exc
+
+    async with client:
+        answers = await time.run(asyncio.gather(later("/a", 0), later("/b", 1), later("/c", 5)))
+    after = [(path, at) for path, at in sent if at >= 1005.0]
+    assert not after, f"sent after HubSpot said the day's budget was spent: {after}"
+    assert isinstance(answers[2], BudgetSpentError)
+
+
+async def test_a_503_with_retry_after_holds_back_every_caller() -> None:
+    """A 503 with ``Retry-After`` (WordPress in maintenance mode) says the host is down for
+    that long, for every caller: the others wait it out too instead of each collecting its
+    own 503. Four calls at once: one is sent before the host is back, not four."""
+    time = SimulatedTime()
+    sent: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(time.now)
+        if len(sent) == 1:
+            return httpx.Response(503, headers={"Retry-After": "20"})
+        return httpx.Response(200, json={})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        limits={"default": RateLimit(25, 1)},
+        wait_hint=retry_after,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, sleep=time.sleep),
+        clock=time.clock,
+    )
+
+    async def later(turns: int) -> httpx.Response:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await client.request("GET", "/wp-json/wc/v3/customers")
+
+    async with client:
+        answers = await time.run(asyncio.gather(*(later(turns) for turns in range(4))))
+    assert [a.status_code for a in answers] == [200] * 4
+    assert sent[0] == 1000.0 and all(at >= 1020.0 for at in sent[1:]), sent
 
 
 @respx.mock

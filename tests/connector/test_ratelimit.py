@@ -90,3 +90,20 @@ async def test_paced_calls_never_overrun_the_vendor_window_whatever_the_latency(
                 limiter.settle(taken_at)
                 in_flight.remove((arrives, answered, taken_at))
     assert rejected == 0
+
+
+async def test_a_slot_given_back_unused_is_not_counted() -> None:
+    """A caller that took a slot and then sent nothing (the vendor's window closed while it
+    queued) gives it back: the next caller takes it at once, and nothing is counted."""
+    clock = FakeClock()
+    waited: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        waited.append(seconds)
+        clock.advance(seconds)
+
+    limiter = RateLimiter(RateLimit(1, 10), clock=clock, sleep=fake_sleep)
+    limiter.release(await limiter.acquire())
+    limiter.settle(await limiter.acquire())
+    assert waited == []
+    assert limiter.window.remaining(clock()) == 0
