@@ -30,6 +30,8 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -295,13 +297,16 @@ class RetryPolicy:
 
     def backoff(self, attempt: int, error: BaseException | None) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based)."""
+        ceiling = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
+        backoff = random.uniform(ceiling / 2, ceiling)
         if isinstance(error, RetryableError) and error.wait_seconds is not None:
             # The vendor told us how long: never less (see waits_out), plus a little jitter
-            # so workers do not stampede.
+            # so workers do not stampede. Nor less than the backoff: a wait of 0 (Pipedrive's
+            # ``x-ratelimit-reset`` while its 2 s window frees) taken as the whole wait sent
+            # every retry in one instant, a burst of 429s, which earns Cloudflare's block.
             hinted = max(0.0, error.wait_seconds)
-            return hinted + random.uniform(0, min(0.25, hinted / 10 + 0.01)) * (hinted > 0)
-        ceiling = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
-        return random.uniform(ceiling / 2, ceiling)
+            return max(hinted + random.uniform(0, min(0.25, hinted / 10 + 0.01)), backoff)
+        return backoff
 
 
 @dataclass
@@ -843,8 +848,10 @@ class SystemClient:
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a ``Retry-After`` header, else ``None``.
 
-    Its HTTP-date form is not read: it needs the wall clock, and a server's clock may be off
-    by more than the wait; the client's backoff applies then.
+    Either form RFC 9110 allows: delay-seconds, or an HTTP-date (a host's WAF, WordPress's
+    maintenance mode). A date is read against the answer's own ``Date``, both from the
+    server's clock, so a skew between its clock and ours does not count; without one, against
+    ours. A date already past is a wait of 0.
     """
     value = response.headers.get("retry-after")
     if value is None:
@@ -852,8 +859,27 @@ def retry_after(response: httpx.Response) -> float | None:
     try:
         seconds = float(value.strip())
     except ValueError:
-        return None
+        return _seconds_until(value, response.headers.get("date"))
     return seconds if 0 <= seconds < float("inf") else None
+
+
+def _seconds_until(value: str, date: str | None) -> float | None:
+    """Seconds from the answer's ``Date`` (else now) until the HTTP-date ``value``."""
+    until = _http_date(value)
+    if until is None:
+        return None
+    sent = _http_date(date) if date is not None else None
+    return max(0.0, (until - (sent or datetime.now(UTC))).total_seconds())
+
+
+def _http_date(value: str) -> datetime | None:
+    """An HTTP-date (RFC 9110 5.6.7, its obsolete forms too) as an aware time, or ``None``."""
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    # HTTP-dates are GMT; one written with "-0000" is parsed as naive.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _not_carried_out(exc: BaseException) -> bool:

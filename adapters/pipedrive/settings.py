@@ -24,6 +24,7 @@ import httpx
 from pydantic import SecretStr, field_validator
 
 from connector.adapter import ClientConfig, Limits
+from connector.http import retry_after
 from connector.ratelimit import RateLimit
 from connector.secrets import DeferredSecret
 from connector.settings import SystemSettings, WebhookSettings
@@ -142,7 +143,8 @@ def wait_hint(response: httpx.Response) -> float | None:
     - ``x-daily-requests-left: 0``: the daily budget is spent; :data:`DAILY_WAIT_SECONDS`
       (the client caps it at its own maximum).
     - ``x-ratelimit-reset``: seconds until the burst window frees, as Pipedrive documents it.
-    - ``Retry-After`` in seconds, should a proxy in front of Pipedrive send one.
+    - ``Retry-After``, should a proxy in front of Pipedrive send one: in seconds or as an
+      HTTP-date (:func:`connector.http.retry_after`).
 
     Missing or malformed headers are tolerated; the body is never read (it is not needed, and
     a Cloudflare page is HTML).
@@ -150,11 +152,8 @@ def wait_hint(response: httpx.Response) -> float | None:
     daily = _number(response.headers.get("x-daily-requests-left"))
     if daily is not None and daily <= 0:
         return DAILY_WAIT_SECONDS
-    for header in ("x-ratelimit-reset", "retry-after"):
-        seconds = _number(response.headers.get(header))
-        if seconds is not None:
-            return seconds
-    return None
+    reset = _number(response.headers.get("x-ratelimit-reset"))
+    return reset if reset is not None else retry_after(response)
 
 
 def _number(raw: str | None) -> float | None:

@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -1049,6 +1050,13 @@ async def test_search_limit_is_separate(time: VirtualTime) -> None:
         ({"x-ratelimit-reset": "1", "x-daily-requests-left": "0"}, DAILY_WAIT_SECONDS),
         ({"x-ratelimit-reset": "1", "x-daily-requests-left": "5000"}, 1.0),
         ({"retry-after": "7"}, 7.0),
+        (
+            {
+                "date": "Fri, 01 Mar 2024 12:00:00 GMT",
+                "retry-after": "Fri, 01 Mar 2024 12:00:30 GMT",
+            },
+            30.0,
+        ),
         ({"x-ratelimit-reset": "soon"}, None),
         ({}, None),
     ],
@@ -1060,6 +1068,39 @@ def test_wait_hint_reads_reset_and_daily_budget(
     survives junk."""
     response = httpx.Response(429, content=b"<html>busy</html>", headers=headers)
     assert wait_hint(response) == expected
+
+
+async def test_a_ratelimit_reset_of_0_still_spreads_the_retries_by_the_backoff() -> None:
+    """``x-ratelimit-reset`` is whole seconds until the 2 s window frees, so a full window
+    often says 0 (the sandbox's injected 429 too). Taken as the whole wait, every retry of a
+    call went out in the same instant: six 429s in a burst, which is what earns Cloudflare's
+    403 block. A wait of 0 waits the policy's backoff."""
+    time = VirtualTime()
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.now)
+        return httpx.Response(
+            429,
+            headers={"x-ratelimit-reset": "0", "x-ratelimit-remaining": "0"},
+            json={"success": False},
+        )
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        wait_hint=wait_hint,
+        limits={"default": RateLimit(40, 2)},
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+    async with client:
+        with pytest.raises(RetryableError):
+            await client.request("GET", "/persons/1")
+    assert len(calls) == 6
+    gaps = [later - earlier for earlier, later in pairwise(calls)]
+    assert all(gap >= 0.25 for gap in gaps), f"retries sent without backoff: {calls}"
 
 
 async def test_a_spent_daily_budget_stops_the_calls_before_cloudflare_blocks_them(

@@ -150,11 +150,18 @@ def test_settings_refuse_an_unknown_role() -> None:
         settings(role="customers")
 
 
-def test_retry_after_reads_seconds_only() -> None:
-    """Retry-After seconds become the wait hint; an HTTP date or nothing gives None."""
+def test_retry_after_reads_seconds_or_an_http_date() -> None:
+    """Retry-After seconds become the wait hint, and so does an HTTP-date (a host's WAF may
+    send either), read against the answer's ``Date``; one already past is no wait; nothing
+    gives None."""
     assert retry_after(httpx.Response(429, headers={"Retry-After": "7"})) == 7.0
-    date = "Wed, 21 Oct 2015 07:28:00 GMT"
-    assert retry_after(httpx.Response(429, headers={"Retry-After": date})) is None
+    dated = {
+        "Date": "Wed, 21 Oct 2015 07:28:00 GMT",
+        "Retry-After": "Wed, 21 Oct 2015 07:29:00 GMT",
+    }
+    assert retry_after(httpx.Response(429, headers=dated)) == 60.0
+    past = "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert retry_after(httpx.Response(429, headers={"Retry-After": past})) == 0.0
     assert retry_after(httpx.Response(429)) is None
 
 

@@ -7,6 +7,8 @@ import heapq
 import os
 import ssl
 from collections.abc import Awaitable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -442,6 +444,95 @@ async def test_a_5xx_asking_for_a_wait_past_the_backoff_cap_ends_the_retries() -
             await client.request("GET", "/wp-json/wc/v3/customers")
     assert caught.value.status == 503 and caught.value.wait_seconds == 600
     assert len(calls) == 1
+
+
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment, usegmt=True)
+
+
+@pytest.mark.parametrize("status", [429, 503], ids=["429-host-limit", "503-maintenance"])
+async def test_a_retry_after_http_date_past_the_backoff_cap_ends_the_retries(status: int) -> None:
+    """RFC 9110: Retry-After is delay-seconds *or* an HTTP-date, and a WordPress host's WAF
+    or its maintenance mode may send either. Asked by date to stay away 120 s (past the 30 s
+    the policy waits), the call fails at once, as it does for ``Retry-After: 120``."""
+    time = VirtualTime()
+    calls: list[float] = []
+    server_now = datetime.now(UTC).replace(microsecond=0)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(time.now)
+        return httpx.Response(
+            status,
+            headers={
+                "Date": _http_date(server_now),
+                "Retry-After": _http_date(server_now + timedelta(seconds=120)),
+            },
+        )
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        wait_hint=retry_after,  # WooCommerce's reader (woocommerce_client_config)
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=6, base_seconds=0.5, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+    async with client:
+        with pytest.raises(RetryableError) as caught:
+            await client.request("GET", "/wp-json/wc/v3/customers")
+        assert caught.value.wait_seconds is not None and caught.value.wait_seconds >= 100
+        with pytest.raises(RetryableError, match="held back"):  # nor does the next call go
+            await client.request("GET", "/wp-json/wc/v3/customers")
+    assert calls == [1000.0]
+
+
+_SERVER_NOW = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "20"}, 20.0),
+        # Dated by the server's own clock, however far ours is from it.
+        (
+            {
+                "Date": _http_date(_SERVER_NOW),
+                "Retry-After": _http_date(_SERVER_NOW + timedelta(seconds=90)),
+            },
+            90.0,
+        ),
+        (
+            {
+                "Date": "Fri, 01 Mar 2024 12:00:00 GMT",
+                "Retry-After": "Friday, 01-Mar-24 12:00:30 GMT",
+            },
+            30.0,
+        ),
+        # A date already past: no wait.
+        (
+            {
+                "Date": _http_date(_SERVER_NOW),
+                "Retry-After": _http_date(_SERVER_NOW - timedelta(seconds=5)),
+            },
+            0.0,
+        ),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": "-3"}, None),
+        ({}, None),
+    ],
+    ids=["seconds", "date-by-date", "obsolete-date", "date-past", "junk", "negative", "none"],
+)
+def test_retry_after_reads_seconds_or_an_http_date(
+    headers: dict[str, str], expected: float | None
+) -> None:
+    assert retry_after(httpx.Response(503, headers=headers)) == expected
+
+
+def test_a_retry_after_date_without_the_answer_s_date_is_read_against_our_clock() -> None:
+    """No ``Date`` header to read it against: the wait runs from our own wall clock."""
+    until = datetime.now(UTC) + timedelta(hours=1)
+    wait = retry_after(httpx.Response(429, headers={"Retry-After": _http_date(until)}))
+    assert wait is not None and 3500 <= wait <= 3600
 
 
 async def test_an_answer_httpx_cannot_decode_is_a_retryable_error() -> None:
