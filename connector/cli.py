@@ -103,36 +103,50 @@ def _values_from_stdin(args: argparse.Namespace, parser: argparse.ArgumentParser
     against a slow vendor), and in the shell's history and sudo's log.
     """
     dashed = [name for name in _FROM_STDIN if getattr(args, name, None) == "-"]
+    assignments: list[str] = getattr(args, "assignments", None) or []
+    if "-" in assignments:
+        dashed.append("set")
     if len(dashed) > 1:
-        parser.error("--email - and --phone -: standard input gives one of them; not both")
+        given = " and ".join(f"--{name} -" for name in dashed)
+        parser.error(f"{given}: standard input gives only one of them")
     for name in dashed:
-        setattr(args, name, _stdin_value(parser, f"--{name}"))
+        if name == "set":
+            # The corrected values (a name, a street) are as much the person's as the
+            # address: one FIELD=VALUE a line, beside those given as arguments.
+            given_here = [each for each in assignments if each != "-"]
+            args.assignments = given_here + _stdin_lines(parser, "--set", one=False)
+        else:
+            setattr(args, name, _stdin_lines(parser, f"--{name}", one=True)[0])
 
 
-def _stdin_value(parser: argparse.ArgumentParser, option: str) -> str:
-    """One line of standard input, stripped; a usage error if it gives none, or more.
+def _stdin_lines(parser: argparse.ArgumentParser, option: str, *, one: bool) -> list[str]:
+    """The lines of standard input, stripped, blank ones left out; a usage error if it
+    gives none, or (``one``) more than one.
 
-    At a terminal the first line is taken (a person typing it, told on stderr what is
-    awaited). From a pipe or a file the whole input is read: a second address there would
-    otherwise be passed over in silence, as if its request had been made.
+    At a terminal, for ``one``, the first line is taken (a person typing it, told on stderr
+    what is awaited); otherwise up to the end of input (Ctrl-D). From a pipe or a file the
+    whole input is read: a second address there would otherwise be passed over in silence,
+    as if its request had been made.
     """
     stdin = sys.stdin
     if stdin is None:  # started with standard input closed
         parser.error(f"{option} -: there is no standard input to read it from")
     try:
         if stdin.isatty():
-            print(f"{option}: ", end="", file=sys.stderr, flush=True)
-            lines = [stdin.readline()]
+            ask = f"{option}: " if one else f"{option} (one FIELD=VALUE a line, then Ctrl-D): "
+            print(ask, end="" if one else "\n", file=sys.stderr, flush=True)
+            lines = [stdin.readline()] if one else stdin.read().splitlines()
         else:
             lines = stdin.read().splitlines()
     except (OSError, ValueError) as exc:  # ValueError: not text in its encoding, or closed
         parser.error(f"{option} -: cannot read standard input ({type(exc).__name__})")
     values = [line.strip() for line in lines if line.strip()]
-    if len(values) != 1:
+    if not values or (one and len(values) != 1):
         # Neither is echoed: the lines are personal data.
         found = "nothing" if not values else f"{len(values)} lines"
-        parser.error(f"{option} -: standard input gave {found}; give one, on one line")
-    return values[0]
+        wanted = "give one, on one line" if one else "give one FIELD=VALUE a line"
+        parser.error(f"{option} -: standard input gave {found}; {wanted}")
+    return values
 
 
 def _parser() -> argparse.ArgumentParser:

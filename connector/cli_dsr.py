@@ -90,7 +90,8 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a canonical field and its corrected value (repeatable)",
+        help="a canonical field and its corrected value (repeatable); `--set -` reads them "
+        "from standard input, one FIELD=VALUE a line, out of the process list",
     )
     readmit = action(
         "readmit",

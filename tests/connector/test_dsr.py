@@ -1399,6 +1399,27 @@ def test_cli_erase_reads_the_address_and_phone_from_standard_input_given_as_dash
     assert rt.store.suppressed([phone]) == {phone}
 
 
+def test_cli_rectify_reads_the_corrected_values_from_standard_input_given_as_set_dash(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`--set -` reads FIELD=VALUE lines from standard input, beside those given as
+    arguments: a corrected name or street is the person's as much as the address, and as
+    an argument it sat in every local user's `ps`."""
+    seed(shop)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("city=Amersfoort\n\n"))
+    code, out, err = cli(
+        "rectify", "--email", CANARY_EMAIL, "--set", "-", "--set", "postcode=3811 aa",
+        "--json", capsys=capsys,
+    )  # fmt: skip
+    assert code == 0 and json.loads(out)["status"] == "completed", err
+    record = shop.record_for(CANARY_EMAIL)
+    assert record is not None
+    assert (record["billing"]["city"], record["billing"]["postcode"]) == ("Amersfoort", "3811 AA")
+
+
 @pytest.mark.parametrize(
     ("given", "words", "said"),
     [
@@ -1408,10 +1429,16 @@ def test_cli_erase_reads_the_address_and_phone_from_standard_input_given_as_dash
             ["dsr", "access", "--email", "-", "--out", "b"],
             "2 lines",
         ),
-        (CANARY_EMAIL, ["dsr", "erase", "--email", "-", "--phone", "-"], "not both"),
+        (CANARY_EMAIL, ["dsr", "erase", "--email", "-", "--phone", "-"], "only one of them"),
         ("", ["resync", "--system", "shop", "--email", "-"], "gave nothing"),
+        (
+            "city=Delft",
+            ["dsr", "rectify", "--email", "-", "--set", "-"],
+            "--email - and --set -: standard input gives only one of them",
+        ),
+        ("\n", ["dsr", "rectify", "--email", OTHER_EMAIL, "--set", "-"], "--set -: standard"),
     ],
-    ids=["empty", "two-lines", "both", "resync"],
+    ids=["empty", "two-lines", "both", "resync", "address-and-values", "no-values"],
 )
 def test_cli_refuses_standard_input_that_gives_no_single_value(
     config_path: Path,
