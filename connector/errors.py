@@ -18,15 +18,21 @@ what happens next, so callers branch on *kind*, never on message text::
     │                          that cannot be created): bad configuration, exit 2
     └── ReceiptError           a signed receipt or the audit chain does not verify
 
-Messages carry the system name, HTTP method, URL *path* and status only: never request or
-response bodies, query strings, e-mails, names, phones or tokens. Those can hold personal data,
-and exception text ends up in logs.
+Messages carry the system name, HTTP method, the URL path's *route* and status only: never
+request or response bodies, query strings, e-mails, names, phones or tokens. Those can hold
+personal data, and exception text ends up in logs, dead letters and the audit trail. The route
+is the path with every value in it (a customer's number, a subscriber hash, an address) read
+as ``{id}`` (:func:`route_of`): ``DELETE /wp-json/wc/v3/customers/7`` names the shop's record
+of one person, and a failed erasure step's entry keeps its error text for years after the
+erasure deleted the rows that tied that number to them.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Self
+from urllib.parse import urlsplit
 
 __all__ = [
     "ConfigError",
@@ -39,7 +45,37 @@ __all__ = [
     "RetryableError",
     "StoreError",
     "StorePathError",
+    "route_of",
 ]
+
+#: A path segment an error's route keeps as it is: a word of the vendor's API (``customers``,
+#: ``delete-permanent``, ``graphql.json``), a version (``v3``, ``2025-01``) or a template's
+#: placeholder (``{subscriber_hash}``).
+_ROUTE_WORD = re.compile(r"[A-Za-z_-]+(?:\.[A-Za-z]+)?|v\d+|\d{4}-\d{2}|\{[A-Za-z_]+\}")
+#: A run of hex digits long enough to be a hash or a key, even one with no digit in it.
+_HEX_VALUE = re.compile(r"[0-9A-Fa-f]{8,}")
+
+
+def route_of(path: str) -> str:
+    """``path`` as a route: any segment that is not a word of the API reads ``{id}``.
+
+    Ids, hashes and addresses are told from the API's own words by their form, not by a list
+    of each vendor's routes, so an adapter cannot forget one: a number, a hash, an address
+    (``@``, or escaped), an id of letters and digits. A whole URL (an adapter calling beside
+    its base URL) keeps its path only, and a query string is dropped.
+    """
+    if "://" in path:
+        try:
+            path = urlsplit(path).path
+        except ValueError:
+            return "<invalid URL>"
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return "/".join(
+        segment
+        if not segment or (_ROUTE_WORD.fullmatch(segment) and not _HEX_VALUE.fullmatch(segment))
+        else "{id}"
+        for segment in path.split("/")
+    )
 
 
 class KlantsyncError(Exception):
@@ -69,7 +105,8 @@ class RemoteError(KlantsyncError):
     Args:
         system: configured system name (e.g. ``crm``).
         method: HTTP method.
-        path: URL path only (no query string, which may hold e-mails or keys).
+        path: the URL path; kept as its route (:func:`route_of`), with no query string
+            (which may hold e-mails or keys) and no id, hash or address in it.
         status: HTTP status, or ``None`` for transport failures.
         detail: a short vendor error *category* (e.g. ``VALIDATION_ERROR``), never a message body.
     """
@@ -84,16 +121,16 @@ class RemoteError(KlantsyncError):
     ) -> None:
         self.system = system
         self.method = method
-        self.path = path
+        self.path = route_of(path)
         self.status = status
         self.detail = detail
         status_text = f" -> {status}" if status is not None else ""
         detail_text = f" ({detail})" if detail else ""
-        super().__init__(f"{system}: {method} {path}{status_text}{detail_text}")
+        super().__init__(f"{system}: {method} {self.path}{status_text}{detail_text}")
 
     def renamed(self, path: str) -> RemoteError:
-        """This error naming ``path`` instead: a route's template where the path it was raised
-        for holds personal data (an e-mail, or its hash, in the URL)."""
+        """This error naming ``path`` instead: a route's own template (``{subscriber_hash}``)
+        where :func:`route_of` would say ``{id}``."""
         return type(self)(self.system, self.method, path, self.status, self.detail)
 
 

@@ -705,9 +705,9 @@ class MailchimpAdapter:
                     "GET", path, path, params={"fields": "id"}, accept=(404,)
                 )
             if response.status_code == 404:
-                raise FatalRemoteError(
-                    self.client.system, "GET", path, 404, "no such audience: check list_ids"
-                )
+                # Named in the detail: the error's route reads the id in its path as {id}.
+                detail = f"no such audience {list_id!r}: check list_ids"
+                raise FatalRemoteError(self.client.system, "GET", path, 404, detail)
 
     # -- erase -----------------------------------------------------------------------------
 

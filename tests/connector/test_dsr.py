@@ -387,6 +387,27 @@ async def test_shop_account_with_a_staff_role_is_left_for_a_person_with_what_to_
     assert view.status == "completed" and not shop.holds(CANARY_EMAIL)
 
 
+async def test_a_failed_erasure_step_s_entry_names_the_route_not_the_shop_s_customer_id(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop's refusal to delete a shop manager is recorded in the step's ``dsr.system``
+    entry as ``DELETE .../customers/{id}``: the customer's number, tied there to the person's
+    keyed id for ``audit_days``, would outlive the identity rows the erasure deleted."""
+    shop.seed_synthetic(6, seed=7)
+    shop_id = shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, role="shop_manager")
+    (report,) = await rt.engine.sync()
+    assert not report.failed
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.system("shop").status == "failed"
+    failed = [
+        e.data
+        for e in audit.entries(rt.store)
+        if e.kind == "dsr.system" and e.data["status"] == "failed"
+    ]
+    assert failed and "/customers/{id}" in failed[0]["detail"]
+    assert re.search(rf"/customers/{shop_id}\b", json.dumps(failed)) is None, failed
+
+
 async def test_same_erasure_twice_is_one_request_with_one_receipt(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:

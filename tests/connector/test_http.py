@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import os
+import re
 import ssl
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -297,6 +298,38 @@ async def test_errors_never_carry_body_or_query() -> None:
     assert SECRET_EMAIL not in text and "email=" not in text
     assert "POST /contacts -> 400 (VALIDATION_ERROR)" in text
     await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("path", "route"),
+    [
+        ("/wp-json/wc/v3/customers/7", "/wp-json/wc/v3/customers/{id}"),
+        ("/api/v2/persons/123", "/api/v2/persons/{id}"),
+        ("https://acme.pipedrive.com/api/v1/notes/55?x=1", "/api/v1/notes/{id}"),
+        (
+            "/lists/a1b2c3d4e5/members/d41d8cd98f00b204e9800998ecf8427e/actions/delete-permanent",
+            "/lists/{id}/members/{id}/actions/delete-permanent",
+        ),
+        ("/lists/{id}/members/{subscriber_hash}", "/lists/{id}/members/{subscriber_hash}"),
+        ("/lists/abcdefabcdef/members", "/lists/{id}/members"),  # a hex id with no digit
+        (f"/communication-preferences/v3/status/email/{CANARY_EMAIL}", None),
+        ("/communication-preferences/v3/status/email/anna%40example.nl", None),
+        ("/crm/v4/objects/contacts/501/associations/notes", None),
+        ("/admin/api/2025-01/graphql.json", "/admin/api/2025-01/graphql.json"),
+        ("/crm/v3/objects/contacts/batch/upsert", "/crm/v3/objects/contacts/batch/upsert"),
+    ],
+)
+def test_an_error_names_the_route_with_no_id_hash_or_address_in_it(
+    path: str, route: str | None
+) -> None:
+    """Whatever path an adapter raises an error for, its message names the route: a
+    customer's number in it, tied to a keyed id in a failed step's audit entry, would outlive
+    the erasure that deleted what tied it to the person."""
+    error = RecordError("shop", "DELETE", path, 403, "woocommerce_rest_cannot_delete")
+    assert error.path == str(error).split()[2]
+    assert not re.search(r"/\d+(?:/|\s)|@|%40|[0-9a-f]{8}", str(error)), str(error)
+    if route is not None:
+        assert error.path == route
 
 
 VENDOR_SENTENCE = f"Person {CANARY_NAME} Qwertyson is not valid"

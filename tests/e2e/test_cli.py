@@ -377,8 +377,8 @@ def test_check_online_names_a_configured_audience_mailchimp_does_not_have(
         assert main(["-c", str(config), "check", "--online", "--json"]) == 1
         online = _json(capsys)["online"]  # type: ignore[index]
         assert online["shop"] == "ok"
-        assert "/lists/a1b2c3d4e6 -> 404" in online["news"]
-        assert "check list_ids" in online["news"]
+        assert "/lists/{id} -> 404" in online["news"]
+        assert "no such audience 'a1b2c3d4e6': check list_ids" in online["news"]
 
 
 def test_unreachable_system_fails_with_exit_1(
