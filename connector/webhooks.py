@@ -5,13 +5,15 @@ table (they can carry a whole customer record) and the delivery is acknowledged 
 daemon's worker does the syncing or the erasure. An erasure is recorded with the delivery,
 its suppression entries with it, by what the store can tell without asking a vendor, so no
 sync sends the person anything from the answer on. A delivery id already seen is a replay and
-is ignored, whatever its signature says.
+is ignored, whatever its signature says. A delivery refused for its signature leaves a
+``webhook.rejected`` entry (at most one a minute per system, see :func:`_record_rejected`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import sqlite3
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +22,7 @@ from connector.adapter import WebhookEvent, WebhookRequest
 from connector.dsr import DsrService
 from connector.model import normalise_email
 from connector.runtime import Runtime
-from connector.state import utcnow
+from connector.state import Store, utcnow
 
 __all__ = ["MAX_BODY_BYTES", "WebhookOutcome", "receive"]
 
@@ -43,13 +45,14 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
     """Verify and queue one delivery for ``system_name``.
 
     Returns 404 for an unknown system or one without a webhook secret, 401 for a bad or stale
-    signature (nothing is queued), 200 otherwise.
+    signature (nothing is queued, the refusal is recorded), 200 otherwise.
     """
     system = rt.systems.get(system_name)
     if system is None or system.settings.webhooks is None:
         return WebhookOutcome(404, "no webhook endpoint for this system")
     secret = system.settings.webhooks.secret.get_secret_value()
     if not system.adapter.verify_webhook(request, secret, now):
+        _record_rejected(rt.store, system_name, now)
         return WebhookOutcome(401, "signature invalid or stale")
     events = system.adapter.parse_webhook(request)
     outcome = WebhookOutcome(200)
@@ -103,6 +106,45 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                     params["request"] = recorded.id
             outcome.queued.append(jobs.enqueue(rt.store, rt.keyring, "webhook", params))
     return outcome
+
+
+#: At most one ``webhook.rejected`` entry per system in this many seconds.
+REJECTED_ENTRY_EVERY = 60.0
+
+
+@dataclass
+class _Rejections:
+    """A system's refused deliveries since its last ``webhook.rejected`` entry."""
+
+    recorded_at: float
+    unrecorded: int = 0
+
+
+#: Per open store (the daemon's), per system: when the last refusal was recorded.
+_REJECTED: weakref.WeakKeyDictionary[Store, dict[str, _Rejections]] = weakref.WeakKeyDictionary()
+
+
+def _record_rejected(store: Store, system_name: str, now: float) -> None:
+    """Append ``webhook.rejected`` for a delivery refused for its signature.
+
+    A refused delivery may be a data subject's request (HubSpot's ``privacyDeletion`` after
+    the app secret rotated at HubSpot only): the trail shows it was refused, as it does for
+    one handed to :func:`connector.dsr_webhooks.handle_webhook`. But the endpoint is public
+    and asks nothing before the signature, so a flood of forged deliveries would otherwise
+    write the trail (kept for ``audit_days``) as fast as it can be sent: one entry a minute
+    per system is written, and the next one counts the refusals in between
+    (``unrecorded``), which the metrics count one by one.
+    """
+    seen = _REJECTED.setdefault(store, {})
+    last = seen.get(system_name)
+    if last is not None and 0 <= now - last.recorded_at < REJECTED_ENTRY_EVERY:
+        last.unrecorded += 1
+        return
+    data: dict[str, Any] = {"system": system_name}
+    if last is not None and last.unrecorded:
+        data["unrecorded"] = last.unrecorded
+    audit.append(store, "webhook.rejected", data)
+    seen[system_name] = _Rejections(now)
 
 
 #: How long before its delivery the vendor's mark of a request's first try

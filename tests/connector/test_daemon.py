@@ -703,10 +703,12 @@ def _hubspot_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source: b
     return path
 
 
-async def _privacy_deletion(daemon: Daemon, crm: HubSpotSandbox, contact_id: str) -> Any:
+async def _privacy_deletion(
+    daemon: Daemon, crm: HubSpotSandbox, contact_id: str, secret: str = HS_SECRET
+) -> Any:
     """HubSpot's contact.privacyDeletion of ``contact_id``, posted to the daemon; its answer."""
     body, headers = crm.signed_privacy_deletion(
-        HS_SECRET, "http://daemon/webhooks/crm", contact_id, int(daemon.clock() * 1000)
+        secret, "http://daemon/webhooks/crm", contact_id, int(daemon.clock() * 1000)
     )
     async with _client(build_public_app(daemon)) as client:
         return await client.post("/webhooks/crm", content=body, headers=headers)
@@ -778,6 +780,40 @@ async def test_a_webhook_erasure_the_retries_carried_out_before_its_job_opens_no
         assert [v.id for v in DsrService(rt).list()] == [request.id]
         assert not [e for e in audit.entries(rt.store) if e.kind == "dsr.unmatched"]
         assert not shop.holds(CANARY_EMAIL)
+
+
+async def test_a_privacy_deletion_refused_for_its_signature_is_recorded_once_a_minute_at_most(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+) -> None:
+    """A person's erasure request whose signature does not verify (the app secret rotated
+    at HubSpot, not in the config) is answered 401 and leaves ``webhook.rejected`` in the
+    trail. Forged deliveries cost nothing to send: within a minute of an entry, refusals are
+    counted, and the next entry says how many went unrecorded."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    async with open_rt(_hubspot_hooks(tmp_path, monkeypatch, source=False)) as rt:
+        clock = Clock()
+        daemon = Daemon(rt, clock=clock)
+        await rt.engine.sync()
+        contact = crm.record_for(CANARY_EMAIL)
+        assert contact is not None
+
+        async def refused() -> list[dict[str, Any]]:
+            response = await _privacy_deletion(daemon, crm, contact["id"], "a-rotated-secret")
+            assert response.status_code == 401
+            return [e.data for e in audit.entries(rt.store) if e.kind == "webhook.rejected"]
+
+        assert await refused() == [{"system": "crm"}]
+        for _ in range(3):
+            clock.now += 10
+            assert len(await refused()) == 1
+        clock.now += 30
+        assert (await refused())[1:] == [{"system": "crm", "unrecorded": 3}]
+        assert crm.holds(CANARY_EMAIL) and jobs.claim_next(rt.store, rt.keyring) is None
 
 
 @pytest.mark.parametrize("source", [True, False], ids=["crm-a-source", "crm-a-destination"])
