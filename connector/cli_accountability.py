@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from connector import incidents, retention
+from connector import audit, incidents, retention
 from connector.backup import refuse_store_files
 from connector.cliargs import (
     EXIT_FAILED,
@@ -324,6 +324,9 @@ def _retention(
     # rotation waits for the sweep). A dry run only counts: it needs no key and leaves the
     # store's keys as they are.
     keyring = None if args.dry_run else open_keyring(store, config)
+    if keyring is not None:
+        # The periods it purges by are this config's: recorded, as `sync` records its own.
+        audit.record_config(store, config)
     report = run_loop(retention.sweep(store, config, keyring, dry_run=args.dry_run, beside=beside))
     if args.json:
         print(json.dumps({**report.as_dict(), "store_exists": True}, indent=2))

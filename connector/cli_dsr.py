@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from connector import audit
 from connector.access import BUNDLE_FILES
 from connector.backup import refuse_store_files
 from connector.cliargs import (
@@ -35,6 +36,9 @@ from connector.runtime import open_runtime
 
 __all__ = ["register", "run"]
 
+
+#: The actions that only read what the store holds: no config of theirs takes effect.
+LOOKS = frozenset({"list", "show", "receipt", "verify-receipt", "public-key"})
 
 CLEAR_DATA_NOTICE = (
     "The access bundle is the only place klantsync writes personal data in clear: "
@@ -156,6 +160,11 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     async with open_runtime(args.config) as rt:
         service = DsrService(rt)
         action = args.dsr_action
+        if action not in LOOKS:
+            # A request is carried out under this config (its mappings say what each system
+            # holds and is sent): recorded first, as `sync` and the daemon record theirs,
+            # so its entries follow the config they were made under.
+            audit.record_config(rt.store, rt.config)
         if action == "erase":
             view = await service.erase(args.email, phone=args.phone)
             return _print_view(console, args, view)

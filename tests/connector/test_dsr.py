@@ -1398,6 +1398,42 @@ def test_cli_erase_receipt_and_verification(
     assert code == 1 and "invalid" in out
 
 
+def test_a_dsr_command_records_the_config_it_carries_a_request_out_under(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    config_path: Path,
+) -> None:
+    """``config.loaded`` says a config came into use; an erasure is carried out under the
+    config ``dsr erase`` loaded (its mappings say what each system holds), so it is recorded
+    before the request's entries, as ``sync`` and ``run`` record theirs. A look (``dsr
+    list``) puts no config to use, and records none."""
+    from connector.config import load_config
+    from connector.state import Store
+
+    def in_use() -> list[tuple[str, str | None]]:
+        store = Store(load_config(config_path).store_path)
+        try:
+            return [(e.kind, e.data.get("sha256")) for e in audit.entries(store)]
+        finally:
+            store.close()
+
+    seed(shop)
+    assert cli("erase", "--email", OTHER_EMAIL, "--json", capsys=capsys)[0] == 0
+    first = audit.config_digest(load_config(config_path))["sha256"]
+    assert in_use()[0] == (audit.CONFIG_LOADED, first)
+    config_path.write_text(
+        config_path.read_text().replace("retry_attempts = 8", "retry_attempts = 5")
+    )
+    now = audit.config_digest(load_config(config_path))["sha256"]
+    assert cli("list", "--json", capsys=capsys)[0] == 0
+    assert [sha for kind, sha in in_use() if kind == audit.CONFIG_LOADED] == [first]
+    assert cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)[0] == 0
+    kinds = in_use()
+    second = [i for i, (kind, _) in enumerate(kinds) if kind == "dsr.received"][1]
+    assert [sha for kind, sha in kinds[:second] if kind == audit.CONFIG_LOADED] == [first, now]
+
+
 def test_cli_erase_reads_the_address_and_phone_from_standard_input_given_as_dash(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],

@@ -439,6 +439,29 @@ def test_retention_command_reports_json(
     assert "purged 1 dead letters" in capsys.readouterr().out
 
 
+def test_retention_run_records_the_config_whose_periods_it_purges_by_and_a_dry_run_none(
+    config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`retention run` (from cron, the daemon stopped) deletes by this config's periods:
+    ``config.loaded`` records it, as `sync` records its own. A dry run only counts."""
+    store = Store(config.store_path)
+    open_keyring(store, config)
+    store.close()
+
+    def loaded() -> list[str]:
+        store = Store(config.store_path)
+        try:
+            return [e.data["sha256"] for e in audit.entries(store) if e.kind == audit.CONFIG_LOADED]
+        finally:
+            store.close()
+
+    assert main(["-c", str(config_path), "retention", "run", "--dry-run"]) == 0
+    assert loaded() == []
+    assert main(["-c", str(config_path), "retention", "run"]) == 0
+    assert loaded() == [audit.config_digest(config)["sha256"]]
+    capsys.readouterr()
+
+
 def test_retention_run_says_every_kind_it_purged_held_writes_too(
     config_path: Path, config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -489,7 +512,13 @@ def test_the_first_purge_of_a_chain_from_before_the_macs_keys_it_whole_and_it_ve
         kinds = [e.kind for e in audit.entries(store)]
     finally:
         store.close()
-    assert kinds[:3] == [audit.SYNC_RUN, audit.AUDIT_KEYED, audit.AUDIT_ANCHORED]
+    # The run records its config first (the chain adopted there), then purges.
+    assert kinds[:4] == [
+        audit.SYNC_RUN,
+        audit.AUDIT_KEYED,
+        audit.CONFIG_LOADED,
+        audit.AUDIT_ANCHORED,
+    ]
 
 
 def test_a_dry_run_needs_no_key_and_leaves_the_store_unbound(
