@@ -322,12 +322,18 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         if not any(f.source == body.system for f in daemon.rt.config.flows):
             raise HTTPException(status.HTTP_409_CONFLICT, "no flow has this system as source")
         params: dict[str, Any] = {"system": body.system, "full": body.full}
+        subject_id = None
         if body.email is not None:
             params["email"] = _valid_email(body.email)
-        job_id = daemon.queue("resync", params)
+            subject_id = daemon.rt.keyring.subject_id(params["email"])
         from connector import audit
 
-        audit.append(daemon.rt.store, "sync.manual", {"system": body.system, "full": body.full})
+        # One transaction: a job queued is a job recorded, and no entry without its job.
+        with daemon.rt.store.transaction():
+            job_id = daemon.queue("resync", params)
+            audit.record_resync(
+                daemon.rt.store, body.system, full=body.full, source="admin", subject_id=subject_id
+            )
         return Queued(job_id=job_id)
 
     @app.get("/admin/status")

@@ -88,6 +88,7 @@ __all__ = [
     "purge_through",
     "record_check",
     "record_config",
+    "record_resync",
     "rekey",
     "use_keys",
     "verify",
@@ -99,7 +100,7 @@ GENESIS = "0" * 64
 SYNC_BATCH = "sync.batch"  # engine: one delivered batch (counts, field names)
 SYNC_RUN = "sync.run"  # engine: one flow run (counts)
 SYNC_ERASED_ON_ARRIVAL = "sync.erased_on_arrival"  # engine: a write landed after its erasure
-SYNC_MANUAL = "sync.manual"  # cli/admin API: a manual resync was requested
+SYNC_MANUAL = "sync.manual"  # cli/admin API: a manual resync was requested (of one person?)
 CONFIG_LOADED = "config.loaded"  # a config (file + mappings) with a new SHA-256 came into use
 KEY_ROTATED = "keys.rotated"  # a key was rotated (key ids / fingerprints only, never keys)
 CHECK_RESULT = "check.result"  # `klantsync check` compliance result (gap codes and keys)
@@ -646,4 +647,18 @@ def record_check(store: Store, gaps: Sequence[Gap]) -> int:
             "gaps": len(gaps),
             "found": [{"code": g.code, "key": g.key} for g in gaps],
         },
+    )
+
+
+def record_resync(
+    store: Store, system: str, *, full: bool, source: str, subject_id: str | None = None
+) -> int:
+    """Append ``sync.manual``: a resync of ``system`` asked for through ``source`` (``cli``,
+    ``admin``), of one person (``subject_id``, their keyed id) or of every record.
+
+    Who asked and for whom are said as a data subject request's entries say them: a resync
+    of one person and one of the whole system otherwise left the same entry.
+    """
+    return append(
+        store, SYNC_MANUAL, {"system": system, "full": full, "source": source}, subject_id
     )

@@ -100,7 +100,13 @@ async def _sync_locked(
         flow_names: list[str | None] = [args.flow] if args.command == "sync" else []
         if args.command == "resync":
             flow_names = list(resync_flows(rt.config, args.system))
-            audit.append(rt.store, "sync.manual", {"system": args.system, "full": args.full})
+            audit.record_resync(
+                rt.store,
+                args.system,
+                full=args.full,
+                source="cli",
+                subject_id=rt.keyring.subject_id(args.email) if args.email else None,
+            )
             if args.email:
                 from connector.targeted import sync_subject
 
@@ -167,11 +173,17 @@ def _enqueue_resync_shared(config: Config, args: argparse.Namespace) -> int:
 
     store = Store(config.store_path)
     try:
+        keyring = open_keyring(store, config)
         params: dict[str, Any] = {"system": args.system, "full": args.full}
         if args.email:
             params["email"] = args.email  # checked and normalised by the CLI
-        job_id = jobs.enqueue(store, open_keyring(store, config), "resync", params)
-        audit.append(store, "sync.manual", {"system": args.system, "full": args.full})
+        subject_id = keyring.subject_id(args.email) if args.email else None
+        # One transaction: a job queued is a job recorded, and no entry without its job.
+        with store.transaction():
+            job_id = jobs.enqueue(store, keyring, "resync", params)
+            audit.record_resync(
+                store, args.system, full=args.full, source="cli", subject_id=subject_id
+            )
     finally:
         store.close()
     return job_id

@@ -588,6 +588,36 @@ async def test_a_resync_of_one_address_that_could_not_be_delivered_says_it_faile
     assert (shown["status"], shown["result"]) == ("done", {"written": 0, "failed": True})
 
 
+async def test_a_resync_entry_says_whose_records_and_who_asked(
+    daemon: Daemon, daemon_config: Path
+) -> None:
+    """``sync.manual`` names the person a resync of one address is for (their keyed id) and
+    where it was asked (``cli``, ``admin``), as a data subject request's entries do: a
+    resync of one person and of the whole shop, or one queued by ``klantsync resync`` and
+    one through the admin API, left the same entry. Each entry is written with its job."""
+    import argparse
+
+    from connector.cli_sync import _enqueue_resync_shared
+    from connector.config import load_config
+
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        for body in ({"system": "shop", "email": CANARY_EMAIL.upper()}, {"system": "shop"}):
+            assert (await client.post("/admin/resync", headers=auth, json=body)).status_code == 202
+    args = argparse.Namespace(system="shop", full=True, email=CANARY_EMAIL)
+    _enqueue_resync_shared(load_config(daemon_config), args)
+    entries = [e for e in audit.entries(daemon.rt.store) if e.kind == audit.SYNC_MANUAL]
+    person = daemon.rt.keyring.subject_id(CANARY_EMAIL)
+    assert [(e.subject_id, e.data) for e in entries] == [
+        (person, {"system": "shop", "full": False, "source": "admin"}),
+        (None, {"system": "shop", "full": False, "source": "admin"}),
+        (person, {"system": "shop", "full": True, "source": "cli"}),
+    ]
+    queued = daemon.rt.store.db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
+    assert queued == len(entries)
+    assert CANARY_EMAIL not in json.dumps([e.data for e in entries])
+
+
 async def test_admin_extends_a_request_and_exempts_a_system_s_part(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:

@@ -117,6 +117,14 @@ def test_dry_run_and_resync(
     assert main(["-c", str(config), "resync", "--system", "shop", "--full", "--json"]) == 0
     capsys.readouterr()
     assert crm.contact_count() == 120
+    with closing(sqlite3.connect(store_path)) as db:
+        manual = db.execute(
+            "SELECT subject_id, data FROM audit WHERE kind='sync.manual'"
+        ).fetchall()
+    # The whole shop (no person's id), asked on the command line.
+    assert [(sid, json.loads(data)) for sid, data in manual] == [
+        (None, {"system": "shop", "full": True, "source": "cli"})
+    ]
 
     def audit_entries() -> int:
         with closing(sqlite3.connect(store_path)) as db:
