@@ -266,15 +266,18 @@ def close_incident(
         LookupError: no such incident.
         ValueError: the note is empty, or the incident is already closed.
     """
-    incident = get_incident(store, incident_id)
-    if incident is None:
-        raise LookupError(f"no incident {incident_id}")
-    if incident.closed_at:
-        raise ValueError(f"incident {incident_id} is already closed")
-    if not note.strip():
-        raise ValueError("the closing note is empty")
-    closed = _stamp(now or utc_now())
+    # Looked at in the write transaction: a second close between a look before it and the
+    # write (two operators, or the command run again) passed the check and wrote its note
+    # and time over the first's, with a second incident.closed entry.
     with store.transaction() as db:
+        incident = get_incident(store, incident_id)
+        if incident is None:
+            raise LookupError(f"no incident {incident_id}")
+        if incident.closed_at:
+            raise ValueError(f"incident {incident_id} is already closed")
+        if not note.strip():
+            raise ValueError("the closing note is empty")
+        closed = _stamp(now or utc_now())
         db.execute(
             "UPDATE incidents SET closed_at=?, close_note=? WHERE id=?",
             (closed, mask_contact_details(note), incident_id),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,6 +168,45 @@ def test_overdue_and_closed(store: Store, config: Config) -> None:
         incidents.close_incident(store, incident.id, "again", now=later)
     kinds = [(e.kind, e.data.get("overdue")) for e in audit.entries(store)]
     assert kinds == [(audit.INCIDENT_OPENED, None), (audit.INCIDENT_CLOSED, True)]
+
+
+def test_an_incident_closed_by_two_commands_at_once_is_closed_and_recorded_once(
+    store: Store, config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`incident close` looked for "already closed" before its write: a second close in
+    between (two operators, or the command run again) passed the look too, wrote its note
+    and time over the first's, and both appended ``incident.closed``. Looked at in the
+    write's transaction, the other close waits for it, and is then refused."""
+    incident = incidents.open_incident(store, config, "laptop lost", now=NOW)
+    other = Store(config.store_path)
+    other.db.execute("PRAGMA busy_timeout=0")  # it does not wait: its try comes in between
+    real = incidents.utc_now
+    tries: list[str] = []
+
+    def other_close() -> None:
+        try:
+            incidents.close_incident(other, incident.id, "closed by the other operator")
+            tries.append("closed")
+        except ValueError:
+            tries.append("refused")
+        except sqlite3.OperationalError:
+            tries.append("locked out")
+
+    def now() -> dt.datetime:
+        if not tries:
+            other_close()  # between this close's look and its write
+        return real()
+
+    monkeypatch.setattr(incidents, "utc_now", now)
+    try:
+        incidents.close_incident(store, incident.id, "closed by me")
+        other_close()  # tried again once this close is done
+    finally:
+        other.close()
+    assert tries == ["locked out", "refused"]
+    closed = incidents.get_incident(store, incident.id)
+    assert closed is not None and closed.close_note == "closed by me"
+    assert [e.kind for e in audit.entries(store)].count(audit.INCIDENT_CLOSED) == 1
 
 
 def test_audit_entries_hold_the_clock_not_the_summary(store: Store, config: Config) -> None:
