@@ -820,9 +820,31 @@ class DsrService:
 
         The reason is redacted (e-mails, phones) before it is stored.
         """
-        row = self.db.get(request_id)
-        if row is None:
-            raise no_request(request_id)
+        # The look, the checks and the write in one write transaction: two extensions at
+        # once (the CLI and the admin API) each passed the Art. 12(3) check on the months
+        # used before either wrote, and the trail recorded more months than the deadline
+        # moved, the first reason written over. A deadline moved without its entry would be
+        # an extension nobody can account for.
+        with self.rt.store.transaction():
+            row = self.db.get(request_id)
+            if row is None:
+                raise no_request(request_id)
+            used = self._extension_allowed(row, months, reason)
+            received = dt.datetime.fromisoformat(row.received_at)
+            deadline = _iso(add_months(received, 1 + used + months))
+            text = redact(" ".join(reason.split()))[:500]
+            combined = f"{row.extension_reason}; {text}" if row.extension_reason else text
+            self.db.set_deadline(row.id, deadline, combined)
+            self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
+        return self._view(self.db.get(row.id))
+
+    def _extension_allowed(self, row: RequestRow, months: int, reason: str) -> int:
+        """The months ``row`` is extended by already, if it may be by ``months`` more.
+
+        Raises:
+            DsrUsageError: it is not open, the reason is empty, or Art. 12(3) does not allow it.
+        """
+        request_id = row.id
         if row.status != "open":
             raise DsrUsageError(f"request {request_id} is {row.status}; only open ones extend")
         if not reason.strip():
@@ -855,14 +877,7 @@ class DsrService:
                 f"--months must be 1..{MAX_EXTENSION_MONTHS - used}: a deadline extends by at "
                 f"most {MAX_EXTENSION_MONTHS} months in total ({used} used)"
             )
-        deadline = _iso(add_months(received, 1 + used + months))
-        text = redact(" ".join(reason.split()))[:500]
-        combined = f"{row.extension_reason}; {text}" if row.extension_reason else text
-        # A deadline moved without its entry would be an extension nobody can account for.
-        with self.rt.store.transaction():
-            self.db.set_deadline(row.id, deadline, combined)
-            self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
-        return self._view(self.db.get(row.id))
+        return used
 
     def exempt(self, request_id: str, system: str, reason: str) -> RequestView:
         """Close one system's part of an open request without carrying it out, with a reason.

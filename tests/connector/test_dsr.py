@@ -687,6 +687,56 @@ async def test_an_extension_is_refused_once_a_month_since_receipt_has_passed(
         service.extend(view.id, 1, "more")
 
 
+async def test_two_extensions_at_once_move_the_deadline_once_and_are_recorded_once(
+    shop: WooCommerceSandbox, rt: Runtime, config_path: Path
+) -> None:
+    """`dsr extend` read the request (the months used so far, the reason so far) before its
+    write: two extensions of two months at once (an operator, and the admin API in the
+    daemon) both passed the Art. 12(3) check, the trail recorded four months of extension
+    where the deadline moved two, and the first reason was written over. Looked at in the
+    write transaction, the other extension waits, and is then refused."""
+    import dataclasses
+
+    from connector.config import load_config
+    from connector.keyset import open_keyring
+    from connector.state import Store
+
+    seed(shop)
+    shop.faults.down = True
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    config = load_config(config_path)
+    other = Store(config.store_path)  # the other process's own connection
+    audit.use_keys(other, open_keyring(other, config))
+    other.db.execute("PRAGMA busy_timeout=0")  # it does not wait: its try comes in between
+    tries: list[str] = []
+
+    def other_extends() -> None:
+        service = DsrService(dataclasses.replace(rt, store=other))
+        try:
+            service.extend(view.id, 2, "complex request, other operator")
+            tries.append("extended")
+        except DsrUsageError:
+            tries.append("refused")
+        except sqlite3.OperationalError:
+            tries.append("locked out")
+
+    def now() -> dt.datetime:
+        if not tries:
+            other_extends()  # between this extension's look at the request and its write
+        return dt.datetime.now(dt.UTC)
+
+    try:
+        DsrService(rt, now=now).extend(view.id, 2, "complex request")
+        other_extends()  # tried again once this one is done
+    finally:
+        other.close()
+    assert tries == ["locked out", "refused"]
+    extended = [e.data["months"] for e in audit.entries(rt.store) if e.kind == "dsr.extended"]
+    assert extended == [2]
+    after = DsrService(rt).get(view.id)
+    assert after is not None and after.extension_reason == "complex request"
+
+
 async def test_an_extension_the_audit_trail_cannot_record_is_not_made(
     shop: WooCommerceSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
