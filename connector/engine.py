@@ -321,6 +321,10 @@ class Engine:
         The flow's cursor is not touched: these records are outside the paging of a pull,
         and a pull of the same flow may be moving it meanwhile. ``full`` offers again what a
         system refused for good, as a ``--full`` sync does (``resync --email E --full``).
+
+        Recorded as a scheduled run is, by a ``sync.run`` entry (``targeted``: it ran given
+        records, not a pull): what it suppressed (an erased person a webhook named again)
+        and withheld is in the trail, not only in the report.
         """
         flow = self.config.flow(flow_name)
 
@@ -329,7 +333,7 @@ class Engine:
             # leaves at most its deliveries unfinished, :func:`connector.jobworker.cut_short`).
             yield Page(records=list(records), cursor=None, complete=True)
 
-        return await self._run(
+        report = await self._run(
             flow,
             one_page(),
             dry_run=False,
@@ -337,6 +341,9 @@ class Engine:
             retry_rejected=full,
             moves_cursor=False,
         )
+        summary = {**audit_summary(report), "targeted": True}
+        self._write(lambda store: audit.append(store, audit.SYNC_RUN, summary))
+        return report
 
     def request_stop(self) -> None:
         """Finish what is in flight, start nothing new (SIGTERM). Queued work stays queued."""

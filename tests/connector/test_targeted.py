@@ -12,9 +12,17 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector import audit
+from connector.dsr import DsrService
 from connector.runtime import Runtime, open_runtime
 from connector.targeted import sync_subject, sync_subjects
-from tests.conftest import VirtualTime, write_config
+from tests.conftest import (
+    CANARY_EMAIL,
+    CANARY_NAME,
+    CANARY_PHONE,
+    VirtualTime,
+    write_config,
+)
 
 CRM_TO_SHOP = """
 [[flows]]
@@ -216,3 +224,26 @@ async def test_a_batch_of_webhook_deliveries_keeps_to_the_shop_s_max_concurrency
         (report,) = await sync_subjects(rt, "shop", [(None, email) for email in emails])
     assert counted.peak == 1, f"{counted.peak} calls in flight to a shop set to 1"
     assert report.pulled == 10
+
+
+async def test_a_targeted_sync_records_its_run_and_the_erased_person_it_held_back(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A targeted sync (``resync --email``, every webhook change the daemon takes) runs
+    people through the flow as a pulled page does, suppression list and minimisation
+    included, and is recorded as a run is (``sync.run``, marked ``targeted``). An erased
+    customer the shop brought back (a backup restored) and a webhook then named is held
+    back: the trail says so, not only the report."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    await rt.engine.sync()
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed" and not shop.holds(CANARY_EMAIL)
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)  # the backup restored
+    before = [e.seq for e in audit.entries(rt.store) if e.kind == audit.SYNC_RUN]
+    (report,) = await sync_subject(rt, "shop", email=CANARY_EMAIL)
+    assert report.suppressed == 1 and not crm.holds(CANARY_EMAIL)
+    runs = [e for e in audit.entries(rt.store) if e.kind == audit.SYNC_RUN][len(before) :]
+    assert [(r.data["flow"], r.data["suppressed"], r.data["targeted"]) for r in runs] == [
+        ("shop-to-crm", 1, True)
+    ]
+    assert runs[0].subject_id is None and CANARY_EMAIL not in str(runs[0].data)
