@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDIT_ANCHORED",
+    "AUDIT_EXPORTED",
     "AUDIT_KEYED",
     "CHECK_RESULT",
     "CONFIG_LOADED",
@@ -109,6 +110,7 @@ INCIDENT_OPENED = "incident.opened"  # a breach clock started (id and deadline o
 INCIDENT_CLOSED = "incident.closed"  # a breach clock stopped
 AUDIT_ANCHORED = "audit.anchored"  # the oldest entries were purged; the chain starts after seq
 AUDIT_KEYED = "audit.keyed"  # a chain from before head and anchor MACs was keyed from here on
+AUDIT_EXPORTED = "audit.exported"  # `audit export`: how many entries, which seqs (no content)
 
 # What :func:`verify` could say of the head's and the anchor's MACs (``VerifyResult.mac``).
 MAC_CHECKED = "checked"  # both hold under the store's keys

@@ -1,6 +1,7 @@
 """`status` and `audit`: what the store holds and where its runs stand, and the audit
 chain verified or exported. Neither creates a store where there is none, and `status` and
-`audit export` leave an older store at its schema (they look at a private copy)."""
+`audit export` leave an older store at its schema (they look at a private copy). An export
+is recorded in the trail (``audit.exported``), but for one read from such a copy."""
 
 from __future__ import annotations
 
@@ -288,14 +289,42 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
     # Read as a private copy where opening would migrate the store (said on stderr, so the
     # export stays the entries alone).
     with looked_at(config, tell, keyed=False, looking="audit export") as looked:
-        store = Store(looked.store_path)
+        if looked.store_path != store_path:
+            copy = Store(looked.store_path)
+            try:
+                _export(copy, since)
+            finally:
+                copy.close()
+            # The copy is thrown away: an entry there would be recorded nowhere, and one in
+            # the store would be a write (after a migration) a look must not make.
+            tell("the export is not recorded in the audit trail: the store was read as a copy")
+            return EXIT_OK
+    # The keyed subject ids in it leave the store: recorded, as a backup is (`store.backup`),
+    # with the store's keys (refused where they are not its), as every writer holds them.
+    with sharing_keys(store_path):
+        store = Store(store_path)
         try:
-            out = sys.stdout
-            for entry in audit.entries(store, since=since):
-                out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
+            check_master_key(store, config)
+            exported = _export(store, since)
+            audit.append(store, audit.AUDIT_EXPORTED, {**exported, "since": since})
         finally:
             store.close()
     return EXIT_OK
+
+
+def _export(store: Store, since: str | None) -> dict[str, Any]:
+    """Write the entries at or after ``since`` to stdout as JSON Lines; how many, and the
+    seqs of the first and the last (None where there were none)."""
+    first: int | None = None
+    last: int | None = None
+    count = 0
+    out = sys.stdout
+    for entry in audit.entries(store, since=since):
+        out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
+        first = entry.seq if first is None else first
+        last = entry.seq
+        count += 1
+    return {"entries": count, "first_seq": first, "last_seq": last}
 
 
 #: What ``audit verify`` adds of the head's and the anchor's MACs, when it is not "checked".

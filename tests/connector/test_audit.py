@@ -421,6 +421,41 @@ def test_export_since_writes_json_lines(
     assert [json.loads(line)["data"] for line in lines] == [{"n": 2}]
 
 
+def test_an_export_is_recorded_by_its_count_and_range_never_its_content(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit export` takes every entry (keyed subject ids, which can be tested against
+    guessed addresses) out of the store, as a backup takes the store: it is recorded
+    (``audit.exported``, how many entries and which), as a backup is. The next export
+    includes that entry, and is recorded in turn."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    open_keyring(store, config)
+    audit.append_many(store, [("sync.run", {"n": 1}, None)], ts="2026-01-01T00:00:00+00:00")
+    audit.append_many(store, [("sync.run", {"n": 2}, "s-1")], ts="2026-03-01T00:00:00+00:00")
+    store.close()
+    assert main(["-c", str(config_path), "audit", "export", "--since", "2026-02-01"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    seq = json.loads(line)["seq"]
+    assert main(["-c", str(config_path), "audit", "export"]) == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert exported[-1]["kind"] == audit.AUDIT_EXPORTED and exported[-1]["subject_id"] is None
+    assert exported[-1]["data"] == {
+        "entries": 1,
+        "first_seq": seq,
+        "last_seq": seq,
+        "since": audit.parse_since("2026-02-01"),
+    }
+    store = Store(config.store_path)
+    try:
+        last = list(audit.entries(store))[-1]
+        assert audit.verify(store).ok
+    finally:
+        store.close()
+    assert last.kind == audit.AUDIT_EXPORTED and last.data["since"] is None
+    assert last.data["entries"] == len(exported) and last.data["last_seq"] == exported[-1]["seq"]
+
+
 def test_export_with_a_malformed_since_exits_2(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
