@@ -228,9 +228,11 @@ def append_many(
         StoreError: the chain is keyed and this process has not bound the store's keys (its
             head moved without a MAC would read as tampering).
     """
-    stamp = ts or utcnow()
     keyring = _KEYS.get(store)
     with store.transaction() as db:
+        # Taken with the write lock held: taken before it, a writer that waited for the lock
+        # wrote a higher seq with an earlier time than the entry before it.
+        stamp = ts or utcnow()
         state = chain_state(store)
         if state.keyed and keyring is None:
             raise StoreError(

@@ -49,6 +49,24 @@ def _verify_cli(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[
     return code, json.loads(capsys.readouterr().out)
 
 
+def test_an_entry_s_time_is_taken_with_the_write_lock_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken before the transaction, an entry whose writer waited for the lock (another
+    command appending) got a higher seq than the entry before it and an earlier time."""
+    store = _filled(tmp_path / "a.db", 1)
+    real = audit.utcnow
+    held: list[bool] = []
+
+    def now() -> str:
+        held.append(store.db.in_transaction)
+        return real()
+
+    monkeypatch.setattr(audit, "utcnow", now)
+    audit.append(store, audit.SYNC_BATCH, {"system": "crm", "created": 1})
+    assert held == [True]
+
+
 def test_intact_chain_verifies(tmp_path: Path) -> None:
     """An untouched chain verifies, every entry counted, the head matching the last entry."""
     store = _filled(tmp_path / "a.db")
