@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from adapters.hubspot._scopes import CONTACTS_READ, needing
 from connector.adapter import Subject
 from connector.http import SystemClient, answer_object
 
@@ -65,20 +66,22 @@ class ContactLookup:
             return None  # no e-mail known (a subject known only by its HubSpot id)
         # batch/read keeps the e-mail in the body: a GET .../{email} would put it in the URL
         # path, which error messages and access logs carry.
-        response = await self.client.request(
-            "POST",
-            f"{CONTACTS}/batch/read",
-            params=ARCHIVED_ONLY if archived else None,
-            json={
-                "idProperty": "email",
-                "inputs": [{"id": email}],
-                "properties": list(names or self.properties),
-            },
-            # The spec gives batch/read an ``archived`` query flag, but whether HubSpot looks
-            # archived contacts up by a unique property (``idProperty``) is UNVERIFIED. A
-            # refusal means "not known by e-mail"; the identity map's id still reaches them.
-            accept=(400,) if archived else (),
-        )
+        with needing(CONTACTS_READ):
+            response = await self.client.request(
+                "POST",
+                f"{CONTACTS}/batch/read",
+                params=ARCHIVED_ONLY if archived else None,
+                json={
+                    "idProperty": "email",
+                    "inputs": [{"id": email}],
+                    "properties": list(names or self.properties),
+                },
+                # The spec gives batch/read an ``archived`` query flag, but whether HubSpot
+                # looks archived contacts up by a unique property (``idProperty``) is
+                # UNVERIFIED. A refusal means "not known by e-mail"; the identity map's id
+                # still reaches them.
+                accept=(400,) if archived else (),
+            )
         if response.status_code == 400:
             return None
         body = answer_object(
@@ -125,14 +128,18 @@ class ContactLookup:
         body. In a GET's query string every property of a real portal (hundreds, for an
         access request) passed the length a URL may have, and HubSpot answered 414."""
         path = f"{CONTACTS}/batch/read"
-        response = await self.client.request(
-            "POST",
-            path,
-            # The spec's ``archived`` flag: "only results that have been archived".
-            params=ARCHIVED_ONLY if archived else None,
-            json={"inputs": [{"id": external_id}], "properties": list(names or self.properties)},
-            accept=(404,),
-        )
+        with needing(CONTACTS_READ):
+            response = await self.client.request(
+                "POST",
+                path,
+                # The spec's ``archived`` flag: "only results that have been archived".
+                params=ARCHIVED_ONLY if archived else None,
+                json={
+                    "inputs": [{"id": external_id}],
+                    "properties": list(names or self.properties),
+                },
+                accept=(404,),
+            )
         if response.status_code == 404:
             return None
         body = answer_object(

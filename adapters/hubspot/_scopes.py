@@ -1,23 +1,39 @@
-"""The object types an access copy reads beside a contact, and the scopes HubSpot reads them with.
+"""The scopes HubSpot's contact routes need, the object types an access copy reads beside a
+contact, and the scopes HubSpot reads them with.
 
-One table for the adapter (its warnings name the scope to grant) and the sandbox (it refuses a
-call its token lacks the scope for, with HubSpot's 403). HubSpot answers 403 (``MISSING_SCOPES``)
-for a missing scope, whatever its name; the names below are UNVERIFIED against HubSpot's scope
-list except where a source is given.
+One table for the adapter (its errors and warnings name the scope to grant) and the sandbox (it
+refuses a call its token lacks the scope for, with HubSpot's 403). HubSpot answers 403
+(``MISSING_SCOPES``) for a missing scope, whatever its name; the names below are UNVERIFIED
+against HubSpot's scope list except where a source is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Final
+
+from connector.errors import FatalRemoteError
 
 __all__ = [
     "ASSOCIATED_KINDS",
+    "CONTACTS_READ",
+    "CONTACTS_WRITE",
     "ENGAGEMENTS",
     "READ_SCOPES",
     "SCHEMA_SCOPES",
     "SUBSCRIPTIONS_SCOPE",
+    "needing",
 ]
+
+#: The scope every contact read needs: list, read, batch/read, search [spec: each operation's
+#: ``security``].
+CONTACTS_READ: Final = "crm.objects.contacts.read"
+
+#: The scope every contact write needs: create, update, upsert, archive, merge and
+#: gdpr-delete [spec]. A private app granted the read scope alone may pull and look people up,
+#: and is refused every write, an erasure's included.
+CONTACTS_WRITE: Final = "crm.objects.contacts.write"
 
 #: Activities HubSpot logs on a contact's timeline (engagements): what staff wrote, said or
 #: sent about or to the person.
@@ -31,8 +47,8 @@ ASSOCIATED_KINDS: Final = (*ENGAGEMENTS, "deals", "companies")
 #: companies have scopes of their own. An e-mail's body is said to need ``sales-email-read``
 #: besides (UNVERIFIED; HubSpot then blanks it rather than refusing the call).
 READ_SCOPES: Final[Mapping[str, str]] = {
-    "contacts": "crm.objects.contacts.read",
-    **{kind: "crm.objects.contacts.read" for kind in ENGAGEMENTS},
+    "contacts": CONTACTS_READ,
+    **{kind: CONTACTS_READ for kind in ENGAGEMENTS},
     "deals": "crm.objects.deals.read",
     "companies": "crm.objects.companies.read",
 }
@@ -42,10 +58,34 @@ READ_SCOPES: Final[Mapping[str, str]] = {
 #: scope of their own that a source names, so their read scope stands in.
 SCHEMA_SCOPES: Final[Mapping[str, str]] = {
     "contacts": "crm.schemas.contacts.read",
-    **{kind: "crm.objects.contacts.read" for kind in ENGAGEMENTS},
+    **{kind: CONTACTS_READ for kind in ENGAGEMENTS},
     "deals": "crm.schemas.deals.read",
     "companies": "crm.schemas.companies.read",
 }
 
 #: The scope that reads an address's e-mail subscription statuses (UNVERIFIED).
 SUBSCRIPTIONS_SCOPE: Final = "communication_preferences.read"
+
+
+#: HubSpot's error category for a call its token lacks a scope for [doc: 403 is a missing scope].
+MISSING_SCOPES: Final = "MISSING_SCOPES"
+
+
+@contextmanager
+def needing(scope: str) -> Iterator[None]:
+    """Run calls that need ``scope``; HubSpot's refusal of one (403) is raised naming it.
+
+    The 403 said ``MISSING_SCOPES`` and no more: which scope, HubSpot puts in its body, which
+    errors never carry. The operator then had to guess what to grant the private app (a
+    legacy one has no scopes at all) for a pull, a sync or an erasure to go through.
+
+    Raises:
+        FatalRemoteError: the 403, its detail naming ``scope``; other errors as they were.
+    """
+    try:
+        yield
+    except FatalRemoteError as exc:
+        if exc.status != 403 or exc.detail not in ("", MISSING_SCOPES):
+            raise
+        detail = f"{MISSING_SCOPES}: grant the private app {scope}"
+        raise FatalRemoteError(exc.system, exc.method, exc.path, 403, detail) from exc

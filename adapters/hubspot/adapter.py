@@ -34,6 +34,7 @@ from typing import Any, Final, Literal
 from adapters.hubspot._lookup import CONTACTS, ContactLookup
 from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot._related import MAIN_PROPERTIES, Related, next_after
+from adapters.hubspot._scopes import CONTACTS_READ, CONTACTS_WRITE, needing
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.hubspot.settings import (
     DEFAULT_PROPERTIES,
@@ -162,7 +163,8 @@ class HubSpotAdapter:
             params["properties"] = self._properties
             if after:
                 params["after"] = after
-            response = await self.client.request("GET", CONTACTS, params=params)
+            with needing(CONTACTS_READ):
+                response = await self.client.request("GET", CONTACTS, params=params)
             # Not json_object: a page it reads as {} (a front end's 200 HTML page) has no
             # paging either, and would end the pull "complete" with the rest never read.
             body = answer_object(
@@ -299,9 +301,10 @@ class HubSpotAdapter:
         self, action: str, inputs: list[dict[str, Any]], records: Sequence[OutboundRecord]
     ) -> list[UpsertResult]:
         try:
-            response = await self.client.request(
-                "POST", f"{CONTACTS}/{action}", json={"inputs": inputs}
-            )
+            with needing(CONTACTS_WRITE):
+                response = await self.client.request(
+                    "POST", f"{CONTACTS}/{action}", json={"inputs": inputs}
+                )
         except RecordError as exc:
             if len(records) > 1:
                 # HubSpot refused the whole batch for one input (a property the portal lacks,
@@ -423,9 +426,10 @@ class HubSpotAdapter:
             live is not None or (bool(others) and not subject.spare)
         )
         if by_email:
-            response = await self.client.request(
-                "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
-            )
+            with needing(CONTACTS_WRITE):
+                response = await self.client.request(
+                    "POST", GDPR_DELETE, json={"objectId": subject.email, "idProperty": "email"}
+                )
             statuses.append(response.status_code)
         if any(contact.get("archived") for contact in others):
             statuses += await self._erase_more_archived(subject.email, {*by_id, *subject.spare})
@@ -491,9 +495,10 @@ class HubSpotAdapter:
         # contacts and HubSpot's UI deletes permanently from the recycle bin, but that the API
         # does so is UNVERIFIED. If it does not, the verification's find still sees the
         # contact and the erasure stays open instead of reporting it absent.
-        response = await self.client.request(
-            "POST", GDPR_DELETE, json={"objectId": contact_id}, accept=(404,)
-        )
+        with needing(CONTACTS_WRITE):
+            response = await self.client.request(
+                "POST", GDPR_DELETE, json={"objectId": contact_id}, accept=(404,)
+            )
         return response.status_code
 
     async def _erase_more_archived(self, email: str, done: set[str]) -> list[int]:

@@ -12,7 +12,8 @@ bring back, as HubSpot documents; the fake counts it) and, by id, purges an arch
 Beside contacts it keeps what an access copy reads about one: the records associated with it
 (notes, calls, e-mails, meetings, tasks, deals, companies; v4 association lists and v3 batch
 reads) and the e-mail subscription statuses of an address (communication preferences v3),
-each behind the scope HubSpot reads it with (403 ``MISSING_SCOPES`` for a token without it).
+each behind the scope HubSpot reads it with (403 ``MISSING_SCOPES`` for a token without it),
+as the contacts are behind theirs.
 
 The request log holds method, path, status and property *names* only: no values, no e-mails.
 """
@@ -47,7 +48,7 @@ from adapters.hubspot._routes import (
     Reject,
     error_body,
 )
-from adapters.hubspot._scopes import SCHEMA_SCOPES
+from adapters.hubspot._scopes import CONTACTS_READ, CONTACTS_WRITE, SCHEMA_SCOPES
 from adapters.hubspot._store import ContactStore
 from adapters.hubspot.signature import SIGNATURE_HEADER, TIMESTAMP_HEADER, hubspot_uri, sign_v3
 from connector.ratelimit import RateLimit, RollingWindow
@@ -103,9 +104,11 @@ class HubSpotSandbox(SandboxBase):
         search_rate_limit: the search limit (``None``: unlimited); HubSpot's is 4/s.
         clock: monotonic clock for the rate windows; tests pass a fake one they advance.
         extra_properties: custom contact properties the portal defines.
-        scopes: the scopes the token was granted (``None``: every one). A call to a route
-            that needs another (see :mod:`adapters.hubspot._scopes`) is answered HubSpot's
-            403 ``MISSING_SCOPES``; the contact routes are open to every token.
+        scopes: the scopes the token was granted (``None``: every one, as the demo's and
+            most tests' token). A call to a route that needs another (see
+            :mod:`adapters.hubspot._scopes`) is answered HubSpot's 403 ``MISSING_SCOPES``:
+            the contact routes too, which read with ``crm.objects.contacts.read`` and write
+            (gdpr-delete included) with ``crm.objects.contacts.write`` [spec].
 
     Attributes:
         store: the contacts, archive and blocklist.
@@ -152,18 +155,20 @@ class HubSpotSandbox(SandboxBase):
             ),
             self._route("GET", ASSOCIATIONS, objects.associations, needs=needed_scopes),
             self._route("GET", SUBSCRIPTIONS, objects.subscription_statuses, needs=needed_scopes),
-            self._route("GET", CONTACTS, contacts.list_contacts),
-            self._route("POST", CONTACTS, contacts.create),
-            self._route("POST", f"{CONTACTS}/search", contacts.search, bucket="search"),
-            self._route("POST", f"{CONTACTS}/gdpr-delete", contacts.gdpr_delete),
-            self._route("POST", f"{CONTACTS}/batch/read", contacts.batch_read),
-            self._route("POST", f"{CONTACTS}/batch/create", contacts.batch_create),
-            self._route("POST", f"{CONTACTS}/batch/update", contacts.batch_update),
-            self._route("POST", f"{CONTACTS}/batch/upsert", contacts.batch_upsert),
-            self._route("POST", f"{CONTACTS}/batch/archive", contacts.batch_archive),
-            self._route("GET", f"{CONTACTS}/{{id}}", contacts.get),
-            self._route("PATCH", f"{CONTACTS}/{{id}}", contacts.patch),
-            self._route("DELETE", f"{CONTACTS}/{{id}}", contacts.delete),
+            self._route("GET", CONTACTS, contacts.list_contacts, needs=_reads),
+            self._route("POST", CONTACTS, contacts.create, needs=_writes),
+            self._route(
+                "POST", f"{CONTACTS}/search", contacts.search, bucket="search", needs=_reads
+            ),
+            self._route("POST", f"{CONTACTS}/gdpr-delete", contacts.gdpr_delete, needs=_writes),
+            self._route("POST", f"{CONTACTS}/batch/read", contacts.batch_read, needs=_reads),
+            self._route("POST", f"{CONTACTS}/batch/create", contacts.batch_create, needs=_writes),
+            self._route("POST", f"{CONTACTS}/batch/update", contacts.batch_update, needs=_writes),
+            self._route("POST", f"{CONTACTS}/batch/upsert", contacts.batch_upsert, needs=_writes),
+            self._route("POST", f"{CONTACTS}/batch/archive", contacts.batch_archive, needs=_writes),
+            self._route("GET", f"{CONTACTS}/{{id}}", contacts.get, needs=_reads),
+            self._route("PATCH", f"{CONTACTS}/{{id}}", contacts.patch, needs=_writes),
+            self._route("DELETE", f"{CONTACTS}/{{id}}", contacts.delete, needs=_writes),
             # After every contact route: "contacts" would match its ``{objectType}``.
             self._route("POST", OBJECT_BATCH_READ, objects.batch_read, needs=needed_scopes),
         ]
@@ -346,6 +351,16 @@ class HubSpotSandbox(SandboxBase):
         )
         response.headers["X-HubSpot-RateLimit-Max"] = str(window.limit.requests)
         response.headers["X-HubSpot-RateLimit-Remaining"] = str(window.remaining(self.clock()))
+
+
+def _reads(_request: Request) -> Sequence[str]:
+    """What a contact read (list, read, batch/read, search) needs [spec]."""
+    return (CONTACTS_READ,)
+
+
+def _writes(_request: Request) -> Sequence[str]:
+    """What a contact write (create, update, upsert, archive, gdpr-delete) needs [spec]."""
+    return (CONTACTS_WRITE,)
 
 
 def _missing_scopes(missing: Sequence[str]) -> Response:

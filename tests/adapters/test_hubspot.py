@@ -302,6 +302,89 @@ async def test_missing_token_gets_hubspot_auth_body(raw: httpx.AsyncClient) -> N
     assert body["status"] == "error" and body["correlationId"]
 
 
+READ_SCOPE = "crm.objects.contacts.read"
+WRITE_SCOPE = "crm.objects.contacts.write"
+
+_CONTACT_WRITES = [
+    (
+        f"{CONTACTS}/batch/upsert",
+        {"inputs": [{"id": "new@example.nl", "idProperty": "email", "properties": {}}]},
+    ),
+    (
+        f"{CONTACTS}/batch/update",
+        {"inputs": [{"id": "held@example.nl", "idProperty": "email", "properties": {}}]},
+    ),
+    (f"{CONTACTS}/gdpr-delete", {"objectId": "held@example.nl", "idProperty": "email"}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), _CONTACT_WRITES)
+async def test_sandbox_refuses_a_contact_write_without_the_write_scope(
+    sandbox: HubSpotSandbox, raw: httpx.AsyncClient, path: str, body: dict[str, Any]
+) -> None:
+    """A token granted only crm.objects.contacts.read is refused every contact write with
+    HubSpot's 403 MISSING_SCOPES [spec: the write scope], and nothing happens."""
+    sandbox.scopes = {READ_SCOPE}
+    sandbox.add_person("held@example.nl", "Held", "Person")
+    response = await raw.post(path, json=body)
+    assert response.status_code == 403, response.text[:200]
+    assert response.json()["category"] == "MISSING_SCOPES"
+    assert sandbox.holds("held@example.nl") and not sandbox.holds("new@example.nl")
+
+
+async def test_sandbox_refuses_contact_reads_without_the_read_scope(
+    sandbox: HubSpotSandbox, raw: httpx.AsyncClient
+) -> None:
+    """A token without crm.objects.contacts.read (a legacy app's leftovers, a typo'd grant)
+    may neither list contacts (a pull) nor read one by e-mail (find, erase): 403."""
+    sandbox.scopes = set()
+    sandbox.add_person("held@example.nl", "Held", "Person")
+    listed = await raw.get(CONTACTS, params={"limit": 100})
+    looked_up = await raw.post(
+        f"{CONTACTS}/batch/read",
+        json={"idProperty": "email", "inputs": [{"id": "held@example.nl"}]},
+    )
+    assert (listed.status_code, looked_up.status_code) == (403, 403)
+    assert looked_up.json()["category"] == "MISSING_SCOPES"
+
+
+async def test_a_pull_without_the_read_scope_fails_naming_the_scope(hub: Harness) -> None:
+    """The 403 is fatal and says which scope to grant, not only "MISSING_SCOPES"."""
+    hub.sandbox.scopes = set()
+    with pytest.raises(FatalRemoteError) as caught:
+        async for _ in hub.adapter.pull(None):
+            pass
+    assert caught.value.status == 403
+    assert caught.value.detail == f"MISSING_SCOPES: grant the private app {READ_SCOPE}"
+    assert hub.sleeps == []
+
+
+async def test_an_upsert_with_a_read_only_token_fails_naming_the_write_scope(
+    hub: Harness,
+) -> None:
+    hub.sandbox.scopes = {READ_SCOPE}
+    with pytest.raises(FatalRemoteError) as caught:
+        await hub.adapter.upsert([person(1)])
+    assert caught.value.status == 403 and WRITE_SCOPE in caught.value.detail
+    assert "person1@example.com" not in str(caught.value)
+    assert hub.sandbox.contact_count() == 0
+
+
+async def test_an_erasure_with_a_read_only_token_fails_naming_the_write_scope(
+    hub: Harness,
+) -> None:
+    """The lookup reads the contact, gdpr-delete is refused: the erasure raises (no result
+    that could pass for done), names the scope and not the person, and the contact stays."""
+    hub.sandbox.add_person(CANARY_EMAIL, "Canary", "Person")
+    hub.sandbox.scopes = {READ_SCOPE}
+    with pytest.raises(FatalRemoteError) as caught:
+        await hub.adapter.erase(Subject(email=CANARY_EMAIL))
+    assert caught.value.status == 403
+    assert caught.value.detail == f"MISSING_SCOPES: grant the private app {WRITE_SCOPE}"
+    assert CANARY_EMAIL not in str(caught.value) and caught.value.path.endswith("/gdpr-delete")
+    assert hub.sandbox.holds(CANARY_EMAIL) and not hub.sandbox.is_blocklisted(CANARY_EMAIL)
+
+
 async def test_burst_limit_answers_hubspot_429(clock: FakeClock) -> None:
     """Past the rolling window the sandbox answers HubSpot's 429; wait_hint reads policyName."""
     sandbox = HubSpotSandbox(rate_limit=RateLimit(3, 10), clock=clock)

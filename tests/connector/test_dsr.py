@@ -207,6 +207,24 @@ async def test_erasure_stays_open_while_hubspot_keeps_an_archived_contact(
     assert crm.restorable(CANARY_EMAIL)
 
 
+async def test_an_erasure_hubspot_refuses_for_a_missing_write_scope_stays_open_naming_it(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A private app granted only crm.objects.contacts.read finds the contact, and its
+    gdpr-delete is answered 403: the CRM's part fails saying which scope to grant (never the
+    person), no receipt says done, and the contact is still there."""
+    await seeded(shop, rt)
+    crm.scopes = {"crm.objects.contacts.read", "crm.schemas.contacts.read"}
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    step = view.system("crm")
+    assert view.is_open and step.status == "failed"
+    assert "403" in (step.detail or "") and "crm.objects.contacts.write" in (step.detail or "")
+    assert CANARY_EMAIL not in (step.detail or "")
+    assert service.receipt(view.id) is None
+    assert crm.holds(CANARY_EMAIL)
+
+
 async def test_an_erasure_with_a_phone_stops_a_backup_holding_another_address_and_that_phone(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
