@@ -8,7 +8,8 @@ It serves ``POST /admin/api/{version}/graphql.json`` with:
 - the calculated-cost leaky bucket per plan (restore 100/200/1000/2000 points/s), with
   ``extensions.cost`` on every executed answer, and Shopify's ``THROTTLED`` error when the
   bucket cannot cover a query's requested cost: HTTP 200 by default, 429 when asked (which
-  Shopify sends is disputed; UNVERIFIED). Bucket size is 10x the restore rate (UNVERIFIED);
+  Shopify sends is disputed; UNVERIFIED). An injected 429 (a 429 storm) is that answer too,
+  the bucket emptied. Bucket size is 10x the restore rate (UNVERIFIED);
 - keyset cursor paging, the ``updated_at`` search filter (optionally date-granular), and
   ``customerRequestDataErasure`` holding the customer until :meth:`process_erasures` runs
   (Shopify's own waiting period), ``customerCancelDataErasure``, and ``customerDelete``
@@ -42,7 +43,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.shopify._cost import CostBucket, requested_cost
 from adapters.shopify._graphql import GraphQLSyntaxError, parse
@@ -65,6 +66,20 @@ _PATH = re.compile(r"/admin/api/(\d{4}-\d{2}|unstable)/graphql\.json")
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+class _InjectedThrottle(Response):
+    """An injected 429, its body made once the call's query is read: the throttled answer
+    names the query's requested cost (:meth:`ShopifySandbox.throttle_injected`)."""
+
+    def __init__(self, sandbox: ShopifySandbox, request: Request) -> None:
+        super().__init__(status_code=429, media_type="application/json")
+        self.sandbox = sandbox
+        self.request = request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answer = self.sandbox.throttle_injected(await self.request.body())
+        await _json(answer, self.status_code)(scope, receive, send)
 
 
 class ShopifySandbox(SandboxBase):
@@ -180,20 +195,7 @@ class ShopifySandbox(SandboxBase):
             }
             return {"errors": [too_costly]}, 200
         if not self.bucket.take(requested):
-            self.throttled += 1
-            throttled = {
-                "errors": [
-                    {
-                        "message": "Throttled",
-                        "extensions": {
-                            "code": "THROTTLED",
-                            "documentation": "https://shopify.dev/api/usage/rate-limits",
-                        },
-                    }
-                ],
-                "extensions": {"cost": self._cost(requested, None)},
-            }
-            return throttled, self.throttle_status
+            return self._throttled(requested), self.throttle_status
         try:
             data, actual = self.executor.execute(operation, variables)
         except GraphQLError as error:
@@ -205,6 +207,50 @@ class ShopifySandbox(SandboxBase):
         self.bucket.refund(max(0, requested - actual))
         return {"data": data, "extensions": {"cost": self._cost(requested, actual)}}, 200
 
+    def _throttled(self, requested: int) -> dict[str, Any]:
+        """Shopify's ``THROTTLED`` answer to a query of ``requested`` points, with the
+        bucket's figures, which a client computes its wait from."""
+        self.throttled += 1
+        return {
+            "errors": [
+                {
+                    "message": "Throttled",
+                    "extensions": {
+                        "code": "THROTTLED",
+                        "documentation": "https://shopify.dev/api/usage/rate-limits",
+                    },
+                }
+            ],
+            "extensions": {"cost": self._cost(requested, None)},
+        }
+
+    def _requested(self, raw: bytes) -> int:
+        """What the query in a call's body may cost; 0 for one this store would not run."""
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return 0
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            return 0
+        variables = body.get("variables")
+        variables = variables if isinstance(variables, dict) else {}
+        try:
+            operation = parse(body["query"])
+        except GraphQLSyntaxError:
+            return 0
+        if self.executor.validate(operation, variables):
+            return 0
+        return requested_cost(self.executor.types(), operation, variables)
+
+    def throttle_injected(self, raw: bytes) -> dict[str, Any]:
+        """The answer to an injected 429: the store's bucket ran dry (another app of the
+        store, a burst), so it is emptied and the call throttled as :meth:`answer` throttles
+        one. The figures then hold for the next call too: a client that waits what they say
+        finds the points there; one that comes back sooner is throttled again."""
+        requested = self._requested(raw)
+        self.bucket.take(self.bucket.available())
+        return self._throttled(requested)
+
     def _cost(self, requested: int, actual: int | None) -> dict[str, Any]:
         return {
             "requestedQueryCost": requested,
@@ -215,7 +261,12 @@ class ShopifySandbox(SandboxBase):
     # -- SandboxLike -----------------------------------------------------------------------
 
     def fault_response(self, status: int, request: Request) -> Response:
-        """Shopify's answer to an injected failure: ``{"errors": "<reason phrase>"}``."""
+        """Shopify's answer to an injected failure: a 429 is its ``THROTTLED`` answer with
+        the cost figures (:meth:`throttle_injected`), so a 429 storm meets a client's
+        throttle handling, as the bucket's own 429s do; others ``{"errors": "<reason
+        phrase>"}``."""
+        if status == 429:
+            return _InjectedThrottle(self, request)
         return _json({"errors": HTTPStatus(status).phrase}, status)
 
     def credentials(self) -> dict[str, str]:

@@ -522,6 +522,36 @@ async def test_throttled_429_is_waited_out_by_the_client(clock: FakeClock, wall:
     assert len(harness.sleeps) == 1 and 3.01 <= harness.sleeps[0] <= 3.26  # (303 - 2) / 100
 
 
+async def test_an_injected_429_is_shopifys_throttled_answer_with_the_cost_figures(
+    sandbox: ShopifySandbox, raw: Callable[..., Any]
+) -> None:
+    """A 429 storm (an injected fault) answers as Shopify throttles [doc]: THROTTLED with
+    ``extensions.cost`` (the query's requested cost, the bucket emptied), not a bare
+    ``{"errors": "Too Many Requests"}`` that no client reads as Shopify's throttle."""
+    sandbox.add_person("a@example.nl", "A", "B")
+    sandbox.faults.fail_status, sandbox.faults.fail_next = 429, 1
+    status, body = await raw("{ customers(first: 1) { nodes { id } } }")
+    assert status == 429
+    assert body["errors"][0]["extensions"]["code"] == "THROTTLED"
+    cost = body["extensions"]["cost"]
+    assert cost["requestedQueryCost"] == 3 and cost["actualQueryCost"] is None
+    assert cost["throttleStatus"]["currentlyAvailable"] == 0
+    assert {"maximumAvailable", "restoreRate"} <= set(cost["throttleStatus"])
+    assert sandbox.throttled == 1
+
+
+async def test_an_injected_429_storm_is_waited_out_by_its_cost_figures(shop: Harness) -> None:
+    """The client reads an injected 429 as Shopify's throttle: it waits what the figures
+    say (the query's cost at the restore rate) and the pull goes on."""
+    seed(shop.sandbox, shop.wall, 3)
+    shop.sandbox.faults.fail_status, shop.sandbox.faults.fail_next = 429, 1
+    pages = await collect(shop.adapter, None)
+    assert len(emails_of(pages)) == 3
+    assert [e.status for e in shop.sandbox.log.entries] == [429, 200]
+    assert shop.client.stats.rate_limited == 1
+    assert len(shop.sleeps) == 1 and 3.03 <= shop.sleeps[0] <= 3.03 + 0.25  # 303 / 100
+
+
 async def test_throttling_that_never_clears_surfaces_as_rate_limited(shop: Harness) -> None:
     """If the bucket never refills, the pull gives up with a retryable RateLimitedError."""
     harness = make_harness(shop.sandbox, shop.clock, shop.wall, advance_on_sleep=False)
