@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
@@ -593,6 +594,10 @@ def _load_system(
     )
     if problem:
         raise ConfigError(file, f"{key}.base_url", f"URL {problem}")
+    if settings.https_only and urlsplit(settings.base_url).scheme == "http":
+        # Passed the TLS policy on loopback with the development switch, and still no
+        # call could get through: refused now, not with a 401 at every call of a sync.
+        raise ConfigError(file, f"{key}.base_url", f"URL uses http://; {settings.https_only}")
     updates: dict[str, Any] = {"mapping": _resolve_path(base, settings.mapping)}
     if settings.ca_bundle is not None:
         ca = _resolve_path(base, settings.ca_bundle)

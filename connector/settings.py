@@ -113,6 +113,10 @@ class SystemSettings(StrictModel):
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ()
+    #: Why this kind of system cannot be reached over plain http at all, not even on
+    #: loopback with ``development.allow_insecure_loopback`` (``None``: it can): its
+    #: ``base_url`` must then be https, as the config says when it is loaded.
+    https_only: ClassVar[str | None] = None
 
     adapter: str
     base_url: str

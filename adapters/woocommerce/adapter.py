@@ -120,6 +120,13 @@ class WooCommerceSettings(SystemSettings):
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ("consumer_key", "consumer_secret")
+    #: WooCommerce reads the key and secret (HTTP Basic) over HTTPS only; over plain http it
+    #: wants OAuth 1.0a signatures [docs], which this adapter does not make.
+    https_only: ClassVar[str | None] = (
+        "WooCommerce accepts the consumer key and secret over https:// only (over http:// it "
+        "requires OAuth 1.0a signatures, which klantsync does not send): every call would be "
+        "refused with 401"
+    )
 
     adapter: Literal["woocommerce"]
     anonymise_orders: bool = True

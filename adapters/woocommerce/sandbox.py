@@ -3,7 +3,9 @@
 It serves what klantsync touches: customers (list, read, create, update, delete, batch) and
 orders (list, read, update), with WooCommerce's paging headers, error bodies and status codes,
 its batch limit of 100 items, permanent-only customer deletion (``force=true``), HTTP basic
-auth with a consumer key and secret, and genuine webhook signatures. Faults, rate limits and
+auth with a consumer key and secret over HTTPS only (over plain http WooCommerce wants OAuth
+1.0a, which this fake does not speak: every call there is anonymous, answered 401), and
+genuine webhook signatures. Faults, rate limits and
 the request log come from :class:`~connector.sandboxkit.SandboxBase`.
 
 The request log never holds personal data: query values that can carry it (``email``,
@@ -184,6 +186,12 @@ class WooCommerceSandbox(SandboxBase):
         return endpoint
 
     def _authenticate(self, request: Request, action: str) -> ApiError | None:
+        if request.url.scheme != "https":
+            # WooCommerce reads the key and secret (Basic, or the query pair) only when
+            # is_ssl(); over http it wants OAuth 1.0a signatures [docs], which this fake does
+            # not check. A Basic header there authenticates nobody: the caller is anonymous.
+            code, message = _CANNOT[action]
+            return ApiError(401, code, message)
         key = secret = None
         header = request.headers.get("authorization", "")
         if header.lower().startswith("basic "):

@@ -585,6 +585,29 @@ async def test_missing_credentials_get_woocommerce_401(sandbox: WooCommerceSandb
     assert response.json()["code"] == "woocommerce_rest_cannot_view"
 
 
+async def test_basic_auth_over_plain_http_is_refused_as_woocommerce_refuses_it(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce reads the key and secret only over HTTPS; over http it wants OAuth 1.0a
+    [docs], so a Basic header (or the query pair) authenticates nobody: 401, as for a
+    caller without credentials."""
+    sandbox.add_person("a@example.nl", "A", "B")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url="http://127.0.0.1:8080",
+        auth=("ck_sandbox", "cs_sandbox"),
+    ) as http:
+        basic = await http.get(f"{API}/customers", params={"role": "all"})
+        pair = await http.get(
+            f"{API}/customers",
+            params={"consumer_key": "ck_sandbox", "consumer_secret": "cs_sandbox"},
+            auth=None,
+        )
+    for response in (basic, pair):
+        assert response.status_code == 401
+        assert response.json()["code"] == "woocommerce_rest_cannot_view"
+
+
 async def test_server_errors_then_success_are_retried(harness: Harness) -> None:
     """Two 503s and then an answer: the pull succeeds after two retries."""
     harness.sandbox.seed_synthetic(5)

@@ -65,6 +65,24 @@ def test_http_loopback_needs_the_development_switch(tmp_path: Path, env: dict[st
     assert load_config(ok).systems["crm"].base_url == "http://127.0.0.1:9999"
 
 
+def test_a_woocommerce_shop_over_http_is_refused_even_with_the_development_switch(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """WooCommerce takes the key and secret over https only (over http it wants OAuth 1.0a,
+    which klantsync does not send): a loopback http:// shop, which the development switch
+    lets through, is refused at load, saying why, rather than at every call with a 401."""
+    path = write_config(
+        tmp_path,
+        shop_url="http://127.0.0.1:9999",
+        extra="[development]\nallow_insecure_loopback = true",
+    )
+    error = _load_error(path)
+    assert error.key == "systems.shop.base_url"
+    assert "https://" in error.problem and "OAuth 1.0a" in error.problem
+    without_switch = _load_error(write_config(tmp_path, shop_url="http://127.0.0.1:9999"))
+    assert "allow_insecure_loopback" in without_switch.problem  # the TLS policy speaks first
+
+
 def test_missing_secret_names_variable_not_value(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
