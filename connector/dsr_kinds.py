@@ -101,6 +101,7 @@ class KindRunner:
         try:
             if row.kind == "erase":
                 await self._erase(row)
+                self._clear_the_log()
             elif row.kind == "access":
                 await self._access(row)
             elif row.kind == "rectify":
@@ -109,6 +110,18 @@ class KindRunner:
                 raise ValueError(f"unknown request kind {row.kind!r}")
         finally:
             self._held.pop(row.id, None)
+
+    def _clear_the_log(self) -> None:
+        """Truncate the store's write-ahead log after an erasure's run: :meth:`Store.truncate_log`.
+
+        The store zeroes the pages the erasure's deletes free, but the log keeps the frames
+        that wrote what was deleted (the person's sealed payloads, which the store's keys
+        still open): a checkpoint copies the log back and starts it again from its beginning
+        without clearing it, and the daemon's connection, open for months, never deletes it.
+        A reader in the log (a command beside the daemon) keeps it from being cleared now:
+        the store then tries again (its background checkpointer, its closing).
+        """
+        self.rt.store.truncate_log()
 
     def _version(self, row: RequestRow) -> bytes | None:
         """What a run's outcomes are recorded against: the sealed manifest it holds.

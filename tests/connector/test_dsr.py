@@ -543,6 +543,32 @@ async def test_after_erasure_the_store_holds_no_clear_personal_data(
         assert secret not in caplog.text
 
 
+async def test_an_erasure_truncates_the_log_that_still_held_the_person_s_sealed_payload(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The store zeroes the pages a delete frees, but the write-ahead log keeps the frames
+    that wrote the row: the person's sealed payload, which the store's keys still open,
+    stayed on disk after their erasure (the daemon's connection, open for months, only runs
+    passive checkpoints, which never truncate the log). The erasure truncates it."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, city="Utrecht")
+    crm.faults.down = True  # the payload stays queued, sealed, in the outbox
+    await rt.engine.sync()
+    crm.faults.down = False
+    sid = rt.keyring.subject_id(CANARY_EMAIL)
+    (number,) = rt.store.subject_numbers([sid]).values()
+    (sealed,) = rt.store.db.execute(
+        "SELECT payload FROM outbox WHERE subject_no=?", (number,)
+    ).fetchone()
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    assert rt.store.db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # what the daemon's checkpointer does
+    on_disk = rt.store.path.read_bytes()
+    wal = Path(f"{rt.store.path}-wal")
+    on_disk += wal.read_bytes() if wal.exists() else b""
+    assert bytes(sealed)[:48] not in on_disk
+
+
 async def test_connector_traces_are_deleted_and_audit_has_ids_only(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
