@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,7 +24,13 @@ from typing import NamedTuple, TypeVar
 
 from connector.errors import StoreError
 from connector.schema import MIGRATIONS, statements
-from connector.storefile import failure, make_store_folder, refuse_foreign, unusable
+from connector.storefile import (
+    failure,
+    make_store_file,
+    make_store_folder,
+    refuse_foreign,
+    unusable,
+)
 from connector.walcheckpoint import WalCheckpointer, truncated_now
 
 __all__ = [
@@ -214,17 +219,14 @@ def _owner_only(path: Path) -> None:
     data are 0600. A store made so by an earlier version is narrowed when opened; one owned
     by another user (opened to read) is left as it is.
     """
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            with contextlib.suppress(OSError):
-                if name.stat().st_mode & 0o077:
-                    name.chmod(0o600)
-    except OSError:
-        return  # a folder that is not writable: the connect below says what is wrong
-    else:
-        os.close(fd)
+    if make_store_file(path):
+        return
+    # Not made here: one already there, or a folder that is not writable (the connect
+    # below says what is wrong).
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(OSError):
+            if name.stat().st_mode & 0o077:
+                name.chmod(0o600)
 
 
 def _refuse_newer(path: Path, version: int) -> None:

@@ -15,6 +15,8 @@ import glob
 import os
 import re
 import sqlite3
+import tempfile
+from contextlib import closing
 from pathlib import Path
 
 from connector.errors import StoreError, StorePathError
@@ -24,6 +26,7 @@ __all__ = [
     "failure",
     "failure_text",
     "foreign",
+    "make_store_file",
     "make_store_folder",
     "read_only",
     "refuse_foreign",
@@ -85,6 +88,65 @@ def make_store_folder(path: Path) -> None:
             path,
             store_path_problem(path) or f"its folder cannot be made ({exc.strerror}); {_PATH_FIX}",
         ) from exc
+
+
+def make_store_file(path: Path) -> bool:
+    """Make a new store file at ``path``, owner-only, SQLite's header already in it; whether
+    this made it (``False``: a file is there already, or the folder takes no new file, which
+    opening then says).
+
+    Never an empty file: an empty file at a store's path is a store truncated to nothing,
+    which opening refuses (:func:`refuse_foreign`). Made in place, the file stayed empty
+    until SQLite first wrote to it: a creation that failed before then (a full disk) left a
+    file refused from then on, and another process opening the store meanwhile (a daemon
+    starting beside the first ``dsr erase``) refused it. So it is made aside, in the same
+    folder, and linked into place whole.
+
+    Raises:
+        StoreError: the header could not be written (a full disk: :func:`failure`).
+    """
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    except OSError:
+        return False
+    os.close(fd)
+    aside = Path(name)
+    try:
+        with closing(sqlite3.connect(aside)) as db:
+            db.execute("PRAGMA journal_mode=WAL")  # writes the header, in the store's mode
+        with open(aside, "rb") as made:
+            os.fsync(made.fileno())  # a power cut must not leave the link to an empty file
+        return _placed(aside, path)
+    except sqlite3.Error as exc:
+        raise unusable(path, exc) from exc
+    except OSError as exc:
+        raise StoreError(f"{path}: the store cannot be made ({exc.strerror})") from exc
+    finally:
+        for leftover in (aside, *(aside.with_name(aside.name + s) for s in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+
+
+def _placed(aside: Path, path: Path) -> bool:
+    """Put the file ``aside`` at ``path`` unless a file is there; whether it was put."""
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        return False  # another process made the store meanwhile: theirs is used
+    except OSError:
+        # A file system without hard links: written in place, the header at once.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        try:
+            with os.fdopen(fd, "wb") as made:
+                made.write(aside.read_bytes())
+                made.flush()
+                os.fsync(made.fileno())
+        except OSError:
+            path.unlink(missing_ok=True)  # this one's own, made empty
+            raise
+    return True
 
 
 def read_only(path: Path) -> sqlite3.Connection:
@@ -197,14 +259,24 @@ def foreign(db: sqlite3.Connection) -> bool:
 
 
 def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
-    """StoreError unless the file is empty or holds the tables its schema version says.
+    """StoreError unless the file is a new store (SQLite's header alone) or holds the tables
+    its schema version says.
 
     Migrating another application's database would add klantsync's tables to it (or
     fail half-way on a name both use), and a file that claims a schema without its
-    tables would fail later on the first table it lacks, mid-command.
+    tables would fail later on the first table it lacks, mid-command. An empty file is a
+    store truncated to nothing (a full disk under a copy, a torn file system): taken for a
+    new store and migrated in place, it came back with an empty suppression list, and
+    everyone erased came back with the next sync. klantsync never makes one
+    (:func:`make_store_file`).
     """
     version, tables = _version_and_tables(db)
     if version == 0:
+        if not tables and _empty(path):
+            raise StoreError(
+                f"{path}: the store is empty: damaged or truncated (a file of 0 bytes); stop "
+                "every klantsync on it and restore it from a backup"
+            )
         if tables:
             raise StoreError(
                 f"{path}: not a klantsync store: an SQLite database with tables of "
@@ -227,6 +299,14 @@ def refuse_foreign(db: sqlite3.Connection, path: Path) -> None:
             f"{path}: the store is damaged: schema {version} without its tables "
             f"{', '.join(missing)}; restore it from a backup"
         )
+
+
+def _empty(path: Path) -> bool:
+    """Whether the file at ``path`` holds nothing (0 bytes); not when it cannot be read."""
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
 
 
 def _version_and_tables(db: sqlite3.Connection) -> tuple[int, frozenset[str]]:

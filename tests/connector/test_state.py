@@ -494,6 +494,47 @@ def test_a_damaged_store_found_when_opened_says_restore_it(tmp_path: Path) -> No
     )
 
 
+def test_a_store_file_emptied_to_zero_bytes_is_refused_not_made_anew(tmp_path: Path) -> None:
+    """A store truncated to nothing (a full disk under a copy, a torn file system) is a
+    damaged store, refused naming the file and left as it is. Taken for a file to make a
+    store in, it was migrated in place, and a sync found an empty suppression list: every
+    erased person the shop still holds came back."""
+    path = tmp_path / "klantsync.db"
+    store = Store(path)
+    store.suppress(["0" * 32], "erasure", None)
+    store.close()
+    path.write_bytes(b"")
+    with pytest.raises(StoreError) as caught:
+        Store(path)
+    assert str(caught.value) == (
+        f"{path}: the store is empty: damaged or truncated (a file of 0 bytes); stop every "
+        "klantsync on it and restore it from a backup"
+    )
+    assert path.stat().st_size == 0
+
+
+def test_a_store_whose_making_failed_is_made_at_the_next_open_not_refused_as_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new store is never an empty file, even while it is being made or when its making
+    fails part-way (a full disk): an empty file left so was refused from then on, and
+    another process opening the store while it was made refused it too."""
+    path = tmp_path / "klantsync.db"
+
+    def on_a_full_disk(self: Store) -> None:
+        assert path.stat().st_size > 0  # SQLite's header is there before anything else
+        raise disk_full_error()
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Store, "_configure", on_a_full_disk)
+        with pytest.raises(StoreError, match="the disk holding the store is full"):
+            Store(path)
+    assert [p.name for p in tmp_path.iterdir()] == ["klantsync.db"]  # nothing made aside left
+    store = Store(path)
+    assert store.schema_version == len(MIGRATIONS)
+    store.close()
+
+
 def test_runs_left_running_are_closed_out_as_interrupted(tmp_path: Path) -> None:
     """Runs a stopped process left marked running become interrupted; finished ones stay."""
     store = Store(tmp_path / "s.db")

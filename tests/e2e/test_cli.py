@@ -1266,6 +1266,24 @@ def test_a_store_file_that_is_damaged_or_not_a_store_exits_1_saying_so(
     assert refused["error"] == "store" and refused["message"].startswith(f"{store}: {said}")
 
 
+def test_a_store_file_emptied_to_zero_bytes_is_refused_by_every_command_and_left_as_it_was(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store truncated to nothing was taken for a new store: `status` (the safe first
+    look, which "creates none") migrated it in place and called it healthy, and every
+    command after found an empty suppression list and audit trail. Each exits 1 saying the
+    store is empty, and the file stays as it was for whoever restores it."""
+    assert main(["-c", str(offline), "incident", "open", "--json", "--summary", "lost laptop"]) == 0
+    store = _store_of(offline)
+    store.write_bytes(b"")
+    capsys.readouterr()
+    for command in (["status"], ["audit", "verify"], ["sync"], ["dsr", "list"]):
+        assert main(["-c", str(offline), *command]) == 1, command
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {store}: the store is empty: damaged or truncated"), err
+        assert store.stat().st_size == 0, command
+
+
 def _fake_sync(seen: list[bool], store: Path) -> Any:
     """An Engine.sync that records whether the sync lock is held while it runs, and syncs
     nothing (the systems are a closed port)."""
