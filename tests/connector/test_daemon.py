@@ -10,6 +10,7 @@ import re
 import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from connector.config import parse_schedule
 from connector.daemon import (
     READY_STARTING,
     READY_SUCCEEDED,
+    STORE_DAMAGED,
     STORE_GONE,
     UNREADY_FAILING,
     UNREADY_NO_STORE,
@@ -254,6 +256,63 @@ async def test_readyz_is_503_once_the_job_worker_finds_the_store_refusing_writes
     assert getattr(failed, "during", None) == "job worker"
     assert not ready and checks["store"] == "OperationalError", checks
     assert daemon.readiness()[0]  # writable again: ready once the probe's write succeeds
+
+
+async def test_readyz_stays_503_for_a_damaged_store_whose_probe_write_passes(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """A torn page of the jobs table refuses every admin call (503, "store failed"). The
+    probe's write after a failure, a rewrite of the schema version on page 1, which is
+    intact, was taken for "the store takes writes again": /readyz answered 200 at once,
+    while every call needing the damaged table still failed. The probe checks the pages."""
+    async with open_rt(daemon_config):
+        pass  # a store made and used
+    path = daemon_config.parent / "state" / "klantsync.db"
+    with closing(sqlite3.connect(path)) as db:
+        (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name='jobs'").fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with path.open("r+b") as file:  # a torn page
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * page_size)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with open_rt(daemon_config) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        async with _client(build_admin_app(daemon)) as admin:
+            refused = await admin.post("/admin/resync", headers=auth, json={"system": "shop"})
+            first, checks = daemon.readiness()
+            second, _ = daemon.readiness()
+            again = await admin.post("/admin/resync", headers=auth, json={"system": "shop"})
+    assert (refused.status_code, again.status_code) == (503, 503)  # damaged, and still
+    assert not first and not second, checks
+    assert checks["store"] == STORE_DAMAGED
+
+
+async def test_readyz_stays_503_while_the_store_still_cannot_grow(daemon: Daemon) -> None:
+    """A full disk (the store cannot grow by a page) refuses an admin call 503 and stays
+    full. The probe rewrote the schema version on page 1, which needs no new page, and
+    /readyz answered 200 while the next admin call was refused again. Its write now needs
+    a page the store must grow by."""
+    (pages,) = daemon.rt.store.db.execute("PRAGMA page_count").fetchone()
+    daemon.rt.store.db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    body = {"system": "shop", "email": "a@example.nl"}
+    async with _client(build_admin_app(daemon)) as admin:
+        statuses = []
+        for _ in range(200):  # until what the store had free is used up
+            statuses.append(
+                (await admin.post("/admin/resync", headers=auth, json=body)).status_code
+            )
+            if statuses[-1] == 503:
+                break
+        assert statuses[-1] == 503, statuses
+        ready, checks = daemon.readiness()
+        again = await admin.post("/admin/resync", headers=auth, json=body)
+        daemon.rt.store.db.execute(f"PRAGMA max_page_count={pages + 1000}")  # space freed
+        mended, _ = daemon.readiness()
+    assert again.status_code == 503  # still full
+    assert not ready and checks["store"] == "OperationalError", checks
+    assert mended
 
 
 async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_later(
