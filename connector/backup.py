@@ -37,7 +37,7 @@ from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
-from connector.storefile import read_only, refuse_foreign, store_exists
+from connector.storefile import copy_failure, read_only, refuse_foreign, store_exists
 
 __all__ = [
     "COMPANIONS",
@@ -132,7 +132,14 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
             # it staged: copied as it was on disk, the backup's key file opened with no key.
             ReceiptSigner.for_store(store_path, keyring).settle()
             try:
-                _copy(store, partial, receipt_key_path(store_path))
+                try:
+                    _copy(store, partial, receipt_key_path(store_path))
+                except sqlite3.Error as exc:
+                    # Its own disk's failure, not the store's (which it only reads).
+                    found = copy_failure(out, exc, "the backup", "name another --out")
+                    if found is None:
+                        raise
+                    raise found from exc
                 facts = _facts(partial)
                 os.replace(partial, out)
             finally:

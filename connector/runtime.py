@@ -22,7 +22,7 @@ from connector.keyset import key_check_files, open_keyring
 from connector.lock import sharing_keys
 from connector.schema import MIGRATIONS
 from connector.state import Store
-from connector.storefile import refuse_foreign
+from connector.storefile import copy_failure, refuse_foreign
 from connector.systems import Systems, open_systems
 
 __all__ = [
@@ -164,9 +164,19 @@ def private_copy(store_path: Path) -> Iterator[Path]:
         for key_file in key_check_files(store_path):
             with suppress(FileNotFoundError):
                 shutil.copyfile(key_file, copy.with_name(key_file.name))
-        with closing(_existing(store_path)) as db, closing(sqlite3.connect(copy)) as to:
+        with closing(_existing(store_path)) as db:
             db.execute("PRAGMA busy_timeout=5000")
-            db.backup(to)
+            try:
+                with closing(sqlite3.connect(copy)) as to:
+                    db.backup(to)
+            except sqlite3.Error as exc:
+                # The temporary folder's failure (a full /tmp), not the store's.
+                found = copy_failure(
+                    copy, exc, "a private copy of the store", "point TMPDIR at another folder"
+                )
+                if found is None:
+                    raise
+                raise found from exc
         yield copy
 
 

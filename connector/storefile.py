@@ -23,6 +23,7 @@ from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
 
 __all__ = [
+    "copy_failure",
     "failure",
     "failure_text",
     "foreign",
@@ -205,6 +206,41 @@ def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
             "process that is stuck"
         )
     return None
+
+
+#: SQLite's I/O errors met reading a file: copying the store, the store's (it is read).
+_READING = frozenset({sqlite3.SQLITE_IOERR_READ, sqlite3.SQLITE_IOERR_SHORT_READ})
+
+
+def copy_failure(copy: Path, exc: sqlite3.Error, what: str, elsewhere: str) -> StoreError | None:
+    """The StoreError an SQLite error met copying the store (SQLite's backup into a file of
+    its own) means when the copy is at fault, else ``None``: the store's, :func:`failure`.
+
+    The store is only read while it is copied: a full disk, a file that may not be written
+    or made, and an I/O error in writing are the copy's. Said as the store's, they sent the
+    operator to free space on the store's disk, which was never full, while every backup
+    went on failing.
+
+    Args:
+        copy: the file written (as the operator named it).
+        what: the copy, in a few words (``the backup``).
+        elsewhere: how to write it somewhere else instead (``name another --out``).
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary == sqlite3.SQLITE_FULL:
+        cause, fix = "its disk is full (SQLite: database or disk is full)", "free space there"
+    elif primary in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN):
+        cause = "it may not be made or written there (no permission, or a read-only disk)"
+        fix = "give the user klantsync runs as write access there"
+    elif primary == sqlite3.SQLITE_IOERR and code not in _READING:
+        cause, fix = "its disk failed to write it (SQLite: disk I/O error)", "check that disk"
+    else:
+        return None
+    return StoreError(
+        f"{copy}: {what} could not be written: {cause}; the store is as it was: {fix} "
+        f"(or {elsewhere}) and run again"
+    )
 
 
 def failure_text(path: Path, exc: sqlite3.Error) -> str:

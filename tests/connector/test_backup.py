@@ -133,6 +133,40 @@ def test_backup_usage_mistakes_exit_2(
         assert answer["error"] == "config" and said in answer["message"]
 
 
+def test_a_backup_whose_disk_is_full_names_the_backup_not_the_store(
+    config_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`backup --out /mnt/backups/x.db` with the backups' disk full: SQLite's full disk comes
+    from the copy's connection, and was said as the store's ("the disk holding the store is
+    full ... free space and run again"): the operator freed space on the store's disk, which
+    was never full, and the backups went on failing. It names the backup and its disk."""
+    Store(load_config(config_path).store_path).close()
+    out_dir = tmp_path / "backups"
+    out_dir.mkdir()
+    connect = sqlite3.connect
+
+    def on_a_full_backup_disk(target: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(target, *args, **kwargs)
+        if isinstance(target, Path) and target.parent == out_dir:
+            db.execute("PRAGMA max_page_count=3")  # the backups' disk is full
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", on_a_full_backup_disk)
+    capsys.readouterr()
+    out = out_dir / "b.db"
+    assert main(["-c", str(config_path), "backup", "--json", "--out", str(out)]) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "store"
+    assert answer["message"].startswith(
+        f"{out}: the backup could not be written: its disk is full (SQLite: database or disk "
+        "is full); the store is as it was: free space there (or name another --out)"
+    )
+    assert list(out_dir.iterdir()) == []  # no part of it left behind
+
+
 def test_backup_refuses_to_write_over_the_master_key_and_the_other_key_files(
     config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -272,6 +272,44 @@ def test_retention_dry_run_on_a_private_copy_counts_the_stores_a_restore_replace
     assert replaced.exists()
 
 
+def test_a_look_whose_private_copy_fills_the_temporary_folder_names_the_copy_not_the_store(
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`status` on a store an earlier klantsync left looks at a private copy in the
+    temporary folder. With that folder's disk full, SQLite's full disk was said as the
+    store's ("the disk holding the store is full"), whose disk had room. It names the copy,
+    and where else it can go."""
+    import tempfile
+
+    config = write_test_config(tmp_path)
+    store_path = load_config(config).store_path
+    assert main(["-c", str(config), "incident", "open", "--summary", "a laptop lost"]) == 0
+    as_the_version_before(store_path)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    connect = sqlite3.connect
+
+    def on_a_full_temporary_disk(target: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = connect(target, *args, **kwargs)
+        if isinstance(target, Path) and temp in target.parents:
+            db.execute("PRAGMA max_page_count=3")
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", on_a_full_temporary_disk)
+    capsys.readouterr()
+    assert main(["-c", str(config), "status", "--json"]) == 1
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "store", answer
+    assert "a private copy of the store could not be written: its disk is full" in answer["message"]
+    assert "point TMPDIR at another folder" in answer["message"]
+    assert not answer["message"].startswith(str(store_path))
+    assert list(temp.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "command",
     [["check"], ["status"], ["keys", "show"], ["audit", "export"], ["incident", "list"]],
