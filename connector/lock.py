@@ -19,6 +19,7 @@ leaves a stale lock behind; the daemon's lock file records its pid for messages.
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import os
 import time
@@ -103,16 +104,50 @@ class DaemonLock:
 
 def _open_lock(store_path: Path, path: Path) -> int:
     """A descriptor on the lock file ``path`` beside the store, created (and its folder) if
-    missing; StorePathError (exit 2, naming store.path) if it cannot be."""
+    missing; StorePathError (exit 2, naming store.path) if it cannot be.
+
+    Raises:
+        StoreError: the store (or the lock file) is there but may not be written (exit 1):
+            :func:`_unwritable`.
+    """
     make_store_folder(store_path)
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
+        unwritable = _unwritable(store_path, path, exc)
+        if unwritable is not None:
+            raise unwritable from exc
         raise StorePathError(
             store_path,
             f"cannot create its lock file {path.name} beside it ({exc.strerror}); point "
             "store.path at a file in a folder klantsync can create and write",
         ) from exc
+
+
+def _unwritable(store_path: Path, path: Path, exc: OSError) -> StoreError | None:
+    """The StoreError a lock file refused for writing means where the store is there, else
+    ``None`` (no store can be at the path: the configuration's to fix).
+
+    A failing disk is remounted read-only by the kernel (ext4 ``errors=remount-ro``), and a
+    store's files may belong to another user: the store and its lock files are there and
+    none can be written. That is a store failure, like SQLite's read-only store, not a
+    ``store.path`` to point elsewhere.
+    """
+    if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return None
+    if not (path.exists() or store_path.exists()):
+        return None
+    if exc.errno == errno.EROFS:
+        return StoreError(
+            f"{store_path}: the store's folder is on a read-only file system (its lock file "
+            f"{path.name} cannot be opened for writing); a disk remounted read-only after "
+            "errors is failing: check the disk and its file system, then run again"
+        )
+    return StoreError(
+        f"{store_path}: the store's folder is not writable by this user (its lock file "
+        f"{path.name}: {exc.strerror}); give the user klantsync runs as write access to the "
+        "store's folder and the files in it (the store, its -wal and -shm, its lock files)"
+    )
 
 
 def daemon_running(store_path: Path) -> bool:

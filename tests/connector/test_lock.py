@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from connector.lock import (
     sync_running,
     syncing,
 )
+from connector.state import Store
 
 
 def test_a_second_sync_is_refused_naming_the_one_that_runs(tmp_path: Path) -> None:
@@ -154,6 +156,47 @@ def test_locks_on_a_path_that_cannot_hold_a_store_are_store_path_errors(tmp_path
     with pytest.raises(StorePathError), sharing_keys(store):
         pass
     with pytest.raises(StorePathError), DaemonLock(store):
+        pass
+
+
+def _lock_files_refused(monkeypatch: pytest.MonkeyPatch, code: int) -> None:
+    """Every lock file refused for writing with ``code`` (simulated at ``os.open``: as root,
+    chmod cannot)."""
+    real_open = os.open
+
+    def refusing(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".lock") and flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        (errno.EROFS, "the store's folder is on a read-only file system"),
+        (errno.EACCES, "the store's folder is not writable by this user"),
+    ],
+)
+def test_a_store_whose_lock_files_may_not_be_written_is_a_store_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, said: str
+) -> None:
+    """A failing disk the kernel remounted read-only (ext4 errors=remount-ro), or a store
+    whose files are another user's: the store and its lock files are there, and none can be
+    written. That was said as "cannot create its lock file ... point store.path elsewhere"
+    (exit 2, bad configuration): a config change for a failing disk. It is a store failure
+    (exit 1) saying what is wrong; a path where no store is stays the configuration's."""
+    store = tmp_path / "klantsync.db"
+    with sharing_keys(store):
+        Store(store).close()  # a store, and a lock file beside it
+    _lock_files_refused(monkeypatch, code)
+    for taking in (lambda: syncing(store, "sync"), lambda: sharing_keys(store)):
+        with pytest.raises(StoreError) as caught, taking():
+            pass
+        assert not isinstance(caught.value, StorePathError)
+        assert str(caught.value).startswith(f"{store}: {said}")
+    with pytest.raises(StorePathError), DaemonLock(tmp_path / "none-yet" / "klantsync.db"):
         pass
 
 

@@ -1322,6 +1322,36 @@ def test_a_store_file_emptied_to_zero_bytes_is_refused_by_every_command_and_left
         assert store.stat().st_size == 0, command
 
 
+def test_a_store_on_a_file_system_gone_read_only_exits_1_as_a_store_failure(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing disk remounted read-only by the kernel: the store and its lock files are
+    there, and none can be written. Every command but `status` exited 2 saying the store's
+    lock file "cannot be created" and to point store.path elsewhere: a config change for a
+    failing disk. It is a store failure, exit 1, saying so. (Simulated at os.open: as root,
+    chmod cannot.)"""
+    import errno
+    import os
+
+    assert main(["-c", str(offline), "incident", "open", "--json", "--summary", "lost laptop"]) == 0
+    store = _store_of(offline)
+    real_open = os.open
+
+    def read_only_file_system(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if str(path).endswith(".lock") and flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_file_system)
+    capsys.readouterr()
+    assert main(["-c", str(offline), "dsr", "list", "--json"]) == 1
+    answer: Any = _json(capsys)
+    assert answer["error"] == "store", answer
+    assert answer["message"].startswith(
+        f"{store}: the store's folder is on a read-only file system"
+    )
+
+
 def _fake_sync(seen: list[bool], store: Path) -> Any:
     """An Engine.sync that records whether the sync lock is held while it runs, and syncs
     nothing (the systems are a closed port)."""
