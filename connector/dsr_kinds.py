@@ -1395,8 +1395,9 @@ class KindRunner:
                     continue  # left unread, as the delivery would leave it
                 envelope["fields"] = {**envelope.get("fields", {}), **values}
                 self.db.reseal_queued(row_id, self.rt.keyring.seal_json(envelope, context))
-        # The engine's copy in clear of what it just queued would be sent instead.
-        self.rt.engine.forget(people)
+        # The engine's copy in clear of what it just queued would be sent instead, and a batch
+        # that read the rows before (waiting for a connection) the payloads it read.
+        self.rt.engine.resealed(people)
 
     # -- status helpers ------------------------------------------------------------------------
 

@@ -182,9 +182,11 @@ class Engine:
         self.ids = SystemIds(keyring, systems)
         #: Acknowledged batches' outcomes not committed yet; the next write commits them first.
         self._settles: list[Callable[[Store], None]] = []
-        #: How many times subjects were moved (an address change); a batch read before a
-        #: move looks again at which of its rows are still queued (see _still_queued).
+        #: How many times subjects were moved (an address change), and queued rows sealed
+        #: anew (a correction written into them); a batch read before either reads its rows
+        #: again (see _still_queued).
         self._moves = 0
+        self._reseals = 0
         #: Each flow's shape (see :meth:`shape`), worked out now, from the mapping files as
         #: they are when the config was loaded: worked out at a first run, an edit made to a
         #: file since (not yet in use) was recorded as the shape the run sent under.
@@ -383,6 +385,18 @@ class Engine:
             del self._fresh[row_id]
         forget_phones()  # the numbers read are kept by what they were, not by whose
         return len(stale)
+
+    def resealed(self, subject_ids: Sequence[str]) -> None:
+        """Queued rows of ``subject_ids`` were sealed anew (a correction written into them):
+        their copies in clear go, and a batch that read them before sends them as they are
+        now (see :meth:`_still_queued`).
+
+        Such a batch may be waiting for a connection, not yet in flight, so the correction
+        did not wait for it: sent as read, the old values landed over the correction and
+        its acknowledgement took the corrected row out of the outbox.
+        """
+        self.forget(subject_ids)
+        self._reseals += 1
 
     def flush(self) -> None:
         """Commit the acknowledged batches' outcomes still waiting."""
@@ -972,11 +986,11 @@ class Engine:
                 await wake.wait()
                 continue
             last_id = rows[-1].id
-            moves_seen = self._moves
+            changes_seen = self._moves + self._reseals
             await slots.acquire()
             task = asyncio.create_task(
                 self._deliver_batch(
-                    flow, dest, rows, dest_report, stop, progress, outage, moves_seen
+                    flow, dest, rows, dest_report, stop, progress, outage, changes_seen
                 )
             )
             in_flight.add(task)
@@ -1009,16 +1023,17 @@ class Engine:
         stop: asyncio.Event,
         progress: Progress,
         outage: _Outage,
-        moves_seen: int | None = None,
+        changes_seen: int | None = None,
     ) -> None:
         if stop.is_set():
             dest_report.retry_later += len(rows)
             return
         # Held from before the suppression check until the answer is settled: an erasure
         # recorded meanwhile waits for this write to land before it deletes, and so does a
-        # move of one of these subjects.
+        # move of one of these subjects, and a correction. One made while the batch waited
+        # for a connection (its rows read, not yet held) is caught here: they are read again.
         with self.in_flight.writing(dest.name, [r.subject_id for r in rows]):
-            if moves_seen is not None and moves_seen != self._moves:
+            if changes_seen is not None and changes_seen != self._moves + self._reseals:
                 rows = self._still_queued(rows)
             left = vacated_by(self.store, [r.subject_id for r in rows])
             first = [r for r in rows if r.subject_id not in left]
@@ -1078,7 +1093,8 @@ class Engine:
         return [row for row in taking if row.subject_id not in blocked]
 
     def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
-        """The rows a move since they were read has not dropped or given to the new id.
+        """The rows a move since they were read has not dropped or given to the new id, each
+        with the payload it holds now.
 
         A move drops the old address's queued rows (the page queues the current data); a
         batch read before it would otherwise still send them, and their acknowledgement,
@@ -1087,11 +1103,18 @@ class Engine:
         first) waits for a later batch, as the new id's (the page queues the current data
         into it, under a new outbox id): acknowledged as read here, it left the outbox with
         that write unsent.
+
+        A row a correction sealed anew since (:meth:`resealed`) goes with the corrected
+        values: the payload read before was sent over the correction, and its acknowledgement
+        then took the corrected row out of the outbox.
         """
-        queued = self.store.queued_ids([row.id for row in rows])
-        kept = [row for row in rows if queued.get(row.id) == row.subject_no]
+        queued = self.store.queued_now([row.id for row in rows])
+        kept: list[OutboxRow] = []
         for row in rows:
-            if queued.get(row.id) != row.subject_no:
+            now = queued.get(row.id)
+            if now is not None and now[0] == row.subject_no:
+                kept.append(row._replace(payload=now[1]))
+            else:
                 self._fresh.pop(row.id, None)
         return kept
 

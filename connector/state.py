@@ -973,17 +973,18 @@ class Store:
     def bump_attempts(self, ids: Sequence[int]) -> None:
         self.db.executemany("UPDATE outbox SET attempts=attempts+1 WHERE id=?", [(i,) for i in ids])
 
-    def queued_ids(self, ids: Sequence[int]) -> dict[int, int]:
-        """Which of the outbox ``ids`` are still queued, each with its subject's number now
-        (a move gives a row kept for its former address to the new one)."""
-        found: dict[int, int] = {}
+    def queued_now(self, ids: Sequence[int]) -> dict[int, tuple[int, bytes]]:
+        """Which of the outbox ``ids`` are still queued, each with its subject's number and
+        sealed payload now (a move gives a row kept for its former address to the new one; a
+        correction seals the row anew under the same id)."""
+        found: dict[int, tuple[int, bytes]] = {}
         for chunk in chunks(list(ids), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT id, subject_no FROM outbox WHERE id IN ({marks})",  # noqa: S608
+                f"SELECT id, subject_no, payload FROM outbox WHERE id IN ({marks})",  # noqa: S608
                 tuple(chunk),
             )
-            found.update(rows.fetchall())
+            found.update((int(i), (int(no), bytes(payload))) for i, no, payload in rows)
         return found
 
     def forget_former(self, ids: Sequence[int]) -> None:

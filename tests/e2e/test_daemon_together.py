@@ -1,6 +1,7 @@
 """The daemon doing several things at once: flows, webhook jobs, resyncs and requests.
 
-A correction beside a write on its way, a copy in clear beside a row sealed anew, a
+A correction beside a write on its way (or read into a batch that waits for a connection), a
+copy in clear beside a row sealed anew, a
 scheduled run beside a webhook's sync of one person, a resync a stop cut short or that the
 running daemon cannot run, an erasure queued by a system taken out since.
 """
@@ -8,6 +9,7 @@ running daemon cannot run, an erasure queued by a system taken out since.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from connector import jobs
 from connector.adapter import OutboundRecord, UpsertResult
 from connector.daemon import Daemon
 from connector.dsr import DsrService
-from connector.runtime import open_runtime
+from connector.runtime import Runtime, open_runtime
 from tests.conftest import CANARY_EMAIL, VirtualTime
 from tests.connector.test_daemon import daemon, daemon_config  # noqa: F401 (fixtures)
 from tests.e2e.test_multi_system import World
@@ -427,3 +429,66 @@ async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_
         f"the person's older queued row while the correction looked them up landed after "
         f"it: the CRM holds lastname {contact['properties']['lastname']!r}"
     )
+
+
+#: A second customer, whose batch goes first in the tests below.
+OTHER = "ander@voorbeeld-canary.nl"
+ANNA = "anna@voorbeeld-canary.nl"
+
+
+async def _spin(turns: int = 200) -> None:
+    """Let every ready task run until it blocks (no time passes)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def _gate_first_upsert(rt: Runtime) -> tuple[asyncio.Event, asyncio.Event, list[list[str]]]:
+    """The CRM's first upsert call waits until released; later calls go straight through.
+    Returns (entered, release, the e-mails of each call in order)."""
+    adapter: Any = rt.systems["crm"].adapter
+    real = adapter.upsert
+    entered, release = asyncio.Event(), asyncio.Event()
+    calls: list[list[str]] = []
+
+    async def upsert(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        calls.append([r.email for r in records])
+        if len(calls) == 1:
+            entered.set()
+            await release.wait()
+        result: list[UpsertResult] = await real(records)
+        return result
+
+    adapter.upsert = upsert
+    return entered, release, calls
+
+
+async def test_a_correction_reaches_a_batch_that_read_the_row_and_waits_for_a_connection(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A run has read Anna's queued row into its next batch, which waits for a free
+    connection behind a batch in flight. A correction of her name seals her row anew and
+    waits for her writes in flight: none yet, so it writes the correction and is done. The
+    waiting batch sends her row as it is now, the correction in it: sent as read, the old
+    name landed over the correction, and its acknowledgement took the corrected row out of
+    the outbox (README: "What waits in the outbox takes the correction first")."""
+    rt.systems["crm"].limits = dataclasses.replace(
+        rt.systems["crm"].limits, max_concurrency=1, batch_size=1
+    )
+    shop.add_person(OTHER, "Ander", "Klant")
+    shop.add_person(ANNA, "Anna", "Klant")
+    await rt.engine.sync()
+    assert crm.record_for(ANNA) is not None
+    shop.touch(OTHER, first_name="Anders")
+    shop.touch(ANNA, first_name="Annie")
+    entered, release, calls = _gate_first_upsert(rt)
+    sync = asyncio.create_task(rt.engine.sync())
+    await entered.wait()  # OTHER's batch is in flight; Anna's is read and waits for a slot
+    await _spin()
+    assert calls == [[OTHER]]
+    view = await DsrService(rt).rectify(ANNA, {"first_name": "Johanna"})
+    assert view.system("crm").status == "done"
+    release.set()
+    await sync
+    assert calls == [[OTHER], [ANNA]]
+    crm_anna = crm.record_for(ANNA)
+    assert crm_anna is not None and crm_anna["properties"]["firstname"] == "Johanna"
