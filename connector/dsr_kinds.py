@@ -1060,6 +1060,9 @@ class KindRunner:
                 for name, system in self.rt.systems.items()
                 if any(f.canonical in fields for f in system.mapping.sent_fields())
             ]
+            # A write of theirs answered meanwhile is acknowledged first: committed after the
+            # mark, its hash replaced the mark (connector/inflight.py).
+            await self.rt.engine.in_flight.landed_everywhere(person)
             with self.rt.store.transaction():
                 self.db.resend_on_next_sync(person, receiving)
 

@@ -176,12 +176,16 @@ class Engine:
         # used only for the same subject and payload hash, so it can never stand in for
         # another row that came to have its id.
         self._fresh: dict[int, tuple[str, str, dict[str, Any], bytes]] = {}
-        #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py).
-        self.in_flight = InFlight()
+        #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py). A
+        #: batch counts until its acknowledgement is committed; whoever waits commits it.
+        self.in_flight = InFlight(self.flush)
         #: The identity map's ids to and from the form the store keeps (connector/ids.py).
         self.ids = SystemIds(keyring, systems)
         #: Acknowledged batches' outcomes not committed yet; the next write commits them first.
         self._settles: list[Callable[[Store], None]] = []
+        #: The holds (connector/inflight.py) of the batches whose outcomes those are, let go
+        #: once they are committed.
+        self._unsettled: list[Callable[[], None]] = []
         #: How many times subjects were moved (an address change), and queued rows sealed
         #: anew (a correction written into them); a batch read before either reads its rows
         #: again (see _still_queued).
@@ -355,15 +359,21 @@ class Engine:
         """One write transaction of the sync, after the acknowledged batches' waiting ones.
 
         The outcomes :meth:`_settle_later` holds are committed first, in the same
-        transaction, in the order they came.
+        transaction, in the order they came; then their batches stop counting as in flight
+        (committed or not: a failed commit leaves the rows queued, sent again next run).
         """
         settles, self._settles = self._settles, []
-        if not settles:
-            return work(self.store)
-        with self.store.transaction():
-            for settle in settles:
-                settle(self.store)
-            return work(self.store)
+        unsettled, self._unsettled = self._unsettled, []
+        try:
+            if not settles:
+                return work(self.store)
+            with self.store.transaction():
+                for settle in settles:
+                    settle(self.store)
+                return work(self.store)
+        finally:
+            for release in unsettled:
+                release()
 
     def _settle_later(self, settle: Callable[[Store], None]) -> None:
         """Commit an acknowledged batch's outcome with the next write (now, past a few)."""
@@ -1028,11 +1038,12 @@ class Engine:
         if stop.is_set():
             dest_report.retry_later += len(rows)
             return
-        # Held from before the suppression check until the answer is settled: an erasure
+        # Held from before the suppression check until the answer is committed: an erasure
         # recorded meanwhile waits for this write to land before it deletes, and so does a
         # move of one of these subjects, and a correction. One made while the batch waited
         # for a connection (its rows read, not yet held) is caught here: they are read again.
-        with self.in_flight.writing(dest.name, [r.subject_id for r in rows]):
+        release = self.in_flight.hold(dest.name, [r.subject_id for r in rows])
+        try:
             if changes_seen is not None and changes_seen != self._moves + self._reseals:
                 rows = self._still_queued(rows)
             left = vacated_by(self.store, [r.subject_id for r in rows])
@@ -1047,6 +1058,14 @@ class Engine:
                 taking = []
             if taking:
                 await self._deliver_rows(flow, dest, taking, dest_report, stop, progress, outage)
+        finally:
+            if self._settles:
+                # Let go once the acknowledgement is committed: by the next write, or by
+                # whoever waits for these subjects (woken to commit it).
+                self._unsettled.append(release)
+                self.in_flight.answered()
+            else:
+                release()
 
     async def _after_leavers(
         self,

@@ -1,7 +1,7 @@
 """The daemon doing several things at once: flows, webhook jobs, resyncs and requests.
 
-A correction beside a write on its way (or read into a batch that waits for a connection), a
-copy in clear beside a row sealed anew, a
+A correction beside a write on its way (or read into a batch that waits for a connection, or
+answered and not yet acknowledged), a copy in clear beside a row sealed anew, a
 scheduled run beside a webhook's sync of one person, a resync a stop cut short or that the
 running daemon cannot run, an erasure queued by a system taken out since.
 """
@@ -492,3 +492,61 @@ async def test_a_correction_reaches_a_batch_that_read_the_row_and_waits_for_a_co
     assert calls == [[OTHER], [ANNA]]
     crm_anna = crm.record_for(ANNA)
     assert crm_anna is not None and crm_anna["properties"]["firstname"] == "Johanna"
+
+
+def _pull_in_two(rt: Runtime, first: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """The shop's next pull yields the record of ``first`` as a page of its own, then waits
+    until released before the page with the rest. Returns (waiting, release)."""
+    adapter: Any = rt.systems["shop"].adapter
+    real = adapter.pull
+    waiting, release = asyncio.Event(), asyncio.Event()
+
+    async def pull(cursor: str | None) -> Any:
+        adapter.pull = real
+        pages = [page async for page in real(cursor)]
+        records = [r for page in pages for r in page.records]
+        mine = [r for r in records if r["email"] == first]
+        rest = [r for r in records if r["email"] != first]
+        yield dataclasses.replace(pages[-1], records=mine, cursor=None, complete=False)
+        waiting.set()
+        await release.wait()
+        yield dataclasses.replace(pages[-1], records=rest)
+
+    adapter.pull = pull
+    return waiting, release
+
+
+async def test_a_correction_s_mark_to_send_again_outlives_an_acknowledgement_committed_late(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A run delivers Anna's changed name (Annie); its acknowledgement waits for the run's
+    next write (the next page). Meanwhile her correction (Johanna) reaches the shop and the
+    CRM, and marks her to be sent again on the next sync (README: "a change back to the
+    former values there reaches every system sent a corrected field"). The write counts as
+    in flight until its acknowledgement is committed, so the correction has it committed
+    before the mark: committed after, it wrote the hash of Annie over the mark, and her
+    change back to Annie in the shop looked like no change (the CRM kept Johanna)."""
+    shop.add_person(ANNA, "Anna", "Klant")
+    shop.add_person(OTHER, "Ander", "Klant")
+    await rt.engine.sync()
+    shop.touch(ANNA, first_name="Annie")
+    waiting, release = _pull_in_two(rt, ANNA)
+    sync = asyncio.create_task(rt.engine.sync())
+    await waiting.wait()
+    for _ in range(10_000):  # Anna's write lands; its acknowledgement waits for the next page
+        crm_anna = crm.record_for(ANNA)
+        if crm_anna is not None and crm_anna["properties"]["firstname"] == "Annie":
+            break
+        await asyncio.sleep(0)
+    await _spin()
+    assert rt.store.outbox_counts() == {"crm": 1}  # not acknowledged yet
+    view = await DsrService(rt).rectify(ANNA, {"first_name": "Johanna"})
+    assert view.status == "completed"
+    assert view.system("crm").status == "done" and view.system("shop").status == "done"
+    release.set()
+    await sync
+    shop.touch(ANNA, first_name="Annie")  # back to the value before the correction
+    await rt.engine.sync()
+    crm_anna = crm.record_for(ANNA)
+    assert crm_anna is not None
+    assert crm_anna["properties"]["firstname"] == "Annie"

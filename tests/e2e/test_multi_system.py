@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import json
 import time
@@ -2035,6 +2037,58 @@ async def test_an_own_unsubscribe_after_subscribing_again_is_not_taken_for_an_ec
         form = {"content-type": "application/x-www-form-urlencoded"}
         receive(rt, "news", WebhookRequest("POST", url, form, body), time.time())
     assert rt.store.opted_out("news", [subject]) == {subject}
+
+
+async def test_a_subscribe_answers_a_withdrawal_whose_acknowledgement_was_still_waiting(
+    world: World, news_rt: Runtime
+) -> None:
+    """Withdrawn in the shop, the person is unsubscribed by a run whose acknowledgement of
+    that write waits for its next write (the next page). They subscribe again through the
+    audience's form, then unsubscribe through the newsletter's link: that one is theirs.
+    The waiting acknowledgement is committed before the subscribe marks the withdrawal
+    answered: committed after, it put the withdrawal back as the last thing delivered, and
+    the person's own unsubscribe was taken for its echo."""
+    rt = news_rt
+    email = await _subscribed_by_a_sync(world, rt)
+    world.shop.touch(email, meta_data=CONSENT_NO)
+    adapter: Any = rt.systems["shop"].adapter
+    real = adapter.pull
+    release = asyncio.Event()
+
+    async def pull(cursor: str | None) -> Any:  # the person's page, then the rest later
+        adapter.pull = real
+        pages = [page async for page in real(cursor)]
+        records = [r for page in pages for r in page.records]
+        first = [r for r in records if r["email"] == email]
+        rest = [r for r in records if r["email"] != email]
+        yield dataclasses.replace(pages[-1], records=first, cursor=None, complete=False)
+        await release.wait()
+        yield dataclasses.replace(pages[-1], records=rest)
+
+    adapter.pull = pull
+    sid = rt.keyring.subject_id(email)
+    sync = asyncio.create_task(rt.engine.sync("shop"))
+    for _ in range(10_000):  # the withdrawal lands; its acknowledgement waits
+        if world.news.member(LISTS[0], email)["status"] == "unsubscribed":  # type: ignore[index]
+            break
+        await asyncio.sleep(0)
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert rt.store.withdrawal_queued("news", sid)  # not acknowledged yet
+    _person_sets(world, email, "subscribed")
+    for list_id in LISTS:
+        _hook(rt, world, "subscribe", email, list_id)
+    release.set()
+    await sync
+    _person_sets(world, email, "unsubscribed")
+    for list_id in LISTS:
+        world.news.log.clear()  # another delivery, not a replay of the first
+        body = world.news.webhook_delivery("unsubscribe", email, list_id=list_id)
+        body = body.replace(b"15%3A30", b"16%3A45")
+        url = "https://c.test/webhooks/news?secret=mc-url-secret"
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        receive(rt, "news", WebhookRequest("POST", url, form, body), time.time())
+    assert rt.store.opted_out("news", [sid]) == {sid}
 
 
 async def test_a_write_queued_before_an_unsubscribe_is_not_delivered(
