@@ -533,6 +533,8 @@ class Engine:
             sid = self.keyring.subject_id(normalise_email(email))
             people[sid] = (source.mapping.record_id(raw), person)
         plan = await self._plan_moves(source, people, report)
+        if not dry_run:
+            plan = await self._moved(source, people, report, plan)
         if plan.withheld:
             # Their address is another source record's in the identity map, and the source
             # did not show that person leaving it: written, they went under his ids.
@@ -551,21 +553,9 @@ class Engine:
         if dry_run:
             formerly = {m.new: m.old for m in plan.moves}
             report.moved += sum(not m.set_apart for m in plan.moves)
-        else:
-            moves = plan.moves
-            if moves:
-                # A write of the old address may be on its way (rows queued by an earlier
-                # run): it lands first, and its acknowledgement records the system's id under
-                # the old subject, which the move then carries to the new one. Moved before
-                # it landed, that id was lost, and the new address became a second record.
-                # Another flow's write counts too: the daemon runs flows side by side, and a
-                # move is made for every system. (One that landed in an earlier process, its
-                # answer lost, is sent again first: see connector/moves.py.)
-                await self.in_flight.landed_everywhere([move.old for move in moves])
-                self._write(lambda store: apply_moves(store, moves))
-                self._moves += 1
-                report.moved += sum(not move.set_apart for move in moves)
-                vacated = {move.old for move in moves}
+        elif plan.moves:
+            report.moved += sum(not move.set_apart for move in plan.moves)
+            vacated = {move.old for move in plan.moves}
         suppressed_at = self.store.suppression_changes()
         suppressed = self._suppressed(source.name, people)
         report.suppressed += len(suppressed)
@@ -755,6 +745,41 @@ class Engine:
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
+
+    async def _moved(
+        self,
+        source: System,
+        people: dict[str, tuple[str | None, Person]],
+        report: FlowReport,
+        plan: PagePlan,
+    ) -> PagePlan:
+        """Make the moves of ``plan``; return the plan they were made by (planned anew where
+        another flow made moves while this one waited).
+
+        A write of the old address may be on its way (rows queued by an earlier run): it
+        lands first, and its acknowledgement records the system's id under the old subject,
+        which the move then carries to the new one. Moved before it landed, that id was
+        lost, and the new address became a second record. Another flow's write counts too:
+        the daemon runs flows side by side, and a move is made for every system. (One that
+        landed in an earlier process, its answer lost, is sent again first: see
+        connector/moves.py.)
+
+        Another flow of the same source may have read the same page and made the same moves
+        while this one waited: made again from the plan read before, the second carried what
+        is under the old address now (whoever took it over) to the mover's id, or failed on
+        the identity map. So the moves are made only by a plan read after the last wait.
+        """
+        while plan.moves:
+            seen = self._moves
+            await self.in_flight.landed_everywhere([move.old for move in plan.moves])
+            if seen == self._moves:
+                break
+            plan = await self._plan_moves(source, people, report)
+        if plan.moves:
+            moves = plan.moves
+            self._write(lambda store: apply_moves(store, moves))
+            self._moves += 1
+        return plan
 
     async def _plan_moves(
         self, source: System, people: dict[str, tuple[str | None, Person]], report: FlowReport

@@ -341,6 +341,63 @@ async def test_a_move_made_by_one_flow_waits_for_another_flow_s_write_in_flight(
     assert world.crm.contact_count() == 0 and not world.crm.holds("oud@example.nl")
 
 
+async def test_two_flows_that_read_the_same_move_make_it_once(world: World, tmp_path: Path) -> None:
+    """Two flows read one shop and the daemon runs them side by side. Bert moved from bert@
+    to a new address and Anna signed up under bert@; a write of Bert's from an earlier run
+    is on its way to HubSpot. Both flows read the page, plan Bert's move and wait for his
+    write to land. The first makes the move and queues Anna under bert@; the second plans
+    its moves again after the wait and finds none left. Made again from the plan read
+    before, it carried what is under bert@ now (Anna's) to Bert's id, and the run failed on
+    the identity map."""
+    bert, bert_new = "bert@voorbeeld-canary.nl", "bert.nieuw@voorbeeld-canary.nl"
+    world.shop.add_person(bert, "Bert", "Klant", "0612345678")
+    path = write_config(tmp_path, world, SPLIT_FLOWS)
+    transports = world.transports()
+    # Bert's queued write goes by his HubSpot id: a batch update.
+    held = _HeldWrite(transports["crm"], "/batch/update")
+    held.held = True  # not yet
+    transports["crm"] = held
+    clock = VirtualTime()
+    async with open_runtime(
+        path, transports=transports, sleep=clock.sleep, clock=clock.clock
+    ) as rt:
+        daemon = Daemon(rt)
+        await daemon.run_flow("to-crm")
+        await daemon.run_flow("to-deals")
+        assert world.crm.holds(bert) and world.deals.holds(bert)
+        # A change of Bert's that HubSpot did not take (down): queued for the next run.
+        world.shop.touch(bert, first_name="Bertus")
+        world.crm.faults.down = True
+        await daemon.run_flow("to-crm")
+        world.crm.faults.down = False
+        assert rt.store.outbox_counts() == {"crm": 1}
+        # Bert moves; Anna signs up under his former address.
+        world.shop.touch(bert, email=bert_new)
+        world.shop.add_person(bert, "Anna", "Nieuw", "0687654321")
+        held.held = False  # the next write to HubSpot (Bert's queued one) is held on its way
+        to_crm = asyncio.ensure_future(daemon.run_flow("to-crm"))
+        await held.entered.wait()
+        to_deals = asyncio.ensure_future(daemon.run_flow("to-deals"))
+        for _ in range(10_000):
+            if rt.engine.in_flight.waiting >= 2:
+                break
+            await asyncio.sleep(0)
+        else:
+            raise AssertionError("the two flows' moves never both waited")
+        held.release.set()
+        done = await asyncio.gather(to_crm, to_deals, return_exceptions=True)
+        errors = [r for r in done if isinstance(r, BaseException)]
+        assert not errors, [type(e).__name__ + ": " + str(e) for e in errors]
+        for flow in ("to-crm", "to-deals"):
+            again = await daemon.run_flow(flow)
+            assert again is not None and not again.failed, again.errors
+    assert world.crm.contact_count() == 2 and world.deals.person_count() == 2
+    crm_bert = world.crm.record_for(bert_new)
+    crm_anna = world.crm.record_for(bert)
+    assert crm_bert is not None and crm_bert["properties"]["firstname"] == "Bertus"
+    assert crm_anna is not None and crm_anna["properties"]["firstname"] == "Anna"
+
+
 THREE_DESTINATIONS = """
 [[flows]]
 name = "shop"
