@@ -66,6 +66,12 @@ GONE_SINCE_SNAPSHOT = (
     "earlier attempt of this request, whose outcome was not recorded"
 )
 
+#: How an erasure's note says a sync's write made the record it found erased already.
+ERASED_ON_ARRIVAL = (
+    "made by a write of klantsync's that was on its way when the erasure arrived, and erased "
+    "again as it landed (audited as sync.erased_on_arrival)"
+)
+
 #: What an erasure keeps of the person, in its receipt's words (:meth:`KindRunner._kept`).
 _KEPT_SUPPRESSION = (
     "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person"
@@ -704,6 +710,10 @@ class KindRunner:
                 result = _outcome(results)
                 if not result.found and _gone_since_snapshot(name, manifest, record):
                     result = _erased_before(result)
+                elif not result.found and self.db.erased_on_arrival(
+                    row.id, row.subject_id, name, manifest["subject_ids"]
+                ):
+                    result = _erased_on_arrival(result)
                 result = _passed_over(result, subject.spare)
                 # A retry after a crash finds nothing left, or only what is kept on purpose:
                 # the facts of the call that deleted stay.
@@ -1541,6 +1551,17 @@ def _erased_before(result: ErasureResult) -> ErasureResult:
     left out what the vendor keeps (a 30-day bin, a blocklist)."""
     done = result.erased_note or "erased"
     return dataclasses.replace(result, found=True, note=f"{done}; {GONE_SINCE_SNAPSHOT}")
+
+
+def _erased_on_arrival(result: ErasureResult) -> ErasureResult:
+    """``result`` of a call that found nothing where a sync's write, on its way when the
+    erasure came, made the person's record and the sync erased it as it landed
+    (:meth:`DsrStore.erased_on_arrival`): found, with the adapter's note for a completed
+    erasure and how it came about. Recorded as it came, the receipt said the system held
+    nobody, though klantsync had made the record there (and HubSpot keeps the address on
+    its blocklist)."""
+    done = result.erased_note or "erased"
+    return dataclasses.replace(result, found=True, note=f"{done}; {ERASED_ON_ARRIVAL}")
 
 
 def _passed_over(result: ErasureResult, spare: frozenset[str]) -> ErasureResult:

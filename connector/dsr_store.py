@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from connector import audit
 from connector.state import HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
@@ -467,6 +468,29 @@ class DsrStore:
             (system, up_to, *params),
         )
         return [(int(i), bytes(p), str(h)) for i, p, h in rows]
+
+    def erased_on_arrival(
+        self, request_id: str, request_subject: str, system: str, subject_ids: Sequence[str]
+    ) -> bool:
+        """Whether a sync erased in ``system`` what its own write made of ``subject_ids``
+        since the erasure ``request_id`` (of ``request_subject``) was received: a write on its
+        way when the erasure came landed, and the engine, finding the person suppressed,
+        erased it again and found it (``sync.erased_on_arrival``). The erasure's own call
+        then finds nothing there, though the system held the person.
+
+        Read from the audit trail (the kind's index, entries since the request's
+        ``dsr.received``), where a retry after a crash finds it too.
+        """
+        marks = ",".join("?" * len(subject_ids))
+        found = self.db.execute(
+            "SELECT 1 FROM audit WHERE kind=? AND seq > ("  # noqa: S608 - marks only
+            "SELECT MIN(seq) FROM audit WHERE kind='dsr.received' AND subject_id=? "
+            "AND json_extract(data, '$.request')=?) "
+            f"AND subject_id IN ({marks}) AND json_extract(data, '$.system')=? "
+            "AND json_extract(data, '$.found') LIMIT 1",
+            (audit.SYNC_ERASED_ON_ARRIVAL, request_subject, request_id, *subject_ids, system),
+        ).fetchone()
+        return found is not None
 
     def reseal_queued(self, row_id: int, sealed: bytes) -> None:
         """Replace a queued payload (its hash, what the source sent, stays)."""

@@ -1541,19 +1541,22 @@ class Engine:
         """Erase in ``dest`` what these rows of erased people may have written there.
 
         The rows leave the outbox either way, each with an audit entry (hash id only) saying
-        whether the erasure worked. One that failed is counted as not erased: the run then
-        reports a failure, and the log names the system (an erasure asked again reaches it).
+        whether the erasure worked, and whether it found what the write made: the person's
+        erasure, whose own call then finds nothing, reads it there, and does not certify
+        that the system held nobody (``DsrStore.erased_on_arrival``). One that failed is
+        counted as not erased: the run then reports a failure, and the log names the system
+        (an erasure asked again reaches it).
         """
         if not rows:
             return
-        outcomes: list[tuple[OutboxRow, bool]] = []
+        outcomes: list[tuple[OutboxRow, dict[str, Any]]] = []
         for row, record in rows:
             subject = Subject(email=record.email, external_id=record.external_id)
             try:
-                await dest.adapter.erase(subject)
-                outcomes.append((row, True))
+                erased = await dest.adapter.erase(subject)
+                outcomes.append((row, {"system": dest.name, "erased": True, "found": erased.found}))
             except KlantsyncError as exc:
-                outcomes.append((row, False))
+                outcomes.append((row, {"system": dest.name, "erased": False}))
                 log.error(
                     "a write for an erased person landed and could not be erased again",
                     extra={"system": dest.name, "subject": row.subject_id, "error": str(exc)},
@@ -1563,17 +1566,11 @@ class Engine:
             with store.transaction():
                 store.drop_outbox([row.id for row, _ in outcomes])
                 kind = audit.SYNC_ERASED_ON_ARRIVAL
-                audit.append_many(
-                    store,
-                    [
-                        (kind, {"system": dest.name, "erased": ok}, row.subject_id)
-                        for row, ok in outcomes
-                    ],
-                )
+                audit.append_many(store, [(kind, said, row.subject_id) for row, said in outcomes])
 
         self._write(settle)
         dest_report.suppressed_at_delivery += len(outcomes)
-        dest_report.not_erased += sum(not ok for _, ok in outcomes)
+        dest_report.not_erased += sum(not said["erased"] for _, said in outcomes)
 
     async def _upsert(
         self,

@@ -19,6 +19,7 @@ from connector import audit
 from connector.adapter import OutboundRecord, UpsertResult
 from connector.crypto import manifest_context
 from connector.dsr import DsrService, RequestView
+from connector.dsr_store import DsrStore
 from connector.errors import RetryableError
 from connector.inflight import InFlight
 from connector.runtime import Runtime
@@ -103,8 +104,57 @@ async def test_a_write_that_lands_after_another_process_erased_the_person_is_era
         assert rt.store.outbox_counts() == {}
         entries = [e for e in audit.entries(rt.store) if e.kind == audit.SYNC_ERASED_ON_ARRIVAL]
         assert [(e.subject_id, e.data) for e in entries] == [
-            (rt.keyring.subject_id(CANARY_EMAIL), {"system": "crm", "erased": True})
+            (rt.keyring.subject_id(CANARY_EMAIL), {"system": "crm", "erased": True, "found": True})
         ]
+
+
+async def test_an_erasure_that_waited_for_a_first_write_says_the_crm_held_the_person(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """A new customer's first write to HubSpot is on its way when her erasure arrives. The
+    erasure looks in HubSpot (nothing yet) and waits for the write, which makes the
+    contact; the sync, finding her suppressed, gdpr-deletes it as it lands. The erasure's
+    own call then finds nothing: its part is verified absent, with a note saying the record
+    klantsync's write made was erased on arrival and what HubSpot keeps (the blocklist),
+    not that HubSpot held nothing of her (README: a write on its way "is let land and then
+    deleted with the rest")."""
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant")
+    entered, release = _hold_upserts(rt)
+    sync = asyncio.create_task(rt.engine.sync())
+    await entered.wait()
+    erasure = asyncio.create_task(DsrService(rt).erase(CANARY_EMAIL))
+    await _until_the_erasure_waits(rt, erasure)
+    assert not crm.holds(CANARY_EMAIL)  # the snapshot found nothing
+    release.set()
+    view = await erasure
+    await sync
+    assert not crm.holds(CANARY_EMAIL) and crm.is_blocklisted(CANARY_EMAIL)
+    assert view.status == "completed"
+    assert view.system("crm").status == "verified_absent"
+    (part,) = [s for s in DsrStore(rt.store).systems(view.id) if s.system == "crm"]
+    assert part.result["found"] is True
+    assert "blocklist" in part.result["note"] and "sync.erased_on_arrival" in part.result["note"]
+
+
+async def test_an_erasure_on_arrival_before_the_person_s_erasure_is_not_counted_for_it(
+    open_rt: RuntimeFactory, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """Only a record the sync erased while this erasure was open counts: one erased on
+    arrival for an erasure of the person before (from another process) says nothing of
+    what the system held when they asked again."""
+    async with open_rt() as rt:
+        sync, release = await _changed_and_syncing(rt, shop, crm)
+        async with open_rt() as other:
+            first = await DsrService(other).erase(CANARY_EMAIL)
+        release.set()
+        await sync
+        db = DsrStore(rt.store)
+        ids = [rt.keyring.subject_id(CANARY_EMAIL)]
+        assert db.erased_on_arrival(first.id, ids[0], "crm", ids)
+        # A later request of theirs: received after the sync erased the record.
+        audit.append(rt.store, "dsr.received", {"request": "er-later", "kind": "erase"}, ids[0])
+        assert not db.erased_on_arrival("er-later", ids[0], "crm", ids)
+        assert not db.erased_on_arrival(first.id, ids[0], "shop", ids)
 
 
 async def test_in_flight_writes_are_counted_per_system_and_subject() -> None:
