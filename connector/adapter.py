@@ -248,6 +248,9 @@ class WebhookEvent:
             marks that on a delivery it sends again after one failed (Shopify's
             ``X-Shopify-Triggered-At``). The request counts from then; the mark is not
             signed, so the intake takes it only within bounds (connector/webhooks.py).
+        occurred_at: when the event happened at the system, where the delivery says so
+            (Mailchimp's ``fired_at``), ISO 8601 as the system gives it: a delivery retried
+            after a newer one of the same person's is older, and does not undo it.
     """
 
     kind: Literal[
@@ -259,6 +262,7 @@ class WebhookEvent:
     phone: str | None = None
     due_within_days: int | None = None
     sent_at: float | None = None
+    occurred_at: str | None = None
 
 
 @runtime_checkable

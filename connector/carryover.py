@@ -155,6 +155,13 @@ def carry_over(
         "SELECT system, subject_id, created_at FROM replaced.opt_outs "
         "WHERE subject_id NOT IN (SELECT subject_id FROM main.suppression)"
     ).rowcount
+    # And when each last chose there: a late delivery of an older choice stays older.
+    db.execute("DELETE FROM main.consent_events")
+    db.execute(
+        "INSERT OR IGNORE INTO main.consent_events(system, subject_id, occurred_at) "
+        "SELECT system, subject_id, occurred_at FROM replaced.consent_events "
+        "WHERE subject_id NOT IN (SELECT subject_id FROM main.suppression)"
+    )
     carried.requests = _requests(db, keyring, carried.not_carried)
     carried.jobs = _jobs(db, keyring, carried.not_carried)
     carried.deliveries = db.execute(

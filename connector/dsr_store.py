@@ -498,7 +498,7 @@ class DsrStore:
 
     def delete_traces(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """Delete the subject's identities, hashes, outbox rows, dead letters, opt-outs at
-        systems and former ids.
+        systems (and when they last chose there) and former ids.
 
         What stays: the suppression entry and audit entries, both keyed HMAC ids only.
         Returns rows deleted per table.
@@ -520,6 +520,11 @@ class DsrStore:
                 tuple(subject_ids),
             )
             counts["opt_outs"] = cur.rowcount
+            cur = db.execute(
+                f"DELETE FROM consent_events WHERE subject_id IN ({marks})",  # noqa: S608
+                tuple(subject_ids),
+            )
+            counts["consent_events"] = cur.rowcount
             cur = db.execute(
                 f"DELETE FROM subject_aliases WHERE subject_id IN ({marks}) "  # noqa: S608
                 f"OR alias IN ({marks})",

@@ -277,12 +277,17 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
                 "UPDATE dead_letters SET subject_id=? WHERE subject_id=?", (move.new, move.old)
             )
             # Who unsubscribed at a system stays so under the new address (the member
-            # moves with it there too).
+            # moves with it there too), and when they last chose there goes with them.
             db.execute(
                 "UPDATE OR IGNORE opt_outs SET subject_id=? WHERE subject_id=?",
                 (move.new, move.old),
             )
             db.execute("DELETE FROM opt_outs WHERE subject_id=?", (move.old,))
+            db.execute(
+                "UPDATE OR IGNORE consent_events SET subject_id=? WHERE subject_id=?",
+                (move.new, move.old),
+            )
+            db.execute("DELETE FROM consent_events WHERE subject_id=?", (move.old,))
             # The old id (and any the person had before it) stays known as theirs, so an
             # erasure under either address reaches the person and suppresses every id.
             db.execute(

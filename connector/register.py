@@ -127,16 +127,22 @@ KEPT_UNTIL: dict[str, tuple[tuple[str, str], tuple[str, str], tuple[str, str]]] 
     ),
     "opt_outs": (
         (
-            "Unsubscribes at a system itself (opt-outs, by pseudonym)",
-            "Afmeldingen bij een systeem zelf (onder pseudoniem)",
+            "Unsubscribes at a system itself (opt-outs, by pseudonym), and when the person "
+            "last unsubscribed or subscribed there",
+            "Afmeldingen bij een systeem zelf (onder pseudoniem), en wanneer de betrokkene "
+            "zich daar het laatst af- of aanmeldde",
         ),
         (
-            "Until the person subscribes there again, or is erased",
-            "Tot de betrokkene zich daar opnieuw aanmeldt, of wordt gewist",
+            "Until the person subscribes there again, or is erased (when they last did either: "
+            "until the erasure)",
+            "Tot de betrokkene zich daar opnieuw aanmeldt, of wordt gewist (wanneer die zich "
+            "het laatst af- of aanmeldde: tot het wissen)",
         ),
         (
-            "A later sync must not subscribe them again.",
-            "Een latere synchronisatie mag hen niet opnieuw aanmelden.",
+            "A later sync must not subscribe them again, and a late delivery of an older "
+            "choice of theirs must not undo a newer one.",
+            "Een latere synchronisatie mag hen niet opnieuw aanmelden, en een late levering "
+            "van een eerdere keuze mag een nieuwere niet ongedaan maken.",
         ),
     ),
     "suppression": (

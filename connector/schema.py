@@ -361,6 +361,17 @@ MIGRATIONS: list[str] = [
         record_key TEXT PRIMARY KEY, request_id TEXT NOT NULL, erased_at TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 25: when the latest unsubscribe or subscribe again a system reported for a subject
+    # happened there (Mailchimp's ``fired_at``), as the system says it. A delivery the daemon
+    # answered with an error comes again later, after the person's newer choice: taken in
+    # the order they came, the older unsubscribe undid the newer subscribe. Keyed by the
+    # subject's HMAC id, as opt-outs are: an erasure deletes it, a move carries it.
+    """
+    CREATE TABLE consent_events (
+        system TEXT NOT NULL, subject_id TEXT NOT NULL, occurred_at TEXT NOT NULL,
+        PRIMARY KEY (system, subject_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 
 

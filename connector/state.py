@@ -1151,6 +1151,19 @@ class Store:
         )
         return cur.rowcount > 0
 
+    def latest_consent_event(self, system: str, subject_id: str, occurred_at: str) -> bool:
+        """Record that an unsubscribe or subscribe of the subject at ``system`` happened at
+        ``occurred_at`` (ISO 8601, as the system says it); whether it is not older than the
+        latest one recorded. An older one is not recorded, and is not to be taken: the
+        person's later choice stands (migration 25)."""
+        cur = self.db.execute(
+            "INSERT INTO consent_events(system, subject_id, occurred_at) VALUES (?,?,?) "
+            "ON CONFLICT(system, subject_id) DO UPDATE SET occurred_at=excluded.occurred_at "
+            "WHERE excluded.occurred_at >= consent_events.occurred_at",
+            (system, subject_id, occurred_at),
+        )
+        return cur.rowcount > 0
+
     def current_subject(self, subject_id: str) -> str:
         """The id whoever has an address now is known by: the address's own id while it
         holds rows (:meth:`holds_rows`), whoever left it before; else, where someone moved

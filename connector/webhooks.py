@@ -200,11 +200,24 @@ def _record_consent(rt: Runtime, system: str, event: WebhookEvent) -> bool:
     unsubscribe while the batch writes the next), and one not sent yet asks what the
     person's unsubscribe asks. A withdrawal delivered longer ago has no echo to come: an
     unsubscribe then is the person's own.
+
+    Nor an event older than the latest recorded for the person there, where the system
+    says when it happened (:attr:`WebhookEvent.occurred_at`): a delivery answered with an
+    error comes again after the person's newer choice, which stands. Nor anything of an
+    erased person: their erasure deleted their opt-outs, and a row made under their id
+    now would outlive it.
     """
     if not event.email:
         return False
-    subject_id = rt.store.current_subject(rt.keyring.subject_id(normalise_email(event.email)))
+    address = rt.keyring.subject_id(normalise_email(event.email))
+    subject_id = rt.store.current_subject(address)
+    if rt.store.suppressed([address, subject_id]):
+        return False
     if event.kind == "opted_out" and _echo_of_own_withdrawal(rt, system, subject_id):
+        return False
+    if event.occurred_at is not None and not rt.store.latest_consent_event(
+        system, subject_id, event.occurred_at
+    ):
         return False
     if event.kind == "opted_out":
         rt.store.opt_out(system, subject_id)

@@ -21,10 +21,11 @@ __all__ = ["UNDO", "UNDO_LATEST", "add_people", "as_the_version_before", "as_ver
 UNDO: dict[int, tuple[str, ...]] = {
     23: ("DROP TABLE store_identity",),
     24: ("DROP TABLE erased_records",),
+    25: ("DROP TABLE consent_events",),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (24, UNDO[24])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (25, UNDO[25])
 
 
 def as_the_version_before(store_path: Path) -> None:

@@ -14,6 +14,7 @@ the webhook is not saved, and yields no events here. So does an empty POST.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 from collections.abc import Mapping, Sequence
 from typing import Final, Literal
@@ -70,7 +71,9 @@ def parse_delivery(
     It says nothing about other processing: not an erasure, nor a consent at the source.
     ``profile``, ``upemail`` (its new address) and ``cleaned`` become ``changed`` events for
     that person; ``campaign`` and anything else is ``ignored``. An empty body (Mailchimp's
-    URL check) yields no events.
+    URL check) yields no events. ``fired_at`` says when the event happened
+    (:attr:`WebhookEvent.occurred_at`): Mailchimp delivers a failed delivery again later,
+    after newer events of the same member.
     """
     if not request.body.strip():
         return []
@@ -100,8 +103,20 @@ def parse_delivery(
             delivery_id=delivery_id,
             external_id=subscriber_hash(email),
             email=email,
+            occurred_at=_fired_at(_first(form, "fired_at")),
         )
     ]
+
+
+def _fired_at(text: str) -> str | None:
+    """``fired_at`` (``2025-01-24 15:30:00``) in ISO 8601, read as UTC (one clock stamps every
+    event of an account: what matters is their order); ``None`` where there is none or it
+    reads as no time (the event is then taken in the order it came)."""
+    try:
+        fired = dt.datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    return fired.replace(tzinfo=dt.UTC).isoformat(timespec="seconds")
 
 
 def _first(form: Mapping[str, list[str]], key: str) -> str:

@@ -1105,6 +1105,19 @@ def test_parse_person_events_and_ignore_the_rest(mc: Harness, sandbox: Mailchimp
     assert mc.adapter.parse_webhook(hook(b"")) == []
 
 
+def test_a_delivery_says_when_its_event_fired(mc: Harness, sandbox: MailchimpSandbox) -> None:
+    """``fired_at`` is when the event happened at Mailchimp (ISO 8601): a delivery retried
+    after a newer one of the member's is known for the older. Without one that reads as a
+    time, none is given (the event is taken in the order it came)."""
+    body = sandbox.webhook_delivery("unsubscribe", "a@example.com")
+    (parsed,) = mc.adapter.parse_webhook(hook(body))
+    assert parsed.occurred_at == "2025-01-24T15:30:00+00:00"
+    for fired in (b"", b"gisteren"):
+        odd = body.replace(b"2025-01-24+15%3A30%3A00", fired)
+        (parsed,) = mc.adapter.parse_webhook(hook(odd))
+        assert parsed.kind == "opted_out" and parsed.occurred_at is None
+
+
 def test_same_delivery_has_the_same_id_and_another_does_not(
     mc: Harness, sandbox: MailchimpSandbox
 ) -> None:

@@ -724,18 +724,22 @@ def test_a_move_keeps_one_dead_letter_per_system(tmp_path: Path) -> None:
 def test_an_opt_out_at_a_system_moves_with_the_person_and_goes_with_their_erasure(
     tmp_path: Path,
 ) -> None:
-    """Who unsubscribed at a system stays so under their new address; their erasure deletes
-    the record of it (an HMAC id, but theirs)."""
+    """Who unsubscribed at a system stays so under their new address, and when they did;
+    their erasure deletes the record of both (an HMAC id, but theirs)."""
     from connector.dsr_store import DsrStore
 
     store = Store(tmp_path / "s.db")
     store.subject_numbers(["old"], create=True)
     store.opt_out("news", "old")
     store.opt_out("news", "new")  # already there under the new id too: one row stays
+    assert store.latest_consent_event("news", "old", "2025-01-24T15:30:00+00:00")
     apply_moves(store, [Move("shop", "old", "new")])
     assert store.opted_out("news", ["old", "new"]) == {"new"}
+    # An older event of the person's, delivered late, is known for older under the new id.
+    assert not store.latest_consent_event("news", "new", "2025-01-24T15:20:00+00:00")
     counts = DsrStore(store).delete_traces(["new"])
     assert counts["opt_outs"] == 1 and store.opted_out("news", ["new"]) == set()
+    assert counts["consent_events"] == 1
 
 
 async def test_two_people_each_under_the_other_s_former_address_are_written(

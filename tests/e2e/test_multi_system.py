@@ -1771,8 +1771,12 @@ async def news_rt(world: World, tmp_path: Path) -> AsyncIterator[Runtime]:
         yield runtime
 
 
-def _hook(rt: Runtime, world: World, event: str, email: str, list_id: str) -> Any:
+def _hook(
+    rt: Runtime, world: World, event: str, email: str, list_id: str, fired_at: str = ""
+) -> Any:
     body = world.news.webhook_delivery(event, email, list_id=list_id)
+    if fired_at:  # when it happened at Mailchimp: the sandbox's deliveries say 15:30
+        body = body.replace(b"15%3A30%3A00", fired_at.replace(":", "%3A").encode())
     url = "https://c.test/webhooks/news?secret=mc-url-secret"
     form = {"content-type": "application/x-www-form-urlencoded"}
     return receive(rt, "news", WebhookRequest("POST", url, form, body), time.time())
@@ -2082,13 +2086,56 @@ async def test_a_subscribe_answers_a_withdrawal_whose_acknowledgement_was_still_
     await sync
     _person_sets(world, email, "unsubscribed")
     for list_id in LISTS:
-        world.news.log.clear()  # another delivery, not a replay of the first
-        body = world.news.webhook_delivery("unsubscribe", email, list_id=list_id)
-        body = body.replace(b"15%3A30", b"16%3A45")
-        url = "https://c.test/webhooks/news?secret=mc-url-secret"
-        form = {"content-type": "application/x-www-form-urlencoded"}
-        receive(rt, "news", WebhookRequest("POST", url, form, body), time.time())
+        _hook(rt, world, "unsubscribe", email, list_id, "16:45:00")
     assert rt.store.opted_out("news", [sid]) == {sid}
+
+
+async def test_an_unsubscribe_delivered_after_the_later_subscribe_does_not_undo_it(
+    world: World, news_rt: Runtime
+) -> None:
+    """A member unsubscribes at Mailchimp (15:30) and subscribes again (15:35). The 15:30
+    delivery met the daemon while its store failed (503, README: "vendors deliver again")
+    and comes again after the 15:35 one. Both say when they fired (``fired_at``): the older
+    is ignored, and the next sync leaves subscribed the member who subscribed last. Taken in
+    the order they came, the member was held opted out and unsubscribed."""
+    rt = news_rt
+    email = await _subscribed_by_a_sync(world, rt)
+    _person_sets(world, email, "subscribed")  # what Mailchimp holds: the 15:35 subscribe
+    for list_id in LISTS:
+        assert _hook(rt, world, "subscribe", email, list_id, "15:35:00").status == 200
+    for list_id in LISTS:
+        outcome = _hook(rt, world, "unsubscribe", email, list_id, "15:30:00")
+        assert outcome.status == 200 and outcome.ignored == 1
+    sid = rt.keyring.subject_id(email)
+    assert rt.store.opted_out("news", [sid]) == set()
+    world.shop.touch(email, first_name="Anders")
+    await rt.engine.sync("shop")
+    for list_id in LISTS:
+        assert world.news.member(list_id, email)["status"] == "subscribed"  # type: ignore[index]
+    # A newer unsubscribe is theirs, and kept.
+    _person_sets(world, email, "unsubscribed")
+    for list_id in LISTS:
+        _hook(rt, world, "unsubscribe", email, list_id, "15:40:00")
+    assert rt.store.opted_out("news", [sid]) == {sid}
+
+
+async def test_an_unsubscribe_reported_for_an_erased_person_is_not_recorded(
+    world: World, news_rt: Runtime
+) -> None:
+    """Mailchimp reports the unsubscribe of a member deleted by the person's erasure (or one
+    that fired before it, delivered late): nothing is recorded under their id, which the
+    erasure cleared of every trace but the suppression entry."""
+    rt = news_rt
+    email = await _subscribed_by_a_sync(world, rt)
+    erased = await DsrService(rt).erase(email)
+    assert erased.status == "completed"
+    for list_id in LISTS:
+        assert _hook(rt, world, "unsubscribe", email, list_id).ignored == 1
+    sid = rt.keyring.subject_id(email)
+    assert rt.store.opted_out("news", [sid]) == set()
+    for table in ("opt_outs", "consent_events"):
+        where = f"SELECT COUNT(*) FROM {table} WHERE subject_id=?"  # noqa: S608
+        assert rt.store.db.execute(where, (sid,)).fetchone() == (0,)
 
 
 async def test_a_write_queued_before_an_unsubscribe_is_not_delivered(
