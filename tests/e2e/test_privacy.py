@@ -186,6 +186,16 @@ def test_redaction_masks_the_token_after_the_authorization_scheme(line: str) -> 
         ("klant belt 612.345.678", "klant belt <phone>"),
         ("login from 81.204.123.145 refused", "login from <phone> refused"),
         ("from 192.168.100.200", "from <phone>"),
+        # A request id whose hex digits are all digits is an id, not a phone; a phone
+        # beside one is still masked.
+        ("request er-20260105-97368204 completed", "request er-20260105-97368204 completed"),
+        (
+            "ac-20261130-12345678, rc-20261130-0a1b2c3d",
+            "ac-20261130-12345678, rc-20261130-0a1b2c3d",
+        ),
+        ("er-20260105-97368204 called 0612345678", "er-20260105-97368204 called <phone>"),
+        ("er-20260105-97368204-0612345678", "er-20260105-97368204-<phone>"),
+        ("ber-20260105-97368204", "ber-<phone>"),
     ],
 )
 def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> None:
@@ -193,6 +203,34 @@ def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> No
     Incident texts are masked by the same patterns."""
     assert redact(text) == expected
     assert mask_contact_details(text) == expected
+
+
+async def test_the_journal_names_a_request_whose_id_has_only_digits_by_that_id(
+    open_rt: Callable[..., Any],
+    shop: WooCommerceSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator matches the daemon's "request completed" line to the request the admin
+    API, `dsr list` and the receipt name by its id (``er-YYYYMMDD-<8 hex>``). About one id
+    in 43 has hex digits that are all digits: the phone redaction masked it
+    (``er-<phone>``), and no line of the journal could be matched to its request."""
+    from connector.dsr import DsrService
+
+    stream = io.StringIO()
+    setup_logging("INFO", "json")
+    handler = logging.getLogger("klantsync").handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(stream)
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    monkeypatch.setattr("connector.dsr.secrets.token_hex", lambda _n=4: "97368204")
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed" and view.id.endswith("-97368204")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    completed = [line for line in lines if line["event"] == "request completed"]
+    assert [line["request"] for line in completed] == [view.id]
+    _assert_clean(stream.getvalue(), "the journal")
 
 
 def test_what_the_libraries_underneath_log_is_redacted_too(
