@@ -388,10 +388,17 @@ def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> P
 
 #: The commands that call the systems, or serve their webhooks and the admin API: the only
 #: ones that need the systems' credentials and webhook secrets and the daemon's tokens, and
-#: so resolve them at load (one missing is bad configuration before they start). The others
-#: (``status``, ``backup``, ``keys rotate``...) run as the operator, who is not given them:
-#: deploy/klantsync.service hands them to the daemon alone.
-_USES_SECRETS = frozenset({"check", "sync", "resync", "run", "dsr"})
+#: so resolve them at load (one missing is bad configuration before they start); of ``dsr``,
+#: the actions that call the systems (cli_dsr.CALLS_SYSTEMS). The others (``status``,
+#: ``backup``, ``keys rotate``, ``dsr list``, ``dsr receipt``...) run as the operator, who
+#: is not given them: deploy/klantsync.service hands them to the daemon alone.
+_USES_SECRETS = frozenset({"check", "sync", "resync", "run"})
+
+
+def _uses_secrets(args: argparse.Namespace) -> bool:
+    if args.command == "dsr":
+        return args.dsr_action in cli_dsr.CALLS_SYSTEMS
+    return args.command in _USES_SECRETS
 
 
 def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console: Console) -> int:
@@ -426,7 +433,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
         make_folder(directory, option="--dir")
         return run_sandboxes(console, directory, args.customers, as_json=args.json)
     config_path = _need_config(args, parser)
-    config = load_config(config_path, secrets=args.command in _USES_SECRETS)
+    config = load_config(config_path, secrets=_uses_secrets(args))
     with _store_errors(config):
         return _dispatch_configured(args, parser, console, config_path, config)
 
@@ -503,7 +510,7 @@ def _dispatch_configured(
     if args.command == "audit":
         return cli_status.audit_chain(config, args, console)
     if args.command == "dsr":
-        return cli_dsr.run(args, console)
+        return cli_dsr.run(args, console, config)
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE  # pragma: no cover
 

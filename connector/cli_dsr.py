@@ -27,6 +27,7 @@ from connector.cliargs import (
     int_at_least,
     write_output,
 )
+from connector.config import Config
 from connector.dsr import DsrService, DsrUsageError, RequestView, no_request
 from connector.errors import ReceiptError
 from connector.loop import run as run_loop
@@ -39,6 +40,11 @@ __all__ = ["register", "run"]
 
 #: The actions that only read what the store holds: no config of theirs takes effect.
 LOOKS = frozenset({"list", "show", "receipt", "verify-receipt", "public-key"})
+#: The actions that call the systems, and so need their credentials (connector/cli.py
+#: resolves them at load for these alone). The others read or write the store only (an
+#: extension, an exemption, a readmission, a new receipt key), and run as the operator,
+#: without the environment deploy/klantsync.service gives the daemon alone.
+CALLS_SYSTEMS = frozenset({"erase", "access", "rectify", "retry"})
 
 CLEAR_DATA_NOTICE = (
     "The access bundle is the only place klantsync writes personal data in clear: "
@@ -144,10 +150,11 @@ def register(subparsers: Any) -> None:
     )
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
-    """Run one ``dsr`` action; return the exit status."""
+def run(args: argparse.Namespace, console: Console, config: Config) -> int:
+    """Run one ``dsr`` action under ``config`` (loaded with the systems' secrets for an
+    action in :data:`CALLS_SYSTEMS`); return the exit status."""
     try:
-        return run_loop(_run(args, console))
+        return run_loop(_run(args, console, config))
     except DsrUsageError as exc:
         if args.json:
             print(json.dumps({"error": "usage", "message": str(exc)}))
@@ -156,10 +163,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_USAGE
 
 
-async def _run(args: argparse.Namespace, console: Console) -> int:
-    async with open_runtime(args.config) as rt:
+async def _run(args: argparse.Namespace, console: Console, config: Config) -> int:
+    action = args.dsr_action
+    async with open_runtime(config, calls_systems=action in CALLS_SYSTEMS) as rt:
         service = DsrService(rt)
-        action = args.dsr_action
         if action not in LOOKS:
             # A request is carried out under this config (its mappings say what each system
             # holds and is sent): recorded first, as `sync` and the daemon record theirs,

@@ -77,8 +77,13 @@ async def open_runtime(
     checkpoint: Checkpoint | None = None,
     env: Mapping[str, str] | None = None,
     dry_run: bool = False,
+    calls_systems: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Load (if given a path) the config, open the store and systems; close them after.
+
+    ``calls_systems``: False for a command that calls no system (``dsr list``, ``dsr
+    exempt``...), run without the systems' credentials: its systems refuse every call
+    (:func:`~connector.systems.open_systems`).
 
     ``dry_run``: for a run that writes nothing; what opening would tidy in passing (ids an
     older store kept uncloaked) is left for the next real run. A store that needs writes
@@ -88,7 +93,9 @@ async def open_runtime(
         config = load_config(config, env=env)
     # Shared with every other command; a master key rotation waits for all to finish.
     with sharing_keys(config.store_path):
-        async with _opened(config, transports, sleep, clock, checkpoint, dry_run) as runtime:
+        async with _opened(
+            config, transports, sleep, clock, checkpoint, dry_run, calls_systems
+        ) as runtime:
             yield runtime
 
 
@@ -204,13 +211,14 @@ async def _opened(
     clock: Callable[[], float] | None,
     checkpoint: Checkpoint | None,
     dry_run: bool = False,
+    calls: bool = True,
 ) -> AsyncIterator[Runtime]:
     store = Store(config.store_path)
     try:
         # A command that syncs commits often; its WAL is copied back off the event loop.
         store.checkpoint_in_background()
         keyring = open_keyring(store, config)
-        systems = open_systems(config, transports=transports, sleep=sleep, clock=clock)
+        systems = open_systems(config, transports=transports, sleep=sleep, clock=clock, calls=calls)
     except BaseException:
         store.close()
         raise

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from connector.adapter import Adapter, AdapterSpec, Limits
+from connector.adapter import Adapter, AdapterSpec, ClientConfig, Limits
 from connector.config import Config
 from connector.errors import ConfigError
 from connector.http import RetryPolicy, SystemClient, ca_bundle_problem
@@ -47,6 +47,18 @@ class Systems(dict[str, System]):
                 await system.client.aclose()
 
 
+class _NoCalls(httpx.AsyncBaseTransport):
+    """The transport of a system opened for a command that calls none (``dsr list``,
+    ``dsr exempt``...): it is given none of the system's credentials, which the operator
+    running such a command is not given either, and refuses a call, should one be made."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError(f"{self.name}: opened for a command that calls no system")
+
+
 def _limits(spec: AdapterSpec, settings: SystemSettings) -> Limits:
     limits = spec.limits(settings)
     rate = dict(limits.rate)
@@ -68,6 +80,7 @@ def open_systems(
     sleep: Callable[[float], Awaitable[None]] | None = None,
     clock: Callable[[], float] | None = None,
     registry: Mapping[str, AdapterSpec] | None = None,
+    calls: bool = True,
 ) -> Systems:
     """Build every system of ``config``.
 
@@ -75,6 +88,9 @@ def open_systems(
         transports: per system name, a transport replacing the network (tests).
         sleep: replaces ``asyncio.sleep`` in retries and pacing (tests pass a no-op).
         clock: replaces ``time.monotonic`` in pacing (tests pass one their sleep advances).
+        calls: False for a command that calls no system, only reads their settings and
+            mappings: its systems hold no credentials (a config loaded without its secrets
+            keeps them unresolved) and refuse every call.
     """
     if registry is None:
         from adapters.registry import REGISTRY
@@ -84,7 +100,9 @@ def open_systems(
     for name, settings in config.systems.items():
         spec = registry[settings.adapter]
         limits = _limits(spec, settings)
-        client_config = spec.client_config(settings)
+        # The adapter's client config holds the credentials: resolved only to make calls.
+        client_config = spec.client_config(settings) if calls else ClientConfig()
+        transport = (transports or {}).get(name) if calls else _NoCalls(name)
         retry = RetryPolicy(
             attempts=config.sync.retry_attempts,
             base_seconds=config.sync.retry_base_seconds,
@@ -107,7 +125,7 @@ def open_systems(
                 retry=retry,
                 timeout=settings.timeout_seconds,
                 deadline=settings.deadline_seconds,
-                transport=(transports or {}).get(name),
+                transport=transport,
                 max_connections=max(limits.max_concurrency, 1) + 2,
                 clock=clock,
             )

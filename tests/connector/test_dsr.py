@@ -45,6 +45,7 @@ from tests.conftest import (
     CANARY_NAME,
     CANARY_PHONE,
     CANARY_PHONE_E164,
+    ENV,
     REPO_MAPPINGS,
     RuntimeFactory,
     VirtualTime,
@@ -1448,7 +1449,7 @@ def cli(
     from connector import cli_dsr
     from connector.cli import main
 
-    monkeypatch.setattr(cli_dsr, "open_runtime", lambda path: open_rt(path))
+    monkeypatch.setattr(cli_dsr, "open_runtime", lambda config, **kw: open_rt(config, **kw))
 
     def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
         code = main(["-c", str(config_path), "dsr", *argv])
@@ -1750,6 +1751,56 @@ def test_cli_exempt_closes_a_system_s_part_and_says_so(
     assert code == 0 and shown == {"shop": "exempt", "crm": "not_held"}  # never synced
     code, _, err = cli("exempt", request_id, "--system", "crm", "--reason", "r", capsys=capsys)
     assert code == 2 and "completed" in err
+
+
+def test_cli_actions_that_call_no_system_run_without_the_systems_credentials(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """deploy/klantsync.service gives the systems' credentials to the daemon alone; the
+    operator runs commands without them. The dsr actions that read or write the store only
+    (`list`, `show`, `receipt`, `verify-receipt`, `public-key`, `extend`, `exempt`,
+    `readmit`, `rotate-key`) each resolved every credential first and exited 2
+    ("environment variable ... is not set"): no listing the open requests, no receipt for
+    the person, no public key for the regulator. Those that call the systems still name
+    the credential missing, as bad configuration, before asking any system."""
+    seed(shop)
+    shop.faults.down = True  # the erasure stays open
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 1
+    request_id = json.loads(out)["id"]
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    for action in (
+        ["list"],
+        ["list", "--open"],
+        ["show", request_id],
+        ["public-key"],
+        ["extend", request_id, "--months", "1", "--reason", "busy"],
+        ["exempt", request_id, "--system", "shop", "--reason", "kept for the books"],
+    ):
+        code, out, err = cli(*action, capsys=capsys)
+        assert code == 0, (action, err)
+    code, receipt, err = cli("receipt", request_id, capsys=capsys)
+    assert code == 0, err
+    (tmp_path / "receipt.json").write_text(receipt)
+    assert cli("verify-receipt", str(tmp_path / "receipt.json"), capsys=capsys)[0] == 0
+    assert cli("rotate-key", capsys=capsys)[0] == 0
+    code, _, err = cli("readmit", "--email", CANARY_EMAIL, "--reason", "signed up", capsys=capsys)
+    assert code == 0, err
+    for action in (
+        ["erase", "--email", OTHER_EMAIL],
+        ["access", "--email", OTHER_EMAIL, "--out", str(tmp_path / "bundle")],
+        ["rectify", "--email", OTHER_EMAIL, "--set", "city=Delft"],
+        ["retry", "--all"],
+    ):
+        code, _, err = cli(*action, capsys=capsys)
+        assert code == 2 and "systems.shop.credentials.consumer_key" in err, (action, err)
+        assert "T_WC_KEY is not set" in err
+    assert not (tmp_path / "bundle").exists()
 
 
 def test_cli_list_shows_the_deadline_on_the_dutch_calendar(

@@ -1848,11 +1848,18 @@ def test_commands_that_call_no_system_run_without_the_vendor_credentials(
         ["audit", "verify"],
         ["backup", "--out", str(tmp_path / "backup.db")],
         ["incident", "list"],
+        ["dsr", "list", "--open"],
+        ["dsr", "public-key"],
     ):
         code = main(["-c", str(config), *command, "--json"])
         answer = _json(capsys)
         assert code == 0 and "error" not in answer, (command, code, answer)
-    for command in (["sync"], ["check"], ["resync", "--system", "shop"]):
+    for command in (
+        ["sync"],
+        ["check"],
+        ["resync", "--system", "shop"],
+        ["dsr", "erase", "--email", "iemand@voorbeeld.nl"],
+    ):
         assert main(["-c", str(config), *command, "--json"]) == 2
         refused = _json(capsys)
         assert isinstance(refused, dict)
