@@ -45,7 +45,10 @@ __all__ = [
 
 _P = ParamSpec("_P")
 
-#: The mappings shipped with klantsync (the demo and the example config use them as they are).
+#: The mappings shipped with klantsync (the demo and the example config use them as they are):
+#: mappings/ beside connector/, in a checkout (an editable install included) and in an
+#: installed klantsync alike, where the wheel carries them as the package ``mappings``'s data
+#: (pyproject.toml) beside the package ``connector``.
 REPO_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
 #: Ports ``klantsync sandbox`` serves on, the ones ``config.example.toml`` names.

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import configparser
+import fnmatch
 import os
+import re
+import shutil
 import ssl
+import subprocess
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,8 +23,9 @@ from connector.devtls import DevCA
 from connector.sandboxkit import free_port
 from tests.conftest import write_config
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-README = Path(__file__).resolve().parents[2] / "README.md"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+README = REPO / "README.md"
 
 
 def _unit() -> configparser.ConfigParser:
@@ -50,6 +56,67 @@ def test_container_image_is_slim_and_non_root() -> None:
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert users and users[-1] != "root"
     assert 'CMD ["run"]' in text and "STOPSIGNAL SIGTERM" in text
+
+
+def _dockerfile() -> str:
+    return (DEPLOY / "Dockerfile").read_text()
+
+
+def _installed_as_the_image_installs(site: Path) -> None:
+    """Lay out in ``site`` what `pip install .` in the Dockerfile's build stage puts in
+    site-packages: of the folders that stage copies, the packages pyproject.toml's
+    `packages.find` includes (namespace packages too, as setuptools finds them from
+    pyproject.toml), each with its modules and the package data declared for it."""
+    build = _dockerfile().split("\nFROM ")[1]
+    copied = [
+        word for line in re.findall(r"^COPY (.+)$", build, re.M) for word in line.split()[:-1]
+    ]
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    include: list[str] = setuptools["packages"]["find"]["include"]
+    data: dict[str, list[str]] = setuptools.get("package-data", {})
+    for top in (REPO / name for name in copied):
+        folders = [top, *(p for p in top.rglob("*") if p.is_dir())] if top.is_dir() else []
+        for folder in folders:
+            package = ".".join(folder.relative_to(REPO).parts)
+            if "__pycache__" in package or not any(
+                fnmatch.fnmatchcase(package, i) for i in include
+            ):
+                continue
+            into = site / folder.relative_to(REPO)
+            into.mkdir(parents=True, exist_ok=True)
+            for pattern in ["*.py", *data.get(package, []), *data.get("*", [])]:
+                for file in folder.glob(pattern):
+                    shutil.copy(file, into / file.name)
+
+
+def test_an_installed_klantsync_finds_the_mappings_it_ships(tmp_path: Path) -> None:
+    """The image installs klantsync with `pip install .` (not editable): connector/ lands in
+    site-packages. `klantsync demo` writes its config with the shipped mappings
+    (connector.demo.REPO_MAPPINGS, mappings/ beside connector/), which the wheel did not
+    carry: the image copied them elsewhere, where nothing looked, and `docker run klantsync
+    demo` exited 2 (mapping not found). The wheel carries them beside connector/."""
+    site = tmp_path / "site-packages"
+    _installed_as_the_image_installs(site)
+    assert (site / "connector" / "demo.py").is_file()
+    found = subprocess.run(
+        [
+            sys.executable,
+            "-I",  # neither the checkout (the working folder) nor PYTHONPATH on sys.path
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from connector.demo import REPO_MAPPINGS; print(REPO_MAPPINGS)",
+            str(site),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        cwd=tmp_path,
+    ).stdout.strip()
+    looked_in = Path(found)
+    assert looked_in.is_relative_to(site), looked_in
+    shipped = sorted(p.name for p in (REPO / "mappings").glob("*.toml"))
+    assert shipped and sorted(p.name for p in looked_in.glob("*.toml")) == shipped
 
 
 def test_the_key_rotation_procedure_keeps_the_old_key_if_the_rotation_fails() -> None:
