@@ -58,8 +58,43 @@ def test_container_image_is_slim_and_non_root() -> None:
     assert 'CMD ["run"]' in text and "STOPSIGNAL SIGTERM" in text
 
 
+def test_systemd_unit_does_not_restart_a_daemon_stopped_by_bad_configuration() -> None:
+    """Exit 2 is bad configuration (a secret missing from secrets.env, a store.path no store
+    can be at): `Restart=on-failure` restarted the daemon every 5 s forever, each time to
+    find the same. The unit stays failed, the message in the journal."""
+    service = _unit()["Service"]
+    assert service["Restart"] == "on-failure"
+    assert "2" in service["RestartPreventExitStatus"].split()
+
+
 def _dockerfile() -> str:
     return (DEPLOY / "Dockerfile").read_text()
+
+
+def _run_instructions() -> str:
+    """The Dockerfile's comment lines before its first FROM: how to build and run it."""
+    text = _dockerfile()
+    head = text[: text.index("\nFROM ")]
+    return "\n".join(line.lstrip("# ") for line in head.splitlines() if line.startswith("#"))
+
+
+def test_the_image_s_user_has_a_fixed_uid_the_run_instructions_give_the_state_folder_to() -> None:
+    """The image's daemon runs as its own user and creates the store, its lock files and
+    the receipt key in /state, which the run instructions bind-mount from a host folder. A
+    bind mount keeps the host folder's owner (root, for one made with mkdir or by Docker),
+    and the user was made with `useradd --system` with no fixed uid: the daemon could not
+    create its store (exit 2, restarted in a loop), and the operator could not know which
+    uid to give the folder to. The run instructions also pass the config's env: secrets."""
+    text = _dockerfile().replace("\\\n", " ")
+    header = _run_instructions().replace("\\\n", " ")
+    sources = re.findall(r"-v\s+(\S+):/state\b", header)
+    assert sources and all(source.startswith("/") for source in sources), header
+    (useradd,) = [ln for ln in text.splitlines() if "useradd" in ln and "klantsync" in ln]
+    uid = re.search(r"--uid\s+(\d+)", useradd)
+    gid = re.search(r"groupadd[^&]*--gid\s+(\d+)", text)
+    assert uid and gid, useradd
+    assert f"{uid[1]}:{gid[1]}" in re.findall(r"chown\s+(\S+)\s+" + re.escape(sources[0]), header)
+    assert re.search(r"docker run [^\n]*--env-file \S+", header), header
 
 
 def _installed_as_the_image_installs(site: Path) -> None:
@@ -117,6 +152,18 @@ def test_an_installed_klantsync_finds_the_mappings_it_ships(tmp_path: Path) -> N
     assert looked_in.is_relative_to(site), looked_in
     shipped = sorted(p.name for p in (REPO / "mappings").glob("*.toml"))
     assert shipped and sorted(p.name for p in looked_in.glob("*.toml")) == shipped
+
+
+def test_the_operator_s_commands_that_call_the_systems_read_the_unit_s_secrets() -> None:
+    """README: the operator runs the commands that call the systems (`dsr erase`, `sync`...)
+    with the secrets the unit gives the daemon, read by systemd from the same root-only
+    file (on no command line), as the service's user."""
+    unit = _unit()["Service"]
+    secrets = unit["EnvironmentFile"].lstrip("-").replace("%i", "<client>")
+    readme = README.read_text()
+    (kss,) = re.findall(r"^kss\(\) \{.*?\}$", readme.replace("\\\n", " "), re.M | re.S)
+    assert f"EnvironmentFile={secrets}" in kss, kss
+    assert f"--uid={unit['User']}" in kss and "--pipe" in kss, kss
 
 
 def test_the_key_rotation_procedure_keeps_the_old_key_if_the_rotation_fails() -> None:
