@@ -21,9 +21,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from connector import audit
-from connector.config import Config
+from connector.config import Config, adapter_copy_categories
 from connector.logs import mask_contact_details
 from connector.model import CANONICAL_FIELDS, CATEGORIES
+from connector.register_render import local_time
 from connector.settings import ProcessorSettings
 from connector.state import Store
 
@@ -115,9 +116,12 @@ def _scope(store: Store, config: Config, systems: list[str]) -> dict[str, Any]:
     per_system: dict[str, Any] = {}
     for name in systems:
         mapping = config.mappings[name]
-        categories = [
-            c for c in CATEGORIES if any(CANONICAL_FIELDS[f].category == c for f in mapping.fields)
-        ]
+        # What the system holds beyond its mapped fields (a shop's orders and the IP address
+        # each was placed from, a CRM's notes) was breached too: the access report names it
+        # (Art. 15(1)(b)), and the notification must (Art. 33(3)(a)).
+        held = {CANONICAL_FIELDS[f].category for f in mapping.fields}
+        held |= adapter_copy_categories(config.systems[name].adapter)
+        categories = [c for c in CATEGORIES if c in held]
         subjects = store.db.execute(
             "SELECT COUNT(*) FROM identities WHERE system=?", (name,)
         ).fetchone()[0]
@@ -369,18 +373,6 @@ _DRAFT: dict[str, dict[str, str]] = {
 }
 
 
-def _local(stamp: str) -> str:
-    """A UTC stamp with the Dutch wall-clock time beside it, when the zone data is present."""
-    when = dt.datetime.fromisoformat(stamp)
-    try:
-        from zoneinfo import ZoneInfo
-
-        local = when.astimezone(ZoneInfo("Europe/Amsterdam"))
-    except (ImportError, KeyError, OSError):  # no tz database on this host: UTC alone is exact
-        return stamp
-    return f"{stamp} ({local.strftime('%Y-%m-%d %H:%M')} Europe/Amsterdam)"
-
-
 def _late(incident: Incident, now: dt.datetime) -> bool:
     """Whether the notification can no longer be made within the 72 hours: the incident was
     recorded after them, or is still open past them."""
@@ -420,7 +412,7 @@ def notification_draft(
         raise ValueError("language must be nl or en")
     t = _DRAFT[lang]
     lines = [f"# {esc(t['title'].format(id=incident.id))}", "", f"_{esc(t['intro'])}_", ""]
-    lines += [f"**{esc(t['deadline'])}: {esc(_local(incident.deadline))}**", ""]
+    lines += [f"**{esc(t['deadline'])}: {esc(local_time(incident.deadline))}**", ""]
     lines += [f"## {esc(t['org'])}", ""]
     c = config.controller
     if c is None:
@@ -436,10 +428,11 @@ def notification_draft(
         ):
             lines.append(f"- {esc(label)}: {esc(value or t['none'])}")
     lines += ["", f"## {esc(t['what'])}", "", esc(incident.summary), ""]
-    lines.append(f"- {esc(t['aware'])}: {esc(_local(incident.aware_at))}")
-    lines.append(f"- {esc(t['opened'])}: {esc(_local(incident.opened_at))}")
+    lines.append(f"- {esc(t['aware'])}: {esc(local_time(incident.aware_at))}")
+    lines.append(f"- {esc(t['opened'])}: {esc(local_time(incident.opened_at))}")
     if incident.closed_at:
-        closed = t["closed"].format(at=incident.closed_at, note=incident.close_note or "")
+        at = local_time(incident.closed_at)
+        closed = t["closed"].format(at=at, note=incident.close_note or "")
         lines.append(f"- {esc(closed)}")
     lines += ["", f"## {esc(t['data'])}", ""]
     lines.append(
@@ -467,6 +460,6 @@ def notification_draft(
     if _late(incident, now or utc_now()):
         delay = t["delay_late"]
     else:
-        delay = t["delay_if_late"].format(deadline=_local(incident.deadline))
+        delay = t["delay_if_late"].format(deadline=local_time(incident.deadline))
     lines += ["", f"## {esc(t['delay'])}", "", esc(delay)]
     return "\n".join(lines) + "\n"

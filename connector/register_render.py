@@ -8,12 +8,13 @@ the configuration is escaped: a company name with ``<`` or ``|`` in it must not 
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["TEXT", "md_escape", "render", "render_html", "render_markdown"]
+__all__ = ["TEXT", "local_time", "md_escape", "render", "render_html", "render_markdown"]
 
 #: Headings and fixed phrases, by language. The Dutch headings follow the terms Dutch
 #: controllers (and the Autoriteit Persoonsgegevens' model register) use.
@@ -177,18 +178,25 @@ TEXT: dict[str, dict[str, str]] = {
     },
 }
 
-# What can change meaning inside a line; "(" matters only after "]", which is escaped.
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|&])")
+# What can change meaning inside a line; "(" matters only after "]", which is escaped. "~"
+# anywhere: GFM strikes "~~x~~" (and "~x~") through, so a name with tildes lost its meaning.
+_MD_SPECIAL = re.compile(r"([\\`*_~\[\]<>|&])")
 # What can change meaning at the start of a block: a value may open a paragraph or a list
 # item ("- " is a block start too), where "# x" is a heading, "---" a rule (or, under a
-# paragraph line, turns it into a heading), "+ x" or "1. x" a list, "~~~" a code fence.
-_MD_BLOCK_START = re.compile(r"^(?:([#+\-=~:])|(\d+)([.)]))")
+# paragraph line, turns it into a heading), "+ x" or "1. x" a list. ("~~~", a code fence,
+# is escaped by _MD_SPECIAL already.)
+_MD_BLOCK_START = re.compile(r"^(?:([#+\-=:])|(\d+)([.)]))")
+# What GFM turns into a link of its own: "scheme://..." and "www.x" where a word starts. An
+# escaped ":" or "." reads the same but is no longer part of one: a vendor's value is shown,
+# not made a link the reader may follow.
+_MD_AUTOLINK = re.compile(r"(?<=[a-zA-Z])(:)(?=//)|(?<![A-Za-z0-9])((?i:www))(\.)")
 
 
 def md_escape(value: Any) -> str:
     """Markdown-escaped single-line text (table cells cannot hold newlines) that means
     the same wherever a line or a list item of it starts."""
     text = _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+    text = _MD_AUTOLINK.sub(_escape_link, text)
     return _MD_BLOCK_START.sub(_escape_start, text)
 
 
@@ -196,6 +204,32 @@ def _escape_start(found: re.Match[str]) -> str:
     if found.group(1) is not None:
         return "\\" + found.group(1)
     return f"{found.group(2)}\\{found.group(3)}"
+
+
+def _escape_link(found: re.Match[str]) -> str:
+    if found.group(1) is not None:
+        return "\\:"
+    return f"{found.group(2)}\\."
+
+
+def local_time(stamp: str) -> str:
+    """An aware ISO time with the Dutch wall-clock time beside it, as the documents give
+    every time: the controller, the person and the Autoriteit Persoonsgegevens keep Dutch
+    time, the stamps are UTC. Anything else (no offset, not a time) is returned as given,
+    as is every time on a host without the zone data (UTC alone is exact)."""
+    try:
+        when = dt.datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is None:
+        return stamp
+    try:
+        from zoneinfo import ZoneInfo
+
+        local = when.astimezone(ZoneInfo("Europe/Amsterdam"))
+    except (ImportError, KeyError, OSError):
+        return stamp
+    return f"{stamp} ({local.strftime('%Y-%m-%d %H:%M')} Europe/Amsterdam)"
 
 
 def _h(value: Any) -> str:
@@ -213,9 +247,8 @@ class _Doc:
     def write(self) -> None:
         t, m, reg = self.t, self.m, self.reg
         m.title(t["title"])
-        m.note(
-            f"{t['generated']} {reg['generated_at']}. {t['config_hash']}: {reg['config_sha256']}"
-        )
+        generated = local_time(reg["generated_at"])
+        m.note(f"{t['generated']} {generated}. {t['config_hash']}: {reg['config_sha256']}")
         self.controller()
         self.purposes()
         m.heading(t["data_subjects"])

@@ -637,3 +637,39 @@ def test_a_hubspot_copy_of_some_associations_says_so_in_each_report_s_language(
     assert "did not let klantsync read your e-mail subscriptions" in en
     assert "uw e-mailabonnementen en de rechtsgrond van elk niet" in nl
     assert ASSOCIATIONS_UNREAD_REASON not in nl + en  # the code is said, not shown
+
+
+def _written(tmp_path: Path, records: list[dict[str, Any]], connector: Any = None) -> Path:
+    """A bundle holding ``records`` of a WooCommerce shop, with no Art. 15 facts to speak of."""
+    from connector.access import Art15Facts, write_bundle
+
+    facts = Art15Facts(
+        purposes={}, categories=[], recipients=[("shop", "woocommerce", "")], retention=[],
+        sources=[], controller={},
+    )  # fmt: skip
+    out = tmp_path / "bundle"
+    write_bundle(
+        out,
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2024-06-01T22:30:00+00:00",
+        systems={"shop": ("woocommerce", records)},
+        connector=connector or {},
+        facts=facts,
+    )
+    return out
+
+
+def test_markdown_report_shows_a_value_with_tildes_as_written_not_struck_through(
+    tmp_path: Path,
+) -> None:
+    """Markdown escaped ``~`` only at the start of a value: ``Jan ~~Jansen~~`` (a name, a
+    note) rendered in a GFM viewer as 'Jan' and a struck-through 'Jansen'."""
+    from markdown_it import MarkdownIt
+
+    out = _written(tmp_path, [{"id": 7, "first_name": "Jan ~~Jansen~~"}])
+    md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    for name in ("report.en.md", "report.nl.md"):
+        rendered = md.render((out / name).read_text(encoding="utf-8"))
+        (row,) = [line for line in rendered.splitlines() if "Jan" in line]
+        assert "<s>" not in row and "~~Jansen~~" in row, (name, row)

@@ -396,3 +396,36 @@ def test_a_date_or_an_id_out_of_range_is_a_usage_error(
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and "internal error" not in err, f"exit {code}: {err.strip()}"
+
+
+def test_the_draft_gives_the_closing_time_in_dutch_time_as_every_other(
+    store: Store, config: Config
+) -> None:
+    """Awareness, recording and the deadline showed the Dutch time beside UTC; the closing
+    time was UTC alone."""
+    pytest.importorskip("zoneinfo").ZoneInfo("Europe/Amsterdam")
+    incident = incidents.open_incident(store, config, "Laptop lost", now=NOW)
+    closed = incidents.close_incident(
+        store,
+        incident.id,
+        "Sleutel ingetrokken",
+        now=dt.datetime(2026, 6, 2, 23, 15, tzinfo=dt.UTC),
+    )
+    draft = incidents.notification_draft(closed, config, "nl", NOW)
+    (line,) = [line for line in draft.splitlines() if "Gesloten op" in line]
+    assert "2026-06-02T23:15:00+00:00 (2026-06-03 01:15 Europe/Amsterdam)" in line, line
+
+
+def test_the_draft_lists_the_order_and_ip_data_a_breached_shop_holds(
+    store: Store, config: Config
+) -> None:
+    """Art. 33(3)(a): the categories of personal data concerned. The shop holds its orders
+    and payments and the IP address each order was placed from (the access report names
+    them, adapter_copy_categories); the draft listed its mapped fields' categories only."""
+    incident = incidents.open_incident(
+        store, config, "Shop database leaked", systems=["shop"], now=NOW
+    )
+    assert {"orders", "online"} <= set(incident.scope["systems"]["shop"]["categories"])
+    draft = incidents.notification_draft(incident, config, "nl", NOW).replace("\\", "")
+    (row,) = [line for line in draft.splitlines() if line.startswith("| shop |")]
+    assert "Bestellingen en betalingen" in row and "IP-adres" in row, row

@@ -746,3 +746,51 @@ def test_the_controller_s_record_lists_the_agency_running_the_connector_as_a_rec
     bare = load_config(path)
     assert build_register(bare, lang)["operator"] is None
     assert operator not in _text(bare, lang, "md")
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("Jan ~~Jansen~~", "Jan ~~Jansen~~"),
+        ("~~~", "~~~"),
+        ("*sterk* _schuin_ `code` [x](y) <b> a|b", "*sterk* _schuin_ `code` [x](y) &lt;b&gt; a|b"),
+    ],
+)
+def test_markdown_escape_keeps_every_special_character_as_written(value: str, shown: str) -> None:
+    """``~`` was escaped at the start of a value only: ``~~x~~`` further on was struck
+    through in any GFM viewer."""
+    from markdown_it import MarkdownIt
+
+    from connector.register_render import md_escape
+
+    md = MarkdownIt("commonmark").enable("table").enable("strikethrough")
+    assert md.render(md_escape(value)) == f"<p>{shown}</p>\n"
+
+
+def test_markdown_escape_makes_no_link_of_a_bare_address() -> None:
+    """GFM makes a link of "https://..." and "www.x" in plain text: a vendor's value is to be
+    shown, not followed. An escaped ":" or "." reads the same and starts no link."""
+    from markdown_it import MarkdownIt
+
+    from connector.register_render import md_escape
+
+    escaped = md_escape("zie https://voorbeeld.example/x of (www.voorbeeld.example), info.www.nl")
+    assert "https\\://" in escaped and "(www\\.voorbeeld" in escaped
+    assert "info.www.nl" in escaped.replace("\\", "")
+    rendered = MarkdownIt("commonmark").render(escaped)
+    assert "https://voorbeeld.example/x" in rendered and "www.voorbeeld.example" in rendered
+
+
+def test_the_register_gives_when_it_was_generated_in_dutch_time_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generation time was a raw UTC stamp; the documents give Dutch time beside it."""
+    import datetime as dt
+
+    pytest.importorskip("zoneinfo").ZoneInfo("Europe/Amsterdam")
+    config = _config(tmp_path, monkeypatch)
+    reg = build_register(config, "nl", dt.datetime(2024, 12, 31, 23, 30, tzinfo=dt.UTC))
+    assert reg["generated_at"] == "2024-12-31T23:30:00+00:00"  # the JSON keeps the stamp
+    for fmt in ("md", "html"):
+        text = render(reg, fmt).replace("\\", "")
+        assert "2024-12-31T23:30:00+00:00 (2025-01-01 00:30 Europe/Amsterdam)" in text, fmt
