@@ -27,8 +27,8 @@ from connector.compliance import transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
-from connector.register import KEPT_UNTIL, OWN_DATA
-from connector.register_render import md_escape
+from connector.register import KEPT_UNTIL, OWN_DATA, country_name
+from connector.register_render import TEXT, local_time, md_escape
 
 __all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
 
@@ -84,6 +84,9 @@ _T: dict[str, dict[str, str]] = {
         "automated_default": "No decision about you is taken by automated means alone, and "
         "you are not profiled, in this processing (Art. 22 GDPR).",
         "retained": "kept on purpose",
+        "flow": "flow",
+        "yes": "yes",
+        "no": "no",
     },
     "nl": {
         "title": "Inzageverslag (art. 15 AVG)",
@@ -134,6 +137,9 @@ _T: dict[str, dict[str, str]] = {
         "uitsluitend op geautomatiseerde verwerking berust, en u wordt niet geprofileerd "
         "(art. 22 AVG).",
         "retained": "bewust bewaard",
+        "flow": "koppeling",
+        "yes": "ja",
+        "no": "nee",
     },
 }
 
@@ -197,6 +203,9 @@ class Art15Facts:
             too, Art. 15(1)(c)).
         kept: what klantsync itself keeps (an item of the register's own data), with its
             ``[retention]`` period in days, or ``None`` for one kept until an event.
+        operator: the agency that runs the connector (``[privacy] agency``), "" when none
+            is recorded: it handles every record the connector moves, so it is a recipient
+            too, as the register lists it.
     """
 
     purposes: dict[str, list[str]]
@@ -210,6 +219,7 @@ class Art15Facts:
     automated: str = ""
     sub_processors: dict[str, list[str]] = field(default_factory=dict)
     kept: list[tuple[str, int | None]] = field(default_factory=list)
+    operator: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -233,6 +243,9 @@ class Art15Facts:
                 for s, n, c, m, o in self.transfers
             ],
             "transfers_unknown": list(self.transfers_unknown),
+            "operator": {"legal_name": self.operator, "role": "processor"}
+            if self.operator
+            else None,
             "automated_decision_making": self.automated or "none",
         }
 
@@ -301,6 +314,7 @@ def art15_facts(config: Config) -> Art15Facts:
         automated=config.privacy.automated_decisions.strip(),
         sub_processors=sub_processors,
         kept=_kept(config),
+        operator=config.privacy.agency,
     )
 
 
@@ -399,17 +413,25 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
         for name, kind, legal in facts.recipients
         for subs in [facts.sub_processors.get(name, [])]
     ]
+    if facts.operator:
+        # In the register's words: its "operator of the connector".
+        recipients.append(f"{facts.operator} ({TEXT[lang]['operator']})")
     stated = [f"{flow}: {text}" for flow, text in facts.retention if text]
     retention = [*stated, *_kept_lines(lang, facts), t["retention_default"]]
     sources = [
-        f"{t['source_text']} {system} ({kind}), flow {flow}" for flow, system, kind in facts.sources
+        f"{t['source_text']} {system} ({kind}), {t['flow']} {flow}"
+        for flow, system, kind in facts.sources
     ]
     sections = []
     if facts.controller:
         sections.append((t["controller"], [v for v in facts.controller.values()]))
     transfers = [
         t["transfer_onward" if onward else "transfer_line"].format(
-            system=system, legal=legal or system, country=country, mechanism=mechanism or "-"
+            system=system,
+            legal=legal or system,
+            # The country's name and a missing safeguard as the register gives them.
+            country=country_name(country, lang),
+            mechanism=mechanism or TEXT[lang]["missing"],
         )
         for system, legal, country, mechanism, onward in facts.transfers
     ] + [t["transfer_unknown"].format(system=system) for system in facts.transfers_unknown]
@@ -527,7 +549,8 @@ def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterat
 def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """A record's rows for a report: its leaves, the reasons a record is kept or partly
     read in ``lang``."""
-    for path, value in _flatten(record):
+    for path, leaf in _flatten(record):
+        value = _shown(lang, leaf)
         if path == "retained":
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
         elif path in _NOT_READ_PATHS:
@@ -536,8 +559,22 @@ def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
             yield path, value
 
 
-def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
-    """Leaves of a vendor record as (dotted path, text); meta lists keyed by their ``key``."""
+def _own_rows(lang: str, connector: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """What klantsync keeps, as rows for a report: its times (UTC stamps, when a request
+    was received and completed, a record delivered) with the Dutch time beside them."""
+    for path, leaf in _flatten(connector):
+        yield path, local_time(_shown(lang, leaf))
+
+
+def _shown(lang: str, leaf: Any) -> str:
+    """A leaf as text in ``lang``: a yes/no in words, not Python's ``True``/``False``."""
+    if isinstance(leaf, bool):
+        return _T[lang]["yes" if leaf else "no"]
+    return str(leaf)
+
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """Leaves of a vendor record as (dotted path, value); meta lists keyed by their ``key``."""
     if isinstance(value, Mapping):
         for key, inner in value.items():
             yield from _flatten(inner, f"{prefix}{key}.")
@@ -548,7 +585,7 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
             else:
                 yield from _flatten(item, f"{prefix}{position}.")
     elif value is not None and value != "":
-        yield prefix.rstrip("."), str(value)
+        yield prefix.rstrip("."), value
 
 
 # -- Markdown ------------------------------------------------------------------------------
@@ -568,7 +605,7 @@ def _markdown(
         "",
         f"- {t['request']}: {md_escape(head['request_id'])}",
         f"- {t['subject']}: {md_escape(head['subject_id'])}",
-        f"- {t['generated']}: {md_escape(head['generated_at'])}",
+        f"- {t['generated']}: {md_escape(local_time(head['generated_at']))}",
         "",
         f"> {md_escape(t['notice'])}",
         "",
@@ -591,7 +628,9 @@ def _markdown(
     for name, reason in _not_read(lang, exempt, facts):
         lines += ["", f"### {md_escape(name)}", "", md_escape(reason)]
     lines += ["", f"## {t['connector']}", "", md_escape(t["connector_text"]), ""]
-    lines += [f"- {md_escape(path)}: {md_escape(value)}" for path, value in _flatten(connector)]
+    lines += [
+        f"- {md_escape(path)}: {md_escape(value)}" for path, value in _own_rows(lang, connector)
+    ]
     lines += ["", f"## {t['portable']}", "", md_escape(t["portable_text"]), ""]
     return "\n".join(lines)
 
@@ -620,7 +659,7 @@ def _html(
         "<ul>",
         f"<li>{_h(t['request'])}: {_h(head['request_id'])}</li>",
         f"<li>{_h(t['subject'])}: {_h(head['subject_id'])}</li>",
-        f"<li>{_h(t['generated'])}: {_h(head['generated_at'])}</li>",
+        f"<li>{_h(t['generated'])}: {_h(local_time(head['generated_at']))}</li>",
         "</ul>",
         f"<p><strong>{_h(t['notice'])}</strong></p>",
         f"<h2>{_h(t['facts'])}</h2>",
@@ -645,7 +684,7 @@ def _html(
     for name, reason in _not_read(lang, exempt, facts):
         parts += [f"<h3>{_h(name)}</h3>", f"<p>{_h(reason)}</p>"]
     parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
-    parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _flatten(connector)]
+    parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _own_rows(lang, connector)]
     parts += ["</ul>", f"<h2>{_h(t['portable'])}</h2>", f"<p>{_h(t['portable_text'])}</p>"]
     parts.append("</body></html>\n")
     return "\n".join(parts)

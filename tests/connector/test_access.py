@@ -660,6 +660,21 @@ def _written(tmp_path: Path, records: list[dict[str, Any]], connector: Any = Non
     return out
 
 
+def test_a_yes_or_no_is_said_in_words_in_each_report_s_language(tmp_path: Path) -> None:
+    """A WooCommerce customer's ``is_paying_customer: false`` reached the reports as
+    Python's ``False``; data.json keeps JSON's ``false``."""
+    out = _written(tmp_path, [{"id": 7, "is_paying_customer": False, "verified": True}])
+    for lang, no, yes in (("nl", "nee", "ja"), ("en", "no", "yes")):
+        for name in (f"report.{lang}.md", f"report.{lang}.html"):
+            text = (out / name).read_text(encoding="utf-8").replace("\\", "")
+            assert "False" not in text and "True" not in text, name
+            rows = {line for line in text.splitlines() if "is_paying_customer" in line}
+            assert rows and all(f"{no} |" in r or f">{no}<" in r for r in rows), rows
+            assert f"{yes} |" in text or f">{yes}<" in text, name
+    record = json.loads((out / "data.json").read_text())["systems"]["shop"]["records"][0]
+    assert record["is_paying_customer"] is False and record["verified"] is True
+
+
 def test_markdown_report_shows_a_value_with_tildes_as_written_not_struck_through(
     tmp_path: Path,
 ) -> None:
@@ -673,3 +688,20 @@ def test_markdown_report_shows_a_value_with_tildes_as_written_not_struck_through
         rendered = md.render((out / name).read_text(encoding="utf-8"))
         (row,) = [line for line in rendered.splitlines() if "Jan" in line]
         assert "<s>" not in row and "~~Jansen~~" in row, (name, row)
+
+
+def test_reports_give_their_times_in_dutch_time_beside_utc(tmp_path: Path) -> None:
+    """When the report was written and when each request was received and completed were
+    raw UTC stamps; the person and the controller keep Dutch time (as the breach draft and
+    the register give it). data.json keeps the stamps."""
+    pytest.importorskip("zoneinfo").ZoneInfo("Europe/Amsterdam")
+    request = {"received_at": "2024-06-01T22:00:00+00:00", "completed_at": None}
+    out = _written(tmp_path, [], {"requests": [request], "code": "2024-06-01"})
+    for name in ("report.nl.md", "report.en.md", "report.nl.html", "report.en.html"):
+        text = (out / name).read_text(encoding="utf-8").replace("\\", "")
+        assert "2024-06-01T22:30:00+00:00 (2024-06-02 00:30 Europe/Amsterdam)" in text, name
+        assert "2024-06-01T22:00:00+00:00 (2024-06-02 00:00 Europe/Amsterdam)" in text, name
+        assert "code: 2024-06-01\n" in text or "code: 2024-06-01<" in text, name  # no time
+    data = json.loads((out / "data.json").read_text())
+    assert data["generated_at"] == "2024-06-01T22:30:00+00:00"
+    assert data["connector"]["requests"] == [request]

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.access import BUNDLE_FILES, Art15Facts, _sections, art15_facts
+from connector.access import BUNDLE_FILES, Art15Facts, _sections, art15_facts, write_bundle
 from connector.config import load_config
 from connector.dsr import DsrService
 from connector.model import CATEGORIES
@@ -256,3 +256,75 @@ def test_every_category_an_adapter_s_copy_holds_is_one_the_reports_can_name() ->
 
     for kind in REGISTRY:
         assert adapter_copy_categories(kind) <= set(CATEGORIES), kind
+
+
+def _reports(tmp_path: Path, facts: Art15Facts) -> dict[str, str]:
+    """The four reports of an empty bundle written from ``facts``, by file name."""
+    out = tmp_path / "bundle"
+    write_bundle(
+        out,
+        request_id="acc-20240601-abcd1234",
+        subject_id="s" * 16,
+        generated_at="2024-06-01T10:00:00+00:00",
+        systems={"shop": ("woocommerce", []), "crm": ("hubspot", [])},
+        connector={"subject_id": "s" * 16},
+        facts=facts,
+    )
+    return {name: (out / name).read_text(encoding="utf-8") for name in BUNDLE_FILES}
+
+
+def test_access_report_names_the_agency_running_the_connector_among_the_recipients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 15(1)(c): the agency that runs the connector handles every record it moves; the
+    register lists it as a recipient ("operator of the connector"), the report did not."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    agency = config.privacy.agency
+    assert agency and build_register(config, "en")["operator"]["legal_name"] == agency
+    facts = art15_facts(config)
+    assert _section("en", facts, ("Recipients",)).endswith(f"{agency} (Operator of the connector)")
+    assert _section("nl", facts, ("Ontvangers",)).endswith(f"{agency} (Beheerder van de connector)")
+    for name, text in _reports(tmp_path, facts).items():
+        assert agency in text, f"{name} omits the agency"
+    assert facts.as_dict()["operator"] == {"legal_name": agency, "role": "processor"}
+
+
+def test_access_report_without_an_agency_names_no_operator(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A controller that runs the connector itself records no [privacy] agency."""
+    facts = art15_facts(load_config(_config(tmp_path)))
+    assert facts.operator == "" and facts.as_dict()["operator"] is None
+    assert "connector" not in _section("en", facts, ("Recipients",))
+
+
+def test_dutch_access_report_names_flows_in_dutch(env: dict[str, str], tmp_path: Path) -> None:
+    """The source line said "flow" in the Dutch report; the register calls them koppelingen."""
+    facts = art15_facts(load_config(_config(tmp_path)))
+    nl = _section("nl", facts, ("Bron",))
+    assert "koppeling shop-to-crm" in nl and "flow" not in nl, nl
+    assert "flow shop-to-crm" in _section("en", facts, ("Source",))
+
+
+def test_access_report_names_the_transfer_country_as_the_register_does(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """The report gave the processor's country as its code ("US") in both languages; the
+    register names it, in each language."""
+    facts = art15_facts(load_config(_config(tmp_path, tail=US_CRM)))
+    assert "in Verenigde Staten;" in _section("nl", facts, ("EER",))
+    assert "in United States;" in _section("en", facts, ("EEA",))
+    assert facts.as_dict()["transfers"][0]["country"] == "US"  # data.json keeps the code
+
+
+def test_access_report_says_a_transfer_safeguard_is_missing_as_the_register_does(
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A transfer to the US with no safeguard recorded: the register says MISSING
+    (ONTBREEKT); the report said "safeguard: -"."""
+    tail = US_CRM.replace('transfer_mechanism = "EU-US Data Privacy Framework; SCCs"\n', "")
+    facts = art15_facts(load_config(_config(tmp_path, tail=tail)))
+    assert facts.transfers and not facts.transfers[0][3]
+    assert "waarborg: ONTBREEKT" in _section("nl", facts, ("EER",))
+    assert "safeguard: MISSING" in _section("en", facts, ("EEA",))
