@@ -500,12 +500,18 @@ class MailchimpAdapter:
         spare: frozenset[str] = frozenset(),
     ) -> _Outcome:
         """Read one member; ``PATCH`` ``body`` onto it only if it is there, not archived and
-        not another subject's (its id among ``spare``)."""
+        not another subject's (its id among ``spare``).
+
+        Only its id and status are asked for, as :meth:`_statuses` asks: they are all the
+        check reads, and a whole member carries the IP addresses it signed up and confirmed
+        from, its location, language, stats, tags and every merge field."""
         path = _member_path(list_id, member_hash)
         template = _member_path(list_id, "{subscriber_hash}")
 
         async def call() -> _Outcome:
-            held = await self._request("GET", path, template, accept=(404,))
+            held = await self._request(
+                "GET", path, template, params={"fields": "id,status"}, accept=(404,)
+            )
             if held.status_code == 404:
                 return _Outcome(ok=True, left="absent")
             member = json_object(held)

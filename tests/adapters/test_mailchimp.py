@@ -759,6 +759,21 @@ async def test_update_corrects_a_member_and_adds_nobody_to_another_list(mc: Harn
     assert mc.sandbox.log.property_names() == {"merge_fields.FNAME", "merge_fields.LNAME"}
 
 
+async def test_update_reads_only_the_member_s_id_and_status_before_its_patch(
+    mc: Harness,
+) -> None:
+    """The read before a correction's ``PATCH`` asks ``fields=id,status``, as a sync's write
+    does: the whole member holds the IP addresses it signed up and confirmed from, its
+    location, stats, tags and every merge field, which the check has no use for."""
+    email = "reader1@example.com"
+    mc.sandbox.add_person(email, "First1", "Wrong", ADDRESS="Kerkpad 2, Urk", list_id=LIST_A)
+    (result,) = await mc.adapter.update([corrected(1)])
+    assert result.outcome == "updated"
+    member = f"/members/{subscriber_hash(email)}"
+    reads = [e for e in mc.sandbox.log.entries if e.method == "GET" and e.path.endswith(member)]
+    assert reads and all(e.query.get("fields") == "id,status" for e in reads)
+
+
 async def test_update_leaves_an_archived_member_archived_and_unchanged(mc: Harness) -> None:
     """An archived member is read, never written: it stays archived with its old fields, and
     the result says it was skipped and why."""
