@@ -488,6 +488,31 @@ async def test_an_update_of_a_customer_stored_with_capitals_is_not_refused(
     assert stored["email"] == "Jan.Jansen@Example.com"
 
 
+async def test_a_refused_e_mail_is_checked_against_the_customer_s_id_and_e_mail_alone(
+    harness: Harness,
+) -> None:
+    """The check of an update refused for its e-mail (the customer stored with capitals)
+    asks the shop for each customer's id and e-mail (``_fields``), the one field it reads:
+    a whole customer carries the shipping address, the username, the Gravatar hash and the
+    meta data plugins keep (a date of birth)."""
+    customer_id = harness.sandbox.add_person(
+        "Jan.Jansen@Example.com",
+        "Jan",
+        "Jansen",
+        meta_data=[{"key": "date_of_birth", "value": "1970-01-01"}],
+    )
+    sent = record("r", "jan.jansen@example.com", customer_id, **{"billing.city": "Urk"})
+    sent = sent._replace(fields={**sent.fields, "email": "jan.jansen@example.com"})
+    (result,) = await harness.adapter.update([sent])
+    assert result.outcome == "updated"
+    listed = [
+        e.query
+        for e in harness.sandbox.log.entries
+        if e.method == "GET" and e.path.endswith("/customers")
+    ]
+    assert listed and all(query.get("_fields") == "id,email" for query in listed)
+
+
 async def test_upsert_with_stale_external_id_falls_back_to_email(harness: Harness) -> None:
     """An external id the shop no longer knows is looked up by e-mail and written anyway."""
     (result,) = await harness.adapter.upsert(
