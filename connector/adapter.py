@@ -322,7 +322,8 @@ class Adapter(Protocol):
         the mapping drops and counts what it does not read. With it may come ``async
         fields_honoured() -> bool | None``: whether the system really cuts its answers,
         which ``check --online`` asks. An adapter whose system is asked for nested fields
-        one by one, Shopify's GraphQL selection, has ``ask_only_for_paths(paths:
+        one by one, Shopify's GraphQL selection, or for a record's fields by name under its
+        ``record_root``, HubSpot's ``properties``, has ``ask_only_for_paths(paths:
         Mapping[str, str])`` instead, given every path its mapping reads with the mapping
         key naming it (:meth:`SystemMapping.source_paths`): a path the system cannot be
         asked for is a :class:`~connector.errors.ConfigError` naming that key, by the rule

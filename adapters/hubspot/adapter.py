@@ -13,7 +13,8 @@ What it does, by contract verb:
   is still held (restorable for 90 days); each contact found with the records associated
   with it and its address's subscription statuses (:mod:`adapters.hubspot._related`);
 - ``find_people`` (a targeted sync: a webhook, ``resync --email``): the live contact by id,
-  else by e-mail, with the configured properties only, as ``pull`` reads it;
+  else by e-mail, with the configured properties the mapping reads only, as ``pull`` reads
+  it (``ask_only_for_paths``);
 - ``erase``: ``POST .../gdpr-delete`` only, archived contacts included, and nothing at all for
   a subject HubSpot does not hold (by e-mail it would blocklist the address). Never ``DELETE``
   or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days. The deals and
@@ -86,6 +87,11 @@ PROPERTIES_UNREAD: Final = "propertiesNotRead"
 #: UNVERIFIED against HubSpot's scope list; HubSpot answers 403 for a missing scope.
 PROPERTIES_UNREAD_REASON: Final = "crm.schemas.contacts.read"
 
+#: The properties every read asks for whatever the mapping reads: the e-mail, by which
+#: lookups and erasures tell a contact's address. (HubSpot answers ``hs_object_id``,
+#: ``createdate`` and ``lastmodifieddate`` with every contact unasked.)
+OWN_PROPERTIES: Final = ("email",)
+
 #: Error categories worth retrying when HubSpot reports them per input in a 207.
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
 
@@ -137,6 +143,10 @@ class HubSpotAdapter:
         self.client = client
         self.settings = settings
         self.limits = hubspot_limits(settings)
+        #: The contact properties pulls and targeted syncs ask for (``None``: the configured
+        #: ``properties`` whole, before :meth:`ask_only_for_paths`).
+        self.asked_fields: frozenset[str] | None = None
+        self._asked = list(settings.properties)
         self._properties = ",".join(settings.properties)
         self._lookup = ContactLookup(client, settings.properties)
         # Without the schema scope a copy holds the configured properties only (and an
@@ -145,6 +155,26 @@ class HubSpotAdapter:
             client, {"contacts": settings.properties, **MAIN_PROPERTIES}
         )
         self._related = Related(client, self._property_lists)
+
+    def ask_only_for_paths(self, paths: Mapping[str, str]) -> None:
+        """Read contacts with the configured ``properties`` the mapping reads alone, and the
+        e-mail every lookup tells contacts apart by (:data:`OWN_PROPERTIES`).
+
+        ``paths`` are the mapping's (:meth:`SystemMapping.source_paths`, each with the
+        mapping key naming it): under its ``record_root`` they are property names, and the
+        id (``id_path``) is the contact's own, answered with every read. Pulls, targeted
+        syncs and an erasure's lookups then leave a street address or postcode the mapping
+        does not read in HubSpot; an access copy (:meth:`find`) still reads every property
+        the portal defines.
+        """
+        read = {path.split(".", 1)[0] for path, key in paths.items() if key != "id_path"}
+        wanted = read | set(OWN_PROPERTIES)
+        asked = [name for name in self.settings.properties if name in wanted]
+        asked += [name for name in OWN_PROPERTIES if name not in asked]
+        self._asked = asked
+        self._properties = ",".join(asked)
+        self._lookup.properties = list(asked)
+        self.asked_fields = frozenset(asked)
 
     # -- pull --------------------------------------------------------------------------------
 
@@ -376,8 +406,8 @@ class HubSpotAdapter:
         return held
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
-        """The subject's live contact with the configured properties alone, as ``pull`` lists
-        it (see ``Adapter.find``): a targeted sync reads no more than it syncs, where
+        """The subject's live contact with the properties a pull asks for alone, as ``pull``
+        lists it (see ``Adapter.find``): a targeted sync reads no more than it syncs, where
         :meth:`find` reads every property the portal defines (a date of birth, notes) for an
         access copy.
 
@@ -385,7 +415,7 @@ class HubSpotAdapter:
         no live contact (merged away, in the recycle bin) is looked up by e-mail too. An
         archived contact is nobody to sync, as a pull lists none: it is not read.
         """
-        names = self.settings.properties
+        names = self._asked
         contact = None
         if subject.external_id:
             contact = await self._lookup.live_by_id(subject.external_id, names)

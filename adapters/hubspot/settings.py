@@ -66,7 +66,8 @@ class HubSpotSettings(SystemSettings):
         tier: the account's API tier; sets the burst limit (100, 190 or 250 calls per 10 s).
             A ``rate_limit`` table overrides it.
         search_per_second: the CRM search limit (4/s per token by HubSpot's changelog).
-        properties: contact properties read by ``pull`` and ``find_people``.
+        properties: contact properties read by ``pull`` and ``find_people``: those of them
+            the system's mapping reads (``HubSpotAdapter.ask_only_for_paths``).
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ("token",)

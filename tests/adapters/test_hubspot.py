@@ -25,8 +25,10 @@ from adapters.hubspot import (
 from adapters.hubspot.adapter import ERASURE_NOTE
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
+from connector.demo import REPO_MAPPINGS
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
+from connector.mapping import load_mapping
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.adapters.front import Decision, FrontPage
@@ -1463,6 +1465,31 @@ async def test_find_people_reads_the_configured_properties_of_the_live_contact_a
     assert await hub.adapter.find_people(Subject(email="binned@example.com")) == []
     assert await hub.adapter.find_people(Subject(email="", external_id=archived_id)) == []
     assert "dora@example.com" not in repr(hub.sandbox.log.entries)
+
+
+async def test_told_its_mapping_s_paths_pulls_and_targeted_reads_ask_for_those_alone(
+    hub: Harness,
+) -> None:
+    """Given the paths its mapping reads (``ask_only_for_paths``), a pull and a targeted
+    sync's read ask for the configured properties among them (and the e-mail) alone: the
+    street address and postcode, which mappings/hubspot.toml does not read, stay in HubSpot
+    where they were asked for and counted withheld. The id is the contact's own, no property."""
+    mapping = load_mapping(REPO_MAPPINGS / "hubspot.toml")
+    hub.adapter.ask_only_for_paths(mapping.source_paths())
+    read = {f.path for f in mapping.fields.values() if f.inbound}
+    assert hub.adapter.asked_fields == read
+    contact_id = hub.sandbox.add_person(
+        "lotte@example.nl", "Lotte", "Visser", "0612345678", address="Dorpsstraat 1", zip="1234 AB"
+    )
+    (page,) = [page async for page in hub.adapter.pull(None)]
+    (found,) = await hub.adapter.find_people(Subject(email="", external_id=contact_id))
+    for record in (page.records[0], found):
+        assert set(record["properties"]) <= read, set(record["properties"]) - read
+    (listed,) = [e for e in hub.sandbox.log.entries if e.method == "GET" and e.path == CONTACTS]
+    assert set(listed.query["properties"].split(",")) == read
+    # An access copy still reads every property the portal defines.
+    (copy,) = await hub.adapter.find(Subject(email="lotte@example.nl"))
+    assert copy["properties"]["address"] == "Dorpsstraat 1"
 
 
 def test_sandbox_stamps_are_hubspots_form_and_follow_the_clock(

@@ -29,6 +29,7 @@ from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService, RequestView, handle_webhook
 from connector.runtime import Runtime, open_runtime
 from connector.state import WITHDRAWAL
+from connector.targeted import sync_subjects
 from connector.webhooks import receive
 from tests.conftest import MASTER_KEY, VirtualTime
 
@@ -2313,3 +2314,67 @@ async def test_a_customer_synced_before_domains_were_read_in_punycode_is_one_per
     assert view.status == "completed", view
     assert not world.crm.holds(email) and not world.news.holds(email)
     assert not world.deals.holds(email) and not world.shop.holds(email)
+
+
+# -- minimisation: each path reads what it needs -----------------------------------------------
+
+
+def _with_crm_flow(config: Path) -> Path:
+    """The shared config with a flow from HubSpot to Pipedrive: HubSpot as a source."""
+    config.write_text(
+        config.read_text() + '\n[[flows]]\nname = "crm"\nsource = "crm"\ndestinations = ["deals"]\n'
+    )
+    return config
+
+
+@pytest.fixture
+async def crm_rt(world: World, tmp_path: Path) -> AsyncIterator[Runtime]:
+    clock = VirtualTime()
+    async with open_runtime(
+        _with_crm_flow(write_config(tmp_path, world)),
+        transports=world.transports(),
+        sleep=clock.sleep,
+        clock=clock.clock,
+    ) as runtime:
+        yield runtime
+
+
+def _contact_with_an_address(crm: HubSpotSandbox) -> str:
+    return crm.add_person(
+        "lotte@example.nl", "Lotte", "Visser", "0612345678", address="Dorpsstraat 1", zip="1234 AB"
+    )
+
+
+async def test_a_pull_from_hubspot_asks_only_for_the_properties_its_mapping_reads(
+    world: World, crm_rt: Runtime
+) -> None:
+    """What no mapping reads is not asked for (connector/systems.py): HubSpot as a source
+    is asked for the configured properties mappings/hubspot.toml reads, not the street
+    address and postcode it does not, which used to arrive and be counted withheld."""
+    mapping = crm_rt.systems["crm"].mapping
+    read = {f.path for f in mapping.fields.values() if f.inbound} | set(mapping.ignore)
+    _contact_with_an_address(world.crm)
+    (report,) = await crm_rt.engine.sync("crm")
+    assert not report.failed, report.errors
+    asked = {
+        name
+        for e in world.crm.log.entries
+        if e.method == "GET" and e.path == "/crm/v3/objects/contacts"
+        for name in e.query.get("properties", "").split(",")
+        if name
+    }
+    assert asked and asked <= read, sorted(asked - read)
+    assert report.asked_fields is not None and set(report.asked_fields) == asked
+    assert not {"address", "zip"} & set(report.withheld_fields)
+
+
+async def test_a_targeted_sync_from_hubspot_reads_only_the_properties_its_mapping_reads(
+    world: World, crm_rt: Runtime
+) -> None:
+    """A webhook's (or ``resync --email``'s) sync of one contact reads it as a pull does:
+    the street address and postcode no flow sends anywhere stay in HubSpot."""
+    contact_id = _contact_with_an_address(world.crm)
+    (report,) = await sync_subjects(crm_rt, "crm", [(contact_id, None)])
+    assert not report.failed, report.errors
+    assert report.pulled == 1
+    assert not {"address", "zip"} & set(report.withheld_fields)
