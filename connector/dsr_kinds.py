@@ -92,9 +92,6 @@ class KindRunner:
         self.rt = service.rt
         #: Per request run now, the sealed manifest it read or last wrote (see :meth:`_save`).
         self._held: dict[str, bytes | None] = {}
-        #: (source, address) -> the id of the customer the store has not met who holds the
-        #: address there now (see :meth:`_former_subjects`).
-        self._owners: dict[tuple[str, str], str] = {}
 
     async def run(self, row: RequestRow) -> None:
         """Do what is left of ``row`` (an open request).
@@ -576,7 +573,9 @@ class KindRunner:
             if s.status == "exempt"
         }
 
-    async def _former_subjects(self, email: str, sources: list[str]) -> tuple[list[str], list[str]]:
+    async def _former_subjects(
+        self, email: str, sources: list[str], *, owners: dict[str, str] | None = None
+    ) -> tuple[list[str], list[str]]:
         """Subjects the person is known under in the identity map by their record in a source.
 
         Someone who changed their address in the shop since the last sync is held in the
@@ -588,7 +587,8 @@ class KindRunner:
         A source record for the address whose id the store knows under nobody is a customer
         the store has not met (one who signed up under an address another person gave up):
         :data:`STRANGER` is then among the subjects, which :meth:`_same_person` reads as
-        "the address is taken".
+        "the address is taken"; ``owners``, where given, then takes that customer's id in the
+        source (source -> id), for the request run that asked (an access copy's orders).
         """
         found = await _settle(
             {n: self.rt.systems[n].adapter.find(Subject(email=email)) for n in sources}
@@ -613,7 +613,8 @@ class KindRunner:
             elif stored is not None and any(not is_archived(r) for r in outcome):
                 subjects.append(STRANGER)
                 assert own is not None
-                self._owners[(name, email)] = own
+                if owners is not None:
+                    owners[name] = own
         return subjects, answered
 
     async def taken_over(self, email: str) -> bool:
@@ -851,7 +852,10 @@ class KindRunner:
         # record (a source that cannot be asked now fails its own read below as well, and the
         # retry asks again).
         sources = self._sources(row)
-        former, _ = await self._former_subjects(manifest["email"], sources)
+        # Their own id in each source that holds the address for someone the store has not
+        # met (the address is taken): an order there is theirs by it.
+        owners: dict[str, str] = {}
+        former, _ = await self._former_subjects(manifest["email"], sources, owners=owners)
         people = self._same_person(row.subject_id, [*manifest.get("also", []), *former])
         # The address is another customer's now: a system that still finds it on the person
         # who had it (HubSpot keeps a former address on the contact) shows that person.
@@ -862,8 +866,6 @@ class KindRunner:
         held_before = taken or any(
             not who <= set(people) for who in vacated_by(self.rt.store, [row.subject_id]).values()
         )
-        # Their own id in each source that holds them: an order there is theirs by it.
-        owners = {name: self._owners.pop((name, manifest["email"]), None) for name in sources}
         ids: dict[str, str] = {}
         for sid in people:
             for name, external_id in self.service.identities(sid).items():

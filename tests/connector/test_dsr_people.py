@@ -55,6 +55,20 @@ async def test_a_correction_by_a_new_customer_under_an_address_given_up_leaves_o
     assert (contact["properties"]["email"], contact["properties"]["city"]) == (MOVED, "Utrecht")
 
 
+async def test_requests_under_an_address_given_up_leave_it_in_no_memory_of_the_service(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Who holds an address in a source was kept, the address in clear with that customer's
+    id, in the service's memory after a correction or an erasure looked (only an access
+    request took it out again): the daemon kept every such address for its life. What a
+    request's run reads is kept for that run alone."""
+    await _moved_and_address_taken_over(shop, rt)
+    service = DsrService(rt)
+    assert (await service.rectify(CANARY_EMAIL, {"city": "Zeist"})).status == "completed"
+    assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    assert CANARY_EMAIL not in repr(vars(service.kinds))
+
+
 async def test_access_under_a_new_address_lists_the_requests_made_under_the_former(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
 ) -> None:
