@@ -39,6 +39,7 @@ __all__ = [
     "nest",
     "placed_by",
     "placed_by_another",
+    "read_records",
 ]
 
 #: ``webhook_url_check``: the vendor checks a webhook's URL with a GET when it is saved
@@ -304,6 +305,21 @@ class Adapter(Protocol):
         the live person records alone, as ``pull`` lists and reads them: a targeted sync (a
         webhook, ``resync --email``) reads only what it syncs. Without it, targeted syncs use
         ``find``.
+
+        Such an adapter (or one whose ``find`` reads a member's activity, or what a CRM keeps
+        beside a person) also offers ``find_records(subject, *, orders: bool)``, which
+        :func:`read_records` calls: the records ``find`` returns without what only an access
+        copy holds, for an erasure (what it deletes, and its check that nothing is left) and
+        a correction (what it changes). Every person record of the subject, archived ones
+        included and marked as ``find`` marks them, with the fields the mapping reads and what
+        tells them apart (id, e-mail); with ``orders`` too a shop's orders of the subject
+        (``"type": "order"``, :data:`RETAINED` where ``find`` says so), which an erasure
+        anonymises or keeps, without their notes. No notes, activity, associated records or
+        properties the mapping does not read: ``delete-permanent`` and ``gdpr-delete`` take
+        them unread, and a correction has no use for them. (One whose system may hold what a
+        correction leaves and does not read, a shop's guest orders, says so in
+        ``not_held_note: str``, which a correction's step gives where the system holds no
+        person record of the subject.)
         """
         ...
 
@@ -407,6 +423,22 @@ class AdapterSpec:
     client_config: Callable[[Any], ClientConfig]
     limits: Callable[[Any], Limits]
     sandbox: Callable[..., SandboxLike]
+
+
+async def read_records(
+    adapter: Adapter, subject: Subject, *, orders: bool = False
+) -> list[dict[str, Any]]:
+    """The subject's records as an erasure or a correction reads them: the adapter's
+    ``find_records`` (see :meth:`Adapter.find`), else its ``find``.
+
+    ``orders``: a shop's orders of the subject too, which an erasure deletes or keeps; a
+    correction changes none, and reads none.
+    """
+    lookup = getattr(adapter, "find_records", None)
+    if lookup is None:
+        return await adapter.find(subject)
+    found: list[dict[str, Any]] = await lookup(subject, orders=orders)
+    return found
 
 
 def body_key(body: bytes) -> str:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from connector import audit
-from connector.adapter import Subject, WebhookEvent
+from connector.adapter import Subject, WebhookEvent, read_records
 from connector.crypto import manifest_context
 from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
 from connector.dsr_kinds import KindRunner
@@ -983,7 +983,8 @@ class DsrService:
         """The subject's e-mail, read from a system that still holds them by its id.
 
         Only an e-mail that hashes to the known subject id is accepted (when one is known),
-        so a system id reused for someone else cannot redirect the erasure.
+        so a system id reused for someone else cannot redirect the erasure. The record is
+        read as an erasure reads it (:func:`read_records`), not as an access copy.
         """
         order = sorted(ids, key=lambda name: name != first)
         for name in order:
@@ -991,8 +992,8 @@ class DsrService:
             if system is None:
                 continue
             try:
-                records = await system.adapter.find(
-                    Subject(email=PLACEHOLDER_EMAIL, external_id=ids[name])
+                records = await read_records(
+                    system.adapter, Subject(email=PLACEHOLDER_EMAIL, external_id=ids[name])
                 )
             except KlantsyncError as exc:
                 log.warning("lookup by id failed", extra={"system": name, "error": str(exc)})

@@ -25,6 +25,7 @@ from connector.adapter import (
     Subject,
     placed_by,
     placed_by_another,
+    read_records,
 )
 from connector.config import adapter_capabilities
 from connector.crypto import DecryptionError, outbox_context
@@ -92,6 +93,8 @@ class KindRunner:
         self.rt = service.rt
         #: Per request run now, the sealed manifest it read or last wrote (see :meth:`_save`).
         self._held: dict[str, bytes | None] = {}
+        #: Per request run now, what it read of each system before writing (:meth:`_records`).
+        self._reads: dict[str, dict[tuple[str, str, str | None], list[dict[str, Any]]]] = {}
 
     async def run(self, row: RequestRow) -> None:
         """Do what is left of ``row`` (an open request).
@@ -101,6 +104,7 @@ class KindRunner:
                 the run stopped before writing over that, and a retry carries on from it.
         """
         self._held[row.id] = row.manifest
+        self._reads[row.id] = {}
         try:
             if row.kind == "erase":
                 await self._erase(row)
@@ -113,6 +117,7 @@ class KindRunner:
                 raise ValueError(f"unknown request kind {row.kind!r}")
         finally:
             self._held.pop(row.id, None)
+            self._reads.pop(row.id, None)
 
     def _clear_the_log(self) -> None:
         """Truncate the store's write-ahead log after an erasure's run: :meth:`Store.truncate_log`.
@@ -574,7 +579,12 @@ class KindRunner:
         }
 
     async def _former_subjects(
-        self, email: str, sources: list[str], *, owners: dict[str, str] | None = None
+        self,
+        email: str,
+        sources: list[str],
+        *,
+        row: RequestRow | None = None,
+        owners: dict[str, str] | None = None,
     ) -> tuple[list[str], list[str]]:
         """Subjects the person is known under in the identity map by their record in a source.
 
@@ -589,10 +599,11 @@ class KindRunner:
         :data:`STRANGER` is then among the subjects, which :meth:`_same_person` reads as
         "the address is taken"; ``owners``, where given, then takes that customer's id in the
         source (source -> id), for the request run that asked (an access copy's orders).
+
+        The sources' records are read as a correction reads them (:meth:`_records`): ids,
+        addresses and whether each is archived, not a shop's orders or a CRM's notes.
         """
-        found = await _settle(
-            {n: self.rt.systems[n].adapter.find(Subject(email=email)) for n in sources}
-        )
+        found = await _settle({n: self._records(row, n, Subject(email=email)) for n in sources})
         # Known under a form of the address from before addresses were read in NFC (a
         # shop's "e + accent"): the same person, whom no sync has read again since.
         earlier = [self.rt.keyring.subject_id(form) for form in earlier_email_forms(email)]
@@ -672,7 +683,12 @@ class KindRunner:
         return frozenset(others)
 
     async def _find(self, name: str, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self.rt.systems[name].adapter.find(_subject(manifest, name))
+        """The erasure's snapshot of ``name``: ids, whether it holds the person, their
+        numbers, and orders it keeps on purpose (:func:`read_records`). Not the access copy:
+        notes, activity and what a CRM associates with the person go with the erasure
+        unread."""
+        subject = _subject(manifest, name)
+        return await read_records(self.rt.systems[name].adapter, subject, orders=True)
 
     async def _erase_system(
         self, row: RequestRow, name: str, manifest: dict[str, Any], state: SystemRow
@@ -739,7 +755,7 @@ class KindRunner:
             remaining = [
                 r
                 for s in subjects
-                for r in await system.adapter.find(s)
+                for r in await read_records(system.adapter, s, orders=True)
                 if RETAINED not in r and system.mapping.record_id(r) not in subject.spare
             ]
         except KlantsyncError as exc:
@@ -855,7 +871,7 @@ class KindRunner:
         # Their own id in each source that holds the address for someone the store has not
         # met (the address is taken): an order there is theirs by it.
         owners: dict[str, str] = {}
-        former, _ = await self._former_subjects(manifest["email"], sources, owners=owners)
+        former, _ = await self._former_subjects(manifest["email"], sources, row=row, owners=owners)
         people = self._same_person(row.subject_id, [*manifest.get("also", []), *former])
         # The address is another customer's now: a system that still finds it on the person
         # who had it (HubSpot keeps a former address on the contact) shows that person.
@@ -1023,7 +1039,7 @@ class KindRunner:
         ``email`` is known under when the person changed their address since the last sync
         (:meth:`_former_subjects`; a source that cannot be asked now, or that ``row`` may
         not ask, is left out)."""
-        former, _ = await self._former_subjects(email, self._sources(row))
+        former, _ = await self._former_subjects(email, self._sources(row), row=row)
         return self._same_person(subject_id, former)
 
     async def _rectify(self, row: RequestRow) -> None:
@@ -1037,7 +1053,7 @@ class KindRunner:
         for sid in person:
             for name, external_id in self.service.identities(sid).items():
                 ids.setdefault(name, external_id)
-        superseded = await self._changed_in_source_since(manifest, states, ids)
+        superseded = await self._changed_in_source_since(row, manifest, states, ids)
         # A corrected phone goes to each system as a sync sends it: read in the person's
         # country. The corrected country says which, else the one the system holds, else
         # (a system that keeps no country, Pipedrive's persons) the source's.
@@ -1079,7 +1095,11 @@ class KindRunner:
                 self.db.resend_on_next_sync(person, receiving)
 
     async def _changed_in_source_since(
-        self, manifest: dict[str, Any], states: dict[str, SystemRow], ids: dict[str, str]
+        self,
+        row: RequestRow,
+        manifest: dict[str, Any],
+        states: dict[str, SystemRow],
+        ids: dict[str, str],
     ) -> frozenset[str]:
         """Fields the person (or the shop) changed in a source since the correction, which
         the sync carries: they are left to it.
@@ -1107,7 +1127,7 @@ class KindRunner:
             if state is None or (state.status != "done" and not written - {name} and not asked):
                 continue  # the correction reached no system yet: nothing was carried over it
             system = self.rt.systems[name]
-            held = await self._held_now(name, manifest["email"], ids.get(name))
+            held = await self._held_now(row, name, manifest["email"], ids.get(name))
             if held is None:
                 continue
             # Read as the sync read it: a phone without a country code in the person's own
@@ -1124,13 +1144,14 @@ class KindRunner:
                         changed.add(field)
                     continue
                 if state.status == "done" or await self._carried_since(
-                    manifest, written - {name}, ids, field, held.get(field)
+                    row, manifest, written - {name}, ids, field, held.get(field)
                 ):
                     changed.add(field)
         return frozenset(changed)
 
     async def _carried_since(
         self,
+        row: RequestRow,
         manifest: dict[str, Any],
         written: set[str],
         ids: dict[str, str],
@@ -1153,7 +1174,7 @@ class KindRunner:
                 continue
             if noted == self._value_hash(name, field, value):
                 continue
-            held = await self._held_now(name, manifest["email"], ids.get(name))
+            held = await self._held_now(row, name, manifest["email"], ids.get(name))
             if held is not None and held.get(field) == value:
                 return True
         return False
@@ -1189,18 +1210,42 @@ class KindRunner:
         carried, from the value the correction was asked to replace. Unread (the source
         could not be asked), nothing is noted, and nothing is told."""
         if name not in manifest.get("before", {}):
-            held = await self._held_now(name, manifest["email"], external)
+            held = await self._held_now(row, name, manifest["email"], external)
             self._note_before(row, manifest, name, held, kept)
 
-    async def _held_now(self, name: str, email: str, external: str | None) -> Person | None:
-        """The person's own live record in ``name`` as its mapping reads it, read now;
-        ``None`` where it holds none, or cannot be asked (which then decides nothing)."""
-        system = self.rt.systems[name]
+    async def _held_now(
+        self, row: RequestRow, name: str, email: str, external: str | None
+    ) -> Person | None:
+        """The person's own live record in ``name`` as its mapping reads it, read in this
+        run (:meth:`_records`); ``None`` where it holds none, or cannot be asked (which then
+        decides nothing)."""
         try:
-            records = await system.adapter.find(Subject(email=email, external_id=external))
+            records = await self._records(row, name, Subject(email=email, external_id=external))
         except KlantsyncError:
             return None
-        return _held_person(system, records, external)
+        return _held_person(self.rt.systems[name], records, external)
+
+    async def _records(
+        self, row: RequestRow | None, name: str, subject: Subject
+    ) -> list[dict[str, Any]]:
+        """``subject``'s records at ``name`` as a correction reads them (:func:`read_records`:
+        no orders, nothing only an access copy holds), read once per request run.
+
+        The look for a former address, the person's country and what a source holds now ask
+        a system the same before this run writes anything: read again for each, a
+        correction read the shop three times. The run's write to a system reads it afresh
+        first, once the sync's writes on their way have landed (:meth:`_rectify_system`);
+        nothing read is kept past the run (:meth:`run`), and without ``row`` (a request
+        being opened) nothing is kept at all.
+        """
+        adapter = self.rt.systems[name].adapter
+        reads = self._reads.get(row.id) if row is not None else None
+        if reads is None:
+            return await read_records(adapter, subject)
+        key = (name, subject.email, subject.external_id)
+        if key not in reads:
+            reads[key] = await read_records(adapter, subject)
+        return list(reads[key])
 
     def _value_hash(self, name: str, field: str, value: Any) -> str:
         """A keyed hash of a value ``name`` holds of ``field``: compared, never read back."""
@@ -1234,7 +1279,7 @@ class KindRunner:
                 continue
             subject = Subject(email=email, external_id=ids.get(name))
             try:
-                records = await system.adapter.find(subject)
+                records = await self._records(row, name, subject)
             except KlantsyncError:
                 continue
             country = _held_country(system, [r for r in records if not is_archived(r)])
@@ -1287,7 +1332,9 @@ class KindRunner:
         # another process is not seen here: see README, Known limits.)
         await self.rt.engine.in_flight.landed(name, [row.subject_id, *people])
         try:
-            held = await system.adapter.find(Subject(email=email, external_id=external))
+            # Read afresh, as a correction reads (_records): the person's records, not what
+            # only an access copy holds (a shop's orders, a CRM's notes, a member's activity).
+            held = await read_records(system.adapter, Subject(email=email, external_id=external))
             # A record found by the address beside its own (a housemate's CRM person with the
             # person's address as a second e-mail) is the other subject's: corrected with the
             # person, it took their name and phone. The write leaves it (OutboundRecord.spare).
@@ -1300,7 +1347,12 @@ class KindRunner:
                 if held:
                     self._set(row, name, "skipped", _left_to_others(_HELD_ONLY_ARCHIVED, others))
                 else:
-                    held_none = "the system holds no record for the subject"
+                    # Orders are not read for a correction: the adapter says what it leaves
+                    # of them unread (a shop's guest orders), so the step does not deny them.
+                    held_none = (
+                        getattr(system.adapter, "not_held_note", None)
+                        or "the system holds no record for the subject"
+                    )
                     self._set(row, name, "not_held", _left_to_others(held_none, others))
                 return
             external = external or _own_id(system, records, email)

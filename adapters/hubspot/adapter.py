@@ -12,6 +12,8 @@ What it does, by contract verb:
   contacts and once with ``archived=true`` for the recycle bin, because an archived contact
   is still held (restorable for 90 days); each contact found with the records associated
   with it and its address's subscription statuses (:mod:`adapters.hubspot._related`);
+- ``find_records`` (an erasure's snapshot and check, a correction): the contacts ``find``
+  finds, with those properties alone and nothing associated with them;
 - ``find_people`` (a targeted sync: a webhook, ``resync --email``): the live contact by id,
   else by e-mail, with the configured properties the mapping reads only, as ``pull`` reads
   it (``ask_only_for_paths``);
@@ -404,6 +406,17 @@ class HubSpotAdapter:
                 addresses.add(address)
                 contact.update(await self._related.subscriptions(address))
         return held
+
+    async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
+        """The subject's contacts, live and archived, as :meth:`find` finds them, with the
+        properties a pull asks for alone: an erasure's snapshot and check and a correction
+        need their ids, whether each is archived and the mapped properties, not the notes,
+        calls, e-mails, meetings, tasks, deals and companies associated with them, the
+        address's subscriptions or every property the portal defines (see ``Adapter.find``).
+        HubSpot holds no orders (``orders`` is the contract's).
+        """
+        live, others = await self._lookup.held(subject, self._asked)
+        return ([live] if live is not None else []) + others
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The subject's live contact with the properties a pull asks for alone, as ``pull``

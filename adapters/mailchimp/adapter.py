@@ -18,14 +18,16 @@ What it does, by contract verb:
   :meth:`MailchimpAdapter._statuses`). A first write (no member id known) answered with the
   member ``unsubscribed`` on one audience sends the others the withdrawal instead, and its
   result is ``opted_out`` (see :meth:`MailchimpAdapter._opted_out`).
-- ``update`` (a rectification): ``GET`` of the member on each configured audience, then a
-  ``PATCH`` of its fields, never its status, if it is there and not archived. It never adds,
-  subscribes, re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
+- ``update`` (a rectification): ``GET`` of the member's id and status on each configured
+  audience, then a ``PATCH`` of its fields, never its status, if it is there and not
+  archived. It never adds, subscribes, re-subscribes or restores anyone (see
+  :meth:`MailchimpAdapter.update`).
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
   member on every audience, archived members included; each member found comes with its
   notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person)
   and its activity (``GET .../members/{hash}/activity-feed``: sends, opens, clicks, bounces,
-  unsubscribes).
+  unsubscribes); ``find_records`` (an erasure's snapshot and check, a correction) the
+  members alone;
 - ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in, which
   deletes the member's notes with it. Never ``DELETE .../members/{hash}``, which only archives
   (the member can be re-added).
@@ -550,6 +552,13 @@ class MailchimpAdapter:
             activity = await self._activity(list_id, member_hash)
             found.append({**member, "notes": notes, **activity})
         return found
+
+    async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
+        """The subject's member records, as :meth:`find` finds them, without their notes and
+        activity: an erasure's snapshot and check and a correction need the members (ids,
+        status, merge fields), and ``delete-permanent`` deletes the rest unread (see
+        ``Adapter.find``). Mailchimp holds no orders (``orders`` is the contract's)."""
+        return list((await self._members(subject)).values())
 
     async def _members(self, subject: Subject) -> dict[tuple[str, str], dict[str, Any]]:
         """(list id, member id) -> member, from search-members and every audience read by hash.

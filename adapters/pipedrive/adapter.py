@@ -20,7 +20,8 @@ What it does, by contract verb:
   it beside another primary one is not the subject's, as ``upsert`` tells them apart),
   each read in full with what Pipedrive keeps beside them: notes, deals, activities and
   label names (:mod:`.linked`); a person in the 30-day bin among them is reported held,
-  marked so (:func:`~.payloads.in_the_bin`);
+  marked so (:func:`~.payloads.in_the_bin`); ``find_records`` (an erasure's snapshot and
+  check, a correction) the persons alone;
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
@@ -567,6 +568,15 @@ class PipedriveAdapter:
             beside = await self.linked.beside(int(person["id"]))
             found.append({**person, "labels": named, **beside})
         return found
+
+    async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
+        """The subject's persons, as :meth:`find` finds them (those in the bin marked so),
+        without what Pipedrive keeps beside them: an erasure's snapshot and check and a
+        correction need the persons, not the notes staff wrote about them, their deals,
+        activities or label names (see ``Adapter.find``; the erasure counts what it leaves
+        of those itself). ``orders`` is the contract's: deals are no orders of the person's."""
+        people, _ = await self._held(subject)
+        return people
 
     async def _held(self, subject: Subject) -> tuple[list[dict[str, Any]], list[int]]:
         """The persons ``find`` reports, without what is kept beside them, and the ids of

@@ -552,6 +552,13 @@ class ShopifyAdapter:
             extra={"system": self.client.system, "orders_not_read": missing},
         )
 
+    async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
+        """The customer node(s) as a pull reads them (see ``Adapter.find``), for an erasure's
+        snapshot and check and a correction's reads. Without orders even where asked for
+        them: Shopify's erasure is of the customer, whose orders go with it, and an order is
+        read only by the customer's id, so it tells nothing the customer does not."""
+        return await self.find_people(subject)
+
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer node(s) alone (see ``Adapter.find``): a targeted sync reads no orders."""
         return list(await self._customers_for(subject, held=False))

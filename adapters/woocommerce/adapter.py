@@ -92,6 +92,10 @@ NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are no
 KEPT_ORDERS = "kept with their billing data (anonymise_orders is off: kept for tax law)"
 #: WooCommerce's answer (400) to an update of an order it no longer has.
 ORDER_GONE = "woocommerce_rest_shop_order_invalid_id"
+#: What an erasure's reads ask of an order (``_fields``): its id, and what tells whose it is
+#: (the account that placed it, the address it is billed to). Not what was bought, its
+#: total, its addresses, or the IP address and browser it was placed from.
+ORDER_KEYS = ("id", "customer_id", "billing.email")
 
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
@@ -170,6 +174,9 @@ class WooCommerceAdapter:
     #: Each order found comes with what was bought, its total and payment method, the IP
     #: address and browser it was placed from, and its notes.
     copy_categories: frozenset[str] = frozenset({"orders", "online", "notes"})
+    #: What a correction's step says where the shop holds no account of the person: it
+    #: reads no orders (``find_records``), and changes none, guest orders billed to them too.
+    not_held_note: str = NOT_HELD_NOTE
 
     def __init__(self, client: SystemClient, settings: WooCommerceSettings) -> None:
         self.client = client
@@ -534,13 +541,17 @@ class WooCommerceAdapter:
             found = found if own is None else [own, *found]
         return [c for c in found if str(c["id"]) not in subject.spare]
 
-    async def _list_orders(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def _list_orders(
+        self, params: Mapping[str, Any], fields: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         orders: list[dict[str, Any]] = []
         seen: set[int] = set()
         page = 1
         while True:
             response = await self.client.request(
-                "GET", f"{API}/orders", params={**params, "per_page": PAGE_SIZE, "page": page}
+                "GET",
+                f"{API}/orders",
+                params={**params, **(fields or {}), "per_page": PAGE_SIZE, "page": page},
             )
             batch = self._list(response, "GET", f"{API}/orders")
             fresh = [o for o in batch if o["id"] not in seen]
@@ -555,17 +566,22 @@ class WooCommerceAdapter:
                 return orders
             page += 1
 
-    async def _orders_anywhere(self, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    async def _orders_anywhere(
+        self, params: Mapping[str, Any], fields: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """``_list_orders``, and the same in the trash: wc/v3's ``status=any`` (its default)
         leaves trashed orders out and lists them only under ``status=trash``. A trashed
         order (the shop owner's bin, WooCommerce's own clean-up of failed and cancelled
         orders) keeps its billing data and can be restored, so access shows it and an
         erasure blanks it like any other."""
-        listed = await self._list_orders(params)
-        return listed + await self._list_orders({**params, "status": "trash"})
+        listed = await self._list_orders(params, fields)
+        return listed + await self._list_orders({**params, "status": "trash"}, fields)
 
     async def _orders_for(
-        self, subject: Subject, customers: Sequence[Mapping[str, Any]]
+        self,
+        subject: Subject,
+        customers: Sequence[Mapping[str, Any]],
+        fields: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The subject's orders, trashed ones included: those their ``customers`` placed,
         and those billed to their addresses (:func:`_addresses`) that are theirs by
@@ -573,7 +589,8 @@ class WooCommerceAdapter:
         too: guest orders, and their own accounts' (an account the identity map names
         counts, should the shop not have detached its orders when it was deleted). An order
         another account holder billed to the address is that customer's: an erasure that
-        blanked it destroyed their name, address and note."""
+        blanked it destroyed their name, address and note. Whole, or cut to ``fields``
+        (``{"_fields": ...}``, which must keep what this reads: :data:`ORDER_KEYS`)."""
         accounts = [int(customer["id"]) for customer in customers]
         own = {str(account) for account in accounts}
         known = _wp_id(subject.external_id)
@@ -581,7 +598,7 @@ class WooCommerceAdapter:
             own.add(known)
         found: dict[int, dict[str, Any]] = {}
         for account in accounts:
-            for order in await self._orders_anywhere({"customer": account}):
+            for order in await self._orders_anywhere({"customer": account}, fields):
                 found[order["id"]] = order
         for email in _addresses(subject, customers):
             wanted = normalise_email(email)
@@ -592,7 +609,7 @@ class WooCommerceAdapter:
             # search is a substring match over the address index: keep exact e-mail matches
             # only, so jan@x.nl is never mistaken for an@x.nl, nor strasse@ (another subject)
             # for straße@, which the shop's database may fold to the same.
-            for order in await self._orders_anywhere({"search": email}):
+            for order in await self._orders_anywhere({"search": email}, fields):
                 billing = order.get("billing")
                 billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
                 if (
@@ -609,15 +626,39 @@ class WooCommerceAdapter:
         customers = await self._customers_for(subject)
         orders = await self._orders_for(subject, customers)
         held: list[dict[str, Any]] = list(customers)
-        # Not anonymised by an erasure (anonymise_orders off: kept for tax law), an order
-        # is held on purpose: found for access, and no sign an erasure failed.
-        kept = {} if self.settings.anonymise_orders else {RETAINED: "tax_records"}
+        kept = self._kept()
         # Each with its notes: a shop employee's, or one sent to the customer, they may
         # hold what the person said or what was said about them.
         return held + [
             {"type": "order", **order, "notes": await self._notes_of(order["id"]), **kept}
             for order in orders
         ]
+
+    async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
+        """The customer account(s) as :meth:`find` finds them, with the fields a pull asks
+        for alone, and with ``orders`` their orders as :meth:`find` finds and marks them,
+        each with what tells whose it is alone (:data:`ORDER_KEYS`) and without its notes
+        (see ``Adapter.find``).
+
+        An erasure's snapshot and check need the accounts and whether orders of the person
+        are held; a correction changes the account alone. Neither reads what was bought, the
+        order's addresses or the staff's notes on it: the erasure blanks the orders and
+        deletes their notes reading them itself (:meth:`erase`).
+        """
+        asked = self.asked_fields
+        fields = {} if asked is None else {"_fields": ",".join(sorted(asked))}
+        customers = await self._customers_for(subject, fields)
+        if not orders:
+            return customers
+        listed = await self._orders_for(subject, customers, {"_fields": ",".join(ORDER_KEYS)})
+        kept = self._kept()
+        return [*customers, *({"type": "order", **order, **kept} for order in listed)]
+
+    def _kept(self) -> dict[str, str]:
+        """What marks a found order: not anonymised by an erasure (anonymise_orders off:
+        kept for tax law), it is held on purpose (:data:`RETAINED`), found for access, and
+        no sign an erasure failed."""
+        return {} if self.settings.anonymise_orders else {RETAINED: "tax_records"}
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer alone (see ``Adapter.find``): a targeted sync reads no orders, and

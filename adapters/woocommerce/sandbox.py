@@ -306,13 +306,13 @@ class WooCommerceSandbox(SandboxBase):
 
     async def _list_orders(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         items, headers = list_orders(self.store, request)
-        return _json(items, 200, headers), []
+        return _json(self._fields(request, items), 200, headers), []
 
     async def _get_order(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         order = self.store.orders.get(int(request.path_params["id"]))
         if order is None:
             raise ApiError(404, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
-        return _json(order), []
+        return _json(self._fields(request, order)), []
 
     async def _list_notes(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``GET /orders/{id}/notes``: every note, newest first, unpaged (as wc/v3 answers)."""

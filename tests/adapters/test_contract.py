@@ -24,7 +24,14 @@ from hypothesis import settings as settings_
 from hypothesis import strategies as st
 
 from adapters.registry import REGISTRY
-from connector.adapter import Adapter, OutboundRecord, SandboxLike, Subject, WebhookRequest
+from connector.adapter import (
+    Adapter,
+    OutboundRecord,
+    SandboxLike,
+    Subject,
+    WebhookRequest,
+    read_records,
+)
 from connector.errors import FatalRemoteError, KlantsyncError
 from connector.http import RetryPolicy, SystemClient
 from connector.systems import _limits
@@ -184,6 +191,28 @@ async def test_update_changes_only_what_is_held_and_creates_nobody(pair: Pair) -
         assert result.outcome == "updated", result
     held = pair.sandbox.record_for(record.email)
     assert held is not None and "Fixed" in repr(held)
+
+
+@pytest.mark.parametrize("orders", [False, True])
+async def test_an_erasure_s_or_a_correction_s_read_finds_whom_find_finds(
+    pair: Pair, orders: bool
+) -> None:
+    """``read_records`` (an erasure's snapshot and check, a correction's read) finds the
+    person records ``find`` finds, with the mapped fields, and nothing of the person that
+    only an access copy holds."""
+    from connector.demo import REPO_MAPPINGS
+    from connector.mapping import load_mapping
+
+    mapping = load_mapping(REPO_MAPPINGS / f"{pair.kind}.toml")
+    pair.sandbox.add_person(CANARY, "Canary", "Contract", "0612345678")
+    subject = Subject(email=CANARY)
+    copy = await pair.adapter.find(subject)
+    read = await read_records(pair.adapter, subject, orders=orders)
+    people = [mapping.record_id(r) for r in copy if r.get("type") != "order"]
+    assert people and [mapping.record_id(r) for r in read] == people
+    assert [mapping.inbound(r).email for r in read] == [CANARY]
+    copy_only = {"notes", "activity", "associations", "subscriptions", "deals", "activities"}
+    assert not copy_only & {key for record in read for key in record}
 
 
 async def test_erasure_is_permanent_idempotent_and_honest(pair: Pair) -> None:
@@ -381,7 +410,11 @@ def _calls(adapter: Adapter, records: list[OutboundRecord], subject: Subject) ->
         calls.append(adapter.upsert(records))
     if "update" in adapter.capabilities:
         calls.append(adapter.update(records))
-    calls += [adapter.find(subject), adapter.erase(subject)]
+    calls += [
+        adapter.find(subject),
+        read_records(adapter, subject, orders=True),
+        adapter.erase(subject),
+    ]
     return calls
 
 
@@ -391,13 +424,17 @@ async def test_find_never_reports_nobody_held_from_an_answer_it_could_not_read(
     kind: str, garbage: bytes
 ) -> None:
     """An erasure's verification reads each system again and certifies "absent" from what
-    find returns: an answer it cannot read (a maintenance page, an empty object) must be an
-    error, never an empty list, or the receipt would certify what nobody checked."""
+    it finds (``read_records``, as its snapshot; an access copy reads ``find``): an answer
+    it cannot read (a maintenance page, an empty object) must be an error, never an empty
+    list, or the receipt would certify what nobody checked."""
     client, adapter = _wired(
         kind,
         httpx.MockTransport(lambda _request: httpx.Response(200, content=garbage)),
         REGISTRY[kind].sandbox().credentials(),
     )
+    subject = Subject(email="contract1@example.nl", external_id="12")
     async with client:
         with pytest.raises(KlantsyncError):
-            await adapter.find(Subject(email="contract1@example.nl", external_id="12"))
+            await adapter.find(subject)
+        with pytest.raises(KlantsyncError):
+            await read_records(adapter, subject, orders=True)

@@ -23,8 +23,10 @@ from adapters.woocommerce.store import ShopStore
 from adapters.woocommerce.synthetic import _EPOCH, synthetic_customer
 from adapters.woocommerce.webhooks import webhook_signature
 from connector.adapter import Adapter, OutboundRecord, Page, Subject, WebhookRequest, body_key
+from connector.demo import REPO_MAPPINGS
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
+from connector.mapping import load_mapping
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.conftest import FakeClock
@@ -691,6 +693,30 @@ async def test_find_returns_the_customer_and_their_orders(harness: Harness) -> N
     assert [o["id"] for o in found[1:]] == orders
     assert all(o["type"] == "order" for o in found[1:])
     assert stranger not in [o["id"] for o in found[1:]]
+
+
+async def test_an_erasure_s_read_takes_orders_by_whose_they_are_alone_and_a_correction_s_none(
+    harness: Harness,
+) -> None:
+    """``find_records`` finds whom ``find`` finds, but an order only by its id, the account
+    that placed it and its billing e-mail (what was bought, its addresses and the staff's
+    notes stay in the shop), and for a correction no order at all."""
+    harness.adapter.ask_only_for(load_mapping(REPO_MAPPINGS / "woocommerce.toml").source_fields())
+    customer_id, orders, _ = seed_subject(harness.sandbox)
+    harness.sandbox.add_order_note(orders[0], "klant klaagde over bezorger")
+    harness.sandbox.log.clear()
+    subject = Subject(email="an@example.com")
+    customer, *listed = await harness.adapter.find_records(subject, orders=True)
+    assert customer["id"] == int(customer_id) and "username" not in customer
+    assert [o["id"] for o in listed] == orders
+    for order in listed:
+        assert set(order) == {"type", "id", "customer_id", "billing"}, order
+        assert set(order["billing"]) == {"email"}
+    assert not [e.path for e in harness.sandbox.log.entries if e.path.endswith("/notes")]
+    harness.sandbox.log.clear()
+    (alone,) = await harness.adapter.find_records(subject, orders=False)
+    assert alone["id"] == int(customer_id)
+    assert not [e.path for e in harness.sandbox.log.entries if "/orders" in e.path]
 
 
 async def test_find_takes_no_guest_order_billed_to_an_address_that_only_folds_the_same(

@@ -489,10 +489,10 @@ async def test_an_erasure_stopped_while_asking_the_systems_stops_as_it_was_stopp
     interruption itself, not as an internal assertion about the systems' answers."""
     await seeded(shop, rt)
 
-    async def stopped(_subject: Subject) -> list[dict[str, Any]]:
+    async def stopped(_subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
         raise Stopped
 
-    rt.systems["crm"].adapter.find = stopped  # type: ignore[method-assign]
+    rt.systems["crm"].adapter.find_records = stopped  # type: ignore[attr-defined]
     with pytest.raises(Stopped):
         await DsrService(rt).erase(CANARY_EMAIL)
 
@@ -634,8 +634,8 @@ async def test_a_pending_erasure_whose_verifying_read_failed_stays_pending_and_i
     reads again without asking the vendor to erase again (that is once a day). The part used
     to turn "failed", and every retry asked the vendor again."""
     await seeded(shop, rt)
-    adapter = rt.systems["crm"].adapter
-    real_find = adapter.find
+    adapter: Any = rt.systems["crm"].adapter
+    real_find = adapter.find_records
     asked: list[Subject] = []
     reads = {"n": 0}
 
@@ -645,14 +645,15 @@ async def test_a_pending_erasure_whose_verifying_read_failed_stays_pending_and_i
             found=True, mode="async_hard_delete", reversible=False, endpoint="POST q", pending=True
         )
 
-    async def find(subject: Subject) -> list[dict[str, Any]]:
+    async def find(subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
         reads["n"] += 1
         if reads["n"] == 2:  # the verifying read after the erasure
             raise RetryableError("crm", "GET", "/crm/v3/objects/contacts/search", 503, "down")
-        return await real_find(subject)
+        found: list[dict[str, Any]] = await real_find(subject, orders=orders)
+        return found
 
     adapter.erase = queued
-    adapter.find = find
+    adapter.find_records = find
     moment = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
     clock = {"now": moment}
     service = DsrService(rt, now=lambda: clock["now"])
@@ -2386,17 +2387,19 @@ async def test_a_retry_under_way_erases_nothing_in_a_system_exempted_meanwhile(
     assert view.system("shop").status == "failed" and view.system("crm").status == "failed"
     shop.faults.down = False
     crm.faults.down = False
-    adapter = rt.systems["crm"].adapter
-    real_find = adapter.find
+    adapter: Any = rt.systems["crm"].adapter
+    real_find = adapter.find_records
     exempted: list[str] = []
 
-    async def find_while_the_operator_exempts_the_shop(subject: Subject) -> Any:
+    async def find_while_the_operator_exempts_the_shop(
+        subject: Subject, *, orders: bool = False
+    ) -> Any:
         if not exempted:
             service.exempt(view.id, "shop", "records needed for a pending legal claim")
             exempted.append("shop")
-        return await real_find(subject)
+        return await real_find(subject, orders=orders)
 
-    adapter.find = find_while_the_operator_exempts_the_shop  # type: ignore[method-assign]
+    adapter.find_records = find_while_the_operator_exempts_the_shop
     view = await service.retry(view.id)
     assert exempted == ["shop"]
     assert view.system("shop").status == "exempt"
@@ -2462,17 +2465,19 @@ async def test_a_correction_under_way_writes_nothing_to_a_system_exempted_meanwh
     view = await service.rectify(CANARY_EMAIL, {"phone": "+31611112222"})
     assert view.system("crm").status == "failed"
     crm.faults.down = False
-    adapter = rt.systems["crm"].adapter
-    real_find = adapter.find
+    adapter: Any = rt.systems["crm"].adapter
+    real_find = adapter.find_records
     exempted: list[str] = []
 
-    async def find_while_the_operator_exempts_the_crm(subject: Subject) -> Any:
+    async def find_while_the_operator_exempts_the_crm(
+        subject: Subject, *, orders: bool = False
+    ) -> Any:
         if not exempted:
             service.exempt(view.id, "crm", "the CRM's record is evidence in a dispute")
             exempted.append("crm")
-        return await real_find(subject)
+        return await real_find(subject, orders=orders)
 
-    adapter.find = find_while_the_operator_exempts_the_crm  # type: ignore[method-assign]
+    adapter.find_records = find_while_the_operator_exempts_the_crm
     crm.log.clear()
     view = await service.retry(view.id)
     assert exempted == ["crm"]

@@ -159,14 +159,14 @@ async def test_an_erasure_asks_no_source_unless_an_alias_leads_somewhere(
     retries) before its suppression entry was written."""
     await seeded(shop, rt)
     adapter = rt.systems["shop"].adapter
-    real = adapter.find
+    real = adapter.find_records
     suppressed_then: list[bool] = []
 
-    async def find(subject: Any) -> Any:
+    async def find(subject: Any, *, orders: bool = False) -> Any:
         suppressed_then.append(bool(rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)])))
-        return await real(subject)
+        return await real(subject, orders=orders)
 
-    adapter.find = find  # type: ignore[method-assign]
+    adapter.find_records = find
     assert (await DsrService(rt).erase(CANARY_EMAIL)).status == "completed"
     assert suppressed_then and all(suppressed_then)
 
@@ -189,6 +189,26 @@ async def test_a_retried_correction_of_a_foreign_phone_is_not_taken_as_supersede
     assert view.system("crm").status == "done", view.system("crm").detail
     contact = crm.record_for(CANARY_EMAIL)
     assert contact is not None and contact["properties"]["phone"] == "+32470998877"
+
+
+async def test_a_retried_phone_correction_asks_the_shop_each_question_once(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The retry of a phone correction HubSpot was down for asks the shop whether the
+    person changed the number there since and in which country they live: one read of the
+    customer for both within the run (and one by the address alone, the look for a former
+    address). Each question used to read the customer again."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.rectify(CANARY_EMAIL, {"phone": "0612312312"})
+    assert first.system("crm").status == "failed"
+    crm.faults.down = False
+    shop.log.clear()
+    view = await service.retry(first.id)
+    assert view.status == "completed", view
+    reads = [e for e in shop.log.entries if e.method == "GET" and "/customers" in e.path]
+    assert len(reads) == 2, [(e.path, sorted(e.query)) for e in reads]
 
 
 async def test_an_erasure_typed_in_nfc_reaches_the_customer_held_in_nfd(

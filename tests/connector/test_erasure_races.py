@@ -349,16 +349,16 @@ async def _retry_held_at_the_shop(
     """Start a retry of ``request_id`` on ``rt`` (another process) and hold it at its first
     call to the shop, after it read the request; set the event to let it go on."""
     shop_adapter: Any = rt.systems["shop"].adapter
-    real_find = shop_adapter.find
+    real_find = shop_adapter.find_records
     entered, release = asyncio.Event(), asyncio.Event()
 
-    async def held_find(subject: Any) -> Any:
-        shop_adapter.find = real_find
+    async def held_find(subject: Any, *, orders: bool = False) -> Any:
+        shop_adapter.find_records = real_find
         entered.set()
         await release.wait()
-        return await real_find(subject)
+        return await real_find(subject, orders=orders)
 
-    shop_adapter.find = held_find
+    shop_adapter.find_records = held_find
     run = asyncio.create_task(DsrService(rt).retry(request_id))
     await entered.wait()
     return run, release

@@ -67,15 +67,16 @@ async def test_a_crash_between_erase_and_its_verification_never_yields_an_unveri
                 found=True, mode="hard_delete", reversible=False, endpoint="POST gdpr-delete"
             )
 
-        original_find = adapter.find
+        original_find = adapter.find_records
 
-        async def find(subject: Subject) -> list[dict[str, Any]]:
+        async def find(subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
             if erased:
                 raise Crash("killed before the verifying read")
-            return await original_find(subject)
+            found: list[dict[str, Any]] = await original_find(subject, orders=orders)
+            return found
 
         adapter.erase = accepted_not_yet_purged
-        adapter.find = find
+        adapter.find_records = find
         with pytest.raises(Crash):
             await DsrService(rt).erase(CANARY_EMAIL)
         (view,) = DsrService(rt).list(open_only=True)

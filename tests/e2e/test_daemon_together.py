@@ -380,15 +380,15 @@ async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_
 
         engine.in_flight.landed = landed
         find_entered, find_go = asyncio.Event(), asyncio.Event()
-        real_find = crm.find
+        real_find = crm.find_records
 
-        async def slow_find(subject: Any) -> Any:
+        async def slow_find(subject: Any, *, orders: bool = False) -> Any:
             if past_wait["crm"] and not find_entered.is_set():
                 find_entered.set()
                 await find_go.wait()
-            return await real_find(subject)
+            return await real_find(subject, orders=orders)
 
-        crm.find = slow_find
+        crm.find_records = slow_find
         # ... and the batch's upsert too.
         upsert_entered, upsert_go = asyncio.Event(), asyncio.Event()
         real_upsert = crm.upsert

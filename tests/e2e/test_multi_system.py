@@ -1419,11 +1419,11 @@ async def test_a_crash_in_a_retry_s_verifying_read_does_not_ask_shopify_to_erase
     assert not report.failed
     view = await service.erase(email)
     assert view.system("shopify").status == "pending_verification"
-    adapter = rt.systems["shopify"].adapter
-    real_find, real_erase = adapter.find, adapter.erase
+    adapter: Any = rt.systems["shopify"].adapter
+    real_find, real_erase = adapter.find_records, adapter.erase
     asked: list[Subject] = []
 
-    async def dying_find(subject: Subject) -> list[dict[str, Any]]:
+    async def dying_find(subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
         raise Crash("killed during the verifying read")
 
     async def counting_erase(subject: Subject) -> ErasureResult:
@@ -1432,10 +1432,10 @@ async def test_a_crash_in_a_retry_s_verifying_read_does_not_ask_shopify_to_erase
 
     adapter.erase = counting_erase  # type: ignore[method-assign]
     clock["now"] += dt.timedelta(minutes=15)
-    adapter.find = dying_find  # type: ignore[method-assign]
+    adapter.find_records = dying_find
     with pytest.raises(Crash):
         await service.retry(view.id)
-    adapter.find = real_find  # type: ignore[method-assign]
+    adapter.find_records = real_find
     crashed = service.get(view.id)
     assert crashed is not None and crashed.system("shopify").status == "pending_verification"
     clock["now"] += dt.timedelta(minutes=15)
@@ -2317,6 +2317,103 @@ async def test_a_customer_synced_before_domains_were_read_in_punycode_is_one_per
 
 
 # -- minimisation: each path reads what it needs -----------------------------------------------
+
+
+def _calls(sandbox: Any) -> list[str]:
+    return [f"{e.method} {e.path}" for e in sandbox.log.entries]
+
+
+async def _synced_with_the_shop_s_orders(world: World, rt: Runtime) -> str:
+    """One opted-in customer synced to HubSpot, Mailchimp and Pipedrive, with an order and
+    a note on it in the shop, and every sandbox's log cleared; their address."""
+    world.shop.seed_synthetic(1, seed=61)  # customer 1 opted in (odd ids do)
+    (report,) = await rt.engine.sync("shop")
+    assert not report.failed, report.errors
+    email = str(world.shop.store.get(1)["email"])
+    assert world.crm.holds(email) and world.news.holds(email) and world.deals.holds(email)
+    order = world.shop.add_order(1, billing={"email": email})
+    world.shop.add_order_note(order, "klant klaagde over bezorger")
+    return email
+
+
+def _clear_logs(world: World) -> None:
+    for name in ("shop", "shopify", "crm", "news", "deals"):
+        getattr(world, name).log.clear()
+
+
+async def test_a_correction_reads_no_orders_nor_what_the_crms_keep_beside_the_person(
+    world: World, rt: Runtime
+) -> None:
+    """A correction needs each system's record of the person (ids, whether it is live, the
+    mapped fields), not its access copy: no shop order or note on it (read three times
+    over), no HubSpot property list, associated note or subscription, no Pipedrive note,
+    deal or activity."""
+    email = await _synced_with_the_shop_s_orders(world, rt)
+    contact = world.crm.record_for(email)
+    assert contact is not None
+    world.crm.add_associated(str(contact["id"]), "notes", hs_note_body="belde boos over factuur")
+    _clear_logs(world)
+    view = await DsrService(rt).rectify(email, {"city": "Utrecht"})
+    assert view.status == "completed", view
+    assert world.crm.record_for(email)["properties"]["city"] == "Utrecht"  # type: ignore[index]
+    assert world.shop.record_for(email)["billing"]["city"] == "Utrecht"  # type: ignore[index]
+    beyond = [call for call in _calls(world.shop) if "/orders" in call] + [
+        call
+        for call in _calls(world.crm) + _calls(world.deals)
+        if "/associations/" in call
+        or "communication-preferences" in call
+        or call == "GET /crm/v3/properties/contacts"
+        or call in ("GET /api/v1/notes", "GET /api/v2/deals", "GET /api/v2/activities")
+    ]
+    assert beyond == [], beyond
+
+
+async def test_a_correction_of_a_first_name_reads_no_newsletter_activity_or_notes(
+    world: World, rt: Runtime
+) -> None:
+    """Correcting a first name at Mailchimp is a read of the member's status and a PATCH of
+    FNAME: not its activity feed (every open and click) nor the staff's notes on it."""
+    email = await _synced_with_the_shop_s_orders(world, rt)
+    world.news.add_activity(email, "open", campaign_id="c1")
+    world.news.add_note(email, "klaagt vaak")
+    _clear_logs(world)
+    view = await DsrService(rt).rectify(email, {"first_name": "Pieternel"})
+    assert view.status == "completed", view
+    assert world.news.member(LISTS[0], email)["merge_fields"]["FNAME"] == "Pieternel"  # type: ignore[index]
+    beyond = [c for c in _calls(world.news) if c.endswith(("/activity-feed", "/notes"))]
+    assert beyond == [], beyond
+
+
+async def test_an_erasure_reads_no_newsletter_activity_nor_order_notes_to_delete_them(
+    world: World, rt: Runtime
+) -> None:
+    """The erasure's snapshot keeps each system's ids and whether it holds the person, and
+    its check reads whether anyone is left: neither needs the member's activity or the
+    staff's notes, which ``delete-permanent`` deletes unread, nor an order's notes, which
+    the shop's erasure reads only to delete them. The receipts say what they said."""
+    email = await _synced_with_the_shop_s_orders(world, rt)
+    world.news.add_activity(email, "click", campaign_id="c1", url="https://x.example/")
+    world.news.add_note(email, "klaagt vaak")
+    _clear_logs(world)
+    view = await DsrService(rt).erase(email)
+    assert view.status == "completed", view
+    assert not world.news.holds(email) and not world.shop.holds(email)
+    member = subscriber_hash(email)
+    beyond = [
+        call
+        for call in _calls(world.news)
+        if call.startswith("GET") and member in call and call.endswith(("/activity-feed", "/notes"))
+    ]
+    assert beyond == [], beyond
+    # The order's notes are read once, by the erasure that deletes them.
+    notes = [c for c in _calls(world.shop) if c.startswith("GET") and c.endswith("/notes")]
+    assert len(notes) == 1, notes
+    order_reads = [
+        e.query.get("_fields")
+        for e in world.shop.log.entries
+        if e.method == "GET" and e.path.endswith("/orders")
+    ]
+    assert "id,customer_id,billing.email" in order_reads
 
 
 def _with_crm_flow(config: Path) -> Path:
