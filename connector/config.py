@@ -488,13 +488,7 @@ def load_config(
         try:
             mappings[name] = load_mapping(settings.mapping)
         except ConfigError as exc:
-            # The mapping's own file and key come first; which config line chose that file
-            # is what someone editing the config needs next.
-            raise ConfigError(
-                exc.file,
-                exc.key,
-                f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})",
-            ) from None
+            raise _in_mapping(exc, name, file) from None
         _check_mapping_kind(name, settings, mappings[name], file)
 
     flows_raw = data.get("flows", [])
@@ -670,12 +664,15 @@ def _check_mapping_kind(
     try:
         settings.check_mapping(mapping)
     except ConfigError as exc:
-        # As for the mapping's own errors: its file and key first, then the config's line.
-        raise ConfigError(
-            exc.file,
-            exc.key,
-            f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})",
-        ) from None
+        raise _in_mapping(exc, name, file) from None
+
+
+def _in_mapping(exc: ConfigError, name: str, file: str) -> ConfigError:
+    """A mapping's error, its own file and key first; which config line chose that file is
+    what someone editing the config needs next."""
+    return ConfigError(
+        exc.file, exc.key, f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})"
+    )
 
 
 def _check_daemon(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -271,3 +273,25 @@ def example_config(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in re.findall(r'"env:([A-Z0-9_]+)"', live):
         monkeypatch.setenv(name, "x")
     return directory / "config.toml"
+
+
+@contextmanager
+def modes_before_chmod(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+    """Under the usual umask (022), the mode each file had when ``Path.chmod`` narrowed it,
+    by name: a file written under the umask and narrowed after was readable by others for
+    that moment (and for good after a kill in between); one made owner-only is never
+    narrowed, and is not here."""
+    before: dict[str, int] = {}
+    real_chmod = Path.chmod
+
+    def spy(self: Path, mode: int, *args: Any, **kwargs: Any) -> None:
+        if self.exists():
+            before[self.name] = self.stat().st_mode & 0o777
+        real_chmod(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "chmod", spy)
+    previous = os.umask(0o022)
+    try:
+        yield before
+    finally:
+        os.umask(previous)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import os
 import re
 import ssl
 from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -47,6 +46,7 @@ from tests.conftest import (
     CANARY_PHONE_E164,
     FakeClock,
     VirtualTime,
+    modes_before_chmod,
     no_sleep,
 )
 
@@ -136,20 +136,8 @@ def test_the_local_ca_writes_a_server_key_owner_only_from_the_start(
     """The sandboxes' TLS server key (a server the config trusts through its CA) is never
     readable by others: written under the umask and narrowed after, it was for a moment,
     and for good after a kill in between."""
-    before_chmod: dict[str, int] = {}
-    real_chmod = Path.chmod
-
-    def spy(self: Path, mode: int, *args: Any, **kwargs: Any) -> None:
-        if self.exists():
-            before_chmod[self.name] = self.stat().st_mode & 0o777
-        real_chmod(self, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "chmod", spy)
-    previous = os.umask(0o022)
-    try:
+    with modes_before_chmod(monkeypatch) as before_chmod:
         served = DevCA(tmp_path / "tls").issue("sandbox")
-    finally:
-        os.umask(previous)
     assert served.key_path.stat().st_mode & 0o777 == 0o600
     assert before_chmod.get(served.key_path.name, 0o600) & 0o077 == 0
 

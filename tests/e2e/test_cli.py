@@ -29,7 +29,7 @@ from connector.receipts import LEGACY_KEY_FILE
 from connector.sandboxkit import serve_tls
 from connector.schema import MIGRATIONS
 from connector.state import Store
-from tests.conftest import CANARY_EMAIL, CANARY_PHONE_E164, ENV
+from tests.conftest import CANARY_EMAIL, CANARY_PHONE_E164, ENV, modes_before_chmod
 from tests.conftest import write_config as write_test_config
 from tests.store_versions import add_people, as_the_version_before, store_at
 
@@ -604,17 +604,7 @@ def test_demo_writes_its_master_key_and_credential_files_owner_only_from_the_sta
     secrets. Written under the usual umask (0644) and narrowed to 0600 after, every local
     user could read the master key for that moment, and for good after a kill in between:
     each is owner-only from the start."""
-    before_chmod: dict[str, int] = {}
-    real_chmod = Path.chmod
-
-    def spy(self: Path, mode: int, *args: Any, **kwargs: Any) -> None:
-        if self.exists():
-            before_chmod[self.name] = self.stat().st_mode & 0o777
-        real_chmod(self, mode, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "chmod", spy)
-    previous = os.umask(0o022)
-    try:
+    with modes_before_chmod(monkeypatch) as before_chmod:
         write_config(
             tmp_path,
             {"shop": "https://127.0.0.1:1", "crm": "https://127.0.0.1:2"},
@@ -624,8 +614,6 @@ def test_demo_writes_its_master_key_and_credential_files_owner_only_from_the_sta
                 "crm": {"token": "pat-x"},
             },
         )
-    finally:
-        os.umask(previous)
     written = [tmp_path / "master.key", *sorted((tmp_path / "secrets").iterdir())]
     assert len(written) == 4
     assert all(path.stat().st_mode & 0o777 == 0o600 for path in written)
