@@ -161,7 +161,9 @@ async def test_a_vendor_too_slow_to_answer_is_a_read_timeout(tmp_path: Path) -> 
     vendor = Vendor()
     vendor.release.clear()  # the vendor never answers until the test lets go
     server, ca, url = await _serve(vendor, tmp_path)
-    async with server, _client(url, ca, timeout=0.05) as client:
+    # Long enough for a TLS handshake on a loaded machine (the one timeout is connect's
+    # too: at 0.05 s a busy CI host made it a ConnectTimeout), short enough to wait out.
+    async with server, _client(url, ca, timeout=0.5) as client:
         with pytest.raises(RetryableError, match="ReadTimeout"):
             await client.request("GET", "/slow")
         vendor.release.set()
