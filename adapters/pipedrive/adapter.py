@@ -21,7 +21,8 @@ What it does, by contract verb:
   each read in full with what Pipedrive keeps beside them: notes, deals, activities and
   label names (:mod:`.linked`); a person in the 30-day bin among them is reported held,
   marked so (:func:`~.payloads.in_the_bin`); ``find_records`` (an erasure's snapshot and
-  check, a correction) the persons alone;
+  check, a correction) the persons alone, and ``find_people`` (a targeted sync: a webhook,
+  ``resync --email``) the live persons alone, as ``pull`` lists them;
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
@@ -577,6 +578,15 @@ class PipedriveAdapter:
         of those itself). ``orders`` is the contract's: deals are no orders of the person's."""
         people, _ = await self._held(subject)
         return people
+
+    async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
+        """The subject's live persons alone, as ``pull`` lists them (see ``Adapter.find``): a
+        targeted sync (a webhook, ``resync --email``) syncs the person record, and reads
+        none of the notes staff wrote about them, their deals, activities or label names,
+        which :meth:`find` reads for an access copy. One in the 30-day bin is nobody to
+        sync, as a pull lists none."""
+        people, _ = await self._held(subject)
+        return [person for person in people if not is_archived(person)]
 
     async def _held(self, subject: Subject) -> tuple[list[dict[str, Any]], list[int]]:
         """The persons ``find`` reports, without what is kept beside them, and the ids of

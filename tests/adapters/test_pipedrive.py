@@ -41,12 +41,14 @@ from connector.adapter import (
     UpsertResult,
     WebhookRequest,
 )
+from connector.engine import source_people
 from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.model import Person, is_archived
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
+from connector.systems import System
 from tests.adapters.front import Decision, FrontPage
 from tests.conftest import VirtualTime
 
@@ -1368,6 +1370,37 @@ async def test_find_by_id_and_by_email(pd: Harness) -> None:
     assert [str(p["id"]) for p in by_id] == [first]
     assert await pd.adapter.find(Subject(email="nobody@example.com", external_id="9999")) == []
     assert "find@example.com" not in repr(pd.sandbox.log.entries)
+
+
+async def test_a_targeted_sync_reads_the_person_alone_not_what_is_kept_beside_them(
+    pd: Harness,
+) -> None:
+    """A targeted sync from Pipedrive (a webhook, ``resync --email``) read its persons with
+    ``find``, the access lookup, which also reads the notes staff wrote about each, their
+    deals, activities and label names: personal data no flow sends, read for nothing. It
+    reads the persons alone, as a pull lists them (``find_people``)."""
+    vip = pd.sandbox.add_label("VIP")
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen", label_ids=[vip])
+    pd.sandbox.add_note(jan, "Wil alleen 's ochtends gebeld worden")
+    pd.sandbox.add_deal(jan, "Nieuwe keuken")
+    pd.sandbox.add_activity(jan, "Terugbellen over offerte")
+    (pulled,) = [r for page in [p async for p in pd.adapter.pull(None)] for r in page.records]
+    source = System(
+        name="crm",
+        settings=pd.adapter.settings,
+        spec=SPEC,
+        adapter=pd.adapter,
+        client=pd.client,
+        mapping=load_mapping(Path("mappings/pipedrive.toml")),
+        limits=pd.adapter.limits,
+    )
+    pd.sandbox.endpoints_used.clear()
+    by_id = await source_people(source, Subject(email="", external_id=jan))
+    by_email = await source_people(source, Subject(email="jan@example.nl"))
+    assert by_id == by_email == [pulled]
+    beside = ("/notes", "/deals", "/activities", "/personFields")
+    read = pd.sandbox.endpoints_used
+    assert read and not [e for e in read if e.endswith(beside)], read
 
 
 def mock_adapter(answer: Callable[[httpx.Request], httpx.Response]) -> PipedriveAdapter:
