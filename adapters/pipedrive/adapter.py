@@ -658,14 +658,14 @@ class PipedriveAdapter:
         person the e-mail finds that holds it only beside another primary address is left
         (:meth:`_held`), and the note says so by id.
         """
-        if subject.email:
-            self.directory.forget(subject.email)
+        self._forget(subject)
         people, passed = await self._held(subject)
         left = Left()
         deleted = 0
         status: int | None = None
         for person in people:
             self.sent.forget(int(person["id"]))
+            self.directory.forget_person(int(person["id"]))
             left.add(await self.linked.erase_beside(int(person["id"])))
             if is_archived(person):
                 continue  # in the bin already: a DELETE changes nothing
@@ -685,6 +685,18 @@ class PipedriveAdapter:
             note="; ".join(part for part in (done, left.said(), _passed_note(passed)) if part),
             erased_note=ERASED_NOTE,
         )
+
+    def _forget(self, subject: Subject) -> None:
+        """What the adapter holds in memory of the subject leaves it before anything is
+        read: the listing's entry of their address and of the person under their known id
+        (whatever address it holds them under), even if the erasure fails and waits for a
+        retry. Each person the erasure then finds is forgotten as it goes."""
+        if subject.email:
+            self.directory.forget(subject.email)
+        if subject.external_id and subject.external_id.isdecimal():
+            person_id = int(subject.external_id)
+            self.directory.forget_person(person_id)
+            self.sent.forget(person_id)
 
     # -- webhooks ----------------------------------------------------------------------------
 

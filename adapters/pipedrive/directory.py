@@ -152,6 +152,19 @@ class Directory:
                 else:
                     del self._emails_of[person_id]
 
+    def forget_person(self, person_id: int) -> None:
+        """The adapter erased ``person_id``: every address the listing holds them under
+        leaves memory, and no lookup answers with their id. The erasure's own address is
+        not always that one: a customer who changed theirs at the source is erased under
+        the new one, while the listing holds their person under the one Pipedrive had."""
+        for key in self._emails_of.pop(person_id, []):
+            holders = self._by_email.get(key)
+            if holders is None or person_id not in holders:
+                continue
+            holders.remove(person_id)
+            if not holders:
+                del self._by_email[key]
+
     def clear(self) -> None:
         """Drop the listing (its addresses leave memory); lookups search until the next."""
         self._by_email = {}

@@ -493,6 +493,28 @@ async def test_what_the_adapter_creates_or_erases_is_kept_in_the_listing(pd: Har
     assert pd.sandbox.person_count() == 30
 
 
+async def test_an_erased_person_leaves_the_listing_under_every_address_it_holds_them(
+    pd: Harness,
+) -> None:
+    """The erasure forgot the subject's address alone. A customer who changed theirs at
+    the shop is erased under the new one and their Pipedrive id, while the listing holds
+    their person under the address Pipedrive still had: it kept that address, and answered
+    it with the deleted person's id, in the daemon's memory until the next listing."""
+    results = await _upsert_in_batches(pd, range(30))
+    directory = pd.adapter.directory
+    assert directory.fresh
+    five = int(results[5].external_id or 0)
+    subject = Subject(email="new5@example.com", external_id=str(five))
+    result = await pd.adapter.erase(subject)
+    assert result.found and not pd.sandbox.holds("person5@example.com")
+    held = vars(directory)
+    assert "person5@" not in repr(held)
+    assert five not in held["_emails_of"]
+    assert not [ids for ids in held["_by_email"].values() if five in ids]
+    assert five not in (directory.ids("person5@example.com") or [])
+    assert directory.ids("person6@example.com") == [int(results[6].external_id or 0)]
+
+
 async def test_a_create_whose_2xx_answer_could_not_be_read_is_not_made_twice(
     sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
 ) -> None:
