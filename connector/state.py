@@ -608,6 +608,18 @@ class Store:
             found.update(rows.fetchall())
         return found
 
+    def _numbered(self, numbers: Sequence[int]) -> set[int]:
+        """Which of ``numbers`` a subject still has (an erasure deletes the subject's)."""
+        found: set[int] = set()
+        for chunk in chunks(list(dict.fromkeys(numbers)), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT subject_no FROM subjects WHERE subject_no IN ({marks})",  # noqa: S608
+                tuple(chunk),
+            )
+            found.update(no for (no,) in rows)
+        return found
+
     def _number(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """Number ``subject_ids`` (none has a number), above every number handed out before.
 
@@ -894,23 +906,24 @@ class Store:
         with self.transaction() as db:
             unnumbered = [a.subject_id for a in acks if a.subject_no is None]
             numbers = self.subject_numbers(unnumbered, create=True) if unnumbered else {}
-            rows = [
-                (a, numbers[a.subject_id] if a.subject_no is None else a.subject_no) for a in acks
-            ]
             # A subject erased while its batch was in flight has no number any more: its
             # acknowledgement writes nothing (rows under a number nobody has could never be
-            # found, or erased, again).
+            # found, or erased, again). Who still has one is read once for the batch, under
+            # the write lock this transaction holds, so nobody is erased in between.
+            numbered = [
+                (a, numbers[a.subject_id] if a.subject_no is None else a.subject_no) for a in acks
+            ]
+            held = self._numbered([no for _, no in numbered])
+            rows = [(a, no) for a, no in numbered if no in held]
             db.executemany(
                 "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at) "
-                "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS "
-                "(SELECT 1 FROM subjects WHERE subject_no=?2) "
+                "VALUES (?, ?, ?, ?) "
                 "ON CONFLICT(system, subject_no) DO UPDATE SET "
                 "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at",
                 [(system, no, a.payload_hash, now) for a, no in rows],
             )
             db.executemany(
-                "INSERT INTO identities(system, subject_no, external_id) "
-                "SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM subjects WHERE subject_no=?2) "
+                "INSERT INTO identities(system, subject_no, external_id) VALUES (?, ?, ?) "
                 "ON CONFLICT(system, subject_no) DO UPDATE SET external_id=excluded.external_id "
                 # An unchanged id is not rewritten: on a re-sync nearly all are unchanged.
                 "WHERE external_id IS NOT excluded.external_id",
