@@ -107,6 +107,7 @@ def test_settle_heap_freezes_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "_settled", False)
     monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
     monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(gc, "set_threshold", lambda *t: calls.append(f"threshold {t[0]}"))
     runtime.settle_heap()
     runtime.settle_heap()
-    assert calls == ["collect", "freeze"]
+    assert calls == ["collect", "freeze", f"threshold {runtime.YOUNG_COLLECTION}"]
