@@ -23,15 +23,12 @@ from starlette.routing import Route, request_response
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
 from connector.http import listener_is_loopback, server_pair_problem
-from connector.webhooks import MAX_BODY_BYTES, receive
+from connector.webhooks import MAX_BODY_BYTES, UNKNOWN_SYSTEM, receive
 
 if TYPE_CHECKING:
     from connector.daemon import Daemon
 
 __all__ = ["bind_listener", "build_public_app", "build_servers"]
-
-#: The metrics label for a webhook to a name that is not a configured system.
-UNKNOWN_SYSTEM = "unknown"
 
 
 class BodyTooLarge(Exception):

@@ -5,8 +5,9 @@ table (they can carry a whole customer record) and the delivery is acknowledged 
 daemon's worker does the syncing or the erasure. An erasure is recorded with the delivery,
 its suppression entries with it, by what the store can tell without asking a vendor, so no
 sync sends the person anything from the answer on. A delivery id already seen is a replay and
-is ignored, whatever its signature says. A delivery refused for its signature leaves a
-``webhook.rejected`` entry (at most one a minute per system, see :func:`_record_rejected`).
+is ignored, whatever its signature says. A delivery refused (for its signature, or sent to
+no webhook endpoint) leaves a ``webhook.rejected`` entry (at most one a minute per system
+and reason, see :func:`_record_rejected`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from connector.model import normalise_email
 from connector.runtime import Runtime
 from connector.state import Store, utcnow
 
-__all__ = ["MAX_BODY_BYTES", "WebhookOutcome", "receive"]
+__all__ = ["MAX_BODY_BYTES", "UNKNOWN_SYSTEM", "WebhookOutcome", "receive"]
 
 #: Vendors send single records or small event arrays; anything larger is refused unread.
 MAX_BODY_BYTES = 1_048_576
@@ -45,14 +46,18 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
     """Verify and queue one delivery for ``system_name``.
 
     Returns 404 for an unknown system or one without a webhook secret, 401 for a bad or stale
-    signature (nothing is queued, the refusal is recorded), 200 otherwise.
+    signature (nothing is queued; either refusal is recorded), 200 otherwise.
     """
     system = rt.systems.get(system_name)
     if system is None or system.settings.webhooks is None:
+        # Recorded too: probing, or a vendor posting to a wrong URL, is for the operator to see.
+        known = system is not None
+        reason = REJECTED_NO_WEBHOOKS if known else REJECTED_UNKNOWN_SYSTEM
+        _record_rejected(rt.store, system_name if known else UNKNOWN_SYSTEM, reason, now)
         return WebhookOutcome(404, "no webhook endpoint for this system")
     secret = system.settings.webhooks.secret.get_secret_value()
     if not system.adapter.verify_webhook(request, secret, now):
-        _record_rejected(rt.store, system_name, now)
+        _record_rejected(rt.store, system_name, REJECTED_SIGNATURE, now)
         return WebhookOutcome(401, "signature invalid or stale")
     events = system.adapter.parse_webhook(request)
     outcome = WebhookOutcome(200)
@@ -114,8 +119,17 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
     return outcome
 
 
-#: At most one ``webhook.rejected`` entry per system in this many seconds.
+#: At most one ``webhook.rejected`` entry per system and reason in this many seconds.
 REJECTED_ENTRY_EVERY = 60.0
+
+#: Why a delivery was refused, as its ``webhook.rejected`` entry says.
+REJECTED_SIGNATURE = "signature invalid or stale"
+REJECTED_NO_WEBHOOKS = "no webhooks configured"
+REJECTED_UNKNOWN_SYSTEM = "unknown system"
+
+#: What a ``webhook.rejected`` entry names for a delivery to a name that is no configured
+#: system (the metrics label it so too).
+UNKNOWN_SYSTEM = "unknown"
 
 
 @dataclass
@@ -126,31 +140,39 @@ class _Rejections:
     unrecorded: int = 0
 
 
-#: Per open store (the daemon's), per system: when the last refusal was recorded.
-_REJECTED: weakref.WeakKeyDictionary[Store, dict[str, _Rejections]] = weakref.WeakKeyDictionary()
+#: Per open store (the daemon's), per system and reason: when the last refusal was recorded.
+_REJECTED: weakref.WeakKeyDictionary[Store, dict[tuple[str, str], _Rejections]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _record_rejected(store: Store, system_name: str, now: float) -> None:
-    """Append ``webhook.rejected`` for a delivery refused for its signature.
+def _record_rejected(store: Store, system_name: str, reason: str, now: float) -> None:
+    """Append ``webhook.rejected`` for a delivery refused for ``reason``.
 
-    A refused delivery may be a data subject's request (HubSpot's ``privacyDeletion`` after
-    the app secret rotated at HubSpot only): the trail shows it was refused, as it does for
-    one handed to :func:`connector.dsr_webhooks.handle_webhook`. But the endpoint is public
-    and asks nothing before the signature, so a flood of forged deliveries would otherwise
-    write the trail (kept for ``audit_days``) as fast as it can be sent: one entry a minute
-    per system is written, and the next one counts the refusals in between
-    (``unrecorded``), which the metrics count one by one.
+    A delivery refused for its signature may be a data subject's request (HubSpot's
+    ``privacyDeletion`` after the app secret rotated at HubSpot only): the trail shows it
+    was refused, as it does for one handed to :func:`connector.dsr_webhooks.handle_webhook`.
+    One sent to no webhook endpoint is probing, or a vendor posting to a wrong URL. But the
+    endpoint is public and asks nothing before the signature, so a flood of forged
+    deliveries would otherwise write the trail (kept for ``audit_days``) as fast as it can
+    be sent: one entry a minute per system and reason is written, and the next one counts
+    the refusals in between (``unrecorded``), which the metrics count one by one.
+
+    ``system_name`` is a configured system's, or :data:`UNKNOWN_SYSTEM`: a name from the
+    URL as it is could put an e-mail address in the trail, and a new one per request would
+    write an entry per request (and keep one more key here each time).
     """
     seen = _REJECTED.setdefault(store, {})
-    last = seen.get(system_name)
+    key = (system_name, reason)
+    last = seen.get(key)
     if last is not None and 0 <= now - last.recorded_at < REJECTED_ENTRY_EVERY:
         last.unrecorded += 1
         return
-    data: dict[str, Any] = {"system": system_name}
+    data: dict[str, Any] = {"system": system_name, "reason": reason}
     if last is not None and last.unrecorded:
         data["unrecorded"] = last.unrecorded
     audit.append(store, "webhook.rejected", data)
-    seen[system_name] = _Rejections(now)
+    seen[key] = _Rejections(now)
 
 
 #: How long before its delivery the vendor's mark of a request's first try

@@ -451,6 +451,39 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_a_delivery_to_no_webhook_endpoint_is_recorded_once_a_minute_at_most(
+    open_rt: Callable[..., Any], daemon_config: Path
+) -> None:
+    """A delivery to a name that is no configured system, or to a system that takes no
+    webhooks, was answered 404 and left nothing in the trail: probing, or a vendor posting
+    to the wrong URL, went unseen. It leaves ``webhook.rejected`` with the reason, as a
+    refused signature does, at most one a minute per system and reason. Every name that is
+    no configured system is recorded as "unknown", as one: the name comes from the URL of an
+    unauthenticated request (an e-mail address, say), and a new name per request would
+    otherwise write an entry per request."""
+    clock = Clock()
+    async with (
+        open_rt(daemon_config) as rt,
+        _client(build_public_app(Daemon(rt, clock=clock))) as c,
+    ):
+
+        async def refused(name: str) -> list[dict[str, Any]]:
+            assert (await c.post(f"/webhooks/{name}", content=b"[]")).status_code == 404
+            return [e.data for e in audit.entries(rt.store) if e.kind == "webhook.rejected"]
+
+        unknown = {"system": "unknown", "reason": "unknown system"}
+        assert await refused(CANARY_EMAIL) == [unknown]
+        for name in ("nosuch", CANARY_NAME, "x" * 5000):
+            clock.now += 10
+            assert await refused(name) == [unknown]
+        no_hooks = {"system": "crm", "reason": "no webhooks configured"}
+        assert await refused("crm") == [unknown, no_hooks]
+        clock.now += 30
+        assert (await refused("nosuch"))[2:] == [{**unknown, "unrecorded": 3}]
+        trail = json.dumps([vars(e) for e in audit.entries(rt.store)])
+    assert CANARY_EMAIL not in trail and CANARY_NAME not in trail and "xxxx" not in trail
+
+
 async def test_405_names_only_the_methods_a_webhook_endpoint_takes(daemon: Daemon) -> None:
     """A PUT to `/webhooks/shop` was answered 405 with `Allow: GET, HEAD, POST`, while a GET
     or HEAD there is itself refused (only a vendor that checks its URL with a GET, Mailchimp,
@@ -896,12 +929,13 @@ async def test_a_privacy_deletion_refused_for_its_signature_is_recorded_once_a_m
             assert response.status_code == 401
             return [e.data for e in audit.entries(rt.store) if e.kind == "webhook.rejected"]
 
-        assert await refused() == [{"system": "crm"}]
+        signature = {"system": "crm", "reason": "signature invalid or stale"}
+        assert await refused() == [signature]
         for _ in range(3):
             clock.now += 10
             assert len(await refused()) == 1
         clock.now += 30
-        assert (await refused())[1:] == [{"system": "crm", "unrecorded": 3}]
+        assert (await refused())[1:] == [{**signature, "unrecorded": 3}]
         assert crm.holds(CANARY_EMAIL) and jobs.claim_next(rt.store, rt.keyring) is None
 
 
