@@ -116,7 +116,8 @@ AUDIT_EXPORTED = "audit.exported"  # `audit export`: how many entries, which seq
 MAC_CHECKED = "checked"  # both hold under the store's keys
 MAC_ADOPTED = "adopted"  # the chain had none yet (a store from before them): it has now
 MAC_UNCHECKED = "unchecked"  # the chain has them, but verify had no key to check them with
-MAC_UNKEYED = "unkeyed"  # the chain has none yet, and verify had no key to add them with
+# The chain has none yet, and verify did not add them: no key, or it looked at a copy.
+MAC_UNKEYED = "unkeyed"
 
 _INSERT = (
     "INSERT INTO audit(seq, ts, kind, subject_id, data, prev_hash, hash) VALUES (?,?,?,?,?,?,?)"
@@ -356,7 +357,7 @@ def parse_since(text: str) -> str:
         raise ValueError("is before the first date there is (year 1, UTC)") from None
 
 
-def verify(store: Store, upto: int | None = None) -> VerifyResult:
+def verify(store: Store, upto: int | None = None, *, adopt: bool = True) -> VerifyResult:
     """Walk the chain from its anchor; report the first entry whose link or hash does not hold.
 
     The anchor (that a purge recorded it, and its MAC) and the head's MAC are checked
@@ -369,11 +370,14 @@ def verify(store: Store, upto: int | None = None) -> VerifyResult:
         store: the store.
         upto: check only entries up to this seq (retention checks what it is about to purge);
             the head is then compared with the newest entry, which is not itself verified.
+        adopt: False to leave a chain not keyed yet as it is (``MAC_UNKEYED``): a look at a
+            private copy of the store, whose chain keyed would be reported keyed, and the
+            store's would not be.
     """
     keyring = _KEYS.get(store)
     with _snapshot(store):
         result = _verify(store, chain_state(store), keyring, upto)
-    if upto is None and result.ok and result.mac == MAC_UNKEYED and keyring is not None:
+    if adopt and upto is None and result.ok and result.mac == MAC_UNKEYED and keyring is not None:
         append_many(store, [])  # adopts the chain as it stands (see append_many)
         again = verify(store)
         return replace(again, mac=MAC_ADOPTED) if again.mac == MAC_CHECKED else again

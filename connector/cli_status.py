@@ -1,7 +1,8 @@
 """`status` and `audit`: what the store holds and where its runs stand, and the audit
-chain verified or exported. Neither creates a store where there is none, and `status` and
-`audit export` leave an older store at its schema (they look at a private copy). An export
-is recorded in the trail (``audit.exported``), but for one read from such a copy."""
+chain verified or exported. Neither creates a store where there is none, and `status`,
+`audit verify` and `audit export` leave an older store at its schema (they look at a private
+copy). An export is recorded in the trail (``audit.exported``), but for one read from such a
+copy."""
 
 from __future__ import annotations
 
@@ -270,18 +271,7 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
     if not store_exists(store_path):
         return _audit_without_store(store_path, args, console)
     if args.action == "verify":
-        # With the store's keys, which the head's and the anchor's MACs are checked with (a
-        # chain from before them is keyed now): shared, as every command using them holds it.
-        # The store itself, an older one migrated: keying the chain is a write this reports
-        # done, which on a private copy would be reported and not done.
-        with sharing_keys(store_path):
-            store = Store(store_path)
-            try:
-                check_master_key(store, config)  # refuses a key not the store's
-                result = audit.verify(store)
-            finally:
-                store.close()
-        return _verified(result, args, console)
+        return _verify(config, args, console)
     try:
         since = audit.parse_since(args.since) if args.since else None
     except ValueError as exc:
@@ -312,6 +302,30 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
     return EXIT_OK
 
 
+def _verify(config: Config, args: argparse.Namespace, console: Console) -> int:
+    """``audit verify``: the chain of the store, or of a private copy where opening would
+    migrate it (said on stderr), as `audit export` reads it. Verified as it was, an older
+    store was migrated by the look, and the older daemon still running on it refused it at
+    its next start ("newer than this klantsync supports").
+
+    With the store's keys, which the head's and the anchor's MACs are checked with: shared,
+    as every command using them holds it. A chain from before the MACs is keyed here, but
+    not on a copy: keyed there, it was reported keyed, and the store's was not.
+    """
+    with (
+        looked_at(config, tell, keyed=False, looking="audit verify") as looked,
+        sharing_keys(looked.store_path),
+    ):
+        copy = looked.store_path != config.store_path
+        store = Store(looked.store_path)
+        try:
+            check_master_key(store, looked)  # refuses a key not the store's
+            result = audit.verify(store, adopt=not copy)
+        finally:
+            store.close()
+    return _verified(result, args, console, copy=copy)
+
+
 def _export(store: Store, since: str | None) -> dict[str, Any]:
     """Write the entries at or after ``since`` to stdout as JSON Lines; how many, and the
     seqs of the first and the last (None where there were none)."""
@@ -336,14 +350,26 @@ _MAC_SAID = {
 }
 
 
-def _verified(result: audit.VerifyResult, args: argparse.Namespace, console: Console) -> int:
+#: What ``audit verify`` says of a chain from before the MACs in a private copy of the store.
+_MAC_LEFT_UNKEYED = (
+    "its head and anchor have no MAC yet (a store from before they were keyed): the first "
+    "command that writes to the store with its keys adds them"
+)
+
+
+def _verified(
+    result: audit.VerifyResult, args: argparse.Namespace, console: Console, *, copy: bool = False
+) -> int:
+    """Say ``result``; ``copy``: it is a private copy's (a chain there is left unkeyed)."""
     if args.json:
         print(json.dumps({**vars(result), "store_exists": True}))
     elif result.ok:
         keyed = result.mac in (audit.MAC_CHECKED, audit.MAC_ADOPTED)
         what = "audit chain intact" if keyed else "audit chain's entries intact"
         console.print(f"[green]ok[/]: {what} ({result.checked} entries)")
-        if result.mac in _MAC_SAID:
+        if copy and result.mac == audit.MAC_UNKEYED:
+            console.print(f"  {_MAC_LEFT_UNKEYED}")
+        elif result.mac in _MAC_SAID:
             console.print(f"  {_MAC_SAID[result.mac]}")
         # Recorded outside the store, the head hash catches a wholesale rewrite.
         console.print(f"  head: entry {result.head_seq}, hash {result.head_hash}", soft_wrap=True)

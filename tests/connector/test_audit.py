@@ -7,6 +7,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from tests.conftest import (
     CANARY_PHONE_E164,
     MASTER_KEY,
 )
+from tests.store_versions import store_at
 
 #: The keys a new store gets under the tests' master key (see connector/keyset.py).
 KEYS = Keyring(base64.urlsafe_b64decode(MASTER_KEY))
@@ -300,6 +302,42 @@ def test_a_chain_from_before_the_macs_is_keyed_at_the_first_verify_and_says_so_o
     store.close()
     code, after = _verify_cli(config_path, capsys)
     assert code == 1 and after["first_bad"] == 4
+
+
+def test_verify_leaves_a_store_from_before_the_macs_as_it_is_and_says_what_keys_it(
+    tmp_path: Path, config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`audit verify` on a store from schema 20 (entries, no MACs yet) migrated it and keyed
+    its chain: a look that wrote, and the older daemon still running on the store refused
+    it at its next start. It verifies a private copy, as `audit export` reads one, and
+    leaves the store byte for byte as it was. The copy's chain is not keyed, and the output
+    says so: keyed there, it was reported keyed, and the store's was not."""
+    config = load_config(config_path)
+    _filled(tmp_path / "entries.db", 3, keyed=False).close()
+    db = store_at(config.store_path, 20)
+    db.execute("ATTACH ? AS entries", (str(tmp_path / "entries.db"),))
+    db.execute("INSERT INTO audit SELECT * FROM entries.audit")
+    db.execute(
+        "UPDATE audit_chain SET (head_seq, head_hash) = "
+        "(SELECT head_seq, head_hash FROM entries.audit_chain)"
+    )
+    db.execute("DETACH entries")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    before = config.store_path.read_bytes()
+
+    assert main(["-c", str(config_path), "audit", "verify"]) == 0
+    out = capsys.readouterr()
+    said = " ".join(out.out.split())
+    assert "audit verify on a private copy of the store" in out.err
+    assert "entries intact (3 entries)" in said and "keyed now" not in said
+    assert "the first command that writes to the store with its keys adds them" in said
+    assert config.store_path.read_bytes() == before
+    code, result = _verify_cli(config_path, capsys)
+    assert code == 0 and (result["ok"], result["checked"], result["mac"]) == (True, 3, "unkeyed")
+    with closing(sqlite3.connect(config.store_path)) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (20,)
+    assert config.store_path.read_bytes() == before
 
 
 def test_verify_without_the_keys_says_it_did_not_check_the_macs(tmp_path: Path) -> None:
