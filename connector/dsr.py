@@ -19,8 +19,9 @@ a Shopify erasure its owner cancelled) is closed by :meth:`DsrService.exempt`, w
 reason the receipt then gives.
 
 Access and rectification follow the same record-and-resume pattern (see
-:mod:`connector.dsr_kinds`). Inbound privacy webhooks go through :func:`handle_webhook`
-(:mod:`connector.dsr_webhooks`).
+:mod:`connector.dsr_kinds`). Inbound privacy webhooks are verified and queued by
+:func:`connector.webhooks.receive` (an erasure is recorded as it comes); the job worker
+(:mod:`connector.jobworker`) then carries each out through :meth:`DsrService.handle_event`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ from connector.dsr_views import (
     StaleRunError,
     SubjectNotFoundError,
     SystemView,
-    WebhookRejected,
     add_months,
     extension_months,
     make_view,
@@ -62,7 +62,6 @@ from connector.dsr_views import (
     utc_now,
     views,
 )
-from connector.dsr_webhooks import handle_webhook
 from connector.errors import KlantsyncError
 from connector.lock import KeyedLocks, one_at_a_time
 from connector.logs import redact
@@ -88,8 +87,6 @@ __all__ = [
     "RequestView",
     "SubjectNotFoundError",
     "SystemView",
-    "WebhookRejected",
-    "handle_webhook",
     "no_request",
     "summary",
 ]

@@ -567,25 +567,6 @@ class DsrStore:
             ).rowcount
         return counts
 
-    # -- webhook replay guard ----------------------------------------------------------------
-
-    def seen_delivery(self, system: str, delivery_id: str) -> bool:
-        """Whether a webhook delivery id was recorded before."""
-        found = self.db.execute(
-            "SELECT 1 FROM webhook_deliveries WHERE system=? AND delivery_id=?",
-            (system, delivery_id),
-        ).fetchone()
-        return found is not None
-
-    def first_delivery(self, system: str, delivery_id: str) -> bool:
-        """Record a webhook delivery id; false if it was seen before (a replay)."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO webhook_deliveries(system, delivery_id, received_at) "
-            "VALUES (?,?,?)",
-            (system, delivery_id, utcnow()),
-        )
-        return cur.rowcount == 1
-
     # -- records erasures deleted (migration 24) ---------------------------------------------
 
     def note_erased_records(self, record_keys: Sequence[str], request_id: str) -> None:

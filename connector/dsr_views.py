@@ -26,7 +26,6 @@ __all__ = [
     "StaleRunError",
     "SubjectNotFoundError",
     "SystemView",
-    "WebhookRejected",
     "add_months",
     "extension_months",
     "summary",
@@ -57,10 +56,6 @@ class StaleRunError(DsrError):
 
 class SubjectNotFoundError(DsrError):
     """An id from a system (a webhook) matches no subject the connector or the system knows."""
-
-
-class WebhookRejected(KlantsyncError):
-    """An inbound webhook failed its signature or freshness check; nothing was opened."""
 
 
 def utc_now() -> dt.datetime:

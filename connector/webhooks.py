@@ -151,12 +151,11 @@ def _record_rejected(store: Store, system_name: str, reason: str, now: float) ->
 
     A delivery refused for its signature may be a data subject's request (HubSpot's
     ``privacyDeletion`` after the app secret rotated at HubSpot only): the trail shows it
-    was refused, as it does for one handed to :func:`connector.dsr_webhooks.handle_webhook`.
-    One sent to no webhook endpoint is probing, or a vendor posting to a wrong URL. But the
-    endpoint is public and asks nothing before the signature, so a flood of forged
-    deliveries would otherwise write the trail (kept for ``audit_days``) as fast as it can
-    be sent: one entry a minute per system and reason is written, and the next one counts
-    the refusals in between (``unrecorded``), which the metrics count one by one.
+    was refused. One sent to no webhook endpoint is probing, or a vendor posting to a wrong
+    URL. But the endpoint is public and asks nothing before the signature, so a flood of
+    forged deliveries would otherwise write the trail (kept for ``audit_days``) as fast as
+    it can be sent: one entry a minute per system and reason is written, and the next one
+    counts the refusals in between (``unrecorded``), which the metrics count one by one.
 
     ``system_name`` is a configured system's, or :data:`UNKNOWN_SYSTEM`: a name from the
     URL as it is could put an e-mail address in the trail, and a new one per request would

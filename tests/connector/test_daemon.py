@@ -904,6 +904,34 @@ async def test_a_webhook_erasure_the_retries_carried_out_before_its_job_opens_no
         assert not shop.holds(CANARY_EMAIL)
 
 
+async def test_a_privacy_deletion_for_an_id_nobody_knows_opens_nothing(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+) -> None:
+    """A genuine contact.privacyDeletion for an id neither HubSpot nor the identity map
+    knows is taken (200) and its job audits it as unmatched: no request is opened, nobody
+    is suppressed or erased on a guess."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    async with open_rt(_hubspot_hooks(tmp_path, monkeypatch, source=False)) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        await rt.engine.sync()
+        response = await _privacy_deletion(daemon, crm, "999999")
+        assert response.status_code == 200 and response.json()["queued"] == 1
+        (job,) = await _drain(daemon)
+        done = jobs.get(rt.store, job.id)
+        assert done is not None and done.result == {"request": None}
+        assert DsrService(rt).list() == []
+        assert "dsr.unmatched" in [e.kind for e in audit.entries(rt.store)]
+        assert rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)]) == set()
+        assert shop.holds(CANARY_EMAIL) and crm.holds(CANARY_EMAIL)
+
+
 async def test_a_privacy_deletion_refused_for_its_signature_is_recorded_once_a_minute_at_most(
     open_rt: Callable[..., Any],
     tmp_path: Path,
@@ -916,6 +944,8 @@ async def test_a_privacy_deletion_refused_for_its_signature_is_recorded_once_a_m
     at HubSpot, not in the config) is answered 401 and leaves ``webhook.rejected`` in the
     trail. Forged deliveries cost nothing to send: within a minute of an entry, refusals are
     counted, and the next entry says how many went unrecorded."""
+    from connector.dsr import DsrService
+
     shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
     async with open_rt(_hubspot_hooks(tmp_path, monkeypatch, source=False)) as rt:
         clock = Clock()
@@ -937,6 +967,9 @@ async def test_a_privacy_deletion_refused_for_its_signature_is_recorded_once_a_m
         clock.now += 30
         assert (await refused())[1:] == [{**signature, "unrecorded": 3}]
         assert crm.holds(CANARY_EMAIL) and jobs.claim_next(rt.store, rt.keyring) is None
+        # Nothing is recorded for a refused delivery: no request, nobody suppressed.
+        assert DsrService(rt).list() == []
+        assert rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)]) == set()
 
 
 @pytest.mark.parametrize("source", [True, False], ids=["crm-a-source", "crm-a-destination"])

@@ -1,4 +1,4 @@
-"""Data subject requests: erasure everywhere, resumption, suppression, deadlines, webhooks, CLI."""
+"""Data subject requests: erasure everywhere, resumption, suppression, deadlines, CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import re
 import shutil
 import sqlite3
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,15 +22,13 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
-from connector.adapter import ErasureResult, Subject, WebhookRequest
+from connector.adapter import ErasureResult, Subject
 from connector.dsr import (
     NO_LONGER_CONFIGURED,
     DsrError,
     DsrService,
     DsrUsageError,
     RequestView,
-    WebhookRejected,
-    handle_webhook,
     summary,
 )
 from connector.dsr_input import checked_phone
@@ -53,7 +50,6 @@ from tests.conftest import (
 )
 
 HOOK_SECRET = "hubspot-app-secret"
-HOOK_URL = "https://klantsync.example.nl/webhooks/crm"
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 GDPR_DELETE = "POST /crm/v3/objects/contacts/gdpr-delete"
 
@@ -902,113 +898,6 @@ async def test_request_views_never_hold_an_email(shop: WooCommerceSandbox, rt: R
     await service.erase(CANARY_EMAIL)
     text = json.dumps([v.as_dict() for v in service.list()]) + json.dumps(summary(rt.store))
     assert CANARY_EMAIL not in text and "@" not in text
-
-
-# -- webhooks ----------------------------------------------------------------------------------
-
-
-def hook(crm: HubSpotSandbox, object_id: str, now_ms: int, secret: str = HOOK_SECRET) -> Any:
-    body, headers = crm.signed_privacy_deletion(secret, HOOK_URL, object_id, now_ms)
-    return WebhookRequest(method="POST", url=HOOK_URL, headers=headers, body=body)
-
-
-@pytest.mark.parametrize("problem", ["forged", "stale"])
-async def test_forged_or_stale_privacy_deletion_is_rejected_and_opens_nothing(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, problem: str
-) -> None:
-    """A bad signature or a delivery older than five minutes raises and changes nothing."""
-    await seeded(shop, rt)
-    contact = crm.record_for(CANARY_EMAIL)
-    assert contact is not None
-    now = time.time()
-    if problem == "forged":
-        request = hook(crm, contact["id"], int(now * 1000), secret="not-the-secret")
-    else:
-        request = hook(crm, contact["id"], int((now - 301) * 1000))
-    service = DsrService(rt)
-    with pytest.raises(WebhookRejected, match="crm"):
-        await handle_webhook(service, "crm", request, now)
-    assert service.list() == []
-    assert rt.store.suppressed([rt.keyring.subject_id(CANARY_EMAIL)]) == set()
-    assert crm.holds(CANARY_EMAIL) and shop.holds(CANARY_EMAIL)
-
-
-async def _privacy_deletion(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
-) -> tuple[WebhookRequest, float]:
-    """The canary customer synced, and HubSpot's genuine privacy deletion of their contact."""
-    await seeded(shop, rt)
-    contact = crm.record_for(CANARY_EMAIL)
-    assert contact is not None
-    now = time.time()
-    return hook(crm, contact["id"], int(now * 1000)), now
-
-
-async def test_valid_privacy_deletion_erases_in_every_peer(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
-) -> None:
-    """A genuine contact.privacyDeletion (id only) erases the person in the shop too, once."""
-    request, now = await _privacy_deletion(shop, crm, rt)
-    service = DsrService(rt)
-    (view,) = await handle_webhook(service, "crm", request, now)
-    assert view.status == "completed" and view.source == "webhook:crm"
-    assert view.subject_id == rt.keyring.subject_id(CANARY_EMAIL)
-    assert not shop.holds(CANARY_EMAIL) and not crm.holds(CANARY_EMAIL)
-    assert shop.holds(OTHER_EMAIL)
-    assert await handle_webhook(service, "crm", request, now) == []  # a replay opens nothing
-    assert len(service.list()) == 1
-
-
-async def test_the_same_privacy_deletion_taken_twice_at_once_opens_one_request(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
-) -> None:
-    """HubSpot delivers a privacy deletion again before the first copy is through (a retry
-    after a slow answer): one erasure, one receipt. Both copies found the id unseen before
-    and each opened a request, the second for a person already erased everywhere."""
-    request, now = await _privacy_deletion(shop, crm, rt)
-    service = DsrService(rt)
-    first, second = await asyncio.gather(
-        handle_webhook(service, "crm", request, now), handle_webhook(service, "crm", request, now)
-    )
-    (view,) = [*first, *second]
-    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
-    assert [v.id for v in service.list()] == [view.id]
-    assert await handle_webhook(service, "crm", request, now) == []
-
-
-async def test_a_privacy_deletion_that_failed_before_its_request_opened_opens_it_next_time(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The process died (or the store failed) after the delivery was taken and before its
-    erasure was recorded: HubSpot's next delivery of it opens the erasure. The delivery's
-    id was noted first, so the next delivery was 'a replay' and nobody was erased."""
-    request, now = await _privacy_deletion(shop, crm, rt)
-    service = DsrService(rt)
-
-    async def dies(_system: str, _event: Any) -> None:
-        raise Crash("killed before the request was recorded")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(service, "handle_event", dies)
-        with pytest.raises(Crash):
-            await handle_webhook(service, "crm", request, now)
-    assert service.list() == []
-    (view,) = await handle_webhook(service, "crm", request, now)
-    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
-    assert await handle_webhook(service, "crm", request, now) == []  # now it is a replay
-
-
-async def test_privacy_deletion_for_an_unknown_id_opens_nothing(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
-) -> None:
-    """An id no system or identity map knows is audited as unmatched, not guessed at."""
-    seed(shop)
-    now = time.time()
-    service = DsrService(rt)
-    assert await handle_webhook(service, "crm", hook(crm, "999999", int(now * 1000)), now) == []
-    assert service.list() == []
-    assert any(e.kind == "dsr.unmatched" for e in audit.entries(rt.store))
-    assert shop.holds(CANARY_EMAIL)
 
 
 # -- rectification -----------------------------------------------------------------------------

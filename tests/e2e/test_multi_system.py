@@ -26,7 +26,7 @@ from connector.adapter import ErasureResult, Subject, WebhookEvent, WebhookReque
 from connector.crypto import CLOAKED_ID_PREFIX
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
-from connector.dsr import DsrService, RequestView, handle_webhook
+from connector.dsr import DsrService, RequestView
 from connector.runtime import Runtime, open_runtime
 from connector.state import WITHDRAWAL
 from connector.targeted import sync_subjects
@@ -647,6 +647,22 @@ async def test_a_customers_redact_answered_keeps_the_customer_out_of_syncs_befor
     assert not world.crm.holds(email) and not world.deals.holds(email)
 
 
+async def _compliance_request(world: World, rt: Runtime, topic: str, email: str) -> RequestView:
+    """Shopify's signed ``topic`` for ``email``, taken as the daemon takes it (verified and
+    queued, then its job run); the request it opened or went on as."""
+    payload = world.shopify.compliance_payload(topic, email)
+    body, headers = world.shopify.signed_compliance_webhook(topic, payload, SHOPIFY_SECRET)
+    lowered = {k.lower(): v for k, v in headers.items()}
+    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
+    assert len(receive(rt, "shopify", request, time.time()).queued) == 1
+    job = jobs.claim_next(rt.store, rt.keyring)
+    assert job is not None
+    result = await Daemon(rt).jobs.run_job(job)
+    view = DsrService(rt).get(result["request"])
+    assert view is not None
+    return view
+
+
 async def test_customers_redact_under_a_new_address_reaches_records_under_the_old_one(
     world: World, rt: Runtime, tmp_path: Path
 ) -> None:
@@ -662,14 +678,7 @@ async def test_customers_redact_under_a_new_address_reaches_records_under_the_ol
     world.shopify.touch(old, email=new)  # changed in Shopify, no sync since
     service = DsrService(rt)
 
-    async def deliver(topic: str) -> list[RequestView]:
-        payload = world.shopify.compliance_payload(topic, new)
-        body, headers = world.shopify.signed_compliance_webhook(topic, payload, SHOPIFY_SECRET)
-        lowered = {k.lower(): v for k, v in headers.items()}
-        request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
-        return await handle_webhook(service, "shopify", request, time.time())
-
-    (access,) = await deliver("customers/data_request")
+    access = await _compliance_request(world, rt, "customers/data_request", new)
     assert access.status == "completed"
     bundle = rt.config.store_path.parent / "access" / access.id
     data = json.loads((bundle / "data.json").read_text())
@@ -679,7 +688,7 @@ async def test_customers_redact_under_a_new_address_reaches_records_under_the_ol
         "news": True,
     }
 
-    (erasure,) = await deliver("customers/redact")
+    erasure = await _compliance_request(world, rt, "customers/redact", new)
     world.shopify.process_erasures()
     done = await service.retry(erasure.id)
     assert done.status == "completed"
@@ -734,13 +743,7 @@ async def test_customers_redact_with_a_new_address_goes_on_as_the_open_erasure_u
     first = await service.erase(old)
     assert first.status == "open"
     world.shopify.touch(old, email=new)  # changed in Shopify while the erasure is open
-    payload = world.shopify.compliance_payload("customers/redact", new)
-    body, headers = world.shopify.signed_compliance_webhook(
-        "customers/redact", payload, SHOPIFY_SECRET
-    )
-    lowered = {k.lower(): v for k, v in headers.items()}
-    request = WebhookRequest("POST", "https://connector.test/webhooks/shopify", lowered, body)
-    (second,) = await handle_webhook(service, "shopify", request, time.time())
+    second = await _compliance_request(world, rt, "customers/redact", new)
     assert second.id == first.id
     assert [v.id for v in service.list(open_only=True)] == [first.id]
     # What it adds (the new address) is suppressed too.
