@@ -27,7 +27,7 @@ What it does, by contract verb:
   notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person)
   and its activity (``GET .../members/{hash}/activity-feed``: sends, opens, clicks, bounces,
   unsubscribes); ``find_records`` (an erasure's snapshot and check, a correction) the
-  members alone;
+  members alone, asked for the paths the mapping reads alone (``ask_only_for_paths``);
 - ``erase``: ``POST .../actions/delete-permanent`` on every audience the member is in, which
   deletes the member's notes with it. Never ``DELETE .../members/{hash}``, which only archives
   (the member can be re-added).
@@ -143,6 +143,13 @@ OPTED_OUT_NOTE: Final = (
 #: Pages of a member's activity feed an access copy reads (each of ``PAGE_SIZE`` events, the
 #: newest first): a bound, since the feed does not say how long it is.
 ACTIVITY_PAGES: Final = 10
+#: What every read of a member for an erasure or a correction asks for beside the paths the
+#: mapping reads: its id and audience (the member's path), its address (a search's exact
+#: match is told by it) and its status (an archived member is written to by neither).
+MEMBER_KEYS: Final = ("id", "list_id", "email_address", "status")
+#: Where a search's members lie in its answer: ``fields`` names paths from the answer's root.
+SEARCH_MEMBERS: Final = "exact_matches.members"
+
 #: The key of a member's record that says its activity was read only in part, and why.
 ACTIVITY_UNREAD: Final = "activityNotRead"
 #: Its reason, a code the access reports say in their language (connector/access.py).
@@ -211,6 +218,23 @@ class MailchimpAdapter:
         # member as soon as its call is answered (connector/workers.py): a freed connection
         # goes back to work in the same turn of the loop instead of waking another task.
         self._workers: WorkerPool[UpsertResult] = WorkerPool(connections)
+        #: The paths of a member ``find_records`` asks for (``None``: whole members, before
+        #: :meth:`ask_only_for_paths`).
+        self._record_paths: tuple[str, ...] | None = None
+
+    def ask_only_for_paths(self, paths: Mapping[str, str]) -> None:
+        """Read members for an erasure's snapshot and check and for a correction
+        (:meth:`find_records`) with the paths the mapping reads and :data:`MEMBER_KEYS`
+        alone, as Mailchimp's ``fields`` takes them (dotted: ``merge_fields.FNAME``).
+
+        ``paths`` are the mapping's (:meth:`SystemMapping.source_paths`, each with the mapping
+        key naming it). A whole member carries the IP addresses it signed up and confirmed
+        from, its location, language, stats and tags, and every merge field (a postal
+        address, a birthday) whether a mapping reads it or not: none of it leaves Mailchimp
+        for a read that has no use for it. An access copy (:meth:`find`) still reads whole
+        members.
+        """
+        self._record_paths = tuple(dict.fromkeys((*MEMBER_KEYS, *paths)))
 
     # -- pull ------------------------------------------------------------------------------
 
@@ -557,11 +581,17 @@ class MailchimpAdapter:
         """The subject's member records, as :meth:`find` finds them, without their notes and
         activity: an erasure's snapshot and check and a correction need the members (ids,
         status, merge fields), and ``delete-permanent`` deletes the rest unread (see
-        ``Adapter.find``). Mailchimp holds no orders (``orders`` is the contract's)."""
-        return list((await self._members(subject)).values())
+        ``Adapter.find``), with the paths the mapping reads alone once told them
+        (:meth:`ask_only_for_paths`). Mailchimp holds no orders (``orders`` is the
+        contract's)."""
+        return list((await self._members(subject, self._record_paths)).values())
 
-    async def _members(self, subject: Subject) -> dict[tuple[str, str], dict[str, Any]]:
-        """(list id, member id) -> member, from search-members and every audience read by hash.
+    async def _members(
+        self, subject: Subject, paths: Sequence[str] | None = None
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """(list id, member id) -> member, from search-members and every audience read by hash;
+        whole, or with ``paths`` alone (Mailchimp's ``fields``), which must hold
+        :data:`MEMBER_KEYS`.
 
         Every audience of the account is read by hash, not only the configured ones, because
         a search may not show every member (archived ones, for instance): an erasure must
@@ -572,7 +602,7 @@ class MailchimpAdapter:
         found: dict[tuple[str, str], dict[str, Any]] = {}
         email = subject.email.strip().lower()
         if "@" in email:
-            for member in await self._search(email):
+            for member in await self._search(email, paths):
                 found[(str(member["list_id"]), str(member["id"]))] = member
         hashes = _member_hashes(email, subject.external_id)
         audiences = list(self.settings.list_ids)
@@ -581,7 +611,7 @@ class MailchimpAdapter:
             for member_hash in hashes:
                 if (list_id, member_hash) in found:
                     continue
-                held = await self._get_member(list_id, member_hash)
+                held = await self._get_member(list_id, member_hash, paths)
                 if held is not None:
                     found[(list_id, member_hash)] = held
         # Another subject's member (Subject.spare) is neither read nor deleted.
@@ -664,10 +694,17 @@ class MailchimpAdapter:
             if not page or not more:
                 return found
 
-    async def _search(self, email: str) -> list[dict[str, Any]]:
+    async def _search(self, email: str, paths: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The exact matches of ``email`` across the account; whole, or with ``paths`` alone.
+
+        Only the exact matches are asked for: the answer's ``full_search`` holds the members
+        whose address merely contains the query, other people's (``jan@`` for ``an@``).
+        """
+        wanted = [f"{SEARCH_MEMBERS}.{path}" for path in paths] if paths else ["exact_matches"]
         # The e-mail travels in the query string, which SystemClient never puts in errors.
+        params = {"query": email, "fields": ",".join(wanted)}
         async with self._connections:
-            response = await self._request("GET", SEARCH, SEARCH, params={"query": email})
+            response = await self._request("GET", SEARCH, SEARCH, params=params)
         body = answer_object(
             response,
             system=self.client.system,
@@ -687,11 +724,15 @@ class MailchimpAdapter:
             and is_subscriber_hash(str(member.get("id") or ""))
         ]
 
-    async def _get_member(self, list_id: str, member_hash: str) -> dict[str, Any] | None:
+    async def _get_member(
+        self, list_id: str, member_hash: str, paths: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        """The member, whole or with ``paths`` alone; ``None`` if the audience has none."""
         template = _member_path(list_id, "{subscriber_hash}")
+        params = {"fields": ",".join(paths)} if paths else None
         async with self._connections:
             response = await self._request(
-                "GET", _member_path(list_id, member_hash), template, accept=(404,)
+                "GET", _member_path(list_id, member_hash), template, params=params, accept=(404,)
             )
         if response.status_code == 404:
             return None
@@ -732,8 +773,11 @@ class MailchimpAdapter:
         ``delete-permanent`` works per audience, so it is called once per member found. A 404
         means the member went away meanwhile. Calling this twice is harmless; the second call
         finds nobody and reports ``found=False``.
+
+        The members are read for where they are (:data:`MEMBER_KEYS`) alone: what they hold
+        goes with them unread.
         """
-        members = await self._members(subject)
+        members = await self._members(subject, MEMBER_KEYS)
         deleted = 0
         status: int | None = None
         for list_id, member_hash in members:

@@ -6,8 +6,9 @@ and status codes; HTTP basic auth with the API key as password; RFC 7807-style e
 ``PATCH`` updates, ``DELETE`` *archives* (restorable) and ``delete-permanent`` removes the member
 and forgets the address; ``search-members``; the account's audiences (``GET /lists``, and
 one by id); member lists, a member's notes and its activity feed paged by ``count``/``offset``;
-and the **10 simultaneous connections per account** limit: calls in flight are counted (in on
-arrival, out when answered), and a call arriving while 10 are in flight gets 429.
+every answer to a ``GET`` cut to the dotted paths its ``fields`` names; and the **10
+simultaneous connections per account** limit: calls in flight are counted (in on arrival, out
+when answered), and a call arriving while 10 are in flight gets 429.
 
 Member rules and the assumptions made where Mailchimp does not document its behaviour are in
 :mod:`adapters.mailchimp._store`.
@@ -354,13 +355,13 @@ class MailchimpSandbox(SandboxBase):
         ids = sorted(self.store.audiences)
         page = [{"id": list_id, "name": f"Audience {list_id}"} for list_id in ids]
         body = {"lists": page[offset : offset + count], "total_items": len(ids)}
-        return JSONResponse(body), []
+        return _partial(request, body), []
 
     async def _get_audience(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``GET /lists/{list_id}``: one audience of the account, or 404."""
         audience = self.store.audience(request.path_params["list_id"])
         body = {"id": audience.id, "name": f"Audience {audience.id}"}
-        return JSONResponse(body), []
+        return _partial(request, body), []
 
     async def _list_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         count, offset = _paging(request)
@@ -371,12 +372,12 @@ class MailchimpSandbox(SandboxBase):
             "list_id": list_id,
             "total_items": total,
         }
-        return JSONResponse(body), []
+        return _partial(request, body), []
 
     async def _get_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         params = request.path_params
         member = self.store.get(params["list_id"], params["subscriber_hash"])
-        return JSONResponse(member.to_json()), []
+        return _partial(request, member.to_json()), []
 
     async def _list_notes(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``GET .../members/{hash}/notes``: the member's notes, paged as a collection."""
@@ -390,7 +391,7 @@ class MailchimpSandbox(SandboxBase):
             "email_id": member_hash,
             "total_items": total,
         }
-        return JSONResponse(body), []
+        return _partial(request, body), []
 
     async def _activity_feed(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``GET .../members/{hash}/activity-feed``: the member's events, the newest first,
@@ -403,7 +404,7 @@ class MailchimpSandbox(SandboxBase):
             "email_id": MemberStore.resolve_hash(params["subscriber_hash"]),
             "list_id": params["list_id"],
         }
-        return JSONResponse(body), []
+        return _partial(request, body), []
 
     async def _put_member(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         body = await self._body(request)
@@ -450,7 +451,42 @@ class MailchimpSandbox(SandboxBase):
                 "total_items": len(partial),
             },
         }
-        return JSONResponse(body), []
+        return _partial(request, body), []
+
+
+def _partial(request: Request, body: dict[str, Any]) -> JSONResponse:
+    """``body`` as Mailchimp answers a ``GET`` asking ``fields``: a comma-separated list of
+    paths from the answer's root, sub-objects' fields named with dots (``id``,
+    ``merge_fields.FNAME``, ``members.email_address``); each item of a list on the way is cut
+    by the rest of the path. Only what is named is answered, and a path naming nothing the
+    answer holds adds nothing. A whole object asked for wins over its parts. Without
+    ``fields``, ``body`` whole."""
+    wanted: dict[str, Any] = {}
+    for path in request.query_params.get("fields", "").split(","):
+        if not path.strip():
+            continue
+        *parents, last = path.strip().split(".")
+        node = wanted
+        for key in parents:
+            if node.get(key) is True:
+                break  # the whole object is asked for already
+            node = node.setdefault(key, {})
+        else:
+            node[last] = True
+    return JSONResponse(_cut(body, wanted) if wanted else body)
+
+
+def _cut(value: Any, wanted: dict[str, Any]) -> Any:
+    """``value`` with the ``wanted`` tree of keys alone; a list's items cut alike."""
+    if isinstance(value, list):
+        return [_cut(item, wanted) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {
+        key: value[key] if below is True else _cut(value[key], below)
+        for key, below in wanted.items()
+        if key in value
+    }
 
 
 def _validates(request: Request) -> bool:

@@ -11,14 +11,18 @@ the client's exponential backoff, since there is no vendor hint to wait for.
 
 from __future__ import annotations
 
-from typing import ClassVar, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
 import httpx
 from pydantic import Field, field_validator
 
 from connector.adapter import ClientConfig, Limits
+from connector.errors import ConfigError
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
+
+if TYPE_CHECKING:
+    from connector.mapping import SystemMapping
 
 __all__ = [
     "ACCOUNT_CONNECTIONS",
@@ -117,6 +121,15 @@ class MailchimpSettings(SystemSettings):
                 "use max_connections (at most 10)"
             )
         return value
+
+    def check_mapping(self, mapping: SystemMapping) -> None:
+        """Refuse a path the mapping reads that Mailchimp cannot be asked for: members are
+        read with the mapping's paths alone, as ``fields`` lists them, parted by commas
+        (``MailchimpAdapter.ask_only_for_paths``), so a path holding one would be asked for
+        as two, and its field never read."""
+        for path, key in mapping.source_paths().items():
+            if "," in path:
+                raise ConfigError(str(mapping.path), key, "a Mailchimp path cannot hold a comma")
 
 
 def mailchimp_limits(settings: MailchimpSettings) -> Limits:

@@ -25,7 +25,7 @@ from adapters.mailchimp import (
 from adapters.mailchimp.settings import is_overloaded
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.demo import REPO_MAPPINGS
-from connector.errors import FatalRemoteError
+from connector.errors import ConfigError, FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.model import Person
@@ -1070,6 +1070,112 @@ async def test_erase_deletes_the_member_s_notes_with_it(mc: Harness) -> None:
     mc.sandbox.add_person(email, "No")
     (member,) = await mc.adapter.find(Subject(email=email))
     assert member["notes"] == []
+
+
+#: What an erasure's or a correction's read asks of a member under the repository's mapping:
+#: where it is, whom and whether archived, and the fields the mapping reads.
+RECORD_PATHS = {
+    "id",
+    "list_id",
+    "email_address",
+    "status",
+    "merge_fields.FNAME",
+    "merge_fields.LNAME",
+}
+
+
+def asked_paths(entry: Any) -> set[str]:
+    """The paths a logged read asked for (``fields``), from the member's root."""
+    prefix = "exact_matches.members."
+    return {p.removeprefix(prefix) for p in entry.query.get("fields", "").split(",") if p}
+
+
+async def test_an_erasure_s_and_a_correction_s_read_asks_only_for_the_mapped_paths(
+    mc: Harness,
+) -> None:
+    """``find_records`` (an erasure's snapshot and check, a correction's read) asks the
+    search and each audience (``fields``) for the paths the mapping reads, and what tells
+    the members apart, alone: the merge fields no mapping reads (a postal address), the IP
+    addresses a member signed up from, its language and tags stay in Mailchimp. The members
+    still read as the mapping reads them. An access copy reads whole members."""
+    mc.adapter.ask_only_for_paths(load_mapping(REPO_MAPPINGS / "mailchimp.toml").source_paths())
+    email = "reader1@example.com"
+    mc.sandbox.add_person(email, "Ann", "Dekker", ADDRESS="Kerkpad 2, Urk", list_id=LIST_A)
+    mc.sandbox.add_person(email, "Ann", "Dekker", list_id=LIST_B, status="archived")
+    found = await mc.adapter.find_records(Subject(email=email))
+    assert sorted((m["list_id"], m["status"]) for m in found) == [
+        (LIST_A, "subscribed"),
+        (LIST_B, "archived"),
+    ]
+    for member in found:
+        assert set(member) == {"id", "list_id", "email_address", "status", "merge_fields"}
+        assert member["merge_fields"] == {"FNAME": "Ann", "LNAME": "Dekker"}
+    mapping = load_mapping(REPO_MAPPINGS / "mailchimp.toml")
+    person = mapping.inbound(found[0])
+    assert (person["email"], person["first_name"]) == (email, "Ann")
+    reads = [e for e in mc.sandbox.log.entries if e.method == "GET" and "/lists/" in e.path]
+    reads += [e for e in mc.sandbox.log.entries if e.path == "/3.0/search-members"]
+    member_reads = [e for e in reads if e.path.endswith(subscriber_hash(email))]
+    assert member_reads and len(reads) == len(member_reads) + 1
+    assert all(asked_paths(e) == RECORD_PATHS for e in reads)
+    mc.sandbox.log.clear()
+    whole = {m["list_id"]: m for m in await mc.adapter.find(Subject(email=email))}
+    assert whole[LIST_A]["merge_fields"]["ADDRESS"] == "Kerkpad 2, Urk"
+    assert all("ip_signup" in m for m in whole.values())
+
+
+async def test_an_erasure_reads_where_each_member_is_and_nothing_it_holds(mc: Harness) -> None:
+    """``delete-permanent`` needs each member's audience and id: an erasure asks for those
+    (and the address and status, as every such read does) alone, not its merge fields."""
+    email = "erase.me@example.com"
+    mc.sandbox.add_person(email, "Erase", "Me", ADDRESS="Kerkpad 2, Urk")
+    result = await mc.adapter.erase(Subject(email=email))
+    assert result.found and mc.sandbox.is_forgotten(LIST_A, email)
+    reads = [e for e in mc.sandbox.log.entries if e.method == "GET" and "members" in e.path]
+    reads += [e for e in mc.sandbox.log.entries if e.path == "/3.0/search-members"]
+    assert reads
+    assert all(asked_paths(e) == {"id", "list_id", "email_address", "status"} for e in reads)
+
+
+async def test_the_sandbox_answers_only_the_fields_asked_for(
+    sandbox: MailchimpSandbox, raw: httpx.AsyncClient
+) -> None:
+    """As Mailchimp does, ``fields`` names dotted paths from the answer's root, a list's items
+    cut alike; a whole object asked for wins over its parts. A search asked for its exact
+    matches alone leaves out the members whose address merely contains the query."""
+    member_hash = sandbox.add_person("an@example.com", "An", "Dekker", ADDRESS="Kerkpad 2")
+    sandbox.add_person("jan@example.com", "Jan")
+    member = f"/lists/{LIST_A}/members/{member_hash}"
+    one = await raw.get(member, params={"fields": "id, merge_fields.FNAME,nothing.here"})
+    assert one.json() == {"id": member_hash, "merge_fields": {"FNAME": "An"}}
+    whole = await raw.get(member, params={"fields": "merge_fields.FNAME,merge_fields"})
+    assert whole.json()["merge_fields"]["ADDRESS"] == "Kerkpad 2"
+    listed = await raw.get(f"/lists/{LIST_A}/members", params={"fields": "members.email_address"})
+    assert listed.json() == {
+        "members": [{"email_address": "an@example.com"}, {"email_address": "jan@example.com"}]
+    }
+    query = {"query": "an@example.com", "fields": "exact_matches.members.id"}
+    searched = await raw.get("/search-members", params=query)
+    assert searched.json() == {"exact_matches": {"members": [{"id": member_hash}]}}
+    unasked = await raw.get("/search-members", params={"query": "an@example.com"})
+    assert unasked.json()["full_search"]["members"]
+
+
+def test_a_mapping_path_with_a_comma_is_refused(tmp_path: Path) -> None:
+    """Members are read with the mapping's paths, parted by commas in ``fields``: a path
+    holding one would be asked for as two, and its field never read."""
+    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
+    (tmp_path / "mailchimp.toml").write_text(
+        text.replace('path = "merge_fields.LNAME"', 'path = "merge_fields.LNAME,FNAME"')
+    )
+    mapping = load_mapping(tmp_path / "mailchimp.toml")
+    with pytest.raises(ConfigError) as refused:
+        make_settings().check_mapping(mapping)
+    assert (refused.value.file, refused.value.key) == (
+        str(tmp_path / "mailchimp.toml"),
+        "fields.last_name.path",
+    )
+    make_settings().check_mapping(load_mapping(REPO_MAPPINGS / "mailchimp.toml"))
 
 
 # -- webhooks ---------------------------------------------------------------------------------
