@@ -30,6 +30,7 @@ import httpx
 
 from adapters.woocommerce.payloads import (
     ANONYMOUS_ORDER,
+    ANONYMOUS_PATHS,
     code_only,
     decode_cursor,
     encode_cursor,
@@ -96,6 +97,11 @@ ORDER_GONE = "woocommerce_rest_shop_order_invalid_id"
 #: (the account that placed it, the address it is billed to). Not what was bought, its
 #: total, its addresses, or the IP address and browser it was placed from.
 ORDER_KEYS = ("id", "customer_id", "billing.email")
+#: What an erasure's own reads of the orders it blanks ask for: whose each is
+#: (:data:`ORDER_KEYS`) and what the blanking clears (:data:`ANONYMOUS_PATHS`), which tells
+#: an order blanked already (its receipt counts those apart). Not what was bought, its total
+#: or payment, or the IP address and browser it was placed from.
+ERASURE_ORDER_KEYS = tuple(dict.fromkeys((*ORDER_KEYS, *ANONYMOUS_PATHS)))
 
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
@@ -687,15 +693,22 @@ class WooCommerceAdapter:
 
     async def erase(self, subject: Subject) -> ErasureResult:
         """Anonymise the subject's orders (if configured), then delete their customer
-        account(s) for good."""
+        account(s) for good.
+
+        The orders are asked for whose they are and what the blanking clears alone
+        (:data:`ERASURE_ORDER_KEYS`): the rest of an order has no use here, and stays in the
+        shop unread."""
         customers = await self._customers_for(subject)
         anonymised = blank = notes = 0
         if self.settings.anonymise_orders:
-            orders = await self._orders_for(subject, customers)
+            blanking = {"_fields": ",".join(ERASURE_ORDER_KEYS)}
+            orders = await self._orders_for(subject, customers, blanking)
             anonymised, blank, notes = await self._anonymise(orders)
         if not customers:
             if not self.settings.anonymise_orders:
-                guest = await self._orders_for(subject, [])
+                # Only counted: whose each order is says it is theirs, and nothing else is read.
+                whose = {"_fields": ",".join(ORDER_KEYS)}
+                guest = await self._orders_for(subject, [], whose)
                 if guest:
                     # Not "nothing held": their guest orders stay, with their billing data.
                     return ErasureResult(

@@ -17,6 +17,7 @@ from connector.http import is_machine_code
 
 __all__ = [
     "ANONYMOUS_ORDER",
+    "ANONYMOUS_PATHS",
     "code_only",
     "decode_cursor",
     "encode_cursor",
@@ -65,6 +66,12 @@ ANONYMOUS_ORDER: dict[str, Any] = {
     "shipping": {key: "" for key in (*_PERSONAL, "phone")},
     "customer_note": "",
 }
+#: The paths of an order the anonymisation blanks, as ``_fields`` names them: all
+#: :func:`is_anonymous` needs to read to tell an order blanked already.
+ANONYMOUS_PATHS: tuple[str, ...] = (
+    *(f"{part}.{key}" for part in ("billing", "shipping") for key in ANONYMOUS_ORDER[part]),
+    "customer_note",
+)
 
 
 #: WordPress's own customer errors, which WooCommerce passes on as a batch item's code: the
