@@ -26,25 +26,28 @@
   ``audit_days`` as the store's own, and the file once every entry of its own is past
   ``audit_days`` (or whole, when SQLite finds it damaged: nothing of it can be kept).
 
-The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. Each sweep
-that deletes something appends one ``retention.purged`` audit entry with counts only; what
-cannot be undone outside the store (a replaced store emptied or deleted) is done once that
-entry is committed. It then clears the store's write-ahead log, which still holds what was
+The daemon schedules :func:`sweep`; ``klantsync retention run`` calls it by hand. A sweep
+purges in transactions of at most :data:`BATCH_ROWS` rows, so the store's other writers get
+their turns between them; each that deletes something appends its ``retention.purged``
+audit entry with its counts only (one for a sweep with little to purge). What cannot be
+undone outside the store (a replaced store emptied or deleted) is done once the last entry
+is committed. It then clears the store's write-ahead log, which still holds what was
 deleted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import glob
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from connector import audit
 from connector.config import Config
@@ -55,6 +58,7 @@ from connector.state import HELD, Store, chunks, utcnow
 from connector.storefile import foreign, replaced_stores
 
 __all__ = [
+    "BATCH_ROWS",
     "PURGED_KINDS",
     "RetentionReport",
     "count_bundles_of",
@@ -83,6 +87,14 @@ PURGED_KINDS = {
     "runs": "flow runs",
     "replaced_stores": "stores a restore replaced",
 }
+
+
+#: How many rows one transaction of a sweep purges at most. SQLite lets one writer in at a
+#: time: while a sweep's transaction is open, the daemon's syncs, acknowledgements, webhooks
+#: and requests (and any command beside it) wait for it. A sweep with much to purge (the
+#: first after an upgrade, a backlog of webhook ids) held them for seconds in one
+#: transaction; in shares of this size each waits milliseconds.
+BATCH_ROWS = 500
 
 
 @dataclass
@@ -196,11 +208,15 @@ async def sweep(
 ) -> RetentionReport:
     """The scheduled entry point: see :func:`sweep_now`.
 
-    The work is a few indexed deletes and file removals, bounded by what expired since the
-    last sweep, so it runs on the loop rather than on a thread: the store's connection is
-    the loop's.
+    It runs on the loop rather than on a thread (the store's connection is the loop's), and
+    lets the loop's other tasks run between two of its transactions: in the daemon, a sweep
+    with much to purge would otherwise hold up every webhook, acknowledgement and request
+    until it ended. Cancelled there (the daemon stopping), it stops between two of them.
     """
-    return sweep_now(store, config, keyring, now, dry_run=dry_run, beside=beside)
+    report, steps = _started(store, config, keyring, now, dry_run=dry_run, beside=beside)
+    for _ in steps:
+        await asyncio.sleep(0)
+    return report
 
 
 def sweep_now(
@@ -217,24 +233,51 @@ def sweep_now(
     ``keyring`` opens the access bundles' sealed paths; a dry run needs none. ``beside``:
     the path the stores a restore replaced sit beside, where it is not ``store``'s (a dry
     run on a private copy of the store, see :func:`connector.runtime.looked_at`).
+
+    The purges go in transactions of at most :data:`BATCH_ROWS` rows, each with the
+    ``retention.purged`` entry counting its own: SQLite lets one writer in at a time, and
+    every other writer of the store (the daemon's syncs, acknowledgements, webhooks and
+    requests, a command beside it) waits for the transaction in progress, not for the
+    whole sweep. A sweep cut short (killed, the disk full) leaves purged exactly what its
+    committed entries count, and the next sweep purges the rest.
     """
-    if keyring is None and not dry_run:
-        raise ValueError("a sweep that deletes needs the store's keys")
-    report = nothing_held(config, now, dry_run=dry_run)
-    # One transaction for every purge and the entry that records them: a process that died
-    # part-way left purges the audit trail does not show. (A bundle's files deleted by a
-    # sweep that then rolled back leave its row, and the next sweep finds them gone.)
-    with contextlib.nullcontext() if dry_run else store.transaction():
-        replaced = _sweep(
-            store, config, keyring, report.cutoffs, dry_run, report, beside or store.path
-        )
-    if not dry_run:
-        # Only now that the entry recording them is committed: a replaced store emptied or
-        # deleted by a sweep whose entry then failed left nothing to find for the next one,
-        # and no entry ever said it. Cut short here, the next sweep does (and says) the rest.
-        _purge_replaced_stores(replaced, report.errors)
-        _clear_the_log(store, report)
+    report, steps = _started(store, config, keyring, now, dry_run=dry_run, beside=beside)
+    for _ in steps:
+        pass
     return report
+
+
+def _started(
+    store: Store,
+    config: Config,
+    keyring: Keyring | None,
+    now: dt.datetime | None,
+    *,
+    dry_run: bool,
+    beside: Path | None,
+) -> tuple[RetentionReport, Iterator[None]]:
+    """The report a sweep fills in, and the sweep, which stops after each transaction it
+    commits (where the daemon's loop runs its other tasks)."""
+    report = nothing_held(config, now, dry_run=dry_run)
+    where = beside or store.path
+    if dry_run:
+        _count_due(store, keyring, report, where)
+        return report, iter(())
+    if keyring is None:
+        raise ValueError("a sweep that deletes needs the store's keys")
+    return report, _swept(store, config, keyring, report, where)
+
+
+def _swept(
+    store: Store, config: Config, keyring: Keyring, report: RetentionReport, beside: Path
+) -> Iterator[None]:
+    """The purges, a transaction at a time; then what lies outside the store."""
+    replaced = yield from _purged_in_batches(store, config, keyring, report, beside)
+    # Only now that the entry counting them is committed: a replaced store emptied or
+    # deleted by a sweep whose entry then failed left nothing to find for the next one,
+    # and no entry ever said it. Cut short here, the next sweep does (and says) the rest.
+    _purge_replaced_stores(replaced, report.errors)
+    _clear_the_log(store, report)
 
 
 def _clear_the_log(store: Store, report: RetentionReport) -> None:
@@ -279,106 +322,243 @@ def nothing_held(
     return report
 
 
-def _sweep(
-    store: Store,
-    config: Config,
-    keyring: Keyring | None,
-    cut: dict[str, str],
-    dry_run: bool,
-    report: RetentionReport,
-    beside: Path,
-) -> list[_Replaced]:
-    """The purges in the store, and its ``retention.purged`` entry; returns the replaced
-    stores to empty or delete once that entry is committed (:func:`_purge_replaced_stores`).
+def _count_due(
+    store: Store, keyring: Keyring | None, report: RetentionReport, beside: Path
+) -> None:
+    """A dry run: count what a sweep would purge, writing nothing (``keyring``, if any,
+    tells bundles apart: :func:`_bundles_in`)."""
+    cut = report.cutoffs
+    for rows in _row_purges(cut):
+        setattr(report, rows.kind, rows.count(store))
+    bundles = store.db.execute(
+        "SELECT id, path, files FROM bundles WHERE created_at < ? ORDER BY id",
+        (cut["bundles"],),
+    ).fetchall()
+    report.bundles = _bundles_in(bundles, keyring)
+    report.audit_entries = _verified_prefix(store, cut["audit"], report.errors)[1]
+    due = _replaced_stores_due(beside, cut["replaced_stores"], cut["audit"], report.errors)
+    report.replaced_stores = len(due)
+
+
+def _purged_in_batches(
+    store: Store, config: Config, keyring: Keyring, report: RetentionReport, beside: Path
+) -> Generator[None, None, list[_Replaced]]:
+    """The purges in the store, in transactions of at most :data:`BATCH_ROWS` rows, each
+    with a ``retention.purged`` entry counting what it purged (none where it purged
+    nothing): a process that died part-way left no purge the audit trail does not show. (A
+    bundle's files deleted in a transaction that then rolled back leave its row, and the
+    next sweep finds them gone.) Stops after each transaction but the last.
+
+    The last one also purges the replaced stores' trails and counts the replaced stores
+    due; returns those to empty or delete once it is committed.
     """
-    report.dead_letters = _purge_rows(
-        store,
-        dry_run,
-        "SELECT COUNT(*) FROM dead_letters WHERE created_at < ?",
-        "DELETE FROM dead_letters WHERE created_at < ?",
-        cut["dead_letters"],
-    )
-    report.held_writes = _purge_rows(
-        store,
-        dry_run,
-        "SELECT COUNT(*) FROM outbox WHERE payload_hash=? AND enqueued_at < ?",
-        "DELETE FROM outbox WHERE payload_hash=? AND enqueued_at < ?",
-        cut["dead_letters"],
-        HELD,
-    )
-    # Only finished requests lose their manifest; an open request still needs it to reach
-    # every system. completed_at is set when the request is finished, whatever the outcome.
-    report.manifests = _purge_rows(
-        store,
-        dry_run,
-        "SELECT COUNT(*) FROM dsr_requests WHERE manifest IS NOT NULL "
-        "AND completed_at IS NOT NULL AND completed_at < ?",
-        "UPDATE dsr_requests SET manifest=NULL WHERE manifest IS NOT NULL "
-        "AND completed_at IS NOT NULL AND completed_at < ?",
-        cut["manifests"],
-    )
-    report.bundles = _purge_bundles(store, keyring, cut["bundles"], dry_run, report.errors)
-    report.audit_entries = _purge_audit(store, cut["audit"], dry_run, report.errors)
-    report.jobs = _purge_rows(
-        store,
-        dry_run,
-        "SELECT COUNT(*) FROM jobs WHERE status IN ('done', 'failed') AND finished_at < ?",
-        "DELETE FROM jobs WHERE status IN ('done', 'failed') AND finished_at < ?",
-        cut["jobs"],
-    )
-    report.webhook_ids = _purge_rows(
-        store,
-        dry_run,
-        "SELECT COUNT(*) FROM webhook_deliveries WHERE received_at < ?",
-        "DELETE FROM webhook_deliveries WHERE received_at < ?",
-        cut["webhook_ids"],
-    )
-    # As long as a delivery id: a system's report of an erasure's deletion comes as its
-    # webhook does (DsrService.echo_of_own_erasure).
-    report.erased_records = _purge_rows(
-        store,
-        dry_run,
-        "SELECT COUNT(*) FROM erased_records WHERE erased_at < ?",
-        "DELETE FROM erased_records WHERE erased_at < ?",
-        cut["webhook_ids"],
-    )
+    cut = report.cutoffs
+    purges: dict[str, _Purge] = {rows.kind: rows for rows in _row_purges(cut)}
+    purges["bundles"] = _BundlePurge(keyring, cut["bundles"], report.errors)
+    purges["audit_entries"] = _AuditPurge(cut["audit"], report.errors)
+    left = [purges[kind] for kind in PURGED_KINDS if kind in purges]
+    while True:
+        counts = dict.fromkeys(PURGED_KINDS, 0)
+        due: list[_Replaced] = []
+        with store.transaction():
+            room = BATCH_ROWS
+            while left and room > 0:
+                purged, used = left[0].take(store, room)
+                counts[left[0].kind] += purged
+                room -= used
+                if left[0].done:
+                    left.pop(0)
+            if not left:
+                due = _replaced_trails_purged(config, beside, cut, report.errors)
+                counts["replaced_stores"] = len(due)
+            if any(counts.values()):
+                audit.append(store, audit.RETENTION_PURGED, counts)
+        for kind, count in counts.items():
+            setattr(report, kind, getattr(report, kind) + count)
+        if not left:
+            return [work for work in due if work.delete or work.empty]
+        yield
+
+
+def _replaced_trails_purged(
+    config: Config, beside: Path, cut: dict[str, str], errors: list[str]
+) -> list[_Replaced]:
+    """The replaced stores with something due; their trails past ``audit_days`` purged."""
+    due = _replaced_stores_due(beside, cut["replaced_stores"], cut["audit"], errors)
+    # A replaced store's trail is purged here, recorded in that store's own chain: the rest
+    # is irreversible without a record of its own, and waits for this store's entry.
+    due = [
+        _purge_replaced_trail(config, work, cut["audit"], errors) if work.audit_through else work
+        for work in due
+    ]
+    return [work for work in due if work.delete or work.empty or work.audit_through]
+
+
+class _Purge(Protocol):
+    """One kind a sweep purges (its count in :class:`RetentionReport`), a share of a
+    transaction at a time."""
+
+    kind: str
+    #: Nothing of it is left past its period (that this sweep purges).
+    done: bool
+
+    def take(self, store: Store, room: int) -> tuple[int, int]:
+        """Purge up to ``room`` rows more; how many it purged, by the report's count, and
+        how many rows of the transaction's share that took."""
+        ...
+
+
+@dataclass
+class _RowPurge:
+    """The rows of one table past their period, purged in the order of their key, each
+    transaction going on after the last key the one before purged: the keys of the rows
+    already looked at are not read again, however many a table keeps."""
+
+    kind: str
+    table: str
+    #: The columns of its primary key.
+    key: tuple[str, ...]
+    #: Which rows are past their period; its ``?`` are ``params``.
+    due: str
+    params: tuple[str, ...]
+    #: A ``SET`` clause that purges a row's column instead of the row (a manifest).
+    clear: str = ""
+    after: tuple[Any, ...] | None = None
+    done: bool = False
+
+    def count(self, store: Store) -> int:
+        sql = f"SELECT COUNT(*) FROM {self.table} WHERE {self.due}"  # noqa: S608
+        return int(store.db.execute(sql, self.params).fetchone()[0])
+
+    def take(self, store: Store, room: int) -> tuple[int, int]:
+        columns = ", ".join(self.key)
+        marks = ", ".join("?" * len(self.key))
+        where, params = f"({self.due})", [*self.params]
+        if self.after is not None:
+            where += f" AND ({columns}) > ({marks})"
+            params += self.after
+        last = store.db.execute(
+            f"SELECT {columns} FROM {self.table} WHERE {where} "  # noqa: S608
+            f"ORDER BY {columns} LIMIT 1 OFFSET ?",
+            (*params, room - 1),
+        ).fetchone()
+        if last is not None:  # more than room are due: these room now, the rest after
+            where += f" AND ({columns}) <= ({marks})"
+            params += last
+        # The tables, columns and conditions are the sweep's own (_row_purges), not input.
+        if self.clear:
+            sql = f"UPDATE {self.table} SET {self.clear} WHERE {where}"  # noqa: S608
+        else:
+            sql = f"DELETE FROM {self.table} WHERE {where}"  # noqa: S608
+        purged = int(store.db.execute(sql, params).rowcount)
+        self.after, self.done = (None if last is None else tuple(last)), last is None
+        return purged, purged
+
+
+def _row_purges(cut: dict[str, str]) -> list[_RowPurge]:
+    """The kinds purged row by row (all but bundles, audit entries and replaced stores)."""
     kept = (
         "id NOT IN (SELECT MAX(id) FROM runs GROUP BY flow) AND id NOT IN "
         "(SELECT MAX(id) FROM runs WHERE status='ok' GROUP BY flow)"
     )
-    report.runs = _purge_rows(
-        store,
-        dry_run,
-        f"SELECT COUNT(*) FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
-        f"DELETE FROM runs WHERE started_at < ? AND {kept}",  # noqa: S608
-        cut["runs"],
-    )
-    due = _replaced_stores_due(beside, cut["replaced_stores"], cut["audit"], report.errors)
-    if not dry_run:
-        # A replaced store's trail is purged here, recorded in that store's own chain: the
-        # rest is irreversible without a record of its own, and waits for this one's entry.
-        due = [
-            _purge_replaced_trail(config, work, cut["audit"], report.errors)
-            if work.audit_through
-            else work
-            for work in due
-        ]
-        due = [work for work in due if work.delete or work.empty or work.audit_through]
-    report.replaced_stores = len(due)
-    if not dry_run and report.total:
-        audit.append(store, audit.RETENTION_PURGED, report.counts)
-    return [work for work in due if work.delete or work.empty]
+    return [
+        _RowPurge(
+            "dead_letters", "dead_letters", ("id",), "created_at < ?", (cut["dead_letters"],)
+        ),
+        _RowPurge(
+            "held_writes",
+            "outbox",
+            ("id",),
+            "payload_hash=? AND enqueued_at < ?",
+            (HELD, cut["dead_letters"]),
+        ),
+        # Only finished requests lose their manifest; an open request still needs it to
+        # reach every system. completed_at is set when the request is finished, whatever
+        # the outcome.
+        _RowPurge(
+            "manifests",
+            "dsr_requests",
+            ("id",),
+            "manifest IS NOT NULL AND completed_at IS NOT NULL AND completed_at < ?",
+            (cut["manifests"],),
+            clear="manifest=NULL",
+        ),
+        _RowPurge(
+            "jobs",
+            "jobs",
+            ("id",),
+            "status IN ('done', 'failed') AND finished_at < ?",
+            (cut["jobs"],),
+        ),
+        _RowPurge(
+            "webhook_ids",
+            "webhook_deliveries",
+            ("system", "delivery_id"),
+            "received_at < ?",
+            (cut["webhook_ids"],),
+        ),
+        # As long as a delivery id: a system's report of an erasure's deletion comes as its
+        # webhook does (DsrService.echo_of_own_erasure).
+        _RowPurge(
+            "erased_records",
+            "erased_records",
+            ("record_key",),
+            "erased_at < ?",
+            (cut["webhook_ids"],),
+        ),
+        # Each flow's latest run and latest successful one stay: what `status` and the
+        # readiness probe read.
+        _RowPurge("runs", "runs", ("id",), f"started_at < ? AND {kept}", (cut["runs"],)),
+    ]
 
 
-def _purge_rows(
-    store: Store, dry_run: bool, count_sql: str, purge_sql: str, cutoff: str, *before: str
-) -> int:
-    """Rows ``purge_sql`` deletes (``count_sql`` counts, in a dry run); ``before`` are its
-    parameters ahead of ``cutoff``."""
-    if dry_run:
-        return int(store.db.execute(count_sql, (*before, cutoff)).fetchone()[0])
-    with store.transaction() as db:
-        return int(db.execute(purge_sql, (*before, cutoff)).rowcount)
+@dataclass
+class _BundlePurge:
+    """The access bundles past their period, their files and then their rows."""
+
+    keyring: Keyring
+    cutoff: str
+    errors: list[str]
+    kind: str = "bundles"
+    after: int = 0
+    done: bool = False
+
+    def take(self, store: Store, room: int) -> tuple[int, int]:
+        rows = store.db.execute(
+            "SELECT id, path, files FROM bundles WHERE created_at < ? AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (self.cutoff, self.after, room),
+        ).fetchall()
+        self.done = len(rows) < room
+        if rows:
+            self.after = int(rows[-1][0])  # one that failed is not tried again this sweep
+        return _delete_rows(store, self.keyring, rows, self.errors), len(rows)
+
+
+@dataclass
+class _AuditPurge:
+    """The audit entries past their period: the prefix verified in the first transaction,
+    then purged a share at a time, each share anchored (:func:`connector.audit.purge_through`
+    appends its ``audit.anchored`` entry), so the chain verifies between two of them."""
+
+    cutoff: str
+    errors: list[str]
+    kind: str = "audit_entries"
+    #: The last entry of the verified prefix (0: none may go); None until the first share.
+    through: int | None = None
+    done: bool = False
+
+    def take(self, store: Store, room: int) -> tuple[int, int]:
+        if self.through is None:
+            self.through = _verified_prefix(store, self.cutoff, self.errors)[0]
+        share = store.db.execute(
+            "SELECT seq FROM audit WHERE seq <= ? ORDER BY seq LIMIT 1 OFFSET ?",
+            (self.through, room - 1),
+        ).fetchone()
+        upto = self.through if share is None else int(share[0])
+        purged = audit.purge_through(store, upto) if upto else 0
+        self.done = upto == self.through or not purged
+        return purged, purged
 
 
 def delete_bundles_of(
@@ -486,18 +666,6 @@ def _unowned_bundles_of(
         if isinstance(subject_id, str) and wanted(subject_id):
             found.append((bundle_id, path, files))
     return found
-
-
-def _purge_bundles(
-    store: Store, keyring: Keyring | None, cutoff: str, dry_run: bool, errors: list[str]
-) -> int:
-    rows = store.db.execute(
-        "SELECT id, path, files FROM bundles WHERE created_at < ? ORDER BY id", (cutoff,)
-    ).fetchall()
-    if dry_run:
-        return _bundles_in(rows, keyring)
-    assert keyring is not None  # sweep_now refuses a sweep that deletes without keys
-    return _delete_rows(store, keyring, rows, errors)
 
 
 def _delete_rows(
@@ -616,7 +784,7 @@ def _purge_replaced_trail(
         replaced = Store(work.path)
         try:
             if _bind_own_keys(replaced, config):
-                purged = _purge_audit(replaced, cutoff, False, failed)
+                purged = _purge_audit(replaced, cutoff, failed)
             else:
                 failed.append(
                     "its keys do not open under keys.source, so its audit entries past "
@@ -769,10 +937,12 @@ def _audit_prefix(db: sqlite3.Connection, cutoff: str) -> tuple[int, int]:
     return (int(last), count) if count else (0, 0)
 
 
-def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) -> int:
+def _verified_prefix(store: Store, cutoff: str, errors: list[str]) -> tuple[int, int]:
+    """The audit entries past ``cutoff`` that may go (:func:`_audit_prefix`), verified:
+    the last one's seq and how many; (0, 0) where none may, and why in ``errors``."""
     last, count = _audit_prefix(store.db, cutoff)
     if count == 0:
-        return 0
+        return 0, 0
     # Purging a tampered prefix would destroy the evidence: verify what is about to go first.
     # A dry run verifies too (it only reads), so it says what the real run would do.
     result = audit.verify(store, upto=last)
@@ -781,7 +951,12 @@ def _purge_audit(store: Store, cutoff: str, dry_run: bool, errors: list[str]) ->
             f"audit entries not purged: entry {result.first_bad}: {result.problem} "
             "(run `klantsync audit verify`)"
         )
-        return 0
-    if dry_run:
-        return count
-    return audit.purge_through(store, int(last))
+        return 0, 0
+    return last, count
+
+
+def _purge_audit(store: Store, cutoff: str, errors: list[str]) -> int:
+    """Purge the audit entries past ``cutoff``, verified, at once: a replaced store's,
+    which nothing else writes."""
+    last, _count = _verified_prefix(store, cutoff, errors)
+    return audit.purge_through(store, last) if last else 0

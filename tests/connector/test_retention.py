@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import datetime as dt
@@ -207,6 +208,166 @@ async def test_a_sweep_that_cannot_record_its_purges_purges_nothing(
     monkeypatch.setattr(audit, "append", real)
     again = await retention.sweep(store, config, KEYS, NOW)
     assert (again.dead_letters, again.jobs, again.audit_entries) == (1, 2, 3)
+    assert audit.verify(store).ok
+
+
+def _fill_past_one_transaction(store: Store, folder: Path) -> None:
+    """:func:`_fill`, with more past their period than a few transactions of four take:
+    dead letters, webhook ids, finished jobs and audit entries (ahead of the young one)."""
+    audit.append_many(store, [("sync.run", {"n": -n}, None) for n in range(6)], ts=_ago(2700))
+    _fill(store, folder)
+    for n in range(9):
+        _dead_letter(store, _ago(40 + n), f"s-many-{n}")
+        _webhook_id(store, f"old-{n}", _ago(9))
+        _job(store, "done", _ago(35))
+
+
+def _held_rows(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """What the store holds of what a sweep purges, audit entries but the sweep's own."""
+    sweeps = (audit.AUDIT_ANCHORED, audit.RETENTION_PURGED)
+    return {
+        "dead_letters": store.db.execute("SELECT * FROM dead_letters ORDER BY id").fetchall(),
+        "outbox": store.db.execute("SELECT id, enqueued_at FROM outbox ORDER BY id").fetchall(),
+        "manifests": store.db.execute(
+            "SELECT id, manifest FROM dsr_requests ORDER BY id"
+        ).fetchall(),
+        "bundles": store.db.execute("SELECT created_at FROM bundles ORDER BY id").fetchall(),
+        "jobs": store.db.execute("SELECT * FROM jobs ORDER BY id").fetchall(),
+        "webhook_ids": store.db.execute(
+            "SELECT * FROM webhook_deliveries ORDER BY delivery_id"
+        ).fetchall(),
+        "erased_records": store.db.execute("SELECT * FROM erased_records").fetchall(),
+        "runs": store.db.execute("SELECT * FROM runs ORDER BY id").fetchall(),
+        "audit": [(e.kind, e.data) for e in audit.entries(store) if e.kind not in sweeps],
+    }
+
+
+def _purged_by_entries(store: Store) -> dict[str, int]:
+    """What the store's retention.purged entries count, added up by kind."""
+    total = dict.fromkeys(retention.PURGED_KINDS, 0)
+    for entry in audit.entries(store):
+        if entry.kind == audit.RETENTION_PURGED:
+            for kind, count in entry.data.items():
+                total[kind] += count
+    return total
+
+
+def _commits(store: Store) -> list[str]:
+    """The COMMITs the store's connection runs from now on, as it runs them."""
+    seen: list[str] = []
+    store.db.set_trace_callback(lambda sql: seen.append(sql) if sql == "COMMIT" else None)
+    return seen
+
+
+def test_a_sweep_with_more_to_purge_than_one_transaction_takes_commits_in_several(
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite lets one writer in at a time: a sweep that purged everything in one
+    transaction kept every other writer of the store (in the daemon: syncs, webhooks,
+    acknowledgements, requests) waiting until it ended, seconds on a large store. It
+    purges a bounded share a transaction, each counted by its own retention.purged entry,
+    and ends where one transaction ended."""
+    whole = Store(tmp_path / "whole" / "klantsync.db")
+    _fill_past_one_transaction(whole, tmp_path / "whole")
+    one = _commits(whole)
+    expected = retention.sweep_now(whole, config, KEYS, NOW)
+    assert one == ["COMMIT"]
+
+    monkeypatch.setattr(retention, "BATCH_ROWS", 4)
+    _fill_past_one_transaction(store, tmp_path / "shared")
+    commits = _commits(store)
+    report = retention.sweep_now(store, config, KEYS, NOW)
+    entries = [e.data for e in audit.entries(store) if e.kind == audit.RETENTION_PURGED]
+    assert len(commits) >= len(entries) > 1  # an entry each that purged something
+    assert all(0 < sum(counts.values()) <= 4 for counts in entries)
+    assert report.counts == expected.counts == _purged_by_entries(store)
+    assert report.errors == expected.errors == []
+    assert _held_rows(store) == _held_rows(whole)
+    assert audit.verify(store).ok
+    assert (tmp_path / "shared/out/old/operator-notes.txt").exists()
+    assert not (tmp_path / "shared/out/old/access.json").exists()
+
+
+async def test_another_writer_gets_turns_between_a_sweep_s_transactions(
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon sweeps on its loop: a sweep that never let go of it held up every
+    webhook, acknowledgement and request until it had purged everything. Between two of
+    its transactions the loop's other tasks run, and the store takes their writes then (a
+    second connection here, waiting for no lock)."""
+    monkeypatch.setattr(retention, "BATCH_ROWS", 4)
+    _fill_past_one_transaction(store, tmp_path)
+    commits = _commits(store)
+    sweeping = asyncio.ensure_future(retention.sweep(store, config, KEYS, NOW))
+    written_after: list[int] = []
+    with contextlib.closing(sqlite3.connect(store.path, timeout=0, isolation_level=None)) as other:
+        while not sweeping.done():
+            if commits:
+                other.execute("BEGIN IMMEDIATE")
+                other.execute(
+                    "INSERT INTO webhook_deliveries(system, delivery_id, received_at) "
+                    "VALUES ('writer', ?, ?)",
+                    (f"between-{len(written_after)}", _ago(0)),
+                )
+                other.execute("COMMIT")
+                written_after.append(len(commits))
+            await asyncio.sleep(0)
+    report = sweeping.result()
+    assert report.errors == [] and report.webhook_ids == 10
+    assert written_after and written_after[0] < len(commits)
+    held = store.db.execute("SELECT COUNT(*) FROM webhook_deliveries WHERE system='writer'")
+    assert held.fetchone()[0] == len(written_after)
+
+
+@pytest.mark.parametrize("cut_short", ["cancelled", "failed"])
+async def test_a_sweep_cut_short_after_its_first_transaction_leaves_a_store_the_next_finishes(
+    store: Store,
+    config: Config,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cut_short: str,
+) -> None:
+    """A sweep cut short between two transactions (the daemon stopping) or in the middle
+    of one (a full disk; a kill) keeps what it committed, each transaction's purges and
+    the entry counting them: nothing is gone that the trail does not count, and the trail
+    verifies. The next sweep purges the rest, and the two purged what one would have."""
+    from tests.conftest import disk_full_error
+
+    monkeypatch.setattr(retention, "BATCH_ROWS", 4)
+    _fill_past_one_transaction(store, tmp_path)
+    due = await retention.sweep(store, config, None, NOW, dry_run=True)
+    real = audit.append
+    if cut_short == "failed":
+
+        def full(store_: Store, kind: str, *args: Any, **kwargs: Any) -> int:
+            if kind == audit.RETENTION_PURGED and _purged_by_entries(store_)["dead_letters"]:
+                raise disk_full_error()  # the second transaction's entry
+            return real(store_, kind, *args, **kwargs)
+
+        monkeypatch.setattr(audit, "append", full)
+        with pytest.raises(sqlite3.OperationalError):
+            await retention.sweep(store, config, KEYS, NOW)
+    else:
+        commits = _commits(store)
+        sweeping = asyncio.ensure_future(retention.sweep(store, config, KEYS, NOW))
+        store.db.set_trace_callback(
+            lambda sql: sweeping.cancel() if sql == "COMMIT" and not commits else None
+        )
+        with pytest.raises(asyncio.CancelledError):
+            await sweeping
+    store.db.set_trace_callback(None)
+    monkeypatch.setattr(audit, "append", real)
+    first = _purged_by_entries(store)
+    assert first["dead_letters"] == 4 and sum(first.values()) == 4  # the first transaction
+    assert audit.verify(store).ok
+    left = await retention.sweep(store, config, None, NOW, dry_run=True)
+    assert {k: first[k] + left.counts[k] for k in first} == due.counts  # gone is counted
+
+    rest = await retention.sweep(store, config, KEYS, NOW)
+    assert rest.errors == []
+    assert {k: first[k] + rest.counts[k] for k in first} == due.counts
+    assert _purged_by_entries(store) == due.counts
+    assert (await retention.sweep(store, config, None, NOW, dry_run=True)).total == 0
     assert audit.verify(store).ok
 
 
@@ -781,8 +942,8 @@ async def test_a_replaced_store_is_emptied_or_deleted_only_once_the_entry_counti
     trail_days: int,
     after: int | None,
 ) -> None:
-    """A sweep is one transaction with its retention.purged entry, so nothing is gone that
-    the trail does not show. A replaced store was emptied (or deleted) ahead of that entry:
+    """A sweep's purges commit with the retention.purged entry counting them: nothing is gone
+    that the trail does not show. A replaced store was emptied (or deleted) ahead of that entry:
     when the entry could not be written (a full disk, the process killed there) the purges
     in the store rolled back, the replaced store stayed emptied or gone, and the next sweep,
     finding nothing left there, recorded it nowhere. It waits for the entry now."""
