@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import fcntl
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -44,6 +45,8 @@ __all__ = [
     "sync_running",
     "syncing",
 ]
+
+log = logging.getLogger("klantsync.lock")
 
 
 def _beside_store(store_path: Path, suffix: str) -> Path:
@@ -237,23 +240,63 @@ def _keys_lock_path(store_path: Path) -> Path:
 
 @contextmanager
 def _flock(store_path: Path, *, exclusive: bool) -> Iterator[None]:
-    fd = _open_lock(store_path, _keys_lock_path(store_path))
+    path = _keys_lock_path(store_path)
+    fd = _open_lock(store_path, path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
-        except BlockingIOError:
-            raise StoreError(
-                f"{store_path}: another klantsync command or the daemon has this store open; "
-                "stop it and run this again"
-            ) from None
+        if exclusive:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(
+                    f"{store_path}: another klantsync command or the daemon has this store "
+                    "open; stop it and run this again"
+                ) from None
+        else:
+            _wait_to_share(fd, path)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases its lock
 
 
+#: How long a command waits for the store's keys before it says what it waits for, and the
+#: pauses it waits in.
+_KEYS_NOTICE_SECONDS = 2.0
+_KEYS_PAUSE_SECONDS = 0.05
+
+
+def _wait_to_share(fd: int, path: Path) -> None:
+    """A shared lock on the keys' lock file ``fd`` (at ``path``), waiting as long as a key
+    rotation or a restore holds it alone; said once, at WARNING, after
+    :data:`_KEYS_NOTICE_SECONDS` (counted in the pauses waited).
+
+    A blocking ``flock`` waited without a word: behind a rotation that was stuck or slow an
+    operator saw a command hang, and not why. The lock is tried again after each pause
+    instead, which lets the command speak; it still waits until the rotation ends, and
+    Ctrl-C still stops it. The message names the lock file, nothing the store holds.
+    """
+    waited = 0.0
+    said = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if not said and waited >= _KEYS_NOTICE_SECONDS:
+            log.warning(
+                "waiting for the store's keys: a master key rotation (keys rotate) or a "
+                "restore is in progress and holds them; this goes on once it has finished",
+                extra={"lock_file": str(path)},
+            )
+            said = True
+        time.sleep(_KEYS_PAUSE_SECONDS)
+        waited += _KEYS_PAUSE_SECONDS
+
+
 @contextmanager
 def sharing_keys(store_path: Path) -> Iterator[None]:
-    """Held while a command works with the store's keys; waits out a rotation (seconds)."""
+    """Held while a command works with the store's keys; waits out a rotation (seconds),
+    saying so if it lasts (:func:`_wait_to_share`)."""
     with _flock(store_path, exclusive=False):
         yield
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from connector.errors import StoreError, StorePathError
 from connector.lock import (
     DaemonLock,
     daemon_running,
+    keys_alone,
     lock_path,
     sharing_keys,
     sync_lock_path,
@@ -247,3 +252,69 @@ async def test_a_keyed_lock_takes_turns_and_keeps_no_entry_once_free() -> None:
         async with one_at_a_time(locks, f"er-{n}"):
             pass
     assert locks == {}
+
+
+@contextmanager
+def _failing_rather_than_hanging(seconds: int = 3) -> Iterator[None]:
+    """A lock the block waits for for real (a blocking call, no pause this test drives)
+    fails the test after ``seconds`` instead of hanging the run."""
+
+    def hung(_signum: int, _frame: Any) -> None:
+        raise AssertionError(f"still waiting for the lock after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _rotation_ending_after(
+    monkeypatch: pytest.MonkeyPatch, store: Path, seconds: float
+) -> list[float]:
+    """A key rotation holding the store's keys alone, as `keys rotate` does, that ends once
+    a waiting command has paused ``seconds`` (pauses not slept: each is recorded)."""
+    rotation = ExitStack()
+    rotation.enter_context(keys_alone(store))
+    pauses: list[float] = []
+
+    def pause(length: float) -> None:
+        pauses.append(length)
+        if sum(pauses) >= seconds:
+            rotation.close()
+
+    monkeypatch.setattr("connector.lock.time.sleep", pause)
+    return pauses
+
+
+def test_a_command_waiting_behind_a_key_rotation_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A command that works with the store's keys waits while a master key rotation (or a
+    restore) holds them. It waited without a word: behind a rotation that was stuck or
+    slow, an operator saw it hang. After two seconds it says, once, what it waits for and
+    which lock file is held; it goes on waiting, and runs once the rotation has ended."""
+    store = tmp_path / "klantsync.db"
+    pauses = _rotation_ending_after(monkeypatch, store, 10)
+    caplog.set_level(logging.WARNING)
+    with _failing_rather_than_hanging(), sharing_keys(store):
+        ran = True
+    assert ran and sum(pauses) >= 10
+    said = [r for r in caplog.records if r.name.endswith("lock")]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    assert "key rotation" in said[0].getMessage()
+    assert said[0].lock_file == str(tmp_path / "klantsync.db.keys.lock")
+
+
+def test_a_command_waiting_briefly_behind_a_key_rotation_says_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rotation takes seconds: a command that waited less than two for it says nothing."""
+    store = tmp_path / "klantsync.db"
+    pauses = _rotation_ending_after(monkeypatch, store, 1)
+    caplog.set_level(logging.DEBUG)
+    with _failing_rather_than_hanging(), sharing_keys(store):
+        pass
+    assert pauses and [r for r in caplog.records if r.name.endswith("lock")] == []
