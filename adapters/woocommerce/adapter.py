@@ -103,6 +103,12 @@ ORDER_KEYS = ("id", "customer_id", "billing.email")
 #: or payment, or the IP address and browser it was placed from.
 ERASURE_ORDER_KEYS = tuple(dict.fromkeys((*ORDER_KEYS, *ANONYMOUS_PATHS)))
 
+#: What an erasure asks of each customer account it deletes (``_fields``): its id (what it
+#: deletes), its address (guest orders billed to the one the person moved to are theirs too:
+#: :func:`_addresses`) and its role (what a refused deletion names: :func:`_refused_delete`).
+#: Not the username, the shipping address or what plugins keep in its meta data.
+ERASURE_CUSTOMER_KEYS = ("id", "email", "role")
+
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
 _RETRYABLE_ITEM_CODES = frozenset({"registration-error-email-exists"})
@@ -695,10 +701,11 @@ class WooCommerceAdapter:
         """Anonymise the subject's orders (if configured), then delete their customer
         account(s) for good.
 
-        The orders are asked for whose they are and what the blanking clears alone
-        (:data:`ERASURE_ORDER_KEYS`): the rest of an order has no use here, and stays in the
-        shop unread."""
-        customers = await self._customers_for(subject)
+        The accounts are asked for what deletes them alone (:data:`ERASURE_CUSTOMER_KEYS`),
+        the orders for whose they are and what the blanking clears alone
+        (:data:`ERASURE_ORDER_KEYS`): the rest of either has no use here, and goes, or stays
+        in the shop, unread."""
+        customers = await self._customers_for(subject, {"_fields": ",".join(ERASURE_CUSTOMER_KEYS)})
         anonymised = blank = notes = 0
         if self.settings.anonymise_orders:
             blanking = {"_fields": ",".join(ERASURE_ORDER_KEYS)}

@@ -859,6 +859,35 @@ async def test_an_erasure_asks_for_whose_each_order_is_and_what_it_blanks_alone(
     assert not harness.sandbox.holds("an@example.com")
 
 
+async def test_an_erasure_reads_of_each_customer_its_id_address_and_role_alone(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """The accounts an erasure deletes are read with ``_fields``: their id (what it
+    deletes), their address (which finds guest orders billed to it under an address they
+    moved to) and their role (what a refused deletion names), not the username, shipping
+    address or plugins' meta data. Asked under a former address and the identity map's
+    id, both reads ask so, and the erasure goes as before."""
+    customer_id = sandbox.add_person("nu@example.com", "An", "Jansen", date_of_birth="1990-01-01")
+    guest = sandbox.add_order(0, billing={"email": "nu@example.com", "first_name": "An"})
+    built = await make_harness(sandbox)
+    async with built.client:
+        result = await built.adapter.erase(
+            Subject(email="oud@example.com", external_id=customer_id)
+        )
+    assert result.found and "1 orders anonymised" in result.note
+    reads = [e for e in sandbox.log.entries if e.path.startswith(f"{API}/customers")]
+    assert [(e.method, e.path) for e in reads] == [
+        ("GET", f"{API}/customers"),
+        ("GET", f"{API}/customers/{customer_id}"),
+        ("DELETE", f"{API}/customers/{customer_id}"),
+    ]
+    asked = [set(e.query.get("_fields", "").split(",")) for e in reads[:2]]
+    assert asked == [{"id", "email", "role"}] * 2
+    order = sandbox.order(guest)
+    assert order is not None and not any(order["billing"].values())
+    assert not sandbox.holds("nu@example.com")
+
+
 async def test_an_erasure_that_keeps_orders_reads_whose_they_are_alone(
     sandbox: WooCommerceSandbox,
 ) -> None:
