@@ -103,6 +103,10 @@ ORDER_KEYS = ("id", "customer_id", "billing.email")
 #: or payment, or the IP address and browser it was placed from.
 ERASURE_ORDER_KEYS = tuple(dict.fromkeys((*ORDER_KEYS, *ANONYMOUS_PATHS)))
 
+#: What an erasure asks the answer to its blanking of an order to hold (``_fields``): the id
+#: alone. Only the answer's status is read.
+BLANKED_ANSWER = {"_fields": "id"}
+
 #: What an erasure asks of each customer account it deletes (``_fields``): its id (what it
 #: deletes), its address (guest orders billed to the one the person moved to are theirs too:
 #: :func:`_addresses`) and its role (what a refused deletion names: :func:`_refused_delete`).
@@ -803,8 +807,11 @@ class WooCommerceAdapter:
                 notes += await self._delete_notes(int(order["id"]))
                 continue
             path = f"{API}/orders/{order['id']}"
+            # WooCommerce answers an update with the whole order (what was bought, the IP
+            # address and browser it was placed from); only the status is read here, so
+            # the answer is asked to hold the id alone. An error answer is not cut.
             response = await self.client.request(
-                "PUT", path, json=ANONYMOUS_ORDER, accept=(400, 404)
+                "PUT", path, params=BLANKED_ANSWER, json=ANONYMOUS_ORDER, accept=(400, 404)
             )
             # Deleted meanwhile (WooCommerce answers an update of an order it no longer
             # has 400 woocommerce_rest_shop_order_invalid_id): nothing of it to blank.

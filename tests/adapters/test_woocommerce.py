@@ -64,6 +64,7 @@ async def make_harness(
     attempts: int = 4,
     config: WooCommerceSettings | None = None,
     clock: FakeClock | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> Harness:
     sleeps: list[float] = []
 
@@ -76,12 +77,26 @@ async def make_harness(
         system="shop",
         base_url=BASE_URL,
         auth=("ck_sandbox", secret),
-        transport=httpx.ASGITransport(app=sandbox.app()),
+        transport=transport or httpx.ASGITransport(app=sandbox.app()),
         wait_hint=retry_after,
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
     )
     adapter = WooCommerceAdapter(client, config or settings())
     return Harness(sandbox, adapter, client, sleeps)
+
+
+class Answers(httpx.AsyncBaseTransport):
+    """The sandbox's transport, keeping each answer's JSON by its request's method and path."""
+
+    def __init__(self, sandbox: WooCommerceSandbox) -> None:
+        self.inner = httpx.ASGITransport(app=sandbox.app())
+        self.answers: list[tuple[str, str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        content = await response.aread()
+        self.answers.append((request.method, request.url.path, json.loads(content or b"null")))
+        return httpx.Response(response.status_code, headers=response.headers, content=content)
 
 
 @pytest.fixture
@@ -886,6 +901,60 @@ async def test_an_erasure_reads_of_each_customer_its_id_address_and_role_alone(
     order = sandbox.order(guest)
     assert order is not None and not any(order["billing"].values())
     assert not sandbox.holds("nu@example.com")
+
+
+async def test_an_erasure_s_blanking_of_an_order_is_answered_with_its_id_alone(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce answers an order's update with the whole order: what was bought, the IP
+    address and browser it was placed from. The erasure reads nothing of it but the status,
+    so each blanking asks (``_fields``) for the id alone and is answered so; the receipt
+    says what it said before."""
+    _, orders, _ = seed_subject(sandbox)
+    sandbox.add_order_note(orders[0], "belde over de levering")
+    answers = Answers(sandbox)
+    built = await make_harness(sandbox, transport=answers)
+    async with built.client:
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    puts = [e for e in sandbox.log.entries if e.method == "PUT"]
+    assert [e.path for e in puts] == [f"{API}/orders/{o}" for o in orders]
+    assert all(e.query.get("_fields") == "id" for e in puts)
+    blanked = [answer for method, _, answer in answers.answers if method == "PUT"]
+    assert blanked == [{"id": o} for o in orders]
+    assert result.note == (
+        "customer deleted; 3 orders anonymised; 1 order notes deleted; order IP address and "
+        "user agent are read-only over wc/v3 and remain"
+    )
+    assert (result.mode, result.vendor_status) == ("hard_delete", 200)
+    for order_id in orders:
+        order = sandbox.order(order_id)
+        assert order is not None and not any(order["billing"].values())
+
+
+async def test_the_sandbox_cuts_the_answers_to_writes_by_fields_but_not_its_errors(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WordPress filters every REST answer by ``_fields``, a write's as a read's; an error
+    answer it leaves whole (rest_filter_response_fields), so its code stays readable."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Jansen")
+    order_id = sandbox.add_order(customer_id)
+    cut = {"_fields": "id,billing.city"}
+    async with await raw_client(sandbox) as client:
+        order = await client.put(f"{API}/orders/{order_id}", params=cut, json={"customer_note": ""})
+        customer = await client.put(
+            f"{API}/customers/{customer_id}", params=cut, json={"first_name": "Anne"}
+        )
+        created = await client.post(
+            f"{API}/customers", params={"_fields": "id"}, json={"email": "nieuw@example.com"}
+        )
+        gone = await client.put(f"{API}/orders/999", params=cut, json={"customer_note": ""})
+    assert order.json() == {"id": order_id, "billing": {"city": ""}}
+    assert sorted(customer.json()) == ["billing", "id"]
+    assert created.status_code == 201 and sorted(created.json()) == ["id"]
+    assert (
+        gone.status_code == 400
+        and code_only(gone.json()) == "woocommerce_rest_shop_order_invalid_id"
+    )
 
 
 async def test_an_erasure_that_keeps_orders_reads_whose_they_are_alone(
