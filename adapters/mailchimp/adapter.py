@@ -23,7 +23,8 @@ What it does, by contract verb:
   archived. It never adds, subscribes, re-subscribes or restores anyone (see
   :meth:`MailchimpAdapter.update`).
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
-  member on every audience, archived members included; each member found comes with its
+  member on every audience, archived members included (marked so: :func:`as_found`, which
+  ``find_records`` does too); each member found comes with its
   notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person)
   and its activity (``GET .../members/{hash}/activity-feed``: sends, opens, clicks, bounces,
   unsubscribes); ``find_records`` (an erasure's snapshot and check, a correction) the
@@ -60,6 +61,7 @@ import httpx
 from adapters.mailchimp.payloads import (
     RENEWED_STATUS,
     WITHDRAWN_STATUS,
+    as_found,
     is_subscriber_hash,
     member_body,
     subscriber_hash,
@@ -615,7 +617,9 @@ class MailchimpAdapter:
                 if held is not None:
                     found[(list_id, member_hash)] = held
         # Another subject's member (Subject.spare) is neither read nor deleted.
-        return {key: member for key, member in found.items() if key[1] not in subject.spare}
+        return {
+            key: as_found(member) for key, member in found.items() if key[1] not in subject.spare
+        }
 
     async def _audiences(self) -> list[str]:
         """Every audience id of the account (``GET /lists``)."""

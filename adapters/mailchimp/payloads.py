@@ -20,6 +20,7 @@ __all__ = [
     "MEMBER_STATUSES",
     "RENEWED_STATUS",
     "WITHDRAWN_STATUS",
+    "as_found",
     "is_subscriber_hash",
     "member_body",
     "problem_body",
@@ -49,6 +50,18 @@ def subscriber_hash(email: str) -> str:
     normalised = email.strip().lower().encode("utf-8")
     # MD5 is Mailchimp's choice of identifier, not a security measure.
     return hashlib.md5(normalised, usedforsecurity=False).hexdigest()
+
+
+def as_found(member: dict[str, Any]) -> dict[str, Any]:
+    """A member as ``find`` reports it: one Mailchimp holds archived (``status`` "archived",
+    what ``DELETE`` leaves: restorable by a re-add) marked ``"archived": true`` as well.
+
+    That is how the connector tells a record still held but not live
+    (:func:`connector.model.is_archived`, HubSpot's own field): access and erasure see it,
+    and a correction neither reads it as the person's values nor writes to it. Read by its
+    status alone, an archived member passed for a live one there.
+    """
+    return {**member, "archived": True} if member.get("status") == "archived" else member
 
 
 def is_subscriber_hash(value: str) -> bool:

@@ -28,7 +28,7 @@ from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError, FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
-from connector.model import Person
+from connector.model import Person, is_archived
 from tests.adapters.front import Decision, FrontPage
 
 T = TypeVar("T")
@@ -967,6 +967,28 @@ async def test_erase_twice_reports_not_found_the_second_time(mc: Harness) -> Non
     assert mc.sandbox.endpoints_used.count(DELETE_PERMANENT) == 1
 
 
+async def test_an_archived_member_is_found_marked_archived_as_the_connector_reads_it(
+    mc: Harness,
+) -> None:
+    """Mailchimp answers an archived member (what ``DELETE`` leaves) with ``status``
+    "archived". Found by access, an erasure or a correction, it is marked archived as the
+    connector reads a record in a recycle bin (``is_archived``): held, but not live, so a
+    correction neither takes its values for the person's nor writes to it. The member
+    subscribed on the other audience is live."""
+    email = "archief@example.com"
+    member_hash = mc.sandbox.add_person(email, "Ria", "Oud", list_id=LIST_A)
+    mc.sandbox.store.archive(LIST_A, member_hash)
+    mc.sandbox.add_person(email, "Ria", "Fout", list_id=LIST_B)
+    mc.adapter.ask_only_for_paths(load_mapping(REPO_MAPPINGS / "mailchimp.toml").source_paths())
+    for found in (
+        await mc.adapter.find(Subject(email=email)),
+        await mc.adapter.find_records(Subject(email=email)),
+    ):
+        by_list = {m["list_id"]: m for m in found}
+        assert by_list[LIST_A]["status"] == "archived" and is_archived(by_list[LIST_A])
+        assert by_list[LIST_B]["status"] == "subscribed" and not is_archived(by_list[LIST_B])
+
+
 async def test_find_returns_each_member_record_or_nothing(mc: Harness) -> None:
     """find returns the member on each list it is on; an unknown address yields nothing."""
     mc.sandbox.add_person("found@example.com", "Fo", list_id=LIST_A)
@@ -1108,7 +1130,9 @@ async def test_an_erasure_s_and_a_correction_s_read_asks_only_for_the_mapped_pat
         (LIST_B, "archived"),
     ]
     for member in found:
-        assert set(member) == {"id", "list_id", "email_address", "status", "merge_fields"}
+        # An archived member comes marked so, as the connector reads a recycle bin.
+        marked = {"archived"} if member["status"] == "archived" else set()
+        assert set(member) == {"id", "list_id", "email_address", "status", "merge_fields", *marked}
         assert member["merge_fields"] == {"FNAME": "Ann", "LNAME": "Dekker"}
     mapping = load_mapping(REPO_MAPPINGS / "mailchimp.toml")
     person = mapping.inbound(found[0])
