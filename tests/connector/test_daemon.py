@@ -1055,6 +1055,18 @@ async def test_hubspot_s_report_of_klantsync_s_own_erasure_opens_no_second_reque
             ("body", len(TRUNCATED_JSON), "json_invalid"),
         ),
         ("GET", f"/admin/dsr?open_only={CANARY_EMAIL}", {}, ("query", "open_only", "bool_parsing")),
+        (
+            "POST",
+            "/admin/dsr",
+            {"json": {"kind": "erase", "email": f"{CANARY_NAME} {CANARY_PHONE_E164}"}},
+            ("body", "email", "email_invalid"),
+        ),
+        (
+            "POST",
+            "/admin/resync",
+            {"json": {"system": "shop", "email": CANARY_EMAIL.replace(".nl", "")}},
+            ("body", "email", "email_invalid"),
+        ),
     ],
 )
 async def test_admin_validation_errors_never_echo_what_was_sent(
@@ -1065,7 +1077,9 @@ async def test_admin_validation_errors_never_echo_what_was_sent(
     expected: tuple[str, str | int | None, str],
 ) -> None:
     """A refused request gets 422 naming each field's location, error type and message; the
-    values sent (an e-mail, a phone, a name, even an e-mail sent as a key) are not repeated."""
+    values sent (an e-mail, a phone, a name, even an e-mail sent as a key) are not repeated.
+    An address that is no address is refused so too, as the schema's 422 says: it was a
+    bare text under ``detail``, naming no field, where scripts read a list."""
     auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     headers = {**auth, **request_args.pop("headers", {})}
     async with _client(build_admin_app(daemon)) as client:
