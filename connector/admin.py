@@ -8,7 +8,8 @@ is recorded, its suppression entry with it, before its job is queued (as ``dsr e
 records it before it fans out); the job does the rest.
 
 A request the models refuse is answered 422 with where, what kind and why, never with what was
-sent (see :func:`validation_failed`).
+sent (see :func:`validation_failed`). The document lists every answer a route gives, the
+refusals of the token check and of the body's limits included, and the bearer token.
 """
 
 from __future__ import annotations
@@ -105,6 +106,18 @@ class Queued(BaseModel):
 
     job_id: int
     status: str = "queued"
+
+
+class Refusal(BaseModel):
+    """Why a request was refused or not carried out, never repeating what was sent."""
+
+    detail: str
+
+
+class StoreUnavailable(BaseModel):
+    """The store failed under the request; nothing was done: try again after ``Retry-After``."""
+
+    error: str
 
 
 class JobView(BaseModel):
@@ -208,6 +221,51 @@ def _declared_json(headers: Mapping[bytes, bytes]) -> bool:
     media_type = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
     main, _, sub = media_type.partition(b"/")
     return main == b"application" and (sub == b"json" or sub.endswith(b"+json"))
+
+
+#: The name the OpenAPI document gives the bearer token every route needs.
+BEARER_SCHEME = "bearer"
+
+
+def _refusal(description: str) -> dict[str, Any]:
+    """A refusal as a route's ``responses`` documents it (a :class:`Refusal`)."""
+    return {"model": Refusal, "description": description}
+
+
+#: What any route may answer besides its own outcomes, as :class:`_Guard` and the store
+#: handler answer them: documented, a client made from the schema knows them.
+_EVERY_ROUTE_ANSWERS: dict[int | str, dict[str, Any]] = {
+    401: _refusal("Missing or wrong bearer token"),
+    413: _refusal("Request body past 64 KiB"),
+    503: {"model": StoreUnavailable, "description": "The store did not answer; try again"},
+}
+#: What a route that reads a body answers besides: a body not declared JSON.
+_BODY_ANSWERS: dict[int | str, dict[str, Any]] = {
+    415: _refusal(f"Body not sent as {JSON_MEDIA_TYPE}"),
+}
+#: What a decision on a request answers besides (``_decide`` in :func:`build_admin_app`).
+_DECISION_ANSWERS: dict[int | str, dict[str, Any]] = {
+    **_BODY_ANSWERS,
+    404: _refusal("No such request"),
+    409: _refusal("The request's state refuses the decision (the detail says why)"),
+}
+
+
+def _with_bearer(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app``'s OpenAPI document builder, the document saying every route takes a bearer
+    token: the token is checked by :class:`_Guard`, out of FastAPI's sight, so its document
+    said nothing of it and a client made from the schema sent none."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()  # made once, then kept by FastAPI: changed once here
+        document.setdefault("components", {})["securitySchemes"] = {
+            BEARER_SCHEME: {"type": "http", "scheme": "bearer"}
+        }
+        document["security"] = [{BEARER_SCHEME: []}]
+        return document
+
+    return openapi
 
 
 _Scope = dict[str, Any]
@@ -324,13 +382,23 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         openapi_url=OPENAPI_PATH,
         docs_url=None,
         redoc_url=None,
+        responses=_EVERY_ROUTE_ANSWERS,
         exception_handlers={
             RequestValidationError: validation_failed,
             sqlite3.Error: store_failed,
         },
     )
 
-    @app.post("/admin/resync", status_code=202, response_model=Queued)
+    @app.post(
+        "/admin/resync",
+        status_code=202,
+        response_model=Queued,
+        responses={
+            **_BODY_ANSWERS,
+            404: _refusal("No such system"),
+            409: _refusal("No flow has this system as source"),
+        },
+    )
     async def resync(body: ResyncRequest) -> Queued:
         """Queue a resync of a source system (optionally one person, optionally full)."""
         if body.system not in daemon.rt.config.systems:
@@ -383,7 +451,9 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
             pass
         return data
 
-    @app.get("/admin/jobs/{job_id}", response_model=JobView)
+    @app.get(
+        "/admin/jobs/{job_id}", response_model=JobView, responses={404: _refusal("No such job")}
+    )
     async def job(job_id: JobId) -> JobView:
         """One job's state."""
         found = jobs.get(daemon.rt.store, job_id)
@@ -391,7 +461,7 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such job")
         return JobView(**found.as_dict())
 
-    @app.post("/admin/dsr", status_code=202, response_model=Queued)
+    @app.post("/admin/dsr", status_code=202, response_model=Queued, responses=_BODY_ANSWERS)
     async def open_request(body: DsrCreate) -> Queued:
         """Open an erasure or access request; it runs in the background."""
         # An erasure is recorded and the person suppressed before the 202, and the request
@@ -405,7 +475,7 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
 
         return [view.as_dict() for view in DsrService(daemon.rt).list(open_only=open_only)]
 
-    @app.get("/admin/dsr/{request_id}")
+    @app.get("/admin/dsr/{request_id}", responses={404: _refusal("No such request")})
     async def show_request(request_id: str) -> dict[str, Any]:
         """One data subject request."""
         from connector.dsr import DsrService
@@ -418,12 +488,12 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         shown: dict[str, Any] = view.as_dict()
         return shown
 
-    @app.post("/admin/dsr/{request_id}/extend")
+    @app.post("/admin/dsr/{request_id}/extend", responses=_DECISION_ANSWERS)
     async def extend_request(request_id: str, body: DsrExtend) -> dict[str, Any]:
         """Extend an open request's deadline, with the reason (redacted, audited)."""
         return _decide(request_id, lambda s: s.extend(request_id, body.months, body.reason))
 
-    @app.post("/admin/dsr/{request_id}/exempt")
+    @app.post("/admin/dsr/{request_id}/exempt", responses=_DECISION_ANSWERS)
     async def exempt_part(request_id: str, body: DsrExempt) -> dict[str, Any]:
         """Close one system's part of an open request without carrying it out, with the
         reason the person is told (redacted, audited; the receipt names it)."""
@@ -444,6 +514,8 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         shown: dict[str, Any] = view.as_dict()
         return shown
 
+    # FastAPI's documented way to change the document is to replace the method.
+    app.openapi = _with_bearer(app)  # type: ignore[method-assign]
     app.add_middleware(_Guard, token=token)
     # No redirect to the path with or without a trailing slash: behind a TLS-terminating
     # proxy it pointed at http:// (the scheme the listener sees).
