@@ -63,6 +63,21 @@ def _email_address(value: str) -> str:
 #: An e-mail address, normalised once validated.
 EmailAddress = Annotated[str, Field(min_length=3, max_length=320), AfterValidator(_email_address)]
 
+#: The error type of a reason that is only blanks; its message is our own fixed text.
+REASON_BLANK = "reason_blank"
+
+
+def _said(value: str) -> str:
+    """``value`` if it says anything: a reason of blanks alone is the field's fault (422),
+    not one of the request's state (the 409 the service's refusal becomes)."""
+    if not value.strip():
+        raise PydanticCustomError(REASON_BLANK, "reason is blank: say why")
+    return value
+
+
+#: An operator's reason for a decision on a request (recorded redacted, and audited).
+Reason = Annotated[str, Field(min_length=1, max_length=2000), AfterValidator(_said)]
+
 
 class ResyncRequest(BaseModel):
     """Trigger a resync of one source system, or of one person in it."""
@@ -89,7 +104,7 @@ class DsrExtend(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     months: int = Field(ge=1, le=2)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Reason
 
 
 class DsrExempt(BaseModel):
@@ -98,7 +113,7 @@ class DsrExempt(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     system: str = Field(min_length=1, max_length=64)
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Reason
 
 
 class Queued(BaseModel):
@@ -139,6 +154,7 @@ class JobView(BaseModel):
 _SCHEMA_ONLY_MESSAGES = frozenset(
     {
         EMAIL_INVALID,
+        REASON_BLANK,
         "bool_parsing",
         "bool_type",
         "dict_type",

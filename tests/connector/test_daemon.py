@@ -744,6 +744,37 @@ async def test_admin_extends_a_request_and_exempts_a_system_s_part(
     assert missing.status_code == 404
 
 
+async def test_a_blank_reason_is_refused_as_a_bad_field_not_as_the_request_s_state(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """An extension or exemption whose reason is only blanks was answered 409, which says
+    the request's state refuses it, naming the CLI's `--reason`. What is wrong is the field:
+    422 naming `reason`, and the request is left as it was."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    shop.faults.down = True
+    view = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    base = f"/admin/dsr/{view.id}"
+    async with _client(build_admin_app(daemon)) as client:
+        extended = await client.post(
+            f"{base}/extend", headers=auth, json={"months": 1, "reason": " \n\t "}
+        )
+        exempted = await client.post(
+            f"{base}/exempt", headers=auth, json={"system": "shop", "reason": "   "}
+        )
+    for answer in (extended, exempted):
+        assert answer.status_code == 422, answer.text
+        assert [(e["loc"], e["type"]) for e in answer.json()["detail"]] == [
+            (["body", "reason"], "reason_blank")
+        ]
+        assert "--reason" not in answer.text
+    after = DsrService(daemon.rt).get(view.id)
+    assert after is not None and after.is_open and after.extension_reason is None
+    assert after.system("shop").status != "exempt"
+
+
 def _synchronous_in_effect(statements: list[str], upto: int) -> str:
     """The ``PRAGMA synchronous`` level in effect at statement ``upto`` of a trace (the store
     opens with NORMAL)."""
