@@ -273,6 +273,11 @@ def _main(argv: list[str]) -> int:
         _stdout_gone()
         return EXIT_PIPE
     except ConfigError as exc:
+        option = _option_of(exc)
+        if option is not None:
+            # A value given on the command line, refused by the command (an --out that is a
+            # folder, a --since that is no date): bad usage, not a config file to fix.
+            return _error(err, args, f"{option}: {exc.problem}", EXIT_USAGE, kind="usage")
         # file and key apart too: a script should not have to split the message on ": ",
         # which a path may hold.
         where = {"file": exc.file, "key": exc.key}
@@ -290,6 +295,25 @@ def _main(argv: list[str]) -> int:
         return 130
     except Exception as exc:  # the last line of defence: a bug must not dump a traceback
         return _internal_error(err, args, exc)
+
+
+#: What a ConfigError about a command-line option gives as its file, the option as its key.
+_COMMAND_LINE = "command line"
+
+
+def _option_of(exc: ConfigError) -> str | None:
+    """The option a ConfigError is about, or None for one about the config or a mapping.
+
+    The commands refuse a bad option value as a ConfigError naming the option where the
+    file goes (``--out``), or ``command line`` with the option as the key (``--to``): exit 2
+    either way, but under ``--json`` it is answered as usage, with no ``file`` for a script
+    to look for.
+    """
+    if exc.file == _COMMAND_LINE:
+        return exc.key
+    if exc.file.startswith("--") and not exc.key:
+        return exc.file
+    return None
 
 
 def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> int:
@@ -417,7 +441,7 @@ def _dispatch(args: argparse.Namespace, parser: argparse.ArgumentParser, console
                 # find "unchanged" customers and the erasure nobody to erase, and say so as
                 # if that were the demo.
                 raise ConfigError(
-                    "command line",
+                    _COMMAND_LINE,
                     "--dir",
                     f"{args.dir} holds an earlier demo's store; give a new or empty folder",
                 )

@@ -130,7 +130,7 @@ def test_backup_usage_mistakes_exit_2(
     for out, said in ((folder, "is a directory"), (store_path, "the store itself")):
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
-        assert answer["error"] == "config" and said in answer["message"]
+        assert answer["error"] == "usage" and said in answer["message"]
 
 
 def test_a_backup_whose_disk_is_full_names_the_backup_not_the_store(
@@ -199,7 +199,7 @@ def test_backup_refuses_to_write_over_the_master_key_and_the_other_key_files(
     for out in key_files:
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
-        assert answer["error"] == "config" and "name another file" in answer["message"]
+        assert answer["error"] == "usage" and "name another file" in answer["message"]
         assert "admin-token" not in answer["message"]
     assert {path: path.read_bytes() for path in key_files} == before
     assert link.is_symlink()
@@ -227,7 +227,7 @@ def test_backup_refuses_to_write_over_the_daemon_s_tls_key_and_certificate(
     for out, key in zip(tls_files, ("daemon.tls_key", "daemon.tls_cert"), strict=True):
         assert main(["-c", str(config_path), "backup", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
-        assert answer["error"] == "config" and key in answer["message"]
+        assert answer["error"] == "usage" and key in answer["message"]
     assert {path: path.read_bytes() for path in tls_files} == before
 
 
@@ -253,7 +253,7 @@ def test_backup_refuses_to_write_over_the_sync_lock_the_daemon_holds(
         out = str(sync_lock_path(store_path))
         assert main(["-c", str(config_path), "backup", "--out", out, "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
-        assert answer["error"] == "config" and "lock file" in answer["message"]
+        assert answer["error"] == "usage" and "lock file" in answer["message"]
         assert sync_running(store_path)
         with pytest.raises(StoreError), syncing(store_path, "sync"):
             pass
@@ -288,7 +288,7 @@ def test_out_naming_the_retired_receipt_keys_folder_is_refused_before_it_exists(
     for out in (folder, folder / "0123456789abcdef.pem"):
         assert main(["-c", str(config_path), "register", "--out", str(out), "--json"]) == 2
         answer = json.loads(capsys.readouterr().out)
-        assert answer["error"] == "config" and "retired receipt keys" in answer["message"]
+        assert answer["error"] == "usage" and "retired receipt keys" in answer["message"]
     assert not folder.exists()
     assert main(["-c", str(config_path), "dsr", "rotate-key", "--json"]) == 0
 

@@ -889,6 +889,38 @@ def test_a_bad_email_given_to_resync_is_answered_as_usage_as_dsr_answers_it(
     assert resync == erase == {"error": "usage", "message": "--email is not an e-mail address"}
 
 
+def test_a_bad_option_value_a_command_finds_is_answered_as_usage_not_as_config(
+    offline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README: under --json a bad option value is answered as `usage`; `config`, with its
+    `file` and `key`, is for the config file. An option a command itself refused (`--out` a
+    folder or the store, `--since` no date, `--to` the key in use, `--dir` an earlier demo's)
+    was answered `{"error": "config", "file": "--since", ...}` or `"file": "command line"`:
+    a script sending config errors to whoever keeps the config file looked for a file by
+    that name. Exit 2 still, and stderr as before."""
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    earlier_demo = tmp_path / "earlier-demo"
+    earlier_demo.mkdir()
+    (earlier_demo / "klantsync.db").write_bytes(b"")
+    Store(_store_of(offline)).close()  # a store to rotate, so --to is what is refused
+    refused = {
+        "--out": ["register", "--out", str(folder)],
+        "--since": ["audit", "export", "--since", "yesterday"],
+        "--to": ["keys", "rotate", "--to", f"file:{offline.parent / 'master.key'}"],
+        "--dir": ["demo", "--dir", str(earlier_demo)],
+    }
+    for option, command in refused.items():
+        assert main(["-c", str(offline), *command, "--json"]) == 2, command
+        answer = _json(capsys)
+        assert isinstance(answer, dict)
+        assert answer["error"] == "usage", answer
+        assert answer["message"].startswith(f"{option}: "), answer
+        assert "file" not in answer and "command line" not in answer["message"]
+        assert main(["-c", str(offline), *command]) == 2, command
+        assert capsys.readouterr().err.startswith(f"error: {option}: "), command
+
+
 def test_sync_of_an_unknown_flow_exits_2_and_leaves_no_store(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
