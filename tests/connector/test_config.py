@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+import tomllib
+import typing
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from connector.cli import main
 from connector.config import load_config, parse_schedule
@@ -284,14 +289,12 @@ def test_a_country_that_is_no_iso_code_is_refused_not_registered_as_a_transfer(
     assert processor is not None and processor.country == "EE"
 
 
-def test_config_example_names_every_option_of_every_table() -> None:
-    """Each key of each config model, adapters' included, appears in config.example.toml as
-    ``key =`` or as a ``[... .key]`` table (commented out where it has no example value)."""
-    import re
-    import typing
+EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
-    from pydantic import BaseModel
 
+def _every_option() -> list[tuple[str, str, FieldInfo]]:
+    """(model name, key, field) for each key of each config model, adapters' included, and
+    of the tables inside them."""
     from adapters.registry import REGISTRY
     from connector.config import (
         DaemonSettings,
@@ -304,7 +307,6 @@ def test_config_example_names_every_option_of_every_table() -> None:
     )
     from connector.privacy import ControllerSettings, PrivacySettings, RetentionSettings
 
-    text = (Path(__file__).resolve().parents[2] / "config.example.toml").read_text()
     roots: list[type[BaseModel]] = [
         StoreSettings,
         KeySettings,
@@ -319,23 +321,82 @@ def test_config_example_names_every_option_of_every_table() -> None:
         *(spec.settings_model for spec in REGISTRY.values()),
     ]
     seen: set[type[BaseModel]] = set()
-    missing: list[str] = []
+    found: list[tuple[str, str, FieldInfo]] = []
 
     def walk(model: type[BaseModel]) -> None:
         if model in seen:
             return
         seen.add(model)
         for name, info in model.model_fields.items():
-            key = info.alias or name
-            if not re.search(rf"(^|[\s#{{,]){re.escape(key)} =|\.{re.escape(key)}\]", text, re.M):
-                missing.append(f"{model.__name__}.{key}")
+            found.append((model.__name__, info.alias or name, info))
             for arg in (info.annotation, *typing.get_args(info.annotation)):
                 if isinstance(arg, type) and issubclass(arg, BaseModel):
                     walk(arg)
 
     for root in roots:
         walk(root)
+    return found
+
+
+def test_config_example_names_every_option_of_every_table() -> None:
+    """Each key of each config model, adapters' included, appears in config.example.toml as
+    ``key =`` or as a ``[... .key]`` table (commented out where it has no example value)."""
+    text = EXAMPLE.read_text()
+    missing = [
+        f"{model}.{key}"
+        for model, key, _ in _every_option()
+        if not re.search(rf"(^|[\s#{{,]){re.escape(key)} =|\.{re.escape(key)}\]", text, re.M)
+    ]
     assert missing == []
+
+
+def _example_values(text: str, key: str) -> list[tuple[object, str]]:
+    """Each value config.example.toml gives ``key`` at the start of a line (commented out or
+    not; a value running over commented lines joined), with the comment that goes with it:
+    the line's own and the comment-only lines below it."""
+    lines = text.splitlines()
+    found: list[tuple[object, str]] = []
+    for index, line in enumerate(lines):
+        match = re.match(rf"[#\s]*{re.escape(key)} = (.*)$", line)
+        if match is None:
+            continue
+        written, _, comment = match.group(1).partition("  #")
+        value: object = None
+        for more in [None, *lines[index + 1 : index + 4]]:
+            if more is not None:
+                written += " " + more.lstrip("# ").partition("  #")[0]
+                comment += " " + more.partition("  #")[2]
+            with contextlib.suppress(tomllib.TOMLDecodeError):
+                value = tomllib.loads(f"v = {written}")["v"]
+                break
+        for below in lines[index + 1 :]:
+            if not re.match(r"\s+#", below):  # an indented comment goes on the one above
+                break
+            comment += " " + below.strip().lstrip("# ")
+        found.append((value, comment))
+    return found
+
+
+def test_config_example_states_every_option_s_default() -> None:
+    """config.example.toml says it documents every option "with its default where it has
+    one": each key with a default is written with that value, or its comment says what the
+    default is (the value shown is another, as a flow's cron schedule)."""
+    text = EXAMPLE.read_text()
+    wrong: list[str] = []
+    for model, key, info in _every_option():
+        default = info.get_default(call_default_factory=True)
+        if info.is_required() or default in (None, "", [], {}):
+            continue
+        if isinstance(default, Path):
+            default = str(default)
+        given = _example_values(text, key)
+        shown = json.dumps(default)  # as TOML writes it: "every 15m", ["customers"], true
+        if not any(
+            value == default or ("default" in comment and shown in comment)
+            for value, comment in given
+        ):
+            wrong.append(f"{model}.{key} (default {shown})")
+    assert wrong == []
 
 
 def test_flow_from_a_system_that_cannot_pull_is_refused(
