@@ -41,7 +41,8 @@ def register(subparsers: Any) -> None:
         description="The store's keys: which master key it is kept under, and replacing it.",
     )
     actions = keys.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
-    show = actions.add_parser("show", help="fingerprint of the master key the store is kept under")
+    shown = "fingerprint of the master key the store is kept under"
+    show = actions.add_parser("show", help=shown, description=shown)
     show.add_argument("--json", action="store_true", help="machine-readable output")
     rotate = actions.add_parser(
         "rotate",

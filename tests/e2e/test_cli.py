@@ -778,6 +778,30 @@ def test_every_option_the_readme_lists_is_one_the_command_takes() -> None:
     assert checked >= 30  # the list does name the options
 
 
+def test_every_command_and_action_takes_json_and_says_what_it_does() -> None:
+    """DESIGN.md: every command that reports takes `--json` for machines. Each command and
+    each action of one (`dsr erase`, `keys show`...) takes it, and has a --help that says
+    what it does."""
+    import argparse
+
+    from connector.cli import _parser
+
+    def leaves(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not found:
+            yield parser
+        for action in found:
+            for child in dict(action.choices).values():
+                yield from leaves(child)
+
+    commands = list(leaves(_parser()))
+    assert len(commands) >= 30  # 13 commands, 20 actions of keys, dsr, retention, incident
+    for command in commands:
+        flags = {flag for action in command._actions for flag in action.option_strings}
+        assert "--json" in flags, command.prog
+        assert (command.description or "").strip(), command.prog
+
+
 def test_readme_layout_names_every_module_of_connector() -> None:
     """The Layout section names each module of connector/, so the next one has a place."""
     import re
