@@ -17,6 +17,7 @@ import idna
 __all__ = [
     "CANONICAL_FIELDS",
     "CONSENT_FIELDS",
+    "INVISIBLE",
     "CanonicalField",
     "Person",
     "earlier_email_forms",
@@ -96,9 +97,18 @@ CANONICAL_FIELDS: dict[str, CanonicalField] = {f.name: f for f in _FIELDS}
 CONSENT_FIELDS: dict[str, str] = {"marketing": "marketing_consent"}
 
 
+#: Characters that show as nothing and mean nothing in a name or an address, which come
+#: along when one is copied (from a web page, a chat, a spreadsheet cell): zero-width space,
+#: word joiner, byte order mark, soft hyphen; ``str.strip`` and ``str.split`` do not take
+#: them for blanks. IDNA ignores the four in a domain. The zero-width joiner and non-joiner
+#: are kept: they shape letters in some scripts (Persian, the Indic ones). For
+#: ``str.translate``.
+INVISIBLE = dict.fromkeys(map(ord, "\u200b\u2060\ufeff\u00ad"))
+
+
 def normalise_email(email: str) -> str:
-    """The form subjects are identified by: trimmed, lower-cased and, past ASCII, in Unicode
-    NFC with the domain in its ASCII form (punycode).
+    """The form subjects are identified by: trimmed, lower-cased and, past ASCII, without
+    :data:`INVISIBLE` characters, in Unicode NFC with the domain in its ASCII form (punycode).
 
     The local part is case-sensitive in theory only; every vendor we talk to treats it
     case-insensitively, and a subject must map to one id whatever the shop's capitalisation.
@@ -106,12 +116,14 @@ def normalise_email(email: str) -> str:
     Unicode or in punycode ("bücher.de", "xn--bcher-kva.de"): one mailbox, which must be one
     subject, or an erasure typed in one form misses the person synced in the other. The
     domain takes its ASCII form, as browsers send an e-mail field and WordPress keeps it, so
-    an ASCII address (nearly every one) keeps the form and the subject id it always had.
+    an ASCII address (nearly every one) keeps the form and the subject id it always had. An
+    address pasted with an invisible character is the address without it: kept, an erasure
+    pasted so was another subject's, and found nobody.
     """
     text = email.strip().lower()
     if text.isascii():
         return text
-    text = unicodedata.normalize("NFC", text)
+    text = unicodedata.normalize("NFC", text.translate(INVISIBLE).strip())
     local, at, domain = text.rpartition("@")
     if not at or domain.isascii():
         return text

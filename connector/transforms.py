@@ -19,6 +19,8 @@ from typing import Any, cast
 import phonenumbers
 import pycountry
 
+from connector.model import INVISIBLE
+
 __all__ = [
     "TRANSFORMS",
     "Transform",
@@ -32,9 +34,18 @@ __all__ = [
 Transform = Callable[[Any], Any]
 
 
+def _collapsed(text: str) -> str:
+    """``text`` with its blanks made single spaces and invisible characters dropped (a
+    zero-width space copied along with an address went to every system, as another
+    address than the one the person is known by: see :data:`connector.model.INVISIBLE`)."""
+    if not text.isascii():
+        text = text.translate(INVISIBLE)
+    return " ".join(text.split())
+
+
 def _trim(value: Any) -> Any:
     if isinstance(value, str):
-        stripped = " ".join(value.split())
+        stripped = _collapsed(value)
         return stripped or None
     return value
 
@@ -51,7 +62,7 @@ def _name(value: Any) -> Any:
     """Collapse spaces; fix ALL-CAPS or all-lower names, leave mixed case ("van der Berg")."""
     if not isinstance(value, str):
         return value
-    text = " ".join(value.split())
+    text = _collapsed(value)
     if not text:
         return None
     # German capitals are typed with "ß" (its capital "ẞ" has no key), a lower-case letter:
@@ -506,16 +517,16 @@ TRANSFORMS: dict[str, Transform] = {
 
 
 def _trimmed(text: str) -> Any:
-    return " ".join(text.split()) or None
+    return _collapsed(text) or None
 
 
 def _trimmed_lower(text: str) -> Any:
-    trimmed = " ".join(text.split())
+    trimmed = _collapsed(text)
     return trimmed.lower() if trimmed else None
 
 
 def _trimmed_upper(text: str) -> Any:
-    trimmed = " ".join(text.split())
+    trimmed = _collapsed(text)
     return trimmed.upper() if trimmed else None
 
 

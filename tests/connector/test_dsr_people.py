@@ -350,3 +350,25 @@ async def test_an_erasure_reaches_a_person_synced_before_domains_were_read_in_pu
     view = await DsrService(rt).erase(IDN_PUNYCODE)
     assert view.status == "completed"
     assert not crm.holds(IDN_UNICODE) and not shop.holds(IDN_UNICODE)
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        f"{CANARY_EMAIL}\u200b",  # zero-width space, from a web page or a chat
+        f"\ufeff{CANARY_EMAIL}",  # byte order mark, from a file or a spreadsheet cell
+        f"\u2060{CANARY_EMAIL} ",  # word joiner
+        CANARY_EMAIL.replace("@", "\u00ad@"),  # soft hyphen, from a word processor
+    ],
+)
+async def test_an_erasure_pasted_with_an_invisible_character_reaches_the_customer(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, pasted: str
+) -> None:
+    """An address copied from the customer's e-mail or a ticket can carry a character that
+    shows as nothing. It was part of the subject: the erasure was another person's, found
+    nobody, and reported every system clear while the customer stayed in each of them."""
+    await seeded(shop, rt)
+    assert normalise_email(pasted) == CANARY_EMAIL
+    view = await DsrService(rt).erase(pasted)
+    assert view.status == "completed"
+    assert not crm.holds(CANARY_EMAIL) and not shop.holds(CANARY_EMAIL)

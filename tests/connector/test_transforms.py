@@ -7,6 +7,8 @@ import random
 
 import phonenumbers
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.transforms import (
     _UNSURE,
@@ -15,10 +17,16 @@ from connector.transforms import (
     _e164_parsed,
     _plan,
     make_transform,
+    run_chain,
+    text_chain,
 )
 
 #: Every region the fast path answers for (the others go to the parser whole).
 REGIONS = sorted(r for r in phonenumbers.SUPPORTED_REGIONS if _plan(r) is not None)
+
+
+#: What shows as nothing when pasted: zero-width space, word joiner, byte order mark, soft hyphen.
+INVISIBLE = "\u200b\u2060\ufeff\u00ad"
 
 
 def _generated(rng: random.Random) -> str:
@@ -292,3 +300,51 @@ def test_a_name_in_capitals_with_a_sharp_s_is_written_as_a_name(typed: str, writ
     assert name is not None
     assert name(typed) == written
     assert name(written) == written
+
+
+@pytest.mark.parametrize(
+    ("names", "typed", "read"),
+    [
+        (("trim", "lower"), "Jan@Example.nl\u200b", "jan@example.nl"),
+        (("trim", "lower"), "\ufeffjan@example.nl", "jan@example.nl"),
+        (("trim",), "Utrecht\u2060", "Utrecht"),
+        (("trim", "upper"), "1234\u200b ab", "1234 AB"),
+        (("trim", "name"), "JAN\u00adSEN", "Jansen"),
+        (("trim", "name"), "\u200bvan der Berg", "van der Berg"),
+        (("trim",), "\u200b \ufeff", None),  # nothing visible is no value
+        (
+            ("trim", "name"),
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+            "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+        ),
+    ],
+)
+def test_an_invisible_character_pasted_with_a_value_is_dropped(
+    names: tuple[str, ...], typed: str, read: str | None
+) -> None:
+    """A character that shows as nothing (zero-width space, word joiner, byte order mark,
+    soft hyphen) comes along when a value is copied. Kept, it went to every system: an
+    address another than the one the person is known by, which a destination refuses or
+    writes over the right one with. The zero-width non-joiner, which shapes Persian letters,
+    stays."""
+    transforms = tuple(t for t in (make_transform(n, "NL") for n in names) if t is not None)
+    assert run_chain(transforms, typed) == read
+    assert text_chain(names, transforms)(typed) == read
+
+
+@settings(max_examples=500, derandomize=True, deadline=None)
+@given(
+    text=st.text(alphabet=st.sampled_from(["a", "B", " ", "-", "'", "\u00a0", *INVISIBLE])),
+    names=st.sampled_from([("trim",), ("trim", "lower"), ("trim", "upper"), ("trim", "name")]),
+)
+def test_text_transforms_give_their_own_output_back_and_nothing_invisible(
+    text: str, names: tuple[str, ...]
+) -> None:
+    """Run again on what they gave (a destination's copy read back), the text transforms give
+    it back; what they give holds no invisible character."""
+    transforms = tuple(t for t in (make_transform(n, "NL") for n in names) if t is not None)
+    once = text_chain(names, transforms)(text)
+    assert once == run_chain(transforms, text)
+    if once is not None:
+        assert not set(once) & set(INVISIBLE)
+        assert text_chain(names, transforms)(once) == once
