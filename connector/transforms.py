@@ -444,6 +444,12 @@ def _country(value: Any) -> Any:
     return _country_code(value) if isinstance(value, str) else None
 
 
+#: Dates as people and exports write them besides ISO: day first (Dutch and Belgian with
+#: "-" or "/", German with dots), or year first with slashes. Never month first: "01/02"
+#: is the first of February here, and an American date is not guessed at.
+_DATE_FORMATS = ("%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d")
+
+
 def _date(value: Any) -> Any:
     """ISO 8601 date (``YYYY-MM-DD``) from a date, datetime or ISO-like string."""
     if isinstance(value, dt.datetime):
@@ -462,7 +468,7 @@ def _date(value: Any) -> Any:
                 if isinstance(parsed, dt.datetime)
                 else (parsed.isoformat())
             )
-        for fmt in ("%d-%m-%Y", "%d/%m/%Y"):
+        for fmt in _DATE_FORMATS:
             try:
                 return dt.datetime.strptime(text, fmt).date().isoformat()
             except ValueError:

@@ -348,3 +348,24 @@ def test_text_transforms_give_their_own_output_back_and_nothing_invisible(
     if once is not None:
         assert not set(once) & set(INVISIBLE)
         assert text_chain(names, transforms)(once) == once
+
+
+@pytest.mark.parametrize(
+    ("written", "date"),
+    [
+        ("05.01.1980", "1980-01-05"),  # German, Swiss and Austrian order, with dots
+        ("5.1.1980", "1980-01-05"),
+        ("1980/01/05", "1980-01-05"),  # year first: no order to guess
+        ("31.02.1980", None),  # no such day
+        ("01/31/1980", None),  # American order: no thirty-first month, not guessed at
+    ],
+)
+def test_dates_as_german_customers_and_exports_write_them_are_read(
+    written: str, date: str | None
+) -> None:
+    """A date of birth typed the German way ("05.01.1980") was no date: every one a German
+    shop held was dropped."""
+    transform = make_transform("date", "NL")
+    assert transform is not None
+    assert transform(written) == date
+    assert text_chain(("date",), (transform,))(written) == date
