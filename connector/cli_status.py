@@ -72,8 +72,11 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
         )
     counts = data["counts"]
     per_system = escape(", ".join(f"{name} {n}" for name, n in data["queued"].items()))
+    # What waits to be sent, as the breakdown and the outbox gauge count it: the outbox
+    # table also keeps held rows (a former address's write, never sent).
+    waiting = sum(data["queued"].values())
     console.print(
-        f"  queued {counts['outbox']}{f' ({per_system})' if per_system else ''}, "
+        f"  queued {waiting}{f' ({per_system})' if per_system else ''}, "
         f"dead letters {counts['dead_letters']}, "
         f"known subjects {counts['subjects']} ({counts['identities']} system ids), "
         f"suppressed {counts['suppression']}, "

@@ -866,6 +866,32 @@ def test_status_json_lists_every_dead_letter_and_the_text_the_latest(
     assert text.count("dead letter #") == 20
 
 
+def test_status_counts_as_queued_only_what_waits_to_be_sent(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A row held with a write from a former address is never sent (it is kept for an
+    erasure to read): `status` says "queued 1 (crm 1)", as its --json `queued` and the
+    outbox gauge count, not "queued 2 (crm 1)", a total its own breakdown contradicts."""
+    from connector.state import HELD, QueuedPayload, Store
+
+    store = Store(_store_of(offline))
+    try:
+        payloads = [QueuedPayload("crm", f"{n:032x}", b"sealed", f"hash-{n}") for n in (1, 2)]
+        store.enqueue_page("shop-to-crm", "shop", payloads, [], None, move_cursor=False)
+        with store.transaction() as db:
+            db.execute(
+                "UPDATE outbox SET former=payload, payload_hash=? WHERE subject_no="
+                "(SELECT subject_no FROM subjects WHERE subject_id=?)",
+                (HELD, f"{1:032x}"),
+            )
+    finally:
+        store.close()
+    assert main(["-c", str(offline), "status", "--json"]) == 0
+    assert _json(capsys)["queued"] == {"crm": 1}  # type: ignore[index]
+    assert main(["-c", str(offline), "status"]) == 0
+    assert "queued 1 (crm 1), dead letters 0" in capsys.readouterr().out
+
+
 def test_resync_handed_to_a_running_daemon_is_checked_first(
     offline: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
