@@ -291,8 +291,7 @@ def _main(argv: list[str]) -> int:
     except KlantsyncError as exc:
         return _error(err, args, str(exc), EXIT_FAILED, kind="error")
     except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+        return _interrupted(err, args)
     except Exception as exc:  # the last line of defence: a bug must not dump a traceback
         return _internal_error(err, args, exc)
 
@@ -314,6 +313,27 @@ def _option_of(exc: ConfigError) -> str | None:
     if exc.file.startswith("--") and not exc.key:
         return exc.file
     return None
+
+
+#: What an interrupted sync leaves: each page's payloads were queued with the cursor past
+#: them (one transaction), so the operator who stopped it need not wonder what to redo.
+_SYNC_INTERRUPTED = (
+    "interrupted: what this sync queued stays queued, and the next sync continues where it stopped"
+)
+
+
+def _interrupted(err: Console, args: argparse.Namespace) -> int:
+    """Ctrl-C (SIGINT): exit 130, said on stderr. A sync's ``--json`` reader is answered on
+    stdout, as for every other way a sync ends: it read an empty document. (Not so for the
+    commands Ctrl-C is the way to stop, ``sandbox`` and ``run``: their output is printed.)"""
+    is_sync = args.command in ("sync", "resync")
+    message = (
+        _SYNC_INTERRUPTED if is_sync and not getattr(args, "dry_run", False) else "interrupted"
+    )
+    err.print(message, markup=False)
+    if is_sync and args.json and not _json_line({"error": "interrupted", "message": message}):
+        return EXIT_PIPE
+    return 130  # 128 + SIGINT, as the shell reports any tool stopped so
 
 
 def _internal_error(err: Console, args: argparse.Namespace, exc: Exception) -> int:

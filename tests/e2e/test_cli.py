@@ -1780,6 +1780,30 @@ def test_interrupt_still_exits_130(
     assert "internal error" not in capsys.readouterr().err
 
 
+def test_a_sync_interrupted_says_the_next_one_continues_and_answers_json_on_stdout(
+    offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C mid-sync: exit 130 and a line saying what it queued is kept and the next sync
+    goes on from there. Under --json the answer is JSON on stdout, as for every other way a
+    sync ends: a script read an empty document."""
+
+    async def sync(_engine: Engine, *_args: Any, **_kwargs: Any) -> list[Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Engine, "sync", sync)
+    assert main(["-c", str(offline), "sync"]) == 130
+    out = capsys.readouterr()
+    assert out.out == ""
+    assert "interrupted" in out.err and "the next sync continues where it stopped" in out.err
+    assert main(["-c", str(offline), "sync", "--json"]) == 130
+    out = capsys.readouterr()
+    answer = json.loads(out.out)
+    assert answer["error"] == "interrupted"
+    assert "the next sync continues where it stopped" in answer["message"]
+    assert main(["-c", str(offline), "sync", "--dry-run", "--json"]) == 130
+    assert json.loads(capsys.readouterr().out) == {"error": "interrupted", "message": "interrupted"}
+
+
 def test_a_full_disk_mid_sync_exits_1_saying_what_to_do_not_as_a_bug(
     offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
