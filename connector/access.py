@@ -65,8 +65,9 @@ _T: dict[str, dict[str, str]] = {
         "field": "Field",
         "value": "Value",
         "connector": "What klantsync itself keeps",
-        "connector_text": "Only pseudonymous ids, timestamps and statuses; no names, e-mail "
-        "addresses or other values in clear.",
+        "connector_text": "Pseudonymous ids, timestamps and statuses; and, encrypted, the "
+        "data waiting to be delivered to a system or that a system refused (under "
+        "sealed_data, shown here as it reads).",
         "portable": "Machine-readable copy",
         "portable_text": "data.json in this folder holds the same data in a structured, "
         "commonly used format (Art. 20 GDPR).",
@@ -117,8 +118,9 @@ _T: dict[str, dict[str, str]] = {
         "field": "Veld",
         "value": "Waarde",
         "connector": "Wat klantsync zelf bewaart",
-        "connector_text": "Alleen pseudonieme id's, tijdstippen en statussen; geen namen, "
-        "e-mailadressen of andere waarden onversleuteld.",
+        "connector_text": "Pseudonieme id's, tijdstippen en statussen; en, versleuteld, de "
+        "gegevens die wachten om bij een systeem te worden afgeleverd of die een systeem "
+        "weigerde (onder sealed_data, hier leesbaar weergegeven).",
         "portable": "Machineleesbare kopie",
         "portable_text": "data.json in deze map bevat dezelfde gegevens in een gestructureerde, "
         "gangbare vorm (art. 20 AVG).",
@@ -347,7 +349,8 @@ def write_bundle(
 
     Args:
         systems: system name -> (adapter kind, the records it holds for the subject).
-        connector: what the connector itself keeps (ids, timestamps, statuses).
+        connector: what the connector itself keeps (ids, timestamps, statuses, and the
+            person's data it holds sealed, opened: ``sealed_data``).
         exempt: system name -> the reason it was exempted from the request and not read
             (``dsr exempt``; redacted when stored). The person is told it (Art. 12(4)): the
             copy must not pass for complete while a recipient was left out.

@@ -948,7 +948,9 @@ class KindRunner:
         connector = {
             "subject_id": row.subject_id,
             **({"exempt_systems": sorted(exempt)} if exempt else {}),
-            **self._holdings(row.subject_id),
+            # Under an address another person gave up, what the store holds sealed under it
+            # predates this holder (the store has not met them): the former holder's data.
+            **self._holdings(row.subject_id, sealed=not taken),
             **(
                 {"same_person": [{"subject_id": s, **self._holdings(s)} for s in people[1:]]}
                 if len(people) > 1
@@ -1005,12 +1007,35 @@ class KindRunner:
         rows = {r.id: r for sid in subject_ids for r in self.db.history(sid)}
         return sorted(rows.values(), key=lambda r: (r.received_at, r.id))
 
-    def _holdings(self, subject_id: str) -> dict[str, Any]:
+    def _holdings(self, subject_id: str, *, sealed: bool = True) -> dict[str, Any]:
         """What the connector keeps about the subject, its systems' ids as the systems know
-        them (the person is shown their Mailchimp id, not the store's cloaked form)."""
+        them (the person is shown their Mailchimp id, not the store's cloaked form); with
+        ``sealed``, what it holds of their data sealed, opened (:meth:`_sealed_data`)."""
         held = self.db.holdings(subject_id)
         held["identities"] = self.service.identities(subject_id)
+        opened = self._sealed_data(subject_id) if sealed else {}
+        if opened:
+            held["sealed_data"] = opened
         return held
+
+    def _sealed_data(self, subject_id: str) -> dict[str, list[dict[str, Any]]]:
+        """What the connector keeps of the person's data sealed, opened: the payloads queued
+        for a system, held from a former address and refused by a system, by kind.
+
+        Kept for days (a dead letter for ``dead_letters_days``), and it may say what no
+        system holds any more (a value since changed at the source): a copy that gave only
+        when they were queued left out data the connector processes (Art. 15(3)).
+        """
+        found: dict[str, list[dict[str, Any]]] = {}
+        for kind, system, at, blob in self.db.sealed_holdings(subject_id):
+            try:
+                envelope = self.rt.keyring.open_json(blob, outbox_context(system))
+                entry: dict[str, Any] = {"system": system, "at": at, "data": envelope}
+            except DecryptionError:
+                # Still held, though no key opens it: said so rather than left out.
+                entry = {"system": system, "at": at, "unreadable": True}
+            found.setdefault(kind, []).append(entry)
+        return found
 
     def _write_bundle(
         self,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector import audit
-from connector.state import HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, utcnow
+from connector.state import HELD, HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
     "FINAL_STATUSES",
@@ -411,6 +411,33 @@ class DsrStore:
             ],
             "suppression": self.suppression(subject_id),
         }
+
+    def sealed_holdings(self, subject_id: str) -> list[tuple[str, str, str, bytes]]:
+        """(kind, system, time, sealed payload) of every payload the connector keeps for the
+        subject: ``queued`` for delivery, ``held`` from a former address (connector/moves.py)
+        and ``refused`` by a system (a dead letter). All sealed with the system's outbox
+        context; the person's data as much as a system's record is (Art. 15(3))."""
+        where, params = self.store.by_subject("outbox", [subject_id])
+        rows = self.db.execute(
+            "SELECT system, enqueued_at, payload, payload_hash, former FROM outbox "  # noqa: S608
+            f"WHERE {where} ORDER BY system",
+            params,
+        ).fetchall()
+        found: list[tuple[str, str, str, bytes]] = []
+        for system, at, payload, payload_hash, former in rows:
+            # A held row's payload is its former write (state._HOLD): listed once, as held.
+            if payload_hash != HELD:
+                found.append(("queued", str(system), str(at), bytes(payload)))
+            if former is not None:
+                # Held since then; kept beside a newer payload, its own time is not kept.
+                held_at = str(at) if payload_hash == HELD else ""
+                found.append(("held", str(system), held_at, bytes(former)))
+        dead = self.db.execute(
+            "SELECT system, created_at, payload FROM dead_letters WHERE subject_id=? ORDER BY id",
+            (subject_id,),
+        ).fetchall()
+        found += [("refused", str(s), str(at), bytes(payload)) for s, at, payload in dead]
+        return found
 
     def resend_on_next_sync(
         self, subject_ids: Sequence[str], systems: Collection[str] | None = None

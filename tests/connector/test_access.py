@@ -705,3 +705,38 @@ def test_reports_give_their_times_in_dutch_time_beside_utc(tmp_path: Path) -> No
     data = json.loads((out / "data.json").read_text())
     assert data["generated_at"] == "2024-06-01T22:30:00+00:00"
     assert data["connector"]["requests"] == [request]
+
+
+async def test_the_copy_shows_the_data_klantsync_holds_sealed_for_delivery_or_refused(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A payload waiting for a system that is down, and one a system refused, are the
+    person's data the connector holds (sealed, Art. 15(3)): the copy shows what they say,
+    not only when they were queued, in data.json and in each report."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 87654321", city="Utrecht")
+    crm.faults.down = True
+    await rt.engine.sync()
+    crm.faults.down = False
+    service = DsrService(rt)
+    queued_out = tmp_path / "queued"
+    await service.access(CANARY_EMAIL, queued_out)
+    data = json.loads((queued_out / "data.json").read_text(encoding="utf-8"))
+    assert data["systems"]["crm"]["records"] == []  # the CRM holds nothing yet
+    (queued,) = data["connector"]["sealed_data"]["queued"]
+    assert queued["system"] == "crm" and queued["data"]["email"] == CANARY_EMAIL
+    assert "Utrecht" in json.dumps(queued["data"])
+    for lang in ("nl", "en"):
+        report = (queued_out / f"report.{lang}.md").read_text(encoding="utf-8")
+        mine = report.split("## ", 4)[-1]  # what klantsync itself keeps, and after
+        assert "Utrecht" in mine, lang
+
+    (row,) = rt.store.outbox_batch("crm", 0, 10)
+    rt.store.dead_letter([(row, "VALIDATION_ERROR")])
+    refused_out = tmp_path / "refused"
+    await service.access(CANARY_EMAIL, refused_out)
+    data = json.loads((refused_out / "data.json").read_text(encoding="utf-8"))
+    (refused,) = data["connector"]["sealed_data"]["refused"]
+    assert refused["system"] == "crm" and refused["data"]["email"] == CANARY_EMAIL
+    assert "sealed_data" not in data["connector"] or not data["connector"]["sealed_data"].get(
+        "queued"
+    )

@@ -124,6 +124,28 @@ async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holde
     assert a_request.id not in listed, f"A's request {a_request.id} is in B's bundle: {listed}"
 
 
+async def test_access_by_the_new_holder_of_an_address_shows_not_the_former_holders_queued_data(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A's change waits in the outbox under the address (the CRM was down); A then moved and
+    B took the address over, neither synced yet. What the store holds sealed under the
+    address is A's: B's bundle does not open it for B."""
+    await seeded(shop, rt)
+    shop.touch(CANARY_EMAIL, billing={"city": "Zeist"})
+    crm.faults.down = True
+    await rt.engine.sync()
+    crm.faults.down = False
+    assert rt.store.counts()["outbox"] == 1
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    out = tmp_path / "bundle"
+    assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    data = json.loads((out / "data.json").read_text())
+    assert "Bea" in json.dumps(data["systems"])
+    assert CANARY_NAME not in json.dumps(data["connector"])
+    assert "Zeist" not in _bundle_text(out), "B's bundle holds A's queued data"
+
+
 async def test_dutch_report_explains_a_retained_order_in_dutch(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: Any, tmp_path: Path
 ) -> None:
