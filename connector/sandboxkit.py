@@ -16,7 +16,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -41,6 +41,7 @@ __all__ = [
     "RequestLog",
     "SandboxBase",
     "ServedApp",
+    "field_tree",
     "free_port",
     "serve_tls",
 ]
@@ -263,6 +264,26 @@ def record(
         )
     )
     return response
+
+
+def field_tree(paths: Iterable[str]) -> dict[str, Any]:
+    """The dotted field paths a client asks an answer be cut to (Mailchimp's ``fields``,
+    WordPress's ``_fields``), as a tree: ``{"merge_fields": {"FNAME": True}, "id": True}``.
+    An object asked for whole (``True``) wins over its parts, in either order; blank paths
+    name nothing. How an answer is cut by the tree is each vendor's own."""
+    tree: dict[str, Any] = {}
+    for path in paths:
+        if not path.strip():
+            continue
+        *parents, last = path.strip().split(".")
+        node = tree
+        for key in parents:
+            if node.get(key) is True:
+                break  # the whole object is asked for already
+            node = node.setdefault(key, {})
+        else:
+            node[last] = True
+    return tree
 
 
 def _leaf_names(record: Mapping[str, Any], prefix: str = "") -> set[str]:

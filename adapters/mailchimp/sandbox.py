@@ -38,7 +38,7 @@ from adapters.mailchimp._store import Member, MemberStore, Problem
 from adapters.mailchimp.payloads import problem_body, subscriber_hash
 from adapters.mailchimp.settings import ACCOUNT_CONNECTIONS, PAGE_SIZE
 from adapters.mailchimp.webhooks import SECRET_PARAM
-from connector.sandboxkit import ResetMiddleware, SandboxBase, record
+from connector.sandboxkit import ResetMiddleware, SandboxBase, field_tree, record
 
 __all__ = ["API_PREFIX", "MailchimpSandbox"]
 
@@ -461,18 +461,7 @@ def _partial(request: Request, body: dict[str, Any]) -> JSONResponse:
     by the rest of the path. Only what is named is answered, and a path naming nothing the
     answer holds adds nothing. A whole object asked for wins over its parts. Without
     ``fields``, ``body`` whole."""
-    wanted: dict[str, Any] = {}
-    for path in request.query_params.get("fields", "").split(","):
-        if not path.strip():
-            continue
-        *parents, last = path.strip().split(".")
-        node = wanted
-        for key in parents:
-            if node.get(key) is True:
-                break  # the whole object is asked for already
-            node = node.setdefault(key, {})
-        else:
-            node[last] = True
+    wanted = field_tree(request.query_params.get("fields", "").split(","))
     return JSONResponse(_cut(body, wanted) if wanted else body)
 
 

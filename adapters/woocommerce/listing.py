@@ -22,6 +22,7 @@ from starlette.requests import Request
 from adapters.woocommerce.payloads import valid_email
 from adapters.woocommerce.rest import ApiError
 from adapters.woocommerce.store import ShopStore
+from connector.sandboxkit import field_tree
 
 __all__ = ["list_customers", "list_orders", "only_fields"]
 
@@ -116,18 +117,7 @@ def only_fields(request: Request, body: Any) -> Any:
     and ``a`` asked for whole wins over its parts. ``_links`` comes only when asked for,
     like any key. Without ``_fields``, ``body``."""
     given = [*request.query_params.getlist("_fields"), *request.query_params.getlist("_fields[]")]
-    tree: dict[str, Any] = {}
-    for field in (part for value in given for part in re.split(r"[\s,]+", value)):
-        if not field:
-            continue
-        *parents, last = field.split(".")
-        node = tree
-        for key in parents:
-            if node.get(key) is True:
-                break  # the whole object is asked for already
-            node = node.setdefault(key, {})
-        else:
-            node[last] = True
+    tree = field_tree(part for value in given for part in re.split(r"[\s,]+", value))
     if not tree:
         return body
     if isinstance(body, list):
