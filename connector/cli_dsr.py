@@ -176,13 +176,17 @@ async def _run(args: argparse.Namespace, console: Console, config: Config) -> in
             view = await service.erase(args.email, phone=args.phone)
             return _print_view(console, args, view)
         if action == "access":
+            before = _file_identity(args.out / BUNDLE_FILES[0])
             view = await service.access(args.email, args.out)
             # Where the person's data now lies in clear, in either form: a script that
             # hands the bundle over must know where it is, and that it is to be deleted.
             # Not every completed access leaves one: none is written for a person whose
-            # erasure completed while the request was open (the receipt says why).
-            done = not view.is_open and (args.out / BUNDLE_FILES[0]).is_file()
-            written = _bundle_written(args.out) if done else {}
+            # erasure completed while the request was open (the receipt says why). A
+            # data.json the folder held before this run is an earlier request's, maybe
+            # another person's: only one this run put there is named.
+            after = _file_identity(args.out / BUNDLE_FILES[0])
+            wrote = not view.is_open and after is not None and after != before
+            written = _bundle_written(args.out) if wrote else {}
             code = _print_view(console, args, view, written)
             if not args.json and written:
                 console.print(f"bundle written to {escape(str(args.out))}")
@@ -342,6 +346,16 @@ def _line(view: RequestView) -> str:
         f"{view.id}  {view.kind:<7} {view.status:<9} deadline {view.deadline_date} "
         f"({view.days_left} days left){flag}  subject {view.subject_id}"
     )
+
+
+def _file_identity(path: Path) -> tuple[int, int, int] | None:
+    """The file at ``path`` as told apart from one put there later (a bundle's files are
+    replaced, never written into: a new inode), ``None`` when there is none."""
+    try:
+        found = path.stat()
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino, found.st_mtime_ns)
 
 
 def _bundle_written(out_dir: Path) -> dict[str, str]:

@@ -32,6 +32,7 @@ from connector.dsr import (
     summary,
 )
 from connector.dsr_input import checked_phone
+from connector.dsr_kinds import KindRunner
 from connector.errors import RetryableError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
@@ -1874,6 +1875,36 @@ def test_cli_access_claims_no_bundle_where_none_was_written(
     assert code == 0 and "bundle" not in json.loads(out)
     code, out, _ = cli("access", "--email", OTHER_EMAIL, "--out", str(out_dir), capsys=capsys)
     assert code == 0 and "bundle written" not in out
+
+
+def test_cli_access_claims_no_bundle_an_earlier_request_left_in_the_folder(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An earlier request's bundle is in the folder, and this request completes without
+    writing one (the person's erasure completed meanwhile): the data.json there is not
+    this run's, so the CLI names no bundle, in JSON or text."""
+    seed(shop)
+    out_dir = tmp_path / "bundle"
+    code, out, _ = cli("access", "--email", CANARY_EMAIL, "--out", str(out_dir), capsys=capsys)
+    assert code == 0 and "bundle written" in out
+    earlier = (out_dir / "data.json").read_bytes()
+
+    def no_bundle(self: KindRunner, *args: Any) -> list[Path]:
+        return []  # as a run that found the person's erasure completed writes none
+
+    monkeypatch.setattr(KindRunner, "_write_bundle", no_bundle)
+    code, out, _ = cli(
+        "access", "--email", OTHER_EMAIL, "--out", str(out_dir), "--json", capsys=capsys
+    )
+    assert code == 0 and json.loads(out)["status"] == "completed"
+    assert "bundle" not in json.loads(out)
+    code, out, _ = cli("access", "--email", OTHER_EMAIL, "--out", str(out_dir), capsys=capsys)
+    assert code == 0 and "bundle written" not in out
+    assert (out_dir / "data.json").read_bytes() == earlier
 
 
 def test_key_file_is_sealed_and_private(
