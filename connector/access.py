@@ -162,6 +162,20 @@ _RETAINED: dict[str, dict[str, str]] = {
     },
 }
 
+#: What a record's ``archived: true`` means at a system whose "delete" is a bin, by adapter
+#: kind, per language. HubSpot's contact DELETE moves the contact to its recycle bin, from
+#: which it "can be restored within 90 days" [spec]; its ``archivedAt`` is not said to be
+#: the deletion time (HubSpot gave contacts' last change there), so no date is given. A
+#: Pipedrive person in its bin is explained by its ``retained`` code instead.
+_ARCHIVED: dict[str, dict[str, str]] = {
+    "hubspot": {
+        "en": "in HubSpot's recycle bin: deleted there, but HubSpot can restore it within 90 "
+        "days of its deletion; after that it can no longer be restored",
+        "nl": "in de prullenbak van HubSpot: daar verwijderd, maar HubSpot kan het binnen 90 "
+        "dagen na het verwijderen herstellen; daarna kan dat niet meer",
+    },
+}
+
 _RIGHTS: dict[str, list[str]] = {
     "en": [
         "Rectification (Art. 16): have inaccurate data corrected.",
@@ -549,12 +563,15 @@ def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterat
         yield heading, _T[lang]["exempt"].format(reason=reason)
 
 
-def _rows(lang: str, record: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+def _rows(lang: str, record: Mapping[str, Any], kind: str = "") -> Iterator[tuple[str, str]]:
     """A record's rows for a report: its leaves, the reasons a record is kept or partly
-    read in ``lang``."""
+    read, and what a record of a ``kind`` of system in its bin means, in ``lang``."""
     for path, leaf in _flatten(record):
         value = _shown(lang, leaf)
-        if path == "retained":
+        if path == "archived" and leaf is True and kind in _ARCHIVED:
+            # "archived: yes" alone does not tell the person the system can bring it back.
+            yield path, f"{value}, {_ARCHIVED[kind][lang]}"
+        elif path == "retained":
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
         elif path in _NOT_READ_PATHS:
             yield path, _NOT_READ.get(value, {}).get(lang, value)
@@ -625,7 +642,8 @@ def _markdown(
             lines += [f"**{t['record']} {number}**", "", f"| {t['field']} | {t['value']} |"]
             lines.append("|---|---|")
             lines += [
-                f"| {md_escape(path)} | {md_escape(value)} |" for path, value in _rows(lang, record)
+                f"| {md_escape(path)} | {md_escape(value)} |"
+                for path, value in _rows(lang, record, kind)
             ]
             lines.append("")
     for name, reason in _not_read(lang, exempt, facts):
@@ -681,7 +699,7 @@ def _html(
             parts.append(f"<tr><th>{_h(t['field'])}</th><th>{_h(t['value'])}</th></tr>")
             parts += [
                 f"<tr><td>{_h(path)}</td><td>{_h(value)}</td></tr>"
-                for path, value in _rows(lang, record)
+                for path, value in _rows(lang, record, kind)
             ]
             parts.append("</table>")
     for name, reason in _not_read(lang, exempt, facts):

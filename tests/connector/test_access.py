@@ -25,7 +25,7 @@ from tests.conftest import (
     RuntimeFactory,
     VirtualTime,
 )
-from tests.connector.test_dsr import without_crm
+from tests.connector.test_dsr import archive_in_crm, without_crm
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 OTHER_NAME = "Ottokarander"
@@ -528,6 +528,27 @@ async def test_a_hubspot_copy_of_the_configured_properties_only_says_it_is_parti
     (warning,) = [r for r in caplog.records if "crm.schemas.contacts.read" in r.getMessage()]
     said = json.dumps(warning.__dict__, default=str)
     assert CANARY_EMAIL not in said and CANARY_NAME not in said
+
+
+async def test_a_hubspot_contact_in_the_recycle_bin_is_explained_in_each_report_s_language(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A contact a HubSpot user deleted sits in the recycle bin, restorable for 90 days:
+    the reports said only "archived: yes" ("ja"), where Pipedrive's bin is explained.
+    data.json keeps HubSpot's ``archived: true``."""
+    await seed_both(shop, crm, rt)
+    archive_in_crm(crm, CANARY_EMAIL)
+    out = tmp_path / "bundle"
+    assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    (contact,) = json.loads((out / "data.json").read_text())["systems"]["crm"]["records"]
+    assert contact["archived"] is True
+    for lang, words in (
+        ("en", "in HubSpot's recycle bin: deleted there, but HubSpot can restore it within 90"),
+        ("nl", "in de prullenbak van HubSpot: daar verwijderd, maar HubSpot kan het binnen 90"),
+    ):
+        for name in (f"report.{lang}.md", f"report.{lang}.html"):
+            text = " ".join((out / name).read_text(encoding="utf-8").replace("\\", "").split())
+            assert words in text.replace("&#x27;", "'"), name
 
 
 def test_a_mailchimp_copy_cut_short_says_so_in_each_report_s_language(tmp_path: Path) -> None:
