@@ -30,9 +30,14 @@ from connector.privatefile import write_private
 from connector.register import KEPT_UNTIL, OWN_DATA, country_name
 from connector.register_render import TEXT, local_time, md_escape
 
-__all__ = ["BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
+__all__ = ["AUDIT_TRAIL", "BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
 
 BUNDLE_FILES = ("data.json", "report.nl.md", "report.en.md", "report.nl.html", "report.en.html")
+
+#: Where the connector part lists the audit entries about the person (kind, time, subject
+#: id, data as stored); the reports give them a section of their own.
+AUDIT_TRAIL = "audit_trail"
+
 LANGS = ("nl", "en")
 
 _T: dict[str, dict[str, str]] = {
@@ -68,6 +73,11 @@ _T: dict[str, dict[str, str]] = {
         "connector_text": "Pseudonymous ids, timestamps and statuses; and, encrypted, the "
         "data waiting to be delivered to a system or that a system refused (under "
         "sealed_data, shown here as it reads).",
+        "audit": "What klantsync's audit trail records about you",
+        "audit_text": "klantsync keeps a trail of what it does. Each entry about you is listed "
+        "here: when it was made, what it records, and its data as kept (ids, statuses, counts "
+        "and field names; never the values of your data).",
+        "audit_none": "The audit trail holds no entries about you.",
         "portable": "Machine-readable copy",
         "portable_text": "data.json in this folder holds the same data in a structured, "
         "commonly used format (Art. 20 GDPR).",
@@ -121,6 +131,11 @@ _T: dict[str, dict[str, str]] = {
         "connector_text": "Pseudonieme id's, tijdstippen en statussen; en, versleuteld, de "
         "gegevens die wachten om bij een systeem te worden afgeleverd of die een systeem "
         "weigerde (onder sealed_data, hier leesbaar weergegeven).",
+        "audit": "Wat het auditlogboek van klantsync over u vastlegt",
+        "audit_text": "klantsync houdt bij wat het doet. Elke vermelding over u staat hier: "
+        "wanneer ze werd gemaakt, wat ze vastlegt, en haar gegevens zoals bewaard (id's, "
+        "statussen, aantallen en veldnamen; nooit de waarden van uw gegevens).",
+        "audit_none": "Het auditlogboek bevat geen vermeldingen over u.",
         "portable": "Machineleesbare kopie",
         "portable_text": "data.json in deze map bevat dezelfde gegevens in een gestructureerde, "
         "gangbare vorm (art. 20 AVG).",
@@ -581,9 +596,24 @@ def _rows(lang: str, record: Mapping[str, Any], kind: str = "") -> Iterator[tupl
 
 def _own_rows(lang: str, connector: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """What klantsync keeps, as rows for a report: its times (UTC stamps, when a request
-    was received and completed, a record delivered) with the Dutch time beside them."""
-    for path, leaf in _flatten(connector):
+    was received and completed, a record delivered) with the Dutch time beside them. The
+    audit entries have a section of their own (:func:`_audit_lines`)."""
+    kept = {key: value for key, value in connector.items() if key != AUDIT_TRAIL}
+    for path, leaf in _flatten(kept):
         yield path, local_time(_shown(lang, leaf))
+
+
+def _audit_lines(lang: str, connector: Mapping[str, Any]) -> list[str]:
+    """The audit entries about the person, one line each: when (with the Dutch time), the
+    kind, and the entry's data as stored; plain text, unescaped."""
+    lines = []
+    for entry in connector.get(AUDIT_TRAIL) or []:
+        data = "; ".join(
+            f"{path}: {_shown(lang, leaf)}" for path, leaf in _flatten(entry.get("data", {}))
+        )
+        line = f"{local_time(str(entry.get('at', '')))}: {entry.get('kind', '')}"
+        lines.append(f"{line} ({data})" if data else line)
+    return lines or [_T[lang]["audit_none"]]
 
 
 def _shown(lang: str, leaf: Any) -> str:
@@ -652,6 +682,8 @@ def _markdown(
     lines += [
         f"- {md_escape(path)}: {md_escape(value)}" for path, value in _own_rows(lang, connector)
     ]
+    lines += ["", f"### {t['audit']}", "", md_escape(t["audit_text"]), ""]
+    lines += [f"- {md_escape(line)}" for line in _audit_lines(lang, connector)]
     lines += ["", f"## {t['portable']}", "", md_escape(t["portable_text"]), ""]
     return "\n".join(lines)
 
@@ -706,6 +738,8 @@ def _html(
         parts += [f"<h3>{_h(name)}</h3>", f"<p>{_h(reason)}</p>"]
     parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
     parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _own_rows(lang, connector)]
+    parts += ["</ul>", f"<h3>{_h(t['audit'])}</h3>", f"<p>{_h(t['audit_text'])}</p>", "<ul>"]
+    parts += [f"<li>{_h(line)}</li>" for line in _audit_lines(lang, connector)]
     parts += ["</ul>", f"<h2>{_h(t['portable'])}</h2>", f"<p>{_h(t['portable_text'])}</p>"]
     parts.append("</body></html>\n")
     return "\n".join(parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import jobs
-from connector.access import BUNDLE_FILES, art15_facts, write_bundle
+from connector.access import AUDIT_TRAIL, BUNDLE_FILES, art15_facts, write_bundle
 from connector.adapter import (
     RETAINED,
     ErasureResult,
@@ -970,6 +970,7 @@ class KindRunner:
                 # known to be theirs).
                 for r in (self._history(people) if not taken else [row])
             ],
+            AUDIT_TRAIL: self._audit_trail(row, people, taken=taken),
         }
         # Checked with no wait between the look and the writing below.
         before = set(manifest.get("erased_before", ()))
@@ -1001,6 +1002,32 @@ class KindRunner:
                 f"({exc.strerror or type(exc).__name__}); fix the folder and retry"
             ) from None
         self.service.audit("dsr.access_bundle", row, systems=sorted(held))
+
+    def _audit_trail(
+        self, row: RequestRow, people: list[str], *, taken: bool
+    ) -> list[dict[str, Any]]:
+        """The audit entries about the person (Art. 15: data about the processing of them),
+        as stored: ids, statuses, counts and field names, never a value in clear.
+
+        Under every id the person is known by, as their requests are. Not what another
+        person did under one of them: under an address another person gave up that the store
+        has not seen this one take (``taken``), only this request's entries are known to be
+        theirs; under one someone else left before the person took it, only those since
+        that move.
+        """
+        if taken:
+            found = self.db.audit_about([row.subject_id], request=row.id)
+        else:
+            since = {
+                sid: self.db.moved_away_at(sid, who - set(people))
+                for sid, who in vacated_by(self.rt.store, people).items()
+            }
+            found = [
+                e for e in self.db.audit_about(people) if e.seq > since.get(e.subject_id or "", 0)
+            ]
+        return [
+            {"at": e.ts, "kind": e.kind, "subject_id": e.subject_id, "data": e.data} for e in found
+        ]
 
     def _history(self, subject_ids: list[str]) -> list[RequestRow]:
         """The requests made under any of ``subject_ids``, in the order they came."""

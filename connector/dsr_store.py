@@ -20,6 +20,7 @@ from connector.state import HELD, HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, 
 __all__ = [
     "FINAL_STATUSES",
     "HELD_PHONE",
+    "MOVED_AWAY",
     "PURGE_SOURCE",
     "SYSTEM_STATUSES",
     "DsrStore",
@@ -45,6 +46,10 @@ SYSTEM_STATUSES = frozenset(
 
 #: The audit entry of a source purged (:meth:`DsrStore.purge_source`; a restore redoes it).
 PURGE_SOURCE = "dsr.purge_source"
+
+#: The audit entries of a person's move away from an address (connector/moves.py), keyed
+#: by the id they moved to, the address they left under ``from``.
+MOVED_AWAY = ("sync.subject_moved", "sync.subject_set_apart")
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
@@ -438,6 +443,45 @@ class DsrStore:
         ).fetchall()
         found += [("refused", str(s), str(at), bytes(payload)) for s, at, payload in dead]
         return found
+
+    def audit_about(
+        self, subject_ids: Sequence[str], request: str | None = None
+    ) -> list[audit.AuditEntry]:
+        """The audit entries about ``subject_ids`` (requests, corrections, resyncs, refusals,
+        opt-outs: each names the person by id), oldest first; with ``request``, only that
+        request's. Through the ``audit_subject`` index (migration 26), not the whole trail."""
+        if not subject_ids:
+            return []
+        marks = ",".join("?" * len(subject_ids))
+        query = (
+            "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit "  # noqa: S608 - marks only
+            f"WHERE subject_id IN ({marks})"
+        )
+        params: tuple[str, ...] = tuple(subject_ids)
+        if request is not None:
+            query += " AND json_extract(data, '$.request') = ?"
+            params += (request,)
+        return [
+            audit.AuditEntry(seq, ts, kind, subject, json.loads(data), prev, digest)
+            for seq, ts, kind, subject, data, prev, digest in self.db.execute(
+                query + " ORDER BY seq", params
+            )
+        ]
+
+    def moved_away_at(self, subject_id: str, movers: Collection[str]) -> int:
+        """The seq of the audit entry of the last move of any of ``movers`` away from
+        ``subject_id`` (connector/moves.py), 0 when there is none (or it was purged, with
+        every entry before it)."""
+        if not movers:
+            return 0
+        marks = ",".join("?" * len(movers))
+        (seq,) = self.db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM audit "  # noqa: S608 - marks only
+            f"WHERE subject_id IN ({marks}) AND kind IN (?, ?) "
+            "AND json_extract(data, '$.from') = ?",
+            (*sorted(movers), *MOVED_AWAY, subject_id),
+        ).fetchone()
+        return int(seq)
 
     def resend_on_next_sync(
         self, subject_ids: Sequence[str], systems: Collection[str] | None = None

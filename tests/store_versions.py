@@ -22,10 +22,11 @@ UNDO: dict[int, tuple[str, ...]] = {
     23: ("DROP TABLE store_identity",),
     24: ("DROP TABLE erased_records",),
     25: ("DROP TABLE consent_events",),
+    26: ("DROP INDEX audit_subject",),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (25, UNDO[25])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (26, UNDO[26])
 
 
 def as_the_version_before(store_path: Path) -> None:

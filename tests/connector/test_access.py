@@ -761,3 +761,39 @@ async def test_the_copy_shows_the_data_klantsync_holds_sealed_for_delivery_or_re
     assert "sealed_data" not in data["connector"] or not data["connector"]["sealed_data"].get(
         "queued"
     )
+
+
+async def test_the_copy_lists_the_audit_entries_about_the_person_and_none_about_another(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Audit entries name the person by id (their requests, a resync of them): data about
+    the processing of them, which the copy left out. Listed with their kind, time and data
+    as stored, in data.json and in a section of each report; another person's are not."""
+    from connector import audit
+
+    await seed_both(shop, crm, rt)
+    service = DsrService(rt)
+    mine = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    theirs = await service.rectify(OTHER_EMAIL, {"city": "Gouda"})
+    sid, other = rt.keyring.subject_id(CANARY_EMAIL), rt.keyring.subject_id(OTHER_EMAIL)
+    audit.record_resync(rt.store, "crm", full=False, source="cli", subject_id=sid)
+    audit.record_resync(rt.store, "crm", full=True, source="admin", subject_id=other)
+    out = tmp_path / "bundle"
+    view = await service.access(CANARY_EMAIL, out)
+    listed = json.loads((out / "data.json").read_text())["connector"]["audit_trail"]
+    assert {e["subject_id"] for e in listed} == {sid}
+    kinds = [(e["kind"], e["data"].get("request")) for e in listed]
+    assert ("dsr.received", mine.id) in kinds and ("dsr.received", view.id) in kinds
+    assert all(request != theirs.id for _, request in kinds)
+    (resync,) = [e for e in listed if e["kind"] == "sync.manual"]
+    assert resync["data"] == {"system": "crm", "full": False, "source": "cli"} and resync["at"]
+    for lang, heading in (
+        ("en", "What klantsync's audit trail records about you"),
+        ("nl", "Wat het auditlogboek van klantsync over u vastlegt"),
+    ):
+        for name in (f"report.{lang}.md", f"report.{lang}.html"):
+            text = (out / name).read_text(encoding="utf-8").replace("\\", "")
+            section = text.replace("&#x27;", "'").split(heading, 1)[1]
+            assert mine.id in section and "sync.manual" in section, name
+            assert "sync.manual (full: " in section and "source: cli; system: crm" in section
+            assert theirs.id not in text and other not in text, name

@@ -124,6 +124,51 @@ async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holde
     assert a_request.id not in listed, f"A's request {a_request.id} is in B's bundle: {listed}"
 
 
+@pytest.mark.parametrize("synced", [False, True], ids=["not_synced_yet", "synced"])
+async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holders_audit_entries(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path, synced: bool
+) -> None:
+    """A asked for a correction under the address, then moved; B took the address over
+    (before the next sync, or synced since). The audit entries under the address from
+    before A's move are A's: B's copy lists its own request's, none of A's."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    a_request = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    if synced:
+        await rt.engine.sync()
+    out = tmp_path / "bundle"
+    view = await service.access(CANARY_EMAIL, out)
+    assert view.status == "completed"
+    listed = json.loads((out / "data.json").read_text())["connector"]["audit_trail"]
+    requests = {e["data"].get("request") for e in listed}
+    assert view.id in requests
+    assert a_request.id not in requests, f"A's entries are in B's bundle: {listed}"
+    assert not any(e["kind"] == "sync.subject_moved" for e in listed)
+
+
+async def test_access_under_a_new_address_lists_the_audit_entries_under_the_former_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A asked for a correction under the address, then moved: the entries under the
+    former address are A's too, listed in the copy asked for under the new one."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    a_request = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    out = tmp_path / "bundle"
+    assert (await service.access(MOVED, out)).status == "completed"
+    listed = json.loads((out / "data.json").read_text())["connector"]["audit_trail"]
+    former = rt.keyring.subject_id(CANARY_EMAIL)
+    assert {e["subject_id"] for e in listed} == {former, rt.keyring.subject_id(MOVED)}
+    assert a_request.id in {e["data"].get("request") for e in listed}
+    (moved,) = [e for e in listed if e["kind"] == "sync.subject_moved"]
+    assert moved["data"]["from"] == former
+
+
 async def test_access_by_the_new_holder_of_an_address_shows_not_the_former_holders_queued_data(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
 ) -> None:

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from connector import audit
 from connector.dsr_store import DsrStore
 from connector.dsr_views import views
 from connector.state import RESEND, Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
+from tests.store_versions import as_the_version_before
 
 
 def _fill(store: Store, people: int, systems: tuple[str, ...] = ("shop", "crm", "news")) -> None:
@@ -176,3 +178,40 @@ def test_listing_the_requests_reads_their_systems_in_one_statement(tmp_path: Pat
     assert len(listed) == 1000
     assert [s.system for s in listed[-1].systems] == ["crm", "shop"]
     assert views(large, open_only=True) == []
+
+
+def test_the_audit_entries_about_a_person_are_read_through_their_index(tmp_path: Path) -> None:
+    """An access copy lists the audit entries about the person: by subject id, through
+    the partial index migration 26 adds to a store made before it, not by reading the whole
+    trail (years of sync runs and batches, which name nobody)."""
+    path = tmp_path / "s.db"
+    Store(path).close()
+    as_the_version_before(path)
+    store = Store(path)  # migrated again
+    for n in range(3):
+        audit.append(store, "sync.run", {"flow": "f", "n": n})
+        audit.append(store, "dsr.received", {"request": f"r{n}"}, subject_id=f"s{n}")
+    audit.append(store, "sync.subject_moved", {"from": "s0", "to": "s2"}, subject_id="s2")
+    db = DsrStore(store)
+    seen: list[str] = []
+    store.db.set_trace_callback(seen.append)
+    try:
+        about = db.audit_about(["s0", "s2"])
+        of_request = db.audit_about(["s1"], request="r1")
+        moved_at = db.moved_away_at("s0", {"s2"})
+    finally:
+        store.db.set_trace_callback(None)
+    assert [(e.kind, e.subject_id) for e in about] == [
+        ("dsr.received", "s0"),
+        ("dsr.received", "s2"),
+        ("sync.subject_moved", "s2"),
+    ]
+    assert [e.data for e in of_request] == [{"request": "r1"}]
+    assert moved_at == about[-1].seq
+    reads = [s for s in seen if "FROM audit" in s]
+    assert len(reads) == 3
+    for statement in reads:
+        plan = " | ".join(
+            str(row[-1]) for row in store.db.execute("EXPLAIN QUERY PLAN " + statement)
+        )
+        assert "USING INDEX audit_subject" in plan, plan
