@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector import audit
+from connector.moves import MOVED_ENTRY, SET_APART_ENTRY
 from connector.state import HELD, HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
@@ -47,9 +48,8 @@ SYSTEM_STATUSES = frozenset(
 #: The audit entry of a source purged (:meth:`DsrStore.purge_source`; a restore redoes it).
 PURGE_SOURCE = "dsr.purge_source"
 
-#: The audit entries of a person's move away from an address (connector/moves.py), keyed
-#: by the id they moved to, the address they left under ``from``.
-MOVED_AWAY = ("sync.subject_moved", "sync.subject_set_apart")
+#: The audit entries of a person's move away from an address (connector/moves.py).
+MOVED_AWAY = (MOVED_ENTRY, SET_APART_ENTRY)
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})

@@ -73,6 +73,8 @@ from connector.crypto import Keyring
 from connector.state import Store, chunks
 
 __all__ = [
+    "MOVED_ENTRY",
+    "SET_APART_ENTRY",
     "Move",
     "PageIds",
     "PagePlan",
@@ -86,6 +88,11 @@ __all__ = [
     "set_apart_id",
     "vacated_by",
 ]
+
+#: The audit entries of a person's move away from an address, keyed by the id they moved
+#: to, the address they left under ``from`` (an access copy reads them: connector/dsr_store).
+MOVED_ENTRY = "sync.subject_moved"
+SET_APART_ENTRY = "sync.subject_set_apart"
 
 #: Per-system rows that follow the person to the new id (queued payloads: see apply_moves).
 _MOVED = ("identities", "delivered")
@@ -306,7 +313,7 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
             )
             audit.append(
                 store,
-                "sync.subject_set_apart" if move.set_apart else "sync.subject_moved",
+                SET_APART_ENTRY if move.set_apart else MOVED_ENTRY,
                 {"system": move.source, "from": move.old, "to": move.new},
                 subject_id=move.new,
             )
