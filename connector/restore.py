@@ -125,9 +125,14 @@ def restore_backup(
             key = _prepare(config, backup, preparing, sha, current, replaced, over_a_new_store)
             if key.content is not None:
                 write_private(staged_key, key.content, mtime_ns=key.mtime_ns)
-            if current is not None:
-                _set_aside(store_path, replaced)
-            os.replace(preparing, store_path)
+            try:
+                if current is not None:
+                    _set_aside(store_path, replaced)
+                os.replace(preparing, store_path)
+            except BaseException:
+                if current is not None:
+                    _take_back(store_path, replaced)
+                raise
             if key.action in ("from the backup", "set aside") and key_file.exists():
                 # Not this store's (sealed under keys a rotation made since): kept, not lost.
                 aside = _free_name(key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
@@ -486,6 +491,19 @@ def _set_aside(store_path: Path, replaced: Path) -> None:
             # The -wal belongs to the old main file: left beside the new one, SQLite would
             # read it into the restored store.
             os.replace(companion, replaced.with_name(replaced.name + suffix))
+
+
+def _take_back(store_path: Path, replaced: Path) -> None:
+    """Undo :func:`_set_aside` when the backup's copy was not renamed over the store: its
+    -wal and -shm go back beside it, and the name it was kept under goes. Left, that name
+    was the store itself (a hard link) under a replaced store's name, which the retention
+    sweep empties once it is due: the store in use, its suppression list with the rest."""
+    for suffix in COMPANIONS:
+        moved = replaced.with_name(replaced.name + suffix)
+        companion = store_path.with_name(store_path.name + suffix)
+        if moved.exists() and not companion.exists():
+            os.replace(moved, companion)
+    replaced.unlink(missing_ok=True)  # made by this restore (a free name): a link or a copy
 
 
 def _restored_facts(

@@ -273,10 +273,21 @@ def replaced_stores(store_path: Path) -> list[tuple[Path, dt.datetime]]:
     prefix = store_path.name
     for path in sorted(store_path.parent.glob(f"{glob.escape(prefix)}.replaced-*")):
         named = _REPLACED.fullmatch(path.name[len(prefix) :])
-        if named is not None:
+        if named is not None and not _same_file(path, store_path):
             when = dt.datetime.strptime(named.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
             found.append((path, when))
     return found
+
+
+def _same_file(path: Path, store_path: Path) -> bool:
+    """Whether ``path`` is the store itself under another name: a restore killed between
+    linking the store aside and renaming the backup's copy over it leaves that link. It is
+    no replaced store: emptied or resealed through it, the store itself lost its rows (its
+    suppression list among them) or was written through a second -wal."""
+    try:
+        return os.path.samefile(path, store_path)
+    except OSError:  # no store (a lost disk), or the name went meanwhile
+        return False
 
 
 def foreign(db: sqlite3.Connection) -> bool:

@@ -480,6 +480,56 @@ async def test_a_restore_that_fails_on_the_way_leaves_the_store_in_place(
     assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
 
 
+async def test_a_restore_whose_last_rename_fails_leaves_no_second_name_for_the_store(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store is linked aside before the backup's copy is renamed over it. When that
+    rename fails, the link is taken away again: left, it was the store itself under a
+    replaced store's name, and the retention sweep would empty it 30 days later (the
+    suppression list with the rest: everyone erased back at the next sync)."""
+    out, config, view, subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
+    real = os.replace
+
+    def fails_over_the_store(src: Any, dst: Any) -> None:
+        if Path(dst) == config.store_path:
+            raise OSError(5, "Input/output error")
+        real(src, dst)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(os, "replace", fails_over_the_store)
+        with pytest.raises(OSError):
+            restore_backup(config, out)
+    assert not list(tmp_path.rglob("*.replaced-*")) and not list(tmp_path.rglob("*.restoring*"))
+    assert rows(config.store_path, "SELECT id FROM dsr_requests") == [(view.id,)]
+    store = Store(config.store_path)
+    try:
+        assert store.suppressed([subject]) == {subject}
+    finally:
+        store.close()
+
+
+async def test_a_store_a_killed_restore_left_under_a_replaced_name_is_not_swept_as_one(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """A restore killed between linking the store aside and renaming the backup's copy over
+    it leaves the store under two names. The second is not a replaced store: the sweep
+    leaves it (emptied through it, the store lost its suppression list), and the store
+    keeps all it holds."""
+    _out, config, view, subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
+    store_path = config.store_path
+    link = store_path.with_name(f"{store_path.name}.replaced-20200101T000000Z")
+    os.link(store_path, link)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+    async with open_rt() as rt:
+        report = await retention.sweep(rt.store, rt.config, rt.keyring, later)
+        assert rt.store.suppressed([subject]) == {subject}
+    assert report.replaced_stores == 0 and report.errors == []
+    assert rows(store_path, "SELECT id FROM dsr_requests") == [(view.id,)]
+
+
 async def test_restore_with_no_store_says_erasures_since_cannot_be_kept(
     shop: WooCommerceSandbox,
     open_rt: RuntimeFactory,
