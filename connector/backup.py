@@ -42,6 +42,7 @@ from connector.storefile import copy_failure, read_only, refuse_foreign, store_e
 __all__ = [
     "COMPANIONS",
     "FILES_TABLE",
+    "PREPARING",
     "RECEIPT_KEY",
     "RETIRED",
     "STORE_BACKUP",
@@ -63,6 +64,10 @@ STORE_RESTORED = "store.restored"  # audit: a backup was put back (what it repla
 
 #: A store's companion files, which belong to the main file they sit beside.
 COMPANIONS = ("-wal", "-shm")
+
+#: What a restore appends to the store's name (and the receipt signing key file's) for the
+#: copy it prepares beside it, deleted first and last: no file the operator names goes there.
+PREPARING = ".restoring"
 
 #: The table of a backup that holds the receipt signing key file as it was (sealed): a
 #: backup is all a lost disk needs, and the store's public key stays the one receipts name.
@@ -292,10 +297,22 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     own = {store_path, *(store_path.with_name(store_path.name + s) for s in COMPANIONS)}
     if target in own:
         raise ConfigError(option, "", f"{path} is the store itself (store.path); name another file")
+    # A restore deletes what is there before it prepares its copy: named as --from, the
+    # backup was gone before it was read (and the restore hung copying the new file into
+    # itself); written there, a backup went with the next restore.
+    preparing = store_path.with_name(store_path.name + PREPARING)
+    if target in {preparing, *(preparing.with_name(preparing.name + s) for s in COMPANIONS)}:
+        raise ConfigError(
+            option,
+            "",
+            f"{path} is the copy a restore prepares beside the store (deleted by the next "
+            "restore); copy it elsewhere first, or name another file",
+        )
     if target in lock_files(store_path):
         raise ConfigError(option, "", f"{path} is one of the store's lock files; name another file")
     key_file = receipt_key_path(store_path)
-    if target in {key_file, key_file.with_name(key_file.name + ".rotating")}:
+    staged = (".rotating", PREPARING)  # a key rotation's and a restore's, put in place later
+    if target in {key_file, *(key_file.with_name(key_file.name + s) for s in staged)}:
         raise ConfigError(
             option, "", f"{path} is the store's receipt signing key file; name another file"
         )

@@ -36,6 +36,7 @@ from connector import audit
 from connector.backup import (
     COMPANIONS,
     FILES_TABLE,
+    PREPARING,
     RECEIPT_KEY,
     RETIRED,
     STORE_RESTORED,
@@ -112,10 +113,10 @@ def restore_backup(
     refuse_store_files(config, backup, "--from")
     sha = readable_backup(backup)
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
-    preparing = store_path.with_name(f"{store_path.name}.restoring")
+    preparing = store_path.with_name(store_path.name + PREPARING)
     replaced = _free_name(store_path.with_name(f"{store_path.name}.replaced-{stamp}"))
     key_file = receipt_key_path(store_path)
-    staged_key = key_file.with_name(key_file.name + ".restoring")
+    staged_key = key_file.with_name(key_file.name + PREPARING)
     with syncing(store_path, "restore"), keys_alone(store_path):
         if store_path.exists():
             _refuse_foreign(store_path)

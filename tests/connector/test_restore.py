@@ -259,6 +259,25 @@ async def test_restore_refuses_what_is_not_a_backup_of_this_store_and_changes_no
     assert not list(tmp_path.rglob("*.restoring*")) and not list(tmp_path.rglob("*.replaced-*"))
 
 
+async def test_the_copy_a_restore_prepares_is_neither_a_backup_s_out_nor_restored_from(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """A restore prepares its copy at ``<store>.restoring``, deleting what is there first;
+    a restore killed on the way leaves one, which looks like the restored store. Named as
+    ``--from`` it was deleted before it was read, and the restore then copied the new
+    empty file into itself and hung; a backup written there was deleted by the next
+    restore. Both are refused naming the option, and the file is left as it is."""
+    out, config, _view, _subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
+    left = config.store_path.with_name(f"{config.store_path.name}.restoring")
+    with pytest.raises(ConfigError, match="the copy a restore prepares") as caught:
+        take_backup(config, left)
+    assert caught.value.file == "--out" and not left.exists()
+    left.write_bytes(out.read_bytes())
+    with pytest.raises(ConfigError, match="the copy a restore prepares") as caught:
+        restore_backup(config, left)
+    assert caught.value.file == "--from" and sha256(left) == sha256(out)
+
+
 def _tampered(good: Path, name: str, *statements: str) -> Path:
     """A copy of the backup ``good`` with ``statements`` run on it, as someone who can write
     the file but has not the master key can."""
