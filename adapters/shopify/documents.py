@@ -168,12 +168,15 @@ ADDRESSES_PER_CUSTOMER: Final = 100
 #: address the shop keeps for them (a work address, a parcel point), their consent to e-mail
 #: and SMS marketing (state, level, when and where collected), the staff's note and tags,
 #: their language and what they spent. A pull and a targeted sync read none of it
-#: (minimisation).
+#: (minimisation). The e-mail consent's level (single or confirmed opt-in) is read here:
+#: the pull's selection has the state and date only, and a copy without it did not show
+#: whether the person ever confirmed the subscription.
 HELD_FIELDS: Final[Selection] = merged(
     CUSTOMER_FIELDS,
     selection_of(
         [
             "locale",
+            "emailMarketingConsent.marketingOptInLevel",
             *_each("amountSpent", "amount currencyCode"),
             *_each(
                 "smsMarketingConsent",

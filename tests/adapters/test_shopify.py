@@ -856,6 +856,23 @@ async def test_access_copy_holds_the_sms_marketing_consent_shopify_keeps(shop: H
         assert not {"smsMarketingConsent", "locale", "amountSpent"} & set(synced)
 
 
+async def test_access_copy_holds_the_email_marketing_opt_in_level(shop: Harness) -> None:
+    """Shopify's e-mail consent record says how the consent was given (single or confirmed
+    opt-in) beside its state and date. The access copy read the state and the date only,
+    so the person was not shown whether they confirmed their subscription, which the SMS
+    consent beside it does show. A sync reads no more than the mapping's state."""
+    consent = {
+        "marketingState": "SUBSCRIBED",
+        "marketingOptInLevel": "CONFIRMED_OPT_IN",
+        "consentUpdatedAt": "2025-02-01T10:00:00Z",
+    }
+    shop.sandbox.add_person("eva@example.nl", "Eva", "Smit", emailMarketingConsent=consent)
+    (found,) = await shop.adapter.find(Subject(email="eva@example.nl"))
+    assert found["emailMarketingConsent"] == consent
+    (pulled,) = [r for p in await collect(shop.adapter, None) for r in p.records]
+    assert "marketingOptInLevel" not in pulled["emailMarketingConsent"]
+
+
 async def test_access_copy_of_an_order_holds_its_note_and_addresses(shop: Harness) -> None:
     """What the customer wrote at checkout and where the order was billed and sent are the
     person's data Shopify holds (WooCommerce's find returns whole orders for that reason);
