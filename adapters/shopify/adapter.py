@@ -363,7 +363,8 @@ class ShopifyAdapter:
         this pull started from, so the cursor only moves forward.
 
         Raises:
-            FatalRemoteError: Shopify handed back a page cursor already used in this pull.
+            FatalRemoteError: Shopify handed back a page cursor already used in this pull,
+                or said a page has more after it without a cursor to it.
         """
         state = decode_cursor(cursor)
         seen: set[str] = {state.after} if state.after else set()
@@ -388,7 +389,13 @@ class ShopifyAdapter:
             info = connection.get("pageInfo")
             info = info if isinstance(info, dict) else {}
             end = info.get("endCursor")
-            if info.get("hasNextPage") is True and isinstance(end, str) and end:
+            if info.get("hasNextPage") is True:
+                if not isinstance(end, str) or not end:
+                    # More to come and no way to it: taken as the last page, the bound
+                    # moved past every customer on the pages not read, for good.
+                    raise FatalRemoteError(
+                        self.client.system, "POST", self.path, 200, "NO_END_CURSOR"
+                    )
                 if end in seen:
                     raise FatalRemoteError(
                         self.client.system, "POST", self.path, 200, "PAGING_LOOP"

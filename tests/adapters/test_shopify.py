@@ -335,6 +335,29 @@ async def test_pull_stops_when_shopify_repeats_a_page_cursor(shop: Harness) -> N
             await collect(harness.adapter, None)
 
 
+async def test_a_page_with_more_to_come_but_no_cursor_fails_the_pull_rather_than_end_it(
+    shop: Harness,
+) -> None:
+    """A page that says there is more but gives no endCursor cannot be followed. Taken as the
+    last page, the pull ended there and moved its bound to the newest change it had seen, so
+    every customer on the pages after it, changed earlier, was never read, then or later."""
+
+    def cut_short(request: httpx.Request) -> httpx.Response:
+        node = {"id": "gid://shopify/Customer/1", "email": "x@example.com", "updatedAt": None}
+        page = {"nodes": [node], "pageInfo": {"hasNextPage": True, "endCursor": None}}
+        return httpx.Response(200, json={"data": {"customers": page}})
+
+    harness = make_harness(
+        shop.sandbox, shop.clock, shop.wall, transport=httpx.MockTransport(cut_short)
+    )
+    async with harness.client:
+        pages: list[Page] = []
+        with pytest.raises(FatalRemoteError, match="NO_END_CURSOR"):
+            async for page in harness.adapter.pull(None):
+                pages.append(page)
+    assert not any(p.complete for p in pages)
+
+
 async def test_pulled_nodes_map_and_unmapped_fields_are_withheld(shop: Harness) -> None:
     """Mapped fields become canonical; only SUBSCRIBED is consent; the rest never flows."""
     an_id = shop.sandbox.add_person(
