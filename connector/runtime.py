@@ -38,7 +38,7 @@ __all__ = [
 _settled = False
 
 #: Net new objects that trigger a collection of the youngest generation once settled.
-YOUNG_COLLECTION = 10_000
+YOUNG_COLLECTION = 2_000
 
 
 def settle_heap() -> None:
@@ -54,9 +54,11 @@ def settle_heap() -> None:
     The youngest generation is then collected after :data:`YOUNG_COLLECTION` net new
     objects instead of 700: a page being read holds more than 700 (a hundred parsed records,
     their people and payloads), so at 700 each page was scanned live, and promoted, several
-    times over, about 3 us a record of a first sync (measured with ``gc.callbacks``); at
-    10,000 nearly everything a page made is gone before a collection comes. The older
-    generations keep their default rhythm.
+    times over. Measured with ``gc.callbacks`` over a first sync of 50,000 customers: 461
+    collections and 2.93 us a record at 700, 23 and 0.22 us at 2,000. Higher saves no more
+    and costs memory: what reference cycles hold waits longer for its collection, and the
+    connector's peak grew from 73 to 76 MB at 2,000, to 91 MB at 5,000
+    and to 107 MB at 10,000 (100,000 customers). The older generations keep their rhythm.
     """
     global _settled
     if _settled:
