@@ -132,7 +132,7 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         "from the backup": "put back from the backup (the one beside the store was not this "
         "store's, or was missing)",
         "set aside": "beside the store was not this store's and the backup has none: set "
-        "aside; the next receipt makes a new key",
+        "aside; a new key was made",
     }
     if retired is not None:
         # The file beside the store was this store's, sealed under the rotation's keys.

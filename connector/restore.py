@@ -16,7 +16,18 @@ refused: SQLite finds an edited entry intact. So is another store's backup
 The backup's copy is prepared beside the store and renamed over it last, so a restore that
 fails leaves the store as it was; the store it replaces is kept beside it. The receipt
 signing key file stays if it opens with the restored store's keys, and otherwise the
-backup's copy is put back (a master key rotation since sealed it anew; a lost disk took it).
+backup's copy is put back (a master key rotation since sealed it anew; a lost disk took it),
+or, with none there, a new key is made.
+
+The store and that key file are two renames, and no order of them is safe alone: the key
+file the restored store's keys open need not open with the replaced store's. So the key file
+is staged where a master key rotation stages one (:attr:`ReceiptSigner.staged_path`), the
+file it replaces kept beside it (a link) and the retired public keys put back, all before the
+store's rename, which is what makes the restore done; the key's rename follows. Stopped
+before the store's rename, the staged file does not open with the keys of the store still in
+place, and the next use of the key deletes it: the store as it was, with its key file.
+Stopped after, it opens with the restored store's keys, and the next use of the key (a
+receipt, its check, a backup, a rotation) renames it into place, as after a rotation.
 """
 
 from __future__ import annotations
@@ -31,6 +42,9 @@ from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector import audit
 from connector.backup import (
@@ -47,7 +61,7 @@ from connector.backup import (
 )
 from connector.carryover import Carried, attached, carry_erasures, carry_over
 from connector.config import Config
-from connector.crypto import master_fingerprint
+from connector.crypto import RECEIPT_KEY_CONTEXT, master_fingerprint
 from connector.errors import ConfigError, StoreError
 from connector.keyset import check_master_key, receipt_key_opens, store_keyring
 from connector.lineage import chains_meet, store_id
@@ -78,7 +92,7 @@ class RestoreFacts:
     #: What it holds sealed under keys the restored store does not have ("request <id>").
     not_carried: list[str] = field(default_factory=list)
     #: The receipt signing key file: "kept", "from the backup", "set aside" (not this
-    #: store's, and the backup has none: the next receipt makes a new key) or "none".
+    #: store's, and the backup has none: a new key was made) or "none".
     receipt_key: str = "none"
     #: When the backup's master key is one a rotation recorded in the replaced store retired:
     #: its fingerprint, when that rotation was made, and the fingerprint the replaced store
@@ -116,36 +130,50 @@ def restore_backup(
     preparing = store_path.with_name(store_path.name + PREPARING)
     replaced = _free_name(store_path.with_name(f"{store_path.name}.replaced-{stamp}"))
     key_file = receipt_key_path(store_path)
-    staged_key = key_file.with_name(key_file.name + PREPARING)
+    # Where a rotation stages the key file: the signer settles it, so a restore stopped
+    # between its two renames is finished by the next use of the key (see the module).
+    staged_key = key_file.with_name(key_file.name + _STAGED_KEY)
     with syncing(store_path, "restore"), keys_alone(store_path):
         if store_path.exists():
             _refuse_foreign(store_path)
         current = _read_current(store_path) if store_path.exists() else None
         discard(preparing)
+        done = False
+        key_aside: Path | None = None
         try:
             key = _prepare(config, backup, preparing, sha, current, replaced, over_a_new_store)
             if key.content is not None:
                 write_private(staged_key, key.content, mtime_ns=key.mtime_ns)
+                if key_file.exists():
+                    # Not this store's (sealed under keys a rotation made since): kept, not
+                    # lost. Linked: it stays in place until the staged file is renamed over it.
+                    key_aside = _free_name(key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
+                    _keep(key_file, key_aside)
+            # Public halves only, put where missing: harmless to the store still in place.
+            _put_back_retired(retired_keys_dir(key_file), key.retired)
             try:
                 if current is not None:
                     _set_aside(store_path, replaced)
                 os.replace(preparing, store_path)
+                done = True
             except BaseException:
                 if current is not None:
                     _take_back(store_path, replaced)
                 raise
-            if key.action in ("from the backup", "set aside") and key_file.exists():
-                # Not this store's (sealed under keys a rotation made since): kept, not lost.
-                aside = _free_name(key_file.with_name(f"{key_file.name}.replaced-{stamp}"))
-                os.replace(key_file, aside)
             if key.content is not None:
                 os.replace(staged_key, key_file)
-            _put_back_retired(retired_keys_dir(key_file), key.retired)
         finally:
             discard(preparing)
-            staged_key.unlink(missing_ok=True)
+            if not done:
+                staged_key.unlink(missing_ok=True)
+                if key_aside is not None:
+                    key_aside.unlink(missing_ok=True)  # a link to the key file still in use
         sync_folder(store_path.parent)
     return _restored_facts(store_path, sha, current, replaced)
+
+
+#: The suffix of :attr:`connector.receipts.ReceiptSigner.staged_path`.
+_STAGED_KEY = ".rotating"
 
 
 def _free_name(path: Path) -> Path:
@@ -424,8 +452,10 @@ def _refuse_another_store(
 def _receipt_key(store: Store, config: Config) -> _KeyFile:
     """The key file beside the store stays if it opens with the restored store's keys;
     else (a master key rotation since sealed it anew, or a lost disk took it) the backup's
-    copy takes its place; with none, the next receipt makes a new key. Retired public keys
-    the backup holds go back where they are missing."""
+    copy takes its place; with none, a new key does (made now, not by the next receipt: a
+    file there that is not the restored store's must go in the same step as the rename
+    that puts a staged key in place). Retired public keys the backup holds go back where
+    they are missing."""
     files: dict[str, bytes] = {}
     ages: dict[str, int | None] = {}
     columns = {row[1] for row in store.db.execute(f"PRAGMA table_info({FILES_TABLE})")}
@@ -448,8 +478,17 @@ def _receipt_key(store: Store, config: Config) -> _KeyFile:
         # The same key keeps its age: the daemon's rotation reminder reads the file's mtime.
         return _KeyFile("from the backup", saved, retired, ages.get(RECEIPT_KEY))
     if receipt_key_path(config.store_path).exists():
-        return _KeyFile("set aside", None, retired)
+        return _KeyFile("set aside", _new_receipt_key(store, config), retired)
     return _KeyFile("none", None, retired)
+
+
+def _new_receipt_key(store: Store, config: Config) -> bytes:
+    """A new receipt signing key file's bytes, sealed under the restored store's keys (as
+    :class:`connector.receipts.ReceiptSigner` makes one on first use)."""
+    raw = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return store_keyring(store, config).seal(raw, RECEIPT_KEY_CONTEXT)
 
 
 def _put_back_retired(folder: Path, retired: dict[str, bytes]) -> None:
@@ -482,16 +521,21 @@ def _set_aside(store_path: Path, replaced: Path) -> None:
     was, so a crash here leaves it in use, not missing (a missing store would be made anew,
     empty, by the next command: every customer new, nobody suppressed).
     """
-    try:
-        os.link(store_path, replaced)
-    except OSError:  # a file system without hard links
-        shutil.copy2(store_path, replaced)
+    _keep(store_path, replaced)
     for suffix in COMPANIONS:
         companion = store_path.with_name(store_path.name + suffix)
         if companion.exists():
             # The -wal belongs to the old main file: left beside the new one, SQLite would
             # read it into the restored store.
             os.replace(companion, replaced.with_name(replaced.name + suffix))
+
+
+def _keep(path: Path, kept: Path) -> None:
+    """``path`` kept also as ``kept``: a hard link, or a copy on a file system without."""
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
 
 
 def _take_back(store_path: Path, replaced: Path) -> None:

@@ -813,6 +813,57 @@ async def test_a_restore_stopped_at_any_step_leaves_a_whole_store_and_runs_again
     assert moments > 10, moments
 
 
+async def test_a_restore_stopped_between_store_and_key_file_is_finished_by_the_next_command(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restore renames the backup's copy over the store, then puts in place the receipt
+    signing key file the restored store's keys open (here the backup's: a master key
+    rotation since sealed the one beside the store anew). Stopped between the two, the
+    next command that uses the key puts it in place: receipts go on being signed and
+    verified with the backup's key, and nothing the restore staged stays beside the store."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        receipt = service.receipt((await service.erase(OTHER_EMAIL)).id)
+        assert receipt is not None
+        public = service.public_key_pem()
+        take_backup(rt.config, out)
+        config = rt.config
+    store = Store(config.store_path)
+    try:
+        rotate_master_key(store, config, decode_master_key(generate_master_key()))
+    finally:
+        store.close()
+    real_replace, renamed = os.replace, []
+
+    def stopped_after_the_store(src: Any, dst: Any) -> None:
+        if config.store_path in renamed:
+            raise _Killed  # the next rename after the store's does not happen
+        real_replace(src, dst)
+        renamed.append(Path(dst))
+
+    with monkeypatch.context() as patched, suppress(_Killed):
+        patched.setattr(os, "replace", stopped_after_the_store)
+        restore_backup(config, out)
+    assert config.store_path in renamed
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.public_key_pem() == public
+        assert service.verify_receipt(receipt.encode()).ok
+        assert (await service.erase(CANARY_EMAIL)).status == "completed"
+    folder = config.store_path.parent
+    assert not list(folder.glob("*.restoring*")) and not list(folder.glob("*.rotating"))
+    # The key file the rotation sealed anew is kept beside it.
+    key_file = receipt_key_path(config.store_path)
+    assert list(folder.glob(key_file.name + ".replaced-*"))
+
+
 async def test_a_readmission_since_the_backup_stays_after_the_restore(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,
