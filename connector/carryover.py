@@ -65,8 +65,9 @@ from connector.crypto import (
     outbox_context,
 )
 from connector.dsr_store import PURGE_SOURCE, DsrStore
+from connector.jobs import CUT_OFF, MAX_CUT_OFF
 from connector.readmit import READMITTED
-from connector.state import PER_SYSTEM_TABLES, RESEND, UNSURE, Store
+from connector.state import PER_SYSTEM_TABLES, RESEND, UNSURE, Store, utcnow
 
 __all__ = ["Carried", "attached", "carry_erasures", "carry_over"]
 
@@ -588,22 +589,34 @@ def _requests(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) 
 
 
 def _jobs(db: sqlite3.Connection, keyring: Keyring, not_carried: list[str]) -> int:
-    """Jobs queued or finished since, as the replaced store has them; one it was running
-    when it stopped goes back in the queue (as the daemon does at start)."""
+    """Jobs queued or finished since, as the replaced store has them, with how often a
+    daemon was cut off running each (its count lost, a job that crashes the daemon had all
+    its tries again after every restore). One it was running when it stopped is counted cut
+    off once more and goes back in the queue, or is failed past the bound, as a daemon's
+    start does (:func:`connector.jobs.requeue_cut_off`)."""
     taken = 0
     rows = db.execute(
-        "SELECT id, kind, params, CASE status WHEN 'running' THEN 'queued' ELSE status END, "
-        "created_at, started_at, finished_at, result FROM replaced.jobs j WHERE NOT EXISTS "
-        "(SELECT 1 FROM main.jobs m WHERE m.id = j.id AND m.status IS j.status)"
+        "SELECT id, kind, params, status, created_at, started_at, finished_at, result, cut_off "
+        "FROM replaced.jobs j WHERE NOT EXISTS (SELECT 1 FROM main.jobs m "
+        "WHERE m.id = j.id AND m.status IS j.status AND m.cut_off = j.cut_off)"
     ).fetchall()
     for row in rows:
         if not _opens(keyring, row[2], JOB_CONTEXT):
             not_carried.append(f"job {row[0]}")
             continue
+        job_id, kind, params, status, created, started, finished, result, cut_off = row
+        if status == "running":
+            cut_off += 1
+            if cut_off >= MAX_CUT_OFF:
+                # As jobs.finish: the outcome, and no sealed params left that nothing needs.
+                status, finished, params = "failed", utcnow(), None
+                result = json.dumps({"error": CUT_OFF})
+            else:
+                status = "queued"
         db.execute(
             "INSERT OR REPLACE INTO main.jobs(id, kind, params, status, created_at, "
-            "started_at, finished_at, result) VALUES (?,?,?,?,?,?,?,?)",
-            row,
+            "started_at, finished_at, result, cut_off) VALUES (?,?,?,?,?,?,?,?,?)",
+            (job_id, kind, params, status, created, started, finished, result, cut_off),
         )
         taken += 1
     return taken

@@ -1093,6 +1093,41 @@ async def test_jobs_incidents_and_webhook_ids_since_the_backup_are_taken_over(
         ).fetchone() == (1,)
 
 
+async def test_a_restore_keeps_how_often_a_job_was_cut_off_and_counts_the_last_stop(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """A job the daemon ended while running it, counted at each start since the backup
+    (jobs.requeue_cut_off): the restore takes the count over, and counts the stop the
+    replaced store was running it at, as the daemon's start would have. With its count
+    lost, a job that crashes the daemon had all its tries again after every restore."""
+    from connector import jobs
+
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        crashing = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop"})
+        for _ in range(jobs.MAX_CUT_OFF - 1):  # claimed, then a daemon start after a crash
+            claimed = jobs.claim_next(rt.store, rt.keyring)
+            assert claimed is not None and claimed.id == crashing
+            jobs.requeue_cut_off(rt.store)
+        waiting = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "n": 2})
+        rt.store.db.execute("UPDATE jobs SET cut_off=1 WHERE id=?", (waiting,))
+        claimed = jobs.claim_next(rt.store, rt.keyring)  # running when the daemon stops
+        assert claimed is not None and claimed.id == crashing
+        config = rt.config
+    facts = restore_backup(config, out)
+    assert facts.carried["jobs"] == 2
+    held = rows(config.store_path, "SELECT id, status, cut_off FROM jobs ORDER BY id")
+    assert held == [(crashing, "failed", jobs.MAX_CUT_OFF), (waiting, "queued", 1)]
+    async with open_rt() as rt:
+        job = jobs.get(rt.store, crashing)
+        assert job is not None and job.result == {"error": jobs.CUT_OFF}
+        claimed = jobs.claim_next(rt.store, rt.keyring)
+        assert claimed is not None and claimed.id == waiting
+
+
 async def test_a_restore_right_after_an_upgrade_takes_everything_over(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path
 ) -> None:
