@@ -41,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from connector import audit
+from connector import audit, jobs
 from connector.adapter import Subject, WebhookEvent, read_records
 from connector.crypto import manifest_context
 from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
@@ -751,6 +751,15 @@ class DsrService:
                     self.rt.store, self.rt.keyring, system, others, kept
                 )
                 counts = {**self.db.purge_source(system, flows), "bundles": bundles}
+                # Its syncs not run yet go too (their parameters hold its customers' data).
+                # Its customers' own requests stay: jobs run in the order they came, so one
+                # still waiting came after the shop/redact (Shopify sends customers/redact
+                # days or months after the merchant's request, so it may come after the
+                # uninstall). Its erasure, recorded as it came, reaches the systems the
+                # shop's data was delivered to, which this purge leaves alone; an access
+                # request is owed to the person within the month, and those systems still
+                # hold their data. The purge does neither, so neither is done for them here.
+                counts["jobs"] = jobs.forget_syncs_of(self.rt.store, self.rt.keyring, system)
                 audit.append(self.rt.store, PURGE_SOURCE, {"system": system, **counts})
             log.info("source purged", extra={"system": system, **counts})
             return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,11 +38,13 @@ __all__ = [
     "enqueue",
     "finish",
     "forget_queued",
+    "forget_syncs_of",
     "get",
     "recent",
     "requeue",
     "requeue_cut_off",
     "requeue_running",
+    "still_claimed",
 ]
 
 
@@ -177,16 +179,7 @@ def forget_queued(
     wanted = set(subject_ids)
     theirs = {(system, str(record)) for system, record in records}
     forgotten = 0
-    rows = store.db.execute(
-        "SELECT id, kind, params FROM jobs WHERE status='queued' AND kind IN ('webhook', 'resync')"
-    ).fetchall()
-    for job_id, kind, sealed in rows:
-        try:
-            params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
-        except DecryptionError:
-            continue  # its claim fails it (UNREADABLE); nothing here to tell whose it is
-        if kind == "webhook" and params.get("event") not in _SYNC_EVENTS:
-            continue
+    for job_id, params in _waiting_syncs(store, keyring, ("queued",)):
         email = params.get("email")
         by_email = isinstance(email, str) and email
         by_record = (params.get("system"), str(params.get("external_id"))) in theirs
@@ -194,6 +187,53 @@ def forget_queued(
             finish(store, job_id, "done", {"skipped": "the person was erased"})
             forgotten += 1
     return forgotten
+
+
+def forget_syncs_of(store: Store, keyring: Keyring, system: str) -> int:
+    """Finish, unrun, the syncs of ``system`` not run yet: its webhook changes and
+    deletions, and resyncs of it. For a source purged (Shopify's ``shop/redact``): their
+    sealed parameters hold its customers' e-mails, phones and ids, and run they would ask
+    a shop that is gone. Those claimed with a batch and not started yet (``running``: the
+    job worker runs one job at a time, and skips them, :func:`still_claimed`) are finished
+    too. Requests (an erasure or access request from that shop, the purge itself) are not
+    syncs and stay. Finished rather than deleted: a restore takes a job's latest status
+    over from the store it replaces, and a deleted one came back queued from the backup.
+    Returns how many were finished."""
+    forgotten = 0
+    for job_id, params in _waiting_syncs(store, keyring, ("queued", "running")):
+        if params.get("system") == system:
+            finish(store, job_id, "done", {"skipped": "the source was purged"})
+            forgotten += 1
+    return forgotten
+
+
+def _waiting_syncs(
+    store: Store, keyring: Keyring, statuses: Collection[str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The jobs in ``statuses`` that only ask for a sync (webhook changes and deletions,
+    resyncs), with their opened parameters. One whose parameters do not open is left out:
+    its claim fails it (UNREADABLE), and nothing here can tell what it is."""
+    marks = ",".join("?" * len(statuses))
+    rows = store.db.execute(
+        "SELECT id, kind, params FROM jobs "  # noqa: S608 - placeholders only
+        f"WHERE status IN ({marks}) AND kind IN ('webhook', 'resync')",
+        tuple(statuses),
+    ).fetchall()
+    for job_id, kind, sealed in rows:
+        try:
+            params = keyring.open_json(sealed, JOB_CONTEXT) if sealed is not None else {}
+        except DecryptionError:
+            continue
+        if kind == "webhook" and params.get("event") not in _SYNC_EVENTS:
+            continue
+        yield job_id, params
+
+
+def still_claimed(store: Store, job_id: int) -> bool:
+    """Whether a claimed job is still to run: not finished, since its claim, by a job run
+    before it (:func:`forget_syncs_of`)."""
+    row = store.db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
+    return row is not None and row[0] == "running"
 
 
 def requeue(store: Store, job_id: int) -> None:

@@ -266,6 +266,8 @@ class JobWorker:
                 # running with its vendors half asked.
                 self._requeue(after[position:], "the daemon stopped before the job ran")
                 return
+            if not jobs.still_claimed(self.rt.store, job.id):
+                continue  # finished by a job before it (a source's purge: its changes go)
             await self._run_one(job)
 
     async def _run_system_changes(self, system: str, batch: list[jobs.Job]) -> None:

@@ -2559,6 +2559,54 @@ async def test_a_source_purge_of_more_customers_than_a_statement_may_carry_forge
     assert rt.store.db.execute("SELECT COUNT(*) FROM bundles").fetchone() == (0,)
 
 
+async def test_a_source_purge_finishes_the_shop_s_queued_syncs_and_keeps_its_customers_requests(
+    rt: Runtime,
+) -> None:
+    """``shop/redact``: the shop's webhook changes and deletions and its resyncs, queued and
+    not run yet, hold its customers' addresses, phones and ids (sealed) and would run
+    against a shop that is gone. The purge finishes them unrun and drops what they hold. A
+    customer's own request queued from that shop (``customers/redact``, ``customers/
+    data_request``) is still owed to them and stays; so do other systems' jobs and
+    requests asked for through the admin API."""
+    from connector import jobs
+    from connector.adapter import WebhookEvent
+
+    def webhook(event: str, system: str = "shop") -> int:
+        params = {
+            "system": system,
+            "event": event,
+            "delivery_id": f"{system}-{event}",
+            "external_id": "41",
+            "email": CANARY_EMAIL,
+            "phone": "06 12345678",
+        }
+        return jobs.enqueue(rt.store, rt.keyring, "webhook", params)
+
+    change, deletion = webhook("changed"), webhook("deleted")
+    resync = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "email": CANARY_EMAIL})
+    full = jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "full": True})
+    erase, access = webhook("erase"), webhook("access")
+    elsewhere = webhook("changed", system="crm")
+    admin = jobs.enqueue(rt.store, rt.keyring, "dsr", {"kind": "access", "email": CANARY_EMAIL})
+
+    await DsrService(rt).handle_event("shop", WebhookEvent(kind="purge_all", delivery_id="r-1"))
+
+    def state(job_id: int) -> tuple[str, bool]:
+        status, params = rt.store.db.execute(
+            "SELECT status, params IS NOT NULL FROM jobs WHERE id=?", (job_id,)
+        ).fetchone()
+        return status, bool(params)
+
+    assert {state(job) for job in (change, deletion, resync, full)} == {("done", False)}
+    assert {state(job) for job in (erase, access, elsewhere, admin)} == {("queued", True)}
+    skipped = jobs.get(rt.store, change)
+    assert skipped is not None and skipped.result == {"skipped": "the source was purged"}
+    (entry,) = rt.store.db.execute(
+        "SELECT data FROM audit WHERE kind='dsr.purge_source'"
+    ).fetchone()
+    assert json.loads(entry)["jobs"] == 4
+
+
 async def test_an_erasure_leaves_no_queued_sync_holding_the_person_s_address(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:

@@ -181,6 +181,26 @@ async def test_a_change_that_came_after_an_admin_erasure_waits_for_it(
     ]
 
 
+async def test_a_change_claimed_behind_its_shop_s_purge_is_not_synced_after_it(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """change, shop/redact, change, another system's change: the jobs after the purge are
+    claimed with the first change's batch. The purge finishes the shop's change unrun (the
+    shop is gone); the other system's change runs."""
+    purge = {"system": "shop", "event": "purge_all", "delivery_id": "r-1"}
+    ids = [
+        worker.queue("webhook", p)
+        for p in (_change("5"), purge, _change("6"), _change("7", system="crm"))
+    ]
+    done = await _work_until_done(worker, ids)
+    assert runner.calls == [
+        ("subjects", "shop", [("5", None)]),
+        ("subjects", "crm", [("7", None)]),
+    ]
+    assert [job.status for job in done] == ["done"] * 4
+    assert done[2].result == {"skipped": "the source was purged"}
+
+
 async def test_a_batch_that_fails_marks_each_of_its_jobs_with_the_reason(
     worker: JobWorker, runner: Runner
 ) -> None:
