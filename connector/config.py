@@ -62,6 +62,10 @@ _TOP_KEYS = {
     "retention",
 }
 
+#: The secret references a system's ``webhooks`` table holds: the secret deliveries are
+#: verified with, and the one it replaced, taken too while the vendor still signs with it.
+WEBHOOK_SECRETS = ("secret", "previous_secret")
+
 
 @dataclass(frozen=True)
 class Schedule:
@@ -391,7 +395,8 @@ def secret_files(path: Path) -> list[tuple[str, Path]]:
             references.append((f"systems.{name}.credentials.{cred}", ref))
         hooks = system.get("webhooks")
         if isinstance(hooks, dict):
-            references.append((f"systems.{name}.webhooks.secret", hooks.get("secret")))
+            for secret in WEBHOOK_SECRETS:
+                references.append((f"systems.{name}.webhooks.{secret}", hooks.get(secret)))
     base = path.resolve().parent
     return [
         (key, _resolve_path(base, Path(ref[5:].strip())))
@@ -564,17 +569,20 @@ def _load_system(
         for cred, ref in credentials.items()
     }
     webhooks = raw.get("webhooks")
-    if isinstance(webhooks, dict) and "secret" in webhooks:
+    if isinstance(webhooks, dict):
         raw["webhooks"] = dict(webhooks)
-        raw["webhooks"]["secret"] = _secret(
-            webhooks["secret"],
-            file=file,
-            key=f"{key}.webhooks.secret",
-            base=base,
-            env=env,
-            now=secrets,
-            sent=False,  # it keys a signature; a shop admin may have typed any text
-        )
+        # The one replaced too, while the vendor still signs with it (a rotation).
+        for name in WEBHOOK_SECRETS:
+            if name in webhooks:
+                raw["webhooks"][name] = _secret(
+                    webhooks[name],
+                    file=file,
+                    key=f"{key}.webhooks.{name}",
+                    base=base,
+                    env=env,
+                    now=secrets,
+                    sent=False,  # it keys a signature; a shop admin may have typed any text
+                )
     try:
         settings = spec.settings_model.model_validate(raw)
     except ValidationError as exc:

@@ -71,9 +71,20 @@ class RateLimitSettings(StrictModel):
 
 
 class WebhookSettings(StrictModel):
-    """Inbound webhook verification for one system."""
+    """Inbound webhook verification for one system.
+
+    ``previous_secret``: the one ``secret`` replaced, while it is rotated at the vendor. A
+    vendor goes on signing with the old secret for a while (and retries what it signed
+    with it), so deliveries verified by either are taken until it is removed.
+    """
 
     secret: SecretStr
+    previous_secret: SecretStr | None = None
+
+    def secrets(self) -> list[str]:
+        """The secrets a delivery may be verified with: the current one first."""
+        held = [self.secret, self.previous_secret]
+        return [secret.get_secret_value() for secret in held if secret is not None]
 
 
 class ProcessorSettings(StrictModel):

@@ -84,13 +84,14 @@ class PipedriveWebhookSettings(WebhookSettings):
     Basic credentials (see :mod:`adapters.pipedrive.webhooks`), so the secret is the pair
     ``"user:password"``. Any other secret could never verify: every delivery would be
     answered 401 until Pipedrive turned the webhook off, with nothing to tell the operator.
-    So it is refused here, once resolved from its reference (and never echoed).
+    So it is refused here, once resolved from its reference (and never echoed), and so is
+    a ``previous_secret`` that is no such pair.
     """
 
-    @field_validator("secret")
+    @field_validator("secret", "previous_secret")
     @classmethod
-    def _basic_pair(cls, secret: SecretStr) -> SecretStr:
-        if isinstance(secret, DeferredSecret):
+    def _basic_pair(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None or isinstance(secret, DeferredSecret):
             # Not resolved: the config was loaded for a command that calls no system. Those
             # that serve webhooks resolve it at load, and it is checked then.
             return secret

@@ -1164,6 +1164,26 @@ def test_a_webhook_secret_is_any_text_the_vendor_took(
     assert hooks is not None and hooks.secret.get_secret_value() == "Geheim€wachtwoord ñ"
 
 
+def test_a_previous_webhook_secret_is_a_secret_reference_like_the_secret(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``previous_secret`` (the secret replaced, while the vendor still signs with it) is
+    read from ``env:`` or ``file:`` as ``secret`` is, refused naming its own key when it
+    cannot be read, and its file is one of the config's secret files (``check`` and
+    ``backup`` look after those)."""
+    from connector.config import secret_files
+
+    monkeypatch.setenv("T_WC_HOOK", "nieuw-geheim")
+    hooks = 'webhooks = { secret = "env:T_WC_HOOK", previous_secret = "file:old_hook" }'
+    path = write_config(tmp_path, shop_extra=hooks)
+    error = _load_error(path)
+    assert error.key == "systems.shop.webhooks.previous_secret"
+    (tmp_path / "old_hook").write_text("oud-geheim\n")
+    loaded = load_config(path).systems["shop"].webhooks
+    assert loaded is not None and loaded.secrets() == ["nieuw-geheim", "oud-geheim"]
+    assert ("systems.shop.webhooks.previous_secret", tmp_path / "old_hook") in secret_files(path)
+
+
 def _with_pipedrive_webhook(path: Path, reference: str) -> Path:
     """The example config with a webhook secret for its Pipedrive system (``deals``)."""
     text = path.read_text()
@@ -1214,6 +1234,26 @@ def test_a_pipedrive_webhook_secret_of_user_and_password_loads(
     monkeypatch.setenv("PD_HOOK", "klantsync:pass:word")
     hooks = load_config(_with_pipedrive_webhook(path, "env:PD_HOOK")).systems["deals"].webhooks
     assert hooks is not None and hooks.secret.get_secret_value() == "klantsync:pass:word"
+
+
+def test_a_previous_pipedrive_webhook_secret_that_is_no_pair_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secret being rotated is held to the same form: one that is no user:password
+    pair never verifies a delivery either."""
+    path = _with_pipedrive_webhook(example_config(tmp_path, monkeypatch), "env:PD_HOOK")
+    text = path.read_text().replace(
+        'secret = "env:PD_HOOK"\n', 'secret = "env:PD_HOOK"\nprevious_secret = "env:PD_OLD"\n'
+    )
+    path.write_text(text)
+    monkeypatch.setenv("PD_HOOK", "klantsync:nieuw")
+    monkeypatch.setenv("PD_OLD", "alleen-een-wachtwoord")
+    error = _load_error(path)
+    assert error.key == "systems.deals.webhooks.previous_secret"
+    assert "alleen-een-wachtwoord" not in str(error)
+    monkeypatch.setenv("PD_OLD", "klantsync:oud")
+    hooks = load_config(path).systems["deals"].webhooks
+    assert hooks is not None and hooks.secrets() == ["klantsync:nieuw", "klantsync:oud"]
 
 
 @pytest.mark.parametrize(

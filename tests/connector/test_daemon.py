@@ -451,6 +451,44 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_a_delivery_signed_with_the_previous_secret_is_taken_while_it_is_configured(
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    shop: WooCommerceSandbox,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The webhook secret rotated: the new one is ``secret``, the old one
+    ``previous_secret`` until the shop signs with the new one. A delivery signed with either
+    is taken; one signed with neither is refused 401 and recorded, as before. Once
+    ``previous_secret`` is removed, the old one verifies nothing. Neither is logged."""
+    old, new = "oud-webhook-geheim", "nieuw-webhook-geheim"
+    monkeypatch.setenv("T_WC_HOOK", new)
+    (tmp_path / "old_hook").write_text(old)
+    (tmp_path / "old_hook").chmod(0o600)
+    rotating = 'webhooks = { secret = "env:T_WC_HOOK", previous_secret = "file:old_hook" }'
+    body = json.dumps({"id": 9, "email": CANARY_EMAIL}).encode()
+    caplog.set_level(logging.DEBUG)
+
+    async def answers(path: Path) -> tuple[list[int], list[dict[str, Any]]]:
+        async with open_rt(path) as rt, _client(build_public_app(Daemon(rt, clock=Clock()))) as c:
+            codes = []
+            for secret in (old, new, "geraden-geheim"):
+                headers = shop.sign_webhook(body, secret)
+                answer = await c.post("/webhooks/shop", content=body, headers=headers)
+                codes.append(answer.status_code)
+            rejected = [e.data for e in audit.entries(rt.store) if e.kind == "webhook.rejected"]
+        return codes, rejected
+
+    refused = [{"system": "shop", "reason": "signature invalid or stale"}]
+    rotation = write_config(tmp_path, shop_extra=rotating)
+    assert await answers(rotation) == ([200, 200, 401], refused)
+    after = write_config(tmp_path, shop_extra='webhooks = { secret = "env:T_WC_HOOK" }')
+    assert await answers(after) == ([401, 200, 401], refused * 2)
+    assert old not in caplog.text and new not in caplog.text
+
+
 async def test_a_delivery_to_no_webhook_endpoint_is_recorded_once_a_minute_at_most(
     open_rt: Callable[..., Any], daemon_config: Path
 ) -> None:
