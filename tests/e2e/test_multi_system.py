@@ -452,6 +452,22 @@ async def test_a_shopify_erasure_its_owner_cancels_is_exempted_and_asked_for_no_
     assert not world.crm.holds(email) and not world.deals.holds(email)
 
 
+@pytest.mark.parametrize("state", ["UNSUBSCRIBED", "NOT_SUBSCRIBED", "PENDING", "INVALID"])
+async def test_a_shopify_marketing_state_other_than_subscribed_unsubscribes_the_member(
+    world: World, rt: Runtime, state: str
+) -> None:
+    """mappings/shopify.toml reads only SUBSCRIBED as consent; the states `bool` does not
+    know leave it unset, which counts as none: a member sent before is unsubscribed."""
+    email = "van.staat@example.nl"
+    world.shopify.add_person(email, "Van", "Staat", marketing_state="SUBSCRIBED")
+    await rt.engine.sync("shopify")
+    assert world.news.member(LISTS[0], email)["status"] == "subscribed"  # type: ignore[index]
+    world.shopify.touch(email, emailMarketingConsent__marketingState=state)
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    assert world.news.member(LISTS[0], email)["status"] == "unsubscribed"  # type: ignore[index]
+
+
 async def test_consent_withdrawn_with_a_new_address_unsubscribes_the_member_under_the_former(
     world: World, rt: Runtime
 ) -> None:
