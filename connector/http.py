@@ -790,17 +790,35 @@ class SystemClient:
         if status < 400 or status in accepted:
             return response
         error = self._classify(method, path, response)
-        if isinstance(error, RetryableError) and error.wait_seconds:
-            # At most an hour: a proxy's Retry-After of days (or a garbled one) must not shut
-            # the system out until the daemon restarts, erasures queued behind it included;
-            # after the hour one call asks again, and a vendor still full says so again.
+        if isinstance(error, RateLimitedError) and error.wait_seconds:
+            self.hold(error.wait_seconds, bucket)
+        elif isinstance(error, RetryableError) and error.wait_seconds and status >= 500:
+            # A 503 in maintenance is the host's: every caller would get its own. At most an
+            # hour, as a hold (see hold()).
             closed = self.clock() + min(error.wait_seconds, MAX_HOLD_SECONDS)
-            if isinstance(error, RateLimitedError):
-                self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
-            elif status >= 500:
-                # A 503 in maintenance is the host's: every caller would get its own.
-                self._unavailable_until = max(self._unavailable_until, closed)
+            self._unavailable_until = max(self._unavailable_until, closed)
         raise error
+
+    def hold(self, seconds: float, bucket: str = "default") -> None:
+        """Send no call in ``bucket`` for ``seconds``, from any caller (see :meth:`_keep_out`).
+
+        A 429 with the vendor's wait does this by itself. An adapter calls it for a
+        vendor's "slow down" inside an answer the client took for a success (Shopify's
+        ``THROTTLED``, answered 200): the budget is the app's, so the other calls in flight
+        would each be sent into it and be throttled too. A shorter hold than one in force
+        leaves that one as it is.
+
+        Args:
+            seconds: how long the vendor said to stay away; at most :data:`MAX_HOLD_SECONDS`
+                is kept, so a garbled wait (a proxy's Retry-After of days) cannot shut the
+                system out until the daemon restarts, erasures queued behind it included:
+                after the hour one call asks again, and a vendor still full says so again.
+            bucket: the rate-limit bucket the answer was given in.
+        """
+        if not seconds > 0:  # none, or NaN: nothing to hold back for
+            return
+        closed = self.clock() + min(seconds, MAX_HOLD_SECONDS)
+        self._closed_until[bucket] = max(self._closed_until.get(bucket, 0.0), closed)
 
     def _transport_error(self, method: str, path: str, exc: httpx.RequestError) -> RemoteError:
         """What a call that got no usable answer ends in."""

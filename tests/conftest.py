@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import heapq
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -20,6 +22,8 @@ from connector.demo import REPO_MAPPINGS
 from connector.loop import new_event_loop
 from connector.runtime import Runtime, open_runtime
 from connector.state import Store
+
+T = TypeVar("T")
 
 MASTER_KEY = base64.urlsafe_b64encode(bytes(range(32))).decode()
 
@@ -106,6 +110,39 @@ class VirtualTime:
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         self.slept += seconds
+
+
+class SimulatedTime:
+    """Virtual time for concurrent callers: ``sleep`` waits until the clock reaches its
+    deadline, and the clock moves to the earliest deadline only once every task is waiting
+    (so a caller that sleeps does not move time under the others' feet)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = 0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future = asyncio.get_running_loop().create_future()
+        self._order += 1
+        heapq.heappush(self._waiting, (self.now + max(0.0, seconds), self._order, future))
+        await future
+
+    async def run(self, work: Awaitable[T]) -> T:
+        task = asyncio.ensure_future(work)
+        while not task.done():
+            for _ in range(50):  # let every runnable task reach its next wait
+                await asyncio.sleep(0)
+                if task.done():
+                    break
+            if not task.done() and self._waiting:
+                deadline, _, future = heapq.heappop(self._waiting)
+                self.now = max(self.now, deadline)
+                future.set_result(None)
+        return task.result()
 
 
 class FakeClock:

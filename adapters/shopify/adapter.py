@@ -34,7 +34,8 @@ a warning naming the system and both versions (``check --online`` reports it, fr
 Throttling: Shopify answers a throttled query (by its own account) with HTTP 200 and
 ``errors[].extensions.code == "THROTTLED"``; some report 429 (UNVERIFIED). A 429 is retried
 by the client, waiting what :func:`~adapters.shopify.settings.wait_hint` reads; a 200 is
-retried here with the client's own retry policy, waiting what the cost figures say.
+retried here with the client's own retry policy, waiting what the cost figures say. Either
+way no other call of the store's client is sent before then.
 """
 
 from __future__ import annotations
@@ -277,7 +278,9 @@ class ShopifyAdapter:
         """Send one GraphQL call; return its ``data``.
 
         A throttled or transient answer (HTTP 200 with ``errors``) is retried here with the
-        client's retry policy: the client cannot see errors inside a 200.
+        client's retry policy: the client cannot see errors inside a 200. A throttled one
+        holds back the client's other calls too (:meth:`SystemClient.hold`), until the
+        bucket holds what the query asked for.
 
         Raises:
             RateLimitedError: still throttled when the retries ran out.
@@ -304,6 +307,10 @@ class ShopifyAdapter:
                     )
                 return data
             error = self._error(response.status_code, body)
+            if isinstance(error, RateLimitedError) and error.wait_seconds:
+                # The bucket is the app's, not this call's: the other calls in flight wait
+                # for it to refill too, rather than each be sent into it and be throttled.
+                self.client.hold(error.wait_seconds)
             if (
                 not isinstance(error, RetryableError)
                 or attempt >= policy.attempts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -40,7 +41,7 @@ from connector.errors import (
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.systems import open_systems
-from tests.conftest import MASTER_KEY, FakeClock
+from tests.conftest import MASTER_KEY, FakeClock, SimulatedTime
 
 SHOP_DOMAIN = "klantsync-test.myshopify.com"
 BASE_URL = f"https://{SHOP_DOMAIN}"
@@ -575,6 +576,61 @@ async def test_an_injected_429_storm_is_waited_out_by_its_cost_figures(shop: Har
     assert len(shop.sleeps) == 1 and 3.03 <= shop.sleeps[0] <= 3.03 + 0.25  # 303 / 100
 
 
+async def test_a_throttled_answer_holds_back_the_stores_other_calls_until_the_bucket_refills() -> (
+    None
+):
+    """THROTTLED (HTTP 200) says the app's cost bucket is empty, for every call of the
+    store, not only the one it answered: the other call in flight waits until the bucket
+    holds what the throttled query asked for, rather than be sent into it and be throttled
+    too. A is answered THROTTLED at 1000, 300 points short at 100 a second; B, started once
+    that answer is in, is not sent before 1003."""
+    time = SimulatedTime()
+    sent: list[tuple[str, float]] = []
+    answered_throttled = asyncio.Event()
+    throttled = {
+        "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+        "extensions": {
+            "cost": {
+                "requestedQueryCost": 300,
+                "actualQueryCost": None,
+                "throttleStatus": {
+                    "maximumAvailable": 1000.0,
+                    "currentlyAvailable": 0,
+                    "restoreRate": 100.0,
+                },
+            }
+        },
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((json.loads(request.content)["variables"]["query"], time.now))
+        if len(sent) == 1:
+            answered_throttled.set()
+            return httpx.Response(200, json=throttled)
+        return httpx.Response(200, json={"data": {"customers": {"nodes": []}}})
+
+    client = SystemClient(
+        system="shop",
+        base_url=BASE_URL,
+        headers=client_config(make_settings()).headers,
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=4, base_seconds=0, sleep=time.sleep),
+        clock=time.clock,
+    )
+    adapter = ShopifyAdapter(client, make_settings())
+
+    async def once_a_is_throttled() -> list[dict[str, Any]]:
+        await answered_throttled.wait()
+        return await adapter.find_people(Subject(email="b@example.nl"))
+
+    async with client:
+        first = adapter.find_people(Subject(email="a@example.nl"))
+        await time.run(asyncio.gather(first, once_a_is_throttled()))
+    b_sent = [at for query, at in sent if "b@example.nl" in query]
+    assert b_sent and all(at >= 1003.0 for at in b_sent), f"B sent into the empty bucket: {sent}"
+    assert [query for query, _ in sent].count('email:"a@example.nl"') == 2
+
+
 async def test_throttling_that_never_clears_surfaces_as_rate_limited(shop: Harness) -> None:
     """If the bucket never refills, the pull gives up with a retryable RateLimitedError."""
     harness = make_harness(shop.sandbox, shop.clock, shop.wall, advance_on_sleep=False)
@@ -583,7 +639,7 @@ async def test_throttling_that_never_clears_surfaces_as_rate_limited(shop: Harne
         with pytest.raises(RateLimitedError) as caught:
             await collect(harness.adapter, None)
     assert caught.value.detail == "THROTTLED" and caught.value.wait_seconds == 3.03
-    assert len(harness.sleeps) == 3  # four attempts in all
+    assert shop.sandbox.throttled == 4  # four attempts in all
 
 
 def test_throttle_wait_and_wait_hint_read_the_cost_figures() -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
 import re
 import ssl
-from collections.abc import Awaitable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -45,12 +43,11 @@ from tests.conftest import (
     CANARY_NAME,
     CANARY_PHONE_E164,
     FakeClock,
+    SimulatedTime,
     VirtualTime,
     modes_before_chmod,
     no_sleep,
 )
-
-T = TypeVar("T")
 
 SECRET_EMAIL = "geheim.persoon@example.nl"
 
@@ -635,39 +632,6 @@ async def test_a_wait_hint_of_days_holds_the_system_back_for_an_hour_at_most() -
     assert len(calls) == 2
 
 
-class SimulatedTime:
-    """Virtual time for concurrent callers: ``sleep`` waits until the clock reaches its
-    deadline, and the clock moves to the earliest deadline only once every task is waiting
-    (so a caller that sleeps does not move time under the others' feet)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._waiting: list[tuple[float, int, asyncio.Future[None]]] = []
-        self._order = 0
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        future = asyncio.get_running_loop().create_future()
-        self._order += 1
-        heapq.heappush(self._waiting, (self.now + max(0.0, seconds), self._order, future))
-        await future
-
-    async def run(self, work: Awaitable[T]) -> T:
-        task = asyncio.ensure_future(work)
-        while not task.done():
-            for _ in range(50):  # let every runnable task reach its next wait
-                await asyncio.sleep(0)
-                if task.done():
-                    break
-            if not task.done() and self._waiting:
-                deadline, _, future = heapq.heappop(self._waiting)
-                self.now = max(self.now, deadline)
-                future.set_result(None)
-        return task.result()
-
-
 async def test_after_a_429_with_the_vendor_s_wait_every_caller_holds_back() -> None:
     """A 429 with a wait hint (HubSpot's TEN_SECONDLY_ROLLING: the app's window is full for
     10 s) holds back every caller of the client, not only the one that got it: four batches
@@ -792,6 +756,33 @@ async def test_after_hubspot_s_daily_429_a_caller_queued_at_the_limiter_sends_no
     after = [(path, at) for path, at in sent if at >= 1005.0]
     assert not after, f"sent after HubSpot said the day's budget was spent: {after}"
     assert isinstance(answers[2], BudgetSpentError)
+
+
+async def test_a_hold_from_an_adapter_keeps_every_caller_back_for_its_bucket_only() -> None:
+    """An adapter that reads "slow down" in an answer the client took for a success
+    (Shopify's THROTTLED, answered 200) holds the client back: no call in that bucket is
+    sent before the wait has passed, a call in another bucket is, and a shorter hold does
+    not cut the longer one short."""
+    time = VirtualTime()
+    sent: list[tuple[str, float]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append((request.url.path, time.now))
+        return httpx.Response(200, json={})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.test",
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=2, max_seconds=30.0, sleep=time.sleep),
+        clock=time.clock,
+    )
+    async with client:
+        client.hold(20.0)
+        client.hold(5.0)
+        await client.request("GET", "/search", bucket="search")
+        await client.request("GET", "/customers")
+    assert sent == [("/search", 1000.0), ("/customers", 1020.0)]
 
 
 async def test_a_503_with_retry_after_holds_back_every_caller() -> None:
