@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import json
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
@@ -29,9 +30,9 @@ from connector.adapter import (
 )
 from connector.config import adapter_capabilities
 from connector.crypto import DecryptionError, outbox_context
-from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, RequestRow, SystemRow
+from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, PURGE_SOURCE, RequestRow, SystemRow
 from connector.dsr_views import DsrError, StaleRunError
-from connector.errors import KlantsyncError
+from connector.errors import FatalRemoteError, KlantsyncError
 from connector.model import Person, earlier_email_forms, is_archived, normalise_email
 from connector.moves import same_person, vacated_by
 from connector.retention import count_bundles_of, delete_bundles_of, record_bundle
@@ -78,6 +79,10 @@ _KEPT_SUPPRESSION = (
     "suppression entry (keyed hash of the subject, no e-mail) so no sync re-creates the person"
 )
 _KEPT_AUDIT = "audit entries (keyed hash ids only)"
+
+#: The answers of a system that no longer lets klantsync in (its token revoked, as Shopify
+#: revokes an app's when the shop uninstalls it).
+_REFUSED = frozenset({401, 403})
 
 
 class KindRunner:
@@ -296,7 +301,8 @@ class KindRunner:
         taken = 0
         for name, outcome in found.items():
             if isinstance(outcome, KlantsyncError):
-                self._failed(row, name, f"snapshot: {outcome}", attempt=True)
+                if not self._exempt_if_shut_out(row, name, outcome):
+                    self._failed(row, name, f"snapshot: {outcome}", attempt=True)
                 continue
             if isinstance(outcome, BaseException):
                 raise outcome  # a fault of the connector's own, not the system's answer
@@ -745,7 +751,8 @@ class KindRunner:
                     self.db.set_system(row.id, name, "pending_verification", result=record)
                     self.service.audit("dsr.erased", row, system=name, found=result.found)
         except KlantsyncError as exc:
-            self._failed(row, name, str(exc))
+            if not self._exempt_if_shut_out(row, name, exc, record):
+                self._failed(row, name, str(exc))
             return
         if name not in self._askable(row):
             return  # exempted during the erasure call: not even read to verify
@@ -763,7 +770,8 @@ class KindRunner:
             # and the retry reads again: made "failed", the retry asked the vendor to erase
             # again at once, and a pending erasure (Shopify) was queued again every 15
             # minutes instead of once a day (_ask_again).
-            self._unverified(row, name, f"the verifying read failed: {exc}", record)
+            if not self._exempt_if_shut_out(row, name, exc, record):
+                self._unverified(row, name, f"the verifying read failed: {exc}", record)
             return
         if remaining:
             if record.get("pending"):
@@ -937,7 +945,11 @@ class KindRunner:
             if name in exempt:
                 continue  # not in the bundle, whatever the read found
             if isinstance(outcome, KlantsyncError):
-                self._failed(row, name, str(outcome))
+                reason = self._exempt_if_shut_out(row, name, outcome)
+                if reason is not None:
+                    exempt[name] = reason  # the bundle says why it holds nothing of it
+                else:
+                    self._failed(row, name, str(outcome))
             else:
                 assert isinstance(outcome, list)
                 held[name] = (self.rt.systems[name].settings.adapter, outcome)
@@ -1517,6 +1529,61 @@ class KindRunner:
         # The engine's copy in clear of what it just queued would be sent instead, and a batch
         # that read the rows before (waiting for a connection) the payloads it read.
         self.rt.engine.resealed(people)
+
+    # -- a purged source that shut klantsync out ---------------------------------------------
+
+    def _exempt_if_shut_out(
+        self,
+        row: RequestRow,
+        name: str,
+        error: KlantsyncError,
+        record: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Close ``name``'s part as exempt if its source was purged and it refuses klantsync
+        (:meth:`_shut_out`); return the reason, or ``None`` (the part is left to the caller).
+        """
+        reason = self._shut_out(row, name, error)
+        if reason is not None:
+            self._set(row, name, "exempt", reason, record)
+        return reason
+
+    def _shut_out(self, row: RequestRow, name: str, error: KlantsyncError) -> str | None:
+        """Why ``name`` is not asked again for ``row``: its source was purged (Shopify's
+        ``shop/redact``: the shop uninstalled the app, whose token it revoked) and it refuses
+        klantsync's credentials. ``None`` for any other failure.
+
+        A customer's request that came after the purge (Shopify sends ``customers/redact``
+        months after the merchant's request) failed at that shop at every retry, until an
+        operator exempted it. Nor is there anything left to do there: klantsync holds
+        nothing of the shop since the purge and cannot reach it, and what the shop holds is
+        its owner's, in Shopify (which carries out the requests it sent itself). Not
+        "not held": nobody looked, and the shop may well hold the person. A shop that lets
+        klantsync in again (the app installed again, its new token configured) is asked as
+        any other; a refusal with no purge is a credential to fix, and fails as before.
+        """
+        if not isinstance(error, FatalRemoteError) or error.status not in _REFUSED:
+            return None
+        purged = self._purged_at(name)
+        if purged is None:
+            return None
+        reason = (
+            f"the shop removed klantsync's access and klantsync forgot what it held of it "
+            f"(shop/redact, {purged}); it refuses klantsync's credentials ({error.status}), "
+            "so it is not asked: what it holds is the shop owner's to handle in the shop"
+        )
+        if row.source == f"webhook:{name}":
+            reason += ", which sent this request"
+        return reason
+
+    def _purged_at(self, name: str) -> str | None:
+        """When the audit trail last records ``name``'s source purged, if it does."""
+        latest: str | None = None
+        for ts, data in self.rt.store.db.execute(
+            "SELECT ts, data FROM audit WHERE kind=?", (PURGE_SOURCE,)
+        ):
+            if json.loads(data).get("system") == name and (latest is None or ts > latest):
+                latest = str(ts)
+        return latest
 
     # -- status helpers ------------------------------------------------------------------------
 

@@ -2607,6 +2607,37 @@ async def test_a_source_purge_finishes_the_shop_s_queued_syncs_and_keeps_its_cus
     assert json.loads(entry)["jobs"] == 4
 
 
+async def test_a_purged_shop_that_refuses_klantsync_is_exempt_from_its_customers_later_requests(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop uninstalled the app (its token revoked), then sent ``shop/redact``; its
+    ``customers/data_request`` and ``customers/redact`` still waiting are carried out in the
+    other systems. The shop itself refused every call, and its part failed at every retry
+    until an operator exempted it. Once the shop is purged, a part it refuses is exempt,
+    saying why (not "not held": nobody looked); a refusal with no purge still fails."""
+    from connector.adapter import WebhookEvent
+
+    await seeded(shop, rt)
+    shop.faults.fail_status, shop.faults.fail_next = 401, 10**6
+    service = DsrService(rt)
+    access = await service.access(CANARY_EMAIL, source="webhook:shop")
+    assert access.failed_systems == ["shop"]  # a credential to fix, until the purge says why
+
+    await service.handle_event("shop", WebhookEvent(kind="purge_all", delivery_id="r-1"))
+    access = await service.retry(access.id)
+    bundle = rt.config.store_path.parent / "access" / access.id / "data.json"
+    (listed,) = json.loads(bundle.read_text())["exempt_systems"]
+    assert listed["system"] == "shop" and "shop/redact" in listed["reason"]
+    erased = await service.erase(CANARY_EMAIL, source="webhook:shop")
+
+    for view in (access, erased):
+        assert view.status == "completed"
+        parts = {s.system: s for s in view.systems}
+        assert parts["shop"].status == "exempt"
+        assert "shop/redact" in (parts["shop"].detail or "")
+    assert {s.system: s.status for s in erased.systems}["crm"] == "verified_absent"
+
+
 async def test_an_erasure_leaves_no_queued_sync_holding_the_person_s_address(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
