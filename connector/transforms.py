@@ -170,13 +170,29 @@ def _e164(text: str, region: str) -> str | None:
     return _e164_by_parser(text, region)
 
 
+#: An extension after the number in the words the parser does not know (it reads "ext.",
+#: "x", "#" and their kin itself): Dutch "toestel"/"tst.", German "Durchwahl", French
+#: "poste". With one of these the parser read no number at all.
+_EXTENSION_WORD = re.compile(
+    r"(?:\(\s*)?(?<![a-z])(?:toestel|tst|durchwahl|poste)\.?\s*(?:[:.]\s*)?[0-9]{1,7}\s*\)?$",
+    re.IGNORECASE,
+)
+
+
+def _main_number(text: str) -> str:
+    """``text`` without an extension written in words the parser does not read: E.164 has
+    no extension, so the number is the main one, as with "ext. 12"."""
+    found = _EXTENSION_WORD.search(text)
+    return text[: found.start()].rstrip(" ,;") if found else text
+
+
 # Only what the parser reads is kept, to read each such number once per process: the fast
 # path below costs less than a cache would (a first sync's numbers are all new, and a shop
 # of more customers than the cache holds missed it on every sync), and leaves no customer's
 # number in memory.
 @lru_cache(maxsize=4096)
 def _e164_by_parser(text: str, region: str) -> str | None:
-    return _e164_parsed(text, region)
+    return _e164_parsed(_main_number(text), region)
 
 
 #: What a number must be to have an E.164 form: possible as a whole, not only when dialled

@@ -369,3 +369,28 @@ def test_dates_as_german_customers_and_exports_write_them_are_read(
     assert transform is not None
     assert transform(written) == date
     assert text_chain(("date",), (transform,))(written) == date
+
+
+@pytest.mark.parametrize(
+    ("region", "typed", "e164"),
+    [
+        ("NL", "020 123 4567 ext. 12", "+31201234567"),  # the parser's own words
+        ("NL", "020 123 4567 x12", "+31201234567"),
+        ("NL", "020 123 4567 toestel 12", "+31201234567"),
+        ("NL", "020 123 4567 tst. 12", "+31201234567"),
+        ("NL", "020-1234567 (tst 12)", "+31201234567"),
+        ("NL", "+31 20 123 4567 Toestel: 12", "+31201234567"),
+        ("DE", "030 1234567 Durchwahl 12", "+49301234567"),
+        ("FR", "01 23 45 67 89 poste 12", "+33123456789"),
+    ],
+)
+def test_a_number_with_an_extension_is_read_as_its_main_number(
+    region: str, typed: str, e164: str
+) -> None:
+    """E.164 has no extension: the number is the main one. An extension in Dutch, German or
+    French words ("toestel 12") made the parser read no number at all, so the person's
+    number was dropped."""
+    phone = make_transform("phone", region)
+    assert phone is not None
+    assert phone(typed) == e164
+    assert phone(e164) == e164
