@@ -11,7 +11,8 @@ File format::
                                     # to a system of another kind is refused at load
     id_path = "id"                  # where the system's own record id lives
     record_root = "properties"      # optional: pulled records keep their fields under this key
-    default_region = "NL"           # for phone numbers written without a country code,
+    default_region = "NL"           # the country values are read as (phone numbers written
+                                    # without a country code, postcodes, surnames' particles)
                                     # where the record's own country (if mapped) is not known
     requires_consent = "marketing"  # optional: only people with this consent are sent here
     withdrawn = { status = "unsubscribed" }  # optional: sent (with the e-mail) to someone
@@ -42,7 +43,7 @@ from connector.configfile import pydantic_error, read_toml
 from connector.errors import ConfigError
 from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, Person
 from connector.settings import StrictModel
-from connector.transforms import Transform, make_transform, run_chain, text_chain
+from connector.transforms import REGIONAL, Transform, make_transform, run_chain, text_chain
 
 __all__ = ["FieldMapping", "SystemMapping", "load_mapping"]
 
@@ -186,19 +187,19 @@ class SystemMapping:
         self._known_paths = frozenset(f.path for f in self.fields.values()) | self.ignore
         self._groups = _read_groups(self._inbound)
         self._read_id = _getter(tuple(self.id_path.split(".")))
-        # Phone fields read again in the person's own country, where the mapping reads one
-        # (see _phones_in_their_country).
+        # Fields read again in the person's own country, where the mapping reads one (see
+        # _read_in_their_country).
         country = self.fields.get("country")
-        self._phones = (
+        self._regional = (
             [
                 (name, _getter(parts))
                 for name, parts, mapping in self._inbound
-                if "phone" in mapping.transform_names
+                if REGIONAL.intersection(mapping.transform_names)
             ]
             if country is not None and country.inbound
             else []
         )
-        self._phone_chains: dict[tuple[str, str], tuple[Transform, ...]] = {}
+        self._regional_chains: dict[tuple[str, str], tuple[Transform, ...] | None] = {}
         #: Every name a write to this system may carry: the fields it is sent, and the
         #: markers of a withdrawal or a renewed consent.
         self.allowed_paths = (
@@ -273,8 +274,8 @@ class SystemMapping:
                 value = text(value) if value.__class__ is str else other(value)
                 if value is not None:
                     person[name] = value
-        if self._phones:
-            self._phones_in_their_country(record, person)
+        if self._regional:
+            self._read_in_their_country(record, person)
         if withheld is not None:
             unmapped: list[str] = []
             self._collect_unmapped(record, "", unmapped)
@@ -293,39 +294,47 @@ class SystemMapping:
             if value is not None:
                 person[name] = value
 
-    def _phones_in_their_country(self, record: Mapping[str, Any], person: Person) -> None:
-        """Read a number written without a country code as one of the person's own country.
+    def _read_in_their_country(self, record: Mapping[str, Any], person: Person) -> None:
+        """Read the fields whose transforms follow a country's conventions as the person's own.
 
         ``default_region`` is the shop's country; a Belgian customer of a Dutch shop who
         types "0470 12 34 56" means +32 470 12 34 56, which read as Dutch would become a
         different, valid-looking number (+31 470 ...) sent on to every system. Numbers
-        written with a country code are the same either way. Only people from another
-        country than ``default_region`` are read again.
+        written with a country code are the same either way. So too a postcode is written
+        the Dutch way ("1234 AB") for a Dutch customer alone, and a surname's particle is
+        capitalised for a Belgian one ("De Smet"). Only people from another country than
+        ``default_region`` are read again, and only the fields that read otherwise there.
         """
         country = person.get("country")
         if country is None or country == self.default_region:
             return
-        if country not in phonenumbers.SUPPORTED_REGIONS:
-            return
-        for name, read in self._phones:
-            value = run_chain(self._regional_chain(name, country), _scalar(read(record)))
+        for name, read in self._regional:
+            chain = self._regional_chain(name, country)
+            if chain is None:
+                continue  # read there as here
+            value = run_chain(chain, _scalar(read(record)))
             if value is None:
                 person.pop(name, None)
             else:
                 person[name] = value
 
-    def _regional_chain(self, name: str, country: str) -> tuple[Transform, ...]:
-        """``name``'s transforms with its phone read as a number of ``country``."""
-        chain = self._phone_chains.get((name, country))
-        if chain is None:
-            regional = make_transform("phone", country)
-            assert regional is not None  # "phone" is always known
-            spec = self.fields[name]
-            chain = tuple(
-                regional if n == "phone" else t
-                for n, t in zip(spec.transform_names, spec.transforms, strict=True)
-            )
-            self._phone_chains[(name, country)] = chain
+    def _regional_chain(self, name: str, country: str) -> tuple[Transform, ...] | None:
+        """``name``'s transforms as they read a value of ``country`` (see ``REGIONAL``), or
+        ``None`` where they read it as in ``default_region``. A phone number is read in a
+        region libphonenumber knows only."""
+        key = (name, country)
+        if key in self._regional_chains:
+            return self._regional_chains[key]
+        spec = self.fields[name]
+        chain: tuple[Transform, ...] | None = tuple(
+            _regional(n, country, t)
+            for n, t in zip(spec.transform_names, spec.transforms, strict=True)
+        )
+        if chain == spec.transforms:
+            chain = None
+        if len(self._regional_chains) >= 1024:  # bounded, as _plans: countries are few
+            self._regional_chains.clear()
+        self._regional_chains[key] = chain
         return chain
 
     def convert_for(self, name: str, value: Any, country: str | None) -> Any:
@@ -333,14 +342,10 @@ class SystemMapping:
         ``country``: a phone written without a country code is one of theirs (a correction
         of a Belgian customer's "0470 12 34 56" is +32..., not the shop's +31...)."""
         spec = self.fields[name]
-        if (
-            country is None
-            or country == self.default_region
-            or country not in phonenumbers.SUPPORTED_REGIONS
-            or "phone" not in spec.transform_names
-        ):
+        if country is None or country == self.default_region:
             return spec.convert(value)
-        return run_chain(self._regional_chain(name, country), _scalar(value))
+        chain = self._regional_chain(name, country)
+        return spec.convert(value) if chain is None else run_chain(chain, _scalar(value))
 
     def _collect_unmapped(self, record: Mapping[str, Any], prefix: str, out: list[str]) -> None:
         """Append to ``out`` the paths of non-empty leaves that are neither known nor ignored.
@@ -457,7 +462,7 @@ def _read_groups(
             name,
             parts[-1],
             _getter(parts),
-            text_chain(mapping.transform_names, mapping.transforms),
+            text_chain(mapping.transforms),
             mapping.convert,
         )
         outer = parts[0] if len(parts) > 1 else None
@@ -469,6 +474,17 @@ def _read_groups(
         else:
             groups.append(_ReadGroup(outer, (member,)))
     return groups
+
+
+def _regional(name: str, country: str, transform: Transform) -> Transform:
+    """The transform called ``name`` as it reads a value of ``country``; ``transform`` itself
+    where that is no regional one, or a phone number of a country libphonenumber does not
+    know (the mapping's ``default_region`` is the better guess)."""
+    if name not in REGIONAL or (name == "phone" and country not in phonenumbers.SUPPORTED_REGIONS):
+        return transform
+    made = make_transform(name, country)
+    assert made is not None  # every regional transform is known
+    return made
 
 
 def _scalar(value: Any) -> str | bool | None:

@@ -3,6 +3,10 @@
 Each takes a value (or ``None``) and returns the normalised value or ``None`` when there is
 nothing usable; none of them raises on bad data, because one customer's odd phone number must
 not stop a sync. Phones become E.164 with libphonenumber, countries ISO 3166-1 alpha-2.
+
+Some read a value by the conventions of a country (:data:`REGIONAL`): a mapping builds them
+for its ``default_region`` and reads the field again in the person's own country where it
+knows it (``connector.mapping``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import pycountry
 from connector.model import INVISIBLE
 
 __all__ = [
+    "REGIONAL",
     "TRANSFORMS",
     "Transform",
     "chain",
@@ -58,8 +63,13 @@ def _upper(value: Any) -> Any:
     return value.upper() if isinstance(value, str) else value
 
 
-def _name(value: Any) -> Any:
-    """Collapse spaces; fix ALL-CAPS or all-lower names, leave mixed case ("van der Berg")."""
+def _name(value: Any, *, leading_particle: bool = False) -> Any:
+    """Collapse spaces; fix ALL-CAPS or all-lower names, leave mixed case ("van der Berg").
+
+    With ``leading_particle`` a particle the name begins with keeps its capital, as Belgians
+    write it ("DE SMET" is "De Smet", "VAN DEN BROECK" "Van den Broeck"); the particles after
+    it are in lower case as ever.
+    """
     if not isinstance(value, str):
         return value
     if not value.isascii():  # _collapsed, written out: it runs for two fields of every record
@@ -78,11 +88,18 @@ def _name(value: Any) -> Any:
                 # A particle before the rest of the name, alone or after a hyphen
                 # ("JANSEN-VAN DER BERG": "Jansen-van der Berg").
                 before = _lower_name(words[index - 1]) if index else ""
-                if _is_particle(_lower_name(word.split("-")[-1]), before):
+                leads = leading_particle and index == 0 and len(parts) == 1
+                if not leads and _is_particle(_lower_name(word.split("-")[-1]), before):
                     parts[-1] = _lower_name(parts[-1])
             out.append("-".join(parts))
         return " ".join(out)
     return text
+
+
+def _belgian_name(value: Any) -> Any:
+    """:func:`_name` as Belgians write names: the particle a surname begins with is part of
+    it, capitalised ("De Smet", "Van Damme"), where the Dutch write "de Smet"."""
+    return _name(value, leading_particle=True)
 
 
 #: Name particles written in lower case before the rest of a name ("VAN DER BERG" is
@@ -151,6 +168,36 @@ def _lower_name(text: str) -> str:
     """Lower case, with a Turkish dotted capital I as "i": ``str.lower`` makes it an "i" and
     a combining dot above ("İSMAİL" became "İsmai̇l", sent so to every system)."""
     return text.lower().replace("i\u0307", "i")
+
+
+def _postcode(value: Any) -> Any:
+    """Blanks collapsed, in capitals: otherwise as typed (each country writes its own)."""
+    return _trimmed_upper(value) if isinstance(value, str) else value
+
+
+#: A Dutch postcode without its space, once collapsed and in capitals ("1234AB"); the letters
+#: ASCII ones only, so nothing else that happens to be six characters long is rewritten.
+_DUTCH_POSTCODE_UNSPACED = re.compile(r"[1-9][0-9]{3}[A-Z]{2}")
+
+
+def _dutch_postcode(value: Any) -> Any:
+    """:func:`_postcode`, with a Dutch postcode as PostNL writes it: "1234 AB".
+
+    "1234AB" and "1234ab" were sent as typed, so one person's postcode was another text in
+    each system (and another from the rest of a destination's records). "1234 ab" and
+    "1234  AB" are "1234 AB" once collapsed and in capitals; only the space left out remains.
+    """
+    return _dutch_postcode_text(value) if isinstance(value, str) else value
+
+
+def _dutch_postcode_text(text: str) -> Any:
+    # _trimmed_upper written out: it runs for every record of a Dutch shop.
+    if not text.isascii():
+        text = text.translate(INVISIBLE)
+    postcode = " ".join(text.split()).upper()
+    if len(postcode) == 6 and _DUTCH_POSTCODE_UNSPACED.fullmatch(postcode):
+        return f"{postcode[:4]} {postcode[4:]}"
+    return postcode or None
 
 
 def _phone_for(region: str) -> Transform:
@@ -527,12 +574,14 @@ def _string(value: Any) -> Any:
     return value if isinstance(value, str) else str(value)
 
 
-#: Transforms by name. ``phone`` is built per mapping because it needs a default region.
+#: Transforms by name; those in :data:`REGIONAL` as they are where no country is known
+#: (``phone`` has none: it is built per mapping, because it needs a default region).
 TRANSFORMS: dict[str, Transform] = {
     "trim": _trim,
     "lower": _lower,
     "upper": _upper,
     "name": _name,
+    "postcode": _postcode,
     "country": _country,
     "date": _date,
     "bool": _bool,
@@ -564,22 +613,32 @@ def _trimmed_upper(text: str) -> Any:
     return trimmed.upper() if trimmed else None
 
 
+#: Transforms that read a value by the conventions of a country, built per region by
+#: :func:`make_transform`: a phone number without its country code, a Dutch postcode
+#: ("1234 AB"), a Belgian surname's particle ("De Smet").
+REGIONAL = frozenset({"phone", "postcode", "name"})
+
 #: Chains of transforms as one function of a text value, for the chains mappings use most: the
 #: same result as running the chain, without a call per step (``inbound`` runs them for every
-#: field of every record). ``name`` collapses spaces itself, so trimming first changes nothing.
-_TEXT_CHAINS: dict[tuple[str, ...], Callable[[str], Any]] = {
-    ("trim",): _trimmed,
-    ("trim", "lower"): _trimmed_lower,
-    ("trim", "upper"): _trimmed_upper,
-    ("trim", "name"): _name,
-    ("date",): _date_text,
+#: field of every record). ``name`` and ``postcode`` collapse spaces themselves, so trimming
+#: first changes nothing. Known by the transforms themselves, not their names: a regional
+#: one's name says nothing of the country it was built for.
+_TEXT_CHAINS: dict[tuple[Transform, ...], Callable[[str], Any]] = {
+    (_trim,): _trimmed,
+    (_trim, _lower): _trimmed_lower,
+    (_trim, _upper): _trimmed_upper,
+    (_trim, _name): _name,
+    (_trim, _belgian_name): _belgian_name,
+    (_trim, _postcode): _trimmed_upper,
+    (_trim, _dutch_postcode): _dutch_postcode_text,
+    (_date,): _date_text,
 }
 
 
-def text_chain(names: tuple[str, ...], transforms: tuple[Transform, ...]) -> Callable[[str], Any]:
-    """One function giving what ``transforms`` (called ``names``) give a text value, run in
-    turn until one gives ``None``."""
-    fused = _TEXT_CHAINS.get(names)
+def text_chain(transforms: tuple[Transform, ...]) -> Callable[[str], Any]:
+    """One function giving what ``transforms`` give a text value, run in turn until one
+    gives ``None``."""
+    fused = _TEXT_CHAINS.get(transforms)
     if fused is not None:
         return fused
     if len(transforms) == 1:
@@ -601,10 +660,15 @@ def run_chain(transforms: Iterable[Transform], value: Any) -> Any:
     return value
 
 
-def make_transform(name: str, default_region: str) -> Transform | None:
-    """The transform called ``name``, or ``None`` if there is no such transform."""
+def make_transform(name: str, region: str) -> Transform | None:
+    """The transform called ``name`` as it reads a value of ``region`` (see :data:`REGIONAL`),
+    or ``None`` if there is no such transform."""
     if name == "phone":
-        return _phone_for(default_region)
+        return _phone_for(region)
+    if name == "postcode" and region == "NL":
+        return _dutch_postcode
+    if name == "name" and region == "BE":
+        return _belgian_name
     return TRANSFORMS.get(name)
 
 

@@ -573,3 +573,53 @@ def test_any_value_under_any_key_of_a_mapping_loads_or_is_named_as_a_mistake(
 
     text = (REPO_MAPPINGS / f"{system}.toml").read_text()
     every_key_takes_any_value(text, path, load, examples=80)
+
+
+def _read(billing: dict[str, str], **top: str) -> dict[str, object]:
+    """``RAW`` with ``billing`` and top-level ``top`` as WooCommerce reads it."""
+    return dict(WOO.inbound({**RAW, **top, "billing": billing}))
+
+
+@pytest.mark.parametrize(
+    ("country", "typed", "written"),
+    [
+        ("NL", "1234ab", "1234 AB"),
+        ("NL", "1234AB", "1234 AB"),
+        ("Nederland", "1234  ab", "1234 AB"),
+        ("NL", "0123AB", "0123AB"),  # no Dutch postcode: as before
+        ("BE", "1234ab", "1234AB"),  # another country's: as before, collapsed and capitals
+        ("DE", "10115", "10115"),
+        ("GB", "sw1a 1aa", "SW1A 1AA"),
+    ],
+)
+def test_a_dutch_customer_s_postcode_is_written_as_postnl_writes_it(
+    country: str, typed: str, written: str
+) -> None:
+    """A Dutch customer's "1234ab" went to every system as "1234AB"; it is "1234 AB". A
+    customer of another country keeps the postcode as it was sent before."""
+    person = _read({"postcode": typed, "country": country})
+    assert person["postcode"] == written
+    assert WOO.convert_for("postcode", typed, str(person["country"])) == written
+
+
+@pytest.mark.parametrize(
+    ("country", "typed", "written"),
+    [
+        ("BE", "DE SMET", "De Smet"),
+        ("België", "van damme", "Van Damme"),
+        ("BE", "VAN DEN BROECK", "Van den Broeck"),
+        ("BE", "de Smet", "de Smet"),  # mixed case is as the person wrote it
+        ("BE", "Peeters", "Peeters"),
+        ("NL", "DE SMET", "de Smet"),  # the Dutch way, as before
+        ("DE", "VON DER LEYEN", "von der Leyen"),
+        ("FR", "DE GAULLE", "de Gaulle"),
+    ],
+)
+def test_a_belgian_customer_s_surname_keeps_its_particle_capitalised(
+    country: str, typed: str, written: str
+) -> None:
+    """Belgians write a surname's particle capitalised ("De Smet"): a Belgian customer who
+    typed "DE SMET" was sent everywhere as the Dutch "de Smet"."""
+    person = _read({"country": country}, last_name=typed)
+    assert person["last_name"] == written
+    assert WOO.convert_for("last_name", typed, str(person["country"])) == written
