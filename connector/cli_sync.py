@@ -264,5 +264,11 @@ def print_report(console: Console, report: FlowReport) -> None:
     if report.withheld_fields:
         withheld = ", ".join(f"{k} ({v})" for k, v in sorted(report.withheld_fields.items()))
         console.print(f"  withheld (not in any mapping, never sent): {escape(withheld)}")
+    for name, count in sorted(report.unreadable_values.items()):
+        values = "value" if count == 1 else "values"
+        console.print(
+            f"  [yellow]{escape(name)}: {count} {values} not readable, not sent[/] "
+            "(the destinations keep what they had)"
+        )
     for error in report.errors:
         console.print(f"  [red]error[/]: {escape(error)}")

@@ -450,6 +450,7 @@ class _Report(FlowReport):
         self.suppressed = data["suppressed"]
         self.moved = data.get("moved", 0)
         self.withheld_fields = Counter(data["withheld_fields"])
+        self.unreadable_values = Counter(data.get("unreadable_values", {}))
         self.asked_fields = data.get("asked_fields")
         self.errors = list(data["errors"])
         for name, dest in data["destinations"].items():

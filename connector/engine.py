@@ -522,7 +522,7 @@ class Engine:
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             report.pulled += 1
-            person = source.mapping.inbound(raw, report.withheld_fields)
+            person = source.mapping.inbound(raw, report.withheld_fields, report.unreadable_values)
             email = person.email
             if email is None or "@" not in email:
                 report.invalid += 1
@@ -805,7 +805,9 @@ class Engine:
             *(source_people(source, Subject(email="", external_id=ext)) for ext in away)
         ):
             for raw in group:
-                person = source.mapping.inbound(raw, report.withheld_fields)
+                person = source.mapping.inbound(
+                    raw, report.withheld_fields, report.unreadable_values
+                )
                 ext = source.mapping.record_id(raw)
                 if person.email is None or "@" not in person.email or ext is None:
                     continue

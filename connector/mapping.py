@@ -23,7 +23,8 @@ File format::
 
     [fields.email]
     path = "email"                  # dotted; "meta_data.<key>" reads WooCommerce-style meta
-    transform = ["trim", "lower"]
+    transform = ["trim", "lower"]   # a value given that these cannot read is not sent, and
+                                    # counted by field (``unreadable``)
     purpose = "Customer administration"
     direction = "both"              # "in" (read only), "out" (write only) or "both"
 """
@@ -41,7 +42,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from connector.configfile import pydantic_error, read_toml
 from connector.errors import ConfigError
-from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, Person
+from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, INVISIBLE, Person
 from connector.settings import StrictModel
 from connector.transforms import REGIONAL, Transform, make_transform, run_chain, text_chain
 
@@ -249,8 +250,16 @@ class SystemMapping:
         value = self._read_id(record)
         return None if value in (None, "", 0) else str(value)
 
-    def inbound(self, record: Mapping[str, Any], withheld: Counter[str] | None = None) -> Person:
-        """Raw system record -> canonical person; count unmapped source fields in ``withheld``."""
+    def inbound(
+        self,
+        record: Mapping[str, Any],
+        withheld: Counter[str] | None = None,
+        unreadable: Counter[str] | None = None,
+    ) -> Person:
+        """Raw system record -> canonical person; count unmapped source fields in ``withheld``
+        and, by canonical name, the values given that the field's transforms cannot read
+        (a phone number that is none) in ``unreadable``: they are not sent, and a
+        destination keeps what it had, so the sync report says how many."""
         person = Person()
         if self.record_root is not None:
             nested = record.get(self.record_root)
@@ -265,17 +274,19 @@ class SystemMapping:
             else:
                 source = record.get(group.outer)
                 if group.by_path or source.__class__ is not dict:  # a meta list, say
-                    self._read_each(record, group, person)
+                    self._read_each(record, group, person, unreadable)
                     continue
             for name, key, _, text, other in group.fields:
-                value = source.get(key)
-                if value is None:
+                given = source.get(key)
+                if given is None:
                     continue
-                value = text(value) if value.__class__ is str else other(value)
+                value = text(given) if given.__class__ is str else other(given)
                 if value is not None:
                     person[name] = value
+                elif given and unreadable is not None and _has_value(given):
+                    unreadable[name] += 1
         if self._regional:
-            self._read_in_their_country(record, person)
+            self._read_in_their_country(record, person, unreadable)
         if withheld is not None:
             unmapped: list[str] = []
             self._collect_unmapped(record, "", unmapped)
@@ -284,17 +295,26 @@ class SystemMapping:
         return person
 
     @staticmethod
-    def _read_each(record: Mapping[str, Any], group: _ReadGroup, person: Person) -> None:
+    def _read_each(
+        record: Mapping[str, Any],
+        group: _ReadGroup,
+        person: Person,
+        unreadable: Counter[str] | None,
+    ) -> None:
         """Read ``group``'s fields one by one, by their whole paths (see :func:`_getter`)."""
         for name, _, read, text, other in group.fields:
-            value = read(record)
-            if value is None:
+            given = read(record)
+            if given is None:
                 continue
-            value = text(value) if value.__class__ is str else other(value)
+            value = text(given) if given.__class__ is str else other(given)
             if value is not None:
                 person[name] = value
+            elif given and unreadable is not None and _has_value(given):
+                unreadable[name] += 1
 
-    def _read_in_their_country(self, record: Mapping[str, Any], person: Person) -> None:
+    def _read_in_their_country(
+        self, record: Mapping[str, Any], person: Person, unreadable: Counter[str] | None
+    ) -> None:
         """Read the fields whose transforms follow a country's conventions as the person's own.
 
         ``default_region`` is the shop's country; a Belgian customer of a Dutch shop who
@@ -312,11 +332,22 @@ class SystemMapping:
             chain = self._regional_chain(name, country)
             if chain is None:
                 continue  # read there as here
-            value = run_chain(chain, _scalar(read(record)))
+            given = _scalar(read(record))
+            value = run_chain(chain, given)
+            # Whether the value is unreadable goes by this reading, not the first one.
+            counted = name not in person and _has_value(given)
+            lost = value is None and _has_value(given)
             if value is None:
                 person.pop(name, None)
             else:
                 person[name] = value
+            if unreadable is not None and counted != lost:
+                if counted:
+                    unreadable[name] -= 1
+                    if unreadable[name] <= 0:
+                        del unreadable[name]
+                else:
+                    unreadable[name] += 1
 
     def _regional_chain(self, name: str, country: str) -> tuple[Transform, ...] | None:
         """``name``'s transforms as they read a value of ``country`` (see ``REGIONAL``), or
@@ -485,6 +516,14 @@ def _regional(name: str, country: str, transform: Transform) -> Transform:
     made = make_transform(name, country)
     assert made is not None  # every regional transform is known
     return made
+
+
+def _has_value(given: Any) -> bool:
+    """Whether ``given`` is a value, not blanks: a field that read it as none lost one. (An
+    object or a list where a value belongs is none, see :func:`_scalar`.)"""
+    if isinstance(given, str):
+        return bool(given.translate(INVISIBLE).strip())
+    return isinstance(given, int | float) and not isinstance(given, bool)
 
 
 def _scalar(value: Any) -> str | bool | None:

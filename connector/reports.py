@@ -66,6 +66,9 @@ class FlowReport:
     #: People whose e-mail address changed at the source (see connector.moves).
     moved: int = 0
     withheld_fields: Counter[str] = field(default_factory=Counter)
+    #: Canonical field -> values the source gave that its mapping could not read (a phone
+    #: number that is none): not sent, so the destinations keep what they had. Counts only.
+    unreadable_values: Counter[str] = field(default_factory=Counter)
     #: The top-level fields the source was asked for, where it can be (``None``: whole
     #: records were read; see ``Adapter``, ``ask_only_for``).
     asked_fields: list[str] | None = None
@@ -101,6 +104,7 @@ class FlowReport:
             "suppressed": self.suppressed,
             "moved": self.moved,
             "withheld_fields": dict(sorted(self.withheld_fields.items())),
+            "unreadable_values": dict(sorted(self.unreadable_values.items())),
             "asked_fields": self.asked_fields,
             "unasked_arrived": self.unasked_arrived,
             "destinations": {

@@ -118,6 +118,25 @@ async def test_the_report_says_the_fields_a_shop_was_not_asked_for_never_left_it
     assert "(its other fields never left it)" in text
 
 
+async def test_the_report_counts_the_values_a_mapping_could_not_read(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """A phone number that is none was dropped without a word, and the CRM kept the number
+    it had: the report says how many values of which field were not sent (counts only)."""
+    shop.seed_synthetic(3, seed=1)
+    shop.add_person("ed@example.nl", "Ed", "Extra", "call me after five", country="NL")
+    shop.add_person("bo@example.nl", "Bo", "Baker", "12", country="NL")
+    (report,) = await rt.engine.sync()
+    assert report.unreadable_values == {"phone": 2}
+    assert report.as_dict()["unreadable_values"] == {"phone": 2}
+    assert crm.contact_count() == 5 and not report.failed
+    console = Console(record=True, width=400)
+    print_report(console, report)
+    text = console.export_text()
+    assert "phone: 2 values not readable, not sent" in text
+    assert "call me" not in text
+
+
 async def test_second_sync_writes_nothing_and_three_changes_send_three(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:

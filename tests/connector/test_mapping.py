@@ -575,9 +575,44 @@ def test_any_value_under_any_key_of_a_mapping_loads_or_is_named_as_a_mistake(
     every_key_takes_any_value(text, path, load, examples=80)
 
 
-def _read(billing: dict[str, str], **top: str) -> dict[str, object]:
-    """``RAW`` with ``billing`` and top-level ``top`` as WooCommerce reads it."""
-    return dict(WOO.inbound({**RAW, **top, "billing": billing}))
+def _read(billing: dict[str, str], **top: str) -> tuple[dict[str, object], Counter[str]]:
+    """``RAW`` with ``billing`` and top-level ``top`` as WooCommerce read: the person and
+    the values counted as not readable."""
+    unreadable: Counter[str] = Counter()
+    person = WOO.inbound({**RAW, **top, "billing": billing}, Counter(), unreadable)
+    return dict(person), unreadable
+
+
+@pytest.mark.parametrize(
+    ("billing", "top", "counted"),
+    [
+        ({"phone": "12", "country": "NL"}, {}, {"phone": 1}),
+        ({"phone": "call me", "country": "NL"}, {}, {"phone": 1}),
+        ({"phone": "06 12345678", "country": "Atlantis"}, {}, {"country": 1}),
+        ({"phone": "", "country": "NL"}, {}, {}),  # no value given: none lost
+        ({"phone": " \u200b ", "country": "NL"}, {}, {}),
+        ({"phone": "06 12345678"}, {"date_created": "next tuesday"}, {"customer_since": 1}),
+        # Read in the person's own country: unreadable there, or there alone, counts.
+        ({"phone": "030 1234567890", "country": "DE"}, {}, {}),  # not Dutch, but German
+        ({"phone": "0612 3456 789", "country": "BE"}, {}, {"phone": 1}),  # Dutch only
+        ({"phone": "12", "country": "BE"}, {}, {"phone": 1}),
+    ],
+)
+def test_a_value_a_field_cannot_read_is_counted_by_field(
+    billing: dict[str, str], top: dict[str, str], counted: dict[str, int]
+) -> None:
+    """A phone number the transform cannot read was dropped without a word, and the
+    destinations kept the number they had: such values are counted by field (never kept),
+    for the sync report. Blanks are no value, and count as none."""
+    person, unreadable = _read(billing, **top)
+    assert unreadable == Counter(counted)
+    assert not set(counted) & set(person)
+
+
+def test_values_read_are_not_counted_and_counting_changes_nothing_read() -> None:
+    unreadable: Counter[str] = Counter()
+    assert WOO.inbound(RAW, Counter(), unreadable) == WOO.inbound(RAW)
+    assert not unreadable
 
 
 @pytest.mark.parametrize(
@@ -597,7 +632,7 @@ def test_a_dutch_customer_s_postcode_is_written_as_postnl_writes_it(
 ) -> None:
     """A Dutch customer's "1234ab" went to every system as "1234AB"; it is "1234 AB". A
     customer of another country keeps the postcode as it was sent before."""
-    person = _read({"postcode": typed, "country": country})
+    person, _ = _read({"postcode": typed, "country": country})
     assert person["postcode"] == written
     assert WOO.convert_for("postcode", typed, str(person["country"])) == written
 
@@ -620,6 +655,6 @@ def test_a_belgian_customer_s_surname_keeps_its_particle_capitalised(
 ) -> None:
     """Belgians write a surname's particle capitalised ("De Smet"): a Belgian customer who
     typed "DE SMET" was sent everywhere as the Dutch "de Smet"."""
-    person = _read({"country": country}, last_name=typed)
+    person, _ = _read({"country": country}, last_name=typed)
     assert person["last_name"] == written
     assert WOO.convert_for("last_name", typed, str(person["country"])) == written
