@@ -37,6 +37,7 @@ from connector.daemon import (
     _trigger,
     first_review,
 )
+from connector.dsr_views import RequestView
 from connector.errors import ConfigError, KlantsyncError
 from connector.httpapp import build_public_app
 from tests.conftest import (
@@ -652,16 +653,21 @@ async def test_the_admin_api_refuses_before_reading_a_body(daemon: Daemon) -> No
         assert (await client.get("/admin/openapi.json")).status_code == 200  # no token
 
 
+async def _erasure_left_open(daemon: Daemon, shop: WooCommerceSandbox) -> RequestView:
+    """An erasure of the canary customer left open: the shop is down when it runs."""
+    from connector.dsr import DsrService
+
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    shop.faults.down = True
+    return await DsrService(daemon.rt).erase(CANARY_EMAIL)
+
+
 async def test_an_admin_refusal_does_not_answer_back_what_was_sent(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
     """A request's exemption naming a system it does not have was answered 409 with that
     name quoted, whatever it held (an e-mail address here), into proxies' logs."""
-    from connector.dsr import DsrService
-
-    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
-    shop.faults.down = True
-    view = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    view = await _erasure_left_open(daemon, shop)
     assert view.is_open
     auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     async with _client(build_admin_app(daemon)) as client:
@@ -754,11 +760,7 @@ async def test_admin_extends_a_request_and_exempts_a_system_s_part(
     """An erasure left open with the shop down: the admin API extends its deadline and
     exempts the shop's part, as the CLI does; a request it does not have is 404, a decision
     its state refuses 409 with why."""
-    from connector.dsr import DsrService
-
-    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
-    shop.faults.down = True
-    view = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    view = await _erasure_left_open(daemon, shop)
     assert view.is_open
     auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     base = f"/admin/dsr/{view.id}"
@@ -788,11 +790,7 @@ async def test_a_blank_reason_is_refused_as_a_bad_field_not_as_the_request_s_sta
     """An extension or exemption whose reason is only blanks was answered 409, which says
     the request's state refuses it, naming the CLI's `--reason`. What is wrong is the field:
     422 naming `reason`, and the request is left as it was."""
-    from connector.dsr import DsrService
-
-    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
-    shop.faults.down = True
-    view = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    view = await _erasure_left_open(daemon, shop)
     auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
     base = f"/admin/dsr/{view.id}"
     async with _client(build_admin_app(daemon)) as client:
@@ -808,6 +806,8 @@ async def test_a_blank_reason_is_refused_as_a_bad_field_not_as_the_request_s_sta
             (["body", "reason"], "reason_blank")
         ]
         assert "--reason" not in answer.text
+    from connector.dsr import DsrService
+
     after = DsrService(daemon.rt).get(view.id)
     assert after is not None and after.is_open and after.extension_reason is None
     assert after.system("shop").status != "exempt"
