@@ -64,7 +64,7 @@ from connector.crypto import (
     manifest_context,
     outbox_context,
 )
-from connector.dsr_store import PURGE_SOURCE, DsrStore
+from connector.dsr_store import PURGE_SOURCE, DsrStore, latest_purges
 from connector.jobs import CUT_OFF, MAX_CUT_OFF
 from connector.readmit import READMITTED
 from connector.state import PER_SYSTEM_TABLES, RESEND, UNSURE, Store, utcnow
@@ -247,8 +247,8 @@ def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:
     db = store.db
     systems = [
         system
-        for system, latest in _latest_purges(db, "replaced").items()
-        if latest > _latest_purges(db, "main").get(system, "")
+        for system, latest in latest_purges(db, "replaced").items()
+        if latest > latest_purges(db, "main").get(system, "")
     ]
     for system in systems:
         flows = list(flows_of.get(system, ()))
@@ -265,18 +265,6 @@ def _purged_since(store: Store, flows_of: Mapping[str, Sequence[str]]) -> int:
             {"system": system, **counts, "reason": "purged before a restore, taken over by it"},
         )
     return len(systems)
-
-
-def _latest_purges(db: sqlite3.Connection, schema: str) -> dict[str, str]:
-    """Per source, the time of the latest purge ``schema``'s audit trail records."""
-    latest: dict[str, str] = {}
-    for ts, data in db.execute(
-        f"SELECT ts, data FROM {schema}.audit WHERE kind = ?",  # noqa: S608 - fixed names
-        (PURGE_SOURCE,),
-    ):
-        system = str(json.loads(data).get("system"))
-        latest[system] = max(latest.get(system, ""), str(ts))
-    return latest
 
 
 def _readmitted_since(store: Store, carried: Carried) -> int:

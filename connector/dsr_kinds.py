@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
@@ -30,7 +29,13 @@ from connector.adapter import (
 )
 from connector.config import adapter_capabilities
 from connector.crypto import DecryptionError, outbox_context
-from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, PURGE_SOURCE, RequestRow, SystemRow
+from connector.dsr_store import (
+    FINAL_STATUSES,
+    HELD_PHONE,
+    RequestRow,
+    SystemRow,
+    latest_purges,
+)
 from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import FatalRemoteError, KlantsyncError
 from connector.model import Person, earlier_email_forms, is_archived, normalise_email
@@ -1563,7 +1568,7 @@ class KindRunner:
         """
         if not isinstance(error, FatalRemoteError) or error.status not in _REFUSED:
             return None
-        purged = self._purged_at(name)
+        purged = latest_purges(self.rt.store.db).get(name)
         if purged is None:
             return None
         reason = (
@@ -1574,16 +1579,6 @@ class KindRunner:
         if row.source == f"webhook:{name}":
             reason += ", which sent this request"
         return reason
-
-    def _purged_at(self, name: str) -> str | None:
-        """When the audit trail last records ``name``'s source purged, if it does."""
-        latest: str | None = None
-        for ts, data in self.rt.store.db.execute(
-            "SELECT ts, data FROM audit WHERE kind=?", (PURGE_SOURCE,)
-        ):
-            if json.loads(data).get("system") == name and (latest is None or ts > latest):
-                latest = str(ts)
-        return latest
 
     # -- status helpers ------------------------------------------------------------------------
 

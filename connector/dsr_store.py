@@ -10,6 +10,7 @@ which are set to NULL once a request is complete.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = [
     "DsrStore",
     "RequestRow",
     "SystemRow",
+    "latest_purges",
 ]
 
 #: Per-system statuses. ``failed`` and ``pending_verification`` are retried; the rest of the
@@ -47,6 +49,20 @@ SYSTEM_STATUSES = frozenset(
 
 #: The audit entry of a source purged (:meth:`DsrStore.purge_source`; a restore redoes it).
 PURGE_SOURCE = "dsr.purge_source"
+
+
+def latest_purges(db: sqlite3.Connection, schema: str = "main") -> dict[str, str]:
+    """Per source, the time of the latest purge the audit trail of ``schema`` (an attached
+    database's name, or the store's own) records."""
+    latest: dict[str, str] = {}
+    for ts, data in db.execute(
+        f"SELECT ts, data FROM {schema}.audit WHERE kind = ?",  # noqa: S608 - fixed names
+        (PURGE_SOURCE,),
+    ):
+        system = str(json.loads(data).get("system"))
+        latest[system] = max(latest.get(system, ""), str(ts))
+    return latest
+
 
 #: The audit entries of a person's move away from an address (connector/moves.py).
 MOVED_AWAY = (MOVED_ENTRY, SET_APART_ENTRY)
