@@ -45,7 +45,7 @@ from connector.crypto import (
     unwrap_data_keys,
     wrap_data_keys,
 )
-from connector.errors import ConfigError
+from connector.errors import ConfigError, KlantsyncError
 from connector.privatefile import write_private
 from connector.receipts import (
     LEGACY_KEY_FILE,
@@ -429,7 +429,7 @@ def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotati
         # new key over the old one once told it is done; a power cut must not then undo it.
         with store.durable_transaction() as db:
             for sealed in SEALED_COLUMNS:
-                resealed[sealed.name], left = _reseal(store, sealed, old, new)
+                resealed[sealed.name], left = _reseal(db, sealed, old, new)
                 if left:
                     unreadable[sealed.name] = left
             db.execute(
@@ -489,22 +489,56 @@ def _stage_replaced_stores(
     short in between, by the next open under the new key (:func:`settle_replaced_stores`):
     the old key, needed to unwrap them, is not known after. One whose keys the old key does
     not open is not its to protect (another key's, or emptied by the sweep to its audit
-    trail). One it cannot wrap anew (a store from before the keyset, sealed with keys
-    derived from the old key itself; one that cannot be read) is returned second, to be
-    named: deleting it is the way left.
+    trail). One that still seals with the key the old master key derives is sealed again
+    under a fresh key first (:func:`_renew_replaced_seal`). One it cannot wrap anew (a store
+    from before the keyset, sealed with keys derived from the old key itself; one that
+    cannot be read) is returned second, to be named: deleting it is the way left.
     """
     staged: list[Path] = []
     left: list[Path] = []
+    derived = DataKeys.derive(config.master_key)
     for path, _when in replaced_stores(config.store_path):
         try:
             with closing(_existing(path)) as db:
                 keys = _replaced_keys(db, config.master_key)
+            if keys is not None and keys.outbox == derived.outbox:
+                # A store never rotated seals with its first key, which the old master key
+                # computes on its own: wrapped anew, that key would still open the copy.
+                keys = _renew_replaced_seal(path, config.master_key, keys)
             if keys is not None:
                 write_private(_staged_wrapping(path), wrap_data_keys(new_master, keys))
                 staged.append(path)
-        except (_OldKeyStillOpens, sqlite3.Error, OSError):
+        except (_OldKeyStillOpens, KlantsyncError, sqlite3.Error, OSError):
             left.append(path)
     return tuple(staged), tuple(left)
+
+
+def _renew_replaced_seal(path: Path, old_master: bytes, keys: DataKeys) -> DataKeys:
+    """Seal again under a fresh key what the replaced store at ``path`` holds sealed under
+    ``keys``, in one transaction of its own; its renewed keys.
+
+    They stay wrapped under ``old_master`` here: a rotation that then fails, or is cut
+    short before its commit, leaves the copy open to the key still in use; the wrapping
+    under the new key is staged as for any replaced store. Its audit chain's MACs are
+    carried over to the fresh key they are made with, so its trail still verifies.
+    """
+    old, new = Keyring(keys=keys), Keyring(keys=keys.with_new_outbox_key())
+    with closing(_existing(path)) as db:
+        # Put back after: a Store opens it in WAL mode, and the sweep leaves an emptied one
+        # one file, with no -wal beside it.
+        mode = str(db.execute("PRAGMA journal_mode").fetchone()[0])
+    replaced = Store(path)
+    try:
+        audit.use_keys(replaced, old)
+        with replaced.durable_transaction() as db:
+            for sealed in SEALED_COLUMNS:
+                _reseal(db, sealed, old, new)
+            _put_wrapping(db, wrap_data_keys(old_master, new.keys), master_fingerprint(old_master))
+            audit.rekey(replaced, new)
+        replaced.db.execute(f"PRAGMA journal_mode={mode}")
+    finally:
+        replaced.close()
+    return new.keys
 
 
 def settle_replaced_stores(
@@ -590,7 +624,7 @@ def _put_wrapping(db: sqlite3.Connection, wrapped: bytes, fingerprint: str) -> N
     )
 
 
-def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:
+def _reseal(db: sqlite3.Connection, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[int, int]:
     """Seal one column's blobs again, in key order a chunk at a time (memory stays flat)."""
     done = unreadable = 0
     select = (
@@ -599,7 +633,7 @@ def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[
     )
     first, after = select.format(after=""), select.format(after=f"AND {sealed.key} > ?")
     update = f"UPDATE {sealed.table} SET {sealed.column}=? WHERE {sealed.key}=?"  # noqa: S608
-    rows = store.db.execute(first).fetchall()
+    rows = db.execute(first).fetchall()
     while rows:
         changes = []
         for key, by, blob in rows:
@@ -610,8 +644,8 @@ def _reseal(store: Store, sealed: _Sealed, old: Keyring, new: Keyring) -> tuple[
                 unreadable += 1  # it did not open before either: left as it is
                 continue
             changes.append((new.seal(plain, context), key))
-        store.db.executemany(update, changes)
+        db.executemany(update, changes)
         done += len(changes)
         # By key, past the chunk's last: an index seek, not a scan per chunk.
-        rows = store.db.execute(after, (rows[-1][0],)).fetchall()
+        rows = db.execute(after, (rows[-1][0],)).fetchall()
     return done, unreadable

@@ -41,6 +41,7 @@ from connector.keyset import (
     SEALED_COLUMNS,
     open_keyring,
     rotate_master_key,
+    store_keyring,
 )
 from connector.lock import sharing_keys
 from connector.receipts import ReceiptSigner, receipt_key_path
@@ -331,7 +332,12 @@ async def test_rotation_seals_everything_again_and_the_sync_goes_on_under_the_ne
 
 def _blobs(config_path: Path) -> dict[tuple[str, str], tuple[bytes, str]]:
     """Every sealed blob in the store and what it is bound to, by (table, row key)."""
-    db = sqlite3.connect(load_config(config_path).store_path)
+    return _blobs_in(load_config(config_path).store_path)
+
+
+def _blobs_in(store_path: Path) -> dict[tuple[str, str], tuple[bytes, str]]:
+    """:func:`_blobs` of the store file at ``store_path``."""
+    db = sqlite3.connect(store_path)
     try:
         found: dict[tuple[str, str], tuple[bytes, str]] = {}
         for sealed in SEALED_COLUMNS:
@@ -766,7 +772,9 @@ async def test_rotation_puts_a_store_a_restore_replaced_under_the_new_key_too(
         (wrapped,) = db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
     with pytest.raises(DecryptionError):
         unwrap_data_keys(decode_master_key(MASTER_KEY), wrapped)
-    assert unwrap_data_keys(decode_master_key(new_key), wrapped) == keys
+    # Its ids' keys kept; what it holds sealed is sealed anew (see the test after this one).
+    opened = unwrap_data_keys(decode_master_key(new_key), wrapped)
+    assert (opened.subject, opened.payload) == (keys.subject, keys.payload)
     assert keyset_fingerprint(replaced) == master_fingerprint(decode_master_key(new_key))
     # One it cannot wrap anew (kept under keys derived from the old key itself) is named.
     with closing(sqlite3.connect(replaced)) as db:
@@ -780,6 +788,54 @@ async def test_rotation_puts_a_store_a_restore_replaced_under_the_new_key_too(
     (config_path.parent / "newer.key").write_text(generate_master_key())
     assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:newer.key"]) == 0
     assert f"{replaced} (the store a restore replaced)" in " ".join(capsys.readouterr().out.split())
+
+
+async def test_what_a_store_a_restore_replaced_holds_sealed_opens_no_more_with_the_old_key(
+    shop: WooCommerceSandbox,
+    open_rt: Callable[..., Any],
+    tmp_path: Path,
+    config_path: Path,
+) -> None:
+    """A store's first keys are derived from its master key, so the old key computes the key
+    of what a replaced store that was never rotated holds sealed on its own: its keys wrapped
+    anew, that copy still opened with the old key alone. The rotation seals it again under a
+    fresh key, as it does the store; its audit trail still verifies under its own keys."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        jobs.enqueue(rt.store, rt.keyring, "resync", {"system": "shop", "email": CANARY_EMAIL})
+        config = rt.config
+    replaced_path = restore_backup(config, out).replaced_path
+    assert replaced_path is not None
+    replaced = Path(replaced_path)
+    old_key = Keyring(decode_master_key(MASTER_KEY))
+    before = _blobs_in(replaced)
+    assert before and all(old_key.open(blob, context) for blob, context in before.values())
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+
+    after = _blobs_in(replaced)
+    assert set(after) == set(before)
+    on_disk = replaced.read_bytes()
+    for row, (blob, context) in after.items():
+        with pytest.raises(DecryptionError):
+            old_key.open(blob, context)
+        assert before[row][0] not in on_disk
+    use_key(config_path, new_key)
+    store = Store(replaced)
+    try:
+        keyring = store_keyring(store, load_config(config_path))
+        assert keyring.keys.subject == old_key.keys.subject
+        for blob, context in after.values():
+            keyring.open(blob, context)
+        audit.use_keys(store, keyring)
+        verified = audit.verify(store)
+        assert verified.ok and verified.mac == audit.MAC_CHECKED
+    finally:
+        store.close()
 
 
 def test_replaced_stores_owed_the_new_key_by_a_rotation_cut_short_get_it_at_the_next_open(
@@ -829,7 +885,8 @@ def test_replaced_stores_owed_the_new_key_by_a_rotation_cut_short_get_it_at_the_
         (wrapped,) = db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
     with pytest.raises(DecryptionError):
         unwrap_data_keys(decode_master_key(MASTER_KEY), wrapped)
-    assert unwrap_data_keys(decode_master_key(new_key), wrapped) == keyring.keys
+    opened = unwrap_data_keys(decode_master_key(new_key), wrapped)
+    assert (opened.subject, opened.payload) == (keyring.keys.subject, keyring.keys.payload)
 
 
 def test_keys_rotate_and_show_with_no_store_at_store_path_make_none(
