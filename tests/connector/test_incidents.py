@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -429,3 +431,22 @@ def test_the_draft_lists_the_order_and_ip_data_a_breached_shop_holds(
     draft = incidents.notification_draft(incident, config, "nl", NOW).replace("\\", "")
     (row,) = [line for line in draft.splitlines() if line.startswith("| shop |")]
     assert "Bestellingen en betalingen" in row and "IP-adres" in row, row
+
+
+def test_at_a_terminal_that_is_not_utf8_a_breach_is_recorded_once_with_its_draft_shown(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At an ASCII terminal `incident open` recorded the breach, then ended as an internal
+    error (exit 1) printing the draft ("Categorieën"), so it looked unrecorded; and `incident
+    list` ended so too (exit 1, as for an overdue breach) over a summary with an "é" in it.
+    Their output is UTF-8, as the draft `--out` writes."""
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding="ascii"))
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    path = str(config.path)
+    assert main(["-c", path, "incident", "open", "--summary", "laptop lost in the café"]) == 0
+    assert main(["-c", path, "incident", "list"]) == 0
+    sys.stdout.flush()
+    shown = raw.getvalue().decode("utf-8")
+    assert "Categorieën persoonsgegevens" in shown
+    assert "#1 open" in shown and "laptop lost in the café" in shown

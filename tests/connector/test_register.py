@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -794,3 +796,19 @@ def test_the_register_gives_when_it_was_generated_in_dutch_time_too(
     for fmt in ("md", "html"):
         text = render(reg, fmt).replace("\\", "")
         assert "2024-12-31T23:30:00+00:00 (2025-01-01 00:30 Europe/Amsterdam)" in text, fmt
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_the_register_on_standard_output_is_utf8_as_its_page_declares_whatever_the_locale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """`register --format html > register.html` under a Latin-1 locale wrote Latin-1 into a
+    page that declares UTF-8 (its "Categorieën" unreadable in a browser), and under an ASCII
+    one ended as an internal error. On standard output it is UTF-8, as `--out` writes it."""
+    path = example_config(tmp_path, monkeypatch)
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding=encoding))
+    assert main(["-c", str(path), "register", "--format", "html"]) == 0
+    sys.stdout.flush()
+    page = raw.getvalue().decode("utf-8")
+    assert '<meta charset="utf-8">' in page and "Categorieën persoonsgegevens" in page
