@@ -138,6 +138,25 @@ def _scope(store: Store, config: Config, systems: list[str]) -> dict[str, Any]:
     return {"systems": per_system, "total": int(total)}
 
 
+def _refuse_undecoded(text: str, what: str) -> None:
+    """Refuse ``text`` if it holds bytes that were never decoded as text.
+
+    A terminal set to another encoding than the machine's (Latin-1 beside UTF-8) hands over
+    an "ë" as a byte Python keeps as a lone surrogate, which no column of the store takes:
+    the codec's own words ("surrogates not allowed") told the operator nothing to act on.
+
+    Raises:
+        ValueError: ``text`` cannot be written as UTF-8.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{what} is not UTF-8 text: set the terminal's encoding to UTF-8 (it sent "
+            "another, such as Latin-1) and type it again"
+        ) from None
+
+
 def _row(row: tuple[Any, ...]) -> Incident:
     return Incident(
         id=int(row[0]),
@@ -176,7 +195,8 @@ def open_incident(
         now: the current time; default :func:`utc_now`.
 
     Raises:
-        ValueError: the summary is empty, a system is unknown, or ``aware_at`` is in the future.
+        ValueError: the summary is empty or not text, a system is unknown, or ``aware_at``
+            is in the future.
     """
     current = now or utc_now()
     aware = aware_at or current
@@ -184,6 +204,7 @@ def open_incident(
         aware = aware.replace(tzinfo=dt.UTC)
     if not summary.strip():
         raise ValueError("the summary is empty")
+    _refuse_undecoded(summary, "the summary")
     if aware > current:
         raise ValueError("the time of awareness is in the future")
     chosen = systems or list(config.systems)
@@ -268,7 +289,7 @@ def close_incident(
 
     Raises:
         LookupError: no such incident.
-        ValueError: the note is empty, or the incident is already closed.
+        ValueError: the note is empty or not text, or the incident is already closed.
     """
     # Looked at in the write transaction: a second close between a look before it and the
     # write (two operators, or the command run again) passed the check and wrote its note
@@ -281,6 +302,7 @@ def close_incident(
             raise ValueError(f"incident {incident_id} is already closed")
         if not note.strip():
             raise ValueError("the closing note is empty")
+        _refuse_undecoded(note, "the closing note")
         closed = _stamp(now or utc_now())
         db.execute(
             "UPDATE incidents SET closed_at=?, close_note=? WHERE id=?",

@@ -450,3 +450,38 @@ def test_at_a_terminal_that_is_not_utf8_a_breach_is_recorded_once_with_its_draft
     shown = raw.getvalue().decode("utf-8")
     assert "Categorieën persoonsgegevens" in shown
     assert "#1 open" in shown and "laptop lost in the café" in shown
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["open", "--summary", "laptop van Zo\udceb gestolen"], "summary"),
+        (["close", "1", "--note", "AP gemeld, caf\udce9 gesloten"], "closing note"),
+    ],
+    ids=["open", "close"],
+)
+def test_a_summary_or_note_typed_in_another_encoding_is_refused_saying_so(
+    config: Config,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    option: str,
+) -> None:
+    """A Latin-1 terminal on a UTF-8 host hands over bytes that are no text ("Zoë" arrives
+    as "Zo" and a lone byte): the store refused them with the codec's words ("can't encode
+    character '\\udceb' ... surrogates not allowed"), which say nothing of what to do. It
+    is refused naming the text and the likely cause, and nothing is recorded."""
+    path = str(config.path)
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    assert main(["-c", path, "incident", "open", "--summary", "laptop lost", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["-c", path, "incident", *argv]) == 2
+    err = capsys.readouterr().err
+    assert f"the {option} is not UTF-8 text" in err and "encoding" in err, err
+    assert "surrogates" not in err
+    store = Store(config.store_path)
+    try:
+        (only,) = incidents.list_incidents(store)
+    finally:
+        store.close()
+    assert only.summary == "laptop lost" and only.closed_at is None
