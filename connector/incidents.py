@@ -404,16 +404,23 @@ def _late(incident: Incident, now: dt.datetime) -> bool:
 
 
 def _who(processor: ProcessorSettings | None, t: dict[str, str], lang: str) -> str:
-    """The processor and its country of processing, as far as the config states them."""
-    from connector.register import country_name
+    """The processor and its country of processing, as far as the config states them; a
+    system's holder that is no processor with its role."""
+    from connector.register import country_name, role_label
 
     if processor is None:
         return t["none"]
     # The model's default country (NL) is no statement of where the data is: the register
     # lists such a system as unknown, and the regulator must not be told otherwise.
     if "country" not in processor.model_fields_set:
-        return f"{processor.legal_name} ({t['no_country']})"
-    return f"{processor.legal_name} ({country_name(processor.country, lang)})"
+        where = t["no_country"]
+    else:
+        where = country_name(processor.country, lang)
+    # A joint (Art. 26) or independent controller is no processor (Art. 28), as the register
+    # says: the column's heading must not make the regulator read it as one.
+    if processor.role in ("controller", "joint-controller"):
+        where = f"{role_label(processor.role, lang)}, {where}"
+    return f"{processor.legal_name} ({where})"
 
 
 def notification_draft(

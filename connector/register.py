@@ -29,6 +29,7 @@ __all__ = [
     "OWN_DATA",
     "build_register",
     "country_name",
+    "role_label",
     "security_measures",
 ]
 
@@ -229,6 +230,11 @@ def country_name(code: str, lang: str) -> str:
         except OSError:  # locale files missing in a trimmed install: English is still right
             pass
     return name
+
+
+def role_label(role: str, lang: str) -> str:
+    """What a system's processor record calls its holder (``role``), in ``lang``."""
+    return _pick(_ROLES[role], lang)
 
 
 def build_register(
@@ -433,7 +439,7 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
     entry["processor"] = {
         "legal_name": processor.legal_name,
         "role": processor.role,
-        "role_label": _pick(_ROLES[processor.role], lang),
+        "role_label": role_label(processor.role, lang),
         "agreement_reference": processor.agreement_reference,
         "agreement_signed": _date(processor.agreement_signed),
         "agreement_review": _date(processor.agreement_review),

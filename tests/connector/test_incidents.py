@@ -485,3 +485,34 @@ def test_a_summary_or_note_typed_in_another_encoding_is_refused_saying_so(
     finally:
         store.close()
     assert only.summary == "laptop lost" and only.closed_at is None
+
+
+@pytest.mark.parametrize(
+    ("lang", "role", "said"),
+    [
+        ("en", "joint-controller", "Joint controller"),
+        ("nl", "joint-controller", "Gezamenlijk verwerkingsverantwoordelijke"),
+        ("en", "controller", "Independent controller"),
+        ("nl", "controller", "Zelfstandig verwerkingsverantwoordelijke"),
+    ],
+)
+def test_the_draft_does_not_call_a_controller_among_the_systems_a_processor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, role: str, said: str
+) -> None:
+    """The register labels a system run by a joint (Art. 26) or an independent controller as
+    such, no processor (Art. 28); the draft for the regulator listed it under "Processor" as
+    one. It says the role; a processor's row stays as it was."""
+    path = example_config(tmp_path, monkeypatch)
+    marker = 'legal_name = "HubSpot Ireland Limited"\nrole = "processor"'
+    assert marker in path.read_text()
+    path.write_text(path.read_text().replace(marker, marker.replace('"processor"', f'"{role}"')))
+    config = load_config(path)
+    store = Store(config.store_path)
+    try:
+        incident = incidents.open_incident(store, config, "Laptop lost", now=NOW)
+        draft = incidents.notification_draft(incident, config, lang, NOW).replace("\\", "")
+    finally:
+        store.close()
+    rows = {line.split(" | ")[0]: line for line in draft.splitlines() if line.startswith("| ")}
+    assert "HubSpot Ireland Limited" in rows["| crm"] and said in rows["| crm"], rows["| crm"]
+    assert "controller" not in rows["| deals"] and "verantwoordelijke" not in rows["| deals"]
