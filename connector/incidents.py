@@ -207,7 +207,8 @@ def open_incident(
     _refuse_undecoded(summary, "the summary")
     if aware > current:
         raise ValueError("the time of awareness is in the future")
-    chosen = systems or list(config.systems)
+    # A system named twice (--system crm --system crm) is one system concerned, not two.
+    chosen = list(dict.fromkeys(systems or config.systems))
     unknown = [s for s in chosen if s not in config.systems]
     if unknown:
         raise ValueError(f"no system named {unknown[0]!r}; known: {sorted(config.systems)}")

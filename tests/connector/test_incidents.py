@@ -516,3 +516,21 @@ def test_the_draft_does_not_call_a_controller_among_the_systems_a_processor(
     rows = {line.split(" | ")[0]: line for line in draft.splitlines() if line.startswith("| ")}
     assert "HubSpot Ireland Limited" in rows["| crm"] and said in rows["| crm"], rows["| crm"]
     assert "controller" not in rows["| deals"] and "verantwoordelijke" not in rows["| deals"]
+
+
+def test_a_system_named_twice_is_recorded_once(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--system crm --system crm` recorded the breach as concerning "crm, crm", in the
+    incident, its audit entry and every listing of it (`status`, the daily review)."""
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    args = ["incident", "open", "--summary", "x", "--system", "crm", "--system", "shop"]
+    assert main(["-c", str(config.path), *args, "--system", "crm", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["systems"] == ["crm", "shop"]
+    store = Store(config.store_path)
+    try:
+        (entry,) = [e for e in audit.entries(store) if e.kind == audit.INCIDENT_OPENED]
+        assert entry.data["systems"] == ["crm", "shop"]
+        assert incidents.open_summary(store, NOW)["incidents"][0]["systems"] == ["crm", "shop"]
+    finally:
+        store.close()
