@@ -11,7 +11,9 @@ nothing in any of them holds logic the daemon or admin API would also need.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
+import io
 import json
 import os
 import sqlite3
@@ -257,7 +259,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
 
 
+def _stdout_in_utf8() -> None:
+    """Make standard output UTF-8, whatever encoding the locale gives it.
+
+    What klantsync prints holds text from the configuration, paths and documents: the
+    register and the breach draft are UTF-8 where ``--out`` writes them, and the register's
+    HTML page declares it. In the locale's encoding a Latin-1 host wrote ``register --format
+    html > register.html`` in Latin-1 under that declaration (its "Categorieën" unreadable),
+    and an ASCII one ended ``incident open`` as an internal error after the breach was
+    recorded, ``incident list`` with exit 1 (as if a breach were overdue) over a summary with
+    an "é" in it, and any other command as soon as it printed such a name or path.
+    """
+    stream = sys.stdout
+    if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
+        stream.reconfigure(encoding="utf-8", errors=stream.errors)
+
+
 def _main(argv: list[str]) -> int:
+    _stdout_in_utf8()
     parser = _parser()
     args = parser.parse_args(argv)
     console = _Stdout(stderr=False, highlight=False, soft_wrap=True)

@@ -8,10 +8,8 @@ only two lines. Exit status as everywhere: 0 done, 1 finished with failures, 2 b
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import datetime as dt
-import io
 import json
 import sys
 from pathlib import Path
@@ -119,8 +117,6 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
     """Handle the commands of this module; ``None`` when ``args.command`` is not one of them."""
     if args.command not in ("register", "incident", "retention"):
         return None
-    if args.command in ("register", "incident"):
-        _documents_in_utf8()
     if config is None:
         config = load_config(args.config)
     if args.command == "register":
@@ -150,21 +146,6 @@ def run(args: argparse.Namespace, console: Console, config: Config | None = None
             return _retention(store, config, args, console, beside)
         finally:
             store.close()
-
-
-def _documents_in_utf8() -> None:
-    """Make standard output UTF-8, whatever encoding the locale gives it.
-
-    The register and the breach draft are documents, and UTF-8 is what they are written in
-    by ``--out`` and what the register's HTML page declares. In the locale's encoding a
-    Latin-1 host wrote ``register --format html > register.html`` in Latin-1 under that
-    declaration (its "Categorieën" unreadable), and an ASCII one ended ``incident open`` as
-    an internal error after the breach was recorded, and ``incident list`` with exit 1, as
-    if a breach were overdue, over a summary with an "é" in it.
-    """
-    stream = sys.stdout
-    if isinstance(stream, io.TextIOWrapper) and codecs.lookup(stream.encoding).name != "utf-8":
-        stream.reconfigure(encoding="utf-8", errors=stream.errors)
 
 
 def _records(args: argparse.Namespace) -> bool:

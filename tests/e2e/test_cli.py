@@ -29,7 +29,7 @@ from connector.receipts import LEGACY_KEY_FILE
 from connector.sandboxkit import serve_tls
 from connector.schema import MIGRATIONS
 from connector.state import Store
-from tests.conftest import CANARY_EMAIL, CANARY_PHONE_E164, ENV, modes_before_chmod
+from tests.conftest import CANARY_EMAIL, CANARY_PHONE_E164, ENV, example_config, modes_before_chmod
 from tests.conftest import write_config as write_test_config
 from tests.store_versions import add_people, as_the_version_before, store_at
 
@@ -2003,3 +2003,19 @@ def test_check_warns_when_hubspot_s_signed_url_is_not_the_one_the_daemon_sees(
     assert bool(said) is warned
     if warned:
         assert "daemon.public_url" in said[0]
+
+
+@pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
+def test_a_command_prints_a_name_beyond_ascii_in_utf8_whatever_the_locale(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str
+) -> None:
+    """A config in a folder named "klant-café": `check` under an ASCII locale ended as an
+    internal error when it printed the path, and under Latin-1 printed it in Latin-1."""
+    folder = tmp_path / "klant-café"
+    folder.mkdir()
+    path = example_config(folder, monkeypatch)
+    raw = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(raw, encoding=encoding))
+    assert main(["-c", str(path), "check"]) == 0
+    sys.stdout.flush()
+    assert f"{folder}" in raw.getvalue().decode("utf-8")
