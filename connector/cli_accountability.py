@@ -256,7 +256,8 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
             refuse_store_files(config, args.out, "--out")
             check_writable(args.out, option="--out", example="incident.txt")
         aware = None
-        if args.aware_since:
+        # An empty --aware-since (a script's unset variable) is refused, not read as now.
+        if args.aware_since is not None:
             try:
                 aware = dt.datetime.fromisoformat(args.aware_since)
                 if aware.tzinfo is None:
@@ -304,6 +305,8 @@ def _show(
     if args.json:
         data: dict[str, Any] = incident.as_dict(now)
         data["draft"] = draft
+        if out is not None:
+            data["written"] = str(out)  # as `register --out --json` says where it wrote
         print(json.dumps(data, indent=2))
         return EXIT_OK
     console.print(

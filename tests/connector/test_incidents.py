@@ -283,6 +283,12 @@ def test_incident_usage_errors_go_to_standard_error(
     assert main(["-c", path, *args]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "--aware-since must be an ISO 8601 date-time" in err
+    # Empty (a script's unset variable): refused too, not read as now.
+    assert main(["-c", path, "incident", "open", "--summary", "x", "--aware-since", ""]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "--aware-since must be an ISO 8601 date-time" in err
+    assert main(["-c", path, "incident", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [], "a refused open recorded an incident"
     assert main(["-c", path, "incident", "show", "99", "--json"]) == 2
     assert json.loads(capsys.readouterr().out)["error"] == "usage"
 
@@ -534,3 +540,15 @@ def test_a_system_named_twice_is_recorded_once(
         assert incidents.open_summary(store, NOW)["incidents"][0]["systems"] == ["crm", "shop"]
     finally:
         store.close()
+
+
+def test_open_with_out_and_json_says_where_the_draft_was_written(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As `register --out F --json` does: a script learns where the draft went."""
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    out = config.path.parent / "incident.txt"
+    args = ["incident", "open", "--summary", "x", "--out", str(out), "--json"]
+    assert main(["-c", str(config.path), *args]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["written"] == str(out) and out.read_text() == answer["draft"]
