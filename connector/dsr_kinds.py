@@ -981,11 +981,7 @@ class KindRunner:
                     "status": r.status,
                     "completed_at": r.completed_at,
                 }
-                # Under every address the person is known by: a request made under a
-                # former one is theirs too. Not under an address another person gave up:
-                # the requests made under it before are that person's (only this one is
-                # known to be theirs).
-                for r in (self._history(people) if not taken else [row])
+                for r in self._history(row, people, taken=taken)
             ],
             AUDIT_TRAIL: self._audit_trail(row, people, taken=taken),
         }
@@ -1030,15 +1026,12 @@ class KindRunner:
         person did under one of them: under an address another person gave up that the store
         has not seen this one take (``taken``), only this request's entries are known to be
         theirs; under one someone else left before the person took it, only those since
-        that move.
+        that move (:meth:`_since`).
         """
         if taken:
             found = self.db.audit_about([row.subject_id], request=row.id)
         else:
-            since = {
-                sid: self.db.moved_away_at(sid, who - set(people))
-                for sid, who in vacated_by(self.rt.store, people).items()
-            }
+            since = self._since(people)
             found = [
                 e for e in self.db.audit_about(people) if e.seq > since.get(e.subject_id or "", 0)
             ]
@@ -1046,10 +1039,40 @@ class KindRunner:
             {"at": e.ts, "kind": e.kind, "subject_id": e.subject_id, "data": e.data} for e in found
         ]
 
-    def _history(self, subject_ids: list[str]) -> list[RequestRow]:
-        """The requests made under any of ``subject_ids``, in the order they came."""
-        rows = {r.id: r for sid in subject_ids for r in self.db.history(sid)}
+    def _history(self, row: RequestRow, people: list[str], *, taken: bool) -> list[RequestRow]:
+        """The person's requests, in the order they came: those made under any id they are
+        known by (a request made under a former address is theirs too).
+
+        Not another person's, by the rule :meth:`_audit_trail` follows: under an address
+        another person gave up that the store has not seen this one take (``taken``), only
+        this request is known to be theirs; under one someone else left before the person
+        took it, only those received since that move (their ``dsr.received`` entry after
+        it). The request rows are kept for good, the trail only for ``audit_days``: under
+        such an address, one whose entries retention purged cannot be placed, and is left
+        out (it may be the former holder's: their id, kind and times).
+        """
+        if taken:
+            return [row]
+        since = self._since(people)
+        received = self.db.received_seqs(list(since))
+        rows = {
+            r.id: r
+            for sid in people
+            for r in self.db.history(sid)
+            if sid not in since or received.get(r.id, 0) > since[sid]
+        }
         return sorted(rows.values(), key=lambda r: (r.received_at, r.id))
+
+    def _since(self, people: list[str]) -> dict[str, int]:
+        """Of ``people``, the ids another person (none of them) held before: id -> the seq
+        of the audit entry of that person's last move away from it (0 when retention purged
+        it, with every entry before it). What the trail places under the id after it is
+        this person's; before it, the other's."""
+        return {
+            sid: self.db.moved_away_at(sid, who - set(people))
+            for sid, who in vacated_by(self.rt.store, people).items()
+            if not who <= set(people)
+        }
 
     def _holdings(self, subject_id: str, *, sealed: bool = True) -> dict[str, Any]:
         """What the connector keeps about the subject, its systems' ids as the systems know

@@ -64,6 +64,9 @@ def latest_purges(db: sqlite3.Connection, schema: str = "main") -> dict[str, str
     return latest
 
 
+#: The audit entry of a request received (the first of its entries).
+RECEIVED = "dsr.received"
+
 #: The audit entries of a person's move away from an address (connector/moves.py).
 MOVED_AWAY = (MOVED_ENTRY, SET_APART_ENTRY)
 
@@ -483,6 +486,23 @@ class DsrStore:
                 query + " ORDER BY seq", params
             )
         ]
+
+    def received_seqs(self, subject_ids: Sequence[str]) -> dict[str, int]:
+        """Per request made under any of ``subject_ids``, the seq of its ``dsr.received``
+        audit entry: where the request falls among the moves of people away from an
+        address (:meth:`moved_away_at`). A request whose entries retention purged is not
+        among them. Through the ``audit_subject`` index, as :meth:`audit_about` reads."""
+        if not subject_ids:
+            return {}
+        marks = ",".join("?" * len(subject_ids))
+        # "+kind": not through the kind's index, which holds every request ever received;
+        # the person's own entries are a handful.
+        rows = self.db.execute(
+            "SELECT json_extract(data, '$.request'), MIN(seq) FROM audit "  # noqa: S608 - marks only
+            f"WHERE subject_id IN ({marks}) AND +kind = ? GROUP BY 1",
+            (*subject_ids, RECEIVED),
+        )
+        return {str(request): int(seq) for request, seq in rows if request is not None}
 
     def moved_away_at(self, subject_id: str, movers: Collection[str]) -> int:
         """The seq of the audit entry of the last move of any of ``movers`` away from

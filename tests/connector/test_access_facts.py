@@ -104,23 +104,29 @@ async def test_access_by_the_new_holder_of_a_given_up_address_shows_not_the_form
     assert "198.51.100.7" not in text, "B's access bundle holds A's order IP address"
 
 
+@pytest.mark.parametrize("synced", [False, True], ids=["not_synced_yet", "synced"])
 async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holders_requests(
-    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path, synced: bool
 ) -> None:
-    """A asked for a correction under the address, then moved; B took the address over. The
-    access request sees the address is taken (B's shop record), yet B's bundle lists A's
-    correction (its id, kind, times) among B's own requests."""
+    """A asked for a correction under the address, then moved; B took the address over
+    (before the next sync, or synced since). The requests made under the address before
+    A's move are A's: B's copy lists its own request, not A's correction (its id, kind,
+    times)."""
     await seeded(shop, rt)
     service = DsrService(rt)
     a_request = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
     shop.touch(CANARY_EMAIL, email=MOVED)
     await rt.engine.sync()
     shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    if synced:
+        await rt.engine.sync()
     out = tmp_path / "bundle"
-    assert (await service.access(CANARY_EMAIL, out)).status == "completed"
+    view = await service.access(CANARY_EMAIL, out)
+    assert view.status == "completed"
     data = json.loads((out / "data.json").read_text())
     assert "Bea" in json.dumps(data["systems"])
     listed = [r["id"] for r in data["connector"]["requests"]]
+    assert view.id in listed
     assert a_request.id not in listed, f"A's request {a_request.id} is in B's bundle: {listed}"
 
 

@@ -199,6 +199,7 @@ def test_the_audit_entries_about_a_person_are_read_through_their_index(tmp_path:
         about = db.audit_about(["s0", "s2"])
         of_request = db.audit_about(["s1"], request="r1")
         moved_at = db.moved_away_at("s0", {"s2"})
+        received = db.received_seqs(["s0", "s2"])
     finally:
         store.db.set_trace_callback(None)
     assert [(e.kind, e.subject_id) for e in about] == [
@@ -208,8 +209,9 @@ def test_the_audit_entries_about_a_person_are_read_through_their_index(tmp_path:
     ]
     assert [e.data for e in of_request] == [{"request": "r1"}]
     assert moved_at == about[-1].seq
+    assert received == {"r0": about[0].seq, "r2": about[1].seq}
     reads = [s for s in seen if "FROM audit" in s]
-    assert len(reads) == 3
+    assert len(reads) == 4
     for statement in reads:
         plan = " | ".join(
             str(row[-1]) for row in store.db.execute("EXPLAIN QUERY PLAN " + statement)
