@@ -90,6 +90,30 @@ _KEPT_AUDIT = "audit entries (keyed hash ids only)"
 _REFUSED = frozenset({401, 403})
 
 
+@dataclasses.dataclass(frozen=True)
+class _Tenure:
+    """When a person held an address, in the audit trail's seqs: after ``after``, the
+    entry of another person's last move away from it (``None``: nobody left it before), up
+    to ``until``, that of the person's own move away (``None``: they hold it still). 0 for
+    a move whose entry retention purged, with every entry before it."""
+
+    after: int | None = None
+    until: int | None = None
+
+    def covers(self, seq: int | None) -> bool:
+        """Whether what the trail places at ``seq`` came while the person held the address.
+
+        ``None`` is a request whose entries retention purged: older than every entry kept,
+        so before any move the trail still records; the person's only if nobody held the
+        address before them and their own move, if any, is still in the trail.
+        """
+        if seq is None:
+            return self.after is None and self.until != 0
+        return (self.after is None or seq > self.after) and (
+            self.until is None or seq <= self.until
+        )
+
+
 class KindRunner:
     """Runs the per-system work of a request and builds its receipt body.
 
@@ -1022,18 +1046,19 @@ class KindRunner:
         """The audit entries about the person (Art. 15: data about the processing of them),
         as stored: ids, statuses, counts and field names, never a value in clear.
 
-        Under every id the person is known by, as their requests are. Not what another
-        person did under one of them: under an address another person gave up that the store
-        has not seen this one take (``taken``), only this request's entries are known to be
-        theirs; under one someone else left before the person took it, only those since
-        that move (:meth:`_since`).
+        Under every id the person is known by, as their requests are, and only from when
+        they held it (:meth:`_tenures`): not what another person did under one of them. Under
+        an address another person gave up that the store has not seen this one take
+        (``taken``), only this request's entries are known to be theirs.
         """
         if taken:
             found = self.db.audit_about([row.subject_id], request=row.id)
         else:
-            since = self._since(people)
+            tenures = self._tenures(people)
             found = [
-                e for e in self.db.audit_about(people) if e.seq > since.get(e.subject_id or "", 0)
+                e
+                for e in self.db.audit_about(list(tenures))
+                if tenures[e.subject_id or ""].covers(e.seq) or e.data.get("request") == row.id
             ]
         return [
             {"at": e.ts, "kind": e.kind, "subject_id": e.subject_id, "data": e.data} for e in found
@@ -1041,38 +1066,47 @@ class KindRunner:
 
     def _history(self, row: RequestRow, people: list[str], *, taken: bool) -> list[RequestRow]:
         """The person's requests, in the order they came: those made under any id they are
-        known by (a request made under a former address is theirs too).
+        known by (a request made under a former address is theirs too), while they held it
+        (:meth:`_tenures`: its ``dsr.received`` entry within that time), and this one.
 
         Not another person's, by the rule :meth:`_audit_trail` follows: under an address
         another person gave up that the store has not seen this one take (``taken``), only
-        this request is known to be theirs; under one someone else left before the person
-        took it, only those received since that move (their ``dsr.received`` entry after
-        it). The request rows are kept for good, the trail only for ``audit_days``: under
-        such an address, one whose entries retention purged cannot be placed, and is left
-        out (it may be the former holder's: their id, kind and times).
+        this request is known to be theirs.
         """
         if taken:
             return [row]
-        since = self._since(people)
-        received = self.db.received_seqs(list(since))
+        tenures = self._tenures(people)
+        received = self.db.received_seqs(list(tenures))
         rows = {
             r.id: r
-            for sid in people
+            for sid, tenure in tenures.items()
             for r in self.db.history(sid)
-            if sid not in since or received.get(r.id, 0) > since[sid]
+            if r.id == row.id or tenure.covers(received.get(r.id))
         }
         return sorted(rows.values(), key=lambda r: (r.received_at, r.id))
 
-    def _since(self, people: list[str]) -> dict[str, int]:
-        """Of ``people``, the ids another person (none of them) held before: id -> the seq
-        of the audit entry of that person's last move away from it (0 when retention purged
-        it, with every entry before it). What the trail places under the id after it is
-        this person's; before it, the other's."""
-        return {
-            sid: self.db.moved_away_at(sid, who - set(people))
-            for sid, who in vacated_by(self.rt.store, people).items()
-            if not who <= set(people)
-        }
+    def _tenures(self, people: list[str]) -> dict[str, _Tenure]:
+        """Every id the person's requests and audit entries may be under, with when they
+        held it: ``people``, and the addresses they left that someone else holds now (no
+        longer among ``people``: :func:`same_person`), whose earlier history is theirs.
+
+        Ids are addresses, and an address passes from person to person. Under one someone
+        else left before the person took it, what came before that move is the other's;
+        under one the person left, what came after their move is whoever took it next's,
+        who may not have been synced yet (the store cannot tell them from the person).
+        """
+        ids = list(dict.fromkeys([*people, *self.db.left_by(people)]))
+        mine = set(ids)
+        tenures = dict.fromkeys(ids, _Tenure())
+        for sid, who in vacated_by(self.rt.store, ids).items():
+            others = who - mine
+            tenures[sid] = _Tenure(
+                after=self.db.moved_away_at(sid, others) if others else None,
+                # By any of their ids: the entry names the id they moved to then, since
+                # moved on from (an alias of their current one).
+                until=self.db.moved_away_at(sid, mine) if who & mine else None,
+            )
+        return tenures
 
     def _holdings(self, subject_id: str, *, sealed: bool = True) -> dict[str, Any]:
         """What the connector keeps about the subject, its systems' ids as the systems know

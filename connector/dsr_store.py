@@ -519,6 +519,19 @@ class DsrStore:
         ).fetchone()
         return int(seq)
 
+    def left_by(self, subject_ids: Sequence[str]) -> list[str]:
+        """The addresses (ids) any of ``subject_ids`` was the last to leave
+        (connector/moves.py), whoever holds them now."""
+        if not subject_ids:
+            return []
+        marks = ",".join("?" * len(subject_ids))
+        rows = self.db.execute(
+            f"SELECT alias FROM subject_aliases WHERE subject_id IN ({marks}) "  # noqa: S608 - marks only
+            "AND alias <> subject_id ORDER BY alias",
+            tuple(subject_ids),
+        )
+        return [str(row[0]) for row in rows]
+
     def resend_on_next_sync(
         self, subject_ids: Sequence[str], systems: Collection[str] | None = None
     ) -> int:

@@ -131,6 +131,35 @@ async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holde
 
 
 @pytest.mark.parametrize("synced", [False, True], ids=["not_synced_yet", "synced"])
+async def test_access_under_a_new_address_lists_not_the_requests_of_who_took_the_former_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path, synced: bool
+) -> None:
+    """A asked for a correction, then moved; B took the address A left (before the next
+    sync, or synced since) and asked for a copy under it. A's copy, asked under the new
+    address, lists A's correction and its audit entries, and neither B's request nor its
+    entries (B's request id, times, what it did)."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    a_request = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    if synced:
+        await rt.engine.sync()
+    b_request = await service.access(CANARY_EMAIL, tmp_path / "b")
+    assert b_request.status == "completed"
+    out = tmp_path / "a"
+    assert (await service.access(MOVED, out)).status == "completed"
+    connector = json.loads((out / "data.json").read_text())["connector"]
+    listed = [r["id"] for r in connector["requests"]]
+    assert a_request.id in listed, f"A's own correction is not in A's bundle: {listed}"
+    assert b_request.id not in listed, f"B's request is in A's bundle: {listed}"
+    entries = {e["data"].get("request") for e in connector["audit_trail"]}
+    assert a_request.id in entries
+    assert b_request.id not in entries, f"B's audit entries are in A's bundle: {entries}"
+
+
+@pytest.mark.parametrize("synced", [False, True], ids=["not_synced_yet", "synced"])
 async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holders_audit_entries(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path, synced: bool
 ) -> None:
