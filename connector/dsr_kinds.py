@@ -1100,10 +1100,11 @@ class KindRunner:
         tenures = dict.fromkeys(ids, _Tenure())
         for sid, who in vacated_by(self.rt.store, ids).items():
             others = who - mine
+            # By any of the leaver's ids: the entry of a move names the id they moved to
+            # then, which a later move of theirs made an alias of their current one.
+            leavers = (others | set(self.db.left_by(sorted(others)))) - mine
             tenures[sid] = _Tenure(
-                after=self.db.moved_away_at(sid, others) if others else None,
-                # By any of their ids: the entry names the id they moved to then, since
-                # moved on from (an alias of their current one).
+                after=self.db.moved_away_at(sid, leavers) if others else None,
                 until=self.db.moved_away_at(sid, mine) if who & mine else None,
             )
         return tenures

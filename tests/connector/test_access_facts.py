@@ -130,6 +130,33 @@ async def test_access_by_the_new_holder_of_an_address_lists_not_the_former_holde
     assert a_request.id not in listed, f"A's request {a_request.id} is in B's bundle: {listed}"
 
 
+async def test_access_by_the_new_holder_of_an_address_lists_not_a_former_holder_moved_on_since(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """A asked for a correction under the address, moved, and moved on again to a third
+    address; B then took the first one over and was synced. A's move away from it is
+    recorded under the address A went to then, not A's current one: B's copy still lists
+    A's correction and its audit entries."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    a_request = await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
+    shop.touch(CANARY_EMAIL, email=MOVED)
+    await rt.engine.sync()
+    shop.touch(MOVED, email="derde.adres@voorbeeld-canary.nl")
+    await rt.engine.sync()
+    shop.add_person(CANARY_EMAIL, "Bea", "Buur", "0622222222", city="Delft")
+    await rt.engine.sync()
+    out = tmp_path / "bundle"
+    view = await service.access(CANARY_EMAIL, out)
+    assert view.status == "completed"
+    connector = json.loads((out / "data.json").read_text())["connector"]
+    listed = [r["id"] for r in connector["requests"]]
+    assert a_request.id not in listed, f"A's request is in B's bundle: {listed}"
+    assert listed == [view.id]
+    entries = {e["data"].get("request") for e in connector["audit_trail"]}
+    assert a_request.id not in entries, f"A's audit entries are in B's bundle: {entries}"
+
+
 @pytest.mark.parametrize("synced", [False, True], ids=["not_synced_yet", "synced"])
 async def test_access_under_a_new_address_lists_not_the_requests_of_who_took_the_former_one(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path, synced: bool
