@@ -13,6 +13,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.access import BUNDLE_FILES, Art15Facts, _sections, art15_facts, write_bundle
 from connector.config import load_config
 from connector.dsr import DsrService
+from connector.dsr_kinds import _Tenure
 from connector.model import CATEGORIES
 from connector.register import build_register
 from connector.runtime import Runtime
@@ -184,6 +185,21 @@ async def test_access_under_a_new_address_lists_not_the_requests_of_who_took_the
     entries = {e["data"].get("request") for e in connector["audit_trail"]}
     assert a_request.id in entries
     assert b_request.id not in entries, f"B's audit entries are in A's bundle: {entries}"
+
+
+def test_a_request_whose_audit_entries_were_purged_is_listed_only_where_it_can_be_placed() -> None:
+    """Request rows are kept for good, the trail for ``audit_days``. A request whose
+    entries were purged is older than every entry kept: under an address nobody else held
+    it is the person's; under one someone left before them (that move kept or purged) it
+    may be the leaver's; under one the person left, theirs while their move is still in the
+    trail, and unplaceable once that is purged too."""
+    assert _Tenure().covers(None)
+    assert not _Tenure(after=40).covers(None)
+    assert not _Tenure(after=0).covers(None)
+    assert _Tenure(until=40).covers(None)
+    assert not _Tenure(until=0).covers(None)
+    assert [_Tenure(after=40).covers(seq) for seq in (39, 40, 41)] == [False, False, True]
+    assert [_Tenure(until=40).covers(seq) for seq in (39, 40, 41)] == [True, True, False]
 
 
 @pytest.mark.parametrize("synced", [False, True], ids=["not_synced_yet", "synced"])
