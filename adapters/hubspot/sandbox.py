@@ -60,7 +60,7 @@ from connector.sandboxkit import (
     record,
 )
 
-__all__ = ["HubSpotSandbox"]
+__all__ = ["MIGRATION_RETRY_AFTER", "HubSpotSandbox"]
 
 AUTH_MESSAGE = (
     "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
@@ -88,6 +88,11 @@ class _RequestLog(RequestLog):
             entry = replace(entry, path=SUBSCRIPTIONS)
         super().add(entry)
 
+
+#: The ``Retry-After`` (seconds) of the 477 HubSpot answers while an account moves between
+#: data-hosting locations [doc: error handling, "typically up to 24 hours"]. Its body is not
+#: documented; the fake's says what happened, in HubSpot's error shape.
+MIGRATION_RETRY_AFTER = 3600
 
 #: The longest request target (path and query) answered; past it, 414. HubSpot documents 414
 #: for a URI too long without a figure; 8 KB is the common front end's default. (A real
@@ -318,11 +323,16 @@ class HubSpotSandbox(SandboxBase):
         return [] if granted is None else [scope for scope in needed if scope not in granted]
 
     def fault_response(self, status: int, request: Request) -> Response:
-        """HubSpot's answer to an injected failure: its 429 (per bucket) or error body."""
+        """HubSpot's answer to an injected failure: its 429 (per bucket), its 477 with the
+        migration's ``Retry-After``, or its error body."""
         bucket = "search" if request.url.path.endswith("/search") else "default"
         if status == 429:
             window = self.windows.get(bucket) or RollingWindow(RateLimit(190, 10))
             return self._rate_limited(bucket, window)
+        if status == 477:
+            body = error_body("Migration in progress", "MIGRATION_IN_PROGRESS")
+            headers = {"Retry-After": str(MIGRATION_RETRY_AFTER)}
+            return JSONResponse(body, status_code=status, headers=headers)
         category = "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR"
         body = error_body("internal error", category)
         return JSONResponse(body, status_code=status)

@@ -1,4 +1,4 @@
-"""How klantsync talks to a HubSpot portal: its settings, limits, auth and 429 reader.
+"""How klantsync talks to a HubSpot portal: its settings, limits, auth, 429 and 477 readers.
 
 Kept apart from :mod:`adapters.hubspot.adapter` so the operator-facing knobs (tier, search rate,
 properties read) and HubSpot's back-off signal read in one place.
@@ -13,6 +13,7 @@ import httpx
 from pydantic import Field
 
 from connector.adapter import ClientConfig, Limits
+from connector.http import retry_after
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
 
@@ -20,12 +21,14 @@ __all__ = [
     "DAILY_WAIT_SECONDS",
     "DEFAULT_PROPERTIES",
     "MAX_BATCH",
+    "MIGRATION_IN_PROGRESS",
     "TIER_BURST",
     "HubSpotSettings",
     "Tier",
     "budget_spent",
     "client_config",
     "hubspot_limits",
+    "is_migrating",
     "wait_hint",
 ]
 
@@ -99,6 +102,24 @@ def hubspot_limits(settings: HubSpotSettings) -> Limits:
 DAILY_WAIT_SECONDS: Final = 300.0
 
 
+#: HubSpot's status while the account moves between data-hosting locations ("Migration in
+#: Progress"), with a ``Retry-After`` in seconds, "typically up to 24 hours" [doc: error
+#: handling].
+MIGRATION_IN_PROGRESS: Final = 477
+
+
+def is_migrating(response: httpx.Response) -> bool:
+    """Whether HubSpot answered 477: the account is moving between data centres.
+
+    A "come back later" for every call, not a refusal of what was sent. Taken as a 4xx like
+    any other, every record of a sync in that window was dead-lettered (a batch refused,
+    then each record alone) and an erasure failed; as a "slow down" (``rate_limited``) the
+    work stays queued and the client holds every call back for the ``Retry-After``
+    (:func:`wait_hint`; an hour at most, then one call looks).
+    """
+    return response.status_code == MIGRATION_IN_PROGRESS
+
+
 def wait_hint(response: httpx.Response) -> float | None:
     """Read HubSpot's 429 and say how long to wait (``None``: use the client's backoff).
 
@@ -110,8 +131,11 @@ def wait_hint(response: httpx.Response) -> float | None:
     - search (message "secondly limit", or a ``SECONDLY`` policy): 1 s.
     - ``DAILY``: :data:`DAILY_WAIT_SECONDS`.
 
-    Missing headers and bodies that are not JSON are tolerated.
+    A 477 (:func:`is_migrating`) is waited out for its ``Retry-After``, the one answer HubSpot
+    documents one for. Missing headers and bodies that are not JSON are tolerated.
     """
+    if is_migrating(response):
+        return retry_after(response)
     interval = _interval_seconds(response)
     try:
         body = response.json()
@@ -160,10 +184,11 @@ def budget_spent(response: httpx.Response) -> float | None:
 
 
 def client_config(settings: HubSpotSettings) -> ClientConfig:
-    """Bearer-token auth and HubSpot's 429 readers."""
+    """Bearer-token auth, HubSpot's 429 readers and its 477 as a "come back later"."""
     return ClientConfig(
         headers={"Authorization": f"Bearer {settings.credential('token')}"},
         wait_hint=wait_hint,
+        rate_limited=is_migrating,
         budget_spent=budget_spent,
         # HubSpot's one-word error categories (the others have an underscore).
         error_titles=frozenset({"CONFLICT", "THROTTLED"}),

@@ -23,6 +23,7 @@ from adapters.hubspot import (
     wait_hint,
 )
 from adapters.hubspot.adapter import ERASURE_NOTE
+from adapters.hubspot.sandbox import MIGRATION_RETRY_AFTER
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.demo import REPO_MAPPINGS
@@ -449,6 +450,26 @@ async def test_a_spent_daily_limit_stops_the_calls_until_one_looks_again(hub: Ha
     hub.sandbox.daily_left = None  # midnight passed
     (again,) = await hub.adapter.upsert([person(3)])
     assert again.outcome == "created"
+
+
+async def test_a_migration_in_progress_keeps_the_records_and_every_call_back_for_its_wait(
+    hub: Harness,
+) -> None:
+    """HubSpot's 477 (the account moving between data-hosting locations) refuses no record:
+    the write fails as retryable, so the engine keeps it queued, not dead-lettered, and no
+    call goes out until HubSpot's Retry-After has passed (an hour at most, then one looks)."""
+    hub.sandbox.faults.fail_status = 477
+    hub.sandbox.faults.fail_next = 1
+    with pytest.raises(RetryableError) as caught:
+        await hub.adapter.upsert([person(1)])
+    assert caught.value.status == 477
+    assert caught.value.wait_seconds == MIGRATION_RETRY_AFTER
+    with pytest.raises(RetryableError):
+        await hub.adapter.upsert([person(2), person(3)])
+    assert hub.client.stats.requests == 1  # held back: nothing sent into the migration
+    hub.clock.advance(MIGRATION_RETRY_AFTER)
+    results = await hub.adapter.upsert([person(1), person(2)])
+    assert [r.outcome for r in results] == ["created", "created"]
 
 
 @pytest.mark.parametrize(
