@@ -3,12 +3,13 @@
 Where it matters to a client it behaves like HubSpot: the same paths, bodies and status codes;
 bearer-token auth with HubSpot's error body; list paging by ``after``; batches of at most 100
 with 207 multi-status when every input carries an ``objectWriteTraceId`` (else a 400 for the
-whole batch); unknown properties rejecting the whole batch; the ``TEN_SECONDLY_ROLLING`` burst
-limit with HubSpot's 429 body and ``X-HubSpot-RateLimit-*`` headers; the separate search limit
-(4/s, no rate-limit headers); ``DELETE`` and ``batch/archive`` as *restorable* archives, which
-reads show only with the ``archived=true`` query flag and search never shows; and
-``gdpr-delete`` as a permanent deletion that blocklists the e-mail (which the API may still
-bring back, as HubSpot documents; the fake counts it) and, by id, purges an archived contact.
+whole batch), an input naming a property the portal lacks among its failures; the
+``TEN_SECONDLY_ROLLING`` burst limit with HubSpot's 429 body and ``X-HubSpot-RateLimit-*``
+headers; the separate search limit (4/s, no rate-limit headers); ``DELETE`` and
+``batch/archive`` as *restorable* archives, which reads show only with the ``archived=true``
+query flag and search never shows; and ``gdpr-delete`` as a permanent deletion that
+blocklists the e-mail (which the API may still bring back, as HubSpot documents; the fake
+counts it) and, by id, purges an archived contact.
 Beside contacts it keeps what an access copy reads about one: the records associated with it
 (notes, calls, e-mails, meetings, tasks, deals, companies; v4 association lists and v3 batch
 reads) and the e-mail subscription statuses of an address (communication preferences v3),

@@ -261,14 +261,41 @@ async def test_duplicate_emails_in_one_call_go_in_separate_batches(hub: Harness)
     assert record is not None and record["properties"]["city"] == "Gouda"
 
 
-async def test_unknown_property_refuses_the_whole_batch(hub: Harness) -> None:
-    """A property the portal lacks makes the sandbox 400 the batch: raised for a batch (the
-    engine then sends one by one to find the record), a failure for a record alone."""
+async def test_unknown_property_fails_only_the_record_that_names_it(hub: Harness) -> None:
+    """With a trace id on every input, HubSpot answers a property the portal lacks per input
+    in its 207 (PROPERTY_DOESNT_EXIST, as its error-handling guide shows): that record fails,
+    without retry, and the others of the batch are written in the same call."""
+    records = [person(1), person(2, favourite_colour="blue"), person(3)]
+    results = await hub.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created", "failed", "created"]
+    assert (results[1].reason, results[1].retryable) == ("VALIDATION_ERROR", False)
+    assert [e.status for e in hub.sandbox.log.entries] == [207]
+    assert hub.sandbox.contact_count() == 2
+
+
+async def test_sandbox_refuses_an_untraced_batch_naming_an_unknown_property(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox
+) -> None:
+    """Without trace ids a property the portal lacks refuses the whole batch, naming it."""
+    inputs = [
+        {"id": "a@example.com", "idProperty": "email", "properties": {}},
+        {"id": "b@example.com", "idProperty": "email", "properties": {"favourite_colour": "x"}},
+    ]
+    response = await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == "PROPERTY_DOESNT_EXIST"
+    assert sandbox.contact_count() == 0
+
+
+async def test_a_batch_refused_whole_is_raised_and_a_record_alone_fails(hub: Harness) -> None:
+    """A batch HubSpot refuses as a whole (a 400) is raised, so the engine sends its records
+    one by one to find the culprit; a record sent alone and refused fails, without retry."""
+    hub.sandbox.faults.fail_status = 400
+    hub.sandbox.faults.fail_next = 2
     with pytest.raises(RecordError):
-        await hub.adapter.upsert([person(1), person(2, favourite_colour="blue")])
-    (alone,) = await hub.adapter.upsert([person(2, favourite_colour="blue")])
+        await hub.adapter.upsert([person(1), person(2)])
+    (alone,) = await hub.adapter.upsert([person(2)])
     assert (alone.outcome, alone.reason, alone.retryable) == ("failed", "VALIDATION_ERROR", False)
-    assert [e.status for e in hub.sandbox.log.entries] == [400, 400]
     assert hub.sandbox.contact_count() == 0
 
 
