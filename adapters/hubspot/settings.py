@@ -1,4 +1,4 @@
-"""How klantsync talks to a HubSpot portal: its settings, limits, auth, 429 and 477 readers.
+"""How klantsync talks to a HubSpot portal: its settings, limits, auth and back-off readers.
 
 Kept apart from :mod:`adapters.hubspot.adapter` so the operator-facing knobs (tier, search rate,
 properties read) and HubSpot's back-off signal read in one place.
@@ -20,6 +20,7 @@ from connector.settings import SystemSettings
 __all__ = [
     "DAILY_WAIT_SECONDS",
     "DEFAULT_PROPERTIES",
+    "LOCK_SECONDS",
     "MAX_BATCH",
     "MIGRATION_IN_PROGRESS",
     "TIER_BURST",
@@ -28,7 +29,9 @@ __all__ = [
     "budget_spent",
     "client_config",
     "hubspot_limits",
+    "is_locked",
     "is_migrating",
+    "stay_away",
     "wait_hint",
 ]
 
@@ -107,6 +110,22 @@ DAILY_WAIT_SECONDS: Final = 300.0
 #: handling].
 MIGRATION_IN_PROGRESS: Final = 477
 
+#: How long HubSpot's lock lasts after a 423 Locked (a large volume of writes in a short
+#: time): "Locks will last for 2 seconds", so it asks for "a delay of at least 2 seconds
+#: between your API requests" [doc: error handling].
+LOCK_SECONDS: Final = 2.0
+
+
+def is_locked(response: httpx.Response) -> bool:
+    """Whether HubSpot answered 423 Locked (see :data:`LOCK_SECONDS`).
+
+    Retried with the client's backoff for any 423, the first retries went out after half a
+    second, then a second, into the lock, and so did the other workers' calls: more error
+    answers, which HubSpot wants under 5% of a day's calls. As a "slow down"
+    (``rate_limited``), every call of the client waits the lock out.
+    """
+    return response.status_code == 423
+
 
 def is_migrating(response: httpx.Response) -> bool:
     """Whether HubSpot answered 477: the account is moving between data centres.
@@ -118,6 +137,12 @@ def is_migrating(response: httpx.Response) -> bool:
     (:func:`wait_hint`; an hour at most, then one call looks).
     """
     return response.status_code == MIGRATION_IN_PROGRESS
+
+
+def stay_away(response: httpx.Response) -> bool:
+    """Whether HubSpot asks for no calls for a while without a 429: its 423 or 477, told to
+    the client as ``rate_limited`` so it holds every call back for :func:`wait_hint`."""
+    return is_locked(response) or is_migrating(response)
 
 
 def wait_hint(response: httpx.Response) -> float | None:
@@ -132,10 +157,13 @@ def wait_hint(response: httpx.Response) -> float | None:
     - ``DAILY``: :data:`DAILY_WAIT_SECONDS`.
 
     A 477 (:func:`is_migrating`) is waited out for its ``Retry-After``, the one answer HubSpot
-    documents one for. Missing headers and bodies that are not JSON are tolerated.
+    documents one for, and a 423 (:func:`is_locked`) for :data:`LOCK_SECONDS`. Missing
+    headers and bodies that are not JSON are tolerated.
     """
     if is_migrating(response):
         return retry_after(response)
+    if is_locked(response):
+        return LOCK_SECONDS
     interval = _interval_seconds(response)
     try:
         body = response.json()
@@ -184,11 +212,11 @@ def budget_spent(response: httpx.Response) -> float | None:
 
 
 def client_config(settings: HubSpotSettings) -> ClientConfig:
-    """Bearer-token auth, HubSpot's 429 readers and its 477 as a "come back later"."""
+    """Bearer-token auth, HubSpot's 429 readers, and its 423 and 477 as a "come back later"."""
     return ClientConfig(
         headers={"Authorization": f"Bearer {settings.credential('token')}"},
         wait_hint=wait_hint,
-        rate_limited=is_migrating,
+        rate_limited=stay_away,
         budget_spent=budget_spent,
         # HubSpot's one-word error categories (the others have an underscore).
         error_titles=frozenset({"CONFLICT", "THROTTLED"}),

@@ -499,6 +499,19 @@ async def test_a_migration_in_progress_keeps_the_records_and_every_call_back_for
     assert [r.outcome for r in results] == ["created", "created"]
 
 
+async def test_a_locked_portal_is_asked_again_no_sooner_than_its_lock_lasts(
+    hub: Harness,
+) -> None:
+    """HubSpot's 423 says its lock lasts 2 seconds and asks for at least that between calls:
+    the write is retried after 2 s, not at once into the lock, and lands."""
+    hub.sandbox.faults.fail_status = 423
+    hub.sandbox.faults.fail_next = 1
+    (result,) = await hub.adapter.upsert([person(1)])
+    assert result.outcome == "created"
+    assert len(hub.sleeps) == 1 and hub.sleeps[0] >= 2.0
+    assert hub.client.stats.requests == 2
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "expected"),
     [
