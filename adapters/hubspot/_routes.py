@@ -34,6 +34,7 @@ __all__ = [
     "Handler",
     "Reject",
     "error_body",
+    "invalid_values",
     "now_stamp",
     "property_definition",
     "read_inputs",
@@ -78,6 +79,20 @@ def error_body(message: str, category: str, **extra: Any) -> dict[str, Any]:
         "category": category,
         **extra,
     }
+
+
+def invalid_values(problems: Sequence[tuple[str, str, str]]) -> str:
+    """HubSpot's message for property values it refuses: each problem (property name, code,
+    text) as JSON after "Property values were not valid: " [doc: error handling]."""
+    listed = [
+        {"isValid": False, "message": text, "error": code, "name": name}
+        for name, code, text in problems
+    ]
+    return f"Property values were not valid: {json.dumps(listed)}"
+
+
+def _invalid_email(email: str) -> str:
+    return invalid_values([("email", "INVALID_EMAIL", f"Email address {email} is invalid")])
 
 
 def _properties_of(inputs: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -176,18 +191,16 @@ class ContactRoutes:
         bad = self.store.bad_property_names(record)
         if not bad:
             return None
-        details = [
-            {
-                "isValid": False,
-                "message": f'Property "{name}" does not exist',
-                "error": "READ_ONLY_VALUE"
-                if name in READ_ONLY_PROPERTIES
-                else "PROPERTY_DOESNT_EXIST",
-                "name": name,
-            }
-            for name in bad
-        ]
-        return "VALIDATION_ERROR", f"Property values were not valid: {json.dumps(details)}"
+        return "VALIDATION_ERROR", invalid_values(
+            [
+                (
+                    name,
+                    "READ_ONLY_VALUE" if name in READ_ONLY_PROPERTIES else "PROPERTY_DOESNT_EXIST",
+                    f'Property "{name}" does not exist',
+                )
+                for name in bad
+            ]
+        )
 
     @staticmethod
     def _strings(properties: Mapping[str, Any]) -> dict[str, str]:
@@ -260,9 +273,7 @@ class ContactRoutes:
         properties = self._strings(records[0])
         email = properties.get("email", "")
         if email and not valid_email(email):
-            raise Reject(
-                400, f"Property values were not valid: invalid email {email}", records=records
-            )
+            raise Reject(400, _invalid_email(email), records=records)
         if email and self.store.email_taken(email):
             existing = self.store.live(email, "email")
             assert existing is not None
@@ -323,7 +334,7 @@ class ContactRoutes:
         if email is None:
             return None
         if email and not valid_email(email):
-            return "VALIDATION_ERROR", f"Property values were not valid: invalid email {email}"
+            return "VALIDATION_ERROR", _invalid_email(email)
         if email and self.store.email_taken(email, by_other_than=contact):
             return "CONFLICT", f"A contact with the email {email} already exists."
         return None
@@ -459,12 +470,7 @@ class ContactRoutes:
         if len(set(emails)) < len(emails):
             raise Reject(400, "Duplicate IDs found in batch input.", records=records)
         problems: list[tuple[str, str] | None] = [
-            bad
-            or (
-                None
-                if valid_email(email)
-                else ("VALIDATION_ERROR", f"Property values were not valid: invalid email {email}")
-            )
+            bad or (None if valid_email(email) else ("VALIDATION_ERROR", _invalid_email(email)))
             for bad, email in zip(bad_names, emails, strict=True)
         ]
         errors = self._per_input_errors(inputs, problems, records)

@@ -360,8 +360,10 @@ class HubSpotAdapter:
         for error in body.get("errors") or []:
             if not isinstance(error, dict):
                 continue
-            reason = _category(error, self.client)
-            retryable = _is_retryable(error, reason)
+            category = _category(error, self.client)
+            retryable = _is_retryable(error, category)
+            codes = _problem_codes(error, self.client)
+            reason = f"{category}: {', '.join(codes)}" if codes else category
             for ref in _error_refs(error):
                 by_ref[ref] = UpsertResult(ref, "failed", reason=reason, retryable=retryable)
         # An input HubSpot neither confirmed nor rejected is retried: upserts are idempotent.
@@ -754,6 +756,32 @@ def _category(error: Mapping[str, Any], client: SystemClient) -> str:
     "category" holding digits (a phone number) or a lone word (a name) is no code."""
     category = error.get("category")
     return category if isinstance(category, str) and client.is_category(category) else "BATCH_ERROR"
+
+
+_JSON: Final = json.JSONDecoder()
+
+
+def _problem_codes(error: Mapping[str, Any], client: SystemClient) -> list[str]:
+    """HubSpot's codes for what it refused in an input, which its category alone does not
+    say: a property the portal lacks (``PROPERTY_DOESNT_EXIST``) or a value it will not take
+    (``INVALID_EMAIL``). They come from the error's details (``errors[].code``) and from the
+    problems its message lists as JSON after "Property values were not valid: " (``error``,
+    as HubSpot's error-handling guide shows it). Only what passes the client's rule for
+    codes is kept; the message's text, which quotes what was sent, never is."""
+    found: list[Any] = []
+    details = error.get("errors")
+    if isinstance(details, list):
+        found += [item.get("code") for item in details if isinstance(item, dict)]
+    message = error.get("message")
+    if isinstance(message, str) and "[" in message:
+        try:
+            # The list alone: text HubSpot may add after it is no reason to read none.
+            problems, _ = _JSON.raw_decode(message, message.index("["))
+        except ValueError:
+            problems = None
+        if isinstance(problems, list):
+            found += [item.get("error") for item in problems if isinstance(item, dict)]
+    return sorted({code for code in found if isinstance(code, str) and client.is_category(code)})
 
 
 def _is_retryable(error: Mapping[str, Any], category: str) -> bool:

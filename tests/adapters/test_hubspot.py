@@ -203,14 +203,15 @@ async def test_sandbox_records_every_property_name_written(hub: Harness) -> None
 
 
 async def test_partial_failure_fails_only_the_bad_record(hub: Harness) -> None:
-    """A 207 fails exactly the invalid input, with the category as reason and no e-mail."""
+    """A 207 fails exactly the invalid input, with the category and HubSpot's code for the
+    value as reason, and no e-mail."""
     bad_email = "not an address@example.com"
     records = [person(1), person(2, email=bad_email), person(3)]
     results = await hub.adapter.upsert(records)
     assert [r.outcome for r in results] == ["created", "failed", "created"]
     failed = results[1]
     assert failed.ref == "ref-2"
-    assert failed.reason == "VALIDATION_ERROR"
+    assert failed.reason == "VALIDATION_ERROR: INVALID_EMAIL"
     assert not failed.retryable
     assert bad_email not in failed.reason and "@" not in failed.reason
     assert [e.status for e in hub.sandbox.log.entries] == [207]
@@ -264,11 +265,12 @@ async def test_duplicate_emails_in_one_call_go_in_separate_batches(hub: Harness)
 async def test_unknown_property_fails_only_the_record_that_names_it(hub: Harness) -> None:
     """With a trace id on every input, HubSpot answers a property the portal lacks per input
     in its 207 (PROPERTY_DOESNT_EXIST, as its error-handling guide shows): that record fails,
-    without retry, and the others of the batch are written in the same call."""
+    without retry, saying so, and the others of the batch are written in the same call."""
     records = [person(1), person(2, favourite_colour="blue"), person(3)]
     results = await hub.adapter.upsert(records)
     assert [r.outcome for r in results] == ["created", "failed", "created"]
-    assert (results[1].reason, results[1].retryable) == ("VALIDATION_ERROR", False)
+    reason = "VALIDATION_ERROR: PROPERTY_DOESNT_EXIST"
+    assert (results[1].reason, results[1].retryable) == (reason, False)
     assert [e.status for e in hub.sandbox.log.entries] == [207]
     assert hub.sandbox.contact_count() == 2
 
@@ -968,6 +970,50 @@ async def test_a_207_category_that_is_no_code_is_not_kept_as_a_record_s_reason()
         ("failed", "BATCH_ERROR", False),
         ("failed", "OBJECT_NOT_FOUND", False),
         ("failed", "LOCKED", True),
+    ]
+
+
+async def test_a_refused_record_s_reason_names_hubspot_s_codes_and_no_value() -> None:
+    """A VALIDATION_ERROR said alone left the operator unable to tell a property the portal
+    lacks (every record refused: fix the mapping or the portal) from one bad value. The
+    reason adds HubSpot's codes, from the error's details and from the problems its message
+    lists, and nothing else of the message, which quotes what was sent."""
+    problems = [
+        {"isValid": False, "message": f"Email address {CANARY_EMAIL} is invalid",
+         "error": "INVALID_EMAIL", "name": "email"},
+        {"isValid": False, "message": "0687654321", "error": CANARY_EMAIL, "name": "phone"},
+    ]  # fmt: skip
+    errors = [
+        {
+            "status": "error",
+            "category": "VALIDATION_ERROR",
+            "message": f"Property values were not valid: {json.dumps(problems)} (2 problems)",
+            "errors": [{"message": "0687654321 is no number", "code": "INVALID_INTEGER"}],
+            "context": {"objectWriteTraceId": ["ref-1"]},
+        },
+        {
+            "status": "error",
+            "category": "VALIDATION_ERROR",
+            "message": f"Property values were not valid: [{CANARY_EMAIL}",
+            "context": {"objectWriteTraceId": ["ref-2"]},
+        },
+    ]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        body = {"status": "COMPLETE", "results": [], "numErrors": 2, "errors": errors}
+        return httpx.Response(207, json=body)
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    async with client:
+        results = await HubSpotAdapter(client, make_settings()).upsert([person(1), person(2)])
+    assert [(r.outcome, r.reason, r.retryable) for r in results] == [
+        ("failed", "VALIDATION_ERROR: INVALID_EMAIL, INVALID_INTEGER", False),
+        ("failed", "VALIDATION_ERROR", False),
     ]
 
 
