@@ -390,10 +390,11 @@ async def test_a_batch_hubspot_refuses_for_one_record_dead_letters_that_record_a
     tmp_path: Path,
     env: dict[str, str],
 ) -> None:
-    """HubSpot refuses a whole batch when one input names a property the portal lacks (one
-    customer's date of birth, mapped to a custom property not created yet). The adapter
-    failed every input of the batch: all became dead letters, not offered again until they
-    changed. It now raises, and the engine sends one by one to find the record."""
+    """One input names a property the portal lacks (one customer's date of birth, mapped to
+    a custom property not created yet): that record alone becomes a dead letter. HubSpot
+    fails that input alone in a batch whose inputs carry trace ids, as klantsync's do (a
+    207); a batch refused whole is raised, and the engine sends one by one to find the
+    record (tests/adapters/test_hubspot.py covers both answers)."""
     shop_map = tmp_path / "woocommerce.toml"
     shop_map.write_text(
         (REPO_MAPPINGS / "woocommerce.toml").read_text()
