@@ -18,9 +18,9 @@ refuses a master key that is not its own.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import os
+import re
 import secrets
 from typing import Any, NamedTuple
 
@@ -61,17 +61,51 @@ def generate_master_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode("ascii")
 
 
+#: A master key as ``klantsync keygen`` prints it: 32 bytes in urlsafe base64, 43 characters
+#: and a closing "=" that may be left off. The 43rd carries two bits past the 32nd byte, which
+#: an encoder leaves at zero: it is one of these 16. The standard alphabet ("+" and "/" for
+#: "-" and "_") is taken too, not mixed with it: ``openssl rand -base64 32`` makes keys so,
+#: and stores bound to one must keep opening.
+_MASTER_KEY = re.compile(r"(?:[A-Za-z0-9_-]{42}|[A-Za-z0-9+/]{42})[AEIMQUYcgkosw048]=?")
+_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_+/")
+_WHAT_A_KEY_IS = (
+    "a master key is 32 random bytes in urlsafe base64, 43 letters, digits, - and _ and a "
+    "closing =, as `klantsync keygen` prints it: make one with it"
+)
+
+
 def decode_master_key(text: str) -> bytes:
-    """Decode and check a master key; raises ``ValueError`` saying what is wrong (not the key)."""
-    try:
-        raw = base64.urlsafe_b64decode(text.strip().encode("ascii"))
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise ValueError("is not urlsafe base64 (generate one with `klantsync keygen`)") from exc
-    if len(raw) != 32:
-        raise ValueError(
-            f"decodes to {len(raw)} bytes, expected 32 (generate one with `klantsync keygen`)"
-        )
-    return raw
+    """Decode and check a master key; raises ``ValueError`` saying what is wrong (not the key).
+
+    Strict: a lenient base64 decoder passes over what is not base64 and stops at the first
+    "=", so a value that is no key (a second key appended to the file, text pasted after it,
+    stray characters in it) loaded as one, unsaid. The closing "=" is the encoding's, not
+    the key's: a key without it (trimmed by a tool, or as other tools print them) is the same.
+    """
+    key = text.strip()  # a key file's closing line break (resolve_secret strips it too)
+    if _MASTER_KEY.fullmatch(key) is None:
+        raise ValueError(f"is malformed ({_what_is_wrong(key)}): {_WHAT_A_KEY_IS}")
+    return base64.urlsafe_b64decode(key.rstrip("=") + "=")
+
+
+def _what_is_wrong(key: str) -> str:
+    """Why ``key`` is no master key, in words that quote none of it."""
+    body = key.rstrip("=")
+    if not key:
+        return "it is empty"
+    if any(char.isspace() for char in key):
+        return "it holds a space or a line break"
+    if "=" in body:
+        return "it goes on after an ="
+    if not set(body) <= _ALPHABET:
+        return "it holds a character base64 does not use"
+    if len(body) != 43:
+        return f"it is {len(body)} characters long, not counting a closing ="
+    if len(key) - len(body) > 1:
+        return "it ends in more than one ="
+    if {"-", "_"} & set(body) and {"+", "/"} & set(body):
+        return "it mixes - and _ with + and /"
+    return "its last character is not one a 32-byte key ends in: was a character changed?"
 
 
 class _Hmac:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 
 import pytest
 
-from connector.crypto import CLOAKED_ID_PREFIX, DecryptionError, Keyring, _derive, _Hmac
+from connector.crypto import (
+    CLOAKED_ID_PREFIX,
+    DecryptionError,
+    Keyring,
+    _derive,
+    _Hmac,
+    decode_master_key,
+)
 
 
 @pytest.mark.parametrize("key_length", [0, 16, 32, 64, 65, 200])
@@ -70,3 +78,75 @@ def test_a_cloaked_id_is_keyed_stable_reversible_and_bound_to_its_system() -> No
         keyring.uncloak_id("other", cloaked)
     with pytest.raises(DecryptionError):
         keyring.uncloak_id("news", cloaked[:-2] + "AA")
+
+
+#: 32 bytes whose urlsafe base64 holds both "-" and "_", and so "+" and "/" in the standard one.
+_KEY_BYTES = bytes.fromhex(
+    "fbff bffe 0001 02fb effe 0304 05fb ff00 fbef bf06 0708 fbfe ff09 0a0b 0c0d 0e0f"
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        base64.urlsafe_b64encode(_KEY_BYTES).decode(),  # as `keygen` prints it
+        base64.urlsafe_b64encode(_KEY_BYTES).decode().rstrip("="),  # the "=" left off
+        base64.urlsafe_b64encode(_KEY_BYTES).decode() + "\n",  # a key file's last line
+        base64.b64encode(_KEY_BYTES).decode(),  # `openssl rand -base64 32` makes them so
+    ],
+    ids=["keygen", "unpadded", "line-break", "standard-alphabet"],
+)
+def test_a_master_key_is_32_bytes_in_base64_with_or_without_its_closing_equals_sign(
+    text: str,
+) -> None:
+    """The keys that loaded before, well formed, still load, and as the same 32 bytes; a
+    key without its "=" is the same key, not "not urlsafe base64"."""
+    assert decode_master_key(text) == _KEY_BYTES
+
+
+_KEY = base64.urlsafe_b64encode(_KEY_BYTES).decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (_KEY + "junk", "goes on after an ="),
+        (_KEY + "=junk", "goes on after an ="),
+        (_KEY.rstrip("=") + "junk", "47 characters"),
+        (_KEY[:20] + "!!" + _KEY[20:], "base64 does not use"),
+        (_KEY[:20] + " " + _KEY[20:], "a space or a line break"),
+        (_KEY[:20] + "é" + _KEY[21:], "base64 does not use"),
+        (_KEY + "=", "more than one ="),
+        (_KEY[:42] + "B=", "last character"),  # the same 32 bytes, in a form no encoder makes
+        (_KEY[:20] + "+" + _KEY[21:], "mixes"),
+        (base64.urlsafe_b64encode(b"x" * 16).decode(), "22 characters"),
+        (base64.urlsafe_b64encode(b"x" * 33).decode(), "44 characters"),
+        ("", "empty"),
+    ],
+    ids=[
+        "junk-after",
+        "junk-after-equals",
+        "junk-unpadded",
+        "stray-characters",
+        "space-inside",
+        "non-ascii",
+        "double-equals",
+        "non-canonical-end",
+        "mixed-alphabets",
+        "16-bytes",
+        "33-bytes",
+        "empty",
+    ],
+)
+def test_a_malformed_master_key_is_refused_saying_what_a_key_is_without_quoting_it(
+    text: str, why: str
+) -> None:
+    """Base64 decoders pass over junk and stop at the first "=": a key with text pasted
+    after it, or a character changed, loaded as some key. Each is refused, saying what is
+    wrong, what a key looks like and how to make one; never the text given."""
+    with pytest.raises(ValueError, match="malformed") as caught:
+        decode_master_key(text)
+    message = str(caught.value)
+    assert why in message and "klantsync keygen" in message and "43" in message
+    for fragment in (text[:8], text[20:28], text[-8:]):
+        assert not fragment.strip() or fragment not in message
