@@ -4,10 +4,12 @@ Replacing the master key is for when it may have leaked, or when policy says it 
 new key is made with ``klantsync keygen`` and put where secrets live (a file only the service
 reads, or the service's environment); ``keys rotate --to`` names it as ``keys.source`` would.
 After the rotation the old key no longer opens the store, so ``keys.source`` must be pointed
-at the new one before the next command. What a rotation cannot renew (the subject and payload
-keys, and the receipt signing key, which ``dsr rotate-key`` replaces) is said with it. Exit
-status as everywhere: 0 done, 1 the store could not be changed (another command or the daemon
-has it open), 2 bad usage or configuration.
+at the new one before the next command. Run again after a rotation cut short past its commit
+(``keys.source`` still naming the old key), it finishes what that one left and says so. What
+a rotation cannot renew (the subject and payload keys, and the receipt signing key, which
+``dsr rotate-key`` replaces) is said with it. Exit status as everywhere: 0 done, 1 the
+store could not be changed (another command or the daemon has it open), 2 bad usage or
+configuration.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ from connector.cliargs import EXIT_OK, tell
 from connector.config import Config
 from connector.crypto import decode_master_key, master_fingerprint
 from connector.errors import ConfigError, StoreError
-from connector.keyset import KEPT_KEYS, Rotation, key_facts, open_keyring, rotate_master_key
+from connector.keyset import (
+    KEPT_KEYS,
+    Rotation,
+    RotationFinished,
+    finish_rotation,
+    key_facts,
+    open_keyring,
+    rotate_master_key,
+)
 from connector.lock import keys_alone, sharing_keys
 from connector.runtime import looked_at
 from connector.secrets import resolve_secret
@@ -112,7 +122,7 @@ def _no_store_yet(args: argparse.Namespace, console: Console, config: Config) ->
     return EXIT_OK
 
 
-def _say_what_is_kept(console: Console, rotation: Rotation) -> None:
+def _say_what_is_kept(console: Console, rotation: Rotation | RotationFinished) -> None:
     """What a rotation cannot renew, and so what the old key still gives whoever holds it.
 
     The subject and payload keys stay (subject ids are HMACs of addresses the store does not
@@ -169,6 +179,11 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
     with keys_alone(config.store_path):
         store = Store(config.store_path)
         try:
+            # A rerun of a rotation killed past its commit, before keys.source named the new
+            # key: the README's recipe, run again, must not then fail on the old key.
+            finished = finish_rotation(store, config, new_master)
+            if finished is not None:
+                return _say_finished(args, console, config, finished)
             rotation = rotate_master_key(store, config, new_master)
         finally:
             store.close()
@@ -205,9 +220,39 @@ def _rotate(args: argparse.Namespace, console: Console, config: Config) -> int:
             "and -shm[/]",
             markup=True,
         )
+    _say_point_keys_source(args, console, config)
+    return EXIT_OK
+
+
+def _say_finished(
+    args: argparse.Namespace, console: Console, config: Config, finished: RotationFinished
+) -> int:
+    """The store is under the --to key already: what was left of that rotation, done now."""
+    if args.json:
+        print(json.dumps({**finished.as_dict(), "keys_source": args.to}))
+        return EXIT_OK
+    console.print(
+        f"the store is already under the new master key (fingerprint "
+        f"{finished.new_fingerprint}): a rotation to it was made, and keys.source does not "
+        "name it yet; what that rotation left undone, if anything, is done now"
+    )
+    if finished.replaced_resealed:
+        names = ", ".join(path.name for path in finished.replaced_resealed)
+        console.print(f"stores a restore replaced, under the new key too: {escape(names)}")
+    for path in finished.replaced_left:
+        console.print(
+            f"[yellow]{escape(str(path))} (the store a restore replaced) could not be put "
+            "under the new key yet: the next command that opens the store tries again[/]",
+            markup=True,
+        )
+    _say_what_is_kept(console, finished)
+    _say_point_keys_source(args, console, config)
+    return EXIT_OK
+
+
+def _say_point_keys_source(args: argparse.Namespace, console: Console, config: Config) -> None:
     console.print(
         f"[bold]now set keys.source = {escape(repr(args.to))} in {escape(str(config.path))}[/]: "
         "the old key no longer opens this store",
         markup=True,
     )
-    return EXIT_OK

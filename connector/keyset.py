@@ -26,7 +26,7 @@ import glob
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -60,7 +60,9 @@ __all__ = [
     "KEPT_KEYS",
     "SEALED_COLUMNS",
     "Rotation",
+    "RotationFinished",
     "check_master_key",
+    "finish_rotation",
     "key_check_files",
     "key_facts",
     "open_keyring",
@@ -362,27 +364,9 @@ class Rotation:
     kept_derived_from_old_key: bool = False
 
     def as_dict(self) -> dict[str, object]:
-        kept: list[dict[str, object]] = [
-            {
-                "key": name,
-                "computes": what,
-                "derived_from_old_master_key": self.kept_derived_from_old_key,
-            }
-            for name, what in KEPT_KEYS.items()
-        ]
-        if self.receipt_key:
-            # The same signing key, sealed anew: an earlier copy of its key file (a backup)
-            # still opens under the old master key.
-            kept.append(
-                {
-                    "key": "receipt-signing",
-                    "computes": "signatures of erasure receipts",
-                    "renew_with": "klantsync dsr rotate-key",
-                }
-            )
         return {
             "renewed": ["the wrapping of the data keys", "the key of what is kept sealed"],
-            "not_renewed": kept,
+            "not_renewed": _not_renewed(self.kept_derived_from_old_key, self.receipt_key),
             "replaced_stores_resealed": [str(path) for path in self.replaced_resealed],
             "replaced_stores_left": [str(path) for path in self.replaced_left],
             "old_fingerprint": self.old_fingerprint,
@@ -394,6 +378,88 @@ class Rotation:
                 None if self.shared_receipt_key is None else str(self.shared_receipt_key)
             ),
         }
+
+
+def _not_renewed(kept_derived_from_old_key: bool, receipt_key: bool) -> list[dict[str, object]]:
+    """The keys a rotation keeps (:data:`KEPT_KEYS`, and the receipt signing key if there is
+    one), as ``--json`` lists them."""
+    kept: list[dict[str, object]] = [
+        {"key": name, "computes": what, "derived_from_old_master_key": kept_derived_from_old_key}
+        for name, what in KEPT_KEYS.items()
+    ]
+    if receipt_key:
+        # The same signing key, sealed anew: an earlier copy of its key file (a backup)
+        # still opens under the old master key.
+        kept.append(
+            {
+                "key": "receipt-signing",
+                "computes": "signatures of erasure receipts",
+                "renew_with": "klantsync dsr rotate-key",
+            }
+        )
+    return kept
+
+
+@dataclass(frozen=True)
+class RotationFinished:
+    """What :func:`finish_rotation` did for a rotation cut short past its commit."""
+
+    new_fingerprint: str
+    #: Whether the receipt key file sealed under the new keys was still staged, and put in.
+    receipt_key_settled: bool
+    #: Whether the store has a receipt signing key file (the rotation sealed it anew).
+    receipt_key: bool
+    replaced_resealed: tuple[Path, ...]
+    replaced_left: tuple[Path, ...]
+    #: As :attr:`Rotation.kept_derived_from_old_key`, the old key being the one
+    #: ``keys.source`` still names.
+    kept_derived_from_old_key: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "already_rotated": True,
+            "new_fingerprint": self.new_fingerprint,
+            "receipt_key_settled": self.receipt_key_settled,
+            "replaced_stores_resealed": [str(path) for path in self.replaced_resealed],
+            "replaced_stores_left": [str(path) for path in self.replaced_left],
+            "not_renewed": _not_renewed(self.kept_derived_from_old_key, self.receipt_key),
+        }
+
+
+def finish_rotation(store: Store, config: Config, new_master: bytes) -> RotationFinished | None:
+    """Finish a rotation to ``new_master`` that committed and was cut short before
+    ``keys.source`` was pointed at the new key; None if the store is not under ``new_master``.
+
+    The README's recipe is run again after a kill, ``keys.source`` still naming the old key:
+    refused as a wrong key, the rerun failed and the new key was never moved into place.
+    The store's keyset, which opens under one master key only, tells such a rerun apart
+    from a rotation still to make (and from a wrong key, which :func:`open_keyring` refuses).
+    What the rotation left is what the next open under the new key does: the receipt key
+    file and the replaced stores' keys staged under it are put in.
+    """
+    row = store.db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
+    if row is None:
+        return None
+    try:
+        unwrap_data_keys(new_master, row[0])
+    except DecryptionError:
+        return None
+    # Before open_keyring, which settles them too and would leave nothing to name.
+    replaced_resealed, replaced_left = settle_replaced_stores(config.store_path, new_master)
+    keyring = open_keyring(store, replace(config, master_key=new_master))
+    signer = ReceiptSigner.for_store(config.store_path, keyring)
+    staged = signer.staged_path.exists()
+    signer.settle()
+    first = DataKeys.derive(config.master_key)
+    return RotationFinished(
+        master_fingerprint(new_master),
+        receipt_key_settled=staged and not signer.staged_path.exists(),
+        receipt_key=signer.exists(),
+        replaced_resealed=replaced_resealed,
+        replaced_left=replaced_left,
+        kept_derived_from_old_key=(first.subject, first.payload)
+        == (keyring.keys.subject, keyring.keys.payload),
+    )
 
 
 def rotate_master_key(store: Store, config: Config, new_master: bytes) -> Rotation:

@@ -889,6 +889,65 @@ def test_replaced_stores_owed_the_new_key_by_a_rotation_cut_short_get_it_at_the_
     assert (opened.subject, opened.payload) == (keyring.keys.subject, keyring.keys.payload)
 
 
+def test_keys_rotate_run_again_after_a_rotation_cut_short_past_its_commit_finishes_it(
+    config_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's recipe run again after `keys rotate` was killed past its commit (before
+    the `mv`): the store is under the --to key already. It finishes what was left (the
+    receipt key file and the replaced stores staged under the new key), says so, and exits
+    0 so the `mv` follows; a store under neither key is refused, naming keys.source."""
+    store_path = bound_store(config_path)
+    config = load_config(config_path)
+    take_backup(config, tmp_path / "b.db")
+    replaced_path = restore_backup(config, tmp_path / "b.db").replaced_path
+    assert replaced_path is not None
+    key_file = receipt_key_path(store_path)
+    staged = key_file.with_name(key_file.name + ".rotating")
+
+    def killed(_self: ReceiptSigner) -> None:
+        raise SystemExit("killed")
+
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    rotate = ["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]
+    with monkeypatch.context() as patch:
+        patch.setattr(ReceiptSigner, "finish_reseal", killed)
+        with pytest.raises(SystemExit):
+            main(rotate)
+    capsys.readouterr()
+    new_fingerprint = master_fingerprint(decode_master_key(new_key))
+    assert keyset_fingerprint(store_path) == new_fingerprint and staged.exists()
+
+    assert main([*rotate, "--json"]) == 0
+    said = json.loads(capsys.readouterr().out)
+    assert said["already_rotated"] is True and said["new_fingerprint"] == new_fingerprint
+    assert said["receipt_key_settled"] is True and said["keys_source"] == "file:new.key"
+    assert said["replaced_stores_resealed"] == [replaced_path]
+    assert [kept["key"] for kept in said["not_renewed"]][:2] == ["subject", "payload"]
+    assert not staged.exists() and keyset_fingerprint(Path(replaced_path)) == new_fingerprint
+    assert main(rotate) == 0  # and again, in words: nothing left, the same advice
+    text = " ".join(capsys.readouterr().out.split())
+    assert "already under the new master key" in text and "now set keys.source" in text
+    assert new_key not in text and MASTER_KEY not in text
+    use_key(config_path, new_key)  # the recipe's `mv`
+    store = store_of(config_path)
+    try:
+        keyring = open_keyring(store, load_config(config_path))
+        assert ReceiptSigner(key_file, keyring).public_key_pem()
+    finally:
+        store.close()
+
+    # Under neither the configured key nor the --to key: refused as before, nothing done.
+    use_key(config_path, MASTER_KEY)
+    (config_path.parent / "other.key").write_text(generate_master_key())
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:other.key"]) == 2
+    assert "point keys.source at the new one" in capsys.readouterr().err
+    assert keyset_fingerprint(store_path) == new_fingerprint
+
+
 def test_keys_rotate_and_show_with_no_store_at_store_path_make_none(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
