@@ -166,19 +166,34 @@ def test_the_operator_s_commands_that_call_the_systems_read_the_unit_s_secrets()
     assert f"--uid={unit['User']}" in kss and "--pipe" in kss, kss
 
 
+def _key_rotation_procedure() -> tuple[str, list[str]]:
+    """README, "Replacing the master key": the procedure's shell block, and its lines
+    without their comments."""
+    readme = README.read_text()
+    opening = readme.index("```sh", readme.index("Replacing the master key"))
+    block = readme[opening : readme.index("```\n", opening + 5)]
+    return block, [line.split("#", 1)[0].rstrip() for line in block.splitlines()]
+
+
 def test_the_key_rotation_procedure_keeps_the_old_key_if_the_rotation_fails() -> None:
     """README, "Replacing the master key": the new key file is moved over the old one only
     once `keys rotate` succeeded. A rotation refused (the daemon did not stop, a backup has
     the store open) leaves the store under the old key, and that key must stay."""
-    readme = README.read_text()
-    opening = readme.index("```sh", readme.index("Replacing the master key"))
-    block = readme[opening : readme.index("```\n", opening + 5)]
-    lines = [line.split("#", 1)[0].rstrip() for line in block.splitlines()]
+    block, lines = _key_rotation_procedure()
     rotate = next(i for i, line in enumerate(lines) if "keys rotate" in line)
     move = next(i for i, line in enumerate(lines) if " mv " in line and "master.key" in line)
     assert rotate < move
     between = "\n".join(lines[rotate : move + 1])
     assert "set -e" in block or "&&" in between or "|| exit" in between, between
+
+
+def test_the_key_rotation_procedure_run_again_never_makes_a_new_key_over_one_left() -> None:
+    """A rotation killed past its commit leaves the store under `master.key.new`, not yet
+    moved: the procedure run again must not write a fresh key over that file (the only copy
+    of the key the store is then under), so `keygen` writes it only where there is none."""
+    _block, lines = _key_rotation_procedure()
+    (keygen,) = [line for line in lines if "keygen" in line]
+    assert "master.key.new" in keygen and re.search(r"set -C|set -o noclobber", keygen), keygen
 
 
 def _healthcheck_command() -> str:
