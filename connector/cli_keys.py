@@ -256,3 +256,11 @@ def _say_point_keys_source(args: argparse.Namespace, console: Console, config: C
         "the old key no longer opens this store",
         markup=True,
     )
+    # Moving the new key file over the old one would leave no copy of the only key the
+    # backups taken until now open with.
+    console.print(
+        "[yellow]backups taken before this rotation open with the old key only: keep it as "
+        "a retired key file for as long as them (README, Replacing the master key), or "
+        "destroy it with them[/]",
+        markup=True,
+    )

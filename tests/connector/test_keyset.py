@@ -948,6 +948,55 @@ def test_keys_rotate_run_again_after_a_rotation_cut_short_past_its_commit_finish
     assert keyset_fingerprint(store_path) == new_fingerprint
 
 
+def test_the_old_key_kept_after_a_rotation_restores_a_backup_from_before_and_opens_no_more(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """README, "Replacing the master key": `keys rotate` says to keep the old key for the
+    backups taken before, which open with it only. Kept, it restores such a backup; the
+    rotation made again to the key in use, it opens nothing in the store or in the stores
+    the restore and the rotations replaced (their keys, what they hold sealed)."""
+    store_path = bound_store(config_path)
+    store = store_of(config_path)
+    try:
+        jobs.enqueue(
+            store, open_keyring(store, load_config(config_path)), "resync", {"system": "shop"}
+        )
+    finally:
+        store.close()
+    backup = tmp_path / "before.db"
+    assert main(["-c", str(config_path), "backup", "--out", str(backup)]) == 0
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    capsys.readouterr()
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert "backups taken before this rotation open with the old key only" in said
+    assert "retired key file" in said and "Replacing the master key" in said
+    use_key(config_path, new_key)  # the old key kept as master.key.retired-<time>
+    assert main(["-c", str(config_path), "restore", "--from", str(backup)]) == 2
+    use_key(config_path, MASTER_KEY)  # the retired key, for the restore
+    assert main(["-c", str(config_path), "restore", "--from", str(backup)]) == 0
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    use_key(config_path, new_key)
+    assert main(["-c", str(config_path), "keys", "show"]) == 0
+
+    retired = decode_master_key(MASTER_KEY)
+    derived = Keyring(retired)
+    replaced = sorted(store_path.parent.glob(f"{store_path.name}.replaced-*"))
+    assert replaced
+    for path in [store_path, *replaced]:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            (wrapped,) = db.execute("SELECT wrapped FROM keyset WHERE id=1").fetchone()
+            blobs = [blob for (blob,) in db.execute("SELECT params FROM jobs")]
+        with pytest.raises(DecryptionError):
+            unwrap_data_keys(retired, wrapped)
+        for blob in blobs:
+            with pytest.raises(DecryptionError):
+                derived.open(blob, JOB_CONTEXT)
+    with pytest.raises(DecryptionError):
+        derived.open(receipt_key_path(store_path).read_bytes(), RECEIPT_KEY_CONTEXT)
+
+
 def test_keys_rotate_and_show_with_no_store_at_store_path_make_none(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -196,6 +196,34 @@ def test_the_key_rotation_procedure_run_again_never_makes_a_new_key_over_one_lef
     assert "master.key.new" in keygen and re.search(r"set -C|set -o noclobber", keygen), keygen
 
 
+def test_the_key_rotation_procedure_keeps_the_old_key_for_the_backups_taken_before() -> None:
+    """A backup taken before a rotation opens with the old key only, and moving the new key
+    file over it deleted the only copy on the host. Once rotated, and before that move, the
+    procedure keeps it as a retired key file of its own (a name no later rotation writes
+    over); the README then says how a backup from before is restored with it, the rotation
+    made again after, so the old key opens the live store no more."""
+    block, lines = _key_rotation_procedure()
+    rotate = next(i for i, line in enumerate(lines) if "keys rotate" in line)
+    move = next(
+        i for i, line in enumerate(lines) if re.search(r" mv master\.key\.new master", line)
+    )
+    (keep,) = [i for i, line in enumerate(lines) if "master.key.retired-" in line]
+    assert rotate < keep < move and re.search(r"\b(cp|ln)\b.* master\.key ", lines[keep])
+    assert "$(date +%Y%m%d-%H%M%S)" in lines[keep]  # two rotations a day keep two keys
+    assert all(line.endswith("&&") for line in lines[rotate:move]), block
+    readme = README.read_text()
+    after = readme.index("```\n", readme.index(block) + len(block) - 3)
+    opening = readme.index("```sh", after)
+    restore = readme[opening : readme.index("```\n", opening + 5)]
+    steps = [
+        restore.index("master.key.retired-"),
+        restore.index("restore --from"),
+        restore.index("keys rotate --to"),
+        restore.index("mv master.key.new master.key"),
+    ]
+    assert steps == sorted(steps), restore
+
+
 def _healthcheck_command() -> str:
     """The shell-form command of the Dockerfile's HEALTHCHECK."""
     text = (DEPLOY / "Dockerfile").read_text()
