@@ -16,6 +16,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
@@ -61,20 +62,74 @@ class _UsageExit(SystemExit):
         self.message = message
 
 
+#: What a usage error says in place of a word it refused.
+_NOT_REPEATED = "what was given is not repeated: it may be a key or a person's details"
+#: A word shown as the option it names: lower case and short, as this CLI's options are (a
+#: master key may start with "-" too, but is 43 characters of mixed case).
+_OPTION_NAME = re.compile(r"--?[a-z][a-z0-9-]{0,30}")
+#: argparse's messages that quote a value as given (argparse 3.11's wording), and what
+#: takes the value's place.
+_QUOTING = (
+    # Greedy: the last "(choose from" is argparse's, whatever the value held.
+    (
+        re.compile(r"invalid choice: .* \(choose from ", re.S),
+        f"invalid choice ({_NOT_REPEATED}; choose from ",
+    ),
+    (re.compile(r"ignored explicit argument .*", re.S), f"takes no value ({_NOT_REPEATED})"),
+    (re.compile(r"(ambiguous option: -[^=\s]*)=.* (could match )", re.S), r"\1=<value> \2"),
+    # Named by _unrecognized before they get here; should argparse raise it on its own.
+    (re.compile(r"(unrecognized arguments:) .*", re.S), rf"\1 some ({_NOT_REPEATED})"),
+)
+
+
+def _unrecognized(extras: Sequence[str], argv: Sequence[str]) -> str:
+    """argparse's "unrecognized arguments" error, naming each word by the option it is, or
+    its place on the command line, never by what it holds (nor an option's value).
+
+    argparse quotes them as given: a master key pasted as a stray argument (`keys rotate
+    --to file:x KEY`), an address typed twice, a name. The place is the word's, counted
+    after ``klantsync`` as the shell splits the line.
+    """
+    taken: set[int] = set()
+    named: list[str] = []
+    for word in extras:
+        place = next((i for i, w in enumerate(argv) if w == word and i not in taken), None)
+        if place is not None:
+            taken.add(place)
+        option = word.partition("=")[0]
+        if _OPTION_NAME.fullmatch(option):
+            named.append(f"{option}=<value>" if "=" in word else option)
+        else:
+            named.append("a word" if place is None else f"word {place + 1}")
+    listed = f"unrecognized arguments: {', '.join(named)}"
+    if any(name.startswith("word") for name in named):
+        return f"{listed} (words counted after klantsync; {_NOT_REPEATED})"
+    return f"{listed} ({_NOT_REPEATED})" if any("=" in name for name in named) else listed
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse's parser (its subcommands' too: they take the parser's class), whose usage
     errors keep their message, so :func:`main` can answer them on stdout under ``--json``.
 
     Its text on stderr stays argparse's own (usage line, ``klantsync ...: error: ...``), with
-    the person's contact details masked.
+    the values it quotes left out and the person's contact details masked.
     """
 
     def error(self, message: str) -> NoReturn:
-        # argparse quotes the words it could not place ("unrecognized arguments: ..."): an
-        # address typed twice, the tail of a phone typed with its spaces ("+31 6 8765 4321"
-        # gives --phone "+31"). Contact details only: no secret is given on the command
-        # line (keys.source names where the key is), and redact() would read "--public-key:
-        # expected one argument" as a key and mask the message's own words.
+        # argparse quotes values as given: a master key typed where a choice belongs, a
+        # value given to a flag. The option or place it names is said, not the value.
+        for quoting, instead in _QUOTING:
+            message = quoting.sub(instead, message)
+        self.refuse(message)
+
+    def refuse(self, message: str) -> NoReturn:
+        """A usage error (exit 2) saying ``message`` as it is, an e-mail address or phone
+        number in it masked: for a message built here, which repeats no value given
+        (:func:`_unrecognized`).
+
+        Contact details only: :func:`redact` would read "--public-key: expected one
+        argument" as a key and mask the message's own words.
+        """
         message = mask_contact_details(message)
         try:
             super().error(message)
@@ -151,7 +206,7 @@ def _stdin_lines(parser: argparse.ArgumentParser, option: str, *, one: bool) -> 
     return values
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> _Parser:
     parser = _Parser(
         prog="klantsync",
         description="GDPR-aware customer-data sync: webshop -> CRM, with proof.",
@@ -278,7 +333,10 @@ def _stdout_in_utf8() -> None:
 def _main(argv: list[str]) -> int:
     _stdout_in_utf8()
     parser = _parser()
-    args = parser.parse_args(argv)
+    # parse_args as argparse has it, but for the words it could not place, which it quotes.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.refuse(_unrecognized(extras, argv))
     console = _Stdout(stderr=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:

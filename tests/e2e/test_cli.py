@@ -1608,10 +1608,57 @@ def test_a_usage_error_masks_the_address_or_phone_it_quotes(
     assert info.value.code == 2
     out, err = capsys.readouterr()
     answer = json.loads(out)
-    assert answer["error"] == "usage" and "unrecognized arguments: <" in answer["message"]
+    assert answer["error"] == "usage" and "unrecognized arguments: word " in answer["message"]
     for text in (answer["message"], err):
         assert CANARY_EMAIL.split("@")[0] not in text and "8765" not in text, text
     assert CANARY_PHONE_E164.endswith("87654321")  # the number those words are
+
+
+#: A master key typed on the command line by mistake (`keygen`'s output pasted in).
+_TYPED_KEY = "Ap_6g-GDKczW7_WW6klxB44LxHKrOE_OENOaLPuEzlE="
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["keys", "rotate", "--to", "file:x", _TYPED_KEY], "unrecognized arguments: word 7 ("),
+        (["keys", "rotate", "--to", "file:x", _TYPED_KEY[:43]], "unrecognized arguments: word 7"),
+        (
+            ["keys", "rotate", "--bogus=" + _TYPED_KEY, "--to", "file:x", "Jansen"],
+            "unrecognized arguments: --bogus=<value>, word 8 (",
+        ),
+        ([_TYPED_KEY, "keys", "show"], "argument COMMAND: invalid choice ("),
+        (["keys", _TYPED_KEY], "argument ACTION: invalid choice ("),
+        (["register", "--lang", _TYPED_KEY], "argument --lang: invalid choice ("),
+        (["keys", "show", "--json=" + _TYPED_KEY], "argument --json: takes no value ("),
+        (["dsr", "list", "--o=" + _TYPED_KEY], "ambiguous option: --o=<value> could match"),
+    ],
+    ids=[
+        "key",
+        "unpadded-key",
+        "option-and-word",
+        "command",
+        "action",
+        "choice",
+        "flag-value",
+        "ambiguous-option",
+    ],
+)
+def test_a_usage_error_names_the_word_or_option_it_refuses_without_repeating_what_was_given(
+    argv: list[str], said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key typed as a stray argument (or a name, or any word) is not echoed by the usage
+    error, on stderr or in the --json answer scripts log: it names the option, or the word's
+    place on the command line, and still says what was wrong."""
+    with pytest.raises(SystemExit) as info:
+        main(["-c", "x.toml", *argv, "--json"])
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    message = json.loads(out)["message"]
+    for text in (message, err):
+        assert said in text and "usage: klantsync" not in message, text
+        assert _TYPED_KEY[:20] not in text and _TYPED_KEY[-20:] not in text, text
+        assert "Jansen" not in text, text
 
 
 def test_a_bad_option_value_without_json_prints_nothing_on_stdout(
