@@ -8,10 +8,10 @@ keyring like the outbox.
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,6 @@ __all__ = [
     "requeue",
     "requeue_cut_off",
     "requeue_running",
-    "still_claimed",
 ]
 
 
@@ -115,27 +114,35 @@ def claim_next(store: Store, keyring: Keyring) -> Job | None:
             return job
 
 
-def claim_more(store: Store, keyring: Keyring, kind: str, after_id: int, limit: int) -> list[Job]:
-    """Claim up to ``limit`` more queued jobs of ``kind`` to run as one batch.
+def claim_more(
+    store: Store, keyring: Keyring, after_id: int, limit: int, wanted: Callable[[Job], bool]
+) -> list[Job]:
+    """Claim up to ``limit`` more queued jobs to run as one batch with job ``after_id``:
+    those queued right after it that ``wanted`` takes, up to the first it does not.
 
-    Only those queued right after ``after_id``, before any job of another kind: jobs run in
-    the order they came, so a change that came after an erasure asked for through the admin
-    API waits for the erasure (which makes sure it is never sent). Jobs whose params do not
-    open are marked failed and left out (see :func:`claim_next`).
+    Jobs run in the order they came, so a change that came after an erasure request waits
+    for the erasure (which makes sure it is never sent). The job the batch stops at stays
+    queued, not claimed: claimed and not started, it was left running by a daemon that
+    ended during the batch (a crash, the stop's grace run out), counted as cut off by the
+    next start (:func:`requeue_cut_off`), and at the fifth failed without ever running.
+    Jobs whose params do not open are marked failed and left out (see :func:`claim_next`).
     """
+    claimed: list[Job] = []
     with store.transaction() as db:
         rows = db.execute(
-            "SELECT id, kind, params FROM jobs WHERE status='queued' AND id>? ORDER BY id LIMIT ?",
+            "SELECT id, params FROM jobs WHERE status='queued' AND id>? ORDER BY id LIMIT ?",
             (after_id, limit),
         ).fetchall()
-        rows = list(itertools.takewhile(lambda row: row[1] == kind, rows))
         now = utcnow()
-        db.executemany(
-            "UPDATE jobs SET status='running', started_at=? WHERE id=?",
-            [(now, job_id) for job_id, _, _ in rows],
-        )
-    opened = (_opened(store, keyring, job_id, sealed) for job_id, _, sealed in rows)
-    return [job for job in opened if job is not None]
+        for job_id, sealed in rows:
+            job = _opened(store, keyring, job_id, sealed)
+            if job is None:
+                continue
+            if not wanted(job):
+                break
+            db.execute("UPDATE jobs SET status='running', started_at=? WHERE id=?", (now, job_id))
+            claimed.append(dataclasses.replace(job, status="running", started_at=now))
+    return claimed
 
 
 def _opened(store: Store, keyring: Keyring, job_id: int, sealed: bytes | None) -> Job | None:
@@ -193,14 +200,12 @@ def forget_syncs_of(store: Store, keyring: Keyring, system: str) -> int:
     """Finish, unrun, the syncs of ``system`` not run yet: its webhook changes and
     deletions, and resyncs of it. For a source purged (Shopify's ``shop/redact``): their
     sealed parameters hold its customers' e-mails, phones and ids, and run they would ask
-    a shop that is gone. Those claimed with a batch and not started yet (``running``: the
-    job worker runs one job at a time, and skips them, :func:`still_claimed`) are finished
-    too. Requests (an erasure or access request from that shop, the purge itself) are not
-    syncs and stay. Finished rather than deleted: a restore takes a job's latest status
-    over from the store it replaces, and a deleted one came back queued from the backup.
-    Returns how many were finished."""
+    a shop that is gone. Requests (an erasure or access request from that shop, the purge
+    itself) are not syncs and stay. Finished rather than deleted: a restore takes a job's
+    latest status over from the store it replaces, and a deleted one came back queued from
+    the backup. Returns how many were finished."""
     forgotten = 0
-    for job_id, params in _waiting_syncs(store, keyring, ("queued", "running")):
+    for job_id, params in _waiting_syncs(store, keyring, ("queued",)):
         if params.get("system") == system:
             finish(store, job_id, "done", {"skipped": "the source was purged"})
             forgotten += 1
@@ -227,13 +232,6 @@ def _waiting_syncs(
         if kind == "webhook" and params.get("event") not in _SYNC_EVENTS:
             continue
         yield job_id, params
-
-
-def still_claimed(store: Store, job_id: int) -> bool:
-    """Whether a claimed job is still to run: not finished, since its claim, by a job run
-    before it (:func:`forget_syncs_of`)."""
-    row = store.db.execute("SELECT status FROM jobs WHERE id=?", (job_id,)).fetchone()
-    return row is not None and row[0] == "running"
 
 
 def requeue(store: Store, job_id: int) -> None:

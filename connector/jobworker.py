@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import itertools
 import logging
 import sqlite3
 from collections.abc import Callable
@@ -169,6 +168,13 @@ class JobWorker:
                 self.store_failed(exc, "job worker")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), STORE_RETRY_SECONDS)
+        if held:
+            # Stopped while resting after a store failure: the jobs it held are not running,
+            # and left so the next start counted them as ended while running
+            # (:func:`jobs.requeue_cut_off`), failing them at the fifth restart during a
+            # disk problem. A store still refusing leaves them to be counted, as before.
+            with contextlib.suppress(sqlite3.Error):
+                jobs.requeue_running(self.rt.store)
 
     def _store_at_fault(self, exc: Exception) -> bool:
         """Whether ``exc`` is the store failing (a full disk, a lock held too long...), which
@@ -237,18 +243,16 @@ class JobWorker:
 
         A burst of deliveries (a shop importing customers) then costs one engine run and one
         delivery batch instead of one of each per delivery. The batch ends at the first other
-        delivery claimed along the way (an erasure, say); that one and all after it run one by
-        one afterwards, in the order they came: a change that came after an erasure request
-        is never sent before the erasure has run. Each system's jobs are judged by its own
-        sync: one shop down fails its own changes, not another shop's, unasked.
+        job queued after them (an erasure, say), which is left queued: it and all after it
+        run afterwards, in the order they came, so a change that came after an erasure
+        request is never sent before the erasure has run. Each system's jobs are judged by
+        its own sync: one shop down fails its own changes, not another shop's, unasked.
         """
         more = jobs.claim_more(
-            self.rt.store, self.rt.keyring, "webhook", first.id, CHANGE_BATCH - 1
+            self.rt.store, self.rt.keyring, first.id, CHANGE_BATCH - 1, _is_change
         )
-        together = list(itertools.takewhile(_is_change, more))
-        batch, after = [first, *together], more[len(together) :]
         by_system: dict[str, list[jobs.Job]] = {}
-        for job in batch:
+        for job in [first, *more]:
             by_system.setdefault((job.params or {})["system"], []).append(job)
         systems = list(by_system.items())
         for index, (system, its_jobs) in enumerate(systems):
@@ -257,18 +261,8 @@ class JobWorker:
             except _Deferred as exc:
                 # The jobs after it too: run now, one would overtake the changes before it.
                 rest = [job for _, later in systems[index:] for job in later]
-                self._requeue([*rest, *after], str(exc))
+                self._requeue(rest, str(exc))
                 return
-        for position, job in enumerate(after):
-            if self.stopping.is_set():
-                # Claimed with the batch, not started: what was queued stays queued for the
-                # next start. Started now, an erasure was cut off by the stop's grace, left
-                # running with its vendors half asked.
-                self._requeue(after[position:], "the daemon stopped before the job ran")
-                return
-            if not jobs.still_claimed(self.rt.store, job.id):
-                continue  # finished by a job before it (a source's purge: its changes go)
-            await self._run_one(job)
 
     async def _run_system_changes(self, system: str, batch: list[jobs.Job]) -> None:
         """One system's changes of a batch as one targeted sync; each job ends as it ended.

@@ -5,6 +5,7 @@ tests (test_daemon.py) run the same worker against the sandboxes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -32,6 +33,7 @@ class Runner:
         self.stopping = False  # runs nothing, as the daemon's when it stops
         self.fail_for: dict[str, Exception] = {}  # one system's targeted syncs raise this
         self.on_sync: Callable[[], None] | None = None  # called as a targeted sync runs
+        self.hold: asyncio.Event | None = None  # targeted syncs wait for it (a system hangs)
         self.flow_report: Callable[[str], FlowReport] | None = None  # a flow run's report
 
     async def run_flow(
@@ -53,6 +55,8 @@ class Runner:
         self.calls.append((*call, "full") if full else call)
         if self.on_sync is not None:
             self.on_sync()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.fail is not None:
             raise self.fail
         if system in self.fail_for:
@@ -148,7 +152,6 @@ async def test_a_change_that_came_after_an_erasure_request_waits_for_the_erasure
     assert runner.calls == [
         ("subjects", "shop", [("5", None)]),
         ("job", "erase"),
-        ("job", "changed"),
         ("subjects", "shop", [("6", None)]),
     ]
     assert [job.status for job in done] == ["done", "done", "done"]
@@ -576,6 +579,63 @@ async def test_a_job_the_daemon_ends_while_running_at_every_start_is_failed_at_t
     assert params is None
     done = await _work_until_done(worker, [after])  # the job behind it runs at last
     assert done[0].status == "done"
+
+
+async def test_a_request_queued_behind_changes_a_daemon_ends_at_every_start_is_not_failed_unrun(
+    worker: JobWorker, runner: Runner
+) -> None:
+    """A Shopify data request queued behind a change whose sync hangs (the CRM does not
+    answer), and the daemon ended while it syncs at five starts running (the stop's grace
+    ran out, or it was killed): the change ran each time, and is failed at the fifth; the
+    request never started, and stays queued. Claimed with the change's batch, it was counted
+    with it and failed unrun: an access request, recorded only when its job runs, lost."""
+    store = worker.rt.store
+    syncing = asyncio.Event()
+    runner.on_sync = syncing.set
+    runner.hold = asyncio.Event()  # never set: the sync hangs until the daemon ends
+    access = {"system": "shopify", "event": "access", "delivery_id": "q-1"}
+    change = worker.queue("webhook", _change("5"))
+    request = worker.queue("webhook", access | {"email": CANARY_EMAIL})
+    for _ in range(jobs.MAX_CUT_OFF):
+        syncing.clear()
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(syncing.wait(), 30)
+        task.cancel()  # the daemon ends with the sync in flight
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        jobs.requeue_cut_off(store)  # the next start
+    ran, waiting = jobs.get(store, change), jobs.get(store, request)
+    assert ran is not None and (ran.status, ran.result) == ("failed", {"error": jobs.CUT_OFF})
+    assert waiting is not None and (waiting.status, waiting.result) == ("queued", None)
+
+
+async def test_a_job_the_store_failed_under_is_not_counted_when_the_daemon_stops_meanwhile(
+    worker: JobWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk under a job: the worker rests before it tries again, and the operator
+    restarts the daemon meanwhile. The job did not run on, so it is not one a daemon ended
+    while running it: queued again as it was, uncounted. Left claimed, each such restart
+    counted it, and the fifth failed it unrun."""
+    from tests.conftest import disk_full_error
+
+    failed = asyncio.Event()
+
+    def store_failed(_exc: sqlite3.Error, _during: str) -> None:
+        failed.set()
+
+    async def full_disk(_job: jobs.Job) -> dict[str, Any]:
+        raise disk_full_error()
+
+    worker.store_failed = store_failed
+    monkeypatch.setattr(worker, "run_job", full_disk)
+    job_id = worker.queue("resync", {"system": "shop"})
+    task = asyncio.create_task(worker.run())
+    await asyncio.wait_for(failed.wait(), 30)
+    worker.stopping.set()  # SIGTERM during the rest
+    await asyncio.wait_for(task, 30)
+    assert jobs.requeue_cut_off(worker.rt.store) == (0, [])  # the next start
+    found = jobs.get(worker.rt.store, job_id)
+    assert found is not None and (found.status, found.result) == ("queued", None)
 
 
 async def test_two_erasures_from_two_sources_in_one_second_are_one_asked_twice(
