@@ -617,11 +617,17 @@ def _dispatch_configured(
             args.email = checked_email(args.email)
         if daemon_running(config.store_path):
             return cli_sync.queue_resync(config, args, console)
-    if args.command == "sync" and args.flow is not None:
-        # Checked before the store is opened, as resync's system is: a typo is bad usage
-        # and leaves nothing behind (no store made, no key bound to it, no config recorded
-        # as having taken effect for a command that did nothing).
-        config.flow(args.flow)
+    # Checked before the store is opened, as resync's system is: a typo is bad usage and
+    # leaves nothing behind (no store made, no key bound to it, no config recorded as having
+    # taken effect for a command that did nothing). About --flow, not the config: answered
+    # as usage under --json.
+    if (
+        args.command == "sync"
+        and args.flow is not None
+        and all(flow.name != args.flow for flow in config.flows)
+    ):
+        known = ", ".join(flow.name for flow in config.flows) or "none"
+        raise ConfigError("--flow", "", f"no flow named {args.flow!r} (flows: {known})")
     if args.command == "sync" and not config.flows:
         return cli_sync.no_flows(config, args)
     if args.command in ("sync", "resync"):

@@ -142,12 +142,20 @@ def no_flows(config: Config, args: argparse.Namespace) -> int:
 
 
 def resync_flows(config: Config, system: str) -> list[str]:
-    """The flows a resync of ``system`` runs; ConfigError (exit 2) when there are none."""
+    """The flows a resync of ``system`` runs; ConfigError (exit 2) when there are none.
+
+    About ``--system``, not the config: under ``--json`` it is answered as usage (a script
+    sending config errors to whoever keeps the config was sent a typo on the command line).
+    """
     if system not in config.systems:
-        raise ConfigError(str(config.path), "systems", f"no system named {system!r}")
+        known = ", ".join(sorted(config.systems))
+        raise ConfigError("--system", "", f"no system named {system!r} (systems: {known})")
     flows = [f.name for f in config.flows if f.source == system]
     if not flows:
-        raise ConfigError(str(config.path), "flows", f"no flow has {system!r} as its source")
+        sources = ", ".join(sorted({f.source for f in config.flows})) or "none"
+        raise ConfigError(
+            "--system", "", f"no flow has {system!r} as its source (sources: {sources})"
+        )
     return flows
 
 

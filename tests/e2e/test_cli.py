@@ -904,9 +904,9 @@ def test_resync_handed_to_a_running_daemon_is_checked_first(
     store_path = _store_of(offline)
     with DaemonLock(store_path):  # what `klantsync run` holds while it runs
         assert main(["-c", str(offline), "resync", "--system", "nope"]) == 2
-        assert "systems: no system named 'nope'" in capsys.readouterr().err
+        assert "--system: no system named 'nope' (systems: " in capsys.readouterr().err
         assert main(["-c", str(offline), "resync", "--system", "crm"]) == 2
-        assert "flows: no flow has 'crm' as its source" in capsys.readouterr().err
+        assert "--system: no flow has 'crm' as its source" in capsys.readouterr().err
         # Not an address: bad usage, as for `dsr` (it ran a sync of nobody and exited 0).
         bad = ["resync", "--system", "shop", "--email", "notanemail"]
         assert main(["-c", str(offline), *bad]) == 2
@@ -945,9 +945,10 @@ def test_a_bad_option_value_a_command_finds_is_answered_as_usage_not_as_config(
     """README: under --json a bad option value is answered as `usage`; `config`, with its
     `file` and `key`, is for the config file. An option a command itself refused (`--out` a
     folder or the store, `--since` no date, `--to` the key in use, `--dir` an earlier demo's)
-    was answered `{"error": "config", "file": "--since", ...}` or `"file": "command line"`:
-    a script sending config errors to whoever keeps the config file looked for a file by
-    that name. Exit 2 still, and stderr as before."""
+    was answered `{"error": "config", "file": "--since", ...}` or `"file": "command line"`,
+    and a flow or system the config does not have (`--flow`, `resync --system`) as
+    `"key": "flows"`: a script sending config errors to whoever keeps the config file looked
+    for a file by that name. Exit 2 still, and stderr as before."""
     folder = tmp_path / "a-folder"
     folder.mkdir()
     earlier_demo = tmp_path / "earlier-demo"
@@ -959,6 +960,8 @@ def test_a_bad_option_value_a_command_finds_is_answered_as_usage_not_as_config(
         "--since": ["audit", "export", "--since", "yesterday"],
         "--to": ["keys", "rotate", "--to", f"file:{offline.parent / 'master.key'}"],
         "--dir": ["demo", "--dir", str(earlier_demo)],
+        "--flow": ["sync", "--flow", "shop-to-crn"],
+        "--system": ["resync", "--system", "nope"],
     }
     for option, command in refused.items():
         assert main(["-c", str(offline), *command, "--json"]) == 2, command
@@ -980,9 +983,9 @@ def test_sync_of_an_unknown_flow_exits_2_and_leaves_no_store(
     store_path = _store_of(offline)
     for command in (["sync"], ["sync", "--dry-run"]):
         assert main(["-c", str(offline), *command, "--flow", "shop-to-crn"]) == 2
-        assert "flows: no flow named 'shop-to-crn'" in capsys.readouterr().err
+        assert "--flow: no flow named 'shop-to-crn' (flows: " in capsys.readouterr().err
     assert main(["-c", str(offline), "sync", "--flow", ""]) == 2
-    assert "flows: no flow named ''" in capsys.readouterr().err
+    assert "--flow: no flow named ''" in capsys.readouterr().err
     assert not store_path.exists()
     assert not list(store_path.parent.glob(store_path.name + "*"))
 
