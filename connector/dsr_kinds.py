@@ -535,12 +535,28 @@ class KindRunner:
                     changed.add(system)
         states = {s.system: s for s in self.db.systems(row.id)}
         for system in sorted(changed):
-            if system in states and states[system].status in FINAL_STATUSES:
+            if system not in states and system not in self.rt.systems:
+                self._part_no_longer_configured(row, system)
+            elif system in states and states[system].status in FINAL_STATUSES:
                 # Settled before this subject was known: erased again with its id.
                 self.db.set_system(row.id, system, "pending", detail="known under another address")
                 if system in manifest["snapshot"]:
                     manifest["snapshot"].remove(system)
         self._save(row, manifest, in_run=in_run)
+
+    def _part_no_longer_configured(self, row: RequestRow, system: str) -> None:
+        """Give ``row`` a part for ``system``, which the config no longer has, found only now
+        to have been sent the person (under an address the erasure was widened to).
+
+        Opened with the request, such a system gets a part (DsrService._record_erasure);
+        learnt of later, it got none: the erasure deleted the identity rows that showed the
+        person was sent there and completed with a receipt that left it out, though it may
+        still hold them. Its part waits, as that one does, until the system is configured
+        again or exempted."""
+        from connector.dsr import NO_LONGER_CONFIGURED
+
+        self.db.add_system(row.id, system)
+        self.db.set_system(row.id, system, "pending", detail=NO_LONGER_CONFIGURED)
 
     async def _former_address(self, row: RequestRow, manifest: dict[str, Any]) -> None:
         """Widen the erasure to the address the person had at the last sync, if it differs.

@@ -17,7 +17,7 @@ from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.adapter import ErasureResult, Subject
 from connector.demo import REPO_MAPPINGS
-from connector.dsr import DsrService
+from connector.dsr import NO_LONGER_CONFIGURED, DsrService
 from connector.runtime import Runtime, open_runtime
 from tests.conftest import (
     CANARY_EMAIL,
@@ -414,3 +414,42 @@ async def test_a_receipt_after_a_crash_that_lost_the_erasure_s_answer_says_what_
     assert "nothing" not in entry["note"]
     assert CANARY_EMAIL not in json.dumps(entry)
     assert crm.is_blocklisted(CANARY_EMAIL) and not shop.holds(CANARY_EMAIL)
+
+
+async def test_a_system_taken_out_of_the_config_found_under_a_former_address_is_on_the_receipt(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The person was synced to a second CRM portal, taken out of the config since, and then
+    changed their address in the shop and asked to be erased under the new one. The
+    erasure finds the former address through the shop's record and learns the person was
+    sent to ``crm2`` there: that system gets a part of its own, waiting until it is
+    configured again or exempted, as one known when the request opened does. The receipt
+    used to name the shop and the first CRM alone, and the identity rows that showed the
+    person was sent to ``crm2`` went with the erasure's traces."""
+    crm2 = HubSpotSandbox(rate_limit=None)
+
+    def runtime(path: Path) -> Any:
+        transports = {
+            "shop": httpx.ASGITransport(app=shop.app()),
+            "crm": httpx.ASGITransport(app=crm.app()),
+            "crm2": httpx.ASGITransport(app=crm2.app()),
+        }
+        time = VirtualTime()
+        return open_runtime(path, transports=transports, sleep=time.sleep, clock=time.clock)
+
+    async with runtime(_two_crm_config(tmp_path, with_second=True)) as rt:
+        await _seeded(shop, rt)
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+    async with runtime(_two_crm_config(tmp_path, with_second=False)) as rt:
+        service = DsrService(rt)
+        view = await service.erase(new_address)
+        assert not crm.holds(CANARY_EMAIL) and crm2.holds(CANARY_EMAIL)
+        assert view.is_open, "completed with a receipt that leaves out crm2, which holds them"
+        assert view.system("crm2").status == "pending"
+        assert view.system("crm2").detail == NO_LONGER_CONFIGURED
+        view = service.exempt(view.id, "crm2", "portal closed by the client on 2026-11-01")
+        assert view.status == "completed"
+        receipt = receipt_of(service, view.id)
+    named = {s["system"]: (s["adapter"], s["status"]) for s in receipt["systems"]}
+    assert named["crm2"] == ("no longer configured", "exempt")
