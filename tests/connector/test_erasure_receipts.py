@@ -453,3 +453,33 @@ async def test_a_system_taken_out_of_the_config_found_under_a_former_address_is_
         receipt = receipt_of(service, view.id)
     named = {s["system"]: (s["adapter"], s["status"]) for s in receipt["systems"]}
     assert named["crm2"] == ("no longer configured", "exempt")
+
+
+async def test_a_receipt_claims_no_deletion_where_the_shop_s_account_was_left_as_another_s(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, config_path: Path
+) -> None:
+    """The flow to the CRM is gone (the CRM taken out of the config), and the customer then
+    changed their address in the shop and asked to be erased under the new one. No source
+    is read to learn their former address, so the shop's account under the address asked
+    with is one the identity map knows as another subject's: the erasure leaves it and its
+    order, and the note names it by id. The snapshot counted that account's order as the
+    person's all the same, and the signed receipt said the customer had been deleted, by
+    an earlier attempt of the request, while both were still in the shop."""
+    async with open_rt() as rt:
+        shop_id = await _seeded(shop, rt)
+    new_address = "nieuw.adres@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new_address)
+    head, _, _ = config_path.read_text().partition("[systems.crm]")
+    config_path.write_text(head)
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        view = await service.erase(new_address)
+        assert view.status == "completed"
+        entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
+    assert shop.holds(new_address) and shop.orders_for(shop_id)  # left, as another's
+    assert (entry["status"], entry["found"]) == ("not_held", False), entry
+    assert "deleted" not in entry["note"], entry["note"]
+    assert entry["note"].endswith(
+        "left 1 record(s) found under the address that the connector knows as another "
+        f"person's (ids {shop_id})"
+    )
