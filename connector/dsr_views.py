@@ -155,6 +155,23 @@ class RequestView:
         moment = dt.datetime.fromisoformat(self.deadline)
         return moment.astimezone(ZoneInfo(DEADLINE_ZONE)).date().isoformat()
 
+    @property
+    def completed_date(self) -> str | None:
+        """The date the request was completed on, on the deadline's calendar (``None`` while
+        it is open): what shows it was answered in time."""
+        if self.completed_at is None:
+            return None
+        moment = dt.datetime.fromisoformat(self.completed_at)
+        return moment.astimezone(ZoneInfo(DEADLINE_ZONE)).date().isoformat()
+
+    @property
+    def completed_late(self) -> bool:
+        """Completed after its deadline."""
+        if self.completed_at is None:
+            return False
+        completed = dt.datetime.fromisoformat(self.completed_at)
+        return completed > dt.datetime.fromisoformat(self.deadline)
+
     def system(self, name: str) -> SystemView:
         """The state in one system (``KeyError`` if the request does not track it)."""
         for view in self.systems:

@@ -1721,6 +1721,41 @@ def test_cli_list_shows_the_deadline_on_the_dutch_calendar(
         assert "deadline 2026-04-01" in out, out
 
 
+def test_cli_list_says_when_a_request_was_completed_and_whether_after_its_deadline(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A completed request was listed with the days "left" to a deadline long passed
+    ("-330 days left"), as an overdue one reads, and with no word of when it was completed,
+    which is what shows it was answered in time: `dsr list` and `dsr show` give the Dutch
+    date it was completed, and say so where that was after its deadline."""
+    seed(shop)
+    received = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)  # due 5 February
+
+    async def completed(email: str, at: dt.datetime) -> str:
+        async with open_rt() as runtime:
+            shop.faults.down = True
+            view = await DsrService(runtime, now=lambda: received).erase(email)
+            shop.faults.down = False
+            view = await DsrService(runtime, now=lambda: at).retry(view.id)
+            assert view.status == "completed"
+            return view.id
+
+    # 23:30 UTC on 19 January is 00:30 on 20 January in the Netherlands.
+    in_time = run_loop(completed(CANARY_EMAIL, dt.datetime(2026, 1, 19, 23, 30, tzinfo=dt.UTC)))
+    late = run_loop(completed(OTHER_EMAIL, dt.datetime(2026, 2, 10, 9, 0, tzinfo=dt.UTC)))
+    code, out, _ = cli("list", capsys=capsys)
+    assert code == 0 and "days left" not in out, out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert "deadline 2026-02-05, completed 2026-01-20" in lines[in_time]
+    assert "late" not in lines[in_time]
+    assert "deadline 2026-02-05, completed 2026-02-10 late" in lines[late]
+    code, out, _ = cli("show", late, capsys=capsys)
+    assert code == 0 and "completed 2026-02-10 late" in out and "days left" not in out
+
+
 async def test_status_counts_an_overdue_request_apart_from_those_due_within_7_days(
     shop: WooCommerceSandbox,
     open_rt: RuntimeFactory,
