@@ -276,6 +276,9 @@ class KindRunner:
             "source": row.source,
             "received_at": row.received_at,
             "deadline": row.deadline,
+            # Why a deadline is past the month (Art. 12(3)): without it, the proof of an
+            # answer within an extended deadline leant on an audit trail it does not carry.
+            "extension_reason": row.extension_reason,
             "issued_by": "klantsync",
             "systems": [
                 {

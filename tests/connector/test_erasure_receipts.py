@@ -483,3 +483,24 @@ async def test_a_receipt_claims_no_deletion_where_the_shop_s_account_was_left_as
         "left 1 record(s) found under the address that the connector knows as another "
         f"person's (ids {shop_id})"
     )
+
+
+async def test_an_extended_request_s_receipt_gives_the_reason_for_its_later_deadline(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Art. 12(3): a deadline extended by up to two months, the person told why. The
+    receipt gave the extended deadline, three months after receipt where the law gives
+    one, with no word that it was extended nor why: the signed proof of an answer in time
+    leant on an audit trail it does not carry. It names the reason, as the request holds
+    it (redacted)."""
+    await _seeded(shop, rt)
+    service = DsrService(rt)
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    service.extend(view.id, 2, f"many systems; asked by {CANARY_EMAIL}")
+    shop.faults.down = False
+    view = await service.retry(view.id)
+    assert view.status == "completed"
+    receipt = receipt_of(service, view.id)
+    assert receipt["deadline"] == view.deadline
+    assert receipt["extension_reason"] == "many systems; asked by <email>"
