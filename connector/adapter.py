@@ -348,7 +348,9 @@ class Adapter(Protocol):
         (An adapter whose settings name things in the system that a ``find`` does not
         reach, Mailchimp's audiences, also has ``async check_settings() -> None``, which
         ``check --online`` calls: it raises a KlantsyncError naming what the system lacks.
-        Optional.)
+        One whose mapping names things the system defines, HubSpot's contact properties,
+        has ``async check_mapping(mapping: SystemMapping) -> None`` for the same, given the
+        system's mapping. Optional.)
 
         (An adapter whose calls can find what the operator should act on without failing,
         Shopify answering from another API version than the configured one, also has

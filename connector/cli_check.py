@@ -17,6 +17,7 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config, load_config, secret_files
 from connector.errors import KlantsyncError, StorePathError
 from connector.http import listener_is_loopback, redact_url
+from connector.mapping import SystemMapping
 from connector.model import CONSENT_FIELDS
 from connector.runtime import looked_at
 from connector.state import Store
@@ -97,7 +98,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
             for name, system in systems.items():
                 try:
                     await system.adapter.find(Subject(email="klantsync-check@example.invalid"))
-                    await _settings_checked(system.adapter)
+                    await _settings_checked(system.adapter, system.mapping)
                     summary["online"][name] = "ok"
                     summary["warnings"] += await _fields_ignored(name, system.adapter)
                 except KlantsyncError as exc:
@@ -114,13 +115,17 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     return EXIT_FAILED if failed else EXIT_OK
 
 
-async def _settings_checked(adapter: object) -> None:
-    """Have the adapter check its settings against the live system, where it can (what a
-    ``find`` cannot tell, such as a Mailchimp audience the account lacks); a KlantsyncError
-    says what does not match."""
+async def _settings_checked(adapter: object, mapping: SystemMapping) -> None:
+    """Have the adapter check its settings and its mapping against the live system, where it
+    can (what a ``find`` cannot tell, such as a Mailchimp audience the account lacks, or a
+    HubSpot contact property the portal lacks or lets no integration write); a
+    KlantsyncError says what does not match."""
     check_settings = getattr(adapter, "check_settings", None)
     if check_settings is not None:
         await check_settings()
+    check_mapping = getattr(adapter, "check_mapping", None)
+    if check_mapping is not None:
+        await check_mapping(mapping)
 
 
 async def _fields_ignored(name: str, adapter: object) -> list[str]:

@@ -242,9 +242,12 @@ class ContactRoutes:
         """``GET /crm/v3/properties/contacts``: every contact property the portal defines, the
         ones HubSpot sets itself (``createdate``, ``hs_object_id``, ...) among them, as
         HubSpot lists them: ``modificationMetadata.readOnlyValue`` true. An access copy reads
-        every property listed, so one left out here was missing from the copy."""
+        every property listed, so one left out here was missing from the copy; ``check
+        --online`` reads which of them a mapping may write, and an enumeration's options."""
         results = [
-            property_definition(name, name in READ_ONLY_PROPERTIES)
+            property_definition(
+                name, name in READ_ONLY_PROPERTIES, options=self.store.options.get(name)
+            )
             for name in sorted(self.store.known | READ_ONLY_PROPERTIES)
         ]
         return JSONResponse({"results": results}), []
@@ -516,21 +519,31 @@ class ContactRoutes:
         return [(inputs[i].get("objectWriteTraceId"), p[0], p[1]) for i, p in failed]
 
 
-#: How HubSpot types the properties it sets itself; every other one the fake defines is text.
-_READ_ONLY_TYPES: Mapping[str, tuple[str, str]] = {
+#: How HubSpot types the properties it sets itself and its enumerations; every other one the
+#: fake defines is text, and a custom enumeration a dropdown (``select``).
+_TYPES: Mapping[str, tuple[str, str]] = {
     "createdate": ("datetime", "date"),
     "lastmodifieddate": ("datetime", "date"),
     "hs_createdate": ("datetime", "date"),
     "hs_lastmodifieddate": ("datetime", "date"),
     "hs_object_id": ("number", "number"),
+    "lifecyclestage": ("enumeration", "radio"),
+    "hs_legal_basis": ("enumeration", "checkbox"),
 }
 
 
 def property_definition(
-    name: str, read_only: bool, group: str = "contactinformation"
+    name: str,
+    read_only: bool,
+    group: str = "contactinformation",
+    *,
+    options: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """One property definition in the Properties API's shape."""
-    kind, field_type = _READ_ONLY_TYPES.get(name, ("string", "text"))
+    """One property definition in the Properties API's shape; ``options`` (their values)
+    make it an enumeration. HubSpot lists ``options`` with every property, empty but for
+    enumerations."""
+    default = ("enumeration", "select") if options is not None else ("string", "text")
+    kind, field_type = _TYPES.get(name, default)
     return {
         "name": name,
         "label": name,
@@ -538,6 +551,10 @@ def property_definition(
         "fieldType": field_type,
         "groupName": group,
         "hidden": False,
+        "options": [
+            {"label": value, "value": value, "displayOrder": order, "hidden": False}
+            for order, value in enumerate(options or ())
+        ],
         "modificationMetadata": {
             "archivable": not read_only,
             "readOnlyDefinition": read_only,

@@ -18,6 +18,7 @@ from adapters.hubspot._objects import ObjectStore
 
 __all__ = [
     "DEFAULT_READ_PROPERTIES",
+    "KNOWN_OPTIONS",
     "KNOWN_PROPERTIES",
     "READ_ONLY_PROPERTIES",
     "Contact",
@@ -52,6 +53,30 @@ KNOWN_PROPERTIES = frozenset(
 
 #: Properties HubSpot sets itself; a write that names one is rejected.
 READ_ONLY_PROPERTIES = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
+
+#: The options (their values) of the enumeration properties among :data:`KNOWN_PROPERTIES`,
+#: as a portal defines them by default. The lifecycle stages are HubSpot's internal values;
+#: the legal bases' values are UNVERIFIED (HubSpot's labels, as its GDPR settings show them).
+KNOWN_OPTIONS: Mapping[str, tuple[str, ...]] = {
+    "lifecyclestage": (
+        "subscriber",
+        "lead",
+        "marketingqualifiedlead",
+        "salesqualifiedlead",
+        "opportunity",
+        "customer",
+        "evangelist",
+        "other",
+    ),
+    "hs_legal_basis": (
+        "Legitimate interest - prospect/lead",
+        "Legitimate interest - existing customer",
+        "Legitimate interest - other",
+        "Performance of a contract",
+        "Freely given consent from contact",
+        "Not applicable",
+    ),
+}
 
 #: What a read returns when it names no properties (HubSpot's documented default set).
 DEFAULT_READ_PROPERTIES = (
@@ -137,10 +162,19 @@ class ContactStore:
 
     Args:
         extra_properties: custom properties the portal defines beyond :data:`KNOWN_PROPERTIES`.
+        enumerations: custom enumeration properties the portal defines, with their options'
+            values.
     """
 
-    def __init__(self, extra_properties: Iterable[str] = ()) -> None:
-        self.known = KNOWN_PROPERTIES | frozenset(extra_properties)
+    def __init__(
+        self,
+        extra_properties: Iterable[str] = (),
+        enumerations: Mapping[str, Iterable[str]] | None = None,
+    ) -> None:
+        custom = {name: tuple(values) for name, values in (enumerations or {}).items()}
+        self.known = KNOWN_PROPERTIES | frozenset(extra_properties) | frozenset(custom)
+        #: Each enumeration property's options (values), which its definition lists.
+        self.options: dict[str, tuple[str, ...]] = {**KNOWN_OPTIONS, **custom}
         self.contacts: dict[int, Contact] = {}
         self.live_by_email: dict[str, int] = {}
         self.archived_by_email: dict[str, list[int]] = {}

@@ -22,6 +22,9 @@ What it does, by contract verb:
   or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days. The deals and
   companies associated with the contact, which gdpr-delete leaves, are counted first and
   named on the receipt;
+- ``check_mapping`` (``check --online``): the portal's contact properties
+  (``GET /crm/v3/properties/contacts``) against the properties the mapping names, which a
+  ``find`` cannot vouch for (:mod:`adapters.hubspot._mapped`);
 - webhooks: v3 signatures and ``contact.*`` events.
 """
 
@@ -35,6 +38,12 @@ from datetime import date, datetime
 from typing import Any, Final, Literal
 
 from adapters.hubspot._lookup import CONTACTS, ContactLookup
+from adapters.hubspot._mapped import (
+    contact_definitions,
+    mapped_properties,
+    option_warnings,
+    refusals,
+)
 from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot._related import MAIN_PROPERTIES, Related, next_after
 from adapters.hubspot._scopes import CONTACTS_READ, CONTACTS_WRITE, needing
@@ -65,8 +74,9 @@ from connector.adapter import (
     WebhookEvent,
     WebhookRequest,
 )
-from connector.errors import FatalRemoteError, RecordError
+from connector.errors import ConfigError, FatalRemoteError, RecordError
 from connector.http import SystemClient, answer_object, json_object
+from connector.mapping import SystemMapping
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -157,6 +167,8 @@ class HubSpotAdapter:
             client, {"contacts": settings.properties, **MAIN_PROPERTIES}
         )
         self._related = Related(client, self._property_lists)
+        #: What the last :meth:`check_mapping` found for the operator to act on.
+        self._warnings: list[str] = []
 
     def ask_only_for_paths(self, paths: Mapping[str, str]) -> None:
         """Read contacts with the configured ``properties`` the mapping reads alone, and the
@@ -562,6 +574,35 @@ class HubSpotAdapter:
             done.add(str(contact["id"]))
             statuses.append(await self._gdpr_delete_id(str(contact["id"])))
         return statuses
+
+    # -- check -------------------------------------------------------------------------------
+
+    async def check_mapping(self, mapping: SystemMapping) -> None:
+        """Hold the properties ``mapping`` names against the portal's contact properties
+        (``GET /crm/v3/properties/contacts``), for ``check --online``.
+
+        A ``find`` cannot tell a property the portal lacks, nor one HubSpot lets no
+        integration write: the first sync did, with a dead letter for every customer sent. A
+        value the mapping sets itself that an enumeration does not offer is a warning
+        (:meth:`online_warnings`).
+
+        Raises:
+            ConfigError: naming the mapping file and each such property with the key naming
+                it (names only, no value).
+            FatalRemoteError: the list refused (403), naming the scope to grant the private
+                app, ``crm.schemas.contacts.read``; or the call's failure.
+        """
+        definitions = await contact_definitions(self.client)
+        named = mapped_properties(mapping, _as_property)
+        self._warnings = option_warnings(self.client.system, named, definitions)
+        refused = refusals(named, definitions)
+        if refused:
+            raise ConfigError(str(mapping.path), "", refused)
+
+    def online_warnings(self) -> list[str]:
+        """What :meth:`check_mapping` found for the operator to act on, which ``check
+        --online`` reports among its warnings."""
+        return list(self._warnings)
 
     # -- webhooks ----------------------------------------------------------------------------
 

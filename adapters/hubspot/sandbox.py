@@ -3,13 +3,14 @@
 Where it matters to a client it behaves like HubSpot: the same paths, bodies and status codes;
 bearer-token auth with HubSpot's error body; list paging by ``after``; batches of at most 100
 with 207 multi-status when every input carries an ``objectWriteTraceId`` (else a 400 for the
-whole batch), an input naming a property the portal lacks among its failures; the
-``TEN_SECONDLY_ROLLING`` burst limit with HubSpot's 429 body and ``X-HubSpot-RateLimit-*``
-headers; the separate search limit (4/s, no rate-limit headers); ``DELETE`` and
-``batch/archive`` as *restorable* archives, which reads show only with the ``archived=true``
-query flag and search never shows; and ``gdpr-delete`` as a permanent deletion that
-blocklists the e-mail (which the API may still bring back, as HubSpot documents; the fake
-counts it) and, by id, purges an archived contact.
+whole batch), an input naming a property the portal lacks among its failures; the portal's
+contact property definitions (type, whether an integration may write it, an enumeration's
+options); the ``TEN_SECONDLY_ROLLING`` burst limit with HubSpot's 429 body and
+``X-HubSpot-RateLimit-*`` headers; the separate search limit (4/s, no rate-limit headers);
+``DELETE`` and ``batch/archive`` as *restorable* archives, which reads show only with the
+``archived=true`` query flag and search never shows; and ``gdpr-delete`` as a permanent
+deletion that blocklists the e-mail (which the API may still bring back, as HubSpot
+documents; the fake counts it) and, by id, purges an archived contact.
 Beside contacts it keeps what an access copy reads about one: the records associated with it
 (notes, calls, e-mails, meetings, tasks, deals, companies; v4 association lists and v3 batch
 reads) and the e-mail subscription statuses of an address (communication preferences v3),
@@ -24,7 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -110,6 +111,8 @@ class HubSpotSandbox(SandboxBase):
         search_rate_limit: the search limit (``None``: unlimited); HubSpot's is 4/s.
         clock: monotonic clock for the rate windows; tests pass a fake one they advance.
         extra_properties: custom contact properties the portal defines.
+        enumerations: custom enumeration (dropdown) contact properties the portal defines,
+            with their options' values, which its property list gives.
         scopes: the scopes the token was granted (``None``: every one, as the demo's and
             most tests' token). A call to a route that needs another (see
             :mod:`adapters.hubspot._scopes`) is answered HubSpot's 403 ``MISSING_SCOPES``:
@@ -134,6 +137,7 @@ class HubSpotSandbox(SandboxBase):
         search_rate_limit: RateLimit | None = RateLimit(4, 1),  # noqa: B008 (frozen value)
         clock: Callable[[], float] = time.monotonic,
         extra_properties: Sequence[str] = (),
+        enumerations: Mapping[str, Sequence[str]] | None = None,
         scopes: Collection[str] | None = None,
     ) -> None:
         super().__init__(rate_limit=rate_limit, clock=clock)
@@ -141,7 +145,7 @@ class HubSpotSandbox(SandboxBase):
         self.set_rate_limit("search", search_rate_limit)
         self.token = token
         self.scopes = None if scopes is None else set(scopes)
-        self.store = ContactStore(extra_properties)
+        self.store = ContactStore(extra_properties, enumerations)
         self.rejected_429 = 0
         self.daily_left: int | None = None
         self.endpoints_used: list[str] = []

@@ -27,9 +27,9 @@ from adapters.hubspot.sandbox import MIGRATION_RETRY_AFTER
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.demo import REPO_MAPPINGS
-from connector.errors import FatalRemoteError, RecordError, RetryableError
+from connector.errors import ConfigError, FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
-from connector.mapping import load_mapping
+from connector.mapping import SystemMapping, load_mapping
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.adapters.front import Decision, FrontPage
@@ -1053,6 +1053,120 @@ async def test_sandbox_reads_archived_contacts_only_with_the_query_flag(
     flt = {"propertyName": "email", "operator": "EQ", "value": "flag@example.com"}
     found = await raw.post(f"{CONTACTS}/search", json={"filterGroups": [{"filters": [flt]}]})
     assert found.json()["total"] == 0
+
+
+# -- check --online: the mapping against the portal's contact properties ----------------------
+
+SCHEMA_PATH = "/crm/v3/properties/contacts"
+
+
+def hubspot_mapping(tmp_path: Path, top: str = "", fields: str = "") -> SystemMapping:
+    """mappings/hubspot.toml with ``top`` keys before its own and ``fields`` tables after."""
+    path = tmp_path / "hubspot.toml"
+    path.write_text(top + (REPO_MAPPINGS / "hubspot.toml").read_text() + fields)
+    return load_mapping(path)
+
+
+async def test_check_mapping_names_each_property_the_portal_lacks_or_lets_no_one_write(
+    hub: Harness, tmp_path: Path
+) -> None:
+    """A mapping naming a property the portal does not define (a typo), or writing one HubSpot
+    sets itself, passed `check --online`; the first sync then dead-lettered every customer
+    sent. The check reads the portal's property list and fails naming each such property
+    with the mapping key naming it; read only (direction "in"), HubSpot's own is fine."""
+    await hub.adapter.check_mapping(load_mapping(REPO_MAPPINGS / "hubspot.toml"))
+    assert hub.sandbox.log.count("GET", SCHEMA_PATH) == 1
+    wrong = hubspot_mapping(
+        tmp_path,
+        fields=(
+            '\n[fields.date_of_birth]\npath = "geboortedatum"\npurpose = "Verjaardagskaart"\n'
+            '\n[fields.customer_since]\npath = "createdate"\npurpose = "Klanthistorie"\n'
+            '\n[fields.job_title]\npath = "jobtitle"\npurpose = "Zakelijke klanten"\n'
+        ),
+    )
+    with pytest.raises(ConfigError) as caught:
+        await hub.adapter.check_mapping(wrong)
+    assert caught.value.file == str(tmp_path / "hubspot.toml")
+    assert caught.value.problem == (
+        "HubSpot defines no contact property geboortedatum (fields.date_of_birth.path): "
+        "create it in HubSpot or correct the mapping; HubSpot lets no integration write "
+        'createdate (fields.customer_since.path): read it only (direction = "in") or take it '
+        "out of the mapping (HubSpot refuses each write naming one: a dead letter per record)"
+    )
+    (tmp_path / "hubspot.toml").unlink()
+    read_only = hubspot_mapping(
+        tmp_path,
+        fields='\n[fields.customer_since]\npath = "createdate"\npurpose = "Klanthistorie"\n'
+        'direction = "in"\n',
+    )
+    await hub.adapter.check_mapping(read_only)
+    assert hub.adapter.online_warnings() == []
+    # Read only and missing: no write is refused, the pulls find nothing there.
+    (tmp_path / "hubspot.toml").unlink()
+    unread = hubspot_mapping(
+        tmp_path,
+        fields='\n[fields.customer_since]\npath = "klant_sinds"\npurpose = "Klanthistorie"\n'
+        'direction = "in"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        await hub.adapter.check_mapping(unread)
+    assert caught.value.problem == (
+        "HubSpot defines no contact property klant_sinds (fields.customer_since.path): "
+        "create it in HubSpot or correct the mapping"
+    )
+
+
+async def test_check_mapping_refused_the_property_list_names_the_scope_to_grant(
+    hub: Harness,
+) -> None:
+    """Reading the property definitions takes the schema scope, which a private app set up
+    for contacts alone lacks: the check fails saying which scope to grant, not with a bare
+    403 (nor as if every mapped property were missing)."""
+    hub.sandbox.scopes = {READ_SCOPE, "crm.objects.contacts.write"}
+    with pytest.raises(FatalRemoteError) as caught:
+        await hub.adapter.check_mapping(load_mapping(REPO_MAPPINGS / "hubspot.toml"))
+    assert caught.value.status == 403
+    assert str(caught.value) == (
+        "crm: GET /crm/v3/properties/contacts -> 403 "
+        "(MISSING_SCOPES: grant the private app crm.schemas.contacts.read)"
+    )
+
+
+async def test_check_mapping_warns_of_a_value_it_sets_that_an_enumeration_does_not_offer(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """A value the mapping sets itself (``withdrawn``, ``consent_renewed``) goes to an
+    enumeration property as one of its options' internal values, or HubSpot refuses the
+    write. The portal lists each enumeration's options; one not among them is a warning
+    naming the mapping key and the property, not the value. A multiple checkbox takes
+    several options, separated by semicolons."""
+    sandbox = HubSpotSandbox(
+        clock=clock, rate_limit=None, enumerations={"nieuwsbrief": ("aangemeld", "afgemeld")}
+    )
+    harness = make_harness(sandbox, clock)
+    mapping = hubspot_mapping(
+        tmp_path,
+        top=(
+            'requires_consent = "marketing"\n'
+            'withdrawn = { nieuwsbrief = "uitgeschreven", lifecyclestage = "other" }\n'
+            'consent_renewed = { nieuwsbrief = "aangemeld", hs_legal_basis = '
+            '"Freely given consent from contact;Not applicable" }\n'
+        ),
+    )
+    try:
+        listed = await harness.client.request("GET", SCHEMA_PATH)
+        await harness.adapter.check_mapping(mapping)
+    finally:
+        await harness.client.aclose()
+    definitions = {item["name"]: item for item in listed.json()["results"]}
+    assert definitions["nieuwsbrief"]["type"] == "enumeration"
+    assert [o["value"] for o in definitions["nieuwsbrief"]["options"]] == ["aangemeld", "afgemeld"]
+    assert definitions["firstname"]["options"] == []
+    assert harness.adapter.online_warnings() == [
+        "crm: withdrawn.nieuwsbrief sets the property nieuwsbrief to a value that is not one "
+        "of its options in HubSpot, which refuses that write: use an option's internal value, "
+        "or add the option in HubSpot"
+    ]
 
 
 # -- webhooks ---------------------------------------------------------------------------------

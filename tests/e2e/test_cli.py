@@ -23,7 +23,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.cli import main
 from connector.config import load_config
 from connector.crypto import RECEIPT_KEY_CONTEXT, Keyring, decode_master_key, generate_master_key
-from connector.demo import run_demo, write_config
+from connector.demo import REPO_MAPPINGS, run_demo, write_config
 from connector.engine import Engine
 from connector.receipts import LEGACY_KEY_FILE
 from connector.sandboxkit import serve_tls
@@ -440,6 +440,44 @@ def test_check_online_names_a_configured_audience_mailchimp_does_not_have(
         assert online["shop"] == "ok"
         assert "/lists/{id} -> 404" in online["news"]
         assert "no such audience 'a1b2c3d4e6': check list_ids" in online["news"]
+
+
+def test_check_online_names_a_mapped_hubspot_property_the_portal_lacks(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A HubSpot mapping naming a contact property the portal does not define passed `check
+    --online`, and the first sync dead-lettered every customer sent. The online check reads
+    the portal's property list and fails naming the property and the mapping key (exit 1);
+    `check` without `--online` calls no system. A token without the schema scope fails it
+    naming the scope to grant."""
+    config, _, crm = served
+    mapping = tmp_path / "hubspot.toml"
+    original = (REPO_MAPPINGS / "hubspot.toml").read_text()
+    mapping.write_text(original.replace('path = "company"', 'path = "bedrijfsnaam"'))
+    text = config.read_text()
+    assert str(REPO_MAPPINGS / "hubspot.toml") in text
+    config.write_text(text.replace(str(REPO_MAPPINGS / "hubspot.toml"), str(mapping)))
+    main(["-c", str(config), "check", "--json"])
+    assert _json(capsys)["online"] == {}  # type: ignore[index]
+    assert crm.endpoints_used == []
+    assert main(["-c", str(config), "check", "--online", "--json"]) == 1
+    online = _json(capsys)["online"]  # type: ignore[index]
+    assert online["shop"] == "ok"
+    assert online["crm"].startswith(
+        f"{mapping}: HubSpot defines no contact property bedrijfsnaam (fields.company.path): "
+    )
+    assert "firstname" not in online["crm"]
+    assert main(["-c", str(config), "check", "--online"]) == 1
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if "online crm" in line]
+    assert "bedrijfsnaam (fields.company.path)" in line
+    crm.scopes = {"crm.objects.contacts.read", "crm.objects.contacts.write"}
+    assert main(["-c", str(config), "check", "--online", "--json"]) == 1
+    assert _json(capsys)["online"]["crm"] == (  # type: ignore[index]
+        "crm: GET /crm/v3/properties/contacts -> 403 "
+        "(MISSING_SCOPES: grant the private app crm.schemas.contacts.read)"
+    )
 
 
 def test_unreachable_system_fails_with_exit_1(
