@@ -29,6 +29,7 @@ from typing import Any
 
 from connector import audit, jobs
 from connector.backup import last_backup_time
+from connector.config import Schedule, cron_trigger
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.jobworker import JobWorker, SubjectsSynced, cut_short
@@ -490,12 +491,20 @@ class Daemon:
         audit.record_config(self.rt.store, self.rt.config)
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
+        last_runs = self.rt.store.last_runs()
         for flow in self.rt.config.flows:
             # A flow "every 15m" runs at start; one on a cron runs at its times only (a
             # nightly "0 3 * * *" must not run at whatever hour the daemon was started),
             # but for a run a stop cut short, resumed now: left to its next time, the rest
-            # of a nightly pull, and what the run left queued, waited a day.
-            on_cron = flow.parsed_schedule.cron is not None and flow.name not in resumed
+            # of a nightly pull, and what the run left queued, waited a day. So is one whose
+            # time came while the daemon was down (a host rebooted across it): once now.
+            last_started = last_runs[flow.name][0] if flow.name in last_runs else None
+            missed = missed_cron_time(flow.parsed_schedule, last_started, now)
+            if missed:
+                log.info("flow run missed while stopped: run now", extra={"flow": flow.name})
+            on_cron = (
+                flow.parsed_schedule.cron is not None and flow.name not in resumed and not missed
+            )
             at_start = {} if on_cron else {"next_run_time": now}
             scheduler.add_job(
                 self._scheduled_flow,
@@ -709,6 +718,27 @@ def _trigger(schedule: Any) -> Any:
         jitter = min(60, int(schedule.interval_seconds / 10))
         return IntervalTrigger(seconds=schedule.interval_seconds, jitter=jitter or None)
     return cron_trigger(schedule.cron)
+
+
+def missed_cron_time(schedule: Schedule, last_started: str | None, now: dt.datetime) -> bool:
+    """Whether a flow on a cron came due, at ``now``, after its latest run started
+    (``last_started``, as the store records it): a time of it passed with no daemon up.
+
+    The scheduler knows only the times to come: a host down across the nightly run lost
+    that day's, as anacron and systemd's ``Persistent=`` would not. However many times
+    passed, the flow runs once for them (its next time is its own). A flow that has never
+    run (new in the config) has missed nothing: its first time comes.
+    """
+    if schedule.cron is None or last_started is None:
+        return False
+    since = dt.datetime.fromisoformat(last_started)
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    # The store keeps whole seconds: the run the scheduler started at 03:00:00.4 reads
+    # 03:00:00, and a time at or before it is the one that run was for.
+    after = since + dt.timedelta(seconds=1)
+    due = cron_trigger(schedule.cron).get_next_fire_time(None, after)
+    return due is not None and due <= now
 
 
 def first_review(store: Store, now: dt.datetime) -> dt.datetime:

@@ -36,6 +36,7 @@ from connector.daemon import (
     Daemon,
     _trigger,
     first_review,
+    missed_cron_time,
 )
 from connector.dsr_views import RequestView
 from connector.errors import ConfigError, KlantsyncError
@@ -2222,6 +2223,57 @@ async def test_a_restart_resumes_a_cron_flow_s_run_a_stop_cut_short(
         (_, _, status, _) = rt.store.last_runs()["shop-to-crm"]
     assert status == "interrupted"
     assert ran == ["flow:shop-to-crm"]
+
+
+def _last_run_started(rt: Any, when: dt.datetime) -> None:
+    """A finished run of shop-to-crm in the store, started at ``when``."""
+    run_id = rt.store.start_run("shop-to-crm")
+    rt.store.finish_run(run_id, "ok", "{}")
+    stamp = when.isoformat(timespec="seconds")
+    rt.store.db.execute(
+        "UPDATE runs SET started_at=?, finished_at=? WHERE id=?", (stamp, stamp, run_id)
+    )
+
+
+@pytest.mark.parametrize(
+    ("last_run_ago", "runs_at_start"),
+    [(dt.timedelta(days=3), True), (dt.timedelta(0), False)],
+    ids=["times-passed-while-stopped", "ran-since-its-latest-time"],
+)
+async def test_a_cron_flow_whose_time_passed_while_stopped_runs_once_at_start(
+    open_rt: Callable[..., Any],
+    daemon_config: Path,
+    last_run_ago: dt.timedelta,
+    runs_at_start: bool,
+) -> None:
+    """A host down across the nightly 02:30 (three nights here): the started daemon runs the
+    flow once, at once, then at its times; left to the next 02:30, the days it was down
+    were never synced. A flow whose latest time came before its last run started missed
+    nothing and waits for its time."""
+    _listen_on_free_ports(daemon_config)
+    daemon_config.write_text(
+        daemon_config.read_text().replace('schedule = "every 15m"', 'schedule = "30 2 * * *"')
+    )
+    ran: list[str] = []
+    async with open_rt(daemon_config) as rt:
+        _last_run_started(rt, dt.datetime.now(dt.UTC) - last_run_ago)
+        await _start_and_stop(rt, ran)
+    assert ran == (["flow:shop-to-crm"] if runs_at_start else [])
+
+
+def test_a_cron_time_is_missed_only_after_the_last_run_started() -> None:
+    """The rule the start applies: a cron time after the latest run's start and already
+    past; the run the scheduler started at the time itself (recorded in whole seconds)
+    is that time's; a flow that never ran, or runs at an interval, has missed none."""
+    nightly = parse_schedule("30 2 * * *")
+    ran = "2026-01-05T02:30:00+00:00"
+    at = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)
+    assert not missed_cron_time(nightly, ran, at)
+    assert not missed_cron_time(nightly, ran, at.replace(day=6, hour=2, minute=29))
+    assert missed_cron_time(nightly, ran, at.replace(day=6, hour=2, minute=30))
+    assert missed_cron_time(nightly, ran, at.replace(day=9))
+    assert not missed_cron_time(nightly, None, at.replace(day=9))
+    assert not missed_cron_time(parse_schedule("every 1h"), ran, at.replace(day=9))
 
 
 async def test_a_run_that_ran_to_the_end_and_failed_stays_failed_when_a_stop_comes(
