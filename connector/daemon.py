@@ -338,7 +338,7 @@ class Daemon:
             # What waits to be sent: a held row (a former address's write kept for an erasure
             # to read) never is, and counted it kept an alert on the queue firing for good.
             waiting = sum(self.rt.store.outbox_counts().values())
-            values: dict[str, Any] = {"outbox": waiting}
+            values: dict[str, Any] = {"outbox": waiting, "jobs": jobs.pending_counts(self.rt.store)}
             with contextlib.suppress(Exception):
                 from connector.dsr import summary
 

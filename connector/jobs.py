@@ -31,7 +31,17 @@ CUT_OFF = (
     "the job outlasted the stop's grace); the log of those runs says where it stopped"
 )
 
+#: The kinds of job this version queues. Any other (one queued by a newer version, which
+#: this one fails) counts as :data:`OTHER_KIND` in :func:`pending_counts`.
+KINDS = ("resync", "webhook", "dsr")
+OTHER_KIND = "other"
+#: The states of a job not yet finished: what :func:`pending_counts` counts.
+PENDING_STATES = ("queued", "running")
+
 __all__ = [
+    "KINDS",
+    "OTHER_KIND",
+    "PENDING_STATES",
     "Job",
     "claim_more",
     "claim_next",
@@ -40,6 +50,7 @@ __all__ = [
     "forget_queued",
     "forget_syncs_of",
     "get",
+    "pending_counts",
     "recent",
     "requeue",
     "requeue_cut_off",
@@ -300,3 +311,22 @@ def recent(store: Store, limit: int = 20) -> list[Job]:
     """The latest jobs, newest first."""
     rows = store.db.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     return [job for (job_id,) in rows if (job := get(store, job_id)) is not None]
+
+
+def pending_counts(store: Store) -> dict[tuple[str, str], int]:
+    """Jobs queued and running, by ``(kind, state)``; every pair is there, 0 if none.
+
+    For the job gauges: a stuck worker (running stays at 1, queued grows) or a flood of
+    webhook deliveries shows there. Every pair, so a queue that drained reads 0 rather than
+    the count last seen; the kinds are this version's and :data:`OTHER_KIND`, so the
+    series stay few whatever the store holds. Finished jobs are history, not counted.
+    """
+    counts = {(kind, state): 0 for kind in (*KINDS, OTHER_KIND) for state in PENDING_STATES}
+    rows = store.db.execute(
+        "SELECT kind, status, COUNT(*) FROM jobs WHERE status IN ('queued', 'running') "
+        "GROUP BY kind, status"
+    ).fetchall()
+    for kind, status, count in rows:
+        label = kind if kind in KINDS else OTHER_KIND
+        counts[label, status] += count
+    return counts

@@ -98,6 +98,12 @@ class Metrics:
             registry=r,
         )
         self.outbox = Gauge("klantsync_outbox_queued", "Payloads waiting", registry=r)
+        self.jobs = Gauge(
+            "klantsync_jobs",
+            "Jobs (resyncs, webhook deliveries, requests) queued or running, by kind and state",
+            ["kind", "state"],
+            registry=r,
+        )
         self.master_key_since = Gauge(
             "klantsync_master_key_since_timestamp",
             "Unix time the store's keys were last put under a master key (made or rotated)",
@@ -149,10 +155,14 @@ class Metrics:
         self.flow_runs.labels(flow, "failed").inc()
 
     def set_gauges(self, **values: Any) -> None:
-        """Refresh gauges read from the store (outbox size, open and overdue requests and
-        breach incidents, when the master key was set, when the last backup was taken)."""
+        """Refresh gauges read from the store (outbox size, jobs queued and running by kind
+        and state, open and overdue requests and breach incidents, when the master key was
+        set, when the last backup was taken)."""
         if "outbox" in values:
             self.outbox.set(values["outbox"])
+        if "jobs" in values:
+            for (kind, state), count in values["jobs"].items():
+                self.jobs.labels(kind, state).set(count)
         if "dsr_open" in values:
             self.dsr_open.set(values["dsr_open"])
         if "dsr_overdue" in values:

@@ -2690,3 +2690,49 @@ async def test_the_outbox_gauge_counts_what_waits_to_be_sent_not_held_writes(
 
     assert store.outbox_counts() == {"crm": 1}
     assert await gauge() == 1.0
+
+
+async def test_the_job_gauges_count_queued_and_running_jobs_by_kind(daemon: Daemon) -> None:
+    """`klantsync_jobs{kind, state}`: jobs waiting and running, for an alert on a worker that
+    is stuck (running stays, queued grows) or a flood of deliveries. Finished jobs are not
+    counted; every kind and state is there (0 once drained), a kind this version does not
+    know is `other`, and nothing of a job's parameters is."""
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    change = {"system": "shop", "event": "changed", "email": CANARY_EMAIL}
+    first = jobs.enqueue(store, keyring, "webhook", change)
+    jobs.enqueue(store, keyring, "webhook", change)
+    jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    jobs.enqueue(store, keyring, "from-a-newer-version", {})
+    finished = jobs.enqueue(store, keyring, "dsr", {"kind": "access", "email": CANARY_EMAIL})
+    jobs.finish(store, finished, "done", {})
+    claimed = jobs.claim_next(store, keyring)
+    assert claimed is not None and claimed.id == first
+
+    async def gauges() -> dict[str, float]:
+        daemon.refresh_gauges()
+        async with _client(build_public_app(daemon)) as client:
+            text = (await client.get("/metrics")).text
+        assert "@" not in text
+        return {
+            line.split()[0]: float(line.split()[1])
+            for line in _metric_lines(text, "klantsync_jobs{")
+        }
+
+    def series(kind: str, state: str) -> str:
+        return f'klantsync_jobs{{kind="{kind}",state="{state}"}}'
+
+    expected = {
+        series(kind, state): 0.0
+        for kind in ("resync", "webhook", "dsr", "other")
+        for state in ("queued", "running")
+    }
+    assert await gauges() == {
+        **expected,
+        series("webhook", "running"): 1.0,
+        series("webhook", "queued"): 1.0,
+        series("resync", "queued"): 1.0,
+        series("other", "queued"): 1.0,
+    }
+    with store.transaction() as db:
+        db.execute("UPDATE jobs SET status='done' WHERE status IN ('queued', 'running')")
+    assert await gauges() == expected
