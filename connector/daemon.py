@@ -47,6 +47,7 @@ __all__ = [
     "UNREADY_NOT_RUN",
     "UNREADY_NO_STORE",
     "UNREADY_STALE",
+    "UNREADY_WORKER_ENDED",
     "Daemon",
     "RunsSinceStart",
 ]
@@ -68,6 +69,12 @@ UNREADY_STALE = "no success within twice its interval"
 UNREADY_FAILING = "never succeeded: every run since the daemon started failed"
 UNREADY_NOT_RUN = "never succeeded, and no run within twice its interval of the daemon's start"
 UNREADY_NO_STORE = "unknown: the store did not answer"
+#: The job worker's check once its task ended while the daemon runs (followed by the type of
+#: what ended it): nothing runs the queue any more, while webhooks and admin calls fill it.
+UNREADY_WORKER_ENDED = (
+    "the job worker ended on an error it does not catch: queued jobs no longer run; "
+    "restart the daemon"
+)
 #: The store's check when a store that failed is found damaged (``PRAGMA quick_check``).
 STORE_DAMAGED = (
     "the store is damaged (SQLite's quick_check finds faults in it): stop every klantsync "
@@ -133,6 +140,10 @@ class Daemon:
         #: Runs what webhooks and the admin API queue; its flows run through this daemon, and
         #: a store failure it meets counts for readiness as any other.
         self.jobs = JobWorker(rt, self, self.stopping, self.store_failed)
+        #: The job worker's check for readiness: ``None`` before :meth:`serve` starts it,
+        #: ``"ok"`` while its task runs, and once that ended while the daemon runs,
+        #: :data:`UNREADY_WORKER_ENDED` with the type of what ended it (:meth:`_worker_ended`).
+        self._worker_state: str | None = None
         for system in rt.systems.values():
             system.client.observer = self.metrics.observe_request
 
@@ -254,9 +265,9 @@ class Daemon:
     # -- health -------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when the store answers (and, once it refused a write, takes one again) and
-        every flow succeeded since the run before its latest due one (twice its interval; a
-        cron's on its own times).
+        """Ready when the store answers (and, once it refused a write, takes one again), the
+        job worker's task has not ended, and every flow succeeded since the run before its
+        latest due one (twice its interval; a cron's on its own times).
 
         A flow that has never succeeded is judged by this daemon's runs: before its first run
         finishes it counts from the daemon's start (start-up does not flap), and once a run
@@ -289,6 +300,9 @@ class Daemon:
         except Exception as exc:  # any store failure means not ready
             checks["store"] = type(exc).__name__
             ready = False
+        if self._worker_state is not None:
+            checks["job_worker"] = self._worker_state
+            ready = ready and self._worker_state == _WORKER_RUNS
         now = self.clock()
         for flow in self.rt.config.flows:
             schedule = flow.parsed_schedule
@@ -555,6 +569,8 @@ class Daemon:
         scheduler.start()
         server_tasks = [self._spawn(server.serve(sockets=[sock])) for server, sock in servers]
         worker = self._spawn(self.jobs.run())
+        self._worker_state = _WORKER_RUNS
+        worker.add_done_callback(self._worker_ended)
         log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
         await self.stopping.wait()
         log.info("daemon stopping")
@@ -579,6 +595,24 @@ class Daemon:
         audit.append(self.rt.store, "daemon.stopped", {})
         self.rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         log.info("daemon stopped")
+
+    def _worker_ended(self, task: asyncio.Task[Any]) -> None:
+        """Note the job worker's task ending, other than by the daemon's stop: an error it
+        does not catch (it outlives store failures and the bugs jobs meet) ended it. Nothing
+        said so, and ``/readyz`` stayed ready while jobs piled up: now it is not, and the
+        end is logged once, by the error's type only (its text may hold what a job held)."""
+        # Retrieved here in any case: left unretrieved, asyncio logged it with its text and
+        # traceback when the task was collected.
+        cancelled = task.cancelled()
+        error = None if cancelled else task.exception()
+        if error is None and self.stopping.is_set():
+            return  # the stop's own doing: it returned, or the stop's grace ran out
+        if error is not None:
+            kind = type(error).__name__
+        else:
+            kind = "CancelledError" if cancelled else "returned"
+        self._worker_state = f"{UNREADY_WORKER_ENDED} ({kind})"
+        log.error("job worker ended", extra={"error": kind})
 
     async def _scheduled(
         self, work: Callable[[], Coroutine[Any, Any, Any]], what: str | None = None
@@ -629,6 +663,10 @@ class Daemon:
 
 def _hangup() -> None:
     log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
+
+
+#: The job worker's check while its task runs.
+_WORKER_RUNS = "ok"
 
 
 class _NotReady(Exception):

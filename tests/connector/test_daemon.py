@@ -33,6 +33,7 @@ from connector.daemon import (
     UNREADY_FAILING,
     UNREADY_NO_STORE,
     UNREADY_NOT_RUN,
+    UNREADY_WORKER_ENDED,
     Daemon,
     _trigger,
     first_review,
@@ -1648,6 +1649,61 @@ class _Errors(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+async def test_readyz_is_not_ready_once_the_job_worker_s_task_has_died(
+    open_rt: Callable[..., Any], daemon_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job worker's task ended by an error it does not catch: nothing ran the queue any
+    more while webhooks and admin calls filled it, and /readyz stayed 200. It is 503 now,
+    saying why, and the end is logged once, by the error's type alone (its text may hold
+    what a job carried)."""
+    _listen_on_free_ports(daemon_config)
+    daemon_config.write_text(  # no flow run at start: readiness is the worker's alone
+        daemon_config.read_text().replace('schedule = "every 15m"', 'schedule = "0 3 * * *"')
+    )
+    die = asyncio.Event()
+    died = asyncio.Event()
+
+    async def run_until_it_dies() -> None:
+        await die.wait()
+        died.set()
+        raise KeyError(CANARY_EMAIL)
+
+    errors = _Errors()
+    logging.getLogger().addHandler(errors)
+    try:
+        async with open_rt(daemon_config) as rt:
+            daemon = Daemon(rt, clock=Clock())
+            monkeypatch.setattr(daemon.jobs, "run", run_until_it_dies)
+            serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+            async with _client(build_public_app(daemon)) as client:
+                for _ in range(500):
+                    await asyncio.sleep(0)
+                    if "job_worker" in daemon.readiness()[1]:
+                        break
+                alive = await client.get("/readyz")
+                die.set()
+                await asyncio.wait_for(died.wait(), 5)
+                for _ in range(5):
+                    await asyncio.sleep(0)  # the task's end reaches its callbacks
+                dead = await client.get("/readyz")
+                again = await client.get("/readyz")
+            daemon.stop()
+            await asyncio.wait_for(serving, 15)
+    finally:
+        logging.getLogger().removeHandler(errors)
+    assert alive.status_code == 200, alive.json()
+    assert alive.json()["checks"]["job_worker"] == "ok"
+    assert dead.status_code == 503 and again.status_code == 503
+    assert dead.json()["checks"]["job_worker"] == f"{UNREADY_WORKER_ENDED} (KeyError)"
+    ended = [r for r in errors.records if r.getMessage() == "job worker ended"]
+    assert len(ended) == 1
+    assert getattr(ended[0], "error", None) == "KeyError"
+    for record in errors.records:
+        assert CANARY_EMAIL not in record.getMessage()
+        assert CANARY_EMAIL not in str(getattr(record, "error", ""))
+        assert record.exc_info is None
 
 
 async def test_stopping_mid_run_logs_no_error(
