@@ -60,6 +60,14 @@ STOP_GRACE_SECONDS = 8.0
 KEY_REVIEW_DAYS = 365
 #: The daily review warns when the last backup of the store is older than this (or missing).
 BACKUP_REVIEW_DAYS = 7
+#: The kinds of data subject request the due-soon gauge counts; any other (one a newer
+#: version opened) counts as :data:`OTHER_DSR_KIND`, so the series stay few whatever the
+#: store holds.
+DSR_KINDS = ("erase", "access", "rectify")
+OTHER_DSR_KIND = "other"
+#: The daily review names at most this many request ids per warning (its count says how
+#: many there are): a backlog of hundreds must not make one log line of kilobytes.
+REVIEW_MAX_IDS = 50
 
 # Why a flow is (not) ready, as ``/readyz`` says it: fixed texts, so the probe's body never
 # carries an error message (which names paths and statuses) or anything personal.
@@ -356,9 +364,10 @@ class Daemon:
             with contextlib.suppress(Exception):
                 from connector.dsr import summary
 
-                counts = summary(self.rt.store)
+                counts = summary(self.rt.store, now=self._now())
                 values["dsr_open"] = counts.get("open", 0)
                 values["dsr_overdue"] = counts.get("overdue", 0)
+                values["dsr_due_soon"] = _due_soon_by_kind(counts.get("requests", []))
             with contextlib.suppress(Exception):
                 from connector.incidents import open_summary
 
@@ -372,6 +381,10 @@ class Daemon:
         if since is not None:
             values["master_key_since"] = since
         self.metrics.set_gauges(**values)
+
+    def _now(self) -> dt.datetime:
+        """The daemon's clock as an aware UTC moment (request deadlines are compared so)."""
+        return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
     def _master_key_since(self) -> float | None:
         """Unix time the store's keys were put under the current master key, if bound."""
@@ -425,6 +438,7 @@ class Daemon:
                     "time_left": incident["time_left"],
                 },
             )
+        self._review_requests()
         from connector.receipts import receipt_key_path
 
         key_file = receipt_key_path(self.rt.config.store_path)
@@ -451,6 +465,31 @@ class Daemon:
                 extra={"max_age_days": BACKUP_REVIEW_DAYS, "last_backup": backed_up},
             )
         audit.record_check(self.rt.store, gaps)
+
+    def _review_requests(self) -> None:
+        """Warn of open data subject requests past their deadline and of those due within
+        :data:`~connector.dsr_views.FLAG_DAYS` days, by count and request id (earliest
+        deadline first), never by anything of the person.
+
+        The deadline (one month, Art. 12(3)) was a gauge only once past: an operator heard
+        of a request when it was already late, not while there was a week to answer it.
+        """
+        from connector.dsr_views import FLAG_DAYS, summary
+
+        open_requests = summary(self.rt.store, now=self._now())["requests"]
+        by_deadline = sorted(open_requests, key=lambda r: dt.datetime.fromisoformat(r["deadline"]))
+        overdue = [r["id"] for r in by_deadline if r["overdue"]]
+        due_soon = [r["id"] for r in by_deadline if r["flagged"] and not r["overdue"]]
+        if overdue:
+            log.warning(
+                "data subject requests overdue",
+                extra={"count": len(overdue), "requests": overdue[:REVIEW_MAX_IDS]},
+            )
+        if due_soon:
+            log.warning(
+                f"data subject requests due within {FLAG_DAYS} days",
+                extra={"count": len(due_soon), "requests": due_soon[:REVIEW_MAX_IDS]},
+            )
 
     async def retention_sweep(self) -> None:
         """Purge what the connector holds itself past its retention period (audited)."""
@@ -659,6 +698,19 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
+
+
+def _due_soon_by_kind(requests: list[dict[str, Any]]) -> dict[str, int]:
+    """Open requests (as :func:`connector.dsr_views.summary` lists them) due within its
+    flag days and not yet overdue, by kind. Every kind is there, 0 if none, so a request
+    answered (or gone overdue, which its own gauge counts) reads 0, not the count last seen.
+    """
+    counts = dict.fromkeys((*DSR_KINDS, OTHER_DSR_KIND), 0)
+    for request in requests:
+        if request["flagged"] and not request["overdue"]:
+            kind = request["kind"] if request["kind"] in DSR_KINDS else OTHER_DSR_KIND
+            counts[kind] += 1
+    return counts
 
 
 def _hangup() -> None:

@@ -89,6 +89,12 @@ class Metrics:
         self.dsr_overdue = Gauge(
             "klantsync_dsr_overdue", "Data subject requests past their deadline", registry=r
         )
+        self.dsr_due_soon = Gauge(
+            "klantsync_dsr_due_soon",
+            "Open data subject requests due within 7 days and not yet overdue, by kind",
+            ["kind"],
+            registry=r,
+        )
         self.incidents_open = Gauge(
             "klantsync_incidents_open", "Breach incidents not yet closed", registry=r
         )
@@ -156,8 +162,8 @@ class Metrics:
 
     def set_gauges(self, **values: Any) -> None:
         """Refresh gauges read from the store (outbox size, jobs queued and running by kind
-        and state, open and overdue requests and breach incidents, when the master key was
-        set, when the last backup was taken)."""
+        and state, open, overdue and due-soon requests, open and overdue breach incidents,
+        when the master key was set, when the last backup was taken)."""
         if "outbox" in values:
             self.outbox.set(values["outbox"])
         if "jobs" in values:
@@ -167,6 +173,9 @@ class Metrics:
             self.dsr_open.set(values["dsr_open"])
         if "dsr_overdue" in values:
             self.dsr_overdue.set(values["dsr_overdue"])
+        if "dsr_due_soon" in values:
+            for kind, count in values["dsr_due_soon"].items():
+                self.dsr_due_soon.labels(kind).set(count)
         if "incidents_open" in values:
             self.incidents_open.set(values["incidents_open"])
         if "incidents_overdue" in values:

@@ -2792,3 +2792,70 @@ async def test_the_job_gauges_count_queued_and_running_jobs_by_kind(daemon: Daem
     with store.transaction() as db:
         db.execute("UPDATE jobs SET status='done' WHERE status IN ('queued', 'running')")
     assert await gauges() == expected
+
+
+class _Said(logging.Handler):
+    """Records the daemon's warnings with their extras."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def said(self, message: str) -> dict[str, Any] | None:
+        found = [r.__dict__ for r in self.records if r.getMessage() == message]
+        return found[-1] if found else None
+
+
+async def test_the_review_warns_of_requests_due_within_a_week_and_overdue_and_a_gauge_counts_them(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A request's deadline (one month, Art. 12(3)) was a gauge only once past: an alert
+    could fire only too late. Open requests due within 7 days are now a gauge by kind
+    (every kind there, 0 if none), and the daily review warns of them and of the overdue
+    ones, by count and request id, never by address."""
+    from connector.dsr import DsrService
+
+    assert isinstance(daemon.clock, Clock)
+    now = dt.datetime.fromtimestamp(daemon.clock.now, dt.UTC)
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant")
+    shop.faults.down = True  # every request stays open
+
+    def received(days_ago: int) -> DsrService:
+        return DsrService(daemon.rt, now=lambda: now - dt.timedelta(days=days_ago))
+
+    due = await received(26).erase(CANARY_EMAIL)
+    late = await received(40).access("te.laat@voorbeeld.test")
+    later = await received(1).access("nog.tijd@voorbeeld.test")
+    assert due.is_open and late.is_open and later.is_open
+
+    daemon.refresh_gauges()
+    async with _client(build_public_app(daemon)) as client:
+        text = (await client.get("/metrics")).text
+    assert "@" not in text
+    gauges = {
+        line.split()[0]: float(line.split()[1])
+        for line in _metric_lines(text, "klantsync_dsr_due_soon{")
+    }
+    assert gauges == {
+        'klantsync_dsr_due_soon{kind="erase"}': 1.0,
+        'klantsync_dsr_due_soon{kind="access"}': 0.0,
+        'klantsync_dsr_due_soon{kind="rectify"}': 0.0,
+        'klantsync_dsr_due_soon{kind="other"}': 0.0,
+    }
+    assert "klantsync_dsr_overdue 1.0" in text and "klantsync_dsr_open 3.0" in text
+
+    said = _Said()
+    logger = logging.getLogger("klantsync.daemon")
+    logger.addHandler(said)
+    try:
+        await daemon.compliance_review()
+    finally:
+        logger.removeHandler(said)
+    soon = said.said("data subject requests due within 7 days")
+    overdue = said.said("data subject requests overdue")
+    assert soon is not None and (soon["count"], soon["requests"]) == (1, [due.id])
+    assert overdue is not None and (overdue["count"], overdue["requests"]) == (1, [late.id])
+    assert "@" not in repr([r.__dict__ for r in said.records])
