@@ -361,6 +361,7 @@ class Daemon:
             # to read) never is, and counted it kept an alert on the queue firing for good.
             waiting = sum(self.rt.store.outbox_counts().values())
             values: dict[str, Any] = {"outbox": waiting, "jobs": jobs.pending_counts(self.rt.store)}
+            values.update(self._job_ages())
             with contextlib.suppress(Exception):
                 from connector.dsr import summary
 
@@ -381,6 +382,20 @@ class Daemon:
         if since is not None:
             values["master_key_since"] = since
         self.metrics.set_gauges(**values)
+
+    def _job_ages(self) -> dict[str, float]:
+        """Seconds the oldest queued job has waited and the longest running one has run (0
+        for none), on the daemon's clock: a worker stuck on a hanging call leaves both to
+        grow, where the job counts only showed a queue that a busy hour shows too."""
+        queued, running = jobs.pending_since(self.rt.store)
+        now = self.clock()
+
+        def age(since: str | None) -> float:
+            moment = _parse_ts(since)
+            # A clock set back since the job's time makes no negative age.
+            return max(0.0, now - moment) if moment is not None else 0.0
+
+        return {"oldest_queued": age(queued), "longest_running": age(running)}
 
     def _now(self) -> dt.datetime:
         """The daemon's clock as an aware UTC moment (request deadlines are compared so)."""

@@ -51,6 +51,7 @@ __all__ = [
     "forget_syncs_of",
     "get",
     "pending_counts",
+    "pending_since",
     "recent",
     "requeue",
     "requeue_cut_off",
@@ -330,3 +331,19 @@ def pending_counts(store: Store) -> dict[tuple[str, str], int]:
         label = kind if kind in KINDS else OTHER_KIND
         counts[label, status] += count
     return counts
+
+
+def pending_since(store: Store) -> tuple[str | None, str | None]:
+    """When the oldest queued job was queued, and when the job running longest started
+    (store timestamps; ``None`` for none).
+
+    For the job age gauges: a worker stuck on a hanging call shows in the counts only as
+    "running stays 1 while queued grows", which a busy hour shows too; these ages say how
+    long nothing was taken. Ids grow with time, so the oldest queued job is the first one
+    by id (on the ``(status, id)`` index); few run at once, so their start is a small min.
+    """
+    row = store.db.execute(
+        "SELECT (SELECT created_at FROM jobs WHERE status='queued' ORDER BY id LIMIT 1), "
+        "(SELECT MIN(started_at) FROM jobs WHERE status='running')"
+    ).fetchone()
+    return row[0], row[1]

@@ -110,6 +110,16 @@ class Metrics:
             ["kind", "state"],
             registry=r,
         )
+        self.oldest_queued = Gauge(
+            "klantsync_jobs_oldest_queued_seconds",
+            "Seconds the oldest queued job has waited to be taken (0 when none waits)",
+            registry=r,
+        )
+        self.longest_running = Gauge(
+            "klantsync_jobs_longest_running_seconds",
+            "Seconds the job running longest has run (0 when none runs)",
+            registry=r,
+        )
         self.master_key_since = Gauge(
             "klantsync_master_key_since_timestamp",
             "Unix time the store's keys were last put under a master key (made or rotated)",
@@ -162,13 +172,18 @@ class Metrics:
 
     def set_gauges(self, **values: Any) -> None:
         """Refresh gauges read from the store (outbox size, jobs queued and running by kind
-        and state, open, overdue and due-soon requests, open and overdue breach incidents,
+        and state, how long the oldest queued job waited and the longest running one ran,
+        open, overdue and due-soon requests, open and overdue breach incidents,
         when the master key was set, when the last backup was taken)."""
         if "outbox" in values:
             self.outbox.set(values["outbox"])
         if "jobs" in values:
             for (kind, state), count in values["jobs"].items():
                 self.jobs.labels(kind, state).set(count)
+        if "oldest_queued" in values:
+            self.oldest_queued.set(values["oldest_queued"])
+        if "longest_running" in values:
+            self.longest_running.set(values["longest_running"])
         if "dsr_open" in values:
             self.dsr_open.set(values["dsr_open"])
         if "dsr_overdue" in values:

@@ -2859,3 +2859,44 @@ async def test_the_review_warns_of_requests_due_within_a_week_and_overdue_and_a_
     assert soon is not None and (soon["count"], soon["requests"]) == (1, [due.id])
     assert overdue is not None and (overdue["count"], overdue["requests"]) == (1, [late.id])
     assert "@" not in repr([r.__dict__ for r in said.records])
+
+
+async def test_the_job_gauges_say_how_long_the_oldest_queued_job_waits_and_the_running_one_runs(
+    daemon: Daemon,
+) -> None:
+    """A worker stuck on a hanging call showed only as "running stays 1 while queued grows".
+    `/metrics` now says how long the oldest queued job has waited and the running one run,
+    in seconds (0 when there is none), for an alert such as "nothing taken for 15 minutes"."""
+    store, keyring = daemon.rt.store, daemon.rt.keyring
+    assert isinstance(daemon.clock, Clock)
+
+    def ago(seconds: float) -> str:
+        return dt.datetime.fromtimestamp(daemon.clock.now - seconds, dt.UTC).isoformat(
+            timespec="seconds"
+        )
+
+    async def ages() -> tuple[float, float]:
+        daemon.refresh_gauges()
+        async with _client(build_public_app(daemon)) as client:
+            text = (await client.get("/metrics")).text
+        (queued,) = _metric_lines(text, "klantsync_jobs_oldest_queued_seconds ")
+        (running,) = _metric_lines(text, "klantsync_jobs_longest_running_seconds ")
+        return float(queued.split()[1]), float(running.split()[1])
+
+    assert await ages() == (0.0, 0.0)
+    change = {"system": "shop", "event": "changed", "email": CANARY_EMAIL}
+    hung = jobs.enqueue(store, keyring, "webhook", change)
+    waiting = jobs.enqueue(store, keyring, "webhook", change)
+    newer = jobs.enqueue(store, keyring, "resync", {"system": "shop"})
+    claimed = jobs.claim_next(store, keyring)
+    assert claimed is not None and claimed.id == hung
+    with store.transaction() as db:
+        db.execute(
+            "UPDATE jobs SET created_at=?, started_at=? WHERE id=?", (ago(1500), ago(1400), hung)
+        )
+        db.execute("UPDATE jobs SET created_at=? WHERE id=?", (ago(1200), waiting))
+        db.execute("UPDATE jobs SET created_at=? WHERE id=?", (ago(60), newer))
+    assert await ages() == (1200.0, 1400.0)
+    with store.transaction() as db:
+        db.execute("UPDATE jobs SET status='done' WHERE status IN ('queued', 'running')")
+    assert await ages() == (0.0, 0.0)
