@@ -2560,6 +2560,8 @@ async def test_a_breach_clock_still_running_is_a_gauge_a_review_warning_and_in_s
     from connector.cli import main
 
     now = dt.datetime.now(dt.UTC)
+    assert isinstance(daemon.clock, Clock)
+    daemon.clock.now = now.timestamp()  # the daemon's clock and `status`'s agree
     config = daemon.rt.config
     store = daemon.rt.store
     late = incidents.open_incident(
@@ -2574,6 +2576,13 @@ async def test_a_breach_clock_still_running_is_a_gauge_a_review_warning_and_in_s
         text = (await client.get("/metrics")).text
     assert "klantsync_incidents_open 2.0" in text
     assert "klantsync_incidents_overdue 1.0" in text
+    # By the daemon's clock, as the requests' gauges: once the fresh one's 72 hours are out,
+    # both are overdue.
+    daemon.clock.now = (now + dt.timedelta(hours=73)).timestamp()
+    daemon.refresh_gauges()
+    async with _client(build_public_app(daemon)) as client:
+        assert "klantsync_incidents_overdue 2.0" in (await client.get("/metrics")).text
+    daemon.clock.now = now.timestamp()
 
     warned: list[int] = []
 
