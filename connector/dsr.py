@@ -363,6 +363,7 @@ class DsrService:
             existing = opened or self._open_erasure(primary, subject_ids, external)
             if existing is not None:
                 self._asked_again(existing, subject_ids, ids, e164, email)
+                self._keep_earlier_deadline(existing, source)
                 return self._view(self.db.get(existing.id))
             for sid in subject_ids:
                 for name, external_id in self.identities(sid).items():
@@ -386,6 +387,25 @@ class DsrService:
             self.audit("dsr.received", row, source=source, deadline=row.deadline)
             self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))
+
+    def _keep_earlier_deadline(self, row: RequestRow, source: str) -> None:
+        """Give ``row``, an open request this one goes on as, this one's deadline where that
+        is earlier; inside the caller's write transaction.
+
+        A Shopify customers/redact (or data_request) that finds the person's request open
+        went on under that request's deadline: a month from an earlier receipt, maybe
+        extended by two more, while Shopify wants it carried out within 30 days of its
+        webhook. The earlier of the two holds, whatever an extension granted before: the
+        one request answers both. Recorded as an extension is, the deadline moved with
+        its entry.
+        """
+        own = _iso(self._deadline(self.received_at or self.now()))
+        if dt.datetime.fromisoformat(own) >= dt.datetime.fromisoformat(row.deadline):
+            return
+        self.db.set_deadline(row.id, own, row.extension_reason)
+        self.audit(
+            "dsr.deadline_brought_forward", row, deadline=own, was=row.deadline, source=source
+        )
 
     def _unknown_record(self, external: tuple[str, str] | None) -> list[str]:
         """An erasure that names nobody the connector knows, nor a number: keyed by the
@@ -475,7 +495,9 @@ class DsrService:
             if opened is not None and opened.status != "open":
                 return self._view(opened)  # written already: one request, one bundle
             resumed = opened or self._open_access(sid, out_dir)
-            if resumed is None:
+            if resumed is not None:
+                self._keep_earlier_deadline(resumed, source)
+            else:
                 row = self._new_row("access", sid, source)
                 target = out_dir or self.rt.config.store_path.parent.resolve() / "access" / row.id
                 also_ids = [also] if also else []

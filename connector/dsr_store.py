@@ -283,7 +283,7 @@ class DsrStore:
             == 1
         )
 
-    def set_deadline(self, request_id: str, deadline: str, reason: str) -> None:
+    def set_deadline(self, request_id: str, deadline: str, reason: str | None) -> None:
         self.db.execute(
             "UPDATE dsr_requests SET deadline=?, extension_reason=? WHERE id=?",
             (deadline, reason, request_id),
