@@ -139,6 +139,13 @@ def register(subparsers: Any) -> None:
     exempt.add_argument("id")
     exempt.add_argument("--system", required=True, help="the system's name in the config")
     exempt.add_argument("--reason", required=True)
+    release = action(
+        "release",
+        "let an erasure erase a system whose part it holds because an earlier erasure of "
+        "the person exempted it (dsr exempt keeps it instead)",
+    )
+    release.add_argument("id")
+    release.add_argument("--system", required=True, help="the system's name in the config")
     action("receipt", "print a completed request's signed receipt").add_argument("id")
     verify = action("verify-receipt", "check a receipt's Ed25519 signature")
     verify.add_argument("file", type=Path)
@@ -226,6 +233,10 @@ async def _run(args: argparse.Namespace, console: Console, config: Config) -> in
             return EXIT_OK
         if action == "exempt":
             _print_view(console, args, service.exempt(args.id, args.system, args.reason))
+            return EXIT_OK
+        if action == "release":
+            # Done once decided: the erasure there is the next run's (exit 0, as exempt).
+            _print_view(console, args, service.release(args.id, args.system))
             return EXIT_OK
         if action == "receipt":
             return _receipt(service, args)

@@ -95,6 +95,8 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
             f"    {request['id']} {request['kind']}: {request['days_left']} days left "
             f"(deadline {request['deadline_date']}) waiting on {waiting} {mark}".rstrip()
         )
+        for system, detail in request.get("on_hold", {}).items():
+            console.print(f"      {escape(system)}: {escape(detail)}")
     breaches = data["incidents"]
     if breaches["open"]:
         console.print(

@@ -46,7 +46,14 @@ from connector.adapter import Subject, WebhookEvent, read_records
 from connector.crypto import manifest_context
 from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
 from connector.dsr_kinds import KindRunner
-from connector.dsr_store import FINAL_STATUSES, PURGE_SOURCE, DsrStore, RequestRow
+from connector.dsr_store import (
+    EXEMPTED,
+    FINAL_STATUSES,
+    PURGE_SOURCE,
+    DsrStore,
+    RequestRow,
+    on_hold,
+)
 from connector.dsr_views import (
     MAX_EXTENSION_MONTHS,
     DsrError,
@@ -951,12 +958,55 @@ class DsrService:
                     f"{system} is {states[system]} for request {request_id} already; only an "
                     "unsettled part can be exempted"
                 )
-            self.db.set_system(row.id, system, "exempt", detail=f"exempt: {text}")
+            self.db.set_system(row.id, system, "exempt", detail=f"{EXEMPTED}{text}")
             self.audit("dsr.exempted", row, system=system, reason=text)
         if row.kind != "access":
             # An access request completes with its bundle, which its next run writes from
             # the systems that are left (the daemon's retries, or dsr retry).
             self._complete_if_done(row)
+        return self._view(self.db.get(row.id))
+
+    def release(self, request_id: str, system: str) -> RequestView:
+        """Let an open erasure erase ``system``, whose part it holds because an earlier
+        erasure of the person exempted that system (KindRunner._hold_exempted_before).
+
+        The operator's other answer to such a part is ``dsr exempt`` (the reason holds
+        still). Released, the part is pending as any other, and the request's next run
+        (the daemon's retries, or ``dsr retry``) erases the person there; the earlier
+        exemption no longer holds it back. Calls no system.
+
+        Raises:
+            DsrUsageError: no such request, it is not open, it has no such system, or that
+                system's part is not on hold.
+        """
+        # The look, the decision and its entry in one write transaction, as for exempt.
+        with self.rt.store.transaction():
+            row = self.db.get(request_id)
+            if row is None:
+                raise no_request(request_id)
+            if row.status != "open":
+                raise DsrUsageError(
+                    f"request {request_id} is {row.status}; only an open request's part on "
+                    "hold can be released"
+                )
+            states = {s.system: s for s in self.db.systems(row.id)}
+            if system not in states:
+                # Not repeated, as for exempt: what was sent may be anything.
+                raise DsrUsageError(
+                    f"request {request_id} has no system of that name; it has {', '.join(states)}"
+                )
+            if not on_hold(states[system].status, states[system].detail):
+                raise DsrUsageError(
+                    f"{system}'s part of request {request_id} is not on hold for an earlier "
+                    "exemption; there is nothing to release"
+                )
+            # Kept in the manifest, which lasts as long as the request is open: the next run
+            # must not hold the part again for the same earlier exemption.
+            manifest = self.open_manifest(row)
+            manifest["released"] = [*manifest.get("released", []), system]
+            self.db.set_manifest(row.id, self.seal_manifest(row.id, manifest))
+            self.db.set_system(row.id, system, "pending")
+            self.audit("dsr.released", row, system=system)
         return self._view(self.db.get(row.id))
 
     def receipt(self, request_id: str) -> str | None:

@@ -30,11 +30,14 @@ from connector.adapter import (
 from connector.config import adapter_capabilities
 from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_store import (
+    EXEMPTED,
     FINAL_STATUSES,
     HELD_PHONE,
+    ON_HOLD,
     RequestRow,
     SystemRow,
     latest_purges,
+    on_hold,
 )
 from connector.dsr_views import DsrError, StaleRunError
 from connector.errors import FatalRemoteError, KlantsyncError
@@ -321,10 +324,16 @@ class KindRunner:
 
     async def _erase(self, row: RequestRow) -> None:
         manifest = self.service.open_manifest(row)
+        self._hold_exempted_before(row, manifest)
         await self._former_address(row, manifest)
         self._hold_source_records(row, manifest)
+        # Again for the addresses and records the request was widened to just now.
+        self._hold_exempted_before(row, manifest)
         states = {s.system: s for s in self.db.systems(row.id)}
-        todo = [n for n in self.rt.systems if states[n].status not in FINAL_STATUSES]
+        askable = self._askable(row)
+        todo = [
+            n for n in self.rt.systems if states[n].status not in FINAL_STATUSES and n in askable
+        ]
         # 1. The manifest snapshot: each system's ids, before that system is asked to delete.
         missing = [n for n in todo if n not in manifest["snapshot"]]
         found = await _settle({n: self._find(n, manifest) for n in missing})
@@ -415,6 +424,42 @@ class KindRunner:
         crashed = [o for o in outcomes.values() if isinstance(o, BaseException)]
         if crashed:
             raise crashed[0]
+
+    def _hold_exempted_before(self, row: RequestRow, manifest: dict[str, Any]) -> None:
+        """Hold each part another erasure of the person exempted, for the operator to decide.
+
+        An operator exempts one system's part of an erasure (records needed for a legal
+        claim, Art. 17(3)(e)); the person asks again later (Shopify sends customers/redact
+        months after the shop's request; a second e-mail), and that request erased at once
+        what the exemption kept. Whether the reason still holds is the operator's call: the
+        part stays pending, asked nothing (:meth:`_askable`), its detail naming the request
+        that exempted it and the reason, redacted as it was stored, until the operator
+        exempts it again (``dsr exempt``) or lets the erasure reach it (``dsr release``,
+        kept in the manifest's ``released``). Settled parts, and those of systems the config
+        no longer has (which wait anyway), are left as they are.
+        """
+        earlier = self.db.exempted_before([row.subject_id, *manifest["subject_ids"]], row.id)
+        released = manifest.get("released", [])
+        for part in self.db.systems(row.id):
+            name = part.system
+            if (
+                name not in earlier
+                or name in released
+                or name not in self.rt.systems
+                or part.status in FINAL_STATUSES
+                or on_hold(part.status, part.detail)
+            ):
+                continue
+            exempted_by, reason = earlier[name]
+            detail = (
+                f"{ON_HOLD}{exempted_by} exempted it ({reason}); not erased until decided: "
+                f"dsr exempt {row.id} --system {name} --reason R keeps it, "
+                f"dsr release {row.id} --system {name} erases it"
+            )
+            # No manifest check: a run under way in another process must not get past it.
+            with self.rt.store.transaction():
+                self.db.set_system(row.id, name, "pending", detail=detail)
+                self.service.audit("dsr.on_hold", row, system=name, exempted_by=exempted_by)
 
     def _suppress_phones(
         self, row: RequestRow, manifest: dict[str, Any], phones: list[str]
@@ -613,8 +658,14 @@ class KindRunner:
         """
         if row is None:
             return list(self.rt.systems)
-        exempt = self._exempted(row)
-        return [name for name in self.rt.systems if name not in exempt]
+        # A part held for an earlier exemption (_hold_exempted_before) is not asked either,
+        # until the operator decides.
+        left = {
+            s.system
+            for s in self.db.systems(row.id)
+            if s.status == "exempt" or on_hold(s.status, s.detail)
+        }
+        return [name for name in self.rt.systems if name not in left]
 
     def _unconfigured_unsettled(self, row: RequestRow) -> bool:
         """Whether a part of ``row`` of a system the config no longer has is unsettled."""
@@ -627,7 +678,7 @@ class KindRunner:
         """The systems whose part of ``row`` is exempted, each with the reason the exemption
         stored (its detail without the "exempt: " it starts with)."""
         return {
-            s.system: (s.detail or "").removeprefix("exempt: ")
+            s.system: (s.detail or "").removeprefix(EXEMPTED)
             for s in self.db.systems(row.id)
             if s.status == "exempt"
         }

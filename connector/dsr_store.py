@@ -20,6 +20,7 @@ from connector.moves import MOVED_ENTRY, SET_APART_ENTRY
 from connector.state import HELD, HELD_PHONE, PER_SYSTEM_TABLES, RESEND, Store, utcnow
 
 __all__ = [
+    "EXEMPTED",
     "FINAL_STATUSES",
     "HELD_PHONE",
     "MOVED_AWAY",
@@ -29,6 +30,7 @@ __all__ = [
     "RequestRow",
     "SystemRow",
     "latest_purges",
+    "on_hold",
 ]
 
 #: Per-system statuses. ``failed`` and ``pending_verification`` are retried; the rest of the
@@ -72,6 +74,18 @@ MOVED_AWAY = (MOVED_ENTRY, SET_APART_ENTRY)
 
 #: A request is complete when every system is in one of these.
 FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
+
+#: How the detail of a part an operator exempted starts (DsrService.exempt), the reason after.
+EXEMPTED = "exempt: "
+#: How the detail of an erasure's part held for an earlier erasure's exemption starts
+#: (KindRunner._hold_exempted_before): pending until the operator decides.
+ON_HOLD = "on hold: "
+
+
+def on_hold(status: str, detail: str | None) -> bool:
+    """Whether a part with ``status`` and ``detail`` is held for an earlier exemption."""
+    return status == "pending" and (detail or "").startswith(ON_HOLD)
+
 
 _REQUEST_COLUMNS = (
     "id, kind, subject_id, received_at, deadline, extension_reason, status, source, "
@@ -211,6 +225,33 @@ class DsrStore:
             tuple(subject_ids),
         ).fetchone()
         return None if found is None else RequestRow(*found)
+
+    def exempted_before(
+        self, subject_ids: Sequence[str], request_id: str
+    ) -> dict[str, tuple[str, str]]:
+        """Per system, the latest part an operator exempted (:data:`EXEMPTED`) of another
+        erasure of any of ``subject_ids``: that request's id, and the reason as stored.
+
+        An erasure of a subject is one asked for under it, or one that put it on the
+        suppression list. Parts exempt for what a run found (a shop that keeps everything
+        on purpose, a purged shop that refuses klantsync) are not an operator's decision,
+        and each request finds those again itself.
+        """
+        marks = ",".join("?" * len(subject_ids))
+        rows = self.db.execute(
+            "SELECT s.system, r.id, s.detail FROM dsr_systems s "  # noqa: S608 - marks only
+            "JOIN dsr_requests r ON r.id = s.request_id "
+            "WHERE r.kind='erase' AND r.id != ? AND s.status='exempt' "
+            "AND substr(s.detail, 1, ?) = ? "
+            f"AND (r.subject_id IN ({marks}) OR r.id IN "
+            f"(SELECT request_id FROM suppression WHERE subject_id IN ({marks}))) "
+            "ORDER BY r.received_at, r.id",
+            (request_id, len(EXEMPTED), EXEMPTED, *subject_ids, *subject_ids),
+        ).fetchall()
+        return {
+            str(system): (str(earlier), str(detail).removeprefix(EXEMPTED))
+            for system, earlier, detail in rows
+        }
 
     def held_phones(self, addresses: Sequence[str]) -> list[str]:
         """The numbers (keyed ids) that erasures of ``addresses`` read from the person's

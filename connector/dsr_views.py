@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow, SystemRow
+from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow, SystemRow, on_hold
 from connector.errors import KlantsyncError
 from connector.state import Store
 
@@ -259,6 +259,9 @@ def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
                 "flagged": v.flagged,
                 "overdue": v.overdue,
                 "waiting_on": v.failed_systems,
+                # Parts held for an earlier exemption wait on the operator, not a retry:
+                # each with why (the request that exempted it, and its reason).
+                "on_hold": {s.system: s.detail for s in v.systems if on_hold(s.status, s.detail)},
             }
             for v in open_views
         ],

@@ -2440,6 +2440,79 @@ async def test_an_erasure_retry_asks_a_system_exempted_from_it_nothing(
     assert asked == [], f"the exempted shop was asked: {asked}"
 
 
+async def test_a_later_erasure_holds_a_part_an_earlier_one_exempted_until_the_operator_decides(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The person's first erasure exempted the CRM (records needed for a legal claim). Their
+    request that comes later (Shopify's delayed customers/redact, a second e-mail) erases
+    the shop as before, but neither asks nor erases the CRM on its own: that part stays
+    pending, flagged with the request that exempted it and why (redacted, as it was
+    stored), through every retry, until the operator exempts it again."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    first = await service.erase(CANARY_EMAIL)
+    reason = f"records needed for a pending legal claim (Art. 17(3)(e)); ask {CANARY_EMAIL}"
+    assert service.exempt(first.id, "crm", reason).status == "completed"
+    crm.faults.down = False
+    assert crm.holds(CANARY_EMAIL)
+    crm.log.clear()
+    second = await service.erase(CANARY_EMAIL)
+    assert second.id != first.id and second.is_open
+    assert second.system("shop").status in ("not_held", "verified_absent")
+    held = second.system("crm")
+    assert held.status == "pending" and held.detail is not None
+    assert first.id in held.detail and "pending legal claim" in held.detail
+    assert CANARY_EMAIL not in held.detail and "<email>" in held.detail
+    (flagged,) = summary(rt.store)["requests"]
+    assert flagged["waiting_on"] == ["crm"] and flagged["on_hold"] == {"crm": held.detail}
+    again = await service.retry(second.id)
+    assert again.system("crm").status == "pending" and again.is_open
+    asked = [f"{e.method} {e.path}" for e in crm.log.entries]
+    assert asked == [], f"the CRM was asked: {asked}"
+    assert crm.holds(CANARY_EMAIL)
+    done = service.exempt(second.id, "crm", "the claim is still pending")
+    assert done.status == "completed" and done.system("crm").status == "exempt"
+    assert crm.holds(CANARY_EMAIL)
+
+
+def test_cli_release_lets_a_later_erasure_reach_a_part_on_hold(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    config_path: Path,
+) -> None:
+    """`dsr show` and `status` say why a part is on hold; `dsr release ID --system S` lets
+    the erasure reach it (the claim is settled), and the next retry erases the person there.
+    A part not on hold is not released (exit 2)."""
+    from connector.cli import main
+
+    seed(shop)
+    crm.add_person(CANARY_EMAIL, CANARY_NAME)
+    crm.faults.down = True
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    first = json.loads(out)["id"]
+    code, _, _ = cli("exempt", first, "--system", "crm", "--reason", "legal claim", capsys=capsys)
+    assert code == 0
+    crm.faults.down = False
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    assert code == 1
+    second = json.loads(out)["id"]
+    code, out, _ = cli("show", second, capsys=capsys)
+    assert f"crm: pending (0 attempts): on hold: {first} exempted it (legal claim)" in out
+    assert main(["-c", str(config_path), "status"]) == 0
+    assert f"crm: on hold: {first} exempted it (legal claim)" in capsys.readouterr().out
+    code, _, err = cli("release", second, "--system", "shop", capsys=capsys)
+    assert code == 2 and "not on hold" in err
+    code, out, _ = cli("release", second, "--system", "crm", capsys=capsys)
+    assert code == 0 and "crm: pending (0 attempts)" in out and "on hold" not in out
+    assert crm.holds(CANARY_EMAIL)
+    code, out, _ = cli("retry", second, "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["systems"]["crm"]["status"] == "verified_absent"
+    assert not crm.holds(CANARY_EMAIL)
+
+
 async def test_a_correction_retry_asks_a_source_exempted_from_it_nothing(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
