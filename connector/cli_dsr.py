@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from connector.dsr import DsrService, DsrUsageError, RequestView, no_request
 from connector.errors import ReceiptError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
-from connector.receipts import load_public_key
+from connector.receipts import listed_keys_in
 from connector.runtime import open_runtime
 
 __all__ = ["register", "run"]
@@ -149,11 +150,21 @@ def register(subparsers: Any) -> None:
     action("receipt", "print a completed request's signed receipt").add_argument("id")
     verify = action("verify-receipt", "check a receipt's Ed25519 signature")
     verify.add_argument("file", type=Path)
-    verify.add_argument("--public-key", type=Path, help="PEM public key (default: this store's)")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        help="PEM public key, or the listing of public-key --all (default: this store's)",
+    )
     action("rotate-key", "replace the receipt signing key (old receipts still verify)")
     public = action("public-key", "print the public key that checks this deployment's receipts")
     public.add_argument(
         "--out", type=Path, help="write the PEM to this file instead (a file, not a directory)"
+    )
+    public.add_argument(
+        "--all",
+        action="store_true",
+        help="every key the deployment signed receipts with, each retired one with when it "
+        "was retired (it verifies only receipts completed by then), the one in use last",
     )
 
 
@@ -255,7 +266,7 @@ async def _run(args: argparse.Namespace, console: Console, config: Config) -> in
 
 
 def _public_key(service: DsrService, args: argparse.Namespace, console: Console) -> int:
-    pem = service.public_key_pem()
+    pem = service.public_key_listing() if args.all else service.public_key_pem()
     if args.out:
         # As backup --out: the key written over the master key, the config or the store
         # would lose the deployment for a public key it can print again at any time.
@@ -265,6 +276,16 @@ def _public_key(service: DsrService, args: argparse.Namespace, console: Console)
             print(json.dumps({"written": str(args.out), "format": "pem"}))
         else:
             console.print(f"public key written to {escape(str(args.out))}")
+    elif args.json and args.all:
+        listed = [
+            {
+                "key_id": key.key_id,
+                "retired_at": key.retired_at,
+                "public_key": replace(key, retired_at=None).pem(),
+            }
+            for key in service.listed_keys()
+        ]
+        print(json.dumps({"public_keys": listed}))
     elif args.json:
         print(json.dumps({"public_key": pem}))
     else:
@@ -320,7 +341,7 @@ def _verify(service: DsrService, args: argparse.Namespace, console: Console) -> 
         # A key that is none is a mistake in the command (exit 2), not a verdict on the
         # receipt: "invalid" (exit 1) would say the receipt was checked and failed.
         try:
-            load_public_key(pem)
+            listed_keys_in(pem)
         except ReceiptError as exc:
             raise DsrUsageError(f"--public-key: {exc}") from None
     result = service.verify_receipt(data, pem)

@@ -53,6 +53,7 @@ from connector.dsr_store import (
     DsrStore,
     RequestRow,
     on_hold,
+    receipt_keys_retired,
 )
 from connector.dsr_views import (
     MAX_EXTENSION_MONTHS,
@@ -75,10 +76,11 @@ from connector.logs import redact
 from connector.model import normalise_email
 from connector.moves import same_person
 from connector.receipts import (
+    ListedKey,
     ReceiptSigner,
     Verification,
     document_key_id,
-    load_public_key,
+    listed_keys_in,
 )
 from connector.receipts import verify_receipt as _verify_bytes
 from connector.retention import delete_bundles_of_customers
@@ -1018,18 +1020,56 @@ class DsrService:
         """The receipts' public key as PEM (the key pair is created on first use)."""
         return self.signer.public_key_pem()
 
+    def public_key_listing(self) -> str:
+        """Every public key this deployment signed receipts with, as PEM, for a third party
+        to check receipts offline (``dsr public-key --all``): each retired one preceded by
+        when it was retired (:meth:`listed_keys`), the one in use last."""
+        return "".join(listed.pem() for listed in self.listed_keys())
+
+    def listed_keys(self) -> tuple[ListedKey, ...]:
+        """The receipt keys (:meth:`ReceiptSigner.listed_keys`), a retired one whose file
+        keeps no moment (an earlier version retired it) with the one its ``keys.rotated``
+        entry gives, while the audit trail holds it."""
+        *retired, current = self.signer.listed_keys()
+        rotations = receipt_keys_retired(self.rt.store.db)
+        return (
+            *(
+                replace(listed, retired_at=rotations.get(listed.key_id))
+                if listed.retired_at is None
+                else listed
+                for listed in retired
+            ),
+            current,
+        )
+
     def verify_receipt(self, data: bytes, public_key_pem: bytes | None = None) -> Verification:
-        """Check a receipt against a given public key, or the deployment's key that signed it
-        (the current one or a retired one: receipts outlive key rotations)."""
-        if public_key_pem:
-            return _verify_bytes(data, load_public_key(public_key_pem))
-        keys = self.signer.public_keys()
-        public = keys.get(document_key_id(data) or "", self.signer.public_key)
-        return _verify_bytes(data, public)
+        """Check a receipt against a given public key (or a listing of them, as
+        :meth:`public_key_listing` gives), or the deployment's key that signed it (the
+        current one or a retired one: receipts outlive key rotations).
+
+        A retired key verifies only what it signed before its retirement: the moment the
+        given text says, or this store's, the earlier, so a key printed before its
+        retirement (no such line) does not let a receipt signed with a copy of it since
+        pass for one of the deployment's.
+        """
+        wanted = document_key_id(data) or ""
+        listed = self.listed_keys()
+        ours = {key.key_id: key for key in listed}
+        if not public_key_pem:
+            chosen = ours.get(wanted, listed[-1])  # none of ours: the one in use says so
+            return _verify_bytes(data, chosen.public, retired_at=chosen.retired_at)
+        given = listed_keys_in(public_key_pem)
+        chosen = next((k for k in given if k.key_id == wanted), given[0])
+        known = ours.get(chosen.key_id)
+        moments = [m for m in (chosen.retired_at, known and known.retired_at) if m]
+        earliest = min(moments, key=dt.datetime.fromisoformat) if moments else None
+        return _verify_bytes(data, chosen.public, retired_at=earliest)
 
     def rotate_receipt_key(self) -> tuple[str, str]:
-        """Replace the receipt signing key; old receipts still verify. Audited by key id."""
-        old, new = self.signer.rotate()
+        """Replace the receipt signing key; old receipts still verify, and the old key,
+        kept with the moment it was retired, verifies nothing signed after it. Audited by
+        key id."""
+        old, new = self.signer.rotate(self.timestamp())
         audit.append(
             self.rt.store, audit.KEY_ROTATED, {"key": "receipt-signing", "old": old, "new": new}
         )

@@ -31,6 +31,7 @@ __all__ = [
     "SystemRow",
     "latest_purges",
     "on_hold",
+    "receipt_keys_retired",
 ]
 
 #: Per-system statuses. ``failed`` and ``pending_verification`` are retried; the rest of the
@@ -64,6 +65,18 @@ def latest_purges(db: sqlite3.Connection, schema: str = "main") -> dict[str, str
         system = str(json.loads(data).get("system"))
         latest[system] = max(latest.get(system, ""), str(ts))
     return latest
+
+
+def receipt_keys_retired(db: sqlite3.Connection) -> dict[str, str]:
+    """Per receipt signing key id, when ``dsr rotate-key`` retired it, as the audit trail's
+    ``keys.rotated`` entries record it (the earliest, for a key rotated away twice)."""
+    retired: dict[str, str] = {}
+    for ts, data in db.execute("SELECT ts, data FROM audit WHERE kind = ?", (audit.KEY_ROTATED,)):
+        entry = json.loads(data)
+        if entry.get("key") == "receipt-signing" and isinstance(entry.get("old"), str):
+            old = entry["old"]
+            retired[old] = min(retired.get(old, str(ts)), str(ts))
+    return retired
 
 
 #: The audit entry of a request received (the first of its entries).

@@ -9,6 +9,13 @@ insists that the file *is* canonical (one optional trailing newline allowed): ot
 changed in insignificant whitespace would still verify, and "one changed byte fails" is the
 property an auditor can check by hand.
 
+A key ``dsr rotate-key`` retired signs nothing after its retirement: its public half is kept
+(receipts it signed before still verify) with the moment it was retired, on a ``Retired-At``
+line before the PEM (RFC 7468 explanatory text, which PEM readers skip), and a receipt it
+signed whose ``completed_at`` is later is refused. Whoever took a copy of the retired private
+key could otherwise sign new, false receipts with it. The public-key listing (``dsr
+public-key --all``) carries those lines, so a third party checking offline applies the rule.
+
 The private key is generated on first use and written beside the store, named after it
 (``var/klantsync.db`` signs with ``var/klantsync.db.receipt-signing.key``), sealed with the
 :class:`~connector.crypto.Keyring` (so it is as safe as the outbox and needs no extra secret),
@@ -26,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -47,11 +55,13 @@ from connector.privatefile import create_private, write_private
 __all__ = [
     "LEGACY_KEY_FILE",
     "NOT_THIS_STORES_KEY",
+    "ListedKey",
     "ReceiptSigner",
     "Verification",
     "canonical",
     "document_key_id",
     "key_id",
+    "listed_keys_in",
     "load_public_key",
     "receipt_key_path",
     "retired_keys_dir",
@@ -63,6 +73,10 @@ KEY_FILE_SUFFIX = ".receipt-signing.key"
 #: The key file every store in a folder shared before each had its own; read, never written.
 LEGACY_KEY_FILE = "receipt-signing.key"
 ALGORITHM = "Ed25519"
+#: The explanatory line before a retired key's PEM that says when it was retired.
+RETIRED_AT = "Retired-At: "
+#: The one before it that names the key (for the reader; the key itself is what counts).
+KEY_ID = "Key-Id: "
 
 
 def receipt_key_path(store_path: Path) -> Path:
@@ -103,6 +117,72 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class ListedKey:
+    """A public key receipts were signed with, and when it was retired (``None``: the key
+    in use, or one retired by a version that did not keep the moment)."""
+
+    public: Ed25519PublicKey
+    retired_at: str | None = None
+
+    @property
+    def key_id(self) -> str:
+        return key_id(self.public)
+
+    def pem(self) -> str:
+        """The key as PEM, a retired one's preceded by its ``Key-Id`` and ``Retired-At``."""
+        text = self.public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode("ascii")
+        if self.retired_at is None:
+            return text
+        return f"{KEY_ID}{self.key_id}\n{RETIRED_AT}{self.retired_at}\n{text}"
+
+
+def listed_keys_in(pem: bytes) -> list[ListedKey]:
+    """Every public key in a PEM text (one key, a retired key's file, or the listing of
+    ``dsr public-key --all``), each with the ``Retired-At`` of the lines before it.
+
+    Raises:
+        ReceiptError: no key in it, a key that is not an Ed25519 one, or a ``Retired-At``
+            that is no moment with its offset.
+    """
+    found: list[ListedKey] = []
+    retired_at: str | None = None
+    block: list[str] | None = None
+    for line in pem.decode("ascii", errors="replace").splitlines():
+        if block is not None:
+            block.append(line)
+            if line.startswith("-----END"):
+                key = load_public_key("\n".join(block).encode())
+                found.append(ListedKey(key, retired_at))
+                block, retired_at = None, None
+        elif line.startswith("-----BEGIN"):
+            block = [line]
+        elif line.startswith(RETIRED_AT):
+            retired_at = _moment_text(line.removeprefix(RETIRED_AT).strip())
+    if not found:
+        raise ReceiptError("the public key is not a valid PEM public key")
+    return found
+
+
+def _moment_text(text: str) -> str:
+    """``text`` if it is an ISO 8601 moment with its offset, as ``Retired-At`` gives one."""
+    moment = _moment(text)
+    if moment is None:
+        raise ReceiptError("a Retired-At line is not a moment with its UTC offset")
+    return text
+
+
+def _moment(text: object) -> dt.datetime | None:
+    """An ISO 8601 moment with its offset, or ``None`` for anything else."""
+    try:
+        moment = dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 class ReceiptSigner:
     """Signs receipts with the store's Ed25519 key, creating the key on first use.
 
@@ -118,6 +198,8 @@ class ReceiptSigner:
         self._keyring = keyring
         self._adopt = adopt
         self._private: Ed25519PrivateKey | None = None
+        #: The key file the key held was read from (:meth:`_file_identity`).
+        self._loaded: tuple[int, int] | None = None
 
     @classmethod
     def for_store(cls, store_path: Path, keyring: Keyring) -> ReceiptSigner:
@@ -133,9 +215,25 @@ class ReceiptSigner:
 
     @property
     def private_key(self) -> Ed25519PrivateKey:
-        if self._private is None:
+        # Read again when the key file is another since it was read: a `dsr rotate-key` in
+        # another process (the CLI beside the daemon) retired the key held here, and a
+        # receipt signed with it after that would be refused.
+        found = self._file_identity()
+        if self._private is None or (found is not None and found != self._loaded):
             self._private = self._load_or_create()
+            # The file as it was before the read (one replaced meanwhile is read again next
+            # time), or as the read made it.
+            self._loaded = found or self._file_identity()
         return self._private
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        """The key file as told apart from one put in its place (renamed into place: a new
+        inode), ``None`` while there is none."""
+        try:
+            found = self.key_path.stat()
+        except OSError:
+            return None
+        return (found.st_ino, found.st_mtime_ns)
 
     @property
     def public_key(self) -> Ed25519PublicKey:
@@ -169,31 +267,35 @@ class ReceiptSigner:
 
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every public key this store has signed with, by key id (current included)."""
+        return {listed.key_id: listed.public for listed in self.listed_keys()}
+
+    def listed_keys(self) -> list[ListedKey]:
+        """Every public key this store has signed with: the retired ones, each with when it
+        was retired as its file keeps it, oldest first, and the one in use last."""
         # First: loading the key may adopt the shared file, and its retired keys with it.
         current = self.public_key
-        keys: dict[str, Ed25519PublicKey] = {}
+        retired: dict[str, ListedKey] = {}
         if self.retired_dir.is_dir():
             for path in sorted(self.retired_dir.glob("*.pem")):
-                public = load_public_key(path.read_bytes())
-                keys[key_id(public)] = public
-        keys[key_id(current)] = current
-        return keys
+                listed = listed_keys_in(path.read_bytes())[0]
+                retired[listed.key_id] = listed
+        # The key in use is retired by no file: a rotation that stopped before putting the
+        # new key in place wrote the old one's file, and the key signs on.
+        retired.pop(key_id(current), None)
+        return [*sorted(retired.values(), key=_when), ListedKey(current)]
 
-    def rotate(self) -> tuple[str, str]:
+    def rotate(self, retired_at: str | None = None) -> tuple[str, str]:
         """Retire the signing key for a new one; return ``(old key id, new key id)``.
 
-        The old key's *public* half is kept (receipts it signed must stay verifiable); its
-        private half is gone once the new sealed key file replaces it.
+        The old key's *public* half is kept, with ``retired_at`` (default: now), so receipts
+        it signed before stay verifiable and none it signs later is; its private half is
+        gone once the new sealed key file replaces it.
         """
         old = self.public_key
         old_id = key_id(old)
+        when = retired_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         # Whole or not at all: a torn file here failed every receipt check that followed.
-        write_private(
-            self.retired_dir / f"{old_id}.pem",
-            old.public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            ),
-        )
+        write_private(self.retired_dir / f"{old_id}.pem", ListedKey(old, when).pem().encode())
         key = Ed25519PrivateKey.generate()
         raw = key.private_bytes(
             serialization.Encoding.Raw,
@@ -203,6 +305,7 @@ class ReceiptSigner:
         # Renamed into place: never a moment without a key file.
         write_private(self.key_path, self._keyring.seal(raw, RECEIPT_KEY_CONTEXT))
         self._private = key
+        self._loaded = self._file_identity()
         return old_id, key_id(key.public_key())
 
     @property
@@ -352,8 +455,16 @@ def document_key_id(data: bytes) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def verify_receipt(data: bytes, public: Ed25519PublicKey) -> Verification:
-    """Check a receipt file's bytes against ``public``; never raises on bad input."""
+def _when(listed: ListedKey) -> dt.datetime:
+    """When ``listed`` was retired, for ordering (a moment not known sorts first)."""
+    return _moment(listed.retired_at) or dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def verify_receipt(
+    data: bytes, public: Ed25519PublicKey, *, retired_at: str | None = None
+) -> Verification:
+    """Check a receipt file's bytes against ``public``, retired at ``retired_at`` if it
+    was; never raises on bad input."""
     body = data[:-1] if data.endswith(b"\n") else data
     try:
         document = json.loads(body)
@@ -384,4 +495,34 @@ def verify_receipt(data: bytes, public: Ed25519PublicKey) -> Verification:
         return Verification(False, "signature does not match the content")
     if not isinstance(receipt, dict):
         return Verification(False, "not a klantsync receipt")
+    if retired_at is not None:
+        problem = _after_retirement(receipt, document["key_id"], retired_at)
+        if problem:
+            return Verification(False, problem)
     return Verification(True, receipt=receipt)
+
+
+def _after_retirement(receipt: dict[str, Any], key: str, retired_at: str) -> str:
+    """Why a receipt signed by ``key``, retired at ``retired_at``, is refused; "" if it
+    was completed by then (to the second: receipts and retirements are kept to it).
+
+    A retired key signs nothing new. Its private half is gone from the store, but a copy
+    may be about (an old backup, a stolen disk): a receipt it signed that says it was
+    completed after its retirement is one made with such a copy.
+    """
+    retired = _moment(retired_at)
+    completed = _moment(receipt.get("completed_at"))
+    if retired is None:
+        return f"signed with key {key}, whose Retired-At ({retired_at}) is no moment"
+    if completed is None:
+        return (
+            f"signed with key {key}, retired at {retired_at}, and it gives no completed_at "
+            "to show it was signed before then"
+        )
+    if completed > retired:
+        return (
+            f"completed at {receipt['completed_at']}, but signed with key {key}, retired at "
+            f"{retired_at}: a retired key signs nothing after its retirement (this one may "
+            "have been copied)"
+        )
+    return ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import hashlib
 import io
@@ -36,6 +37,7 @@ from connector.dsr_kinds import KindRunner
 from connector.errors import RetryableError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
+from connector.receipts import canonical
 from connector.runtime import Runtime, open_runtime
 from connector.state import PER_SYSTEM_TABLES, RESEND
 from tests.conftest import (
@@ -2012,6 +2014,83 @@ def test_key_file_is_sealed_and_private(
     assert b"PRIVATE KEY" not in key.read_bytes()
     with sqlite3.connect(config_path.parent / "state" / "klantsync.db") as db:
         assert db.execute("SELECT COUNT(*) FROM dsr_requests").fetchone()[0] == 0
+
+
+async def test_a_receipt_signed_with_a_retired_key_after_its_retirement_is_refused(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """Whoever took a copy of the signing key `dsr rotate-key` retired could sign new, false
+    receipts with it. One that says it was completed after the key's retirement is refused,
+    saying why; the receipts the key signed before still verify. Alike with this store's
+    keys, with the listing a third party checks receipts with offline (`dsr public-key
+    --all`), with the key's bare PEM as it was printed before its retirement, and for a
+    key an earlier version retired (no time in its file: the audit trail's keys.rotated)."""
+    shop.add_person("before.rotation@example.nl", "Before", "Rotation")
+    # From the wall clock: the audit trail's entries are stamped with it.
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    clock = {"now": start}
+    service = DsrService(rt, now=lambda: clock["now"])
+    first = await service.erase("before.rotation@example.nl")
+    genuine = (service.receipt(first.id) or "").encode()
+    stolen = service.signer.private_key
+    bare = service.public_key_pem().encode()
+    clock["now"] = start + dt.timedelta(days=1)
+    old_id, _ = service.rotate_receipt_key()
+    body = {
+        **json.loads(genuine)["receipt"],
+        "request_id": "er-20260304-0a1b2c3d",
+        "completed_at": (start + dt.timedelta(days=2)).isoformat(),
+    }
+    forged = canonical(
+        {
+            "algorithm": "Ed25519",
+            "key_id": old_id,
+            "receipt": body,
+            "signature": base64.b64encode(stolen.sign(canonical(body))).decode(),
+        }
+    )
+    listing = service.public_key_listing().encode()
+    for given in (None, listing, bare):
+        refused = service.verify_receipt(forged, given)
+        retired = (start + dt.timedelta(days=1)).isoformat()
+        assert not refused.ok and f"retired at {retired}" in refused.problem
+        assert service.verify_receipt(genuine, given).ok
+    (kept,) = service.signer.retired_dir.glob("*.pem")
+    kept.write_bytes(bare)  # as an earlier version kept it
+    assert not DsrService(rt).verify_receipt(forged).ok
+    assert DsrService(rt).verify_receipt(genuine).ok
+
+
+def test_cli_public_key_all_lists_every_key_with_when_it_was_retired(
+    shop: WooCommerceSandbox,
+    cli: Callable[..., tuple[int, str, str]],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """`dsr public-key --all` lists every key the store signed with, a retired one with the
+    moment it was retired, the one in use last; a receipt its retired key signed before
+    then verifies offline with that listing (`verify-receipt --public-key`)."""
+    seed(shop)
+    code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
+    request_id = json.loads(out)["id"]
+    code, receipt, _ = cli("receipt", request_id, capsys=capsys)
+    (tmp_path / "r.json").write_text(receipt)
+    assert cli("rotate-key", capsys=capsys)[0] == 0
+    code, current, _ = cli("public-key", capsys=capsys)
+    code, out, _ = cli("public-key", "--all", "--json", capsys=capsys)
+    assert code == 0
+    (retired, in_use) = json.loads(out)["public_keys"]
+    assert retired["key_id"] == json.loads(receipt)["key_id"] and retired["retired_at"]
+    assert in_use["retired_at"] is None and in_use["public_key"] == current
+    target = tmp_path / "keys.pem"
+    assert cli("public-key", "--all", "--out", str(target), capsys=capsys)[0] == 0
+    text = target.read_text()
+    assert text.count("BEGIN PUBLIC KEY") == 2 and text.endswith(current)
+    assert f"Retired-At: {retired['retired_at']}" in text
+    code, out, _ = cli(
+        "verify-receipt", str(tmp_path / "r.json"), "--public-key", str(target), capsys=capsys
+    )
+    assert code == 0 and "valid" in out
 
 
 async def test_rotating_the_receipt_key_keeps_old_receipts_verifiable(

@@ -578,9 +578,11 @@ async def test_an_installation_with_the_shared_key_file_keeps_its_signing_key(
     async with open_rt() as rt:
         # What an earlier klantsync left: the shared key file and a retired key's public half.
         shared = ReceiptSigner(state / "receipt-signing.key", rt.keyring)
-        before_rotation = shared.sign({"request_id": "er-old-1"})
+        # Completed before the rotation: a retired key verifies nothing completed after it.
+        done = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        before_rotation = shared.sign({"request_id": "er-old-1", "completed_at": done})
         shared.rotate()
-        before_upgrade = shared.sign({"request_id": "er-old-2"})
+        before_upgrade = shared.sign({"request_id": "er-old-2", "completed_at": done})
         pem = shared.public_key_pem()
         os.utime(shared.key_path, (1_700_000_000, 1_700_000_000))
 

@@ -16,6 +16,7 @@ from connector.receipts import (
     ReceiptSigner,
     canonical,
     key_id,
+    listed_keys_in,
     load_public_key,
     verify_receipt,
 )
@@ -70,6 +71,58 @@ def test_receipt_signed_by_another_key_fails(signer: ReceiptSigner, tmp_path: Pa
     other = ReceiptSigner(tmp_path / "other.key", Keyring(bytes(32)))
     result = verify_receipt(signer.sign(RECEIPT).encode(), other.public_key)
     assert not result.ok and "another key" in result.problem
+
+
+def test_a_receipt_completed_after_its_key_was_retired_is_refused(signer: ReceiptSigner) -> None:
+    """A retired key signs nothing new: a receipt it signed that says it was completed
+    after the retirement is refused, saying why; one completed before (or in the very
+    second) still verifies. So is one that gives no completion time at all."""
+    retired = "2026-03-03T09:00:00+00:00"
+    for completed, ok in (
+        ("2026-03-03T08:59:59+00:00", True),
+        (retired, True),
+        ("2026-03-03T10:00:01+01:00", False),
+        ("2026-03-04T09:00:00+00:00", False),
+        (None, False),
+    ):
+        body = {**RECEIPT, "completed_at": completed} if completed else RECEIPT
+        result = verify_receipt(signer.sign(body).encode(), signer.public_key, retired_at=retired)
+        assert result.ok is ok, (completed, result.problem)
+        if not ok:
+            assert f"retired at {retired}" in result.problem and signer_id(signer) in result.problem
+    assert verify_receipt(
+        signer.sign({**RECEIPT, "completed_at": "2030-01-01"}).encode(), signer.public_key
+    ).ok
+
+
+def test_a_retired_key_is_kept_with_when_it_was_retired(signer: ReceiptSigner) -> None:
+    """`rotate` keeps the retired key's public half with a Retired-At line before the PEM
+    (explanatory text PEM readers skip): the file is what a third party needs to apply the
+    rule, and it travels with backups. The key in use is listed last, with no such line."""
+    old = signer_id(signer)
+    signer.rotate("2026-03-03T09:00:00+00:00")
+    (kept,) = signer.retired_dir.glob("*.pem")
+    assert kept.read_text().startswith(f"Key-Id: {old}\nRetired-At: 2026-03-03T09:00:00+00:00\n")
+    assert key_id(load_public_key(kept.read_bytes())) == old
+    listed = signer.listed_keys()
+    assert [(k.key_id, k.retired_at) for k in listed] == [
+        (old, "2026-03-03T09:00:00+00:00"),
+        (signer_id(signer), None),
+    ]
+    again = listed_keys_in("".join(k.pem() for k in listed).encode())
+    assert [(k.key_id, k.retired_at) for k in again] == [(k.key_id, k.retired_at) for k in listed]
+
+
+def test_a_signer_signs_with_the_key_another_process_rotated_to(
+    signer: ReceiptSigner,
+) -> None:
+    """The daemon's signer loaded the key before `dsr rotate-key` ran in another process:
+    it signs with the new key from then on, not the retired one it held, whose receipts
+    completed after the retirement would be refused."""
+    daemon = ReceiptSigner(signer.key_path, Keyring(bytes(range(32))))
+    daemon.sign(RECEIPT)
+    _, new = signer.rotate()
+    assert json.loads(daemon.sign(RECEIPT))["key_id"] == new
 
 
 def test_key_is_created_once_sealed_and_private(signer: ReceiptSigner) -> None:
