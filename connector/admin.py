@@ -116,6 +116,15 @@ class DsrExempt(BaseModel):
     reason: Reason
 
 
+class DsrRelease(BaseModel):
+    """Let an erasure reach a system an earlier erasure of the person exempted, as ``dsr
+    release`` does."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    system: str = Field(min_length=1, max_length=64)
+
+
 class Queued(BaseModel):
     """A job was queued; poll ``GET /admin/jobs/{job_id}``."""
 
@@ -514,6 +523,12 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         """Close one system's part of an open request without carrying it out, with the
         reason the person is told (redacted, audited; the receipt names it)."""
         return _decide(request_id, lambda s: s.exempt(request_id, body.system, body.reason))
+
+    @app.post("/admin/dsr/{request_id}/release", responses=_DECISION_ANSWERS)
+    async def release_part(request_id: str, body: DsrRelease) -> dict[str, Any]:
+        """Let an open erasure reach a system whose part it holds because an earlier erasure
+        of the person exempted that system (audited); its next retry erases there."""
+        return _decide(request_id, lambda s: s.release(request_id, body.system))
 
     def _decide(request_id: str, decision: Callable[[DsrService], RequestView]) -> dict[str, Any]:
         """Run an operator's decision on a request: 404 for no such request, 409 for one the

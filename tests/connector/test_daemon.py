@@ -786,6 +786,35 @@ async def test_admin_extends_a_request_and_exempts_a_system_s_part(
     assert missing.status_code == 404
 
 
+async def test_admin_releases_a_part_an_earlier_exemption_holds_as_the_cli_does(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A later erasure holds the shop's part an earlier one exempted; the admin API had
+    `exempt` but no way to let the erasure reach the shop. It releases the part as `dsr
+    release` does: 409 for a part not on hold, 404 for no such request."""
+    from connector.dsr import DsrService
+
+    first = await _erasure_left_open(daemon, shop)
+    DsrService(daemon.rt).exempt(first.id, "shop", "legal claim")
+    shop.faults.down = False
+    second = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    assert second.is_open and "on hold" in second.as_dict()["systems"]["shop"]["detail"]
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    base = f"/admin/dsr/{second.id}/release"
+    async with _client(build_admin_app(daemon)) as client:
+        released = await client.post(base, headers=auth, json={"system": "shop"})
+        again = await client.post(base, headers=auth, json={"system": "shop"})
+        missing = await client.post(
+            "/admin/dsr/er-nope/release", headers=auth, json={"system": "shop"}
+        )
+    assert released.status_code == 200, released.text
+    shop_part = released.json()["systems"]["shop"]
+    assert shop_part["status"] == "pending" and "on hold" not in (shop_part["detail"] or "")
+    assert again.status_code == 409 and "not on hold" in again.json()["detail"]
+    assert missing.status_code == 404
+    assert shop.holds(CANARY_EMAIL), "released, not yet run: the next retry erases there"
+
+
 async def test_a_blank_reason_is_refused_as_a_bad_field_not_as_the_request_s_state(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
