@@ -400,13 +400,19 @@ class PipedriveAdapter:
         never emptied at the destination.
         ``correcting`` (the update-only verb, which may carry only the corrected fields)
         changes what is given and nothing else: the e-mail list is not sent.
+
+        Raises:
+            RetryableError: the person's read answered with something that is not a person
+                (a front end's page): nothing is written.
         """
         fields = dict(record.fields)
-        current = await self.client.request("GET", f"{PERSONS}/{person_id}", accept=(404,))
-        if current.status_code == 404:
+        # Read as find reads (an answer that cannot be read is retryable, not an empty
+        # person): what is sent is built from what the person holds, and built from nothing
+        # it replaced the entries a salesperson added and dropped the name part the record
+        # does not carry, or took the holder of the address for nobody's and made another.
+        person = await self._read(person_id)
+        if person is None:
             return None
-        person = json_object(current).get("data")
-        person = person if isinstance(person, dict) else {}
         if person.get("is_deleted"):
             # Marked deleted, restorable for 30 days: as gone as a 404 (find and erase read
             # it so too). Written to, the customer stayed in the recycle bin as "updated".

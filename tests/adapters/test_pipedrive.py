@@ -549,6 +549,39 @@ async def test_a_create_whose_2xx_answer_could_not_be_read_is_not_made_twice(
     assert sandbox.person_count() == FIRST_LISTING_AFTER
 
 
+async def test_a_person_whose_read_cannot_be_read_is_neither_written_over_nor_made_again(
+    sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """A write reads the person first, to keep what a salesperson added. That read answered
+    200 with a front end's page was taken for a person holding nothing: the PATCH replaced
+    the office number and dropped the last name the sync did not carry, and a record found
+    by e-mail was taken for nobody's and created a second time. The record fails
+    retryably instead, and Pipedrive is left as it was."""
+    reads_are_pages = False
+
+    def person_read_is_a_page(scope: dict[str, Any]) -> Decision:
+        method, path = scope["method"], scope["path"]
+        one_person = path.startswith(f"{PERSONS}/") and path.rpartition("/")[2].isdecimal()
+        return "page" if reads_are_pages and method == "GET" and one_person else None
+
+    harness = make_harness(
+        sandbox, time, wall, front=lambda app: FrontPage(app, person_read_is_a_page)
+    )
+    try:
+        full, created, held = await _jan_created(harness)
+        held.values["phones"] = [*held.values["phones"], {"value": "+31201234567"}]
+        before = held.to_json()
+        reads_are_pages = True
+        by_id = OutboundRecord("r", full["email"], created.external_id, {**full, "last_name": ""})
+        by_email = OutboundRecord("r", full["email"], None, full)
+        results = [(await harness.adapter.upsert([record]))[0] for record in (by_id, by_email)]
+    finally:
+        await harness.client.aclose()
+    assert all(r.outcome == "failed" and r.retryable for r in results), results
+    assert sandbox.store.persons[int(str(created.external_id))].to_json() == before
+    assert sandbox.person_count() == 1
+
+
 async def test_a_listing_that_fails_leaves_the_batch_to_searches(pd: Harness) -> None:
     """Five 503s on the listing: no failure, the records are searched and written."""
     await pd.adapter.upsert([person(n) for n in range(10)])
