@@ -389,8 +389,9 @@ class PipedriveAdapter:
 
         The person is read first. The connector owns the primary phone and e-mail of the
         people it writes, not the others a salesperson added (an office number, a work
-        address): the phone replaces the primary entry and the others are kept, and so does
-        a sync's e-mail (sent as the whole list, which replaced theirs). One already in the
+        address): the phone replaces the entry the connector wrote before (the primary one
+        where that is not known) and the others are kept, and so does a sync's e-mail (sent
+        as the whole list, which replaced theirs). One already in the
         list stays where it is while unchanged, and becomes the primary entry once changed
         at the source (:func:`other_entries_kept`, told by :attr:`sent` what the adapter
         last wrote there). Pipedrive's ``name`` is both name parts, so a write carrying one
@@ -448,12 +449,14 @@ class PipedriveAdapter:
     ) -> list[dict[str, Any]] | None:
         """The person's ``kind`` list to send with ``value`` as the connector's entry
         (:func:`other_entries_kept`), told whether ``value`` changed since the adapter last
-        wrote it there; ``None`` when there is no value to send."""
+        wrote it there, and which entry that was; ``None`` when there is no value to send."""
         if value is None or not value.strip():
             return None
+        entries = person.get(kind)
         changed = self.sent.changed(person_id, kind, value)
+        former = self.sent.last_of(person_id, kind, _entry_values(entries))
         label = "work" if kind == "emails" else None
-        return other_entries_kept(person.get(kind), value, label=label, changed=changed)
+        return other_entries_kept(entries, value, label=label, changed=changed, former=former)
 
     def _wrote(self, person_id: int, address: str | None, phone: str | None) -> None:
         """Remember what a write that landed sent as the person's own e-mail and phone."""
@@ -744,6 +747,15 @@ def _passed_note(passed: Sequence[int]) -> str:
         f"left {len(passed)} person(s) found under the address that hold it only beside "
         f"another primary e-mail, as syncs leave them (ids {', '.join(map(str, sorted(passed)))})"
     )
+
+
+def _entry_values(entries: Any) -> list[str]:
+    """The values of a person's ``emails`` or ``phones`` list."""
+    if not isinstance(entries, list):
+        return []
+    return [
+        str(e["value"]) for e in entries if isinstance(e, dict) and isinstance(e.get("value"), str)
+    ]
 
 
 def _label_ids(person: dict[str, Any]) -> list[int]:

@@ -120,22 +120,30 @@ def held_name_part(person: Mapping[str, Any], missing: str, given: str) -> str:
 
 
 def other_entries_kept(
-    entries: Any, value: str, *, label: str | None = None, changed: bool | None = None
+    entries: Any,
+    value: str,
+    *,
+    label: str | None = None,
+    changed: bool | None = None,
+    former: str | None = None,
 ) -> list[dict[str, Any]]:
     """A person's phone or e-mail list holding ``value`` as the connector's entry, and the
     entries someone added in Pipedrive.
 
     ``changed`` says whether ``value`` differs from what the connector last wrote there
-    (:class:`~adapters.pipedrive.sent.LastSent`; ``None``: not known). Not in the list,
-    ``value`` replaces the primary entry, the one the connector wrote before (the customer
-    changed it at the source), and the rest stay. In the list:
+    (:class:`~adapters.pipedrive.sent.LastSent`; ``None``: not known), and ``former`` is
+    that entry, where the list still holds it. Not in the list, ``value`` replaces the
+    connector's former entry (the customer changed it at the source), and the rest stay:
+    ``former``, else the primary entry, taken for the connector's. An entry a salesperson
+    made primary stays, second: taken for the connector's, the office number was replaced
+    and the number the customer gave up stayed. In the list:
 
     - primary already, or unchanged (``changed`` false): the list stays as it is: a
       salesperson who made the office number the primary one keeps it so;
     - changed: it is the customer's new one, which a salesperson had added; it becomes the
-      primary entry, replacing the one that was, as a value not yet listed does. Left
-      beside it, the address the customer gave up stayed the person's primary one, and the
-      next customer to take it up was written onto the mover's person;
+      primary entry, replacing the connector's former one, as a value not yet listed does.
+      Left beside it, the address the customer gave up stayed the person's primary one,
+      and the next customer to take it up was written onto the mover's person;
     - not known (nothing written since the adapter started): it becomes the primary entry
       and every other entry stays beside it, as neither a change nor a reordered list can
       be ruled out: no entry a salesperson typed is lost, and an address the customer gave
@@ -156,6 +164,10 @@ def other_entries_kept(
     if label is not None and not listed:
         own["label"] = label
     others = [e for e in current if normalise_email(str(e.get("value", ""))) != same]
+    if former is not None:
+        gone = normalise_email(former)
+        kept = (e for e in others if normalise_email(str(e.get("value", ""))) != gone)
+        return [own, *({**e, "primary": False} for e in kept)]
     if listed and changed is None:
         return [own, *({**e, "primary": False} for e in others)]
     return [own, *(e for e in others if not e.get("primary"))]

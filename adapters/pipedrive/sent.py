@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from typing import Final, Literal
 
 from connector.model import normalise_email
@@ -44,6 +45,14 @@ class LastSent:
         ``kind`` list; ``None`` when it wrote none since it started."""
         last = self._by_person.get((person_id, kind))
         return None if last is None else last != self._digest(value)
+
+    def last_of(self, person_id: int, kind: Kind, values: Iterable[str]) -> str | None:
+        """The one of ``values`` (a person's ``kind`` list as it stands) that the adapter
+        last wrote there; ``None`` when none is, or it wrote none since it started."""
+        last = self._by_person.get((person_id, kind))
+        if last is None:
+            return None
+        return next((value for value in values if self._digest(value) == last), None)
 
     def wrote(self, person_id: int, kind: Kind, value: str) -> None:
         """The person's ``kind`` list was written with ``value`` as the connector's entry."""

@@ -866,6 +866,30 @@ async def test_a_sync_keeps_a_number_a_salesperson_made_primary(pd: Harness) -> 
     ]
 
 
+async def test_a_number_changed_at_the_source_replaces_the_former_one_not_the_office_number(
+    pd: Harness,
+) -> None:
+    """A salesperson made the office number primary; then the customer's number changed in
+    the shop. The primary entry was taken for the connector's and replaced: the office
+    number was lost, and the number the customer gave up stayed. The entry replaced is the
+    one the connector last wrote; the office number stays, beside the new primary one."""
+    email = "jan@example.com"
+    full, created, person = await _jan_created(pd)
+    person.values["phones"] = [
+        {"value": "+31201234567", "primary": True, "label": "work"},
+        {"value": "+31612345678", "primary": False, "label": "mobile"},
+    ]
+    changed = {**full, "phone": "+31687654321"}
+    (updated,) = await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, changed)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+        ("+31687654321", True),
+        ("+31201234567", False),
+    ]
+
+
 async def test_a_new_number_a_salesperson_had_added_becomes_the_primary_one(
     pd: Harness,
 ) -> None:
