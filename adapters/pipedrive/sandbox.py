@@ -20,9 +20,9 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - the rolling 2 s burst limit per token and the separate search limit (10 per 2 s), with
   ``x-ratelimit-limit``/``-remaining``/``-reset`` on every response and 429 past them; an
   optional daily budget (``x-daily-requests-left``); and the 403 Cloudflare HTML page for a
-  client that keeps sending after 429s. The daily budget is in tokens, charged by kind of
-  call (:data:`TOKEN_COST`), and comes back at midnight of the server's day (:data:`SERVER_TZ`,
-  on the wall clock).
+  client that keeps sending after 429s, until it has stayed away for a while. The daily
+  budget is in tokens, charged by kind of call (:data:`TOKEN_COST`), and comes back at
+  midnight of the server's day (:data:`SERVER_TZ`, on the wall clock).
 
 Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rather than kind:
 
@@ -33,6 +33,8 @@ Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rat
   reads as held, in the bin;
 - search calls count against the search window only, not also against the burst window;
 - ``x-ratelimit-reset`` is whole seconds until the window has room again;
+- Cloudflare's block lasts :data:`BLOCK_SECONDS` after the last call that met it (how long
+  it lasts is not documented; each call sent into it keeps it up);
 - unknown body fields are refused with 400.
 
 The request log holds method, path, status and body field *names* only; the search ``term``
@@ -57,7 +59,7 @@ from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore, 
 from connector.ratelimit import RateLimit, RollingWindow
 from connector.sandboxkit import SandboxBase, record
 
-__all__ = ["API", "API_V1", "SERVER_TZ", "TOKEN_COST", "PipedriveSandbox"]
+__all__ = ["API", "API_V1", "BLOCK_SECONDS", "SERVER_TZ", "TOKEN_COST", "PipedriveSandbox"]
 
 API = "/api/v2"
 #: API v1, beside v2: notes are listed there only.
@@ -76,6 +78,11 @@ TOKEN_COST: Final[Mapping[str, int]] = {
     "update": 10,
     "delete": 6,
 }
+
+#: How long Cloudflare's block stays up after the last call that met it, in seconds
+#: (UNVERIFIED: the reference says only that the block comes). Shorter than the adapter's
+#: ``BLOCKED_WAIT_SECONDS``, so a client that stays away as long finds it lifted.
+BLOCK_SECONDS: Final = 60.0
 
 #: The time zone of the "server's" midnight the daily budget comes back at. Which zone
 #: Pipedrive means is UNVERIFIED (a client cannot know it); the sandbox's is UTC.
@@ -124,6 +131,8 @@ class PipedriveSandbox(SandboxBase):
             the budget is whole again from the next midnight (:data:`SERVER_TZ`).
         block_after: consecutive 429s after which a client is answered Cloudflare's 403 HTML
             page instead (``None``: never).
+        block_seconds: how long the block stays up after the last call that met it; then
+            calls are answered again, and the 429s are counted afresh.
         clock: monotonic clock of the rate windows; tests pass one their sleep advances.
         wall_clock: epoch seconds for ``add_time``/``update_time``, deletion times and the
             daily budget's day.
@@ -148,6 +157,7 @@ class PipedriveSandbox(SandboxBase):
         search_rate_limit: RateLimit | None = RateLimit(10, 2),  # noqa: B008 (frozen value)
         daily_budget: int | None = None,
         block_after: int | None = 20,
+        block_seconds: float = BLOCK_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         show_deleted: bool = False,
@@ -163,6 +173,9 @@ class PipedriveSandbox(SandboxBase):
         self.daily_left = daily_budget
         self._budget_day = self._server_day()
         self.block_after = block_after
+        self.block_seconds = block_seconds
+        #: Until when (the rate windows' clock) Cloudflare's block is up, if it is.
+        self._blocked_until: float | None = None
         self.store = PersonStore()
         self.rejected_429 = 0
         self.blocked_403 = 0
@@ -338,7 +351,7 @@ class PipedriveSandbox(SandboxBase):
     def _over_limit(self, bucket: str, tokens: int) -> Response | None:
         """Count one call costing ``tokens``; the refusal to send if it is over a limit
         (else ``None``)."""
-        if self.block_after is not None and self._strikes >= self.block_after:
+        if self._blocked():
             # Kept sending through 429s: Cloudflare answers before Pipedrive does.
             self.blocked_403 += 1
             return Response(CLOUDFLARE_PAGE, status_code=403, media_type="text/html")
@@ -351,6 +364,21 @@ class PipedriveSandbox(SandboxBase):
         if self.daily_left is not None:
             self.daily_left = max(0, self.daily_left - tokens)
         return None
+
+    def _blocked(self) -> bool:
+        """Whether Cloudflare's block answers this call. A block is for a while, not for
+        good: once a client has stayed away for ``block_seconds`` it lifts, and its 429s
+        count afresh; a call sent into it keeps it up."""
+        if self.block_after is None:
+            return False
+        now = self.clock()
+        if self._blocked_until is not None and now >= self._blocked_until:
+            self._blocked_until = None
+            self._strikes = 0
+        if self._blocked_until is None and self._strikes < self.block_after:
+            return False
+        self._blocked_until = now + self.block_seconds
+        return True
 
     def _refill_at_midnight(self) -> None:
         """The daily budget whole again once the server's day has turned."""

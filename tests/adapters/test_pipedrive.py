@@ -1322,6 +1322,30 @@ async def test_hammering_through_429s_gets_the_cloudflare_page(time: VirtualTime
     assert not is_cloudflare_block(own_403)
 
 
+async def test_the_sandbox_s_cloudflare_block_lifts_once_the_client_stays_away(
+    time: VirtualTime,
+) -> None:
+    """Cloudflare blocks a client that kept sending through 429s for a while, not for
+    good: the sandbox's block never lifted, so a client that stays away after it (for
+    ``BLOCKED_WAIT_SECONDS``) and then looks again could never be seen to recover against
+    it, and a demo's sandbox answered nothing but the block page until restarted."""
+    sandbox = PipedriveSandbox(rate_limit=RateLimit(1, 2), block_after=3, clock=time.clock)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        statuses = [(await client.get("/persons")).status_code for _ in range(5)]
+        time.now += 1
+        knocked = await client.get("/persons")
+        time.now += BLOCKED_WAIT_SECONDS
+        looked = await client.get("/persons")
+    assert statuses == [200, 429, 429, 429, 403]
+    assert is_cloudflare_block(knocked)
+    assert looked.status_code == 200
+    assert sandbox.blocked_403 == 2
+
+
 # -- pull -------------------------------------------------------------------------------------
 
 
