@@ -49,7 +49,10 @@ def valid_email(value: str) -> bool:
 
 
 #: Order fields the anonymisation blanks: every personal part of the billing and shipping
-#: addresses (shipping has no e-mail in WooCommerce) and the customer's own note.
+#: addresses (shipping has no e-mail in WooCommerce) and the customer's own note. The billing
+#: e-mail is cleared with null: WordPress checks it against the order schema (an address, or
+#: null since WooCommerce 5.9) before WooCommerce runs, and refuses an empty string with 400
+#: rest_invalid_param: the erasure would stop at the person's first order.
 _PERSONAL = (
     "first_name",
     "last_name",
@@ -62,7 +65,7 @@ _PERSONAL = (
     "country",
 )
 ANONYMOUS_ORDER: dict[str, Any] = {
-    "billing": {key: "" for key in (*_PERSONAL, "email", "phone")},
+    "billing": {**{key: "" for key in (*_PERSONAL, "phone")}, "email": None},
     "shipping": {key: "" for key in (*_PERSONAL, "phone")},
     "customer_note": "",
 }

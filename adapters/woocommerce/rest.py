@@ -209,17 +209,20 @@ class ShopRules:
         return before
 
     def update_order(self, order_id: Any, data: Mapping[str, Any]) -> dict[str, Any]:
-        """``PUT /orders/{id}``: billing, shipping, note, status, customer and meta data."""
+        """``PUT /orders/{id}``: billing, shipping, note, status, customer and meta data.
+
+        An argument given as null is skipped (WordPress validates, and WooCommerce sets,
+        only those that are not), so it changes nothing."""
+        data = {key: value for key, value in data.items() if value is not None}
+        _check_order_addresses(data)
         current = self.store.orders.get(_as_id(order_id))
         if current is None:
             raise ApiError(400, "woocommerce_rest_shop_order_invalid_id", "Invalid ID.")
         order = copy.deepcopy(current)
         _merge_address(order["billing"], data.get("billing"), BILLING_FIELDS)
         _merge_address(order["shipping"], data.get("shipping"), SHIPPING_FIELDS)
-        if order["billing"]["email"] and not valid_email(order["billing"]["email"]):
-            raise ApiError(400, "order_invalid_billing_email", "Invalid billing email address")
         if "customer_note" in data:
-            order["customer_note"] = str(data["customer_note"] or "")
+            order["customer_note"] = str(data["customer_note"])
         if "status" in data:
             if data["status"] not in ORDER_STATUSES:
                 raise ApiError(
@@ -235,6 +238,36 @@ class ShopRules:
         order["date_modified"] = order["date_modified_gmt"] = self.stamp(order["date_modified_gmt"])
         self.store.orders[int(order["id"])] = order
         return copy.deepcopy(order)
+
+
+def _check_order_addresses(data: Mapping[str, Any]) -> None:
+    """Refuse an order's addresses as WordPress does before WooCommerce runs
+    (``rest_validate_value_from_schema`` over the wc/v3 order schema): every part a string,
+    and the billing e-mail an address or null (``"type": ["string", "null"], "format":
+    "email"``), so an empty string is refused and null is what clears it. The answer is 400
+    ``rest_invalid_param`` naming the address, and nothing is changed."""
+    for part, keys in (("billing", BILLING_FIELDS), ("shipping", SHIPPING_FIELDS)):
+        if part not in data:
+            continue
+        given = data[part]
+        if not isinstance(given, Mapping):
+            raise _invalid_param(part, f"{part} is not of type object.")
+        for key in keys:
+            value = given.get(key)
+            if key not in given or (part, key, value) == ("billing", "email", None):
+                continue
+            if not isinstance(value, str):
+                kinds = "string,null" if (part, key) == ("billing", "email") else "string"
+                raise _invalid_param(part, f"{part}[{key}] is not of type {kinds}.")
+            if (part, key) == ("billing", "email") and not valid_email(value):
+                raise _invalid_param(part, "Invalid email address.")
+    if "customer_note" in data and not isinstance(data["customer_note"], str):
+        raise _invalid_param("customer_note", "customer_note is not of type string.")
+
+
+def _invalid_param(name: str, why: str) -> ApiError:
+    """WordPress's answer to an argument its schema refuses (WP_REST_Request::has_valid_params)."""
+    return ApiError(400, "rest_invalid_param", f"Invalid parameter(s): {name}", params={name: why})
 
 
 def _as_id(value: Any) -> int:

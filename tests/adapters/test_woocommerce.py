@@ -957,6 +957,36 @@ async def test_the_sandbox_cuts_the_answers_to_writes_by_fields_but_not_its_erro
     )
 
 
+async def test_the_sandbox_takes_an_order_s_billing_e_mail_as_an_address_or_null_alone(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WordPress checks an order's update against the order schema before WooCommerce runs:
+    the billing e-mail is an address or null (which clears it), every other address part a
+    string. An empty e-mail, or a null inside an address, is refused with 400
+    rest_invalid_param naming ``billing``, and the order is left as it was; an argument
+    that is null itself is skipped, by WordPress and by WooCommerce, and changes nothing."""
+    order_id = sandbox.add_order(
+        0, billing={"email": "an@example.com", "first_name": "An"}, customer_note="bel aan"
+    )
+    path = f"{API}/orders/{order_id}"
+    async with await raw_client(sandbox) as client:
+        empty = await client.put(path, json={"billing": {"email": "", "first_name": ""}})
+        no_name = await client.put(path, json={"billing": {"first_name": None}})
+        skipped = await client.put(path, json={"billing": None, "customer_note": None})
+        kept = sandbox.order(order_id)
+        cleared = await client.put(path, json={"billing": {"email": None, "first_name": ""}})
+    for refused in (empty, no_name):
+        assert refused.status_code == 400
+        assert code_only(refused.json()) == "rest_invalid_param"
+        assert list(refused.json()["data"]["params"]) == ["billing"]
+    assert skipped.status_code == 200
+    assert kept is not None and kept["billing"]["email"] == "an@example.com"
+    assert kept["billing"]["first_name"] == "An" and kept["customer_note"] == "bel aan"
+    assert cleared.status_code == 200
+    order = sandbox.order(order_id)
+    assert order is not None and order["billing"]["email"] == order["billing"]["first_name"] == ""
+
+
 async def test_an_erasure_that_keeps_orders_reads_whose_they_are_alone(
     sandbox: WooCommerceSandbox,
 ) -> None:
