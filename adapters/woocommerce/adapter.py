@@ -93,6 +93,10 @@ NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are no
 KEPT_ORDERS = "kept with their billing data (anonymise_orders is off: kept for tax law)"
 #: WooCommerce's answer (400) to an update of an order it no longer has.
 ORDER_GONE = "woocommerce_rest_shop_order_invalid_id"
+#: WooCommerce's answers to a deletion of a customer it no longer has: 404
+#: ``wc_user_invalid_id`` (its permission check looks the user up first, in current
+#: versions), or 400 ``woocommerce_rest_invalid_id`` (older ones).
+CUSTOMER_GONE: dict[int, str] = {404: "wc_user_invalid_id", 400: "woocommerce_rest_invalid_id"}
 #: What an erasure's reads ask of an order (``_fields``): its id, and what tells whose it is
 #: (the account that placed it, the address it is billed to). Not what was bought, its
 #: total, its addresses, or the IP address and browser it was placed from.
@@ -832,13 +836,9 @@ class WooCommerceAdapter:
         )
         if response.status_code == 403:
             raise _refused_delete(self.client.system, path, response, customer)
-        if (
-            response.status_code in (400, 404)
-            and response_code(response) != "woocommerce_rest_invalid_id"
-        ):
-            raise RecordError(
-                self.client.system, "DELETE", path, response.status_code, response_code(response)
-            )
+        code = response_code(response)
+        if response.status_code in (400, 404) and code != CUSTOMER_GONE[response.status_code]:
+            raise RecordError(self.client.system, "DELETE", path, response.status_code, code)
         return response.status_code
 
     # -- webhooks --------------------------------------------------------------------------

@@ -189,20 +189,29 @@ class ShopRules:
         self.store.save(customer, previous_email=previous_email)
         return copy.deepcopy(customer)
 
-    def delete_customer(self, customer_id: Any, force: bool) -> dict[str, Any]:
-        """``DELETE /customers/{id}``: permanent, and only with ``force=true``."""
-        if not force:
-            raise ApiError(
-                501, "woocommerce_rest_trash_not_supported", "Customers do not support trashing."
-            )
+    def existing_user(self, customer_id: Any) -> dict[str, Any]:
+        """The user ``customer_id`` names, as WooCommerce looks one up before reading,
+        changing or deleting it (``Users::get_user_in_current_site``, in the route's
+        permission check): one that does not exist is 404 ``wc_user_invalid_id``."""
         current = self.store.get(_as_id(customer_id))
         if current is None:
-            raise ApiError(400, "woocommerce_rest_invalid_id", "Invalid resource id.")
+            raise ApiError(404, "wc_user_invalid_id", "Invalid user ID.")
+        return current
+
+    def delete_customer(self, customer_id: Any, force: bool) -> dict[str, Any]:
+        """``DELETE /customers/{id}``: permanent, and only with ``force=true``. The user is
+        looked up and its role checked first (the route's permission check), then
+        ``force``."""
+        current = self.existing_user(customer_id)
         if current["role"] not in DELETABLE_ROLES:
             raise ApiError(
                 403,
                 "woocommerce_rest_cannot_delete",
                 "Sorry, you are not allowed to delete this resource.",
+            )
+        if not force:
+            raise ApiError(
+                501, "woocommerce_rest_trash_not_supported", "Customers do not support trashing."
             )
         before = copy.deepcopy(current)
         self.store.delete(int(current["id"]))

@@ -1139,15 +1139,53 @@ async def test_erasure_leaves_an_order_another_account_placed_under_the_address_
 
 
 async def test_sandbox_refuses_delete_without_force(sandbox: WooCommerceSandbox) -> None:
-    """DELETE without force=true is 501 woocommerce_rest_trash_not_supported; unknown id 400."""
+    """DELETE without force=true is 501 woocommerce_rest_trash_not_supported. A user that
+    does not exist is 404 wc_user_invalid_id, whatever the call (the route's permission
+    check looks the user up first), except a batch's update, which WooCommerce runs without
+    that check: 400 woocommerce_rest_invalid_id there."""
     customer_id = sandbox.add_person("blijf@example.com")
     async with await raw_client(sandbox) as http:
         soft = await http.delete(f"{API}/customers/{customer_id}")
-        unknown = await http.delete(f"{API}/customers/999", params={"force": "true"})
+        unknown = [
+            await http.delete(f"{API}/customers/999", params={"force": "true"}),
+            await http.delete(f"{API}/customers/999"),
+            await http.get(f"{API}/customers/999"),
+            await http.put(f"{API}/customers/999", json={"first_name": "An"}),
+        ]
+        batch = await http.post(
+            f"{API}/customers/batch", json={"update": [{"id": 999, "first_name": "An"}]}
+        )
     assert soft.status_code == 501
     assert soft.json()["code"] == "woocommerce_rest_trash_not_supported"
-    assert unknown.status_code == 400 and unknown.json()["code"] == "woocommerce_rest_invalid_id"
+    assert [(r.status_code, r.json()["code"]) for r in unknown] == [(404, "wc_user_invalid_id")] * 4
+    (refused,) = batch.json()["update"]
+    assert refused["error"]["code"] == "woocommerce_rest_invalid_id"
+    assert refused["error"]["data"]["status"] == 400
     assert sandbox.holds("blijf@example.com")
+
+
+async def test_an_account_deleted_while_the_erasure_runs_is_gone_not_a_failure(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """The shop owner deleting the account between the erasure's lookup and its deletion
+    (or a deletion whose answer was lost, sent again) gets 404 wc_user_invalid_id from
+    WooCommerce: the account is gone, as the erasure wanted, and the erasure says so
+    instead of failing."""
+    customer_id = sandbox.add_person("an@example.com", "An", "Klant")
+    sandbox.add_order(customer_id)
+    built = await make_harness(sandbox)
+    listed = built.adapter._orders_for
+
+    async def listed_then_deleted(*args: Any) -> list[dict[str, Any]]:
+        orders = await listed(*args)
+        sandbox.store.delete(int(customer_id))
+        return orders
+
+    built.adapter._orders_for = listed_then_deleted  # type: ignore[method-assign]
+    async with built.client:
+        result = await built.adapter.erase(Subject(email="an@example.com"))
+    assert (result.found, result.mode, result.vendor_status) == (True, "hard_delete", 404)
+    assert result.note.startswith("customer already gone; 1 orders anonymised")
 
 
 async def test_sandbox_log_holds_no_personal_data(harness: Harness) -> None:
