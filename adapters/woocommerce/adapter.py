@@ -117,6 +117,17 @@ BLANKED_ANSWER = {"_fields": "id"}
 #: Not the username, the shipping address or what plugins keep in its meta data.
 ERASURE_CUSTOMER_KEYS = ("id", "email", "role")
 
+#: What WooCommerce answers an anonymous caller (401 ``woocommerce_rest_cannot_view``,
+#: ``..._cannot_edit`` and the like); a key it refuses is ``..._authentication_error``.
+ANONYMOUS_CODES = "woocommerce_rest_cannot_"
+#: Why a shop takes calls that carry the key and secret as anonymous.
+NO_KEY_SEEN = (
+    "the shop saw no consumer key and secret, though every call carries them: a server or "
+    "proxy in front of WordPress drops the Authorization header (Apache running PHP as "
+    "CGI/FastCGI does unless told to pass it: CGIPassAuth On), or does not tell WordPress "
+    "the call came over https (WooCommerce reads the key only then)"
+)
+
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
 _RETRYABLE_ITEM_CODES = frozenset({"registration-error-email-exists"})
@@ -214,11 +225,26 @@ class WooCommerceAdapter:
         customer asked for by id alone. ``None`` when it holds nobody to tell by."""
         path = f"{API}/customers"
         params = {"per_page": 1, "role": "all", "_fields": "id"}
-        response = await self.client.request("GET", path, params=params)
+        response = await self._request("GET", path, params=params)
         body = self._json(response, "GET", path)
         if not isinstance(body, list) or not body or not isinstance(body[0], dict):
             return None
         return set(body[0]) <= {"id"}
+
+    async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One call through the client, a 401 that takes the caller for anonymous said as
+        such: it reads as a wrong key, and a key that is right got replaced for nothing.
+
+        Raises:
+            FatalRemoteError: as the client does; for a shop that saw no key, saying so.
+        """
+        try:
+            return await self.client.request(method, path, **options)
+        except FatalRemoteError as exc:
+            if exc.status != 401 or not exc.detail.startswith(ANONYMOUS_CODES):
+                raise
+            detail = f"{exc.detail}: {NO_KEY_SEEN}"
+            raise FatalRemoteError(exc.system, exc.method, path, 401, detail) from exc
 
     # -- pull ------------------------------------------------------------------------------
 
@@ -306,7 +332,7 @@ class WooCommerceAdapter:
         }
         if self.asked_fields is not None:
             params["_fields"] = ",".join(sorted(self.asked_fields))
-        response = await self.client.request("GET", path, params=params)
+        response = await self._request("GET", path, params=params)
         raw = self._list(response, "GET", path)
         counted = response.headers.get("x-wp-total", "")
         return response, raw, int(counted) if counted.isdecimal() else None
@@ -434,7 +460,7 @@ class WooCommerceAdapter:
     ) -> list[UpsertResult]:
         """One ``customers/batch`` call; a result per position of ``records`` it carried."""
         payload = {name: items for name, items in body.items() if items}
-        response = await self.client.request("POST", f"{API}/customers/batch", json=payload)
+        response = await self._request("POST", f"{API}/customers/batch", json=payload)
         answer = self._json(response, "POST", f"{API}/customers/batch")
         results: list[UpsertResult] = [
             UpsertResult(r.ref, "failed", reason="not_sent", retryable=True) for r in records
@@ -464,7 +490,7 @@ class WooCommerceAdapter:
             "role": "all",
             "_fields": "id,email",
         }
-        response = await self.client.request("GET", f"{API}/customers", params=params)
+        response = await self._request("GET", f"{API}/customers", params=params)
         return {
             str(customer["id"]): str(customer.get("email") or "")
             for customer in self._list(response, "GET", f"{API}/customers")
@@ -519,7 +545,7 @@ class WooCommerceAdapter:
             # no account can hold one: nobody, not a failure (the id may still find them).
             return None
         # role=all: a subscriber or shop manager with this e-mail is the same person.
-        response = await self.client.request(
+        response = await self._request(
             "GET", f"{API}/customers", params={"email": email, "role": "all", **fields}
         )
         found = self._list(response, "GET", f"{API}/customers")
@@ -532,7 +558,7 @@ class WooCommerceAdapter:
         if known is None:
             return None  # not a WordPress id: it cannot address anyone here
         path = f"{API}/customers/{known}"
-        response = await self.client.request("GET", path, params=fields, accept=(404,))
+        response = await self._request("GET", path, params=fields, accept=(404,))
         if response.status_code != 200:
             return None
         body = self._json(response, "GET", path)
@@ -568,7 +594,7 @@ class WooCommerceAdapter:
         seen: set[int] = set()
         page = 1
         while True:
-            response = await self.client.request(
+            response = await self._request(
                 "GET",
                 f"{API}/orders",
                 params={**params, **(fields or {}), "per_page": PAGE_SIZE, "page": page},
@@ -690,7 +716,7 @@ class WooCommerceAdapter:
     async def _notes_of(self, order_id: int) -> list[dict[str, Any]]:
         """``GET /orders/{id}/notes``: every note (wc/v3 does not page them); [] if gone."""
         path = f"{API}/orders/{order_id}/notes"
-        response = await self.client.request("GET", path, accept=(404,))
+        response = await self._request("GET", path, accept=(404,))
         return [] if response.status_code == 404 else self._list(response, "GET", path)
 
     async def _delete_notes(self, order_id: int) -> int:
@@ -699,9 +725,7 @@ class WooCommerceAdapter:
         deleted = 0
         for note in await self._notes_of(order_id):
             path = f"{API}/orders/{order_id}/notes/{note['id']}"
-            response = await self.client.request(
-                "DELETE", path, params={"force": "true"}, accept=(404,)
-            )
+            response = await self._request("DELETE", path, params={"force": "true"}, accept=(404,))
             deleted += response.status_code == 200
         return deleted
 
@@ -814,7 +838,7 @@ class WooCommerceAdapter:
             # WooCommerce answers an update with the whole order (what was bought, the IP
             # address and browser it was placed from); only the status is read here, so
             # the answer is asked to hold the id alone. An error answer is not cut.
-            response = await self.client.request(
+            response = await self._request(
                 "PUT", path, params=BLANKED_ANSWER, json=ANONYMOUS_ORDER, accept=(400, 404)
             )
             # Deleted meanwhile (WooCommerce answers an update of an order it no longer
@@ -831,7 +855,7 @@ class WooCommerceAdapter:
         """``DELETE /customers/{id}?force=true``: 200 deleted, else the status of an
         answer saying it was gone already."""
         path = f"{API}/customers/{int(customer['id'])}"
-        response = await self.client.request(
+        response = await self._request(
             "DELETE", path, params={"force": "true"}, accept=(400, 403, 404)
         )
         if response.status_code == 403:

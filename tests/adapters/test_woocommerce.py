@@ -627,6 +627,45 @@ async def test_missing_credentials_get_woocommerce_401(sandbox: WooCommerceSandb
     assert response.json()["code"] == "woocommerce_rest_cannot_view"
 
 
+class DropsAuthorization(httpx.AsyncBaseTransport):
+    """A server in front of the shop that drops the Authorization header (Apache running PHP
+    as CGI or FastCGI does, unless told to pass it on)."""
+
+    def __init__(self, sandbox: WooCommerceSandbox) -> None:
+        self.inner = httpx.ASGITransport(app=sandbox.app())
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        del request.headers["Authorization"]
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_shop_that_never_sees_the_key_is_told_from_a_wrong_key(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """Behind a server that drops the Authorization header WooCommerce takes every call as
+    anonymous: 401 woocommerce_rest_cannot_view, where a wrong key is 401
+    woocommerce_rest_authentication_error. The error says the shop saw no key and where
+    to look, so nobody replaces a key that is right; it holds neither key nor secret."""
+    sandbox.add_person("an@example.com", "An", "Jansen")
+    built = await make_harness(sandbox, transport=DropsAuthorization(sandbox))
+    async with built.client:
+        with pytest.raises(FatalRemoteError) as unseen:
+            await collect(built.adapter, None)
+        with pytest.raises(FatalRemoteError) as erasing:
+            await built.adapter.erase(Subject(email="an@example.com"))
+    wrong = await make_harness(sandbox, secret="cs_wrong")
+    async with wrong.client:
+        with pytest.raises(FatalRemoteError) as refused:
+            await collect(wrong.adapter, None)
+    for caught in (unseen, erasing):
+        text = str(caught.value)
+        assert caught.value.status == 401 and "woocommerce_rest_cannot_view" in text
+        assert "saw no consumer key" in text and "Authorization header" in text
+        assert "ck_sandbox" not in text and "cs_sandbox" not in text
+    assert refused.value.status == 401 and "saw no consumer key" not in str(refused.value)
+    assert sandbox.holds("an@example.com")
+
+
 async def test_basic_auth_over_plain_http_is_refused_as_woocommerce_refuses_it(
     sandbox: WooCommerceSandbox,
 ) -> None:
