@@ -78,24 +78,36 @@ class ShopRules:
             text = wc_datetime(datetime.fromtimestamp(bumped, UTC).replace(tzinfo=None))
         return text
 
+    def add_meta(self, current: list[dict[str, Any]], given: list[Mapping[str, Any]]) -> None:
+        """Append meta entries as a plugin adds them (``add_meta_data``): a key may repeat."""
+        for item in given:
+            self._next_meta += 1
+            current.append({"id": self._next_meta, "key": str(item["key"]), "value": item["value"]})
+
     def merge_meta(self, current: list[dict[str, Any]], given: Any) -> None:
-        """Apply ``meta_data`` as WooCommerce does: by meta id, else by key, else append."""
+        """Apply ``meta_data`` as WooCommerce does, entry by entry (WC_Data::update_meta_data):
+        by meta id where one is given (an id the object does not hold adds the entry), else
+        over the first entry with the key, the others with it deleted, else appended; then,
+        as its save does, an entry left with a null value is deleted."""
         if not isinstance(given, list):
             return
         for item in given:
             if not isinstance(item, Mapping) or ("key" not in item and "id" not in item):
                 continue
-            target = next(
-                (m for m in current if "id" in item and m["id"] == item["id"]),
-                None,
-            ) or next((m for m in current if "key" in item and m["key"] == item["key"]), None)
-            if target is not None:
-                target["value"] = item.get("value")
+            value = item.get("value")
+            if item.get("id"):
+                target = next((m for m in current if m["id"] == item["id"]), None)
             else:
-                self._next_meta += 1
-                current.append(
-                    {"id": self._next_meta, "key": str(item.get("key")), "value": item.get("value")}
-                )
+                same = [m for m in current if m["key"] == item.get("key")]
+                target = same[0] if same else None
+                current[:] = [m for m in current if m is target or all(m is not x for x in same)]
+            if target is not None:
+                target["value"] = value
+                if "key" in item:
+                    target["key"] = str(item["key"])
+            else:
+                self.add_meta(current, [{"key": item.get("key"), "value": value}])
+        current[:] = [m for m in current if m["value"] is not None]
 
     def _unique_username(self, email: str) -> str:
         base = re.sub(r"[^a-z0-9._-]", "", email.split("@", 1)[0].lower()) or "customer"

@@ -399,7 +399,7 @@ class WooCommerceSandbox(SandboxBase):
             customer["customer_note"] = str(extra.pop("customer_note"))
         meta = list(extra.pop("meta_data", []))
         meta += [{"key": key, "value": value} for key, value in extra.items()]
-        self.rules.merge_meta(customer["meta_data"], meta)
+        self.rules.add_meta(customer["meta_data"], meta)
         self.store.save(customer)
         return str(customer["id"])
 

@@ -423,6 +423,47 @@ async def test_synthetic_customers_carry_fields_that_must_not_flow(
     assert again.store.get(4) == customer
 
 
+async def test_the_sandbox_writes_meta_data_as_woocommerce_does_repeated_keys_and_all(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """A customer's meta data is a list in which a key may repeat (plugins add entries so).
+    WooCommerce writes an entry given by key alone over the first entry with that key and
+    deletes the others with it, adds one given with an id it does not hold, and deletes one
+    given a null value (WC_Data::update_meta_data, then save). The mapping reads the first
+    entry with a key, as WooCommerce's get_meta does."""
+    mapping = load_mapping(REPO_MAPPINGS / "woocommerce.toml")
+    opt_in = [{"key": "marketing_opt_in", "value": v} for v in ("no", "yes")]
+    customer_id = sandbox.add_person(
+        "an@example.com", meta_data=[*opt_in, {"key": "vip", "value": "1"}]
+    )
+    before = sandbox.record_for("an@example.com")
+    assert before is not None
+    assert [(m["key"], m["value"]) for m in before["meta_data"]][:2] == [
+        ("marketing_opt_in", "no"),
+        ("marketing_opt_in", "yes"),
+    ]
+    assert mapping.inbound(before)["marketing_consent"] is False
+    written = [
+        {"key": "marketing_opt_in", "value": "yes"},
+        {"id": 99_999, "key": "source", "value": "beurs"},
+        {"key": "vip", "value": None},
+    ]
+    async with await raw_client(sandbox) as client:
+        answer = await client.post(
+            f"{API}/customers/batch",
+            json={"update": [{"id": int(customer_id), "meta_data": written}]},
+        )
+    assert answer.status_code == 200
+    after = sandbox.record_for("an@example.com")
+    assert after is not None
+    assert [(m["key"], m["value"]) for m in after["meta_data"]] == [
+        ("marketing_opt_in", "yes"),
+        ("source", "beurs"),
+    ]
+    assert after["meta_data"][0]["id"] == before["meta_data"][0]["id"]
+    assert mapping.inbound(after)["marketing_consent"] is True
+
+
 async def test_sandbox_rejects_per_page_over_100(sandbox: WooCommerceSandbox) -> None:
     """per_page above 100 is a 400 rest_invalid_param, as WordPress validates it."""
     async with await raw_client(sandbox) as http:
