@@ -85,6 +85,8 @@ _WORDPRESS_CODES = frozenset(
         "registration-error-invalid-email",
         "registration-error-username-exists",
         "registration-error-invalid-username",
+        # A shop set not to generate passwords for new accounts refuses a create without one.
+        "registration-error-missing-password",
     }
 )
 

@@ -68,6 +68,10 @@ class ShopRules:
         self.store = store
         self.now = now
         self._next_meta = 100_000_000  # above any generated meta id
+        #: WooCommerce's Accounts setting "send the new user a link to set their password"
+        #: (``woocommerce_registration_generate_password``): off, a customer created without
+        #: a password is refused.
+        self.generates_passwords = True
 
     def stamp(self, previous: str | None = None) -> str:
         """A modification time, strictly after ``previous`` so every change is visible."""
@@ -143,6 +147,11 @@ class ShopRules:
                 400,
                 "registration-error-username-exists",
                 "An account is already registered with that username. Please choose another.",
+            )
+        if not data.get("password") and not self.generates_passwords:
+            # wc_create_new_customer, after the e-mail and username checks.
+            raise ApiError(
+                400, "registration-error-missing-password", "Please enter an account password."
             )
         stamp = self.stamp()
         moment = datetime.fromisoformat(stamp)

@@ -595,11 +595,30 @@ async def test_upsert_failure_is_reported_with_code_only(harness: Harness) -> No
     assert good.outcome == "created"
 
 
+async def test_a_create_refused_for_want_of_a_password_says_so(harness: Harness) -> None:
+    """A shop set not to generate passwords for new accounts (WooCommerce's Accounts
+    setting) refuses a customer created without one: registration-error-missing-password,
+    WordPress's own code, which the record's failure keeps (the dead letter said only
+    "rejected"). An update of a customer the shop holds is written as before."""
+    harness.sandbox.rules.generates_passwords = False
+    known = harness.sandbox.add_person("bekend@example.com", "Bekend")
+    new, held = await harness.adapter.upsert(
+        [
+            record("new", "nieuw@example.com", first_name="Nieuw"),
+            record("held", "bekend@example.com", known, first_name="Anders"),
+        ]
+    )
+    assert (new.outcome, new.reason) == ("failed", "registration-error-missing-password")
+    assert not new.retryable and not harness.sandbox.holds("nieuw@example.com")
+    assert held.outcome == "updated"
+
+
 @pytest.mark.parametrize(
     ("code", "kept"),
     [
         ("customer_invalid_email", "customer_invalid_email"),
         ("registration-error-email-exists", "registration-error-email-exists"),
+        ("registration-error-missing-password", "registration-error-missing-password"),
         ("0612345678", "rejected"),
         ("jan.jansen", "rejected"),
         ("jan-willem", "rejected"),
