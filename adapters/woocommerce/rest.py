@@ -24,6 +24,7 @@ from adapters.woocommerce.shapes import (
     wc_datetime,
 )
 from adapters.woocommerce.store import ShopStore
+from adapters.woocommerce.taxes import RECALCULATING, calculate_totals
 
 __all__ = ["ApiError", "ShopRules", "valid_email"]
 
@@ -242,7 +243,9 @@ class ShopRules:
         """``PUT /orders/{id}``: billing, shipping, note, status, customer and meta data.
 
         An argument given as null is skipped (WordPress validates, and WooCommerce sets,
-        only those that are not), so it changes nothing."""
+        only those that are not), so it changes nothing. An update that carries an address
+        (or the order's lines) has the order's taxes and total worked out again at the
+        location its addresses give then, as ``save_object`` does, paid order or not."""
         data = {key: value for key, value in data.items() if value is not None}
         _check_order_addresses(data)
         current = self.store.orders.get(_as_id(order_id))
@@ -265,6 +268,8 @@ class ShopRules:
         if "customer_id" in data:
             order["customer_id"] = _as_id(data["customer_id"])
         self.merge_meta(order["meta_data"], data.get("meta_data"))
+        if RECALCULATING & data.keys():
+            calculate_totals(order)
         order["date_modified"] = order["date_modified_gmt"] = self.stamp(order["date_modified_gmt"])
         self.store.orders[int(order["id"])] = order
         return copy.deepcopy(order)

@@ -1,7 +1,9 @@
 """A faithful local fake of the WooCommerce REST API v3 (``/wp-json/wc/v3``).
 
 It serves what klantsync touches: customers (list, read, create, update, delete, batch) and
-orders (list, read, update), with WooCommerce's paging headers, error bodies and status codes,
+orders (list, read, update; an update that carries an address taxes the order again where it
+then is, as WooCommerce does: :mod:`adapters.woocommerce.taxes`), with WooCommerce's paging
+headers, error bodies and status codes,
 its batch limit of 100 items, permanent-only customer deletion (``force=true``), HTTP basic
 auth with a consumer key and secret over HTTPS only (over plain http WooCommerce wants OAuth
 1.0a, which this fake does not speak: every call there is anonymous, answered 401), and

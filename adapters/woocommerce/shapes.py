@@ -11,6 +11,8 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
+from adapters.woocommerce.taxes import calculate_totals
+
 __all__ = [
     "ADDRESS_FIELDS",
     "BILLING_FIELDS",
@@ -116,13 +118,15 @@ def order_shape(
     shipping: dict[str, str],
     created: datetime,
     status: str = "processing",
-    total: str = "49.95",
+    net: str = "41.28",
     customer_note: str = "",
     meta_data: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """An order as ``GET /wp-json/wc/v3/orders/{id}`` returns it (the parts that matter here)."""
+    """An order as ``GET /wp-json/wc/v3/orders/{id}`` returns it (the parts that matter here):
+    one line costing ``net`` before tax, taxed where its addresses say
+    (:func:`~adapters.woocommerce.taxes.calculate_totals`)."""
     stamp = wc_datetime(created)
-    return {
+    order = {
         "id": order_id,
         "parent_id": 0,
         "number": str(order_id),
@@ -134,7 +138,7 @@ def order_shape(
         "date_created_gmt": stamp,
         "date_modified": stamp,
         "date_modified_gmt": stamp,
-        "total": total,
+        "prices_include_tax": False,
         "customer_id": customer_id,
         # Read-only over REST: an API client cannot blank these (the erasure note says so).
         "customer_ip_address": "198.51.100.7",
@@ -146,8 +150,23 @@ def order_shape(
         "payment_method_title": "iDEAL",
         "transaction_id": "",
         "meta_data": list(meta_data or []),
-        "line_items": [],
+        "line_items": [
+            {
+                # Order items are one sequence in the shop; ten ids per order stand in for it.
+                "id": order_id * 10,
+                "name": "Koffiebonen 1 kg",
+                "product_id": 93,
+                "variation_id": 0,
+                "quantity": 1,
+                "tax_class": "",
+                "subtotal": net,
+                "total": net,
+                "meta_data": [],
+            }
+        ],
     }
+    calculate_totals(order)
+    return order
 
 
 def error_body(code: str, message: str, status: int, **data: Any) -> dict[str, Any]:

@@ -1086,6 +1086,35 @@ async def test_the_sandbox_takes_an_order_s_billing_e_mail_as_an_address_or_null
     assert order is not None and order["billing"]["email"] == order["billing"]["first_name"] == ""
 
 
+async def test_the_sandbox_taxes_an_order_again_where_an_update_of_its_addresses_puts_it(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce works an order's taxes and total out again whenever an update carries an
+    address, at the order's tax location then: the shipping country, else the billing
+    country, else the shop's base (NL). A note or status alone leaves them as they were."""
+    order_id = sandbox.add_order(0, billing={"email": "anna@example.de", "country": "DE"})
+    path = f"{API}/orders/{order_id}"
+
+    def charged() -> tuple[str, str, list[float]]:
+        order = sandbox.order(order_id)
+        assert order is not None
+        rates = [line["rate_percent"] for line in order["tax_lines"]]
+        return order["total_tax"], order["total"], rates
+
+    placed = charged()
+    async with await raw_client(sandbox) as client:
+        await client.put(path, json={"customer_note": "", "status": "completed"})
+        noted = charged()
+        await client.put(path, json={"shipping": {"country": "BE"}})
+        shipped_to_belgium = charged()
+        await client.put(path, json={"shipping": {"country": ""}})
+        billed_in_germany = charged()
+        await client.put(path, json={"billing": {"country": ""}})
+        nowhere = charged()
+    assert placed == noted == billed_in_germany == ("7.84", "49.12", [19.0])
+    assert shipped_to_belgium == nowhere == ("8.67", "49.95", [21.0])
+
+
 async def test_an_erasure_that_keeps_orders_reads_whose_they_are_alone(
     sandbox: WooCommerceSandbox,
 ) -> None:
