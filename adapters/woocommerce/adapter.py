@@ -11,7 +11,9 @@ What WooCommerce offers and how it shapes this adapter:
   the ``update`` list only: someone the shop knows from guest orders alone gets no account.
 - Erasure: WooCommerce keeps orders (and their billing and shipping data) when a user is
   deleted, so the subject's orders (those in the trash too, which ``status=any`` leaves
-  out) are anonymised first, then the customer is deleted with
+  out) are anonymised first, all but their addresses' country and state, which the taxes
+  charged go by (WooCommerce taxes an order again when its addresses are written:
+  :data:`~adapters.woocommerce.payloads.KEPT_FOR_TAX`), then the customer is deleted with
   ``force=true`` (WordPress users have no trash; the deletion is permanent).
 - Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
 - A pull asks only for the fields the mapping reads, with WordPress's ``_fields`` (its REST
@@ -107,6 +109,12 @@ ORDER_KEYS = ("id", "customer_id", "billing.email")
 #: or payment, or the IP address and browser it was placed from.
 ERASURE_ORDER_KEYS = tuple(dict.fromkeys((*ORDER_KEYS, *ANONYMOUS_PATHS)))
 
+#: What an erasure's note says an anonymised order keeps, and why.
+ORDERS_LEFT = (
+    "order IP address and user agent are read-only over wc/v3 and remain; order country "
+    "and state are kept, as the taxes charged go by them"
+)
+
 #: What an erasure asks the answer to its blanking of an order to hold (``_fields``): the id
 #: alone. Only the answer's status is read.
 BLANKED_ANSWER = {"_fields": "id"}
@@ -148,9 +156,9 @@ class WooCommerceSettings(SystemSettings):
     """The ``[systems.<name>]`` table of a WooCommerce shop.
 
     Attributes:
-        anonymise_orders: blank the subject's orders (billing, shipping, note) before deleting
-            the customer on erasure. Turn off only where order data must be kept by law, and
-            say so in the register.
+        anonymise_orders: blank the subject's orders (billing, shipping, note; not the
+            addresses' country and state) before deleting the customer on erasure. Turn off
+            only where order data must be kept by law, and say so in the register.
         role: which users a pull lists (WooCommerce's own default is ``customer``).
     """
 
@@ -811,8 +819,7 @@ class WooCommerceAdapter:
         their orders as the settings have them, no longer countable."""
         orders = (
             "any orders of theirs anonymised and the notes on them deleted (not counted "
-            "again: the account is gone); order IP address and user agent are read-only "
-            "over wc/v3 and remain"
+            f"again: the account is gone); {ORDERS_LEFT}"
             if self.settings.anonymise_orders
             else f"orders {KEPT_ORDERS}"
         )
@@ -919,7 +926,7 @@ def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders")
         )
     else:
         done = f"{anonymised} {orders} anonymised; {notes} order notes deleted"
-    return f"{done}; order IP address and user agent are read-only over wc/v3 and remain"
+    return f"{done}; {ORDERS_LEFT}"
 
 
 def _refused_delete(

@@ -13,11 +13,13 @@ from typing import Any
 
 import httpx
 
+from adapters.woocommerce.shapes import SHIPPING_FIELDS
 from connector.http import is_machine_code
 
 __all__ = [
     "ANONYMOUS_ORDER",
     "ANONYMOUS_PATHS",
+    "KEPT_FOR_TAX",
     "code_only",
     "decode_cursor",
     "encode_cursor",
@@ -48,25 +50,25 @@ def valid_email(value: str) -> bool:
     return len(labels) >= 2 and all(_LABEL.fullmatch(label) for label in labels)
 
 
-#: Order fields the anonymisation blanks: every personal part of the billing and shipping
-#: addresses (shipping has no e-mail in WooCommerce) and the customer's own note. The billing
+#: What an anonymised order keeps of its addresses. A REST update that carries an address
+#: has WooCommerce work the order's taxes and total out again (``calculate_totals( true )``)
+#: at the tax location the addresses then give, and an address with no country gives the
+#: shop's base country: a German customer's order charged 19% VAT was rewritten at the Dutch
+#: 21%, its total with it, though the order is kept as the record of a sale. Country and state
+#: are what country and state rates go by, and part of that record (VAT/OSS); alone they
+#: identify nobody. Over REST no update of an address escapes the recalculation (WooCommerce's
+#: own eraser, which sets and saves without it, is not reachable there), so rates that go by
+#: postcode or city are worked out again all the same.
+KEPT_FOR_TAX = ("country", "state")
+#: Order fields the anonymisation blanks: every other part of the billing and shipping
+#: addresses (shipping has no e-mail in WooCommerce), and the customer's own note. The billing
 #: e-mail is cleared with null: WordPress checks it against the order schema (an address, or
 #: null since WooCommerce 5.9) before WooCommerce runs, and refuses an empty string with 400
 #: rest_invalid_param: the erasure would stop at the person's first order.
-_PERSONAL = (
-    "first_name",
-    "last_name",
-    "company",
-    "address_1",
-    "address_2",
-    "city",
-    "postcode",
-    "state",
-    "country",
-)
+_BLANKED = tuple(key for key in SHIPPING_FIELDS if key not in KEPT_FOR_TAX)
 ANONYMOUS_ORDER: dict[str, Any] = {
-    "billing": {**{key: "" for key in (*_PERSONAL, "phone")}, "email": None},
-    "shipping": {key: "" for key in (*_PERSONAL, "phone")},
+    "billing": {**dict.fromkeys(_BLANKED, ""), "email": None},
+    "shipping": dict.fromkeys(_BLANKED, ""),
     "customer_note": "",
 }
 #: The paths of an order the anonymisation blanks, as ``_fields`` names them: all
@@ -110,7 +112,9 @@ def response_code(response: httpx.Response) -> str:
 
 
 def is_anonymous(order: Mapping[str, Any]) -> bool:
-    """Whether an order already holds no personal billing, shipping or note data."""
+    """Whether an order already holds no personal billing, shipping or note data: nothing in
+    what :data:`ANONYMOUS_ORDER` blanks. Its country and state, kept or emptied (as earlier
+    versions did), say nothing either way."""
     for part in ("billing", "shipping"):
         values = order.get(part)
         if isinstance(values, Mapping) and any(values.get(k) for k in ANONYMOUS_ORDER[part]):

@@ -941,6 +941,35 @@ async def test_erase_anonymises_orders_then_deletes_with_force(harness: Harness)
     assert not again.found
 
 
+async def test_an_erasure_keeps_the_taxes_and_total_of_an_order_charged_in_another_country(
+    harness: Harness,
+) -> None:
+    """A German customer's paid order was charged Germany's 19% VAT (OSS). WooCommerce works
+    an order's taxes out again whenever an update carries an address, where the address then
+    puts it: blanked to no country, the shop's base country, at the Dutch 21%, and the kept
+    record of the sale changed its amounts. The erasure keeps the country and state of
+    both addresses, so the order keeps its tax and total; the rest of them is blanked, and
+    the note on the receipt says what is kept."""
+    address = {"address_1": "Hauptstr. 1", "postcode": "10115", "city": "Berlin"}
+    address |= {"state": "DE-BE", "country": "DE"}
+    customer_id = harness.sandbox.add_person(
+        "anna@example.de", "Anna", "Schmidt", "030 1234567", **address
+    )
+    order_id = harness.sandbox.add_order(customer_id, shipping={"first_name": "Anna", **address})
+    placed = harness.sandbox.order(order_id)
+    assert placed is not None and (placed["total_tax"], placed["total"]) == ("7.84", "49.12")
+    result = await harness.adapter.erase(Subject(email="anna@example.de"))
+    assert "1 orders anonymised" in result.note and "country and state are kept" in result.note
+    order = harness.sandbox.order(order_id)
+    assert order is not None
+    assert (order["total_tax"], order["total"]) == (placed["total_tax"], placed["total"])
+    assert order["tax_lines"] == placed["tax_lines"]
+    for part in ("billing", "shipping"):
+        kept = {key: order[part][key] for key in ("country", "state")}
+        assert kept == {"country": "DE", "state": "DE-BE"}
+        assert not any(v for k, v in order[part].items() if k not in kept)
+
+
 #: What an erasure asks of each order it blanks: whose it is, and what the blanking clears.
 BLANKED_ORDER_FIELDS = {
     "id",
@@ -1022,7 +1051,8 @@ async def test_an_erasure_s_blanking_of_an_order_is_answered_with_its_id_alone(
     assert blanked == [{"id": o} for o in orders]
     assert result.note == (
         "customer deleted; 3 orders anonymised; 1 order notes deleted; order IP address and "
-        "user agent are read-only over wc/v3 and remain"
+        "user agent are read-only over wc/v3 and remain; order country and state are kept, as "
+        "the taxes charged go by them"
     )
     assert (result.mode, result.vendor_status) == ("hard_delete", 200)
     for order_id in orders:
@@ -1573,6 +1603,44 @@ async def test_notes_left_by_an_erasure_that_stopped_go_with_the_retry(
         result = await built.adapter.erase(Subject(email="an@example.com"))
     assert sandbox.notes_of(order_id) == []
     assert "every note on them deleted, 1 at this attempt" in result.note
+
+
+#: The parts of an address an erasure blanks, written out as a shop holds them once blanked.
+BLANK_ADDRESS = dict.fromkeys(
+    ("first_name", "last_name", "company", "address_1", "address_2", "city", "postcode", "phone"),
+    "",
+)
+
+
+@pytest.mark.parametrize(
+    "left",
+    [{"country": "DE", "state": "DE-BE"}, {"country": "", "state": ""}],
+    ids=["country and state kept", "blanked whole by earlier versions"],
+)
+async def test_an_order_blank_but_for_its_country_and_state_is_found_anonymised(
+    sandbox: WooCommerceSandbox, left: dict[str, str]
+) -> None:
+    """An erasure leaves an order its country and state (what its taxes go by); earlier
+    versions emptied them too. Either way the order holds nothing of the person: a retry
+    finds it anonymised, counts it as found so and does not write it again (each write has
+    WooCommerce work the order's taxes out again)."""
+    customer_id = sandbox.add_person(
+        "anna@example.de", "Anna", "Schmidt", country="DE", state="DE-BE"
+    )
+    order_id = sandbox.add_order(customer_id)
+    blank = {**BLANK_ADDRESS, **left}
+    built = await make_harness(sandbox)
+    async with built.client:
+        await built.client.request(
+            "PUT",
+            f"{API}/orders/{order_id}",
+            json={"billing": {**blank, "email": None}, "shipping": blank, "customer_note": ""},
+        )
+        sandbox.log.clear()
+        result = await built.adapter.erase(Subject(email="anna@example.de"))
+    assert "1 orders anonymised (1 of them found so already)" in result.note
+    writes = [(e.method, e.path) for e in sandbox.log.writes()]
+    assert writes == [("DELETE", f"{API}/customers/{customer_id}")]
 
 
 async def test_a_retry_counts_the_orders_an_earlier_attempt_anonymised(
