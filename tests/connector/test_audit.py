@@ -157,6 +157,35 @@ def test_verify_in_words_names_the_entry(
     assert "entry 3" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("column", ["ts", "kind", "subject_id", "data"])
+def test_an_entry_with_a_value_stored_as_bytes_fails_verify_naming_it(
+    config_path: Path, capsys: pytest.CaptureFixture[str], column: str
+) -> None:
+    """A row edited with a tool that writes bytes (a BLOB) where the chain holds text ended
+    `audit verify` as an internal error naming no entry; it is a broken chain, the entry
+    named, as any other edit is."""
+    config = load_config(config_path)
+    _filled(config.store_path).close()
+    with closing(sqlite3.connect(config.store_path, isolation_level=None)) as db:
+        db.execute(f"UPDATE audit SET {column}=CAST({column} AS BLOB) WHERE seq=3")  # noqa: S608
+    code, result = _verify_cli(config_path, capsys)
+    assert code == 1 and result["ok"] is False
+    assert (result["first_bad"], result["checked"]) == (3, 2), result
+    assert "stored as bytes" in result["problem"]
+
+
+def test_a_purge_entry_stored_as_bytes_fails_the_check_of_a_prefix(tmp_path: Path) -> None:
+    """Retention (and a backup) checks the prefix it is about to purge, and the entry that
+    recorded the chain's start wherever it is: one stored as bytes ended the check as an
+    error, the sweep with it, instead of saying which entry does not hold."""
+    store = _filled(tmp_path / "a.db", 6)
+    audit.purge_through(store, 2)
+    (anchored,) = store.db.execute("SELECT seq FROM audit WHERE kind=?", (audit.AUDIT_ANCHORED,))
+    store.db.execute("UPDATE audit SET data=CAST(data AS BLOB) WHERE seq=?", anchored)
+    result = audit.verify(store, upto=4)
+    assert not result.ok and result.first_bad == anchored[0], result
+
+
 def test_removing_the_head_record_fails_verify(tmp_path: Path) -> None:
     """Deleting the chain head row is itself detected."""
     store = _filled(tmp_path / "a.db")
