@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -287,7 +288,7 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
         if looked.store_path != store_path:
             copy = Store(looked.store_path)
             try:
-                _export(copy, since)
+                _export(copy, since, _Written())
             finally:
                 copy.close()
             # The copy is thrown away: an entry there would be recorded nowhere, and one in
@@ -300,8 +301,7 @@ def audit_chain(config: Config, args: argparse.Namespace, console: Console) -> i
         store = Store(store_path)
         try:
             check_master_key(store, config)
-            exported = _export(store, since)
-            audit.append(store, audit.AUDIT_EXPORTED, {**exported, "since": since})
+            _export_recorded(store, since)
         finally:
             store.close()
     return EXIT_OK
@@ -331,19 +331,54 @@ def _verify(config: Config, args: argparse.Namespace, console: Console) -> int:
     return _verified(result, args, console, copy=copy)
 
 
-def _export(store: Store, since: str | None) -> dict[str, Any]:
-    """Write the entries at or after ``since`` to stdout as JSON Lines; how many, and the
-    seqs of the first and the last (None where there were none)."""
-    first: int | None = None
-    last: int | None = None
-    count = 0
+@dataclass
+class _Written:
+    """The entries an export has written so far: how many, the seqs of the first and the
+    last (None while there are none)."""
+
+    entries: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+
+    def add(self, seq: int) -> None:
+        self.entries += 1
+        self.first_seq = seq if self.first_seq is None else self.first_seq
+        self.last_seq = seq
+
+
+def _export_recorded(store: Store, since: str | None) -> None:
+    """``audit export`` of the store itself, recorded as ``audit.exported`` with what it
+    wrote, and whether it ran to its end (``complete``).
+
+    An export cut short (its reader gone, as with ``| head``; a full disk; Ctrl-C) has
+    taken the entries it wrote out of the store all the same: it is recorded too, with
+    those, before the error ends the command. Left to the error, it was recorded nowhere.
+    """
+    written = _Written()
+    try:
+        _export(store, since, written)
+    except (OSError, KeyboardInterrupt):
+        _record_export(store, since, written, complete=False)
+        raise
+    _record_export(store, since, written, complete=True)
+
+
+def _record_export(store: Store, since: str | None, written: _Written, *, complete: bool) -> None:
+    audit.append(
+        store, audit.AUDIT_EXPORTED, {**asdict(written), "since": since, "complete": complete}
+    )
+
+
+def _export(store: Store, since: str | None, written: _Written) -> None:
+    """Write the entries at or after ``since`` to stdout as JSON Lines, each counted in
+    ``written`` once its line is written."""
     out = sys.stdout
     for entry in audit.entries(store, since=since):
         out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
-        first = entry.seq if first is None else first
-        last = entry.seq
-        count += 1
-    return {"entries": count, "first_seq": first, "last_seq": last}
+        written.add(entry.seq)
+    # Flushed here, not as the command ends: a reader gone while the last lines still sat
+    # in the buffer is found before the export is recorded as complete.
+    out.flush()
 
 
 #: What ``audit verify`` adds of the head's and the anchor's MACs, when it is not "checked".

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import pytest
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
 from connector.cli import main
+from connector.cliargs import EXIT_PIPE
 from connector.config import load_config
 from connector.crypto import Keyring, generate_master_key
 from connector.errors import StoreError
@@ -530,6 +534,7 @@ def test_an_export_is_recorded_by_its_count_and_range_never_its_content(
         "first_seq": seq,
         "last_seq": seq,
         "since": audit.parse_since("2026-02-01"),
+        "complete": True,
     }
     store = Store(config.store_path)
     try:
@@ -539,6 +544,68 @@ def test_an_export_is_recorded_by_its_count_and_range_never_its_content(
         store.close()
     assert last.kind == audit.AUDIT_EXPORTED and last.data["since"] is None
     assert last.data["entries"] == len(exported) and last.data["last_seq"] == exported[-1]["seq"]
+
+
+class _ReaderGoes(io.StringIO):
+    """Standard output whose reader goes away (`audit export | head -n 2`): a write after
+    ``lines`` lines fails, as does a flush, when ``at_flush``, of what waits in its buffer."""
+
+    def __init__(self, lines: int, *, at_flush: bool = False) -> None:
+        super().__init__()
+        self._lines, self._at_flush = lines, at_flush
+
+    def write(self, text: str) -> int:
+        if self.getvalue().count("\n") >= self._lines:
+            raise BrokenPipeError
+        return super().write(text)
+
+    def flush(self) -> None:
+        if self._at_flush:
+            raise BrokenPipeError
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("no descriptor")
+
+
+@pytest.mark.parametrize(
+    ("reader", "written"),
+    [(partial(_ReaderGoes, 2), 2), (partial(_ReaderGoes, 9, at_flush=True), 4)],
+    ids=["gone-mid-export", "gone-before-the-buffer-is-flushed"],
+)
+def test_an_export_cut_short_is_recorded_as_incomplete_with_what_it_wrote(
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    reader: Callable[[], _ReaderGoes],
+    written: int,
+) -> None:
+    """`audit export | head` took entries (keyed subject ids) out of the store and recorded
+    nothing: the broken pipe ended the command before its audit.exported entry. And a
+    reader gone while the last lines still sat in the output's buffer (found only as the
+    command ended) was recorded as an export of every entry. Either is recorded now, as
+    incomplete, with the entries written before the output went away."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    open_keyring(store, config)
+    for n in range(4):
+        audit.append(store, audit.SYNC_RUN, {"n": n})
+    store.close()
+    monkeypatch.setattr(sys, "stdout", reader())
+    assert main(["-c", str(config_path), "audit", "export"]) == EXIT_PIPE
+    monkeypatch.undo()
+    store = Store(config.store_path)
+    try:
+        (*_, recorded) = audit.entries(store)
+        assert audit.verify(store).ok
+    finally:
+        store.close()
+    assert recorded.kind == audit.AUDIT_EXPORTED
+    assert recorded.data == {
+        "entries": written,
+        "first_seq": 1,
+        "last_seq": written,
+        "since": None,
+        "complete": False,
+    }
 
 
 def test_export_with_a_malformed_since_exits_2(
