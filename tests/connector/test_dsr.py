@@ -852,60 +852,42 @@ async def test_a_30_day_deadline_cannot_be_extended_once_it_has_passed(
     assert still.deadline == view.deadline and still.extension_reason is None
 
 
-async def test_a_shopify_request_joining_an_open_erasure_brings_its_deadline_forward(
-    shop: WooCommerceSandbox, rt: Runtime
+@pytest.mark.parametrize("kind", ["erase", "access"])
+async def test_a_shopify_request_joining_an_open_one_brings_its_deadline_forward(
+    shop: WooCommerceSandbox, rt: Runtime, kind: str
 ) -> None:
-    """The person's erasure, asked by e-mail on 2 March and extended by two months, is still
-    open when the shop's customers/redact comes on 10 March. Shopify wants it carried out
-    within 30 days of its webhook: the open request takes that deadline, the extension
-    notwithstanding, and the audit trail says so. A request asked later with a later
-    deadline of its own leaves it as it is."""
+    """The person's erasure (or access request), asked by e-mail on 2 March and extended by
+    two months, is still open when the shop's customers/redact (customers/data_request)
+    comes on 10 March. Shopify wants it answered within 30 days of its webhook: the open
+    request takes that deadline, the extension notwithstanding, and the audit trail says
+    so. A request asked later with a later deadline of its own leaves it as it is."""
     seed(shop)
     clock = {"now": dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)}
     service = DsrService(rt, now=lambda: clock["now"])
     shop.faults.down = True
-    view = await service.erase(CANARY_EMAIL)
-    service.extend(view.id, 2, "complex request")
+    view = await (service.erase if kind == "erase" else service.access)(CANARY_EMAIL)
+    extended = service.extend(view.id, 2, "complex request")
     came = dt.datetime(2026, 3, 10, 14, 0, tzinfo=dt.UTC)
     clock["now"] = came
     shopify = DsrService(
         rt, now=lambda: clock["now"], received_at=came, due_within=dt.timedelta(days=30)
     )
-    joined = await shopify.erase(CANARY_EMAIL, source="webhook:shop")
+    ask = shopify.erase if kind == "erase" else shopify.access
+    joined = await ask(CANARY_EMAIL, source="webhook:shop")
     assert joined.id == view.id and joined.deadline == "2026-04-09T14:00:00+00:00"
     moved = [e.data for e in audit.entries(rt.store) if e.kind == "dsr.deadline_brought_forward"]
     assert moved == [
         {
             "request": view.id,
-            "kind": "erase",
+            "kind": kind,
             "deadline": "2026-04-09T14:00:00+00:00",
-            "was": "2026-06-02T08:00:00+00:00",
+            "was": extended.deadline,
             "source": "webhook:shop",
         }
     ]
     clock["now"] = dt.datetime(2026, 3, 12, 9, 0, tzinfo=dt.UTC)
-    again = await service.erase(CANARY_EMAIL)
+    again = await (service.erase if kind == "erase" else service.access)(CANARY_EMAIL)
     assert again.id == view.id and again.deadline == "2026-04-09T14:00:00+00:00"
-
-
-async def test_a_shopify_request_joining_an_open_access_request_brings_its_deadline_forward(
-    shop: WooCommerceSandbox, rt: Runtime
-) -> None:
-    """Likewise a customers/data_request that goes on as the person's open access request,
-    extended before it came."""
-    seed(shop)
-    clock = {"now": dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)}
-    shop.faults.down = True
-    service = DsrService(rt, now=lambda: clock["now"])
-    view = await service.access(CANARY_EMAIL)
-    service.extend(view.id, 1, "complex request")
-    came = dt.datetime(2026, 3, 10, 14, 0, tzinfo=dt.UTC)
-    clock["now"] = came
-    shopify = DsrService(
-        rt, now=lambda: clock["now"], received_at=came, due_within=dt.timedelta(days=30)
-    )
-    joined = await shopify.access(CANARY_EMAIL, source="webhook:shop")
-    assert joined.id == view.id and joined.deadline == "2026-04-09T14:00:00+00:00"
 
 
 async def test_request_is_flagged_seven_days_before_its_deadline(
