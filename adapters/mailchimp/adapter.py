@@ -64,6 +64,7 @@ from adapters.mailchimp.payloads import (
     as_found,
     is_subscriber_hash,
     member_body,
+    refused_fields,
     subscriber_hash,
     update_body,
     withdrawal_body,
@@ -855,15 +856,33 @@ class MailchimpAdapter:
         """One call (the caller holds a connection slot); errors name ``template``, not ``path``.
 
         ``path`` holds the subscriber hash; the error raised names the route with
-        ``{subscriber_hash}`` instead, so no message or log identifies the person.
+        ``{subscriber_hash}`` instead, so no message or log identifies the person. A 400 is
+        read here, not by the client, for what its title alone does not say (see
+        :meth:`_refused`).
         """
         try:
-            return await self.client.request(method, path, params=params, json=json, accept=accept)
+            response = await self.client.request(
+                method, path, params=params, json=json, accept=(*accept, 400)
+            )
         except RemoteError as exc:
             renamed = exc.renamed(template)
             # The original's message holds the hash: keep only what caused *it* (the transport
             # error, if any) in the chain.
             raise renamed from exc.__cause__
+        if response.status_code == 400 and 400 not in accept:
+            raise self._refused(method, template, response)
+        return response
+
+    def _refused(self, method: str, template: str, response: httpx.Response) -> RemoteError:
+        """The record error a 400 is: Mailchimp's title, as the client would keep it, and the
+        fields its ``errors[]`` names (``Invalid Resource: COMPANY``), never its ``detail``
+        or messages, which echo the e-mail and values sent (see :func:`refused_fields`)."""
+        body = json_object(response)
+        title = body.get("title")
+        category = title if isinstance(title, str) and self.client.is_category(title) else ""
+        fields = refused_fields(body) if category else []
+        detail = f"{category}: {', '.join(fields)}" if fields else category
+        return RecordError(self.client.system, method, template, 400, detail)
 
 
 def _member_path(list_id: str, member_hash: str) -> str:

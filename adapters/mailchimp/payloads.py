@@ -9,6 +9,7 @@ itself: it is never put in an error message (see the adapter's path templating).
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Mapping
 from typing import Any, Final
@@ -24,6 +25,7 @@ __all__ = [
     "is_subscriber_hash",
     "member_body",
     "problem_body",
+    "refused_fields",
     "subscriber_hash",
     "update_body",
     "withdrawal_body",
@@ -35,6 +37,15 @@ ERROR_TYPE: Final = "https://mailchimp.com/developer/marketing/docs/errors/"
 #: Statuses a member can be written with (``archived`` comes only from ``DELETE``).
 MEMBER_STATUSES: Final = frozenset(
     {"subscribed", "unsubscribed", "cleaned", "pending", "transactional"}
+)
+
+#: A field a refusal's ``errors[]`` names: a merge tag (upper-case letters, digits and
+#: underscores: ``COMPANY``, ``MMERGE3``), alone or under its member path
+#: (``merge_fields.PHONE``), or a member property (``email_address``, ``status_if_new``,
+#: ``status``). Nothing else is taken for one: a message, or text in a field's place, can
+#: echo what was sent.
+_FIELD_NAME: Final = re.compile(
+    r"(?:merge_fields\.)?[A-Z][A-Z0-9_]{0,49}|[a-z]+(?:_[a-z]+)+|status"
 )
 
 #: The ``status`` value a mapping sends when the person withdrew marketing consent.
@@ -126,3 +137,19 @@ def problem_body(
     if errors:
         body["errors"] = errors
     return body
+
+
+def refused_fields(body: Mapping[str, Any]) -> list[str]:
+    """The fields a refusal names in its ``errors[]``, in order and each once.
+
+    Mailchimp's ``Invalid Resource`` is one title for a merge field the audience requires
+    and the write left empty (every new member refused until it is filled or made
+    optional) and for one customer's invalid address; the field is what tells them apart.
+    Only names of the form of a field (:data:`_FIELD_NAME`) are kept, never the messages.
+    """
+    errors = body.get("errors")
+    if not isinstance(errors, list):
+        return []
+    named = (item.get("field") for item in errors if isinstance(item, Mapping))
+    found = [name for name in named if isinstance(name, str) and _FIELD_NAME.fullmatch(name)]
+    return list(dict.fromkeys(found))

@@ -605,6 +605,23 @@ async def test_forgotten_address_cannot_be_re_added_and_reason_is_title_only(
     assert not mc.sandbox.holds("reader1@example.com")
 
 
+async def test_a_refused_record_s_reason_names_the_fields_mailchimp_refused(
+    mc: Harness,
+) -> None:
+    """Mailchimp's "Invalid Resource" alone did not tell a merge field the audience's owner
+    made required (every new member refused until it is filled or made optional) from one
+    customer's invalid address: the reason adds the fields Mailchimp names in ``errors[]``,
+    never its detail or messages, which echo what was sent."""
+    mc.sandbox.require_merge_field(LIST_B, "COMPANY")
+    (required,) = await mc.adapter.upsert([person(1)])
+    assert (required.outcome, required.retryable) == ("failed", False)
+    assert required.reason == "Invalid Resource: COMPANY"
+    invalid = OutboundRecord("ref-x", "reader@localhost", None, {})
+    (refused,) = await mc.adapter.upsert([invalid])
+    assert (refused.outcome, refused.reason) == ("failed", "Invalid Resource: email_address")
+    assert "@" not in required.reason + refused.reason and "reader" not in refused.reason
+
+
 async def test_record_without_an_email_fails_locally(mc: Harness) -> None:
     """A record without an address is refused before any call."""
     (result,) = await mc.adapter.upsert([OutboundRecord("ref-x", "", None, {})])
