@@ -10,6 +10,12 @@ changes nothing (every check comes before the first change). Rules modelled:
   ("Member In Compliance State"); an address deleted permanently is refused for good
   ("Forgotten Email Not Subscribed"); ``pending`` is taken from any status, and each member
   that becomes pending is sent a confirmation e-mail (:attr:`MemberStore.confirmations`);
+- an address Mailchimp pauses signups for (one that "has signed up to a lot of lists very
+  recently") is refused becoming ``subscribed`` or ``pending`` (a new member, a re-add, a
+  change of status) with 400 "Invalid Resource", no ``errors[]`` and the address in its
+  detail, until the pause ends (:attr:`MemberStore.signups_paused`); other writes to its
+  member go through. Reports show it for a new member and an archived one re-added; that a
+  change of status meets it too is assumed (UNVERIFIED);
 - ``PATCH`` updates an existing, not archived, member only;
 - ``DELETE`` archives (restorable by a later ``PUT`` carrying a ``status``); ``delete-permanent``
   removes the member and forgets the address on that audience;
@@ -58,6 +64,9 @@ _STATUS_EVENTS: Final = {"subscribed": "signup", "unsubscribed": "unsub"}
 
 #: The statuses only the person can leave for ``subscribed`` ("Member In Compliance State").
 _COMPLIANCE: Final = ("unsubscribed", "cleaned")
+
+#: The statuses a member signs up to (which a pause of the address's signups refuses).
+_SIGNED_UP: Final = ("subscribed", "pending")
 
 #: Merge fields every new audience has (Mailchimp's defaults).
 DEFAULT_MERGE_TAGS: Final = ("FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY")
@@ -187,6 +196,8 @@ class MemberStore:
         #: (list id, subscriber hash) of each confirmation e-mail sent, in order: Mailchimp
         #: sends one whenever a member becomes ``pending``.
         self.confirmations: list[tuple[str, str]] = []
+        #: Subscriber hashes of the addresses Mailchimp pauses signups for, account-wide.
+        self.signups_paused: set[str] = set()
 
     def _now(self) -> str:
         return datetime.fromtimestamp(self._wall_clock(), UTC).isoformat(timespec="seconds")
@@ -305,6 +316,7 @@ class MemberStore:
             # refused re-add leaves it archived.
             kept = member.archived_from if member.archived_from in _COMPLIANCE else ""
             _check_status(member.email_address, kept, status)
+            self._check_signup(member.email_address, kept, status)
             member.status = kept
             self._change_status(member, status)
         elif member is None:
@@ -316,11 +328,13 @@ class MemberStore:
                     "status_if_new",
                     "This value is required when the member is new.",
                 )
+            self._check_signup(email, "", chosen)
             fields = dict(merge_fields)
             member = Member(list_id, email, "", fields, next(self._web_ids), now, now)
             audience.members[key] = member
             self._change_status(member, chosen)
         elif status is not None:
+            self._check_signup(member.email_address, member.status, status)
             self._change_status(member, status)
         self._update_fields(member, merge_fields)
         member.last_changed = now
@@ -350,6 +364,7 @@ class MemberStore:
         # (a refused status must not have moved the member to its new address first).
         if status is not None:
             _check_status(member.email_address, member.status, status)
+            self._check_signup(member.email_address, member.status, status)
         email = body.get("email_address")
         if isinstance(email, str) and subscriber_hash(email) != key:
             if not _plausible_email(email):
@@ -371,6 +386,18 @@ class MemberStore:
         self._update_fields(member, merge_fields)
         member.last_changed = self._now()
         return member
+
+    def _check_signup(self, email: str, current: str, status: str) -> None:
+        """Refuse making a member with this address ``subscribed`` or ``pending`` (from
+        ``current``) while Mailchimp pauses its signups."""
+        signing_up = status in _SIGNED_UP and status != current
+        if signing_up and subscriber_hash(email) in self.signups_paused:
+            raise Problem(
+                400,
+                "Invalid Resource",
+                f"{email} has signed up to a lot of lists very recently; we're not allowing "
+                "more signups for now",
+            )
 
     def _update_fields(self, member: Member, merge_fields: Mapping[str, Any]) -> None:
         """Take ``merge_fields``; a change of one is a profile update in the member's activity."""

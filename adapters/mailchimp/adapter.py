@@ -60,11 +60,13 @@ import httpx
 
 from adapters.mailchimp.payloads import (
     RENEWED_STATUS,
+    SIGNUPS_PAUSED,
     WITHDRAWN_STATUS,
     as_found,
     is_subscriber_hash,
     member_body,
     refused_fields,
+    signups_paused,
     subscriber_hash,
     update_body,
     withdrawal_body,
@@ -876,10 +878,19 @@ class MailchimpAdapter:
     def _refused(self, method: str, template: str, response: httpx.Response) -> RemoteError:
         """The record error a 400 is: Mailchimp's title, as the client would keep it, and the
         fields its ``errors[]`` names (``Invalid Resource: COMPANY``), never its ``detail``
-        or messages, which echo the e-mail and values sent (see :func:`refused_fields`)."""
+        or messages, which echo the e-mail and values sent (see :func:`refused_fields`).
+
+        A pause of the address's signups is a :class:`RetryableError` instead (``Invalid
+        Resource: SIGNUPS_PAUSED``): the record stays queued and is sent again by a later
+        run, once Mailchimp takes signups of the address again, where a record error would
+        have dead-lettered a consenting person as an address Mailchimp will not take.
+        """
         body = json_object(response)
         title = body.get("title")
         category = title if isinstance(title, str) and self.client.is_category(title) else ""
+        if signups_paused(body):
+            paused = f"{category or 'HTTP_400'}: {SIGNUPS_PAUSED}"
+            return RetryableError(self.client.system, method, template, 400, paused)
         fields = refused_fields(body) if category else []
         detail = f"{category}: {', '.join(fields)}" if fields else category
         return RecordError(self.client.system, method, template, 400, detail)

@@ -20,12 +20,14 @@ __all__ = [
     "ERROR_TYPE",
     "MEMBER_STATUSES",
     "RENEWED_STATUS",
+    "SIGNUPS_PAUSED",
     "WITHDRAWN_STATUS",
     "as_found",
     "is_subscriber_hash",
     "member_body",
     "problem_body",
     "refused_fields",
+    "signups_paused",
     "subscriber_hash",
     "update_body",
     "withdrawal_body",
@@ -47,6 +49,13 @@ MEMBER_STATUSES: Final = frozenset(
 _FIELD_NAME: Final = re.compile(
     r"(?:merge_fields\.)?[A-Z][A-Z0-9_]{0,49}|[a-z]+(?:_[a-z]+)+|status"
 )
+
+#: The reason's code for a write refused while Mailchimp pauses the address's signups.
+SIGNUPS_PAUSED: Final = "SIGNUPS_PAUSED"
+
+#: What the ``detail`` of that refusal says after the address it begins with ("... has
+#: signed up to a lot of lists very recently; we're not allowing more signups for now").
+_SIGNUPS_PAUSED_DETAIL: Final = "has signed up to a lot of lists very recently"
 
 #: The ``status`` value a mapping sends when the person withdrew marketing consent.
 WITHDRAWN_STATUS: Final = "unsubscribed"
@@ -153,3 +162,13 @@ def refused_fields(body: Mapping[str, Any]) -> list[str]:
     named = (item.get("field") for item in errors if isinstance(item, Mapping))
     found = [name for name in named if isinstance(name, str) and _FIELD_NAME.fullmatch(name)]
     return list(dict.fromkeys(found))
+
+
+def signups_paused(body: Mapping[str, Any]) -> bool:
+    """Whether a refusal is Mailchimp's pause of the address's signups: an address that has
+    signed up to a lot of lists very recently is refused, for now, as ``Invalid Resource``
+    with no ``errors[]``, its ``detail`` alone saying so (and holding the address, so it is
+    read here and never kept). The pause ends: the write is to be sent again later, not
+    refused for good."""
+    detail = body.get("detail")
+    return isinstance(detail, str) and _SIGNUPS_PAUSED_DETAIL in detail

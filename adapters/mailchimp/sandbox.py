@@ -226,6 +226,15 @@ class MailchimpSandbox(SandboxBase):
         """The audience's owner makes merge field ``tag`` required (e.g. "COMPANY")."""
         self.store.audience(list_id).required.add(tag)
 
+    def pause_signups(self, email: str, paused: bool = True) -> None:
+        """Mailchimp pauses (or, ``paused`` false, ends the pause of) the signups of an address
+        that has signed up to a lot of lists very recently, account-wide (see ``_store``)."""
+        member_hash = subscriber_hash(email)
+        if paused:
+            self.store.signups_paused.add(member_hash)
+        else:
+            self.store.signups_paused.discard(member_hash)
+
     def confirmations_to(self, email: str) -> int:
         """How many confirmation e-mails Mailchimp sent this address (see ``_store``)."""
         wanted = subscriber_hash(email)

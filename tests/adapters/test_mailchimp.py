@@ -622,6 +622,24 @@ async def test_a_refused_record_s_reason_names_the_fields_mailchimp_refused(
     assert "@" not in required.reason + refused.reason and "reader" not in refused.reason
 
 
+async def test_a_write_mailchimp_refuses_while_it_pauses_the_address_s_signups_is_sent_later(
+    mc: Harness,
+) -> None:
+    """Mailchimp refuses for a while to sign up an address that has signed up to a lot of
+    lists very recently (400 "Invalid Resource", the address in its detail). That is no
+    refusal for good: the record stays queued (not an outage), named so without the
+    address, and lands once the pause is over, instead of being dead-lettered as an
+    address Mailchimp will not take."""
+    mc.sandbox.pause_signups("reader1@example.com")
+    (paused,) = await mc.adapter.upsert([person(1)])
+    assert (paused.outcome, paused.retryable, paused.unreachable) == ("failed", True, False)
+    assert paused.reason == "Invalid Resource: SIGNUPS_PAUSED"
+    assert not mc.sandbox.holds("reader1@example.com")
+    mc.sandbox.pause_signups("reader1@example.com", paused=False)
+    (again,) = await mc.adapter.upsert([person(1)])
+    assert again.outcome == "upserted" and mc.sandbox.holds("reader1@example.com")
+
+
 async def test_record_without_an_email_fails_locally(mc: Harness) -> None:
     """A record without an address is refused before any call."""
     (result,) = await mc.adapter.upsert([OutboundRecord("ref-x", "", None, {})])
