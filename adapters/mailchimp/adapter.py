@@ -13,7 +13,9 @@ What it does, by contract verb:
   the member under the record's address and the one under the id the connector holds (the
   former address) when that is another. One whose
   ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
-  confirm, unless it is subscribed already (see :func:`_renewal`). Each write reads the
+  confirm, unless it is subscribed already (see :func:`_renewal`). One answered with the
+  member ``transactional`` (never opted in at Mailchimp) gives it ``status_if_new`` (see
+  :meth:`MailchimpAdapter._sign_up`). Each write reads the
   member first: an archived one is left archived and unchanged, never re-added (see
   :meth:`MailchimpAdapter._statuses`). A first write (no member id known) answered with the
   member ``unsubscribed`` on one audience sends the others the withdrawal instead, and its
@@ -59,6 +61,7 @@ from urllib.parse import quote
 import httpx
 
 from adapters.mailchimp.payloads import (
+    NOT_OPTED_IN_STATUS,
     RENEWED_STATUS,
     SIGNUPS_PAUSED,
     WITHDRAWN_STATUS,
@@ -369,9 +372,36 @@ class MailchimpAdapter:
             if renewal:
                 body = _renewal(body, held)
             response = await self._put_or_move(list_id, path, template, record, body)
-            return _written(response)
+            written = _written(response)
+            if written.status == NOT_OPTED_IN_STATUS and "status" not in body:
+                return await self._sign_up(list_id, template, written)
+            return written
 
         return await self._on_connection(batch, call)
+
+    async def _sign_up(self, list_id: str, template: str, written: _Outcome) -> _Outcome:
+        """Give a consenting person Mailchimp holds as ``transactional`` a new member's status.
+
+        A transactional member is a contact the store's own Mailchimp integration added
+        without a newsletter opt-in; no campaign reaches it, and a write without a status
+        leaves it so (``status_if_new`` reaches new members only). It never unsubscribed, so
+        nothing of the person's own choice at Mailchimp is overridden: the shop's consent
+        gives it what a new member gets (subscribed, or pending to confirm), in a ``PATCH``
+        of the status alone, as a withdrawal is sent.
+        """
+        member_id = written.member_id or ""
+        response = await self._request(
+            "PATCH",
+            _member_path(list_id, member_id),
+            template,
+            params=_STATUS_ONLY,
+            json={"status": self.settings.status_if_new},
+            accept=(404,),
+        )
+        if response.status_code == 404:
+            # Gone since the write: its fate is unknown, so the record is sent again.
+            return _Outcome(ok=False, reason="NO_RESULT", retryable=True)
+        return _written(response)
 
     async def _withdraw(self, list_id: str, member_hash: str, record: OutboundRecord) -> _Outcome:
         """Unsubscribe every member of this audience the withdrawal is about.

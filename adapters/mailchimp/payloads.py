@@ -19,6 +19,7 @@ from connector.adapter import nest
 __all__ = [
     "ERROR_TYPE",
     "MEMBER_STATUSES",
+    "NOT_OPTED_IN_STATUS",
     "RENEWED_STATUS",
     "SIGNUPS_PAUSED",
     "WITHDRAWN_STATUS",
@@ -56,6 +57,11 @@ SIGNUPS_PAUSED: Final = "SIGNUPS_PAUSED"
 #: What the ``detail`` of that refusal says after the address it begins with ("... has
 #: signed up to a lot of lists very recently; we're not allowing more signups for now").
 _SIGNUPS_PAUSED_DETAIL: Final = "has signed up to a lot of lists very recently"
+
+#: The status of a member no campaign reaches because it never opted in (a contact the
+#: store's own Mailchimp integration added), which a consenting person is given a new
+#: member's status from (see the adapter's ``_sign_up``).
+NOT_OPTED_IN_STATUS: Final = "transactional"
 
 #: The ``status`` value a mapping sends when the person withdrew marketing consent.
 WITHDRAWN_STATUS: Final = "unsubscribed"

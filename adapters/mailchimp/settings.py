@@ -86,7 +86,9 @@ class MailchimpSettings(SystemSettings):
         status_if_new: the status a *new* member gets. ``"subscribed"`` adds them at once
             (the shop already holds their marketing consent); ``"pending"`` is double opt-in:
             Mailchimp sends a confirmation e-mail and the member is subscribed only once they
-            confirm. An existing member's status is never changed by a normal sync.
+            confirm. An existing member's status is never changed by a normal sync, but for
+            a ``transactional`` one (a store contact that never opted in at Mailchimp), who
+            is given this status as a new member is: the shop holds their consent.
         max_connections: calls in flight at once. Mailchimp allows 10 per *account*; lower
             this when other integrations use the same account, so together they stay under 10.
     """

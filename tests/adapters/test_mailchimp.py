@@ -283,6 +283,31 @@ async def test_double_opt_in_adds_new_members_as_pending_only(sandbox: Mailchimp
     await harness.client.aclose()
 
 
+@pytest.mark.parametrize("status_if_new", ["subscribed", "pending"])
+async def test_a_consenting_reader_held_as_transactional_gets_the_status_of_a_new_member(
+    sandbox: MailchimpSandbox, status_if_new: str
+) -> None:
+    """A customer the store's own Mailchimp integration added without a newsletter opt-in
+    is a transactional member, sent no campaign; a write without a status leaves that
+    status as it is (status_if_new reaches new members only). Once the shop records their
+    consent, they get what a new member gets, subscribed or asked to confirm, as if
+    Mailchimp had not held them, on the audience that held them and on the other; an
+    unsubscribed member stays unsubscribed."""
+    sandbox.add_person("reader1@example.com", "Old", status="transactional", list_id=LIST_A)
+    sandbox.add_person("reader2@example.com", "Old", status="unsubscribed", list_id=LIST_A)
+    harness = make_harness(sandbox, status_if_new=status_if_new)
+    try:
+        results = await harness.adapter.upsert([person(1), person(2)])
+    finally:
+        await harness.client.aclose()
+    assert [r.outcome for r in results] == ["upserted", "upserted"]
+    for list_id in (LIST_A, LIST_B):
+        member = sandbox.member(list_id, "reader1@example.com")
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == (status_if_new, "First1")
+    assert (sandbox.member(LIST_A, "reader2@example.com") or {})["status"] == "unsubscribed"
+
+
 async def test_sync_never_resubscribes_someone_who_unsubscribed(mc: Harness) -> None:
     """An upsert without status updates names but leaves an unsubscribed member unsubscribed."""
     mc.sandbox.add_person("reader1@example.com", "Old", status="unsubscribed")
