@@ -12,6 +12,7 @@ the client's exponential backoff, since there is no vendor hint to wait for.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Final, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import Field, field_validator
@@ -70,6 +71,12 @@ BATCH_SIZE: Final = 50
 #: Most members ``GET /lists/{id}/members`` returns per page (``count`` max 1000).
 PAGE_SIZE: Final = 1000
 
+#: Mailchimp's API host, below which each data centre has its own (``us21.api...``).
+MAILCHIMP_HOST: Final = "api.mailchimp.com"
+
+#: The path of the API's root on that host.
+API_ROOT: Final = "/3.0"
+
 #: Basic auth takes any user name; Mailchimp reads only the password (the API key).
 AUTH_USER: Final = "klantsync"
 
@@ -110,6 +117,28 @@ class MailchimpSettings(SystemSettings):
                 raise ValueError("each list id must be letters and digits only (e.g. a1b2c3d4e5)")
         if len(set(value)) != len(value):
             raise ValueError("list ids must be unique")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _mailchimp_s_api_root(cls, value: str) -> str:
+        # Mailchimp's own host answers its API under /3.0 alone, at the data centre the key
+        # names: without "/3.0" every call is answered 404, which a sync reported as
+        # "Resource Not Found" and check --online as audiences that do not exist. Another
+        # host (the sandbox, a proxy in front of Mailchimp) is the operator's to choose.
+        try:
+            parts = urlsplit(value)
+            host = (parts.hostname or "").lower()
+        except ValueError:
+            return value  # not a URL at all: the config's own URL check says so
+        if host != MAILCHIMP_HOST and not host.endswith(f".{MAILCHIMP_HOST}"):
+            return value
+        centre = host.removesuffix(MAILCHIMP_HOST).rstrip(".")
+        if not centre or "." in centre or parts.path.rstrip("/") != API_ROOT:
+            raise ValueError(
+                f'must be Mailchimp\'s API root, "https://<dc>.{MAILCHIMP_HOST}{API_ROOT}", '
+                'where <dc> is the end of the API key after its "-" (us21)'
+            )
         return value
 
     @field_validator("max_concurrency")

@@ -153,6 +153,9 @@ def test_limits_client_config_and_wait_hint() -> None:
         {"list_ids": [LIST_A, LIST_A]},
         {"list_ids": ["../lists"]},
         {"status_if_new": "unsubscribed"},
+        {"base_url": "https://us21.api.mailchimp.com"},
+        {"base_url": "https://us21.api.mailchimp.com/3.0/lists"},
+        {"base_url": "https://api.mailchimp.com/3.0"},
     ],
     ids=[
         "over-10-connections",
@@ -161,12 +164,29 @@ def test_limits_client_config_and_wait_hint() -> None:
         "duplicate-list",
         "path-in-list-id",
         "bad-status",
+        "no-api-version",
+        "path-past-the-api-root",
+        "no-data-centre",
     ],
 )
 def test_settings_refuse_what_mailchimp_cannot_take(overrides: dict[str, Any]) -> None:
-    """More than 10 connections, no or repeated or unsafe list ids, and odd statuses fail."""
+    """More than 10 connections, no or repeated or unsafe list ids, odd statuses, and a
+    Mailchimp base URL that is not the API's root at a data centre fail (without "/3.0"
+    every call is answered 404, which check --online took for audiences that do not
+    exist)."""
     with pytest.raises(ValidationError):
         make_settings(**overrides)
+
+
+def test_settings_take_mailchimp_s_api_root_at_any_data_centre() -> None:
+    """The root as Mailchimp's documentation writes it, with or without its closing slash;
+    a base URL at another host (the sandbox, a proxy) is the operator's to choose."""
+    for base_url in (
+        "https://us21.api.mailchimp.com/3.0",
+        "https://us6.api.mailchimp.com/3.0/",
+        "https://127.0.0.1:8445/3.0",
+    ):
+        assert make_settings(base_url=base_url).base_url == base_url
 
 
 def test_spec_and_adapter_meet_the_contract(mc: Harness) -> None:
