@@ -228,6 +228,7 @@ class SandboxBase:
 REDACTED_QUERY_KEYS = frozenset(
     {
         "email",
+        "reviewer_email",
         "search",
         "query",
         "term",

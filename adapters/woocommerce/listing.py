@@ -24,7 +24,7 @@ from adapters.woocommerce.rest import ApiError
 from adapters.woocommerce.store import ShopStore
 from connector.sandboxkit import field_tree
 
-__all__ = ["list_customers", "list_orders", "only_fields"]
+__all__ = ["list_customers", "list_orders", "list_reviews", "only_fields"]
 
 CUSTOMER_ROLES = (
     "all",
@@ -49,6 +49,16 @@ ORDER_STATUSES = (
     "refunded",
     "failed",
 )
+
+#: The review list's ``status`` enum (WC_REST_Product_Reviews_Controller::
+#: get_collection_params [src]); ``approved`` is its default. ``all`` is WP_Comment_Query's:
+#: held and approved reviews, not those marked spam or in the trash [src: WordPress
+#: ``class-wp-comment-query.php``], which are listed only when asked for by name.
+REVIEW_STATUSES = ("all", "hold", "approved", "spam", "trash")
+#: The statuses ``all`` stands for.
+_ALL_REVIEWS = frozenset({"hold", "approved"})
+#: What the review list can be ordered by; ``date_gmt`` is its default.
+_REVIEW_ORDERS = ("date", "date_gmt", "id", "include", "product")
 
 
 def _invalid(name: str, why: str) -> ApiError:
@@ -242,3 +252,59 @@ def list_orders(store: ShopStore, request: Request) -> tuple[list[dict[str, Any]
     return copy.deepcopy(orders[start : start + per_page]), _paging_headers(
         request, total, per_page, page
     )
+
+
+def _collation(text: str) -> str:
+    """A text as the shop's database compares it: MySQL's utf8mb4 collations compare without
+    case and ignore trailing spaces, and some fold "ß" to "ss" (case folding stands in)."""
+    return text.rstrip(" ").casefold()
+
+
+def list_reviews(store: ShopStore, request: Request) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """``GET /products/reviews``: the page's reviews as stored (the caller shapes them) and the
+    paging headers; newest first by default, ``approved`` ones only unless ``status`` says
+    otherwise.
+
+    ``reviewer_email`` is declared ``'format' => 'email'``: WordPress checks it with is_email
+    before WooCommerce runs (400 ``rest_invalid_param``), then WP_Comment_Query matches
+    ``comment_author_email`` by the database's collation (:func:`_collation`), not byte for
+    byte. ``search`` looks into the reviewer's name, e-mail, IP address and the text.
+    """
+    per_page = _integer(request, "per_page", 10, 1, 100)
+    page = _integer(request, "page", 1, 1, None)
+    offset = _integer(request, "offset", None, 0, None)
+    assert per_page is not None and page is not None
+    order = _enum(request, "order", "desc", ("asc", "desc"))
+    orderby = _enum(request, "orderby", "date_gmt", _REVIEW_ORDERS)
+    status = _enum(request, "status", "approved", REVIEW_STATUSES)
+    _enum(request, "context", "view", ("view", "edit"))
+    include, exclude = _id_list(request, "include"), _id_list(request, "exclude")
+    products, reviewers = _id_list(request, "product"), _id_list(request, "reviewer")
+    search = request.query_params.get("search", "").strip().casefold()
+    statuses = _ALL_REVIEWS if status == "all" else {status}
+    matched = [r for r in store.reviews.values() if r["status"] in statuses]
+    if "reviewer_email" in request.query_params:
+        email = request.query_params["reviewer_email"].strip()
+        if not valid_email(email):
+            raise _invalid("reviewer_email", "Invalid email address.")
+        matched = [r for r in matched if _collation(r["reviewer_email"]) == _collation(email)]
+    if include:
+        matched = [r for r in matched if r["id"] in include]
+    if exclude:
+        matched = [r for r in matched if r["id"] not in exclude]
+    if products:
+        matched = [r for r in matched if r["product_id"] in products]
+    if reviewers:
+        matched = [r for r in matched if r["user_id"] in reviewers]
+    if search:
+        columns = ("reviewer", "reviewer_email", "author_ip", "content")
+        matched = [r for r in matched if any(search in str(r[c]).casefold() for c in columns)]
+    if orderby == "include" and include:
+        matched.sort(key=lambda r: include.index(r["id"]))
+    else:
+        # WP_Comment_Query adds the id, in the same direction, to make the order total.
+        first = {"id": "id", "product": "product_id"}.get(orderby, "date")
+        matched.sort(key=lambda r: (r[first], r["id"]), reverse=order == "desc")
+    start = offset if offset is not None else (page - 1) * per_page
+    headers = _paging_headers(request, len(matched), per_page, page)
+    return copy.deepcopy(matched[start : start + per_page]), headers

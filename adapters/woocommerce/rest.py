@@ -26,11 +26,25 @@ from adapters.woocommerce.shapes import (
 from adapters.woocommerce.store import ShopStore
 from adapters.woocommerce.taxes import RECALCULATING, calculate_totals
 
-__all__ = ["ApiError", "ShopRules", "valid_email"]
+__all__ = ["ApiError", "ShopRules", "delete_review", "update_review", "valid_email"]
 
 ORDER_STATUSES = frozenset(
     {"pending", "processing", "on-hold", "completed", "cancelled", "refunded", "failed"}
 )
+#: What a review's update takes as ``status`` (its schema's enum [src]): a status, or the
+#: way back from spam or the trash.
+REVIEW_UPDATES = ("approved", "hold", "spam", "unspam", "trash", "untrash")
+#: A review update's arguments and their JSON types, as the route's schema declares them
+#: (``get_endpoint_args_for_item_schema``; the read-only ``id``, ``date_created_gmt`` and
+#: ``verified`` are not arguments, and are passed over).
+_REVIEW_ARGUMENTS: dict[str, type] = {
+    "product_id": int,
+    "reviewer": str,
+    "reviewer_email": str,
+    "review": str,
+    "rating": int,
+    "status": str,
+}
 
 
 class ApiError(Exception):
@@ -314,3 +328,105 @@ def _as_id(value: Any) -> int:
     if isinstance(value, str) and value.isdecimal():
         return int(value)
     return 0
+
+
+def _check_review_arguments(data: Mapping[str, Any]) -> None:
+    """Refuse a review update's arguments as WordPress does before WooCommerce runs
+    (``WP_REST_Request::has_valid_params`` over the route's schema): each of the type
+    declared, the e-mail one is_email takes (``'format' => 'email'``: an empty one is
+    refused too), the status one of its enum. 400 ``rest_invalid_param`` naming it."""
+    for name, kind in _REVIEW_ARGUMENTS.items():
+        if name not in data:
+            continue
+        value = data[name]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _invalid_param(name, f"{name} is not of type integer.")
+        if kind is str and not isinstance(value, str):
+            raise _invalid_param(name, f"{name} is not of type string.")
+    if "reviewer_email" in data and not valid_email(data["reviewer_email"]):
+        raise _invalid_param("reviewer_email", "Invalid email address.")
+    if "status" in data and data["status"] not in REVIEW_UPDATES:
+        raise _invalid_param("status", f"status is not one of {', '.join(REVIEW_UPDATES)}.")
+
+
+def _existing_review(store: ShopStore, review_id: Any) -> dict[str, Any]:
+    """The review ``review_id`` names (``get_review``, in the route's permission check): 404
+    ``woocommerce_rest_review_invalid_id`` where there is none."""
+    review = store.reviews.get(_as_id(review_id))
+    if review is None:
+        raise ApiError(404, "woocommerce_rest_review_invalid_id", "Invalid review ID.")
+    return review
+
+
+def _set_review_status(review: dict[str, Any], status: str) -> bool:
+    """``handle_status_param``: whether the status changed. Spam and the trash remember the
+    status they came from, which ``unspam`` and ``untrash`` give back (WordPress keeps it as
+    ``_wp_trash_meta_status``; held where there is none). A status the review has already
+    is no change (``wp_get_comment_status`` names a held one ``unapproved``, so ``hold``
+    always is one)."""
+    if status == review["status"] and status != "hold":
+        return False
+    if status in ("spam", "trash"):
+        if review["status"] not in ("spam", "trash"):
+            review["previous_status"] = review["status"]
+        review["status"] = status
+    elif status in ("unspam", "untrash"):
+        if review["status"] != status[2:]:
+            return False
+        review["status"] = review.pop("previous_status", None) or "hold"
+    else:
+        review["status"] = status
+    return True
+
+
+#: A review update's arguments and the keys of the stored comment they write.
+_REVIEW_WRITES = (
+    ("review", "content"),
+    ("product_id", "product_id"),
+    ("reviewer", "reviewer"),
+    ("reviewer_email", "reviewer_email"),
+)
+
+
+def update_review(store: ShopStore, review_id: Any, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``PUT /products/reviews/{id}`` (``update_item`` [src]): the arguments checked first,
+    then the review looked up; what is given is written, the rest of the comment (its IP
+    address and browser, which no argument reaches) kept. A rating is written only when not
+    0 (``! empty``) and with one of those; a status alone that changes nothing is 500
+    ``woocommerce_rest_review_failed_edit``, as WooCommerce answers it. Returns the review as
+    stored."""
+    _check_review_arguments(data)
+    review = _existing_review(store, review_id)
+    if data.get("product_id") and data["product_id"] not in store.products:
+        raise ApiError(404, "woocommerce_rest_product_invalid_id", "Invalid product ID.")
+    if "review" in data and not data["review"]:
+        raise ApiError(400, "woocommerce_rest_review_content_invalid", "Invalid review content.")
+    changed = copy.deepcopy(review)
+    written = [(key, data[name]) for name, key in _REVIEW_WRITES if name in data]
+    changed.update(written)
+    # The rating is written beside the comment's own fields only: alone, or with a status
+    # alone, it is passed over.
+    if written and data.get("rating"):
+        changed["rating"] = data["rating"]
+    if "status" in data and not _set_review_status(changed, data["status"]) and not written:
+        raise ApiError(500, "woocommerce_rest_review_failed_edit", "Updating review status failed.")
+    store.reviews[int(review["id"])] = changed
+    return copy.deepcopy(changed)
+
+
+def delete_review(store: ShopStore, review_id: Any, force: bool) -> tuple[dict[str, Any], bool]:
+    """``DELETE /products/reviews/{id}`` (``delete_item`` [src]): with ``force`` the comment is
+    deleted for good; without it, on a site that keeps a trash (WordPress's default,
+    ``EMPTY_TRASH_DAYS`` 30), it is moved there, name, e-mail, text and all, and a review in
+    the trash already is 410 ``woocommerce_rest_already_trashed``. Returns the review as it
+    was (``force``) or is now, and whether it was deleted."""
+    review = _existing_review(store, review_id)
+    if force:
+        del store.reviews[int(review["id"])]
+        return copy.deepcopy(review), True
+    if review["status"] == "trash":
+        raise ApiError(
+            410, "woocommerce_rest_already_trashed", "The object has already been trashed."
+        )
+    _set_review_status(review, "trash")
+    return copy.deepcopy(review), False

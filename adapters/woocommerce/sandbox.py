@@ -1,9 +1,10 @@
 """A faithful local fake of the WooCommerce REST API v3 (``/wp-json/wc/v3``).
 
-It serves what klantsync touches: customers (list, read, create, update, delete, batch) and
+It serves what klantsync touches: customers (list, read, create, update, delete, batch),
 orders (list, read, update; an update that carries an address taxes the order again where it
-then is, as WooCommerce does: :mod:`adapters.woocommerce.taxes`), with WooCommerce's paging
-headers, error bodies and status codes,
+then is, as WooCommerce does: :mod:`adapters.woocommerce.taxes`) and product reviews (list,
+read, update, delete: WordPress comments, whose IP address and browser the REST API neither
+shows nor changes), with WooCommerce's paging headers, error bodies and status codes,
 its batch limit of 100 items, permanent-only customer deletion (``force=true``), HTTP basic
 auth with a consumer key and secret over HTTPS only (over plain http WooCommerce wants OAuth
 1.0a, which this fake does not speak: every call there is anonymous, answered 401), and
@@ -11,8 +12,9 @@ genuine webhook signatures. Faults, rate limits and
 the request log come from :class:`~connector.sandboxkit.SandboxBase`.
 
 The request log never holds personal data: query values that can carry it (``email``,
-``search``, the consumer key and secret) are replaced before a call is recorded, and write
-bodies are reduced to their field names by :func:`connector.sandboxkit.record`.
+``reviewer_email``, ``search``, the consumer key and secret) are replaced before a call is
+recorded, and write bodies are reduced to their field names by
+:func:`connector.sandboxkit.record`.
 """
 
 from __future__ import annotations
@@ -35,9 +37,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from adapters.woocommerce.listing import list_customers, list_orders, only_fields
-from adapters.woocommerce.rest import ApiError, ShopRules
-from adapters.woocommerce.shapes import BILLING_FIELDS, customer_shape, order_shape
+from adapters.woocommerce.listing import list_customers, list_orders, list_reviews, only_fields
+from adapters.woocommerce.rest import ApiError, ShopRules, delete_review, update_review
+from adapters.woocommerce.shapes import BILLING_FIELDS, customer_shape, order_shape, review_shape
 from adapters.woocommerce.store import ShopStore
 from adapters.woocommerce.webhooks import webhook_signature
 from connector.ratelimit import RateLimit
@@ -116,6 +118,7 @@ class WooCommerceSandbox(SandboxBase):
         """The Starlette app, wrapped so :class:`ConnectionReset` drops the connection."""
         if self._app is None:
             c, o = f"{PREFIX}/customers", f"{PREFIX}/orders"
+            r = f"{PREFIX}/products/reviews"
             routes = [
                 Route(
                     f"{c}/batch", self._wrap("batch", self._batch), methods=["POST", "PUT", "PATCH"]
@@ -147,6 +150,16 @@ class WooCommerceSandbox(SandboxBase):
                     f"{o}/{{id:int}}/notes/{{note:int}}",
                     self._wrap("delete", self._delete_note),
                     methods=["DELETE"],
+                ),
+                Route(r, self._wrap("view", self._list_reviews), methods=["GET"]),
+                Route(f"{r}/{{id:int}}", self._wrap("view", self._get_review), methods=["GET"]),
+                Route(
+                    f"{r}/{{id:int}}",
+                    self._wrap("edit", self._update_review),
+                    methods=["POST", "PUT", "PATCH"],
+                ),
+                Route(
+                    f"{r}/{{id:int}}", self._wrap("delete", self._delete_review), methods=["DELETE"]
                 ),
             ]
             self._app = self.serve(Starlette(routes=routes))
@@ -360,6 +373,40 @@ class WooCommerceSandbox(SandboxBase):
         updated = self.rules.update_order(request.path_params["id"], body)
         return _json(self._fields(request, updated)), [body]
 
+    def _review(self, request: Request, review: dict[str, Any], context: str) -> dict[str, Any]:
+        """A stored review as the REST API shows it in ``context``."""
+        name = self.store.products.get(int(review["product_id"]), "")
+        return review_shape(review, product_name=name, site=str(request.base_url), context=context)
+
+    async def _list_reviews(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        reviews, headers = list_reviews(self.store, request)
+        context = request.query_params.get("context", "view")
+        shown = [self._review(request, review, context) for review in reviews]
+        return _json(self._fields(request, shown), 200, headers), []
+
+    async def _get_review(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        review = self.store.reviews.get(int(request.path_params["id"]))
+        if review is None:
+            raise ApiError(404, "woocommerce_rest_review_invalid_id", "Invalid review ID.")
+        context = request.query_params.get("context", "view")
+        return _json(self._fields(request, self._review(request, review, context))), []
+
+    async def _update_review(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``PUT /products/reviews/{id}``: answered in the ``edit`` context, as WooCommerce
+        sets it for an update."""
+        body = await self._body(request)
+        updated = update_review(self.store, request.path_params["id"], body)
+        return _json(self._fields(request, self._review(request, updated, "edit"))), [body]
+
+    async def _delete_review(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``DELETE /products/reviews/{id}``: ``{"deleted": true, "previous": ...}`` with
+        ``force``, else the review as moved to the trash (``edit`` context either way)."""
+        force = _truthy(request.query_params.get("force"))
+        review, deleted = delete_review(self.store, request.path_params["id"], force)
+        shown = self._review(request, review, "edit")
+        body = {"deleted": True, "previous": shown} if deleted else shown
+        return _json(self._fields(request, body)), []
+
     # -- SandboxLike and test helpers ------------------------------------------------------
 
     def credentials(self) -> dict[str, str]:
@@ -508,6 +555,44 @@ class WooCommerceSandbox(SandboxBase):
         """Copies of the orders linked to a customer id."""
         owner = int(customer_id)
         return [copy.deepcopy(o) for o in self.store.orders.values() if o["customer_id"] == owner]
+
+    def add_review(
+        self,
+        reviewer_email: str,
+        review: str,
+        *,
+        reviewer: str = "",
+        product_id: int = 93,
+        rating: int = 5,
+        status: str = "approved",
+        verified: bool = False,
+        user_id: int | str = 0,
+    ) -> int:
+        """Seed a product review as it sits in the shop's database (a comment: with the IP
+        address and browser it was written from); its id. No REST validation runs, as for
+        :meth:`add_person`. A product it names that the shop lacks is added."""
+        self.store.products.setdefault(product_id, f"Product {product_id}")
+        review_id = self.store.new_note_id()
+        self.store.reviews[review_id] = {
+            "id": review_id,
+            "product_id": product_id,
+            "status": status,
+            "reviewer": reviewer,
+            "reviewer_email": reviewer_email,
+            "content": review,
+            "rating": rating,
+            "verified": verified,
+            "user_id": int(user_id or 0),
+            "date": self.rules.now().replace(tzinfo=None, microsecond=0).isoformat(),
+            "author_ip": "198.51.100.7",
+            "agent": "Mozilla/5.0",
+        }
+        return review_id
+
+    def review(self, review_id: int) -> dict[str, Any] | None:
+        """A copy of one review as stored (its text under ``content``), or ``None``."""
+        found = self.store.reviews.get(review_id)
+        return copy.deepcopy(found) if found is not None else None
 
     def sign_webhook(
         self,

@@ -1,4 +1,5 @@
-"""The wc/v3 JSON shapes the sandbox serves: customers, orders, addresses and error bodies.
+"""The wc/v3 JSON shapes the sandbox serves: customers, orders, product reviews, addresses and
+error bodies.
 
 Kept in one place so the generated customers (:mod:`adapters.woocommerce.synthetic`) and the
 ones created over the API come out byte-for-byte alike. The sandbox site runs on WordPress's
@@ -8,6 +9,7 @@ default timezone (UTC+0), so ``date_*`` and ``date_*_gmt`` hold the same value.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ __all__ = [
     "customer_shape",
     "error_body",
     "order_shape",
+    "review_shape",
     "wc_datetime",
 ]
 
@@ -56,10 +59,10 @@ def address(**values: str) -> dict[str, str]:
     return {key: str(values.get(key, "")) for key in (*ADDRESS_FIELDS, "email", "phone")}
 
 
-def _avatar(email: str) -> str:
+def _avatar(email: str, size: int = 96) -> str:
     # WooCommerce serves the Gravatar URL; md5 is Gravatar's scheme, not a security measure.
     digest = hashlib.md5(email.strip().lower().encode(), usedforsecurity=False).hexdigest()
-    return f"https://secure.gravatar.com/avatar/{digest}?s=96&d=mm&r=g"
+    return f"https://secure.gravatar.com/avatar/{digest}?s={size}&d=mm&r=g"
 
 
 def customer_shape(
@@ -167,6 +170,60 @@ def order_shape(
     }
     calculate_totals(order)
     return order
+
+
+def _autop(text: str) -> str:
+    """WordPress's ``wpautop`` as far as a review needs it: each paragraph (parted by a blank
+    line) in ``<p>``, a single line break within one as ``<br />``."""
+    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    return "".join("<p>" + p.replace("\n", "<br />\n") + "</p>\n" for p in paragraphs)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def review_shape(
+    review: dict[str, Any], *, product_name: str, site: str, context: str = "view"
+) -> dict[str, Any]:
+    """A product review as ``GET /wp-json/wc/v3/products/reviews/{id}`` returns it
+    (``WC_REST_Product_Reviews_Controller::prepare_item_for_response`` [src]) from the comment
+    it is kept as: ``review`` is the text run through ``wpautop`` in the ``view`` context, as
+    stored in ``edit`` (the context an update's and a deletion's answers are given in).
+
+    Neither the IP address nor the browser the review was written from (``author_ip``,
+    ``agent``) is in the schema: the REST API neither shows nor changes them. The reviewer's
+    user account shows only as a ``reviewer`` link, where there is one.
+    """
+    content = str(review["content"])
+    links: dict[str, Any] = {
+        "self": [{"href": f"{site}wp-json/wc/v3/products/reviews/{review['id']}"}],
+        "collection": [{"href": f"{site}wp-json/wc/v3/products/reviews"}],
+        "up": [{"href": f"{site}wp-json/wc/v3/products/{review['product_id']}"}],
+    }
+    if review["user_id"]:
+        links["reviewer"] = [
+            {"embeddable": True, "href": f"{site}wp-json/wp/v2/users/{review['user_id']}"}
+        ]
+    return {
+        "id": review["id"],
+        "date_created": review["date"],
+        "date_created_gmt": review["date"],
+        "product_id": review["product_id"],
+        "product_name": product_name,
+        "product_permalink": f"{site}product/{_slug(product_name)}/",
+        "status": review["status"],
+        "reviewer": review["reviewer"],
+        "reviewer_email": review["reviewer_email"],
+        "review": _autop(content) if context == "view" else content,
+        "rating": review["rating"],
+        "verified": review["verified"],
+        # WordPress's show_avatars is on by default: the sizes rest_get_avatar_sizes gives.
+        "reviewer_avatar_urls": {
+            str(size): _avatar(str(review["reviewer_email"]), size) for size in (24, 48, 96)
+        },
+        "_links": links,
+    }
 
 
 def error_body(code: str, message: str, status: int, **data: Any) -> dict[str, Any]:

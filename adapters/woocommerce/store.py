@@ -1,4 +1,5 @@
-"""The sandbox's data: customers (explicit and synthetic) and orders, with the lookups wc/v3 needs.
+"""The sandbox's data: customers (explicit and synthetic), orders and product reviews, with the
+lookups wc/v3 needs.
 
 Customers created over the API or by ``add_person`` live in a plain dict; a seeded synthetic
 block (:class:`~adapters.woocommerce.synthetic.SyntheticBlock`) holds the bulk. Ids are handed
@@ -25,6 +26,12 @@ class ShopStore:
         self.orders: dict[int, dict[str, Any]] = {}
         #: Order id -> its notes (wc/v3 /orders/{id}/notes), oldest first.
         self.order_notes: dict[int, list[dict[str, Any]]] = {}
+        #: Review id -> the product review as WordPress keeps it, a comment: its text under
+        #: ``content``, and the IP address and browser it was written from, which the REST
+        #: API never shows (:func:`~adapters.woocommerce.shapes.review_shape`).
+        self.reviews: dict[int, dict[str, Any]] = {}
+        #: Product id -> its name (posts in WordPress; only what a review names of one).
+        self.products: dict[int, str] = {93: "Koffiebonen 1 kg"}
         self._next_note = 501
         self.block: SyntheticBlock | None = None
         self._next_customer = 1
@@ -34,7 +41,8 @@ class ShopStore:
         self._emails: dict[str, int] = {}  # lower-cased e-mail -> id, explicit and overridden
 
     def new_note_id(self) -> int:
-        """The next order note's id (comments in WordPress: a sequence of their own)."""
+        """The next comment id: an order note's or a product review's (both comments in
+        WordPress, one sequence apart from users and posts)."""
         self._next_note += 1
         return self._next_note - 1
 

@@ -1711,6 +1711,97 @@ async def test_an_erasure_blanks_the_subject_s_orders_in_the_trash_and_access_sh
         assert order["billing"]["phone"] == "" and not any(order["shipping"].values())
 
 
+# -- product reviews -----------------------------------------------------------------------
+
+
+async def test_the_sandbox_lists_reviews_by_status_and_reviewer_e_mail_as_wc_v3_does() -> None:
+    """wc/v3's review list gives approved reviews unless `status` says otherwise; its `all`
+    is held and approved ones (WP_Comment_Query), spam and the trash only by name.
+    `reviewer_email` is checked with is_email (400 rest_invalid_param) and matched without
+    case, as the database compares. A review shows neither the IP address nor the browser
+    it was written from, and the log never holds the address looked up."""
+    sandbox = WooCommerceSandbox()
+    approved = sandbox.add_review("An@Example.com", "Lekker sterk.\nAanrader!", rating=4)
+    held = sandbox.add_review("an@example.com", "Nog niet geproefd", status="hold")
+    spam = sandbox.add_review("an@example.com", "Koop hier", status="spam")
+    binned = sandbox.add_review("an@example.com", "Te bitter", status="trash")
+    other = sandbox.add_review("jan@example.com", "Prima", reviewer="Jan")
+    async with await raw_client(sandbox) as client:
+
+        async def ids(**params: str) -> list[int]:
+            answer = await client.get(f"{API}/products/reviews", params=params)
+            assert answer.status_code == 200, answer.text
+            return [r["id"] for r in answer.json()]
+
+        assert await ids() == [other, approved]  # newest first
+        assert await ids(reviewer_email="an@example.com") == [approved]
+        assert await ids(reviewer_email="an@example.com", status="all") == [held, approved]
+        assert await ids(reviewer_email="an@example.com", status="spam") == [spam]
+        assert await ids(reviewer_email="an@example.com", status="trash") == [binned]
+        refused = [
+            await client.get(f"{API}/products/reviews", params=params)
+            for params in ({"reviewer_email": "jürgen@example.de"}, {"status": "any"})
+        ]
+        shown = await client.get(f"{API}/products/reviews/{approved}")
+        unknown = await client.get(f"{API}/products/reviews/999")
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(400, "rest_invalid_param")] * 2
+    review = shown.json()
+    assert set(review) == {
+        "id", "date_created", "date_created_gmt", "product_id", "product_name",
+        "product_permalink", "status", "reviewer", "reviewer_email", "review", "rating",
+        "verified", "reviewer_avatar_urls", "_links",
+    }  # fmt: skip
+    assert review["review"] == "<p>Lekker sterk.<br />\nAanrader!</p>\n"  # wpautop, view
+    assert (review["product_id"], review["rating"], review["status"]) == (93, 4, "approved")
+    assert "198.51.100.7" not in shown.text and "Mozilla" not in shown.text
+    assert (unknown.status_code, unknown.json()["code"]) == (
+        404,
+        "woocommerce_rest_review_invalid_id",
+    )
+    assert "example.com" not in repr(sandbox.log.entries).lower()
+
+
+async def test_the_sandbox_updates_and_deletes_reviews_as_wc_v3_does() -> None:
+    """An update's e-mail is checked with is_email ("" too: 400 rest_invalid_param, nothing
+    changed); what is sent is written, the text, rating, IP address and browser kept, and
+    the answer is in the `edit` context. A deletion without `force` moves the review to the
+    trash (WordPress keeps one), name, e-mail and all, and a second one is 410; with `force`
+    it is gone, the answer holding it as it was."""
+    sandbox = WooCommerceSandbox()
+    review_id = sandbox.add_review("an@example.com", "Lekker sterk", reviewer="An", rating=4)
+    path = f"{API}/products/reviews/{review_id}"
+    async with await raw_client(sandbox) as client:
+        refused = [
+            await client.put(path, json={"reviewer_email": ""}),
+            await client.put(path, json={"reviewer_email": "an"}),
+            await client.put(path, json={"rating": "vijf"}),
+        ]
+        missing = await client.put(f"{API}/products/reviews/999", json={"reviewer": "X"})
+        changed = await client.put(path, json={"reviewer": "Anonymous", "reviewer_email": "a@b.nl"})
+        stored = sandbox.review(review_id)
+        trashed = await client.delete(path)
+        twice = await client.delete(path)
+        deleted = await client.delete(path, params={"force": "true"})
+        gone = await client.get(path)
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(400, "rest_invalid_param")] * 3
+    assert (missing.status_code, missing.json()["code"]) == (
+        404,
+        "woocommerce_rest_review_invalid_id",
+    )
+    assert changed.status_code == 200, changed.text
+    answer = changed.json()
+    assert (answer["reviewer"], answer["reviewer_email"]) == ("Anonymous", "a@b.nl")
+    assert (answer["review"], answer["rating"]) == ("Lekker sterk", 4)  # the edit context
+    assert stored is not None and (stored["author_ip"], stored["agent"]) == (
+        "198.51.100.7",
+        "Mozilla/5.0",
+    )
+    assert trashed.status_code == 200 and trashed.json()["status"] == "trash"
+    assert (twice.status_code, twice.json()["code"]) == (410, "woocommerce_rest_already_trashed")
+    assert deleted.json()["deleted"] is True and deleted.json()["previous"]["id"] == review_id
+    assert gone.status_code == 404 and sandbox.review(review_id) is None
+
+
 @pytest.fixture
 def churning_shop(monkeypatch: pytest.MonkeyPatch) -> WooCommerceSandbox:
     """250 customers and a shop that changes while a pull runs: before each customers list
