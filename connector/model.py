@@ -69,6 +69,10 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "Newsletter activity (e-mails sent, opened, clicked)",
         "Nieuwsbriefactiviteit (verstuurde, geopende en aangeklikte e-mails)",
     ),
+    "reviews": (
+        "Product reviews (what was written about a product, the rating given)",
+        "Productbeoordelingen (wat er over een product geschreven is, de gegeven waardering)",
+    ),
 }
 
 _FIELDS = [

@@ -15,6 +15,10 @@ What WooCommerce offers and how it shapes this adapter:
   charged go by (WooCommerce taxes an order again when its addresses are written:
   :data:`~adapters.woocommerce.payloads.KEPT_FOR_TAX`), then the customer is deleted with
   ``force=true`` (WordPress users have no trash; the deletion is permanent).
+- Product reviews are WordPress comments holding the reviewer's name and e-mail. Those under
+  the subject's addresses (exactly: the shop's filter goes by its database's collation) are
+  anonymised before the account goes, as WordPress's own eraser does (the name "Anonymous",
+  the e-mail a placeholder, the text and rating kept), and listed in the access copy.
 - Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
 - A pull asks only for the fields the mapping reads, with WordPress's ``_fields`` (its REST
   API filters every response by it since 4.9.8): a customer's username, avatar URL,
@@ -33,6 +37,7 @@ import httpx
 from adapters.woocommerce.payloads import (
     ANONYMOUS_ORDER,
     ANONYMOUS_PATHS,
+    ANONYMOUS_REVIEW,
     code_only,
     decode_cursor,
     encode_cursor,
@@ -118,6 +123,34 @@ ORDERS_LEFT = (
 #: What an erasure asks the answer to its blanking of an order to hold (``_fields``): the id
 #: alone. Only the answer's status is read.
 BLANKED_ANSWER = {"_fields": "id"}
+
+#: Product reviews: listed by a user who may ``moderate_comments``, changed by one who may
+#: ``edit_products`` (``wc_rest_check_product_reviews_permissions`` [src]), as a shop manager
+#: and an administrator may; another key's user is refused (``check --online`` says so).
+REVIEWS = f"{API}/products/reviews"
+#: The review list's statuses an erasure and an access copy read. Its ``all`` is
+#: WP_Comment_Query's: held and approved reviews alone. Those marked spam and those in the
+#: trash keep the reviewer's name and e-mail (and can be restored), so they are asked for by
+#: name. [src: ``WC_REST_Product_Reviews_Controller::get_collection_params`` and WordPress's
+#: ``class-wp-comment-query.php``, read for this; reference/vendor-apis.md has nothing on
+#: reviews, and none of it was tried against a live shop.] A review of a product in the trash
+#: (WordPress marks it ``post-trashed``) is in none of these, and the list's enum has no way
+#: to ask for it (UNVERIFIED that no other call reaches it).
+REVIEW_STATUSES = ("all", "spam", "trash")
+#: What an erasure asks of each review (``_fields``): its id and the reviewer's e-mail (whose
+#: it is). Not the reviewer's name or what they wrote.
+REVIEW_KEYS = ("id", "reviewer_email")
+#: WooCommerce's answer (404) to an update of a review it no longer has.
+REVIEW_GONE = "woocommerce_rest_review_invalid_id"
+#: What an erasure's note says an anonymised review keeps, and what it cannot change.
+REVIEWS_LEFT = (
+    "review text and rating are kept; the reviewer's IP address and browser are not "
+    "reachable over wc/v3 and remain"
+)
+#: The key an access copy and an erasure's reads put a review under, in the shape wc/v3 gives
+#: it. Not the record's top level: the core reads a record's ``id`` there as a person's (the
+#: identity map's), and a review's id is a comment's, which a customer's may equal.
+REVIEW_RECORD = "product_review"
 
 #: What an erasure asks of each customer account it deletes (``_fields``): its id (what it
 #: deletes), its address (guest orders billed to the one the person moved to are theirs too:
@@ -211,8 +244,9 @@ class WooCommerceAdapter:
     )
     #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
     #: Each order found comes with what was bought, its total and payment method, the IP
-    #: address and browser it was placed from, and its notes.
-    copy_categories: frozenset[str] = frozenset({"orders", "online", "notes"})
+    #: address and browser it was placed from, and its notes; each product review with what
+    #: was written and the rating given.
+    copy_categories: frozenset[str] = frozenset({"orders", "online", "notes", "reviews"})
     #: What a correction's step says where the shop holds no account of the person: it
     #: reads no orders (``find_records``), and changes none, guest orders billed to them too.
     not_held_note: str = NOT_HELD_NOTE
@@ -595,29 +629,30 @@ class WooCommerceAdapter:
             found = found if own is None else [own, *found]
         return [c for c in found if str(c["id"]) not in subject.spare]
 
-    async def _list_orders(
-        self, params: Mapping[str, Any], fields: Mapping[str, str] | None = None
+    async def _list_all(
+        self, path: str, params: Mapping[str, Any], fields: Mapping[str, str] | None = None
     ) -> list[dict[str, Any]]:
-        orders: list[dict[str, Any]] = []
+        """Every page of a wc/v3 collection (orders, reviews) under ``params``."""
+        items: list[dict[str, Any]] = []
         seen: set[int] = set()
         page = 1
         while True:
             response = await self._request(
                 "GET",
-                f"{API}/orders",
+                path,
                 params={**params, **(fields or {}), "per_page": PAGE_SIZE, "page": page},
             )
-            batch = self._list(response, "GET", f"{API}/orders")
+            batch = self._list(response, "GET", path)
             fresh = [o for o in batch if o["id"] not in seen]
             if batch and not fresh:
-                return orders  # the shop is not paging; everything has been seen
+                return items  # the shop is not paging; everything has been seen
             seen.update(o["id"] for o in fresh)
-            orders += fresh
+            items += fresh
             total_pages = response.headers.get("x-wp-totalpages", "")
             if not batch or (
                 page >= int(total_pages) if total_pages.isdecimal() else len(batch) < PAGE_SIZE
             ):
-                return orders
+                return items
             page += 1
 
     async def _orders_anywhere(
@@ -628,8 +663,8 @@ class WooCommerceAdapter:
         order (the shop owner's bin, WooCommerce's own clean-up of failed and cancelled
         orders) keeps its billing data and can be restored, so access shows it and an
         erasure blanks it like any other."""
-        listed = await self._list_orders(params, fields)
-        return listed + await self._list_orders({**params, "status": "trash"}, fields)
+        listed = await self._list_all(f"{API}/orders", params, fields)
+        return listed + await self._list_all(f"{API}/orders", {**params, "status": "trash"}, fields)
 
     async def _orders_for(
         self,
@@ -674,30 +709,65 @@ class WooCommerceAdapter:
                     found[order["id"]] = order
         return [found[k] for k in sorted(found)]
 
+    async def _reviews_for(
+        self,
+        subject: Subject,
+        customers: Sequence[Mapping[str, Any]],
+        fields: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The subject's product reviews: those written under one of their addresses
+        (:func:`_addresses`), in every status the list gives (:data:`REVIEW_STATUSES`).
+
+        The shop's ``reviewer_email`` filter compares by its database's collation (without
+        case; in some, "ß" as "ss"), so only exact matches are kept, as for guest orders:
+        strasse@ and straße@ are two people. Whole, or cut to ``fields`` (``{"_fields":
+        ...}``, which must keep ``reviewer_email``)."""
+        found: dict[int, dict[str, Any]] = {}
+        for email in _addresses(subject, customers):
+            if not valid_email(email):
+                # WordPress refuses such an address in the filter (400 rest_invalid_param), as
+                # its REST API and its comment form (where the site asks for an e-mail, its
+                # default) refuse it for a review: nobody, not a failure.
+                continue
+            wanted = normalise_email(email)
+            for status in REVIEW_STATUSES:
+                params = {"reviewer_email": email, "status": status}
+                for review in await self._list_all(REVIEWS, params, fields):
+                    written = review.get("reviewer_email")
+                    if isinstance(written, str) and normalise_email(written) == wanted:
+                        found[review["id"]] = review
+        return [found[k] for k in sorted(found)]
+
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
-        """The customer account(s) (as wc/v3 returns them) and each of their orders as
-        ``{"type": "order"}``."""
+        """The customer account(s) (as wc/v3 returns them), each of their orders as
+        ``{"type": "order"}`` and each of their product reviews as ``{"type": "review"}``
+        (under :data:`REVIEW_RECORD`)."""
         customers = await self._customers_for(subject)
         orders = await self._orders_for(subject, customers)
         held: list[dict[str, Any]] = list(customers)
         kept = self._kept()
         # Each with its notes: a shop employee's, or one sent to the customer, they may
         # hold what the person said or what was said about them.
-        return held + [
+        held += [
             {"type": "order", **order, "notes": await self._notes_of(order["id"]), **kept}
             for order in orders
         ]
+        # What they wrote about a product and the rating they gave, held and approved ones,
+        # those marked spam and those in the trash alike.
+        return held + [_review_record(r) for r in await self._reviews_for(subject, customers)]
 
     async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
         """The customer account(s) as :meth:`find` finds them, with the fields a pull asks
         for alone, and with ``orders`` their orders as :meth:`find` finds and marks them,
-        each with what tells whose it is alone (:data:`ORDER_KEYS`) and without its notes
-        (see ``Adapter.find``).
+        each with what tells whose it is alone (:data:`ORDER_KEYS`) and without its notes,
+        and their product reviews with their id and reviewer e-mail alone
+        (:data:`REVIEW_KEYS`) (see ``Adapter.find``).
 
-        An erasure's snapshot and check need the accounts and whether orders of the person
-        are held; a correction changes the account alone. Neither reads what was bought, the
-        order's addresses or the staff's notes on it: the erasure blanks the orders and
-        deletes their notes reading them itself (:meth:`erase`).
+        An erasure's snapshot and check need the accounts and whether orders or reviews of
+        the person are held; a correction changes the account alone. Neither reads what was
+        bought, the order's addresses, the staff's notes on it or what a review says: the
+        erasure blanks the orders, deletes their notes and anonymises the reviews reading
+        them itself (:meth:`erase`).
         """
         asked = self.asked_fields
         fields = {} if asked is None else {"_fields": ",".join(sorted(asked))}
@@ -706,7 +776,13 @@ class WooCommerceAdapter:
             return customers
         listed = await self._orders_for(subject, customers, {"_fields": ",".join(ORDER_KEYS)})
         kept = self._kept()
-        return [*customers, *({"type": "order", **order, **kept} for order in listed)]
+        whose = {"_fields": ",".join(REVIEW_KEYS)}
+        reviews = await self._reviews_for(subject, customers, whose)
+        return [
+            *customers,
+            *({"type": "order", **order, **kept} for order in listed),
+            *(_review_record(review) for review in reviews),
+        ]
 
     def _kept(self) -> dict[str, str]:
         """What marks a found order: not anonymised by an erasure (anonymise_orders off:
@@ -738,50 +814,27 @@ class WooCommerceAdapter:
         return deleted
 
     async def erase(self, subject: Subject) -> ErasureResult:
-        """Anonymise the subject's orders (if configured), then delete their customer
-        account(s) for good.
+        """Anonymise the subject's orders (if configured) and product reviews, then delete
+        their customer account(s) for good.
 
         The accounts are asked for what deletes them alone (:data:`ERASURE_CUSTOMER_KEYS`),
         the orders for whose they are and what the blanking clears alone
-        (:data:`ERASURE_ORDER_KEYS`): the rest of either has no use here, and goes, or stays
-        in the shop, unread."""
+        (:data:`ERASURE_ORDER_KEYS`), the reviews for whose they are alone
+        (:data:`REVIEW_KEYS`): the rest of any has no use here, and goes, or stays in the
+        shop, unread. The account goes last: its address finds their guest orders and
+        reviews written under it."""
         customers = await self._customers_for(subject, {"_fields": ",".join(ERASURE_CUSTOMER_KEYS)})
         anonymised = blank = notes = 0
         if self.settings.anonymise_orders:
             blanking = {"_fields": ",".join(ERASURE_ORDER_KEYS)}
             orders = await self._orders_for(subject, customers, blanking)
             anonymised, blank, notes = await self._anonymise(orders)
+        whose_reviews = {"_fields": ",".join(REVIEW_KEYS)}
+        reviews = await self._anonymise_reviews(
+            await self._reviews_for(subject, customers, whose_reviews)
+        )
         if not customers:
-            if not self.settings.anonymise_orders:
-                # Only counted: whose each order is says it is theirs, and nothing else is read.
-                whose = {"_fields": ",".join(ORDER_KEYS)}
-                guest = await self._orders_for(subject, [], whose)
-                if guest:
-                    # Not "nothing held": their guest orders stay, with their billing data.
-                    return ErasureResult(
-                        found=True,
-                        mode="kept",  # nothing deleted: no account, the orders kept
-                        reversible=False,
-                        endpoint=f"GET {API}/orders",
-                        note=f"no customer account; {len(guest)} guest orders {KEPT_ORDERS}",
-                    )
-            if anonymised or blank:
-                guest_orders = _anonymised(anonymised, blank, notes, "guest orders")
-                return ErasureResult(
-                    found=True,
-                    mode="anonymise",
-                    reversible=False,
-                    endpoint=f"PUT {API}/orders/{{id}}",
-                    note=f"no customer account; {guest_orders}",
-                )
-            return ErasureResult(
-                found=False,
-                mode="hard_delete",
-                reversible=False,
-                endpoint=f"DELETE {API}/customers/{{id}}?force=true",
-                note="no customer or order with personal data for this subject",
-                erased_note=self._erased_note(),
-            )
+            return await self._erase_guest(subject, (anonymised, blank, notes), reviews)
         statuses = [await self._delete_customer(customer) for customer in customers]
         deleted = statuses.count(200)
         orders_text = (
@@ -789,18 +842,19 @@ class WooCommerceAdapter:
             if self.settings.anonymise_orders
             else f"orders {KEPT_ORDERS}"
         )
+        reviews_text = _reviews_anonymised(reviews)
         # The route, not the call: the shop's customer id is the person's record there, and
         # this text goes into the request's steps and its signed receipt, which hold none.
         endpoint = f"DELETE {API}/customers/{{id}}?force=true"
         if not deleted:
             # Deleted by someone else between our lookup and our call: nothing left to delete.
             return ErasureResult(
-                found=anonymised + blank > 0,
+                found=anonymised + blank + reviews > 0,
                 mode="hard_delete",
                 reversible=False,
                 endpoint=endpoint,
                 vendor_status=statuses[-1],
-                note=f"customer already gone; {orders_text}",
+                note=f"customer already gone; {orders_text}; {reviews_text}",
                 erased_note=self._erased_note(),
             )
         said = "customer deleted" if deleted == 1 else f"{deleted} customer accounts deleted"
@@ -810,7 +864,52 @@ class WooCommerceAdapter:
             reversible=False,
             endpoint=endpoint,
             vendor_status=200,
-            note=f"{said}; {orders_text}",
+            note=f"{said}; {orders_text}; {reviews_text}",
+        )
+
+    async def _erase_guest(
+        self, subject: Subject, orders: tuple[int, int, int], reviews: int
+    ) -> ErasureResult:
+        """The outcome of an erasure that found no customer account: their guest orders
+        anonymised (``orders``: blanked now, found blank, notes deleted) or kept, and
+        ``reviews`` product reviews anonymised."""
+        anonymised, blank, notes = orders
+        done = ["no customer account"]
+        if anonymised or blank:
+            done.append(_anonymised(anonymised, blank, notes, "guest orders"))
+        elif not self.settings.anonymise_orders:
+            # Only counted: whose each order is says it is theirs, and nothing else is read.
+            whose = {"_fields": ",".join(ORDER_KEYS)}
+            guest = await self._orders_for(subject, [], whose)
+            if guest:
+                # Not "nothing held": their guest orders stay, with their billing data.
+                done.append(f"{len(guest)} guest orders {KEPT_ORDERS}")
+                if not reviews:
+                    return ErasureResult(
+                        found=True,
+                        mode="kept",  # nothing changed: no account, the orders kept
+                        reversible=False,
+                        endpoint=f"GET {API}/orders",
+                        note="; ".join(done),
+                    )
+        if reviews:
+            done.append(_reviews_anonymised(reviews))
+        if anonymised or blank or reviews:
+            route = f"{API}/orders/{{id}}" if anonymised or blank else f"{REVIEWS}/{{id}}"
+            return ErasureResult(
+                found=True,
+                mode="anonymise",
+                reversible=False,
+                endpoint=f"PUT {route}",
+                note="; ".join(done),
+            )
+        return ErasureResult(
+            found=False,
+            mode="hard_delete",
+            reversible=False,
+            endpoint=f"DELETE {API}/customers/{{id}}?force=true",
+            note="no customer, order or review with personal data for this subject",
+            erased_note=self._erased_note(),
         )
 
     def _erased_note(self) -> str:
@@ -823,7 +922,11 @@ class WooCommerceAdapter:
             if self.settings.anonymise_orders
             else f"orders {KEPT_ORDERS}"
         )
-        return f"customer deleted; {orders}"
+        reviews = (
+            "any reviews of theirs anonymised (not counted again: they no longer carry the "
+            f"address); {REVIEWS_LEFT}"
+        )
+        return f"customer deleted; {orders}; {reviews}"
 
     async def _anonymise(self, orders: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
         """Blank ``orders`` and delete their notes: how many orders were blanked now, how
@@ -857,6 +960,28 @@ class WooCommerceAdapter:
                 anonymised += 1
                 notes += await self._delete_notes(int(order["id"]))
         return anonymised, blank, notes
+
+    async def _anonymise_reviews(self, reviews: Sequence[Mapping[str, Any]]) -> int:
+        """Anonymise ``reviews`` (:data:`ANONYMOUS_REVIEW`): how many were.
+
+        WooCommerce answers an update with the whole review, the text and the reviewer's
+        name and e-mail as now written; only the status is read, so the answer is asked to
+        hold the id alone. A review deleted meanwhile (404 ``woocommerce_rest_review_invalid_id``)
+        has nothing left to anonymise; any other refusal (its product gone: 404
+        ``woocommerce_rest_product_invalid_id``) leaves the reviewer's name and e-mail, and
+        is an error.
+        """
+        anonymised = 0
+        for review in reviews:
+            path = f"{REVIEWS}/{review['id']}"
+            response = await self._request(
+                "PUT", path, params=BLANKED_ANSWER, json=ANONYMOUS_REVIEW, accept=(404,)
+            )
+            code = response_code(response)
+            if response.status_code == 404 and code != REVIEW_GONE:
+                raise RecordError(self.client.system, "PUT", path, 404, code)
+            anonymised += response.status_code == 200
+        return anonymised
 
     async def _delete_customer(self, customer: Mapping[str, Any]) -> int:
         """``DELETE /customers/{id}?force=true``: 200 deleted, else the status of an
@@ -927,6 +1052,21 @@ def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders")
     else:
         done = f"{anonymised} {orders} anonymised; {notes} order notes deleted"
     return f"{done}; {ORDERS_LEFT}"
+
+
+def _reviews_anonymised(count: int) -> str:
+    """What an erasure's note says of the product reviews it anonymised. None is said too
+    (the receipt shows they were looked for), as none found: an earlier attempt's
+    anonymised reviews no longer carry the address, and are not found again to count."""
+    if not count:
+        return "0 reviews anonymised (none under their addresses)"
+    return f"{count} reviews anonymised; {REVIEWS_LEFT}"
+
+
+def _review_record(review: Mapping[str, Any]) -> dict[str, Any]:
+    """A product review as an access copy and an erasure's reads list it: marked as one, the
+    review as wc/v3 gives it under :data:`REVIEW_RECORD`."""
+    return {"type": "review", REVIEW_RECORD: dict(review)}
 
 
 def _refused_delete(

@@ -19,6 +19,7 @@ from connector.http import is_machine_code
 __all__ = [
     "ANONYMOUS_ORDER",
     "ANONYMOUS_PATHS",
+    "ANONYMOUS_REVIEW",
     "KEPT_FOR_TAX",
     "code_only",
     "decode_cursor",
@@ -78,6 +79,18 @@ ANONYMOUS_PATHS: tuple[str, ...] = (
     "customer_note",
 )
 
+#: What an anonymised product review says of its reviewer. WordPress's own eraser for
+#: comments (``wp_comments_personal_data_eraser`` [src]) writes the author "Anonymous" and
+#: an empty e-mail, keeping the text; over REST the e-mail cannot be emptied (the update
+#: declares it ``'format' => 'email'``, and is_email refuses "": 400 rest_invalid_param), so
+#: it becomes the address WordPress itself gives an erased one
+#: (``wp_privacy_anonymize_data('email')``), which is_email takes and no mailbox has. The
+#: text and the rating stay, as with WordPress's eraser. What the eraser also clears, the IP
+#: address, the browser and the link to the user account, no REST argument reaches.
+ANONYMOUS_REVIEW: dict[str, str] = {
+    "reviewer": "Anonymous",
+    "reviewer_email": "deleted@site.invalid",
+}
 
 #: WordPress's own customer errors, which WooCommerce passes on as a batch item's code: the
 #: only codes with hyphens, which the shared rule does not accept (a name can have one).

@@ -1052,7 +1052,7 @@ async def test_an_erasure_s_blanking_of_an_order_is_answered_with_its_id_alone(
     assert result.note == (
         "customer deleted; 3 orders anonymised; 1 order notes deleted; order IP address and "
         "user agent are read-only over wc/v3 and remain; order country and state are kept, as "
-        "the taxes charged go by them"
+        "the taxes charged go by them; 0 reviews anonymised (none under their addresses)"
     )
     assert (result.mode, result.vendor_status) == ("hard_delete", 200)
     for order_id in orders:
@@ -1800,6 +1800,130 @@ async def test_the_sandbox_updates_and_deletes_reviews_as_wc_v3_does() -> None:
     assert (twice.status_code, twice.json()["code"]) == (410, "woocommerce_rest_already_trashed")
     assert deleted.json()["deleted"] is True and deleted.json()["previous"]["id"] == review_id
     assert gone.status_code == 404 and sandbox.review(review_id) is None
+
+
+def seed_reviewer(sandbox: WooCommerceSandbox) -> tuple[str, list[int], list[int]]:
+    """A customer with four reviews (held, approved, marked spam, in the trash), one of them
+    under their address in capitals; and two of others: under an address a database's
+    collation folds to theirs ("ß" as "ss", written by an import), and under one holding
+    theirs."""
+    customer_id = sandbox.add_person("strasse@example.de", "Sven", "Strasse")
+    theirs = [
+        sandbox.add_review("strasse@example.de", "Lekker sterk", reviewer="Sven", rating=4),
+        sandbox.add_review("Strasse@Example.de", "Nog niet geproefd", status="hold"),
+        sandbox.add_review("strasse@example.de", "Te bitter", rating=1, status="spam"),
+        sandbox.add_review("strasse@example.de", "Vergissing", status="trash"),
+    ]
+    others = [
+        sandbox.add_review("straße@example.de", "Sehr gut", reviewer="Sabine", rating=5),
+        sandbox.add_review("jan.strasse@example.de", "Prima", reviewer="Jan", rating=3),
+    ]
+    return customer_id, theirs, others
+
+
+async def test_an_erasure_anonymises_the_person_s_reviews_and_leaves_another_s_alone(
+    harness: Harness,
+) -> None:
+    """Product reviews are WordPress comments holding the reviewer's name and e-mail, which
+    an erasure left in the shop. Each of the person's, held, approved, marked spam or in the
+    trash, is anonymised before the account goes, as WordPress's own eraser does: reviewer
+    "Anonymous", the e-mail WordPress gives an erased one, the text and rating kept. The
+    reviews are read by id and e-mail alone, the answers to the updates hold the id alone,
+    and the note counts them and says the IP address stays. Another's review under an
+    address the shop's filter folds to theirs, or one holding theirs, is left alone."""
+    customer_id, theirs, others = seed_reviewer(harness.sandbox)
+    before = {i: harness.sandbox.review(i) for i in (*theirs, *others)}
+    harness.sandbox.log.clear()
+    result = await harness.adapter.erase(Subject(email="strasse@example.de"))
+    assert (result.found, result.mode) == (True, "hard_delete")
+    assert "; 4 reviews anonymised; review text and rating are kept; the reviewer's IP" in (
+        result.note
+    )
+    for review_id in theirs:
+        review, was = harness.sandbox.review(review_id), before[review_id]
+        assert review is not None and was is not None
+        assert (review["reviewer"], review["reviewer_email"]) == (
+            "Anonymous",
+            "deleted@site.invalid",
+        )
+        kept = ("content", "rating", "status", "product_id", "author_ip")
+        assert {k: review[k] for k in kept} == {k: was[k] for k in kept}
+    assert all(harness.sandbox.review(i) == before[i] for i in others)
+    reads = [e for e in harness.sandbox.log.entries if e.path == f"{API}/products/reviews"]
+    assert {e.query["status"] for e in reads} == {"all", "spam", "trash"}
+    assert all(e.query["_fields"] == "id,reviewer_email" for e in reads)
+    writes = [(e.method, e.path) for e in harness.sandbox.log.writes()]
+    assert writes == [
+        *(("PUT", f"{API}/products/reviews/{i}") for i in theirs),
+        ("DELETE", f"{API}/customers/{customer_id}"),
+    ]
+    puts = [e for e in harness.sandbox.log.entries if e.method == "PUT"]
+    assert all(e.query["_fields"] == "id" for e in puts)
+    assert "strasse@" not in repr(harness.sandbox.log.entries).lower()
+
+
+async def test_a_second_erasure_finds_no_review_of_the_person_left(harness: Harness) -> None:
+    """After an erasure no review is found under the person's address: the verifying read
+    (``find_records``) finds none, and a second erasure, of an account's holder or of a
+    guest reviewer, finds nothing to do and writes nothing."""
+    seed_reviewer(harness.sandbox)
+    guest = harness.sandbox.add_review("gast@example.com", "Snelle levering", rating=5)
+    first = await harness.adapter.erase(Subject(email="gast@example.com"))
+    assert (first.found, first.mode, first.endpoint) == (
+        True,
+        "anonymise",
+        f"PUT {API}/products/reviews/{{id}}",
+    )
+    assert first.note.startswith("no customer account; 1 reviews anonymised; review text")
+    await harness.adapter.erase(Subject(email="strasse@example.de"))
+    harness.sandbox.log.clear()
+    for email in ("gast@example.com", "strasse@example.de"):
+        assert await harness.adapter.find_records(Subject(email=email), orders=True) == []
+        again = await harness.adapter.erase(Subject(email=email))
+        assert not again.found
+        assert again.note == "no customer, order or review with personal data for this subject"
+    assert harness.sandbox.log.writes() == []
+    review = harness.sandbox.review(guest)
+    assert review is not None and review["content"] == "Snelle levering"
+
+
+async def test_the_access_copy_lists_the_person_s_reviews(harness: Harness) -> None:
+    """The access copy lists each of the person's product reviews, held, approved, marked
+    spam or in the trash: the product, the rating, what they wrote, when, and its status,
+    as the shop gives it. Another's, under an address the shop's filter folds to theirs, is
+    not in it. The copy's categories name them."""
+    customer_id, theirs, _ = seed_reviewer(harness.sandbox)
+    found = await harness.adapter.find(Subject(email="strasse@example.de"))
+    assert found[0]["id"] == int(customer_id)
+    listed = [r for r in found if r.get("type") == "review"]
+    assert [r["product_review"]["id"] for r in listed] == theirs
+    first = listed[0]["product_review"]
+    assert (first["product_id"], first["rating"], first["status"]) == (93, 4, "approved")
+    assert first["review"] == "<p>Lekker sterk</p>\n" and first["date_created"]
+    assert [r["product_review"]["status"] for r in listed] == ["approved", "hold", "spam", "trash"]
+    assert "reviews" in WooCommerceAdapter.copy_categories
+
+
+async def test_a_guest_whose_orders_are_kept_has_their_reviews_anonymised_all_the_same(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """Orders are kept for tax law (anonymise_orders off); a review is no tax record. The
+    guest's review is anonymised, so the shop changed something: the result is an
+    anonymisation, not "kept", and its note says both, the orders kept and the review
+    anonymised."""
+    order_id = sandbox.add_order(0, billing={"email": "gast@example.com", "first_name": "Gast"})
+    review_id = sandbox.add_review("gast@example.com", "Top", reviewer="Gast")
+    built = await make_harness(sandbox, config=settings(anonymise_orders=False))
+    async with built.client:
+        result = await built.adapter.erase(Subject(email="gast@example.com"))
+    assert (result.found, result.mode) == (True, "anonymise")
+    assert result.note.startswith(
+        "no customer account; 1 guest orders kept with their billing data (anonymise_orders "
+        "is off: kept for tax law); 1 reviews anonymised"
+    )
+    order, review = sandbox.order(order_id), sandbox.review(review_id)
+    assert order is not None and order["billing"]["email"] == "gast@example.com"
+    assert review is not None and review["reviewer"] == "Anonymous"
 
 
 @pytest.fixture

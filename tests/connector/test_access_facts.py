@@ -394,6 +394,32 @@ async def test_access_report_categories_cover_the_order_data_the_copy_shows(
         assert CATEGORIES[key][1] in nl_categories.replace("\\", "")
 
 
+async def test_the_access_copy_holds_the_person_s_shop_reviews_and_its_categories_name_them(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The person's product reviews in the shop (what they wrote, the rating, the product)
+    were in no copy. The shop's part lists them, one held for moderation too, and the
+    categories name product reviews; another's review is not in it."""
+    await seeded(shop, rt)
+    theirs = [
+        shop.add_review(CANARY_EMAIL, "Heerlijke koffie", reviewer=CANARY_NAME, rating=5),
+        shop.add_review(CANARY_EMAIL, "Wacht op moderatie", status="hold", rating=2),
+    ]
+    shop.add_review("otto.ander@voorbeeld.nl", "Niet mijn smaak", reviewer="Otto", rating=1)
+    out = tmp_path / "bundle"
+    assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    listed = [r for r in data["systems"]["shop"]["records"] if r.get("type") == "review"]
+    assert sorted(r["product_review"]["id"] for r in listed) == theirs
+    assert {r["product_review"]["rating"] for r in listed} == {5, 2}
+    assert "reviews" in data["art15"]["categories"]
+    en = (out / "report.en.md").read_text(encoding="utf-8")
+    nl = (out / "report.nl.md").read_text(encoding="utf-8")
+    assert "Heerlijke koffie" in en and "Niet mijn smaak" not in en
+    assert CATEGORIES["reviews"][0] in en.replace("\\", "")
+    assert CATEGORIES["reviews"][1] in nl.replace("\\", "")
+
+
 def test_every_category_an_adapter_s_copy_holds_is_one_the_reports_can_name() -> None:
     """A kind of system's ``copy_categories`` are keys of the vocabulary's categories."""
     from adapters.registry import REGISTRY

@@ -285,6 +285,34 @@ async def test_a_receipt_does_not_claim_a_hard_delete_where_the_shop_deleted_not
     )
 
 
+async def test_a_shop_s_receipt_counts_the_person_s_reviews_anonymised_and_verifies_none_left(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The person's product reviews (WordPress comments with their name and e-mail) stayed
+    in the shop after their erasure, which the receipt certified absent. They are
+    anonymised, the text kept; the shop's part is verified absent, its note counting them
+    and saying the IP address stays, naming neither the person nor what they wrote."""
+    await _seeded(shop, rt)
+    reviews = [
+        shop.add_review(CANARY_EMAIL, "Heerlijke koffie", reviewer=CANARY_NAME, rating=5),
+        shop.add_review(CANARY_EMAIL, "Wacht op moderatie", reviewer=CANARY_NAME, status="hold"),
+    ]
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
+    assert entry["status"] == "verified_absent", (entry["status"], entry["detail"])
+    assert "2 reviews anonymised" in entry["note"] and "IP address" in entry["note"]
+    said = json.dumps(entry)
+    assert CANARY_EMAIL not in said and CANARY_NAME not in said and "koffie" not in said
+    for review_id in reviews:
+        review = shop.review(review_id)
+        assert review is not None and CANARY_NAME not in json.dumps(review)
+        assert review["reviewer_email"] == "deleted@site.invalid"
+    first = shop.review(reviews[0])
+    assert first is not None and first["content"] == "Heerlijke koffie"
+
+
 async def test_a_receipt_names_exempt_not_absent_a_shop_that_kept_everything(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, env: dict[str, str]
 ) -> None:
