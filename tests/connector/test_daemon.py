@@ -454,6 +454,48 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_a_delivery_its_sender_gives_up_on_mid_body_is_counted_not_an_internal_error(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A vendor that hung up part-way through a delivery's body (its own timeout, a line
+    that dropped) made the app raise: logged as "Exception in ASGI application" at error
+    level, as a bug is. Nothing of it was taken, so nothing is queued; it is counted as
+    incomplete, and the vendor delivers it again."""
+    shop.seed_synthetic(1, seed=34)
+    body = json.dumps(shop.store.get(1)).encode()
+    headers = {**shop.sign_webhook(body, WC_SECRET), "content-length": str(len(body))}
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/shop",
+        "raw_path": b"/webhooks/shop",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "server": ("daemon", 80),
+        "client": ("127.0.0.1", 50000),
+    }
+    arriving = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return arriving.pop(0)
+
+    async def send(_message: dict[str, Any]) -> None:
+        pass
+
+    app = build_public_app(daemon)
+    await app(scope, receive, send)
+    assert jobs.claim_next(daemon.rt.store, daemon.rt.keyring) is None
+    async with _client(app) as client:
+        text = (await client.get("/metrics")).text
+    assert 'klantsync_webhooks_total{outcome="incomplete",system="shop"} 1.0' in text
+
+
 async def test_a_delivery_signed_with_the_previous_secret_is_taken_while_it_is_configured(
     open_rt: Callable[..., Any],
     tmp_path: Path,
