@@ -235,12 +235,26 @@ def _webhook_methods(daemon: Daemon, system: str) -> tuple[str, ...]:
 MAX_HEAD_BYTES = 65_536
 
 
+#: Seconds a request may take to arrive, head and body, from its first byte (a connection's
+#: first request: from the connection's opening). No vendor waits longer for its answer
+#: (WooCommerce, the most patient, gives up on a delivery after 60 s): a request slower
+#: than this is nobody's the listener could still answer in time.
+REQUEST_READ_SECONDS = 60.0
+
+#: What a request that did not arrive within REQUEST_READ_SECONDS is answered.
+_TOO_SLOW = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
 def _bounded_protocol() -> type[Any]:
-    """uvicorn's httptools protocol, refusing a request whose head passes MAX_HEAD_BYTES.
+    """uvicorn's httptools protocol, refusing a request whose head passes MAX_HEAD_BYTES or
+    that does not arrive within REQUEST_READ_SECONDS.
 
     httptools sets no limit of its own: a single header of many megabytes was buffered whole
-    and the request served. The listener faces vendors (and, with ``tls_cert``, the
-    internet); the body is capped at :data:`MAX_BODY_BYTES` by the app.
+    and the request served. Nor does uvicorn set a time for a request to arrive: a
+    connection that sent a byte now and then (or nothing at all) was held open for good, so
+    a caller opening enough of them left the daemon out of file descriptors, taking no
+    vendor's delivery and reaching no vendor. The listener faces vendors (and, with
+    ``tls_cert``, the internet); the body is capped at :data:`MAX_BODY_BYTES` by the app.
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -252,10 +266,27 @@ def _bounded_protocol() -> type[Any]:
         _head_bytes = 0  # the request line and headers the parser handed over
         _unparsed = 0  # reads the parser kept whole because the head had not ended
         _too_large = False
+        _receiving = False  # from a request's first byte to its last
+        _deadline: asyncio.TimerHandle | None = None  # when the request to come must be in
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._expect_request()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_expecting()
+            super().connection_lost(exc)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._in_head, self._head_bytes, self._unparsed = True, 0, 0
+            self._receiving = True
+            self._expect_request()  # begun in the read that ended the request before it
+
+        def on_message_complete(self) -> None:
+            self._receiving = False
+            self._stop_expecting()
+            super().on_message_complete()
 
         def on_url(self, url: bytes) -> None:
             self._grow(len(url))
@@ -283,6 +314,9 @@ def _bounded_protocol() -> type[Any]:
                 super().send_400_response(msg)
 
         def data_received(self, data: bytes) -> None:
+            # The time runs from a request's first byte, not from each read: a request sent
+            # a byte at a time does not keep the connection for ever.
+            self._expect_request()
             was_in_head = self._in_head
             super().data_received(data)
             # A head that never ends (one endless header) is buffered by the parser, which
@@ -299,6 +333,33 @@ def _bounded_protocol() -> type[Any]:
                     b"content-length: 0\r\nconnection: close\r\n\r\n"
                 )
                 self.transport.close()
+
+        def _expect_request(self) -> None:
+            if self._deadline is None and not self.transport.is_closing():
+                self._deadline = self.loop.call_later(REQUEST_READ_SECONDS, self._too_slow)
+
+        def _stop_expecting(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _too_slow(self) -> None:
+            """The request under way did not arrive in time (or none began): 408 where it
+            can still be answered, and the connection closed. An app waiting for the body
+            sees the caller gone, as when a caller hangs up."""
+            self._deadline = None
+            if self.transport.is_closing():
+                return
+            if self._receiving and self._unanswered():
+                self.transport.write(_TOO_SLOW)
+            self.transport.close()
+
+        def _unanswered(self) -> bool:
+            """Whether the 408 would be the answer to the request under way: none to it has
+            begun, and none to an earlier request (pipelined before it) is still going out."""
+            if self._in_head:
+                return self.cycle is None or self.cycle.response_complete
+            return not self.cycle.response_started and not self.pipeline
 
     return BoundedHttpToolsProtocol
 

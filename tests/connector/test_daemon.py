@@ -1622,22 +1622,76 @@ class _Transport:
         pass
 
 
-def _listener_protocol(served: list[str]) -> tuple[Any, _Transport]:
+class _Timer:
+    """A timer :class:`_Timers` set, run only when the test says its time has come."""
+
+    def __init__(self, delay: float, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.delay, self.callback, self.args = delay, callback, args
+        self.stopped = False
+
+    def cancel(self) -> None:
+        self.stopped = True
+
+
+class _Timers:
+    """The running loop, but the timers set on it wait until the test says time has passed
+    (:meth:`advance`): no test waits for real."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.pending: list[_Timer] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.loop, name)
+
+    def call_later(
+        self, delay: float, callback: Callable[..., Any], *args: Any, context: Any = None
+    ) -> _Timer:
+        timer = _Timer(delay, callback, args)
+        self.pending.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        """Run every timer not cancelled that is due within ``seconds`` of being set."""
+        due = [timer for timer in self.pending if timer.delay <= seconds]
+        self.pending = [timer for timer in self.pending if timer.delay > seconds]
+        for timer in due:
+            if not timer.stopped:
+                timer.callback(*timer.args)
+
+
+async def _answer_ok(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Reads the request's body, then answers 200."""
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _listener_protocol(
+    served: list[str], loop: Any = None, app: Any = None
+) -> tuple[Any, _Transport]:
     """The listeners' bounded protocol on a connection whose reads the test makes."""
     import uvicorn
     from uvicorn.server import ServerState
 
     from connector.httpapp import _bounded_protocol
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def serve(scope: dict[str, Any], receive: Any, send: Any) -> None:
         served.append(scope["path"])
+        if app is not None:
+            await app(scope, receive, send)
+            return
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    config = uvicorn.Config(app, lifespan="off", log_config=None)
+    config = uvicorn.Config(serve, lifespan="off", log_config=None)
     config.load()
     protocol = _bounded_protocol()(
-        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop()
+        config=config,
+        server_state=ServerState(),
+        app_state={},
+        _loop=loop or asyncio.get_running_loop(),
     )
     transport = _Transport()
     protocol.connection_made(transport)
@@ -1667,6 +1721,50 @@ async def test_a_head_past_its_limit_is_refused_however_it_is_read(reads: int) -
         await asyncio.sleep(0)
     assert bytes(transport.written[answered:]).startswith(b"HTTP/1.1 431"), served
     assert served == ["/first"] and transport.closed
+
+
+async def test_a_request_that_does_not_arrive_within_its_time_is_refused_and_cut_off() -> None:
+    """uvicorn waits for ever for a request's head and body, and for the first request of a
+    connection that sends nothing: a caller that opened connections and sent a byte now and
+    then held each open for good, until the daemon, out of file descriptors, took no
+    vendor's delivery (nor opened a connection to a vendor). A request must now be all in
+    within REQUEST_READ_SECONDS of its first byte (the first of a connection, of its
+    opening): one that is not is answered 408 and its connection closed, and a connection
+    that sent nothing is closed. A request that arrives in time is served as before."""
+    from connector.httpapp import REQUEST_READ_SECONDS
+
+    post = b"POST /webhooks/shop HTTP/1.1\r\nHost: d\r\nContent-Length: 10\r\n\r\n"
+    cases = {
+        "silent": b"",
+        "head": post[:30],
+        "body": post + b"12345",
+        "whole": post + b"1234567890",
+    }
+    outcomes = {}
+    for case, arrived in cases.items():
+        timers = _Timers()
+        served: list[str] = []
+        protocol, transport = _listener_protocol(served, loop=timers, app=_answer_ok)
+        for part in (arrived[:20], arrived[20:]) if arrived else ():
+            protocol.data_received(part)
+            for _ in range(5):
+                await asyncio.sleep(0)
+        answered = bytes(transport.written)
+        timers.advance(REQUEST_READ_SECONDS - 1)  # time enough for a vendor's request
+        left_open = not transport.closed
+        timers.advance(REQUEST_READ_SECONDS)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        late = bytes(transport.written[len(answered) :])
+        outcomes[case] = (answered[:12], left_open, late[:12], transport.closed)
+        protocol.connection_lost(None)
+    assert outcomes == {
+        "silent": (b"", True, b"", True),
+        "head": (b"", True, b"HTTP/1.1 408", True),
+        "body": (b"", True, b"HTTP/1.1 408", True),
+        # Answered; closed later as any kept-alive connection is, after its idle seconds.
+        "whole": (b"HTTP/1.1 200", False, b"", True),
+    }
 
 
 async def test_the_listeners_leave_logging_to_klantsync(
