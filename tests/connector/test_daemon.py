@@ -454,6 +454,35 @@ async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     assert big.status_code == 413 and unknown.status_code == 404
 
 
+async def test_a_compressed_delivery_is_refused_415_naming_the_coding_not_401_as_forged(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """The listener does not decompress a body (nor would it know whether the vendor signed
+    it compressed or not). A delivery sent gzipped failed its signature: 401 and a
+    ``webhook.rejected`` "signature invalid or stale" entry, which sent the operator after
+    the secret. It is refused 415 before its body is read, with ``Accept-Encoding:
+    identity`` (RFC 9110 15.5.16), and nothing is queued; an uncompressed one is taken, also
+    where a coding that packs nothing is named (a charset, by a client's mistake)."""
+    import gzip
+
+    shop.seed_synthetic(1, seed=35)
+    body = json.dumps(shop.store.get(1)).encode()
+    signed = shop.sign_webhook(body, WC_SECRET)
+    async with _client(build_public_app(daemon)) as client:
+        answers = [
+            await client.post(
+                "/webhooks/shop",
+                content=body if coding in ("identity", "UTF-8") else gzip.compress(body),
+                headers={**signed, "content-encoding": coding},
+            )
+            for coding in ("gzip", "GZip", "identity, br", "identity", "UTF-8")
+        ]
+    assert [a.status_code for a in answers] == [415, 415, 415, 200, 200]
+    assert {a.headers.get("accept-encoding") for a in answers[:3]} == {"identity"}
+    assert [a.json()["queued"] for a in answers[3:]] == [1, 0]  # the second, a replay
+    assert not [e for e in audit.entries(daemon.rt.store) if e.kind == "webhook.rejected"]
+
+
 async def test_a_delivery_its_sender_gives_up_on_mid_body_is_counted_not_an_internal_error(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
