@@ -49,6 +49,14 @@ def test_systemd_unit_runs_the_daemon_sandboxed_as_its_own_user() -> None:
     assert service["CapabilityBoundingSet"] == ""
 
 
+def test_systemd_unit_gives_the_listeners_descriptors_for_a_flood_of_connections() -> None:
+    """At systemd's default soft limit of 1024, about 17 new connections a second held for
+    the 60 s a request may take to arrive leave the daemon no descriptor for its vendors."""
+    unit = (DEPLOY / "klantsync.service").read_text()
+    (line,) = [x for x in unit.splitlines() if x.startswith("LimitNOFILE=")]
+    assert int(line.split("=", 1)[1]) >= 65536
+
+
 def test_container_image_is_slim_and_non_root() -> None:
     """The image builds from a slim base and runs as an unprivileged user."""
     text = (DEPLOY / "Dockerfile").read_text()
