@@ -34,7 +34,7 @@ def _check_master_key(config: Config) -> dict[str, Any]:
     store, upgraded it in place, and that daemon refused it at its next start.
     """
     from connector.crypto import master_fingerprint
-    from connector.keyset import check_master_key
+    from connector.keyset import check_master_key, check_master_key_for_new_store
 
     facts: dict[str, Any] = {"fingerprint": master_fingerprint(config.master_key)}
     # Checked without creating anything: a check makes no store.
@@ -42,6 +42,8 @@ def _check_master_key(config: Config) -> dict[str, Any]:
     if problem is not None:
         raise StorePathError(config.store_path, problem)
     if not config.store_path.exists():
+        # A new store is bound to the master key checked against what lies beside it already.
+        check_master_key_for_new_store(config)
         facts["store"] = "not created yet"
         return facts
     with looked_at(config, tell, keyed=False, looking="check") as looked:

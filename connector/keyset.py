@@ -62,6 +62,7 @@ __all__ = [
     "Rotation",
     "RotationFinished",
     "check_master_key",
+    "check_master_key_for_new_store",
     "finish_rotation",
     "key_check_files",
     "key_facts",
@@ -204,6 +205,31 @@ def check_master_key(store: Store, config: Config) -> bool:
         return True
     _unbound_keyring(store, config)
     return False
+
+
+def check_master_key_for_new_store(config: Config) -> None:
+    """What :func:`open_keyring` checks when it binds a store not made yet at
+    ``config.store_path``, without making it: the store's receipt signing key file, where one
+    is beside that path already, must open with the master key.
+
+    A store deleted to start afresh under a new master key leaves its key file behind; the
+    first command that makes the store then refuses the key (:func:`_unbound_keyring`), and
+    ``check``, which makes no store, said the key was fine.
+
+    Raises:
+        ConfigError: on ``keys.source``, as :func:`open_keyring` would.
+    """
+    key_file = receipt_key_path(config.store_path)
+    if _opens_receipt_key(key_file, Keyring(config.master_key)) is False:
+        raise ConfigError(
+            str(config.path),
+            "keys.source",
+            f"there is no store at {config.store_path} yet, but its receipt signing key file "
+            f"{key_file} is there and does not open with this master key, so the first "
+            "command that makes the store refuses it; keys.source must name the key that "
+            "file was written with (if this is the right key, that file is another store's: "
+            "move it aside)",
+        )
 
 
 def store_keyring(store: Store, config: Config) -> Keyring:

@@ -152,6 +152,39 @@ def test_check_says_whether_the_master_key_opens_the_store(
     assert json.loads(capsys.readouterr().out)["keys"]["keys_source_matches"]
 
 
+def test_check_refuses_a_master_key_the_key_file_beside_a_store_not_made_yet_does_not_open(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A store deleted to start afresh under a new master key, its receipt signing key file
+    left beside it: the first command that makes the store refuses that key (exit 2, naming
+    keys.source), so `check` does too, and makes no store; the key the file was written
+    with passes."""
+    store_path = bound_store(config_path)
+    for leftover in (
+        store_path,
+        *(store_path.with_name(store_path.name + s) for s in ("-wal", "-shm")),
+    ):
+        leftover.unlink(missing_ok=True)
+    use_key(config_path, generate_master_key())
+    new_store = store_of(config_path)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            open_keyring(new_store, load_config(config_path))  # what a sync meets
+    finally:
+        new_store.close()
+    assert refused.value.key == "keys.source"
+    store_path.unlink()
+
+    assert main(["-c", str(config_path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "config" and answer["key"] == "keys.source"
+    assert str(receipt_key_path(store_path)) in answer["message"]
+    assert not store_path.exists()
+    use_key(config_path, MASTER_KEY)
+    assert main(["-c", str(config_path), "check", "--json"]) == 1  # the test config's gaps
+    assert json.loads(capsys.readouterr().out)["master_key"]["store"] == "not created yet"
+
+
 def test_an_older_store_is_bound_to_the_key_its_data_was_sealed_with(
     config_path: Path, tmp_path: Path
 ) -> None:
