@@ -600,7 +600,12 @@ def _load_system(
         # Passed the TLS policy on loopback with the development switch, and still no
         # call could get through: refused now, not with a 401 at every call of a sync.
         raise ConfigError(file, f"{key}.base_url", f"URL uses http://; {settings.https_only}")
-    updates: dict[str, Any] = {"mapping": _resolve_path(base, settings.mapping)}
+    mapping = _resolve_path(base, settings.mapping)
+    if not mapping.is_file():
+        # The config's key is what to fix, as for a ca_bundle: reported by the mapping's
+        # loader, the error named a file that is not there, and no key at all.
+        raise ConfigError(file, f"{key}.mapping", f"mapping file {_missing_file(mapping)}")
+    updates: dict[str, Any] = {"mapping": mapping}
     if settings.ca_bundle is not None:
         ca = _resolve_path(base, settings.ca_bundle)
         if not ca.is_file():

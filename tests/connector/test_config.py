@@ -988,6 +988,24 @@ def test_a_folder_where_a_file_belongs_is_called_a_folder_not_missing(
     assert "is a folder" in error.problem and "not found" not in error.problem
 
 
+@pytest.mark.parametrize("folder", [False, True], ids=["missing", "a-folder"])
+def test_a_mapping_file_that_is_not_there_is_named_by_the_config_key_that_names_it(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], folder: bool
+) -> None:
+    """A mapping path with a typo in it is the config's mistake, as a ca_bundle's is: `check
+    --json` gave the file that is not there as "file" and no key, so a script (or an editor
+    jumping to the key) had nothing in the config to point at."""
+    mapping = tmp_path / "mappings" / "hubspot.toml"
+    if folder:
+        mapping.mkdir(parents=True)
+    path = write_config(tmp_path, crm_mapping=mapping)
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["file"], answer["key"]) == (str(path), "systems.crm.mapping")
+    assert str(mapping) in answer["message"]
+    assert ("is a folder" if folder else "not found") in answer["message"]
+
+
 def test_a_retention_period_of_for_ever_is_refused_by_check(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -374,7 +374,8 @@ def test_unreadable_mapping_names_it_and_the_config_key(
     tmp_path: Path, env: dict[str, str], kind: str
 ) -> None:
     """A mapping path that is a directory, or a mapping not in UTF-8, is a config error naming
-    the mapping and which key of which config chose it."""
+    the mapping and which key of which config chose it: a directory is the config's mistake
+    (its file and key), a mapping not in UTF-8 the mapping's own."""
     from connector.config import load_config
     from tests.conftest import write_config
 
@@ -387,8 +388,12 @@ def test_unreadable_mapping_names_it_and_the_config_key(
     config = write_config(tmp_path, crm_mapping=mapping)
     with pytest.raises(ConfigError) as info:
         load_config(config)
-    assert info.value.file == str(mapping)
-    assert "systems.crm.mapping" in info.value.problem and str(config) in info.value.problem
+    if kind == "directory":
+        assert (info.value.file, info.value.key) == (str(config), "systems.crm.mapping")
+        assert str(mapping) in info.value.problem
+    else:
+        assert info.value.file == str(mapping)
+        assert "systems.crm.mapping" in info.value.problem and str(config) in info.value.problem
 
 
 def test_a_mapped_field_holding_an_object_is_not_read_and_a_number_is_read_as_text() -> None:
