@@ -4,7 +4,7 @@
 a configuration *error* (the connector can sync without a processor agreement on file); it is
 something the controller must put right, named by the config key that records it:
 
-- no ``[controller]`` block (Art. 30(1)(a));
+- no ``[controller]`` block, or one without a name (Art. 30(1)(a));
 - a system that receives personal data (a flow's source or destination) without a processor
   agreement on record, or whose agreement's review date has passed (Art. 28);
 - a system processing outside the EEA without a transfer mechanism (Art. 44-46);
@@ -152,6 +152,9 @@ def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:
         gaps.append(
             Gap("no-controller", file, "controller", "no controller (name and contact) recorded")
         )
+    elif not config.controller.name.strip():
+        # A template's blank name is no controller either: the register named nobody.
+        gaps.append(Gap("no-controller", file, "controller.name", "the controller has no name"))
     for name in systems_in_use(config):
         gaps += _system_gaps(config, name, date)
     for name, mapping in config.mappings.items():
@@ -170,7 +173,8 @@ def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:
     for index, flow in enumerate(config.flows):
         key = f"flows[{index}].privacy"
         privacy = flow.privacy
-        if privacy is None or not privacy.purposes:
+        # Blanks are no purpose, as a blank retention is no period (a template's [""]).
+        if privacy is None or not any(purpose.strip() for purpose in privacy.purposes):
             gaps.append(
                 Gap("flow-no-purpose", file, f"{key}.purposes", f"flow {flow.name!r}: no purposes")
             )

@@ -141,6 +141,25 @@ def test_flow_without_legal_basis_or_retention_is_a_gap(
     }
 
 
+def test_blank_purposes_and_a_blank_controller_name_are_gaps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A template's placeholders left blank (``purposes = [""]``, ``name = ""``) record no
+    purpose and no controller, as a blank retention records no period: the register showed
+    them empty while `check` passed."""
+    path = example_config(tmp_path, monkeypatch)
+    _edit(
+        path,
+        'purposes = ["Customer relationship management", "Customer service", "Newsletter"]',
+        'purposes = ["", "  "]',
+    )
+    _edit(path, 'name = "Voorbeeld Webwinkel B.V."', 'name = " "')
+    assert {(g.code, g.key) for g in _gaps(path)} == {
+        ("no-controller", "controller.name"),
+        ("flow-no-purpose", "flows[0].privacy.purposes"),
+    }
+
+
 def test_missing_controller_is_a_gap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A config without [controller] is reported with that key."""
     path = example_config(tmp_path, monkeypatch)
