@@ -50,7 +50,11 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
             shown, "", f"no {what} has such a name (it holds a NUL character)"
         ) from None
     try:
-        return tomllib.loads(text)
+        # An editor's byte-order mark in front (Windows Notepad writes one) is no part of the
+        # text, as in a secret file: TOML refused it as an invalid statement at line 1,
+        # column 1, a line that reads as it should. Dropped after decoding, so a decoding
+        # error's offset still counts the file's own bytes.
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"is not valid TOML ({exc})") from None
 

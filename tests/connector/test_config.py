@@ -581,6 +581,22 @@ def test_config_that_is_not_utf8_exits_2(
     assert str(path) in err and "UTF-8" in err
 
 
+def test_a_config_and_a_mapping_saved_with_a_byte_order_mark_load(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """An editor's byte-order mark in front (Windows Notepad writes one) is no part of the
+    text, as in a secret file: it was refused as "not valid TOML (Invalid statement (at line
+    1, column 1))", pointing at a line that reads as it should."""
+    bom = "\ufeff".encode()
+    mapping = tmp_path / "crm.toml"
+    mapping.write_bytes(bom + (REPO_MAPPINGS / "hubspot.toml").read_bytes())
+    path = write_config(tmp_path, crm_mapping=mapping)
+    path.write_bytes(bom + path.read_bytes())
+    config = load_config(path)
+    assert config.store_path == tmp_path / "state" / "klantsync.db"
+    assert config.mappings["crm"].fields["email"].path == "email"
+
+
 @pytest.mark.parametrize(
     ("schedule", "words"),
     [
