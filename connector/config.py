@@ -714,6 +714,16 @@ def _check_daemon(
             f"{daemon.admin_listen} takes the port daemon.listen ({daemon.listen}) listens on; "
             "give the admin API a port of its own (by default 127.0.0.1:8788)",
         )
+    if _one_token(daemon.admin_token, daemon.metrics_token):
+        # Prometheus's scrape config holds the metrics token; with the admin token there,
+        # whoever reads that config could erase and resync, and the admin token opened
+        # /metrics, which it must not.
+        raise ConfigError(
+            file,
+            "daemon.metrics_token",
+            "is the admin token (daemon.admin_token); /metrics takes a token of its own, as "
+            "a scraper may read the metrics but never use the admin API: give it another",
+        )
     if daemon.public_url is not None:
         problem = check_url(
             daemon.public_url, allow_insecure_loopback=development.allow_insecure_loopback
@@ -733,6 +743,17 @@ def _check_daemon(
     if problem:
         raise ConfigError(file, "daemon.tls_cert", problem)
     return daemon.model_copy(update={"tls_cert": cert, "tls_key": key_file})
+
+
+def _one_token(admin: SecretStr | None, metrics: SecretStr | None) -> bool:
+    """Whether the admin and metrics tokens are one secret. Told only once both are resolved:
+    a command that serves neither leaves them unread (:class:`DeferredSecret`), and the
+    daemon and ``check`` read them at load."""
+    if admin is None or metrics is None:
+        return False
+    if isinstance(admin, DeferredSecret) or isinstance(metrics, DeferredSecret):
+        return False
+    return admin.get_secret_value() == metrics.get_secret_value()
 
 
 def _missing_file(path: Path) -> str:

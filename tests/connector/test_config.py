@@ -1186,6 +1186,30 @@ def test_check_warns_of_a_listener_beyond_loopback_without_a_metrics_token(
     assert json.loads(capsys.readouterr().out)["warnings"] == []
 
 
+def test_a_metrics_token_that_is_the_admin_token_is_refused_never_shown(
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """/metrics wants a token of its own: the scraper's configuration holds it, and the
+    admin token erases and resyncs. One token for both (one variable, or two holding the
+    same value) was taken, and the admin token opened /metrics after all."""
+    token = "one-token-for-both-0123456789"
+    monkeypatch.setenv("T_ADMIN", token)
+    monkeypatch.setenv("T_METRICS", token)
+    daemon = '[daemon]\nadmin_token = "env:T_ADMIN"\nmetrics_token = "env:{}"\n'
+    for variable in ("T_ADMIN", "T_METRICS"):
+        path = write_config(tmp_path, extra=daemon.format(variable))
+        assert main(["-c", str(path), "check", "--json"]) == 2
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["key"] == "daemon.metrics_token" and "admin_token" in answer["message"]
+        assert token not in answer["message"]
+    monkeypatch.setenv("T_METRICS", "scrape-token-0123456789")
+    config = load_config(write_config(tmp_path, extra=daemon.format("T_METRICS")))
+    assert config.daemon.metrics_token is not None
+
+
 def test_a_webhook_secret_is_any_text_the_vendor_took(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
