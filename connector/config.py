@@ -542,8 +542,15 @@ def _load_system(
         raise ConfigError(file, key, "must be a table")
     raw = dict(raw)
     kind = raw.get("adapter")
-    if not isinstance(kind, str):
+    if kind is None:
         raise ConfigError(file, f"{key}.adapter", "required key is missing")
+    if not isinstance(kind, str):
+        # There, as a number, a list or a table: "missing" sent the operator to add it.
+        raise ConfigError(
+            file,
+            f"{key}.adapter",
+            f'must be the name of an adapter in quotes, one of {sorted(registry)} (e.g. "hubspot")',
+        )
     spec = registry.get(kind)
     if spec is None:
         raise ConfigError(

@@ -116,6 +116,19 @@ def test_unknown_adapter_lists_known_ones(tmp_path: Path, env: dict[str, str]) -
     assert error.key == "systems.crm.adapter" and "hubspot" in error.problem
 
 
+@pytest.mark.parametrize("written", ["5", '["hubspot"]', '{ kind = "hubspot" }'])
+def test_an_adapter_that_is_no_name_is_called_so_not_missing(
+    tmp_path: Path, env: dict[str, str], written: str
+) -> None:
+    """``adapter = 5`` (or a list, or a table) was refused as "required key is missing",
+    sending the operator to add a key that is there."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('adapter = "hubspot"', f"adapter = {written}"))
+    error = _load_error(path)
+    assert error.key == "systems.crm.adapter"
+    assert "missing" not in error.problem and "hubspot" in error.problem
+
+
 def test_unknown_field_in_mapping_names_mapping_file(tmp_path: Path, env: dict[str, str]) -> None:
     """A mapping naming a field outside the canonical vocabulary fails with its file and key."""
     mapping = tmp_path / "crm.toml"
