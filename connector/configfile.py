@@ -59,6 +59,16 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(file, "", f"is not valid TOML ({exc})") from None
 
 
+#: pydantic's words for a value of the wrong shape name Python's classes ("a valid dictionary
+#: or instance of ProcessorSettings", "not a valid path for <class 'pathlib.Path'>"), which
+#: someone editing a TOML file has never seen: said in TOML's terms instead.
+_SHAPES = {
+    "model_type": "must be a table ([section] or { key = value, ... }), not a single value",
+    "dict_type": "must be a table ([section] or { key = value, ... }), not a single value",
+    "path_type": 'must be a path, written as a string in quotes (e.g. "certs/ca.pem")',
+}
+
+
 def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
     """The first problem pydantic found, as a :class:`ConfigError` naming its dotted key."""
     first = exc.errors()[0]
@@ -68,6 +78,8 @@ def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
         return ConfigError(file, key, "unknown key (check the spelling)")
     if first["type"] == "missing":
         return ConfigError(file, key, "required key is missing")
+    if first["type"] in _SHAPES:
+        return ConfigError(file, key, _SHAPES[first["type"]])
     if first["type"] == "value_error" and "error" in first.get("ctx", {}):
         # Our own validators' words, without pydantic's "Value error, " in front.
         return ConfigError(file, key, str(first["ctx"]["error"]))

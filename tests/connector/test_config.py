@@ -551,6 +551,26 @@ def test_a_value_of_another_toml_type_is_refused_not_guessed_at(
     assert load_config(path).systems["crm"].timeout_seconds == 30.0
 
 
+@pytest.mark.parametrize(
+    ("crm_extra", "key", "words"),
+    [
+        ('processor = "Verwerker B.V."', "systems.crm.processor", "must be a table"),
+        ("rate_limit = 190", "systems.crm.rate_limit", "must be a table"),
+        ("ca_bundle = true", "systems.crm.ca_bundle", "must be a path"),
+    ],
+    ids=["value-for-table", "number-for-table", "boolean-for-path"],
+)
+def test_a_value_of_the_wrong_shape_is_named_in_the_config_s_own_words(
+    tmp_path: Path, env: dict[str, str], crm_extra: str, key: str, words: str
+) -> None:
+    """A single value where a table belongs, or a boolean where a path does, was refused in
+    pydantic's words, naming Python's classes ("a valid dictionary or instance of
+    ProcessorSettings", "not a valid path for <class 'pathlib.Path'>"): said in TOML's terms."""
+    error = _load_error(write_config(tmp_path, crm_extra=crm_extra))
+    assert error.key == key and words in error.problem
+    assert "instance of" not in error.problem and "<class" not in error.problem
+
+
 @pytest.mark.parametrize("stray", ["\\t", "\u00a0", " "], ids=["tab", "nbsp", "space"])
 def test_base_url_with_a_pasted_invisible_character_exits_2(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], stray: str
