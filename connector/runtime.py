@@ -17,7 +17,7 @@ import httpx
 from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
-from connector.errors import StoreError
+from connector.errors import ConfigError, StoreError
 from connector.keyset import key_check_files, open_keyring
 from connector.lock import sharing_keys
 from connector.schema import MIGRATIONS
@@ -167,7 +167,23 @@ def looked_at(
     tell(f"{looking} on a private copy of the store, left as it is: {why}")
     # Taken sharing the keys: a master key rotation does not reseal the store under the copy.
     with sharing_keys(config.store_path), private_copy(config.store_path) as copy:
-        yield dataclasses.replace(config, store_path=copy)
+        try:
+            yield dataclasses.replace(config, store_path=copy)
+        except ConfigError as exc:
+            raise _of_the_store(exc, copy, config.store_path) from None
+
+
+def _of_the_store(exc: ConfigError, copy: Path, store_path: Path) -> ConfigError:
+    """``exc``, raised looking at the private ``copy``, said of the store at ``store_path``.
+
+    A master key the store refuses was said not to be the one the copy is kept under, or
+    the copy's receipt signing key file not to open: files deleted with their folder by the
+    time the operator reads it, and not the ones to fix. The copy and the key files beside
+    it lie in a folder of their own, named after the store's files: that folder reads as the
+    store's.
+    """
+    aside, beside = str(copy.parent), str(store_path.parent)
+    return ConfigError(exc.file.replace(aside, beside), exc.key, exc.problem.replace(aside, beside))
 
 
 @contextmanager

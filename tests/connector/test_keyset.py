@@ -48,6 +48,7 @@ from connector.receipts import ReceiptSigner, receipt_key_path
 from connector.restore import restore_backup
 from connector.state import Store
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, MASTER_KEY, write_config
+from tests.store_versions import as_the_version_before
 
 OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 
@@ -183,6 +184,25 @@ def test_check_refuses_a_master_key_the_key_file_beside_a_store_not_made_yet_doe
     use_key(config_path, MASTER_KEY)
     assert main(["-c", str(config_path), "check", "--json"]) == 1  # the test config's gaps
     assert json.loads(capsys.readouterr().out)["master_key"]["store"] == "not created yet"
+
+
+def test_check_of_an_older_store_under_another_key_names_the_store_not_its_private_copy(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first `check` after an upgrade looks at a private copy of the store an earlier
+    klantsync left; a master key that store refuses was said not to be the one
+    "/tmp/klantsync-dry-run-.../klantsync.db" is kept under: a file deleted by the time the
+    operator read it, and not the one store.path names."""
+    store_path = bound_store(config_path)
+    as_the_version_before(store_path)
+    use_key(config_path, generate_master_key())
+    assert main(["-c", str(config_path), "check", "--json"]) == 2
+    out = capsys.readouterr()
+    assert "check on a private copy" in out.err
+    answer = json.loads(out.out)
+    assert (answer["file"], answer["key"]) == (str(config_path), "keys.source")
+    assert f"not the one {store_path} is kept under" in answer["message"]
+    assert "klantsync-dry-run" not in answer["message"]
 
 
 def test_an_older_store_is_bound_to_the_key_its_data_was_sealed_with(
