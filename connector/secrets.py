@@ -94,6 +94,15 @@ def resolve_secret(
             # is not part of the secret.
             value = path.read_text(encoding="utf-8-sig").strip()
         except FileNotFoundError:
+            if raw.startswith("~"):
+                # No shell reads the config, so "~" is a folder of that name beside it, which
+                # is missing: the path was hidden as a secret pasted in. No token begins so.
+                raise ConfigError(
+                    file,
+                    key,
+                    f"secret file {raw} not found: a ~ is not expanded to a home folder; give "
+                    "the path from /, or relative to the config file's folder",
+                ) from None
             raise ConfigError(file, key, f"secret file {shown} not found") from None
         except UnicodeDecodeError:
             # Said without the decoder's text, which quotes a byte of the secret.

@@ -1152,6 +1152,18 @@ def test_a_secret_with_a_slash_or_a_dot_pasted_after_file_is_not_echoed(
         resolve_secret("file:secrets/shop_key", file="k.toml", key="k", base_dir=tmp_path)
 
 
+def test_a_secret_file_under_a_tilde_says_the_tilde_is_not_expanded(tmp_path: Path) -> None:
+    """``file:~/secrets/token`` is no home folder (no shell reads the config): its folder,
+    "~" beside the config, is missing, so the path was hidden as a secret pasted in, and
+    the operator was told nothing they could act on."""
+    from connector.secrets import resolve_secret
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_secret("file:~/secrets/token", file="k.toml", key="keys.source", base_dir=tmp_path)
+    assert "~/secrets/token" in caught.value.problem and "not expanded" in caught.value.problem
+    assert "pasted" not in caught.value.problem
+
+
 @pytest.mark.parametrize(
     "token",
     [
