@@ -72,8 +72,10 @@ _SHAPES = {
 def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
     """The first problem pydantic found, as a :class:`ConfigError` naming its dotted key."""
     first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    key = f"{prefix}.{loc}" if prefix and loc else (loc or prefix)
+    key = prefix
+    for part in first["loc"]:
+        # An array's item by its place, as flows[0] is: "purposes.1" read as a key "1".
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
     if first["type"] == "extra_forbidden":
         return ConfigError(file, key, "unknown key (check the spelling)")
     if first["type"] == "missing":

@@ -571,6 +571,19 @@ def test_a_value_of_the_wrong_shape_is_named_in_the_config_s_own_words(
     assert "instance of" not in error.problem and "<class" not in error.problem
 
 
+def test_an_item_of_an_array_is_named_by_its_place_as_a_flow_is(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """The second purpose of the first flow, refused, was named
+    ``flows[0].privacy.purposes.1``: a key "1" under purposes, which the file has not."""
+    path = write_config(tmp_path, crm_extra='properties = ["email", 5]')
+    path.write_text(path.read_text() + '\n[flows.privacy]\npurposes = ["Service", 5]\n')
+    assert _load_error(path).key == "systems.crm.properties[1]"
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + '\n[flows.privacy]\npurposes = ["Service", 5]\n')
+    assert _load_error(path).key == "flows[0].privacy.purposes[1]"
+
+
 @pytest.mark.parametrize("stray", ["\\t", "\u00a0", " "], ids=["tab", "nbsp", "space"])
 def test_base_url_with_a_pasted_invisible_character_exits_2(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], stray: str
