@@ -242,6 +242,13 @@ class StoreSettings(StrictModel):
                 "is a URL; the store is an SQLite file on this machine: give its path "
                 '(e.g. "var/klantsync.db")'
             )
+        if value.startswith("~"):
+            # No shell reads the config: "~/k.db" was a store in a folder named "~" beside
+            # the config, where backup, status and monitoring of the real one saw none.
+            raise ValueError(
+                "starts with ~, which is not expanded to a home folder: give the path from /, "
+                "or relative to the config file's folder"
+            )
         scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]+):", value)
         if scheme:
             raise ValueError(

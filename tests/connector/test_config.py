@@ -1404,6 +1404,19 @@ def test_a_store_path_written_as_a_reference_or_uri_is_refused_naming_the_key(
     assert not any(":" in p.name for p in tmp_path.iterdir())
 
 
+def test_a_store_path_under_a_tilde_is_refused_saying_the_tilde_is_not_expanded(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """No shell reads the config: "~/klantsync.db" became a store in a folder named "~"
+    beside the config, made silently, and seen by nothing that looked at the real one."""
+    path = write_config(tmp_path)
+    text = path.read_text().replace('path = "state/klantsync.db"', 'path = "~/klantsync.db"')
+    path.write_text(text)
+    error = _load_error(path)
+    assert error.key == "store.path" and "not expanded" in error.problem
+    assert not (tmp_path / "~").exists()
+
+
 def test_a_store_path_on_a_windows_drive_is_no_reference() -> None:
     """One letter before the colon is a drive (C:/...), not a scheme."""
     from connector.config import StoreSettings
