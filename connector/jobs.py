@@ -198,7 +198,7 @@ def forget_queued(
     wanted = set(subject_ids)
     theirs = {(system, str(record)) for system, record in records}
     forgotten = 0
-    for job_id, params in _waiting_syncs(store, keyring, ("queued",)):
+    for job_id, params in _queued_syncs(store, keyring):
         email = params.get("email")
         by_email = isinstance(email, str) and email
         by_record = (params.get("system"), str(params.get("external_id"))) in theirs
@@ -217,24 +217,19 @@ def forget_syncs_of(store: Store, keyring: Keyring, system: str) -> int:
     latest status over from the store it replaces, and a deleted one came back queued from
     the backup. Returns how many were finished."""
     forgotten = 0
-    for job_id, params in _waiting_syncs(store, keyring, ("queued",)):
+    for job_id, params in _queued_syncs(store, keyring):
         if params.get("system") == system:
             finish(store, job_id, "done", {"skipped": "the source was purged"})
             forgotten += 1
     return forgotten
 
 
-def _waiting_syncs(
-    store: Store, keyring: Keyring, statuses: Collection[str]
-) -> Iterator[tuple[int, dict[str, Any]]]:
-    """The jobs in ``statuses`` that only ask for a sync (webhook changes and deletions,
-    resyncs), with their opened parameters. One whose parameters do not open is left out:
-    its claim fails it (UNREADABLE), and nothing here can tell what it is."""
-    marks = ",".join("?" * len(statuses))
+def _queued_syncs(store: Store, keyring: Keyring) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The queued jobs that only ask for a sync (webhook changes and deletions, resyncs),
+    with their opened parameters. One whose parameters do not open is left out: its claim
+    fails it (UNREADABLE), and nothing here can tell what it is."""
     rows = store.db.execute(
-        "SELECT id, kind, params FROM jobs "  # noqa: S608 - placeholders only
-        f"WHERE status IN ({marks}) AND kind IN ('webhook', 'resync')",
-        tuple(statuses),
+        "SELECT id, kind, params FROM jobs WHERE status='queued' AND kind IN ('webhook', 'resync')"
     ).fetchall()
     for job_id, kind, sealed in rows:
         try:
