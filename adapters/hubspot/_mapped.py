@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from adapters.hubspot._properties import definitions_by_name, properties_path
 from adapters.hubspot._scopes import SCHEMA_SCOPES, needing
 from connector.http import SystemClient, answer_object
 from connector.mapping import SystemMapping
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: The portal's contact property definitions (every one, unpaged; archived ones left out).
-CONTACT_PROPERTIES: Final = "/crm/v3/properties/contacts"
+CONTACT_PROPERTIES: Final = properties_path("contacts")
 
 #: Property types whose values are one of the definition's options: an enumeration (select,
 #: radio, checkbox) and a single checkbox (``bool``, options ``true`` and ``false``).
@@ -99,12 +100,7 @@ async def contact_definitions(client: SystemClient) -> dict[str, Mapping[str, An
         path=CONTACT_PROPERTIES,
         required=("results",),
     )
-    results = body["results"]
-    return {
-        str(item["name"]): item
-        for item in (results if isinstance(results, list) else [])
-        if isinstance(item, dict) and isinstance(item.get("name"), str)
-    }
+    return definitions_by_name(body["results"])
 
 
 def refusals(named: Sequence[Mapped], definitions: Mapping[str, Mapping[str, Any]]) -> str:

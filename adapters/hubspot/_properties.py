@@ -13,18 +13,33 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from adapters.hubspot._scopes import SCHEMA_SCOPES
 from connector.http import SystemClient, json_object
 
-__all__ = ["MAX_AGE_SECONDS", "Listed", "PropertyLists"]
+__all__ = ["MAX_AGE_SECONDS", "Listed", "PropertyLists", "definitions_by_name", "properties_path"]
 
 log = logging.getLogger("klantsync.hubspot")
 
 #: How long a property list (or its refusal) is used before it is read again: a property an
 #: admin defines shows in access copies within the hour, at one call an hour per object type.
 MAX_AGE_SECONDS: Final = 3600.0
+
+
+def properties_path(object_type: str) -> str:
+    """The portal's property definitions of ``object_type`` (every one, unpaged)."""
+    return f"/crm/v3/properties/{object_type}"
+
+
+def definitions_by_name(results: object) -> dict[str, Mapping[str, Any]]:
+    """The definitions in a property list's ``results``, by name; what is no definition
+    (no object, no name) is passed over."""
+    return {
+        str(item["name"]): item
+        for item in (results if isinstance(results, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    }
 
 
 @dataclass(frozen=True)
@@ -60,7 +75,7 @@ class PropertyLists:
         return listed
 
     async def _read(self, object_type: str) -> Listed:
-        path = f"/crm/v3/properties/{object_type}"
+        path = properties_path(object_type)
         response = await self.client.request("GET", path, accept=(403,))
         refused = response.status_code == 403
         if refused:
@@ -72,10 +87,5 @@ class PropertyLists:
                 SCHEMA_SCOPES.get(object_type, f"crm.schemas.{object_type}.read"),
                 extra={"system": self.client.system},
             )
-        results = json_object(response).get("results")
-        names = [
-            str(item["name"])
-            for item in (results if isinstance(results, list) else [])
-            if isinstance(item, dict) and isinstance(item.get("name"), str)
-        ]
+        names = list(definitions_by_name(json_object(response).get("results")))
         return Listed(names or list(self.fallback.get(object_type, ())), refused)
