@@ -131,6 +131,11 @@ class OutboundRecord(NamedTuple):
         spare: for ``update`` only, as :attr:`Subject.spare`: the system's ids of records the
             e-mail also finds that the connector knows as another subject's (a housemate's
             CRM person holding the address as a second e-mail); a correction leaves them.
+        clear: system field names (as in ``fields``) to empty: the source now holds them
+            empty, and this flow's last write gave them a value (a phone number the
+            customer removed in the shop). The adapter empties each as its vendor empties
+            a field; one the system cannot hold empty (Pipedrive's ``name``) is left as it
+            is. Never a name in ``fields``, never the e-mail's.
     """
 
     ref: str
@@ -138,6 +143,7 @@ class OutboundRecord(NamedTuple):
     external_id: str | None
     fields: Mapping[str, Any]
     spare: frozenset[str] = frozenset()
+    clear: frozenset[str] = frozenset()
 
 
 class UpsertResult(NamedTuple):
