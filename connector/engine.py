@@ -33,6 +33,7 @@ from connector import audit
 from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
+from connector.emptying import Emptying
 from connector.errors import (
     FatalRemoteError,
     KlantsyncError,
@@ -202,6 +203,9 @@ class Engine:
         self._shapes: dict[str, str] = {}
         for flow in config.flows:
             self.shape(flow)
+        #: What each write empties at its destination, and the field sets the store keeps
+        #: for it (connector/emptying.py).
+        self.emptying = Emptying(store)
 
     async def sync(
         self,
@@ -565,7 +569,9 @@ class Engine:
         unsent: list[tuple[str, str]] = []  # queued there, and not queued again now
         ungated: list[tuple[str, str]] = []  # queued there under a consent no longer given
         names = [dest.name for dest in destinations]
-        queued_by, delivered_by = self.store.page_hashes(names, [*subject_ids, *formerly.values()])
+        queued_by, delivered_by, sent_by = self.store.page_hashes(
+            names, [*subject_ids, *formerly.values()]
+        )
         # What a destination refused for good is not offered again as it was: it would be
         # refused again, and add a dead letter, on every sync. A --full sync retries. A
         # letter is read on a --full sync too, to see whether it still describes anything.
@@ -582,6 +588,9 @@ class Engine:
             for hashes in (*queued_by.values(), *delivered_by.values()):
                 if old in hashes:
                     hashes[new] = hashes.pop(old)
+            for sets in (*sent_by.queued.values(), *sent_by.delivered.values()):
+                if old in sets:
+                    sets[new] = sets.pop(old)
         for system, earlier in self._foreseen.items():  # what the dry run's earlier flows queued
             if system in queued_by:
                 queued_by[system].update((sid, earlier[sid]) for sid in people if sid in earlier)
@@ -589,6 +598,8 @@ class Engine:
             dest_report = report.destinations[dest.name]
             queued = queued_by[dest.name]
             delivered = delivered_by[dest.name]
+            queued_sent = sent_by.queued[dest.name]
+            delivered_sent = sent_by.delivered[dest.name]
             letters = letters_by[dest.name]
             context = outbox_context(dest.name)
             foreseen = self._foreseen.get(dest.name) if dry_run else None
@@ -611,7 +622,9 @@ class Engine:
                         unsent.append((dest.name, sid))
                     continue
                 last = queued.get(sid, delivered.get(sid))
+                writes = False  # a write of their fields, not a withdrawal
                 if sid not in opted_out and dest.mapping.admits(person):
+                    writes = True
                     fields = dest.mapping.outbound(person)
                     digest = self.keyring.payload_hash(dest.name, fields)
                     if last is not None and last != digest and dest.mapping.consent_renewed:
@@ -669,13 +682,30 @@ class Engine:
                     dest_report.still_rejected += 1
                     continue
                 dest_report.queued += 1
+                empty = (
+                    self.emptying.to_empty(
+                        flow.name,
+                        source,
+                        dest,
+                        person,
+                        fields,
+                        (queued_sent.get(sid), delivered_sent.get(sid)),
+                    )
+                    if writes and last is not None
+                    else None
+                )
+                if empty:
+                    dest_report.emptied += 1
                 if dry_run:
                     if foreseen is not None:
                         foreseen[sid] = digest
                 else:
-                    envelope = {"email": person.email, "fields": fields}
+                    envelope: dict[str, Any] = {"email": person.email, "fields": fields}
+                    if empty:
+                        envelope["clear"] = sorted(empty)
                     sealed = self.keyring.seal_json(envelope, context)
-                    payloads.append(QueuedPayload(dest.name, sid, sealed, digest))
+                    field_set = self.emptying.number(flow.name, fields)
+                    payloads.append(QueuedPayload(dest.name, sid, sealed, digest, field_set))
                     envelopes.append((sid, digest, envelope))
         self._checkpoint("pulled")
         if dry_run:
@@ -1234,12 +1264,16 @@ class Engine:
             fields = envelope["fields"]
             if not allowed.issuperset(fields):
                 fields = self._allowed_now(dest, row, envelope)
+            empty = envelope.get("clear")
             records.append(
                 OutboundRecord(
                     ref=ref,
                     email=envelope["email"],
                     external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
                     fields=fields,
+                    # A field the mapping no longer writes is not emptied either; one a
+                    # correction wrote into the row since (dsr rectify) is written.
+                    clear=(allowed & set(empty)) - fields.keys() if empty else frozenset(),
                 )
             )
         if undecryptable:
@@ -1253,6 +1287,7 @@ class Engine:
                 )
         if not records:
             return
+        sent_fields = {record.ref: record.fields for record in records}
         results: list[UpsertResult] = []
         if any(by_ref[r.ref].former is not None and r.external_id is None for r in records):
             records, results = await self._formers_first(
@@ -1300,7 +1335,12 @@ class Engine:
             else:
                 dest_report.upserted += 1
             stored_id = self.ids.to_store(dest.name, result.external_id)
-            acks.append(Ack(row.id, row.subject_id, stored_id, row.payload_hash, row.subject_no))
+            # What was sent, which a correction or a narrowed mapping may have made other
+            # than what was queued: what the next write of the flow empties goes by it.
+            field_set = self.emptying.number(row.flow, sent_fields[result.ref])
+            acks.append(
+                Ack(row.id, row.subject_id, stored_id, row.payload_hash, row.subject_no, field_set)
+            )
         outcomes = Counter(result.outcome for result in results)
         # One transaction for the batch's outcome and its audit entry: each commit costs
         # a write of every page it touched, and the entry belongs with what it records.
@@ -1311,6 +1351,9 @@ class Engine:
             "failed": len(dead) + len(later),
             "fields": sorted({k for rec in records for k in rec.fields}),
         }
+        emptied = sorted({k for rec in records for k in rec.clear})
+        if emptied:
+            entry["emptied"] = emptied
 
         def settle(store: Store) -> None:
             with store.transaction():

@@ -283,8 +283,8 @@ class SystemMapping:
                 value = text(given) if given.__class__ is str else other(given)
                 if value is not None:
                     person[name] = value
-                elif given and unreadable is not None and _has_value(given):
-                    unreadable[name] += 1
+                elif given and _has_value(given):
+                    _unread(person, name, unreadable)
         if self._regional:
             self._read_in_their_country(record, person, unreadable)
         if withheld is not None:
@@ -309,8 +309,8 @@ class SystemMapping:
             value = text(given) if given.__class__ is str else other(given)
             if value is not None:
                 person[name] = value
-            elif given and unreadable is not None and _has_value(given):
-                unreadable[name] += 1
+            elif given and _has_value(given):
+                _unread(person, name, unreadable)
 
     def _read_in_their_country(
         self, record: Mapping[str, Any], person: Person, unreadable: Counter[str] | None
@@ -341,6 +341,10 @@ class SystemMapping:
                 person.pop(name, None)
             else:
                 person[name] = value
+            if lost:
+                person.unread = person.unread | {name}
+            elif name in person.unread:
+                person.unread = person.unread - {name}
             if unreadable is not None and counted != lost:
                 if counted:
                     unreadable[name] -= 1
@@ -516,6 +520,15 @@ def _regional(name: str, country: str, transform: Transform) -> Transform:
     made = make_transform(name, country)
     assert made is not None  # every regional transform is known
     return made
+
+
+def _unread(person: Person, name: str, unreadable: Counter[str] | None) -> None:
+    """Note that the source gave ``name`` a value its transforms cannot read: counted for
+    the report, and marked on the person so no write empties the field (see
+    :attr:`Person.unread`)."""
+    person.unread = person.unread | {name}
+    if unreadable is not None:
+        unreadable[name] += 1
 
 
 def _has_value(given: Any) -> bool:

@@ -200,6 +200,12 @@ class Person(dict[str, Any]):
     A plain dict subclass, because the engine builds one per record on the hot path.
     """
 
+    #: Canonical fields the source gave a value for that could not be read (a phone number
+    #: that is none): absent here, like an empty one, but not empty at the source, so a
+    #: write empties nothing for them (the systems keep what they had). Set on the rare
+    #: record that has one; the class's empty set serves every other.
+    unread: frozenset[str] = frozenset()
+
     @property
     def email(self) -> str | None:
         """The normalised e-mail, if the record has one."""

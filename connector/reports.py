@@ -28,6 +28,9 @@ class DestinationReport:
     retry_later: int = 0
     suppressed_at_delivery: int = 0
     withdrawn: int = 0
+    #: Queued with fields to empty: the source holds them empty now, and the flow's last
+    #: write gave them a value (connector/emptying.py).
+    emptied: int = 0
     #: Refused for good before with this very payload: not sent again until it changes.
     still_rejected: int = 0
     #: Written for someone erased meanwhile, and erasing it again failed (see

@@ -379,6 +379,20 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX audit_subject ON audit (subject_id) WHERE subject_id IS NOT NULL;
     """,
+    # 27: which of a system's fields a flow's write gave a value, per queued row and per
+    # subject last delivered (``sent``, a set of field names kept once in ``field_sets``:
+    # people share a handful). Only fields with a value are sent, so without it a phone
+    # number removed in the shop stayed in the CRM for good; with it, the next write of
+    # that flow empties what it gave before and the source no longer holds. NULL (rows of
+    # before, and rows a restore carried over): nothing is emptied, as before. Field names
+    # are the mapping's, never personal data.
+    """
+    CREATE TABLE field_sets (
+        id INTEGER PRIMARY KEY, flow TEXT NOT NULL, names TEXT NOT NULL, UNIQUE (flow, names)
+    );
+    ALTER TABLE outbox ADD COLUMN sent INTEGER;
+    ALTER TABLE delivered ADD COLUMN sent INTEGER;
+    """,
 ]
 
 

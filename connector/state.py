@@ -152,6 +152,8 @@ class QueuedPayload(NamedTuple):
     subject_id: str
     payload: bytes
     payload_hash: str
+    #: The fields it gives a value, as :meth:`Store.field_set` numbers them (migration 27).
+    sent: int | None = None
 
 
 class OutboxRow(NamedTuple):
@@ -168,6 +170,8 @@ class OutboxRow(NamedTuple):
     #: A write queued under the person's former address, sealed, that may have landed
     #: (schema 19, connector/moves.py): sent first where the system's id is not known.
     former: bytes | None = None
+    #: The fields it gives a value (:meth:`Store.field_set`); ``None`` for rows of before.
+    sent: int | None = None
 
 
 class Ack(NamedTuple):
@@ -182,6 +186,16 @@ class Ack(NamedTuple):
     external_id: str | None
     payload_hash: str
     subject_no: int | None = None
+    #: The fields the write gave a value (:meth:`Store.field_set`), kept as delivered.
+    sent: int | None = None
+
+
+class PageSent(NamedTuple):
+    """Per system, per subject, the field set (:meth:`Store.field_set`) of the payload
+    waiting in the outbox and of the one last delivered, where they have one."""
+
+    queued: dict[str, dict[str, int]]
+    delivered: dict[str, dict[str, int]]
 
 
 class PageLetter(NamedTuple):
@@ -275,6 +289,9 @@ class Store:
             #: (see :meth:`suppressed`); ``None`` until read, or while the list is too long.
             self._suppression: frozenset[str] | None = None
             self._suppression_read_at: int | None = None
+            #: Field sets read or made (:meth:`field_set`): by (flow, names) and by number.
+            self._field_set_numbers: dict[tuple[str, str], int] = {}
+            self._field_sets: dict[int, tuple[str, frozenset[str]]] = {}
         except BaseException as exc:
             self.db.close()
             if isinstance(exc, sqlite3.Error):
@@ -544,10 +561,10 @@ class Store:
             self._outbox_high = first + len(payloads) - 1
             db.executemany(
                 "INSERT INTO outbox(id, system, subject_no, flow, payload, payload_hash, "
-                "enqueued_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) DO UPDATE "
-                "SET id=excluded.id, payload=excluded.payload, "
+                "enqueued_at, sent) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) "
+                "DO UPDATE SET id=excluded.id, payload=excluded.payload, "
                 "payload_hash=excluded.payload_hash, flow=excluded.flow, "
-                "enqueued_at=excluded.enqueued_at, attempts=0",
+                "enqueued_at=excluded.enqueued_at, attempts=0, sent=excluded.sent",
                 [
                     (
                         first + n,
@@ -557,6 +574,7 @@ class Store:
                         p.payload,
                         p.payload_hash,
                         now,
+                        p.sent,
                     )
                     for n, p in enumerate(payloads)
                 ],
@@ -661,15 +679,79 @@ class Store:
 
     def page_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
-    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
-        """(queued, delivered) for a page: per system, per subject, the hash of the payload
-        waiting in the outbox and of the one last delivered. The page's subject numbers are
-        looked up once for both (on a first sync nobody has one, and nothing more is read)."""
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], PageSent]:
+        """(queued, delivered, sent) for a page: per system, per subject, the hash of the
+        payload waiting in the outbox and of the one last delivered, and the field sets of
+        both (:meth:`field_set`; only where there is one). The page's subject numbers are
+        looked up once (on a first sync nobody has one, and nothing more is read), and each
+        table once for hash and set alike."""
         numbers = self.subject_numbers(subject_ids)
-        return (
-            self._by_number("outbox", "payload_hash", systems, numbers),
-            self._by_number("delivered", "payload_hash", systems, numbers),
-        )
+        queued, queued_sent = self._hashes_by_number("outbox", systems, numbers)
+        delivered, delivered_sent = self._hashes_by_number("delivered", systems, numbers)
+        return queued, delivered, PageSent(queued_sent, delivered_sent)
+
+    def _hashes_by_number(
+        self, table: str, systems: Sequence[str], numbers: Mapping[str, int]
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, int]]]:
+        """:meth:`_by_number` for ``payload_hash``, with the ``sent`` column beside it."""
+        hashes: dict[str, dict[str, str]] = {system: {} for system in _names(systems)}
+        sent: dict[str, dict[str, int]] = {system: {} for system in _names(systems)}
+        if not numbers:
+            return hashes, sent
+        subject_of = {number: subject_id for subject_id, number in numbers.items()}
+        names = ",".join("?" * len(systems))
+        for chunk in chunks(list(subject_of), 500):
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT system, subject_no, payload_hash, sent FROM {table} "  # noqa: S608
+                f"WHERE system IN ({names}) AND subject_no IN ({marks})",
+                (*systems, *chunk),
+            )
+            for system, number, payload_hash, fields in rows:
+                subject_id = subject_of[number]
+                hashes[system][subject_id] = payload_hash
+                if fields is not None:
+                    sent[system][subject_id] = fields
+        return hashes, sent
+
+    # -- field sets (migration 27) ---------------------------------------------------------
+
+    def field_set(self, flow: str, names: Iterable[str]) -> int:
+        """The number of the set of field ``names`` a write of ``flow`` gives a value; made
+        the first time it is asked for (that writes: inside the caller's transaction, or one
+        of its own). People share a handful of sets, so each is read once per process."""
+        key = (flow, ",".join(sorted(names)))
+        number = self._field_set_numbers.get(key)
+        if number is None:
+            # Kept for later only once committed: a number made in a caller's transaction
+            # that is then rolled back may be given to another set.
+            own = not self.db.in_transaction
+            with self.transaction() as db:
+                db.execute(
+                    "INSERT INTO field_sets(flow, names) VALUES (?, ?) "
+                    "ON CONFLICT(flow, names) DO NOTHING",
+                    key,
+                )
+                (number,) = db.execute(
+                    "SELECT id FROM field_sets WHERE flow=? AND names=?", key
+                ).fetchone()
+            if own:
+                self._field_set_numbers[key] = number
+                self._field_sets[number] = (flow, frozenset(filter(None, key[1].split(","))))
+        return int(number)
+
+    def field_names(self, number: int) -> tuple[str, frozenset[str]]:
+        """(flow, field names) of the set :meth:`field_set` numbered ``number``."""
+        found = self._field_sets.get(number)
+        if found is None:
+            row = self.db.execute(
+                "SELECT flow, names FROM field_sets WHERE id=?", (number,)
+            ).fetchone()
+            if row is None:  # not made in this store (none is ever deleted): empties nothing
+                return ("", frozenset())
+            found = (str(row[0]), frozenset(filter(None, str(row[1]).split(","))))
+            self._field_sets[number] = found
+        return found
 
     def rejected_hashes(
         self, systems: Sequence[str], subject_ids: Sequence[str]
@@ -786,7 +868,8 @@ class Store:
         with ``flow``, only the rows that flow queued. A held row (:data:`HELD`) is none."""
         rows = self.db.execute(
             "SELECT o.id, o.system, s.subject_id, o.flow, o.payload, o.payload_hash, o.attempts, "
-            "o.subject_no, o.former FROM outbox o JOIN subjects s ON s.subject_no = o.subject_no "
+            "o.subject_no, o.former, o.sent FROM outbox o "
+            "JOIN subjects s ON s.subject_no = o.subject_no "
             "WHERE o.system=? AND o.id>? AND (?4 IS NULL OR o.flow=?4) AND o.payload_hash!=?5 "
             "ORDER BY o.id LIMIT ?3",
             (system, after_id, limit, flow, HELD),
@@ -916,11 +999,12 @@ class Store:
             held = self._numbered([no for _, no in numbered])
             rows = [(a, no) for a, no in numbered if no in held]
             db.executemany(
-                "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at) "
-                "VALUES (?, ?, ?, ?) "
+                "INSERT INTO delivered(system, subject_no, payload_hash, delivered_at, sent) "
+                "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(system, subject_no) DO UPDATE SET "
-                "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at",
-                [(system, no, a.payload_hash, now) for a, no in rows],
+                "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at, "
+                "sent=excluded.sent",
+                [(system, no, a.payload_hash, now, a.sent) for a, no in rows],
             )
             db.executemany(
                 "INSERT INTO identities(system, subject_no, external_id) VALUES (?, ?, ?) "

@@ -23,10 +23,15 @@ UNDO: dict[int, tuple[str, ...]] = {
     24: ("DROP TABLE erased_records",),
     25: ("DROP TABLE consent_events",),
     26: ("DROP INDEX audit_subject",),
+    27: (
+        "ALTER TABLE delivered DROP COLUMN sent",
+        "ALTER TABLE outbox DROP COLUMN sent",
+        "DROP TABLE field_sets",
+    ),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (26, UNDO[26])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (27, UNDO[27])
 
 
 def as_the_version_before(store_path: Path) -> None:

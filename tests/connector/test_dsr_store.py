@@ -73,7 +73,7 @@ def test_a_resend_is_marked_only_for_the_systems_named(tmp_path: Path) -> None:
     db = DsrStore(store)
 
     def delivered() -> dict[str, str]:
-        (_, by_system) = store.page_hashes(["shop", "crm", "news"], ["s0000001"])
+        (_, by_system, _) = store.page_hashes(["shop", "crm", "news"], ["s0000001"])
         return {system: hashes["s0000001"] for system, hashes in by_system.items()}
 
     assert db.resend_on_next_sync(["s0000001"], ["crm"]) == 1

@@ -177,7 +177,7 @@ def test_an_erased_persons_number_is_never_given_to_a_newcomer(tmp_path: Path) -
     store.acknowledge("crm", waiting)
 
     assert store.external_ids("crm", ["c"]) == {}
-    assert store.page_hashes(["crm"], ["c"]) == ({"crm": {"c": "hash-c"}}, {"crm": {}})
+    assert store.page_hashes(["crm"], ["c"])[:2] == ({"crm": {"c": "hash-c"}}, {"crm": {}})
     assert store.subject_numbers(["c"]) == {"c": 3}
     # Reopened, the numbers handed out are still known.
     store.close()
@@ -248,7 +248,7 @@ def test_a_pages_lookups_by_subject_id_cost_the_same_whatever_the_store_holds(
     small = steps()
     add(20_000, 200)
     assert store.page_hashes(["crm"], ["s5", "s20100"])[1] == {"crm": {"s5": "h", "s20100": "h"}}
-    assert store.page_hashes(["crm"], ["s5", "nobody"]) == ({"crm": {}}, {"crm": {"s5": "h"}})
+    assert store.page_hashes(["crm"], ["s5", "nobody"])[:2] == ({"crm": {}}, {"crm": {"s5": "h"}})
     large = steps()
     assert large <= small + small // 2, (small, large)
 
