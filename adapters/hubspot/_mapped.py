@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from adapters.hubspot._properties import definitions_by_name, properties_path
+from adapters.hubspot._properties import definitions_by_name, properties_path, read_only_value
 from adapters.hubspot._scopes import SCHEMA_SCOPES, needing
 from connector.http import SystemClient, answer_object
 from connector.mapping import SystemMapping
@@ -108,7 +108,9 @@ def refusals(named: Sequence[Mapped], definitions: Mapping[str, Mapping[str, Any
     the portal does not define, and each written one an integration may not write."""
     missing = [m for m in named if m.name not in definitions]
     read_only = [
-        m for m in named if m.written and m.name in definitions and _read_only(definitions[m.name])
+        m
+        for m in named
+        if m.written and m.name in definitions and read_only_value(definitions[m.name])
     ]
     said: list[str] = []
     if missing:
@@ -151,13 +153,6 @@ def option_warnings(
                 "internal value, or add the option in HubSpot"
             )
     return warnings
-
-
-def _read_only(definition: Mapping[str, Any]) -> bool:
-    """Whether HubSpot lets no integration write the property's value (one it sets itself or
-    calculates): ``modificationMetadata.readOnlyValue``."""
-    metadata = definition.get("modificationMetadata")
-    return isinstance(metadata, dict) and metadata.get("readOnlyValue") is True
 
 
 def _options(definition: Mapping[str, Any]) -> set[str]:

@@ -1,4 +1,5 @@
-"""The portal's property lists (``GET /crm/v3/properties/{objectType}``), read for access copies.
+"""The portal's property lists (``GET /crm/v3/properties/{objectType}``), read for access copies
+and for a write that empties properties (which of them HubSpot lets an integration write).
 
 An access copy holds every property the portal defines for an object, not only the mapped
 ones, so it asks HubSpot which those are. The answer changes when an admin defines a property
@@ -18,7 +19,14 @@ from typing import Any, Final
 from adapters.hubspot._scopes import SCHEMA_SCOPES
 from connector.http import SystemClient, json_object
 
-__all__ = ["MAX_AGE_SECONDS", "Listed", "PropertyLists", "definitions_by_name", "properties_path"]
+__all__ = [
+    "MAX_AGE_SECONDS",
+    "Listed",
+    "PropertyLists",
+    "definitions_by_name",
+    "properties_path",
+    "read_only_value",
+]
 
 log = logging.getLogger("klantsync.hubspot")
 
@@ -42,13 +50,22 @@ def definitions_by_name(results: object) -> dict[str, Mapping[str, Any]]:
     }
 
 
+def read_only_value(definition: Mapping[str, Any]) -> bool:
+    """Whether HubSpot lets no integration write the property's value (one it sets itself or
+    calculates): ``modificationMetadata.readOnlyValue``."""
+    metadata = definition.get("modificationMetadata")
+    return isinstance(metadata, dict) and metadata.get("readOnlyValue") is True
+
+
 @dataclass(frozen=True)
 class Listed:
     """An object type's property names, and whether HubSpot refused the list (403): the names
-    are then the fallback ones, and a copy holding them must say it is partial."""
+    are then the fallback ones, and a copy holding them must say it is partial. ``read_only``
+    names those of them HubSpot lets no integration write (none known when refused)."""
 
     names: list[str]
     refused: bool
+    read_only: frozenset[str] = frozenset()
 
 
 class PropertyLists:
@@ -87,5 +104,7 @@ class PropertyLists:
                 SCHEMA_SCOPES.get(object_type, f"crm.schemas.{object_type}.read"),
                 extra={"system": self.client.system},
             )
-        names = list(definitions_by_name(json_object(response).get("results")))
-        return Listed(names or list(self.fallback.get(object_type, ())), refused)
+        definitions = definitions_by_name(json_object(response).get("results"))
+        read_only = frozenset(name for name, item in definitions.items() if read_only_value(item))
+        names = list(definitions) or list(self.fallback.get(object_type, ()))
+        return Listed(names, refused, read_only)

@@ -204,8 +204,11 @@ class ContactRoutes:
 
     @staticmethod
     def _strings(properties: Mapping[str, Any]) -> dict[str, str]:
-        """Every value as HubSpot stores it: text, with null clearing like ``""``."""
-        return {name: _as_text(value) for name, value in properties.items()}
+        """Every value as HubSpot stores it: text; ``""`` clears a property. A null is no value
+        to write: HubSpot answers it with success and leaves the property as it was (its
+        answer on HubSpot/hubspot-api-nodejs#324), so a client that sends null to empty one
+        is shown the value still there."""
+        return {name: _as_text(value) for name, value in properties.items() if value is not None}
 
     def _batch_response(
         self,
@@ -576,8 +579,6 @@ def _requested(request: Request) -> list[str] | None:
 
 
 def _as_text(value: Any) -> str:
-    if value is None:
-        return ""
     if isinstance(value, str):
         return value
     if isinstance(value, bool):

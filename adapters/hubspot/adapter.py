@@ -4,7 +4,9 @@ What it does, by contract verb:
 
 - ``pull``: ``GET /crm/v3/objects/contacts`` paged by ``after``, with loop detection;
 - ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
-  so HubSpot answers a partial failure with 207 and says which inputs failed;
+  so HubSpot answers a partial failure with 207 and says which inputs failed; a property the
+  record names to empty (``clear``) is sent ``""``, as HubSpot empties one, unless HubSpot
+  would refuse it (see ``_with_emptied``);
 - ``update``: ``POST .../batch/update`` only, by id or by e-mail, so a contact HubSpot does not
   hold is never created; one in the recycle bin is left unchanged, and the result says so;
 - ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
@@ -103,6 +105,11 @@ PROPERTIES_UNREAD_REASON: Final = "crm.schemas.contacts.read"
 #: lookups and erasures tell a contact's address. (HubSpot answers ``hs_object_id``,
 #: ``createdate`` and ``lastmodifieddate`` with every contact unasked.)
 OWN_PROPERTIES: Final = ("email",)
+
+#: The contact properties HubSpot sets itself, whose write it refuses (``READ_ONLY_VALUE``), an
+#: empty value's too: never emptied, also where the portal's definitions, which say so of each
+#: property (``readOnlyValue``), cannot be read.
+SET_BY_HUBSPOT: Final = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
 
 #: Error categories worth retrying when HubSpot reports them per input in a 207.
 RETRYABLE_CATEGORIES: Final = frozenset({"RATE_LIMITS", "RATE_LIMIT", "INTERNAL_ERROR", "LOCKED"})
@@ -284,6 +291,8 @@ class HubSpotAdapter:
     ) -> list[UpsertResult]:
         """Write by HubSpot id where known, and with ``by_email_batch`` for the rest (see
         ``upsert``)."""
+        if any(record.clear for record in records):  # nearly never: then nothing is read
+            records = await self._with_emptied(records)
         results: dict[int, UpsertResult] = {}
         by_id: list[tuple[int, OutboundRecord]] = []
         by_email: list[tuple[int, OutboundRecord]] = []
@@ -307,6 +316,33 @@ class HubSpotAdapter:
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
         return [results[index] for index in range(len(records))]
+
+    async def _with_emptied(self, records: Sequence[OutboundRecord]) -> list[OutboundRecord]:
+        """The records with each name in ``clear`` that HubSpot can hold empty sent as ``""``.
+
+        HubSpot empties a property it is sent ``""`` for, in a PATCH and the batch writes
+        alike ("Property values can be cleared by passing an empty string" [spec]), and a read
+        then answers ``""``; a null it answers with success and leaves the value as it was
+        (its answer on HubSpot/hubspot-api-nodejs#324). It refuses a write of a
+        property it sets itself (``READ_ONLY_VALUE``) or one the portal does not define
+        (``PROPERTY_DOESNT_EXIST``), an empty value included, and fails the record's whole
+        input for it: such a name is left out, as is the e-mail, which HubSpot tells contacts
+        apart by. Which those are the portal's property definitions say (read at most once an
+        hour); without the scope to read them, only the configured ``properties`` are
+        emptied, less those HubSpot sets itself. A contact the upsert creates takes ``""`` as
+        no value, so nothing is asked first whether it exists.
+        """
+        listed = await self._property_lists.names("contacts")
+        emptiable = set(listed.names) - listed.read_only - SET_BY_HUBSPOT - set(OWN_PROPERTIES)
+        return [
+            record._replace(
+                fields={**dict.fromkeys(record.clear & emptiable, ""), **record.fields},
+                clear=frozenset(),
+            )
+            if record.clear
+            else record
+            for record in records
+        ]
 
     async def _update_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         inputs = [

@@ -194,6 +194,130 @@ async def test_upsert_sends_every_value_as_a_string(hub: Harness) -> None:
     assert record["properties"]["hs_legal_basis"] == "true"
 
 
+def emptying(record: OutboundRecord, external_id: str | None, *names: str) -> OutboundRecord:
+    """``record`` again, by ``external_id`` where given, with ``names`` to empty."""
+    return record._replace(external_id=external_id, clear=frozenset(names))
+
+
+async def test_upsert_empties_the_properties_named_in_clear_and_nothing_else(hub: Harness) -> None:
+    """A phone number removed at the source is emptied in HubSpot (sent ``""``, which a read
+    then answers), by e-mail and by the contact's id alike; the other fields sent are
+    written, and a property neither sent nor named is kept. A write naming nothing to empty
+    asks HubSpot for nothing more than before."""
+    given = {"phone": "0612345678", "city": "Delft", "company": "Acme"}
+    first = await hub.adapter.upsert([person(1, **given), person(2, **given)])
+    assert hub.sandbox.log.count("GET", "/crm/v3/properties/contacts") == 0
+    results = await hub.adapter.upsert(
+        [
+            emptying(person(1, firstname="Anna"), None, "phone"),
+            emptying(person(2, firstname="Bert"), first[1].external_id, "phone", "city"),
+        ]
+    )
+    assert [r.outcome for r in results] == ["updated", "updated"]
+    one = hub.sandbox.record_for("person1@example.com")
+    two = hub.sandbox.record_for("person2@example.com")
+    assert one is not None and two is not None
+    assert one["properties"]["phone"] == "" and two["properties"]["phone"] == ""
+    assert (one["properties"]["firstname"], two["properties"]["firstname"]) == ("Anna", "Bert")
+    assert (one["properties"]["city"], two["properties"]["city"]) == ("Delft", "")
+    assert one["properties"]["company"] == two["properties"]["company"] == "Acme"
+
+
+async def test_a_name_hubspot_cannot_hold_empty_is_left_and_the_write_succeeds(
+    hub: Harness,
+) -> None:
+    """HubSpot refuses a write of a property it sets itself (``createdate``) or one the portal
+    does not define, an empty value's too, and fails the record for it: such names in
+    ``clear`` are not sent, and the rest of the write is made."""
+    await hub.adapter.upsert([person(1, phone="0612345678")])
+    before = hub.sandbox.record_for("person1@example.com")
+    assert before is not None
+    names = ("phone", "createdate", "hs_object_id", "favourite_colour", "address.street")
+    (result,) = await hub.adapter.upsert([emptying(person(1, lastname="Later"), None, *names)])
+    assert (result.outcome, result.reason) == ("updated", "")
+    after = hub.sandbox.record_for("person1@example.com")
+    assert after is not None
+    assert (after["properties"]["phone"], after["properties"]["lastname"]) == ("", "Later")
+    assert after["properties"]["createdate"] == before["properties"]["createdate"]
+    assert after["id"] == before["id"]
+    assert hub.sandbox.log.property_names() == {"email", "firstname", "lastname", "phone"}
+
+
+async def test_without_the_schema_scope_only_configured_properties_are_emptied(
+    clock: FakeClock,
+) -> None:
+    """Without the scope to read the portal's definitions, the configured ``properties``
+    alone are emptied (less those HubSpot sets itself): a name beyond them may be one the
+    portal lacks, which would fail the record's whole write."""
+    sandbox = HubSpotSandbox(
+        clock=clock,
+        extra_properties=("klantnummer",),
+        scopes=("crm.objects.contacts.read", "crm.objects.contacts.write"),
+    )
+    harness = make_harness(sandbox, clock)
+    try:
+        await harness.adapter.upsert([person(1, phone="0612345678", klantnummer="K1")])
+        record = emptying(person(1), None, "phone", "klantnummer", "lastmodifieddate")
+        (result,) = await harness.adapter.upsert([record])
+    finally:
+        await harness.client.aclose()
+    assert result.outcome == "updated"
+    held = sandbox.record_for("person1@example.com")
+    assert held is not None
+    assert (held["properties"]["phone"], held["properties"]["klantnummer"]) == ("", "K1")
+
+
+async def test_a_batch_creating_one_contact_and_emptying_another_s_phone_does_both(
+    hub: Harness,
+) -> None:
+    """A contact the write creates needs nothing emptied: the name in ``clear`` costs it
+    nothing, and the contact beside it in the batch is emptied."""
+    await hub.adapter.upsert([person(1, phone="0612345678")])
+    results = await hub.adapter.upsert(
+        [emptying(person(1), None, "phone"), emptying(person(2), None, "phone")]
+    )
+    assert [r.outcome for r in results] == ["updated", "created"]
+    for email in ("person1@example.com", "person2@example.com"):
+        record = hub.sandbox.record_for(email)
+        assert record is not None and not record["properties"]["phone"], email
+    assert hub.sandbox.contact_count() == 2
+
+
+async def test_update_empties_the_properties_named_in_clear(hub: Harness) -> None:
+    """A correction empties as a sync does, by e-mail and by id, and creates nobody."""
+    given = {"phone": "0612345678", "city": "Delft"}
+    first = await hub.adapter.upsert([person(1, **given), person(2, **given)])
+    results = await hub.adapter.update(
+        [
+            emptying(person(1), None, "phone", "createdate"),
+            emptying(person(2), first[1].external_id, "city"),
+            emptying(person(3), None, "phone"),
+        ]
+    )
+    assert [r.outcome for r in results] == ["updated", "updated", "not_held"]
+    one = hub.sandbox.record_for("person1@example.com")
+    two = hub.sandbox.record_for("person2@example.com")
+    assert one is not None and two is not None
+    assert (one["properties"]["phone"], one["properties"]["city"]) == ("", "Delft")
+    assert (two["properties"]["phone"], two["properties"]["city"]) == ("0612345678", "")
+    assert hub.sandbox.contact_count() == 2
+
+
+async def test_sandbox_leaves_a_property_sent_null_as_it_was(raw: httpx.AsyncClient) -> None:
+    """HubSpot answers a null with success and keeps the value; ``""`` empties it."""
+    inputs = [{"id": "a@example.com", "idProperty": "email", "properties": {"phone": "06123"}}]
+    await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    inputs[0]["properties"] = {"phone": None, "city": None}
+    response = await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    assert response.status_code == 200
+    read = await raw.get(f"{CONTACTS}/a@example.com?idProperty=email&properties=phone,city")
+    assert read.json()["properties"] == {"phone": "06123", "city": None}
+    inputs[0]["properties"] = {"phone": ""}
+    await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    read = await raw.get(f"{CONTACTS}/a@example.com?idProperty=email&properties=phone")
+    assert read.json()["properties"] == {"phone": ""}
+
+
 async def test_sandbox_records_every_property_name_written(hub: Harness) -> None:
     """The request log holds the property names a write carried, and no values or e-mails."""
     await hub.adapter.upsert([person(1, date_of_birth="1990-01-01")])
