@@ -149,6 +149,11 @@ def validate_body(body: Any, *, creating: bool) -> dict[str, Any]:
     ):
         # "An object where each key represents a custom field" (the v2 request models).
         raise BadRequest("custom_fields must be an object")
+    if isinstance(custom, dict):
+        # A custom field written null or "" is emptied, and a read shows it null
+        # (pipedrive/client-nodejs issue 162, for v1; the same under v2's custom_fields is
+        # UNVERIFIED).
+        clean["custom_fields"] = {k: (None if v == "" else v) for k, v in custom.items()}
     for key in ("emails", "phones"):
         if key in clean:
             clean[key] = _entries(clean[key], key)

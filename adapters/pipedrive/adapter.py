@@ -54,6 +54,7 @@ from adapters.pipedrive.payloads import (
     NAME_PARTS,
     PullCursor,
     decode_cursor,
+    emptied_custom_fields,
     encode_cursor,
     failure_reason,
     held_name_part,
@@ -64,6 +65,7 @@ from adapters.pipedrive.payloads import (
     primary_value,
     search_hits,
     with_contact_keys,
+    without_own_entry,
 )
 from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.pipedrive.sent import Kind, LastSent
@@ -402,6 +404,13 @@ class PipedriveAdapter:
         ``correcting`` (the update-only verb, which may carry only the corrected fields)
         changes what is given and nothing else: the e-mail list is not sent.
 
+        ``record.clear`` names what the source now holds empty, emptied as Pipedrive
+        empties each: the phone by sending the list without the connector's entry
+        (:meth:`_phones_without_own`; a salesperson's numbers stay), a custom field as
+        ``null`` (:func:`emptied_custom_fields`), a name part by writing ``name`` without
+        it (:func:`_name_left`); never ``name`` empty, which Pipedrive refuses. Any other
+        name is not known how to empty, and is left.
+
         Raises:
             RetryableError: the person's read answered with something that is not a person
                 (a front end's page): nothing is written.
@@ -420,10 +429,16 @@ class PipedriveAdapter:
             return None
         if holder is not None and not _primary_is(person, holder):
             return None  # a housemate's person, holding the address beside their own
-        fields.update(_other_name_part(person, fields))
+        fields.update(_other_name_part(person, fields, record.clear))
+        if record.clear:
+            fields.update(_name_left(person, fields, record.clear))
         phone = fields.get("phone")
         phone = phone if isinstance(phone, str) else None
         phones = self._list_with(person_id, person, "phones", phone)
+        emptied_phone = phones is None and "phone" in record.clear
+        if emptied_phone:
+            phones = self._phones_without_own(person_id, person)
+            emptied_phone = phones is not None
         address = str(fields.get("email") or record.email or "").strip()
         emails = self._list_with(person_id, person, "emails", None if correcting else address)
         body = person_body(
@@ -431,6 +446,8 @@ class PipedriveAdapter:
         )
         if emails is not None:
             body["emails"] = emails
+        if record.clear:
+            _empty_custom_fields(body, record.clear)
         response = await self.client.request(
             "PATCH", f"{PERSONS}/{person_id}", json=body, accept=(404,)
         )
@@ -439,6 +456,8 @@ class PipedriveAdapter:
         result = self._result(record.ref, response, "updated")
         if result.outcome == "updated":
             self._wrote(person_id, address if emails is not None else None, phone)
+            if emptied_phone:
+                self.sent.emptied(person_id, "phones")
         primary = primary_value(emails)
         if primary and result.outcome == "updated":
             self.directory.written(person_id, primary)  # its e-mail list is this now
@@ -455,8 +474,26 @@ class PipedriveAdapter:
         entries = person.get(kind)
         changed = self.sent.changed(person_id, kind, value)
         former = self.sent.last_of(person_id, kind, _entry_values(entries))
+        if self.sent.removed(person_id, kind):
+            # The connector took its entry out (the customer removed the number): the list
+            # holds none of its own, and the primary one now is a salesperson's, which a
+            # number the customer gives again is added beside, not put in place of.
+            former = ""
         label = "work" if kind == "emails" else None
         return other_entries_kept(entries, value, label=label, changed=changed, former=former)
+
+    def _phones_without_own(
+        self, person_id: int, person: dict[str, Any]
+    ) -> list[dict[str, Any]] | None:
+        """The person's phone list without the connector's entry (:func:`without_own_entry`),
+        for a phone the source now holds empty; ``None`` when the list holds none of its
+        own: one the adapter wrote that is no longer listed was removed in Pipedrive, and
+        the primary entry then is a salesperson's."""
+        entries = person.get("phones")
+        former = self.sent.last_of(person_id, "phones", _entry_values(entries))
+        if former is None and self.sent.knows(person_id, "phones"):
+            return None
+        return without_own_entry(entries, former)
 
     def _wrote(self, person_id: int, address: str | None, phone: str | None) -> None:
         """Remember what a write that landed sent as the person's own e-mail and phone."""
@@ -726,15 +763,50 @@ def _primary_is(person: dict[str, Any], email: str) -> bool:
     return normalise_email(primary_value(person.get("emails")) or "") == normalise_email(email)
 
 
-def _other_name_part(person: dict[str, Any], fields: dict[str, Any]) -> dict[str, str]:
+def _other_name_part(
+    person: dict[str, Any], fields: dict[str, Any], clear: frozenset[str]
+) -> dict[str, str]:
     """The name part a write leaves out, as ``person`` holds it, when it carries the other
-    one alone (:func:`held_name_part`); nothing when it carries both or neither."""
+    one alone (:func:`held_name_part`); nothing when it carries both or neither, or when
+    the part left out is one to empty (``clear``): the name is then the part given."""
     given = {part: str(fields.get(part) or "").strip() for part in NAME_PARTS}
     sent = [part for part in NAME_PARTS if given[part]]
     if len(sent) != 1:
         return {}
     missing = next(part for part in NAME_PARTS if part not in sent)
+    if missing in clear:
+        return {}
     return {missing: held_name_part(person, missing, given[sent[0]])}
+
+
+def _name_left(
+    person: dict[str, Any], fields: dict[str, Any], clear: frozenset[str]
+) -> dict[str, str]:
+    """For a write that carries no name part and empties one: the other part, as the
+    person holds it, which then is the whole ``name``.
+
+    Pipedrive keeps the name whole and refuses an empty one (``name`` is required), so a
+    name part is emptied by writing ``name`` without it. Both parts emptied, or nothing
+    held of the other one, the name stays as it is: sent empty, the write was refused and
+    the record's other fields with it.
+    """
+    if any(str(fields.get(part) or "").strip() for part in NAME_PARTS):
+        return {}
+    emptied = [part for part in NAME_PARTS if part in clear]
+    if len(emptied) != 1:
+        return {}
+    other = next(part for part in NAME_PARTS if part not in emptied)
+    kept = held_name_part(person, other, "")
+    return {other: kept} if kept else {}
+
+
+def _empty_custom_fields(body: dict[str, Any], clear: frozenset[str]) -> None:
+    """Add to ``body`` the ``null`` of each mapped custom field ``clear`` names
+    (:func:`emptied_custom_fields`), beside the custom fields it writes."""
+    emptied = emptied_custom_fields(clear)
+    if emptied:
+        held = body.get("custom_fields")
+        body["custom_fields"] = {**(held if isinstance(held, dict) else {}), **emptied}
 
 
 def _passed_note(passed: Sequence[int]) -> str:

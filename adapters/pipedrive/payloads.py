@@ -28,6 +28,7 @@ __all__ = [
     "PullCursor",
     "decode_cursor",
     "email_values",
+    "emptied_custom_fields",
     "encode_cursor",
     "failure_reason",
     "held_name_part",
@@ -38,6 +39,7 @@ __all__ = [
     "primary_value",
     "search_hits",
     "with_contact_keys",
+    "without_own_entry",
 ]
 
 
@@ -171,6 +173,47 @@ def other_entries_kept(
     if listed and changed is None:
         return [own, *({**e, "primary": False} for e in others)]
     return [own, *(e for e in others if not e.get("primary"))]
+
+
+def without_own_entry(entries: Any, former: str | None) -> list[dict[str, Any]] | None:
+    """A person's phone list without the connector's entry, for a number the customer
+    removed at the source; ``None`` when the list holds no entry of the connector's.
+
+    Pipedrive keeps the phones as one list that a write replaces whole (the sandbox's
+    reading; UNVERIFIED whether a real ``PATCH`` merges), and v2 empties no single entry
+    otherwise: the list is sent without the connector's entry, the numbers a salesperson
+    added (an office number) stay as they are. ``former`` is the value the connector last
+    wrote there (:class:`~adapters.pipedrive.sent.LastSent`); ``None``: not known (nothing
+    written since the adapter started), and the primary entry is taken for the
+    connector's, as :func:`other_entries_kept` takes it.
+    """
+    current = [
+        dict(e) for e in (entries if isinstance(entries, list) else ()) if isinstance(e, Mapping)
+    ]
+    if former is None:
+        kept = [e for e in current if not e.get("primary")]
+    else:
+        gone = normalise_email(former)
+        kept = [e for e in current if normalise_email(str(e.get("value", ""))) != gone]
+    return kept if len(kept) < len(current) else None
+
+
+#: How a mapped custom field's path begins: ``custom_fields.<its 40-character key>``.
+CUSTOM_FIELDS: Final = "custom_fields."
+
+
+def emptied_custom_fields(clear: Iterable[str]) -> dict[str, None]:
+    """The ``custom_fields`` entries that empty the mapped custom fields named in ``clear``.
+
+    Pipedrive empties a custom field written ``null`` (its maintainers, client-nodejs issue
+    162: "i was able to clear custom fields using null"; a read shows it ``null`` after),
+    and a field left out of ``custom_fields`` keeps its value, so only these are sent. v2
+    keeps the same keys under ``custom_fields``; that it takes ``null`` there as v1 did at
+    the top level is UNVERIFIED. A deeper path (a part of a monetary or range field) is
+    not emptied: how v2 empties a part alone is not known, and so it is left.
+    """
+    keys = (name.removeprefix(CUSTOM_FIELDS) for name in clear if name.startswith(CUSTOM_FIELDS))
+    return {key: None for key in keys if key and "." not in key}
 
 
 def primary_value(entries: Any) -> str | None:

@@ -31,6 +31,9 @@ __all__ = ["Kind", "LastSent"]
 Kind = Literal["emails", "phones"]
 
 _KEY_BYTES: Final = 32
+#: In place of a digest: the adapter removed its own entry from the list (the customer
+#: removed the number at the source), so the list holds none of the connector's.
+_REMOVED: Final = b""
 
 
 class LastSent:
@@ -53,6 +56,19 @@ class LastSent:
         if last is None:
             return None
         return next((value for value in values if self._digest(value) == last), None)
+
+    def knows(self, person_id: int, kind: Kind) -> bool:
+        """Whether the adapter wrote (or emptied) the person's ``kind`` entry since it
+        started: then :meth:`last_of` finding none means the list holds none of its own."""
+        return (person_id, kind) in self._by_person
+
+    def removed(self, person_id: int, kind: Kind) -> bool:
+        """Whether the adapter's last write took its own entry out of the ``kind`` list."""
+        return self._by_person.get((person_id, kind)) == _REMOVED
+
+    def emptied(self, person_id: int, kind: Kind) -> None:
+        """The person's ``kind`` list was written without the connector's entry."""
+        self._by_person[(person_id, kind)] = _REMOVED
 
     def wrote(self, person_id: int, kind: Kind, value: str) -> None:
         """The person's ``kind`` list was written with ``value`` as the connector's entry."""

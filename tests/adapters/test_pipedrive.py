@@ -2035,3 +2035,137 @@ def test_an_erased_address_leaves_both_indexes_of_the_listing() -> None:
     assert directory.ids("weg@voorbeeld-canary.nl") == []
     assert "voorbeeld-canary" not in repr(vars(directory))
     assert directory.ids("c@x.nl") == [2]
+
+
+# -- emptying what the source holds empty (OutboundRecord.clear) -------------------------------
+
+BRANCH = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
+CHANNEL = "f" * 40
+OFFICE = {"value": "+31201234567", "primary": False, "label": "work"}
+
+
+async def _jan_with_office_number(pd: Harness) -> tuple[dict[str, str], str]:
+    """Jan, synced with his mobile number and two custom fields; a salesperson then added
+    the office number. His fields as synced, and his person's id."""
+    full, created, person = await _jan_created(pd)
+    extra = {f"custom_fields.{BRANCH}": "Utrecht", f"custom_fields.{CHANNEL}": "webshop"}
+    (again,) = await pd.adapter.upsert(
+        [OutboundRecord("r", full["email"], created.external_id, {**full, **extra})]
+    )
+    assert again.outcome == "updated" and created.external_id is not None
+    person.values["phones"] = [*person.values["phones"], dict(OFFICE)]
+    return {**full, **extra}, created.external_id
+
+
+async def test_a_phone_and_custom_field_removed_at_the_source_are_emptied_the_rest_kept(
+    pd: Harness,
+) -> None:
+    """A number the customer removed in the shop stayed in Pipedrive for ever: only fields
+    with a value were sent. Emptied, the connector's entry leaves the phone list (the
+    office number a salesperson added stays) and a custom field reads null; the fields the
+    write carries change, and nothing it does not name is emptied. A number the customer
+    gives again later is added beside the office number, not put in its place."""
+    full, jan = await _jan_with_office_number(pd)
+    fields = {"email": full["email"], "first_name": "Johan", "last_name": "Jansen"}
+    emptied = frozenset({"phone", f"custom_fields.{BRANCH}"})
+    (result,) = await pd.adapter.upsert(
+        [OutboundRecord("r", full["email"], jan, fields, clear=emptied)]
+    )
+    assert result.outcome == "updated", result.reason
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None
+    assert [p["value"] for p in stored["phones"]] == [OFFICE["value"]]
+    assert stored["custom_fields"] == {BRANCH: None, CHANNEL: "webshop"}
+    assert (stored["name"], [e["value"] for e in stored["emails"]]) == (
+        "Johan Jansen",
+        [full["email"]],
+    )
+    back = {**fields, "phone": "+31687654321"}
+    (again,) = await pd.adapter.upsert([OutboundRecord("r", full["email"], jan, back)])
+    assert again.outcome == "updated"
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+        ("+31687654321", True),
+        (OFFICE["value"], False),
+    ]
+
+
+async def test_a_name_part_removed_at_the_source_leaves_the_other_as_the_name(
+    pd: Harness,
+) -> None:
+    """Pipedrive keeps the name whole: a last name emptied is a name of the first name
+    alone, whether the write carries the first name or not."""
+    full, jan = await _jan_with_office_number(pd)
+    first = {"email": full["email"], "first_name": "Jan"}
+    (result,) = await pd.adapter.upsert(
+        [OutboundRecord("r", full["email"], jan, first, clear=frozenset({"last_name"}))]
+    )
+    assert result.outcome == "updated", result.reason
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None and (stored["name"], stored["last_name"]) == ("Jan", None)
+    pd.sandbox.store.persons[int(jan)].values["name"] = "Jan Jansen"
+    bare = {"email": full["email"], "phone": full["phone"]}
+    (again,) = await pd.adapter.upsert(
+        [OutboundRecord("r", full["email"], jan, bare, clear=frozenset({"last_name"}))]
+    )
+    assert again.outcome == "updated", again.reason
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None and stored["name"] == "Jan"
+
+
+async def test_a_name_pipedrive_cannot_hold_empty_stays_and_the_write_succeeds(
+    pd: Harness,
+) -> None:
+    """Both name parts emptied would be an empty ``name``, which Pipedrive refuses (400),
+    and with it the whole write. The name stays as it is; what else the write empties or
+    carries lands, and a name the adapter does not know how to empty is passed over."""
+    full, jan = await _jan_with_office_number(pd)
+    fields = {"email": full["email"], f"custom_fields.{CHANNEL}": "winkel"}
+    emptied = frozenset({"first_name", "last_name", "phone", "date_of_birth"})
+    (result,) = await pd.adapter.upsert(
+        [OutboundRecord("r", full["email"], jan, fields, clear=emptied)]
+    )
+    assert result.outcome == "updated", result.reason
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None and stored["name"] == "Jan Jansen"
+    assert [p["value"] for p in stored["phones"]] == [OFFICE["value"]]
+    assert stored["custom_fields"] == {BRANCH: "Utrecht", CHANNEL: "winkel"}
+
+
+async def test_a_person_created_with_fields_to_empty_is_created(pd: Harness) -> None:
+    """A person the write creates holds nothing to empty: created as the fields say."""
+    email = "nieuw@example.com"
+    fields = {"email": email, "first_name": "Nina", "last_name": "Nieuw"}
+    emptied = frozenset({"phone", f"custom_fields.{BRANCH}"})
+    (result,) = await pd.adapter.upsert([OutboundRecord("r", email, None, fields, clear=emptied)])
+    assert result.outcome == "created", result.reason
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None and (stored["name"], stored["phones"]) == ("Nina Nieuw", [])
+
+
+async def test_a_correction_empties_the_phone_it_names_and_keeps_the_office_number(
+    pd: Harness,
+) -> None:
+    """``update`` builds its write as a sync does: a correction that empties the phone
+    takes the connector's number out and leaves the salesperson's."""
+    full, jan = await _jan_with_office_number(pd)
+    fix = {"email": full["email"]}
+    (result,) = await pd.adapter.update(
+        [OutboundRecord("req-1", full["email"], jan, fix, clear=frozenset({"phone"}))]
+    )
+    assert result.outcome == "updated", result.reason
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None
+    assert [p["value"] for p in stored["phones"]] == [OFFICE["value"]]
+    assert stored["name"] == "Jan Jansen"
+
+
+async def test_the_sandbox_reads_a_custom_field_written_empty_as_null(
+    raw: httpx.AsyncClient, sandbox: PipedriveSandbox
+) -> None:
+    """Pipedrive empties a custom field written ``null`` or ``""``; a read shows it null."""
+    person_id = sandbox.add_person("leeg@example.nl", "Leeg", custom_fields={BRANCH: "Utrecht"})
+    answer = await raw.patch(f"/persons/{person_id}", json={"custom_fields": {BRANCH: ""}})
+    assert answer.status_code == 200
+    assert answer.json()["data"]["custom_fields"] == {BRANCH: None}
