@@ -1,0 +1,169 @@
+"""A field the source no longer holds is emptied where the flow wrote it (connector/emptying.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.emptying import Emptying
+from connector.mapping import load_mapping
+from connector.model import Person
+from connector.runtime import Runtime
+from connector.state import Store
+
+EMAIL = "ed.canary.klant@example.nl"
+
+
+def _crm_phone(crm: HubSpotSandbox, email: str = EMAIL) -> Any:
+    record = crm.record_for(email)
+    assert record is not None
+    return record["properties"].get("phone")
+
+
+def _write_bodies(crm: HubSpotSandbox) -> list[dict[str, Any]]:
+    """The contact properties of every record the CRM was sent to write."""
+    return [
+        record["properties"]
+        for entry in crm.log.entries
+        if entry.path.endswith(("/batch/upsert", "/batch/update")) and entry.body
+        for record in entry.body.get("inputs", [])
+    ]
+
+
+async def test_a_phone_removed_in_the_shop_is_emptied_in_the_crm_and_the_rest_kept(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL", city="Utrecht")
+    await rt.engine.sync()
+    assert _crm_phone(crm) == "+31612345678"
+    shop.touch(EMAIL, billing__phone="", first_name="Eddie")
+    crm.log.clear()
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].emptied == 1
+    record = crm.record_for(EMAIL)
+    assert record is not None
+    assert record["properties"]["phone"] in ("", None)
+    assert record["properties"]["firstname"] == "Eddie"
+    assert record["properties"]["city"] == "Utrecht"
+    # Once emptied, nothing more is sent: the next sync finds the person unchanged.
+    crm.log.clear()
+    (again,) = await rt.engine.sync()
+    assert again.destinations["crm"].unchanged == 1 and _write_bodies(crm) == []
+
+
+async def test_a_phone_the_shop_gives_that_cannot_be_read_is_not_emptied(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    await rt.engine.sync()
+    shop.touch(EMAIL, billing__phone="call me after five", first_name="Eddie")
+    crm.log.clear()
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].emptied == 0
+    assert [body.get("phone") for body in _write_bodies(crm)] == [None]
+    assert _crm_phone(crm) == "+31612345678"
+
+
+async def test_a_change_of_another_field_empties_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    shop.add_person("an@example.nl", "An", "Smit", "", country="NL")
+    await rt.engine.sync()
+    crm.add_person("an@example.nl", phone="+31201234567")  # a salesperson's entry
+    shop.touch(EMAIL, first_name="Eddie")
+    shop.touch("an@example.nl", first_name="Anna")
+    crm.log.clear()
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].emptied == 0
+    assert all("" not in body.values() for body in _write_bodies(crm))
+    assert _crm_phone(crm) == "+31612345678"
+    assert _crm_phone(crm, "an@example.nl") == "+31201234567"
+
+
+async def test_a_dry_run_counts_what_it_would_empty_and_sends_nothing(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    await rt.engine.sync()
+    shop.touch(EMAIL, billing__phone="")
+    crm.log.clear()
+    (dry,) = await rt.engine.sync(dry_run=True)
+    assert dry.destinations["crm"].emptied == 1 and _write_bodies(crm) == []
+    assert _crm_phone(crm) == "+31612345678"
+
+
+async def test_a_field_to_empty_waits_in_the_outbox_through_a_failed_delivery(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """What to empty is sealed with the queued write: a delivery the CRM refuses for now
+    (it is down), delivered by the next run, still empties the field."""
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    await rt.engine.sync()
+    shop.touch(EMAIL, billing__phone="")
+    crm.faults.status_codes = [503] * 50
+    await rt.engine.sync()
+    assert rt.store.outbox_count("crm") == 1
+    assert _crm_phone(crm) == "+31612345678"
+    crm.faults.status_codes = []
+    await rt.engine.sync()
+    assert rt.store.outbox_count("crm") == 0
+    assert _crm_phone(crm) in ("", None)
+
+
+async def test_the_audit_entry_names_the_fields_emptied_and_no_value(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    await rt.engine.sync()
+    shop.touch(EMAIL, billing__phone="")
+    await rt.engine.sync()
+    rows = rt.store.db.execute(
+        "SELECT detail FROM audit WHERE event='sync.batch' ORDER BY id DESC LIMIT 1"
+    ).fetchall()
+    (detail,) = rows[0]
+    assert '"emptied":["phone"]' in str(detail).replace(" ", "")
+    assert "0612345678" not in str(detail) and "canary" not in str(detail)
+
+
+def test_what_another_flow_wrote_or_a_store_of_before_kept_is_not_emptied(tmp_path: Path) -> None:
+    """Two shops feeding one CRM: a write of one empties nothing the other gave a value.
+    A row without a field set (kept before migration 27, or carried over by a restore)
+    empties nothing either."""
+    store = Store(tmp_path / "s.db")
+    emptying = Emptying(store)
+    mappings = Path(__file__).resolve().parents[2] / "mappings"
+
+    class _System:
+        def __init__(self, name: str, file: str) -> None:
+            self.name = name
+            self.mapping = load_mapping(mappings / file)
+
+    shop, crm = _System("shop", "woocommerce.toml"), _System("crm", "hubspot.toml")
+    person = Person(email=EMAIL, first_name="Ed")
+    fields = {"email": EMAIL, "firstname": "Ed"}
+    given = emptying.number("shop-to-crm", {"email": 1, "firstname": 1, "phone": 1})
+    other = emptying.number("webshop-2", {"email": 1, "firstname": 1, "phone": 1})
+
+    def empty(earlier: tuple[int | None, int | None]) -> frozenset[str]:
+        return emptying.to_empty("shop-to-crm", shop, crm, person, fields, earlier)  # type: ignore[arg-type]
+
+    assert empty((None, given)) == {"phone"}
+    assert empty((given, None)) == {"phone"}
+    assert empty((None, other)) == frozenset()
+    assert empty((None, None)) == frozenset()
+    # A value the shop gave that could not be read is not empty at the shop.
+    person.unread = frozenset({"phone"})
+    assert empty((None, given)) == frozenset()
+    # A field set made by another process is read from the store.
+    assert Emptying(Store(tmp_path / "s.db")).to_empty(
+        "shop-to-crm",
+        shop,  # type: ignore[arg-type]
+        crm,  # type: ignore[arg-type]
+        Person(email=EMAIL),
+        fields,
+        (given, None),
+    ) == {"phone"}
+
