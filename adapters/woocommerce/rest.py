@@ -62,13 +62,23 @@ class ApiError(Exception):
         return error_body(self.code, self.message, self.status, **self.data)
 
 
-def _merge_address(current: dict[str, str], given: Any, keys: tuple[str, ...]) -> None:
+def _merge_address(
+    current: dict[str, str], given: Any, keys: tuple[str, ...], *, null_clears: bool = True
+) -> None:
     # WooCommerce sets only the address keys it knows; anything else is silently dropped.
+    # An order's update_address passes a null to the setter, which empties the key; a
+    # customer's update_customer_meta_fields sets only a key ``isset`` finds, which a null is
+    # not, so there a null leaves the key as it was and "" empties it (``null_clears=False``).
     if not isinstance(given, Mapping):
         return
     for key in keys:
-        if key in given:
-            current[key] = "" if given[key] is None else str(given[key])
+        if key not in given:
+            continue
+        if given[key] is None:
+            if null_clears:
+                current[key] = ""
+            continue
+        current[key] = str(given[key])
 
 
 class ShopRules:
@@ -182,8 +192,10 @@ class ShopRules:
             created=moment,
             modified=moment,
         )
-        _merge_address(customer["billing"], data.get("billing"), BILLING_FIELDS)
-        _merge_address(customer["shipping"], data.get("shipping"), SHIPPING_FIELDS)
+        _merge_address(customer["billing"], data.get("billing"), BILLING_FIELDS, null_clears=False)
+        _merge_address(
+            customer["shipping"], data.get("shipping"), SHIPPING_FIELDS, null_clears=False
+        )
         self.merge_meta(customer["meta_data"], data.get("meta_data"))
         self.store.save(customer)
         return copy.deepcopy(customer)
@@ -211,11 +223,15 @@ class ShopRules:
             raise ApiError(
                 400, "woocommerce_rest_customer_invalid_argument", "Username isn't editable."
             )
+        # update_customer_meta_fields sets what ``isset`` finds: "" empties a name or an
+        # address key, and a null (which isset passes over) changes nothing.
         for key in ("first_name", "last_name"):
-            if key in data:
-                customer[key] = "" if data[key] is None else str(data[key])
-        _merge_address(customer["billing"], data.get("billing"), BILLING_FIELDS)
-        _merge_address(customer["shipping"], data.get("shipping"), SHIPPING_FIELDS)
+            if data.get(key) is not None:
+                customer[key] = str(data[key])
+        _merge_address(customer["billing"], data.get("billing"), BILLING_FIELDS, null_clears=False)
+        _merge_address(
+            customer["shipping"], data.get("shipping"), SHIPPING_FIELDS, null_clears=False
+        )
         if customer["billing"]["email"] and not valid_email(customer["billing"]["email"]):
             raise ApiError(400, "customer_invalid_billing_email", "Invalid billing email address")
         self.merge_meta(customer["meta_data"], data.get("meta_data"))

@@ -464,6 +464,28 @@ async def test_the_sandbox_writes_meta_data_as_woocommerce_does_repeated_keys_an
     assert mapping.inbound(after)["marketing_consent"] is True
 
 
+async def test_the_sandbox_empties_a_customer_s_field_sent_empty_and_keeps_one_sent_null(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce sets a customer's name and address keys that PHP's ``isset`` finds in the
+    request (``update_customer_meta_fields``): "" empties one, and a null, which isset passes
+    over, leaves it as it was (unlike an order's update, where a null empties)."""
+    customer_id = sandbox.add_person("null@example.com", "Nel", "Null", phone="0644444444")
+    update = {
+        "id": int(customer_id),
+        "last_name": None,
+        "first_name": "",
+        "billing": {"phone": None, "city": ""},
+    }
+    async with await raw_client(sandbox) as client:
+        answer = await client.post(f"{API}/customers/batch", json={"update": [update]})
+    assert answer.status_code == 200 and answer.json()["update"][0]["id"] == int(customer_id)
+    customer = sandbox.record_for("null@example.com")
+    assert customer is not None
+    assert customer["last_name"] == "Null" and customer["first_name"] == ""
+    assert customer["billing"]["phone"] == "0644444444" and customer["billing"]["city"] == ""
+
+
 async def test_sandbox_rejects_per_page_over_100(sandbox: WooCommerceSandbox) -> None:
     """per_page above 100 is a 400 rest_invalid_param, as WordPress validates it."""
     async with await raw_client(sandbox) as http:
