@@ -9,6 +9,9 @@ What WooCommerce offers and how it shapes this adapter:
 - Writes go through ``POST /customers/batch`` (100 items in total per call), after an exact
   e-mail lookup so a retried create becomes an update instead of a duplicate. ``update`` sends
   the ``update`` list only: someone the shop knows from guest orders alone gets no account.
+  A field the source no longer holds (``OutboundRecord.clear``) is emptied in a customer the
+  shop holds, as WooCommerce empties one (:func:`~adapters.woocommerce.payloads.emptied`);
+  the e-mail addresses are never emptied, and the customer's orders keep their own copy.
 - Erasure: WooCommerce keeps orders (and their billing and shipping data) when a user is
   deleted, so the subject's orders (those in the trash too, which ``status=any`` leaves
   out) are anonymised first, all but their addresses' country and state, which the taxes
@@ -40,6 +43,7 @@ from adapters.woocommerce.payloads import (
     ANONYMOUS_REVIEW,
     code_only,
     decode_cursor,
+    emptied,
     encode_cursor,
     is_anonymous,
     response_code,
@@ -460,7 +464,12 @@ class WooCommerceAdapter:
         updates: list[int] = []
         body: dict[str, list[dict[str, Any]]] = {"create": [], "update": []}
         for i, (record, known) in enumerate(zip(records, ids, strict=True)):
-            item = nest(_with_billing_names(record.fields), key_value_lists=META_LISTS)
+            fields = _with_billing_names(record.fields)
+            if record.clear and known is not None:
+                # What the source no longer holds is emptied in a customer the shop holds;
+                # one this call creates holds nothing to empty.
+                fields = {**emptied(record.clear, fields), **fields}
+            item = nest(fields, key_value_lists=META_LISTS)
             if known is None:
                 item.setdefault("email", record.email)
                 body["create"].append(item)

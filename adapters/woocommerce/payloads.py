@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import httpx
 
-from adapters.woocommerce.shapes import SHIPPING_FIELDS
+from adapters.woocommerce.shapes import BILLING_FIELDS, SHIPPING_FIELDS
 from connector.http import is_machine_code
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "KEPT_FOR_TAX",
     "code_only",
     "decode_cursor",
+    "emptied",
     "encode_cursor",
     "is_anonymous",
     "response_code",
@@ -91,6 +92,52 @@ ANONYMOUS_REVIEW: dict[str, str] = {
     "reviewer": "Anonymous",
     "reviewer_email": "deleted@site.invalid",
 }
+
+#: A customer's fields an update empties with an empty string, by dotted name. WooCommerce's
+#: ``update_customer_meta_fields`` sets the names and each billing and shipping key that
+#: PHP's ``isset`` finds in the request, and their setters take "" (no check but the
+#: billing e-mail's): "" empties one, a null (not ``isset``) leaves it as it was. Not the
+#: e-mail addresses: the account's is who the customer is (a write never empties it), and
+#: the billing one, where order mails and invoices go, is declared an address
+#: (``'format' => 'email'``), which WordPress refuses "" for where it checks the arguments.
+_BLANKABLE = frozenset(
+    {
+        "first_name",
+        "last_name",
+        *(f"billing.{key}" for key in BILLING_FIELDS if key != "email"),
+        *(f"shipping.{key}" for key in SHIPPING_FIELDS),
+    }
+)
+#: The account's names, which WooCommerce keeps as the billing address's names too: written,
+#: both copies are (``adapter._with_billing_names``), so emptied, both are.
+_BILLING_COPIES = {"first_name": "billing.first_name", "last_name": "billing.last_name"}
+#: A customer's meta data, entries of a list (``meta_data.<key>``). An entry is emptied by
+#: writing its key with a null value: ``update_meta_data`` sets it, and the save
+#: (``WC_Data::save_meta_data``) deletes an entry left null. An empty string would be kept as
+#: a value, which a plugin may read as one ("" is not "no").
+_META = "meta_data."
+
+
+def emptied(clear: Collection[str], fields: Mapping[str, Any]) -> dict[str, Any]:
+    """What a customer update sends to empty the fields ``clear`` names (dotted, as
+    ``fields``): "" for a name or an address key, null for a meta data entry.
+
+    A name WooCommerce cannot hold empty (the e-mail addresses) or that this does not know
+    (the username, which is not editable; a read-only field) is left out, not sent for the
+    shop to refuse, as is any name ``fields`` writes. Emptying the account's first or last
+    name empties its billing copy too, unless ``fields`` writes that copy.
+    """
+    empty: dict[str, Any] = {}
+    for name in sorted(clear):
+        if name in _BLANKABLE:
+            empty[name] = ""
+            copy = _BILLING_COPIES.get(name)
+            if copy is not None:
+                empty[copy] = ""
+        elif name.startswith(_META) and len(name) > len(_META):
+            empty[name] = None
+    return {name: value for name, value in empty.items() if name not in fields}
+
 
 #: WordPress's own customer errors, which WooCommerce passes on as a batch item's code: the
 #: only codes with hyphens, which the shared rule does not accept (a name can have one).
