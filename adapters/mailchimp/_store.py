@@ -17,6 +17,12 @@ changes nothing (every check comes before the first change). Rules modelled:
   member go through. Reports show it for a new member and an archived one re-added; that a
   change of status meets it too is assumed (UNVERIFIED);
 - ``PATCH`` updates an existing, not archived, member only;
+- a merge field written as an empty string is emptied (a read shows it ``""``), as a
+  value is written; one the audience requires is refused so ("Please enter a value"),
+  unless the write says ``skip_merge_validation=true``. Third-party reports only
+  (UNVERIFIED, see ``payloads.emptied``);
+- an audience's merge field definitions (``GET .../merge-fields``) list its tags, each
+  with its type and whether its owner made it required;
 - ``DELETE`` archives (restorable by a later ``PUT`` carrying a ``status``); ``delete-permanent``
   removes the member and forgets the address on that audience;
 - a member's notes (free text the account's staff wrote about them) belong to the member:
@@ -68,8 +74,15 @@ _COMPLIANCE: Final = ("unsubscribed", "cleaned")
 #: The statuses a member signs up to (which a pause of the address's signups refuses).
 _SIGNED_UP: Final = ("subscribed", "pending")
 
-#: Merge fields every new audience has (Mailchimp's defaults).
-DEFAULT_MERGE_TAGS: Final = ("FNAME", "LNAME", "ADDRESS", "PHONE", "BIRTHDAY")
+#: Merge fields every new audience has (Mailchimp's defaults), with their types.
+DEFAULT_MERGE_TYPES: Final = {
+    "FNAME": "text",
+    "LNAME": "text",
+    "ADDRESS": "address",
+    "PHONE": "phone",
+    "BIRTHDAY": "birthday",
+}
+DEFAULT_MERGE_TAGS: Final = tuple(DEFAULT_MERGE_TYPES)
 
 
 class Problem(Exception):
@@ -178,6 +191,25 @@ class Audience:
     #: Merge fields the audience's owner made required: a write leaving one empty is
     #: refused, unless it says ``skip_merge_validation=true``.
     required: set[str] = field(default_factory=set)
+
+    def merge_fields(self) -> list[dict[str, Any]]:
+        """Its merge field definitions in Mailchimp's shape (``GET .../merge-fields``): the
+        defaults, then each the owner added by making it required (a text field)."""
+        tags = dict.fromkeys((*self.merge_tags, *sorted(self.required)))
+        return [
+            {
+                "merge_id": merge_id,
+                "tag": tag,
+                "name": tag.title(),
+                "type": DEFAULT_MERGE_TYPES.get(tag, "text"),
+                "required": tag in self.required,
+                "default_value": "",
+                "public": True,
+                "display_order": merge_id + 1,
+                "list_id": self.id,
+            }
+            for merge_id, tag in enumerate(tags, start=1)
+        ]
 
 
 class MemberStore:

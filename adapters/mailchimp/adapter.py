@@ -19,11 +19,14 @@ What it does, by contract verb:
   member first: an archived one is left archived and unchanged, never re-added (see
   :meth:`MailchimpAdapter._statuses`). A first write (no member id known) answered with the
   member ``unsubscribed`` on one audience sends the others the withdrawal instead, and its
-  result is ``opted_out`` (see :meth:`MailchimpAdapter._opted_out`).
+  result is ``opted_out`` (see :meth:`MailchimpAdapter._opted_out`). The merge fields a
+  record's ``clear`` names are written as ``""``, which empties them, on each audience that
+  does not require them (``GET /lists/{list_id}/merge-fields``, read once an hour; see
+  :meth:`MailchimpAdapter._emptying`); a withdrawal sends its status alone.
 - ``update`` (a rectification): ``GET`` of the member's id and status on each configured
   audience, then a ``PATCH`` of its fields, never its status, if it is there and not
-  archived. It never adds, subscribes, re-subscribes or restores anyone (see
-  :meth:`MailchimpAdapter.update`).
+  archived, emptying what ``clear`` names as ``upsert`` does. It never adds, subscribes,
+  re-subscribes or restores anyone (see :meth:`MailchimpAdapter.update`).
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
   member on every audience, archived members included (marked so: :func:`as_found`, which
   ``find_records`` does too); each member found comes with its
@@ -66,8 +69,11 @@ from adapters.mailchimp.payloads import (
     SIGNUPS_PAUSED,
     WITHDRAWN_STATUS,
     as_found,
+    emptiable_tags,
+    emptied,
     is_subscriber_hash,
     member_body,
+    merge_tags,
     refused_fields,
     signups_paused,
     subscriber_hash,
@@ -127,6 +133,14 @@ SEARCH: Final = "/search-members"
 LISTS: Final = "/lists"
 #: One audience (``GET /lists/{list_id}``): ``check --online`` reads each configured one.
 AUDIENCE: Final = "/lists/{list_id}"
+#: An audience's merge field definitions: which of its fields a write may empty.
+MERGE_FIELDS: Final = "/lists/{list_id}/merge-fields"
+#: What of the definitions is read: an audience has far fewer merge fields than a page holds.
+MERGE_FIELD_KEYS: Final = "merge_fields.tag,merge_fields.required"
+#: How long an audience's definitions are trusted before they are read again: its owner can
+#: make a field required at any time, and the daemon keeps one adapter for months. A write
+#: refused meanwhile for a field it empties is sent again without emptying (see _write).
+MERGE_FIELDS_MAX_AGE: Final = 3600.0
 
 ERASURE_NOTE: Final = (
     "permanently deleted on {n} audience(s); Mailchimp refuses to re-import this address "
@@ -229,6 +243,9 @@ class MailchimpAdapter:
         #: The paths of a member ``find_records`` asks for (``None``: whole members, before
         #: :meth:`ask_only_for_paths`).
         self._record_paths: tuple[str, ...] | None = None
+        #: list id -> (when read, by the client's clock; the merge tags a write may empty
+        #: there), read only once a record names fields to empty (see :meth:`_emptiable`).
+        self._emptiable_tags: dict[str, tuple[float, frozenset[str]]] = {}
 
     def ask_only_for_paths(self, paths: Mapping[str, str]) -> None:
         """Read members for an erasure's snapshot and check and for a correction
@@ -371,13 +388,66 @@ class MailchimpAdapter:
                 return _Outcome(ok=True, left="archived")
             if renewal:
                 body = _renewal(body, held)
-            response = await self._put_or_move(list_id, path, template, record, body)
+            # Nearly every record empties nothing, and costs nothing more than before.
+            sent = await self._emptying(list_id, body, record.clear) if record.clear else body
+            try:
+                response = await self._put_or_move(list_id, path, template, record, sent)
+            except RecordError:
+                if sent is body:
+                    raise
+                # A field was made required since the definitions were read: the rest of the
+                # record is written, the field left as it is, and the definitions read anew.
+                self._emptiable_tags.pop(list_id, None)
+                response = await self._put_or_move(list_id, path, template, record, body)
             written = _written(response)
             if written.status == NOT_OPTED_IN_STATUS and "status" not in body:
                 return await self._sign_up(list_id, template, written)
             return written
 
         return await self._on_connection(batch, call)
+
+    async def _emptying(
+        self, list_id: str, body: dict[str, Any], clear: frozenset[str]
+    ) -> dict[str, Any]:
+        """``body`` emptying the merge fields ``clear`` names that this audience lets a write
+        empty (see :func:`~adapters.mailchimp.payloads.emptied`), for a member on it.
+
+        A field the audience requires is left as it is: Mailchimp refuses a write leaving one
+        empty, which would fail the whole record for that one field, and a correction (which
+        skips that check) would leave the audience holding it empty. A name the audience has
+        no field for, or that is no merge field (:func:`merge_tags`), is passed over. Each
+        audience is asked, as a member is on several and each defines its own fields.
+        """
+        tags = merge_tags(clear)
+        if not tags:
+            return body
+        emptiable = await self._emptiable(list_id)
+        kept = [tag for tag in tags if tag in emptiable]
+        return emptied(body, kept) if kept else body
+
+    async def _emptiable(self, list_id: str) -> frozenset[str]:
+        """The merge tags of this audience a write may empty (the caller holds a connection),
+        read again once :data:`MERGE_FIELDS_MAX_AGE` has passed.
+
+        Workers that find them unread at once may each read them: the same answer, once per
+        audience an hour, where a lock would hold the writes of every other audience back.
+        """
+        now = self.client.clock()
+        kept = self._emptiable_tags.get(list_id)
+        if kept is not None and now - kept[0] < MERGE_FIELDS_MAX_AGE:
+            return kept[1]
+        path = MERGE_FIELDS.format(list_id=quote(list_id, safe=""))
+        # One page (PAGE_SIZE) holds every merge field an audience can have.
+        params = {"count": PAGE_SIZE, "fields": MERGE_FIELD_KEYS}
+        response = await self._request("GET", path, path, params=params)
+        # An answer that is not the definitions (a maintenance page) must not pass for an
+        # audience with nothing to empty for an hour: it fails the write, to be sent again.
+        body = answer_object(
+            response, system=self.client.system, method="GET", path=path, required=("merge_fields",)
+        )
+        tags = emptiable_tags(body["merge_fields"])
+        self._emptiable_tags[list_id] = (now, tags)
+        return tags
 
     async def _sign_up(self, list_id: str, template: str, written: _Outcome) -> _Outcome:
         """Give a consenting person Mailchimp holds as ``transactional`` a new member's status.
@@ -535,7 +605,7 @@ class MailchimpAdapter:
         # One member after the other: a worker is one connection (see __init__). Another
         # subject's member (record.spare) keeps their own values.
         outcomes = [
-            await self._correct(list_id, member_hash, body, batch, record.spare)
+            await self._correct(list_id, member_hash, body, batch, record.spare, record.clear)
             for list_id in self.settings.list_ids
             for member_hash in hashes
             if member_hash not in record.spare
@@ -559,9 +629,11 @@ class MailchimpAdapter:
         body: dict[str, Any],
         batch: _Batch,
         spare: frozenset[str] = frozenset(),
+        clear: frozenset[str] = frozenset(),
     ) -> _Outcome:
         """Read one member; ``PATCH`` ``body`` onto it only if it is there, not archived and
-        not another subject's (its id among ``spare``).
+        not another subject's (its id among ``spare``), emptying the fields ``clear`` names
+        that its audience lets a write empty (see :meth:`_emptying`).
 
         Only its id and status are asked for, as :meth:`_statuses` asks: they are all the
         check reads, and a whole member carries the IP addresses it signed up and confirmed
@@ -580,8 +652,9 @@ class MailchimpAdapter:
                 return _Outcome(ok=True, left="spare")
             if member.get("status") == "archived":
                 return _Outcome(ok=True, left="archived")
+            sent = await self._emptying(list_id, body, clear) if clear else body
             response = await self._request(
-                "PATCH", path, template, params=_STATUS_ONLY, json=body, accept=(404,)
+                "PATCH", path, template, params=_STATUS_ONLY, json=sent, accept=(404,)
             )
             if response.status_code == 404:
                 return _Outcome(ok=True, left="absent")  # gone since it was read

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Final
 
 from connector.adapter import nest
@@ -24,8 +24,11 @@ __all__ = [
     "SIGNUPS_PAUSED",
     "WITHDRAWN_STATUS",
     "as_found",
+    "emptiable_tags",
+    "emptied",
     "is_subscriber_hash",
     "member_body",
+    "merge_tags",
     "problem_body",
     "refused_fields",
     "signups_paused",
@@ -133,6 +136,48 @@ def withdrawal_body() -> dict[str, Any]:
     (names) up to date either.
     """
     return {"status": WITHDRAWN_STATUS}
+
+
+#: The prefix of a merge field's name among a record's fields (``merge_fields.PHONE``).
+_MERGE_FIELD: Final = "merge_fields."
+
+
+def merge_tags(names: Collection[str]) -> list[str]:
+    """The merge tags among the names of fields to empty (``merge_fields.PHONE`` -> ``PHONE``),
+    sorted. Nothing else of a member can be emptied: a name that is not one whole merge field
+    (``status``, one line of an address field: ``merge_fields.ADDRESS.city``) is none."""
+    tags = (name.removeprefix(_MERGE_FIELD) for name in names if name.startswith(_MERGE_FIELD))
+    return sorted(tag for tag in tags if tag and "." not in tag)
+
+
+def emptiable_tags(definitions: object) -> frozenset[str]:
+    """The tags of an audience's merge field definitions (``GET .../merge-fields``'s
+    ``merge_fields``) that a write may empty: every one the audience does not mark
+    ``required``. A required one written empty is refused ("Please enter a value"), and a
+    write that skips that check would leave the audience holding it empty all the same."""
+    return frozenset(
+        str(item["tag"])
+        for item in (definitions if isinstance(definitions, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("tag"), str) and not item.get("required")
+    )
+
+
+def emptied(body: Mapping[str, Any], tags: Collection[str]) -> dict[str, Any]:
+    """``body`` with each merge field of ``tags`` written as an empty string.
+
+    That is how Mailchimp empties a merge field: a write carrying ``""`` for one overwrites
+    what the member held, and a read then shows it ``""`` (integrations strip blank values
+    before writing for that very reason: ibericode/mailchimp-user-sync #75 and
+    ibericode/mailchimp-for-wordpress #531; third-party, UNVERIFIED against Mailchimp's own
+    reference). ``null`` is no way: Mailchimp left the value as it was (amro/gibbon #54), and
+    API 3.0 has no call that resets one member's field (``merge-var-reset`` was not carried
+    over, brandonseydel/MailChimp.Net #328). An address field is all or nothing, so it too
+    is emptied whole by ``""``.
+    """
+    held = body.get("merge_fields")
+    merge_fields = dict(held) if isinstance(held, Mapping) else {}
+    merge_fields.update(dict.fromkeys(tags, ""))
+    return {**body, "merge_fields": merge_fields}
 
 
 def problem_body(

@@ -5,10 +5,11 @@ and status codes; HTTP basic auth with the API key as password; RFC 7807-style e
 (``type, title, status, detail, instance`` and ``errors[]`` for validation); ``PUT`` upserts,
 ``PATCH`` updates, ``DELETE`` *archives* (restorable) and ``delete-permanent`` removes the member
 and forgets the address; ``search-members``; the account's audiences (``GET /lists``, and
-one by id); member lists, a member's notes and its activity feed paged by ``count``/``offset``;
-every answer to a ``GET`` cut to the dotted paths its ``fields`` names; and the **10
-simultaneous connections per account** limit: calls in flight are counted (in on arrival, out
-when answered), and a call arriving while 10 are in flight gets 429.
+one by id) and an audience's merge field definitions; member lists, a member's notes and
+its activity feed paged by ``count``/``offset``; every answer to a ``GET`` cut to the dotted
+paths its ``fields`` names; and the **10 simultaneous connections per account** limit: calls
+in flight are counted (in on arrival, out when answered), and a call arriving while 10 are in
+flight gets 429.
 
 Member rules and the assumptions made where Mailchimp does not document its behaviour are in
 :mod:`adapters.mailchimp._store`.
@@ -46,6 +47,7 @@ API_PREFIX: Final = "/3.0"
 AUDIENCE: Final = f"{API_PREFIX}/lists/{{list_id}}"
 MEMBERS: Final = f"{AUDIENCE}/members"
 MEMBER: Final = f"{MEMBERS}/{{subscriber_hash}}"
+MERGE_FIELDS: Final = f"{AUDIENCE}/merge-fields"
 NOTES: Final = f"{MEMBER}/notes"
 ACTIVITY_FEED: Final = f"{MEMBER}/activity-feed"
 
@@ -139,6 +141,7 @@ class MailchimpSandbox(SandboxBase):
         routes = [
             self._route("GET", f"{API_PREFIX}/lists", self._list_audiences),
             self._route("GET", AUDIENCE, self._get_audience),
+            self._route("GET", MERGE_FIELDS, self._list_merge_fields),
             self._route("GET", MEMBERS, self._list_members),
             self._route("GET", MEMBER, self._get_member),
             self._route("GET", NOTES, self._list_notes),
@@ -370,6 +373,21 @@ class MailchimpSandbox(SandboxBase):
         """``GET /lists/{list_id}``: one audience of the account, or 404."""
         audience = self.store.audience(request.path_params["list_id"])
         body = {"id": audience.id, "name": f"Audience {audience.id}"}
+        return _partial(request, body), []
+
+    async def _list_merge_fields(
+        self, request: Request
+    ) -> tuple[Response, list[Mapping[str, Any]]]:
+        """``GET /lists/{list_id}/merge-fields``: the audience's merge field definitions, paged
+        as a collection (``count`` 10 unless asked)."""
+        count, offset = _paging(request)
+        audience = self.store.audience(request.path_params["list_id"])
+        definitions = audience.merge_fields()
+        body = {
+            "merge_fields": definitions[offset : offset + count],
+            "list_id": audience.id,
+            "total_items": len(definitions),
+        }
         return _partial(request, body), []
 
     async def _list_members(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:

@@ -944,6 +944,129 @@ async def test_update_failures_are_reported_like_upserts(mc: Harness) -> None:
     await harness.client.aclose()
 
 
+# -- emptying fields --------------------------------------------------------------------------
+
+MERGE_FIELDS = "GET /3.0/lists/{list_id}/merge-fields"
+PHONE = "+31612345678"
+
+
+def held_fields(sandbox: MailchimpSandbox, list_id: str, n: int = 1) -> dict[str, Any]:
+    member = sandbox.member(list_id, f"reader{n}@example.com")
+    assert member is not None
+    fields: dict[str, Any] = member["merge_fields"]
+    return fields
+
+
+def emptying(n: int, *names: str, **fields: Any) -> OutboundRecord:
+    """``person(n)`` as the connector writes it again, emptying ``names``."""
+    email = f"reader{n}@example.com"
+    return person(n, **fields)._replace(external_id=subscriber_hash(email), clear=frozenset(names))
+
+
+async def test_upsert_empties_the_named_merge_fields_on_every_audience_and_nothing_else(
+    mc: Harness,
+) -> None:
+    """A phone removed at the source is written as Mailchimp empties a field (``""``) on each
+    audience, beside the fields written; the birthday it does not name is kept, and a name
+    that is no merge field of the audience is passed over. The audiences' definitions are
+    read once each, and a write emptying nothing reads none."""
+    written = {"merge_fields.PHONE": PHONE, "merge_fields.BIRTHDAY": "03/14"}
+    await mc.adapter.upsert([person(1, **written), person(2, **written)])
+    assert MERGE_FIELDS not in mc.sandbox.endpoints_used
+    odd = ("merge_fields.NOPE", "merge_fields.ADDRESS.city", "status", "tags")
+    again = [
+        emptying(n, "merge_fields.PHONE", *odd, **{"merge_fields.FNAME": "Renamed"}) for n in (1, 2)
+    ]
+    results = await mc.adapter.upsert(again)
+    assert [r.outcome for r in results] == ["upserted", "upserted"]
+    for list_id in (LIST_A, LIST_B):
+        for n in (1, 2):
+            assert held_fields(mc.sandbox, list_id, n) == {
+                "FNAME": "Renamed",
+                "LNAME": "Reader",
+                "PHONE": "",
+                "BIRTHDAY": "03/14",
+            }
+        member = mc.sandbox.member(list_id, "reader1@example.com")
+        assert member is not None and member["status"] == "subscribed"
+    assert mc.sandbox.endpoints_used.count(MERGE_FIELDS) == 2
+    assert PHONE not in repr(mc.sandbox.log.entries)
+
+
+async def test_upsert_leaves_a_merge_field_the_audience_requires_and_the_write_succeeds(
+    mc: Harness,
+) -> None:
+    """Required on audience A, the birthday is left as it is there and emptied on B; the rest
+    of the record is written on both, and nothing is refused."""
+    written = {"merge_fields.PHONE": PHONE, "merge_fields.BIRTHDAY": "03/14"}
+    await mc.adapter.upsert([person(1, **written)])
+    mc.sandbox.require_merge_field(LIST_A, "BIRTHDAY")
+    renamed = {"merge_fields.LNAME": "Renamed"}
+    record = emptying(1, "merge_fields.PHONE", "merge_fields.BIRTHDAY", **renamed)
+    (result,) = await mc.adapter.upsert([record])
+    assert (result.outcome, result.reason) == ("upserted", "")
+    a, b = held_fields(mc.sandbox, LIST_A), held_fields(mc.sandbox, LIST_B)
+    assert (a["PHONE"], a["BIRTHDAY"], a["LNAME"]) == ("", "03/14", "Renamed")
+    assert (b["PHONE"], b["BIRTHDAY"], b["LNAME"]) == ("", "", "Renamed")
+
+
+async def test_a_field_made_required_since_the_definitions_were_read_is_left_and_written_around(
+    mc: Harness,
+) -> None:
+    """The audience's owner makes the birthday required after the adapter read the
+    definitions: the write Mailchimp refuses for it is sent again without emptying it, so
+    the record is written and the field kept; the definitions are then read anew."""
+    written = {"merge_fields.PHONE": PHONE, "merge_fields.BIRTHDAY": "03/14"}
+    await mc.adapter.upsert([person(1, **written), person(2, **written)])
+    await mc.adapter.upsert([emptying(1, "merge_fields.PHONE")])
+    mc.sandbox.require_merge_field(LIST_A, "BIRTHDAY")
+    (result,) = await mc.adapter.upsert([emptying(2, "merge_fields.BIRTHDAY")])
+    assert (result.outcome, result.reason) == ("upserted", "")
+    assert held_fields(mc.sandbox, LIST_A, 1)["PHONE"] == ""
+    assert held_fields(mc.sandbox, LIST_A, 2)["BIRTHDAY"] == "03/14"
+    assert held_fields(mc.sandbox, LIST_B, 2)["BIRTHDAY"] == ""
+    await mc.adapter.upsert([emptying(2, "merge_fields.BIRTHDAY")])
+    assert mc.sandbox.endpoints_used.count(MERGE_FIELDS) == 3
+
+
+async def test_a_write_that_creates_the_member_on_one_audience_and_empties_on_another_succeeds(
+    mc: Harness,
+) -> None:
+    """Held on A with a phone, absent from B: the write empties the phone on A and adds the
+    member to B, where there was nothing to empty."""
+    mc.sandbox.add_person("reader1@example.com", "First1", "Reader", PHONE, list_id=LIST_A)
+    (result,) = await mc.adapter.upsert([emptying(1, "merge_fields.PHONE")])
+    assert result.outcome == "upserted"
+    assert held_fields(mc.sandbox, LIST_A)["PHONE"] == ""
+    created = mc.sandbox.member(LIST_B, "reader1@example.com")
+    assert created is not None and created["status"] == "subscribed"
+    assert created["merge_fields"]["FNAME"] == "First1"
+    assert created["merge_fields"].get("PHONE", "") == ""
+
+
+async def test_update_empties_the_named_merge_fields_but_never_one_the_audience_requires(
+    mc: Harness,
+) -> None:
+    """A correction empties the phone; the birthday, required on the audience, is kept,
+    although the correction's ``PATCH`` skips Mailchimp's check of required fields; the
+    address it does not name is kept too."""
+    mc.sandbox.add_person(
+        "reader1@example.com", "First1", "Wrong", PHONE, BIRTHDAY="03/14", ADDRESS="Kerkpad 2"
+    )
+    mc.sandbox.require_merge_field(LIST_A, "BIRTHDAY")
+    record = corrected(1)._replace(clear=frozenset({"merge_fields.PHONE", "merge_fields.BIRTHDAY"}))
+    (result,) = await mc.adapter.update([record])
+    assert (result.outcome, result.reason) == ("updated", "")
+    assert held_fields(mc.sandbox, LIST_A) == {
+        "FNAME": "First1",
+        "LNAME": "Corrected",
+        "PHONE": "",
+        "BIRTHDAY": "03/14",
+        "ADDRESS": "Kerkpad 2",
+    }
+    assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
+
+
 # -- erase and find ---------------------------------------------------------------------------
 
 
