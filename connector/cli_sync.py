@@ -246,6 +246,12 @@ def print_report(console: Console, report: FlowReport) -> None:
             )
             + (f" (last: {escape(dest.deferred)})" if dest.retry_later and dest.deferred else "")
             + (
+                f", {dest.emptied} with fields {'to empty' if report.dry_run else 'emptied'} "
+                "(no longer held at the source)"
+                if dest.emptied
+                else ""
+            )
+            + (
                 f", [red]{dest.not_erased} written for someone erased meanwhile and not "
                 "erased again: ask for their erasure again[/]"
                 if dest.not_erased
