@@ -234,7 +234,7 @@ async def test_restore_refuses_what_is_not_a_backup_of_this_store_and_changes_no
     damaged = tmp_path / "damaged.db"
     data = bytearray(good.read_bytes())
     for at in range(4096 * 2, len(data), 4096):  # every page after the first two
-        data[at + 100 : at + 400] = bytes(300)
+        data[at + 100 : at + 4000] = bytes(3900)
     damaged.write_bytes(bytes(data))
     cases = {
         tmp_path / "missing.db": "not a file",
