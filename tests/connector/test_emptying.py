@@ -34,6 +34,13 @@ def _written(crm: HubSpotSandbox) -> list[frozenset[str]]:
     ]
 
 
+async def _synced_then_phone_removed(shop: WooCommerceSandbox, rt: Runtime) -> None:
+    """Ed synced with his phone number, which he then removes in the shop."""
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    await rt.engine.sync()
+    shop.touch(EMAIL, billing__phone="")
+
+
 async def test_a_phone_removed_in_the_shop_is_emptied_in_the_crm_and_the_rest_kept(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
@@ -91,9 +98,7 @@ async def test_a_change_of_another_field_empties_nothing(
 async def test_a_dry_run_counts_what_it_would_empty_and_sends_nothing(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
-    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
-    await rt.engine.sync()
-    shop.touch(EMAIL, billing__phone="")
+    await _synced_then_phone_removed(shop, rt)
     crm.log.clear()
     (dry,) = await rt.engine.sync(dry_run=True)
     assert dry.destinations["crm"].emptied == 1 and _written(crm) == []
@@ -105,9 +110,7 @@ async def test_a_field_to_empty_waits_in_the_outbox_through_a_failed_delivery(
 ) -> None:
     """What to empty is sealed with the queued write: a delivery the CRM refuses for now
     (it is down), delivered by the next run, still empties the field."""
-    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
-    await rt.engine.sync()
-    shop.touch(EMAIL, billing__phone="")
+    await _synced_then_phone_removed(shop, rt)
     crm.faults.down = True
     await rt.engine.sync()
     assert rt.store.outbox_count("crm") == 1
@@ -121,9 +124,7 @@ async def test_a_field_to_empty_waits_in_the_outbox_through_a_failed_delivery(
 async def test_the_audit_entry_names_the_fields_emptied_and_no_value(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
-    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
-    await rt.engine.sync()
-    shop.touch(EMAIL, billing__phone="")
+    await _synced_then_phone_removed(shop, rt)
     await rt.engine.sync()
     rows = rt.store.db.execute(
         "SELECT data FROM audit WHERE kind='sync.batch' ORDER BY seq DESC LIMIT 1"
