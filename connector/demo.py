@@ -7,7 +7,8 @@ must never flow (date of birth, IP address, customer note), writes a config like
 ``config.example.toml`` pointing at them, and runs the real connector:
 
 1. a sync, and what each system received and what was withheld;
-2. a second sync that sends nothing; three changes that send three;
+2. a second sync that sends nothing; changes that send exactly the people changed, a
+   phone number removed in the shop emptied in the CRMs;
 3. an erasure carried to every system, with its signed receipt;
 4. an access request answered with a portable bundle and reports in Dutch and English;
 5. the processing register generated from the running config.
@@ -278,11 +279,14 @@ async def _story(
         counts_before = {name: _count(boxes[name]) for name in boxes if name != "shop"}
 
         teller.heading(
-            "\n[bold]3. Three customers change their phone number, one their e-mail address[/]"
+            "\n[bold]3. Three customers change their phone number, one removes it, one "
+            "changes their e-mail address[/]"
         )
         emails = [shop.store.get(i)["email"] for i in range(1, 6)]
         for index, email in enumerate(emails[:3]):
             shop.touch(email, billing={"phone": f"06 9000 00{index:02d}"})
+        # One removes their number in the shop: emptied where the sync wrote it.
+        shop.touch(emails[3], billing={"phone": ""})
         # One customer changes their e-mail address: the same person, updated in place.
         shop.touch(emails[4], email=f"nieuw.{emails[4]}")
         with teller.progress() as bar:

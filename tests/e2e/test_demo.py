@@ -99,3 +99,18 @@ def test_the_demo_asks_the_shop_for_neither_username_nor_avatar_url(
     received = {f for fields in demo_run["result"]["received"].values() for f in fields}
     assert "username" not in received and "avatar_url" not in received
     assert "asked shop only for: billing, date_created, email" in demo_run["text"]
+
+
+def test_the_demo_empties_in_the_crms_a_phone_number_removed_in_the_shop(
+    demo_run: dict[str, Any],
+) -> None:
+    """Step 3: the fourth customer removes their number in the shop; HubSpot holds it empty
+    and Pipedrive holds no number for them, and the report says so."""
+    assert demo_run["rc"] == 0
+    boxes = demo_run["boxes"]
+    email = boxes["shop"].store.get(4)["email"]
+    contact = boxes["crm"].record_for(email)
+    assert contact is not None and contact["properties"]["phone"] in ("", None)
+    changes = demo_run["result"]["after_changes"]["destinations"]
+    assert changes["crm"]["emptied"] == 1 and changes["deals"]["emptied"] == 1
+    assert "1 with fields emptied" in demo_run["text"]
