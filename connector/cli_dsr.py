@@ -101,8 +101,10 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="FIELD=VALUE",
-        help="a canonical field and its corrected value (repeatable); `--set -` reads them "
-        "from standard input, one FIELD=VALUE a line, out of the process list",
+        help="a canonical field and its corrected value (repeatable); an empty value "
+        "(`--set phone=`) empties the field in every system written it (not the e-mail, nor "
+        "a consent, which is withdrawn at the source); `--set -` reads them from standard "
+        "input, one FIELD=VALUE a line, out of the process list",
     )
     readmit = action(
         "readmit",

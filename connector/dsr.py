@@ -44,7 +44,13 @@ from typing import Any
 from connector import audit, jobs
 from connector.adapter import Subject, WebhookEvent, read_records
 from connector.crypto import manifest_context
-from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
+from connector.dsr_input import (
+    checked_email,
+    checked_fields,
+    checked_phone,
+    emptied,
+    phone_regions,
+)
 from connector.dsr_kinds import KindRunner
 from connector.dsr_store import (
     EXEMPTED,
@@ -581,7 +587,8 @@ class DsrService:
 
         Raises:
             DsrUsageError: no fields, an unknown canonical field (named), the e-mail itself,
-                or a value no mapping can normalise.
+                a consent emptied (it is withdrawn at the source), or a value no mapping can
+                normalise (an empty one empties the field: see ``checked_fields``).
             DsrError: the subject has been erased.
         """
         email = checked_email(email)
@@ -605,7 +612,9 @@ class DsrService:
                 row = self._new_row("rectify", sid, source)
                 sealed = self.seal_manifest(row.id, self._correction(email, checked))
                 self.db.create(_with(row, manifest=sealed), self._parts(person))
-                self.audit("dsr.received", row, source=source, fields=sorted(checked))
+                self.audit(
+                    "dsr.received", row, source=source, fields=sorted(checked), **_emptied(checked)
+                )
         if existing is not None:
             # Under the request's lock: a retry of it already running finishes first, so it
             # cannot mark a system done with the fields as they were before this amendment.
@@ -620,7 +629,13 @@ class DsrService:
                         row = self._new_row("rectify", sid, source)
                         sealed = self.seal_manifest(row.id, self._correction(email, checked))
                         self.db.create(_with(row, manifest=sealed), self._parts(person))
-                        self.audit("dsr.received", row, source=source, fields=sorted(checked))
+                        self.audit(
+                            "dsr.received",
+                            row,
+                            source=source,
+                            fields=sorted(checked),
+                            **_emptied(checked),
+                        )
         return await self.retry(row.id)
 
     def _correction(self, email: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -658,7 +673,7 @@ class DsrService:
         self.db.set_manifest(row.id, self.seal_manifest(row.id, amended))
         for system in self.db.systems(row.id):
             self.db.set_system(row.id, system.system, "pending")
-        self.audit("dsr.amended", row, source=source, fields=sorted(fields))
+        self.audit("dsr.amended", row, source=source, fields=sorted(fields), **_emptied(fields))
         return True
 
     # -- running and resuming ------------------------------------------------------------------
@@ -1242,3 +1257,9 @@ def _iso(moment: dt.datetime) -> str:
 
 def _with(row: RequestRow, **changes: Any) -> RequestRow:
     return replace(row, **changes)
+
+
+def _emptied(fields: dict[str, str]) -> dict[str, list[str]]:
+    """A correction's audit fact naming the fields it empties (names only), where any."""
+    names = emptied(fields)
+    return {"emptied": names} if names else {}

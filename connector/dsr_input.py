@@ -3,6 +3,10 @@
 The CLI, the admin API and the daemon open requests with an e-mail address and, for a
 rectification, ``field=value`` pairs; each is refused here with a message that says what to
 give instead (exit 2 from the CLI, 422 from the API), so no half-valid request is stored.
+
+A rectification's value that is empty (or blanks alone) asks for the field to be emptied in
+every system that is written it (``--set phone=``: "remove my phone number"); the manifest
+holds it as ``""`` (see :func:`emptied`).
 """
 
 from __future__ import annotations
@@ -12,10 +16,10 @@ from collections.abc import Iterable, Mapping
 from connector.config import Config
 from connector.dsr_views import DsrUsageError
 from connector.mapping import SystemMapping
-from connector.model import CANONICAL_FIELDS, normalise_email
+from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, normalise_email
 from connector.transforms import make_transform
 
-__all__ = ["checked_email", "checked_fields", "checked_phone", "phone_regions"]
+__all__ = ["checked_email", "checked_fields", "checked_phone", "emptied", "phone_regions"]
 
 
 def checked_email(email: str) -> str:
@@ -31,9 +35,11 @@ def checked_fields(
     mappings: Mapping[str, SystemMapping], fields: Mapping[str, str]
 ) -> dict[str, str]:
     """Rectification values: canonical fields some system is written, valid for every
-    system that receives them."""
+    system that receives them; an empty value (or blanks alone), kept as ``""``, empties the
+    field wherever it is written, and is checked against no system's conversion."""
     if not fields:
         raise DsrUsageError("nothing to rectify: give at least one --set field=value")
+    checked: dict[str, str] = {}
     for name, value in fields.items():
         if name not in CANONICAL_FIELDS:
             known = ", ".join(sorted(CANONICAL_FIELDS))
@@ -43,6 +49,9 @@ def checked_fields(
                 "the e-mail address identifies the subject and cannot be rectified here; "
                 "change it in the source system"
             )
+        empty = not value.strip()
+        if empty and name in CONSENT_FIELDS.values():
+            raise DsrUsageError(_consent_not_emptied(mappings, name))
         if not _written(mappings, name):
             # Accepted, it completed with every system skipped and a signed receipt: a
             # correction that corrected nothing passed for one carried out.
@@ -50,11 +59,38 @@ def checked_fields(
                 f"{name}: no configured system is written this field (no mapping sends it), "
                 "so klantsync cannot correct it; correct it in the system that holds it"
             )
+        if empty:
+            checked[name] = ""
+            continue
         for system_name, mapping in mappings.items():
             spec = mapping.fields.get(name)
             if spec is not None and spec.outbound and spec.convert(value) is None:
                 raise DsrUsageError(f"{name}: the value is not valid for {system_name}")
-    return dict(fields)
+        checked[name] = value
+    return checked
+
+
+def emptied(fields: Mapping[str, str]) -> list[str]:
+    """The names of a correction's ``fields`` that it empties (an empty value), sorted."""
+    return sorted(name for name, value in fields.items() if not value.strip())
+
+
+def _consent_not_emptied(mappings: Mapping[str, SystemMapping], name: str) -> str:
+    """Why a consent field is not emptied by a correction, and where it is withdrawn."""
+    # Emptied, the systems gated on it would neither be sent the withdrawal (the mapping's
+    # ``withdrawn``) nor stop being sent the person: consent changes where it is recorded,
+    # and the sync carries it.
+    where = sorted(
+        system
+        for system, mapping in mappings.items()
+        if (spec := mapping.fields.get(name)) is not None and spec.inbound
+    )
+    at = f"in {', '.join(where)}" if where else "in the system that records it"
+    return (
+        f"{name}: a consent is not emptied by a correction; it is withdrawn at the source, "
+        f"{at} (the person unsubscribes, or their opt-in is unset there), and the next sync "
+        "sends the withdrawal to every system that needs the consent"
+    )
 
 
 def _written(mappings: Mapping[str, SystemMapping], name: str) -> bool:

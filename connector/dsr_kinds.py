@@ -49,6 +49,7 @@ from connector.systems import System
 
 if TYPE_CHECKING:
     from connector.dsr import DsrService
+    from connector.mapping import SystemMapping
 
 __all__ = ["KindRunner"]
 
@@ -1263,6 +1264,8 @@ class KindRunner:
         # (a system that keeps no country, Pipedrive's persons) the source's.
         fields: dict[str, str] = manifest["fields"]
         if "country" in fields:
+            # An emptied country gives none: a phone set with it is read as each system's
+            # mapping reads one without a country code.
             home = self._corrected_country(fields["country"])
         elif any(self._is_phone(name) for name in fields):
             home = await self._home_country(row, manifest["email"], ids)
@@ -1341,7 +1344,7 @@ class KindRunner:
                 spec = system.mapping.fields.get(field)
                 if spec is None or not spec.inbound:
                     continue
-                if held.get(field) == system.mapping.convert_for(field, value, country):
+                if _holds(held.get(field), system.mapping, field, value, country):
                     continue
                 if field in asked:
                     if asked[field] != self._value_hash(name, field, held.get(field)):
@@ -1457,7 +1460,10 @@ class KindRunner:
 
     def _corrected_country(self, value: str) -> str | None:
         """A corrected country as the mappings read it (its code), for every system: one
-        whose mapping keeps no country still reads the corrected phone in it."""
+        whose mapping keeps no country still reads the corrected phone in it. ``None`` for
+        one emptied (an empty value)."""
+        if _emptying(value):
+            return None
         for system in self.rt.systems.values():
             spec = system.mapping.fields.get("country")
             if spec is not None:
@@ -1513,6 +1519,7 @@ class KindRunner:
         # asked for this system were not written (the source's newer value stands).
         left = [n for n in names if n in superseded]
         names = [n for n in names if n not in superseded]
+        emptying = [n for n in names if _emptying(fields[n])]
         if not names:
             kept = sorted(
                 n for n in fields if n in system.mapping.fields and system.mapping.fields[n].inbound
@@ -1570,16 +1577,22 @@ class KindRunner:
             # reads it: the country corrected with it, else the one the system holds, else
             # the source's (``home``).
             country = home if "country" in fields else _held_country(system, records) or home
+            # A field asked empty ("remove my phone number") is not written a value: its
+            # path is named to empty (OutboundRecord.clear), as the sync names one the source
+            # no longer holds, and the adapter empties it as its vendor does.
             for field_name in names:
-                person[field_name] = system.mapping.convert_for(
-                    field_name, fields[field_name], country
-                )
+                if field_name not in emptying:
+                    person[field_name] = system.mapping.convert_for(
+                        field_name, fields[field_name], country
+                    )
+            clear = frozenset(system.mapping.fields[n].path for n in emptying)
             outbound = OutboundRecord(
                 ref=row.id,
                 email=held_as,
                 external_id=external,
                 fields=system.mapping.outbound(person),
                 spare=others,
+                clear=clear,
             )
             # What waits in the outbox takes the correction first, and a write that took
             # the old payload meanwhile lands before ours: a batch taking it now carries the
@@ -1590,6 +1603,7 @@ class KindRunner:
                 outbound.fields,
                 email_path=system.mapping.fields["email"].path,
                 queued_before=manifest.get("queued_before"),
+                emptied=clear,
             )
             await self.rt.engine.in_flight.landed(name, [row.subject_id, *people])
             if name not in self._askable(row):
@@ -1610,6 +1624,9 @@ class KindRunner:
             self._failed(row, name, f"rejected: {result.reason}")
             return
         facts: dict[str, Any] = {"endpoint": "update", "outcome": result.outcome, "fields": names}
+        if emptying:
+            # Which of ``fields`` were asked empty, by name alone (never a value).
+            facts["emptied"] = emptying
         if others:
             facts["left_to_others"] = sorted(others)  # ids only: no personal data
         if result.outcome == "not_held":
@@ -1643,6 +1660,7 @@ class KindRunner:
         *,
         email_path: str,
         queued_before: int | None,
+        emptied: Collection[str] = frozenset(),
     ) -> None:
         """Write the correction into what waits in ``name``'s outbox for the person.
 
@@ -1651,9 +1669,14 @@ class KindRunner:
         queued since carries a change the person made after asking, which stands. A
         withdrawal waiting there is left as it is: it carries nothing but the e-mail and its
         marker.
+
+        A path the correction empties (``emptied``) leaves the payload's ``fields`` and joins
+        its ``clear`` (sorted), which the delivery empties; one it writes a value leaves
+        ``clear``, where the sync had named it because the source held it empty then.
         """
         values = {path: value for path, value in corrected.items() if path != email_path}
-        if not values or not people or queued_before is None:
+        empty = {path for path in emptied if path != email_path}
+        if not (values or empty) or not people or queued_before is None:
             return  # (a correction asked before its manifest said what was queued: as was)
         context = outbox_context(name)
         with self.rt.store.transaction():
@@ -1664,7 +1687,13 @@ class KindRunner:
                     envelope = self.rt.keyring.open_json(sealed, context)
                 except DecryptionError:
                     continue  # left unread, as the delivery would leave it
-                envelope["fields"] = {**envelope.get("fields", {}), **values}
+                kept = {k: v for k, v in envelope.get("fields", {}).items() if k not in empty}
+                envelope["fields"] = {**kept, **values}
+                clear = (set(envelope.get("clear", ())) | empty) - values.keys()
+                if clear:
+                    envelope["clear"] = sorted(clear)
+                else:
+                    envelope.pop("clear", None)
                 self.db.reseal_queued(row_id, self.rt.keyring.seal_json(envelope, context))
         # The engine's copy in clear of what it just queued would be sent instead, and a batch
         # that read the rows before (waiting for a connection) the payloads it read.
@@ -2030,3 +2059,16 @@ def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:
         if isinstance(country, str):
             return country
     return None
+
+
+def _emptying(value: str) -> bool:
+    """Whether a correction's value asks for its field to be emptied (empty, or blanks)."""
+    return not value.strip()
+
+
+def _holds(held: Any, mapping: SystemMapping, field: str, value: str, country: str | None) -> bool:
+    """Whether ``held`` (what a system's mapping reads of ``field``) is the correction's
+    ``value``: its conversion, or no value at all for a field the correction empties."""
+    if _emptying(value):
+        return held is None or (isinstance(held, str) and not held.strip())
+    return bool(held == mapping.convert_for(field, value, country))
