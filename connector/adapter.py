@@ -162,6 +162,9 @@ class UpsertResult(NamedTuple):
     write found that the person unsubscribed at the system itself (Mailchimp's answer for
     someone it never wrote): the connector records it as it records that system's
     unsubscribe webhook, and sends them nothing there but their withdrawal from then on.
+    ``kept`` names the fields of :attr:`OutboundRecord.clear` the write left as they were,
+    because the system cannot hold them empty (a merge field an audience requires, a
+    property HubSpot sets itself): a receipt or audit entry then claims no emptying of them.
     """
 
     ref: str
@@ -172,6 +175,7 @@ class UpsertResult(NamedTuple):
     note: str = ""
     unreachable: bool = False
     opted_out: bool = False
+    kept: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
