@@ -10,6 +10,8 @@ Left as they are, on purpose:
 
 - a field another flow wrote last (two shops feeding one CRM: one without a phone number
   for the person must not empty the other's);
+- a field the destination's mapping marks ``keep_when_emptied`` (one its own users fill in
+  too: a company name sales keep up to date);
 - a field the source gave a value that could not be read (``Person.unread``: a phone
   number that is none), which is not empty at the source;
 - a field the source's mapping does not read, or the destination's no longer writes (a
@@ -100,8 +102,8 @@ class Emptying:
 
     def _emptiable_paths(self, source: System, dest: System) -> dict[str, str]:
         """``dest``'s field path -> canonical name, for the fields a write from ``source``
-        may empty: ``dest`` writes them (not the e-mail, not a consent field), and
-        ``source`` reads them."""
+        may empty: ``dest`` writes them (not the e-mail, not a consent field, not one its
+        mapping keeps when emptied), and ``source`` reads them."""
         key = (source.name, dest.name)
         found = self._emptiable.get(key)
         if found is None:
@@ -112,6 +114,7 @@ class Emptying:
                 for spec in dest.mapping.sent_fields()
                 if spec.canonical != "email"
                 and spec.canonical not in consent
+                and not spec.keep_when_emptied
                 and (read := reads.get(spec.canonical)) is not None
                 and read.inbound
             }

@@ -1288,6 +1288,8 @@ class Engine:
         if not records:
             return
         sent_fields = {record.ref: record.fields for record in records}
+        to_empty = {record.ref: record.clear for record in records if record.clear}
+        emptied: set[str] = set()  # what the system says it emptied, for the audit entry
         results: list[UpsertResult] = []
         if any(by_ref[r.ref].former is not None and r.external_id is None for r in records):
             records, results = await self._formers_first(
@@ -1328,6 +1330,8 @@ class Engine:
                     stored = self.ids.to_store(dest.name, result.external_id)
                     held.append(Ack(row.id, row.subject_id, stored, "", row.subject_no))
                 continue
+            if result.ref in to_empty:
+                emptied.update(to_empty[result.ref] - result.kept)
             if result.outcome == "created":
                 dest_report.created += 1
             elif result.outcome == "updated":
@@ -1351,9 +1355,8 @@ class Engine:
             "failed": len(dead) + len(later),
             "fields": sorted({k for rec in records for k in rec.fields}),
         }
-        emptied = sorted({k for rec in records for k in rec.clear})
         if emptied:
-            entry["emptied"] = emptied
+            entry["emptied"] = sorted(emptied)
 
         def settle(store: Store) -> None:
             with store.transaction():

@@ -27,6 +27,9 @@ File format::
                                     # counted by field (``unreadable``)
     purpose = "Customer administration"
     direction = "both"              # "in" (read only), "out" (write only) or "both"
+    keep_when_emptied = false       # optional: true keeps the value this system holds when
+                                    # the source no longer holds one (see connector/emptying.py;
+                                    # a field the system's own users fill in as well)
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class _FieldFile(StrictModel):
     purpose: str = ""
     transform: list[str] = Field(default_factory=list)
     direction: Direction = "both"
+    keep_when_emptied: bool = False
 
     @field_validator("transform", mode="before")
     @classmethod
@@ -136,6 +140,8 @@ class FieldMapping:
     transform_names: tuple[str, ...]
     purpose: str
     direction: Direction
+    #: A value the source no longer holds is not emptied here (connector/emptying.py).
+    keep_when_emptied: bool = False
 
     @property
     def inbound(self) -> bool:
@@ -739,4 +745,5 @@ def _load_field(where: str, name: str, spec: Any, region: str) -> FieldMapping:
         transform_names=tuple(parsed.transform),
         purpose=parsed.purpose.strip(),
         direction=parsed.direction,
+        keep_when_emptied=parsed.keep_when_emptied,
     )

@@ -34,6 +34,14 @@ def _written(crm: HubSpotSandbox) -> list[frozenset[str]]:
     ]
 
 
+class _System:
+    """What emptying reads of a system: its name and mapping."""
+
+    def __init__(self, name: str, file: Path) -> None:
+        self.name = name
+        self.mapping = load_mapping(file)
+
+
 async def _synced_then_phone_removed(shop: WooCommerceSandbox, rt: Runtime) -> None:
     """Ed synced with his phone number, which he then removes in the shop."""
     shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
@@ -142,12 +150,10 @@ def test_what_another_flow_wrote_or_a_store_of_before_kept_is_not_emptied(tmp_pa
     emptying = Emptying(store)
     mappings = Path(__file__).resolve().parents[2] / "mappings"
 
-    class _System:
-        def __init__(self, name: str, file: str) -> None:
-            self.name = name
-            self.mapping = load_mapping(mappings / file)
-
-    shop, crm = _System("shop", "woocommerce.toml"), _System("crm", "hubspot.toml")
+    shop, crm = (
+        _System("shop", mappings / "woocommerce.toml"),
+        _System("crm", mappings / "hubspot.toml"),
+    )
     person = Person(email=EMAIL, first_name="Ed")
     fields = {"email": EMAIL, "firstname": "Ed"}
     given = emptying.number("shop-to-crm", {"email": 1, "firstname": 1, "phone": 1})
@@ -172,3 +178,31 @@ def test_what_another_flow_wrote_or_a_store_of_before_kept_is_not_emptied(tmp_pa
         fields,
         (given, None),
     ) == {"phone"}
+
+
+def test_a_field_the_destination_keeps_when_emptied_is_not_emptied(tmp_path: Path) -> None:
+    """``keep_when_emptied = true`` in the destination's mapping: its users keep the field up
+    to date too, and a shop that holds none for the person does not wipe theirs."""
+    mappings = Path(__file__).resolve().parents[2] / "mappings"
+    text = (mappings / "hubspot.toml").read_text()
+    assert 'path = "phone"\n' in text
+    kept = tmp_path / "hubspot.toml"
+    kept.write_text(text.replace('path = "phone"\n', 'path = "phone"\nkeep_when_emptied = true\n'))
+
+    shop = _System("shop", mappings / "woocommerce.toml")
+    emptying = Emptying(Store(tmp_path / "s.db"))
+    given = emptying.number("f", {"email": 1, "firstname": 1, "phone": 1})
+    fields = {"email": EMAIL}
+    for crm, expected in (
+        (_System("crm", mappings / "hubspot.toml"), {"firstname", "phone"}),
+        (_System("crm2", kept), {"firstname"}),
+    ):
+        empty = emptying.to_empty(
+            "f",
+            shop,  # type: ignore[arg-type]
+            crm,  # type: ignore[arg-type]
+            Person(email=EMAIL),
+            fields,
+            (None, given),
+        )
+        assert empty == expected
