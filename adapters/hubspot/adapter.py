@@ -6,7 +6,7 @@ What it does, by contract verb:
 - ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
   so HubSpot answers a partial failure with 207 and says which inputs failed; a property the
   record names to empty (``clear``) is sent ``""``, as HubSpot empties one, unless HubSpot
-  would refuse it (see ``_with_emptied``);
+  would refuse it (see ``_with_emptied``): the result's ``kept`` then names it;
 - ``update``: ``POST .../batch/update`` only, by id or by e-mail, so a contact HubSpot does not
   hold is never created; one in the recycle bin is left unchanged, and the result says so;
 - ``find``: ``POST .../batch/read`` by e-mail (the e-mail travels in the body, never in a URL
@@ -291,8 +291,9 @@ class HubSpotAdapter:
     ) -> list[UpsertResult]:
         """Write by HubSpot id where known, and with ``by_email_batch`` for the rest (see
         ``upsert``)."""
+        kept: dict[int, frozenset[str]] = {}
         if any(record.clear for record in records):  # nearly never: then nothing is read
-            records = await self._with_emptied(records)
+            records, kept = await self._with_emptied(records)
         results: dict[int, UpsertResult] = {}
         by_id: list[tuple[int, OutboundRecord]] = []
         by_email: list[tuple[int, OutboundRecord]] = []
@@ -315,10 +316,17 @@ class HubSpotAdapter:
             outcomes = await by_email_batch([record for _, record in chunk])
             for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = outcome
+        for index, names in kept.items():
+            # A contact the write created held nothing to empty: nothing of it was kept.
+            if results[index].outcome == "updated":
+                results[index] = results[index]._replace(kept=names)
         return [results[index] for index in range(len(records))]
 
-    async def _with_emptied(self, records: Sequence[OutboundRecord]) -> list[OutboundRecord]:
-        """The records with each name in ``clear`` that HubSpot can hold empty sent as ``""``.
+    async def _with_emptied(
+        self, records: Sequence[OutboundRecord]
+    ) -> tuple[list[OutboundRecord], dict[int, frozenset[str]]]:
+        """The records with each name in ``clear`` that HubSpot can hold empty sent as ``""``,
+        and by position the names of ``clear`` each leaves as they are (its result's ``kept``).
 
         HubSpot empties a property it is sent ``""`` for, in a PATCH and the batch writes
         alike ("Property values can be cleared by passing an empty string" [spec]), and a read
@@ -330,11 +338,17 @@ class HubSpotAdapter:
         apart by. Which those are the portal's property definitions say (read at most once an
         hour); without the scope to read them, only the configured ``properties`` are
         emptied, less those HubSpot sets itself. A contact the upsert creates takes ``""`` as
-        no value, so nothing is asked first whether it exists.
+        no value, so nothing is asked first whether it exists (a name left is said kept only
+        of a contact the write updated).
         """
         listed = await self._property_lists.names("contacts")
         emptiable = set(listed.names) - listed.read_only - SET_BY_HUBSPOT - set(OWN_PROPERTIES)
-        return [
+        kept = {
+            index: frozenset(record.clear - emptiable - record.fields.keys())
+            for index, record in enumerate(records)
+            if record.clear
+        }
+        written = [
             record._replace(
                 fields={**dict.fromkeys(record.clear & emptiable, ""), **record.fields},
                 clear=frozenset(),
@@ -343,6 +357,7 @@ class HubSpotAdapter:
             else record
             for record in records
         ]
+        return written, {index: names for index, names in kept.items() if names}
 
     async def _update_batch(self, records: Sequence[OutboundRecord]) -> list[UpsertResult]:
         inputs = [

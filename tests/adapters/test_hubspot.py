@@ -243,6 +243,33 @@ async def test_a_name_hubspot_cannot_hold_empty_is_left_and_the_write_succeeds(
     assert hub.sandbox.log.property_names() == {"email", "firstname", "lastname", "phone"}
 
 
+async def test_a_name_hubspot_cannot_hold_empty_is_reported_kept_and_an_emptied_one_not(
+    hub: Harness,
+) -> None:
+    """The result's ``kept`` names the names of ``clear`` left as they are: a property HubSpot
+    sets itself, one the portal does not define, the e-mail; the phone emptied is not named,
+    nor a name the write gives a value. A contact the write creates held nothing to keep."""
+    (first,) = await hub.adapter.upsert([person(1, phone="0612345678", city="Delft")])
+    names = ("phone", "createdate", "favourite_colour", "email", "lastname")
+    record = person(1, lastname="Later")
+    unaddressed = record._replace(fields={k: v for k, v in record.fields.items() if k != "email"})
+    (result, created) = await hub.adapter.upsert(
+        [emptying(unaddressed, None, *names), emptying(person(2), None, *names)]
+    )
+    assert (result.outcome, created.outcome) == ("updated", "created")
+    assert result.kept == {"createdate", "favourite_colour", "email"}
+    assert created.kept == frozenset()
+    (fixed,) = await hub.adapter.update(
+        [emptying(person(1), first.external_id, "city", "hs_object_id")]
+    )
+    assert (fixed.outcome, fixed.kept) == ("updated", {"hs_object_id"})
+    held = hub.sandbox.record_for("person1@example.com")
+    assert held is not None and (held["properties"]["phone"], held["properties"]["city"]) == (
+        "",
+        "",
+    )
+
+
 async def test_without_the_schema_scope_only_configured_properties_are_emptied(
     clock: FakeClock,
 ) -> None:
