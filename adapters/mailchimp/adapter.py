@@ -22,7 +22,8 @@ What it does, by contract verb:
   result is ``opted_out`` (see :meth:`MailchimpAdapter._opted_out`). The merge fields a
   record's ``clear`` names are written as ``""``, which empties them, on each audience that
   does not require them (``GET /lists/{list_id}/merge-fields``, read once an hour; see
-  :meth:`MailchimpAdapter._emptying`); a withdrawal sends its status alone.
+  :meth:`MailchimpAdapter._emptying`), and the result's ``kept`` names the rest, kept on
+  an audience holding the member; a withdrawal sends its status alone.
 - ``update`` (a rectification): ``GET`` of the member's id and status on each configured
   audience, then a ``PATCH`` of its fields, never its status, if it is there and not
   archived, emptying what ``clear`` names as ``upsert`` does. It never adds, subscribes,
@@ -56,7 +57,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Final, Literal
 from urllib.parse import quote
@@ -72,6 +73,7 @@ from adapters.mailchimp.payloads import (
     emptiable_tags,
     emptied,
     is_subscriber_hash,
+    left_by,
     member_body,
     merge_tags,
     refused_fields,
@@ -196,6 +198,8 @@ class _Outcome:
     unreachable: bool = False
     #: The member's status in Mailchimp's answer to the write ("" when there was none).
     status: str = ""
+    #: The names of the record's ``clear`` the write left as they were on this audience.
+    kept: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -324,7 +328,8 @@ class MailchimpAdapter:
         note = ARCHIVED_NOTE.format(n=archived) if archived else ""
         if archived and member_id is None:
             return UpsertResult(record.ref, "skipped", note=note)
-        return UpsertResult(record.ref, "upserted", external_id=member_id, note=note)
+        kept = _kept(outcomes) if record.clear else frozenset()
+        return UpsertResult(record.ref, "upserted", external_id=member_id, note=note, kept=kept)
 
     async def _opted_out(
         self,
@@ -360,6 +365,7 @@ class MailchimpAdapter:
             external_id=outcome.member_id,
             note=OPTED_OUT_NOTE,
             opted_out=True,
+            kept=outcome.kept,
         )
 
     async def _write(
@@ -389,7 +395,9 @@ class MailchimpAdapter:
             if renewal:
                 body = _renewal(body, held)
             # Nearly every record empties nothing, and costs nothing more than before.
-            sent = await self._emptying(list_id, body, record.clear) if record.clear else body
+            sent, left = body, frozenset[str]()
+            if record.clear:
+                sent, left = await self._emptying(list_id, body, record.clear, record.fields)
             try:
                 response = await self._put_or_move(list_id, path, template, record, sent)
             except RecordError:
@@ -399,18 +407,29 @@ class MailchimpAdapter:
                 # record is written, the field left as it is, and the definitions read anew.
                 self._emptiable_tags.pop(list_id, None)
                 response = await self._put_or_move(list_id, path, template, record, body)
+                left = left_by(record.clear, (), record.fields)
+            if reads and not held:
+                # A member the write adds held nothing to empty. One not read first (no
+                # member id known) may be new too: what it leaves is said kept, never emptied.
+                left = frozenset()
             written = _written(response)
             if written.status == NOT_OPTED_IN_STATUS and "status" not in body:
-                return await self._sign_up(list_id, template, written)
-            return written
+                written = await self._sign_up(list_id, template, written)
+            return replace(written, kept=left) if left and written.member_id else written
 
         return await self._on_connection(batch, call)
 
     async def _emptying(
-        self, list_id: str, body: dict[str, Any], clear: frozenset[str]
-    ) -> dict[str, Any]:
+        self,
+        list_id: str,
+        body: dict[str, Any],
+        clear: frozenset[str],
+        fields: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], frozenset[str]]:
         """``body`` emptying the merge fields ``clear`` names that this audience lets a write
-        empty (see :func:`~adapters.mailchimp.payloads.emptied`), for a member on it.
+        empty (see :func:`~adapters.mailchimp.payloads.emptied`), for a member on it, and the
+        names of ``clear`` it leaves as they are (:func:`left_by`; none that ``fields``
+        writes): the result's ``kept``, a member held there.
 
         A field the audience requires is left as it is: Mailchimp refuses a write leaving one
         empty, which would fail the whole record for that one field, and a correction (which
@@ -420,10 +439,10 @@ class MailchimpAdapter:
         """
         tags = merge_tags(clear)
         if not tags:
-            return body
+            return body, left_by(clear, (), fields)
         emptiable = await self._emptiable(list_id)
         kept = [tag for tag in tags if tag in emptiable]
-        return emptied(body, kept) if kept else body
+        return (emptied(body, kept) if kept else body), left_by(clear, kept, fields)
 
     async def _emptiable(self, list_id: str) -> frozenset[str]:
         """The merge tags of this audience a write may empty (the caller holds a connection),
@@ -605,7 +624,7 @@ class MailchimpAdapter:
         # One member after the other: a worker is one connection (see __init__). Another
         # subject's member (record.spare) keeps their own values.
         outcomes = [
-            await self._correct(list_id, member_hash, body, batch, record.spare, record.clear)
+            await self._correct(list_id, member_hash, body, batch, record)
             for list_id in self.settings.list_ids
             for member_hash in hashes
             if member_hash not in record.spare
@@ -617,7 +636,8 @@ class MailchimpAdapter:
         note = ARCHIVED_NOTE.format(n=archived) if archived else ""
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
         if member_id is not None:
-            return UpsertResult(record.ref, "updated", external_id=member_id, note=note)
+            kept = _kept(outcomes) if record.clear else frozenset()
+            return UpsertResult(record.ref, "updated", external_id=member_id, note=note, kept=kept)
         if archived:
             return UpsertResult(record.ref, "skipped", note=note)
         return UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
@@ -628,12 +648,12 @@ class MailchimpAdapter:
         member_hash: str,
         body: dict[str, Any],
         batch: _Batch,
-        spare: frozenset[str] = frozenset(),
-        clear: frozenset[str] = frozenset(),
+        record: OutboundRecord,
     ) -> _Outcome:
         """Read one member; ``PATCH`` ``body`` onto it only if it is there, not archived and
-        not another subject's (its id among ``spare``), emptying the fields ``clear`` names
-        that its audience lets a write empty (see :meth:`_emptying`).
+        not another subject's (its id among the record's ``spare``), emptying the fields its
+        ``clear`` names that its audience lets a write empty (see :meth:`_emptying`); the
+        outcome's ``kept`` names those it leaves.
 
         Only its id and status are asked for, as :meth:`_statuses` asks: they are all the
         check reads, and a whole member carries the IP addresses it signed up and confirmed
@@ -648,17 +668,20 @@ class MailchimpAdapter:
             if held.status_code == 404:
                 return _Outcome(ok=True, left="absent")
             member = json_object(held)
-            if str(member.get("id")) in spare:
+            if str(member.get("id")) in record.spare:
                 return _Outcome(ok=True, left="spare")
             if member.get("status") == "archived":
                 return _Outcome(ok=True, left="archived")
-            sent = await self._emptying(list_id, body, clear) if clear else body
+            sent, left = body, frozenset[str]()
+            if record.clear:
+                sent, left = await self._emptying(list_id, body, record.clear, record.fields)
             response = await self._request(
                 "PATCH", path, template, params=_STATUS_ONLY, json=sent, accept=(404,)
             )
             if response.status_code == 404:
                 return _Outcome(ok=True, left="absent")  # gone since it was read
-            return _written(response)
+            written = _written(response)
+            return replace(written, kept=left) if left and written.member_id else written
 
         return await self._on_connection(batch, call)
 
@@ -1066,6 +1089,12 @@ def _unsubscribed_here(record: OutboundRecord, withdrawn: bool, outcome: _Outcom
         and outcome.ok
         and outcome.status == WITHDRAWN_STATUS
     )
+
+
+def _kept(outcomes: Sequence[_Outcome]) -> frozenset[str]:
+    """The names of a record's ``clear`` left as they were on any audience that holds the
+    member written: kept on one, the field is still held (its ``kept``)."""
+    return frozenset().union(*(o.kept for o in outcomes if o.member_id))
 
 
 def _first_failure(ref: str, outcomes: Sequence[_Outcome]) -> UpsertResult | None:

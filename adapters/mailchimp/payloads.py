@@ -27,6 +27,7 @@ __all__ = [
     "emptiable_tags",
     "emptied",
     "is_subscriber_hash",
+    "left_by",
     "member_body",
     "merge_tags",
     "problem_body",
@@ -148,6 +149,17 @@ def merge_tags(names: Collection[str]) -> list[str]:
     (``status``, one line of an address field: ``merge_fields.ADDRESS.city``) is none."""
     tags = (name.removeprefix(_MERGE_FIELD) for name in names if name.startswith(_MERGE_FIELD))
     return sorted(tag for tag in tags if tag and "." not in tag)
+
+
+def left_by(
+    clear: Collection[str], tags: Collection[str], fields: Collection[str]
+) -> frozenset[str]:
+    """The names of ``clear`` a write emptying the merge fields ``tags`` leaves as they are:
+    every one that is not one of those whole merge fields (a field the audience requires,
+    one line of an address field, a name that is no merge field), less those ``fields``
+    writes a value."""
+    emptied = {_MERGE_FIELD + tag for tag in tags}
+    return frozenset(name for name in clear if name not in emptied and name not in fields)
 
 
 def emptiable_tags(definitions: object) -> frozenset[str]:

@@ -1067,6 +1067,31 @@ async def test_update_empties_the_named_merge_fields_but_never_one_the_audience_
     assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
 
 
+async def test_a_field_an_audience_cannot_hold_empty_is_reported_kept_and_an_emptied_one_not(
+    mc: Harness,
+) -> None:
+    """The result's ``kept`` names what the write left: the birthday audience A requires
+    (kept there, though emptied on B), a line of an address field and a name that is no
+    merge field; the phone, emptied on both, is not named, nor the last name written. A
+    correction says the same, and a member the write adds had nothing to keep."""
+    written = {"merge_fields.PHONE": PHONE, "merge_fields.BIRTHDAY": "03/14"}
+    await mc.adapter.upsert([person(1, **written)])
+    mc.sandbox.require_merge_field(LIST_A, "BIRTHDAY")
+    names = ("merge_fields.PHONE", "merge_fields.ADDRESS.city", "tags", "merge_fields.BIRTHDAY")
+    record = emptying(1, *names, "merge_fields.LNAME", **{"merge_fields.LNAME": "Renamed"})
+    (result,) = await mc.adapter.upsert([record])
+    kept = {"merge_fields.BIRTHDAY", "merge_fields.ADDRESS.city", "tags"}
+    assert (result.outcome, result.kept) == ("upserted", kept)
+    assert held_fields(mc.sandbox, LIST_A)["PHONE"] == held_fields(mc.sandbox, LIST_B)["BIRTHDAY"]
+    assert held_fields(mc.sandbox, LIST_B)["BIRTHDAY"] == ""
+    birthday = {"merge_fields.BIRTHDAY": "01/01"}
+    (added,) = await mc.adapter.upsert([emptying(2, *names[:3], **birthday)])
+    assert (added.outcome, added.kept) == ("upserted", frozenset())
+    (fixed,) = await mc.adapter.update([corrected(1)._replace(clear=frozenset(names))])
+    assert (fixed.outcome, fixed.kept) == ("updated", kept)
+    assert held_fields(mc.sandbox, LIST_A)["BIRTHDAY"] == "03/14"
+
+
 # -- erase and find ---------------------------------------------------------------------------
 
 
