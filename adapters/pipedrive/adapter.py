@@ -51,6 +51,7 @@ import httpx
 from adapters.pipedrive.directory import Directory
 from adapters.pipedrive.linked import Left, LinkedReader
 from adapters.pipedrive.payloads import (
+    CUSTOM_FIELDS,
     NAME_PARTS,
     PullCursor,
     decode_cursor,
@@ -314,11 +315,14 @@ class PipedriveAdapter:
             # primary address (_held).
             people, passed = await self._held(subject)
             first: UpsertResult | None = None
+            kept: frozenset[str] = frozenset()
             for person in people:
                 updated = await self._patch(int(person["id"]), record, correcting=True)
                 first = first or updated
                 if updated is not None and updated.outcome != "updated":
                     return updated  # refused: said as it is; a retry writes them all again
+                if updated is not None:
+                    kept |= updated.kept  # kept on one of the persons, it is still held
         except RecordError as exc:
             return UpsertResult(record.ref, "failed", reason=failure_reason(exc.status))
         except RetryableError as exc:
@@ -327,7 +331,7 @@ class PipedriveAdapter:
             )
         result = first or UpsertResult(record.ref, "not_held", note=NOT_HELD_NOTE)
         said = "; ".join(part for part in (result.note, _passed_note(passed)) if part)
-        return result._replace(note=said)
+        return result._replace(note=said, kept=kept)
 
     async def _create(self, record: OutboundRecord) -> UpsertResult:
         """``POST /persons``, made once: Pipedrive has no key to match a repeated create by,
@@ -409,7 +413,8 @@ class PipedriveAdapter:
         (:meth:`_phones_without_own`; a salesperson's numbers stay), a custom field as
         ``null`` (:func:`emptied_custom_fields`), a name part by writing ``name`` without
         it (:func:`_name_left`); never ``name`` empty, which Pipedrive refuses. Any other
-        name is not known how to empty, and is left.
+        name is not known how to empty, and is left. The result's ``kept`` names what of
+        ``clear`` was left so (:func:`_not_emptied`).
 
         Raises:
             RetryableError: the person's read answered with something that is not a person
@@ -458,6 +463,8 @@ class PipedriveAdapter:
             self._wrote(person_id, address if emails is not None else None, phone)
             if emptied_phone:
                 self.sent.emptied(person_id, "phones")
+            if record.clear:
+                result = result._replace(kept=_not_emptied(record, body))
         primary = primary_value(emails)
         if primary and result.outcome == "updated":
             self.directory.written(person_id, primary)  # its e-mail list is this now
@@ -798,6 +805,20 @@ def _name_left(
     other = next(part for part in NAME_PARTS if part not in emptied)
     kept = held_name_part(person, other, "")
     return {other: kept} if kept else {}
+
+
+def _not_emptied(record: OutboundRecord, body: dict[str, Any]) -> frozenset[str]:
+    """The names of ``record.clear`` a person's update with ``body`` leaves as they are.
+
+    A name part is emptied by a ``name`` written without it, and left with the name when
+    none is written (both parts emptied, or the other one not held: :func:`_name_left`). The
+    phone is emptied by the list without the connector's entry, or holds none of the
+    person's own already. A whole mapped custom field is emptied (``null``); a part of one,
+    and any other name, is left. A name ``record.fields`` writes is written, not left.
+    """
+    custom = {CUSTOM_FIELDS + key for key in emptied_custom_fields(record.clear)}
+    emptied = custom | {"phone"} | (set(NAME_PARTS) if "name" in body else set())
+    return frozenset(record.clear - emptied - record.fields.keys())
 
 
 def _empty_custom_fields(body: dict[str, Any], clear: frozenset[str]) -> None:

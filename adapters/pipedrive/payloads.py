@@ -22,6 +22,7 @@ from connector.adapter import RETAINED, nest
 from connector.model import normalise_email
 
 __all__ = [
+    "CUSTOM_FIELDS",
     "IN_THE_BIN",
     "NAME_PARTS",
     "PURGED_AFTER",

@@ -2133,6 +2133,51 @@ async def test_a_name_pipedrive_cannot_hold_empty_stays_and_the_write_succeeds(
     assert stored["custom_fields"] == {BRANCH: "Utrecht", CHANNEL: "winkel"}
 
 
+async def test_a_name_pipedrive_cannot_hold_empty_is_reported_kept_and_an_emptied_one_not(
+    pd: Harness,
+) -> None:
+    """The result's ``kept`` names what of ``clear`` the write left: the whole name (both
+    parts emptied), a part of a custom field and a name it does not know how to empty; the
+    phone and the custom field it emptied are not named. A correction emptying one name
+    part alone empties it; a person the write creates had nothing to keep."""
+    full, jan = await _jan_with_office_number(pd)
+    fields = {"email": full["email"], f"custom_fields.{CHANNEL}": "winkel"}
+    emptied = frozenset(
+        {
+            "first_name",
+            "last_name",
+            "phone",
+            "date_of_birth",
+            f"custom_fields.{BRANCH}",
+            f"custom_fields.{CHANNEL}.currency",
+        }
+    )
+    (result,) = await pd.adapter.upsert(
+        [OutboundRecord("r", full["email"], jan, fields, clear=emptied)]
+    )
+    assert result.outcome == "updated", result.reason
+    assert result.kept == {
+        "first_name",
+        "last_name",
+        "date_of_birth",
+        f"custom_fields.{CHANNEL}.currency",
+    }
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None and stored["custom_fields"] == {BRANCH: None, CHANNEL: "winkel"}
+    fix = {"email": full["email"]}
+    (fixed,) = await pd.adapter.update(
+        [OutboundRecord("req-1", full["email"], jan, fix, clear=frozenset({"last_name"}))]
+    )
+    assert (fixed.outcome, fixed.kept) == ("updated", frozenset())
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None and stored["name"] == "Jan"
+    new = {"email": "nieuw@example.com", "first_name": "Nina"}
+    (created,) = await pd.adapter.upsert(
+        [OutboundRecord("n", new["email"], None, new, clear=emptied)]
+    )
+    assert (created.outcome, created.kept) == ("created", frozenset())
+
+
 async def test_a_person_created_with_fields_to_empty_is_created(pd: Harness) -> None:
     """A person the write creates holds nothing to empty: created as the fields say."""
     email = "nieuw@example.com"
