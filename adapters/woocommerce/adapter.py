@@ -11,7 +11,8 @@ What WooCommerce offers and how it shapes this adapter:
   the ``update`` list only: someone the shop knows from guest orders alone gets no account.
   A field the source no longer holds (``OutboundRecord.clear``) is emptied in a customer the
   shop holds, as WooCommerce empties one (:func:`~adapters.woocommerce.payloads.emptied`);
-  the e-mail addresses are never emptied, and the customer's orders keep their own copy.
+  the e-mail addresses are never emptied (the result's ``kept`` names what is left so),
+  and the customer's orders keep their own copy.
 - Erasure: WooCommerce keeps orders (and their billing and shipping data) when a user is
   deleted, so the subject's orders (those in the trash too, which ``status=any`` leaves
   out) are anonymised first, all but their addresses' country and state, which the taxes
@@ -462,13 +463,16 @@ class WooCommerceAdapter:
     ) -> list[UpsertResult]:
         creates: list[int] = []
         updates: list[int] = []
+        kept: dict[int, frozenset[str]] = {}
         body: dict[str, list[dict[str, Any]]] = {"create": [], "update": []}
         for i, (record, known) in enumerate(zip(records, ids, strict=True)):
             fields = _with_billing_names(record.fields)
             if record.clear and known is not None:
                 # What the source no longer holds is emptied in a customer the shop holds;
-                # one this call creates holds nothing to empty.
-                fields = {**emptied(record.clear, fields), **fields}
+                # one this call creates holds nothing to empty. What it cannot empty is kept.
+                empty = emptied(record.clear, fields)
+                fields = {**empty, **fields}
+                kept[i] = frozenset(record.clear - empty.keys() - fields.keys())
             item = nest(fields, key_value_lists=META_LISTS)
             if known is None:
                 item.setdefault("email", record.email)
@@ -500,6 +504,9 @@ class WooCommerceAdapter:
                 )
                 for i, _ in again:
                     results[i] = retried[i]
+        for i, names in kept.items():
+            if names and results[i].outcome == "updated":
+                results[i] = results[i]._replace(kept=names)
         return results
 
     async def _batch(

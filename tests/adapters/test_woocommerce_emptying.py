@@ -128,6 +128,28 @@ async def test_what_the_shop_cannot_hold_empty_is_left_and_the_write_succeeds(
     assert names == {"id", "first_name", "billing.first_name", "billing.phone"}
 
 
+async def test_what_the_shop_cannot_hold_empty_is_reported_kept_and_what_it_emptied_not(
+    harness: Harness,
+) -> None:
+    """The result's ``kept`` names the names of ``clear`` left as they were (the e-mail
+    addresses, names the adapter does not know); the phone emptied is not named, nor the
+    billing copy of a name the write gives a value. A correction says the same, and a
+    customer the write creates had nothing to keep."""
+    customer_id = harness.sandbox.add_person("vast@example.com", "Vera", "Vast", phone="0611111111")
+    names = ("email", "billing.email", "username", "billing.phone", "billing.first_name")
+    sent = emptying(record("r", "vast@example.com", customer_id, first_name="Vera"), *names)
+    (result,) = await harness.adapter.upsert([sent])
+    assert result.outcome == "updated"
+    assert result.kept == {"email", "billing.email", "username"}
+    assert held(harness, "vast@example.com")["billing"]["phone"] == ""
+    fix = emptying(record("f", "vast@example.com", customer_id), "billing.email", "billing.city")
+    (fixed,) = await harness.adapter.update([fix])
+    assert (fixed.outcome, fixed.kept) == ("updated", {"billing.email"})
+    new = emptying(record("n", "nieuw@example.com", first_name="Nina"), *names)
+    (created,) = await harness.adapter.upsert([new])
+    assert (created.outcome, created.kept) == ("created", frozenset())
+
+
 class Sent(httpx.AsyncBaseTransport):
     """The sandbox's transport, keeping the JSON body of each batch call."""
 
