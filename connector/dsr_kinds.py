@@ -63,6 +63,8 @@ _HELD_ONLY_ARCHIVED = (
 
 #: Why a rectification leaves a field to the sync (:meth:`KindRunner._changed_in_source_since`).
 _SUPERSEDED = "changed in the source since the correction: the sync carries the new value"
+#: What a correction's step says of the fields asked empty that the system kept (names only).
+_KEPT_NOT_EMPTIED = "kept {fields} as held, not emptied: the system cannot hold {them} empty"
 
 #: Among the subjects :meth:`KindRunner._former_subjects` finds: a source holds the address
 #: for a customer the store has not met.
@@ -1624,9 +1626,16 @@ class KindRunner:
             self._failed(row, name, f"rejected: {result.reason}")
             return
         facts: dict[str, Any] = {"endpoint": "update", "outcome": result.outcome, "fields": names}
-        if emptying:
-            # Which of ``fields`` were asked empty, by name alone (never a value).
-            facts["emptied"] = emptying
+        # Which of ``fields`` asked empty the system left as they were (it cannot hold them
+        # empty: a merge field an audience requires, a property HubSpot sets itself), and
+        # which it emptied, by name alone (never a value). Said emptied from the asking, a
+        # receipt claimed a field gone that the system kept.
+        kept = [n for n in emptying if system.mapping.fields[n].path in result.kept]
+        emptied = [n for n in emptying if n not in kept]
+        if emptied and result.outcome != "skipped":  # skipped: nothing was written
+            facts["emptied"] = emptied
+        if kept:
+            facts["kept"] = kept
         if others:
             facts["left_to_others"] = sorted(others)  # ids only: no personal data
         if result.outcome == "not_held":
@@ -1646,6 +1655,9 @@ class KindRunner:
         if result.note:
             facts["note"] = result.note
         said = [result.note] if result.note else []
+        if kept:
+            them = "it" if len(kept) == 1 else "them"
+            said.append(_KEPT_NOT_EMPTIED.format(fields=", ".join(kept), them=them))
         if left:
             # Written silently, the step read as if every field asked for was corrected.
             facts["left_to_source"] = left

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
+from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.pipedrive.sandbox import PipedriveSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
@@ -324,3 +325,102 @@ async def test_an_empty_value_removes_the_connector_s_phone_entry_in_pipedrive(
     assert person["name"] == f"{CANARY_NAME} Klant"
     other = deals.record_for(OTHER_EMAIL)
     assert other is not None and [p["value"] for p in other["phones"]] == [OTHER_PHONE_E164]
+
+
+# -- a field a system cannot hold empty ------------------------------------------------------
+
+LIST = "a1b2c3d4e5"
+
+
+@pytest.fixture
+async def with_mailchimp(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, tmp_path: Path, env: dict[str, str]
+) -> AsyncIterator[tuple[Runtime, MailchimpSandbox]]:
+    """The shop feeding HubSpot and a Mailchimp audience."""
+    news = MailchimpSandbox(list_ids=(LIST,))
+    (tmp_path / "master.key").write_text(MASTER_KEY)
+    (tmp_path / "master.key").chmod(0o600)
+    (tmp_path / "news.key").write_text(news.credentials()["api_key"])
+    path = tmp_path / "klantsync.toml"
+    path.write_text(
+        f"""
+[store]
+path = "state/klantsync.db"
+[keys]
+source = "file:master.key"
+[sync]
+retry_base_seconds = 0
+
+[systems.shop]
+adapter = "woocommerce"
+base_url = "https://shop.test"
+mapping = "{REPO_MAPPINGS / "woocommerce.toml"}"
+credentials = {{ consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }}
+
+[systems.crm]
+adapter = "hubspot"
+base_url = "https://crm.test"
+mapping = "{REPO_MAPPINGS / "hubspot.toml"}"
+credentials = {{ token = "env:T_HS_TOKEN" }}
+
+[systems.news]
+adapter = "mailchimp"
+base_url = "https://us21.api.mailchimp.test/3.0"
+mapping = "{REPO_MAPPINGS / "mailchimp.toml"}"
+list_ids = ["{LIST}"]
+credentials = {{ api_key = "file:news.key" }}
+
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm", "news"]
+"""
+    )
+    transports = {
+        "shop": httpx.ASGITransport(app=shop.app()),
+        "crm": httpx.ASGITransport(app=crm.app()),
+        "news": httpx.ASGITransport(app=news.app()),
+    }
+    time = VirtualTime()
+    async with open_runtime(
+        path, transports=transports, sleep=time.sleep, clock=time.clock
+    ) as runtime:
+        yield runtime, news
+
+
+async def test_a_field_a_system_cannot_hold_empty_is_said_kept_there_and_emptied_elsewhere(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    with_mailchimp: tuple[Runtime, MailchimpSandbox],
+) -> None:
+    """The audience's owner made the first name required: Mailchimp keeps it (an audience
+    cannot hold it empty), and empties the last name. The receipt's step says so, by name
+    alone: `kept` for the first name there and `emptied` for the last name, where the shop
+    and HubSpot empty both; its detail (what `dsr show` prints) says it in words. The
+    request completes."""
+    rt, news = with_mailchimp
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE, marketing_opt_in="yes")
+    (report,) = await rt.engine.sync()
+    assert not report.failed, report.errors
+    assert news.holds(CANARY_EMAIL)
+    news.require_merge_field(LIST, "FNAME")
+    service = DsrService(rt)
+    view = await service.rectify(CANARY_EMAIL, {"first_name": "", "last_name": ""})
+    assert view.status == "completed", view
+    member = news.member(LIST, CANARY_EMAIL)
+    assert member is not None
+    assert (member["merge_fields"]["FNAME"], member["merge_fields"]["LNAME"]) == (CANARY_NAME, "")
+    assert (_crm(crm)["firstname"], _crm(crm)["lastname"]) == ("", "")
+    steps = _steps(service, view.id)
+    both = ["first_name", "last_name"]
+    for name in ("crm", "shop"):
+        assert steps[name]["status"] == "done"
+        assert (steps[name]["emptied"], "kept" in steps[name]) == (both, False)
+    assert steps["news"]["status"] == "done"
+    assert (steps["news"]["emptied"], steps["news"]["kept"]) == (["last_name"], ["first_name"])
+    said = "kept first_name as held, not emptied: the system cannot hold it empty"
+    assert said in steps["news"]["detail"]
+    shown_view = service.get(view.id)
+    assert shown_view is not None
+    shown = shown_view.system("news")
+    assert shown.detail is not None and said in shown.detail
