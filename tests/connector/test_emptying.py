@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.adapter import OutboundRecord, UpsertResult
 from connector.cli_sync import print_report
 from connector.emptying import Emptying
 from connector.mapping import load_mapping
@@ -206,3 +209,24 @@ def test_a_field_the_destination_keeps_when_emptied_is_not_emptied(tmp_path: Pat
             (None, given),
         )
         assert empty == expected
+
+
+async def test_the_audit_entry_names_no_field_the_system_kept(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A field the system says it could not hold empty (``UpsertResult.kept``) is not
+    recorded as emptied."""
+    adapter = rt.systems["crm"].adapter
+    upsert = adapter.upsert
+
+    async def keeping(records: Sequence[OutboundRecord]) -> list[UpsertResult]:
+        results = await upsert(records)
+        return [r._replace(kept=rec.clear) for r, rec in zip(results, records, strict=True)]
+
+    monkeypatch.setattr(adapter, "upsert", keeping)
+    await _synced_then_phone_removed(shop, rt)
+    await rt.engine.sync()
+    (detail,) = rt.store.db.execute(
+        "SELECT data FROM audit WHERE kind='sync.batch' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    assert "emptied" not in str(detail)
