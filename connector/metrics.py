@@ -57,6 +57,12 @@ class Metrics:
         self.dead_lettered = Counter(
             "klantsync_records_dead_lettered", "Records rejected for good", ["system"], registry=r
         )
+        self.emptied = Counter(
+            "klantsync_records_emptied",
+            "Records queued with fields to empty (held empty at the source now)",
+            ["system"],
+            registry=r,
+        )
         self.http_requests = Counter(
             "klantsync_http_requests",
             "Calls to external systems",
@@ -158,6 +164,7 @@ class Metrics:
             self.unchanged.labels(name).inc(dest.unchanged)
             self.gated.labels(name).inc(dest.gated)
             self.dead_lettered.labels(name).inc(dest.dead_lettered)
+            self.emptied.labels(name).inc(dest.emptied)
             self.suppressed.labels(name).inc(dest.suppressed_at_delivery)
         if not run:
             return

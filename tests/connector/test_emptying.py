@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
@@ -15,6 +16,7 @@ from connector.adapter import OutboundRecord, UpsertResult
 from connector.cli_sync import print_report
 from connector.emptying import Emptying
 from connector.mapping import load_mapping
+from connector.metrics import Metrics
 from connector.model import Person
 from connector.runtime import Runtime
 from connector.state import Store
@@ -66,6 +68,10 @@ async def test_a_phone_removed_in_the_shop_is_emptied_in_the_crm_and_the_rest_ke
     console = Console(record=True, width=400)
     print_report(console, report)
     assert "1 with fields emptied" in console.export_text()
+    metrics = Metrics()
+    metrics.observe_flow(report, 0.0)
+    scraped = generate_latest(metrics.registry).decode()
+    assert 'klantsync_records_emptied_total{system="crm"} 1.0' in scraped
     record = crm.record_for(EMAIL)
     assert record is not None
     assert record["properties"]["phone"] in ("", None)
