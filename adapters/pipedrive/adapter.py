@@ -395,12 +395,12 @@ class PipedriveAdapter:
 
         The person is read first. The connector owns the primary phone and e-mail of the
         people it writes, not the others a salesperson added (an office number, a work
-        address): the phone replaces the entry the connector wrote before (the primary one
-        where that is not known) and the others are kept, and so does a sync's e-mail (sent
-        as the whole list, which replaced theirs). One already in the
-        list stays where it is while unchanged, and becomes the primary entry once changed
-        at the source (:func:`other_entries_kept`, told by :attr:`sent` what the adapter
-        last wrote there). Pipedrive's ``name`` is both name parts, so a write carrying one
+        address): the phone replaces the entry the connector wrote before (where that is
+        not known, only a sole entry: :meth:`_own_phone`) and the others are kept, and so
+        does a sync's e-mail (sent as the whole list, which replaced theirs). One already
+        in the list stays where it is while unchanged, and becomes the primary entry once
+        changed at the source (:func:`other_entries_kept`, told by :attr:`sent` what the
+        adapter last wrote there). Pipedrive's ``name`` is both name parts, so a write carrying one
         alone keeps the other as the person holds it (:func:`held_name_part`), else it would
         become the whole name: a customer the shop holds a first name of only lost the last
         name a salesperson typed at every sync, and a field the source does not hold is
@@ -410,7 +410,8 @@ class PipedriveAdapter:
 
         ``record.clear`` names what the source now holds empty, emptied as Pipedrive
         empties each: the phone by sending the list without the connector's entry
-        (:meth:`_phones_without_own`; a salesperson's numbers stay), a custom field as
+        (:meth:`_phones_without_own`; a salesperson's numbers stay, and of several numbers
+        none known as its own, none is removed), a custom field as
         ``null`` (:func:`emptied_custom_fields`), a name part by writing ``name`` without
         it (:func:`_name_left`); never ``name`` empty, which Pipedrive refuses. Any other
         name is not known how to empty, and is left. The result's ``kept`` names what of
@@ -440,10 +441,14 @@ class PipedriveAdapter:
         phone = fields.get("phone")
         phone = phone if isinstance(phone, str) else None
         phones = self._list_with(person_id, person, "phones", phone)
-        emptied_phone = phones is None and "phone" in record.clear
-        if emptied_phone:
+        emptying_phone = phones is None and "phone" in record.clear
+        if emptying_phone:
             phones = self._phones_without_own(person_id, person)
-            emptied_phone = phones is not None
+        emptied_phone = emptying_phone and phones is not None
+        # Left in place, the number may still be the customer's: the receipt must not say
+        # it was emptied.
+        untold = emptying_phone and not emptied_phone and self._own_phone_untold(person_id, person)
+        phone_kept = frozenset({"phone"}) if untold else frozenset()
         address = str(fields.get("email") or record.email or "").strip()
         emails = self._list_with(person_id, person, "emails", None if correcting else address)
         body = person_body(
@@ -464,7 +469,7 @@ class PipedriveAdapter:
             if emptied_phone:
                 self.sent.emptied(person_id, "phones")
             if record.clear:
-                result = result._replace(kept=_not_emptied(record, body))
+                result = result._replace(kept=_not_emptied(record, body) | phone_kept)
         primary = primary_value(emails)
         if primary and result.outcome == "updated":
             self.directory.written(person_id, primary)  # its e-mail list is this now
@@ -480,12 +485,15 @@ class PipedriveAdapter:
             return None
         entries = person.get(kind)
         changed = self.sent.changed(person_id, kind, value)
-        former = self.sent.last_of(person_id, kind, _entry_values(entries))
-        if self.sent.removed(person_id, kind):
-            # The connector took its entry out (the customer removed the number): the list
-            # holds none of its own, and the primary one now is a salesperson's, which a
-            # number the customer gives again is added beside, not put in place of.
-            former = ""
+        if kind == "phones":
+            # "": no entry is known as the connector's, so every one stays beside the new
+            # number. Taken for its own, the primary one was replaced: an office number a
+            # salesperson made primary was lost, and the number the customer gave up stayed.
+            former: str | None = self._own_phone(person_id, entries) or ""
+        else:
+            # The primary e-mail where the last write is not known: the person was found,
+            # and is written, by their primary address (_patch_holder).
+            former = self.sent.last_of(person_id, kind, _entry_values(entries))
         label = "work" if kind == "emails" else None
         return other_entries_kept(entries, value, label=label, changed=changed, former=former)
 
@@ -493,14 +501,35 @@ class PipedriveAdapter:
         self, person_id: int, person: dict[str, Any]
     ) -> list[dict[str, Any]] | None:
         """The person's phone list without the connector's entry (:func:`without_own_entry`),
-        for a phone the source now holds empty; ``None`` when the list holds none of its
-        own: one the adapter wrote that is no longer listed was removed in Pipedrive, and
-        the primary entry then is a salesperson's."""
+        for a phone the source now holds empty; ``None`` when no entry is known as its own
+        (:meth:`_own_phone`): nothing is removed."""
         entries = person.get("phones")
-        former = self.sent.last_of(person_id, "phones", _entry_values(entries))
-        if former is None and self.sent.knows(person_id, "phones"):
-            return None
-        return without_own_entry(entries, former)
+        own = self._own_phone(person_id, entries)
+        return None if own is None else without_own_entry(entries, own)
+
+    def _own_phone(self, person_id: int, entries: Any) -> str | None:
+        """The value of the connector's entry in a person's phone list; ``None`` when no
+        entry is known as its own.
+
+        Written since the adapter started, it is the number the adapter last wrote, where
+        listed; not listed (taken out by the adapter, as the customer removed it, or removed
+        or edited in Pipedrive), every entry is a salesperson's. Not written since (a
+        restart; a ``dsr rectify`` beside the daemon), Pipedrive's entries carry nothing
+        that tells whose they are (``value``, ``primary``, ``label``, which salespeople set
+        too): a sole entry is taken for the connector's, as a flow that empties or changes
+        the number most likely wrote it; of several, a salesperson may have made theirs
+        primary, so none is taken (:meth:`_own_phone_untold`).
+        """
+        values = _entry_values(entries)
+        if self.sent.knows(person_id, "phones"):
+            return self.sent.last_of(person_id, "phones", values)
+        return values[0] if len(values) == 1 else None
+
+    def _own_phone_untold(self, person_id: int, person: dict[str, Any]) -> bool:
+        """Whether the person's phone list holds several entries and the adapter cannot tell
+        which is its own (it wrote none since it started): a phone to empty is then left."""
+        several = len(_entry_values(person.get("phones"))) > 1
+        return several and not self.sent.knows(person_id, "phones")
 
     def _wrote(self, person_id: int, address: str | None, phone: str | None) -> None:
         """Remember what a write that landed sent as the person's own e-mail and phone."""
@@ -813,8 +842,10 @@ def _not_emptied(record: OutboundRecord, body: dict[str, Any]) -> frozenset[str]
     A name part is emptied by a ``name`` written without it, and left with the name when
     none is written (both parts emptied, or the other one not held: :func:`_name_left`). The
     phone is emptied by the list without the connector's entry, or holds none of the
-    person's own already. A whole mapped custom field is emptied (``null``); a part of one,
-    and any other name, is left. A name ``record.fields`` writes is written, not left.
+    person's own already (one left among several the adapter cannot tell its own from,
+    :meth:`PipedriveAdapter._own_phone_untold`, the caller adds). A whole mapped custom
+    field is emptied (``null``); a part of one, and any other name, is left. A name
+    ``record.fields`` writes is written, not left.
     """
     custom = {CUSTOM_FIELDS + key for key in emptied_custom_fields(record.clear)}
     emptied = custom | {"phone"} | (set(NAME_PARTS) if "name" in body else set())

@@ -135,11 +135,13 @@ def other_entries_kept(
 
     ``changed`` says whether ``value`` differs from what the connector last wrote there
     (:class:`~adapters.pipedrive.sent.LastSent`; ``None``: not known), and ``former`` is
-    that entry, where the list still holds it. Not in the list, ``value`` replaces the
-    connector's former entry (the customer changed it at the source), and the rest stay:
-    ``former``, else the primary entry, taken for the connector's. An entry a salesperson
-    made primary stays, second: taken for the connector's, the office number was replaced
-    and the number the customer gave up stayed. In the list:
+    the connector's entry, where the list holds it (``""``: the caller knows none is, and
+    every entry stays, second). Not in the list, ``value`` replaces the connector's former
+    entry (the customer changed it at the source), and the rest stay: ``former``, else
+    (``None``: an e-mail list, found by its primary address) the primary entry, taken for
+    the connector's. An entry a salesperson made primary stays, second: taken for the
+    connector's, the office number was replaced and the number the customer gave up
+    stayed. In the list:
 
     - primary already, or unchanged (``changed`` false): the list stays as it is: a
       salesperson who made the office number the primary one keeps it so;
@@ -176,26 +178,22 @@ def other_entries_kept(
     return [own, *(e for e in others if not e.get("primary"))]
 
 
-def without_own_entry(entries: Any, former: str | None) -> list[dict[str, Any]] | None:
+def without_own_entry(entries: Any, former: str) -> list[dict[str, Any]] | None:
     """A person's phone list without the connector's entry, for a number the customer
-    removed at the source; ``None`` when the list holds no entry of the connector's.
+    removed at the source; ``None`` when the list does not hold it.
 
     Pipedrive keeps the phones as one list that a write replaces whole (the sandbox's
     reading; UNVERIFIED whether a real ``PATCH`` merges), and v2 empties no single entry
     otherwise: the list is sent without the connector's entry, the numbers a salesperson
-    added (an office number) stay as they are. ``former`` is the value the connector last
-    wrote there (:class:`~adapters.pipedrive.sent.LastSent`); ``None``: not known (nothing
-    written since the adapter started), and the primary entry is taken for the
-    connector's, as :func:`other_entries_kept` takes it.
+    added (an office number) stay as they are. ``former`` is the connector's entry, as
+    the adapter tells it (its ``_own_phone``): never the primary one for being primary,
+    which may be an office number a salesperson made so.
     """
     current = [
         dict(e) for e in (entries if isinstance(entries, list) else ()) if isinstance(e, Mapping)
     ]
-    if former is None:
-        kept = [e for e in current if not e.get("primary")]
-    else:
-        gone = normalise_email(former)
-        kept = [e for e in current if normalise_email(str(e.get("value", ""))) != gone]
+    gone = normalise_email(former)
+    kept = [e for e in current if normalise_email(str(e.get("value", ""))) != gone]
     return kept if len(kept) < len(current) else None
 
 

@@ -62,10 +62,6 @@ class LastSent:
         started: then :meth:`last_of` finding none means the list holds none of its own."""
         return (person_id, kind) in self._by_person
 
-    def removed(self, person_id: int, kind: Kind) -> bool:
-        """Whether the adapter's last write took its own entry out of the ``kind`` list."""
-        return self._by_person.get((person_id, kind)) == _REMOVED
-
     def emptied(self, person_id: int, kind: Kind) -> None:
         """The person's ``kind`` list was written without the connector's entry."""
         self._by_person[(person_id, kind)] = _REMOVED

@@ -994,6 +994,79 @@ async def test_a_listed_number_not_known_as_sent_becomes_primary_and_the_rest_st
     assert stored is not None and stored["phones"] == reordered
 
 
+async def _restarted_write(
+    sandbox: PipedriveSandbox,
+    time: VirtualTime,
+    wall: WallClock,
+    record: OutboundRecord,
+    *,
+    correcting: bool = False,
+) -> UpsertResult:
+    """``record`` written by an adapter started afresh (after a restart, or a ``dsr
+    rectify`` beside the daemon): it knows nothing of what was written before."""
+    restarted = make_harness(sandbox, time, wall)
+    try:
+        write = restarted.adapter.update if correcting else restarted.adapter.upsert
+        (result,) = await write([record])
+    finally:
+        await restarted.client.aclose()
+    return result
+
+
+async def test_a_number_changed_before_a_first_write_since_a_restart_replaces_no_other(
+    pd: Harness, sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """Restarted, the adapter took the primary entry for its own and replaced it: an office
+    number a salesperson had made primary was lost. With several numbers and none known as
+    its own, the customer's new number becomes the primary entry beside them all; a sole
+    number is taken for its own (the flow's last write gave one) and replaced."""
+    email = "jan@example.com"
+    full, created, person = await _jan_created(pd)
+    person.values["phones"] = [
+        {"value": "+31201234567", "primary": True, "label": "work"},
+        {"value": "+31612345678", "primary": False, "label": "mobile"},
+    ]
+    changed = OutboundRecord("r", email, created.external_id, {**full, "phone": "+31687654321"})
+    assert (await _restarted_write(sandbox, time, wall, changed)).outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+        ("+31687654321", True),
+        ("+31201234567", False),
+        ("+31612345678", False),
+    ]
+    person.values["phones"] = [{"value": "+31612345678", "primary": True, "label": "mobile"}]
+    assert (await _restarted_write(sandbox, time, wall, changed)).outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [("+31687654321", True)]
+
+
+async def test_a_number_changed_after_its_own_entry_left_the_list_replaces_no_other(
+    pd: Harness,
+) -> None:
+    """A salesperson took the connector's number out of the list and made the office number
+    primary beside a home number; the list holds none of the connector's entries. The
+    primary entry was taken for its own and replaced by the customer's new number; now the
+    new one is added, primary, beside both."""
+    email = "jan@example.com"
+    full, created, person = await _jan_created(pd)
+    person.values["phones"] = [
+        {"value": "+31201234567", "primary": True, "label": "work"},
+        {"value": "+31301234567", "primary": False, "label": "home"},
+    ]
+    changed = {**full, "phone": "+31687654321"}
+    (updated,) = await pd.adapter.upsert([OutboundRecord("r", email, created.external_id, changed)])
+    assert updated.outcome == "updated"
+    stored = pd.sandbox.record_for(email)
+    assert stored is not None
+    assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+        ("+31687654321", True),
+        ("+31201234567", False),
+        ("+31301234567", False),
+    ]
+
+
 async def test_record_without_email_or_id_fails_locally(pd: Harness) -> None:
     """A record with neither e-mail nor id fails without a call."""
     (result,) = await pd.adapter.upsert([OutboundRecord("r", "", None, {"first_name": "X"})])
@@ -2089,6 +2162,36 @@ async def test_a_phone_and_custom_field_removed_at_the_source_are_emptied_the_re
         ("+31687654321", True),
         (OFFICE["value"], False),
     ]
+
+
+async def test_a_phone_emptied_after_a_restart_removes_a_sole_number_and_keeps_several(
+    pd: Harness, sandbox: PipedriveSandbox, time: VirtualTime, wall: WallClock
+) -> None:
+    """Restarted, the adapter took the primary entry for its own and removed it: an office
+    number a salesperson had made primary was lost, and the customer's number stayed. With
+    several numbers and none known as its own, none is removed, by a sync or a correction,
+    and the result names the phone kept, so no receipt says it was emptied. A sole number
+    is taken for its own (the flow's last write gave one) and removed."""
+    full, jan = await _jan_with_office_number(pd)
+    person = pd.sandbox.store.persons[int(jan)]
+    held = [{**OFFICE, "primary": True}, {"value": full["phone"], "primary": False}]
+    person.values["phones"] = [dict(entry) for entry in held]
+    fields = {"email": full["email"], "first_name": "Johan"}
+    record = OutboundRecord("r", full["email"], jan, fields, clear=frozenset({"phone"}))
+    for correcting in (False, True):
+        result = await _restarted_write(sandbox, time, wall, record, correcting=correcting)
+        assert (result.outcome, result.kept) == ("updated", frozenset({"phone"}))
+        stored = pd.sandbox.record_for(full["email"])
+        assert stored is not None
+        assert [(p["value"], p["primary"]) for p in stored["phones"]] == [
+            (OFFICE["value"], True),
+            (full["phone"], False),
+        ]
+    person.values["phones"] = [{"value": full["phone"], "primary": True}]
+    result = await _restarted_write(sandbox, time, wall, record)
+    assert (result.outcome, result.kept) == ("updated", frozenset())
+    stored = pd.sandbox.record_for(full["email"])
+    assert stored is not None and stored["phones"] == []
 
 
 async def test_a_name_part_removed_at_the_source_leaves_the_other_as_the_name(
