@@ -144,6 +144,13 @@ class ObjectStore:
         ids = self.links.get(contact_id, {}).get(kind, [])
         return [record_id for record_id in ids if record_id in self.records[kind]]
 
+    def move_links(self, from_id: int, to_id: int) -> None:
+        """Associate with ``to_id`` what was associated with ``from_id`` (a merge: "all
+        related data" of both contacts ends on the record they were merged into)."""
+        for kind, ids in self.links.pop(from_id, {}).items():
+            kept = self.links.setdefault(to_id, {}).setdefault(kind, [])
+            kept += [record_id for record_id in ids if record_id not in kept]
+
     def get(self, kind: str, id_value: str) -> Record | None:
         return self.records[kind].get(int(id_value)) if id_value.isdecimal() else None
 

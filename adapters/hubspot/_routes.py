@@ -293,7 +293,7 @@ class ContactRoutes:
         return JSONResponse(contact.to_json(sorted(contact.properties)), status_code=201), records
 
     async def get(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
-        contact = self._addressed(request)
+        contact = self._addressed(request, follow=True)
         if contact is None:
             raise Reject(404, "resource not found", "OBJECT_NOT_FOUND")
         return JSONResponse(contact.to_json(_requested(request))), []
@@ -324,13 +324,19 @@ class ContactRoutes:
             self.store.archive(contact)
         return Response(status_code=204), []
 
-    def _addressed(self, request: Request, archived: bool | None = None) -> Contact | None:
+    def _addressed(
+        self, request: Request, archived: bool | None = None, *, follow: bool = False
+    ) -> Contact | None:
+        """The contact the path names; ``follow``: a read, which a merged-away id answers
+        with the record it was merged into (:meth:`ContactStore.followed`)."""
         id_value = request.path_params["id"]
         id_property = request.query_params.get("idProperty")
         if archived is None:
             archived = _archived_flag(request)
         if archived:
             return self.store.archived(id_value, id_property)
+        if follow and id_property is None:
+            return self.store.followed(id_value)
         return self.store.live(id_value, id_property)
 
     def _email_problem(
@@ -407,11 +413,12 @@ class ContactRoutes:
         missing: list[str] = []
         for item in inputs:
             id_value = str(item.get("id", ""))
-            contact = (
-                self.store.archived(id_value, id_property)
-                if archived
-                else self.store.live(id_value, id_property)
-            )
+            if archived:
+                contact = self.store.archived(id_value, id_property)
+            elif id_property is None:
+                contact = self.store.followed(id_value)  # a merged-away id: the merged record
+            else:
+                contact = self.store.live(id_value, id_property)
             if contact is None:
                 missing.append(id_value)
             else:

@@ -51,8 +51,17 @@ KNOWN_PROPERTIES = frozenset(
     }
 )
 
-#: Properties HubSpot sets itself; a write that names one is rejected.
-READ_ONLY_PROPERTIES = frozenset({"hs_object_id", "createdate", "lastmodifieddate"})
+#: Properties HubSpot sets itself; a write that names one is rejected. A merge sets the last
+#: two: the ids of the contacts merged into the record, and the addresses beside its own.
+READ_ONLY_PROPERTIES = frozenset(
+    {
+        "hs_object_id",
+        "createdate",
+        "lastmodifieddate",
+        "hs_merged_object_ids",
+        "hs_additional_emails",
+    }
+)
 
 #: The options (their values) of the enumeration properties among :data:`KNOWN_PROPERTIES`,
 #: as a portal defines them by default. The lifecycle stages are HubSpot's internal values;
@@ -184,6 +193,8 @@ class ContactStore:
         self.blocklist_recreations = 0
         #: Records associated with contacts (notes, deals, ...) and subscription statuses.
         self.objects = ObjectStore(_now_iso)
+        #: The id of each contact merged away -> the id of the record it was merged into.
+        self.merged_into: dict[int, int] = {}
         self._order: list[int] = []
         self._next_id = 1001
         # Kept as a count so ``count_live`` stays O(1): benchmarks ask after every batch.
@@ -207,6 +218,21 @@ class ContactStore:
             return None
         contact = self.contacts.get(contact_id) if contact_id is not None else None
         return contact if contact is not None and not contact.archived else None
+
+    def followed(self, id_value: str) -> Contact | None:
+        """The live contact a read by id answers: the contact itself, or for the id of one
+        merged away the record it was merged into ("both of the previous IDs will point to
+        the resulting merged record, so fetching any records using the original IDs will
+        return the new merged record with the new ID" [doc: HubSpot changelog, "Updated
+        merge functionality for contacts and companies"]). Writes and ``gdpr-delete`` by such
+        an id are not said to follow it (UNVERIFIED): the fake answers them as for an id it
+        does not hold, the cautious reading."""
+        if not id_value.isdecimal():
+            return None
+        contact_id = int(id_value)
+        while contact_id in self.merged_into:
+            contact_id = self.merged_into[contact_id]
+        return self.live(str(contact_id))
 
     def archived(self, id_value: str, id_property: str | None = None) -> Contact | None:
         """The most recently archived contact addressed by id or e-mail."""
@@ -266,6 +292,44 @@ class ContactStore:
             self.live_by_email.pop(old_email, None)
             if contact.email:
                 self.live_by_email[contact.email] = contact.id
+
+    def merge(self, primary: Contact, merged: Contact) -> Contact:
+        """Merge two live contacts as HubSpot does now: into a *new* record with a new id
+        (the changelog above), holding the primary's values where it has one and the merged
+        one's elsewhere, the primary's e-mail, the other's among its additional addresses
+        (``hs_additional_emails``), both ids in ``hs_merged_object_ids``, and what was
+        associated with either. Both former ids then answer reads with the new record.
+
+        The merged contact's address is no contact's e-mail afterwards: HubSpot lets a new
+        contact be created with it [doc: knowledge base, "Merge records", 2025], and whether
+        a lookup by ``idProperty=email`` finds the record by an additional address is
+        UNVERIFIED; the fake finds none, the cautious reading."""
+        values = {
+            **merged.properties,
+            **{name: value for name, value in primary.properties.items() if value},
+        }
+        extra = [
+            address
+            for contact in (primary, merged)
+            for address in [contact.email, *_listed(contact, "hs_additional_emails")]
+            if address and address != primary.email
+        ]
+        ids = [
+            former
+            for contact in (primary, merged)
+            for former in [str(contact.id), *_listed(contact, "hs_merged_object_ids")]
+        ]
+        values["hs_additional_emails"] = ";".join(dict.fromkeys(extra))
+        values["hs_merged_object_ids"] = ";".join(dict.fromkeys(ids))
+        for contact in (primary, merged):
+            del self.contacts[contact.id]
+            if self.live_by_email.get(contact.email) == contact.id:
+                del self.live_by_email[contact.email]
+        record = self.create(values)
+        for contact in (primary, merged):
+            self.merged_into[contact.id] = record.id
+            self.objects.move_links(contact.id, record.id)
+        return record
 
     def email_taken(self, email: str, by_other_than: Contact | None = None) -> bool:
         contact_id = self.live_by_email.get(email.strip().lower())
@@ -354,6 +418,11 @@ class ContactStore:
             descending = isinstance(first, dict) and first.get("direction") == "DESCENDING"
             matches.sort(key=lambda c: c.properties.get(name) or "", reverse=descending)
         return len(matches), matches
+
+
+def _listed(contact: Contact, name: str) -> list[str]:
+    """The values of a property HubSpot keeps as a list, separated by semicolons."""
+    return [value for value in contact.properties.get(name, "").split(";") if value]
 
 
 def _matches_group(contact: Contact, group: Mapping[str, Any]) -> bool:

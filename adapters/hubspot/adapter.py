@@ -245,8 +245,10 @@ class HubSpotAdapter:
 
         A contact the connector knows the id of is updated by that id (``batch/update``), so
         a new e-mail address at the source changes the address of the existing contact
-        instead of creating a second one; if HubSpot no longer has that id (merged or
-        deleted there), the record is upserted by e-mail like any other. The rest are
+        instead of creating a second one; if HubSpot merged that contact into another, the
+        record it became is updated by its own id, which the result names
+        (:meth:`_merged_into`); if HubSpot no longer has that id (deleted there), the record
+        is upserted by e-mail like any other. The rest are
         created or updated by e-mail (``batch/upsert``). A record without an e-mail fails
         locally (``MISSING_EMAIL``); records sharing an id go in separate calls, in order,
         because HubSpot rejects a whole batch with duplicate ids.
@@ -304,13 +306,16 @@ class HubSpotAdapter:
                 by_id.append((index, record))
             else:
                 by_email.append((index, record))
-        for chunk in _chunks_without_duplicates(by_id, MAX_BATCH, _contact_id):
-            outcomes = await self._update_batch([record for _, record in chunk])
-            for (index, record), outcome in zip(chunk, outcomes, strict=True):
-                if outcome.reason == "OBJECT_NOT_FOUND":
-                    by_email.append((index, record))
-                else:
-                    results[index] = outcome
+        unfound = await self._write_by_id(by_id, results)
+        merged: list[tuple[int, OutboundRecord]] = []
+        for index, record in unfound:
+            survivor = await self._merged_into(record)
+            if survivor is None:
+                by_email.append((index, record))
+            else:
+                merged.append((index, survivor))
+        # Once: a read by the former id answers the record at the end of every later merge.
+        by_email += await self._write_by_id(merged, results)
         by_email.sort(key=lambda item: item[0])
         for chunk in _chunks_without_duplicates(by_email, MAX_BATCH, _email):
             outcomes = await by_email_batch([record for _, record in chunk])
@@ -321,6 +326,38 @@ class HubSpotAdapter:
             if results[index].outcome == "updated":
                 results[index] = results[index]._replace(kept=names)
         return [results[index] for index in range(len(records))]
+
+    async def _write_by_id(
+        self, items: Sequence[tuple[int, OutboundRecord]], results: dict[int, UpsertResult]
+    ) -> list[tuple[int, OutboundRecord]]:
+        """Update each record's contact by its id, its result put in ``results`` by position;
+        those HubSpot holds no live contact under that id for (``OBJECT_NOT_FOUND``)."""
+        unfound: list[tuple[int, OutboundRecord]] = []
+        for chunk in _chunks_without_duplicates(items, MAX_BATCH, _contact_id):
+            outcomes = await self._update_batch([record for _, record in chunk])
+            for (index, record), outcome in zip(chunk, outcomes, strict=True):
+                if outcome.reason == "OBJECT_NOT_FOUND":
+                    unfound.append((index, record))
+                else:
+                    results[index] = outcome
+        return unfound
+
+    async def _merged_into(self, record: OutboundRecord) -> OutboundRecord | None:
+        """The record addressed to the contact its id's contact was merged into; ``None``
+        where the id names none (deleted, in the recycle bin), or one the connector knows as
+        another subject's (``record.spare``).
+
+        HubSpot merges two contacts into a new record with a new id, and answers a read by
+        either former id with it [doc: changelog, "Updated merge functionality for contacts
+        and companies"]; that a write by a former id reaches it is not said. Written by
+        e-mail instead, the record made a second contact: the merged record keeps the
+        primary contact's address, and HubSpot lets a contact be created with the other.
+        """
+        contact = await self._lookup.live_by_id(record.external_id or "", ["email"])
+        merged = str(contact["id"]) if contact is not None else record.external_id
+        if merged == record.external_id or merged in record.spare:
+            return None
+        return record._replace(external_id=merged)
 
     async def _with_emptied(
         self, records: Sequence[OutboundRecord]

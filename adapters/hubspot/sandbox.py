@@ -247,6 +247,19 @@ class HubSpotSandbox(SandboxBase):
         """Restore an archived contact, as HubSpot's recycle bin can within 90 days."""
         return self.store.restore(email)
 
+    def merge(self, primary_id: str, merged_id: str) -> str:
+        """Merge two live contacts, as a user does in HubSpot (or ``POST .../contacts/merge``
+        with ``primaryObjectId`` and ``objectIdToMerge``); the id of the new record both
+        became, which reads by either former id answer with (:meth:`ContactStore.merge`).
+
+        Raises:
+            KeyError: either id names no live contact.
+        """
+        primary, merged = self.store.live(primary_id), self.store.live(merged_id)
+        if primary is None or merged is None or primary is merged:
+            raise KeyError("merge needs two live contacts")
+        return str(self.store.merge(primary, merged).id)
+
     def is_blocklisted(self, email: str) -> bool:
         """Whether gdpr-delete put this e-mail on the portal's blocklist."""
         return email.strip().lower() in self.store.blocklist

@@ -825,6 +825,64 @@ async def test_erase_finds_a_contact_by_id_when_its_email_changed(hub: Harness) 
     assert hub.sandbox.is_blocklisted("old@example.com")
 
 
+def merged_away(hub: Harness, external_id: str) -> str:
+    """A salesperson merges the connector's contact into one of theirs (a work address,
+    another phone, a note): the id of the new record HubSpot merges both into."""
+    work = hub.sandbox.add_person("person1.work@example.com", "", "Werk", "0201234567")
+    hub.sandbox.add_associated(work, "notes", hs_note_body="Belde over offerte")
+    survivor = hub.sandbox.merge(primary_id=work, merged_id=external_id)
+    assert survivor not in (work, external_id) and not hub.sandbox.holds("person1@example.com")
+    return survivor
+
+
+async def test_a_write_by_a_merged_away_id_updates_the_contact_it_was_merged_into(
+    hub: Harness,
+) -> None:
+    """HubSpot answers a read by the id of a contact merged away with the record it became;
+    a write by that id is not said to follow it, and an upsert by the address would make a
+    second contact (HubSpot lets one be created with a merged address). A sync and a
+    correction by the id the connector knows update the merged record instead, and their
+    result names its id, so the identity map learns it: nobody is created."""
+    (first,) = await hub.adapter.upsert([person(1, phone="0611111111")])
+    assert first.external_id is not None
+    survivor = merged_away(hub, first.external_id)
+    known = person(1, lastname="Later")._replace(external_id=first.external_id)
+    (synced,) = await hub.adapter.upsert([known])
+    assert (synced.outcome, synced.external_id) == ("updated", survivor)
+    fixed = known._replace(fields={"email": "person1@example.com", "firstname": "Anna"})
+    (corrected,) = await hub.adapter.update([fixed])
+    assert (corrected.outcome, corrected.external_id) == ("updated", survivor)
+    assert hub.sandbox.contact_count() == 1
+    record = hub.sandbox.record_for("person1@example.com")
+    assert record is not None and record["id"] == survivor
+    assert (record["properties"]["firstname"], record["properties"]["lastname"]) == (
+        "Anna",
+        "Later",
+    )
+
+
+async def test_access_and_erasure_by_a_merged_away_id_reach_the_contact_it_was_merged_into(
+    hub: Harness,
+) -> None:
+    """An access copy and an erasure asked under the address and the id the connector knows
+    find the merged record (a read by the former id answers with it) and erase it for good,
+    what was associated with either contact's engagements included."""
+    (first,) = await hub.adapter.upsert([person(1, phone="0611111111")])
+    assert first.external_id is not None
+    survivor = merged_away(hub, first.external_id)
+    subject = Subject(email="person1@example.com", external_id=first.external_id)
+    (copy,) = await hub.adapter.find(subject)
+    assert copy["id"] == survivor
+    assert copy["properties"]["hs_additional_emails"] == "person1@example.com"
+    (note,) = copy["associations"]["notes"]
+    assert note["properties"]["hs_note_body"] == "Belde over offerte"
+    result = await hub.adapter.erase(subject)
+    assert result.found
+    assert hub.sandbox.contact_count() == 0
+    assert hub.sandbox.store.objects.get("notes", note["id"]) is None
+    assert await hub.adapter.find(subject) == []
+
+
 async def test_blocklisted_email_can_come_back_through_the_api(hub: Harness) -> None:
     """As HubSpot documents, an upsert re-creates an erased e-mail; the sandbox counts it."""
     hub.sandbox.add_person("person1@example.com")
