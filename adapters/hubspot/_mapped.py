@@ -27,6 +27,7 @@ from connector.mapping import SystemMapping
 __all__ = [
     "CONTACT_PROPERTIES",
     "Mapped",
+    "configured_warnings",
     "contact_definitions",
     "mapped_properties",
     "option_warnings",
@@ -153,6 +154,33 @@ def option_warnings(
                 "internal value, or add the option in HubSpot"
             )
     return warnings
+
+
+def configured_warnings(
+    system: str,
+    configured: Sequence[str],
+    named: Sequence[Mapped],
+    definitions: Mapping[str, Mapping[str, Any]],
+) -> list[str]:
+    """A warning naming the system's configured ``properties`` the portal does not define
+    (a typo, a custom property never created), one the mapping names left out: that is the
+    mapping's error (:func:`refusals`), said once.
+
+    A warning, not an error: no write carries one the mapping does not name, and a read
+    asking for a property the portal lacks is answered with the rest (the sandbox answers
+    it null; that HubSpot passes over it without an error is UNVERIFIED), so nothing fails;
+    it is only read nowhere, which nothing else would ever say."""
+    mapped = {m.name for m in named}
+    missing = [
+        name for name in dict.fromkeys(configured) if name not in definitions and name not in mapped
+    ]
+    if not missing:
+        return []
+    return [
+        f"{system}: systems.{system}.properties names {', '.join(missing)}, which HubSpot "
+        "defines no contact property for: nothing is read there; create them in HubSpot or "
+        "correct the setting"
+    ]
 
 
 def _options(definition: Mapping[str, Any]) -> set[str]:

@@ -25,8 +25,8 @@ What it does, by contract verb:
   companies associated with the contact, which gdpr-delete leaves, are counted first and
   named on the receipt;
 - ``check_mapping`` (``check --online``): the portal's contact properties
-  (``GET /crm/v3/properties/contacts``) against the properties the mapping names, which a
-  ``find`` cannot vouch for (:mod:`adapters.hubspot._mapped`);
+  (``GET /crm/v3/properties/contacts``) against the properties the mapping names and the
+  configured ``properties``, which a ``find`` cannot vouch for (:mod:`adapters.hubspot._mapped`);
 - webhooks: v3 signatures and ``contact.*`` events.
 """
 
@@ -41,6 +41,7 @@ from typing import Any, Final, Literal
 
 from adapters.hubspot._lookup import CONTACTS, ContactLookup
 from adapters.hubspot._mapped import (
+    configured_warnings,
     contact_definitions,
     mapped_properties,
     option_warnings,
@@ -672,7 +673,8 @@ class HubSpotAdapter:
         A ``find`` cannot tell a property the portal lacks, nor one HubSpot lets no
         integration write: the first sync did, with a dead letter for every customer sent. A
         value the mapping sets itself that an enumeration does not offer is a warning
-        (:meth:`online_warnings`).
+        (:meth:`online_warnings`), as is a configured ``properties`` name the portal lacks
+        (:func:`~adapters.hubspot._mapped.configured_warnings`).
 
         Raises:
             ConfigError: naming the mapping file and each such property with the key naming
@@ -682,7 +684,9 @@ class HubSpotAdapter:
         """
         definitions = await contact_definitions(self.client)
         named = mapped_properties(mapping, _as_property)
-        self._warnings = option_warnings(self.client.system, named, definitions)
+        system = self.client.system
+        self._warnings = option_warnings(system, named, definitions)
+        self._warnings += configured_warnings(system, self.settings.properties, named, definitions)
         refused = refusals(named, definitions)
         if refused:
             raise ConfigError(str(mapping.path), "", refused)

@@ -1325,6 +1325,38 @@ async def test_check_mapping_names_each_property_the_portal_lacks_or_lets_no_one
     )
 
 
+async def test_check_mapping_warns_of_each_configured_property_the_portal_lacks(
+    hub: Harness, tmp_path: Path
+) -> None:
+    """The system's ``properties`` (what pulls and webhooks' syncs may read, and what an
+    access copy holds where the schema may not be read) are held against the portal's too:
+    one it does not define (a typo) is read nowhere, which HubSpot answers without a word,
+    so ``check --online`` warns naming it and the key. One the mapping names is the
+    mapping's error already, and is not said twice; HubSpot's own (``hs_object_id``) pass."""
+    configured = ["email", "firstname", "zipcode", "hs_object_id", "klantnummer", "geboortedatum"]
+    adapter = HubSpotAdapter(hub.client, make_settings(properties=configured))
+    await adapter.check_mapping(load_mapping(REPO_MAPPINGS / "hubspot.toml"))
+    assert adapter.online_warnings() == [
+        "crm: systems.crm.properties names zipcode, klantnummer, geboortedatum, which HubSpot "
+        "defines no contact property for: nothing is read there; create them in HubSpot or "
+        "correct the setting"
+    ]
+    birthday = hubspot_mapping(
+        tmp_path,
+        fields='\n[fields.date_of_birth]\npath = "geboortedatum"\npurpose = "Verjaardagskaart"\n'
+        'direction = "in"\n',
+    )
+    with pytest.raises(ConfigError, match="geboortedatum"):
+        await adapter.check_mapping(birthday)
+    assert adapter.online_warnings() == [
+        "crm: systems.crm.properties names zipcode, klantnummer, which HubSpot defines no "
+        "contact property for: nothing is read there; create them in HubSpot or correct the "
+        "setting"
+    ]
+    await hub.adapter.check_mapping(load_mapping(REPO_MAPPINGS / "hubspot.toml"))
+    assert hub.adapter.online_warnings() == []
+
+
 async def test_check_mapping_refused_the_property_list_names_the_scope_to_grant(
     hub: Harness,
 ) -> None:
