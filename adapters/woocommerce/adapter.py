@@ -139,8 +139,10 @@ REVIEWS = f"{API}/products/reviews"
 #: name. [src: ``WC_REST_Product_Reviews_Controller::get_collection_params`` and WordPress's
 #: ``class-wp-comment-query.php``, read for this; reference/vendor-apis.md has nothing on
 #: reviews, and none of it was tried against a live shop.] A review of a product in the trash
-#: (WordPress marks it ``post-trashed``) is in none of these, and the list's enum has no way
-#: to ask for it (UNVERIFIED that no other call reaches it).
+#: (``wp_trash_post_comments`` marks each ``post-trashed``, whatever its status) is in none of
+#: these, and the list's enum has no way to ask for it; ``GET .../reviews/{id}`` shows it, but
+#: nothing lists its id, so it is not reached (README, Known limits). A draft or private
+#: product's are listed: the controller's query asks nothing of the product's status.
 REVIEW_STATUSES = ("all", "spam", "trash")
 #: What an erasure asks of each review (``_fields``): its id and the reviewer's e-mail (whose
 #: it is). Not the reviewer's name or what they wrote.

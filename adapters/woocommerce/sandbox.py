@@ -589,6 +589,16 @@ class WooCommerceSandbox(SandboxBase):
         }
         return review_id
 
+    def trash_product(self, product_id: int) -> None:
+        """Move a product to the trash, as its owner does in WordPress or over
+        ``DELETE /products/{id}`` without ``force`` (``wp_trash_post``). Its reviews go along:
+        ``wp_trash_post_comments`` marks every one of them, held, approved, spam or in the
+        trash, ``post-trashed``, a status the review list cannot be asked for; the review
+        still shows by its id (``get_review`` asks only that the post be a product)."""
+        for review in self.store.reviews.values():
+            if review["product_id"] == product_id:
+                review["status"] = "post-trashed"
+
     def review(self, review_id: int) -> dict[str, Any] | None:
         """A copy of one review as stored (its text under ``content``), or ``None``."""
         found = self.store.reviews.get(review_id)

@@ -1948,6 +1948,39 @@ async def test_a_guest_whose_orders_are_kept_has_their_reviews_anonymised_all_th
     assert review is not None and review["reviewer"] == "Anonymous"
 
 
+async def test_a_review_of_a_product_in_the_trash_is_in_no_status_the_review_list_gives(
+    harness: Harness,
+) -> None:
+    """A product moved to the trash takes its reviews along (``wp_trash_post_comments``:
+    each, spam and trashed ones too, marked ``post-trashed``), a status the list's ``status``
+    enum does not hold (400 ``rest_invalid_param``). The review is shown by its id alone,
+    which nothing lists, so neither the access copy nor an erasure reaches it: a known
+    limit. A review of another product under the person's address is reached as before."""
+    sandbox = harness.sandbox
+    binned_product = sandbox.add_review("an@example.com", "Te bitter", product_id=94)
+    spam_on_it = sandbox.add_review("an@example.com", "Koop hier", product_id=94, status="spam")
+    kept = sandbox.add_review("an@example.com", "Lekker sterk")
+    sandbox.trash_product(94)
+    reviews = f"{API}/products/reviews"
+    async with await raw_client(sandbox) as client:
+        listed = [
+            [r["id"] for r in (await client.get(reviews, params={"status": status})).json()]
+            for status in ("approved", "all", "hold", "spam", "trash")
+        ]
+        refused = await client.get(reviews, params={"status": "post-trashed"})
+        shown = await client.get(f"{reviews}/{binned_product}")
+    assert listed == [[kept], [kept], [], [], []]
+    assert (refused.status_code, refused.json()["code"]) == (400, "rest_invalid_param")
+    assert shown.status_code == 200 and shown.json()["status"] == "post-trashed"
+    copy = await harness.adapter.find(Subject(email="an@example.com"))
+    assert [r["product_review"]["id"] for r in copy if r.get("type") == "review"] == [kept]
+    result = await harness.adapter.erase(Subject(email="an@example.com"))
+    assert "1 reviews anonymised" in result.note
+    for review_id in (binned_product, spam_on_it):
+        left = sandbox.review(review_id)
+        assert left is not None and left["reviewer_email"] == "an@example.com"
+
+
 @pytest.fixture
 def churning_shop(monkeypatch: pytest.MonkeyPatch) -> WooCommerceSandbox:
     """250 customers and a shop that changes while a pull runs: before each customers list
