@@ -519,8 +519,10 @@ def test_demo_runs_end_to_end(
     # Only customers who opted in reach the newsletter.
     assert first["news"]["gated"] == customers // 2
     assert result["second_sync"]["destinations"]["crm"]["queued"] == 0
-    # Three phone numbers and one e-mail address changed: four updates, nobody added.
-    assert result["after_changes"]["destinations"]["crm"]["updated"] == 4
+    # Three phone numbers changed, one removed, one e-mail address changed: five updates,
+    # nobody added, and one record with a field emptied.
+    assert result["after_changes"]["destinations"]["crm"]["updated"] == 5
+    assert result["after_changes"]["destinations"]["crm"]["emptied"] == 1
     assert result["after_changes"]["moved"] == 1
     assert result["contacts_after_changes"] == result["contacts"]
     assert "meta_data.date_of_birth" in result["first_sync"]["withheld_fields"]
