@@ -88,16 +88,23 @@ def _enum(request: Request, name: str, default: str, allowed: Iterable[str]) -> 
     return value
 
 
+#: A numeric string as PHP's is_numeric takes one (what rest_is_integer asks first).
+_PHP_NUMERIC = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def _id_list(request: Request, name: str) -> list[int]:
-    # WordPress takes arrays as repeated name[]= or as one comma-separated value.
+    """An ``array`` of ``integer`` argument (ids): repeated ``name[]=`` or one value split
+    on commas and spaces (wp_parse_list). Each item must be an integer to rest_is_integer
+    ("7", "-7", "7.0"), or the answer is 400 naming its place in the list; the queries
+    then take each through absint (wp_parse_id_list), so "-7" is 7."""
     values = request.query_params.getlist(name) + request.query_params.getlist(f"{name}[]")
+    parts = [part for value in values for part in re.split(r"[\s,]+", value) if part]
     ids: list[int] = []
-    for value in values:
-        for part in value.split(","):
-            if part.strip():
-                if not part.strip().isdecimal():
-                    raise _invalid(name, f"{name}[0] is not of type integer.")
-                ids.append(int(part))
+    for index, part in enumerate(parts):
+        number = float(part) if _PHP_NUMERIC.fullmatch(part) else None
+        if number is None or not number.is_integer():
+            raise _invalid(name, f"{name}[{index}] is not of type integer.")
+        ids.append(abs(int(number)))
     return ids
 
 

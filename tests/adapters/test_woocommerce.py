@@ -1824,6 +1824,41 @@ async def test_the_sandbox_updates_and_deletes_reviews_as_wc_v3_does() -> None:
     assert gone.status_code == 404 and sandbox.review(review_id) is None
 
 
+async def test_the_sandbox_lists_reviews_by_the_reviewer_s_account_as_wc_v3_does() -> None:
+    """wc/v3's `reviewer` is a list of user ids (WP_Comment_Query's `author__in`, each id
+    through absint): it lists the reviews written from those accounts, whatever address
+    they name, in the status asked for. A guest's review has user id 0, so `reviewer=0`
+    lists guests' reviews. A value that is not an integer is refused as WordPress refuses
+    one, naming its place in the list (400 rest_invalid_param)."""
+    sandbox = WooCommerceSandbox()
+    customer_id = sandbox.add_person("an@example.com", "An")
+    account = int(customer_id)
+    old = sandbox.add_review("an.oud@example.com", "Lekker sterk", user_id=account)
+    held = sandbox.add_review("an@example.com", "Nog niet geproefd", user_id=account, status="hold")
+    spam = sandbox.add_review("an@example.com", "Koop hier", user_id=account, status="spam")
+    guest = sandbox.add_review("an.oud@example.com", "Prima")
+    async with await raw_client(sandbox) as client:
+
+        async def ids(**params: str) -> list[int]:
+            answer = await client.get(f"{API}/products/reviews", params=params)
+            assert answer.status_code == 200, answer.text
+            return [r["id"] for r in answer.json()]
+
+        assert await ids(reviewer=customer_id, status="all") == [held, old]
+        assert await ids(reviewer=customer_id, status="spam") == [spam]
+        assert await ids(reviewer=f"-{customer_id}", status="all") == [held, old]  # absint
+        assert await ids(reviewer="0") == [guest]
+        refused = [
+            await client.get(f"{API}/products/reviews", params={"reviewer": value})
+            for value in ("an", f"{customer_id},1.5")
+        ]
+    assert [(r.status_code, r.json()["code"]) for r in refused] == [(400, "rest_invalid_param")] * 2
+    assert [r.json()["data"]["params"]["reviewer"] for r in refused] == [
+        "reviewer[0] is not of type integer.",
+        "reviewer[1] is not of type integer.",
+    ]
+
+
 def seed_reviewer(sandbox: WooCommerceSandbox) -> tuple[str, list[int], list[int]]:
     """A customer with four reviews (held, approved, marked spam, in the trash), one of them
     under their address in capitals; and two of others: under an address a database's
