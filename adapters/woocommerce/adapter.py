@@ -20,7 +20,8 @@ What WooCommerce offers and how it shapes this adapter:
   :data:`~adapters.woocommerce.payloads.KEPT_FOR_TAX`), then the customer is deleted with
   ``force=true`` (WordPress users have no trash; the deletion is permanent).
 - Product reviews are WordPress comments holding the reviewer's name and e-mail. Those under
-  the subject's addresses (exactly: the shop's filter goes by its database's collation) are
+  the subject's addresses (exactly: the shop's filter goes by its database's collation), and
+  those written from their account (by its user id, under whatever address they had then), are
   anonymised before the account goes, as WordPress's own eraser does (the name "Anonymous",
   the e-mail a placeholder, the text and rating kept), and listed in the access copy.
 - Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
@@ -734,12 +735,32 @@ class WooCommerceAdapter:
         fields: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """The subject's product reviews: those written under one of their addresses
-        (:func:`_addresses`), in every status the list gives (:data:`REVIEW_STATUSES`).
+        (:func:`_addresses`) and those written from one of their accounts
+        (:func:`_review_accounts`), in every status the list gives (:data:`REVIEW_STATUSES`).
 
         The shop's ``reviewer_email`` filter compares by its database's collation (without
         case; in some, "ß" as "ss"), so only exact matches are kept, as for guest orders:
         strasse@ and straße@ are two people. Whole, or cut to ``fields`` (``{"_fields":
         ...}``, which must keep ``reviewer_email``)."""
+        found = await self._reviews_by_address(subject, customers, fields)
+        for account in _review_accounts(subject, customers):
+            for status in REVIEW_STATUSES:
+                params = {"reviewer": account, "status": status}
+                for review in await self._list_all(REVIEWS, params, fields):
+                    # Anonymised, it names them no more; and WordPress keeps its user id
+                    # after the account is deleted (no REST argument clears it), so an
+                    # erasure's check would find it again for ever.
+                    if review.get("reviewer_email") != ANONYMOUS_REVIEW["reviewer_email"]:
+                        found[review["id"]] = review
+        return [found[k] for k in sorted(found)]
+
+    async def _reviews_by_address(
+        self,
+        subject: Subject,
+        customers: Sequence[Mapping[str, Any]],
+        fields: Mapping[str, str] | None,
+    ) -> dict[int, dict[str, Any]]:
+        """The subject's product reviews written under one of their addresses, by id."""
         found: dict[int, dict[str, Any]] = {}
         for email in _addresses(subject, customers):
             if not valid_email(email):
@@ -754,7 +775,7 @@ class WooCommerceAdapter:
                     written = review.get("reviewer_email")
                     if isinstance(written, str) and normalise_email(written) == wanted:
                         found[review["id"]] = review
-        return [found[k] for k in sorted(found)]
+        return found
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer account(s) (as wc/v3 returns them), each of their orders as
@@ -942,7 +963,7 @@ class WooCommerceAdapter:
         )
         reviews = (
             "any reviews of theirs anonymised (not counted again: they no longer carry the "
-            f"address); {REVIEWS_LEFT}"
+            f"name or address); {REVIEWS_LEFT}"
         )
         return f"customer deleted; {orders}; {reviews}"
 
@@ -1075,9 +1096,10 @@ def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders")
 def _reviews_anonymised(count: int) -> str:
     """What an erasure's note says of the product reviews it anonymised. None is said too
     (the receipt shows they were looked for), as none found: an earlier attempt's
-    anonymised reviews no longer carry the address, and are not found again to count."""
+    anonymised reviews no longer carry the address, and those found by the account are passed
+    over: they are not counted again."""
     if not count:
-        return "0 reviews anonymised (none under their addresses)"
+        return "0 reviews anonymised (none under their addresses or from their account)"
     return f"{count} reviews anonymised; {REVIEWS_LEFT}"
 
 
@@ -1124,6 +1146,20 @@ def _addresses(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> list
         }:
             addresses.append(current)
     return addresses
+
+
+def _review_accounts(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The user ids whose product reviews are the subject's: their accounts' and the one the
+    identity map names (deleted from the shop, its reviews keep its id), not another
+    subject's (Subject.spare). WordPress keeps the account's id on a review written while
+    logged in, beside the address the person had then: one who changed it since is found
+    by the id alone. Never 0: a guest's review has user id 0, and ``reviewer=0`` lists
+    every guest's (WP_Comment_Query's ``author__in``)."""
+    accounts = [str(customer["id"]) for customer in customers]
+    known = _wp_id(subject.external_id)
+    if known is not None:
+        accounts.append(known)
+    return [a for a in dict.fromkeys(accounts) if a not in subject.spare and _wp_id(a)]
 
 
 def _wp_id(external_id: str | None) -> str | None:
