@@ -23,7 +23,9 @@ What WooCommerce offers and how it shapes this adapter:
   the subject's addresses (exactly: the shop's filter goes by its database's collation), and
   those written from their account (by its user id, under whatever address they had then), are
   anonymised before the account goes, as WordPress's own eraser does (the name "Anonymous",
-  the e-mail a placeholder, the text and rating kept), and listed in the access copy.
+  the e-mail a placeholder, the text and rating kept), and listed in the access copy. One
+  another customer wrote from their own account under the address is theirs, as an order
+  they placed under it is.
 - Webhooks are signed with base64(HMAC-SHA256(body, secret)) and carry no timestamp.
 - A pull asks only for the fields the mapping reads, with WordPress's ``_fields`` (its REST
   API filters every response by it since 4.9.8): a customer's username, avatar URL,
@@ -33,9 +35,11 @@ What WooCommerce offers and how it shapes this adapter:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+import re
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Literal
+from urllib.parse import unquote
 
 import httpx
 
@@ -145,9 +149,14 @@ REVIEWS = f"{API}/products/reviews"
 #: nothing lists its id, so it is not reached (README, Known limits). A draft or private
 #: product's are listed: the controller's query asks nothing of the product's status.
 REVIEW_STATUSES = ("all", "spam", "trash")
-#: What an erasure asks of each review (``_fields``): its id and the reviewer's e-mail (whose
-#: it is). Not the reviewer's name or what they wrote.
-REVIEW_KEYS = ("id", "reviewer_email")
+#: What an erasure asks of each review (``_fields``): its id, the reviewer's e-mail and the
+#: link to the account it was written from (whose it is: :func:`_reviewer_account`; WordPress
+#: reads ``a.b`` as ``b`` of ``a`` since 5.3, and gives ``_links`` only when asked for). Not
+#: the reviewer's name or what they wrote.
+REVIEW_KEYS = ("id", "reviewer_email", "_links.reviewer")
+#: A ``reviewer`` link's account: ``rest_url('wp/v2/users/' . $review->user_id)``, under
+#: ``/wp-json/`` or, without pretty permalinks, in ``?rest_route=``.
+REVIEWER_HREF = re.compile(r"/wp/v2/users/(\d+)(?![\d])")
 #: WooCommerce's answer (404) to an update of a review it no longer has.
 REVIEW_GONE = "woocommerce_rest_review_invalid_id"
 #: What an erasure's note says an anonymised review keeps, and what it cannot change.
@@ -741,9 +750,10 @@ class WooCommerceAdapter:
         The shop's ``reviewer_email`` filter compares by its database's collation (without
         case; in some, "ß" as "ss"), so only exact matches are kept, as for guest orders:
         strasse@ and straße@ are two people. Whole, or cut to ``fields`` (``{"_fields":
-        ...}``, which must keep ``reviewer_email``)."""
-        found = await self._reviews_by_address(subject, customers, fields)
-        for account in _review_accounts(subject, customers):
+        ...}``, which must keep ``reviewer_email`` and ``_links.reviewer``)."""
+        accounts = _review_accounts(subject, customers)
+        found = await self._reviews_by_address(subject, customers, accounts, fields)
+        for account in accounts:
             for status in REVIEW_STATUSES:
                 params = {"reviewer": account, "status": status}
                 for review in await self._list_all(REVIEWS, params, fields):
@@ -758,9 +768,11 @@ class WooCommerceAdapter:
         self,
         subject: Subject,
         customers: Sequence[Mapping[str, Any]],
+        accounts: Collection[str],
         fields: Mapping[str, str] | None,
     ) -> dict[int, dict[str, Any]]:
-        """The subject's product reviews written under one of their addresses, by id."""
+        """The subject's product reviews written under one of their addresses, by id: a
+        guest's, or one written from one of their ``accounts`` (:func:`_written_by_another`)."""
         found: dict[int, dict[str, Any]] = {}
         for email in _addresses(subject, customers):
             if not valid_email(email):
@@ -773,7 +785,11 @@ class WooCommerceAdapter:
                 params = {"reviewer_email": email, "status": status}
                 for review in await self._list_all(REVIEWS, params, fields):
                     written = review.get("reviewer_email")
-                    if isinstance(written, str) and normalise_email(written) == wanted:
+                    if (
+                        isinstance(written, str)
+                        and normalise_email(written) == wanted
+                        and not _written_by_another(review, accounts)
+                    ):
                         found[review["id"]] = review
         return found
 
@@ -1160,6 +1176,37 @@ def _review_accounts(subject: Subject, customers: Sequence[Mapping[str, Any]]) -
     if known is not None:
         accounts.append(known)
     return [a for a in dict.fromkeys(accounts) if a not in subject.spare and _wp_id(a)]
+
+
+def _written_by_another(review: Mapping[str, Any], own: Collection[str]) -> bool:
+    """Whether ``review`` was written from a customer account none of ``own`` (the person's
+    user ids: :func:`_review_accounts`), by the rule orders go by
+    (:func:`~connector.adapter.placed_by_another`): a review found by the address it was
+    written under is the person's only as a guest's (no account to say otherwise) or one of
+    their own accounts'. Another customer may have written it from their account under the
+    address (one who held it before the person): listed in the person's copy it gave away
+    that customer's name and what they wrote, and anonymised by the person's erasure it
+    took their name off their review."""
+    writer = _reviewer_account(review)
+    return writer is not None and writer not in own
+
+
+def _reviewer_account(review: Mapping[str, Any]) -> str | None:
+    """The user id of the account ``review`` was written from, or ``None`` for a guest's.
+
+    The review's JSON has no field for it: WooCommerce gives the comment's user id only as
+    a ``reviewer`` link (``.../wp/v2/users/<id>``), and only where it is not 0
+    (``WC_REST_Product_Reviews_Controller::prepare_links`` [src]). A link that names no
+    id this can read says nothing of whose the review is: it counts as none."""
+    links = review.get("_links")
+    # Not a mapping: no links, or PHP's empty array ([]) once _fields cut every one away.
+    reviewer = links.get("reviewer") if isinstance(links, Mapping) else None
+    for link in reviewer if isinstance(reviewer, list) else []:
+        href = link.get("href") if isinstance(link, Mapping) else None
+        named = REVIEWER_HREF.search(unquote(href)) if isinstance(href, str) else None
+        if named is not None:
+            return str(int(named.group(1)))
+    return None
 
 
 def _wp_id(external_id: str | None) -> str | None:

@@ -1886,9 +1886,10 @@ async def test_an_erasure_anonymises_the_person_s_reviews_and_leaves_another_s_a
     an erasure left in the shop. Each of the person's, held, approved, marked spam or in the
     trash, is anonymised before the account goes, as WordPress's own eraser does: reviewer
     "Anonymous", the e-mail WordPress gives an erased one, the text and rating kept. The
-    reviews are read by id and e-mail alone, the answers to the updates hold the id alone,
-    and the note counts them and says the IP address stays. Another's review under an
-    address the shop's filter folds to theirs, or one holding theirs, is left alone."""
+    reviews are read by id, e-mail and account link alone, the answers to the updates hold
+    the id alone, and the note counts them and says the IP address stays. Another's review
+    under an address the shop's filter folds to theirs, or one holding theirs, is left
+    alone."""
     customer_id, theirs, others = seed_reviewer(harness.sandbox)
     before = {i: harness.sandbox.review(i) for i in (*theirs, *others)}
     harness.sandbox.log.clear()
@@ -1909,7 +1910,7 @@ async def test_an_erasure_anonymises_the_person_s_reviews_and_leaves_another_s_a
     assert all(harness.sandbox.review(i) == before[i] for i in others)
     reads = [e for e in harness.sandbox.log.entries if e.path == f"{API}/products/reviews"]
     assert {e.query["status"] for e in reads} == {"all", "spam", "trash"}
-    assert all(e.query["_fields"] == "id,reviewer_email" for e in reads)
+    assert all(e.query["_fields"] == "id,reviewer_email,_links.reviewer" for e in reads)
     writes = [(e.method, e.path) for e in harness.sandbox.log.writes()]
     assert writes == [
         *(("PUT", f"{API}/products/reviews/{i}") for i in theirs),
@@ -2031,6 +2032,75 @@ async def test_an_erasure_anonymises_a_review_written_from_the_account_under_a_f
     assert not again.found
     assert harness.sandbox.log.writes() == []
     assert "lies" not in repr(harness.sandbox.log.entries).lower()
+
+
+def bert_reviewed_under_the_address_anna_has_now(
+    sandbox: WooCommerceSandbox,
+) -> tuple[str, dict[str, int]]:
+    """Bert reviewed from his account under an address he gave up since; Anna opened an
+    account under it, and reviewed from hers. A guest's review under the address (user id
+    0: no account names its writer) is there too. Anna's account id and the reviews."""
+    bert = sandbox.add_person("gedeeld@example.com", "Bert", "Bos")
+    reviews = {
+        "bert_s": sandbox.add_review(
+            "gedeeld@example.com", "Te zoet", reviewer="Bert", user_id=bert, rating=2
+        ),
+    }
+    sandbox.touch("gedeeld@example.com", email="bert@example.com")
+    anna = sandbox.add_person("gedeeld@example.com", "Anna", "Aalders")
+    reviews["anna_s"] = sandbox.add_review(
+        "gedeeld@example.com", "Lekker sterk", reviewer="Anna", user_id=anna
+    )
+    reviews["guest"] = sandbox.add_review("gedeeld@example.com", "Snel", reviewer="Gast")
+    return anna, reviews
+
+
+async def test_the_access_copy_leaves_out_a_review_another_account_wrote_under_the_address(
+    harness: Harness,
+) -> None:
+    """Bert's review is under the address Anna has now, but the shop links it to Bert's
+    account (``_links.reviewer``): found by the address, it is not Anna's, as an order
+    another customer placed under it is not (connector.adapter.placed_by_another). Her copy
+    lists her own review and the guest's under the address, as before, and not his."""
+    anna, reviews = bert_reviewed_under_the_address_anna_has_now(harness.sandbox)
+    found = await harness.adapter.find(Subject(email="gedeeld@example.com"))
+    assert [r["id"] for r in found if r.get("type") is None] == [int(anna)]
+    listed = [r["product_review"] for r in found if r.get("type") == "review"]
+    assert [r["id"] for r in listed] == [reviews["anna_s"], reviews["guest"]]
+    assert "reviewer" not in listed[1]["_links"]  # the guest's: no account
+
+
+async def test_an_erasure_leaves_a_review_another_account_wrote_under_the_address_alone(
+    harness: Harness,
+) -> None:
+    """Anna's erasure anonymises her own review and the guest's under her address, as
+    before, and leaves Bert's, written from his account under the address she has now, as
+    it was: it is his. The erasure asks each review for its reviewer link beside its id and
+    e-mail (not its text or name), and the check after it does not count his review as
+    left behind: a second erasure finds nothing to do."""
+    anna, reviews = bert_reviewed_under_the_address_anna_has_now(harness.sandbox)
+    bert_s = harness.sandbox.review(reviews["bert_s"])
+    subject = Subject(email="gedeeld@example.com", external_id=anna)
+    harness.sandbox.log.clear()
+    result = await harness.adapter.erase(subject)
+    assert (result.found, result.mode) == (True, "hard_delete")
+    assert "; 2 reviews anonymised; review text and rating are kept" in result.note
+    for name in ("anna_s", "guest"):
+        review = harness.sandbox.review(reviews[name])
+        assert review is not None
+        assert (review["reviewer"], review["reviewer_email"]) == (
+            "Anonymous",
+            "deleted@site.invalid",
+        )
+    assert harness.sandbox.review(reviews["bert_s"]) == bert_s
+    reads = [e for e in harness.sandbox.log.entries if e.path == f"{API}/products/reviews"]
+    assert {e.query["_fields"] for e in reads} == {"id,reviewer_email,_links.reviewer"}
+    harness.sandbox.log.clear()
+    assert await harness.adapter.find_records(subject, orders=True) == []
+    again = await harness.adapter.erase(subject)
+    assert not again.found
+    assert harness.sandbox.log.writes() == []
+    assert "gedeeld@" not in repr(harness.sandbox.log.entries).lower()
 
 
 async def test_a_guest_whose_orders_are_kept_has_their_reviews_anonymised_all_the_same(
