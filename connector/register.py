@@ -14,6 +14,7 @@ Every label is given in the requested language (``nl`` or ``en``). Free text fro
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -636,6 +637,7 @@ def security_measures(
             f"(allow-list; fields per system: {counts}); no other field is ever sent.",
         )
     )
+    out.append(("accuracy", _accuracy_text(config, destinations, nl)))
     for name, mapping in config.mappings.items():
         if mapping.requires_consent:
             out.append(
@@ -703,6 +705,29 @@ def _retention_measure(config: Config, lang: str, periods_above: bool) -> str:
         else f"The connector deletes its own data automatically after these retention periods: "
         f"{periods}. It keeps with no period in days: {kept}."
     )
+
+
+def _accuracy_text(config: Config, destinations: Iterable[str], nl: bool) -> str:
+    """Art. 5(1)(d): what a value the source no longer holds becomes at the systems
+    (connector/emptying.py), naming the fields a mapping keeps instead."""
+    kept = [
+        f"{name}.{spec.path}"
+        for name in destinations
+        for spec in config.mappings[name].sent_fields()
+        if spec.keep_when_emptied
+    ]
+    if nl:
+        text = (
+            "Juistheid: een veld dat de bron leeg maakt, wordt leeggemaakt in elk systeem "
+            "waar de koppeling het eerder schreef; correcties (art. 16) kunnen een veld ook "
+            "leegmaken."
+        )
+        return text + (f" Behouden door hun mapping: {', '.join(kept)}." if kept else "")
+    text = (
+        "Accuracy: a field the source empties is emptied in each system the flow wrote it "
+        "to; corrections (Art. 16) can empty a field too."
+    )
+    return text + (f" Kept by their mappings: {', '.join(kept)}." if kept else "")
 
 
 def _admin_text(config: Config, nl: bool) -> str:

@@ -393,6 +393,25 @@ def _measures(config: Config, lang: str) -> dict[str, str]:
     return {m["code"]: m["text"] for m in build_register(config, lang)["security"]}
 
 
+def test_the_register_says_what_an_emptied_field_becomes_and_which_a_mapping_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 5(1)(d): a field the source empties is emptied where the flow wrote it; a field
+    a destination's mapping keeps when emptied is named, in either language."""
+    config = _config(tmp_path, monkeypatch)
+    assert "emptied in each system" in _measures(config, "en")["accuracy"]
+    assert "Kept by" not in _measures(config, "en")["accuracy"]
+    hubspot = tmp_path / "mappings" / "hubspot.toml"
+    text = hubspot.read_text()
+    assert 'path = "company"\n' in text
+    hubspot.write_text(
+        text.replace('path = "company"\n', 'path = "company"\nkeep_when_emptied = true\n')
+    )
+    config = load_config(config.path)
+    assert _measures(config, "en")["accuracy"].endswith("Kept by their mappings: crm.company.")
+    assert "Behouden door hun mapping: crm.company." in _measures(config, "nl")["accuracy"]
+
+
 def test_a_system_reached_over_plain_http_is_not_said_to_use_tls(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
