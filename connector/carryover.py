@@ -17,7 +17,10 @@ rolled back with it, and the replaced store, when it can still be read, knows it
 - **what a system last got**, where it got something since: the replaced store's payload
   hash for the pair, or, where a payload was on its way there, a mark to send the current
   one again. With the backup's hash, a change since that the shop then undid was never
-  sent (the record looked unchanged), and the system kept the change;
+  sent (the record looked unchanged), and the system kept the change. With it, which
+  fields that write gave a value (connector/emptying.py), by flow and names: with the
+  backup's, a field emptied since and filled in at the system by its own users was
+  emptied again;
 - **refusals delivered since**: a dead letter of the backup's for a record the replaced
   store delivered after that refusal, and no longer has a letter for, is gone. Kept, it
   listed a refusal of what the system holds, and with the system's latest hash the record
@@ -140,8 +143,8 @@ def carry_over(
         carried.not_carried.append(f"all but erasures (a store at schema {theirs})")
         return carried
     carried.moves = _moved_since(db, store)
-    carried.people = _sent_since(db)
-    carried.delivered_since = _delivered_since(db)
+    carried.people = _sent_since(store)
+    carried.delivered_since = _delivered_since(store)
     carried.refusals_delivered = _refusals_delivered_since(db)
     carried.aliases = db.execute(
         "INSERT OR IGNORE INTO main.subject_aliases(subject_id, alias) "
@@ -402,12 +405,13 @@ def _moved_since(db: sqlite3.Connection, store: Store) -> int:
     return len(moves)
 
 
-def _sent_since(db: sqlite3.Connection) -> int:
+def _sent_since(store: Store) -> int:
     """The (system, person) pairs the backup holds nothing of; returns how many people.
 
     A pair whose system id the backup holds under someone else is left out (the moves
     since are made first, :func:`_moved_since`; what still conflicts is not taken).
     """
+    db = store.db
     db.execute(
         "CREATE TEMP TABLE sent_since AS "
         "SELECT rs.subject_id AS subject_id, x.system AS system, "
@@ -444,13 +448,14 @@ def _sent_since(db: sqlite3.Connection) -> int:
             "FROM temp.sent_since c JOIN main.subjects s ON s.subject_id = c.subject_id "
             "WHERE c.payload_hash IS NOT NULL"
         )
+        _field_sets_since(store, "sent_since")
         (people,) = db.execute("SELECT COUNT(DISTINCT subject_id) FROM temp.sent_since").fetchone()
     finally:
         db.execute("DROP TABLE temp.sent_since")
     return int(people)
 
 
-def _delivered_since(db: sqlite3.Connection) -> int:
+def _delivered_since(store: Store) -> int:
     """What each system last got, where the replaced store sent it something since the backup.
 
     The pairs the backup holds nothing of came with :func:`_sent_since`, at the payload they
@@ -467,6 +472,7 @@ def _delivered_since(db: sqlite3.Connection) -> int:
     restored over, is unsubscribed when the person opts out (a withdrawal goes only where
     something was sent). Returns how many pairs changed.
     """
+    db = store.db
     db.execute(
         "CREATE TEMP TABLE delivered_since AS "
         "SELECT x.system AS system, rs.subject_id AS subject_id, MAX(x.queued) AS queued, "
@@ -501,9 +507,47 @@ def _delivered_since(db: sqlite3.Connection) -> int:
             "FROM temp.delivered_since q JOIN main.subjects s ON s.subject_id = q.subject_id "
             "WHERE q.queued"
         ).rowcount
+        _field_sets_since(store, "delivered_since")
     finally:
         db.execute("DROP TABLE temp.delivered_since")
     return int(changed)
+
+
+def _field_sets_since(store: Store, pairs: str) -> None:
+    """Give the (system, person) ``pairs`` (a temporary table) the field set of what the
+    replaced store sent them (connector/emptying.py), numbered in this store.
+
+    The backup's set is of the payload it last sent, not of the one whose hash came over:
+    a field emptied since and then filled in at the system by its own users (a
+    salesperson's number) was emptied again by the next write. A set is taken by its flow
+    and names, never by its number, which the replaced store gave after the backup to sets
+    this one may number otherwise. A payload still queued there may have landed or not:
+    its flow's set and the delivered one, taken together, are what that flow may have
+    given (as the engine reads both, connector/emptying.py); of two flows, or with none
+    known, the pair has none and its next write empties nothing.
+    """
+    db = store.db
+    rows = db.execute(
+        "SELECT c.system, s.subject_no, df.flow, df.names, qf.flow, qf.names "  # noqa: S608
+        f"FROM temp.{pairs} c JOIN main.subjects s ON s.subject_id = c.subject_id "
+        "JOIN replaced.subjects rs ON rs.subject_id = c.subject_id "
+        "LEFT JOIN replaced.delivered rd ON rd.system = c.system "
+        "     AND rd.subject_no = rs.subject_no "
+        "LEFT JOIN replaced.field_sets df ON df.id = rd.sent "
+        "LEFT JOIN replaced.outbox ro ON ro.system = c.system AND ro.subject_no = rs.subject_no "
+        "LEFT JOIN replaced.field_sets qf ON qf.id = ro.sent"
+    ).fetchall()
+    updates: list[tuple[int | None, str, int]] = []
+    for system, subject_no, d_flow, d_names, q_flow, q_names in rows:
+        flows = {flow for flow in (d_flow, q_flow) if flow is not None}
+        number: int | None = None
+        if len(flows) == 1:
+            names = {n for given in (d_names, q_names) if given for n in str(given).split(",")}
+            number = store.field_set(str(flows.pop()), names)
+        updates.append((number, str(system), int(subject_no)))
+    db.executemany(
+        "UPDATE main.delivered SET sent = ? WHERE system = ? AND subject_no = ?", updates
+    )
 
 
 def _refusals_delivered_since(db: sqlite3.Connection) -> int:

@@ -192,6 +192,39 @@ async def test_a_change_since_the_backup_that_the_shop_undoes_is_undone_everywhe
     assert crm.record_for(OTHER_EMAIL)["properties"]["city"] == "Delft"  # type: ignore[index]
 
 
+async def test_a_restore_empties_by_what_the_systems_got_since_not_by_the_backup(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory, tmp_path: Path
+) -> None:
+    """Otto's phone is synced and backed up; he removes it in the shop, the sync empties it
+    in HubSpot, and a salesperson types his work number there. The restored store held the
+    backup's field set (phone given) beside the hash of what HubSpot got since, so Otto's
+    next write emptied the salesperson's number. Now it takes over the replaced store's set:
+    that write empties nothing, and a field HubSpot got since is emptied when the shop
+    empties it."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+        shop.touch(OTHER_EMAIL, billing__phone="", billing__company="Ander BV")
+        await rt.engine.sync()
+        config = rt.config
+    assert crm.record_for(OTHER_EMAIL)["properties"]["phone"] in ("", None)  # type: ignore[index]
+    crm.add_person(OTHER_EMAIL, "Otto", "Ander", phone="+31201234567", company="Ander BV")
+    facts = restore_backup(config, out)
+    assert facts.carried["delivered_since"] == 1
+    shop.touch(OTHER_EMAIL, first_name="Ottokar")
+    async with open_rt() as rt:
+        (report,) = await rt.engine.sync()
+        assert report.destinations["crm"].emptied == 0
+        properties = crm.record_for(OTHER_EMAIL)["properties"]  # type: ignore[index]
+        assert (properties["phone"], properties["firstname"]) == ("+31201234567", "Ottokar")
+        shop.touch(OTHER_EMAIL, billing__company="")
+        (report,) = await rt.engine.sync()
+        assert report.destinations["crm"].emptied == 1
+    assert crm.record_for(OTHER_EMAIL)["properties"]["company"] in ("", None)  # type: ignore[index]
+
+
 async def test_a_restore_refuses_while_a_sync_or_the_daemon_holds_the_store(
     shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path
 ) -> None:
