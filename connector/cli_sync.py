@@ -246,8 +246,10 @@ def print_report(console: Console, report: FlowReport) -> None:
             )
             + (f" (last: {escape(dest.deferred)})" if dest.retry_later and dest.deferred else "")
             + (
-                f", {dest.emptied} with fields {'to empty' if report.dry_run else 'emptied'} "
-                "(no longer held at the source)"
+                # Counted as queued, not as delivered: a write the system refused or that
+                # waits in the outbox (the system down) has emptied nothing yet.
+                f", {dest.emptied} {'would be sent' if report.dry_run else 'queued'} with "
+                "fields to empty (no longer held at the source)"
                 if dest.emptied
                 else ""
             )

@@ -67,7 +67,7 @@ async def test_a_phone_removed_in_the_shop_is_emptied_in_the_crm_and_the_rest_ke
     assert report.as_dict()["destinations"]["crm"]["emptied"] == 1
     console = Console(record=True, width=400)
     print_report(console, report)
-    assert "1 with fields emptied" in console.export_text()
+    assert "1 queued with fields to empty" in console.export_text()
     metrics = Metrics()
     metrics.observe_flow(report, 0.0)
     scraped = generate_latest(metrics.registry).decode()
@@ -119,6 +119,9 @@ async def test_a_dry_run_counts_what_it_would_empty_and_sends_nothing(
     crm.log.clear()
     (dry,) = await rt.engine.sync(dry_run=True)
     assert dry.destinations["crm"].emptied == 1 and _written(crm) == []
+    console = Console(record=True, width=400)
+    print_report(console, dry)
+    assert "1 would be sent with fields to empty" in console.export_text()
     assert _crm_phone(crm) == "+31612345678"
 
 
@@ -129,9 +132,14 @@ async def test_a_field_to_empty_waits_in_the_outbox_through_a_failed_delivery(
     (it is down), delivered by the next run, still empties the field."""
     await _synced_then_phone_removed(shop, rt)
     crm.faults.down = True
-    await rt.engine.sync()
+    (report,) = await rt.engine.sync()
     assert rt.store.outbox_count("crm") == 1
     assert _crm_phone(crm) == "+31612345678"
+    # The report says the write was queued to empty the field, not that it was emptied.
+    console = Console(record=True, width=400)
+    print_report(console, report)
+    assert "1 queued with fields to empty" in console.export_text()
+    assert "emptied" not in console.export_text()
     crm.faults.down = False
     await rt.engine.sync()
     assert rt.store.outbox_count("crm") == 0

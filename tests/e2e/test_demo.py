@@ -113,4 +113,4 @@ def test_the_demo_empties_in_the_crms_a_phone_number_removed_in_the_shop(
     assert contact is not None and contact["properties"]["phone"] in ("", None)
     changes = demo_run["result"]["after_changes"]["destinations"]
     assert changes["crm"]["emptied"] == 1 and changes["deals"]["emptied"] == 1
-    assert "1 with fields emptied" in demo_run["text"]
+    assert "1 queued with fields to empty" in demo_run["text"]
