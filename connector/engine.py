@@ -1340,8 +1340,15 @@ class Engine:
                 dest_report.upserted += 1
             stored_id = self.ids.to_store(dest.name, result.external_id)
             # What was sent, which a correction or a narrowed mapping may have made other
-            # than what was queued: what the next write of the flow empties goes by it.
-            field_set = self.emptying.number(row.flow, sent_fields[result.ref])
+            # than what was queued: what the next write of the flow empties goes by it. A
+            # withdrawal of consent (an unsubscribe) leaves the fields the system holds as
+            # they were, so what gave them a value stays the set (Store.acknowledge keeps
+            # it): consenting again, a name removed meanwhile is emptied.
+            field_set = (
+                None
+                if before_resend(row.payload_hash).startswith(WITHDRAWAL)
+                else self.emptying.number(row.flow, sent_fields[result.ref])
+            )
             acks.append(
                 Ack(row.id, row.subject_id, stored_id, row.payload_hash, row.subject_no, field_set)
             )

@@ -1003,7 +1003,9 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(system, subject_no) DO UPDATE SET "
                 "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at, "
-                "sent=excluded.sent",
+                # An acknowledgement without a field set (a withdrawal's) keeps the one the
+                # fields were last written under: the system still holds them.
+                "sent=COALESCE(excluded.sent, delivered.sent)",
                 [(system, no, a.payload_hash, now, a.sent) for a, no in rows],
             )
             db.executemany(

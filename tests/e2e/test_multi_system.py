@@ -378,6 +378,25 @@ async def test_a_renewal_waiting_in_the_outbox_stays_a_renewal_when_the_data_cha
     assert world.news.confirmations_to(email) == len(LISTS)
 
 
+async def test_a_name_removed_while_unsubscribed_is_emptied_when_consent_is_given_again(
+    world: World, rt: Runtime
+) -> None:
+    """The withdrawal sent nothing but the status, so Mailchimp kept the member's names;
+    recorded as the last write, it made the renewal empty nothing, and a last name removed
+    in the shop meanwhile stayed on the member for good."""
+    email = await _sent_then_opted_out(world, rt)
+    world.shop.touch(email, last_name="")
+    await rt.engine.sync("shop")
+    world.shop.touch(email, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
+    (report,) = await rt.engine.sync("shop")
+    assert report.destinations["news"].emptied == 1
+    for list_id in LISTS:
+        member = world.news.member(list_id, email)
+        assert member is not None and member["status"] == "pending"
+        assert member["merge_fields"].get("LNAME", "") == ""
+        assert member["merge_fields"]["FNAME"]
+
+
 async def _renewed_confirmed_then_unsubscribed_at_mailchimp(world: World, rt: Runtime) -> str:
     """Withdrawn, consenting again (asked once to confirm), confirmed; then unsubscribed
     through the newsletter's own link, which klantsync does not hear of (no webhook)."""
