@@ -35,7 +35,6 @@ What WooCommerce offers and how it shapes this adapter:
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from functools import partial
@@ -769,9 +768,14 @@ class WooCommerceAdapter:
             ),
             *({"reviewer": account, "status": s} for account in accounts for s in REVIEW_STATUSES),
         ]
-        # Asked all at once: one list call per address or account and status, each a round
-        # trip, made one after the other was most of an erasure's time at the shop.
-        answers = await asyncio.gather(*(self._list_all(REVIEWS, p, fields) for p in asked))
+        # Asked several at once: one list call per address or account and status, each a
+        # round trip, made one after the other was most of an erasure's time at the shop.
+        # No more at once than the shop takes, and the first refusal (a revoked key's 401)
+        # ends the rest: with a bare gather they all ran, each earning its own 401.
+        calls = [partial(self._list_all, REVIEWS, p, fields) for p in asked]
+        # gather_or_cancel waits on what it starts: none (no address WordPress takes, no
+        # account) is nothing to wait for.
+        answers = await gather_or_cancel(calls, limit=self.limits.max_concurrency) if calls else []
         wanted = {normalised for _, normalised in addresses}
         found: dict[int, dict[str, Any]] = {}
         for params, reviews in zip(asked, answers, strict=True):

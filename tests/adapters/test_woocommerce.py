@@ -2034,6 +2034,40 @@ async def test_an_erasure_anonymises_a_review_written_from_the_account_under_a_f
     assert "lies" not in repr(harness.sandbox.log.entries).lower()
 
 
+class RefusedReviews(httpx.AsyncBaseTransport):
+    """The sandbox's transport, where every review listing is answered 401 (a key whose
+    read access to reviews was taken away), counting how many reached the shop."""
+
+    def __init__(self, sandbox: WooCommerceSandbox) -> None:
+        self.inner = httpx.ASGITransport(app=sandbox.app())
+        self.refused = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"{API}/products/reviews":
+            self.refused += 1
+            body = {"code": "woocommerce_rest_cannot_view", "data": {"status": 401}}
+            return httpx.Response(401, json=body)
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_refused_review_listing_stops_the_person_s_other_review_listings(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """A person's review listings (per address and per account, each in three statuses) are
+    asked several at once, no more than the shop's concurrency: the first 401 ends them all.
+    None starts after it, and none runs on after the access request has failed."""
+    customer_id, _ = seed_moved_reviewer(sandbox)
+    transport = RefusedReviews(sandbox)
+    built = await make_harness(sandbox, transport=transport)
+    subject = Subject(email="lies.oud@example.com", external_id=customer_id)
+    async with built.client:
+        with pytest.raises(FatalRemoteError):
+            await built.adapter.find(subject)
+        for _ in range(500):  # the daemon's loop runs on after the failed request
+            await asyncio.sleep(0)
+    assert transport.refused <= built.adapter.limits.max_concurrency, transport.refused
+
+
 def bert_reviewed_under_the_address_anna_has_now(
     sandbox: WooCommerceSandbox,
 ) -> tuple[str, dict[str, int]]:
