@@ -19,7 +19,14 @@ from connector.mapping import SystemMapping
 from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, normalise_email
 from connector.transforms import make_transform
 
-__all__ = ["checked_email", "checked_fields", "checked_phone", "emptied", "phone_regions"]
+__all__ = [
+    "checked_email",
+    "checked_fields",
+    "checked_phone",
+    "emptied",
+    "empties",
+    "phone_regions",
+]
 
 
 def checked_email(email: str) -> str:
@@ -49,7 +56,7 @@ def checked_fields(
                 "the e-mail address identifies the subject and cannot be rectified here; "
                 "change it in the source system"
             )
-        empty = not value.strip()
+        empty = empties(value)
         if empty and name in CONSENT_FIELDS.values():
             raise DsrUsageError(_consent_not_emptied(mappings, name))
         if not _written(mappings, name):
@@ -72,7 +79,12 @@ def checked_fields(
 
 def emptied(fields: Mapping[str, str]) -> list[str]:
     """The names of a correction's ``fields`` that it empties (an empty value), sorted."""
-    return sorted(name for name, value in fields.items() if not value.strip())
+    return sorted(name for name, value in fields.items() if empties(value))
+
+
+def empties(value: str) -> bool:
+    """Whether a correction's value asks for its field to be emptied (empty, or blanks)."""
+    return not value.strip()
 
 
 def _consent_not_emptied(mappings: Mapping[str, SystemMapping], name: str) -> str:

@@ -29,6 +29,7 @@ from connector.adapter import (
 )
 from connector.config import adapter_capabilities
 from connector.crypto import DecryptionError, outbox_context
+from connector.dsr_input import empties
 from connector.dsr_store import (
     EXEMPTED,
     FINAL_STATUSES,
@@ -1464,7 +1465,7 @@ class KindRunner:
         """A corrected country as the mappings read it (its code), for every system: one
         whose mapping keeps no country still reads the corrected phone in it. ``None`` for
         one emptied (an empty value)."""
-        if _emptying(value):
+        if empties(value):
             return None
         for system in self.rt.systems.values():
             spec = system.mapping.fields.get("country")
@@ -1521,7 +1522,7 @@ class KindRunner:
         # asked for this system were not written (the source's newer value stands).
         left = [n for n in names if n in superseded]
         names = [n for n in names if n not in superseded]
-        emptying = [n for n in names if _emptying(fields[n])]
+        emptying = [n for n in names if empties(fields[n])]
         if not names:
             kept = sorted(
                 n for n in fields if n in system.mapping.fields and system.mapping.fields[n].inbound
@@ -2073,14 +2074,9 @@ def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def _emptying(value: str) -> bool:
-    """Whether a correction's value asks for its field to be emptied (empty, or blanks)."""
-    return not value.strip()
-
-
 def _holds(held: Any, mapping: SystemMapping, field: str, value: str, country: str | None) -> bool:
     """Whether ``held`` (what a system's mapping reads of ``field``) is the correction's
     ``value``: its conversion, or no value at all for a field the correction empties."""
-    if _emptying(value):
+    if empties(value):
         return held is None or (isinstance(held, str) and not held.strip())
     return bool(held == mapping.convert_for(field, value, country))
