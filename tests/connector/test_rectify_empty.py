@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
@@ -260,15 +261,10 @@ def test_cli_help_says_an_empty_value_empties_the_field(
 # -- Pipedrive -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def with_pipedrive(
-    shop: WooCommerceSandbox, tmp_path: Path, env: dict[str, str]
-) -> AsyncIterator[tuple[Runtime, PipedriveSandbox]]:
-    """The shop feeding Pipedrive alone."""
-    deals = PipedriveSandbox(rate_limit=None, search_rate_limit=None)
+def _shop_config(tmp_path: Path, systems: str, destinations: Sequence[str]) -> Path:
+    """A config of the shop feeding the ``systems`` blocks given, in one flow."""
     (tmp_path / "master.key").write_text(MASTER_KEY)
     (tmp_path / "master.key").chmod(0o600)
-    (tmp_path / "deals.token").write_text(deals.credentials()["api_token"])
     path = tmp_path / "klantsync.toml"
     path.write_text(
         f"""
@@ -284,27 +280,43 @@ adapter = "woocommerce"
 base_url = "https://shop.test"
 mapping = "{REPO_MAPPINGS / "woocommerce.toml"}"
 credentials = {{ consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }}
+{systems}
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = {json.dumps(list(destinations))}
+"""
+    )
+    return path
 
+
+@contextlib.asynccontextmanager
+async def _runtime(path: Path, apps: dict[str, Any]) -> AsyncIterator[Runtime]:
+    """The config at ``path`` opened against the sandboxes' ``apps``, on virtual time."""
+    transports = {name: httpx.ASGITransport(app=app) for name, app in apps.items()}
+    time = VirtualTime()
+    async with open_runtime(
+        path, transports=transports, sleep=time.sleep, clock=time.clock
+    ) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+async def with_pipedrive(
+    shop: WooCommerceSandbox, tmp_path: Path, env: dict[str, str]
+) -> AsyncIterator[tuple[Runtime, PipedriveSandbox]]:
+    """The shop feeding Pipedrive alone."""
+    deals = PipedriveSandbox(rate_limit=None, search_rate_limit=None)
+    (tmp_path / "deals.token").write_text(deals.credentials()["api_token"])
+    deals_block = f"""
 [systems.deals]
 adapter = "pipedrive"
 base_url = "https://klant.pipedrive.test/api/v2"
 mapping = "{REPO_MAPPINGS / "pipedrive.toml"}"
 credentials = {{ api_token = "file:deals.token" }}
-
-[[flows]]
-name = "shop-to-deals"
-source = "shop"
-destinations = ["deals"]
 """
-    )
-    transports = {
-        "shop": httpx.ASGITransport(app=shop.app()),
-        "deals": httpx.ASGITransport(app=deals.app()),
-    }
-    time = VirtualTime()
-    async with open_runtime(
-        path, transports=transports, sleep=time.sleep, clock=time.clock
-    ) as runtime:
+    path = _shop_config(tmp_path, deals_block, ["deals"])
+    async with _runtime(path, {"shop": shop.app(), "deals": deals.app()}) as runtime:
         yield runtime, deals
 
 
@@ -338,25 +350,8 @@ async def with_mailchimp(
 ) -> AsyncIterator[tuple[Runtime, MailchimpSandbox]]:
     """The shop feeding HubSpot and a Mailchimp audience."""
     news = MailchimpSandbox(list_ids=(LIST,))
-    (tmp_path / "master.key").write_text(MASTER_KEY)
-    (tmp_path / "master.key").chmod(0o600)
     (tmp_path / "news.key").write_text(news.credentials()["api_key"])
-    path = tmp_path / "klantsync.toml"
-    path.write_text(
-        f"""
-[store]
-path = "state/klantsync.db"
-[keys]
-source = "file:master.key"
-[sync]
-retry_base_seconds = 0
-
-[systems.shop]
-adapter = "woocommerce"
-base_url = "https://shop.test"
-mapping = "{REPO_MAPPINGS / "woocommerce.toml"}"
-credentials = {{ consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }}
-
+    blocks = f"""
 [systems.crm]
 adapter = "hubspot"
 base_url = "https://crm.test"
@@ -369,22 +364,10 @@ base_url = "https://us21.api.mailchimp.test/3.0"
 mapping = "{REPO_MAPPINGS / "mailchimp.toml"}"
 list_ids = ["{LIST}"]
 credentials = {{ api_key = "file:news.key" }}
-
-[[flows]]
-name = "shop"
-source = "shop"
-destinations = ["crm", "news"]
 """
-    )
-    transports = {
-        "shop": httpx.ASGITransport(app=shop.app()),
-        "crm": httpx.ASGITransport(app=crm.app()),
-        "news": httpx.ASGITransport(app=news.app()),
-    }
-    time = VirtualTime()
-    async with open_runtime(
-        path, transports=transports, sleep=time.sleep, clock=time.clock
-    ) as runtime:
+    path = _shop_config(tmp_path, blocks, ["crm", "news"])
+    apps = {"shop": shop.app(), "crm": crm.app(), "news": news.app()}
+    async with _runtime(path, apps) as runtime:
         yield runtime, news
 
 
