@@ -6,7 +6,10 @@
   system, plus what the connector itself holds; machine-readable, for portability (Art. 20);
 - ``report.nl.md``, ``report.en.md``, ``report.nl.html``, ``report.en.html``: the same data
   for people, with the Art. 15(1) facts taken from the live configuration (purposes,
-  categories, recipients, retention, source, rights).
+  categories, recipients, retention, source, rights);
+- in both, per system, which of the person's fields klantsync's last write there held, and
+  when (:data:`SENT`, :func:`sent_by_klantsync`): the recipients of *their* data, not only
+  those of everyone's (Art. 15(1)(c)). Names only, never values.
 
 This folder is the only place the connector writes personal data in clear, and the reports say
 so. Values are escaped for the format they land in (HTML entities, Markdown metacharacters), so
@@ -18,10 +21,10 @@ from __future__ import annotations
 import html
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.compliance import transfer
 from connector.config import Config, adapter_copy_categories
@@ -30,13 +33,28 @@ from connector.privatefile import write_private
 from connector.register import KEPT_UNTIL, OWN_DATA, country_name
 from connector.register_render import TEXT, local_time, md_escape
 
-__all__ = ["AUDIT_TRAIL", "BUNDLE_FILES", "Art15Facts", "art15_facts", "write_bundle"]
+if TYPE_CHECKING:
+    from connector.mapping import SystemMapping
+
+__all__ = [
+    "AUDIT_TRAIL",
+    "BUNDLE_FILES",
+    "SENT",
+    "Art15Facts",
+    "art15_facts",
+    "sent_by_klantsync",
+    "write_bundle",
+]
 
 BUNDLE_FILES = ("data.json", "report.nl.md", "report.en.md", "report.nl.html", "report.en.html")
 
 #: Where the connector part lists the audit entries about the person (kind, time, subject
 #: id, data as stored); the reports give them a section of their own.
 AUDIT_TRAIL = "audit_trail"
+
+#: Where data.json lists, per system, which of the person's fields klantsync last sent it
+#: (:func:`sent_by_klantsync`); the reports give it a section of their own.
+SENT = "sent_by_klantsync"
 
 LANGS = ("nl", "en")
 
@@ -78,6 +96,19 @@ _T: dict[str, dict[str, str]] = {
         "here: when it was made, what it records, and its data as kept (ids, statuses, counts "
         "and field names; never the values of your data).",
         "audit_none": "The audit trail holds no entries about you.",
+        "sent": "What klantsync last sent each system about you",
+        "sent_text": "Per system, which of your data the last write klantsync delivered there "
+        "held, and when (Art. 15(1)(c) GDPR): the names of the fields only; their values are "
+        "in the system's own records above, where it could be read.",
+        "sent_none": "klantsync has delivered nothing about you to any system.",
+        "sent_at": "{system}: last sent {at}",
+        "sent_withdrawal": ": your withdrawal of consent (unsubscribed)",
+        "sent_this": "that write",
+        "sent_before": "the write before it",
+        "sent_held": "{write} held: {fields}",
+        "sent_unrecorded": "which fields {write} held is not recorded (it was sent before "
+        "klantsync kept this); the fields that may have been sent: {fields}",
+        "sent_unknown": "not known (the system is no longer configured)",
         "portable": "Machine-readable copy",
         "portable_text": "data.json in this folder holds the same data in a structured, "
         "commonly used format (Art. 20 GDPR).",
@@ -136,6 +167,20 @@ _T: dict[str, dict[str, str]] = {
         "wanneer ze werd gemaakt, wat ze vastlegt, en haar gegevens zoals bewaard (id's, "
         "statussen, aantallen en veldnamen; nooit de waarden van uw gegevens).",
         "audit_none": "Het auditlogboek bevat geen vermeldingen over u.",
+        "sent": "Wat klantsync elk systeem het laatst over u stuurde",
+        "sent_text": "Per systeem welke van uw gegevens de laatste levering van klantsync daar "
+        "bevatte, en wanneer (art. 15 lid 1 onder c AVG): alleen de namen van de velden; hun "
+        "waarden staan hierboven in de eigen gegevens van het systeem, waar het gelezen kon "
+        "worden.",
+        "sent_none": "klantsync heeft geen systeem iets over u geleverd.",
+        "sent_at": "{system}: laatst verstuurd {at}",
+        "sent_withdrawal": ": de intrekking van uw toestemming (afgemeld)",
+        "sent_this": "die levering",
+        "sent_before": "de levering daarvoor",
+        "sent_held": "{write} bevatte: {fields}",
+        "sent_unrecorded": "welke velden {write} bevatte is niet vastgelegd (verstuurd voordat "
+        "klantsync dit bijhield); de velden die verstuurd kunnen zijn: {fields}",
+        "sent_unknown": "onbekend (het systeem is niet meer ingesteld)",
         "portable": "Machineleesbare kopie",
         "portable_text": "data.json in deze map bevat dezelfde gegevens in een gestructureerde, "
         "gangbare vorm (art. 20 AVG).",
@@ -363,6 +408,58 @@ def _kept(config: Config) -> list[tuple[str, int | None]]:
     return periods + [(key, None) for key in KEPT_UNTIL]
 
 
+def sent_by_klantsync(
+    delivered: Iterable[tuple[str, str, bool, frozenset[str] | None]],
+    mappings: Mapping[str, SystemMapping],
+) -> dict[str, dict[str, Any]]:
+    """Per system, which of the person's fields the last write klantsync delivered there
+    gave a value, by canonical name, and when: the recipients of this person's data, where
+    the Art. 15(1) facts name everyone's (Art. 15(1)(c)). Names only, never a value.
+
+    Args:
+        delivered: (system, delivered_at, whether it was a withdrawal of consent, the
+            system's field paths that write gave a value, or ``None`` where the row is from
+            before the store kept them), one per subject id of the person; per system the
+            latest counts. A withdrawal keeps the field set of the write before it.
+        mappings: each configured system's mapping, which turns its paths back into
+            canonical names; a path it no longer knows (or a system no longer configured)
+            is given as is.
+
+    Each entry: ``fields`` (``None`` where not recorded: ``may_have_been_sent`` then lists
+    the fields the mapping sends), ``fields_recorded``, ``last_sent`` and
+    ``consent_withdrawn`` (the last write was the person's withdrawal: unsubscribed).
+    """
+    latest: dict[str, tuple[str, bool, frozenset[str] | None]] = {}
+    for system, at, withdrawn, paths in delivered:
+        if system not in latest or at >= latest[system][0]:
+            latest[system] = (at, withdrawn, paths)
+    found: dict[str, dict[str, Any]] = {}
+    for system, (at, withdrawn, paths) in sorted(latest.items()):
+        mapping = mappings.get(system)
+        entry: dict[str, Any] = {}
+        if paths is None:
+            sends = [f.canonical for f in mapping.sent_fields()] if mapping is not None else []
+            entry |= {"fields": None, "fields_recorded": False}
+            entry["may_have_been_sent"] = _in_vocabulary_order(sends)
+        else:
+            canonical: dict[str, str] = {}
+            if mapping is not None:
+                canonical = {f.path: name for name, f in mapping.fields.items()}
+                canonical |= {f.path: f.canonical for f in mapping.sent_fields()}
+            names = [canonical.get(path, path) for path in paths]
+            entry |= {"fields": _in_vocabulary_order(names), "fields_recorded": True}
+        entry |= {"last_sent": at, "consent_withdrawn": withdrawn}
+        found[system] = entry
+    return found
+
+
+def _in_vocabulary_order(names: Iterable[str]) -> list[str]:
+    """``names`` once each: canonical ones in the vocabulary's order, then the rest sorted."""
+    unique = set(names)
+    known = [name for name in CANONICAL_FIELDS if name in unique]
+    return known + sorted(unique - set(known))
+
+
 def write_bundle(
     out_dir: Path,
     *,
@@ -373,6 +470,7 @@ def write_bundle(
     connector: Mapping[str, Any],
     facts: Art15Facts,
     exempt: Mapping[str, str] | None = None,
+    sent: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Write ``data.json`` and the four reports into ``out_dir``; return the paths.
 
@@ -383,8 +481,11 @@ def write_bundle(
         exempt: system name -> the reason it was exempted from the request and not read
             (``dsr exempt``; redacted when stored). The person is told it (Art. 12(4)): the
             copy must not pass for complete while a recipient was left out.
+        sent: per system, which of the person's fields klantsync last sent it, and when
+            (:func:`sent_by_klantsync`).
     """
     exempt = dict(exempt or {})
+    sent = dict(sent or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     # The folder is closed to others when it is the bundle's own; one that holds other
     # things (an operator's `--out .`) keeps its mode: the files themselves are 0600.
@@ -404,14 +505,15 @@ def write_bundle(
             if exempt
             else {}
         ),
+        SENT: sent,
         "connector": dict(connector),
         "art15": facts.as_dict(),
     }
     texts = {"data.json": json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"}
     head = {"request_id": request_id, "subject_id": subject_id, "generated_at": generated_at}
     for lang in LANGS:
-        texts[f"report.{lang}.md"] = _markdown(lang, head, systems, exempt, connector, facts)
-        texts[f"report.{lang}.html"] = _html(lang, head, systems, exempt, connector, facts)
+        texts[f"report.{lang}.md"] = _markdown(lang, head, systems, exempt, connector, facts, sent)
+        texts[f"report.{lang}.html"] = _html(lang, head, systems, exempt, connector, facts, sent)
     written = []
     for name in BUNDLE_FILES:
         path = out_dir / name
@@ -578,6 +680,39 @@ def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterat
         yield heading, _T[lang]["exempt"].format(reason=reason)
 
 
+def _sent_lines(lang: str, sent: Mapping[str, Mapping[str, Any]], facts: Art15Facts) -> list[str]:
+    """What klantsync last sent each system about the person, one line per system: the
+    fields' names in ``lang`` (a path no mapping knows as it is) and when, with the Dutch
+    time; a withdrawal of consent and a field set not recorded said so. Plain text."""
+    t = _T[lang]
+    kinds = {name: kind for name, kind, _ in facts.recipients}
+
+    def named(names: Sequence[str], none: str = "-") -> str:
+        labels = [
+            (spec.label_nl if lang == "nl" else spec.label_en)
+            if (spec := CANONICAL_FIELDS.get(name)) is not None
+            else name
+            for name in names
+        ]
+        return ", ".join(labels) or none
+
+    lines = []
+    for name, entry in sent.items():
+        system = f"{name} ({kinds[name]})" if name in kinds else name
+        line = t["sent_at"].format(system=system, at=local_time(str(entry.get("last_sent", ""))))
+        withdrawn = bool(entry.get("consent_withdrawn"))
+        if withdrawn:
+            line += t["sent_withdrawal"]
+        write = t["sent_before" if withdrawn else "sent_this"]
+        if entry.get("fields_recorded"):
+            held = t["sent_held"].format(write=write, fields=named(entry.get("fields") or []))
+        else:
+            sendable = named(entry.get("may_have_been_sent") or [], t["sent_unknown"])
+            held = t["sent_unrecorded"].format(write=write, fields=sendable)
+        lines.append(f"{line}; {held}")
+    return lines or [t["sent_none"]]
+
+
 def _rows(lang: str, record: Mapping[str, Any], kind: str = "") -> Iterator[tuple[str, str]]:
     """A record's rows for a report: its leaves, the reasons a record is kept or partly
     read, and what a record of a ``kind`` of system in its bin means, in ``lang``."""
@@ -648,6 +783,7 @@ def _markdown(
     exempt: Mapping[str, str],
     connector: Mapping[str, Any],
     facts: Art15Facts,
+    sent: Mapping[str, Mapping[str, Any]],
 ) -> str:
     t = _T[lang]
     lines = [
@@ -678,6 +814,8 @@ def _markdown(
             lines.append("")
     for name, reason in _not_read(lang, exempt, facts):
         lines += ["", f"### {md_escape(name)}", "", md_escape(reason)]
+    lines += ["", f"## {t['sent']}", "", md_escape(t["sent_text"]), ""]
+    lines += [f"- {md_escape(line)}" for line in _sent_lines(lang, sent, facts)]
     lines += ["", f"## {t['connector']}", "", md_escape(t["connector_text"]), ""]
     lines += [
         f"- {md_escape(path)}: {md_escape(value)}" for path, value in _own_rows(lang, connector)
@@ -702,6 +840,7 @@ def _html(
     exempt: Mapping[str, str],
     connector: Mapping[str, Any],
     facts: Art15Facts,
+    sent: Mapping[str, Mapping[str, Any]],
 ) -> str:
     t = _T[lang]
     parts = [
@@ -736,6 +875,9 @@ def _html(
             parts.append("</table>")
     for name, reason in _not_read(lang, exempt, facts):
         parts += [f"<h3>{_h(name)}</h3>", f"<p>{_h(reason)}</p>"]
+    parts += [f"<h2>{_h(t['sent'])}</h2>", f"<p>{_h(t['sent_text'])}</p>", "<ul>"]
+    parts += [f"<li>{_h(line)}</li>" for line in _sent_lines(lang, sent, facts)]
+    parts.append("</ul>")
     parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
     parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _own_rows(lang, connector)]
     parts += ["</ul>", f"<h3>{_h(t['audit'])}</h3>", f"<p>{_h(t['audit_text'])}</p>", "<ul>"]

@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import jobs
-from connector.access import AUDIT_TRAIL, BUNDLE_FILES, art15_facts, write_bundle
+from connector.access import (
+    AUDIT_TRAIL,
+    BUNDLE_FILES,
+    art15_facts,
+    sent_by_klantsync,
+    write_bundle,
+)
 from connector.adapter import (
     RETAINED,
     ErasureResult,
@@ -45,7 +51,7 @@ from connector.errors import FatalRemoteError, KlantsyncError
 from connector.model import Person, earlier_email_forms, is_archived, normalise_email
 from connector.moves import same_person, vacated_by
 from connector.retention import count_bundles_of, delete_bundles_of, record_bundle
-from connector.state import WITHDRAWAL
+from connector.state import WITHDRAWAL, before_resend
 from connector.systems import System
 
 if TYPE_CHECKING:
@@ -1111,8 +1117,11 @@ class KindRunner:
         record_bundle(
             self.rt.store, self.rt.keyring, target, BUNDLE_FILES, subject_ids=list(people)
         )
+        # Under an address another person gave up, what was delivered under it is theirs,
+        # as what the store holds sealed under it is (above).
+        sent = self._last_sent([] if taken else people)
         try:
-            self._write_bundle(row, target, held, connector, exempt)
+            self._write_bundle(row, target, held, connector, exempt, sent)
         except OSError as exc:
             # Every system was read; the retry reads them again and writes once it can.
             raise DsrError(
@@ -1220,6 +1229,23 @@ class KindRunner:
             found.setdefault(kind, []).append(entry)
         return found
 
+    def _last_sent(self, people: list[str]) -> dict[str, dict[str, Any]]:
+        """Per system, which of the person's fields klantsync last delivered there, and
+        when (:func:`~connector.access.sent_by_klantsync`), under any of their ids: field
+        names as the store keeps them (migration 27), never a value."""
+        store = self.rt.store
+        delivered = [
+            (
+                system,
+                at,
+                before_resend(payload_hash).startswith(WITHDRAWAL),
+                None if number is None else store.field_names(number)[1],
+            )
+            for system, at, payload_hash, number in self.db.last_sent(people)
+        ]
+        mappings = {name: system.mapping for name, system in self.rt.systems.items()}
+        return sent_by_klantsync(delivered, mappings)
+
     def _write_bundle(
         self,
         row: RequestRow,
@@ -1227,6 +1253,7 @@ class KindRunner:
         held: dict[str, tuple[str, list[dict[str, Any]]]],
         connector: dict[str, Any],
         exempt: dict[str, str],
+        sent: dict[str, dict[str, Any]] | None = None,
     ) -> list[Path]:
         return write_bundle(
             target,
@@ -1237,6 +1264,7 @@ class KindRunner:
             connector=connector,
             facts=art15_facts(self.rt.config),
             exempt=dict(sorted(exempt.items())),
+            sent=sent,
         )
 
     # -- rectify -------------------------------------------------------------------------------

@@ -490,6 +490,18 @@ class DsrStore:
             "suppression": self.suppression(subject_id),
         }
 
+    def last_sent(self, subject_ids: Sequence[str]) -> list[tuple[str, str, str, int | None]]:
+        """(system, delivered_at, payload hash, field set) of what each system was last
+        delivered for any of ``subject_ids``; the field set (migration 27,
+        ``Store.field_names``) is ``None`` for a row written before the store kept them."""
+        where, params = self.store.by_subject("delivered", subject_ids)
+        rows = self.db.execute(
+            "SELECT system, delivered_at, payload_hash, sent FROM delivered "  # noqa: S608
+            f"WHERE {where} ORDER BY system, delivered_at",
+            params,
+        ).fetchall()
+        return [(str(s), str(at), str(h), None if n is None else int(n)) for s, at, h, n in rows]
+
     def sealed_holdings(self, subject_id: str) -> list[tuple[str, str, str, bytes]]:
         """(kind, system, time, sealed payload) of every payload the connector keeps for the
         subject: ``queued`` for delivery, ``held`` from a former address (connector/moves.py)
