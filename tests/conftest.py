@@ -282,6 +282,24 @@ async def rt(open_rt: Callable[..., Any]) -> AsyncIterator[Runtime]:
         yield runtime
 
 
+@pytest.fixture
+def cli(
+    monkeypatch: pytest.MonkeyPatch, open_rt: Callable[..., Any], config_path: Path
+) -> Callable[..., tuple[int, str, str]]:
+    """Run ``klantsync -c CONFIG dsr ...`` against the in-process sandboxes."""
+    from connector import cli_dsr
+    from connector.cli import main
+
+    monkeypatch.setattr(cli_dsr, "open_runtime", lambda config, **kw: open_rt(config, **kw))
+
+    def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        code = main(["-c", str(config_path), "dsr", *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -1372,24 +1372,6 @@ async def test_rectify_creates_no_shop_account_for_someone_with_guest_orders_onl
 # -- the command line --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def cli(
-    monkeypatch: pytest.MonkeyPatch, open_rt: Callable[..., Any], config_path: Path
-) -> Callable[..., tuple[int, str, str]]:
-    """Run ``klantsync -c CONFIG dsr ...`` against the in-process sandboxes."""
-    from connector import cli_dsr
-    from connector.cli import main
-
-    monkeypatch.setattr(cli_dsr, "open_runtime", lambda config, **kw: open_rt(config, **kw))
-
-    def run(*argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-        code = main(["-c", str(config_path), "dsr", *argv])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
 def test_cli_erase_receipt_and_verification(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
