@@ -58,6 +58,7 @@ from connector.dsr_store import (
     PURGE_SOURCE,
     DsrStore,
     RequestRow,
+    SystemRow,
     on_hold,
     receipt_keys_retired,
 )
@@ -963,16 +964,10 @@ class DsrService:
         # that settled the part in between (erased it after all) is not overwritten. The
         # decision and its entry together: an exemption nobody can account for is none.
         with self.rt.store.transaction():
-            states = {s.system: s.status for s in self.db.systems(row.id)}
-            if system not in states:
-                # The name is not repeated: through the admin API, what was sent would be
-                # answered back (and reach proxies' logs), whatever it held.
+            status = self._part(row, system).status
+            if status in FINAL_STATUSES:
                 raise DsrUsageError(
-                    f"request {request_id} has no system of that name; it has {', '.join(states)}"
-                )
-            if states[system] in FINAL_STATUSES:
-                raise DsrUsageError(
-                    f"{system} is {states[system]} for request {request_id} already; only an "
+                    f"{system} is {status} for request {request_id} already; only an "
                     "unsettled part can be exempted"
                 )
             self.db.set_system(row.id, system, "exempt", detail=f"{EXEMPTED}{text}")
@@ -1006,13 +1001,8 @@ class DsrService:
                     f"request {request_id} is {row.status}; only an open request's part on "
                     "hold can be released"
                 )
-            states = {s.system: s for s in self.db.systems(row.id)}
-            if system not in states:
-                # Not repeated, as for exempt: what was sent may be anything.
-                raise DsrUsageError(
-                    f"request {request_id} has no system of that name; it has {', '.join(states)}"
-                )
-            if not on_hold(states[system].status, states[system].detail):
+            part = self._part(row, system)
+            if not on_hold(part.status, part.detail):
                 raise DsrUsageError(
                     f"{system}'s part of request {request_id} is not on hold for an earlier "
                     "exemption; there is nothing to release"
@@ -1025,6 +1015,17 @@ class DsrService:
             self.db.set_system(row.id, system, "pending")
             self.audit("dsr.released", row, system=system)
         return self._view(self.db.get(row.id))
+
+    def _part(self, row: RequestRow, system: str) -> SystemRow:
+        """The request's part for ``system``; refused when it has none of that name."""
+        parts = {part.system: part for part in self.db.systems(row.id)}
+        if system not in parts:
+            # The name is not repeated: through the admin API, what was sent would be
+            # answered back (and reach proxies' logs), whatever it held.
+            raise DsrUsageError(
+                f"request {row.id} has no system of that name; it has {', '.join(parts)}"
+            )
+        return parts[system]
 
     def receipt(self, request_id: str) -> str | None:
         """The signed receipt (canonical JSON text) of a completed request, else ``None``."""
