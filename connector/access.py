@@ -413,7 +413,8 @@ def sent_by_klantsync(
     mappings: Mapping[str, SystemMapping],
 ) -> dict[str, dict[str, Any]]:
     """Per system, which of the person's fields the last write klantsync delivered there
-    gave a value, by canonical name, and when: the recipients of this person's data, where
+    gave a value (or left with the value an earlier one gave, the source's being
+    unreadable), by canonical name, and when: the recipients of this person's data, where
     the Art. 15(1) facts name everyone's (Art. 15(1)(c)). Names only, never a value.
 
     Args:

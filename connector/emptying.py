@@ -13,7 +13,9 @@ Left as they are, on purpose:
 - a field the destination's mapping marks ``keep_when_emptied`` (one its own users fill in
   too: a company name sales keep up to date);
 - a field the source gave a value that could not be read (``Person.unread``: a phone
-  number that is none), which is not empty at the source;
+  number that is none), which is not empty at the source. The system still holds what the
+  flow gave it before, so the write's field set keeps naming it (``Plan.held``): the source
+  emptying it later empties it there too;
 - a field the source's mapping does not read, or the destination's no longer writes (a
   mapping narrowed since: the system keeps what it had, as it did);
 - the e-mail, which names the record, and the consent field, whose withdrawal is sent as
@@ -23,8 +25,8 @@ Left as they are, on purpose:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Collection, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from connector.model import CONSENT_FIELDS
 
@@ -33,9 +35,21 @@ if TYPE_CHECKING:
     from connector.state import Store
     from connector.systems import System
 
-__all__ = ["Emptying"]
+__all__ = ["Emptying", "Plan"]
 
 _NONE: frozenset[str] = frozenset()
+
+
+class Plan(NamedTuple):
+    """What a write does with the fields its flow's last write gave a value and it gives
+    none: ``empty`` those the source holds empty; ``held`` those whose value the source
+    gave could not be read, left as the system holds them (what the flow gave before)."""
+
+    empty: frozenset[str] = _NONE
+    held: frozenset[str] = _NONE
+
+
+_NOTHING = Plan()
 
 
 class Emptying:
@@ -50,14 +64,15 @@ class Emptying:
         self._numbers: dict[tuple[str, tuple[str, ...]], int] = {}
         self._emptiable: dict[tuple[str, str], dict[str, str]] = {}
 
-    def number(self, flow: str, fields: Mapping[str, Any]) -> int:
-        """The store's number for the set of ``fields``' names written by ``flow``.
+    def number(self, flow: str, fields: Iterable[str], held: Collection[str] = _NONE) -> int:
+        """The store's number for the set of ``fields``' names written by ``flow``, with
+        those the write left ``held`` (:attr:`Plan.held`): the system holds the flow's value.
 
         Looked up by the names in the order the mapping gives them (the same for everyone a
         mapping writes), so a record costs one dictionary lookup. Makes the set the first
         time (a write of its own): never call it inside a transaction that may roll back.
         """
-        key = (flow, tuple(fields))
+        key = (flow, (*fields, *sorted(held)) if held else tuple(fields))
         number = self._numbers.get(key)
         if number is None:
             # Kept only when made in a transaction of its own (see Store.field_set).
@@ -76,7 +91,21 @@ class Emptying:
         fields: Mapping[str, Any],
         earlier: tuple[int | None, int | None],
     ) -> frozenset[str]:
-        """The fields of ``dest`` a write of ``flow`` now empties for ``person``.
+        """The fields of ``dest`` a write of ``flow`` now empties for ``person``
+        (:meth:`plan`)."""
+        return self.plan(flow, source, dest, person, fields, earlier).empty
+
+    def plan(
+        self,
+        flow: str,
+        source: System,
+        dest: System,
+        person: Person,
+        fields: Mapping[str, Any],
+        earlier: tuple[int | None, int | None],
+    ) -> Plan:
+        """Which fields of ``dest`` a write of ``flow`` now empties for ``person``, and which
+        it leaves held (:class:`Plan`).
 
         ``earlier`` are the field sets of what waits in the outbox for them and of what was
         last delivered (either may have landed: a row waiting may be a retry of one whose
@@ -89,16 +118,60 @@ class Emptying:
                 if wrote == flow:
                     given.update(names)
         if not given:
-            return _NONE
+            return _NOTHING
         emptiable = self._emptiable_paths(source, dest)
-        empty = [
-            path
-            for path in given
-            if path not in fields
-            and (name := emptiable.get(path)) is not None
-            and name not in person.unread
-        ]
-        return frozenset(empty) if empty else _NONE
+        empty: list[str] = []
+        held: list[str] = []
+        for path in given:
+            if path in fields or (name := emptiable.get(path)) is None:
+                continue
+            (held if name in person.unread else empty).append(path)
+        if not (empty or held):
+            return _NOTHING
+        return Plan(frozenset(empty), frozenset(held))
+
+    def unheld(
+        self,
+        flow: str,
+        source: System,
+        dest: System,
+        person: Person,
+        fields: Mapping[str, Any],
+        earlier: tuple[int | None, int | None],
+        last: int | None,
+    ) -> bool:
+        """Whether a write of ``flow`` that sends what its last one sent (whose field set is
+        ``last``) empties a field that one left held (:attr:`Plan.held`): the value the
+        source gave then could not be read, and it holds none now. The payload is the same
+        (neither sends the field), so without this the write was found unchanged and the
+        value stayed at the destination for good."""
+        if last is None:
+            return False
+        wrote, names = self.store.field_names(last)
+        # The set is the write's fields and those it held: more names, some held.
+        if wrote != flow or len(names) <= len(fields):
+            return False
+        return bool(self.plan(flow, source, dest, person, fields, earlier).empty)
+
+    def still_held(
+        self,
+        flow: str,
+        queued: int | None,
+        allowed: Collection[str],
+        fields: Mapping[str, Any],
+        clear: Collection[str],
+    ) -> frozenset[str]:
+        """Of the field set ``queued`` with a row of ``flow`` (:meth:`number`), those its
+        write leaves held (:attr:`Plan.held`), as delivered: a field the mapping no longer
+        writes is not, nor one a correction gave a value or empties since it was queued."""
+        if queued is None:
+            return _NONE
+        wrote, names = self.store.field_names(queued)
+        # Nearly always the set is the row's fields: one set difference says so.
+        beyond = names - fields.keys()
+        if wrote != flow or not beyond:
+            return _NONE
+        return frozenset(name for name in beyond if name in allowed and name not in clear)
 
     def _emptiable_paths(self, source: System, dest: System) -> dict[str, str]:
         """``dest``'s field path -> canonical name, for the fields a write from ``source``

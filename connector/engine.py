@@ -664,7 +664,18 @@ class Engine:
                         ungated.append((dest.name, sid))
                     continue
                 letter = letters.get(sid)
-                if last == digest:
+                if last == digest and not (
+                    writes
+                    and self.emptying.unheld(
+                        flow.name,
+                        source,
+                        dest,
+                        person,
+                        fields,
+                        (queued_sent.get(sid), delivered_sent.get(sid)),
+                        (queued_sent if sid in queued else delivered_sent).get(sid),
+                    )
+                ):
                     dest_report.unchanged += 1
                     if (
                         letter is not None
@@ -682,8 +693,8 @@ class Engine:
                     dest_report.still_rejected += 1
                     continue
                 dest_report.queued += 1
-                empty = (
-                    self.emptying.to_empty(
+                fate = (
+                    self.emptying.plan(
                         flow.name,
                         source,
                         dest,
@@ -694,6 +705,7 @@ class Engine:
                     if writes and last is not None
                     else None
                 )
+                empty = fate.empty if fate is not None else None
                 if empty:
                     dest_report.emptied += 1
                 if dry_run:
@@ -704,7 +716,9 @@ class Engine:
                     if empty:
                         envelope["clear"] = sorted(empty)
                     sealed = self.keyring.seal_json(envelope, context)
-                    field_set = self.emptying.number(flow.name, fields)
+                    field_set = self.emptying.number(
+                        flow.name, fields, fate.held if fate is not None else ()
+                    )
                     payloads.append(QueuedPayload(dest.name, sid, sealed, digest, field_set))
                     envelopes.append((sid, digest, envelope))
         self._checkpoint("pulled")
@@ -1236,6 +1250,9 @@ class Engine:
             rows = self._without_withdrawals(dest, rows, dest_report)
         records: list[OutboundRecord] = []
         by_ref: dict[str, OutboxRow] = {}
+        # Per record, the fields it leaves as the system holds them from the flow's earlier
+        # write (a value the source gave could not be read): still the flow's (Plan.held).
+        unread: dict[str, frozenset[str]] = {}
         undecryptable: list[tuple[OutboxRow, str]] = []
         external = self.store.external_ids_numbered(
             dest.name, {r.subject_id: r.subject_no for r in rows}
@@ -1265,17 +1282,20 @@ class Engine:
             if not allowed.issuperset(fields):
                 fields = self._allowed_now(dest, row, envelope)
             empty = envelope.get("clear")
-            records.append(
-                OutboundRecord(
-                    ref=ref,
-                    email=envelope["email"],
-                    external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
-                    fields=fields,
-                    # A field the mapping no longer writes is not emptied either; one a
-                    # correction wrote into the row since (dsr rectify) is written.
-                    clear=(allowed & set(empty)) - fields.keys() if empty else frozenset(),
-                )
+            record = OutboundRecord(
+                ref=ref,
+                email=envelope["email"],
+                external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
+                fields=fields,
+                # A field the mapping no longer writes is not emptied either; one a
+                # correction wrote into the row since (dsr rectify) is written.
+                clear=(allowed & set(empty)) - fields.keys() if empty else frozenset(),
             )
+            records.append(record)
+            if row.sent is not None:
+                unread[ref] = self.emptying.still_held(
+                    row.flow, row.sent, allowed, fields, record.clear
+                )
         if undecryptable:
             # No refusal of the data: the next sync offers the person's current data again.
             self._write(lambda store: store.dead_letter(undecryptable, refused=False))
@@ -1347,7 +1367,9 @@ class Engine:
             field_set = (
                 None
                 if before_resend(row.payload_hash).startswith(WITHDRAWAL)
-                else self.emptying.number(row.flow, sent_fields[result.ref])
+                else self.emptying.number(
+                    row.flow, sent_fields[result.ref], unread.get(result.ref, ())
+                )
             )
             acks.append(
                 Ack(row.id, row.subject_id, stored_id, row.payload_hash, row.subject_no, field_set)

@@ -96,6 +96,27 @@ async def test_a_phone_the_shop_gives_that_cannot_be_read_is_not_emptied(
     assert _crm_phone(crm) == "+31612345678"
 
 
+async def test_a_phone_removed_after_the_shop_gave_one_that_cannot_be_read_is_emptied(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The CRM keeps the number the flow gave while the shop holds one that cannot be read;
+    removed in the shop after that, it is emptied as any other, and only then."""
+    shop.add_person(EMAIL, "Ed", "Bos", "0612345678", country="NL")
+    await rt.engine.sync()
+    shop.touch(EMAIL, billing__phone="call me after five", first_name="Eddie")
+    await rt.engine.sync()
+    (unread,) = await rt.engine.sync()
+    assert unread.destinations["crm"].unchanged == 1
+    assert _crm_phone(crm) == "+31612345678"
+    shop.touch(EMAIL, billing__phone="")
+    (report,) = await rt.engine.sync()
+    assert report.destinations["crm"].emptied == 1
+    assert _crm_phone(crm) in ("", None)
+    crm.log.clear()
+    (again,) = await rt.engine.sync()
+    assert again.destinations["crm"].unchanged == 1 and _written(crm) == []
+
+
 async def test_a_change_of_another_field_empties_nothing(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
