@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from contextlib import closing
 from dataclasses import asdict, dataclass
@@ -120,7 +121,8 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
     if not store_exists(store_path):
         raise StoreError(f"{store_path}: there is no store yet, so nothing to back up")
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    partial = out.with_name(_partial_name(out))
+    _discard_dead_partials(out.parent)
     # Shared: a key rotation (which needs the store alone) does not reseal under the copy.
     with sharing_keys(store_path):
         store = Store(store_path)
@@ -203,6 +205,50 @@ def last_backup_time(store: Store) -> float | None:
     """Unix time of the last backup the audit trail records, or None."""
     found = last_backup(store)["backup"]
     return None if found is None else dt.datetime.fromisoformat(found["at"]).timestamp()
+
+
+def _partial_name(out: Path) -> str:
+    """The name of a backup's copy to ``out`` while it is written (by this process)."""
+    return f".{out.name}.partial-{os.getpid()}"
+
+
+#: A copy's name while written (:func:`_partial_name`): the writer's pid after the name.
+_PARTIAL = re.compile(r"\..+\.partial-(\d+)")
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _discard_dead_partials(folder: Path) -> None:
+    """Delete the copies in ``folder`` that backups no longer running left (killed mid-copy).
+
+    Each holds the store as of its moment, every erasure's traces since included, under a
+    hidden name nothing else looks at: left, each killed backup kept one more for good, and
+    backups named by date never meet their own name again. Of the files so named, only a
+    database (or an empty file: killed before the first page) is taken for a copy; a copy
+    of a process still running (a backup beside this one) is its own.
+    """
+    for path in folder.glob(".*.partial-*"):
+        named = _PARTIAL.fullmatch(path.name)
+        if named is None or _running(int(named.group(1))) or path.is_symlink():
+            continue
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(_SQLITE_HEADER))
+        except OSError:
+            continue
+        if head in (b"", _SQLITE_HEADER):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs (one whose id was given again counts as running:
+    its copy is left, as it may be that process's own)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _copy(store: Store, partial: Path, receipt_key: Path) -> None:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import subprocess
+import sys
+import textwrap
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -499,3 +503,43 @@ async def test_a_backup_of_a_store_whose_audit_trail_does_not_verify_says_so_and
     assert "audit trail does not verify (entry 1:" in said and "refuses this backup" in said
     entries = rows(store_path, "SELECT data FROM audit WHERE kind = 'store.backup' ORDER BY seq")
     assert [json.loads(data)["audit_verifies"] for (data,) in entries] == [True, False, False]
+
+
+@pytest.mark.parametrize("next_name", ["nightly.db", "tomorrow.db"])
+async def test_a_backup_killed_while_copying_leaves_no_copy_once_the_next_one_is_taken(
+    shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path, next_name: str
+) -> None:
+    """A backup killed while it writes its copy (a cron job's timeout, a kill -9) leaves it
+    under the hidden ".<name>.partial-<pid>" beside --out, the store as of that moment with
+    every erasure's traces since: the next backup into that folder, under the same name or
+    the next day's, deletes it, which nothing did (each killed backup left one more,
+    unseen, kept for good). A file of another program's named alike is left."""
+    seed(shop)
+    await rt.engine.sync()
+    out = tmp_path / "backups" / "nightly.db"
+    repo = Path(__file__).resolve().parents[2]
+    killer = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(repo)!r})
+        import connector.backup as backup
+        from connector.config import load_config
+        real = backup._copy
+        def killed_after_the_copy(*args, **kwargs):
+            real(*args, **kwargs)
+            os._exit(137)  # killed with the copy written, before it took its name
+        backup._copy = killed_after_the_copy
+        backup.take_backup(load_config(Path({str(rt.config.path)!r})), Path({str(out)!r}))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", killer], capture_output=True, env=os.environ)
+    assert run.returncode == 137, run.stderr.decode()
+    (left,) = out.parent.iterdir()  # the copy, under its partial name alone
+    assert left.name.startswith(f".{out.name}.partial-")
+    dead = left.name.rsplit("-", 1)[1]
+    other = out.parent / f".notes.txt.partial-{dead}"  # not a database: not a copy of ours
+    other.write_text("someone else's\n")
+    take_backup(rt.config, out.with_name(next_name))
+    assert not left.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([other.name, next_name])
