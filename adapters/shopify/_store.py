@@ -181,6 +181,7 @@ class ShopStore:
     _next_customer: int = 7_100_000_000_001
     _next_order: int = 5_500_000_000_001
     _next_line: int = 13_000_000_000_001
+    _next_address: int = 9_200_000_000_001
 
     # -- ids -----------------------------------------------------------------------------
 
@@ -191,6 +192,10 @@ class ShopStore:
     def new_order_number(self) -> int:
         self._next_order += 1
         return self._next_order - 1
+
+    def new_address_number(self) -> int:
+        self._next_address += 1
+        return self._next_address - 1
 
     def new_line_number(self) -> int:
         self._next_line += 1

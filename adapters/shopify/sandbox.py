@@ -372,7 +372,9 @@ class ShopifySandbox(SandboxBase):
         Keys are GraphQL customer fields (``firstName``, ``note``), or dotted / double
         underscored nested keys (``defaultAddress.city``, ``emailMarketingConsent__
         marketingState``). ``updatedAt`` moves strictly forward even when the wall clock
-        has not, so every change is visible to an incremental pull.
+        has not, so every change is visible to an incremental pull. A change of the
+        default address changes its entry in ``addresses`` too, as in Shopify (unless
+        ``addresses`` is given as well).
 
         Raises:
             KeyError: no customer has this e-mail.
@@ -380,8 +382,12 @@ class ShopifySandbox(SandboxBase):
         customer = self.store.by_email(email)
         if customer is None:
             raise KeyError("no such customer")
+        default = customer.get("defaultAddress")
+        former_default = default.get("id") if isinstance(default, dict) else None
+        heads: set[str] = set()
         for key, value in changes.items():
             head, sep, tail = key.replace("__", ".").partition(".")
+            heads.add(head)
             if sep:
                 nested = customer.get(head)
                 if not isinstance(nested, dict):
@@ -389,11 +395,38 @@ class ShopifySandbox(SandboxBase):
                 nested[tail] = value
             else:
                 customer[head] = value
+        if "defaultAddress" in heads and "addresses" not in heads:
+            self._file_default_address(customer, former_default)
         stamp = self.now()
         if stamp <= customer["updatedAt"]:
             moment = datetime.fromisoformat(customer["updatedAt"].replace("Z", "+00:00"))
             stamp = iso(datetime.fromtimestamp(moment.timestamp() + 1, UTC))
         customer["updatedAt"] = stamp
+
+    def _file_default_address(self, customer: dict[str, Any], former: Any) -> None:
+        """Keep the address book holding the default address, as Shopify does: the default
+        is one of the customer's addresses, so a change of it changes that entry (an access
+        copy otherwise listed the former address as the only one kept, and the current one
+        nowhere in the book). A default taken away leaves the book, and the next address in
+        it becomes the default; one given to a customer without any joins the book."""
+        book = [a for a in customer.get("addresses") or [] if former is None or a["id"] != former]
+        at = next(
+            (i for i, a in enumerate(customer.get("addresses") or []) if a["id"] == former), 0
+        )
+        default = customer.get("defaultAddress")
+        if not isinstance(default, dict) or not any(
+            value not in (None, "") for key, value in default.items() if key != "id"
+        ):
+            customer["defaultAddress"] = copy.deepcopy(book[0]) if book else None
+            customer["addresses"] = book
+            return
+        address = dict.fromkeys(_ADDRESS_FIELDS)
+        address.update(default)
+        address["id"] = address["id"] or gid("MailingAddress", self.store.new_address_number())
+        address["country"] = _COUNTRY_NAMES.get(str(address.get("countryCodeV2")))
+        customer["defaultAddress"] = address
+        book.insert(at, copy.deepcopy(address))
+        customer["addresses"] = book
 
     def add_order(
         self,

@@ -911,6 +911,41 @@ async def test_access_copy_lists_every_address_shopify_keeps_for_the_customer(
     assert "addresses" not in pulled  # the sync reads what the mapping needs
 
 
+async def test_a_changed_default_address_is_changed_in_the_customers_address_book(
+    shop: Harness,
+) -> None:
+    """Shopify's default address is one of the customer's addresses, so a change of it is a
+    change of that entry in the book. The sandbox changed the default alone: an access copy
+    then listed the former address as the only one the shop keeps, and the current one
+    nowhere in the book. A default taken away leaves the book (the next becomes default);
+    one given to a customer without an address joins it."""
+    shop.sandbox.add_person(
+        "anna@example.nl", "Anna", "Jansen",
+        address1="Hoofdstraat 1", city="Utrecht", zip="3511AA", country_code="NL",
+    )  # fmt: skip
+    customer = shop.sandbox.store.by_email("anna@example.nl")
+    assert customer is not None
+    work = copy.deepcopy(customer["defaultAddress"])
+    work.update(id="gid://shopify/MailingAddress/42", address1="Kantoorlaan 99", city="Zeist")
+    customer["addresses"].append(work)
+    moved = {"defaultAddress.address1": "Rue Neuve 2", "defaultAddress.countryCodeV2": "BE"}
+    shop.sandbox.touch("anna@example.nl", **moved)
+    (found,) = await shop.adapter.find(Subject(email="anna@example.nl"))
+    assert [a["address1"] for a in found["addresses"]] == ["Rue Neuve 2", "Kantoorlaan 99"]
+    held = shop.sandbox.record_for("anna@example.nl")
+    assert held is not None
+    assert held["addresses"][0] == held["defaultAddress"]
+    assert held["defaultAddress"]["country"] == "Belgium"
+    shop.sandbox.touch("anna@example.nl", defaultAddress=None)
+    (found,) = await shop.adapter.find(Subject(email="anna@example.nl"))
+    assert [a["address1"] for a in found["addresses"]] == ["Kantoorlaan 99"]
+    assert found["defaultAddress"]["address1"] == "Kantoorlaan 99"
+    shop.sandbox.add_person("bob@example.nl", "Bob", "Bakker")
+    shop.sandbox.touch("bob@example.nl", defaultAddress__city="Zeist")
+    (found,) = await shop.adapter.find(Subject(email="bob@example.nl"))
+    assert [a["city"] for a in found["addresses"]] == ["Zeist"]
+
+
 async def test_access_copy_holds_the_sms_marketing_consent_shopify_keeps(shop: Harness) -> None:
     """Shopify keeps a consent record for SMS marketing beside the e-mail one (state, level,
     when and where it was collected). The access copy read the e-mail consent only, so the
