@@ -275,7 +275,7 @@ class ShopifySandbox(SandboxBase):
 
     def add_person(
         self,
-        email: str,
+        email: str | None,
         first_name: str = "",
         last_name: str = "",
         phone: str = "",
@@ -287,11 +287,14 @@ class ShopifySandbox(SandboxBase):
         ``country_code``, ``company``, ``address_phone``), ``marketing_state``
         (``SUBSCRIBED``, ``NOT_SUBSCRIBED``, ...), ``note``, ``tags``, ``locale``,
         ``created_at``/``updated_at`` (ISO), or any GraphQL customer field by its own name.
+        ``email`` may be ``None`` (or empty): Shopify keeps customers known by their phone
+        alone, with ``email`` and ``emailMarketingConsent`` null, as many as there are.
 
         Raises:
             ValueError: a customer with this e-mail already exists (Shopify keeps them unique).
         """
-        if self.store.by_email(email) is not None:
+        email = email or None
+        if email is not None and self.store.by_email(email) is not None:
             raise ValueError("a customer with this e-mail already exists")
         number = self.store.new_customer_number()
         stamp = self.now()
@@ -325,7 +328,7 @@ class ShopifySandbox(SandboxBase):
             "email": email,
             "firstName": first_name or None,
             "lastName": last_name or None,
-            "displayName": f"{first_name} {last_name}".strip() or email,
+            "displayName": f"{first_name} {last_name}".strip() or email or phone or None,
             "phone": phone or None,
             "createdAt": created,
             "updatedAt": str(extra.pop("updated_at", created)),
@@ -338,7 +341,11 @@ class ShopifySandbox(SandboxBase):
             "numberOfOrders": "0",
             "dataSaleOptOut": False,
             "amountSpent": {"amount": "0.0", "currencyCode": "EUR"},
-            "emailMarketingConsent": {
+            # Shopify: "If the customer doesn't have an email address, then this property
+            # is null."
+            "emailMarketingConsent": None
+            if email is None
+            else {
                 "marketingState": state,
                 "marketingOptInLevel": "SINGLE_OPT_IN" if state == "SUBSCRIBED" else None,
                 "consentUpdatedAt": created if state != "NOT_SUBSCRIBED" else None,
@@ -369,7 +376,8 @@ class ShopifySandbox(SandboxBase):
     def touch(self, email: str, /, **changes: Any) -> None:
         """Change a customer as the shop owner would, and bump ``updatedAt`` to now.
 
-        Keys are GraphQL customer fields (``firstName``, ``note``), or dotted / double
+        ``email`` names the customer by their e-mail, or by their GraphQL id (one without
+        an e-mail). Keys are GraphQL customer fields (``firstName``, ``note``), or dotted / double
         underscored nested keys (``defaultAddress.city``, ``emailMarketingConsent__
         marketingState``). ``updatedAt`` moves strictly forward even when the wall clock
         has not, so every change is visible to an incremental pull. A change of the
@@ -379,7 +387,7 @@ class ShopifySandbox(SandboxBase):
         Raises:
             KeyError: no customer has this e-mail.
         """
-        customer = self.store.by_email(email)
+        customer = self._customer(email)
         if customer is None:
             raise KeyError("no such customer")
         default = customer.get("defaultAddress")
@@ -397,11 +405,30 @@ class ShopifySandbox(SandboxBase):
                 customer[head] = value
         if "defaultAddress" in heads and "addresses" not in heads:
             self._file_default_address(customer, former_default)
+        if "email" in heads and "emailMarketingConsent" not in heads:
+            # The consent is the address's: Shopify has none without one, and a customer
+            # given an address has not subscribed with it.
+            customer["email"] = customer["email"] or None
+            held = customer.get("emailMarketingConsent")
+            if customer["email"] is None:
+                customer["emailMarketingConsent"] = None
+            elif held is None:
+                customer["emailMarketingConsent"] = {
+                    "marketingState": "NOT_SUBSCRIBED",
+                    "marketingOptInLevel": None,
+                    "consentUpdatedAt": None,
+                }
         stamp = self.now()
         if stamp <= customer["updatedAt"]:
             moment = datetime.fromisoformat(customer["updatedAt"].replace("Z", "+00:00"))
             stamp = iso(datetime.fromtimestamp(moment.timestamp() + 1, UTC))
         customer["updatedAt"] = stamp
+
+    def _customer(self, key: str) -> dict[str, Any] | None:
+        """The customer with this e-mail, or with this GraphQL id."""
+        if key.startswith(f"gid://shopify/{CUSTOMER}/"):
+            return self.store.customer(key)
+        return self.store.by_email(key)
 
     def _file_default_address(self, customer: dict[str, Any], former: Any) -> None:
         """Keep the address book holding the default address, as Shopify does: the default
@@ -545,7 +572,8 @@ class ShopifySandbox(SandboxBase):
         Shapes follow Shopify's app template: ``customers/redact`` ``{shop_id, shop_domain,
         customer{id, email, phone}, orders_to_redact}``, ``customers/data_request`` the same
         with ``orders_requested`` and ``data_request{id}``, ``shop/redact`` ``{shop_id,
-        shop_domain}``.
+        shop_domain}``. ``email`` may be the customer's GraphQL id instead (one without an
+        e-mail).
 
         Raises:
             KeyError: the topic needs a customer and none has this e-mail.
@@ -553,7 +581,7 @@ class ShopifySandbox(SandboxBase):
         shop = {"shop_id": 954_889, "shop_domain": self.shop_domain}
         if topic == "shop/redact":
             return shop
-        customer = self.store.by_email(email or "")
+        customer = self._customer(email or "")
         if customer is None:
             raise KeyError("no such customer")
         number = int(customer["legacyResourceId"])

@@ -946,6 +946,28 @@ async def test_a_changed_default_address_is_changed_in_the_customers_address_boo
     assert [a["city"] for a in found["addresses"]] == ["Zeist"]
 
 
+async def test_customers_without_an_e_mail_are_kept_as_shopify_keeps_them(shop: Harness) -> None:
+    """Shopify keeps customers known by their phone alone, with ``email`` null and no e-mail
+    consent at all ("If the customer doesn't have an email address, then this property is
+    null"). The sandbox could seed one such customer only by hand, with an e-mail consent
+    beside no address, and a second not at all. Given an address, a customer has not
+    subscribed with it; the address taken away, the consent goes with it."""
+    first = shop.sandbox.add_person(None, "Piet", "Telefoon", "+31612345678")
+    second = shop.sandbox.add_person("", "Kees", "Telefoon", "+31612345679")
+    pulled = {r["id"]: r for p in await collect(shop.adapter, None) for r in p.records}
+    for gid in (first, second):
+        assert pulled[gid]["email"] is None
+        assert pulled[gid]["emailMarketingConsent"] is None
+    payload = shop.sandbox.compliance_payload("customers/redact", first)
+    assert payload["customer"]["email"] is None and payload["customer"]["phone"]
+    shop.sandbox.touch(first, email="piet@example.nl")
+    (found,) = await shop.adapter.find(Subject(email="piet@example.nl"))
+    assert found["emailMarketingConsent"]["marketingState"] == "NOT_SUBSCRIBED"
+    shop.sandbox.touch("piet@example.nl", email=None)
+    held = shop.sandbox.store.customer(first)
+    assert held is not None and held["email"] is None and held["emailMarketingConsent"] is None
+
+
 async def test_access_copy_holds_the_sms_marketing_consent_shopify_keeps(shop: Harness) -> None:
     """Shopify keeps a consent record for SMS marketing beside the e-mail one (state, level,
     when and where it was collected). The access copy read the e-mail consent only, so the
