@@ -20,8 +20,9 @@ What it does, by contract verb:
   app granted ``read_all_orders``: when it served fewer than the customer's
   ``numberOfOrders``, the customer's record says so (:data:`ORDERS_UNREAD`) and a warning
   names the scope, so an access copy is never a partial history shown as whole.
-- ``erase``: ``customerRequestDataErasure`` only. Shopify queues it and erases after its own
-  waiting period, so the result is ``pending``. Never ``customerDelete``: it refuses
+- ``erase``: ``customerRequestDataErasure`` only, for the customers found by their id and
+  e-mail alone. Shopify queues it and erases after its own waiting period, so the result
+  is ``pending``. Never ``customerDelete``: it refuses
   customers with orders and is not Shopify's privacy route.
 - webhooks: ``X-Shopify-Hmac-Sha256`` and the compliance topics (see ``webhooks.py``).
 
@@ -46,7 +47,7 @@ import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from adapters.shopify.documents import (
     CUSTOMER_ORDERS,
@@ -122,6 +123,9 @@ ERASED_NOTE: Final = (
 
 #: What an ``X-Shopify-API-Version`` holds (a quarterly release, or ``unstable``).
 _VERSION_FORM: Final = re.compile(r"\d{4}-\d{2}|unstable")
+
+#: What a read of the subject's customers reads of each (see ``_customers_for``).
+Reads = Literal["held", "synced", "ids"]
 
 #: Top-level GraphQL error codes worth another try (Shopify's own transient failures).
 _RETRYABLE_CODES: Final = frozenset({"INTERNAL_SERVER_ERROR", "SERVICE_UNAVAILABLE", "TIMEOUT"})
@@ -442,12 +446,18 @@ class ShopifyAdapter:
 
     # -- find --------------------------------------------------------------------------------
 
-    async def _by_email(self, email: str, held: bool = True) -> list[dict[str, Any]]:
+    async def _by_email(self, email: str, reads: Reads = "held") -> list[dict[str, Any]]:
         wanted = normalise_email(email)
         if not wanted:
             return []
+        queries = self._queries
+        search = {
+            "held": queries.customers_search,
+            "synced": queries.people_search,
+            "ids": queries.ids_search,
+        }[reads]
         data = await self._graphql(
-            self._queries.customers_search if held else self._queries.people_search,
+            search,
             {"first": SEARCH_PAGE_SIZE, "query": f"email:{_search_value(email.strip())}"},
         )
         connection = data.get("customers")
@@ -463,21 +473,26 @@ class ShopifyAdapter:
             and normalise_email(node["email"]) == wanted
         ]
 
-    async def _by_id(self, external_id: str | None, held: bool = True) -> dict[str, Any] | None:
+    async def _by_id(self, external_id: str | None, reads: Reads = "held") -> dict[str, Any] | None:
         gid = customer_gid(external_id)
         if gid is None:
             return None  # not a Shopify customer id: it cannot address anyone here
         queries = self._queries
-        document = queries.customer_by_id if held else queries.person_by_id
+        document = {
+            "held": queries.customer_by_id,
+            "synced": queries.person_by_id,
+            "ids": queries.ids_by_id,
+        }[reads]
         data = await self._graphql(document, {"id": gid})
         node = data.get("customer")
         return node if isinstance(node, dict) and isinstance(node.get("id"), str) else None
 
-    async def _customers_for(self, subject: Subject, held: bool = True) -> list[dict[str, Any]]:
-        """The subject's customer nodes; ``held``: with everything the shop keeps on them
-        (their address book: access, erasure), else as a pull reads them (a targeted sync
-        reads no more than it syncs)."""
-        matches = await self._by_email(subject.email, held)
+    async def _customers_for(self, subject: Subject, reads: Reads = "held") -> list[dict[str, Any]]:
+        """The subject's customer nodes, read with (``reads``) everything the shop keeps on
+        them (``"held"``: their address book, for access), as a pull reads them
+        (``"synced"``: a targeted sync reads no more than it syncs), or with their id and
+        e-mail alone (``"ids"``: what an erasure needs to name them)."""
+        matches = await self._by_email(subject.email, reads)
         # Another subject's customer (Subject.spare), found by the address, is neither read
         # nor erased.
         customers = [c for c in matches if str(c["id"]) not in subject.spare]
@@ -487,7 +502,7 @@ class ShopifyAdapter:
         # The identity map's id names the person's own customer, whose Shopify e-mail may
         # have changed while the address now finds someone else (another subject's, a second
         # customer a checkout made): it is read beside them, not only when they are nobody.
-        own = await self._by_id(gid, held)
+        own = await self._by_id(gid, reads)
         return customers if own is None else [own, *customers]
 
     async def _orders(self, customer_id: str) -> tuple[list[dict[str, Any]], int | None]:
@@ -575,7 +590,7 @@ class ShopifyAdapter:
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer node(s) alone (see ``Adapter.find``): a targeted sync reads no orders."""
-        return list(await self._customers_for(subject, held=False))
+        return list(await self._customers_for(subject, "synced"))
 
     # -- erase -------------------------------------------------------------------------------
 
@@ -590,7 +605,9 @@ class ShopifyAdapter:
             RecordError: another user error code.
         """
         endpoint = f"POST {self.path} customerRequestDataErasure"
-        customers = await self._customers_for(subject)
+        # Their ids alone: the request names a customer by id, and reading their note, tags
+        # and address book to ask for their erasure reads what it is to erase, for nothing.
+        customers = await self._customers_for(subject, "ids")
         if not customers:
             return ErasureResult(
                 found=False,

@@ -207,6 +207,8 @@ class CustomerQueries:
         person_by_id: a targeted sync's read by id (``$id``): what a pull reads.
         customers_search: the search of access and erasure: what the shop keeps besides.
         customer_by_id: their read by id, the same.
+        ids_search: an erasure's search (``$first``, ``$query``): :data:`ALWAYS_READ` alone.
+        ids_by_id: an erasure's read by id (``$id``), the same.
         most_per_page: the most customers a page may ask for within the cost ceiling.
         fields: what a pull reads of each (:data:`ALWAYS_READ` included).
     """
@@ -217,6 +219,8 @@ class CustomerQueries:
     person_by_id: str
     customers_search: str
     customer_by_id: str
+    ids_search: str
+    ids_by_id: str
     most_per_page: int
 
 
@@ -225,6 +229,7 @@ def customer_queries(fields: Selection) -> CustomerQueries:
     :data:`HELD_FIELDS` besides for access and erasure."""
     fields = merged(selection_of(ALWAYS_READ), fields)
     read, held = _text(fields, "      "), _text(merged(HELD_FIELDS, fields), "      ")
+    ids = _text(selection_of(ALWAYS_READ), "      ")
     # A page costs 2 + size x (cost of a node) + 1 for pageInfo.
     most = (QUERY_COST_CEILING - 3) // _node_cost(fields)
     return CustomerQueries(
@@ -263,6 +268,20 @@ query KlantsyncFindCustomer($first: Int!, $query: String!) {{
         customer_by_id=f"""
 query KlantsyncCustomer($id: ID!) {{
   customer(id: $id) {{{held}
+  }}
+}}
+""",
+        ids_search=f"""
+query KlantsyncFindCustomerIds($first: Int!, $query: String!) {{
+  customers(first: $first, query: $query) {{
+    nodes {{{ids}
+    }}
+  }}
+}}
+""",
+        ids_by_id=f"""
+query KlantsyncCustomerIds($id: ID!) {{
+  customer(id: $id) {{{ids}
   }}
 }}
 """,

@@ -1216,6 +1216,44 @@ async def test_erase_queues_shopifys_erasure_and_never_deletes(shop: Harness) ->
     assert not any("customerDelete" in op for op in shop.sandbox.operations)
 
 
+class _Recording(httpx.AsyncBaseTransport):
+    """The sandbox's transport, keeping the GraphQL document of every call."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.documents: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.documents.append(json.loads(request.content)["query"])
+        return await self.inner.handle_async_request(request)
+
+
+async def test_erase_reads_no_more_of_the_customer_than_their_id_and_e_mail(
+    sandbox: ShopifySandbox, clock: FakeClock, wall: FakeClock
+) -> None:
+    """The erasure request names a customer by id; finding them read everything the shop
+    keeps on them besides (the staff's note, tags, every address, what they spent), as an
+    access copy does, only to ask for all of it to be erased. It reads their id and e-mail
+    alone, also for the customer the identity map names."""
+    sandbox.add_person(
+        "anna@example.nl", "Anna", "Jansen", "+31612345678",
+        address1="Hoofdstraat 1", city="Utrecht", note="Belt vaak", tags=["vip"],
+    )  # fmt: skip
+    moved = sandbox.add_person("oud@example.nl", "Anna", "Jansen")
+    recording = _Recording(httpx.ASGITransport(app=sandbox.app()))
+    harness = make_harness(sandbox, clock, wall, transport=recording)
+    try:
+        result = await harness.adapter.erase(Subject(email="anna@example.nl", external_id=moved))
+    finally:
+        await harness.client.aclose()
+    assert result.found and len(sandbox.store.pending_erasures) == 2
+    reads = [d for d in recording.documents if d.lstrip().startswith("query")]
+    assert len(reads) == 2  # the search, and the customer the identity map names
+    for document in reads:
+        for kept in ("firstName", "phone", "note", "tags", "addresses", "defaultAddress"):
+            assert kept not in document
+
+
 async def test_erase_twice_is_pending_then_not_found(shop: Harness) -> None:
     """Asked again while Shopify holds the request it is still found and pending; after, not."""
     seed_subject(shop.sandbox)
