@@ -392,6 +392,9 @@ class ShopifySandbox(SandboxBase):
             raise KeyError("no such customer")
         default = customer.get("defaultAddress")
         former_default = default.get("id") if isinstance(default, dict) else None
+        consent = customer.get("emailMarketingConsent")
+        former_state = consent.get("marketingState") if isinstance(consent, dict) else None
+        keys = {key.replace("__", ".") for key in changes}
         heads: set[str] = set()
         for key, value in changes.items():
             head, sep, tail = key.replace("__", ".").partition(".")
@@ -423,6 +426,16 @@ class ShopifySandbox(SandboxBase):
             moment = datetime.fromisoformat(customer["updatedAt"].replace("Z", "+00:00"))
             stamp = iso(datetime.fromtimestamp(moment.timestamp() + 1, UTC))
         customer["updatedAt"] = stamp
+        consent = customer.get("emailMarketingConsent")
+        state = consent.get("marketingState") if isinstance(consent, dict) else None
+        if isinstance(consent, dict) and state != former_state:
+            # Shopify dates the consent record when its state changes (the date given, else
+            # when the change was sent): an access copy showed an opt-out under the date of
+            # the first opt-in.
+            if "emailMarketingConsent.consentUpdatedAt" not in keys:
+                consent["consentUpdatedAt"] = stamp
+            if state == "SUBSCRIBED" and not consent.get("marketingOptInLevel"):
+                consent["marketingOptInLevel"] = "SINGLE_OPT_IN"
 
     def _customer(self, key: str) -> dict[str, Any] | None:
         """The customer with this e-mail, or with this GraphQL id."""

@@ -1009,6 +1009,25 @@ async def test_access_copy_holds_the_email_marketing_opt_in_level(shop: Harness)
     assert "marketingOptInLevel" not in pulled["emailMarketingConsent"]
 
 
+async def test_a_change_of_e_mail_consent_is_dated_when_it_was_made(shop: Harness) -> None:
+    """Shopify dates the e-mail consent record when its state changes. The sandbox kept the
+    date of the first opt-in, so an access copy showed the person's opt-out, and their
+    opt-in after it, as given the day they first subscribed."""
+    shop.sandbox.add_person("eva@example.nl", "Eva", "Smit", marketing_state="SUBSCRIBED")
+    for state in ("UNSUBSCRIBED", "SUBSCRIBED"):
+        shop.wall.advance(86_400)
+        shop.sandbox.touch("eva@example.nl", emailMarketingConsent__marketingState=state)
+        (found,) = await shop.adapter.find(Subject(email="eva@example.nl"))
+        consent = found["emailMarketingConsent"]
+        assert consent["marketingState"] == state
+        assert consent["consentUpdatedAt"] == shop.sandbox.now() == found["updatedAt"]
+    assert consent["marketingOptInLevel"] == "SINGLE_OPT_IN"
+    shop.wall.advance(86_400)
+    shop.sandbox.touch("eva@example.nl", firstName="Eefje")
+    (found,) = await shop.adapter.find(Subject(email="eva@example.nl"))
+    assert found["emailMarketingConsent"] == consent  # another change leaves it as it was
+
+
 async def test_access_copy_of_an_order_holds_its_note_and_addresses(shop: Harness) -> None:
     """What the customer wrote at checkout and where the order was billed and sent are the
     person's data Shopify holds (WooCommerce's find returns whole orders for that reason);
