@@ -308,6 +308,9 @@ class Daemon:
         except Exception as exc:  # any store failure means not ready
             checks["store"] = type(exc).__name__
             ready = False
+        # The flows' successes were read only where the store answered: judged by the store
+        # alone, as a job worker that ended says nothing of the store or of the flows.
+        store_answered = ready
         if self._worker_state is not None:
             checks["job_worker"] = self._worker_state
             ready = ready and self._worker_state == _WORKER_RUNS
@@ -316,7 +319,7 @@ class Daemon:
             schedule = flow.parsed_schedule
             allowed = schedule.allowed_since(self.started_at)
             runs = self.runs_since_start[flow.name]
-            if not ready:
+            if not store_answered:
                 # The flows' successes are in the store: without it, the probe still answers
                 # (503, saying why) instead of failing itself.
                 checks[f"flow:{flow.name}"] = {

@@ -1386,6 +1386,38 @@ async def test_readyz_unready_at_once_when_every_run_since_start_failed(
     assert recovered.json()["checks"]["flow:shop-to-crm"]["reason"] == READY_SUCCEEDED
 
 
+async def test_readyz_says_each_flow_as_it_is_when_only_the_job_worker_has_ended(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """The job worker's end makes the daemon not ready, and says so; it says nothing of the
+    store or of the flows. Each flow was reported "unknown: the store did not answer", with
+    no last success, while the store answered and the flow had just succeeded: the operator
+    was sent after the disk instead of restarting the daemon."""
+    clock = daemon.clock
+    assert isinstance(clock, Clock)
+    shop.seed_synthetic(3, seed=39)
+    await daemon.run_flow("shop-to-crm")
+    last = daemon.rt.store.last_success("shop-to-crm")
+    assert last is not None
+    clock.now = dt.datetime.fromisoformat(last).timestamp() + 60
+
+    async def dies() -> None:
+        raise KeyError("worker")
+
+    worker = asyncio.ensure_future(dies())
+    await asyncio.wait([worker])
+    daemon._worker_ended(worker)
+    async with _client(build_public_app(daemon)) as client:
+        answer = await client.get("/readyz")
+    assert answer.status_code == 503
+    checks = answer.json()["checks"]
+    assert checks["store"] == "ok"
+    assert checks["job_worker"] == f"{UNREADY_WORKER_ENDED} (KeyError)"
+    flow = checks["flow:shop-to-crm"]
+    assert flow["reason"] == READY_SUCCEEDED and flow["ok"] is True
+    assert flow["last_success"] == dt.datetime.fromisoformat(last).timestamp()
+
+
 async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooCommerceSandbox) -> None:
     """After a run, /metrics exposes pulled, written and withheld counts and latencies."""
     shop.seed_synthetic(7, seed=35)
