@@ -47,6 +47,7 @@ __all__ = [
     "UNREADY_NOT_RUN",
     "UNREADY_NO_STORE",
     "UNREADY_STALE",
+    "UNREADY_STOPPING",
     "UNREADY_WORKER_ENDED",
     "Daemon",
     "RunsSinceStart",
@@ -82,6 +83,11 @@ UNREADY_NO_STORE = "unknown: the store did not answer"
 UNREADY_WORKER_ENDED = (
     "the job worker ended on an error it does not catch: queued jobs no longer run; "
     "restart the daemon"
+)
+#: The daemon's check once a stop was asked for (SIGTERM, SIGINT): the listeners stay up
+#: while the in-flight batch finishes, but no flow run or job starts any more.
+UNREADY_STOPPING = (
+    "stopping: no flow run or job starts any more; what is queued waits for the next start"
 )
 #: The store's check when a store that failed is found damaged (``PRAGMA quick_check``).
 STORE_DAMAGED = (
@@ -274,8 +280,9 @@ class Daemon:
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready when the store answers (and, once it refused a write, takes one again), the
-        job worker's task has not ended, and every flow succeeded since the run before its
-        latest due one (twice its interval; a cron's on its own times).
+        job worker's task has not ended, no stop was asked for, and every flow succeeded
+        since the run before its latest due one (twice its interval; a cron's on its own
+        times).
 
         A flow that has never succeeded is judged by this daemon's runs: before its first run
         finishes it counts from the daemon's start (start-up does not flap), and once a run
@@ -314,6 +321,11 @@ class Daemon:
         if self._worker_state is not None:
             checks["job_worker"] = self._worker_state
             ready = ready and self._worker_state == _WORKER_RUNS
+        if self.stopping.is_set():
+            # The listeners stay up while the in-flight batch finishes (up to
+            # STOP_GRACE_SECONDS), and a delivery is still queued then; but nothing runs it.
+            checks["daemon"] = UNREADY_STOPPING
+            ready = False
         now = self.clock()
         for flow in self.rt.config.flows:
             schedule = flow.parsed_schedule

@@ -33,6 +33,7 @@ from connector.daemon import (
     UNREADY_FAILING,
     UNREADY_NO_STORE,
     UNREADY_NOT_RUN,
+    UNREADY_STOPPING,
     UNREADY_WORKER_ENDED,
     Daemon,
     _trigger,
@@ -258,6 +259,7 @@ async def test_readyz_is_503_once_the_job_worker_finds_the_store_refusing_writes
     (failed,) = [r for r in caplog.records if r.getMessage() == "store failed"]
     assert getattr(failed, "during", None) == "job worker"
     assert not ready and checks["store"] == "OperationalError", checks
+    daemon.stopping.clear()  # set above only to end the worker: a stopping daemon is not ready
     assert daemon.readiness()[0]  # writable again: ready once the probe's write succeeds
 
 
@@ -1416,6 +1418,35 @@ async def test_readyz_says_each_flow_as_it_is_when_only_the_job_worker_has_ended
     flow = checks["flow:shop-to-crm"]
     assert flow["reason"] == READY_SUCCEEDED and flow["ok"] is True
     assert flow["last_success"] == dt.datetime.fromisoformat(last).timestamp()
+
+
+async def test_readyz_is_503_while_the_daemon_stops_and_healthz_still_alive(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """Once a stop is asked for, no flow run or job starts any more (what is queued waits
+    for the next start), while the listeners stay up for the in-flight batch (up to 8 s):
+    /readyz said ready all that time, so a probe or a balancer kept sending work to a
+    daemon that was ending. It is 503 saying so; the flows and the store are said as they
+    are, and /healthz still answers alive."""
+    clock = daemon.clock
+    assert isinstance(clock, Clock)
+    shop.seed_synthetic(3, seed=40)
+    await daemon.run_flow("shop-to-crm")
+    last = daemon.rt.store.last_success("shop-to-crm")
+    assert last is not None
+    clock.now = dt.datetime.fromisoformat(last).timestamp() + 60
+    async with _client(build_public_app(daemon)) as client:
+        running = await client.get("/readyz")
+        daemon.stop()
+        stopping = await client.get("/readyz")
+        alive = await client.get("/healthz")
+    assert running.status_code == 200 and "daemon" not in running.json()["checks"]
+    assert stopping.status_code == 503
+    checks = stopping.json()["checks"]
+    assert checks["daemon"] == UNREADY_STOPPING
+    assert checks["store"] == "ok"
+    assert checks["flow:shop-to-crm"]["reason"] == READY_SUCCEEDED
+    assert alive.status_code == 200
 
 
 async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooCommerceSandbox) -> None:
