@@ -112,6 +112,12 @@ def claim_next(store: Store, keyring: Keyring) -> Job | None:
     claimed: it can never run, and left running it would stop the worker at every start.
     """
     while True:
+        # Looked at first, without the write lock: the idle worker asks every second, and
+        # took the lock each time, so another process writing for longer than the lock wait
+        # held the event loop that long and was reported as the store failing, with nothing
+        # queued.
+        if store.db.execute("SELECT 1 FROM jobs WHERE status='queued' LIMIT 1").fetchone() is None:
+            return None
         with store.transaction() as db:
             row = db.execute(
                 "SELECT id, params FROM jobs WHERE status='queued' ORDER BY id LIMIT 1"

@@ -664,3 +664,33 @@ async def test_two_erasures_from_two_sources_in_one_second_are_one_asked_twice(
     assert [job.status for job in done] == ["done", "done"], [job.result for job in done]
     assert len(DsrService(rt).list()) == 1
     assert rt.store.suppressed([rt.keyring.subject_id(phone)])
+
+
+async def test_an_idle_worker_takes_no_write_lock_while_another_process_writes(
+    worker: JobWorker, rt: Runtime
+) -> None:
+    """With no job queued, the worker's look at the queue (once a second) took the store's
+    write lock all the same: another process writing for longer than the lock wait (an
+    operator's sqlite3 shell, a command beside the daemon) made the idle worker wait on the
+    event loop, every webhook, probe and admin call with it, and then say "store failed",
+    making /readyz 503 with nothing queued. It looks first, and locks only to claim a job."""
+    failures: list[str] = []
+    worker.store_failed = lambda _exc, during: failures.append(during)
+    (waits,) = rt.store.db.execute("PRAGMA busy_timeout").fetchone()
+    rt.store.db.execute("PRAGMA busy_timeout=0")  # refused at once where it would wait
+    other = sqlite3.connect(rt.store.path)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        task = asyncio.create_task(worker.run())
+        for _ in range(20):
+            await asyncio.sleep(0)  # turns of the loop: the worker looks at the queue
+        worker.stopping.set()
+        await asyncio.wait_for(task, 30)
+        other.rollback()
+        assert failures == []
+        job_id = worker.queue("resync", {"system": "shop"})
+        claimed = jobs.claim_next(rt.store, rt.keyring)  # a queued job is claimed as before
+        assert claimed is not None and claimed.id == job_id
+    finally:
+        other.close()
+        rt.store.db.execute(f"PRAGMA busy_timeout={int(waits)}")
