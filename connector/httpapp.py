@@ -94,6 +94,7 @@ def build_public_app(daemon: Daemon) -> Starlette:
         if request.method not in allowed:
             # The Allow header names what this system's endpoint takes (RFC 9110 15.5.6):
             # a vendor's URL check told GET is allowed where it is not got another 405.
+            daemon.metrics.webhooks.labels(label, "405").inc()
             return JSONResponse(
                 {"error": "method not allowed"},
                 status_code=405,

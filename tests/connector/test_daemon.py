@@ -649,6 +649,22 @@ async def test_a_hubspot_timestamp_no_clock_gives_is_refused_not_an_internal_err
     assert response.status_code == 401
 
 
+async def test_a_delivery_refused_for_its_method_is_counted_as_every_other_refusal(
+    daemon: Daemon,
+) -> None:
+    """Every other answer of a webhook endpoint (401, 404, 413, 415, an incomplete body) is
+    counted in klantsync_webhooks; a 405 was not, so a vendor (or a Mailchimp URL check)
+    sent to the wrong system's endpoint, or a flood of GETs, showed nowhere."""
+    async with _client(build_public_app(daemon)) as client:
+        for method in ("GET", "PUT"):
+            await client.request(method, "/webhooks/shop", content=b"{}")
+        await client.get(f"/webhooks/{CANARY_EMAIL}")
+        text = (await client.get("/metrics")).text
+    assert 'klantsync_webhooks_total{outcome="405",system="shop"} 2.0' in text
+    assert 'klantsync_webhooks_total{outcome="405",system="unknown"} 1.0' in text
+    assert CANARY_EMAIL not in text
+
+
 async def test_webhook_metrics_label_only_configured_systems(daemon: Daemon) -> None:
     """A delivery to a name that is no configured system counts under "unknown": the name from
     the URL (here an e-mail address) never becomes a label in /metrics."""
