@@ -189,12 +189,18 @@ class Subject:
     knows as another subject's (a housemate's CRM person with the subject's address added as
     a second e-mail): ``find`` leaves them out and ``erase`` never touches them (nor does
     ``update``, given them as :attr:`OutboundRecord.spare`).
+
+    ``snapshot`` holds, for an erasure, what the request's snapshot found of the subject at
+    the system before its first attempt, as the adapter's ``snapshot_keys`` names it (see
+    :meth:`Adapter.erase`); ``None`` where the adapter names nothing or no snapshot is
+    known. An attempt after one cut off half-way finds part of it gone already.
     """
 
     email: str
     phone: str | None = None
     external_id: str | None = None
     spare: frozenset[str] = frozenset()
+    snapshot: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -335,6 +341,14 @@ class Adapter(Protocol):
 
     async def erase(self, subject: Subject) -> ErasureResult:
         """Permanently delete the subject with the system's GDPR route; idempotent.
+
+        (An adapter whose erasure makes several deletions its note counts, Mailchimp's one
+        per audience, also has ``snapshot_keys(records) -> frozenset[str]``: a key for each
+        of the records an erasure's snapshot read (:func:`read_records`) that its erasure
+        deletes and counts. The connector keeps them with the request and gives them back
+        as :attr:`Subject.snapshot`; an attempt after one cut off between two deletions
+        then names, beside what it deleted, what of them it found gone already, and its
+        receipt does not count only the retry's share. Optional.)
 
         (An adapter whose pull leaves people out by a setting, WooCommerce's ``role``, also
         has ``pull_includes(record) -> bool``: a targeted sync of someone found by ``find``

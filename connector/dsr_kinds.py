@@ -368,6 +368,12 @@ class KindRunner:
             if name in sources:
                 phones += _own_phones(system, outcome, manifest["email"], manifest["ids"].get(name))
             manifest["held"][name] = bool(outcome)
+            keys = getattr(system.adapter, "snapshot_keys", None)
+            if keys is not None:
+                # Added to, never replaced: a snapshot taken again (widen) after part of
+                # an erasure was done no longer sees what that part deleted.
+                held_keys: dict[str, list[str]] = manifest.setdefault("snapshot_keys", {})
+                held_keys[name] = sorted({*held_keys.get(name, ()), *keys(outcome)})
             if any(RETAINED not in r for r in outcome):
                 # Something beyond what is kept on purpose, which the erasure deletes. Never
                 # taken back: a snapshot taken again later (widen) finds it gone already.
@@ -1849,11 +1855,13 @@ def _log_kept(row: RequestRow, problems: list[str]) -> None:
 def _subject(manifest: dict[str, Any], name: str) -> Subject:
     from connector.dsr import PLACEHOLDER_EMAIL
 
+    keys = manifest.get("snapshot_keys", {}).get(name)
     return Subject(
         email=manifest["email"] or PLACEHOLDER_EMAIL,
         phone=manifest.get("phone"),
         external_id=manifest["ids"].get(name),
         spare=frozenset(manifest.get("spared", {}).get(name, ())),
+        snapshot=None if keys is None else frozenset(keys),
     )
 
 

@@ -153,6 +153,13 @@ ARCHIVED_NOTE: Final = (
     "only by re-adding it, which would subscribe it again"
 )
 NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
+#: Put after the count of :data:`ERASURE_NOTE` by an attempt that finds the member gone from
+#: audiences the request's snapshot found it on (``Subject.snapshot``): deleted there by an
+#: earlier attempt cut off before its outcome was recorded (or by someone at Mailchimp).
+GONE_BEFORE_NOTE: Final = (
+    " by this attempt, and gone already from {n} more the request found it on before its "
+    "first attempt"
+)
 #: What a completed erasure did, for one that finds no member left of a person the request
 #: found before (``ErasureResult.erased_note``).
 ERASED_NOTE: Final = (
@@ -911,6 +918,9 @@ class MailchimpAdapter:
         goes with them unread.
         """
         members = await self._members(subject, MEMBER_KEYS)
+        # The count is of this call's deletions: an attempt cut off between two audiences
+        # deleted on some already, which the request's snapshot says it found them on.
+        gone = len((subject.snapshot or frozenset()) - _keys(members))
         deleted = 0
         status: int | None = None
         for list_id, member_hash in members:
@@ -928,12 +938,17 @@ class MailchimpAdapter:
             endpoint=f"POST {DELETE_PERMANENT}",
             vendor_status=status,
             note=(
-                ERASURE_NOTE.format(n=deleted)
+                _erasure_note(deleted, gone)
                 if members
                 else "no member with this address on any audience"
             ),
             erased_note=ERASED_NOTE,
         )
+
+    def snapshot_keys(self, records: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+        """The audience and member id of each member an erasure's snapshot found, for
+        ``Subject.snapshot`` (see ``Adapter.erase``): no address, only where it was."""
+        return _keys({(str(r.get("list_id")), str(r.get("id"))): r for r in records})
 
     # -- webhooks --------------------------------------------------------------------------
 
@@ -1020,6 +1035,20 @@ class MailchimpAdapter:
         fields = refused_fields(body) if category else []
         detail = f"{category}: {', '.join(fields)}" if fields else category
         return RecordError(self.client.system, method, template, 400, detail)
+
+
+def _keys(members: Mapping[tuple[str, str], Any]) -> frozenset[str]:
+    """Each (list id, member id) of ``members`` as one key of ``Subject.snapshot``."""
+    return frozenset(f"{list_id}/{member_id}" for list_id, member_id in members)
+
+
+def _erasure_note(deleted: int, gone: int) -> str:
+    """:data:`ERASURE_NOTE` for ``deleted`` audiences, with the ``gone`` more an earlier
+    attempt of the request left without their member (:data:`GONE_BEFORE_NOTE`)."""
+    if not gone:
+        return ERASURE_NOTE.format(n=deleted)
+    count, rest = ERASURE_NOTE.format(n=deleted).split(";", 1)
+    return f"{count}{GONE_BEFORE_NOTE.format(n=gone)};{rest}"
 
 
 def _member_path(list_id: str, member_hash: str) -> str:
