@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import unquote
 
 import httpx
@@ -888,9 +888,15 @@ class WooCommerceAdapter:
             orders = await self._orders_for(subject, customers, blanking)
             anonymised, blank, notes = await self._anonymise(orders)
         whose_reviews = {"_fields": ",".join(REVIEW_KEYS)}
-        reviews = await self._anonymise_reviews(
-            await self._reviews_for(subject, customers, whose_reviews)
+        found_reviews = await self._reviews_for(subject, customers, whose_reviews)
+        reviews = await self._anonymise_reviews(found_reviews)
+        # An attempt cut off half-way anonymised reviews (deleted accounts) that no longer
+        # show under the person; the request's snapshot says how many there were.
+        gone = (subject.snapshot or frozenset()) - self.snapshot_keys(
+            [*customers, *(_review_record(review) for review in found_reviews)]
         )
+        gone_reviews = sum(key.startswith("review/") for key in gone)
+        gone_accounts = len(gone) - gone_reviews
         if not customers:
             return await self._erase_guest(subject, (anonymised, blank, notes), reviews)
         statuses = [await self._delete_customer(customer) for customer in customers]
@@ -900,7 +906,7 @@ class WooCommerceAdapter:
             if self.settings.anonymise_orders
             else f"orders {KEPT_ORDERS}"
         )
-        reviews_text = _reviews_anonymised(reviews)
+        reviews_text = _reviews_anonymised(reviews, gone_reviews)
         # The route, not the call: the shop's customer id is the person's record there, and
         # this text goes into the request's steps and its signed receipt, which hold none.
         endpoint = f"DELETE {API}/customers/{{id}}?force=true"
@@ -916,6 +922,8 @@ class WooCommerceAdapter:
                 erased_note=self._erased_note(),
             )
         said = "customer deleted" if deleted == 1 else f"{deleted} customer accounts deleted"
+        if gone_accounts:
+            said += EARLIER.format(n=gone_accounts, what="account(s)")
         return ErasureResult(
             found=True,
             mode="hard_delete",
@@ -969,6 +977,18 @@ class WooCommerceAdapter:
             note="no customer, order or review with personal data for this subject",
             erased_note=self._erased_note(),
         )
+
+    def snapshot_keys(self, records: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+        """Each customer account and product review an erasure's snapshot found, by id,
+        for ``Subject.snapshot`` (see ``Adapter.erase``). Orders are not among them: one
+        an earlier attempt blanked is still found by its account, and counted."""
+        keys: set[str] = set()
+        for record in records:
+            if record.get("type") == "review":
+                keys.add(f"review/{record[REVIEW_RECORD].get('id')}")
+            elif record.get("type") is None and record.get("id") is not None:
+                keys.add(f"customer/{record['id']}")
+        return frozenset(keys)
 
     def _erased_note(self) -> str:
         """What a completed erasure did, for one that finds nothing left of a person the
@@ -1112,14 +1132,27 @@ def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders")
     return f"{done}; {ORDERS_LEFT}"
 
 
-def _reviews_anonymised(count: int) -> str:
+def _reviews_anonymised(count: int, gone: int = 0) -> str:
     """What an erasure's note says of the product reviews it anonymised. None is said too
     (the receipt shows they were looked for), as none found: an earlier attempt's
     anonymised reviews no longer carry the address, and those found by the account are passed
-    over: they are not counted again."""
+    over: they are not counted again, but ``gone`` counts those the request's snapshot
+    found that no longer show under the person."""
+    if gone:
+        earlier = EARLIER.format(n=gone, what="review(s)")
+        return f"{count} reviews anonymised{earlier}; {REVIEWS_LEFT}"
     if not count:
         return "0 reviews anonymised (none under their addresses or from their account)"
     return f"{count} reviews anonymised; {REVIEWS_LEFT}"
+
+
+#: Put after a count of this attempt's by one that finds gone what the request's snapshot
+#: found: done by an earlier attempt cut off before its outcome was recorded (or by the
+#: shop's staff meanwhile), which the snapshot, not this attempt, knows of.
+EARLIER: Final = (
+    " by this attempt, and {n} more {what} the request found before its first attempt no "
+    "longer under the person"
+)
 
 
 def _review_record(review: Mapping[str, Any]) -> dict[str, Any]:

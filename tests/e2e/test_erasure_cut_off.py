@@ -102,3 +102,26 @@ async def test_a_mailchimp_erasure_cut_off_between_audiences_counts_both_on_its_
         "permanently deleted on 1 audience(s) by this attempt, and gone already from 1 more "
         "the request found it on before its first attempt;"
     ), entry["note"]
+
+
+async def test_a_shop_erasure_cut_off_between_two_reviews_counts_both_on_its_receipt(
+    tmp_path: Path,
+) -> None:
+    """The customer wrote two product reviews; the process dies after anonymising the first
+    and before the second. The retry no longer finds the first under the person, and its
+    receipt said "1 reviews anonymised" of the two the request anonymised."""
+    world = World()
+    world.shop.add_person(EMAIL, "Cut", "Off")
+    for text in ("Heerlijke koffie", "Snel geleverd"):
+        world.shop.add_review(EMAIL, text, reviewer="Cut Off")
+
+    def anonymising(request: httpx.Request) -> bool:
+        return request.method == "PUT" and "/products/reviews/" in request.url.path
+
+    entry = await _erased_after_a_cut(world, tmp_path, "shop", anonymising, 2)
+    assert not world.shop.holds(EMAIL)
+    assert entry["status"] == "verified_absent", entry
+    assert (
+        "1 reviews anonymised by this attempt, and 1 more review(s) the request found before "
+        "its first attempt no longer under the person;"
+    ) in entry["note"], entry["note"]
