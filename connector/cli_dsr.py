@@ -30,11 +30,12 @@ from connector.cliargs import (
 )
 from connector.config import Config
 from connector.dsr import DsrService, DsrUsageError, RequestView, no_request
-from connector.errors import ReceiptError
+from connector.errors import ReceiptError, StoreError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
-from connector.receipts import listed_keys_in
+from connector.receipts import listed_keys_in, verify_with_listing
 from connector.runtime import open_runtime
+from connector.storefile import store_exists
 
 __all__ = ["register", "run"]
 
@@ -46,6 +47,9 @@ LOOKS = frozenset({"list", "show", "receipt", "verify-receipt", "public-key"})
 #: extension, an exemption, a readmission, a new receipt key), and run as the operator,
 #: without the environment deploy/klantsync.service gives the daemon alone.
 CALLS_SYSTEMS = frozenset({"erase", "access", "rectify", "retry"})
+#: The actions that record a new request, and so make the store where there is none yet, as
+#: `sync` does. The others find there is no store and say so, making none (:func:`_no_store`).
+RECORDS = frozenset({"erase", "access", "rectify"})
 
 CLEAR_DATA_NOTICE = (
     "The access bundle is the only place klantsync writes personal data in clear: "
@@ -174,6 +178,8 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
     """Run one ``dsr`` action under ``config`` (loaded with the systems' secrets for an
     action in :data:`CALLS_SYSTEMS`); return the exit status."""
     try:
+        if args.dsr_action not in RECORDS and not store_exists(config.store_path):
+            return _no_store(args, console, config)
         return run_loop(_run(args, console, config))
     except DsrUsageError as exc:
         if args.json:
@@ -181,6 +187,51 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
         else:
             Console(stderr=True, highlight=False).print(f"[bold red]error[/]: {escape(str(exc))}")
         return EXIT_USAGE
+
+
+def _no_store(args: argparse.Namespace, console: Console, config: Config) -> int:
+    """No store at ``store.path`` yet: no request to list, show or act on, no one on the
+    suppression list and no receipt key; said, and none made.
+
+    A store made here, empty and bound to the key in use, looked like the real one to
+    whoever ran the next command: after a lost disk, the backup of the real one was
+    "another store" to ``restore``; at a mistaken ``store.path``, ``dsr retry --all`` from a
+    timer said "0 still open" every night. So ``retry --all`` and the actions that need a
+    store's keys (``rotate-key``, ``public-key``) are refused (exit 1), as ``backup`` and
+    ``keys rotate`` are. A receipt checked with ``--public-key`` needs no store at all.
+
+    Raises:
+        DsrUsageError: an id no request has, an address on no list (exit 2).
+        StoreError: what only a store can do (exit 1).
+    """
+    where = config.store_path
+    action = args.dsr_action
+    if action == "list":
+        if args.json:
+            print(json.dumps([]))
+        else:
+            console.print(f"no requests (no store at {escape(str(where))} yet)")
+        return EXIT_OK
+    if action == "verify-receipt":
+        if args.public_key is None:
+            raise DsrUsageError(
+                f"no store at {where} yet, so no receipt key of its own to check with: give "
+                "the deployment's with --public-key (its dsr public-key --all)"
+            )
+        return _verify(args, console, None)
+    if action == "readmit":
+        raise DsrUsageError(
+            f"nothing to readmit: no store at {where} yet, so no one is on its list"
+        )
+    if action == "retry" and _retry_all(args):
+        raise StoreError(f"{where}: there is no store yet, so no request to retry")
+    if action in ("rotate-key", "public-key"):
+        raise StoreError(
+            f"{where}: there is no store yet, so no receipt signing key (it is made with the "
+            "store, by the first sync or request)"
+        )
+    # show, receipt, retry, extend, exempt, release: one request, by its id.
+    raise DsrUsageError(f"{no_request(args.id)} (no store at {where} yet)")
 
 
 async def _run(args: argparse.Namespace, console: Console, config: Config) -> int:
@@ -254,7 +305,7 @@ async def _run(args: argparse.Namespace, console: Console, config: Config) -> in
         if action == "receipt":
             return _receipt(service, args)
         if action == "verify-receipt":
-            return _verify(service, args, console)
+            return _verify(args, console, service)
         if action == "rotate-key":
             old, new = service.rotate_receipt_key()
             if args.json:
@@ -295,10 +346,17 @@ def _public_key(service: DsrService, args: argparse.Namespace, console: Console)
     return EXIT_OK
 
 
-async def _retry(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+def _retry_all(args: argparse.Namespace) -> bool:
+    """Whether ``dsr retry`` is for every open request (``--all``) rather than one id."""
     if args.all and args.id:
         raise DsrUsageError("give a request id or --all, not both")
-    if args.all:
+    if not args.all and not args.id:
+        raise DsrUsageError("give a request id, or --all for every open request")
+    return bool(args.all)
+
+
+async def _retry(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+    if _retry_all(args):
         progressed = await service.retry_open()
         still_open = service.list(open_only=True)
         if args.json:
@@ -306,8 +364,6 @@ async def _retry(service: DsrService, args: argparse.Namespace, console: Console
         else:
             console.print(f"{progressed} requests progressed; {len(still_open)} still open")
         return EXIT_FAILED if still_open else EXIT_OK
-    if not args.id:
-        raise DsrUsageError("give a request id, or --all for every open request")
     return _print_view(console, args, await service.retry(args.id))
 
 
@@ -333,7 +389,9 @@ def _receipt(service: DsrService, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _verify(service: DsrService, args: argparse.Namespace, console: Console) -> int:
+def _verify(args: argparse.Namespace, console: Console, service: DsrService | None) -> int:
+    """Check a receipt with the store's keys, or with ``--public-key`` alone where there is
+    no store (``service`` None)."""
     try:
         data = args.file.read_bytes()
         pem = args.public_key.read_bytes() if args.public_key else None
@@ -346,7 +404,11 @@ def _verify(service: DsrService, args: argparse.Namespace, console: Console) -> 
             listed_keys_in(pem)
         except ReceiptError as exc:
             raise DsrUsageError(f"--public-key: {exc}") from None
-    result = service.verify_receipt(data, pem)
+    if service is not None:
+        result = service.verify_receipt(data, pem)
+    else:
+        assert pem is not None  # _no_store refuses the check without --public-key
+        result = verify_with_listing(data, pem)
     if args.json:
         # The request a valid receipt is for, as the text names it; none for an invalid
         # one, whose contents nothing vouches for.

@@ -87,7 +87,7 @@ from connector.receipts import (
     ReceiptSigner,
     Verification,
     document_key_id,
-    listed_keys_in,
+    verify_with_listing,
 )
 from connector.receipts import verify_receipt as _verify_bytes
 from connector.retention import delete_bundles_of_customers
@@ -1074,12 +1074,7 @@ class DsrService:
         if not public_key_pem:
             chosen = ours.get(wanted, listed[-1])  # none of ours: the one in use says so
             return _verify_bytes(data, chosen.public, retired_at=chosen.retired_at)
-        given = listed_keys_in(public_key_pem)
-        chosen = next((k for k in given if k.key_id == wanted), given[0])
-        known = ours.get(chosen.key_id)
-        moments = [m for m in (chosen.retired_at, known and known.retired_at) if m]
-        earliest = min(moments, key=dt.datetime.fromisoformat) if moments else None
-        return _verify_bytes(data, chosen.public, retired_at=earliest)
+        return verify_with_listing(data, public_key_pem, ours)
 
     def rotate_receipt_key(self) -> tuple[str, str]:
         """Replace the receipt signing key; old receipts still verify, and the old key,

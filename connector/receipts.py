@@ -37,6 +37,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "receipt_key_path",
     "retired_keys_dir",
     "verify_receipt",
+    "verify_with_listing",
 ]
 
 #: What a store's sealed signing key file is named: the store's file name, then this.
@@ -500,6 +502,27 @@ def verify_receipt(
         if problem:
             return Verification(False, problem)
     return Verification(True, receipt=receipt)
+
+
+def verify_with_listing(
+    data: bytes, pem: bytes, ours: Mapping[str, ListedKey] | None = None
+) -> Verification:
+    """Check a receipt against a given public key, or a listing of them (``dsr public-key
+    --all``): the one the receipt's ``key_id`` names, else the first, held to the earlier of
+    the retirement the listing says and the one ``ours`` (the deployment's keys) knows.
+
+    Needs no store: a third party checks a receipt with the listing alone.
+
+    Raises:
+        ReceiptError: ``pem`` holds no Ed25519 public key.
+    """
+    wanted = document_key_id(data) or ""
+    given = listed_keys_in(pem)
+    chosen = next((k for k in given if k.key_id == wanted), given[0])
+    known = (ours or {}).get(chosen.key_id)
+    moments = [m for m in (chosen.retired_at, known and known.retired_at) if m]
+    earliest = min(moments, key=dt.datetime.fromisoformat) if moments else None
+    return verify_receipt(data, chosen.public, retired_at=earliest)
 
 
 def _after_retirement(receipt: dict[str, Any], key: str, retired_at: str) -> str:

@@ -1581,10 +1581,19 @@ def test_cli_verify_receipt_json_names_the_request_it_vouches_for(
     assert code == 1 and json.loads(out)["request_id"] is None
 
 
+def _made_store(directory: Path) -> None:
+    """The store of the config in ``directory``, made as a first sync makes it: `dsr
+    public-key` makes none where there is none yet."""
+    from connector.state import Store
+
+    Store(directory / "state" / "klantsync.db").close()
+
+
 def test_cli_public_key_json(
     cli: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     """`dsr public-key --json` holds the PEM; with --out it says where the PEM went."""
+    _made_store(tmp_path)
     code, out, _ = cli("public-key", capsys=capsys)
     assert code == 0
     code, as_json, _ = cli("public-key", "--json", capsys=capsys)
@@ -1972,6 +1981,7 @@ def test_key_file_is_sealed_and_private(
 ) -> None:
     """The signing key lives next to the store, named after it, mode 0600, and is not a
     readable PEM."""
+    _made_store(config_path.parent)
     assert cli("public-key", capsys=capsys)[0] == 0
     key = config_path.parent / "state" / "klantsync.db.receipt-signing.key"
     assert key.stat().st_mode & 0o777 == 0o600

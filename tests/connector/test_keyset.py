@@ -580,7 +580,9 @@ def test_a_new_store_beside_one_whose_master_key_was_rotated_opens(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The rotated store's receipt key is sealed under its fresh keys; a store made beside it
-    afterwards (even under the first store's old master key) opens and makes its own key."""
+    afterwards (even under the first store's old master key) opens and makes its own key.
+    (`dsr public-key` makes no store: each is made first, as a first sync makes it.)"""
+    Store(load_config(config_path).store_path).close()
     assert main(["-c", str(config_path), "dsr", "public-key"]) == 0
     pem = capsys.readouterr().out
     new_key = generate_master_key()
@@ -589,6 +591,7 @@ def test_a_new_store_beside_one_whose_master_key_was_rotated_opens(
     use_key(config_path, new_key)
     capsys.readouterr()
     other = beside(config_path, "other", MASTER_KEY)
+    Store(load_config(other).store_path).close()
     assert main(["-c", str(other), "dsr", "public-key"]) == 0, capsys.readouterr().err
     other_pem = capsys.readouterr().out
     assert other_pem.startswith("-----BEGIN PUBLIC KEY-----") and other_pem != pem

@@ -1319,6 +1319,56 @@ def test_commands_that_read_the_store_create_none(
     assert not list(store_path.parent.glob(store_path.name + "*"))
 
 
+def test_dsr_actions_that_record_no_new_request_create_no_store(
+    offline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before the first sync or request, the `dsr` actions but erase, access and rectify say
+    there is no store yet and leave none behind. A store made by `dsr list` after a lost
+    disk was "another store" to the backup, which `restore` then refused; one made by `dsr
+    retry --all` from a timer at a mistaken store.path said "0 still open" every night."""
+    from connector.crypto import Keyring
+    from connector.receipts import ReceiptSigner
+
+    store_path = _store_of(offline)
+    signer = ReceiptSigner(tmp_path / "elsewhere.key", Keyring(bytes(range(32))))
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(signer.sign({"request_id": "er-20260105-0a1b2c3d"}))
+    public = tmp_path / "public.pem"
+    public.write_text(signer.public_key_pem())
+    rid = "er-20260105-0a1b2c3d"
+    assert main(["-c", str(offline), "dsr", "list"]) == 0
+    assert "no requests (no store at" in capsys.readouterr().out
+    assert main(["-c", str(offline), "dsr", "list", "--open", "--json"]) == 0
+    assert _json(capsys) == []
+    # A third party's check needs no store: the key given is all it reads.
+    command = ["dsr", "verify-receipt", str(receipt), "--public-key", str(public), "--json"]
+    assert main(["-c", str(offline), *command]) == 0
+    assert _json(capsys) == {"valid": True, "problem": "", "request_id": rid}
+    for action, code, said in (
+        (["show", rid], 2, f"no request '{rid}' (no store at "),
+        (["receipt", rid], 2, f"no request '{rid}' (no store at "),
+        (["retry", rid], 2, f"no request '{rid}' (no store at "),
+        (["extend", rid, "--months", "1", "--reason", "r"], 2, "(no store at "),
+        (["exempt", rid, "--system", "crm", "--reason", "r"], 2, "(no store at "),
+        (["release", rid, "--system", "crm"], 2, "(no store at "),
+        (["readmit", "--email", "a@example.com", "--reason", "r"], 2, "nothing to readmit"),
+        (["verify-receipt", str(receipt)], 2, "--public-key"),
+        (["retry", "--all"], 1, "there is no store yet"),
+        (["rotate-key"], 1, "there is no store yet"),
+        (["public-key"], 1, "there is no store yet"),
+        (["public-key", "--all", "--out", str(tmp_path / "keys.pem")], 1, "no store yet"),
+    ):
+        assert main(["-c", str(offline), "dsr", *action]) == code, action
+        assert said in capsys.readouterr().err, action
+        assert main(["-c", str(offline), "dsr", *action, "--json"]) == code, action
+        answer = _json(capsys)
+        assert isinstance(answer, dict) and said in answer["message"], action
+        assert answer["error"] == ("usage" if code == 2 else "store"), action
+    assert not (tmp_path / "keys.pem").exists()
+    assert not store_path.exists()
+    assert not list(store_path.parent.glob(store_path.name + "*"))
+
+
 def test_help_texts_say_what_the_commands_do() -> None:
     """The --help of demo, check, resync and sync --full matches what they do."""
     from connector.cli import _parser
@@ -1744,7 +1794,8 @@ def test_an_out_file_the_deployment_needs_is_refused_and_left_as_it_is(
     """`--out` naming the master key, the config, the store or its -wal (directly or
     through a link) is refused as `backup --out` refuses it (exit 2): a register written
     over the master key left a store nobody can open. `incident open` records nothing."""
-    assert main(["-c", str(offline), "dsr", "public-key"]) == 0  # the store is made
+    Store(_store_of(offline)).close()  # the store is made, as a first sync makes it
+    assert main(["-c", str(offline), "dsr", "public-key"]) == 0  # with its receipt key
     out = offline.parent / target
     if target == "link":
         out.symlink_to(offline.parent / "master.key")
