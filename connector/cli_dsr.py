@@ -30,6 +30,7 @@ from connector.cliargs import (
 )
 from connector.config import Config
 from connector.dsr import DsrService, DsrUsageError, RequestView, no_request
+from connector.dsr_input import checked_email, checked_fields, checked_phone, phone_regions
 from connector.errors import ReceiptError, StoreError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
@@ -180,6 +181,8 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
     try:
         if args.dsr_action not in RECORDS and not store_exists(config.store_path):
             return _no_store(args, console, config)
+        if args.dsr_action in RECORDS:
+            _check_request(args, config)
         return run_loop(_run(args, console, config))
     except DsrUsageError as exc:
         if args.json:
@@ -187,6 +190,17 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int:
         else:
             Console(stderr=True, highlight=False).print(f"[bold red]error[/]: {escape(str(exc))}")
         return EXIT_USAGE
+
+
+def _check_request(args: argparse.Namespace, config: Config) -> None:
+    """Refuse a new request's address, number or fields before the store is opened (the
+    service checks them again): refused after, a store was made and bound to the key in use
+    for a request never recorded, as a mistyped ``sync --flow`` no longer makes one."""
+    checked_email(args.email)
+    if getattr(args, "phone", None):
+        checked_phone(args.phone, phone_regions(config, "cli"))
+    if args.dsr_action == "rectify":
+        checked_fields(config.mappings, _assignments(args.assignments))
 
 
 def _no_store(args: argparse.Namespace, console: Console, config: Config) -> int:

@@ -1369,6 +1369,29 @@ def test_dsr_actions_that_record_no_new_request_create_no_store(
     assert not list(store_path.parent.glob(store_path.name + "*"))
 
 
+def test_a_request_refused_as_bad_usage_makes_no_store(
+    offline: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An erasure, access or correction whose address, number or field is refused (exit 2)
+    is refused before the store is opened, as a mistyped `sync --flow` is: no store is made
+    and bound to the key in use for a request that was never recorded."""
+    store_path = _store_of(offline)
+    for action, said in (
+        (["erase", "--email", "not-an-address"], "--email is not an e-mail address"),
+        (["erase", "--email", "a@example.com", "--phone", "xyz"], "--phone is not a phone"),
+        (["access", "--email", "nobody", "--out", "bundle"], "--email is not an e-mail"),
+        (["rectify", "--email", "a@example.com", "--set", "frist_name=A"], "unknown field"),
+        (["rectify", "--email", "a@example.com"], "nothing to rectify"),
+    ):
+        assert main(["-c", str(offline), "dsr", *action]) == 2, action
+        assert said in capsys.readouterr().err, action
+        assert main(["-c", str(offline), "dsr", *action, "--json"]) == 2, action
+        answer = _json(capsys)
+        assert isinstance(answer, dict) and said in answer["message"], action
+    assert not store_path.exists()
+    assert not list(store_path.parent.glob(store_path.name + "*"))
+
+
 def test_help_texts_say_what_the_commands_do() -> None:
     """The --help of demo, check, resync and sync --full matches what they do."""
     from connector.cli import _parser
