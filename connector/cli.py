@@ -400,15 +400,16 @@ _SYNC_INTERRUPTED = (
 
 
 def _interrupted(err: Console, args: argparse.Namespace) -> int:
-    """Ctrl-C (SIGINT): exit 130, said on stderr. A sync's ``--json`` reader is answered on
-    stdout, as for every other way a sync ends: it read an empty document. (Not so for the
+    """Ctrl-C (SIGINT): exit 130, said on stderr. A ``--json`` reader is answered on stdout,
+    as for every other way a command ends: it read an empty document. (Not so for the
     commands Ctrl-C is the way to stop, ``sandbox`` and ``run``: their output is printed.)"""
     is_sync = args.command in ("sync", "resync")
     message = (
         _SYNC_INTERRUPTED if is_sync and not getattr(args, "dry_run", False) else "interrupted"
     )
     err.print(message, markup=False)
-    if is_sync and args.json and not _json_line({"error": "interrupted", "message": message}):
+    answers = getattr(args, "json", False) and args.command not in ("sandbox", "run")
+    if answers and not _json_line({"error": "interrupted", "message": message}):
         return EXIT_PIPE
     return 130  # 128 + SIGINT, as the shell reports any tool stopped so
 

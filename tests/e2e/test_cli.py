@@ -1944,6 +1944,22 @@ def test_interrupt_still_exits_130(
     assert "internal error" not in capsys.readouterr().err
 
 
+def test_any_command_interrupted_under_json_answers_json_on_stdout(
+    offline: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reading a command's --json (not only a sync's) reads one answer when the
+    command is stopped with Ctrl-C, as for every other way it ends, not an empty document."""
+
+    def interrupted(*_args: Any, **_kwargs: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("connector.cli_status.status", interrupted)
+    assert main(["-c", str(offline), "status", "--json"]) == 130
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"error": "interrupted", "message": "interrupted"}
+    assert "interrupted" in out.err
+
+
 def test_a_sync_interrupted_says_the_next_one_continues_and_answers_json_on_stdout(
     offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
