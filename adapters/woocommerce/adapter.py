@@ -176,12 +176,17 @@ REVIEW_RECORD = "product_review"
 ERASURE_CUSTOMER_KEYS = ("id", "email", "role")
 
 #: What WooCommerce answers an anonymous caller (401 ``woocommerce_rest_cannot_view``,
-#: ``..._cannot_edit`` and the like); a key it refuses is ``..._authentication_error``.
+#: ``..._cannot_edit`` and the like); a known key with a wrong secret is
+#: ``..._authentication_error``.
 ANONYMOUS_CODES = "woocommerce_rest_cannot_"
-#: Why a shop takes calls that carry the key and secret as anonymous.
+#: Why a shop takes calls that carry the key and secret as anonymous. WooCommerce answers a
+#: consumer key it does not know exactly as it answers a call with none
+#: (``perform_basic_authentication`` returns without an error [src]), so both are named.
 NO_KEY_SEEN = (
-    "the shop saw no consumer key and secret, though every call carries them: a server or "
-    "proxy in front of WordPress drops the Authorization header (Apache running PHP as "
+    "the shop took the calls as anonymous, though every call carries the consumer key and "
+    "secret: either it does not know the key (revoked, mistyped, or another shop's: "
+    "WooCommerce answers an unknown key as it answers none), or it never saw it: a server "
+    "or proxy in front of WordPress drops the Authorization header (Apache running PHP as "
     "CGI/FastCGI does unless told to pass it: CGIPassAuth On), or does not tell WordPress "
     "the call came over https (WooCommerce reads the key only then)"
 )
@@ -292,10 +297,12 @@ class WooCommerceAdapter:
 
     async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
         """One call through the client, a 401 that takes the caller for anonymous said as
-        such: it reads as a wrong key, and a key that is right got replaced for nothing.
+        such, with both of its causes: an unknown key, or a key the shop never saw (a key
+        that is right is not replaced for nothing, nor a revoked one looked for in Apache).
 
         Raises:
-            FatalRemoteError: as the client does; for a shop that saw no key, saying so.
+            FatalRemoteError: as the client does; for a shop that took the caller for
+                anonymous, saying why it may have.
         """
         try:
             return await self.client.request(method, path, **options)

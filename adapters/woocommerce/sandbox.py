@@ -207,25 +207,26 @@ class WooCommerceSandbox(SandboxBase):
             # not check. A Basic header there authenticates nobody: the caller is anonymous.
             code, message = _CANNOT[action]
             return ApiError(401, code, message)
-        key = secret = None
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("basic "):
-            try:
-                key, _, secret = base64.b64decode(header[6:]).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                key = secret = None
-        else:
-            # Over HTTPS WooCommerce also takes the pair as query parameters.
-            key = request.query_params.get("consumer_key")
-            secret = request.query_params.get("consumer_secret")
-        if not key:
+        # WC_REST_Authentication::perform_basic_authentication: the query pair first, where
+        # both are given, else HTTP Basic, where both are given; a key it does not know
+        # authenticates nobody and sets no error (the caller is anonymous, as without one).
+        # Only a known key with the wrong secret is refused as such.
+        key = request.query_params.get("consumer_key", "")
+        secret = request.query_params.get("consumer_secret", "")
+        if not (key and secret):
+            key = secret = ""
+            header = request.headers.get("authorization", "")
+            if header.lower().startswith("basic "):
+                try:
+                    key, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    key = secret = ""
+        if not (key and secret) or not hmac.compare_digest(
+            key.encode(), self.consumer_key.encode()
+        ):
             code, message = _CANNOT[action]
             return ApiError(401, code, message)
-        if not hmac.compare_digest(key.encode(), self.consumer_key.encode()):
-            return ApiError(
-                401, "woocommerce_rest_authentication_error", "Consumer key is invalid."
-            )
-        if not hmac.compare_digest((secret or "").encode(), self.consumer_secret.encode()):
+        if not hmac.compare_digest(secret.encode(), self.consumer_secret.encode()):
             return ApiError(
                 401, "woocommerce_rest_authentication_error", "Consumer secret is invalid."
             )

@@ -60,6 +60,7 @@ def settings(**overrides: object) -> WooCommerceSettings:
 async def make_harness(
     sandbox: WooCommerceSandbox,
     *,
+    key: str = "ck_sandbox",
     secret: str = "cs_sandbox",  # noqa: S107 - the sandbox's well-known fake secret
     attempts: int = 4,
     config: WooCommerceSettings | None = None,
@@ -76,7 +77,7 @@ async def make_harness(
     client = SystemClient(
         system="shop",
         base_url=BASE_URL,
-        auth=("ck_sandbox", secret),
+        auth=(key, secret),
         transport=transport or httpx.ASGITransport(app=sandbox.app()),
         wait_hint=retry_after,
         retry=RetryPolicy(attempts=attempts, base_seconds=0, sleep=fake_sleep),
@@ -721,13 +722,14 @@ class DropsAuthorization(httpx.AsyncBaseTransport):
         return await self.inner.handle_async_request(request)
 
 
-async def test_a_shop_that_never_sees_the_key_is_told_from_a_wrong_key(
+async def test_a_shop_that_never_sees_the_key_is_told_from_a_wrong_secret(
     sandbox: WooCommerceSandbox,
 ) -> None:
     """Behind a server that drops the Authorization header WooCommerce takes every call as
-    anonymous: 401 woocommerce_rest_cannot_view, where a wrong key is 401
-    woocommerce_rest_authentication_error. The error says the shop saw no key and where
-    to look, so nobody replaces a key that is right; it holds neither key nor secret."""
+    anonymous: 401 woocommerce_rest_cannot_view, where a wrong secret is 401
+    woocommerce_rest_authentication_error. The error says the shop took the calls as
+    anonymous and where to look, so nobody replaces a key that is right; it holds neither
+    key nor secret."""
     sandbox.add_person("an@example.com", "An", "Jansen")
     built = await make_harness(sandbox, transport=DropsAuthorization(sandbox))
     async with built.client:
@@ -742,10 +744,68 @@ async def test_a_shop_that_never_sees_the_key_is_told_from_a_wrong_key(
     for caught in (unseen, erasing):
         text = str(caught.value)
         assert caught.value.status == 401 and "woocommerce_rest_cannot_view" in text
-        assert "saw no consumer key" in text and "Authorization header" in text
+        assert "as anonymous" in text and "Authorization header" in text
         assert "ck_sandbox" not in text and "cs_sandbox" not in text
-    assert refused.value.status == 401 and "saw no consumer key" not in str(refused.value)
+    assert refused.value.status == 401 and "as anonymous" not in str(refused.value)
     assert sandbox.holds("an@example.com")
+
+
+async def test_a_key_the_shop_does_not_know_is_answered_as_no_key_at_all(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce looks a consumer key up and, finding none, returns without an error
+    (perform_basic_authentication): the call goes on as anonymous, 401
+    woocommerce_rest_cannot_view, as without credentials. Only a known key with the wrong
+    secret is 401 woocommerce_rest_authentication_error "Consumer secret is invalid."."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()), base_url=BASE_URL
+    ) as http:
+        unknown = await http.get(f"{API}/customers", auth=("ck_revoked", "cs_sandbox"))
+        no_secret = await http.get(f"{API}/customers", auth=("ck_sandbox", ""))
+        wrong = await http.get(f"{API}/customers", auth=("ck_sandbox", "cs_wrong"))
+    for response in (unknown, no_secret):
+        assert response.status_code == 401
+        assert response.json()["code"] == "woocommerce_rest_cannot_view"
+    assert wrong.status_code == 401
+    assert wrong.json()["code"] == "woocommerce_rest_authentication_error"
+    assert wrong.json()["message"] == "Consumer secret is invalid."
+
+
+async def test_the_query_pair_is_read_before_the_basic_header(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """Over HTTPS WooCommerce reads ``consumer_key`` and ``consumer_secret`` from the query
+    first, where both are given, and the Basic header only otherwise."""
+    sandbox.add_person("a@example.nl", "A", "B")
+    pair = {"consumer_key": "ck_sandbox", "consumer_secret": "cs_sandbox", "role": "all"}
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()), base_url=BASE_URL
+    ) as http:
+        both = await http.get(f"{API}/customers", params=pair, auth=("ck_sandbox", "cs_wrong"))
+        half = await http.get(
+            f"{API}/customers",
+            params={"consumer_key": "ck_other", "role": "all"},
+            auth=("ck_sandbox", "cs_sandbox"),
+        )
+    assert both.status_code == 200 and len(both.json()) == 1
+    assert half.status_code == 200 and len(half.json()) == 1
+
+
+async def test_an_unknown_key_is_named_as_a_cause_of_an_anonymous_answer(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """A revoked or mistyped consumer key is answered as no key at all: the error names it
+    as a cause beside a dropped Authorization header, not the header alone (an operator
+    then looked in Apache for a key that was revoked). It holds neither key nor secret."""
+    sandbox.add_person("an@example.com", "An", "Jansen")
+    built = await make_harness(sandbox, key="ck_revoked")
+    async with built.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await collect(built.adapter, None)
+    text = str(caught.value)
+    assert caught.value.status == 401 and "woocommerce_rest_cannot_view" in text
+    assert "does not know the key" in text and "revoked" in text
+    assert "ck_revoked" not in text and "cs_sandbox" not in text
 
 
 async def test_basic_auth_over_plain_http_is_refused_as_woocommerce_refuses_it(
