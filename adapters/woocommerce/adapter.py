@@ -191,6 +191,13 @@ NO_KEY_SEEN = (
     "the call came over https (WooCommerce reads the key only then)"
 )
 
+#: Why a key that reads is refused a write.
+READ_ONLY_KEY = (
+    "woocommerce_rest_authentication_error: the consumer key reads but may not write (its "
+    "permissions are Read): erasures, corrections and syncs into the shop need Read/Write "
+    "(WooCommerce > Settings > Advanced > REST API)"
+)
+
 #: Per-item batch errors worth another try: a create that lost a race with another writer
 #: (the retry looks the e-mail up again and updates instead).
 _RETRYABLE_ITEM_CODES = frozenset({"registration-error-email-exists"})
@@ -294,6 +301,27 @@ class WooCommerceAdapter:
         if not isinstance(body, list) or not body or not isinstance(body[0], dict):
             return None
         return set(body[0]) <= {"id"}
+
+    async def check_settings(self) -> None:
+        """Whether the key may write, for ``check --online``: an empty ``customers/batch``,
+        which changes nothing.
+
+        A key made with Read permissions reads everything a ``find`` reads, so the check
+        passed, and the first erasure, correction or sync into the shop was refused 401
+        ``woocommerce_rest_authentication_error`` (``check_permissions`` [src], before the
+        route runs), the code a wrong secret gets.
+
+        Raises:
+            FatalRemoteError: the key may not write, saying so; or the failure of the call.
+        """
+        path = f"{API}/customers/batch"
+        try:
+            await self._request("POST", path, json={})
+        except FatalRemoteError as exc:
+            if exc.status != 401 or not exc.detail.startswith("woocommerce_rest_authentication_"):
+                raise
+            # A find with the same key and secret was answered just before: not the secret.
+            raise FatalRemoteError(exc.system, "POST", path, 401, READ_ONLY_KEY) from exc
 
     async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
         """One call through the client, a 401 that takes the caller for anonymous said as

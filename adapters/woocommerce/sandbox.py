@@ -7,7 +7,8 @@ read, update, delete: WordPress comments, whose IP address and browser the REST 
 shows nor changes), with WooCommerce's paging headers, error bodies and status codes,
 its batch limit of 100 items, permanent-only customer deletion (``force=true``), HTTP basic
 auth with a consumer key and secret over HTTPS only (over plain http WooCommerce wants OAuth
-1.0a, which this fake does not speak: every call there is anonymous, answered 401), and
+1.0a, which this fake does not speak: every call there is anonymous, answered 401), the key's
+read or write permissions, and
 genuine webhook signatures. Faults, rate limits and
 the request log come from :class:`~connector.sandboxkit.SandboxBase`.
 
@@ -110,6 +111,9 @@ class WooCommerceSandbox(SandboxBase):
         self.rules = ShopRules(self.store, lambda: datetime.fromtimestamp(wall_clock(), UTC))
         self._wall_clock = wall_clock
         self.honours_fields = True
+        #: The key's permissions, as WooCommerce's REST API keys page sets them: ``read``,
+        #: ``write`` or ``read_write``.
+        self.key_permissions = "read_write"
         self._app: ASGIApp | None = None
 
     # -- the ASGI app ----------------------------------------------------------------------
@@ -189,7 +193,7 @@ class WooCommerceSandbox(SandboxBase):
                     "data": {"status": 429},
                 }
                 return record(self.log, logged, _json(body, 429, {"Retry-After": str(wait)}))
-            denied = self._authenticate(request, action)
+            denied = self._authenticate(request, action) or self._permitted(request.method)
             if denied is not None:
                 return record(self.log, logged, _json(denied.body(), denied.status))
             try:
@@ -231,6 +235,17 @@ class WooCommerceSandbox(SandboxBase):
                 401, "woocommerce_rest_authentication_error", "Consumer secret is invalid."
             )
         return None
+
+    def _permitted(self, method: str) -> ApiError | None:
+        """WC_REST_Authentication::check_permissions, run on ``rest_pre_dispatch`` for a call
+        the key authenticated, before the route's arguments and permission check: a read
+        needs ``read`` or ``read_write``, a write ``write`` or ``read_write``."""
+        reads = method in ("GET", "HEAD")
+        if self.key_permissions in ("read_write", "read" if reads else "write"):
+            return None
+        need = "read" if reads else "write"
+        message = f"The API key provided does not have {need} permissions."
+        return ApiError(401, "woocommerce_rest_authentication_error", message)
 
     # -- handlers --------------------------------------------------------------------------
 

@@ -2291,3 +2291,47 @@ async def test_the_scan_passes_over_nobody_while_accounts_are_deleted_and_others
     assert pages[-1].complete
     assert sorted(before & set(sandbox.store.customers) - set(delivered)) == []
     assert len(delivered) == len(set(delivered))  # nobody twice either
+
+
+async def test_a_read_only_key_reads_and_is_refused_every_write(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WooCommerce checks the key's permissions before the route runs
+    (WC_REST_Authentication::check_permissions): a key made with Read permissions lists
+    customers, and a write is 401 woocommerce_rest_authentication_error "The API key
+    provided does not have write permissions.", the code a wrong secret gets; nothing
+    changes."""
+    sandbox.add_person("a@example.nl", "A", "B")
+    sandbox.key_permissions = "read"
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        auth=("ck_sandbox", "cs_sandbox"),
+    ) as http:
+        listed = await http.get(f"{API}/customers", params={"role": "all"})
+        created = await http.post(f"{API}/customers/batch", json={"create": [{"email": "n@x.nl"}]})
+    assert listed.status_code == 200 and len(listed.json()) == 1
+    assert created.status_code == 401
+    assert created.json()["code"] == "woocommerce_rest_authentication_error"
+    assert created.json()["message"] == "The API key provided does not have write permissions."
+    assert not sandbox.holds("n@x.nl")
+
+
+async def test_the_online_check_names_a_key_that_may_not_write(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """A Read key passes every read a ``find`` makes; ``check_settings`` sends an empty
+    batch (which changes nothing) and fails saying the key may not write, with neither key
+    nor secret in the text. A Read/Write key passes it, and nobody is created."""
+    sandbox.add_person("a@example.nl", "A", "B")
+    built = await make_harness(sandbox)
+    async with built.client:
+        await built.adapter.check_settings()
+        sandbox.key_permissions = "read"
+        await built.adapter.find(Subject(email="a@example.nl"))
+        with pytest.raises(FatalRemoteError) as caught:
+            await built.adapter.check_settings()
+    text = str(caught.value)
+    assert caught.value.status == 401 and "may not write" in text and "Read/Write" in text
+    assert "ck_sandbox" not in text and "cs_sandbox" not in text
+    assert [c["email"] for c in sandbox.store.customers.values()] == ["a@example.nl"]

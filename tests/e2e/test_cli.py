@@ -414,6 +414,19 @@ def test_check_online_warns_of_a_shop_that_ignores_fields(
     assert warning.startswith("shop ignores _fields: it sends whole customers")
 
 
+def test_check_online_names_a_shop_key_that_may_not_write(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A WooCommerce key made with Read permissions answers every read `check --online`
+    made, and the first erasure was refused: the check now fails naming it (exit 1)."""
+    config, shop, _ = served
+    shop.key_permissions = "read"
+    assert main(["-c", str(config), "check", "--online", "--json"]) == 1
+    online = _json(capsys)["online"]  # type: ignore[index]
+    assert online["crm"] == "ok"
+    assert "may not write" in online["shop"] and "Read/Write" in online["shop"]
+
+
 def test_check_online_names_a_configured_audience_mailchimp_does_not_have(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
