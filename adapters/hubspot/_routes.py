@@ -148,9 +148,22 @@ class ContactRoutes:
         return await read_inputs(request)
 
     def _check_properties(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Reject the whole request if any record names a property the portal lacks."""
+        """Reject the whole request if any record names a property the portal lacks, or gives
+        an enumeration a value that is not one of its options."""
         bad = sorted({name for rec in records for name in self.store.bad_property_names(rec)})
         if not bad:
+            for rec in records:
+                options = self._option_problems(rec)
+                if options:
+                    raise Reject(
+                        400,
+                        invalid_values(options),
+                        records=records,
+                        errors=[
+                            {"message": text, "code": code, "context": {"propertyName": [name]}}
+                            for name, code, text in options
+                        ],
+                    )
             return
         codes = [
             "READ_ONLY_VALUE" if name in READ_ONLY_PROPERTIES else "PROPERTY_DOESNT_EXIST"
@@ -187,20 +200,44 @@ class ContactRoutes:
         return [self._property_problem(record) for record in records]
 
     def _property_problem(self, record: Mapping[str, Any]) -> tuple[str, str] | None:
-        """The VALIDATION_ERROR for a record's bad property names, worded as HubSpot's."""
+        """The VALIDATION_ERROR for a record's bad property names and the values it gives an
+        enumeration that are not among its options, worded as HubSpot's."""
         bad = self.store.bad_property_names(record)
-        if not bad:
+        problems = [
+            (
+                name,
+                "READ_ONLY_VALUE" if name in READ_ONLY_PROPERTIES else "PROPERTY_DOESNT_EXIST",
+                f'Property "{name}" does not exist',
+            )
+            for name in bad
+        ]
+        problems += self._option_problems(record)
+        if not problems:
             return None
-        return "VALIDATION_ERROR", invalid_values(
-            [
-                (
-                    name,
-                    "READ_ONLY_VALUE" if name in READ_ONLY_PROPERTIES else "PROPERTY_DOESNT_EXIST",
-                    f'Property "{name}" does not exist',
-                )
-                for name in bad
-            ]
-        )
+        return "VALIDATION_ERROR", invalid_values(problems)
+
+    def _option_problems(self, record: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+        """HubSpot's ``INVALID_OPTION`` for each value the record gives an enumeration that is
+        not one of its options' internal values: it refuses the write (a label, or a value
+        the portal never defined, is no option), as it does one naming a property it lacks
+        [HubSpot's 400 "Property values were not valid", error ``INVALID_OPTION``, as quoted
+        in integrations' bug reports]. Without, a mapping's ``withdrawn`` value that ``check
+        --online`` warns of went through here and failed only against HubSpot."""
+        options = self.store.options
+        # Only the enumerations' values are read: every record of a batch passes here.
+        given = {n: _as_text(v) for n, v in record.items() if n in options and v is not None}
+        if not given:
+            return []
+        invalid = self.store.invalid_options(given)
+        return [
+            (
+                name,
+                "INVALID_OPTION",
+                f"{value} was not one of the allowed options: "
+                f"[{', '.join(self.store.options[name])}]",
+            )
+            for name, value in invalid
+        ]
 
     @staticmethod
     def _strings(properties: Mapping[str, Any]) -> dict[str, str]:

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_READ_PROPERTIES",
     "KNOWN_OPTIONS",
     "KNOWN_PROPERTIES",
+    "MULTIPLE_CHOICE",
     "READ_ONLY_PROPERTIES",
     "Contact",
     "ContactStore",
@@ -86,6 +87,10 @@ KNOWN_OPTIONS: Mapping[str, tuple[str, ...]] = {
         "Not applicable",
     ),
 }
+
+#: The enumeration properties among :data:`KNOWN_PROPERTIES` that take several options at once
+#: (a multiple checkbox); a custom enumeration is a dropdown, which takes one.
+MULTIPLE_CHOICE = frozenset({"hs_legal_basis"})
 
 #: What a read returns when it names no properties (HubSpot's documented default set).
 DEFAULT_READ_PROPERTIES = (
@@ -205,6 +210,21 @@ class ContactStore:
     def bad_property_names(self, properties: Mapping[str, Any]) -> list[str]:
         """Names a write may not carry: unknown to the portal, or set by HubSpot itself."""
         return sorted(name for name in properties if name not in self.known)
+
+    def invalid_options(self, properties: Mapping[str, str]) -> list[tuple[str, str]]:
+        """The enumeration values a write may not carry: ``(name, value)`` for each property
+        with options whose value is not one of their internal values (HubSpot's
+        ``INVALID_OPTION``). ``""`` empties any property; a multiple checkbox takes several
+        options, separated by semicolons."""
+        invalid: list[tuple[str, str]] = []
+        for name, value in properties.items():
+            offered = self.options.get(name)
+            if offered is None or not value:
+                continue
+            given = value.split(";") if name in MULTIPLE_CHOICE else (value,)
+            if any(option not in offered for option in given):
+                invalid.append((name, value))
+        return invalid
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -3,7 +3,8 @@
 Where it matters to a client it behaves like HubSpot: the same paths, bodies and status codes;
 bearer-token auth with HubSpot's error body; list paging by ``after``; batches of at most 100
 with 207 multi-status when every input carries an ``objectWriteTraceId`` (else a 400 for the
-whole batch), an input naming a property the portal lacks among its failures; the portal's
+whole batch), an input naming a property the portal lacks, or giving an enumeration a value
+none of its options has (``INVALID_OPTION``), among its failures; the portal's
 contact property definitions (type, whether an integration may write it, an enumeration's
 options); the ``TEN_SECONDLY_ROLLING`` burst limit with HubSpot's 429 body and
 ``X-HubSpot-RateLimit-*`` headers; the separate search limit (4/s, no rate-limit headers);

@@ -186,12 +186,12 @@ async def test_update_by_email_leaves_a_contact_known_as_another_subject_s(hub: 
 
 async def test_upsert_sends_every_value_as_a_string(hub: Harness) -> None:
     """None becomes "" (clearing the value) and numbers and booleans become text."""
-    await hub.adapter.upsert([person(1, zip=3511, company=None, hs_legal_basis=True)])
+    await hub.adapter.upsert([person(1, zip=3511, company=None, website=True)])
     record = hub.sandbox.record_for("person1@example.com")
     assert record is not None
     assert record["properties"]["zip"] == "3511"
     assert record["properties"]["company"] == ""
-    assert record["properties"]["hs_legal_basis"] == "true"
+    assert record["properties"]["website"] == "true"
 
 
 def emptying(record: OutboundRecord, external_id: str | None, *names: str) -> OutboundRecord:
@@ -450,6 +450,50 @@ async def test_a_batch_refused_whole_is_raised_and_a_record_alone_fails(hub: Har
     (alone,) = await hub.adapter.upsert([person(2)])
     assert (alone.outcome, alone.reason, alone.retryable) == ("failed", "VALIDATION_ERROR", False)
     assert hub.sandbox.contact_count() == 0
+
+
+async def test_a_value_no_option_of_its_enumeration_fails_only_the_record_that_gives_it(
+    hub: Harness,
+) -> None:
+    """HubSpot refuses a value an enumeration does not offer among its options' internal
+    values (``INVALID_OPTION``), a label or a multiple checkbox's unknown part included: with
+    a trace id on every input that record fails, without retry, and the others are written.
+    An option, several of a multiple checkbox, and ``""`` (which empties) are taken."""
+    records = [
+        person(1, lifecyclestage="customer"),
+        person(2, lifecyclestage="Customer"),
+        person(3, hs_legal_basis="Not applicable;Freely given consent from contact"),
+        person(4, hs_legal_basis="Not applicable;maybe"),
+        person(5, lifecyclestage=""),
+    ]
+    results = await hub.adapter.upsert(records)
+    assert [r.outcome for r in results] == ["created", "failed", "created", "failed", "created"]
+    reason = "VALIDATION_ERROR: INVALID_OPTION"
+    assert {(r.reason, r.retryable) for r in results if r.outcome == "failed"} == {(reason, False)}
+    assert [e.status for e in hub.sandbox.log.entries] == [207]
+    assert not hub.sandbox.holds("person2@example.com")
+
+
+async def test_sandbox_refuses_an_untraced_write_of_a_value_no_option_offers(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox
+) -> None:
+    """Without trace ids, and for a single contact, a value an enumeration does not offer
+    refuses the whole request, naming the property and HubSpot's code."""
+    inputs = [
+        {"id": "a@example.com", "idProperty": "email", "properties": {}},
+        {"id": "b@example.com", "idProperty": "email", "properties": {"lifecyclestage": "vip"}},
+    ]
+    response = await raw.post(f"{CONTACTS}/batch/upsert", json={"inputs": inputs})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["category"] == "VALIDATION_ERROR"
+    assert body["errors"][0]["code"] == "INVALID_OPTION"
+    assert body["errors"][0]["context"] == {"propertyName": ["lifecyclestage"]}
+    created = await raw.post(
+        CONTACTS, json={"properties": {"email": "c@example.com", "lifecyclestage": "vip"}}
+    )
+    assert created.status_code == 400
+    assert sandbox.contact_count() == 0
 
 
 async def test_read_only_property_is_refused(raw: httpx.AsyncClient) -> None:
