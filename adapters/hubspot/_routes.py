@@ -252,8 +252,11 @@ class ContactRoutes:
         results: list[dict[str, Any]],
         errors: list[tuple[str | None, str, str]],
         ok_status: int,
+        *,
+        unfound: Sequence[dict[str, Any]] = (),
     ) -> Response:
-        """``BatchResponse``; 207 with ``errors`` when some inputs failed."""
+        """``BatchResponse``; 207 with ``errors`` when some inputs failed, ``unfound`` (the
+        entries of inputs naming no live contact) among them."""
         now = now_stamp()
         body: dict[str, Any] = {
             "status": "COMPLETE",
@@ -261,9 +264,9 @@ class ContactRoutes:
             "startedAt": now,
             "completedAt": now,
         }
-        if not errors:
+        if not errors and not unfound:
             return JSONResponse(body, status_code=ok_status)
-        body["numErrors"] = len(errors)
+        body["numErrors"] = len(errors) + len(unfound)
         body["errors"] = [
             {
                 "status": "error",
@@ -273,7 +276,7 @@ class ContactRoutes:
                 "errors": [],
             }
             for trace, category, message in errors
-        ]
+        ] + list(unfound)
         return JSONResponse(body, status_code=207)
 
     # -- single-object routes ----------------------------------------------------------------
@@ -493,22 +496,25 @@ class ContactRoutes:
         targets = [self.store.live(id_value, prop) for id_value, prop in ids]
         values = [self._strings(rec) for rec in records]
         problems: list[tuple[str, str] | None] = [
-            bad
-            or (
-                ("OBJECT_NOT_FOUND", "resource not found")
-                if target is None
-                else self._email_problem(v, target)
-            )
+            bad or (None if target is None else self._email_problem(v, target))
             for bad, target, v in zip(bad_names, targets, values, strict=True)
         ]
         errors = self._per_input_errors(inputs, problems, records)
+        unfound = [
+            index
+            for index, target in enumerate(targets)
+            if target is None and problems[index] is None
+        ]
         results = []
         for index, target in enumerate(targets):
             if problems[index] is None and target is not None:
                 self.store.update(target, values[index])
                 trace = inputs[index].get("objectWriteTraceId")
                 results.append(target.to_json(sorted(values[index]), trace))
-        return self._batch_response(results, errors, 200), records
+        response = self._batch_response(
+            results, errors, 200, unfound=_unfound_entries(inputs, ids, unfound)
+        )
+        return response, records
 
     async def batch_upsert(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         _, inputs = await self._inputs(request)
@@ -632,6 +638,49 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+#: HubSpot's words for ids it holds no (live) object under, in a batch read's or update's 207.
+_UNFOUND_MESSAGE = (
+    "Could not get some {noun} objects, they may be deleted or not exist. Check that ids are valid."
+)
+
+
+def _unfound_entries(
+    inputs: Sequence[Mapping[str, Any]],
+    ids: Sequence[tuple[str, Any]],
+    unfound: Sequence[int],
+) -> list[dict[str, Any]]:
+    """The 207 entries of a ``batch/update`` for inputs naming no live contact.
+
+    HubSpot writes the rest and names these by the ids they were sent with
+    (``context.ids``), with or without trace ids: a missing record never refuses the whole
+    batch (HubSpot's answers as recorded in integrations' test fixtures). A traced input's
+    entry also carries its ``objectWriteTraceId``, one entry each.
+    """
+    if not unfound:
+        return []
+    message = _UNFOUND_MESSAGE.format(noun="CONTACT")
+    if not _traced(inputs):
+        context: dict[str, Any] = {"ids": [ids[index][0] for index in unfound]}
+        return [_unfound_entry(message, context)]
+    return [
+        _unfound_entry(
+            message,
+            {"objectWriteTraceId": [inputs[index]["objectWriteTraceId"]], "ids": [ids[index][0]]},
+        )
+        for index in unfound
+    ]
+
+
+def _unfound_entry(message: str, context: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "status": "error",
+        "category": "OBJECT_NOT_FOUND",
+        "message": message,
+        "context": context,
+        "errors": [],
+    }
+
+
 def batch_read_answer(results: list[dict[str, Any]], missing: list[str], noun: str) -> Response:
     """A ``batch/read`` answer: 200 with the records found, else 207 naming the ids of
     ``noun`` objects (``CONTACT``, ``NOTE``) not found, as HubSpot words it."""
@@ -649,8 +698,7 @@ def batch_read_answer(results: list[dict[str, Any]], missing: list[str], noun: s
         {
             "status": "error",
             "category": "OBJECT_NOT_FOUND",
-            "message": f"Could not get some {noun} objects, they may be deleted or not "
-            "exist. Check that ids are valid.",
+            "message": _UNFOUND_MESSAGE.format(noun=noun),
             "context": {"ids": missing},
             "errors": [],
         }

@@ -449,6 +449,12 @@ class HubSpotAdapter:
         body = json_object(response)
         by_ref: dict[str, UpsertResult] = {}
         by_email = {record.email.lower(): record.ref for record in records}
+        # What each input was sent as (a contact id, or an e-mail with idProperty=email): an
+        # error may name its inputs by these alone (``context.ids``), without trace ids.
+        by_sent_id = {
+            str(item.get("id") or "").lower(): record.ref
+            for item, record in zip(inputs, records, strict=True)
+        }
         for result in body.get("results") or []:
             if not isinstance(result, dict):
                 continue
@@ -465,7 +471,7 @@ class HubSpotAdapter:
             retryable = _is_retryable(error, category)
             codes = _problem_codes(error, self.client)
             reason = f"{category}: {', '.join(codes)}" if codes else category
-            for ref in _error_refs(error):
+            for ref in _error_refs(error) or _refs_by_sent_id(error, by_sent_id):
                 by_ref[ref] = UpsertResult(ref, "failed", reason=reason, retryable=retryable)
         # An input HubSpot neither confirmed nor rejected is retried: upserts are idempotent.
         return [
@@ -880,6 +886,20 @@ def _error_refs(error: Mapping[str, Any]) -> list[str]:
     if isinstance(traces, list):
         return [trace for trace in traces if isinstance(trace, str)]
     return []
+
+
+def _refs_by_sent_id(error: Mapping[str, Any], by_sent_id: Mapping[str, str]) -> list[str]:
+    """The records an error names by the ids their inputs were sent with (``context.ids``),
+    as HubSpot names the contacts a ``batch/update`` found no live one for
+    (``OBJECT_NOT_FOUND``). Read by trace id alone, such a record was "neither confirmed nor
+    refused", retried by the same id for good: never written by e-mail, nor to the record a
+    merge made of its contact."""
+    context = error.get("context")
+    ids = context.get("ids") if isinstance(context, dict) else None
+    if not isinstance(ids, list):
+        return []
+    named = [str(sent).lower() for sent in ids if isinstance(sent, str | int)]
+    return [by_sent_id[sent] for sent in named if sent and sent in by_sent_id]
 
 
 def _category(error: Mapping[str, Any], client: SystemClient) -> str:

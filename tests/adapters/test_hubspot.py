@@ -1192,6 +1192,81 @@ async def test_a_multi_status_answer_is_read_per_record_without_echoing_input() 
     assert len(sent) == 1 and len(sent[0]["inputs"]) == 5
 
 
+async def test_a_contact_a_207_names_unfound_by_its_id_alone_is_written_by_e_mail() -> None:
+    """HubSpot names the contacts a ``batch/update`` found no live one for by the ids they
+    were sent with (``context.ids``, OBJECT_NOT_FOUND), where its 207 may carry no trace id.
+    Such a contact (deleted or archived in HubSpot meanwhile) is written by e-mail like any
+    the connector has no id for, not retried by the same id for good as an input "neither
+    confirmed nor refused"."""
+    calls: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path.rsplit("/", 1)[-1])
+        sent = json.loads(request.content)
+        body: dict[str, Any] = {"status": "COMPLETE", "results": []}
+        if request.url.path.endswith("/batch/update"):
+            body["results"] = [{"id": "7", "objectWriteTraceId": "ref-2", "properties": {}}]
+            body["numErrors"] = 1
+            body["errors"] = [
+                {
+                    "status": "error",
+                    "category": "OBJECT_NOT_FOUND",
+                    "message": "Could not get some CONTACT objects, they may be deleted or not "
+                    "exist. Check that ids are valid.",
+                    "context": {"ids": ["4242"]},
+                }
+            ]
+            return httpx.Response(207, json=body)
+        if request.url.path.endswith("/batch/upsert"):
+            (item,) = sent["inputs"]
+            assert item["id"] == "person1@example.com"
+            result = {"id": "8", "new": True, "objectWriteTraceId": item["objectWriteTraceId"]}
+            body["results"] = [{**result, "properties": {}}]
+            return httpx.Response(200, json=body)
+        body["numErrors"] = 1  # batch/read by id: nothing live under 4242, no merged record
+        body["errors"] = [{"status": "error", "category": "OBJECT_NOT_FOUND",
+                           "context": {"ids": ["4242"]}}]  # fmt: skip
+        return httpx.Response(207, json=body)
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    records = [person(1)._replace(external_id="4242"), person(2)._replace(external_id="7")]
+    async with client:
+        results = await HubSpotAdapter(client, make_settings()).upsert(records)
+    assert [(r.outcome, r.external_id, r.reason) for r in results] == [
+        ("created", "8", ""),
+        ("updated", "7", ""),
+    ]
+    assert calls == ["update", "read", "upsert"]
+
+
+async def test_sandbox_answers_an_update_naming_a_missing_contact_with_a_207_naming_its_id(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox
+) -> None:
+    """A ``batch/update`` naming an id HubSpot holds no live contact under writes the others
+    and names it by that id in a 207 (OBJECT_NOT_FOUND, ``context.ids``), trace ids or not:
+    a missing record does not refuse the whole batch."""
+    held = sandbox.add_person("held@example.com", "Held")
+    inputs = [
+        {"id": held, "properties": {"lastname": "Kept"}},
+        {"id": "999999", "properties": {"lastname": "Nobody"}},
+    ]
+    response = await raw.post(f"{CONTACTS}/batch/update", json={"inputs": inputs})
+    assert response.status_code == 207
+    (error,) = response.json()["errors"]
+    assert (error["category"], error["context"]) == ("OBJECT_NOT_FOUND", {"ids": ["999999"]})
+    record = sandbox.record_for("held@example.com")
+    assert record is not None and record["properties"]["lastname"] == "Kept"
+    traced = [{**item, "objectWriteTraceId": f"t{n}"} for n, item in enumerate(inputs)]
+    response = await raw.post(f"{CONTACTS}/batch/update", json={"inputs": traced})
+    (error,) = response.json()["errors"]
+    assert error["context"] == {"objectWriteTraceId": ["t1"], "ids": ["999999"]}
+
+
 async def test_a_207_category_that_is_no_code_is_not_kept_as_a_record_s_reason() -> None:
     """Per-record reasons go to dead letters and ``status``. A 207 error's "category" is kept
     by the client's one rule for categories (a machine code with an underscore and no digits,
