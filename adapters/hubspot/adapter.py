@@ -132,6 +132,9 @@ ARCHIVED_NOTE: Final = (
     "changes no contact, and a correction does not restore one"
 )
 
+#: A record's reason where HubSpot's answer neither confirmed nor refused its input.
+NO_RESULT: Final = "NO_RESULT"
+
 #: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
 MAX_ARCHIVED_ROUNDS: Final = 10
 
@@ -307,7 +310,7 @@ class HubSpotAdapter:
                 by_id.append((index, record))
             else:
                 by_email.append((index, record))
-        unfound = await self._write_by_id(by_id, results)
+        unfound, unanswered = await self._write_by_id(by_id, results)
         merged: list[tuple[int, OutboundRecord]] = []
         for index, record in unfound:
             survivor = await self._merged_into(record)
@@ -315,8 +318,15 @@ class HubSpotAdapter:
                 by_email.append((index, record))
             else:
                 merged.append((index, survivor))
+        for index, record in unanswered:
+            # HubSpot may leave an update by the id of a contact merged away out of its
+            # results without an error: retried by that id, it never landed. Otherwise
+            # (the contact still under that id) it stays retried, as any unanswered input.
+            survivor = await self._merged_into(record)
+            if survivor is not None:
+                merged.append((index, survivor))
         # Once: a read by the former id answers the record at the end of every later merge.
-        by_email += await self._write_by_id(merged, results)
+        by_email += (await self._write_by_id(merged, results))[0]
         by_email.sort(key=lambda item: item[0])
         for chunk in _chunks_without_duplicates(by_email, MAX_BATCH, _email):
             outcomes = await by_email_batch([record for _, record in chunk])
@@ -330,18 +340,22 @@ class HubSpotAdapter:
 
     async def _write_by_id(
         self, items: Sequence[tuple[int, OutboundRecord]], results: dict[int, UpsertResult]
-    ) -> list[tuple[int, OutboundRecord]]:
+    ) -> tuple[list[tuple[int, OutboundRecord]], list[tuple[int, OutboundRecord]]]:
         """Update each record's contact by its id, its result put in ``results`` by position;
-        those HubSpot holds no live contact under that id for (``OBJECT_NOT_FOUND``)."""
+        those HubSpot holds no live contact under that id for (``OBJECT_NOT_FOUND``), and
+        those it neither confirmed nor refused (``NO_RESULT``, their result put too)."""
         unfound: list[tuple[int, OutboundRecord]] = []
+        unanswered: list[tuple[int, OutboundRecord]] = []
         for chunk in _chunks_without_duplicates(items, MAX_BATCH, _contact_id):
             outcomes = await self._update_batch([record for _, record in chunk])
             for (index, record), outcome in zip(chunk, outcomes, strict=True):
                 if outcome.reason == "OBJECT_NOT_FOUND":
                     unfound.append((index, record))
-                else:
-                    results[index] = outcome
-        return unfound
+                    continue
+                results[index] = outcome
+                if outcome.reason == NO_RESULT:
+                    unanswered.append((index, record))
+        return unfound, unanswered
 
     async def _merged_into(self, record: OutboundRecord) -> OutboundRecord | None:
         """The record addressed to the contact its id's contact was merged into; ``None``
@@ -476,7 +490,7 @@ class HubSpotAdapter:
         # An input HubSpot neither confirmed nor rejected is retried: upserts are idempotent.
         return [
             by_ref.get(record.ref)
-            or UpsertResult(record.ref, "failed", reason="NO_RESULT", retryable=True)
+            or UpsertResult(record.ref, "failed", reason=NO_RESULT, retryable=True)
             for record in records
         ]
 

@@ -1244,6 +1244,47 @@ async def test_a_contact_a_207_names_unfound_by_its_id_alone_is_written_by_e_mai
     assert calls == ["update", "read", "upsert"]
 
 
+async def test_an_update_a_merged_away_id_left_unanswered_reaches_the_merged_record() -> None:
+    """HubSpot may answer a ``batch/update`` by the id of a contact merged away with a 200 that
+    leaves it out of its results, no error said. A read by that id answers the record the
+    merge made: the record is written there. One whose id still reads as itself stays
+    unanswered (retried), and neither is written by e-mail."""
+    updates: list[list[str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        inputs = json.loads(request.content)["inputs"]
+        body: dict[str, Any] = {"status": "COMPLETE", "results": []}
+        if request.url.path.endswith("/batch/update"):
+            updates.append([item["id"] for item in inputs])
+            body["results"] = [
+                {"id": item["id"], "objectWriteTraceId": item["objectWriteTraceId"]}
+                for item in inputs
+                if item["id"] == "9"
+            ]
+        elif request.url.path.endswith("/batch/read"):
+            (item,) = inputs
+            now = "9" if item["id"] == "4242" else item["id"]
+            body["results"] = [{"id": now, "archived": False, "properties": {}}]
+        else:
+            raise AssertionError(f"unexpected {request.url.path}")
+        return httpx.Response(200, json=body)
+
+    client = SystemClient(
+        system="crm",
+        base_url=BASE_URL,
+        transport=httpx.MockTransport(answer),
+        retry=RetryPolicy(attempts=1, base_seconds=0),
+    )
+    records = [person(1)._replace(external_id="4242"), person(2)._replace(external_id="77")]
+    async with client:
+        results = await HubSpotAdapter(client, make_settings()).upsert(records)
+    assert [(r.outcome, r.external_id, r.reason, r.retryable) for r in results] == [
+        ("updated", "9", "", False),
+        ("failed", None, "NO_RESULT", True),
+    ]
+    assert updates == [["4242", "77"], ["9"]]
+
+
 async def test_sandbox_answers_an_update_naming_a_missing_contact_with_a_207_naming_its_id(
     raw: httpx.AsyncClient, sandbox: HubSpotSandbox
 ) -> None:
