@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -491,8 +492,9 @@ class ContactRoutes:
         ids = [
             (str(i.get("id", "")), i.get("idProperty") or body.get("idProperty")) for i in inputs
         ]
-        if len(set(ids)) < len(ids):
-            raise Reject(400, "Duplicate IDs found in batch input.", records=records)
+        _refuse_duplicates(
+            [value.strip().lower() if prop == "email" else value for value, prop in ids], records
+        )
         targets = [self.store.live(id_value, prop) for id_value, prop in ids]
         values = [self._strings(rec) for rec in records]
         problems: list[tuple[str, str] | None] = [
@@ -523,8 +525,7 @@ class ContactRoutes:
         if any(item.get("idProperty") != "email" for item in inputs):
             raise Reject(400, "Upsert takes idProperty=email only.", records=records)
         emails = [str(item.get("id", "")).strip().lower() for item in inputs]
-        if len(set(emails)) < len(emails):
-            raise Reject(400, "Duplicate IDs found in batch input.", records=records)
+        _refuse_duplicates(emails, records)
         problems: list[tuple[str, str] | None] = [
             bad or (None if valid_email(email) else ("VALIDATION_ERROR", _invalid_email(email)))
             for bad, email in zip(bad_names, emails, strict=True)
@@ -636,6 +637,22 @@ def _as_text(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+def _refuse_duplicates(ids: Sequence[str], records: Sequence[Mapping[str, Any]]) -> None:
+    """HubSpot's 400 for a batch naming one record twice: the whole batch refused, the ids
+    named in its message and ``context.ids`` (HubSpot's answer as recorded in integrations'
+    test fixtures: "Duplicate IDs found in batch input: [123456]. IDs must be unique")."""
+    if len(set(ids)) == len(ids):
+        return
+    counts = Counter(ids)
+    named = [value for value in dict.fromkeys(ids) if counts[value] > 1]
+    raise Reject(
+        400,
+        f"Duplicate IDs found in batch input: [{', '.join(named)}]. IDs must be unique",
+        records=records,
+        context={"ids": named},
+    )
 
 
 #: HubSpot's words for ids it holds no (live) object under, in a batch read's or update's 207.

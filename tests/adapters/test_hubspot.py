@@ -413,6 +413,36 @@ async def test_duplicate_emails_in_one_call_go_in_separate_batches(hub: Harness)
     assert record is not None and record["properties"]["city"] == "Gouda"
 
 
+@pytest.mark.parametrize(
+    ("action", "first", "second"),
+    [
+        ("update", {"id": "A@example.com", "idProperty": "email"}, {"id": "a@example.com"}),
+        ("upsert", {"id": "a@example.com", "idProperty": "email"}, {"id": "A@example.com "}),
+    ],
+)
+async def test_sandbox_refuses_a_batch_naming_one_contact_twice_and_names_it(
+    raw: httpx.AsyncClient,
+    sandbox: HubSpotSandbox,
+    action: str,
+    first: dict[str, str],
+    second: dict[str, str],
+) -> None:
+    """A batch naming one contact twice (an e-mail in another case too) is refused whole with
+    HubSpot's 400, which names the id in its message and in ``context.ids``."""
+    sandbox.add_person("a@example.com", "Ann")
+    inputs = [
+        {**first, "properties": {"lastname": "One"}},
+        {**second, "idProperty": "email", "properties": {"lastname": "Two"}},
+    ]
+    response = await raw.post(f"{CONTACTS}/batch/{action}", json={"inputs": inputs})
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["category"], body["context"]) == ("VALIDATION_ERROR", {"ids": ["a@example.com"]})
+    assert body["message"].startswith("Duplicate IDs found in batch input: [a@example.com]")
+    record = sandbox.record_for("a@example.com")
+    assert record is not None and record["properties"]["lastname"] == ""
+
+
 async def test_unknown_property_fails_only_the_record_that_names_it(hub: Harness) -> None:
     """With a trace id on every input, HubSpot answers a property the portal lacks per input
     in its 207 (PROPERTY_DOESNT_EXIST, as its error-handling guide shows): that record fails,
