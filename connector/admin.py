@@ -437,13 +437,20 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
             subject_id = daemon.rt.keyring.subject_id(body.email)
         from connector import audit
 
-        # One transaction: a job queued is a job recorded, and no entry without its job.
-        with daemon.rt.store.transaction():
-            job_id = daemon.queue("resync", params)
-            audit.record_resync(
-                daemon.rt.store, body.system, full=body.full, source="admin", subject_id=subject_id
-            )
-        return Queued(job_id=job_id)
+        def queue() -> int:
+            # One transaction: a job queued is a job recorded, and no entry without its job.
+            with daemon.rt.store.transaction():
+                job_id = daemon.queue("resync", params)
+                audit.record_resync(
+                    daemon.rt.store,
+                    body.system,
+                    full=body.full,
+                    source="admin",
+                    subject_id=subject_id,
+                )
+            return job_id
+
+        return Queued(job_id=await daemon.jobs.in_turn(queue))
 
     @app.get("/admin/status")
     async def admin_status() -> dict[str, Any]:

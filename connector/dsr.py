@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import os
@@ -36,7 +37,7 @@ import re
 import secrets
 import sqlite3
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -224,8 +225,14 @@ class DsrService:
         phone: str | None = None,
         external: tuple[str, str] | None = None,
         source: str = "cli",
+        in_turn: Callable[[Callable[[], RequestView]], Awaitable[RequestView]] | None = None,
     ) -> RequestView:
-        """Record an erasure and its suppression entry now; leave the fan-out to a retry."""
+        """Record an erasure and its suppression entry now; leave the fan-out to a retry.
+
+        ``in_turn``: what runs the recording (one write transaction, which may be run again
+        after the store's lock refused it), for the daemon, whose event loop must not wait
+        on another process's lock (:func:`connector.storeturn.write_in_turn`).
+        """
         ids: dict[str, str] = {}
         known_sid: str | None = None
         if not email and external is None:
@@ -256,7 +263,10 @@ class DsrService:
         widened = same_person(self.rt.store, subject_ids)
         if email and len(widened) > len(set(subject_ids)) and await self.kinds.taken_over(email):
             widened = same_person(self.rt.store, subject_ids, [primary])
-        return self._record_erasure(primary, widened, email, e164, ids, external, source)
+        record = functools.partial(
+            self._record_erasure, primary, widened, email, e164, ids, external, source
+        )
+        return await in_turn(record) if in_turn is not None else record()
 
     def erase_on_receipt(self, system: str, event: WebhookEvent) -> RequestView | None:
         """Record a webhook's erasure, and its suppression entries, as the webhook comes:

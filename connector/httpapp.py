@@ -23,6 +23,7 @@ from starlette.routing import Route, request_response
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
 from connector.http import listener_is_loopback, server_pair_problem
+from connector.storeturn import write_in_turn
 from connector.webhooks import MAX_BODY_BYTES, UNKNOWN_SYSTEM, receive
 
 if TYPE_CHECKING:
@@ -71,6 +72,11 @@ def _system_label(configured: Collection[str], system: str) -> str:
 
 #: Seconds a caller is asked to wait when the store does not answer (a full disk, say).
 STORE_RETRY_AFTER = 60
+
+#: Seconds a webhook delivery waits for the store's write lock while another process holds
+#: it, before it is answered 503 (the vendor delivers it again). Within the patience of the
+#: least patient vendor (Shopify: 5 s for the whole answer), with room for the rest of it.
+WEBHOOK_STORE_WAIT_SECONDS = 3.0
 
 
 def store_unavailable() -> JSONResponse:
@@ -134,7 +140,14 @@ def build_public_app(daemon: Daemon) -> Starlette:
             body=body,
         )
         try:
-            outcome = receive(daemon.rt, system, delivery, daemon.clock())
+            # Off the loop's wait: another process holding the store's write lock (an
+            # operator's sqlite3 shell, a backup) held every request and probe with this one
+            # for SQLite's busy timeout, and the vendor's patience ran out first.
+            outcome = await write_in_turn(
+                daemon.rt.store,
+                lambda: receive(daemon.rt, system, delivery, daemon.clock()),
+                within=WEBHOOK_STORE_WAIT_SECONDS,
+            )
         except sqlite3.Error as exc:
             if not daemon.store_at_fault(exc):
                 # A bug, answered as any other (500): a 503 asks the vendor to deliver again
@@ -142,6 +155,7 @@ def build_public_app(daemon: Daemon) -> Starlette:
                 # after five failures) disables the webhook.
                 raise
             # Nothing was queued (the transaction rolled back): the vendor delivers again.
+            # So for a lock another process still held after WEBHOOK_STORE_WAIT_SECONDS.
             daemon.store_failed(exc, "webhook")
             daemon.metrics.webhooks.labels(label, "503").inc()
             return store_unavailable()

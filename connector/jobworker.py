@@ -29,7 +29,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from connector import jobs
 from connector.engine import FlowReport
@@ -37,10 +37,12 @@ from connector.errors import KlantsyncError
 from connector.logs import debug_wanted
 from connector.runtime import Runtime
 from connector.storefile import failure, failure_text
+from connector.storeturn import write_in_turn
 
 __all__ = [
     "CHANGE_BATCH",
     "JOB_POLL_SECONDS",
+    "QUEUE_WAIT_SECONDS",
     "STORE_RETRY_SECONDS",
     "FlowRunner",
     "JobWorker",
@@ -48,6 +50,8 @@ __all__ = [
     "SubjectsSynced",
     "cut_short",
 ]
+
+T = TypeVar("T")
 
 # The daemon's log, as it was before the worker had a module of its own: operators' filters
 # on the logger name keep working.
@@ -60,6 +64,10 @@ JOB_POLL_SECONDS = 1.0
 STORE_RETRY_SECONDS = 30.0
 #: Most webhook "changed" deliveries run together as one targeted sync.
 CHANGE_BATCH = 100
+#: Seconds an admin call (a request, a resync) waits for the store's write lock while
+#: another process holds it, before it is answered 503; the event loop does not wait with it
+#: (:func:`connector.storeturn.write_in_turn`).
+QUEUE_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -150,9 +158,17 @@ class JobWorker:
 
         params: dict[str, Any] = {"kind": kind, "email": email}
         if kind == "erase":
-            view = await DsrService(self.rt).queue_erase(email, source="admin")
+            view = await DsrService(self.rt).queue_erase(
+                email, source="admin", in_turn=self.in_turn
+            )
             params = {"kind": kind, "request": view.id}  # its manifest holds the address
-        return self.queue("dsr", params, durable=True)
+        return await self.in_turn(lambda: self.queue("dsr", params, durable=True))
+
+    async def in_turn(self, work: Callable[[], T]) -> T:
+        """``work()`` (a write transaction an admin call makes) without the event loop
+        waiting on another process's lock of the store, for up to :data:`QUEUE_WAIT_SECONDS`
+        (:func:`connector.storeturn.write_in_turn`)."""
+        return await write_in_turn(self.rt.store, work, within=QUEUE_WAIT_SECONDS)
 
     async def run(self) -> None:
         """Claim and run queued jobs until stopped, outliving store failures (module doc)."""

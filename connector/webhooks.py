@@ -61,12 +61,6 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
         return WebhookOutcome(401, "signature invalid or stale")
     events = system.adapter.parse_webhook(request)
     outcome = WebhookOutcome(200)
-    if any(event.kind == "opted_in" for event in events):
-        # A withdrawal the sync delivered may have its acknowledgement waiting for the
-        # engine's next write: committed first, so the subscribe answers it (see
-        # _record_consent). Committed after, it wrote its hash over the subscribe's mark,
-        # and the person's own unsubscribe then was taken for that withdrawal's echo.
-        rt.engine.flush()
     # The delivery's ids are noted and its jobs queued in one transaction. Noted apart, a
     # store that failed in between (a full disk) answered 503 with the id kept and no job:
     # the vendor's next delivery was then "a duplicate", and the change, or an erasure
@@ -75,6 +69,14 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
     # by the next scheduled run, so changes are not each paid an fsync.
     requests = any(event.kind in REQUEST_KINDS for event in events)
     with rt.store.durable_transaction() if requests else rt.store.transaction():
+        if any(event.kind == "opted_in" for event in events):
+            # A withdrawal the sync delivered may have its acknowledgement waiting for the
+            # engine's next write: written first, so the subscribe answers it (see
+            # _record_consent). Written after, it wrote its hash over the subscribe's mark,
+            # and the person's own unsubscribe then was taken for that withdrawal's echo.
+            # Inside the delivery's transaction: a store whose lock is another's refuses its
+            # start, before the engine hands over what it holds (a failed write drops it).
+            rt.engine.flush()
         for event in events:
             if event.kind == "ignored":
                 outcome.ignored += 1

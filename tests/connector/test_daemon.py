@@ -352,6 +352,96 @@ async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_la
     assert all("the disk holding the store is full" in getattr(r, "error", "") for r in failed)
 
 
+async def _until_waiting(task: asyncio.Task[Any]) -> None:
+    """Turns of the loop, enough for ``task`` to reach its first wait."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_a_webhook_waiting_for_another_process_s_lock_holds_no_probe_and_loses_nothing(
+    daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process holds the store's write lock (an operator's sqlite3 shell, a
+    backup): a delivery waits for it without holding the event loop, so /healthz and
+    /readyz answer meanwhile, and it is queued once the lock is free. One the lock outlasts
+    the bound is answered 503 with Retry-After, nothing of it kept, and taken when the
+    vendor delivers it again. The delivery waited inside SQLite's busy timeout (5 s), on
+    the loop: every request and probe waited with it, and the vendor gave up first."""
+    from connector import httpapp
+
+    shop.seed_synthetic(2, seed=34)
+    first, second = (json.dumps(shop.store.get(n)).encode() for n in (1, 2))
+    with closing(sqlite3.connect(daemon.rt.store.path)) as other:
+        async with _client(build_public_app(daemon)) as client:
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.create_task(
+                client.post(
+                    "/webhooks/shop", content=first, headers=shop.sign_webhook(first, WC_SECRET)
+                )
+            )
+            await _until_waiting(waiting)
+            health = await client.get("/healthz")
+            ready = await client.get("/readyz")
+            assert not waiting.done()  # still waiting for the lock; the probes did not
+            assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
+            other.rollback()
+            taken = await waiting
+            assert taken.status_code == 200 and taken.json()["queued"] == 1
+
+            monkeypatch.setattr(httpapp, "WEBHOOK_STORE_WAIT_SECONDS", 0.05)
+            headers = shop.sign_webhook(second, WC_SECRET)
+            other.execute("BEGIN IMMEDIATE")
+            refused = await client.post("/webhooks/shop", content=second, headers=headers)
+            other.rollback()
+            again = await client.post("/webhooks/shop", content=second, headers=headers)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "60"
+    assert again.status_code == 200 and again.json() == {
+        "queued": 1,
+        "duplicates": 0,
+        "ignored": 0,
+    }
+    assert len(await _drain(daemon)) == 2
+
+
+async def test_an_admin_call_waiting_for_another_process_s_lock_holds_no_probe(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure or a resync asked through the admin API while another process holds the
+    store's write lock waits for it off the event loop: /healthz answers meanwhile, the
+    erasure is recorded (and queued) once the lock is free, and a lock that outlasts the
+    bound is a 503 with Retry-After that recorded nothing."""
+    from connector import jobworker
+    from connector.dsr import DsrService
+
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with closing(sqlite3.connect(daemon.rt.store.path)) as other:
+        async with (
+            _client(build_admin_app(daemon)) as admin,
+            _client(build_public_app(daemon)) as public,
+        ):
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.create_task(
+                admin.post(
+                    "/admin/dsr", headers=auth, json={"kind": "erase", "email": CANARY_EMAIL}
+                )
+            )
+            await _until_waiting(waiting)
+            health = await public.get("/healthz")
+            assert not waiting.done() and health.status_code == 200
+            other.rollback()
+            erasure = await waiting
+
+            monkeypatch.setattr(jobworker, "QUEUE_WAIT_SECONDS", 0.05)
+            other.execute("BEGIN IMMEDIATE")
+            resync = await admin.post("/admin/resync", headers=auth, json={"system": "shop"})
+            other.rollback()
+    assert erasure.status_code == 202, erasure.text
+    assert [view.kind for view in DsrService(daemon.rt).list()] == ["erase"]
+    assert resync.status_code == 503 and resync.headers["retry-after"] == "60"
+    assert [job.kind for job in jobs.recent(daemon.rt.store)] == ["dsr"]
+    assert audit.latest(daemon.rt.store, audit.SYNC_MANUAL) is None
+
+
 async def test_bad_signature_is_401_and_queues_nothing(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
