@@ -229,10 +229,21 @@ class JobWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_or_stop(), JOB_POLL_SECONDS)
             return
-        if _is_change(job):
-            await self._run_change_batch(job)
-            return
-        await self._run_one(job)
+        try:
+            if _is_change(job):
+                await self._run_change_batch(job)
+                return
+            await self._run_one(job)
+        except asyncio.CancelledError:
+            if self.stopping.is_set():
+                # The stop's grace ran out while the job ran (an erasure asking vendor after
+                # vendor does not look at the stop): a stop, not the job's failure. Left
+                # running, the next start counted it as ended while running, and a job cut
+                # at five stops was failed (:func:`jobs.requeue_cut_off`). Queued again
+                # uncounted, it runs again at the next start; a crash is still counted.
+                with contextlib.suppress(sqlite3.Error):
+                    jobs.requeue_running(self.rt.store)
+            raise
 
     async def _run_one(self, job: jobs.Job) -> None:
         try:

@@ -694,3 +694,34 @@ async def test_an_idle_worker_takes_no_write_lock_while_another_process_writes(
     finally:
         other.close()
         rt.store.db.execute(f"PRAGMA busy_timeout={int(waits)}")
+
+
+async def test_a_job_the_stop_s_grace_cuts_is_queued_again_not_counted_toward_failing_it(
+    worker: JobWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An erasure asked through the admin API still running when the daemon stops (it does
+    not look at the stop) is cancelled when the stop's grace runs out. Left running, each
+    such stop counted as the daemon ending while it ran, and the start after the fifth
+    failed it, never carried out. A stop is no failure of the job: it is queued again,
+    uncounted, at each."""
+    started = asyncio.Event()
+
+    async def hangs(_job: jobs.Job) -> dict[str, Any]:
+        started.set()
+        await asyncio.Event().wait()  # a vendor slow to answer, past the grace
+        return {}
+
+    monkeypatch.setattr(worker, "run_job", hangs)
+    job_id = worker.queue("dsr", {"kind": "access", "email": CANARY_EMAIL})
+    for _ in range(jobs.MAX_CUT_OFF + 1):
+        started.clear()
+        worker.stopping.clear()
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(started.wait(), 30)
+        worker.stopping.set()
+        task.cancel()  # what the daemon does when the grace runs out
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert jobs.requeue_cut_off(worker.rt.store) == (0, [])  # the next start
+    found = jobs.get(worker.rt.store, job_id)
+    assert found is not None and found.status == "queued"
