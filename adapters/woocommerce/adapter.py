@@ -650,11 +650,27 @@ class WooCommerceAdapter:
             # no account can hold one: nobody, not a failure (the id may still find them).
             return None
         # role=all: a subscriber or shop manager with this e-mail is the same person.
-        response = await self._request(
-            "GET", f"{API}/customers", params={"email": email, "role": "all", **fields}
-        )
-        found = self._list(response, "GET", f"{API}/customers")
-        return found[0] if found else None
+        params = {"email": email, "role": "all"}
+        asked = fields.get("_fields")
+        # The address is read back to be compared (below), whatever else the caller asks.
+        narrowed = {"_fields": ",".join(sorted({*asked.split(","), "email"}))} if asked else {}
+        path = f"{API}/customers"
+        if email.startswith("*"):
+            # WP_User_Query reads a "*" at the start of the search as a wildcard (a LIKE):
+            # "*bob@example.nl" lists jimbob@example.nl too, in any number.
+            listed = await self._list_all(path, params, narrowed)
+        else:
+            response = await self._request("GET", path, params={**params, **narrowed})
+            listed = self._list(response, "GET", path)
+        # Only the account holding the address itself is the person's: the first hit was
+        # taken before, to copy, write or delete, whoever's it was. (MySQL's collation
+        # compares without case, and in some "ss" as "ß": two people, as for reviews.)
+        wanted = normalise_email(email)
+        for customer in listed:
+            held = customer.get("email")
+            if isinstance(held, str) and normalise_email(held) == wanted:
+                return customer
+        return None
 
     async def _customer_by_id(
         self, external_id: str | None, fields: Mapping[str, str]

@@ -122,6 +122,16 @@ def _paging_headers(request: Request, total: int, per_page: int, page: int) -> d
     return headers
 
 
+def _wild_match(pattern: str, email: str) -> bool:
+    """WP_User_Query's search with a leading and/or trailing ``*``: the rest of the term
+    (taken literally) at the end, the start, or anywhere in the address."""
+    leading, trailing = pattern.startswith("*"), pattern.endswith("*")
+    term = pattern.strip("*")
+    if leading and trailing:
+        return term in email
+    return email.endswith(term) if leading else email.startswith(term)
+
+
 def _display_name(customer: dict[str, Any]) -> str:
     name = f"{customer['first_name']} {customer['last_name']}".strip()
     return (name or str(customer["username"])).lower()
@@ -183,10 +193,19 @@ def list_customers(
         # before WooCommerce runs the query.
         if not valid_email(email):
             raise _invalid("email", "Invalid email address.")
-        # Exact match on user_email (WC_REST_Customers_V1_Controller::get_items).
-        found = store.by_email(email) if email else None
-        customer = store.get(found) if found is not None else None
-        matched = [customer] if customer and (role == "all" or customer["role"] == role) else []
+        # WC_REST_Customers_V1_Controller::get_items passes it to WP_User_Query as the search
+        # in user_email: an exact match, unless it begins or ends with "*", which
+        # WP_User_Query reads as a wildcard there (a LIKE, as MySQL compares: any case).
+        if email.startswith("*") or email.endswith("*"):
+            matched = [
+                c
+                for c in store.iter_customers(role)
+                if _wild_match(email.lower(), str(c["email"]).lower())
+            ]
+        else:
+            found = store.by_email(email) if email else None
+            customer = store.get(found) if found is not None else None
+            matched = [customer] if customer and (role in ("all", customer["role"])) else []
     elif orderby in ("id", "registered_date") and not (search or include or exclude):
         # Registration order is id order: user ids only ever grow.
         ids, total = store.page_ids(role, start, per_page, descending)

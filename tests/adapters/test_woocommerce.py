@@ -261,7 +261,8 @@ async def test_a_targeted_sync_and_a_write_s_lookup_ask_for_no_more_than_they_re
 ) -> None:
     """A targeted sync (a webhook, ``resync --email``) reads what a pull asks for and the
     role :meth:`pull_includes` reads, by e-mail and by the identity map's id alike; a
-    write's lookup of who holds an address asks for the id alone. Access (``find``) still
+    write's lookup of who holds an address asks for the id and the address it compares
+    alone. Access (``find``) still
     reads the whole customer."""
     harness.sandbox.seed_synthetic(2, seed=1)
     first = harness.sandbox.store.get(1)
@@ -281,7 +282,7 @@ async def test_a_targeted_sync_and_a_write_s_lookup_ask_for_no_more_than_they_re
         (f"{API}/customers", people),
         (f"{API}/customers", people),
         (f"{API}/customers/2", people),
-        (f"{API}/customers", "id"),
+        (f"{API}/customers", "email,id"),
         (f"{API}/customers", None),
     ]
 
@@ -2335,3 +2336,44 @@ async def test_the_online_check_names_a_key_that_may_not_write(
     assert caught.value.status == 401 and "may not write" in text and "Read/Write" in text
     assert "ck_sandbox" not in text and "cs_sandbox" not in text
     assert [c["email"] for c in sandbox.store.customers.values()] == ["a@example.nl"]
+
+
+async def test_the_sandbox_reads_a_star_at_the_start_of_the_e_mail_filter_as_wordpress_does(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WP_User_Query takes a "*" at the start of the search as a wildcard (a LIKE, any
+    case): ``email=*bob@example.nl`` lists every address ending so; without one the filter
+    is an exact match."""
+    sandbox.add_person("jimbob@example.nl")
+    sandbox.add_person("Bob@Example.nl")
+    sandbox.add_person("bob@example.com")
+    async with await raw_client(sandbox) as client:
+        wild = await client.get(
+            f"{API}/customers", params={"email": "*bob@example.nl", "role": "all"}
+        )
+        exact = await client.get(
+            f"{API}/customers", params={"email": "bob@example.nl", "role": "all"}
+        )
+    assert sorted(c["email"] for c in wild.json()) == ["Bob@Example.nl", "jimbob@example.nl"]
+    assert [c["email"] for c in exact.json()] == ["Bob@Example.nl"]
+
+
+async def test_an_address_starting_with_a_star_erases_and_finds_only_its_own_account(
+    harness: Harness,
+) -> None:
+    """An address may begin with "*", which WordPress's e-mail filter reads as a wildcard:
+    the lookup lists jimbob@ for *bob@. The first hit was taken for the person's account and
+    deleted by their erasure; only the account holding the address itself is theirs."""
+    stranger = harness.sandbox.add_person("jimbob@example.nl")
+    nobody = await harness.adapter.erase(Subject(email="*bob@example.nl"))
+    assert not nobody.found
+    assert harness.sandbox.holds("jimbob@example.nl")
+    assert await harness.adapter.find(Subject(email="*bob@example.nl")) == []
+    own = harness.sandbox.add_person("*bob@example.nl")
+    (found, *_orders) = await harness.adapter.find(Subject(email="*bob@example.nl"))
+    assert str(found["id"]) == own
+    erased = await harness.adapter.erase(Subject(email="*bob@example.nl"))
+    assert erased.found
+    assert not harness.sandbox.holds("*bob@example.nl")
+    assert harness.sandbox.holds("jimbob@example.nl")
+    assert harness.sandbox.store.get(int(stranger)) is not None
