@@ -11,7 +11,8 @@ What it does, by contract verb:
   A record whose ``status`` is ``"unsubscribed"`` (consent withdrawn) is sent as a ``PATCH``
   instead, which updates existing members only: a withdrawal never *adds* anyone; it reaches
   the member under the record's address and the one under the id the connector holds (the
-  former address) when that is another. One whose
+  former address) when that is another, or that one alone when the record has no address
+  (removed at the source). One whose
   ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
   confirm, unless it is subscribed already (see :func:`_renewal`). One answered with the
   member ``transactional`` (never opted in at Mailchimp) gives it ``status_if_new`` (see
@@ -160,6 +161,8 @@ GONE_BEFORE_NOTE: Final = (
     " by this attempt, and gone already from {n} more the request found it on before its "
     "first attempt"
 )
+#: A withdrawal with neither an address (removed at the source) nor a member id.
+NO_MEMBER_NOTE: Final = "no address and no member id: no member to unsubscribe"
 #: What a completed erasure did, for one that finds no member left of a person the request
 #: found before (``ErasureResult.erased_note``).
 ERASED_NOTE: Final = (
@@ -316,10 +319,19 @@ class MailchimpAdapter:
         return results
 
     async def _upsert_one(self, record: OutboundRecord, batch: _Batch) -> UpsertResult:
-        if "@" not in record.email:
-            return UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
-        member_hash = subscriber_hash(record.email)
         withdrawn = record.fields.get("status") == WITHDRAWN_STATUS
+        if "@" in record.email:
+            member_hash = subscriber_hash(record.email)
+        elif withdrawn and record.external_id and is_subscriber_hash(record.external_id):
+            # The shop removed the person's address, and their consent with it: the member
+            # klantsync subscribed is known by its id alone, and unsubscribed by it.
+            member_hash = record.external_id
+        elif withdrawn:
+            # Nor a member id: nothing klantsync wrote landed (the write it replaced was
+            # never sent), and a withdrawal adds nobody.
+            return UpsertResult(record.ref, "skipped", note=NO_MEMBER_NOTE)
+        else:
+            return UpsertResult(record.ref, "failed", reason="MISSING_EMAIL")
         # One audience after the other: a worker is one connection (see __init__).
         outcomes: list[_Outcome] = []
         for list_id in self.settings.list_ids:

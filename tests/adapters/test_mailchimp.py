@@ -544,6 +544,27 @@ async def test_withdrawal_never_adds_anyone(mc: Harness) -> None:
     assert mc.sandbox.member(LIST_B, "reader1@example.com") is None
 
 
+async def test_a_withdrawal_without_an_address_unsubscribes_the_member_by_its_id(
+    mc: Harness,
+) -> None:
+    """The shop removed the person's address: the withdrawal comes with none, and the member
+    klantsync holds the id of is unsubscribed by that id on every list; with no id either,
+    nobody is reached and nothing is added."""
+    for list_id in (LIST_A, LIST_B):
+        written = mc.sandbox.add_person("reader1@example.com", "Kept", list_id=list_id)
+    withdrawal = person(1, status="unsubscribed")._replace(email="", external_id=written)
+    (result,) = await mc.adapter.upsert([withdrawal])
+    assert result.outcome == "upserted" and result.external_id == written
+    for list_id in (LIST_A, LIST_B):
+        member = mc.sandbox.member(list_id, "reader1@example.com")
+        assert member is not None
+        assert (member["status"], member["merge_fields"]["FNAME"]) == ("unsubscribed", "Kept")
+    mc.sandbox.log.clear()
+    (nobody,) = await mc.adapter.upsert([withdrawal._replace(external_id=None)])
+    assert nobody.outcome == "skipped" and "@" not in nobody.note
+    assert mc.sandbox.log.writes() == []
+
+
 async def test_a_withdrawal_unsubscribes_the_member_written_under_the_former_address_too(
     sandbox: MailchimpSandbox,
 ) -> None:
