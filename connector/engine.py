@@ -54,6 +54,7 @@ from connector.moves import (
     page_ids,
     queued_rows,
     set_apart_id,
+    subjects_of_records,
     vacated_by,
 )
 from connector.pages import ReadAhead
@@ -522,6 +523,7 @@ class Engine:
         moves_cursor: bool = True,
     ) -> None:
         people: dict[str, tuple[str | None, Person]] = {}
+        unaddressed: list[str] = []  # record ids of the page's records without an address
         for n, raw in enumerate(page.records, 1):
             if n % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
@@ -530,6 +532,9 @@ class Engine:
             email = person.email
             if email is None or "@" not in email:
                 report.invalid += 1
+                record_id = source.mapping.record_id(raw)
+                if record_id:
+                    unaddressed.append(record_id)
                 continue
             # Within a page the last occurrence of a subject wins, as it would across pages.
             # Known by the normalised address whatever the mapping's transforms: one that
@@ -549,6 +554,15 @@ class Engine:
                     extra={"flow": flow.name, "subject": sid},
                 )
             report.errors.append(WITHHELD.format(count=len(plan.withheld)))
+        # Known records whose address was removed at the source: sent a withdrawal where a
+        # consent-gated system got them (see _addressless). None on nearly every page.
+        addressless = self._addressless(source, unaddressed, people, plan) if unaddressed else {}
+        if addressless and not dry_run:
+            # A write of theirs on its way (queued before, taken by delivery as the run
+            # started) lands first: its answer gives the system's id, which the withdrawal
+            # goes by. Read before it, the withdrawal went with no id, reached no one, and
+            # counted as sent: the member the write subscribed stayed so for good.
+            await self.in_flight.landed_everywhere(list(addressless))
         subject_ids = list(people)
         # Who is known here under a former address: a dry run reads them as the sync would
         # (not as new people), so it foresees what goes to them, an unsubscribe included.
@@ -570,12 +584,12 @@ class Engine:
         ungated: list[tuple[str, str]] = []  # queued there under a consent no longer given
         names = [dest.name for dest in destinations]
         queued_by, delivered_by, sent_by = self.store.page_hashes(
-            names, [*subject_ids, *formerly.values()]
+            names, [*subject_ids, *formerly.values(), *addressless]
         )
         # What a destination refused for good is not offered again as it was: it would be
         # refused again, and add a dead letter, on every sync. A --full sync retries. A
         # letter is read on a --full sync too, to see whether it still describes anything.
-        letters_by = self.store.page_dead_letters(names, subject_ids)
+        letters_by = self.store.page_dead_letters(names, [*subject_ids, *addressless])
         outdated: list[tuple[str, str, str | None]] = []  # letters that describe nothing now
         if dry_run and self._dry_unrouted:
             # Rows the real run drops first (their flow no longer sends to the system) are
@@ -611,10 +625,16 @@ class Engine:
             tells = purpose is None or source.mapping.reads_consent(purpose)
             # Unsubscribed at the system itself (Mailchimp's own link): sent the withdrawal
             # and nothing more, whatever the source's consent says (migration 18).
-            opted_out = self.store.opted_out(dest.name, [*subject_ids, *formerly.values()])
+            opted_out = self.store.opted_out(
+                dest.name, [*subject_ids, *formerly.values(), *addressless]
+            )
             opted_out |= {new for new, old in formerly.items() if old in opted_out}
             in_part = self._written_in_part(dest.name, letters, queued, delivered)
-            for n, (sid, (_, person)) in enumerate(people.items(), 1):
+            pool = people
+            if addressless and purpose is not None and tells:
+                held = (queued, delivered, in_part)
+                pool = self._with_addressless(dest, people, addressless, held)
+            for n, (sid, (_, person)) in enumerate(pool.items(), 1):
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)
                 if sid in suppressed:
@@ -746,7 +766,7 @@ class Engine:
             # nothing awaited from here to the commit below, so a page is queued either
             # before an erasure's suppression (which then finds what it queued) or not at
             # all for whom it suppressed (see KindRunner._hold_source_records).
-            late = self._suppressed(source.name, people) - suppressed
+            late = self._suppressed(source.name, {**people, **addressless}) - suppressed
             if late:
                 payloads, envelopes = self._without(late, payloads, envelopes, report)
                 suppressed |= late
@@ -777,6 +797,10 @@ class Engine:
                 )
 
         ids = self._write(queue)
+        if addressless and any(payload.subject_id in addressless for payload in payloads):
+            # A withdrawal took the place of a write queued before: a batch that read that
+            # write and waits for a connection reads its rows again (see _still_queued).
+            self._reseals += 1
         for system, sid, _ in outdated:
             log.info(
                 "dead letter cleared: the system holds what the source holds",
@@ -871,6 +895,66 @@ class Engine:
             if ext not in read
         }
         return find_moves(self.store, source.name, pulled, ids, gone)
+
+    def _addressless(
+        self,
+        source: System,
+        record_ids: Sequence[str],
+        people: Mapping[str, tuple[str | None, Person]],
+        plan: PagePlan,
+    ) -> dict[str, tuple[str | None, Person]]:
+        """The people the identity map knows by ``record_ids``, records of the page that
+        came without a usable address: subject id -> (record id, a person with no field).
+
+        The shop removed their address (Shopify keeps a customer with a phone alone, and
+        drops the e-mail consent with the address). Nobody can be written without an
+        address, but whoever a consent-gated system got must not stay subscribed there on
+        a consent the shop no longer records: the page sends them the withdrawal, by the
+        system's id (:meth:`_with_addressless`), and nothing else anywhere. Left out: an
+        address a record of the page holds now, a person set apart by this page (another
+        record took their address: the system's record under it is the taker's now), and
+        whoever is suppressed (an erasure sends the rest).
+        """
+        known = subjects_of_records(self.store, source.name, record_ids)
+        apart = {move.new for move in plan.moves if move.set_apart}
+        found: dict[str, tuple[str | None, Person]] = {
+            sid: (record_id, Person())
+            for record_id, sid in known.items()
+            if sid not in people and sid not in apart
+        }
+        for sid in self._suppressed(source.name, found):
+            del found[sid]
+        return found
+
+    def _with_addressless(
+        self,
+        dest: System,
+        people: dict[str, tuple[str | None, Person]],
+        addressless: Mapping[str, tuple[str | None, Person]],
+        held: tuple[Mapping[str, str], Mapping[str, str], set[str]],
+    ) -> dict[str, tuple[str | None, Person]]:
+        """``people`` and those of ``addressless`` that consent-gated ``dest`` got (or has a
+        write queued for), for the page to send them its withdrawal as to anyone whose
+        consent is gone.
+
+        ``held`` is what is queued for ``dest`` and what it was delivered, by subject, and
+        who it holds a record of in part. With no address, the withdrawal goes by the
+        system's id for the person, read when it is delivered: a first write still queued
+        is replaced by it, unsent, and reaches nobody if that write never landed. One whose
+        id the identity map holds under someone else too is left alone: the record under
+        that id is theirs as well (whoever took the address over).
+        """
+        queued, delivered, in_part = held
+        reached = [s for s in addressless if s in queued or s in delivered or s in in_part]
+        if not reached:
+            return people
+        ids = self.store.external_ids(dest.name, reached)
+        sent = {
+            sid: addressless[sid]
+            for sid in reached
+            if sid not in ids or self.store.subjects_for_external(dest.name, ids[sid]) == [sid]
+        }
+        return {**people, **sent} if sent else people
 
     def _written_in_part(
         self,
@@ -1284,7 +1368,9 @@ class Engine:
             empty = envelope.get("clear")
             record = OutboundRecord(
                 ref=ref,
-                email=envelope["email"],
+                # None for a withdrawal of someone whose address the source removed: it
+                # goes by the system's id alone (see _addressless).
+                email=envelope["email"] or "",
                 external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
                 fields=fields,
                 # A field the mapping no longer writes is not emptied either; one a

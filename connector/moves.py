@@ -86,6 +86,7 @@ __all__ = [
     "queued_rows",
     "same_person",
     "set_apart_id",
+    "subjects_of_records",
     "vacated_by",
 ]
 
@@ -400,6 +401,11 @@ def _reachable(graph: Mapping[str, set[str]], start: set[str]) -> set[str]:
             seen.add(sid)
             todo.extend(graph.get(sid, ()))
     return seen
+
+
+def subjects_of_records(store: Store, source: str, record_ids: Sequence[str]) -> dict[str, str]:
+    """The subject the identity map knows each of ``source``'s ``record_ids`` under."""
+    return _subjects_for_records(store, source, list(record_ids))
 
 
 def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:
