@@ -38,10 +38,11 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final, Literal, get_args
 from urllib.parse import unquote
 
 import httpx
+from pydantic import field_validator
 
 from adapters.woocommerce.payloads import (
     ANONYMOUS_ORDER,
@@ -212,6 +213,20 @@ Role = Literal[
     "customer",
     "shop_manager",
 ]
+ROLES: Final = get_args(Role)
+#: What a role that is none of :data:`ROLES` is told (the value itself is not repeated: a
+#: config error names the key, never what was written there).
+ROLE_EXPECTED = (
+    "must be one of "
+    + ", ".join(f'"{name}"' for name in ROLES)
+    + ', or a list of roles but "all" (role = ["customer", "subscriber"])'
+)
+#: What an item of a list of roles that is none of them is told.
+ROLE_IN_LIST = (
+    "is not a role: one of "
+    + ", ".join(f'"{name}"' for name in ROLES if name != "all")
+    + ' ("all" stands alone: role = "all")'
+)
 
 
 class WooCommerceSettings(SystemSettings):
@@ -221,7 +236,10 @@ class WooCommerceSettings(SystemSettings):
         anonymise_orders: blank the subject's orders (billing, shipping, note; not the
             addresses' country and state) before deleting the customer on erasure. Turn off
             only where order data must be kept by law, and say so in the register.
-        role: which users a pull lists (WooCommerce's own default is ``customer``).
+        role: which users a pull lists (WooCommerce's own default is ``customer``): "all",
+            one role, or several (a tuple of two or more: a one-role list is read as that
+            role). wc/v3 lists one role per call, or all: several are listed as all, and
+            those of another role left out here (:meth:`WooCommerceAdapter.pull_includes`).
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ("consumer_key", "consumer_secret")
@@ -235,7 +253,29 @@ class WooCommerceSettings(SystemSettings):
 
     adapter: Literal["woocommerce"]
     anonymise_orders: bool = True
-    role: Role = "all"
+    role: Role | tuple[Role, ...] = "all"
+
+    @field_validator("role", mode="before")
+    @classmethod
+    def _roles(cls, value: Any) -> Any:
+        # Checked here, not by the type: a union's own error names its branches, which
+        # someone editing the TOML file never wrote.
+        if isinstance(value, str):
+            if value not in ROLES:
+                raise ValueError(ROLE_EXPECTED)
+            return value
+        if not isinstance(value, list | tuple):
+            raise ValueError(ROLE_EXPECTED)
+        if not value:
+            raise ValueError(
+                'an empty list of roles lists nobody: name one or more roles, or "all"'
+            )
+        for place, name in enumerate(value, start=1):
+            if not isinstance(name, str) or name not in ROLES or name == "all":
+                raise ValueError(f"item {place} of the list {ROLE_IN_LIST}")
+        named = tuple(dict.fromkeys(value))
+        # One role alone is asked of the shop by name, which lists no one else at all.
+        return named[0] if len(named) == 1 else named
 
 
 def woocommerce_limits(settings: WooCommerceSettings) -> Limits:
@@ -286,6 +326,10 @@ class WooCommerceAdapter:
         self.limits = woocommerce_limits(settings)
         #: The top-level fields a pull asks for (``_fields``); ``None``: whole records.
         self.asked_fields: frozenset[str] | None = None
+        #: The roles a pull keeps of all users, where ``role`` names several (wc/v3 lists
+        #: one role per call, or all); ``None``: the shop lists only those a pull takes.
+        role = settings.role
+        self._several: frozenset[str] | None = None if isinstance(role, str) else frozenset(role)
 
     def ask_only_for(self, fields: frozenset[str]) -> None:
         """Let a pull ask the shop for ``fields`` alone (and the id, which the scan reads)."""
@@ -354,8 +398,10 @@ class WooCommerceAdapter:
         was read (a page whose first id is past the highest delivered: as many signed up
         meanwhile as were deleted, or more deleted than the total showed); no page that
         does not is used. What was delivered already is known by its id (ids only grow) and
-        dropped. The cursor holds the offset, the highest id
-        delivered and the count, so a run resumed after a crash does the same. If the shop
+        dropped. Where ``role`` names several roles, everyone is listed and the other
+        roles are dropped from each page after the scan counted them as read. The cursor
+        holds the offset, the highest id read and the count, so a run resumed after a
+        crash does the same. If the shop
         answers two pages with the same span of ids (it ignores ``offset``), the scan stops
         with an error instead of looping.
         """
@@ -403,14 +449,21 @@ class WooCommerceAdapter:
             records = [r for r in raw if r["id"] > after]
             after = max([after, *(r["id"] for r in records)])
             position = start + len(raw)
+            if self._several is not None:
+                # Listed as all, the roles not named are left out only now: the offset,
+                # the highest id read and the last page went by the whole page, so a page
+                # of staff is neither read again for ever nor taken for the last one.
+                records = [r for r in records if r.get("role") in self._several]
             if not raw or len(raw) < PAGE_SIZE or (total is not None and position >= total):
                 yield Page(records=records, cursor=None, complete=True)
                 return
             yield Page(records=records, cursor=encode_cursor(position, after, total))
 
     def pull_includes(self, record: Mapping[str, Any]) -> bool:
-        """Whether a pull lists this customer: its role is the one ``role`` syncs. (Looked
-        up by e-mail, for a webhook or a resync, anyone of any role is found.)"""
+        """Whether a pull lists this customer: its role is one ``role`` syncs. (Looked up
+        by e-mail, for a webhook or a resync, anyone of any role is found.)"""
+        if self._several is not None:
+            return record.get("role") in self._several
         return self.settings.role == "all" or record.get("role") == self.settings.role
 
     async def _customers_at(
@@ -422,10 +475,12 @@ class WooCommerceAdapter:
             "order": "asc",
             "per_page": PAGE_SIZE,
             "offset": offset,
-            "role": self.settings.role,
+            "role": "all" if self._several is not None else self.settings.role,
         }
         if self.asked_fields is not None:
-            params["_fields"] = ",".join(sorted(self.asked_fields))
+            # The role too where the pull itself picks the roles it keeps.
+            asked = self.asked_fields if self._several is None else self.asked_fields | {"role"}
+            params["_fields"] = ",".join(sorted(asked))
         response = await self._request("GET", path, params=params)
         raw = self._list(response, "GET", path)
         counted = response.headers.get("x-wp-total", "")

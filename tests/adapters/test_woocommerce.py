@@ -14,6 +14,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
+import adapters.woocommerce.adapter as woocommerce_module
 import adapters.woocommerce.sandbox as sandbox_module
 from adapters.woocommerce import SPEC, WooCommerceAdapter, WooCommerceSandbox, WooCommerceSettings
 from adapters.woocommerce.adapter import _refused_delete, retry_after, woocommerce_client_config
@@ -166,6 +167,30 @@ def test_settings_refuse_an_unknown_role() -> None:
     """A typo in the role filter is a configuration error, not an empty pull."""
     with pytest.raises(ValueError, match="role"):
         settings(role="customers")
+
+
+@pytest.mark.parametrize(
+    ("role", "said"),
+    [
+        ([], "empty list"),
+        (["customer", "customers"], "item 2 of the list is not a role"),
+        (["all", "customer"], "item 1 of the list is not a role"),
+        (7, "must be one of"),
+    ],
+    ids=["empty", "typo", "all-in-a-list", "number"],
+)
+def test_settings_refuse_a_list_of_roles_that_lists_nobody_or_names_no_role(
+    role: object, said: str
+) -> None:
+    """An empty list would pull nobody; a typo or "all" among roles is a mistake."""
+    with pytest.raises(ValueError, match=said):
+        settings(role=role)
+
+
+def test_settings_take_several_roles_and_one_listed_alone_as_that_role() -> None:
+    assert settings(role=["customer", "subscriber", "customer"]).role == ("customer", "subscriber")
+    assert settings(role=["subscriber"]).role == "subscriber"
+    assert settings(role="shop_manager").role == "shop_manager"
 
 
 def test_retry_after_reads_seconds_or_an_http_date() -> None:
@@ -337,6 +362,76 @@ async def test_pull_reads_every_customer_when_many_are_deleted_during_the_scan(
     assert rest[-1].complete
     listed = [e for e in harness.sandbox.log.entries if e.path == f"{API}/customers"]
     assert [e.query["offset"] for e in listed[:3]] == ["0", "98", "88"]  # read again from 88
+
+
+def _staff_and_customers(sandbox: WooCommerceSandbox) -> dict[str, list[int]]:
+    """Customers, subscribers and staff, a run of staff filling a page of three whole."""
+    roles = [
+        *("customer", "administrator", "subscriber"),
+        *("shop_manager", "administrator", "editor"),
+        *("administrator", "subscriber", "customer"),
+        *("customer", "subscriber", "shop_manager"),
+        "customer",
+    ]
+    held: dict[str, list[int]] = {}
+    for n, role in enumerate(roles):
+        customer_id = sandbox.add_person(f"user{n}@voorbeeld.nl", f"U{n}", role=role)
+        held.setdefault(role, []).append(int(customer_id))
+    return held
+
+
+async def test_a_pull_of_several_roles_lists_all_users_and_keeps_those_roles_alone(
+    sandbox: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wc/v3 lists one role per call, or all: several roles are listed as all, with the role
+    asked for, and the others left out. A page of staff alone is neither the last page nor
+    read again; a cursor resumes where its page ended, passing over and repeating nobody."""
+    monkeypatch.setattr(woocommerce_module, "PAGE_SIZE", 3)
+    held = _staff_and_customers(sandbox)
+    wanted = sorted(held["customer"] + held["subscriber"])
+    harness = await make_harness(sandbox, config=settings(role=["customer", "subscriber"]))
+    harness.adapter.ask_only_for(frozenset({"email", "billing"}))
+    pages = await collect(harness.adapter, None)
+    assert [r["id"] for p in pages for r in p.records] == wanted
+    assert {r["role"] for p in pages for r in p.records} == {"customer", "subscriber"}
+    assert [p.complete for p in pages] == [False] * (len(pages) - 1) + [True]
+    assert [len(p.records) for p in pages][1] == 0  # the page of staff, and the scan went on
+    listed = [e for e in sandbox.log.entries if e.path == f"{API}/customers"]
+    assert {e.query["role"] for e in listed} == {"all"}
+    assert {e.query["_fields"] for e in listed} == {"billing,email,id,role"}
+    for n, page in enumerate(pages[:-1]):
+        resumed = await collect(harness.adapter, page.cursor)
+        after = [r["id"] for p in pages[n + 1 :] for r in p.records]
+        assert [r["id"] for p in resumed for r in p.records] == after
+    await harness.client.aclose()
+
+
+async def test_a_pull_of_several_roles_keeps_up_with_deletions_as_a_pull_of_all_does(
+    sandbox: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff deleted in a page already read move the rest up, as customers do: the scan
+    reads back as far, and passes over no customer after them."""
+    monkeypatch.setattr(woocommerce_module, "PAGE_SIZE", 3)
+    held = _staff_and_customers(sandbox)
+    harness = await make_harness(sandbox, config=settings(role=["customer", "subscriber"]))
+    pull = harness.adapter.pull(None)
+    first = await anext(pull)
+    for staff in held["administrator"][:1] + held["shop_manager"][:1]:
+        sandbox.store.delete(staff)
+    rest = [page async for page in pull]
+    ids = [r["id"] for p in [first, *rest] for r in p.records]
+    assert ids == sorted(held["customer"] + held["subscriber"])
+    await harness.client.aclose()
+
+
+async def test_pull_includes_those_of_the_roles_listed_alone(sandbox: WooCommerceSandbox) -> None:
+    """What a targeted sync and a webhook go by: the roles listed, not staff."""
+    harness = await make_harness(sandbox, config=settings(role=["customer", "subscriber"]))
+    includes = harness.adapter.pull_includes
+    assert includes({"role": "customer"}) and includes({"role": "subscriber"})
+    assert not includes({"role": "administrator"}) and not includes({"role": "shop_manager"})
+    assert not includes({"id": 3})
+    await harness.client.aclose()
 
 
 async def test_pull_of_an_empty_shop_is_one_complete_page(harness: Harness) -> None:

@@ -13,6 +13,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from adapters.woocommerce import WooCommerceSettings
 from connector.cli import main
 from connector.config import load_config, parse_schedule
 from connector.demo import REPO_MAPPINGS
@@ -549,6 +550,36 @@ def test_a_value_of_another_toml_type_is_refused_not_guessed_at(
     assert (error.file, error.key) == (str(path), key), error
     path = write_config(tmp_path, crm_extra="timeout_seconds = 30")
     assert load_config(path).systems["crm"].timeout_seconds == 30.0
+
+
+@pytest.mark.parametrize(
+    ("role", "words"),
+    [
+        ('"customers"', "must be one of"),
+        ("[]", "empty list of roles lists nobody"),
+        ('["customer", "customers"]', "item 2 of the list is not a role"),
+        ('["customer", "all"]', '"all" stands alone'),
+        ("3", "must be one of"),
+    ],
+    ids=["typo", "empty-list", "typo-in-a-list", "all-in-a-list", "number"],
+)
+def test_a_woocommerce_role_that_is_none_or_a_list_of_none_is_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], role: str, words: str
+) -> None:
+    """role takes "all", one role or a list of roles: a typo, an empty list (which would
+    sync nobody) and "all" among roles are refused naming the file and the key, the value
+    written not repeated."""
+    path = write_config(tmp_path, shop_extra=f"role = {role}")
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), "systems.shop.role"), error
+    assert words in error.problem and "customers" not in error.problem
+    assert "literal" not in str(error) and "tuple" not in str(error)
+
+
+def test_a_woocommerce_shop_takes_a_list_of_roles(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write_config(tmp_path, shop_extra='role = ["customer", "subscriber"]')
+    shop = load_config(path).systems["shop"]
+    assert isinstance(shop, WooCommerceSettings) and shop.role == ("customer", "subscriber")
 
 
 @pytest.mark.parametrize(

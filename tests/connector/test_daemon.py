@@ -20,6 +20,7 @@ from apscheduler.executors.base import run_coroutine_job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
+import adapters.woocommerce.adapter as woocommerce_adapter
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, jobs
@@ -130,6 +131,56 @@ async def test_signed_webhook_syncs_the_changed_customer(
     assert job.kind == "webhook"
     record = crm.record_for(customer["email"])
     assert record is not None and record["properties"]["firstname"] == "Webhooked"
+    assert sum(e.records for e in crm.log.writes()) == 1
+
+
+async def test_a_shop_synced_by_two_roles_sends_its_customers_and_subscribers_alone(
+    open_rt: Callable[..., Any],
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """role = ["customer", "subscriber"]: a first sync over pages holding customers,
+    subscribers and staff (a page of staff alone among them) sends the first two kinds,
+    each once; a second sends nothing; a webhook about an administrator sends nobody, one
+    about a subscriber sends the change."""
+    monkeypatch.setattr(woocommerce_adapter, "PAGE_SIZE", 3)
+    monkeypatch.setenv("T_WC_HOOK", WC_SECRET)
+    roles = ["customer", "administrator", "subscriber", "shop_manager", "administrator"]
+    roles += ["administrator", "subscriber", "customer", "administrator", "customer"]
+    for n, role in enumerate(roles):
+        shop.add_person(f"{role}{n}@voorbeeld.nl", f"Naam{n}", "Achternaam", role=role)
+    kept = ("customer", "subscriber")
+    synced = {f"{role}{n}@voorbeeld.nl" for n, role in enumerate(roles) if role in kept}
+    path = write_config(
+        tmp_path,
+        shop_extra='role = ["customer", "subscriber"]\nwebhooks = { secret = "env:T_WC_HOOK" }',
+    )
+    async with open_rt(path) as rt:
+        daemon = Daemon(rt, clock=Clock())
+        (first,) = await rt.engine.sync()
+        assert first.complete and first.pulled == len(synced)
+        assert all(crm.holds(email) for email in synced)
+        assert crm.contact_count() == len(synced)
+        assert sum(e.records for e in crm.log.writes()) == len(synced)
+        crm.log.clear()
+        (again,) = await rt.engine.sync()
+        assert crm.log.writes() == [] and again.destinations["crm"].unchanged == len(synced)
+        admin = "administrator1@voorbeeld.nl"
+        shop.touch(admin, first_name="Beheerder")
+        shop.touch("subscriber2@voorbeeld.nl", first_name="Abonnee")
+        async with _client(build_public_app(daemon)) as client:
+            for email in (admin, "subscriber2@voorbeeld.nl"):
+                body = json.dumps(shop.record_for(email)).encode()
+                headers = shop.sign_webhook(body, WC_SECRET)
+                response = await client.post("/webhooks/shop", content=body, headers=headers)
+                assert response.status_code == 200
+        await _drain(daemon)
+    assert not crm.holds(admin)
+    record = crm.record_for("subscriber2@voorbeeld.nl")
+    assert record is not None and record["properties"]["firstname"] == "Abonnee"
     assert sum(e.records for e in crm.log.writes()) == 1
 
 
