@@ -29,7 +29,9 @@ from adapters.pipedrive._store import (
 __all__ = ["MAX_LIST_LIMIT", "MAX_SEARCH_LIMIT", "LinkedRoutes", "PersonRoutes", "Reject"]
 
 MAX_LIST_LIMIT = 500
-MAX_SEARCH_LIMIT = 100
+#: v2 ``searchPersons``: "If not provided, 100 items will be returned. Please note that a
+#: maximum value of 500 is allowed." (as the list endpoints).
+MAX_SEARCH_LIMIT = 500
 SEARCH_FIELDS = frozenset({"custom_fields", "email", "notes", "phone", "name"})
 
 Result = tuple[Response, list[Mapping[str, Any]]]

@@ -1197,6 +1197,24 @@ async def test_search_limit_is_separate(time: VirtualTime) -> None:
         assert (await client.get("/persons")).headers["x-ratelimit-remaining"] == "39"
 
 
+async def test_the_sandbox_s_search_takes_up_to_500_hits_a_page_as_pipedrive_does(
+    sandbox: PipedriveSandbox, raw: httpx.AsyncClient
+) -> None:
+    """v2 ``searchPersons``: "If not provided, 100 items will be returned. Please note that
+    a maximum value of 500 is allowed." The sandbox refused any limit above 100 with a 400,
+    so a client asking for the documented 500 failed against it and not against Pipedrive."""
+    for n in range(150):
+        sandbox.add_person("shared@example.com", "Dup", f"N{n}")
+    params = {"term": "shared@example.com", "fields": "email", "exact_match": "true"}
+    page = await raw.get("/persons/search", params={**params, "limit": 500})
+    assert page.status_code == 200
+    assert len(page.json()["data"]["items"]) == 150
+    assert page.json()["additional_data"]["next_cursor"] is None
+    default = await raw.get("/persons/search", params=params)
+    assert len(default.json()["data"]["items"]) == 100
+    assert (await raw.get("/persons/search", params={**params, "limit": 501})).status_code == 400
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
