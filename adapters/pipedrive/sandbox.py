@@ -19,10 +19,16 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
   good what was deleted 30 days before (the vendor's documented purge);
 - the rolling 2 s burst limit per token and the separate search limit (10 per 2 s), with
   ``x-ratelimit-limit``/``-remaining``/``-reset`` on every response and 429 past them; an
-  optional daily budget (``x-daily-requests-left``); and the 403 Cloudflare HTML page for a
-  client that keeps sending after 429s, until it has stayed away for a while. The daily
-  budget is in tokens, charged by kind of call (:data:`TOKEN_COST`), and comes back at
-  midnight of the server's day (:data:`SERVER_TZ`, on the wall clock).
+  optional daily budget; and the 403 Cloudflare HTML page for a client that keeps sending
+  after 429s, until it has stayed away for a while. The daily budget is in tokens, charged
+  by kind of call (:data:`TOKEN_COST`), and comes back at midnight of the server's day
+  (:data:`SERVER_TZ`, on the wall clock). No header tells what is left of it (Pipedrive
+  documents none): once spent, every call is a 429 whose burst headers still show room;
+- ``x-daily-requests-left`` on every response, as the docs define it: the requests left
+  today (UTC) to the write endpoints of the daily write allowance
+  (:data:`DAILY_WRITES`), counting ``POST``, ``PUT`` and ``PATCH`` (that v2's ``PATCH``
+  counts is UNVERIFIED). Not enforced: the docs say only that Pipedrive "may start
+  blocking" those who exceed it.
 
 Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rather than kind:
 
@@ -59,7 +65,15 @@ from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore, 
 from connector.ratelimit import RateLimit, RollingWindow
 from connector.sandboxkit import SandboxBase, record
 
-__all__ = ["API", "API_V1", "BLOCK_SECONDS", "SERVER_TZ", "TOKEN_COST", "PipedriveSandbox"]
+__all__ = [
+    "API",
+    "API_V1",
+    "BLOCK_SECONDS",
+    "DAILY_WRITES",
+    "SERVER_TZ",
+    "TOKEN_COST",
+    "PipedriveSandbox",
+]
 
 API = "/api/v2"
 #: API v1, beside v2: notes are listed there only.
@@ -87,6 +101,12 @@ BLOCK_SECONDS: Final = 60.0
 #: The time zone of the "server's" midnight the daily budget comes back at. Which zone
 #: Pipedrive means is UNVERIFIED (a client cannot know it); the sandbox's is UTC.
 SERVER_TZ: Final[tzinfo] = UTC
+
+#: The daily write allowance ``x-daily-requests-left`` counts down: "a maximum of 10 000
+#: POST/PUT requests daily per user", reset at midnight UTC (Pipedrive's changelog, 2019).
+DAILY_WRITES: Final = 10_000
+#: The methods that allowance counts.
+WRITE_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 
 ERROR_INFO = "Please check developers.pipedrive.com for more information about Pipedrive API."
 CLOUDFLARE_PAGE = (
@@ -142,6 +162,8 @@ class PipedriveSandbox(SandboxBase):
     Attributes:
         store: the persons, live and marked deleted, and what is kept beside them.
         daily_left: tokens left today (``None``: no daily budget).
+        writes_left: write requests left today of :data:`DAILY_WRITES`, as
+            ``x-daily-requests-left`` says.
         rejected_429: calls answered 429 by the limits.
         blocked_403: calls answered with the Cloudflare page.
         endpoints_used: ``"METHOD path-template"`` of every call, in order.
@@ -171,6 +193,8 @@ class PipedriveSandbox(SandboxBase):
         self.wall_clock = wall_clock
         self.daily_budget = daily_budget
         self.daily_left = daily_budget
+        self.writes_left = DAILY_WRITES
+        self._writes_day = datetime.fromtimestamp(self.wall_clock(), UTC).date()
         self._budget_day = self._server_day()
         self.block_after = block_after
         self.block_seconds = block_seconds
@@ -335,7 +359,7 @@ class PipedriveSandbox(SandboxBase):
             if request.headers.get("x-api-token") != self.token:
                 body = error_body("unauthorized access", 401)
                 return record(self.log, logged, JSONResponse(body, status_code=401))
-            refused = self._over_limit(bucket, TOKEN_COST[cost])
+            refused = self._over_limit(bucket, TOKEN_COST[cost], method in WRITE_METHODS)
             if refused is not None:
                 return record(self.log, logged, refused)
             try:
@@ -348,21 +372,24 @@ class PipedriveSandbox(SandboxBase):
 
         return Route(template, endpoint, methods=[method])
 
-    def _over_limit(self, bucket: str, tokens: int) -> Response | None:
-        """Count one call costing ``tokens``; the refusal to send if it is over a limit
-        (else ``None``)."""
+    def _over_limit(self, bucket: str, tokens: int, write: bool) -> Response | None:
+        """Count one call costing ``tokens`` (a ``write`` counts against the daily write
+        allowance too); the refusal to send if it is over a limit (else ``None``)."""
         if self._blocked():
             # Kept sending through 429s: Cloudflare answers before Pipedrive does.
             self.blocked_403 += 1
             return Response(CLOUDFLARE_PAGE, status_code=403, media_type="text/html")
         self._refill_at_midnight()
         if self.daily_left is not None and self.daily_left <= 0:
-            return self._rate_limited(bucket)
+            # Refused before the burst window counts it: the window's headers show room.
+            return self._rate_limited(bucket, burst=False)
         if self.admit(bucket) is not None:
             return self._rate_limited(bucket)
         self._strikes = 0
         if self.daily_left is not None:
             self.daily_left = max(0, self.daily_left - tokens)
+        if write:
+            self.writes_left = max(0, self.writes_left - 1)
         return None
 
     def _blocked(self) -> bool:
@@ -381,11 +408,16 @@ class PipedriveSandbox(SandboxBase):
         return True
 
     def _refill_at_midnight(self) -> None:
-        """The daily budget whole again once the server's day has turned."""
+        """The daily budget whole again once the server's day has turned, and the write
+        allowance once the UTC day has."""
         today = self._server_day()
         if today != self._budget_day:
             self._budget_day = today
             self.daily_left = self.daily_budget
+        utc_day = datetime.fromtimestamp(self.wall_clock(), UTC).date()
+        if utc_day != self._writes_day:
+            self._writes_day = utc_day
+            self.writes_left = DAILY_WRITES
 
     def fault_response(self, status: int, request: Request) -> Response:
         """What an injected fault answers: a vendor-shaped 429 or error body."""
@@ -394,12 +426,16 @@ class PipedriveSandbox(SandboxBase):
             return self._rate_limited(bucket)
         return JSONResponse(error_body("Internal server error", status), status_code=status)
 
-    def _rate_limited(self, bucket: str) -> Response:
+    def _rate_limited(self, bucket: str, *, burst: bool = True) -> Response:
+        """A 429: of the burst window (``burst``: its headers say no room left, an injected
+        one too), else of the spent daily budget (the window's headers as they stand)."""
         self.rejected_429 += 1
         self._strikes += 1
         # Pipedrive's exact 429 message is UNVERIFIED; clients must key on status and headers.
         response = JSONResponse(error_body("Request over limit", 429), status_code=429)
         self._add_rate_headers(response, bucket)
+        if burst and "x-ratelimit-remaining" in response.headers:
+            response.headers["x-ratelimit-remaining"] = "0"
         return response
 
     def _add_rate_headers(self, response: Response, bucket: str) -> None:
@@ -409,5 +445,4 @@ class PipedriveSandbox(SandboxBase):
             response.headers["x-ratelimit-limit"] = str(window.limit.requests)
             response.headers["x-ratelimit-remaining"] = str(max(0, window.remaining(now)))
             response.headers["x-ratelimit-reset"] = str(window.reset_in(now))
-        if self.daily_left is not None:
-            response.headers["x-daily-requests-left"] = str(max(0, self.daily_left))
+        response.headers["x-daily-requests-left"] = str(self.writes_left)

@@ -10,8 +10,12 @@ Pipedrive's limits (docs page "Rate limiting"; see ``reference/vendor-apis.md`` 
 - search endpoints: 10 requests per 2 s on every plan;
 - a daily token budget per company, reset at midnight in the *server's* time zone; once spent,
   every call answers 429 until the reset;
-- headers ``x-ratelimit-limit``, ``x-ratelimit-remaining``, ``x-ratelimit-reset`` and (API
-  tokens only) ``x-daily-requests-left``;
+- headers ``x-ratelimit-limit``, ``x-ratelimit-remaining``, ``x-ratelimit-reset`` (the
+  burst window) and (API tokens only) ``x-daily-requests-left``, which the docs define as the
+  requests "you can still make to POST/PUT endpoints during the ongoing day (calculated in
+  UTC)": the older daily write allowance, not the token budget. No header is documented for
+  the token budget; its 429 is told from a burst 429 by the burst window having room
+  (``x-ratelimit-remaining`` above 0), which a refusal of the window itself never has;
 - clients that keep sending after 429s get a **403 Cloudflare HTML page**.
 """
 
@@ -41,6 +45,7 @@ __all__ = [
     "PipedriveWebhookSettings",
     "Plan",
     "client_config",
+    "daily_spent",
     "is_cloudflare_block",
     "pipedrive_limits",
     "wait_hint",
@@ -65,9 +70,9 @@ PAGE_SIZE: Final = 500
 #: engine batch (and its acknowledgement transaction) short.
 BATCH_SIZE: Final = 10
 
-#: After a 429 that says the *daily* budget is spent (``x-daily-requests-left: 0``), the
-#: seconds no call is sent before one looks again (:func:`budget_spent`). The budget resets at
-#: midnight server time, which no single call can wait for; the records stay queued.
+#: After a 429 that says a *daily* allowance is spent (:func:`daily_spent`), the seconds no
+#: call is sent before one looks again (:func:`budget_spent`). The budget resets at midnight
+#: server time, which no single call can wait for; the records stay queued.
 DAILY_WAIT_SECONDS: Final = 300.0
 
 #: After Cloudflare's 403 block page, the seconds no call is sent before one looks again
@@ -141,8 +146,8 @@ def pipedrive_limits(settings: PipedriveSettings) -> Limits:
 def wait_hint(response: httpx.Response) -> float | None:
     """Read Pipedrive's 429 and say how long to wait (``None``: use the client's backoff).
 
-    - ``x-daily-requests-left: 0``: the daily budget is spent; :data:`DAILY_WAIT_SECONDS`
-      (the client caps it at its own maximum).
+    - a daily allowance spent (:func:`daily_spent`): :data:`DAILY_WAIT_SECONDS` (the client
+      caps it at its own maximum).
     - ``x-ratelimit-reset``: seconds until the burst window frees, as Pipedrive documents it.
     - ``Retry-After``, should a proxy in front of Pipedrive send one: in seconds or as an
       HTTP-date (:func:`connector.http.retry_after`).
@@ -150,11 +155,30 @@ def wait_hint(response: httpx.Response) -> float | None:
     Missing or malformed headers are tolerated; the body is never read (it is not needed, and
     a Cloudflare page is HTML).
     """
-    daily = _number(response.headers.get("x-daily-requests-left"))
-    if daily is not None and daily <= 0:
+    if daily_spent(response):
         return DAILY_WAIT_SECONDS
     reset = _number(response.headers.get("x-ratelimit-reset"))
     return reset if reset is not None else retry_after(response)
+
+
+def daily_spent(response: httpx.Response) -> bool:
+    """Whether a 429 says a daily allowance is spent, not the 2 s burst window.
+
+    - The token budget: a 429 whose burst window still has room (``x-ratelimit-remaining``
+      above 0). Pipedrive documents no header of the budget itself, only that every call
+      is a 429 once it is spent; the burst headers come on every answer, and a 429 of the
+      burst window says 0 left. Read as a burst 429, the spent budget was retried within
+      seconds, call after call, which is what earns Cloudflare's 403 block.
+    - The daily write allowance: ``x-daily-requests-left: 0`` ("requests you can still
+      make to POST/PUT endpoints during the ongoing day").
+    """
+    if response.status_code != 429:
+        return False
+    writes = _number(response.headers.get("x-daily-requests-left"))
+    if writes is not None and writes <= 0:
+        return True
+    room = _number(response.headers.get("x-ratelimit-remaining"))
+    return room is not None and room > 0
 
 
 def _number(raw: str | None) -> float | None:
@@ -183,10 +207,10 @@ def is_cloudflare_block(response: httpx.Response) -> bool:
 def budget_spent(response: httpx.Response) -> float | None:
     """How long to send nothing after ``response``, or ``None`` to retry it as usual.
 
-    - :data:`DAILY_WAIT_SECONDS` when a 429 says the daily budget is spent. The budget comes
-      back at midnight in Pipedrive's server time zone, which a client cannot know; until
-      then every call is a 429, and a client that keeps calling through them gets
-      Cloudflare's 403 page.
+    - :data:`DAILY_WAIT_SECONDS` when a 429 says a daily allowance is spent
+      (:func:`daily_spent`). The budget comes back at midnight in Pipedrive's server time
+      zone, which a client cannot know; until then every call is a 429, and a client that
+      keeps calling through them gets Cloudflare's 403 page.
     - :data:`BLOCKED_WAIT_SECONDS` for that page itself (:func:`is_cloudflare_block`): each
       call sent into the block, and each retry of each record's calls, prolongs it.
 
@@ -194,12 +218,7 @@ def budget_spent(response: httpx.Response) -> float | None:
     """
     if is_cloudflare_block(response):
         return BLOCKED_WAIT_SECONDS
-    daily = _number(response.headers.get("x-daily-requests-left"))
-    return (
-        DAILY_WAIT_SECONDS
-        if response.status_code == 429 and daily is not None and daily <= 0
-        else None
-    )
+    return DAILY_WAIT_SECONDS if daily_spent(response) else None
 
 
 def client_config(settings: PipedriveSettings) -> ClientConfig:

@@ -31,8 +31,8 @@ from adapters.pipedrive._store import rfc3339
 from adapters.pipedrive.adapter import IN_THE_BIN_NOTE
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import IN_THE_BIN, decode_cursor
-from adapters.pipedrive.sandbox import TOKEN_COST
-from adapters.pipedrive.settings import BLOCKED_WAIT_SECONDS, DAILY_WAIT_SECONDS
+from adapters.pipedrive.sandbox import DAILY_WRITES, TOKEN_COST
+from adapters.pipedrive.settings import BLOCKED_WAIT_SECONDS, DAILY_WAIT_SECONDS, budget_spent
 from connector.adapter import (
     RETAINED,
     Adapter,
@@ -1221,6 +1221,8 @@ async def test_the_sandbox_s_search_takes_up_to_500_hits_a_page_as_pipedrive_doe
         ({"x-ratelimit-reset": "2"}, 2.0),
         ({"x-ratelimit-reset": "1", "x-daily-requests-left": "0"}, DAILY_WAIT_SECONDS),
         ({"x-ratelimit-reset": "1", "x-daily-requests-left": "5000"}, 1.0),
+        ({"x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"}, 2.0),
+        ({"x-ratelimit-remaining": "39", "x-ratelimit-reset": "0"}, DAILY_WAIT_SECONDS),
         ({"retry-after": "7"}, 7.0),
         (
             {
@@ -1315,20 +1317,72 @@ async def test_a_cloudflare_block_holds_every_call_back_instead_of_knocking_agai
         await harness.client.aclose()
 
 
-async def test_spent_daily_budget_answers_429_with_no_requests_left(time: VirtualTime) -> None:
-    """Once the daily budget is spent every call is a 429 saying no requests are left today."""
+async def test_a_spent_daily_budget_is_a_429_whose_burst_window_has_room(
+    time: VirtualTime,
+) -> None:
+    """Pipedrive documents no header of the token budget: once it is spent every call is a
+    429, and the burst headers, on every answer, still show room in the 2 s window. The
+    sandbox said so in ``x-daily-requests-left``, which Pipedrive defines as the POST/PUT
+    requests left today, so the adapter learned to wait on a header real Pipedrive never
+    sets for the budget, and read the real budget's 429 as a burst one, retried in seconds."""
     sandbox = PipedriveSandbox(daily_budget=2 * TOKEN_COST["list"], clock=time.clock)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=sandbox.app()),
         base_url=BASE_URL,
         headers={"x-api-token": TOKEN},
     ) as client:
-        left = [(await client.get("/persons")).headers["x-daily-requests-left"] for _ in range(2)]
-        assert left == [str(TOKEN_COST["list"]), "0"]
+        assert [(await client.get("/persons")).status_code for _ in range(2)] == [200, 200]
         spent = await client.get("/persons")
     assert spent.status_code == 429
-    assert spent.headers["x-daily-requests-left"] == "0"
+    assert int(spent.headers["x-ratelimit-remaining"]) > 0
+    assert spent.headers["x-daily-requests-left"] == str(DAILY_WRITES)
     assert wait_hint(spent) == DAILY_WAIT_SECONDS
+    assert budget_spent(spent) == DAILY_WAIT_SECONDS
+
+
+async def test_a_burst_429_is_no_spent_budget(time: VirtualTime) -> None:
+    """A 429 of the 2 s window itself says no room left, and is retried after its reset,
+    not held back as a spent budget; an injected 429 reads the same."""
+    sandbox = PipedriveSandbox(rate_limit=RateLimit(2, 2), clock=time.clock)
+    sandbox.faults.fail_next, sandbox.faults.fail_status = 1, 429
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as client:
+        injected = await client.get("/persons/1")
+        statuses = [(await client.get("/persons")).status_code for _ in range(3)]
+        refused = await client.get("/persons")
+    assert injected.status_code == 429 and injected.headers["x-ratelimit-remaining"] == "0"
+    assert budget_spent(injected) is None
+    assert statuses[-1] == 429 and refused.status_code == 429
+    assert refused.headers["x-ratelimit-remaining"] == "0"
+    assert budget_spent(refused) is None
+
+
+async def test_x_daily_requests_left_counts_the_day_s_writes_as_pipedrive_defines_it(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """``x-daily-requests-left``: "how many requests you can still make to POST/PUT
+    endpoints during the ongoing day (calculated in UTC)". The sandbox counted its token
+    budget down in it, reads included, so a client could not tell a spent budget apart
+    the way it must against Pipedrive."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, daily_budget=100_000)
+    person_id = sandbox.add_person("x@example.nl", "X", "Y")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=sandbox.app()),
+        base_url=BASE_URL,
+        headers={"x-api-token": TOKEN},
+    ) as raw:
+        read = await raw.get(f"/persons/{person_id}")
+        listed = await raw.get("/persons")
+        patched = await raw.patch(f"/persons/{person_id}", json={"name": "X Z"})
+        created = await raw.post("/persons", json={"name": "Nieuw"})
+        wall.now += DAY + 60  # past the next midnight UTC
+        next_day = await raw.get("/persons")
+    left = [r.headers["x-daily-requests-left"] for r in (read, listed, patched, created)]
+    assert left == [str(DAILY_WRITES)] * 2 + [str(DAILY_WRITES - 1), str(DAILY_WRITES - 2)]
+    assert next_day.headers["x-daily-requests-left"] == str(DAILY_WRITES)
 
 
 async def test_the_sandbox_s_daily_budget_comes_back_after_midnight(
@@ -1354,7 +1408,7 @@ async def test_the_sandbox_s_daily_budget_comes_back_after_midnight(
         wall.now += DAY + 60  # past the next midnight, whatever the time of day
         again = await raw.get("/persons")
     assert again.status_code == 200
-    assert again.headers["x-daily-requests-left"] == str(TOKEN_COST["list"])
+    assert sandbox.daily_left == TOKEN_COST["list"]
 
 
 async def test_the_sandbox_s_daily_budget_charges_a_search_more_than_a_single_read(
