@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from connector.audit import config_digest
 from connector.compliance import EEA_COUNTRIES, in_eea, transfer
-from connector.config import Config, adapter_capabilities
+from connector.config import Config, adapter_capabilities, adapter_copy_categories
 from connector.http import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 
@@ -401,12 +401,19 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
                 # either: in no flow, it receives nothing; only erasures reach it.
                 "written": "update" in adapter_capabilities(config.systems[name].adapter),
                 "categories": _grouped(outbound, lang),
+                "held_beside": _held_beside(config, name, outbound, lang),
             }
         )
     provided = []
     for name in dict.fromkeys(sources):
         inbound = [f for f in config.mappings[name].fields.values() if f.inbound]
-        provided.append({"system": name, "categories": _grouped(inbound, lang)})
+        provided.append(
+            {
+                "system": name,
+                "categories": _grouped(inbound, lang),
+                "held_beside": _held_beside(config, name, inbound, lang),
+            }
+        )
     summary = []
     for category, names in CATEGORIES.items():
         systems = [
@@ -415,6 +422,24 @@ def _personal_data(config: Config, lang: str) -> dict[str, Any]:
         if systems:
             summary.append({"category": category, "label": _pick(names, lang), "systems": systems})
     return {"received": received, "provided": provided, "summary": summary}
+
+
+def _held_beside(config: Config, name: str, listed: list[Any], lang: str) -> list[dict[str, str]]:
+    """The categories a system's own records of a person hold beyond the fields ``listed``
+    (a shop's orders and the IP address each was placed from, a CRM's notes, a newsletter's
+    activity), in the vocabulary's order.
+
+    klantsync sends none of them, but it reads them into a person's access copy (Art. 15),
+    so it processes them too (Art. 30(1)(c)); the access report and the breach notification
+    name them, and the register must not list fewer categories than those do.
+    """
+    shown = {CANONICAL_FIELDS[f.canonical].category for f in listed}
+    held = adapter_copy_categories(config.systems[name].adapter) - shown
+    return [
+        {"category": category, "label": _pick(names, lang)}
+        for category, names in CATEGORIES.items()
+        if category in held
+    ]
 
 
 def _hears_opt_outs(config: Config, name: str) -> bool:

@@ -43,6 +43,9 @@ TEXT: dict[str, dict[str, str]] = {
         "in_no_flow_unwritten": "Dit systeem krijgt geen synchronisatie en geen correcties "
         "(klantsync schrijft er niet naar); verzoeken om wissen worden er wel naartoe gebracht.",
         "provided_by": "Afkomstig uit {system}",
+        "held_beside": "Daarnaast bevatten de eigen gegevens van dit systeem over een persoon: "
+        "{categories}. De synchronisaties van klantsync nemen deze niet mee; klantsync leest ze "
+        "wel in het inzageoverzicht dat een betrokkene vraagt (art. 15 AVG).",
         "category": "Categorie",
         "fields": "Gegevens",
         "purpose": "Doel",
@@ -123,6 +126,9 @@ TEXT: dict[str, dict[str, str]] = {
         "in_no_flow_unwritten": "This system is sent no sync and no corrections (klantsync "
         "does not write to it); erasures are carried to it.",
         "provided_by": "Obtained from {system}",
+        "held_beside": "Beside these, this system's own records of a person hold: "
+        "{categories}. klantsync's syncs do not carry these; it does read them into the "
+        "access copy a data subject asks for (Art. 15 GDPR).",
         "category": "Category",
         "fields": "Data",
         "purpose": "Purpose",
@@ -295,6 +301,7 @@ class _Doc:
             self.m.subheading(t["received_by"].format(system=item["system"]))
             if item.get("in_no_flow") and not item.get("written", True):
                 self.m.para(t["in_no_flow_unwritten"])
+                self._held_beside(item)
                 continue  # it is sent nothing: no categories to list
             if item.get("in_no_flow"):
                 self.m.para(t["in_no_flow"])
@@ -308,9 +315,18 @@ class _Doc:
                 marker = ", ".join(f"{k} = {v}" for k, v in sorted(item["withdrawn"].items()))
                 self.m.para(t["withdrawal_sent"].format(marker=marker))
             self.m.table(header, _category_rows(item["categories"]))
+            self._held_beside(item)
         for item in data["provided"]:
             self.m.subheading(t["provided_by"].format(system=item["system"]))
             self.m.table(header, _category_rows(item["categories"]))
+            self._held_beside(item)
+
+    def _held_beside(self, item: dict[str, Any]) -> None:
+        """What the system holds beyond the fields listed (registers from before it: none)."""
+        held = item.get("held_beside") or []
+        if held:
+            labels = "; ".join(c["label"] for c in held)
+            self.m.para(self.t["held_beside"].format(categories=labels))
 
     def recipients(self) -> None:
         t = self.t

@@ -831,3 +831,34 @@ def test_the_register_on_standard_output_is_utf8_as_its_page_declares_whatever_t
     sys.stdout.flush()
     page = raw.getvalue().decode("utf-8")
     assert '<meta charset="utf-8">' in page and "Categorieën persoonsgegevens" in page
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_the_register_names_every_category_the_access_report_says_the_systems_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """The access report and the breach notification name what the systems' own records
+    hold beside the mapped fields (a shop's orders and the IP address each was placed from,
+    a CRM's notes, a newsletter's activity), which klantsync reads into an access copy; the
+    register listed the mapped fields alone, so the record of processing named fewer
+    categories of personal data than the documents it stands behind."""
+    from connector.access import art15_facts
+
+    config = load_config(example_config(tmp_path, monkeypatch))
+    data = build_register(config, lang)["personal_data"]
+    listed = {
+        group["category"]
+        for entry in data["received"] + data["provided"]
+        for group in entry["categories"] + entry["held_beside"]
+    }
+    assert listed == set(art15_facts(config).categories)
+    shop = {e["system"]: e for e in data["provided"]}["shop"]
+    assert {c["category"] for c in shop["held_beside"]} >= {"orders", "online", "reviews"}
+    text = _text(config, lang, fmt)
+    index = 1 if lang == "nl" else 0
+    for category in ("orders", "online", "notes", "activity", "reviews"):
+        assert CATEGORIES[category][index] in text
+    if fmt != "json":
+        said = "leest ze wel in het inzageoverzicht" if lang == "nl" else "into the access copy"
+        assert said in text
