@@ -741,11 +741,14 @@ def _own_rows(lang: str, connector: Mapping[str, Any]) -> Iterator[tuple[str, st
 
 def _audit_lines(lang: str, connector: Mapping[str, Any]) -> list[str]:
     """The audit entries about the person, one line each: when (with the Dutch time), the
-    kind, and the entry's data as stored; plain text, unescaped."""
+    kind, and the entry's data as stored, its times with the Dutch time too (a request's
+    deadline: due at 00:30 on 1 January in the Netherlands is 23:30 UTC on 31 December, a
+    date the person does not keep); plain text, unescaped."""
     lines = []
     for entry in connector.get(AUDIT_TRAIL) or []:
         data = "; ".join(
-            f"{path}: {_shown(lang, leaf)}" for path, leaf in _flatten(entry.get("data", {}))
+            f"{path}: {local_time(_shown(lang, leaf))}"
+            for path, leaf in _flatten(entry.get("data", {}))
         )
         line = f"{local_time(str(entry.get('at', '')))}: {entry.get('kind', '')}"
         lines.append(f"{line} ({data})" if data else line)

@@ -797,3 +797,24 @@ async def test_the_copy_lists_the_audit_entries_about_the_person_and_none_about_
             assert mine.id in section and "sync.manual" in section, name
             assert "sync.manual (full: " in section and "source: cli; system: crm" in section
             assert theirs.id not in text and other not in text, name
+
+
+def test_a_deadline_in_the_audit_trail_is_given_in_dutch_time_beside_utc(tmp_path: Path) -> None:
+    """The audit trail section gave a request's deadline as the raw UTC stamp: one due at
+    00:30 on 1 January in the Netherlands read as due on 31 December. Its times now carry
+    the Dutch time beside them, as the entry's own time does; data.json keeps the stamp."""
+    pytest.importorskip("zoneinfo").ZoneInfo("Europe/Amsterdam")
+    entry = {
+        "at": "2024-12-01T23:30:00+00:00",
+        "kind": "dsr.received",
+        "subject_id": "s1",
+        "data": {"deadline": "2024-12-31T23:30:00+00:00", "request": "ac-1", "count": 2024},
+    }
+    out = _written(tmp_path, [], {"audit_trail": [entry]})
+    for name in ("report.nl.md", "report.en.md", "report.nl.html", "report.en.html"):
+        text = (out / name).read_text(encoding="utf-8").replace("\\", "")
+        shown = "deadline: 2024-12-31T23:30:00+00:00 (2025-01-01 00:30 Europe/Amsterdam)"
+        assert shown in text, name
+        assert "request: ac-1; count: 2024)" in text, name  # no time made up of a number
+    listed = json.loads((out / "data.json").read_text())["connector"]["audit_trail"]
+    assert listed[0]["data"]["deadline"] == "2024-12-31T23:30:00+00:00"
