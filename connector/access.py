@@ -559,7 +559,13 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
     ]
     sections = []
     if facts.controller:
-        sections.append((t["controller"], [v for v in facts.controller.values()]))
+        # The data protection officer is someone else to turn to than the controller's
+        # contact: named bare, the person could not tell the one from the other.
+        who = [
+            f"{TEXT[lang]['dpo']}: {value}" if key == "dpo" else value
+            for key, value in facts.controller.items()
+        ]
+        sections.append((t["controller"], who))
     transfers = [
         t["transfer_onward" if onward else "transfer_line"].format(
             system=system,

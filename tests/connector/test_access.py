@@ -15,6 +15,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.access import BUNDLE_FILES, art15_facts
+from connector.config import load_config
 from connector.crypto import BUNDLE_PATH_CONTEXT
 from connector.dsr import NO_LONGER_CONFIGURED, DsrError, DsrService, DsrUsageError
 from connector.runtime import Runtime, open_runtime
@@ -24,6 +25,7 @@ from tests.conftest import (
     CANARY_PHONE_E164,
     RuntimeFactory,
     VirtualTime,
+    example_config,
 )
 from tests.connector.test_dsr import archive_in_crm, without_crm
 
@@ -818,3 +820,34 @@ def test_a_deadline_in_the_audit_trail_is_given_in_dutch_time_beside_utc(tmp_pat
         assert "request: ac-1; count: 2024)" in text, name  # no time made up of a number
     listed = json.loads((out / "data.json").read_text())["connector"]["audit_trail"]
     assert listed[0]["data"]["deadline"] == "2024-12-31T23:30:00+00:00"
+
+
+def test_the_controller_s_data_protection_officer_is_named_as_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The "who is responsible" section listed the controller's name, address, contact and
+    data protection officer as bare lines: a DPO given read as one more contact of the
+    controller. The DPO's line now says it is the DPO, in each language."""
+    from connector.access import write_bundle
+
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(
+        path.read_text().replace('dpo = ""', 'dpo = "Mr. A. de Vries, fg@voorbeeld.example"')
+    )
+    out = tmp_path / "bundle"
+    write_bundle(
+        out,
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2024-06-01T22:30:00+00:00",
+        systems={},
+        connector={},
+        facts=art15_facts(load_config(path)),
+    )
+    for lang, label in (
+        ("en", "Data protection officer (DPO): Mr. A. de Vries"),
+        ("nl", "Functionaris gegevensbescherming (FG): Mr. A. de Vries"),
+    ):
+        for name in (f"report.{lang}.md", f"report.{lang}.html"):
+            text = (out / name).read_text(encoding="utf-8").replace("\\", "")
+            assert label in text, name
