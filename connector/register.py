@@ -801,6 +801,8 @@ def _processor_record(config: Config, record: dict[str, Any], lang: str) -> dict
         "contact": privacy.agency_contact,
         "controller": controller.name if controller else None,
         "controller_contact": (controller.email or controller.contact) if controller else None,
+        # Art. 30(2)(a): the controller's data protection officer too, where there is one.
+        "controller_dpo": (controller.dpo or None) if controller else None,
         "activities": activities,
         "transfers": record["transfers"],
         "transfers_unknown": record["transfers_unknown"],

@@ -97,6 +97,8 @@ TEXT: dict[str, dict[str, str]] = {
         "processor_record": "Register als verwerker (art. 30 lid 2 AVG)",
         "agency": "Verwerker (beheerder van de connector)",
         "on_behalf_of": "Namens verwerkingsverantwoordelijke",
+        "controller_dpo": "Functionaris gegevensbescherming (FG) van de "
+        "verwerkingsverantwoordelijke",
         "activities": "Categorieën van verwerkingen",
         "no_agency": "Geen verwerker (bureau) vastgelegd in [privacy].agency.",
         "onward": "doorgifte door subverwerkers",
@@ -177,6 +179,7 @@ TEXT: dict[str, dict[str, str]] = {
         "processor_record": "Record as processor (Art. 30(2) GDPR)",
         "agency": "Processor (operator of the connector)",
         "on_behalf_of": "On behalf of controller",
+        "controller_dpo": "Data protection officer (DPO) of the controller",
         "activities": "Categories of processing",
         "no_agency": "No processor (agency) recorded in [privacy].agency.",
         "onward": "onward transfer by sub-processors",
@@ -419,13 +422,13 @@ class _Doc:
             self.m.para(t["no_agency"])
             return
         controller = f"{rec['controller'] or t['missing']} {rec['controller_contact'] or ''}"
-        self.m.table(
-            ["", ""],
-            [
-                [t["agency"], f"{rec['processor']} {rec['contact']}".strip()],
-                [t["on_behalf_of"], controller.strip()],
-            ],
-        )
+        rows = [
+            [t["agency"], f"{rec['processor']} {rec['contact']}".strip()],
+            [t["on_behalf_of"], controller.strip()],
+        ]
+        if rec.get("controller_dpo"):  # registers from before it have none
+            rows.append([t["controller_dpo"], rec["controller_dpo"]])
+        self.m.table(["", ""], rows)
         self.m.subheading(t["activities"])
         self.m.bullets(rec["activities"])
         self.transfers(rec["transfers"], rec["transfers_unknown"], level=3)

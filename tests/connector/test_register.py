@@ -328,6 +328,32 @@ def test_processor_record_names_the_agency_and_the_controller(
     assert any("shop-to-crm" in a for a in record["activities"])
 
 
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_the_processor_record_names_the_controller_s_data_protection_officer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """Art. 30(2)(a) asks the processor's record for the contact details of each controller
+    it acts for and of its data protection officer; the agency's record named the controller
+    and its e-mail, not the DPO the config gives. It names the DPO now, where there is one."""
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(path.read_text().replace('dpo = ""', 'dpo = "fg@voorbeeld.example"'))
+    config = load_config(path)
+    assert build_register(config, lang)["processor_record"]["controller_dpo"] == (
+        "fg@voorbeeld.example"
+    )
+    text = _text(config, lang, fmt)
+    heading = "30(2)" if lang == "en" else "30 lid 2"
+    record = text[text.index('"processor_record"' if fmt == "json" else heading) :]
+    assert "fg@voorbeeld.example" in record
+    if fmt != "json":
+        label = "van de verwerkingsverantwoordelijke" if lang == "nl" else "DPO) of the controller"
+        assert label in record
+    (tmp_path / "none").mkdir()
+    without = _text(load_config(example_config(tmp_path / "none", monkeypatch)), lang, fmt)
+    assert "DPO) of the controller" not in without and "FG) van de" not in without
+
+
 def test_register_command_writes_each_format(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
