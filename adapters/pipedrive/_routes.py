@@ -194,6 +194,23 @@ class PersonRoutes:
         self.store.delete(person, self.now())
         return _ok({"id": person.id}), []
 
+    async def merge(self, request: Request) -> Result:
+        """v1 ``PUT /persons/{id}/merge`` with ``{"merge_with_id": <id>}``: the person
+        ``{id}`` is merged into ``merge_with_id``, which is kept and answered
+        (``{success, data: {id, ...}}``; the whole v1 answer is UNVERIFIED)."""
+        body = await _json_body(request)
+        merged = self._person(request)
+        kept_id = body.get("merge_with_id") if isinstance(body, dict) else None
+        if isinstance(kept_id, bool) or not isinstance(kept_id, int):
+            raise Reject(400, "Parameter merge_with_id must be an integer")
+        kept = self.store.live(kept_id)
+        if kept is None:
+            raise Reject(404, "Person not found")
+        if kept is merged:
+            raise Reject(400, "Cannot merge a person with itself")
+        self.store.merge(merged, kept, self.now())
+        return _ok(kept.to_json()), []
+
 
 def _person_filter(request: Request) -> int | None:
     raw = request.query_params.get("person_id")

@@ -286,6 +286,45 @@ class PersonStore:
         person.deleted_at = now
         person.update_time = now
 
+    def merge(self, merged: Person, kept: Person, now: int) -> None:
+        """Merge ``merged`` into ``kept``, as v1 ``PUT /persons/{id}/merge`` does: the kept
+        person's values win where both have one and the merged one's fill those it lacks;
+        what names the merged person (notes, deals, activities) names the kept one after;
+        the merged person is marked deleted, as a ``DELETE`` marks it.
+
+        "If both Persons have data in the same field, the Person of merge_with_id will be
+        considered more important ... If the Person of merge_with_id has empty fields, but
+        the other Person has content in them, it will be added" and "all related data
+        (activities, emails, filters, notes, ...) will be transferred" [doc: Pipedrive,
+        "Merging two persons"]. That the e-mail and phone lists are joined, the kept
+        person's entries first and still primary, is UNVERIFIED (one third-party tool says
+        they are combined); so is that the person merged away is in the bin as a deleted one.
+        """
+        values = dict(kept.values)
+        for key, value in merged.values.items():
+            if key in ("emails", "phones"):
+                held = [dict(e) for e in values.get(key) or []]
+                seen = {str(e["value"]).strip().lower() for e in held}
+                extra = [
+                    {**e, "primary": False}
+                    for e in merged.values.get(key) or []
+                    if str(e["value"]).strip().lower() not in seen
+                ]
+                values[key] = held + extra
+            elif key == "custom_fields":
+                held_fields = dict(values.get(key) or {})
+                given = {k: v for k, v in (value or {}).items() if held_fields.get(k) is None}
+                values[key] = {**held_fields, **given}
+            elif values.get(key) in (None, "", []):
+                values[key] = value
+        kept.values = values
+        kept.update_time = now
+        for kind in LINKED_KINDS:
+            for item in self.linked[kind]:
+                if item.get("person_id") == merged.id:
+                    item["person_id"] = kept.id
+        self.delete(merged, now)
+
     def restore(self, person: Person, now: int) -> None:
         person.deleted_at = None
         person.update_time = now

@@ -12,6 +12,9 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
   label names among the person fields (``GET /api/v2/personFields``); ``DELETE
   /api/v1/notes/{id}``, which an erasure deletes the notes about the person with;
 - ``x-api-token`` auth (401 ``{success:false, error:"unauthorized access", errorCode:401}``);
+- v1 ``PUT /api/v1/persons/{id}/merge`` (``{merge_with_id}``), which merges the person
+  ``{id}`` into the one kept, and :meth:`PipedriveSandbox.merge_deliveries`: the two v2
+  webhook deliveries Pipedrive sends of it;
 - cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
   and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``;
 - search by e-mail with ``exact_match``;
@@ -49,6 +52,7 @@ The request log holds method, path, status and body field *names* only; the sear
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -220,6 +224,7 @@ class PipedriveSandbox(SandboxBase):
             self._route("GET", f"{persons}/{{id}}", routes.get, cost="get"),
             self._route("PATCH", f"{persons}/{{id}}", routes.patch, cost="update"),
             self._route("DELETE", f"{persons}/{{id}}", routes.delete, cost="delete"),
+            self._route("PUT", f"{API_V1}/persons/{{id}}/merge", routes.merge, cost="update"),
             self._route("GET", f"{API_V1}/notes", linked.notes, cost="list"),
             self._route("DELETE", f"{API_V1}/notes/{{id}}", linked.delete_note, cost="delete"),
             self._route("GET", f"{API}/deals", linked.deals, cost="list"),
@@ -325,6 +330,39 @@ class PipedriveSandbox(SandboxBase):
             return False
         self.store.restore(max(candidates, key=lambda p: p.deleted_at or 0), self._now())
         return True
+
+    def merge(self, merged_id: str, kept_id: str) -> None:
+        """Merge one person into another as a salesperson does in Pipedrive (no call logged)."""
+        merged, kept = self.store.live(int(merged_id)), self.store.live(int(kept_id))
+        if merged is None or kept is None or merged is kept:
+            raise ValueError("both persons must be live, and two")
+        self.store.merge(merged, kept, self._now())
+
+    def merge_deliveries(self, merged_id: str, kept_id: str) -> list[bytes]:
+        """The v2 webhook bodies Pipedrive sends of a merge: a ``delete`` of the person
+        merged away whose ``meta`` carries ``merged_to_id`` (a string), and a ``change`` of
+        the person kept [doc: webhooks v2 migration guide]. Their order, and ``meta``
+        beyond ``action``, ``entity``, ``entity_id``, ``id`` and ``merged_to_id``, are
+        UNVERIFIED. The kept person is the v2 shape this sandbox reads."""
+        kept = self.store.persons[int(kept_id)]
+        gone = self.store.persons[int(merged_id)]
+        stamp = rfc3339(self._now())
+
+        def body(action: str, person: Person, **meta: Any) -> bytes:
+            head = {
+                "action": action,
+                "entity": "person",
+                "entity_id": str(person.id),
+                "id": f"{action}-{person.id}-{stamp}",
+                "timestamp": stamp,
+                "version": "2.0",
+                **meta,
+            }
+            shown = person.to_json()
+            data, previous = (None, shown) if action == "delete" else (shown, None)
+            return json.dumps({"meta": head, "data": data, "previous": previous}).encode()
+
+        return [body("delete", gone, merged_to_id=str(kept.id)), body("change", kept)]
 
     def purge(self, now: float | None = None) -> int:
         """Remove for good what was deleted 30 days or more before ``now``; return how many."""

@@ -2389,3 +2389,31 @@ async def test_the_sandbox_reads_a_custom_field_written_empty_as_null(
     answer = await raw.patch(f"/persons/{person_id}", json={"custom_fields": {BRANCH: ""}})
     assert answer.status_code == 200
     assert answer.json()["data"]["custom_fields"] == {BRANCH: None}
+
+
+# -- merges ---------------------------------------------------------------------------------------
+
+
+async def test_the_sandbox_merges_a_person_into_the_one_kept_as_pipedrive_does(
+    pd: Harness, raw: httpx.AsyncClient
+) -> None:
+    """v1 PUT /persons/{id}/merge keeps merge_with_id: its values win, the merged person's
+    fill what it lacks, the e-mail lists are joined (its own primary), what named the merged
+    person names it, and the merged person is gone as a deleted one is."""
+    gone = pd.sandbox.add_person("klant@example.com", "Klant", "", "0611111111")
+    kept = pd.sandbox.add_person("werk@example.com", "Werk", "Naam")
+    pd.sandbox.add_note(gone, "Belde over offerte")
+    v1 = "https://klant.pipedrive.test/api/v1"
+    answer = await raw.put(f"{v1}/persons/{gone}/merge", json={"merge_with_id": int(kept)})
+    assert answer.status_code == 200 and answer.json()["data"]["id"] == int(kept)
+    record = pd.sandbox.record_for("klant@example.com")
+    assert record is not None and record["id"] == int(kept) and record["name"] == "Werk Naam"
+    assert [(e["value"], e["primary"]) for e in record["emails"]] == [
+        ("werk@example.com", True),
+        ("klant@example.com", False),
+    ]
+    assert [p["value"] for p in record["phones"]] == ["0611111111"]
+    assert [n["person_id"] for n in pd.sandbox.store.linked["notes"]] == [int(kept)]
+    assert (await raw.get(f"/persons/{gone}")).status_code == 404
+    again = await raw.put(f"{v1}/persons/{kept}/merge", json={"merge_with_id": int(kept)})
+    assert again.status_code == 400
