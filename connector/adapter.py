@@ -252,7 +252,9 @@ class WebhookEvent:
         kind: ``"changed"`` (sync this person), ``"deleted"``, ``"erase"`` (a privacy
             deletion to mirror everywhere), ``"access"`` (a data request), ``"purge_all"``,
             ``"opted_out"`` / ``"opted_in"`` (the person unsubscribed at the sending system
-            itself, or subscribed there again: see ``Store.opt_out``).
+            itself, or subscribed there again: see ``Store.opt_out``), ``"merged"`` (the
+            record ``external_id`` was merged into the record ``merged_into`` and is gone:
+            see :mod:`connector.merges`).
         delivery_id: the vendor's delivery/event id, for replay detection.
         external_id: the person's id in the sending system, if given.
         email: the person's e-mail, if the payload carries it (never logged).
@@ -268,10 +270,19 @@ class WebhookEvent:
         occurred_at: when the event happened at the system, where the delivery says so
             (Mailchimp's ``fired_at``), ISO 8601 as the system gives it: a delivery retried
             after a newer one of the same person's is older, and does not undo it.
+        merged_into: for ``"merged"``, the system's id of the record the merge kept.
     """
 
     kind: Literal[
-        "changed", "deleted", "erase", "access", "purge_all", "opted_out", "opted_in", "ignored"
+        "changed",
+        "deleted",
+        "merged",
+        "erase",
+        "access",
+        "purge_all",
+        "opted_out",
+        "opted_in",
+        "ignored",
     ]
     delivery_id: str
     external_id: str | None = None
@@ -280,6 +291,7 @@ class WebhookEvent:
     due_within_days: int | None = None
     sent_at: float | None = None
     occurred_at: str | None = None
+    merged_into: str | None = None
 
 
 @runtime_checkable
@@ -375,6 +387,14 @@ class Adapter(Protocol):
         One whose mapping names things the system defines, HubSpot's contact properties,
         has ``async check_mapping(mapping: SystemMapping) -> None`` for the same, given the
         system's mapping. Optional.)
+
+        (An adapter whose system announces merges of its records (a ``"merged"`` webhook
+        event) also has ``async held_addresses(external_id: str) -> list[str] | None``: every
+        e-mail address the live record under that id holds, its primary one and the others;
+        ``None`` when the system holds no live record under it. The connector reads the
+        record a merge kept with it, and takes it for a subject's only where it holds the
+        subject's own address (:mod:`connector.merges`). Optional: without it, merges are
+        not learned.)
 
         (An adapter whose calls can find what the operator should act on without failing,
         Shopify answering from another API version than the configured one, also has

@@ -184,8 +184,9 @@ def finish(store: Store, job_id: int, status: str, result: dict[str, Any]) -> No
     )
 
 
-#: Webhook events that only ask for a sync of the person (not a request of theirs).
-_SYNC_EVENTS = frozenset({"changed", "deleted"})
+#: Webhook events that only ask for a sync of the person (not a request of theirs); a
+#: merge teaches the identity map the record the person's became, by ids alone.
+_SYNC_EVENTS = frozenset({"changed", "deleted", "merged"})
 
 
 def forget_queued(

@@ -402,6 +402,13 @@ class JobWorker:
             subjects = [(params.get("external_id"), params.get("email"))]
             synced = await self._sync_subjects(system, subjects)
             return {"written": synced.written, "failed": synced.failed}
+        if event == "merged":
+            from connector.merges import learn_merge
+
+            learned = await learn_merge(
+                self.rt, system, str(params.get("external_id") or ""), params.get("merged_into")
+            )
+            return {"learned": learned}
         if event in ("erase", "access", "purge_all", "deleted"):
             from connector.adapter import WebhookEvent
             from connector.dsr import DsrService

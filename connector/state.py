@@ -846,6 +846,26 @@ class Store:
         ).fetchall()
         return [str(row[0]) for row in rows]
 
+    def move_identities(
+        self, system: str, subject_ids: Sequence[str], former: str, kept: str
+    ) -> list[str]:
+        """Those of ``subject_ids`` known by ``system``'s record ``former`` are known by
+        ``kept`` from now on (the system merged the one into the other); returns them.
+
+        One known by another id since (a sync wrote them meanwhile) keeps it."""
+        numbers = self.subject_numbers(subject_ids)
+        moved: list[str] = []
+        with self.transaction() as db:
+            for sid, number in numbers.items():
+                changed = db.execute(
+                    "UPDATE identities SET external_id=? "
+                    "WHERE system=? AND subject_no=? AND external_id=?",
+                    (kept, system, number, former),
+                ).rowcount
+                if changed:
+                    moved.append(sid)
+        return moved
+
     def suppression_changes(self) -> int:
         """How many times the suppression list has changed (kept by triggers, migration 12)."""
         (changes,) = self.db.execute("SELECT n FROM suppression_changes").fetchone()

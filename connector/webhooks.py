@@ -98,6 +98,8 @@ def receive(rt: Runtime, system_name: str, request: WebhookRequest, now: float) 
                 "phone": event.phone,
                 "due_within_days": event.due_within_days,
             }
+            if event.merged_into is not None:
+                params["merged_into"] = event.merged_into
             first = first_sent(event, now)
             received = dt.datetime.fromtimestamp(first, dt.UTC)
             if first != now:

@@ -780,6 +780,25 @@ class PipedriveAdapter:
             self.directory.forget_person(person_id)
             self.sent.forget(person_id)
 
+    # -- merges ------------------------------------------------------------------------------
+
+    async def held_addresses(self, external_id: str) -> list[str] | None:
+        """Every e-mail address of the live person ``external_id``, primary first; ``None``
+        when Pipedrive holds no live person under it (404, in the bin, not an id).
+
+        The connector reads the person a merge kept with it (:mod:`connector.merges`): the
+        merge keeps the kept person's primary address, and the customer's may be one of the
+        others."""
+        if not external_id.isdecimal():
+            return None
+        person = await self._read(int(external_id))
+        if person is None or person.get("is_deleted"):
+            return None
+        entries = person.get("emails")
+        listed = entries if isinstance(entries, list) else []
+        ordered = sorted(listed, key=lambda e: not (isinstance(e, dict) and e.get("primary")))
+        return _entry_values(ordered)
+
     # -- webhooks ----------------------------------------------------------------------------
 
     def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
@@ -790,7 +809,8 @@ class PipedriveAdapter:
         return verify_delivery(request, secret)
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
-        """Person create/change -> ``changed``; delete -> ``deleted``; anything else ignored."""
+        """Person create/change -> ``changed``; delete -> ``deleted``, or ``merged`` where it
+        names the person kept; anything else ignored."""
         return parse_delivery(request)
 
 

@@ -13,6 +13,15 @@ the ``entity_id``. That ``meta.id`` identifies the event (and stays the same on 
 attempt) is UNVERIFIED; without it, the body's hash stands in. v1 deliveries (``meta.object``,
 where ``meta.id`` is the *object's* id and would wrongly deduplicate every later change of one
 person) are ignored: create the webhook with ``version = "2.0"``.
+
+A merge comes as two v2 deliveries: a ``delete`` of the person merged away, whose ``meta``
+carries ``merged_to_id`` (a string: the id of the person the merge kept), and a ``change``
+of the person kept ("The merged event action from v1 is unavailable in v2 ... you'll receive
+two webhooks - one for the deleted object and another for the changed object. The deleted
+object event meta block will contain a merged_to_id: string" [doc: Pipedrive's webhooks v2
+migration guide]). The delete becomes a ``merged`` event naming both ids. Which of the two
+comes first, and whether a plain deletion's ``meta`` leaves ``merged_to_id`` out or sends it
+empty or null, are UNVERIFIED: anything but a positive id is read as a plain deletion.
 """
 
 from __future__ import annotations
@@ -82,7 +91,8 @@ def _entity_id(value: Any) -> str | None:
 
 
 def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
-    """Decode a verified delivery: person create/change -> changed, delete -> deleted.
+    """Decode a verified delivery: person create/change -> changed, delete -> deleted, a
+    delete whose ``meta`` names ``merged_to_id`` -> merged (both ids, see the module).
 
     Anything else (other entities, v1 payloads, bodies that are not JSON objects) is one
     ``ignored`` event, so the delivery is acknowledged and Pipedrive does not retry it.
@@ -102,6 +112,16 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     external_id = _entity_id(meta.get("entity_id"))
     if kind == "deleted":
         # The deleted person's data is no longer wanted; only its id travels on.
+        kept = _entity_id(meta.get("merged_to_id"))
+        if kept is not None and external_id is not None and kept != external_id:
+            return [
+                WebhookEvent(
+                    kind="merged",
+                    delivery_id=delivery_id,
+                    external_id=external_id,
+                    merged_into=kept,
+                )
+            ]
         return [WebhookEvent(kind="deleted", delivery_id=delivery_id, external_id=external_id)]
     data = payload.get("data") if isinstance(payload, dict) else None
     email = primary_value(data.get("emails")) if isinstance(data, dict) else None

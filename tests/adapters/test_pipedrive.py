@@ -2391,7 +2391,29 @@ async def test_the_sandbox_reads_a_custom_field_written_empty_as_null(
     assert answer.json()["data"]["custom_fields"] == {BRANCH: None}
 
 
-# -- merges ---------------------------------------------------------------------------------------
+# -- merges -----------------------------------------------------------------------------------
+
+
+def test_a_delete_naming_the_person_merged_into_is_a_merge_of_both_ids(pd: Harness) -> None:
+    """Webhooks v2 tell a merge by a delete of the person merged away whose meta carries
+    merged_to_id (a string): a merged event with both ids, and nothing of the person."""
+    (merged,) = pd.adapter.parse_webhook(hook(v2_event("delete", id="evt-4", merged_to_id="77")))
+    assert (merged.kind, merged.delivery_id, merged.external_id, merged.merged_into) == (
+        "merged",
+        "evt-4",
+        "42",
+        "77",
+    )
+    assert merged.email is None
+
+
+@pytest.mark.parametrize("merged_to_id", [None, "", "0", "42", True, "seventy"])
+def test_a_delete_without_a_person_merged_into_stays_a_deletion(
+    pd: Harness, merged_to_id: Any
+) -> None:
+    """A plain deletion (no id, an empty or null one, the deleted person's own) is deleted."""
+    (event,) = pd.adapter.parse_webhook(hook(v2_event("delete", merged_to_id=merged_to_id)))
+    assert (event.kind, event.external_id, event.merged_into) == ("deleted", "42", None)
 
 
 async def test_the_sandbox_merges_a_person_into_the_one_kept_as_pipedrive_does(
@@ -2417,3 +2439,31 @@ async def test_the_sandbox_merges_a_person_into_the_one_kept_as_pipedrive_does(
     assert (await raw.get(f"/persons/{gone}")).status_code == 404
     again = await raw.put(f"{v1}/persons/{kept}/merge", json={"merge_with_id": int(kept)})
     assert again.status_code == 400
+
+
+async def test_the_sandbox_s_merge_deliveries_are_read_as_pipedrive_sends_them(
+    pd: Harness,
+) -> None:
+    """The two v2 deliveries of a merge: a merged event for the person gone, a change of the
+    person kept."""
+    gone = pd.sandbox.add_person("klant@example.com")
+    kept = pd.sandbox.add_person("werk@example.com")
+    pd.sandbox.merge(gone, kept)
+    events = [pd.adapter.parse_webhook(hook(b))[0] for b in pd.sandbox.merge_deliveries(gone, kept)]
+    assert [(e.kind, e.external_id, e.merged_into) for e in events] == [
+        ("merged", gone, kept),
+        ("changed", kept, None),
+    ]
+
+
+async def test_held_addresses_are_every_email_of_the_live_person_primary_first(
+    pd: Harness,
+) -> None:
+    """What a merge is checked by: each address the kept person holds, the primary one
+    first; nothing for a person gone or an id that is none."""
+    gone = pd.sandbox.add_person("klant@example.com")
+    kept = pd.sandbox.add_person("werk@example.com")
+    pd.sandbox.merge(gone, kept)
+    assert await pd.adapter.held_addresses(kept) == ["werk@example.com", "klant@example.com"]
+    assert await pd.adapter.held_addresses(gone) is None
+    assert await pd.adapter.held_addresses("not-an-id") is None
