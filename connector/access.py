@@ -30,7 +30,7 @@ from connector.compliance import transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
-from connector.register import KEPT_UNTIL, OWN_DATA, country_name
+from connector.register import KEPT_UNTIL, OWN_DATA, country_in_text
 from connector.register_render import TEXT, local_time, md_escape
 
 if TYPE_CHECKING:
@@ -571,7 +571,7 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
             system=system,
             legal=legal or system,
             # The country's name and a missing safeguard as the register gives them.
-            country=country_name(country, lang),
+            country=country_in_text(country, lang),
             mechanism=mechanism or TEXT[lang]["missing"],
         )
         for system, legal, country, mechanism, onward in facts.transfers

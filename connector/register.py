@@ -211,6 +211,37 @@ def _pick(pair: tuple[str, str], lang: str) -> str:
     return pair[1] if lang == "nl" else pair[0]
 
 
+#: Countries whose name takes an article in a sentence ("processes your data in the United
+#: States", "in het Verenigd Koninkrijk"): English, then Dutch. Names from pycountry and its
+#: Dutch translation; any other country is named bare, as both languages name it (and so are
+#: the names ISO gives inverted, "Virgin Islands, British").
+_ARTICLES: dict[str, tuple[str, str]] = {
+    "US": ("the", "de"),
+    "GB": ("the", "het"),
+    "AE": ("the", "de"),
+    "PH": ("the", "de"),
+    "BS": ("the", "de"),
+    "KY": ("the", "de"),
+    "MV": ("the", "de"),
+    "SC": ("the", "de"),
+    "MH": ("the", "de"),
+    "SB": ("the", "de"),
+    "DO": ("the", "de"),
+    "CF": ("the", "de"),
+    "KM": ("the", "de"),
+    "GM": ("the", ""),
+    "TC": ("the", "de"),
+}
+
+
+def country_in_text(code: str, lang: str) -> str:
+    """The country's name as a sentence gives it after "in": with its article where the
+    language puts one ("the United States", "de Verenigde Staten")."""
+    name = country_name(code, lang)
+    article = _pick(_ARTICLES.get(code.strip().upper(), ("", "")), lang)
+    return f"{article} {name}" if article and name != code.strip().upper() else name
+
+
 def country_name(code: str, lang: str) -> str:
     """The country's name in ``lang``; the code itself when unknown."""
     code = code.strip().upper()

@@ -481,10 +481,11 @@ def test_access_report_names_the_transfer_country_as_the_register_does(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     """The report gave the processor's country as its code ("US") in both languages; the
-    register names it, in each language."""
+    register names it, in each language, with the article a sentence gives it ("in
+    Verenigde Staten" read as a foreigner's Dutch)."""
     facts = art15_facts(load_config(_config(tmp_path, tail=US_CRM)))
-    assert "in Verenigde Staten;" in _section("nl", facts, ("EER",))
-    assert "in United States;" in _section("en", facts, ("EEA",))
+    assert "in de Verenigde Staten;" in _section("nl", facts, ("EER",))
+    assert "in the United States;" in _section("en", facts, ("EEA",))
     assert facts.as_dict()["transfers"][0]["country"] == "US"  # data.json keeps the code
 
 

@@ -15,7 +15,7 @@ import pytest
 from connector.cli import main
 from connector.config import Config, load_config
 from connector.model import CANONICAL_FIELDS, CATEGORIES
-from connector.register import build_register
+from connector.register import build_register, country_in_text
 from connector.register_render import render
 from tests.conftest import example_config
 
@@ -888,3 +888,23 @@ def test_the_register_names_every_category_the_access_report_says_the_systems_ho
     if fmt != "json":
         said = "leest ze wel in het inzageoverzicht" if lang == "nl" else "into the access copy"
         assert said in text
+
+
+@pytest.mark.parametrize(
+    ("code", "lang", "said"),
+    [
+        ("US", "nl", "de Verenigde Staten"),
+        ("GB", "nl", "het Verenigd Koninkrijk"),
+        ("PH", "en", "the Philippines"),
+        ("CH", "nl", "Zwitserland"),
+        ("GM", "nl", "Gambia"),
+        ("GM", "en", "the Gambia"),
+        ("ZZ", "en", "ZZ"),
+    ],
+)
+def test_a_country_in_a_sentence_takes_the_article_its_language_gives_it(
+    code: str, lang: str, said: str
+) -> None:
+    """Dutch and English put an article before some countries' names in a sentence
+    ("in de Verenigde Staten"); a code nobody knows stays bare."""
+    assert country_in_text(code, lang) == said
