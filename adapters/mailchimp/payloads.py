@@ -55,6 +55,10 @@ _FIELD_NAME: Final = re.compile(
     r"(?:merge_fields\.)?[A-Z][A-Z0-9_]{0,49}|[a-z]+(?:_[a-z]+)+|status"
 )
 
+#: Fields a refusal names other than by their property's name, and the name they are
+#: reported by: Mailchimp's refusal to change a member's address names ``email address``.
+_FIELD_SPELLINGS: Final = {"email address": "email_address"}
+
 #: The reason's code for a write refused while Mailchimp pauses the address's signups.
 SIGNUPS_PAUSED: Final = "SIGNUPS_PAUSED"
 
@@ -217,13 +221,16 @@ def refused_fields(body: Mapping[str, Any]) -> list[str]:
     Mailchimp's ``Invalid Resource`` is one title for a merge field the audience requires
     and the write left empty (every new member refused until it is filled or made
     optional) and for one customer's invalid address; the field is what tells them apart.
-    Only names of the form of a field (:data:`_FIELD_NAME`) are kept, never the messages.
+    Only names of the form of a field (:data:`_FIELD_NAME`) are kept, never the messages;
+    ``email address``, as Mailchimp names the field when it refuses to change the address
+    of a member that is not subscribed, is reported as ``email_address``.
     """
     errors = body.get("errors")
     if not isinstance(errors, list):
         return []
     named = (item.get("field") for item in errors if isinstance(item, Mapping))
-    found = [name for name in named if isinstance(name, str) and _FIELD_NAME.fullmatch(name)]
+    spelt = (_FIELD_SPELLINGS.get(name, name) for name in named if isinstance(name, str))
+    found = [name for name in spelt if _FIELD_NAME.fullmatch(name)]
     return list(dict.fromkeys(found))
 
 

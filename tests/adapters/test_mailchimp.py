@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
+from starlette.responses import JSONResponse
 
 from adapters.mailchimp import (
     SPEC,
@@ -22,6 +23,7 @@ from adapters.mailchimp import (
     subscriber_hash,
     wait_hint,
 )
+from adapters.mailchimp.payloads import problem_body
 from adapters.mailchimp.settings import is_overloaded
 from connector.adapter import Adapter, OutboundRecord, Subject, WebhookRequest
 from connector.demo import REPO_MAPPINGS
@@ -686,6 +688,43 @@ async def test_a_refused_record_s_reason_names_the_fields_mailchimp_refused(
     (refused,) = await mc.adapter.upsert([invalid])
     assert (refused.outcome, refused.reason) == ("failed", "Invalid Resource: email_address")
     assert "@" not in required.reason + refused.reason and "reader" not in refused.reason
+
+
+async def test_a_refused_move_s_reason_names_the_address_mailchimp_spells_with_a_space(
+    sandbox: MailchimpSandbox,
+) -> None:
+    """Mailchimp refuses to change the address of a member that is not subscribed as
+    "Invalid Resource", its errors[] naming the field "email address" (with a space): the
+    reason names it as the address field, not as a bare "Invalid Resource"."""
+
+    def refuse_moves(app: Any) -> Any:
+        async def front(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] == "PATCH":
+                message = (
+                    'This member\'s status is "cleaned." You can only update email addresses '
+                    'for members with a status of "subscribed."'
+                )
+                body = problem_body(
+                    400,
+                    "Invalid Resource",
+                    "The resource submitted could not be validated. For field-specific "
+                    "details, see the 'errors' array.",
+                    [{"field": "email address", "message": message}],
+                )
+                await JSONResponse(body, status_code=400)(scope, receive, send)
+                return
+            await app(scope, receive, send)
+
+        return front
+
+    harness = make_harness(sandbox, front=refuse_moves, list_ids=[LIST_A])
+    known = sandbox.add_person("reader0@example.com", "Old", status="cleaned")
+    record = person(1)._replace(external_id=known)
+    (result,) = await harness.adapter.upsert([record])
+    await harness.client.aclose()
+    assert (result.outcome, result.retryable) == ("failed", False)
+    assert result.reason == "Invalid Resource: email_address"
+    assert sandbox.member(LIST_A, "reader1@example.com") is None
 
 
 async def test_a_write_mailchimp_refuses_while_it_pauses_the_address_s_signups_is_sent_later(
