@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, ClassVar, Final, Literal
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from connector.adapter import ClientConfig, Limits
 from connector.errors import ConfigError
 from connector.ratelimit import RateLimit
+from connector.secrets import DeferredSecret
 from connector.settings import SystemSettings
 
 if TYPE_CHECKING:
@@ -81,6 +82,19 @@ API_ROOT: Final = "/3.0"
 AUTH_USER: Final = "klantsync"
 
 
+def _data_centre(base_url: str) -> str | None:
+    """The data centre a base URL at Mailchimp's own host names (``us21``); ``None`` for any
+    other host (the sandbox, a proxy)."""
+    try:
+        host = (urlsplit(base_url).hostname or "").lower()
+    except ValueError:
+        return None
+    centre = host.removesuffix(MAILCHIMP_HOST).rstrip(".")
+    if not host.endswith(f".{MAILCHIMP_HOST}") or not centre or "." in centre:
+        return None
+    return centre
+
+
 class MailchimpSettings(SystemSettings):
     """The ``[systems.<name>]`` table of a Mailchimp account.
 
@@ -138,6 +152,29 @@ class MailchimpSettings(SystemSettings):
             raise ValueError(
                 f'must be Mailchimp\'s API root, "https://<dc>.{MAILCHIMP_HOST}{API_ROOT}", '
                 'where <dc> is the end of the API key after its "-" (us21)'
+            )
+        return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _key_of_the_url_s_data_centre(
+        cls, value: dict[str, SecretStr], info: ValidationInfo
+    ) -> dict[str, SecretStr]:
+        # A key works at its own data centre alone (the end of the key after its "-"): at
+        # another, every call is refused 401 "API Key Invalid", first seen by a sync, as
+        # a refused key rather than the typo in base_url it is. Told only of a key already
+        # read (a command that calls no system leaves it unread) and of Mailchimp's host.
+        key = value.get("api_key")
+        base_url = info.data.get("base_url")
+        if key is None or isinstance(key, DeferredSecret) or not isinstance(base_url, str):
+            return value
+        centre = _data_centre(base_url)
+        _, dash, suffix = key.get_secret_value().rpartition("-")
+        if centre and dash and suffix.isalnum() and suffix.lower() != centre:
+            raise ValueError(
+                f'api_key is for data centre {suffix.lower()} (its end after "-") and '
+                f"base_url for {centre}: Mailchimp refuses a key at another data centre "
+                f"than its own; make base_url https://{suffix.lower()}.{MAILCHIMP_HOST}{API_ROOT}"
             )
         return value
 

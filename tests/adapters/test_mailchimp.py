@@ -180,12 +180,27 @@ def test_settings_refuse_what_mailchimp_cannot_take(overrides: dict[str, Any]) -
         make_settings(**overrides)
 
 
+def test_a_key_for_another_data_centre_than_the_base_url_s_is_refused_naming_both() -> None:
+    """A key works at its own data centre alone: at another, every call was refused 401
+    "API Key Invalid", first seen by a sync as a refused key. The message names the data
+    centres (the key's end after its "-"), never the rest of the key."""
+    with pytest.raises(ValidationError) as refused:
+        make_settings(base_url="https://us6.api.mailchimp.com/3.0")
+    message = str(refused.value)
+    assert "data centre us21" in message and "base_url for us6" in message
+    assert API_KEY.partition("-")[0] not in message
+    assert make_settings(base_url="https://US21.api.mailchimp.com/3.0/")  # its own: taken
+    # Another host (the sandbox, a proxy) and a key without a data centre are not judged.
+    assert make_settings(base_url="https://127.0.0.1:8445/3.0")
+    assert make_settings("0123456789abcdef", base_url="https://us6.api.mailchimp.com/3.0")
+
+
 def test_settings_take_mailchimp_s_api_root_at_any_data_centre() -> None:
     """The root as Mailchimp's documentation writes it, with or without its closing slash;
     a base URL at another host (the sandbox, a proxy) is the operator's to choose."""
     for base_url in (
         "https://us21.api.mailchimp.com/3.0",
-        "https://us6.api.mailchimp.com/3.0/",
+        "https://us21.api.mailchimp.com/3.0/",
         "https://127.0.0.1:8445/3.0",
     ):
         assert make_settings(base_url=base_url).base_url == base_url

@@ -434,6 +434,26 @@ def test_flow_from_a_system_that_cannot_pull_is_refused(
     assert error.key == "flows[0].source" and "cannot pull" in error.problem
 
 
+def test_a_mailchimp_key_of_another_data_centre_exits_2_naming_the_key(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key made at data centre us21 for a base URL at us6: refused at load naming the
+    system's credentials and both data centres, not first seen as a sync's 401."""
+    monkeypatch.setenv("T_MC_KEY", "0123456789abcdef0123456789abcdef-us21")
+    path = write_config(tmp_path)
+    text = path.read_text().replace(
+        "[[flows]]",
+        '[systems.news]\nadapter = "mailchimp"\nbase_url = "https://us6.api.mailchimp.com/3.0"\n'
+        f'mapping = "{REPO_MAPPINGS / "mailchimp.toml"}"\nlist_ids = ["a1b2c3d4e5"]\n'
+        'credentials = { api_key = "env:T_MC_KEY" }\n\n[[flows]]',
+    )
+    path.write_text(text)
+    error = _load_error(path)
+    assert error.key.startswith("systems.news.credentials")
+    assert "data centre us21" in error.problem and "base_url for us6" in error.problem
+    assert "0123456789abcdef" not in error.problem
+
+
 def test_flow_from_a_source_whose_mapping_reads_no_email_is_refused(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
