@@ -16,7 +16,13 @@ changes nothing (every check comes before the first change). Rules modelled:
   detail, until the pause ends (:attr:`MemberStore.signups_paused`); other writes to its
   member go through. Reports show it for a new member and an archived one re-added; that a
   change of status meets it too is assumed (UNVERIFIED);
-- ``PATCH`` updates an existing, not archived, member only;
+- ``PATCH`` updates an existing, not archived, member only; it changes the address of a
+  ``subscribed`` one only: any other is refused with 400 "Invalid Resource", its ``errors[]``
+  naming the field ``email address`` (with a space: "This member's status is "cleaned." You
+  can only update email addresses for members with a status of "subscribed.""; reported for
+  ``cleaned`` and ``unsubscribed`` members, ibericode/mailchimp-user-sync #96 and
+  integrations' tests; that ``pending`` and ``transactional`` ones meet it too is taken from
+  its words, UNVERIFIED);
 - a merge field written as an empty string is emptied (a read shows it ``""``), as a
   value is written; one the audience requires is refused so ("Please enter a value"),
   unless the write says ``skip_merge_validation=true``. Third-party reports only
@@ -405,6 +411,14 @@ class MemberStore:
                     "details, see the 'errors' array.",
                     "email_address",
                     "Please provide a valid email address.",
+                )
+            if member.status != "subscribed":
+                raise _invalid(
+                    "The resource submitted could not be validated. For field-specific "
+                    "details, see the 'errors' array.",
+                    "email address",
+                    f'This member\'s status is "{member.status}." You can only update email '
+                    'addresses for members with a status of "subscribed."',
                 )
             new_key = subscriber_hash(email)
             if new_key in audience.members or new_key in audience.forgotten:

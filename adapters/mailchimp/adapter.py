@@ -592,7 +592,10 @@ class MailchimpAdapter:
         a ``PATCH`` of the known member with the new ``email_address`` moves it (history,
         status and consent kept) where a ``PUT`` would add a second member and leave the
         first subscribed under the old address. A member gone from the audience (404) is
-        simply written under the new address.
+        simply written under the new address. Mailchimp moves a subscribed member alone: the
+        move of any other is refused ("Invalid Resource", naming ``email address``), which
+        fails the record for good, and no ``PUT`` adds a second member beside it (that would
+        subscribe, or ask to confirm, someone who unsubscribed or bounced there).
         """
         known = record.external_id
         if known and is_subscriber_hash(known) and known != subscriber_hash(record.email):

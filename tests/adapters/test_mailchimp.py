@@ -648,20 +648,27 @@ async def test_a_renewal_leaves_a_member_who_is_subscribed_again_as_they_are(
     assert mc.sandbox.confirmations_to("reader1@example.com") == 1  # LIST_B's alone
 
 
-async def test_a_renewal_under_a_new_address_moves_the_member_and_asks_it_to_confirm(
+async def test_a_renewal_under_a_new_address_of_an_unsubscribed_member_is_refused_naming_it(
     mc: Harness,
 ) -> None:
-    """The unsubscribed member is under the former address the connector knows: it is moved
-    to the new one and set pending, not left beside a second member."""
+    """The unsubscribed member is under the former address the connector knows. Mailchimp
+    changes a subscribed member's address alone, so the move is refused: the record fails
+    for good, its reason naming the address as the field refused (Mailchimp's "email
+    address"), and nothing is written: no second member beside the first, no request to
+    confirm."""
     old = "reader0@example.com"
-    known = mc.sandbox.add_person(old, "Old", list_id=LIST_A, status="unsubscribed")
+    for list_id in (LIST_A, LIST_B):
+        known = mc.sandbox.add_person(old, "Old", list_id=list_id, status="unsubscribed")
     record = person(1, status="pending")
     record = OutboundRecord(record.ref, record.email, known, record.fields)
     (result,) = await mc.adapter.upsert([record])
-    assert result.outcome == "upserted"
-    assert mc.sandbox.member(LIST_A, old) is None
-    moved = mc.sandbox.member(LIST_A, "reader1@example.com")
-    assert moved is not None and moved["status"] == "pending"
+    assert (result.outcome, result.retryable) == ("failed", False)
+    assert result.reason == "Invalid Resource: email_address"
+    for list_id in (LIST_A, LIST_B):
+        assert (mc.sandbox.member(list_id, old) or {}).get("status") == "unsubscribed"
+        assert mc.sandbox.member(list_id, "reader1@example.com") is None
+    assert mc.sandbox.confirmations_to("reader1@example.com") == 0
+    assert mc.sandbox.confirmations_to(old) == 0
 
 
 async def test_resubscribing_an_unsubscribed_member_fails_with_the_title(mc: Harness) -> None:
@@ -1248,6 +1255,28 @@ async def test_sandbox_patch_refused_for_its_status_leaves_the_member_s_address(
     assert (refused.status_code, refused.json()["title"]) == (400, "Member In Compliance State")
     assert (sandbox.member(LIST_A, old) or {})["status"] == "unsubscribed"
     assert sandbox.member(LIST_A, new) is None
+
+
+@pytest.mark.parametrize("status", ["unsubscribed", "cleaned", "pending", "transactional"])
+async def test_sandbox_moves_only_a_subscribed_member_s_address(
+    sandbox: MailchimpSandbox, raw: httpx.AsyncClient, status: str
+) -> None:
+    """Mailchimp changes the address of a subscribed member alone: a PATCH of another's is
+    refused as "Invalid Resource", its errors[] naming "email address", and changes nothing."""
+    old, new = "old.address@example.com", "new.address@example.com"
+    sandbox.add_person(old, "Oud", "Adres", status=status)
+    member = f"/lists/{LIST_A}/members/{subscriber_hash(old)}"
+    refused = await raw.patch(member, json={"email_address": new, "merge_fields": {"FNAME": "N"}})
+    body = refused.json()
+    assert (refused.status_code, body["title"]) == (400, "Invalid Resource")
+    assert [error["field"] for error in body["errors"]] == ["email address"]
+    held = sandbox.member(LIST_A, old) or {}
+    assert (held.get("status"), held.get("merge_fields", {}).get("FNAME")) == (status, "Oud")
+    assert sandbox.member(LIST_A, new) is None
+    sandbox.add_person("moved@example.com", "Ok")
+    subscribed = f"/lists/{LIST_A}/members/{subscriber_hash('moved@example.com')}"
+    moved = await raw.patch(subscribed, json={"email_address": "moved.on@example.com"})
+    assert moved.status_code == 200 and sandbox.member(LIST_A, "moved.on@example.com")
 
 
 async def test_erase_reaches_an_archived_member_search_does_not_show(mc: Harness) -> None:

@@ -6,6 +6,9 @@ out after being sent is unsubscribed there and sent nothing else; one who never 
 never there; one who opts in again is asked by Mailchimp to confirm (pending: Mailchimp lets
 nobody but the person re-subscribe someone who unsubscribed), once, and is subscribed when
 they do.
+Mailchimp changes the address of a subscribed member alone: the member of one who moves while
+it is unsubscribed or asked to confirm stays under the former address (a dead letter says the
+move was refused), and nobody is added under the new one.
 An erasure removes the person from all three, under every address they had. The store may
 be backed up and restored between any two steps: nothing of that changes.
 """
@@ -314,6 +317,8 @@ class FanOutModel(StoreBackups):
         refused = {n for n, d in report.destinations.items() if d.dead_lettered}
         if any(c.forgotten and c.consent for c in self.everyone):
             refused.discard("news")  # an address it forgot, refused as it should be
+        if any(self._left_behind(c) for c in self.everyone if not c.erased):
+            refused.discard("news")  # a move Mailchimp refuses, as it should
         assert not report.errors and not refused, (report.errors, refused)
         assert not any(d.retry_later or d.not_erased for d in report.destinations.values())
         for customer in (c for c in self.everyone if not c.erased):
@@ -334,12 +339,16 @@ class FanOutModel(StoreBackups):
             member = self._member(lst, customer)
             found = None if member is None else member["status"]
             wanted = ("subscribed", "pending") if customer.consent else (None, "unsubscribed")
+            if self._left_behind(customer, lst):
+                # Under a former address, where a refused move left it unsubscribed.
+                wanted = (*wanted, "unsubscribed")
             assert found in wanted, (lst, found, customer.consent)
             return found
         if customer.consent and state is None:
             return "subscribed"
         if customer.consent and state == "unsubscribed":
-            return "pending"
+            # Asked to confirm, unless the move to their new address was refused.
+            return "unsubscribed" if self._left_behind(customer, lst) else "pending"
         if not customer.consent and state in ("subscribed", "pending"):
             return "unsubscribed"
         return state
@@ -375,8 +384,17 @@ class FanOutModel(StoreBackups):
                     assert member is None, "sent to the newsletter without consent"
                     continue
                 assert member is not None and member["status"] == customer.news[list_id]
-                if customer.consent:
+                if customer.consent and not self._left_behind(customer, list_id):
                     assert member["merge_fields"]["FNAME"] == customer.first_name
+
+    def _left_behind(self, customer: Customer, list_id: str | None = None) -> bool:
+        """Whether a member of theirs that is not subscribed is under a former address (on
+        ``list_id``, or on any audience): Mailchimp refused to move it to the current one."""
+        members = (self._member(lst, customer) for lst in ([list_id] if list_id else LISTS))
+        return any(
+            m is not None and m["email_address"] != customer.email and m["status"] != "subscribed"
+            for m in members
+        )
 
     def _member(self, list_id: str, customer: Customer) -> dict[str, Any] | None:
         found = [self.world.news.member(list_id, a) for a in customer.emails]
