@@ -340,6 +340,13 @@ class MailchimpAdapter:
                 return await self._opted_out(record, member_hash, list_id, outcome, batch)
             outcomes.append(outcome)
         failed = _first_failure(record.ref, outcomes)
+        if failed is not None and _moving(record):
+            # The member under the former address stays where its move failed or was refused
+            # (Mailchimp moves a subscribed member alone): known by the new id an audience
+            # that took the write gives, it was out of reach of an erasure, a withdrawal and a
+            # correction. Known by the former id, both are reached: the new address's member
+            # by its address, the former's by that id.
+            return failed._replace(external_id=record.external_id)
         if failed is not None:
             return failed
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
@@ -598,7 +605,7 @@ class MailchimpAdapter:
         subscribe, or ask to confirm, someone who unsubscribed or bounced there).
         """
         known = record.external_id
-        if known and is_subscriber_hash(known) and known != subscriber_hash(record.email):
+        if known and _moving(record):
             change = {"email_address": record.email, "merge_fields": body.get("merge_fields", {})}
             if "status" in body:  # a renewal: the member under the former address confirms
                 change["status"] = body["status"]
@@ -1078,6 +1085,13 @@ def _member_hashes(email: str, external_id: str | None) -> list[str]:
     if external_id and is_subscriber_hash(external_id):
         hashes.append(external_id)
     return list(dict.fromkeys(hashes))
+
+
+def _moving(record: OutboundRecord) -> bool:
+    """Whether the record moves a member: the connector knows it by the hash of another
+    address than the record's (the person changed theirs at the source)."""
+    known = record.external_id
+    return bool(known and is_subscriber_hash(known) and known != subscriber_hash(record.email))
 
 
 def _renewal(body: dict[str, Any], held: Mapping[str, str]) -> dict[str, Any]:

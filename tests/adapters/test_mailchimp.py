@@ -671,6 +671,28 @@ async def test_a_renewal_under_a_new_address_of_an_unsubscribed_member_is_refuse
     assert mc.sandbox.confirmations_to(old) == 0
 
 
+async def test_a_refused_move_keeps_the_former_member_s_id_when_another_audience_takes_the_write(
+    mc: Harness,
+) -> None:
+    """The bounced member under the former address is on one audience alone: there its move
+    is refused, the other adds the new address. The failure still names the former member's
+    id, which the connector then knows the person by: the new id in its place left the
+    member under the former address out of reach of an erasure under the new one."""
+    old = "reader0@example.com"
+    known = mc.sandbox.add_person(old, "Old", list_id=LIST_A, status="cleaned")
+    record = person(1)._replace(external_id=known)
+    (result,) = await mc.adapter.upsert([record])
+    assert (result.outcome, result.retryable) == ("failed", False)
+    assert result.reason == "Invalid Resource: email_address"
+    assert mc.sandbox.member(LIST_B, "reader1@example.com") is not None
+    assert result.external_id == known
+    erased = await mc.adapter.erase(Subject(email=record.email, external_id=result.external_id))
+    assert erased.found
+    for list_id in (LIST_A, LIST_B):
+        assert mc.sandbox.member(list_id, old) is None
+        assert mc.sandbox.member(list_id, "reader1@example.com") is None
+
+
 async def test_resubscribing_an_unsubscribed_member_fails_with_the_title(mc: Harness) -> None:
     """An explicit status subscribed for an unsubscribed member is refused, not retried."""
     mc.sandbox.add_person("reader1@example.com", status="unsubscribed")
