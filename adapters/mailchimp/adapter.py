@@ -14,7 +14,9 @@ What it does, by contract verb:
   former address) when that is another, or that one alone when the record has no address
   (removed at the source). One whose
   ``status`` is ``"pending"`` (consent given again after a withdrawal) asks the member to
-  confirm, unless it is subscribed already (see :func:`_renewal`). One answered with the
+  confirm, unless it is subscribed already (see :func:`_renewal`); under a new address, beside
+  a former member Mailchimp will not move, at the new one (see :func:`_beside`). One
+  answered with the
   member ``transactional`` (never opted in at Mailchimp) gives it ``status_if_new`` (see
   :meth:`MailchimpAdapter._sign_up`). Each write reads the
   member first: an archived one is left archived and unchanged, never re-added (see
@@ -210,6 +212,9 @@ class _Outcome:
     status: str = ""
     #: The names of the record's ``clear`` the write left as they were on this audience.
     kept: frozenset[str] = frozenset()
+    #: The write went to the record's address beside the member under the former one, which
+    #: Mailchimp would not move (see ``MailchimpAdapter._put_or_move``): that one stays.
+    beside: bool = False
 
 
 @dataclass
@@ -340,6 +345,10 @@ class MailchimpAdapter:
                 return await self._opted_out(record, member_hash, list_id, outcome, batch)
             outcomes.append(outcome)
         failed = _first_failure(record.ref, outcomes)
+        if failed is None and any(o.beside for o in outcomes):
+            # As below: the member under the former address stays, known by its id.
+            member_id = record.external_id
+            return UpsertResult(record.ref, "upserted", external_id=member_id, kept=_kept(outcomes))
         if failed is not None and _moving(record):
             # The member under the former address stays where its move failed or was refused
             # (Mailchimp moves a subscribed member alone): known by the new id an audience
@@ -425,20 +434,22 @@ class MailchimpAdapter:
             if record.clear:
                 sent, left = await self._emptying(list_id, body, record.clear, record.fields)
             try:
-                response = await self._put_or_move(list_id, path, template, record, sent)
+                response = await self._put_or_move(list_id, path, template, record, sent, held)
             except RecordError:
                 if sent is body:
                     raise
                 # A field was made required since the definitions were read: the rest of the
                 # record is written, the field left as it is, and the definitions read anew.
                 self._emptiable_tags.pop(list_id, None)
-                response = await self._put_or_move(list_id, path, template, record, body)
+                response = await self._put_or_move(list_id, path, template, record, body, held)
                 left = left_by(record.clear, (), record.fields)
             if reads and not held:
                 # A member the write adds held nothing to empty. One not read first (no
                 # member id known) may be new too: what it leaves is said kept, never emptied.
                 left = frozenset()
             written = _written(response)
+            if _beside(record, body, held) and written.member_id:
+                written = replace(written, beside=True)
             if written.status == NOT_OPTED_IN_STATUS and "status" not in body:
                 written = await self._sign_up(list_id, template, written)
             return replace(written, kept=left) if left and written.member_id else written
@@ -591,6 +602,7 @@ class MailchimpAdapter:
         template: str,
         record: OutboundRecord,
         body: dict[str, Any],
+        held: Mapping[str, str],
     ) -> httpx.Response:
         """``PUT`` the member; if it is known under another address, change that one's first.
 
@@ -602,10 +614,13 @@ class MailchimpAdapter:
         simply written under the new address. Mailchimp moves a subscribed member alone: the
         move of any other is refused ("Invalid Resource", naming ``email address``), which
         fails the record for good, and no ``PUT`` adds a second member beside it (that would
-        subscribe, or ask to confirm, someone who unsubscribed or bounced there).
+        subscribe, or ask to confirm, someone who unsubscribed or bounced there), with two
+        exceptions, told by ``held`` (the statuses read first, see :meth:`_statuses`), where
+        the member is written under the record's address beside the one that stays
+        (:func:`_beside`).
         """
         known = record.external_id
-        if known and _moving(record):
+        if known and _moving(record) and not _beside(record, body, held):
             change = {"email_address": record.email, "merge_fields": body.get("merge_fields", {})}
             if "status" in body:  # a renewal: the member under the former address confirms
                 change["status"] = body["status"]
@@ -1092,6 +1107,24 @@ def _moving(record: OutboundRecord) -> bool:
     address than the record's (the person changed theirs at the source)."""
     known = record.external_id
     return bool(known and is_subscriber_hash(known) and known != subscriber_hash(record.email))
+
+
+def _beside(record: OutboundRecord, body: Mapping[str, Any], held: Mapping[str, str]) -> bool:
+    """Whether a write that moves a member (:func:`_moving`) goes to the record's address
+    beside the member under the former one, which ``held`` shows is not subscribed (Mailchimp
+    would refuse its move), and is left where it is.
+
+    So it goes for consent given again (a renewal, asking to confirm): the person is asked
+    at their new address, and nobody is subscribed who does not confirm; the former member
+    stays unsubscribed. So it goes too where the record's address has a member of its own
+    on the audience (the person signed up again under it): it is written as it is, status
+    kept. Either way the connector keeps knowing the person by the former member's id, so
+    an erasure, a withdrawal and a correction reach both (the new one by its address).
+    """
+    known = record.external_id
+    if not known or not _moving(record) or held.get(known, "subscribed") == "subscribed":
+        return False
+    return body.get("status") == RENEWED_STATUS or subscriber_hash(record.email) in held
 
 
 def _renewal(body: dict[str, Any], held: Mapping[str, str]) -> dict[str, Any]:

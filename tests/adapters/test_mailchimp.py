@@ -648,27 +648,52 @@ async def test_a_renewal_leaves_a_member_who_is_subscribed_again_as_they_are(
     assert mc.sandbox.confirmations_to("reader1@example.com") == 1  # LIST_B's alone
 
 
-async def test_a_renewal_under_a_new_address_of_an_unsubscribed_member_is_refused_naming_it(
+async def test_a_renewal_under_a_new_address_of_an_unsubscribed_member_asks_the_new_one(
     mc: Harness,
 ) -> None:
     """The unsubscribed member is under the former address the connector knows. Mailchimp
-    changes a subscribed member's address alone, so the move is refused: the record fails
-    for good, its reason naming the address as the field refused (Mailchimp's "email
-    address"), and nothing is written: no second member beside the first, no request to
-    confirm."""
+    changes a subscribed member's address alone, so no move is tried: the new address is
+    asked to confirm (nobody is subscribed who does not), the former member stays
+    unsubscribed, and the person stays known by its id, so an erasure reaches both."""
     old = "reader0@example.com"
     for list_id in (LIST_A, LIST_B):
         known = mc.sandbox.add_person(old, "Old", list_id=list_id, status="unsubscribed")
     record = person(1, status="pending")
     record = OutboundRecord(record.ref, record.email, known, record.fields)
     (result,) = await mc.adapter.upsert([record])
-    assert (result.outcome, result.retryable) == ("failed", False)
-    assert result.reason == "Invalid Resource: email_address"
+    assert (result.outcome, result.external_id) == ("upserted", known)
     for list_id in (LIST_A, LIST_B):
         assert (mc.sandbox.member(list_id, old) or {}).get("status") == "unsubscribed"
-        assert mc.sandbox.member(list_id, "reader1@example.com") is None
-    assert mc.sandbox.confirmations_to("reader1@example.com") == 0
+        assert (mc.sandbox.member(list_id, record.email) or {}).get("status") == "pending"
+    assert mc.sandbox.confirmations_to(record.email) == 2
     assert mc.sandbox.confirmations_to(old) == 0
+    await mc.adapter.erase(Subject(email=record.email, external_id=result.external_id))
+    for list_id in (LIST_A, LIST_B):
+        assert mc.sandbox.member(list_id, old) is None
+        assert mc.sandbox.member(list_id, record.email) is None
+
+
+async def test_a_write_to_an_address_signed_up_again_leaves_the_unsubscribed_member_beside_it(
+    mc: Harness,
+) -> None:
+    """The person signed up again under their new address through the audience's form: the
+    write goes to that member, status kept, instead of a move Mailchimp refuses of the
+    unsubscribed member under the former address, which stays as it is."""
+    old = "reader0@example.com"
+    known = mc.sandbox.add_person(old, "Old", list_id=LIST_A, status="unsubscribed")
+    mc.sandbox.add_person("reader1@example.com", "Self", list_id=LIST_A)
+    record = person(1)._replace(external_id=known)
+    (result,) = await mc.adapter.upsert([record])
+    assert (result.outcome, result.external_id) == ("upserted", known)
+    assert (mc.sandbox.member(LIST_A, old) or {}).get("status") == "unsubscribed"
+    again = mc.sandbox.member(LIST_A, "reader1@example.com") or {}
+    assert (again.get("status"), again.get("merge_fields", {}).get("FNAME")) == (
+        "subscribed",
+        "First1",
+    )
+    cleaned = mc.sandbox.add_person("reader2@example.com", "Old", list_id=LIST_A, status="cleaned")
+    (refused,) = await mc.adapter.upsert([person(3)._replace(external_id=cleaned)])
+    assert refused.reason == "Invalid Resource: email_address"  # nothing under the new one
 
 
 async def test_a_refused_move_keeps_the_former_member_s_id_when_another_audience_takes_the_write(

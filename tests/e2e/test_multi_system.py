@@ -313,25 +313,29 @@ async def test_a_correction_after_consent_is_given_again_leaves_the_renewal_to_b
         assert (member["status"], member["merge_fields"]["FNAME"]) == ("pending", "Hersteld")
 
 
-async def test_consent_given_again_under_a_new_address_is_refused_and_adds_nobody(
+async def test_consent_given_again_under_a_new_address_asks_the_new_address_to_confirm(
     world: World, rt: Runtime
 ) -> None:
     """Unsubscribed under the former address, the customer moves and opts in again before
-    the next sync. Mailchimp changes a subscribed member's address alone, so the move of
-    the unsubscribed member is refused: a dead letter naming the address as the field
-    refused, and nobody added under the new address, nor asked to confirm there."""
+    the next sync. Mailchimp changes a subscribed member's address alone, so the unsubscribed
+    member stays where it is and the new address is asked to confirm; an erasure under the
+    new address reaches both members."""
     email = await _sent_then_opted_out(world, rt)
     new_address = "weer.aangemeld@voorbeeld.nl"
     world.shop.touch(email, email=new_address)
     world.shop.touch(new_address, meta_data=[{"key": "marketing_opt_in", "value": "yes"}])
     (report,) = await rt.engine.sync("shop")
-    assert report.moved == 1 and report.destinations["news"].dead_lettered == 1
-    (letter,) = rt.store.dead_letters("news")
-    assert letter.reason == "Invalid Resource: email_address"
+    assert report.moved == 1 and not report.errors, report.errors
+    assert report.destinations["news"].dead_lettered == 0
     for list_id in LISTS:
         assert world.news.member(list_id, email)["status"] == "unsubscribed"  # type: ignore[index]
+        assert world.news.member(list_id, new_address)["status"] == "pending"  # type: ignore[index]
+    assert world.news.confirmations_to(new_address) == len(LISTS)
+    view = await DsrService(rt).erase(new_address)
+    assert view.system("news").status == "verified_absent"
+    for list_id in LISTS:
+        assert world.news.member(list_id, email) is None
         assert world.news.member(list_id, new_address) is None
-    assert world.news.confirmations_to(new_address) == 0
 
 
 async def test_a_withdrawal_delivered_before_withdrawals_were_marked_still_counts(
