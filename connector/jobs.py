@@ -110,6 +110,11 @@ def claim_next(store: Store, keyring: Keyring) -> Job | None:
 
     A job whose params do not open is marked failed (:data:`UNREADABLE`) and the next one is
     claimed: it can never run, and left running it would stop the worker at every start.
+
+    Each job is claimed, or failed, in a transaction of its own, so a call the store's lock
+    refused part-way may be made again whole (:func:`connector.storeturn.write_in_turn`):
+    what it committed before is done, and what it was refused was not. A job failed in
+    one transaction and left running by the next, then refused, was held for good.
     """
     while True:
         # Looked at first, without the write lock: the idle worker asks every second, and
@@ -124,12 +129,13 @@ def claim_next(store: Store, keyring: Keyring) -> Job | None:
             ).fetchone()
             if row is None:
                 return None
-            db.execute(
-                "UPDATE jobs SET status='running', started_at=? WHERE id=?", (utcnow(), row[0])
-            )
-        job = _opened(store, keyring, row[0], row[1])
-        if job is not None:
-            return job
+            job = _opened(store, keyring, row[0], row[1])
+            if job is not None:
+                now = utcnow()
+                db.execute(
+                    "UPDATE jobs SET status='running', started_at=? WHERE id=?", (now, job.id)
+                )
+                return dataclasses.replace(job, status="running", started_at=now)
 
 
 def claim_more(

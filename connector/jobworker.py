@@ -40,6 +40,7 @@ from connector.storefile import failure, failure_text
 from connector.storeturn import write_in_turn
 
 __all__ = [
+    "BOOKKEEPING_WAIT_SECONDS",
     "CHANGE_BATCH",
     "JOB_POLL_SECONDS",
     "QUEUE_WAIT_SECONDS",
@@ -68,6 +69,11 @@ CHANGE_BATCH = 100
 #: another process holds it, before it is answered 503; the event loop does not wait with it
 #: (:func:`connector.storeturn.write_in_turn`).
 QUEUE_WAIT_SECONDS = 10.0
+#: Seconds the worker's own writes to the queue (claiming a job, recording how it ended)
+#: wait for the store's write lock while another process holds it, off the event loop,
+#: before the worker says the store failed. Longer than an admin call's wait: nobody waits
+#: on the answer, and a job that ran and could not be recorded is run again.
+BOOKKEEPING_WAIT_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -170,13 +176,30 @@ class JobWorker:
         (:func:`connector.storeturn.write_in_turn`)."""
         return await write_in_turn(self.rt.store, work, within=QUEUE_WAIT_SECONDS)
 
+    async def _booked(self, work: Callable[[], T]) -> T:
+        """``work()`` (the worker's own write to the queue, one transaction or statement that
+        run again finds its work done) without the event loop waiting on another process's
+        lock of the store, for up to :data:`BOOKKEEPING_WAIT_SECONDS`. It waited inside
+        SQLite's busy timeout on the loop, every webhook, probe and admin call with it."""
+        return await write_in_turn(self.rt.store, work, within=BOOKKEEPING_WAIT_SECONDS)
+
+    async def _finish(self, batch: list[jobs.Job], status: str, result: dict[str, Any]) -> None:
+        """Record how the jobs of ``batch`` ended, all in one transaction (then logged, once)."""
+
+        def record() -> None:
+            with self.rt.store.transaction():
+                for job in batch:
+                    jobs.finish(self.rt.store, job.id, status, result)
+
+        await self._booked(record)
+
     async def run(self) -> None:
         """Claim and run queued jobs until stopped, outliving store failures (module doc)."""
         held = False  # jobs left running by a store failure
         while not self.stopping.is_set():
             try:
                 if held:
-                    jobs.requeue_running(self.rt.store)
+                    await self._booked(lambda: jobs.requeue_running(self.rt.store))
                     held = False
                 await self._next_job()
             except sqlite3.Error as exc:
@@ -223,7 +246,7 @@ class JobWorker:
 
     async def _next_job(self) -> None:
         """Run the next queued job (or batch of webhook changes); wait a while if none."""
-        job = jobs.claim_next(self.rt.store, self.rt.keyring)
+        job = await self._booked(lambda: jobs.claim_next(self.rt.store, self.rt.keyring))
         if job is None:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -251,18 +274,17 @@ class JobWorker:
         except _Deferred as exc:
             # Not run, and not failed: queued again, the next start runs it. (A flow already
             # run by a resync of several flows runs again then; a resync is idempotent.)
-            jobs.requeue(self.rt.store, job.id)
-            log.info("job queued again", extra={"job": job.id, "kind": job.kind, "why": str(exc)})
+            await self._requeue([job], str(exc))
         except KlantsyncError as exc:
-            jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
+            await self._finish([job], "failed", {"error": str(exc)})
             log.warning("job failed", extra={"job": job.id, "kind": job.kind, "error": str(exc)})
         except Exception as exc:  # a bug met by one job must not stop the jobs after it
             if self._store_at_fault(exc):
                 raise  # the store's trouble, not the job's: run() waits and runs it again
-            jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
+            await self._finish([job], "failed", _internal(exc))
             _log_internal(exc, job)
         else:
-            jobs.finish(self.rt.store, job.id, "done", result)
+            await self._finish([job], "done", result)
             log.info("job done", extra={"job": job.id, "kind": job.kind})
 
     async def _run_change_batch(self, first: jobs.Job) -> None:
@@ -275,8 +297,10 @@ class JobWorker:
         request is never sent before the erasure has run. Each system's jobs are judged by
         its own sync: one shop down fails its own changes, not another shop's, unasked.
         """
-        more = jobs.claim_more(
-            self.rt.store, self.rt.keyring, first.id, CHANGE_BATCH - 1, _is_change
+        more = await self._booked(
+            lambda: jobs.claim_more(
+                self.rt.store, self.rt.keyring, first.id, CHANGE_BATCH - 1, _is_change
+            )
         )
         by_system: dict[str, list[jobs.Job]] = {}
         for job in [first, *more]:
@@ -288,7 +312,7 @@ class JobWorker:
             except _Deferred as exc:
                 # The jobs after it too: run now, one would overtake the changes before it.
                 rest = [job for _, later in systems[index:] for job in later]
-                self._requeue(rest, str(exc))
+                await self._requeue(rest, str(exc))
                 return
 
     async def _run_system_changes(self, system: str, batch: list[jobs.Job]) -> None:
@@ -306,25 +330,30 @@ class JobWorker:
         except _Deferred:
             raise
         except KlantsyncError as exc:
+            await self._finish(batch, "failed", {"error": str(exc)})
             for job in batch:
-                jobs.finish(self.rt.store, job.id, "failed", {"error": str(exc)})
                 log.warning("job failed", extra={"job": job.id, "kind": job.kind})
         except Exception as exc:  # as in _run_one
             if self._store_at_fault(exc):
                 raise
-            for job in batch:
-                jobs.finish(self.rt.store, job.id, "failed", _internal(exc))
+            await self._finish(batch, "failed", _internal(exc))
             _log_internal(exc, batch[0])
         else:
             result = {"batch": len(batch), "written": synced.written, "failed": synced.failed}
+            await self._finish(batch, "done", result)
             for job in batch:
-                jobs.finish(self.rt.store, job.id, "done", result)
                 log.info("job done", extra={"job": job.id, "kind": job.kind})
 
-    def _requeue(self, claimed: list[jobs.Job], why: str) -> None:
+    async def _requeue(self, claimed: list[jobs.Job], why: str) -> None:
         """Put claimed jobs that did not run back in the queue, saying why."""
+
+        def requeue() -> None:
+            with self.rt.store.transaction():
+                for job in claimed:
+                    jobs.requeue(self.rt.store, job.id)
+
+        await self._booked(requeue)
         for job in claimed:
-            jobs.requeue(self.rt.store, job.id)
             log.info("job queued again", extra={"job": job.id, "kind": job.kind, "why": why})
 
     async def _wake_or_stop(self) -> None:

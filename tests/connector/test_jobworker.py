@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -694,6 +694,76 @@ async def test_an_idle_worker_takes_no_write_lock_while_another_process_writes(
     finally:
         other.close()
         rt.store.db.execute(f"PRAGMA busy_timeout={int(waits)}")
+
+
+@contextlib.contextmanager
+def _no_lock_wait(rt: Runtime) -> Iterator[None]:
+    """The store's busy timeout off: a write that would wait for another process's lock
+    inside SQLite, on the event loop, is refused at once instead (and the worker says the
+    store failed), where the test would otherwise wait out the timeout."""
+    (waits,) = rt.store.db.execute("PRAGMA busy_timeout").fetchone()
+    rt.store.db.execute("PRAGMA busy_timeout=0")
+    try:
+        yield
+    finally:
+        rt.store.db.execute(f"PRAGMA busy_timeout={int(waits)}")
+
+
+async def _turns() -> None:
+    """Turns of the loop, enough for the worker to reach its next wait."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_a_job_queued_while_another_process_holds_the_lock_is_claimed_once_it_is_free(
+    worker: JobWorker, runner: Runner, rt: Runtime
+) -> None:
+    """Another process holds the store's write lock (an operator's sqlite3 shell) while a job
+    waits: the worker's claim waits for it off the event loop, and claims and runs the job
+    once the lock is free, once. The claim waited inside SQLite's busy timeout on the loop
+    (every webhook and probe with it) and then said the store failed, resting 30 s."""
+    failures: list[str] = []
+    worker.store_failed = lambda _exc, during: failures.append(during)
+    job_id = worker.queue("resync", {"system": "shop"})
+    with _no_lock_wait(rt), contextlib.closing(sqlite3.connect(rt.store.path)) as other:
+        other.execute("BEGIN IMMEDIATE")
+        task = asyncio.create_task(worker.run())
+        await _turns()
+        assert failures == [] and runner.calls == []
+        assert getattr(jobs.get(rt.store, job_id), "status", None) == "queued"
+        other.rollback()
+        while getattr(jobs.get(rt.store, job_id), "status", None) != "done":
+            await asyncio.sleep(0)
+        worker.stopping.set()
+        await asyncio.wait_for(task, 30)
+    assert failures == [] and runner.calls == [("flow", "shop-to-crm", False, True)]
+
+
+async def test_a_job_that_ends_while_another_process_holds_the_lock_is_recorded_once_it_is_free(
+    worker: JobWorker, runner: Runner, rt: Runtime
+) -> None:
+    """A batch of changes ends while another process holds the write lock: how it ended is
+    recorded once the lock is free, waited for off the event loop, and the changes are not
+    synced again. The record waited on the loop and then counted as the store failing, so
+    the batch went back to the queue and was synced twice."""
+    failures: list[str] = []
+    worker.store_failed = lambda _exc, during: failures.append(during)
+    ids = [worker.queue("webhook", _change(n)) for n in ("5", "6")]
+    with _no_lock_wait(rt), contextlib.closing(sqlite3.connect(rt.store.path)) as other:
+        runner.on_sync = lambda: other.execute("BEGIN IMMEDIATE")  # taken as the sync runs
+        task = asyncio.create_task(worker.run())
+        while not runner.calls:
+            await asyncio.sleep(0)
+        await _turns()
+        assert failures == []
+        assert [getattr(jobs.get(rt.store, i), "status", None) for i in ids] == ["running"] * 2
+        runner.on_sync = None
+        other.rollback()
+        while any(getattr(jobs.get(rt.store, i), "status", None) != "done" for i in ids):
+            await asyncio.sleep(0)
+        worker.stopping.set()
+        await asyncio.wait_for(task, 30)
+    assert failures == [] and runner.calls == [("subjects", "shop", [("5", None), ("6", None)])]
 
 
 async def test_a_job_the_stop_s_grace_cuts_is_queued_again_not_counted_toward_failing_it(
