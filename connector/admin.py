@@ -523,30 +523,36 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
     @app.post("/admin/dsr/{request_id}/extend", responses=_DECISION_ANSWERS)
     async def extend_request(request_id: str, body: DsrExtend) -> dict[str, Any]:
         """Extend an open request's deadline, with the reason (redacted, audited)."""
-        return _decide(request_id, lambda s: s.extend(request_id, body.months, body.reason))
+        return await _decide(request_id, lambda s: s.extend(request_id, body.months, body.reason))
 
     @app.post("/admin/dsr/{request_id}/exempt", responses=_DECISION_ANSWERS)
     async def exempt_part(request_id: str, body: DsrExempt) -> dict[str, Any]:
         """Close one system's part of an open request without carrying it out, with the
         reason the person is told (redacted, audited; the receipt names it)."""
-        return _decide(request_id, lambda s: s.exempt(request_id, body.system, body.reason))
+        return await _decide(request_id, lambda s: s.exempt(request_id, body.system, body.reason))
 
     @app.post("/admin/dsr/{request_id}/release", responses=_DECISION_ANSWERS)
     async def release_part(request_id: str, body: DsrRelease) -> dict[str, Any]:
         """Let an open erasure reach a system whose part it holds because an earlier erasure
         of the person exempted that system (audited); its next retry erases there."""
-        return _decide(request_id, lambda s: s.release(request_id, body.system))
+        return await _decide(request_id, lambda s: s.release(request_id, body.system))
 
-    def _decide(request_id: str, decision: Callable[[DsrService], RequestView]) -> dict[str, Any]:
+    async def _decide(
+        request_id: str, decision: Callable[[DsrService], RequestView]
+    ) -> dict[str, Any]:
         """Run an operator's decision on a request: 404 for no such request, 409 for one the
-        request's state refuses (what the CLI exits 2 for, saying why), else the request."""
+        request's state refuses (what the CLI exits 2 for, saying why), else the request.
+
+        Each decision is one write transaction, made again whole while another process holds
+        the store's lock, without the event loop waiting (``in_turn``): it waited inside
+        SQLite's busy timeout on the loop, every probe and webhook with it."""
         from connector.dsr import DsrService, DsrUsageError
 
         service = DsrService(daemon.rt)
         if len(request_id) > 64 or service.get(request_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such request")
         try:
-            view = decision(service)
+            view = await daemon.jobs.in_turn(lambda: decision(service))
         except DsrUsageError as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
         shown: dict[str, Any] = view.as_dict()

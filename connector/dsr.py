@@ -959,21 +959,24 @@ class DsrService:
             DsrUsageError: no such request, it is not open, it has no such system, that
                 system's part is settled already, or the reason is empty.
         """
-        row = self.db.get(request_id)
-        if row is None:
-            raise no_request(request_id)
-        if row.status != "open":
-            raise DsrUsageError(
-                f"request {request_id} is {row.status}; only an open request's systems can "
-                "be exempted"
-            )
         text = redact(" ".join(reason.split()))[:500]
-        if not text:
-            raise DsrUsageError("an exemption needs a reason (--reason): the person is told it")
-        # The look and the decision in one write transaction: a retry from another process
-        # that settled the part in between (erased it after all) is not overwritten. The
-        # decision and its entry together: an exemption nobody can account for is none.
+        # The look, the decision, its entry and the completion it may bring in one write
+        # transaction. A retry from another process that settled the part in between (erased
+        # it after all) is not overwritten; an exemption nobody can account for is none. And
+        # the daemon may make it again whole after another process's lock refused it
+        # (connector/storeturn.py): committed before the completion and refused there, made
+        # again it was refused as settled already, and the request was left open.
         with self.rt.store.transaction():
+            row = self.db.get(request_id)
+            if row is None:
+                raise no_request(request_id)
+            if row.status != "open":
+                raise DsrUsageError(
+                    f"request {request_id} is {row.status}; only an open request's systems "
+                    "can be exempted"
+                )
+            if not text:
+                raise DsrUsageError("an exemption needs a reason (--reason): the person is told it")
             status = self._part(row, system).status
             if status in FINAL_STATUSES:
                 raise DsrUsageError(
@@ -982,10 +985,10 @@ class DsrService:
                 )
             self.db.set_system(row.id, system, "exempt", detail=f"{EXEMPTED}{text}")
             self.audit("dsr.exempted", row, system=system, reason=text)
-        if row.kind != "access":
-            # An access request completes with its bundle, which its next run writes from
-            # the systems that are left (the daemon's retries, or dsr retry).
-            self._complete_if_done(row)
+            if row.kind != "access":
+                # An access request completes with its bundle, which its next run writes
+                # from the systems that are left (the daemon's retries, or dsr retry).
+                self._complete_if_done(row)
         return self._view(self.db.get(row.id))
 
     def release(self, request_id: str, system: str) -> RequestView:

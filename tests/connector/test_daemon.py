@@ -493,6 +493,36 @@ async def test_an_admin_call_waiting_for_another_process_s_lock_holds_no_probe(
     assert audit.latest(daemon.rt.store, audit.SYNC_MANUAL) is None
 
 
+async def test_the_job_worker_waiting_for_another_process_s_lock_holds_no_probe(
+    daemon: Daemon, shop: WooCommerceSandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A resync waits in the queue while another process holds the store's write lock: the
+    job worker's claim waits for it off the event loop, /healthz and /readyz answer
+    meanwhile (the store is not failing: it is busy), and the resync runs once the lock is
+    free, once. The claim waited on the loop inside SQLite's busy timeout (5 s), holding
+    every probe, and then said the store failed, making /readyz 503."""
+    caplog.set_level(logging.ERROR, logger="klantsync")
+    shop.seed_synthetic(2, seed=35)
+    job_id = daemon.jobs.queue("resync", {"system": "shop"})
+    with closing(sqlite3.connect(daemon.rt.store.path)) as other:
+        async with _client(build_public_app(daemon)) as client:
+            other.execute("BEGIN IMMEDIATE")
+            worker = asyncio.create_task(daemon.jobs.run())
+            await _until_waiting(worker)
+            health = await client.get("/healthz")
+            ready = await client.get("/readyz")
+            waited = getattr(jobs.get(daemon.rt.store, job_id), "status", None)
+            other.rollback()
+            while getattr(jobs.get(daemon.rt.store, job_id), "status", None) != "done":
+                await asyncio.sleep(0)
+            daemon.stopping.set()
+            await asyncio.wait_for(worker, 30)
+    assert health.status_code == 200 and ready.status_code == 200, ready.text
+    assert ready.json()["checks"]["store"] == "ok" and waited == "queued"
+    assert [r.getMessage() for r in caplog.records] == []
+    assert daemon.rt.store.db.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
+
+
 async def test_bad_signature_is_401_and_queues_nothing(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
@@ -1043,6 +1073,89 @@ async def test_admin_releases_a_part_an_earlier_exemption_holds_as_the_cli_does(
     assert again.status_code == 409 and "not on hold" in again.json()["detail"]
     assert missing.status_code == 404
     assert shop.holds(CANARY_EMAIL), "released, not yet run: the next retry erases there"
+
+
+async def _decided_once_the_lock_is_free(
+    daemon: Daemon, path: str, body: dict[str, Any]
+) -> httpx.Response:
+    """An operator's decision asked through the admin API while another process holds the
+    store's write lock: it waits, /healthz answers meanwhile, and it is made once the lock
+    is free (its answer)."""
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    with closing(sqlite3.connect(daemon.rt.store.path)) as other:
+        async with (
+            _client(build_admin_app(daemon)) as admin,
+            _client(build_public_app(daemon)) as public,
+        ):
+            other.execute("BEGIN IMMEDIATE")
+            waiting = asyncio.create_task(admin.post(path, headers=auth, json=body))
+            await _until_waiting(waiting)
+            health = await public.get("/healthz")
+            assert not waiting.done() and health.status_code == 200
+            other.rollback()
+            return await waiting
+
+
+async def test_admin_decisions_waiting_for_another_process_s_lock_hold_no_probe(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """An extension, an exemption (which completes the request) and a release asked while
+    another process holds the store's write lock wait for it off the event loop, /healthz
+    answering meanwhile, and each is made once the lock is free, once: one entry each in
+    the trail, one receipt. They waited inside SQLite's busy timeout on the loop, every
+    probe and webhook with them."""
+    from connector.dsr import DsrService
+
+    first = await _erasure_left_open(daemon, shop)
+    base = f"/admin/dsr/{first.id}"
+    body = {"months": 1, "reason": "many systems"}
+    extended = await _decided_once_the_lock_is_free(daemon, f"{base}/extend", body)
+    body = {"system": "shop", "reason": "legal claim"}
+    exempted = await _decided_once_the_lock_is_free(daemon, f"{base}/exempt", body)
+    shop.faults.down = False
+    second = await DsrService(daemon.rt).erase(CANARY_EMAIL)
+    path = f"/admin/dsr/{second.id}/release"
+    released = await _decided_once_the_lock_is_free(daemon, path, {"system": "shop"})
+    assert extended.status_code == 200 and extended.json()["extension_reason"] == "many systems"
+    assert exempted.status_code == 200 and exempted.json()["status"] == "completed"
+    assert released.status_code == 200, released.text
+    assert released.json()["systems"]["shop"]["status"] == "pending"
+    kinds = [e.kind for e in audit.entries(daemon.rt.store)]
+    assert [kinds.count(k) for k in ("dsr.extended", "dsr.exempted", "dsr.released")] == [1] * 3
+    completed = [e for e in audit.entries(daemon.rt.store) if e.kind == "dsr.completed"]
+    assert [e.data["request"] for e in completed] == [first.id]
+
+
+async def test_an_exemption_refused_by_the_lock_at_its_completion_is_made_again_whole(
+    daemon: Daemon, shop: WooCommerceSandbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock refused the completion an exemption brings, and the exemption was made
+    again (as the daemon makes a write the lock refused): it had committed the part exempt
+    before, so made again it was refused as settled already (409), and the request stayed
+    open with every part settled. The exemption and its completion are one transaction."""
+    from connector.dsr import DsrService
+    from connector.storeturn import write_in_turn
+
+    view = await _erasure_left_open(daemon, shop)
+    service = DsrService(daemon.rt)
+    completing = service._complete_if_done
+    refusals = [1]
+
+    def refused_once(row: Any) -> None:
+        if refusals:
+            refusals.pop()
+            busy = sqlite3.OperationalError("database is locked")
+            busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # another process's lock
+            raise busy
+        completing(row)
+
+    monkeypatch.setattr(service, "_complete_if_done", refused_once)
+    exempted = await write_in_turn(
+        daemon.rt.store, lambda: service.exempt(view.id, "shop", "legal claim"), within=5
+    )
+    assert exempted.status == "completed" and refusals == []
+    kinds = [e.kind for e in audit.entries(daemon.rt.store)]
+    assert (kinds.count("dsr.exempted"), kinds.count("dsr.completed")) == (1, 1)
 
 
 async def test_a_blank_reason_is_refused_as_a_bad_field_not_as_the_request_s_state(
