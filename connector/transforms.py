@@ -239,7 +239,22 @@ def _main_number(text: str) -> str:
 # number in memory.
 @lru_cache(maxsize=4096)
 def _e164_by_parser(text: str, region: str) -> str | None:
-    return _e164_parsed(_main_number(text), region)
+    return _e164_parsed(_main_number(_plain(text)), region)
+
+
+def _plain(text: str) -> str:
+    """``text`` with each run of blanks one space and format characters dropped.
+
+    The parser reads a plain or no-break space between digits, but no other blank: a tab or
+    line break pasted from a spreadsheet, the thin and narrow no-break spaces that
+    typesetting and some phones' number formatting put between groups, and no invisible
+    mark either (a byte order mark, the direction marks copied along from a right-to-left
+    text). With one of them inside, the number was read as none, and not sent.
+    """
+    if text.isascii() and text.isprintable():
+        return text  # nearly every number: nothing to change
+    shown = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    return " ".join(shown.split())
 
 
 #: What a number must be to have an E.164 form: possible as a whole, not only when dialled

@@ -471,3 +471,34 @@ def test_a_surname_elsewhere_keeps_its_particle_in_lower_case(region: str) -> No
     assert name("DE SMET") == "de Smet"
     assert name("VON DER LEYEN") == "von der Leyen"
     assert name("De Smet") == "De Smet"
+
+
+#: Blanks the parser does not take between digits, and format characters that show as
+#: nothing: tab, line break, thin space, figure space, narrow no-break space (macOS and iOS
+#: group digits with it), ideographic space, byte order mark, the direction marks and
+#: isolates copied along from a right-to-left text, the Arabic letter mark.
+_ODD_BLANKS = "\t\n\r\u2009\u2007\u202f\u3000\ufeff\u200e\u200f\u202a\u202c\u2066\u2069\u061c"
+
+
+@pytest.mark.parametrize("blank", list(_ODD_BLANKS))
+@pytest.mark.parametrize(
+    ("region", "typed", "e164"),
+    [
+        ("NL", "06{}12345678", "+31612345678"),
+        ("NL", "+31{}6{}1234{}5678", "+31612345678"),
+        ("NL", "020{}123{}45{}67", "+31201234567"),
+        ("BE", "0470{}12{}34{}56", "+32470123456"),
+        ("DE", "030{}1234567{}Durchwahl{}12", "+49301234567"),
+    ],
+)
+def test_a_number_with_any_blank_or_invisible_mark_between_its_digits_is_read(
+    blank: str, region: str, typed: str, e164: str
+) -> None:
+    """A tab, a thin or narrow no-break space or a direction mark between the digits made
+    the parser read no number at all: the person's number was counted unreadable and not
+    sent. It is read as with a plain space, and the same on every read."""
+    phone = make_transform("phone", region)
+    assert phone is not None
+    text = typed.format(*[blank] * typed.count("{}"))
+    assert phone(text) == e164
+    assert phone(text) == phone(text.replace(blank, " "))
