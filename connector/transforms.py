@@ -272,18 +272,39 @@ def _e164_parsed(text: str, region: str) -> str | None:
     if phonenumbers.is_possible_number_with_reason(number) != _WHOLE_NUMBER:
         return None
     e164 = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-    if number.italian_leading_zero:
+    if number.italian_leading_zero or _prefix_in_front(number):
         # A national prefix typed after the country code ("+31 (0)06 ...") is kept as a
-        # leading zero; read again, the result loses it. The transform must give the same
-        # when run on its own output (a destination's copy read back, `dsr erase --phone`),
-        # so the number is read until it stays the same: where a leading zero belongs
-        # (Italy's "+39 06 ..."), at once.
+        # leading zero; read again, the result loses it. So does one that is no zero
+        # (Belarus's "8"), which the parser takes off once only ("880 ..." was +37580...,
+        # which read again is +375 0...). The transform must give the same when run on its
+        # own output (a destination's copy read back, `dsr erase --phone`), so the number
+        # is read until it stays the same: where the digits belong (Italy's "+39 06 ..."),
+        # at once.
         for _ in range(3):
             again = _e164_parsed(e164, region) if e164 != text else e164
             if again is None or again == e164:
                 break
             e164 = again
     return e164
+
+
+def _prefix_in_front(number: phonenumbers.PhoneNumber) -> bool:
+    """Whether the national digits of ``number`` (with no leading zero: see
+    ``italian_leading_zero``) begin with what its country's parser takes for a national
+    prefix: read again from E.164, the parser would take it off."""
+    prefix = _national_prefix(number.country_code or 0)
+    return prefix is not None and prefix.match(str(number.national_number)) is not None
+
+
+@lru_cache(maxsize=512)
+def _national_prefix(code: int) -> re.Pattern[str] | None:
+    """What the parser takes off a national number of calling code ``code`` as its
+    national prefix, or ``None`` where it takes off nothing."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+        code, phonenumbers.region_code_for_country_code(code)
+    )
+    prefix = metadata.national_prefix_for_parsing if metadata is not None else None
+    return re.compile(prefix) if prefix else None
 
 
 # -- the fast path for national numbers ---------------------------------------------------------

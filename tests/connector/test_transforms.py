@@ -502,3 +502,41 @@ def test_a_number_with_any_blank_or_invisible_mark_between_its_digits_is_read(
     text = typed.format(*[blank] * typed.count("{}"))
     assert phone(text) == e164
     assert phone(text) == phone(text.replace(blank, " "))
+
+
+@pytest.mark.parametrize(
+    ("typed", "e164"),
+    [
+        ("880809350", "+375809350"),
+        ("88182269860", "+375182269860"),
+        ("+375 8 0809350", "+375809350"),
+        ("+375889921756094", "+3759921756094"),
+    ],
+)
+def test_a_national_prefix_that_is_no_zero_is_not_left_in_the_number(typed: str, e164: str) -> None:
+    """Belarus dials "8" before a national number; typed twice, or after the country code,
+    the parser took it off once and gave +37580..., which read again (a destination's copy
+    read back, `dsr erase --phone`) is another number: +3750... The transform gives the
+    number that stays."""
+    phone = make_transform("phone", "BY")
+    assert phone is not None
+    assert phone(typed) == e164
+    assert phone(e164) == e164
+
+
+def test_the_phone_transform_gives_its_own_output_back_in_every_region() -> None:
+    """Over numbers made of each region's national prefix, its country code and random
+    digits, every number read reads back as itself, in its region and in any other."""
+    rng = random.Random(11)
+    regions = sorted(phonenumbers.SUPPORTED_REGIONS)
+    for region in regions:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        assert metadata is not None
+        prefix, code = metadata.national_prefix or "", str(metadata.country_code)
+        heads = [prefix, prefix * 2, "0", "00", f"+{code}", f"+{code}{prefix}", f"00{code}{prefix}"]
+        for _ in range(60):
+            typed = rng.choice(heads) + "".join(rng.choice("0123456789") for _ in range(9))
+            once = _e164(typed, region)
+            if once is not None:
+                assert _e164(once, region) == once, (region, typed)
+                assert _e164(once, rng.choice(regions)) == once, (region, typed)
