@@ -539,10 +539,12 @@ def _unread(person: Person, name: str, unreadable: Counter[str] | None) -> None:
 
 def _has_value(given: Any) -> bool:
     """Whether ``given`` is a value, not blanks: a field that read it as none lost one. (An
-    object or a list where a value belongs is none, see :func:`_scalar`.)"""
+    object or a list where a value belongs is none, see :func:`_scalar`; so is ``false``,
+    which a shop built on PHP writes for a field it holds nothing in. ``true`` where no
+    yes/no belongs is a value no transform but ``bool`` reads.)"""
     if isinstance(given, str):
         return bool(given.translate(INVISIBLE).strip())
-    return isinstance(given, int | float) and not isinstance(given, bool)
+    return given is True or (isinstance(given, int | float) and not isinstance(given, bool))
 
 
 def _scalar(value: Any) -> str | bool | None:

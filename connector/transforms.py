@@ -48,19 +48,30 @@ def _collapsed(text: str) -> str:
     return " ".join(text.split())
 
 
+def _not_text(value: Any) -> Any:
+    """What a text transform gives a value that is no text: none for a yes/no, the value
+    itself for any other (a number is read as its text before, see ``connector.mapping``).
+
+    A shop built on PHP writes ``false`` for a field it holds nothing in, and a plugin may
+    put ``true`` where a name or a city belongs: passed on, a CRM was sent ``false`` as the
+    person's first name (HubSpot keeps it as the text "false").
+    """
+    return None if isinstance(value, bool) else value
+
+
 def _trim(value: Any) -> Any:
     if isinstance(value, str):
         stripped = _collapsed(value)
         return stripped or None
-    return value
+    return _not_text(value)
 
 
 def _lower(value: Any) -> Any:
-    return value.lower() if isinstance(value, str) else value
+    return value.lower() if isinstance(value, str) else _not_text(value)
 
 
 def _upper(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
+    return value.upper() if isinstance(value, str) else _not_text(value)
 
 
 def _name(value: Any, *, leading_particle: bool = False) -> Any:
@@ -71,7 +82,7 @@ def _name(value: Any, *, leading_particle: bool = False) -> Any:
     it are in lower case as ever.
     """
     if not isinstance(value, str):
-        return value
+        return _not_text(value)
     if not value.isascii():  # _collapsed, written out: it runs for two fields of every record
         value = value.translate(INVISIBLE)
     text = " ".join(value.split())
@@ -172,7 +183,7 @@ def _lower_name(text: str) -> str:
 
 def _postcode(value: Any) -> Any:
     """Blanks collapsed, in capitals: otherwise as typed (each country writes its own)."""
-    return _trimmed_upper(value) if isinstance(value, str) else value
+    return _trimmed_upper(value) if isinstance(value, str) else _not_text(value)
 
 
 #: A Dutch postcode without its space, once collapsed and in capitals ("1234AB"); the letters
@@ -187,7 +198,7 @@ def _dutch_postcode(value: Any) -> Any:
     each system (and another from the rest of a destination's records). "1234 ab" and
     "1234  AB" are "1234 AB" once collapsed and in capitals; only the space left out remains.
     """
-    return _dutch_postcode_text(value) if isinstance(value, str) else value
+    return _dutch_postcode_text(value) if isinstance(value, str) else _not_text(value)
 
 
 def _dutch_postcode_text(text: str) -> Any:

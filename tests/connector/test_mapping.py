@@ -443,6 +443,9 @@ def test_inbound_takes_any_record_a_system_may_send_without_failing(system: str)
         withheld: Counter[str] = Counter()
         person = mapping.inbound(record, withheld)
         assert all(isinstance(value, str | bool) for value in person.values()), person
+        # A yes/no only where the field reads one: no name or city is sent as true.
+        texts = {n: v for n, v in person.items() if "bool" not in mapping.fields[n].transform_names}
+        assert all(isinstance(value, str) for value in texts.values()), person
         assert all(isinstance(path, str) for path in withheld)
 
     reads()
@@ -612,6 +615,25 @@ def test_a_value_a_field_cannot_read_is_counted_by_field(
     person, unreadable = _read(billing, **top)
     assert unreadable == Counter(counted)
     assert not set(counted) & set(person)
+
+
+@pytest.mark.parametrize(("given", "counted"), [(True, True), (False, False)])
+def test_a_yes_or_no_where_text_belongs_is_not_sent(given: bool, counted: bool) -> None:
+    """A shop built on PHP writes false for a field it holds nothing in, a plugin may write
+    true: either went on as the person's first name, city or postcode (a CRM keeps it as the
+    text "false"). Neither is read; true is counted as a value not readable, so the
+    destinations keep what they had, and false is no value, as an empty text is."""
+    keys = ("company", "address_1", "postcode", "city", "country", "phone")
+    record = {**RAW, "first_name": given, "last_name": given}
+    record["billing"] = dict.fromkeys(keys, given)
+    unreadable: Counter[str] = Counter()
+    person = WOO.inbound(record, Counter(), unreadable)
+    names = {"first_name", "last_name", "company", "address_line1", "postcode", "city"}
+    names |= {"country", "phone"}
+    assert not names & set(person)
+    assert person["marketing_consent"] is True  # where a yes/no belongs, it is read
+    assert unreadable == (Counter(names) if counted else Counter())
+    assert person.unread == (names if counted else set())
 
 
 def test_values_read_are_not_counted_and_counting_changes_nothing_read() -> None:

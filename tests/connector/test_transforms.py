@@ -115,6 +115,12 @@ def test_e164_of_dutch_numbers(text: str, expected: str | None) -> None:
         ("trim", "  Jan   de  Vries ", "Jan de Vries"),
         ("trim", "   ", None),  # nothing left is no value, not an empty string sent on
         ("trim", 42, 42),
+        ("trim", False, None),  # a yes/no is no text: never sent as a name or a city
+        ("trim", True, None),
+        ("lower", True, None),
+        ("upper", False, None),
+        ("name", True, None),
+        ("postcode", True, None),
         ("name", "JAN JANSEN", "Jan Jansen"),
         ("name", "marie-claire dubois", "Marie-Claire Dubois"),
         ("name", "van der Berg", "van der Berg"),  # mixed case is as the person wrote it
