@@ -338,11 +338,11 @@ class SystemMapping:
             chain = self._regional_chain(name, country)
             if chain is None:
                 continue  # read there as here
-            given = _scalar(read(record))
-            value = run_chain(chain, given)
+            raw = read(record)
+            value = run_chain(chain, _scalar(raw))
             # Whether the value is unreadable goes by this reading, not the first one.
-            counted = name not in person and _has_value(given)
-            lost = value is None and _has_value(given)
+            counted = name not in person and _has_value(raw)
+            lost = value is None and _has_value(raw)
             if value is None:
                 person.pop(name, None)
             else:
@@ -538,12 +538,19 @@ def _unread(person: Person, name: str, unreadable: Counter[str] | None) -> None:
 
 
 def _has_value(given: Any) -> bool:
-    """Whether ``given`` is a value, not blanks: a field that read it as none lost one. (An
-    object or a list where a value belongs is none, see :func:`_scalar`; so is ``false``,
-    which a shop built on PHP writes for a field it holds nothing in. ``true`` where no
-    yes/no belongs is a value no transform but ``bool`` reads.)"""
+    """Whether ``given`` is a value, not blanks: a field that read it as none lost one.
+
+    An object or a list where a value belongs is not read (see :func:`_scalar`), but one
+    that holds something is a value all the same (a plugin's whole address record, a list
+    of phone numbers): taken for none, the field was emptied in every system the flow wrote
+    it to. An empty one is none, as ``false`` is: a shop built on PHP writes them for a
+    field it holds nothing in. ``true`` where no yes/no belongs is a value no transform but
+    ``bool`` reads.
+    """
     if isinstance(given, str):
         return bool(given.translate(INVISIBLE).strip())
+    if isinstance(given, Mapping | list):
+        return bool(given)
     return given is True or (isinstance(given, int | float) and not isinstance(given, bool))
 
 

@@ -636,6 +636,29 @@ def test_a_yes_or_no_where_text_belongs_is_not_sent(given: bool, counted: bool) 
     assert person.unread == (names if counted else set())
 
 
+@pytest.mark.parametrize("country", ["NL", "BE"])
+def test_an_object_or_a_list_holding_something_is_a_value_not_read_not_none(
+    country: str,
+) -> None:
+    """A plugin that keeps the phone numbers as a list, or the address as an object, gives
+    a value the mapping does not read: taken for none, the field was emptied in every
+    system the flow had written it to. It is counted as not readable and marked so, and the
+    destinations keep what they had, as for a phone number that is none; read again in a
+    Belgian customer's own country, too. An empty one is none, as PHP writes an empty field."""
+    billing = {
+        "phone": ["06 12345678", "020 1234567"],
+        "address_1": {"street": "Dorpsstraat", "number": "1"},
+        "city": [],
+        "postcode": {},
+        "country": country,
+    }
+    unreadable: Counter[str] = Counter()
+    person = WOO.inbound({**RAW, "billing": billing}, Counter(), unreadable)
+    assert not {"phone", "address_line1", "city", "postcode"} & set(person)
+    assert unreadable == Counter({"phone": 1, "address_line1": 1})
+    assert person.unread == {"phone", "address_line1"}
+
+
 def test_values_read_are_not_counted_and_counting_changes_nothing_read() -> None:
     unreadable: Counter[str] = Counter()
     assert WOO.inbound(RAW, Counter(), unreadable) == WOO.inbound(RAW)
