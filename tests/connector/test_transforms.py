@@ -546,3 +546,27 @@ def test_the_phone_transform_gives_its_own_output_back_in_every_region() -> None
             if once is not None:
                 assert _e164(once, region) == once, (region, typed)
                 assert _e164(once, rng.choice(regions)) == once, (region, typed)
+
+
+@pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("(JAN)", "(Jan)"),
+        ("JAN (JOHN) JANSEN", "Jan (John) Jansen"),
+        ("jansen (geb. de vries)", "Jansen (Geb. de Vries)"),
+        ("\u00abJAN\u00bb", "\u00abJan\u00bb"),
+        ('"PIET" JANSEN', '"Piet" Jansen'),
+        ("\u200eJAN JANSEN", "\u200eJan Jansen"),  # a direction mark pasted along
+        ("\u00bfMAR\u00cdA?", "\u00bfMar\u00eda?"),
+    ],
+)
+def test_a_name_part_beginning_with_a_bracket_or_a_mark_keeps_its_capital(
+    typed: str, written: str
+) -> None:
+    """The capital went on the part's first character: after a bracket, a quote or a
+    direction mark the name was sent in lower case ("(jan)", "\u200ejan Jansen"). It goes
+    on the first letter; the transform gives its own output back."""
+    name = make_transform("name", "NL")
+    assert name is not None
+    assert name(typed) == written
+    assert name(written) == written
