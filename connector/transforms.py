@@ -558,7 +558,10 @@ def _country_code(text: str) -> str | None:
 
 
 def _country(value: Any) -> Any:
-    return _country_code(value) if isinstance(value, str) else None
+    # Invisible marks dropped as for a phone (see _plain), blanks collapsed: "NL" pasted
+    # with a zero-width space or a direction mark was no country, and the person's phone
+    # and postcode were then read in the shop's own country.
+    return _country_code(" ".join(_plain(value).split())) if isinstance(value, str) else None
 
 
 #: Dates as people and exports write them besides ISO: day first (Dutch and Belgian with

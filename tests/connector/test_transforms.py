@@ -190,6 +190,11 @@ def test_an_unknown_transform_is_none() -> None:
         ("Engeland", "GB"),  # everyday names the ISO translations do not give
         ("Groot-Brittannië", "GB"),
         ("Großbritannien", "GB"),
+        ("NL\u200b", "NL"),  # pasted with a zero-width space
+        ("\u200eBE", "BE"),  # or a direction mark
+        ("\ufeffBelgi\u00eb", "BE"),
+        ("United  Kingdom", "GB"),
+        ("Nederland\t", "NL"),
     ],
 )
 def test_country_names_people_write_are_read(written: str, code: str) -> None:
