@@ -242,11 +242,21 @@ _EXTENSION_WORD = re.compile(
 )
 
 
+#: A word or two in brackets after the number, saying whose or which it is: "(mobiel)",
+#: "(werk)", "(privé)". The parser reads three letters or more as the letters of a vanity
+#: number ("0800-FLOWERS"), so with one of these it read a number too long to be any.
+_LABEL = re.compile(r"\(\s*[^\W\d_]+(?:\s+[^\W\d_]+)?\.?\s*\)$")
+
+
 def _main_number(text: str) -> str:
-    """``text`` without an extension written in words the parser does not read: E.164 has
-    no extension, so the number is the main one, as with "ext. 12"."""
+    """``text`` without an extension written in words the parser does not read (E.164 has
+    no extension, so the number is the main one, as with "ext. 12"), or a label in
+    brackets after it."""
     found = _EXTENSION_WORD.search(text)
-    return text[: found.start()].rstrip(" ,;") if found else text
+    if found:
+        return text[: found.start()].rstrip(" ,;")
+    label = _LABEL.search(text) if text.endswith(")") else None
+    return text[: label.start()].rstrip() if label else text
 
 
 # Only what the parser reads is kept, to read each such number once per process: the fast

@@ -575,3 +575,25 @@ def test_a_name_part_beginning_with_a_bracket_or_a_mark_keeps_its_capital(
     assert name is not None
     assert name(typed) == written
     assert name(written) == written
+
+
+@pytest.mark.parametrize(
+    ("region", "typed", "e164"),
+    [
+        ("NL", "0612345678 (mobiel)", "+31612345678"),
+        ("NL", "06-12345678 (werk)", "+31612345678"),
+        ("NL", "020 123 4567 (priv\u00e9)", "+31201234567"),
+        ("NL", "+31 6 12345678 (Jan zelf)", "+31612345678"),
+        ("DE", "030 1234567 (B\u00fcro)", "+49301234567"),
+        ("NL", "0800-FLOWERS", "+318003569377"),  # a vanity number is read as before
+    ],
+)
+def test_a_label_in_brackets_after_the_number_is_not_read_as_its_digits(
+    region: str, typed: str, e164: str
+) -> None:
+    """The parser reads three letters or more as a vanity number's: "0612345678 (mobiel)"
+    became a number too long to be any, and the person's number was not sent."""
+    phone = make_transform("phone", region)
+    assert phone is not None
+    assert phone(typed) == e164
+    assert phone(e164) == e164
