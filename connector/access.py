@@ -24,9 +24,9 @@ import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from connector.compliance import transfer
+from connector.compliance import third_country_transfers, transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
@@ -41,6 +41,7 @@ __all__ = [
     "BUNDLE_FILES",
     "SENT",
     "Art15Facts",
+    "TransferFact",
     "art15_facts",
     "sent_by_klantsync",
     "write_bundle",
@@ -119,6 +120,9 @@ _T: dict[str, dict[str, str]] = {
         "{mechanism}",
         "transfer_onward": "{system} ({legal}) processes your data in {country} and passes it "
         "on outside the EEA; safeguard: {mechanism}",
+        "transfer_onward_to": "{system} ({legal}) processes your data in {via} and passes it "
+        "on to {recipient} in {country}; safeguard: {mechanism}",
+        "a_sub_processor": "a sub-processor",
         "transfer_unknown": "Where {system} processes your data is not recorded in this "
         "report: ask the controller.",
         "sub_processors": "its sub-processors",
@@ -191,6 +195,9 @@ _T: dict[str, dict[str, str]] = {
         "{mechanism}",
         "transfer_onward": "{system} ({legal}) verwerkt uw gegevens in {country} en geeft ze "
         "door buiten de EER; waarborg: {mechanism}",
+        "transfer_onward_to": "{system} ({legal}) verwerkt uw gegevens in {via} en geeft ze "
+        "door aan {recipient} in {country}; waarborg: {mechanism}",
+        "a_sub_processor": "een subverwerker",
         "transfer_unknown": "Waar {system} uw gegevens verwerkt, is in dit overzicht niet "
         "vastgelegd: vraag het de verwerkingsverantwoordelijke.",
         "sub_processors": "zijn subverwerkers",
@@ -258,6 +265,19 @@ _RIGHTS: dict[str, list[str]] = {
 }
 
 
+class TransferFact(NamedTuple):
+    """One transfer of a recipient's data outside the EEA, as an access report states it."""
+
+    system: str
+    legal: str  # the processor's legal name, "" when none is recorded
+    country: str  # where the data goes; for an onward transfer to countries not recorded
+    # (``via`` empty), the processor's own
+    mechanism: str  # its safeguard, "" when none is recorded
+    onward: bool  # passed on by the processor, not sent to it there
+    via: str = ""  # the processor's country, for an onward transfer to a country recorded
+    recipient: str = ""  # who receives an onward transfer there, when named
+
+
 @dataclass(frozen=True)
 class Art15Facts:
     """The Art. 15(1) facts of a configuration, language-neutral where possible.
@@ -269,8 +289,8 @@ class Art15Facts:
         retention: per flow, its stated retention ("" when the config states none).
         sources: (flow name, source system, adapter kind).
         controller: controller name and contact, when configured.
-        transfers: (system, legal name, country, safeguard, onward) of each recipient whose
-            data leaves the EEA; ``onward``: its processor is in the EEA and passes it on.
+        transfers: each transfer of a recipient's data outside the EEA, as the register
+            lists them (:class:`TransferFact`).
         transfers_unknown: recipients whose place of processing is not recorded (no
             processor, or one without a country): a transfer cannot be ruled out.
         automated: the controller's statement on automated decision-making, "" for the
@@ -290,7 +310,7 @@ class Art15Facts:
     retention: list[tuple[str, str]]
     sources: list[tuple[str, str, str]]
     controller: dict[str, str]
-    transfers: list[tuple[str, str, str, str, bool]] = field(default_factory=list)
+    transfers: list[TransferFact] = field(default_factory=list)
     transfers_unknown: list[str] = field(default_factory=list)
     automated: str = ""
     sub_processors: dict[str, list[str]] = field(default_factory=dict)
@@ -315,8 +335,16 @@ class Art15Facts:
             "sources": [{"flow": f, "system": s, "adapter": a} for f, s, a in self.sources],
             "controller": self.controller,
             "transfers": [
-                {"system": s, "legal_name": n, "country": c, "safeguard": m, "onward": o}
-                for s, n, c, m, o in self.transfers
+                {
+                    "system": s,
+                    "legal_name": n,
+                    "country": c,
+                    "safeguard": m,
+                    "onward": o,
+                    "processor_country": v or None,
+                    "recipient": r,
+                }
+                for s, n, c, m, o, v, r in self.transfers
             ],
             "transfers_unknown": list(self.transfers_unknown),
             "operator": {"legal_name": self.operator, "role": "processor"}
@@ -355,14 +383,22 @@ def art15_facts(config: Config) -> Art15Facts:
         # As the register states them (compliance.transfer): the model's default country is
         # no statement, so nothing is ruled out; an EEA processor naming a safeguard passes
         # the data on outside the EEA.
-        kind = transfer(processor)
-        if kind == "unknown":
+        if transfer(processor) == "unknown":
             unknown.append(name)
-        elif processor is not None and kind is not None:
-            # Art. 15(2): the person is told of the transfer and its safeguard.
-            mechanism = processor.transfer_mechanism.strip()
-            onward = kind == "onward"
-            transfers.append((name, legal, processor.country.upper(), mechanism, onward))
+        elif processor is not None:
+            # Art. 15(2): the person is told of each transfer, where to, and its safeguard.
+            transfers += [
+                TransferFact(
+                    name,
+                    legal,
+                    row.country,
+                    row.mechanism,
+                    row.onward,
+                    processor.country if row.onward and row.named else "",
+                    row.recipient,
+                )
+                for row in third_country_transfers(processor)
+            ]
     retention = []
     for flow in config.flows:
         stated = getattr(flow, "retention", None) or getattr(
@@ -567,14 +603,16 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
         ]
         sections.append((t["controller"], who))
     transfers = [
-        t["transfer_onward" if onward else "transfer_line"].format(
+        t["transfer_onward_to" if via else "transfer_onward" if onward else "transfer_line"].format(
             system=system,
             legal=legal or system,
             # The country's name and a missing safeguard as the register gives them.
             country=country_in_text(country, lang),
+            via=country_in_text(via, lang) if via else "",
+            recipient=recipient or t["a_sub_processor"],
             mechanism=mechanism or TEXT[lang]["missing"],
         )
-        for system, legal, country, mechanism, onward in facts.transfers
+        for system, legal, country, mechanism, onward, via, recipient in facts.transfers
     ] + [t["transfer_unknown"].format(system=system) for system in facts.transfers_unknown]
     transfers = transfers or [t["transfers_none"]]
     sections += [

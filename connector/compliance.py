@@ -7,7 +7,9 @@ something the controller must put right, named by the config key that records it
 - no ``[controller]`` block, or one without a name (Art. 30(1)(a));
 - a system that receives personal data (a flow's source or destination) without a processor
   agreement on record, or whose agreement's review date has passed (Art. 28);
-- a system processing outside the EEA without a transfer mechanism (Art. 44-46);
+- a system processing outside the EEA without a transfer mechanism, an onward transfer
+  outside the EEA without one, or an onward transfer whose countries are not recorded
+  (Art. 30(1)(e), 44-46);
 - a mapped field without a purpose (Art. 5(1)(b); mapping loading already refuses this, but
   the check does not rely on it);
 - a flow without purposes, legal basis or retention period (Art. 6, 5(1)(e), 30(1)(b)/(f)).
@@ -25,10 +27,12 @@ from connector.settings import ProcessorSettings
 __all__ = [
     "EEA_COUNTRIES",
     "Gap",
+    "ThirdCountryTransfer",
     "Transfer",
     "check_compliance",
     "in_eea",
     "systems_in_use",
+    "third_country_transfers",
     "today",
     "transfer",
 ]
@@ -96,7 +100,61 @@ def transfer(processor: ProcessorSettings | None) -> Transfer | None:
         return "unknown"
     if not in_eea(processor.country):
         return "direct"
+    if "onward_transfers" in processor.model_fields_set:
+        # Given, it is the record: "onward_transfers = []" says the data stays in the EEA.
+        return "onward" if any(not in_eea(o.country) for o in processor.onward_transfers) else None
     return "onward" if processor.transfer_mechanism.strip() else None
+
+
+@dataclass(frozen=True)
+class ThirdCountryTransfer:
+    """One transfer of a system's data to a country outside the EEA.
+
+    Attributes:
+        country: where the data goes (ISO 3166-1 alpha-2). For an onward transfer whose
+            countries are not recorded (``named`` false): the processor's own country.
+        mechanism: its safeguard, "" when none is recorded.
+        onward: passed on by the processor (to a sub-processor or its parent), not sent to
+            a processor there by klantsync.
+        recipient: who receives an onward transfer there, "" when not named.
+        named: whether ``country`` is the third country itself.
+    """
+
+    country: str
+    mechanism: str
+    onward: bool
+    recipient: str = ""
+    named: bool = True
+
+
+def third_country_transfers(processor: ProcessorSettings | None) -> list[ThirdCountryTransfer]:
+    """Each transfer outside the EEA a system's processor record states, by :func:`transfer`:
+    the direct one to the processor, then each of ``onward_transfers`` outside the EEA.
+
+    A processor in the EEA naming a ``transfer_mechanism`` with no ``onward_transfers``
+    recorded yields one onward transfer to countries not named (``named`` false), so the
+    register and access reports still state it, and ``check`` asks for the countries.
+    """
+    kind = transfer(processor)
+    if processor is None or kind not in ("direct", "onward"):
+        return []
+    rows = []
+    if kind == "direct":
+        rows.append(
+            ThirdCountryTransfer(processor.country, processor.transfer_mechanism.strip(), False)
+        )
+    rows += [
+        ThirdCountryTransfer(o.country, o.mechanism.strip(), True, o.recipient.strip())
+        for o in processor.onward_transfers
+        if not in_eea(o.country)
+    ]
+    if kind == "onward" and "onward_transfers" not in processor.model_fields_set:
+        rows.append(
+            ThirdCountryTransfer(
+                processor.country, processor.transfer_mechanism.strip(), True, named=False
+            )
+        )
+    return rows
 
 
 def today() -> dt.date:
@@ -275,4 +333,26 @@ def _system_gaps(config: Config, name: str, date: dt.date) -> list[Gap]:
                 "without a transfer mechanism",
             )
         )
+    if transfer(processor) == "onward" and "onward_transfers" not in processor.model_fields_set:
+        # Art. 30(1)(e) names the third countries: "passes it on outside the EEA" does not.
+        gaps.append(
+            Gap(
+                "onward-no-country",
+                file,
+                f"{key}.onward_transfers",
+                f"system {name!r}: its processor passes the data on outside the EEA "
+                "(transfer_mechanism) but the countries it goes to are not recorded",
+            )
+        )
+    for index, onward in enumerate(processor.onward_transfers):
+        if not in_eea(onward.country) and not onward.mechanism.strip():
+            gaps.append(
+                Gap(
+                    "onward-transfer-no-mechanism",
+                    file,
+                    f"{key}.onward_transfers[{index}].mechanism",
+                    f"system {name!r}: its processor passes the data on to {onward.country} "
+                    "(outside the EEA) without a transfer mechanism",
+                )
+            )
     return gaps

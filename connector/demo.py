@@ -68,10 +68,13 @@ PROCESSORS: dict[str, str] = {
     "shop": 'legal_name = "Demo Hosting B.V."\nagreement_reference = "VWO-2026-001"\n'
     'country = "NL"',
     "crm": 'legal_name = "HubSpot Ireland Limited"\nagreement_reference = "HubSpot DPA"\n'
-    'country = "IE"\ntransfer_mechanism = "EU-US Data Privacy Framework; SCCs"',
+    'country = "IE"\nonward_transfers = [{ country = "US", recipient = "HubSpot, Inc.", '
+    'mechanism = "EU-US Data Privacy Framework; SCCs 2021/914 module 3" }]',
     "news": 'legal_name = "The Rocket Science Group LLC (Mailchimp)"\n'
     'agreement_reference = "Intuit Mailchimp DPA"\ncountry = "US"\n'
-    'transfer_mechanism = "EU-US Data Privacy Framework; SCCs"',
+    'transfer_mechanism = "EU-US Data Privacy Framework; SCCs"\n'
+    'onward_transfers = [{ country = "US", recipient = "Intuit Inc.", '
+    'mechanism = "EU-US Data Privacy Framework; SCCs 2021/914 module 3" }]',
     "deals": 'legal_name = "Pipedrive OÜ"\nagreement_reference = "Pipedrive DPA"\ncountry = "EE"',
 }
 

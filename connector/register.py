@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connector.audit import config_digest
-from connector.compliance import EEA_COUNTRIES, in_eea, transfer
+from connector.compliance import EEA_COUNTRIES, in_eea, third_country_transfers, transfer
 from connector.config import Config, adapter_capabilities, adapter_copy_categories
 from connector.http import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
@@ -505,6 +505,7 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
         "in_eea": in_eea(processor.country) if known else None,
         "transfer_mechanism": processor.transfer_mechanism,
         "sub_processors": list(processor.sub_processors),
+        "onward_transfers": [o.model_dump() for o in processor.onward_transfers],
         "security": processor.security,
     }
     return entry
@@ -539,25 +540,32 @@ def _where_unknown(config: Config) -> list[str]:
 
 
 def _transfers(config: Config, lang: str) -> list[dict[str, Any]]:
+    """Each transfer to a third country (Art. 30(1)(e)): the one to a processor outside
+    the EEA, and each its sub-processors make (``onward_transfers``), named by country.
+
+    Systems with no processor, or none recorded where, are listed as unknown instead
+    (:func:`_where_unknown`).
+    """
     out = []
     for name, settings in config.systems.items():
         processor = settings.processor
-        # A processor in the EEA that names a transfer mechanism passes data on (to a parent
-        # or sub-processor) outside it; the register shows that onward transfer too.
-        kind = transfer(processor)
-        if processor is None or kind not in ("direct", "onward"):
-            continue  # none, or listed as unknown (_where_unknown)
-        onward = kind == "onward"
-        out.append(
-            {
-                "system": name,
-                "onward": onward,
-                "processor": processor.legal_name,
-                "country": processor.country.upper(),
-                "country_name": country_name(processor.country, lang),
-                "mechanism": processor.transfer_mechanism,
-            }
-        )
+        if processor is None:
+            continue  # listed as unknown
+        for row in third_country_transfers(processor):
+            out.append(
+                {
+                    "system": name,
+                    "onward": row.onward,
+                    "processor": processor.legal_name,
+                    "country": row.country,
+                    "country_name": country_name(row.country, lang),
+                    "mechanism": row.mechanism,
+                    "recipient": row.recipient,
+                    # False: the processor passes the data on, to countries not recorded;
+                    # ``country`` is then its own.
+                    "country_named": row.named,
+                }
+            )
     return out
 
 

@@ -102,6 +102,9 @@ TEXT: dict[str, dict[str, str]] = {
         "activities": "Categorieën van verwerkingen",
         "no_agency": "Geen verwerker (bureau) vastgelegd in [privacy].agency.",
         "onward": "doorgifte door subverwerkers",
+        "onward_to": "doorgifte aan {recipient}",
+        "onward_unnamed": "doorgifte door subverwerkers; derde landen: ONTBREEKT "
+        "(onward_transfers)",
         "see_security": "Zie Beveiligingsmaatregelen hierboven.",
     },
     "en": {
@@ -183,6 +186,9 @@ TEXT: dict[str, dict[str, str]] = {
         "activities": "Categories of processing",
         "no_agency": "No processor (agency) recorded in [privacy].agency.",
         "onward": "onward transfer by sub-processors",
+        "onward_to": "onward transfer to {recipient}",
+        "onward_unnamed": "onward transfer by sub-processors; third countries: MISSING "
+        "(onward_transfers)",
         "see_security": "See Security measures above.",
     },
 }
@@ -398,7 +404,7 @@ class _Doc:
                 [
                     x["system"],
                     x["processor"],
-                    x["country_name"] + (f" ({t['onward']})" if x["onward"] else ""),
+                    x["country_name"] + (f" ({_onward(x, t)})" if x["onward"] else ""),
                     x["mechanism"] or t["missing"],
                 ]
                 for x in transfers
@@ -434,6 +440,14 @@ class _Doc:
         self.transfers(rec["transfers"], rec["transfers_unknown"], level=3)
         self.m.subheading(t["security"])
         self.m.para(t["see_security"])
+
+
+def _onward(x: dict[str, Any], t: dict[str, str]) -> str:
+    """What an onward transfer's country cell says of it: to whom, or that the third
+    countries are missing (registers from before ``country_named`` named none either)."""
+    if not x.get("country_named", False):
+        return t["onward_unnamed"]
+    return t["onward_to"].format(recipient=x["recipient"]) if x.get("recipient") else t["onward"]
 
 
 def _legal_basis_text(p: dict[str, Any], t: dict[str, str]) -> str:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfigPath",
+    "OnwardTransfer",
     "ProcessorSettings",
     "RateLimitSettings",
     "StrictModel",
@@ -87,6 +88,37 @@ class WebhookSettings(StrictModel):
         return [secret.get_secret_value() for secret in held if secret is not None]
 
 
+def _iso_country(value: str, what: str = "where the data is processed") -> str:
+    # Whether a transfer leaves the EEA is decided on this code: "EU", "Estonia" or the
+    # alpha-3 "EST" matched no EEA country, and an Estonian processor was registered as
+    # a transfer to a third country with its safeguard missing.
+    code = value.strip().upper()
+    if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
+        raise ValueError(
+            f"{value!r} is not an ISO 3166-1 alpha-2 country code; give the country "
+            f'{what} as two letters, e.g. "NL", "IE", "US" ("GB" for the United Kingdom)'
+        )
+    return code
+
+
+class OnwardTransfer(StrictModel):
+    """One entry of ``onward_transfers``: a country the processor's sub-processors (or its
+    parent) take the data to, and the safeguard for it (Art. 30(1)(e), 44-46 GDPR).
+
+    ``mechanism`` is this transfer's own: the processor's ``transfer_mechanism`` is not
+    carried over, since one safeguard named for one country says nothing of another.
+    """
+
+    country: str
+    mechanism: str = ""  # e.g. "SCCs 2021/914 module 3", "EU-US Data Privacy Framework"
+    recipient: str = ""  # who receives it there, e.g. "HubSpot, Inc."
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: str) -> str:
+        return _iso_country(value, "the data is taken to")
+
+
 class ProcessorSettings(StrictModel):
     """``[systems.<name>.processor]``: who runs the system and the agreement with them."""
 
@@ -98,22 +130,16 @@ class ProcessorSettings(StrictModel):
     country: str = "NL"  # ISO 3166-1 alpha-2 country of processing
     transfer_mechanism: str = ""  # e.g. "EU-US Data Privacy Framework", "SCCs"
     sub_processors: list[str] = Field(default_factory=list)
+    # Where the sub-processors take the data, each with its safeguard. Given (even empty),
+    # it is the record of onward transfers; left out, a processor in the EEA that names a
+    # transfer_mechanism still counts as passing the data on, to countries not recorded.
+    onward_transfers: list[OnwardTransfer] = Field(default_factory=list)
     security: str = ""  # what the processor states about its security measures
 
     @field_validator("country")
     @classmethod
-    def _iso_country(cls, value: str) -> str:
-        # Whether a transfer leaves the EEA is decided on this code: "EU", "Estonia" or the
-        # alpha-3 "EST" matched no EEA country, and an Estonian processor was registered as
-        # a transfer to a third country with its safeguard missing.
-        code = value.strip().upper()
-        if len(code) != 2 or pycountry.countries.get(alpha_2=code) is None:
-            raise ValueError(
-                f"{value!r} is not an ISO 3166-1 alpha-2 country code; give the country "
-                'where the data is processed as two letters, e.g. "NL", "IE", "US" ("GB" for '
-                "the United Kingdom)"
-            )
-        return code
+    def _country(cls, value: str) -> str:
+        return _iso_country(value)
 
 
 class SystemSettings(StrictModel):

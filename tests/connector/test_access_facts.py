@@ -323,17 +323,23 @@ def test_a_record_in_a_vendor_s_bin_is_explained_in_each_language() -> None:
 def test_access_report_states_the_onward_transfer_the_register_shows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """HubSpot Ireland (IE) names a transfer mechanism for its transfers to HubSpot, Inc.:
-    the register lists that onward transfer, and the person's report states it too, by the
-    same rule (it used to look at the processor's country only, and said nothing of it)."""
+    """HubSpot Ireland (IE) passes the data on to HubSpot, Inc. in the US (its
+    ``onward_transfers``): the register lists that onward transfer, and the person's report
+    states it too, by the same rule (it used to look at the processor's country only, and
+    said nothing of it), naming where the data goes and who receives it."""
     config = load_config(example_config(tmp_path, monkeypatch))
     facts = art15_facts(config)
     registered = {t["system"] for t in build_register(config, "en")["transfers"]}
     assert {system for system, *_ in facts.transfers} == registered
     assert "crm" in registered
+    words = {
+        "en": "in Ireland and passes it on to HubSpot, Inc. in the United States; safeguard: "
+        "EU-US Data Privacy Framework; SCCs 2021/914 module 3",
+        "nl": "in Ierland en geeft ze door aan HubSpot, Inc. in de Verenigde Staten; "
+        "waarborg: EU-US Data Privacy Framework; SCCs 2021/914 module 3",
+    }
     for lang, heading in (("en", ("EEA",)), ("nl", ("EER",))):
-        text = _section(lang, facts, heading)
-        assert "for transfers to HubSpot, Inc." in text, text
+        assert words[lang] in _section(lang, facts, heading)
 
 
 def test_access_report_names_the_sub_processors_among_the_recipients(
@@ -500,3 +506,24 @@ def test_access_report_says_a_transfer_safeguard_is_missing_as_the_register_does
     assert facts.transfers and not facts.transfers[0][3]
     assert "waarborg: ONTBREEKT" in _section("nl", facts, ("EER",))
     assert "safeguard: MISSING" in _section("en", facts, ("EEA",))
+
+
+def test_access_report_names_an_onward_transfer_s_country_and_its_missing_safeguard(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """A processor in Ireland whose sub-processor takes the data to India with no safeguard
+    recorded: the report names India and says the safeguard is MISSING (ONTBREEKT), as the
+    register does; data.json keeps the codes of both countries."""
+    tail = (
+        '\n[systems.crm.processor]\nlegal_name = "CRM Ireland Ltd"\ncountry = "IE"\n'
+        'onward_transfers = [{ country = "IN" }]\n'
+    )
+    facts = art15_facts(load_config(_config(tmp_path, tail=tail)))
+    assert "in Ierland en geeft ze door aan een subverwerker in India; waarborg: ONTBREEKT" in (
+        _section("nl", facts, ("EER",))
+    )
+    assert "passes it on to a sub-processor in India; safeguard: MISSING" in (
+        _section("en", facts, ("EEA",))
+    )
+    (row,) = facts.as_dict()["transfers"]
+    assert (row["country"], row["processor_country"], row["safeguard"]) == ("IN", "IE", "")

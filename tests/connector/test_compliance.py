@@ -114,13 +114,9 @@ def test_transfer_outside_the_eea_without_mechanism_is_a_gap(
 ) -> None:
     """A processor in the US with no transfer mechanism is reported; with one it is not."""
     path = example_config(tmp_path, monkeypatch)
-    _edit(path, 'country = "IE"', 'country = "US"')
+    _edit(path, 'country = "IE"', 'country = "US"\ntransfer_mechanism = "EU-US DPF"')
     assert _gaps(path) == []
-    _edit(
-        path,
-        'transfer_mechanism = "EU-US Data Privacy Framework and SCCs for',
-        'transfer_mechanism = "" # "EU-US Data Privacy Framework and SCCs for',
-    )
+    _edit(path, 'transfer_mechanism = "EU-US DPF"', 'transfer_mechanism = ""')
     (gap,) = _gaps(path)
     assert (gap.code, gap.key) == (
         "transfer-no-mechanism",
@@ -219,3 +215,34 @@ def test_agreements_due_for_review_are_listed_before_they_lapse(
     before = shop_review - dt.timedelta(days=10)
     assert ("shop", shop_review) in reviews_due(config, on=before)
     assert reviews_due(config, on=shop_review - dt.timedelta(days=60)) == []
+
+
+def test_an_onward_transfer_outside_the_eea_without_mechanism_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sub-processor taking HubSpot's data to the US with no safeguard recorded is
+    reported by its own key; one in Germany needs none."""
+    path = example_config(tmp_path, monkeypatch)
+    mechanism = ', mechanism = "EU-US Data Privacy Framework; SCCs 2021/914 module 3"'
+    _edit(path, f'recipient = "HubSpot, Inc."{mechanism}', 'recipient = "HubSpot, Inc."')
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == (
+        "onward-transfer-no-mechanism",
+        "systems.crm.processor.onward_transfers[0].mechanism",
+    )
+    assert "US" in gap.message and gap.file == str(path)
+
+
+def test_a_processor_passing_data_on_to_countries_not_recorded_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 30(1)(e) names the third countries: a processor in Ireland naming only a
+    transfer_mechanism (the form from before onward_transfers, which still loads) passes
+    the data on to countries `check` asks for."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    start = text.index('onward_transfers = [\n  { country = "US", recipient = "HubSpot')
+    end = text.index("]\n", start) + 2
+    path.write_text(text[:start] + 'transfer_mechanism = "SCCs"\n' + text[end:])
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == ("onward-no-country", "systems.crm.processor.onward_transfers")

@@ -303,6 +303,41 @@ def test_a_country_that_is_no_iso_code_is_refused_not_registered_as_a_transfer(
     assert processor is not None and processor.country == "EE"
 
 
+@pytest.mark.parametrize("written", ["EU", "USA", "United States"])
+def test_an_onward_transfer_country_that_is_no_iso_code_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    written: str,
+) -> None:
+    """Where a processor's sub-processors take the data is an ISO 3166-1 alpha-2 code too,
+    refused at load naming the file and the entry's key (exit 2); "us" is read as "US"."""
+    path = example_config(tmp_path, monkeypatch)
+    original = path.read_text()
+    entry = '{ country = "US", recipient = "HubSpot, Inc."'
+    path.write_text(original.replace(entry, entry.replace('"US"', f'"{written}"')))
+    error = _load_error(path)
+    key = "systems.crm.processor.onward_transfers[0].country"
+    assert (error.file, error.key) == (str(path), key)
+    assert "ISO 3166-1 alpha-2" in error.problem
+    assert main(["-c", str(path), "check"]) == 2
+    assert key in capsys.readouterr().err
+    path.write_text(original.replace(entry, entry.replace('"US"', '"us"')))
+    crm = load_config(path).systems["crm"].processor
+    assert crm is not None and crm.onward_transfers[0].country == "US"
+
+
+def test_an_onward_transfer_with_an_unknown_key_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt key in an onward_transfers entry ("mechanisms") is named, not ignored:
+    the safeguard it held would otherwise be reported missing with no clue why."""
+    path = example_config(tmp_path, monkeypatch)
+    path.write_text(path.read_text().replace('mechanism = "EU-US', 'mechanisms = "EU-US', 1))
+    error = _load_error(path)
+    assert error.key.startswith("systems.crm.processor.onward_transfers[0].mechanisms")
+
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
 

@@ -283,9 +283,10 @@ def test_transfer_outside_the_eea_is_listed_with_its_safeguard(
 ) -> None:
     """A processor in the US appears under transfers with its mechanism and country name."""
     path = example_config(tmp_path, monkeypatch)
-    path.write_text(path.read_text().replace('country = "IE"', 'country = "US"'))
+    us = 'country = "US"\ntransfer_mechanism = "EU-US Data Privacy Framework"'
+    path.write_text(path.read_text().replace('country = "IE"', us))
     reg = build_register(load_config(path), "nl")
-    transfer = {t["system"]: t for t in reg["transfers"]}["crm"]
+    transfer = {t["system"]: t for t in reg["transfers"] if not t["onward"]}["crm"]
     assert transfer["country"] == "US"
     assert transfer["country_name"] == "Verenigde Staten"
     assert transfer["mechanism"].startswith("EU-US Data Privacy Framework")
@@ -908,3 +909,100 @@ def test_a_country_in_a_sentence_takes_the_article_its_language_gives_it(
     """Dutch and English put an article before some countries' names in a sentence
     ("in de Verenigde Staten"); a code nobody knows stays bare."""
     assert country_in_text(code, lang) == said
+
+
+def _crm_onward(replacement: str) -> Any:
+    """An edit of the example putting ``replacement`` in place of HubSpot's onward_transfers."""
+
+    def edit(text: str) -> str:
+        start = text.index("[systems.crm.processor]")
+        end = text.index("[systems.news]")
+        block = re.sub(r"onward_transfers = \[.*?\n\]\n", replacement, text[start:end], flags=re.S)
+        assert block != text[start:end]
+        return text[:start] + block + text[end:]
+
+    return edit
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_the_register_names_each_third_country_sub_processors_take_the_data_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """Art. 30(1)(e): HubSpot Ireland passes the data on to HubSpot, Inc. in the US. The
+    register showed "Ireland (onward transfer by sub-processors)", naming no third country;
+    it names the United States, who receives the data there and the safeguard, and leaves
+    out the sub-processor in Germany (no transfer: it stays in the EEA)."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    rows = [t for t in build_register(config, lang)["transfers"] if t["system"] == "crm"]
+    assert [(t["country"], t["onward"], t["recipient"]) for t in rows] == [
+        ("US", True, "HubSpot, Inc.")
+    ]
+    assert rows[0]["mechanism"] == "EU-US Data Privacy Framework; SCCs 2021/914 module 3"
+    text = _text(config, lang, fmt)
+    if fmt != "json":
+        us = "Verenigde Staten (doorgifte aan" if lang == "nl" else "United States (onward"
+        assert f"{us}" in text and "HubSpot, Inc.)" in text
+        assert "Ierland (doorgifte" not in text and "Ireland (onward" not in text
+
+
+def test_an_onward_transfer_without_a_safeguard_is_registered_as_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An onward transfer outside the EEA with no mechanism: its safeguard is MISSING
+    (ONTBREEKT), as a direct transfer's is; the processor's own transfer_mechanism is not
+    taken for it."""
+    onward = 'transfer_mechanism = "SCCs"\nonward_transfers = [{ country = "IN" }]\n'
+    config = _config(tmp_path, monkeypatch, _crm_onward(onward))
+    (row,) = [t for t in build_register(config, "en")["transfers"] if t["system"] == "crm"]
+    assert (row["country"], row["mechanism"], row["recipient"]) == ("IN", "", "")
+    assert "India (onward transfer by sub-processors) | MISSING" in _text(config, "en", "md")
+    assert "India (doorgifte door subverwerkers) | ONTBREEKT" in _text(config, "nl", "md")
+
+
+@pytest.mark.parametrize("onward", ['[{ country = "DE" }]', "[]"])
+def test_onward_transfers_within_the_eea_are_no_transfer_to_a_third_country(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, onward: str
+) -> None:
+    """A processor in Ireland whose sub-processors keep the data in the EEA (or who records
+    none, ``[]``) transfers nothing: nothing is listed for it, nor counted unknown."""
+    config = _config(tmp_path, monkeypatch, _crm_onward(f"onward_transfers = {onward}\n"))
+    reg = build_register(config, "en")
+    assert "crm" not in {t["system"] for t in reg["transfers"]}
+    assert "crm" not in reg["transfers_unknown"]
+
+
+def test_a_processor_naming_a_safeguard_but_no_countries_has_its_third_countries_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form from before ``onward_transfers`` (a processor in the EEA naming only a
+    transfer_mechanism) still loads and is still listed as an onward transfer, now saying
+    the third countries are missing rather than giving Ireland as if that were one."""
+    legacy = 'transfer_mechanism = "SCCs for transfers to HubSpot, Inc."\n'
+    config = _config(tmp_path, monkeypatch, _crm_onward(legacy))
+    (row,) = [t for t in build_register(config, "en")["transfers"] if t["system"] == "crm"]
+    assert (row["country"], row["onward"], row["country_named"]) == ("IE", True, False)
+    assert "third countries: MISSING (onward_transfers)" in _text(config, "en", "md")
+    assert "derde landen: ONTBREEKT (onward_transfers)" in _text(config, "nl", "html")
+
+
+def test_the_demo_registers_where_the_crm_s_and_newsletter_s_sub_processors_take_the_data(
+    tmp_path: Path,
+) -> None:
+    """The demo's config records the onward transfers as the example does: its register
+    names the United States for HubSpot Ireland, not Ireland, and `check` finds no gap."""
+    import certifi
+
+    from adapters.hubspot.sandbox import HubSpotSandbox
+    from adapters.mailchimp.sandbox import MailchimpSandbox
+    from adapters.woocommerce.sandbox import WooCommerceSandbox
+    from connector.compliance import check_compliance
+    from connector.demo import write_config
+
+    sandboxes = {"shop": WooCommerceSandbox(), "crm": HubSpotSandbox(), "news": MailchimpSandbox()}
+    urls = {name: f"https://127.0.0.1:{9440 + i}" for i, name in enumerate(sandboxes)}
+    credentials = {name: sandbox.credentials() for name, sandbox in sandboxes.items()}
+    config = load_config(write_config(tmp_path, urls, Path(certifi.where()), credentials))
+    rows = {(t["system"], t["country"], t["onward"]) for t in build_register(config)["transfers"]}
+    assert rows == {("crm", "US", True), ("news", "US", False), ("news", "US", True)}
+    assert [g for g in check_compliance(config) if "transfer" in g.code or "onward" in g.code] == []
