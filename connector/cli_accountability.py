@@ -35,7 +35,7 @@ from connector.keyset import open_keyring
 from connector.lock import sharing_keys
 from connector.loop import run as run_loop
 from connector.register import build_register
-from connector.register_render import render
+from connector.register_render import local_time, render
 from connector.retention import PURGED_KINDS
 from connector.runtime import looked_at
 from connector.state import Store
@@ -245,7 +245,7 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
             status = incident.status(now)
             colour = {"open": "yellow", "overdue": "bold red", "closed": "green"}[status]
             console.print(
-                f"#{incident.id} [{colour}]{status}[/] deadline {incident.deadline} "
+                f"#{incident.id} [{colour}]{status}[/] deadline {local_time(incident.deadline)} "
                 f"({incidents.time_left_text(incident, now)}): {escape(incident.summary)}"
             )
         return EXIT_FAILED if any(i.status(now) == "overdue" for i in found) else EXIT_OK
@@ -287,7 +287,7 @@ def _incident(store: Store, config: Config, args: argparse.Namespace, console: C
     if args.json:
         print(json.dumps(closed.as_dict(now), indent=2))
     else:
-        console.print(f"incident #{closed.id} closed at {closed.closed_at}")
+        console.print(f"incident #{closed.id} closed at {local_time(str(closed.closed_at))}")
     return EXIT_OK
 
 
@@ -311,7 +311,8 @@ def _show(
         return EXIT_OK
     console.print(
         f"incident #{incident.id}: {incident.status(now)}, notify the Autoriteit "
-        f"Persoonsgegevens by {incident.deadline} ({incidents.time_left_text(incident, now)})"
+        f"Persoonsgegevens by {local_time(incident.deadline)} "
+        f"({incidents.time_left_text(incident, now)})"
     )
     if out is not None:
         console.print(f"draft written to {escape(str(out))}")

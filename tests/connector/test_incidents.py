@@ -552,3 +552,33 @@ def test_open_with_out_and_json_says_where_the_draft_was_written(
     assert main(["-c", str(config.path), *args]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["written"] == str(out) and out.read_text() == answer["draft"]
+
+
+def test_the_console_gives_the_deadline_and_closing_time_in_dutch_time_too(
+    config: Config, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open, list, show and close printed the deadline and closing time in UTC alone, while
+    the draft beside them gives the Dutch time too: an operator reading "09:30" on the
+    console took it for their own clock and notified an hour or two late."""
+    pytest.importorskip("zoneinfo").ZoneInfo("Europe/Amsterdam")
+    monkeypatch.setattr(incidents, "utc_now", lambda: NOW)
+    path = str(config.path)
+    deadline = "2026-06-04T09:30:00+00:00 (2026-06-04 11:30 Europe/Amsterdam)"
+    for args in (
+        ["incident", "open", "--summary", "Laptop lost", "--out", str(config.path.parent / "d")],
+        ["incident", "list"],
+        ["incident", "show", "1"],
+    ):
+        assert main(["-c", path, *args]) == 0
+        (line,) = [
+            line
+            for line in capsys.readouterr().out.splitlines()
+            if "deadline" in line or "Persoonsgegevens by" in line
+        ]
+        assert deadline in " ".join(line.split()), (args, line)
+    monkeypatch.setattr(
+        incidents, "utc_now", lambda: dt.datetime(2026, 6, 2, 23, 15, tzinfo=dt.UTC)
+    )
+    assert main(["-c", path, "incident", "close", "1", "--note", "Sleutel ingetrokken"]) == 0
+    closed = "2026-06-02T23:15:00+00:00 (2026-06-03 01:15 Europe/Amsterdam)"
+    assert closed in " ".join(capsys.readouterr().out.split())
