@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from connector.access_labels import SystemLabels
 from connector.compliance import third_country_transfers, transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
@@ -508,6 +509,7 @@ def write_bundle(
     facts: Art15Facts,
     exempt: Mapping[str, str] | None = None,
     sent: Mapping[str, Mapping[str, Any]] | None = None,
+    labels: Mapping[str, SystemLabels] | None = None,
 ) -> list[Path]:
     """Write ``data.json`` and the four reports into ``out_dir``; return the paths.
 
@@ -520,9 +522,13 @@ def write_bundle(
             copy must not pass for complete while a recipient was left out.
         sent: per system, which of the person's fields klantsync last sent it, and when
             (:func:`sent_by_klantsync`).
+        labels: per system, what its records are and its fields hold in plain words
+            (:func:`connector.access_labels.labels_for`), for the reports alone; a system
+            without is shown with the vendor's keys.
     """
     exempt = dict(exempt or {})
     sent = dict(sent or {})
+    labels = dict(labels or {})
     out_dir.mkdir(parents=True, exist_ok=True)
     # The folder is closed to others when it is the bundle's own; one that holds other
     # things (an operator's `--out .`) keeps its mode: the files themselves are 0600.
@@ -549,8 +555,12 @@ def write_bundle(
     texts = {"data.json": json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"}
     head = {"request_id": request_id, "subject_id": subject_id, "generated_at": generated_at}
     for lang in LANGS:
-        texts[f"report.{lang}.md"] = _markdown(lang, head, systems, exempt, connector, facts, sent)
-        texts[f"report.{lang}.html"] = _html(lang, head, systems, exempt, connector, facts, sent)
+        texts[f"report.{lang}.md"] = _markdown(
+            lang, head, systems, exempt, connector, facts, sent, labels
+        )
+        texts[f"report.{lang}.html"] = _html(
+            lang, head, systems, exempt, connector, facts, sent, labels
+        )
     written = []
     for name in BUNDLE_FILES:
         path = out_dir / name
@@ -758,20 +768,32 @@ def _sent_lines(lang: str, sent: Mapping[str, Mapping[str, Any]], facts: Art15Fa
     return lines or [t["sent_none"]]
 
 
-def _rows(lang: str, record: Mapping[str, Any], kind: str = "") -> Iterator[tuple[str, str]]:
-    """A record's rows for a report: its leaves, the reasons a record is kept or partly
-    read, and what a record of a ``kind`` of system in its bin means, in ``lang``."""
+def _record_title(
+    lang: str, number: int, record: Mapping[str, Any], labels: SystemLabels | None
+) -> str:
+    """A record's heading: its number and what it is and where, where the adapter says."""
+    heading = labels.heading(lang, record) if labels is not None else ""
+    return f"{number}. {heading}" if heading else f"{_T[lang]['record']} {number}"
+
+
+def _rows(
+    lang: str, record: Mapping[str, Any], kind: str = "", labels: SystemLabels | None = None
+) -> Iterator[tuple[str, str]]:
+    """A record's rows for a report: its leaves, each under its plain label where one is
+    known, the reasons a record is kept or partly read, and what a record of a ``kind`` of
+    system in its bin means, in ``lang``."""
     for path, leaf in _flatten(record):
         value = _shown(lang, leaf)
+        label = labels.label(lang, record, path) if labels is not None else path
         if path == "archived" and leaf is True and kind in _ARCHIVED:
             # "archived: yes" alone does not tell the person the system can bring it back.
-            yield path, f"{value}, {_ARCHIVED[kind][lang]}"
+            yield label, f"{value}, {_ARCHIVED[kind][lang]}"
         elif path == "retained":
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
         elif path in _NOT_READ_PATHS:
-            yield path, _NOT_READ.get(value, {}).get(lang, value)
+            yield label, _NOT_READ.get(value, {}).get(lang, value)
         else:
-            yield path, value
+            yield label, value
 
 
 def _own_rows(lang: str, connector: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
@@ -832,6 +854,7 @@ def _markdown(
     connector: Mapping[str, Any],
     facts: Art15Facts,
     sent: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, SystemLabels],
 ) -> str:
     t = _T[lang]
     lines = [
@@ -853,11 +876,12 @@ def _markdown(
         if not records:
             lines.append(t["none"])
         for number, record in enumerate(records, start=1):
-            lines += [f"**{t['record']} {number}**", "", f"| {t['field']} | {t['value']} |"]
+            title = md_escape(_record_title(lang, number, record, labels.get(name)))
+            lines += [f"**{title}**", "", f"| {t['field']} | {t['value']} |"]
             lines.append("|---|---|")
             lines += [
                 f"| {md_escape(path)} | {md_escape(value)} |"
-                for path, value in _rows(lang, record, kind)
+                for path, value in _rows(lang, record, kind, labels.get(name))
             ]
             lines.append("")
     for name, reason in _not_read(lang, exempt, facts):
@@ -889,6 +913,7 @@ def _html(
     connector: Mapping[str, Any],
     facts: Art15Facts,
     sent: Mapping[str, Mapping[str, Any]],
+    labels: Mapping[str, SystemLabels],
 ) -> str:
     t = _T[lang]
     parts = [
@@ -914,11 +939,12 @@ def _html(
         if not records:
             parts.append(f"<p>{_h(t['none'])}</p>")
         for number, record in enumerate(records, start=1):
-            parts.append(f"<h4>{_h(t['record'])} {number}</h4><table>")
+            title = _record_title(lang, number, record, labels.get(name))
+            parts.append(f"<h4>{_h(title)}</h4><table>")
             parts.append(f"<tr><th>{_h(t['field'])}</th><th>{_h(t['value'])}</th></tr>")
             parts += [
                 f"<tr><td>{_h(path)}</td><td>{_h(value)}</td></tr>"
-                for path, value in _rows(lang, record, kind)
+                for path, value in _rows(lang, record, kind, labels.get(name))
             ]
             parts.append("</table>")
     for name, reason in _not_read(lang, exempt, facts):

@@ -24,6 +24,7 @@ from connector.access import (
     sent_by_klantsync,
     write_bundle,
 )
+from connector.access_labels import labels_for
 from connector.adapter import (
     RETAINED,
     ErasureResult,
@@ -1271,6 +1272,7 @@ class KindRunner:
             facts=art15_facts(self.rt.config),
             exempt=dict(sorted(exempt.items())),
             sent=sent,
+            labels=labels_for(self.rt.config),
         )
 
     # -- rectify -------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from adapters.hubspot._mapped import (
 from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot._related import MAIN_PROPERTIES, Related, next_after
 from adapters.hubspot._scopes import CONTACTS_READ, CONTACTS_WRITE, needing
+from adapters.hubspot.labels import COPY_LABELS
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.hubspot.settings import (
     DEFAULT_PROPERTIES,
@@ -66,6 +67,7 @@ from adapters.hubspot.signature import (
     sign_v3,
     uri_forms,
 )
+from connector.access_labels import CopyLabels
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -161,6 +163,8 @@ class HubSpotAdapter:
     #: A contact comes with its associated deals, companies, notes, calls, e-mails and
     #: meetings, and its e-mail subscriptions with their legal basis.
     copy_categories: frozenset[str] = frozenset({"orders", "notes", "professional", "consent"})
+    #: What its records are and its keys hold, in plain words for the access reports.
+    copy_labels: CopyLabels = COPY_LABELS
 
     def __init__(self, client: SystemClient, settings: HubSpotSettings) -> None:
         self.client = client

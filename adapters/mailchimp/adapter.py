@@ -67,6 +67,7 @@ from urllib.parse import quote
 
 import httpx
 
+from adapters.mailchimp.labels import COPY_LABELS
 from adapters.mailchimp.payloads import (
     NOT_OPTED_IN_STATUS,
     RENEWED_STATUS,
@@ -94,6 +95,7 @@ from adapters.mailchimp.settings import (
     wait_hint,
 )
 from adapters.mailchimp.webhooks import parse_delivery, verify_delivery
+from connector.access_labels import CopyLabels
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -243,6 +245,8 @@ class MailchimpAdapter:
     #: A member comes with its activity and notes; its record holds the IP address it
     #: signed up and confirmed from (``ip_signup``, ``ip_opt``) and its status.
     copy_categories: frozenset[str] = frozenset({"activity", "notes", "online", "consent"})
+    #: What its records are and its keys hold, in plain words for the access reports.
+    copy_labels: CopyLabels = COPY_LABELS
 
     def __init__(self, client: SystemClient, settings: MailchimpSettings) -> None:
         self.client = client

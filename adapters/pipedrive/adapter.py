@@ -49,6 +49,7 @@ from typing import Any, Final, Literal
 import httpx
 
 from adapters.pipedrive.directory import Directory
+from adapters.pipedrive.labels import COPY_LABELS
 from adapters.pipedrive.linked import Left, LinkedReader
 from adapters.pipedrive.payloads import (
     CUSTOM_FIELDS,
@@ -76,6 +77,7 @@ from adapters.pipedrive.settings import (
     pipedrive_limits,
 )
 from adapters.pipedrive.webhooks import parse_delivery, verify_delivery
+from connector.access_labels import CopyLabels
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -137,6 +139,8 @@ class PipedriveAdapter:
     #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
     #: A person comes with their deals, activities and notes.
     copy_categories: frozenset[str] = frozenset({"orders", "notes"})
+    #: What its records are and its keys hold, in plain words for the access reports.
+    copy_labels: CopyLabels = COPY_LABELS
 
     def __init__(self, client: SystemClient, settings: PipedriveSettings) -> None:
         self.client = client

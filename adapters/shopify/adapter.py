@@ -58,6 +58,7 @@ from adapters.shopify.documents import (
     customer_queries,
     mapping_selection,
 )
+from adapters.shopify.labels import COPY_LABELS
 from adapters.shopify.sandbox import ShopifySandbox
 from adapters.shopify.settings import (
     RESTORE_RATES,
@@ -69,6 +70,7 @@ from adapters.shopify.settings import (
     throttle_wait,
 )
 from adapters.shopify.webhooks import customer_gid, parse_delivery, verify_delivery
+from connector.access_labels import CopyLabels
 from connector.adapter import (
     AdapterSpec,
     Capability,
@@ -249,6 +251,8 @@ class ShopifyAdapter:
     #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
     #: Each order found comes with what was bought, its total, its note and its addresses.
     copy_categories: frozenset[str] = frozenset({"orders", "address", "notes"})
+    #: What its records are and its keys hold, in plain words for the access reports.
+    copy_labels: CopyLabels = COPY_LABELS
 
     def __init__(self, client: SystemClient, settings: ShopifySettings) -> None:
         self.client = client

@@ -44,6 +44,7 @@ from urllib.parse import unquote
 import httpx
 from pydantic import field_validator
 
+from adapters.woocommerce.labels import COPY_LABELS
 from adapters.woocommerce.payloads import (
     ANONYMOUS_ORDER,
     ANONYMOUS_PATHS,
@@ -60,6 +61,7 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from adapters.woocommerce.shapes import DELETABLE_ROLES
 from adapters.woocommerce.webhooks import parse_delivery, verify_delivery
 from connector import jsonutil
+from connector.access_labels import CopyLabels
 from connector.adapter import (
     RETAINED,
     AdapterSpec,
@@ -316,6 +318,8 @@ class WooCommerceAdapter:
     #: address and browser it was placed from, and its notes; each product review with what
     #: was written and the rating given.
     copy_categories: frozenset[str] = frozenset({"orders", "online", "notes", "reviews"})
+    #: What its records are and its keys hold, in plain words for the access reports.
+    copy_labels: CopyLabels = COPY_LABELS
     #: What a correction's step says where the shop holds no account of the person: it
     #: reads no orders (``find_records``), and changes none, guest orders billed to them too.
     not_held_note: str = NOT_HELD_NOTE

@@ -851,3 +851,35 @@ def test_the_controller_s_data_protection_officer_is_named_as_one(
         for name in (f"report.{lang}.md", f"report.{lang}.html"):
             text = (out / name).read_text(encoding="utf-8").replace("\\", "")
             assert label in text, name
+
+
+async def test_the_report_says_what_each_record_is_and_labels_known_fields_in_plain_words(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """Art. 12(1): records were headed "Record 1", "Record 2" and fields were the vendors'
+    keys (billing.phone, properties.firstname); a person could not tell an order from
+    their account. Each record now says what it is and where, known keys read in the
+    report's language, unknown keys stay as given, and data.json keeps the vendors' keys."""
+    await seed_both(shop, crm, rt)
+    out = tmp_path / "bundle"
+    await DsrService(rt).access(CANARY_EMAIL, out)
+    nl = (out / "report.nl.md").read_text(encoding="utf-8").replace("\\", "")
+    en = (out / "report.en.md").read_text(encoding="utf-8").replace("\\", "")
+    page = (out / "report.nl.html").read_text(encoding="utf-8")
+    for text in (nl, page):
+        assert "Klantaccount in de webshop (WooCommerce)" in text
+        assert "Bestelling " in text and "Contact in HubSpot" in text
+        assert "Factuuradres: telefoonnummer" in text and "Voornaam" in text
+    assert "Customer account in the webshop (WooCommerce)" in en and "Order " in en
+    assert "Billing address: phone number" in en and "First name" in en
+    for text in (nl, en):
+        assert "Record 1" not in text
+        assert "| billing.phone |" not in text and "| properties.firstname |" not in text
+        # A key no table knows is shown as the shop gives it: nothing is left out.
+        assert "| line_items.0.product_id |" in text
+        assert CANARY_NAME in text and "Utrecht" in text
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    account = next(r for r in data["systems"]["shop"]["records"] if "type" not in r)
+    assert account["billing"]["city"] == "Utrecht" and "first_name" in account
+    (contact,) = data["systems"]["crm"]["records"]
+    assert contact["properties"]["firstname"] == CANARY_NAME

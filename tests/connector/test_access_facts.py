@@ -283,7 +283,7 @@ async def test_dutch_report_explains_a_retained_order_in_dutch(
         out = tmp_path / "bundle"
         assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
     nl = (out / "report.nl.md").read_text(encoding="utf-8")
-    assert "| type | order |" in nl  # the order is there
+    assert "| Soort gegeven | order |" in nl  # the order is there
     assert "kept with their billing data" not in nl, "Dutch report: English 'retained' note"
     assert "anonymise" not in nl, "Dutch report names the internal setting anonymise_orders"
 

@@ -1,0 +1,42 @@
+"""How a Mailchimp access copy reads for the person: a member per audience, and its keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connector.access_labels import CopyLabels
+
+__all__ = ["COPY_LABELS"]
+
+_FIELDS: dict[str, tuple[str, str]] = {
+    "id": ("Id in Mailchimp", "Id in Mailchimp"),
+    "list_id": ("List (audience)", "Lijst (doelgroep)"),
+    "email_address": ("E-mail address", "E-mailadres"),
+    "status": ("Subscription status", "Status van het abonnement"),
+    "merge_fields.FNAME": ("First name", "Voornaam"),
+    "merge_fields.LNAME": ("Last name", "Achternaam"),
+    "merge_fields.PHONE": ("Phone number", "Telefoonnummer"),
+    "merge_fields.ADDRESS": ("Address", "Adres"),
+    "merge_fields.BIRTHDAY": ("Birthday", "Verjaardag"),
+    "ip_signup": ("IP address at sign-up", "IP-adres bij aanmelden"),
+    "timestamp_signup": ("Signed up", "Aangemeld"),
+    "ip_opt": ("IP address at confirmation", "IP-adres bij bevestigen"),
+    "timestamp_opt": ("Confirmed", "Bevestigd"),
+    "last_changed": ("Last changed", "Laatst gewijzigd"),
+    "language": ("Language", "Taal"),
+    "email_type": ("E-mail format", "Opmaak van de e-mails"),
+    "tags.*.name": ("Tag {}", "Label {}"),
+    "notes.*.note": ("Note {}: text", "Notitie {}: tekst"),
+    "notes.*.created_at": ("Note {}: written", "Notitie {}: geschreven"),
+    "activity.*.action": ("Activity {}: what", "Activiteit {}: wat"),
+    "activity.*.timestamp": ("Activity {}: when", "Activiteit {}: wanneer"),
+    "activity.*.title": ("Activity {}: e-mail", "Activiteit {}: e-mail"),
+}
+
+
+def _kind_of(record: Mapping[str, Any]) -> tuple[str, str]:
+    return "subscription", str(record.get("list_id") or "")
+
+
+COPY_LABELS = CopyLabels(vendor="Mailchimp", kind_of=_kind_of, fields=_FIELDS)

@@ -1,0 +1,46 @@
+"""How a Pipedrive access copy reads for the person: the person and its well-known keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from connector.access_labels import CopyLabels
+
+__all__ = ["COPY_LABELS"]
+
+_FIELDS: dict[str, tuple[str, str]] = {
+    "id": ("Id in Pipedrive", "Id in Pipedrive"),
+    "name": ("Name", "Naam"),
+    "first_name": ("First name", "Voornaam"),
+    "last_name": ("Last name", "Achternaam"),
+    "email": ("E-mail address", "E-mailadres"),
+    "emails.*.value": ("E-mail address {}", "E-mailadres {}"),
+    "emails.*.primary": ("E-mail address {}: main one", "E-mailadres {}: het belangrijkste"),
+    "emails.*.label": ("E-mail address {}: kind", "E-mailadres {}: soort"),
+    "phones.*.value": ("Phone number {}", "Telefoonnummer {}"),
+    "phones.*.primary": ("Phone number {}: main one", "Telefoonnummer {}: het belangrijkste"),
+    "phones.*.label": ("Phone number {}: kind", "Telefoonnummer {}: soort"),
+    "owner_id": ("Staff member responsible (id)", "Verantwoordelijke medewerker (id)"),
+    "org_id": ("Organisation (id)", "Organisatie (id)"),
+    "add_time": ("Created", "Aangemaakt"),
+    "update_time": ("Last changed", "Laatst gewijzigd"),
+    "is_deleted": ("Deleted", "Verwijderd"),
+    "visible_to": ("Visible to (code)", "Zichtbaar voor (code)"),
+    "labels.*.label": ("Label {}", "Label {}"),
+    "notes.*.content": ("Note {}: text", "Notitie {}: tekst"),
+    "notes.*.add_time": ("Note {}: written", "Notitie {}: geschreven"),
+    "deals.*.title": ("Deal {}: title", "Deal {}: titel"),
+    "deals.*.value": ("Deal {}: value", "Deal {}: waarde"),
+    "deals.*.status": ("Deal {}: status", "Deal {}: status"),
+    "activities.*.subject": ("Activity {}: subject", "Activiteit {}: onderwerp"),
+    "activities.*.type": ("Activity {}: kind", "Activiteit {}: soort"),
+    "activities.*.due_date": ("Activity {}: date", "Activiteit {}: datum"),
+}
+
+
+def _kind_of(record: Mapping[str, Any]) -> tuple[str, str]:
+    return "person", ""
+
+
+COPY_LABELS = CopyLabels(vendor="Pipedrive", kind_of=_kind_of, fields=_FIELDS)
