@@ -82,19 +82,6 @@ class Emptying:
                 self._numbers[key] = number
         return number
 
-    def to_empty(
-        self,
-        flow: str,
-        source: System,
-        dest: System,
-        person: Person,
-        fields: Mapping[str, Any],
-        earlier: tuple[int | None, int | None],
-    ) -> frozenset[str]:
-        """The fields of ``dest`` a write of ``flow`` now empties for ``person``
-        (:meth:`plan`)."""
-        return self.plan(flow, source, dest, person, fields, earlier).empty
-
     def plan(
         self,
         flow: str,

@@ -198,7 +198,7 @@ def test_what_another_flow_wrote_or_a_store_of_before_kept_is_not_emptied(tmp_pa
     other = emptying.number("webshop-2", {"email": 1, "firstname": 1, "phone": 1})
 
     def empty(earlier: tuple[int | None, int | None]) -> frozenset[str]:
-        return emptying.to_empty("shop-to-crm", shop, crm, person, fields, earlier)  # type: ignore[arg-type]
+        return emptying.plan("shop-to-crm", shop, crm, person, fields, earlier).empty  # type: ignore[arg-type]
 
     assert empty((None, given)) == {"phone"}
     assert empty((given, None)) == {"phone"}
@@ -208,14 +208,14 @@ def test_what_another_flow_wrote_or_a_store_of_before_kept_is_not_emptied(tmp_pa
     person.unread = frozenset({"phone"})
     assert empty((None, given)) == frozenset()
     # A field set made by another process is read from the store.
-    assert Emptying(Store(tmp_path / "s.db")).to_empty(
+    assert Emptying(Store(tmp_path / "s.db")).plan(
         "shop-to-crm",
         shop,  # type: ignore[arg-type]
         crm,  # type: ignore[arg-type]
         Person(email=EMAIL),
         fields,
         (given, None),
-    ) == {"phone"}
+    ).empty == {"phone"}
 
 
 def test_a_field_the_destination_keeps_when_emptied_is_not_emptied(tmp_path: Path) -> None:
@@ -235,7 +235,7 @@ def test_a_field_the_destination_keeps_when_emptied_is_not_emptied(tmp_path: Pat
         (_System("crm", mappings / "hubspot.toml"), {"firstname", "phone"}),
         (_System("crm2", kept), {"firstname"}),
     ):
-        empty = emptying.to_empty(
+        plan = emptying.plan(
             "f",
             shop,  # type: ignore[arg-type]
             crm,  # type: ignore[arg-type]
@@ -243,7 +243,7 @@ def test_a_field_the_destination_keeps_when_emptied_is_not_emptied(tmp_path: Pat
             fields,
             (None, given),
         )
-        assert empty == expected
+        assert plan.empty == expected
 
 
 async def test_the_audit_entry_names_no_field_the_system_kept(
