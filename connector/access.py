@@ -379,8 +379,10 @@ def art15_facts(config: Config) -> Art15Facts:
         processor = getattr(settings, "processor", None)
         legal = str(getattr(processor, "legal_name", "") or "")
         recipients.append((name, settings.adapter, legal))
-        if processor is not None and processor.sub_processors:
-            sub_processors[name] = list(processor.sub_processors)
+        if processor is not None:
+            named = _recipients_of(processor.sub_processors, processor.onward_transfers)
+            if named:
+                sub_processors[name] = named
         # As the register states them (compliance.transfer): the model's default country is
         # no statement, so nothing is ruled out; an EEA processor naming a safeguard passes
         # the data on outside the EEA.
@@ -721,6 +723,20 @@ _NOT_READ_PATHS = frozenset(
         "activitiesNotRead.reason",
     }
 )
+
+
+def _recipients_of(sub_processors: Sequence[str], onward: Sequence[Any]) -> list[str]:
+    """Who a processor passes the data on to: its sub-processors, then each recipient of an
+    onward transfer that none of them already names (Art. 15(1)(c)). A recipient named in
+    ``onward_transfers`` alone was told of in the transfers section only, as if it were no
+    recipient; one listed as "HubSpot, Inc. (US)" is not repeated for "HubSpot, Inc."."""
+    named = [str(s) for s in sub_processors]
+    for row in onward:
+        recipient = str(getattr(row, "recipient", "") or "").strip()
+        folded = recipient.casefold()
+        if recipient and not any(n.casefold().startswith(folded) for n in named):
+            named.append(recipient)
+    return named
 
 
 def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterator[tuple[str, str]]:

@@ -355,6 +355,24 @@ def test_access_report_names_the_sub_processors_among_the_recipients(
         assert "HubSpot, Inc. (US)" in text and "Voorbeeld Datacenter B.V." in text, text
 
 
+def test_a_recipient_named_only_in_an_onward_transfer_is_listed_among_the_recipients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 15(1)(c): HubSpot Ireland passes the data on to HubSpot, Inc.; where the config
+    names HubSpot, Inc. in ``onward_transfers`` but not among ``sub_processors``, the report
+    told of it under transfers only, and its recipients section did not name it."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    text = text.replace('sub_processors = ["HubSpot, Inc. (US)", ', "sub_processors = [")
+    path.write_text(text)
+    facts = art15_facts(load_config(path))
+    assert "HubSpot, Inc. (US)" not in json.dumps(facts.as_dict())
+    for lang, heading in (("en", ("Recipients",)), ("nl", ("Ontvangers",))):
+        section = _section(lang, facts, heading)
+        assert "HubSpot, Inc." in section and "Amazon Web Services EMEA SARL" in section
+        assert section.count("Amazon Web Services EMEA SARL") == 1, section
+
+
 def test_access_report_states_how_long_klantsync_keeps_its_own_data_about_the_person(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
