@@ -29,9 +29,18 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "tags.*.name": ("Tag {}", "Label {}"),
     "notes.*.note": ("Note {}: text", "Notitie {}: tekst"),
     "notes.*.created_at": ("Note {}: written", "Notitie {}: geschreven"),
-    "activity.*.action": ("Activity {}: what", "Activiteit {}: wat"),
-    "activity.*.timestamp": ("Activity {}: when", "Activiteit {}: wanneer"),
-    "activity.*.title": ("Activity {}: e-mail", "Activiteit {}: e-mail"),
+    "notes.*.created_by": ("Note {}: written by", "Notitie {}: geschreven door"),
+    "notes.*.updated_at": ("Note {}: last changed", "Notitie {}: laatst gewijzigd"),
+    "full_name": ("Name", "Naam"),
+    "vip": ("Marked as VIP", "Gemarkeerd als VIP"),
+    "source": ("Signed up through", "Aangemeld via"),
+    "tags_count": ("Number of tags", "Aantal labels"),
+    # The member's activity-feed (what the adapter reads), not the older .../activity,
+    # whose keys are action, timestamp and title.
+    "activity.*.activity_type": ("Activity {}: what", "Activiteit {}: wat"),
+    "activity.*.created_at_timestamp": ("Activity {}: when", "Activiteit {}: wanneer"),
+    "activity.*.campaign_title": ("Activity {}: e-mail", "Activiteit {}: e-mail"),
+    "activity.*.link_clicked": ("Activity {}: link clicked", "Activiteit {}: aangeklikte link"),
 }
 
 

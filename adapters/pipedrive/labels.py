@@ -15,6 +15,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "first_name": ("First name", "Voornaam"),
     "last_name": ("Last name", "Achternaam"),
     "email": ("E-mail address", "E-mailadres"),
+    "phone": ("Phone number", "Telefoonnummer"),
     "emails.*.value": ("E-mail address {}", "E-mailadres {}"),
     "emails.*.primary": ("E-mail address {}: main one", "E-mailadres {}: het belangrijkste"),
     "emails.*.label": ("E-mail address {}: kind", "E-mailadres {}: soort"),
@@ -30,12 +31,17 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "labels.*.label": ("Label {}", "Label {}"),
     "notes.*.content": ("Note {}: text", "Notitie {}: tekst"),
     "notes.*.add_time": ("Note {}: written", "Notitie {}: geschreven"),
+    "notes.*.update_time": ("Note {}: last changed", "Notitie {}: laatst gewijzigd"),
     "deals.*.title": ("Deal {}: title", "Deal {}: titel"),
     "deals.*.value": ("Deal {}: value", "Deal {}: waarde"),
     "deals.*.status": ("Deal {}: status", "Deal {}: status"),
+    "deals.*.add_time": ("Deal {}: created", "Deal {}: aangemaakt"),
+    "deals.*.update_time": ("Deal {}: last changed", "Deal {}: laatst gewijzigd"),
     "activities.*.subject": ("Activity {}: subject", "Activiteit {}: onderwerp"),
     "activities.*.type": ("Activity {}: kind", "Activiteit {}: soort"),
     "activities.*.due_date": ("Activity {}: date", "Activiteit {}: datum"),
+    "activities.*.done": ("Activity {}: done", "Activiteit {}: gedaan"),
+    "activities.*.add_time": ("Activity {}: created", "Activiteit {}: aangemaakt"),
 }
 
 

@@ -21,6 +21,9 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "createdAt": ("Created", "Aangemaakt"),
     "updatedAt": ("Last changed", "Laatst gewijzigd"),
     "locale": ("Language", "Taal"),
+    "emailMarketingConsent.marketingState": ("Newsletter consent", "Toestemming nieuwsbrief"),
+    "amountSpent.amount": ("Spent in the shop", "Besteed in de winkel"),
+    "amountSpent.currencyCode": ("Spent in the shop: currency", "Besteed in de winkel: valuta"),
     "state": ("Account status", "Status van het account"),
     "customerId": ("Customer", "Klant"),
     "name": ("Order number", "Bestelnummer"),
@@ -36,10 +39,13 @@ for _where, (_en, _nl) in {
     "defaultAddress": ("Address", "Adres"),
     "billingAddress": ("Billing address", "Factuuradres"),
     "shippingAddress": ("Delivery address", "Bezorgadres"),
+    # The customer's address book: the default address is one of them, listed again.
+    "addresses.*": ("Address book, address {}", "Adresboek, adres {}"),
 }.items():
     _FIELDS |= {
         f"{_where}.{key}": (f"{_en}: {en}", f"{_nl}: {nl}")
         for key, (en, nl) in {
+            "name": ("name", "naam"),
             "firstName": ("first name", "voornaam"),
             "lastName": ("last name", "achternaam"),
             "company": ("company", "bedrijfsnaam"),
