@@ -432,12 +432,9 @@ class JobWorker:
             synced = await self._sync_subjects(system, subjects)
             return {"written": synced.written, "failed": synced.failed}
         if event == "merged":
-            from connector.merges import learn_merge
+            from connector.merges import follow_merge
 
-            learned = await learn_merge(
-                self.rt, system, str(params.get("external_id") or ""), params.get("merged_into")
-            )
-            return {"learned": learned}
+            return await follow_merge(self.rt, params)
         if event in ("erase", "access", "purge_all", "deleted"):
             from connector.adapter import WebhookEvent
             from connector.dsr import DsrService

@@ -12,18 +12,23 @@ merged-away id is moved to it only where it holds the subject's own address amon
 e-mail addresses (compared by keyed id: the connector keeps no address). A kept record the
 identity map knows as another subject's is left to that subject: a merge of two customers'
 records must not make one the other's. Every outcome leaves an audit entry of ids alone.
+
+A kept record that cannot be read for a while (429s or 5xx past the client's retries) is
+asked again by a new job at the end of the queue, up to :data:`MERGE_READS` reads in all:
+failed at once, the merge was never learned, and the delivery is not sent twice.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Final
+from typing import Any, Final
 
-from connector import audit
+from connector import audit, jobs
+from connector.errors import KlantsyncError, RetryableError
 from connector.model import normalise_email
 from connector.runtime import Runtime
 
-__all__ = ["MERGE_LEARNED", "MERGE_NOT_LEARNED", "learn_merge"]
+__all__ = ["MERGE_LEARNED", "MERGE_NOT_LEARNED", "MERGE_READS", "follow_merge", "learn_merge"]
 
 #: Audit kind of a subject now known by the record a merge kept.
 MERGE_LEARNED: Final = "identity.merged"
@@ -33,6 +38,10 @@ MERGE_NOT_LEARNED: Final = "identity.merge_not_learned"
 NOT_LIVE: Final = "no live record under the kept id"
 NOT_THEIR_ADDRESS: Final = "the kept record does not hold the subject's address"
 ANOTHER_S: Final = "the kept record is known as another subject's"
+UNREAD: Final = "the kept record could not be read"
+
+#: How many jobs in all read the kept record of one merge before it is left not learned.
+MERGE_READS: Final = 5
 
 log = logging.getLogger("klantsync.merges")
 
@@ -73,3 +82,36 @@ async def learn_merge(rt: Runtime, system_name: str, former: str, kept: str | No
         extra={"system": system_name, "learned": len(moved), "left": len(known) - len(moved)},
     )
     return len(moved)
+
+
+async def follow_merge(rt: Runtime, params: dict[str, Any]) -> dict[str, Any]:
+    """The ``merged`` webhook job: :func:`learn_merge`, asked again by a new job where the
+    kept record could not be read for now, and left not learned after :data:`MERGE_READS`.
+
+    Raises:
+        KlantsyncError: the last read failed too (the merge is audited as not learned).
+    """
+    system, kept = str(params["system"]), params.get("merged_into")
+    former = str(params.get("external_id") or "")
+    read = int(params.get("attempt") or 1)
+    try:
+        return {"learned": await learn_merge(rt, system, former, kept)}
+    except RetryableError as exc:
+        if read < MERGE_READS:
+            # At the end of the queue, not in its place: the jobs after it are not held up
+            # while the system is down, and the client's own retries wait between reads.
+            again = jobs.enqueue(rt.store, rt.keyring, "webhook", {**params, "attempt": read + 1})
+            log.info("merge read again later", extra={"system": system, "job": again})
+            return {"learned": 0, "read_again_by": again}
+        _not_read(rt, system, former, str(kept or ""))
+        raise KlantsyncError(f"merge not learned after {read} reads: {exc}") from exc
+
+
+def _not_read(rt: Runtime, system_name: str, former: str, kept: str) -> None:
+    """Audit, by ids, each subject known by ``former`` as left where it was."""
+    ids = rt.engine.ids
+    stored_former, stored_kept = ids.to_store(system_name, former), ids.to_store(system_name, kept)
+    data = {"system": system_name, "from": stored_former, "to": stored_kept, "why": UNREAD}
+    with rt.store.transaction():
+        for sid in rt.store.subjects_for_external(system_name, stored_former):
+            audit.append(rt.store, MERGE_NOT_LEARNED, data, subject_id=sid)

@@ -17,7 +17,15 @@ from connector.adapter import WebhookRequest
 from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService
-from connector.merges import ANOTHER_S, MERGE_LEARNED, MERGE_NOT_LEARNED, NOT_THEIR_ADDRESS
+from connector.merges import (
+    ANOTHER_S,
+    MERGE_LEARNED,
+    MERGE_NOT_LEARNED,
+    MERGE_READS,
+    NOT_LIVE,
+    NOT_THEIR_ADDRESS,
+    UNREAD,
+)
 from connector.model import normalise_email
 from connector.runtime import Runtime, open_runtime
 from connector.webhooks import receive
@@ -190,4 +198,76 @@ async def test_a_merge_naming_a_person_without_the_customer_s_address_is_not_fol
     assert rt.store.external_id("deals", _sid(rt, email)) == former
     assert _entries(rt, MERGE_NOT_LEARNED) == [
         {"system": "deals", "from": former, "to": stranger, "why": NOT_THEIR_ADDRESS}
+    ]
+
+
+async def _merge_jobs_run(world: World, rt: Runtime, merged_id: str, kept_id: str) -> list[str]:
+    """The merge's deliveries received; each job run as the worker runs it. Returns how
+    each ``merged`` job ended, in the order they ran."""
+    headers = {
+        "content-type": "application/json",
+        "authorization": basic_authorization(HOOK_SECRET),
+    }
+    for body in world.deals.merge_deliveries(merged_id, kept_id):
+        outcome = receive(rt, "deals", WebhookRequest("POST", URL, headers, body), time.time())
+        assert outcome.status == 200
+    daemon = Daemon(rt)
+    ran: list[str] = []
+    while (job := jobs.claim_next(rt.store, rt.keyring)) is not None:
+        await daemon.jobs._run_one(job)
+        finished = jobs.get(rt.store, job.id)
+        assert finished is not None
+        if (job.params or {}).get("event") == "merged":
+            ran.append(finished.status)
+    return ran
+
+
+async def test_a_merge_whose_kept_person_cannot_be_read_for_now_is_read_again_by_a_later_job(
+    world: World, rt: Runtime
+) -> None:
+    """Pipedrive answers 503 past the client's retries when the kept person is read: the job
+    queues another that reads it again, and that one learns the merge."""
+    email = "klant@example.nl"
+    former = await _synced(world, rt, email, "Anna")
+    kept = world.deals.add_person("werk@bedrijf.example", "Anna", "Werk")
+    world.deals.merge(former, kept)
+    attempts = rt.systems["deals"].client.retry.attempts
+    world.deals.faults.fail_next = attempts
+    assert await _merge_jobs_run(world, rt, former, kept) == ["done", "done"]
+    assert rt.store.external_id("deals", _sid(rt, email)) == kept
+    assert _entries(rt, MERGE_LEARNED) == [{"system": "deals", "from": former, "to": kept}]
+    assert _entries(rt, MERGE_NOT_LEARNED) == []
+
+
+async def test_a_merge_whose_kept_person_stays_unreadable_is_left_not_learned_after_a_bound(
+    world: World, rt: Runtime
+) -> None:
+    """A Pipedrive down through every read: the merge is read again a bounded number of
+    times, then its job fails and the audit says, by ids, that it was not learned."""
+    email = "klant@example.nl"
+    former = await _synced(world, rt, email, "Anna")
+    kept = world.deals.add_person("werk@bedrijf.example", "Anna", "Werk")
+    world.deals.merge(former, kept)
+    world.deals.faults.fail_next = 10_000
+    ran = await _merge_jobs_run(world, rt, former, kept)
+    assert ran == ["done"] * (MERGE_READS - 1) + ["failed"]
+    assert rt.store.external_id("deals", _sid(rt, email)) == former
+    assert _entries(rt, MERGE_NOT_LEARNED) == [
+        {"system": "deals", "from": former, "to": kept, "why": UNREAD}
+    ]
+
+
+async def test_a_merge_whose_kept_person_is_gone_is_recorded_as_not_learned(
+    world: World, rt: Runtime
+) -> None:
+    """A 404 for the kept person is not worth another read: not learned, said by ids."""
+    email = "klant@example.nl"
+    former = await _synced(world, rt, email, "Anna")
+    kept = world.deals.add_person("werk@bedrijf.example", "Anna", "Werk")
+    world.deals.merge(former, kept)
+    world.deals.faults.fail_status, world.deals.faults.fail_next = 404, 1
+    assert await _merge_jobs_run(world, rt, former, kept) == ["done"]
+    assert rt.store.external_id("deals", _sid(rt, email)) == former
+    assert _entries(rt, MERGE_NOT_LEARNED) == [
+        {"system": "deals", "from": former, "to": kept, "why": NOT_LIVE}
     ]
