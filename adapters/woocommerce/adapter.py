@@ -38,7 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, Final, Literal, get_args
+from typing import Any, ClassVar, Final, Literal
 from urllib.parse import unquote
 
 import httpx
@@ -205,8 +205,8 @@ READ_ONLY_KEY = (
 #: (the retry looks the e-mail up again and updates instead).
 _RETRYABLE_ITEM_CODES = frozenset({"registration-error-email-exists"})
 
-Role = Literal[
-    "all",
+#: WordPress's and WooCommerce's own roles; a plugin may register more (``add_role``).
+BUILT_IN_ROLES: Final = (
     "administrator",
     "editor",
     "author",
@@ -214,21 +214,24 @@ Role = Literal[
     "subscriber",
     "customer",
     "shop_manager",
-]
-ROLES: Final = get_args(Role)
-#: What a role that is none of :data:`ROLES` is told (the value itself is not repeated: a
+)
+#: A role name as WordPress makes them (``sanitize_key``): lower-case letters, digits, ``_``
+#: and ``-``. wc/v3 takes any role the site registered, so one a plugin adds
+#: (``wholesale_customer``) is named as it is; whether the shop knows it is
+#: ``check --online``'s (:meth:`WooCommerceAdapter.check_settings`).
+ROLE_NAME = re.compile(r"[a-z0-9_-]+")
+#: What a role that is not a role name is told (the value itself is not repeated: a
 #: config error names the key, never what was written there).
 ROLE_EXPECTED = (
-    "must be one of "
-    + ", ".join(f'"{name}"' for name in ROLES)
-    + ', or a list of roles but "all" (role = ["customer", "subscriber"])'
+    'must be "all", a role name (lower-case letters, digits, _ and -: "customer", or one a '
+    'plugin adds), or a list of roles but "all" (role = ["customer", "subscriber"])'
 )
 #: What an item of a list of roles that is none of them is told.
 ROLE_IN_LIST = (
-    "is not a role: one of "
-    + ", ".join(f'"{name}"' for name in ROLES if name != "all")
-    + ' ("all" stands alone: role = "all")'
+    'is not a role name: lower-case letters, digits, _ and - ("all" stands alone: role = "all")'
 )
+#: What ``check --online`` says of a configured role the shop does not know.
+UNKNOWN_ROLE = "the shop knows no role {role!r} (a typo, or the plugin adding it is off)"
 
 
 class WooCommerceSettings(SystemSettings):
@@ -255,7 +258,7 @@ class WooCommerceSettings(SystemSettings):
 
     adapter: Literal["woocommerce"]
     anonymise_orders: bool = True
-    role: Role | tuple[Role, ...] = "all"
+    role: str | tuple[str, ...] = "all"
 
     @field_validator("role", mode="before")
     @classmethod
@@ -263,7 +266,7 @@ class WooCommerceSettings(SystemSettings):
         # Checked here, not by the type: a union's own error names its branches, which
         # someone editing the TOML file never wrote.
         if isinstance(value, str):
-            if value not in ROLES:
+            if value != "all" and not ROLE_NAME.fullmatch(value):
                 raise ValueError(ROLE_EXPECTED)
             return value
         if not isinstance(value, list | tuple):
@@ -273,7 +276,7 @@ class WooCommerceSettings(SystemSettings):
                 'an empty list of roles lists nobody: name one or more roles, or "all"'
             )
         for place, name in enumerate(value, start=1):
-            if not isinstance(name, str) or name not in ROLES or name == "all":
+            if not isinstance(name, str) or not ROLE_NAME.fullmatch(name) or name == "all":
                 raise ValueError(f"item {place} of the list {ROLE_IN_LIST}")
         named = tuple(dict.fromkeys(value))
         # One role alone is asked of the shop by name, which lists no one else at all.
@@ -370,6 +373,30 @@ class WooCommerceAdapter:
                 raise
             # A find with the same key and secret was answered just before: not the secret.
             raise FatalRemoteError(exc.system, "POST", path, 401, READ_ONLY_KEY) from exc
+        await self._check_roles()
+
+    async def _check_roles(self) -> None:
+        """Each configured role not WordPress's own, asked of the shop (one call each): wc/v3
+        answers a role it does not know 400 ``rest_invalid_param``. Taken by name at load, a
+        typo pulled nobody where it was one of several (everyone is listed and kept by role).
+
+        Raises:
+            FatalRemoteError: naming the first role the shop does not know.
+        """
+        role = self.settings.role
+        named = (role,) if isinstance(role, str) else role
+        path = f"{API}/customers"
+        for name in named:
+            if name == "all" or name in BUILT_IN_ROLES:
+                continue
+            params = {"per_page": 1, "role": name, "_fields": "id"}
+            try:
+                await self._request("GET", path, params=params)
+            except (RecordError, FatalRemoteError) as exc:
+                if exc.status != 400 or not exc.detail.startswith("rest_invalid_param"):
+                    raise
+                detail = f"rest_invalid_param: {UNKNOWN_ROLE.format(role=name)}"
+                raise FatalRemoteError(exc.system, "GET", path, 400, detail) from exc
 
     async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
         """One call through the client, a 401 that takes the caller for anonymous said as

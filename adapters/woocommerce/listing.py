@@ -180,7 +180,8 @@ def list_customers(
     assert per_page is not None and page is not None
     order = _enum(request, "order", "asc", ("asc", "desc"))
     orderby = _enum(request, "orderby", "name", ("id", "include", "name", "registered_date"))
-    role = _enum(request, "role", "customer", CUSTOMER_ROLES)
+    # wc/v3 builds the enum from wp_roles(): a role a plugin registered is one of them.
+    role = _enum(request, "role", "customer", (*CUSTOMER_ROLES, *store.plugin_roles))
     _enum(request, "context", "view", ("view", "edit"))
     include, exclude = _id_list(request, "include"), _id_list(request, "exclude")
     search = request.query_params.get("search", "").strip().strip("*").lower()

@@ -32,6 +32,8 @@ class ShopStore:
         self.reviews: dict[int, dict[str, Any]] = {}
         #: Product id -> its name (posts in WordPress; only what a review names of one).
         self.products: dict[int, str] = {93: "Koffiebonen 1 kg"}
+        #: Roles plugins registered (``add_role``) beside WordPress's and WooCommerce's own.
+        self.plugin_roles: list[str] = []
         self._next_note = 501
         self.block: SyntheticBlock | None = None
         self._next_customer = 1

@@ -163,19 +163,23 @@ def test_limits_and_client_config_follow_settings() -> None:
     assert settings().role == "all" and settings().anonymise_orders is True
 
 
-def test_settings_refuse_an_unknown_role() -> None:
-    """A typo in the role filter is a configuration error, not an empty pull."""
-    with pytest.raises(ValueError, match="role"):
-        settings(role="customers")
+def test_settings_take_a_role_a_plugin_adds_and_refuse_what_is_no_role_name() -> None:
+    """wc/v3 lists any role the site registered, so a plugin's role is taken by name; what
+    WordPress could never name a role is a configuration error."""
+    assert settings(role="wholesale_customer").role == "wholesale_customer"
+    assert settings(role=["customer", "b2b-klant"]).role == ("customer", "b2b-klant")
+    for wrong in ("Customer", "klant zakelijk", ""):
+        with pytest.raises(ValueError, match="role name"):
+            settings(role=wrong)
 
 
 @pytest.mark.parametrize(
     ("role", "said"),
     [
         ([], "empty list"),
-        (["customer", "customers"], "item 2 of the list is not a role"),
+        (["customer", "Customers"], "item 2 of the list is not a role"),
         (["all", "customer"], "item 1 of the list is not a role"),
-        (7, "must be one of"),
+        (7, "must be"),
     ],
     ids=["empty", "typo", "all-in-a-list", "number"],
 )
@@ -2472,3 +2476,20 @@ async def test_an_address_starting_with_a_star_erases_and_finds_only_its_own_acc
     assert not harness.sandbox.holds("*bob@example.nl")
     assert harness.sandbox.holds("jimbob@example.nl")
     assert harness.sandbox.store.get(int(stranger)) is not None
+
+
+async def test_the_online_check_names_a_configured_role_the_shop_does_not_know(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """A role name is taken at load whatever it is; ``check --online`` asks the shop about
+    each one not WordPress's own and names the one it answers 400 ``rest_invalid_param``
+    (a typo, or a plugin's role whose plugin is off). A role the shop registered passes."""
+    sandbox.store.plugin_roles.append("wholesale_customer")
+    built = await make_harness(sandbox, config=settings(role=["customer", "wholesale_customer"]))
+    async with built.client:
+        await built.adapter.check_settings()
+    built = await make_harness(sandbox, config=settings(role=["customer", "wholesale_custmer"]))
+    async with built.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await built.adapter.check_settings()
+    assert caught.value.status == 400 and "'wholesale_custmer'" in str(caught.value)
