@@ -86,6 +86,11 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     summary["warnings"] += _secret_files_others_read(config_path)
     summary["warnings"] += _metrics_refused_beyond_loopback(config)
     summary["warnings"] += _signed_urls_unknown(config)
+    summary["warnings"] += [
+        f"systems.{name}.{warning}"
+        for name, system in config.systems.items()
+        for warning in system.check_warnings()
+    ]
     summary["master_key"] = _check_master_key(config)
     gaps = compliance.check_compliance(config)
     summary["compliance_gaps"] = [gap.as_dict() for gap in gaps]

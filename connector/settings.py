@@ -173,6 +173,12 @@ class SystemSettings(StrictModel):
         """The clear value of one credential (for building auth headers only)."""
         return self.credentials[name].get_secret_value()
 
+    def check_warnings(self) -> list[str]:
+        """What ``check`` tells of this system's settings that may be meant and may be a
+        mistake (a name the adapter does not know, which the vendor may): worth a look, no
+        failure. Each names the key it is about, below ``systems.<name>``. None here."""
+        return []
+
     def check_mapping(self, mapping: SystemMapping) -> None:
         """Refuse a mapping this kind of system cannot be read or written with, where its
         adapter has a rule the mapping's own file cannot state (Shopify's paths are GraphQL

@@ -282,6 +282,19 @@ class WooCommerceSettings(SystemSettings):
         # One role alone is asked of the shop by name, which lists no one else at all.
         return named[0] if len(named) == 1 else named
 
+    def check_warnings(self) -> list[str]:
+        """A role not among WordPress's and WooCommerce's own: a plugin's, or a typo
+        ("customers") that a sync of one role would meet as a bare 400 and a list of roles
+        as nobody listed, in silence. ``check --online`` asks the shop."""
+        named = (self.role,) if isinstance(self.role, str) else self.role
+        return [
+            f"role: {role!r} is not one of WordPress's or WooCommerce's own roles "
+            f"({', '.join(BUILT_IN_ROLES)}): right for a role a plugin adds; "
+            "check --online asks the shop whether it knows it"
+            for role in named
+            if role != "all" and role not in BUILT_IN_ROLES
+        ]
+
 
 def woocommerce_limits(settings: WooCommerceSettings) -> Limits:
     """wc/v3 has no rate limit of its own; a host or WAF limit comes from the settings."""

@@ -2212,3 +2212,23 @@ def test_a_command_prints_a_name_beyond_ascii_in_utf8_whatever_the_locale(
     assert main(["-c", str(path), "check"]) == 0
     sys.stdout.flush()
     assert f"{folder}" in raw.getvalue().decode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("role", "warned"),
+    [('"customer"', False), ('["customer", "subscriber"]', False), ('"customers"', True)],
+)
+def test_check_warns_of_a_shop_role_wordpress_does_not_have_built_in(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], role: str, warned: bool
+) -> None:
+    """Any role name is taken (a plugin adds its own), so a typo ("customers") is no longer
+    refused at load: a sync of one role met it as a bare 400, of several as nobody listed.
+    `check` says so naming the key and the role, and loads the config (check --online asks
+    the shop; this config's exit 1 is its compliance gaps)."""
+    config = write_test_config(tmp_path, shop_extra=f"role = {role}")
+    assert main(["-c", str(config), "check", "--json"]) != 2
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    said = [w for w in warnings if w.startswith("systems.shop.role:")]
+    assert bool(said) is warned
+    if warned:
+        assert "'customers'" in said[0] and "check --online" in said[0]
