@@ -37,6 +37,7 @@ from connector.metrics import Metrics
 from connector.runtime import Runtime
 from connector.state import Store
 from connector.storefile import failure, failure_text
+from connector.storeturn import transaction_in_turn
 
 __all__ = [
     "READY_STARTING",
@@ -69,6 +70,11 @@ OTHER_DSR_KIND = "other"
 #: The daily review names at most this many request ids per warning (its count says how
 #: many there are): a backlog of hundreds must not make one log line of kilobytes.
 REVIEW_MAX_IDS = 50
+#: How long the daily review waits, off the event loop, for the store's write lock another
+#: process holds before it records the check (then it is a store failure, and the next
+#: review records it): waited inside SQLite's busy timeout, /healthz and every webhook
+#: waited with it.
+REVIEW_STORE_WAIT_SECONDS = 30.0
 
 # Why a flow is (not) ready, as ``/readyz`` says it: fixed texts, so the probe's body never
 # carries an error message (which names paths and statuses) or anything personal.
@@ -496,7 +502,12 @@ class Daemon:
                 "no recent backup of the store (klantsync backup --out FILE)",
                 extra={"max_age_days": BACKUP_REVIEW_DAYS, "last_backup": backed_up},
             )
-        audit.record_check(self.rt.store, gaps)
+        # Its write lock taken off the loop, as the sweep's: see REVIEW_STORE_WAIT_SECONDS.
+        await transaction_in_turn(
+            self.rt.store,
+            lambda: audit.record_check(self.rt.store, gaps),
+            within=REVIEW_STORE_WAIT_SECONDS,
+        )
 
     def _review_requests(self) -> None:
         """Warn of open data subject requests past their deadline and of those due within

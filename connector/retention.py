@@ -56,10 +56,12 @@ from connector.errors import ConfigError, KlantsyncError
 from connector.keyset import store_keyring
 from connector.state import HELD, Store, chunks, utcnow
 from connector.storefile import foreign, replaced_stores
+from connector.storeturn import transaction_in_turn
 
 __all__ = [
     "BATCH_ROWS",
     "PURGED_KINDS",
+    "SWEEP_STORE_WAIT_SECONDS",
     "RetentionReport",
     "count_bundles_of",
     "delete_bundles_of",
@@ -95,6 +97,14 @@ PURGED_KINDS = {
 #: first after an upgrade, a backlog of webhook ids) held them for seconds in one
 #: transaction; in shares of this size each waits milliseconds.
 BATCH_ROWS = 500
+#: How long the daemon's sweep waits, off its event loop, for the store's write lock while
+#: another process holds it, before each of its transactions (then it is a store failure,
+#: and the next sweep tries again).
+SWEEP_STORE_WAIT_SECONDS = 30.0
+
+#: The work of one of a sweep's transactions: run inside one, which its caller opens and
+#: commits, and once only (it counts what it purged and deletes bundles' files).
+_Batch = Callable[[], None]
 
 
 @dataclass
@@ -213,8 +223,11 @@ async def sweep(
     with much to purge would otherwise hold up every webhook, acknowledgement and request
     until it ended. Cancelled there (the daemon stopping), it stops between two of them.
     """
-    report, steps = _started(store, config, keyring, now, dry_run=dry_run, beside=beside)
-    for _ in steps:
+    report, batches = _started(store, config, keyring, now, dry_run=dry_run, beside=beside)
+    for batch in batches:
+        # Its write lock taken off the loop: another process holding it (an operator's
+        # sqlite3 shell, a backup) held every webhook and /healthz for the busy timeout.
+        await transaction_in_turn(store, batch, within=SWEEP_STORE_WAIT_SECONDS)
         await asyncio.sleep(0)
     return report
 
@@ -241,9 +254,10 @@ def sweep_now(
     whole sweep. A sweep cut short (killed, the disk full) leaves purged exactly what its
     committed entries count, and the next sweep purges the rest.
     """
-    report, steps = _started(store, config, keyring, now, dry_run=dry_run, beside=beside)
-    for _ in steps:
-        pass
+    report, batches = _started(store, config, keyring, now, dry_run=dry_run, beside=beside)
+    for batch in batches:
+        with store.transaction():
+            batch()
     return report
 
 
@@ -255,9 +269,10 @@ def _started(
     *,
     dry_run: bool,
     beside: Path | None,
-) -> tuple[RetentionReport, Iterator[None]]:
-    """The report a sweep fills in, and the sweep, which stops after each transaction it
-    commits (where the daemon's loop runs its other tasks)."""
+) -> tuple[RetentionReport, Iterator[_Batch]]:
+    """The report a sweep fills in, and the sweep: the work of each of its transactions,
+    which the caller runs in one and commits before it asks for the next (the daemon's loop
+    runs its other tasks in between)."""
     report = nothing_held(config, now, dry_run=dry_run)
     where = beside or store.path
     if dry_run:
@@ -270,7 +285,7 @@ def _started(
 
 def _swept(
     store: Store, config: Config, keyring: Keyring, report: RetentionReport, beside: Path
-) -> Iterator[None]:
+) -> Iterator[_Batch]:
     """The purges, a transaction at a time; then what lies outside the store."""
     replaced = yield from _purged_in_batches(store, config, keyring, report, beside)
     # Only now that the entry counting them is committed: a replaced store emptied or
@@ -342,12 +357,13 @@ def _count_due(
 
 def _purged_in_batches(
     store: Store, config: Config, keyring: Keyring, report: RetentionReport, beside: Path
-) -> Generator[None, None, list[_Replaced]]:
+) -> Generator[_Batch, None, list[_Replaced]]:
     """The purges in the store, in transactions of at most :data:`BATCH_ROWS` rows, each
     with a ``retention.purged`` entry counting what it purged (none where it purged
     nothing): a process that died part-way left no purge the audit trail does not show. (A
     bundle's files deleted in a transaction that then rolled back leave its row, and the
-    next sweep finds them gone.) Stops after each transaction but the last.
+    next sweep finds them gone.) Yields each transaction's work, for the caller to run in
+    one (:data:`_Batch`).
 
     The last one also purges the replaced stores' trails and counts the replaced stores
     due; returns those to empty or delete once it is committed.
@@ -360,7 +376,8 @@ def _purged_in_batches(
     while True:
         counts = dict.fromkeys(PURGED_KINDS, 0)
         due: list[_Replaced] = []
-        with store.transaction():
+
+        def batch(counts: dict[str, int] = counts, due: list[_Replaced] = due) -> None:
             room = BATCH_ROWS
             while left and room > 0:
                 purged, used = left[0].take(store, room)
@@ -369,15 +386,16 @@ def _purged_in_batches(
                 if left[0].done:
                     left.pop(0)
             if not left:
-                due = _replaced_trails_purged(config, beside, cut, report.errors)
+                due.extend(_replaced_trails_purged(config, beside, cut, report.errors))
                 counts["replaced_stores"] = len(due)
             if any(counts.values()):
                 audit.append(store, audit.RETENTION_PURGED, counts)
+
+        yield batch  # run in a transaction of its own and committed when this resumes
         for kind, count in counts.items():
             setattr(report, kind, getattr(report, kind) + count)
         if not left:
             return [work for work in due if work.delete or work.empty]
-        yield
 
 
 def _replaced_trails_purged(

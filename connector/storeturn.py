@@ -13,13 +13,14 @@ and while the lock is another's gives the loop back and tries again, up to a bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
 from connector.state import Store
 
-__all__ = ["write_in_turn"]
+__all__ = ["transaction_in_turn", "write_in_turn"]
 
 T = TypeVar("T")
 
@@ -56,6 +57,48 @@ async def write_in_turn(store: Store, work: Callable[[], T], *, within: float) -
                 raise
         await asyncio.sleep(min(pause, left))
         pause = min(pause * 2, LONGEST_PAUSE)
+
+
+async def transaction_in_turn(store: Store, work: Callable[[], T], *, within: float) -> T:
+    """``work()`` in one transaction of its own, committed, run once: the store's write lock
+    is taken first (``BEGIN IMMEDIATE``) without SQLite's wait, tried again every little
+    while it is another process's for up to ``within`` seconds, the loop free in between.
+
+    For work that cannot simply be run again after a refusal (it keeps count of what it
+    did, or deletes files beside the store): it starts only once the lock is the store's,
+    and a write lock held is one SQLite's wait never holds up again until the commit. Its
+    own :meth:`~connector.state.Store.transaction` joins this one.
+
+    Raises:
+        sqlite3.OperationalError: the lock was still another's after ``within`` (nothing of
+            ``work`` ran); any error ``work`` raised (its transaction rolled back) or the
+            commit raised.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    pause = FIRST_PAUSE
+    while True:
+        try:
+            _without_waiting(store, lambda: store.db.execute("BEGIN IMMEDIATE"))
+            break
+        except sqlite3.OperationalError as exc:
+            left = deadline - loop.time()
+            if not _busy(exc) or left <= 0:
+                raise
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, LONGEST_PAUSE)
+    db = store.db
+    try:
+        result = work()
+        db.execute("COMMIT")
+    except BaseException:
+        # SQLite has rolled some failures back itself (a full disk): a ROLLBACK would then
+        # fail and hide the error that matters.
+        if db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+        raise
+    return result
 
 
 def _without_waiting(store: Store, work: Callable[[], T]) -> T:

@@ -523,6 +523,62 @@ async def test_the_job_worker_waiting_for_another_process_s_lock_holds_no_probe(
     assert daemon.rt.store.db.execute("SELECT COUNT(*) FROM runs").fetchone() == (1,)
 
 
+async def test_the_retention_sweep_waiting_for_another_process_s_lock_holds_no_probe(
+    daemon: Daemon,
+) -> None:
+    """The scheduled retention sweep, with something past its period to purge, while
+    another process holds the store's write lock: it waits for the lock off the event loop,
+    /healthz and /readyz answering meanwhile, and purges once the lock is free, once: one
+    ``retention.purged`` entry counting it. Each of its transactions waited inside SQLite's
+    busy timeout (5 s) on the loop, every probe and webhook with it."""
+    store = daemon.rt.store
+    for n in range(3):
+        store.db.execute(
+            "INSERT INTO webhook_deliveries(system, delivery_id, received_at) "
+            "VALUES ('shop', ?, '2001-01-01T00:00:00+00:00')",
+            (f"old-{n}",),
+        )
+    with closing(sqlite3.connect(store.path)) as other:
+        async with _client(build_public_app(daemon)) as public:
+            other.execute("BEGIN IMMEDIATE")
+            sweeping = asyncio.create_task(daemon.retention_sweep())
+            await _until_waiting(sweeping)
+            health = await public.get("/healthz")
+            ready = await public.get("/readyz")
+            assert not sweeping.done()  # still waiting for the lock; the probes did not
+            assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
+            other.rollback()
+            await sweeping
+    purges = store.db.execute(
+        "SELECT data FROM audit WHERE kind=?", (audit.RETENTION_PURGED,)
+    ).fetchall()
+    assert [json.loads(data)["webhook_ids"] for (data,) in purges] == [3]
+    (left,) = store.db.execute("SELECT COUNT(*) FROM webhook_deliveries").fetchone()
+    assert left == 0
+
+
+async def test_the_daily_review_waiting_for_another_process_s_lock_holds_no_probe(
+    daemon: Daemon,
+) -> None:
+    """The daily compliance review while another process holds the store's write lock
+    waits for it off the event loop before it records the check, /healthz answering
+    meanwhile, and records it once the lock is free, once. It waited inside SQLite's busy
+    timeout on the loop."""
+    with closing(sqlite3.connect(daemon.rt.store.path)) as other:
+        async with _client(build_public_app(daemon)) as public:
+            other.execute("BEGIN IMMEDIATE")
+            reviewing = asyncio.create_task(daemon.compliance_review())
+            await _until_waiting(reviewing)
+            health = await public.get("/healthz")
+            assert not reviewing.done() and health.status_code == 200
+            other.rollback()
+            await reviewing
+    (checks,) = daemon.rt.store.db.execute(
+        "SELECT COUNT(*) FROM audit WHERE kind=?", (audit.CHECK_RESULT,)
+    ).fetchone()
+    assert checks == 1
+
+
 async def test_bad_signature_is_401_and_queues_nothing(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
