@@ -236,6 +236,11 @@ def _discard_dead_partials(folder: Path) -> None:
         except OSError:
             continue
         if head in (b"", _SQLITE_HEADER):
+            # Its log and journal with it: the copy takes the store's write-ahead logging,
+            # so what was written into it before it was made one file (the signing key
+            # file) is in its "-wal", which was left for good.
+            for companion in (*COMPANIONS, "-journal"):
+                path.with_name(path.name + companion).unlink(missing_ok=True)
             path.unlink(missing_ok=True)
 
 

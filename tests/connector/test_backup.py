@@ -543,3 +543,37 @@ async def test_a_backup_killed_while_copying_leaves_no_copy_once_the_next_one_is
     take_backup(rt.config, out.with_name(next_name))
     assert not left.exists()
     assert sorted(p.name for p in out.parent.iterdir()) == sorted([other.name, next_name])
+
+
+async def test_a_backup_killed_before_its_copy_was_one_file_leaves_no_log_beside_it(
+    shop: WooCommerceSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """The copy takes the store's write-ahead logging with its pages, so what a backup
+    writes into it after them (the receipt signing key file) goes to a "-wal" beside it
+    until the copy is made one file. Killed in between, the next backup deleted the copy
+    and left its "-wal" (the sealed signing key in it) and "-shm" there for good."""
+    seed(shop)
+    await rt.engine.sync()
+    out = tmp_path / "backups" / "nightly.db"
+    repo = Path(__file__).resolve().parents[2]
+    killer = textwrap.dedent(
+        f"""
+        import os, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(repo)!r})
+        import connector.backup as backup
+        from connector.config import load_config
+        real = backup._receipt_files
+        def killed_while_written(*args, **kwargs):
+            yield from real(*args, **kwargs)
+            os._exit(137)  # killed with the key file written into the copy's log
+        backup._receipt_files = killed_while_written
+        backup.take_backup(load_config(Path({str(rt.config.path)!r})), Path({str(out)!r}))
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", killer], capture_output=True, env=os.environ)
+    assert run.returncode == 137, run.stderr.decode()
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert any(name.endswith("-wal") for name in left), left
+    take_backup(rt.config, out)
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]
