@@ -170,10 +170,11 @@ def _capitalised(word: str) -> str:
 
 
 def _initial(part: str) -> str:
-    if not part[:1].isalpha() and part:
+    if not part[:1].isalnum() and part:
         # The capital goes on the first letter, after a bracket, a quote or a direction
         # mark the part begins with: "(JAN)" was "(jan)", the name without its capital.
-        start = next((i for i, c in enumerate(part) if c.isalpha()), len(part))
+        # A digit is passed over by none of them: "3rd" stays "3rd", never "3Rd".
+        start = next((i for i, c in enumerate(part) if c.isalnum()), len(part))
         return part[:start] + _initial(part[start:])
     first = part[:1]
     # An upper-case first letter is kept as it is (a Turkish "İ" stays dotted).

@@ -578,6 +578,26 @@ def test_a_name_part_beginning_with_a_bracket_or_a_mark_keeps_its_capital(
 
 
 @pytest.mark.parametrize(
+    ("typed", "written"),
+    [
+        ("JAN JANSEN 3RD", "Jan Jansen 3rd"),
+        ("jansen 2e", "Jansen 2e"),
+        ("(3RD)", "(3rd)"),
+    ],
+)
+def test_a_name_part_beginning_with_a_digit_gets_no_capital_after_it(
+    typed: str, written: str
+) -> None:
+    """Only a bracket, a quote or a mark is passed over to find the first letter: a digit
+    begins the part as it is, and the letters after it are in lower case ("3rd", not "3Rd"),
+    as they were before parts beginning with a bracket kept their capital."""
+    name = make_transform("name", "NL")
+    assert name is not None
+    assert name(typed) == written
+    assert name(written) == written
+
+
+@pytest.mark.parametrize(
     ("region", "typed", "e164"),
     [
         ("NL", "0612345678 (mobiel)", "+31612345678"),
