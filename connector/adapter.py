@@ -396,6 +396,12 @@ class Adapter(Protocol):
         subject's own address (:mod:`connector.merges`). Optional: without it, merges are
         not learned.)
 
+        (An adapter that can send a withdrawal of consent to a record by the system's id
+        alone, with no address (Mailchimp unsubscribes the member it names), says so with
+        ``withdraws_by_id = True``: a customer whose address the source removed is sent the
+        withdrawal there. Optional: without it, such a customer is sent nothing there, as a
+        write without an address would be refused.)
+
         (An adapter whose calls can find what the operator should act on without failing,
         Shopify answering from another API version than the configured one, also has
         ``online_warnings() -> list[str]``: what its calls so far found, which ``check

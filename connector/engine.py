@@ -631,7 +631,14 @@ class Engine:
             opted_out |= {new for new, old in formerly.items() if old in opted_out}
             in_part = self._written_in_part(dest.name, letters, queued, delivered)
             pool = people
-            if addressless and purpose is not None and tells:
+            # Only where the system takes a withdrawal by its id alone: HubSpot, say, refuses
+            # a write without an address, which made a dead letter of every such customer.
+            if (
+                addressless
+                and purpose is not None
+                and tells
+                and getattr(dest.adapter, "withdraws_by_id", False)
+            ):
                 held = (queued, delivered, in_part)
                 pool = self._with_addressless(dest, people, addressless, held)
             for n, (sid, (_, person)) in enumerate(pool.items(), 1):

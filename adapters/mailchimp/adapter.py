@@ -247,6 +247,8 @@ class MailchimpAdapter:
     copy_categories: frozenset[str] = frozenset({"activity", "notes", "online", "consent"})
     #: What its records are and its keys hold, in plain words for the access reports.
     copy_labels: CopyLabels = COPY_LABELS
+    #: A withdrawal without an address unsubscribes the member its id names (upsert).
+    withdraws_by_id = True
 
     def __init__(self, client: SystemClient, settings: MailchimpSettings) -> None:
         self.client = client

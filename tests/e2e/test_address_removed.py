@@ -97,6 +97,22 @@ async def test_a_system_that_needs_no_consent_keeps_what_it_has(world: World, rt
         assert report.destinations[name].queued == 0
 
 
+async def test_a_system_that_takes_no_withdrawal_by_id_alone_is_sent_none(
+    world: World, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A consent-gated system whose adapter cannot withdraw by the system's id alone
+    (HubSpot refuses a write without an address) is sent nothing for the record without
+    an address: sent, it became a dead letter (MISSING_EMAIL) at every sync."""
+    assert not getattr(rt.systems["crm"].adapter, "withdraws_by_id", False)
+    monkeypatch.setattr(rt.systems["news"].adapter, "withdraws_by_id", False, raising=False)
+    await _subscribed_then_address_removed(world, rt)
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    assert report.destinations["news"].queued == 0
+    assert world.news.log.writes() == []
+    assert rt.store.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone() == (0,)
+
+
 async def test_a_customer_never_sent_to_mailchimp_is_sent_nothing(
     world: World, rt: Runtime
 ) -> None:
