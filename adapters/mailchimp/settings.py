@@ -82,17 +82,19 @@ API_ROOT: Final = "/3.0"
 AUTH_USER: Final = "klantsync"
 
 
-def _data_centre(base_url: str) -> str | None:
-    """The data centre a base URL at Mailchimp's own host names (``us21``); ``None`` for any
-    other host (the sandbox, a proxy)."""
+def _at_mailchimp(base_url: str) -> tuple[str, str] | None:
+    """The data centre (``us21``; ``""`` where the host names none) and the path of a base
+    URL at Mailchimp's own host; ``None`` for another host (the sandbox, a proxy) or no URL
+    at all (the config's own URL check says so)."""
     try:
-        host = (urlsplit(base_url).hostname or "").lower()
+        parts = urlsplit(base_url)
+        host = (parts.hostname or "").lower()
     except ValueError:
         return None
-    centre = host.removesuffix(MAILCHIMP_HOST).rstrip(".")
-    if not host.endswith(f".{MAILCHIMP_HOST}") or not centre or "." in centre:
+    if host != MAILCHIMP_HOST and not host.endswith(f".{MAILCHIMP_HOST}"):
         return None
-    return centre
+    centre = host.removesuffix(MAILCHIMP_HOST).rstrip(".")
+    return ("" if "." in centre else centre), parts.path
 
 
 class MailchimpSettings(SystemSettings):
@@ -140,15 +142,11 @@ class MailchimpSettings(SystemSettings):
         # names: without "/3.0" every call is answered 404, which a sync reported as
         # "Resource Not Found" and check --online as audiences that do not exist. Another
         # host (the sandbox, a proxy in front of Mailchimp) is the operator's to choose.
-        try:
-            parts = urlsplit(value)
-            host = (parts.hostname or "").lower()
-        except ValueError:
-            return value  # not a URL at all: the config's own URL check says so
-        if host != MAILCHIMP_HOST and not host.endswith(f".{MAILCHIMP_HOST}"):
+        at = _at_mailchimp(value)
+        if at is None:
             return value
-        centre = host.removesuffix(MAILCHIMP_HOST).rstrip(".")
-        if not centre or "." in centre or parts.path.rstrip("/") != API_ROOT:
+        centre, path = at
+        if not centre or path.rstrip("/") != API_ROOT:
             raise ValueError(
                 f'must be Mailchimp\'s API root, "https://<dc>.{MAILCHIMP_HOST}{API_ROOT}", '
                 'where <dc> is the end of the API key after its "-" (us21)'
@@ -168,7 +166,8 @@ class MailchimpSettings(SystemSettings):
         base_url = info.data.get("base_url")
         if key is None or isinstance(key, DeferredSecret) or not isinstance(base_url, str):
             return value
-        centre = _data_centre(base_url)
+        at = _at_mailchimp(base_url)
+        centre = at[0] if at is not None else ""
         _, dash, suffix = key.get_secret_value().rpartition("-")
         if centre and dash and suffix.isalnum() and suffix.lower() != centre:
             raise ValueError(
