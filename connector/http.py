@@ -27,6 +27,7 @@ import ipaddress
 import random
 import re
 import ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,13 +201,27 @@ def redact_url(url: str | httpx.URL) -> str:
 
 
 def build_ssl_context(ca_bundle: Path | None = None) -> ssl.SSLContext:
-    """Verification on, hostname checked, TLS 1.2 minimum; trust ``ca_bundle`` if given."""
+    """Verification on, hostname checked, TLS 1.2 minimum; trust ``ca_bundle`` if given.
+
+    Built as :func:`ssl.create_default_context` builds a client's context, less what it
+    takes from the environment: it writes every session's secrets to the file
+    ``SSLKEYLOGFILE`` names (a debugging variable left in a unit or an image), and with
+    them anyone holding a capture of the traffic reads the customer data and credentials
+    sent. Nor is any other variable read: the trusted CAs are ``ca_bundle`` or certifi's,
+    never ``SSL_CERT_FILE``'s or ``SSL_CERT_DIR``'s.
+    """
     if ca_bundle is not None:
-        context = ssl.create_default_context(cafile=str(ca_bundle))
+        cafile = str(ca_bundle)
     else:
         import certifi  # httpx's own trust store; imported here so tests need no network CA
 
-        context = ssl.create_default_context(cafile=certifi.where())
+        cafile = certifi.where()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(cafile=cafile)
+    if sys.version_info >= (3, 13):
+        # What create_default_context sets from 3.13 on, kept so this context verifies as
+        # the default one does on every Python (the local CA's certificates pass it).
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = True
     context.verify_mode = ssl.CERT_REQUIRED

@@ -127,6 +127,51 @@ def test_local_ca_certificates_verify_under_strict_x509_checks(tmp_path: Path) -
     _handshake(client, server, "127.0.0.1")
 
 
+@pytest.mark.parametrize("private_ca", [False, True])
+async def test_an_sslkeylogfile_in_the_environment_gets_no_tls_secret_of_a_vendor_call(
+    served: tuple[Recorder, DevCA, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    private_ca: bool,
+) -> None:
+    """SSLKEYLOGFILE, a debugging variable left in a unit's or a container's environment,
+    made every vendor call write its TLS session secrets to that file (created under the
+    umask, readable by others), from which anyone holding a capture reads the customer
+    data and the credentials in clear. It is not followed."""
+    recorder, ca, url = served
+    keylog = tmp_path / "tls-secrets.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    assert build_ssl_context(ca.ca_path if private_ca else None).keylog_filename is None
+    async with _client(url, ca.ca_path) as client:
+        await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert len(recorder.bodies) == 1
+    assert not keylog.exists()
+
+
+async def test_proxy_and_ca_variables_in_the_environment_change_nothing_of_a_vendor_call(
+    served: tuple[Recorder, DevCA, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTPS_PROXY, ALL_PROXY (an http:// proxy that would see every call) and
+    SSL_CERT_FILE, SSL_CERT_DIR, REQUESTS_CA_BUNDLE (another set of trusted CAs) are not
+    read: a call goes straight to the vendor, trusting its ``ca_bundle`` or the public roots
+    alone."""
+    recorder, ca, url = served
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # the discard port: nothing answers
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.setenv(name, str(ca.ca_path))
+    monkeypatch.setenv("SSL_CERT_DIR", str(ca.ca_path.parent))
+    async with _client(url, ca.ca_path) as client:
+        await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert len(recorder.bodies) == 1
+    async with _client(url, None) as client:
+        with pytest.raises(FatalRemoteError, match="TLS"):
+            await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert len(recorder.bodies) == 1
+
+
 def test_the_local_ca_writes_a_server_key_owner_only_from_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
