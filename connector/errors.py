@@ -10,7 +10,8 @@ what happens next, so callers branch on *kind*, never on message text::
     │   │   │                      vendor's Retry-After, which it carries), then left queued
     │   │   └── RateLimitedError   the vendor's rate limit (429; Mailchimp's overload 403);
     │   │                          carries its wait hint; counts toward an outage as a 429
-    │   ├── FatalRemoteError   401/403/404 on a route, TLS failure: stop this system's work
+    │   ├── FatalRemoteError   401/403/404 on a route, a redirect, TLS failure: stop this
+    │   │                      system's work
     │   └── RecordError        the vendor rejected one record (4xx): dead-letter it, go on
     ├── StoreError             the state store is unusable (locked by another daemon or sync,
     │   │                      bad schema, damaged, not a klantsync store): exit 1
@@ -181,7 +182,8 @@ class BudgetSpentError(RateLimitedError):
 
 
 class FatalRemoteError(RemoteError):
-    """Not worth retrying now: bad credentials, missing scope, TLS failure, unknown route."""
+    """Not worth retrying now: bad credentials, missing scope, TLS failure, unknown route, a
+    redirect (not followed)."""
 
 
 class RecordError(RemoteError):

@@ -629,11 +629,11 @@ class SystemClient:
                 lost on the way back, or a 5xx, is raised at once for the caller to look.
 
         Returns:
-            The response, with a status below 400 or one of ``accept``.
+            The response, with a status below 300 or one of ``accept``.
 
         Raises:
             RetryableError: retries ran out on 429, 5xx or transport errors.
-            FatalRemoteError: 401, 403, other 404s, TLS failures.
+            FatalRemoteError: 401, 403, other 404s, a redirect (3xx), TLS failures.
             RecordError: another 4xx (the vendor rejected what was sent).
         """
         accepted = frozenset(accept)
@@ -802,7 +802,7 @@ class SystemClient:
         status = response.status_code
         if self.observer is not None:
             self.observer(self.system, status, loop.time() - started)
-        if status < 400 or status in accepted:
+        if status < 300 or status in accepted:
             return response
         error = self._classify(method, path, response)
         if isinstance(error, RateLimitedError) and error.wait_seconds:
@@ -857,6 +857,13 @@ class SystemClient:
 
     def _classify(self, method: str, path: str, response: httpx.Response) -> RemoteError:
         status = response.status_code
+        if status < 400:
+            # A redirect (the shop moved to www., a plugin sending calls to a login page) is
+            # not followed: its Location may be http:// or another host, where the body and
+            # the credentials would go along. Nor is it an answer: handed on as a success, a
+            # redirected deletion was reported sent and a lookup by id read as "nobody".
+            # base_url is to be set to where the system is now, which retrying cannot do.
+            return FatalRemoteError(self.system, method, path, status, REDIRECTED)
         detail = _error_category(response, self._error_titles)
         if status == 429 or (self._rate_limited is not None and self._rate_limited(response)):
             self.stats.rate_limited += 1
@@ -876,6 +883,10 @@ class SystemClient:
         if status in (401, 403, 404, 405):
             return FatalRemoteError(self.system, method, path, status, detail)
         return RecordError(self.system, method, path, status, detail)
+
+
+#: The detail of a call the vendor answered with a redirect.
+REDIRECTED = "redirect not followed; is base_url where the system is now?"
 
 
 def retry_after(response: httpx.Response) -> float | None:

@@ -896,6 +896,36 @@ async def test_401_is_fatal_and_404_can_be_accepted() -> None:
     await client.aclose()
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_a_redirect_is_neither_followed_nor_taken_for_an_answer(status: int) -> None:
+    """A vendor (a shop moved to www., a WordPress plugin sending calls to a login page)
+    answering a redirect was handed to the adapter as a success: HubSpot's gdpr-delete
+    redirected was reported sent, a WooCommerce lookup by id read as "no such customer",
+    other calls failed as "not JSON" and were retried in vain. It fails the call as fatal,
+    naming the status, and nothing is sent to where it points: no body, no credentials."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        where = f"http://elsewhere.example/{SECRET_EMAIL}?token=geheim"
+        return httpx.Response(status, headers={"Location": where}, json={})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.example.nl",
+        auth=("ck_sleutel", "cs_geheim"),
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
+    for method in ("GET", "DELETE", "POST"):
+        with pytest.raises(FatalRemoteError) as info:
+            await client.request(method, "/wp-json/wc/v3/customers/7", json={"a": 1})
+        assert info.value.status == status and "redirect" in str(info.value)
+        assert "elsewhere" not in str(info.value) and SECRET_EMAIL not in str(info.value)
+    assert [request.url.host for request in seen] == ["shop.example.nl"] * 3
+    await client.aclose()
+
+
 def test_rate_limited_error_is_retryable() -> None:
     """429s are retryable errors in the tree."""
     assert issubclass(RateLimitedError, RetryableError)
