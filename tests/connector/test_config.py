@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import tomllib
 import typing
@@ -890,6 +891,12 @@ def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -
         ("file:secrets/empty", "is empty"),
         ("file:secrets", "unreadable (Is a directory)"),
         ("file:secrets/latin1", "is not UTF-8 text"),
+        # A named pipe nobody writes to held every command (the daemon's start included) at
+        # the config load for good; a device such as /dev/zero, or a file far longer than
+        # any secret (a log, an archive), was read whole into memory.
+        ("file:secrets/pipe", "is not a regular file"),
+        ("file:/dev/zero", "is not a regular file"),
+        ("file:secrets/huge", "is longer than any secret"),
     ],
 )
 def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_the_value(
@@ -904,6 +911,8 @@ def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_th
     secrets.mkdir()
     (secrets / "empty").write_text("  \n")
     (secrets / "latin1").write_bytes("pât-geheim-\xff".encode("latin-1"))
+    os.mkfifo(secrets / "pipe")
+    (secrets / "huge").write_text("geheim" * 20_000)
     path = write_config(tmp_path)
     path.write_text(path.read_text().replace('"env:T_HS_TOKEN"', f'"{reference}"'))
     error = _load_error(path)
