@@ -106,6 +106,10 @@ def make_store_file(path: Path) -> bool:
     Raises:
         StoreError: the header could not be written (a full disk: :func:`failure`).
     """
+    if os.path.lexists(path):
+        # Judged before anything is written: the header written aside needs room on the
+        # disk, and a store already there (on a disk now full) must still open to be read.
+        return False
     try:
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
     except OSError:

@@ -535,6 +535,31 @@ def test_a_store_whose_making_failed_is_made_at_the_next_open_not_refused_as_emp
     store.close()
 
 
+def test_a_store_already_there_opens_on_a_disk_too_full_for_a_new_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk the store must still open to be read (``status``, ``dsr list``, a
+    ``backup`` to another disk): opening it wrote a new store's header aside first, to link
+    in only where no store was, and the full disk refused every command."""
+    path = tmp_path / "klantsync.db"
+    store = Store(path)
+    store.suppress(["0" * 32], "erasure", None)
+    store.close()
+    connect = sqlite3.connect
+
+    def on_a_full_disk(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        # A file with nothing in it yet cannot be given its first page.
+        if Path(database).exists() and Path(database).stat().st_size == 0:
+            raise disk_full_error()
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", on_a_full_disk)
+    store = Store(path)
+    assert store.suppressed(["0" * 32]) == {"0" * 32}
+    store.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["klantsync.db"]
+
+
 def test_runs_left_running_are_closed_out_as_interrupted(tmp_path: Path) -> None:
     """Runs a stopped process left marked running become interrupted; finished ones stay."""
     store = Store(tmp_path / "s.db")
