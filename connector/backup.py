@@ -24,7 +24,7 @@ import os
 import re
 import sqlite3
 from contextlib import closing
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -38,7 +38,7 @@ from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
-from connector.storefile import copy_failure, read_only, refuse_foreign, store_exists
+from connector.storefile import copy_failure, failure, read_only, refuse_foreign, store_exists
 
 __all__ = [
     "COMPANIONS",
@@ -99,6 +99,10 @@ class BackupFacts:
     #: does not verify: this one is kept, but it is no backup to count on.
     audit_verifies: bool = True
     audit_problem: str = ""
+    #: Whether the store recorded the backup in its audit trail (``store.backup``), and if
+    #: not, why (its disk full, say): the backup is whole all the same.
+    recorded: bool = True
+    record_problem: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -163,16 +167,25 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
                 audit_problem="" if trail.ok else f"entry {trail.first_bad}: {trail.problem}",
                 **facts._asdict(),
             )
-            audit.append(
-                store,
-                STORE_BACKUP,
-                {
-                    "sha256": sha,
-                    "audit_seq": backup.audit_seq,
-                    "bytes": backup.bytes,
-                    "audit_verifies": trail.ok,
-                },
-            )
+            try:
+                audit.append(
+                    store,
+                    STORE_BACKUP,
+                    {
+                        "sha256": sha,
+                        "audit_seq": backup.audit_seq,
+                        "bytes": backup.bytes,
+                        "audit_verifies": trail.ok,
+                    },
+                )
+            except sqlite3.Error as exc:
+                # The store's disk full (or failing, or read-only) is the day a backup is
+                # wanted most: the copy, whole and checked on its own disk, is kept and
+                # named, and the command fails only for the entry the trail lacks.
+                found = failure(store_path, exc)
+                if found is None:
+                    raise
+                backup = replace(backup, recorded=False, record_problem=str(found))
         finally:
             store.close()
     return backup

@@ -2,8 +2,9 @@
 
 The work is :mod:`connector.backup`'s; this module parses, calls and prints. Exit status as
 everywhere: 0 done, 1 the store is in use or cannot be read (or, for ``backup``, the
-backup was written but the store's audit trail does not verify), 2 bad usage (an ``--out`` or
-``--from`` that cannot be one, a backup that is not one, the wrong master key).
+backup was written but the store's audit trail does not verify, or could not record it),
+2 bad usage (an ``--out`` or ``--from`` that cannot be one, a backup that is not one, the
+wrong master key).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
     facts = take_backup(config, args.out)
     # Written all the same (what it holds may still be wanted), but exit 1: a timer taking
     # daily backups shows a failure from the day the trail broke, not on the day of need.
-    done = EXIT_OK if facts.audit_verifies else EXIT_FAILED
+    done = EXIT_OK if facts.audit_verifies and facts.recorded else EXIT_FAILED
     if args.json:
         print(json.dumps(facts.as_dict()))
         return done
@@ -92,6 +93,12 @@ def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
             f"[red]the store's audit trail does not verify ({escape(facts.audit_problem)}): "
             "`klantsync restore` refuses this backup, as every one taken while the trail is "
             "broken; a backup taken before the damage still restores[/red]"
+        )
+    if not facts.recorded:
+        console.print(
+            "[red]the backup is whole, but the store could not record it in its audit "
+            f"trail: {escape(facts.record_problem)}; keep it, and take another once the "
+            "store can be written, so the trail records a backup[/red]"
         )
     return done
 

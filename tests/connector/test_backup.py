@@ -43,6 +43,7 @@ from tests.conftest import (
     CANARY_NAME,
     CANARY_PHONE,
     CANARY_PHONE_E164,
+    disk_full_error,
     sqlite_steps,
 )
 from tests.store_versions import store_at
@@ -169,6 +170,39 @@ def test_a_backup_whose_disk_is_full_names_the_backup_not_the_store(
         "is full); the store is as it was: free space there (or name another --out)"
     )
     assert list(out_dir.iterdir()) == []  # no part of it left behind
+
+
+def test_a_backup_of_a_store_on_a_full_disk_is_kept_and_said_not_recorded(
+    config_path: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The store's disk full, the backups' not: the copy was written whole, then recording
+    it in the audit trail failed, and the command said only that the store's disk was full
+    ("the next sync resumes..."), as if there were no backup. The copy is kept and named,
+    with the entry the trail lacks (exit 1)."""
+    store_path = load_config(config_path).store_path
+    Store(store_path).close()
+    entries = rows(store_path, "SELECT count(*) FROM audit")
+
+    def on_the_store_s_full_disk(*args: Any, **kwargs: Any) -> int:
+        raise disk_full_error()
+
+    monkeypatch.setattr(audit, "append", on_the_store_s_full_disk)
+    capsys.readouterr()
+    out = tmp_path / "backups" / "b.db"
+    assert main(["-c", str(config_path), "backup", "--json", "--out", str(out)]) == 1
+    facts = json.loads(capsys.readouterr().out)
+    assert facts["path"] == str(out) and facts["sha256"] == sha256(out)
+    assert facts["recorded"] is False
+    assert facts["record_problem"].startswith(f"{store_path}: the disk holding the store is full")
+    assert rows(out, "PRAGMA integrity_check") == [("ok",)]
+    assert rows(store_path, "SELECT count(*) FROM audit") == entries
+    assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 1
+    said = " ".join(capsys.readouterr().out.split())
+    assert f"backup written: {out}" in said
+    assert "the backup is whole, but the store could not record it in its audit trail" in said
 
 
 def test_backup_refuses_to_write_over_the_master_key_and_the_other_key_files(
