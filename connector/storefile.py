@@ -185,9 +185,14 @@ def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
             f"{path}: the store is damaged (SQLite: database disk image is malformed); stop "
             "every klantsync on it and restore it from a backup"
         )
-    if primary == sqlite3.SQLITE_FULL:
+    writing = primary == sqlite3.SQLITE_IOERR and code not in _READING
+    if primary == sqlite3.SQLITE_FULL or (writing and _no_room(path)):
+        # SQLite says a full disk as an I/O error where it grows its -shm or -wal rather than
+        # the store (a store closed last, its -shm made anew): "check the disk" sent the
+        # operator looking for a failing disk, not for space.
+        said = "database or disk is full" if primary == sqlite3.SQLITE_FULL else "disk I/O error"
         return StoreError(
-            f"{path}: the disk holding the store is full (SQLite: database or disk is full); "
+            f"{path}: the disk holding the store is full (SQLite: {said}); "
             "the write was rolled back and nothing queued is lost: free space and run again "
             "(the next sync resumes after the last page it queued)"
         )
@@ -210,6 +215,21 @@ def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
             "process that is stuck"
         )
     return None
+
+
+#: Free space on the store's disk below which an I/O error is taken for a full disk: the
+#: most SQLite asks for at once where it says no room as an I/O error (the -shm's 32 KiB
+#: regions, a -wal frame), with a margin.
+NO_ROOM_BYTES = 1 << 20
+
+
+def _no_room(path: Path) -> bool:
+    """Whether the disk holding ``path`` is (all but) full; not when that cannot be told."""
+    try:
+        disk = os.statvfs(path.parent)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return False
+    return disk.f_bavail * disk.f_frsize < NO_ROOM_BYTES
 
 
 #: SQLite's I/O errors met reading a file: copying the store, the store's (it is read).

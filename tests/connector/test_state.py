@@ -11,12 +11,13 @@ that cannot be a store is refused with a StoreError saying what is wrong and wha
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -779,6 +780,37 @@ def test_a_full_disk_a_read_only_store_and_a_held_lock_are_said_with_what_to_do(
     with pytest.raises(sqlite3.OperationalError) as no_table:
         bug.execute("SELECT * FROM nowhere")
     assert failure(path, no_table.value) is None
+
+
+def test_a_full_disk_sqlite_says_as_an_i_o_error_is_said_as_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk SQLite fails to grow a -shm it makes anew (the store opened after the
+    last process closed it) with an I/O error, not "full": said as a failing disk to check,
+    while the disk only lacked space. Read with room on the disk, it stays a failing disk."""
+    path = tmp_path / "store.db"
+    Store(path).close()
+    shm_error = sqlite3.OperationalError("disk I/O error")
+    shm_error.sqlite_errorcode = sqlite3.SQLITE_IOERR_SHMSIZE  # type: ignore[attr-defined]
+    room = os.statvfs(path.parent)
+    assert room.f_bavail * room.f_frsize >= 1 << 20  # the test's disk has room
+    said = failure(path, shm_error)
+    assert said is not None and "could not be read or written" in str(said)
+
+    class FullDisk(NamedTuple):
+        f_bavail: int = 3
+        f_frsize: int = 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda folder: FullDisk())
+    said = failure(path, shm_error)
+    assert str(said).startswith(
+        f"{path}: the disk holding the store is full (SQLite: disk I/O error); the write was "
+        "rolled back and nothing queued is lost: free space and run again"
+    )
+    short_read = sqlite3.OperationalError("disk I/O error")
+    short_read.sqlite_errorcode = sqlite3.SQLITE_IOERR_SHORT_READ  # type: ignore[attr-defined]
+    said = failure(path, short_read)
+    assert said is not None and "could not be read or written" in str(said)
 
 
 def test_the_suppression_list_held_in_memory_sees_every_writer_at_once(tmp_path: Path) -> None:
