@@ -10,13 +10,18 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-#: JSON as any sender may shape it: scalars, lists and objects nested a few levels deep.
-JSON = st.recursive(
+#: A JSON value that holds no other: null, a yes/no, a number or a text.
+JSON_SCALARS = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
+    | st.text(max_size=20)
+)
+
+#: JSON as any sender may shape it: scalars, lists and objects nested a few levels deep.
+JSON = st.recursive(
+    JSON_SCALARS,
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
     ),
