@@ -1624,6 +1624,13 @@ class KindRunner:
                     person[field_name] = system.mapping.convert_for(
                         field_name, fields[field_name], country
                     )
+            # A number the system holds without a country code is read in the country held
+            # beside it: a country corrected alone made the next sync read a Dutch "06 ..."
+            # as +32 6 ... and send that to every system. It is written in full with the
+            # country, so it means what it meant.
+            in_full = _numbers_in_full(system, records, external, names, country)
+            for field_name, number in in_full.items():
+                person[field_name] = number
             clear = frozenset(system.mapping.fields[n].path for n in emptying)
             outbound = OutboundRecord(
                 ref=row.id,
@@ -1673,6 +1680,8 @@ class KindRunner:
             facts["emptied"] = emptied
         if kept:
             facts["kept"] = kept
+        if in_full:
+            facts["written_in_full"] = sorted(in_full)  # names only, never the number
         if others:
             facts["left_to_others"] = sorted(others)  # ids only: no personal data
         if result.outcome == "not_held":
@@ -1695,6 +1704,11 @@ class KindRunner:
         if kept:
             them = "it" if len(kept) == 1 else "them"
             said.append(_KEPT_NOT_EMPTIED.format(fields=", ".join(kept), them=them))
+        if in_full:
+            said.append(
+                f"{', '.join(sorted(in_full))} written again with its country code, "
+                "unchanged, so the corrected country does not change what it means"
+            )
         if left:
             # Written silently, the step read as if every field asked for was corrected.
             facts["left_to_source"] = left
@@ -2072,6 +2086,35 @@ def _held_person(
     if external is not None:
         own = [r for r in own if system.mapping.record_id(r) == external] or own
     return system.mapping.inbound(own[0]) if own else None
+
+
+def _numbers_in_full(
+    system: System,
+    records: list[dict[str, Any]],
+    external: str | None,
+    names: Sequence[str],
+    country: str | None,
+) -> dict[str, str]:
+    """The person's numbers the system holds that a correction of the country written to it
+    (``names`` holds it; ``country`` is the corrected one, ``None`` emptied) makes mean
+    another number: by field, each as read now, in E.164. A number given with its country
+    code, or a phone corrected with the country, is none of them."""
+    if "country" not in names:
+        return {}
+    own = [r for r in records if r.get("type") != "order" and not is_archived(r)]
+    if external is not None:
+        own = [r for r in own if system.mapping.record_id(r) == external] or own
+    if not own:
+        return {}
+    held = system.mapping.inbound(own[0])
+    numbers: dict[str, str] = {}
+    for name, spec in system.mapping.fields.items():
+        if name in names or not spec.outbound or "phone" not in spec.transform_names:
+            continue
+        number = held.get(name)
+        if isinstance(number, str) and system.mapping.read_for(own[0], name, country) != number:
+            numbers[name] = number
+    return numbers
 
 
 def _held_address(

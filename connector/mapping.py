@@ -388,6 +388,16 @@ class SystemMapping:
         chain = self._regional_chain(name, country)
         return spec.convert(value) if chain is None else run_chain(chain, _scalar(value))
 
+    def read_for(self, record: Mapping[str, Any], name: str, country: str | None) -> Any:
+        """Field ``name`` of a raw ``record`` as :meth:`inbound` reads it once the person's
+        country is ``country``: what a number held without a country code comes to mean
+        after a correction of the country alone."""
+        if self.record_root is not None:
+            nested = record.get(self.record_root)
+            record = nested if isinstance(nested, Mapping) else {}
+        raw = _get(record, tuple(self.fields[name].path.split(".")))
+        return None if raw is None else self.convert_for(name, raw, country)
+
     def _collect_unmapped(self, record: Mapping[str, Any], prefix: str, out: list[str]) -> None:
         """Append to ``out`` the paths of non-empty leaves that are neither known nor ignored.
 

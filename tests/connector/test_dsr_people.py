@@ -372,3 +372,28 @@ async def test_an_erasure_pasted_with_an_invisible_character_reaches_the_custome
     view = await DsrService(rt).erase(pasted)
     assert view.status == "completed"
     assert not crm.holds(CANARY_EMAIL) and not shop.holds(CANARY_EMAIL)
+
+
+async def test_a_corrected_country_keeps_the_meaning_of_a_number_the_shop_holds_without_one(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The shop holds a Dutch customer's number as typed, "06 12345678" (a sync reads it in
+    their country: +31 6 12345678). They correct their country to Belgium alone: the shop
+    was written BE beside the number as it was, and the next sync read it as a Belgian
+    number, +32 6 12345678 (someone else's, or none), and sent that to every CRM over the
+    right one. The number the shop holds goes with the country, in full, so it means what
+    it meant; the receipt's step names it."""
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", "06 12345678", country="NL")
+    await rt.engine.sync()
+    view = await DsrService(rt).rectify(CANARY_EMAIL, {"country": "BE"})
+    assert view.status == "completed"
+    record = shop.record_for(CANARY_EMAIL)
+    assert record is not None and record["billing"]["country"] == "BE"
+    assert record["billing"]["phone"] == "+31612345678"
+    await rt.engine.sync()
+    contact = crm.record_for(CANARY_EMAIL)
+    assert contact is not None and contact["properties"]["phone"] == "+31612345678"
+    assert contact["properties"]["country"] == "BE"
+    receipt = json.loads(DsrService(rt).receipt(view.id))["receipt"]
+    (step,) = [s for s in receipt["systems"] if s["system"] == "shop"]
+    assert step["fields"] == ["country"] and step["written_in_full"] == ["phone"]
