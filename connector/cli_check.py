@@ -16,6 +16,7 @@ from connector import compliance
 from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config, load_config, secret_files
 from connector.errors import KlantsyncError, StorePathError
+from connector.flowgraph import meeting_warnings
 from connector.http import listener_is_loopback, redact_url
 from connector.mapping import SystemMapping
 from connector.model import CONSENT_FIELDS
@@ -83,6 +84,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
         ),
     }
     summary["warnings"] += _consent_nobody_gives(config)
+    summary["warnings"] += meeting_warnings(config.flows)
     summary["warnings"] += _secret_files_others_read(config_path)
     summary["warnings"] += _metrics_refused_beyond_loopback(config)
     summary["warnings"] += _signed_urls_unknown(config)

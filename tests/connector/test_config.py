@@ -1203,6 +1203,47 @@ def test_check_warns_of_a_consent_gate_its_source_never_opens(
     assert json.loads(capsys.readouterr().out)["warnings"] == []
 
 
+def test_check_warns_of_flows_that_write_to_each_other(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """shop -> crm beside crm -> shop passed check without a word: each write one flow
+    makes is read back by the other as a change, and a value the round trip does not give
+    back as it was replaces the one it came from."""
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text()
+        + '\n[[flows]]\nname = "crm-to-shop"\nsource = "crm"\ndestinations = ["shop"]\n'
+    )
+    main(["-c", str(path), "check", "--json"])  # the new flow's privacy facts are gaps (1)
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.startswith("flows crm-to-shop and shop-to-crm form a loop (crm and shop")
+
+
+def test_check_warns_of_a_system_two_sources_write_to(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two flows from two sources into one system keep one delivered state per person
+    there: where the sources differ, each run of each flow writes the person again."""
+    path = write_config(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            "[[flows]]",
+            '[systems.shop2]\nadapter = "woocommerce"\nbase_url = "https://shop2.test"\n'
+            f'mapping = "{REPO_MAPPINGS / "woocommerce.toml"}"\n'
+            'credentials = { consumer_key = "env:T_WC_KEY", consumer_secret = "env:T_WC_SECRET" }\n'
+            '\n[[flows]]\nname = "shop2-to-crm"\nsource = "shop2"\ndestinations = ["crm"]\n'
+            "\n[[flows]]",
+        )
+    )
+    main(["-c", str(path), "check", "--json"])
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert [w for w in warnings if w.startswith("crm is written by flows")] == [
+        "crm is written by flows shop-to-crm (from shop) and shop2-to-crm (from shop2): "
+        "where their sources disagree about a person, or one holds a field the other lacks, "
+        "each run of each flow writes the person again, the last one winning"
+    ]
+
+
 def test_check_json_gives_a_config_error_s_file_and_key_apart(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
