@@ -1115,6 +1115,20 @@ async def test_pull_pages_to_the_end_with_a_forward_cursor(hub: Harness) -> None
     assert [r["id"] for p in resumed for r in p.records] == ids[100:]
 
 
+async def test_pull_reads_no_archived_contact_and_no_contact_merged_away(hub: Harness) -> None:
+    """A pull lists live contacts alone: a deletion or a merge in HubSpot is not told to a
+    flow's destinations (README, Known limits: a CRM as a flow's source)."""
+    kept = hub.sandbox.add_person("kept@example.com", "Kept")
+    gone = hub.sandbox.add_person("gone@example.com", "Gone")
+    binned = hub.sandbox.add_person("binned@example.com", "Binned")
+    hub.sandbox.merge(kept, gone)
+    contact = hub.sandbox.store.live(binned)
+    assert contact is not None
+    hub.sandbox.store.archive(contact)
+    pages = [page async for page in hub.adapter.pull(None)]
+    assert [r["properties"]["email"] for p in pages for r in p.records] == ["kept@example.com"]
+
+
 async def test_pull_of_an_empty_portal_is_one_complete_page(hub: Harness) -> None:
     """An empty portal yields one empty, complete page."""
     pages = [page async for page in hub.adapter.pull(None)]
