@@ -134,6 +134,9 @@ class Daemon:
         self.rt = rt
         self.clock = clock
         self.metrics = Metrics()
+        self.metrics.declare_flows(
+            (flow.name, flow.source, flow.destinations) for flow in rt.config.flows
+        )
         for flow in rt.config.flows:
             # From the store: an alert on the gauge's age must see a flow that has not
             # succeeded since before this start, not a series missing until it does.

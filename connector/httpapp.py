@@ -92,6 +92,7 @@ def build_public_app(daemon: Daemon) -> Starlette:
     """Webhooks, ``/healthz``, ``/readyz``, ``/metrics``."""
     public_url = daemon.rt.config.daemon.public_url
     configured = frozenset(daemon.rt.config.systems)
+    daemon.metrics.declare_webhooks(sorted({*configured, UNKNOWN_SYSTEM}))
 
     async def webhook(request: Request) -> Response:
         system = request.path_params["system"]

@@ -7,15 +7,22 @@ registry per instance keeps tests independent.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from connector.engine import FlowReport
 
-__all__ = ["Metrics"]
+__all__ = ["FLOW_OUTCOMES", "WEBHOOK_OUTCOMES", "Metrics"]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+#: The outcomes ``klantsync_flow_runs`` counts.
+FLOW_OUTCOMES = ("ok", "failed")
+#: The outcomes ``klantsync_webhooks`` counts (:mod:`connector.httpapp` labels a delivery
+#: with one of these): the answer's status, or what cut the delivery short.
+WEBHOOK_OUTCOMES = ("200", "401", "404", "405", "415", "503", "too_large", "incomplete")
 
 
 class Metrics:
@@ -142,6 +149,41 @@ class Metrics:
             ["system", "outcome"],
             registry=r,
         )
+
+    def declare_flows(self, flows: Iterable[tuple[str, str, Iterable[str]]]) -> None:
+        """Start at 0 the counter series the flows make known: each flow's runs by outcome,
+        its source's and destinations' record counters and their 429s.
+
+        A series that first appears at 1 has no earlier sample: Prometheus's ``increase()``
+        and ``rate()`` read no change there, so an alert on them missed the first failed run,
+        dead letter or 429 after each start.
+
+        Args:
+            flows: ``(flow, source, destinations)`` per configured flow.
+        """
+        for flow, source, destinations in flows:
+            for outcome in FLOW_OUTCOMES:
+                self.flow_runs.labels(flow, outcome)
+            for counter in (self.pulled, self.withheld, self.suppressed, self.rate_limited):
+                counter.labels(source)
+            for name in destinations:
+                for counter in (
+                    self.written,
+                    self.unchanged,
+                    self.gated,
+                    self.suppressed,
+                    self.dead_lettered,
+                    self.emptied,
+                    self.rate_limited,
+                ):
+                    counter.labels(name)
+
+    def declare_webhooks(self, systems: Iterable[str]) -> None:
+        """Start at 0 each of ``systems``' deliveries by outcome (``WEBHOOK_OUTCOMES``): the
+        first refused delivery after a start is an increase too (see :meth:`declare_flows`)."""
+        for system in systems:
+            for outcome in WEBHOOK_OUTCOMES:
+                self.webhooks.labels(system, outcome)
 
     def observe_request(self, system: str, status: int | None, seconds: float) -> None:
         """One call to an external system (``status`` ``None`` for transport failures)."""

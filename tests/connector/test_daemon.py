@@ -1791,6 +1791,35 @@ async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooComme
     assert "@" not in text
 
 
+async def test_a_started_daemon_s_counters_read_0_before_their_first_event(
+    daemon: Daemon,
+) -> None:
+    """Every counter series the config makes known is there at 0 from the start: one that
+    first appears at 1 (the first failed run, dead letter, 429 or refused webhook after a
+    restart) has no earlier sample, so Prometheus's increase() and rate() read no change
+    and an alert on them missed that first event."""
+    async with _client(build_public_app(daemon)) as client:
+        text = (await client.get("/metrics")).text
+    for series in (
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 0.0',
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="ok"} 0.0',
+        'klantsync_records_pulled_total{system="shop"} 0.0',
+        'klantsync_records_suppressed_total{system="shop"} 0.0',
+        'klantsync_records_dead_lettered_total{system="crm"} 0.0',
+        'klantsync_records_written_total{system="crm"} 0.0',
+        'klantsync_records_emptied_total{system="crm"} 0.0',
+        'klantsync_http_rate_limited_total{system="crm"} 0.0',
+        'klantsync_http_rate_limited_total{system="shop"} 0.0',
+        'klantsync_webhooks_total{outcome="401",system="shop"} 0.0',
+        'klantsync_webhooks_total{outcome="503",system="shop"} 0.0',
+        'klantsync_webhooks_total{outcome="404",system="unknown"} 0.0',
+    ):
+        assert series in text, series
+    # A source is not written to, nor a destination pulled from: no series says so.
+    assert 'klantsync_records_pulled_total{system="crm"}' not in text
+    assert 'klantsync_records_dead_lettered_total{system="shop"}' not in text
+
+
 async def test_a_restarted_daemon_s_metrics_say_when_each_flow_last_succeeded(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
@@ -2753,7 +2782,8 @@ async def test_a_flow_run_the_store_fails_under_counts_as_a_failed_run(
     assert daemon.runs_since_start["shop-to-crm"].failed == 1
     text = daemon.metrics.render().decode()
     assert _metric_lines(text, "klantsync_flow_runs_total") == [
-        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0'
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="ok"} 0.0',
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0',
     ]
 
 
@@ -2783,7 +2813,8 @@ async def test_a_webhook_s_sync_of_one_person_is_no_successful_run_of_the_flow(
     text = daemon.metrics.render().decode()
     assert _metric_lines(text, "klantsync_flow_last_success_timestamp") == []
     assert _metric_lines(text, "klantsync_flow_runs_total") == [
-        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0'
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="ok"} 0.0',
+        'klantsync_flow_runs_total{flow="shop-to-crm",outcome="failed"} 1.0',
     ]
     assert 'klantsync_records_written_total{system="crm"} 1.0' in text
 
