@@ -169,6 +169,7 @@ class Daemon:
         self._worker_state: str | None = None
         for system in rt.systems.values():
             system.client.observer = self.metrics.observe_request
+            system.client.rate_limit_observer = self.metrics.observe_rate_limited
 
     # -- flows --------------------------------------------------------------------------------
 

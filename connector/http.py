@@ -555,6 +555,9 @@ class SystemClient:
         self._error_titles = _REASON_PHRASES | {title.casefold() for title in error_titles}
         #: Called after every call with (system, status or None, seconds): the daemon's metrics.
         self.observer: Callable[[str, int | None, float], None] | None = None
+        #: Called with the system on every answer read as "slow down" (see
+        #: :meth:`note_rate_limited`): the daemon's metrics.
+        self.rate_limit_observer: Callable[[str], None] | None = None
         #: The client's monotonic clock (the limiter's): adapters time their own caches by it.
         self.clock: Callable[[], float] = clock or time.monotonic
         self.deadline = deadline if deadline is not None else 4 * timeout
@@ -814,6 +817,15 @@ class SystemClient:
             self._unavailable_until = max(self._unavailable_until, closed)
         raise error
 
+    def note_rate_limited(self) -> None:
+        """Count an answer that tells the client to slow down: a 429, the vendor's own
+        (``rate_limited``: HubSpot's 423 and 477, Mailchimp's bare 403), or one an adapter
+        reads in an answer taken for a success (Shopify's ``THROTTLED``, answered 200).
+        Counted by its status alone, the metric an alert reads missed all but the 429s."""
+        self.stats.rate_limited += 1
+        if self.rate_limit_observer is not None:
+            self.rate_limit_observer(self.system)
+
     def hold(self, seconds: float, bucket: str = "default") -> None:
         """Send no call in ``bucket`` for ``seconds``, from any caller (see :meth:`_keep_out`).
 
@@ -866,7 +878,7 @@ class SystemClient:
             return FatalRemoteError(self.system, method, path, status, REDIRECTED)
         detail = _error_category(response, self._error_titles)
         if status == 429 or (self._rate_limited is not None and self._rate_limited(response)):
-            self.stats.rate_limited += 1
+            self.note_rate_limited()
             spent = self._budget_spent(response) if self._budget_spent else None
             if spent is not None:
                 self._spent_until = self.clock() + spent

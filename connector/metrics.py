@@ -1,5 +1,5 @@
-"""Prometheus metrics of one connector: records by outcome, requests, latency, 429s, requests
-of data subjects. Names and labels carry systems and outcomes only, never personal data.
+"""Prometheus metrics of one connector: records by outcome, requests, latency, rate limits,
+requests of data subjects. Names and labels carry systems and outcomes only, never personal data.
 
 prometheus-client gives the exposition format and histogram maths that scrapers expect; a
 registry per instance keeps tests independent.
@@ -78,7 +78,7 @@ class Metrics:
         )
         self.rate_limited = Counter(
             "klantsync_http_rate_limited",
-            "429 answers from external systems",
+            "Answers from external systems saying to slow down (a 429 or the vendor's own)",
             ["system"],
             registry=r,
         )
@@ -189,8 +189,11 @@ class Metrics:
         """One call to an external system (``status`` ``None`` for transport failures)."""
         self.http_requests.labels(system, str(status) if status is not None else "error").inc()
         self.latency.labels(system).observe(seconds)
-        if status == 429:
-            self.rate_limited.labels(system).inc()
+
+    def observe_rate_limited(self, system: str) -> None:
+        """One answer of ``system`` telling klantsync to slow down (a 429, or the vendor's
+        own way of saying so: :meth:`connector.http.SystemClient.note_rate_limited`)."""
+        self.rate_limited.labels(system).inc()
 
     def observe_flow(self, report: FlowReport, finished_at: float, *, run: bool = True) -> None:
         """Counters from one flow run; ``run=False`` for a targeted sync (a webhook's, a

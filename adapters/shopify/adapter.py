@@ -360,7 +360,7 @@ class ShopifyAdapter:
     def _error(self, status: int, body: Mapping[str, Any]) -> RemoteError:
         system, path = self.client.system, self.path
         if is_throttled(body):
-            self.client.stats.rate_limited += 1
+            self.client.note_rate_limited()
             wait = throttle_wait(body, RESTORE_RATES[self.settings.plan])
             return RateLimitedError(system, "POST", path, status, "THROTTLED", wait)
         code = _error_code(body)

@@ -521,13 +521,17 @@ async def test_a_page_of_a_wide_selection_stays_within_shopifys_cost_ceiling(
 
 
 async def test_throttled_200_waits_what_the_cost_says_then_succeeds(shop: Harness) -> None:
-    """A THROTTLED answer (HTTP 200) is retried after (requested - available) / restoreRate."""
+    """A THROTTLED answer (HTTP 200) is retried after (requested - available) / restoreRate,
+    and told as a rate limit to whoever counts them (the daemon's metrics)."""
     seed(shop.sandbox, shop.wall, 3)
     bucket = shop.sandbox.bucket
     assert bucket.take(bucket.available() - 100)  # leave 100 points; a page asks for 303
+    told: list[str] = []
+    shop.client.rate_limit_observer = told.append
     pages = await collect(shop.adapter, None)
     assert len(emails_of(pages)) == 3
     assert shop.sandbox.throttled == 1 and shop.client.stats.rate_limited == 1
+    assert told == [shop.client.system]
     assert len(shop.sleeps) == 1 and 2.03 <= shop.sleeps[0] <= 2.03 + 0.25
     assert shop.adapter.last_cost is not None
     assert shop.adapter.last_cost["requestedQueryCost"] == 303

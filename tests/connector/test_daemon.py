@@ -1820,6 +1820,24 @@ async def test_a_started_daemon_s_counters_read_0_before_their_first_event(
     assert 'klantsync_records_dead_lettered_total{system="shop"}' not in text
 
 
+@pytest.mark.parametrize("status", [429, 477])
+async def test_every_answer_read_as_slow_down_counts_as_rate_limited(
+    daemon: Daemon, shop: WooCommerceSandbox, crm: HubSpotSandbox, status: int
+) -> None:
+    """klantsync_http_rate_limited counts what the client holds back for, not only a 429:
+    HubSpot's 477 (as its 423, Mailchimp's bare 403, Shopify's THROTTLED answered 200)
+    held every call back for up to an hour while the counter an alert reads stayed 0."""
+    shop.seed_synthetic(2, seed=38)
+    crm.faults.fail_status, crm.faults.fail_next = status, 1
+    await daemon.run_flow("shop-to-crm")
+    text = daemon.metrics.render().decode()
+    assert _metric_lines(text, "klantsync_http_rate_limited_total") == [
+        'klantsync_http_rate_limited_total{system="shop"} 0.0',
+        'klantsync_http_rate_limited_total{system="crm"} 1.0',
+    ]
+    assert daemon.rt.systems["crm"].client.stats.rate_limited == 1
+
+
 async def test_a_restarted_daemon_s_metrics_say_when_each_flow_last_succeeded(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
