@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -544,6 +545,62 @@ def test_an_export_is_recorded_by_its_count_and_range_never_its_content(
         store.close()
     assert last.kind == audit.AUDIT_EXPORTED and last.data["since"] is None
     assert last.data["entries"] == len(exported) and last.data["last_seq"] == exported[-1]["seq"]
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _readme_export_check(folder: Path) -> Path:
+    """The script the README gives an auditor for checking an export, as a file."""
+    text = README.read_text()
+    start = text.index("```python\n# check_audit_export.py")
+    script = text[start + len("```python\n") : text.index("```\n", start + 3)]
+    path = folder / "check_audit_export.py"
+    path.write_text(script)
+    return path
+
+
+def test_an_export_checks_out_by_the_method_the_readme_gives_and_an_edit_does_not(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An auditor can check an export without klantsync: the README says how each hash is
+    made and gives a script, which passes an export (its last hash the head `audit verify`
+    printed) and names the entry edited or left out of one tampered with."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    open_keyring(store, config)
+    audit.append(store, "webhook.rejected", {"reason": "handtekening ongeldig, één", "n": 2.5})
+    for n in range(3):
+        audit.append(store, audit.SYNC_BATCH, {"system": "crm", "created": n}, f"subject{n}")
+    store.close()
+    assert main(["-c", str(config_path), "audit", "verify", "--json"]) == 0
+    head = json.loads(capsys.readouterr().out)
+    assert main(["-c", str(config_path), "audit", "export"]) == 0
+    lines = capsys.readouterr().out.splitlines(keepends=True)
+    script = _readme_export_check(tmp_path)
+
+    def check(export: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(script)],
+            input="".join(export),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    intact = check(lines)
+    assert intact.returncode == 0, intact.stderr
+    at_head = json.loads(lines[head["head_seq"] - 1])
+    assert at_head["hash"] == head["head_hash"]
+    assert f"{len(lines)} entries" in intact.stdout
+    edited = [*lines]
+    edited[2] = edited[2].replace('"created": 1', '"created": 7')
+    assert edited != lines
+    said = check(edited)
+    assert said.returncode == 1 and "entry 3: its content does not match" in said.stderr
+    said = check([*lines[:1], *lines[2:]])
+    assert said.returncode == 1 and "entry 3: does not follow entry 1" in said.stderr
 
 
 class _ReaderGoes(io.StringIO):
