@@ -537,7 +537,13 @@ def _mac_problem(
     store: Store, state: ChainState, keyring: Keyring | None
 ) -> tuple[int, str] | None:
     """Whether the head's and the anchor's MACs do not hold; (seq, problem) if so."""
-    after = f"entries after entry {state.head_seq} may have been deleted"
+    # A chain edited and hashed anew from there on by someone without the key fails here
+    # too, and here only: its links and hashes hold, and nothing tells which entry changed.
+    after = (
+        f"entries after entry {state.head_seq} may have been deleted, or an entry up to it "
+        "edited and the hashes from it on computed anew (compare with a head hash recorded "
+        "outside the store)"
+    )
     if not state.keyed:
         keyed_at = _keyed_at(store, state)
         if keyed_at is None:

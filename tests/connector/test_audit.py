@@ -258,6 +258,44 @@ def test_the_newest_entries_deleted_and_the_head_set_back_by_hand_fail_verify(
     assert not audit.verify(store).ok
 
 
+def _hashed_anew_from(store: Store, seq: int) -> None:
+    """Edit entry ``seq`` and compute every hash from it on anew, and the head's, as
+    someone with the store file and the method (the README gives it) but not the key can."""
+    rows = store.db.execute(
+        "SELECT seq, ts, kind, subject_id, data, prev_hash FROM audit WHERE seq >= ? ORDER BY seq",
+        (seq,),
+    ).fetchall()
+    prev = rows[0][5]
+    for number, ts, kind, subject, data, _ in rows:
+        if number == seq:
+            data = json.dumps({**json.loads(data), "created": 99}, separators=(",", ":"))
+        digest = audit._digest(prev, number, ts, kind, subject, data)
+        store.db.execute(
+            "UPDATE audit SET data=?, prev_hash=?, hash=? WHERE seq=?", (data, prev, digest, number)
+        )
+        prev = digest
+    store.db.execute("UPDATE audit_chain SET head_hash=? WHERE id=1", (prev,))
+
+
+@pytest.mark.parametrize("macs", ["kept", "cleared"])
+def test_an_entry_edited_and_the_chain_hashed_anew_fails_verify_saying_it_may_be(
+    tmp_path: Path, macs: str
+) -> None:
+    """Every hash from an edited entry on computed anew, the head row set to the new last
+    one, leaves links and hashes that hold: only the head's MAC tells, and it cannot tell
+    which entry changed. Verify said only that entries after the head may have been
+    deleted, which sent the auditor to look for missing entries instead of edited ones."""
+    store = _filled(tmp_path / "a.db")
+    _hashed_anew_from(store, 2)
+    if macs == "cleared":
+        store.db.execute("UPDATE audit_chain SET head_mac=NULL, anchor_mac=NULL WHERE id=1")
+    result = audit.verify(store)
+    assert not result.ok and result.checked == 5, result
+    assert "may have been deleted" in result.problem
+    assert "edited and the hashes from it on computed anew" in result.problem
+    assert "compare with a head hash recorded outside the store" in result.problem
+
+
 def _keyed_new(store: Store) -> None:
     audit.use_keys(store, KEYS)
     for n in range(5):
