@@ -302,11 +302,23 @@ class LoggingSettings(StrictModel):
 class FlowSettings(StrictModel):
     """``[[flows]]``: one source feeding one or more destinations on a schedule."""
 
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    name: str
     source: str
     destinations: list[str] = Field(min_length=1)
     schedule: str = "every 15m"
     privacy: FlowPrivacy | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # Said as system names' rule is; the pattern itself, in pydantic's words, was a
+        # regular expression to decipher.
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", value):
+            raise ValueError(
+                "flow names use lower-case letters, digits, - and _, beginning with a letter "
+                'or digit (e.g. "shop-to-crm")'
+            )
+        return value
 
     @field_validator("schedule")
     @classmethod

@@ -69,6 +69,61 @@ _SHAPES = {
 }
 
 
+#: What a value of TOML's own types looks like, for a value of another type given: pydantic
+#: said "Input should be a valid date" of ``"2026-01-15"``, a valid date to whoever wrote it
+#: (in quotes, it is text), and "a valid integer" of ``"6"``.
+_TYPES = {
+    "int_type": "must be a whole number (e.g. 6)",
+    "float_type": "must be a number (e.g. 30 or 0.5)",
+    "bool_type": "must be true or false",
+    "date_type": "must be a date, written as TOML writes one (e.g. 2026-01-15)",
+    "string_type": 'must be text in quotes (e.g. "...")',
+    "list_type": 'must be a list in brackets (e.g. ["..."])',
+    "finite_number": "must be a finite number (inf and nan are none)",
+}
+
+#: pydantic's words for a number past its bounds, said as a rule for the key.
+_BOUNDS = {
+    "greater_than": "must be more than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def _words(error: Any) -> str | None:
+    """What pydantic found wrong with one value, in the terms of the file being edited; None
+    for a rule of its own ("value_error") or one not worded here."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind in _TYPES:
+        words = _TYPES[kind]
+        if isinstance(error.get("input"), str):
+            # The commonest cases: the right value, quoted, or one item without its list.
+            # Said so, the value itself not repeated (it could be a secret pasted in the
+            # wrong place).
+            if kind == "list_type":
+                words += ", also for one item"
+            elif kind != "string_type":
+                words += ", without quotes (in quotes it is text)"
+        return words
+    if kind in _BOUNDS:
+        return _BOUNDS[kind].format(**{k: _number(v) for k, v in ctx.items()})
+    if kind == "too_short":
+        least = ctx.get("min_length", 1)
+        words = f"must hold at least {least} item{'s' if least != 1 else ''}"
+        return words + ("; the list is empty" if ctx.get("actual_length") == 0 else "")
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}"
+    return None
+
+
+def _number(value: object) -> str:
+    """A bound as the file would write it: 1, not 1.0; 36500, not 3.65e+04."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
     """The first problem pydantic found, as a :class:`ConfigError` naming its dotted key."""
     first = exc.errors()[0]
@@ -85,6 +140,6 @@ def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
     if first["type"] == "value_error" and "error" in first.get("ctx", {}):
         # Our own validators' words, without pydantic's "Value error, " in front.
         return ConfigError(file, key, str(first["ctx"]["error"]))
-    # The message is pydantic's description of the rule; the input value is never included,
-    # because it could be a secret or personal data.
-    return ConfigError(file, key, str(first["msg"]))
+    # Otherwise the message is pydantic's description of the rule; the input value is never
+    # included, because it could be a secret or personal data.
+    return ConfigError(file, key, _words(first) or str(first["msg"]))

@@ -659,6 +659,77 @@ def test_a_value_of_the_wrong_shape_is_named_in_the_config_s_own_words(
     assert "instance of" not in error.problem and "<class" not in error.problem
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key", "words"),
+    [
+        ("retry_attempts = 8", 'retry_attempts = "8"', "sync.retry_attempts", "whole number"),
+        ("retry_attempts = 8", "retry_attempts = 0", "sync.retry_attempts", "at least 1"),
+        ("retry_attempts = 8", "retry_attempts = 99", "sync.retry_attempts", "at most 20"),
+        (
+            "[sync]",
+            '[development]\nallow_insecure_loopback = "no"\n[sync]',
+            "development.allow_insecure_loopback",
+            "true or false, without quotes",
+        ),
+        (
+            "[sync]",
+            "[retention]\naudit_days = 99999999\n[sync]",
+            "retention.audit_days",
+            "at most 36500",
+        ),
+        ('destinations = ["crm"]', "destinations = []", "flows[0].destinations", "empty"),
+        ('destinations = ["crm"]', 'destinations = "crm"', "flows[0].destinations", "brackets"),
+        ('name = "shop-to-crm"', 'name = "Shop to CRM"', "flows[0].name", "lower-case"),
+        ('name = "shop-to-crm"', "name = 5", "flows[0].name", "text in quotes"),
+    ],
+    ids=[
+        "quoted-number",
+        "below-its-least",
+        "beyond-its-most",
+        "quoted-boolean",
+        "huge-number",
+        "empty-list",
+        "one-item-without-its-list",
+        "flow-name-no-name",
+        "number-for-text",
+    ],
+)
+def test_a_value_of_the_wrong_type_or_out_of_range_is_told_in_words_not_pydantic_s(
+    tmp_path: Path, env: dict[str, str], old: str, new: str, key: str, words: str
+) -> None:
+    """pydantic's own messages ("Input should be a valid integer" of a quoted 8, "String
+    should match pattern '^[a-z0-9][a-z0-9_-]*$'", "List should have at least 1 item after
+    validation, not 0") told an operator editing TOML little of what to write instead: each
+    is said as what the key takes, naming the file and the key, the value not repeated."""
+    path = write_config(tmp_path)
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), key), error
+    assert words in error.problem, error
+    assert "should" not in error.problem and "Input" not in error.problem, error
+    assert "Shop to CRM" not in error.problem
+
+
+@pytest.mark.parametrize(
+    ("processor", "words"),
+    [
+        ('agreement_signed = "2026-01-15"', "date, written as TOML writes one"),
+        ('role = "verwerker"', "one of 'processor'"),
+    ],
+    ids=["quoted-date", "unknown-choice"],
+)
+def test_a_processor_key_of_the_wrong_type_is_told_in_words_not_pydantic_s(
+    tmp_path: Path, env: dict[str, str], processor: str, words: str
+) -> None:
+    """A date in quotes was "Input should be a valid date", of what reads as a valid date."""
+    path = write_config(tmp_path, crm_extra=f'processor = {{ legal_name = "H", {processor} }}')
+    error = _load_error(path)
+    assert error.key.startswith("systems.crm.processor.") and words in error.problem, error
+    assert "Input should" not in error.problem
+
+
 def test_an_item_of_an_array_is_named_by_its_place_as_a_flow_is(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
