@@ -21,7 +21,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -357,8 +357,23 @@ def _main(argv: list[str]) -> int:
             return _error(err, args, f"{option}: {exc.problem}", EXIT_USAGE, kind="usage")
         # file and key apart too: a script should not have to split the message on ": ",
         # which a path may hold.
-        where = {"file": exc.file, "key": exc.key}
-        return _error(err, args, str(exc), EXIT_USAGE, kind="config", where=where)
+        # Every problem the load found, each on its line (and under --json each as file, key
+        # and message apart, the first too, one or more), so all are fixed before the next
+        # check; file and key are the first's.
+        every = (exc, *exc.also)
+        where: dict[str, Any] = {
+            "file": exc.file,
+            "key": exc.key,
+            "problems": [
+                {"file": each.file, "key": each.key, "message": str(each)} for each in every
+            ],
+        }
+        message = (
+            str(exc)
+            if not exc.also
+            else "\n".join([f"{len(every)} problems in the configuration:", *map(str, every)])
+        )
+        return _error(err, args, message, EXIT_USAGE, kind="config", where=where)
     except DsrUsageError as exc:
         # Bad usage a command finds in what it was given (resync's --email), answered as
         # `dsr` answers its own.
@@ -475,7 +490,7 @@ def _error(
     message: str,
     code: int,
     kind: str,
-    where: dict[str, str] | None = None,
+    where: dict[str, Any] | None = None,
 ) -> int:
     """Report an error; ``code``, or 141 when the reader of the JSON answer went away."""
     if getattr(args, "json", False):
@@ -487,7 +502,7 @@ def _error(
     return code
 
 
-def _json_line(answer: dict[str, str]) -> bool:
+def _json_line(answer: dict[str, Any]) -> bool:
     """Print one JSON line on stdout; False when its reader went away (``| head``).
 
     An error's answer is printed while ``main`` handles the error, where a broken pipe

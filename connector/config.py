@@ -14,10 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -442,7 +443,12 @@ def load_config(
     registry: Mapping[str, AdapterSpec] | None = None,
     secrets: bool = True,
 ) -> Config:
-    """Load and validate ``path``; raise :class:`ConfigError` on the first problem.
+    """Load and validate ``path``; raise :class:`ConfigError` if anything is wrong.
+
+    Every problem found is told at once: the error raised is the first, and its ``also``
+    holds the others (one per table, system or flow), so an operator fixes them in one go
+    rather than one ``check`` at a time. A flow naming a system that is itself wrong is
+    checked no further, as what it would say follows from that system's problem.
 
     ``secrets``: resolve the systems' credentials and webhook secrets and the daemon's tokens
     now, as a command that uses them wants (one missing is an error before it starts).
@@ -457,9 +463,12 @@ def load_config(
     file = str(path)
     data = read_toml(path, "config file")  # first: it says what is wrong with the name too
     base = path.resolve().parent
+    problems = _Problems()
     for key in data:
         if key not in _TOP_KEYS:
-            raise ConfigError(file, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
+            problems.add(
+                ConfigError(file, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
+            )
 
     def model(cls: type[StrictModel], key: str, raw: Mapping[str, Any]) -> Any:
         try:
@@ -467,66 +476,97 @@ def load_config(
         except ValidationError as exc:
             raise pydantic_error(file, key, exc) from None
 
-    store: StoreSettings = model(StoreSettings, "store", _table(data, "store", file))
-    development: DevelopmentSettings = model(
-        DevelopmentSettings, "development", _table(data, "development", file)
-    )
-    sync: SyncSettings = model(SyncSettings, "sync", _table(data, "sync", file))
-    logging_settings: LoggingSettings = model(
-        LoggingSettings, "logging", _table(data, "logging", file)
-    )
-    keys_raw = _table(data, "keys", file)
-    keys: KeySettings = model(KeySettings, "keys", keys_raw)
-    key_text = resolve_secret(keys.source, file=file, key="keys.source", base_dir=base, env=env)
-    try:
-        master_key = decode_master_key(key_text)
-    except ValueError as exc:
-        raise ConfigError(file, "keys.source", f"master key {exc}") from None
+    def table(cls: type[StrictModel], key: str) -> Any:
+        return problems.attempt(lambda: model(cls, key, _table(data, key, file)))
 
-    daemon_raw = _table(data, "daemon", file)
-    for token in ("admin_token", "metrics_token"):
-        if token in daemon_raw:
-            daemon_raw[token] = _secret(
-                daemon_raw[token], file=file, key=f"daemon.{token}", base=base, env=env, now=secrets
-            )
-    daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
-    daemon = _check_daemon(daemon, file, base, development)
+    store: StoreSettings | None = table(StoreSettings, "store")
+    # The other checks go on with the switch off: what they say of an http:// URL is true
+    # until the switch is given as it should be.
+    development: DevelopmentSettings = (
+        table(DevelopmentSettings, "development") or DevelopmentSettings()
+    )
+    sync: SyncSettings | None = table(SyncSettings, "sync")
+    logging_settings: LoggingSettings | None = table(LoggingSettings, "logging")
+
+    def master() -> bytes:
+        keys: KeySettings = model(KeySettings, "keys", _table(data, "keys", file))
+        text = resolve_secret(keys.source, file=file, key="keys.source", base_dir=base, env=env)
+        try:
+            return decode_master_key(text)
+        except ValueError as exc:
+            raise ConfigError(file, "keys.source", f"master key {exc}") from None
+
+    master_key = problems.attempt(master)
+
+    def daemon_settings() -> DaemonSettings:
+        daemon_raw = _table(data, "daemon", file)
+        for token in ("admin_token", "metrics_token"):
+            if token in daemon_raw:
+                daemon_raw[token] = _secret(
+                    daemon_raw[token],
+                    file=file,
+                    key=f"daemon.{token}",
+                    base=base,
+                    env=env,
+                    now=secrets,
+                )
+        daemon: DaemonSettings = model(DaemonSettings, "daemon", daemon_raw)
+        return _check_daemon(daemon, file, base, development)
+
+    daemon = problems.attempt(daemon_settings)
     controller: ControllerSettings | None = (
-        model(ControllerSettings, "controller", _table(data, "controller", file))
-        if "controller" in data
-        else None
+        table(ControllerSettings, "controller") if "controller" in data else None
     )
-    privacy: PrivacySettings = model(PrivacySettings, "privacy", _table(data, "privacy", file))
-    retention: RetentionSettings = model(
-        RetentionSettings, "retention", _table(data, "retention", file)
-    )
+    privacy: PrivacySettings | None = table(PrivacySettings, "privacy")
+    retention: RetentionSettings | None = table(RetentionSettings, "retention")
 
-    systems_raw = _table(data, "systems", file)
-    if not systems_raw:
-        raise ConfigError(file, "systems", "no systems configured")
+    systems_raw = problems.attempt(lambda: _table(data, "systems", file))
+    if systems_raw == {}:
+        problems.add(ConfigError(file, "systems", "no systems configured"))
     systems: dict[str, SystemSettings] = {}
     mappings: dict[str, SystemMapping] = {}
-    for name, raw in systems_raw.items():
-        settings = _load_system(name, raw, file, base, registry, development, env, secrets)
-        systems[name] = settings
-        try:
-            mappings[name] = load_mapping(settings.mapping)
-        except ConfigError as exc:
-            raise _in_mapping(exc, name, file) from None
-        _check_mapping_kind(name, settings, mappings[name], file)
+    for name, raw in (systems_raw or {}).items():
+
+        def system(name: str = name, raw: Any = raw) -> tuple[SystemSettings, SystemMapping]:
+            settings = _load_system(name, raw, file, base, registry, development, env, secrets)
+            try:
+                mapping = load_mapping(settings.mapping)
+            except ConfigError as exc:
+                raise _in_mapping(exc, name, file) from None
+            _check_mapping_kind(name, settings, mapping, file)
+            return settings, mapping
+
+        loaded = problems.attempt(system)
+        if loaded is not None:
+            systems[name], mappings[name] = loaded
 
     flows_raw = data.get("flows", [])
     if not isinstance(flows_raw, list):
-        raise ConfigError(file, "flows", "must be an array of tables ([[flows]])")
+        problems.add(ConfigError(file, "flows", "must be an array of tables ([[flows]])"))
+        flows_raw = []
     flows: list[FlowSettings] = []
     for index, raw in enumerate(flows_raw):
-        flow: FlowSettings = model(FlowSettings, f"flows[{index}]", raw)
-        _check_flow(flow, index, file, systems, registry)
-        _check_source_reads_email(flow, index, file, mappings)
+        key = f"flows[{index}]"
+        flow: FlowSettings | None = problems.attempt(partial(model, FlowSettings, key, raw))
+        if flow is None:
+            continue
+        named = [flow.source, *flow.destinations]
+        if any(n in (systems_raw or {}) and n not in systems for n in named):
+            continue  # a system of its own problem, told above
+        whole = partial(_check_flow_whole, flow, index, file, systems, registry, mappings)
+        if problems.attempt(whole) is None:
+            continue
         if any(f.name == flow.name for f in flows):
-            raise ConfigError(file, f"flows[{index}].name", f"duplicate flow name {flow.name!r}")
+            problems.add(
+                ConfigError(file, f"flows[{index}].name", f"duplicate flow name {flow.name!r}")
+            )
+            continue
         flows.append(flow)
 
+    problems.raise_any()
+    assert store is not None and sync is not None and logging_settings is not None
+    assert master_key is not None and daemon is not None
+    assert privacy is not None and retention is not None
     return Config(
         path=path,
         store_path=_resolve_path(base, store.path),
@@ -542,6 +582,50 @@ def load_config(
         privacy=privacy,
         retention=retention,
     )
+
+
+T = TypeVar("T")
+
+
+class _Problems:
+    """The problems one load of a config finds, each where it was found, told together."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigError] = []
+
+    def add(self, problem: ConfigError) -> None:
+        # One table's several problems (pydantic_error's) are told as the others are.
+        self.found += [problem, *problem.also]
+        problem.also = ()
+
+    def attempt(self, work: Callable[[], T]) -> T | None:
+        """What ``work`` gives, or None with its ConfigError kept to be told."""
+        try:
+            return work()
+        except ConfigError as exc:
+            self.add(exc)
+            return None
+
+    def raise_any(self) -> None:
+        """Raise the first problem found, the others as its ``also``; nothing if none."""
+        if self.found:
+            first, *others = self.found
+            first.also = tuple(others)
+            raise first
+
+
+def _check_flow_whole(
+    flow: FlowSettings,
+    index: int,
+    file: str,
+    systems: Mapping[str, SystemSettings],
+    registry: Mapping[str, AdapterSpec],
+    mappings: Mapping[str, SystemMapping],
+) -> bool:
+    """A flow checked against the systems it names; True, or a ConfigError."""
+    _check_flow(flow, index, file, systems, registry)
+    _check_source_reads_email(flow, index, file, mappings)
+    return True
 
 
 def _load_system(

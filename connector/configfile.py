@@ -125,8 +125,15 @@ def _number(value: object) -> str:
 
 
 def pydantic_error(file: str, prefix: str, exc: ValidationError) -> ConfigError:
-    """The first problem pydantic found, as a :class:`ConfigError` naming its dotted key."""
-    first = exc.errors()[0]
+    """The first problem pydantic found, as a :class:`ConfigError` naming its dotted key; the
+    others in one table (two mistyped keys of ``[sync]``) as its ``also``."""
+    first, *others = (_one_error(file, prefix, error) for error in exc.errors())
+    first.also = tuple(others)
+    return first
+
+
+def _one_error(file: str, prefix: str, first: Any) -> ConfigError:
+    """One problem pydantic found, as a :class:`ConfigError` naming its dotted key."""
     key = prefix
     for part in first["loc"]:
         # An array's item by its place, as flows[0] is: "purposes.1" read as a key "1".

@@ -96,6 +96,8 @@ class ConfigError(KlantsyncError):
         self.file = file
         self.key = key
         self.problem = problem
+        #: Further problems found in the same load of the config, told with this one.
+        self.also: tuple[ConfigError, ...] = ()
         where = f"{file}: {key}" if key else file
         super().__init__(f"{where}: {problem}")
 

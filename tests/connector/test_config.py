@@ -1630,3 +1630,52 @@ def test_a_store_path_on_a_windows_drive_is_no_reference() -> None:
     from connector.config import StoreSettings
 
     assert StoreSettings.model_validate({"path": "C:/klantsync/k.db"}).path.name == "k.db"
+
+
+def test_every_problem_of_a_config_is_told_at_once_naming_each_key(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the first problem was told: an operator with three mistakes ran `check` three
+    times to learn of them. Each is told now, the first as before (file and key under
+    --json), the others beside it; a flow naming a system whose own table is wrong is not
+    told of as well ("no system named" would send the operator to the wrong line)."""
+    path = write_config(
+        tmp_path,
+        extra='[logging]\nlevel = "LOUD"\n',
+        crm_extra='timeout_seconds = "30"',
+    )
+    path.write_text(path.read_text().replace("retry_attempts = 8", "retry_attempts = 0"))
+    error = _load_error(path)
+    keys = [error.key, *(other.key for other in error.also)]
+    assert keys == ["sync.retry_attempts", "logging.level", "systems.crm.timeout_seconds"]
+    assert all(other.file == str(path) for other in error.also)
+
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "3 problems" in err and all(key in err for key in keys)
+    assert "no system named" not in err and "flows[0]" not in err
+
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["error"], answer["key"]) == ("config", "sync.retry_attempts")
+    assert [problem["key"] for problem in answer["problems"]] == keys
+    assert all(problem["file"] == str(path) for problem in answer["problems"])
+
+
+def test_a_config_error_under_json_lists_its_one_problem_as_it_lists_several(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script reads `problems` whether one or several are found."""
+    path = write_config(tmp_path, crm_extra='base_ulr = "https://x.test"')
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert [problem["key"] for problem in answer["problems"]] == ["systems.crm.base_ulr"]
+
+
+def test_two_mistakes_in_one_table_are_both_told(tmp_path: Path, env: dict[str, str]) -> None:
+    path = write_config(tmp_path)
+    text = path.read_text().replace("retry_base_seconds = 0", "retry_base_seconds = -1")
+    path.write_text(text.replace("retry_attempts = 8", "retry_attempts = 0"))
+    error = _load_error(path)
+    keys = [error.key, *(other.key for other in error.also)]
+    assert keys == ["sync.retry_attempts", "sync.retry_base_seconds"]
