@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from connector.access_labels import SystemLabels
+from connector.access_own import holds_nothing, nothing_line, own_lines
 from connector.compliance import third_country_transfers, transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
@@ -84,6 +85,7 @@ _T: dict[str, dict[str, str]] = {
         "rights": "Your rights",
         "data": "Your data per system",
         "none": "This system holds no data about you.",
+        "none_all": "None of the connected systems holds data about you: {systems}.",
         "exempt": "This system was not consulted for this request, so this copy holds none "
         "of the data it may have about you. Why: {reason}",
         "record": "Record",
@@ -158,6 +160,7 @@ _T: dict[str, dict[str, str]] = {
         "rights": "Uw rechten",
         "data": "Uw gegevens per systeem",
         "none": "Dit systeem heeft geen gegevens over u.",
+        "none_all": "Geen van de gekoppelde systemen heeft gegevens over u: {systems}.",
         "exempt": "Dit systeem is voor dit verzoek niet geraadpleegd; dit overzicht bevat dus "
         "geen van de gegevens die het mogelijk over u heeft. Waarom: {reason}",
         "record": "Record",
@@ -812,6 +815,35 @@ def _rows(
             yield label, value
 
 
+def _none_held(
+    systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]], exempt: Mapping[str, str]
+) -> bool:
+    """Whether every system was read and none holds a record of the person: one sentence
+    then says so, where a heading per system over "holds no data" read as a form left
+    blank."""
+    return bool(systems) and not exempt and not any(records for _, records in systems.values())
+
+
+def _none_all(lang: str, systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]]) -> str:
+    named = ", ".join(f"{name} ({kind})" for name, (kind, _) in systems.items())
+    return _T[lang]["none_all"].format(systems=named)
+
+
+def _own_sentences(
+    lang: str,
+    systems: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]],
+    exempt: Mapping[str, str],
+    connector: Mapping[str, Any],
+    facts: Art15Facts,
+) -> list[str]:
+    """What klantsync keeps about the person in sentences (connector/access_own.py), before
+    the rows as stored: an erasure, the suppression list and how to be added again, an
+    unsubscribe kept; or that it holds nothing about them. Plain text."""
+    if holds_nothing(systems, exempt, connector):
+        return [nothing_line(lang)]
+    return own_lines(lang, connector, {name: kind for name, kind, _ in facts.recipients})
+
+
 def _own_rows(lang: str, connector: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """What klantsync keeps, as rows for a report: its times (UTC stamps, when a request
     was received and completed, a record delivered) with the Dutch time beside them. The
@@ -873,6 +905,7 @@ def _markdown(
     labels: Mapping[str, SystemLabels],
 ) -> str:
     t = _T[lang]
+    systems_all = systems
     lines = [
         f"# {t['title']}",
         "",
@@ -887,6 +920,9 @@ def _markdown(
     for heading, items in _sections(lang, facts):
         lines += ["", f"### {md_escape(heading)}", ""] + [f"- {md_escape(item)}" for item in items]
     lines += ["", f"## {t['data']}"]
+    if _none_held(systems, exempt):
+        lines += ["", md_escape(_none_all(lang, systems))]
+        systems = {}
     for name, (kind, records) in systems.items():
         lines += ["", f"### {md_escape(name)} ({md_escape(kind)})", ""]
         if not records:
@@ -904,7 +940,10 @@ def _markdown(
         lines += ["", f"### {md_escape(name)}", "", md_escape(reason)]
     lines += ["", f"## {t['sent']}", "", md_escape(t["sent_text"]), ""]
     lines += [f"- {md_escape(line)}" for line in _sent_lines(lang, sent, facts)]
-    lines += ["", f"## {t['connector']}", "", md_escape(t["connector_text"]), ""]
+    lines += ["", f"## {t['connector']}", ""]
+    for line in _own_sentences(lang, systems_all, exempt, connector, facts):
+        lines += [md_escape(line), ""]
+    lines += [md_escape(t["connector_text"]), ""]
     lines += [
         f"- {md_escape(path)}: {md_escape(value)}" for path, value in _own_rows(lang, connector)
     ]
@@ -932,6 +971,7 @@ def _html(
     labels: Mapping[str, SystemLabels],
 ) -> str:
     t = _T[lang]
+    systems_all = systems
     parts = [
         "<!doctype html>",
         f'<html lang="{lang}"><head><meta charset="utf-8">',
@@ -950,6 +990,9 @@ def _html(
         parts += [f"<li>{_h(item)}</li>" for item in items]
         parts.append("</ul>")
     parts.append(f"<h2>{_h(t['data'])}</h2>")
+    if _none_held(systems, exempt):
+        parts.append(f"<p>{_h(_none_all(lang, systems))}</p>")
+        systems = {}
     for name, (kind, records) in systems.items():
         parts.append(f"<h3>{_h(name)} ({_h(kind)})</h3>")
         if not records:
@@ -968,7 +1011,11 @@ def _html(
     parts += [f"<h2>{_h(t['sent'])}</h2>", f"<p>{_h(t['sent_text'])}</p>", "<ul>"]
     parts += [f"<li>{_h(line)}</li>" for line in _sent_lines(lang, sent, facts)]
     parts.append("</ul>")
-    parts += [f"<h2>{_h(t['connector'])}</h2>", f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
+    parts.append(f"<h2>{_h(t['connector'])}</h2>")
+    parts += [
+        f"<p>{_h(line)}</p>" for line in _own_sentences(lang, systems_all, exempt, connector, facts)
+    ]
+    parts += [f"<p>{_h(t['connector_text'])}</p>", "<ul>"]
     parts += [f"<li>{_h(path)}: {_h(value)}</li>" for path, value in _own_rows(lang, connector)]
     parts += ["</ul>", f"<h3>{_h(t['audit'])}</h3>", f"<p>{_h(t['audit_text'])}</p>", "<ul>"]
     parts += [f"<li>{_h(line)}</li>" for line in _audit_lines(lang, connector)]

@@ -453,7 +453,19 @@ class DsrStore:
         ).fetchone()
         if found is None:
             return None
-        return {"kind": found[0], "request_id": found[1], "created_at": found[2]}
+        entry: dict[str, Any] = {"kind": found[0], "request_id": found[1], "created_at": found[2]}
+        request = self.get(found[1]) if found[1] else None
+        if request is not None:
+            # What the person's report says in plain words (connector/access_own.py): when
+            # the erasure completed and what it did at each system, by status only (a
+            # detail may name what an operator wrote).
+            entry["request_status"] = request.status
+            entry["completed_at"] = request.completed_at
+            entry["systems"] = {
+                s.system: {"status": s.status, "reversible": bool(s.result.get("reversible"))}
+                for s in self.systems(request.id)
+            }
+        return entry
 
     def holdings(self, subject_id: str) -> dict[str, Any]:
         """Everything non-sealed the connector keeps about a subject (for access reports)."""
