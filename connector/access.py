@@ -811,6 +811,8 @@ def _rows(
             yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
         elif path in _NOT_READ_PATHS:
             yield label, _NOT_READ.get(value, {}).get(lang, value)
+        elif labels is not None:
+            yield label, labels.value(lang, path, value)
         else:
             yield label, value
 

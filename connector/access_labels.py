@@ -59,12 +59,16 @@ class CopyLabels:
         fields: a record's dotted path, list positions as ``*``, -> (English, Dutch) label;
             ``{}`` in a label takes the position's number, counted from 1.
         mapped_under: where the mapping's paths sit in a record ("properties." at HubSpot).
+        values: a record's dotted path -> a value the vendor gives there as a code -> what
+            it means for the person (English, Dutch): Mailchimp's ``cleaned`` says nothing
+            to someone who does not know that it means their address bounced.
     """
 
     vendor: str
     kind_of: Callable[[Mapping[str, Any]], tuple[str, str]]
     fields: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     mapped_under: str = ""
+    values: Mapping[str, Mapping[str, tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,14 @@ class SystemLabels:
             return ""
         text = KINDS[code][1 if lang == "nl" else 0].format(vendor=self.copy.vendor, ref=ref)
         return text.strip()
+
+    def value(self, lang: str, path: str, value: str) -> str:
+        """``value`` at ``path`` with what it means in ``lang`` beside it, where the adapter
+        says; else ``value`` itself."""
+        meaning = self.copy.values.get(_POSITION.sub("*", path), {}).get(value)
+        if meaning is None:
+            return value
+        return f"{value}: {meaning[1 if lang == 'nl' else 0]}"
 
     def label(self, lang: str, record: Mapping[str, Any], path: str) -> str:
         """``path`` of ``record`` in plain words in ``lang``, or ``path`` itself."""

@@ -44,8 +44,45 @@ _FIELDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: What a member's ``status`` means for the person (Mailchimp's statuses: payloads.py).
+_STATUSES: dict[str, tuple[str, str]] = {
+    "subscribed": (
+        "you are subscribed: this list's newsletters are sent to you",
+        "u bent aangemeld: de nieuwsbrieven van deze lijst worden u gestuurd",
+    ),
+    "unsubscribed": (
+        "you are unsubscribed: no newsletters of this list are sent to you; Mailchimp keeps "
+        "the member so that you are not subscribed again without your consent",
+        "u bent afgemeld: u krijgt geen nieuwsbrieven van deze lijst; Mailchimp bewaart het "
+        "lid zodat u niet zonder uw toestemming opnieuw wordt aangemeld",
+    ),
+    "cleaned": (
+        "e-mails to this address bounced (could not be delivered), so Mailchimp sends "
+        "nothing to it any more",
+        "e-mails aan dit adres kwamen niet aan (bounce), dus Mailchimp stuurt er niets meer "
+        "naartoe",
+    ),
+    "pending": (
+        "waiting for you to confirm your subscription; nothing is sent to you before",
+        "wacht tot u uw aanmelding bevestigt; tot dan wordt u niets gestuurd",
+    ),
+    "transactional": (
+        "not subscribed to newsletters: only e-mails about an order or your account",
+        "niet aangemeld voor nieuwsbrieven: alleen e-mails over een bestelling of uw account",
+    ),
+    "archived": (
+        "taken off this list: nothing is sent to you, but Mailchimp keeps the member and "
+        "can add it back",
+        "van deze lijst gehaald: u wordt niets gestuurd, maar Mailchimp bewaart het lid en "
+        "kan het terugzetten",
+    ),
+}
+
+
 def _kind_of(record: Mapping[str, Any]) -> tuple[str, str]:
     return "subscription", str(record.get("list_id") or "")
 
 
-COPY_LABELS = CopyLabels(vendor="Mailchimp", kind_of=_kind_of, fields=_FIELDS)
+COPY_LABELS = CopyLabels(
+    vendor="Mailchimp", kind_of=_kind_of, fields=_FIELDS, values={"status": _STATUSES}
+)

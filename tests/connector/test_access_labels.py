@@ -97,6 +97,24 @@ async def test_a_mailchimp_copy_heads_each_audience_and_labels_its_activity_feed
             assert f"| {key}" not in text, key
 
 
+async def test_a_mailchimp_member_s_status_says_what_it_means_for_the_person(
+    tmp_path: Path,
+) -> None:
+    """A member Mailchimp cleaned (its e-mails bounced) read "Subscription status: cleaned",
+    a code the person cannot read; each status now says what it means, in both languages."""
+    sandbox = tm.MailchimpSandbox()
+    sandbox.add_person(EMAIL, "Anna", "Jansen", status="cleaned")
+    sandbox.add_person(EMAIL, "Anna", "Jansen", list_id=sandbox.list_ids[1], status="unsubscribed")
+    news = tm.make_harness(sandbox)
+    records = await news.adapter.find(Subject(email=EMAIL))
+    await news.client.aclose()
+    nl, en = _reports(tmp_path, "mailchimp", records, news.adapter.copy_labels)
+    assert "| Subscription status | cleaned: e-mails to this address bounced" in en
+    assert "| Status van het abonnement | cleaned: e-mails aan dit adres kwamen niet aan" in nl
+    assert "| Subscription status | unsubscribed: you are unsubscribed" in en
+    assert "| Status van het abonnement | unsubscribed: u bent afgemeld" in nl
+
+
 async def test_a_pipedrive_copy_labels_the_person_s_deals_activities_and_notes(
     tmp_path: Path,
 ) -> None:
