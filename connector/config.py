@@ -38,6 +38,7 @@ from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import DeferredSecret, resolve_secret
 from connector.settings import ConfigPath, StrictModel, SystemSettings
+from connector.smallfile import unfit
 
 __all__ = [
     "Config",
@@ -711,15 +712,13 @@ def _load_system(
         # call could get through: refused now, not with a 401 at every call of a sync.
         raise ConfigError(file, f"{key}.base_url", f"URL uses http://; {settings.https_only}")
     mapping = _resolve_path(base, settings.mapping)
-    if not mapping.is_file():
-        # The config's key is what to fix, as for a ca_bundle: reported by the mapping's
-        # loader, the error named a file that is not there, and no key at all.
-        raise ConfigError(file, f"{key}.mapping", f"mapping file {_missing_file(mapping)}")
+    # The config's key is what to fix, as for a ca_bundle: reported by the mapping's
+    # loader, the error named a file that is not there, and no key at all.
+    _readable_file(mapping, file, f"{key}.mapping", "mapping file", "mapping", MAX_MAPPING_BYTES)
     updates: dict[str, Any] = {"mapping": mapping}
     if settings.ca_bundle is not None:
         ca = _resolve_path(base, settings.ca_bundle)
-        if not ca.is_file():
-            raise ConfigError(file, f"{key}.ca_bundle", f"CA bundle {_missing_file(ca)}")
+        _readable_file(ca, file, f"{key}.ca_bundle", "CA bundle", "CA bundle", MAX_CA_BUNDLE_BYTES)
         # Loaded now, so a file that is not a PEM bundle fails `check`, not the first sync.
         problem = ca_bundle_problem(ca)
         if problem:
@@ -841,8 +840,11 @@ def _check_daemon(
         if problem:
             raise ConfigError(file, "daemon.public_url", f"URL {problem}")
     for key, path in (("daemon.tls_cert", daemon.tls_cert), ("daemon.tls_key", daemon.tls_key)):
-        if path is not None and not _resolve_path(base, path).is_file():
-            raise ConfigError(file, key, f"file {_missing_file(_resolve_path(base, path))}")
+        if path is not None:
+            tls_file = _resolve_path(base, path)
+            _readable_file(
+                tls_file, file, key, "file", "TLS certificate or key", MAX_TLS_FILE_BYTES
+            )
     if not has_tls:
         return daemon
     assert daemon.tls_cert is not None and daemon.tls_key is not None
@@ -864,6 +866,29 @@ def _one_token(admin: SecretStr | None, metrics: SecretStr | None) -> bool:
     if isinstance(admin, DeferredSecret) or isinstance(metrics, DeferredSecret):
         return False
     return admin.get_secret_value() == metrics.get_secret_value()
+
+
+#: The most bytes a file the config names is read for, by kind: far above any real one (a
+#: mapping is a few KiB; the whole public CA list about 200 KiB; a certificate chain and its
+#: key a few KiB), far below what would strain the memory of a small server.
+MAX_MAPPING_BYTES = 1 << 20
+MAX_CA_BUNDLE_BYTES = 8 << 20
+MAX_TLS_FILE_BYTES = 1 << 20
+
+
+def _readable_file(path: Path, file: str, key: str, what: str, noun: str, limit: int) -> None:
+    """ConfigError naming ``key`` unless ``path`` is a regular file of at most ``limit``
+    bytes (:func:`connector.smallfile.unfit`): a pipe, a device or a huge file named there
+    held the config load for good, or was read whole into memory, by whatever reads it
+    (OpenSSL, the TOML parser)."""
+    if path.is_dir() or not path.exists():
+        raise ConfigError(file, key, f"{what} {_missing_file(path)}")
+    try:
+        problem = unfit(path, noun, limit)
+    except OSError as exc:
+        problem = f"cannot be read ({exc.strerror})"
+    if problem is not None:
+        raise ConfigError(file, key, f"{what} {path} {problem}")
 
 
 def _missing_file(path: Path) -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from connector.errors import ConfigError
+from connector.smallfile import UnfitFileError, read_small
 
 __all__ = ["DeferredSecret", "resolve_secret"]
 
@@ -93,8 +93,9 @@ def resolve_secret(
         try:
             # utf-8-sig: an editor's byte-order mark in front (Windows Notepad writes one)
             # is not part of the secret.
-            value = _file_bytes(path).decode("utf-8-sig").strip()
-        except _Unfit as unfit:
+            data = read_small(path, "secret", MAX_SECRET_FILE_BYTES)
+            value = data.decode("utf-8-sig").strip()
+        except UnfitFileError as unfit:
             raise ConfigError(file, key, f"secret file {shown} {unfit}") from None
         except FileNotFoundError:
             if raw.startswith("~"):
@@ -128,38 +129,6 @@ def resolve_secret(
 #: The most bytes a secret file is read for: a token, a password or the master key takes
 #: well under a kilobyte; a file longer by far is not a secret's.
 MAX_SECRET_FILE_BYTES = 65_536
-
-
-class _Unfit(Exception):
-    """What a ``file:`` reference names is no file a secret can be read from (the reason)."""
-
-
-def _file_bytes(path: Path) -> bytes:
-    """The bytes of the regular file at ``path`` (a symlink followed), at most
-    :data:`MAX_SECRET_FILE_BYTES` of them.
-
-    Raises:
-        _Unfit: it is no regular file, or it is longer.
-        OSError: it cannot be read.
-    """
-    # Looked at before it is opened: opening a named pipe waits for a writer, so one nobody
-    # writes to held the command (the daemon's start) for good; a device (/dev/zero) or a
-    # file far longer than any secret was read whole into memory.
-    mode = path.stat().st_mode
-    # A folder is left to open(), which says so as for any file that cannot be read.
-    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
-        raise _Unfit(
-            "is not a regular file (a pipe, a device or a socket?); a secret is read from "
-            "a file holding it"
-        )
-    with path.open("rb") as handle:
-        data = handle.read(MAX_SECRET_FILE_BYTES + 1)
-    if len(data) > MAX_SECRET_FILE_BYTES:
-        raise _Unfit(
-            f"is longer than any secret (over {MAX_SECRET_FILE_BYTES // 1024} KiB): is it "
-            "the file meant?"
-        )
-    return data
 
 
 class DeferredSecret(SecretStr):

@@ -991,6 +991,47 @@ def test_a_secret_reference_that_points_at_nothing_usable_names_the_key_never_th
     assert "geheim" not in str(error) and "0xff" not in str(error)
 
 
+def _naming(tmp_path: Path, key: str, target: str) -> Path:
+    """A config whose ``key`` names ``target`` (the daemon's TLS pair: its other file a
+    regular one, so the key under test is the one refused)."""
+    if key == "systems.crm.mapping":
+        return write_config(tmp_path, crm_mapping=Path(target))
+    if key == "systems.crm.ca_bundle":
+        return write_config(tmp_path, crm_extra=f'ca_bundle = "{target}"')
+    (tmp_path / "other.pem").write_text("looked at only after both are found fit")
+    cert, tls_key = (target, "other.pem") if key == "daemon.tls_cert" else ("other.pem", target)
+    return write_config(tmp_path, extra=f'[daemon]\ntls_cert = "{cert}"\ntls_key = "{tls_key}"\n')
+
+
+@pytest.mark.parametrize(
+    ("key", "kind"),
+    [
+        ("systems.crm.ca_bundle", "CA bundle"),
+        ("systems.crm.mapping", "mapping"),
+        ("daemon.tls_cert", "TLS certificate or key"),
+        ("daemon.tls_key", "TLS certificate or key"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("pipe", "is not a regular file"), ("/dev/zero", "is not a regular file"), ("huge", "")],
+)
+def test_a_file_the_config_names_that_is_a_pipe_a_device_or_huge_is_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], key: str, kind: str, name: str, problem: str
+) -> None:
+    """As for a file: secret: a named pipe was said to be "not found" where it is (or, read,
+    would hold the config load for good); a device or a file far longer than its kind was
+    read whole into memory by OpenSSL or the TOML parser. Refused without being opened,
+    naming the key and the file."""
+    os.mkfifo(tmp_path / "pipe")
+    with (tmp_path / "huge").open("wb") as huge:
+        huge.truncate(64 << 20)  # sparse: takes no room on the test's disk
+    target = name if name.startswith("/") else str(tmp_path / name)
+    error = _load_error(_naming(tmp_path, key, target))
+    assert error.key == key and target in error.problem, error
+    assert (problem or f"is longer than any {kind}") in error.problem, error
+
+
 def test_a_config_loaded_for_a_command_that_calls_no_system_resolves_a_secret_when_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
