@@ -31,7 +31,7 @@ from typing import NamedTuple
 from connector import audit
 from connector.config import Config, secret_files
 from connector.crypto import master_fingerprint
-from connector.errors import ConfigError, StoreError
+from connector.errors import ConfigError, StoreError, StoreFullError
 from connector.keyset import check_master_key, seal_clear_bundle_paths, store_keyring
 from connector.lock import lock_files, sharing_keys
 from connector.privatefile import sync_folder
@@ -185,6 +185,11 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
                 found = failure(store_path, exc)
                 if found is None:
                     raise
+                if isinstance(found, StoreFullError):
+                    found = found.then(
+                        "the backup is whole and kept, only its entry in the audit trail is "
+                        "missing: free space on the store's disk (the next backup is recorded)"
+                    )
                 backup = replace(backup, recorded=False, record_problem=str(found))
         finally:
             store.close()

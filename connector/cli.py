@@ -40,12 +40,18 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK, EXIT_PIPE, EXIT_USAGE, int_a
 from connector.config import Config, load_config
 from connector.crypto import generate_master_key
 from connector.dsr_views import DsrUsageError
-from connector.errors import ConfigError, KlantsyncError, StoreError, StorePathError
+from connector.errors import (
+    ConfigError,
+    KlantsyncError,
+    StoreError,
+    StoreFullError,
+    StorePathError,
+)
 from connector.lock import daemon_running, syncing
 from connector.logs import debug_wanted, mask_contact_details, redact, setup_logging
 from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
-from connector.storefile import failure
+from connector.storefile import failure, on_full_disk
 
 __all__ = ["main", "print_report", "progress_bar"]
 
@@ -378,6 +384,9 @@ def _main(argv: list[str]) -> int:
         # Bad usage a command finds in what it was given (resync's --email), answered as
         # `dsr` answers its own.
         return _error(err, args, str(exc), EXIT_USAGE, kind="usage")
+    except StoreFullError as exc:
+        said = exc.then(_after_full_disk(args))
+        return _error(err, args, str(said), EXIT_FAILED, kind="store")
     except StoreError as exc:
         return _error(err, args, str(exc), EXIT_FAILED, kind="store")
     except KlantsyncError as exc:
@@ -386,6 +395,80 @@ def _main(argv: list[str]) -> int:
         return _interrupted(err, args)
     except Exception as exc:  # the last line of defence: a bug must not dump a traceback
         return _internal_error(err, args, exc)
+
+
+#: What a sync stopped by a full disk left: each page's payloads were queued with the cursor
+#: past them (one transaction), so nothing is read twice or lost.
+_SYNC_AFTER = "free space and run again (the next sync resumes after the last page it queued)"
+#: What a command that only reads the store left when its disk is full: nothing changed.
+_ONLY_READS = "it only reads the store, and changed nothing: free space and run it again"
+#: What each command stopped by a full store disk left, by command (or ``dsr`` action): said
+#: after "the write was rolled back and nothing queued is lost:". Work that knows more (an
+#: erasure already recorded, a resync handed to the daemon) says so nearer the failure.
+_AFTER_FULL_DISK = {
+    "sync": _SYNC_AFTER,
+    "resync": _SYNC_AFTER,
+    "status": _ONLY_READS,
+    "audit": (
+        "nothing was changed (an export is recorded in the trail only once written): free "
+        "space and run it again"
+    ),
+    "backup": "no backup was written: free space on the store's disk and run backup again",
+    "restore": (
+        "a restore that stops before the backup is put in place leaves the store as it was "
+        "(the store it replaced is kept beside it once it is): free space and run restore again"
+    ),
+    "keys": (
+        "a rotation stopped here left the store under the master key it had (one stopped "
+        "after its commit is finished by running keys rotate again): free space and run again"
+    ),
+    "retention": (
+        "what it deleted before is deleted, the rest stays for the next run: free space and "
+        "run it again"
+    ),
+    "dsr erase": (
+        "this erasure was not recorded and no system was asked to erase anything: free space "
+        "and run dsr erase again"
+    ),
+    # Recorded first, carried out in the same run: which of the two it stopped in, the
+    # list of open requests tells.
+    "dsr access": (
+        "free space, then, if dsr list --open shows the request, dsr retry ID finishes it; if "
+        "not, nothing was recorded and no system was asked: run dsr access again"
+    ),
+    "dsr rectify": (
+        "free space, then, if dsr list --open shows the correction, dsr retry ID finishes it; "
+        "if not, nothing was recorded and no system was sent anything: run dsr rectify again"
+    ),
+    "dsr retry": (
+        "the request stays open, each system's part as last recorded (a system that acted "
+        "since is asked again, which is safe): free space and run dsr retry again"
+    ),
+    "dsr list": _ONLY_READS,
+    "dsr show": _ONLY_READS,
+    "dsr receipt": _ONLY_READS,
+    "dsr verify-receipt": _ONLY_READS,
+}
+
+
+def _after_full_disk(args: argparse.Namespace) -> str:
+    """What the command stopped by a full store disk left, and how to go on."""
+    if args.command == "sync" and getattr(args, "dry_run", False):
+        return "a dry run writes nothing to the store: free space and run it again"
+    reads = (
+        (args.command == "keys" and getattr(args, "keys_action", None) == "show")
+        or (args.command == "incident" and args.incident_action in ("list", "show"))
+        or (args.command == "retention" and getattr(args, "dry_run", False))
+    )
+    if reads:
+        return _ONLY_READS
+    if args.command == "incident":
+        if args.incident_action == "close":
+            return "the incident stays open: free space and run incident close again"
+        return "the incident was not recorded: free space and run incident open again"
+    action = getattr(args, "dsr_action", None)
+    named = f"dsr {action}" if args.command == "dsr" else args.command
+    return _AFTER_FULL_DISK.get(named, "free space and run it again")
 
 
 #: What a ConfigError about a command-line option gives as its file, the option as its key.
@@ -632,7 +715,9 @@ def _dispatch_configured(
 
             args.email = checked_email(args.email)
         if daemon_running(config.store_path):
-            return cli_sync.queue_resync(config, args, console)
+            handed = "the resync was not handed to the daemon: free space and run it again"
+            with on_full_disk(config.store_path, handed):
+                return cli_sync.queue_resync(config, args, console)
     # Checked before the store is opened, as resync's system is: a typo is bad usage and
     # leaves nothing behind (no store made, no key bound to it, no config recorded as having
     # taken effect for a command that did nothing). About --flow, not the config: answered

@@ -36,7 +36,7 @@ from connector.loop import run as run_loop
 from connector.readmit import readmit
 from connector.receipts import listed_keys_in, verify_with_listing
 from connector.runtime import open_runtime
-from connector.storefile import store_exists
+from connector.storefile import on_full_disk, store_exists
 
 __all__ = ["register", "run"]
 
@@ -258,7 +258,16 @@ async def _run(args: argparse.Namespace, console: Console, config: Config) -> in
             # so its entries follow the config they were made under.
             audit.record_config(rt.store, rt.config)
         if action == "erase":
-            view = await service.erase(args.email, phone=args.phone)
+            # DsrService.erase in two, so a full disk in the fan-out names the request
+            # recorded before it (the person on the suppression list already).
+            queued = await service.queue_erase(args.email, phone=args.phone)
+            recorded = (
+                f"free space, then dsr retry {queued.id} finishes it: the erasure is recorded "
+                "and the person is on the suppression list (a system that erased them since "
+                "its last record is asked again, which is safe)"
+            )
+            with on_full_disk(config.store_path, recorded):
+                view = await service.retry(queued.id)
             return _print_view(console, args, view)
         if action == "access":
             before = _file_identity(args.out / BUNDLE_FILES[0])

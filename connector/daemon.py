@@ -738,13 +738,31 @@ class Daemon:
 
     def store_failed(self, exc: sqlite3.Error, during: str) -> None:
         """Log the store failing under ``during`` as what it means and what to do."""
-        error = failure_text(self.rt.config.store_path, exc)
+        error = failure_text(self.rt.config.store_path, exc, _after_full_disk(during))
         log.error("store failed", extra={"during": during, "error": error})
         self._store_failure = type(exc).__name__
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
+
+
+def _after_full_disk(during: str) -> str:
+    """What the daemon's work ``during`` (as :meth:`Daemon.store_failed` is told it) left
+    when the store's disk filled up, and how it goes on: a webhook's vendor and an admin
+    caller were answered 503, a flow resumes at its next run."""
+    if during.startswith("flow "):
+        return "free space: the flow runs again at its next time, after the last page it queued"
+    if during == "webhook":
+        return (
+            "the delivery was answered 503 and nothing of it was kept, so the vendor "
+            "delivers it again: free space"
+        )
+    if during.startswith("admin "):
+        return "the call was answered 503 and changed nothing: free space and call again"
+    if during == "job worker":
+        return "the job stays queued and runs once the store takes writes again: free space"
+    return "free space: the daemon tries again at the work's next turn"
 
 
 def _due_soon_by_kind(requests: list[dict[str, Any]]) -> dict[str, int]:

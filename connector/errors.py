@@ -15,6 +15,8 @@ what happens next, so callers branch on *kind*, never on message text::
     │   └── RecordError        the vendor rejected one record (4xx): dead-letter it, go on
     ├── StoreError             the state store is unusable (locked by another daemon or sync,
     │   │                      bad schema, damaged, not a klantsync store): exit 1
+    │   ├── StoreFullError     the store's disk is full: exit 1, saying what the work under way
+    │   │                      left and how to go on (its ``next_step``)
     │   └── StorePathError     store.path names a place no store can be (a folder, or a folder
     │                          that cannot be created): bad configuration, exit 2
     └── ReceiptError           a signed receipt or the audit chain does not verify
@@ -45,6 +47,7 @@ __all__ = [
     "RemoteError",
     "RetryableError",
     "StoreError",
+    "StoreFullError",
     "StorePathError",
     "route_of",
 ]
@@ -194,6 +197,36 @@ class RecordError(RemoteError):
 
 class StoreError(KlantsyncError):
     """The state store cannot be used (another daemon holds it, schema too new, corrupt)."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the store is full; the write was rolled back.
+
+    What to do next depends on the work it stopped (a sync resumes after its last page, an
+    erasure recorded is finished by ``dsr retry ID``, a status changed nothing): the store
+    does not know that work, so whoever does says it with :meth:`then`, the innermost first.
+
+    Args:
+        path: the store's path.
+        said: SQLite's words for it (``database or disk is full``), never its message.
+        next_step: what to do and what the stopped work left; ``None``: free space and run
+            again.
+    """
+
+    def __init__(self, path: Path, said: str, next_step: str | None = None) -> None:
+        self.path = path
+        self.said = said
+        self.next_step = next_step
+        super().__init__(
+            f"{path}: the disk holding the store is full (SQLite: {said}); the write was "
+            f"rolled back and nothing queued is lost: {next_step or 'free space and run again'}"
+        )
+
+    def then(self, next_step: str) -> StoreFullError:
+        """This error saying ``next_step``, unless work nearer the failure said one already."""
+        if self.next_step is not None:
+            return self
+        return StoreFullError(self.path, self.said, next_step)
 
 
 class StorePathError(StoreError):

@@ -16,10 +16,11 @@ import os
 import re
 import sqlite3
 import tempfile
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
-from connector.errors import StoreError, StorePathError
+from connector.errors import StoreError, StoreFullError, StorePathError
 from connector.schema import MIGRATIONS, statements
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "foreign",
     "make_store_file",
     "make_store_folder",
+    "on_full_disk",
     "read_only",
     "refuse_foreign",
     "replaced_stores",
@@ -191,11 +193,7 @@ def failure(path: Path, exc: sqlite3.Error) -> StoreError | None:
         # the store (a store closed last, its -shm made anew): "check the disk" sent the
         # operator looking for a failing disk, not for space.
         said = "database or disk is full" if primary == sqlite3.SQLITE_FULL else "disk I/O error"
-        return StoreError(
-            f"{path}: the disk holding the store is full (SQLite: {said}); "
-            "the write was rolled back and nothing queued is lost: free space and run again "
-            "(the next sync resumes after the last page it queued)"
-        )
+        return StoreFullError(path, said)
     if primary == sqlite3.SQLITE_IOERR:
         return StoreError(
             f"{path}: the store could not be read or written (SQLite: disk I/O error); any "
@@ -267,11 +265,33 @@ def copy_failure(copy: Path, exc: sqlite3.Error, what: str, elsewhere: str) -> S
     )
 
 
-def failure_text(path: Path, exc: sqlite3.Error) -> str:
-    """What to log for an SQLite error met while running: :func:`failure`'s message, or
-    SQLite's error name (a code, never the message, which may quote values)."""
+def failure_text(path: Path, exc: sqlite3.Error, next_step: str | None = None) -> str:
+    """What to log for an SQLite error met while running: :func:`failure`'s message (a full
+    disk's saying ``next_step``, what the work it stopped left), or SQLite's error name (a
+    code, never the message, which may quote values)."""
     found = failure(path, exc)
+    if isinstance(found, StoreFullError) and next_step is not None:
+        found = found.then(next_step)
     return str(found) if found else f"SQLite {getattr(exc, 'sqlite_errorname', type(exc).__name__)}"
+
+
+@contextmanager
+def on_full_disk(path: Path, next_step: str) -> Iterator[None]:
+    """A full store disk met in the block said with ``next_step``: what the work under way
+    left and how to go on (:meth:`StoreFullError.then`); other errors pass as they are.
+
+    Raises:
+        StoreFullError: the store's disk filled up, as an SQLite error or said already.
+    """
+    try:
+        yield
+    except StoreFullError as exc:
+        raise exc.then(next_step) from exc.__cause__
+    except sqlite3.Error as exc:
+        found = failure(path, exc)
+        if isinstance(found, StoreFullError):
+            raise found.then(next_step) from exc
+        raise
 
 
 def unusable(path: Path, exc: sqlite3.Error) -> StoreError:

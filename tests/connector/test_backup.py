@@ -197,6 +197,11 @@ def test_a_backup_of_a_store_on_a_full_disk_is_kept_and_said_not_recorded(
     assert facts["path"] == str(out) and facts["sha256"] == sha256(out)
     assert facts["recorded"] is False
     assert facts["record_problem"].startswith(f"{store_path}: the disk holding the store is full")
+    assert (
+        "the backup is whole and kept, only its entry in the audit trail is missing"
+        in (facts["record_problem"])
+    )
+    assert "next sync" not in facts["record_problem"]
     assert rows(out, "PRAGMA integrity_check") == [("ok",)]
     assert rows(store_path, "SELECT count(*) FROM audit") == entries
     assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 1

@@ -401,6 +401,11 @@ async def test_a_webhook_or_admin_call_the_store_fails_under_is_503_try_again_la
     failed = [r for r in caplog.records if r.getMessage() == "store failed"]
     assert [getattr(r, "during", None) for r in failed] == ["webhook", "admin POST /admin/resync"]
     assert all("the disk holding the store is full" in getattr(r, "error", "") for r in failed)
+    # What is true for each, not what a sync leaves ("the next sync resumes...").
+    hook_said, admin_said = (getattr(r, "error", "") for r in failed)
+    assert "answered 503 and nothing of it was kept, so the vendor delivers it again" in hook_said
+    assert "answered 503 and changed nothing: free space and call again" in admin_said
+    assert not any("next sync" in getattr(r, "error", "") for r in failed)
 
 
 async def _until_waiting(task: asyncio.Task[Any]) -> None:
@@ -2419,6 +2424,7 @@ async def test_scheduled_work_the_store_fails_under_or_a_flow_that_fails_ends_in
     ]
     assert said == [("store failed", "housekeeping"), ("flow run failed", "shop-to-crm")]
     assert "the disk holding the store is full" in getattr(caplog.records[0], "error", "")
+    assert "next sync" not in getattr(caplog.records[0], "error", "")
     assert daemon.runs_since_start["shop-to-crm"].failed == 1
 
 
@@ -2483,6 +2489,8 @@ async def test_the_job_worker_outlives_a_full_disk_and_runs_the_jobs_after(
     ]
     (failed,) = [r for r in caplog.records if r.getMessage() == "store failed"]
     assert "the disk holding the store is full" in getattr(failed, "error", "")
+    assert "the job stays queued and runs once the store takes writes again" in failed.error
+    assert "next sync" not in failed.error
 
 
 async def test_a_job_that_meets_a_bug_fails_alone_and_the_worker_goes_on(

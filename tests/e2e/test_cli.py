@@ -2012,9 +2012,102 @@ def test_a_full_disk_mid_sync_exits_1_saying_what_to_do_not_as_a_bug(
     err = capsys.readouterr().err
     store = _store_of(offline)
     assert err.startswith(f"error: {store}: the disk holding the store is full"), err
+    assert "(the next sync resumes after the last page it queued)" in err
     assert "internal error" not in err
     assert main(["-c", str(offline), "sync", "--json"]) == 1
     assert _json(capsys)["error"] == "store"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("where", "what", "words", "said"),
+    [
+        ("cli_status", "status", ["status"], "it only reads the store, and changed nothing"),
+        ("cli_status", "audit_chain", ["audit", "verify"], "nothing was changed"),
+        ("cli_backup", "run", ["backup", "--out", "{dir}/b.db"], "no backup was written"),
+        ("cli_backup", "run", ["restore", "--from", "{dir}/b.db"], "leaves the store as it was"),
+        ("cli_keys", "run", ["keys", "show"], "it only reads the store"),
+        ("cli_keys", "run", ["keys", "rotate", "--to", "env:K"], "under the master key it had"),
+        ("cli_accountability", "run", ["retention", "run"], "what it deleted before is deleted"),
+        ("cli_accountability", "run", ["incident", "list"], "it only reads the store"),
+        (
+            "cli_accountability",
+            "run",
+            ["incident", "open", "--summary", "lost laptop"],
+            "the incident was not recorded",
+        ),
+        (
+            "DsrService",
+            "queue_erase",
+            ["dsr", "erase", "--email", "a@example.nl"],
+            "this erasure was not recorded and no system was asked to erase anything",
+        ),
+        (
+            "DsrService",
+            "access",
+            ["dsr", "access", "--email", "a@example.nl", "--out", "{dir}/access"],
+            "if dsr list --open shows the request, dsr retry ID finishes it",
+        ),
+        ("DsrService", "get", ["dsr", "show", "1"], "it only reads the store"),
+    ],
+)
+def test_a_full_disk_says_what_the_command_it_stopped_left_not_what_a_sync_leaves(
+    offline: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    what: str,
+    words: list[str],
+    said: str,
+) -> None:
+    """Every command's full disk ended "(the next sync resumes after the last page it
+    queued)": wrong for an erasure, a backup or a restore, meaningless for `status`. Each
+    says what is true for it, exit 1 as before."""
+    import connector.cli_accountability
+    import connector.cli_backup
+    import connector.cli_keys
+    import connector.cli_status
+    import connector.dsr
+    from tests.conftest import disk_full_error
+
+    def on_a_full_disk(*_args: Any, **_kwargs: Any) -> Any:
+        raise disk_full_error()
+
+    owner = {
+        "cli_status": connector.cli_status,
+        "cli_backup": connector.cli_backup,
+        "cli_keys": connector.cli_keys,
+        "cli_accountability": connector.cli_accountability,
+        "DsrService": connector.dsr.DsrService,
+    }[where]
+    monkeypatch.setattr(owner, what, on_a_full_disk)
+    monkeypatch.setenv("K", generate_master_key())
+    Store(_store_of(offline)).close()
+    argv = ["-c", str(offline), *(w.replace("{dir}", str(tmp_path)) for w in words)]
+    assert main(argv) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "the disk holding the store is full" in err, err
+    assert said in err and "next sync" not in err, err
+
+
+def test_a_full_disk_in_an_erasure_s_fan_out_names_the_request_and_dsr_retry(
+    offline: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once the erasure is recorded (the person on the suppression list), a full disk in its
+    fan-out says so, with the `dsr retry ID` that finishes it, not "the next sync"."""
+    from connector.dsr import DsrService
+    from tests.conftest import disk_full_error
+
+    async def on_a_full_disk(*_args: Any, **_kwargs: Any) -> Any:
+        raise disk_full_error()
+
+    monkeypatch.setattr(DsrService, "retry", on_a_full_disk)
+    assert main(["-c", str(offline), "dsr", "erase", "--email", "a@example.nl"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert main(["-c", str(offline), "dsr", "list", "--open", "--json"]) == 0
+    (request,) = json.loads(capsys.readouterr().out)
+    assert f"free space, then dsr retry {request['id']} finishes it" in err, err
+    assert "the person is on the suppression list" in err and "next sync" not in err, err
 
 
 def test_demo_refuses_a_dir_holding_an_earlier_demo_s_store(
