@@ -38,6 +38,7 @@ from connector import (
 )
 from connector.cliargs import EXIT_FAILED, EXIT_OK, EXIT_PIPE, EXIT_USAGE, int_at_least, make_folder
 from connector.config import Config, load_config
+from connector.coredump import forbid_core_dumps
 from connector.crypto import generate_master_key
 from connector.dsr_views import DsrUsageError
 from connector.errors import (
@@ -307,6 +308,8 @@ def _parser() -> _Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``klantsync`` console script."""
+    # First: a crash from here on must not leave the keys and people in memory on disk.
+    forbid_core_dumps()
     words = sys.argv[1:] if argv is None else list(argv)
     try:
         return _main(words)

@@ -57,6 +57,16 @@ def test_systemd_unit_gives_the_listeners_descriptors_for_a_flood_of_connections
     assert int(line.split("=", 1)[1]) >= 65536
 
 
+def test_systemd_unit_leaves_no_core_dump_of_the_daemon_s_memory() -> None:
+    """A crash of the daemon (a C extension's segfault, a system call the filter refused,
+    which kills with SIGSYS) was kept by systemd-coredump: the master key and the people it
+    was working on, in clear, on disk for days. The unit allows no core file, and a call the
+    filter refuses fails with an error instead of killing the daemon."""
+    service = _unit()["Service"]
+    assert service.get("LimitCORE") == "0"
+    assert service.get("SystemCallErrorNumber") == "EPERM"
+
+
 def test_container_image_is_slim_and_non_root() -> None:
     """The image builds from a slim base and runs as an unprivileged user."""
     text = (DEPLOY / "Dockerfile").read_text()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import resource
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -303,3 +305,24 @@ def test_an_e_mail_in_a_url_query_string_is_redacted_in_exception_text(
     assert local not in json.dumps(line)
     encoded = str(httpx.URL("https://x.nl/members/", params={"e": CANARY_EMAIL}).params)
     assert redact(f"GET /members/{encoded.removeprefix('e=')}") == "GET /members/<email>"
+
+
+def test_a_klantsync_command_forbids_a_core_dump_of_its_memory() -> None:
+    """A crash wrote the process's memory (the master key, the people it was working on, in
+    clear) to disk as a core dump wherever the host keeps them: every command sets its core
+    size limit to 0 first, soft and hard, whatever limit it was started with."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    if hard == 0:
+        pytest.skip("core dumps are off for this test run already")
+    probe = (
+        "import resource, sys\n"
+        "limit = resource.getrlimit(resource.RLIMIT_CORE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_CORE, (limit, limit))\n"
+        "from connector.cli import main\n"
+        "code = main(['keygen', '--json'])\n"
+        "print(code, *resource.getrlimit(resource.RLIMIT_CORE), file=sys.stderr)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stderr.split() == ["0", "0", "0"], done.stderr
