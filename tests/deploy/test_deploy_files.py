@@ -67,6 +67,16 @@ def test_systemd_unit_leaves_no_core_dump_of_the_daemon_s_memory() -> None:
     assert service.get("SystemCallErrorNumber") == "EPERM"
 
 
+def test_systemd_unit_closes_the_state_directory_to_other_local_users() -> None:
+    """systemd makes a StateDirectory 0755 unless told (UMask= does not apply to it): any
+    local user could list the store's folder, where the README puts access bundles, whose
+    folder an operator may name after the person. The container's state folder is 700 too."""
+    service = _unit()["Service"]
+    assert service["StateDirectory"] == "klantsync/%i"
+    assert service.get("StateDirectoryMode") == "0700"
+    assert re.search(r"chmod 700 /\S+/state\b", _run_instructions())
+
+
 def test_container_image_is_slim_and_non_root() -> None:
     """The image builds from a slim base and runs as an unprivileged user."""
     text = (DEPLOY / "Dockerfile").read_text()
