@@ -125,6 +125,20 @@ def test_the_image_s_user_has_a_fixed_uid_the_run_instructions_give_the_state_fo
     assert re.search(r"docker run [^\n]*--env-file \S+", header), header
 
 
+def test_the_run_instructions_give_the_container_a_read_only_root_and_no_privileges() -> None:
+    """The systemd unit lets the daemon write its state directory alone, with no
+    capabilities and no privileges to gain; the container ran with a writable root (what
+    the daemon or anyone in it wrote there stayed in the container's layer, outside the
+    state volume and its retention) and Docker's default capabilities. The daemon needs
+    neither: /state and a /tmp in memory are all it writes."""
+    header = _run_instructions().replace("\\\n", " ")
+    (run,) = re.findall(r"docker run [^\n]*--env-file [^\n]*", header)
+    assert "--read-only" in run.split(), run
+    assert re.search(r"--tmpfs[ =]/tmp\b", run), run
+    assert re.search(r"--cap-drop[ =]ALL\b", run), run
+    assert re.search(r"--security-opt[ =]no-new-privileges\b", run), run
+
+
 def _installed_as_the_image_installs(site: Path) -> None:
     """Lay out in ``site`` what `pip install .` in the Dockerfile's build stage puts in
     site-packages: of the folders that stage copies, the packages pyproject.toml's
