@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import dataclasses
 import json
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import audit
+from connector.aside import aside_folder
 from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config
 from connector.engine import DestinationReport, FlowReport, Progress
@@ -73,7 +73,7 @@ async def sync(config: Config, args: argparse.Namespace, console: Console) -> in
         # thrown away, so looking leaves no store (nor keys bound to one) behind. A path no
         # store can be at is bad configuration first (StorePathError), as for the real sync
         # that follows: a full dry run there, exit 0, told the operator all was well.
-        with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
+        with aside_folder() as aside:
             empty = dataclasses.replace(config, store_path=Path(aside) / config.store_path.name)
             return await _sync_locked(empty, args, console, dry_run=True)
     if dry_run:

@@ -6,7 +6,6 @@ import dataclasses
 import gc
 import shutil
 import sqlite3
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, closing, contextmanager, suppress
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from connector.aside import aside_folder
 from connector.config import Config, load_config
 from connector.crypto import Keyring
 from connector.engine import Checkpoint, Engine
@@ -196,7 +196,7 @@ def private_copy(store_path: Path) -> Iterator[Path]:
     it (:func:`connector.keyset.key_check_files`, sealed key files): without them, the copy
     of a store that has nothing sealed left opened with a master key the store refuses.
     """
-    with tempfile.TemporaryDirectory(prefix="klantsync-dry-run-") as aside:
+    with aside_folder() as aside:
         copy = Path(aside) / store_path.name
         for key_file in key_check_files(store_path):
             with suppress(FileNotFoundError):
