@@ -1221,7 +1221,8 @@ class DsrService:
         )
 
     def _deadline(self, received: dt.datetime) -> dt.datetime:
-        """A calendar month after receipt, or sooner where the system that asked wants it."""
+        """The end of the day a calendar month after receipt (:func:`add_months`), or sooner
+        where the system that asked wants it (Shopify: 30 days from the moment it asked)."""
         month = add_months(received, 1)
         return month if self.due_within is None else min(month, received + self.due_within)
 

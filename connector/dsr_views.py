@@ -64,27 +64,37 @@ def utc_now() -> dt.datetime:
 
 
 def add_months(moment: dt.datetime, months: int) -> dt.datetime:
-    """Calendar months later, on the controller's calendar (:data:`DEADLINE_ZONE`); the day
-    is clamped (31 January + 1 month = 28/29 February).
+    """When a period of calendar months from ``moment`` ends, on the controller's calendar
+    (:data:`DEADLINE_ZONE`): at the end of the day with the same date, the day clamped to
+    the month's last (31 January + 1 month = 28/29 February). Returned in ``moment``'s own
+    zone.
+
+    EU Regulation 1182/71 art. 3(2)(c), by which a GDPR period is counted: a period in
+    months ends "with the expiry of the last hour" of that day. Ended at the hour of
+    receipt instead, a request received at 10:00 on 5 January and answered at 15:00 on
+    5 February was listed as late and overdue from 10:00 that day, on the date it was due.
 
     Counted on the Dutch date the request came, not the UTC one: received at 00:30 on
-    1 March in the Netherlands (23:30 UTC on 28 February), it is due on 1 April, not on
-    28 March. Returned in ``moment``'s own zone.
+    1 March in the Netherlands (23:30 UTC on 28 February), it is due by the end of 1 April,
+    not of 28 March.
     """
-    local = moment.astimezone(ZoneInfo(DEADLINE_ZONE))
+    zone = ZoneInfo(DEADLINE_ZONE)
+    local = moment.astimezone(zone)
     index = local.month - 1 + months
     year, month = local.year + index // 12, index % 12 + 1
     day = min(local.day, calendar.monthrange(year, month)[1])
-    # The same wall-clock time that day: its offset is that day's (summer or winter time).
-    return local.replace(year=year, month=month, day=day).astimezone(moment.tzinfo)
+    # The store keeps whole seconds: the last one of the day is its end. Amsterdam changes
+    # its clocks at night, never at midnight, so that second exists every day.
+    end = dt.datetime(year, month, day, 23, 59, 59, tzinfo=zone)
+    return end.astimezone(moment.tzinfo)
 
 
 def extension_months(row: RequestRow) -> int:
     """How many months the deadline has been extended by so far (0, 1 or 2).
 
-    Read from the days between receipt and deadline (a month is 28 to 31 of them), so a
-    deadline counted on another calendar (on UTC dates, by an earlier version) reads the
-    same."""
+    Read from the days between receipt and deadline (a month is 28 to 32 of them, to the
+    end of its last day), so a deadline counted on another calendar or to another hour (on
+    UTC dates, or to the hour of receipt, by an earlier version) reads the same."""
     received = dt.datetime.fromisoformat(row.received_at)
     deadline = dt.datetime.fromisoformat(row.deadline)
     months = round((deadline - received).total_seconds() / (86400 * 30.44))

@@ -671,23 +671,24 @@ async def test_a_pending_erasure_whose_verifying_read_failed_stays_pending_and_i
 async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
-    """31 January gets 28 February; extensions add calendar months, two in total, with a reason."""
+    """31 January gets the end of 28 February; extensions add calendar months from receipt,
+    two in total, with a reason."""
     seed(shop)
     moment = dt.datetime(2026, 1, 31, 9, 0, tzinfo=dt.UTC)
     service = DsrService(rt, now=lambda: moment)
     shop.faults.down = True
     view = await service.erase(CANARY_EMAIL)
-    assert view.deadline == "2026-02-28T09:00:00+00:00"
+    assert view.deadline == "2026-02-28T22:59:59+00:00"
     with pytest.raises(DsrUsageError, match="reason"):
         service.extend(view.id, 1, "  ")
     extended = service.extend(view.id, 1, f"complex request, asked by {CANARY_EMAIL} on 2026-02-02")
-    # The same hour in the Netherlands, in summer time since 29 March: 08:00 UTC.
-    assert extended.deadline == "2026-03-31T08:00:00+00:00"
+    # The end of 31 March in the Netherlands, in summer time since 29 March: 21:59:59 UTC.
+    assert extended.deadline == "2026-03-31T21:59:59+00:00"
     # The address is masked; the date the operator wrote is kept.
     assert extended.extension_reason == "complex request, asked by <email> on 2026-02-02"
     with pytest.raises(DsrUsageError, match="at most 2 months"):
         service.extend(view.id, 2, "more")
-    assert service.extend(view.id, 1, "still more").deadline == "2026-04-30T08:00:00+00:00"
+    assert service.extend(view.id, 1, "still more").deadline == "2026-04-30T21:59:59+00:00"
     with pytest.raises(DsrUsageError):
         service.extend("nope", 1, "x")
 
@@ -696,9 +697,9 @@ async def test_deadline_is_one_calendar_month_and_extends_by_two_at_most(
     ("received", "deadline"),
     [
         # 00:30 on 1 March in the Netherlands: due 1 April (Dutch time), not 28 March.
-        ("2026-02-28T23:30:00+00:00", "2026-03-31T22:30:00+00:00"),
+        ("2026-02-28T23:30:00+00:00", "2026-04-01T21:59:59+00:00"),
         # 00:30 on 31 March: due 30 April, not 1 May.
-        ("2026-03-30T22:30:00+00:00", "2026-04-29T22:30:00+00:00"),
+        ("2026-03-30T22:30:00+00:00", "2026-04-30T21:59:59+00:00"),
     ],
 )
 async def test_a_deadline_month_counts_from_the_dutch_date_of_receipt(
@@ -711,6 +712,42 @@ async def test_a_deadline_month_counts_from_the_dutch_date_of_receipt(
     shop.faults.down = True
     view = await DsrService(rt, now=lambda: moment).erase(CANARY_EMAIL)
     assert view.deadline == deadline
+
+
+@pytest.mark.parametrize(
+    ("received", "deadline"),
+    [
+        # 10:00 on 31 January in the Netherlands: 28 February has no 31st, its end counts.
+        ("2026-01-31T09:00:00+00:00", "2026-02-28T22:59:59+00:00"),
+        # 29 February in a leap year: the end of 29 March, in summer time since that night.
+        ("2028-02-29T11:00:00+00:00", "2028-03-29T21:59:59+00:00"),
+        # 23:30 on 31 March in the Netherlands (21:30 UTC): the end of 30 April there.
+        ("2026-03-31T21:30:00+00:00", "2026-04-30T21:59:59+00:00"),
+        # Received in summer time, due in winter time: the end of the Dutch day all the same.
+        ("2026-09-25T08:00:00+00:00", "2026-10-25T22:59:59+00:00"),
+    ],
+)
+async def test_a_deadline_ends_with_the_last_hour_of_its_dutch_day(
+    shop: WooCommerceSandbox, rt: Runtime, received: str, deadline: str
+) -> None:
+    """EU Regulation 1182/71 art. 3(2)(c): a period in months ends with the expiry of the
+    last hour of the day with the same date (or the month's last day). The deadline was the
+    hour of receipt on that day: a request received at 10:00 on 31 January and completed at
+    15:00 on 28 February was listed overdue from 10:00 and completed late, on its due date."""
+    seed(shop)
+    moment = dt.datetime.fromisoformat(received)
+    clock = {"now": moment}
+    service = DsrService(rt, now=lambda: clock["now"])
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    assert view.deadline == deadline
+    due = dt.datetime.fromisoformat(deadline)
+    clock["now"] = due - dt.timedelta(hours=8)  # later in the day than it was received
+    assert service.list(overdue=True) == []
+    shop.faults.down = False
+    done = await service.retry(view.id)
+    assert done.status == "completed" and not done.completed_late
+    assert done.completed_date == view.deadline_date
 
 
 async def test_an_extension_is_refused_once_a_month_since_receipt_has_passed(
@@ -821,7 +858,7 @@ async def test_a_deadline_extends_only_before_it_passes(
     with pytest.raises(DsrUsageError, match="within one month of receipt"):
         service.extend(view.id, 2, "complex")
     late = service.get(view.id)
-    assert late is not None and late.overdue and late.deadline == "2026-02-28T09:00:00+00:00"
+    assert late is not None and late.overdue and late.deadline == "2026-02-28T22:59:59+00:00"
     clock["now"] = dt.datetime(2026, 2, 27, 9, 0, tzinfo=dt.UTC)
     service.extend(view.id, 2, "complex")
     with pytest.raises(DsrUsageError, match="already extended by 2 months"):
@@ -902,7 +939,7 @@ async def test_request_is_flagged_seven_days_before_its_deadline(
     assert (view.days_left, view.flagged) == (31, False)
     clock["now"] = dt.datetime(2026, 5, 24, 12, 0, tzinfo=dt.UTC)
     assert service.get(view.id).flagged is False  # type: ignore[union-attr]
-    clock["now"] = dt.datetime(2026, 5, 25, 12, 0, tzinfo=dt.UTC)
+    clock["now"] = dt.datetime(2026, 5, 25, 21, 59, 59, tzinfo=dt.UTC)  # due at the end of 1 June
     flagged = service.get(view.id)
     assert flagged is not None and flagged.flagged and flagged.days_left == 7
     assert service.list(overdue=True) == []
@@ -1731,9 +1768,9 @@ def test_cli_list_shows_the_deadline_on_the_dutch_calendar(
     cli: Callable[..., tuple[int, str, str]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A request that came at 00:30 on 1 March in the Netherlands is due at 00:30 on 1 April
-    there (22:30 UTC on 31 March): `dsr list` and `dsr show` print 1 April, the date on the
-    calendar the deadline is counted on, not the UTC one."""
+    """A request that came at 00:30 on 1 March in the Netherlands (23:30 UTC on 28 February)
+    is due by the end of 1 April there: `dsr list` and `dsr show` print 1 April, the date on
+    the calendar the deadline is counted on, not a month from the UTC date."""
     seed(shop)
     received = dt.datetime(2026, 2, 28, 23, 30, tzinfo=dt.UTC)  # 00:30 on 1 March, Amsterdam
 
@@ -1742,7 +1779,7 @@ def test_cli_list_shows_the_deadline_on_the_dutch_calendar(
             shop.faults.down = True
             view = await DsrService(runtime, now=lambda: received).erase(CANARY_EMAIL)
             shop.faults.down = False
-            assert view.deadline == "2026-03-31T22:30:00+00:00"
+            assert view.deadline == "2026-04-01T21:59:59+00:00"
             return view.id
 
     request_id = run_loop(opened())
