@@ -103,7 +103,8 @@ class ShopRules:
         moment = self.now().astimezone(UTC).replace(tzinfo=None, microsecond=0)
         text = wc_datetime(moment)
         if previous is not None and text <= previous:
-            bumped = datetime.fromisoformat(previous).timestamp() + 1
+            # WooCommerce's GMT stamps carry no offset: read as UTC, not the host's zone.
+            bumped = datetime.fromisoformat(previous).replace(tzinfo=UTC).timestamp() + 1
             text = wc_datetime(datetime.fromtimestamp(bumped, UTC).replace(tzinfo=None))
         return text
 

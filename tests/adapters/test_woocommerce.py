@@ -1660,6 +1660,27 @@ async def test_erase_by_id_alone_touches_no_stranger_orders(harness: Harness) ->
     assert not harness.sandbox.holds("an@example.com")
 
 
+def test_a_change_within_the_same_second_is_stamped_a_second_later_in_any_local_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """WooCommerce's ``date_modified_gmt`` has no offset: the bump past the stamp before read
+    it as the machine's local time, so on a host in Amsterdam a change in the same second
+    was stamped an hour earlier, before the change it followed."""
+    import time
+
+    from adapters.woocommerce.rest import ShopRules
+
+    rules = ShopRules(ShopStore(), lambda: dt.datetime(2026, 1, 15, 10, 0, tzinfo=dt.UTC))
+    monkeypatch.setenv("TZ", "Europe/Amsterdam")
+    time.tzset()
+    try:
+        assert rules.stamp("2026-01-15T10:00:00") == "2026-01-15T10:00:01"
+        assert rules.stamp("2026-01-15T09:59:59") == "2026-01-15T10:00:00"
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
 def test_synthetic_dates_are_the_registration_clock() -> None:
     """A generated customer registered 7 minutes after the one before, from 2019-01-01 09:00."""
     for index in (1, 2, 205, 206, 100_000, 1_000_000):
