@@ -9,9 +9,11 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -748,6 +750,23 @@ async def test_a_deadline_ends_with_the_last_hour_of_its_dutch_day(
     done = await service.retry(view.id)
     assert done.status == "completed" and not done.completed_late
     assert done.completed_date == view.deadline_date
+
+
+def test_a_deadline_is_counted_on_a_host_without_zone_files(tmp_path: Path) -> None:
+    """A deadline is counted on the Dutch calendar. Windows and slim images have no
+    /usr/share/zoneinfo: without the zone as a package, opening any request failed there."""
+    code = (
+        "import datetime as dt\n"
+        "from connector.dsr_views import add_months\n"
+        "print(add_months(dt.datetime(2026, 1, 31, 10, tzinfo=dt.UTC), 1).isoformat())\n"
+    )
+    # No system zone files to look in: only the installed tzdata package can answer.
+    env = {**os.environ, "PYTHONTZPATH": str(tmp_path / "no-zoneinfo")}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2026-02-28T22:59:59+00:00"
 
 
 async def test_an_extension_is_refused_once_a_month_since_receipt_has_passed(
