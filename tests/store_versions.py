@@ -28,10 +28,11 @@ UNDO: dict[int, tuple[str, ...]] = {
         "ALTER TABLE outbox DROP COLUMN sent",
         "DROP TABLE field_sets",
     ),
+    28: ("DROP INDEX outbox_held",),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (27, UNDO[27])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (28, UNDO[28])
 
 
 def as_the_version_before(store_path: Path) -> None:
