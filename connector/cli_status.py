@@ -43,7 +43,9 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     with looked_at(config, tell, keyed=False, looking="status") as looked:
         store = Store(looked.store_path)
         try:
-            data = _status_data(store, store_path, config)
+            # The text lists the latest few dead letters: only those are read for it.
+            shown = None if args.json else DEAD_LETTERS_SHOWN
+            data = _status_data(store, store_path, config, dead_letters=shown)
         finally:
             store.close()
     if args.json:
@@ -124,9 +126,9 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     if data["sync_running"] and not data["daemon_running"]:
         console.print("  sync: running now")
     dead_letters = data["dead_letters"]
-    if len(dead_letters) > DEAD_LETTERS_SHOWN:
+    if data["counts"]["dead_letters"] > DEAD_LETTERS_SHOWN:
         console.print(
-            f"  the latest {DEAD_LETTERS_SHOWN} dead letters of {len(dead_letters)} "
+            f"  the latest {DEAD_LETTERS_SHOWN} dead letters of {data['counts']['dead_letters']} "
             "(status --json lists every one):"
         )
     for dead in dead_letters[-DEAD_LETTERS_SHOWN:]:
@@ -144,9 +146,12 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-def _status_data(store: Store, store_path: Path, config: Config) -> dict[str, Any]:
+def _status_data(
+    store: Store, store_path: Path, config: Config, *, dead_letters: int | None = None
+) -> dict[str, Any]:
     """What ``status`` reports of ``store``: the store at ``store_path``, or a private copy
-    of it, migrated (the schema and the locks are then the store's own, read beside it)."""
+    of it, migrated (the schema and the locks are then the store's own, read beside it).
+    ``dead_letters``: list only that many, the latest (every one without)."""
     from connector.backup import last_backup
     from connector.keyset import key_facts
 
@@ -186,7 +191,7 @@ def _status_data(store: Store, store_path: Path, config: Config) -> dict[str, An
                 "first_refused_at": d.first_refused_at,
                 "last_refused_at": d.created_at,
             }
-            for d in store.dead_letters()
+            for d in store.dead_letters(latest=dead_letters)
         ],
         "requests": dsr_summary(store),
         # The 72-hour breach clocks still running (closed ones: `incident list`).

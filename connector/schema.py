@@ -403,6 +403,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX outbox_held ON outbox (system) WHERE payload_hash = 'held';
     """,
+    # 29: dead letters in the order they were last refused. `status` lists the latest few;
+    # without it every dead letter was read and sorted to show 20 (40,000 of them: 0.45 s).
+    """
+    CREATE INDEX dead_letters_refused ON dead_letters (created_at, id);
+    """,
 ]
 
 

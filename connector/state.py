@@ -1173,8 +1173,12 @@ class Store:
         with self.transaction() as db:
             db.executemany("DELETE FROM outbox WHERE id=?", [(i,) for i in ids])
 
-    def dead_letters(self, system: str | None = None) -> list[DeadLetter]:
-        """The dead letters (of ``system``, or all), the most recently refused last."""
+    def dead_letters(
+        self, system: str | None = None, *, latest: int | None = None
+    ) -> list[DeadLetter]:
+        """The dead letters (of ``system``, or all), the most recently refused last; with
+        ``latest``, only that many of the most recently refused (an index walk from the end:
+        schema 29)."""
         query = (
             "SELECT id, system, subject_id, flow, reason, created_at, "
             # The store's own writes always set it; a row put in by hand without it counts
@@ -1186,8 +1190,13 @@ class Store:
             query += " WHERE system=?"
             params = (system,)
         # A refused-again row keeps its id: the time of its latest refusal orders it.
-        rows = self.db.execute(query + " ORDER BY created_at, id", params)
-        return [DeadLetter(*row) for row in rows]
+        if latest is not None:
+            rows = self.db.execute(
+                query + " ORDER BY created_at DESC, id DESC LIMIT ?", (*params, latest)
+            ).fetchall()
+            return [DeadLetter(*row) for row in reversed(rows)]
+        rows_all = self.db.execute(query + " ORDER BY created_at, id", params)
+        return [DeadLetter(*row) for row in rows_all]
 
     def dead_letter_count(self) -> int:
         count: int = self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]

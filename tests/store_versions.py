@@ -29,10 +29,11 @@ UNDO: dict[int, tuple[str, ...]] = {
         "DROP TABLE field_sets",
     ),
     28: ("DROP INDEX outbox_held",),
+    29: ("DROP INDEX dead_letters_refused",),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (28, UNDO[28])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (29, UNDO[29])
 
 
 def as_the_version_before(store_path: Path) -> None:

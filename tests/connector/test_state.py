@@ -144,6 +144,29 @@ def test_counting_what_waits_reads_indexes_not_the_queued_rows(tmp_path: Path) -
     ), plans
 
 
+def test_the_latest_dead_letters_cost_the_same_however_many_there_are(tmp_path: Path) -> None:
+    """`status` lists the latest 20 dead letters: read and sorted all, 40,000 took 0.45 s."""
+
+    def refused(store: Store, start: int, n: int) -> None:
+        store.db.executemany(
+            "INSERT INTO dead_letters(system, subject_id, flow, payload, reason, created_at) "
+            "VALUES ('crm', ?, 'f', ?, 'INVALID_EMAIL', ?)",
+            [
+                (f"s{i}", b"sealed" * 40, f"2026-01-01T00:{i // 60 % 60:02d}:{i % 60:02d}")
+                for i in range(start, start + n)
+            ],
+        )
+
+    store = Store(tmp_path / "s.db")
+    refused(store, 0, 200)
+    small, first = sqlite_steps(store, lambda: store.dead_letters(latest=20))
+    refused(store, 200, 20_000)
+    large, latest = sqlite_steps(store, lambda: store.dead_letters(latest=20))
+    assert [d.subject_id for d in first] == [f"s{i}" for i in range(180, 200)]
+    assert [d.subject_id for d in latest] == [d.subject_id for d in store.dead_letters()[-20:]]
+    assert large <= small + 1  # without the index on (created_at, id): ~60 times as many
+
+
 def test_a_store_keyed_by_subject_id_keeps_every_row_when_it_gets_subject_numbers(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
