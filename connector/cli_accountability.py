@@ -62,7 +62,8 @@ def register_commands(subparsers: Any) -> None:
     reg.add_argument(
         "--format",
         choices=["md", "html", "json"],
-        help="output format (default md; json with --json)",
+        help="output format (default md; json with --json, which on standard output takes "
+        "no other)",
     )
     reg.add_argument(
         "--out",
@@ -198,7 +199,16 @@ def _without_store(config: Config, args: argparse.Namespace, console: Console) -
 
 def _register(config: Config, args: argparse.Namespace, console: Console) -> int:
     if args.out is None:
-        # On standard output the register is the report: --json prints it as JSON.
+        # On standard output the register is the report: --json prints it as JSON, so a
+        # --format of another kind beside it asks for two things at once. Refused, not
+        # dropped: a script piping `--format html --json` into a page got JSON.
+        if args.json and args.format not in (None, "json"):
+            return _usage(
+                args,
+                console,
+                f"--format {args.format} and --json: on standard output --json prints the "
+                f"register as JSON; drop one, or write the {args.format} with --out FILE",
+            )
         fmt = "json" if args.json else (args.format or "md")
         sys.stdout.write(render(build_register(config, args.lang), fmt))
         return EXIT_OK

@@ -355,6 +355,30 @@ def test_the_processor_record_names_the_controller_s_data_protection_officer(
     assert "DPO) of the controller" not in without and "FG) van de" not in without
 
 
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_register_json_with_another_format_on_standard_output_is_refused_not_ignored(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fmt: str,
+) -> None:
+    """`register --format html --json` printed JSON, the --format given dropped without a
+    word: a script piping it into a page got JSON. On standard output the two contradict
+    each other, so it is bad usage (exit 2) naming both, answered as JSON; with `--out` the
+    file holds --format and --json tells what was written, as before."""
+    path = example_config(tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert main(["-c", str(path), "register", "--format", fmt, "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "usage" and "--format" in answer["message"]
+    assert "--json" in answer["message"]
+    out = tmp_path / f"register.{fmt}"
+    assert main(["-c", str(path), "register", "--format", fmt, "--json", "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["format"] == fmt
+    assert main(["-c", str(path), "register", "--format", "json", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["lang"] == "nl"
+
+
 def test_register_command_writes_each_format(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
