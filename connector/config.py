@@ -37,7 +37,7 @@ from connector.http import (
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import DeferredSecret, resolve_secret
-from connector.settings import ConfigPath, StrictModel, SystemSettings
+from connector.settings import DAY, HOUR, ConfigPath, StrictModel, SystemSettings
 from connector.smallfile import unfit
 
 __all__ = [
@@ -276,8 +276,8 @@ class SyncSettings(StrictModel):
     """``[sync]``: delivery tuning."""
 
     retry_attempts: int = Field(default=6, ge=1, le=20)
-    retry_base_seconds: float = Field(default=0.5, ge=0)
-    retry_max_seconds: float = Field(default=30.0, gt=0)
+    retry_base_seconds: float = Field(default=0.5, ge=0, le=HOUR)
+    retry_max_seconds: float = Field(default=30.0, gt=0, le=DAY)
 
 
 class LoggingSettings(StrictModel):

@@ -91,7 +91,7 @@ _BOUNDS = {
 }
 
 
-def _words(error: Any) -> str | None:
+def _words(error: Any, key: str) -> str | None:
     """What pydantic found wrong with one value, in the terms of the file being edited; None
     for a rule of its own ("value_error") or one not worded here."""
     kind, ctx = error["type"], error.get("ctx", {})
@@ -107,7 +107,12 @@ def _words(error: Any) -> str | None:
                 words += ", without quotes (in quotes it is text)"
         return words
     if kind in _BOUNDS:
-        return _BOUNDS[kind].format(**{k: _number(v) for k, v in ctx.items()})
+        words = _BOUNDS[kind].format(**{k: _number(v) for k, v in ctx.items()})
+        limit = ctx.get("le", ctx.get("lt"))
+        if key.endswith("seconds") and limit is not None:
+            # "at most 86400" asks the reader to work out that it is a day.
+            words += f" seconds ({_duration(limit)})"
+        return words
     if kind == "too_short":
         least = ctx.get("min_length", 1)
         words = f"must hold at least {least} item{'s' if least != 1 else ''}"
@@ -115,6 +120,19 @@ def _words(error: Any) -> str | None:
     if kind == "literal_error":
         return f"must be one of {ctx['expected']}"
     return None
+
+
+def _duration(seconds: float) -> str:
+    """A bound of seconds as one says it: "an hour", "4 hours", "a day", "7 days"."""
+    for size, one, unit in (
+        (86400, "a day", "days"),
+        (3600, "an hour", "hours"),
+        (60, "a minute", "minutes"),
+    ):
+        if seconds >= size and seconds % size == 0:
+            count = int(seconds // size)
+            return one if count == 1 else f"{count} {unit}"
+    return f"{_number(seconds)} s"
 
 
 def _number(value: object) -> str:
@@ -149,4 +167,4 @@ def _one_error(file: str, prefix: str, first: Any) -> ConfigError:
         return ConfigError(file, key, str(first["ctx"]["error"]))
     # Otherwise the message is pydantic's description of the rule; the input value is never
     # included, because it could be a secret or personal data.
-    return ConfigError(file, key, _words(first) or str(first["msg"]))
+    return ConfigError(file, key, _words(first, key) or str(first["msg"]))

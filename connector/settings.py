@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from connector.mapping import SystemMapping
 
 __all__ = [
+    "DAY",
+    "HOUR",
     "ConfigPath",
     "OnwardTransfer",
     "ProcessorSettings",
@@ -64,11 +66,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
+#: Bounds of the time a config may give, in seconds. Finite is not enough: 1e300 seconds is
+#: as much no timeout (no retry, no window) as ``inf`` is, and no deployment waits longer on
+#: one vendor call than an hour, or needs a rate window or a retry wait beyond a day (the
+#: longest vendor window, Pipedrive's daily budget).
+HOUR = 3600
+DAY = 24 * HOUR
+
+
 class RateLimitSettings(StrictModel):
     """``{ requests = 190, per_seconds = 10 }``: at most that many calls per rolling window."""
 
     requests: int = Field(gt=0)
-    per_seconds: float = Field(gt=0)
+    per_seconds: float = Field(gt=0, le=DAY)
 
 
 class WebhookSettings(StrictModel):
@@ -161,10 +171,10 @@ class SystemSettings(StrictModel):
     ca_bundle: ConfigPath | None = None
     credentials: dict[str, SecretStr] = Field(default_factory=dict)
     rate_limit: RateLimitSettings | None = None
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=HOUR)
     #: The whole of one call, however slowly its answer trickles in (the timeouts run between
-    #: bytes); ``None``: four times ``timeout_seconds``.
-    deadline_seconds: float | None = Field(default=None, gt=0)
+    #: bytes); ``None``: four times ``timeout_seconds``, so at most four hours too.
+    deadline_seconds: float | None = Field(default=None, gt=0, le=4 * HOUR)
     max_concurrency: int | None = Field(default=None, gt=0)
     webhooks: WebhookSettings | None = None
     processor: ProcessorSettings | None = None

@@ -245,6 +245,59 @@ def test_a_duration_that_is_no_finite_number_is_refused_at_load(
     assert error.key.startswith(key) and "finite" in error.problem, error
 
 
+@pytest.mark.parametrize(
+    ("table", "line", "key", "words"),
+    [
+        ("sync", "retry_base_seconds = 1e300", "sync.retry_base_seconds", "an hour"),
+        ("sync", "retry_max_seconds = 1e308", "sync.retry_max_seconds", "a day"),
+        ("crm", "timeout_seconds = 1e300", "systems.crm.timeout_seconds", "an hour"),
+        ("crm", "deadline_seconds = 1e300", "systems.crm.deadline_seconds", "4 hours"),
+        (
+            "crm",
+            "rate_limit = { requests = 10, per_seconds = 1e300 }",
+            "systems.crm.rate_limit.per_seconds",
+            "a day",
+        ),
+    ],
+    ids=["retry-base", "retry-max", "timeout", "deadline", "rate-window"],
+)
+def test_a_duration_of_absurd_magnitude_is_refused_at_load_saying_its_bound(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    table: str,
+    line: str,
+    key: str,
+    words: str,
+) -> None:
+    """inf was refused and 1e300 loaded: a timeout of 1e300 seconds is no timeout either, a
+    retry wait of 1e308 never retries, a rate window of 1e300 seconds lets its first few
+    calls through and then none. Each is refused past a bound said in words, exit 2."""
+    if table == "sync":
+        path = write_config(tmp_path)
+        text = path.read_text().replace("retry_base_seconds = 0\n", "")
+        path.write_text(text.replace("[sync]", f"[sync]\n{line}"))
+    else:
+        path = write_config(tmp_path, crm_extra=line)
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), key), error
+    assert f"seconds ({words})" in error.problem and "at most" in error.problem, error
+    assert "1e" not in error.problem
+    assert main(["-c", str(path), "check"]) == 2
+    assert key in capsys.readouterr().err
+
+
+def test_a_duration_at_its_bound_still_loads(tmp_path: Path, env: dict[str, str]) -> None:
+    line = "timeout_seconds = 3600\ndeadline_seconds = 14400\n"
+    line += "rate_limit = { requests = 1, per_seconds = 86400 }"
+    path = write_config(tmp_path, crm_extra=line)
+    text = path.read_text().replace("retry_base_seconds = 0\n", "retry_base_seconds = 3600\n")
+    path.write_text(text.replace("[sync]", "[sync]\nretry_max_seconds = 86400"))
+    config = load_config(path)
+    assert config.sync.retry_max_seconds == 86400
+    assert config.systems["crm"].deadline_seconds == 14400
+
+
 def test_a_mapping_for_another_kind_of_system_is_refused_naming_both_kinds(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
