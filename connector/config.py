@@ -30,6 +30,7 @@ from connector.errors import ConfigError
 from connector.http import (
     ca_bundle_problem,
     check_url,
+    listen_problem,
     listener_is_loopback,
     listeners_overlap,
     server_pair_problem,
@@ -353,11 +354,11 @@ class DaemonSettings(StrictModel):
     @field_validator("listen", "admin_listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
-            raise ValueError('must be "host:port", e.g. "127.0.0.1:8787"')
-        if not host:
-            raise ValueError('must name a host, e.g. "127.0.0.1:8787"')
+        # Checked before whether it is loopback: " 127.0.0.1:8787" was refused as listening
+        # beyond loopback without TLS, sending the operator to set up TLS for a blank.
+        problem = listen_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
 

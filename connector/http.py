@@ -61,9 +61,11 @@ __all__ = [
     "build_ssl_context",
     "ca_bundle_problem",
     "check_url",
+    "host_problem",
     "is_loopback",
     "is_machine_code",
     "json_object",
+    "listen_problem",
     "listener_is_loopback",
     "listeners_overlap",
     "redact_url",
@@ -91,6 +93,68 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: A host name's one label: letters (any script: an IDN), digits, hyphens, and underscores,
+#: which DNS names of services and containers hold; never a hyphen at either end.
+_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)")
+
+
+def host_problem(host: str) -> str | None:
+    """What is wrong with ``host`` as a host (a name, an IPv4 address, or an IPv6 address,
+    bare as a URL's hostname has it or in brackets), in words to follow "the host" (the
+    host itself not repeated: what was pasted there may be anything); ``None`` when it is
+    one.
+
+    Said as what it is: a stray ``$`` or an empty label between two dots made a listener
+    "beyond loopback" and a base URL one that failed only at its first call.
+    """
+    if host.startswith("[") or host.endswith("]") or ":" in host:
+        try:
+            ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            return "is not an IPv6 address"
+        return None
+    if re.fullmatch(r"[0-9.]+", host):
+        # Digits and dots are an IPv4 address or nothing: no top-level domain is a number.
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return "is not an IPv4 address (four numbers from 0 to 255, e.g. 127.0.0.1)"
+        return None
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return (
+            "is not a host name (letters, digits and hyphens, in parts between single dots, "
+            'e.g. "shop.example.nl") nor an IP address'
+        )
+    return None
+
+
+def listen_problem(listen: str) -> str | None:
+    """What is wrong with ``listen`` as a listener's ``host:port``, in words; ``None`` when
+    nothing is. A blank, a URL or a host that is none is said as such, not taken for an
+    address beyond loopback."""
+    example = 'e.g. "127.0.0.1:8787"'
+    if any(ch.isspace() or not ch.isprintable() for ch in listen):
+        if listen.strip() != listen and not any(ch.isspace() for ch in listen.strip()):
+            return f"has a blank before or after the address; write it without, {example}"
+        return (
+            "holds a blank or an invisible character (a tab, a no-break space?); write "
+            f'"host:port" without any, {example}'
+        )
+    if "://" in listen or "/" in listen:
+        return f'is a URL; give "host:port" alone, {example}'
+    host, sep, port = listen.rpartition(":")
+    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        return f'must be "host:port" with a port from 1 to 65535, {example}'
+    if not host:
+        return f"must name a host, {example}"
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        # "::1:8787" could be the address ::1:8787 on no port as well as ::1 on 8787.
+        return 'an IPv6 address goes in brackets before the port, e.g. "[::1]:8787"'
+    problem = host_problem(host)
+    return f"the host {problem}" if problem else None
 
 
 def listener_is_loopback(listen: str) -> bool:
@@ -155,6 +219,9 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
         return "is not a valid URL"
     if not parts.hostname:
         return "has no host"
+    problem = host_problem(parts.hostname)
+    if problem:
+        return f"has a host that {problem}"
     try:
         port = parts.port  # urllib checks the port only when it is asked for, by raising
     except ValueError:

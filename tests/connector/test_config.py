@@ -997,6 +997,98 @@ def test_each_mistake_names_the_file_the_key_and_what_is_wrong(
     assert problem in error.problem
 
 
+@pytest.mark.parametrize("key", ["listen", "admin_listen"])
+@pytest.mark.parametrize(
+    ("address", "words"),
+    [
+        (" 127.0.0.1:8787", "a blank before or after"),
+        ("127.0.0.1:8787 ", "a blank before or after"),
+        ("127.0.0.1: 8787", "a blank or an invisible character"),
+        ("127.0.0.1\\u00a0:8787", "a blank or an invisible character"),
+        ("http://127.0.0.1:8787", "is a URL"),
+        ("127.0.0.256:8787", "not an IPv4 address"),
+        ("local$host:8787", "not a host name"),
+        ("shop..example:8787", "not a host name"),
+        ("::1:8787", "IPv6 address goes in brackets"),
+        ("[127.0.0.1]:8787", "not an IPv6 address"),
+    ],
+    ids=[
+        "blank-before",
+        "blank-after",
+        "blank-inside",
+        "no-break-space",
+        "url",
+        "no-ipv4",
+        "no-name",
+        "empty-label",
+        "ipv6-bare",
+        "ipv4-in-brackets",
+    ],
+)
+def test_a_listen_address_that_is_none_is_told_as_what_it_is_not_as_beyond_loopback(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    key: str,
+    address: str,
+    words: str,
+) -> None:
+    """listen = " 127.0.0.1:8787" (a blank pasted with it) was refused as "listens beyond
+    loopback without TLS": the operator was sent to set up TLS, for a blank. An address
+    with a blank, a URL or a host that is no host is now said to be that, naming the key."""
+    other = "8788" if key == "listen" else "8787"
+    daemon = f'[daemon]\n{key} = "{address}"\n'
+    daemon += f'{"admin_listen" if key == "listen" else "listen"} = "127.0.0.1:{other}"\n'
+    path = write_config(tmp_path, extra=daemon)
+    error = _load_error(path)
+    assert (error.file, error.key) == (str(path), f"daemon.{key}"), error
+    assert words in error.problem and "beyond loopback" not in error.problem, error
+    assert main(["-c", str(path), "check"]) == 2
+    assert f"daemon.{key}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1:8787",
+        "localhost:8787",
+        "[::1]:8787",
+        "[::ffff:127.0.0.1]:8787",
+        "klantsync-1.internal:8787",
+        "0.0.0.0:8787",
+    ],
+)
+def test_a_listen_address_of_any_host_form_still_loads(
+    tmp_path: Path, env: dict[str, str], address: str
+) -> None:
+    from connector.devtls import DevCA
+
+    pair = DevCA(tmp_path / "ca").issue("daemon")
+    daemon = f'[daemon]\nlisten = "{address}"\nadmin_listen = "127.0.0.1:8788"\n'
+    daemon += f'tls_cert = "{pair.cert_path}"\ntls_key = "{pair.key_path}"\n'
+    assert load_config(write_config(tmp_path, extra=daemon)).daemon.listen == address
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("https://shop..example.nl", "not a host name"),
+        ("https://shop$.example.nl", "not a host name"),
+        ("https://-shop.example.nl", "not a host name"),
+        ("https://10.0.0.300", "not an IPv4 address"),
+    ],
+    ids=["empty-label", "dollar", "leading-hyphen", "no-ipv4"],
+)
+def test_a_base_url_whose_host_is_no_host_is_refused_at_load(
+    tmp_path: Path, env: dict[str, str], url: str, words: str
+) -> None:
+    """A base URL's host with an empty part or a character no host has passed `check`, and
+    failed at the first call of a sync."""
+    error = _load_error(write_config(tmp_path, crm_url=url))
+    assert error.key == "systems.crm.base_url" and words in error.problem, error
+    assert url not in error.problem
+
+
 def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -> None:
     path = write_config(tmp_path)
     text = path.read_text()
