@@ -14,17 +14,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 
 from connector.adapter import AdapterSpec
-from connector.configfile import pydantic_error, read_toml
+from connector.configfile import Problems, pydantic_error, read_toml
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
 from connector.http import (
@@ -465,7 +465,7 @@ def load_config(
     file = str(path)
     data = read_toml(path, "config file")  # first: it says what is wrong with the name too
     base = path.resolve().parent
-    problems = _Problems()
+    problems = Problems()
     for key in data:
         if key not in _TOP_KEYS:
             problems.add(
@@ -584,36 +584,6 @@ def load_config(
         privacy=privacy,
         retention=retention,
     )
-
-
-T = TypeVar("T")
-
-
-class _Problems:
-    """The problems one load of a config finds, each where it was found, told together."""
-
-    def __init__(self) -> None:
-        self.found: list[ConfigError] = []
-
-    def add(self, problem: ConfigError) -> None:
-        # One table's several problems (pydantic_error's) are told as the others are.
-        self.found += [problem, *problem.also]
-        problem.also = ()
-
-    def attempt(self, work: Callable[[], T]) -> T | None:
-        """What ``work`` gives, or None with its ConfigError kept to be told."""
-        try:
-            return work()
-        except ConfigError as exc:
-            self.add(exc)
-            return None
-
-    def raise_any(self) -> None:
-        """Raise the first problem found, the others as its ``also``; nothing if none."""
-        if self.found:
-            first, *others = self.found
-            first.also = tuple(others)
-            raise first
 
 
 def _check_flow_whole(
@@ -792,10 +762,16 @@ def _check_mapping_kind(
 
 def _in_mapping(exc: ConfigError, name: str, file: str) -> ConfigError:
     """A mapping's error, its own file and key first; which config line chose that file is
-    what someone editing the config needs next."""
-    return ConfigError(
-        exc.file, exc.key, f"{exc.problem} (the mapping named by systems.{name}.mapping in {file})"
-    )
+    what someone editing the config needs next. Each of its other problems (``also``) is
+    said so too, and kept: rewrapped alone, a mapping with three mistakes told one."""
+
+    def said(one: ConfigError) -> ConfigError:
+        chosen = f"(the mapping named by systems.{name}.mapping in {file})"
+        return ConfigError(one.file, one.key, f"{one.problem} {chosen}")
+
+    first = said(exc)
+    first.also = tuple(said(other) for other in exc.also)
+    return first
 
 
 def _check_daemon(

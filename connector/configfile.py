@@ -3,20 +3,23 @@
 Both kinds of file fail the same ways (missing, a folder, unreadable, not UTF-8, not TOML,
 a key of the wrong type), and every one of those must end as a :class:`ConfigError` naming
 the file and the key, never as a traceback. :func:`read_toml` and :func:`pydantic_error` are
-that shared wording.
+that shared wording, and :class:`Problems` the telling of every problem a file holds at once.
 """
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from connector.errors import ConfigError
 
-__all__ = ["pydantic_error", "read_toml"]
+__all__ = ["Problems", "pydantic_error", "read_toml"]
+
+T = TypeVar("T")
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -168,3 +171,31 @@ def _one_error(file: str, prefix: str, first: Any) -> ConfigError:
     # Otherwise the message is pydantic's description of the rule; the input value is never
     # included, because it could be a secret or personal data.
     return ConfigError(file, key, _words(first, key) or str(first["msg"]))
+
+
+class Problems:
+    """The problems one load of a config (or of a mapping) finds, each where it was found,
+    told together: an operator fixes them in one go rather than one ``check`` at a time."""
+
+    def __init__(self) -> None:
+        self.found: list[ConfigError] = []
+
+    def add(self, problem: ConfigError) -> None:
+        # One table's several problems (pydantic_error's) are told as the others are.
+        self.found += [problem, *problem.also]
+        problem.also = ()
+
+    def attempt(self, work: Callable[[], T]) -> T | None:
+        """What ``work`` gives, or None with its ConfigError kept to be told."""
+        try:
+            return work()
+        except ConfigError as exc:
+            self.add(exc)
+            return None
+
+    def raise_any(self) -> None:
+        """Raise the first problem found, the others as its ``also``; nothing if none."""
+        if self.found:
+            first, *others = self.found
+            first.also = tuple(others)
+            raise first

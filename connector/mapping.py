@@ -37,13 +37,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 import phonenumbers
 from pydantic import Field, ValidationError, field_validator
 
-from connector.configfile import pydantic_error, read_toml
+from connector.configfile import Problems, pydantic_error, read_toml
 from connector.errors import ConfigError
 from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, INVISIBLE, Person
 from connector.settings import StrictModel
@@ -634,35 +635,70 @@ def _getter(parts: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Any]:
 def load_mapping(path: Path) -> SystemMapping:
     """Read and check a mapping file.
 
+    Every problem the file holds is told at once, as a config's are: the error raised is the
+    first, and its ``also`` holds the others (each field's, each unknown key's).
+
     Raises:
         ConfigError: naming the file and key: unknown keys, unknown canonical fields or
             transforms, a field without a purpose, a bad direction, writes that would
-            overwrite one another (:func:`_check_written_paths`).
+            overwrite one another (:func:`_written_paths_problems`).
     """
     where = str(path)
     data = read_toml(path, "mapping file")
+    problems = Problems()
     for key in data:
         # Checked before the model so the message can list the keys a mapping may have.
         if key not in _TOP_KEYS:
-            raise ConfigError(where, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
-    try:
-        spec = _MappingFile.model_validate(data)
-    except ValidationError as exc:
-        raise pydantic_error(where, "", exc) from None
-    if not spec.fields:
-        raise ConfigError(where, "fields", "a mapping needs at least one [fields.<name>] table")
+            problems.add(
+                ConfigError(where, key, f"unknown key; expected one of {sorted(_TOP_KEYS)}")
+            )
+    known = {key: value for key, value in data.items() if key in _TOP_KEYS}
+
+    def model() -> _MappingFile:
+        try:
+            return _MappingFile.model_validate(known)
+        except ValidationError as exc:
+            raise pydantic_error(where, "", exc) from None
+
+    spec = problems.attempt(model)
+    # The fields are checked whatever the rest of the file's problems: each is told now, not
+    # after the operator has fixed the others. A region that is none reads them as Dutch.
+    raw_fields = spec.fields if spec is not None else known.get("fields")
+    region = spec.default_region if spec is not None else "NL"
     fields: dict[str, FieldMapping] = {}
-    for name, raw in spec.fields.items():
-        fields[name] = _load_field(where, name, raw, spec.default_region)
-    if "email" not in fields:
-        raise ConfigError(where, "fields.email", "every mapping must map the e-mail address")
-    _check_written_paths(where, fields, spec)
-    if spec.withdrawn and spec.requires_consent is None:
-        raise ConfigError(where, "withdrawn", "only makes sense with requires_consent")
-    if spec.consent_renewed and not spec.withdrawn:
-        raise ConfigError(
-            where, "consent_renewed", "only makes sense with withdrawn (it undoes what that sent)"
+    for name, raw in (raw_fields if isinstance(raw_fields, dict) else {}).items():
+        loaded = problems.attempt(partial(_load_field, where, name, raw, region))
+        if loaded is not None:
+            fields[name] = loaded
+    if isinstance(raw_fields, dict) and not raw_fields:
+        problems.add(
+            ConfigError(where, "fields", "a mapping needs at least one [fields.<name>] table")
         )
+    elif isinstance(raw_fields, dict) and "email" not in raw_fields:
+        problems.add(
+            ConfigError(where, "fields.email", "every mapping must map the e-mail address")
+        )
+    # The markers are known once the file's keys are; the fields' places are judged anyway.
+    markers = (
+        {}
+        if spec is None
+        else {"withdrawn": spec.withdrawn, "consent_renewed": spec.consent_renewed}
+    )
+    for problem in _written_paths_problems(where, fields, markers):
+        problems.add(problem)
+    if spec is not None:
+        if spec.withdrawn and spec.requires_consent is None:
+            problems.add(ConfigError(where, "withdrawn", "only makes sense with requires_consent"))
+        if spec.consent_renewed and not spec.withdrawn:
+            problems.add(
+                ConfigError(
+                    where,
+                    "consent_renewed",
+                    "only makes sense with withdrawn (it undoes what that sent)",
+                )
+            )
+    problems.raise_any()
+    assert spec is not None
     return SystemMapping(
         path=path,
         fields=fields,
@@ -677,8 +713,10 @@ def load_mapping(path: Path) -> SystemMapping:
     )
 
 
-def _check_written_paths(where: str, fields: dict[str, FieldMapping], spec: _MappingFile) -> None:
-    """Refuse a mapping whose writes would lose a value without a word.
+def _written_paths_problems(
+    where: str, fields: dict[str, FieldMapping], markers: Mapping[str, Mapping[str, Any]]
+) -> list[ConfigError]:
+    """Each place in a mapping where its writes would lose a value without a word.
 
     Two fields written to one path: the later one's value replaces the other's in every
     write. One written inside another's path ("billing" and "billing.city"): the body of a
@@ -686,6 +724,7 @@ def _check_written_paths(where: str, fields: dict[str, FieldMapping], spec: _Map
     the other's, never both. A marker of a withdrawal or a renewed consent written on a
     field's place replaces that field's value (the e-mail itself, in a withdrawal).
     """
+    found: list[ConfigError] = []
     written: dict[str, str] = {}  # path -> the field written there
     for name, mapping in fields.items():
         # The e-mail goes with every write, whatever its direction (SystemMapping.sent_fields).
@@ -707,20 +746,23 @@ def _check_written_paths(where: str, fields: dict[str, FieldMapping], spec: _Map
                 "the other; a write holds only one of the two there"
             )
         fix = ' (make one direction = "in", or give it its own)'
-        raise ConfigError(where, f"fields.{name}.path", problem + fix)
-    markers = (("withdrawn", spec.withdrawn), ("consent_renewed", spec.consent_renewed))
-    for key, given in markers:
+        found.append(ConfigError(where, f"fields.{name}.path", problem + fix))
+    for key, given in markers.items():
         for marker in given:
             clash = _clash(marker, written)
             if clash is None:
                 continue
             other_path, other = clash
-            raise ConfigError(
-                where,
-                f"{key}.{marker}",
-                f"{marker!r} is where fields.{other} is written ({other_path!r}): the marker "
-                "would replace its value; name a field of the system's own (a status)",
+            found.append(
+                ConfigError(
+                    where,
+                    f"{key}.{marker}",
+                    f"{marker!r} is where fields.{other} is written ({other_path!r}): the "
+                    "marker would replace its value; name a field of the system's own (a "
+                    "status)",
+                )
             )
+    return found
 
 
 def _clash(path: str, written: Mapping[str, str]) -> tuple[str, str] | None:
@@ -733,6 +775,7 @@ def _clash(path: str, written: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def _load_field(where: str, name: str, spec: Any, region: str) -> FieldMapping:
+    """One ``[fields.<name>]`` table, checked; every problem it holds told at once."""
     key = f"fields.{name}"
     if name not in CANONICAL_FIELDS:
         raise ConfigError(
@@ -740,23 +783,39 @@ def _load_field(where: str, name: str, spec: Any, region: str) -> FieldMapping:
         )
     if not isinstance(spec, dict):
         raise ConfigError(where, key, "must be a table with path, purpose and transform")
+    problems = Problems()
     for sub in spec:
         if sub not in _FIELD_KEYS:
-            raise ConfigError(where, f"{key}.{sub}", f"unknown key; expected {sorted(_FIELD_KEYS)}")
-    try:
-        parsed = _FieldFile.model_validate(spec)
-    except ValidationError as exc:
-        raise pydantic_error(where, key, exc) from None
+            problems.add(
+                ConfigError(where, f"{key}.{sub}", f"unknown key; expected {sorted(_FIELD_KEYS)}")
+            )
+
+    def model() -> _FieldFile:
+        try:
+            return _FieldFile.model_validate({k: v for k, v in spec.items() if k in _FIELD_KEYS})
+        except ValidationError as exc:
+            raise pydantic_error(where, key, exc) from None
+
+    parsed = problems.attempt(model)
+    if parsed is None:
+        problems.raise_any()
+    assert parsed is not None
     if not parsed.path:
-        raise ConfigError(where, f"{key}.path", "missing: where the field lives in the system")
+        problems.add(
+            ConfigError(where, f"{key}.path", "missing: where the field lives in the system")
+        )
     if not parsed.purpose.strip():
-        raise ConfigError(where, f"{key}.purpose", "missing: every mapped field needs a purpose")
+        problems.add(
+            ConfigError(where, f"{key}.purpose", "missing: every mapped field needs a purpose")
+        )
     transforms: list[Transform] = []
     for tname in parsed.transform:
         made = make_transform(tname, region)
         if made is None:
-            raise ConfigError(where, f"{key}.transform", f"unknown transform {tname!r}")
-        transforms.append(made)
+            problems.add(ConfigError(where, f"{key}.transform", f"unknown transform {tname!r}"))
+        else:
+            transforms.append(made)
+    problems.raise_any()
     return FieldMapping(
         canonical=name,
         path=parsed.path,

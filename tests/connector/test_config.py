@@ -142,6 +142,37 @@ def test_unknown_field_in_mapping_names_mapping_file(tmp_path: Path, env: dict[s
     assert error.file == str(mapping) and error.key == "fields.shoe_size"
 
 
+def test_every_problem_of_a_mapping_file_is_told_at_once_naming_the_config_key_that_chose_it(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mapping's problems were rewrapped one: `check` told the first, and the next only
+    once that was fixed. Each is told, naming the mapping file, its key and the config key
+    that chose the file, beside the config's own problems."""
+    mapping = tmp_path / "crm.toml"
+    mapping.write_text(
+        '[fields.email]\npath = "email"\n'
+        '[fields.shoe_size]\npath = "shoe"\npurpose = "y"\n'
+        '[fields.phone]\npath = "phone"\npurpose = "z"\ntransform = "shout"\n'
+    )
+    path = write_config(tmp_path, crm_mapping=mapping, extra='[logging]\nlevel = "LOUD"\n')
+    error = _load_error(path)
+    every = [error, *error.also]
+    assert [(e.file, e.key) for e in every] == [
+        (str(path), "logging.level"),
+        (str(mapping), "fields.email.purpose"),
+        (str(mapping), "fields.shoe_size"),
+        (str(mapping), "fields.phone.transform"),
+    ]
+    assert all("systems.crm.mapping" in e.problem for e in every[1:])
+
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert [(p["file"], p["key"]) for p in answer["problems"]] == [(e.file, e.key) for e in every]
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "4 problems" in err and err.count("systems.crm.mapping") >= 3
+
+
 def test_mapped_field_without_purpose_refused(tmp_path: Path, env: dict[str, str]) -> None:
     """Every mapped field must state its purpose."""
     mapping = tmp_path / "crm.toml"

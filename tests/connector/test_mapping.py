@@ -177,6 +177,48 @@ def test_mapping_with_unknown_transform_refused(tmp_path: Path) -> None:
     assert info.value.key == "fields.email.transform"
 
 
+def test_every_problem_of_a_mapping_file_is_told_at_once_naming_each_key(
+    tmp_path: Path,
+) -> None:
+    """A mapping with several mistakes was told one at a time: fixed, the next appeared.
+    Each is told now, the first as the error and the others as its ``also``, each naming the
+    mapping file and its key; two in one field as well as in two."""
+    path = tmp_path / "m.toml"
+    path.write_text(
+        'default_region = "XX"\nrequires_consnt = "marketing"\n'
+        '[fields.email]\npath = "email"\npurpose = "x"\n'
+        '[fields.phone]\npath = "phone"\ntransform = ["shout"]\n'
+        '[fields.shoe_size]\npath = "shoe"\npurpose = "y"\n'
+        '[fields.city]\npath = "email"\npurpose = "z"\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    every = [info.value, *info.value.also]
+    assert [error.key for error in every] == [
+        "requires_consnt",
+        "default_region",
+        "fields.phone.purpose",
+        "fields.phone.transform",
+        "fields.shoe_size",
+        "fields.city.path",
+    ]
+    assert all(error.file == str(path) for error in every)
+    assert all(not error.also for error in every[1:])
+
+
+def test_a_mapping_whose_only_problem_is_one_field_s_still_loads_when_fixed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.toml"
+    text = '[fields.email]\npath = "email"\npurpose = "x"\ntransform = ["trim", "shout"]\n'
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert (info.value.key, info.value.also) == ("fields.email.transform", ())
+    path.write_text(text.replace(', "shout"', ""))
+    assert load_mapping(path).fields["email"].transform_names == ("trim",)
+
+
 def test_two_fields_written_to_one_path_are_refused(tmp_path: Path) -> None:
     """Both written to "address": every write sent line 2 there and lost line 1 silently.
     Read only ("in"), two fields may share a source path."""
