@@ -64,8 +64,9 @@ def register(subparsers: Any) -> None:
         "--to",
         required=True,
         metavar="SOURCE",
-        help="the new master key, as keys.source names one: env:NAME or file:PATH, a relative "
-        "path relative to the config file (make the key with `klantsync keygen`)",
+        help="the new master key, as keys.source names one: env:NAME, file:PATH (a relative "
+        "path relative to the config file) or credential:NAME (make the key with "
+        "`klantsync keygen`)",
     )
     rotate.add_argument("--json", action="store_true", help="machine-readable output")
 

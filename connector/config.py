@@ -1,11 +1,11 @@
 """The configuration file: pydantic models, secret references, clear errors.
 
-``load_config(path)`` reads the TOML, resolves ``env:``/``file:`` secret references (only the
-master key's for a command that calls no system, see ``secrets``), validates
-every table against its model (unknown keys are errors), applies the TLS policy to every URL,
-checks flows against systems and adapters' capabilities, and loads each system's mapping.
-Any problem raises :class:`~connector.errors.ConfigError` naming the file, the dotted key and
-what is wrong; the CLI turns that into exit status 2. Relative paths are relative to the
+``load_config(path)`` reads the TOML, resolves ``env:``/``file:``/``credential:`` secret
+references (only the master key's for a command that calls no system, see ``secrets``),
+validates every table against its model (unknown keys are errors), applies the TLS policy to
+every URL, checks flows against systems and adapters' capabilities, and loads each system's
+mapping. Any problem raises :class:`~connector.errors.ConfigError` naming the file, the dotted
+key and what is wrong; the CLI turns that into exit status 2. Relative paths are relative to the
 config file's folder.
 """
 
@@ -262,7 +262,7 @@ class StoreSettings(StrictModel):
 
 
 class KeySettings(StrictModel):
-    """``[keys]``: the master key reference (``env:NAME`` or ``file:PATH``)."""
+    """``[keys]``: the master key reference (``env:NAME``, ``file:PATH`` or ``credential:NAME``)."""
 
     source: str
 

@@ -1,4 +1,9 @@
-"""Secret references: ``env:NAME`` or ``file:PATH``, never the secret itself in the config.
+"""Secret references: ``env:NAME``, ``file:PATH`` or ``credential:NAME``, never the secret
+itself in the config.
+
+``credential:NAME`` is a systemd credential (``LoadCredential=NAME:PATH`` in the unit): the
+file ``NAME`` in the folder ``$CREDENTIALS_DIRECTORY`` names, which systemd chooses as the
+unit starts, so no ``file:`` path could name it.
 
 Resolved once at config load; the value is wrapped in ``SecretStr`` straight away so it never
 shows up in a repr, a log line or an error message. A command that calls no system loads the
@@ -24,6 +29,15 @@ __all__ = ["DeferredSecret", "resolve_secret"]
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: A name shown in messages: upper case and short, as variables are named by convention.
 _NAMED = re.compile(r"[A-Z_][A-Z0-9_]{0,63}")
+#: What a systemd credential's name is made of: a file name in the credentials folder
+#: (no "/", not "." or ".."; a ":" would end the name in the unit's LoadCredential=).
+_CREDENTIAL = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9_.@-]{0,254}")
+#: The words of a credential's name as it is shown in messages: short, few digits each
+#: (``master.key``, ``secrets_shop.consumer_key``). A token pasted where the name belongs is
+#: a name too (``shpat_`` and 32 hex digits), and never shown.
+_CREDENTIAL_WORD = re.compile(r"[A-Za-z]*[0-9]?[A-Za-z]*[0-9]?[A-Za-z]*")
+#: A secret reference's kinds, as messages list them.
+_KINDS = '"env:NAME", "file:PATH" or "credential:NAME"'
 
 
 def resolve_secret(
@@ -42,7 +56,8 @@ def resolve_secret(
         file: config file name, for messages.
         key: dotted config key, for messages.
         base_dir: what a relative ``file:`` path is relative to (the config's folder).
-        env: the environment (``os.environ`` by default).
+        env: the environment (``os.environ`` by default); ``credential:`` reads
+            ``CREDENTIALS_DIRECTORY`` from it.
         sent: whether the secret travels in requests (a token, a password, the admin
             token): then it must be one line of printable ASCII. A webhook secret only keys
             a signature, over its UTF-8 bytes, and may be any text the vendor allowed.
@@ -53,7 +68,7 @@ def resolve_secret(
     """
     environ = os.environ if env is None else env
     if not isinstance(reference, str):
-        raise ConfigError(file, key, 'must be a secret reference: "env:NAME" or "file:PATH"')
+        raise ConfigError(file, key, f"must be a secret reference: {_KINDS}")
     if reference.startswith("env:"):
         name = reference[4:].strip()
         if not name:
@@ -90,40 +105,94 @@ def resolve_secret(
         # base64 secret's "/").
         pasted = ("/" not in raw and len(raw) > 24) or not path.parent.is_dir()
         shown = "it names (not shown: a secret pasted in?)" if pasted else str(path)
-        try:
-            # utf-8-sig: an editor's byte-order mark in front (Windows Notepad writes one)
-            # is not part of the secret.
-            data = read_small(path, "secret", MAX_SECRET_FILE_BYTES)
-            value = data.decode("utf-8-sig").strip()
-        except UnfitFileError as unfit:
-            raise ConfigError(file, key, f"secret file {shown} {unfit}") from None
-        except FileNotFoundError:
-            if raw.startswith("~"):
-                # No shell reads the config, so "~" is a folder of that name beside it, which
-                # is missing: the path was hidden as a secret pasted in. No token begins so.
-                raise ConfigError(
-                    file,
-                    key,
-                    f"secret file {raw} not found: a ~ is not expanded to a home folder; give "
-                    "the path from /, or relative to the config file's folder",
-                ) from None
-            raise ConfigError(file, key, f"secret file {shown} not found") from None
-        except UnicodeDecodeError:
-            # Said without the decoder's text, which quotes a byte of the secret.
-            raise ConfigError(file, key, f"secret file {shown} is not UTF-8 text") from None
-        except OSError as exc:
-            raise ConfigError(
-                file, key, f"secret file {shown} unreadable ({exc.strerror})"
-            ) from None
-        if not value:
-            raise ConfigError(file, key, f"secret file {shown} is empty")
+        if raw.startswith("~"):
+            # No shell reads the config, so "~" is a folder of that name beside it, which
+            # is missing: the path was hidden as a secret pasted in. No token begins so.
+            missing = (
+                f"secret file {raw} not found: a ~ is not expanded to a home folder; give "
+                "the path from /, or relative to the config file's folder"
+            )
+        else:
+            missing = f"secret file {shown} not found"
+        value = _read_file(path, f"secret file {shown}", missing, file=file, key=key)
         return _sendable(value, file, key, f"secret file {shown}") if sent else value
+    if reference.startswith("credential:"):
+        name = reference[11:].strip()
+        value = _credential(name, environ, file=file, key=key)
+        return _sendable(value, file, key, _credential_shown(name)) if sent else value
     raise ConfigError(
         file,
         key,
-        'must be a secret reference ("env:NAME" or "file:PATH"); secrets are never written '
-        "in the config file itself",
+        f"must be a secret reference ({_KINDS}); secrets are never written in the config "
+        "file itself",
     )
+
+
+def _credential(name: str, environ: Mapping[str, str], *, file: str, key: str) -> str:
+    """The value of the systemd credential ``name``, from ``$CREDENTIALS_DIRECTORY``."""
+    if not name:
+        raise ConfigError(file, key, "credential: reference names no credential")
+    if not _CREDENTIAL.fullmatch(name):
+        # Not echoed: what stands there is as likely the secret itself, pasted in.
+        raise ConfigError(
+            file,
+            key,
+            "credential: reference is not a credential's name (letters, digits, ., _, - and "
+            "@, no /); was the secret itself written there? Secrets are never written in the "
+            "config",
+        )
+    shown = _credential_shown(name)
+    # Set by systemd for the processes of a unit given credentials, to their folder.
+    folder = environ.get("CREDENTIALS_DIRECTORY", "").strip()
+    if not folder:
+        # Run by hand, outside the unit that loads it (sudo -u, a shell, cron): systemd
+        # sets the variable for the unit's own processes only.
+        raise ConfigError(
+            file,
+            key,
+            f"{shown} is a systemd credential and CREDENTIALS_DIRECTORY is not set: run the "
+            "command in a unit that loads it (LoadCredential=), as the README's kss does, "
+            "or set CREDENTIALS_DIRECTORY to a folder holding it",
+        )
+    if not Path(folder).is_absolute():
+        # A relative folder would be read from wherever the command was started.
+        raise ConfigError(
+            file, key, f"CREDENTIALS_DIRECTORY is not an absolute path; {shown} is read there"
+        )
+    missing = (
+        f"{shown} not found in CREDENTIALS_DIRECTORY ({folder}): the unit loads no "
+        "credential of that name (LoadCredential=)"
+    )
+    return _read_file(Path(folder) / name, shown, missing, file=file, key=key)
+
+
+def _credential_shown(name: str) -> str:
+    """How a credential's name is shown in messages: itself, where it reads as a name."""
+    words = re.split(r"[._@-]", name)
+    if len(name) <= 64 and all(len(w) <= 16 and _CREDENTIAL_WORD.fullmatch(w) for w in words):
+        return f"credential {name}"
+    return "the credential it names (not shown: a secret pasted in?)"
+
+
+def _read_file(path: Path, what: str, missing: str, *, file: str, key: str) -> str:
+    """The text of the secret file at ``path``, blanks around it dropped; ``what`` names it
+    in messages, ``missing`` is said when there is none. Raises ConfigError."""
+    try:
+        # utf-8-sig: an editor's byte-order mark in front (Windows Notepad writes one)
+        # is not part of the secret.
+        value = read_small(path, "secret", MAX_SECRET_FILE_BYTES).decode("utf-8-sig").strip()
+    except UnfitFileError as unfit:
+        raise ConfigError(file, key, f"{what} {unfit}") from None
+    except FileNotFoundError:
+        raise ConfigError(file, key, missing) from None
+    except UnicodeDecodeError:
+        # Said without the decoder's text, which quotes a byte of the secret.
+        raise ConfigError(file, key, f"{what} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(file, key, f"{what} unreadable ({exc.strerror})") from None
+    if not value:
+        raise ConfigError(file, key, f"{what} is empty")
+    return value
 
 
 #: The most bytes a secret file is read for: a token, a password or the master key takes
@@ -135,10 +204,11 @@ class DeferredSecret(SecretStr):
     """A secret whose reference is resolved when its value is first asked for, not at load.
 
     For the commands that call no system (``status``, ``backup``, ``keys rotate``...): the
-    operator runs them as the service user, without the environment the daemon alone is
-    given (deploy/klantsync.service's secrets.env), and a vendor token resolved at load made
-    each of them refuse to run. Asked for after all, it is resolved as at load, and raises
-    the same :class:`ConfigError`. Shown as any secret is (``**********``), never the value.
+    operator runs them as the service user, without the secrets the daemon alone is given
+    (deploy/klantsync.service's credentials, or its secrets.env), and a vendor token resolved at
+    load made each of them refuse to run. Asked for after all, it is resolved as at load, and
+    raises the same :class:`ConfigError`. Shown as any secret is (``**********``), never the
+    value.
     """
 
     def __init__(self, resolve: Callable[[], str]) -> None:

@@ -155,8 +155,9 @@ class ProcessorSettings(StrictModel):
 class SystemSettings(StrictModel):
     """What every ``[systems.<name>]`` table holds; adapters add their own keys.
 
-    Credentials arrive here already resolved from their ``env:``/``file:`` references (for
-    a command that calls no system, to be resolved when first used: ``DeferredSecret``).
+    Credentials arrive here already resolved from their ``env:``/``file:``/``credential:``
+    references (for a command that calls no system, to be resolved when first used:
+    ``DeferredSecret``).
     """
 
     required_credentials: ClassVar[tuple[str, ...]] = ()
