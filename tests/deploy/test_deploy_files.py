@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from connector.daemon import Daemon
 from connector.devtls import DevCA
@@ -196,16 +197,84 @@ def test_an_installed_klantsync_finds_the_mappings_it_ships(tmp_path: Path) -> N
     assert shipped and sorted(p.name for p in looked_in.glob("*.toml")) == shipped
 
 
-def test_the_operator_s_commands_that_call_the_systems_read_the_unit_s_secrets() -> None:
+def _service_lines(name: str) -> list[str]:
+    """Every value of ``name`` in the unit's [Service] section, as written (configparser
+    keeps only the last of a setting given more than once, as LoadCredential= is)."""
+    unit = (DEPLOY / "klantsync.service").read_text()
+    service = unit[unit.index("[Service]") : unit.index("[Install]")]
+    return [line.split("=", 1)[1] for line in service.splitlines() if line.startswith(f"{name}=")]
+
+
+def _operator_helpers() -> tuple[str, str]:
+    """The README's ``ks`` and ``kss`` shell functions, continuation lines joined."""
+    readme = README.read_text().replace("\\\n", " ")
+    (ks,) = set(re.findall(r"^ks\(\) \{.*?\}$", readme, re.M | re.S))
+    (kss,) = re.findall(r"^kss\(\) \{.*?\}$", readme, re.M | re.S)
+    return ks, kss
+
+
+def test_systemd_unit_gives_the_daemon_its_secrets_as_credentials_not_its_environment() -> None:
+    """The unit put every secret in the daemon's environment (EnvironmentFile=): any process
+    of the service's user read it in /proc/<pid>/environ while the daemon ran, and whatever
+    it started inherited it. The master key (the state directory's key file, where keygen
+    and the rotation write it) and each file of a root-only folder are systemd credentials;
+    the environment file is optional, kept for configs that name env: secrets."""
+    service = _unit()["Service"]
+    loaded = dict(line.split(":", 1) for line in _service_lines("LoadCredential"))
+    state = f"/var/lib/{service['StateDirectory']}"
+    assert loaded.get("master.key") == f"{state}/master.key", loaded
+    assert loaded.get("secrets") == "/etc/klantsync/%i/secrets", loaded
+    (environment,) = _service_lines("EnvironmentFile")
+    assert environment.startswith("-"), environment
+    # A credential file missing fails the start with 243/CREDENTIALS: found as it was 5 s
+    # later, so not restarted in a loop.
+    assert {"2", "243"} <= set(service["RestartPreventExitStatus"].split())
+    # The names the README and the example config give are the ones the unit loads: the
+    # key's, and a file of the folder's (systemd names those <ID>_<file>).
+    shown = re.findall(
+        r"\"credential:([a-z][A-Za-z0-9_.@-]*)\"",  # as written in TOML, not NAME
+        README.read_text() + (REPO / "config.example.toml").read_text(),
+    )
+    assert "master.key" in shown
+    assert all(name == "master.key" or name.startswith("secrets_") for name in shown), shown
+    header = (DEPLOY / "klantsync.service").read_text().split("[Unit]")[0]
+    assert '"credential:master.key"' in header, header
+
+
+def test_the_operator_s_commands_read_the_secrets_the_unit_gives_the_daemon() -> None:
     """README: the operator runs the commands that call the systems (`dsr erase`, `sync`...)
-    with the secrets the unit gives the daemon, read by systemd from the same root-only
-    file (on no command line), as the service's user."""
+    with the credentials and the environment file the unit gives the daemon, read by
+    systemd as root (on no command line), as the service's user (`kss`); `ks`, for the
+    commands that need the master key only, reads the key file the unit loads. Given only
+    the environment file, `kss` ran without the credentials the config names."""
     unit = _unit()["Service"]
-    secrets = unit["EnvironmentFile"].lstrip("-").replace("%i", "<client>")
-    readme = README.read_text()
-    (kss,) = re.findall(r"^kss\(\) \{.*?\}$", readme.replace("\\\n", " "), re.M | re.S)
-    assert f"EnvironmentFile={secrets}" in kss, kss
+    ks, kss = _operator_helpers()
+    for credential in _service_lines("LoadCredential"):
+        assert f"--property=LoadCredential={credential.replace('%i', '<client>')} " in kss, kss
+    (environment,) = _service_lines("EnvironmentFile")
+    assert f"--property=EnvironmentFile={environment.replace('%i', '<client>')} " in kss, kss
     assert f"--uid={unit['User']}" in kss and "--pipe" in kss, kss
+    master = dict(line.split(":", 1) for line in _service_lines("LoadCredential"))["master.key"]
+    folder = master.replace("%i", "<client>").rsplit("/", 1)[0]
+    assert f"sudo -u {unit['User']} env CREDENTIALS_DIRECTORY={folder} " in ks, ks
+
+
+def test_a_command_run_as_ks_runs_it_reads_the_master_key_credential_from_the_state_folder(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config naming the unit's credentials, run by hand with CREDENTIALS_DIRECTORY at
+    the state folder (`ks`): a command that calls no system reads the master key there,
+    the systems' credentials left unread; without the variable it exits 2 naming
+    keys.source and the file."""
+    from connector.cli import main
+
+    path = write_config(tmp_path)  # its master.key in tmp_path, as in the state directory
+    text = path.read_text().replace('"file:master.key"', '"credential:master.key"')
+    path.write_text(text.replace('"env:T_HS_TOKEN"', '"credential:secrets_crm.token"'))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert main(["-c", str(path), "status", "--json"]) == 0
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    assert main(["-c", str(path), "status", "--json"]) == 2
 
 
 def _key_rotation_procedure() -> tuple[str, list[str]]:
