@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from rich.markup import escape
 
 from connector import compliance
 from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
-from connector.config import Config, load_config, secret_files
+from connector.config import Config, load_config, secret_files, secret_references
 from connector.errors import KlantsyncError, StorePathError
 from connector.flowgraph import meeting_warnings
 from connector.http import listener_is_loopback, redact_url
@@ -86,6 +87,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     summary["warnings"] += _consent_nobody_gives(config)
     summary["warnings"] += meeting_warnings(config.flows)
     summary["warnings"] += _secret_files_others_read(config_path)
+    summary["warnings"] += _environment_secrets_beside_credentials(config_path)
     summary["warnings"] += _metrics_refused_beyond_loopback(config)
     summary["warnings"] += _signed_urls_unknown(config)
     summary["warnings"] += [
@@ -219,6 +221,22 @@ def _secret_files_others_read(config_path: Path) -> list[str]:
                 "chmod o-rwx it (600, or 640 with the service's group)"
             )
     return warnings
+
+
+def _environment_secrets_beside_credentials(config_path: Path) -> list[str]:
+    """A warning for each ``env:`` secret where the command was given systemd credentials
+    (as the unit and the README's kss give them): the daemon then takes that secret from
+    its environment, which any process of its user reads while it runs and whatever it
+    starts inherits, where a credential of its own keeps it out."""
+    if not os.environ.get("CREDENTIALS_DIRECTORY", "").strip():
+        return []  # no unit loads credentials: env: is as good as the alternatives here
+    return [
+        f"{key}: an env: secret, in the daemon's environment (any process of its user reads "
+        "it there); this command was given systemd credentials: put it in "
+        "/etc/klantsync/<client>/secrets/ and name it credential:secrets_<file>"
+        for key, ref in secret_references(config_path)
+        if isinstance(ref, str) and ref.startswith("env:")
+    ]
 
 
 def _metrics_refused_beyond_loopback(config: Config) -> list[str]:

@@ -49,6 +49,7 @@ __all__ = [
     "load_config",
     "parse_schedule",
     "secret_files",
+    "secret_references",
 ]
 
 _TOP_KEYS = {
@@ -398,6 +399,17 @@ def secret_files(path: Path) -> list[tuple[str, Path]]:
     webhook secret, the admin and metrics tokens): its key in the config, and the file, a
     relative path read as :func:`load_config` reads it. For ``check`` (who may read them)
     and ``backup`` (never to be written over)."""
+    base = path.resolve().parent
+    return [
+        (key, _resolve_path(base, Path(ref[5:].strip())))
+        for key, ref in secret_references(path)
+        if isinstance(ref, str) and ref.startswith("file:")
+    ]
+
+
+def secret_references(path: Path) -> list[tuple[str, Any]]:
+    """Each secret reference the config at ``path`` holds, by its key, as written (the
+    master key's, the systems' credentials and webhook secrets, the daemon's tokens)."""
     data = read_toml(path, "config file")
     keys, daemon = data.get("keys"), data.get("daemon")
     references: list[tuple[str, Any]] = [
@@ -419,12 +431,7 @@ def secret_files(path: Path) -> list[tuple[str, Path]]:
         if isinstance(hooks, dict):
             for secret in WEBHOOK_SECRETS:
                 references.append((f"systems.{name}.webhooks.{secret}", hooks.get(secret)))
-    base = path.resolve().parent
-    return [
-        (key, _resolve_path(base, Path(ref[5:].strip())))
-        for key, ref in references
-        if isinstance(ref, str) and ref.startswith("file:")
-    ]
+    return [(key, ref) for key, ref in references if ref is not None]
 
 
 def _table(data: Mapping[str, Any], key: str, file: str) -> dict[str, Any]:

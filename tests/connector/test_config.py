@@ -1649,6 +1649,30 @@ def test_check_warns_of_a_secret_file_other_users_may_read(
     assert "chmod o-rwx" in warning
 
 
+def test_check_given_credentials_warns_of_a_secret_still_taken_from_the_environment(
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Run where systemd gives credentials (the unit, the README's kss), an env: secret is
+    one the daemon reads from its environment, which any process of its user reads and
+    whatever it starts inherits: `check` says so, by key, where the unit offers better.
+    Elsewhere (a laptop, the sandboxes, a container) env: is as good as any and not told."""
+    path = write_config(tmp_path)
+    main(["-c", str(path), "check", "--json"])
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path / "credentials"))
+    main(["-c", str(path), "check", "--json"])
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    assert sorted(w.split(":", 1)[0] for w in warnings) == [
+        "systems.crm.credentials.token",
+        "systems.shop.credentials.consumer_key",
+        "systems.shop.credentials.consumer_secret",
+    ], warnings
+    assert all("credential:secrets_" in w and "T_HS_TOKEN" not in w for w in warnings)
+
+
 def test_check_warns_of_a_listener_beyond_loopback_without_a_metrics_token(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
