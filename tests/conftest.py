@@ -227,6 +227,18 @@ def _logging_as_it_was() -> Any:
         logger.propagate = propagate
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _core_limit_as_it_was() -> Iterator[None]:
+    """Commands run in the test process leave its core size limit as it was. ``main`` sets
+    the hard limit to 0 for good, as a klantsync process must: run in-process, it did so for
+    the whole test worker, and the test of it, which needs a limit to lower, was skipped in
+    every worker that had run a command first. That test runs klantsync in a process of its
+    own (tests/e2e/test_privacy.py)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("connector.cli.forbid_core_dumps", lambda: False)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _lock_retries_without_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     """A refused store lock is tried again a few times, a hundredth of a second apart, in
