@@ -35,7 +35,11 @@ _T: dict[str, dict[str, str]] = {
         "exempt": "not erased: kept on purpose or left out of the erasure (the erasure's "
         "receipt says why; ask the controller)",
         "open": "not done yet",
-        "hash": "klantsync keeps no copy of your e-mail address. It keeps a keyed hash of it "
+        "no_copy": "klantsync keeps no copy of your e-mail address.",
+        "sealed": "Until the erasure is done, klantsync keeps your e-mail address (and a "
+        "phone number given with it) encrypted with the request, to carry it out; that copy "
+        "is destroyed when the erasure completes.",
+        "hash": "It keeps a keyed hash of it "
         "(a pseudonym that cannot be turned back into the address without klantsync's key), "
         "and of any phone number erased with it, on its suppression list. Every sync checks "
         "that list, so klantsync brings your data into no system again, not even from a "
@@ -67,7 +71,11 @@ _T: dict[str, dict[str, str]] = {
         "ontvangstbewijs van het wissen zegt waarom; vraag het de "
         "verwerkingsverantwoordelijke)",
         "open": "nog niet gedaan",
-        "hash": "klantsync bewaart geen kopie van uw e-mailadres. Het bewaart er een "
+        "no_copy": "klantsync bewaart geen kopie van uw e-mailadres.",
+        "sealed": "Totdat het wissen klaar is, bewaart klantsync uw e-mailadres (en een "
+        "telefoonnummer dat ermee is opgegeven) versleuteld bij het verzoek, om het wissen "
+        "uit te voeren; die kopie wordt vernietigd zodra het wissen klaar is.",
+        "hash": "Het bewaart er een "
         "sleutel-hash van (een pseudoniem dat zonder de sleutel van klantsync niet terug "
         "te rekenen is naar het adres), en van elk telefoonnummer dat ermee gewist is, op "
         "zijn blokkadelijst. Elke synchronisatie kijkt op die lijst, dus klantsync brengt "
@@ -112,14 +120,19 @@ def own_lines(lang: str, connector: Mapping[str, Any], kinds: Mapping[str, str])
     lines: list[str] = []
     people = [connector, *(connector.get("same_person") or [])]
     seen: set[str] = set()
+    under_way = False
     for held in people:
         entry = held.get("suppression")
         if not isinstance(entry, Mapping) or str(entry.get("request_id")) in seen:
             continue
         seen.add(str(entry.get("request_id")))
         lines.append(_erasure(lang, entry, kinds))
+        under_way = under_way or _under_way(entry)
     if lines:
-        lines += [t["hash"], t["until"], t["readmit"]]
+        # An erasure under way keeps the address it erases, sealed in its request, until it
+        # completes: "no copy" was untrue of every report written meanwhile.
+        copy = t["sealed"] if under_way else t["no_copy"]
+        lines += [f"{copy} {t['hash']}", t["until"], t["readmit"]]
     for held in people:
         for system, at in sorted((held.get("opted_out_at") or {}).items()):
             lines.append(
@@ -172,6 +185,11 @@ def _erasure(lang: str, entry: Mapping[str, Any], kinds: Mapping[str, str]) -> s
         request=entry.get("request_id") or "-",
         systems="; ".join(parts) or "-",
     )
+
+
+def _under_way(entry: Mapping[str, Any]) -> bool:
+    """Whether the erasure of a suppression ``entry`` is still open (its request known)."""
+    return "request_status" in entry and entry.get("request_status") != "completed"
 
 
 def _named(system: str, kinds: Mapping[str, str]) -> str:

@@ -137,3 +137,36 @@ async def test_a_person_held_somewhere_is_not_told_klantsync_holds_nothing(
     assert "holds nothing about you" not in text["en.md"]
     assert "None of the connected systems" not in text["en.md"]
     assert "### shop (woocommerce)" in text["en.md"]
+
+
+async def test_the_report_of_an_erasure_under_way_does_not_deny_the_copy_it_still_keeps(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, tmp_path: Path
+) -> None:
+    """An open erasure keeps the address it erases, sealed in its request, until it
+    completes (a retry needs it): the report written meanwhile said "klantsync keeps no
+    copy of your e-mail address", in both languages. It says the copy is kept encrypted
+    until the erasure is done; once done, that it keeps none."""
+    await seed_both(shop, crm, rt)
+    service = DsrService(rt)
+    crm.faults.down = True
+    erasure = await service.erase(CANARY_EMAIL)
+    assert erasure.is_open
+    crm.faults.down = False
+    out = tmp_path / "open"
+    assert (await service.access(CANARY_EMAIL, out)).status == "completed"
+    text = reports(out)
+    for name in ("en.md", "en.html"):
+        assert "keeps no copy" not in text[name]
+        assert "Until the erasure is done, klantsync keeps your e-mail address" in text[name]
+        assert "encrypted with the request" in text[name]
+        assert "It keeps a keyed hash of it" in text[name]
+    for name in ("nl.md", "nl.html"):
+        assert "bewaart geen kopie" not in text[name]
+        assert "bewaart klantsync uw e-mailadres" in text[name]
+    assert (await service.retry(erasure.id)).status == "completed"
+    done = tmp_path / "done"
+    assert (await service.access(CANARY_EMAIL, done)).status == "completed"
+    text = reports(done)
+    assert "keeps no copy of your e-mail address. It keeps a keyed hash of it" in text["en.md"]
+    assert "Until the erasure is done" not in text["en.md"]
+    assert "bewaart geen kopie van uw e-mailadres. Het bewaart er een" in text["nl.md"]
