@@ -461,12 +461,12 @@ def _assignments(items: list[str]) -> dict[str, str]:
 def _line(view: RequestView) -> str:
     flag = " [yellow]flagged[/]" if view.flagged else ""
     flag = " [red]overdue[/]" if view.overdue else flag
-    when = f"deadline {view.deadline_date} ({view.days_left} days left){flag}"
+    when = f"deadline {view.deadline_shown} ({view.days_left} days left){flag}"
     if view.completed_date is not None:
         # A request done is told by when it was done, the proof it was answered in time:
         # the days "left" to a deadline long passed read as an overdue request's.
         late = " [red]late[/]" if view.completed_late else ""
-        when = f"deadline {view.deadline_date}, completed {view.completed_date}{late}"
+        when = f"deadline {view.deadline_shown}, completed {view.completed_date}{late}"
     return f"{view.id}  {view.kind:<7} {view.status:<9} {when}  subject {view.subject_id}"
 
 

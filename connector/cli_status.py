@@ -19,6 +19,7 @@ from rich.markup import escape
 from connector import audit, incidents
 from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config
+from connector.dsr_views import deadline_shown
 from connector.dsr_views import summary as dsr_summary
 from connector.errors import ConfigError
 from connector.keyset import check_master_key
@@ -96,7 +97,8 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
         # The Dutch date, as `dsr list` and `dsr show` print it (--json keeps the moment).
         console.print(
             f"    {request['id']} {request['kind']}: {request['days_left']} days left "
-            f"(deadline {request['deadline_date']}) waiting on {waiting} {mark}".rstrip()
+            f"(deadline {deadline_shown(request['deadline'])}) waiting on {waiting} "
+            f"{mark}".rstrip()
         )
         for system, detail in request.get("on_hold", {}).items():
             console.print(f"      {escape(system)}: {escape(detail)}")

@@ -27,6 +27,7 @@ __all__ = [
     "SubjectNotFoundError",
     "SystemView",
     "add_months",
+    "deadline_shown",
     "extension_months",
     "summary",
     "utc_now",
@@ -87,6 +88,19 @@ def add_months(moment: dt.datetime, months: int) -> dt.datetime:
     # its clocks at night, never at midnight, so that second exists every day.
     end = dt.datetime(year, month, day, 23, 59, 59, tzinfo=zone)
     return end.astimezone(moment.tzinfo)
+
+
+def deadline_shown(deadline: str) -> str:
+    """A deadline as ``dsr list``, ``dsr show`` and ``status`` print it: its Dutch date, and
+    its Dutch time where it ends before that day does.
+
+    A month ends with its day (:func:`add_months`), but Shopify's 30 days end at the moment
+    it asked, and a request an earlier version opened at the hour it came: printed as the
+    date alone, such a request read as due by the end of that day while it was overdue, and
+    flagged so, from that hour on."""
+    local = dt.datetime.fromisoformat(deadline).astimezone(ZoneInfo(DEADLINE_ZONE))
+    day = local.date().isoformat()
+    return day if local.time() >= dt.time(23, 59, 59) else f"{day} {local:%H:%M}"
 
 
 def extension_months(row: RequestRow) -> int:
@@ -164,6 +178,11 @@ class RequestView:
         22:30 UTC on 31 March, a date neither the operator nor the person keeps."""
         moment = dt.datetime.fromisoformat(self.deadline)
         return moment.astimezone(ZoneInfo(DEADLINE_ZONE)).date().isoformat()
+
+    @property
+    def deadline_shown(self) -> str:
+        """The deadline as the CLI prints it (:func:`deadline_shown`)."""
+        return deadline_shown(self.deadline)
 
     @property
     def completed_date(self) -> str | None:

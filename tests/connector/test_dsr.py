@@ -2971,3 +2971,44 @@ async def test_an_erasure_finishes_a_queued_change_of_the_person_s_shop_record_u
         "SELECT status, params IS NOT NULL FROM jobs WHERE id=?", (job,)
     ).fetchone()
     assert (status, bool(held)) == ("done", False)
+
+
+def test_cli_shows_the_hour_of_a_deadline_that_ends_before_its_day_does(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    cli: Callable[..., tuple[int, str, str]],
+    config_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A month's deadline ends with its Dutch day, but Shopify's 30 days end at the moment
+    it asked (and a request an earlier version opened, at the hour it came). `dsr list`,
+    `dsr show` and `status` printed the date alone, read as due by the end of that day,
+    while the request was listed overdue from that hour: they print its Dutch time too."""
+    from connector.cli import main
+
+    seed(shop)
+    received = dt.datetime(2026, 1, 15, 9, 0, tzinfo=dt.UTC)  # 10:00 in the Netherlands
+
+    async def opened() -> tuple[str, str]:
+        async with open_rt() as runtime:
+            shop.faults.down = True
+            shopify = DsrService(runtime, now=lambda: received, due_within=dt.timedelta(days=30))
+            thirty = await shopify.erase(CANARY_EMAIL)
+            month = await DsrService(runtime, now=lambda: received).access(OTHER_EMAIL)
+            shop.faults.down = False
+            assert thirty.deadline == "2026-02-14T09:00:00+00:00"
+            assert month.deadline == "2026-02-15T22:59:59+00:00"
+            return thirty.id, month.id
+
+    thirty_id, month_id = run_loop(opened())
+    code, out, _ = cli("list", capsys=capsys)
+    assert code == 0
+    (thirty_line,) = [line for line in out.splitlines() if thirty_id in line]
+    (month_line,) = [line for line in out.splitlines() if month_id in line]
+    assert "deadline 2026-02-14 10:00 (" in thirty_line, out
+    assert "deadline 2026-02-15 (" in month_line, out
+    code, out, _ = cli("show", thirty_id, capsys=capsys)
+    assert code == 0 and "deadline 2026-02-14 10:00 (" in out, out
+    assert main(["-c", str(config_path), "status"]) in (0, 1)
+    out = capsys.readouterr().out
+    assert "(deadline 2026-02-14 10:00)" in out and "(deadline 2026-02-15)" in out, out
