@@ -204,9 +204,10 @@ def _print_check(
 
 
 def _secret_files_others_read(config_path: Path) -> list[str]:
-    """A warning for each ``file:`` secret (the master key, a credential, a webhook secret,
-    the admin token) that every user may read: the master key opens every
-    sealed record in the store, and a token is the system's whole account."""
+    """A warning for each secret file (``file:``, or a ``credential:``'s where the command
+    was given credentials: the master key, a credential, a webhook secret, the admin token)
+    that every user may read: the master key opens every sealed record in the store, and a
+    token is the system's whole account."""
     warnings = []
     for key, path in secret_files(config_path):
         try:

@@ -37,7 +37,7 @@ from connector.http import (
 )
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
-from connector.secrets import DeferredSecret, resolve_secret
+from connector.secrets import DeferredSecret, credential_file, resolve_secret
 from connector.settings import DAY, HOUR, ConfigPath, StrictModel, SystemSettings
 from connector.smallfile import unfit
 
@@ -394,17 +394,22 @@ class Config:
         raise ConfigError(str(self.path), "flows", f"no flow named {name!r}")
 
 
-def secret_files(path: Path) -> list[tuple[str, Path]]:
-    """Each ``file:`` secret the config at ``path`` names (the master key, a credential, a
+def secret_files(path: Path, env: Mapping[str, str] | None = None) -> list[tuple[str, Path]]:
+    """Each secret file the config at ``path`` names (the master key, a credential, a
     webhook secret, the admin and metrics tokens): its key in the config, and the file, a
-    relative path read as :func:`load_config` reads it. For ``check`` (who may read them)
-    and ``backup`` (never to be written over)."""
+    ``file:`` path read as :func:`load_config` reads it, or a ``credential:`` one's in the
+    credentials folder ``env`` gives (:func:`connector.secrets.credential_file`). For
+    ``check`` (who may read them) and ``backup`` (never to be written over)."""
     base = path.resolve().parent
-    return [
-        (key, _resolve_path(base, Path(ref[5:].strip())))
-        for key, ref in secret_references(path)
-        if isinstance(ref, str) and ref.startswith("file:")
-    ]
+    found: list[tuple[str, Path]] = []
+    for key, ref in secret_references(path):
+        if not isinstance(ref, str):
+            continue
+        if ref.startswith("file:"):
+            found.append((key, _resolve_path(base, Path(ref[5:].strip()))))
+        elif (credential := credential_file(ref, env)) is not None:
+            found.append((key, credential))
+    return found
 
 
 def secret_references(path: Path) -> list[tuple[str, Any]]:

@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from connector.errors import ConfigError
 from connector.smallfile import UnfitFileError, read_small
 
-__all__ = ["DeferredSecret", "resolve_secret"]
+__all__ = ["DeferredSecret", "credential_file", "resolve_secret"]
 
 #: What an environment variable's name is made of, as a shell allows it.
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -142,8 +142,7 @@ def _credential(name: str, environ: Mapping[str, str], *, file: str, key: str) -
             "config",
         )
     shown = _credential_shown(name)
-    # Set by systemd for the processes of a unit given credentials, to their folder.
-    folder = environ.get("CREDENTIALS_DIRECTORY", "").strip()
+    folder = _credentials_folder(environ)
     if not folder:
         # Run by hand, outside the unit that loads it (sudo -u, a shell, cron): systemd
         # sets the variable for the unit's own processes only.
@@ -164,6 +163,30 @@ def _credential(name: str, environ: Mapping[str, str], *, file: str, key: str) -
         "credential of that name (LoadCredential=)"
     )
     return _read_file(Path(folder) / name, shown, missing, file=file, key=key)
+
+
+def _credentials_folder(environ: Mapping[str, str]) -> str:
+    """The folder of the systemd credentials given to this process; "" when none is."""
+    # Set by systemd for the processes of a unit given credentials, to their folder.
+    return environ.get("CREDENTIALS_DIRECTORY", "").strip()
+
+
+def credential_file(reference: str, env: Mapping[str, str] | None = None) -> Path | None:
+    """The file a ``credential:NAME`` reference is read from here and now (``NAME`` in
+    ``$CREDENTIALS_DIRECTORY``, read from ``env``, ``os.environ`` by default); ``None`` for
+    another reference, or one no file stands for (no folder given, a name that is none).
+
+    For what must not be written over (``backup --out``) and who may read it (``check``),
+    as for a ``file:`` secret: under the README's ``ks`` the folder is the state directory,
+    and the credential ``master.key`` the master key file itself.
+    """
+    if not reference.startswith("credential:"):
+        return None
+    name = reference[11:].strip()
+    folder = _credentials_folder(os.environ if env is None else env)
+    if not folder or not Path(folder).is_absolute() or not _CREDENTIAL.fullmatch(name):
+        return None
+    return Path(folder) / name
 
 
 def _credential_shown(name: str) -> str:

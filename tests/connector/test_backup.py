@@ -248,6 +248,29 @@ def test_backup_refuses_to_write_over_the_master_key_and_the_other_key_files(
     assert link.is_symlink()
 
 
+def test_backup_refuses_to_write_over_a_master_key_read_as_a_systemd_credential(
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """keys.source = "credential:master.key", run as the README's ks runs a command (the
+    credentials folder is the state directory, where the unit loads the key file from):
+    --out naming that file wrote the backup over the master key, which only a file: key
+    was kept from, and left nothing able to open the store or any backup."""
+    key = config_path.parent / "master.key"
+    config_path.write_text(
+        config_path.read_text().replace('"file:master.key"', '"credential:master.key"')
+    )
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(config_path.parent))
+    _keyed_store(config_path)
+    before = key.read_bytes()
+    assert main(["-c", str(config_path), "backup", "--out", str(key), "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "usage" and "keys.source" in answer["message"], answer
+    assert "name another file" in answer["message"]
+    assert key.read_bytes() == before
+
+
 def test_backup_refuses_to_write_over_the_daemon_s_tls_key_and_certificate(
     config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1649,6 +1649,25 @@ def test_check_warns_of_a_secret_file_other_users_may_read(
     assert "chmod o-rwx" in warning
 
 
+def test_check_warns_of_a_credential_file_other_users_may_read(
+    tmp_path: Path,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """keys.source = "credential:master.key" run as the README's ks runs it: the credential
+    is the state directory's master.key, and a mode that lets every user read it is told as
+    for a file: key."""
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('"file:master.key"', '"credential:master.key"'))
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    (tmp_path / "master.key").chmod(0o644)
+    main(["-c", str(path), "check", "--json"])
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    (warning,) = [w for w in warnings if w.startswith("keys.source")]
+    assert "mode 644" in warning and "chmod o-rwx" in warning
+
+
 def test_check_given_credentials_warns_of_a_secret_still_taken_from_the_environment(
     tmp_path: Path,
     env: dict[str, str],
