@@ -259,6 +259,21 @@ def test_the_operator_s_commands_read_the_secrets_the_unit_gives_the_daemon() ->
     assert f"sudo -u {unit['User']} env CREDENTIALS_DIRECTORY={folder} " in ks, ks
 
 
+def test_the_upgrade_note_names_every_file_the_unit_will_not_start_without() -> None:
+    """The unit's LoadCredential= lines fail its start (243/CREDENTIALS) when a file is
+    missing, whatever the config's keys.source says. The README told an operator replacing
+    an earlier unit that a config of env: secrets "only wants the folder made": a deployment
+    whose master key was env:KLANTSYNC_MASTER_KEY, or a file of another name, did not
+    start after the upgrade. The note names each file the unit loads."""
+    readme = " ".join(README.read_text().split())
+    start = readme.index("Before a unit installed by an earlier version")
+    note = readme[start : readme.index("`env:` secrets still come from", start)]
+    for credential in _service_lines("LoadCredential"):
+        source = credential.split(":", 1)[1].replace("%i", "<client>")
+        assert f"`{source}`" in note, (source, note)
+    assert "env:KLANTSYNC_MASTER_KEY" in note, note
+
+
 def test_a_command_run_as_ks_runs_it_reads_the_master_key_credential_from_the_state_folder(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
