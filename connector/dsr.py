@@ -75,6 +75,7 @@ from connector.dsr_views import (
     extension_months,
     make_view,
     summary,
+    system_views,
     utc_now,
     views,
 )
@@ -865,9 +866,14 @@ class DsrService:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def list(self, *, open_only: bool = False, overdue: bool = False) -> list[RequestView]:
-        """Requests, oldest first; ``overdue`` keeps open requests past their deadline."""
-        found = views(self.rt.store, open_only=open_only or overdue, now=self.now)
+    def list(
+        self, *, open_only: bool = False, overdue: bool = False, with_systems: bool = True
+    ) -> list[RequestView]:
+        """Requests, oldest first; ``overdue`` keeps open requests past their deadline;
+        without each system's part with ``with_systems=False``."""
+        found = views(
+            self.rt.store, open_only=open_only or overdue, now=self.now, with_systems=with_systems
+        )
         return [v for v in found if v.overdue] if overdue else found
 
     def get(self, request_id: str) -> RequestView | None:
@@ -1228,7 +1234,7 @@ class DsrService:
 
     def _view(self, row: RequestRow | None) -> RequestView:
         assert row is not None
-        return make_view(row, self.db.systems(row.id), self.now())
+        return make_view(row, system_views(self.db.systems(row.id)), self.now())
 
 
 #: The detail of an unsettled part of a system taken out of the config since.

@@ -23,10 +23,12 @@ __all__ = [
     "EXEMPTED",
     "FINAL_STATUSES",
     "HELD_PHONE",
+    "LISTED_COLUMNS",
     "MOVED_AWAY",
     "PURGE_SOURCE",
     "SYSTEM_STATUSES",
     "DsrStore",
+    "ListedRequest",
     "RequestRow",
     "SystemRow",
     "latest_purges",
@@ -123,6 +125,42 @@ class RequestRow:
     receipt: str | None
     completed_at: str | None
 
+    @property
+    def has_receipt(self) -> bool:
+        return self.receipt is not None
+
+
+#: The columns a listing shows of each request (``dsr list``, ``GET /admin/dsr``): not the
+#: sealed manifest and payload, nor the receipt's text (only whether there is one).
+LISTED_COLUMNS = (
+    "id",
+    "kind",
+    "subject_id",
+    "received_at",
+    "deadline",
+    "extension_reason",
+    "status",
+    "source",
+    "completed_at",
+)
+
+
+@dataclass(frozen=True)
+class ListedRequest:
+    """What a listing shows of one request (:data:`LISTED_COLUMNS`, and whether it has a
+    receipt); ``dsr show ID`` reads the whole row (:class:`RequestRow`)."""
+
+    id: str
+    kind: str
+    subject_id: str
+    received_at: str
+    deadline: str
+    extension_reason: str | None
+    status: str
+    source: str
+    completed_at: str | None
+    has_receipt: bool
+
 
 @dataclass(frozen=True)
 class SystemRow:
@@ -206,6 +244,21 @@ class DsrStore:
         if open_only:
             query += " WHERE status='open'"
         return [RequestRow(*r) for r in self.db.execute(query + " ORDER BY received_at, id")]
+
+    def listing(self, *, open_only: bool = False) -> list[ListedRequest]:
+        """Every request (only open ones with ``open_only``), oldest first, as a listing
+        shows it: years of receipts, manifests and payloads are not read for it."""
+        query = (
+            f"SELECT {', '.join(LISTED_COLUMNS)}, receipt IS NOT NULL "  # noqa: S608 - fixed names
+            "FROM dsr_requests"
+        )
+        if open_only:
+            query += " WHERE status='open'"
+        rows = self.db.execute(query + " ORDER BY received_at, id")
+        return [
+            ListedRequest(i, kind, sid, received, due, reason, status, source, done, bool(signed))
+            for i, kind, sid, received, due, reason, status, source, done, signed in rows
+        ]
 
     def open_for(self, kind: str, subject_id: str) -> RequestRow | None:
         """The open request of ``kind`` for a subject, if there is one."""
@@ -363,19 +416,24 @@ class DsrStore:
 
     # -- per-system state --------------------------------------------------------------------
 
-    def systems_of_all(self, *, open_only: bool = False) -> dict[str, list[SystemRow]]:
+    def systems_of_all(
+        self, *, open_only: bool = False
+    ) -> dict[str, list[tuple[str, str, int, str | None, str]]]:
         """Each request's systems (only the open requests' with ``open_only``), by request
-        id: one statement for a listing, not one per request (years of requests)."""
+        id, as a listing shows them: (system, status, attempts, detail, updated_at). One
+        statement for a listing, not one per request (years of requests), and no system's
+        ``result`` (the receipt's facts), which no listing shows."""
         query = (
-            "SELECT s.request_id, s.system, s.status, s.attempts, s.detail, s.result, "
-            "s.updated_at FROM dsr_systems s"
+            "SELECT s.request_id, s.system, s.status, s.attempts, s.detail, s.updated_at "
+            "FROM dsr_systems s"
         )
         if open_only:
             query += " JOIN dsr_requests r ON r.id = s.request_id WHERE r.status='open'"
-        found: dict[str, list[SystemRow]] = {}
-        for r in self.db.execute(query + " ORDER BY s.request_id, s.system"):
-            row = SystemRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}"), r[6])
-            found.setdefault(row.request_id, []).append(row)
+        found: dict[str, list[tuple[str, str, int, str | None, str]]] = {}
+        for request, system, status, attempts, detail, at in self.db.execute(
+            query + " ORDER BY s.request_id, s.system"
+        ):
+            found.setdefault(request, []).append((system, status, attempts, detail, at))
         return found
 
     def systems(self, request_id: str) -> list[SystemRow]:

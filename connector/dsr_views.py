@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow, SystemRow, on_hold
+from connector.dsr_store import (
+    FINAL_STATUSES,
+    DsrStore,
+    ListedRequest,
+    RequestRow,
+    SystemRow,
+    on_hold,
+)
 from connector.errors import KlantsyncError
 from connector.state import Store
 
@@ -30,6 +37,7 @@ __all__ = [
     "deadline_shown",
     "extension_months",
     "summary",
+    "system_views",
     "utc_now",
 ]
 
@@ -228,8 +236,11 @@ class RequestView:
         }
 
 
-def make_view(row: RequestRow, systems: list[SystemRow], now: dt.datetime) -> RequestView:
-    """Build the view of one request as of ``now``."""
+def make_view(
+    row: RequestRow | ListedRequest, systems: Sequence[SystemView], now: dt.datetime
+) -> RequestView:
+    """Build the view of one request as of ``now``, from its whole row or from what a
+    listing reads of it."""
     deadline = dt.datetime.fromisoformat(row.deadline)
     days_left = (deadline - now) // dt.timedelta(days=1)
     is_open = row.status == "open"
@@ -246,21 +257,32 @@ def make_view(row: RequestRow, systems: list[SystemRow], now: dt.datetime) -> Re
         source=row.source,
         extension_reason=row.extension_reason,
         completed_at=row.completed_at,
-        has_receipt=row.receipt is not None,
-        systems=tuple(
-            SystemView(s.system, s.status, s.attempts, s.detail, s.updated_at) for s in systems
-        ),
+        has_receipt=row.has_receipt,
+        systems=tuple(systems),
     )
 
 
 def views(
-    store: Store, *, open_only: bool = False, now: Callable[[], dt.datetime] = utc_now
+    store: Store,
+    *,
+    open_only: bool = False,
+    now: Callable[[], dt.datetime] = utc_now,
+    with_systems: bool = True,
 ) -> list[RequestView]:
-    """Every request (or the open ones) as views, oldest first."""
+    """Every request (or the open ones) as views, oldest first; without each system's
+    part with ``with_systems=False`` (the text of ``dsr list`` shows none)."""
     dsr = DsrStore(store)
     moment = now()
-    systems = dsr.systems_of_all(open_only=open_only)
-    return [make_view(r, systems.get(r.id, []), moment) for r in dsr.requests(open_only=open_only)]
+    systems = dsr.systems_of_all(open_only=open_only) if with_systems else {}
+    return [
+        make_view(r, [SystemView(*part) for part in systems.get(r.id, ())], moment)
+        for r in dsr.listing(open_only=open_only)
+    ]
+
+
+def system_views(rows: Sequence[SystemRow]) -> list[SystemView]:
+    """The views of a request's systems read whole (``dsr show ID``)."""
+    return [SystemView(s.system, s.status, s.attempts, s.detail, s.updated_at) for s in rows]
 
 
 def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
