@@ -40,6 +40,7 @@ operator or auditor can record it outside the store and compare it later.
 
 from __future__ import annotations
 
+import _json
 import datetime as dt
 import hashlib
 import json
@@ -83,6 +84,7 @@ __all__ = [
     "chain_state",
     "config_digest",
     "entries",
+    "export_lines",
     "file_sha256",
     "latest",
     "parse_since",
@@ -349,6 +351,52 @@ def entries(store: Store, since: str | None = None) -> Iterator[AuditEntry]:
         query + " ORDER BY seq", params
     ):
         yield AuditEntry(seq, ts, kind, subject, json.loads(data), prev, digest)
+
+
+def export_lines(store: Store, since: str | None = None) -> Iterator[tuple[int, str]]:
+    """(seq, line) of each entry of :func:`entries` as ``audit export`` writes it: the entry
+    as ``json.dumps(vars(entry), sort_keys=True)`` gives it, and a line end.
+
+    The same bytes, made for a fraction of the work: the entry's fields are written in
+    place, and its data decoded and encoded again by the C parts of :mod:`json` directly,
+    without the per-call set-up of ``json.loads`` and ``json.dumps`` (at 2 million entries,
+    most of what an export took). An entry that is not as the chain writes it (a value
+    stored as bytes, data with more after it) takes the general way, whose output (or
+    error) is the one given.
+    """
+    query = "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit"
+    params: tuple[str, ...] = ()
+    if since:
+        query += " WHERE ts >= ?"
+        params = (since,)
+    # The parts json.dumps(..., sort_keys=True) and json.loads are made of (CPython's C
+    # half of json): the same escaping, order, separators, numbers and NaN handling.
+    text = _json.encode_basestring_ascii
+    encode = _json.make_encoder(None, _not_json, text, None, ": ", ", ", True, False, True)
+    # typeshed wants a scanner as the context; json itself passes its decoder, as here.
+    scan = _json.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+    for seq, ts, kind, subject, data, prev, digest in store.db.execute(
+        query + " ORDER BY seq", params
+    ):
+        try:
+            value, end = scan(data, 0)
+            if end != len(data):
+                raise TypeError("more than one value")
+            # The keys in sorted order: data, hash, kind, prev_hash, seq, subject_id, ts.
+            line = (
+                f'{{"data": {"".join(encode(value, 0))}, "hash": {text(digest)}, '
+                f'"kind": {text(kind)}, "prev_hash": {text(prev)}, "seq": {int(seq)}, '
+                f'"subject_id": {"null" if subject is None else text(subject)}, '
+                f'"ts": {text(ts)}}}\n'
+            )
+        except (TypeError, StopIteration, ValueError):
+            entry = AuditEntry(seq, ts, kind, subject, json.loads(data), prev, digest)
+            line = json.dumps(vars(entry), sort_keys=True) + "\n"
+        yield int(seq), line
+
+
+def _not_json(value: object) -> object:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def parse_since(text: str) -> str:

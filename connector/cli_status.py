@@ -380,9 +380,9 @@ def _export(store: Store, since: str | None, written: _Written) -> None:
     """Write the entries at or after ``since`` to stdout as JSON Lines, each counted in
     ``written`` once its line is written."""
     out = sys.stdout
-    for entry in audit.entries(store, since=since):
-        out.write(json.dumps(vars(entry), sort_keys=True) + "\n")
-        written.add(entry.seq)
+    for seq, line in audit.export_lines(store, since=since):
+        out.write(line)
+        written.add(seq)
     # Flushed here, not as the command ends: a reader gone while the last lines still sat
     # in the buffer is found before the export is recorded as complete.
     out.flush()
