@@ -151,8 +151,12 @@ def listen_problem(listen: str) -> str | None:
     if not host:
         return f"must name a host, {example}"
     if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        # "::1:8787" could be the address ::1:8787 on no port as well as ::1 on 8787.
-        return 'an IPv6 address goes in brackets before the port, e.g. "[::1]:8787"'
+        # "::1:8787" is read as ::1 on port 8787, as the listeners always bound it: refused,
+        # a config that served for years left the daemon down after an upgrade. Only what
+        # is no IPv6 address then is told, with the form that cannot be misread.
+        if host_problem(host) is not None:
+            return 'an IPv6 address goes in brackets before the port, e.g. "[::1]:8787"'
+        return None
     problem = host_problem(host)
     return f"the host {problem}" if problem else None
 

@@ -1040,7 +1040,7 @@ def test_each_mistake_names_the_file_the_key_and_what_is_wrong(
         ("127.0.0.256:8787", "not an IPv4 address"),
         ("local$host:8787", "not a host name"),
         ("shop..example:8787", "not a host name"),
-        ("::1:8787", "IPv6 address goes in brackets"),
+        ("1:2:3:4:5:6:7:8:9:8787", "IPv6 address goes in brackets"),
         ("[127.0.0.1]:8787", "not an IPv6 address"),
     ],
     ids=[
@@ -1087,6 +1087,10 @@ def test_a_listen_address_that_is_none_is_told_as_what_it_is_not_as_beyond_loopb
         "[::ffff:127.0.0.1]:8787",
         "klantsync-1.internal:8787",
         "0.0.0.0:8787",
+        # Without brackets, as configs written before brackets were asked for have it: the
+        # last colon is the port's, as the listeners always read it.
+        "::1:8787",
+        ":::8787",
     ],
 )
 def test_a_listen_address_of_any_host_form_still_loads(
