@@ -411,7 +411,9 @@ class DsrService:
             # waits for the system to be configured again or exempted (_note_unconfigured).
             systems = [*self.rt.systems, *sorted(set(ids) - set(self.rt.systems))]
             self.db.create(_with(row, manifest=sealed), systems, suppress=subject_ids)
-            self.audit("dsr.received", row, source=source, deadline=row.deadline)
+            self.audit(
+                "dsr.received", row, source=source, deadline=row.deadline, **self._due_within()
+            )
             self.audit("dsr.suppressed", row, entries=len(subject_ids))
         return self._view(self.db.get(row.id))
 
@@ -425,14 +427,30 @@ class DsrService:
         webhook. The earlier of the two holds, whatever an extension granted before: the
         one request answers both. Recorded as an extension is, the deadline moved with
         its entry.
+
+        Where the system's days leave the earlier deadline as it is, the entry
+        ``dsr.deadline_kept`` says the request answers them too: an extension granted after
+        would carry it past them (see :meth:`_extension_allowed`).
         """
         own = _iso(self._deadline(self.received_at or self.now()))
         if dt.datetime.fromisoformat(own) >= dt.datetime.fromisoformat(row.deadline):
+            if self.due_within is not None:
+                self.audit("dsr.deadline_kept", row, by=own, source=source, **self._due_within())
             return
         self.db.set_deadline(row.id, own, row.extension_reason)
         self.audit(
-            "dsr.deadline_brought_forward", row, deadline=own, was=row.deadline, source=source
+            "dsr.deadline_brought_forward",
+            row,
+            deadline=own,
+            was=row.deadline,
+            source=source,
+            **self._due_within(),
         )
+
+    def _due_within(self) -> dict[str, int]:
+        """The mark of a request whose asking system gives fewer days than GDPR's month,
+        for its audit entries (``due_within_days``): what refuses its extension later."""
+        return {} if self.due_within is None else {"due_within_days": self.due_within.days}
 
     def _unknown_record(self, external: tuple[str, str] | None) -> list[str]:
         """An erasure that names nobody the connector knows, nor a number: keyed by the
@@ -537,7 +555,9 @@ class DsrService:
                 sealed = self.seal_manifest(row.id, manifest)
                 people = same_person(self.rt.store, [sid, *also_ids])
                 self.db.create(_with(row, manifest=sealed), self._parts(people))
-                self.audit("dsr.received", row, source=source, deadline=row.deadline)
+                self.audit(
+                    "dsr.received", row, source=source, deadline=row.deadline, **self._due_within()
+                )
         return await self.retry(row.id if resumed is None else resumed.id)
 
     def _erased_before(self, row: RequestRow) -> list[str]:
@@ -934,6 +954,15 @@ class DsrService:
             raise DsrUsageError(
                 f"request {request_id} is past its deadline ({row.deadline}); a deadline "
                 "extends only before it passes"
+            )
+        due_within = self.db.vendor_deadline(row.id, row.subject_id)
+        if due_within is not None:
+            # Shopify's compliance webhooks: the app acts within 30 days, and GDPR's extension
+            # does not lengthen a vendor's term. Refused rather than capped at it: a deadline
+            # "extended" to where it stands would tell the person of a delay there is none of.
+            raise DsrUsageError(
+                f"request {request_id} answers a request the system that asked wants carried "
+                f"out within {due_within} days; its deadline ({row.deadline}) does not extend"
             )
         used = extension_months(row)
         if used >= MAX_EXTENSION_MONTHS:

@@ -748,6 +748,25 @@ class DsrStore:
         ).fetchone()
         return found is not None
 
+    def vendor_deadline(self, request_id: str, subject_id: str) -> int | None:
+        """The days the system that asked gave to carry out ``request_id`` (of
+        ``subject_id``), where its deadline was set or brought forward by them (Shopify's
+        compliance webhooks: 30), else ``None``.
+
+        Read from the request's audit entries (the subject's index), which mark it
+        (``due_within_days``): the row's day gap cannot tell, since 30 days and a month are
+        the same length in a month of 30 days, or one an earlier version counted.
+        """
+        found = self.db.execute(
+            "SELECT MIN(json_extract(data, '$.due_within_days')) FROM audit "
+            "WHERE subject_id=? AND kind IN "
+            "('dsr.received', 'dsr.deadline_brought_forward', 'dsr.deadline_kept') "
+            "AND json_extract(data, '$.request')=? "
+            "AND json_extract(data, '$.due_within_days') IS NOT NULL",
+            (subject_id, request_id),
+        ).fetchone()
+        return None if found is None or found[0] is None else int(found[0])
+
     def reseal_queued(self, row_id: int, sealed: bytes) -> None:
         """Replace a queued payload (its hash, what the source sent, stays)."""
         self.db.execute("UPDATE outbox SET payload=? WHERE id=?", (sealed, row_id))

@@ -116,7 +116,9 @@ def extension_months(row: RequestRow) -> int:
 
     Read from the days between receipt and deadline (a month is 28 to 32 of them, to the
     end of its last day), so a deadline counted on another calendar or to another hour (on
-    UTC dates, or to the hour of receipt, by an earlier version) reads the same."""
+    UTC dates, or to the hour of receipt, by an earlier version) reads the same. Not read
+    for a request a vendor's shorter term binds (Shopify's 30 days), whose gap says nothing
+    of an extension: that one does not extend (``DsrService._extension_allowed``)."""
     received = dt.datetime.fromisoformat(row.received_at)
     deadline = dt.datetime.fromisoformat(row.deadline)
     months = round((deadline - received).total_seconds() / (86400 * 30.44))

@@ -909,6 +909,58 @@ async def test_a_30_day_deadline_cannot_be_extended_once_it_has_passed(
 
 
 @pytest.mark.parametrize("kind", ["erase", "access"])
+async def test_a_shopify_request_is_not_extended_past_its_30_days(
+    shop: WooCommerceSandbox, rt: Runtime, kind: str
+) -> None:
+    """A customers/redact (customers/data_request) on 5 April is due by 5 May, a calendar
+    month as Shopify's 30 days: extended in April it was due by 5 June or July, past what
+    Shopify allows, and a later extension counted from the day gap. It is refused, saying
+    why, and the deadline stays."""
+    seed(shop)
+    came = dt.datetime(2026, 4, 5, 10, 0, tzinfo=dt.UTC)
+    clock = {"now": came}
+    shopify = DsrService(
+        rt, now=lambda: clock["now"], received_at=came, due_within=dt.timedelta(days=30)
+    )
+    shop.faults.down = True
+    ask = shopify.erase if kind == "erase" else shopify.access
+    view = await ask(CANARY_EMAIL, source="webhook:shop")
+    clock["now"] = dt.datetime(2026, 4, 12, 9, 0, tzinfo=dt.UTC)
+    later = DsrService(rt, now=lambda: clock["now"])
+    with pytest.raises(DsrUsageError, match="within 30 days"):
+        later.extend(view.id, 1, "complex request")
+    still = later.get(view.id)
+    assert still is not None and still.deadline == view.deadline
+    assert still.extension_reason is None
+    assert not [e for e in audit.entries(rt.store) if e.kind == "dsr.extended"]
+
+
+async def test_an_open_request_a_shopify_one_joined_is_not_extended_past_its_30_days(
+    shop: WooCommerceSandbox, rt: Runtime
+) -> None:
+    """The person's erasure asked on 2 March (due by 2 April) is open when the shop's
+    customers/redact comes on 10 March (due by 9 April): the earlier deadline stays, and the
+    request now answers Shopify too, so an extension on 20 March (to 2 May or June) is
+    refused as for a request Shopify opened."""
+    seed(shop)
+    clock = {"now": dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    shop.faults.down = True
+    view = await service.erase(CANARY_EMAIL)
+    came = dt.datetime(2026, 3, 10, 14, 0, tzinfo=dt.UTC)
+    clock["now"] = came
+    shopify = DsrService(
+        rt, now=lambda: clock["now"], received_at=came, due_within=dt.timedelta(days=30)
+    )
+    joined = await shopify.erase(CANARY_EMAIL, source="webhook:shop")
+    assert joined.id == view.id and joined.deadline == view.deadline
+    clock["now"] = dt.datetime(2026, 3, 20, 9, 0, tzinfo=dt.UTC)
+    with pytest.raises(DsrUsageError, match="within 30 days"):
+        service.extend(view.id, 1, "complex request")
+    assert service.get(view.id).deadline == view.deadline  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["erase", "access"])
 async def test_a_shopify_request_joining_an_open_one_brings_its_deadline_forward(
     shop: WooCommerceSandbox, rt: Runtime, kind: str
 ) -> None:
@@ -939,6 +991,7 @@ async def test_a_shopify_request_joining_an_open_one_brings_its_deadline_forward
             "deadline": "2026-04-09T14:00:00+00:00",
             "was": extended.deadline,
             "source": "webhook:shop",
+            "due_within_days": 30,
         }
     ]
     clock["now"] = dt.datetime(2026, 3, 12, 9, 0, tzinfo=dt.UTC)
