@@ -858,8 +858,10 @@ def _own_rows(lang: str, connector: Mapping[str, Any]) -> Iterator[tuple[str, st
 def _audit_lines(lang: str, connector: Mapping[str, Any]) -> list[str]:
     """The audit entries about the person, one line each: when (with the Dutch time), the
     kind, and the entry's data as stored, its times with the Dutch time too (a request's
-    deadline: due at 00:30 on 1 January in the Netherlands is 23:30 UTC on 31 December, a
-    date the person does not keep); plain text, unescaped."""
+    deadline: due by the end of 1 February in the Netherlands, 23:59:59 there, is 22:59:59
+    UTC that day, a time the person does not keep; Shopify's 30 days, due at 00:30 on 1
+    January Dutch time, are 23:30 UTC on 31 December, a date they do not either); plain
+    text, unescaped."""
     lines = []
     for entry in connector.get(AUDIT_TRAIL) or []:
         data = "; ".join(

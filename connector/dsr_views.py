@@ -184,8 +184,10 @@ class RequestView:
     def deadline_date(self) -> str:
         """The deadline's date on the calendar it is counted on (:data:`DEADLINE_ZONE`).
 
-        Not the UTC date: a request due at 00:30 on 1 April in the Netherlands is due at
-        22:30 UTC on 31 March, a date neither the operator nor the person keeps."""
+        Not the UTC date: a month ends with its Dutch day (due by the end of 1 April, at
+        21:59:59 UTC on 1 April), but a vendor's days end at the moment it asked (Shopify's
+        30 days, due at 00:30 on 1 April in the Netherlands, at 22:30 UTC on 31 March, a
+        date neither the operator nor the person keeps)."""
         moment = dt.datetime.fromisoformat(self.deadline)
         return moment.astimezone(ZoneInfo(DEADLINE_ZONE)).date().isoformat()
 
