@@ -27,6 +27,7 @@ from typing import Any, Concatenate, ParamSpec
 from rich.console import Console
 from rich.markup import escape
 
+from connector import audit
 from connector.crypto import generate_master_key
 from connector.engine import FlowReport, Progress
 from connector.lock import syncing
@@ -366,6 +367,9 @@ async def _syncing(rt: Runtime) -> AsyncIterator[None]:
     beside a `sync` on DIR's config, shares one store."""
     with syncing(rt.config.store_path, "demo"):
         rt.store.close_interrupted_runs()
+        # Its syncs and requests run under this config, as `sync`, `run` and `dsr` do:
+        # recorded first, so the trail's transfers follow the config they were made under.
+        audit.record_config(rt.store, rt.config)
         yield
 
 

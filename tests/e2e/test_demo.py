@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         mp.setattr(demo, "sandboxes", spy_sandboxes)
         mp.setattr(demo, "_story", spy_story)
         directory = tmp_path_factory.mktemp("demo")
+        captured["dir"] = directory
         captured["rc"] = demo.run_demo(
             console, directory=directory, customers=_CUSTOMERS, as_json=False
         )
@@ -69,6 +71,20 @@ def test_the_demo_says_pipedrive_can_restore_what_it_deleted_for_30_days(
     assert "purged by the vendor after 30 days" in erasure["notes"]["deals"]
     (line,) = [ln for ln in demo_run["text"].splitlines() if ln.strip().startswith("deals:")]
     assert "after 30 days" in line and "can restore it until then" in line
+
+
+def test_the_demo_records_the_config_it_ran_under_before_its_first_sync(
+    demo_run: dict[str, Any],
+) -> None:
+    """`sync`, `run` and the `dsr` commands record the config they run under
+    (``config.loaded``) before what they do; the demo's trail started at its first
+    ``sync.batch``, its transfers under no recorded config."""
+    assert demo_run["rc"] == 0
+    (store,) = [p for p in Path(demo_run["dir"]).rglob("*.db") if "backup" not in p.parts]
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        kinds = [k for (k,) in db.execute("SELECT kind FROM audit ORDER BY seq")]
+    assert "config.loaded" in kinds and "sync.batch" in kinds
+    assert kinds.index("config.loaded") < kinds.index("sync.batch")
 
 
 def test_the_demo_anonymises_an_order_and_deletes_its_note_as_readme_says(
