@@ -1092,3 +1092,101 @@ def test_keys_rotate_reads_a_relative_to_from_where_keys_source_is_read(
     assert main(["-c", str(linked), "keys", "rotate", "--to", "file:new.key", "--json"]) == 0
     use_key(config, (real / "new.key").read_text())
     assert main(["-c", str(linked), "keys", "show"]) == 0
+
+
+def _mortal_files(death: Any) -> Callable[[Any], Any]:
+    """A file call that is a moment before and after it, and raises once the process died."""
+
+    def mortal(real: Any) -> Any:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            death.moment()
+            result = real(*args, **kwargs)
+            death.moment()
+            return result
+
+        return call
+
+    return mortal
+
+
+def test_keys_rotate_killed_at_any_step_is_finished_by_the_readme_s_recipe_run_again(
+    config_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys rotate` killed (as `kill -9`: nothing runs after, no clean-up) before or after
+    each commit and each file written, renamed or deleted, in turn. The README's recovery:
+    run the recipe again (keys.source still the old key), which exits 0, then the `mv`.
+    Afterwards every command opens the store under the new key, what it holds sealed and its
+    receipt signing key open, no staged file is left, the store a restore replaced is under
+    the new key too, and a backup taken before still restores with the old key."""
+    import connector.state
+    from tests.e2e.test_kill_anywhere import Death, Killed, _SqliteWith
+
+    store_path = bound_store(config_path)
+    config = load_config(config_path)
+    store = Store(store_path)
+    try:
+        keyring = open_keyring(store, config)
+        jobs.enqueue(store, keyring, "resync", {"system": "shop", "email": OTHER_EMAIL})
+    finally:
+        store.close()
+    before = tmp_path / "before.db"
+    take_backup(config, before)
+    assert restore_backup(config, before).replaced_path is not None  # a replaced store too
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    new_fingerprint = master_fingerprint(decode_master_key(new_key))
+    folders = [config_path.parent, store_path.parent]
+    pristine = {
+        path: path.read_bytes() for folder in folders for path in folder.iterdir() if path.is_file()
+    }
+    rotate = ["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]
+    moments = -1
+    at = 0
+    while moments < 0 or at < moments:
+        at += 1
+        for folder in folders:
+            for path in folder.iterdir():
+                if path.is_file():
+                    path.unlink()
+        for path, content in pristine.items():
+            path.write_bytes(content)
+        death = Death() if moments < 0 else Death(at)
+        mortal = _mortal_files(death)
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(connector.state, "sqlite3", _SqliteWith(death))
+                patch.setattr(connector.keyset, "sqlite3", _SqliteWith(death))
+                for name in ("replace", "link", "unlink", "rename"):
+                    patch.setattr(os, name, mortal(getattr(os, name)))
+                code = main(rotate)
+        except (Killed, SystemExit):
+            if not death.dead:
+                raise
+        else:
+            if moments < 0:
+                assert code == 0
+                moments, at = death.moments, 0
+                continue
+            assert death.dead, f"a rotation to be killed at moment {at} of {moments} was not"
+        assert main(rotate) == 0, at  # the recipe run again, keys.source the old key
+        use_key(config_path, new_key)  # its `mv`
+        assert main(["-c", str(config_path), "keys", "show"]) == 0, at
+        store = store_of(config_path)
+        try:
+            keyring = open_keyring(store, load_config(config_path))
+            blobs = [blob for (blob,) in store.db.execute("SELECT params FROM jobs")]
+            assert blobs, at
+            for blob in blobs:
+                keyring.open(blob, JOB_CONTEXT)
+            assert ReceiptSigner.for_store(store_path, keyring).exists(), at
+            assert ReceiptSigner.for_store(store_path, keyring).public_key_pem(), at
+            assert audit.verify(store).ok, at
+        finally:
+            store.close()
+        assert not list(store_path.parent.glob("*.rotating")), at
+        for replaced in store_path.parent.glob(f"{store_path.name}.replaced-*"):
+            if not replaced.name.endswith(("-wal", "-shm")):
+                assert keyset_fingerprint(replaced) == new_fingerprint, (at, replaced)
+        use_key(config_path, MASTER_KEY)  # the retired key, for a backup from before
+        assert main(["-c", str(config_path), "restore", "--from", str(before)]) == 0, at
+    assert moments > 10, moments
