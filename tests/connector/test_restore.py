@@ -1553,3 +1553,100 @@ async def test_a_restore_keeps_a_refusal_the_replaced_store_still_holds(
     assert facts.carried["refusals_delivered"] == 0
     async with open_rt() as rt:
         assert len(rt.store.dead_letters()) == 1
+
+
+async def test_a_restore_killed_at_any_step_after_a_rotation_leaves_one_whole_store(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's recipe for a backup from before a rotation (restore under the retired
+    key) killed, as `kill -9` (nothing runs after: no clean-up handler), before or after each
+    commit and each file renamed, linked or deleted, in turn. The store's path holds the
+    store it was or the backup's, whole and holding the erasure made since, never none; the
+    restore run again finishes, the audit trail verifies, and the rotation made again to the
+    key in use finishes too."""
+    import connector.keyset
+    import connector.state
+    from tests.e2e.test_kill_anywhere import Death, Killed, _SqliteWith
+
+    out, config, view, subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    keys = {
+        master_fingerprint(decode_master_key(key)): key
+        for key in (new_key, (config_path.parent / "master.key").read_text())
+    }
+    folders = [config_path.parent, config.store_path.parent]
+    pristine = {p: p.read_bytes() for folder in folders for p in folder.iterdir() if p.is_file()}
+    restore = ["-c", str(config_path), "restore", "--from", str(out)]
+    moments = -1
+    at = 0
+    while moments < 0 or at < moments:
+        at += 1
+        for folder in folders:
+            for path in folder.iterdir():
+                if path.is_file():
+                    path.unlink()
+            for path in folder.glob("*.receipt-keys/*"):
+                path.unlink()
+        for path, content in pristine.items():
+            path.write_bytes(content)
+        death = Death() if moments < 0 else Death(at)
+
+        def mortal(real: Any, death: Any = death) -> Any:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                death.moment()
+                result = real(*args, **kwargs)
+                death.moment()
+                return result
+
+            return call
+
+        try:
+            with monkeypatch.context() as patch:
+                patch.setattr(connector.state, "sqlite3", _SqliteWith(death))
+                patch.setattr(connector.keyset, "sqlite3", _SqliteWith(death))
+                for name in ("replace", "link", "unlink", "rename"):
+                    patch.setattr(os, name, mortal(getattr(os, name)))
+                code = main(restore)  # keys.source: the retired key, as the recipe puts it
+        except (Killed, SystemExit):
+            if not death.dead:
+                raise
+        else:
+            if moments < 0:
+                assert code == 0
+                moments, at = death.moments, 0
+                continue
+            assert death.dead, f"a restore to be killed at moment {at} of {moments} was not"
+        # One whole store, the one it was (under the new key) or the backup's (the old).
+        fingerprint = keyset_fingerprint(config.store_path)
+        assert fingerprint in keys, at
+        store = Store(config.store_path)
+        try:
+            assert store.suppressed([subject]) == {subject}, at
+            requests = [r[0] for r in store.db.execute("SELECT id FROM dsr_requests")]
+            assert requests == [view.id], at
+        finally:
+            store.close()
+        assert main(restore) == 0, at
+        assert main(["-c", str(config_path), "audit", "verify"]) == 0, at
+        assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0, at
+        (config_path.parent / "master.key").write_text(new_key)
+        assert main(["-c", str(config_path), "keys", "show"]) == 0, at
+        async with open_rt() as rt:
+            assert rt.store.suppressed([subject]) == {subject}, at
+            assert [v.id for v in DsrService(rt).list()] == [view.id], at
+            assert audit.verify(rt.store).ok, at
+            # Signed after the backup, which holds no signing key: see Known limits.
+            assert DsrService(rt).receipt(view.id) is not None, at
+    assert moments > 10, moments
+
+
+def keyset_fingerprint(store_path: Path) -> str:
+    """The master key fingerprint a store file's keyset says it is kept under."""
+    with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
+        return str(db.execute("SELECT master_fingerprint FROM keyset WHERE id=1").fetchone()[0])
