@@ -30,6 +30,7 @@ from connector.sandboxkit import JSONResponse
 
 __all__ = [
     "CONTACTS",
+    "MAX_SEARCH_RESULTS",
     "PROPERTIES",
     "ContactRoutes",
     "Handler",
@@ -139,8 +140,10 @@ async def read_inputs(request: Request) -> tuple[dict[str, Any], list[dict[str, 
 class ContactRoutes:
     """The contact endpoints over one :class:`~adapters.hubspot._store.ContactStore`."""
 
-    def __init__(self, store: ContactStore) -> None:
+    def __init__(self, store: ContactStore, search_cap: int = MAX_SEARCH_RESULTS) -> None:
         self.store = store
+        #: Most results one search query pages through (HubSpot's 10,000; tests set less).
+        self.search_cap = search_cap
 
     async def _json(self, request: Request) -> dict[str, Any]:
         return await read_json(request)
@@ -403,14 +406,16 @@ class ContactRoutes:
             raise Reject(400, "limit and after must be numbers.") from None
         if limit > MAX_SEARCH_LIMIT or limit < 1:
             raise Reject(400, f"limit must be between 1 and {MAX_SEARCH_LIMIT}.")
-        if offset + limit > MAX_SEARCH_RESULTS:
-            raise Reject(400, "Search results are capped at 10,000 per query.")
+        if offset >= self.search_cap:
+            raise Reject(400, f"Search results are capped at {self.search_cap:,} per query.")
         try:
             total, matches = self.store.search(body)
         except SearchError as exc:
             raise Reject(400, str(exc)) from None
         names = body.get("properties") or None
-        page = matches[offset : offset + limit]
+        # Past the cap no result is answered, yet ``paging`` still offers the next page:
+        # following it is the 400 above, as HubSpot answers it.
+        page = matches[offset : min(offset + limit, self.search_cap)]
         out: dict[str, Any] = {"total": total, "results": [c.to_json(names) for c in page]}
         if offset + limit < total:
             out["paging"] = {"next": {"after": str(offset + limit)}}

@@ -436,7 +436,7 @@ class ContactStore:
             first = sorts[0]
             name = first if isinstance(first, str) else str(first.get("propertyName", ""))
             descending = isinstance(first, dict) and first.get("direction") == "DESCENDING"
-            matches.sort(key=lambda c: c.properties.get(name) or "", reverse=descending)
+            matches.sort(key=lambda c: _sort_key(c.properties.get(name)), reverse=descending)
         return len(matches), matches
 
 
@@ -457,6 +457,10 @@ def _matches_filter(contact: Contact, flt: Mapping[str, Any]) -> bool:
         actual = str(contact.id)
     value = str(flt.get("value", "")).lower()
     values = [str(v).lower() for v in flt.get("values") or []]
+    if name in DATE_PROPERTIES:
+        # HubSpot takes a date filter's value as epoch milliseconds (or ISO 8601) and holds
+        # the property as ISO 8601 text: both compare as milliseconds.
+        actual, value = _as_millis(actual), _as_millis(value) or value
     present = actual not in (None, "")
     text = (actual or "").lower()
     if operator == "EQ":
@@ -478,6 +482,27 @@ def _matches_filter(contact: Contact, flt: Mapping[str, Any]) -> bool:
     if operator in ("LT", "LTE", "GT", "GTE"):
         return present and _compare(text, value, operator)
     raise SearchError(f"Unsupported operator {operator}.")
+
+
+#: The contact properties that hold a time (ISO 8601 text, to the millisecond).
+DATE_PROPERTIES = frozenset({"createdate", "lastmodifieddate"})
+
+
+def _as_millis(text: str | None) -> str | None:
+    """An ISO 8601 time as epoch milliseconds (text); milliseconds and ``None`` as given."""
+    if not text or text.isdecimal():
+        return text
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "+00:00").replace("Z", "+00:00"))
+    except ValueError:
+        return text
+    return str(int(moment.timestamp() * 1000 + 0.5))
+
+
+def _sort_key(value: str | None) -> tuple[int, float, str]:
+    # Ids sort as numbers ("9" before "10"), anything else as text.
+    text = value or ""
+    return (0, float(text), "") if text.isdecimal() else (1, 0.0, text)
 
 
 def _compare(left: str, right: str, operator: str) -> bool:

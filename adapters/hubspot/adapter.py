@@ -2,7 +2,9 @@
 
 What it does, by contract verb:
 
-- ``pull``: ``GET /crm/v3/objects/contacts`` paged by ``after``, with loop detection;
+- ``pull``: a first read lists every contact (``GET /crm/v3/objects/contacts`` paged by
+  ``after``, with loop detection); later ones search for the contacts modified since the
+  last one (``POST .../search`` by ``lastmodifieddate``: :mod:`adapters.hubspot._changes`);
 - ``upsert``: ``POST .../batch/upsert`` keyed on e-mail, one ``objectWriteTraceId`` per input
   so HubSpot answers a partial failure with 207 and says which inputs failed; a property the
   record names to empty (``clear``) is sent ``""``, as HubSpot empties one, unless HubSpot
@@ -39,6 +41,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from datetime import date, datetime
 from typing import Any, Final, Literal
 
+from adapters.hubspot._changes import PullCursor, changed_since, decode_cursor, latest_change
 from adapters.hubspot._lookup import CONTACTS, ContactLookup
 from adapters.hubspot._mapped import (
     configured_warnings,
@@ -208,15 +211,37 @@ class HubSpotAdapter:
     # -- pull --------------------------------------------------------------------------------
 
     async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
-        """Yield pages of contacts from ``cursor`` (HubSpot's ``after`` token) to the end.
+        """Yield pages of the contacts changed since ``cursor``, each with the cursor after it.
+
+        Without a cursor (a flow's first read, ``sync --full``) every contact is listed
+        (``GET .../contacts`` by ``after``), after one search for the latest modification in
+        the portal; from then on only the contacts modified since are searched for
+        (:mod:`adapters.hubspot._changes`).
 
         Raises:
-            FatalRemoteError: HubSpot handed back an ``after`` token already used in this pull
-                (a paging loop would otherwise never end).
+            FatalRemoteError: HubSpot handed back an ``after`` token already used in this pull,
+                or search pages that do not move forward (a paging loop would never end).
             RetryableError: a page answered with something that is not a list of contacts.
         """
-        seen: set[str] = {cursor} if cursor else set()
-        after = cursor
+        state = decode_cursor(cursor)
+        if state.since is not None and state.list_after is None:
+            async for page in changed_since(
+                self.client, state.since, self._asked, self.limits.page_size
+            ):
+                yield page
+            return
+        since = state.since
+        if state.list_after is None:
+            since = await latest_change(self.client)
+        # A list resumed without one (a cursor from before the search) ends without one: the
+        # next read lists every contact again, as its changes while paused are not known.
+        async for page in self._list(state.list_after, since):
+            yield page
+
+    async def _list(self, after: str | None, since: int | None) -> AsyncIterator[Page]:
+        """Every contact from ``after`` on, 100 a call; the last page's cursor searches from
+        ``since`` (the latest modification when the first page was read)."""
+        seen: set[str] = {after} if after else set()
         while True:
             params: dict[str, Any] = {"limit": self.limits.page_size}
             params["properties"] = self._properties
@@ -236,14 +261,15 @@ class HubSpotAdapter:
             records = [r for r in body.get("results") or [] if isinstance(r, dict)]
             following = next_after(body)
             if following is None:
-                yield Page(records=records, cursor=None, complete=True)
+                final = PullCursor(since=since).encode()
+                yield Page(records=records, cursor=final, complete=True)
                 return
             if following in seen:
                 raise FatalRemoteError(
                     self.client.system, "GET", CONTACTS, response.status_code, "PAGING_LOOP"
                 )
             seen.add(following)
-            yield Page(records=records, cursor=following)
+            yield Page(records=records, cursor=PullCursor(since, following).encode())
             after = following
 
     # -- upsert ------------------------------------------------------------------------------

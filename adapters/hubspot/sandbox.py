@@ -45,6 +45,7 @@ from adapters.hubspot._object_routes import (
 )
 from adapters.hubspot._routes import (
     CONTACTS,
+    MAX_SEARCH_RESULTS,
     PROPERTIES,
     ContactRoutes,
     Handler,
@@ -119,6 +120,8 @@ class HubSpotSandbox(SandboxBase):
             :mod:`adapters.hubspot._scopes`) is answered HubSpot's 403 ``MISSING_SCOPES``:
             the contact routes too, which read with ``crm.objects.contacts.read`` and write
             (gdpr-delete included) with ``crm.objects.contacts.write`` [spec].
+        search_cap: the most results one search query pages through (HubSpot's 10,000);
+            tests set a few, to page past it without seeding ten thousand contacts.
 
     Attributes:
         store: the contacts, archive and blocklist.
@@ -140,10 +143,12 @@ class HubSpotSandbox(SandboxBase):
         extra_properties: Sequence[str] = (),
         enumerations: Mapping[str, Sequence[str]] | None = None,
         scopes: Collection[str] | None = None,
+        search_cap: int = MAX_SEARCH_RESULTS,
     ) -> None:
         super().__init__(rate_limit=rate_limit, clock=clock)
         self.log = _RequestLog()
         self.set_rate_limit("search", search_rate_limit)
+        self.search_cap = search_cap
         self.token = token
         self.scopes = None if scopes is None else set(scopes)
         self.store = ContactStore(extra_properties, enumerations)
@@ -156,7 +161,7 @@ class HubSpotSandbox(SandboxBase):
 
     def app(self) -> Any:
         """The ASGI app, wrapped so a fault can drop the connection."""
-        contacts = ContactRoutes(self.store)
+        contacts = ContactRoutes(self.store, self.search_cap)
         objects = ObjectRoutes(self.store)
         schema = [SCHEMA_SCOPES["contacts"]]
         routes = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -1104,15 +1105,141 @@ async def test_pull_pages_to_the_end_with_a_forward_cursor(hub: Harness) -> None
     pages = [page async for page in hub.adapter.pull(None)]
     assert [len(p.records) for p in pages] == [100, 100, 50]
     assert [p.complete for p in pages] == [False, False, True]
-    assert pages[-1].cursor is None
-    cursors = [int(p.cursor) for p in pages[:-1] if p.cursor is not None]
-    assert cursors == sorted(cursors) and len(set(cursors)) == 2
+    cursors = [json.loads(p.cursor or "{}") for p in pages]
+    afters = [int(c["list"]) for c in cursors[:-1]]
+    assert afters == sorted(afters) and len(set(afters)) == 2
+    assert "list" not in cursors[-1] and cursors[-1]["since"] == max(modified(hub.sandbox))
     ids = [r["id"] for p in pages for r in p.records]
     assert len(set(ids)) == 250
     assert set(pages[0].records[0]["properties"]) == set(make_settings().properties)
 
     resumed = [page async for page in hub.adapter.pull(pages[0].cursor)]
     assert [r["id"] for p in resumed for r in p.records] == ids[100:]
+
+
+#: A moment well before the sandbox's clock, from which tests stamp modifications.
+EPOCH_MS = 1_700_000_000_000
+
+
+def stamp(sandbox: HubSpotSandbox, contact_id: str, millis: int) -> None:
+    """Set a contact's ``lastmodifieddate``, as HubSpot writes it, to ``millis``."""
+    contact = sandbox.store.live(contact_id)
+    assert contact is not None
+    moment = datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
+    contact.properties["lastmodifieddate"] = moment.replace("+00:00", "Z")
+
+
+def modified(sandbox: HubSpotSandbox) -> list[int]:
+    """Every live contact's ``lastmodifieddate`` in epoch milliseconds."""
+    return [
+        int(datetime.fromisoformat(c.properties["lastmodifieddate"]).timestamp() * 1000 + 0.5)
+        for c in sandbox.store.contacts.values()
+        if not c.archived
+    ]
+
+
+def seed(sandbox: HubSpotSandbox, count: int, start: int, prefix: str = "p") -> list[str]:
+    """``count`` contacts modified one a millisecond from ``start``."""
+    ids = [sandbox.add_person(f"{prefix}{n}@example.com", f"P{n}") for n in range(count)]
+    for n, contact_id in enumerate(ids):
+        stamp(sandbox, contact_id, start + n)
+    return ids
+
+
+def calls(sandbox: HubSpotSandbox) -> list[str]:
+    return [f"{e.method} {e.path}" for e in sandbox.log.entries]
+
+
+async def read_all(adapter: HubSpotAdapter, cursor: str | None) -> tuple[list[str], str | None]:
+    """The ids a whole pull reads, and its last cursor."""
+    pages = [page async for page in adapter.pull(cursor)]
+    assert pages[-1].complete
+    return [str(r["id"]) for p in pages for r in p.records], pages[-1].cursor
+
+
+async def test_a_pull_after_the_first_searches_for_changes_and_lists_no_contact(
+    hub: Harness,
+) -> None:
+    """The first pull lists every contact; the next, with nothing changed, lists none and
+    reads none but those at its cursor's millisecond (README, Known limits: a CRM as a
+    flow's source): a portal of 50,000 contacts no longer spends 500 calls a run."""
+    seed(hub.sandbox, 250, EPOCH_MS)
+    first, cursor = await read_all(hub.adapter, None)
+    assert len(set(first)) == 250
+    hub.sandbox.log.entries.clear()
+    again, cursor = await read_all(hub.adapter, cursor)
+    assert calls(hub.sandbox) == [f"POST {CONTACTS}/search"]
+    assert len(again) <= 1
+    assert json.loads(cursor or "{}") == {"since": EPOCH_MS + 249}
+
+
+async def test_a_pull_after_the_first_reads_the_contacts_changed_since(hub: Harness) -> None:
+    """A contact changed (and one created) after a pull is read by the next, the others not."""
+    ids = seed(hub.sandbox, 120, EPOCH_MS)
+    _, cursor = await read_all(hub.adapter, None)
+    stamp(hub.sandbox, ids[5], EPOCH_MS + 5_000)
+    (new,) = seed(hub.sandbox, 1, EPOCH_MS + 6_000, prefix="new")
+    hub.sandbox.log.entries.clear()
+    read, cursor = await read_all(hub.adapter, cursor)
+    assert set(read) - {ids[-1]} == {ids[5], new}
+    assert all(call == f"POST {CONTACTS}/search" for call in calls(hub.sandbox))
+    assert json.loads(cursor or "{}") == {"since": EPOCH_MS + 6_000}
+
+
+async def test_more_changed_contacts_than_one_search_answers_are_all_read(clock: FakeClock) -> None:
+    """HubSpot answers one search with 10,000 contacts at most (here 150): 420 changed
+    contacts are all read, each once, and no search pages past the cap (a 400)."""
+    sandbox = HubSpotSandbox(clock=clock, search_cap=150)
+    harness = make_harness(sandbox, clock)
+    async with harness.client:
+        ids = seed(sandbox, 10, EPOCH_MS)
+        _, cursor = await read_all(harness.adapter, None)
+        changed = seed(sandbox, 420, EPOCH_MS + 10_000, prefix="changed")
+        read, _ = await read_all(harness.adapter, cursor)
+    # The contact at the cursor's millisecond is read again (a change in that same
+    # millisecond after the read would otherwise be skipped).
+    assert sorted(read) == sorted([ids[-1], *changed])
+    assert all(entry.status != 400 for entry in sandbox.log.entries)
+
+
+async def test_contacts_sharing_a_millisecond_at_a_page_boundary_are_all_read(
+    hub: Harness,
+) -> None:
+    """HubSpot writes a batch of 100 within one millisecond: 250 contacts changed in one
+    millisecond (more than a page holds), and those around it, are all read; none is
+    skipped at a page's edge, and none of the millisecond's is read twice."""
+    _, cursor = await read_all(hub.adapter, None)
+    before = seed(hub.sandbox, 30, EPOCH_MS, prefix="before")
+    same = [hub.sandbox.add_person(f"same{n}@example.com", "Same") for n in range(250)]
+    for contact_id in same:
+        stamp(hub.sandbox, contact_id, EPOCH_MS + 1_000)
+    after = seed(hub.sandbox, 30, EPOCH_MS + 2_000, prefix="after")
+    read, cursor = await read_all(hub.adapter, json.dumps({"since": EPOCH_MS}))
+    assert set(read) == set(before + same + after)
+    assert sorted(r for r in read if r in same) == sorted(same)
+    assert json.loads(cursor or "{}") == {"since": EPOCH_MS + 2_029}
+
+
+async def test_a_pull_cut_short_resumes_from_its_last_queued_page_losing_nothing(
+    hub: Harness,
+) -> None:
+    """A run that stops after its second page (a crash) and one that resumes from that
+    page's cursor read every changed contact between them, those changed meanwhile too."""
+    _, cursor = await read_all(hub.adapter, json.dumps({"since": EPOCH_MS}))
+    changed = seed(hub.sandbox, 350, EPOCH_MS + 1_000)
+    for contact_id in changed[100:200]:  # written in one batch: one millisecond
+        stamp(hub.sandbox, contact_id, EPOCH_MS + 1_150)
+    first: list[str] = []
+    resume = cursor
+    async for page in hub.adapter.pull(cursor):
+        first += [str(r["id"]) for r in page.records]
+        resume = page.cursor
+        if len(first) >= 200:
+            break  # the crash: what came after this page was never queued
+    stamp(hub.sandbox, changed[0], EPOCH_MS + 9_000)  # changed while nothing ran
+    rest, _ = await read_all(hub.adapter, resume)
+    assert set(first) | set(rest) == set(changed)
+    assert changed[0] in rest
 
 
 async def test_pull_reads_no_archived_contact_and_no_contact_merged_away(hub: Harness) -> None:

@@ -44,7 +44,7 @@ class World:
     def __init__(self) -> None:
         self.shop = WooCommerceSandbox()
         self.shopify = ShopifySandbox()
-        self.crm = HubSpotSandbox(rate_limit=None)
+        self.crm = HubSpotSandbox(rate_limit=None, search_rate_limit=None)
         self.news = MailchimpSandbox(list_ids=LISTS)
         self.deals = PipedriveSandbox(rate_limit=None, search_rate_limit=None)
 
@@ -2510,6 +2510,46 @@ async def test_a_pull_from_hubspot_asks_only_for_the_properties_its_mapping_read
     assert asked and asked <= read, sorted(asked - read)
     assert report.asked_fields is not None and set(report.asked_fields) == asked
     assert not {"address", "zip"} & set(report.withheld_fields)
+
+
+async def test_a_flow_from_hubspot_reads_only_the_contacts_changed_since_its_last_run(
+    world: World, crm_rt: Runtime
+) -> None:
+    """HubSpot as a flow's source lists its contacts once; the next runs search for what
+    changed since (README, Known limits: a CRM as a flow's source). A run with nothing
+    changed lists none and sends nothing; a contact changed in HubSpot reaches Pipedrive;
+    a run cut short (HubSpot gone after its first page) loses none of the changes."""
+    emails = [f"klant{n}@example.nl" for n in range(150)]
+    ids = [world.crm.add_person(email, "Klant", f"K{n}") for n, email in enumerate(emails)]
+    (first,) = await crm_rt.engine.sync("crm")
+    assert not first.failed and first.complete, first.errors
+    assert all(world.deals.holds(email) for email in emails)
+    world.crm.log.entries.clear()
+    (quiet,) = await crm_rt.engine.sync("crm")
+    assert not quiet.failed and quiet.complete, quiet.errors
+    assert [e.method for e in world.crm.log.entries] == ["POST"]  # one search, no list
+    assert quiet.pulled < len(emails)
+    contact = world.crm.store.live(ids[7])
+    assert contact is not None
+    world.crm.store.update(contact, {"firstname": "Karin"})
+    (changed,) = await crm_rt.engine.sync("crm")
+    assert not changed.failed, changed.errors
+    held = world.deals.record_for(emails[7])
+    assert held is not None and held["first_name"] == "Karin"
+    for contact_id in ids:
+        contact = world.crm.store.live(contact_id)
+        assert contact is not None
+        world.crm.store.update(contact, {"lastname": "Nieuw"})
+    # HubSpot refuses every second call from now: the run stops after its first page.
+    world.crm.faults._calls, world.crm.faults.fail_every = 0, 2
+    world.crm.faults.fail_status = 400
+    (cut,) = await crm_rt.engine.sync("crm")
+    assert not cut.complete and cut.pulled == 100
+    world.crm.faults.fail_every = 0
+    (resumed,) = await crm_rt.engine.sync("crm")
+    assert resumed.complete and not resumed.failed, resumed.errors
+    held_now = [world.deals.record_for(email) for email in emails]
+    assert all(person and person["last_name"] == "Nieuw" for person in held_now)
 
 
 async def test_a_targeted_sync_from_hubspot_reads_only_the_properties_its_mapping_reads(
