@@ -21,14 +21,14 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Request, status
+from fastapi import FastAPI, HTTPException, Query, Request, status
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
-from connector import jobs
+from connector import admin_reads, jobs
 from connector.keyset import key_facts
 from connector.model import normalise_email
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from connector.daemon import Daemon
     from connector.dsr import DsrService, RequestView
 
-__all__ = ["build_admin_app", "validation_failed"]
+__all__ = ["MAX_LISTING_PAGE", "build_admin_app", "validation_failed"]
 
 
 #: Job ids are SQLite integers: anything outside their range is simply not a job (422).
@@ -62,6 +62,13 @@ def _email_address(value: str) -> str:
 
 #: An e-mail address, normalised once validated.
 EmailAddress = Annotated[str, Field(min_length=3, max_length=320), AfterValidator(_email_address)]
+
+#: The most requests one page of ``GET /admin/dsr`` lists.
+MAX_LISTING_PAGE = 1000
+
+#: The error type of an ``after`` naming no request, and its fixed text (never the value).
+AFTER_UNKNOWN = "after_unknown"
+AFTER_UNKNOWN_SAID = "after names no request: list from the start again"
 
 #: The error type of a reason that is only blanks; its message is our own fixed text.
 REASON_BLANK = "reason_blank"
@@ -162,6 +169,7 @@ class JobView(BaseModel):
 #: gets a fixed message.
 _SCHEMA_ONLY_MESSAGES = frozenset(
     {
+        AFTER_UNKNOWN,
         EMAIL_INVALID,
         REASON_BLANK,
         "bool_parsing",
@@ -500,12 +508,52 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         # is on disk then: the operator who was told "queued" does not ask again.
         return Queued(job_id=await daemon.queue_request(body.kind, body.email))
 
-    @app.get("/admin/dsr")
-    async def list_requests(open_only: bool = False) -> list[dict[str, Any]]:
-        """Data subject requests (subject ids only)."""
-        from connector.dsr import DsrService
+    @app.get(
+        "/admin/dsr",
+        response_model=list[dict[str, Any]],
+        responses={
+            200: {
+                "description": "The requests, oldest first; a page of them with `limit`",
+                "headers": {
+                    "Link": {
+                        "description": (
+                            'The next page, `<...>; rel="next"` (relative to this host), '
+                            "where there is one"
+                        ),
+                        "schema": {"type": "string"},
+                    }
+                },
+            }
+        },
+    )
+    async def list_requests(
+        request: Request,
+        open_only: bool = False,
+        overdue: bool = False,
+        limit: Annotated[int | None, Query(ge=1, le=MAX_LISTING_PAGE)] = None,
+        after: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    ) -> Response:
+        """Data subject requests (subject ids only), oldest first: every one, or (with
+        ``limit``) a page, the next one named by the ``Link`` header (``after`` the last
+        request shown). ``overdue``: the open ones past their deadline."""
+        from connector.dsr_views import UnknownCursorError
 
-        return [view.as_dict() for view in DsrService(daemon.rt).list(open_only=open_only)]
+        read = admin_reads.request_page(
+            daemon.now(), open_only=open_only, overdue=overdue, after=after, limit=limit
+        )
+        try:
+            found = read(daemon.rt.store.db)
+        except UnknownCursorError:
+            raise RequestValidationError(
+                [{"loc": ("query", "after"), "type": AFTER_UNKNOWN, "msg": AFTER_UNKNOWN_SAID}]
+            ) from None
+        headers = {}
+        if found.next_after is not None:
+            # A relative reference: behind a TLS-terminating proxy the scheme and host this
+            # listener sees are not the ones the caller used.
+            following = request.url.include_query_params(after=found.next_after)
+            headers["link"] = f'<{following.path}?{following.query}>; rel="next"'
+        return Response(found.body, media_type=JSON_MEDIA_TYPE, headers=headers)
 
     @app.get("/admin/dsr/{request_id}", responses={404: _refusal("No such request")})
     async def show_request(request_id: str) -> dict[str, Any]:

@@ -392,14 +392,14 @@ class Daemon:
             with contextlib.suppress(KlantsyncError):
                 from connector.dsr import summary
 
-                counts = summary(self.rt.store, now=self._now())
+                counts = summary(self.rt.store, now=self.now())
                 values["dsr_open"] = counts.get("open", 0)
                 values["dsr_overdue"] = counts.get("overdue", 0)
                 values["dsr_due_soon"] = _due_soon_by_kind(counts.get("requests", []))
             with contextlib.suppress(KlantsyncError):
                 from connector.incidents import open_summary
 
-                breaches = open_summary(self.rt.store, now=self._now())
+                breaches = open_summary(self.rt.store, now=self.now())
                 values["incidents_open"] = breaches["open"]
                 values["incidents_overdue"] = breaches["overdue"]
             since = self._master_key_since()
@@ -424,7 +424,7 @@ class Daemon:
 
         return {"oldest_queued": age(queued), "longest_running": age(running)}
 
-    def _now(self) -> dt.datetime:
+    def now(self) -> dt.datetime:
         """The daemon's clock as an aware UTC moment (request deadlines are compared so)."""
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
 
@@ -469,7 +469,7 @@ class Daemon:
             )
         from connector.incidents import open_summary
 
-        for incident in open_summary(self.rt.store, now=self._now())["incidents"]:
+        for incident in open_summary(self.rt.store, now=self.now())["incidents"]:
             # A breach clock still running: the authority must hear within 72 hours, and an
             # incident left open after it was reported is worth closing too.
             log.warning(
@@ -523,7 +523,7 @@ class Daemon:
         """
         from connector.dsr_views import FLAG_DAYS, summary
 
-        open_requests = summary(self.rt.store, now=self._now())["requests"]
+        open_requests = summary(self.rt.store, now=self.now())["requests"]
         by_deadline = sorted(open_requests, key=lambda r: dt.datetime.fromisoformat(r["deadline"]))
         overdue = [r["id"] for r in by_deadline if r["overdue"]]
         due_soon = [r["id"] for r in by_deadline if r["flagged"] and not r["overdue"]]

@@ -32,6 +32,9 @@ __all__ = [
     "RequestRow",
     "SystemRow",
     "latest_purges",
+    "listed_position",
+    "listed_requests",
+    "listed_systems",
     "on_hold",
     "receipt_keys_retired",
 ]
@@ -178,6 +181,96 @@ class SystemRow:
     updated_at: str
 
 
+def listed_requests(
+    db: sqlite3.Connection,
+    *,
+    open_only: bool = False,
+    overdue_at: str | None = None,
+    after: tuple[str, str] | None = None,
+    limit: int | None = None,
+) -> list[ListedRequest]:
+    """Requests as a listing shows them, oldest first (by receipt, then id): years of
+    receipts, manifests and payloads are not read for it.
+
+    Args:
+        db: a connection to the store (the store's own, or a reader's of its own).
+        open_only: only the open requests.
+        overdue_at: only the open requests whose deadline is before this moment (ISO 8601).
+        after: only the requests after this (received_at, id) in the listing's order: the
+            next page keyed on the last one shown, so a request added between pages
+            neither repeats one nor pushes one off the page it was to be on.
+        limit: at most this many.
+    """
+    query = (
+        f"SELECT {', '.join(LISTED_COLUMNS)}, receipt IS NOT NULL "  # noqa: S608 - fixed names
+        "FROM dsr_requests"
+    )
+    where: list[str] = []
+    args: list[Any] = []
+    if open_only or overdue_at is not None:
+        where.append("status='open'")
+    if overdue_at is not None:
+        # julianday() reads each moment's own offset: a deadline stored with another one (by
+        # an earlier version, or a carried-over store) compares as the moment it is.
+        where.append("julianday(deadline) < julianday(?)")
+        args.append(overdue_at)
+    if after is not None:
+        where.append("(received_at, id) > (?, ?)")
+        args.extend(after)
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    query += " ORDER BY received_at, id"
+    if limit is not None:
+        query += " LIMIT ?"
+        args.append(limit)
+    return [
+        ListedRequest(i, kind, sid, received, due, reason, status, source, done, bool(signed))
+        for i, kind, sid, received, due, reason, status, source, done, signed in db.execute(
+            query, args
+        )
+    ]
+
+
+def listed_position(db: sqlite3.Connection, request_id: str) -> tuple[str, str] | None:
+    """Where a request stands in a listing's order (received_at, id); ``None`` for none."""
+    found = db.execute(
+        "SELECT received_at, id FROM dsr_requests WHERE id=?", (request_id,)
+    ).fetchone()
+    return None if found is None else (found[0], found[1])
+
+
+def listed_systems(
+    db: sqlite3.Connection,
+    *,
+    open_only: bool = False,
+    request_ids: Sequence[str] | None = None,
+) -> dict[str, list[tuple[str, str, int, str | None, str]]]:
+    """Each request's systems (only the open requests' with ``open_only``, only those of
+    ``request_ids`` where given: a page's), by request id, as a listing shows them:
+    (system, status, attempts, detail, updated_at). One statement for a listing, not one per
+    request (years of requests), and no system's ``result`` (the receipt's facts), which no
+    listing shows."""
+    query = (
+        "SELECT s.request_id, s.system, s.status, s.attempts, s.detail, s.updated_at "
+        "FROM dsr_systems s"
+    )
+    args: Sequence[str] = ()
+    if request_ids is not None and not request_ids:
+        return {}
+    if request_ids is not None:
+        # A page's ids, read by the table's key: a page costs the same at any depth.
+        query += f" WHERE s.request_id IN ({','.join('?' * len(request_ids))})"
+        args = request_ids
+    elif open_only:
+        query += " JOIN dsr_requests r ON r.id = s.request_id WHERE r.status='open'"
+    found: dict[str, list[tuple[str, str, int, str | None, str]]] = {}
+    for request, system, status, attempts, detail, at in db.execute(
+        query + " ORDER BY s.request_id, s.system", args
+    ):
+        found.setdefault(request, []).append((system, status, attempts, detail, at))
+    return found
+
+
 class DsrStore:
     """Data subject request records on top of the :class:`~connector.state.Store`.
 
@@ -247,18 +340,8 @@ class DsrStore:
 
     def listing(self, *, open_only: bool = False) -> list[ListedRequest]:
         """Every request (only open ones with ``open_only``), oldest first, as a listing
-        shows it: years of receipts, manifests and payloads are not read for it."""
-        query = (
-            f"SELECT {', '.join(LISTED_COLUMNS)}, receipt IS NOT NULL "  # noqa: S608 - fixed names
-            "FROM dsr_requests"
-        )
-        if open_only:
-            query += " WHERE status='open'"
-        rows = self.db.execute(query + " ORDER BY received_at, id")
-        return [
-            ListedRequest(i, kind, sid, received, due, reason, status, source, done, bool(signed))
-            for i, kind, sid, received, due, reason, status, source, done, signed in rows
-        ]
+        shows it (:func:`listed_requests`)."""
+        return listed_requests(self.db, open_only=open_only)
 
     def open_for(self, kind: str, subject_id: str) -> RequestRow | None:
         """The open request of ``kind`` for a subject, if there is one."""
@@ -420,21 +503,8 @@ class DsrStore:
         self, *, open_only: bool = False
     ) -> dict[str, list[tuple[str, str, int, str | None, str]]]:
         """Each request's systems (only the open requests' with ``open_only``), by request
-        id, as a listing shows them: (system, status, attempts, detail, updated_at). One
-        statement for a listing, not one per request (years of requests), and no system's
-        ``result`` (the receipt's facts), which no listing shows."""
-        query = (
-            "SELECT s.request_id, s.system, s.status, s.attempts, s.detail, s.updated_at "
-            "FROM dsr_systems s"
-        )
-        if open_only:
-            query += " JOIN dsr_requests r ON r.id = s.request_id WHERE r.status='open'"
-        found: dict[str, list[tuple[str, str, int, str | None, str]]] = {}
-        for request, system, status, attempts, detail, at in self.db.execute(
-            query + " ORDER BY s.request_id, s.system"
-        ):
-            found.setdefault(request, []).append((system, status, attempts, detail, at))
-        return found
+        id, as a listing shows them (:func:`listed_systems`)."""
+        return listed_systems(self.db, open_only=open_only)
 
     def systems(self, request_id: str) -> list[SystemRow]:
         rows = self.db.execute(

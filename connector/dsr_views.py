@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,9 @@ from connector.dsr_store import (
     ListedRequest,
     RequestRow,
     SystemRow,
+    listed_position,
+    listed_requests,
+    listed_systems,
     on_hold,
 )
 from connector.errors import KlantsyncError
@@ -33,9 +37,11 @@ __all__ = [
     "StaleRunError",
     "SubjectNotFoundError",
     "SystemView",
+    "UnknownCursorError",
     "add_months",
     "deadline_shown",
     "extension_months",
+    "page",
     "summary",
     "system_views",
     "utc_now",
@@ -61,6 +67,10 @@ class DsrUsageError(DsrError):
 class StaleRunError(DsrError):
     """Another process changed a request while a run of it worked: the run stopped before
     writing over that (the CLI exits 1; a retry carries on from what is there now)."""
+
+
+class UnknownCursorError(DsrUsageError):
+    """A page was asked for after a request the store does not hold."""
 
 
 class SubjectNotFoundError(DsrError):
@@ -282,6 +292,54 @@ def views(
         make_view(r, [SystemView(*part) for part in systems.get(r.id, ())], moment)
         for r in dsr.listing(open_only=open_only)
     ]
+
+
+def page(
+    db: sqlite3.Connection,
+    now: dt.datetime,
+    *,
+    open_only: bool = False,
+    overdue: bool = False,
+    after: str | None = None,
+    limit: int | None = None,
+) -> tuple[list[RequestView], str | None]:
+    """One page of the listing, oldest first (every request with ``limit=None``), and the
+    request to ask for the next page after (``None`` on the last page).
+
+    ``overdue`` keeps the open requests past their deadline at ``now``; ``after`` starts
+    after that request, in the listing's order whatever the filters (a pager of open ones
+    whose last request was completed meanwhile goes on where it was).
+
+    Raises:
+        UnknownCursorError: ``after`` names no request the store holds.
+    """
+    position = None
+    if after is not None:
+        position = listed_position(db, after)
+        if position is None:
+            raise UnknownCursorError(f"no request {after} to list after")
+    rows = listed_requests(
+        db,
+        open_only=open_only,
+        overdue_at=now.isoformat() if overdue else None,
+        after=position,
+        # One more than asked: whether there is a next page, without a count of them all.
+        limit=None if limit is None else limit + 1,
+    )
+    more = limit is not None and len(rows) > limit
+    if more:
+        rows = rows[:limit]
+    # A page's systems by their key; a whole listing's in one read of the table (its ids,
+    # thousands, would pass SQLite's limit on a statement's parameters).
+    systems = (
+        listed_systems(db, open_only=open_only or overdue)
+        if limit is None
+        else listed_systems(db, request_ids=[r.id for r in rows])
+    )
+    found = [make_view(r, [SystemView(*part) for part in systems.get(r.id, ())], now) for r in rows]
+    if overdue:
+        found = [v for v in found if v.overdue]  # as `dsr list --overdue` judges it
+    return found, rows[-1].id if more else None
 
 
 def system_views(rows: Sequence[SystemRow]) -> list[SystemView]:

@@ -1315,6 +1315,155 @@ async def test_an_erasure_asked_through_the_admin_api_stops_every_sync_before_it
     assert not shop.holds(CANARY_EMAIL)
 
 
+def _put_requests(daemon: Daemon, rows: list[tuple[str, str, str, str]]) -> None:
+    """Requests as (id, received_at, deadline, status), each of two systems."""
+    with daemon.rt.store.transaction() as db:
+        db.executemany(
+            "INSERT INTO dsr_requests(id, kind, subject_id, received_at, deadline, status, "
+            "source) VALUES (?,'erase',?,?,?,?,'cli')",
+            [(rid, f"{n:032x}", got, due, state) for n, (rid, got, due, state) in enumerate(rows)],
+        )
+        db.executemany(
+            "INSERT INTO dsr_systems(request_id, system, status, updated_at) VALUES (?,?,?,?)",
+            [(rid, name, "pending", got) for rid, got, _, _ in rows for name in ("crm", "shop")],
+        )
+
+
+def _pages_of(answer: httpx.Response) -> str | None:
+    """The next page's path and query from an answer's ``Link`` header, if any."""
+    found = re.fullmatch(r'<([^>]+)>; rel="next"', answer.headers.get("link", ""))
+    return None if found is None else found.group(1)
+
+
+async def test_the_request_listing_pages_list_each_request_once_whatever_is_added_between(
+    daemon: Daemon,
+) -> None:
+    """`GET /admin/dsr?limit=N` lists N requests, oldest first, and names the next page in a
+    `Link` header (relative: behind a proxy the listener's own scheme is not the caller's);
+    followed to the end, every request is listed once, requests received at the same second
+    included, and one added between pages repeats none and pushes none off. Without
+    `limit` the answer is the whole listing, as before. The listing was always whole: about
+    0.2 s at 6,000 requests, growing with them, on the daemon's event loop."""
+    from connector.dsr import DsrService
+
+    same = "2026-11-01T09:00:00+00:00"
+    rows = [(f"er-20261101-{n:08x}", same, "2026-12-01T23:59:59+00:00", "open") for n in range(5)]
+    rows += [
+        (
+            f"er-2026110{day}-0000000{day}",
+            f"2026-11-0{day}T10:00:00+00:00",
+            f"2026-12-0{day}T23:59:59+00:00",
+            "completed",
+        )
+        for day in range(2, 6)
+    ]
+    _put_requests(daemon, rows)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        whole = await client.get("/admin/dsr", headers=auth)
+        as_before = [view.as_dict() for view in DsrService(daemon.rt, now=daemon.now).list()]
+        seen: list[str] = []
+        pages: list[int] = []
+        following: str | None = "/admin/dsr?limit=3"
+        while following is not None:
+            answer = await client.get(following, headers=auth)
+            assert answer.status_code == 200, answer.text
+            pages.append(len(answer.json()))
+            seen += [request["id"] for request in answer.json()]
+            if len(pages) == 1:
+                # Between pages: one received later (listed at the end) and one received
+                # earlier (a job queued before it ran), which the pages already passed.
+                _put_requests(
+                    daemon,
+                    [
+                        (
+                            "er-20261106-00000006",
+                            "2026-11-06T10:00:00+00:00",
+                            "2026-12-06T23:59:59+00:00",
+                            "open",
+                        ),
+                        (
+                            "er-20261031-00000031",
+                            "2026-10-31T10:00:00+00:00",
+                            "2026-11-30T23:59:59+00:00",
+                            "open",
+                        ),
+                    ],
+                )
+            following = _pages_of(answer)
+            assert following is None or following.startswith("/admin/dsr?")
+    ordered = sorted(rows, key=lambda row: (row[1], row[0]))
+    assert whole.status_code == 200 and "link" not in whole.headers
+    assert [request["id"] for request in whole.json()] == [row[0] for row in ordered]
+    assert whole.json() == as_before
+    assert seen == [row[0] for row in ordered] + ["er-20261106-00000006"]
+    assert pages == [3, 3, 3, 1]
+
+
+async def test_the_request_listing_pages_keep_their_filters_and_list_the_overdue_ones(
+    daemon: Daemon,
+) -> None:
+    """`overdue=true` lists the open requests past their deadline on the daemon's clock, as
+    `dsr list --overdue` does, and the next page of a filtered listing keeps its filter. The
+    admin API had only `open_only`: a monitor read every open request to find the late."""
+    now = dt.datetime.fromtimestamp(daemon.clock(), dt.UTC)
+    due = [(now + dt.timedelta(days=days)).isoformat(timespec="seconds") for days in (-2, -1, 3)]
+    got = (now - dt.timedelta(days=30)).isoformat(timespec="seconds")
+    _put_requests(
+        daemon,
+        [
+            ("er-a", got, due[0], "open"),
+            ("er-b", got, due[0], "completed"),
+            ("er-c", got, due[1], "open"),
+            ("er-d", got, due[2], "open"),
+            ("er-e", got, due[1], "open"),
+        ],
+    )
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        first = await client.get("/admin/dsr?overdue=true&limit=2", headers=auth)
+        following = _pages_of(first)
+        assert following is not None
+        second = await client.get(following, headers=auth)
+        opened = await client.get("/admin/dsr?open_only=true", headers=auth)
+    assert [r["id"] for r in first.json()] == ["er-a", "er-c"]
+    assert [r["id"] for r in second.json()] == ["er-e"] and _pages_of(second) is None
+    assert all(r["overdue"] and r["status"] == "open" for r in first.json() + second.json())
+    assert [r["id"] for r in opened.json()] == ["er-a", "er-c", "er-d", "er-e"]
+
+
+async def test_a_page_past_the_most_or_after_no_request_is_refused_naming_the_parameter(
+    daemon: Daemon,
+) -> None:
+    """A `limit` of 0 or past 1,000, or an `after` naming no request, is answered 422 naming
+    the parameter, never repeating what was sent; they were ignored, and the whole listing
+    sent (after a typo in the cursor, the same first page again and again)."""
+    _put_requests(
+        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2026-12-01T23:59:59+00:00", "open")]
+    )
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        answers = {
+            query: await client.get(f"/admin/dsr?{query}", headers=auth)
+            for query in ("limit=0", "limit=1001", "limit=many", "after=er-nothing", "after=")
+        }
+        most = await client.get("/admin/dsr?limit=1000", headers=auth)
+    expected = {
+        "limit=0": ("limit", "greater_than_equal"),
+        "limit=1001": ("limit", "less_than_equal"),
+        "limit=many": ("limit", "int_parsing"),
+        "after=er-nothing": ("after", "after_unknown"),
+        "after=": ("after", "string_too_short"),
+    }
+    for query, (name, kind) in expected.items():
+        answer = answers[query]
+        assert answer.status_code == 422, (query, answer.text)
+        (error,) = answer.json()["detail"]
+        assert (error["loc"], error["type"]) == (["query", name], kind), query
+        assert "er-nothing" not in answer.text and "many" not in answer.text
+    assert most.status_code == 200 and [r["id"] for r in most.json()] == ["er-a"]
+
+
 def _hubspot_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source: bool) -> Path:
     """The shared config with a HubSpot webhook secret; ``source``: HubSpot is also a flow's
     source (a flow from it to the shop)."""
