@@ -542,7 +542,8 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
             daemon.now(), open_only=open_only, overdue=overdue, after=after, limit=limit
         )
         try:
-            found = read(daemon.rt.store.db)
+            # Off the loop: years of requests held every webhook and probe while listed.
+            found = await admin_reads.off_the_loop(daemon.rt.store.path, read)
         except UnknownCursorError:
             raise RequestValidationError(
                 [{"loc": ("query", "after"), "type": AFTER_UNKNOWN, "msg": AFTER_UNKNOWN_SAID}]

@@ -1464,6 +1464,47 @@ async def test_a_page_past_the_most_or_after_no_request_is_refused_naming_the_pa
     assert most.status_code == 200 and [r["id"] for r in most.json()] == ["er-a"]
 
 
+async def test_listing_the_requests_holds_no_probe(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is read and built on a thread with a read connection of its own: while a
+    long one is built, /healthz and /readyz answer. It was built on the event loop, about
+    0.2 s at 6,000 requests and growing with them, every webhook and probe waiting."""
+    import threading
+
+    from connector import dsr_views
+
+    _put_requests(
+        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2026-12-01T23:59:59+00:00", "open")]
+    )
+    building, release = threading.Event(), threading.Event()
+    build = dsr_views.make_view
+
+    def slow(*args: Any, **kwargs: Any) -> RequestView:
+        building.set()
+        # Bounded: on the loop it would hold the test for this long, then let it fail.
+        release.wait(timeout=5)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(dsr_views, "make_view", slow)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        _client(build_admin_app(daemon)) as admin,
+        _client(build_public_app(daemon)) as public,
+    ):
+        listing = asyncio.create_task(admin.get("/admin/dsr", headers=auth))
+        await _until_waiting(listing)
+        health = await public.get("/healthz")
+        ready = await public.get("/readyz")
+        held = listing.done()
+        assert await asyncio.to_thread(building.wait, 5)
+        release.set()
+        listed = await listing
+    assert not held, "the listing held the event loop"
+    assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
+    assert listed.status_code == 200 and [r["id"] for r in listed.json()] == ["er-a"]
+
+
 def _hubspot_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source: bool) -> Path:
     """The shared config with a HubSpot webhook secret; ``source``: HubSpot is also a flow's
     source (a flow from it to the shop)."""
