@@ -345,7 +345,13 @@ class Store:
         next chance: the background checkpointer's looks (:meth:`checkpoint_in_background`),
         and :meth:`close`; the log says when it waits.
         """
-        if truncated_now(self.db):
+        # Not while this process's own checkpointer looks at the log: its passive
+        # checkpoint in progress made the truncation busy, and the log kept what an erasure
+        # had removed until its next look.
+        checkpointer = self._checkpointer
+        with checkpointer.lock if checkpointer is not None else contextlib.nullcontext():
+            done = truncated_now(self.db)
+        if done:
             self._log_owed = False
             return True
         if not self._log_owed:

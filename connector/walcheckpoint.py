@@ -69,6 +69,10 @@ class WalCheckpointer:
         self.ran = threading.Event()
         self._stop = threading.Event()
         self._truncate = threading.Event()
+        #: Held while this thread checkpoints: a truncation asked for on the store's own
+        #: connection (an erasure's, :meth:`Store.truncate_log`) takes it first, so this
+        #: thread's look is never what keeps the log from being truncated at once.
+        self.lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._thread = threading.Thread(
             target=self._loop, name="klantsync-wal-checkpoint", daemon=True
@@ -102,10 +106,11 @@ class WalCheckpointer:
         last_copied = -1
         while not self._stop.wait(0 if again else self.interval):
             try:
-                if self._truncate.is_set() and truncated_now(self._db):
-                    self._truncate.clear()
-                    log.info("the store's write-ahead log is truncated")
-                frames, copied = self.checkpoint()
+                with self.lock:
+                    if self._truncate.is_set() and truncated_now(self._db):
+                        self._truncate.clear()
+                        log.info("the store's write-ahead log is truncated")
+                    frames, copied = self.checkpoint()
             except sqlite3.Error as exc:
                 # Busy or locked is the writer's business; the next look tries again.
                 log.debug("background checkpoint skipped", extra={"error": type(exc).__name__})

@@ -102,6 +102,23 @@ def test_a_truncation_a_reader_holds_back_is_done_by_the_background_checkpointer
     assert [r.levelno for r in caplog.records].count(logging.WARNING) == 1
 
 
+def test_a_truncation_is_never_held_back_by_this_process_s_own_checkpointer(
+    tmp_path: Path,
+) -> None:
+    """An erasure truncates the log at once (its payloads must not stay readable there). A
+    passive checkpoint the store's own background thread was running at that moment made
+    the truncation busy, and the log kept the erased rows until the thread's next look."""
+    store = Store(tmp_path / "s.db")
+    checkpointer = store.checkpoint_in_background()
+    checkpointer.interval = 0  # looks one after another, as under a writer it falls behind
+    try:
+        for n in range(200):
+            store.db.execute("INSERT INTO identities VALUES ('news', ?, 'x')", (n,))
+            assert store.truncate_log(), f"attempt {n} was held back"
+    finally:
+        store.close()
+
+
 def test_settle_heap_freezes_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
     monkeypatch.setattr(runtime, "_settled", False)
