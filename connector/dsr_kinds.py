@@ -882,12 +882,13 @@ class KindRunner:
         try:
             # What the system keeps on purpose (RETAINED: orders kept for tax law) is no
             # failure: the erasure's note and receipt say it stays.
-            remaining = [
+            found = [
                 r
                 for s in subjects
                 for r in await read_records(system.adapter, s, orders=True)
-                if RETAINED not in r and not _left_as_another_s(system, r, subject.spare)
+                if not _left_as_another_s(system, r, subject.spare)
             ]
+            remaining = [r for r in found if RETAINED not in r]
         except KlantsyncError as exc:
             # The erasure was asked for; only its check is missing. The part stays pending
             # and the retry reads again: made "failed", the retry asked the vendor to erase
@@ -913,6 +914,14 @@ class KindRunner:
             return
         held = bool(manifest["held"].get(name) or record.get("found"))
         record["verified_at"] = self.service.timestamp()
+        # Why what the check passed over is kept, as the system's codes (``tax_records``),
+        # never the note: the note's free text may name ids, and a "verified absent" whose
+        # orders stay was told to the person as "deleted" (connector/access_own.py).
+        retained = sorted({str(r[RETAINED]) for r in found if RETAINED in r})
+        if retained:
+            record["retained"] = retained
+        else:
+            record.pop("retained", None)
         detail = None
         if record.get("mode") == "kept":
             note = record.get("note") or "the system keeps what it holds on purpose"

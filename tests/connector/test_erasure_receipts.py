@@ -333,6 +333,43 @@ async def test_a_receipt_names_exempt_not_absent_a_shop_that_kept_everything(
     assert "tax law" in entry["detail"] and CANARY_EMAIL not in entry["detail"]
 
 
+async def test_a_shop_s_verified_erasure_records_why_it_kept_the_orders_as_a_reason_code(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """Orders kept for tax law: the account went and the part is verified absent, the only
+    sign of the kept orders a free-text note (which may hold ids), so the person's report
+    said "deleted". The verification records the codes of what it passed over as kept on
+    purpose, and the receipt carries them; the exempt part of one with guest orders alone
+    carries them too."""
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
+    async with open_rt(path) as runtime:
+        await _seeded(shop, runtime)
+        guest = "gast.klant@voorbeeld-canary.nl"
+        shop.add_order(0, billing={"email": guest, "first_name": CANARY_NAME})
+        service = DsrService(runtime)
+        views = [await service.erase(CANARY_EMAIL), await service.erase(guest)]
+        entries = [
+            next(s for s in receipt_of(service, v.id)["systems"] if s["system"] == "shop")
+            for v in views
+        ]
+    deleted, kept = entries
+    assert deleted["status"] == "verified_absent" and deleted["mode"] == "hard_delete"
+    assert deleted["retained"] == ["tax_records"]
+    assert kept["status"] == "exempt" and kept["retained"] == ["tax_records"]
+
+
+async def test_an_erasure_that_keeps_nothing_on_purpose_records_no_reason_code(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """Orders anonymised (the default): nothing is kept on purpose, and no part says so."""
+    await _seeded(shop, rt)
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    for entry in receipt_of(service, view.id)["systems"]:
+        assert entry["status"] == "verified_absent" and "retained" not in entry
+
+
 FORMER_EMAIL = "vorig.adres@voorbeeld-canary.nl"
 
 
