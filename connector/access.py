@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from connector.access_labels import SystemLabels
+from connector.access_labels import RETAINED_REASONS, SystemLabels
 from connector.access_own import holds_nothing, nothing_line, own_lines
 from connector.compliance import third_country_transfers, transfer
 from connector.config import Config, adapter_copy_categories
@@ -213,23 +213,6 @@ _T: dict[str, dict[str, str]] = {
         "flow": "koppeling",
         "yes": "ja",
         "no": "nee",
-    },
-}
-
-#: Why a system keeps a record on purpose (the ``retained`` code its ``find`` gives), per
-#: language; a code not listed is shown as the system gave it.
-_RETAINED: dict[str, dict[str, str]] = {
-    "tax_records": {
-        "en": "kept with its billing data for the tax records the law requires the shop to "
-        "keep (seven years in the Netherlands)",
-        "nl": "bewaard met de factuurgegevens voor de fiscale bewaarplicht van de winkel "
-        "(in Nederland zeven jaar)",
-    },
-    "deleted_purged_later": {
-        "en": "deleted; the system can restore it until it deletes it for good on or after "
-        "the date under purged_after",
-        "nl": "verwijderd; tot de datum bij purged_after (of later) kan het systeem het nog "
-        "herstellen, daarna wist het dit definitief",
     },
 }
 
@@ -808,7 +791,7 @@ def _rows(
             # "archived: yes" alone does not tell the person the system can bring it back.
             yield label, f"{value}, {_ARCHIVED[kind][lang]}"
         elif path == "retained":
-            yield _T[lang]["retained"], _RETAINED.get(value, {}).get(lang, value)
+            yield _T[lang]["retained"], RETAINED_REASONS.get(value, {}).get(lang, value)
         elif path in _NOT_READ_PATHS:
             yield label, _NOT_READ.get(value, {}).get(lang, value)
         elif labels is not None:

@@ -22,7 +22,14 @@ from connector.model import CANONICAL_FIELDS
 if TYPE_CHECKING:
     from connector.config import Config
 
-__all__ = ["KINDS", "CopyLabels", "SystemLabels", "labels_for"]
+__all__ = [
+    "KEPT_AFTER_ERASURE",
+    "KINDS",
+    "RETAINED_REASONS",
+    "CopyLabels",
+    "SystemLabels",
+    "labels_for",
+]
 
 #: What a record is, by the code an adapter's ``kind_of`` gives, as a heading in English
 #: and Dutch; ``{vendor}`` is the system's product name, ``{ref}`` the record's own
@@ -40,6 +47,38 @@ KINDS: dict[str, tuple[str, str]] = {
         "Newsletter subscription ({vendor}, list {ref})",
         "Nieuwsbriefabonnement ({vendor}, lijst {ref})",
     ),
+}
+
+#: Why a system keeps a record on purpose (the ``retained`` code its ``find`` gives), per
+#: language, beside the record in the copy; a code not listed is shown as the system gave it.
+RETAINED_REASONS: dict[str, dict[str, str]] = {
+    "tax_records": {
+        "en": "kept with its billing data for the tax records the law requires the shop to "
+        "keep (seven years in the Netherlands)",
+        "nl": "bewaard met de factuurgegevens voor de fiscale bewaarplicht van de winkel "
+        "(in Nederland zeven jaar)",
+    },
+    "deleted_purged_later": {
+        "en": "deleted; the system can restore it until it deletes it for good on or after "
+        "the date under purged_after",
+        "nl": "verwijderd; tot de datum bij purged_after (of later) kan het systeem het nog "
+        "herstellen, daarna wist het dit definitief",
+    },
+}
+
+#: What an erasure left at a system on purpose, by the ``retained`` code its verification
+#: recorded, as the person's report says it after what the erasure did there (English,
+#: Dutch). ``None``: nothing to add, the erasure's outcome says it already (a record in a
+#: system's bin is "deleted, can still be restored"). A code not listed is said only as
+#: something kept on purpose: the code is the system's word, not the person's.
+KEPT_AFTER_ERASURE: dict[str, tuple[str, str] | None] = {
+    "tax_records": (
+        "your orders kept, with their billing data, because the law requires the shop to "
+        "keep its invoices for seven years (in the Netherlands)",
+        "uw bestellingen bewaard, met de factuurgegevens, omdat de wet de winkel verplicht "
+        "zijn facturen zeven jaar te bewaren (in Nederland)",
+    ),
+    "deleted_purged_later": None,
 }
 
 #: The kinds of record a system's mapping reads (the person record): their fields take the

@@ -9,7 +9,9 @@ the purpose, what is kept (a keyed hash, not the address) and the storage period
 
 Sentences name systems, times and request ids only: never a value of the person's data, nor
 an operator's note (a system's detail may hold one), which the receipt and the controller
-give.
+give. What an erasure left at a system on purpose (orders kept for the tax office) is said
+from the reason codes its check recorded (``retained``), in the words of
+:data:`~connector.access_labels.KEPT_AFTER_ERASURE`, never from the system's note.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from connector.access_labels import KEPT_AFTER_ERASURE
 from connector.register_render import local_time
 
 __all__ = ["holds_nothing", "nothing_line", "own_lines"]
@@ -35,6 +38,9 @@ _T: dict[str, dict[str, str]] = {
         "exempt": "not erased: kept on purpose or left out of the erasure (the erasure's "
         "receipt says why; ask the controller)",
         "open": "not done yet",
+        "nothing_deleted": "nothing deleted",
+        "kept_other": "some records kept on purpose (the erasure's receipt says why; ask "
+        "the controller)",
         "no_copy": "klantsync keeps no copy of your e-mail address.",
         "sealed": "Until the erasure is done, klantsync keeps your e-mail address (and a "
         "phone number given with it) encrypted with the request, to carry it out; that copy "
@@ -71,6 +77,9 @@ _T: dict[str, dict[str, str]] = {
         "ontvangstbewijs van het wissen zegt waarom; vraag het de "
         "verwerkingsverantwoordelijke)",
         "open": "nog niet gedaan",
+        "nothing_deleted": "niets verwijderd",
+        "kept_other": "sommige gegevens bewust bewaard (het ontvangstbewijs van het wissen "
+        "zegt waarom; vraag het de verwerkingsverantwoordelijke)",
         "no_copy": "klantsync bewaart geen kopie van uw e-mailadres.",
         "sealed": "Totdat het wissen klaar is, bewaart klantsync uw e-mailadres (en een "
         "telefoonnummer dat ermee is opgegeven) versleuteld bij het verzoek, om het wissen "
@@ -174,7 +183,12 @@ def _erasure(lang: str, entry: Mapping[str, Any], kinds: Mapping[str, str]) -> s
         outcome = _OUTCOMES.get(str(state.get("status")), "open")
         if outcome == "deleted" and state.get("reversible"):
             outcome = "deleted_reversible"
-        parts.append(f"{_named(system, kinds)}: {t[outcome]}")
+        kept = _kept(lang, state.get("retained")) if outcome != "open" else []
+        if kept and outcome == "exempt":
+            # Exempt because the system kept what it holds on purpose, and says why: not
+            # "kept or left out", which sent the person to ask which.
+            outcome = "nothing_deleted"
+        parts.append(f"{_named(system, kinds)}: {'; '.join([t[outcome], *kept])}")
     done = entry.get("request_status") == "completed" and entry.get("completed_at")
     at = str(entry.get("completed_at") if done else entry.get("created_at") or "")
     if "request_status" not in entry:
@@ -185,6 +199,24 @@ def _erasure(lang: str, entry: Mapping[str, Any], kinds: Mapping[str, str]) -> s
         request=entry.get("request_id") or "-",
         systems="; ".join(parts) or "-",
     )
+
+
+def _kept(lang: str, codes: object) -> list[str]:
+    """What an erasure kept on purpose at a system, by the ``retained`` codes its
+    verification recorded, in ``lang``: each reason's text once; none for an erasure
+    recorded before the codes were (its outcome is said as it always was)."""
+    if not isinstance(codes, list):
+        return []
+    said: list[str] = []
+    for code in codes:
+        if str(code) in KEPT_AFTER_ERASURE:
+            texts = KEPT_AFTER_ERASURE[str(code)]
+            text = "" if texts is None else texts[1 if lang == "nl" else 0]
+        else:
+            text = _T[lang]["kept_other"]
+        if text and text not in said:
+            said.append(text)
+    return said
 
 
 def _under_way(entry: Mapping[str, Any]) -> bool:

@@ -586,11 +586,18 @@ class DsrStore:
         if request is not None:
             # What the person's report says in plain words (connector/access_own.py): when
             # the erasure completed and what it did at each system, by status only (a
-            # detail may name what an operator wrote).
+            # detail may name what an operator wrote), and the codes of what it kept there on
+            # purpose (a note may name ids; codes are the system's, none of the person's).
             entry["request_status"] = request.status
             entry["completed_at"] = request.completed_at
             entry["systems"] = {
-                s.system: {"status": s.status, "reversible": bool(s.result.get("reversible"))}
+                s.system: {
+                    "status": s.status,
+                    "reversible": bool(s.result.get("reversible")),
+                    **(
+                        {"retained": list(s.result["retained"])} if s.result.get("retained") else {}
+                    ),
+                }
                 for s in self.systems(request.id)
             }
         return entry

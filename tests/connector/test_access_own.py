@@ -8,10 +8,11 @@ from pathlib import Path
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.access_own import own_lines
 from connector.dsr import DsrService
 from connector.register_render import local_time
 from connector.runtime import Runtime
-from tests.conftest import CANARY_EMAIL, CANARY_NAME
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, RuntimeFactory, write_config
 from tests.connector.test_access import read_all, seed_both
 
 NOBODY = "niemand.bekend@voorbeeld.nl"
@@ -170,3 +171,98 @@ async def test_the_report_of_an_erasure_under_way_does_not_deny_the_copy_it_stil
     assert "keeps no copy of your e-mail address. It keeps a keyed hash of it" in text["en.md"]
     assert "Until the erasure is done" not in text["en.md"]
     assert "bewaart geen kopie van uw e-mailadres. Het bewaart er een" in text["nl.md"]
+
+
+async def test_the_report_of_an_erasure_that_kept_the_orders_says_so_and_why(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    env: dict[str, str],
+) -> None:
+    """Orders kept for tax law (anonymise_orders off): the account went and the orders
+    stayed, yet the report told the person "shop (woocommerce): deleted", the kept orders
+    only in a note it cannot show. It says the orders were kept and why, in English and
+    Dutch, with no id and nothing of the note."""
+    path = write_config(tmp_path, shop_extra="anonymise_orders = false")
+    async with open_rt(path) as runtime:
+        await seed_both(shop, crm, runtime)
+        service = DsrService(runtime)
+        erasure = await service.erase(CANARY_EMAIL)
+        assert erasure.status == "completed"
+        out = tmp_path / "bundle"
+        assert (await service.access(CANARY_EMAIL, out)).status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    shop_part = data["connector"]["suppression"]["systems"]["shop"]
+    assert shop_part == {
+        "status": "verified_absent",
+        "reversible": False,
+        "retained": ["tax_records"],
+    }
+    text = reports(out)
+    for name in ("en.md", "en.html"):
+        assert (
+            "crm (hubspot): deleted; shop (woocommerce): deleted; your orders kept, with "
+            "their billing data, because the law requires the shop to keep its invoices "
+            "for seven years" in text[name]
+        )
+    for name in ("nl.md", "nl.html"):
+        assert (
+            "shop (woocommerce): verwijderd; uw bestellingen bewaard, met de "
+            "factuurgegevens, omdat de wet de winkel verplicht zijn facturen zeven jaar te "
+            "bewaren" in text[name]
+        )
+    erasure_line = next(line for line in text["en.md"].splitlines() if "You were erased" in line)
+    assert "anonymise_orders" not in erasure_line and "tax law" not in erasure_line  # no note
+
+
+def test_an_erasure_s_kept_codes_are_said_by_their_reason_and_an_older_one_as_it_was() -> None:
+    """The sentence of an erasure per system, from its status, ``reversible`` and the codes
+    of what it kept on purpose: a kept reason said in its words (once each), a system that
+    deleted nothing and kept its orders said so rather than "kept or left out", a code with
+    no text of its own said as something kept (the code itself is not shown), one the
+    outcome says already (a bin) adds nothing, and an erasure recorded before the codes
+    reads as it always did."""
+    entry = {
+        "request_id": "req-1",
+        "request_status": "completed",
+        "completed_at": "2025-03-01T10:00:00+00:00",
+        "systems": {
+            "shop": {
+                "status": "verified_absent",
+                "reversible": False,
+                "retained": ["tax_records", "tax_records"],
+            },
+            "guest": {"status": "exempt", "reversible": False, "retained": ["tax_records"]},
+            "odd": {"status": "verified_absent", "reversible": False, "retained": ["x_codex"]},
+            "bin": {
+                "status": "verified_absent",
+                "reversible": True,
+                "retained": ["deleted_purged_later"],
+            },
+            "old": {"status": "verified_absent", "reversible": False},
+            "left": {"status": "exempt", "reversible": False},
+        },
+    }
+    kinds = {"shop": "woocommerce", "guest": "woocommerce"}
+    (en, *_) = own_lines("en", {"suppression": entry}, kinds)
+    (nl, *_) = own_lines("nl", {"suppression": entry}, kinds)
+    reason = (
+        "your orders kept, with their billing data, because the law requires the shop to "
+        "keep its invoices for seven years (in the Netherlands)"
+    )
+    assert f"shop (woocommerce): deleted; {reason}." in en
+    assert en.count(reason) == 2
+    assert f"guest (woocommerce): nothing deleted; {reason}; " in en
+    assert "odd: deleted; some records kept on purpose (the erasure's receipt says why" in en
+    assert "x_codex" not in en and "x_codex" not in nl
+    assert "bin: deleted (the system can still restore it for a while" in en
+    assert (
+        "bin: deleted (the system can still restore it for a while before it deletes it "
+        "for good; the erasure's receipt says how long); " in en
+    )
+    assert "old: deleted; " in en
+    assert "left: not erased: kept on purpose or left out of the erasure" in en
+    assert "shop (woocommerce): verwijderd; uw bestellingen bewaard" in nl
+    assert "guest (woocommerce): niets verwijderd; uw bestellingen bewaard" in nl
+    assert "old: verwijderd; " in nl
