@@ -34,7 +34,12 @@ from connector.dsr_input import checked_email, checked_fields, checked_phone, ph
 from connector.errors import ReceiptError, StoreError
 from connector.loop import run as run_loop
 from connector.readmit import readmit
-from connector.receipts import listed_keys_in, verify_with_listing
+from connector.receipts import (
+    Verification,
+    document_key_id,
+    listed_keys_in,
+    verify_with_listing,
+)
 from connector.runtime import open_runtime
 from connector.storefile import on_full_disk, store_exists
 
@@ -356,18 +361,22 @@ def _public_key(service: DsrService, args: argparse.Namespace, console: Console)
             print(json.dumps({"written": str(args.out), "format": "pem"}))
         else:
             console.print(f"public key written to {escape(str(args.out))}")
-    elif args.json and args.all:
+    elif args.json:
+        keys = service.listed_keys()
         listed = [
             {
                 "key_id": key.key_id,
+                "made_at": key.made_at,
                 "retired_at": key.retired_at,
                 "public_key": replace(key, retired_at=None).pem(),
             }
-            for key in service.listed_keys()
+            # --all lists them as its PEM does, the one in use last; without, it comes first.
+            for key in (keys if args.all else (keys[-1], *reversed(keys[:-1])))
         ]
-        print(json.dumps({"public_keys": listed}))
-    elif args.json:
-        print(json.dumps({"public_key": pem}))
+        if args.all:
+            print(json.dumps({"public_keys": listed}))
+        else:
+            print(json.dumps({"public_key": pem, "public_keys": listed}))
     else:
         print(pem, end="")
     return EXIT_OK
@@ -440,15 +449,40 @@ def _verify(args: argparse.Namespace, console: Console, service: DsrService | No
         # The request a valid receipt is for, as the text names it; none for an invalid
         # one, whose contents nothing vouches for.
         request_id = result.receipt.get("request_id") if result.ok and result.receipt else None
-        print(json.dumps({"valid": result.ok, "problem": result.problem, "request_id": request_id}))
+        said: dict[str, object] = {
+            "valid": result.ok,
+            "problem": result.problem,
+            "request_id": request_id,
+        }
+        if result.signer:
+            said["signed_with"] = {
+                "key_id": document_key_id(data),
+                "key": result.signer,
+                "made_at": result.made_at,
+                "retired_at": result.retired_at,
+            }
+        print(json.dumps(said))
     elif result.ok:
         assert result.receipt is not None
         console.print(
             f"[green]valid[/]: receipt for request {escape(str(result.receipt.get('request_id')))}"
+            + _signed_with(result, document_key_id(data))
         )
     else:
         console.print(f"[red]invalid[/]: {escape(result.problem)}")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _signed_with(result: Verification, key: str | None) -> str:
+    """Which of the store's keys verified a receipt, with its dates, as a clause."""
+    if not result.signer:
+        return ""
+    dates = [f"made {result.made_at}"] if result.made_at else []
+    if result.retired_at:
+        dates.append(f"retired {result.retired_at}")
+    when = f" ({', '.join(dates)})" if dates else ""
+    which = "the key in use" if result.signer == "current" else "a former key of this store"
+    return f", signed with {which}, {key}{when}"
 
 
 def _assignments(items: list[str]) -> dict[str, str]:

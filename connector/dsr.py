@@ -1120,8 +1120,19 @@ class DsrService:
         listed = self.listed_keys()
         ours = {key.key_id: key for key in listed}
         if not public_key_pem:
-            chosen = ours.get(wanted, listed[-1])  # none of ours: the one in use says so
-            return _verify_bytes(data, chosen.public, retired_at=chosen.retired_at)
+            # Every key the store kept (the one in use, those rotated away or replaced by a
+            # restore): the one the receipt names, else the one in use, which says it is
+            # signed with another key.
+            chosen = ours.get(wanted, listed[-1])
+            result = _verify_bytes(data, chosen.public, retired_at=chosen.retired_at)
+            if not result.ok:
+                return result
+            return replace(
+                result,
+                signer="current" if chosen is listed[-1] else "former",
+                made_at=chosen.made_at,
+                retired_at=chosen.retired_at,
+            )
         return verify_with_listing(data, public_key_pem, ours)
 
     def rotate_receipt_key(self) -> tuple[str, str]:

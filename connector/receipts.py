@@ -16,6 +16,13 @@ signed whose ``completed_at`` is later is refused. Whoever took a copy of the re
 key could otherwise sign new, false receipts with it. The public-key listing (``dsr
 public-key --all``) carries those lines, so a third party checking offline applies the rule.
 
+The key in use has its public half kept there too, from its first use and before it signs
+anything, with the moment it was made on a ``Made-At`` line: public keys are no secret, and
+this copy is readable without the store's keys. A restore that puts another key in place (the
+one beside the store is sealed under keys the restored store does not have) cannot open the
+replaced key, but finds its public half here and retires it at the restore
+(:func:`retire_replaced`), so the receipts it signed still verify.
+
 The private key is generated on first use and written beside the store, named after it
 (``var/klantsync.db`` signs with ``var/klantsync.db.receipt-signing.key``), sealed with the
 :class:`~connector.crypto.Keyring` (so it is as safe as the outbox and needs no extra secret),
@@ -65,6 +72,7 @@ __all__ = [
     "listed_keys_in",
     "load_public_key",
     "receipt_key_path",
+    "retire_replaced",
     "retired_keys_dir",
     "verify_receipt",
     "verify_with_listing",
@@ -79,6 +87,9 @@ ALGORITHM = "Ed25519"
 RETIRED_AT = "Retired-At: "
 #: The one before it that names the key (for the reader; the key itself is what counts).
 KEY_ID = "Key-Id: "
+#: The explanatory line that says when the key was made (first used, for keys made before
+#: this line was kept).
+MADE_AT = "Made-At: "
 
 
 def receipt_key_path(store_path: Path) -> Path:
@@ -126,19 +137,35 @@ class ListedKey:
 
     public: Ed25519PublicKey
     retired_at: str | None = None
+    #: When it was made, if its file keeps it (keys made before it was kept: their first use
+    #: by a version that keeps it).
+    made_at: str | None = None
 
     @property
     def key_id(self) -> str:
         return key_id(self.public)
 
     def pem(self) -> str:
-        """The key as PEM, a retired one's preceded by its ``Key-Id`` and ``Retired-At``."""
-        text = self.public.public_bytes(
+        """The key as PEM, a retired one's preceded by its ``Key-Id``, ``Retired-At`` and
+        (when known) ``Made-At``."""
+        if self.retired_at is None:
+            return self._bare()
+        return self.record()
+
+    def record(self) -> str:
+        """The key as its file in :func:`retired_keys_dir` keeps it: PEM after its
+        ``Key-Id``, its ``Retired-At`` if retired and its ``Made-At`` if known."""
+        lines = [f"{KEY_ID}{self.key_id}\n"]
+        if self.retired_at is not None:
+            lines.append(f"{RETIRED_AT}{self.retired_at}\n")
+        if self.made_at is not None:
+            lines.append(f"{MADE_AT}{self.made_at}\n")
+        return "".join(lines) + self._bare()
+
+    def _bare(self) -> str:
+        return self.public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ).decode("ascii")
-        if self.retired_at is None:
-            return text
-        return f"{KEY_ID}{self.key_id}\n{RETIRED_AT}{self.retired_at}\n{text}"
 
 
 def listed_keys_in(pem: bytes) -> list[ListedKey]:
@@ -151,18 +178,23 @@ def listed_keys_in(pem: bytes) -> list[ListedKey]:
     """
     found: list[ListedKey] = []
     retired_at: str | None = None
+    made_at: str | None = None
     block: list[str] | None = None
     for line in pem.decode("ascii", errors="replace").splitlines():
         if block is not None:
             block.append(line)
             if line.startswith("-----END"):
                 key = load_public_key("\n".join(block).encode())
-                found.append(ListedKey(key, retired_at))
-                block, retired_at = None, None
+                found.append(ListedKey(key, retired_at, made_at))
+                block, retired_at, made_at = None, None, None
         elif line.startswith("-----BEGIN"):
             block = [line]
         elif line.startswith(RETIRED_AT):
             retired_at = _moment_text(line.removeprefix(RETIRED_AT).strip())
+        elif line.startswith(MADE_AT):
+            # Said for the reader; a text that is no moment is left out, never refused.
+            text = line.removeprefix(MADE_AT).strip()
+            made_at = text if _moment(text) is not None else None
     if not found:
         raise ReceiptError("the public key is not a valid PEM public key")
     return found
@@ -276,15 +308,12 @@ class ReceiptSigner:
         was retired as its file keeps it, oldest first, and the one in use last."""
         # First: loading the key may adopt the shared file, and its retired keys with it.
         current = self.public_key
-        retired: dict[str, ListedKey] = {}
-        if self.retired_dir.is_dir():
-            for path in sorted(self.retired_dir.glob("*.pem")):
-                listed = listed_keys_in(path.read_bytes())[0]
-                retired[listed.key_id] = listed
+        retired = _known_keys(self.retired_dir)
         # The key in use is retired by no file: a rotation that stopped before putting the
         # new key in place wrote the old one's file, and the key signs on.
-        retired.pop(key_id(current), None)
-        return [*sorted(retired.values(), key=_when), ListedKey(current)]
+        mine = retired.pop(key_id(current), None)
+        made_at = None if mine is None else mine.made_at
+        return [*sorted(retired.values(), key=_when), ListedKey(current, made_at=made_at)]
 
     def rotate(self, retired_at: str | None = None) -> tuple[str, str]:
         """Retire the signing key for a new one; return ``(old key id, new key id)``.
@@ -296,9 +325,15 @@ class ReceiptSigner:
         old = self.public_key
         old_id = key_id(old)
         when = retired_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        kept = _known_keys(self.retired_dir).get(old_id)
+        made_at = None if kept is None else kept.made_at
         # Whole or not at all: a torn file here failed every receipt check that followed.
-        write_private(self.retired_dir / f"{old_id}.pem", ListedKey(old, when).pem().encode())
+        write_private(
+            self.retired_dir / f"{old_id}.pem", ListedKey(old, when, made_at).record().encode()
+        )
         key = Ed25519PrivateKey.generate()
+        # Known before it signs anything (see the module).
+        self._remember(key.public_key(), when)
         raw = key.private_bytes(
             serialization.Encoding.Raw,
             serialization.PrivateFormat.Raw,
@@ -340,6 +375,12 @@ class ReceiptSigner:
         # The same signing key, sealed anew: its age (the daemon's rotation reminder reads the
         # file's mtime) stays the key's own.
         made = self.key_path.stat()
+        # Known in clear before it is sealed under keys a restore of an older backup lacks
+        # (a key an earlier version made may not be yet).
+        self._remember(
+            Ed25519PrivateKey.from_private_bytes(raw).public_key(),
+            dt.datetime.fromtimestamp(made.st_mtime, dt.UTC).isoformat(timespec="seconds"),
+        )
         write_private(
             self.staged_path,
             keyring.seal(raw, RECEIPT_KEY_CONTEXT),
@@ -409,6 +450,20 @@ class ReceiptSigner:
             staged.unlink(missing_ok=True)  # opens with this store's keys only: nobody else's
 
     def _load_or_create(self) -> Ed25519PrivateKey:
+        key = self._read_or_create()
+        # Before it signs anything: a restore that cannot open the key file finds it here.
+        made = dt.datetime.fromtimestamp(self.key_path.stat().st_mtime, dt.UTC)
+        self._remember(key.public_key(), made.isoformat(timespec="seconds"))
+        return key
+
+    def _remember(self, public: Ed25519PublicKey, made_at: str) -> None:
+        """Keep ``public`` in :attr:`retired_dir`, made at ``made_at``, unless it is there
+        (retired by a rotation that stopped before putting its new key in place, too)."""
+        path = self.retired_dir / f"{key_id(public)}.pem"
+        if not path.exists():
+            write_private(path, ListedKey(public, made_at=made_at).record().encode())
+
+    def _read_or_create(self) -> Ed25519PrivateKey:
         self._settle_staged()
         self.adopt_shared()
         if not self.key_path.exists():
@@ -427,6 +482,36 @@ class ReceiptSigner:
             raise ReceiptError(f"{self.key_path}: {NOT_THIS_STORES_KEY}") from exc
 
 
+def _known_keys(folder: Path) -> dict[str, ListedKey]:
+    """The public keys kept in ``folder`` (:func:`retired_keys_dir`), by key id."""
+    known: dict[str, ListedKey] = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("*.pem")):
+            listed = listed_keys_in(path.read_bytes())[0]
+            known[listed.key_id] = listed
+    return known
+
+
+def retire_replaced(folder: Path, in_use: str | None, retired_at: str) -> list[str]:
+    """Retire at ``retired_at`` each key kept in ``folder`` as in use (a ``Made-At`` and no
+    ``Retired-At``) other than ``in_use``: a restore put another key in place of it. Returns
+    their key ids.
+
+    Its private half may still be about (kept sealed beside the store, or in an older
+    backup): retired, it verifies what it signed until then, and nothing dated later.
+    """
+    retired: list[str] = []
+    for found_id, listed in _known_keys(folder).items():
+        if found_id == in_use or listed.retired_at is not None or listed.made_at is None:
+            continue
+        write_private(
+            folder / f"{found_id}.pem",
+            ListedKey(listed.public, retired_at, listed.made_at).record().encode(),
+        )
+        retired.append(found_id)
+    return retired
+
+
 @dataclass(frozen=True)
 class Verification:
     """Outcome of :func:`verify_receipt`: ``ok``, and what is wrong when it is not."""
@@ -434,6 +519,11 @@ class Verification:
     ok: bool
     problem: str = ""
     receipt: dict[str, Any] | None = None
+    #: Which of the store's keys verified it: "current" or "former" ("" when not checked
+    #: against the store's own keys), with when that key was made and retired, if known.
+    signer: str = ""
+    made_at: str | None = None
+    retired_at: str | None = None
 
 
 def load_public_key(pem: bytes) -> Ed25519PublicKey:

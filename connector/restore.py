@@ -28,6 +28,13 @@ before the store's rename, the staged file does not open with the keys of the st
 place, and the next use of the key deletes it: the store as it was, with its key file.
 Stopped after, it opens with the restored store's keys, and the next use of the key (a
 receipt, its check, a backup, a rotation) renames it into place, as after a rotation.
+
+The public halves of the store's signing keys are kept in clear in the folder beside it
+(:func:`connector.receipts.retired_keys_dir`), which a restore leaves in place: the replaced
+store's are still there, though its key file may not open with the restored store's keys.
+Once the store is renamed into place, each key kept as in use that is not the restored
+store's is retired at the restore (:func:`connector.receipts.retire_replaced`): the
+receipts it signed before still verify, and none it signs later does.
 """
 
 from __future__ import annotations
@@ -67,7 +74,7 @@ from connector.keyset import check_master_key, receipt_key_opens, store_keyring
 from connector.lineage import chains_meet, store_id
 from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
-from connector.receipts import receipt_key_path, retired_keys_dir
+from connector.receipts import key_id, receipt_key_path, retire_replaced, retired_keys_dir
 from connector.state import Store
 from connector.storefile import foreign, read_only
 
@@ -126,7 +133,8 @@ def restore_backup(
     store_path = config.store_path
     refuse_store_files(config, backup, "--from")
     sha = readable_backup(backup)
-    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    moment = now or dt.datetime.now(dt.UTC)
+    stamp = moment.strftime("%Y%m%dT%H%M%SZ")
     preparing = store_path.with_name(store_path.name + PREPARING)
     replaced = _free_name(store_path.with_name(f"{store_path.name}.replaced-{stamp}"))
     key_file = receipt_key_path(store_path)
@@ -162,6 +170,12 @@ def restore_backup(
                 raise
             if key.content is not None:
                 os.replace(staged_key, key_file)
+            # After the store's rename: stopped before, the replaced key is still the one in
+            # use. Stopped between, it stays known as made and never retired, and verifies
+            # what it signed, as a key retired by an earlier version does.
+            retire_replaced(
+                retired_keys_dir(key_file), key.key_id, moment.isoformat(timespec="seconds")
+            )
         finally:
             discard(preparing)
             if not done:
@@ -308,6 +322,8 @@ class _KeyFile(NamedTuple):
     retired: dict[str, bytes]
     #: The key file's age as the backup saw it (None from backups that did not keep it).
     mtime_ns: int | None = None
+    #: The id of the key the restored store signs with (None: no key file yet).
+    key_id: str | None = None
 
 
 def _prepare(
@@ -472,13 +488,21 @@ def _receipt_key(store: Store, config: Config) -> _KeyFile:
         if name.startswith(RETIRED)
     }
     saved = files.get(RECEIPT_KEY)
+    key_file = receipt_key_path(config.store_path)
     if receipt_key_opens(store, config):
-        return _KeyFile("kept", None, retired)
+        return _KeyFile("kept", None, retired, key_id=_key_id(store, config, key_file.read_bytes()))
     if saved is not None and receipt_key_opens(store, config, saved):
         # The same key keeps its age: the daemon's rotation reminder reads the file's mtime.
-        return _KeyFile("from the backup", saved, retired, ages.get(RECEIPT_KEY))
-    if receipt_key_path(config.store_path).exists():
-        return _KeyFile("set aside", _new_receipt_key(store, config), retired)
+        return _KeyFile(
+            "from the backup",
+            saved,
+            retired,
+            ages.get(RECEIPT_KEY),
+            key_id=_key_id(store, config, saved),
+        )
+    if key_file.exists():
+        made = _new_receipt_key(store, config)
+        return _KeyFile("set aside", made, retired, key_id=_key_id(store, config, made))
     return _KeyFile("none", None, retired)
 
 
@@ -489,6 +513,12 @@ def _new_receipt_key(store: Store, config: Config) -> bytes:
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
     return store_keyring(store, config).seal(raw, RECEIPT_KEY_CONTEXT)
+
+
+def _key_id(store: Store, config: Config, sealed: bytes) -> str:
+    """The key id of the signing key file ``sealed``, which opens with ``store``'s keys."""
+    raw = store_keyring(store, config).open(sealed, RECEIPT_KEY_CONTEXT)
+    return key_id(Ed25519PrivateKey.from_private_bytes(raw).public_key())
 
 
 def _put_back_retired(folder: Path, retired: dict[str, bytes]) -> None:

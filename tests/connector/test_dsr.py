@@ -1672,7 +1672,8 @@ def test_cli_verify_receipt_json_names_the_request_it_vouches_for(
     tmp_path: Path,
 ) -> None:
     """`dsr verify-receipt --json` names the request a valid receipt is for, as the text
-    does; an invalid one names none (nothing vouches for what it says)."""
+    does, and which of the store's keys signed it, with when it was made; an invalid one
+    names none (nothing vouches for what it says)."""
     seed(shop)
     code, out, _ = cli("erase", "--email", CANARY_EMAIL, "--json", capsys=capsys)
     assert code == 0
@@ -1680,11 +1681,18 @@ def test_cli_verify_receipt_json_names_the_request_it_vouches_for(
     code, receipt, _ = cli("receipt", request_id, capsys=capsys)
     path = tmp_path / "receipt.json"
     path.write_text(receipt)
+    key = json.loads(receipt)["key_id"]
     code, text, _ = cli("verify-receipt", str(path), capsys=capsys)
     assert code == 0 and request_id in text
+    assert f"signed with the key in use, {key} (made " in " ".join(text.split())
     code, out, _ = cli("verify-receipt", str(path), "--json", capsys=capsys)
     assert code == 0
-    assert json.loads(out) == {"valid": True, "problem": "", "request_id": request_id}
+    said = json.loads(out)
+    signed_with = said.pop("signed_with")
+    assert said == {"valid": True, "problem": "", "request_id": request_id}
+    assert signed_with["key_id"] == key and signed_with["key"] == "current"
+    assert signed_with["retired_at"] is None
+    assert dt.datetime.fromisoformat(signed_with["made_at"]).tzinfo is not None
     path.write_text(receipt.replace("verified_absent", "Verified_absent", 1))
     code, out, _ = cli("verify-receipt", str(path), "--json", capsys=capsys)
     assert code == 1 and json.loads(out)["request_id"] is None
@@ -1701,12 +1709,23 @@ def _made_store(directory: Path) -> None:
 def test_cli_public_key_json(
     cli: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """`dsr public-key --json` holds the PEM; with --out it says where the PEM went."""
+    """`dsr public-key --json` holds the PEM, and every key the store signed with, the one
+    in use first, each with when it was made and retired; with --out it says where the PEM
+    went."""
     _made_store(tmp_path)
     code, out, _ = cli("public-key", capsys=capsys)
     assert code == 0
     code, as_json, _ = cli("public-key", "--json", capsys=capsys)
-    assert code == 0 and json.loads(as_json) == {"public_key": out}
+    said = json.loads(as_json)
+    assert code == 0 and said["public_key"] == out
+    (only,) = said["public_keys"]
+    assert only["public_key"] == out and only["retired_at"] is None and only["made_at"]
+    assert cli("rotate-key", capsys=capsys)[0] == 0
+    code, as_json, _ = cli("public-key", "--json", capsys=capsys)
+    current, former = json.loads(as_json)["public_keys"]
+    assert current["retired_at"] is None and current["public_key"] != out
+    assert former == only | {"retired_at": former["retired_at"]} and former["retired_at"]
+    code, out, _ = cli("public-key", capsys=capsys)
     target = tmp_path / "receipts.pem"
     code, note, _ = cli("public-key", "--out", str(target), "--json", capsys=capsys)
     assert code == 0 and json.loads(note) == {"written": str(target), "format": "pem"}
@@ -2138,7 +2157,7 @@ async def test_a_receipt_signed_with_a_retired_key_after_its_retirement_is_refus
         retired = (start + dt.timedelta(days=1)).isoformat()
         assert not refused.ok and f"retired at {retired}" in refused.problem
         assert service.verify_receipt(genuine, given).ok
-    (kept,) = service.signer.retired_dir.glob("*.pem")
+    kept = service.signer.retired_dir / f"{old_id}.pem"
     kept.write_bytes(bare)  # as an earlier version kept it
     assert not DsrService(rt).verify_receipt(forged).ok
     assert DsrService(rt).verify_receipt(genuine).ok

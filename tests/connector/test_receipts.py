@@ -18,6 +18,7 @@ from connector.receipts import (
     key_id,
     listed_keys_in,
     load_public_key,
+    retire_replaced,
     verify_receipt,
 )
 
@@ -101,8 +102,12 @@ def test_a_retired_key_is_kept_with_when_it_was_retired(signer: ReceiptSigner) -
     rule, and it travels with backups. The key in use is listed last, with no such line."""
     old = signer_id(signer)
     signer.rotate("2026-03-03T09:00:00+00:00")
-    (kept,) = signer.retired_dir.glob("*.pem")
+    kept = signer.retired_dir / f"{old}.pem"
     assert kept.read_text().startswith(f"Key-Id: {old}\nRetired-At: 2026-03-03T09:00:00+00:00\n")
+    assert {p.name for p in signer.retired_dir.glob("*.pem")} == {
+        kept.name,
+        f"{signer_id(signer)}.pem",
+    }
     assert key_id(load_public_key(kept.read_bytes())) == old
     listed = signer.listed_keys()
     assert [(k.key_id, k.retired_at) for k in listed] == [
@@ -177,7 +182,7 @@ def test_a_key_file_is_made_where_hard_links_are_not_supported(
     pem = signer.public_key_pem()
     assert signer.key_path.stat().st_mode & 0o777 == 0o600
     assert ReceiptSigner.for_store(tmp_path / "klantsync.db", keyring).public_key_pem() == pem
-    assert [p.name for p in tmp_path.iterdir()] == [signer.key_path.name]
+    assert {p.name for p in tmp_path.iterdir()} == {signer.key_path.name, signer.retired_dir.name}
 
 
 def signer_id(signer: ReceiptSigner) -> str:
@@ -260,3 +265,51 @@ def test_non_ed25519_public_key_is_refused() -> None:
 def test_canonical_json_is_sorted_compact_ascii() -> None:
     """The signed form has sorted keys, no spaces and escapes non-ASCII characters."""
     assert canonical({"b": 1, "a": "é"}) == b'{"a":"\\u00e9","b":1}'
+
+
+def test_the_key_in_use_is_kept_in_clear_with_when_it_was_made_before_it_signs(
+    signer: ReceiptSigner,
+) -> None:
+    """The public half of the key in use is in the folder of known keys, with a Made-At
+    line, before the first receipt is signed: a restore that cannot open the sealed key file
+    finds it there. Retired, it keeps when it was made, and the new key is kept as made at
+    the rotation."""
+    signer.sign(RECEIPT)
+    first = signer_id(signer)
+    (mine,) = listed_keys_in((signer.retired_dir / f"{first}.pem").read_bytes())
+    assert mine.retired_at is None and mine.made_at is not None
+    assert signer.listed_keys()[-1].made_at == mine.made_at
+    signer.rotate("2026-03-03T09:00:00+00:00")
+    retired, current = signer.listed_keys()
+    assert (retired.key_id, retired.made_at) == (first, mine.made_at)
+    assert retired.retired_at == "2026-03-03T09:00:00+00:00"
+    assert current.key_id == signer_id(signer) and current.retired_at is None
+    assert current.made_at == "2026-03-03T09:00:00+00:00"
+
+
+def test_a_key_a_restore_replaced_is_retired_at_the_restore_and_no_other(
+    signer: ReceiptSigner, tmp_path: Path
+) -> None:
+    """`retire_replaced` retires each key kept as in use but the one the restored store
+    signs with; a key already retired keeps its moment, and one kept by an earlier version
+    (no Made-At: not known to have been in use) is left for the audit trail to date."""
+    signer.sign(RECEIPT)
+    replaced = signer_id(signer)
+    signer.rotate("2026-03-03T09:00:00+00:00")
+    in_use = signer_id(signer)
+    other = ReceiptSigner(tmp_path / "other.key", Keyring(bytes(range(32))))
+    earlier = signer.retired_dir / f"{signer_id(other)}.pem"
+    earlier.write_text(other.public_key_pem())
+    # The store is put back with a key the folder holds as retired: the replaced key, in use
+    # until the restore, is the one retired by it.
+    assert retire_replaced(signer.retired_dir, replaced, "2026-04-01T10:00:00+00:00") == [in_use]
+    kept = {
+        k.key_id: k
+        for k in listed_keys_in(
+            b"".join(p.read_bytes() for p in sorted(signer.retired_dir.glob("*.pem")))
+        )
+    }
+    assert kept[in_use].retired_at == "2026-04-01T10:00:00+00:00"
+    assert kept[in_use].made_at == "2026-03-03T09:00:00+00:00"
+    assert kept[replaced].retired_at == "2026-03-03T09:00:00+00:00"
+    assert kept[signer_id(other)].retired_at is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import itertools
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
@@ -26,7 +28,13 @@ from connector.errors import ConfigError, RetryableError, StoreError
 from connector.keyset import open_keyring, rotate_master_key
 from connector.lock import syncing
 from connector.readmit import readmit
-from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
+from connector.receipts import (
+    ReceiptSigner,
+    canonical,
+    key_id,
+    receipt_key_path,
+    retired_keys_dir,
+)
 from connector.restore import _read_current, restore_backup
 from connector.runtime import Runtime
 from connector.state import Store
@@ -1650,3 +1658,61 @@ def keyset_fingerprint(store_path: Path) -> str:
     """The master key fingerprint a store file's keyset says it is kept under."""
     with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)) as db:
         return str(db.execute("SELECT master_fingerprint FROM keyset WHERE id=1").fetchone()[0])
+
+
+async def test_receipts_signed_after_a_backup_from_before_the_first_still_verify_after_restoring_it(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
+) -> None:
+    """A backup taken before the first receipt holds no signing key; a master key rotation
+    since seals the key made after it under keys the backup's do not open. Restored under
+    the key the backup was taken with, the store signs with a new key, and the receipts the
+    replaced key signed still verify with the public half the store kept of it, named as a
+    former key retired at the restore; a receipt that key says it completed after the
+    restore is refused, and one signed with a key the store never had is still refused."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)
+    key_file = receipt_key_path(load_config(config_path).store_path)
+    assert not key_file.exists()  # the backup holds no signing key
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    (config_path.parent / "master.key").write_text(new_key)  # as the rotation says to
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        erased = await service.erase(OTHER_EMAIL)
+        receipt = service.receipt(erased.id)
+        assert receipt is not None and service.verify_receipt(receipt.encode()).ok
+        signing = service.signer.private_key
+        completed = json.loads(receipt)["receipt"]["completed_at"]
+    (config_path.parent / "master.key").write_text(MASTER_KEY)  # the backup's key
+    moment = dt.datetime.fromisoformat(completed) + dt.timedelta(hours=1)
+    facts = restore_backup(load_config(config_path), out, now=moment)
+    assert facts.receipt_key == "set aside"
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.signer.public_key != signing.public_key()  # a new key signs now
+        checked = service.verify_receipt(receipt.encode())
+        assert checked.ok, checked.problem
+        assert checked.signer == "former"
+        assert checked.retired_at == moment.isoformat(timespec="seconds")
+        # A copy of the replaced key signs nothing dated after the restore.
+        body = json.loads(receipt)["receipt"]
+        late = body | {"completed_at": (moment + dt.timedelta(days=1)).isoformat()}
+        copied = service.verify_receipt(_signed(signing, late))
+        assert not copied.ok and "retired" in copied.problem
+        stranger = service.verify_receipt(_signed(Ed25519PrivateKey.generate(), body))
+        assert not stranger.ok and stranger.problem == "signed with another key"
+
+
+def _signed(key: Ed25519PrivateKey, receipt: dict[str, Any]) -> bytes:
+    """``receipt`` signed with ``key``, as a store holding that key signs it."""
+    document = {
+        "algorithm": "Ed25519",
+        "key_id": key_id(key.public_key()),
+        "receipt": receipt,
+        "signature": base64.b64encode(key.sign(canonical(receipt))).decode("ascii"),
+    }
+    return canonical(document)
