@@ -683,8 +683,10 @@ def test_an_export_costs_a_few_python_calls_per_entry(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 50 + 51 + 302  # each export recorded, and exported by the next
     # 251 entries more, each the loop's step, the count of what was written and the write
-    # (two calls in the captured output's encoder). Before: 12.
-    assert (more - fewer) / 251 <= 4, (fewer, more)
+    # (two calls in the captured output's encoder): 4 an entry. Before: 12. The bound is not
+    # 4 exactly: a call or two a run more (a lazy import another test left undone, say) is
+    # not an entry's cost, and read as one it failed the suite now and then.
+    assert (more - fewer) / 251 < 5, (fewer, more)
 
 
 def test_an_export_writes_each_entry_as_it_did_byte_for_byte(tmp_path: Path) -> None:
