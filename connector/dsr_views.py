@@ -43,6 +43,7 @@ __all__ = [
     "extension_months",
     "page",
     "summary",
+    "summary_in",
     "system_views",
     "utc_now",
 ]
@@ -353,8 +354,14 @@ def summary(store: Store, now: dt.datetime | None = None) -> dict[str, Any]:
 
     For the ``status`` command and ``/admin/status``.
     """
+    return summary_in(store.db, now)
+
+
+def summary_in(db: sqlite3.Connection, now: dt.datetime | None = None) -> dict[str, Any]:
+    """:func:`summary` on any connection to the store (a reader's own, off the event loop)."""
     moment = now or utc_now()
-    open_views = views(store, open_only=True, now=lambda: moment)
+    # The open requests with their systems, as views(open_only=True) reads them.
+    open_views, _ = page(db, moment, open_only=True)
     return {
         "open": len(open_views),
         "overdue": sum(v.overdue for v in open_views),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,9 +51,11 @@ __all__ = [
     "forget_queued",
     "forget_syncs_of",
     "get",
+    "job_in",
     "pending_counts",
     "pending_since",
     "recent",
+    "recent_in",
     "requeue",
     "requeue_cut_off",
     "requeue_running",
@@ -298,7 +301,17 @@ def requeue_cut_off(store: Store) -> tuple[int, list[int]]:
 
 def get(store: Store, job_id: int) -> Job | None:
     """One job's public view."""
-    row = store.db.execute(
+    return job_in(store.db, job_id)
+
+
+def recent(store: Store, limit: int = 20) -> list[Job]:
+    """The latest jobs, newest first."""
+    return recent_in(store.db, limit)
+
+
+def job_in(db: sqlite3.Connection, job_id: int) -> Job | None:
+    """:func:`get` on any connection to the store (a reader's own, off the event loop)."""
+    row = db.execute(
         "SELECT id, kind, status, created_at, started_at, finished_at, result FROM jobs WHERE id=?",
         (job_id,),
     ).fetchone()
@@ -316,10 +329,10 @@ def get(store: Store, job_id: int) -> Job | None:
     )
 
 
-def recent(store: Store, limit: int = 20) -> list[Job]:
-    """The latest jobs, newest first."""
-    rows = store.db.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-    return [job for (job_id,) in rows if (job := get(store, job_id)) is not None]
+def recent_in(db: sqlite3.Connection, limit: int = 20) -> list[Job]:
+    """:func:`recent` on any connection to the store (a reader's own, off the event loop)."""
+    rows = db.execute("SELECT id FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
+    return [job for (job_id,) in rows if (job := job_in(db, job_id)) is not None]
 
 
 def pending_counts(store: Store) -> dict[tuple[str, str], int]:

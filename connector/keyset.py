@@ -66,6 +66,7 @@ __all__ = [
     "finish_rotation",
     "key_check_files",
     "key_facts",
+    "key_facts_in",
     "open_keyring",
     "receipt_key_opens",
     "rotate_master_key",
@@ -181,7 +182,12 @@ def seal_clear_bundle_paths(store: Store, keyring: Keyring) -> int:
 def key_facts(store: Store, config: Config) -> dict[str, object]:
     """For ``status``: the fingerprint the store's keys are wrapped under, when they were made
     and last rotated, and whether ``keys.source`` is that key (read only; no key is shown)."""
-    row = store.db.execute(
+    return key_facts_in(store.db, config)
+
+
+def key_facts_in(db: sqlite3.Connection, config: Config) -> dict[str, object]:
+    """:func:`key_facts` on any connection to the store (a reader's own, off the event loop)."""
+    row = db.execute(
         "SELECT master_fingerprint, created_at, rotated_at FROM keyset WHERE id=1"
     ).fetchone()
     if row is None:

@@ -49,6 +49,9 @@ __all__ = [
     "before_resend",
     "chunks",
     "landed_unsure",
+    "latest_runs",
+    "latest_success",
+    "table_counts",
     "utcnow",
 ]
 
@@ -1454,22 +1457,10 @@ class Store:
 
     def last_runs(self) -> dict[str, tuple[str, str | None, str, str | None]]:
         """Per flow: (started_at, finished_at, status, summary) of its latest run."""
-        # Each flow's latest found by seeks on (flow, id), one flow to the next: GROUP BY
-        # flow walked the whole index, every run of years of runs every 15 minutes.
-        rows = self.db.execute(
-            "WITH RECURSIVE f(flow) AS (SELECT MIN(flow) FROM runs "
-            "UNION ALL SELECT (SELECT MIN(flow) FROM runs WHERE flow > f.flow) "
-            "FROM f WHERE f.flow IS NOT NULL) "
-            "SELECT r.flow, r.started_at, r.finished_at, r.status, r.summary FROM f "
-            "JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE flow = f.flow)"
-        ).fetchall()
-        return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+        return latest_runs(self.db)
 
     def last_success(self, flow: str) -> str | None:
-        row = self.db.execute(
-            "SELECT MAX(finished_at) FROM runs WHERE flow=? AND status='ok'", (flow,)
-        ).fetchone()
-        return None if row is None else row[0]
+        return latest_success(self.db, flow)
 
     def by_subject(
         self, table: str, subject_ids: Sequence[str]
@@ -1500,32 +1491,63 @@ class Store:
         return f"system IN ({names}) AND subject_no IN ({marks})", (*systems, *numbers)
 
     def counts(self) -> dict[str, int]:
-        """Row counts of the main tables, for status output.
+        """Row counts of the main tables, for status output (:func:`table_counts`)."""
+        return table_counts(self.db)
 
-        ``subjects`` is the people the store knows (one number each), ``identities`` their
-        ids in the systems (one row per person and system). Each is exact. ``audit`` is
-        counted from the seqs of the oldest and the newest entry kept (two seeks, not a
-        walk of millions of entries): a chain's seqs run without a gap from its start to its
-        head, which ``audit verify`` checks.
-        """
-        out: dict[str, int] = {}
-        for table in (
-            "subjects",
-            "identities",
-            "delivered",
-            "outbox",
-            "dead_letters",
-            "suppression",
-            "dsr_requests",
-            "jobs",
-        ):
-            out[table] = self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
-        # Two subqueries: MIN and MAX in one SELECT read every row.
-        (entries,) = self.db.execute(
-            "SELECT COALESCE((SELECT MAX(seq) FROM audit) - (SELECT MIN(seq) FROM audit) + 1, 0)"
-        ).fetchone()
-        out["audit"] = int(entries)
-        return out
+
+# The reads ``status`` shows, on any connection to the store: the store's own, or a reader's
+# of its own (the admin API reads them on a thread, off the event loop: connector.admin_reads).
+
+
+def latest_runs(db: sqlite3.Connection) -> dict[str, tuple[str, str | None, str, str | None]]:
+    """Per flow: (started_at, finished_at, status, summary) of its latest run."""
+    # Each flow's latest found by seeks on (flow, id), one flow to the next: GROUP BY
+    # flow walked the whole index, every run of years of runs every 15 minutes.
+    rows = db.execute(
+        "WITH RECURSIVE f(flow) AS (SELECT MIN(flow) FROM runs "
+        "UNION ALL SELECT (SELECT MIN(flow) FROM runs WHERE flow > f.flow) "
+        "FROM f WHERE f.flow IS NOT NULL) "
+        "SELECT r.flow, r.started_at, r.finished_at, r.status, r.summary FROM f "
+        "JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE flow = f.flow)"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def latest_success(db: sqlite3.Connection, flow: str) -> str | None:
+    """When ``flow`` last finished a run without failure (``None``: never)."""
+    row = db.execute(
+        "SELECT MAX(finished_at) FROM runs WHERE flow=? AND status='ok'", (flow,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def table_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Row counts of the main tables, for status output.
+
+    ``subjects`` is the people the store knows (one number each), ``identities`` their
+    ids in the systems (one row per person and system). Each is exact. ``audit`` is
+    counted from the seqs of the oldest and the newest entry kept (two seeks, not a
+    walk of millions of entries): a chain's seqs run without a gap from its start to its
+    head, which ``audit verify`` checks.
+    """
+    out: dict[str, int] = {}
+    for table in (
+        "subjects",
+        "identities",
+        "delivered",
+        "outbox",
+        "dead_letters",
+        "suppression",
+        "dsr_requests",
+        "jobs",
+    ):
+        out[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+    # Two subqueries: MIN and MAX in one SELECT read every row.
+    (entries,) = db.execute(
+        "SELECT COALESCE((SELECT MAX(seq) FROM audit) - (SELECT MIN(seq) FROM audit) + 1, 0)"
+    ).fetchone()
+    out["audit"] = int(entries)
+    return out
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -1505,6 +1505,75 @@ async def test_listing_the_requests_holds_no_probe(
     assert listed.status_code == 200 and [r["id"] for r in listed.json()] == ["er-a"]
 
 
+async def test_status_is_read_off_the_loop_holds_no_probe_and_says_what_it_said(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status is read on a thread with a read connection of its own: while a long one is
+    read, /healthz and /readyz answer, and the answer is the one the store's own reads give,
+    key for key. Its exact counts were read on the event loop, about 0.25 s at a million
+    people, every webhook and probe waiting."""
+    import threading
+
+    from connector import dsr_views
+    from connector.dsr_views import summary
+    from connector.keyset import key_facts
+
+    _put_requests(
+        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2099-12-01T23:59:59+00:00", "open")]
+    )
+    store = daemon.rt.store
+    store.finish_run(store.start_run("shop-to-crm"), "ok", "{}")
+    daemon.queue("resync", {"system": "shop", "full": False})
+    reading, release = threading.Event(), threading.Event()
+    build = dsr_views.make_view
+
+    def slow(*args: Any, **kwargs: Any) -> RequestView:
+        reading.set()
+        # Bounded: on the loop it would hold the test for this long, then let it fail.
+        release.wait(timeout=5)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(dsr_views, "make_view", slow)
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with (
+        _client(build_admin_app(daemon)) as admin,
+        _client(build_public_app(daemon)) as public,
+    ):
+        status = asyncio.create_task(admin.get("/admin/status", headers=auth))
+        await _until_waiting(status)
+        health = await public.get("/healthz")
+        ready = await public.get("/readyz")
+        held = status.done()
+        assert await asyncio.to_thread(reading.wait, 5)
+        release.set()
+        shown = await status
+    assert not held, "status held the event loop"
+    assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
+    assert shown.status_code == 200 and shown.headers["content-type"] == "application/json"
+    is_ready, checks = daemon.readiness()
+    runs = store.last_runs()
+    said = {
+        "ready": is_ready,
+        "checks": checks,
+        "flows": {
+            flow.name: {
+                "running": False,
+                "last_status": runs[flow.name][2] if flow.name in runs else "never run",
+                "last_finished": runs[flow.name][1] if flow.name in runs else None,
+                "last_success": store.last_success(flow.name),
+            }
+            for flow in daemon.rt.config.flows
+        },
+        "counts": store.counts(),
+        "jobs": [job.as_dict() for job in jobs.recent(store)],
+        "keys": key_facts(store, daemon.rt.config),
+        "requests": summary(store),
+    }
+    assert list(shown.json()) == list(said) and shown.json() == json.loads(json.dumps(said))
+    assert said["requests"]["open"] == 1 and said["jobs"] and said["counts"]["jobs"] == 1
+    assert said["flows"]["shop-to-crm"]["last_status"] == "ok"
+
+
 def _hubspot_hooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, source: bool) -> Path:
     """The shared config with a HubSpot webhook secret; ``source``: HubSpot is also a flow's
     source (a flow from it to the shop)."""
