@@ -431,8 +431,16 @@ class DsrService:
         Where the system's days leave the earlier deadline as it is, the entry
         ``dsr.deadline_kept`` says the request answers them too: an extension granted after
         would carry it past them (see :meth:`_extension_allowed`).
+
+        Only an asker giving fewer days than GDPR's month moves it: the same person asking
+        again (``dsr erase`` or the admin API while the request is open) pulled an extended
+        deadline back to a month from the repeat, undoing an extension the controller
+        granted and told the person of.
         """
-        own = _iso(self._deadline(self.received_at or self.now()))
+        received = self.received_at or self.now()
+        if self.due_within is None or received + self.due_within >= add_months(received, 1):
+            return
+        own = _iso(self._deadline(received))
         if dt.datetime.fromisoformat(own) >= dt.datetime.fromisoformat(row.deadline):
             if self.due_within is not None:
                 self.audit("dsr.deadline_kept", row, by=own, source=source, **self._due_within())

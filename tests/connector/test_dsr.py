@@ -999,6 +999,27 @@ async def test_a_shopify_request_joining_an_open_one_brings_its_deadline_forward
     assert again.id == view.id and again.deadline == "2026-04-09T14:00:00+00:00"
 
 
+@pytest.mark.parametrize("kind", ["erase", "access"])
+async def test_a_request_asked_again_by_the_operator_keeps_its_extended_deadline(
+    shop: WooCommerceSandbox, rt: Runtime, kind: str
+) -> None:
+    """The person's request, asked on 2 March and extended by two months (the person told
+    so), is asked again with `dsr erase` (`dsr access`) on 10 March while still open: the
+    repeat gives no fewer days than GDPR's month, so the extension the controller granted
+    stands, and no deadline is recorded as brought forward."""
+    seed(shop)
+    clock = {"now": dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    shop.faults.down = True
+    view = await (service.erase if kind == "erase" else service.access)(CANARY_EMAIL)
+    extended = service.extend(view.id, 2, "complex request")
+    clock["now"] = dt.datetime(2026, 3, 10, 14, 0, tzinfo=dt.UTC)
+    again = await (service.erase if kind == "erase" else service.access)(CANARY_EMAIL)
+    assert again.id == view.id and again.deadline == extended.deadline
+    kinds = {e.kind for e in audit.entries(rt.store)}
+    assert "dsr.deadline_brought_forward" not in kinds
+
+
 async def test_request_is_flagged_seven_days_before_its_deadline(
     shop: WooCommerceSandbox, rt: Runtime
 ) -> None:
