@@ -464,7 +464,7 @@ def build_admin_app(daemon: Daemon) -> FastAPI:
         """Flows, queues, readiness, recent jobs and open requests."""
         ready, checks = daemon.readiness()
         running = {name: lock.locked() for name, lock in daemon.flow_locks.items()}
-        read = admin_reads.status_body(daemon.rt.config, ready, checks, running)
+        read = admin_reads.status_body(daemon.rt.config, ready, checks, running, daemon.now())
         # Off the loop: the exact counts of a million people held every webhook and probe.
         body = await admin_reads.off_the_loop(daemon.rt.store.path, read)
         return Response(body, media_type=JSON_MEDIA_TYPE)

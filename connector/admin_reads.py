@@ -100,12 +100,18 @@ def request_page(
 
 
 def status_body(
-    config: Config, ready: bool, checks: dict[str, Any], running: dict[str, bool]
+    config: Config,
+    ready: bool,
+    checks: dict[str, Any],
+    running: dict[str, bool],
+    now: dt.datetime,
 ) -> Callable[[sqlite3.Connection], bytes]:
     """The read of ``GET /admin/status``, for :func:`off_the_loop`: its JSON body.
 
     ``ready``, ``checks`` and each flow's ``running`` are the daemon's own state, found on
-    the loop; the rest is read here. The exact counts of the people and their ids held the
+    the loop, as is ``now``, the daemon's clock the requests' days left are counted on (the
+    request listing, the gauges and the daily review count on it too); the rest is read
+    here. The exact counts of the people and their ids held the
     loop about 0.25 s at a million people, every webhook and probe waiting.
     """
 
@@ -127,7 +133,7 @@ def status_body(
             "jobs": [job.as_dict() for job in jobs.recent_in(db)],
             # As `klantsync status` shows them: fingerprints and dates, never a key.
             "keys": key_facts_in(db, config),
-            "requests": dsr_views.summary_in(db),
+            "requests": dsr_views.summary_in(db, now),
         }
         return _encoded(data)
 

@@ -1432,6 +1432,28 @@ async def test_the_request_listing_pages_keep_their_filters_and_list_the_overdue
     assert [r["id"] for r in opened.json()] == ["er-a", "er-c", "er-d", "er-e"]
 
 
+async def test_admin_status_counts_the_requests_days_left_on_the_daemon_s_clock(
+    daemon: Daemon,
+) -> None:
+    """`GET /admin/status` gives each open request's days left, flag and overdue mark by the
+    daemon's clock, as the request listing, the gauges and the daily review do; it counted
+    them by the host's clock alone, so the answers of one daemon disagreed."""
+    now = dt.datetime.fromtimestamp(daemon.clock(), dt.UTC)
+    got = (now - dt.timedelta(days=30)).isoformat(timespec="seconds")
+    due = [(now + dt.timedelta(days=days)).isoformat(timespec="seconds") for days in (-2, 3)]
+    _put_requests(daemon, [("er-late", got, due[0], "open"), ("er-soon", got, due[1], "open")])
+    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with _client(build_admin_app(daemon)) as client:
+        status = (await client.get("/admin/status", headers=auth)).json()
+        listed = (await client.get("/admin/dsr?open_only=true", headers=auth)).json()
+    requests = {r["id"]: r for r in status["requests"]["requests"]}
+    assert requests["er-late"]["days_left"] == -2 and requests["er-late"]["overdue"]
+    assert requests["er-soon"]["days_left"] == 3 and requests["er-soon"]["flagged"]
+    assert not requests["er-soon"]["overdue"]
+    assert (status["requests"]["overdue"], status["requests"]["due_soon"]) == (1, 1)
+    assert {r["id"]: r["overdue"] for r in listed} == {"er-late": True, "er-soon": False}
+
+
 async def test_a_page_past_the_most_or_after_no_request_is_refused_naming_the_parameter(
     daemon: Daemon,
 ) -> None:
@@ -1567,7 +1589,7 @@ async def test_status_is_read_off_the_loop_holds_no_probe_and_says_what_it_said(
         "counts": store.counts(),
         "jobs": [job.as_dict() for job in jobs.recent(store)],
         "keys": key_facts(store, daemon.rt.config),
-        "requests": summary(store),
+        "requests": summary(store, now=daemon.now()),
     }
     assert list(shown.json()) == list(said) and shown.json() == json.loads(json.dumps(said))
     assert said["requests"]["open"] == 1 and said["jobs"] and said["counts"]["jobs"] == 1
