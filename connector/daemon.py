@@ -29,6 +29,7 @@ from typing import Any
 
 from connector import audit, jobs
 from connector.backup import last_backup_time
+from connector.clockstep import STEP_TOLERANCE_SECONDS, WATCH_SECONDS, ClockWatch, reschedule
 from connector.config import Schedule, cron_trigger
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
@@ -128,11 +129,23 @@ class Daemon:
     Args:
         rt: the opened runtime (config, store, keys, systems, engine).
         clock: wall clock in epoch seconds (webhook freshness windows, readiness).
+        monotonic: a clock no one sets, against which the wall clock's steps back are
+            noticed (:mod:`connector.clockstep`).
     """
 
-    def __init__(self, rt: Runtime, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.rt = rt
         self.clock = clock
+        self.monotonic = monotonic
+        #: The scheduler while :meth:`serve` runs, and the look at the clocks it keeps.
+        self.scheduler: Any = None
+        self._clock_watch: ClockWatch | None = None
         self.metrics = Metrics()
         self.metrics.declare_flows(
             (flow.name, flow.source, flow.destinations) for flow in rt.config.flows
@@ -653,6 +666,9 @@ class Daemon:
             **late,
         )
         scheduler.start()
+        self.scheduler = scheduler
+        self._clock_watch = ClockWatch(self.clock, self.monotonic)
+        self._spawn(self._watch_clock())
         server_tasks = [self._spawn(server.serve(sockets=[sock])) for server, sock in servers]
         worker = self._spawn(self.jobs.run())
         self._worker_state = _WORKER_RUNS
@@ -681,6 +697,30 @@ class Daemon:
         audit.append(self.rt.store, "daemon.stopped", {})
         self.rt.store.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
         log.info("daemon stopped")
+
+    async def _watch_clock(self) -> None:
+        """Look at the clocks every :data:`~connector.clockstep.WATCH_SECONDS` until the stop."""
+        while not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), WATCH_SECONDS)
+            if not self.stopping.is_set():
+                self.check_clock()
+
+    def check_clock(self) -> None:
+        """Move the scheduled runs back with a wall clock set back (more than
+        :data:`~connector.clockstep.STEP_TOLERANCE_SECONDS`) since the last look, and say so
+        once. Left as they were, every run came as much later, the retries of open requests
+        included, while their deadlines kept running."""
+        if self.scheduler is None or self._clock_watch is None:
+            return
+        step = self._clock_watch.step_back()
+        if step <= STEP_TOLERANCE_SECONDS:
+            return
+        moved = reschedule(self.scheduler, step)
+        log.warning(
+            "wall clock set back: scheduled runs moved back with it",
+            extra={"seconds": round(step), "jobs": moved},
+        )
 
     def _worker_ended(self, task: asyncio.Task[Any]) -> None:
         """Note the job worker's task ending, other than by the daemon's stop: an error it

@@ -2682,6 +2682,51 @@ async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
     assert started[-1].data["interrupted_runs"] == 1
 
 
+async def test_a_wall_clock_set_back_under_the_daemon_moves_its_scheduled_runs_back_with_it(
+    open_rt: Callable[..., Any], daemon_config: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The clock set back an hour while 30 s pass: the request retries, the sweep and the
+    review come after as much real time as they would have (they came an hour late, as the
+    scheduler goes by the wall clock), the nightly flow keeps its own time, and the step is
+    logged once. A clock set forward, or one step looked at again, moves nothing."""
+    _listen_on_free_ports(daemon_config)
+    daemon_config.write_text(  # on a cron: no flow run at start, and its time stays
+        daemon_config.read_text().replace('schedule = "every 15m"', 'schedule = "0 3 * * *"')
+    )
+    wall, steady = Clock(), Clock()
+    async with open_rt(daemon_config) as rt:
+        daemon = Daemon(rt, clock=wall, monotonic=steady)
+        serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+        for _ in range(500):
+            await asyncio.sleep(0)
+            jobs_now = daemon.scheduler.get_jobs() if daemon.scheduler is not None else []
+            if jobs_now and all(job.next_run_time > later for job in jobs_now):
+                break  # the runs at start came due, and each job has its next time
+        before = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+        wall.now -= 3600
+        steady.now += 30
+        daemon.check_clock()
+        after = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+        wall.now += 7200
+        steady.now += 30
+        daemon.check_clock()
+        steady.now += 30
+        wall.now += 30
+        daemon.check_clock()
+        again = {job.id: job.next_run_time for job in daemon.scheduler.get_jobs()}
+        daemon.stop()
+        await asyncio.wait_for(serving, 15)
+    step = dt.timedelta(seconds=3630)
+    for job in ("housekeeping", "retention", "compliance"):
+        assert after[job] == before[job] - step, job
+    assert after["flow:shop-to-crm"] == before["flow:shop-to-crm"]
+    assert again == after
+    said = [r for r in caplog.records if r.getMessage().startswith("wall clock set back")]
+    assert len(said) == 1
+    assert (getattr(said[0], "seconds", None), getattr(said[0], "jobs", None)) == (3630, 3)
+
+
 async def test_scheduled_work_the_store_fails_under_or_a_flow_that_fails_ends_in_a_log_line(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
