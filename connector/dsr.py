@@ -432,14 +432,17 @@ class DsrService:
         ``dsr.deadline_kept`` says the request answers them too: an extension granted after
         would carry it past them (see :meth:`_extension_allowed`).
 
-        Only an asker giving fewer days than GDPR's month moves it: the same person asking
-        again (``dsr erase`` or the admin API while the request is open) pulled an extended
+        Only an asker that gives days of its own moves it: the same person asking again
+        (``dsr erase`` or the admin API while the request is open) pulled an extended
         deadline back to a month from the repeat, undoing an extension the controller
-        granted and told the person of.
+        granted and told the person of. Whether its days are fewer than the month is not
+        asked: Shopify's 30 days outlast a February, and its webhook then joined an
+        extended request unmarked, its deadline left months past Shopify's and open to
+        extension again.
         """
-        received = self.received_at or self.now()
-        if self.due_within is None or received + self.due_within >= add_months(received, 1):
+        if self.due_within is None:
             return
+        received = self.received_at or self.now()
         own = _iso(self._deadline(received))
         if dt.datetime.fromisoformat(own) >= dt.datetime.fromisoformat(row.deadline):
             if self.due_within is not None:

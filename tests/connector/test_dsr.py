@@ -1000,6 +1000,36 @@ async def test_a_shopify_request_joining_an_open_one_brings_its_deadline_forward
 
 
 @pytest.mark.parametrize("kind", ["erase", "access"])
+async def test_a_shopify_request_joining_an_open_one_in_february_still_brings_it_forward(
+    shop: WooCommerceSandbox, rt: Runtime, kind: str
+) -> None:
+    """The person's request, asked by e-mail on 20 January and extended by two months, is
+    still open when the shop's webhook comes on 5 February. A month from then is 28 days,
+    fewer than Shopify's 30, yet Shopify still gave days of its own: the open request takes
+    the earlier deadline, the extension notwithstanding, and is marked as one Shopify asked
+    for, so it cannot be extended past that again."""
+    seed(shop)
+    clock = {"now": dt.datetime(2027, 1, 20, 9, 0, tzinfo=dt.UTC)}
+    service = DsrService(rt, now=lambda: clock["now"])
+    shop.faults.down = True
+    view = await (service.erase if kind == "erase" else service.access)(CANARY_EMAIL)
+    extended = service.extend(view.id, 2, "complex request")
+    came = dt.datetime(2027, 2, 5, 14, 0, tzinfo=dt.UTC)
+    clock["now"] = came
+    shopify = DsrService(
+        rt, now=lambda: clock["now"], received_at=came, due_within=dt.timedelta(days=30)
+    )
+    ask = shopify.erase if kind == "erase" else shopify.access
+    joined = await ask(CANARY_EMAIL, source="webhook:shop")
+    assert joined.id == view.id
+    assert joined.deadline == "2027-03-05T22:59:59+00:00" < extended.deadline
+    moved = [e.data for e in audit.entries(rt.store) if e.kind == "dsr.deadline_brought_forward"]
+    assert [(m["was"], m["due_within_days"]) for m in moved] == [(extended.deadline, 30)]
+    with pytest.raises(DsrUsageError, match="within 30 days"):
+        service.extend(view.id, 1, "complex request")
+
+
+@pytest.mark.parametrize("kind", ["erase", "access"])
 async def test_a_request_asked_again_by_the_operator_keeps_its_extended_deadline(
     shop: WooCommerceSandbox, rt: Runtime, kind: str
 ) -> None:
