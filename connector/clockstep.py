@@ -17,15 +17,22 @@ from typing import Any
 
 __all__ = ["STEP_TOLERANCE_SECONDS", "WATCH_SECONDS", "ClockWatch", "reschedule"]
 
-#: A step back up to this is left alone: NTP slews small errors, and a look delayed by a
-#: busy loop must not read as one.
+#: A step back up to this is left alone until more such steps make it larger: a run a
+#: minute late matters to no one, and the jobs are not moved for every small NTP step. (A
+#: look delayed by a busy loop reads no step: both clocks are read at the look.)
 STEP_TOLERANCE_SECONDS = 60.0
 #: How often the daemon looks at its clocks.
 WATCH_SECONDS = 30.0
 
 
 class ClockWatch:
-    """Compares the wall clock's advance with the monotonic clock's between looks.
+    """Compares the wall clock's advance with the monotonic clock's since the schedule last
+    followed it.
+
+    Steps back within :data:`STEP_TOLERANCE_SECONDS` add up until together they pass it: a
+    host whose clock is stepped back half a minute at a time (``ntpdate`` from cron on a
+    clock running fast) had each step left alone, and the runs drifted hours late over
+    days.
 
     Args:
         wall: wall clock in epoch seconds (the daemon's).
@@ -35,15 +42,23 @@ class ClockWatch:
     def __init__(self, wall: Callable[[], float], monotonic: Callable[[], float]) -> None:
         self.wall = wall
         self.monotonic = monotonic
-        self._last = (wall(), monotonic())
+        #: The wall clock's lead over the monotonic one when the schedule last followed it.
+        self._offset = wall() - monotonic()
 
     def step_back(self) -> float:
-        """Seconds the wall clock was set back since the last look; 0 when it kept pace or
-        was set forward (the scheduler runs what came due then by itself)."""
-        wall, steady = self.wall(), self.monotonic()
-        last_wall, last_steady = self._last
-        self._last = (wall, steady)
-        return max(0.0, (steady - last_steady) - (wall - last_wall))
+        """Seconds the wall clock was set back since the schedule last followed it, once
+        more than :data:`STEP_TOLERANCE_SECONDS` (the schedule is then taken to follow it
+        again); 0 before that, and when it was set forward (the scheduler runs what came
+        due then by itself)."""
+        offset = self.wall() - self.monotonic()
+        back = self._offset - offset
+        if back < 0:
+            self._offset = offset
+            return 0.0
+        if back <= STEP_TOLERANCE_SECONDS:
+            return 0.0
+        self._offset = offset
+        return back
 
 
 def reschedule(scheduler: Any, step: float) -> int:

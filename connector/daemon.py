@@ -29,7 +29,7 @@ from typing import Any
 
 from connector import audit, jobs
 from connector.backup import last_backup_time
-from connector.clockstep import STEP_TOLERANCE_SECONDS, WATCH_SECONDS, ClockWatch, reschedule
+from connector.clockstep import WATCH_SECONDS, ClockWatch, reschedule
 from connector.config import Schedule, cron_trigger
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
@@ -708,13 +708,14 @@ class Daemon:
 
     def check_clock(self) -> None:
         """Move the scheduled runs back with a wall clock set back (more than
-        :data:`~connector.clockstep.STEP_TOLERANCE_SECONDS`) since the last look, and say so
-        once. Left as they were, every run came as much later, the retries of open requests
-        included, while their deadlines kept running."""
+        :data:`~connector.clockstep.STEP_TOLERANCE_SECONDS`, smaller steps adding up) since
+        the runs last followed it, and say so once. Left as they were, every run came as
+        much later, the retries of open requests included, while their deadlines kept
+        running."""
         if self.scheduler is None or self._clock_watch is None:
             return
         step = self._clock_watch.step_back()
-        if step <= STEP_TOLERANCE_SECONDS:
+        if not step:
             return
         moved = reschedule(self.scheduler, step)
         log.warning(

@@ -38,6 +38,23 @@ def test_a_wall_clock_set_back_is_measured_against_the_monotonic_one() -> None:
     assert watch.step_back() == 0.0
 
 
+def test_small_steps_back_add_up_until_together_they_pass_the_tolerance() -> None:
+    """A clock stepped back 40 s at each look reads no step at the first (a run 40 s late
+    matters to no one) but 80 s at the second, all of it; then nothing until it grows
+    again. Each step left alone on its own, the runs drifted later without bound."""
+    wall, steady = Clock(1_800_000_000.0), Clock(500.0)
+    watch = ClockWatch(wall, steady)
+    wall.now -= 10
+    steady.now += 30
+    assert watch.step_back() == 0.0
+    wall.now -= 10
+    steady.now += 30
+    assert watch.step_back() == 80.0
+    wall.now += 30
+    steady.now += 30
+    assert watch.step_back() == 0.0
+
+
 @pytest.fixture
 async def scheduler() -> AsyncIterator[Any]:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler

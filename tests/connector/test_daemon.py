@@ -2727,6 +2727,43 @@ async def test_a_wall_clock_set_back_under_the_daemon_moves_its_scheduled_runs_b
     assert (getattr(said[0], "seconds", None), getattr(said[0], "jobs", None)) == (3630, 3)
 
 
+@pytest.fixture
+async def watched(daemon: Daemon) -> AsyncIterator[tuple[Daemon, Clock, Clock]]:
+    """The daemon with a paused scheduler holding one 15-minute job, and its clocks watched
+    as :meth:`Daemon.serve` watches them: the wall clock and the monotonic one."""
+    from connector.clockstep import ClockWatch
+
+    scheduler = AsyncIOScheduler(timezone=dt.UTC)
+    scheduler.start(paused=True)  # the job gets its time; it never runs
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10)
+    scheduler.add_job(_nothing, "interval", minutes=15, id="every", next_run_time=soon)
+    wall, steady = Clock(), Clock()
+    daemon.scheduler = scheduler
+    daemon._clock_watch = ClockWatch(wall, steady)
+    yield daemon, wall, steady
+    scheduler.shutdown(wait=False)
+
+
+async def _nothing() -> None:
+    """A scheduled job that is never run."""
+
+
+async def test_small_steps_back_of_the_wall_clock_add_up_and_move_the_runs_back_together(
+    watched: tuple[Daemon, Clock, Clock],
+) -> None:
+    """The clock stepped back 40 s at two looks 30 s apart: the first alone is within the
+    minute left alone, the two together are not, and the run moves back by both. Each
+    judged alone, the runs drifted later with every such step, without bound."""
+    daemon, wall, steady = watched
+    before = daemon.scheduler.get_job("every").next_run_time
+    for _ in range(2):
+        wall.now -= 10
+        steady.now += 30
+        daemon.check_clock()
+    after = daemon.scheduler.get_job("every").next_run_time
+    assert before - after == dt.timedelta(seconds=80)
+
+
 async def test_scheduled_work_the_store_fails_under_or_a_flow_that_fails_ends_in_a_log_line(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
