@@ -703,8 +703,15 @@ class Daemon:
         while not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), WATCH_SECONDS)
-            if not self.stopping.is_set():
+            if self.stopping.is_set():
+                break
+            try:
                 self.check_clock()
+            except Exception as exc:
+                # Left to end the task, one failure stopped every later look, and nothing
+                # said so but asyncio's note when the task was collected. Said by the
+                # error's type only; the next look tries again.
+                log.error("clock watch failed", extra={"error": type(exc).__name__})
 
     def check_clock(self) -> None:
         """Move the scheduled runs back with a wall clock set back (more than

@@ -2764,6 +2764,42 @@ async def test_small_steps_back_of_the_wall_clock_add_up_and_move_the_runs_back_
     assert before - after == dt.timedelta(seconds=80)
 
 
+async def test_a_failed_look_at_the_clocks_is_logged_and_the_next_look_still_comes(
+    watched: tuple[Daemon, Clock, Clock],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Moving the runs fails once (the error's text holds an address): the watch says so,
+    by the error's type only, and the next step back is still followed. Before, the first
+    failure ended the watch's task unseen, and no later step moved anything."""
+    import connector.daemon as daemon_module
+
+    daemon, wall, steady = watched
+    calls: list[float] = []
+    real_reschedule = daemon_module.reschedule
+
+    def reschedule(scheduler: Any, step: float) -> int:
+        calls.append(step)
+        if len(calls) == 1:
+            raise RuntimeError("jan@example.nl")
+        return real_reschedule(scheduler, step)
+
+    monkeypatch.setattr(daemon_module, "WATCH_SECONDS", 0)
+    monkeypatch.setattr(daemon_module, "reschedule", reschedule)
+    watch = asyncio.ensure_future(daemon._watch_clock())
+    for _ in range(2):
+        wall.now -= 3600
+        steady.now += 30
+        for _ in range(20):
+            await asyncio.sleep(0)
+    daemon.stop()
+    await asyncio.wait_for(watch, 5)
+    assert calls == [3630.0, 3630.0]
+    failed = [r for r in caplog.records if r.getMessage() == "clock watch failed"]
+    assert [getattr(r, "error", None) for r in failed] == ["RuntimeError"]
+    assert "jan@example.nl" not in caplog.text
+
+
 async def test_scheduled_work_the_store_fails_under_or_a_flow_that_fails_ends_in_a_log_line(
     daemon: Daemon, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
