@@ -180,7 +180,9 @@ class DsrService:
         self.received_at = received_at
         self.due_within = due_within
         self.concurrency = max(1, concurrency)
-        self.signer = ReceiptSigner.for_store(rt.config.store_path, rt.keyring)
+        self.signer = ReceiptSigner.for_store(
+            rt.config.store_path, rt.keyring, on_rotate=self._audit_receipt_key_rotated
+        )
         self.kinds = KindRunner(self)
         # Shared by every service on the same store: the daemon builds one per job, and two
         # of them must not run the same request at once.
@@ -1151,10 +1153,15 @@ class DsrService:
         kept with the moment it was retired, verifies nothing signed after it. Audited by
         key id."""
         old, new = self.signer.rotate(self.timestamp())
+        self._audit_receipt_key_rotated(old, new)
+        return old, new
+
+    def _audit_receipt_key_rotated(self, old: str, new: str) -> None:
+        """A rotation of the receipt signing key, asked for or made by a load that found the
+        key in use retired (:class:`ReceiptSigner`), audited by key id."""
         audit.append(
             self.rt.store, audit.KEY_ROTATED, {"key": "receipt-signing", "old": old, "new": new}
         )
-        return old, new
 
     # -- shared with the kind runners ------------------------------------------------------------
 

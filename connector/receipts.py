@@ -41,10 +41,11 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,8 @@ KEY_ID = "Key-Id: "
 #: The explanatory line that says when the key was made (first used, for keys made before
 #: this line was kept).
 MADE_AT = "Made-At: "
+#: The file in :func:`retired_keys_dir` whose lock a rotation and a load of the key hold.
+LOCK_FILE = "lock"
 
 
 def receipt_key_path(store_path: Path) -> Path:
@@ -225,18 +228,36 @@ class ReceiptSigner:
         keyring: seals and opens the key file.
         adopt: a key file to take a copy of while ``key_path`` does not exist, if it opens
             with ``keyring`` (the shared file of earlier versions; see :meth:`for_store`).
+        on_rotate: told ``(old key id, new key id)`` when a load finds the key in use
+            retired and replaces it (:meth:`_load_or_create`), to audit it as a rotation.
     """
 
-    def __init__(self, key_path: Path, keyring: Keyring, *, adopt: Path | None = None) -> None:
+    def __init__(
+        self,
+        key_path: Path,
+        keyring: Keyring,
+        *,
+        adopt: Path | None = None,
+        on_rotate: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.key_path = key_path
         self._keyring = keyring
         self._adopt = adopt
+        self._on_rotate = on_rotate
+        #: Whether this signer holds the folder's lock (:meth:`_keys_alone`) now.
+        self._holding = False
         self._private: Ed25519PrivateKey | None = None
         #: The key file the key held was read from (:meth:`_file_identity`).
         self._loaded: tuple[int, int] | None = None
 
     @classmethod
-    def for_store(cls, store_path: Path, keyring: Keyring) -> ReceiptSigner:
+    def for_store(
+        cls,
+        store_path: Path,
+        keyring: Keyring,
+        *,
+        on_rotate: Callable[[str, str], None] | None = None,
+    ) -> ReceiptSigner:
         """The signer of the store at ``store_path``, under the store's ``keyring``.
 
         A store that has no key file of its own yet takes a copy of the folder's shared
@@ -245,7 +266,8 @@ class ReceiptSigner:
         is left where it is, since another store in the folder may have signed with it too.
         One that does not open is another store's, and this store makes a key of its own.
         """
-        return cls(receipt_key_path(store_path), keyring, adopt=store_path.parent / LEGACY_KEY_FILE)
+        legacy = store_path.parent / LEGACY_KEY_FILE
+        return cls(receipt_key_path(store_path), keyring, adopt=legacy, on_rotate=on_rotate)
 
     @property
     def private_key(self) -> Ed25519PrivateKey:
@@ -254,10 +276,11 @@ class ReceiptSigner:
         # receipt signed with it after that would be refused.
         found = self._file_identity()
         if self._private is None or (found is not None and found != self._loaded):
-            self._private = self._load_or_create()
             # The file as it was before the read (one replaced meanwhile is read again next
-            # time), or as the read made it.
-            self._loaded = found or self._file_identity()
+            # time), or as the read made it (a rotation at the load says the new one).
+            self._loaded = found
+            self._private = self._load_or_create()
+            self._loaded = self._loaded or self._file_identity()
         return self._private
 
     def _file_identity(self) -> tuple[int, int] | None:
@@ -309,8 +332,8 @@ class ReceiptSigner:
         # First: loading the key may adopt the shared file, and its retired keys with it.
         current = self.public_key
         retired = _known_keys(self.retired_dir)
-        # The key in use is retired by no file: a rotation that stopped before putting the
-        # new key in place wrote the old one's file, and the key signs on.
+        # The key in use is retired by no file (the load replaced one found retired; a
+        # rotation in another process may have retired it since).
         mine = retired.pop(key_id(current), None)
         made_at = None if mine is None else mine.made_at
         return [*sorted(retired.values(), key=_when), ListedKey(current, made_at=made_at)]
@@ -321,15 +344,30 @@ class ReceiptSigner:
         The old key's *public* half is kept, with ``retired_at`` (default: now), so receipts
         it signed before stay verifiable and none it signs later is; its private half is
         gone once the new sealed key file replaces it.
+
+        Under the folder's lock (:meth:`_keys_alone`): a load in another process never finds
+        the old key retired and the new one not yet in place.
         """
-        old = self.public_key
+        with self._keys_alone():
+            old = self.private_key
+            return self._rotate(old, retired_at or _now())
+
+    def _rotate(self, key_in_use: Ed25519PrivateKey, when: str) -> tuple[str, str]:
+        """:meth:`rotate` of ``key_in_use``, with the folder's lock held."""
+        old = key_in_use.public_key()
         old_id = key_id(old)
-        when = retired_at or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         kept = _known_keys(self.retired_dir).get(old_id)
         made_at = None if kept is None else kept.made_at
+        retired_at = when
+        if kept is not None and kept.retired_at is not None:
+            # Retired already (a rotation killed before its new key was in place, or a
+            # restore that brought it back): its retirement never moves later, or whatever
+            # a copy of it signed since would pass.
+            retired_at = min(when, kept.retired_at, key=dt.datetime.fromisoformat)
         # Whole or not at all: a torn file here failed every receipt check that followed.
         write_private(
-            self.retired_dir / f"{old_id}.pem", ListedKey(old, when, made_at).record().encode()
+            self.retired_dir / f"{old_id}.pem",
+            ListedKey(old, retired_at, made_at).record().encode(),
         )
         key = Ed25519PrivateKey.generate()
         # Known before it signs anything (see the module).
@@ -450,11 +488,52 @@ class ReceiptSigner:
             staged.unlink(missing_ok=True)  # opens with this store's keys only: nobody else's
 
     def _load_or_create(self) -> Ed25519PrivateKey:
-        key = self._read_or_create()
-        # Before it signs anything: a restore that cannot open the key file finds it here.
-        made = dt.datetime.fromtimestamp(self.key_path.stat().st_mtime, dt.UTC)
-        self._remember(key.public_key(), made.isoformat(timespec="seconds"))
-        return key
+        """The key to sign with, made or read, once what the folder of kept keys says of it
+        is settled (under its lock: a rotation in another process is never seen half-way).
+
+        A key kept as in use (a ``Made-At`` and no ``Retired-At``) that is not this one was
+        replaced by a restore stopped before it retired it: retired now, it verifies what it
+        signed until then and nothing later. A key in use that is kept as retired (a restore
+        of an older backup brought it back, or a rotation stopped before its new key was in
+        place) signs nothing again: a new key replaces it at once, its retirement left as
+        it was, and ``on_rotate`` is told, as a ``dsr rotate-key`` is audited.
+        """
+        with self._keys_alone():
+            key = self._read_or_create()
+            # Before it signs anything: a restore that cannot open the key file finds it here.
+            made = dt.datetime.fromtimestamp(self.key_path.stat().st_mtime, dt.UTC)
+            self._remember(key.public_key(), made.isoformat(timespec="seconds"))
+            in_use = key_id(key.public_key())
+            now = _now()
+            retire_replaced(self.retired_dir, in_use, now)
+            kept = _known_keys(self.retired_dir).get(in_use)
+            if kept is None or kept.retired_at is None:
+                return key
+            old, new = self._rotate(key, now)
+            if self._on_rotate is not None:
+                self._on_rotate(old, new)
+            assert self._private is not None  # set by the rotation
+            return self._private
+
+    @contextlib.contextmanager
+    def _keys_alone(self) -> Iterator[None]:
+        """The folder of kept keys to this signer alone (a lock file in it), waiting for
+        another process's rotation or load to finish (a few file writes). Held already by
+        this signer: nothing more (a rotation loads the key it retires)."""
+        if self._holding:
+            yield
+            return
+        self.retired_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.retired_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._holding = True
+            try:
+                yield
+            finally:
+                self._holding = False
+        finally:
+            os.close(fd)  # closing the descriptor releases its lock
 
     def _remember(self, public: Ed25519PublicKey, made_at: str) -> None:
         """Keep ``public`` in :attr:`retired_dir`, made at ``made_at``, unless it is there
@@ -480,6 +559,10 @@ class ReceiptSigner:
             return Ed25519PrivateKey.from_private_bytes(raw)
         except (DecryptionError, ValueError) as exc:
             raise ReceiptError(f"{self.key_path}: {NOT_THIS_STORES_KEY}") from exc
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _known_keys(folder: Path) -> dict[str, ListedKey]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from connector.crypto import Keyring
 from connector.errors import ReceiptError
@@ -313,3 +314,34 @@ def test_a_key_a_restore_replaced_is_retired_at_the_restore_and_no_other(
     assert kept[in_use].made_at == "2026-03-03T09:00:00+00:00"
     assert kept[replaced].retired_at == "2026-03-03T09:00:00+00:00"
     assert kept[signer_id(other)].retired_at is None
+
+
+def test_a_key_a_killed_rotation_retired_is_replaced_at_its_next_load_and_keeps_its_moment(
+    signer: ReceiptSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dsr rotate-key` killed after writing the old key's retired file and before the new
+    key was in place left the retired key signing on: the next load makes a new key at once
+    (said to ``on_rotate``, to be audited), and the old key keeps its Retired-At, which a
+    later rotation does not move either."""
+    before = signer.sign({**RECEIPT, "completed_at": "2026-03-03T08:00:00+00:00"})
+    old = signer_id(signer)
+
+    class Killed(BaseException):
+        pass
+
+    def killed() -> None:
+        raise Killed
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(Ed25519PrivateKey, "generate", killed)
+        signer.rotate("2026-03-03T09:00:00+00:00")
+    told: list[tuple[str, str]] = []
+    again = ReceiptSigner(
+        signer.key_path, Keyring(bytes(range(32))), on_rotate=lambda o, n: told.append((o, n))
+    )
+    new = json.loads(again.sign(RECEIPT))["key_id"]
+    assert new != old and told == [(old, new)]
+    again.rotate()
+    kept = {k.key_id: k for k in again.listed_keys()}
+    assert kept[old].retired_at == "2026-03-03T09:00:00+00:00"
+    assert verify_receipt(before.encode(), kept[old].public, retired_at=kept[old].retired_at).ok

@@ -1716,3 +1716,109 @@ def _signed(key: Ed25519PrivateKey, receipt: dict[str, Any]) -> bytes:
         "signature": base64.b64encode(key.sign(canonical(receipt))).decode("ascii"),
     }
     return canonical(document)
+
+
+async def test_a_restore_that_brings_back_a_retired_signing_key_never_signs_with_it_again(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
+) -> None:
+    """A backup holds signing key K1; `dsr rotate-key` retires it, then a master key
+    rotation seals the new key under keys the backup's do not open, so restoring the backup
+    puts K1 back. K1 signed on, and a later restore or rotation left its old Retired-At in
+    place: every receipt it signed after the restore was refused as completed after its
+    retirement. The first use of the key after the restore makes a new one, audited as a
+    rotation; K1 keeps its retirement, and every receipt verifies, after another rotation
+    too."""
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        first = await service.erase(OTHER_EMAIL)
+        take_backup(rt.config, out)  # holds K1's key file
+        retired, _ = service.rotate_receipt_key()
+        retired_at = service.listed_keys()[0].retired_at
+    assert retired_at is not None
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    facts = restore_backup(load_config(config_path), out)  # under the backup's master key
+    assert facts.receipt_key == "from the backup"
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert key_id(service.signer.public_key) != retired
+        listed = {k.key_id: k for k in service.listed_keys()}
+        assert listed[retired].retired_at == retired_at
+        rotations = [
+            e.data
+            for e in audit.entries(rt.store)
+            if e.kind == audit.KEY_ROTATED and e.data.get("key") == "receipt-signing"
+        ]
+        assert rotations == [
+            {"key": "receipt-signing", "old": retired, "new": key_id(service.signer.public_key)}
+        ]
+        second = await service.erase(CANARY_EMAIL)
+        receipts = [service.receipt(view.id) for view in (first, second)]
+        assert json.loads(str(receipts[1]))["key_id"] != retired
+        service.rotate_receipt_key()
+        for receipt in receipts:
+            assert receipt is not None
+            checked = service.verify_receipt(receipt.encode())
+            assert checked.ok, checked.problem
+        assert {k.key_id: k for k in service.listed_keys()}[retired].retired_at == retired_at
+
+
+async def test_a_key_a_restore_killed_before_retiring_it_left_in_use_is_retired_at_the_next_use(
+    shop: WooCommerceSandbox,
+    open_rt: RuntimeFactory,
+    tmp_path: Path,
+    config_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restore that puts another signing key in place, killed (as `kill -9`) after the
+    store's rename and before it retired the key it replaced, left that key kept as made
+    and never retired: it verified receipts of any date, those a copy of it signed after
+    the restore too. The next use of the signing key retires it at that moment: what it
+    signed before still verifies, nothing dated later does."""
+    import connector.restore
+    from tests.e2e.test_kill_anywhere import Death, Killed
+
+    seed(shop)
+    out = tmp_path / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        take_backup(rt.config, out)  # before the first receipt: holds no signing key
+    new_key = generate_master_key()
+    (config_path.parent / "new.key").write_text(new_key)
+    assert main(["-c", str(config_path), "keys", "rotate", "--to", "file:new.key"]) == 0
+    (config_path.parent / "master.key").write_text(new_key)  # as the rotation says to
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        erased = await service.erase(OTHER_EMAIL)
+        receipt = service.receipt(erased.id)
+        assert receipt is not None
+        replaced = service.signer.private_key
+    (config_path.parent / "master.key").write_text(MASTER_KEY)  # the backup's key
+    death = Death(1)
+    real = connector.restore.retire_replaced
+
+    def mortal(*args: Any, **kwargs: Any) -> Any:
+        death.moment()
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(connector.restore, "retire_replaced", mortal)
+        restore_backup(load_config(config_path), out)
+    assert death.dead
+    async with open_rt() as rt:
+        service = DsrService(rt)
+        assert service.signer.public_key != replaced.public_key()  # the restored store's key
+        listed = {k.key_id: k for k in service.listed_keys()}
+        former = listed[key_id(replaced.public_key())]
+        assert former.retired_at is not None and former.made_at is not None
+        checked = service.verify_receipt(receipt.encode())
+        assert checked.ok and checked.signer == "former", checked.problem
+        body = json.loads(receipt)["receipt"]
+        retired_at = dt.datetime.fromisoformat(former.retired_at)
+        late = body | {"completed_at": (retired_at + dt.timedelta(days=1)).isoformat()}
+        copied = service.verify_receipt(_signed(replaced, late))
+        assert not copied.ok and "retired" in copied.problem
