@@ -524,7 +524,10 @@ class ReceiptSigner:
             yield
             return
         self.retired_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.retired_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        # Opened for reading: flock needs no more, and a lock file root made first (a
+        # `dsr public-key` run as root) or a folder remounted read-only then stops no
+        # other user's signer. It holds nothing, so anyone may read it.
+        fd = os.open(self.retired_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self._holding = True

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -345,3 +347,23 @@ def test_a_key_a_killed_rotation_retired_is_replaced_at_its_next_load_and_keeps_
     kept = {k.key_id: k for k in again.listed_keys()}
     assert kept[old].retired_at == "2026-03-03T09:00:00+00:00"
     assert verify_receipt(before.encode(), kept[old].public, retired_at=kept[old].retired_at).ok
+
+
+def test_the_key_loads_where_the_lock_of_its_folder_may_only_be_read(
+    signer: ReceiptSigner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock file of the kept keys' folder was opened for writing: one made first by
+    root (a `dsr public-key` run as root), or on a folder remounted read-only, failed every
+    other signer's load, and the daemon's receipts with it."""
+    pem = signer.public_key_pem()  # makes the key, the folder and its lock file
+    assert (signer.retired_dir / "lock").exists()
+    real_open = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        if Path(path).name == "lock" and flags & (os.O_WRONLY | os.O_RDWR):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    again = ReceiptSigner(signer.key_path, Keyring(bytes(range(32))))
+    assert again.public_key_pem() == pem
