@@ -1486,66 +1486,16 @@ async def test_a_page_past_the_most_or_after_no_request_is_refused_naming_the_pa
     assert most.status_code == 200 and [r["id"] for r in most.json()] == ["er-a"]
 
 
-async def test_listing_the_requests_holds_no_probe(
-    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The listing is read and built on a thread with a read connection of its own: while a
-    long one is built, /healthz and /readyz answer. It was built on the event loop, about
-    0.2 s at 6,000 requests and growing with them, every webhook and probe waiting."""
+async def _admin_get_held_mid_read(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch, path: str
+) -> tuple[bool, httpx.Response, httpx.Response, httpx.Response]:
+    """GET ``path`` on the admin API with its read stopped mid-way (at a request's view),
+    and ask /healthz and /readyz meanwhile: (whether the GET had ended by then, health,
+    ready, the GET's answer once let go)."""
     import threading
 
     from connector import dsr_views
 
-    _put_requests(
-        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2026-12-01T23:59:59+00:00", "open")]
-    )
-    building, release = threading.Event(), threading.Event()
-    build = dsr_views.make_view
-
-    def slow(*args: Any, **kwargs: Any) -> RequestView:
-        building.set()
-        # Bounded: on the loop it would hold the test for this long, then let it fail.
-        release.wait(timeout=5)
-        return build(*args, **kwargs)
-
-    monkeypatch.setattr(dsr_views, "make_view", slow)
-    auth = {"authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with (
-        _client(build_admin_app(daemon)) as admin,
-        _client(build_public_app(daemon)) as public,
-    ):
-        listing = asyncio.create_task(admin.get("/admin/dsr", headers=auth))
-        await _until_waiting(listing)
-        health = await public.get("/healthz")
-        ready = await public.get("/readyz")
-        held = listing.done()
-        assert await asyncio.to_thread(building.wait, 5)
-        release.set()
-        listed = await listing
-    assert not held, "the listing held the event loop"
-    assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
-    assert listed.status_code == 200 and [r["id"] for r in listed.json()] == ["er-a"]
-
-
-async def test_status_is_read_off_the_loop_holds_no_probe_and_says_what_it_said(
-    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Status is read on a thread with a read connection of its own: while a long one is
-    read, /healthz and /readyz answer, and the answer is the one the store's own reads give,
-    key for key. Its exact counts were read on the event loop, about 0.25 s at a million
-    people, every webhook and probe waiting."""
-    import threading
-
-    from connector import dsr_views
-    from connector.dsr_views import summary
-    from connector.keyset import key_facts
-
-    _put_requests(
-        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2099-12-01T23:59:59+00:00", "open")]
-    )
-    store = daemon.rt.store
-    store.finish_run(store.start_run("shop-to-crm"), "ok", "{}")
-    daemon.queue("resync", {"system": "shop", "full": False})
     reading, release = threading.Event(), threading.Event()
     build = dsr_views.make_view
 
@@ -1561,14 +1511,50 @@ async def test_status_is_read_off_the_loop_holds_no_probe_and_says_what_it_said(
         _client(build_admin_app(daemon)) as admin,
         _client(build_public_app(daemon)) as public,
     ):
-        status = asyncio.create_task(admin.get("/admin/status", headers=auth))
-        await _until_waiting(status)
+        answer = asyncio.create_task(admin.get(path, headers=auth))
+        await _until_waiting(answer)
         health = await public.get("/healthz")
         ready = await public.get("/readyz")
-        held = status.done()
+        held = answer.done()
         assert await asyncio.to_thread(reading.wait, 5)
         release.set()
-        shown = await status
+        return held, health, ready, await answer
+
+
+async def test_listing_the_requests_holds_no_probe(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The listing is read and built on a thread with a read connection of its own: while a
+    long one is built, /healthz and /readyz answer. It was built on the event loop, about
+    0.2 s at 6,000 requests and growing with them, every webhook and probe waiting."""
+    _put_requests(
+        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2026-12-01T23:59:59+00:00", "open")]
+    )
+    held, health, ready, listed = await _admin_get_held_mid_read(daemon, monkeypatch, "/admin/dsr")
+    assert not held, "the listing held the event loop"
+    assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
+    assert listed.status_code == 200 and [r["id"] for r in listed.json()] == ["er-a"]
+
+
+async def test_status_is_read_off_the_loop_holds_no_probe_and_says_what_it_said(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Status is read on a thread with a read connection of its own: while a long one is
+    read, /healthz and /readyz answer, and the answer is the one the store's own reads give,
+    key for key. Its exact counts were read on the event loop, about 0.25 s at a million
+    people, every webhook and probe waiting."""
+    from connector.dsr_views import summary
+    from connector.keyset import key_facts
+
+    _put_requests(
+        daemon, [("er-a", "2026-11-01T09:00:00+00:00", "2099-12-01T23:59:59+00:00", "open")]
+    )
+    store = daemon.rt.store
+    store.finish_run(store.start_run("shop-to-crm"), "ok", "{}")
+    daemon.queue("resync", {"system": "shop", "full": False})
+    held, health, ready, shown = await _admin_get_held_mid_read(
+        daemon, monkeypatch, "/admin/status"
+    )
     assert not held, "status held the event loop"
     assert health.status_code == 200 and ready.json()["checks"]["store"] == "ok"
     assert shown.status_code == 200 and shown.headers["content-type"] == "application/json"
