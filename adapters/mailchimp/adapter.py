@@ -454,10 +454,13 @@ class MailchimpAdapter:
                 # member id known) may be new too: what it leaves is said kept, never emptied.
                 left = frozenset()
             written = _written(response)
-            if _beside(record, body, held) and written.member_id:
-                written = replace(written, beside=True)
             if written.status == NOT_OPTED_IN_STATUS and "status" not in body:
                 written = await self._sign_up(list_id, template, written)
+            # Marked after the sign-up, whose answer is a new outcome: marked before, a
+            # transactional member beside the former one lost the mark, and the connector
+            # knew the person by the new member alone (the former out of an erasure's reach).
+            if _beside(record, body, held) and written.member_id:
+                written = replace(written, beside=True)
             return replace(written, kept=left) if left and written.member_id else written
 
         return await self._on_connection(batch, call)

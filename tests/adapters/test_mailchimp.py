@@ -696,6 +696,29 @@ async def test_a_write_to_an_address_signed_up_again_leaves_the_unsubscribed_mem
     assert refused.reason == "Invalid Resource: email_address"  # nothing under the new one
 
 
+async def test_a_write_beside_an_unsubscribed_member_keeps_its_id_when_the_new_one_is_signed_up(
+    mc: Harness,
+) -> None:
+    """The store's own Mailchimp integration added the person's new address as a
+    transactional member while the one under the former address is unsubscribed: the write
+    goes to the new member and gives it the status of a new member, and the connector goes
+    on knowing the person by the former member's id, so that their erasure still reaches
+    the member under the former address as well as the new one."""
+    old = "reader0@example.com"
+    known = mc.sandbox.add_person(old, "Old", list_id=LIST_A, status="unsubscribed")
+    mc.sandbox.add_person("reader1@example.com", "Shop", list_id=LIST_A, status="transactional")
+    record = person(1)._replace(external_id=known)
+    (result,) = await mc.adapter.upsert([record])
+    assert (result.outcome, result.external_id) == ("upserted", known)
+    assert (mc.sandbox.member(LIST_A, "reader1@example.com") or {}).get("status") == "subscribed"
+    assert (mc.sandbox.member(LIST_A, old) or {}).get("status") == "unsubscribed"
+    erased = await mc.adapter.erase(Subject(email=record.email, external_id=result.external_id))
+    assert erased.found
+    for list_id in (LIST_A, LIST_B):
+        assert mc.sandbox.member(list_id, old) is None
+        assert mc.sandbox.member(list_id, "reader1@example.com") is None
+
+
 async def test_a_refused_move_keeps_the_former_member_s_id_when_another_audience_takes_the_write(
     mc: Harness,
 ) -> None:
