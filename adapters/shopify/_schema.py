@@ -2,7 +2,9 @@
 
 Types and fields follow the Admin API names (``Customer``, ``MailingAddress``,
 ``CustomerRequestDataErasurePayload``, ...). Fields outside this part are refused the way
-Shopify refuses unknown fields (``undefinedField``), so an adapter query that would fail
+Shopify refuses unknown fields (``undefinedField``), and so are a missing required argument,
+a variable declared and not used, and a variable or literal of another type than its
+argument's, with the codes Shopify's validation answers, so an adapter query that would fail
 against Shopify fails here too.
 
 While it runs, the executor counts ``actualQueryCost`` by the rules in ``_cost.py``.
@@ -14,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from adapters.shopify._graphql import Field, Operation, Variable, value_of
+from adapters.shopify._graphql import EnumValue, Field, Operation, Variable, value_of
 from adapters.shopify._store import (
     CUSTOMER,
     GraphQLError,
@@ -41,11 +43,12 @@ Resolver = Callable[[Mapping[str, Any], dict[str, Any]], Any]
 
 @dataclass(frozen=True)
 class Spec:
-    """One field of a type: what it returns and, where it is computed, how."""
+    """One field of a type: what it returns, its arguments (name -> GraphQL type, ``!``
+    for a required one) and, where it is computed, how."""
 
     kind: Kind = "scalar"
     type: str | None = None
-    args: frozenset[str] = frozenset()
+    args: Mapping[str, str] = field(default_factory=dict)
     resolve: Resolver | None = None
 
 
@@ -53,7 +56,19 @@ def _scalars(*names: str) -> dict[str, Spec]:
     return {name: Spec() for name in names}
 
 
-_PAGING = frozenset({"first", "after", "last", "before", "reverse"})
+_PAGING: Mapping[str, str] = {
+    "first": "Int",
+    "after": "String",
+    "last": "Int",
+    "before": "String",
+    "reverse": "Boolean",
+}
+
+#: The enum types of the arguments above; a value of one is written as a bare name.
+_ENUMS = frozenset({"CustomerSortKeys", "OrderSortKeys"})
+
+#: The input object types of the arguments above; a value of one is written ``{ ... }``.
+_INPUTS = frozenset({"CustomerDeleteInput"})
 _ADDRESS = _scalars(
     "id",
     "address1",
@@ -97,28 +112,34 @@ class Executor:
         return {
             "QueryRoot": {
                 "customers": Spec(
-                    "connection", "Customer", _PAGING | {"query", "sortKey"}, self._customers
+                    "connection",
+                    "Customer",
+                    {**_PAGING, "query": "String", "sortKey": "CustomerSortKeys"},
+                    self._customers,
                 ),
                 "customer": Spec(
-                    "object", "Customer", frozenset({"id"}), lambda _, a: store.customer(a["id"])
+                    "object", "Customer", {"id": "ID!"}, lambda _, a: store.customer(a["id"])
                 ),
-                "order": Spec("object", "Order", frozenset({"id"}), self._order),
+                "order": Spec("object", "Order", {"id": "ID!"}, self._order),
             },
             "Mutation": {
                 "customerRequestDataErasure": Spec(
                     "object",
                     "CustomerRequestDataErasurePayload",
-                    frozenset({"customerId"}),
+                    {"customerId": "ID!"},
                     self._request_erasure,
                 ),
                 "customerCancelDataErasure": Spec(
                     "object",
                     "CustomerCancelDataErasurePayload",
-                    frozenset({"customerId"}),
+                    {"customerId": "ID!"},
                     self._cancel_erasure,
                 ),
                 "customerDelete": Spec(
-                    "object", "CustomerDeletePayload", frozenset({"input"}), self._delete
+                    "object",
+                    "CustomerDeletePayload",
+                    {"input": "CustomerDeleteInput!"},
+                    self._delete,
                 ),
             },
             "Customer": {
@@ -148,10 +169,15 @@ class Executor:
                 "addresses": Spec(
                     "list",
                     "MailingAddress",
-                    frozenset({"first"}),
+                    {"first": "Int"},
                     lambda c, a: c.get("addresses", [])[: a.get("first") or None],
                 ),
-                "orders": Spec("connection", "Order", _PAGING | {"sortKey", "query"}, self._orders),
+                "orders": Spec(
+                    "connection",
+                    "Order",
+                    {**_PAGING, "sortKey": "OrderSortKeys", "query": "String"},
+                    self._orders,
+                ),
             },
             "Order": {
                 **_scalars(
@@ -284,16 +310,41 @@ class Executor:
     # -- validation ------------------------------------------------------------------------
 
     def validate(self, operation: Operation, variables: dict[str, Any]) -> list[GraphQLError]:
-        """Static checks: fields and arguments exist, selections fit, variables are given."""
+        """Static checks, as Shopify makes them before it runs anything: fields and arguments
+        exist, required arguments are given, literals and variables are of their arguments'
+        types, every variable is declared and used, selections fit, variables are given."""
         errors: list[GraphQLError] = []
         types = self.types()
         root = "Mutation" if operation.kind == "mutation" else "QueryRoot"
-        used: set[str] = set()
+        used: list[_Usage] = []
         self._check(types, root, operation.selections, [], errors, used)
-        for name in sorted(used - set(operation.variables)):
+        names = {usage.name for usage in used}
+        for name in sorted(names - set(operation.variables)):
             errors.append(
                 GraphQLError(f"Variable ${name} is used but not declared", "variableNotDefined")
             )
+        for name in operation.variables:
+            if name not in names:
+                errors.append(
+                    GraphQLError(
+                        f"Variable ${name} is declared by {operation.name or 'anonymous query'} "
+                        "but not used",
+                        "variableNotUsed",
+                    )
+                )
+        for usage in used:
+            if usage.name in operation.variables and usage.expected is not None:
+                declared, default = operation.variables[usage.name]
+                problem = _variable_mismatch(declared, default, usage.expected)
+                if problem:
+                    errors.append(
+                        GraphQLError(
+                            f"{problem} on variable ${usage.name} and argument "
+                            f"{usage.argument} ({declared} / {usage.expected})",
+                            "variableMismatch",
+                            usage.path,
+                        )
+                    )
         for name, (type_text, default) in operation.variables.items():
             if type_text.endswith("!") and variables.get(name, default) is None:
                 errors.append(
@@ -311,7 +362,7 @@ class Executor:
         selections: list[Field],
         path: list[str],
         errors: list[GraphQLError],
-        used: set[str],
+        used: list[_Usage],
     ) -> None:
         for selected in selections:
             where = [*path, selected.key]
@@ -326,8 +377,13 @@ class Executor:
                 )
                 continue
             for argument, value in selected.arguments.items():
-                used |= _variables_in(value)
-                if argument not in spec.args:
+                expected = spec.args.get(argument)
+                if isinstance(value, Variable):
+                    used.append(_Usage(value.name, argument, expected, where))
+                else:
+                    # Inside a list or an input object: used, of a type this part does not say.
+                    used += [_Usage(n, argument, None, where) for n in _variables_in(value)]
+                if expected is None:
                     errors.append(
                         GraphQLError(
                             f"Field '{selected.name}' doesn't accept argument '{argument}'",
@@ -335,6 +391,29 @@ class Executor:
                             where,
                         )
                     )
+                elif not isinstance(value, Variable) and not _literal_fits(value, expected):
+                    errors.append(
+                        GraphQLError(
+                            f"Argument '{argument}' on Field '{selected.name}' has an invalid "
+                            f"value. Expected type '{expected}'.",
+                            "argumentLiteralsIncompatible",
+                            where,
+                        )
+                    )
+            missing = [
+                argument
+                for argument, expected in spec.args.items()
+                if expected.endswith("!") and argument not in selected.arguments
+            ]
+            if missing:
+                errors.append(
+                    GraphQLError(
+                        f"Field '{selected.name}' is missing required arguments: "
+                        f"{', '.join(missing)}",
+                        "missingRequiredArguments",
+                        where,
+                    )
+                )
             if spec.kind == "scalar":
                 if selected.selections:
                     errors.append(
@@ -493,6 +572,48 @@ def _user_error(message: str, code: str) -> dict[str, Any]:
         "customerId": None,
         "userErrors": [{"field": ["customerId"], "message": message, "code": code}],
     }
+
+
+@dataclass(frozen=True)
+class _Usage:
+    """A variable used as an argument: where, and the type the argument takes (``None``
+    inside a list or an input object, whose member types this part does not keep)."""
+
+    name: str
+    argument: str
+    expected: str | None
+    path: list[str]
+
+
+def _variable_mismatch(declared: str, default: Any, expected: str) -> str | None:
+    """Why a variable of type ``declared`` cannot be given to an argument of type
+    ``expected`` (GraphQL's "All Variable Usages Are Allowed"), or ``None`` when it can."""
+    if expected.endswith("!") and not declared.endswith("!") and default is None:
+        return "Nullability mismatch"
+    if declared.rstrip("!") != expected.rstrip("!"):
+        return "Type mismatch"
+    return None
+
+
+def _literal_fits(value: Any, expected: str) -> bool:
+    """Whether a literal (no variable at its top) is a value of the argument type
+    ``expected``; what is inside a list or an input object is not looked into."""
+    if value is None:
+        return not expected.endswith("!")
+    base = expected.rstrip("!")
+    if base in _ENUMS:
+        return isinstance(value, EnumValue)
+    if base in _INPUTS:
+        return isinstance(value, dict)
+    if base == "Boolean":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if base == "Int":
+        return isinstance(value, int)
+    if base == "ID":
+        return isinstance(value, str | int)
+    return isinstance(value, str)  # String
 
 
 def _variables_in(value: Any) -> set[str]:

@@ -4,7 +4,9 @@ It serves ``POST /admin/api/{version}/graphql.json`` with:
 
 - access-token auth (``X-Shopify-Access-Token``) and Shopify's 401 body;
 - a small GraphQL reader (``_graphql.py``) and the customer/order part of the schema
-  (``_schema.py``), answering only what was selected and refusing unknown fields;
+  (``_schema.py``), answering only what was selected and refusing, before anything runs,
+  what Shopify's validation refuses (unknown fields, missing required arguments, variables
+  declared and not used, variables and literals of another type than their argument's);
 - the calculated-cost leaky bucket per plan (restore 100/200/1000/2000 points/s), with
   ``extensions.cost`` on every executed answer, and Shopify's ``THROTTLED`` error when the
   bucket cannot cover a query's requested cost: HTTP 200 by default, 429 when asked (which

@@ -744,6 +744,84 @@ async def test_the_sandbox_refuses_what_shopify_refuses(raw: Callable[..., Any])
     assert body["errors"][0]["extensions"]["code"] == "INVALID_VARIABLE"
 
 
+CUSTOMER_ONE = "gid://shopify/Customer/7100000000001"
+
+
+@pytest.mark.parametrize(
+    ("query", "variables", "code"),
+    [
+        # A required argument left out: the field cannot run.
+        ("{ customer { id } }", {}, "missingRequiredArguments"),
+        ("{ order { id } }", {}, "missingRequiredArguments"),
+        (
+            "mutation { customerRequestDataErasure { customerId userErrors { code } } }",
+            {},
+            "missingRequiredArguments",
+        ),
+        # A variable declared and never used.
+        (
+            "query Q($id: ID!, $after: String) { customer(id: $id) { id } }",
+            {"id": CUSTOMER_ONE},
+            "variableNotUsed",
+        ),
+        # A variable of another type than its argument's, or nullable where it may not be.
+        (
+            "query Q($id: String!) { customer(id: $id) { id } }",
+            {"id": CUSTOMER_ONE},
+            "variableMismatch",
+        ),
+        ("query Q($id: ID) { customer(id: $id) { id } }", {"id": CUSTOMER_ONE}, "variableMismatch"),
+        (
+            "query Q($n: String) { customers(first: $n) { nodes { id } } }",
+            {"n": "5"},
+            "variableMismatch",
+        ),
+        # A literal of another type: an enum written as a string, a number as a string.
+        (
+            '{ customers(first: 1, sortKey: "UPDATED_AT") { nodes { id } } }',
+            {},
+            "argumentLiteralsIncompatible",
+        ),
+        ('{ customers(first: "1") { nodes { id } } }', {}, "argumentLiteralsIncompatible"),
+    ],
+)
+async def test_the_sandbox_refuses_an_operation_shopify_would_not_run(
+    raw: Callable[..., Any], sandbox: ShopifySandbox, query: str, variables: Any, code: str
+) -> None:
+    """Shopify validates a document against its schema before it runs any of it: a missing
+    required argument, a variable declared and not used, or one (or a literal) of another
+    type than its argument's is refused with HTTP 200 and the rule's code. The sandbox ran
+    such documents (or failed with a 500), so an adapter document with such a fault passed
+    every test and failed against every store."""
+    sandbox.add_person("an@example.com", "An")
+    status, body = await raw(query, variables)
+    assert status == 200 and "data" not in body
+    assert [e["extensions"]["code"] for e in body["errors"]] == [code]
+    assert sandbox.operations == []  # refused before it ran
+
+
+async def test_the_sandbox_answers_a_bad_escape_in_a_string_with_a_parse_error(
+    raw: Callable[..., Any],
+) -> None:
+    """A ``\\u`` escape without four hex digits is a syntax error, not a crash (500)."""
+    status, body = await raw('{ customers(first: 1, query: "\\uZZZZ") { nodes { id } } }')
+    assert status == 200 and "Parse error" in body["errors"][0]["message"]
+
+
+async def test_every_document_the_adapter_sends_passes_the_sandboxs_checks(
+    shop: Harness,
+) -> None:
+    """The adapter's own documents hold none of the faults above (each is run once)."""
+    shop.sandbox.add_person("an@example.com", "An", city="Utrecht")
+    shop.sandbox.add_order("an@example.com")
+    async with shop.client:
+        await collect(shop.adapter, None)
+        await shop.adapter.find(Subject(email="an@example.com"))
+        await shop.adapter.find_people(Subject(email="an@example.com"))
+        result = await shop.adapter.erase(Subject(email="an@example.com"))
+    assert result.pending
+
+
 # -- find ----------------------------------------------------------------------------------
 
 
