@@ -208,8 +208,10 @@ def throttle_wait(body: Any, fallback_restore_rate: float | None = None) -> floa
     """Seconds until the bucket holds what the throttled query asked for, or ``None``.
 
     ``(requestedQueryCost - currentlyAvailable) / restoreRate``, rounded up to the
-    millisecond so the retry does not land a hair short of the points it needs. Without the
-    cost figures the answer is ``None`` and the client falls back to its own backoff.
+    millisecond so the retry does not land a hair short of the points it needs. An answer
+    without ``throttleStatus`` (or without its figures) is taken as an empty bucket
+    refilling at ``fallback_restore_rate`` (the plan's). Without the requested cost, or
+    without any rate, the answer is ``None`` and the client falls back to its own backoff.
     """
     if not isinstance(body, dict):
         return None
@@ -220,9 +222,10 @@ def throttle_wait(body: Any, fallback_restore_rate: float | None = None) -> floa
     requested = _number(cost.get("requestedQueryCost"))
     status = cost.get("throttleStatus")
     status = status if isinstance(status, dict) else {}
-    available = _number(status.get("currentlyAvailable"))
+    # Not said: taken as none left, so the retry does not come back before the points can.
+    available = _number(status.get("currentlyAvailable")) or 0.0
     rate = _number(status.get("restoreRate")) or fallback_restore_rate
-    if requested is None or available is None or not rate or rate <= 0:
+    if requested is None or not rate or rate <= 0:
         return None
     return math.ceil(max(0.0, requested - available) / rate * 1000) / 1000
 

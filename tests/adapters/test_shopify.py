@@ -669,6 +669,20 @@ def test_throttle_wait_and_wait_hint_read_the_cost_figures() -> None:
     assert wait_hint(httpx.Response(429, text="slow down")) is None
 
 
+def test_a_throttled_answer_without_the_buckets_figures_waits_by_the_plans_restore_rate() -> None:
+    """A THROTTLED answer that says what the query asked for but not what the bucket holds
+    is waited out as if the bucket were empty, at the configured plan's restore rate (what
+    ``plan`` is for): the wait was left to the client's short backoff, which sent the
+    query back before the bucket could hold it."""
+    body = {
+        "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+        "extensions": {"cost": {"requestedQueryCost": 752, "actualQueryCost": None}},
+    }
+    assert throttle_wait(body, 100.0) == 7.52
+    assert throttle_wait(body, 1000.0) == 0.752
+    assert throttle_wait(body) is None  # no rate known: the client's own backoff
+
+
 # -- failures ------------------------------------------------------------------------------
 
 
