@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.markup import escape
@@ -90,6 +91,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
     summary["warnings"] += _environment_secrets_beside_credentials(config_path)
     summary["warnings"] += _metrics_refused_beyond_loopback(config)
     summary["warnings"] += _signed_urls_unknown(config)
+    summary["warnings"] += _webhook_port_wordpress_refuses(config)
     summary["warnings"] += [
         f"systems.{name}.{warning}"
         for name, system in config.systems.items()
@@ -272,6 +274,46 @@ def _signed_urls_unknown(config: Config) -> list[str]:
         "registered with it, or every delivery fails its signature"
         for name, system in config.systems.items()
         if system.adapter in _SIGNS_THE_URL and system.webhooks is not None
+    ]
+
+
+#: Adapters whose vendor posts webhooks with WordPress's HTTP API (``wp_safe_remote_request``),
+#: which refuses a URL on any port but these (``http_allowed_safe_ports``) unless the site
+#: itself is served on that host and port.
+_WORDPRESS_DELIVERS = frozenset({"woocommerce"})
+_WORDPRESS_SAFE_PORTS = (80, 443, 8080)
+
+
+def _webhook_port_wordpress_refuses(config: Config) -> list[str]:
+    """A warning per WooCommerce system with webhooks where the URL the shop would call
+    has a port WordPress does not deliver to: ``daemon.public_url``'s, or, with the daemon
+    terminating TLS itself and no ``public_url``, ``daemon.listen``'s.
+
+    WooCommerce answers the saving of such a webhook "Delivery URL cannot be reached: A
+    valid URL was not provided", and a webhook saved before fails each delivery until it
+    is disabled: nothing names the port. Behind a proxy with no ``public_url`` the port the
+    shop calls is not known here, and nothing is said.
+    """
+    settings = config.daemon
+    if settings.public_url is not None:
+        where, parts = "daemon.public_url", urlsplit(settings.public_url)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return []  # refused at load
+    elif settings.tls_cert is not None:
+        where, port = "daemon.listen", int(settings.listen.rpartition(":")[2])
+    else:
+        return []
+    if port in _WORDPRESS_SAFE_PORTS:
+        return []
+    return [
+        f"systems.{name}.webhooks: WooCommerce (WordPress) delivers webhooks to ports 80, "
+        f"443 and 8080 alone, and {where} makes it port {port}: the shop refuses the "
+        "delivery URL (unless the shop itself is served on that port); serve the daemon on "
+        "443 or 8080, or behind a proxy on 443 with daemon.public_url set to that URL"
+        for name, system in config.systems.items()
+        if system.adapter in _WORDPRESS_DELIVERS and system.webhooks is not None
     ]
 
 

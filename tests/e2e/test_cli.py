@@ -2291,6 +2291,51 @@ def test_check_warns_when_hubspot_s_signed_url_is_not_the_one_the_daemon_sees(
         assert "daemon.public_url" in said[0]
 
 
+@pytest.mark.parametrize(
+    ("daemon", "warned"),
+    [
+        ('public_url = "https://klantsync.voorbeeld.nl:8787"', "daemon.public_url"),
+        ('public_url = "https://klantsync.voorbeeld.nl"', None),
+        ('public_url = "https://klantsync.voorbeeld.nl:8080"', None),
+        ('listen = "0.0.0.0:8787"\n{tls}', "daemon.listen"),
+        ('listen = "0.0.0.0:443"\n{tls}', None),
+        ("", None),  # behind a proxy: the port the shop calls is not known here
+    ],
+)
+def test_check_warns_when_woocommerce_would_be_given_a_webhook_port_wordpress_refuses(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    daemon: str,
+    warned: str | None,
+) -> None:
+    """WordPress posts a webhook only to ports 80, 443 and 8080 (wp_safe_remote_request):
+    a daemon facing the shop on 8787 had its delivery URL refused when the webhook was
+    saved ("A valid URL was not provided"), and every delivery of one saved before failed
+    until WooCommerce disabled it, with nothing naming the port. `check` says so, naming
+    the key that gives the port."""
+    from connector.devtls import DevCA
+
+    pair = DevCA(tmp_path / "ca").issue("klantsync", hosts=("klantsync.voorbeeld.nl",))
+    tls = f'tls_cert = "{pair.cert_path}"\ntls_key = "{pair.key_path}"'
+    secret = tmp_path / "hook"
+    secret.write_text("webhook-secret-of-the-shop")
+    secret.chmod(0o600)
+    config = write_test_config(
+        tmp_path,
+        extra="[daemon]\n" + daemon.format(tls=tls),
+        shop_extra=f'[systems.shop.webhooks]\nsecret = "file:{secret}"',
+    )
+    main(["-c", str(config), "check", "--json"])
+    warnings = json.loads(capsys.readouterr().out)["warnings"]
+    said = [w for w in warnings if w.startswith("systems.shop.webhooks:")]
+    if warned is None:
+        assert said == []
+    else:
+        (warning,) = said
+        assert warned in warning and "8787" in warning and "443" in warning
+
+
 @pytest.mark.parametrize("encoding", ["latin-1", "ascii"])
 def test_a_command_prints_a_name_beyond_ascii_in_utf8_whatever_the_locale(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, encoding: str
