@@ -75,9 +75,24 @@ def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-def _truthy(value: str | None) -> bool:
-    # WordPress's rest_sanitize_boolean: "1", "true", "yes" (any case) are true.
-    return value is not None and value.strip().lower() in ("1", "true", "yes")
+def _boolean(request: Request, name: str) -> bool:
+    """A ``boolean`` query argument as WordPress takes one, before the route runs: checked
+    by ``rest_is_boolean`` ("true", "false", "1" or "0", in any case), then read by
+    ``rest_sanitize_boolean``; absent, false. Anything else ("yes", "") is 400
+    ``rest_invalid_param``: a fake that took ``force=yes`` for true deleted for good where
+    WordPress deletes nothing."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return False
+    value = raw.lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(
+            400,
+            "rest_invalid_param",
+            f"Invalid parameter(s): {name}",
+            params={name: f"{name} is not of type boolean."},
+        )
+    return value in ("true", "1")
 
 
 class WooCommerceSandbox(SandboxBase):
@@ -298,7 +313,7 @@ class WooCommerceSandbox(SandboxBase):
         return _json(self._fields(request, updated)), [body]
 
     async def _delete_customer(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
-        force = _truthy(request.query_params.get("force"))
+        force = _boolean(request, "force")
         deleted = self.rules.delete_customer(request.path_params["id"], force)
         return _json(self._fields(request, deleted)), []
 
@@ -370,12 +385,13 @@ class WooCommerceSandbox(SandboxBase):
     async def _delete_note(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``DELETE /orders/{id}/notes/{note}?force=true``: notes cannot be trashed, so
         without ``force`` WooCommerce answers 501 ``woocommerce_rest_trash_not_supported``."""
+        force = _boolean(request, "force")
         order_id, note_id = int(request.path_params["id"]), int(request.path_params["note"])
         notes = self.store.order_notes.get(order_id, [])
         found = next((n for n in notes if n["id"] == note_id), None)
         if order_id not in self.store.orders or found is None:
             raise ApiError(404, "woocommerce_rest_invalid_id", "Invalid resource ID.")
-        if request.query_params.get("force") not in ("true", "1"):
+        if not force:
             raise ApiError(
                 501,
                 "woocommerce_rest_trash_not_supported",
@@ -417,7 +433,7 @@ class WooCommerceSandbox(SandboxBase):
     async def _delete_review(self, request: Request) -> tuple[Response, list[Mapping[str, Any]]]:
         """``DELETE /products/reviews/{id}``: ``{"deleted": true, "previous": ...}`` with
         ``force``, else the review as moved to the trash (``edit`` context either way)."""
-        force = _truthy(request.query_params.get("force"))
+        force = _boolean(request, "force")
         review, deleted = delete_review(self.store, request.path_params["id"], force)
         shown = self._review(request, review, "edit")
         body = {"deleted": True, "previous": shown} if deleted else shown

@@ -1505,6 +1505,29 @@ async def test_sandbox_refuses_delete_without_force(sandbox: WooCommerceSandbox)
     assert sandbox.holds("blijf@example.com")
 
 
+async def test_sandbox_takes_force_as_wordpress_takes_a_boolean(
+    sandbox: WooCommerceSandbox,
+) -> None:
+    """WordPress checks a ``boolean`` argument before the route runs: "true", "false", "1"
+    or "0" in any case; anything else ("yes") is 400 rest_invalid_param and nothing is
+    deleted. The fake took ``force=yes`` for true and deleted the customer for good, and
+    refused ``force=TRUE`` on an order note (501), which WordPress takes."""
+    customer_id = sandbox.add_person("blijf@example.com")
+    order_id = sandbox.add_order(customer_id)
+    note_id = sandbox.add_order_note(order_id, "Gebeld over de levering")
+    async with await raw_client(sandbox) as http:
+        refused = await http.delete(f"{API}/customers/{customer_id}", params={"force": "yes"})
+        note = await http.delete(
+            f"{API}/orders/{order_id}/notes/{note_id}", params={"force": "TRUE"}
+        )
+        kept = await http.delete(f"{API}/customers/{customer_id}", params={"force": "0"})
+    assert (refused.status_code, refused.json()["code"]) == (400, "rest_invalid_param")
+    assert refused.json()["data"]["params"] == {"force": "force is not of type boolean."}
+    assert sandbox.holds("blijf@example.com")
+    assert note.status_code == 200 and sandbox.notes_of(order_id) == []
+    assert (kept.status_code, kept.json()["code"]) == (501, "woocommerce_rest_trash_not_supported")
+
+
 async def test_an_account_deleted_while_the_erasure_runs_is_gone_not_a_failure(
     sandbox: WooCommerceSandbox,
 ) -> None:
