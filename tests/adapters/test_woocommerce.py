@@ -1593,6 +1593,21 @@ def test_webhook_signature_valid_invalid_and_tampered(
     assert not harness.adapter.verify_webhook(unsigned, SECRET, now=0.0)
 
 
+def test_webhook_signature_matches_a_value_computed_apart_from_this_code(
+    harness: Harness,
+) -> None:
+    """The sandbox signs with the adapter's own definition, so the test above would pass
+    with any scheme both shared. This value was computed apart from it, as WooCommerce's
+    generate_signature does: ``base64(HMAC-SHA256(body, secret))`` (``openssl dgst -sha256
+    -hmac wc-webhook-secret -binary | base64``)."""
+    body = b'{"id":7,"email":"an@example.com"}'
+    expected = "zwae04ew/61KCAuFTjIp44/OFpmUGPJxSH4FWpcEmmE="
+    assert webhook_signature(body, "wc-webhook-secret") == expected
+    headers = {"content-type": "application/json", "x-wc-webhook-signature": expected}
+    signed = WebhookRequest("POST", "https://k.example.nl/webhooks/shop", headers, body)
+    assert harness.adapter.verify_webhook(signed, "wc-webhook-secret", now=0.0)
+
+
 def test_unsigned_ping_is_accepted_and_yields_no_events(harness: Harness) -> None:
     """WooCommerce's unsigned form ping verifies (so the hook activates) and means nothing."""
     form = {"content-type": "application/x-www-form-urlencoded"}
