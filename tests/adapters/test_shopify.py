@@ -1481,6 +1481,19 @@ def test_webhook_hmac_valid_invalid_and_tampered(shop: Harness) -> None:
     }
 
 
+def test_webhook_hmac_matches_a_value_computed_apart_from_this_code(shop: Harness) -> None:
+    """The sandbox signs with the adapter's own definition, so the test above would pass
+    with any scheme both shared. This value was computed apart from it, as Shopify does:
+    ``base64(HMAC-SHA256(raw body, secret))`` (``openssl dgst -sha256 -hmac
+    shopify-webhook-secret -binary | base64``)."""
+    body = b'{"shop_id":7,"shop_domain":"k.myshopify.com"}'
+    expected = "BncXx88Pl2Q8vWjtXQuQLqxoRhqI0jzAxba6CKvYcAg="
+    assert webhook_signature(body, "shopify-webhook-secret") == expected
+    headers = {"content-type": "application/json", "x-shopify-hmac-sha256": expected}
+    signed = WebhookRequest("POST", HOOK_URL, headers, body)
+    assert shop.adapter.verify_webhook(signed, "shopify-webhook-secret", now=0.0)
+
+
 def test_parse_compliance_topics(shop: Harness) -> None:
     """customers/redact -> erase, customers/data_request -> access, shop/redact -> purge_all."""
     an, _ = seed_subject(shop.sandbox)
