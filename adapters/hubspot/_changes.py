@@ -16,6 +16,14 @@ never to be read; and a query pages through 10,000 results at most. The contacts
 the boundary millisecond are answered again and dropped by id. A page of nothing but that
 millisecond (more contacts changed in it than a page holds) is read by id instead, then the
 search goes on past it.
+
+HubSpot shows a change in search some seconds after it is made ("changes made by other API
+calls will take several seconds to propagate to the search indexing" [3p]), not necessarily
+in the order the changes were made. A cursor at the latest change read skipped an earlier
+change that search showed only after the read, for good. So the cursor stays ``lag`` (the
+``search_lag_seconds`` setting) behind the time HubSpot gave its first answer of the run
+(its ``Date``): the next run reads again what changed in that window, which the engine sends
+nothing for if it is unchanged, and reads what search showed late.
 """
 
 from __future__ import annotations
@@ -24,7 +32,10 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
+
+import httpx
 
 from adapters.hubspot._lookup import CONTACTS
 from adapters.hubspot._related import next_after
@@ -33,7 +44,14 @@ from connector.adapter import Page
 from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
 
-__all__ = ["SEARCH", "PullCursor", "changed_since", "decode_cursor", "latest_change"]
+__all__ = [
+    "SEARCH",
+    "PullCursor",
+    "answered_millis",
+    "changed_since",
+    "decode_cursor",
+    "latest_change",
+]
 
 SEARCH: Final = f"{CONTACTS}/search"
 
@@ -95,9 +113,24 @@ def modified_millis(record: dict[str, Any]) -> int | None:
     return int(moment.timestamp() * 1000 + 0.5)
 
 
+def answered_millis(response: httpx.Response) -> int | None:
+    """When HubSpot answered (its ``Date``, to the second) in epoch milliseconds; ``None``
+    without a readable one. The first value where a front end added a second one."""
+    values = response.headers.get_list("date")
+    try:
+        moment = parsedate_to_datetime(values[0]) if values else None
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if moment is None or moment.tzinfo is None:
+        return None
+    return int(moment.timestamp() * 1000)
+
+
 async def _search(
     client: SystemClient, body: dict[str, Any]
-) -> tuple[list[dict[str, Any]], str | None]:
+) -> tuple[list[dict[str, Any]], str | None, int | None]:
+    """The answer's contacts, its next ``after`` and when HubSpot answered
+    (:func:`answered_millis`)."""
     with needing(CONTACTS_READ):
         response = await client.request("POST", SEARCH, json=body, bucket="search")
     # Not json_object: an answer it reads as {} (a front end's 200 HTML page) has no paging
@@ -106,7 +139,7 @@ async def _search(
         response, system=client.system, method="POST", path=SEARCH, required=("results",)
     )
     records = [r for r in answer.get("results") or [] if isinstance(r, dict)]
-    return records, next_after(answer)
+    return records, next_after(answer), answered_millis(response)
 
 
 async def latest_change(client: SystemClient) -> int | None:
@@ -118,18 +151,23 @@ async def latest_change(client: SystemClient) -> int | None:
         "properties": [MODIFIED],
         "limit": 1,
     }
-    records, _ = await _search(client, body)
+    records, _, _ = await _search(client, body)
     return modified_millis(records[0]) if records else None
 
 
 async def changed_since(
-    client: SystemClient, since: int, properties: Sequence[str], page_size: int
+    client: SystemClient,
+    since: int,
+    properties: Sequence[str],
+    page_size: int,
+    lag_ms: int = 0,
 ) -> AsyncIterator[Page]:
     """Yield pages of the contacts modified at or after ``since``, oldest change first, each
     with the cursor after it, to a complete last page.
 
-    A change HubSpot has not yet shown in search when the read passes its time (search
-    shows one a few seconds late, UNVERIFIED) is not read (README, Known limits).
+    A change HubSpot has not yet shown in search when the read passes its time is read by
+    the next run: no cursor passes ``lag_ms`` before HubSpot's first answer of this one (see
+    the module docstring), nor goes back before ``since``.
 
     Raises:
         FatalRemoteError: HubSpot answered pages that do not move forward (a paging loop).
@@ -140,6 +178,13 @@ async def changed_since(
     floor = since
     past_floor = False  # the floor's millisecond is read whole: search after it
     at_floor: set[str] = set()  # ids read at the floor's millisecond
+    shown: int | None = None  # the latest change search surely showed when the run began
+
+    def after(high: int) -> str | None:
+        """The cursor after what is read up to ``high``: at most ``shown``, never back."""
+        bound = shown if shown is not None else high - lag_ms
+        return PullCursor(since=max(since, min(high, bound))).encode()
+
     while True:
         operator = "GT" if past_floor else "GTE"
         body = {
@@ -150,7 +195,9 @@ async def changed_since(
             "properties": asked,
             "limit": page_size,
         }
-        records, following = await _search(client, body)
+        records, following, answered = await _search(client, body)
+        if shown is None and answered is not None:
+            shown = answered - lag_ms
         fresh: list[dict[str, Any]] = []
         latest, at_latest = floor, at_floor
         for record in records:
@@ -168,17 +215,17 @@ async def changed_since(
                 at_latest.add(key)
         high = max(high, latest)
         if following is None:
-            yield Page(records=fresh, cursor=PullCursor(since=high).encode(), complete=True)
+            yield Page(records=fresh, cursor=after(high), complete=True)
             return
         if latest > floor:
             floor, at_floor, past_floor = latest, at_latest, False
-            yield Page(records=fresh, cursor=PullCursor(since=high).encode())
+            yield Page(records=fresh, cursor=after(high))
             continue
         if past_floor:
             raise FatalRemoteError(client.system, "POST", SEARCH, 200, "PAGING_LOOP")
         # A full page of the floor's millisecond alone: read the rest of it by id.
-        yield Page(records=fresh, cursor=PullCursor(since=high).encode())
-        async for page in _one_millisecond(client, floor, asked, page_size, at_floor, high):
+        yield Page(records=fresh, cursor=after(high))
+        async for page in _one_millisecond(client, floor, asked, page_size, at_floor, after(high)):
             yield page
         past_floor = True
 
@@ -189,7 +236,7 @@ async def _one_millisecond(
     asked: Sequence[str],
     page_size: int,
     read: set[str],
-    high: int,
+    cursor: str | None,
 ) -> AsyncIterator[Page]:
     """Yield the contacts modified in one millisecond that ``read`` does not name, by id
     (``hs_object_id`` after the last one read: no offset, no cap), adding them to ``read``."""
@@ -205,11 +252,11 @@ async def _one_millisecond(
             "properties": list(asked),
             "limit": page_size,
         }
-        records, following = await _search(client, body)
+        records, following, _ = await _search(client, body)
         ids = [int(key) for r in records if (key := str(r.get("id"))).isdecimal()]
         fresh = [r for r in records if str(r.get("id")) not in read]
         read.update(str(r.get("id")) for r in records)
-        yield Page(records=fresh, cursor=PullCursor(since=high).encode())
+        yield Page(records=fresh, cursor=cursor)
         if following is None or not records:
             return
         if not ids or max(ids) <= last_id:

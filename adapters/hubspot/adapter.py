@@ -225,8 +225,9 @@ class HubSpotAdapter:
         """
         state = decode_cursor(cursor)
         if state.since is not None and state.list_after is None:
+            lag_ms = self.settings.search_lag_seconds * 1000
             async for page in changed_since(
-                self.client, state.since, self._asked, self.limits.page_size
+                self.client, state.since, self._asked, self.limits.page_size, lag_ms
             ):
                 yield page
             return

@@ -28,6 +28,7 @@ import json
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
+from email.utils import formatdate
 from typing import Any
 
 from starlette.applications import Starlette
@@ -266,6 +267,15 @@ class HubSpotSandbox(SandboxBase):
             raise KeyError("merge needs two live contacts")
         return str(self.store.merge(primary, merged).id)
 
+    def show_in_search_late(self, contact_id: str) -> None:
+        """Keep the contact's latest change out of search until :meth:`show_in_search`, as
+        HubSpot shows a change in search seconds after it, not always in order."""
+        self.store.not_yet_searchable.add(int(contact_id))
+
+    def show_in_search(self) -> None:
+        """Let search show every change made so far."""
+        self.store.not_yet_searchable.clear()
+
     def is_blocklisted(self, email: str) -> bool:
         """Whether gdpr-delete put this e-mail on the portal's blocklist."""
         return email.strip().lower() in self.store.blocklist
@@ -338,6 +348,9 @@ class HubSpotSandbox(SandboxBase):
                 response, records = JSONResponse(body, status_code=exc.status), exc.records
             if bucket == "default":
                 self._add_rate_headers(response)
+            # HubSpot's answers carry the time they were given; a pull's cursor is held
+            # behind it (adapters/hubspot/_changes.py). Served by uvicorn, it adds its own.
+            response.headers.setdefault("Date", formatdate(usegmt=True))
             return record(self.log, request, response, records=records)
 
         return Route(template, endpoint, methods=[method])

@@ -72,6 +72,9 @@ class HubSpotSettings(SystemSettings):
         tier: the account's API tier; sets the burst limit (100, 190 or 250 calls per 10 s).
             A ``rate_limit`` table overrides it.
         search_per_second: the CRM search limit (4/s per token by HubSpot's changelog).
+        search_lag_seconds: how long after a change HubSpot's search may first show it; a
+            pull after the first reads again what changed in that window before the last
+            one began (:mod:`adapters.hubspot._changes`), so a change shown late is read.
         properties: contact properties read by ``pull`` and ``find_people``: those of them
             the system's mapping reads (``HubSpotAdapter.ask_only_for_paths``).
     """
@@ -82,6 +85,7 @@ class HubSpotSettings(SystemSettings):
     base_url: str = "https://api.hubapi.com"
     tier: Tier = "professional"
     search_per_second: int = Field(default=4, gt=0)
+    search_lag_seconds: int = Field(default=60, ge=0)
     properties: list[str] = Field(default_factory=lambda: list(DEFAULT_PROPERTIES), min_length=1)
 
 

@@ -1242,6 +1242,38 @@ async def test_a_pull_cut_short_resumes_from_its_last_queued_page_losing_nothing
     assert changed[0] in rest
 
 
+async def test_a_change_search_shows_late_is_read_by_the_next_pull(hub: Harness) -> None:
+    """HubSpot shows a change in search seconds after it, not always in order: a change made
+    before another but shown after the pull read the other is read by the next pull, not
+    skipped for good because the cursor had passed its time."""
+    _, cursor = await read_all(hub.adapter, None)
+    late = hub.sandbox.add_person("late@example.com", "Late")
+    shown = hub.sandbox.add_person("shown@example.com", "Shown")
+    now_ms = max(modified(hub.sandbox))
+    stamp(hub.sandbox, late, now_ms - 2)
+    stamp(hub.sandbox, shown, now_ms)
+    hub.sandbox.show_in_search_late(late)
+    read, cursor = await read_all(hub.adapter, json.dumps({"since": now_ms - 10_000}))
+    assert read == [shown]
+    hub.sandbox.show_in_search()
+    read, _ = await read_all(hub.adapter, cursor)
+    assert late in read
+
+
+async def test_a_pull_s_cursor_keeps_no_further_behind_than_the_search_lag(hub: Harness) -> None:
+    """Changes older than the search lag when the pull began are not read again: the cursor
+    moves to the latest of them, and never back before where the pull began."""
+    ids = seed(hub.sandbox, 3, EPOCH_MS)
+    read, cursor = await read_all(hub.adapter, json.dumps({"since": EPOCH_MS}))
+    assert read == ids
+    assert json.loads(cursor or "{}") == {"since": EPOCH_MS + 2}
+    recent = hub.sandbox.add_person("recent@example.com", "Recent")
+    (now_ms,) = [m for m in modified(hub.sandbox) if m > EPOCH_MS + 2]
+    read, cursor = await read_all(hub.adapter, cursor)
+    assert read == [ids[-1], recent]
+    assert EPOCH_MS + 2 <= json.loads(cursor or "{}")["since"] < now_ms
+
+
 async def test_pull_reads_no_archived_contact_and_no_contact_merged_away(hub: Harness) -> None:
     """A pull lists live contacts alone: a deletion or a merge in HubSpot is not told to a
     flow's destinations (README, Known limits: a CRM as a flow's source)."""
