@@ -1790,6 +1790,27 @@ def test_webhook_v3_signature_is_accepted(hub: Harness) -> None:
     assert headers["x-hubspot-signature-v3"] == sign_v3(SECRET, "POST", HOOK_URL, body, NOW_MS)
 
 
+def test_webhook_v3_signature_matches_a_value_computed_apart_from_this_code(
+    hub: Harness,
+) -> None:
+    """The sandbox signs with the adapter's own definition, so the test above would pass
+    with any scheme both shared. This value was computed apart from it, as HubSpot's
+    "Validating requests" (v3) does: ``base64(HMAC-SHA256(method + uri + body +
+    timestamp, client secret))`` (``openssl dgst -sha256 -hmac hubspot-client-secret
+    -binary | base64`` of that text)."""
+    uri = "https://k.example.nl/webhooks/crm"
+    body = b'[{"eventId":1,"subscriptionType":"contact.creation","objectId":7}]'
+    expected = "apDDhuRxMDCfY1awWiMBiPX2mh1OYWjpZ1kxi3a3Gh4="
+    assert sign_v3("hubspot-client-secret", "POST", uri, body, NOW_MS) == expected
+    headers = {
+        "content-type": "application/json",
+        "x-hubspot-signature-v3": expected,
+        "x-hubspot-request-timestamp": str(NOW_MS),
+    }
+    request = WebhookRequest("POST", uri, headers, body)
+    assert hub.adapter.verify_webhook(request, "hubspot-client-secret", NOW_MS / 1000 + 60)
+
+
 def test_webhook_with_tampered_body_is_rejected(hub: Harness) -> None:
     """Changing one byte of the body breaks the signature."""
     body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1234, NOW_MS)
