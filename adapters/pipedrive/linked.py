@@ -18,11 +18,14 @@ adds each to the person's record:
   taken); the ids stay in ``label_ids``.
 
 Only items that name the person (``person_id``) are kept: a filter Pipedrive ignored would
-otherwise put other people's data into this person's copy. Each list is read to at most
-:data:`MAX_PAGES` pages of :data:`PAGE_SIZE`; one with more says so in the record
-(``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason :data:`CUT_REASON`, and
-how many the copy lists), so a partial list never passes for the whole. A 404 is an empty
-list: the person went away since it was read, as for the other adapters' sub-collections.
+otherwise put other people's data into this person's copy. Of those, what Pipedrive adds of
+other people is left out: a note's author (``user``: a staff member's e-mail and name) and
+the attendees of an activity other than the person (each with their e-mail and name).
+Each list is read to at most :data:`MAX_PAGES` pages of :data:`PAGE_SIZE`; one with more
+says so in the record (``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason
+:data:`CUT_REASON`, and how many the copy lists), so a partial list never passes for the
+whole. A 404 is an empty list: the person went away since it was read, as for the other
+adapters' sub-collections.
 
 An erasure deletes the person's notes that are about them alone (``DELETE /api/v1/notes/
 {id}``; the v1 note attaches to nothing else: no deal, organisation, lead or project) and
@@ -145,10 +148,11 @@ class LinkedReader:
         """``notes``, ``deals`` and ``activities`` of the person, each with its cut marker."""
         held: dict[str, Any] = {}
         notes, more = await self._notes(person_id)
-        held.update(_listed("notes", notes, more))
+        held.update(_listed("notes", [_without_others(n, person_id) for n in notes], more))
         for kind, path in (("deals", DEALS), ("activities", ACTIVITIES)):
             items, more = await self._cursor_list(path, {"person_id": person_id})
-            held.update(_listed(kind, [i for i in items if _names(i, person_id)], more))
+            named = [_without_others(i, person_id) for i in items if _names(i, person_id)]
+            held.update(_listed(kind, named, more))
         return held
 
     async def erase_beside(self, person_id: int) -> Left:
@@ -255,6 +259,29 @@ def _names(item: Mapping[str, Any], person_id: int) -> bool:
     return isinstance(participants, list) and any(
         isinstance(p, Mapping) and p.get("person_id") == person_id for p in participants
     )
+
+
+def _without_others(item: Mapping[str, Any], person_id: int) -> dict[str, Any]:
+    """A note, deal or activity as the person's copy holds it: without what Pipedrive
+    adds of other people.
+
+    A v1 note names its author under ``user`` (a staff member's e-mail, name and picture;
+    ``user_id`` stays, as the person's ``owner_id`` does), and an activity lists its
+    ``attendees`` with their e-mail and name (the salesperson organising it, the
+    customer's partner invited too): of those the copy keeps the person's own entry.
+    Handed over, a customer's access request disclosed those people's addresses.
+    """
+    kept = {key: value for key, value in item.items() if key not in _OTHER_PEOPLE}
+    attendees = item.get("attendees")
+    if isinstance(attendees, list):
+        kept["attendees"] = [
+            a for a in attendees if isinstance(a, Mapping) and a.get("person_id") == person_id
+        ]
+    return kept
+
+
+#: Keys of a linked item that hold other people's data whole: a note's author.
+_OTHER_PEOPLE: Final = frozenset({"user"})
 
 
 def _items(body: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -10,7 +10,9 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - what an access copy reads beside a person: notes (``GET /api/v1/notes?person_id=``, API
   v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``), and the
   label names among the person fields (``GET /api/v2/personFields``); ``DELETE
-  /api/v1/notes/{id}``, which an erasure deletes the notes about the person with;
+  /api/v1/notes/{id}``, which an erasure deletes the notes about the person with. As in
+  Pipedrive, a note names its author (a staff member's e-mail and name under ``user``) and
+  an activity its attendees (each with their e-mail and name), other people's data;
 - ``x-api-token`` auth (401 ``{success:false, error:"unauthorized access", errorCode:401}``);
 - v1 ``PUT /api/v1/persons/{id}/merge`` (``{merge_with_id}``), which merges the person
   ``{id}`` into the one kept, and :meth:`PipedriveSandbox.merge_deliveries`: the two v2
@@ -55,7 +57,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any, Final
 
@@ -75,6 +77,7 @@ __all__ = [
     "BLOCK_SECONDS",
     "DAILY_WRITES",
     "SERVER_TZ",
+    "STAFF_USER",
     "TOKEN_COST",
     "PipedriveSandbox",
 ]
@@ -95,6 +98,16 @@ TOKEN_COST: Final[Mapping[str, int]] = {
     "create": 10,
     "update": 10,
     "delete": 6,
+}
+
+#: The staff member who writes the sandbox's notes and organises its activities: Pipedrive
+#: names the author of each (synthetic, like every value the sandbox holds).
+STAFF_USER: Final[Mapping[str, Any]] = {
+    "id": 1,
+    "email": "verkoop@bedrijf.example",
+    "name": "Vera Verkoop",
+    "icon_url": None,
+    "is_you": True,
 }
 
 #: How long Cloudflare's block stays up after the last call that met it, in seconds
@@ -279,14 +292,23 @@ class PipedriveSandbox(SandboxBase):
 
     def add_note(self, person_id: str, content: str, **extra: Any) -> int:
         """Seed a note about a person, as staff write one (v1 ``Note`` shape, a subset;
-        ``extra``: further fields, such as the ``deal_id`` of a deal it is on too)."""
+        ``extra``: further fields, such as the ``deal_id`` of a deal it is on too).
+
+        Like Pipedrive's, the note names its author, a staff member: ``user_id`` and
+        ``user`` with their e-mail and name (client-nodejs ``InlineResponse20036User``:
+        "The Email of the Note creator"), and the person by ``person: {name}``.
+        """
         stamp = rfc3339(self._now()).replace("T", " ").rstrip("Z")  # v1: "YYYY-MM-DD HH:MM:SS"
+        person = self.store.persons.get(int(person_id))
         values = {
             "person_id": int(person_id),
             "content": content,
             "add_time": stamp,
             "update_time": stamp,
             "active_flag": True,
+            "user_id": STAFF_USER["id"],
+            "user": {k: v for k, v in STAFF_USER.items() if k != "id"},
+            "person": {"name": person.values.get("name") if person else None},
             **extra,
         }
         return self.store.add_linked("notes", values)
@@ -296,18 +318,54 @@ class PipedriveSandbox(SandboxBase):
         values = {"title": title, "person_id": int(person_id), "status": "open", **extra}
         return self.store.add_linked("deals", self._stamped(values))
 
-    def add_activity(self, person_id: str, subject: str, **extra: Any) -> int:
-        """Seed an activity whose primary participant is a person (v2 shape, a subset)."""
+    def add_activity(
+        self, person_id: str, subject: str, *, attendees: Sequence[str] = (), **extra: Any
+    ) -> int:
+        """Seed an activity whose primary participant is a person (v2 shape, a subset).
+
+        ``attendees``: the e-mail addresses of further persons invited to it (a meeting with
+        the customer and their partner). Pipedrive lists each with their e-mail and name
+        (v2 ``ActivityItemAttendeesInner``: ``email``, ``name``, ``status``,
+        ``is_organizer``, ``person_id``, ``user_id``), beside the staff member organising
+        it; the person of the activity is among them as well.
+        """
         participants = [{"person_id": int(person_id), "primary": True}]
+        invited = [self._attendee(person_id), *(self._attendee(e) for e in attendees)]
+        organiser = {
+            "email": STAFF_USER["email"],
+            "name": STAFF_USER["name"],
+            "status": "accepted",
+            "is_organizer": True,
+            "person_id": None,
+            "user_id": STAFF_USER["id"],
+        }
         values = {
             "subject": subject,
             "type": "call",
             "person_id": int(person_id),
             "participants": participants,
+            "attendees": [organiser, *invited],
             "done": False,
             **extra,
         }
         return self.store.add_linked("activities", self._stamped(values))
+
+    def _attendee(self, who: str) -> dict[str, Any]:
+        """An activity's attendee: a person by id, or someone invited by e-mail (a person
+        holding it, if any)."""
+        if who.isdecimal():
+            person = self.store.persons.get(int(who))
+        else:
+            person = next(iter(self.store.with_email(who)), None)
+        email = person.emails[0] if person and person.emails else who
+        return {
+            "email": email,
+            "name": person.values.get("name") if person else None,
+            "status": "accepted",
+            "is_organizer": False,
+            "person_id": person.id if person else None,
+            "user_id": None,
+        }
 
     def add_label(self, label: str) -> int:
         """Add an option to the person field ``label_ids``; return its id."""

@@ -1748,6 +1748,30 @@ async def test_the_access_copy_holds_the_notes_deals_activities_and_labels_of_th
     assert "Niet van Jan" not in json.dumps(found)
 
 
+async def test_the_access_copy_holds_no_staff_member_s_or_other_attendee_s_address_or_name(
+    pd: Harness,
+) -> None:
+    """Pipedrive names a note's author (``user``: a staff member's e-mail and name) and an
+    activity's attendees (each with their e-mail and name: the customer's partner invited to
+    the same meeting, the salesperson organising it). The copy is the customer's data: it
+    keeps the note's text and the activity, and their own attendance, not the others'."""
+    from adapters.pipedrive.sandbox import STAFF_USER
+
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_person("els@example.nl", "Els", "Jansen-Bos")
+    pd.sandbox.add_note(jan, "Wil alleen 's ochtends gebeld worden")
+    pd.sandbox.add_activity(jan, "Keukenontwerp bespreken", attendees=["els@example.nl"])
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    (note,) = found["notes"]
+    (activity,) = found["activities"]
+    assert note["content"] == "Wil alleen 's ochtends gebeld worden"
+    assert activity["subject"] == "Keukenontwerp bespreken"
+    assert [a["email"] for a in activity["attendees"]] == ["jan@example.nl"]
+    copy = json.dumps(found)
+    for other in ("els@example.nl", "Jansen-Bos", STAFF_USER["email"], STAFF_USER["name"]):
+        assert other not in copy
+
+
 async def test_an_access_copy_of_more_notes_than_it_reads_says_so(pd: Harness) -> None:
     """The copy is bounded (10 pages of 500 a list); a person with more says how many it
     lists, so a partial list never passes for the whole."""
