@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import ClassVar, Final, Literal
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr, field_validator
@@ -34,10 +35,12 @@ from connector.secrets import DeferredSecret
 from connector.settings import SystemSettings, WebhookSettings
 
 __all__ = [
+    "API_V2_ROOT",
     "BATCH_SIZE",
     "BLOCKED_WAIT_SECONDS",
     "DAILY_WAIT_SECONDS",
     "PAGE_SIZE",
+    "PIPEDRIVE_HOST",
     "PLAN_BURST",
     "SEARCH_LIMIT",
     "WINDOW_SECONDS",
@@ -52,6 +55,11 @@ __all__ = [
 ]
 
 Plan = Literal["lite", "growth", "premium", "ultimate"]
+
+#: Pipedrive's own domain: its API host and each company's address are under it.
+PIPEDRIVE_HOST: Final = "pipedrive.com"
+#: The path of the API v2 root on those hosts.
+API_V2_ROOT: Final = "/api/v2"
 
 #: Length of Pipedrive's rolling burst window, in seconds.
 WINDOW_SECONDS: Final = 2.0
@@ -127,6 +135,28 @@ class PipedriveSettings(SystemSettings):
     base_url: str = "https://api.pipedrive.com/api/v2"
     plan: Plan = "growth"
     webhooks: PipedriveWebhookSettings | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _pipedrive_s_api_v2_root(cls, value: str) -> str:
+        # Pipedrive's own hosts serve API v1 beside v2: at v1's root every read came back in
+        # v1's shape (``email``, paged by ``start``, so a pull ended after its first page as
+        # if complete), and the notes were looked for under ".../v1/v1"; at the company's
+        # web address every call met the web app. Another host (the sandbox, a proxy in
+        # front of Pipedrive) is the operator's to choose.
+        try:
+            parts = urlsplit(value)
+            host = (parts.hostname or "").lower()
+        except ValueError:
+            return value  # the config's own URL check says what is wrong with it
+        if host != PIPEDRIVE_HOST and not host.endswith(f".{PIPEDRIVE_HOST}"):
+            return value
+        if parts.path.rstrip("/") != API_V2_ROOT:
+            raise ValueError(
+                f'must be Pipedrive\'s API v2 root, "https://api.{PIPEDRIVE_HOST}{API_V2_ROOT}"'
+                f' or "https://<company>.{PIPEDRIVE_HOST}{API_V2_ROOT}"'
+            )
+        return value
 
 
 def pipedrive_limits(settings: PipedriveSettings) -> Limits:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from adapters.pipedrive import (
     ERASURE_ENDPOINT,
@@ -82,12 +82,12 @@ class Harness:
 
 
 def make_settings(token: str = TOKEN, **overrides: Any) -> PipedriveSettings:
+    values: dict[str, Any] = {"base_url": BASE_URL, **overrides}
     return PipedriveSettings(
         adapter="pipedrive",
-        base_url=BASE_URL,
         mapping=Path("mappings/pipedrive.toml"),
         credentials={"api_token": SecretStr(token)},
-        **overrides,
+        **values,
     )
 
 
@@ -190,6 +190,40 @@ def test_limits_follow_plan_and_rate_limit_override() -> None:
     assert limits.rate["search"] == RateLimit(10, 2)
     assert (limits.page_size, limits.max_concurrency) == (500, 4)
     assert 1 <= limits.batch_size <= 20
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "https://klant.pipedrive.com",
+        "https://klant.pipedrive.com/api/v1",
+        "https://api.pipedrive.com/v1",
+        "https://api.pipedrive.com/api/v2/persons",
+    ],
+    ids=["company-url", "api-v1", "old-v1-root", "path-past-the-api-root"],
+)
+def test_settings_refuse_a_pipedrive_base_url_that_is_not_its_api_v2_root(base_url: str) -> None:
+    """The adapter speaks API v2 under the configured root. At API v1's root every read
+    came back in v1's shape (``email``, not ``emails``; paged by ``start``, so a pull
+    ended "complete" after its first page and the other persons were never read), and
+    access copies looked for notes under ``/api/v1/v1``; at the company's own URL every
+    call met the web app. Refused at load, naming the root to write."""
+    with pytest.raises(ValidationError) as refused:
+        make_settings(base_url=base_url)
+    assert "/api/v2" in str(refused.value)
+
+
+def test_settings_take_pipedrive_s_api_v2_root_and_any_other_host() -> None:
+    """The root as Pipedrive writes it, at its API host or the company's, with or without
+    its closing slash; another host (the sandbox, a proxy) is the operator's to choose."""
+    for base_url in (
+        "https://api.pipedrive.com/api/v2",
+        "https://klant.pipedrive.com/api/v2/",
+        "https://Klant.Pipedrive.com/api/v2",
+        "https://127.0.0.1:8446/api/v2",
+        "https://proxy.example.nl/pipedrive",
+    ):
+        assert make_settings(base_url=base_url).base_url == base_url
 
 
 def test_spec_and_adapter_meet_the_contract(pd: Harness) -> None:
