@@ -40,6 +40,9 @@ class ControllerSettings(StrictModel):
     contact: str = ""  # who data subjects and the authority contact
     email: str = ""
     dpo: str = ""  # data protection officer, if one is appointed
+    # Art. 27: the representative in the Union of a controller established outside it, who
+    # must be named in both Art. 30 records; empty where none is needed.
+    representative: str = ""
 
 
 class FlowPrivacy(StrictModel):
@@ -85,6 +88,10 @@ class PrivacySettings(StrictModel):
     data_subjects: list[str] = Field(default_factory=lambda: ["customers"])
     agency: str = ""  # the agency that runs the connector as processor (Art. 30(2))
     agency_contact: str = ""
+    # Art. 30(2)(a): the processor's record names its own data protection officer and, for
+    # an agency established outside the Union, its representative (Art. 27), where it has one.
+    agency_dpo: str = ""
+    agency_representative: str = ""
     # Art. 15(1)(h): what an access report says of automated decision-making and profiling;
     # empty, that there is none in this processing.
     automated_decisions: str = ""

@@ -840,8 +840,12 @@ def _processor_record(config: Config, record: dict[str, Any], lang: str) -> dict
         "contact": privacy.agency_contact,
         "controller": controller.name if controller else None,
         "controller_contact": (controller.email or controller.contact) if controller else None,
-        # Art. 30(2)(a): the controller's data protection officer too, where there is one.
+        # Art. 30(2)(a): the controller's data protection officer too, where there is one,
+        # and the representatives (Art. 27) and the processor's own officer, where there are.
         "controller_dpo": (controller.dpo or None) if controller else None,
+        "controller_representative": (controller.representative or None) if controller else None,
+        "dpo": privacy.agency_dpo or None,
+        "representative": privacy.agency_representative or None,
         "activities": activities,
         "transfers": record["transfers"],
         "transfers_unknown": record["transfers_unknown"],

@@ -30,6 +30,7 @@ TEXT: dict[str, dict[str, str]] = {
         "contact": "Contactpersoon",
         "email": "E-mailadres",
         "dpo": "Functionaris gegevensbescherming (FG)",
+        "representative": "Vertegenwoordiger in de Unie (art. 27 AVG)",
         "none": "niet vastgelegd",
         "purposes": "Doeleinden van de verwerking",
         "flow": "Verwerking",
@@ -99,6 +100,10 @@ TEXT: dict[str, dict[str, str]] = {
         "on_behalf_of": "Namens verwerkingsverantwoordelijke",
         "controller_dpo": "Functionaris gegevensbescherming (FG) van de "
         "verwerkingsverantwoordelijke",
+        "controller_representative": "Vertegenwoordiger van de verwerkingsverantwoordelijke "
+        "(art. 27 AVG)",
+        "agency_dpo": "Functionaris gegevensbescherming (FG) van de verwerker",
+        "agency_representative": "Vertegenwoordiger van de verwerker (art. 27 AVG)",
         "activities": "Categorieën van verwerkingen",
         "no_agency": "Geen verwerker (bureau) vastgelegd in [privacy].agency.",
         "onward": "doorgifte door subverwerkers",
@@ -118,6 +123,7 @@ TEXT: dict[str, dict[str, str]] = {
         "contact": "Contact",
         "email": "E-mail address",
         "dpo": "Data protection officer (DPO)",
+        "representative": "Representative in the Union (Art. 27 GDPR)",
         "none": "not recorded",
         "purposes": "Purposes of the processing",
         "flow": "Processing",
@@ -183,6 +189,9 @@ TEXT: dict[str, dict[str, str]] = {
         "agency": "Processor (operator of the connector)",
         "on_behalf_of": "On behalf of controller",
         "controller_dpo": "Data protection officer (DPO) of the controller",
+        "controller_representative": "Representative of the controller (Art. 27 GDPR)",
+        "agency_dpo": "Data protection officer (DPO) of the processor",
+        "agency_representative": "Representative of the processor (Art. 27 GDPR)",
         "activities": "Categories of processing",
         "no_agency": "No processor (agency) recorded in [privacy].agency.",
         "onward": "onward transfer by sub-processors",
@@ -283,7 +292,10 @@ class _Doc:
             self.m.para(f"{t['missing']}: [controller]")
             return
         keys = ("name", "address", "kvk", "contact", "email", "dpo")
-        self.m.table(["", ""], [[t[k], c[k] or t["none"]] for k in keys])
+        rows = [[t[k], c[k] or t["none"]] for k in keys]
+        if c.get("representative"):  # only a controller outside the Union has one
+            rows.append([t["representative"], c["representative"]])
+        self.m.table(["", ""], rows)
 
     def purposes(self) -> None:
         t = self.t
@@ -430,10 +442,16 @@ class _Doc:
         controller = f"{rec['controller'] or t['missing']} {rec['controller_contact'] or ''}"
         rows = [
             [t["agency"], f"{rec['processor']} {rec['contact']}".strip()],
-            [t["on_behalf_of"], controller.strip()],
         ]
+        if rec.get("dpo"):  # as the controller's: where one is appointed
+            rows.append([t["agency_dpo"], rec["dpo"]])
+        if rec.get("representative"):
+            rows.append([t["agency_representative"], rec["representative"]])
+        rows.append([t["on_behalf_of"], controller.strip()])
         if rec.get("controller_dpo"):  # registers from before it have none
             rows.append([t["controller_dpo"], rec["controller_dpo"]])
+        if rec.get("controller_representative"):
+            rows.append([t["controller_representative"], rec["controller_representative"]])
         self.m.table(["", ""], rows)
         self.m.subheading(t["activities"])
         self.m.bullets(rec["activities"])

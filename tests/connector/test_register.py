@@ -1030,3 +1030,41 @@ def test_the_demo_registers_where_the_crm_s_and_newsletter_s_sub_processors_take
     rows = {(t["system"], t["country"], t["onward"]) for t in build_register(config)["transfers"]}
     assert rows == {("crm", "US", True), ("news", "US", False), ("news", "US", True)}
     assert [g for g in check_compliance(config) if "transfer" in g.code or "onward" in g.code] == []
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_the_registers_name_the_agency_s_officer_and_the_representatives_in_the_union(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """Art. 30(2)(a) asks the processor's record for its own data protection officer and,
+    where there is one, the controller's or the processor's representative (Art. 27), and
+    Art. 30(1)(a) the controller's representative: the config had no key for any of them,
+    so no register could name them (a key added was refused as unknown)."""
+    path = example_config(tmp_path, monkeypatch)
+    text = (
+        path.read_text()
+        .replace("# representative = ", 'representative = "Rep EU B.V."  #', 1)
+        .replace("# agency_dpo = ", 'agency_dpo = "fg@agency.example"  #', 1)
+        .replace("# agency_representative = ", 'agency_representative = "Agency Rep SARL"  #', 1)
+    )
+    path.write_text(text)
+    config = load_config(path)
+    record = build_register(config, lang)["processor_record"]
+    assert record["dpo"] == "fg@agency.example"
+    assert record["representative"] == "Agency Rep SARL"
+    assert record["controller_representative"] == "Rep EU B.V."
+    rendered = _text(config, lang, fmt)
+    heading = "30(2)" if lang == "en" else "30 lid 2"
+    split = rendered.index('"processor_record"' if fmt == "json" else heading)
+    controller_s, processor_s = rendered[:split], rendered[split:]
+    assert "Rep EU B.V." in controller_s
+    for named in ("fg@agency.example", "Agency Rep SARL", "Rep EU B.V."):
+        assert named in processor_s
+    if fmt != "json":
+        assert ("van de verwerker" if lang == "nl" else "(DPO) of the processor") in processor_s
+        label = "Vertegenwoordiger" if lang == "nl" else "Representative"
+        assert label in controller_s and label in processor_s
+    (tmp_path / "none").mkdir()
+    without = _text(load_config(example_config(tmp_path / "none", monkeypatch)), lang, fmt)
+    assert "Representative" not in without and "Vertegenwoordiger" not in without
