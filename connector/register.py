@@ -798,10 +798,13 @@ def _admin_text(config: Config, nl: bool) -> str:
     daemon = config.daemon
     local = listener_is_loopback(daemon.admin_listen)
     if daemon.admin_token is None:
+        # Said as what it means: the API is off (connector/admin.py refuses every call), not
+        # open without a token, as "no token" alone reads in a list of security measures.
         return (
-            "Er is geen toegangstoken voor de beheer-API ingesteld."
+            "Er is geen toegangstoken voor de beheer-API ingesteld: de beheer-API staat uit "
+            "en weigert elke aanroep."
             if nl
-            else "No admin API token is configured."
+            else "No admin API token is configured: the admin API is off and refuses every call."
         )
     where = daemon.admin_listen
     if nl:

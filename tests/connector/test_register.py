@@ -1068,3 +1068,17 @@ def test_the_registers_name_the_agency_s_officer_and_the_representatives_in_the_
     (tmp_path / "none").mkdir()
     without = _text(load_config(example_config(tmp_path / "none", monkeypatch)), lang, fmt)
     assert "Representative" not in without and "Vertegenwoordiger" not in without
+
+
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_with_no_admin_token_the_register_says_the_admin_api_refuses_every_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str
+) -> None:
+    """Without ``admin_token`` the daemon's admin API answers every call 401 ("admin API
+    disabled"). Among the security measures, "no admin API token is configured" alone reads
+    as an API open without one; the register says it is off."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    assert config.daemon.admin_token is None
+    codes = {m["code"]: m["text"] for m in build_register(config, lang)["security"]}
+    said = "staat uit en weigert elke aanroep" if lang == "nl" else "is off and refuses every call"
+    assert said in codes["admin-api"]
