@@ -10,6 +10,7 @@ import tomllib
 import typing
 from pathlib import Path
 
+import annotated_types
 import pytest
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -531,6 +532,46 @@ def test_config_example_states_every_option_s_default() -> None:
         ):
             wrong.append(f"{model}.{key} (default {shown})")
     assert wrong == []
+
+
+def _said_of(text: str, key: str) -> str:
+    """Every comment config.example.toml gives ``key``: those of each line that sets it
+    (commented out or not, in an inline table or not) and of the indented comment lines
+    below it, and that of the line of the table it is in (a bound said once for the whole
+    table, as ``[retention]``'s)."""
+    lines = text.splitlines()
+    said: list[str] = []
+    for index, line in enumerate(lines):
+        # Inline tables too: rate_limit = { requests = 10, per_seconds = 1 }.
+        if not re.search(rf"(^|[\s#{{,]){re.escape(key)} = ", line):
+            continue
+        said.append(line.partition("  #")[2])
+        for below in lines[index + 1 :]:
+            # Indented comments go on the line above; in a commented-out block, "#   #".
+            if not re.match(r"#?\s+#", below):
+                break
+            said.append(below)
+        table = next(
+            (above for above in reversed(lines[:index]) if re.match(r"#?\s*\[", above)), ""
+        )
+        said.append(table.partition("  #")[2])
+    return " ".join(said)
+
+
+def test_config_example_states_every_option_s_upper_bound() -> None:
+    """config.example.toml says it documents every option: where a model caps a number (a
+    retry count, a window, a period in days), the example states the cap, so a value past
+    it is not first met as a refusal at load. ``retry_attempts`` (at most 20) and Shopify's
+    ``overlap_seconds`` (at most a week) were given with no bound."""
+    text = EXAMPLE.read_text()
+    unstated: list[str] = []
+    for model, key, info in _every_option():
+        caps = [m.le for m in info.metadata if isinstance(m, annotated_types.Le)]
+        for cap in caps:
+            written = f"{cap:g}" if isinstance(cap, float) else str(cap)
+            if not re.search(rf"(?<![0-9]){re.escape(written)}(?![0-9])", _said_of(text, key)):
+                unstated.append(f"{model}.{key} (at most {written})")
+    assert unstated == []
 
 
 def test_flow_from_a_system_that_cannot_pull_is_refused(
