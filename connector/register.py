@@ -648,13 +648,13 @@ def security_measures(
             "encryption",
             "Gegevens die wachten op aflevering, geweigerde records en manifesten van verzoeken "
             "worden versleuteld opgeslagen (AES-256-GCM) met een sleutel die in de opslag alleen "
-            "versleuteld met een hoofdsleutel buiten de configuratie staat (vervangbaar); na "
-            "aflevering worden ze verwijderd."
+            "versleuteld met een hoofdsleutel buiten de configuratie staat (vervangbaar); wat "
+            "wacht wordt na aflevering verwijderd, de rest na zijn bewaartermijn."
             if nl
             else "Records waiting for delivery, refused records and request manifests are "
             "encrypted at rest (AES-256-GCM) under a key the store holds only wrapped by a "
-            "master key kept outside the configuration (replaceable); they are deleted once "
-            "delivered.",
+            "master key kept outside the configuration (replaceable); what waits is deleted "
+            "once delivered, the rest when its retention period ends.",
         )
     )
     days = config.retention.access_bundles_days
