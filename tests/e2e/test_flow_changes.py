@@ -918,3 +918,31 @@ async def test_a_flow_whose_source_records_no_consent_does_not_unsubscribe_who_o
     member = world.news.member(LIST, "anna@example.nl")
     assert member is not None and member["status"] == "unsubscribed"
     assert world.news.confirmations_to("anna@example.nl") == 0
+
+
+async def test_a_destination_added_after_an_erasure_is_not_sent_the_erased_person(
+    world: World, tmp_path: Path
+) -> None:
+    """A Shopify flow feeds HubSpot; one customer is erased, and Shopify's part is exempted
+    (its owner keeps the customer for a legal claim), so the shop still holds them. The
+    client then adds Pipedrive to the flow, which catches up with every existing customer:
+    every one but the erased person, whom the suppression list keeps out of it."""
+    erased = "weg@example.nl"
+    others = [f"klant{n}@example.nl" for n in range(3)]
+    for n, email in enumerate([erased, *others]):
+        world.shopify.add_person(email, f"Klant{n}", "Bestaand")
+    path = write_config(tmp_path, world, _shopify_flow('["crm"]'))
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        view = await service.erase(erased)
+        view = service.exempt(view.id, "shopify", "kept for a legal claim")
+        assert view.status == "completed", view.as_dict()
+    assert world.shopify.holds(erased) and not world.crm.holds(erased)
+    world.wall.advance(24 * 3600)
+    path = write_config(tmp_path, world, _shopify_flow('["crm", "deals"]'))
+    async with opener(world)(path) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+    assert [email for email in others if world.deals.holds(email)] == others
+    assert not world.deals.holds(erased) and not world.crm.holds(erased)
