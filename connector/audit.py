@@ -341,15 +341,10 @@ def rekey(store: Store, keyring: Keyring) -> None:
 
 
 def entries(store: Store, since: str | None = None) -> Iterator[AuditEntry]:
-    """Entries in order, optionally only those at or after the ISO timestamp ``since``."""
-    query = "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit"
-    params: tuple[str, ...] = ()
-    if since:
-        query += " WHERE ts >= ?"
-        params = (since,)
-    for seq, ts, kind, subject, data, prev, digest in store.db.execute(
-        query + " ORDER BY seq", params
-    ):
+    """Entries in order, optionally only those from the first one at or after the ISO
+    timestamp ``since`` (:func:`_rows_since`)."""
+    query, params = _rows_since(since)
+    for seq, ts, kind, subject, data, prev, digest in store.db.execute(query, params):
         yield AuditEntry(seq, ts, kind, subject, json.loads(data), prev, digest)
 
 
@@ -364,20 +359,14 @@ def export_lines(store: Store, since: str | None = None) -> Iterator[tuple[int, 
     stored as bytes, data with more after it) takes the general way, whose output (or
     error) is the one given.
     """
-    query = "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit"
-    params: tuple[str, ...] = ()
-    if since:
-        query += " WHERE ts >= ?"
-        params = (since,)
+    query, params = _rows_since(since)
     # The parts json.dumps(..., sort_keys=True) and json.loads are made of (CPython's C
     # half of json): the same escaping, order, separators, numbers and NaN handling.
     text = _json.encode_basestring_ascii
     encode = _json.make_encoder(None, _not_json, text, None, ": ", ", ", True, False, True)
     # typeshed wants a scanner as the context; json itself passes its decoder, as here.
     scan = _json.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
-    for seq, ts, kind, subject, data, prev, digest in store.db.execute(
-        query + " ORDER BY seq", params
-    ):
+    for seq, ts, kind, subject, data, prev, digest in store.db.execute(query, params):
         try:
             value, end = scan(data, 0)
             if end != len(data):
@@ -393,6 +382,22 @@ def export_lines(store: Store, since: str | None = None) -> Iterator[tuple[int, 
             entry = AuditEntry(seq, ts, kind, subject, json.loads(data), prev, digest)
             line = json.dumps(vars(entry), sort_keys=True) + "\n"
         yield int(seq), line
+
+
+def _rows_since(since: str | None) -> tuple[str, tuple[str, ...]]:
+    """The query of the entries in order from the first one at or after ``since``, and
+    every one after it, and its parameters.
+
+    An entry's time is the wall clock's when it was written, and a clock set back gives an
+    entry after an earlier one an earlier time. Taken by time alone, such an entry was left
+    out of the middle of an export, and the export, checked as the README says, read as an
+    entry deleted: an unbroken run of the chain is what an auditor can check.
+    """
+    query = "SELECT seq, ts, kind, subject_id, data, prev_hash, hash FROM audit"
+    if not since:
+        return query + " ORDER BY seq", ()
+    first = "SELECT MIN(seq) FROM audit WHERE ts >= ?"
+    return f"{query} WHERE seq >= ({first}) ORDER BY seq", (since,)
 
 
 def _not_json(value: object) -> object:

@@ -295,8 +295,8 @@ def _parser() -> _Parser:
     audit_cmd.add_argument("action", choices=["verify", "export"])
     audit_cmd.add_argument(
         "--since",
-        help="export entries at or after this ISO date or time (local time unless it has an "
-        "offset, e.g. 2026-06-01T10:00+02:00)",
+        help="export from the first entry at or after this ISO date or time, and every entry "
+        "after it (local time unless it has an offset, e.g. 2026-06-01T10:00+02:00)",
     )
     cli_dsr.register(sub)
     cli_accountability.register_commands(sub)

@@ -658,6 +658,33 @@ def _python_calls(work: Callable[[], Any]) -> int:
     return calls
 
 
+def test_an_export_since_a_time_is_one_unbroken_run_across_a_clock_set_back(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An entry written after the wall clock was set back has an earlier time than the one
+    before it. `audit export --since` left it out of the middle of the export, which the
+    README's check then took for an entry deleted; it exports from the first entry at or
+    after the time, and every one after it."""
+    config = load_config(config_path)
+    store = Store(config.store_path)
+    open_keyring(store, config)
+    for n, ts in enumerate(["2026-01-01", "2026-03-01", "2026-01-20", "2026-03-02"]):
+        audit.append_many(store, [(audit.SYNC_RUN, {"n": n}, None)], ts=f"{ts}T00:00:00+00:00")
+    store.close()
+    assert main(["-c", str(config_path), "audit", "export", "--since", "2026-02-01"]) == 0
+    lines = capsys.readouterr().out.splitlines(keepends=True)
+    assert [json.loads(line)["data"] for line in lines] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    checked = subprocess.run(
+        [sys.executable, str(_readme_export_check(tmp_path))],
+        input="".join(lines),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr
+
+
 def test_an_export_costs_a_few_python_calls_per_entry(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
