@@ -9,11 +9,11 @@ against HubSpot's scope list except where a source is given.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from typing import Final
 
-from connector.errors import FatalRemoteError
+from connector.scopes import ScopeRefusal, naming_scope
 
 __all__ = [
     "ASSOCIATED_KINDS",
@@ -70,9 +70,12 @@ SUBSCRIPTIONS_SCOPE: Final = "communication_preferences.read"
 #: HubSpot's error category for a call its token lacks a scope for [doc: 403 is a missing scope].
 MISSING_SCOPES: Final = "MISSING_SCOPES"
 
+#: HubSpot's refusal of a call for a missing scope: 403 ``MISSING_SCOPES`` (or a 403 with no
+#: category at all), granted to the private app.
+REFUSAL: Final = ScopeRefusal(MISSING_SCOPES, "the private app", status=403, also=frozenset({""}))
 
-@contextmanager
-def needing(scope: str) -> Iterator[None]:
+
+def needing(scope: str) -> AbstractContextManager[None]:
     """Run calls that need ``scope``; HubSpot's refusal of one (403) is raised naming it.
 
     The 403 said ``MISSING_SCOPES`` and no more: which scope, HubSpot puts in its body, which
@@ -82,10 +85,4 @@ def needing(scope: str) -> Iterator[None]:
     Raises:
         FatalRemoteError: the 403, its detail naming ``scope``; other errors as they were.
     """
-    try:
-        yield
-    except FatalRemoteError as exc:
-        if exc.status != 403 or exc.detail not in ("", MISSING_SCOPES):
-            raise
-        detail = f"{MISSING_SCOPES}: grant the private app {scope}"
-        raise FatalRemoteError(exc.system, exc.method, exc.path, 403, detail) from exc
+    return naming_scope(REFUSAL, scope)
