@@ -26,6 +26,11 @@ What it does, by contract verb:
   customers with orders and is not Shopify's privacy route.
 - webhooks: ``X-Shopify-Hmac-Sha256`` and the compliance topics (see ``webhooks.py``).
 
+Access scopes: Shopify refuses a call the app's token lacks the scope for with
+``ACCESS_DENIED`` (HTTP 200); each call says the scope it needs (``_scopes.py``: pulls and
+lookups ``read_customers``, orders ``read_orders``, the erasure request
+``write_customer_data_erasure``), and the error names it, so the operator knows what to grant.
+
 API version: each answer names in ``X-Shopify-API-Version`` the version that served it. A
 configured version Shopify has retired is answered by its oldest supported one, a schema
 nobody tested here; the first answer of another version than ``api_version`` is logged as
@@ -49,6 +54,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+from adapters.shopify._scopes import ERASURE_SCOPE, READ_CUSTOMERS, READ_ORDERS, needing
 from adapters.shopify.documents import (
     CUSTOMER_ORDERS,
     DEFAULT_QUERIES,
@@ -282,8 +288,13 @@ class ShopifyAdapter:
 
     # -- the one endpoint --------------------------------------------------------------------
 
-    async def _graphql(self, document: str, variables: Mapping[str, Any]) -> dict[str, Any]:
-        """Send one GraphQL call; return its ``data``.
+    async def _graphql(
+        self, document: str, variables: Mapping[str, Any], *, needs: str
+    ) -> dict[str, Any]:
+        """Send one GraphQL call that needs the access scope ``needs``; return its ``data``.
+
+        Shopify's refusal for a scope the app lacks (``ACCESS_DENIED``) is raised naming
+        ``needs``: the code alone left the operator guessing what to grant.
 
         A throttled or transient answer (HTTP 200 with ``errors``) is retried here with the
         client's retry policy: the client cannot see errors inside a 200. A throttled one
@@ -295,6 +306,11 @@ class ShopifyAdapter:
             RetryableError: Shopify's transient failure, retries exhausted.
             FatalRemoteError: any other GraphQL error (by code only), or no ``data``.
         """
+        with needing(needs):
+            return await self._send(document, variables)
+
+    async def _send(self, document: str, variables: Mapping[str, Any]) -> dict[str, Any]:
+        """:meth:`_graphql`'s call, retried while Shopify throttles it or fails for a time."""
         policy = self.client.retry
         attempt = 0
         while True:
@@ -389,7 +405,7 @@ class ShopifyAdapter:
             # single-query ceiling, which Shopify would refuse outright.
             first = min(self.limits.page_size, self._queries.most_per_page)
             variables = {"first": first, "after": state.after, "query": query}
-            data = await self._graphql(self._queries.page, variables)
+            data = await self._graphql(self._queries.page, variables, needs=READ_CUSTOMERS)
             connection = data.get("customers")
             if not isinstance(connection, dict):
                 raise FatalRemoteError(self.client.system, "POST", self.path, 200, "NO_CUSTOMERS")
@@ -463,6 +479,7 @@ class ShopifyAdapter:
         data = await self._graphql(
             search,
             {"first": SEARCH_PAGE_SIZE, "query": f"email:{_search_value(email.strip())}"},
+            needs=READ_CUSTOMERS,
         )
         connection = data.get("customers")
         nodes = connection.get("nodes") if isinstance(connection, dict) else None
@@ -487,7 +504,7 @@ class ShopifyAdapter:
             "synced": queries.person_by_id,
             "ids": queries.ids_by_id,
         }[reads]
-        data = await self._graphql(document, {"id": gid})
+        data = await self._graphql(document, {"id": gid}, needs=READ_CUSTOMERS)
         node = data.get("customer")
         return node if isinstance(node, dict) and isinstance(node.get("id"), str) else None
 
@@ -516,7 +533,9 @@ class ShopifyAdapter:
         after: str | None = None
         seen: set[str] = set()
         while True:
-            data = await self._graphql(CUSTOMER_ORDERS, {"id": customer_id, "after": after})
+            # The customer was read already: a refusal here is for their orders.
+            variables = {"id": customer_id, "after": after}
+            data = await self._graphql(CUSTOMER_ORDERS, variables, needs=READ_ORDERS)
             customer = data.get("customer")
             connection = customer.get("orders") if isinstance(customer, dict) else None
             if not isinstance(connection, dict):
@@ -549,7 +568,8 @@ class ShopifyAdapter:
             if not isinstance(after, str) or after in seen:
                 return  # no way on: the page info says the list is not whole
             seen.add(after)
-            data = await self._graphql(ORDER_LINE_ITEMS, {"id": order["id"], "after": after})
+            variables = {"id": order["id"], "after": after}
+            data = await self._graphql(ORDER_LINE_ITEMS, variables, needs=READ_ORDERS)
             node = data.get("order")
             more = node.get("lineItems") if isinstance(node, dict) else None
             if not isinstance(more, dict):
@@ -623,7 +643,8 @@ class ShopifyAdapter:
             )
         requested = 0
         for customer in customers:
-            data = await self._graphql(REQUEST_ERASURE, {"customerId": customer["id"]})
+            variables = {"customerId": customer["id"]}
+            data = await self._graphql(REQUEST_ERASURE, variables, needs=ERASURE_SCOPE)
             payload = data.get("customerRequestDataErasure")
             payload = payload if isinstance(payload, dict) else {}
             codes = [

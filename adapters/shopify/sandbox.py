@@ -21,6 +21,8 @@ It serves ``POST /admin/api/{version}/graphql.json`` with:
   the version that answered;
 - orders older than 60 days served only to a token granted ``read_all_orders`` (none is by
   default, as with Shopify);
+- a token holding a given set of access scopes: a field outside them is answered Shopify's
+  ``ACCESS_DENIED`` (``_scopes.py``; every scope by default, as the demo's app has);
 - genuine webhook deliveries (:meth:`ShopifySandbox.signed_webhook`).
 
 Faults and the request log come from :class:`~connector.sandboxkit.SandboxBase`. The log
@@ -36,7 +38,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -50,6 +52,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from adapters.shopify._cost import CostBucket, requested_cost
 from adapters.shopify._graphql import GraphQLSyntaxError, parse
 from adapters.shopify._schema import Executor
+from adapters.shopify._scopes import access_denied
 from adapters.shopify._store import CUSTOMER, ORDER, GraphQLError, ShopStore, gid, iso
 from adapters.shopify.settings import (
     DEFAULT_API_VERSION,
@@ -100,7 +103,11 @@ class ShopifySandbox(SandboxBase):
         shop_domain: the ``*.myshopify.com`` name used in webhooks.
         read_all_orders: the token holds Shopify's ``read_all_orders`` scope; without it
             orders created more than 60 days ago are not served (``numberOfOrders`` still
-            counts them).
+            counts them). ``scopes`` holding it grants it too.
+        scopes: the access scopes the token was granted (``None``: every one, as the demo's
+            app). A query or mutation reading a field outside them (see
+            :mod:`adapters.shopify._scopes`) is answered ``ACCESS_DENIED``, as Shopify does:
+            HTTP 200, its root fields null, nothing run.
 
     Attributes:
         store: the customers, orders and pending erasures.
@@ -124,6 +131,7 @@ class ShopifySandbox(SandboxBase):
         wall_clock: Callable[[], float] = time.time,
         shop_domain: str = "klantsync-sandbox.myshopify.com",
         read_all_orders: bool = False,
+        scopes: Collection[str] | None = None,
     ) -> None:
         super().__init__(clock=clock)
         self.access_token = access_token
@@ -134,7 +142,9 @@ class ShopifySandbox(SandboxBase):
         self.wall_clock = wall_clock
         self.shop_domain = shop_domain
         self.store = ShopStore(date_granular=date_granular)
-        self.executor = Executor(self.store, self.now, all_orders=read_all_orders)
+        self.scopes = None if scopes is None else frozenset(scopes)
+        all_orders = read_all_orders or "read_all_orders" in (self.scopes or ())
+        self.executor = Executor(self.store, self.now, all_orders=all_orders)
         self.operations = self.executor.operations
         self.throttled = 0
         self._app: ASGIApp | None = None
@@ -198,6 +208,16 @@ class ShopifySandbox(SandboxBase):
             return {"errors": [too_costly]}, 200
         if not self.bucket.take(requested):
             return self._throttled(requested), self.throttle_status
+        if self.scopes is not None:
+            root = "Mutation" if operation.kind == "mutation" else "QueryRoot"
+            types = self.executor.types()
+            denied = access_denied(types, root, operation.selections, self.scopes)
+            if denied:
+                # Nothing runs (a refused mutation erases no one); the root fields answer
+                # null. Shopify charged the requested cost for one (as quoted).
+                data = {field.key: None for field in operation.selections}
+                cost = {"cost": self._cost(requested, requested)}
+                return {"errors": denied, "data": data, "extensions": cost}, 200
         try:
             data, actual = self.executor.execute(operation, variables)
         except GraphQLError as error:

@@ -739,7 +739,8 @@ async def test_graphql_errors_are_fatal_with_the_code_only(shop: Harness) -> Non
     async with harness.client:
         with pytest.raises(FatalRemoteError) as caught:
             await harness.adapter.find(Subject(email="jan@example.com"))
-    assert caught.value.detail == "ACCESS_DENIED"
+    # The scope named is the call's own (a search needs read_customers), never the message's.
+    assert caught.value.detail == "ACCESS_DENIED: grant the app read_customers"
     assert "jan" not in str(caught.value) and "Access denied" not in str(caught.value)
 
 
@@ -1793,3 +1794,100 @@ async def test_the_report_says_in_its_own_language_that_shopify_left_orders_out(
     english = (out / "report.en.md").read_text(encoding="utf-8")
     assert "Shopify telt meer bestellingen" in dutch and "Shopify counts more" not in dutch
     assert "Shopify counts more orders" in english
+
+
+# -- access scopes ---------------------------------------------------------------------------
+
+
+def scoped(shop: Harness, *scopes: str) -> Harness:
+    """The adapter against the harness's store, its token granted ``scopes`` alone."""
+    shop.sandbox.scopes = frozenset(scopes)
+    return shop
+
+
+def refused_naming(caught: pytest.ExceptionInfo[FatalRemoteError], scope: str) -> None:
+    """The refusal is fatal, says which scope to grant, and holds nobody's data."""
+    assert caught.value.detail == f"ACCESS_DENIED: grant the app {scope}"
+    assert str(caught.value) == (
+        f"shop: POST {GRAPHQL} -> 200 (ACCESS_DENIED: grant the app {scope})"
+    )
+
+
+async def test_a_pull_refused_for_read_customers_names_the_scope(shop: Harness) -> None:
+    """An app without read_customers is refused the customers page (ACCESS_DENIED): the
+    sync's error said that code alone, so the operator could not tell what to grant."""
+    seed(shop.sandbox, shop.wall, 2)
+    scoped(shop, "read_orders")
+    with pytest.raises(FatalRemoteError) as caught:
+        await collect(shop.adapter, None)
+    refused_naming(caught, "read_customers")
+    assert not isinstance(caught.value, RetryableError)
+
+
+async def test_a_search_refused_for_read_customers_names_the_scope(shop: Harness) -> None:
+    """Looking a person up by e-mail (an access copy, an erasure, ``check --online``) without
+    read_customers names the scope, and never the address searched for."""
+    shop.sandbox.add_person("anna@example.nl", "Anna")
+    scoped(shop, "read_orders", "write_customer_data_erasure")
+    for call in (shop.adapter.find, shop.adapter.find_people, shop.adapter.erase):
+        with pytest.raises(FatalRemoteError) as caught:
+            await call(Subject(email="anna@example.nl"))
+        refused_naming(caught, "read_customers")
+        assert "anna" not in str(caught.value)
+
+
+async def test_orders_for_an_access_copy_refused_for_read_orders_name_the_scope(
+    shop: Harness,
+) -> None:
+    """An app that reads customers but not orders finds the person and is refused their
+    orders: the access copy fails naming read_orders (not passing the customer alone off as
+    all the shop holds)."""
+    shop.sandbox.add_person("anna@example.nl", "Anna")
+    shop.sandbox.add_order("anna@example.nl")
+    scoped(shop, "read_customers")
+    with pytest.raises(FatalRemoteError) as caught:
+        await shop.adapter.find(Subject(email="anna@example.nl"))
+    refused_naming(caught, "read_orders")
+    scoped(shop, "read_customers", "read_orders")
+    found = await shop.adapter.find(Subject(email="anna@example.nl"))
+    assert [r.get("type") for r in found] == [None, "order"]
+
+
+async def test_an_erasure_request_refused_for_its_scope_names_it(shop: Harness) -> None:
+    """An app that reads customers but may not request their erasure finds the person and
+    is refused customerRequestDataErasure: the erasure fails naming
+    write_customer_data_erasure, and nothing is queued at Shopify."""
+    shop.sandbox.add_person("anna@example.nl", "Anna")
+    scoped(shop, "read_customers", "read_orders", "read_customer_data_erasure")
+    with pytest.raises(FatalRemoteError) as caught:
+        await shop.adapter.erase(Subject(email="anna@example.nl"))
+    refused_naming(caught, "write_customer_data_erasure")
+    assert not shop.sandbox.pending_erasure("anna@example.nl")
+    assert "mutation customerRequestDataErasure" not in shop.sandbox.operations
+    scoped(shop, "read_customers", "write_customer_data_erasure")  # the write grants the read
+    assert (await shop.adapter.erase(Subject(email="anna@example.nl"))).pending
+
+
+async def test_the_sandbox_answers_access_denied_as_shopify_does(
+    sandbox: ShopifySandbox, raw: Callable[..., Any]
+) -> None:
+    """A field outside the token's scopes is answered ACCESS_DENIED inside an HTTP 200,
+    naming the scope in its message and ``requiredAccess``, its root field null; a token
+    with every scope (the default) is served."""
+    customer_id = sandbox.add_person("anna@example.nl", "Anna")
+    query = '{ customer(id: "' + customer_id + '") { id orders(first: 5) { nodes { id } } } }'
+    status, body = await raw(query)
+    assert status == 200 and body["data"]["customer"]["id"] == customer_id
+    sandbox.scopes = frozenset({"read_customers"})
+    status, body = await raw(query)
+    (error,) = body["errors"]
+    assert status == 200 and body["data"] == {"customer": None}
+    assert error["path"] == ["customer", "orders"]
+    assert error["message"] == (
+        "Access denied for orders field. Required access: `read_orders` access scope."
+    )
+    assert error["extensions"]["code"] == "ACCESS_DENIED"
+    assert error["extensions"]["requiredAccess"] == "`read_orders` access scope."
+    sandbox.scopes = frozenset({"write_orders"})  # a write scope grants its read one
+    _, body = await raw('{ order(id: "gid://shopify/Order/1") { id } }')
+    assert "errors" not in body
