@@ -1891,3 +1891,40 @@ async def test_the_sandbox_answers_access_denied_as_shopify_does(
     sandbox.scopes = frozenset({"write_orders"})  # a write scope grants its read one
     _, body = await raw('{ order(id: "gid://shopify/Order/1") { id } }')
     assert "errors" not in body
+
+
+def test_check_online_names_the_scope_a_token_without_read_customers_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`check --online` looks a person up in the shop: an app without read_customers fails
+    it (exit 1) naming that scope, where it said ACCESS_DENIED alone."""
+    from connector.sandboxkit import serve_tls
+
+    (tmp_path / "master.key").write_text(MASTER_KEY)
+    (tmp_path / "master.key").chmod(0o600)
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "token").chmod(0o600)
+    shop = ShopifySandbox(shop_domain=SHOP_DOMAIN, scopes={"read_orders"})
+    with serve_tls({"shop": shop.app()}, tmp_path / "tls") as (ca, apps):
+        assert ca is not None
+        config = tmp_path / "klantsync.toml"
+        config.write_text(
+            f"""
+[store]
+path = "klantsync.db"
+[keys]
+source = "file:master.key"
+[systems.shop]
+adapter = "shopify"
+base_url = "{apps["shop"].url}"
+ca_bundle = "{ca.ca_path}"
+shop_domain = "{SHOP_DOMAIN}"
+mapping = "{MAPPING}"
+credentials = {{ access_token = "file:token" }}
+"""
+        )
+        assert main(["-c", str(config), "check", "--online", "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert report["online"]["shop"] == (
+        f"shop: POST {GRAPHQL} -> 200 (ACCESS_DENIED: grant the app read_customers)"
+    )
