@@ -21,6 +21,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -715,14 +716,35 @@ def _recipients_of(sub_processors: Sequence[str], onward: Sequence[Any]) -> list
     """Who a processor passes the data on to: its sub-processors, then each recipient of an
     onward transfer that none of them already names (Art. 15(1)(c)). A recipient named in
     ``onward_transfers`` alone was told of in the transfers section only, as if it were no
-    recipient; one listed as "HubSpot, Inc. (US)" is not repeated for "HubSpot, Inc."."""
+    recipient; one listed as "HubSpot, Inc. (US)" is not repeated for "HubSpot, Inc."
+    (:func:`_same_recipient`)."""
     named = [str(s) for s in sub_processors]
     for row in onward:
         recipient = str(getattr(row, "recipient", "") or "").strip()
-        folded = recipient.casefold()
-        if recipient and not any(n.casefold().startswith(folded) for n in named):
+        if recipient and not any(_same_recipient(recipient, n) for n in named):
             named.append(recipient)
     return named
+
+
+#: One parenthesised note at the end of a name, such as the country in "HubSpot, Inc. (US)".
+_TRAILING_NOTE = re.compile(r"\s*\([^()]*\)$")
+
+
+def _same_recipient(one: str, other: str) -> bool:
+    """Whether two names given for a recipient name the same company: equal once casefolded,
+    their whitespace collapsed and one trailing parenthesised note (a country) dropped.
+
+    Equality, not a shared beginning: "Google" is not "Google Cloud EMEA Ltd (IE)", another
+    company, and a recipient taken for one already named is one the person is never told of
+    (Art. 15(1)(c)); a repeated one costs a line. The note goes because sub-processor lists
+    tag names with their country ("HubSpot, Inc. (US)") where ``onward_transfers`` gives the
+    country a field of its own ("HubSpot, Inc.").
+    """
+
+    def key(name: str) -> str:
+        return _TRAILING_NOTE.sub("", " ".join(name.split())).casefold()
+
+    return key(one) == key(other)
 
 
 def _not_read(lang: str, exempt: Mapping[str, str], facts: Art15Facts) -> Iterator[tuple[str, str]]:

@@ -373,6 +373,61 @@ def test_a_recipient_named_only_in_an_onward_transfer_is_listed_among_the_recipi
         assert section.count("Amazon Web Services EMEA SARL") == 1, section
 
 
+def test_a_recipient_whose_name_begins_a_sub_processor_s_is_listed_among_the_recipients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 15(1)(c): an onward transfer to "Google" is not one to "Google Cloud EMEA Ltd
+    (IE)", another company among the sub-processors; a recipient whose name began one already
+    listed was taken for it and left out, and the person was not told of it."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    text = text.replace(
+        'sub_processors = ["HubSpot, Inc. (US)", ',
+        'sub_processors = ["Google Cloud EMEA Ltd (IE)", "HubSpot, Inc. (US)", ',
+    )
+    text = text.replace(
+        '  { country = "DE", recipient = "Amazon',
+        '  { country = "US", recipient = "Google", mechanism = "SCCs 2021/914 module 3" },\n'
+        '  { country = "DE", recipient = "Amazon',
+    )
+    path.write_text(text)
+    facts = art15_facts(load_config(path))
+    assert "Google" in facts.sub_processors["crm"]
+    assert "Google" in facts.as_dict()["recipients"][1]["sub_processors"]
+    for lang, heading in (("en", ("Recipients",)), ("nl", ("Ontvangers",))):
+        section = _section(lang, facts, heading)
+        assert "Google Cloud EMEA Ltd (IE), HubSpot, Inc. (US)" in section, section
+        assert "Amazon Web Services EMEA SARL, Google" in section, section
+
+
+@pytest.mark.parametrize(
+    ("sub_processor", "recipient"),
+    [
+        ("HubSpot, Inc. (US)", "HubSpot, Inc."),  # the country a note in the list alone
+        ("HubSpot, Inc.", "HubSpot, Inc. (US)"),  # the note on the transfer's side
+        ("HubSpot,  Inc.  (US)", "hubspot, inc."),  # spacing and case
+    ],
+)
+def test_a_recipient_is_not_repeated_for_its_name_with_a_country_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sub_processor: str, recipient: str
+) -> None:
+    """A sub-processor and an onward transfer's recipient that differ only in case, spacing
+    or a trailing note in brackets are one company, listed once; the note on the transfer's
+    side, or spaced otherwise, the report named HubSpot, Inc. twice among the recipients."""
+    path = example_config(tmp_path, monkeypatch)
+    text = path.read_text()
+    text = text.replace(
+        'sub_processors = ["HubSpot, Inc. (US)", ', f'sub_processors = ["{sub_processor}", '
+    )
+    text = text.replace('recipient = "HubSpot, Inc.",', f'recipient = "{recipient}",')
+    path.write_text(text)
+    facts = art15_facts(load_config(path))
+    assert facts.sub_processors["crm"] == [sub_processor, "Amazon Web Services EMEA SARL"]
+    for lang, heading in (("en", ("Recipients",)), ("nl", ("Ontvangers",))):
+        section = _section(lang, facts, heading)
+        assert " ".join(section.split()).casefold().count("hubspot, inc.") == 1, section
+
+
 def test_access_report_states_how_long_klantsync_keeps_its_own_data_about_the_person(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
