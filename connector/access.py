@@ -33,7 +33,7 @@ from connector.compliance import third_country_transfers, transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
-from connector.register import KEPT_UNTIL, OWN_DATA, country_in_text
+from connector.register import KEPT_UNTIL, OWN_DATA, country_in_text, rests_on_consent
 from connector.register_render import TEXT, local_time, md_escape
 
 if TYPE_CHECKING:
@@ -252,6 +252,18 @@ _RIGHTS: dict[str, list[str]] = {
     ],
 }
 
+#: The right the rights list names first where any processing rests on consent
+#: (:attr:`Art15Facts.rests_on_consent`): Art. 7(3), which Art. 13(2)(c) and 14(2)(d) require
+#: the person be told of; where nothing rests on consent it would promise what is not there.
+_WITHDRAW_CONSENT: dict[str, str] = {
+    "en": "Withdrawal of consent (Art. 7(3)): withdraw your consent at any time, for the "
+    "processing that rests on it; this does not affect the lawfulness of the processing "
+    "based on it before you withdrew it.",
+    "nl": "Uw toestemming intrekken (art. 7 lid 3): op elk moment, voor de verwerking die erop "
+    "berust; dat laat de rechtmatigheid van de verwerking op basis van de toestemming vóór "
+    "de intrekking onverlet.",
+}
+
 
 class TransferFact(NamedTuple):
     """One transfer of a recipient's data outside the EEA, as an access report states it."""
@@ -290,6 +302,9 @@ class Art15Facts:
         operator: the agency that runs the connector (``[privacy] agency``), "" when none
             is recorded: it handles every record the connector moves, so it is a recipient
             too, as the register lists it.
+        rests_on_consent: whether any of the processing rests on consent, as the register
+            states the grounds (:func:`connector.register.rests_on_consent`): the rights
+            then include withdrawing it (Art. 7(3)).
     """
 
     purposes: dict[str, list[str]]
@@ -304,6 +319,7 @@ class Art15Facts:
     sub_processors: dict[str, list[str]] = field(default_factory=dict)
     kept: list[tuple[str, int | None]] = field(default_factory=list)
     operator: str = ""
+    rests_on_consent: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -339,6 +355,7 @@ class Art15Facts:
             if self.operator
             else None,
             "automated_decision_making": self.automated or "none",
+            "rests_on_consent": self.rests_on_consent,
         }
 
 
@@ -417,6 +434,7 @@ def art15_facts(config: Config) -> Art15Facts:
         sub_processors=sub_processors,
         kept=_kept(config),
         operator=config.privacy.agency,
+        rests_on_consent=rests_on_consent(config),
     )
 
 
@@ -622,9 +640,16 @@ def _sections(lang: str, facts: Art15Facts) -> list[tuple[str, list[str]]]:
         (t["retention"], retention),
         (t["source"], sources),
         (t["automated"], [facts.automated or t["automated_default"]]),
-        (t["rights"], _RIGHTS[lang]),
+        (t["rights"], _rights(lang, facts)),
     ]
     return sections
+
+
+def _rights(lang: str, facts: Art15Facts) -> list[str]:
+    """The person's rights in ``lang``: withdrawing consent first where any of the
+    processing rests on it, then those that hold for all of it."""
+    withdraw = [_WITHDRAW_CONSENT[lang]] if facts.rests_on_consent else []
+    return withdraw + _RIGHTS[lang]
 
 
 def _kept_lines(lang: str, facts: Art15Facts) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "OWN_DATA",
     "build_register",
     "country_name",
+    "rests_on_consent",
     "role_label",
     "security_measures",
 ]
@@ -357,7 +358,7 @@ def _legal_bases(config: Config, flow: Any, basis: str | None, lang: str) -> lis
     consents = {d: config.mappings[d].requires_consent for d in flow.destinations}
     by_basis: dict[str | None, list[str]] = {}
     for name in flow.destinations:
-        by_basis.setdefault("consent" if consents[name] else basis, []).append(name)
+        by_basis.setdefault(_grounds(config, name, basis), []).append(name)
     return [
         {
             "legal_basis": grounds,
@@ -367,6 +368,29 @@ def _legal_bases(config: Config, flow: Any, basis: str | None, lang: str) -> lis
         }
         for grounds, names in by_basis.items()
     ]
+
+
+def _grounds(config: Config, destination: str, basis: str | None) -> str | None:
+    """The basis ``destination`` is sent data under: consent where its mapping requires
+    one (the engine's gate), else the flow's ``basis``."""
+    return "consent" if config.mappings[destination].requires_consent else basis
+
+
+def rests_on_consent(config: Config) -> bool:
+    """Whether any processing the config runs rests on consent, as the register states the
+    grounds: a flow whose ``legal_basis`` is consent, or a destination sent only people who
+    gave one. Where it does, the person must be told they may withdraw it (Art. 7(3),
+    13(2)(c), 14(2)(d))."""
+    for flow in config.flows:
+        # Read as art15_facts reads flows: a flow without privacy or destinations states
+        # no grounds, rather than failing the person's access copy.
+        basis = getattr(getattr(flow, "privacy", None), "legal_basis", None)
+        destinations = getattr(flow, "destinations", None) or []
+        if basis == "consent" or any(
+            _grounds(config, name, basis) == "consent" for name in destinations
+        ):
+            return True
+    return False
 
 
 def _grouped(fields: list[Any], lang: str) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -600,3 +601,63 @@ def test_access_report_names_an_onward_transfer_s_country_and_its_missing_safegu
     )
     (row,) = facts.as_dict()["transfers"]
     assert (row["country"], row["processor_country"], row["safeguard"]) == ("IN", "IE", "")
+
+
+#: The rights line on withdrawing consent, as each report begins it.
+WITHDRAW = {
+    "en": "Withdrawal of consent (Art. 7(3))",
+    "nl": "Uw toestemming intrekken (art. 7 lid 3)",
+}
+
+
+def _says_withdrawal(tmp_path: Path, facts: Art15Facts) -> dict[str, bool]:
+    """Per report and section (and data.json's ``rests_on_consent``), whether it tells the
+    person they may withdraw their consent."""
+    said = {
+        f"rights.{lang}": WITHDRAW[lang] in _section(lang, facts, ("rights", "rechten"))
+        for lang in ("en", "nl")
+    }
+    for name, text in _reports(tmp_path, facts).items():
+        if name == "data.json":
+            said[name] = json.loads(text)["art15"]["rests_on_consent"]
+        else:
+            lang = name.split(".")[1]
+            said[name] = WITHDRAW[lang] in html.unescape(text.replace("\\", ""))
+    return said
+
+
+def test_the_rights_include_withdrawing_consent_where_a_destination_requires_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 7(3), 13(2)(c): the newsletter is sent only people who consented to marketing
+    (its mapping's ``requires_consent``), so that disclosure rests on consent, as the
+    register says; the rights listed never told the person they may withdraw it at any
+    time, and data.json did not say any processing rested on consent."""
+    config = load_config(example_config(tmp_path, monkeypatch))
+    assert config.mappings["news"].requires_consent
+    said = _says_withdrawal(tmp_path, art15_facts(config))
+    assert all(said.values()), said
+    en = _section("en", art15_facts(config), ("rights",))
+    assert "at any time" in en and "does not affect the lawfulness" in en
+
+
+@pytest.mark.parametrize(
+    ("tail", "rests"),
+    [
+        ("", False),  # a flow that states no basis, to a CRM that asks no consent
+        ('\n[flows.privacy]\nlegal_basis = "contract"\n', False),
+        ('\n[flows.privacy]\nlegal_basis = "consent"\n', True),
+    ],
+)
+def test_the_rights_include_withdrawing_consent_only_where_a_flow_rests_on_it(
+    env: dict[str, str], tmp_path: Path, tail: str, rests: bool
+) -> None:
+    """A flow whose ``legal_basis`` is consent rests on it for every destination: the
+    withdrawal line is in both languages' rights and ``rests_on_consent`` is true. Where
+    nothing rests on consent the line would promise a right the person has no use for: it
+    is left out, and the key is false, not missing."""
+    config = load_config(_config(tmp_path, tail=tail))
+    assert not any(m.requires_consent for m in config.mappings.values())
+    said = _says_withdrawal(tmp_path, art15_facts(config))
+    assert said == dict.fromkeys(said, rests), said
+    assert "rests_on_consent" in art15_facts(config).as_dict()
