@@ -282,7 +282,7 @@ class KindRunner:
                     "values: a system marked skipped there must be corrected by hand, or its "
                     "next change sends them again"
                 }
-        return {
+        body: dict[str, Any] = {
             "version": 1,
             "request_id": row.id,
             "kind": row.kind,
@@ -312,6 +312,13 @@ class KindRunner:
             ],
             "connector": connector,
         }
+        superseded_by = sorted(
+            {str(s.result["superseded_by"]) for s in systems if s.result.get("superseded_by")}
+        )
+        if superseded_by:
+            # A correction the person's erasure closed: which erasure, by its id.
+            body["superseded_by"] = superseded_by[0]
+        return body
 
     def _kept(self, row: RequestRow) -> str:
         """What an erasure keeps of the person, for its receipt: the suppression entry, the
@@ -586,6 +593,8 @@ class KindRunner:
             with self.rt.store.transaction():
                 self.rt.store.suppress(added, "erasure", row.id)
                 self.service.audit(entry, row, subject_ids=added)
+                # A correction open under an address the erasure reaches only now.
+                self.service.supersede_corrections(row, added)
         changed: set[str] = set()
         for system, external_id in (ids or {}).items():
             if system not in manifest["ids"]:
@@ -676,11 +685,12 @@ class KindRunner:
         if row is None:
             return list(self.rt.systems)
         # A part held for an earlier exemption (_hold_exempted_before) is not asked either,
-        # until the operator decides.
+        # until the operator decides; nor a correction's part the person's erasure closed,
+        # recorded while this run worked (DsrService.supersede_corrections).
         left = {
             s.system
             for s in self.db.systems(row.id)
-            if s.status == "exempt" or on_hold(s.status, s.detail)
+            if s.status in ("exempt", "superseded") or on_hold(s.status, s.detail)
         }
         return [name for name in self.rt.systems if name not in left]
 

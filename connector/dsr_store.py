@@ -26,6 +26,7 @@ __all__ = [
     "LISTED_COLUMNS",
     "MOVED_AWAY",
     "PURGE_SOURCE",
+    "SUPERSEDED_BY",
     "SYSTEM_STATUSES",
     "DsrStore",
     "ListedRequest",
@@ -40,7 +41,9 @@ __all__ = [
 ]
 
 #: Per-system statuses. ``failed`` and ``pending_verification`` are retried; the rest of the
-#: non-final ones are work not yet started or interrupted (resumed on retry).
+#: non-final ones are work not yet started or interrupted (resumed on retry). ``superseded``
+#: closes what a correction had not written when the person's erasure was recorded
+#: (:meth:`DsrStore.supersede`).
 SYSTEM_STATUSES = frozenset(
     {
         "pending",
@@ -52,6 +55,7 @@ SYSTEM_STATUSES = frozenset(
         "not_held",
         "skipped",
         "exempt",
+        "superseded",
     }
 )
 
@@ -91,7 +95,17 @@ RECEIVED = "dsr.received"
 MOVED_AWAY = (MOVED_ENTRY, SET_APART_ENTRY)
 
 #: A request is complete when every system is in one of these.
-FINAL_STATUSES = frozenset({"done", "verified_absent", "not_held", "skipped", "exempt"})
+FINAL_STATUSES = frozenset(
+    {"done", "verified_absent", "not_held", "skipped", "exempt", "superseded"}
+)
+
+#: How the detail of a correction's part closed by the person's erasure starts
+#: (:meth:`DsrStore.supersede`), the erasure's request id after.
+SUPERSEDED_BY = "superseded by the person's erasure "
+_SUPERSEDED_WHY = (
+    ", recorded before the correction was written here: nothing more is written to this "
+    "system, which the erasure deletes the person from"
+)
 
 #: How the detail of a part an operator exempted starts (DsrService.exempt), the reason after.
 EXEMPTED = "exempt: "
@@ -531,7 +545,9 @@ class DsrStore:
 
         An ``exempt`` system (:meth:`DsrService.exempt`) keeps that status: an operator may
         exempt it from another process (the CLI beside the daemon) while a retry is talking
-        to the system, and the retry's outcome must not undo the decision. With
+        to the system, and the retry's outcome must not undo the decision. A ``superseded``
+        one (:meth:`supersede`) keeps it too: the person's erasure closed it, and an outcome
+        of a correction's run still under way must not open it again. With
         ``manifest`` (the sealed manifest the caller's run holds), nothing is recorded if
         the request's manifest has changed since: a correction amended meanwhile, or an
         erasure widened by another process, has parts pending again for what this run did
@@ -551,7 +567,7 @@ class DsrStore:
             guarded = [request_id, manifest]
         self.db.execute(
             f"UPDATE dsr_systems SET {sets} WHERE request_id=? AND system=? "  # noqa: S608
-            f"AND (status != 'exempt' OR ? = 'exempt'){guard}",
+            f"AND (status != 'exempt' OR ? = 'exempt') AND status != 'superseded'{guard}",
             (*params, request_id, system, status, *guarded),
         )
 
@@ -562,6 +578,64 @@ class DsrStore:
             "result, updated_at) VALUES (?,?,?,?,?,?,?)",
             (request_id, system, "pending", 0, None, "{}", utcnow()),
         )
+
+    # -- corrections an erasure supersedes ------------------------------------------------------
+
+    def open_corrections(self, subject_ids: Sequence[str]) -> list[RequestRow]:
+        """The open corrections (``rectify``) of any of ``subject_ids``, oldest first."""
+        if not subject_ids:
+            return []
+        marks = ",".join("?" * len(subject_ids))
+        rows = self.db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM dsr_requests "  # noqa: S608 - marks only
+            f"WHERE kind='rectify' AND status='open' AND subject_id IN ({marks}) "
+            "ORDER BY received_at, id",
+            tuple(subject_ids),
+        )
+        return [RequestRow(*r) for r in rows]
+
+    def erasure_suppressing(self, subject_ids: Sequence[str]) -> str | None:
+        """The id of the erasure that put any of ``subject_ids`` on the suppression list (the
+        earliest received), if one did: the person is erased, or being erased."""
+        if not subject_ids:
+            return None
+        marks = ",".join("?" * len(subject_ids))
+        found = self.db.execute(
+            "SELECT r.id FROM suppression s JOIN dsr_requests r ON r.id = s.request_id "  # noqa: S608 - marks only
+            f"WHERE r.kind='erase' AND s.subject_id IN ({marks}) "
+            "ORDER BY r.received_at, r.id LIMIT 1",
+            tuple(subject_ids),
+        ).fetchone()
+        return None if found is None else str(found[0])
+
+    def supersede(self, request_id: str, erasure_id: str) -> list[str]:
+        """Close every part of ``request_id`` (a correction) not final yet as ``superseded``
+        by the erasure ``erasure_id``; the systems closed, by name.
+
+        The detail names the erasure (:data:`SUPERSEDED_BY`) and the part's result, which
+        the receipt is built from, carries its id as ``superseded_by``: ids only. The caller
+        holds the write transaction that records the erasure, so no run of the correction
+        writes between the two.
+        """
+        finals = sorted(FINAL_STATUSES)
+        marks = ",".join("?" * len(finals))
+        closed = [
+            str(row[0])
+            for row in self.db.execute(
+                "SELECT system FROM dsr_systems WHERE request_id=? "  # noqa: S608 - marks only
+                f"AND status NOT IN ({marks}) ORDER BY system",
+                (request_id, *finals),
+            )
+        ]
+        if closed:
+            detail = f"{SUPERSEDED_BY}{erasure_id}{_SUPERSEDED_WHY}"
+            self.db.execute(
+                "UPDATE dsr_systems SET status='superseded', detail=?, updated_at=?, "  # noqa: S608 - marks only
+                "result=json_set(COALESCE(result, '{}'), '$.superseded_by', ?) "
+                f"WHERE request_id=? AND status NOT IN ({marks})",
+                (detail, utcnow(), erasure_id, request_id, *finals),
+            )
+        return closed
 
     # -- what the connector itself holds about a subject --------------------------------------
 

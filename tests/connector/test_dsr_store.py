@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from connector import audit
-from connector.dsr_store import DsrStore
+from connector.dsr_store import FINAL_STATUSES, SYSTEM_STATUSES, DsrStore, RequestRow
 from connector.dsr_views import make_view, system_views, views
 from connector.state import RESEND, Ack, QueuedPayload, Store
 from tests.conftest import sqlite_steps
@@ -264,3 +264,41 @@ def test_the_audit_entries_about_a_person_are_read_through_their_index(tmp_path:
             str(row[-1]) for row in store.db.execute("EXPLAIN QUERY PLAN " + statement)
         )
         assert "USING INDEX audit_subject" in plan, plan
+
+
+def _correction(request_id: str, subject_id: str) -> RequestRow:
+    return RequestRow(
+        request_id, "rectify", subject_id, "2026-03-02T09:00:00+00:00",
+        "2026-04-02T21:59:59+00:00", None, "open", "cli", b"sealed", None, None, None,
+    )  # fmt: skip
+
+
+def test_a_superseded_part_is_final_and_no_run_s_outcome_opens_it_again(tmp_path: Path) -> None:
+    """``superseded`` closes the parts of a correction not final yet, naming the erasure
+    (in its detail and result), and a run of the correction still under way cannot set the
+    part to what it did after (failed, done)."""
+    assert "superseded" in SYSTEM_STATUSES and "superseded" in FINAL_STATUSES
+    db = DsrStore(Store(tmp_path / "s.db"))
+    db.create(_correction("rc-20260302-00000001", "s1"), ["crm", "shop", "news"])
+    db.create(_correction("rc-20260302-00000002", "s2"), ["crm"])
+    db.set_system("rc-20260302-00000001", "shop", "done", result={"fields": ["city"]})
+    db.set_system("rc-20260302-00000001", "crm", "failed", result={"attempted": 1})
+    assert [r.id for r in db.open_corrections(["s1", "s9"])] == ["rc-20260302-00000001"]
+    closed = db.supersede("rc-20260302-00000001", "er-20260304-0000000a")
+    assert closed == ["crm", "news"]
+    parts = {p.system: p for p in db.systems("rc-20260302-00000001")}
+    assert {name: p.status for name, p in parts.items()} == {
+        "crm": "superseded",
+        "news": "superseded",
+        "shop": "done",
+    }
+    crm = parts["crm"]
+    assert crm.detail is not None and "er-20260304-0000000a" in crm.detail
+    assert crm.result == {"attempted": 1, "superseded_by": "er-20260304-0000000a"}
+    assert "superseded_by" not in parts["shop"].result
+    for status in ("done", "failed", "pending"):
+        db.set_system("rc-20260302-00000001", "crm", status)
+    assert db.systems("rc-20260302-00000001")[0].status == "superseded"
+    assert db.complete("rc-20260302-00000001", "{}", "2026-03-04T10:00:00+00:00")
+    # Another subject's correction is left as it is.
+    assert db.systems("rc-20260302-00000002")[0].status == "pending"
