@@ -29,18 +29,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from connector import audit
+from connector import audit, upserts
 from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
 from connector.config import Config, FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.emptying import Emptying
 from connector.errors import (
-    FatalRemoteError,
     KlantsyncError,
-    RecordError,
-    RemoteError,
-    RetryableError,
-    system_down,
 )
 from connector.ids import SystemIds
 from connector.inflight import InFlight
@@ -72,8 +67,9 @@ from connector.state import (
 )
 from connector.systems import System, Systems
 from connector.transforms import forget_phones
+from connector.upserts import DOWN_AFTER, Outage, deferred
 
-__all__ = ["DestinationReport", "Engine", "FlowReport", "Progress"]
+__all__ = ["DOWN_AFTER", "DestinationReport", "Engine", "FlowReport", "Progress"]
 
 log = logging.getLogger("klantsync.engine")
 
@@ -1132,7 +1128,7 @@ class Engine:
         in_flight: set[asyncio.Task[None]] = set()
         crashed: list[BaseException] = []
         stop = asyncio.Event()
-        outage = _Outage()
+        outage = Outage()
 
         def settled(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
@@ -1194,7 +1190,7 @@ class Engine:
         dest_report: DestinationReport,
         stop: asyncio.Event,
         progress: Progress,
-        outage: _Outage,
+        outage: Outage,
         changes_seen: int | None = None,
     ) -> None:
         if stop.is_set():
@@ -1307,7 +1303,7 @@ class Engine:
         dest_report: DestinationReport,
         stop: asyncio.Event,
         progress: Progress,
-        outage: _Outage,
+        outage: Outage,
     ) -> None:
         opted_out = self.store.opted_out(dest.name, [r.subject_id for r in rows])
         if opted_out:
@@ -1409,7 +1405,7 @@ class Engine:
                 dest, records, by_ref, dest_report, stop, outage
             )
         if records:
-            results += await self._upsert(dest, records, dest_report, stop, outage)
+            results += await upserts.upsert(dest, records, dest_report, stop, outage)
         if outage.down:
             # The system is down (every try of several batches failed to reach it): the rest
             # waits in the outbox for the next run, instead of each batch spending its
@@ -1579,7 +1575,7 @@ class Engine:
         by_ref: dict[str, OutboxRow],
         dest_report: DestinationReport,
         stop: asyncio.Event,
-        outage: _Outage,
+        outage: Outage,
     ) -> tuple[list[OutboundRecord], list[UpsertResult]]:
         """Send first the writes rows keep from a former address (connector/moves.py),
         where ``dest``'s id for the person is not known; return the records to send now,
@@ -1622,7 +1618,7 @@ class Engine:
             formers.append(former)
         if not formers:
             return records, []
-        results = await self._upsert(dest, formers, dest_report, stop, outage)
+        results = await upserts.upsert(dest, formers, dest_report, stop, outage)
         # Someone erased meanwhile is erased again where the former write may have landed.
         answered = await self._erase_late(dest, formers, by_ref, results, dest_report)
         settled = {r.ref for r in results} - {r.ref for r in answered}
@@ -1659,7 +1655,7 @@ class Engine:
             if r.ref not in skip
         ]
         if stop.is_set():  # the system is down, or answered with a fatal error
-            return [], waiting + _deferred(current, "delivery stopped")
+            return [], waiting + deferred(current, "delivery stopped")
         return current, waiting
 
     async def _erase_late(
@@ -1742,106 +1738,6 @@ class Engine:
         dest_report.suppressed_at_delivery += len(outcomes)
         dest_report.not_erased += sum(not said["erased"] for _, said in outcomes)
 
-    async def _upsert(
-        self,
-        dest: System,
-        records: list[OutboundRecord],
-        dest_report: DestinationReport,
-        stop: asyncio.Event,
-        outage: _Outage,
-    ) -> list[UpsertResult]:
-        """Upsert a batch; isolate records when the vendor rejects a whole batch."""
-        try:
-            results, failure = await self._call(dest, records, dest_report, stop)
-            outage.observe(failure, results)
-            return results
-        except RecordError as exc:
-            outage.observe(None)  # the system answered
-            if len(records) == 1:
-                return [UpsertResult(records[0].ref, "failed", reason=_reason(exc))]
-        # The vendor refused the batch as a whole; send one by one to find the culprit.
-        results = []
-        for n, record in enumerate(records):
-            if stop.is_set():  # a call met a 401, or the system is down: send nothing more
-                results += _deferred(records[n:], "delivery stopped")
-                break
-            try:
-                got, failure = await self._call(dest, [record], dest_report, stop)
-            except RecordError as exc:
-                results.append(UpsertResult(record.ref, "failed", reason=_reason(exc)))
-                continue
-            results += got
-            outage.observe(failure, got)
-            if failure is not None and system_down(failure):
-                # One record's retries ran out against a system that is down: each other
-                # record's would too (a batch of 100 was 800 calls). They wait, unsent. A
-                # record the vendor chokes on (a 500 every try) is only deferred itself.
-                results += _deferred(records[n + 1 :], _reason(failure))
-                break
-        return results
-
-    async def _call(
-        self,
-        dest: System,
-        records: list[OutboundRecord],
-        dest_report: DestinationReport,
-        stop: asyncio.Event,
-    ) -> tuple[list[UpsertResult], RemoteError | None]:
-        """One write call: its results, and the error the call itself failed with (every
-        record deferred after all retries, or delivery stopped), if it did. A refusal of the
-        batch as a whole is raised (:class:`RecordError`)."""
-        dest_report.requests += 1
-        try:
-            return await dest.adapter.upsert(records), None
-        except RetryableError as exc:
-            log.warning("delivery deferred", extra={"system": dest.name, "error": str(exc)})
-            return _deferred(records, _reason(exc)), exc
-        except FatalRemoteError as exc:
-            log.error("delivery stopped", extra={"system": dest.name, "error": str(exc)})
-            dest_report.fatal = str(exc)
-            stop.set()
-            return _deferred(records, _reason(exc)), exc
-
-
-#: Calls in a row that could not reach a system (see :func:`system_down`) before a run
-#: stops delivering to it and leaves the rest queued for the next run.
-DOWN_AFTER = 3
-
-
-class _Outage:
-    """Calls in a row a run's delivery to one system could not get through."""
-
-    def __init__(self) -> None:
-        self.in_a_row = 0
-        self.down = False
-
-    def observe(self, failure: RemoteError | None, results: Sequence[UpsertResult] = ()) -> None:
-        """Count one call's outcome: the error it failed with, or (``None``) its results.
-        Adapters that write record by record (Mailchimp, Pipedrive) answer a system that is
-        down with every result failed ``unreachable``. A failure that says nothing of the
-        system (a 500, as an error or as every record's result) neither counts nor resets:
-        the system answered, and the next call tells."""
-        unreachable = bool(results) and all(r.unreachable for r in results)
-        if unreachable or (failure is not None and system_down(failure)):
-            self.in_a_row += 1
-            self.down = self.down or self.in_a_row >= DOWN_AFTER
-        elif failure is None and any(r.outcome != "failed" or not r.retryable for r in results):
-            self.in_a_row = 0  # something was written, or refused: the system answered
-
-
-def _deferred(records: Sequence[OutboundRecord], reason: str) -> list[UpsertResult]:
-    """``records`` left queued, unsent or unanswered, for the next try."""
-    return [UpsertResult(r.ref, "failed", reason=reason, retryable=True) for r in records]
-
 
 def _nothing(_store: Store) -> None:
     """A write of nothing: what :meth:`Engine.flush` commits the waiting outcomes with."""
-
-
-def _reason(exc: KlantsyncError) -> str:
-    status = getattr(exc, "status", None)
-    detail = getattr(exc, "detail", "")
-    parts = [str(status) if status is not None else type(exc).__name__]
-    if detail:
-        parts.append(detail)
-    return " ".join(parts)

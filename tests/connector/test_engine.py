@@ -937,11 +937,11 @@ def test_a_batch_every_member_of_which_got_a_500_does_not_reset_an_outage_count(
     """For adapters that answer member by member, a batch all failed by a 500 is a system
     that answered: it neither counts toward an outage nor resets the count."""
     from connector.adapter import UpsertResult
-    from connector.engine import DOWN_AFTER, _Outage
+    from connector.upserts import DOWN_AFTER, Outage
 
     down = [UpsertResult("1", "failed", reason="503", retryable=True, unreachable=True)]
     server_error = [UpsertResult("2", "failed", reason="500", retryable=True)]
-    outage = _Outage()
+    outage = Outage()
     for _ in range(DOWN_AFTER - 1):
         outage.observe(None, down)
     outage.observe(None, server_error)
