@@ -27,7 +27,7 @@ import logging
 import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from connector import audit, upserts
 from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
@@ -54,6 +54,7 @@ from connector.moves import (
 )
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
+from connector.settling import Settling
 from connector.state import (
     RESEND,
     WITHDRAWAL,
@@ -88,11 +89,6 @@ YIELD_EVERY = 10
 #: The summary of a run that raised: what its report would have held is lost with it.
 STOPPED = "the run stopped on an error; see the log"
 
-#: Fully acknowledged batches whose outcome may wait for the engine's next write. They ride
-#: in the next page's transaction: one commit instead of two, and the outbox pages the
-#: acknowledgements free are those the page fills. Past this many, they are committed alone.
-SETTLE_LATER_MAX = 32
-
 #: Why a write is left queued behind someone who left its address (``Engine._after_leavers``),
 #: as a run's report and ``status`` give it: no address, no subject.
 WAITS_FOR_LEAVER = (
@@ -110,8 +106,6 @@ WITHHELD = (
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
-
-T = TypeVar("T")
 
 
 async def source_people(system: System, subject: Subject) -> list[dict[str, Any]]:
@@ -174,16 +168,14 @@ class Engine:
         # used only for the same subject and payload hash, so it can never stand in for
         # another row that came to have its id.
         self._fresh: dict[int, tuple[str, str, dict[str, Any], bytes]] = {}
+        #: The sync's writes, each committing first the acknowledged batches' outcomes that
+        #: wait for it (connector/settling.py).
+        self.settling = Settling(store)
         #: Subjects with a write in flight; an erasure waits on it (connector/inflight.py). A
         #: batch counts until its acknowledgement is committed; whoever waits commits it.
         self.in_flight = InFlight(self.flush)
         #: The identity map's ids to and from the form the store keeps (connector/ids.py).
         self.ids = SystemIds(keyring, systems)
-        #: Acknowledged batches' outcomes not committed yet; the next write commits them first.
-        self._settles: list[Callable[[Store], None]] = []
-        #: The holds (connector/inflight.py) of the batches whose outcomes those are, let go
-        #: once they are committed.
-        self._unsettled: list[Callable[[], None]] = []
         #: How many times subjects were moved (an address change), and queued rows sealed
         #: anew (a correction written into them); a batch read before either reads its rows
         #: again (see _still_queued).
@@ -313,7 +305,7 @@ class Engine:
         """Delete what flows queued for systems they no longer send to (see
         :meth:`Store.drop_unrouted`), and say so."""
         routes = self._routes()
-        dropped = self._write(lambda store: store.drop_unrouted(routes))
+        dropped = self.settling.write(lambda store: store.drop_unrouted(routes))
         for (flow, system), count in dropped.items():
             log.info(
                 "queued payloads dropped: their flow no longer sends to the system",
@@ -349,38 +341,12 @@ class Engine:
             moves_cursor=False,
         )
         summary = {**audit_summary(report), "targeted": True}
-        self._write(lambda store: audit.append(store, audit.SYNC_RUN, summary))
+        self.settling.write(lambda store: audit.append(store, audit.SYNC_RUN, summary))
         return report
 
     def request_stop(self) -> None:
         """Finish what is in flight, start nothing new (SIGTERM). Queued work stays queued."""
         self._stopping = True
-
-    def _write(self, work: Callable[[Store], T]) -> T:
-        """One write transaction of the sync, after the acknowledged batches' waiting ones.
-
-        The outcomes :meth:`_settle_later` holds are committed first, in the same
-        transaction, in the order they came; then their batches stop counting as in flight
-        (committed or not: a failed commit leaves the rows queued, sent again next run).
-        """
-        settles, self._settles = self._settles, []
-        unsettled, self._unsettled = self._unsettled, []
-        try:
-            if not settles:
-                return work(self.store)
-            with self.store.transaction():
-                for settle in settles:
-                    settle(self.store)
-                return work(self.store)
-        finally:
-            for release in unsettled:
-                release()
-
-    def _settle_later(self, settle: Callable[[Store], None]) -> None:
-        """Commit an acknowledged batch's outcome with the next write (now, past a few)."""
-        self._settles.append(settle)
-        if len(self._settles) >= SETTLE_LATER_MAX:
-            self.flush()
 
     def forget(self, subject_ids: Sequence[str]) -> int:
         """Drop the payloads kept in clear for ``subject_ids`` (an erasure), and the phone
@@ -411,8 +377,7 @@ class Engine:
 
     def flush(self) -> None:
         """Commit the acknowledged batches' outcomes still waiting."""
-        if self._settles:
-            self._write(_nothing)
+        self.settling.flush()
 
     async def _run(
         self,
@@ -748,7 +713,7 @@ class Engine:
         if dry_run:
             return
         if remarked:
-            self._write(lambda store: store.remark_delivered(remarked))
+            self.settling.write(lambda store: store.remark_delivered(remarked))
         if unsent:
             # A write kept from a former address (connector/moves.py) made while the person
             # consented would make a record for them here, and the payload before the move
@@ -756,14 +721,14 @@ class Engine:
             # was queued into the row above, which keeps its former write to go first). The
             # row is held, not dropped: that write may have landed, and its address is what
             # the pending erasure must erase under too (it takes the row with the traces).
-            self._write(lambda store: store.hold_formers(unsent))
+            self.settling.write(lambda store: store.hold_formers(unsent))
         if ungated:
             # Queued while they gave the consent this system needs, which they no longer
             # give, and it has no withdrawal to send: delivered, the write made or updated a
             # record of someone who withdrew the consent for it. (A former address's write
             # would make that record too: its row is held, unsent, for an erasure to find
             # the address by; consenting again, they are queued into it and it goes first.)
-            self._write(lambda store: store.drop_queued(ungated))
+            self.settling.write(lambda store: store.drop_queued(ungated))
         if self.store.suppression_changes() != suppressed_at:
             # An erasure suppressed someone while the page was read. Asked again here, with
             # nothing awaited from here to the commit below, so a page is queued either
@@ -799,7 +764,7 @@ class Engine:
                     shape=self.shape(flow),
                 )
 
-        ids = self._write(queue)
+        ids = self.settling.write(queue)
         if addressless and any(payload.subject_id in addressless for payload in payloads):
             # A withdrawal took the place of a write queued before: a batch that read that
             # write and waits for a connection reads its rows again (see _still_queued).
@@ -848,7 +813,7 @@ class Engine:
             plan = await self._plan_moves(source, people, report)
         if plan.moves:
             moves = plan.moves
-            self._write(lambda store: apply_moves(store, moves))
+            self.settling.write(lambda store: apply_moves(store, moves))
             self._moves += 1
         return plan
 
@@ -1217,10 +1182,10 @@ class Engine:
             if taking:
                 await self._deliver_rows(flow, dest, taking, dest_report, stop, progress, outage)
         finally:
-            if self._settles:
+            if self.settling.waiting:
                 # Let go once the acknowledgement is committed: by the next write, or by
                 # whoever waits for these subjects (woken to commit it).
-                self._unsettled.append(release)
+                self.settling.release_after(release)
                 self.in_flight.answered()
             else:
                 release()
@@ -1316,7 +1281,7 @@ class Engine:
                 and not before_resend(r.payload_hash).startswith(WITHDRAWAL)
             ]
             if stale:
-                self._write(lambda store: store.drop_outbox([r.id for r in stale]))
+                self.settling.write(lambda store: store.drop_outbox([r.id for r in stale]))
                 for row in stale:
                     self._fresh.pop(row.id, None)
                 dest_report.suppressed_at_delivery += len(stale)
@@ -1328,7 +1293,7 @@ class Engine:
             # has not deleted their rows yet, deletes after this; a row keeping a former
             # address's write is held for it, not dropped: it reads that address there.)
             gone = [r for r in rows if r.subject_id in suppressed]
-            self._write(lambda store: store.hold_or_drop(gone))
+            self.settling.write(lambda store: store.hold_or_drop(gone))
             for row in gone:
                 self._fresh.pop(row.id, None)
             dest_report.suppressed_at_delivery += len(gone)
@@ -1387,7 +1352,7 @@ class Engine:
                 )
         if undecryptable:
             # No refusal of the data: the next sync offers the person's current data again.
-            self._write(lambda store: store.dead_letter(undecryptable, refused=False))
+            self.settling.write(lambda store: store.dead_letter(undecryptable, refused=False))
             dest_report.dead_lettered += len(undecryptable)
             for row, reason in undecryptable:
                 log.warning(
@@ -1498,11 +1463,11 @@ class Engine:
             # Committed before the batch stops counting as in flight: an erasure waiting on
             # it must find (and delete) a dead letter or an opt-out it leaves, never have one
             # land after.
-            self._write(settle)
+            self.settling.write(settle)
         elif acks:
             # Only acknowledgements: they may wait for the next write. One landing after an
             # erasure of its subject writes nothing (Store.acknowledge).
-            self._settle_later(settle)
+            self.settling.later(settle)
         if dead:
             dest_report.dead_lettered += len(dead)
             for row, reason in dead:
@@ -1531,7 +1496,7 @@ class Engine:
         unsent = [r for r in rows if before_resend(r.payload_hash).startswith(WITHDRAWAL)]
         if not unsent:
             return rows
-        self._write(lambda store: store.hold_or_drop(unsent))
+        self.settling.write(lambda store: store.hold_or_drop(unsent))
         for row in unsent:
             self._fresh.pop(row.id, None)
             log.warning(
@@ -1647,7 +1612,7 @@ class Engine:
                 store.forget_former(done)
 
         if done:
-            self._write(settle)
+            self.settling.write(settle)
         skip = settled | {r.ref for r in waiting}
         current = [
             r._replace(external_id=learned.get(r.ref, r.external_id))
@@ -1692,7 +1657,7 @@ class Engine:
                     (row, record._replace(external_id=result.external_id or record.external_id))
                 )
         if refused:
-            self._write(lambda store: store.drop_outbox([row.id for row in refused]))
+            self.settling.write(lambda store: store.drop_outbox([row.id for row in refused]))
             dest_report.suppressed_at_delivery += len(refused)
         await self._erase_again(dest, erase, dest_report)
         settled = {str(row.id) for row in refused} | {str(row.id) for row, _ in erase}
@@ -1734,10 +1699,6 @@ class Engine:
                 kind = audit.SYNC_ERASED_ON_ARRIVAL
                 audit.append_many(store, [(kind, said, row.subject_id) for row, said in outcomes])
 
-        self._write(settle)
+        self.settling.write(settle)
         dest_report.suppressed_at_delivery += len(outcomes)
         dest_report.not_erased += sum(not said["erased"] for _, said in outcomes)
-
-
-def _nothing(_store: Store) -> None:
-    """A write of nothing: what :meth:`Engine.flush` commits the waiting outcomes with."""

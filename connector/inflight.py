@@ -10,7 +10,7 @@ waits for it to land (and deletes what it wrote). Another process's sync cannot 
 the engine checks the list again after each write for that (see ``Engine._deliver_batch``).
 
 A batch counts until its acknowledgement is committed, not only until its answer came: the
-engine commits an acknowledgement with its next write (``Engine._settle_later``), and one
+engine commits an acknowledgement with its next write (``Settling.later``), and one
 committed after a correction's mark to send the person again (``DsrStore.resend_on_next_sync``)
 wrote its hash over the mark, so a change back to the former values was never sent. Whoever
 waits has the waiting acknowledgements committed at once (``settle``) rather than at the
