@@ -29,10 +29,11 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
-from connector import audit, upserts
-from connector.adapter import OutboundRecord, Page, Subject, UpsertResult
+from connector import audit
+from connector.adapter import Page, Subject
+from connector.batchsend import BatchSender, Fresh
 from connector.config import Config, FlowSettings
-from connector.crypto import DecryptionError, Keyring, outbox_context
+from connector.crypto import Keyring, outbox_context
 from connector.emptying import Emptying
 from connector.errors import (
     KlantsyncError,
@@ -58,7 +59,6 @@ from connector.settling import Settling
 from connector.state import (
     RESEND,
     WITHDRAWAL,
-    Ack,
     OutboxRow,
     PageLetter,
     QueuedPayload,
@@ -68,7 +68,7 @@ from connector.state import (
 )
 from connector.systems import System, Systems
 from connector.transforms import forget_phones
-from connector.upserts import DOWN_AFTER, Outage, deferred
+from connector.upserts import DOWN_AFTER, Outage
 
 __all__ = ["DOWN_AFTER", "DestinationReport", "Engine", "FlowReport", "Progress"]
 
@@ -167,7 +167,7 @@ class Engine:
         # (older, or from an earlier run) are opened from the outbox as always. An entry is
         # used only for the same subject and payload hash, so it can never stand in for
         # another row that came to have its id.
-        self._fresh: dict[int, tuple[str, str, dict[str, Any], bytes]] = {}
+        self._fresh: Fresh = {}
         #: The sync's writes, each committing first the acknowledged batches' outcomes that
         #: wait for it (connector/settling.py).
         self.settling = Settling(store)
@@ -195,6 +195,10 @@ class Engine:
         #: What each write empties at its destination, and the field sets the store keeps
         #: for it (connector/emptying.py).
         self.emptying = Emptying(store)
+        #: Sends a batch of outbox rows and settles the answer (connector/batchsend.py).
+        self.batches = BatchSender(
+            store, keyring, self.ids, self.emptying, self.settling, self._fresh, self._checkpoint
+        )
 
     async def sync(
         self,
@@ -934,7 +938,7 @@ class Engine:
         """Those with a dead letter for ``system`` (``letters``) it holds a record of though
         nothing queued or delivered says so: a write it refused in part (one Mailchimp
         audience took it, another refused it) named the record it made (see
-        :meth:`_deliver_rows`).
+        :meth:`connector.batchsend.BatchSender.send`).
 
         They were sent something there, as a withdrawal of consent counts it: gated as if
         never sent, the one who opted out stayed subscribed where the write landed. Letters
@@ -1172,7 +1176,7 @@ class Engine:
             left = vacated_by(self.store, [r.subject_id for r in rows])
             first = [r for r in rows if r.subject_id not in left]
             if first:
-                await self._deliver_rows(flow, dest, first, dest_report, stop, progress, outage)
+                await self.batches.send(flow, dest, first, dest_report, stop, progress, outage)
             taking = [r for r in rows if r.subject_id in left]
             if taking and not stop.is_set():
                 taking = await self._after_leavers(dest, taking, left, rows, dest_report)
@@ -1180,7 +1184,7 @@ class Engine:
                 dest_report.retry_later += len(taking)
                 taking = []
             if taking:
-                await self._deliver_rows(flow, dest, taking, dest_report, stop, progress, outage)
+                await self.batches.send(flow, dest, taking, dest_report, stop, progress, outage)
         finally:
             if self.settling.waiting:
                 # Let go once the acknowledgement is committed: by the next write, or by
@@ -1259,446 +1263,3 @@ class Engine:
             else:
                 self._fresh.pop(row.id, None)
         return kept
-
-    async def _deliver_rows(
-        self,
-        flow: FlowSettings,
-        dest: System,
-        rows: list[OutboxRow],
-        dest_report: DestinationReport,
-        stop: asyncio.Event,
-        progress: Progress,
-        outage: Outage,
-    ) -> None:
-        opted_out = self.store.opted_out(dest.name, [r.subject_id for r in rows])
-        if opted_out:
-            # Queued before the person unsubscribed at the system itself: what it would
-            # write (a PUT re-adds an archived member) is not sent; their withdrawal is.
-            stale = [
-                r
-                for r in rows
-                if r.subject_id in opted_out
-                and not before_resend(r.payload_hash).startswith(WITHDRAWAL)
-            ]
-            if stale:
-                self.settling.write(lambda store: store.drop_outbox([r.id for r in stale]))
-                for row in stale:
-                    self._fresh.pop(row.id, None)
-                dest_report.suppressed_at_delivery += len(stale)
-                rows = [r for r in rows if r not in stale]
-        suppressed = self.store.suppressed([r.subject_id for r in rows])
-        if suppressed:
-            # An erasure arrived after these were queued: they must never be sent. (Whatever
-            # an earlier try of theirs may have written, the erasure's own fan-out, which
-            # has not deleted their rows yet, deletes after this; a row keeping a former
-            # address's write is held for it, not dropped: it reads that address there.)
-            gone = [r for r in rows if r.subject_id in suppressed]
-            self.settling.write(lambda store: store.hold_or_drop(gone))
-            for row in gone:
-                self._fresh.pop(row.id, None)
-            dest_report.suppressed_at_delivery += len(gone)
-            rows = [r for r in rows if r.subject_id not in suppressed]
-        if not dest.mapping.withdrawn:
-            rows = self._without_withdrawals(dest, rows, dest_report)
-        records: list[OutboundRecord] = []
-        by_ref: dict[str, OutboxRow] = {}
-        # Per record, the fields it leaves as the system holds them from the flow's earlier
-        # write (a value the source gave could not be read): still the flow's (Plan.held).
-        unread: dict[str, frozenset[str]] = {}
-        undecryptable: list[tuple[OutboxRow, str]] = []
-        external = self.store.external_ids_numbered(
-            dest.name, {r.subject_id: r.subject_no for r in rows}
-        )
-        context = outbox_context(dest.name)
-        allowed = dest.mapping.allowed_paths
-        for row in rows:
-            try:
-                fresh = self._fresh.pop(row.id, None)
-                # Taken only while the row holds what was sealed from it: a correction made
-                # by another process (a `dsr rectify` beside the daemon) seals the row anew
-                # under the same hash, and the copy in clear would undo it.
-                if fresh is not None and (fresh[0], fresh[1], fresh[3]) == (
-                    row.subject_id,
-                    row.payload_hash,
-                    row.payload,
-                ):
-                    envelope = fresh[2]
-                else:
-                    envelope = self.keyring.open_json(row.payload, context)
-            except DecryptionError:
-                undecryptable.append((row, "undecryptable: damaged, or sealed under another key"))
-                continue
-            ref = str(row.id)
-            by_ref[ref] = row
-            fields = envelope["fields"]
-            if not allowed.issuperset(fields):
-                fields = self._allowed_now(dest, row, envelope)
-            empty = envelope.get("clear")
-            record = OutboundRecord(
-                ref=ref,
-                # None for a withdrawal of someone whose address the source removed: it
-                # goes by the system's id alone (see _addressless).
-                email=envelope["email"] or "",
-                external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
-                fields=fields,
-                # A field the mapping no longer writes is not emptied either; one a
-                # correction wrote into the row since (dsr rectify) is written.
-                clear=(allowed & set(empty)) - fields.keys() if empty else frozenset(),
-            )
-            records.append(record)
-            if row.sent is not None:
-                unread[ref] = self.emptying.still_held(
-                    row.flow, row.sent, allowed, fields, record.clear
-                )
-        if undecryptable:
-            # No refusal of the data: the next sync offers the person's current data again.
-            self.settling.write(lambda store: store.dead_letter(undecryptable, refused=False))
-            dest_report.dead_lettered += len(undecryptable)
-            for row, reason in undecryptable:
-                log.warning(
-                    "queued payload does not open, dead-lettered",
-                    extra={"system": dest.name, "subject": row.subject_id, "reason": reason},
-                )
-        if not records:
-            return
-        sent_fields = {record.ref: record.fields for record in records}
-        to_empty = {record.ref: record.clear for record in records if record.clear}
-        emptied: set[str] = set()  # what the system says it emptied, for the audit entry
-        results: list[UpsertResult] = []
-        if any(by_ref[r.ref].former is not None and r.external_id is None for r in records):
-            records, results = await self._formers_first(
-                dest, records, by_ref, dest_report, stop, outage
-            )
-        if records:
-            results += await upserts.upsert(dest, records, dest_report, stop, outage)
-        if outage.down:
-            # The system is down (every try of several batches failed to reach it): the rest
-            # waits in the outbox for the next run, instead of each batch spending its
-            # retries on it (a backlog of half a million customers was 5,000 batches).
-            stop.set()
-        self._checkpoint("delivered")
-        results = await self._erase_late(dest, records, by_ref, results, dest_report)
-        # The answer was read and parsed in this same turn of the loop; let other answers in
-        # before the acknowledgement's transaction (see YIELD_EVERY).
-        await asyncio.sleep(0)
-        acks: list[Ack] = []
-        dead: list[tuple[OutboxRow, str]] = []
-        later: list[int] = []
-        held: list[Ack] = []  # written in part: the system's id, no delivered hash
-        unsubscribed: list[str] = []  # found unsubscribed at the system itself
-        for result in results:
-            row = by_ref[result.ref]
-            if result.opted_out and result.outcome != "failed":
-                unsubscribed.append(row.subject_id)
-            if result.outcome == "failed":
-                if result.retryable:
-                    later.append(row.id)
-                    dest_report.deferred = result.reason or "deferred"
-                else:
-                    dead.append((row, result.reason or "rejected"))
-                if result.external_id:
-                    # Written in part (one audience took it, another refused it): the record
-                    # made there is the person's, retried or dead-lettered. Known by its id,
-                    # a move renames it, an erasure deletes it and a withdrawal of consent
-                    # reaches it; dropped with a refusal, it outlived all three.
-                    stored = self.ids.to_store(dest.name, result.external_id)
-                    held.append(Ack(row.id, row.subject_id, stored, "", row.subject_no))
-                continue
-            if result.ref in to_empty:
-                emptied.update(to_empty[result.ref] - result.kept)
-            if result.outcome == "created":
-                dest_report.created += 1
-            elif result.outcome == "updated":
-                dest_report.updated += 1
-            else:
-                dest_report.upserted += 1
-            stored_id = self.ids.to_store(dest.name, result.external_id)
-            # What was sent, which a correction or a narrowed mapping may have made other
-            # than what was queued: what the next write of the flow empties goes by it. A
-            # withdrawal of consent (an unsubscribe) leaves the fields the system holds as
-            # they were, so what gave them a value stays the set (Store.acknowledge keeps
-            # it): consenting again, a name removed meanwhile is emptied.
-            field_set = (
-                None
-                if before_resend(row.payload_hash).startswith(WITHDRAWAL)
-                else self.emptying.number(
-                    row.flow, sent_fields[result.ref], unread.get(result.ref, ())
-                )
-            )
-            acks.append(
-                Ack(row.id, row.subject_id, stored_id, row.payload_hash, row.subject_no, field_set)
-            )
-        outcomes = Counter(result.outcome for result in results)
-        # One transaction for the batch's outcome and its audit entry: each commit costs
-        # a write of every page it touched, and the entry belongs with what it records.
-        entry = {
-            "flow": flow.name,
-            "system": dest.name,
-            **{kind: outcomes[kind] for kind in ("created", "updated", "upserted")},
-            "failed": len(dead) + len(later),
-            "fields": sorted({k for rec in records for k in rec.fields}),
-        }
-        if emptied:
-            entry["emptied"] = sorted(emptied)
-
-        def settle(store: Store) -> None:
-            with store.transaction():
-                if acks:
-                    store.acknowledge(dest.name, acks)
-                if dead:
-                    store.dead_letter(dead)
-                if later:
-                    store.bump_attempts(later)
-                if held:
-                    store.note_identities(dest.name, held)
-                for subject_id in unsubscribed:
-                    # As their unsubscribe webhook is recorded (connector/webhooks.py).
-                    store.opt_out(dest.name, subject_id)
-                    consent = {"system": dest.name}
-                    audit.append(store, "consent.opted_out", consent, subject_id=subject_id)
-                if acks or dead:
-                    audit.append(store, "sync.batch", entry)
-
-        if dead or later or unsubscribed:
-            # Committed before the batch stops counting as in flight: an erasure waiting on
-            # it must find (and delete) a dead letter or an opt-out it leaves, never have one
-            # land after.
-            self.settling.write(settle)
-        elif acks:
-            # Only acknowledgements: they may wait for the next write. One landing after an
-            # erasure of its subject writes nothing (Store.acknowledge).
-            self.settling.later(settle)
-        if dead:
-            dest_report.dead_lettered += len(dead)
-            for row, reason in dead:
-                log.warning(
-                    "record rejected, dead-lettered",
-                    extra={"system": dest.name, "subject": row.subject_id, "reason": reason},
-                )
-        if later:
-            dest_report.retry_later += len(later)
-        self._checkpoint("acked")
-        progress.delivered(flow.name, dest.name, len(results))
-
-    def _without_withdrawals(
-        self, dest: System, rows: list[OutboxRow], dest_report: DestinationReport
-    ) -> list[OutboxRow]:
-        """``rows`` less the withdrawals of consent, which ``dest``'s mapping has no
-        ``withdrawn`` to send now (taken out of it since they were queued); those are
-        dropped, unsent.
-
-        A withdrawal goes as one or not at all: stripped of its marker, the bare address
-        went as an ordinary write, and Mailchimp added the person who withdrew their
-        consent as a subscribed member. Nothing is sent in its place, as for someone the
-        consent gate stops where the mapping has no ``withdrawn`` (a row keeping a former
-        address's write is held, as there, for an erasure to find that address by).
-        """
-        unsent = [r for r in rows if before_resend(r.payload_hash).startswith(WITHDRAWAL)]
-        if not unsent:
-            return rows
-        self.settling.write(lambda store: store.hold_or_drop(unsent))
-        for row in unsent:
-            self._fresh.pop(row.id, None)
-            log.warning(
-                "queued withdrawal of consent not sent: the mapping has no withdrawn now",
-                extra={"system": dest.name, "subject": row.subject_id},
-            )
-        dest_report.suppressed_at_delivery += len(unsent)
-        ids = {row.id for row in unsent}
-        return [r for r in rows if r.id not in ids]
-
-    def _allowed_now(
-        self, dest: System, row: OutboxRow, envelope: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """A queued payload's fields as ``dest``'s mapping allows them now.
-
-        Queued under a mapping that allowed more (a field taken out of it since, while the
-        system was down): only what the mapping allows now leaves. The sync after this one
-        queues the person's current payload, without it. A withdrawal goes as the mapping
-        sends one now (its ``withdrawn``: :meth:`_without_withdrawals` took the rows it has
-        none for), never as the bare address. Anything else is said: a renewal whose marker
-        was taken out goes as a plain write, which asks nobody to confirm.
-        """
-        if before_resend(row.payload_hash).startswith(WITHDRAWAL):
-            return dest.mapping.withdrawal({"email": envelope["email"]})
-        allowed = dest.mapping.allowed_paths
-        fields: dict[str, Any] = envelope["fields"]
-        log.warning(
-            "queued payload sent without what its mapping no longer allows",
-            extra={
-                "system": dest.name,
-                "subject": row.subject_id,
-                "dropped": sorted(name for name in fields if name not in allowed),
-            },
-        )
-        return {name: value for name, value in fields.items() if name in allowed}
-
-    async def _formers_first(
-        self,
-        dest: System,
-        records: list[OutboundRecord],
-        by_ref: dict[str, OutboxRow],
-        dest_report: DestinationReport,
-        stop: asyncio.Event,
-        outage: Outage,
-    ) -> tuple[list[OutboundRecord], list[UpsertResult]]:
-        """Send first the writes rows keep from a former address (connector/moves.py),
-        where ``dest``'s id for the person is not known; return the records to send now,
-        each with the id learned, and the results of the rest (those that wait, and rows
-        whose one write this was).
-
-        Such a write may have landed, its answer lost: sent again by the old address, it
-        lands on the same record (an upsert), and the answer gives that record's id, which
-        the current write (new address included) then updates. Sent by the new address
-        alone, it made a second record. The id is committed before the current write goes,
-        so a crash between the two sends nothing twice. A former write that cannot go now
-        (the system is down) keeps the current one queued with it; one the system refuses
-        made no record, and the current one goes by its address, as any new person's (one it
-        refuses in part names the record it made, which the current write updates).
-
-        A row whose payload is still that write (no page has queued the person since the
-        move) sends it once, and its answer is the row's: sent again by the id, the payload
-        from before the move went as if it were current. Where the current write is a
-        withdrawal of consent, the former write is one too, by the old address: the record
-        it may have made is found without sending the data the consent covered.
-        """
-        context = outbox_context(dest.name)
-        allowed = dest.mapping.allowed_paths
-        formers: list[OutboundRecord] = []
-        once: set[str] = set()  # rows whose payload is their former write
-        for record in records:
-            row = by_ref[record.ref]
-            if row.former is None or record.external_id is not None:
-                continue
-            try:
-                envelope = self.keyring.open_json(row.former, context)
-            except DecryptionError:
-                continue  # sealed under another key: the current write goes, as before
-            fields = {k: v for k, v in envelope["fields"].items() if k in allowed}
-            if before_resend(row.payload_hash).startswith(WITHDRAWAL):
-                fields = dest.mapping.withdrawal({"email": envelope["email"]})
-            former = OutboundRecord(record.ref, envelope["email"], None, fields)
-            if former == record:
-                once.add(record.ref)
-            formers.append(former)
-        if not formers:
-            return records, []
-        results = await upserts.upsert(dest, formers, dest_report, stop, outage)
-        # Someone erased meanwhile is erased again where the former write may have landed.
-        answered = await self._erase_late(dest, formers, by_ref, results, dest_report)
-        settled = {r.ref for r in results} - {r.ref for r in answered}
-        learned: dict[str, str] = {}
-        waiting: list[UpsertResult] = []
-        done: list[int] = []
-        for result in answered:
-            if result.ref in once and (result.outcome != "failed" or not result.retryable):
-                waiting.append(result)  # sent, or refused: settled as the row's own answer
-                continue
-            if result.external_id:  # written, or written in part
-                learned[result.ref] = result.external_id
-            elif result.outcome == "failed" and result.retryable:
-                waiting.append(result)
-                continue
-            done.append(by_ref[result.ref].id)
-        held = [
-            Ack(row.id, row.subject_id, self.ids.to_store(dest.name, ext), "", row.subject_no)
-            for ref, ext in learned.items()
-            for row in (by_ref[ref],)
-        ]
-
-        def settle(store: Store) -> None:
-            with store.transaction():
-                store.note_identities(dest.name, held)
-                store.forget_former(done)
-
-        if done:
-            self.settling.write(settle)
-        skip = settled | {r.ref for r in waiting}
-        current = [
-            r._replace(external_id=learned.get(r.ref, r.external_id))
-            for r in records
-            if r.ref not in skip
-        ]
-        if stop.is_set():  # the system is down, or answered with a fatal error
-            return [], waiting + deferred(current, "delivery stopped")
-        return current, waiting
-
-    async def _erase_late(
-        self,
-        dest: System,
-        records: list[OutboundRecord],
-        by_ref: dict[str, OutboxRow],
-        results: list[UpsertResult],
-        dest_report: DestinationReport,
-    ) -> list[UpsertResult]:
-        """Settle the rows of people erased while their write was on its way; the rest.
-
-        An erasure run by another process (a CLI command beside the daemon) cannot see this
-        one's writes in flight, and may have verified the person absent before this write
-        landed. So the list is read again: whoever is on it now leaves the outbox, never as
-        a dead letter (that would keep their sealed record), and is erased in ``dest`` once
-        more if the write landed or may have (a retryable failure: a timeout, say, or a
-        refusal that names the record it made in part).
-        """
-        late = self.store.suppressed(list({by_ref[r.ref].subject_id for r in results}))
-        if not late:
-            return results
-        erase: list[tuple[OutboxRow, OutboundRecord]] = []
-        refused: list[OutboxRow] = []
-        outcome = {result.ref: result for result in results}
-        for record in records:
-            row, result = by_ref[record.ref], outcome.get(record.ref)
-            if result is None or row.subject_id not in late:
-                continue
-            if result.outcome == "failed" and not result.retryable and not result.external_id:
-                refused.append(row)  # nothing landed (a refusal written in part says its id)
-            else:
-                erase.append(
-                    (row, record._replace(external_id=result.external_id or record.external_id))
-                )
-        if refused:
-            self.settling.write(lambda store: store.drop_outbox([row.id for row in refused]))
-            dest_report.suppressed_at_delivery += len(refused)
-        await self._erase_again(dest, erase, dest_report)
-        settled = {str(row.id) for row in refused} | {str(row.id) for row, _ in erase}
-        return [r for r in results if r.ref not in settled]
-
-    async def _erase_again(
-        self,
-        dest: System,
-        rows: list[tuple[OutboxRow, OutboundRecord]],
-        dest_report: DestinationReport,
-    ) -> None:
-        """Erase in ``dest`` what these rows of erased people may have written there.
-
-        The rows leave the outbox either way, each with an audit entry (hash id only) saying
-        whether the erasure worked, and whether it found what the write made: the person's
-        erasure, whose own call then finds nothing, reads it there, and does not certify
-        that the system held nobody (``DsrStore.erased_on_arrival``). One that failed is
-        counted as not erased: the run then reports a failure, and the log names the system
-        (an erasure asked again reaches it).
-        """
-        if not rows:
-            return
-        outcomes: list[tuple[OutboxRow, dict[str, Any]]] = []
-        for row, record in rows:
-            subject = Subject(email=record.email, external_id=record.external_id)
-            try:
-                erased = await dest.adapter.erase(subject)
-                outcomes.append((row, {"system": dest.name, "erased": True, "found": erased.found}))
-            except KlantsyncError as exc:
-                outcomes.append((row, {"system": dest.name, "erased": False}))
-                log.error(
-                    "a write for an erased person landed and could not be erased again",
-                    extra={"system": dest.name, "subject": row.subject_id, "error": str(exc)},
-                )
-
-        def settle(store: Store) -> None:
-            with store.transaction():
-                store.drop_outbox([row.id for row, _ in outcomes])
-                kind = audit.SYNC_ERASED_ON_ARRIVAL
-                audit.append_many(store, [(kind, said, row.subject_id) for row, said in outcomes])
-
-        self.settling.write(settle)
-        dest_report.suppressed_at_delivery += len(outcomes)
-        dest_report.not_erased += sum(not said["erased"] for _, said in outcomes)

@@ -19,7 +19,7 @@ A payload queued under the old id for a system that has no id for the person is 
 dropped: it may have landed, its answer lost to a crash (the store learns a system's id
 only from that answer), and the system then holds the person under the old address. Its row
 becomes the new id's, keeping that write as its ``former`` one; the page then queues the
-current data into the same row. Delivery sends the former write first (``Engine.
+current data into the same row. Delivery sends the former write first (``BatchSender.
 _formers_first``): an upsert by the old address lands on the record it made, or makes the
 one it would have, and its answer gives the id that the current write, new address
 included, updates. Dropped, the new address went out alone and made a second record, while
