@@ -34,6 +34,7 @@ from connector.adapter import Page, Subject
 from connector.batchsend import BatchSender, Fresh
 from connector.config import Config, FlowSettings
 from connector.crypto import Keyring, outbox_context
+from connector.delivery import WAITS_FOR_LEAVER, Changes, Delivery
 from connector.emptying import Emptying
 from connector.errors import (
     KlantsyncError,
@@ -45,13 +46,9 @@ from connector.moves import (
     PagePlan,
     apply_moves,
     find_moves,
-    in_rings,
-    not_landed,
     page_ids,
-    queued_rows,
     set_apart_id,
     subjects_of_records,
-    vacated_by,
 )
 from connector.pages import ReadAhead
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
@@ -59,7 +56,6 @@ from connector.settling import Settling
 from connector.state import (
     RESEND,
     WITHDRAWAL,
-    OutboxRow,
     PageLetter,
     QueuedPayload,
     Store,
@@ -68,9 +64,16 @@ from connector.state import (
 )
 from connector.systems import System, Systems
 from connector.transforms import forget_phones
-from connector.upserts import DOWN_AFTER, Outage
+from connector.upserts import DOWN_AFTER
 
-__all__ = ["DOWN_AFTER", "DestinationReport", "Engine", "FlowReport", "Progress"]
+__all__ = [
+    "DOWN_AFTER",
+    "WAITS_FOR_LEAVER",
+    "DestinationReport",
+    "Engine",
+    "FlowReport",
+    "Progress",
+]
 
 log = logging.getLogger("klantsync.engine")
 
@@ -88,13 +91,6 @@ YIELD_EVERY = 10
 
 #: The summary of a run that raised: what its report would have held is lost with it.
 STOPPED = "the run stopped on an error; see the log"
-
-#: Why a write is left queued behind someone who left its address (``Engine._after_leavers``),
-#: as a run's report and ``status`` give it: no address, no subject.
-WAITS_FOR_LEAVER = (
-    "held until the change of address of whoever had the address before lands in this "
-    "system (it is queued or a dead letter there)"
-)
 
 #: Why a run left records of a page unwritten (``Engine._plan_moves``): no address, no
 #: subject. Read again by the next run, once the source shows the other record's change.
@@ -178,9 +174,8 @@ class Engine:
         self.ids = SystemIds(keyring, systems)
         #: How many times subjects were moved (an address change), and queued rows sealed
         #: anew (a correction written into them); a batch read before either reads its rows
-        #: again (see _still_queued).
-        self._moves = 0
-        self._reseals = 0
+        #: again (connector/delivery.py).
+        self.changes = Changes()
         #: Each flow's shape (see :meth:`shape`), worked out now, from the mapping files as
         #: they are when the config was loaded: worked out at a first run, an edit made to a
         #: file since (not yet in use) was recorded as the shape the run sent under.
@@ -198,6 +193,16 @@ class Engine:
         #: Sends a batch of outbox rows and settles the answer (connector/batchsend.py).
         self.batches = BatchSender(
             store, keyring, self.ids, self.emptying, self.settling, self._fresh, self._checkpoint
+        )
+        #: Drains the outbox to each destination while the pull runs (connector/delivery.py).
+        self.delivery = Delivery(
+            store,
+            self.in_flight,
+            self.settling,
+            self.batches,
+            self._fresh,
+            self.changes,
+            lambda: self._stopping,
         )
 
     async def sync(
@@ -370,14 +375,14 @@ class Engine:
     def resealed(self, subject_ids: Sequence[str]) -> None:
         """Queued rows of ``subject_ids`` were sealed anew (a correction written into them):
         their copies in clear go, and a batch that read them before sends them as they are
-        now (see :meth:`_still_queued`).
+        now (see ``Delivery._still_queued``).
 
         Such a batch may be waiting for a connection, not yet in flight, so the correction
         did not wait for it: sent as read, the old values landed over the correction and
         its acknowledgement took the corrected row out of the outbox.
         """
         self.forget(subject_ids)
-        self._reseals += 1
+        self.changes.reseals += 1
 
     def flush(self) -> None:
         """Commit the acknowledged batches' outcomes still waiting."""
@@ -414,7 +419,7 @@ class Engine:
             if dry_run
             else [
                 asyncio.create_task(
-                    self._deliver(
+                    self.delivery.drain(
                         flow, dest, report, producer_done, wake[dest.name], drained, progress, halt
                     )
                 )
@@ -746,7 +751,7 @@ class Engine:
         if vacated & people.keys():
             # Whoever took over an address vacated here is queued after the one who left it,
             # so their write lands after that one's, in the same batch or a later one (see
-            # _after_leavers); queued before, it waited for the next run.
+            # Delivery._after_leavers); queued before, it waited for the next run.
             order = sorted(range(len(payloads)), key=lambda n: payloads[n].subject_id in vacated)
             payloads = [payloads[n] for n in order]
             envelopes = [envelopes[n] for n in order]
@@ -771,8 +776,8 @@ class Engine:
         ids = self.settling.write(queue)
         if addressless and any(payload.subject_id in addressless for payload in payloads):
             # A withdrawal took the place of a write queued before: a batch that read that
-            # write and waits for a connection reads its rows again (see _still_queued).
-            self._reseals += 1
+            # write and waits for a connection reads its rows again (see Delivery._still_queued).
+            self.changes.reseals += 1
         for system, sid, _ in outdated:
             log.info(
                 "dead letter cleared: the system holds what the source holds",
@@ -810,15 +815,15 @@ class Engine:
         the identity map. So the moves are made only by a plan read after the last wait.
         """
         while plan.moves:
-            seen = self._moves
+            seen = self.changes.moves
             await self.in_flight.landed_everywhere([move.old for move in plan.moves])
-            if seen == self._moves:
+            if seen == self.changes.moves:
                 break
             plan = await self._plan_moves(source, people, report)
         if plan.moves:
             moves = plan.moves
             self.settling.write(lambda store: apply_moves(store, moves))
-            self._moves += 1
+            self.changes.moves += 1
         return plan
 
     async def _plan_moves(
@@ -1078,188 +1083,3 @@ class Engine:
                 return
             drained.clear()
             await drained.wait()
-
-    async def _deliver(
-        self,
-        flow: FlowSettings,
-        dest: System,
-        report: FlowReport,
-        producer_done: asyncio.Event,
-        wake: asyncio.Event,
-        drained: asyncio.Event,
-        progress: Progress,
-        halt: asyncio.Event,
-    ) -> None:
-        """Drain ``dest``'s outbox while the pull runs, up to ``max_concurrency`` batches;
-        ``halt`` stops taking batches (another destination's delivery crashed)."""
-        dest_report = report.destinations[dest.name]
-        slots = asyncio.Semaphore(max(1, dest.limits.max_concurrency))
-        in_flight: set[asyncio.Task[None]] = set()
-        crashed: list[BaseException] = []
-        stop = asyncio.Event()
-        outage = Outage()
-
-        def settled(task: asyncio.Task[None]) -> None:
-            in_flight.discard(task)
-            slots.release()
-            drained.set()
-            if not task.cancelled() and task.exception() is not None:
-                # An unexpected failure is a crash of this run: stop and re-raise below.
-                crashed.append(task.exception())  # type: ignore[arg-type]
-                stop.set()
-
-        last_id = 0
-        while not stop.is_set() and not self._stopping and not halt.is_set():
-            # Clear before looking, so a page queued right after the look still wakes us.
-            wake.clear()
-            # This flow's rows only: another flow feeding the same system delivers its own
-            # (run side by side in the daemon, both read every row and wrote each twice).
-            rows = self.store.outbox_batch(
-                dest.name, last_id, dest.limits.batch_size, flow=flow.name
-            )
-            if not rows:
-                if producer_done.is_set():
-                    break
-                await wake.wait()
-                continue
-            last_id = rows[-1].id
-            changes_seen = self._moves + self._reseals
-            await slots.acquire()
-            task = asyncio.create_task(
-                self._deliver_batch(
-                    flow, dest, rows, dest_report, stop, progress, outage, changes_seen
-                )
-            )
-            in_flight.add(task)
-            task.add_done_callback(settled)
-        if in_flight:
-            await asyncio.wait(set(in_flight))
-        if crashed:
-            raise crashed[0]
-        if stop.is_set() and not dest_report.fatal and outage.down:
-            report.errors.append(
-                f"delivery to {dest.name} deferred for the rest of this run: {DOWN_AFTER} "
-                f"batches in a row could not be delivered ({dest_report.deferred})"
-            )
-        elif stop.is_set():
-            report.errors.append(f"delivery to {dest.name} stopped: {dest_report.fatal}")
-        elif self._stopping and self.store.outbox_batch(dest.name, last_id, 1, flow=flow.name):
-            # A stop asked for (SIGTERM) left rows this run never took. Unsaid, the run was
-            # a success (``last_success``, /readyz) and the daemon did not resume it at its
-            # next start: a nightly cron's rows waited for the next night.
-            report.errors.append(
-                f"delivery to {dest.name} stopped with rows still queued; resumes next run"
-            )
-
-    async def _deliver_batch(
-        self,
-        flow: FlowSettings,
-        dest: System,
-        rows: list[OutboxRow],
-        dest_report: DestinationReport,
-        stop: asyncio.Event,
-        progress: Progress,
-        outage: Outage,
-        changes_seen: int | None = None,
-    ) -> None:
-        if stop.is_set():
-            dest_report.retry_later += len(rows)
-            return
-        # Held from before the suppression check until the answer is committed: an erasure
-        # recorded meanwhile waits for this write to land before it deletes, and so does a
-        # move of one of these subjects, and a correction. One made while the batch waited
-        # for a connection (its rows read, not yet held) is caught here: they are read again.
-        release = self.in_flight.hold(dest.name, [r.subject_id for r in rows])
-        try:
-            if changes_seen is not None and changes_seen != self._moves + self._reseals:
-                rows = self._still_queued(rows)
-            left = vacated_by(self.store, [r.subject_id for r in rows])
-            first = [r for r in rows if r.subject_id not in left]
-            if first:
-                await self.batches.send(flow, dest, first, dest_report, stop, progress, outage)
-            taking = [r for r in rows if r.subject_id in left]
-            if taking and not stop.is_set():
-                taking = await self._after_leavers(dest, taking, left, rows, dest_report)
-            elif taking:
-                dest_report.retry_later += len(taking)
-                taking = []
-            if taking:
-                await self.batches.send(flow, dest, taking, dest_report, stop, progress, outage)
-        finally:
-            if self.settling.waiting:
-                # Let go once the acknowledgement is committed: by the next write, or by
-                # whoever waits for these subjects (woken to commit it).
-                self.settling.release_after(release)
-                self.in_flight.answered()
-            else:
-                release()
-
-    async def _after_leavers(
-        self,
-        dest: System,
-        taking: list[OutboxRow],
-        left: Mapping[str, set[str]],
-        batch: list[OutboxRow],
-        dest_report: DestinationReport,
-    ) -> list[OutboxRow]:
-        """Those of ``taking`` (people under an address someone else moved away from, see
-        connector/moves.py) whose writes may go now: the leaver's change of address has
-        landed in ``dest``.
-
-        Written before it, the taker's write found the leaver's record under the address
-        (Pipedrive looks a person up by e-mail; Mailchimp's member is the address) and
-        wrote onto it, and the identity map gave the leaver's record to the taker: their
-        next change overwrote it, their erasure deleted it. The leavers of this batch were
-        written first; one in an earlier batch is waited for (only earlier ones: two batches
-        never wait on each other). A leaver whose write is still queued (it failed, or waits
-        behind this batch) or was refused (a dead letter: the system's record of him may
-        still hold the address) keeps the taker's write queued for a later try, until his
-        change lands (a dead letter fixed and delivered). People who wait on each other in
-        a ring (see ``moves.in_rings``) are not held: nothing they wait for could land.
-        """
-        leavers = sorted({sid for row in taking for sid in left[row.subject_id]})
-        self.flush()  # an acknowledged write leaves the outbox once its outcome is committed
-        waiting = queued_rows(self.store, dest.name, leavers)
-        start = min(row.id for row in batch)
-        earlier = [sid for sid, row_id in waiting.items() if row_id < start]
-        if earlier:
-            await self.in_flight.landed(dest.name, earlier)
-            self.flush()
-        behind = not_landed(self.store, dest.name, left)
-        blocked = set(behind) - in_rings(self.store, dest.name, behind) if behind else set()
-        held = [row for row in taking if row.subject_id in blocked]
-        if held:
-            dest_report.retry_later += len(held)
-            dest_report.deferred = WAITS_FOR_LEAVER
-            for row in held:
-                log.info(
-                    "write held until the address's former holder's change of address lands",
-                    extra={"system": dest.name, "subject": row.subject_id},
-                )
-        return [row for row in taking if row.subject_id not in blocked]
-
-    def _still_queued(self, rows: list[OutboxRow]) -> list[OutboxRow]:
-        """The rows a move since they were read has not dropped or given to the new id, each
-        with the payload it holds now.
-
-        A move drops the old address's queued rows (the page queues the current data); a
-        batch read before it would otherwise still send them, and their acknowledgement,
-        under a subject the move emptied, would record nothing: the new address then went
-        out as a second record. A row the move gave to the new id (its write kept to go
-        first) waits for a later batch, as the new id's (the page queues the current data
-        into it, under a new outbox id): acknowledged as read here, it left the outbox with
-        that write unsent.
-
-        A row a correction sealed anew since (:meth:`resealed`) goes with the corrected
-        values: the payload read before was sent over the correction, and its acknowledgement
-        then took the corrected row out of the outbox.
-        """
-        queued = self.store.queued_now([row.id for row in rows])
-        kept: list[OutboxRow] = []
-        for row in rows:
-            now = queued.get(row.id)
-            if now is not None and now[0] == row.subject_no:
-                kept.append(row._replace(payload=now[1]))
-            else:
-                self._fresh.pop(row.id, None)
-        return kept

@@ -7,7 +7,7 @@ a batch's subjects here from before its suppression check until its answer is se
 erasure, once its suppression entry is written, waits here before it deletes anything in a
 system. Either the batch was checked after the entry (and drops the person) or the erasure
 waits for it to land (and deletes what it wrote). Another process's sync cannot be seen here;
-the engine checks the list again after each write for that (see ``Engine._deliver_batch``).
+the engine checks the list again after each write for that (see ``Delivery._deliver_batch``).
 
 A batch counts until its acknowledgement is committed, not only until its answer came: the
 engine commits an acknowledgement with its next write (``Settling.later``), and one

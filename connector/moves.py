@@ -55,7 +55,7 @@ Anna takes his former address): she is a subject of her own, and her write looks
 up, where a destination that has not yet taken Bert's change of address still holds his
 record under it (Pipedrive finds him by e-mail, and the identity map would record Bert's
 person as hers). So the write of whoever left an address lands first (:func:`vacated_by`,
-:func:`queued_rows`; see ``Engine._deliver_batch``), and the taker's waits in the outbox while
+:func:`queued_rows`; see ``Delivery._deliver_batch``), and the taker's waits in the outbox while
 the leaver's change of address has not landed in that system (:func:`not_landed`): a row of
 his still queued there, or a dead letter there (refused, his record there keeps the address).
 Aliases are kept for good, so a ring can form (Anna took Bert's former address and Bert

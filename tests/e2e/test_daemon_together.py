@@ -113,7 +113,7 @@ async def test_a_correction_beside_the_daemon_is_not_undone_by_its_copy_in_clear
         # The CRM's delivery worker is busy elsewhere (its slots taken by earlier batches
         # waiting on the rate limit): it reads the row only after the correction.
         engine: Any = service.engine
-        real_deliver = engine._deliver
+        real_deliver = engine.delivery.drain
 
         async def late_deliver(flow: Any, dest: Any, *args: Any) -> Any:
             if dest.name == "crm":
@@ -121,7 +121,7 @@ async def test_a_correction_beside_the_daemon_is_not_undone_by_its_copy_in_clear
                 await go.wait()
             return await real_deliver(flow, dest, *args)
 
-        engine._deliver = late_deliver
+        engine.delivery.drain = late_deliver
         sync = asyncio.create_task(service.engine.sync("shopify"))
         await asyncio.wait_for(waiting.wait(), 10)
         for _ in range(200):  # the pull queues the page meanwhile
@@ -131,7 +131,7 @@ async def test_a_correction_beside_the_daemon_is_not_undone_by_its_copy_in_clear
         assert view.system("crm").status == "done"
         go.set()
         await sync
-        engine._deliver = real_deliver
+        engine.delivery.drain = real_deliver
         await service.engine.sync("shopify")  # nothing changed in Shopify since
     contact = world.crm.record_for(email)
     assert contact is not None
@@ -360,7 +360,7 @@ async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_
 
         # The CRM's delivery worker is busy elsewhere: it takes the row a little later.
         deliver_waits, deliver_go = asyncio.Event(), asyncio.Event()
-        real_deliver = engine._deliver
+        real_deliver = engine.delivery.drain
 
         async def late_deliver(flow: Any, dest: Any, *args: Any) -> Any:
             if dest.name == "crm":
@@ -368,7 +368,7 @@ async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_
                 await deliver_go.wait()
             return await real_deliver(flow, dest, *args)
 
-        engine._deliver = late_deliver
+        engine.delivery.drain = late_deliver
         # The correction's lookup in the CRM takes a moment (the network)...
         past_wait = {"crm": False}
         real_landed = engine.in_flight.landed
@@ -418,7 +418,7 @@ async def test_a_correction_is_not_undone_by_a_batch_that_starts_while_it_looks_
         view = await asyncio.wait_for(correction, 10)
         assert view.system("crm").status == "done"
         await asyncio.wait_for(sync, 10)
-        engine._deliver = real_deliver
+        engine.delivery.drain = real_deliver
         crm.find, crm.upsert = real_find, real_upsert
         engine.in_flight.landed = real_landed
         await service.engine.sync("shopify")  # nothing changed in Shopify since
