@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from connector import audit
-from connector.adapter import Page, Subject
+from connector.adapter import Page
 from connector.batchsend import BatchSender, Fresh
 from connector.config import Config, FlowSettings
 from connector.crypto import Keyring, outbox_context
@@ -41,13 +41,10 @@ from connector.errors import (
 )
 from connector.ids import SystemIds
 from connector.inflight import InFlight
-from connector.model import Person, earlier_email_forms, is_archived, normalise_email
+from connector.model import Person, earlier_email_forms, normalise_email
+from connector.moveplan import MovePlanner, source_people
 from connector.moves import (
     PagePlan,
-    apply_moves,
-    find_moves,
-    page_ids,
-    set_apart_id,
     subjects_of_records,
 )
 from connector.pages import ReadAhead
@@ -73,6 +70,7 @@ __all__ = [
     "Engine",
     "FlowReport",
     "Progress",
+    "source_people",
 ]
 
 log = logging.getLogger("klantsync.engine")
@@ -92,7 +90,7 @@ YIELD_EVERY = 10
 #: The summary of a run that raised: what its report would have held is lost with it.
 STOPPED = "the run stopped on an error; see the log"
 
-#: Why a run left records of a page unwritten (``Engine._plan_moves``): no address, no
+#: Why a run left records of a page unwritten (``MovePlanner.plan``): no address, no
 #: subject. Read again by the next run, once the source shows the other record's change.
 WITHHELD = (
     "{count} record(s) not written: the address each has now is another source record's "
@@ -102,28 +100,6 @@ WITHHELD = (
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
 Checkpoint = Callable[[str], None]
-
-
-async def source_people(system: System, subject: Subject) -> list[dict[str, Any]]:
-    """The person records ``system`` holds for ``subject``, as a pull of it would list them.
-
-    Where the adapter reads them apart (``find_people``): ``find`` is the access and erasure
-    lookup, and a shop's reads every order and its notes, a CRM's every property it defines
-    (a date of birth): personal data no flow sends anywhere, to be thrown away here. Only
-    live people, and only those the pull takes by the system's settings (WooCommerce's
-    role = a shop manager when only customers are synced).
-    """
-    adapter = system.adapter
-    lookup = getattr(adapter, "find_people", None) or adapter.find
-    found = await lookup(subject)
-    in_pull = getattr(adapter, "pull_includes", None)
-    return [
-        record
-        for record in found
-        if record.get("type", "customer") != "order"
-        and not is_archived(record)
-        and (in_pull is None or in_pull(record))
-    ]
 
 
 class Engine:
@@ -193,6 +169,10 @@ class Engine:
         #: Sends a batch of outbox rows and settles the answer (connector/batchsend.py).
         self.batches = BatchSender(
             store, keyring, self.ids, self.emptying, self.settling, self._fresh, self._checkpoint
+        )
+        #: Finds and makes the address moves a page implies (connector/moveplan.py).
+        self.planner = MovePlanner(
+            store, keyring, self.ids, self.in_flight, self.settling, self.changes
         )
         #: Drains the outbox to each destination while the pull runs (connector/delivery.py).
         self.delivery = Delivery(
@@ -511,9 +491,9 @@ class Engine:
             # kept capitals made another subject than the erasure's, which let them back.
             sid = self.keyring.subject_id(normalise_email(email))
             people[sid] = (source.mapping.record_id(raw), person)
-        plan = await self._plan_moves(source, people, report)
+        plan = await self.planner.plan(source, people, report)
         if not dry_run:
-            plan = await self._moved(source, people, report, plan)
+            plan = await self.planner.moved(source, people, report, plan)
         if plan.withheld:
             # Their address is another source record's in the identity map, and the source
             # did not show that person leaving it: written, they went under his ids.
@@ -790,88 +770,6 @@ class Engine:
         while len(self._fresh) > FRESH_LIMIT:
             del self._fresh[next(iter(self._fresh))]
         self._checkpoint("queued")
-
-    async def _moved(
-        self,
-        source: System,
-        people: dict[str, tuple[str | None, Person]],
-        report: FlowReport,
-        plan: PagePlan,
-    ) -> PagePlan:
-        """Make the moves of ``plan``; return the plan they were made by (planned anew where
-        another flow made moves while this one waited).
-
-        A write of the old address may be on its way (rows queued by an earlier run): it
-        lands first, and its acknowledgement records the system's id under the old subject,
-        which the move then carries to the new one. Moved before it landed, that id was
-        lost, and the new address became a second record. Another flow's write counts too:
-        the daemon runs flows side by side, and a move is made for every system. (One that
-        landed in an earlier process, its answer lost, is sent again first: see
-        connector/moves.py.)
-
-        Another flow of the same source may have read the same page and made the same moves
-        while this one waited: made again from the plan read before, the second carried what
-        is under the old address now (whoever took it over) to the mover's id, or failed on
-        the identity map. So the moves are made only by a plan read after the last wait.
-        """
-        while plan.moves:
-            seen = self.changes.moves
-            await self.in_flight.landed_everywhere([move.old for move in plan.moves])
-            if seen == self.changes.moves:
-                break
-            plan = await self._plan_moves(source, people, report)
-        if plan.moves:
-            moves = plan.moves
-            self.settling.write(lambda store: apply_moves(store, moves))
-            self.changes.moves += 1
-        return plan
-
-    async def _plan_moves(
-        self, source: System, people: dict[str, tuple[str | None, Person]], report: FlowReport
-    ) -> PagePlan:
-        """The moves a page implies (:func:`connector.moves.find_moves`).
-
-        Where the identity map ties an address of the page to a record the page does not
-        hold, that record is read from the source first (one lookup each: rare), as
-        ``connector/targeted.py`` does for a webhook: a pull reads whoever left the address
-        later (another page) or not at all (deleted in the shop). Read here, his move is
-        made before the taker's; one the source no longer holds is set apart. Taken for
-        him, the taker was written onto his records by his ids, and her source id replaced
-        his, so his own move was missed and his erasure missed his records.
-        """
-        pulled = {sid: ext for sid, (ext, _) in people.items()}
-        ids = page_ids(self.store, source.name, pulled)
-        away = sorted(set(ids.elsewhere(pulled).values()))
-        if not away:
-            return find_moves(self.store, source.name, pulled, ids)
-        read: set[str] = set()
-        before: dict[str, tuple[str | None, Person]] = {}
-        for group in await asyncio.gather(
-            *(source_people(source, Subject(email="", external_id=ext)) for ext in away)
-        ):
-            for raw in group:
-                person = source.mapping.inbound(
-                    raw, report.withheld_fields, report.unreadable_values
-                )
-                ext = source.mapping.record_id(raw)
-                if person.email is None or "@" not in person.email or ext is None:
-                    continue
-                read.add(ext)
-                sid = self.keyring.subject_id(normalise_email(person.email))
-                if sid not in people:  # the page's own record of an address wins
-                    before[sid] = (ext, person)
-        # Read in front, as a pull in id order reads the earlier customer first.
-        merged = {**before, **people}
-        people.clear()
-        people.update(merged)
-        pulled = {sid: ext for sid, (ext, _) in people.items()}
-        ids = page_ids(self.store, source.name, pulled)
-        gone = {
-            ext: set_apart_id(self.keyring, source.name, self.ids.to_store(source.name, ext))
-            for ext in away
-            if ext not in read
-        }
-        return find_moves(self.store, source.name, pulled, ids, gone)
 
     def _addressless(
         self,

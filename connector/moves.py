@@ -43,7 +43,7 @@ the page's is not someone known to be merged with: it is that other record's per
 page shows the address is no longer his (:func:`page_ids`). Taken for his, the page's record
 went under his ids, onto his records everywhere, and its source id replaced his, so his own
 move was missed next and his erasure missed his records. So the engine reads that record from
-the source first, as a pull in id order would have (``Engine._plan_moves``): where he has a
+the source first, as a pull in id order would have (``MovePlanner.plan``): where he has a
 new address, his move is made before the taker's; where the source no longer holds him
 (deleted in the shop), he is *set apart*: his rows move to a pseudonym of his source record
 (:func:`set_apart_id`), where an erasure by any of his ids still finds them, and whoever has
