@@ -154,7 +154,7 @@ class BatchSender:
             record = OutboundRecord(
                 ref=ref,
                 # None for a withdrawal of someone whose address the source removed: it
-                # goes by the system's id alone (see _addressless).
+                # goes by the system's id alone (see MovePlanner.addressless).
                 email=envelope["email"] or "",
                 external_id=self.ids.from_store(dest.name, external.get(row.subject_id)),
                 fields=fields,

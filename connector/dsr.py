@@ -522,7 +522,7 @@ class DsrService:
         A shop asks to erase a customer it never sent here (a Shopify customer with no
         e-mail, whom no sync could take). The request is opened all the same, keyed by what
         it names: its suppression entries (the number given, else the record) keep the
-        person out of every later sync (Engine._suppressed reads both), and the shop's
+        person out of every later sync (PageTaker._suppressed reads both), and the shop's
         part erases there by the id. A record of a system no flow reads from is nobody a
         sync could bring back, and nothing to erase elsewhere.
 

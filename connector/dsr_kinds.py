@@ -547,12 +547,12 @@ class KindRunner:
         to whoever else the identity map holds those records under.
 
         A backup that brings the record back under an address nobody here saw (changed and
-        erased before a sync) stays out (Engine._suppressed). And a sync that read the
+        erased before a sync) stays out (PageTaker._suppressed). And a sync that read the
         person under a new address before this suppression queued them under that
         address's subject (no move: their former one was suppressed already); it joins the
         request, so its queued rows go with the traces and nothing reaches a system under
         the new address. The look comes after the suppression, with no wait between: a
-        page queued later is stopped by it (Engine._take_page checks again before queueing).
+        page queued later is stopped by it (PageTaker.take checks again before queueing).
         """
         sources = self._sources()
         held = [

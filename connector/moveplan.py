@@ -3,7 +3,9 @@
 Someone whose e-mail address changed at the source is moved to their new subject id before
 the page is queued (:mod:`connector.moves` says how a move is made). Here the page's moves
 are found, with whoever left an address the page's people took read from the source first,
-and made once no write of the old addresses is on its way.
+and made once no write of the old addresses is on its way. With them, what the identity map
+tells of a page's people beside their address: the known records that came without one (the
+source removed it), and who a system holds a record of though only a dead letter says so.
 
 Apart from the engine because it is the one place a page reads its source beside the pull
 (``source_people``), and the one place moves are made: the count of them it keeps tells a
@@ -13,6 +15,7 @@ delivery batch read before one to read its rows again.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from connector.adapter import Subject
@@ -21,10 +24,17 @@ from connector.delivery import Changes
 from connector.ids import SystemIds
 from connector.inflight import InFlight
 from connector.model import Person, is_archived, normalise_email
-from connector.moves import PagePlan, apply_moves, find_moves, page_ids, set_apart_id
+from connector.moves import (
+    PagePlan,
+    apply_moves,
+    find_moves,
+    page_ids,
+    set_apart_id,
+    subjects_of_records,
+)
 from connector.reports import FlowReport
 from connector.settling import Settling
-from connector.state import Store
+from connector.state import PageLetter, Store
 from connector.systems import System
 
 __all__ = ["MovePlanner", "source_people"]
@@ -161,3 +171,86 @@ class MovePlanner:
             if ext not in read
         }
         return find_moves(self.store, source.name, pulled, ids, gone)
+
+    def addressless(
+        self,
+        source: System,
+        record_ids: Sequence[str],
+        people: Mapping[str, tuple[str | None, Person]],
+        plan: PagePlan,
+        suppressed: Callable[[str, Mapping[str, tuple[str | None, Person]]], set[str]],
+    ) -> dict[str, tuple[str | None, Person]]:
+        """The people the identity map knows by ``record_ids``, records of the page that
+        came without a usable address: subject id -> (record id, a person with no field).
+
+        The shop removed their address (Shopify keeps a customer with a phone alone, and
+        drops the e-mail consent with the address). Nobody can be written without an
+        address, but whoever a consent-gated system got must not stay subscribed there on
+        a consent the shop no longer records: the page sends them the withdrawal, by the
+        system's id (:meth:`with_addressless`), and nothing else anywhere. Left out: an
+        address a record of the page holds now, a person set apart by this page (another
+        record took their address: the system's record under it is the taker's now), and
+        whoever is suppressed (an erasure sends the rest): ``suppressed`` tells who of
+        them is (``PageTaker._suppressed``).
+        """
+        known = subjects_of_records(self.store, source.name, record_ids)
+        apart = {move.new for move in plan.moves if move.set_apart}
+        found: dict[str, tuple[str | None, Person]] = {
+            sid: (record_id, Person())
+            for record_id, sid in known.items()
+            if sid not in people and sid not in apart
+        }
+        for sid in suppressed(source.name, found):
+            del found[sid]
+        return found
+
+    def with_addressless(
+        self,
+        dest: System,
+        people: dict[str, tuple[str | None, Person]],
+        addressless: Mapping[str, tuple[str | None, Person]],
+        held: tuple[Mapping[str, str], Mapping[str, str], set[str]],
+    ) -> dict[str, tuple[str | None, Person]]:
+        """``people`` and those of ``addressless`` that consent-gated ``dest`` got (or has a
+        write queued for), for the page to send them its withdrawal as to anyone whose
+        consent is gone.
+
+        ``held`` is what is queued for ``dest`` and what it was delivered, by subject, and
+        who it holds a record of in part. With no address, the withdrawal goes by the
+        system's id for the person, read when it is delivered: a first write still queued
+        is replaced by it, unsent, and reaches nobody if that write never landed. One whose
+        id the identity map holds under someone else too is left alone: the record under
+        that id is theirs as well (whoever took the address over).
+        """
+        queued, delivered, in_part = held
+        reached = [s for s in addressless if s in queued or s in delivered or s in in_part]
+        if not reached:
+            return people
+        ids = self.store.external_ids(dest.name, reached)
+        sent = {
+            sid: addressless[sid]
+            for sid in reached
+            if sid not in ids or self.store.subjects_for_external(dest.name, ids[sid]) == [sid]
+        }
+        return {**people, **sent} if sent else people
+
+    def written_in_part(
+        self,
+        system: str,
+        letters: Mapping[str, PageLetter],
+        queued: Mapping[str, str],
+        delivered: Mapping[str, str],
+    ) -> set[str]:
+        """Those with a dead letter for ``system`` (``letters``) it holds a record of though
+        nothing queued or delivered says so: a write it refused in part (one Mailchimp
+        audience took it, another refused it) named the record it made (see
+        :meth:`connector.batchsend.BatchSender.send`).
+
+        They were sent something there, as a withdrawal of consent counts it: gated as if
+        never sent, the one who opted out stayed subscribed where the write landed. Letters
+        are few, so a page without any looks up nothing.
+        """
+        unsent = [sid for sid in letters if sid not in queued and sid not in delivered]
+        if not unsent:
+            return set()
+        return set(self.store.external_ids(system, unsent))

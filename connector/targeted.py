@@ -9,7 +9,7 @@ A pull reads everyone changed since its cursor, so one that reads someone under 
 another customer left (Bert moved away, Anna signed up under his former address) reads Bert
 too. A targeted sync fetches only whom it was told of, in the order the deliveries came,
 which the vendor does not promise (WooCommerce), nor that a failed one comes again. Both take
-their records through ``Engine._take_page``, which reads the record the source's identity map
+their records through ``PageTaker.take``, which reads the record the source's identity map
 holds under such an address from the source too, by its id, so his move is seen either way
 (``connector/moves.py``).
 """

@@ -255,7 +255,7 @@ async def test_an_erasure_reaches_a_person_synced_before_addresses_were_read_in_
     nfd = unicodedata.normalize("NFD", "josé.garcía@voorbeeld-canary.es")
     shop.add_person(nfd, "José", "García", "06 12345678")
     with monkeypatch.context() as before:
-        before.setattr("connector.engine.normalise_email", _lowered_only)
+        before.setattr("connector.pagetake.normalise_email", _lowered_only)
         before.setattr("connector.moveplan.normalise_email", _lowered_only)
         (report,) = await rt.engine.sync()
     assert report.destinations["crm"].written == 1 and crm.holds(nfd)
@@ -343,7 +343,7 @@ async def test_an_erasure_reaches_a_person_synced_before_domains_were_read_in_pu
     again), and an erasure typed in either form finds them."""
     shop.add_person(IDN_UNICODE, "Jan", "Jansen", "06 12345678")
     with monkeypatch.context() as before:
-        before.setattr("connector.engine.normalise_email", _domain_as_given)
+        before.setattr("connector.pagetake.normalise_email", _domain_as_given)
         before.setattr("connector.moveplan.normalise_email", _domain_as_given)
         (report,) = await rt.engine.sync()
     assert report.destinations["crm"].written == 1 and crm.holds(IDN_UNICODE)

@@ -2350,7 +2350,7 @@ async def test_a_customer_synced_before_domains_were_read_in_punycode_is_one_per
     email = "jan@bücher-canary.de"
     world.shop.add_person(email, "Jan", "Jansen", "06 12345678", marketing_opt_in="yes")
     with monkeypatch.context() as before:
-        before.setattr("connector.engine.normalise_email", _domain_as_given)
+        before.setattr("connector.pagetake.normalise_email", _domain_as_given)
         before.setattr("connector.moveplan.normalise_email", _domain_as_given)
         (first,) = await rt.engine.sync("shop")
     assert not first.failed, first.errors
