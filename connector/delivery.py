@@ -260,7 +260,7 @@ class Delivery:
         into it, under a new outbox id): acknowledged as read here, it left the outbox with
         that write unsent.
 
-        A row a correction sealed anew since (:meth:`resealed`) goes with the corrected
+        A row a correction sealed anew since (``Engine.resealed``) goes with the corrected
         values: the payload read before was sent over the correction, and its acknowledgement
         then took the corrected row out of the outbox.
         """
