@@ -382,6 +382,11 @@ class RunBase:
 
 
 def own_id(system: System, records: list[dict[str, Any]], email: str) -> str | None:
+    """The id of the record among ``records`` that holds ``email`` itself, if one does.
+
+    A vendor's search by address may also return records it only partly matches, so the
+    address is read back from each through the mapping before its id is trusted.
+    """
     for record in records:
         if system.mapping.inbound(record).email == email:
             return system.mapping.record_id(record)
