@@ -1,7 +1,7 @@
 """Store writes made on the daemon's event loop without the loop waiting on another
 process's write lock.
 
-SQLite's busy timeout (:data:`connector.state.BUSY_TIMEOUT_MS`) makes a write wait inside the
+SQLite's busy timeout (:data:`connector.store_base.BUSY_TIMEOUT_MS`) makes a write wait inside the
 statement while another process holds the store's write lock (an operator's ``sqlite3``
 shell, a command writing beside the daemon, a backup). On the event loop that wait held
 everything with it: a webhook was answered after ~10 s (vendors count a delivery not answered

@@ -429,11 +429,11 @@ async def test_a_record_refused_on_every_full_sync_keeps_one_dead_letter(
     times = iter(["2026-03-01T09:00:00+00:00", "2026-03-02T09:00:00+00:00"])
     shop.add_person("bad address@example.nl", "Bad", "Address", "")
     shop.add_person("good@example.nl", "Good", "Person", "")
-    monkeypatch.setattr("connector.state.utcnow", lambda: "2026-03-01T09:00:00+00:00")
+    monkeypatch.setattr("connector.store_dead_letters.utcnow", lambda: "2026-03-01T09:00:00+00:00")
     await rt.engine.sync()
     for _ in range(2):
         monkeypatch.setattr(
-            "connector.state.utcnow", lambda: next(times, "2026-03-03T09:00:00+00:00")
+            "connector.store_dead_letters.utcnow", lambda: next(times, "2026-03-03T09:00:00+00:00")
         )
         (full,) = await rt.engine.sync(full=True)
         assert full.destinations["crm"].dead_lettered == 1

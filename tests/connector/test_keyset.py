@@ -1119,7 +1119,7 @@ def test_keys_rotate_killed_at_any_step_is_finished_by_the_readme_s_recipe_run_a
     Afterwards every command opens the store under the new key, what it holds sealed and its
     receipt signing key open, no staged file is left, the store a restore replaced is under
     the new key too, and a backup taken before still restores with the old key."""
-    import connector.state
+    import connector.store_base
     from tests.e2e.test_kill_anywhere import Death, Killed, _SqliteWith
 
     store_path = bound_store(config_path)
@@ -1155,7 +1155,7 @@ def test_keys_rotate_killed_at_any_step_is_finished_by_the_readme_s_recipe_run_a
         mortal = _mortal_files(death)
         try:
             with monkeypatch.context() as patch:
-                patch.setattr(connector.state, "sqlite3", _SqliteWith(death))
+                patch.setattr(connector.store_base, "sqlite3", _SqliteWith(death))
                 patch.setattr(connector.keyset, "sqlite3", _SqliteWith(death))
                 for name in ("replace", "link", "unlink", "rename"):
                     patch.setattr(os, name, mortal(getattr(os, name)))

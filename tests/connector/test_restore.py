@@ -1577,7 +1577,7 @@ async def test_a_restore_killed_at_any_step_after_a_rotation_leaves_one_whole_st
     restore run again finishes, the audit trail verifies, and the rotation made again to the
     key in use finishes too."""
     import connector.keyset
-    import connector.state
+    import connector.store_base
     from tests.e2e.test_kill_anywhere import Death, Killed, _SqliteWith
 
     out, config, view, subject = await _backed_up_then_erased(shop, open_rt, tmp_path)
@@ -1616,7 +1616,7 @@ async def test_a_restore_killed_at_any_step_after_a_rotation_leaves_one_whole_st
 
         try:
             with monkeypatch.context() as patch:
-                patch.setattr(connector.state, "sqlite3", _SqliteWith(death))
+                patch.setattr(connector.store_base, "sqlite3", _SqliteWith(death))
                 patch.setattr(connector.keyset, "sqlite3", _SqliteWith(death))
                 for name in ("replace", "link", "unlink", "rename"):
                     patch.setattr(os, name, mortal(getattr(os, name)))

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import pytest
 
 import connector.state as state
+import connector.store_base as store_base
 import connector.storefile as storefile
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
@@ -333,10 +334,10 @@ def test_a_subject_refused_again_keeps_one_dead_letter_holding_the_latest_refusa
     """The newest payload, hash, reason and time replace the old; the first time stays, and
     the refusals are counted."""
     store = Store(tmp_path / "s.db")
-    monkeypatch.setattr("connector.state.utcnow", lambda: "2026-03-01T09:00:00+00:00")
+    monkeypatch.setattr("connector.store_dead_letters.utcnow", lambda: "2026-03-01T09:00:00+00:00")
     _refuse(store, "crm", "a", "hash-1", "VALIDATION_ERROR")
     _refuse(store, "mail", "a", "hash-m", "Invalid Resource")
-    monkeypatch.setattr("connector.state.utcnow", lambda: "2026-03-05T09:00:00+00:00")
+    monkeypatch.setattr("connector.store_dead_letters.utcnow", lambda: "2026-03-05T09:00:00+00:00")
     _refuse(store, "crm", "a", "hash-2", "CONFLICT")
     crm = store.dead_letters("crm")
     assert [
@@ -732,13 +733,14 @@ def test_an_upgrade_killed_between_two_steps_leaves_the_schema_it_started_from(
         from pathlib import Path
         sys.path.insert(0, {str(REPO)!r})
         import connector.state as state
+        import connector.store_base as store_base
         from connector.schema import MIGRATIONS
-        real = state.statements
+        real = store_base.statements
         def killed_before_step_ten(script):
             if script == MIGRATIONS[9]:
                 os._exit(137)  # killed here, with steps 8 and 9 run
             return real(script)
-        state.statements = killed_before_step_ten
+        store_base.statements = killed_before_step_ten
         state.Store(Path({str(path)!r}))
         """
     )
@@ -811,7 +813,7 @@ def test_a_step_may_rebuild_a_table_others_refer_to_but_not_break_their_referenc
     store.close()
     latest = len(MIGRATIONS)
     monkeypatch.setattr(
-        state, "MIGRATIONS", [*MIGRATIONS, _rebuilding_dsr_requests(deleting_requests)]
+        store_base, "MIGRATIONS", [*MIGRATIONS, _rebuilding_dsr_requests(deleting_requests)]
     )
     if deleting_requests:
         with pytest.raises(StoreError) as caught:
@@ -950,9 +952,9 @@ def test_the_suppression_list_held_in_memory_sees_every_writer_at_once(tmp_path:
 def test_a_suppression_list_too_long_to_hold_is_asked_in_sql(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import connector.state
+    import connector.store_suppression
 
-    monkeypatch.setattr(connector.state, "SUPPRESSION_HELD_MAX", 2)
+    monkeypatch.setattr(connector.store_suppression, "SUPPRESSION_HELD_MAX", 2)
     store = Store(tmp_path / "store.db")
     store.suppress(["a", "b", "c"], "erasure", "er-1")
     assert store.suppressed(["a", "c", "d"]) == {"a", "c"} and store.anyone_suppressed()

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import connector.state as state
+import connector.store_base as store_base
 from connector import audit, jobs, lineage
 from connector.config import Config, load_config
 from connector.crypto import (
@@ -417,7 +418,7 @@ def test_an_upgrade_failing_after_its_first_step_leaves_the_store_as_it_was_then
     store is upgraded whole and reads back every row."""
     config, written = _older_store(tmp_path, version)
     before = _dump(config.store_path)
-    real = state.statements
+    real = store_base.statements
 
     def killed(*_args: object) -> list[str]:
         raise RuntimeError("killed after one step")
@@ -427,7 +428,7 @@ def test_an_upgrade_failing_after_its_first_step_leaves_the_store_as_it_was_then
             killed()
         return real(script)
 
-    monkeypatch.setattr(state, "statements", failing_after_the_first_step)
+    monkeypatch.setattr(store_base, "statements", failing_after_the_first_step)
     if version + 1 == LATEST:  # one step only: fail once it ran, before the commit
         monkeypatch.setattr(Store, "_refuse_broken_references", killed)
     with pytest.raises(RuntimeError, match="killed"):

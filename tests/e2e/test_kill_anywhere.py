@@ -30,7 +30,7 @@ import httpx
 import pytest
 
 import adapters.woocommerce.adapter as woocommerce_adapter
-import connector.state
+import connector.store_base
 from connector import audit, jobs
 from connector.adapter import WebhookRequest
 from connector.config import Config, load_config
@@ -133,7 +133,7 @@ async def _process(
     transports: dict[str, httpx.AsyncBaseTransport] = dict(world.transports())
     with monkeypatch.context() as patch:
         if death is not None:
-            patch.setattr(connector.state, "sqlite3", _SqliteWith(death))
+            patch.setattr(connector.store_base, "sqlite3", _SqliteWith(death))
             transports = {n: _MortalTransport(t, death) for n, t in transports.items()}
         time = VirtualTime()
         async with open_runtime(

@@ -1,0 +1,142 @@
+"""Cursors and run history: where each flow's pull resumes, and what each run did.
+
+Also the reads ``status`` shows (latest runs, table counts), on any connection to the store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from connector.store_base import StoreBase, utcnow
+
+__all__ = ["RunStore", "latest_runs", "latest_success", "table_counts"]
+
+
+class RunStore(StoreBase):
+    """Each flow's cursors and its runs."""
+
+    # -- cursors -----------------------------------------------------------------------------
+
+    def get_cursor(self, flow: str, system: str, shape: str | None = None) -> str | None:
+        """The flow's cursor on ``system``; ``None`` when there is none, or when it was set
+        under another ``shape`` than the one given (see migration 17)."""
+        row = self.db.execute(
+            "SELECT cursor, shape FROM cursors WHERE flow=? AND system=?", (flow, system)
+        ).fetchone()
+        if row is None:
+            return None
+        if shape is not None and row[1] is not None and row[1] != shape:
+            return None
+        return None if row[0] is None else str(row[0])
+
+    def set_cursor(
+        self, flow: str, system: str, cursor: str | None, shape: str | None = None
+    ) -> None:
+        self.db.execute(
+            "INSERT INTO cursors(flow, system, cursor, updated_at, shape) VALUES (?,?,?,?,?) "
+            "ON CONFLICT(flow, system) DO UPDATE SET cursor=excluded.cursor, "
+            "updated_at=excluded.updated_at, shape=COALESCE(excluded.shape, cursors.shape)",
+            (flow, system, cursor, utcnow(), shape),
+        )
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(self, flow: str) -> int:
+        cur = self.db.execute(
+            "INSERT INTO runs(flow, started_at, status) VALUES (?,?,?)", (flow, utcnow(), "running")
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def finish_run(self, run_id: int, status: str, summary: str) -> None:
+        self.db.execute(
+            "UPDATE runs SET finished_at=?, status=?, summary=? WHERE id=?",
+            (utcnow(), status, summary, run_id),
+        )
+
+    def close_interrupted_runs(self) -> int:
+        """Mark every run still ``running`` as ``interrupted``; return how many there were.
+
+        Only for a process that holds the store's sync lock (:func:`connector.lock.syncing`)
+        and has started no run yet: then no run is in progress, and one the store still
+        calls running was cut short (``kill -9``, a power cut). When it stopped is unknown,
+        so ``finished_at`` stays empty.
+        """
+        cursor = self.db.execute("UPDATE runs SET status='interrupted' WHERE status='running'")
+        return cursor.rowcount
+
+    def interrupt_run(self, run_id: int) -> None:
+        """Record a finished run as ``interrupted``: the process's stop cut it short (its
+        pull stopped before the end, deliveries left queued), and the next start resumes it
+        as it does a run a ``kill -9`` left (:meth:`close_interrupted_runs`)."""
+        self.db.execute("UPDATE runs SET status='interrupted' WHERE id=?", (run_id,))
+
+    def interrupted_flows(self) -> set[str]:
+        """The flows whose latest run is ``interrupted``: cut short, not yet run again."""
+        return {flow for flow, run in self.last_runs().items() if run[2] == "interrupted"}
+
+    def last_runs(self) -> dict[str, tuple[str, str | None, str, str | None]]:
+        """Per flow: (started_at, finished_at, status, summary) of its latest run."""
+        return latest_runs(self.db)
+
+    def last_success(self, flow: str) -> str | None:
+        return latest_success(self.db, flow)
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the main tables, for status output (:func:`table_counts`)."""
+        return table_counts(self.db)
+
+
+# The reads ``status`` shows, on any connection to the store: the store's own, or a reader's
+# of its own (the admin API reads them on a thread, off the event loop: connector.admin_reads).
+
+
+def latest_runs(db: sqlite3.Connection) -> dict[str, tuple[str, str | None, str, str | None]]:
+    """Per flow: (started_at, finished_at, status, summary) of its latest run."""
+    # Each flow's latest found by seeks on (flow, id), one flow to the next: GROUP BY
+    # flow walked the whole index, every run of years of runs every 15 minutes.
+    rows = db.execute(
+        "WITH RECURSIVE f(flow) AS (SELECT MIN(flow) FROM runs "
+        "UNION ALL SELECT (SELECT MIN(flow) FROM runs WHERE flow > f.flow) "
+        "FROM f WHERE f.flow IS NOT NULL) "
+        "SELECT r.flow, r.started_at, r.finished_at, r.status, r.summary FROM f "
+        "JOIN runs r ON r.id = (SELECT MAX(id) FROM runs WHERE flow = f.flow)"
+    ).fetchall()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def latest_success(db: sqlite3.Connection, flow: str) -> str | None:
+    """When ``flow`` last finished a run without failure (``None``: never)."""
+    row = db.execute(
+        "SELECT MAX(finished_at) FROM runs WHERE flow=? AND status='ok'", (flow,)
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def table_counts(db: sqlite3.Connection) -> dict[str, int]:
+    """Row counts of the main tables, for status output.
+
+    ``subjects`` is the people the store knows (one number each), ``identities`` their
+    ids in the systems (one row per person and system). Each is exact. ``audit`` is
+    counted from the seqs of the oldest and the newest entry kept (two seeks, not a
+    walk of millions of entries): a chain's seqs run without a gap from its start to its
+    head, which ``audit verify`` checks.
+    """
+    out: dict[str, int] = {}
+    for table in (
+        "subjects",
+        "identities",
+        "delivered",
+        "outbox",
+        "dead_letters",
+        "suppression",
+        "dsr_requests",
+        "jobs",
+    ):
+        out[table] = db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+    # Two subqueries: MIN and MAX in one SELECT read every row.
+    (entries,) = db.execute(
+        "SELECT COALESCE((SELECT MAX(seq) FROM audit) - (SELECT MIN(seq) FROM audit) + 1, 0)"
+    ).fetchone()
+    out["audit"] = int(entries)
+    return out
