@@ -957,7 +957,10 @@ def test_a_suppression_list_too_long_to_hold_is_asked_in_sql(
     monkeypatch.setattr(connector.store_suppression, "SUPPRESSION_HELD_MAX", 2)
     store = Store(tmp_path / "store.db")
     store.suppress(["a", "b", "c"], "erasure", "er-1")
+    asked: list[str] = []
+    store.db.set_trace_callback(asked.append)
     assert store.suppressed(["a", "c", "d"]) == {"a", "c"} and store.anyone_suppressed()
+    assert any("FROM suppression WHERE subject_id IN" in sql for sql in asked)  # not held
     store.close()
 
 

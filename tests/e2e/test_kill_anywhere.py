@@ -139,6 +139,8 @@ async def _process(
         async with open_runtime(
             config, transports=transports, sleep=time.sleep, clock=time.clock
         ) as rt:
+            # A patch that missed the store's connection would leave its commits unkillable.
+            assert death is None or type(rt.store.db).__name__ == "Mortal"
             yield rt
 
 
