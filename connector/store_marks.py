@@ -1,7 +1,8 @@
 """Marks on payload hashes.
 
 A payload hash (in the outbox, among what was delivered) may carry a mark in front, which no
-payload's own hash has. Both are read where a sync decides what to send (connector/engine.py).
+payload's own hash has. Both are read where a sync decides what to send (connector/pagetake.py)
+and where a batch's answer is settled (connector/batchsend.py).
 """
 
 from __future__ import annotations
