@@ -23,8 +23,6 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from connector import audit, jobs
@@ -35,9 +33,27 @@ from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.jobworker import JobWorker, SubjectsSynced, cut_short
 from connector.metrics import Metrics
+from connector.readiness import (
+    READY_STARTING,
+    READY_SUCCEEDED,
+    STORE_DAMAGED,
+    STORE_GONE,
+    UNREADY_FAILING,
+    UNREADY_NO_STORE,
+    UNREADY_NOT_RUN,
+    UNREADY_STALE,
+    UNREADY_STOPPING,
+    UNREADY_WORKER_ENDED,
+    WORKER_RUNS,
+    RunsSinceStart,
+    flow_checks,
+    parse_ts,
+    store_check,
+)
 from connector.runtime import Runtime
 from connector.state import Store
 from connector.storefile import failure, failure_text
+from connector.storehealth import after_full_disk, file_identity
 from connector.storeturn import transaction_in_turn
 
 __all__ = [
@@ -76,51 +92,6 @@ REVIEW_MAX_IDS = 50
 #: review records it): waited inside SQLite's busy timeout, /healthz and every webhook
 #: waited with it.
 REVIEW_STORE_WAIT_SECONDS = 30.0
-
-# Why a flow is (not) ready, as ``/readyz`` says it: fixed texts, so the probe's body never
-# carries an error message (which names paths and statuses) or anything personal.
-READY_SUCCEEDED = "succeeded within twice its interval"
-READY_STARTING = "no run finished yet since the daemon started"
-UNREADY_STALE = "no success within twice its interval"
-UNREADY_FAILING = "never succeeded: every run since the daemon started failed"
-UNREADY_NOT_RUN = "never succeeded, and no run within twice its interval of the daemon's start"
-UNREADY_NO_STORE = "unknown: the store did not answer"
-#: The job worker's check once its task ended while the daemon runs (followed by the type of
-#: what ended it): nothing runs the queue any more, while webhooks and admin calls fill it.
-UNREADY_WORKER_ENDED = (
-    "the job worker ended on an error it does not catch: queued jobs no longer run; "
-    "restart the daemon"
-)
-#: The daemon's check once a stop was asked for (SIGTERM, SIGINT): the listeners stay up
-#: while the in-flight batch finishes, but no flow run or job starts any more.
-UNREADY_STOPPING = (
-    "stopping: no flow run or job starts any more; what is queued waits for the next start"
-)
-#: The store's check when a store that failed is found damaged (``PRAGMA quick_check``).
-STORE_DAMAGED = (
-    "the store is damaged (SQLite's quick_check finds faults in it): stop every klantsync "
-    "on it and restore it from a backup"
-)
-#: The store's check when the file the daemon has open is no longer the one at store.path.
-STORE_GONE = (
-    "the store file is no longer at store.path (removed, moved or replaced): what the daemon "
-    "writes is lost when it stops, and every command opens another store; put the file back "
-    "(or restore a backup) and restart the daemon"
-)
-
-
-def _parse_ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    return dt.datetime.fromisoformat(text).timestamp()
-
-
-@dataclass
-class RunsSinceStart:
-    """What one flow's scheduled (or resync) runs did since this daemon started."""
-
-    finished: int = 0
-    failed: int = 0
 
 
 class Daemon:
@@ -167,12 +138,13 @@ class Daemon:
         #: run that comes due meanwhile leaves the work to.
         self._runs_wanted: dict[str, int] = {}
         #: The type of the store failure a webhook, an admin call, a scheduled job or the job
-        #: worker last met, until a write succeeds again: readiness then writes once itself (see
-        #: :func:`_write_once`), as reads alone pass on a store that refuses every write.
+        #: worker last met, until a write succeeds again: readiness then writes once itself
+        #: (see :func:`connector.storehealth.write_once`), as reads alone pass on a store that
+        #: refuses every write.
         self._store_failure: str | None = None
         #: The store file's identity as opened, which readiness compares with the file now at
-        #: ``store.path`` (see :func:`_file_identity`).
-        self._store_file = _file_identity(rt.store.path)
+        #: ``store.path`` (see :func:`connector.storehealth.file_identity`).
+        self._store_file = file_identity(rt.store.path)
         #: Runs what webhooks and the admin API queue; its flows run through this daemon, and
         #: a store failure it meets counts for readiness as any other.
         self.jobs = JobWorker(rt, self, self.stopping, self.store_failed)
@@ -313,80 +285,35 @@ class Daemon:
         once, not after twice the interval). Each flow's check says why, in a fixed text.
         """
         checks: dict[str, Any] = {}
-        ready = True
-        successes: dict[str, str | None] = {}
-        try:
-            # Read here, where a failure is caught: "SELECT 1" reads no page of the file, so
-            # a store whose pages cannot be read passed it, and the flows' reads below then
-            # failed the probe itself (a bare 500 instead of a 503 saying why).
-            self.rt.store.db.execute("SELECT 1").fetchone()
-            if _file_identity(self.rt.store.path) != self._store_file:
-                raise _NotReady(STORE_GONE)
-            successes = {f.name: self.rt.store.last_success(f.name) for f in self.rt.config.flows}
-            if self._store_failure is not None:
-                # A full disk, a store it may not write, a lock held by another process, a
-                # damaged page: SELECTs still answer while every delivery is refused 503.
-                if not _intact(self.rt.store):
-                    raise _NotReady(STORE_DAMAGED)
-                if not _write_once(self.rt.store):
-                    raise _NotReady(self._store_failure)
-                self._store_failure = None
-            checks["store"] = "ok"
-        except _NotReady as exc:
-            checks["store"] = str(exc)
-            ready = False
-        except Exception as exc:  # any store failure means not ready
-            checks["store"] = type(exc).__name__
-            ready = False
+        store, successes = store_check(
+            self.rt.store, self.rt.config.flows, self._store_file, self._store_failure
+        )
+        checks["store"] = store
+        ready = store == "ok"
+        if ready:
+            # It answers and, after a failure, took a write again: the failure is over.
+            self._store_failure = None
         # The flows' successes were read only where the store answered: judged by the store
         # alone, as a job worker that ended says nothing of the store or of the flows.
         store_answered = ready
         if self._worker_state is not None:
             checks["job_worker"] = self._worker_state
-            ready = ready and self._worker_state == _WORKER_RUNS
+            ready = ready and self._worker_state == WORKER_RUNS
         if self.stopping.is_set():
             # The listeners stay up while the in-flight batch finishes (up to
             # STOP_GRACE_SECONDS), and a delivery is still queued then; but nothing runs it.
             checks["daemon"] = UNREADY_STOPPING
             ready = False
         now = self.clock()
-        for flow in self.rt.config.flows:
-            schedule = flow.parsed_schedule
-            allowed = schedule.allowed_since(self.started_at)
-            runs = self.runs_since_start[flow.name]
-            if not store_answered:
-                # The flows' successes are in the store: without it, the probe still answers
-                # (503, saying why) instead of failing itself.
-                checks[f"flow:{flow.name}"] = {
-                    "last_success": None,
-                    "allowed_seconds": allowed,
-                    "runs_since_start": runs.finished,
-                    "failed_since_start": runs.failed,
-                    "ok": False,
-                    "reason": UNREADY_NO_STORE,
-                }
-                continue
-            last = _parse_ts(successes[flow.name])
-            if last is not None:
-                allowed = schedule.allowed_since(last)
-                fresh = now - last <= allowed
-                reason = READY_SUCCEEDED if fresh else UNREADY_STALE
-            elif runs.finished:
-                # Never succeeded, so every run that finished failed.
-                fresh, reason = False, UNREADY_FAILING
-            else:
-                fresh = now - self.started_at <= allowed
-                reason = READY_STARTING if fresh else UNREADY_NOT_RUN
-            checks[f"flow:{flow.name}"] = {
-                "last_success": last,
-                "allowed_seconds": allowed,
-                "runs_since_start": runs.finished,
-                "failed_since_start": runs.failed,
-                "ok": fresh,
-                "reason": reason,
-            }
-            ready = ready and fresh
-        return ready, checks
+        fresh, flows = flow_checks(
+            self.rt.config.flows,
+            successes if store_answered else None,
+            self.runs_since_start,
+            self.started_at,
+            now,
+        )
+        checks.update(flows)
+        return ready and fresh, checks
 
     def refresh_gauges(self) -> None:
         """Read queue and request counts from the store into the gauges.
@@ -431,7 +358,7 @@ class Daemon:
         now = self.clock()
 
         def age(since: str | None) -> float:
-            moment = _parse_ts(since)
+            moment = parse_ts(since)
             # A clock set back since the job's time makes no negative age.
             return max(0.0, now - moment) if moment is not None else 0.0
 
@@ -671,7 +598,7 @@ class Daemon:
         self._spawn(self._watch_clock())
         server_tasks = [self._spawn(server.serve(sockets=[sock])) for server, sock in servers]
         worker = self._spawn(self.jobs.run())
-        self._worker_state = _WORKER_RUNS
+        self._worker_state = WORKER_RUNS
         worker.add_done_callback(self._worker_ended)
         log.info("daemon started", extra={"flows": len(self.rt.config.flows)})
         await self.stopping.wait()
@@ -786,31 +713,13 @@ class Daemon:
 
     def store_failed(self, exc: sqlite3.Error, during: str) -> None:
         """Log the store failing under ``during`` as what it means and what to do."""
-        error = failure_text(self.rt.config.store_path, exc, _after_full_disk(during))
+        error = failure_text(self.rt.config.store_path, exc, after_full_disk(during))
         log.error("store failed", extra={"during": during, "error": error})
         self._store_failure = type(exc).__name__
 
     def stop(self) -> None:
         """Ask the daemon to stop (what SIGTERM does)."""
         self.stopping.set()
-
-
-def _after_full_disk(during: str) -> str:
-    """What the daemon's work ``during`` (as :meth:`Daemon.store_failed` is told it) left
-    when the store's disk filled up, and how it goes on: a webhook's vendor and an admin
-    caller were answered 503, a flow resumes at its next run."""
-    if during.startswith("flow "):
-        return "free space: the flow runs again at its next time, after the last page it queued"
-    if during == "webhook":
-        return (
-            "the delivery was answered 503 and nothing of it was kept, so the vendor "
-            "delivers it again: free space"
-        )
-    if during.startswith("admin "):
-        return "the call was answered 503 and changed nothing: free space and call again"
-    if during == "job worker":
-        return "the job stays queued and runs once the store takes writes again: free space"
-    return "free space: the daemon tries again at the work's next turn"
 
 
 def _due_soon_by_kind(requests: list[dict[str, Any]]) -> dict[str, int]:
@@ -828,87 +737,6 @@ def _due_soon_by_kind(requests: list[dict[str, Any]]) -> dict[str, int]:
 
 def _hangup() -> None:
     log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
-
-
-#: The job worker's check while its task runs.
-_WORKER_RUNS = "ok"
-
-
-class _NotReady(Exception):
-    """The store answers but is not ready, in a fixed text: it refused a write and no write
-    has been tried since (its failure's type), or it is no longer the file at its path."""
-
-
-def _file_identity(path: Path) -> tuple[int, int] | None:
-    """The device and inode of the file at ``path``; ``None`` where there is none.
-
-    Removed (or moved away, or replaced) under the running daemon, the store it has open
-    still answers every statement, into a file that is gone when the daemon stops, while
-    every command beside it (``dsr erase``, ``status``, ``backup``) opens another, new
-    store at the path.
-    """
-    try:
-        found = path.stat()
-    except OSError:
-        return None
-    return found.st_dev, found.st_ino
-
-
-def _intact(store: Store) -> bool:
-    """Whether the store's pages read as a store's (``PRAGMA quick_check``), once it failed.
-
-    A torn page refuses every statement that reads it (the jobs table's: every admin call),
-    while the probe's own reads and write, on other pages, pass: it said ready at once.
-    A look at every page (a quarter of a second on a store of 200,000 customers), made only
-    while the store is marked failed. A page that stops the look itself is damage too; any
-    other error (a disk that fails to read) is raised.
-    """
-    try:
-        rows = store.db.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as exc:
-        code = getattr(exc, "sqlite_errorcode", None)
-        if code is not None and code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
-            return False
-        raise
-    return [tuple(row) for row in rows] == [("ok",)]
-
-
-#: The row the probe writes (:func:`_write_once`), in the ``leases`` table, which nothing
-#: else writes: it meets no row of another's there.
-_PROBE = "readiness probe"
-
-
-def _write_once(store: Store) -> bool:
-    """Write to the store and commit: whether the store takes writes again.
-
-    The write is one a delivery's resembles: a row as large as a page, on a page of its
-    own the store must grow by, inserted and deleted again in one transaction that commits
-    (the log gets its frames, the store none of its rows). So a full disk, a read-only file
-    or a held lock refuse it as they refuse a delivery; a rewrite of one page the store
-    already has (the schema version) passed on a disk still full. It does not wait out
-    another process's lock (5 s on the event loop); a lock still held is a failure.
-    ``False`` (not tried) while a transaction is open on the connection: its work is not
-    this probe's to commit.
-
-    Raises:
-        sqlite3.Error: the store refused the write (rolled back).
-    """
-    db = store.db
-    if db.in_transaction:
-        return False
-    (waits,) = db.execute("PRAGMA busy_timeout").fetchone()
-    (page_size,) = db.execute("PRAGMA page_size").fetchone()
-    db.execute("PRAGMA busy_timeout=0")
-    try:
-        with store.transaction():
-            db.execute(
-                "INSERT INTO leases(name, holder, pid, expires_at) VALUES (?, zeroblob(?), 0, 0)",
-                (_PROBE, int(page_size)),
-            )
-            db.execute("DELETE FROM leases WHERE name=?", (_PROBE,))
-    finally:
-        db.execute(f"PRAGMA busy_timeout={int(waits)}")
-    return True
 
 
 def _trigger(schedule: Any) -> Any:
