@@ -25,8 +25,7 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from connector import audit, jobs
-from connector.backup import last_backup_time
+from connector import audit, gauges, jobs, review
 from connector.clockstep import WATCH_SECONDS, ClockWatch, reschedule
 from connector.config import Schedule, cron_trigger
 from connector.engine import FlowReport
@@ -47,14 +46,12 @@ from connector.readiness import (
     WORKER_RUNS,
     RunsSinceStart,
     flow_checks,
-    parse_ts,
     store_check,
 )
+from connector.review import first_review
 from connector.runtime import Runtime
-from connector.state import Store
 from connector.storefile import failure, failure_text
 from connector.storehealth import after_full_disk, file_identity
-from connector.storeturn import transaction_in_turn
 
 __all__ = [
     "READY_STARTING",
@@ -75,23 +72,6 @@ log = logging.getLogger("klantsync.daemon")
 
 #: How long a stop waits for the in-flight batch before giving up on it (it stays queued).
 STOP_GRACE_SECONDS = 8.0
-#: Age at which the receipt signing key and the master key are reported as due for rotation.
-KEY_REVIEW_DAYS = 365
-#: The daily review warns when the last backup of the store is older than this (or missing).
-BACKUP_REVIEW_DAYS = 7
-#: The kinds of data subject request the due-soon gauge counts; any other (one a newer
-#: version opened) counts as :data:`OTHER_DSR_KIND`, so the series stay few whatever the
-#: store holds.
-DSR_KINDS = ("erase", "access", "rectify")
-OTHER_DSR_KIND = "other"
-#: The daily review names at most this many request ids per warning (its count says how
-#: many there are): a backlog of hundreds must not make one log line of kilobytes.
-REVIEW_MAX_IDS = 50
-#: How long the daily review waits, off the event loop, for the store's write lock another
-#: process holds before it records the check (then it is a store failure, and the next
-#: review records it): waited inside SQLite's busy timeout, /healthz and every webhook
-#: waited with it.
-REVIEW_STORE_WAIT_SECONDS = 30.0
 
 
 class Daemon:
@@ -316,65 +296,13 @@ class Daemon:
         return ready and fresh, checks
 
     def refresh_gauges(self) -> None:
-        """Read queue and request counts from the store into the gauges.
-
-        A store that does not answer leaves them as they were: ``/metrics`` still serves the
-        request and flow counters, which say most when the store is in trouble.
-        """
-        try:
-            # What waits to be sent: a held row (a former address's write kept for an erasure
-            # to read) never is, and counted it kept an alert on the queue firing for good.
-            waiting = sum(self.rt.store.outbox_counts().values())
-            values: dict[str, Any] = {"outbox": waiting, "jobs": jobs.pending_counts(self.rt.store)}
-            values.update(self._job_ages())
-            # A request or breach table another version left unreadable leaves those gauges
-            # alone; a fault of klantsync's own is raised, not kept out of sight.
-            with contextlib.suppress(KlantsyncError):
-                from connector.dsr import summary
-
-                counts = summary(self.rt.store, now=self.now())
-                values["dsr_open"] = counts.get("open", 0)
-                values["dsr_overdue"] = counts.get("overdue", 0)
-                values["dsr_due_soon"] = _due_soon_by_kind(counts.get("requests", []))
-            with contextlib.suppress(KlantsyncError):
-                from connector.incidents import open_summary
-
-                breaches = open_summary(self.rt.store, now=self.now())
-                values["incidents_open"] = breaches["open"]
-                values["incidents_overdue"] = breaches["overdue"]
-            since = self._master_key_since()
-            values["last_backup"] = last_backup_time(self.rt.store) or 0.0
-        except sqlite3.Error:
-            return
-        if since is not None:
-            values["master_key_since"] = since
-        self.metrics.set_gauges(**values)
-
-    def _job_ages(self) -> dict[str, float]:
-        """Seconds the oldest queued job has waited and the longest running one has run (0
-        for none), on the daemon's clock: a worker stuck on a hanging call leaves both to
-        grow, where the job counts only showed a queue that a busy hour shows too."""
-        queued, running = jobs.pending_since(self.rt.store)
-        now = self.clock()
-
-        def age(since: str | None) -> float:
-            moment = parse_ts(since)
-            # A clock set back since the job's time makes no negative age.
-            return max(0.0, now - moment) if moment is not None else 0.0
-
-        return {"oldest_queued": age(queued), "longest_running": age(running)}
+        """Read queue and request counts from the store into the gauges
+        (:func:`connector.gauges.refresh`)."""
+        gauges.refresh(self.rt, self.metrics, self.clock, self.now)
 
     def now(self) -> dt.datetime:
         """The daemon's clock as an aware UTC moment (request deadlines are compared so)."""
         return dt.datetime.fromtimestamp(self.clock(), dt.UTC)
-
-    def _master_key_since(self) -> float | None:
-        """Unix time the store's keys were put under the current master key, if bound."""
-        from connector.keyset import key_facts
-
-        keys = key_facts(self.rt.store, self.rt.config)
-        since = keys.get("rotated_at") or keys.get("created_at")
-        return dt.datetime.fromisoformat(since).timestamp() if isinstance(since, str) else None
 
     async def housekeeping(self) -> None:
         """Retry open data subject requests; refresh gauges.
@@ -396,87 +324,8 @@ class Daemon:
 
     async def compliance_review(self) -> None:
         """Warn about compliance gaps, agreements due for review and keys due for rotation;
-        record the check."""
-        from connector.compliance import check_compliance, reviews_due
-
-        gaps = check_compliance(self.rt.config)
-        for gap in gaps:
-            log.warning("compliance gap", extra={"code": gap.code, "key": gap.key})
-        for system, review in reviews_due(self.rt.config):
-            log.warning(
-                "processor agreement due for review",
-                extra={"system": system, "review_date": review.isoformat()},
-            )
-        from connector.incidents import open_summary
-
-        for incident in open_summary(self.rt.store, now=self.now())["incidents"]:
-            # A breach clock still running: the authority must hear within 72 hours, and an
-            # incident left open after it was reported is worth closing too.
-            log.warning(
-                "breach incident open",
-                extra={
-                    "incident": incident["id"],
-                    "deadline": incident["deadline"],
-                    "time_left": incident["time_left"],
-                },
-            )
-        self._review_requests()
-        from connector.receipts import receipt_key_path
-
-        key_file = receipt_key_path(self.rt.config.store_path)
-        if key_file.is_file():
-            age_days = (self.clock() - key_file.stat().st_mtime) / 86400
-            if age_days > KEY_REVIEW_DAYS:
-                log.warning(
-                    "receipt signing key due for rotation (klantsync dsr rotate-key)",
-                    extra={"age_days": int(age_days)},
-                )
-        since = self._master_key_since()
-        if since is not None:
-            age_days = (self.clock() - since) / 86400
-            if age_days > KEY_REVIEW_DAYS:
-                log.warning(
-                    "master key due for rotation (klantsync keys rotate)",
-                    extra={"age_days": int(age_days)},
-                )
-        backed_up = last_backup_time(self.rt.store)
-        if backed_up is None or (self.clock() - backed_up) / 86400 > BACKUP_REVIEW_DAYS:
-            # Art. 32(1)(c): restoring access to personal data in time after an incident.
-            log.warning(
-                "no recent backup of the store (klantsync backup --out FILE)",
-                extra={"max_age_days": BACKUP_REVIEW_DAYS, "last_backup": backed_up},
-            )
-        # Its write lock taken off the loop, as the sweep's: see REVIEW_STORE_WAIT_SECONDS.
-        await transaction_in_turn(
-            self.rt.store,
-            lambda: audit.record_check(self.rt.store, gaps),
-            within=REVIEW_STORE_WAIT_SECONDS,
-        )
-
-    def _review_requests(self) -> None:
-        """Warn of open data subject requests past their deadline and of those due within
-        :data:`~connector.dsr_views.FLAG_DAYS` days, by count and request id (earliest
-        deadline first), never by anything of the person.
-
-        The deadline (one month, Art. 12(3)) was a gauge only once past: an operator heard
-        of a request when it was already late, not while there was a week to answer it.
-        """
-        from connector.dsr_views import FLAG_DAYS, summary
-
-        open_requests = summary(self.rt.store, now=self.now())["requests"]
-        by_deadline = sorted(open_requests, key=lambda r: dt.datetime.fromisoformat(r["deadline"]))
-        overdue = [r["id"] for r in by_deadline if r["overdue"]]
-        due_soon = [r["id"] for r in by_deadline if r["flagged"] and not r["overdue"]]
-        if overdue:
-            log.warning(
-                "data subject requests overdue",
-                extra={"count": len(overdue), "requests": overdue[:REVIEW_MAX_IDS]},
-            )
-        if due_soon:
-            log.warning(
-                f"data subject requests due within {FLAG_DAYS} days",
-                extra={"count": len(due_soon), "requests": due_soon[:REVIEW_MAX_IDS]},
-            )
+        record the check (:func:`connector.review.compliance_review`)."""
+        await review.compliance_review(self.rt, self.clock, self.now)
 
     async def retention_sweep(self) -> None:
         """Purge what the connector holds itself past its retention period (audited)."""
@@ -722,19 +571,6 @@ class Daemon:
         self.stopping.set()
 
 
-def _due_soon_by_kind(requests: list[dict[str, Any]]) -> dict[str, int]:
-    """Open requests (as :func:`connector.dsr_views.summary` lists them) due within its
-    flag days and not yet overdue, by kind. Every kind is there, 0 if none, so a request
-    answered (or gone overdue, which its own gauge counts) reads 0, not the count last seen.
-    """
-    counts = dict.fromkeys((*DSR_KINDS, OTHER_DSR_KIND), 0)
-    for request in requests:
-        if request["flagged"] and not request["overdue"]:
-            kind = request["kind"] if request["kind"] in DSR_KINDS else OTHER_DSR_KIND
-            counts[kind] += 1
-    return counts
-
-
 def _hangup() -> None:
     log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
 
@@ -770,21 +606,3 @@ def missed_cron_time(schedule: Schedule, last_started: str | None, now: dt.datet
     after = since + dt.timedelta(seconds=1)
     due = cron_trigger(schedule.cron).get_next_fire_time(None, after)
     return due is not None and due <= now
-
-
-def first_review(store: Store, now: dt.datetime) -> dt.datetime:
-    """When a starting daemon runs its first daily review.
-
-    At once when no review ran in the last day or the config changed since the last one
-    (its gaps may be new); otherwise a day after the last. A daemon restarted a few times a
-    day (a deployment, a crash loop) repeated its warnings and its ``check.result`` entry at
-    each start.
-    """
-    review = audit.latest(store, audit.CHECK_RESULT)
-    if review is None:
-        return now
-    loaded = audit.latest(store, audit.CONFIG_LOADED)
-    if loaded is not None and loaded[0] > review[0]:
-        return now
-    due = review[1] + dt.timedelta(days=1)
-    return due if now < due else now
