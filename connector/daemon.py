@@ -11,6 +11,9 @@ job worker and the deliveries.
 - SIGTERM/SIGINT: stop taking work, let the in-flight batch finish, flush, exit 0. SIGHUP
   is logged and ignored (there is no reload).
 - One daemon per store (:mod:`connector.lock`).
+- Readiness (:mod:`connector.readiness`), the gauges read from the store
+  (:mod:`connector.gauges`), the daily review (:mod:`connector.review`) and the jobs the
+  scheduler runs (:mod:`connector.scheduling`) are modules of their own.
 """
 
 from __future__ import annotations
@@ -26,8 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from connector import audit, gauges, jobs, review
-from connector.clockstep import WATCH_SECONDS, ClockWatch, reschedule
-from connector.config import Schedule, cron_trigger
+from connector.clockstep import ClockWatch
 from connector.engine import FlowReport
 from connector.errors import KlantsyncError
 from connector.jobworker import JobWorker, SubjectsSynced, cut_short
@@ -50,6 +52,8 @@ from connector.readiness import (
 )
 from connector.review import first_review
 from connector.runtime import Runtime
+from connector.scheduling import add_jobs, follow_clock, missed_cron_time, watch_clock
+from connector.scheduling import trigger as _trigger
 from connector.storefile import failure, failure_text
 from connector.storehealth import after_full_disk, file_identity
 
@@ -66,6 +70,10 @@ __all__ = [
     "UNREADY_WORKER_ENDED",
     "Daemon",
     "RunsSinceStart",
+    # Importable from here too, as the tests import them.
+    "_trigger",
+    "first_review",
+    "missed_cron_time",
 ]
 
 log = logging.getLogger("klantsync.daemon")
@@ -380,67 +388,7 @@ class Daemon:
         audit.record_config(self.rt.store, self.rt.config)
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
-        last_runs = self.rt.store.last_runs()
-        for flow in self.rt.config.flows:
-            # A flow "every 15m" runs at start; one on a cron runs at its times only (a
-            # nightly "0 3 * * *" must not run at whatever hour the daemon was started),
-            # but for a run a stop cut short, resumed now: left to its next time, the rest
-            # of a nightly pull, and what the run left queued, waited a day. So is one whose
-            # time came while the daemon was down (a host rebooted across it): once now.
-            last_started = last_runs[flow.name][0] if flow.name in last_runs else None
-            missed = missed_cron_time(flow.parsed_schedule, last_started, now)
-            if missed:
-                log.info("flow run missed while stopped: run now", extra={"flow": flow.name})
-            on_cron = (
-                flow.parsed_schedule.cron is not None and flow.name not in resumed and not missed
-            )
-            at_start = {} if on_cron else {"next_run_time": now}
-            scheduler.add_job(
-                self._scheduled_flow,
-                _trigger(flow.parsed_schedule),
-                args=[flow.name],
-                id=f"flow:{flow.name}",
-                max_instances=1,
-                coalesce=True,
-                misfire_grace_time=None,
-                **at_start,
-            )
-        # The housekeeping jobs run however late the loop lets them start: with APScheduler's
-        # default grace of one second, a sync holding the loop for two skipped the day's
-        # review (or the 15 minutes' request retries, or the sweep) altogether.
-        late = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
-        scheduler.add_job(
-            self._scheduled,
-            "interval",
-            args=[self.housekeeping],
-            minutes=15,
-            id="housekeeping",
-            name="housekeeping",
-            jitter=30,
-            next_run_time=now,
-            **late,
-        )
-        scheduler.add_job(
-            self._scheduled,
-            "interval",
-            args=[self.compliance_review],
-            hours=24,
-            id="compliance",
-            name="compliance review",
-            next_run_time=first_review(self.rt.store, now),
-            **late,
-        )
-        scheduler.add_job(
-            self._scheduled,
-            "interval",
-            args=[self.retention_sweep],
-            hours=6,
-            id="retention",
-            name="retention sweep",
-            jitter=300,
-            next_run_time=now,
-            **late,
-        )
+        add_jobs(scheduler, self, now, resumed)
         scheduler.start()
         self.scheduler = scheduler
         self._clock_watch = ClockWatch(self.clock, self.monotonic)
@@ -475,19 +423,9 @@ class Daemon:
         log.info("daemon stopped")
 
     async def _watch_clock(self) -> None:
-        """Look at the clocks every :data:`~connector.clockstep.WATCH_SECONDS` until the stop."""
-        while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), WATCH_SECONDS)
-            if self.stopping.is_set():
-                break
-            try:
-                self.check_clock()
-            except Exception as exc:
-                # Left to end the task, one failure stopped every later look, and nothing
-                # said so but asyncio's note when the task was collected. Said by the
-                # error's type only; the next look tries again.
-                log.error("clock watch failed", extra={"error": type(exc).__name__})
+        """Look at the clocks every :data:`~connector.clockstep.WATCH_SECONDS` until the stop
+        (:func:`connector.scheduling.watch_clock`)."""
+        await watch_clock(self.stopping, self.check_clock)
 
     def check_clock(self) -> None:
         """Move the scheduled runs back with a wall clock set back (more than
@@ -497,14 +435,7 @@ class Daemon:
         running."""
         if self.scheduler is None or self._clock_watch is None:
             return
-        step = self._clock_watch.step_back()
-        if not step:
-            return
-        moved = reschedule(self.scheduler, step)
-        log.warning(
-            "wall clock set back: scheduled runs moved back with it",
-            extra={"seconds": round(step), "jobs": moved},
-        )
+        follow_clock(self.scheduler, self._clock_watch)
 
     def _worker_ended(self, task: asyncio.Task[Any]) -> None:
         """Note the job worker's task ending, other than by the daemon's stop: an error it
@@ -573,36 +504,3 @@ class Daemon:
 
 def _hangup() -> None:
     log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
-
-
-def _trigger(schedule: Any) -> Any:
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    from connector.config import cron_trigger
-
-    if schedule.interval_seconds is not None:
-        # Jitter spreads flows of many instances; a tenth of the interval, at most a minute.
-        jitter = min(60, int(schedule.interval_seconds / 10))
-        return IntervalTrigger(seconds=schedule.interval_seconds, jitter=jitter or None)
-    return cron_trigger(schedule.cron)
-
-
-def missed_cron_time(schedule: Schedule, last_started: str | None, now: dt.datetime) -> bool:
-    """Whether a flow on a cron came due, at ``now``, after its latest run started
-    (``last_started``, as the store records it): a time of it passed with no daemon up.
-
-    The scheduler knows only the times to come: a host down across the nightly run lost
-    that day's, as anacron and systemd's ``Persistent=`` would not. However many times
-    passed, the flow runs once for them (its next time is its own). A flow that has never
-    run (new in the config) has missed nothing: its first time comes.
-    """
-    if schedule.cron is None or last_started is None:
-        return False
-    since = dt.datetime.fromisoformat(last_started)
-    if since.tzinfo is None:
-        since = since.replace(tzinfo=dt.UTC)
-    # The store keeps whole seconds: the run the scheduler started at 03:00:00.4 reads
-    # 03:00:00, and a time at or before it is the one that run was for.
-    after = since + dt.timedelta(seconds=1)
-    due = cron_trigger(schedule.cron).get_next_fire_time(None, after)
-    return due is not None and due <= now

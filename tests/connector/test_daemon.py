@@ -2758,11 +2758,11 @@ async def test_a_failed_look_at_the_clocks_is_logged_and_the_next_look_still_com
     """Moving the runs fails once (the error's text holds an address): the watch says so,
     by the error's type only, and the next step back is still followed. Before, the first
     failure ended the watch's task unseen, and no later step moved anything."""
-    import connector.daemon as daemon_module
+    import connector.scheduling as scheduling
 
     daemon, wall, steady = watched
     calls: list[float] = []
-    real_reschedule = daemon_module.reschedule
+    real_reschedule = scheduling.reschedule
 
     def reschedule(scheduler: Any, step: float) -> int:
         calls.append(step)
@@ -2770,8 +2770,9 @@ async def test_a_failed_look_at_the_clocks_is_logged_and_the_next_look_still_com
             raise RuntimeError("jan@example.nl")
         return real_reschedule(scheduler, step)
 
-    monkeypatch.setattr(daemon_module, "WATCH_SECONDS", 0)
-    monkeypatch.setattr(daemon_module, "reschedule", reschedule)
+    # Where the clock watch looks them up (connector/scheduling.py).
+    monkeypatch.setattr(scheduling, "WATCH_SECONDS", 0)
+    monkeypatch.setattr(scheduling, "reschedule", reschedule)
     watch = asyncio.ensure_future(daemon._watch_clock())
     for _ in range(2):
         wall.now -= 3600
