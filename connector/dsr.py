@@ -33,7 +33,6 @@ import functools
 import hashlib
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import weakref
@@ -44,7 +43,7 @@ from typing import Any
 
 from connector import audit, jobs
 from connector.adapter import Subject, WebhookEvent, read_records
-from connector.crypto import manifest_context
+from connector.dsr_admin import OperatorDecisions
 from connector.dsr_input import (
     checked_email,
     checked_fields,
@@ -53,18 +52,10 @@ from connector.dsr_input import (
     phone_regions,
 )
 from connector.dsr_kinds import KindRunner
-from connector.dsr_store import (
-    EXEMPTED,
-    FINAL_STATUSES,
-    PURGE_SOURCE,
-    DsrStore,
-    RequestRow,
-    SystemRow,
-    on_hold,
-    receipt_keys_retired,
-)
+from connector.dsr_receipt_keys import ReceiptKeys
+from connector.dsr_servicebase import PREFIX, iso, no_request
+from connector.dsr_store import FINAL_STATUSES, PURGE_SOURCE, DsrStore, RequestRow
 from connector.dsr_views import (
-    MAX_EXTENSION_MONTHS,
     DsrError,
     DsrUsageError,
     RequestView,
@@ -72,26 +63,15 @@ from connector.dsr_views import (
     SubjectNotFoundError,
     SystemView,
     add_months,
-    extension_months,
-    make_view,
     summary,
-    system_views,
     utc_now,
     views,
 )
 from connector.errors import KlantsyncError
 from connector.lock import KeyedLocks, one_at_a_time
-from connector.logs import redact
 from connector.model import normalise_email
 from connector.moves import same_person
-from connector.receipts import (
-    ListedKey,
-    ReceiptSigner,
-    Verification,
-    document_key_id,
-    verify_with_listing,
-)
-from connector.receipts import verify_receipt as _verify_bytes
+from connector.receipts import ReceiptSigner
 from connector.retention import delete_bundles_of_customers
 from connector.runtime import Runtime
 from connector.state import Store
@@ -116,29 +96,6 @@ log = logging.getLogger("klantsync.dsr")
 #: orders), while an address under ``.invalid`` (RFC 2606) can never match a real person.
 PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
 
-_PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
-
-#: A request id as :meth:`DsrService._new_row` makes them: the kind's prefix, the day the
-#: request was received and eight hex digits.
-_REQUEST_ID = re.compile(rf"(?:{'|'.join(_PREFIX.values())})-[0-9]{{8}}-[0-9a-f]{{8}}")
-
-
-def no_request(request_id: str) -> DsrUsageError:
-    """The refusal of an id no request has, repeating it only if it has a request id's form.
-
-    What is typed where an id belongs may be anything, a person's e-mail address first of
-    all (``dsr show jan@...``, looking their request up by them): repeated, it went to
-    stderr (the journal, a CI log) or into the JSON answer a script keeps, and errors carry
-    no personal data. Said instead: what an id looks like, and where to find them.
-    """
-    if _REQUEST_ID.fullmatch(request_id):
-        return DsrUsageError(f"no request {request_id!r}")
-    return DsrUsageError(
-        "that is not a request id (not repeated here: it may be personal data); a request "
-        "id looks like er-20260105-0a1b2c3d (ac- for access, rc- for rectification), as "
-        "dsr list shows them"
-    )
-
 
 _LOCKS: weakref.WeakKeyDictionary[Store, KeyedLocks] = weakref.WeakKeyDictionary()
 
@@ -149,7 +106,7 @@ def _crashed(row: RequestRow, exc: Exception) -> None:
     log.error("retry crashed", extra={"request": row.id, "error": type(exc).__name__})
 
 
-class DsrService:
+class DsrService(OperatorDecisions, ReceiptKeys):
     """Opens, runs, resumes and reports data subject requests for one runtime.
 
     Args:
@@ -318,7 +275,7 @@ class DsrService:
         if not external_id or system not in self.rt.systems:
             return None
         days = self.rt.config.retention.webhook_ids_days
-        since = _iso(self.now() - dt.timedelta(days=days))
+        since = iso(self.now() - dt.timedelta(days=days))
         found = self.db.erased_record(self.rt.engine.ids.record_key(system, external_id), since)
         return None if found is None else self.db.get(found)
 
@@ -495,7 +452,7 @@ class DsrService:
         if self.due_within is None:
             return
         received = self.received_at or self.now()
-        own = _iso(self._deadline(received))
+        own = iso(self._deadline(received))
         if dt.datetime.fromisoformat(own) >= dt.datetime.fromisoformat(row.deadline):
             if self.due_within is not None:
                 self.audit("dsr.deadline_kept", row, by=own, source=source, **self._due_within())
@@ -660,7 +617,7 @@ class DsrService:
         the second goes on as the first's asking again."""
         if self.received_at is None:
             return None
-        return self.db.received(kind, subject_id, _iso(self.received_at), source)
+        return self.db.received(kind, subject_id, iso(self.received_at), source)
 
     def _open_access(self, subject_id: str, out_dir: Path | None) -> RequestRow | None:
         """The subject's open access request that writes its bundle to ``out_dir``, if any."""
@@ -965,275 +922,7 @@ class DsrService:
         row = self.db.get(request_id)
         return None if row is None else self._view(row)
 
-    def identities(self, subject_id: str) -> dict[str, str]:
-        """System name -> that system's id for the subject, as the system knows it."""
-        return self.rt.engine.ids.all_from_store(self.db.identities(subject_id))
-
-    def extend(self, request_id: str, months: int, reason: str) -> RequestView:
-        """Extend an open request's deadline (Art. 12(3): two further months at most).
-
-        The reason is redacted (e-mails, phones) before it is stored.
-        """
-        # The look, the checks and the write in one write transaction: two extensions at
-        # once (the CLI and the admin API) each passed the Art. 12(3) check on the months
-        # used before either wrote, and the trail recorded more months than the deadline
-        # moved, the first reason written over. A deadline moved without its entry would be
-        # an extension nobody can account for.
-        with self.rt.store.transaction():
-            row = self.db.get(request_id)
-            if row is None:
-                raise no_request(request_id)
-            used = self._extension_allowed(row, months, reason)
-            received = dt.datetime.fromisoformat(row.received_at)
-            deadline = _iso(add_months(received, 1 + used + months))
-            text = redact(" ".join(reason.split()))[:500]
-            combined = f"{row.extension_reason}; {text}" if row.extension_reason else text
-            self.db.set_deadline(row.id, deadline, combined)
-            self.audit("dsr.extended", row, months=months, deadline=deadline, reason=text)
-        return self._view(self.db.get(row.id))
-
-    def _extension_allowed(self, row: RequestRow, months: int, reason: str) -> int:
-        """The months ``row`` is extended by already, if it may be by ``months`` more.
-
-        Raises:
-            DsrUsageError: it is not open, the reason is empty, or Art. 12(3) does not allow it.
-        """
-        request_id = row.id
-        if row.status != "open":
-            raise DsrUsageError(f"request {request_id} is {row.status}; only open ones extend")
-        if not reason.strip():
-            raise DsrUsageError("an extension needs a reason (--reason)")
-        received = dt.datetime.fromisoformat(row.received_at)
-        told_by = add_months(received, 1)
-        if self.now() > told_by:
-            # Art. 12(3): the data subject is told of any extension within one month of
-            # receipt, whatever a first extension moved the deadline to.
-            raise DsrUsageError(
-                f"request {request_id} was received more than a month ago ({row.received_at}); "
-                "a deadline extends only within one month of receipt (Art. 12(3))"
-            )
-        if self.now() > dt.datetime.fromisoformat(row.deadline):
-            # And only while the request's own deadline has not passed: one shorter than the
-            # month (Shopify's 30 days) is missed once it passes, and an extension then
-            # would hide the missed deadline from `dsr list --overdue` after the fact.
-            raise DsrUsageError(
-                f"request {request_id} is past its deadline ({row.deadline}); a deadline "
-                "extends only before it passes"
-            )
-        due_within = self.db.vendor_deadline(row.id, row.subject_id)
-        if due_within is not None:
-            # Shopify's compliance webhooks: the app acts within 30 days, and GDPR's extension
-            # does not lengthen a vendor's term. Refused rather than capped at it: a deadline
-            # "extended" to where it stands would tell the person of a delay there is none of.
-            raise DsrUsageError(
-                f"request {request_id} answers a request the system that asked wants carried "
-                f"out within {due_within} days; its deadline ({row.deadline}) does not extend"
-            )
-        used = extension_months(row)
-        if used >= MAX_EXTENSION_MONTHS:
-            raise DsrUsageError(
-                f"request {request_id} is already extended by {used} months, the most "
-                "Art. 12(3) allows"
-            )
-        if months < 1 or used + months > MAX_EXTENSION_MONTHS:
-            raise DsrUsageError(
-                f"--months must be 1..{MAX_EXTENSION_MONTHS - used}: a deadline extends by at "
-                f"most {MAX_EXTENSION_MONTHS} months in total ({used} used)"
-            )
-        return used
-
-    def exempt(self, request_id: str, system: str, reason: str) -> RequestView:
-        """Close one system's part of an open request without carrying it out, with a reason.
-
-        For a part the controller may not or need not carry out, which the person must be
-        told the reason for (Art. 12(4)): order records a shop must keep (Art. 17(3)(b), a
-        legal obligation such as seven years of bookkeeping), data needed for legal claims
-        (Art. 17(3)(e)), or an erasure the system's owner cancelled in the system itself for
-        such a reason (a Shopify erasure cancelled while pending, which the retries would
-        otherwise ask for again until the deadline passed). The system is not asked again;
-        once every other system is settled the request completes, and its receipt names the
-        system as ``exempt`` with the reason. The reason is redacted before it is stored. An
-        access request completes with its bundle, written by its next run without the system.
-
-        Raises:
-            DsrUsageError: no such request, it is not open, it has no such system, that
-                system's part is settled already, or the reason is empty.
-        """
-        text = redact(" ".join(reason.split()))[:500]
-        # The look, the decision, its entry and the completion it may bring in one write
-        # transaction. A retry from another process that settled the part in between (erased
-        # it after all) is not overwritten; an exemption nobody can account for is none. And
-        # the daemon may make it again whole after another process's lock refused it
-        # (connector/storeturn.py): committed before the completion and refused there, made
-        # again it was refused as settled already, and the request was left open.
-        with self.rt.store.transaction():
-            row = self.db.get(request_id)
-            if row is None:
-                raise no_request(request_id)
-            if row.status != "open":
-                raise DsrUsageError(
-                    f"request {request_id} is {row.status}; only an open request's systems "
-                    "can be exempted"
-                )
-            if not text:
-                raise DsrUsageError("an exemption needs a reason (--reason): the person is told it")
-            status = self._part(row, system).status
-            if status in FINAL_STATUSES:
-                raise DsrUsageError(
-                    f"{system} is {status} for request {request_id} already; only an "
-                    "unsettled part can be exempted"
-                )
-            self.db.set_system(row.id, system, "exempt", detail=f"{EXEMPTED}{text}")
-            self.audit("dsr.exempted", row, system=system, reason=text)
-            if row.kind != "access":
-                # An access request completes with its bundle, which its next run writes
-                # from the systems that are left (the daemon's retries, or dsr retry).
-                self._complete_if_done(row)
-        return self._view(self.db.get(row.id))
-
-    def release(self, request_id: str, system: str) -> RequestView:
-        """Let an open erasure erase ``system``, whose part it holds because an earlier
-        erasure of the person exempted that system (KindRunner._hold_exempted_before).
-
-        The operator's other answer to such a part is ``dsr exempt`` (the reason holds
-        still). Released, the part is pending as any other, and the request's next run
-        (the daemon's retries, or ``dsr retry``) erases the person there; the earlier
-        exemption no longer holds it back. Calls no system.
-
-        Raises:
-            DsrUsageError: no such request, it is not open, it has no such system, or that
-                system's part is not on hold.
-        """
-        # The look, the decision and its entry in one write transaction, as for exempt.
-        with self.rt.store.transaction():
-            row = self.db.get(request_id)
-            if row is None:
-                raise no_request(request_id)
-            if row.status != "open":
-                raise DsrUsageError(
-                    f"request {request_id} is {row.status}; only an open request's part on "
-                    "hold can be released"
-                )
-            part = self._part(row, system)
-            if not on_hold(part.status, part.detail):
-                raise DsrUsageError(
-                    f"{system}'s part of request {request_id} is not on hold for an earlier "
-                    "exemption; there is nothing to release"
-                )
-            # Kept in the manifest, which lasts as long as the request is open: the next run
-            # must not hold the part again for the same earlier exemption.
-            manifest = self.open_manifest(row)
-            manifest["released"] = [*manifest.get("released", []), system]
-            self.db.set_manifest(row.id, self.seal_manifest(row.id, manifest))
-            self.db.set_system(row.id, system, "pending")
-            self.audit("dsr.released", row, system=system)
-        return self._view(self.db.get(row.id))
-
-    def _part(self, row: RequestRow, system: str) -> SystemRow:
-        """The request's part for ``system``; refused when it has none of that name."""
-        parts = {part.system: part for part in self.db.systems(row.id)}
-        if system not in parts:
-            # The name is not repeated: through the admin API, what was sent would be
-            # answered back (and reach proxies' logs), whatever it held.
-            raise DsrUsageError(
-                f"request {row.id} has no system of that name; it has {', '.join(parts)}"
-            )
-        return parts[system]
-
-    def receipt(self, request_id: str) -> str | None:
-        """The signed receipt (canonical JSON text) of a completed request, else ``None``."""
-        row = self.db.get(request_id)
-        return None if row is None else row.receipt
-
-    def public_key_pem(self) -> str:
-        """The receipts' public key as PEM (the key pair is created on first use)."""
-        return self.signer.public_key_pem()
-
-    def public_key_listing(self) -> str:
-        """Every public key this deployment signed receipts with, as PEM, for a third party
-        to check receipts offline (``dsr public-key --all``): each retired one preceded by
-        when it was retired (:meth:`listed_keys`), the one in use last."""
-        return "".join(listed.pem() for listed in self.listed_keys())
-
-    def listed_keys(self) -> tuple[ListedKey, ...]:
-        """The receipt keys (:meth:`ReceiptSigner.listed_keys`), a retired one whose file
-        keeps no moment (an earlier version retired it) with the one its ``keys.rotated``
-        entry gives, while the audit trail holds it."""
-        *retired, current = self.signer.listed_keys()
-        rotations = receipt_keys_retired(self.rt.store.db)
-        return (
-            *(
-                replace(listed, retired_at=rotations.get(listed.key_id))
-                if listed.retired_at is None
-                else listed
-                for listed in retired
-            ),
-            current,
-        )
-
-    def verify_receipt(self, data: bytes, public_key_pem: bytes | None = None) -> Verification:
-        """Check a receipt against a given public key (or a listing of them, as
-        :meth:`public_key_listing` gives), or the deployment's key that signed it (the
-        current one or a retired one: receipts outlive key rotations).
-
-        A retired key verifies only what it signed before its retirement: the moment the
-        given text says, or this store's, the earlier, so a key printed before its
-        retirement (no such line) does not let a receipt signed with a copy of it since
-        pass for one of the deployment's.
-        """
-        wanted = document_key_id(data) or ""
-        listed = self.listed_keys()
-        ours = {key.key_id: key for key in listed}
-        if not public_key_pem:
-            # Every key the store kept (the one in use, those rotated away or replaced by a
-            # restore): the one the receipt names, else the one in use, which says it is
-            # signed with another key.
-            chosen = ours.get(wanted, listed[-1])
-            result = _verify_bytes(data, chosen.public, retired_at=chosen.retired_at)
-            if not result.ok:
-                return result
-            return replace(
-                result,
-                signer="current" if chosen is listed[-1] else "former",
-                made_at=chosen.made_at,
-                retired_at=chosen.retired_at,
-            )
-        return verify_with_listing(data, public_key_pem, ours)
-
-    def rotate_receipt_key(self) -> tuple[str, str]:
-        """Replace the receipt signing key; old receipts still verify, and the old key,
-        kept with the moment it was retired, verifies nothing signed after it. Audited by
-        key id."""
-        old, new = self.signer.rotate(self.timestamp())
-        self._audit_receipt_key_rotated(old, new)
-        return old, new
-
-    def _audit_receipt_key_rotated(self, old: str, new: str) -> None:
-        """A rotation of the receipt signing key, asked for or made by a load that found the
-        key in use retired (:class:`ReceiptSigner`), audited by key id."""
-        audit.append(
-            self.rt.store, audit.KEY_ROTATED, {"key": "receipt-signing", "old": old, "new": new}
-        )
-
-    # -- shared with the kind runners ------------------------------------------------------------
-
-    def seal_manifest(self, request_id: str, value: dict[str, Any]) -> bytes:
-        return self.rt.keyring.seal_json(value, manifest_context(request_id))
-
-    def open_manifest(self, row: RequestRow) -> dict[str, Any]:
-        if row.manifest is None:
-            raise DsrError(f"request {row.id}: its sealed manifest is gone; cannot resume")
-        value: dict[str, Any] = self.rt.keyring.open_json(row.manifest, manifest_context(row.id))
-        return value
-
-    def audit(self, kind: str, row: RequestRow, **data: Any) -> None:
-        """An audit entry about a request: ids, statuses and counts only."""
-        audit.append(
-            self.rt.store, kind, {"request": row.id, "kind": row.kind, **data}, row.subject_id
-        )
-
-    def timestamp(self) -> str:
-        return _iso(self.now())
+    # -- internals ---------------------------------------------------------------------------
 
     async def _resolve_email(
         self, ids: dict[str, str], subject_id: str | None, *, first: str
@@ -1264,8 +953,6 @@ class DsrService:
                 ):
                     return email
         return None
-
-    # -- internals ---------------------------------------------------------------------------
 
     def _note_unconfigured(self, row: RequestRow) -> None:
         """Say why an unsettled part of a system no longer configured is not retried.
@@ -1320,13 +1007,13 @@ class DsrService:
 
     def _new_row(self, kind: str, subject_id: str, source: str) -> RequestRow:
         now = self.received_at or self.now()
-        request_id = f"{_PREFIX[kind]}-{now:%Y%m%d}-{secrets.token_hex(4)}"
+        request_id = f"{PREFIX[kind]}-{now:%Y%m%d}-{secrets.token_hex(4)}"
         return RequestRow(
             id=request_id,
             kind=kind,
             subject_id=subject_id,
-            received_at=_iso(now),
-            deadline=_iso(self._deadline(now)),
+            received_at=iso(now),
+            deadline=iso(self._deadline(now)),
             extension_reason=None,
             status="open",
             source=source,
@@ -1341,10 +1028,6 @@ class DsrService:
         where the system that asked wants it (Shopify: 30 days from the moment it asked)."""
         month = add_months(received, 1)
         return month if self.due_within is None else min(month, received + self.due_within)
-
-    def _view(self, row: RequestRow | None) -> RequestView:
-        assert row is not None
-        return make_view(row, system_views(self.db.systems(row.id)), self.now())
 
 
 #: The detail of an unsettled part of a system taken out of the config since.
@@ -1375,10 +1058,6 @@ def _check_out_dir(out_dir: Path) -> None:
         ) from None
     if not os.access(out_dir, os.W_OK):
         raise DsrUsageError("--out: the folder is not writable")
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
 def _with(row: RequestRow, **changes: Any) -> RequestRow:
