@@ -1,16 +1,19 @@
 """What every part of :class:`connector.dsr.DsrService` shares: its state and small helpers.
 
-The service inherits its separable concerns from parts of their own (an operator's
-decisions, the receipt keys, ...). :class:`ServiceBase` declares what they read of the
-service, its manifests, audit entries and views, and, for the type checker only, what they
-call of its core (:mod:`connector.dsr`), which defines it.
+The service inherits its separable concerns from parts of their own (the requests webhooks
+ask for, an operator's decisions, the receipt keys, ...). :class:`ServiceBase` declares
+what they read of the service, holds its manifests, audit entries and views, and declares,
+for the type checker only, what they call of its core (:mod:`connector.dsr`), which
+defines it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector import audit
@@ -23,7 +26,7 @@ if TYPE_CHECKING:
     from connector.receipts import ReceiptSigner
     from connector.runtime import Runtime
 
-__all__ = ["PREFIX", "ServiceBase", "iso", "no_request"]
+__all__ = ["PREFIX", "ServiceBase", "iso", "no_request", "with_changes"]
 
 #: The prefix of each kind's request ids.
 PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
@@ -53,6 +56,11 @@ def no_request(request_id: str) -> DsrUsageError:
 def iso(moment: dt.datetime) -> str:
     """``moment`` as the store keeps times: UTC, to the second."""
     return moment.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def with_changes(row: RequestRow, **changes: Any) -> RequestRow:
+    """A copy of ``row`` with ``changes`` (a new request's row with its sealed manifest)."""
+    return replace(row, **changes)
 
 
 class ServiceBase:
@@ -95,5 +103,39 @@ class ServiceBase:
 
     if TYPE_CHECKING:
         # Defined by the service's core (connector/dsr.py).
+
+        async def erase(
+            self,
+            email: str | None = None,
+            *,
+            phone: str | None = None,
+            external: tuple[str, str] | None = None,
+            source: str = "cli",
+        ) -> RequestView: ...
+
+        async def access(
+            self,
+            email: str,
+            out_dir: Path | None = None,
+            *,
+            source: str = "cli",
+            also: str | None = None,
+        ) -> RequestView: ...
+
+        async def _resolve_email(
+            self, ids: dict[str, str], subject_id: str | None, *, first: str
+        ) -> str | None: ...
+
+        def _opened_before(self, kind: str, subject_id: str, source: str) -> RequestRow | None: ...
+
+        def _new_row(self, kind: str, subject_id: str, source: str) -> RequestRow: ...
+
+        def _keep_earlier_deadline(self, row: RequestRow, source: str) -> None: ...
+
+        def _due_within(self) -> dict[str, int]: ...
+
+        def supersede_corrections(
+            self, erasure: RequestRow, subject_ids: Sequence[str]
+        ) -> None: ...
 
         def _complete_if_done(self, row: RequestRow) -> None: ...
