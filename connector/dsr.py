@@ -22,6 +22,9 @@ Access and rectification follow the same record-and-resume pattern (see
 :mod:`connector.dsr_kinds`). Inbound privacy webhooks are verified and queued by
 :func:`connector.webhooks.receive` (an erasure is recorded as it comes); the job worker
 (:mod:`connector.jobworker`) then carries each out through :meth:`DsrService.handle_event`.
+
+This module keeps the service's core: opening, running and completing a request. Its other
+concerns are parts it inherits (:mod:`connector.dsr_servicebase` names them).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import os
 import secrets
 import sqlite3
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,7 @@ from connector.dsr_kinds import KindRunner
 from connector.dsr_receipt_keys import ReceiptKeys
 from connector.dsr_servicebase import PREFIX, iso, no_request, with_changes
 from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow
+from connector.dsr_supersede import Supersession
 from connector.dsr_views import (
     DsrError,
     DsrUsageError,
@@ -103,7 +107,7 @@ def _crashed(row: RequestRow, exc: Exception) -> None:
     log.error("retry crashed", extra={"request": row.id, "error": type(exc).__name__})
 
 
-class DsrService(EventIntake, OperatorDecisions, ReceiptKeys):
+class DsrService(EventIntake, OperatorDecisions, ReceiptKeys, Supersession):
     """Opens, runs, resumes and reports data subject requests for one runtime.
 
     Args:
@@ -224,54 +228,6 @@ class DsrService(EventIntake, OperatorDecisions, ReceiptKeys):
             self._record_erasure, primary, widened, email, e164, ids, external, source
         )
         return await in_turn(record) if in_turn is not None else record()
-
-    def supersede_corrections(self, erasure: RequestRow, subject_ids: Sequence[str]) -> None:
-        """Close the open corrections of ``subject_ids`` that ``erasure`` supersedes; inside
-        the write transaction that records the erasure (or widens it to them).
-
-        A correction left open (a vendor down when it ran) was retried after the person
-        asked to be erased: its write reached the systems as the erasure deleted the person
-        there, or after (an update of a contact the erasure was about to delete), and it
-        stayed open against its deadline for someone who is gone. What it had not written
-        is not written now: each such part is ``superseded``, naming the erasure, and the
-        correction completes with a receipt that says so (``superseded_by``). A run of it
-        under way records nothing more (the request is completed: DsrStore.set_system and
-        KindRunner._save refuse it) and asks no system again (KindRunner._askable). An
-        access request is not superseded: the person may want their copy and their erasure.
-        """
-        for correction in self.db.open_corrections(list(dict.fromkeys(subject_ids))):
-            self._supersede(correction, erasure.id)
-
-    def _supersede(self, correction: RequestRow, erasure_id: str) -> None:
-        """Close ``correction``'s unsettled parts as superseded by ``erasure_id``, a system
-        configured since it opened included, and complete it."""
-        with self.rt.store.transaction():
-            for name in self.rt.systems:
-                self.db.add_system(correction.id, name)
-            closed = self.db.supersede(correction.id, erasure_id)
-            if closed:
-                self.audit("dsr.superseded", correction, superseded_by=erasure_id, systems=closed)
-            self._complete_if_done(correction)
-        log.info(
-            "correction superseded by erasure",
-            extra={"request": correction.id, "erasure": erasure_id},
-        )
-
-    def _superseded(self, row: RequestRow) -> bool:
-        """Whether ``row``, an open correction, is of a person erased (or being erased)
-        since it was asked: closed then as :meth:`supersede_corrections` closes it.
-
-        For a correction whose erasure was recorded without closing it (by an earlier
-        version, or under an address the erasure reached only later): its retry must not
-        write the corrected data to the systems the erasure deletes the person from.
-        """
-        if row.kind != "rectify":
-            return False
-        erasure = self.db.erasure_suppressing([row.subject_id])
-        if erasure is None:
-            return False
-        self._supersede(row, erasure)
-        return True
 
     def _keep_earlier_deadline(self, row: RequestRow, source: str) -> None:
         """Give ``row``, an open request this one goes on as, this one's deadline where that

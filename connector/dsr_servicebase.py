@@ -1,10 +1,12 @@
 """What every part of :class:`connector.dsr.DsrService` shares: its state and small helpers.
 
-The service inherits its separable concerns from parts of their own (the requests webhooks
-ask for, an operator's decisions, the receipt keys, ...). :class:`ServiceBase` declares
-what they read of the service, holds its manifests, audit entries and views, and declares,
-for the type checker only, what they call of its core (:mod:`connector.dsr`), which
-defines it.
+The service inherits its separable concerns from parts of their own: recording an erasure
+and the requests webhooks ask for (:mod:`connector.dsr_events`), an operator's decisions
+(:mod:`connector.dsr_admin`), the receipt keys (:mod:`connector.dsr_receipt_keys`) and the
+corrections an erasure supersedes (:mod:`connector.dsr_supersede`). :class:`ServiceBase`
+declares what they read of the service, holds its manifests, audit entries and views, and
+declares, for the type checker only, what they call of its core (:mod:`connector.dsr`) or
+of one another.
 """
 
 from __future__ import annotations
@@ -134,8 +136,10 @@ class ServiceBase:
 
         def _due_within(self) -> dict[str, int]: ...
 
+        def _complete_if_done(self, row: RequestRow) -> None: ...
+
+        # Defined by connector/dsr_supersede.py, called by connector/dsr_events.py.
+
         def supersede_corrections(
             self, erasure: RequestRow, subject_ids: Sequence[str]
         ) -> None: ...
-
-        def _complete_if_done(self, row: RequestRow) -> None: ...
