@@ -19,7 +19,8 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config, load_config, secret_files, secret_references
 from connector.errors import KlantsyncError, StorePathError
 from connector.flowgraph import meeting_warnings
-from connector.http import listener_is_loopback, redact_url
+from connector.http import redact_url
+from connector.listen import listener_is_loopback
 from connector.mapping import SystemMapping
 from connector.model import CONSENT_FIELDS
 from connector.runtime import looked_at

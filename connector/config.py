@@ -27,14 +27,8 @@ from connector.adapter import AdapterSpec
 from connector.configfile import Problems, pydantic_error, read_toml
 from connector.crypto import decode_master_key
 from connector.errors import ConfigError
-from connector.http import (
-    ca_bundle_problem,
-    check_url,
-    listen_problem,
-    listener_is_loopback,
-    listeners_overlap,
-    server_pair_problem,
-)
+from connector.http import ca_bundle_problem, check_url, server_pair_problem
+from connector.listen import listen_problem, listener_is_loopback, listeners_overlap
 from connector.mapping import SystemMapping, load_mapping
 from connector.privacy import ControllerSettings, FlowPrivacy, PrivacySettings, RetentionSettings
 from connector.secrets import DeferredSecret, credential_file, resolve_secret

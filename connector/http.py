@@ -18,6 +18,11 @@ which:
   system, method, path and status only: no body, no query string, no credentials. The
   vendor's error category rides along only when it is a machine code or a title the adapter
   declared: free text from an error body never does.
+
+Beside it: connector/answers.py reads a vendor's answer (its wait, its JSON, its error
+category), connector/directpath.py hands a plain call straight to the transport, and
+connector/listen.py checks the daemon's own listener addresses by the host and loopback
+rules here.
 """
 
 from __future__ import annotations
@@ -29,11 +34,8 @@ import re
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +44,16 @@ import httpx
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from connector import jsonutil
+from connector.answers import (
+    _REASON_PHRASES,
+    _error_category,
+    _is_category,
+    answer_object,
+    is_machine_code,
+    json_object,
+    retry_after,
+)
+from connector.directpath import _DirectPath as _DirectPath
 from connector.errors import (
     BudgetSpentError,
     FatalRemoteError,
@@ -65,9 +77,6 @@ __all__ = [
     "is_loopback",
     "is_machine_code",
     "json_object",
-    "listen_problem",
-    "listener_is_loopback",
-    "listeners_overlap",
     "redact_url",
     "retry_after",
     "server_pair_problem",
@@ -129,81 +138,6 @@ def host_problem(host: str) -> str | None:
             'e.g. "shop.example.nl") nor an IP address'
         )
     return None
-
-
-def listen_problem(listen: str) -> str | None:
-    """What is wrong with ``listen`` as a listener's ``host:port``, in words; ``None`` when
-    nothing is. A blank, a URL or a host that is none is said as such, not taken for an
-    address beyond loopback."""
-    example = 'e.g. "127.0.0.1:8787"'
-    if any(ch.isspace() or not ch.isprintable() for ch in listen):
-        if listen.strip() != listen and not any(ch.isspace() for ch in listen.strip()):
-            return f"has a blank before or after the address; write it without, {example}"
-        return (
-            "holds a blank or an invisible character (a tab, a no-break space?); write "
-            f'"host:port" without any, {example}'
-        )
-    if "://" in listen or "/" in listen:
-        return f'is a URL; give "host:port" alone, {example}'
-    host, sep, port = listen.rpartition(":")
-    if not sep or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
-        return f'must be "host:port" with a port from 1 to 65535, {example}'
-    if not host:
-        return f"must name a host, {example}"
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        # "::1:8787" is read as ::1 on port 8787, as the listeners always bound it: refused,
-        # a config that served for years left the daemon down after an upgrade. Only what
-        # is no IPv6 address then is told, with the form that cannot be misread.
-        if host_problem(host) is not None:
-            return 'an IPv6 address goes in brackets before the port, e.g. "[::1]:8787"'
-        return None
-    problem = host_problem(host)
-    return f"the host {problem}" if problem else None
-
-
-def listener_is_loopback(listen: str) -> bool:
-    """Whether a ``host:port`` listener is reachable from this machine only."""
-    host = listen.rpartition(":")[0] if ":" in listen else listen
-    return is_loopback(host)
-
-
-#: The wildcard addresses a listener may bind: every IPv4 address, and every address.
-_ANY_IPV4, _ANY_ADDRESS = ipaddress.IPv4Address(0).compressed, ipaddress.IPv6Address(0).compressed
-
-
-def listeners_overlap(first: str, second: str) -> bool:
-    """Whether two ``host:port`` listeners would bind one port twice, so the second fails
-    ("Address already in use").
-
-    So they do on one address however it is written (``localhost`` is bound as 127.0.0.1,
-    ``::ffff:127.0.0.1`` reaches it too), and beside a wildcard address, which takes the
-    port on every address it stands for: ``0.0.0.0`` on every IPv4 one (a host name
-    included: it is bound as one), ``::`` on every one, IPv4 too (an IPv6 socket is dual
-    stack unless the system says otherwise). Two different names are taken to differ.
-    """
-    (first_host, _, first_port), (second_host, _, second_port) = (
-        first.rpartition(":"),
-        second.rpartition(":"),
-    )
-    if int(first_port) != int(second_port):
-        return False
-    hosts = {_bound_address(first_host), _bound_address(second_host)}
-    if len(hosts) == 1 or _ANY_ADDRESS in hosts:
-        return True
-    return _ANY_IPV4 in hosts and not any(":" in host for host in hosts)
-
-
-def _bound_address(host: str) -> str:
-    """A listener's host as the address its socket binds, so two spellings compare."""
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return "127.0.0.1"  # no ':' in it: an IPv4 socket, which binds it there
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host  # a name: bound to what it resolves to, unknown here
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    return (mapped or address).compressed
 
 
 def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
@@ -440,121 +374,6 @@ class _VendorClient(httpx.AsyncClient):
     @cookies.setter
     def cookies(self, cookies: object) -> None:
         return None  # httpx's constructor sets its empty jar here; nothing to keep
-
-
-class _DirectPath:
-    """One call straight to the transport, for what httpx's client would do nothing more with.
-
-    ``AsyncClient.request`` merges the base URL, headers, cookies and parameters through
-    several layers of URL parsing and copying, then runs the auth and redirect machinery:
-    most of the client's own CPU on a small call (Mailchimp's one member per call, at the
-    vendor's 10 connections, waits for that CPU on a busy event loop). A vendor client here
-    has a fixed base URL, basic or header auth, no cookies and no redirects, so the request
-    is built from the client's current headers and auth and handed to the same transport
-    (same pool, TLS policy, timeouts and exception types). Anything else (a proxy for the
-    base URL, another auth scheme, an absolute or query-carrying path) goes the general way.
-    """
-
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        transport: httpx.AsyncBaseTransport,
-        extensions: Mapping[str, Any],
-    ) -> None:
-        self.client = client
-        self.transport = transport
-        self.base = str(client.base_url).rstrip("/")
-        self.parsed = _parsed_url(client.base_url)
-        self.extensions = {**extensions, "timeout": client.timeout.as_dict()}
-
-    @classmethod
-    def for_client(
-        cls,
-        client: httpx.AsyncClient,
-        transport: httpx.AsyncBaseTransport,
-        extensions: Mapping[str, Any],
-    ) -> _DirectPath | None:
-        base = client.base_url
-        if base.query or base.fragment or base.userinfo:
-            return None
-        # An environment proxy (HTTPS_PROXY) mounts its own transport for the base URL.
-        if client._transport_for_url(base) is not transport:
-            return None
-        return cls(client, transport, extensions)
-
-    def takes(self, path: str) -> bool:
-        """Whether ``path`` is a plain path under the base URL, with auth this path sends."""
-        auth = self.client.auth
-        return (
-            (auth is None or isinstance(auth, httpx.BasicAuth))
-            and path.startswith("/")
-            and "?" not in path
-            and "#" not in path
-        )
-
-    async def send(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        content: bytes | None,
-        headers: Mapping[str, str] | None,
-    ) -> httpx.Response:
-        query = str(httpx.QueryParams(params)) if params else None
-        url = _url_under(self.parsed, path, query) if self.parsed is not None else None
-        if url is None:
-            url = httpx.URL(self.base + path + (f"?{query}" if query else ""))
-        request_headers = self.client.headers.copy()
-        auth = self.client.auth
-        if isinstance(auth, httpx.BasicAuth):
-            request_headers["Authorization"] = auth._auth_header
-        if headers:
-            request_headers.update(headers)
-        request = httpx.Request(
-            method, url, headers=request_headers, content=content, extensions=self.extensions
-        )
-        response = await self.transport.handle_async_request(request)
-        response.request = request
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
-
-
-#: A path httpx would leave as it is: its parse (a fifth of a small call's client CPU, most of
-#: it checking the host again) is then skipped. Anything else is parsed as always.
-_PLAIN_PATH = re.compile(r"/[A-Za-z0-9/._~:@!$'()*+,;=-]*")
-
-
-def _parsed_url(url: httpx.URL) -> Any:
-    """``url``'s parsed form if a URL can be made from it without parsing, else ``None``.
-
-    This reaches into httpx (``URL._uri_reference``, a named tuple): checked once against
-    httpx's own parse, so another httpx version just takes the general route.
-    """
-    parsed = getattr(url, "_uri_reference", None)
-    if parsed is None or not hasattr(parsed, "_replace"):
-        return None
-    try:
-        probe = _url_under(parsed, "/a/b:c@d", "e=f")
-    except (AttributeError, TypeError, ValueError):
-        return None
-    expected = httpx.URL(str(url).rstrip("/") + "/a/b:c@d?e=f")
-    if probe is None or probe != expected or probe.raw_path != expected.raw_path:
-        return None
-    return parsed
-
-
-def _url_under(parsed: Any, path: str, query: str | None) -> httpx.URL | None:
-    """The base URL with ``path`` appended and ``query``, or ``None`` if it must be parsed."""
-    if not _PLAIN_PATH.fullmatch(path):
-        return None
-    url = httpx.URL.__new__(httpx.URL)
-    url._uri_reference = parsed._replace(
-        path=parsed.path.rstrip("/") + path, query=query, fragment=None
-    )
-    return url
 
 
 class SystemClient:
@@ -972,43 +791,6 @@ class SystemClient:
 REDIRECTED = "redirect not followed; is base_url where the system is now?"
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header, else ``None``.
-
-    Either form RFC 9110 allows: delay-seconds, or an HTTP-date (a host's WAF, WordPress's
-    maintenance mode). A date is read against the answer's own ``Date``, both from the
-    server's clock, so a skew between its clock and ours does not count; without one, against
-    ours. A date already past is a wait of 0.
-    """
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        return _seconds_until(value, response.headers.get("date"))
-    return seconds if 0 <= seconds < float("inf") else None
-
-
-def _seconds_until(value: str, date: str | None) -> float | None:
-    """Seconds from the answer's ``Date`` (else now) until the HTTP-date ``value``."""
-    until = _http_date(value)
-    if until is None:
-        return None
-    sent = _http_date(date) if date is not None else None
-    return max(0.0, (until - (sent or datetime.now(UTC))).total_seconds())
-
-
-def _http_date(value: str) -> datetime | None:
-    """An HTTP-date (RFC 9110 5.6.7, its obsolete forms too) as an aware time, or ``None``."""
-    try:
-        moment = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    # HTTP-dates are GMT; one written with "-0000" is parsed as naive.
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _not_carried_out(exc: BaseException) -> bool:
     """Whether a failed call certainly did nothing at the vendor: it was refused for the
     rate (429), or no connection was made. A 5xx or an answer lost on the way back may
@@ -1016,100 +798,3 @@ def _not_carried_out(exc: BaseException) -> bool:
     if isinstance(exc, RateLimitedError):
         return True
     return isinstance(exc.__cause__, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-
-
-def json_object(response: httpx.Response) -> dict[str, Any]:
-    """A response body as a JSON object; ``{}`` when it is empty, not JSON, or not an object.
-
-    Adapters read vendors' answers with this: a vendor that answers 204, an HTML error page or
-    a bare list must not turn into an exception where a missing key would do.
-    """
-    if response.status_code == 204 or not response.content:
-        return {}
-    try:
-        body = jsonutil.loads(response.content)
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def answer_object(
-    response: httpx.Response,
-    *,
-    system: str,
-    method: str,
-    path: str,
-    required: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The answer's JSON object, for a read whose "nothing there" is trusted.
-
-    An erasure's verification certifies a subject absent from what a lookup finds, so a
-    lookup must not read "nobody" into an answer it could not read: one that is not JSON (a
-    maintenance page), not an object, or lacks a key in ``required`` that the vendor always
-    sends, is a :class:`RetryableError` naming ``path``. :func:`json_object` stays for
-    answers whose absence of a key is harmless.
-    """
-    body: Any = None
-    if response.status_code != 204 and response.content:
-        try:
-            body = jsonutil.loads(response.content)
-        except ValueError:
-            body = None
-    if isinstance(body, dict) and all(key in body for key in required):
-        return body
-    raise RetryableError(system, method, path, response.status_code, "unreadable answer")
-
-
-#: Where vendors put their error category, in the order they are tried: HubSpot ``category``
-#: (and ``errorType`` on a 429), WooCommerce ``code``, Mailchimp ``title``, Pipedrive ``error``.
-_CATEGORY_KEYS = ("category", "code", "errorType", "title", "error")
-
-#: A machine code: upper or lower snake case with at least one underscore
-#: (``VALIDATION_ERROR``, ``woocommerce_rest_invalid_id``). Letters and underscores only: no
-#: space (a sentence), no digit (a phone number, postcode or house number), no ``@`` or ``.``
-#: (an address, a domain). A lone word could be a name (``JANSEN`` too), so it needs the
-#: underscore; a vendor's one-word codes (HubSpot's ``CONFLICT``) are declared with its titles.
-_MACHINE_CODE = re.compile(r"[A-Z]+(?:_[A-Z]+)+|[a-z]+(?:_[a-z]+)+")
-
-#: Longest code or title kept; longer is text, whatever it looks like.
-_MAX_CATEGORY_CHARS = 64
-
-#: The standard reason phrases (``Not Found``, ``Too Many Requests``): vendors answer with the
-#: phrase as their error title, and a phrase says nothing about a person.
-_REASON_PHRASES = frozenset(status.phrase.casefold() for status in HTTPStatus)
-
-
-def _error_category(response: httpx.Response, titles: frozenset[str] = _REASON_PHRASES) -> str:
-    """A vendor's machine-readable error *category*, never its free-text message.
-
-    Vendors' messages often echo what was sent (an e-mail, a name), and so do their other
-    fields when they hold a sentence (``Person Jan Jansen is not valid``). Only a machine code
-    (:data:`_MACHINE_CODE`) or one of the known ``titles`` (casefolded) is kept; anything else
-    gives ``""``, and the error then says the HTTP status only.
-    """
-    try:
-        body = jsonutil.loads(response.content)
-    except ValueError:
-        return ""
-    if not isinstance(body, dict):
-        return ""
-    for key in _CATEGORY_KEYS:
-        value = body.get(key)
-        if isinstance(value, str) and _is_category(value, titles):
-            return value
-    return ""
-
-
-def _is_category(value: str, titles: frozenset[str]) -> bool:
-    """Whether ``value`` is a machine code or a known title: vocabulary, not someone's data."""
-    return is_machine_code(value) or (
-        0 < len(value) <= _MAX_CATEGORY_CHARS and value.casefold() in titles
-    )
-
-
-def is_machine_code(value: str) -> bool:
-    """Whether ``value`` looks like a vendor's error code (see :data:`_MACHINE_CODE`).
-
-    For adapters that read per-record error codes out of a vendor's answer themselves.
-    """
-    return 0 < len(value) <= _MAX_CATEGORY_CHARS and _MACHINE_CODE.fullmatch(value) is not None

@@ -22,7 +22,8 @@ from starlette.routing import Route, request_response
 
 from connector.adapter import WebhookRequest
 from connector.errors import ConfigError
-from connector.http import listener_is_loopback, server_pair_problem
+from connector.http import server_pair_problem
+from connector.listen import listener_is_loopback
 from connector.storeturn import write_in_turn
 from connector.webhooks import MAX_BODY_BYTES, UNKNOWN_SYSTEM, receive
 

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from connector.audit import config_digest
 from connector.compliance import EEA_COUNTRIES, in_eea, third_country_transfers, transfer
 from connector.config import Config, adapter_capabilities, adapter_copy_categories
-from connector.http import listener_is_loopback
+from connector.listen import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 
 __all__ = [
