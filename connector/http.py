@@ -13,7 +13,7 @@ which:
   search limit of 4/s is kept apart from its general burst limit);
 - retries transport errors, 429 and 5xx with exponential backoff and jitter (tenacity),
   waiting as long as the vendor says when it says (the adapter reads the vendor's signal on
-  a 429; a 5xx's ``Retry-After`` is standard HTTP, read here);
+  a 429; a 5xx's ``Retry-After`` is standard HTTP, read by connector/answers.py);
 - turns failures into the error tree of :mod:`connector.errors`, whose messages hold the
   system, method, path and status only: no body, no query string, no credentials. The
   vendor's error category rides along only when it is a machine code or a title the adapter
