@@ -161,11 +161,12 @@ async def test_a_receipt_does_not_say_the_access_bundle_was_deleted_when_it_was_
     def refused(*_args: Any, **_kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("connector.retention._delete_bundle", refused)
+    monkeypatch.setattr("connector.retention_bundles._delete_bundle", refused)
     view = await service.erase(CANARY_EMAIL)
     assert view.status == "completed"
     connector_part = receipt_of(service, view.id)["connector"]
     still_there = (out / "data.json").exists()
+    assert still_there  # the refusal reached the deletion: else the test proves nothing
     claims_deleted = "access bundles written for the person" in connector_part["deleted"]
     assert not (still_there and claims_deleted), (
         f"bundle still on disk ({still_there}) but the receipt says deleted: "
@@ -247,7 +248,7 @@ async def test_a_receipt_names_kept_a_bundle_written_under_a_former_address(
     def refused(*_args: Any, **_kwargs: Any) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("connector.retention._delete_bundle", refused)
+    monkeypatch.setattr("connector.retention_bundles._delete_bundle", refused)
     view = await service.erase(new_address)
     assert view.status == "completed"
     assert (out / "data.json").is_file()

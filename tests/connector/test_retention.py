@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector import audit, retention
+from connector import audit, retention, retention_bundles
 from connector.cli import main
 from connector.config import Config, load_config
 from connector.crypto import BUNDLE_PATH_CONTEXT, Keyring
@@ -730,7 +730,7 @@ def test_a_bundle_that_cannot_be_deleted_is_kept_for_the_next_sweep_and_said_by_
         raise PermissionError(13, "Permission denied", str(root))
 
     with monkeypatch.context() as patched:
-        patched.setattr(retention, "_delete_bundle", refuse)
+        patched.setattr(retention_bundles, "_delete_bundle", refuse)
         report = retention.sweep_now(store, config, KEYS, NOW)
     assert report.bundles == 0
     assert sorted(report.errors) == sorted(
