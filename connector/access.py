@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from connector.access_labels import SystemLabels
 from connector.access_render import AUDIT_TRAIL, _html, _markdown
 from connector.access_render import _rows as _rows
 from connector.access_render import _sections as _sections
-from connector.compliance import third_country_transfers, transfer
+from connector.compliance import processor_recipients, third_country_transfers, transfer
 from connector.config import Config, adapter_copy_categories
 from connector.model import CANONICAL_FIELDS, CATEGORIES
 from connector.privatefile import write_private
@@ -181,7 +180,7 @@ def art15_facts(config: Config) -> Art15Facts:
         legal = str(getattr(processor, "legal_name", "") or "")
         recipients.append((name, settings.adapter, legal))
         if processor is not None:
-            named = _recipients_of(processor.sub_processors, processor.onward_transfers)
+            named = processor_recipients(processor)
             if named:
                 sub_processors[name] = named
         # As the register states them (compliance.transfer): the model's default country is
@@ -373,38 +372,3 @@ def write_bundle(
         write_private(path, texts[name].encode("utf-8"))
         written.append(path)
     return written
-
-
-def _recipients_of(sub_processors: Sequence[str], onward: Sequence[Any]) -> list[str]:
-    """Who a processor passes the data on to: its sub-processors, then each recipient of an
-    onward transfer that none of them already names (Art. 15(1)(c)). A recipient named in
-    ``onward_transfers`` alone was told of in the transfers section only, as if it were no
-    recipient; one listed as "HubSpot, Inc. (US)" is not repeated for "HubSpot, Inc."
-    (:func:`_same_recipient`)."""
-    named = [str(s) for s in sub_processors]
-    for row in onward:
-        recipient = str(getattr(row, "recipient", "") or "").strip()
-        if recipient and not any(_same_recipient(recipient, n) for n in named):
-            named.append(recipient)
-    return named
-
-
-#: One parenthesised note at the end of a name, such as the country in "HubSpot, Inc. (US)".
-_TRAILING_NOTE = re.compile(r"\s*\([^()]*\)$")
-
-
-def _same_recipient(one: str, other: str) -> bool:
-    """Whether two names given for a recipient name the same company: equal once casefolded,
-    their whitespace collapsed and one trailing parenthesised note (a country) dropped.
-
-    Equality, not a shared beginning: "Google" is not "Google Cloud EMEA Ltd (IE)", another
-    company, and a recipient taken for one already named is one the person is never told of
-    (Art. 15(1)(c)); a repeated one costs a line. The note goes because sub-processor lists
-    tag names with their country ("HubSpot, Inc. (US)") where ``onward_transfers`` gives the
-    country a field of its own ("HubSpot, Inc.").
-    """
-
-    def key(name: str) -> str:
-        return _TRAILING_NOTE.sub("", " ".join(name.split())).casefold()
-
-    return key(one) == key(other)

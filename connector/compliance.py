@@ -18,6 +18,7 @@ something the controller must put right, named by the config key that records it
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -31,6 +32,8 @@ __all__ = [
     "Transfer",
     "check_compliance",
     "in_eea",
+    "processor_recipients",
+    "same_recipient",
     "systems_in_use",
     "third_country_transfers",
     "today",
@@ -155,6 +158,44 @@ def third_country_transfers(processor: ProcessorSettings | None) -> list[ThirdCo
             )
         )
     return rows
+
+
+def processor_recipients(processor: ProcessorSettings) -> list[str]:
+    """Who a processor passes the data on to: its ``sub_processors``, then each recipient of
+    an ``onward_transfers`` row that none of them already names.
+
+    The register's sub-processors (Art. 30(1)(d)) and the access report's recipients
+    (Art. 15(1)(c)) both read this: a recipient recorded in ``onward_transfers`` alone was
+    otherwise told of in the transfers section only, as if it were no recipient. One listed
+    as "HubSpot, Inc. (US)" is not repeated for "HubSpot, Inc." (:func:`same_recipient`).
+    """
+    named = [str(s) for s in processor.sub_processors]
+    for row in processor.onward_transfers:
+        recipient = row.recipient.strip()
+        if recipient and not any(same_recipient(recipient, n) for n in named):
+            named.append(recipient)
+    return named
+
+
+#: One parenthesised note at the end of a name, such as the country in "HubSpot, Inc. (US)".
+_TRAILING_NOTE = re.compile(r"\s*\([^()]*\)$")
+
+
+def same_recipient(one: str, other: str) -> bool:
+    """Whether two names given for a recipient name the same company: equal once casefolded,
+    their whitespace collapsed and one trailing parenthesised note (a country) dropped.
+
+    Equality, not a shared beginning: "Google" is not "Google Cloud EMEA Ltd (IE)", another
+    company, and a recipient taken for one already named is one the person is never told of
+    (Art. 15(1)(c)); a repeated one costs a line. The note goes because sub-processor lists
+    tag names with their country ("HubSpot, Inc. (US)") where ``onward_transfers`` gives the
+    country a field of its own ("HubSpot, Inc.").
+    """
+
+    def key(name: str) -> str:
+        return _TRAILING_NOTE.sub("", " ".join(name.split())).casefold()
+
+    return key(one) == key(other)
 
 
 def today() -> dt.date:

@@ -19,7 +19,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from connector.audit import config_digest
-from connector.compliance import EEA_COUNTRIES, in_eea, third_country_transfers, transfer
+from connector.compliance import (
+    EEA_COUNTRIES,
+    in_eea,
+    processor_recipients,
+    third_country_transfers,
+    transfer,
+)
 from connector.config import Config, adapter_capabilities, adapter_copy_categories
 from connector.listen import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
@@ -528,7 +534,8 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
         "country_name": country_name(processor.country, lang) if known else None,
         "in_eea": in_eea(processor.country) if known else None,
         "transfer_mechanism": processor.transfer_mechanism,
-        "sub_processors": list(processor.sub_processors),
+        # Those recorded in onward_transfers alone included: they receive the data too.
+        "sub_processors": processor_recipients(processor),
         "onward_transfers": [o.model_dump() for o in processor.onward_transfers],
         "security": processor.security,
     }

@@ -1082,3 +1082,43 @@ def test_with_no_admin_token_the_register_says_the_admin_api_refuses_every_call(
     codes = {m["code"]: m["text"] for m in build_register(config, lang)["security"]}
     said = "staat uit en weigert elke aanroep" if lang == "nl" else "is off and refuses every call"
     assert said in codes["admin-api"]
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_a_recipient_named_only_in_an_onward_transfer_is_among_the_register_s_sub_processors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """Art. 30(1)(d): HubSpot Ireland passes the data on to HubSpot, Inc.; where the config
+    names HubSpot, Inc. in ``onward_transfers`` but not among ``sub_processors``, the
+    register's sub-processors row left it out (the access report already named it). A name
+    listed with its country, "HubSpot, Inc. (US)", is not repeated for "HubSpot, Inc."."""
+    heading = {"nl": "Subverwerkers", "en": "Sub-processors"}[lang]
+    after = {"nl": "Beveiliging volgens", "en": "Security as stated"}[lang]
+
+    def row(text: str) -> str:
+        if fmt == "json":
+            (crm,) = [r for r in json.loads(text)["recipients"] if r["system"] == "crm"]
+            return ", ".join(crm["processor"]["sub_processors"])
+        flat = " ".join(re.sub(r"<[^>]+>", " ", text).replace("|", " ").split())
+        (cell,) = [
+            part.split(after)[0].strip()
+            for part in flat.split(f"{heading} ")[1:]
+            if "Amazon Web Services EMEA SARL" in part.split(after)[0]
+        ]
+        return cell
+
+    both = _config(tmp_path, monkeypatch)
+    as_listed = row(_text(both, lang, fmt))
+    assert "HubSpot, Inc. (US)" in as_listed and "Amazon Web Services EMEA SARL" in as_listed
+    assert as_listed.count("HubSpot") == 1, as_listed
+
+    def drop(text: str) -> str:
+        edited = text.replace('sub_processors = ["HubSpot, Inc. (US)", ', "sub_processors = [")
+        assert edited != text
+        return edited
+
+    (tmp_path / "b").mkdir()
+    onward_only = row(_text(_config(tmp_path / "b", monkeypatch, drop), lang, fmt))
+    assert "HubSpot, Inc." in onward_only and "(US)" not in onward_only, onward_only
+    assert onward_only.count("Amazon Web Services EMEA SARL") == 1, onward_only
