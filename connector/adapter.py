@@ -19,6 +19,7 @@ from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
 
 __all__ = [
+    "PLACEHOLDER_EMAIL",
     "RETAINED",
     "Adapter",
     "AdapterSpec",
@@ -176,6 +177,12 @@ class UpsertResult(NamedTuple):
     unreachable: bool = False
     opted_out: bool = False
     kept: frozenset[str] = frozenset()
+
+
+#: Stands in for the e-mail when only a system id is known. Adapters look people up by e-mail
+#: first; an empty string would make some of them match everyone without an e-mail (guest
+#: orders), while an address under ``.invalid`` (RFC 2606) can never match a real person.
+PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from connector.adapter import Subject, read_records
+from connector.adapter import PLACEHOLDER_EMAIL, Subject, read_records
 from connector.dsr_admin import OperatorDecisions
 from connector.dsr_events import EventIntake
 from connector.dsr_input import (
@@ -55,7 +55,7 @@ from connector.dsr_input import (
 from connector.dsr_kinds import KindRunner
 from connector.dsr_receipt_keys import ReceiptKeys
 from connector.dsr_servicebase import PREFIX, iso, no_request, with_changes
-from connector.dsr_store import FINAL_STATUSES, DsrStore, RequestRow
+from connector.dsr_store import FINAL_STATUSES, NO_LONGER_CONFIGURED, DsrStore, RequestRow
 from connector.dsr_supersede import Supersession
 from connector.dsr_views import (
     DsrError,
@@ -79,6 +79,7 @@ from connector.state import Store
 from connector.storefile import failure
 
 __all__ = [
+    "NO_LONGER_CONFIGURED",
     "PLACEHOLDER_EMAIL",
     "DsrError",
     "DsrService",
@@ -91,11 +92,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("klantsync.dsr")
-
-#: Stands in for the e-mail when only a system id is known. Adapters look people up by e-mail
-#: first; an empty string would make some of them match everyone without an e-mail (guest
-#: orders), while an address under ``.invalid`` (RFC 2606) can never match a real person.
-PLACEHOLDER_EMAIL = "unknown-subject@klantsync.invalid"
 
 
 _LOCKS: weakref.WeakKeyDictionary[Store, KeyedLocks] = weakref.WeakKeyDictionary()
@@ -690,13 +686,6 @@ class DsrService(EventIntake, OperatorDecisions, ReceiptKeys, Supersession):
         where the system that asked wants it (Shopify: 30 days from the moment it asked)."""
         month = add_months(received, 1)
         return month if self.due_within is None else min(month, received + self.due_within)
-
-
-#: The detail of an unsettled part of a system taken out of the config since.
-NO_LONGER_CONFIGURED = (
-    "no longer configured: configure it again, or exempt its part with the reason "
-    "(dsr exempt ID --system S --reason R)"
-)
 
 
 def _check_out_dir(out_dir: Path) -> None:

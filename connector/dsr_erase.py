@@ -14,9 +14,24 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from connector import jobs
-from connector.adapter import RETAINED, ErasureResult, Subject, placed_by, read_records
+from connector.adapter import (
+    PLACEHOLDER_EMAIL,
+    RETAINED,
+    ErasureResult,
+    Subject,
+    placed_by,
+    read_records,
+)
 from connector.dsr_runbase import STRANGER, RunBase, own_id, settle
-from connector.dsr_store import FINAL_STATUSES, HELD_PHONE, ON_HOLD, RequestRow, SystemRow, on_hold
+from connector.dsr_store import (
+    FINAL_STATUSES,
+    HELD_PHONE,
+    NO_LONGER_CONFIGURED,
+    ON_HOLD,
+    RequestRow,
+    SystemRow,
+    on_hold,
+)
 from connector.errors import KlantsyncError
 from connector.moves import same_person
 from connector.retention import delete_bundles_of
@@ -309,8 +324,6 @@ class EraseSteps(RunBase):
         person was sent there and completed with a receipt that left it out, though it may
         still hold them. Its part waits, as that one does, until the system is configured
         again or exempted."""
-        from connector.dsr import NO_LONGER_CONFIGURED
-
         self.db.add_system(row.id, system)
         self.db.set_system(row.id, system, "pending", detail=NO_LONGER_CONFIGURED)
 
@@ -571,8 +584,6 @@ def _log_kept(row: RequestRow, problems: list[str]) -> None:
 
 
 def _subject(manifest: dict[str, Any], name: str) -> Subject:
-    from connector.dsr import PLACEHOLDER_EMAIL
-
     keys = manifest.get("snapshot_keys", {}).get(name)
     return Subject(
         email=manifest["email"] or PLACEHOLDER_EMAIL,

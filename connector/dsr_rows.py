@@ -20,6 +20,7 @@ __all__ = [
     "EXEMPTED",
     "FINAL_STATUSES",
     "LISTED_COLUMNS",
+    "NO_LONGER_CONFIGURED",
     "ON_HOLD",
     "PURGE_SOURCE",
     "SYSTEM_STATUSES",
@@ -93,6 +94,11 @@ EXEMPTED = "exempt: "
 #: How the detail of an erasure's part held for an earlier erasure's exemption starts
 #: (KindRunner._hold_exempted_before): pending until the operator decides.
 ON_HOLD = "on hold: "
+#: The detail of an unsettled part of a system taken out of the config since.
+NO_LONGER_CONFIGURED = (
+    "no longer configured: configure it again, or exempt its part with the reason "
+    "(dsr exempt ID --system S --reason R)"
+)
 
 
 def on_hold(status: str, detail: str | None) -> bool:
