@@ -33,6 +33,7 @@ from connector.errors import StoreError, StorePathError
 from connector.storefile import make_store_folder
 
 __all__ = [
+    "KEYS_HELD",
     "DaemonLock",
     "KeyedLocks",
     "daemon_running",
@@ -44,6 +45,7 @@ __all__ = [
     "sync_lock_path",
     "sync_running",
     "syncing",
+    "wait_for_lock",
 ]
 
 log = logging.getLogger("klantsync.lock")
@@ -252,42 +254,45 @@ def _flock(store_path: Path, *, exclusive: bool) -> Iterator[None]:
                     "open; stop it and run this again"
                 ) from None
         else:
-            _wait_to_share(fd, path)
+            wait_for_lock(fd, path, exclusive=False, held=KEYS_HELD)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases its lock
 
 
-#: How long a command waits for the store's keys before it says what it waits for, and the
-#: pauses it waits in.
+#: How long a command waits for a lock before it says what it waits for, and the pauses it
+#: waits in.
 _KEYS_NOTICE_SECONDS = 2.0
 _KEYS_PAUSE_SECONDS = 0.05
 
+#: What a command waiting for the store's keys says: who holds them and that it goes on.
+KEYS_HELD = (
+    "waiting for the store's keys: a master key rotation (keys rotate) or a restore is in "
+    "progress and holds them; this goes on once it has finished"
+)
 
-def _wait_to_share(fd: int, path: Path) -> None:
-    """A shared lock on the keys' lock file ``fd`` (at ``path``), waiting as long as a key
-    rotation or a restore holds it alone; said once, at WARNING, after
-    :data:`_KEYS_NOTICE_SECONDS` (counted in the pauses waited).
+
+def wait_for_lock(fd: int, path: Path, *, exclusive: bool, held: str) -> None:
+    """A lock on the lock file ``fd`` (at ``path``), shared or ``exclusive``, waiting as long
+    as another process holds it; ``held`` (what holds it, and that the wait goes on) said
+    once, at WARNING, after :data:`_KEYS_NOTICE_SECONDS` (counted in the pauses waited).
 
     A blocking ``flock`` waited without a word: behind a rotation that was stuck or slow an
     operator saw a command hang, and not why. The lock is tried again after each pause
-    instead, which lets the command speak; it still waits until the rotation ends, and
+    instead, which lets the command speak; it still waits until the holder ends, and
     Ctrl-C still stops it. The message names the lock file, nothing the store holds.
     """
+    mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
     waited = 0.0
     said = False
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode)
             return
         except BlockingIOError:
             pass
         if not said and waited >= _KEYS_NOTICE_SECONDS:
-            log.warning(
-                "waiting for the store's keys: a master key rotation (keys rotate) or a "
-                "restore is in progress and holds them; this goes on once it has finished",
-                extra={"lock_file": str(path)},
-            )
+            log.warning(held, extra={"lock_file": str(path)})
             said = True
         time.sleep(_KEYS_PAUSE_SECONDS)
         waited += _KEYS_PAUSE_SECONDS
@@ -296,7 +301,7 @@ def _wait_to_share(fd: int, path: Path) -> None:
 @contextmanager
 def sharing_keys(store_path: Path) -> Iterator[None]:
     """Held while a command works with the store's keys; waits out a rotation (seconds),
-    saying so if it lasts (:func:`_wait_to_share`)."""
+    saying so if it lasts (:func:`wait_for_lock`)."""
     with _flock(store_path, exclusive=False):
         yield
 

@@ -41,7 +41,6 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import os
@@ -59,6 +58,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from connector.crypto import RECEIPT_KEY_CONTEXT, DecryptionError, Keyring
 from connector.errors import ReceiptError
+from connector.lock import wait_for_lock
 from connector.privatefile import create_private, write_private
 
 __all__ = [
@@ -93,6 +93,11 @@ KEY_ID = "Key-Id: "
 MADE_AT = "Made-At: "
 #: The file in :func:`retired_keys_dir` whose lock a rotation and a load of the key hold.
 LOCK_FILE = "lock"
+#: What a command waiting for that lock says: who holds it and that the wait goes on.
+RECEIPT_KEYS_HELD = (
+    "waiting for the receipt signing keys: another klantsync process is loading or rotating "
+    "them (dsr rotate-key); this goes on once it has finished"
+)
 
 
 def receipt_key_path(store_path: Path) -> Path:
@@ -518,8 +523,9 @@ class ReceiptSigner:
     @contextlib.contextmanager
     def _keys_alone(self) -> Iterator[None]:
         """The folder of kept keys to this signer alone (a lock file in it), waiting for
-        another process's rotation or load to finish (a few file writes). Held already by
-        this signer: nothing more (a rotation loads the key it retires)."""
+        another process's rotation or load to finish (a few file writes), and saying so if
+        it lasts (a process stopped while it held them). Held already by this signer:
+        nothing more (a rotation loads the key it retires)."""
         if self._holding:
             yield
             return
@@ -527,9 +533,10 @@ class ReceiptSigner:
         # Opened for reading: flock needs no more, and a lock file root made first (a
         # `dsr public-key` run as root) or a folder remounted read-only then stops no
         # other user's signer. It holds nothing, so anyone may read it.
-        fd = os.open(self.retired_dir / LOCK_FILE, os.O_RDONLY | os.O_CREAT, 0o644)
+        path = self.retired_dir / LOCK_FILE
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            wait_for_lock(fd, path, exclusive=True, held=RECEIPT_KEYS_HELD)
             self._holding = True
             try:
                 yield

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from connector.crypto import Keyring
 from connector.errors import ReceiptError
 from connector.receipts import (
     LEGACY_KEY_FILE,
+    LOCK_FILE,
     ReceiptSigner,
     canonical,
     key_id,
@@ -367,3 +371,41 @@ def test_the_key_loads_where_the_lock_of_its_folder_may_only_be_read(
     monkeypatch.setattr(os, "open", read_only)
     again = ReceiptSigner(signer.key_path, Keyring(bytes(range(32))))
     assert again.public_key_pem() == pem
+
+
+def test_a_signer_waiting_for_another_process_s_hold_on_the_keys_says_so_once(
+    signer: ReceiptSigner, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Loading the key waits while another process holds the kept keys' lock (a load or a
+    `dsr rotate-key`, a few file writes). It waited in a blocking call without a word, for
+    ever behind a process stopped while holding it: an operator saw `dsr erase` hang, and
+    not why. It now says once, after two seconds, what it waits for and which lock file is
+    held, goes on waiting, and loads the key once the holder lets go."""
+    signer.retired_dir.mkdir(parents=True, exist_ok=True)
+    lock = signer.retired_dir / LOCK_FILE
+    other = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)  # another process's hold
+    fcntl.flock(other, fcntl.LOCK_EX)
+    pauses: list[float] = []
+
+    def pause(length: float) -> None:
+        pauses.append(length)
+        if sum(pauses) >= 10:
+            os.close(other)  # the holder finishes
+
+    def hung(_signum: int, _frame: Any) -> None:
+        raise AssertionError("still waiting for the lock in a blocking call")
+
+    monkeypatch.setattr("connector.lock.time.sleep", pause)
+    caplog.set_level(logging.WARNING)
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(3)
+    try:
+        pem = signer.public_key_pem()
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert pem.startswith("-----BEGIN PUBLIC KEY-----") and sum(pauses) >= 10
+    said = [r for r in caplog.records if "receipt signing keys" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING]
+    assert "rotate-key" in said[0].getMessage()
+    assert said[0].lock_file == str(lock)
