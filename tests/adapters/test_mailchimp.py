@@ -1445,7 +1445,7 @@ async def test_access_reads_the_member_activity_mailchimp_holds(
     assert "activityNotRead" not in members[LIST_A]
     assert mc.sandbox.endpoints_used.count(f"GET {MEMBER}/activity-feed") == 2
 
-    monkeypatch.setattr("adapters.mailchimp.adapter.ACTIVITY_PAGES", 2)
+    monkeypatch.setattr("adapters.mailchimp._members.ACTIVITY_PAGES", 2)
     email = "busy@example.com"
     mc.sandbox.add_person(email, "Busy", list_id=LIST_A)
     for n in range(2001):  # more than two pages of 1000
