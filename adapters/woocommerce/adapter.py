@@ -31,44 +31,48 @@ What WooCommerce offers and how it shapes this adapter:
   API filters every response by it since 4.9.8): a customer's username, avatar URL,
   shipping address and the like never leave the shop. A shop that ignores it sends whole
   records, and the mapping drops and counts what it does not read, as before.
+
+The settings and client config live in ``settings.py``; the reads that find a subject's
+accounts, orders and reviews in ``_lookup.py``, the erasure's steps in ``_erasure.py``, both on
+the shop calls of ``_calls.py``.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar, Final, Literal
-from urllib.parse import unquote
+from typing import Any, Literal
 
 import httpx
-from pydantic import field_validator
 
+from adapters.woocommerce._calls import API, _is_id
+from adapters.woocommerce._erasure import ShopErasure
+
+# Re-exported: imported from here before the erasure steps had a module of their own.
+from adapters.woocommerce._erasure import _refused_delete as _refused_delete
+from adapters.woocommerce._lookup import ORDER_KEYS, REVIEW_KEYS, _review_record
 from adapters.woocommerce.labels import COPY_LABELS
 from adapters.woocommerce.payloads import (
-    ANONYMOUS_ORDER,
-    ANONYMOUS_PATHS,
-    ANONYMOUS_REVIEW,
     code_only,
     decode_cursor,
     emptied,
     encode_cursor,
-    is_anonymous,
-    response_code,
-    valid_email,
 )
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from adapters.woocommerce.shapes import DELETABLE_ROLES
+from adapters.woocommerce.settings import (
+    BATCH_SIZE,
+    BUILT_IN_ROLES,
+    PAGE_SIZE,
+    WooCommerceSettings,
+    woocommerce_client_config,
+    woocommerce_limits,
+)
 from adapters.woocommerce.webhooks import parse_delivery, verify_delivery
-from connector import jsonutil
 from connector.access_labels import CopyLabels
 from connector.adapter import (
     RETAINED,
     AdapterSpec,
     Capability,
-    ClientConfig,
-    ErasureResult,
-    Limits,
     OutboundRecord,
     Page,
     Subject,
@@ -76,13 +80,9 @@ from connector.adapter import (
     WebhookEvent,
     WebhookRequest,
     nest,
-    placed_by_another,
 )
-from connector.errors import FatalRemoteError, RecordError, RetryableError
+from connector.errors import FatalRemoteError, RecordError
 from connector.http import SystemClient, retry_after
-from connector.model import normalise_email
-from connector.ratelimit import RateLimit
-from connector.settings import SystemSettings
 from connector.workers import gather_or_cancel
 
 __all__ = [
@@ -95,8 +95,6 @@ __all__ = [
     "woocommerce_limits",
 ]
 
-API = "/wp-json/wc/v3"
-PAGE_SIZE = 100  # WordPress caps per_page at 100
 #: WooCommerce keeps extra fields as a list of ``{"key", "value"}`` entries.
 META_LISTS = frozenset({"meta_data"})
 
@@ -107,92 +105,7 @@ REREAD = 2
 #: Reads of one page again by how much X-WP-Total dropped while customers keep being
 #: deleted before it; past that the scan steps back until the page meets what was read.
 MAX_REREADS = 5
-BATCH_SIZE = 100  # woocommerce_rest_batch_items_limit, across create + update + delete
 NOT_HELD_NOTE = "no customer account with this id or e-mail (guest orders are not changed)"
-#: What an erasure leaves of the orders when anonymise_orders is off, and why.
-KEPT_ORDERS = "kept with their billing data (anonymise_orders is off: kept for tax law)"
-#: WooCommerce's answer (400) to an update of an order it no longer has.
-ORDER_GONE = "woocommerce_rest_shop_order_invalid_id"
-#: WooCommerce's answers to a deletion of a customer it no longer has: 404
-#: ``wc_user_invalid_id`` (its permission check looks the user up first, in current
-#: versions), or 400 ``woocommerce_rest_invalid_id`` (older ones).
-CUSTOMER_GONE: dict[int, str] = {404: "wc_user_invalid_id", 400: "woocommerce_rest_invalid_id"}
-#: What an erasure's reads ask of an order (``_fields``): its id, and what tells whose it is
-#: (the account that placed it, the address it is billed to). Not what was bought, its
-#: total, its addresses, or the IP address and browser it was placed from.
-ORDER_KEYS = ("id", "customer_id", "billing.email")
-#: What an erasure's own reads of the orders it blanks ask for: whose each is
-#: (:data:`ORDER_KEYS`) and what the blanking clears (:data:`ANONYMOUS_PATHS`), which tells
-#: an order blanked already (its receipt counts those apart). Not what was bought, its total
-#: or payment, or the IP address and browser it was placed from.
-ERASURE_ORDER_KEYS = tuple(dict.fromkeys((*ORDER_KEYS, *ANONYMOUS_PATHS)))
-
-#: What an erasure's note says an anonymised order keeps, and why.
-ORDERS_LEFT = (
-    "order IP address and user agent are read-only over wc/v3 and remain; order country "
-    "and state are kept, as the taxes charged go by them"
-)
-
-#: What an erasure asks the answer to its blanking of an order to hold (``_fields``): the id
-#: alone. Only the answer's status is read.
-BLANKED_ANSWER = {"_fields": "id"}
-
-#: Product reviews: listed by a user who may ``moderate_comments``, changed by one who may
-#: ``edit_products`` (``wc_rest_check_product_reviews_permissions`` [src]), as a shop manager
-#: and an administrator may; another key's user is refused (``check --online`` says so).
-REVIEWS = f"{API}/products/reviews"
-#: The review list's statuses an erasure and an access copy read. Its ``all`` is
-#: WP_Comment_Query's: held and approved reviews alone. Those marked spam and those in the
-#: trash keep the reviewer's name and e-mail (and can be restored), so they are asked for by
-#: name. [src: ``WC_REST_Product_Reviews_Controller::get_collection_params`` and WordPress's
-#: ``class-wp-comment-query.php``, read for this; reference/vendor-apis.md has nothing on
-#: reviews, and none of it was tried against a live shop.] A review of a product in the trash
-#: (``wp_trash_post_comments`` marks each ``post-trashed``, whatever its status) is in none of
-#: these, and the list's enum has no way to ask for it; ``GET .../reviews/{id}`` shows it, but
-#: nothing lists its id, so it is not reached (README, Known limits). A draft or private
-#: product's are listed: the controller's query asks nothing of the product's status.
-REVIEW_STATUSES = ("all", "spam", "trash")
-#: What an erasure asks of each review (``_fields``): its id, the reviewer's e-mail and the
-#: link to the account it was written from (whose it is: :func:`_reviewer_account`; WordPress
-#: reads ``a.b`` as ``b`` of ``a`` since 5.3, and gives ``_links`` only when asked for). Not
-#: the reviewer's name or what they wrote.
-REVIEW_KEYS = ("id", "reviewer_email", "_links.reviewer")
-#: A ``reviewer`` link's account: ``rest_url('wp/v2/users/' . $review->user_id)``, under
-#: ``/wp-json/`` or, without pretty permalinks, in ``?rest_route=``.
-REVIEWER_HREF = re.compile(r"/wp/v2/users/(\d+)(?![\d])")
-#: WooCommerce's answer (404) to an update of a review it no longer has.
-REVIEW_GONE = "woocommerce_rest_review_invalid_id"
-#: What an erasure's note says an anonymised review keeps, and what it cannot change.
-REVIEWS_LEFT = (
-    "review text and rating are kept; the reviewer's IP address and browser are not "
-    "reachable over wc/v3 and remain"
-)
-#: The key an access copy and an erasure's reads put a review under, in the shape wc/v3 gives
-#: it. Not the record's top level: the core reads a record's ``id`` there as a person's (the
-#: identity map's), and a review's id is a comment's, which a customer's may equal.
-REVIEW_RECORD = "product_review"
-
-#: What an erasure asks of each customer account it deletes (``_fields``): its id (what it
-#: deletes), its address (guest orders billed to the one the person moved to are theirs too:
-#: :func:`_addresses`) and its role (what a refused deletion names: :func:`_refused_delete`).
-#: Not the username, the shipping address or what plugins keep in its meta data.
-ERASURE_CUSTOMER_KEYS = ("id", "email", "role")
-
-#: What WooCommerce answers an anonymous caller (401 ``woocommerce_rest_cannot_view``,
-#: ``..._cannot_edit`` and the like); a known key with a wrong secret is
-#: ``..._authentication_error``.
-ANONYMOUS_CODES = "woocommerce_rest_cannot_"
-#: Why a shop takes calls that carry the key and secret as anonymous. WooCommerce answers a
-#: consumer key it does not know exactly as it answers a call with none
-#: (``perform_basic_authentication`` returns without an error [src]), so both are named.
-NO_KEY_SEEN = (
-    "the shop took the calls as anonymous, though every call carries the consumer key and "
-    "secret: either it does not know the key (revoked, mistyped, or another shop's: "
-    "WooCommerce answers an unknown key as it answers none), or it never saw it: a server "
-    "or proxy in front of WordPress drops the Authorization header (Apache running PHP as "
-    "CGI/FastCGI does unless told to pass it: CGIPassAuth On), or does not tell WordPress "
-    "the call came over https (WooCommerce reads the key only then)"
-)
 
 #: Why a key that reads is refused a write.
 READ_ONLY_KEY = (
@@ -205,119 +118,11 @@ READ_ONLY_KEY = (
 #: (the retry looks the e-mail up again and updates instead).
 _RETRYABLE_ITEM_CODES = frozenset({"registration-error-email-exists"})
 
-#: WordPress's and WooCommerce's own roles; a plugin may register more (``add_role``).
-BUILT_IN_ROLES: Final = (
-    "administrator",
-    "editor",
-    "author",
-    "contributor",
-    "subscriber",
-    "customer",
-    "shop_manager",
-)
-#: A role name as WordPress makes them (``sanitize_key``): lower-case letters, digits, ``_``
-#: and ``-``. wc/v3 takes any role the site registered, so one a plugin adds
-#: (``wholesale_customer``) is named as it is; whether the shop knows it is
-#: ``check --online``'s (:meth:`WooCommerceAdapter.check_settings`).
-ROLE_NAME = re.compile(r"[a-z0-9_-]+")
-#: What a role that is not a role name is told (the value itself is not repeated: a
-#: config error names the key, never what was written there).
-ROLE_EXPECTED = (
-    'must be "all", a role name (lower-case letters, digits, _ and -: "customer", or one a '
-    'plugin adds), or a list of roles but "all" (role = ["customer", "subscriber"])'
-)
-#: What an item of a list of roles that is none of them is told.
-ROLE_IN_LIST = (
-    'is not a role name: lower-case letters, digits, _ and - ("all" stands alone: role = "all")'
-)
 #: What ``check --online`` says of a configured role the shop does not know.
 UNKNOWN_ROLE = "the shop knows no role {role!r} (a typo, or the plugin adding it is off)"
 
 
-class WooCommerceSettings(SystemSettings):
-    """The ``[systems.<name>]`` table of a WooCommerce shop.
-
-    Attributes:
-        anonymise_orders: blank the subject's orders (billing, shipping, note; not the
-            addresses' country and state) before deleting the customer on erasure. Turn off
-            only where order data must be kept by law, and say so in the register.
-        role: which users a pull lists (WooCommerce's own default is ``customer``): "all",
-            one role, or several (a tuple of two or more: a one-role list is read as that
-            role). wc/v3 lists one role per call, or all: several are listed as all, and
-            those of another role left out here (:meth:`WooCommerceAdapter.pull_includes`).
-    """
-
-    required_credentials: ClassVar[tuple[str, ...]] = ("consumer_key", "consumer_secret")
-    #: WooCommerce reads the key and secret (HTTP Basic) over HTTPS only; over plain http it
-    #: wants OAuth 1.0a signatures [docs], which this adapter does not make.
-    https_only: ClassVar[str | None] = (
-        "WooCommerce accepts the consumer key and secret over https:// only (over http:// it "
-        "requires OAuth 1.0a signatures, which klantsync does not send): every call would be "
-        "refused with 401"
-    )
-
-    adapter: Literal["woocommerce"]
-    anonymise_orders: bool = True
-    role: str | tuple[str, ...] = "all"
-
-    @field_validator("role", mode="before")
-    @classmethod
-    def _roles(cls, value: Any) -> Any:
-        # Checked here, not by the type: a union's own error names its branches, which
-        # someone editing the TOML file never wrote.
-        if isinstance(value, str):
-            if value != "all" and not ROLE_NAME.fullmatch(value):
-                raise ValueError(ROLE_EXPECTED)
-            return value
-        if not isinstance(value, list | tuple):
-            raise ValueError(ROLE_EXPECTED)
-        if not value:
-            raise ValueError(
-                'an empty list of roles lists nobody: name one or more roles, or "all"'
-            )
-        for place, name in enumerate(value, start=1):
-            if not isinstance(name, str) or not ROLE_NAME.fullmatch(name) or name == "all":
-                raise ValueError(f"item {place} of the list {ROLE_IN_LIST}")
-        named = tuple(dict.fromkeys(value))
-        # One role alone is asked of the shop by name, which lists no one else at all.
-        return named[0] if len(named) == 1 else named
-
-    def check_warnings(self) -> list[str]:
-        """A role not among WordPress's and WooCommerce's own: a plugin's, or a typo
-        ("customers") that a sync of one role would meet as a bare 400 and a list of roles
-        as nobody listed, in silence. ``check --online`` asks the shop."""
-        named = (self.role,) if isinstance(self.role, str) else self.role
-        return [
-            f"role: {role!r} is not one of WordPress's or WooCommerce's own roles "
-            f"({', '.join(BUILT_IN_ROLES)}): right for a role a plugin adds; "
-            "check --online asks the shop whether it knows it"
-            for role in named
-            if role != "all" and role not in BUILT_IN_ROLES
-        ]
-
-
-def woocommerce_limits(settings: WooCommerceSettings) -> Limits:
-    """wc/v3 has no rate limit of its own; a host or WAF limit comes from the settings."""
-    rate: dict[str, RateLimit] = {}
-    if settings.rate_limit is not None:
-        rate["default"] = RateLimit(settings.rate_limit.requests, settings.rate_limit.per_seconds)
-    return Limits(
-        batch_size=BATCH_SIZE,
-        page_size=PAGE_SIZE,
-        rate=rate,
-        max_concurrency=settings.max_concurrency or 4,
-    )
-
-
-def woocommerce_client_config(settings: WooCommerceSettings) -> ClientConfig:
-    """HTTP basic with the consumer key and secret (over HTTPS, as WooCommerce prescribes)."""
-    return ClientConfig(
-        auth=(settings.credential("consumer_key"), settings.credential("consumer_secret")),
-        wait_hint=retry_after,
-    )
-
-
-class WooCommerceAdapter:
+class WooCommerceAdapter(ShopErasure):
     """Customers of a WooCommerce shop (see the module docstring for the approach).
 
     Args:
@@ -410,23 +215,6 @@ class WooCommerceAdapter:
                     raise
                 detail = f"rest_invalid_param: {UNKNOWN_ROLE.format(role=name)}"
                 raise FatalRemoteError(exc.system, "GET", path, 400, detail) from exc
-
-    async def _request(self, method: str, path: str, **options: Any) -> httpx.Response:
-        """One call through the client, a 401 that takes the caller for anonymous said as
-        such, with both of its causes: an unknown key, or a key the shop never saw (a key
-        that is right is not replaced for nothing, nor a revoked one looked for in Apache).
-
-        Raises:
-            FatalRemoteError: as the client does; for a shop that took the caller for
-                anonymous, saying why it may have.
-        """
-        try:
-            return await self.client.request(method, path, **options)
-        except FatalRemoteError as exc:
-            if exc.status != 401 or not exc.detail.startswith(ANONYMOUS_CODES):
-                raise
-            detail = f"{exc.detail}: {NO_KEY_SEEN}"
-            raise FatalRemoteError(exc.system, exc.method, path, 401, detail) from exc
 
     # -- pull ------------------------------------------------------------------------------
 
@@ -714,237 +502,7 @@ class WooCommerceAdapter:
             return UpsertResult(ref, "failed", reason=code, retryable=retryable)
         return UpsertResult(ref, outcome, external_id=str(item["id"]))
 
-    # -- reading answers -------------------------------------------------------------------
-
-    def _json(self, response: httpx.Response, method: str, path: str) -> Any:
-        """The answer's JSON. A body that is not JSON (WordPress in maintenance mode answers
-        an HTML page, a plugin's PHP notice can come before the JSON) is a retryable error."""
-        try:
-            return jsonutil.loads(response.content)
-        except ValueError:
-            raise RetryableError(
-                self.client.system, method, path, response.status_code, "not JSON"
-            ) from None
-
-    def _list(self, response: httpx.Response, method: str, path: str) -> list[dict[str, Any]]:
-        """A wc/v3 collection: its objects with a WordPress id (a positive integer).
-
-        Anything but a list is an error, never an empty collection: an erasure must not
-        conclude that nobody is held from an answer it could not read.
-        """
-        body = self._json(response, method, path)
-        if not isinstance(body, list):
-            raise FatalRemoteError(
-                self.client.system, method, path, response.status_code, "not a list"
-            )
-        return [item for item in body if isinstance(item, dict) and _is_id(item.get("id"))]
-
-    # -- find and erase --------------------------------------------------------------------
-
-    async def _customer_by_email(
-        self, email: str, fields: Mapping[str, str]
-    ) -> dict[str, Any] | None:
-        if not valid_email(email):
-            # WordPress refuses such an address in the filter (400 rest_invalid_param), and
-            # no account can hold one: nobody, not a failure (the id may still find them).
-            return None
-        # role=all: a subscriber or shop manager with this e-mail is the same person.
-        params = {"email": email, "role": "all"}
-        asked = fields.get("_fields")
-        # The address is read back to be compared (below), whatever else the caller asks.
-        narrowed = {"_fields": ",".join(sorted({*asked.split(","), "email"}))} if asked else {}
-        path = f"{API}/customers"
-        if email.startswith("*"):
-            # WP_User_Query reads a "*" at the start of the search as a wildcard (a LIKE):
-            # "*bob@example.nl" lists jimbob@example.nl too, in any number.
-            listed = await self._list_all(path, params, narrowed)
-        else:
-            response = await self._request("GET", path, params={**params, **narrowed})
-            listed = self._list(response, "GET", path)
-        # Only the account holding the address itself is the person's: the first hit was
-        # taken before, to copy, write or delete, whoever's it was. (MySQL's collation
-        # compares without case, and in some "ss" as "ß": two people, as for reviews.)
-        wanted = normalise_email(email)
-        for customer in listed:
-            held = customer.get("email")
-            if isinstance(held, str) and normalise_email(held) == wanted:
-                return customer
-        return None
-
-    async def _customer_by_id(
-        self, external_id: str | None, fields: Mapping[str, str]
-    ) -> dict[str, Any] | None:
-        known = _wp_id(external_id)
-        if known is None:
-            return None  # not a WordPress id: it cannot address anyone here
-        path = f"{API}/customers/{known}"
-        response = await self._request("GET", path, params=fields, accept=(404,))
-        if response.status_code != 200:
-            return None
-        body = self._json(response, "GET", path)
-        if not (isinstance(body, dict) and _is_id(body.get("id"))):
-            # Not a customer, and not a 404: never read as "nobody" (see _list).
-            raise RetryableError(self.client.system, "GET", path, 200, "unreadable answer")
-        return body
-
-    async def _customers_for(
-        self, subject: Subject, fields: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        """The subject's customer accounts: the one the identity map's id names first, then
-        the one holding the address where that is another; whole, or cut to ``fields``
-        (``{"_fields": ...}``). Another subject's (Subject.spare) is neither read nor deleted.
-
-        The id is read beside the address, not only when the address finds nobody: the
-        person's shop e-mail may have changed while their former address now finds another
-        account (someone who signed up under it since), and the person's own account was
-        then neither copied nor erased.
-        """
-        fields = fields or {}
-        by_email = await self._customer_by_email(subject.email, fields)
-        found = [] if by_email is None else [by_email]
-        if by_email is None or str(by_email["id"]) != _wp_id(subject.external_id):
-            own = await self._customer_by_id(subject.external_id, fields)
-            found = found if own is None else [own, *found]
-        return [c for c in found if str(c["id"]) not in subject.spare]
-
-    async def _list_all(
-        self, path: str, params: Mapping[str, Any], fields: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        """Every page of a wc/v3 collection (orders, reviews) under ``params``."""
-        items: list[dict[str, Any]] = []
-        seen: set[int] = set()
-        page = 1
-        while True:
-            response = await self._request(
-                "GET",
-                path,
-                params={**params, **(fields or {}), "per_page": PAGE_SIZE, "page": page},
-            )
-            batch = self._list(response, "GET", path)
-            fresh = [o for o in batch if o["id"] not in seen]
-            if batch and not fresh:
-                return items  # the shop is not paging; everything has been seen
-            seen.update(o["id"] for o in fresh)
-            items += fresh
-            total_pages = response.headers.get("x-wp-totalpages", "")
-            if not batch or (
-                page >= int(total_pages) if total_pages.isdecimal() else len(batch) < PAGE_SIZE
-            ):
-                return items
-            page += 1
-
-    async def _orders_anywhere(
-        self, params: Mapping[str, Any], fields: Mapping[str, str] | None = None
-    ) -> list[dict[str, Any]]:
-        """``_list_orders``, and the same in the trash: wc/v3's ``status=any`` (its default)
-        leaves trashed orders out and lists them only under ``status=trash``. A trashed
-        order (the shop owner's bin, WooCommerce's own clean-up of failed and cancelled
-        orders) keeps its billing data and can be restored, so access shows it and an
-        erasure blanks it like any other."""
-        listed = await self._list_all(f"{API}/orders", params, fields)
-        return listed + await self._list_all(f"{API}/orders", {**params, "status": "trash"}, fields)
-
-    async def _orders_for(
-        self,
-        subject: Subject,
-        customers: Sequence[Mapping[str, Any]],
-        fields: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The subject's orders, trashed ones included: those their ``customers`` placed,
-        and those billed to their addresses (:func:`_addresses`) that are theirs by
-        :func:`~connector.adapter.placed_by_another`, the rule access reads its copy by
-        too: guest orders, and their own accounts' (an account the identity map names
-        counts, should the shop not have detached its orders when it was deleted). An order
-        another account holder billed to the address is that customer's: an erasure that
-        blanked it destroyed their name, address and note. Whole, or cut to ``fields``
-        (``{"_fields": ...}``, which must keep what this reads: :data:`ORDER_KEYS`)."""
-        accounts = [int(customer["id"]) for customer in customers]
-        own = {str(account) for account in accounts}
-        known = _wp_id(subject.external_id)
-        if known and known not in subject.spare:
-            own.add(known)
-        found: dict[int, dict[str, Any]] = {}
-        for account in accounts:
-            for order in await self._orders_anywhere({"customer": account}, fields):
-                found[order["id"]] = order
-        for email in _addresses(subject, customers):
-            wanted = normalise_email(email)
-            if "@" not in wanted:
-                # Without an e-mail there is nothing to match guest orders on; an empty search
-                # would list every order of the shop, and blank billing e-mails would "match".
-                continue
-            # search is a substring match over the address index: keep exact e-mail matches
-            # only, so jan@x.nl is never mistaken for an@x.nl, nor strasse@ (another subject)
-            # for straße@, which the shop's database may fold to the same.
-            for order in await self._orders_anywhere({"search": email}, fields):
-                billing = order.get("billing")
-                billed_to = billing.get("email", "") if isinstance(billing, Mapping) else ""
-                if (
-                    isinstance(billed_to, str)
-                    and normalise_email(billed_to) == wanted
-                    and not placed_by_another(order, own)
-                ):
-                    found[order["id"]] = order
-        return [found[k] for k in sorted(found)]
-
-    async def _reviews_for(
-        self,
-        subject: Subject,
-        customers: Sequence[Mapping[str, Any]],
-        fields: Mapping[str, str] | None = None,
-    ) -> list[dict[str, Any]]:
-        """The subject's product reviews: those written under one of their addresses
-        (:func:`_addresses`) and those written from one of their accounts
-        (:func:`_review_accounts`), in every status the list gives (:data:`REVIEW_STATUSES`).
-
-        The shop's ``reviewer_email`` filter compares by its database's collation (without
-        case; in some, "ß" as "ss"), so only exact matches are kept, as for guest orders:
-        strasse@ and straße@ are two people. Whole, or cut to ``fields`` (``{"_fields":
-        ...}``, which must keep ``reviewer_email`` and ``_links.reviewer``)."""
-        accounts = _review_accounts(subject, customers)
-        addresses = [
-            (email, normalise_email(email))
-            for email in _addresses(subject, customers)
-            # WordPress refuses such an address in the filter (400 rest_invalid_param), as its
-            # REST API and its comment form (where the site asks for an e-mail, its default)
-            # refuse it for a review: nobody, not a failure.
-            if valid_email(email)
-        ]
-        asked = [
-            *(
-                {"reviewer_email": email, "status": s}
-                for email, _ in addresses
-                for s in REVIEW_STATUSES
-            ),
-            *({"reviewer": account, "status": s} for account in accounts for s in REVIEW_STATUSES),
-        ]
-        # Asked several at once: one list call per address or account and status, each a
-        # round trip, made one after the other was most of an erasure's time at the shop.
-        # No more at once than the shop takes, and the first refusal (a revoked key's 401)
-        # ends the rest: with a bare gather they all ran, each earning its own 401.
-        calls = [partial(self._list_all, REVIEWS, p, fields) for p in asked]
-        # gather_or_cancel waits on what it starts: none (no address WordPress takes, no
-        # account) is nothing to wait for.
-        answers = await gather_or_cancel(calls, limit=self.limits.max_concurrency) if calls else []
-        wanted = {normalised for _, normalised in addresses}
-        found: dict[int, dict[str, Any]] = {}
-        for params, reviews in zip(asked, answers, strict=True):
-            for review in reviews:
-                if "reviewer" in params:
-                    # Anonymised, it names them no more; and WordPress keeps its user id
-                    # after the account is deleted (no REST argument clears it), so an
-                    # erasure's check would find it again for ever.
-                    if review.get("reviewer_email") != ANONYMOUS_REVIEW["reviewer_email"]:
-                        found[review["id"]] = review
-                    continue
-                written = review.get("reviewer_email")
-                if (
-                    isinstance(written, str)
-                    and normalise_email(written) in wanted
-                    and not _written_by_another(review, accounts)
-                ):
-                    found[review["id"]] = review
-        return [found[k] for k in sorted(found)]
+    # -- find (the reads: _lookup.py; erase: _erasure.py) ----------------------------------
 
     async def find(self, subject: Subject) -> list[dict[str, Any]]:
         """The customer account(s) (as wc/v3 returns them), each of their orders as
@@ -1005,226 +563,6 @@ class WooCommerceAdapter:
         fields = {} if asked is None else {"_fields": ",".join(sorted(asked | {"role"}))}
         return await self._customers_for(subject, fields)
 
-    async def _notes_of(self, order_id: int) -> list[dict[str, Any]]:
-        """``GET /orders/{id}/notes``: every note (wc/v3 does not page them); [] if gone."""
-        path = f"{API}/orders/{order_id}/notes"
-        response = await self._request("GET", path, accept=(404,))
-        return [] if response.status_code == 404 else self._list(response, "GET", path)
-
-    async def _delete_notes(self, order_id: int) -> int:
-        """Delete every note of an order (``force=true``: notes cannot be trashed), as
-        WooCommerce's own eraser does; how many went."""
-        deleted = 0
-        for note in await self._notes_of(order_id):
-            path = f"{API}/orders/{order_id}/notes/{note['id']}"
-            response = await self._request("DELETE", path, params={"force": "true"}, accept=(404,))
-            deleted += response.status_code == 200
-        return deleted
-
-    async def erase(self, subject: Subject) -> ErasureResult:
-        """Anonymise the subject's orders (if configured) and product reviews, then delete
-        their customer account(s) for good.
-
-        The accounts are asked for what deletes them alone (:data:`ERASURE_CUSTOMER_KEYS`),
-        the orders for whose they are and what the blanking clears alone
-        (:data:`ERASURE_ORDER_KEYS`), the reviews for whose they are alone
-        (:data:`REVIEW_KEYS`): the rest of any has no use here, and goes, or stays in the
-        shop, unread. The account goes last: its address finds their guest orders and
-        reviews written under it."""
-        customers = await self._customers_for(subject, {"_fields": ",".join(ERASURE_CUSTOMER_KEYS)})
-        anonymised = blank = notes = 0
-        if self.settings.anonymise_orders:
-            blanking = {"_fields": ",".join(ERASURE_ORDER_KEYS)}
-            orders = await self._orders_for(subject, customers, blanking)
-            anonymised, blank, notes = await self._anonymise(orders)
-        whose_reviews = {"_fields": ",".join(REVIEW_KEYS)}
-        found_reviews = await self._reviews_for(subject, customers, whose_reviews)
-        reviews = await self._anonymise_reviews(found_reviews)
-        # An attempt cut off half-way anonymised reviews (deleted accounts) that no longer
-        # show under the person; the request's snapshot says how many there were.
-        gone = (subject.snapshot or frozenset()) - self.snapshot_keys(
-            [*customers, *(_review_record(review) for review in found_reviews)]
-        )
-        gone_reviews = sum(key.startswith("review/") for key in gone)
-        gone_accounts = len(gone) - gone_reviews
-        if not customers:
-            return await self._erase_guest(subject, (anonymised, blank, notes), reviews)
-        statuses = [await self._delete_customer(customer) for customer in customers]
-        deleted = statuses.count(200)
-        orders_text = (
-            _anonymised(anonymised, blank, notes)
-            if self.settings.anonymise_orders
-            else f"orders {KEPT_ORDERS}"
-        )
-        reviews_text = _reviews_anonymised(reviews, gone_reviews)
-        # The route, not the call: the shop's customer id is the person's record there, and
-        # this text goes into the request's steps and its signed receipt, which hold none.
-        endpoint = f"DELETE {API}/customers/{{id}}?force=true"
-        if not deleted:
-            # Deleted by someone else between our lookup and our call: nothing left to delete.
-            return ErasureResult(
-                found=anonymised + blank + reviews > 0,
-                mode="hard_delete",
-                reversible=False,
-                endpoint=endpoint,
-                vendor_status=statuses[-1],
-                note=f"customer already gone; {orders_text}; {reviews_text}",
-                erased_note=self._erased_note(),
-            )
-        said = "customer deleted" if deleted == 1 else f"{deleted} customer accounts deleted"
-        if gone_accounts:
-            said += EARLIER.format(n=gone_accounts, what="account(s)")
-        return ErasureResult(
-            found=True,
-            mode="hard_delete",
-            reversible=False,
-            endpoint=endpoint,
-            vendor_status=200,
-            note=f"{said}; {orders_text}; {reviews_text}",
-        )
-
-    async def _erase_guest(
-        self, subject: Subject, orders: tuple[int, int, int], reviews: int
-    ) -> ErasureResult:
-        """The outcome of an erasure that found no customer account: their guest orders
-        anonymised (``orders``: blanked now, found blank, notes deleted) or kept, and
-        ``reviews`` product reviews anonymised."""
-        anonymised, blank, notes = orders
-        done = ["no customer account"]
-        if anonymised or blank:
-            done.append(_anonymised(anonymised, blank, notes, "guest orders"))
-        elif not self.settings.anonymise_orders:
-            # Only counted: whose each order is says it is theirs, and nothing else is read.
-            whose = {"_fields": ",".join(ORDER_KEYS)}
-            guest = await self._orders_for(subject, [], whose)
-            if guest:
-                # Not "nothing held": their guest orders stay, with their billing data.
-                done.append(f"{len(guest)} guest orders {KEPT_ORDERS}")
-                if not reviews:
-                    return ErasureResult(
-                        found=True,
-                        mode="kept",  # nothing changed: no account, the orders kept
-                        reversible=False,
-                        endpoint=f"GET {API}/orders",
-                        note="; ".join(done),
-                    )
-        if reviews:
-            done.append(_reviews_anonymised(reviews))
-        if anonymised or blank or reviews:
-            route = f"{API}/orders/{{id}}" if anonymised or blank else f"{REVIEWS}/{{id}}"
-            return ErasureResult(
-                found=True,
-                mode="anonymise",
-                reversible=False,
-                endpoint=f"PUT {route}",
-                note="; ".join(done),
-            )
-        return ErasureResult(
-            found=False,
-            mode="hard_delete",
-            reversible=False,
-            endpoint=f"DELETE {API}/customers/{{id}}?force=true",
-            note="no customer, order or review with personal data for this subject",
-            erased_note=self._erased_note(),
-        )
-
-    def snapshot_keys(self, records: Sequence[Mapping[str, Any]]) -> frozenset[str]:
-        """Each customer account and product review an erasure's snapshot found, by id,
-        for ``Subject.snapshot`` (see ``Adapter.erase``). Orders are not among them: one
-        an earlier attempt blanked is still found by its account, and counted."""
-        keys: set[str] = set()
-        for record in records:
-            if record.get("type") == "review":
-                keys.add(f"review/{record[REVIEW_RECORD].get('id')}")
-            elif record.get("type") is None and record.get("id") is not None:
-                keys.add(f"customer/{record['id']}")
-        return frozenset(keys)
-
-    def _erased_note(self) -> str:
-        """What a completed erasure did, for one that finds nothing left of a person the
-        request found before (``ErasureResult.erased_note``): their account deleted, and
-        their orders as the settings have them, no longer countable."""
-        orders = (
-            "any orders of theirs anonymised and the notes on them deleted (not counted "
-            f"again: the account is gone); {ORDERS_LEFT}"
-            if self.settings.anonymise_orders
-            else f"orders {KEPT_ORDERS}"
-        )
-        reviews = (
-            "any reviews of theirs anonymised (not counted again: they no longer carry the "
-            f"name or address); {REVIEWS_LEFT}"
-        )
-        return f"customer deleted; {orders}; {reviews}"
-
-    async def _anonymise(self, orders: Sequence[Mapping[str, Any]]) -> tuple[int, int, int]:
-        """Blank ``orders`` and delete their notes: how many orders were blanked now, how
-        many were found blank already, and how many notes went.
-
-        An order found blank is the person's anonymised order all the same (blanked by an
-        attempt that stopped before the account went, or by the shop's own retention): left
-        uncounted, the retry's receipt said "0 orders anonymised" of two this request had
-        blanked.
-        """
-        anonymised = blank = notes = 0
-        for order in orders:
-            if is_anonymous(order):
-                # Blanked by a try that stopped before its notes went: they go now.
-                blank += 1
-                notes += await self._delete_notes(int(order["id"]))
-                continue
-            path = f"{API}/orders/{order['id']}"
-            # WooCommerce answers an update with the whole order (what was bought, the IP
-            # address and browser it was placed from); only the status is read here, so
-            # the answer is asked to hold the id alone. An error answer is not cut.
-            response = await self._request(
-                "PUT", path, params=BLANKED_ANSWER, json=ANONYMOUS_ORDER, accept=(400, 404)
-            )
-            # Deleted meanwhile (WooCommerce answers an update of an order it no longer
-            # has 400 woocommerce_rest_shop_order_invalid_id): nothing of it to blank.
-            code = response_code(response)
-            if response.status_code == 400 and code != ORDER_GONE:
-                raise RecordError(self.client.system, "PUT", path, 400, code)
-            if response.status_code == 200:
-                anonymised += 1
-                notes += await self._delete_notes(int(order["id"]))
-        return anonymised, blank, notes
-
-    async def _anonymise_reviews(self, reviews: Sequence[Mapping[str, Any]]) -> int:
-        """Anonymise ``reviews`` (:data:`ANONYMOUS_REVIEW`): how many were.
-
-        WooCommerce answers an update with the whole review, the text and the reviewer's
-        name and e-mail as now written; only the status is read, so the answer is asked to
-        hold the id alone. A review deleted meanwhile (404 ``woocommerce_rest_review_invalid_id``)
-        has nothing left to anonymise; any other refusal (its product gone: 404
-        ``woocommerce_rest_product_invalid_id``) leaves the reviewer's name and e-mail, and
-        is an error.
-        """
-        anonymised = 0
-        for review in reviews:
-            path = f"{REVIEWS}/{review['id']}"
-            response = await self._request(
-                "PUT", path, params=BLANKED_ANSWER, json=ANONYMOUS_REVIEW, accept=(404,)
-            )
-            code = response_code(response)
-            if response.status_code == 404 and code != REVIEW_GONE:
-                raise RecordError(self.client.system, "PUT", path, 404, code)
-            anonymised += response.status_code == 200
-        return anonymised
-
-    async def _delete_customer(self, customer: Mapping[str, Any]) -> int:
-        """``DELETE /customers/{id}?force=true``: 200 deleted, else the status of an
-        answer saying it was gone already."""
-        path = f"{API}/customers/{int(customer['id'])}"
-        response = await self._request(
-            "DELETE", path, params={"force": "true"}, accept=(400, 403, 404)
-        )
-        if response.status_code == 403:
-            raise _refused_delete(self.client.system, path, response, customer)
-        code = response_code(response)
-        if response.status_code in (400, 404) and code != CUSTOMER_GONE[response.status_code]:
-            raise RecordError(self.client.system, "DELETE", path, response.status_code, code)
-        return response.status_code
-
     # -- webhooks --------------------------------------------------------------------------
 
     def verify_webhook(self, request: WebhookRequest, secret: str, now: float) -> bool:
@@ -1266,142 +604,3 @@ def _with_billing_names(fields: Mapping[str, Any]) -> Mapping[str, Any]:
         if name in fields and f"billing.{name}" not in fields
     }
     return {**fields, **extra} if extra else fields
-
-
-def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders") -> str:
-    """What an erasure's note says of the orders it anonymised: ``blank`` of them found so
-    already count too, said as such (this attempt did not blank them, and may not be what
-    did); their notes were deleted before, or by this attempt, which says how many."""
-    if blank:
-        done = (
-            f"{anonymised + blank} {orders} anonymised ({blank} of them found so already); "
-            f"every note on them deleted, {notes} at this attempt"
-        )
-    else:
-        done = f"{anonymised} {orders} anonymised; {notes} order notes deleted"
-    return f"{done}; {ORDERS_LEFT}"
-
-
-def _reviews_anonymised(count: int, gone: int = 0) -> str:
-    """What an erasure's note says of the product reviews it anonymised. None is said too
-    (the receipt shows they were looked for), as none found: an earlier attempt's
-    anonymised reviews no longer carry the address, and those found by the account are passed
-    over: they are not counted again, but ``gone`` counts those the request's snapshot
-    found that no longer show under the person."""
-    if gone:
-        earlier = EARLIER.format(n=gone, what="review(s)")
-        return f"{count} reviews anonymised{earlier}; {REVIEWS_LEFT}"
-    if not count:
-        return "0 reviews anonymised (none under their addresses or from their account)"
-    return f"{count} reviews anonymised; {REVIEWS_LEFT}"
-
-
-#: Put after a count of this attempt's by one that finds gone what the request's snapshot
-#: found: done by an earlier attempt cut off before its outcome was recorded (or by the
-#: shop's staff meanwhile), which the snapshot, not this attempt, knows of.
-EARLIER: Final = (
-    " by this attempt, and {n} more {what} the request found before its first attempt no "
-    "longer under the person"
-)
-
-
-def _review_record(review: Mapping[str, Any]) -> dict[str, Any]:
-    """A product review as an access copy and an erasure's reads list it: marked as one, the
-    review as wc/v3 gives it under :data:`REVIEW_RECORD`."""
-    return {"type": "review", REVIEW_RECORD: dict(review)}
-
-
-def _refused_delete(
-    system: str, path: str, response: httpx.Response, customer: Mapping[str, Any]
-) -> RecordError | FatalRemoteError:
-    """The error for a 403 to deleting a customer, saying what a person must do about it.
-
-    Since WooCommerce 9.5.2 its REST API deletes only customers and subscribers: an account
-    with another role (a shop manager who also bought something) is refused with 403
-    ``woocommerce_rest_cannot_delete`` however the key is permitted. That erasure cannot be
-    finished over the API; the message says so, with the role (a technical name, not personal
-    data), so an operator deletes the user in WordPress and retries the request. Any other
-    403 is the key's permissions, fatal as before.
-    """
-    code = response_code(response)
-    role = str(customer.get("role", ""))
-    if code == "woocommerce_rest_cannot_delete" and role and role not in DELETABLE_ROLES:
-        detail = (
-            f"{code}: WooCommerce deletes only {' and '.join(sorted(DELETABLE_ROLES))} accounts "
-            f"over its API and this one's role is {role!r}; delete the user in WordPress "
-            "(Users), then retry the request"
-        )
-        return RecordError(system, "DELETE", path, 403, detail)
-    return FatalRemoteError(system, "DELETE", path, 403, code)
-
-
-def _addresses(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The addresses guest orders of the subject are billed to: the one asked with, and the
-    current one of each of their customer accounts where it differs. Asked under a former
-    address (found by the identity map's id), a guest order placed since under the current
-    one is theirs too."""
-    addresses = [subject.email]
-    for customer in customers:
-        current = customer.get("email")
-        if isinstance(current, str) and normalise_email(current) not in {
-            normalise_email(a) for a in addresses
-        }:
-            addresses.append(current)
-    return addresses
-
-
-def _review_accounts(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The user ids whose product reviews are the subject's: their accounts' and the one the
-    identity map names (deleted from the shop, its reviews keep its id), not another
-    subject's (Subject.spare). WordPress keeps the account's id on a review written while
-    logged in, beside the address the person had then: one who changed it since is found
-    by the id alone. Never 0: a guest's review has user id 0, and ``reviewer=0`` lists
-    every guest's (WP_Comment_Query's ``author__in``)."""
-    accounts = [str(customer["id"]) for customer in customers]
-    known = _wp_id(subject.external_id)
-    if known is not None:
-        accounts.append(known)
-    return [a for a in dict.fromkeys(accounts) if a not in subject.spare and _wp_id(a)]
-
-
-def _written_by_another(review: Mapping[str, Any], own: Collection[str]) -> bool:
-    """Whether ``review`` was written from a customer account none of ``own`` (the person's
-    user ids: :func:`_review_accounts`), by the rule orders go by
-    (:func:`~connector.adapter.placed_by_another`): a review found by the address it was
-    written under is the person's only as a guest's (no account to say otherwise) or one of
-    their own accounts'. Another customer may have written it from their account under the
-    address (one who held it before the person): listed in the person's copy it gave away
-    that customer's name and what they wrote, and anonymised by the person's erasure it
-    took their name off their review."""
-    writer = _reviewer_account(review)
-    return writer is not None and writer not in own
-
-
-def _reviewer_account(review: Mapping[str, Any]) -> str | None:
-    """The user id of the account ``review`` was written from, or ``None`` for a guest's.
-
-    The review's JSON has no field for it: WooCommerce gives the comment's user id only as
-    a ``reviewer`` link (``.../wp/v2/users/<id>``), and only where it is not 0
-    (``WC_REST_Product_Reviews_Controller::prepare_links`` [src]). A link that names no
-    id this can read says nothing of whose the review is: it counts as none."""
-    links = review.get("_links")
-    # Not a mapping: no links, or PHP's empty array ([]) once _fields cut every one away.
-    reviewer = links.get("reviewer") if isinstance(links, Mapping) else None
-    for link in reviewer if isinstance(reviewer, list) else []:
-        href = link.get("href") if isinstance(link, Mapping) else None
-        named = REVIEWER_HREF.search(unquote(href)) if isinstance(href, str) else None
-        if named is not None:
-            return str(int(named.group(1)))
-    return None
-
-
-def _wp_id(external_id: str | None) -> str | None:
-    """An identity map id as WordPress writes it (``"007"`` is customer 7), or ``None``."""
-    if external_id and external_id.isdecimal() and int(external_id) > 0:
-        return str(int(external_id))
-    return None
-
-
-def _is_id(value: Any) -> bool:
-    """A WordPress id: a positive integer (a bool is not one, though Python counts it so)."""
-    return type(value) is int and value > 0
