@@ -425,6 +425,14 @@ async def test_a_pull_of_several_roles_keeps_up_with_deletions_as_a_pull_of_all_
     rest = [page async for page in pull]
     ids = [r["id"] for p in [first, *rest] for r in p.records]
     assert ids == sorted(held["customer"] + held["subscriber"])
+    # Read in pages of three, the deletions falling between two of them: in one page of
+    # everyone the deletions would come after the whole scan and prove nothing.
+    assert not first.complete and rest
+    listed = [e for e in sandbox.log.entries if e.path == f"{API}/customers"]
+    assert {e.query["per_page"] for e in listed} == {"3"}
+    # The page after them went back past the usual overlap (offset 1) to the list's
+    # start, as far as X-WP-Total dropped by the two deleted.
+    assert [e.query["offset"] for e in listed][:3] == ["0", "1", "0"]
     await harness.client.aclose()
 
 

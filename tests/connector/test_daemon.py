@@ -162,6 +162,11 @@ async def test_a_shop_synced_by_two_roles_sends_its_customers_and_subscribers_al
         daemon = Daemon(rt, clock=Clock())
         (first,) = await rt.engine.sync()
         assert first.complete and first.pulled == len(synced)
+        # Over pages of three (the shop's scan, not a lookup by e-mail): in one page of
+        # everyone there would be no page of staff alone to pass over.
+        scan = [e for e in shop.log.entries if "offset" in e.query]
+        assert {e.query["per_page"] for e in scan} == {"3"}
+        assert "3" in {e.query["offset"] for e in scan}  # ids 4 to 6: staff alone
         assert all(crm.holds(email) for email in synced)
         assert crm.contact_count() == len(synced)
         assert sum(e.records for e in crm.log.writes()) == len(synced)

@@ -241,6 +241,14 @@ async def _erased_then_synced(world: World, rt: Runtime, email: str) -> None:
     await _sync_until_complete(world, rt)
 
 
+def _scanned_in_pages(world: World, at: int) -> None:
+    """The shop's customers were read in pages of three, several of them: in one page a
+    run has no moment between two pages to be cut at, nor a cursor to resume from."""
+    scan = [e for e in world.shop.log.entries if "offset" in e.query]
+    assert {e.query["per_page"] for e in scan} == {"3"}, at
+    assert len({e.query["offset"] for e in scan}) >= 3, at
+
+
 def _each_once(world: World, rt: Runtime, at: int) -> None:
     emails = _emails(world)
     for email in emails:
@@ -267,7 +275,11 @@ async def test_a_sync_killed_at_any_moment_and_run_again_leaves_each_customer_on
         assert not again.failed
         assert [s.log.writes() for s in (world.crm, world.news, world.deals)] == [[], [], []]
 
-    moments = await _every_death(tmp_path, monkeypatch, _nothing, _sync, recover, _each_once)
+    def check(world: World, rt: Runtime, at: int) -> None:
+        _scanned_in_pages(world, at)
+        _each_once(world, rt, at)
+
+    moments = await _every_death(tmp_path, monkeypatch, _nothing, _sync, recover, check)
     assert moments > 20  # the run was cut at every commit and every call, not at a few
 
 
@@ -708,9 +720,12 @@ async def test_a_first_sync_whose_any_one_answer_is_lost_still_writes_each_custo
     """Each call of a first sync to HubSpot, Mailchimp and Pipedrive in turn is carried out
     by the vendor and its answer lost (the process lives and retries): each customer is
     still in each system once. A retried create is where a duplicate would come from."""
-    calls = await _every_call(
-        tmp_path, monkeypatch, None, _nothing, _sync_until_complete, _each_once
-    )
+
+    def check(world: World, rt: Runtime, at: int) -> None:
+        _scanned_in_pages(world, at)
+        _each_once(world, rt, at)
+
+    calls = await _every_call(tmp_path, monkeypatch, None, _nothing, _sync_until_complete, check)
     assert calls > 20
 
 
