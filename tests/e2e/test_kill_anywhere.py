@@ -42,7 +42,7 @@ from connector.webhooks import receive
 from tests.conftest import VirtualTime
 from tests.e2e.test_multi_system import SHOPIFY_SECRET, World, write_config
 
-CUSTOMERS = 7  # with a page of 3: three pages, the last one short
+CUSTOMERS = 7  # with a page of 3, each re-reading the last two of the one before: five pages
 _DURABLE = ("INSERT", "UPDATE", "DELETE", "REPLACE")
 
 
