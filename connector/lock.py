@@ -262,8 +262,8 @@ def _flock(store_path: Path, *, exclusive: bool) -> Iterator[None]:
 
 #: How long a command waits for a lock before it says what it waits for, and the pauses it
 #: waits in.
-_NOTICE_SECONDS = 2.0
-_PAUSE_SECONDS = 0.05
+_KEYS_NOTICE_SECONDS = 2.0
+_KEYS_PAUSE_SECONDS = 0.05
 
 #: What a command waiting for the store's keys says: who holds them and that it goes on.
 KEYS_HELD = (
@@ -275,7 +275,7 @@ KEYS_HELD = (
 def wait_for_lock(fd: int, path: Path, *, exclusive: bool, held: str) -> None:
     """A lock on the lock file ``fd`` (at ``path``), shared or ``exclusive``, waiting as long
     as another process holds it; ``held`` (what holds it, and that the wait goes on) said
-    once, at WARNING, after :data:`_NOTICE_SECONDS` (counted in the pauses waited).
+    once, at WARNING, after :data:`_KEYS_NOTICE_SECONDS` (counted in the pauses waited).
 
     A blocking ``flock`` waited without a word: behind a rotation that was stuck or slow an
     operator saw a command hang, and not why. The lock is tried again after each pause
@@ -291,11 +291,11 @@ def wait_for_lock(fd: int, path: Path, *, exclusive: bool, held: str) -> None:
             return
         except BlockingIOError:
             pass
-        if not said and waited >= _NOTICE_SECONDS:
+        if not said and waited >= _KEYS_NOTICE_SECONDS:
             log.warning(held, extra={"lock_file": str(path)})
             said = True
-        time.sleep(_PAUSE_SECONDS)
-        waited += _PAUSE_SECONDS
+        time.sleep(_KEYS_PAUSE_SECONDS)
+        waited += _KEYS_PAUSE_SECONDS
 
 
 @contextmanager
