@@ -1,0 +1,128 @@
+"""``pull``, and the listing of every person an upsert answers its lookups from: both page
+through ``GET /persons`` by ``additional_data.next_cursor``.
+
+The listing is read as a full pull reads, when it saves searches (:mod:`.directory` says
+when); one that fails leaves the batch to searches, one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from adapters.pipedrive._calls import PERSONS, PersonCalls
+from adapters.pipedrive.payloads import (
+    PullCursor,
+    decode_cursor,
+    encode_cursor,
+    later_time,
+    with_contact_keys,
+)
+from connector.adapter import OutboundRecord, Page
+from connector.errors import FatalRemoteError, KlantsyncError
+from connector.http import answer_object
+
+log = logging.getLogger("klantsync.pipedrive")
+
+
+class PersonPages(PersonCalls):
+    """Every person, page by page: the pull, and the listing an upsert makes of it."""
+
+    async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
+        """Yield pages of persons changed since the cursor's watermark, oldest change first.
+
+        Raises:
+            FatalRemoteError: Pipedrive handed back a ``next_cursor`` already used in this
+                pull (a paging loop would otherwise never end).
+            RetryableError: a page answered with something that is not a list of persons.
+        """
+        state = decode_cursor(cursor)
+        high = state.high or state.since
+        page_token = state.page
+        seen: set[str] = {page_token} if page_token else set()
+        while True:
+            params: dict[str, Any] = {
+                "limit": self.limits.page_size,
+                "sort_by": "update_time",
+                "sort_direction": "asc",
+            }
+            if state.since:
+                params["updated_since"] = state.since
+            if page_token:
+                params["cursor"] = page_token
+            response = await self.client.request("GET", PERSONS, params=params)
+            # Not json_object: a page it reads as {} (a front end's 200 HTML page) has no
+            # next cursor either, and would end the pull "complete" with the rest never read.
+            body = answer_object(
+                response, system=self.client.system, method="GET", path=PERSONS, required=("data",)
+            )
+            people = [p for p in body.get("data") or [] if isinstance(p, dict)]
+            for person in people:
+                high = later_time(high, person.get("update_time"))
+            records = [with_contact_keys(p) for p in people if not p.get("is_deleted")]
+            next_token = _next_cursor(body)
+            if next_token is None:
+                final = encode_cursor(PullCursor(since=high)) if high else None
+                yield Page(records=records, cursor=final, complete=True)
+                return
+            if next_token in seen:
+                raise FatalRemoteError(
+                    self.client.system, "GET", PERSONS, response.status_code, "PAGING_LOOP"
+                )
+            seen.add(next_token)
+            page_token = next_token
+            resume = PullCursor(since=state.since, page=next_token, high=high)
+            yield Page(records=records, cursor=encode_cursor(resume))
+
+    async def _list_if_worth_it(self, records: Sequence[OutboundRecord]) -> None:
+        """List every person first when that saves this batch's and the next ones' searches.
+
+        A listing that fails is not this batch's failure: the records are searched one by
+        one, as they would be without it.
+
+        Raises:
+            FatalRemoteError: bad token or missing permission.
+        """
+        lookups = sum(
+            1 for r in records if r.email and not (r.external_id and r.external_id.isdecimal())
+        )
+        if not lookups:
+            return
+        async with self._listing:  # batches side by side wait for one listing
+            if self.directory.fresh or not self.directory.worth_listing(lookups):
+                return
+            try:
+                persons, pages = await self._every_person()
+            except KlantsyncError as exc:
+                # Bad credentials stop the system; a listing that failed (or looped, which
+                # pull refuses) leaves the batch to searches.
+                if isinstance(exc, FatalRemoteError) and exc.detail != "PAGING_LOOP":
+                    raise
+                log.warning(
+                    "person listing failed; searching instead",
+                    extra={"system": self.client.system, "error": str(exc)},
+                )
+                return
+            self.directory.load(persons, pages)
+
+    async def _every_person(self) -> tuple[list[dict[str, Any]], int]:
+        """Every live person, read as a full pull reads them, and how many pages that took.
+
+        Only what the listing needs of each person is kept (id, e-mails): a company's whole
+        person records would cost a few KB each until the last page.
+        """
+        persons: list[dict[str, Any]] = []
+        pages = 0
+        async for page in self.pull(None):
+            pages += 1
+            persons.extend({"id": p.get("id"), "emails": p.get("emails")} for p in page.records)
+        return persons, pages
+
+
+def _next_cursor(body: dict[str, Any]) -> str | None:
+    additional = body.get("additional_data")
+    if not isinstance(additional, dict):
+        return None
+    token = additional.get("next_cursor")
+    return token if isinstance(token, str) and token else None
