@@ -303,7 +303,29 @@ def _parser() -> _Parser:
     cli_keys.register(sub)
     cli_backup.register(sub)
     cli_health.register(sub)
+    _config_after_the_command(parser)
     return parser
+
+
+def _config_after_the_command(parser: argparse.ArgumentParser) -> None:
+    """Let every command and action take ``-c/--config`` after its own name as well.
+
+    ``klantsync check --config FILE`` is how most tools are called, and argparse refused it
+    as an unrecognized argument when the option was the top-level parser's alone. The
+    command's copy has no default (``SUPPRESS``), so one given before the command is kept
+    unless another is given after it.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                command.add_argument(
+                    "-c",
+                    "--config",
+                    type=Path,
+                    default=argparse.SUPPRESS,
+                    help="config file (TOML), as before the command",
+                )
+                _config_after_the_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

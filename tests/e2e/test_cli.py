@@ -20,7 +20,7 @@ from rich.console import Console
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.cli import main
+from connector.cli import _parser, main
 from connector.config import load_config
 from connector.crypto import RECEIPT_KEY_CONTEXT, Keyring, decode_master_key, generate_master_key
 from connector.demo import REPO_MAPPINGS, run_demo, write_config
@@ -703,6 +703,46 @@ def test_missing_config_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) 
     with pytest.raises(SystemExit) as info:
         main(["sync"])
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["status", "--json", "-c", "{config}"],
+        ["status", "--config", "{config}", "--json"],
+        ["-c", "elsewhere.toml", "status", "--json", "--config", "{config}"],
+    ],
+)
+def test_the_config_may_follow_the_command(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
+    capsys: pytest.CaptureFixture[str],
+    words: list[str],
+) -> None:
+    """`klantsync status -c FILE` works as `klantsync -c FILE status` does (argparse refused
+    it); given on both sides, the one after the command is the one read."""
+    config, _, _ = served
+    assert main([word.format(config=config) for word in words]) == 0
+    status = _json(capsys)
+    assert isinstance(status, dict) and "shop-to-crm" in status["flows"]
+
+
+@pytest.mark.parametrize(
+    ("words", "named"),
+    [
+        (["-c", "before.toml", "check"], "before.toml"),
+        (["check", "--config", "after.toml"], "after.toml"),
+        (["dsr", "list", "-c", "after.toml"], "after.toml"),
+        (["-c", "before.toml", "dsr", "list"], "before.toml"),
+        (["retention", "run", "--dry-run", "-c", "after.toml"], "after.toml"),
+        (["keys", "show", "--config", "after.toml"], "after.toml"),
+    ],
+)
+def test_every_command_and_action_reads_the_config_given_before_or_after_it(
+    words: list[str], named: str
+) -> None:
+    """Each command, and each action of a command that has them, takes ``-c`` after its own
+    name; one given only before the command is not lost to the action's copy of the option."""
+    assert _parser().parse_args(words).config == Path(named)
 
 
 def test_status_shows_open_requests_and_days_left(
