@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import (
+    __version__,
     cli_accountability,
     cli_backup,
     cli_check,
@@ -219,6 +220,7 @@ def _parser() -> _Parser:
         description="GDPR-aware customer-data sync: webshop -> CRM, with proof.",
     )
     parser.add_argument("-c", "--config", type=Path, help="config file (TOML)")
+    parser.add_argument("--version", action="version", version=f"klantsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+import connector
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
@@ -696,6 +698,16 @@ def test_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keygen"]) == 0
     second = capsys.readouterr().out.strip()
     assert len(decode_master_key(first)) == 32 and first != second
+
+
+def test_version_says_the_version_pip_installed(capsys: pytest.CaptureFixture[str]) -> None:
+    """`klantsync --version` exits 0 saying the version, the one the package was installed
+    as (pyproject reads it from connector.__version__: the two cannot drift apart)."""
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"klantsync {importlib.metadata.version('klantsync')}\n"
+    assert importlib.metadata.version("klantsync") == connector.__version__
 
 
 def test_missing_config_flag_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
