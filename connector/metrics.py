@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from connector import __version__
 from connector.engine import FlowReport
 
 __all__ = ["FLOW_OUTCOMES", "WEBHOOK_OUTCOMES", "Metrics"]
@@ -143,6 +144,15 @@ class Metrics:
             "Unix time of the last backup of the store (klantsync backup); 0 if none recorded",
             registry=r,
         )
+        # The version as a label on a constant 1, Prometheus's usual way: a dashboard shows
+        # which release each client's instance runs, and an upgrade is a change of series.
+        self.build_info = Gauge(
+            "klantsync_build_info",
+            "The klantsync version this daemon runs, as its label (always 1)",
+            ["version"],
+            registry=r,
+        )
+        self.build_info.labels(__version__).set(1)
         self.webhooks = Counter(
             "klantsync_webhooks",
             "Webhook deliveries by outcome",

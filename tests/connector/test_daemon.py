@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from pydantic import SecretStr
 
 import adapters.woocommerce.adapter as woocommerce_adapter
+import connector
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, jobs
@@ -2065,6 +2066,7 @@ async def test_metrics_count_records_and_requests(daemon: Daemon, shop: WooComme
     # When the master key was set, for an alert on its age (the store was bound on open).
     since = [line for line in text.splitlines() if line.startswith("klantsync_master_key_since")]
     assert len(since) == 1 and float(since[0].split()[1]) > 1.7e9
+    assert f'klantsync_build_info{{version="{connector.__version__}"}} 1.0' in text
     assert "@" not in text
 
 
