@@ -55,7 +55,7 @@ from connector.loop import run as run_loop
 from connector.runtime import open_runtime, settle_heap
 from connector.storefile import failure, on_full_disk
 
-__all__ = ["main", "print_report", "progress_bar"]
+__all__ = ["CONFIG_VARIABLE", "main", "print_report", "progress_bar"]
 
 # The sync summary and the progress bar are shared with the demo (and were public here).
 print_report = cli_sync.print_report
@@ -214,12 +214,18 @@ def _stdin_lines(parser: argparse.ArgumentParser, option: str, *, one: bool) -> 
     return values
 
 
+#: The environment variable read for the config's path when no ``-c`` is given.
+CONFIG_VARIABLE = "KLANTSYNC_CONFIG"
+
+
 def _parser() -> _Parser:
     parser = _Parser(
         prog="klantsync",
         description="GDPR-aware customer-data sync: webshop -> CRM, with proof.",
     )
-    parser.add_argument("-c", "--config", type=Path, help="config file (TOML)")
+    parser.add_argument(
+        "-c", "--config", type=Path, help="config file (TOML); default: $KLANTSYNC_CONFIG"
+    )
     parser.add_argument("--version", action="version", version=f"klantsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -370,6 +376,10 @@ def _main(argv: list[str]) -> int:
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.refuse(_unrecognized(extras, argv))
+    if args.config is None and os.environ.get(CONFIG_VARIABLE):
+        # One instance per client, its config in one place: a shell or a container set up
+        # for that client names it once instead of on every command. -c still wins.
+        args.config = Path(os.environ[CONFIG_VARIABLE])
     console = _Stdout(stderr=False, highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
@@ -628,7 +638,7 @@ def _json_line(answer: dict[str, Any]) -> bool:
 
 def _need_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Path:
     if args.config is None:
-        parser.error(f"{args.command} needs -c CONFIG")
+        parser.error(f"{args.command} needs -c CONFIG (or {CONFIG_VARIABLE} set to its path)")
     path: Path = args.config
     return path
 

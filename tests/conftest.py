@@ -246,6 +246,15 @@ def _lock_retries_without_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("connector.lock._PAUSE_SECONDS", 0.0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_config_from_the_environment() -> Iterator[None]:
+    """A KLANTSYNC_CONFIG exported in the shell that runs the tests names no test's config:
+    each test gives its own with -c, or none where it means none."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("KLANTSYNC_CONFIG", raising=False)
+        yield
+
+
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for key, value in ENV.items():

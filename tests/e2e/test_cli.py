@@ -22,7 +22,7 @@ import connector
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.mailchimp.sandbox import MailchimpSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.cli import _parser, main
+from connector.cli import CONFIG_VARIABLE, _parser, main
 from connector.config import load_config
 from connector.crypto import RECEIPT_KEY_CONTEXT, Keyring, decode_master_key, generate_master_key
 from connector.demo import REPO_MAPPINGS, run_demo, write_config
@@ -698,6 +698,35 @@ def test_keygen_prints_a_usable_key(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["keygen"]) == 0
     second = capsys.readouterr().out.strip()
     assert len(decode_master_key(first)) == 32 and first != second
+
+
+def test_the_config_may_be_named_by_the_environment(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """With KLANTSYNC_CONFIG set, a command needs no -c; a -c given is read instead."""
+    config, _, _ = served
+    monkeypatch.setenv(CONFIG_VARIABLE, str(config))
+    assert main(["status", "--json"]) == 0
+    assert "shop-to-crm" in _json(capsys)["flows"]  # type: ignore[index]
+    elsewhere = tmp_path / "elsewhere.toml"
+    assert main(["-c", str(elsewhere), "status", "--json"]) == 2
+    assert _json(capsys)["file"] == str(elsewhere)  # type: ignore[index]
+
+
+def test_a_command_without_a_config_says_both_ways_to_name_it(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty KLANTSYNC_CONFIG is none; the usage error names -c and the variable."""
+    monkeypatch.setenv(CONFIG_VARIABLE, "")
+    with pytest.raises(SystemExit) as info:
+        main(["status"])
+    assert info.value.code == 2
+    assert f"status needs -c CONFIG (or {CONFIG_VARIABLE} set to its path)" in (
+        capsys.readouterr().err
+    )
 
 
 def test_version_says_the_version_pip_installed(capsys: pytest.CaptureFixture[str]) -> None:
