@@ -22,6 +22,7 @@ from connector import audit
 from connector.crypto import manifest_context
 from connector.dsr_store import DsrStore, RequestRow
 from connector.dsr_views import DsrError, DsrUsageError, RequestView, make_view, system_views
+from connector.requestids import KIND_PREFIXES, PREFIX
 
 if TYPE_CHECKING:
     from connector.dsr_kinds import KindRunner
@@ -30,12 +31,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PREFIX", "ServiceBase", "iso", "no_request", "with_changes"]
 
-#: The prefix of each kind's request ids.
-PREFIX = {"erase": "er", "access": "ac", "rectify": "rc"}
-
 #: A request id as :meth:`DsrService._new_row` makes them: the kind's prefix, the day the
 #: request was received and eight hex digits.
-_REQUEST_ID = re.compile(rf"(?:{'|'.join(PREFIX.values())})-[0-9]{{8}}-[0-9a-f]{{8}}")
+_REQUEST_ID = re.compile(rf"(?:{KIND_PREFIXES})-[0-9]{{8}}-[0-9a-f]{{8}}")
 
 
 def no_request(request_id: str) -> DsrUsageError:

@@ -21,6 +21,8 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import unquote
 
+from connector.requestids import KIND_PREFIXES
+
 __all__ = ["RedactingFilter", "debug_wanted", "mask_contact_details", "redact", "setup_logging"]
 
 
@@ -64,12 +66,12 @@ def _email() -> re.Pattern[str]:
     return re.compile(rf"(?<!{name}){name}(?:{name}|')*@{domain}")
 
 
-#: A data subject request's id as connector/dsr.py makes them: the kind's prefix, the day it
-#: was received and eight hex digits ("er-20260105-97368204"). About one id in 43 has hex
+#: A data subject request's id (connector/requestids.py): the kind's prefix, the day it was
+#: received and eight hex digits ("er-20260105-97368204"). About one id in 43 has hex
 #: digits that are all digits, and the day and those read as a phone: masked, the journal's
 #: "request completed" line said "er-<phone>" and could not be matched to its request. It is
 #: matched before a phone can begin inside it, and left as it is: it names no one.
-_REQUEST_ID = r"\b(?:er|ac|rc)-(?:19|20)\d{6}-[0-9a-f]{8}\b"
+_REQUEST_ID = rf"\b(?:{KIND_PREFIXES})-(?:19|20)\d{{6}}-[0-9a-f]{{8}}\b"
 #: Digits with the separators people write numbers with: spaces, dashes, brackets, and the
 #: slashes and dots of Belgian and German numbers ("0470/12.34.56", "030/1234567"), which the
 #: phone transform reads as numbers too. (An IP address is masked with them: also personal.)

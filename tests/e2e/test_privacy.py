@@ -17,6 +17,7 @@ import pytest
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.logs import RedactingFilter, mask_contact_details, redact, setup_logging
+from connector.requestids import PREFIX
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
@@ -205,6 +206,16 @@ def test_redaction_masks_phones_and_leaves_dates(text: str, expected: str) -> No
     Incident texts are masked by the same patterns."""
     assert redact(text) == expected
     assert mask_contact_details(text) == expected
+
+
+@pytest.mark.parametrize("kind", sorted(PREFIX))
+def test_a_request_id_of_every_kind_is_left_whole_by_the_masking(kind: str) -> None:
+    """An id of each kind the request service makes, its hex digits all digits, is kept as
+    it is, not masked as a phone: the masking reads the kinds' prefixes where the service
+    does (connector/requestids.py), so a kind added there is kept too."""
+    text = f"request {PREFIX[kind]}-20260105-97368204 completed"
+    assert redact(text) == text
+    assert mask_contact_details(text) == text
 
 
 async def test_the_journal_names_a_request_whose_id_has_only_digits_by_that_id(
