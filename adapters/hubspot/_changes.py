@@ -43,6 +43,7 @@ from adapters.hubspot._scopes import CONTACTS_READ, needing
 from connector.adapter import Page
 from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
+from connector.paging import PAGING_LOOP
 
 __all__ = [
     "SEARCH",
@@ -222,7 +223,7 @@ async def changed_since(
             yield Page(records=fresh, cursor=after(high))
             continue
         if past_floor:
-            raise FatalRemoteError(client.system, "POST", SEARCH, 200, "PAGING_LOOP")
+            raise FatalRemoteError(client.system, "POST", SEARCH, 200, PAGING_LOOP)
         # A full page of the floor's millisecond alone: read the rest of it by id.
         yield Page(records=fresh, cursor=after(high))
         async for page in _one_millisecond(client, floor, asked, page_size, at_floor, after(high)):
@@ -260,5 +261,5 @@ async def _one_millisecond(
         if following is None or not records:
             return
         if not ids or max(ids) <= last_id:
-            raise FatalRemoteError(client.system, "POST", SEARCH, 200, "PAGING_LOOP")
+            raise FatalRemoteError(client.system, "POST", SEARCH, 200, PAGING_LOOP)
         last_id = max(ids)

@@ -30,8 +30,9 @@ import httpx
 
 from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot._scopes import ASSOCIATED_KINDS
-from connector.errors import FatalRemoteError, RemoteError, RetryableError
+from connector.errors import RemoteError, RetryableError
 from connector.http import SystemClient, answer_object
+from connector.paging import PageTokens
 
 __all__ = [
     "ASSOCIATIONS_UNREAD",
@@ -212,7 +213,7 @@ class Related:
         UNVERIFIED either way). An erasure counts with it what gdpr-delete leaves."""
         path = ASSOCIATIONS.format(contactId=contact_id, toObjectType=kind)
         ids: list[str] = []
-        seen: set[str] = set()
+        tokens = PageTokens(self.client.system, "GET", path)
         after: str | None = None
         while True:
             params: dict[str, Any] = {"limit": min(ASSOCIATIONS_PAGE, MAX_PER_KIND - len(ids))}
@@ -233,11 +234,7 @@ class Related:
                 return ids, True
             if len(ids) >= MAX_PER_KIND:
                 return ids, False
-            if after in seen:
-                raise FatalRemoteError(
-                    self.client.system, "GET", path, response.status_code, "PAGING_LOOP"
-                )
-            seen.add(after)
+            tokens.follow(after, response.status_code)
 
     async def _read(
         self, kind: str, ids: Sequence[str], names: Sequence[str]

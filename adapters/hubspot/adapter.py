@@ -75,9 +75,10 @@ from adapters.hubspot.settings import (
 from adapters.hubspot.signature import sign_v3
 from connector.access_labels import CopyLabels
 from connector.adapter import AdapterSpec, Capability, Page
-from connector.errors import ConfigError, FatalRemoteError
+from connector.errors import ConfigError
 from connector.http import SystemClient, answer_object
 from connector.mapping import SystemMapping
+from connector.paging import PageTokens
 
 __all__ = [
     "DEFAULT_PROPERTIES",
@@ -190,7 +191,7 @@ class HubSpotAdapter(ContactWrites, ContactFinds, ContactErasure, ContactWebhook
     async def _list(self, after: str | None, since: int | None) -> AsyncIterator[Page]:
         """Every contact from ``after`` on, 100 a call; the last page's cursor searches from
         ``since`` (the latest modification when the first page was read)."""
-        seen: set[str] = {after} if after else set()
+        tokens = PageTokens(self.client.system, "GET", CONTACTS, first=after)
         while True:
             params: dict[str, Any] = {"limit": self.limits.page_size}
             params["properties"] = self._properties
@@ -213,11 +214,7 @@ class HubSpotAdapter(ContactWrites, ContactFinds, ContactErasure, ContactWebhook
                 final = PullCursor(since=since).encode()
                 yield Page(records=records, cursor=final, complete=True)
                 return
-            if following in seen:
-                raise FatalRemoteError(
-                    self.client.system, "GET", CONTACTS, response.status_code, "PAGING_LOOP"
-                )
-            seen.add(following)
+            tokens.follow(following, response.status_code)
             yield Page(records=records, cursor=PullCursor(since, following).encode())
             after = following
 

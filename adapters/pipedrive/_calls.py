@@ -19,8 +19,8 @@ from adapters.pipedrive.payloads import search_hits
 from adapters.pipedrive.sent import LastSent
 from adapters.pipedrive.settings import PipedriveSettings
 from connector.adapter import Limits
-from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
+from connector.paging import PageTokens
 
 PERSONS: Final = "/persons"
 SEARCH: Final = "/persons/search"
@@ -68,7 +68,7 @@ class PersonCalls:
         """
         ids: set[int] = set()
         cursor: str | None = None
-        seen: set[str] = set()
+        tokens = PageTokens(self.client.system, "GET", SEARCH)
         while True:
             params: dict[str, Any] = {
                 "term": email,
@@ -87,10 +87,6 @@ class PersonCalls:
             cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
             if not isinstance(cursor, str) or not cursor:
                 return sorted(ids)
-            if cursor in seen:
-                # Paging in a loop: what was read is not all there is, and an erasure's
-                # check must not conclude from it that nobody is left (as the pull refuses).
-                raise FatalRemoteError(
-                    self.client.system, "GET", SEARCH, response.status_code, "PAGING_LOOP"
-                )
-            seen.add(cursor)
+            # Paging in a loop: what was read is not all there is, and an erasure's check
+            # must not conclude from it that nobody is left (as the pull refuses).
+            tokens.follow(cursor, response.status_code)

@@ -22,6 +22,7 @@ from adapters.pipedrive.payloads import (
 from connector.adapter import OutboundRecord, Page
 from connector.errors import FatalRemoteError, KlantsyncError
 from connector.http import answer_object
+from connector.paging import PAGING_LOOP, PageTokens
 
 log = logging.getLogger("klantsync.pipedrive")
 
@@ -40,7 +41,7 @@ class PersonPages(PersonCalls):
         state = decode_cursor(cursor)
         high = state.high or state.since
         page_token = state.page
-        seen: set[str] = {page_token} if page_token else set()
+        tokens = PageTokens(self.client.system, "GET", PERSONS, first=page_token)
         while True:
             params: dict[str, Any] = {
                 "limit": self.limits.page_size,
@@ -66,11 +67,7 @@ class PersonPages(PersonCalls):
                 final = encode_cursor(PullCursor(since=high)) if high else None
                 yield Page(records=records, cursor=final, complete=True)
                 return
-            if next_token in seen:
-                raise FatalRemoteError(
-                    self.client.system, "GET", PERSONS, response.status_code, "PAGING_LOOP"
-                )
-            seen.add(next_token)
+            tokens.follow(next_token, response.status_code)
             page_token = next_token
             resume = PullCursor(since=state.since, page=next_token, high=high)
             yield Page(records=records, cursor=encode_cursor(resume))
@@ -97,7 +94,7 @@ class PersonPages(PersonCalls):
             except KlantsyncError as exc:
                 # Bad credentials stop the system; a listing that failed (or looped, which
                 # pull refuses) leaves the batch to searches.
-                if isinstance(exc, FatalRemoteError) and exc.detail != "PAGING_LOOP":
+                if isinstance(exc, FatalRemoteError) and exc.detail != PAGING_LOOP:
                     raise
                 log.warning(
                     "person listing failed; searching instead",

@@ -44,6 +44,7 @@ from typing import Any, Final
 
 from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
+from connector.paging import PAGING_LOOP, PageTokens
 
 __all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "Left", "LinkedReader"]
 
@@ -204,7 +205,7 @@ class LinkedReader:
             if not pagination.get("more_items_in_collection"):
                 return found, False
             if not isinstance(following, int) or following <= start:
-                raise FatalRemoteError(self.client.system, "GET", NOTES, 200, "PAGING_LOOP")
+                raise FatalRemoteError(self.client.system, "GET", NOTES, 200, PAGING_LOOP)
             start = following
         return found, True
 
@@ -214,7 +215,7 @@ class LinkedReader:
         """A v2 list's items (paged by ``cursor``) and whether more were left."""
         found: list[dict[str, Any]] = []
         cursor: str | None = None
-        seen: set[str] = set()
+        tokens = PageTokens(self.client.system, "GET", path)
         for _ in range(MAX_PAGES):
             query = {**params, "limit": PAGE_SIZE, **({"cursor": cursor} if cursor else {})}
             body = await self._page(path, path, query)
@@ -224,10 +225,7 @@ class LinkedReader:
             following = _mapping(body.get("additional_data")).get("next_cursor")
             if not isinstance(following, str) or not following:
                 return found, False
-            if following in seen:
-                raise FatalRemoteError(self.client.system, "GET", path, 200, "PAGING_LOOP")
-            seen.add(following)
-            cursor = following
+            cursor = tokens.follow(following)
         return found, True
 
     async def _page(self, url: str, path: str, params: Mapping[str, Any]) -> dict[str, Any] | None:

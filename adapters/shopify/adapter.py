@@ -97,6 +97,7 @@ from connector.errors import (
 )
 from connector.http import SystemClient, json_object
 from connector.model import normalise_email
+from connector.paging import PageTokens
 
 __all__ = [
     "ERASURE_NOTE",
@@ -398,7 +399,7 @@ class ShopifyAdapter:
                 or said a page has more after it without a cursor to it.
         """
         state = decode_cursor(cursor)
-        seen: set[str] = {state.after} if state.after else set()
+        tokens = PageTokens(self.client.system, "POST", self.path, first=state.after)
         query = f"updated_at:>='{state.since}'" if state.since else None
         while True:
             # A selection of many objects costs more a node: the page is cut to fit the
@@ -427,11 +428,7 @@ class ShopifyAdapter:
                     raise FatalRemoteError(
                         self.client.system, "POST", self.path, 200, "NO_END_CURSOR"
                     )
-                if end in seen:
-                    raise FatalRemoteError(
-                        self.client.system, "POST", self.path, 200, "PAGING_LOOP"
-                    )
-                seen.add(end)
+                tokens.follow(end)
                 state = PullCursor(since=state.since, after=end, newest=newest)
                 yield Page(records=records, cursor=state.encode())
                 continue
