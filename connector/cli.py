@@ -224,7 +224,7 @@ def _parser() -> _Parser:
         description="GDPR-aware customer-data sync: webshop -> CRM, with proof.",
     )
     parser.add_argument(
-        "-c", "--config", type=Path, help="config file (TOML); default: $KLANTSYNC_CONFIG"
+        "-c", "--config", type=Path, help=f"config file (TOML); default: ${CONFIG_VARIABLE}"
     )
     parser.add_argument("--version", action="version", version=f"klantsync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -18,6 +18,7 @@ import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from connector.cli import CONFIG_VARIABLE
 from connector.demo import REPO_MAPPINGS
 from connector.loop import new_event_loop
 from connector.runtime import Runtime, open_runtime
@@ -251,7 +252,7 @@ def _no_config_from_the_environment() -> Iterator[None]:
     """A KLANTSYNC_CONFIG exported in the shell that runs the tests names no test's config:
     each test gives its own with -c, or none where it means none."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("KLANTSYNC_CONFIG", raising=False)
+        patch.delenv(CONFIG_VARIABLE, raising=False)
         yield
 
 
