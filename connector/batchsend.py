@@ -6,7 +6,7 @@ mapping no longer allows. A row keeping the write of a former address sends that
 (:meth:`BatchSender._formers_first`). After it, the answer becomes acknowledgements, dead
 letters and retries, committed with the batch's audit entry (or, when all were written,
 with the engine's next write: :mod:`connector.settling`); whoever was erased while the write
-was on its way is erased in the system again.
+was on its way is erased in the system again (:mod:`connector.lateerasure`).
 
 Apart from the engine because it is the one place that turns queued rows into records and
 an answer into the store's outcome; draining the outbox (:mod:`connector.delivery`) and the
@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from connector import audit, upserts
-from connector.adapter import OutboundRecord, Subject, UpsertResult
+from connector.adapter import OutboundRecord, UpsertResult
 from connector.config import FlowSettings
 from connector.crypto import DecryptionError, Keyring, outbox_context
 from connector.emptying import Emptying
-from connector.errors import KlantsyncError
 from connector.ids import SystemIds
+from connector.lateerasure import LateErasure
 from connector.reports import DestinationReport, Progress
 from connector.settling import Settling
 from connector.state import WITHDRAWAL, Ack, OutboxRow, Store, before_resend
@@ -74,6 +74,7 @@ class BatchSender:
         self.settling = settling
         self.fresh = fresh
         self.checkpoint = checkpoint
+        self.late = LateErasure(store, settling)
 
     async def send(
         self,
@@ -194,7 +195,7 @@ class BatchSender:
             # retries on it (a backlog of half a million customers was 5,000 batches).
             stop.set()
         self.checkpoint("delivered")
-        results = await self._erase_late(dest, records, by_ref, results, dest_report)
+        results = await self.late.settle(dest, records, by_ref, results, dest_report)
         # The answer was read and parsed in this same turn of the loop; let other answers in
         # before the acknowledgement's transaction (see YIELD_EVERY).
         await asyncio.sleep(0)
@@ -402,7 +403,7 @@ class BatchSender:
             return records, []
         results = await upserts.upsert(dest, formers, dest_report, stop, outage)
         # Someone erased meanwhile is erased again where the former write may have landed.
-        answered = await self._erase_late(dest, formers, by_ref, results, dest_report)
+        answered = await self.late.settle(dest, formers, by_ref, results, dest_report)
         settled = {r.ref for r in results} - {r.ref for r in answered}
         learned: dict[str, str] = {}
         waiting: list[UpsertResult] = []
@@ -439,83 +440,3 @@ class BatchSender:
         if stop.is_set():  # the system is down, or answered with a fatal error
             return [], waiting + deferred(current, "delivery stopped")
         return current, waiting
-
-    async def _erase_late(
-        self,
-        dest: System,
-        records: list[OutboundRecord],
-        by_ref: dict[str, OutboxRow],
-        results: list[UpsertResult],
-        dest_report: DestinationReport,
-    ) -> list[UpsertResult]:
-        """Settle the rows of people erased while their write was on its way; the rest.
-
-        An erasure run by another process (a CLI command beside the daemon) cannot see this
-        one's writes in flight, and may have verified the person absent before this write
-        landed. So the list is read again: whoever is on it now leaves the outbox, never as
-        a dead letter (that would keep their sealed record), and is erased in ``dest`` once
-        more if the write landed or may have (a retryable failure: a timeout, say, or a
-        refusal that names the record it made in part).
-        """
-        late = self.store.suppressed(list({by_ref[r.ref].subject_id for r in results}))
-        if not late:
-            return results
-        erase: list[tuple[OutboxRow, OutboundRecord]] = []
-        refused: list[OutboxRow] = []
-        outcome = {result.ref: result for result in results}
-        for record in records:
-            row, result = by_ref[record.ref], outcome.get(record.ref)
-            if result is None or row.subject_id not in late:
-                continue
-            if result.outcome == "failed" and not result.retryable and not result.external_id:
-                refused.append(row)  # nothing landed (a refusal written in part says its id)
-            else:
-                erase.append(
-                    (row, record._replace(external_id=result.external_id or record.external_id))
-                )
-        if refused:
-            self.settling.write(lambda store: store.drop_outbox([row.id for row in refused]))
-            dest_report.suppressed_at_delivery += len(refused)
-        await self._erase_again(dest, erase, dest_report)
-        settled = {str(row.id) for row in refused} | {str(row.id) for row, _ in erase}
-        return [r for r in results if r.ref not in settled]
-
-    async def _erase_again(
-        self,
-        dest: System,
-        rows: list[tuple[OutboxRow, OutboundRecord]],
-        dest_report: DestinationReport,
-    ) -> None:
-        """Erase in ``dest`` what these rows of erased people may have written there.
-
-        The rows leave the outbox either way, each with an audit entry (hash id only) saying
-        whether the erasure worked, and whether it found what the write made: the person's
-        erasure, whose own call then finds nothing, reads it there, and does not certify
-        that the system held nobody (``DsrStore.erased_on_arrival``). One that failed is
-        counted as not erased: the run then reports a failure, and the log names the system
-        (an erasure asked again reaches it).
-        """
-        if not rows:
-            return
-        outcomes: list[tuple[OutboxRow, dict[str, Any]]] = []
-        for row, record in rows:
-            subject = Subject(email=record.email, external_id=record.external_id)
-            try:
-                erased = await dest.adapter.erase(subject)
-                outcomes.append((row, {"system": dest.name, "erased": True, "found": erased.found}))
-            except KlantsyncError as exc:
-                outcomes.append((row, {"system": dest.name, "erased": False}))
-                log.error(
-                    "a write for an erased person landed and could not be erased again",
-                    extra={"system": dest.name, "subject": row.subject_id, "error": str(exc)},
-                )
-
-        def settle(store: Store) -> None:
-            with store.transaction():
-                store.drop_outbox([row.id for row, _ in outcomes])
-                kind = audit.SYNC_ERASED_ON_ARRIVAL
-                audit.append_many(store, [(kind, said, row.subject_id) for row, said in outcomes])
-
-        self.settling.write(settle)
-        dest_report.suppressed_at_delivery += len(outcomes)
-        dest_report.not_erased += sum(not said["erased"] for _, said in outcomes)

@@ -27,12 +27,13 @@ from connector.delivery import Changes
 from connector.emptying import Emptying
 from connector.ids import SystemIds
 from connector.inflight import InFlight
-from connector.model import Person, earlier_email_forms, normalise_email
+from connector.model import Person, normalise_email
 from connector.moveplan import MovePlanner
+from connector.pagesuppression import suppressed_on_page
+from connector.renewal import renewed
 from connector.reports import FlowReport
 from connector.settling import Settling
 from connector.state import (
-    RESEND,
     WITHDRAWAL,
     QueuedPayload,
     Store,
@@ -269,8 +270,8 @@ class PageTaker:
                     fields = dest.mapping.outbound(person)
                     digest = self.keyring.payload_hash(dest.name, fields)
                     if last is not None and last != digest and dest.mapping.consent_renewed:
-                        fields, digest = self._renewed(
-                            dest, person, fields, digest, last, delivered.get(sid)
+                        fields, digest = renewed(
+                            self.keyring, dest, person, fields, digest, last, delivered.get(sid)
                         )
                 elif not tells:
                     dest_report.gated += 1
@@ -435,50 +436,6 @@ class PageTaker:
             del self.fresh[next(iter(self.fresh))]
         self.checkpoint("queued")
 
-    def _renewed(
-        self,
-        dest: System,
-        person: Person,
-        fields: dict[str, Any],
-        digest: str,
-        last: str,
-        delivered: str | None,
-    ) -> tuple[dict[str, Any], str]:
-        """``fields`` and their hash, renewed where what ``dest`` holds is a withdrawal.
-
-        Someone unsubscribed for a withdrawn consent who consents again is sent the mapping's
-        ``consent_renewed`` with their fields (Mailchimp: asked to confirm, see its adapter).
-        Once that landed, the same renewal is what they last got, and stays unchanged until
-        their data changes: it is not sent again. A withdrawal is known by its mark
-        (:data:`WITHDRAWAL`), whatever address it went under (they may have moved since),
-        and behind a mark to send again (a correction reached the shop). Only a changed
-        payload gets here, so an unchanged re-sync hashes nothing more.
-
-        ``last`` is what waits in the outbox, else what was delivered (``delivered``).
-        Where either is a withdrawal, the system holds one, or will once it lands: until a
-        renewal lands, every payload is one. So a renewal still waiting is replaced by one
-        with the newer fields; compared with the waiting one alone, it was replaced by a
-        plain write, which Mailchimp applied to the unsubscribed member without asking them.
-        """
-        held = [before_resend(h) for h in (last, delivered) if h is not None]
-        renewed = dest.mapping.renewal(fields)
-        renewed_digest = self.keyring.payload_hash(dest.name, renewed)
-        if any(h.startswith(WITHDRAWAL) for h in held):
-            return renewed, renewed_digest
-        if before_resend(last) == renewed_digest:
-            if last.startswith(f"{RESEND}:") and not landed_unsure(last):
-                # The renewal went, and a correction marked it to send again: the fields go
-                # as they are. Sent as the renewal, it asked the member to confirm again
-                # (one who unsubscribed at the system since was e-mailed), for a change of
-                # data. A restore's mark (it may not have landed) sends the renewal.
-                return fields, digest
-            return renewed, renewed_digest
-        # A withdrawal delivered before withdrawals were marked: its bare hash.
-        legacy = self.keyring.payload_hash(dest.name, dest.mapping.withdrawal(person))
-        if legacy in held:
-            return renewed, renewed_digest
-        return fields, digest
-
     @staticmethod
     def _without(
         late: set[str],
@@ -498,41 +455,5 @@ class PageTaker:
         return kept, kept_envelopes
 
     def _suppressed(self, source: str, people: Mapping[str, tuple[str | None, Person]]) -> set[str]:
-        """Which of a page's subjects are on the suppression list: by e-mail, by phone, or
-        by the source's own record id.
-
-        An erasure lists the person's phone number and their record in each source too, so
-        a restored backup that holds them under another address (even one the connector
-        never saw) but the same number, or as the same shop record, is stopped as well.
-        """
-        if not self.store.anyone_suppressed():
-            return set()  # nobody erased yet: no phone or record needs its keyed hash either
-        phones: dict[str, list[str]] = {}
-        records: dict[str, list[str]] = {}
-        legacy: dict[str, str] = {}
-        for sid, (external_id, person) in people.items():
-            phone = person.get("phone")
-            if isinstance(phone, str) and phone:
-                phones.setdefault(self.keyring.subject_id(phone), []).append(sid)
-            if external_id:
-                records.setdefault(self.ids.record_key(source, external_id), []).append(sid)
-            email = person.email
-            for former in earlier_email_forms(email) if email is not None else ():
-                # Erased before addresses were read as they are now (in NFC, with the
-                # domain in punycode): suppressed under the form they had then.
-                legacy[self.keyring.subject_id(former)] = sid
-        listed = self.store.suppressed([*people, *phones, *records, *legacy])
-        found = {sid for sid in people if sid in listed}
-        found.update(sid for former_id, sid in legacy.items() if former_id in listed)
-        for record_key, sids in records.items():
-            if record_key in listed:
-                found.update(sids)
-        by_phone = {sid for phone, sids in phones.items() if phone in listed for sid in sids}
-        if by_phone - found:
-            # A number is shared in a household: someone the store knew already, under an
-            # address of their own, is a housemate of the erased, not them. Stopped, they were
-            # never synced again (not even their withdrawal of consent). Someone new with the
-            # number may be the erased person under another address (a restored backup).
-            known = self.store.subject_numbers(list(by_phone - found))
-            found.update(sid for sid in by_phone if sid not in known)
-        return found
+        """Which of a page's subjects are erased (:func:`suppressed_on_page`)."""
+        return suppressed_on_page(self.store, self.keyring, self.ids, source, people)

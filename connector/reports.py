@@ -34,7 +34,7 @@ class DestinationReport:
     #: Refused for good before with this very payload: not sent again until it changes.
     still_rejected: int = 0
     #: Written for someone erased meanwhile, and erasing it again failed (see
-    #: ``BatchSender._erase_late``): the person may still be in the system.
+    #: ``LateErasure.settle``): the person may still be in the system.
     not_erased: int = 0
     requests: int = 0
     fatal: str = ""

@@ -313,8 +313,8 @@ async def test_a_refusal_settled_after_an_erasure_from_another_process_leaves_no
             return [UpsertResult(r.ref, "failed", reason="INVALID_EMAIL") for r in records]
 
         adapter.upsert = refused
-        sender: Any = daemon.engine.batches
-        real_erase_late = sender._erase_late
+        late: Any = daemon.engine.batches.late
+        real_erase_late = late.settle
         views: list[Any] = []
 
         async def then_cli_erases(*args: Any, **kwargs: Any) -> Any:
@@ -326,7 +326,7 @@ async def test_a_refusal_settled_after_an_erasure_from_another_process_leaves_no
                     views.append(await DsrService(cli).erase(CANARY_EMAIL))
             return results
 
-        sender._erase_late = then_cli_erases
+        late.settle = then_cli_erases
         await daemon.engine.sync()
 
         (view,) = views
