@@ -95,7 +95,7 @@ from connector.errors import (
     RemoteError,
     RetryableError,
 )
-from connector.http import SystemClient, json_object
+from connector.http import SystemClient, is_machine_code, json_object
 from connector.model import normalise_email
 from connector.paging import PageTokens
 
@@ -209,13 +209,24 @@ def _search_value(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+#: GraphQL's validation codes, as Shopify sends them: camel case with a capital inside
+#: (``undefinedField``, ``missingRequiredArguments``), which a mapping's wrong path is told by.
+_CAMEL_CODE: Final = re.compile(r"[a-z]+(?:[A-Z][a-z]+)+")
+
+#: Shopify's codes of one word, which the machine-code rule takes for a name and drops.
+_ONE_WORD_CODES: Final = frozenset({"THROTTLED", "BLANK", "INVALID", "TAKEN"})
+
+
 def _code(value: Any) -> str | None:
-    """A code-like string (``THROTTLED``, ``DOES_NOT_EXIST``), never free text."""
-    if (
-        isinstance(value, str)
-        and 0 < len(value) <= 64
-        and all(ch.isalnum() or ch in "_-." for ch in value)
-    ):
+    """A code (``THROTTLED``, ``DOES_NOT_EXIST``, ``undefinedField``), never free text.
+
+    Held to the rule of every other vendor's error category (:func:`is_machine_code`): a
+    code where Shopify's place for one holds a lone word (a name) or digits (a phone
+    number) is someone's data, and went into the error, its dead letter and the log.
+    """
+    if not isinstance(value, str) or not 0 < len(value) <= 64:
+        return None
+    if is_machine_code(value) or _CAMEL_CODE.fullmatch(value) or value in _ONE_WORD_CODES:
         return value
     return None
 

@@ -36,6 +36,7 @@ from connector.errors import (
     FatalRemoteError,
     RateLimitedError,
     RecordError,
+    RemoteError,
     RetryableError,
 )
 from connector.http import RetryPolicy, SystemClient
@@ -744,6 +745,55 @@ async def test_graphql_errors_are_fatal_with_the_code_only(shop: Harness) -> Non
     assert "jan" not in str(caught.value) and "Access denied" not in str(caught.value)
 
 
+@pytest.mark.parametrize("echoed", ["Jansen", "JANSEN", "0612345678", "31612345678"])
+@pytest.mark.parametrize("where", ["errors", "userErrors"])
+async def test_a_code_that_is_a_name_or_a_number_is_not_kept(
+    shop: Harness, echoed: str, where: str
+) -> None:
+    """Only what has a code's form is kept of an error's ``code``: a lone word (a name) or
+    digits (a phone number) in its place are someone's data, and the error says the
+    generic code instead, as the client's rule has every other vendor's error do."""
+    customer = {"id": "gid://shopify/Customer/9", "email": "an@example.com"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        query = json.loads(request.content)["query"]
+        if where == "errors":
+            error = {"message": "refused", "extensions": {"code": echoed}}
+            return httpx.Response(200, json={"errors": [error], "data": None})
+        if "customerRequestDataErasure" in query:
+            payload = {"customerId": None, "userErrors": [{"field": None, "code": echoed}]}
+            return httpx.Response(200, json={"data": {"customerRequestDataErasure": payload}})
+        return httpx.Response(200, json={"data": {"customers": {"nodes": [customer]}}})
+
+    harness = make_harness(
+        shop.sandbox, shop.clock, shop.wall, transport=httpx.MockTransport(answer)
+    )
+    async with harness.client:
+        with pytest.raises(RemoteError) as caught:
+            await harness.adapter.erase(Subject(email="an@example.com"))
+    assert echoed not in str(caught.value) and echoed.lower() not in str(caught.value).lower()
+    assert caught.value.detail == ("GRAPHQL_ERROR" if where == "errors" else "USER_ERROR")
+
+
+@pytest.mark.parametrize("code", ["ACCESS_DENIED", "undefinedField", "INVALID", "TAKEN"])
+async def test_shopify_s_own_codes_are_kept(shop: Harness, code: str) -> None:
+    """Shopify's codes keep their place in the error: upper snake case, GraphQL's
+    camel-case validation codes (``undefinedField`` names a mapping's wrong path) and its
+    one-word user error codes."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        error = {"message": "refused", "extensions": {"code": code}}
+        return httpx.Response(200, json={"errors": [error], "data": None})
+
+    harness = make_harness(
+        shop.sandbox, shop.clock, shop.wall, transport=httpx.MockTransport(answer)
+    )
+    async with harness.client:
+        with pytest.raises(FatalRemoteError) as caught:
+            await harness.adapter.erase(Subject(email="an@example.com"))
+    assert caught.value.detail.startswith(code)
+
+
 async def test_the_sandbox_refuses_what_shopify_refuses(raw: Callable[..., Any]) -> None:
     """Unknown fields, pages over 250, over-costly queries and bad syntax are GraphQL errors."""
     status, body = await raw("{ customers(first: 1) { nodes { id dateOfBirth } } }")
@@ -1392,7 +1442,11 @@ async def test_erase_of_nobody_sends_no_mutation(shop: Harness) -> None:
 
 @pytest.mark.parametrize(
     ("code", "outcome"),
-    [("DOES_NOT_EXIST", "not found"), ("FAILED_TO_REQUEST", RetryableError), ("X", RecordError)],
+    [
+        ("DOES_NOT_EXIST", "not found"),
+        ("FAILED_TO_REQUEST", RetryableError),
+        ("INVALID", RecordError),
+    ],
 )
 async def test_erase_user_errors_by_code(shop: Harness, code: str, outcome: Any) -> None:
     """DOES_NOT_EXIST means gone meanwhile; FAILED_TO_REQUEST is retryable; others reject."""
