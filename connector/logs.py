@@ -19,7 +19,7 @@ import traceback
 import unicodedata
 from collections.abc import Mapping, MutableMapping
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 from connector.requestids import KIND_PREFIXES
 
@@ -117,6 +117,12 @@ _PERCENT_EMAIL = re.compile(
     r"%40(?:[\w.\-]|%[0-9A-Fa-f]{2})+"
 )
 
+#: A phone number as a URL or a form carries it: "+" as "%2B", a space as "%20" or "+"
+#: (``?phone=%2B31%206...``, a form-encoded webhook body). The phone pattern ends a number at
+#: the "%" or the "+", and passed it. A candidate is masked when its decoded text is a phone.
+#: Begun where a number can begin (not inside a word, nor inside an escape).
+_ENCODED_PHONE = re.compile(r"(?<![\w%])(?:%2[Bb])?\d(?:[\d\-()./+]|%[0-9A-Fa-f]{2}){7,}\d(?![\w])")
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 #: How deep :func:`_redacted` goes into nested containers; deeper is masked whole.
 _DEPTH = 16
@@ -134,7 +140,7 @@ def redact(text: str) -> str:
     text = _URL.sub(_url_without_query, text)
     text = _email().sub("<email>", _PERCENT_EMAIL.sub(_percent_email, text))
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
-    return _PHONE.sub(_phone_unless_dates, text)
+    return _PHONE.sub(_phone_unless_dates, _ENCODED_PHONE.sub(_encoded_phone, text))
 
 
 def mask_contact_details(text: str) -> str:
@@ -144,7 +150,7 @@ def mask_contact_details(text: str) -> str:
     :func:`redact` would mask the word after "key" as a credential.
     """
     text = _email().sub("<email>", _PERCENT_EMAIL.sub(_percent_email, text))
-    return _PHONE.sub(_phone_unless_dates, text)
+    return _PHONE.sub(_phone_unless_dates, _ENCODED_PHONE.sub(_encoded_phone, text))
 
 
 def _url_without_query(match: re.Match[str]) -> str:
@@ -158,6 +164,16 @@ def _url_without_query(match: re.Match[str]) -> str:
 def _percent_email(match: re.Match[str]) -> str:
     found = match.group()
     return "<email>" if _email().search(unquote(found)) else found
+
+
+def _encoded_phone(match: re.Match[str]) -> str:
+    found = match.group()
+    if "%" not in found and "+" not in found:
+        return found  # as it stands: the phone pattern reads it
+    decoded = _PHONE.fullmatch(unquote_plus(found))
+    if decoded is None or _phone_unless_dates(decoded) != "<phone>":
+        return found
+    return "<phone>"
 
 
 def _phone_unless_dates(match: re.Match[str]) -> str:

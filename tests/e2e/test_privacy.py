@@ -318,6 +318,29 @@ def test_an_e_mail_in_a_url_query_string_is_redacted_in_exception_text(
     assert redact(f"GET /members/{encoded.removeprefix('e=')}") == "GET /members/<email>"
 
 
+@pytest.mark.parametrize("phone", [CANARY_PHONE, CANARY_PHONE_E164, "+31 6 8765 4321"])
+def test_a_phone_number_url_encoded_is_masked_as_one_in_clear_is(phone: str) -> None:
+    """A phone number as a URL or a form carries it: its "+" as "%2B" and its spaces as
+    "%20" or "+" (Mailchimp's webhooks post form-encoded bodies). The phone pattern took
+    the "+" and the "%" for the end of the number and passed it whole, where an e-mail
+    address so encoded is masked."""
+    from urllib.parse import quote, urlencode
+
+    for text in (
+        f"GET /members/{quote(phone, safe='')}",
+        f"GET /members/{quote(phone)}",
+        f"body {urlencode({'data[merges][PHONE]': phone})}",
+        f"body {urlencode({'phone': phone}, quote_via=quote)}",
+    ):
+        masked = redact(text)
+        digits = "".join(ch for ch in phone if ch.isdigit())
+        assert "<phone>" in masked, text
+        assert digits[-8:] not in masked.replace("%20", "").replace("+", ""), text
+    # Encoded text that is no phone keeps its form: a date, an amount, a path's words.
+    for kept in ("2026-11-29%2014", "from+2026-11-29+to+2026-12-13", "EUR+1.250.000"):
+        assert redact(kept) == kept
+
+
 def test_a_klantsync_command_forbids_a_core_dump_of_its_memory() -> None:
     """A crash wrote the process's memory (the master key, the people it was working on, in
     clear) to disk as a core dump wherever the host keeps them: every command sets its core
