@@ -24,7 +24,6 @@ from connector.backup import refuse_store_files
 from connector.cliargs import (
     EXIT_FAILED,
     EXIT_OK,
-    EXIT_USAGE,
     int_at_least,
     write_output,
 )
@@ -182,19 +181,17 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace, console: Console, config: Config) -> int:
     """Run one ``dsr`` action under ``config`` (loaded with the systems' secrets for an
-    action in :data:`CALLS_SYSTEMS`); return the exit status."""
-    try:
-        if args.dsr_action not in RECORDS and not store_exists(config.store_path):
-            return _no_store(args, console, config)
-        if args.dsr_action in RECORDS:
-            _check_request(args, config)
-        return run_loop(_run(args, console, config))
-    except DsrUsageError as exc:
-        if args.json:
-            print(json.dumps({"error": "usage", "message": str(exc)}))
-        else:
-            Console(stderr=True, highlight=False).print(f"[bold red]error[/]: {escape(str(exc))}")
-        return EXIT_USAGE
+    action in :data:`CALLS_SYSTEMS`); return the exit status.
+
+    Raises:
+        DsrUsageError: bad usage (exit 2), answered by :mod:`connector.cli` as every
+            command's: one line on stderr, or the JSON error object under ``--json``.
+    """
+    if args.dsr_action not in RECORDS and not store_exists(config.store_path):
+        return _no_store(args, console, config)
+    if args.dsr_action in RECORDS:
+        _check_request(args, config)
+    return run_loop(_run(args, console, config))
 
 
 def _check_request(args: argparse.Namespace, config: Config) -> None:

@@ -2061,6 +2061,19 @@ def test_cli_an_address_given_where_a_request_id_belongs_is_not_repeated(
     assert "not a request id" in said and "er-20260105-0a1b2c3d" in said
 
 
+def test_cli_a_refused_action_says_why_on_one_line_of_stderr(
+    cli: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A `dsr` usage error is one line on stderr however long it is, as every other
+    command's: broken at the width of a terminal (80 columns where stderr is a journal or
+    a file), a script's `grep` or a log line held only part of it."""
+    code, out, err = cli("show", "not-an-id", capsys=capsys)
+    assert code == 2 and out == ""
+    (line,) = err.splitlines()
+    assert line.startswith("error: that is not a request id") and len(line) > 80
+    assert "as dsr list shows them" in line
+
+
 def test_cli_access_says_the_bundle_is_the_only_clear_copy(
     shop: WooCommerceSandbox,
     cli: Callable[..., tuple[int, str, str]],
