@@ -380,7 +380,9 @@ def _main(argv: list[str]) -> int:
         # One instance per client, its config in one place: a shell or a container set up
         # for that client names it once instead of on every command. -c still wins.
         args.config = Path(os.environ[CONFIG_VARIABLE])
-    console = _Stdout(stderr=False, highlight=False, soft_wrap=True)
+    console = _Stdout(
+        stderr=False, highlight=False, soft_wrap=True, force_interactive=_interactive(sys.stdout)
+    )
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         # In here: Ctrl-C at the prompt for an address is an interrupt (130), no traceback.
@@ -587,6 +589,25 @@ class _Stdout(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError
+
+
+def _interactive(stream: object) -> bool | None:
+    """Whether what is written to ``stream`` is seen on a terminal as it is drawn: ``False``
+    for a pipe or a file, ``None`` (rich decides, a dumb terminal not interactive) for one.
+
+    rich takes a pipe for a terminal when the environment says ``FORCE_COLOR=1`` (many CI
+    runners set it) or ``TTY_COMPATIBLE=1``, and would draw the sync's progress bar into the
+    report a script or a log keeps. Those ask for colour and control codes, which the report
+    keeps; a bar redrawn in place is for a person watching. ``TTY_INTERACTIVE`` still says
+    otherwise, as rich reads it.
+    """
+    if "TTY_INTERACTIVE" in os.environ:
+        return None
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return None if isatty is not None and isatty() else False
+    except (OSError, ValueError):  # closed, or detached
+        return False
 
 
 def _stdout_gone() -> None:

@@ -55,9 +55,11 @@ def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | 
 
     A pipe or a ``--json`` reader (``show=False``) gets nothing: what it reads is the report,
     and a bar drawn there would be in the way of it. The bar is transient, so what stays on
-    the terminal is the report alone.
+    the terminal is the report alone. A console rich takes for a terminal only because the
+    environment asks for colour (``FORCE_COLOR``) is not interactive (the CLI's console says
+    so): colour there, but no bar redrawn into a file.
     """
-    if not (show and console.is_terminal):
+    if not (show and console.is_terminal and console.is_interactive):
         yield None
         return
     from rich.progress import Progress as RichProgress

@@ -665,6 +665,29 @@ def test_demo_piped_prints_the_steps_without_a_bar(
     assert all(what in ("start", "end") for kind, what in events if kind == "sync")
 
 
+@pytest.mark.parametrize("variable", ["FORCE_COLOR", "TTY_COMPATIBLE"])
+def test_sync_piped_draws_no_bar_where_the_environment_asks_for_colour(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    variable: str,
+) -> None:
+    """rich takes FORCE_COLOR=1 (set by many CI runners) or TTY_COMPATIBLE=1 for a
+    terminal: `sync > report.txt` then held the bar's every frame, cursor codes and all,
+    before the report. Colour may be asked for that way; a bar is for a terminal alone."""
+    config, _, crm = served
+    events: list[tuple[str, str]] = []
+    _record_syncs(monkeypatch, events)
+    monkeypatch.setenv(variable, "1")
+    assert main(["-c", str(config), "sync"]) == 0
+    out = capsys.readouterr().out
+    assert crm.contact_count() == 120
+    assert events == [("sync", "start"), ("sync", "end")]  # no progress given: no bar
+    assert not re.search(r"shop-to-crm: (pull\b|-> )", out)  # the bar's task names
+    assert "\x1b[?25l" not in out and "\r" not in out  # no cursor hidden, no line redrawn
+    assert "pulled 120 from shop" in out
+
+
 def test_demo_writes_its_master_key_and_credential_files_owner_only_from_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
