@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from connector import audit, incidents
+from connector.aside import aside_folder
 from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config
 from connector.dsr_views import deadline_shown
@@ -258,12 +259,24 @@ def _status_without_store(config: Config, args: argparse.Namespace, console: Con
     """No store yet: nothing has run. Said so without opening one, which would create it."""
     flows = {flow.name: {"last_status": "never run"} for flow in config.flows}
     if args.json:
-        data = {
-            "store": str(config.store_path),
-            "store_exists": False,
-            "flows": flows,
-            "daemon_running": False,
-        }
+        # The keys a store's answer has, each as an empty store gives it (made aside and
+        # deleted): a script reading `counts.outbox` or `requests.overdue` on a deployment
+        # not synced yet finds 0, not a missing key. No schema yet, and no lock to look at:
+        # the lock files lie beside the store, and looking makes them.
+        with aside_folder() as aside:
+            empty = Store(Path(aside) / config.store_path.name)
+            try:
+                data = _status_data(empty, empty.path, config)
+            finally:
+                empty.close()
+        data.update(
+            store=str(config.store_path),
+            schema_version=None,
+            flows=flows,
+            daemon_running=False,
+            sync_running=False,
+            store_exists=False,
+        )
         print(json.dumps(data, indent=2))
         return EXIT_OK
     console.print(

@@ -78,6 +78,38 @@ def test_sync_status_audit_over_tls(
     assert _json(capsys)["ok"] is True
 
 
+def test_status_json_before_the_first_sync_has_the_keys_it_has_after(
+    served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`status --json` answers with the same keys before the first sync (each empty: no
+    count, no request, no backup) as after: a monitoring script reading `counts.outbox` or
+    `requests.overdue` on a new deployment failed on a missing key. No store is made."""
+    config, _, _ = served
+    store_path = load_config(config).store_path
+
+    def shape(value: object) -> object:
+        if isinstance(value, dict):
+            return {key: shape(each) for key, each in value.items() if key != "flows"}
+        return type(value).__name__ if isinstance(value, list) else None
+
+    assert main(["-c", str(config), "status", "--json"]) == 0
+    before = _json(capsys)
+    assert not store_path.exists()
+    assert main(["-c", str(config), "sync", "--json"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(config), "status", "--json"]) == 0
+    after = _json(capsys)
+    assert isinstance(before, dict) and isinstance(after, dict)
+    assert before["store_exists"] is False and after["store_exists"] is True
+    assert before["flows"] == {"shop-to-crm": {"last_status": "never run"}}
+    assert before["counts"] == dict.fromkeys(after["counts"], 0)
+    assert before["queued"] == {} and before["dead_letters"] == []
+    assert before["requests"]["overdue"] == 0 and before["requests"]["requests"] == []
+    assert before["last_backup"] == {"backup": None, "restore": None}
+    assert before["schema_version"] is None and before["keys"] == {"bound": False}
+    assert shape(before) == shape({**after, "keys": {"bound": False}})
+
+
 def test_status_shows_what_waits_for_each_system(
     served: tuple[Path, WooCommerceSandbox, HubSpotSandbox], capsys: pytest.CaptureFixture[str]
 ) -> None:
