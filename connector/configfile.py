@@ -1,9 +1,10 @@
 """Reading the TOML files of a configuration (the config itself and its mappings).
 
-Both kinds of file fail the same ways (missing, a folder, unreadable, not UTF-8, not TOML,
-a key of the wrong type), and every one of those must end as a :class:`ConfigError` naming
-the file and the key, never as a traceback. :func:`read_toml` and :func:`pydantic_error` are
-that shared wording, and :class:`Problems` the telling of every problem a file holds at once.
+Both kinds of file fail the same ways (missing, a folder, unreadable, a pipe or a device,
+far too long, not UTF-8, not TOML, a key of the wrong type), and every one of those must end
+as a :class:`ConfigError` naming the file and the key, never as a traceback or a wait.
+:func:`read_toml` and :func:`pydantic_error` are that shared wording, and :class:`Problems`
+the telling of every problem a file holds at once.
 """
 
 from __future__ import annotations
@@ -16,10 +17,16 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from connector.errors import ConfigError
+from connector.smallfile import UnfitFileError, read_small
 
-__all__ = ["Problems", "pydantic_error", "read_toml"]
+__all__ = ["MAX_TOML_BYTES", "Problems", "pydantic_error", "read_toml"]
 
 T = TypeVar("T")
+
+#: The most bytes a config or a mapping file is read for: far above any real one (a config
+#: of a dozen systems is some tens of KiB, a mapping a few), far below what would strain the
+#: memory of a small server.
+MAX_TOML_BYTES = 1 << 20
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -31,7 +38,13 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     """
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        # Judged by what was opened (connector/smallfile.py): `-c` naming a named pipe held
+        # every command for good, waiting for a writer, and a device (/dev/zero) or a file
+        # far longer than a config (a log, a disk image named by mistake) was read whole
+        # into memory, with no word said.
+        text = read_small(path, what.removesuffix(" file"), MAX_TOML_BYTES).decode("utf-8")
+    except UnfitFileError as unfit:
+        raise ConfigError(file, "", f"{what} {unfit}") from None
     except FileNotFoundError:
         raise ConfigError(file, "", f"{what} not found") from None
     except IsADirectoryError:

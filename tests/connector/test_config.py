@@ -911,6 +911,29 @@ def test_config_that_is_not_utf8_exits_2(
     assert str(path) in err and "UTF-8" in err
 
 
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("pipe", "is not a regular file"),
+        ("/dev/zero", "is not a regular file"),
+        ("huge", "is longer than any config (over 1 MiB)"),
+    ],
+)
+def test_a_config_file_that_is_a_pipe_a_device_or_huge_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, problem: str
+) -> None:
+    """`-c` naming a named pipe held the command for good, waiting for a writer; a device
+    or a file far longer than a config (a log, a disk image) was read whole into memory.
+    Refused as the files the config names are, naming the file."""
+    os.mkfifo(tmp_path / "pipe")
+    with (tmp_path / "huge").open("wb") as huge:
+        huge.truncate(64 << 20)  # sparse: takes no room on the test's disk
+    target = name if name.startswith("/") else str(tmp_path / name)
+    assert main(["-c", target, "check"]) == 2
+    err = capsys.readouterr().err
+    assert f"{target}: config file {problem}" in err, err
+
+
 def test_a_config_and_a_mapping_saved_with_a_byte_order_mark_load(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
