@@ -63,11 +63,16 @@ def _dotted_path(value: str) -> str:
     go under an empty key. Nothing else would say so.
     """
     if value and "" in value.split("."):
-        raise ValueError(
-            f"{value!r} has an empty key between its dots; a path names one key per "
-            'segment, such as "billing.phone"'
-        )
+        raise ValueError(_dotted_path_problem(value))
     return value
+
+
+def _dotted_path_problem(value: str) -> str:
+    """What is wrong with ``value``, a path with an empty key between its dots."""
+    return (
+        f"{value!r} has an empty key between its dots; a path names one key per segment, "
+        'such as "billing.phone"'
+    )
 
 
 class _FieldFile(StrictModel):
@@ -684,6 +689,8 @@ def load_mapping(path: Path) -> SystemMapping:
         if spec is None
         else {"withdrawn": spec.withdrawn, "consent_renewed": spec.consent_renewed}
     )
+    for problem in _marker_path_problems(where, markers):
+        problems.add(problem)
     for problem in _written_paths_problems(where, fields, markers):
         problems.add(problem)
     if spec is not None:
@@ -711,6 +718,32 @@ def load_mapping(path: Path) -> SystemMapping:
         default_region=spec.default_region,
         system=spec.system,
     )
+
+
+def _marker_path_problems(
+    where: str, markers: Mapping[str, Mapping[str, Any]]
+) -> list[ConfigError]:
+    """Each marker of a withdrawal or a renewed consent whose name is no path to write.
+
+    A marker is written as a field is, its dotted name nested into the body (``nest``):
+    ``{ "status..x" = "unsubscribed" }`` went under an empty key and ``{ "" = ... }`` as
+    one, so a withdrawal set no status of the system's and the person who withdrew stayed
+    subscribed, with no word said.
+    """
+    found: list[ConfigError] = []
+    for key, given in markers.items():
+        for marker in given:
+            if not marker:
+                problem = (
+                    "names no field; a marker names the system's own field it sets "
+                    '(a status, such as status = "unsubscribed")'
+                )
+            elif "" in marker.split("."):
+                problem = _dotted_path_problem(marker)
+            else:
+                continue
+            found.append(ConfigError(where, f"{key}.{marker}", problem))
+    return found
 
 
 def _written_paths_problems(

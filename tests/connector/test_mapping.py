@@ -395,6 +395,36 @@ def test_a_path_with_an_empty_segment_is_refused_naming_file_and_key(
     assert "empty key between its dots" in info.value.problem
 
 
+@pytest.mark.parametrize(
+    ("marker", "key", "problem"),
+    [
+        ('withdrawn = { "status..x" = "unsubscribed" }', "withdrawn.status..x", "empty key"),
+        ('withdrawn = { "status." = "unsubscribed" }', "withdrawn.status.", "empty key"),
+        ('withdrawn = { "" = "unsubscribed" }', "withdrawn.", "names no field"),
+        ('consent_renewed = { ".status" = "pending" }', "consent_renewed..status", "empty key"),
+    ],
+)
+def test_a_consent_marker_with_an_empty_key_in_its_path_is_refused(
+    tmp_path: Path, marker: str, key: str, problem: str
+) -> None:
+    """A marker is written as a field is, its dots nested into the body: one with an empty
+    key went under that empty key, so a withdrawal set no status of the system's and the
+    person stayed subscribed. Refused on the key, naming the mapping file."""
+    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
+    old = (
+        'consent_renewed = { status = "pending" }'
+        if marker.startswith("consent_renewed")
+        else 'withdrawn = { status = "unsubscribed" }'
+    )
+    assert old in text
+    path = tmp_path / "mailchimp.toml"
+    path.write_text(text.replace(old, marker))
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert (info.value.file, info.value.key) == (str(path), key)
+    assert problem in info.value.problem
+
+
 def test_mapping_values_are_read_as_written(tmp_path: Path) -> None:
     """A lower-case region is accepted as its code, and one transform may be a plain string."""
     path = tmp_path / "m.toml"
