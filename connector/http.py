@@ -151,6 +151,14 @@ def check_url(url: str, *, allow_insecure_loopback: bool = False) -> str | None:
         # A tab or a no-break space pasted in with the URL: TOML keeps it, and the URL
         # passed here, to fail only when a sync first called it.
         return "contains a space or an invisible character (a tab, a no-break space?)"
+    if "://" not in url:
+        # "shop.example.nl" or "127.0.0.1:8443", the scheme left off: urlsplit finds no
+        # host in it (the host read as a scheme, or as a path), and "has no host" pointed
+        # at the one part that was there.
+        return (
+            'does not begin with "https://"; write the whole address (e.g. '
+            '"https://shop.example.nl")'
+        )
     try:
         parts = urlsplit(url)
     except ValueError:

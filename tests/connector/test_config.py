@@ -1188,6 +1188,20 @@ def test_a_base_url_whose_host_is_no_host_is_refused_at_load(
     assert url not in error.problem
 
 
+@pytest.mark.parametrize(
+    "url", ["crm.test", "crm.test:8443", "127.0.0.1:8443", "crm.test/api", "https:/crm.test"]
+)
+def test_a_base_url_without_its_scheme_says_so(
+    tmp_path: Path, env: dict[str, str], url: str
+) -> None:
+    """A base URL written without "https://" in front was said to have "no host", the one
+    part of it that was there: said as what is missing instead, naming the key."""
+    error = _load_error(write_config(tmp_path, crm_url=url))
+    assert error.key == "systems.crm.base_url", error
+    assert 'does not begin with "https://"' in error.problem and "no host" not in error.problem
+    assert url not in error.problem
+
+
 def test_a_config_without_systems_says_so(tmp_path: Path, env: dict[str, str]) -> None:
     path = write_config(tmp_path)
     text = path.read_text()
