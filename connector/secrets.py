@@ -120,12 +120,41 @@ def resolve_secret(
         name = reference[11:].strip()
         value = _credential(name, environ, file=file, key=key)
         return _sendable(value, file, key, _credential_shown(name)) if sent else value
+    miswritten = _miswritten_kind(reference)
+    if miswritten is not None:
+        raise ConfigError(file, key, miswritten)
     raise ConfigError(
         file,
         key,
         f"must be a secret reference ({_KINDS}); secrets are never written in the config "
         "file itself",
     )
+
+
+#: Each kind of reference, as it begins and as messages show it.
+_EXAMPLES = {"env:": '"env:NAME"', "file:": '"file:PATH"', "credential:": '"credential:NAME"'}
+
+
+def _miswritten_kind(reference: str) -> str | None:
+    """What is wrong with ``reference`` where it is a reference of a known kind written with
+    a blank in front or in capitals (``" env:NAME"``, ``"ENV:NAME"``); else ``None``.
+
+    Refused as no reference at all, it was said to be a secret written in the config, while
+    it read as the reference it was meant to be: the blank unseen, the capitals unsuspected.
+    Said without the reference itself, which may be a secret pasted in after all.
+    """
+    written = reference.lstrip()
+    for kind, example in _EXAMPLES.items():
+        if not written.lower().startswith(kind):
+            continue
+        wrong = ["begins with a blank"] if written != reference else []
+        if not written.startswith(kind):
+            wrong.append(f'writes "{kind}" in capitals')
+        return (
+            f"{' and '.join(wrong)}; write the reference as {example} is written, from its "
+            "first character and in lower case"
+        )
+    return None
 
 
 def _credential(name: str, environ: Mapping[str, str], *, file: str, key: str) -> str:

@@ -169,3 +169,26 @@ def test_a_reference_of_no_known_kind_lists_the_credential_kind_too(tmp_path: Pa
         _resolve("vault:crm/token", {})
     assert '"credential:NAME"' in caught.value.problem
     assert '"env:NAME"' in caught.value.problem and '"file:PATH"' in caught.value.problem
+
+
+@pytest.mark.parametrize(
+    ("reference", "problem"),
+    [
+        (" env:T_HS_TOKEN", "begins with a blank"),
+        ("\tfile:token", "begins with a blank"),
+        ("ENV:T_HS_TOKEN", 'writes "env:" in capitals'),
+        ("File:token", 'writes "file:" in capitals'),
+        (" Credential:crm.token", 'begins with a blank and writes "credential:" in capitals'),
+    ],
+)
+def test_a_reference_with_a_blank_in_front_or_in_capitals_says_so(
+    reference: str, problem: str
+) -> None:
+    """A reference of a known kind with a blank in front, or its kind in capitals, was said
+    to be no reference ("secrets are never written in the config"), while it read as the
+    one meant: said as what is wrong, never quoted."""
+    with pytest.raises(ConfigError) as caught:
+        _resolve(reference, {"T_HS_TOKEN": SECRET})
+    assert problem in caught.value.problem, caught.value.problem
+    assert "never written in the config" not in caught.value.problem
+    assert reference.strip() not in caught.value.problem
