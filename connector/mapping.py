@@ -34,6 +34,8 @@ File format::
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -689,7 +691,7 @@ def load_mapping(path: Path) -> SystemMapping:
         if spec is None
         else {"withdrawn": spec.withdrawn, "consent_renewed": spec.consent_renewed}
     )
-    for problem in _marker_path_problems(where, markers):
+    for problem in _marker_problems(where, markers):
         problems.add(problem)
     for problem in _written_paths_problems(where, fields, markers):
         problems.add(problem)
@@ -720,19 +722,21 @@ def load_mapping(path: Path) -> SystemMapping:
     )
 
 
-def _marker_path_problems(
-    where: str, markers: Mapping[str, Mapping[str, Any]]
-) -> list[ConfigError]:
-    """Each marker of a withdrawal or a renewed consent whose name is no path to write.
+def _marker_problems(where: str, markers: Mapping[str, Mapping[str, Any]]) -> list[ConfigError]:
+    """Each marker of a withdrawal or a renewed consent that no write can carry.
 
     A marker is written as a field is, its dotted name nested into the body (``nest``):
     ``{ "status..x" = "unsubscribed" }`` went under an empty key and ``{ "" = ... }`` as
     one, so a withdrawal set no status of the system's and the person who withdrew stayed
-    subscribed, with no word said.
+    subscribed, with no word said. Its value goes into the queued write as JSON, which has
+    no dates or times: one written as TOML writes them (``2026-01-01``) passed ``check`` and
+    ended the sync that queued the first withdrawal as an internal error; ``inf`` or ``nan``
+    went as null.
     """
     found: list[ConfigError] = []
     for key, given in markers.items():
-        for marker in given:
+        for marker, value in given.items():
+            problem: str | None
             if not marker:
                 problem = (
                     "names no field; a marker names the system's own field it sets "
@@ -741,9 +745,25 @@ def _marker_path_problems(
             elif "" in marker.split("."):
                 problem = _dotted_path_problem(marker)
             else:
-                continue
+                problem = _unsendable(value)
+                if problem is None:
+                    continue
             found.append(ConfigError(where, f"{key}.{marker}", problem))
     return found
+
+
+def _unsendable(value: Any) -> str | None:
+    """Why ``value``, or a value it holds (in a list or a table), cannot go into a write as
+    written: a TOML date or time (JSON has none), or ``inf`` or ``nan`` (sent as null)."""
+    if isinstance(value, dt.date | dt.time):  # a datetime is a date too
+        return (
+            "is a date or time as TOML writes one, which no write carries (JSON has none): "
+            'write it as the system takes it, in quotes (e.g. "2026-01-15")'
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number (inf and nan are none; a write would carry null)"
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return next((problem for item in items if (problem := _unsendable(item))), None)
 
 
 def _written_paths_problems(

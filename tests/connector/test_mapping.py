@@ -425,6 +425,46 @@ def test_a_consent_marker_with_an_empty_key_in_its_path_is_refused(
     assert problem in info.value.problem
 
 
+_TIME = "date or time"
+_FINITE = "finite number"
+
+
+@pytest.mark.parametrize(
+    ("marker", "key", "problem"),
+    [
+        ('withdrawn = { status = "unsubscribed", since = 2026-01-15 }', "withdrawn.since", _TIME),
+        ("withdrawn = { status = 2026-01-15T10:00:00Z }", "withdrawn.status", _TIME),
+        ('consent_renewed = { status = "pending", at = 10:00:00 }', "consent_renewed.at", _TIME),
+        ('withdrawn = { status = "x", notes = { on = [2026-01-15] } }', "withdrawn.notes", _TIME),
+        ('withdrawn = { status = "x", score = nan }', "withdrawn.score", _FINITE),
+        ('withdrawn = { status = "x", scores = [1.0, -inf] }', "withdrawn.scores", _FINITE),
+    ],
+)
+def test_a_consent_marker_no_write_can_carry_is_refused(
+    tmp_path: Path, marker: str, key: str, problem: str
+) -> None:
+    """A marker's value is queued as JSON, which has no dates or times: one written as TOML
+    writes them passed `check`, and the sync queuing the first withdrawal ended as an
+    internal error (TypeError); ``inf`` and ``nan`` went as null. Refused on the key,
+    naming the mapping file; a date in quotes, as text, loads."""
+    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
+    old = (
+        'consent_renewed = { status = "pending" }'
+        if marker.startswith("consent_renewed")
+        else 'withdrawn = { status = "unsubscribed" }'
+    )
+    assert old in text
+    path = tmp_path / "mailchimp.toml"
+    path.write_text(text.replace(old, marker))
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert (info.value.file, info.value.key) == (str(path), key)
+    assert problem in info.value.problem
+    quoted = 'withdrawn = { status = "unsubscribed", since = "2026-01-15" }'
+    path.write_text(text.replace('withdrawn = { status = "unsubscribed" }', quoted))
+    assert load_mapping(path).withdrawn["since"] == "2026-01-15"
+
+
 def test_mapping_values_are_read_as_written(tmp_path: Path) -> None:
     """A lower-case region is accepted as its code, and one transform may be a plain string."""
     path = tmp_path / "m.toml"
