@@ -360,6 +360,27 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc).__name__
 
 
+def _tls_reason(exc: BaseException) -> str | None:
+    """What OpenSSL said was wrong with a TLS connection, in its words, or ``None``.
+
+    "TLS verification failed" alone was said of a certificate expired, one for another host,
+    one from a CA ``ca_bundle`` is not, and a server speaking no TLS at all: each sends the
+    operator somewhere else. OpenSSL's words for them are fixed texts ("certificate has
+    expired", "unable to get local issuer certificate", ``WRONG_VERSION_NUMBER``), with at
+    most the host the call asked for; nothing the server sent.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
+            return str(current.verify_message)
+        if isinstance(current, ssl.SSLError) and current.reason:
+            return str(current.reason)
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class _NoCookies(httpx.Cookies):
     """A cookie jar that keeps nothing: vendor APIs authenticate by token, not by session."""
 
@@ -755,7 +776,9 @@ class SystemClient:
         if isinstance(exc, httpx.LocalProtocolError):
             return FatalRemoteError(self.system, method, path, None, type(exc).__name__)
         if _is_tls_failure(exc):
-            return FatalRemoteError(self.system, method, path, None, "TLS verification failed")
+            reason = _tls_reason(exc)
+            detail = "TLS verification failed" + (f": {reason}" if reason else "")
+            return FatalRemoteError(self.system, method, path, None, detail)
         if isinstance(exc, DeadlineExceeded):
             # The vendor answers too slowly, or trickles, as one under load does; it may not
             # later.

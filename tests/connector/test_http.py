@@ -206,6 +206,37 @@ async def test_public_roots_do_not_trust_a_private_ca(served: tuple[Recorder, De
     assert recorder.bodies == []
 
 
+@pytest.mark.parametrize(
+    ("problem", "reason"),
+    [
+        ("expired", "certificate has expired"),
+        ("wrong_host", "mismatch, certificate is not valid for '127.0.0.1'"),
+        ("other_ca", "unable to get local issuer certificate"),
+    ],
+)
+async def test_a_refused_certificate_is_said_with_openssl_s_reason(
+    tmp_path: Path, problem: str, reason: str
+) -> None:
+    """An expired certificate, one for another host and one from a CA ``ca_bundle`` is not
+    were each "TLS verification failed", sending the operator to look at all three: the
+    error says which, in OpenSSL's words."""
+    ca = DevCA(tmp_path)
+    cert = (
+        ca.issue("bad", expired=True)
+        if problem == "expired"
+        else ca.issue("bad", hosts=("shop.elsewhere.example",))
+        if problem == "wrong_host"
+        else ca.issue("good")
+    )
+    trusted = DevCA(tmp_path / "other").ca_path if problem == "other_ca" else ca.ca_path
+    with serve_tls({"r": Recorder().app()}, tmp_path, cert=cert) as (_, apps):
+        async with _client(apps["r"].url, trusted) as client:
+            with pytest.raises(FatalRemoteError) as info:
+                await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
+    assert "TLS verification failed: " in str(info.value) and reason in str(info.value)
+    assert SECRET_EMAIL not in str(info.value)
+
+
 @pytest.mark.parametrize("problem", ["expired", "wrong_host"])
 async def test_expired_or_wrong_host_certificate_refused(tmp_path: Path, problem: str) -> None:
     """An expired certificate or one for another host is refused; nothing is received."""
