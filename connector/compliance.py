@@ -4,7 +4,8 @@
 a configuration *error* (the connector can sync without a processor agreement on file); it is
 something the controller must put right, named by the config key that records it:
 
-- no ``[controller]`` block, or one without a name (Art. 30(1)(a));
+- no ``[controller]`` block, or one without a name or without any contact details
+  (``email``, ``address`` or ``contact``) (Art. 30(1)(a));
 - a system that receives personal data (a flow's source or destination) without a processor
   agreement on record, or whose agreement's review date has passed (Art. 28);
 - a system processing outside the EEA without a transfer mechanism, an onward transfer
@@ -254,6 +255,20 @@ def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:
     elif not config.controller.name.strip():
         # A template's blank name is no controller either: the register named nobody.
         gaps.append(Gap("no-controller", file, "controller.name", "the controller has no name"))
+    controller = config.controller
+    if controller is not None and not any(
+        value.strip() for value in (controller.address, controller.email, controller.contact)
+    ):
+        # Art. 30(1)(a) asks for contact details beside the name: the register said "not
+        # recorded" for each way to reach the controller while check passed.
+        gaps.append(
+            Gap(
+                "controller-no-contact",
+                file,
+                "controller.email",
+                "the controller has no contact details (email, address or contact)",
+            )
+        )
     for name in systems_in_use(config):
         gaps += _system_gaps(config, name, date)
     for name, mapping in config.mappings.items():

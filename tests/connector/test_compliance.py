@@ -246,3 +246,24 @@ def test_a_processor_passing_data_on_to_countries_not_recorded_is_a_gap(
     path.write_text(text[:start] + 'transfer_mechanism = "SCCs"\n' + text[end:])
     (gap,) = _gaps(path)
     assert (gap.code, gap.key) == ("onward-no-country", "systems.crm.processor.onward_transfers")
+
+
+def test_a_controller_without_contact_details_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Art. 30(1)(a) records the controller's name and contact details: a [controller] with
+    only a name left the register's address, contact and e-mail "not recorded" while
+    `check` passed; any one of them is a way to reach the controller."""
+    path = example_config(tmp_path, monkeypatch)
+    _edit(path, 'address = "Voorbeeldstraat 1, 3511 AA Utrecht"\n', 'address = " "\n')
+    _edit(path, 'contact = "Privacy contact, Voorbeeld Webwinkel"\n', "")
+    _edit(path, 'email = "privacy@voorbeeld-webwinkel.example"\n', "")
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == ("controller-no-contact", "controller.email")
+    assert gap.file == str(path)
+    monkeypatch.setattr(compliance, "today", lambda: BEFORE_REVIEWS)
+    assert main(["-c", str(path), "check", "--json"]) == 1
+    (reported,) = json.loads(capsys.readouterr().out)["compliance_gaps"]
+    assert reported["key"] == "controller.email"
+    _edit(path, 'address = " "\n', 'address = "Voorbeeldstraat 1, 3511 AA Utrecht"\n')
+    assert _gaps(path) == []
