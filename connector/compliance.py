@@ -6,6 +6,7 @@ something the controller must put right, named by the config key that records it
 
 - no ``[controller]`` block, or one without a name or without any contact details
   (``email``, ``address`` or ``contact``) (Art. 30(1)(a));
+- no categories of data subjects (``[privacy] data_subjects`` empty) (Art. 30(1)(c));
 - a system that receives personal data (a flow's source or destination) without a processor
   agreement on record, or whose agreement's review date has passed (Art. 28);
 - a system processing outside the EEA without a transfer mechanism, an onward transfer
@@ -267,6 +268,16 @@ def check_compliance(config: Config, on: dt.date | None = None) -> list[Gap]:
                 file,
                 "controller.email",
                 "the controller has no contact details (email, address or contact)",
+            )
+        )
+    if not any(subjects.strip() for subjects in config.privacy.data_subjects):
+        # Art. 30(1)(c): the register listed no category of data subjects.
+        gaps.append(
+            Gap(
+                "no-data-subjects",
+                file,
+                "privacy.data_subjects",
+                "no categories of data subjects (customers, newsletter subscribers, ...)",
             )
         )
     for name in systems_in_use(config):

@@ -267,3 +267,18 @@ def test_a_controller_without_contact_details_is_a_gap(
     assert reported["key"] == "controller.email"
     _edit(path, 'address = " "\n', 'address = "Voorbeeldstraat 1, 3511 AA Utrecht"\n')
     assert _gaps(path) == []
+
+
+def test_no_categories_of_data_subjects_is_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Art. 30(1)(c) describes the categories of data subjects: ``data_subjects = []`` (or
+    only blanks) left the register's list "not recorded" while `check` passed."""
+    path = example_config(tmp_path, monkeypatch)
+    listed = 'data_subjects = ["customers", "newsletter subscribers"]'
+    _edit(path, listed, "data_subjects = []")
+    (gap,) = _gaps(path)
+    assert (gap.code, gap.key) == ("no-data-subjects", "privacy.data_subjects")
+    assert gap.file == str(path)
+    _edit(path, "data_subjects = []", 'data_subjects = ["", " "]')
+    assert [g.key for g in _gaps(path)] == ["privacy.data_subjects"]
