@@ -7,6 +7,8 @@ something the controller must put right, named by the config key that records it
 - no ``[controller]`` block, or one without a name or without any contact details
   (``email``, ``address`` or ``contact``) (Art. 30(1)(a));
 - no categories of data subjects (``[privacy] data_subjects`` empty) (Art. 30(1)(c));
+- a system held by a joint controller without its contact details (``contact``)
+  (Art. 30(1)(a));
 - a system that receives personal data (a flow's source or destination) without a processor
   agreement on record, or whose agreement's review date has passed (Art. 28);
 - a system processing outside the EEA without a transfer mechanism, an onward transfer
@@ -367,6 +369,17 @@ def _system_gaps(config: Config, name: str, date: dt.date) -> list[Gap]:
                 file,
                 f"{key}.agreement_reference",
                 f"system {name!r} receives personal data but has no agreement reference",
+            )
+        )
+    if processor.role == "joint-controller" and not processor.contact.strip():
+        # Art. 30(1)(a) names a joint controller with its contact details, as the controller.
+        gaps.append(
+            Gap(
+                "joint-controller-no-contact",
+                file,
+                f"{key}.contact",
+                f"system {name!r} is held by a joint controller whose contact details are "
+                "not recorded",
             )
         )
     if processor.agreement_review is not None and processor.agreement_review < date:

@@ -294,6 +294,16 @@ def build_register(
         "generated_at": when.isoformat(timespec="seconds"),
         "config_sha256": config_digest(config)["sha256"],
         "controller": controller.model_dump() if controller is not None else None,
+        # Art. 30(1)(a): a joint controller's name and contact details beside the controller's.
+        "joint_controllers": [
+            {
+                "system": name,
+                "legal_name": settings.processor.legal_name,
+                "contact": settings.processor.contact,
+            }
+            for name, settings in config.systems.items()
+            if settings.processor is not None and settings.processor.role == "joint-controller"
+        ],
         "processing": [_processing(config, flow, lang) for flow in config.flows],
         "data_subjects": list(config.privacy.data_subjects),
         "personal_data": _personal_data(config, lang),
@@ -538,6 +548,7 @@ def _recipient(config: Config, name: str, lang: str) -> dict[str, Any]:
         "sub_processors": processor_recipients(processor),
         "onward_transfers": [o.model_dump() for o in processor.onward_transfers],
         "security": processor.security,
+        "contact": processor.contact,
     }
     return entry
 

@@ -295,6 +295,11 @@ class _Doc:
         rows = [[t[k], c[k] or t["none"]] for k in keys]
         if c.get("representative"):  # only a controller outside the Union has one
             rows.append([t["representative"], c["representative"]])
+        for joint in self.reg.get("joint_controllers", []):  # registers from before: none
+            contact = joint["contact"] or t["missing"]
+            rows.append(
+                [t["joint_controller"], f"{joint['legal_name']} ({joint['system']}): {contact}"]
+            )
         self.m.table(["", ""], rows)
 
     def purposes(self) -> None:
@@ -380,6 +385,7 @@ class _Doc:
                     [t["country"], place],
                     [t["sub_processors"], ", ".join(p["sub_processors"]) or t["none"]],
                     [t["processor_security"], p["security"] or t["none"]],
+                    *([[t["contact"], p["contact"]]] if p.get("contact") else []),
                 ],
             )
 

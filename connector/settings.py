@@ -145,6 +145,9 @@ class ProcessorSettings(StrictModel):
     # transfer_mechanism still counts as passing the data on, to countries not recorded.
     onward_transfers: list[OnwardTransfer] = Field(default_factory=list)
     security: str = ""  # what the processor states about its security measures
+    # How to reach the holder: for a joint controller the register names it beside the
+    # controller (Art. 30(1)(a)), and check asks for it.
+    contact: str = ""
 
     @field_validator("country")
     @classmethod

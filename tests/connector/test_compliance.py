@@ -78,7 +78,10 @@ def test_an_independent_controller_needs_no_processing_agreement(
     as_controller = text[shop:].replace('role = "processor"', 'role = "controller"', 1)
     path.write_text(text[:shop] + as_controller)
     assert _gaps(path) == []
-    _edit(path, 'role = "controller"', 'role = "joint-controller"')
+    # Recorded with its contact details, which a joint controller needs too (Art. 30(1)(a)).
+    _edit(
+        path, 'role = "controller"', 'role = "joint-controller"\ncontact = "privacy@host.example"'
+    )
     (gap,) = _gaps(path)
     assert gap.key == "systems.shop.processor.agreement_reference"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import io
 import json
@@ -1122,3 +1123,53 @@ def test_a_recipient_named_only_in_an_onward_transfer_is_among_the_register_s_su
     onward_only = row(_text(_config(tmp_path / "b", monkeypatch, drop), lang, fmt))
     assert "HubSpot, Inc." in onward_only and "(US)" not in onward_only, onward_only
     assert onward_only.count("Amazon Web Services EMEA SARL") == 1, onward_only
+
+
+@pytest.mark.parametrize("fmt", ["md", "html", "json"])
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_the_register_names_a_joint_controller_with_its_contact_details_beside_the_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lang: str, fmt: str
+) -> None:
+    """Art. 30(1)(a): the name and contact details of the controller and of a joint
+    controller. A system held by a joint controller was named among the recipients only,
+    with no way to reach it; its ``contact`` is now recorded and named in the controller's
+    part, and `check` asks for it where it is missing."""
+    from connector.compliance import check_compliance
+
+    marker = 'legal_name = "HubSpot Ireland Limited"\nrole = "processor"'
+
+    def edit(text: str) -> str:
+        assert marker in text
+        joint = marker.replace('"processor"', '"joint-controller"')
+        return text.replace(marker, joint + '\ncontact = "dpo@hubspot-joint.example"')
+
+    config = _config(tmp_path, monkeypatch, edit)
+    reg = build_register(config, lang)
+    assert reg["joint_controllers"] == [
+        {
+            "system": "crm",
+            "legal_name": "HubSpot Ireland Limited",
+            "contact": "dpo@hubspot-joint.example",
+        }
+    ]
+    text = _text(config, lang, fmt)
+    if fmt != "json":
+        heading = "Naam en contactgegevens" if lang == "nl" else "Name and contact details"
+        part = text[text.index(heading) : text.index(TEXT_PURPOSES[lang])]
+        assert "HubSpot Ireland Limited" in part and "dpo@hubspot-joint.example" in part
+    assert check_compliance(config, dt.date(2026, 6, 1)) == []
+
+    (tmp_path / "without").mkdir()
+    without = _config(
+        tmp_path / "without",
+        monkeypatch,
+        lambda t: t.replace(marker, marker.replace('"processor"', '"joint-controller"')),
+    )
+    gaps = check_compliance(without, dt.date(2026, 6, 1))
+    assert [(g.code, g.key) for g in gaps] == [
+        ("joint-controller-no-contact", "systems.crm.processor.contact")
+    ]
+    assert build_register(without, lang)["joint_controllers"][0]["contact"] == ""
+
+
+TEXT_PURPOSES = {"nl": "Doeleinden van de verwerking", "en": "Purposes of the processing"}
