@@ -213,7 +213,9 @@ def open_incident(
     if unknown:
         raise ValueError(f"no system named {unknown[0]!r}; known: {sorted(config.systems)}")
     scope = _scope(store, config, chosen)
-    deadline = aware + NOTIFY_WITHIN
+    # Added in UTC: added to a time in a zone with summer time (Europe/Amsterdam), a
+    # timedelta moves the wall clock, and across the change the 72 hours became 71 or 73.
+    deadline = aware.astimezone(dt.UTC) + NOTIFY_WITHIN
     with store.transaction() as db:
         cur = db.execute(
             "INSERT INTO incidents(summary, aware_at, opened_at, deadline, systems, scope) "

@@ -582,3 +582,19 @@ def test_the_console_gives_the_deadline_and_closing_time_in_dutch_time_too(
     assert main(["-c", path, "incident", "close", "1", "--note", "Sleutel ingetrokken"]) == 0
     closed = "2026-06-02T23:15:00+00:00 (2026-06-03 01:15 Europe/Amsterdam)"
     assert closed in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_72_hours_are_elapsed_hours_when_awareness_is_given_in_a_zone_with_summer_time(
+    store: Store, config: Config
+) -> None:
+    """Art. 33(1)'s 72 hours run on the clock, not the calendar: an awareness given in
+    Europe/Amsterdam just before the clocks go back (25 October 2026) ends 72 hours later in
+    UTC, not at the same wall-clock time three days on (73 hours)."""
+    from zoneinfo import ZoneInfo
+
+    aware = dt.datetime(2026, 10, 24, 10, 0, tzinfo=ZoneInfo("Europe/Amsterdam"))
+    incident = incidents.open_incident(
+        store, config, "laptop lost", aware_at=aware, now=aware + dt.timedelta(hours=1)
+    )
+    assert incident.aware_at == "2026-10-24T08:00:00+00:00"
+    assert incident.deadline == "2026-10-27T08:00:00+00:00"
