@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
@@ -19,7 +18,7 @@ from adapters.hubspot.signature import (
     sign_v3,
     uri_forms,
 )
-from connector.adapter import WebhookEvent, WebhookRequest
+from connector.adapter import WebhookEvent, WebhookRequest, delivery_json
 
 
 class ContactWebhooks:
@@ -52,10 +51,7 @@ class ContactWebhooks:
 
     def parse_webhook(self, request: WebhookRequest) -> list[WebhookEvent]:
         """Decode a delivery (a JSON array of events) into contact events; others are dropped."""
-        try:
-            payload = json.loads(request.body)
-        except ValueError:
-            return []
+        payload = delivery_json(request.body)
         if isinstance(payload, dict):
             payload = [payload]
         if not isinstance(payload, list):

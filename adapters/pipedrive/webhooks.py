@@ -29,12 +29,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from adapters.pipedrive.payloads import primary_value
-from connector.adapter import WebhookEvent, WebhookRequest, body_key
+from connector.adapter import WebhookEvent, WebhookRequest, body_key, delivery_json
 
 __all__ = ["basic_authorization", "parse_delivery", "verify_delivery"]
 
@@ -97,10 +96,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
     Anything else (other entities, v1 payloads, bodies that are not JSON objects) is one
     ``ignored`` event, so the delivery is acknowledged and Pipedrive does not retry it.
     """
-    try:
-        payload = json.loads(request.body)
-    except ValueError:
-        payload = None
+    payload = delivery_json(request.body)
     meta = payload.get("meta") if isinstance(payload, dict) else None
     if not isinstance(meta, dict):
         return [WebhookEvent(kind="ignored", delivery_id=_delivery_id({}, request.body))]

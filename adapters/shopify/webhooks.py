@@ -48,12 +48,11 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Final, Literal
 
-from connector.adapter import WebhookEvent, WebhookRequest, body_key
+from connector.adapter import WebhookEvent, WebhookRequest, body_key, delivery_json
 
 __all__ = [
     "COMPLIANCE_TOPICS",
@@ -198,10 +197,7 @@ def parse_delivery(request: WebhookRequest, shop_domain: str | None = None) -> l
     kind = _KINDS.get(topic)
     if kind is None:
         return [WebhookEvent(kind="ignored", delivery_id=delivery_id)]
-    try:
-        payload = json.loads(request.body)
-    except ValueError:
-        payload = None
+    payload = delivery_json(request.body)
     payload = payload if isinstance(payload, dict) else {}
     if shop_domain is not None:
         # The compliance bodies name their store (signed); other topics only in the header.

@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from typing import Any
 
-from connector.adapter import WebhookEvent, WebhookRequest, body_key
+from connector.adapter import WebhookEvent, WebhookRequest, body_key, delivery_json
 
 __all__ = ["is_ping", "parse_delivery", "verify_delivery", "webhook_signature"]
 
@@ -72,10 +71,7 @@ def parse_delivery(request: WebhookRequest) -> list[WebhookEvent]:
         return []
     delivery_id = body_key(request.body)
     topic = request.headers.get("x-wc-webhook-topic", "").strip().lower()
-    try:
-        body = json.loads(request.body)
-    except ValueError:
-        body = None
+    body = delivery_json(request.body)
     if not isinstance(body, dict):
         # Signed but not a JSON object: nothing to act on, and failing the delivery would
         # only make WooCommerce disable the webhook after a few attempts.

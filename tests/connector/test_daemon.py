@@ -686,6 +686,32 @@ async def test_a_delivery_the_store_failed_to_queue_is_queued_when_delivered_aga
     assert len(await _drain(daemon)) == 1
 
 
+async def test_a_signed_body_nested_too_deep_to_read_is_acknowledged_and_the_next_is_taken(
+    daemon: Daemon, shop: WooCommerceSandbox
+) -> None:
+    """A signed delivery nested deeper than the JSON parser goes (within the body's cap)
+    made the parser raise RecursionError: answered 500, which WooCommerce delivers again
+    until it disables the webhook. It is acknowledged as a body that is not JSON, nothing
+    is queued, and a delivery after it is taken as ever."""
+    shop.seed_synthetic(1, seed=36)
+    good = json.dumps(shop.store.get(1)).encode()
+    async with _client(build_public_app(daemon)) as client:
+        answers = [
+            await client.post(
+                "/webhooks/shop", content=body, headers=shop.sign_webhook(body, WC_SECRET)
+            )
+            for body in (b"[" * 200_000 + b"]" * 200_000, b'{"a":' * 100_000 + b"}" * 100_000)
+        ]
+        after = await client.post(
+            "/webhooks/shop", content=good, headers=shop.sign_webhook(good, WC_SECRET)
+        )
+    assert [(a.status_code, a.json()) for a in answers] == [
+        (200, {"queued": 0, "duplicates": 0, "ignored": 1})
+    ] * 2
+    assert after.status_code == 200 and after.json()["queued"] == 1
+    assert [job.kind for job in await _drain(daemon)] == ["webhook"]
+
+
 async def test_oversized_body_and_unknown_system(daemon: Daemon) -> None:
     """Bodies past the cap get 413 unread; a system without webhooks gets 404."""
     async with _client(build_public_app(daemon)) as client:
