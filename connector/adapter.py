@@ -8,13 +8,13 @@ dicts in the vendor's own shape; :mod:`connector.mapping` turns them into canoni
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import httpx
 
+from connector import jsonutil
 from connector.http import SystemClient, WaitHint
 from connector.ratelimit import RateLimit
 from connector.settings import SystemSettings
@@ -522,8 +522,8 @@ def delivery_json(body: bytes) -> Any:
     again until the vendor disabled the webhook; it is a body nothing can be read from.
     """
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
+        return jsonutil.loads(body)
+    except ValueError:  # not JSON, or nested too deep (jsonutil.loads says which)
         return None
 
 

@@ -31,7 +31,13 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     except orjson.JSONDecodeError:
         # orjson reads UTF-8 only and refuses NaN/Infinity; the standard library reads both
         # (and UTF-16/32 with or without a BOM), and raises ValueError where neither can.
-        return json.loads(data if isinstance(data, bytes | str) else bytes(data))
+        try:
+            return json.loads(data if isinstance(data, bytes | str) else bytes(data))
+        except RecursionError:
+            # Nested deeper than either parser goes (orjson stops at 1,024 levels): a few
+            # kilobytes of "[" from a vendor. Its RecursionError reached no caller's
+            # ValueError, and a sync reading such an answer ended as a bug.
+            raise ValueError("JSON nested too deep to read") from None
 
 
 def dumps(

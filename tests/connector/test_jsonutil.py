@@ -51,3 +51,12 @@ def test_loads_raises_value_error_on_what_is_not_json() -> None:
     for bad in (b"", b"<html>", b'{"a":'):
         with pytest.raises(ValueError):
             jsonutil.loads(bad)
+
+
+def test_loads_raises_value_error_on_json_nested_too_deep_to_read() -> None:
+    """A vendor's answer nested deeper than either parser goes is no JSON to its caller: a
+    ValueError (which the answer readers turn into the vendor's error), not the standard
+    library's RecursionError, which ended a sync as a bug."""
+    for deep in (b"[" * 200_000 + b"]" * 200_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
+        with pytest.raises(ValueError, match="nested too deep"):
+            jsonutil.loads(deep)
