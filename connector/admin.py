@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from connector import admin_reads, jobs
-from connector.model import normalise_email
+from connector.model import is_email_address, normalise_email
 
 if TYPE_CHECKING:
     from connector.daemon import Daemon
@@ -53,8 +53,7 @@ def _email_address(value: str) -> str:
     location, type and message, which scripts read.
     """
     email = normalise_email(value)
-    local, _, domain = email.partition("@")
-    if not local or "." not in domain or " " in email:
+    if not is_email_address(email):
         raise PydanticCustomError(EMAIL_INVALID, "email is not an e-mail address")
     return email
 

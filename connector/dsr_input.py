@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from connector.config import Config
 from connector.dsr_views import DsrUsageError
 from connector.mapping import SystemMapping
-from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, normalise_email
+from connector.model import CANONICAL_FIELDS, CONSENT_FIELDS, is_email_address, normalise_email
 from connector.transforms import make_transform
 
 __all__ = [
@@ -32,8 +32,7 @@ __all__ = [
 def checked_email(email: str) -> str:
     """The normalised e-mail address; refused if it cannot be one."""
     normalised = normalise_email(email)
-    local, at, domain = normalised.partition("@")
-    if not (local and at and "." in domain):
+    if not is_email_address(normalised):
         raise DsrUsageError("--email is not an e-mail address")
     return normalised
 

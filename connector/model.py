@@ -22,6 +22,7 @@ __all__ = [
     "Person",
     "earlier_email_forms",
     "is_archived",
+    "is_email_address",
     "normalise_email",
 ]
 
@@ -132,6 +133,24 @@ def normalise_email(email: str) -> str:
     if not at or domain.isascii():
         return text
     return f"{local}@{_ascii_domain(domain)}"
+
+
+#: What no address holds outside quotes (RFC 5322's specials; a second "@" is caught apart):
+#: a name and angle brackets pasted with it ("Jan <jan@...>"), or two addresses at once.
+NOT_IN_AN_ADDRESS = frozenset('<>()[]\\,;:"')
+
+
+def is_email_address(email: str) -> bool:
+    """Whether ``email`` (as :func:`normalise_email` gives it) can be an address: one "@"
+    with a part before it and a domain with a dot after it, and no blank or special.
+
+    Quoted local parts ("jan klant"@...) are legal but no system we talk to takes them; an
+    address taken as given with a blank in it (the no-break space of a copied web page
+    included) or a name beside it was another subject, whose erasure found no one."""
+    local, at, domain = email.partition("@")
+    return bool(local and at and "." in domain and "@" not in domain) and not any(
+        c.isspace() or c in NOT_IN_AN_ADDRESS for c in email
+    )
 
 
 def _ascii_domain(domain: str) -> str:

@@ -1167,6 +1167,36 @@ async def test_rectify_refuses_unknown_fields_and_erased_subjects(
         await service.rectify(CANARY_EMAIL, {"city": "Zeist"})
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        f"Canary Klant <{CANARY_EMAIL}>",  # pasted from a mail client's "To:" line
+        f"<{CANARY_EMAIL}>",
+        CANARY_EMAIL.replace("@", " @"),
+        CANARY_EMAIL.replace("@", "@\u00a0"),  # a no-break space a web page copied
+        f"{CANARY_EMAIL}, {OTHER_EMAIL}",
+        f"{CANARY_EMAIL}@{OTHER_EMAIL}",
+    ],
+)
+async def test_a_request_under_what_is_no_address_is_refused_before_anything_is_recorded(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime, given: str
+) -> None:
+    """An address with blanks or characters no unquoted address holds (a name and angle
+    brackets pasted with it, two addresses at once) is nobody's: taken as given, its erasure
+    found no one, completed with every system `not_held` and a signed receipt, while the
+    person stayed in both systems. It is refused (exit 2), as the admin API refuses it."""
+    await seeded(shop, rt)
+    service = DsrService(rt)
+    with pytest.raises(DsrUsageError, match="not an e-mail address"):
+        await service.erase(given)
+    with pytest.raises(DsrUsageError, match="not an e-mail address"):
+        await service.access(given)
+    with pytest.raises(DsrUsageError, match="not an e-mail address"):
+        await service.rectify(given, {"city": "Zeist"})
+    assert service.list() == []  # nothing opened, nobody suppressed
+    assert shop.holds(CANARY_EMAIL) and crm.holds(CANARY_EMAIL)
+
+
 async def test_rectify_refuses_a_field_no_system_is_written(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
