@@ -325,7 +325,10 @@ class RectifySteps(RunBase):
             records = [record for record in held if not is_archived(record)]
             if not records:
                 # Nothing to correct: a correction neither creates the person nor brings an
-                # archived record back.
+                # archived record back. But a write of theirs may wait for the system (their
+                # first, queued while it was down): it takes the correction, or its delivery
+                # makes the record with the old values.
+                self._correct_waiting(name, manifest, names, emptying, people, home)
                 if held:
                     self._set(row, name, "skipped", _left_to_others(_HELD_ONLY_ARCHIVED, others))
                 else:
@@ -446,6 +449,34 @@ class RectifySteps(RunBase):
             facts["left_to_source"] = left
             said.append(f"{', '.join(left)} {_SUPERSEDED}")
         self._set(row, name, "done", _left_to_others("; ".join(said), others) or None, facts)
+
+    def _correct_waiting(
+        self,
+        name: str,
+        manifest: dict[str, Any],
+        names: Sequence[str],
+        emptying: Collection[str],
+        people: Sequence[str],
+        country: str | None,
+    ) -> None:
+        """Write the correction of ``names`` into what waits in ``name``'s outbox for a
+        person the system holds no live record of yet (:meth:`_correct_queued`)."""
+        system = self.rt.systems[name]
+        fields: dict[str, str] = manifest["fields"]
+        person = Person(email=manifest["email"])
+        for field_name in names:
+            if field_name not in emptying:
+                person[field_name] = system.mapping.convert_for(
+                    field_name, fields[field_name], country
+                )
+        self._correct_queued(
+            name,
+            people,
+            system.mapping.outbound(person),
+            email_path=system.mapping.fields["email"].path,
+            queued_before=manifest.get("queued_before"),
+            emptied=frozenset(system.mapping.fields[n].path for n in emptying),
+        )
 
     def _correct_queued(
         self,

@@ -1166,6 +1166,26 @@ async def test_a_payload_queued_before_a_correction_does_not_undo_it(
     )
 
 
+async def test_a_first_write_queued_before_a_correction_takes_it(world: World, rt: Runtime) -> None:
+    """The CRM was down at the sync that first found the person: their first write waits
+    in the outbox, and the CRM holds no contact of them yet. A correction then asked found
+    nobody there ("held no record"), left the waiting payload as it was, and its delivery
+    made the contact with the old last name, which Shopify (only read) never sends again.
+    What waits for a system is corrected whether or not the system holds the person yet."""
+    email = "eerst.wachtend@example.nl"
+    world.shopify.add_person(email, "Jan", "Fout", "+31612345678", marketing_state="SUBSCRIBED")
+    world.crm.faults.down = True
+    await rt.engine.sync("shopify")  # the person's first write waits for the CRM
+    world.crm.faults.down = False
+    assert world.crm.record_for(email) is None
+    view = await DsrService(rt).rectify(email, {"last_name": "Goed"})
+    assert view.system("crm").status == "not_held"
+    (report,) = await rt.engine.sync("shopify")  # nothing changed in Shopify since
+    assert not report.failed, report.errors
+    contact = world.crm.record_for(email)
+    assert contact is not None and contact["properties"]["lastname"] == "Goed"
+
+
 async def test_a_correction_retried_leaves_a_change_made_after_it_was_asked(
     world: World, rt: Runtime
 ) -> None:
