@@ -64,6 +64,19 @@ _PAGING: Mapping[str, str] = {
     "reverse": "Boolean",
 }
 
+#: ``CustomerSortKeys`` [doc], each with the value the fake sorts customers by (ties, and
+#: the keys it does not model, in id order). How Shopify orders ``NAME`` (first name
+#: first, here) and ``LOCATION`` is not documented; ``RELEVANCE`` matters only to a
+#: ``query``.
+CUSTOMER_SORT_KEYS: Mapping[str, Callable[[dict[str, Any]], Any]] = {
+    "ID": lambda _c: 0,
+    "UPDATED_AT": lambda c: c["updatedAt"],
+    "CREATED_AT": lambda c: c["createdAt"],
+    "NAME": lambda c: f"{c.get('firstName') or ''} {c.get('lastName') or ''}".strip().lower(),
+    "LOCATION": lambda _c: 0,
+    "RELEVANCE": lambda _c: 0,
+}
+
 #: The enum types of the arguments above; a value of one is written as a bare name.
 _ENUMS = frozenset({"CustomerSortKeys", "OrderSortKeys"})
 
@@ -238,15 +251,12 @@ class Executor:
     def _customers(self, _: Mapping[str, Any], args: dict[str, Any]) -> Slice:
         found = self.store.search_customers(args.get("query"))
         sort_key = str(args.get("sortKey") or "ID")
-        sort_field = {"UPDATED_AT": "updatedAt", "CREATED_AT": "createdAt"}.get(sort_key)
-        if sort_key not in ("ID", "UPDATED_AT", "CREATED_AT", "RELEVANCE"):
+        if sort_key not in CUSTOMER_SORT_KEYS:
             raise GraphQLError(
                 f"Argument 'sortKey' on Field 'customers' has an invalid value ({sort_key}).",
                 "argumentLiteralsIncompatible",
             )
-        return paginate(
-            found, lambda c: c[sort_field] if sort_field else 0, CUSTOMER, args, MAX_PAGE
-        )
+        return paginate(found, CUSTOMER_SORT_KEYS[sort_key], CUSTOMER, args, MAX_PAGE)
 
     def _readable(self, order: Mapping[str, Any]) -> bool:
         """Whether the token may read the order (see ``ORDERS_WINDOW_DAYS``)."""

@@ -865,6 +865,46 @@ async def test_the_sandbox_refuses_an_operation_shopify_would_not_run(
     assert sandbox.operations == []  # refused before it ran
 
 
+@pytest.mark.parametrize(
+    "sort_key", ["ID", "UPDATED_AT", "CREATED_AT", "RELEVANCE", "NAME", "LOCATION"]
+)
+async def test_the_sandbox_pages_customers_by_every_customer_sort_key(
+    raw: Callable[..., Any], sandbox: ShopifySandbox, sort_key: str
+) -> None:
+    """``CustomerSortKeys`` holds ``NAME`` and ``LOCATION`` beside ``ID``, ``UPDATED_AT``,
+    ``CREATED_AT`` and ``RELEVANCE`` [doc]: a query sorted by any of them runs and pages
+    through every customer once. The sandbox refused ``NAME`` and ``LOCATION`` as invalid
+    values, an error Shopify never gives."""
+    ids = {sandbox.add_person(f"k{i}@example.com", name) for i, name in enumerate("CAB")}
+    query = (
+        "query Q($after: String) { customers(first: 2, after: $after, sortKey: "
+        + sort_key
+        + ") { nodes { id } pageInfo { hasNextPage endCursor } } }"
+    )
+    seen: list[str] = []
+    after = None
+    for _ in range(3):
+        status, body = await raw(query, {"after": after})
+        assert status == 200 and "errors" not in body
+        page = body["data"]["customers"]
+        seen += [node["id"] for node in page["nodes"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == sorted(ids)
+
+
+async def test_the_sandbox_sorts_customers_by_name(
+    raw: Callable[..., Any], sandbox: ShopifySandbox
+) -> None:
+    """``sortKey: NAME`` orders customers by their name, not by when they came."""
+    for i, name in enumerate(["Cor", "Anna", "Bert"]):
+        sandbox.add_person(f"k{i}@example.com", name)
+    status, body = await raw("{ customers(first: 5, sortKey: NAME) { nodes { firstName } } }")
+    assert status == 200
+    assert [n["firstName"] for n in body["data"]["customers"]["nodes"]] == ["Anna", "Bert", "Cor"]
+
+
 async def test_the_sandbox_answers_a_bad_escape_in_a_string_with_a_parse_error(
     raw: Callable[..., Any],
 ) -> None:
