@@ -49,6 +49,8 @@ MAX_INPUTS = 100
 MAX_LIST_LIMIT = 100
 MAX_SEARCH_LIMIT = 200
 MAX_SEARCH_RESULTS = 10_000
+#: Longest ``query`` a search takes, in characters [spec].
+MAX_SEARCH_QUERY = 3000
 
 #: A route handler: the response, and the property maps the request carried (for the log).
 Handler = Callable[[Request], Awaitable[tuple[Response, list[Mapping[str, Any]]]]]
@@ -408,6 +410,8 @@ class ContactRoutes:
             raise Reject(400, f"limit must be between 1 and {MAX_SEARCH_LIMIT}.")
         if offset >= self.search_cap:
             raise Reject(400, f"Search results are capped at {self.search_cap:,} per query.")
+        if len(str(body.get("query") or "")) > MAX_SEARCH_QUERY:
+            raise Reject(400, f"query may be at most {MAX_SEARCH_QUERY} characters long.")
         try:
             total, matches = self.store.search(body)
         except SearchError as exc:

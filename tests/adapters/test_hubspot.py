@@ -1608,6 +1608,20 @@ async def test_sandbox_search_filters_by_email_and_enforces_filter_limits(
     assert too_many.json()["category"] == "VALIDATION_ERROR"
 
 
+async def test_sandbox_search_refuses_a_query_over_3000_characters(
+    raw: httpx.AsyncClient, sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """A search's ``query`` is limited to 3000 characters [spec]: one that long is searched,
+    one longer is a 400, not a search that finds nothing."""
+    sandbox.add_person("seek@example.com", "Seek")
+    at_limit = await raw.post(f"{CONTACTS}/search", json={"query": "s" * 3000})
+    assert at_limit.status_code == 200 and at_limit.json()["results"] == []
+    clock.advance(1)  # a fresh second for the search window
+    over = await raw.post(f"{CONTACTS}/search", json={"query": "s" * 3001})
+    assert over.status_code == 400
+    assert over.json()["category"] == "VALIDATION_ERROR"
+
+
 async def test_sandbox_reads_archived_contacts_only_with_the_query_flag(
     raw: httpx.AsyncClient, sandbox: HubSpotSandbox
 ) -> None:
