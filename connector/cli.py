@@ -802,20 +802,22 @@ def _dispatch_configured(
 
 
 def _run_daemon(config_path: Path) -> int:
-    from connector.daemon import Daemon
+    from connector.daemon import Daemon, hangups_ignored
     from connector.lock import DaemonLock
 
-    config = load_config(config_path)
-    # The sync lock for the daemon's whole life: it syncs whenever its schedule or a webhook
-    # says, so a `sync` beside it is refused (and told to hand the work over with `resync`).
-    with DaemonLock(config.store_path), syncing(config.store_path, "daemon"):
+    with hangups_ignored():
+        config = load_config(config_path)
+        # The sync lock for the daemon's whole life: it syncs whenever its schedule or a
+        # webhook says, so a `sync` beside it is refused (and told to hand the work over
+        # with `resync`).
+        with DaemonLock(config.store_path), syncing(config.store_path, "daemon"):
 
-        async def serve() -> None:
-            async with open_runtime(config) as rt:
-                settle_heap()
-                await Daemon(rt).serve()
+            async def serve() -> None:
+                async with open_runtime(config) as rt:
+                    settle_heap()
+                    await Daemon(rt).serve()
 
-        run_loop(serve())
+            run_loop(serve())
     return EXIT_OK
 
 

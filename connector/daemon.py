@@ -25,7 +25,8 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from types import FrameType
 from typing import Any
 
 from connector import audit, gauges, jobs, review
@@ -73,6 +74,7 @@ __all__ = [
     # Importable from here too, as the tests import them.
     "_trigger",
     "first_review",
+    "hangups_ignored",
     "missed_cron_time",
 ]
 
@@ -504,3 +506,22 @@ class Daemon:
 
 def _hangup() -> None:
     log.warning("SIGHUP ignored: the daemon has no reload; restart it to apply a changed config")
+
+
+@contextlib.contextmanager
+def hangups_ignored() -> Iterator[None]:
+    """SIGHUP logged and ignored while the daemon starts, until :meth:`Daemon.serve` takes
+    it over on its loop.
+
+    Opening the store takes seconds where it is migrated: a SIGHUP then took its default
+    action and killed the daemon, which systemd counts as a clean exit (left down).
+    """
+
+    def on_hangup(_signum: int, _frame: FrameType | None) -> None:
+        _hangup()
+
+    before = signal.signal(signal.SIGHUP, on_hangup)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, before)
