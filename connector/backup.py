@@ -380,6 +380,17 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     if target in lock_files(store_path):
         raise ConfigError(option, "", f"{path} is one of the store's lock files; name another file")
     key_file = receipt_key_path(store_path)
+    if option != "--from" and _set_aside_by_a_restore(target, store_path, key_file):
+        # The audit entries between a backup and its restore are in the store it replaced
+        # only: written over, they were lost. A file so named that is no such store yet is
+        # taken for one by the retention sweep, which empties it. Read (--from), one undoes
+        # a restore.
+        raise ConfigError(
+            option,
+            "",
+            f"{path} is named as a store a restore replaced, or the receipt signing key file "
+            "it set aside (kept beside the store, and swept by retention); name another file",
+        )
     staged = (".rotating", PREPARING)  # a key rotation's and a restore's, put in place later
     if target in {key_file, *(key_file.with_name(key_file.name + s) for s in staged)}:
         raise ConfigError(
@@ -405,6 +416,15 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     for what, loaded in _config_files(config):
         if target == loaded.resolve():
             raise ConfigError(option, "", f"{path} is {what}; name another file")
+
+
+def _set_aside_by_a_restore(target: Path, store_path: Path, key_file: Path) -> bool:
+    """Whether ``target`` (resolved) is named as what a restore keeps beside the store: the
+    store it replaced (``<store>.replaced-...``, with its -wal and -shm and the wrapping a
+    key rotation stages beside it) or the receipt signing key file it set aside."""
+    if target.parent != store_path.parent:
+        return False
+    return any(target.name.startswith(f"{kept.name}.replaced-") for kept in (store_path, key_file))
 
 
 def _tls_files(config: Config) -> list[tuple[str, Path]]:

@@ -359,6 +359,42 @@ def test_out_naming_the_retired_receipt_keys_folder_is_refused_before_it_exists(
     assert main(["-c", str(config_path), "dsr", "rotate-key", "--json"]) == 0
 
 
+def test_backup_refuses_to_write_over_a_store_a_restore_replaced(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out naming a store a restore replaced (``<store>.replaced-<time>``, its -wal, the
+    wrapping a rotation stages beside it) or the signing key file a restore set aside is
+    refused (exit 2) and the file left as it is: the audit entries between the backup and
+    the restore are in that store only, and a backup written over it lost them. A name of
+    that form not taken yet is refused too: the retention sweep takes a file so named for a
+    replaced store, and empties it. Restoring from a replaced store (undoing a restore)
+    still reads it."""
+    store_path = _keyed_store(config_path)
+    base = ["-c", str(config_path)]
+    first = tmp_path / "first.db"
+    assert main([*base, "backup", "--out", str(first)]) == 0
+    assert main([*base, "restore", "--from", str(first)]) == 0
+    capsys.readouterr()
+    (replaced,) = store_path.parent.glob(f"{store_path.name}.replaced-*")
+    before = sha256(replaced)
+    key_aside = receipt_key_path(store_path).with_name(
+        f"{receipt_key_path(store_path).name}.replaced-20260101T000000Z"
+    )
+    for out in (
+        replaced,
+        replaced.with_name(f"{replaced.name}-wal"),
+        replaced.with_name(f"{replaced.name}.rotating"),
+        store_path.with_name(f"{store_path.name}.replaced-20990101T000000Z"),
+        key_aside,
+    ):
+        assert main([*base, "backup", "--out", str(out), "--json"]) == 2, out
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "usage" and "a restore replaced" in answer["message"]
+    assert sha256(replaced) == before
+    assert sorted(p.name for p in store_path.parent.glob("*.replaced-*")) == [replaced.name]
+    assert main([*base, "restore", "--from", str(replaced)]) == 0
+
+
 def test_the_last_backup_is_found_without_reading_the_audit_trail(tmp_path: Path) -> None:
     """`status`, `/metrics` and the daily review ask for the last backup and restore; on a
     long trail with neither, the index by kind (schema 13) answers at once, where a look
