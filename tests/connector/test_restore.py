@@ -630,6 +630,34 @@ async def test_restore_with_no_store_says_erasures_since_cannot_be_kept(
     assert "it could not be read" in said and "erase again" in said
 
 
+async def test_a_log_the_lost_store_left_is_not_read_into_the_restored_one(
+    shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
+) -> None:
+    """The store file lost (moved away by hand, a damaged file deleted) while its -wal and
+    -shm stayed, as a killed daemon leaves them: the backup renamed into its place was
+    opened with that log, and SQLite laid the lost store's last pages over the restored
+    store's (here every person gone). Nothing can read that log without its own store: the
+    restored store is the backup, whole, and its trail verifies."""
+    seed(shop)
+    out = tmp_path / "offsite" / "b.db"
+    async with open_rt() as rt:
+        await rt.engine.sync()
+    assert main(["-c", str(config_path), "backup", "--out", str(out)]) == 0
+    store_path = load_config(config_path).store_path
+    log = {suffix: store_path.with_name(store_path.name + suffix) for suffix in ("-wal", "-shm")}
+    with closing(sqlite3.connect(store_path, isolation_level=None)) as db:
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("DELETE FROM subjects")  # the lost store's last transaction, in its log
+        left = {suffix: path.read_bytes() for suffix, path in log.items()}
+    store_path.unlink()
+    for suffix, path in log.items():
+        path.write_bytes(left[suffix])
+    assert main(["-c", str(config_path), "restore", "--from", str(out)]) == 0
+    assert rows(store_path, "SELECT COUNT(*) FROM subjects") == [(2,)]
+    assert rows(store_path, "PRAGMA integrity_check") == [("ok",)]
+    assert main(["-c", str(config_path), "audit", "verify"]) == 0
+
+
 async def test_a_backup_carries_the_receipt_key_back_after_a_lost_disk_or_a_rotation(
     shop: WooCommerceSandbox, open_rt: RuntimeFactory, tmp_path: Path, config_path: Path
 ) -> None:
