@@ -121,10 +121,19 @@ class AccessSteps(RunBase):
                 )
             seen = {system.mapping.record_id(r) for r in records}
             for address in queued.get(name, []):
-                for record in await system.adapter.find(Subject(email=address)):
-                    if system.mapping.record_id(record) not in seen:
-                        seen.add(system.mapping.record_id(record))
-                        records.append(record)
+                found = await system.adapter.find(Subject(email=address))
+                # Another subject's record there is theirs, as under the address asked
+                # with (the erasure spares it too), and so is another customer's order.
+                spared = self._others(name, found, people)
+                own = ids.get(name)
+                for record in found:
+                    record_id = system.mapping.record_id(record)
+                    if record_id in seen or record_id in spared:
+                        continue
+                    if own is not None and _someone_elses(record, own):
+                        continue
+                    seen.add(record_id)
+                    records.append(record)
             return records
 
         # Every system is read again on a retry: records are never stored between attempts.

@@ -15,7 +15,7 @@ from connector.dsr import DsrService
 from connector.model import earlier_email_forms, normalise_email
 from connector.runtime import Runtime
 from tests.conftest import CANARY_EMAIL, CANARY_NAME
-from tests.connector.test_dsr import seeded
+from tests.connector.test_dsr import OTHER_EMAIL, seeded
 
 MOVED = "nieuw.adres@voorbeeld-canary.nl"
 
@@ -412,3 +412,29 @@ async def test_a_corrected_country_keeps_the_meaning_of_a_number_the_shop_holds_
     receipt = json.loads(DsrService(rt).receipt(view.id))["receipt"]
     (step,) = [s for s in receipt["systems"] if s["system"] == "shop"]
     assert step["fields"] == ["country"] and step["written_in_full"] == ["phone"]
+
+
+async def test_access_leaves_out_another_s_record_found_under_an_address_a_payload_carried(
+    shop: WooCommerceSandbox,
+    crm: HubSpotSandbox,
+    rt: Runtime,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A payload queued for the person carried an address at which the systems hold a
+    record the identity map knows as another subject's (Otto's, synced as himself). The
+    erasure spares it (its ``spare``); the access copy read it in whole, Otto's name, phone
+    and city in the person's bundle."""
+    await seeded(shop, rt)
+    monkeypatch.setattr(
+        "connector.dsr_kinds.KindRunner._queued_addresses",
+        lambda _self, _ids, _email: {"shop": [OTHER_EMAIL], "crm": [OTHER_EMAIL]},
+    )
+    out = tmp_path / "bundle"
+    assert (await DsrService(rt).access(CANARY_EMAIL, out)).status == "completed"
+    data = json.loads((out / "data.json").read_text(encoding="utf-8"))
+    held = json.dumps(data["systems"])
+    assert CANARY_NAME in held  # the person's own records are there
+    assert OTHER_EMAIL not in held and "Otto" not in held, "another subject's record"
+    for name in ("report.en.md", "report.nl.md", "report.en.html", "report.nl.html"):
+        assert "Otto" not in (out / name).read_text(encoding="utf-8"), name
