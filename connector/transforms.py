@@ -590,22 +590,31 @@ def _date(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, str) and value.strip():
-        text = value.strip().replace("Z", "+00:00")
-        for parse in (dt.datetime.fromisoformat, dt.date.fromisoformat):
-            try:
-                parsed = parse(text)
-            except ValueError:
-                continue
-            return (
-                parsed.date().isoformat()
-                if isinstance(parsed, dt.datetime)
-                else (parsed.isoformat())
-            )
-        for fmt in _DATE_FORMATS:
-            try:
-                return dt.datetime.strptime(text, fmt).date().isoformat()
-            except ValueError:
-                continue
+        found = _date_of(value.strip())
+        if found is None and not (value.isascii() and value.isprintable()):
+            # Invisible marks dropped as for a phone (see _plain): a date of birth pasted
+            # with a zero-width space or a direction mark was no date, and not sent. Read
+            # as typed first: Python takes such a mark for the one character between date
+            # and time, and that reading stays.
+            found = _date_of(_plain(value).strip())
+        return found
+    return None
+
+
+def _date_of(text: str) -> str | None:
+    """The date ``text`` (stripped) writes, by ISO 8601 or one of :data:`_DATE_FORMATS`."""
+    text = text.replace("Z", "+00:00")
+    for parse in (dt.datetime.fromisoformat, dt.date.fromisoformat):
+        try:
+            parsed = parse(text)
+        except ValueError:
+            continue
+        return parsed.date().isoformat() if isinstance(parsed, dt.datetime) else parsed.isoformat()
+    for fmt in _DATE_FORMATS:
+        try:
+            return dt.datetime.strptime(text, fmt).date().isoformat()
+        except ValueError:
+            continue
     return None
 
 

@@ -390,6 +390,27 @@ def test_dates_as_german_customers_and_exports_write_them_are_read(
 
 
 @pytest.mark.parametrize(
+    "typed",
+    [
+        "05-01-1980\u200b",  # zero-width space
+        "\ufeff1980-01-05",  # byte order mark
+        "05.01.1980\u2060",  # word joiner
+        "\u200e05/01/1980",  # a direction mark
+        "1980-01-05\u00a0",  # a no-break space
+        "1980-01-05T10:00:00\u200bZ",
+    ],
+)
+def test_a_date_pasted_with_an_invisible_character_is_read(typed: str) -> None:
+    """A date of birth copied along with a zero-width space, a byte order mark or a direction
+    mark was no date: counted unreadable and not sent, where the name, phone and country
+    pasted with the same mark were read."""
+    transform = make_transform("date", "NL")
+    assert transform is not None
+    assert transform(typed) == "1980-01-05"
+    assert text_chain((transform,))(typed) == "1980-01-05"
+
+
+@pytest.mark.parametrize(
     ("region", "typed", "e164"),
     [
         ("NL", "020 123 4567 ext. 12", "+31201234567"),  # the parser's own words
