@@ -178,7 +178,13 @@ def _initial(part: str) -> str:
         return part[:start] + _initial(part[start:])
     first = part[:1]
     # An upper-case first letter is kept as it is (a Turkish "İ" stays dotted).
-    return (first if first.isupper() else first.title()) + _lower_name(part[1:])
+    if first.isupper():
+        return first + _lower_name(part[1:])
+    title = first.title()
+    # So is one whose capital begins with a letter without case: that of "ŉ" is U+02BC (a
+    # letter apostrophe) and "N", whose "N" is lowered when read again, so the name
+    # changed on every read.
+    return (title if len(title) < 2 or title[0].isupper() else first) + _lower_name(part[1:])
 
 
 def _lower_name(text: str) -> str:
