@@ -97,8 +97,9 @@ def _name(value: Any, *, leading_particle: bool = False) -> Any:
             parts = [_capitalised(part) for part in word.split("-")]
             if index < len(words) - 1:
                 # A particle before the rest of the name, alone or after a hyphen
-                # ("JANSEN-VAN DER BERG": "Jansen-van der Berg").
-                before = _lower_name(words[index - 1]) if index else ""
+                # ("JANSEN-VAN DER BERG": "Jansen-van der Berg"); a "la" after such a "de"
+                # too ("JANSEN-DE LA CRUZ": "Jansen-de la Cruz").
+                before = _lower_name(words[index - 1].rpartition("-")[2]) if index else ""
                 leads = leading_particle and index == 0 and len(parts) == 1
                 if not leads and _is_particle(_lower_name(word.split("-")[-1]), before):
                     parts[-1] = _lower_name(parts[-1])

@@ -246,6 +246,8 @@ def test_the_phone_transform_gives_its_own_output_back(typed: str, e164: str) ->
         ("MCDONALD", "McDonald"),
         ("VAN", "Van"),  # a particle standing alone is the name itself
         ("JANSEN-VAN DER BERG", "Jansen-van der Berg"),  # a double surname's particles
+        ("JANSEN-DE LA CRUZ", "Jansen-de la Cruz"),  # "de la" after a hyphen too
+        ("garcia-de los rios", "Garcia-de los Rios"),
         ("LE PEN", "Le Pen"),  # the French article and the Italian "Di" keep their capital
         ("DI MAIO", "Di Maio"),
         ("DELLA VALLE", "Della Valle"),
