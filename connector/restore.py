@@ -76,7 +76,7 @@ from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
 from connector.receipts import key_id, receipt_key_path, retire_replaced, retired_keys_dir
 from connector.state import Store
-from connector.storefile import foreign, read_only
+from connector.storefile import drop_orphaned_log, foreign, read_only
 
 __all__ = ["RestoreFacts", "restore_backup"]
 
@@ -163,7 +163,8 @@ def restore_backup(
                 if current is not None:
                     _set_aside(store_path, replaced)
                 else:
-                    _drop_orphaned_log(store_path)
+                    # Nothing else puts a store there while a restore runs: the locks above.
+                    drop_orphaned_log(store_path)
                 os.replace(preparing, store_path)
                 done = True
             except BaseException:
@@ -568,16 +569,6 @@ def _keep(path: Path, kept: Path) -> None:
         os.link(path, kept)
     except OSError:
         shutil.copy2(path, kept)
-
-
-def _drop_orphaned_log(store_path: Path) -> None:
-    """Delete the -wal and -shm a store no longer beside them left (a lost or moved file; a
-    killed daemon leaves its log). SQLite does not tell whose a log is: left there, the
-    first open of the restored store laid the lost store's last pages over its own. Without
-    its store nothing reads that log, and nothing else has the store open while a restore
-    runs."""
-    for suffix in COMPANIONS:
-        store_path.with_name(store_path.name + suffix).unlink(missing_ok=True)
 
 
 def _take_back(store_path: Path, replaced: Path) -> None:

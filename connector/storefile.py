@@ -10,6 +10,7 @@ error codes and the store's own table names, never from what rows hold.
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import functools
 import glob
 import os
@@ -25,6 +26,7 @@ from connector.schema import MIGRATIONS, statements
 
 __all__ = [
     "copy_failure",
+    "drop_orphaned_log",
     "failure",
     "failure_text",
     "foreign",
@@ -123,7 +125,7 @@ def make_store_file(path: Path) -> bool:
             db.execute("PRAGMA journal_mode=WAL")  # writes the header, in the store's mode
         with open(aside, "rb") as made:
             os.fsync(made.fileno())  # a power cut must not leave the link to an empty file
-        return _placed(aside, path)
+        return _placed_new(aside, path)
     except sqlite3.Error as exc:
         raise unusable(path, exc) from exc
     except OSError as exc:
@@ -131,6 +133,53 @@ def make_store_file(path: Path) -> bool:
     finally:
         for leftover in (aside, *(aside.with_name(aside.name + s) for s in ("-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
+
+
+def _placed_new(aside: Path, path: Path) -> bool:
+    """:func:`_placed`, a log another store left at ``path`` deleted first.
+
+    A log found where no store is yet is another store's (:func:`drop_orphaned_log`), but
+    one process may find it while another, which found it too, has put its store in place
+    and has its first commits in a log of its own there. So the log goes under an exclusive
+    ``flock`` on the folder, held for a link and waited for. Where no log lies, none is
+    taken (a log appears only beside a store, and one being deleted is seen until it is
+    gone): a look at a store in a folder of its own (:mod:`connector.aside`) holds that
+    folder's lock already. A folder that cannot be locked keeps the log: deleting another process's
+    loses what it committed.
+    """
+    if not any(os.path.lexists(log) for log in _log_files(path)):
+        return _placed(aside, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # a folder this user may write in but not list
+        return _placed(aside, path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock
+            return _placed(aside, path)
+        if os.path.lexists(path):
+            return False  # another process made the store meanwhile: theirs is used
+        drop_orphaned_log(path)
+        return _placed(aside, path)
+    finally:
+        os.close(fd)
+
+
+def _log_files(store_path: Path) -> tuple[Path, Path]:
+    """The store's write-ahead log and its index: ``<store>-wal`` and ``<store>-shm``."""
+    name = store_path.name
+    return store_path.with_name(name + "-wal"), store_path.with_name(name + "-shm")
+
+
+def drop_orphaned_log(store_path: Path) -> None:
+    """Delete the -wal and -shm a store no longer beside them left (a lost, deleted or moved
+    file; a killed daemon leaves its log). SQLite does not tell whose a log is: left there,
+    the first open of a store put at ``store_path`` (made new, or a restored backup) laid
+    the lost store's last pages over its own. Without its store nothing reads that log; the
+    caller makes sure no other process is putting a store there meanwhile."""
+    for log in _log_files(store_path):
+        log.unlink(missing_ok=True)
 
 
 def _placed(aside: Path, path: Path) -> bool:

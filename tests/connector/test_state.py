@@ -601,6 +601,31 @@ def test_a_store_whose_making_failed_is_made_at_the_next_open_not_refused_as_emp
     store.close()
 
 
+def test_a_new_store_made_where_a_deleted_store_s_log_lies_is_new_not_that_store(
+    tmp_path: Path,
+) -> None:
+    """A store deleted (or lost, or moved) while its -wal still held its last transactions (a
+    daemon killed with -9 leaves it) leaves that log and its -shm beside the path. SQLite
+    does not tell whose a log is: the new store made at the path read it in on its first
+    open, and came up as the deleted store's last pages (or as a damaged store, refused)."""
+    path = tmp_path / "klantsync.db"
+    deleted = Store(path)
+    deleted.db.execute("PRAGMA wal_autocheckpoint=0")
+    with deleted.transaction() as db:
+        db.execute("CREATE TABLE the_deleted_stores_own (x)")
+    log = {s: path.with_name(path.name + s).read_bytes() for s in ("-wal", "-shm")}
+    deleted.close()
+    path.unlink()
+    for suffix, content in log.items():
+        path.with_name(path.name + suffix).write_bytes(content)  # as the killed daemon left it
+    store = Store(path)
+    tables = {name for (name,) in store.db.execute("SELECT name FROM sqlite_master")}
+    assert "the_deleted_stores_own" not in tables
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    store.close()
+
+
 def test_a_store_already_there_opens_on_a_disk_too_full_for_a_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
