@@ -105,17 +105,25 @@ def make_store_file(path: Path) -> bool:
     until SQLite first wrote to it: a creation that failed before then (a full disk) left a
     file refused from then on, and another process opening the store meanwhile (a daemon
     starting beside the first ``dsr erase``) refused it. So it is made aside, in the same
-    folder, and linked into place whole.
+    folder, and linked into place whole. A symlink to a file not there yet is followed:
+    the store is made where it points.
 
     Raises:
         StoreError: the header could not be written (a full disk: :func:`failure`).
     """
+    place = path
     if os.path.lexists(path):
         # Judged before anything is written: the header written aside needs room on the
         # disk, and a store already there (on a disk now full) must still open to be read.
-        return False
+        if not path.is_symlink() or os.path.exists(path):
+            return False
+        # A symlink to a file not there yet: the store is made where it points, as a
+        # plain path's would be. Left to SQLite, which follows it, it was an empty file.
+        place = Path(os.path.realpath(path))
+        if os.path.lexists(place):
+            return False  # a symlink loop: opening says what is wrong
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=f".{place.name}.", suffix=".new", dir=place.parent)
     except OSError:
         return False
     os.close(fd)
@@ -125,7 +133,7 @@ def make_store_file(path: Path) -> bool:
             db.execute("PRAGMA journal_mode=WAL")  # writes the header, in the store's mode
         with open(aside, "rb") as made:
             os.fsync(made.fileno())  # a power cut must not leave the link to an empty file
-        return _placed_new(aside, path)
+        return _placed_new(aside, place)
     except sqlite3.Error as exc:
         raise unusable(path, exc) from exc
     except OSError as exc:

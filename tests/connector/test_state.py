@@ -626,6 +626,28 @@ def test_a_new_store_made_where_a_deleted_store_s_log_lies_is_new_not_that_store
     store.close()
 
 
+def test_a_store_path_linked_to_a_file_not_there_yet_gets_a_new_store_there(
+    tmp_path: Path,
+) -> None:
+    """A store.path that is a symlink to a file not made yet (a state directory linked in
+    before the first sync) is where a new store is made, at the link's target, as
+    ``status`` says. SQLite, given the link, made an empty file there, refused from then on
+    by every command as a store truncated to nothing, to restore from a backup."""
+    real = tmp_path / "disk" / "klantsync.db"
+    real.parent.mkdir()
+    link = tmp_path / "state" / "klantsync.db"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    store = Store(link)
+    store.suppress(["0" * 32], "erasure", None)
+    store.close()
+    assert link.is_symlink() and real.stat().st_size > 0
+    store = Store(link)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.suppressed(["0" * 32]) == {"0" * 32}
+    store.close()
+
+
 def test_a_store_already_there_opens_on_a_disk_too_full_for_a_new_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
