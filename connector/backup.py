@@ -31,14 +31,21 @@ from typing import NamedTuple
 from connector import audit
 from connector.config import Config, secret_files
 from connector.crypto import master_fingerprint
-from connector.errors import ConfigError, StoreError, StoreFullError
+from connector.errors import ConfigError, StoreError, StoreFullError, StorePathError
 from connector.keyset import check_master_key, seal_clear_bundle_paths, store_keyring
 from connector.lock import lock_files, sharing_keys
 from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
-from connector.storefile import copy_failure, failure, read_only, refuse_foreign, store_exists
+from connector.storefile import (
+    copy_failure,
+    failure,
+    read_only,
+    refuse_foreign,
+    store_exists,
+    store_path_problem,
+)
 
 __all__ = [
     "COMPANIONS",
@@ -361,8 +368,18 @@ def refuse_store_files(config: Config, path: Path, option: str) -> None:
     store), the daemon's TLS key and certificate (without them it cannot listen), and the
     config file, its mappings and CA bundles (without them it does not load). A symlink is
     followed: the file it names is what would be lost."""
-    target = path.resolve()
-    store_path = config.store_path.resolve()
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+        raise ConfigError(
+            option, "", f"{path} cannot be followed (a symlink loop); name another file"
+        ) from None
+    try:
+        store_path = config.store_path.resolve()
+    except (OSError, RuntimeError):
+        # A symlink loop: no store can be there, which is store.path's to fix (exit 2).
+        problem = store_path_problem(config.store_path) or "cannot be reached"
+        raise StorePathError(config.store_path, problem) from None
     own = {store_path, *(store_path.with_name(store_path.name + s) for s in COMPANIONS)}
     if target in own:
         raise ConfigError(option, "", f"{path} is the store itself (store.path); name another file")

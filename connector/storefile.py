@@ -10,6 +10,7 @@ error codes and the store's own table names, never from what rows hold.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import functools
 import glob
@@ -53,6 +54,8 @@ def store_path_problem(path: Path) -> str | None:
     is opened. For ``check`` and ``status``, which say so without creating the store.
     """
     try:
+        if _looped(path):
+            return f"cannot be reached (a symlink loop); {_PATH_FIX}"
         if path.is_dir():
             return f"is a folder, not a file; {_PATH_FIX}"
         if path.exists():
@@ -67,6 +70,16 @@ def store_path_problem(path: Path) -> str | None:
     except OSError as exc:
         return f"cannot be reached ({exc.strerror}); {_PATH_FIX}"
     return None
+
+
+def _looped(path: Path) -> bool:
+    """Whether ``path`` is a symlink loop or leads through one (which ``exists()`` and
+    ``is_dir()`` answer as a file not there yet)."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def store_exists(path: Path) -> bool:

@@ -308,6 +308,28 @@ def _keyed_store(config_path: Path) -> Path:
     return config.store_path
 
 
+def test_a_symlink_loop_as_out_or_as_store_path_is_said_not_an_internal_error(
+    config_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A symlink loop named as --out (or --from) is bad usage, and one as store.path bad
+    configuration (exit 2): following either to compare it with the store's files was an
+    internal error."""
+    store_path = load_config(config_path).store_path
+    Store(store_path).close()
+    loop = tmp_path / "loop.db"
+    loop.symlink_to(loop.name)
+    for command in (["backup", "--out", str(loop)], ["restore", "--from", str(loop)]):
+        assert main(["-c", str(config_path), *command, "--json"]) == 2
+        answer = json.loads(capsys.readouterr().out)
+        assert answer["error"] == "usage" and "a symlink loop" in answer["message"]
+    looped = config_path.read_text().replace('"state/klantsync.db"', f'"{loop}"')
+    config_path.write_text(looped)
+    assert main(["-c", str(config_path), "backup", "--out", str(tmp_path / "b.db"), "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["error"] == "config" and answer["key"] == "store.path"
+    assert "a symlink loop" in answer["message"]
+
+
 def test_backup_refuses_to_write_over_the_sync_lock_the_daemon_holds(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

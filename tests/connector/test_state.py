@@ -479,6 +479,24 @@ def test_a_store_path_that_is_a_folder_is_a_store_path_error(tmp_path: Path) -> 
     assert store_path_problem(tmp_path / "new" / "klantsync.db") is None
 
 
+def test_a_store_path_through_a_symlink_loop_is_a_store_path_error(tmp_path: Path) -> None:
+    """A store.path that is a symlink loop, or leads through one, can hold no store, as
+    opening it says: the commands that only read the store said there was none yet (exit 0)."""
+    loop = tmp_path / "klantsync.db"
+    loop.symlink_to(loop.name)
+    looped_folder = tmp_path / "state"
+    looped_folder.symlink_to(looped_folder.name)
+    for path in (loop, looped_folder / "klantsync.db"):
+        with pytest.raises(StorePathError) as caught:
+            storefile.store_exists(path)
+        assert str(caught.value) == (
+            f"{path}: cannot be reached (a symlink loop); point store.path at a file in a "
+            "folder klantsync can create and write"
+        )
+        with pytest.raises(StorePathError):
+            Store(path)
+
+
 def test_a_file_claiming_a_schema_without_its_tables_is_not_a_klantsync_store(
     tmp_path: Path,
 ) -> None:
