@@ -79,18 +79,17 @@ def system_names(systems: Sequence[str]) -> Sequence[str]:
 
 
 def _owner_only(path: Path) -> None:
-    """Make the store file owner-only before SQLite opens it, and keep it so.
+    """Keep the store file, its -wal and its -shm owner-only (a new store is made so:
+    :func:`make_store_file`).
 
     Under the umask a shell, sudo or a container starts with (022) SQLite made it 0644, and
     its -wal and -shm with it (SQLite gives them the main file's mode): the sealed outbox,
     subject ids and wrapped keys, readable by every local user, while backups of the same
-    data are 0600. A store made so by an earlier version is narrowed when opened; one owned
+    data are 0600. A store made so by an earlier version is narrowed when opened, once it is
+    known for a klantsync store: narrowed before, another application's database refused
+    there (or, for root, ``/dev/null``) was left unreadable to the users it serves. One owned
     by another user (opened to read) is left as it is.
     """
-    if make_store_file(path):
-        return
-    # Not made here: one already there, or a folder that is not writable (the connect
-    # below says what is wrong).
     for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         with contextlib.suppress(OSError):
             if name.stat().st_mode & 0o077:
@@ -120,7 +119,9 @@ class StoreBase:
     def __init__(self, path: Path) -> None:
         self.path = path
         make_store_folder(path)
-        _owner_only(path)
+        # Not made here: one already there, or a folder that is not writable (the connect
+        # below says what is wrong).
+        made_here = make_store_file(path)
         try:
             self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -133,6 +134,8 @@ class StoreBase:
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             # Refused before anything is set: WAL mode, for one, stays with the file.
             refuse_foreign(self.db, self.path)
+            if not made_here:
+                _owner_only(path)  # known for a store now: narrowed, not a file refused
             self._configure()
             self.migrate()
             # The parts' own state, set up in the one __init__ they share.

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -549,6 +550,23 @@ def test_another_applications_database_is_refused_and_left_as_it_was(tmp_path: P
         assert db.execute("PRAGMA journal_mode").fetchone() == ("delete",)  # not made WAL
         db.close()
         assert sorted(p.name for p in tmp_path.glob(f"{tables[0]}.db*")) == [path.name]
+
+
+def test_a_file_refused_as_no_klantsync_store_keeps_its_mode(tmp_path: Path) -> None:
+    """A file at store.path that is not a klantsync store is refused and left as it was, its
+    mode included: it was made owner-only before it was judged, and another application's
+    database (or, for root, /dev/null) became unreadable to the users it serves."""
+    other = tmp_path / "orders.db"
+    with closing(sqlite3.connect(other)) as db:
+        db.execute("CREATE TABLE orders (x)")
+        db.commit()
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n" * 100)
+    for path in (other, text):
+        path.chmod(0o644)
+        with pytest.raises(StoreError, match="not a klantsync store"):
+            Store(path)
+        assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_a_file_that_is_not_sqlite_is_not_a_klantsync_store(tmp_path: Path) -> None:
