@@ -60,8 +60,16 @@ def store_path_problem(path: Path) -> str | None:
             return f"is a folder, not a file; {_PATH_FIX}"
         if path.exists():
             return None
+        if path.is_symlink():
+            # A symlink to a file not there yet: the store is made where it points
+            # (make_store_file), in a folder that must be there.
+            real = Path(os.path.realpath(path))
+            if not real.parent.is_dir():
+                return f"is a symlink to {real}, in a folder that is not there; {_PATH_FIX}"
         folder = path.parent
         while not folder.exists():  # also False below a regular file: walk up to it
+            if folder.is_symlink():  # nothing can be made below it (mkdir does not follow)
+                return f"{folder} is a symlink to a folder that is not there; {_PATH_FIX}"
             folder = folder.parent
         if not folder.is_dir():
             return f"{folder} is a file, not a folder, so the store cannot go there; {_PATH_FIX}"

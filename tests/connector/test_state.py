@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -496,6 +497,31 @@ def test_a_store_path_through_a_symlink_loop_is_a_store_path_error(tmp_path: Pat
         )
         with pytest.raises(StorePathError):
             Store(path)
+
+
+def test_a_store_path_through_a_symlink_to_a_folder_not_there_is_a_store_path_error(
+    tmp_path: Path,
+) -> None:
+    """A store.path that is (or leads through) a symlink into a folder that is not there can
+    hold no store, and every command says so: the commands that only read the store said
+    none was created yet, which the first sync would do, and the sync refused the path."""
+    gone = tmp_path / "gone"
+    linked_folder = tmp_path / "state"
+    linked_folder.symlink_to(gone)
+    linked_file = tmp_path / "klantsync.db"
+    linked_file.symlink_to(gone / "klantsync.db")
+    for path, said in (
+        (
+            linked_folder / "klantsync.db",
+            f"{linked_folder} is a symlink to a folder that is not there",
+        ),
+        (linked_file, f"is a symlink to {gone / 'klantsync.db'}, in a folder that is not there"),
+    ):
+        with pytest.raises(StorePathError, match=re.escape(said)):
+            storefile.store_exists(path)
+        with pytest.raises(StorePathError):
+            Store(path)
+    assert not gone.exists()
 
 
 def test_a_file_claiming_a_schema_without_its_tables_is_not_a_klantsync_store(
