@@ -253,6 +253,13 @@ class StoreSettings(StrictModel):
                 f'starts with "{scheme.group(1)}:" as a reference or URI does; store.path is '
                 'a plain path to the SQLite file on this machine (e.g. "var/klantsync.db")'
             )
+        if value.endswith("/"):
+            # Read as a path, "state/" lost its slash and became a store file named
+            # "state"; "/" named no file at all.
+            raise ValueError(
+                "ends with /, so it names a folder: give the store file's path in it (e.g. "
+                '"var/klantsync.db")'
+            )
         return value
 
 

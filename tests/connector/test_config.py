@@ -1967,6 +1967,23 @@ def test_a_store_path_under_a_tilde_is_refused_saying_the_tilde_is_not_expanded(
     assert not (tmp_path / "~").exists()
 
 
+@pytest.mark.parametrize("written", ["/", "state/", "var/state/"])
+def test_a_store_path_naming_a_folder_by_its_form_is_refused_naming_the_key(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], written: str
+) -> None:
+    """A store.path ending in / names a folder, not the store file: "/" was an internal
+    error in `sync` and `backup`, and "state/" became a store file named "state"."""
+    path = write_config(tmp_path)
+    text = path.read_text().replace('path = "state/klantsync.db"', f'path = "{written}"')
+    path.write_text(text)
+    error = _load_error(path)
+    assert error.key == "store.path" and "names a folder" in error.problem
+    for command in (["sync"], ["backup", "--out", str(tmp_path / "b.db")]):
+        assert main(["-c", str(path), *command]) == 2
+        assert "store.path" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
 def test_a_store_path_on_a_windows_drive_is_no_reference() -> None:
     """One letter before the colon is a drive (C:/...), not a scheme."""
     from connector.config import StoreSettings
