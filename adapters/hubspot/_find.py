@@ -59,7 +59,8 @@ class ContactFinds(HubSpotParts):
         for contact in held:
             if listed.refused:
                 contact[PROPERTIES_UNREAD] = {"reason": PROPERTIES_UNREAD_REASON}
-            contact.update(await self._related.associated(str(contact["id"])))
+            own = _own_addresses(contact, subject.email)
+            contact.update(await self._related.associated(str(contact["id"]), own))
             # Statuses are kept per address: read once, with the first contact holding it.
             address = _address(contact, subject.email)
             if address and address not in addresses:
@@ -95,6 +96,19 @@ class ContactFinds(HubSpotParts):
         if contact is None:
             contact = await self._lookup.by_email(subject.email, names)
         return [contact] if contact is not None else []
+
+
+def _own_addresses(contact: Mapping[str, Any], asked: str) -> frozenset[str]:
+    """The person's addresses, lower case: the one asked for and those the contact holds
+    (``email``, and ``hs_additional_emails``, parted by ``;``). An e-mail's senders and
+    recipients under any other are other people."""
+    properties = contact.get("properties")
+    held = properties if isinstance(properties, dict) else {}
+    found = [asked, held.get("email")]
+    extra = held.get("hs_additional_emails")
+    if isinstance(extra, str):
+        found += extra.split(";")
+    return frozenset(a.strip().lower() for a in found if isinstance(a, str) and "@" in a)
 
 
 def _address(contact: Mapping[str, Any], asked: str) -> str:

@@ -59,6 +59,14 @@ OBJECT_PROPERTIES: Final[Mapping[str, frozenset[str]]] = {
             "hs_email_subject",
             "hs_email_text",
             "hubspot_owner_id",
+            # Who sent and received it (see adapters/hubspot/_recipients.py); a seeded
+            # record holds what a test gives it, the fake fills in none from the headers.
+            "hs_email_headers",
+            *(
+                f"hs_email_{role}_{part}"
+                for role in ("from", "to", "cc", "bcc")
+                for part in ("email", "firstname", "lastname")
+            ),
         }
     ),
     "meetings": frozenset(

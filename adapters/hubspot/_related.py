@@ -11,7 +11,8 @@ access request must show (Art. 15):
   paged by ``after``, then ``POST /crm/v3/objects/{kind}/batch/read`` of those ids with every
   property the portal defines for the kind (:class:`~adapters.hubspot._properties.PropertyLists`;
   the kind's main properties where HubSpot refuses the list). At most
-  :data:`MAX_PER_KIND` records of a kind are listed;
+  :data:`MAX_PER_KIND` records of a kind are listed. Of an e-mail's senders and recipients,
+  the person's own entries alone are kept (:mod:`adapters.hubspot._recipients`);
 - subscription statuses: ``GET /communication-preferences/v3/status/email/{email}``.
 
 A refusal (403: a scope the private app lacks) of one of them does not fail the copy: the
@@ -22,13 +23,14 @@ copy never passes for whole.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
 
 import httpx
 
 from adapters.hubspot._properties import PropertyLists
+from adapters.hubspot._recipients import email_without_others
 from adapters.hubspot._scopes import ASSOCIATED_KINDS
 from connector.errors import RemoteError, RetryableError
 from connector.http import SystemClient, answer_object
@@ -138,9 +140,13 @@ class Related:
         self.client = client
         self.lists = lists
 
-    async def associated(self, contact_id: str) -> dict[str, Any]:
+    async def associated(self, contact_id: str, own: Collection[str]) -> dict[str, Any]:
         """``{"associations": {kind: [record, ...]}}`` for the kinds the contact has records
-        of, and :data:`ASSOCIATIONS_UNREAD` where some were not read; ``{}`` for none."""
+        of, and :data:`ASSOCIATIONS_UNREAD` where some were not read; ``{}`` for none.
+
+        ``own`` holds the person's addresses (lower case): an e-mail's other senders and
+        recipients are left out (Art. 15(4); :mod:`adapters.hubspot._recipients`).
+        """
         found: dict[str, list[dict[str, Any]]] = {}
         partial: dict[str, list[str]] = {"unread": [], "cut": [], "mainPropertiesOnly": []}
         for kind in ASSOCIATED_KINDS:
@@ -160,6 +166,8 @@ class Related:
             if records is None:
                 partial["unread"].append(kind)
             elif records:
+                if kind == "emails":
+                    records = [email_without_others(record, own) for record in records]
                 found[kind] = records
         held: dict[str, Any] = {"associations": found} if found else {}
         said = {key: ", ".join(kinds) for key, kinds in partial.items() if kinds}

@@ -2065,6 +2065,58 @@ async def test_an_access_copy_holds_the_records_associated_with_the_contact(
     assert hub.sandbox.log.count("GET", "/crm/v4/objects/contacts/") == 14
 
 
+async def test_an_access_copy_leaves_out_an_e_mail_s_other_senders_and_recipients(
+    hub: Harness,
+) -> None:
+    """Art. 15(4): an e-mail to the person is theirs (its subject and text), but a
+    colleague in cc and someone in bcc, whom the person never saw, are not; nor is the
+    salesperson who sent it. The copy keeps the person's own entries in the headers and the
+    recipient properties, and leaves out every other address and name."""
+    contact_id = hub.sandbox.add_person("mila@example.com", "Mila", "Mail")
+    headers = {
+        "from": {"email": "verkoop@winkel.example", "firstName": "Vera", "lastName": "Verkoop"},
+        "to": [{"email": "Mila Mail <Mila@example.com>", "firstName": "Mila", "lastName": "Mail"}],
+        "cc": [{"email": "cees@elders.example", "firstName": "Cees", "lastName": "Collega"}],
+        "bcc": [{"email": "bea@blind.example", "firstName": "Bea", "lastName": "Blindkopie"}],
+    }
+    hub.sandbox.add_associated(
+        contact_id,
+        "emails",
+        hs_email_subject="Uw offerte",
+        hs_email_text="Hierbij de offerte voor de keuken.",
+        hs_email_headers=json.dumps(headers),
+        hs_email_from_email="verkoop@winkel.example",
+        hs_email_from_firstname="Vera",
+        hs_email_from_lastname="Verkoop",
+        hs_email_to_email="cees@elders.example;mila@example.com",
+        hs_email_to_firstname="Cees;Mila",
+        hs_email_to_lastname="Collega;Mail",
+        hs_email_cc_email="cees@elders.example",
+        hs_email_cc_firstname="Cees",
+        hs_email_cc_lastname="Collega",
+        hs_email_bcc_email="bea@blind.example",
+        hs_email_bcc_firstname="Bea",
+        hs_email_bcc_lastname="Blindkopie",
+    )
+    (contact,) = await hub.adapter.find(Subject(email="mila@example.com"))
+    (email,) = contact["associations"]["emails"]
+    held = email["properties"]
+    copy = json.dumps(contact)
+    for other in ("verkoop@winkel", "Vera", "Verkoop", "cees@", "Cees", "Collega"):
+        assert other not in copy
+    for other in ("bea@", "Bea", "Blindkopie"):
+        assert other not in copy
+    assert held["hs_email_subject"] == "Uw offerte"
+    assert held["hs_email_text"] == "Hierbij de offerte voor de keuken."
+    assert json.loads(held["hs_email_headers"]) == {"to": [headers["to"][0]], "cc": [], "bcc": []}
+    assert held["hs_email_to_email"] == "mila@example.com"
+    assert (held["hs_email_to_firstname"], held["hs_email_to_lastname"]) == ("Mila", "Mail")
+    # Left out as HubSpot serves an unset property: the record still lists every one.
+    for role in ("from", "cc", "bcc"):
+        for part in ("email", "firstname", "lastname"):
+            assert held[f"hs_email_{role}_{part}"] is None
+
+
 async def test_an_access_copy_holds_the_address_s_subscription_statuses(hub: Harness) -> None:
     """HubSpot keeps, per e-mail subscription type, whether the address is subscribed and on
     what legal basis (communication preferences; in the reference's access recipe). The copy
