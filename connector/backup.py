@@ -39,6 +39,7 @@ from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
 from connector.state import Store, utcnow
 from connector.storefile import (
+    COMPANIONS,
     copy_failure,
     failure,
     read_only,
@@ -69,9 +70,6 @@ __all__ = [
 
 STORE_BACKUP = "store.backup"  # audit: a backup was taken (its chain head and SHA-256)
 STORE_RESTORED = "store.restored"  # audit: a backup was put back (what it replaced, carried)
-
-#: A store's companion files, which belong to the main file they sit beside.
-COMPANIONS = ("-wal", "-shm")
 
 #: What a restore appends to the store's name (and the receipt signing key file's) for the
 #: copy it prepares beside it, deleted first and last: no file the operator names goes there.

@@ -26,6 +26,7 @@ from connector.errors import StoreError, StoreFullError, StorePathError
 from connector.schema import MIGRATIONS, statements
 
 __all__ = [
+    "COMPANIONS",
     "copy_failure",
     "drop_orphaned_log",
     "failure",
@@ -41,6 +42,10 @@ __all__ = [
     "store_path_problem",
     "unusable",
 ]
+
+#: A store's companion files, which belong to the main file they sit beside: its
+#: write-ahead log and that log's index.
+COMPANIONS = ("-wal", "-shm")
 
 
 #: What to do about a store.path that cannot hold a store; ends every such message.
@@ -160,7 +165,7 @@ def make_store_file(path: Path) -> bool:
     except OSError as exc:
         raise StoreError(f"{path}: the store cannot be made ({exc.strerror})") from exc
     finally:
-        for leftover in (aside, *(aside.with_name(aside.name + s) for s in ("-wal", "-shm"))):
+        for leftover in (aside, *_log_files(aside)):
             leftover.unlink(missing_ok=True)
 
 
@@ -195,10 +200,9 @@ def _placed_new(aside: Path, path: Path) -> bool:
         os.close(fd)
 
 
-def _log_files(store_path: Path) -> tuple[Path, Path]:
-    """The store's write-ahead log and its index: ``<store>-wal`` and ``<store>-shm``."""
-    name = store_path.name
-    return store_path.with_name(name + "-wal"), store_path.with_name(name + "-shm")
+def _log_files(store_path: Path) -> list[Path]:
+    """The store's companion files (:data:`COMPANIONS`): ``<store>-wal`` and ``<store>-shm``."""
+    return [store_path.with_name(store_path.name + suffix) for suffix in COMPANIONS]
 
 
 def drop_orphaned_log(store_path: Path) -> None:

@@ -395,6 +395,25 @@ def test_a_path_with_an_empty_segment_is_refused_naming_file_and_key(
     assert "empty key between its dots" in info.value.problem
 
 
+def _refused_marker(tmp_path: Path, marker: str, key: str, problem: str) -> Path:
+    """Mailchimp's mapping with its marker replaced by ``marker``: refused at load on
+    ``key`` with ``problem``, naming the file; returns the file."""
+    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
+    old = (
+        'consent_renewed = { status = "pending" }'
+        if marker.startswith("consent_renewed")
+        else 'withdrawn = { status = "unsubscribed" }'
+    )
+    assert old in text
+    path = tmp_path / "mailchimp.toml"
+    path.write_text(text.replace(old, marker))
+    with pytest.raises(ConfigError) as info:
+        load_mapping(path)
+    assert (info.value.file, info.value.key) == (str(path), key)
+    assert problem in info.value.problem
+    return path
+
+
 @pytest.mark.parametrize(
     ("marker", "key", "problem"),
     [
@@ -410,19 +429,7 @@ def test_a_consent_marker_with_an_empty_key_in_its_path_is_refused(
     """A marker is written as a field is, its dots nested into the body: one with an empty
     key went under that empty key, so a withdrawal set no status of the system's and the
     person stayed subscribed. Refused on the key, naming the mapping file."""
-    text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
-    old = (
-        'consent_renewed = { status = "pending" }'
-        if marker.startswith("consent_renewed")
-        else 'withdrawn = { status = "unsubscribed" }'
-    )
-    assert old in text
-    path = tmp_path / "mailchimp.toml"
-    path.write_text(text.replace(old, marker))
-    with pytest.raises(ConfigError) as info:
-        load_mapping(path)
-    assert (info.value.file, info.value.key) == (str(path), key)
-    assert problem in info.value.problem
+    _refused_marker(tmp_path, marker, key, problem)
 
 
 _TIME = "date or time"
@@ -447,19 +454,8 @@ def test_a_consent_marker_no_write_can_carry_is_refused(
     writes them passed `check`, and the sync queuing the first withdrawal ended as an
     internal error (TypeError); ``inf`` and ``nan`` went as null. Refused on the key,
     naming the mapping file; a date in quotes, as text, loads."""
+    path = _refused_marker(tmp_path, marker, key, problem)
     text = (REPO_MAPPINGS / "mailchimp.toml").read_text()
-    old = (
-        'consent_renewed = { status = "pending" }'
-        if marker.startswith("consent_renewed")
-        else 'withdrawn = { status = "unsubscribed" }'
-    )
-    assert old in text
-    path = tmp_path / "mailchimp.toml"
-    path.write_text(text.replace(old, marker))
-    with pytest.raises(ConfigError) as info:
-        load_mapping(path)
-    assert (info.value.file, info.value.key) == (str(path), key)
-    assert problem in info.value.problem
     quoted = 'withdrawn = { status = "unsubscribed", since = "2026-01-15" }'
     path.write_text(text.replace('withdrawn = { status = "unsubscribed" }', quoted))
     assert load_mapping(path).withdrawn["since"] == "2026-01-15"
