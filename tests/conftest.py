@@ -247,6 +247,41 @@ def _lock_retries_without_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("connector.lock._PAUSE_SECONDS", 0.0)
 
 
+#: Hosts a test may connect to: the loopback servers tests start themselves.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test never reaches past loopback. A system a test's config names without a
+    sandbox behind it went out to resolve its host (``crm.test``): the sync waited out
+    the resolver and the test passed on a delivery that never landed. Every connection the
+    product makes goes through :class:`connector.h1.H1Transport`; one to any other host
+    fails the test (the product, which would retry a refused connection, is told so too).
+    """
+    from connector.h1 import H1Transport
+
+    reached: list[str] = []
+    connect = H1Transport._connect
+
+    async def loopback_only(
+        self: H1Transport,
+        origin: tuple[bytes, bytes, int],
+        timeout: float | None,
+        ends: float | None,
+        request: httpx.Request,
+    ) -> Any:
+        host = origin[1].decode("ascii")
+        if host not in LOOPBACK_HOSTS:
+            reached.append(host)
+            raise httpx.ConnectError(f"tests do not reach {host}", request=request)
+        return await connect(self, origin, timeout, ends, request)
+
+    monkeypatch.setattr(H1Transport, "_connect", loopback_only)
+    yield
+    assert not reached, f"the test reached for hosts past loopback: {sorted(set(reached))}"
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _no_config_from_the_environment() -> Iterator[None]:
     """A KLANTSYNC_CONFIG exported in the shell that runs the tests names no test's config:
@@ -285,10 +320,18 @@ RuntimeFactory = Callable[..., Any]
 def open_rt(shop: WooCommerceSandbox, crm: HubSpotSandbox, config_path: Path) -> Callable[..., Any]:
     """``async with open_rt() as rt``: a runtime wired to the in-process sandboxes."""
 
-    def factory(path: Path | None = None, **kwargs: Any) -> Any:
+    def factory(
+        path: Path | None = None,
+        *,
+        transports: dict[str, httpx.AsyncBaseTransport] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        # A test's own systems (a second CRM, say) get theirs from ``transports``: none of
+        # them may go to the network.
         transports = {
             "shop": httpx.ASGITransport(app=shop.app()),
             "crm": httpx.ASGITransport(app=crm.app()),
+            **(transports or {}),
         }
         time = VirtualTime()
         return open_runtime(

@@ -6,22 +6,22 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from rich.console import Console
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
-from connector.adapter import Page
 from connector.cli import main
 from connector.cli_sync import print_report
 from connector.demo import REPO_MAPPINGS
 from connector.errors import RecordError, RetryableError
 from connector.mapping import load_mapping
-from connector.pages import ReadAhead
+from connector.pages import READ_AHEAD_PAGES, TAKEN_TOGETHER
 from connector.ratelimit import RateLimit
 from connector.runtime import Runtime
 from connector.targeted import sync_subjects
@@ -259,7 +259,7 @@ async def test_crash_at_any_step_loses_nothing_and_duplicates_nothing(
     after: int,
 ) -> None:
     """Killed between pull, queue, deliver and ack, a re-run delivers everyone exactly once."""
-    shop.seed_synthetic(450, seed=5)
+    shop.seed_synthetic(1200, seed=5)  # 12 pages: taken in 3 or more, up to 500 records each
     hits = {"n": 0}
 
     def checkpoint(name: str) -> None:
@@ -277,8 +277,8 @@ async def test_crash_at_any_step_loses_nothing_and_duplicates_nothing(
         if not report.complete:
             (report,) = await rt.engine.sync()
         assert rt.store.outbox_count() == 0
-    assert crm.contact_count() == 450
-    emails = [crm.record_for(e) for e in _emails(shop, 450)]
+    assert crm.contact_count() == 1200
+    emails = [crm.record_for(e) for e in _emails(shop, 1200)]
     assert all(emails)
     async with open_rt() as rt:
         crm.log.clear()
@@ -540,26 +540,26 @@ async def test_fatal_auth_error_stops_delivery_and_keeps_the_queue(
     crm: HubSpotSandbox,
 ) -> None:
     """A wrong CRM token stops delivery; everything stays queued for the next run."""
-    shop.seed_synthetic(350, seed=9)
+    shop.seed_synthetic(1200, seed=9)  # more than delivery reads before it stops
     monkeypatch.setenv("T_HS_TOKEN", "wrong-token")
     async with open_rt() as rt:
         (report,) = await rt.engine.sync()
         assert report.failed
         assert any("401" in error for error in report.errors)
-        assert rt.store.outbox_count() == 350
+        assert rt.store.outbox_count() == 1200
         # The report says what the outbox holds, not only the batches delivery had read.
-        assert report.destinations["crm"].retry_later < 350
-        assert report.destinations["crm"].left_queued == 350
-        assert report.as_dict()["destinations"]["crm"]["left_queued"] == 350
+        assert report.destinations["crm"].retry_later < 1200
+        assert report.destinations["crm"].left_queued == 1200
+        assert report.as_dict()["destinations"]["crm"]["left_queued"] == 1200
         # The next run, token still wrong: nothing new queued, all of it still waiting.
         (again,) = await rt.engine.sync()
         assert again.destinations["crm"].queued == 0
-        assert again.destinations["crm"].left_queued == 350
+        assert again.destinations["crm"].left_queued == 1200
     monkeypatch.setenv("T_HS_TOKEN", "pat-sandbox")
     async with open_rt() as rt:
         (report,) = await rt.engine.sync()
         assert rt.store.outbox_count() == 0
-    assert crm.contact_count() == 350
+    assert crm.contact_count() == 1200
 
 
 async def test_records_left_queued_say_why(
@@ -787,54 +787,13 @@ async def test_a_queued_payload_that_no_longer_opens_is_set_aside_and_sent_again
     )
 
 
-async def test_read_ahead_requests_the_next_page_and_closes_what_is_left() -> None:
-    """The next page is requested before this one is taken; closing cancels it, ends the pull."""
-    requested: list[int] = []
-    closed = asyncio.Event()
-    gate = asyncio.Event()
-
-    async def pages() -> AsyncIterator[Page]:
-        try:
-            for number in range(3):
-                requested.append(number)
-                if number == 1:
-                    await gate.wait()  # page 1 is slow to arrive; nobody waits for it
-                yield Page(records=[{"id": number}], cursor=str(number))
-        finally:
-            closed.set()
-
-    ahead = ReadAhead(pages())
-    first = await ahead.next()
-    assert first is not None and first.cursor == "0"
-    assert requested == [0, 1]  # page 1 asked for before page 0 was taken
-    await ahead.close()
-    assert closed.is_set() and requested == [0, 1]
-
-
-async def test_read_ahead_stops_after_the_complete_page() -> None:
-    """No request follows the page the source marks complete; the end reads as None."""
-    calls = 0
-
-    async def pages() -> AsyncIterator[Page]:
-        nonlocal calls
-        calls += 1
-        yield Page(records=[], cursor=None, complete=True)
-        calls += 1  # pragma: no cover - must not run
-
-    ahead = ReadAhead(pages())
-    page = await ahead.next()
-    assert page is not None and page.complete
-    await ahead.close()
-    assert calls == 1
-
-
 async def test_pull_waits_while_every_destination_has_plenty_queued(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> None:
     """With the CRM stalled, the pull stops a few batches ahead instead of queueing everyone."""
     import asyncio
 
-    shop.seed_synthetic(3000, seed=14)
+    shop.seed_synthetic(4000, seed=14)
     gate = asyncio.Event()
     adapter = rt.systems["crm"].adapter
     real_upsert = adapter.upsert
@@ -848,12 +807,14 @@ async def test_pull_waits_while_every_destination_has_plenty_queued(
     for _ in range(500):
         await asyncio.sleep(0)
     pages = shop.log.count("GET", "/wp-json/wc/v3/customers")
-    assert 0 < pages <= 20  # high water 1,600 records: 16 pages, plus the read-ahead
-    assert rt.store.outbox_count() <= 2000
+    # High water 1,600 records: taken up to 500 at a time, that is at most 21 pages queued,
+    # plus the pages read ahead and the one asked for (of 40).
+    assert 0 < pages <= 21 + READ_AHEAD_PAGES + 1
+    assert rt.store.outbox_count() < 1600 + TAKEN_TOGETHER
     gate.set()
     (report,) = await run
-    assert not report.failed and report.pulled == 3000
-    assert crm.contact_count() == 3000
+    assert not report.failed and report.pulled == 4000
+    assert crm.contact_count() == 4000
 
 
 async def test_a_run_the_store_failed_under_is_recorded_failed_not_running(
@@ -900,8 +861,9 @@ async def test_a_crashed_delivery_stops_the_others_before_the_run_ends(
     second = block.replace("[systems.crm]", "[systems.crm2]")
     text = text.replace("[[flows]]", second + "\n[[flows]]")
     path.write_text(text.replace('destinations = ["crm"]', 'destinations = ["crm", "crm2"]'))
-    shop.seed_synthetic(250, seed=3)
-    async with open_rt(path) as rt:
+    shop.seed_synthetic(600, seed=3)  # more than a delivery has under way
+    crm2 = HubSpotSandbox(rate_limit=None)
+    async with open_rt(path, transports={"crm2": httpx.ASGITransport(app=crm2.app())}) as rt:
         gate = asyncio.Event()
         real, real2 = rt.systems["crm"].adapter.upsert, rt.systems["crm2"].adapter.upsert
 
@@ -927,10 +889,12 @@ async def test_a_crashed_delivery_stops_the_others_before_the_run_ends(
         rt.systems["crm"].adapter.upsert = real
         rt.systems["crm2"].adapter.upsert = real2
         written_before = crm.contact_count()
-        assert 0 < written_before < 250  # it stopped taking batches
+        assert 0 < written_before < 600  # it stopped taking batches
         await rt.engine.sync("shop-to-crm")
-    assert crm.contact_count() == 250
-    assert sum(e.records for e in crm.log.writes()) == 250  # nothing sent twice
+    assert crm.contact_count() == 600
+    assert sum(e.records for e in crm.log.writes()) == 600  # nothing sent twice
+    assert crm2.contact_count() == 600
+    assert sum(e.records for e in crm2.log.writes()) == 600
 
 
 def test_a_batch_every_member_of_which_got_a_500_does_not_reset_an_outage_count() -> None:
