@@ -109,6 +109,27 @@ def test_engine_benchmark_on_its_own_cpu_judges_the_wall_rate(tmp_path: Path) ->
         run(["engine", "--own-cpu", str(cpu), "--one-cpu", str(cpu)])
 
 
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="runs two checkouts at once, one on each of two CPUs: Linux, two CPUs",
+)
+def test_engine_a_b_runs_both_checkouts_at_once_and_compares_their_cpu(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """ab_engine runs this checkout against itself, a pair each way, and prints each
+    pair's connector CPU side by side; a folder that holds no checkout is refused."""
+    from benchmarks.ab_engine import main
+
+    here = Path(__file__).resolve().parents[2]
+    assert main([str(here), str(here), "--pairs", "1", "--customers", "200"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["pair", "before", "s", "after", "s", "after", "/", "before"]
+    pair, before, after, ratio = lines[1].split()
+    assert pair == "1" and float(before) > 0 and float(after) > 0 and float(ratio) > 0
+    with pytest.raises(SystemExit):
+        main([str(here), str(here / "benchmarks"), "--pairs", "1"])
+
+
 def test_fanout_benchmark_runs(tmp_path: Path) -> None:
     """bench_fanout feeds three destinations for a moment and reports each one's share."""
     from benchmarks.bench_fanout import main
