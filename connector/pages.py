@@ -34,11 +34,13 @@ class ReadAhead:
     records): one transaction and one commit for them instead of one each. A commit
     writes every database page the transaction touched to the write-ahead log, and the
     subjects' index is keyed on random ids, so a commit costs about a log page per new
-    subject however few the records; five pages in one write about half as many log pages
-    in all. Taken together is the same as taken one by one: the records come in the order
-    read, the last occurrence of a subject wins as it would across pages, and the cursor
-    moves only past pages that were taken. A source that answers slower than the engine
-    works has one page waiting at a time, and its pages are taken as they come.
+    subject however few the records; four or five pages in one commit write about half as
+    many log pages in all (benchmarks/HISTORY.md, "Pages taken together").
+
+    Taken together is the same as taken one by one: the records come in the order read,
+    the last occurrence of a subject wins as it would across pages, and the cursor moves
+    only past pages that were taken. A source that answers slower than the engine works
+    has one page waiting at a time, and its pages are taken as they come.
 
     A failed request surfaces when the engine asks for the page it would have been, after
     every page read before it was taken.
