@@ -135,15 +135,24 @@ class PageTaker:
         counts what it would queue."""
         people: dict[str, tuple[str | None, Person]] = {}
         unaddressed: list[str] = []  # record ids of the page's records without an address
-        for n, raw in enumerate(page.records, 1):
-            if n % YIELD_EVERY == 0:
+        record_ids = [source.mapping.record_id(raw) for raw in page.records]
+        # A record read again later in the pull is taken as it was read last, as it would be
+        # across pages: an incremental source (Shopify, Pipedrive, HubSpot's search) lists a
+        # record changed while it is read once more, at the end. Pages taken together hold
+        # both readings; the earlier one taken too, a changed address made a second subject
+        # of the same record, never moved: its stale address was written as a person of its
+        # own, and stayed out of reach of the customer's erasure.
+        latest = {record_id: n for n, record_id in enumerate(record_ids) if record_id}
+        for n, (raw, record_id) in enumerate(zip(page.records, record_ids, strict=True)):
+            if (n + 1) % YIELD_EVERY == 0:
                 await asyncio.sleep(0)
             report.pulled += 1
+            if record_id and latest[record_id] != n:
+                continue  # read again further on
             person = source.mapping.inbound(raw, report.withheld_fields, report.unreadable_values)
             email = person.email
             if email is None or "@" not in email:
                 report.invalid += 1
-                record_id = source.mapping.record_id(raw)
                 if record_id:
                     unaddressed.append(record_id)
                 continue
@@ -151,7 +160,7 @@ class PageTaker:
             # Known by the normalised address whatever the mapping's transforms: one that
             # kept capitals made another subject than the erasure's, which let them back.
             sid = self.keyring.subject_id(normalise_email(email))
-            people[sid] = (source.mapping.record_id(raw), person)
+            people[sid] = (record_id, person)
         plan = await self.planner.plan(source, people, report)
         if not dry_run:
             plan = await self.planner.moved(source, people, report, plan)

@@ -3,14 +3,17 @@ writes to does with data subject requests."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.shopify.sandbox import ShopifySandbox
+from connector.adapter import Page
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService
 from connector.runtime import Runtime, open_runtime
@@ -126,3 +129,49 @@ async def test_a_correction_retried_after_the_person_changed_it_in_shopify_leave
     assert step.status == "skipped" and "changed in the source since" in (step.detail or "")
     await rt.engine.sync("shopify")
     assert _crm_phone(world.crm, email) == "+31622222222"
+
+
+async def test_a_customer_read_again_on_pages_taken_together_is_moved_not_doubled(
+    world: World, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shopify lists customers by ``updatedAt``: one who changes their address while the
+    pull reads on is listed again at its end. Read faster than the engine takes them, the
+    pages are taken together, both readings in one: the customer is moved to the new
+    address, as taken one by one, not written under the old one as well (a contact of an
+    address nobody holds any more, which an erasure under the new one would not reach)."""
+    for n in range(6):
+        world.shopify.add_person(
+            f"klant{n}@example.nl", f"Klant{n}", "Jansen", updated_at=f"2026-01-01T00:00:0{n}Z"
+        )
+    adapter: Any = rt.engine.systems["shopify"].adapter
+    adapter.limits = dataclasses.replace(adapter.limits, page_size=2)
+    pull = adapter.pull
+
+    async def read_before_taken(cursor: str | None) -> AsyncIterator[Page]:
+        # The source answers faster than the engine works: every page waits at once.
+        pages = []
+        async for page in pull(cursor):
+            pages.append(page)
+            if len(pages) == 1 and world.shopify.holds("klant0@example.nl"):
+                world.shopify.touch("klant0@example.nl", email="nieuw0@example.nl")
+        for page in pages:
+            yield page
+
+    taken: list[int] = []
+    take = rt.engine.taker.take
+
+    async def counted(*args: Any, **kwargs: Any) -> None:
+        taken.append(len(args[3].records))
+        await take(*args, **kwargs)
+
+    monkeypatch.setattr(adapter, "pull", read_before_taken)
+    monkeypatch.setattr(rt.engine.taker, "take", counted)
+    (report,) = await rt.engine.sync("shopify")
+    assert not report.failed, report.errors
+    assert taken == [7]  # four pages, the customer twice, in one take
+    assert report.moved == 0 and report.destinations["crm"].queued == 6
+    assert world.crm.holds("nieuw0@example.nl")
+    assert not world.crm.holds("klant0@example.nl")
+    assert world.crm.contact_count() == 6
+    (report,) = await rt.engine.sync("shopify")
+    assert report.destinations["crm"].queued == 0
