@@ -175,3 +175,63 @@ async def test_a_customer_read_again_on_pages_taken_together_is_moved_not_double
     assert world.crm.contact_count() == 6
     (report,) = await rt.engine.sync("shopify")
     assert report.destinations["crm"].queued == 0
+
+
+class Crash(Exception):
+    """The process killed at a checkpoint."""
+
+
+async def test_killed_after_pages_taken_together_a_rerun_sends_everyone_once(
+    world: World, tmp_path: Path
+) -> None:
+    """Twelve pages of customers, read faster than the engine takes them, so several are
+    taken together; killed once the second take is queued, a re-run resumes after what was
+    taken: every customer reaches HubSpot, and nobody is written twice."""
+    for n in range(24):
+        world.shopify.add_person(
+            f"klant{n}@example.nl", f"Klant{n}", "Jansen", updated_at=f"2026-01-01T00:{n:02}:00Z"
+        )
+    config = _config(tmp_path, world.shopify, world.crm)
+    queued = 0
+
+    def checkpoint(name: str) -> None:
+        nonlocal queued
+        queued += name == "queued"
+        if queued == 2:
+            raise Crash(name)
+
+    async def read_before_taken(pull: Any, cursor: str | None) -> AsyncIterator[Page]:
+        pages = [page async for page in pull(cursor)]
+        for page in pages:
+            yield page
+
+    def opened(**kwargs: Any) -> Any:
+        clock = VirtualTime()
+        return open_runtime(
+            config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock, **kwargs
+        )
+
+    def paged(rt: Runtime) -> None:
+        adapter: Any = rt.engine.systems["shopify"].adapter
+        adapter.limits = dataclasses.replace(adapter.limits, page_size=2)
+        pull = adapter.pull
+        adapter.pull = lambda cursor: read_before_taken(pull, cursor)
+
+    with pytest.raises(Crash):
+        async with opened(checkpoint=checkpoint) as rt:
+            paged(rt)
+            await rt.engine.sync("shopify")
+    assert 0 < world.crm.contact_count() < 24
+    async with opened() as rt:
+        paged(rt)
+        (report,) = await rt.engine.sync("shopify")
+        assert report.complete and not report.failed, report.errors
+        assert report.pulled < 24  # resumed after what was taken
+        assert rt.store.outbox_count() == 0
+    assert world.crm.contact_count() == 24
+    assert all(world.crm.holds(f"klant{n}@example.nl") for n in range(24))
+    world.crm.log.clear()
+    async with opened() as rt:
+        (report,) = await rt.engine.sync("shopify")
+        assert report.destinations["crm"].queued == 0
+    assert world.crm.log.writes() == []
