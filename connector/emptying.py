@@ -9,7 +9,9 @@ value that the source now holds empty; the adapter empties them as its vendor do
 Left as they are, on purpose:
 
 - a field another flow wrote last (two shops feeding one CRM: one without a phone number
-  for the person must not empty the other's);
+  for the person must not empty the other's). A field a flow gave before another flow's
+  write that gave it no value is still the first flow's to empty: the store keeps the set
+  of the last write of another flow beside the one last delivered (migration 30);
 - a field the destination's mapping marks ``keep_when_emptied`` (one its own users fill in
   too: a company name sales keep up to date);
 - a field the source gave a value that could not be read (``Person.unread``: a phone
@@ -89,21 +91,29 @@ class Emptying:
         dest: System,
         person: Person,
         fields: Mapping[str, Any],
-        earlier: tuple[int | None, int | None],
+        earlier: tuple[int | None, int | None] | tuple[int | None, int | None, int | None],
     ) -> Plan:
         """Which fields of ``dest`` a write of ``flow`` now empties for ``person``, and which
         it leaves held (:class:`Plan`).
 
         ``earlier`` are the field sets of what waits in the outbox for them and of what was
         last delivered (either may have landed: a row waiting may be a retry of one whose
-        answer was lost). Those of another flow, or none, empty nothing.
+        answer was lost), and, where known, of the last write of another flow before that
+        one (``delivered.sent_before``). Those of another flow, or none, empty nothing; of
+        the set before, only the fields no later write of another flow gave a value (the
+        value there is still the one ``flow`` gave).
         """
         given: set[str] = set()
-        for number in earlier:
+        theirs: set[str] = set()
+        for number in earlier[:2]:
             if number is not None:
                 wrote, names = self.store.field_names(number)
-                if wrote == flow:
-                    given.update(names)
+                (given if wrote == flow else theirs).update(names)
+        before = earlier[2] if len(earlier) > 2 else None
+        if before is not None:
+            wrote, names = self.store.field_names(before)
+            if wrote == flow:
+                given.update(names - theirs)
         if not given:
             return _NOTHING
         emptiable = self._emptiable_paths(source, dest)
@@ -124,19 +134,25 @@ class Emptying:
         dest: System,
         person: Person,
         fields: Mapping[str, Any],
-        earlier: tuple[int | None, int | None],
+        earlier: tuple[int | None, int | None] | tuple[int | None, int | None, int | None],
         last: int | None,
     ) -> bool:
-        """Whether a write of ``flow`` that sends what its last one sent (whose field set is
-        ``last``) empties a field that one left held (:attr:`Plan.held`): the value the
-        source gave then could not be read, and it holds none now. The payload is the same
+        """Whether a write of ``flow`` that sends what the last write sent (whose field set
+        is ``last``) empties a field there: one its own last write left held
+        (:attr:`Plan.held`), the value the source gave then could not be read and it holds
+        none now; or, the last write being another flow's, one ``flow`` gave before it that
+        it gave no value and the source no longer holds (two shops that now agree, one of
+        them having had a phone number the customer removed). The payload is the same
         (neither sends the field), so without this the write was found unchanged and the
         value stayed at the destination for good."""
         if last is None:
             return False
         wrote, names = self.store.field_names(last)
+        if wrote != flow:
+            if len(earlier) <= 2 or earlier[2] is None:
+                return False
         # The set is the write's fields and those it held: more names, some held.
-        if wrote != flow or len(names) <= len(fields):
+        elif len(names) <= len(fields):
             return False
         return bool(self.plan(flow, source, dest, person, fields, earlier).empty)
 

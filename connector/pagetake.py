@@ -226,7 +226,11 @@ class PageTaker:
             for hashes in (*queued_by.values(), *delivered_by.values()):
                 if old in hashes:
                     hashes[new] = hashes.pop(old)
-            for sets in (*sent_by.queued.values(), *sent_by.delivered.values()):
+            for sets in (
+                *sent_by.queued.values(),
+                *sent_by.delivered.values(),
+                *sent_by.before.values(),
+            ):
                 if old in sets:
                     sets[new] = sets.pop(old)
         for system, earlier in self.foreseen.items():  # what the dry run's earlier flows queued
@@ -238,6 +242,7 @@ class PageTaker:
             delivered = delivered_by[dest.name]
             queued_sent = sent_by.queued[dest.name]
             delivered_sent = sent_by.delivered[dest.name]
+            sent_before = sent_by.before[dest.name]
             letters = letters_by[dest.name]
             context = outbox_context(dest.name)
             foreseen = self.foreseen.get(dest.name) if dry_run else None
@@ -323,7 +328,7 @@ class PageTaker:
                         dest,
                         person,
                         fields,
-                        (queued_sent.get(sid), delivered_sent.get(sid)),
+                        (queued_sent.get(sid), delivered_sent.get(sid), sent_before.get(sid)),
                         (queued_sent if sid in queued else delivered_sent).get(sid),
                     )
                 ):
@@ -351,7 +356,7 @@ class PageTaker:
                         dest,
                         person,
                         fields,
-                        (queued_sent.get(sid), delivered_sent.get(sid)),
+                        (queued_sent.get(sid), delivered_sent.get(sid), sent_before.get(sid)),
                     )
                     if writes and last is not None
                     else None

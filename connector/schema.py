@@ -408,6 +408,15 @@ MIGRATIONS: list[str] = [
     """
     CREATE INDEX dead_letters_refused ON dead_letters (created_at, id);
     """,
+    # 30: beside the field set last delivered to a subject (``sent``), that of the last write
+    # of another flow before it (``sent_before``): two flows feeding one system (two shops)
+    # each write the person in turn, and with only the last set a flow never found what it
+    # had given itself once the other had written since. A phone number the customer
+    # removed in one shop stayed in the CRM for good, though no source held it any more.
+    # NULL (rows of before, one flow only): as before. Field set numbers, never data.
+    """
+    ALTER TABLE delivered ADD COLUMN sent_before INTEGER;
+    """,
 ]
 
 

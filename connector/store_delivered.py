@@ -69,7 +69,13 @@ class DeliveredStore(SubjectStore):
                 "payload_hash=excluded.payload_hash, delivered_at=excluded.delivered_at, "
                 # An acknowledgement without a field set (a withdrawal's) keeps the one the
                 # fields were last written under: the system still holds them.
-                "sent=COALESCE(excluded.sent, delivered.sent)",
+                "sent=COALESCE(excluded.sent, delivered.sent), "
+                # A write of another flow than the last keeps that flow's set (migration
+                # 30): what it gave and this write gives no value is still its value there.
+                "sent_before=CASE WHEN excluded.sent IS NULL OR delivered.sent IS NULL "
+                "OR (SELECT flow FROM field_sets WHERE id=excluded.sent) "
+                "IS (SELECT flow FROM field_sets WHERE id=delivered.sent) "
+                "THEN delivered.sent_before ELSE delivered.sent END",
                 [(system, no, a.payload_hash, now, a.sent) for a, no in rows],
             )
             db.executemany(
@@ -118,33 +124,38 @@ class DeliveredStore(SubjectStore):
         looked up once (on a first sync nobody has one, and nothing more is read), and each
         table once for hash and set alike."""
         numbers = self.subject_numbers(subject_ids)
-        queued, queued_sent = self._hashes_by_number("outbox", systems, numbers)
-        delivered, delivered_sent = self._hashes_by_number("delivered", systems, numbers)
-        return queued, delivered, PageSent(queued_sent, delivered_sent)
+        queued, queued_sent, _ = self._hashes_by_number("outbox", systems, numbers)
+        delivered, delivered_sent, before = self._hashes_by_number("delivered", systems, numbers)
+        return queued, delivered, PageSent(queued_sent, delivered_sent, before)
 
     def _hashes_by_number(
         self, table: str, systems: Sequence[str], numbers: Mapping[str, int]
-    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, int]]]:
-        """:meth:`SubjectStore._by_number` for ``payload_hash``, with ``sent`` beside it."""
+    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+        """:meth:`SubjectStore._by_number` for ``payload_hash``, with ``sent`` beside it, and
+        for ``delivered`` its ``sent_before`` (the outbox has none: empty)."""
         hashes: dict[str, dict[str, str]] = {system: {} for system in system_names(systems)}
         sent: dict[str, dict[str, int]] = {system: {} for system in system_names(systems)}
+        before: dict[str, dict[str, int]] = {system: {} for system in system_names(systems)}
         if not numbers:
-            return hashes, sent
+            return hashes, sent, before
         subject_of = {number: subject_id for subject_id, number in numbers.items()}
         names = ",".join("?" * len(systems))
+        earlier = "sent_before" if table == "delivered" else "NULL"
         for chunk in chunks(list(subject_of), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT system, subject_no, payload_hash, sent FROM {table} "  # noqa: S608
-                f"WHERE system IN ({names}) AND subject_no IN ({marks})",
+                f"SELECT system, subject_no, payload_hash, sent, {earlier} "  # noqa: S608
+                f"FROM {table} WHERE system IN ({names}) AND subject_no IN ({marks})",
                 (*systems, *chunk),
             )
-            for system, number, payload_hash, fields in rows:
+            for system, number, payload_hash, fields, fields_before in rows:
                 subject_id = subject_of[number]
                 hashes[system][subject_id] = payload_hash
                 if fields is not None:
                     sent[system][subject_id] = fields
-        return hashes, sent
+                if fields_before is not None:
+                    before[system][subject_id] = fields_before
+        return hashes, sent, before
 
     # -- field sets (migration 27) ---------------------------------------------------------
 

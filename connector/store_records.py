@@ -60,10 +60,12 @@ class Ack(NamedTuple):
 
 class PageSent(NamedTuple):
     """Per system, per subject, the field set (:meth:`Store.field_set`) of the payload
-    waiting in the outbox and of the one last delivered, where they have one."""
+    waiting in the outbox and of the one last delivered, where they have one; and that of
+    the last write of another flow before the one last delivered (migration 30)."""
 
     queued: dict[str, dict[str, int]]
     delivered: dict[str, dict[str, int]]
+    before: dict[str, dict[str, int]]
 
 
 class PageLetter(NamedTuple):

@@ -30,10 +30,11 @@ UNDO: dict[int, tuple[str, ...]] = {
     ),
     28: ("DROP INDEX outbox_held",),
     29: ("DROP INDEX dead_letters_refused",),
+    30: ("ALTER TABLE delivered DROP COLUMN sent_before",),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (29, UNDO[29])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (30, UNDO[30])
 
 
 def as_the_version_before(store_path: Path) -> None:

@@ -847,6 +847,58 @@ async def test_erased_subject_never_comes_back_from_either_shop(world: World, rt
     assert not world.deals.holds(email)
 
 
+def _crm_phone(world: World, email: str) -> Any:
+    record = world.crm.record_for(email)
+    assert record is not None
+    return record["properties"].get("phone")
+
+
+def _deals_phones(world: World, email: str) -> list[str]:
+    record = world.deals.record_for(email)
+    assert record is not None
+    return [phone["value"] for phone in record["phones"] if phone["value"]]
+
+
+async def test_a_phone_removed_at_one_shop_is_emptied_though_the_other_shop_wrote_since(
+    world: World, rt: Runtime
+) -> None:
+    """Only the WooCommerce shop ever held her phone number; the Shopify shop, which has
+    none, writes her to the CRM after it on every run (the shops differ: a city at one
+    only). Once she removes it at WooCommerce, no source holds it: it goes from the CRM
+    and Pipedrive, while the Shopify shop's write alone still empties nothing."""
+    email = "both.shops@example.nl"
+    world.shop.add_person(email, "Anne", "de Vries", "0612345678", city="Utrecht")
+    world.shopify.add_person(email, "Anne", "de Vries")
+    await rt.engine.sync()
+    await rt.engine.sync()
+    assert _crm_phone(world, email) == "+31612345678"
+    assert _deals_phones(world, email) == ["+31612345678"]
+    world.shop.touch(email, billing__phone="")
+    await rt.engine.sync()
+    assert _crm_phone(world, email) in ("", None)
+    assert _deals_phones(world, email) == []
+
+
+async def test_a_phone_removed_at_one_shop_is_emptied_once_both_shops_agree(
+    world: World, rt: Runtime
+) -> None:
+    """As above, the shops holding the same data once she removes it: the WooCommerce
+    shop's payload is then the one the Shopify shop delivered last, and is still sent,
+    with the phone number to empty; after that, neither shop writes her again."""
+    email = "both.shops@example.nl"
+    world.shop.add_person(email, "Anne", "de Vries", "0612345678")
+    world.shopify.add_person(email, "Anne", "de Vries")
+    await rt.engine.sync()
+    assert _crm_phone(world, email) == "+31612345678"
+    world.shop.touch(email, billing__phone="")
+    reports = await rt.engine.sync()
+    assert _crm_phone(world, email) in ("", None)
+    assert _deals_phones(world, email) == []
+    assert reports[0].destinations["crm"].emptied == 1
+    reports = await rt.engine.sync()
+    assert all(r.destinations[d].queued == 0 for r in reports for d in ("crm", "deals"))
+
+
 async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
     world: World, rt: Runtime
 ) -> None:
