@@ -156,11 +156,59 @@ class PageTaker:
                 if record_id:
                     unaddressed.append(record_id)
                 continue
-            # Within a page the last occurrence of a subject wins, as it would across pages.
             # Known by the normalised address whatever the mapping's transforms: one that
             # kept capitals made another subject than the erasure's, which let them back.
             sid = self.keyring.subject_id(normalise_email(email))
+            taken = people.get(sid)
+            if taken is not None and taken[0] != record_id:
+                # Another record of the page has this address (Pipedrive keeps two persons
+                # under one e-mail). The records before this one are taken first, as they
+                # would be on a page of their own: whoever the identity map ties the address
+                # to keeps it, and the other is held back and said. Kept in one page, the
+                # last silently replaced the first, so which person a system got depended
+                # on how the source's pages fell (and fall together, connector/pages.py).
+                await self._take_people(
+                    flow,
+                    source,
+                    destinations,
+                    people,
+                    unaddressed,
+                    None,
+                    report,
+                    dry_run,
+                    retry_rejected,
+                    moves_cursor=False,
+                )
+                people, unaddressed = {}, []
             people[sid] = (record_id, person)
+        await self._take_people(
+            flow,
+            source,
+            destinations,
+            people,
+            unaddressed,
+            page.cursor,
+            report,
+            dry_run,
+            retry_rejected,
+            moves_cursor,
+        )
+
+    async def _take_people(
+        self,
+        flow: FlowSettings,
+        source: System,
+        destinations: Sequence[System],
+        people: dict[str, tuple[str | None, Person]],
+        unaddressed: list[str],
+        cursor: str | None,
+        report: FlowReport,
+        dry_run: bool,
+        retry_rejected: bool,
+        moves_cursor: bool,
+    ) -> None:
+        """:meth:`take` once the records are read: ``people`` by subject id, the record ids
+        of those without an address, and the cursor after them (moved if ``moves_cursor``)."""
         plan = await self.planner.plan(source, people, report)
         if not dry_run:
             plan = await self.planner.moved(source, people, report, plan)
@@ -427,7 +475,7 @@ class PageTaker:
                     source.name,
                     payloads,
                     identities,
-                    page.cursor,
+                    cursor,
                     move_cursor=moves_cursor,
                     shape=self.shape(flow),
                 )
