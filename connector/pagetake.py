@@ -41,6 +41,7 @@ from connector.state import (
     landed_unsure,
 )
 from connector.systems import System
+from connector.transforms import forget_phones
 
 __all__ = ["FRESH_LIMIT", "WITHHELD", "YIELD_EVERY", "PageTaker"]
 
@@ -249,6 +250,13 @@ class PageTaker:
         suppressed_at = self.store.suppression_changes()
         suppressed = self._suppressed(source.name, people)
         report.suppressed += len(suppressed)
+        if suppressed:
+            # Read, an erased person's number was kept in the parser's cache (one read per
+            # number and process), which their erasure had emptied: their record may be
+            # read after it, from a page read ahead before it or from a source that keeps
+            # them (its part exempted, or not yet erased). Queued nowhere, their number yet
+            # stayed in the daemon's memory until thousands of others pushed it out.
+            forget_phones()
         payloads: list[QueuedPayload] = []
         envelopes: list[tuple[str, str, dict[str, Any]]] = []
         remarked: list[tuple[str, str, str]] = []
@@ -452,6 +460,7 @@ class PageTaker:
             # all for whom it suppressed (see KindRunner._hold_source_records).
             late = self._suppressed(source.name, {**people, **addressless}) - suppressed
             if late:
+                forget_phones()  # as above
                 payloads, envelopes = self._without(late, payloads, envelopes, report)
                 suppressed |= late
                 report.suppressed += len(late)

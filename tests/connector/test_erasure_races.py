@@ -8,21 +8,23 @@ from the CRM, and a receipt must not say "verified absent" while the write can s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit
-from connector.adapter import OutboundRecord, UpsertResult
+from connector.adapter import OutboundRecord, Page, UpsertResult
 from connector.crypto import manifest_context
 from connector.dsr import DsrService, RequestView
 from connector.dsr_store import DsrStore
 from connector.errors import RetryableError
 from connector.inflight import InFlight
 from connector.runtime import Runtime
+from connector.transforms import _e164_by_parser
 from tests.conftest import CANARY_EMAIL, RuntimeFactory
 
 
@@ -436,3 +438,98 @@ async def test_a_retry_from_another_process_writes_no_manifest_into_a_completed_
             f"ids), though its signed receipt says it was deleted: "
             f"{daemon.keyring.open_json(manifest, manifest_context(view.id))!r}"
         )
+
+
+def _read_ahead_of_the_engine(rt: Runtime, email: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """Hold the engine at its first page while the source is read on ahead of it.
+
+    Returns ``read`` (set once the page holding ``email`` is read, and waits in the
+    read-ahead, not yet taken) and ``release`` (lets the engine take its pages)."""
+    adapter: Any = rt.systems["shop"].adapter
+    pull, take = adapter.pull, rt.engine.taker.take
+    read, release = asyncio.Event(), asyncio.Event()
+
+    async def watched(cursor: str | None) -> AsyncIterator[Page]:
+        async with contextlib.aclosing(pull(cursor)) as pages:
+            async for page in pages:
+                if any(record.get("email") == email for record in page.records):
+                    read.set()
+                yield page
+
+    async def held(*args: Any, **kwargs: Any) -> None:
+        await release.wait()
+        await take(*args, **kwargs)
+
+    adapter.pull = watched
+    rt.engine.taker.take = held  # type: ignore[method-assign]
+    return read, release
+
+
+def _number_kept(text: str) -> bool:
+    """Whether the phone parser's cache holds ``text`` (as read for a Dutch shop)."""
+    before = _e164_by_parser.cache_info().hits
+    _e164_by_parser(text, "NL")
+    kept = _e164_by_parser.cache_info().hits > before
+    _e164_by_parser.cache_clear()
+    return kept
+
+
+#: A number only the full parser reads (with its country code): kept in its cache.
+PARSED_PHONE = "+31 6 8765 4321"
+
+
+async def test_an_erasure_of_someone_on_a_page_read_ahead_keeps_them_out(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """The person's record waits in a page read ahead of the engine while their erasure runs
+    to completion (receipt and all): the page, taken afterwards, queues nothing for them,
+    this run or the next, and leaves nothing of theirs in the daemon's memory."""
+    shop.seed_synthetic(250, seed=5)
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", PARSED_PHONE)  # on the third page
+    await rt.engine.sync()
+    assert crm.holds(CANARY_EMAIL)
+    read, release = _read_ahead_of_the_engine(rt, CANARY_EMAIL)
+    sync = asyncio.create_task(rt.engine.sync(full=True))
+    await read.wait()
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed" and not crm.holds(CANARY_EMAIL)
+    assert not sync.done()
+    release.set()
+    (report,) = await sync
+    assert not report.failed and report.pulled == 251
+    assert not crm.holds(CANARY_EMAIL)
+    assert rt.store.subject_numbers([rt.keyring.subject_id(CANARY_EMAIL)]) == {}
+    held = [e for _, _, e in rt.engine._fresh.values() if e.get("email") == CANARY_EMAIL]
+    assert held == []
+    assert not _number_kept(PARSED_PHONE), "the erased person's number outlived the run"
+    await rt.engine.sync(full=True)
+    assert not crm.holds(CANARY_EMAIL) and crm.contact_count() == 250
+
+
+async def test_an_erasure_under_a_former_address_keeps_out_the_new_one_read_ahead(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """The person changed their address at the shop and is erased under the former one
+    while the shop's record under the new one waits in a page read ahead: neither address
+    reaches the CRM, this run or the next."""
+    shop.seed_synthetic(250, seed=6)
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", PARSED_PHONE)
+    await rt.engine.sync()
+    assert crm.holds(CANARY_EMAIL)
+    new = "anna.nieuw@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new)
+    read, release = _read_ahead_of_the_engine(rt, new)
+    sync = asyncio.create_task(rt.engine.sync(full=True))
+    await read.wait()
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert view.status == "completed", view
+    assert not sync.done()
+    release.set()
+    (report,) = await sync
+    assert not report.failed and report.suppressed <= 1
+    assert not crm.holds(CANARY_EMAIL) and not crm.holds(new)
+    assert rt.store.subject_numbers([rt.keyring.subject_id(new)]) == {}
+    assert not _number_kept(PARSED_PHONE), "the erased person's number outlived the run"
+    await rt.engine.sync(full=True)
+    assert not crm.holds(CANARY_EMAIL) and not crm.holds(new)
+    assert crm.contact_count() == 250
