@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from connector.crypto import Keyring
 from connector.ids import SystemIds
 from connector.model import Person, earlier_email_forms
+from connector.moves import subjects_of_records
 from connector.state import Store
 
 __all__ = ["suppressed_on_page"]
@@ -36,6 +37,7 @@ def suppressed_on_page(
         return set()  # nobody erased yet: no phone or record needs its keyed hash either
     phones: dict[str, list[str]] = {}
     records: dict[str, list[str]] = {}
+    by_record: dict[str, list[str]] = {}
     legacy: dict[str, str] = {}
     for sid, (external_id, person) in people.items():
         phone = person.get("phone")
@@ -43,13 +45,25 @@ def suppressed_on_page(
             phones.setdefault(keyring.subject_id(phone), []).append(sid)
         if external_id:
             records.setdefault(ids.record_key(source, external_id), []).append(sid)
+            by_record.setdefault(external_id, []).append(sid)
         email = person.email
         for former in earlier_email_forms(email) if email is not None else ():
             # Erased before addresses were read as they are now (in NFC, with the
             # domain in punycode): suppressed under the form they had then.
             legacy[keyring.subject_id(former)] = sid
-    listed = store.suppressed([*people, *phones, *records, *legacy])
+    # The subject the identity map knows each record under, where it is not the page's: the
+    # address the record had when last taken. Erased under it (a request in progress, which
+    # suppressed that address and has not yet come to the record itself), the record is the
+    # erased person's under their new one: no move is made from a suppressed subject, so
+    # taken as someone new, they were queued and written under the new address while the
+    # erasure went on, and the record that write made was left at the system for good.
+    formerly: dict[str, list[str]] = {}
+    for external_id, former in subjects_of_records(store, source, list(by_record)).items():
+        if former not in by_record[external_id]:
+            formerly.setdefault(former, []).extend(by_record[external_id])
+    listed = store.suppressed([*people, *phones, *records, *legacy, *formerly])
     found = {sid for sid in people if sid in listed}
+    found.update(sid for former, sids in formerly.items() if former in listed for sid in sids)
     found.update(sid for former_id, sid in legacy.items() if former_id in listed)
     for record_key, sids in records.items():
         if record_key in listed:

@@ -533,3 +533,49 @@ async def test_an_erasure_under_a_former_address_keeps_out_the_new_one_read_ahea
     await rt.engine.sync(full=True)
     assert not crm.holds(CANARY_EMAIL) and not crm.holds(new)
     assert crm.contact_count() == 250
+
+
+async def test_an_erasure_under_a_former_address_keeps_out_the_new_one_taken_while_it_runs(
+    rt: Runtime, shop: WooCommerceSandbox, crm: HubSpotSandbox
+) -> None:
+    """As above, but the page read ahead is taken while the erasure runs: after it
+    suppressed the former address, before it came to the shop's record (it asks the shop
+    first). The record, known under the erased address, is the erased person's: taken as
+    someone new, it was written to the CRM under the new address, which the erasure (asked
+    with the former one) never reached, and its receipt said the CRM held nobody."""
+    shop.seed_synthetic(250, seed=6)
+    shop.add_person(CANARY_EMAIL, "Anna", "Klant", PARSED_PHONE)
+    await rt.engine.sync()
+    new = "anna.nieuw@voorbeeld-canary.nl"
+    shop.touch(CANARY_EMAIL, email=new)
+    read, release = _read_ahead_of_the_engine(rt, new)
+    taken = asyncio.Event()
+    take = rt.engine.taker.take
+
+    async def noted(*args: Any, **kwargs: Any) -> None:
+        await take(*args, **kwargs)
+        if any(record.get("email") == new for record in args[3].records):
+            taken.set()
+
+    rt.engine.taker.take = noted  # type: ignore[method-assign]
+    adapter: Any = rt.systems["shop"].adapter
+    find_records = adapter.find_records
+
+    async def asked(*args: Any, **kwargs: Any) -> Any:
+        if not release.is_set():  # the erasure's first question to the shop
+            release.set()
+            await taken.wait()
+        return await find_records(*args, **kwargs)
+
+    adapter.find_records = asked
+    sync = asyncio.create_task(rt.engine.sync(full=True))
+    await read.wait()
+    view = await DsrService(rt).erase(CANARY_EMAIL)
+    assert release.is_set() and taken.is_set()
+    (report,) = await sync
+    assert view.status == "completed" and view.system("crm").status == "verified_absent"
+    assert report.suppressed == 1 and report.destinations["crm"].queued == 0
+    assert not crm.holds(CANARY_EMAIL) and not crm.holds(new)
+    await rt.engine.sync(full=True)
+    assert not crm.holds(CANARY_EMAIL) and not crm.holds(new)
+    assert crm.contact_count() == 250
