@@ -1,5 +1,6 @@
 """``pull``, and the listing of every person an upsert answers its lookups from: both page
-through ``GET /persons`` by ``additional_data.next_cursor``.
+through ``GET /persons`` by ``update_time`` (``updated_since``), and by
+``additional_data.next_cursor`` within a second too full to page by time.
 
 The listing is read as a full pull reads, when it saves searches (:mod:`.directory` says
 when); one that fails leaves the batch to searches, one by one.
@@ -17,6 +18,7 @@ from adapters.pipedrive.payloads import (
     decode_cursor,
     encode_cursor,
     later_time,
+    moment,
     with_contact_keys,
 )
 from connector.adapter import OutboundRecord, Page
@@ -33,23 +35,36 @@ class PersonPages(PersonCalls):
     async def pull(self, cursor: str | None) -> AsyncIterator[Page]:
         """Yield pages of persons changed since the cursor's watermark, oldest change first.
 
+        Each page after the first is asked for by ``updated_since`` at the newest
+        ``update_time`` read so far (that second included; the persons of it read already are
+        passed over), not by the page's ``next_cursor``: Pipedrive's docs say only that the
+        cursor marks "the first item on the next page". Were it a position, a person read and
+        then updated (or deleted) while the pull pages would shift the first person of the
+        next page back onto the page read: never read by this pull, and never by the next
+        one, which starts from the newest ``update_time`` seen, past theirs. ``next_cursor``
+        is followed only where the page's newest second holds half the page or more (a mass
+        change), which reading by time would read again and again, page after page.
+
         Raises:
             FatalRemoteError: Pipedrive handed back a ``next_cursor`` already used in this
                 pull (a paging loop would otherwise never end).
             RetryableError: a page answered with something that is not a list of persons.
         """
         state = decode_cursor(cursor)
+        since = state.since
         high = state.high or state.since
         page_token = state.page
         tokens = PageTokens(self.client.system, "GET", PERSONS, first=page_token)
+        # The ids read already in the second ``since`` names, which asking from it reads again.
+        read_at_since: set[Any] = set()
         while True:
             params: dict[str, Any] = {
                 "limit": self.limits.page_size,
                 "sort_by": "update_time",
                 "sort_direction": "asc",
             }
-            if state.since:
-                params["updated_since"] = state.since
+            if since:
+                params["updated_since"] = since
             if page_token:
                 params["cursor"] = page_token
             response = await self.client.request("GET", PERSONS, params=params)
@@ -59,17 +74,30 @@ class PersonPages(PersonCalls):
                 response, system=self.client.system, method="GET", path=PERSONS, required=("data",)
             )
             people = [p for p in body.get("data") or [] if isinstance(p, dict)]
+            newest: str | None = None
             for person in people:
-                high = later_time(high, person.get("update_time"))
-            records = [with_contact_keys(p) for p in people if not p.get("is_deleted")]
+                newest = later_time(newest, person.get("update_time"))
+            high = later_time(high, newest)
+            unread = [
+                p
+                for p in people
+                if not (p.get("id") in read_at_since and _same_time(p.get("update_time"), since))
+            ]
+            records = [with_contact_keys(p) for p in unread if not p.get("is_deleted")]
             next_token = _next_cursor(body)
             if next_token is None:
                 final = encode_cursor(PullCursor(since=high)) if high else None
                 yield Page(records=records, cursor=final, complete=True)
                 return
-            tokens.follow(next_token, response.status_code)
-            page_token = next_token
-            resume = PullCursor(since=state.since, page=next_token, high=high)
+            at_newest = [p for p in people if _same_time(p.get("update_time"), newest)]
+            if newest is not None and _after(newest, since) and 2 * len(at_newest) <= len(people):
+                # From the newest second on, by time: a new listing, whose cursors are its own.
+                since, page_token = newest, None
+                read_at_since = {p.get("id") for p in at_newest}
+                tokens = PageTokens(self.client.system, "GET", PERSONS)
+            else:
+                page_token = tokens.follow(next_token, response.status_code)
+            resume = PullCursor(since=since, page=page_token, high=high)
             yield Page(records=records, cursor=encode_cursor(resume))
 
     async def _list_if_worth_it(self, records: Sequence[OutboundRecord]) -> None:
@@ -115,6 +143,18 @@ class PersonPages(PersonCalls):
             pages += 1
             persons.extend({"id": p.get("id"), "emails": p.get("emails")} for p in page.records)
         return persons, pages
+
+
+def _same_time(value: Any, other: str | None) -> bool:
+    """Whether ``value`` and ``other`` are readable times of one moment."""
+    at = moment(value)
+    return at is not None and at == moment(other)
+
+
+def _after(value: str, other: str | None) -> bool:
+    """Whether ``value`` is a readable time later than ``other`` (or ``other`` is none)."""
+    at, bound = moment(value), moment(other)
+    return at is not None and (bound is None or at > bound)
 
 
 def _next_cursor(body: dict[str, Any]) -> str | None:

@@ -84,14 +84,22 @@ class PersonRoutes:
         now: epoch seconds now (the sandbox's wall clock).
         show_deleted: ``GET /persons/{id}`` shows a person marked deleted (``is_deleted:
             true``) instead of answering 404; see the sandbox module docstring.
+        offset_cursors: ``GET /persons`` pages by position, not by key (see
+            :meth:`~adapters.pipedrive._store.PersonStore.listing`).
     """
 
     def __init__(
-        self, store: PersonStore, now: Callable[[], int], *, show_deleted: bool = False
+        self,
+        store: PersonStore,
+        now: Callable[[], int],
+        *,
+        show_deleted: bool = False,
+        offset_cursors: bool = False,
     ) -> None:
         self.store = store
         self.now = now
         self.show_deleted = show_deleted
+        self.offset_cursors = offset_cursors
 
     def _person(self, request: Request) -> Person:
         raw = str(request.path_params.get("id", ""))
@@ -117,7 +125,8 @@ class PersonRoutes:
             cursor = params.get("cursor")
             after = decode_position(cursor) if cursor else None
             if after is not None and (
-                len(after) != 2 or not all(isinstance(v, int) for v in after)
+                len(after) != (1 if self.offset_cursors else 2)
+                or not all(isinstance(v, int) and v >= 0 for v in after)
             ):
                 raise BadRequest("Invalid cursor")
             page, next_cursor = self.store.listing(
@@ -127,6 +136,7 @@ class PersonRoutes:
                 descending=direction == "desc",
                 after=after,
                 limit=limit,
+                by_offset=self.offset_cursors,
             )
         except BadRequest as exc:
             raise Reject(400, str(exc)) from exc

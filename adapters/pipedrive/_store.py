@@ -349,11 +349,17 @@ class PersonStore:
         descending: bool,
         after: list[Any] | None,
         limit: int,
+        by_offset: bool = False,
     ) -> tuple[list[Person], str | None]:
         """One page of live persons in ``(sort key, id)`` order after the ``after`` position.
 
         Keyset paging (rather than offsets) keeps a page stable when a person is updated
         while a client pages: it moves to the end instead of shifting every later page.
+        With ``by_offset`` the cursor is a position in the list instead (``[offset]``): a
+        person updated or deleted on a page already read shifts every later one back by
+        one, and the first of the next page onto the page read (what Pipedrive's
+        ``next_cursor`` may be: the reference says only that it marks "the first item on
+        the next page", UNVERIFIED either way).
         """
 
         def key(person: Person) -> tuple[int, int]:
@@ -368,6 +374,11 @@ class PersonStore:
             and (until is None or p.update_time < until)
         ]
         chosen.sort(key=key, reverse=descending)
+        if by_offset:
+            start = int(after[0]) if after is not None else 0
+            page = chosen[start : start + limit]
+            more = start + limit < len(chosen)
+            return page, encode_position([start + limit]) if more else None
         if after is not None:
             mark = (int(after[0]), int(after[1]))
             chosen = [p for p in chosen if (key(p) < mark if descending else key(p) > mark)]

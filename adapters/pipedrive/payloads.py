@@ -35,6 +35,7 @@ __all__ = [
     "held_name_part",
     "in_the_bin",
     "later_time",
+    "moment",
     "other_entries_kept",
     "person_body",
     "primary_value",
@@ -380,6 +381,11 @@ def later_time(current: str | None, candidate: Any) -> str | None:
         return candidate
     known = _parse_time(current)
     return candidate if known is None or parsed > known else current
+
+
+def moment(value: Any) -> datetime | None:
+    """The time an RFC 3339 text names (UTC where it names no zone); ``None`` if unreadable."""
+    return _parse_time(value) if isinstance(value, str) else None
 
 
 def _parse_time(text: str) -> datetime | None:

@@ -18,7 +18,8 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
   ``{id}`` into the one kept, and :meth:`PipedriveSandbox.merge_deliveries`: the two v2
   webhook deliveries Pipedrive sends of it;
 - cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
-  and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``;
+  and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``,
+  by key (the last person's sort value and id) or, with ``offset_cursors``, by position;
 - search by e-mail with ``exact_match``;
 - ``DELETE`` that only *marks* a person deleted; :meth:`PipedriveSandbox.purge` removes for
   good what was deleted 30 days before (the vendor's documented purge);
@@ -46,7 +47,10 @@ Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rat
 - ``x-ratelimit-reset`` is whole seconds until the window has room again;
 - Cloudflare's block lasts :data:`BLOCK_SECONDS` after the last call that met it (how long
   it lasts is not documented; each call sent into it keeps it up);
-- unknown body fields are refused with 400.
+- unknown body fields are refused with 400;
+- ``next_cursor`` of ``GET /persons`` is keyset-like (the next page starts after the last
+  person read, wherever the others moved meanwhile); ``offset_cursors=True`` makes it a
+  position instead, the other reading of the docs ("the first item on the next page").
 
 The request log holds method, path, status and body field *names* only; the search ``term``
 (an e-mail) is replaced before a call is recorded.
@@ -175,6 +179,9 @@ class PipedriveSandbox(SandboxBase):
             daily budget's day.
         show_deleted: ``GET /persons/{id}`` shows a person marked deleted, with
             ``is_deleted: true``, until the purge (UNVERIFIED either way; default 404).
+        offset_cursors: ``GET /persons`` hands out a ``next_cursor`` that is a position in
+            the list, not the last person's sort key: a person updated or deleted on a page
+            already read shifts the rest back by one (UNVERIFIED either way; default keyset).
 
     Attributes:
         store: the persons, live and marked deleted, and what is kept beside them.
@@ -200,9 +207,11 @@ class PipedriveSandbox(SandboxBase):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         show_deleted: bool = False,
+        offset_cursors: bool = False,
     ) -> None:
         super().__init__(clock=clock)
         self.show_deleted = show_deleted
+        self.offset_cursors = offset_cursors
         for bucket, limit in (("default", rate_limit), ("search", search_rate_limit)):
             if limit is not None:
                 self.windows[bucket] = _Window(limit)
@@ -227,7 +236,12 @@ class PipedriveSandbox(SandboxBase):
 
     def app(self) -> Any:
         """The ASGI app, wrapped so a fault can drop the connection."""
-        routes = _routes.PersonRoutes(self.store, self._now, show_deleted=self.show_deleted)
+        routes = _routes.PersonRoutes(
+            self.store,
+            self._now,
+            show_deleted=self.show_deleted,
+            offset_cursors=self.offset_cursors,
+        )
         linked = _routes.LinkedRoutes(self.store)
         persons = f"{API}/persons"
         table = [

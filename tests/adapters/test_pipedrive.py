@@ -1609,6 +1609,79 @@ async def test_pull_refuses_a_cursor_it_has_seen() -> None:
     assert caught.value.detail == "PAGING_LOOP"
 
 
+def _seed_a_second_apart(sandbox: PipedriveSandbox, wall: WallClock, count: int) -> list[str]:
+    """``count`` persons, each updated a second after the one before."""
+    ids = []
+    for n in range(count):
+        wall.now += 1
+        ids.append(sandbox.add_person(f"p{n}@example.com", f"P{n}"))
+    return ids
+
+
+async def test_a_person_updated_while_a_pull_pages_by_position_leaves_nobody_unread(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """Where next_cursor is a position, a person of the first page updated before the second
+    is read shifts the first person of the second page back onto the first: that neighbour
+    is read by this pull or the next all the same, not passed by the watermark for good."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, offset_cursors=True)
+    ids = _seed_a_second_apart(sandbox, wall, 600)
+    neighbour = int(ids[500])  # the first of the second page
+    harness = make_harness(sandbox, time, wall)
+    read: list[int] = []
+    async with harness.client:
+        pages = harness.adapter.pull(None)
+        first = await anext(pages)
+        read += [r["id"] for r in first.records]
+        assert neighbour not in read and int(ids[3]) in read
+        wall.now += 60
+        sandbox.store.update(sandbox.store.persons[int(ids[3])], {"name": "Moved"}, int(wall.now))
+        rest = [page async for page in pages]
+        read += [r["id"] for p in rest for r in p.records]
+        next_run = [page async for page in harness.adapter.pull(rest[-1].cursor)]
+        read += [r["id"] for p in next_run for r in p.records]
+    assert neighbour in read
+    assert set(read) == {int(i) for i in ids}
+
+
+async def test_a_pull_by_update_time_reads_each_person_once(pd: Harness) -> None:
+    """Each page after the first is asked for from the newest second read, that second
+    included: the persons of it read already are passed over, not handed over twice."""
+    _seed_a_second_apart(pd.sandbox, pd.wall, 1_100)
+    pages = [page async for page in pd.adapter.pull(None)]
+    ids = [r["id"] for p in pages for r in p.records]
+    assert [len(p.records) for p in pages] == [500, 499, 101]
+    assert len(ids) == len(set(ids)) == 1_100
+    asked = [e.query for e in pd.sandbox.log.entries if e.path == PERSONS]
+    assert ["updated_since" in q for q in asked] == [False, True, True]
+    assert not any("cursor" in q for q in asked)
+
+
+async def test_the_sandbox_s_offset_cursors_shift_a_person_onto_the_page_read(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """offset_cursors makes next_cursor a position: a person of the first page updated
+    before the second is asked for moves the second page's first person onto the first;
+    by default (keyset) the second page starts after the last person read wherever they are."""
+    for offset_cursors, skipped in ((True, True), (False, False)):
+        sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, offset_cursors=offset_cursors)
+        ids = _seed_a_second_apart(sandbox, wall, 4)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=sandbox.app()),
+            base_url=BASE_URL,
+            headers={"x-api-token": TOKEN},
+        ) as client:
+            params = {"limit": 2, "sort_by": "update_time", "sort_direction": "asc"}
+            first = (await client.get("/persons", params=params)).json()
+            wall.now += 60
+            sandbox.store.update(sandbox.store.persons[int(ids[0])], {"name": "M"}, int(wall.now))
+            cursor = first["additional_data"]["next_cursor"]
+            second = (await client.get("/persons", params={**params, "cursor": cursor})).json()
+        assert [p["id"] for p in first["data"]] == [int(ids[0]), int(ids[1])]
+        expected = [int(ids[3]), int(ids[0])] if skipped else [int(ids[2]), int(ids[3])]
+        assert [p["id"] for p in second["data"]] == expected
+
+
 async def test_a_search_that_pages_in_a_loop_is_no_answer_that_nobody_is_left() -> None:
     """The search's paging stopped at a cursor seen before and returned what it had read:
     an erasure's check could conclude from a partial answer that nobody was left."""
