@@ -9,7 +9,10 @@ Search follows Shopify's syntax for the terms the adapter uses: ``email:<value>`
 ``updated_at:>='<time>'`` (and ``>``, ``<``, ``<=``, ``created_at``, ``id``), terms joined
 by spaces meaning AND, bare words matching name or e-mail. With ``date_granular`` the
 ``updated_at`` filter compares calendar dates only, as one community report says Shopify's
-does (UNVERIFIED), so the adapter's overlap can be shown to matter.
+does (UNVERIFIED), so the adapter's overlap can be shown to matter. With ``token_search``
+``email:`` matches the words of an address rather than the whole of it, as Shopify's may
+(UNVERIFIED either way): ``email:"jan@x.nl"`` finds ``jan@x.nl.evil`` and ``x.jan@nl.nl``
+too, every customer whose address holds each of the words ``jan``, ``x`` and ``nl``.
 
 Paging is keyset paging, as Shopify's: a cursor is base64 JSON of the last record's sort
 value and id, so a record changed while a pull is under way moves behind the cursor instead
@@ -178,6 +181,7 @@ class ShopStore:
     #: customer number -> when the erasure was requested (ISO); held until processed.
     pending_erasures: dict[int, str] = field(default_factory=dict)
     date_granular: bool = False
+    token_search: bool = False
     _next_customer: int = 7_100_000_000_001
     _next_order: int = 5_500_000_000_001
     _next_line: int = 13_000_000_000_001
@@ -242,7 +246,10 @@ class ShopStore:
 
     def _matches(self, customer: dict[str, Any], name: str, comparator: str, value: str) -> bool:
         if name == "email":
-            return str(customer.get("email") or "").casefold() == value.casefold()
+            address = str(customer.get("email") or "").casefold()
+            if self.token_search:
+                return set(_email_words(value)) <= set(_email_words(address))
+            return address == value.casefold()
         if name == "id":
             number = numeric_id(customer["id"], CUSTOMER)
             return value.isdecimal() and number == int(value)
@@ -288,6 +295,10 @@ def _split_comparison(raw: str) -> tuple[str, str]:
     match = _COMPARE.fullmatch(raw)
     assert match is not None  # the pattern matches any text
     return match.group(1) or "=", _strip_quotes(match.group(2))
+
+
+def _email_words(address: str) -> list[str]:
+    return [word for word in re.split(r"[^\w]+", address.casefold()) if word]
 
 
 def _words(customer: dict[str, Any]) -> str:

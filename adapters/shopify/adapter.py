@@ -13,7 +13,9 @@ What it does, by contract verb:
   single-query cost ceiling.
 - ``upsert`` and ``update``: not offered. Shopify is a source of customers here, so
   ``capabilities`` leave them out and a call is a :class:`~connector.errors.FatalRemoteError`.
-- ``find``: the customers by exact e-mail (search, then an exact match) and the one the
+- ``find``: the customers by exact e-mail (search, every page of its hits up to
+  ``SEARCH_MOST_PAGES``, then an exact match: whether ``email:`` matches whole addresses or
+  their words is UNVERIFIED) and the one the
   known GraphQL id names (read by id when the search did not return it), with every address
   the store keeps for them; plus each of their orders (name, date, total, line item titles,
   note, billing and shipping address). Shopify serves orders older than 60 days only to an
@@ -60,6 +62,7 @@ from adapters.shopify.documents import (
     DEFAULT_QUERIES,
     ORDER_LINE_ITEMS,
     REQUEST_ERASURE,
+    SEARCH_MOST_PAGES,
     SEARCH_PAGE_SIZE,
     customer_queries,
     mapping_selection,
@@ -475,6 +478,15 @@ class ShopifyAdapter:
     # -- find --------------------------------------------------------------------------------
 
     async def _by_email(self, email: str, reads: Reads = "held") -> list[dict[str, Any]]:
+        """The customers whose e-mail is ``email`` (as subjects are told apart), every page
+        of the search read.
+
+        Raises:
+            RecordError: the search found more than :data:`SEARCH_MOST_PAGES` pages of
+                customers (``SEARCH_TOO_BROAD``): the customer may be on a page not read, and
+                an answer from the pages read could say "nobody" of someone the shop holds.
+            FatalRemoteError: Shopify said a page has more after it without a new cursor.
+        """
         wanted = normalise_email(email)
         if not wanted:
             return []
@@ -484,23 +496,41 @@ class ShopifyAdapter:
             "synced": queries.people_search,
             "ids": queries.ids_search,
         }[reads]
-        data = await self._graphql(
-            search,
-            {"first": SEARCH_PAGE_SIZE, "query": f"email:{_search_value(email.strip())}"},
-            needs=READ_CUSTOMERS,
+        query = f"email:{_search_value(email.strip())}"
+        tokens = PageTokens(self.client.system, "POST", self.path)
+        found: list[dict[str, Any]] = []
+        after: str | None = None
+        for _ in range(SEARCH_MOST_PAGES):
+            variables = {"first": SEARCH_PAGE_SIZE, "after": after, "query": query}
+            data = await self._graphql(search, variables, needs=READ_CUSTOMERS)
+            connection = data.get("customers")
+            connection = connection if isinstance(connection, dict) else {}
+            # Search may match words, not whole addresses: keep exact e-mail matches only, so
+            # an@x.nl is never mistaken for jan@x.nl, nor strasse@ (another subject) for
+            # straße@, nor jan@x.nl.evil for jan@x.nl.
+            found += [
+                node
+                for node in connection.get("nodes") or []
+                if isinstance(node, dict)
+                and isinstance(node.get("id"), str)
+                and isinstance(node.get("email"), str)
+                and normalise_email(node["email"]) == wanted
+            ]
+            info = connection.get("pageInfo")
+            info = info if isinstance(info, dict) else {}
+            if info.get("hasNextPage") is not True:
+                return found
+            end = info.get("endCursor")
+            if not isinstance(end, str) or not end:
+                # More to come and no way to it: the customer may be among them.
+                raise FatalRemoteError(self.client.system, "POST", self.path, 200, "NO_END_CURSOR")
+            after = tokens.follow(end)
+        # Counts only: the address is the subject's business, not the log's.
+        log.warning(
+            "an e-mail search found more customers than klantsync reads",
+            extra={"system": self.client.system, "pages_read": SEARCH_MOST_PAGES},
         )
-        connection = data.get("customers")
-        nodes = connection.get("nodes") if isinstance(connection, dict) else None
-        # Search is token based: keep exact e-mail matches only, so an@x.nl is never
-        # mistaken for jan@x.nl, nor strasse@ (another subject) for straße@.
-        return [
-            node
-            for node in nodes or []
-            if isinstance(node, dict)
-            and isinstance(node.get("id"), str)
-            and isinstance(node.get("email"), str)
-            and normalise_email(node["email"]) == wanted
-        ]
+        raise RecordError(self.client.system, "POST", self.path, 200, "SEARCH_TOO_BROAD")
 
     async def _by_id(self, external_id: str | None, reads: Reads = "held") -> dict[str, Any] | None:
         gid = customer_gid(external_id)

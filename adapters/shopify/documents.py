@@ -35,6 +35,7 @@ __all__ = [
     "ORDERS_PAGE_SIZE",
     "QUERY_COST_CEILING",
     "REQUEST_ERASURE",
+    "SEARCH_MOST_PAGES",
     "SEARCH_PAGE_SIZE",
     "CustomerQueries",
     "Selection",
@@ -196,6 +197,12 @@ HELD_FIELDS: Final[Selection] = merged(
 #: Shopify e-mails are unique per store; a few slots leave room for fuzzy search matches.
 SEARCH_PAGE_SIZE: Final = 10
 
+#: Pages of an e-mail search read at most before the lookup gives up with an error. Whether
+#: ``email:`` matches whole addresses or their words is UNVERIFIED; matching words, it finds
+#: every ``jan@x.nl.evil`` beside ``jan@x.nl``, and the customer may be on any page. Past
+#: this many (100 customers), the lookup fails rather than answer "nobody" from a part.
+SEARCH_MOST_PAGES: Final = 10
+
 
 @dataclass(frozen=True)
 class CustomerQueries:
@@ -203,11 +210,13 @@ class CustomerQueries:
 
     Attributes:
         page: a pull's page of customers (``$first``, ``$after``, ``$query``).
-        people_search: a targeted sync's search (``$first``, ``$query``): what a pull reads.
+        people_search: a targeted sync's search (``$first``, ``$after``, ``$query``): what a
+            pull reads.
         person_by_id: a targeted sync's read by id (``$id``): what a pull reads.
         customers_search: the search of access and erasure: what the shop keeps besides.
         customer_by_id: their read by id, the same.
-        ids_search: an erasure's search (``$first``, ``$query``): :data:`ALWAYS_READ` alone.
+        ids_search: an erasure's search (``$first``, ``$after``, ``$query``):
+            :data:`ALWAYS_READ` alone.
         ids_by_id: an erasure's read by id (``$id``), the same.
         most_per_page: the most customers a page may ask for within the cost ceiling.
         fields: what a pull reads of each (:data:`ALWAYS_READ` included).
@@ -244,10 +253,11 @@ query KlantsyncCustomers($first: Int!, $after: String, $query: String) {{
 }}
 """,
         people_search=f"""
-query KlantsyncFindPerson($first: Int!, $query: String!) {{
-  customers(first: $first, query: $query) {{
+query KlantsyncFindPerson($first: Int!, $after: String, $query: String!) {{
+  customers(first: $first, after: $after, query: $query) {{
     nodes {{{read}
     }}
+    pageInfo {{ hasNextPage endCursor }}
   }}
 }}
 """,
@@ -258,10 +268,11 @@ query KlantsyncPerson($id: ID!) {{
 }}
 """,
         customers_search=f"""
-query KlantsyncFindCustomer($first: Int!, $query: String!) {{
-  customers(first: $first, query: $query) {{
+query KlantsyncFindCustomer($first: Int!, $after: String, $query: String!) {{
+  customers(first: $first, after: $after, query: $query) {{
     nodes {{{held}
     }}
+    pageInfo {{ hasNextPage endCursor }}
   }}
 }}
 """,
@@ -272,10 +283,11 @@ query KlantsyncCustomer($id: ID!) {{
 }}
 """,
         ids_search=f"""
-query KlantsyncFindCustomerIds($first: Int!, $query: String!) {{
-  customers(first: $first, query: $query) {{
+query KlantsyncFindCustomerIds($first: Int!, $after: String, $query: String!) {{
+  customers(first: $first, after: $after, query: $query) {{
     nodes {{{ids}
     }}
+    pageInfo {{ hasNextPage endCursor }}
   }}
 }}
 """,

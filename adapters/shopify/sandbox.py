@@ -12,7 +12,8 @@ It serves ``POST /admin/api/{version}/graphql.json`` with:
   bucket cannot cover a query's requested cost: HTTP 200 by default, 429 when asked (which
   Shopify sends is disputed; UNVERIFIED). An injected 429 (a 429 storm) is that answer too,
   the bucket emptied. Bucket size is 10x the restore rate (UNVERIFIED);
-- keyset cursor paging, the ``updated_at`` search filter (optionally date-granular), and
+- keyset cursor paging, the ``updated_at`` search filter (optionally date-granular), the
+  ``email:`` filter (whole addresses, or optionally their words), and
   ``customerRequestDataErasure`` holding the customer until :meth:`process_erasures` runs
   (Shopify's own waiting period), ``customerCancelDataErasure``, and ``customerDelete``
   refusing customers with orders;
@@ -98,6 +99,8 @@ class ShopifySandbox(SandboxBase):
             or 429).
         max_query_cost: the single-query ceiling (1000 by third-party accounts).
         date_granular: compare ``updated_at`` search bounds by date only.
+        token_search: ``email:`` matches the words of an address, not the whole of it
+            (``jan@x.nl`` finds ``jan@x.nl.evil`` too; UNVERIFIED either way).
         clock: monotonic seconds for the cost bucket.
         wall_clock: epoch seconds for ``createdAt``/``updatedAt`` and webhook headers.
         shop_domain: the ``*.myshopify.com`` name used in webhooks.
@@ -127,6 +130,7 @@ class ShopifySandbox(SandboxBase):
         throttle_status: int = 200,
         max_query_cost: int = 1000,
         date_granular: bool = False,
+        token_search: bool = False,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         shop_domain: str = "klantsync-sandbox.myshopify.com",
@@ -141,7 +145,7 @@ class ShopifySandbox(SandboxBase):
         self.max_query_cost = max_query_cost
         self.wall_clock = wall_clock
         self.shop_domain = shop_domain
-        self.store = ShopStore(date_granular=date_granular)
+        self.store = ShopStore(date_granular=date_granular, token_search=token_search)
         self.scopes = None if scopes is None else frozenset(scopes)
         all_orders = read_all_orders or "read_all_orders" in (self.scopes or ())
         self.executor = Executor(self.store, self.now, all_orders=all_orders)

@@ -19,6 +19,7 @@ from pydantic import SecretStr, ValidationError
 
 from adapters.shopify import SPEC, ShopifyAdapter, ShopifySandbox, ShopifySettings
 from adapters.shopify.adapter import ORDERS_UNREAD, decode_cursor
+from adapters.shopify.documents import SEARCH_MOST_PAGES, SEARCH_PAGE_SIZE
 from adapters.shopify.sandbox import AUTH_ERROR
 from adapters.shopify.settings import (
     DEFAULT_API_VERSION,
@@ -1420,6 +1421,68 @@ async def test_erase_queues_shopifys_erasure_and_never_deletes(shop: Harness) ->
     assert len(kept) == 2 and all(o["email"] is None and o["_customer"] is None for o in kept)
     assert shop.sandbox.holds("jan@example.com")
     assert not any("customerDelete" in op for op in shop.sandbox.operations)
+
+
+async def test_an_erasure_finds_the_customer_behind_a_page_of_customers_sharing_their_words(
+    clock: FakeClock, wall: FakeClock
+) -> None:
+    """Where email: matches an address's words, twelve customers whose addresses hold every
+    word of jan@x.nl come before Jan's own: the lookup reads every page of the search, so
+    the erasure finds Jan, asks for Jan's erasure and no one else's."""
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, token_search=True)
+    lookalikes = [f"jan@x.nl.evil{n}" for n in range(12)] + ["x.jan@nl.example"]
+    for email in lookalikes:
+        sandbox.add_person(email, "Ander", "Iemand")
+    sandbox.add_person("piet@x.nl", "Piet", "Buur")
+    sandbox.add_person("jan@x.nl", "Jan", "Echt")
+    harness = make_harness(sandbox, clock, wall)
+    async with harness.client:
+        (found,) = await harness.adapter.find(Subject(email="Jan@X.nl"))
+        result = await harness.adapter.erase(Subject(email="jan@x.nl"))
+    assert found["email"] == "jan@x.nl"
+    assert result.found and result.pending
+    assert sandbox.pending_erasure("jan@x.nl")
+    assert sandbox.process_erasures() == 1
+    assert not sandbox.holds("jan@x.nl")
+    assert all(sandbox.holds(email) for email in [*lookalikes, "piet@x.nl"])
+
+
+async def test_a_search_past_its_last_page_read_fails_instead_of_finding_nobody(
+    clock: FakeClock, wall: FakeClock
+) -> None:
+    """More customers matching an address's words than the lookup reads: the erasure fails,
+    naming why, rather than report nobody found while the customer may be on a page unread."""
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, token_search=True)
+    for n in range(SEARCH_MOST_PAGES * SEARCH_PAGE_SIZE):
+        sandbox.add_person(f"jan@x.nl.evil{n}", "Ander", "Iemand")
+    sandbox.add_person("jan@x.nl", "Jan", "Echt")
+    harness = make_harness(sandbox, clock, wall)
+    async with harness.client:
+        with pytest.raises(RecordError) as caught:
+            await harness.adapter.erase(Subject(email="jan@x.nl"))
+    assert caught.value.detail == "SEARCH_TOO_BROAD"
+    assert "jan" not in str(caught.value)
+    assert not any(op.startswith("mutation") for op in sandbox.operations)
+    assert not sandbox.pending_erasure("jan@x.nl")
+
+
+async def test_the_sandbox_s_email_search_matches_whole_addresses_or_their_words(
+    raw: Callable[..., Any], sandbox: ShopifySandbox
+) -> None:
+    """email: finds the whole address alone by default; with token_search every address
+    holding each of its words."""
+    for email in ("jan@x.nl", "jan@x.nl.evil", "x.jan@nl.example", "piet@x.nl"):
+        sandbox.add_person(email, "Iemand")
+    query = "query($q: String!) { customers(first: 10, query: $q) { nodes { email } } }"
+
+    async def emails() -> list[str]:
+        status, body = await raw(query, {"q": 'email:"jan@x.nl"'})
+        assert status == 200
+        return [node["email"] for node in body["data"]["customers"]["nodes"]]
+
+    assert await emails() == ["jan@x.nl"]
+    sandbox.store.token_search = True
+    assert await emails() == ["jan@x.nl", "jan@x.nl.evil", "x.jan@nl.example"]
 
 
 class _Recording(httpx.AsyncBaseTransport):
