@@ -206,7 +206,16 @@ class Engine:
         source = self.systems[flow.source]
         shape = self.shape(flow)
         cursor = None if full else self.store.get_cursor(flow.name, source.name, shape)
-        if cursor is None and not full and self.store.get_cursor(flow.name, source.name):
+        # Another flow's write took the place of one this flow had queued (see
+        # Store.enqueue_page): read in full, cleared once that read queued what it covers.
+        reread = self.store.reread_mark(flow.name, source.name)
+        if reread is not None and not full:
+            log.info(
+                "another flow's write took the place of one this flow had queued: "
+                "reading its source in full",
+                extra={"flow": flow.name},
+            )
+        elif cursor is None and not full and self.store.get_cursor(flow.name, source.name):
             log.info(
                 "the flow's destinations or mappings changed since its cursor was set: "
                 "reading its source in full",
@@ -241,6 +250,8 @@ class Engine:
                     json.dumps(report.as_dict()),
                 )
                 audit.append(self.store, "sync.run", audit_summary(report))
+                if reread is not None and report.complete:
+                    self.store.reread_done(flow.name, source.name, reread, shape)
         return report
 
     def shape(self, flow: FlowSettings) -> str:

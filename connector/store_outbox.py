@@ -1,5 +1,9 @@
 """The encrypted outbox: a page's payloads queued with its cursor, batches read for delivery,
-rows dropped, or held where they keep a write from a person's former address."""
+rows dropped, or held where they keep a write from a person's former address.
+
+One row per person and system: a page's write takes the place of what waits for the person
+there, whichever flow queued it (a flow whose write was taken reads in full next,
+:data:`~connector.store_runs.REREAD`)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from connector.store_base import chunks, utcnow
 from connector.store_marks import HELD
 from connector.store_records import OutboxRow, QueuedPayload
-from connector.store_runs import RunStore
+from connector.store_runs import REREAD, RunStore
 from connector.store_subjects import SubjectStore
 
 __all__ = ["OutboxStore"]
@@ -44,6 +48,10 @@ class OutboxStore(SubjectStore, RunStore):
         resync, which are not a page of the pull). ``shape`` is what the cursor is set under
         (:meth:`RunStore.get_cursor`).
 
+        A payload takes the place of what waits for its person and system. Where that was
+        another flow's row, the other flow's cursor is marked (:data:`REREAD`): its change
+        would otherwise never reach the system.
+
         Returns:
             The outbox id each payload was queued under, in the order given.
         """
@@ -65,6 +73,12 @@ class OutboxStore(SubjectStore, RunStore):
             (highest,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM outbox").fetchone()
             first = max(self._outbox_high, int(highest)) + 1
             self._outbox_high = first + len(payloads) - 1
+            # A row of another flow that this page's write takes the place of: that flow's
+            # change goes nowhere now, and its cursor passed it. It reads its source in full
+            # next (REREAD), and queues again what the system lacks.
+            taken = self._taken_from(flow, [(p.system, numbers[p.subject_id]) for p in payloads])
+            if taken:
+                self.mark_reread(taken, f"{REREAD}{first}")
             db.executemany(
                 "INSERT INTO outbox(id, system, subject_no, flow, payload, payload_hash, "
                 "enqueued_at, sent) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) "
@@ -95,6 +109,27 @@ class OutboxStore(SubjectStore, RunStore):
             if move_cursor:
                 self.set_cursor(flow, source, cursor, shape)
         return list(range(first, first + len(payloads)))
+
+    def _taken_from(self, flow: str, rows: Sequence[tuple[str, int]]) -> set[str]:
+        """The flows other than ``flow`` that have a row queued at these (system, subject
+        number) pairs, held rows aside (they keep no write of their flow's)."""
+        by_system: dict[str, list[int]] = {}
+        for system, number in rows:
+            by_system.setdefault(system, []).append(number)
+        found: set[str] = set()
+        for system, numbers in by_system.items():
+            for chunk in chunks(numbers, 500):
+                marks = ",".join("?" * len(chunk))
+                found.update(
+                    str(other)
+                    for (other,) in self.db.execute(
+                        "SELECT DISTINCT flow FROM outbox "  # noqa: S608 - marks only
+                        f"WHERE system=? AND subject_no IN ({marks}) AND flow!=? "
+                        "AND payload_hash!=?",
+                        (system, *chunk, flow, HELD),
+                    )
+                )
+        return found
 
     # -- outbox ------------------------------------------------------------------------------
 

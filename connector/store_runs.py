@@ -1,15 +1,29 @@
 """Cursors and run history: where each flow's pull resumes, and what each run did.
 
+A cursor may carry a mark (:data:`REREAD`) in place of its shape: its flow's next run reads
+its source in full.
+
 Also the reads ``status`` shows (latest runs, table counts), on any connection to the store.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 
 from connector.store_base import StoreBase, utcnow
 
-__all__ = ["RunStore", "latest_runs", "latest_success", "table_counts"]
+__all__ = ["REREAD", "RunStore", "latest_runs", "latest_success", "table_counts"]
+
+#: Marks a cursor's shape (migration 17) when another flow's write took the place of a row its
+#: flow had queued and not yet delivered: the outbox keeps one row per person and system, so
+#: that flow's change never reached the system, and its cursor had passed it (an incremental
+#: source, Shopify, never offered it again). No shape is the mark, so the cursor is not used
+#: and the next run reads the source in full; change detection then queues again what the
+#: system lacks. The mark is ``reread:<id>``, the outbox id of the write that took the row
+#: (ids are never handed out twice): a run clears only the mark it started under, never one
+#: set while it read (:meth:`RunStore.reread_done`).
+REREAD = "reread:"
 
 
 class RunStore(StoreBase):
@@ -32,11 +46,43 @@ class RunStore(StoreBase):
     def set_cursor(
         self, flow: str, system: str, cursor: str | None, shape: str | None = None
     ) -> None:
+        """Set the flow's cursor on ``system``, under ``shape`` (kept when ``None``).
+
+        A :data:`REREAD` mark stays: a page of the run under way may have passed the person
+        whose write was taken (connector/engine.py clears it once a full read ends).
+        """
         self.db.execute(
-            "INSERT INTO cursors(flow, system, cursor, updated_at, shape) VALUES (?,?,?,?,?) "
+            "INSERT INTO cursors(flow, system, cursor, updated_at, shape) "
+            "VALUES (?1,?2,?3,?4,?5) "
             "ON CONFLICT(flow, system) DO UPDATE SET cursor=excluded.cursor, "
-            "updated_at=excluded.updated_at, shape=COALESCE(excluded.shape, cursors.shape)",
-            (flow, system, cursor, utcnow(), shape),
+            "updated_at=excluded.updated_at, shape=CASE WHEN cursors.shape LIKE ?6 "
+            "THEN cursors.shape ELSE COALESCE(excluded.shape, cursors.shape) END",
+            (flow, system, cursor, utcnow(), shape, f"{REREAD}%"),
+        )
+
+    def reread_mark(self, flow: str, system: str) -> str | None:
+        """The flow's :data:`REREAD` mark on ``system``; ``None`` when it has none."""
+        row = self.db.execute(
+            "SELECT shape FROM cursors WHERE flow=? AND system=?", (flow, system)
+        ).fetchone()
+        if row is None or row[0] is None or not str(row[0]).startswith(REREAD):
+            return None
+        return str(row[0])
+
+    def mark_reread(self, flows: Iterable[str], mark: str) -> None:
+        """Mark every cursor of ``flows`` with ``mark`` (:data:`REREAD`): each reads its
+        source in full at its next run. A flow without a cursor reads in full anyway."""
+        self.db.executemany(
+            "UPDATE cursors SET shape=? WHERE flow=?", [(mark, flow) for flow in flows]
+        )
+
+    def reread_done(self, flow: str, system: str, mark: str, shape: str) -> None:
+        """A full read that started under ``mark`` queued what it covers: the cursor is the
+        flow's, under ``shape``, again. A mark set since (another write taken while it read,
+        perhaps of someone it had read already) stays, for the next run."""
+        self.db.execute(
+            "UPDATE cursors SET shape=? WHERE flow=? AND system=? AND shape=?",
+            (shape, flow, system, mark),
         )
 
     # -- runs ----------------------------------------------------------------------------------

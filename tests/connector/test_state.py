@@ -1154,6 +1154,42 @@ def test_a_cursor_set_under_another_shape_is_not_used(tmp_path: Path) -> None:
     assert store.get_cursor("f", "shop", "shape-b") == "page-10"
 
 
+def test_a_flow_whose_queued_write_another_flow_took_reads_in_full_until_a_full_read_ends(
+    tmp_path: Path,
+) -> None:
+    """Flow `web` queued Anna for the CRM; flow `shop`'s write of her takes the row. `web`'s
+    cursor is not used until a full read that started under the mark ends; its pages keep
+    the mark, and a mark set while it read (another write taken) stays for the next run. A
+    flow's own newer write, and a write into a held row, mark nothing."""
+    store = Store(tmp_path / "a.db")
+    store.enqueue_page("web", "shopify", _payloads(["anna", "bert"]), [], "c1", shape="w")
+    store.enqueue_page("web", "shopify", _payloads(["anna"]), [], "c2", shape="w")
+    assert store.reread_mark("web", "shopify") is None
+    store.db.execute(
+        "UPDATE outbox SET payload_hash='held' WHERE subject_no="
+        "(SELECT subject_no FROM subjects WHERE subject_id='bert')"
+    )
+    store.enqueue_page("shop", "shop", _payloads(["bert"]), [], None, shape="s")
+    assert store.reread_mark("web", "shopify") is None
+
+    store.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s")
+    mark = store.reread_mark("web", "shopify")
+    assert mark is not None and store.get_cursor("web", "shopify", "w") is None
+    assert store.reread_mark("shop", "shop") is None
+
+    store.enqueue_page("web", "shopify", _payloads(["carla"]), [], "c3", shape="w")  # its read
+    assert store.reread_mark("web", "shopify") == mark
+    store.reread_done("web", "shopify", mark, "w")
+    assert store.get_cursor("web", "shopify", "w") == "c3"
+
+    store.enqueue_page("web", "shopify", _payloads(["dirk"]), [], "c4", shape="w")
+    store.enqueue_page("shop", "shop", _payloads(["dirk"]), [], None, shape="s")
+    again = store.reread_mark("web", "shopify")
+    assert again is not None and again != mark
+    store.reread_done("web", "shopify", mark, "w")  # a read that started under the old mark
+    assert store.reread_mark("web", "shopify") == again
+
+
 class _CommitFails:
     """The store's connection, but COMMIT fails as on an I/O error (the transaction stays
     open, as SQLite leaves it)."""

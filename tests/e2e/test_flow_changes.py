@@ -25,6 +25,7 @@ from connector.daemon import Daemon
 from connector.demo import REPO_MAPPINGS
 from connector.dsr import DsrService
 from connector.runtime import open_runtime
+from connector.targeted import sync_subjects
 from tests.conftest import MASTER_KEY, FakeClock, VirtualTime
 
 LIST = "a1b2c3d4e5"
@@ -946,3 +947,159 @@ async def test_a_destination_added_after_an_erasure_is_not_sent_the_erased_perso
         await rt.engine.sync()
     assert [email for email in others if world.deals.holds(email)] == others
     assert not world.deals.holds(erased) and not world.crm.holds(erased)
+
+
+WEBSHOP_AND_SHOP_TO_CRM = """
+[[flows]]
+name = "webshop"
+source = "shopify"
+destinations = ["crm"]
+
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm"]
+"""
+
+WEBSHOP_TO_CRM = """
+[[flows]]
+name = "webshop"
+source = "shopify"
+destinations = ["crm"]
+"""
+
+
+def _anna_in_both_shops(world: World) -> None:
+    """Anna buys in both shops; the WooCommerce shop has no first name for her (a guest
+    checkout's account), so its writes never set hers in HubSpot."""
+    world.shopify.add_person("anna.winkel@example.nl", "Anna", "Winkel", "0612345678")
+    world.shop.add_person("anna.winkel@example.nl", "", "Winkel", "0612345678", city="Utrecht")
+
+
+def _first_name_in_crm(world: World) -> str:
+    contact = world.crm.record_for("anna.winkel@example.nl")
+    assert contact is not None
+    return str(contact["properties"].get("firstname"))
+
+
+async def test_a_change_queued_by_one_flow_is_not_lost_when_another_flow_queues_the_person(
+    world: World, tmp_path: Path
+) -> None:
+    """Flows `webshop` (Shopify) and `shop` (WooCommerce) both feed HubSpot. HubSpot is down
+    while `webshop` queues Anna's change of name; `shop` then queues her too, and its write
+    takes the place of the one waiting (one row per person and system). Once HubSpot is
+    back, `shop`'s write goes, and Shopify's incremental cursor had passed the change: the
+    next runs of `webshop` read nobody changed, and HubSpot kept her old name for good."""
+    _anna_in_both_shops(world)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP_TO_CRM)
+    open_ = opener(world)
+    async with open_(path) as rt:
+        reports = await rt.engine.sync()
+        assert not any(r.failed for r in reports)
+    assert _first_name_in_crm(world) == "Anna"
+
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.wall.advance(3600)  # an hour later another customer signs up
+    world.shopify.add_person("carla@example.nl", "Carla", "Later", "0612345670")
+    world.crm.faults.down = True
+    async with open_(path) as rt:
+        webshop, shop = await rt.engine.sync()
+        assert (webshop.destinations["crm"].queued, shop.destinations["crm"].queued) == (2, 1)
+        assert rt.store.outbox_counts(flow="shop") == {"crm": 1}
+        assert rt.store.outbox_counts(flow="webshop") == {"crm": 1}  # Carla
+
+    world.crm.faults.down = False
+    world.wall.advance(3600)
+    async with open_(path) as rt:
+        await rt.engine.sync()
+        (webshop, _) = await rt.engine.sync()
+        assert rt.store.outbox_counts() == {}
+    assert _first_name_in_crm(world) == "Annemarie"
+    # Read in full once: the flow's next run resumes from its cursor again.
+    assert webshop.destinations["crm"].queued == 0
+
+
+async def test_a_change_whose_row_a_removed_flow_took_over_still_reaches_the_system(
+    world: World, tmp_path: Path
+) -> None:
+    """HubSpot is down while `webshop` queues Anna's change of name, and `shop`'s write of
+    her takes the row's place. The operator then takes flow `shop` out of the config: the
+    next run drops what it queued (no flow sends it any more), Anna's change with it, and
+    Shopify's cursor had passed the change, so HubSpot never got it."""
+    _anna_in_both_shops(world)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP_TO_CRM)
+    open_ = opener(world)
+    async with open_(path) as rt:
+        reports = await rt.engine.sync()
+        assert not any(r.failed for r in reports)
+
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.wall.advance(3600)  # an hour later another customer signs up
+    world.shopify.add_person("carla@example.nl", "Carla", "Later", "0612345670")
+    world.crm.faults.down = True
+    async with open_(path) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_counts(flow="shop") == {"crm": 1}
+
+    world.crm.faults.down = False
+    world.wall.advance(3600)
+    without = write_config(tmp_path, world, WEBSHOP_TO_CRM)
+    async with open_(without) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+        assert rt.store.outbox_counts() == {}
+    assert _first_name_in_crm(world) == "Annemarie"
+
+
+SHOP_TO_CRM = """
+[[flows]]
+name = "shop"
+source = "shop"
+destinations = ["crm"]
+"""
+
+
+async def test_a_change_of_a_flow_taken_out_whose_rows_another_flow_took_is_not_lost(
+    world: World, tmp_path: Path
+) -> None:
+    """HubSpot is down while `webshop` queues Anna's change of name (and Carla, who signed
+    up after). The operator takes `webshop` out of the config for the outage; before any
+    run drops its rows, a resync of both customers from the WooCommerce shop takes their
+    rows' places. No row of `webshop` is left, so the run that drops a removed flow's rows
+    kept its cursor; put back as it was, it resumed past the change, and HubSpot never got
+    Anna's new name."""
+    _anna_in_both_shops(world)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP_TO_CRM)
+    open_ = opener(world)
+    async with open_(path) as rt:
+        reports = await rt.engine.sync()
+        assert not any(r.failed for r in reports)
+
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.wall.advance(3600)
+    world.shopify.add_person("carla@example.nl", "Carla", "Later", "0612345670")
+    world.shop.add_person("carla@example.nl", "", "Later", "0612345670")
+    world.crm.faults.down = True
+    async with open_(path) as rt:
+        await rt.engine.sync("webshop")
+        assert rt.store.outbox_counts(flow="webshop") == {"crm": 2}
+
+    without = write_config(tmp_path, world, SHOP_TO_CRM)
+    async with open_(without) as rt:
+        people = [(None, "anna.winkel@example.nl"), (None, "carla@example.nl")]
+        await sync_subjects(rt, "shop", people)
+        assert rt.store.outbox_counts(flow="shop") == {"crm": 2}
+    world.crm.faults.down = False
+    world.wall.advance(3600)
+    async with open_(without) as rt:
+        await rt.engine.sync()
+        assert rt.store.outbox_counts() == {}
+
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP_TO_CRM)
+    async with open_(path) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+    assert _first_name_in_crm(world) == "Annemarie"
