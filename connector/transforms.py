@@ -236,9 +236,46 @@ def _phone_for(region: str) -> Transform:
 
 def _e164(text: str, region: str) -> str | None:
     fast = _e164_national(text, region)
-    if fast is not _UNSURE:
-        return cast("str | None", fast)
-    return _e164_by_parser(text, region)
+    found = cast("str | None", fast) if fast is not _UNSURE else _e164_by_parser(text, region)
+    plain = _plain(text)
+    if plain.startswith("00") and not _dials_double_zero(region):
+        return _e164_double_zero(plain, region, found)
+    return found
+
+
+@lru_cache(maxsize=512)
+def _dials_double_zero(region: str) -> bool:
+    """Whether ``region`` dials "00" before a country code: the parser then read a number
+    written so as international already."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region.upper(), None)
+    idd = metadata.international_prefix if metadata is not None else None
+    return idd is not None and re.fullmatch(idd, "00") is not None
+
+
+def _e164_double_zero(text: str, region: str, found: str | None) -> str | None:
+    """``found`` (``text`` read in ``region``), or ``text`` read as "+" and what follows its
+    "00" where only that reading is a valid number.
+
+    Most of the world dials "00" before a country code, and people write their number so
+    wherever they live: a Dutch customer whose shop account says US types "0031 6
+    12345678", and the US dials 011, so read there it was no number (or, in Japan or
+    Australia, a possible but invalid one) and was not sent. A number valid as dialled in
+    ``region`` stays as it is: there the "00" belongs to it.
+    """
+    if found is not None and _valid(found):
+        return found
+    international = _e164_by_parser("+" + text[2:].lstrip(" -."), region)
+    if international is not None and _valid(international):
+        return international
+    return found
+
+
+def _valid(e164: str) -> bool:
+    """Whether ``e164`` is in a number range its country uses (not only of a possible length)."""
+    try:
+        return bool(phonenumbers.is_valid_number(phonenumbers.parse(e164)))
+    except phonenumbers.NumberParseException:
+        return False
 
 
 #: An extension after the number in the words the parser does not know (it reads "ext.",

@@ -83,6 +83,60 @@ def test_a_zero_left_after_the_national_prefix_is_read_as_the_parser_reads_it(
 
 
 @pytest.mark.parametrize(
+    ("region", "typed", "e164"),
+    [
+        ("US", "0031 6 12345678", "+31612345678"),  # the US dials 011: read there, none
+        ("US", "00-31-6-12345678", "+31612345678"),
+        ("US", "0049 30 1234567", "+49301234567"),
+        ("US", "0031 (0)6 12345678 (mobiel)", "+31612345678"),
+        ("JP", "0031 6 12345678", "+31612345678"),  # read in Japan: possible, but invalid
+        ("AU", "0031 6 12345678", "+31612345678"),
+        ("KE", "0031 6 12345678", "+31612345678"),  # Kenya dials 000
+        ("US", "00316123", None),  # no valid number either way: still none
+    ],
+)
+def test_a_number_written_with_00_in_front_is_read_as_international_where_needed(
+    region: str, typed: str, e164: str | None
+) -> None:
+    """Most of the world dials "00" before a country code: a Dutch customer whose account
+    says US typed "0031 6 12345678" and had no number sent, the US dialling 011. Where the
+    number read in the person's country is no valid one and "+" with what follows the "00"
+    is, that is the number; the transform gives it back when run on it."""
+    phone = make_transform("phone", region)
+    assert phone is not None
+    assert phone(typed) == e164
+    if e164 is not None:
+        assert phone(e164) == e164
+
+
+@pytest.mark.parametrize(
+    ("region", "typed", "e164"),
+    [
+        ("AU", "0015 597 442 742", "+597442742"),  # 0015 is one of Australia's own prefixes
+        ("KE", "00712 345678", "+254712345678"),  # a Kenyan mobile number, one zero too many
+        ("US", "011 31 6 12345678", "+31612345678"),
+    ],
+)
+def test_a_number_valid_as_dialled_in_its_country_keeps_that_reading(
+    region: str, typed: str, e164: str
+) -> None:
+    """A number with "00" in front that is valid as dialled in the person's country stays
+    that number, though "+" with what follows the "00" would be another valid one."""
+    phone = make_transform("phone", region)
+    assert phone is not None
+    assert phone(typed) == e164
+
+
+def test_a_dutch_customer_in_the_us_with_00_in_front_keeps_their_phone() -> None:
+    from connector.demo import REPO_MAPPINGS
+    from connector.mapping import load_mapping
+
+    mapping = load_mapping(REPO_MAPPINGS / "hubspot.toml")
+    record = {"email": "a@example.com", "phone": "0031 6 12345678", "country": "US"}
+    assert mapping.inbound({"properties": record}).get("phone") == "+31612345678"
+
+
+@pytest.mark.parametrize(
     ("region", "typed"),
     [("US", "555-1234"), ("US", "555 1234"), ("NL", "+1 555 1234"), ("US", "+1 555-1234")],
 )
