@@ -2,7 +2,8 @@
 
 Each takes a value (or ``None``) and returns the normalised value or ``None`` when there is
 nothing usable; none of them raises on bad data, because one customer's odd phone number must
-not stop a sync. Phones become E.164 with libphonenumber, countries ISO 3166-1 alpha-2.
+not stop a sync. Phones become E.164 with libphonenumber, countries ISO 3166-1 alpha-2
+(and Kosovo's user-assigned ``XK``).
 
 Some read a value by the conventions of a country (:data:`REGIONAL`): a mapping builds them
 for its ``default_region`` and reads the field again in the person's own country where it
@@ -560,6 +561,20 @@ _COUNTRY_NAMES = {
     "saba": "BQ",
     "sint maarten": "SX",
     "st. maarten": "SX",
+    # Kosovo: a code ISO 3166-1 leaves to its users, and its users agree on it (the EU,
+    # libphonenumber's region XK, the shops' and CRMs' country lists); pycountry does not
+    # hold it, nor so its name in any language. "Kosovo*" is the EU's own spelling.
+    "xk": "XK",
+    "xkx": "XK",
+    "kosovo": "XK",
+    "kosovo*": "XK",
+    "kosova": "XK",
+    "kosove": "XK",
+    "kosowo": "XK",
+    "republic of kosovo": "XK",
+    "republiek kosovo": "XK",
+    "republik kosovo": "XK",
+    "republika e kosoves": "XK",
 }
 
 #: The languages of the names a shop's customers type besides English: the Netherlands'
