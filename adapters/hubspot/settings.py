@@ -15,7 +15,7 @@ from pydantic import Field
 from connector.adapter import ClientConfig, Limits
 from connector.http import retry_after
 from connector.ratelimit import RateLimit
-from connector.settings import SystemSettings
+from connector.settings import DAY, SystemSettings
 
 __all__ = [
     "DAILY_WAIT_SECONDS",
@@ -75,6 +75,7 @@ class HubSpotSettings(SystemSettings):
         search_lag_seconds: how long after a change HubSpot's search may first show it; a
             pull after the first reads again what changed in that window before the last
             one began (:mod:`adapters.hubspot._changes`), so a change shown late is read.
+            At most a day.
         properties: contact properties read by ``pull`` and ``find_people``: those of them
             the system's mapping reads (``HubSpotAdapter.ask_only_for_paths``).
     """
@@ -85,7 +86,9 @@ class HubSpotSettings(SystemSettings):
     base_url: str = "https://api.hubapi.com"
     tier: Tier = "professional"
     search_per_second: int = Field(default=4, gt=0)
-    search_lag_seconds: int = Field(default=60, ge=0)
+    # Bounded: search shows a change seconds after it. A lag of 10**9 (32 years) loaded and
+    # kept the cursor decades back, so every run searched the whole portal again.
+    search_lag_seconds: int = Field(default=60, ge=0, le=DAY)
     properties: list[str] = Field(default_factory=lambda: list(DEFAULT_PROPERTIES), min_length=1)
 
 

@@ -284,6 +284,7 @@ def test_a_duration_that_is_no_finite_number_is_refused_at_load(
         ("sync", "retry_max_seconds = 1e308", "sync.retry_max_seconds", "a day"),
         ("crm", "timeout_seconds = 1e300", "systems.crm.timeout_seconds", "an hour"),
         ("crm", "deadline_seconds = 1e300", "systems.crm.deadline_seconds", "4 hours"),
+        ("crm", "search_lag_seconds = 1000000000", "systems.crm.search_lag_seconds", "a day"),
         (
             "crm",
             "rate_limit = { requests = 10, per_seconds = 1e300 }",
@@ -291,7 +292,7 @@ def test_a_duration_that_is_no_finite_number_is_refused_at_load(
             "a day",
         ),
     ],
-    ids=["retry-base", "retry-max", "timeout", "deadline", "rate-window"],
+    ids=["retry-base", "retry-max", "timeout", "deadline", "search-lag", "rate-window"],
 )
 def test_a_duration_of_absurd_magnitude_is_refused_at_load_saying_its_bound(
     tmp_path: Path,
@@ -304,7 +305,8 @@ def test_a_duration_of_absurd_magnitude_is_refused_at_load_saying_its_bound(
 ) -> None:
     """inf was refused and 1e300 loaded: a timeout of 1e300 seconds is no timeout either, a
     retry wait of 1e308 never retries, a rate window of 1e300 seconds lets its first few
-    calls through and then none. Each is refused past a bound said in words, exit 2."""
+    calls through and then none, a HubSpot search lag of 10**9 seconds kept the cursor
+    decades back. Each is refused past a bound said in words, exit 2."""
     if table == "sync":
         path = write_config(tmp_path)
         text = path.read_text().replace("retry_base_seconds = 0\n", "")
@@ -320,7 +322,7 @@ def test_a_duration_of_absurd_magnitude_is_refused_at_load_saying_its_bound(
 
 
 def test_a_duration_at_its_bound_still_loads(tmp_path: Path, env: dict[str, str]) -> None:
-    line = "timeout_seconds = 3600\ndeadline_seconds = 14400\n"
+    line = "timeout_seconds = 3600\ndeadline_seconds = 14400\nsearch_lag_seconds = 86400\n"
     line += "rate_limit = { requests = 1, per_seconds = 86400 }"
     path = write_config(tmp_path, crm_extra=line)
     text = path.read_text().replace("retry_base_seconds = 0\n", "retry_base_seconds = 3600\n")
@@ -328,6 +330,7 @@ def test_a_duration_at_its_bound_still_loads(tmp_path: Path, env: dict[str, str]
     config = load_config(path)
     assert config.sync.retry_max_seconds == 86400
     assert config.systems["crm"].deadline_seconds == 14400
+    assert config.systems["crm"].search_lag_seconds == 86400
 
 
 def test_a_mapping_for_another_kind_of_system_is_refused_naming_both_kinds(
