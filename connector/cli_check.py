@@ -1,23 +1,28 @@
-"""`check`: the config, mappings, TLS settings and master key validated, compliance gaps
-listed, and with `--online` each system asked whether it answers."""
+"""`check`: the config, mappings, TLS settings (a ``ca_bundle`` in date too) and master key
+validated, compliance gaps listed, and with `--online` each system asked whether it answers."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
+from cryptography.utils import CryptographyDeprecationWarning
 from rich.console import Console
 from rich.markup import escape
 
 from connector import compliance
 from connector.cliargs import EXIT_FAILED, EXIT_OK, tell
 from connector.config import Config, load_config, secret_files, secret_references
-from connector.errors import KlantsyncError, StorePathError
+from connector.errors import ConfigError, KlantsyncError, StorePathError
 from connector.flowgraph import meeting_warnings
 from connector.http import redact_url
 from connector.listen import listener_is_loopback
@@ -62,6 +67,7 @@ def _check_master_key(config: Config) -> dict[str, Any]:
 
 async def check(config_path: Path, args: argparse.Namespace, console: Console) -> int:
     config = load_config(config_path)
+    bundle_warnings = _ca_bundles_in_date(config)
     summary: dict[str, Any] = {
         "config": str(config_path),
         "store": str(config.store_path),
@@ -86,6 +92,7 @@ async def check(config_path: Path, args: argparse.Namespace, console: Console) -
             else ["no flow is configured ([[flows]]): sync and the daemon will move nobody"]
         ),
     }
+    summary["warnings"] += bundle_warnings
     summary["warnings"] += _consent_nobody_gives(config)
     summary["warnings"] += meeting_warnings(config.flows)
     summary["warnings"] += _secret_files_others_read(config_path)
@@ -204,6 +211,102 @@ def _print_check(
         console.print(f"[red]compliance gaps[/] ({len(gaps)}):")
     for gap in gaps:
         line(f"  gap: {gap}")
+
+
+#: How soon before a ``ca_bundle``'s certificate expires ``check`` says so.
+CA_EXPIRY_WARNING = dt.timedelta(days=30)
+
+
+def _ca_bundles_in_date(config: Config, now: dt.datetime | None = None) -> list[str]:
+    """A warning per system whose ``ca_bundle`` holds a certificate that expires within
+    :data:`CA_EXPIRY_WARNING`; a ConfigError (exit 2) where no certificate in it is valid
+    now: TLS verification then refuses every call to that system, and the first sync would
+    be the first to say so.
+
+    Only dates are told, never a certificate's subject. A certificate OpenSSL loaded (the
+    config load checked the bundle) that ``cryptography`` cannot read is passed over: its
+    dates are unknown here.
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    problems: list[ConfigError] = []
+    warned: list[str] = []
+    for name, system in config.systems.items():
+        if system.ca_bundle is None:
+            continue
+        certificates = _certificates(system.ca_bundle)
+        if not certificates:
+            continue
+        key, where = f"systems.{name}.ca_bundle", f"CA bundle {system.ca_bundle}"
+        expired = [c.not_valid_after_utc for c in certificates if c.not_valid_after_utc < now]
+        early = [c.not_valid_before_utc for c in certificates if c.not_valid_before_utc > now]
+        ends = [
+            c.not_valid_after_utc
+            for c in certificates
+            if c.not_valid_before_utc <= now <= c.not_valid_after_utc
+        ]
+        if not ends:
+            if not early:
+                said = f"every certificate in it has expired, the last on {_day(max(expired))}"
+            elif not expired:
+                said = f"no certificate in it is valid before {_day(min(early))}"
+            else:
+                said = (
+                    f"no certificate in it is valid now: the last expired on "
+                    f"{_day(max(expired))}, the next is valid from {_day(min(early))}"
+                )
+            problem = (
+                f"{where}: {said} (UTC), so every call to {name} fails its certificate "
+                "check; put the CA's current certificate in the bundle"
+            )
+            problems.append(ConfigError(str(config.path), key, problem))
+            continue
+        soon = sorted(end for end in ends if end - now < CA_EXPIRY_WARNING)
+        if not soon:
+            continue
+        if len(certificates) == 1:
+            which = "its certificate expires"
+        elif len(soon) == 1:
+            which = f"1 of its {len(certificates)} certificates expires"
+        else:
+            which = f"{len(soon)} of its {len(certificates)} certificates expire"
+        warned.append(
+            f"{key}: {where}: {which} within {CA_EXPIRY_WARNING.days} days, on "
+            f"{_day(soon[0])} (UTC): calls to a server whose certificate chains to it fail "
+            "from then; put the CA's renewed certificate in the bundle"
+        )
+    if problems:
+        problems[0].also = tuple(problems[1:])
+        raise problems[0]
+    return warned
+
+
+_PEM_CERTIFICATE = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL
+)
+
+
+def _certificates(bundle: Path) -> list[x509.Certificate]:
+    """The certificates of a PEM bundle that ``cryptography`` reads, each on its own: read
+    whole (``load_pem_x509_certificates``), one it refuses hid the dates of all the others.
+    Public root bundles hold some it warns of (a serial number that is not positive), which
+    say nothing of their dates."""
+    try:
+        data = bundle.read_bytes()
+    except OSError:
+        return []  # the config load said what is wrong with it
+    found = []
+    for block in _PEM_CERTIFICATE.findall(data):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+            try:
+                found.append(x509.load_pem_x509_certificate(block))
+            except ValueError:
+                continue
+    return found
+
+
+def _day(moment: dt.datetime) -> str:
+    return moment.date().isoformat()
 
 
 def _secret_files_others_read(config_path: Path) -> list[str]:

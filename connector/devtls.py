@@ -71,7 +71,10 @@ class DevCA:
             .public_key(self._key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=30))
+            # Past the 30 days within which `check` warns of a ca_bundle expiring: the
+            # sandbox makes its CA afresh at each start (the key is never written), and the
+            # example config trusting it drew that warning on every check.
+            .not_valid_after(now + dt.timedelta(days=90))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.SubjectKeyIdentifier.from_public_key(self._key.public_key()), critical=False

@@ -649,6 +649,145 @@ def test_ca_bundle_that_is_not_pem_exits_2_at_check(
     assert str(path) in err and "PEM" in err and "Traceback" not in err
 
 
+def _ca_pem(common_name: str, *, days_from: float, days_to: float) -> bytes:
+    """A self-signed CA certificate valid from ``days_from`` to ``days_to`` days from now."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + dt.timedelta(days=days_from))
+        .not_valid_after(now + dt.timedelta(days=days_to))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _day_from_now(days: float) -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.UTC) + dt.timedelta(days=days)).date().isoformat()
+
+
+@pytest.mark.parametrize(
+    ("spans", "words", "day"),
+    [
+        ([(-400, -30), (-200, -10)], "every certificate in it has expired, the last on", -10),
+        ([(5, 400)], "no certificate in it is valid before", 5),
+        ([(-400, -30), (5, 400)], "the next is valid from", 5),
+    ],
+    ids=["all-expired", "not-yet-valid", "expired-and-not-yet-valid"],
+)
+def test_a_ca_bundle_holding_no_certificate_valid_now_fails_check_naming_key_and_date(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    spans: list[tuple[float, float]],
+    words: str,
+    day: float,
+) -> None:
+    """A private CA's certificate that has expired loaded as any other: `check` passed and
+    every call to the system then failed its TLS check. Offline, `check` exits 2 naming the
+    file, systems.<name>.ca_bundle and the date, not the certificate's subject."""
+    bundle = b"".join(
+        _ca_pem(f"Jan Jansen CA {i}", days_from=a, days_to=b) for i, (a, b) in enumerate(spans)
+    )
+    (tmp_path / "ca.pem").write_bytes(bundle)
+    path = write_config(tmp_path, crm_extra='ca_bundle = "ca.pem"')
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["error"], answer["file"], answer["key"]) == (
+        "config",
+        str(path),
+        "systems.crm.ca_bundle",
+    )
+    assert f"{words} {_day_from_now(day)}" in answer["message"], answer["message"]
+    assert "Jan Jansen" not in answer["message"]
+    assert main(["-c", str(path), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "systems.crm.ca_bundle" in err and str(path) in err and "Traceback" not in err
+
+
+def test_a_ca_bundle_with_a_certificate_expiring_within_30_days_is_a_warning(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A certificate that expires within 30 days is said, with its date, while there is time
+    to renew it; an expired one beside a valid one, and one that lasts, say nothing."""
+    soon = _ca_pem("Jan Jansen CA", days_from=-300, days_to=10)
+    lasting = _ca_pem("Lasting CA", days_from=-1, days_to=400)
+    expired = _ca_pem("Old CA", days_from=-400, days_to=-1)
+    (tmp_path / "ca.pem").write_bytes(soon + lasting)
+    path = write_config(tmp_path, crm_extra='ca_bundle = "ca.pem"')
+    assert main(["-c", str(path), "check", "--json"]) != 2  # 1: the gaps of the test config
+    (warning,) = json.loads(capsys.readouterr().out)["warnings"]
+    assert warning.startswith("systems.crm.ca_bundle: ")
+    assert "1 of its 2 certificates expires within 30 days" in warning
+    assert _day_from_now(10) in warning and "Jan Jansen" not in warning
+    (tmp_path / "ca.pem").write_bytes(expired + lasting)
+    assert main(["-c", str(path), "check", "--json"]) != 2
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+    # Nor does the sandbox's CA, made afresh at each start, which the example config trusts.
+    from connector.devtls import DevCA
+
+    path.write_text(path.read_text().replace('"ca.pem"', f'"{DevCA(tmp_path / "dev").ca_path}"'))
+    assert main(["-c", str(path), "check", "--json"]) != 2
+    assert json.loads(capsys.readouterr().out)["warnings"] == []
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"\n\n",
+        b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+    ],
+    ids=["empty", "blank", "a-key-alone"],
+)
+def test_an_empty_ca_bundle_or_one_without_a_certificate_exits_2_at_check(
+    tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    (tmp_path / "ca.pem").write_bytes(content)
+    path = write_config(tmp_path, crm_extra='ca_bundle = "ca.pem"')
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["file"], answer["key"]) == (str(path), "systems.crm.ca_bundle")
+    assert "holds no usable PEM certificate" in answer["message"]
+
+
+def test_a_ca_bundle_that_cannot_be_read_exits_2_at_check(
+    tmp_path: Path,
+    env: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bundle the user may not read (made so here: the tests may run as root, whom no file
+    mode stops) is said so, naming the key."""
+    import ssl
+
+    def refused(self: ssl.SSLContext, cafile: str | None = None, **_: object) -> None:
+        raise PermissionError(13, "Permission denied", cafile)
+
+    (tmp_path / "ca.pem").write_bytes(_ca_pem("A CA", days_from=-1, days_to=400))
+    path = write_config(tmp_path, crm_extra='ca_bundle = "ca.pem"')
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", refused)
+    assert main(["-c", str(path), "check", "--json"]) == 2
+    answer = json.loads(capsys.readouterr().out)
+    assert (answer["file"], answer["key"]) == (str(path), "systems.crm.ca_bundle")
+    assert "cannot be read (Permission denied)" in answer["message"]
+
+
 def test_ca_bundle_spoilt_after_load_is_the_same_config_error(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
