@@ -29,6 +29,7 @@ from connector.compliance import (
 from connector.config import Config, adapter_capabilities, adapter_copy_categories
 from connector.listen import listener_is_loopback
 from connector.model import CANONICAL_FIELDS, CATEGORIES
+from connector.settings import USER_ASSIGNED_COUNTRIES
 
 __all__ = [
     "KEPT_UNTIL",
@@ -254,6 +255,8 @@ def country_name(code: str, lang: str) -> str:
     code = code.strip().upper()
     if code in EEA_COUNTRIES:
         return _pick(EEA_COUNTRIES[code], lang)
+    if code in USER_ASSIGNED_COUNTRIES:
+        return _pick(USER_ASSIGNED_COUNTRIES[code], lang)
     import pycountry
 
     found = pycountry.countries.get(alpha_2=code)

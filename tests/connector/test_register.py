@@ -294,6 +294,21 @@ def test_transfer_outside_the_eea_is_listed_with_its_safeguard(
     assert transfer["onward"] is False
 
 
+def test_a_processor_in_kosovo_is_registered_as_a_transfer_named_kosovo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XK is user-assigned in ISO 3166-1 (pycountry lacks it): refused, a processor there
+    could not be registered at all; named by its code, the register said "XK"."""
+    path = example_config(tmp_path, monkeypatch)
+    xk = 'country = "xk"\ntransfer_mechanism = "SCCs"'
+    path.write_text(path.read_text().replace('country = "IE"', xk))
+    for lang in ("nl", "en"):
+        reg = build_register(load_config(path), lang)
+        transfer = {t["system"]: t for t in reg["transfers"] if not t["onward"]}["crm"]
+        assert (transfer["country"], transfer["country_name"]) == ("XK", "Kosovo")
+        assert transfer["mechanism"].startswith("SCCs")
+
+
 def test_security_measures_follow_the_running_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
