@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import io
 import json
@@ -922,43 +923,61 @@ def test_every_command_the_readme_lists_is_one_the_cli_knows() -> None:
             assert words[4] in actions.choices, line
 
 
-def test_every_option_the_readme_lists_is_one_the_command_takes() -> None:
-    """Each --option on a line of the README's command list is accepted by the parser of
-    the command (or sub-action) it is written after: what users copy works."""
-    import argparse
-    import re
+#: The design's command list, the public contract: never renamed or dropped (README extends it).
+DESIGN_COMMANDS = """
+klantsync demo                         sandboxes + sync + erasure + access + register, end to end
+klantsync keygen                       print a new master key (urlsafe base64 of 32 random bytes)
+klantsync -c CONFIG check [--online]   validate config, mappings, TLS, processor agreements
+klantsync -c CONFIG sync [--flow F] [--full] [--dry-run]
+klantsync -c CONFIG resync --system S [--email E]    manual resync, queued if the daemon runs
+klantsync -c CONFIG run                the daemon: scheduler + webhooks + admin API + metrics
+klantsync -c CONFIG dsr erase  --email E
+klantsync -c CONFIG dsr access --email E --out DIR
+klantsync -c CONFIG dsr list | show ID | retry ID
+klantsync -c CONFIG register [--lang nl|en] [--format md|html|json] [--out FILE]
+klantsync -c CONFIG audit verify | export
+klantsync -c CONFIG status [--json]
+klantsync -c CONFIG sandbox            run the sandboxes alone, to try things by hand
+"""
 
-    from connector.cli import _parser
 
+def _readme_commands() -> str:
+    """The code block under the README's "## Commands"."""
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("## Commands", 1)[1].split("```", 2)[1]
-    top = _parser()
-    (commands,) = [a for a in top._actions if a.dest == "command"]
+    return readme.split("## Commands", 1)[1].split("```", 2)[1]
 
-    def sub_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-        found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-        return dict(found[0].choices) if found else {}
 
-    def options(parser: argparse.ArgumentParser) -> set[str]:
-        return {flag for action in parser._actions for flag in action.option_strings}
+def _sub_actions(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(found[0].choices) if found else {}
 
-    checked = 0
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+def _usage_parts(
+    block: str, top: argparse.ArgumentParser
+) -> Iterator[tuple[str, argparse.ArgumentParser, str]]:
+    """Each part of each line of a command list, with the parser of ``top`` it is written
+    for: a command's, or the action's after a bar (``dsr list [--open] | show ID``), and the
+    line."""
+    commands = _sub_actions(top)
     for line in filter(None, (raw.strip() for raw in block.splitlines())):
         usage = re.split(r"\s{3,}", line)[0]  # what follows three spaces describes it
         words = usage.split()[1:]
         if words[:2] == ["-c", "CONFIG"]:
             words = words[2:]
         if words[0].startswith("--"):  # an option of klantsync itself (--version)
-            assert words[0] in options(top), line
-            checked += 1
+            yield words[0], top, line
             continue
-        command = commands.choices[words[0]]
-        # "dsr list [--open] | show ID | retry ID|--all": each part after a bar is an action.
-        # (`audit verify | export` is one parser with a positional choice instead.)
+        assert words[0] in commands, line
+        command = commands[words[0]]
+        # `audit verify | export` is one parser with a positional choice instead of actions.
         positional = [a for a in command._actions if a.choices and not a.option_strings]
         for index, part in enumerate(" ".join(words[1:]).split(" | ")):
             parser = command
-            if actions := sub_actions(command):
+            if actions := _sub_actions(command):
                 name = part.split()[0]
                 assert name in actions, line
                 parser = actions[name]
@@ -966,10 +985,41 @@ def test_every_option_the_readme_lists_is_one_the_command_takes() -> None:
                 assert part.split()[0] in positional[0].choices, line  # type: ignore[operator]
             elif index:
                 raise AssertionError(f"{line}: {words[0]} has no actions")
-            for option in re.findall(r"--[a-z][a-z-]*", part):
-                assert option in options(parser), f"{line}: {option}"
-                checked += 1
-    assert checked >= 30  # the list does name the options
+            yield part, parser, line
+
+
+@pytest.mark.parametrize(
+    ("block", "least"), [(_readme_commands(), 30), (DESIGN_COMMANDS, 9)], ids=["README", "DESIGN"]
+)
+def test_every_option_the_readme_lists_is_one_the_command_takes(block: str, least: int) -> None:
+    """Each --option on a line of the README's command list (and of the design's, the
+    public contract) is accepted by the parser of the command (or sub-action) it is written
+    after: what users copy works."""
+    checked = 0
+    for part, parser, line in _usage_parts(block, _parser()):
+        for option in re.findall(r"--[a-z][a-z-]*", part):
+            assert option in _options(parser), f"{line}: {option}"
+            checked += 1
+    assert checked >= least  # the list does name the options
+
+
+def test_the_readme_lists_every_action_and_option_of_every_command() -> None:
+    """The README's command list is where an operator learns what a command takes: each
+    action and option the CLI has is on it (``--json`` and ``-c``, which every command
+    takes, are said once below it). `restore --over-a-new-store` was in the CLI alone."""
+    top = _parser()
+    listed: dict[argparse.ArgumentParser, set[str]] = {}
+    for part, parser, _line in _usage_parts(_readme_commands(), top):
+        listed.setdefault(parser, set()).update(re.findall(r"--[a-z][a-z-]*", part))
+    everywhere = {"-h", "--help", "-c", "--config", "--json"}
+    missing = []
+    for name, command in _sub_actions(top).items():
+        for label, parser in [(name, command), *_sub_actions(command).items()]:
+            if parser is not command and not _sub_actions(parser) and parser not in listed:
+                missing.append(f"{name} {label}")
+            shown = listed.get(parser, set()) | listed.get(command, set())
+            missing += [f"{parser.prog} {o}" for o in sorted(_options(parser) - everywhere - shown)]
+    assert not missing, missing
 
 
 def test_every_command_and_action_takes_json_and_says_what_it_does() -> None:
