@@ -367,6 +367,52 @@ def test_config_example_loads_as_shipped(tmp_path: Path, monkeypatch: pytest.Mon
     }
 
 
+def _example_with_every_option_set(directory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """config.example.toml with every option it shows commented out set as shown (tables and
+    ``key = value`` lines, a value's continuation lines included), its placeholders filled
+    in, the daemon's TLS pair made and every secret it names set."""
+    from connector.devtls import DevCA
+
+    path = example_config(directory, monkeypatch)
+    lines: list[str] = []
+    unclosed = 0  # brackets a value set from a comment leaves open: it goes on below
+    for line in path.read_text().splitlines():
+        shown = re.match(r"^# ?(\[[\w.]+\]|[a-z_]+ = .*)$", line)
+        if unclosed and line.startswith("#"):
+            line = line[1:]
+        elif shown:
+            line, unclosed = shown[1], 0
+        else:
+            unclosed = 0
+        value = line.split("#", 1)[0]
+        unclosed += value.count("[") - value.count("]") if "=" in line or unclosed else 0
+        lines.append(line)
+    pair = DevCA(directory / "tls").issue("klantsync", hosts=("klantsync.example.nl",))
+    text = "\n".join(lines).replace("<store>", "voorbeeld")
+    text = text.replace('"/etc/klantsync/tls/cert.pem"', f'"{pair.cert_path}"')
+    path.write_text(text.replace('"/etc/klantsync/tls/key.pem"', f'"{pair.key_path}"') + "\n")
+    for name in set(re.findall(r'"env:([A-Z0-9_]+)"', text)):
+        monkeypatch.setenv(name, f"secret-{name.lower()}")
+    monkeypatch.setenv("KLANTSYNC_DEALS_HOOK_AUTH", "user:password")  # as its comment says
+    return path
+
+
+def test_every_option_config_example_shows_commented_out_loads_as_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.example.toml documents the options it does not set as commented-out lines
+    (the daemon's tokens and TLS, webhook secrets, a Shopify shop): each of them, set as
+    shown, is a key the config takes, with a value it accepts."""
+    config = load_config(_example_with_every_option_set(tmp_path, monkeypatch))
+    assert config.daemon.admin_token is not None and config.daemon.metrics_token is not None
+    assert config.daemon.tls_cert is not None and config.daemon.public_url
+    assert config.systems["webshop"].adapter == "shopify"
+    assert all(system.webhooks is not None for system in config.systems.values())
+    shop = config.systems["shop"]
+    assert shop.webhooks is not None and shop.webhooks.previous_secret is not None
+    assert shop.rate_limit is not None and shop.max_concurrency == 4
+
+
 @pytest.mark.parametrize("written", ["EU", "Estonia", "EST", "UK"])
 def test_a_country_that_is_no_iso_code_is_refused_not_registered_as_a_transfer(
     tmp_path: Path,

@@ -1936,6 +1936,74 @@ async def test_openapi_schema_is_served(daemon: Daemon) -> None:
     )
 
 
+#: The design's HTTP surface, the public contract: stable paths (README extends it).
+DESIGN_HTTP = """
+- `POST /webhooks/<system name>`: inbound deliveries for that configured system (e.g.
+  `/webhooks/shop`); signature checked with that system's vendor scheme.
+- `GET /healthz`, `GET /readyz`, `GET /metrics` on `listen`.
+- On `admin_listen`, with `Authorization: Bearer <token>`: `POST /admin/resync`
+  (`{"system": "...", "email": "...", "full": false}`), `GET /admin/status`,
+  `POST /admin/dsr` (`{"kind": "erase"|"access", "email": "..."}`), `GET /admin/dsr[/ID]`,
+  and the OpenAPI schema at `/admin/openapi.json`.
+"""
+
+
+def _http_paths_named(text: str) -> set[tuple[str, str]]:
+    """Each (method, path) of the daemon's that ``text`` names (not the vendors' API paths
+    it also names), ``ID`` and ``<system>`` as a request's, an optional part (``[/ID]``)
+    both ways, a query left out."""
+    found = set()
+    for method, path in re.findall(r"\b(GET|POST|PUT|PATCH|DELETE) (/[^\s`,)]*)", text):
+        if not path.startswith(("/webhooks/", "/healthz", "/readyz", "/metrics", "/admin/")):
+            continue
+        path = re.sub(r"\[\?.*$", "", path).replace("<system name>", "shop")
+        for written in (re.sub(r"\[(.*?)\]", r"\1", path), re.sub(r"\[.*?\]", "", path)):
+            found.add((method, written.replace("<system>", "shop").replace("ID", "er-1")))
+    if "/admin/openapi.json" in text:
+        found.add(("GET", "/admin/openapi.json"))
+    return found
+
+
+def _readme_text() -> str:
+    return " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+
+
+@pytest.mark.parametrize("doc", ["README", "DESIGN"])
+async def test_every_http_path_the_docs_name_is_served_with_the_method_they_name(
+    daemon: Daemon, doc: str
+) -> None:
+    """Each path of the daemon's the README (and the design's contract) names, with its
+    method, is a route of the listener it is named on, the admin API's on `admin_listen`;
+    and a body shown for an admin call holds only fields that call takes."""
+    from starlette.routing import Match
+
+    text = _readme_text() if doc == "README" else " ".join(DESIGN_HTTP.split())
+    public, admin = build_public_app(daemon), build_admin_app(daemon)
+    named = _http_paths_named(text)
+    assert {("GET", "/healthz"), ("GET", "/metrics"), ("POST", "/admin/dsr")} <= named, named
+
+    def routed(method: str, path: str) -> bool:
+        scope = {"type": "http", "method": method, "path": path, "root_path": ""}
+        app = admin if path.startswith("/admin/") else public
+        return any(route.matches(scope)[0] is Match.FULL for route in app.routes)
+
+    assert [named_path for named_path in sorted(named) if not routed(*named_path)] == []
+    schema = admin.openapi()
+    bodies = re.findall(r"`POST (/admin/[\w/]+)` \(`(\{.*?\})`\)", text)
+    assert bodies
+    for path, body in bodies:
+        post = schema["paths"][path.replace("/ID/", "/{request_id}/")]["post"]
+        model = post["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        takes = set(schema["components"]["schemas"][model.rsplit("/", 1)[1]]["properties"])
+        shown = set(re.findall(r'(?:\{|,\s*)"(\w+)"', body))
+        assert shown and shown <= takes, (path, shown, takes)
+    async with _client(public) as client:
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert (await client.get(path)).status_code in (200, 503), path
+    async with _client(admin) as client:
+        assert (await client.get("/admin/openapi.json")).status_code == 200
+
+
 async def test_readyz_turns_unready_when_a_flow_is_stale(
     daemon: Daemon, shop: WooCommerceSandbox
 ) -> None:
