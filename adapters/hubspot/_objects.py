@@ -58,6 +58,7 @@ OBJECT_PROPERTIES: Final[Mapping[str, frozenset[str]]] = {
             "hs_email_status",
             "hs_email_subject",
             "hs_email_text",
+            "hs_email_html",
             "hubspot_owner_id",
             # Who sent and received it (see adapters/hubspot/_recipients.py); a seeded
             # record holds what a test gives it, the fake fills in none from the headers.

@@ -6,7 +6,10 @@ a colleague in cc, and whoever was in bcc, whom the person never saw. Handed ove
 would disclose those people's addresses and names, and that there was a bcc at all. Of them
 the copy keeps the person's own entries (under any address their contact holds, or the one
 asked for) and leaves out the others, as the Pipedrive reader leaves out an activity's other
-attendees; the subject, the text and every other property are kept as HubSpot serves them.
+attendees. The subject and the text (plain and HTML) are kept, but for the addresses of
+others they quote (a reply quotes "Cees <cees@elders.example> wrote:", a forward a whole
+header block): each is replaced by :data:`LEFT_OUT`. Names in the text cannot be told from
+other words and stay. Every other property is kept as HubSpot serves it.
 
 What is assumed of HubSpot's e-mail objects (CRM v3 ``emails``), none of it checked against
 a live portal nor found in the vendor reference, so UNVERIFIED:
@@ -33,10 +36,20 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-__all__ = ["HEADERS", "email_without_others"]
+__all__ = ["HEADERS", "LEFT_OUT", "email_without_others"]
 
 #: The property holding the e-mail's headers as JSON.
 HEADERS: Final = "hs_email_headers"
+
+#: The properties holding what was written: another's address in them is left out.
+_WRITTEN: Final = ("hs_email_subject", "hs_email_text", "hs_email_html")
+
+#: What stands in the text where another person's address stood.
+LEFT_OUT: Final = "[address left out]"
+
+#: An address as text holds one (in a ``mailto:`` link, between ``&lt;`` and ``&gt;`` in
+#: HTML): no ``;``, ``<`` or ``>`` in it, so an HTML entity next to it is not taken along.
+_ADDRESS: Final = re.compile(r"[\w.!#$%'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 #: The header keys that name people: one entry each (``from``, ``sender``) or a list.
 _SINGLE_ROLES: Final = frozenset({"from", "sender"})
@@ -60,7 +73,14 @@ def email_without_others(record: Mapping[str, Any], own: Collection[str]) -> dic
         kept[HEADERS] = _headers(kept[HEADERS], own)
     for role in {m.group(1) for name in kept if (m := _ROLE_PROPERTY.fullmatch(name))}:
         kept |= _role(kept, role, own)
+    for name in _WRITTEN:
+        if isinstance(kept.get(name), str):
+            kept[name] = _ADDRESS.sub(lambda m: _own_or_left_out(m.group(), own), kept[name])
     return {**record, "properties": kept}
+
+
+def _own_or_left_out(address: str, own: Collection[str]) -> str:
+    return address if address.lower() in own else LEFT_OUT
 
 
 def _headers(value: Any, own: Collection[str]) -> str | None:

@@ -100,6 +100,7 @@ MAIN_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
         "hs_email_status",
         "hs_email_subject",
         "hs_email_text",
+        "hs_email_html",
         "hs_email_headers",
         "hubspot_owner_id",
     ),

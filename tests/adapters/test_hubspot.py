@@ -23,6 +23,7 @@ from adapters.hubspot import (
     sign_v3,
     wait_hint,
 )
+from adapters.hubspot._recipients import LEFT_OUT
 from adapters.hubspot.adapter import ERASURE_NOTE
 from adapters.hubspot.sandbox import MIGRATION_RETRY_AFTER
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
@@ -2115,6 +2116,43 @@ async def test_an_access_copy_leaves_out_an_e_mail_s_other_senders_and_recipient
     for role in ("from", "cc", "bcc"):
         for part in ("email", "firstname", "lastname"):
             assert held[f"hs_email_{role}_{part}"] is None
+
+
+async def test_an_access_copy_leaves_out_the_addresses_an_e_mail_s_text_quotes(
+    hub: Harness,
+) -> None:
+    """Art. 15(4): a reply quotes who wrote before ("Cees <cees@...> schreef:"), a forward a
+    whole header block: those addresses are other people's, in the subject, the text and
+    the HTML alike. The person's own address (in any case) and the words around stay."""
+    contact_id = hub.sandbox.add_person("mila@example.com", "Mila", "Mail")
+    hub.sandbox.add_associated(
+        contact_id,
+        "emails",
+        hs_email_subject="Fwd: vraag van bea@blind.example",
+        hs_email_text=(
+            "Graag gedaan, Mila.\n\nOp 3 maart schreef Cees <cees@elders.example>:\n"
+            "> Zie ook Mila@Example.com en verkoop+nl@winkel.example."
+        ),
+        hs_email_html=(
+            '<p>Van: <a href="mailto:cees@elders.example">Cees</a> '
+            "&lt;cees@elders.example&gt;<br>Aan: mila@example.com</p>"
+        ),
+    )
+    (contact,) = await hub.adapter.find(Subject(email="mila@example.com"))
+    (email,) = contact["associations"]["emails"]
+    held = email["properties"]
+    copy = json.dumps(contact)
+    for other in ("bea@", "cees@", "verkoop+nl@", "elders.example", "winkel.example"):
+        assert other not in copy
+    assert held["hs_email_subject"] == f"Fwd: vraag van {LEFT_OUT}"
+    assert held["hs_email_text"] == (
+        f"Graag gedaan, Mila.\n\nOp 3 maart schreef Cees <{LEFT_OUT}>:\n"
+        f"> Zie ook Mila@Example.com en {LEFT_OUT}."
+    )
+    assert held["hs_email_html"] == (
+        f'<p>Van: <a href="mailto:{LEFT_OUT}">Cees</a> '
+        f"&lt;{LEFT_OUT}&gt;<br>Aan: mila@example.com</p>"
+    )
 
 
 async def test_an_access_copy_holds_the_address_s_subscription_statuses(hub: Harness) -> None:
