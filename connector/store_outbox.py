@@ -7,6 +7,7 @@ there, whichever flow queued it (a flow whose write was taken reads in full next
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
 
 from connector.store_base import chunks, utcnow
@@ -75,10 +76,13 @@ class OutboxStore(SubjectStore, RunStore):
             self._outbox_high = first + len(payloads) - 1
             # A row of another flow that this page's write takes the place of: that flow's
             # change goes nowhere now, and its cursor passed it. It reads its source in full
-            # next (REREAD), and queues again what the system lacks.
+            # next (REREAD), and queues again what the system lacks. The mark is new for
+            # good, not this page's first id: an emptied outbox hands its ids out again once
+            # the store is opened anew, and a read under a mark set before cleared one set
+            # while it ran.
             taken = self._taken_from(flow, [(p.system, numbers[p.subject_id]) for p in payloads])
             if taken:
-                self.mark_reread(taken, f"{REREAD}{first}")
+                self.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}")
             db.executemany(
                 "INSERT INTO outbox(id, system, subject_no, flow, payload, payload_hash, "
                 "enqueued_at, sent) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) "

@@ -20,9 +20,10 @@ __all__ = ["REREAD", "RunStore", "latest_runs", "latest_success", "table_counts"
 #: that flow's change never reached the system, and its cursor had passed it (an incremental
 #: source, Shopify, never offered it again). No shape is the mark, so the cursor is not used
 #: and the next run reads the source in full; change detection then queues again what the
-#: system lacks. The mark is ``reread:<id>``, the outbox id of the write that took the row
-#: (ids are never handed out twice): a run clears only the mark it started under, never one
-#: set while it read (:meth:`RunStore.reread_done`).
+#: system lacks. The mark is ``reread:<token>``, a random token of each write that took a
+#: row (not its outbox id: an emptied outbox hands out its ids again once the store is
+#: opened anew): a run clears only the mark it started under, never one set while it read
+#: (:meth:`RunStore.reread_done`).
 REREAD = "reread:"
 
 

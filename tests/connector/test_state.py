@@ -1190,6 +1190,32 @@ def test_a_flow_whose_queued_write_another_flow_took_reads_in_full_until_a_full_
     assert store.reread_mark("web", "shopify") == again
 
 
+def test_a_mark_set_while_a_full_read_runs_stays_though_the_store_was_opened_anew(
+    tmp_path: Path,
+) -> None:
+    """Outbox ids start again above the rows in the table when the store is opened, so an
+    emptied outbox hands out the ids of before. `web`'s mark was set by another process (a
+    sync before the daemon started); while the daemon's full read under it runs, `shop`'s
+    write takes a row `web` just queued. That mark is a new one: the read ending clears the
+    mark it started under, not this one, which its next run reads in full for."""
+    first = Store(tmp_path / "a.db")
+    first.enqueue_page("web", "shopify", _payloads(["anna"]), [], "c1", shape="w")
+    first.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s")
+    started_under = first.reread_mark("web", "shopify")
+    assert started_under is not None
+    rows = first.outbox_batch("crm", 0, 10)
+    first.acknowledge("crm", [Ack(r.id, r.subject_id, None, r.payload_hash) for r in rows])
+    first.close()
+
+    store = Store(tmp_path / "a.db")  # the daemon starts, the outbox empty
+    assert store.reread_mark("web", "shopify") == started_under
+    store.enqueue_page("web", "shopify", _payloads(["bert"]), [], "c2", shape="w")
+    store.enqueue_page("shop", "shop", _payloads(["bert"]), [], None, shape="s")
+    store.reread_done("web", "shopify", started_under, "w")
+    assert store.reread_mark("web", "shopify") is not None
+    assert store.get_cursor("web", "shopify", "w") is None
+
+
 class _CommitFails:
     """The store's connection, but COMMIT fails as on an I/O error (the transaction stays
     open, as SQLite leaves it)."""
