@@ -75,6 +75,10 @@ def status(config: Config, args: argparse.Namespace, console: Console) -> int:
             f"  flow {escape(name)}: {escape(str(info.get('last_status')))} "
             f"(last success {info.get('last_success') or 'never'}){stopped}{escape(why)}"
         )
+        if info.get("reads_in_full_next"):
+            console.print(
+                f"    reads its source in full at its next run: {info['reads_in_full_next']}"
+            )
     counts = data["counts"]
     per_system = escape(", ".join(f"{name} {n}" for name, n in data["queued"].items()))
     # What waits to be sent, as the breakdown and the outbox gauge count it: the outbox
@@ -156,9 +160,14 @@ def _status_data(
     of it, migrated (the schema and the locks are then the store's own, read beside it).
     ``dead_letters``: list only that many, the latest (every one without)."""
     from connector.backup import last_backup
+    from connector.engine import flow_shape, reads_in_full
     from connector.keyset import key_facts
 
     runs, flows = _runs_now(store, store_path), [f.name for f in config.flows]
+    # Why a flow that has run reads its source in full next (null: it resumes from its
+    # cursor). A full read of a large shop is slow, and after another flow's write took
+    # one of its own it comes with no change the operator made.
+    full_next = {f.name: reads_in_full(store, f, flow_shape(config, f)) for f in config.flows}
     return {
         "store": str(store_path),
         "schema_version": (
@@ -176,6 +185,7 @@ def _status_data(
                     # Why the latest run failed, as its summary says (the errors name
                     # systems, calls and the vendor's category, never a person).
                     "last_errors": _run_errors(runs[name][3]),
+                    "reads_in_full_next": full_next[name],
                 }
                 if name in runs
                 else {"last_status": "never run"}

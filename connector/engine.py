@@ -64,6 +64,8 @@ __all__ = [
     "Engine",
     "FlowReport",
     "Progress",
+    "flow_shape",
+    "reads_in_full",
     "source_people",
 ]
 
@@ -71,6 +73,29 @@ log = logging.getLogger("klantsync.engine")
 
 #: The summary of a run that raised: what its report would have held is lost with it.
 STOPPED = "the run stopped on an error; see the log"
+
+
+def flow_shape(config: Config, flow: FlowSettings) -> str:
+    """What the flow's cursor is set under (:meth:`Engine.shape`), from the mapping files
+    as they are now."""
+    systems = [flow.source, *sorted(flow.destinations)]
+    parts = [f"{flow.source}>{','.join(sorted(flow.destinations))}"]
+    parts += [f"{name}:{audit.file_sha256(config.systems[name].mapping)}" for name in systems]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def reads_in_full(store: Store, flow: FlowSettings, shape: str) -> str | None:
+    """Why the flow's next run reads its source in full although it has a cursor, as
+    :meth:`Engine.run_flow` finds it; ``None`` when it resumes from its cursor (or has none
+    to resume from: a first run reads everything)."""
+    if store.reread_mark(flow.name, flow.source) is not None:
+        return "another flow's write took the place of one this flow had queued"
+    if store.get_cursor(flow.name, flow.source, shape) is None and store.get_cursor(
+        flow.name, flow.source
+    ):
+        return "the flow's destinations or mappings changed since its cursor was set"
+    return None
+
 
 #: Called at named points of a flow ("pulled", "queued", "delivered", "acked"); tests raise
 #: from it to simulate a crash at exactly that point.
@@ -264,13 +289,7 @@ class Engine:
         """
         found = self._shapes.get(flow.name)
         if found is None:  # a flow the engine was not built with (tests build them by hand)
-            systems = [flow.source, *sorted(flow.destinations)]
-            parts = [f"{flow.source}>{','.join(sorted(flow.destinations))}"]
-            parts += [
-                f"{name}:{audit.file_sha256(self.config.systems[name].mapping)}" for name in systems
-            ]
-            found = hashlib.sha256("\n".join(parts).encode()).hexdigest()
-            self._shapes[flow.name] = found
+            found = self._shapes[flow.name] = flow_shape(self.config, flow)
         return found
 
     def _routes(self) -> list[tuple[str, str]]:

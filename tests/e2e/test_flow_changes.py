@@ -1103,3 +1103,43 @@ async def test_a_change_of_a_flow_taken_out_whose_rows_another_flow_took_is_not_
         await rt.engine.sync()
         await rt.engine.sync()
     assert _first_name_in_crm(world) == "Annemarie"
+
+
+async def test_status_says_which_flow_reads_its_source_in_full_at_its_next_run(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """HubSpot is down while `webshop` queues Anna's change of name and `shop`'s write of
+    her takes the row: `webshop`'s next run reads all of Shopify, with no change the
+    operator made. `status` says so, and why (`reads_in_full_next` in `--json`; null for a
+    flow that resumes from its cursor), until a read in full has ended."""
+    import json
+
+    from connector.cli import main
+
+    _anna_in_both_shops(world)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP_TO_CRM)
+    open_ = opener(world)
+    async with open_(path) as rt:
+        await rt.engine.sync()
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.crm.faults.down = True
+    async with open_(path) as rt:
+        await rt.engine.sync()
+
+    def flows() -> dict[str, Any]:
+        capsys.readouterr()
+        assert main(["-c", str(path), "status", "--json"]) == 0
+        return dict(json.loads(capsys.readouterr().out)["flows"])
+
+    marked = flows()
+    assert "another flow's write" in marked["webshop"]["reads_in_full_next"]
+    assert marked["shop"]["reads_in_full_next"] is None
+    assert main(["-c", str(path), "status"]) == 0
+    said = capsys.readouterr().out
+    assert "reads its source in full at its next run: another flow's write" in said
+
+    world.crm.faults.down = False
+    async with open_(path) as rt:
+        await rt.engine.sync("webshop")
+    assert flows()["webshop"]["reads_in_full_next"] is None
