@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 
 from connector.store_base import chunks, utcnow
-from connector.store_marks import HELD
+from connector.store_marks import HELD, WITHDRAWAL
 from connector.store_records import OutboxRow, QueuedPayload
 from connector.store_runs import REREAD, RunStore
 from connector.store_subjects import SubjectStore
@@ -80,7 +80,17 @@ class OutboxStore(SubjectStore, RunStore):
             # good, not this page's first id: an emptied outbox hands its ids out again once
             # the store is opened anew, and a read under a mark set before cleared one set
             # while it ran.
-            taken = self._taken_from(flow, [(p.system, numbers[p.subject_id]) for p in payloads])
+            # A withdrawal taking the place marks nothing: nothing but withdrawals goes to the
+            # person there from then on, and the other flow's read, its source still saying
+            # they consent, would have sent a renewal that subscribed them again at once.
+            taken = self._taken_from(
+                flow,
+                [
+                    (p.system, numbers[p.subject_id])
+                    for p in payloads
+                    if not p.payload_hash.startswith(WITHDRAWAL)
+                ],
+            )
             if taken:
                 self.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}")
             db.executemany(

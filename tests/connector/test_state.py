@@ -28,7 +28,7 @@ import connector.store_base as store_base
 import connector.storefile as storefile
 from connector.errors import StoreError, StorePathError
 from connector.schema import MIGRATIONS, statements
-from connector.state import PER_SYSTEM_TABLES, Ack, QueuedPayload, Store
+from connector.state import PER_SYSTEM_TABLES, WITHDRAWAL, Ack, QueuedPayload, Store
 from connector.storefile import failure, store_path_problem
 from tests.conftest import disk_full_error, sqlite_steps
 from tests.store_versions import add_people, store_at
@@ -1188,6 +1188,19 @@ def test_a_flow_whose_queued_write_another_flow_took_reads_in_full_until_a_full_
     assert again is not None and again != mark
     store.reread_done("web", "shopify", mark, "w")  # a read that started under the old mark
     assert store.reread_mark("web", "shopify") == again
+
+
+def test_a_withdrawal_taking_another_flow_s_queued_write_marks_nothing(tmp_path: Path) -> None:
+    """`shop` queues Anna's withdrawal of consent where `web`'s write of her waited: `web`
+    is not sent to read in full, where its source (still saying she consents) would queue a
+    renewal that subscribed her again at once. The withdrawal stands until `web`'s source
+    changes, as it would have had the write been delivered first."""
+    store = Store(tmp_path / "w.db")
+    store.enqueue_page("web", "shopify", _payloads(["anna"]), [], "c1", shape="w")
+    withdrawal = [QueuedPayload("crm", "anna", b"sealed", f"{WITHDRAWAL}hash-anna")]
+    store.enqueue_page("shop", "shop", withdrawal, [], None, shape="s")
+    assert store.reread_mark("web", "shopify") is None
+    assert store.get_cursor("web", "shopify", "w") == "c1"
 
 
 def test_a_mark_set_while_a_full_read_runs_stays_though_the_store_was_opened_anew(
