@@ -43,7 +43,9 @@ class PersonPages(PersonCalls):
         next page back onto the page read: never read by this pull, and never by the next
         one, which starts from the newest ``update_time`` seen, past theirs. ``next_cursor``
         is followed only where the page's newest second holds half the page or more (a mass
-        change), which reading by time would read again and again, page after page.
+        change), which reading by time would read again and again, page after page. A pull
+        resumed from a cursor holding a ``next_cursor`` asks by time again too, from the
+        newest second it had read (the pull was stopped, and persons moved meanwhile).
 
         Raises:
             FatalRemoteError: Pipedrive handed back a ``next_cursor`` already used in this
@@ -54,6 +56,14 @@ class PersonPages(PersonCalls):
         since = state.since
         high = state.high or state.since
         page_token = state.page
+        if page_token and high is not None and _after(high, since):
+            # Resumed inside a listing from ``since`` whose pages read reach ``high``: asked
+            # again from ``high`` by time, not by the stored ``next_cursor``. Were it a
+            # position, a person of the pages read updated (or deleted) while the pull was
+            # stopped would shift the next page's first person onto them, unread for good.
+            # Everyone before ``high`` was read; only its own second is read again. This
+            # also takes up a cursor a version that paged by next_cursor alone stored.
+            since, page_token = high, None
         tokens = PageTokens(self.client.system, "GET", PERSONS, first=page_token)
         # The ids read already in the second ``since`` names, which asking from it reads again.
         read_at_since: set[Any] = set()

@@ -27,7 +27,7 @@ from adapters.pipedrive import (
     pipedrive_limits,
     wait_hint,
 )
-from adapters.pipedrive._store import rfc3339
+from adapters.pipedrive._store import encode_position, rfc3339
 from adapters.pipedrive.adapter import IN_THE_BIN_NOTE
 from adapters.pipedrive.directory import FIRST_LISTING_AFTER, FRESH_SECONDS
 from adapters.pipedrive.payloads import IN_THE_BIN, decode_cursor
@@ -1540,8 +1540,11 @@ async def test_pull_pages_end_and_the_watermark_moves_forward(pd: Harness) -> No
     first_mark = decode_cursor(pages[-1].cursor).since
     assert first_mark == "2025-06-15T15:06:40Z"
 
+    # Resumed from the first page's cursor, the pull asks again from the newest second read
+    # (every person here shares it), not by next_cursor: that second is read again whole.
     resumed = [page async for page in pd.adapter.pull(pages[0].cursor)]
-    assert [len(p.records) for p in resumed] == [500, 200]
+    assert [len(p.records) for p in resumed] == [500, 500, 200]
+    assert "cursor" not in pd.sandbox.log.entries[-3].query
 
     pd.wall.now += 3_600
     changed = pd.sandbox.store.persons[7]
@@ -1642,6 +1645,44 @@ async def test_a_person_updated_while_a_pull_pages_by_position_leaves_nobody_unr
         read += [r["id"] for p in next_run for r in p.records]
     assert neighbour in read
     assert set(read) == {int(i) for i in ids}
+
+
+@pytest.mark.parametrize("stored_by", ["an earlier version", "this one"])
+async def test_a_pull_resumed_inside_a_listing_by_position_leaves_nobody_unread(
+    time: VirtualTime, wall: WallClock, stored_by: str
+) -> None:
+    """A pull stopped after a page and resumed from its cursor asks from the newest second
+    read, not by the stored next_cursor: were that a position, a person of the pages read
+    updated meanwhile shifted the next page's first person onto them, passed over for good.
+    The cursor an earlier version stored mid-pull (next_cursor alone) is taken up the same."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, offset_cursors=True)
+    if stored_by == "an earlier version":
+        ids = _seed_a_second_apart(sandbox, wall, 600)
+        high = rfc3339(sandbox.store.persons[int(ids[499])].update_time)
+        cursor = json.dumps({"page": encode_position([500]), "high": high})
+    else:
+        # 100 a second apart, then 700 in one second: the first page ends with 400 of that
+        # second, more than half, so the pull follows next_cursor from it.
+        ids = _seed_a_second_apart(sandbox, wall, 100)
+        wall.now += 1
+        ids += [sandbox.add_person(f"mass{n}@example.com", f"M{n}") for n in range(700)]
+        harness = make_harness(sandbox, time, wall)
+        async with harness.client:
+            pages = harness.adapter.pull(None)
+            first = await anext(pages)
+            await pages.aclose()
+        assert first.cursor is not None and decode_cursor(first.cursor).page is not None
+        cursor = first.cursor
+    neighbour = int(ids[500])  # the first of the second page
+    wall.now += 60
+    sandbox.store.update(sandbox.store.persons[int(ids[3])], {"name": "Moved"}, int(wall.now))
+    harness = make_harness(sandbox, time, wall)
+    async with harness.client:
+        rest = [page async for page in harness.adapter.pull(cursor)]
+        next_run = [page async for page in harness.adapter.pull(rest[-1].cursor)]
+    read = {r["id"] for p in [*rest, *next_run] for r in p.records}
+    assert neighbour in read
+    assert read >= {int(i) for i in ids[500:]}
 
 
 async def test_a_pull_by_update_time_reads_each_person_once(pd: Harness) -> None:
