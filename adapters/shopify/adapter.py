@@ -481,6 +481,11 @@ class ShopifyAdapter:
         """The customers whose e-mail is ``email`` (as subjects are told apart), every page
         of the search read.
 
+        The search's pages are read with each hit's id and e-mail alone (``"ids"``): where
+        ``email:`` matches an address's words, its hits are other people's customers, whose
+        note, address book and spending an access request has no business reading. Each
+        exact match is then read by id with what ``reads`` asks for.
+
         Raises:
             RecordError: the search found more than :data:`SEARCH_MOST_PAGES` pages of
                 customers (``SEARCH_TOO_BROAD``): the customer may be on a page not read, and
@@ -490,12 +495,7 @@ class ShopifyAdapter:
         wanted = normalise_email(email)
         if not wanted:
             return []
-        queries = self._queries
-        search = {
-            "held": queries.customers_search,
-            "synced": queries.people_search,
-            "ids": queries.ids_search,
-        }[reads]
+        search = self._queries.ids_search
         query = f"email:{_search_value(email.strip())}"
         tokens = PageTokens(self.client.system, "POST", self.path)
         found: list[dict[str, Any]] = []
@@ -519,7 +519,18 @@ class ShopifyAdapter:
             info = connection.get("pageInfo")
             info = info if isinstance(info, dict) else {}
             if info.get("hasNextPage") is not True:
-                return found
+                if reads == "ids":
+                    return found
+                read = [await self._by_id(node["id"], reads) for node in found]
+                # One gone, or given another address, between the search and the read is
+                # not (or no longer) the subject's customer by this address.
+                return [
+                    node
+                    for node in read
+                    if node is not None
+                    and isinstance(node.get("email"), str)
+                    and normalise_email(node["email"]) == wanted
+                ]
             end = info.get("endCursor")
             if not isinstance(end, str) or not end:
                 # More to come and no way to it: the customer may be among them.

@@ -210,23 +210,18 @@ class CustomerQueries:
 
     Attributes:
         page: a pull's page of customers (``$first``, ``$after``, ``$query``).
-        people_search: a targeted sync's search (``$first``, ``$after``, ``$query``): what a
-            pull reads.
         person_by_id: a targeted sync's read by id (``$id``): what a pull reads.
-        customers_search: the search of access and erasure: what the shop keeps besides.
-        customer_by_id: their read by id, the same.
-        ids_search: an erasure's search (``$first``, ``$after``, ``$query``):
-            :data:`ALWAYS_READ` alone.
-        ids_by_id: an erasure's read by id (``$id``), the same.
+        customer_by_id: access's read by id: what the shop keeps besides.
+        ids_search: the e-mail search of every lookup (``$first``, ``$after``, ``$query``):
+            :data:`ALWAYS_READ` alone; a match is then read by id with what the lookup needs.
+        ids_by_id: an erasure's read by id (``$id``): :data:`ALWAYS_READ` alone.
         most_per_page: the most customers a page may ask for within the cost ceiling.
         fields: what a pull reads of each (:data:`ALWAYS_READ` included).
     """
 
     fields: Selection
     page: str
-    people_search: str
     person_by_id: str
-    customers_search: str
     customer_by_id: str
     ids_search: str
     ids_by_id: str
@@ -252,27 +247,9 @@ query KlantsyncCustomers($first: Int!, $after: String, $query: String) {{
   }}
 }}
 """,
-        people_search=f"""
-query KlantsyncFindPerson($first: Int!, $after: String, $query: String!) {{
-  customers(first: $first, after: $after, query: $query) {{
-    nodes {{{read}
-    }}
-    pageInfo {{ hasNextPage endCursor }}
-  }}
-}}
-""",
         person_by_id=f"""
 query KlantsyncPerson($id: ID!) {{
   customer(id: $id) {{{read}
-  }}
-}}
-""",
-        customers_search=f"""
-query KlantsyncFindCustomer($first: Int!, $after: String, $query: String!) {{
-  customers(first: $first, after: $after, query: $query) {{
-    nodes {{{held}
-    }}
-    pageInfo {{ hasNextPage endCursor }}
   }}
 }}
 """,

@@ -1070,11 +1070,12 @@ async def test_erasure_asks_for_the_customer_known_by_id_beside_the_one_found_by
 async def test_the_customer_known_by_id_is_not_read_again_when_the_search_found_them(
     shop: Harness,
 ) -> None:
-    """The read by id costs a call only when the search did not return its customer."""
+    """The identity map's id costs no read of its own when the search found its customer:
+    the search (ids and e-mails), that customer read whole, one page of their orders."""
     an, orders = seed_subject(shop.sandbox)
     found = await shop.adapter.find(Subject(email="an@example.com", external_id=an))
     assert [r["id"] for r in found] == [an, *orders]
-    assert shop.sandbox.operations == ["query customers", "query customer"]  # one orders page
+    assert shop.sandbox.operations == ["query customers", "query customer", "query customer"]
 
 
 async def test_access_copy_lists_every_address_shopify_keeps_for_the_customer(
@@ -1447,6 +1448,31 @@ async def test_an_erasure_finds_the_customer_behind_a_page_of_customers_sharing_
     assert all(sandbox.holds(email) for email in [*lookalikes, "piet@x.nl"])
 
 
+async def test_access_reads_only_the_ids_and_e_mails_of_customers_sharing_the_words(
+    clock: FakeClock, wall: FakeClock
+) -> None:
+    """Where email: matches an address's words, the search's hits are other people's
+    customers: the lookup pages through their ids and e-mails alone and reads the whole
+    record (note, addresses, spending) of the exact match only."""
+    sandbox = ShopifySandbox(clock=clock, wall_clock=wall, token_search=True)
+    for n in range(12):
+        sandbox.add_person(f"jan@x.nl.evil{n}", "Ander", "Iemand", note="Buurman", city="Ede")
+    sandbox.add_person("jan@x.nl", "Jan", "Echt", note="Eigen", city="Utrecht")
+    recording = _Recording(httpx.ASGITransport(app=sandbox.app()))
+    harness = make_harness(sandbox, clock, wall, transport=recording)
+    async with harness.client:
+        (found,) = [
+            r for r in await harness.adapter.find(Subject(email="jan@x.nl")) if "type" not in r
+        ]
+    assert found["email"] == "jan@x.nl" and found["note"] == "Eigen"
+    searches = [d for d in recording.documents if "customers(" in d]
+    assert len(searches) == 2  # 13 hits, 10 a page
+    for document in searches:
+        for kept in ("firstName", "note", "addresses", "defaultAddress", "amountSpent"):
+            assert kept not in document
+    assert "Ander" not in repr(recording.answers) and "Buurman" not in repr(recording.answers)
+
+
 async def test_a_search_past_its_last_page_read_fails_instead_of_finding_nobody(
     clock: FakeClock, wall: FakeClock
 ) -> None:
@@ -1491,10 +1517,14 @@ class _Recording(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
         self.inner = inner
         self.documents: list[str] = []
+        self.answers: list[Any] = []
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.documents.append(json.loads(request.content)["query"])
-        return await self.inner.handle_async_request(request)
+        response = await self.inner.handle_async_request(request)
+        content = await response.aread()
+        self.answers.append(json.loads(content))
+        return httpx.Response(response.status_code, headers=response.headers, content=content)
 
 
 async def test_erase_reads_no_more_of_the_customer_than_their_id_and_e_mail(
