@@ -42,7 +42,7 @@ class PersonPages(PersonCalls):
         then updated (or deleted) while the pull pages would shift the first person of the
         next page back onto the page read: never read by this pull, and never by the next
         one, which starts from the newest ``update_time`` seen, past theirs. ``next_cursor``
-        is followed only where the page's newest second holds half the page or more (a mass
+        is followed only where the page's newest second holds more than half the page (a mass
         change), which reading by time would read again and again, page after page. A pull
         resumed from a cursor holding a ``next_cursor`` asks by time again too, from the
         newest second it had read (the pull was stopped, and persons moved meanwhile).
