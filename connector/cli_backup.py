@@ -134,6 +134,11 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         f"  outbox: {facts.outbox_dropped} payloads dropped (the next sync queues again "
         f"whatever the systems lack){kept}"
     )
+    if facts.reads_in_full_next:
+        console.print(
+            "  read in full at their next run, to queue again what was dropped: "
+            + ", ".join(facts.reads_in_full_next)
+        )
     retired = facts.master_key_retired
     key_said = {
         "from the backup": "put back from the backup (the one beside the store was not this "

@@ -53,6 +53,7 @@ from connector.pagetake import PageTaker
 from connector.reports import DestinationReport, FlowReport, Progress, audit_summary
 from connector.settling import Settling
 from connector.state import Store
+from connector.store_runs import RESTORED
 from connector.systems import System, Systems
 from connector.transforms import forget_phones
 from connector.upserts import DOWN_AFTER
@@ -66,6 +67,7 @@ __all__ = [
     "Progress",
     "flow_shape",
     "reads_in_full",
+    "reread_reason",
     "source_people",
 ]
 
@@ -84,12 +86,23 @@ def flow_shape(config: Config, flow: FlowSettings) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
+def reread_reason(mark: str) -> str:
+    """Why a cursor carries ``mark`` (:data:`~connector.store_runs.REREAD`)."""
+    if mark.startswith(RESTORED):
+        return (
+            "a backup was restored: its outbox was emptied, and its cursor may be past "
+            "the changes it held"
+        )
+    return "another flow's write took the place of one this flow had queued"
+
+
 def reads_in_full(store: Store, flow: FlowSettings, shape: str) -> str | None:
     """Why the flow's next run reads its source in full although it has a cursor, as
     :meth:`Engine.run_flow` finds it; ``None`` when it resumes from its cursor (or has none
     to resume from: a first run reads everything)."""
-    if store.reread_mark(flow.name, flow.source) is not None:
-        return "another flow's write took the place of one this flow had queued"
+    mark = store.reread_mark(flow.name, flow.source)
+    if mark is not None:
+        return reread_reason(mark)
     if store.get_cursor(flow.name, flow.source, shape) is None and store.get_cursor(
         flow.name, flow.source
     ):
@@ -232,12 +245,12 @@ class Engine:
         shape = self.shape(flow)
         cursor = None if full else self.store.get_cursor(flow.name, source.name, shape)
         # Another flow's write took the place of one this flow had queued (see
-        # Store.enqueue_page): read in full, cleared once that read queued what it covers.
+        # Store.enqueue_page), or a restore emptied the outbox (connector/restore.py): read
+        # in full, cleared once that read queued what it covers.
         reread = self.store.reread_mark(flow.name, source.name)
         if reread is not None and not full:
             log.info(
-                "another flow's write took the place of one this flow had queued: "
-                "reading its source in full",
+                f"{reread_reason(reread)}: reading its source in full",
                 extra={"flow": flow.name},
             )
         elif cursor is None and not full and self.store.get_cursor(flow.name, source.name):

@@ -6,6 +6,13 @@ store takes over what that store knows and the backup cannot (:mod:`connector.ca
 erasures, who was sent where, requests, queued jobs, ...). The outbox is emptied (what it
 held may have been delivered since; sent again, an older payload would overwrite a newer
 one): the next sync queues again what the systems lack, from the source's current data.
+For that, every cursor in the restored store is marked (:data:`~connector.store_runs.RESTORED`),
+and each flow's next run reads its source in full: the backup's cursor of an incremental
+source (Shopify, Pipedrive, HubSpot) is past the records whose payloads the emptied outbox
+held, and would never offer them again. Every cursor, not only those of flows that had rows
+dropped: a payload the replaced store had queued since, which the carry-over marks to be
+sent again, may be of a record the backup's cursor is past as well (a full sync since), and
+with no store to read nothing says which. (A full read after a rare restore is cheap.)
 Rows that keep a write from a former address (connector/moves.py) are the exception: the
 replaced store's are taken over, or, with none to read, the backup's kept.
 
@@ -45,6 +52,7 @@ import json
 import os
 import shutil
 import sqlite3
+import uuid
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -76,6 +84,7 @@ from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
 from connector.receipts import key_id, receipt_key_path, retire_replaced, retired_keys_dir
 from connector.state import Store
+from connector.store_runs import RESTORED
 from connector.storefile import drop_orphaned_log, foreign, read_only
 
 __all__ = ["RestoreFacts", "restore_backup"]
@@ -94,6 +103,9 @@ class RestoreFacts:
     #: What was taken over from it, by kind (see :class:`connector.carryover.Carried`).
     carried: dict[str, int]
     outbox_dropped: int
+    #: The flows whose cursors the restore marked: each reads its source in full at its
+    #: next run (a flow with no cursor does anyway). Restores before it marked none.
+    reads_in_full_next: list[str] = field(default_factory=list)
     #: Outbox rows kept: writes from a former address (connector/moves.py).
     outbox_kept: int = 0
     #: What it holds sealed under keys the restored store does not have ("request <id>").
@@ -391,6 +403,8 @@ def _prepare(
                     for name in config.systems
                 }
                 carried = carry_over(store, store_keyring(store, config), flows_of)
+            # After the carry-over: a purge taken over deletes the cursors of its flows.
+            rereads = store.mark_every_cursor(f"{RESTORED}{uuid.uuid4().hex}")
             (kept,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             counts = {k: v for k, v in asdict(carried).items() if k != "not_carried"}
             audit.append(
@@ -404,6 +418,7 @@ def _prepare(
                     "not_carried": carried.not_carried,
                     "outbox_dropped": dropped,
                     "outbox_kept": int(kept),
+                    "reads_in_full_next": rereads,
                     "receipt_key": key.action,
                     "master_key_retired": retired,
                     "over_a_new_store": over_a_new_store,
@@ -600,6 +615,7 @@ def _restored_facts(
         carried={str(k): int(v) for k, v in entry["carried"].items()},
         outbox_dropped=int(entry["outbox_dropped"]),
         outbox_kept=int(entry.get("outbox_kept", 0)),  # restores before it kept none
+        reads_in_full_next=[str(f) for f in entry.get("reads_in_full_next", [])],
         not_carried=[str(n) for n in entry["not_carried"]],
         receipt_key=str(entry["receipt_key"]),
         master_key_retired=entry.get("master_key_retired"),  # restores before it said none

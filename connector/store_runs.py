@@ -1,7 +1,7 @@
 """Cursors and run history: where each flow's pull resumes, and what each run did.
 
 A cursor may carry a mark (:data:`REREAD`) in place of its shape: its flow's next run reads
-its source in full.
+its source in full. A restore marks every cursor (:data:`RESTORED`).
 
 Also the reads ``status`` shows (latest runs, table counts), on any connection to the store.
 """
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from connector.store_base import StoreBase, utcnow
 
-__all__ = ["REREAD", "RunStore", "latest_runs", "latest_success", "table_counts"]
+__all__ = ["REREAD", "RESTORED", "RunStore", "latest_runs", "latest_success", "table_counts"]
 
 #: Marks a cursor's shape (migration 17) when another flow's write took the place of a row its
 #: flow had queued and not yet delivered: the outbox keeps one row per person and system, so
@@ -25,6 +25,12 @@ __all__ = ["REREAD", "RunStore", "latest_runs", "latest_success", "table_counts"
 #: opened anew): a run clears only the mark it started under, never one set while it read
 #: (:meth:`RunStore.reread_done`).
 REREAD = "reread:"
+
+#: The :data:`REREAD` mark a restore sets on every cursor of the store it puts back
+#: (connector/restore.py), ``reread:restored:<token>``: the restore empties the outbox, and
+#: the backup's cursor of an incremental source is past the records whose payloads it held.
+#: Its own prefix only tells ``status`` why the flow reads in full; it is a mark as any other.
+RESTORED = f"{REREAD}restored:"
 
 
 class RunStore(StoreBase):
@@ -76,6 +82,13 @@ class RunStore(StoreBase):
         self.db.executemany(
             "UPDATE cursors SET shape=? WHERE flow=?", [(mark, flow) for flow in flows]
         )
+
+    def mark_every_cursor(self, mark: str) -> list[str]:
+        """Mark every cursor in the store with ``mark`` (:data:`REREAD`), those of flows the
+        config no longer names too; return the flows marked, sorted."""
+        flows = sorted(str(f) for (f,) in self.db.execute("SELECT DISTINCT flow FROM cursors"))
+        self.mark_reread(flows, mark)
+        return flows
 
     def reread_done(self, flow: str, system: str, mark: str, shape: str) -> None:
         """A full read that started under ``mark`` queued what it covers: the cursor is the

@@ -3,8 +3,9 @@
 The backup knows the sync's state as it was; the world moved on. A customer subscribed to the
 newsletter since, who then opts out, is unsubscribed; an erasure left open for a system that
 was down is still retried and finished; a customer who moved since is one person, under the
-new address, in the restored store as in the systems. (Jobs, incidents and webhook ids taken
-over: tests/connector/test_restore.py.)
+new address, in the restored store as in the systems. A change an incremental source
+(Shopify) offered once, queued when the backup was taken, still reaches the system. (Jobs,
+incidents and webhook ids taken over: tests/connector/test_restore.py.)
 """
 
 from __future__ import annotations
@@ -14,12 +15,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from connector.backup import take_backup
 from connector.config import Config, load_config
 from connector.dsr import DsrService
+from connector.engine import flow_shape, reads_in_full
 from connector.restore import restore_backup
 from connector.runtime import Runtime, open_runtime
 from tests.conftest import VirtualTime
+from tests.e2e import test_shopify_to_crm as shopify_crm
 from tests.e2e.test_multi_system import LISTS, World, write_config
 
 
@@ -241,3 +246,63 @@ async def test_a_withdrawal_still_queued_when_a_backup_is_restored_is_sent_after
         assert world.news.log.writes() == []  # sent once, not on every sync
     for list_id in LISTS:
         assert world.news.member(list_id, bram)["status"] == "unsubscribed"  # type: ignore[index]
+
+
+def _shopify_runtime(world: shopify_crm.World, config: Config) -> Callable[[], Any]:
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[Runtime]:
+        time = VirtualTime()
+        async with open_runtime(
+            config, transports=world.transports(), sleep=time.sleep, clock=time.clock
+        ) as rt:
+            yield rt
+
+    return opened
+
+
+@pytest.mark.parametrize("replaced", ["readable", "lost"])
+async def test_a_change_of_an_incremental_source_queued_in_the_backup_reaches_the_system(
+    tmp_path: Path, replaced: str
+) -> None:
+    """Anna's new phone number is read from Shopify while HubSpot is down and queued; Bram
+    signs up well after, and the pull's cursor is past Anna's change, overlap and all. The
+    store is backed up then, and restored later (over the store, or over nothing: the disk
+    was lost). The restore empties the outbox, and the backup's cursor never offered her
+    change again: HubSpot kept the old number for good. Each flow's next run now reads its
+    source in full, and the change gets there."""
+    world = shopify_crm.World()
+    wall = [1_790_000_000.0]
+    world.shopify.wall_clock = lambda: wall[0]
+    config = load_config(shopify_crm._config(tmp_path, world.shopify, world.crm))
+    runtime = _shopify_runtime(world, config)
+    anna, bram = "anna@voorbeeld.nl", "bram@voorbeeld.nl"
+    world.shopify.add_person(anna, "Anna", "Klant", "+31612345678")
+    backup = tmp_path / "backup.db"
+    async with runtime() as rt:
+        await rt.engine.sync("shopify")
+        wall[0] += 1
+        world.shopify.touch(anna, phone="+31687654321")
+        world.crm.faults.down = True
+        (queued,) = await rt.engine.sync("shopify")
+        assert queued.destinations["crm"].retry_later == 1
+        wall[0] += 3600  # well past the pull's overlap
+        world.shopify.add_person(bram, "Bram", "Klant", "+31611111111")
+        await rt.engine.sync("shopify")
+        assert rt.store.outbox_count("crm") == 2
+        take_backup(config, backup)
+    world.crm.faults.down = False
+    if replaced == "lost":
+        for name in config.store_path.parent.glob(config.store_path.name + "*"):
+            name.unlink()
+    facts = restore_backup(config, backup)
+    assert facts.outbox_dropped == 2
+    (flow,) = config.flows
+    async with runtime() as rt:
+        why = reads_in_full(rt.store, flow, flow_shape(config, flow))  # as `status` says
+        (report,) = await rt.engine.sync("shopify")
+        assert not report.errors, report.errors
+        assert reads_in_full(rt.store, flow, flow_shape(config, flow)) is None
+    assert shopify_crm._crm_phone(world.crm, bram) == "+31611111111"
+    assert shopify_crm._crm_phone(world.crm, anna) == "+31687654321"
+    assert facts.reads_in_full_next == ["shopify"]
+    assert why is not None and why.startswith("a backup was restored")
