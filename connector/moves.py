@@ -10,9 +10,11 @@ identity row for that id still names the old subject.
 So, before a page is compared with what the destinations hold, the connector *moves* the
 old subject's state to the new id: identity rows (every system's id for the person, one
 taken out of the config since included), the delivered hashes, the dead letters; payloads
-still queued under the old id are dropped (the page queues the current data). Delivery then
-finds the destinations' ids under the new subject and updates those records (adapters write
-a record they know the id of by that id, new address included) instead of creating new ones.
+still queued under the old id are dropped (the page queues the current data; another flow
+whose row goes reads its source in full next, unless it reads the page's source). Delivery
+then finds the destinations' ids under the new subject and updates those records (adapters
+write a record they know the id of by that id, new address included) instead of creating
+new ones.
 Each move is audited with both pseudonymous ids.
 
 A payload queued under the old id for a system that has no id for the person is not
@@ -65,12 +67,15 @@ be written, so the people of a ring are not held (:func:`in_rings`).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from connector import audit
 from connector.crypto import Keyring
 from connector.state import Store, chunks
+from connector.store_marks import HELD
+from connector.store_runs import REREAD
 
 __all__ = [
     "MOVED_ENTRY",
@@ -241,7 +246,14 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
     id, they made it hold rows, so it no longer led to the person (an erasure under the new
     address had no part for that system, left the old address unsuppressed and the row
     tying the person to their record there in place).
+
+    A row another flow queued under the old id that goes carried that flow's change, and
+    its cursor may be past it: that flow reads its source in full next (:data:`~connector.
+    store_runs.REREAD`), as where a page's write takes its row's place. Not a flow that
+    reads the source the move was read from: the record changed there (its address), so
+    even an incremental read of it offers the record again, under the new address.
     """
+    taken: set[str] = set()
     with store.transaction() as db:
         for move in moves:
             numbers = store.subject_numbers([move.old, move.new], create=True)
@@ -269,7 +281,21 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
                     (new, system, old),
                 )
                 # The rest carry the old address to a record known by its id: the page
-                # queues the current data.
+                # queues the current data. Another flow's (its source may not have moved
+                # the person, and an incremental one never offers the change again) marks
+                # that flow; a held row keeps no write of its flow's.
+                readers = db.execute(
+                    "SELECT flow FROM cursors WHERE system=?", (move.source,)
+                ).fetchall()
+                taken.update(
+                    str(flow)
+                    for (flow,) in db.execute(
+                        "SELECT DISTINCT flow FROM outbox "
+                        "WHERE system=? AND subject_no=? AND payload_hash!=?",
+                        (system, old, HELD),
+                    )
+                    if (flow,) not in readers
+                )
                 db.execute("DELETE FROM outbox WHERE system=? AND subject_no=?", (system, old))
             if not store.holds_rows(move.old):
                 # The old id lives on as an alias (below); its number has nothing left.
@@ -318,6 +344,8 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
                 {"system": move.source, "from": move.old, "to": move.new},
                 subject_id=move.new,
             )
+        if taken:
+            store.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}")
 
 
 def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:

@@ -702,6 +702,36 @@ def test_a_move_from_an_address_leaves_it_an_alias_of_its_last_holder_only(
     assert vacated_by(store, ["a"]) == {"a": {"c"}}
 
 
+def test_a_move_that_drops_another_flow_s_queued_write_sends_that_flow_to_read_in_full(
+    tmp_path: Path,
+) -> None:
+    """Flows `web` (Shopify), `deals` (Pipedrive) and `mail` (the shop) each queued a write
+    of Anna under her old address, for a system that has her id; the shop's page moves her.
+    `web` and `deals` read sources where her address may not have changed, and their
+    cursors are past the writes that go: each reads in full next. `mail` and the mover read
+    the shop, which offers her again under the new address. A held row keeps no write of
+    its flow's (`held`'s), and marks nothing."""
+    store = Store(tmp_path / "s.db")
+    for flow, source, system in (
+        ("web", "shopify", "crm"),
+        ("deals", "pipedrive", "pd"),
+        ("mail", "shop", "news"),
+        ("held", "woo", "mc"),
+    ):
+        payload = QueuedPayload(system, "old", b"x", f"h-{flow}")
+        store.enqueue_page(flow, source, [payload], [], "c1", shape=flow)
+        # The system's id for her: the rows are dropped, not kept as a former address's.
+        store.enqueue_page(flow, system, [], [("old", "id")], None, move_cursor=False)
+    store.enqueue_page("f", "shop", [], [("old", "1")], "c1", shape="f")
+    store.db.execute("UPDATE outbox SET payload_hash='held', former=payload WHERE system='mc'")
+    apply_moves(store, [Move("shop", "old", "new")])
+    assert store.outbox_count() == 0
+    marked = {f: store.reread_mark(f, s) for f, s in (("web", "shopify"), ("deals", "pipedrive"))}
+    assert None not in marked.values() and len(set(marked.values())) == 1
+    assert store.reread_mark("mail", "shop") is None and store.reread_mark("f", "shop") is None
+    assert store.reread_mark("held", "woo") is None
+
+
 def test_a_move_keeps_one_dead_letter_per_system(tmp_path: Path) -> None:
     """The old id's refusals go to the new id; where the new id has its own, that one stays."""
     store = Store(tmp_path / "s.db")

@@ -1143,3 +1143,44 @@ async def test_status_says_which_flow_reads_its_source_in_full_at_its_next_run(
     async with open_(path) as rt:
         await rt.engine.sync("webshop")
     assert flows()["webshop"]["reads_in_full_next"] is None
+
+
+async def test_a_change_queued_by_one_flow_is_not_lost_when_another_flow_moves_the_person(
+    world: World, tmp_path: Path
+) -> None:
+    """HubSpot is down while `webshop` queues Anna's change of name; `shop` then reads that
+    she changed her address in the WooCommerce shop and moves her, which drops what waits
+    for her under the old address (HubSpot has her id: the move's page queues her current
+    data). That was `webshop`'s change, and Shopify, where her address did not change, never
+    offers her again: the next runs of `webshop` read nobody changed, and HubSpot kept her
+    old name for good."""
+    _anna_in_both_shops(world)
+    path = write_config(tmp_path, world, WEBSHOP_AND_SHOP_TO_CRM)
+    open_ = opener(world)
+    async with open_(path) as rt:
+        reports = await rt.engine.sync()
+        assert not any(r.failed for r in reports)
+    contact = world.crm.record_for("anna.winkel@example.nl")
+    assert contact is not None
+
+    world.wall.advance(60)
+    world.shopify.touch("anna.winkel@example.nl", firstName="Annemarie")
+    world.wall.advance(3600)  # an hour later another customer signs up
+    world.shopify.add_person("carla@example.nl", "Carla", "Later", "0612345670")
+    world.shop.touch("anna.winkel@example.nl", email="anna.nieuw@example.nl")
+    world.crm.faults.down = True
+    async with open_(path) as rt:
+        webshop, shop = await rt.engine.sync()
+        assert webshop.destinations["crm"].queued == 2 and shop.moved == 1
+        assert rt.store.outbox_counts(flow="webshop") == {"crm": 1}  # Carla
+
+    world.crm.faults.down = False
+    world.wall.advance(3600)
+    async with open_(path) as rt:
+        await rt.engine.sync()
+        await rt.engine.sync()
+        assert rt.store.outbox_counts() == {}
+    assert world.crm.contact_count() == 2  # Anna and Carla
+    now = world.crm.record_for("anna.nieuw@example.nl")
+    assert now is not None and now["id"] == contact["id"]
+    assert now["properties"]["firstname"] == "Annemarie"
