@@ -179,8 +179,11 @@ class Engine:
             store, keyring, self.ids, self.emptying, self.settling, self._fresh, self._checkpoint
         )
         #: Finds and makes the address moves a page implies (connector/moveplan.py).
+        #: Each flow's source: a flow whose queued write another's took is marked to read
+        #: in full even before its first cursor is set (Store.mark_reread).
+        sources = {flow.name: flow.source for flow in config.flows}
         self.planner = MovePlanner(
-            store, keyring, self.ids, self.in_flight, self.settling, self.changes
+            store, keyring, self.ids, self.in_flight, self.settling, self.changes, sources=sources
         )
         #: Takes a page of a source: what it queues for each destination (connector/pagetake.py).
         self.taker = PageTaker(
@@ -196,6 +199,7 @@ class Engine:
             self._checkpoint,
             judges=self._judges,
             shape=self.shape,
+            sources=sources,
         )
         #: Drains the outbox to each destination while the pull runs (connector/delivery.py).
         self.delivery = Delivery(

@@ -72,6 +72,8 @@ class MovePlanner:
         in_flight: the subjects with a write in flight.
         settling: the sync's writes (:mod:`connector.settling`).
         changes: counts the moves made (:class:`connector.delivery.Changes`).
+        sources: each configured flow's source (a flow whose queued write a move drops
+            reads in full next: :func:`connector.moves.apply_moves`).
     """
 
     def __init__(
@@ -82,7 +84,10 @@ class MovePlanner:
         in_flight: InFlight,
         settling: Settling,
         changes: Changes,
+        *,
+        sources: Mapping[str, str] | None = None,
     ) -> None:
+        self.sources = dict(sources or {})
         self.store = store
         self.keyring = keyring
         self.ids = ids
@@ -121,7 +126,7 @@ class MovePlanner:
             plan = await self.plan(source, people, report)
         if plan.moves:
             moves = plan.moves
-            self.settling.write(lambda store: apply_moves(store, moves))
+            self.settling.write(lambda store: apply_moves(store, moves, self.sources))
             self.changes.moves += 1
         return plan
 

@@ -239,7 +239,9 @@ def _rings(pending: Mapping[str, str]) -> set[str]:
     return found
 
 
-def apply_moves(store: Store, moves: Sequence[Move]) -> None:
+def apply_moves(
+    store: Store, moves: Sequence[Move], sources: Mapping[str, str] | None = None
+) -> None:
     """Move each subject's state to its new id, with an audit entry each, atomically.
 
     Every system's rows go, one since taken out of the config included: left under the old
@@ -252,6 +254,8 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
     store_runs.REREAD`), as where a page's write takes its row's place. Not a flow that
     reads the source the move was read from: the record changed there (its address), so
     even an incremental read of it offers the record again, under the new address.
+    ``sources`` (flow -> its source) marks a flow with no cursor yet too
+    (:meth:`~connector.store_runs.RunStore.mark_reread`).
     """
     taken: set[str] = set()
     with store.transaction() as db:
@@ -287,6 +291,7 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
                 readers = db.execute(
                     "SELECT flow FROM cursors WHERE system=?", (move.source,)
                 ).fetchall()
+                readers += [(f,) for f, s in (sources or {}).items() if s == move.source]
                 taken.update(
                     str(flow)
                     for (flow,) in db.execute(
@@ -345,7 +350,7 @@ def apply_moves(store: Store, moves: Sequence[Move]) -> None:
                 subject_id=move.new,
             )
         if taken:
-            store.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}")
+            store.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}", sources)
 
 
 def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:

@@ -84,6 +84,8 @@ class PageTaker:
         judges: whether a flow may clear a dead letter another flow left in a system
             (``Engine._judges``).
         shape: a flow's shape, which its cursor is set under (``Engine.shape``).
+        sources: each configured flow's source (a flow whose queued write a page takes
+            reads in full next: :meth:`connector.state.Store.enqueue_page`).
     """
 
     def __init__(
@@ -101,7 +103,9 @@ class PageTaker:
         *,
         judges: Callable[[FlowSettings, str, str], bool],
         shape: Callable[[FlowSettings], str],
+        sources: Mapping[str, str] | None = None,
     ) -> None:
+        self.sources = dict(sources or {})
         self.store = store
         self.keyring = keyring
         self.ids = ids
@@ -487,6 +491,7 @@ class PageTaker:
                     cursor,
                     move_cursor=moves_cursor,
                     shape=self.shape(flow),
+                    sources=self.sources,
                 )
 
         ids = self.settling.write(queue)

@@ -8,7 +8,7 @@ there, whichever flow queued it (a flow whose write was taken reads in full next
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from connector.store_base import chunks, utcnow
 from connector.store_marks import HELD, WITHDRAWAL
@@ -42,6 +42,7 @@ class OutboxStore(SubjectStore, RunStore):
         *,
         move_cursor: bool = True,
         shape: str | None = None,
+        sources: Mapping[str, str] | None = None,
     ) -> list[int]:
         """Queue a page's payloads, record the source ids, and move the cursor, atomically.
 
@@ -51,7 +52,8 @@ class OutboxStore(SubjectStore, RunStore):
 
         A payload takes the place of what waits for its person and system. Where that was
         another flow's row, the other flow's cursor is marked (:data:`REREAD`): its change
-        would otherwise never reach the system.
+        would otherwise never reach the system. ``sources`` (flow -> its source) lets a flow
+        with no cursor yet be marked too (:meth:`RunStore.mark_reread`).
 
         Returns:
             The outbox id each payload was queued under, in the order given.
@@ -92,7 +94,7 @@ class OutboxStore(SubjectStore, RunStore):
                 ],
             )
             if taken:
-                self.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}")
+                self.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}", sources)
             db.executemany(
                 "INSERT INTO outbox(id, system, subject_no, flow, payload, payload_hash, "
                 "enqueued_at, sent) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) "

@@ -9,7 +9,7 @@ Also the reads ``status`` shows (latest runs, table counts), on any connection t
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from connector.store_base import StoreBase, utcnow
 
@@ -76,11 +76,26 @@ class RunStore(StoreBase):
             return None
         return str(row[0])
 
-    def mark_reread(self, flows: Iterable[str], mark: str) -> None:
+    def mark_reread(
+        self, flows: Iterable[str], mark: str, sources: Mapping[str, str] | None = None
+    ) -> None:
         """Mark every cursor of ``flows`` with ``mark`` (:data:`REREAD`): each reads its
-        source in full at its next run. A flow without a cursor reads in full anyway."""
+        source in full at its next run.
+
+        A flow of ``sources`` (flow -> its source, the config's) with no cursor yet is given
+        one that holds the mark alone: it reads in full at its next run anyway, but a first
+        pull under way may be past the write taken (a page that found it queued already,
+        and commits the flow's first cursor after), and its next run then resumed from there.
+        """
+        flows = list(flows)
+        sources = sources or {}
         self.db.executemany(
             "UPDATE cursors SET shape=? WHERE flow=?", [(mark, flow) for flow in flows]
+        )
+        self.db.executemany(
+            "INSERT INTO cursors(flow, system, cursor, updated_at, shape) "
+            "SELECT ?1, ?2, NULL, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM cursors WHERE flow=?1)",
+            [(flow, sources[flow], utcnow(), mark) for flow in flows if flow in sources],
         )
 
     def mark_every_cursor(self, mark: str) -> list[str]:

@@ -1190,6 +1190,32 @@ def test_a_flow_whose_queued_write_another_flow_took_reads_in_full_until_a_full_
     assert store.reread_mark("web", "shopify") == again
 
 
+def test_a_flow_with_no_cursor_yet_whose_queued_write_another_flow_took_reads_in_full(
+    tmp_path: Path,
+) -> None:
+    """`web` has no cursor yet: a webhook queued Anna, and its first pull is under way, its
+    first page read with her write found queued (nothing to queue again). `shop`'s write
+    takes that row before the page commits: marking only the cursors there were marked
+    nothing, the page then set `web`'s first cursor past her, and its next run resumed
+    from it. Given each flow's source, the mark waits on a cursor of its own, which the
+    page's keeps."""
+    sources = {"web": "shopify", "shop": "shop"}
+    store = Store(tmp_path / "n.db")
+    store.enqueue_page("web", "shopify", _payloads(["anna"]), [], None, move_cursor=False)
+    store.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s", sources=sources)
+    mark = store.reread_mark("web", "shopify")
+    assert mark is not None and store.get_cursor("web", "shopify") is None
+    store.enqueue_page("web", "shopify", [], [], "c1", shape="w")  # its first page
+    assert store.reread_mark("web", "shopify") == mark
+    assert store.get_cursor("web", "shopify", "w") is None
+    store.reread_done("web", "shopify", mark, "w")
+    assert store.get_cursor("web", "shopify", "w") == "c1"
+    # A flow the map does not name (taken out of the config) gets no cursor.
+    store.enqueue_page("gone", "woo", _payloads(["bert"]), [], None, move_cursor=False)
+    store.enqueue_page("shop", "shop", _payloads(["bert"]), [], None, shape="s", sources=sources)
+    assert store.reread_mark("gone", "woo") is None and store.get_cursor("gone", "woo") is None
+
+
 def test_a_withdrawal_taking_another_flow_s_queued_write_marks_nothing(tmp_path: Path) -> None:
     """`shop` queues Anna's withdrawal of consent where `web`'s write of her waited: `web`
     is not sent to read in full, where its source (still saying she consents) would queue a
