@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from adapters.hubspot._parts import HubSpotParts
 from connector.adapter import Subject
+from connector.others import own_addresses
 
 #: The key of a contact's record that says the copy holds the configured properties only.
 PROPERTIES_UNREAD: Final = "propertiesNotRead"
@@ -101,14 +102,14 @@ class ContactFinds(HubSpotParts):
 def _own_addresses(contact: Mapping[str, Any], asked: str) -> frozenset[str]:
     """The person's addresses, lower case: the one asked for and those the contact holds
     (``email``, and ``hs_additional_emails``, parted by ``;``). An e-mail's senders and
-    recipients under any other are other people."""
+    recipients, and an address the text quotes, under any other are other people's."""
     properties = contact.get("properties")
     held = properties if isinstance(properties, dict) else {}
     found = [asked, held.get("email")]
     extra = held.get("hs_additional_emails")
     if isinstance(extra, str):
         found += extra.split(";")
-    return frozenset(a.strip().lower() for a in found if isinstance(a, str) and "@" in a)
+    return own_addresses(*found)
 
 
 def _address(contact: Mapping[str, Any], asked: str) -> str:

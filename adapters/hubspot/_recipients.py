@@ -8,7 +8,8 @@ the copy keeps the person's own entries (under any address their contact holds, 
 asked for) and leaves out the others, as the Pipedrive reader leaves out an activity's other
 attendees. The subject and the text (plain and HTML) are kept, but for the addresses of
 others they quote (a reply quotes "Cees <cees@elders.example> wrote:", a forward a whole
-header block): each is replaced by :data:`LEFT_OUT`. Names in the text cannot be told from
+header block): each is replaced by :data:`~connector.others.LEFT_OUT`
+(:func:`~connector.others.without_others_addresses`). Names in the text cannot be told from
 other words and stay. Every other property is kept as HubSpot serves it.
 
 What is assumed of HubSpot's e-mail objects (CRM v3 ``emails``), none of it checked against
@@ -36,20 +37,15 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-__all__ = ["HEADERS", "LEFT_OUT", "email_without_others"]
+from connector.others import text_without_others
+
+__all__ = ["HEADERS", "email_without_others"]
 
 #: The property holding the e-mail's headers as JSON.
 HEADERS: Final = "hs_email_headers"
 
 #: The properties holding what was written: another's address in them is left out.
 _WRITTEN: Final = ("hs_email_subject", "hs_email_text", "hs_email_html")
-
-#: What stands in the text where another person's address stood.
-LEFT_OUT: Final = "[address left out]"
-
-#: An address as text holds one (in a ``mailto:`` link, between ``&lt;`` and ``&gt;`` in
-#: HTML): no ``;``, ``<`` or ``>`` in it, so an HTML entity next to it is not taken along.
-_ADDRESS: Final = re.compile(r"[\w.!#$%'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+")
 
 #: The header keys that name people: one entry each (``from``, ``sender``) or a list.
 _SINGLE_ROLES: Final = frozenset({"from", "sender"})
@@ -73,14 +69,7 @@ def email_without_others(record: Mapping[str, Any], own: Collection[str]) -> dic
         kept[HEADERS] = _headers(kept[HEADERS], own)
     for role in {m.group(1) for name in kept if (m := _ROLE_PROPERTY.fullmatch(name))}:
         kept |= _role(kept, role, own)
-    for name in _WRITTEN:
-        if isinstance(kept.get(name), str):
-            kept[name] = _ADDRESS.sub(lambda m: _own_or_left_out(m.group(), own), kept[name])
-    return {**record, "properties": kept}
-
-
-def _own_or_left_out(address: str, own: Collection[str]) -> str:
-    return address if address.lower() in own else LEFT_OUT
+    return {**record, "properties": text_without_others(kept, _WRITTEN, own)}
 
 
 def _headers(value: Any, own: Collection[str]) -> str | None:

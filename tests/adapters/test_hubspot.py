@@ -23,7 +23,6 @@ from adapters.hubspot import (
     sign_v3,
     wait_hint,
 )
-from adapters.hubspot._recipients import LEFT_OUT
 from adapters.hubspot.adapter import ERASURE_NOTE
 from adapters.hubspot.sandbox import MIGRATION_RETRY_AFTER
 from adapters.hubspot.settings import DAILY_WAIT_SECONDS
@@ -32,6 +31,7 @@ from connector.demo import REPO_MAPPINGS
 from connector.errors import ConfigError, FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import SystemMapping, load_mapping
+from connector.others import LEFT_OUT
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.adapters.front import Decision, FrontPage
