@@ -75,6 +75,7 @@ OBJECT_PROPERTIES: Final[Mapping[str, frozenset[str]]] = {
             "hs_timestamp",
             "hs_meeting_title",
             "hs_meeting_body",
+            "hs_internal_meeting_notes",
             "hs_meeting_start_time",
             "hs_meeting_end_time",
             "hs_meeting_outcome",

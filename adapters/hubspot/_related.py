@@ -12,7 +12,9 @@ access request must show (Art. 15):
   property the portal defines for the kind (:class:`~adapters.hubspot._properties.PropertyLists`;
   the kind's main properties where HubSpot refuses the list). At most
   :data:`MAX_PER_KIND` records of a kind are listed. Of an e-mail's senders and recipients,
-  the person's own entries alone are kept (:mod:`adapters.hubspot._recipients`);
+  the person's own entries alone are kept (:mod:`adapters.hubspot._recipients`), and the
+  addresses of others that the text of an e-mail, note, call, meeting or task quotes read
+  ``[address left out]`` (:data:`WRITTEN`, :mod:`connector.others`);
 - subscription statuses: ``GET /communication-preferences/v3/status/email/{email}``.
 
 A refusal (403: a scope the private app lacks) of one of them does not fail the copy: the
@@ -34,6 +36,7 @@ from adapters.hubspot._recipients import email_without_others
 from adapters.hubspot._scopes import ASSOCIATED_KINDS
 from connector.errors import RemoteError, RetryableError
 from connector.http import SystemClient, answer_object
+from connector.others import text_without_others
 from connector.paging import PageTokens
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "SUBSCRIPTIONS",
     "SUBSCRIPTIONS_UNREAD",
     "SUBSCRIPTIONS_UNREAD_REASON",
+    "WRITTEN",
     "Related",
     "next_after",
 ]
@@ -128,6 +132,16 @@ MAIN_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
     "companies": ("name", "domain", "phone", "address", "city", "zip", "country"),
 }
 
+#: The properties of each kind holding what staff wrote (an e-mail's: its own module): an
+#: address of another quoted in them ("her partner cees@elders.example called too") is left
+#: out of the copy, the person's own stays (Art. 15(4); :mod:`connector.others`).
+WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
+    "notes": ("hs_note_body",),
+    "calls": ("hs_call_title", "hs_call_body"),
+    "meetings": ("hs_meeting_title", "hs_meeting_body", "hs_internal_meeting_notes"),
+    "tasks": ("hs_task_subject", "hs_task_body"),
+}
+
 
 class Related:
     """Reads the records associated with a contact and its address's subscription statuses.
@@ -146,7 +160,8 @@ class Related:
         of, and :data:`ASSOCIATIONS_UNREAD` where some were not read; ``{}`` for none.
 
         ``own`` holds the person's addresses (lower case): an e-mail's other senders and
-        recipients are left out (Art. 15(4); :mod:`adapters.hubspot._recipients`).
+        recipients are left out (Art. 15(4); :mod:`adapters.hubspot._recipients`), as are
+        other addresses the text of a record quotes (:data:`WRITTEN`).
         """
         found: dict[str, list[dict[str, Any]]] = {}
         partial: dict[str, list[str]] = {"unread": [], "cut": [], "mainPropertiesOnly": []}
@@ -167,9 +182,7 @@ class Related:
             if records is None:
                 partial["unread"].append(kind)
             elif records:
-                if kind == "emails":
-                    records = [email_without_others(record, own) for record in records]
-                found[kind] = records
+                found[kind] = [_as_copied(kind, record, own) for record in records]
         held: dict[str, Any] = {"associations": found} if found else {}
         said = {key: ", ".join(kinds) for key, kinds in partial.items() if kinds}
         if said:
@@ -278,6 +291,16 @@ class Related:
                 if isinstance(record, dict) and record.get("id") is not None
             ]
         return records
+
+
+def _as_copied(kind: str, record: dict[str, Any], own: Collection[str]) -> dict[str, Any]:
+    """A record of ``kind`` as the person's copy holds it: without others' addresses."""
+    if kind == "emails":
+        return email_without_others(record, own)
+    properties = record.get("properties")
+    if kind not in WRITTEN or not isinstance(properties, Mapping):
+        return record
+    return {**record, "properties": text_without_others(properties, WRITTEN[kind], own)}
 
 
 def _object_id(value: Any) -> str | None:

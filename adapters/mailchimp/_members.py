@@ -13,6 +13,7 @@ from adapters.mailchimp.payloads import as_found, is_subscriber_hash
 from adapters.mailchimp.settings import PAGE_SIZE
 from connector.adapter import Subject
 from connector.http import answer_object
+from connector.others import own_addresses, text_without_others
 
 SEARCH: Final = "/search-members"
 #: The account's audiences (``GET /lists``): an erasure looks on every one.
@@ -27,6 +28,10 @@ ACTIVITY_PAGES: Final = 10
 MEMBER_KEYS: Final = ("id", "list_id", "email_address", "status")
 #: Where a search's members lie in its answer: ``fields`` names paths from the answer's root.
 SEARCH_MEMBERS: Final = "exact_matches.members"
+
+#: What staff wrote in a note (``note``): an address of another quoted in it is left out of
+#: the copy, the person's own stays (Art. 15(4); :mod:`connector.others`).
+NOTE_WRITTEN: Final = ("note",)
 
 #: The key of a member's record that says its activity was read only in part, and why.
 ACTIVITY_UNREAD: Final = "activityNotRead"
@@ -60,17 +65,23 @@ class MemberReads(MailchimpCalls):
         ``"activity"``.
 
         A note is free text the account's staff wrote about the person, so access must show
-        it. The activity is what Mailchimp recorded of the person's newsletter (sends, opens,
-        clicks, bounces, unsubscribes, sign-ups): tracking it holds about them, which access
-        must show as well (see :meth:`_activity`). Neither is a record of its own: each lives
-        and dies with its member (``delete-permanent`` deletes "all personally identifiable
-        information related to" it), so an erasure's check that nothing is left needs to look
-        for members only, and one whose member is gone has nothing to read.
+        it, but for an address of another it quotes, none of the person's (the one asked for,
+        the member's), which reads ``[address left out]``. The activity is what Mailchimp
+        recorded of the person's newsletter (sends, opens, clicks, bounces, unsubscribes,
+        sign-ups): tracking it holds about them, which access must show as well (see
+        :meth:`_activity`). Neither is a record of its own: each lives and dies with its
+        member (``delete-permanent`` deletes "all personally identifiable information
+        related to" it), so an erasure's check that nothing is left needs to look for members
+        only, and one whose member is gone has nothing to read.
         """
         members = await self._members(subject)
         found: list[dict[str, Any]] = []
         for (list_id, member_hash), member in members.items():
-            notes = await self._notes(list_id, member_hash)
+            own = own_addresses(subject.email, member.get("email_address"))
+            notes = [
+                text_without_others(note, NOTE_WRITTEN, own)
+                for note in await self._notes(list_id, member_hash)
+            ]
             activity = await self._activity(list_id, member_hash)
             found.append({**member, "notes": notes, **activity})
         return found

@@ -16,6 +16,7 @@ from adapters.pipedrive._calls import PersonCalls
 from adapters.pipedrive.payloads import in_the_bin, primary_value, with_contact_keys
 from connector.adapter import Subject
 from connector.model import is_archived, normalise_email
+from connector.others import own_addresses
 
 NOT_HELD_NOTE: Final = "no person held for this subject"
 
@@ -31,14 +32,17 @@ class SubjectLookup(PersonCalls):
 
         Each comes with what Pipedrive keeps beside them (:mod:`.linked`): the notes staff
         wrote about them, their deals and activities, and the names of their labels
-        (``labels``, beside ``label_ids``), read once for all of them.
+        (``labels``, beside ``label_ids``), read once for all of them. An address their text
+        quotes that is none of the person's (the one asked for, those the person holds) is
+        left out.
         """
         people, _ = await self._held(subject)
         labels = await self.linked.label_names() if any(_label_ids(p) for p in people) else {}
         found: list[dict[str, Any]] = []
         for person in people:
             named = [{"id": i, "label": labels.get(i)} for i in _label_ids(person)]
-            beside = await self.linked.beside(int(person["id"]))
+            own = own_addresses(subject.email, *_email_values(person))
+            beside = await self.linked.beside(int(person["id"]), own)
             found.append({**person, "labels": named, **beside})
         return found
 
@@ -112,6 +116,14 @@ def _passed_note(passed: Sequence[int]) -> str:
         f"left {len(passed)} person(s) found under the address that hold it only beside "
         f"another primary e-mail, as syncs leave them (ids {', '.join(map(str, sorted(passed)))})"
     )
+
+
+def _email_values(person: dict[str, Any]) -> list[Any]:
+    """Every address of the person's ``emails`` (primary or not), as Pipedrive gave them."""
+    entries = person.get("emails")
+    if not isinstance(entries, list):
+        return []
+    return [e.get("value") for e in entries if isinstance(e, dict)]
 
 
 def _label_ids(person: dict[str, Any]) -> list[int]:

@@ -20,7 +20,9 @@ adds each to the person's record:
 Only items that name the person (``person_id``) are kept: a filter Pipedrive ignored would
 otherwise put other people's data into this person's copy. Of those, what Pipedrive adds of
 other people is left out: a note's author (``user``: a staff member's e-mail and name) and
-the attendees of an activity other than the person (each with their e-mail and name).
+the attendees of an activity other than the person (each with their e-mail and name); and
+an address of another that what staff wrote quotes (:data:`WRITTEN`: a note's text, an
+activity's subject and notes) reads ``[address left out]`` (:mod:`connector.others`).
 Each list is read to at most :data:`MAX_PAGES` pages of :data:`PAGE_SIZE`; one with more
 says so in the record (``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason
 :data:`CUT_REASON`, and how many the copy lists), so a partial list never passes for the
@@ -38,15 +40,16 @@ to a bin is UNVERIFIED too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
+from connector.others import text_without_others
 from connector.paging import PAGING_LOOP, PageTokens
 
-__all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "Left", "LinkedReader"]
+__all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "WRITTEN", "Left", "LinkedReader"]
 
 #: Items a page of each list holds (the most v1 and v2 lists give).
 PAGE_SIZE: Final = 500
@@ -64,6 +67,13 @@ LABEL_FIELDS: Final = frozenset({"label_ids", "label"})
 #: The fields of a v1 note that attach it to a record besides the person: such a note is
 #: that record's too (a deal's history), and an erasure leaves it.
 ATTACHED_ELSEWHERE: Final = ("deal_id", "org_id", "lead_id", "project_id")
+#: The fields of each list holding what staff wrote (a v1 note's ``content``, HTML; an
+#: activity's ``note`` and ``public_description``, and its ``subject``): an address of another
+#: quoted in them is left out of the copy, the person's own stays (Art. 15(4)).
+WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
+    "notes": ("content",),
+    "activities": ("subject", "note", "public_description"),
+}
 
 
 @dataclass
@@ -145,14 +155,21 @@ class LinkedReader:
                     names[int(option["id"])] = str(option.get("label") or "")
         return names
 
-    async def beside(self, person_id: int) -> dict[str, Any]:
-        """``notes``, ``deals`` and ``activities`` of the person, each with its cut marker."""
+    async def beside(self, person_id: int, own: Collection[str]) -> dict[str, Any]:
+        """``notes``, ``deals`` and ``activities`` of the person, each with its cut marker.
+
+        ``own`` holds the person's addresses (lower case): any other one their text quotes
+        is left out (:data:`WRITTEN`).
+        """
         held: dict[str, Any] = {}
         notes, more = await self._notes(person_id)
-        held.update(_listed("notes", [_without_others(n, person_id) for n in notes], more))
+        kept = [_without_others("notes", n, person_id, own) for n in notes]
+        held.update(_listed("notes", kept, more))
         for kind, path in (("deals", DEALS), ("activities", ACTIVITIES)):
             items, more = await self._cursor_list(path, {"person_id": person_id})
-            named = [_without_others(i, person_id) for i in items if _names(i, person_id)]
+            named = [
+                _without_others(kind, i, person_id, own) for i in items if _names(i, person_id)
+            ]
             held.update(_listed(kind, named, more))
         return held
 
@@ -259,9 +276,11 @@ def _names(item: Mapping[str, Any], person_id: int) -> bool:
     )
 
 
-def _without_others(item: Mapping[str, Any], person_id: int) -> dict[str, Any]:
-    """A note, deal or activity as the person's copy holds it: without what Pipedrive
-    adds of other people.
+def _without_others(
+    kind: str, item: Mapping[str, Any], person_id: int, own: Collection[str]
+) -> dict[str, Any]:
+    """A note, deal or activity (``kind``) as the person's copy holds it: without what
+    Pipedrive adds of other people, nor their addresses quoted in its text.
 
     A v1 note names its author under ``user`` (a staff member's e-mail, name and picture;
     ``user_id`` stays, as the person's ``owner_id`` does), and an activity lists its
@@ -275,7 +294,7 @@ def _without_others(item: Mapping[str, Any], person_id: int) -> dict[str, Any]:
         kept["attendees"] = [
             a for a in attendees if isinstance(a, Mapping) and a.get("person_id") == person_id
         ]
-    return kept
+    return text_without_others(kept, WRITTEN.get(kind, ()), own)
 
 
 #: Keys of a linked item that hold other people's data whole: a note's author.

@@ -17,6 +17,7 @@ from adapters.woocommerce.payloads import ANONYMOUS_REVIEW, valid_email
 from connector.adapter import Subject, placed_by_another
 from connector.errors import RetryableError
 from connector.model import normalise_email
+from connector.others import own_addresses, text_without_others
 from connector.workers import gather_or_cancel
 
 __all__ = [
@@ -248,6 +249,47 @@ class SubjectLookup(ShopCalls):
         path = f"{API}/orders/{order_id}/notes"
         response = await self._request("GET", path, accept=(404,))
         return [] if response.status_code == 404 else self._list(response, "GET", path)
+
+
+#: What was written on an order or an account: the customer's note (an order's
+#: ``customer_note``, given at checkout; an account's, where a checkout-field plugin keeps
+#: one) and each order note's text (``note``: a shop employee's, or one sent to the
+#: customer). An address of another quoted in them is left out of the copy (Art. 15(4);
+#: :mod:`connector.others`).
+CUSTOMER_WRITTEN = ("customer_note",)
+NOTE_WRITTEN = ("note",)
+
+
+def _copy_addresses(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> frozenset[str]:
+    """The person's addresses, lower case: the one asked for, and the account's and its
+    billing address's of each of their customer accounts."""
+    held: list[Any] = [subject.email]
+    for customer in customers:
+        billing = customer.get("billing")
+        held += [
+            customer.get("email"),
+            billing.get("email") if isinstance(billing, Mapping) else None,
+        ]
+    return own_addresses(*held)
+
+
+def _account_copy(customer: Mapping[str, Any], own: frozenset[str]) -> dict[str, Any]:
+    """A customer account as an access copy holds it: an address its note quotes that is
+    none of ``own`` is left out."""
+    return text_without_others(customer, CUSTOMER_WRITTEN, own)
+
+
+def _order_copy(
+    order: Mapping[str, Any], notes: Sequence[Mapping[str, Any]], own: frozenset[str]
+) -> dict[str, Any]:
+    """An order with its notes as an access copy holds them: an address their text quotes
+    that is none of ``own`` nor the order's own billing address is left out."""
+    billing = order.get("billing")
+    own |= own_addresses(billing.get("email") if isinstance(billing, Mapping) else None)
+    return {
+        **text_without_others(order, CUSTOMER_WRITTEN, own),
+        "notes": [text_without_others(note, NOTE_WRITTEN, own) for note in notes],
+    }
 
 
 def _review_record(review: Mapping[str, Any]) -> dict[str, Any]:

@@ -50,7 +50,14 @@ from adapters.woocommerce._erasure import ShopErasure
 
 # Re-exported: imported from here before the erasure steps had a module of their own.
 from adapters.woocommerce._erasure import _refused_delete as _refused_delete
-from adapters.woocommerce._lookup import ORDER_KEYS, REVIEW_KEYS, _review_record
+from adapters.woocommerce._lookup import (
+    ORDER_KEYS,
+    REVIEW_KEYS,
+    _account_copy,
+    _copy_addresses,
+    _order_copy,
+    _review_record,
+)
 from adapters.woocommerce.labels import COPY_LABELS
 from adapters.woocommerce.payloads import (
     code_only,
@@ -510,12 +517,14 @@ class WooCommerceAdapter(ShopErasure):
         (under :data:`REVIEW_RECORD`)."""
         customers = await self._customers_for(subject)
         orders = await self._orders_for(subject, customers)
-        held: list[dict[str, Any]] = list(customers)
+        # Others' addresses a note quotes are left out (Art. 15(4)), the person's own stay.
+        own = _copy_addresses(subject, customers)
+        held = [_account_copy(customer, own) for customer in customers]
         kept = self._kept()
         # Each with its notes: a shop employee's, or one sent to the customer, they may
         # hold what the person said or what was said about them.
         held += [
-            {"type": "order", **order, "notes": await self._notes_of(order["id"]), **kept}
+            {"type": "order", **_order_copy(order, await self._notes_of(order["id"]), own), **kept}
             for order in orders
         ]
         # What they wrote about a product and the rating they gave, held and approved ones,

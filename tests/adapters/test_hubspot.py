@@ -2155,6 +2155,35 @@ async def test_an_access_copy_leaves_out_the_addresses_an_e_mail_s_text_quotes(
     )
 
 
+async def test_an_access_copy_leaves_out_the_addresses_staff_quote_in_notes_calls_meetings_tasks(
+    hub: Harness,
+) -> None:
+    """Art. 15(4): what staff write about a person can quote someone else's address ("her
+    partner cees@... called too"): in a note, a call, a meeting (its internal notes too) and
+    a task it reads as left out. The person's own addresses (the one asked for and one the
+    contact holds besides, in any case) and the words around stay."""
+    contact_id = hub.sandbox.add_person(
+        "mila@example.com", "Mila", "Mail", hs_additional_emails="mila@werk.example"
+    )
+    written = "Mila (MILA@Example.com, Mila@Werk.example) belde; partner cees@elders.example ook."
+    kept = f"Mila (MILA@Example.com, Mila@Werk.example) belde; partner {LEFT_OUT} ook."
+    texts = {
+        "notes": ("hs_note_body",),
+        "calls": ("hs_call_title", "hs_call_body"),
+        "meetings": ("hs_meeting_title", "hs_meeting_body", "hs_internal_meeting_notes"),
+        "tasks": ("hs_task_subject", "hs_task_body"),
+    }
+    for kind, names in texts.items():
+        hub.sandbox.add_associated(contact_id, kind, **dict.fromkeys(names, written))
+    (contact,) = await hub.adapter.find(Subject(email="mila@example.com"))
+    assert "elders.example" not in json.dumps(contact)
+    for kind, names in texts.items():
+        (record,) = contact["associations"][kind]
+        for name in names:
+            assert record["properties"][name] == kept, (kind, name)
+    assert contact["properties"]["hs_additional_emails"] == "mila@werk.example"
+
+
 async def test_an_access_copy_holds_the_address_s_subscription_statuses(hub: Harness) -> None:
     """HubSpot keeps, per e-mail subscription type, whether the address is subscribed and on
     what legal basis (communication preferences; in the reference's access recipe). The copy

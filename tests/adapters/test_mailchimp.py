@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from connector.errors import ConfigError, FatalRemoteError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.model import Person, is_archived
+from connector.others import LEFT_OUT
 from tests.adapters.front import Decision, FrontPage
 
 T = TypeVar("T")
@@ -1420,6 +1422,20 @@ async def test_find_returns_each_member_with_every_note_held_about_it(mc: Harnes
     mc.sandbox.endpoints_used.clear()
     assert await mc.adapter.find(Subject(email="nobody@example.com")) == []
     assert f"GET {MEMBER}/notes" not in mc.sandbox.endpoints_used
+
+
+async def test_find_leaves_out_other_addresses_a_note_quotes(mc: Harness) -> None:
+    """Art. 15(4): a note staff wrote can quote someone else's address ("meldde zich aan
+    voor zus sanne@..."): it reads as left out. The person's own address (in any case) and
+    the words around stay."""
+    email = "noted@example.com"
+    mc.sandbox.add_person(email, "No")
+    mc.sandbox.add_note(email, "Noted@Example.COM meldde ook zus sanne+nb@zus.example aan.")
+    (member,) = await mc.adapter.find(Subject(email=email))
+    assert "zus.example" not in json.dumps(member)
+    (note,) = member["notes"]
+    assert note["note"] == f"Noted@Example.COM meldde ook zus {LEFT_OUT} aan."
+    assert member["email_address"] == email
 
 
 async def test_access_reads_the_member_activity_mailchimp_holds(

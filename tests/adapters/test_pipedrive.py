@@ -46,6 +46,7 @@ from connector.errors import FatalRemoteError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
 from connector.model import Person, is_archived
+from connector.others import LEFT_OUT
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from connector.systems import System
@@ -1918,6 +1919,35 @@ async def test_the_access_copy_holds_no_staff_member_s_or_other_attendee_s_addre
     copy = json.dumps(found)
     for other in ("els@example.nl", "Jansen-Bos", STAFF_USER["email"], STAFF_USER["name"]):
         assert other not in copy
+
+
+async def test_the_access_copy_leaves_out_other_addresses_a_note_or_activity_quotes(
+    pd: Harness,
+) -> None:
+    """Art. 15(4): what staff write can quote someone else's address ("partner
+    els@... belde ook"): in a note's text, an activity's subject, notes and public
+    description it reads as left out. The person's own addresses (the one asked for and
+    another the person holds, in any case) and the words around stay."""
+    jan = pd.sandbox.add_person(
+        "jan@example.nl",
+        "Jan",
+        "Jansen",
+        emails=[
+            {"value": "jan@example.nl", "primary": True, "label": "work"},
+            {"value": "jan@thuis.example", "primary": False, "label": "home"},
+        ],
+    )
+    written = "Jan (JAN@Example.nl, Jan@Thuis.example) belde; partner els@bos.example ook."
+    kept = f"Jan (JAN@Example.nl, Jan@Thuis.example) belde; partner {LEFT_OUT} ook."
+    pd.sandbox.add_note(jan, f"<p>{written}</p>")
+    pd.sandbox.add_activity(jan, written, note=written, public_description=written)
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    (note,) = found["notes"]
+    (activity,) = found["activities"]
+    assert "bos.example" not in json.dumps(found)
+    assert note["content"] == f"<p>{kept}</p>"
+    assert activity["subject"] == activity["note"] == activity["public_description"] == kept
+    assert [e["value"] for e in found["emails"]] == ["jan@example.nl", "jan@thuis.example"]
 
 
 async def test_an_access_copy_of_more_notes_than_it_reads_says_so(pd: Harness) -> None:

@@ -28,6 +28,7 @@ from connector.demo import REPO_MAPPINGS
 from connector.errors import FatalRemoteError, RecordError, RetryableError
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
+from connector.others import LEFT_OUT
 from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from tests.conftest import FakeClock
@@ -997,6 +998,36 @@ async def test_find_returns_the_customer_and_their_orders(harness: Harness) -> N
     assert [o["id"] for o in found[1:]] == orders
     assert all(o["type"] == "order" for o in found[1:])
     assert stranger not in [o["id"] for o in found[1:]]
+
+
+async def test_find_leaves_out_other_addresses_the_notes_quote(harness: Harness) -> None:
+    """Art. 15(4): an order note, the customer's note at checkout and an account's note can
+    quote someone else's address ("geef af bij piet@..."): it reads as left out. The
+    person's own addresses (the one asked for, an order's billing one, in any case) and the
+    words around stay."""
+    sandbox = harness.sandbox
+    written = "An (AN@Example.com) vraagt: geef af bij piet@buren.example."
+    kept = f"An (AN@Example.com) vraagt: geef af bij {LEFT_OUT}."
+    customer_id = sandbox.add_person("an@example.com", "An", "Jansen", customer_note=written)
+    order = sandbox.add_order(customer_id, customer_note=written)
+    billed = "Stuur de factuur naar An@Werk.example, niet naar piet@buren.example."
+    guest = sandbox.add_order(
+        0, billing={"email": "an@werk.example", "first_name": "An"}, customer_note=billed
+    )
+    for order_id, text in ((order, written), (guest, billed)):
+        sandbox.add_order_note(order_id, text)
+        sandbox.add_order_note(order_id, text, customer_note=True)
+    customer, listed = await harness.adapter.find(Subject(email="an@example.com"))
+    (guest_order,) = await harness.adapter.find(Subject(email="an@werk.example"))
+    assert "buren.example" not in json.dumps([customer, listed, guest_order])
+    assert customer["customer_note"] == kept
+    assert (listed["id"], guest_order["id"]) == (order, guest)
+    assert listed["customer_note"] == kept
+    assert [n["note"] for n in listed["notes"]] == [kept, kept]
+    left = f"Stuur de factuur naar An@Werk.example, niet naar {LEFT_OUT}."
+    assert guest_order["customer_note"] == left
+    assert [n["note"] for n in guest_order["notes"]] == [left, left]
+    assert {n["customer_note"] for n in guest_order["notes"]} == {False, True}
 
 
 async def test_an_erasure_s_read_takes_orders_by_whose_they_are_alone_and_a_correction_s_none(
