@@ -88,7 +88,7 @@ class OutboxStore(SubjectStore, RunStore):
             taken = self._taken_from(
                 flow,
                 [
-                    (p.system, numbers[p.subject_id])
+                    (p.system, numbers[p.subject_id], p.payload_hash)
                     for p in payloads
                     if not p.payload_hash.startswith(WITHDRAWAL)
                 ],
@@ -126,24 +126,28 @@ class OutboxStore(SubjectStore, RunStore):
                 self.set_cursor(flow, source, cursor, shape)
         return list(range(first, first + len(payloads)))
 
-    def _taken_from(self, flow: str, rows: Sequence[tuple[str, int]]) -> set[str]:
+    def _taken_from(self, flow: str, rows: Sequence[tuple[str, int, str]]) -> set[str]:
         """The flows other than ``flow`` that have a row queued at these (system, subject
-        number) pairs, held rows aside (they keep no write of their flow's)."""
-        by_system: dict[str, list[int]] = {}
-        for system, number in rows:
-            by_system.setdefault(system, []).append(number)
+        number, new payload hash) places holding another payload: held rows aside (they keep
+        no write of their flow's), and one holding the same payload (two sources that agree:
+        what the other flow queued still reaches the system, and marked, both flows read in
+        full at every run while the system is down)."""
+        by_system: dict[str, dict[int, str]] = {}
+        for system, number, digest in rows:
+            by_system.setdefault(system, {})[number] = digest
         found: set[str] = set()
-        for system, numbers in by_system.items():
-            for chunk in chunks(numbers, 500):
+        for system, digests in by_system.items():
+            for chunk in chunks(list(digests), 500):
                 marks = ",".join("?" * len(chunk))
                 found.update(
                     str(other)
-                    for (other,) in self.db.execute(
-                        "SELECT DISTINCT flow FROM outbox "  # noqa: S608 - marks only
+                    for number, other, digest in self.db.execute(
+                        "SELECT subject_no, flow, payload_hash FROM outbox "  # noqa: S608
                         f"WHERE system=? AND subject_no IN ({marks}) AND flow!=? "
                         "AND payload_hash!=?",
                         (system, *chunk, flow, HELD),
                     )
+                    if digest != digests[number]
                 )
         return found
 

@@ -36,8 +36,9 @@ from tests.store_versions import add_people, store_at
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _payloads(subjects: list[str]) -> list[QueuedPayload]:
-    return [QueuedPayload("crm", sid, b"sealed", "hash-" + sid) for sid in subjects]
+def _payloads(subjects: list[str], source: str = "") -> list[QueuedPayload]:
+    """Payloads for the CRM; ``source`` tells apart what another source says of them."""
+    return [QueuedPayload("crm", sid, b"sealed", f"hash-{source}{sid}") for sid in subjects]
 
 
 def test_outbox_ids_grow_even_after_the_newest_rows_are_delivered(tmp_path: Path) -> None:
@@ -1169,10 +1170,10 @@ def test_a_flow_whose_queued_write_another_flow_took_reads_in_full_until_a_full_
         "UPDATE outbox SET payload_hash='held' WHERE subject_no="
         "(SELECT subject_no FROM subjects WHERE subject_id='bert')"
     )
-    store.enqueue_page("shop", "shop", _payloads(["bert"]), [], None, shape="s")
+    store.enqueue_page("shop", "shop", _payloads(["bert"], "shop:"), [], None, shape="s")
     assert store.reread_mark("web", "shopify") is None
 
-    store.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s")
+    store.enqueue_page("shop", "shop", _payloads(["anna"], "shop:"), [], None, shape="s")
     mark = store.reread_mark("web", "shopify")
     assert mark is not None and store.get_cursor("web", "shopify", "w") is None
     assert store.reread_mark("shop", "shop") is None
@@ -1183,7 +1184,7 @@ def test_a_flow_whose_queued_write_another_flow_took_reads_in_full_until_a_full_
     assert store.get_cursor("web", "shopify", "w") == "c3"
 
     store.enqueue_page("web", "shopify", _payloads(["dirk"]), [], "c4", shape="w")
-    store.enqueue_page("shop", "shop", _payloads(["dirk"]), [], None, shape="s")
+    store.enqueue_page("shop", "shop", _payloads(["dirk"], "shop:"), [], None, shape="s")
     again = store.reread_mark("web", "shopify")
     assert again is not None and again != mark
     store.reread_done("web", "shopify", mark, "w")  # a read that started under the old mark
@@ -1202,7 +1203,9 @@ def test_a_flow_with_no_cursor_yet_whose_queued_write_another_flow_took_reads_in
     sources = {"web": "shopify", "shop": "shop"}
     store = Store(tmp_path / "n.db")
     store.enqueue_page("web", "shopify", _payloads(["anna"]), [], None, move_cursor=False)
-    store.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s", sources=sources)
+    store.enqueue_page(
+        "shop", "shop", _payloads(["anna"], "shop:"), [], None, shape="s", sources=sources
+    )
     mark = store.reread_mark("web", "shopify")
     assert mark is not None and store.get_cursor("web", "shopify") is None
     store.enqueue_page("web", "shopify", [], [], "c1", shape="w")  # its first page
@@ -1212,7 +1215,9 @@ def test_a_flow_with_no_cursor_yet_whose_queued_write_another_flow_took_reads_in
     assert store.get_cursor("web", "shopify", "w") == "c1"
     # A flow the map does not name (taken out of the config) gets no cursor.
     store.enqueue_page("gone", "woo", _payloads(["bert"]), [], None, move_cursor=False)
-    store.enqueue_page("shop", "shop", _payloads(["bert"]), [], None, shape="s", sources=sources)
+    store.enqueue_page(
+        "shop", "shop", _payloads(["bert"], "shop:"), [], None, shape="s", sources=sources
+    )
     assert store.reread_mark("gone", "woo") is None and store.get_cursor("gone", "woo") is None
 
 
@@ -1229,6 +1234,22 @@ def test_a_withdrawal_taking_another_flow_s_queued_write_marks_nothing(tmp_path:
     assert store.get_cursor("web", "shopify", "w") == "c1"
 
 
+def test_the_same_payload_taking_another_flow_s_queued_write_marks_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two sources that agree about Anna: `shop` queues the very payload `web` had queued.
+    Nothing of `web`'s is lost, so its cursor stays as it was; marked, both flows would read
+    their whole source at every run while the system is down. A payload that differs marks."""
+    store = Store(tmp_path / "same.db")
+    store.enqueue_page("web", "shopify", _payloads(["anna", "bert"]), [], "c1", shape="w")
+    store.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s")
+    assert store.reread_mark("web", "shopify") is None
+    assert store.get_cursor("web", "shopify", "w") == "c1"
+    other = [QueuedPayload("crm", "bert", b"sealed", "hash-bert-other")]
+    store.enqueue_page("shop", "shop", other, [], None, shape="s")
+    assert store.reread_mark("web", "shopify") is not None
+
+
 def test_a_mark_set_while_a_full_read_runs_stays_though_the_store_was_opened_anew(
     tmp_path: Path,
 ) -> None:
@@ -1239,7 +1260,7 @@ def test_a_mark_set_while_a_full_read_runs_stays_though_the_store_was_opened_ane
     mark it started under, not this one, which its next run reads in full for."""
     first = Store(tmp_path / "a.db")
     first.enqueue_page("web", "shopify", _payloads(["anna"]), [], "c1", shape="w")
-    first.enqueue_page("shop", "shop", _payloads(["anna"]), [], None, shape="s")
+    first.enqueue_page("shop", "shop", _payloads(["anna"], "shop:"), [], None, shape="s")
     started_under = first.reread_mark("web", "shopify")
     assert started_under is not None
     rows = first.outbox_batch("crm", 0, 10)
@@ -1249,7 +1270,7 @@ def test_a_mark_set_while_a_full_read_runs_stays_though_the_store_was_opened_ane
     store = Store(tmp_path / "a.db")  # the daemon starts, the outbox empty
     assert store.reread_mark("web", "shopify") == started_under
     store.enqueue_page("web", "shopify", _payloads(["bert"]), [], "c2", shape="w")
-    store.enqueue_page("shop", "shop", _payloads(["bert"]), [], None, shape="s")
+    store.enqueue_page("shop", "shop", _payloads(["bert"], "shop:"), [], None, shape="s")
     store.reread_done("web", "shopify", started_under, "w")
     assert store.reread_mark("web", "shopify") is not None
     assert store.get_cursor("web", "shopify", "w") is None
