@@ -1855,6 +1855,34 @@ def test_webhook_outside_five_minutes_is_rejected(hub: Harness, offset_s: int) -
     )
 
 
+@pytest.mark.parametrize("offset_s", [300, -300], ids=["oldest", "newest"])
+def test_webhook_exactly_five_minutes_off_is_accepted(hub: Harness, offset_s: int) -> None:
+    """The window is the SDK's: a timestamp five minutes off to the millisecond is in it."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1, NOW_MS)
+    assert hub.adapter.verify_webhook(hook_request(body, headers), SECRET, NOW_MS / 1000 + offset_s)
+
+
+@pytest.mark.parametrize("timestamp", ["", "17e11", "-1", " 1700000000000", "9" * 5000])
+def test_webhook_with_a_timestamp_that_is_no_count_of_milliseconds_is_rejected(
+    hub: Harness, timestamp: str
+) -> None:
+    """A timestamp that is not digits alone, or too long for any time, is refused without
+    raising, even when the signature covers it: nobody's delivery is answered with a 500."""
+    body, _ = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1, NOW_MS)
+    headers = {
+        "x-hubspot-request-timestamp": timestamp,
+        "x-hubspot-signature-v3": sign_v3(SECRET, "POST", HOOK_URL, body, timestamp),
+    }
+    assert not hub.adapter.verify_webhook(hook_request(body, headers), SECRET, NOW_MS / 1000)
+
+
+def test_webhook_signature_covers_the_method(hub: Harness) -> None:
+    """A delivery signed for a POST does not verify as another method's request."""
+    body, headers = hub.sandbox.signed_privacy_deletion(SECRET, HOOK_URL, 1, NOW_MS)
+    request = WebhookRequest(method="PUT", url=HOOK_URL, headers=headers, body=body)
+    assert not hub.adapter.verify_webhook(request, SECRET, NOW_MS / 1000)
+
+
 def test_v3_signature_decodes_the_uri_as_hubspot_specifies(hub: Harness) -> None:
     """HubSpot decodes ``%3A %2F %3F %40 %21 %24 %27 %28 %29 %2A %2C %3B`` in the URI before
     signing: a webhook URL whose query holds ``%40`` verifies (it never did, every genuine
