@@ -1682,6 +1682,20 @@ def test_webhook_hmac_matches_a_value_computed_apart_from_this_code(shop: Harnes
     assert shop.adapter.verify_webhook(signed, "shopify-webhook-secret", now=0.0)
 
 
+def test_webhook_hmac_is_over_the_raw_body_and_never_an_empty_secret(shop: Harness) -> None:
+    """The signature covers the body byte for byte, its trailing newline included; and a
+    secret left empty verifies nothing, though anyone can sign with an empty key."""
+    body = b'{"id": 7}\n'
+    headers = {"x-shopify-hmac-sha256": webhook_signature(body, SECRET)}
+    assert shop.adapter.verify_webhook(WebhookRequest("POST", HOOK_URL, headers, body), SECRET, 0.0)
+    stripped = {"x-shopify-hmac-sha256": webhook_signature(body.strip(), SECRET)}
+    assert not shop.adapter.verify_webhook(
+        WebhookRequest("POST", HOOK_URL, stripped, body), SECRET, 0.0
+    )
+    unkeyed = {"x-shopify-hmac-sha256": webhook_signature(body, "")}
+    assert not shop.adapter.verify_webhook(WebhookRequest("POST", HOOK_URL, unkeyed, body), "", 0.0)
+
+
 def test_parse_compliance_topics(shop: Harness) -> None:
     """customers/redact -> erase, customers/data_request -> access, shop/redact -> purge_all."""
     an, _ = seed_subject(shop.sandbox)

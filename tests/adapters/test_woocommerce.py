@@ -1648,7 +1648,8 @@ def test_webhook_signature_matches_a_value_computed_apart_from_this_code(
 
 
 def test_unsigned_ping_is_accepted_and_yields_no_events(harness: Harness) -> None:
-    """WooCommerce's unsigned form ping verifies (so the hook activates) and means nothing."""
+    """WooCommerce's unsigned form ping verifies (so the hook activates) and means nothing;
+    the same body with an empty signature, or sent as anything but a form, does not."""
     form = {"content-type": "application/x-www-form-urlencoded"}
     ping = WebhookRequest("POST", "https://k.example.nl/webhooks/shop", form, b"webhook_id=12")
     assert harness.adapter.verify_webhook(ping, SECRET, now=0.0)
@@ -1659,6 +1660,22 @@ def test_unsigned_ping_is_accepted_and_yields_no_events(harness: Harness) -> Non
     assert not harness.adapter.verify_webhook(forged, SECRET, now=0.0)
     other = WebhookRequest(ping.method, ping.url, form, b"webhook_id=12&email=a%40b.nl")
     assert not harness.adapter.verify_webhook(other, SECRET, now=0.0)
+    blank = WebhookRequest(ping.method, ping.url, {**form, "x-wc-webhook-signature": ""}, ping.body)
+    assert not harness.adapter.verify_webhook(blank, SECRET, now=0.0)
+    as_json = WebhookRequest(ping.method, ping.url, {"content-type": "application/json"}, ping.body)
+    assert not harness.adapter.verify_webhook(as_json, SECRET, now=0.0)
+
+
+def test_webhook_signature_is_over_the_raw_body(harness: Harness) -> None:
+    """The signature covers the body byte for byte, its trailing newline included."""
+    body = b'{"id": 7}\n'
+    url = "https://k.example.nl/webhooks/shop"
+    signed = {"x-wc-webhook-signature": webhook_signature(body, SECRET)}
+    assert harness.adapter.verify_webhook(WebhookRequest("POST", url, signed, body), SECRET, 0.0)
+    stripped = {"x-wc-webhook-signature": webhook_signature(body.strip(), SECRET)}
+    assert not harness.adapter.verify_webhook(
+        WebhookRequest("POST", url, stripped, body), SECRET, 0.0
+    )
 
 
 def test_two_customers_changed_within_a_second_are_two_deliveries(
