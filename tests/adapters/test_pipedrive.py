@@ -2221,11 +2221,21 @@ def test_webhook_with_the_configured_basic_credentials_verifies(pd: Harness) -> 
         "",
         basic_authorization("klantsync:wrong-password"),
         basic_authorization("other-user:hook-password"),
+        basic_authorization(HOOK_SECRET + "-and-more"),
         "Bearer " + base64.b64encode(HOOK_SECRET.encode()).decode(),
         "Basic not*base64",
         "Basic ",
     ],
-    ids=["missing", "empty", "wrong-password", "wrong-user", "bearer", "garbage", "blank"],
+    ids=[
+        "missing",
+        "empty",
+        "wrong-password",
+        "wrong-user",
+        "longer",
+        "bearer",
+        "garbage",
+        "blank",
+    ],
 )
 def test_webhook_without_the_right_credentials_is_refused(
     pd: Harness, authorization: str | None
