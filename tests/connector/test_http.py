@@ -33,6 +33,8 @@ from connector.http import (
     SystemClient,
     build_ssl_context,
     check_url,
+    host_problem,
+    is_loopback,
     redact_url,
     retry_after,
 )
@@ -262,11 +264,18 @@ async def test_expired_or_wrong_host_certificate_refused(tmp_path: Path, problem
         ("http://api.hubapi.com", False),
         ("ftp://shop.example.nl", False),
         ("https://user:pw@shop.example.nl", False),
+        ("https://user@shop.example.nl", False),
+        ("https://:pw@shop.example.nl", False),
+        ("https:///api", False),
+        ("https://shop.example.nl/api\u200b", False),
+        ("https://\u217b.example", False),
         ("http://127.0.0.1:8080", False),
     ],
 )
 def test_url_policy(url: str, ok: bool) -> None:
-    """https only; credentials in URLs refused; loopback http needs the switch."""
+    """https only; credentials in URLs refused (a user or a password alone too); a URL
+    with no host, an invisible character (a zero-width space) or a host httpx cannot
+    encode (an IDNA-invalid one) refused; loopback http needs the switch."""
     assert (check_url(url) is None) is ok
 
 
@@ -276,6 +285,21 @@ def test_loopback_http_allowed_only_with_switch() -> None:
     assert check_url("http://10.0.0.5", allow_insecure_loopback=True) is not None
     # Not a reserved name: DNS may resolve it anywhere.
     assert check_url("http://localhost.localdomain", allow_insecure_loopback=True) is not None
+    # The switch opens http, no other scheme.
+    assert check_url("ftp://127.0.0.1", allow_insecure_loopback=True) is not None
+
+
+def test_host_problem_keeps_dns_limits_and_reads_ipv6_in_brackets() -> None:
+    """A label of 63 characters and a name of 253 are hosts, one more of either is not; an
+    IPv6 address is read with or without brackets, and "[::1]" is loopback."""
+    assert host_problem("a" * 63 + ".example") is None
+    assert host_problem("a" * 64 + ".example") is not None
+    assert host_problem(".".join(["a" * 63] * 3 + ["b" * 61])) is None  # 253 characters
+    assert host_problem(".".join(["a" * 63] * 3 + ["b" * 62])) is not None
+    assert host_problem("[::1]") is None and host_problem("::1") is None
+    assert host_problem("[::zz]") == "is not an IPv6 address"
+    assert host_problem("fe80::1::2") == "is not an IPv6 address"
+    assert is_loopback("[::1]") and is_loopback("::1") and not is_loopback("[2001:db8::1]")
 
 
 def test_redact_url_drops_query_and_credentials() -> None:
@@ -283,6 +307,8 @@ def test_redact_url_drops_query_and_credentials() -> None:
     assert (
         redact_url(f"https://u:p@x.test:8443/a/b?email={SECRET_EMAIL}") == "https://x.test:8443/a/b"
     )
+    # A URL urllib cannot read is not handed back as it was, query string and all.
+    assert redact_url(f"https://[x.test/a?email={SECRET_EMAIL}") == "<invalid URL>"
 
 
 @respx.mock
