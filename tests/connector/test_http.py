@@ -37,6 +37,7 @@ from connector.http import (
     is_loopback,
     redact_url,
     retry_after,
+    server_pair_problem,
 )
 from connector.ratelimit import RateLimit, RateLimiter
 from connector.sandboxkit import serve_tls
@@ -236,6 +237,8 @@ async def test_a_refused_certificate_is_said_with_openssl_s_reason(
             with pytest.raises(FatalRemoteError) as info:
                 await client.request("POST", "/echo", json={"email": SECRET_EMAIL})
     assert "TLS verification failed: " in str(info.value) and reason in str(info.value)
+    # OpenSSL's words alone, not the exception's text around them.
+    assert "[SSL" not in str(info.value) and "_ssl.c" not in str(info.value)
     assert SECRET_EMAIL not in str(info.value)
 
 
@@ -313,9 +316,10 @@ def test_redact_url_drops_query_and_credentials() -> None:
 
 @respx.mock
 async def test_5xx_is_retried_then_succeeds() -> None:
-    """Two 503s then a 200: the call succeeds after two retries."""
+    """A 500 and a 503 then a 200: the call succeeds after two retries (a 500 is the
+    server's failure too, not a record the vendor refused)."""
     route = respx.get("https://crm.test/x").mock(
-        side_effect=[httpx.Response(503), httpx.Response(503), httpx.Response(200, json={})]
+        side_effect=[httpx.Response(500), httpx.Response(503), httpx.Response(200, json={})]
     )
     client = SystemClient(
         "crm",
@@ -981,6 +985,89 @@ async def test_a_redirect_is_neither_followed_nor_taken_for_an_answer(status: in
         assert "elsewhere" not in str(info.value) and SECRET_EMAIL not in str(info.value)
     assert [request.url.host for request in seen] == ["shop.example.nl"] * 3
     await client.aclose()
+
+
+async def test_a_call_through_httpx_s_own_client_is_not_redirected_either() -> None:
+    """A path with its own query string goes through httpx's client, not the direct path:
+    a redirect there is not followed either, and nothing reaches where it points."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host != "shop.example.nl":
+            return httpx.Response(200, json={})
+        return httpx.Response(302, headers={"Location": "https://elsewhere.example/x"})
+
+    client = SystemClient(
+        "shop",
+        "https://shop.example.nl",
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
+    with pytest.raises(FatalRemoteError) as info:
+        await client.request("GET", "/customers?context=edit")
+    assert info.value.status == 302
+    assert [request.url.host for request in seen] == ["shop.example.nl"]
+    await client.aclose()
+
+
+async def test_a_header_with_a_line_break_fails_the_call_naming_the_header_only() -> None:
+    """A header value with CR or LF (a token pasted with its newline) is not sent, not
+    retried, and the error names the header, never its value."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={})
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        headers={"X-Api-Key": "geheim-token\r\nX-Evil: 1"},
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
+    with pytest.raises(FatalRemoteError) as info:
+        await client.request("GET", "/x")
+    assert "'X-Api-Key' holds CR, LF or NUL" in str(info.value)
+    assert "geheim" not in str(info.value)
+    assert client.stats.retries == 0
+    await client.aclose()
+
+
+async def test_a_transport_error_that_says_certificate_verify_failed_is_fatal() -> None:
+    """A transport that reports a certificate refused only in its message (no SSLError
+    chained) fails the call as fatal at once, not as a network error retried."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed")
+
+    client = SystemClient(
+        "crm",
+        "https://crm.test",
+        transport=httpx.MockTransport(handler),
+        retry=RetryPolicy(attempts=3, sleep=no_sleep),
+    )
+    with pytest.raises(FatalRemoteError) as info:
+        await client.request("GET", "/x")
+    assert "TLS verification failed" in str(info.value)
+    assert client.stats.retries == 0
+    await client.aclose()
+
+
+def test_a_tls_key_the_daemon_may_not_read_is_a_problem_only_when_starting_listeners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key another user owns (as root, nothing is unreadable: the refusal is stood in
+    for) stops the daemon's listeners, and not an operator's other commands."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+
+    def refused(*_args: object, **_kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(ssl.SSLContext, "load_cert_chain", refused)
+    assert server_pair_problem(cert, key) is None
+    problem = server_pair_problem(cert, key, strict=True)
+    assert problem is not None and "cannot be read (Permission denied)" in problem
 
 
 def test_rate_limited_error_is_retryable() -> None:
