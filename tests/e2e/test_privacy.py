@@ -100,6 +100,38 @@ def test_redaction_is_the_last_line_of_defence() -> None:
     assert redact(f"mail {CANARY_EMAIL}") == "mail <email>"
 
 
+def test_the_filter_redacts_a_record_s_extras_and_reads_no_structure_that_holds_itself() -> None:
+    """The filter masks the extras a record carries, not only its message (a handler
+    without the structlog chain sees them as the filter left them); and an extra that
+    holds itself is masked whole, not followed until the recursion limit."""
+    record = logging.LogRecord("klantsync.x", logging.INFO, __file__, 1, "body ignored", (), None)
+    loop: list[Any] = [CANARY_EMAIL]
+    loop.append(loop)
+    record.__dict__.update(contact=CANARY_EMAIL, keys=[CANARY_PHONE_E164], loop=loop)
+    RedactingFilter().filter(record)
+    extras = vars(record)
+    assert (extras["contact"], extras["keys"]) == ("<email>", ["<phone>"])
+    assert extras["loop"][0] == "<email>" and "<redacted>" in json.dumps(extras["loop"])
+
+
+def test_a_url_of_any_scheme_loses_its_query_string() -> None:
+    """Not only http(s): a websocket's or a database's URL in an error keeps its scheme,
+    host and path, and drops the query, where a name or an address may be."""
+    for scheme in ("wss", "postgresql", "ftp"):
+        text = f"connect to {scheme}://db.example.nl/a?name={CANARY_NAME}&x=1 failed"
+        assert redact(text) == f"connect to {scheme}://db.example.nl/a failed"
+
+
+def test_masking_contact_details_masks_them_url_encoded_too() -> None:
+    """An operator's account of a breach masks an address or a phone number as a URL or
+    a form carries them ("%40", "%2B"), as the log redaction does."""
+    from urllib.parse import quote
+
+    for contact, mask in ((CANARY_EMAIL, "<email>"), (CANARY_PHONE_E164, "<phone>")):
+        masked = mask_contact_details(f"GET /members/{quote(contact, safe='')} leaked")
+        assert masked == f"GET /members/{mask} leaked"
+
+
 @pytest.mark.parametrize("debug", ["", "1"])
 def test_an_exception_s_traceback_is_logged_only_with_klantsync_debug(
     debug: str, monkeypatch: pytest.MonkeyPatch
@@ -128,6 +160,7 @@ def test_an_exception_s_traceback_is_logged_only_with_klantsync_debug(
         f"{CANARY_NAME.lower()}.müller@voorbeeld.de",
         f"{CANARY_NAME.lower()}.o'brien@voorbeeld.nl",
         f"{CANARY_NAME.lower()}@bloemen-café.nl",
+        f"{CANARY_NAME.lower()}@bloemen-cafe\u0301.nl",  # the domain's accent as a mark
         f"{CANARY_NAME.lower()}.rene\u0301e@voorbeeld.nl",  # an accent typed as its own mark
         f"{CANARY_NAME.lower()}\u0930\u093e\u092e@example.in",  # a vowel sign (Devanagari)
         f"{CANARY_NAME.lower()}@sub.example.\u092e\u0930\u093e\u0920\u0940",
