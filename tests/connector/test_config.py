@@ -1735,6 +1735,22 @@ def test_a_retention_period_of_for_ever_is_refused_by_check(
     assert load_config(path).retention.audit_days == 36500
 
 
+@pytest.mark.parametrize(
+    ("key", "least"),
+    [("audit_days", 365), ("webhook_ids_days", 3), ("dead_letters_days", 1)],
+)
+def test_a_retention_period_below_its_least_is_refused(
+    tmp_path: Path, env: dict[str, str], key: str, least: int
+) -> None:
+    """The audit trail is kept a year at least, the delivery ids three days (vendors retry
+    a delivery for two: a shorter keep took a retry for a new delivery), and nothing for
+    no days: one day fewer than each is refused, naming the key."""
+    error = _load_error(write_config(tmp_path, extra=f"[retention]\n{key} = {least - 1}\n"))
+    assert error.key == f"retention.{key}" and f"at least {least}" in error.problem
+    path = write_config(tmp_path, extra=f"[retention]\n{key} = {least}\n")
+    assert getattr(load_config(path).retention, key) == least
+
+
 def test_check_warns_of_a_consent_gate_its_source_never_opens(
     tmp_path: Path, env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
