@@ -67,7 +67,6 @@ be written, so the people of a ring are not held (:func:`in_rings`).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -75,7 +74,6 @@ from connector import audit
 from connector.crypto import Keyring
 from connector.state import Store, chunks
 from connector.store_marks import HELD
-from connector.store_runs import REREAD
 
 __all__ = [
     "MOVED_ENTRY",
@@ -273,6 +271,12 @@ def apply_moves(
                 f"SELECT DISTINCT system FROM outbox WHERE {where}",  # noqa: S608 - fixed names
                 params,
             ).fetchall()
+            # The flows reading the source the move was read from: the record changed there,
+            # so they are offered it again (below).
+            readers = {
+                str(f)
+                for (f,) in db.execute("SELECT flow FROM cursors WHERE system=?", (move.source,))
+            } | {f for f, s in (sources or {}).items() if s == move.source}
             for (system,) in queued:
                 # Where the system's id for the person is unknown, what is queued under the
                 # old address may have landed anyway: the row stays, as the new id's, with
@@ -288,10 +292,6 @@ def apply_moves(
                 # queues the current data. Another flow's (its source may not have moved
                 # the person, and an incremental one never offers the change again) marks
                 # that flow; a held row keeps no write of its flow's.
-                readers = db.execute(
-                    "SELECT flow FROM cursors WHERE system=?", (move.source,)
-                ).fetchall()
-                readers += [(f,) for f, s in (sources or {}).items() if s == move.source]
                 taken.update(
                     str(flow)
                     for (flow,) in db.execute(
@@ -299,7 +299,7 @@ def apply_moves(
                         "WHERE system=? AND subject_no=? AND payload_hash!=?",
                         (system, old, HELD),
                     )
-                    if (flow,) not in readers
+                    if str(flow) not in readers
                 )
                 db.execute("DELETE FROM outbox WHERE system=? AND subject_no=?", (system, old))
             if not store.holds_rows(move.old):
@@ -350,7 +350,7 @@ def apply_moves(
                 subject_id=move.new,
             )
         if taken:
-            store.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}", sources)
+            store.mark_reread(taken, sources)
 
 
 def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:

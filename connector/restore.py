@@ -52,7 +52,6 @@ import json
 import os
 import shutil
 import sqlite3
-import uuid
 from contextlib import closing, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -404,7 +403,7 @@ def _prepare(
                 }
                 carried = carry_over(store, store_keyring(store, config), flows_of)
             # After the carry-over: a purge taken over deletes the cursors of its flows.
-            rereads = store.mark_every_cursor(f"{RESTORED}{uuid.uuid4().hex}")
+            rereads = store.mark_every_cursor(RESTORED)
             (kept,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             counts = {k: v for k, v in asdict(carried).items() if k != "not_carried"}
             audit.append(

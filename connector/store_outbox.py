@@ -7,13 +7,12 @@ there, whichever flow queued it (a flow whose write was taken reads in full next
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 
 from connector.store_base import chunks, utcnow
 from connector.store_marks import HELD, WITHDRAWAL
 from connector.store_records import OutboxRow, QueuedPayload
-from connector.store_runs import REREAD, RunStore
+from connector.store_runs import RunStore
 from connector.store_subjects import SubjectStore
 
 __all__ = ["OutboxStore"]
@@ -94,7 +93,7 @@ class OutboxStore(SubjectStore, RunStore):
                 ],
             )
             if taken:
-                self.mark_reread(taken, f"{REREAD}{uuid.uuid4().hex}", sources)
+                self.mark_reread(taken, sources)
             db.executemany(
                 "INSERT INTO outbox(id, system, subject_no, flow, payload, payload_hash, "
                 "enqueued_at, sent) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(system, subject_no) "

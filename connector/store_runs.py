@@ -9,6 +9,7 @@ Also the reads ``status`` shows (latest runs, table counts), on any connection t
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterable, Mapping
 
 from connector.store_base import StoreBase, utcnow
@@ -77,10 +78,14 @@ class RunStore(StoreBase):
         return str(row[0])
 
     def mark_reread(
-        self, flows: Iterable[str], mark: str, sources: Mapping[str, str] | None = None
+        self,
+        flows: Iterable[str],
+        sources: Mapping[str, str] | None = None,
+        *,
+        kind: str = REREAD,
     ) -> None:
-        """Mark every cursor of ``flows`` with ``mark`` (:data:`REREAD`): each reads its
-        source in full at its next run.
+        """Mark every cursor of ``flows`` with a new mark of ``kind`` (:data:`REREAD`, or
+        :data:`RESTORED`): each reads its source in full at its next run.
 
         A flow of ``sources`` (flow -> its source, the config's) with no cursor yet is given
         one that holds the mark alone: it reads in full at its next run anyway, but a first
@@ -89,6 +94,7 @@ class RunStore(StoreBase):
         """
         flows = list(flows)
         sources = sources or {}
+        mark = f"{kind}{uuid.uuid4().hex}"
         self.db.executemany(
             "UPDATE cursors SET shape=? WHERE flow=?", [(mark, flow) for flow in flows]
         )
@@ -98,11 +104,11 @@ class RunStore(StoreBase):
             [(flow, sources[flow], utcnow(), mark) for flow in flows if flow in sources],
         )
 
-    def mark_every_cursor(self, mark: str) -> list[str]:
-        """Mark every cursor in the store with ``mark`` (:data:`REREAD`), those of flows the
-        config no longer names too; return the flows marked, sorted."""
+    def mark_every_cursor(self, kind: str = REREAD) -> list[str]:
+        """Mark every cursor in the store (:meth:`mark_reread`), those of flows the config
+        no longer names too; return the flows marked, sorted."""
         flows = sorted(str(f) for (f,) in self.db.execute("SELECT DISTINCT flow FROM cursors"))
-        self.mark_reread(flows, mark)
+        self.mark_reread(flows, kind=kind)
         return flows
 
     def reread_done(self, flow: str, system: str, mark: str, shape: str) -> None:
