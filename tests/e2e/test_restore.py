@@ -32,7 +32,7 @@ def _opt_in(consent: bool) -> list[dict[str, str]]:
     return [{"key": "marketing_opt_in", "value": "yes" if consent else "no"}]
 
 
-def _runtime(world: World, config: Config) -> Callable[[], Any]:
+def _runtime(world: World | shopify_crm.World, config: Config) -> Callable[[], Any]:
     @asynccontextmanager
     async def opened() -> AsyncIterator[Runtime]:
         time = VirtualTime()
@@ -248,18 +248,6 @@ async def test_a_withdrawal_still_queued_when_a_backup_is_restored_is_sent_after
         assert world.news.member(list_id, bram)["status"] == "unsubscribed"  # type: ignore[index]
 
 
-def _shopify_runtime(world: shopify_crm.World, config: Config) -> Callable[[], Any]:
-    @asynccontextmanager
-    async def opened() -> AsyncIterator[Runtime]:
-        time = VirtualTime()
-        async with open_runtime(
-            config, transports=world.transports(), sleep=time.sleep, clock=time.clock
-        ) as rt:
-            yield rt
-
-    return opened
-
-
 @pytest.mark.parametrize("replaced", ["readable", "lost"])
 async def test_a_change_of_an_incremental_source_queued_in_the_backup_reaches_the_system(
     tmp_path: Path, replaced: str
@@ -274,7 +262,7 @@ async def test_a_change_of_an_incremental_source_queued_in_the_backup_reaches_th
     wall = [1_790_000_000.0]
     world.shopify.wall_clock = lambda: wall[0]
     config = load_config(shopify_crm._config(tmp_path, world.shopify, world.crm))
-    runtime = _shopify_runtime(world, config)
+    runtime = _runtime(world, config)
     anna, bram = "anna@voorbeeld.nl", "bram@voorbeeld.nl"
     world.shopify.add_person(anna, "Anna", "Klant", "+31612345678")
     backup = tmp_path / "backup.db"
