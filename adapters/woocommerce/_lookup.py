@@ -251,13 +251,14 @@ class SubjectLookup(ShopCalls):
         return [] if response.status_code == 404 else self._list(response, "GET", path)
 
 
-#: What was written on an order or an account: the customer's note (an order's
+#: What was written on an order, an account or a product: the customer's note (an order's
 #: ``customer_note``, given at checkout; an account's, where a checkout-field plugin keeps
-#: one) and each order note's text (``note``: a shop employee's, or one sent to the
-#: customer). An address of another quoted in them is left out of the copy (Art. 15(4);
-#: :mod:`connector.others`).
+#: one), each order note's text (``note``: a shop employee's, or one sent to the customer)
+#: and what the person wrote in a review (``review``). An address of another quoted in them
+#: is left out of the copy (Art. 15(4); :mod:`connector.others`).
 CUSTOMER_WRITTEN = ("customer_note",)
 NOTE_WRITTEN = ("note",)
+REVIEW_WRITTEN = ("review",)
 
 
 def _copy_addresses(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> frozenset[str]:
@@ -290,6 +291,13 @@ def _order_copy(
         **text_without_others(order, CUSTOMER_WRITTEN, own),
         "notes": [text_without_others(note, NOTE_WRITTEN, own) for note in notes],
     }
+
+
+def _review_copy(review: Mapping[str, Any], own: frozenset[str]) -> dict[str, Any]:
+    """A product review as an access copy holds it (:func:`_review_record`): an address its
+    text quotes that is none of ``own`` nor the one it was written under is left out."""
+    own |= own_addresses(review.get("reviewer_email"))
+    return _review_record(text_without_others(review, REVIEW_WRITTEN, own))
 
 
 def _review_record(review: Mapping[str, Any]) -> dict[str, Any]:

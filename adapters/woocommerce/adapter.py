@@ -56,6 +56,7 @@ from adapters.woocommerce._lookup import (
     _account_copy,
     _copy_addresses,
     _order_copy,
+    _review_copy,
     _review_record,
 )
 from adapters.woocommerce.labels import COPY_LABELS
@@ -528,8 +529,8 @@ class WooCommerceAdapter(ShopErasure):
             for order in orders
         ]
         # What they wrote about a product and the rating they gave, held and approved ones,
-        # those marked spam and those in the trash alike.
-        return held + [_review_record(r) for r in await self._reviews_for(subject, customers)]
+        # those marked spam and those in the trash alike; others' addresses it quotes left out.
+        return held + [_review_copy(r, own) for r in await self._reviews_for(subject, customers)]
 
     async def find_records(self, subject: Subject, *, orders: bool = False) -> list[dict[str, Any]]:
         """The customer account(s) as :meth:`find` finds them, with the fields a pull asks

@@ -2238,6 +2238,32 @@ async def test_the_access_copy_lists_the_person_s_reviews(harness: Harness) -> N
     assert "reviews" in WooCommerceAdapter.copy_categories
 
 
+async def test_the_access_copy_leaves_out_other_addresses_a_review_quotes(
+    harness: Harness,
+) -> None:
+    """Art. 15(4): what the person wrote in a product review can quote someone else's
+    address ("een cadeau voor piet@..."): it reads as left out, as in an order's notes. The
+    person's own addresses (the one asked for, the one the review was written under from
+    their account before they changed it, in any case) and the words around stay."""
+    sandbox = harness.sandbox
+    customer_id = sandbox.add_person("an@example.com", "An", "Jansen")
+    sandbox.add_review(
+        "an@example.com", "Cadeau voor piet@buren.example; AN@Example.com wil er ook een."
+    )
+    sandbox.add_review(
+        "an.oud@example.com",
+        "An.Oud@Example.com raadt hem aan, net als kees@buren.example.",
+        user_id=customer_id,
+    )
+    found = await harness.adapter.find(Subject(email="an@example.com"))
+    reviews = [r["product_review"]["review"] for r in found if r.get("type") == "review"]
+    assert "buren.example" not in json.dumps(found)
+    assert reviews == [
+        f"<p>Cadeau voor {LEFT_OUT}; AN@Example.com wil er ook een.</p>\n",
+        f"<p>An.Oud@Example.com raadt hem aan, net als {LEFT_OUT}.</p>\n",
+    ]
+
+
 def seed_moved_reviewer(sandbox: WooCommerceSandbox) -> tuple[str, dict[str, int]]:
     """A customer who reviewed from their account, then changed their address (WordPress
     leaves the review as it was written: under the old address, with the account's user
