@@ -203,6 +203,7 @@ class Executor:
                     "phone",
                     "note",
                 ),
+                "customAttributes": Spec("list", "Attribute"),
                 "totalPriceSet": Spec("object", "MoneyBag"),
                 "billingAddress": Spec("object", "MailingAddress"),
                 "shippingAddress": Spec("object", "MailingAddress"),
@@ -214,6 +215,7 @@ class Executor:
                 "lineItems": Spec("connection", "LineItem", _PAGING, self._line_items),
             },
             "LineItem": _scalars("id", "title", "quantity", "sku", "name"),
+            "Attribute": _scalars("key", "value"),
             "MailingAddress": _ADDRESS,
             "MoneyV2": _scalars("amount", "currencyCode"),
             "MoneyBag": {

@@ -281,6 +281,7 @@ class ShopStore:
         for order in self.orders_of(number):
             order["_customer"] = None
             order["email"] = order["phone"] = order["note"] = None
+            order["customAttributes"] = []
             order["billingAddress"] = order["shippingAddress"] = None
 
 

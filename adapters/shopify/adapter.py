@@ -18,7 +18,9 @@ What it does, by contract verb:
   their words is UNVERIFIED) and the one the
   known GraphQL id names (read by id when the search did not return it), with every address
   the store keeps for them; plus each of their orders (name, date, total, line item titles,
-  note, billing and shipping address). Shopify serves orders older than 60 days only to an
+  note, the details given at checkout, billing and shipping address); an address of
+  another that a note, a tag or a checkout detail quotes reads ``[address left out]``
+  (:mod:`adapters.shopify._copy`). Shopify serves orders older than 60 days only to an
   app granted ``read_all_orders``: when it served fewer than the customer's
   ``numberOfOrders``, the customer's record says so (:data:`ORDERS_UNREAD`) and a warning
   names the scope, so an access copy is never a partial history shown as whole.
@@ -56,6 +58,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
+from adapters.shopify._copy import copy_addresses, customer_copy, order_copy
 from adapters.shopify._scopes import ERASURE_SCOPE, READ_CUSTOMERS, READ_ORDERS, needing
 from adapters.shopify.documents import (
     CUSTOMER_ORDERS,
@@ -270,7 +273,8 @@ class ShopifyAdapter:
     kind: str = "shopify"
     capabilities: frozenset[Capability] = frozenset({"pull", "find", "erase", "webhooks"})
     #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
-    #: Each order found comes with what was bought, its total, its note and its addresses.
+    #: Each order found comes with what was bought, its total, its note, the details given
+    #: at checkout and its addresses.
     copy_categories: frozenset[str] = frozenset({"orders", "address", "notes"})
     #: What its records are and its keys hold, in plain words for the access reports.
     copy_labels: CopyLabels = COPY_LABELS
@@ -634,13 +638,19 @@ class ShopifyAdapter:
         :data:`ORDERS_UNREAD` (how many, and why), so the copy does not pass for whole.
         """
         customers = await self._customers_for(subject)
-        held: list[dict[str, Any]] = list(customers)
+        # Others' addresses the notes, tags and checkout details quote are left out
+        # (Art. 15(4)), the person's own stay.
+        own = copy_addresses(subject.email, customers)
+        held: list[dict[str, Any]] = []
         for customer in customers:
             orders, counted = await self._orders(customer["id"])
-            held += [{"type": "order", "customerId": customer["id"], **o} for o in orders]
+            held += [
+                {"type": "order", "customerId": customer["id"], **order_copy(o, own)}
+                for o in orders
+            ]
             if counted is not None and counted > len(orders):
                 self._orders_unread(customer, counted - len(orders))
-        return held
+        return [customer_copy(customer, own) for customer in customers] + held
 
     def _orders_unread(self, customer: dict[str, Any], missing: int) -> None:
         customer[ORDERS_UNREAD] = {"count": missing, "reason": ORDERS_UNREAD_REASON}

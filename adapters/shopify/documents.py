@@ -281,13 +281,15 @@ query KlantsyncCustomerIds($id: ID!) {{
 #: The documents of an adapter its mapping's paths were not given to.
 DEFAULT_QUERIES: Final = customer_queries(CUSTOMER_FIELDS)
 
-#: 10 orders of up to 50 line items and two addresses:
-#: 1 + 2 + 10 x (1 + 2 + 2 + 50 + 1 + 1 + 1) + 1 = 584 points.
+#: 10 orders of up to 50 line items, two addresses and the details given at checkout:
+#: 1 + 2 + 10 x (1 + 2 + 2 + 50 + 1 + 1 + 1 + 1) + 1 = 594 points.
 ORDERS_PAGE_SIZE: Final = 10
 LINE_ITEMS_PER_ORDER: Final = 50
 
 #: The order fields personal to the customer are read whole (what they wrote at checkout,
-#: where it was billed and sent), as WooCommerce's orders are: an access request shows them.
+#: its note and the details given with it, ``customAttributes``: REST's ``note_attributes``,
+#: a gift message, a delivery slot; where it was billed and sent), as WooCommerce's orders
+#: are: an access request shows them.
 #: ``numberOfOrders`` counts every order of the customer's, so a history Shopify served in
 #: part (orders older than 60 days need ``read_all_orders``) is told from a whole one.
 _ORDER_ADDRESS: Final = "address1 address2 city zip province countryCodeV2 company phone name"
@@ -304,6 +306,7 @@ query KlantsyncCustomerOrders($id: ID!, $after: String) {{
         email
         phone
         note
+        customAttributes {{ key value }}
         billingAddress {{ {_ORDER_ADDRESS} }}
         shippingAddress {{ {_ORDER_ADDRESS} }}
         totalPriceSet {{ shopMoney {{ amount currencyCode }} }}

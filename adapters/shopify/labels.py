@@ -32,6 +32,11 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "displayFulfillmentStatus": ("Delivery status", "Leverstatus"),
     "totalPriceSet.shopMoney.amount": ("Total", "Totaal"),
     "totalPriceSet.shopMoney.currencyCode": ("Currency", "Valuta"),
+    "customAttributes.*.key": ("Detail given at checkout {}", "Gegeven bij het afrekenen {}"),
+    "customAttributes.*.value": (
+        "Detail given at checkout {}: value",
+        "Gegeven bij het afrekenen {}: waarde",
+    ),
     "lineItems.nodes.*.title": ("Order line {}: product", "Bestelregel {}: product"),
     "lineItems.nodes.*.quantity": ("Order line {}: quantity", "Bestelregel {}: aantal"),
 }

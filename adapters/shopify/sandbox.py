@@ -502,8 +502,11 @@ class ShopifySandbox(SandboxBase):
         currency: str = "EUR",
         items: tuple[str, ...] = ("Koffiemok",),
         note: str | None = None,
+        attributes: Mapping[str, str] | None = None,
     ) -> str:
         """Add an order for the customer with ``email``; return the order's GraphQL id.
+        ``attributes`` are the details given with it at checkout (``customAttributes``,
+        REST's ``note_attributes``: a gift message, a delivery slot), in order.
 
         Raises:
             KeyError: no customer has this e-mail.
@@ -523,6 +526,7 @@ class ShopifySandbox(SandboxBase):
             "email": customer["email"],
             "phone": customer["phone"],
             "note": note,
+            "customAttributes": [{"key": k, "value": v} for k, v in (attributes or {}).items()],
             "totalPriceSet": {"shopMoney": dict(money), "presentmentMoney": dict(money)},
             "billingAddress": copy.deepcopy(customer["defaultAddress"]),
             "shippingAddress": copy.deepcopy(customer["defaultAddress"]),

@@ -42,6 +42,7 @@ from connector.errors import (
 )
 from connector.http import RetryPolicy, SystemClient
 from connector.mapping import load_mapping
+from connector.others import LEFT_OUT
 from connector.systems import open_systems
 from tests.conftest import MASTER_KEY, FakeClock, SimulatedTime
 
@@ -1232,6 +1233,41 @@ async def test_access_copy_of_an_order_holds_its_note_and_addresses(shop: Harnes
     assert held["shippingAddress"]["address1"] == "Cadeaustraat 7"
     assert held["billingAddress"]["address1"] == "Hoofdstraat 1"
     assert held["email"] == "anna@example.nl"
+
+
+async def test_access_copy_leaves_out_other_addresses_the_notes_tags_and_attributes_quote(
+    shop: Harness,
+) -> None:
+    """Art. 15(4): the staff's note and tags on a customer, an order's note and the details
+    given with it at checkout (``customAttributes``, REST's ``note_attributes``: a gift
+    message) can quote someone else's address ("ook naar bep@..."): it reads as left out.
+    The person's own addresses (the one asked for, the order's e-mail, in any case) and the
+    words around stay."""
+    shop.sandbox.add_person(
+        "anna@example.nl",
+        "Anna",
+        "Jansen",
+        note="Anna@Example.nl belt namens buurvrouw bep@buren.example",
+        tags=["vip", "via bep@buren.example"],
+    )
+    order_id = shop.sandbox.add_order(
+        "anna@example.nl",
+        note="Bevestiging ook naar bep@buren.example, factuur naar Anna@Werk.example",
+        attributes={"Cadeaubericht": "Voor Bep (bep@buren.example)", "Bezorging": "achterom"},
+    )
+    order = shop.sandbox.store.order(order_id)
+    assert order is not None
+    order["email"] = "anna@werk.example"  # given at checkout, beside the account's
+    found = await shop.adapter.find(Subject(email="anna@example.nl"))
+    assert "buren.example" not in json.dumps(found)
+    customer, held = found
+    assert customer["note"] == f"Anna@Example.nl belt namens buurvrouw {LEFT_OUT}"
+    assert customer["tags"] == ["vip", f"via {LEFT_OUT}"]
+    assert held["note"] == f"Bevestiging ook naar {LEFT_OUT}, factuur naar Anna@Werk.example"
+    assert held["customAttributes"] == [
+        {"key": "Cadeaubericht", "value": f"Voor Bep ({LEFT_OUT})"},
+        {"key": "Bezorging", "value": "achterom"},
+    ]
 
 
 def age(sandbox: ShopifySandbox, order_id: str, days: int) -> None:
