@@ -35,6 +35,7 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "deals.*.title": ("Deal {}: title", "Deal {}: titel"),
     "deals.*.value": ("Deal {}: value", "Deal {}: waarde"),
     "deals.*.status": ("Deal {}: status", "Deal {}: status"),
+    "deals.*.lost_reason": ("Deal {}: why it was lost", "Deal {}: reden van verlies"),
     "deals.*.add_time": ("Deal {}: created", "Deal {}: aangemaakt"),
     "deals.*.update_time": ("Deal {}: last changed", "Deal {}: laatst gewijzigd"),
     "activities.*.subject": ("Activity {}: subject", "Activiteit {}: onderwerp"),

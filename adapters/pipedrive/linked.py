@@ -21,8 +21,9 @@ Only items that name the person (``person_id``) are kept: a filter Pipedrive ign
 otherwise put other people's data into this person's copy. Of those, what Pipedrive adds of
 other people is left out: a note's author (``user``: a staff member's e-mail and name) and
 the attendees of an activity other than the person (each with their e-mail and name); and
-an address of another that what staff wrote quotes (:data:`WRITTEN`: a note's text, an
-activity's subject and notes) reads ``[address left out]`` (:mod:`connector.others`).
+an address of another that what staff wrote quotes (:data:`WRITTEN`: a note's text, a
+deal's title and lost reason, an activity's subject and notes) reads ``[address left out]``
+(:mod:`connector.others`).
 Each list is read to at most :data:`MAX_PAGES` pages of :data:`PAGE_SIZE`; one with more
 says so in the record (``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason
 :data:`CUT_REASON`, and how many the copy lists), so a partial list never passes for the
@@ -67,11 +68,13 @@ LABEL_FIELDS: Final = frozenset({"label_ids", "label"})
 #: The fields of a v1 note that attach it to a record besides the person: such a note is
 #: that record's too (a deal's history), and an erasure leaves it.
 ATTACHED_ELSEWHERE: Final = ("deal_id", "org_id", "lead_id", "project_id")
-#: The fields of each list holding what staff wrote (a v1 note's ``content``, HTML; an
-#: activity's ``note`` and ``public_description``, and its ``subject``): an address of another
-#: quoted in them is left out of the copy, the person's own stays (Art. 15(4)).
+#: The fields of each list holding what staff wrote (a v1 note's ``content``, HTML; a deal's
+#: ``title`` and ``lost_reason``; an activity's ``note`` and ``public_description``, and its
+#: ``subject``): an address of another quoted in them is left out of the copy, the person's
+#: own stays (Art. 15(4)).
 WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
     "notes": ("content",),
+    "deals": ("title", "lost_reason"),
     "activities": ("subject", "note", "public_description"),
 }
 

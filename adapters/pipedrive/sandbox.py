@@ -328,8 +328,15 @@ class PipedriveSandbox(SandboxBase):
         return self.store.add_linked("notes", values)
 
     def add_deal(self, person_id: str, title: str, **extra: Any) -> int:
-        """Seed a deal linked to a person (v2 deal shape, a subset)."""
-        values = {"title": title, "person_id": int(person_id), "status": "open", **extra}
+        """Seed a deal linked to a person (v2 deal shape, a subset: ``lost_reason`` is the
+        staff's words for why a lost one was lost, ``None`` on another)."""
+        values = {
+            "title": title,
+            "person_id": int(person_id),
+            "status": "open",
+            "lost_reason": None,
+            **extra,
+        }
         return self.store.add_linked("deals", self._stamped(values))
 
     def add_activity(

@@ -1950,6 +1950,27 @@ async def test_the_access_copy_leaves_out_other_addresses_a_note_or_activity_quo
     assert [e["value"] for e in found["emails"]] == ["jan@example.nl", "jan@thuis.example"]
 
 
+async def test_the_access_copy_leaves_out_other_addresses_a_deal_s_title_or_lost_reason_quotes(
+    pd: Harness,
+) -> None:
+    """Art. 15(4): staff name a deal, and say why it was lost, in words of their own
+    ("Offerte via els@..."; "koopt bij concurrent, zegt els@..."): an address of someone
+    else there reads as left out, as in a note. The person's own address and the words
+    around stay."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_deal(
+        jan,
+        "Keuken Jan@Example.nl, offerte via els@bos.example",
+        status="lost",
+        lost_reason="Koopt bij de concurrent, zegt els@bos.example",
+    )
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    (deal,) = found["deals"]
+    assert "bos.example" not in json.dumps(found)
+    assert deal["title"] == f"Keuken Jan@Example.nl, offerte via {LEFT_OUT}"
+    assert deal["lost_reason"] == f"Koopt bij de concurrent, zegt {LEFT_OUT}"
+
+
 async def test_an_access_copy_of_more_notes_than_it_reads_says_so(pd: Harness) -> None:
     """The copy is bounded (10 pages of 500 a list); a person with more says how many it
     lists, so a partial list never passes for the whole."""
