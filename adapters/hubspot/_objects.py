@@ -85,8 +85,8 @@ OBJECT_PROPERTIES: Final[Mapping[str, frozenset[str]]] = {
     "tasks": frozenset(
         {"hs_timestamp", "hs_task_subject", "hs_task_body", "hs_task_status", "hubspot_owner_id"}
     ),
-    "deals": frozenset({"dealname", "amount", "dealstage", "pipeline", "closedate"}),
-    "companies": frozenset({"name", "domain", "phone", "city", "country"}),
+    "deals": frozenset({"dealname", "description", "amount", "dealstage", "pipeline", "closedate"}),
+    "companies": frozenset({"name", "description", "domain", "phone", "city", "country"}),
 }
 
 #: Properties HubSpot sets itself on every record of these kinds.

@@ -13,8 +13,9 @@ access request must show (Art. 15):
   the kind's main properties where HubSpot refuses the list). At most
   :data:`MAX_PER_KIND` records of a kind are listed. Of an e-mail's senders and recipients,
   the person's own entries alone are kept (:mod:`adapters.hubspot._recipients`), and the
-  addresses of others that the text of an e-mail, note, call, meeting or task quotes read
-  ``[address left out]`` (:data:`WRITTEN`, :mod:`connector.others`);
+  addresses of others that the text of an e-mail, note, call, meeting or task, a deal's
+  name or description or a company's description quotes read ``[address left out]``
+  (:data:`WRITTEN`, :mod:`connector.others`);
 - subscription statuses: ``GET /communication-preferences/v3/status/email/{email}``.
 
 A refusal (403: a scope the private app lacks) of one of them does not fail the copy: the
@@ -128,18 +129,29 @@ MAIN_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
         "hs_task_type",
         "hubspot_owner_id",
     ),
-    "deals": ("dealname", "amount", "dealstage", "pipeline", "closedate", "hubspot_owner_id"),
-    "companies": ("name", "domain", "phone", "address", "city", "zip", "country"),
+    "deals": (
+        "dealname",
+        "description",
+        "amount",
+        "dealstage",
+        "pipeline",
+        "closedate",
+        "hubspot_owner_id",
+    ),
+    "companies": ("name", "description", "domain", "phone", "address", "city", "zip", "country"),
 }
 
-#: The properties of each kind holding what staff wrote (an e-mail's: its own module): an
-#: address of another quoted in them ("her partner cees@elders.example called too") is left
-#: out of the copy, the person's own stays (Art. 15(4); :mod:`connector.others`).
+#: The properties of each kind holding what staff wrote (an e-mail's: its own module; a
+#: deal's name and description, a company's description): an address of another quoted in
+#: them ("her partner cees@elders.example called too") is left out of the copy, the
+#: person's own stays (Art. 15(4); :mod:`connector.others`).
 WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
     "notes": ("hs_note_body",),
     "calls": ("hs_call_title", "hs_call_body"),
     "meetings": ("hs_meeting_title", "hs_meeting_body", "hs_internal_meeting_notes"),
     "tasks": ("hs_task_subject", "hs_task_body"),
+    "deals": ("dealname", "description"),
+    "companies": ("description",),
 }
 
 

@@ -2212,6 +2212,26 @@ async def test_an_access_copy_leaves_out_the_addresses_staff_quote_in_notes_call
     assert contact["properties"]["hs_additional_emails"] == "mila@werk.example"
 
 
+async def test_an_access_copy_leaves_out_the_addresses_a_deal_or_company_s_text_quotes(
+    hub: Harness,
+) -> None:
+    """Art. 15(4): staff name a deal and describe it, and describe a company, in words of
+    their own ("Keuken, via cees@..."): an address of someone else there reads as left out,
+    as in a note. The person's own address and the words around stay."""
+    contact_id = hub.sandbox.add_person("mila@example.com", "Mila", "Mail")
+    written = "Keuken voor Mila@Example.com, aangebracht door cees@elders.example"
+    kept = f"Keuken voor Mila@Example.com, aangebracht door {LEFT_OUT}"
+    hub.sandbox.add_associated(contact_id, "deals", dealname=written, description=written)
+    hub.sandbox.add_associated(contact_id, "companies", name="Bouwbedrijf", description=written)
+    (contact,) = await hub.adapter.find(Subject(email="mila@example.com"))
+    (deal,) = contact["associations"]["deals"]
+    (company,) = contact["associations"]["companies"]
+    assert "elders.example" not in json.dumps(contact)
+    assert deal["properties"]["dealname"] == deal["properties"]["description"] == kept
+    assert company["properties"]["description"] == kept
+    assert company["properties"]["name"] == "Bouwbedrijf"
+
+
 async def test_an_access_copy_holds_the_address_s_subscription_statuses(hub: Harness) -> None:
     """HubSpot keeps, per e-mail subscription type, whether the address is subscribed and on
     what legal basis (communication preferences; in the reference's access recipe). The copy
