@@ -8,6 +8,10 @@ and is handed over whole, but those addresses are others' (Art. 15(4) GDPR): eac
 :data:`LEFT_OUT`, the person's own stays. Names in running text cannot be told from other
 words and stay.
 
+Who wrote a note, where a system names a staff member for it (Pipedrive's ``user``,
+Mailchimp's ``created_by``, a WooCommerce order note's ``author``), is another person too:
+the note, its text and its date stay, the field naming them is left out (``leave_out``).
+
 Access copies only: a sync writes what the source holds, as it holds it.
 """
 
@@ -34,11 +38,16 @@ def without_others_addresses(text: str, own: Collection[str]) -> str:
 
 
 def text_without_others(
-    record: Mapping[str, Any], keys: Iterable[str], own: Collection[str]
+    record: Mapping[str, Any],
+    keys: Iterable[str],
+    own: Collection[str],
+    *,
+    leave_out: Collection[str] = (),
 ) -> dict[str, Any]:
     """``record`` with :func:`without_others_addresses` applied to each of ``keys`` it holds
-    as text; anything else (absent, ``None``, not text) as it was."""
-    kept = dict(record)
+    as text, and without ``leave_out``, keys that name another person whole (a note's staff
+    author); anything else (absent, ``None``, not text) as it was."""
+    kept = {key: value for key, value in record.items() if key not in leave_out}
     for key in keys:
         value = kept.get(key)
         if isinstance(value, str):

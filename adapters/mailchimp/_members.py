@@ -32,6 +32,9 @@ SEARCH_MEMBERS: Final = "exact_matches.members"
 #: What staff wrote in a note (``note``): an address of another quoted in it is left out of
 #: the copy, the person's own stays (Art. 15(4); :mod:`connector.others`).
 NOTE_WRITTEN: Final = ("note",)
+#: Who wrote it (``created_by``: the account user's name), another person, whom the copy
+#: leaves out as Pipedrive's leaves out a note's ``user``; the note and its dates stay.
+NOTE_AUTHOR: Final = ("created_by",)
 
 #: The key of a member's record that says its activity was read only in part, and why.
 ACTIVITY_UNREAD: Final = "activityNotRead"
@@ -66,7 +69,8 @@ class MemberReads(MailchimpCalls):
 
         A note is free text the account's staff wrote about the person, so access must show
         it, but for an address of another it quotes, none of the person's (the one asked for,
-        the member's), which reads ``[address left out]``. The activity is what Mailchimp
+        the member's), which reads ``[address left out]``, and for its author (a staff
+        member: :data:`NOTE_AUTHOR`), who is left out. The activity is what Mailchimp
         recorded of the person's newsletter (sends, opens, clicks, bounces, unsubscribes,
         sign-ups): tracking it holds about them, which access must show as well (see
         :meth:`_activity`). Neither is a record of its own: each lives and dies with its
@@ -79,7 +83,7 @@ class MemberReads(MailchimpCalls):
         for (list_id, member_hash), member in members.items():
             own = own_addresses(subject.email, member.get("email_address"))
             notes = [
-                text_without_others(note, NOTE_WRITTEN, own)
+                text_without_others(note, NOTE_WRITTEN, own, leave_out=NOTE_AUTHOR)
                 for note in await self._notes(list_id, member_hash)
             ]
             activity = await self._activity(list_id, member_hash)

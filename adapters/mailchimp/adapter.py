@@ -34,7 +34,8 @@ What it does, by contract verb:
 - ``find``: ``GET /search-members`` (exact matches across the account) plus ``GET`` of the
   member on every audience, archived members included (marked so: :func:`as_found`, which
   ``find_records`` does too); each member found comes with its
-  notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person)
+  notes (``GET .../members/{hash}/notes``: what the account's staff wrote about the person,
+  without who wrote it and others' addresses it quotes: :mod:`adapters.mailchimp._members`)
   and its activity (``GET .../members/{hash}/activity-feed``: sends, opens, clicks, bounces,
   unsubscribes); ``find_records`` (an erasure's snapshot and check, a correction) the
   members alone, asked for the paths the mapping reads alone (``ask_only_for_paths``);

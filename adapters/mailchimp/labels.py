@@ -29,7 +29,6 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "tags.*.name": ("Tag {}", "Label {}"),
     "notes.*.note": ("Note {}: text", "Notitie {}: tekst"),
     "notes.*.created_at": ("Note {}: written", "Notitie {}: geschreven"),
-    "notes.*.created_by": ("Note {}: written by", "Notitie {}: geschreven door"),
     "notes.*.updated_at": ("Note {}: last changed", "Notitie {}: laatst gewijzigd"),
     "full_name": ("Name", "Naam"),
     "vip": ("Marked as VIP", "Gemarkeerd als VIP"),

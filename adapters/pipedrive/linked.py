@@ -291,13 +291,13 @@ def _without_others(
     customer's partner invited too): of those the copy keeps the person's own entry.
     Handed over, a customer's access request disclosed those people's addresses.
     """
-    kept = {key: value for key, value in item.items() if key not in _OTHER_PEOPLE}
+    kept = dict(item)
     attendees = item.get("attendees")
     if isinstance(attendees, list):
         kept["attendees"] = [
             a for a in attendees if isinstance(a, Mapping) and a.get("person_id") == person_id
         ]
-    return text_without_others(kept, WRITTEN.get(kind, ()), own)
+    return text_without_others(kept, WRITTEN.get(kind, ()), own, leave_out=_OTHER_PEOPLE)
 
 
 #: Keys of a linked item that hold other people's data whole: a note's author.

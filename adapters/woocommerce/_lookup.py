@@ -259,6 +259,10 @@ class SubjectLookup(ShopCalls):
 CUSTOMER_WRITTEN = ("customer_note",)
 NOTE_WRITTEN = ("note",)
 REVIEW_WRITTEN = ("review",)
+#: Who wrote an order note (``author``: a shop employee's display name, or "WooCommerce"),
+#: another person, whom the copy leaves out as Pipedrive's leaves out a note's ``user``;
+#: the note, its text, its date and whether it was sent to the customer stay.
+NOTE_AUTHOR = ("author",)
 
 
 def _copy_addresses(subject: Subject, customers: Sequence[Mapping[str, Any]]) -> frozenset[str]:
@@ -284,12 +288,15 @@ def _order_copy(
     order: Mapping[str, Any], notes: Sequence[Mapping[str, Any]], own: frozenset[str]
 ) -> dict[str, Any]:
     """An order with its notes as an access copy holds them: an address their text quotes
-    that is none of ``own`` nor the order's own billing address is left out."""
+    that is none of ``own`` nor the order's own billing address is left out, and so is who
+    wrote each note (:data:`NOTE_AUTHOR`)."""
     billing = order.get("billing")
     own |= own_addresses(billing.get("email") if isinstance(billing, Mapping) else None)
     return {
         **text_without_others(order, CUSTOMER_WRITTEN, own),
-        "notes": [text_without_others(note, NOTE_WRITTEN, own) for note in notes],
+        "notes": [
+            text_without_others(note, NOTE_WRITTEN, own, leave_out=NOTE_AUTHOR) for note in notes
+        ],
     }
 
 

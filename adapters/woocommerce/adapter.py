@@ -518,7 +518,8 @@ class WooCommerceAdapter(ShopErasure):
         (under :data:`REVIEW_RECORD`)."""
         customers = await self._customers_for(subject)
         orders = await self._orders_for(subject, customers)
-        # Others' addresses a note quotes are left out (Art. 15(4)), the person's own stay.
+        # Others' addresses a note quotes are left out (Art. 15(4)), the person's own stay;
+        # so is the shop employee who wrote an order note (_lookup.NOTE_AUTHOR).
         own = _copy_addresses(subject, customers)
         held = [_account_copy(customer, own) for customer in customers]
         kept = self._kept()

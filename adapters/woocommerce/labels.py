@@ -75,7 +75,6 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "total_tax": ("VAT in total", "Btw totaal"),
     "total": ("Total", "Totaal"),
     "notes.*.note": ("Order note {}: text", "Notitie {} bij de bestelling: tekst"),
-    "notes.*.author": ("Order note {}: written by", "Notitie {} bij de bestelling: door"),
     "notes.*.customer_note": (
         "Order note {}: sent to the customer",
         "Notitie {} bij de bestelling: aan de klant gestuurd",

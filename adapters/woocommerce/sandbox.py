@@ -560,13 +560,17 @@ class WooCommerceSandbox(SandboxBase):
         )
         return order_id
 
-    def add_order_note(self, order_id: int, note: str, *, customer_note: bool = False) -> int:
-        """Add a note to an order (a shop employee's, or one sent to the customer); its id."""
+    def add_order_note(
+        self, order_id: int, note: str, *, customer_note: bool = False, author: str = "WooCommerce"
+    ) -> int:
+        """Add a note to an order (a shop employee's, or one sent to the customer); its id.
+        ``author`` is who wrote it as wc/v3 names them: the employee's display name, or
+        "WooCommerce" for one the shop added itself (a status change, an e-mail sent)."""
         note_id = self.store.new_note_id()
         self.store.order_notes.setdefault(order_id, []).append(
             {
                 "id": note_id,
-                "author": "WooCommerce",
+                "author": author,
                 "date_created": self.rules.now().replace(tzinfo=None, microsecond=0).isoformat(),
                 "note": note,
                 "customer_note": customer_note,

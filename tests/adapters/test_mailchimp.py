@@ -1438,6 +1438,22 @@ async def test_find_leaves_out_other_addresses_a_note_quotes(mc: Harness) -> Non
     assert member["email_address"] == email
 
 
+async def test_find_keeps_a_note_and_its_text_but_not_the_staff_member_who_wrote_it(
+    mc: Harness,
+) -> None:
+    """Mailchimp names a note's author (``created_by``: the account user's name), as
+    Pipedrive names its staff author: another person, whom the person's copy leaves out, as
+    Pipedrive's does. That the note exists, its text and when it was written stay."""
+    email = "noted@example.com"
+    mc.sandbox.add_person(email, "No")
+    mc.sandbox.add_note(email, "Belde over haar abonnement", created_by="Mieke Medewerker")
+    (member,) = await mc.adapter.find(Subject(email=email))
+    assert "Mieke" not in json.dumps(member)
+    (note,) = member["notes"]
+    assert note["note"] == "Belde over haar abonnement"
+    assert "created_by" not in note and note["created_at"]
+
+
 async def test_access_reads_the_member_activity_mailchimp_holds(
     mc: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1030,6 +1030,28 @@ async def test_find_leaves_out_other_addresses_the_notes_quote(harness: Harness)
     assert {n["customer_note"] for n in guest_order["notes"]} == {False, True}
 
 
+async def test_find_keeps_an_order_note_and_its_text_but_not_the_staff_member_who_wrote_it(
+    harness: Harness,
+) -> None:
+    """A note a shop employee added names them (``author``: their display name), as
+    Pipedrive's names its staff author: another person, whom the person's copy leaves out,
+    as Pipedrive's does. That the note exists, its text, when it was written and whether it
+    was sent to the customer stay."""
+    sandbox = harness.sandbox
+    customer_id = sandbox.add_person("an@example.com", "An", "Jansen")
+    order = sandbox.add_order(customer_id)
+    sandbox.add_order_note(order, "Klant belde over de levering", author="Mieke Medewerker")
+    sandbox.add_order_note(order, "Uw bestelling is onderweg", customer_note=True)
+    _, listed = await harness.adapter.find(Subject(email="an@example.com"))
+    assert "Mieke" not in json.dumps(listed)
+    assert sorted(n["note"] for n in listed["notes"]) == [
+        "Klant belde over de levering",
+        "Uw bestelling is onderweg",
+    ]
+    for note in listed["notes"]:
+        assert set(note) == {"id", "date_created", "note", "customer_note"}, note
+
+
 async def test_an_erasure_s_read_takes_orders_by_whose_they_are_alone_and_a_correction_s_none(
     harness: Harness,
 ) -> None:

@@ -76,7 +76,8 @@ async def test_a_mailchimp_copy_heads_each_audience_and_labels_its_activity_feed
     """The adapter reads the member's ``activity-feed``, whose events carry
     ``activity_type``, ``created_at_timestamp`` and ``campaign_title``; the table named the
     older ``activity`` endpoint's ``action``, ``timestamp`` and ``title``, so no event was
-    labelled. A note's author, the member's full name and source were unlabelled too."""
+    labelled. The member's full name and source were unlabelled too; a note is labelled
+    without its author, a staff member the copy leaves out."""
     sandbox = tm.MailchimpSandbox()
     sandbox.add_person(EMAIL, "Anna", "Jansen", "+31612345678")
     sandbox.add_person(EMAIL, "Anna", "Jansen", list_id=sandbox.list_ids[1])
@@ -90,7 +91,8 @@ async def test_a_mailchimp_copy_heads_each_audience_and_labels_its_activity_feed
         assert f"Nieuwsbriefabonnement (Mailchimp, lijst {list_id})" in nl
         assert f"Newsletter subscription (Mailchimp, list {list_id})" in en
     assert "| Activiteit 1: wat | open |" in nl and "| Activity 1: e-mail | Nieuwsbrief" in en
-    assert "Activiteit 1: wanneer" in nl and "Notitie 1: geschreven door" in nl
+    assert "Activiteit 1: wanneer" in nl and "| Notitie 1: tekst | Belde over" in nl
+    assert "geschreven door" not in nl and "written by" not in en
     assert "| Naam | Anna Jansen |" in nl and "Signed up through" in en
     for text in (nl, en):
         for key in ("activity.0.", "notes.0.created_by", "full_name", "source"):

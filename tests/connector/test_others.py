@@ -39,3 +39,12 @@ def test_only_the_named_keys_holding_text_are_changed() -> None:
 def test_own_addresses_passes_over_what_is_no_address() -> None:
     """None, a number and text without ``@`` are not the person's addresses."""
     assert own_addresses("A@X.example", None, 3, "", "geen adres") == frozenset({"a@x.example"})
+
+
+def test_the_keys_naming_another_person_whole_are_left_out() -> None:
+    """A key named to leave out (a note's author, a staff member) is not in the copy; the
+    note's text and its other keys are, addresses of others in the text left out."""
+    record = {"note": "zie bea@blind.example", "author": "Mieke Medewerker", "id": 7}
+    kept = text_without_others(record, ("note",), frozenset(), leave_out=("author", "absent"))
+    assert kept == {"note": f"zie {LEFT_OUT}", "id": 7}
+    assert record["author"] == "Mieke Medewerker"
