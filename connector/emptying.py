@@ -8,10 +8,13 @@ value that the source now holds empty; the adapter empties them as its vendor do
 
 Left as they are, on purpose:
 
-- a field another flow wrote last (two shops feeding one CRM: one without a phone number
-  for the person must not empty the other's). A field a flow gave before another flow's
-  write that gave it no value is still the first flow's to empty: the store keeps the set
-  of the last write of another flow beside the one last delivered (migration 30);
+- a field another flow wrote last (two shops, or more, feeding one CRM: one without a
+  phone number for the person must not empty another's). A field a flow gave before
+  other flows' writes that gave it no value is still that flow's to empty, however many
+  flows wrote since: beside the set last delivered the store keeps that of the last write
+  of each other flow, latest first (``sent_before``, migration 30, then the rest in
+  ``sent_earlier``, migration 31), and a flow's own set there empties only what none of
+  the sets after it names;
 - a field the destination's mapping marks ``keep_when_emptied`` (one its own users fill in
   too: a company name sales keep up to date);
 - a field the source gave a value that could not be read (``Person.unread``: a phone
@@ -91,17 +94,18 @@ class Emptying:
         dest: System,
         person: Person,
         fields: Mapping[str, Any],
-        earlier: tuple[int | None, int | None] | tuple[int | None, int | None, int | None],
+        earlier: tuple[int | None, ...],
     ) -> Plan:
         """Which fields of ``dest`` a write of ``flow`` now empties for ``person``, and which
         it leaves held (:class:`Plan`).
 
         ``earlier`` are the field sets of what waits in the outbox for them and of what was
         last delivered (either may have landed: a row waiting may be a retry of one whose
-        answer was lost), and, where known, of the last write of another flow before that
-        one (``delivered.sent_before``). Those of another flow, or none, empty nothing; of
-        the set before, only the fields no later write of another flow gave a value (the
-        value there is still the one ``flow`` gave).
+        answer was lost), and, where known, those of the last write of each other flow
+        before that one, latest first (``delivered.sent_before``, then
+        ``delivered.sent_earlier``: one per flow). Those of another flow, or none, empty
+        nothing; of ``flow``'s own set among those before, only the fields no later write of
+        another flow gave a value (the value there is still the one ``flow`` gave).
         """
         given: set[str] = set()
         theirs: set[str] = set()
@@ -109,11 +113,14 @@ class Emptying:
             if number is not None:
                 wrote, names = self.store.field_names(number)
                 (given if wrote == flow else theirs).update(names)
-        before = earlier[2] if len(earlier) > 2 else None
-        if before is not None:
+        for before in earlier[2:]:
+            if before is None:
+                break
             wrote, names = self.store.field_names(before)
             if wrote == flow:
                 given.update(names - theirs)
+                break  # one set per flow: those further back are older than this one
+            theirs.update(names)
         if not given:
             return _NOTHING
         emptiable = self._emptiable_paths(source, dest)
@@ -134,7 +141,7 @@ class Emptying:
         dest: System,
         person: Person,
         fields: Mapping[str, Any],
-        earlier: tuple[int | None, int | None] | tuple[int | None, int | None, int | None],
+        earlier: tuple[int | None, ...],
         last: int | None,
     ) -> bool:
         """Whether a write of ``flow`` that sends what the last write sent (whose field set

@@ -293,6 +293,9 @@ class PageTaker:
             ):
                 if old in sets:
                     sets[new] = sets.pop(old)
+            for lists in sent_by.earlier.values():
+                if old in lists:
+                    lists[new] = lists.pop(old)
         for system, earlier in self.foreseen.items():  # what the dry run's earlier flows queued
             if system in queued_by:
                 queued_by[system].update((sid, earlier[sid]) for sid in people if sid in earlier)
@@ -303,6 +306,7 @@ class PageTaker:
             queued_sent = sent_by.queued[dest.name]
             delivered_sent = sent_by.delivered[dest.name]
             sent_before = sent_by.before[dest.name]
+            sent_earlier = sent_by.earlier[dest.name]  # three flows or more: nearly always {}
             letters = letters_by[dest.name]
             context = outbox_context(dest.name)
             foreseen = self.foreseen.get(dest.name) if dry_run else None
@@ -388,7 +392,12 @@ class PageTaker:
                         dest,
                         person,
                         fields,
-                        (queued_sent.get(sid), delivered_sent.get(sid), sent_before.get(sid)),
+                        (
+                            queued_sent.get(sid),
+                            delivered_sent.get(sid),
+                            sent_before.get(sid),
+                            *sent_earlier.get(sid, ()),
+                        ),
                         (queued_sent if sid in queued else delivered_sent).get(sid),
                     )
                 ):
@@ -416,7 +425,12 @@ class PageTaker:
                         dest,
                         person,
                         fields,
-                        (queued_sent.get(sid), delivered_sent.get(sid), sent_before.get(sid)),
+                        (
+                            queued_sent.get(sid),
+                            delivered_sent.get(sid),
+                            sent_before.get(sid),
+                            *sent_earlier.get(sid, ()),
+                        ),
                     )
                     if writes and last is not None
                     else None

@@ -417,6 +417,40 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE delivered ADD COLUMN sent_before INTEGER;
     """,
+    # 31: the field sets of the last writes of the flows before those two (``sent_earlier``,
+    # a JSON array of set numbers, oldest first, one per flow): three flows feeding one
+    # system (three shops) write the person in turn, and with only the last two sets kept
+    # the first flow's was gone by the third's write. A phone number the customer removed
+    # in the first shop stayed in the CRM for good. The trigger keeps the list as a write
+    # of another flow moves ``sent_before`` on (connector/store_delivered.py): the set it
+    # held goes to the end, unless it is the writer's own; the writer's older one, if the
+    # list holds it, leaves it (the new write takes its place). Its body runs only then: a
+    # first sync inserts, a flow writing after itself leaves ``sent_before`` as it was, and
+    # of two flows in turn the set it held is the writer's own, which goes. NULL (rows of
+    # before, whose earlier sets are not known; one or two flows): none. Numbers, never data.
+    """
+    ALTER TABLE delivered ADD COLUMN sent_earlier TEXT;
+    CREATE TRIGGER delivered_sent_earlier AFTER UPDATE OF sent_before ON delivered
+    WHEN old.sent_before IS NOT NULL AND new.sent_before IS NOT NULL
+        AND new.sent_before IS NOT old.sent_before
+        AND (old.sent_earlier IS NOT NULL
+             OR (SELECT flow FROM field_sets WHERE id = old.sent_before)
+                IS NOT (SELECT flow FROM field_sets WHERE id = new.sent))
+    BEGIN
+        UPDATE delivered SET sent_earlier = NULLIF(json_remove(sent_earlier, (
+            SELECT '$[' || e.key || ']' FROM json_each(delivered.sent_earlier) e
+            JOIN field_sets f ON f.id = e.value
+            WHERE f.flow = (SELECT flow FROM field_sets WHERE id = new.sent))), '[]')
+        WHERE system = new.system AND subject_no = new.subject_no AND EXISTS (
+            SELECT 1 FROM json_each(delivered.sent_earlier) e JOIN field_sets f ON f.id = e.value
+            WHERE f.flow = (SELECT flow FROM field_sets WHERE id = new.sent));
+        UPDATE delivered
+        SET sent_earlier = json_insert(COALESCE(sent_earlier, '[]'), '$[#]', old.sent_before)
+        WHERE system = new.system AND subject_no = new.subject_no
+        AND (SELECT flow FROM field_sets WHERE id = old.sent_before)
+            IS NOT (SELECT flow FROM field_sets WHERE id = new.sent);
+    END;
+    """,
 ]
 
 

@@ -3,6 +3,7 @@ detection), and the sets of fields a write gave a value (migration 27)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 
 from connector.store_base import chunks, system_names, utcnow
@@ -72,6 +73,8 @@ class DeliveredStore(SubjectStore):
                 "sent=COALESCE(excluded.sent, delivered.sent), "
                 # A write of another flow than the last keeps that flow's set (migration
                 # 30): what it gave and this write gives no value is still its value there.
+                # The set it held before goes on to ``sent_earlier`` (migration 31's
+                # trigger), so a third flow's write loses no flow's set.
                 "sent_before=CASE WHEN excluded.sent IS NULL OR delivered.sent IS NULL "
                 "OR (SELECT flow FROM field_sets WHERE id=excluded.sent) "
                 "IS (SELECT flow FROM field_sets WHERE id=delivered.sent) "
@@ -124,38 +127,51 @@ class DeliveredStore(SubjectStore):
         looked up once (on a first sync nobody has one, and nothing more is read), and each
         table once for hash and set alike."""
         numbers = self.subject_numbers(subject_ids)
-        queued, queued_sent, _ = self._hashes_by_number("outbox", systems, numbers)
-        delivered, delivered_sent, before = self._hashes_by_number("delivered", systems, numbers)
-        return queued, delivered, PageSent(queued_sent, delivered_sent, before)
+        queued, queued_sent, _, _ = self._hashes_by_number("outbox", systems, numbers)
+        delivered, delivered_sent, before, earlier = self._hashes_by_number(
+            "delivered", systems, numbers
+        )
+        return queued, delivered, PageSent(queued_sent, delivered_sent, before, earlier)
 
     def _hashes_by_number(
         self, table: str, systems: Sequence[str], numbers: Mapping[str, int]
-    ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    ) -> tuple[
+        dict[str, dict[str, str]],
+        dict[str, dict[str, int]],
+        dict[str, dict[str, int]],
+        dict[str, dict[str, tuple[int, ...]]],
+    ]:
         """:meth:`SubjectStore._by_number` for ``payload_hash``, with ``sent`` beside it, and
-        for ``delivered`` its ``sent_before`` (the outbox has none: empty)."""
+        for ``delivered`` its ``sent_before`` and ``sent_earlier``, latest first (the outbox
+        has neither: empty)."""
         hashes: dict[str, dict[str, str]] = {system: {} for system in system_names(systems)}
         sent: dict[str, dict[str, int]] = {system: {} for system in system_names(systems)}
         before: dict[str, dict[str, int]] = {system: {} for system in system_names(systems)}
+        earlier: dict[str, dict[str, tuple[int, ...]]] = {
+            system: {} for system in system_names(systems)
+        }
         if not numbers:
-            return hashes, sent, before
+            return hashes, sent, before, earlier
         subject_of = {number: subject_id for subject_id, number in numbers.items()}
         names = ",".join("?" * len(systems))
-        earlier = "sent_before" if table == "delivered" else "NULL"
+        kept = "sent_before, sent_earlier" if table == "delivered" else "NULL, NULL"
         for chunk in chunks(list(subject_of), 500):
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT system, subject_no, payload_hash, sent, {earlier} "  # noqa: S608
+                f"SELECT system, subject_no, payload_hash, sent, {kept} "  # noqa: S608
                 f"FROM {table} WHERE system IN ({names}) AND subject_no IN ({marks})",
                 (*systems, *chunk),
             )
-            for system, number, payload_hash, fields, fields_before in rows:
+            for system, number, payload_hash, fields, fields_before, older in rows:
                 subject_id = subject_of[number]
                 hashes[system][subject_id] = payload_hash
                 if fields is not None:
                     sent[system][subject_id] = fields
                 if fields_before is not None:
                     before[system][subject_id] = fields_before
-        return hashes, sent, before
+                if older is not None:  # three flows or more (migration 31): seldom
+                    earlier[system][subject_id] = tuple(int(n) for n in json.loads(older)[::-1])
+        return hashes, sent, before, earlier
 
     # -- field sets (migration 27) ---------------------------------------------------------
 

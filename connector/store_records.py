@@ -60,12 +60,14 @@ class Ack(NamedTuple):
 
 class PageSent(NamedTuple):
     """Per system, per subject, the field set (:meth:`Store.field_set`) of the payload
-    waiting in the outbox and of the one last delivered, where they have one; and that of
-    the last write of another flow before the one last delivered (migration 30)."""
+    waiting in the outbox and of the one last delivered, where they have one; that of the
+    last write of another flow before the one last delivered (migration 30); and those of
+    the last writes of the flows before that one, latest first (migration 31)."""
 
     queued: dict[str, dict[str, int]]
     delivered: dict[str, dict[str, int]]
     before: dict[str, dict[str, int]]
+    earlier: dict[str, dict[str, tuple[int, ...]]]
 
 
 class PageLetter(NamedTuple):

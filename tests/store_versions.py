@@ -31,10 +31,14 @@ UNDO: dict[int, tuple[str, ...]] = {
     28: ("DROP INDEX outbox_held",),
     29: ("DROP INDEX dead_letters_refused",),
     30: ("ALTER TABLE delivered DROP COLUMN sent_before",),
+    31: (
+        "DROP TRIGGER delivered_sent_earlier",
+        "ALTER TABLE delivered DROP COLUMN sent_earlier",
+    ),
 }
 
 #: The migration the statements undo, and them.
-UNDO_LATEST: tuple[int, tuple[str, ...]] = (30, UNDO[30])
+UNDO_LATEST: tuple[int, tuple[str, ...]] = (31, UNDO[31])
 
 
 def as_the_version_before(store_path: Path) -> None:

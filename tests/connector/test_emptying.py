@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from connector.mapping import load_mapping
 from connector.metrics import Metrics
 from connector.model import Person
 from connector.runtime import Runtime
-from connector.state import Store
+from connector.state import Ack, Store
 
 EMAIL = "ed.canary.klant@example.nl"
 
@@ -216,6 +217,75 @@ def test_what_another_flow_wrote_or_a_store_of_before_kept_is_not_emptied(tmp_pa
         fields,
         (given, None),
     ).empty == {"phone"}
+
+
+def test_each_of_many_flows_empties_what_it_gave_last_and_no_later_flow_gave(
+    tmp_path: Path,
+) -> None:
+    """Shops feeding one CRM write Ed in turn, acknowledged as deliveries are: each flow's
+    last field set is kept, whichever flows wrote since (migration 31), so the one that
+    gave the phone number last empties it once its source no longer holds it, and one
+    that gave it before another flow did empties nothing."""
+    store = Store(tmp_path / "s.db")
+    emptying = Emptying(store)
+    mappings = Path(__file__).resolve().parents[2] / "mappings"
+    shop, crm = (
+        _System("shop", mappings / "woocommerce.toml"),
+        _System("crm", mappings / "hubspot.toml"),
+    )
+    subject = "s" * 64
+    person = Person(email=EMAIL, first_name="Ed")
+    fields = {"email": EMAIL, "firstname": "Ed"}
+    writes = iter(range(1000))
+
+    def write(flow: str, *names: str) -> None:
+        sent = emptying.number(flow, ["email", "firstname", *names])
+        store.acknowledge("crm", [Ack(next(writes), subject, None, f"h{flow}{names}", sent=sent)])
+
+    def empty(flow: str) -> frozenset[str]:
+        _, _, sent = store.page_hashes(["crm"], [subject])
+        earlier = (
+            sent.queued["crm"].get(subject),
+            sent.delivered["crm"].get(subject),
+            sent.before["crm"].get(subject),
+            *sent.earlier["crm"].get(subject, ()),
+        )
+        return emptying.plan(flow, shop, crm, person, fields, earlier).empty  # type: ignore[arg-type]
+
+    def kept() -> int:
+        (older,) = store.db.execute("SELECT sent_earlier FROM delivered").fetchone()
+        return 0 if older is None else len(json.loads(older))
+
+    write("a", "phone")
+    write("b")
+    write("c")
+    assert (empty("a"), empty("b"), empty("c")) == ({"phone"}, frozenset(), frozenset())
+    write("c")  # the same flow again moves nothing on
+    write("b", "phone")  # the number there is b's now
+    assert (empty("a"), empty("b"), empty("c")) == (frozenset(), {"phone"}, frozenset())
+    write("d")
+    write("a")
+    assert (empty("a"), empty("b"), empty("c"), empty("d")) == (
+        frozenset(),
+        {"phone"},
+        frozenset(),
+        frozenset(),
+    )
+    assert kept() == 2  # a and d the last two; c and b before them, one set each
+    write("c", "phone")
+    write("a")
+    write("b")
+    assert (empty("a"), empty("b"), empty("c"), empty("d")) == (
+        frozenset(),
+        frozenset(),
+        {"phone"},
+        frozenset(),
+    )
+    # Two flows in turn keep no list at all.
+    store.db.execute("UPDATE delivered SET sent_before=NULL, sent_earlier=NULL")
+    for flow in ("a", "b", "a", "b", "a"):
+        write(flow)
+    assert kept() == 0
 
 
 def test_a_field_the_destination_keeps_when_emptied_is_not_emptied(tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ class World:
 
     def __init__(self) -> None:
         self.shop = WooCommerceSandbox()
+        self.shop2 = WooCommerceSandbox()  # a second shop, where a test configures one
         self.shopify = ShopifySandbox()
         self.crm = HubSpotSandbox(rate_limit=None, search_rate_limit=None)
         self.news = MailchimpSandbox(list_ids=LISTS)
@@ -52,7 +53,7 @@ class World:
     def transports(self) -> dict[str, httpx.AsyncBaseTransport]:
         return {
             name: httpx.ASGITransport(app=getattr(self, name).app())
-            for name in ("shop", "shopify", "crm", "news", "deals")
+            for name in ("shop", "shop2", "shopify", "crm", "news", "deals")
         }
 
 
@@ -897,6 +898,84 @@ async def test_a_phone_removed_at_one_shop_is_emptied_once_both_shops_agree(
     assert reports[0].destinations["crm"].emptied == 1
     reports = await rt.engine.sync()
     assert all(r.destinations[d].queued == 0 for r in reports for d in ("crm", "deals"))
+
+
+@pytest.fixture
+async def rt3(world: World, tmp_path: Path) -> AsyncIterator[Runtime]:
+    """The world's runtime with a second WooCommerce shop feeding the same systems: three
+    flows writing one person to the CRM and Pipedrive, in turn."""
+    config = write_config(tmp_path, world)
+    (tmp_path / "secrets" / "sk2").write_text(world.shop2.credentials()["consumer_key"])
+    (tmp_path / "secrets" / "ss2").write_text(world.shop2.credentials()["consumer_secret"])
+    config.write_text(
+        config.read_text()
+        + f"""
+[systems.shop2]
+adapter = "woocommerce"
+base_url = "https://shop2.test"
+mapping = "{REPO_MAPPINGS / "woocommerce.toml"}"
+credentials = {{ consumer_key = "file:secrets/sk2", consumer_secret = "file:secrets/ss2" }}
+
+[[flows]]
+name = "shop2"
+source = "shop2"
+destinations = {DESTINATIONS}
+"""
+    )
+    clock = VirtualTime()
+    async with open_runtime(
+        config, transports=world.transports(), sleep=clock.sleep, clock=clock.clock
+    ) as runtime:
+        yield runtime
+
+
+async def test_a_phone_removed_at_one_of_three_shops_is_emptied_though_both_others_wrote_since(
+    world: World, rt3: Runtime
+) -> None:
+    """Three shops, each writing Anne to the CRM in turn (they differ: a city at two, not
+    the same one). Only the first ever held her phone number; the two others, which have
+    none, wrote her after it on every run. Once she removes it there, no source holds it:
+    it goes from the CRM and Pipedrive. (With only the last other flow's field set kept, the
+    first shop's was gone by the third shop's write, and the number stayed for good.)"""
+    email = "three.shops@example.nl"
+    world.shop.add_person(email, "Anne", "de Vries", "0612345678", city="Utrecht")
+    world.shopify.add_person(email, "Anne", "de Vries")
+    world.shop2.add_person(email, "Anne", "de Vries", city="Amersfoort")
+    await rt3.engine.sync()
+    await rt3.engine.sync()
+    assert _crm_phone(world, email) == "+31612345678"
+    assert _deals_phones(world, email) == ["+31612345678"]
+    world.shop.touch(email, billing__phone="")
+    reports = await rt3.engine.sync()
+    assert [r.destinations["crm"].emptied for r in reports] == [1, 0, 0]
+    assert _crm_phone(world, email) in ("", None)
+    assert _deals_phones(world, email) == []
+
+
+async def test_a_phone_one_of_three_shops_gave_after_another_is_not_emptied_by_that_other(
+    world: World, rt3: Runtime
+) -> None:
+    """The first and the second shop both hold a phone number for Anne, the third none;
+    each writes her in turn, so the CRM holds the second shop's. Once she removes hers at
+    the first shop, the second's number stays: it was written after the first's, and the
+    second shop still gives it. Removed there too, it goes."""
+    email = "three.shops@example.nl"
+    world.shop.add_person(email, "Anne", "de Vries", "0612345678", city="Utrecht")
+    world.shopify.add_person(email, "Anne", "de Vries", "+31687654321")
+    world.shop2.add_person(email, "Anne", "de Vries", city="Amersfoort")
+    await rt3.engine.sync()
+    await rt3.engine.sync()
+    assert _crm_phone(world, email) == "+31687654321"
+    world.shop.touch(email, billing__phone="")
+    reports = await rt3.engine.sync()
+    assert [r.destinations["crm"].emptied for r in reports] == [0, 0, 0]
+    assert _crm_phone(world, email) == "+31687654321"
+    assert _deals_phones(world, email) == ["+31687654321"]
+    world.shopify.touch(email, phone="")
+    reports = await rt3.engine.sync()
+    assert [r.destinations["crm"].emptied for r in reports] == [0, 1, 0]
+    assert _crm_phone(world, email) in ("", None)
+    assert _deals_phones(world, email) == []
 
 
 async def test_shop_redact_forgets_what_the_connector_holds_for_that_shop(
