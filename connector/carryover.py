@@ -515,20 +515,24 @@ def _delivered_since(store: Store) -> int:
 
 def _field_sets_since(store: Store, pairs: str) -> None:
     """Give the (system, person) ``pairs`` (a temporary table) the field set of what the
-    replaced store sent them (connector/emptying.py), numbered in this store.
+    replaced store sent them (connector/emptying.py), numbered in this store, with those
+    of the last writes of the other flows before it (migrations 30 and 31).
 
     The backup's set is of the payload it last sent, not of the one whose hash came over:
     a field emptied since and then filled in at the system by its own users (a
-    salesperson's number) was emptied again by the next write. A set is taken by its flow
-    and names, never by its number, which the replaced store gave after the backup to sets
-    this one may number otherwise. A payload still queued there may have landed or not:
-    its flow's set and the delivered one, taken together, are what that flow may have
-    given (as the engine reads both, connector/emptying.py); of two flows, or with none
-    known, the pair has none and its next write empties nothing.
+    salesperson's number) was emptied again by the next write. So too the backup's sets
+    of the other flows: one that gave a field before the backup, another flow giving it
+    since, emptied the other's value. A set is taken by its flow and names, never by its
+    number, which the replaced store gave after the backup to sets this one may number
+    otherwise. A payload still queued there may have landed or not: its flow's set and the
+    delivered one, taken together, are what that flow may have given (as the engine reads
+    both, connector/emptying.py); of two flows, or with none known, the pair has none, nor
+    any of other flows, and its next write empties nothing.
     """
     db = store.db
     rows = db.execute(
-        "SELECT c.system, s.subject_no, df.flow, df.names, qf.flow, qf.names "  # noqa: S608
+        "SELECT c.system, s.subject_no, df.flow, df.names, qf.flow, qf.names, "  # noqa: S608
+        "rd.sent_before, rd.sent_earlier "
         f"FROM temp.{pairs} c JOIN main.subjects s ON s.subject_id = c.subject_id "
         "JOIN replaced.subjects rs ON rs.subject_id = c.subject_id "
         "LEFT JOIN replaced.delivered rd ON rd.system = c.system "
@@ -537,17 +541,56 @@ def _field_sets_since(store: Store, pairs: str) -> None:
         "LEFT JOIN replaced.outbox ro ON ro.system = c.system AND ro.subject_no = rs.subject_no "
         "LEFT JOIN replaced.field_sets qf ON qf.id = ro.sent"
     ).fetchall()
-    updates: list[tuple[int | None, str, int]] = []
-    for system, subject_no, d_flow, d_names, q_flow, q_names in rows:
+    updates: list[tuple[int | None, int | None, str | None, str, int]] = []
+    for system, subject_no, d_flow, d_names, q_flow, q_names, before, earlier in rows:
         flows = {flow for flow in (d_flow, q_flow) if flow is not None}
         number: int | None = None
+        others: list[int] = []
         if len(flows) == 1:
+            flow = str(flows.pop())
             names = {n for given in (d_names, q_names) if given for n in str(given).split(",")}
-            number = store.field_set(str(flows.pop()), names)
-        updates.append((number, str(system), int(subject_no)))
+            number = store.field_set(flow, names)
+            if d_flow is not None and before is not None:
+                latest_first = [before, *json.loads(earlier or "[]")[::-1]]
+                others = _other_flows_sets(store, latest_first, flow)
+        updates.append(
+            (
+                number,
+                others[0] if others else None,
+                json.dumps(others[:0:-1]) if len(others) > 1 else None,
+                str(system),
+                int(subject_no),
+            )
+        )
+    # The sets before cleared first: moved on by a write, ``sent_before`` hands the set it
+    # held to ``sent_earlier`` (migration 31's trigger), which a clear one does not.
     db.executemany(
-        "UPDATE main.delivered SET sent = ? WHERE system = ? AND subject_no = ?", updates
+        "UPDATE main.delivered SET sent_before = NULL WHERE system = ? AND subject_no = ?",
+        [update[3:] for update in updates],
     )
+    db.executemany(
+        "UPDATE main.delivered SET sent = ?, sent_before = ?, sent_earlier = ? "
+        "WHERE system = ? AND subject_no = ?",
+        updates,
+    )
+
+
+def _other_flows_sets(store: Store, numbers: Sequence[object], flow: str) -> list[int]:
+    """The replaced store's field sets ``numbers`` (latest first) of flows other than
+    ``flow``, one per flow, numbered in this store."""
+    found: list[int] = []
+    seen = {flow}
+    for number in numbers:
+        row = store.db.execute(
+            "SELECT flow, names FROM replaced.field_sets WHERE id = ?", (number,)
+        ).fetchone()
+        if row is None:  # none is ever deleted; unknown, what is older is not trusted
+            break
+        if str(row[0]) in seen:
+            continue
+        seen.add(str(row[0]))
+        found.append(store.field_set(str(row[0]), filter(None, str(row[1]).split(","))))
+    return found
 
 
 def _refusals_delivered_since(db: sqlite3.Connection) -> int:

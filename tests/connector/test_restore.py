@@ -20,9 +20,16 @@ from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector import audit, backup, retention
 from connector.adapter import WebhookEvent
 from connector.backup import take_backup
+from connector.carryover import attached, carry_over
 from connector.cli import main
 from connector.config import Config, load_config
-from connector.crypto import decode_master_key, generate_master_key, master_fingerprint
+from connector.crypto import (
+    DataKeys,
+    Keyring,
+    decode_master_key,
+    generate_master_key,
+    master_fingerprint,
+)
 from connector.dsr import DsrService, RequestView
 from connector.errors import ConfigError, RetryableError, StoreError
 from connector.keyset import open_keyring, rotate_master_key
@@ -37,7 +44,7 @@ from connector.receipts import (
 )
 from connector.restore import _read_current, restore_backup
 from connector.runtime import Runtime
-from connector.state import Store
+from connector.state import Ack, Store
 from tests.conftest import (
     CANARY_EMAIL,
     CANARY_NAME,
@@ -231,6 +238,48 @@ async def test_a_restore_empties_by_what_the_systems_got_since_not_by_the_backup
         (report,) = await rt.engine.sync()
         assert report.destinations["crm"].emptied == 1
     assert crm.record_for(OTHER_EMAIL)["properties"]["company"] in ("", None)  # type: ignore[index]
+
+
+def test_a_restore_takes_over_the_other_flows_field_sets_with_what_a_system_got_since(
+    tmp_path: Path,
+) -> None:
+    """Shops a and b write a person to the CRM, a with a phone number, and the store is
+    backed up; shop c then gives a number too, and b writes after it. The restored store
+    kept the backup's set before b's (a's), beside the set of what the CRM got since:
+    a's next write, its number removed, emptied c's. Now the other flows' sets come over
+    with it: c's number stays until c removes it, and a's write empties nothing."""
+    replaced, backed_up = tmp_path / "replaced.db", tmp_path / "backup.db"
+    store = Store(replaced)
+    subject = "s" * 64
+    writes = iter(range(1000))
+
+    def write(flow: str, *names: str) -> None:
+        sent = store.field_set(flow, ["email", "firstname", *names])
+        n = next(writes)
+        store.acknowledge("crm", [Ack(n, subject, None, f"h{n}", sent=sent)])
+
+    write("a", "phone")
+    write("b")
+    with closing(sqlite3.connect(backed_up)) as copy:
+        store.db.backup(copy)
+    write("c", "phone")
+    write("b")
+    store.close()
+
+    restored = Store(backed_up)
+    with attached(restored, replaced), restored.transaction():
+        keyring = Keyring(keys=DataKeys.derive(decode_master_key(MASTER_KEY)))
+        carried = carry_over(restored, keyring)
+    assert carried.delivered_since == 1
+    (sent, before, earlier) = restored.db.execute(
+        "SELECT sent, sent_before, sent_earlier FROM delivered"
+    ).fetchone()
+    named = [restored.field_names(n) for n in (sent, before, *json.loads(earlier))]
+    assert named == [
+        ("b", {"email", "firstname"}),
+        ("c", {"email", "firstname", "phone"}),
+        ("a", {"email", "firstname", "phone"}),
+    ]
 
 
 async def test_a_restore_refuses_while_a_sync_or_the_daemon_holds_the_store(
