@@ -3,11 +3,13 @@
 What it does, by contract verb:
 
 - ``pull``: ``GET /persons`` sorted by ``update_time``, 500 a page, each page after the
-  first asked for from the newest ``update_time`` read (``updated_since``), and by
-  ``additional_data.next_cursor`` only within a second holding half a page or more (see
-  :meth:`~adapters.pipedrive._pull.PersonPages.pull`: the cursor may be a position); the
-  stored cursor carries the ``updated_since`` watermark, so a later pull reads only what
-  changed (re-reading the boundary second is harmless: the engine skips unchanged content);
+  first asked for from the newest ``update_time`` read (``updated_since``); a second
+  holding more than half a page is listed on its own (``updated_until`` the next second, by
+  id, by ``additional_data.next_cursor``) and listed again until two listings find the same
+  persons (see :meth:`~adapters.pipedrive._pull.PersonPages.pull`: the cursor may be a
+  position, which a person changed meanwhile shifts); the stored cursor carries the
+  ``updated_since`` watermark, so a later pull reads only what changed (re-reading the
+  boundary second is harmless: the engine skips unchanged content);
 - ``upsert``: v2 has neither a batch write nor an upsert for persons, so each record is one
   to three calls, run with bounded concurrency: ``PATCH /persons/{id}`` when the identity map
   knows the id, else the e-mail is looked up and the person whose *primary* e-mail it is is

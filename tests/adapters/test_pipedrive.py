@@ -483,6 +483,7 @@ async def test_a_listing_is_not_worth_it_again_until_lookups_outnumber_its_pages
 ) -> None:
     """After a listing of 3 pages, the next is made only once 6 lookups come in a minute."""
     for n in range(1200):
+        pd.wall.now += n % 2  # two a second: no second holds half a page
         pd.sandbox.add_person(f"someone{n}@example.com")
     await _upsert_in_batches(pd, range(20))
     assert pd.sandbox.endpoints_used.count(f"GET {PERSONS}") == 3  # 1,210 persons, 500 a page
@@ -1534,18 +1535,22 @@ async def test_pull_pages_end_and_the_watermark_moves_forward(pd: Harness) -> No
     for n in range(1_200):
         pd.sandbox.add_person(f"p{n}@example.com", f"P{n}")
     pages = [page async for page in pd.adapter.pull(None)]
-    assert [len(p.records) for p in pages] == [500, 500, 200]
-    assert [p.complete for p in pages] == [False, False, True]
+    # One second holds them all: after the first page it is listed on its own, twice (the
+    # second listing finds nobody new), then asked past it, where nobody is.
+    assert [len(p.records) for p in pages] == [500, 500, 200, 0]
+    assert [p.complete for p in pages] == [False, False, False, True]
     assert len({r["id"] for p in pages for r in p.records}) == 1_200
+    assert [e.path for e in pd.sandbox.log.entries].count(PERSONS) == 1 + 3 + 3 + 1
     assert pages[0].records[0]["email"] == "p0@example.com"
     first_mark = decode_cursor(pages[-1].cursor).since
     assert first_mark == "2025-06-15T15:06:40Z"
 
     # Resumed from the first page's cursor, the pull asks again from the newest second read
     # (every person here shares it), not by next_cursor: that second is read again whole.
+    asked_before = len(pd.sandbox.log.entries)
     resumed = [page async for page in pd.adapter.pull(pages[0].cursor)]
-    assert [len(p.records) for p in resumed] == [500, 500, 200]
-    assert "cursor" not in pd.sandbox.log.entries[-3].query
+    assert [len(p.records) for p in resumed] == [500, 500, 200, 0]
+    assert "cursor" not in pd.sandbox.log.entries[asked_before].query
 
     pd.wall.now += 3_600
     changed = pd.sandbox.store.persons[7]
@@ -1609,7 +1614,7 @@ async def test_pull_refuses_a_cursor_it_has_seen() -> None:
         with pytest.raises(FatalRemoteError) as caught:
             async for page in adapter.pull(None):
                 pages.append(page)
-    assert len(pages) == 1
+    assert pages == []  # pages that hold nobody are not handed over
     assert caught.value.detail == "PAGING_LOOP"
 
 
@@ -1672,7 +1677,10 @@ async def test_a_pull_resumed_inside_a_listing_by_position_leaves_nobody_unread(
             pages = harness.adapter.pull(None)
             first = await anext(pages)
             await pages.aclose()
-        assert first.cursor is not None and decode_cursor(first.cursor).page is not None
+        assert first.cursor is not None
+        assert decode_cursor(first.cursor).since == rfc3339(
+            sandbox.store.persons[int(ids[-1])].update_time
+        )
         cursor = first.cursor
     neighbour = int(ids[500])  # the first of the second page
     wall.now += 60
@@ -1684,6 +1692,78 @@ async def test_a_pull_resumed_inside_a_listing_by_position_leaves_nobody_unread(
     read = {r["id"] for p in [*rest, *next_run] for r in p.records}
     assert neighbour in read
     assert read >= {int(i) for i in ids[500:]}
+
+
+def _seed_a_crowded_second(sandbox: PipedriveSandbox, wall: WallClock, count: int) -> list[str]:
+    """100 persons a second apart, then ``count`` in the one second after: more than half a
+    page there, so the pull walks that second page by page rather than by time."""
+    ids = _seed_a_second_apart(sandbox, wall, 100)
+    wall.now += 1
+    return ids + [sandbox.add_person(f"mass{n}@example.com", f"M{n}") for n in range(count)]
+
+
+async def test_a_person_changed_while_a_pull_walks_a_crowded_second_leaves_nobody_unread(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """Where next_cursor is a position, a person of a second holding more than half a page,
+    read and then changed while the pull pages through that second, shifts the person after
+    the page read back onto it: the pull lists that second again and reads them, and its
+    watermark moves past the second only then."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, offset_cursors=True)
+    ids = _seed_a_crowded_second(sandbox, wall, 1_200)
+    harness = make_harness(sandbox, time, wall)
+    read: list[int] = []
+    async with harness.client:
+        pages = harness.adapter.pull(None)
+        # Two pages in, the pull is paging through the crowded second by next_cursor.
+        for _ in range(2):
+            read += [r["id"] for r in (await anext(pages)).records]
+        assert int(ids[100]) in read and int(ids[-1]) not in read
+        wall.now += 60
+        sandbox.store.update(sandbox.store.persons[int(ids[100])], {"name": "Moved"}, int(wall.now))
+        rest = [page async for page in pages]
+        read += [r["id"] for p in rest for r in p.records]
+    assert {int(i) for i in ids} - set(read) == set()
+    assert read.count(int(ids[100])) == 2  # read, then read changed
+    assert len(read) == len(ids) + 1
+    assert decode_cursor(rest[-1].cursor).since == rfc3339(int(wall.now))
+
+
+async def test_a_crowded_second_changing_all_through_a_pull_is_left_to_the_next_run(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """A second holding more than half a page, one of whose persons changes before every
+    listing: its listings again are bounded, so the pull ends, with its cursor at that
+    second, not past it; the next run, quiet, reads every person of it the pull left unread."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, offset_cursors=True)
+    ids = _seed_a_crowded_second(sandbox, wall, 700)
+    mass_second = rfc3339(sandbox.store.persons[int(ids[100])].update_time)
+    churning = True
+
+    def change_one(app: Any) -> Any:
+        async def front(scope: Any, receive: Any, send: Any) -> None:
+            if churning and scope["type"] == "http" and scope["path"] == PERSONS:
+                still = [
+                    p for p in sandbox.store.persons.values() if p.update_time == int(wall.now)
+                ]
+                wall.now += 1
+                sandbox.store.update(min(still, key=lambda p: p.id), {"name": "M"}, int(wall.now))
+                wall.now -= 1
+            await app(scope, receive, send)
+
+        return front
+
+    harness = make_harness(sandbox, time, wall, front=change_one)
+    async with harness.client:
+        pages = [page async for page in harness.adapter.pull(None)]
+        listed = sum(1 for e in sandbox.log.entries if e.path == PERSONS)
+        assert pages[-1].complete and pages[-1].cursor is not None
+        assert decode_cursor(pages[-1].cursor).since == mass_second
+        assert listed == 1 + 4 * 2 + 1  # the first page, 4 passes of 2 pages, the rest
+        churning = False
+        next_run = [page async for page in harness.adapter.pull(pages[-1].cursor)]
+    read = {r["id"] for p in [*pages, *next_run] for r in p.records}
+    assert {int(i) for i in ids} - read == set()
 
 
 async def test_a_pull_by_update_time_reads_each_person_once(pd: Harness) -> None:
