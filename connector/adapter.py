@@ -109,8 +109,11 @@ class ClientConfig:
 class Page:
     """One page of raw records and the opaque cursor that resumes *after* it.
 
-    ``cursor`` is what the engine stores once this page is durably queued. ``complete`` is
-    true on the last page of a pull.
+    ``cursor`` is what the engine stores once this page is durably queued. It may resume
+    earlier than the page's end, never past it: records read again cost a pass over them and
+    no write (change detection), a record passed over is lost. (Pipedrive's cursor inside
+    a second too crowded to page by time names that second, read again whole on resuming.)
+    ``complete`` is true on the last page of a pull.
     """
 
     records: Sequence[Mapping[str, Any]]
