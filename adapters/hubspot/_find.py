@@ -39,8 +39,8 @@ class ContactFinds(HubSpotParts):
 
         Each comes with every property the portal defines, not only the mapped ones: an access
         request must show all that is held. Each comes with the records associated with it
-        (``associations``: notes, calls, e-mails, meetings, tasks, deals, companies) and the
-        first with an address with that address's e-mail subscription statuses
+        (``associations``: notes, calls, e-mails, meetings, tasks, deals, companies, support
+        tickets) and the first with an address with that address's e-mail subscription statuses
         (``subscriptions``), each saying where HubSpot did not serve them all (see
         :mod:`adapters.hubspot._related`); they are read only for a contact found, so a lookup
         that finds nobody costs no more calls than before. An archived contact (``archived:
@@ -73,7 +73,7 @@ class ContactFinds(HubSpotParts):
         """The subject's contacts, live and archived, as :meth:`find` finds them, with the
         properties a pull asks for alone: an erasure's snapshot and check and a correction
         need their ids, whether each is archived and the mapped properties, not the notes,
-        calls, e-mails, meetings, tasks, deals and companies associated with them, the
+        calls, e-mails, meetings, tasks, deals, companies and tickets associated with them, the
         address's subscriptions or every property the portal defines (see ``Adapter.find``).
         HubSpot holds no orders (``orders`` is the contract's).
         """

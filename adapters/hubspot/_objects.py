@@ -1,10 +1,10 @@
 """The HubSpot sandbox's data beside contacts: records associated with them, and subscriptions.
 
-A contact's notes, calls, one-to-one e-mails, meetings and tasks (engagements), its deals and
-its companies are records of their own, linked to the contact by associations; an address's
-e-mail subscription statuses are kept by address. An access copy reads both; an erasure
-(``gdpr-delete``, "a contact and all associated content") takes the contact's engagements
-with it (see :meth:`ObjectStore.forget`).
+A contact's notes, calls, one-to-one e-mails, meetings and tasks (engagements), its deals,
+its companies and its support tickets are records of their own, linked to the contact by
+associations; an address's e-mail subscription statuses are kept by address. An access copy
+reads both; an erasure (``gdpr-delete``, "a contact and all associated content") takes the
+contact's engagements with it (see :meth:`ObjectStore.forget`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ CONTACT_TO: Final[Mapping[str, int]] = {
     "tasks": 204,
     "deals": 4,
     "companies": 279,
+    "tickets": 15,
 }
 
 #: Properties the fake portal defines per kind: HubSpot's documented ones.
@@ -87,6 +88,20 @@ OBJECT_PROPERTIES: Final[Mapping[str, frozenset[str]]] = {
     ),
     "deals": frozenset({"dealname", "description", "amount", "dealstage", "pipeline", "closedate"}),
     "companies": frozenset({"name", "description", "domain", "phone", "city", "country"}),
+    # A ticket's own creation date is ``createdate`` (as a contact's), beside hs_createdate.
+    "tickets": frozenset(
+        {
+            "subject",
+            "content",
+            "hs_pipeline",
+            "hs_pipeline_stage",
+            "hs_ticket_priority",
+            "hs_ticket_category",
+            "source_type",
+            "createdate",
+            "hubspot_owner_id",
+        }
+    ),
 }
 
 #: Properties HubSpot sets itself on every record of these kinds.
@@ -143,6 +158,8 @@ class ObjectStore:
         self._next_id += 1
         values = {**properties, "hs_object_id": str(record_id)}
         values |= {"hs_createdate": now, "hs_lastmodifieddate": now}
+        if kind == "tickets":
+            values.setdefault("createdate", now)
         record = Record(record_id, kind, values, now, now)
         self.records[kind][record_id] = record
         for contact_id in contact_ids:
@@ -189,8 +206,8 @@ class ObjectStore:
         to no other contact that ``still_linked`` says is held, and its address's statuses.
 
         UNVERIFIED beyond "permanently delete a contact and all associated content"; the fake
-        takes the cautious view: an engagement another contact still has, and every deal and
-        company (the business's records, shared with others), stay.
+        takes the cautious view: an engagement another contact still has, and every deal,
+        company and ticket (records of their own, not engagements), stay.
         """
         links = self.links.pop(contact_id, {})
         for kind in ENGAGEMENTS:

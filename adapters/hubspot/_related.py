@@ -1,7 +1,8 @@
 """What an access copy holds beside a contact's own properties.
 
 HubSpot keeps, about a contact, more than its properties: the records associated with it
-(notes a salesperson wrote, calls, one-to-one e-mails, meetings, tasks, deals, companies) and,
+(notes a salesperson wrote, calls, one-to-one e-mails, meetings, tasks, deals, companies,
+support tickets) and,
 per e-mail subscription type, whether the address is subscribed and on what legal basis. Both
 are in the reference's access recipe (search "plus associations plus
 ``GET /communication-preferences/v3/status/email/{email}``"), and both are personal data an
@@ -14,18 +15,20 @@ access request must show (Art. 15):
   :data:`MAX_PER_KIND` records of a kind are listed. Of an e-mail's senders and recipients,
   the person's own entries alone are kept (:mod:`adapters.hubspot._recipients`), and the
   addresses of others that the text of an e-mail, note, call, meeting or task, a deal's
-  name or description or a company's description quotes read ``[address left out]``
-  (:data:`WRITTEN`, :mod:`connector.others`);
+  name or description, a company's description or a ticket's subject or text quotes read
+  ``[address left out]`` (:data:`WRITTEN`, :mod:`connector.others`);
 - subscription statuses: ``GET /communication-preferences/v3/status/email/{email}``.
 
 A refusal (403: a scope the private app lacks) of one of them does not fail the copy: the
 contact's record says what was not read (:data:`ASSOCIATIONS_UNREAD`,
 :data:`SUBSCRIPTIONS_UNREAD`), as ``propertiesNotRead`` does for its properties, so a partial
-copy never passes for whole.
+copy never passes for whole; a kind refused is logged with the scope to grant
+(:data:`~adapters.hubspot._scopes.READ_SCOPES`), never the contact.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import quote
@@ -34,7 +37,7 @@ import httpx
 
 from adapters.hubspot._properties import PropertyLists
 from adapters.hubspot._recipients import email_without_others
-from adapters.hubspot._scopes import ASSOCIATED_KINDS
+from adapters.hubspot._scopes import ASSOCIATED_KINDS, READ_SCOPES
 from connector.errors import RemoteError, RetryableError
 from connector.http import SystemClient, answer_object
 from connector.others import text_without_others
@@ -52,6 +55,8 @@ __all__ = [
     "Related",
     "next_after",
 ]
+
+log = logging.getLogger("klantsync.hubspot")
 
 #: Most records of one kind an access copy lists per contact: a bound on the calls one copy
 #: makes (a page of associations and five batch reads per kind). A contact with more of a kind
@@ -139,12 +144,25 @@ MAIN_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
         "hubspot_owner_id",
     ),
     "companies": ("name", "description", "domain", "phone", "address", "city", "zip", "country"),
+    # The ticket guide's: subject (its name), hs_pipeline_stage (its status), hs_pipeline.
+    "tickets": (
+        "subject",
+        "content",
+        "hs_pipeline",
+        "hs_pipeline_stage",
+        "hs_ticket_priority",
+        "hs_ticket_category",
+        "source_type",
+        "createdate",
+        "hubspot_owner_id",
+    ),
 }
 
 #: The properties of each kind holding what staff wrote (an e-mail's: its own module; a
-#: deal's name and description, a company's description): an address of another quoted in
-#: them ("her partner cees@elders.example called too") is left out of the copy, the
-#: person's own stays (Art. 15(4); :mod:`connector.others`).
+#: deal's name and description, a company's description; a ticket's subject and text, the
+#: person's words or staff's): an address of another quoted in them ("her partner
+#: cees@elders.example called too") is left out of the copy, the person's own stays
+#: (Art. 15(4); :mod:`connector.others`).
 WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
     "notes": ("hs_note_body",),
     "calls": ("hs_call_title", "hs_call_body"),
@@ -152,6 +170,7 @@ WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
     "tasks": ("hs_task_subject", "hs_task_body"),
     "deals": ("dealname", "description"),
     "companies": ("description",),
+    "tickets": ("subject", "content"),
 }
 
 
@@ -181,6 +200,7 @@ class Related:
             listed = await self.associated_ids(contact_id, kind)
             if listed is None:
                 partial["unread"].append(kind)
+                _refused(self.client.system, kind)
                 continue
             ids, whole = listed
             if not whole:
@@ -193,6 +213,7 @@ class Related:
             records = await self._read(kind, ids, names.names)
             if records is None:
                 partial["unread"].append(kind)
+                _refused(self.client.system, kind)
             elif records:
                 found[kind] = [_as_copied(kind, record, own) for record in records]
         held: dict[str, Any] = {"associations": found} if found else {}
@@ -303,6 +324,19 @@ class Related:
                 if isinstance(record, dict) and record.get("id") is not None
             ]
         return records
+
+
+def _refused(system: str, kind: str) -> None:
+    """Warn that HubSpot served none of ``kind`` (a 403, or a 404 for the contact), naming
+    the scope that reads them: the copy says only that the kind was not read."""
+    # The portal's, not a person's: no contact is named.
+    log.warning(
+        "HubSpot served no %s associated with a contact: access copies leave them out "
+        "(a 403: grant the private app the %s scope)",
+        kind,
+        READ_SCOPES.get(kind, READ_SCOPES["contacts"]),
+        extra={"system": system},
+    )
 
 
 def _as_copied(kind: str, record: dict[str, Any], own: Collection[str]) -> dict[str, Any]:

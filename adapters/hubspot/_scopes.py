@@ -40,27 +40,34 @@ CONTACTS_WRITE: Final = "crm.objects.contacts.write"
 ENGAGEMENTS: Final = ("notes", "calls", "emails", "meetings", "tasks")
 
 #: The object types associated with a contact that an access copy lists, engagements first.
-ASSOCIATED_KINDS: Final = (*ENGAGEMENTS, "deals", "companies")
+#: Tickets are the person's support requests (CRM object ``tickets``; contact to ticket is
+#: association type 15 [src: HubSpot's generated clients, ``CONTACT_TO_TICKET``]).
+ASSOCIATED_KINDS: Final = (*ENGAGEMENTS, "deals", "companies", "tickets")
 
 #: The scope a token reads each object type's records (and their associations) with. The
 #: engagement guides (notes, for one) list ``crm.objects.contacts.read`` [doc]; deals and
 #: companies have scopes of their own. An e-mail's body is said to need ``sales-email-read``
-#: besides (UNVERIFIED; HubSpot then blanks it rather than refusing the call).
+#: besides (UNVERIFIED; HubSpot then blanks it rather than refusing the call). Tickets are
+#: read with the private-app scope ``tickets`` [2nd: integration guides name it for the
+#: tickets endpoints; HubSpot's own list of the scopes its tickets batch read accepts, and
+#: whether a newer ``crm.objects.tickets.read`` stands in for it, are UNVERIFIED].
 READ_SCOPES: Final[Mapping[str, str]] = {
     "contacts": CONTACTS_READ,
     **{kind: CONTACTS_READ for kind in ENGAGEMENTS},
     "deals": "crm.objects.deals.read",
     "companies": "crm.objects.companies.read",
+    "tickets": "tickets",
 }
 
 #: The scope a token lists an object type's property definitions with. UNVERIFIED:
-#: ``crm.schemas.<type>.read`` for contacts, deals and companies; engagements have no schema
-#: scope of their own that a source names, so their read scope stands in.
+#: ``crm.schemas.<type>.read`` for contacts, deals and companies; engagements and tickets
+#: have no schema scope of their own that a source names, so their read scope stands in.
 SCHEMA_SCOPES: Final[Mapping[str, str]] = {
     "contacts": "crm.schemas.contacts.read",
     **{kind: CONTACTS_READ for kind in ENGAGEMENTS},
     "deals": "crm.schemas.deals.read",
     "companies": "crm.schemas.companies.read",
+    "tickets": "tickets",
 }
 
 #: The scope that reads an address's e-mail subscription statuses (UNVERIFIED).

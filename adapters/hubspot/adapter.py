@@ -15,7 +15,8 @@ What it does, by contract verb:
   path that could end up in an error message), then by HubSpot id; each read once for live
   contacts and once with ``archived=true`` for the recycle bin, because an archived contact
   is still held (restorable for 90 days); each contact found with the records associated
-  with it and its address's subscription statuses (:mod:`adapters.hubspot._related`);
+  with it (engagements, deals, companies and support tickets) and its address's
+  subscription statuses (:mod:`adapters.hubspot._related`);
 - ``find_records`` (an erasure's snapshot and check, a correction): the contacts ``find``
   finds, with those properties alone and nothing associated with them;
 - ``find_people`` (a targeted sync: a webhook, ``resync --email``): the live contact by id,
@@ -112,8 +113,9 @@ class HubSpotAdapter(ContactWrites, ContactFinds, ContactErasure, ContactWebhook
         {"pull", "upsert", "update", "find", "erase", "webhooks"}
     )
     #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
-    #: A contact comes with its associated deals, companies, notes, calls, e-mails and
-    #: meetings, and its e-mail subscriptions with their legal basis.
+    #: A contact comes with its associated deals, companies, notes, calls, e-mails,
+    #: meetings, tasks and support tickets (correspondence, as "notes" says), and its
+    #: e-mail subscriptions with their legal basis.
     copy_categories: frozenset[str] = frozenset({"orders", "notes", "professional", "consent"})
     #: What its records are and its keys hold, in plain words for the access reports.
     copy_labels: CopyLabels = COPY_LABELS

@@ -1,4 +1,5 @@
-"""How a HubSpot access copy reads for the person: the contact and its well-known keys."""
+"""How a HubSpot access copy reads for the person: the contact and its well-known keys, and
+the support tickets associated with it."""
 
 from __future__ import annotations
 
@@ -31,6 +32,39 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "properties.country": ("Country", "Land"),
     "properties.lifecyclestage": ("Lifecycle stage", "Fase in de klantrelatie"),
     "properties.hs_lead_status": ("Lead status", "Leadstatus"),
+    # A support ticket associated with the contact: what the person asked, and where it stands.
+    "associations.tickets.*.id": (
+        "Support ticket {}: id in HubSpot",
+        "Supportticket {}: id in HubSpot",
+    ),
+    "associations.tickets.*.properties.subject": (
+        "Support ticket {}: subject",
+        "Supportticket {}: onderwerp",
+    ),
+    "associations.tickets.*.properties.content": (
+        "Support ticket {}: what was written",
+        "Supportticket {}: wat er geschreven is",
+    ),
+    "associations.tickets.*.properties.hs_pipeline_stage": (
+        "Support ticket {}: stage (code)",
+        "Supportticket {}: fase (code)",
+    ),
+    "associations.tickets.*.properties.hs_ticket_priority": (
+        "Support ticket {}: priority",
+        "Supportticket {}: prioriteit",
+    ),
+    "associations.tickets.*.properties.createdate": (
+        "Support ticket {}: created",
+        "Supportticket {}: aangemaakt",
+    ),
+    "associations.tickets.*.createdAt": (
+        "Support ticket {}: created",
+        "Supportticket {}: aangemaakt",
+    ),
+    "associations.tickets.*.updatedAt": (
+        "Support ticket {}: last changed",
+        "Supportticket {}: laatst gewijzigd",
+    ),
 }
 
 

@@ -13,8 +13,9 @@ options); the ``TEN_SECONDLY_ROLLING`` burst limit with HubSpot's 429 body and
 deletion that blocklists the e-mail (which the API may still bring back, as HubSpot
 documents; the fake counts it) and, by id, purges an archived contact.
 Beside contacts it keeps what an access copy reads about one: the records associated with it
-(notes, calls, e-mails, meetings, tasks, deals, companies; v4 association lists and v3 batch
-reads) and the e-mail subscription statuses of an address (communication preferences v3),
+(notes, calls, e-mails, meetings, tasks, deals, companies, support tickets; v4 association
+lists and v3 batch reads) and the e-mail subscription statuses of an address (communication
+preferences v3),
 each behind the scope HubSpot reads it with (403 ``MISSING_SCOPES`` for a token without it),
 as the contacts are behind theirs.
 

@@ -2091,7 +2091,8 @@ async def test_an_access_copy_holds_the_records_associated_with_the_contact(
     hub.sandbox.add_associated(binned, "tasks", hs_task_subject="Offerte sturen")
     (archived,) = await hub.adapter.find(Subject(email="binned@example.com"))
     assert archived["associations"]["tasks"][0]["properties"]["hs_task_subject"] == "Offerte sturen"
-    assert hub.sandbox.log.count("GET", "/crm/v4/objects/contacts/") == 14
+    # Eight kinds (engagements, deals, companies, tickets) listed for each contact.
+    assert hub.sandbox.log.count("GET", "/crm/v4/objects/contacts/") == 16
 
 
 async def test_an_access_copy_leaves_out_an_e_mail_s_other_senders_and_recipients(
@@ -2232,6 +2233,101 @@ async def test_an_access_copy_leaves_out_the_addresses_a_deal_or_company_s_text_
     assert company["properties"]["name"] == "Bouwbedrijf"
 
 
+async def test_an_access_copy_holds_the_support_tickets_associated_with_the_contact(
+    hub: Harness,
+) -> None:
+    """Art. 15: a support ticket the person raised (its subject, what they wrote, where it
+    stands) is theirs, associated with their contact as a deal is; the copy read no
+    tickets. They are listed (v4 associations) and read (v3 batch read) as deals are, with
+    every property the kind defines; another contact's ticket is not among them."""
+    contact_id = hub.sandbox.add_person("tia@example.com", "Tia", "Ticket")
+    ticket = hub.sandbox.add_associated(
+        contact_id,
+        "tickets",
+        subject="Lekkende kraan na montage",
+        content="De kraan lekt sinds de montage van vorige week.",
+        hs_pipeline_stage="1",
+    )
+    other = hub.sandbox.add_person("other@example.com", "Otto", "Other")
+    hub.sandbox.add_associated(other, "tickets", subject="Iemand anders")
+    (contact,) = await hub.adapter.find(Subject(email="tia@example.com"))
+    (held,) = contact["associations"]["tickets"]
+    assert held["id"] == ticket
+    assert held["properties"]["subject"] == "Lekkende kraan na montage"
+    assert held["properties"]["content"] == "De kraan lekt sinds de montage van vorige week."
+    assert held["properties"]["hs_pipeline_stage"] == "1"
+    assert held["properties"]["createdate"]
+    assert "associationsNotRead" not in contact and "Iemand anders" not in json.dumps(contact)
+    listed = f"/crm/v4/objects/contacts/{contact_id}/associations/tickets"
+    assert hub.sandbox.log.count("GET", listed) == 1
+    assert hub.sandbox.log.count("POST", "/crm/v3/objects/tickets/batch/read") == 1
+
+
+async def test_an_access_copy_leaves_out_the_addresses_a_ticket_s_subject_or_content_quotes(
+    hub: Harness,
+) -> None:
+    """Art. 15(4): a ticket's subject and text quote whom the person or staff wrote about
+    ("mijn buurman cees@... heeft hetzelfde"): an address of someone else there reads as
+    left out, as in a deal's name. The person's own address and the words around stay."""
+    contact_id = hub.sandbox.add_person("mila@example.com", "Mila", "Mail")
+    written = "Vraag van Mila@Example.com, buurman cees@elders.example heeft hetzelfde"
+    kept = f"Vraag van Mila@Example.com, buurman {LEFT_OUT} heeft hetzelfde"
+    hub.sandbox.add_associated(contact_id, "tickets", subject=written, content=written)
+    (contact,) = await hub.adapter.find(Subject(email="mila@example.com"))
+    (ticket,) = contact["associations"]["tickets"]
+    assert "elders.example" not in json.dumps(contact)
+    assert ticket["properties"]["subject"] == ticket["properties"]["content"] == kept
+
+
+async def test_an_access_copy_without_the_tickets_scope_says_so_and_names_the_scope(
+    sandbox: HubSpotSandbox, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A private app without the ``tickets`` scope: HubSpot refuses the tickets' calls
+    (403). The copy is made with the rest and says tickets were not read; a warning names
+    the scope to grant (and never the contact)."""
+    sandbox.scopes = {"crm.schemas.contacts.read", "crm.objects.contacts.read",
+                      "crm.objects.deals.read", "crm.objects.companies.read",
+                      "crm.schemas.deals.read", "crm.schemas.companies.read",
+                      "communication_preferences.read"}  # fmt: skip
+    contact_id = sandbox.add_person("scoped@example.com", "Sco", "Ped")
+    sandbox.add_associated(contact_id, "deals", dealname="Verbouwing")
+    sandbox.add_associated(contact_id, "tickets", subject="Klacht over levering")
+    harness = make_harness(sandbox, clock)
+    try:
+        with caplog.at_level("WARNING"):
+            (contact,) = await harness.adapter.find(Subject(email="scoped@example.com"))
+    finally:
+        await harness.client.aclose()
+    assert contact["associations"]["deals"][0]["properties"]["dealname"] == "Verbouwing"
+    assert "tickets" not in contact["associations"]
+    assert contact["associationsNotRead"] == {
+        "reason": "associations_partial",
+        "unread": "tickets",
+    }
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("tickets" in m and "scope" in m for m in warned), warned
+    assert not any("scoped@example.com" in m or contact_id in m for m in warned)
+
+
+async def test_an_access_report_names_a_ticket_s_fields_in_plain_words(hub: Harness) -> None:
+    """The report reads a ticket in the person's words ("Supportticket 1: onderwerp"), not
+    HubSpot's keys (``associations.tickets.0.properties.subject``)."""
+    from connector.access_labels import SystemLabels
+
+    contact_id = hub.sandbox.add_person("tia@example.com", "Tia", "Ticket")
+    hub.sandbox.add_associated(contact_id, "tickets", subject="Lekkende kraan", content="Lekt")
+    (contact,) = await hub.adapter.find(Subject(email="tia@example.com"))
+    labels = SystemLabels(hub.adapter.copy_labels)
+    path = "associations.tickets.0.properties."
+    assert labels.label("nl", contact, path + "subject") == "Supportticket 1: onderwerp"
+    assert labels.label("en", contact, path + "subject") == "Support ticket 1: subject"
+    assert labels.label("en", contact, path + "content") == "Support ticket 1: what was written"
+    assert labels.label("nl", contact, path + "hs_pipeline_stage") == (
+        "Supportticket 1: fase (code)"
+    )
+    assert labels.label("en", contact, path + "createdate") == "Support ticket 1: created"
+
+
 async def test_an_access_copy_holds_the_address_s_subscription_statuses(hub: Harness) -> None:
     """HubSpot keeps, per e-mail subscription type, whether the address is subscribed and on
     what legal basis (communication preferences; in the reference's access recipe). The copy
@@ -2333,8 +2429,9 @@ async def test_an_access_copy_says_what_a_missing_scope_kept_out(
 ) -> None:
     """A private app without the scope for deals, for companies' property definitions or for
     subscription statuses: HubSpot answers those calls 403. The copy is still made, with what
-    was served, and says what was not: deals unread, companies with their main properties
-    only, subscriptions not read (``subscriptionsNotRead``, as ``propertiesNotRead``)."""
+    was served, and says what was not: deals (and tickets, whose scope it lacks too)
+    unread, companies with their main properties only, subscriptions not read
+    (``subscriptionsNotRead``, as ``propertiesNotRead``)."""
     sandbox.scopes = {"crm.schemas.contacts.read", "crm.objects.contacts.read",
                       "crm.objects.companies.read"}  # fmt: skip
     sandbox.store.objects.known = {
@@ -2357,12 +2454,12 @@ async def test_an_access_copy_says_what_a_missing_scope_kept_out(
     assert "deals" not in contact["associations"] and "subscriptions" not in contact
     assert contact["associationsNotRead"] == {
         "reason": "associations_partial",
-        "unread": "deals",
+        "unread": "deals, tickets",
         "mainPropertiesOnly": "companies",
     }
     assert contact["subscriptionsNotRead"] == {"reason": "communication_preferences.read"}
     refused = [e for e in sandbox.log.entries if e.status == 403]
-    assert len(refused) == 3
+    assert len(refused) == 4
 
 
 async def test_an_access_copy_lists_at_most_500_records_of_a_kind_and_says_it_is_cut(
