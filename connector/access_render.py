@@ -322,7 +322,7 @@ def _kept_lines(lang: str, facts: Art15Facts) -> list[str]:
 #: Why a system served less than it holds (Shopify's ``ordersNotRead.reason``, HubSpot's
 #: ``propertiesNotRead.reason``, ``associationsNotRead.reason`` and
 #: ``subscriptionsNotRead.reason``, Mailchimp's ``activityNotRead.reason``, Pipedrive's
-#: ``notesNotRead``, ``dealsNotRead`` and ``activitiesNotRead``), by code.
+#: ``notesNotRead``, ``dealsNotRead``, ``leadsNotRead`` and ``activitiesNotRead``), by code.
 _NOT_READ: dict[str, dict[str, str]] = {
     "pipedrive_list_cut": {
         "en": "Pipedrive holds more of these about you than this copy lists (how many it "
@@ -386,6 +386,7 @@ _NOT_READ_PATHS = frozenset(
         "subscriptionsNotRead.reason",
         "notesNotRead.reason",
         "dealsNotRead.reason",
+        "leadsNotRead.reason",
         "activitiesNotRead.reason",
     }
 )

@@ -31,7 +31,7 @@ class SubjectLookup(PersonCalls):
         the connector knows as another subject's (``subject.spare``) is left out.
 
         Each comes with what Pipedrive keeps beside them (:mod:`.linked`): the notes staff
-        wrote about them, their deals and activities, and the names of their labels
+        wrote about them, their deals, leads and activities, and the names of their labels
         (``labels``, beside ``label_ids``), read once for all of them. An address their text
         quotes that is none of the person's (the one asked for, those the person holds) is
         left out.
@@ -50,15 +50,16 @@ class SubjectLookup(PersonCalls):
         """The subject's persons, as :meth:`find` finds them (those in the bin marked so),
         without what Pipedrive keeps beside them: an erasure's snapshot and check and a
         correction need the persons, not the notes staff wrote about them, their deals,
-        activities or label names (see ``Adapter.find``; the erasure counts what it leaves
-        of those itself). ``orders`` is the contract's: deals are no orders of the person's."""
+        leads, activities or label names (see ``Adapter.find``; the erasure counts what it
+        leaves of notes, deals and activities itself). ``orders`` is the contract's: deals
+        are no orders of the person's."""
         people, _ = await self._held(subject)
         return people
 
     async def find_people(self, subject: Subject) -> list[dict[str, Any]]:
         """The subject's live persons alone, as ``pull`` lists them (see ``Adapter.find``): a
         targeted sync (a webhook, ``resync --email``) syncs the person record, and reads
-        none of the notes staff wrote about them, their deals, activities or label names,
+        none of the notes staff wrote about them, their deals, leads, activities or label names,
         which :meth:`find` reads for an access copy. One in the 30-day bin is nobody to
         sync, as a pull lists none."""
         people, _ = await self._held(subject)

@@ -234,7 +234,8 @@ def _person_filter(request: Request) -> int | None:
 class LinkedRoutes:
     """What Pipedrive keeps beside a person, as an access copy reads it: a person's notes
     (``GET /v1/notes``), deals and activities (``GET /v2/deals``, ``GET /v2/activities``),
-    each filtered by ``person_id``, and the label names (``GET /v2/personFields``); and
+    leads (``GET /v1/leads``, ``GET /v1/leads/archived``), each filtered by ``person_id``,
+    and the label names (``GET /v2/personFields``); and
     ``DELETE /v1/notes/{id}``, with which an erasure deletes the notes about the person.
 
     Notes are in API v1 only (the v2 SDK has no notes endpoint); they page by ``start`` and
@@ -272,6 +273,21 @@ class LinkedRoutes:
             raise Reject(404, "Note not found")
         return _ok(True), []
 
+    async def leads(self, request: Request) -> Result:
+        """``GET /v1/leads?person_id=``: one page from ``start`` of the leads not archived.
+        The ``archived_status`` it once took is not heeded: Pipedrive no longer documents it
+        since archived leads moved to their own list (whether it still heeds it is
+        UNVERIFIED; the sandbox takes the strict reading)."""
+        return _start_page(request, self._leads(request, archived=False))
+
+    async def archived_leads(self, request: Request) -> Result:
+        """``GET /v1/leads/archived?person_id=``: one page from ``start`` of the archived ones."""
+        return _start_page(request, self._leads(request, archived=True))
+
+    def _leads(self, request: Request, *, archived: bool) -> list[dict[str, Any]]:
+        items = self.store.linked_of("leads", _person_filter(request))
+        return [lead for lead in items if bool(lead.get("is_archived")) == archived]
+
     async def deals(self, request: Request) -> Result:
         """``GET /v2/deals?person_id=``: one page, ``additional_data.next_cursor`` for the next."""
         return _cursor_page(request, self.store.linked_of("deals", _person_filter(request)))
@@ -290,6 +306,19 @@ class LinkedRoutes:
             {**_field("Labels", "label_ids", "set"), "options": labels},
         ]
         return _cursor_page(request, fields, keyed=False)
+
+
+def _start_page(request: Request, items: list[dict[str, Any]]) -> Result:
+    """One page of a v1 list from ``start``, its pagination in ``additional_data`` itself,
+    as Pipedrive's SDK models the leads lists' answer (``start``, ``limit``,
+    ``more_items_in_collection``; no ``next_start``)."""
+    raw = request.query_params.get("start", "0")
+    if not raw.isdecimal():
+        raise Reject(400, "Parameter start must be a non-negative integer")
+    start, limit = int(raw), _int_param(request, "limit", 100, MAX_LIST_LIMIT)
+    more = start + limit < len(items)
+    paging = {"start": start, "limit": limit, "more_items_in_collection": more}
+    return _ok(items[start : start + limit], paging), []
 
 
 def _cursor_page(request: Request, items: list[dict[str, Any]], *, keyed: bool = True) -> Result:

@@ -24,6 +24,7 @@ __all__ = [
     "PersonStore",
     "decode_position",
     "encode_position",
+    "lead_id",
     "name_parts",
     "parse_rfc3339",
     "rfc3339",
@@ -35,7 +36,7 @@ PURGE_AFTER_SECONDS = 30 * 86_400
 
 #: What Pipedrive keeps beside a person that names them (``person_id``): notes (API v1),
 #: deals and activities (API v2).
-LINKED_KINDS = ("notes", "deals", "activities")
+LINKED_KINDS = ("notes", "deals", "activities", "leads")
 
 #: Body fields a person write may carry: ``AddPersonRequest`` and ``UpdatePersonRequest`` of
 #: the v2 SDK (``src/versions/v2/models/add-person-request.ts``), which have ``name`` and no
@@ -217,8 +218,9 @@ class Person:
 class PersonStore:
     """Every person, live or marked deleted, by id, and what Pipedrive keeps beside them.
 
-    ``linked`` holds, by kind (:data:`LINKED_KINDS`), the notes, deals and activities that
-    name a person by ``person_id``, each in the shape its list endpoint answers. What a
+    ``linked`` holds, by kind (:data:`LINKED_KINDS`), the notes, deals, activities and leads
+    that name a person by ``person_id``, each in the shape its list endpoint answers (a
+    lead's id is a UUID, the others' a number). What a
     person's deletion or purge does to them is UNVERIFIED: the sandbox leaves them as they
     are. ``labels`` are the options of the person field ``label_ids``: id -> name.
     """
@@ -232,11 +234,13 @@ class PersonStore:
     next_linked_id: int = 1
 
     def add_linked(self, kind: str, values: Mapping[str, Any]) -> int:
-        """Keep one note, deal or activity (``values`` in its list shape); return its id."""
-        item = {"id": self.next_linked_id, **values}
+        """Keep one note, deal, activity or lead (``values`` in its list shape); return its
+        number (a lead's id is made of it)."""
+        number = self.next_linked_id
+        item = {"id": lead_id(number) if kind == "leads" else number, **values}
         self.linked[kind].append(item)
         self.next_linked_id += 1
-        return int(item["id"])
+        return number
 
     def remove_linked(self, kind: str, item_id: int) -> bool:
         """Delete one note, deal or activity for good; whether it was there."""
@@ -246,9 +250,12 @@ class PersonStore:
         return gone
 
     def linked_of(self, kind: str, person_id: int | None) -> list[dict[str, Any]]:
-        """The items of ``kind`` naming ``person_id`` (every one for ``None``), by id."""
+        """The items of ``kind`` naming ``person_id`` (every one for ``None``), by id; leads
+        in the order they were made ("sorted by the time they were created")."""
         items = self.linked[kind]
         chosen = [i for i in items if person_id is None or i.get("person_id") == person_id]
+        if kind == "leads":
+            return chosen
         return sorted(chosen, key=lambda item: int(item["id"]))
 
     def live(self, person_id: int) -> Person | None:
@@ -412,3 +419,8 @@ class PersonStore:
             ),
             key=lambda p: p.id,
         )
+
+
+def lead_id(number: int) -> str:
+    """A lead's id: a UUID, as Pipedrive gives leads (made of the sandbox's running number)."""
+    return f"{number:08x}-0000-4000-8000-{number:012x}"

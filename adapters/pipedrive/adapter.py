@@ -22,18 +22,19 @@ What it does, by contract verb:
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
   whose primary e-mail it is (Pipedrive lets several persons share an e-mail; one holding
   it beside another primary one is not the subject's, as ``upsert`` tells them apart),
-  each read in full with what Pipedrive keeps beside them: notes, deals, activities and
-  label names (:mod:`.linked`); a person in the 30-day bin among them is reported held,
-  marked so (:func:`~.payloads.in_the_bin`); ``find_records`` (an erasure's snapshot and
-  check, a correction) the persons alone, and ``find_people`` (a targeted sync: a webhook,
-  ``resync --email``) the live persons alone, as ``pull`` lists them;
+  each read in full with what Pipedrive keeps beside them: notes, deals, leads (archived
+  ones too), activities and label names (:mod:`.linked`); a person in the 30-day bin
+  among them is reported held, marked so (:func:`~.payloads.in_the_bin`);
+  ``find_records`` (an erasure's snapshot and check, a correction) the persons alone, and
+  ``find_people`` (a targeted sync: a webhook, ``resync --email``) the live persons alone,
+  as ``pull`` lists them;
 - ``erase``: ``DELETE /persons/{id}`` for each of those persons. Pipedrive only *marks* a
   person deleted and purges it 30 days later ("Marks a person as deleted. After 30 days, the
   person will be permanently deleted."), and can restore it meanwhile: the result says so
   (``delete_purged_later``, reversible) and the receipt must too. API v2 has no immediate
   permanent deletion of a person. Before each, the notes about the person alone are
   deleted (API v1), and the deals, activities and notes also on another record, which are
-  the business's, are counted on the receipt (:mod:`.linked`);
+  the business's, are counted on the receipt (:mod:`.linked`); leads are left uncounted;
 - webhooks: v2 deliveries with HTTP Basic credentials (see :mod:`adapters.pipedrive.webhooks`).
 
 A person marked deleted is not live: no sync or correction writes to them. Whether v2
@@ -101,7 +102,8 @@ class PipedriveAdapter(PersonWrites, PersonErasure):
         {"pull", "upsert", "update", "find", "erase", "webhooks"}
     )
     #: What an access copy (``find``) holds beyond the mapped fields (connector/access.py).
-    #: A person comes with their deals, activities and notes.
+    #: A person comes with their deals, leads (what was offered: "orders"), activities and
+    #: notes.
     copy_categories: frozenset[str] = frozenset({"orders", "notes"})
     #: What its records are and its keys hold, in plain words for the access reports.
     copy_labels: CopyLabels = COPY_LABELS

@@ -1,15 +1,24 @@
 """What Pipedrive keeps beside a person, read for the access copy (Art. 15).
 
 A person record is not all Pipedrive holds about someone. Staff write notes about them
-(typically the most personal text the CRM holds), deals and activities (calls, meetings)
-name them, and labels ("VIP", "Wanbetaler") say what the company thinks of them. ``find``
-adds each to the person's record:
+(typically the most personal text the CRM holds), deals, leads and activities (calls,
+meetings) name them, and labels ("VIP", "Wanbetaler") say what the company thinks of them.
+``find`` adds each to the person's record:
 
 - ``notes``: ``GET /api/v1/notes?person_id=``. API v2 has no notes endpoint in Pipedrive's
   SDK; the v1 one is read beside the v2 root (v1 paging: ``start``, ``limit``,
   ``additional_data.pagination.more_items_in_collection`` and ``next_start``). That v1
   notes stay served while v1 person endpoints go away is UNVERIFIED;
 - ``deals``: ``GET /api/v2/deals?person_id=`` ("only deals linked to the specified person");
+- ``leads``: ``GET /api/v1/leads?person_id=`` and ``GET /api/v1/leads/archived?person_id=``
+  (v1 paging by ``start``). Since July 2025 the first lists leads not archived only, the
+  archived ones have the second [src: Pipedrive's SDK, ``getLeads`` "Returns multiple not
+  archived leads" and ``getArchivedLeads``; its changelog "archived deals and leads will
+  not be returned in existing endpoints"]; the ``archived_status`` the list once took is
+  no longer documented, so it is not sent. A lead in both (archived between the two calls)
+  is listed once. The SDK's answer keeps ``more_items_in_collection`` in
+  ``additional_data`` itself, without ``next_start``; other v1 lists nest it under
+  ``pagination``: both are read (which one Pipedrive sends for leads is UNVERIFIED);
 - ``activities``: ``GET /api/v2/activities?person_id=`` ("only activities whose primary
   participant is the given person"; older SDK versions lack the parameter);
 - ``labels``: the names of ``label_ids``, from the options of the person field whose
@@ -22,21 +31,22 @@ otherwise put other people's data into this person's copy. Of those, what Pipedr
 other people is left out: a note's author (``user``: a staff member's e-mail and name) and
 the attendees of an activity other than the person (each with their e-mail and name); and
 an address of another that what staff wrote quotes (:data:`WRITTEN`: a note's text, a
-deal's title and lost reason, an activity's subject and notes) reads ``[address left out]``
-(:mod:`connector.others`).
-Each list is read to at most :data:`MAX_PAGES` pages of :data:`PAGE_SIZE`; one with more
-says so in the record (``notesNotRead``, ``dealsNotRead``, ``activitiesNotRead``: reason
-:data:`CUT_REASON`, and how many the copy lists), so a partial list never passes for the
-whole. A 404 is an empty list: the person went away since it was read, as for the other
-adapters' sub-collections.
+deal's title and lost reason, a lead's title, an activity's subject and notes) reads
+``[address left out]`` (:mod:`connector.others`).
+Each list is read to at most :data:`MAX_PAGES` pages of :data:`PAGE_SIZE` (leads: each of
+their two lists); one with more says so in the record (``notesNotRead``, ``dealsNotRead``,
+``leadsNotRead``, ``activitiesNotRead``: reason :data:`CUT_REASON`, and how many the copy
+lists), so a partial list never passes for the whole. A 404 is an empty list: the person
+went away since it was read, as for the other adapters' sub-collections.
 
 An erasure deletes the person's notes that are about them alone (``DELETE /api/v1/notes/
 {id}``; the v1 note attaches to nothing else: no deal, organisation, lead or project) and
 counts what it leaves (:meth:`LinkedReader.erase_beside`): deals, activities and notes also
 on another record are the business's records, which name the person but are not theirs to
-have deleted, and the receipt names them by kind and count. What Pipedrive itself does to
-a deleted person's notes, deals and activities is UNVERIFIED; whether a deleted note goes
-to a bin is UNVERIFIED too.
+have deleted, and the receipt names them by kind and count. Leads are neither deleted nor
+counted: they stay, naming the person, and the receipt does not say so. What Pipedrive
+itself does to a deleted person's notes, deals, leads and activities is UNVERIFIED;
+whether a deleted note goes to a bin is UNVERIFIED too.
 """
 
 from __future__ import annotations
@@ -61,6 +71,9 @@ CUT_REASON: Final = "pipedrive_list_cut"
 
 NOTES: Final = "/notes"
 DEALS: Final = "/deals"
+#: API v1, as notes: the person's leads not archived, and the archived ones.
+LEADS: Final = "/leads"
+ARCHIVED_LEADS: Final = "/leads/archived"
 ACTIVITIES: Final = "/activities"
 PERSON_FIELDS: Final = "/personFields"
 #: ``field_code`` of the person field whose options name the labels (UNVERIFIED; see above).
@@ -69,12 +82,13 @@ LABEL_FIELDS: Final = frozenset({"label_ids", "label"})
 #: that record's too (a deal's history), and an erasure leaves it.
 ATTACHED_ELSEWHERE: Final = ("deal_id", "org_id", "lead_id", "project_id")
 #: The fields of each list holding what staff wrote (a v1 note's ``content``, HTML; a deal's
-#: ``title`` and ``lost_reason``; an activity's ``note`` and ``public_description``, and its
-#: ``subject``): an address of another quoted in them is left out of the copy, the person's
-#: own stays (Art. 15(4)).
+#: ``title`` and ``lost_reason``; a lead's ``title``; an activity's ``note`` and
+#: ``public_description``, and its ``subject``): an address of another quoted in them is
+#: left out of the copy, the person's own stays (Art. 15(4)).
 WRITTEN: Final[Mapping[str, tuple[str, ...]]] = {
     "notes": ("content",),
     "deals": ("title", "lost_reason"),
+    "leads": ("title",),
     "activities": ("subject", "note", "public_description"),
 }
 
@@ -159,7 +173,8 @@ class LinkedReader:
         return names
 
     async def beside(self, person_id: int, own: Collection[str]) -> dict[str, Any]:
-        """``notes``, ``deals`` and ``activities`` of the person, each with its cut marker.
+        """``notes``, ``deals``, ``activities`` and ``leads`` of the person, each with its cut
+        marker.
 
         ``own`` holds the person's addresses (lower case): any other one their text quotes
         is left out (:data:`WRITTEN`).
@@ -174,6 +189,10 @@ class LinkedReader:
                 _without_others(kind, i, person_id, own) for i in items if _names(i, person_id)
             ]
             held.update(_listed(kind, named, more))
+        leads, more = await self._leads(person_id)
+        held.update(
+            _listed("leads", [_without_others("leads", i, person_id, own) for i in leads], more)
+        )
         return held
 
     async def erase_beside(self, person_id: int) -> Left:
@@ -229,6 +248,41 @@ class LinkedReader:
             start = following
         return found, True
 
+    async def _leads(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
+        """The person's leads, not archived then archived (API v1, each list paged by
+        ``start``), once each, and whether either list had more than was read."""
+        found: dict[str, dict[str, Any]] = {}
+        cut = False
+        for path in (LEADS, ARCHIVED_LEADS):
+            items, more = await self._start_list(path, {"person_id": person_id})
+            cut = cut or more
+            for lead in items:
+                if lead.get("person_id") == person_id:
+                    found.setdefault(str(lead.get("id")), lead)
+        return list(found.values()), cut
+
+    async def _start_list(
+        self, path: str, params: Mapping[str, Any]
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """A v1 list's items (paged by ``start``) and whether more were left. The next page
+        starts at ``next_start`` where the answer gives one, else after the items given."""
+        url = self.v1_root + path
+        found: list[dict[str, Any]] = []
+        start = 0
+        for _ in range(MAX_PAGES):
+            body = await self._page(url, path, {**params, "start": start, "limit": PAGE_SIZE})
+            if body is None:
+                return [], False
+            items = _items(body)
+            found += items
+            following = _next_start(body, start, len(items))
+            if following is None:
+                return found, False
+            if following <= start:
+                raise FatalRemoteError(self.client.system, "GET", path, 200, PAGING_LOOP)
+            start = following
+        return found, True
+
     async def _cursor_list(
         self, path: str, params: Mapping[str, Any]
     ) -> tuple[list[dict[str, Any]], bool]:
@@ -258,6 +312,20 @@ class LinkedReader:
         )
 
 
+def _next_start(body: Mapping[str, Any], start: int, given: int) -> int | None:
+    """Where a v1 list's next page starts; ``None`` on its last page. Its pagination is
+    under ``additional_data.pagination`` or (the leads list's, in Pipedrive's SDK) in
+    ``additional_data`` itself."""
+    additional = _mapping(body.get("additional_data"))
+    pagination = _mapping(additional.get("pagination")) or additional
+    if not pagination.get("more_items_in_collection"):
+        return None
+    following = pagination.get("next_start")
+    if isinstance(following, int) and not isinstance(following, bool):
+        return following
+    return start + given
+
+
 def _listed(kind: str, items: list[dict[str, Any]], more: bool) -> dict[str, Any]:
     held: dict[str, Any] = {kind: items}
     if more:
@@ -282,7 +350,7 @@ def _names(item: Mapping[str, Any], person_id: int) -> bool:
 def _without_others(
     kind: str, item: Mapping[str, Any], person_id: int, own: Collection[str]
 ) -> dict[str, Any]:
-    """A note, deal or activity (``kind``) as the person's copy holds it: without what
+    """A note, deal, lead or activity (``kind``) as the person's copy holds it: without what
     Pipedrive adds of other people, nor their addresses quoted in its text.
 
     A v1 note names its author under ``user`` (a staff member's e-mail, name and picture;

@@ -8,7 +8,9 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - person writes that carry ``name`` and no ``first_name``/``last_name`` (the v2 request
   models have neither), which a read shows split from ``name``;
 - what an access copy reads beside a person: notes (``GET /api/v1/notes?person_id=``, API
-  v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``), and the
+  v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``), leads
+  (``GET /api/v1/leads?person_id=``, those not archived, and ``GET
+  /api/v1/leads/archived?person_id=``, the archived ones, as since July 2025), and the
   label names among the person fields (``GET /api/v2/personFields``); ``DELETE
   /api/v1/notes/{id}``, which an erasure deletes the notes about the person with. As in
   Pipedrive, a note names its author (a staff member's e-mail and name under ``user``) and
@@ -71,7 +73,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from adapters.pipedrive import _routes
-from adapters.pipedrive._store import PURGE_AFTER_SECONDS, Person, PersonStore, rfc3339
+from adapters.pipedrive._store import (
+    PURGE_AFTER_SECONDS,
+    Person,
+    PersonStore,
+    lead_id,
+    rfc3339,
+)
 from connector.ratelimit import RateLimit, RollingWindow
 from connector.sandboxkit import SandboxBase, record
 
@@ -87,7 +95,7 @@ __all__ = [
 ]
 
 API = "/api/v2"
-#: API v1, beside v2: notes are listed there only.
+#: API v1, beside v2: notes and leads are listed there only.
 API_V1 = "/api/v1"
 
 #: Daily-budget tokens a call costs, by kind. The reference gives Pipedrive's v1 examples
@@ -255,6 +263,8 @@ class PipedriveSandbox(SandboxBase):
             self._route("GET", f"{API_V1}/notes", linked.notes, cost="list"),
             self._route("DELETE", f"{API_V1}/notes/{{id}}", linked.delete_note, cost="delete"),
             self._route("GET", f"{API}/deals", linked.deals, cost="list"),
+            self._route("GET", f"{API_V1}/leads", linked.leads, cost="list"),
+            self._route("GET", f"{API_V1}/leads/archived", linked.archived_leads, cost="list"),
             self._route("GET", f"{API}/activities", linked.activities, cost="list"),
             self._route("GET", f"{API}/personFields", linked.person_fields, cost="list"),
         ]
@@ -338,6 +348,25 @@ class PipedriveSandbox(SandboxBase):
             **extra,
         }
         return self.store.add_linked("deals", self._stamped(values))
+
+    def add_lead(self, person_id: str, title: str, **extra: Any) -> str:
+        """Seed a lead linked to a person (v1 ``Lead`` shape, a subset; ``extra``: further
+        fields, ``is_archived=True`` for one in the archive); return its id, a UUID."""
+        values = {
+            "title": title,
+            "owner_id": STAFF_USER["id"],
+            "creator_id": STAFF_USER["id"],
+            "person_id": int(person_id),
+            "organization_id": None,
+            "label_ids": [],
+            "value": None,
+            "expected_close_date": None,
+            "is_archived": False,
+            "was_seen": True,
+            "source_name": "Manually created",
+            **extra,
+        }
+        return lead_id(self.store.add_linked("leads", self._stamped(values)))
 
     def add_activity(
         self, person_id: str, subject: str, *, attendees: Sequence[str] = (), **extra: Any

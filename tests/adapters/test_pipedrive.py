@@ -1875,7 +1875,7 @@ async def test_a_targeted_sync_reads_the_person_alone_not_what_is_kept_beside_th
     by_id = await source_people(source, Subject(email="", external_id=jan))
     by_email = await source_people(source, Subject(email="jan@example.nl"))
     assert by_id == by_email == [pulled]
-    beside = ("/notes", "/deals", "/activities", "/personFields")
+    beside = ("/notes", "/deals", "/activities", "/personFields", "/leads", "/leads/archived")
     read = pd.sandbox.endpoints_used
     assert read and not [e for e in read if e.endswith(beside)], read
 
@@ -2064,6 +2064,152 @@ async def test_an_access_copy_of_more_notes_than_it_reads_says_so(pd: Harness) -
     assert len(found["notes"]) == listed
     assert found["notesNotRead"] == {"reason": CUT_REASON, "listed": listed}
     assert "dealsNotRead" not in found and found["deals"] == []
+
+
+async def test_the_access_copy_holds_the_person_s_leads_archived_ones_too(pd: Harness) -> None:
+    """Art. 15: a lead (a potential deal in the Leads Inbox) names the person, what they
+    asked for and its value; the copy read none. Pipedrive lists a person's leads with API
+    v1 ``GET /leads?person_id=``, which since July 2025 leaves archived ones out: those
+    come from ``GET /leads/archived``, and the copy holds both. Another person's lead is
+    not among them."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    other = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
+    lead = pd.sandbox.add_lead(jan, "Offerte badkamer", value={"amount": 9000, "currency": "EUR"})
+    old = pd.sandbox.add_lead(jan, "Aanvraag vorig jaar", is_archived=True)
+    pd.sandbox.add_lead(other, "Niet van Jan")
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    assert [(item["id"], item["title"]) for item in found["leads"]] == [
+        (lead, "Offerte badkamer"),
+        (old, "Aanvraag vorig jaar"),
+    ]
+    assert found["leads"][0]["value"] == {"amount": 9000, "currency": "EUR"}
+    assert [item["is_archived"] for item in found["leads"]] == [False, True]
+    assert "leadsNotRead" not in found and "Niet van Jan" not in json.dumps(found)
+    used = pd.sandbox.endpoints_used
+    assert used.count("GET /api/v1/leads") == used.count("GET /api/v1/leads/archived") == 1
+
+
+async def test_the_access_copy_leaves_out_other_addresses_a_lead_s_title_quotes(
+    pd: Harness,
+) -> None:
+    """Art. 15(4): staff name a lead in words of their own ("Badkamer, tip van
+    els@..."): an address of someone else there reads as left out, as in a deal's title.
+    The person's own address and the words around stay."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_lead(jan, "Badkamer Jan@Example.nl, tip van els@bos.example")
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    (lead,) = found["leads"]
+    assert "bos.example" not in json.dumps(found)
+    assert lead["title"] == f"Badkamer Jan@Example.nl, tip van {LEFT_OUT}"
+
+
+async def test_the_access_copy_pages_the_leads_as_pipedrive_s_v1_list_answers() -> None:
+    """Against answers by hand: the v1 leads list pages by ``start`` and says
+    ``more_items_in_collection`` in ``additional_data`` itself (Pipedrive's SDK model of
+    it), with no ``next_start``: the next page starts after the items given. A lead of
+    someone else that a list hands back anyway (a filter Pipedrive ignored) is left out."""
+    asked: list[tuple[str, str, str]] = []
+
+    def lead(n: int, person_id: int = 7) -> dict[str, Any]:
+        return {"id": f"00000000-0000-4000-8000-{n:012d}", "title": f"lead {n}",
+                "person_id": person_id, "is_archived": False}  # fmt: skip
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path in ("/api/v1/leads", "/api/v1/leads/archived"):
+            asked.append((path, params["person_id"], params["start"]))
+            if path.endswith("/archived"):
+                data, more = [], False
+            elif params["start"] == "0":
+                data, more = [lead(1), lead(2, person_id=8)], True
+            else:
+                data, more = [lead(3)], False
+            paging = {"start": int(params["start"]), "limit": 500, "more_items_in_collection": more}
+            return httpx.Response(
+                200, json={"success": True, "data": data, "additional_data": paging}
+            )
+        if path.endswith(("/notes", "/deals", "/activities")):
+            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+        return found_jan(request) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        (found,) = await adapter.find(Subject(email="jan@example.nl"))
+    assert [item["title"] for item in found["leads"]] == ["lead 1", "lead 3"]
+    assert asked == [
+        ("/api/v1/leads", "7", "0"),
+        ("/api/v1/leads", "7", "2"),
+        ("/api/v1/leads/archived", "7", "0"),
+    ]
+    assert "leadsNotRead" not in found
+
+
+async def test_an_access_copy_of_more_leads_than_it_reads_says_so() -> None:
+    """Leads are read to the same bound as deals (10 pages of 500 a list); a person with
+    more says how many the copy lists (``leadsNotRead``), so a partial list never passes
+    for the whole."""
+    from adapters.pipedrive.linked import CUT_REASON, MAX_PAGES, PAGE_SIZE
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path == "/api/v1/leads":
+            start = int(params["start"])
+            data = [
+                {"id": f"lead-{start + n}", "title": "lead", "person_id": 7}
+                for n in range(int(params["limit"]))
+            ]
+            paging = {"start": start, "limit": PAGE_SIZE, "more_items_in_collection": True}
+            return httpx.Response(
+                200, json={"success": True, "data": data, "additional_data": paging}
+            )
+        if path.endswith(("/notes", "/deals", "/activities", "/leads/archived")):
+            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+        return found_jan(request) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        (found,) = await adapter.find(Subject(email="jan@example.nl"))
+    listed = MAX_PAGES * PAGE_SIZE
+    assert len(found["leads"]) == listed
+    assert found["leadsNotRead"] == {"reason": CUT_REASON, "listed": listed}
+
+
+async def test_sandbox_lists_archived_leads_only_at_leads_archived(
+    pd: Harness, raw: httpx.AsyncClient
+) -> None:
+    """As Pipedrive since July 2025: ``GET /v1/leads`` returns leads not archived (the
+    ``archived_status`` it once took is no longer documented, and the sandbox heeds it
+    not), ``GET /v1/leads/archived`` the archived ones; both page by ``start``."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_lead(jan, "Open")
+    pd.sandbox.add_lead(jan, "Gearchiveerd", is_archived=True)
+    root = "https://klant.pipedrive.test/api/v1"
+    live = await raw.get(f"{root}/leads", params={"person_id": jan, "archived_status": "all"})
+    archived = await raw.get(f"{root}/leads/archived", params={"person_id": jan})
+    assert [item["title"] for item in live.json()["data"]] == ["Open"]
+    assert [item["title"] for item in archived.json()["data"]] == ["Gearchiveerd"]
+    assert live.json()["additional_data"] == {
+        "start": 0,
+        "limit": 100,
+        "more_items_in_collection": False,
+    }
+
+
+async def test_an_access_report_names_a_lead_s_fields_in_plain_words(pd: Harness) -> None:
+    """The report reads a lead in the person's words ("Lead 1: titel"), not Pipedrive's
+    keys (``leads.0.title``)."""
+    from connector.access_labels import SystemLabels
+
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_lead(jan, "Offerte badkamer", value={"amount": 9000, "currency": "EUR"})
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    labels = SystemLabels(pd.adapter.copy_labels)
+    assert labels.label("nl", found, "leads.0.title") == "Lead 1: titel"
+    assert labels.label("en", found, "leads.0.value.amount") == "Lead 1: value"
+    assert labels.label("nl", found, "leads.0.is_archived") == "Lead 1: gearchiveerd"
+    assert labels.label("en", found, "leads.0.add_time") == "Lead 1: created"
 
 
 async def test_a_person_in_the_30_day_bin_is_found_held_and_erased_reversibly(

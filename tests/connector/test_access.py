@@ -618,6 +618,38 @@ def test_a_pipedrive_list_cut_short_says_so_in_each_report_s_language(tmp_path: 
     assert CUT_REASON not in nl + en
 
 
+def test_a_pipedrive_list_of_leads_cut_short_says_so_in_each_report_s_language(
+    tmp_path: Path,
+) -> None:
+    """A person's leads are read to the same bound as their deals; ``leadsNotRead`` is said
+    in each report's language, not shown as its code."""
+    from adapters.pipedrive.linked import CUT_REASON
+    from connector.access import Art15Facts, write_bundle
+
+    facts = Art15Facts(
+        purposes={}, categories=[], recipients=[("deals", "pipedrive", "")], retention=[],
+        sources=[], controller={},
+    )  # fmt: skip
+    person = {
+        "id": 7,
+        "leads": [{"id": "0000-lead", "person_id": 7, "title": "Offerte badkamer"}],
+        "leadsNotRead": {"reason": CUT_REASON, "listed": 10000},
+    }
+    write_bundle(
+        tmp_path / "bundle",
+        request_id="r1",
+        subject_id="s1",
+        generated_at="2026-11-30T00:00:00+00:00",
+        systems={"deals": ("pipedrive", [person])},
+        connector={},
+        facts=facts,
+    )
+    nl = (tmp_path / "bundle" / "report.nl.md").read_text(encoding="utf-8")
+    en = (tmp_path / "bundle" / "report.en.md").read_text(encoding="utf-8")
+    assert "Pipedrive bewaart hiervan meer" in nl and "Pipedrive holds more" in en
+    assert CUT_REASON not in nl + en
+
+
 def test_a_hubspot_copy_of_some_associations_says_so_in_each_report_s_language(
     tmp_path: Path,
 ) -> None:
