@@ -88,7 +88,9 @@ OBJECT_PROPERTIES: Final[Mapping[str, frozenset[str]]] = {
     ),
     "deals": frozenset({"dealname", "description", "amount", "dealstage", "pipeline", "closedate"}),
     "companies": frozenset({"name", "description", "domain", "phone", "city", "country"}),
-    # A ticket's own creation date is ``createdate`` (as a contact's), beside hs_createdate.
+    # A ticket's own creation date as ``createdate`` (as a contact's), beside hs_createdate,
+    # and the properties past subject, content, source_type and the pipeline's two are
+    # UNVERIFIED names.
     "tickets": frozenset(
         {
             "subject",

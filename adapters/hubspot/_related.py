@@ -144,7 +144,8 @@ MAIN_PROPERTIES: Final[Mapping[str, tuple[str, ...]]] = {
         "hubspot_owner_id",
     ),
     "companies": ("name", "description", "domain", "phone", "address", "city", "zip", "country"),
-    # The ticket guide's: subject (its name), hs_pipeline_stage (its status), hs_pipeline.
+    # The ticket guide's: subject (its name), hs_pipeline_stage (its status), hs_pipeline;
+    # content and source_type as the legacy tickets API names them; the rest UNVERIFIED.
     "tickets": (
         "subject",
         "content",
