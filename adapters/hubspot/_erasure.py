@@ -3,8 +3,8 @@ archived ones included, and what the receipt says of it.
 
 Never ``DELETE`` or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days;
 nothing at all for a subject HubSpot does not hold (by e-mail it would blocklist the
-address). The deals and companies associated with the contact, which gdpr-delete leaves, are
-counted first and named on the receipt.
+address). The deals, companies and support tickets associated with the contact, which
+gdpr-delete leaves, are counted first and named on the receipt.
 """
 
 from __future__ import annotations
@@ -27,18 +27,25 @@ NOTHING_ERASED_NOTE: Final = "no contact of this person found: nothing deleted, 
 #: first looked (``ErasureResult.erased_note``): gdpr-delete by e-mail, as ``erase`` sends
 #: it for a contact it holds, and what it leaves, no longer countable.
 ERASED_NOTE: Final = (
-    f"{ERASURE_NOTE}; deals and companies associated with the contact left by gdpr-delete "
-    "(not counted again: the contact is gone)"
+    f"{ERASURE_NOTE}; deals, companies and tickets associated with the contact left by "
+    "gdpr-delete (not counted again: the contact is gone)"
 )
 
 #: Most further archived contacts with one e-mail an erasure looks for, one lookup each.
 MAX_ARCHIVED_ROUNDS: Final = 10
 
 #: What gdpr-delete leaves of the records associated with a contact: the business's records,
-#: shared with others (a deal, its company). It takes the contact's engagements ("all
-#: associated content"); that it leaves deals and companies is the cautious reading
+#: shared with others (a deal, its company), and the support tickets the person raised, which
+#: their access copy holds. It takes the contact's engagements ("all associated content");
+#: HubSpot's changelog says its GDPR deletion deletes "the contact record and any
+#: associations between the contact record and other CRM objects", and names no tickets
+#: among what goes. That it leaves deals, companies and tickets is the cautious reading
 #: (UNVERIFIED), which the receipt follows, so it never understates what stays.
-LEFT_BY_GDPR_DELETE: Final = (("deals", "deal", "deals"), ("companies", "company", "companies"))
+LEFT_BY_GDPR_DELETE: Final = (
+    ("deals", "deal", "deals"),
+    ("companies", "company", "companies"),
+    ("tickets", "ticket", "tickets"),
+)
 
 
 class ContactErasure(HubSpotParts):

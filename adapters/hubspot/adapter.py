@@ -24,9 +24,9 @@ What it does, by contract verb:
   it (``ask_only_for_paths``);
 - ``erase``: ``POST .../gdpr-delete`` only, archived contacts included, and nothing at all for
   a subject HubSpot does not hold (by e-mail it would blocklist the address). Never ``DELETE``
-  or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days. The deals and
-  companies associated with the contact, which gdpr-delete leaves, are counted first and
-  named on the receipt;
+  or ``batch/archive``, which are soft deletes HubSpot can restore for 90 days. The deals,
+  companies and support tickets associated with the contact, which gdpr-delete leaves, are
+  counted first and named on the receipt;
 - ``check_mapping`` (``check --online``): the portal's contact properties
   (``GET /crm/v3/properties/contacts``) against the properties the mapping names and the
   configured ``properties``, which a ``find`` cannot vouch for (:mod:`adapters.hubspot._mapped`);

@@ -2552,7 +2552,7 @@ async def test_an_erasure_without_the_scope_for_deals_says_they_were_not_counted
     """A private app that may not read deals cannot count them: the note says so rather
     than passing for a portal with none left."""
     sandbox.scopes = {"crm.objects.contacts.read", "crm.objects.contacts.write",
-                      "crm.objects.companies.read"}  # fmt: skip
+                      "crm.objects.companies.read", "tickets"}  # fmt: skip
     contact_id = sandbox.add_person("jan@example.nl", "Jan", "Jansen")
     sandbox.add_associated(contact_id, "deals", dealname="Jan Jansen - keuken")
     harness = make_harness(sandbox, clock)
@@ -2563,6 +2563,53 @@ async def test_an_erasure_without_the_scope_for_deals_says_they_were_not_counted
     assert result.found and result.note.endswith(
         "; deals not counted (HubSpot would not list them)"
     )
+
+
+async def test_gdpr_delete_names_the_support_tickets_it_leaves_on_the_receipt(
+    hub: Harness,
+) -> None:
+    """A support ticket the person raised is in their access copy, and gdpr-delete is not
+    known to take it (its "associated content" names no tickets): it stays, associated with
+    nobody, while the receipt counted deals and companies alone. Tickets are counted before
+    the delete as deals are, a ticket of another contact not among them, by count only."""
+    contact_id = hub.sandbox.add_person("tia@example.com", "Tia", "Ticket")
+    hub.sandbox.add_associated(contact_id, "deals", dealname="Tia - badkamer")
+    tickets = [
+        hub.sandbox.add_associated(contact_id, "tickets", subject="Lekkende kraan"),
+        hub.sandbox.add_associated(contact_id, "tickets", subject="Factuur klopt niet"),
+    ]
+    other = hub.sandbox.add_person("other@example.com", "Otto", "Other")
+    hub.sandbox.add_associated(other, "tickets", subject="Iemand anders")
+    result = await hub.adapter.erase(Subject(email="tia@example.com"))
+    objects = hub.sandbox.store.objects
+    assert all(objects.get("tickets", ticket) is not None for ticket in tickets)
+    assert result.note == (
+        f"{ERASURE_NOTE}; left in HubSpot, associated with the contact (the business's "
+        "records, which gdpr-delete leaves): 1 deal, 2 tickets"
+    )
+    assert "Lekkende kraan" not in result.note and tickets[0] not in result.note
+    listed = f"/crm/v4/objects/contacts/{contact_id}/associations/tickets"
+    assert hub.sandbox.log.count("GET", listed) == 1
+
+
+async def test_an_erasure_without_the_tickets_scope_says_tickets_were_not_counted(
+    sandbox: HubSpotSandbox, clock: FakeClock
+) -> None:
+    """A private app without the ``tickets`` scope cannot list a contact's tickets: the
+    note says they were not counted rather than passing for a contact with none left, and
+    the erasure goes through."""
+    sandbox.scopes = {"crm.objects.contacts.read", "crm.objects.contacts.write",
+                      "crm.objects.deals.read", "crm.objects.companies.read"}  # fmt: skip
+    contact_id = sandbox.add_person("tia@example.com", "Tia", "Ticket")
+    ticket = sandbox.add_associated(contact_id, "tickets", subject="Lekkende kraan")
+    harness = make_harness(sandbox, clock)
+    try:
+        result = await harness.adapter.erase(Subject(email="tia@example.com"))
+    finally:
+        await harness.client.aclose()
+    assert result.found and not sandbox.holds("tia@example.com")
+    assert sandbox.store.objects.get("tickets", ticket) is not None
+    assert result.note == f"{ERASURE_NOTE}; tickets not counted (HubSpot would not list them)"
 
 
 async def test_find_people_reads_the_configured_properties_of_the_live_contact_alone(

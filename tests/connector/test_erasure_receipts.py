@@ -196,6 +196,31 @@ async def test_an_erasure_receipt_names_the_keyed_record_ids_it_keeps(
     )
 
 
+async def test_a_crm_s_receipt_counts_the_support_tickets_gdpr_delete_leaves(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
+) -> None:
+    """The person's support tickets are in their access copy and stay in HubSpot after
+    gdpr-delete, associated with nobody; the signed receipt counted the deal named after
+    them and said nothing of the tickets. It counts both, by number, never by content."""
+    await _seeded(shop, rt)
+    contact = crm.store.live(CANARY_EMAIL, "email")
+    assert contact is not None
+    crm.add_associated(str(contact.id), "deals", dealname=f"{CANARY_NAME} - keuken")
+    ticket = crm.add_associated(str(contact.id), "tickets", subject="Levering te laat")
+    service = DsrService(rt)
+    view = await service.erase(CANARY_EMAIL)
+    assert view.status == "completed"
+    entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "crm")
+    assert entry["status"] == "verified_absent", (entry["status"], entry["detail"])
+    assert entry["note"].endswith(
+        "left in HubSpot, associated with the contact (the business's records, which "
+        "gdpr-delete leaves): 1 deal, 1 ticket"
+    ), entry["note"]
+    assert crm.store.objects.get("tickets", ticket) is not None
+    said = json.dumps(entry)
+    assert "Levering" not in said and CANARY_NAME not in said and ticket not in said
+
+
 async def test_a_bundle_written_during_the_fan_out_goes_with_the_erasure_s_last_step(
     shop: WooCommerceSandbox,
     crm: HubSpotSandbox,
