@@ -27,7 +27,8 @@ IN_THE_BIN_NOTE: Final = "deleted already, purged by the vendor 30 days after th
 #: purge, and what is linked to them read no more.
 ERASED_NOTE: Final = (
     f"{ERASURE_NOTE}; the notes about the person alone deleted before them, their deals, "
-    "activities and notes also on another record left (not counted again: the person is gone)"
+    "leads, activities and notes also on another record left (not counted again: the "
+    "person is gone)"
 )
 
 
@@ -46,11 +47,11 @@ class PersonErasure(SubjectLookup):
         bin where Pipedrive shows them, else ``found=False``.
 
         Before each person goes, the notes about them alone are deleted and what else names
-        them is counted (:meth:`.linked.LinkedReader.erase_beside`): deals and activities
-        are the business's records, kept, and the note names them by kind and count, so
-        the receipt does not pass the person's part for all Pipedrive held of them. A
-        person the e-mail finds that holds it only beside another primary address is left
-        (:meth:`_held`), and the note says so by id.
+        them is counted (:meth:`.linked.LinkedReader.erase_beside`): deals, leads (live
+        and archived) and activities are the business's records, kept, and the note names
+        them by kind and count, so the receipt does not pass the person's part for all
+        Pipedrive held of them. A person the e-mail finds that holds it only beside another
+        primary address is left (:meth:`_held`), and the note says so by id.
         """
         self._forget(subject)
         people, passed = await self._held(subject)

@@ -51,7 +51,7 @@ class SubjectLookup(PersonCalls):
         without what Pipedrive keeps beside them: an erasure's snapshot and check and a
         correction need the persons, not the notes staff wrote about them, their deals,
         leads, activities or label names (see ``Adapter.find``; the erasure counts what it
-        leaves of notes, deals and activities itself). ``orders`` is the contract's: deals
+        leaves of notes, deals, leads and activities itself). ``orders`` is the contract's: deals
         are no orders of the person's."""
         people, _ = await self._held(subject)
         return people

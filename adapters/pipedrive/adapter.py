@@ -33,8 +33,8 @@ What it does, by contract verb:
   person will be permanently deleted."), and can restore it meanwhile: the result says so
   (``delete_purged_later``, reversible) and the receipt must too. API v2 has no immediate
   permanent deletion of a person. Before each, the notes about the person alone are
-  deleted (API v1), and the deals, activities and notes also on another record, which are
-  the business's, are counted on the receipt (:mod:`.linked`); leads are left uncounted;
+  deleted (API v1), and the deals, leads (archived ones too), activities and notes also on
+  another record, which are the business's, are counted on the receipt (:mod:`.linked`);
 - webhooks: v2 deliveries with HTTP Basic credentials (see :mod:`adapters.pipedrive.webhooks`).
 
 A person marked deleted is not live: no sync or correction writes to them. Whether v2

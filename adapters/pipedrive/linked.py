@@ -41,12 +41,13 @@ went away since it was read, as for the other adapters' sub-collections.
 
 An erasure deletes the person's notes that are about them alone (``DELETE /api/v1/notes/
 {id}``; the v1 note attaches to nothing else: no deal, organisation, lead or project) and
-counts what it leaves (:meth:`LinkedReader.erase_beside`): deals, activities and notes also
-on another record are the business's records, which name the person but are not theirs to
-have deleted, and the receipt names them by kind and count. Leads are neither deleted nor
-counted: they stay, naming the person, and the receipt does not say so. What Pipedrive
-itself does to a deleted person's notes, deals, leads and activities is UNVERIFIED;
-whether a deleted note goes to a bin is UNVERIFIED too.
+counts what it leaves (:meth:`LinkedReader.erase_beside`): deals, leads (archived ones
+too, read as the copy reads them), activities and notes also on another record are the
+business's records, which name the person but are not theirs to have deleted, and the
+receipt names them by kind and count. A lead is kept for the reason a deal is: it is a deal
+not yet made, the company's pipeline, which it converts into a deal (notes on it are kept
+too). What Pipedrive itself does to a deleted person's notes, deals, leads and activities is
+UNVERIFIED; whether a deleted note goes to a bin is UNVERIFIED too.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Left:
     notes_deleted: int = 0
     notes_kept: int = 0
     deals: int = 0
+    leads: int = 0
     activities: int = 0
     #: Lists longer than one erasure reads (:data:`MAX_PAGES` pages): the rest stays unread.
     cut: set[str] = field(default_factory=set)
@@ -112,6 +114,7 @@ class Left:
         self.notes_deleted += other.notes_deleted
         self.notes_kept += other.notes_kept
         self.deals += other.deals
+        self.leads += other.leads
         self.activities += other.activities
         self.cut |= other.cut
 
@@ -126,6 +129,7 @@ class Left:
             text
             for number, text in (
                 (self.deals, _count(self.deals, "deal", "deals")),
+                (self.leads, _count(self.leads, "lead", "leads")),
                 (self.activities, _count(self.activities, "activity", "activities")),
                 (
                     self.notes_kept,
@@ -211,6 +215,10 @@ class LinkedReader:
             elif isinstance(note.get("id"), int):
                 left.notes_deleted += await self._delete_note(int(note["id"]))
         left.deals = await self._count_naming(DEALS, person_id, left)
+        leads, more = await self._leads(person_id)
+        if more:
+            left.cut.add("leads")
+        left.leads = len(leads)
         left.activities = await self._count_naming(ACTIVITIES, person_id, left)
         return left
 

@@ -2358,6 +2358,65 @@ async def test_an_erasure_deletes_the_notes_about_the_person_and_names_what_it_l
     assert again.note == "no person held for this subject"  # nothing read of who is gone
 
 
+async def test_an_erasure_counts_the_person_s_leads_it_leaves_archived_ones_too(
+    pd: Harness,
+) -> None:
+    """A lead names the person as a deal does, and their access copy holds it; the erasure
+    counted deals, activities and notes and left leads uncounted, so the receipt
+    understated what stays. Leads, live (``GET /api/v1/leads``) and archived (``GET
+    /api/v1/leads/archived``), are counted as deals are and kept, the business's records
+    as deals are. Counts only: no title, no id; another person's lead is not counted."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    piet = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
+    pd.sandbox.add_deal(jan, "Jan Jansen - keuken")
+    leads = [
+        pd.sandbox.add_lead(jan, "Offerte dakkapel"),
+        pd.sandbox.add_lead(jan, "Aanvraag vorig jaar", is_archived=True),
+    ]
+    pd.sandbox.add_lead(piet, "Niet van Jan")
+    result = await pd.adapter.erase(Subject(email="jan@example.nl", external_id=jan))
+    store = pd.sandbox.store
+    assert [lead["id"] for lead in store.linked_of("leads", int(jan))] == leads
+    assert result.note == (
+        f"{ERASURE_NOTE}; left in Pipedrive, linked to the person (the business's records, "
+        "which klantsync does not delete): 1 deal, 2 leads"
+    )
+    assert "dakkapel" not in result.note and leads[0] not in result.note
+    used = pd.sandbox.endpoints_used
+    assert used.count("GET /api/v1/leads") == used.count("GET /api/v1/leads/archived") == 1
+
+
+async def test_an_erasure_says_it_did_not_count_leads_past_what_it_reads() -> None:
+    """Leads are counted to the same bound as deals (10 pages of 500 a list): a person with
+    more says the rest was not read, rather than passing the count for the whole."""
+    from adapters.pipedrive.linked import MAX_PAGES, PAGE_SIZE
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path == "/api/v1/leads/archived":
+            start = int(params["start"])
+            data = [{"id": f"lead-{start + n}", "person_id": 7} for n in range(PAGE_SIZE)]
+            paging = {"start": start, "limit": PAGE_SIZE, "more_items_in_collection": True}
+            return httpx.Response(
+                200, json={"success": True, "data": data, "additional_data": paging}
+            )
+        if request.method == "GET" and path.endswith(
+            ("/notes", "/deals", "/deals/archived", "/activities", "/leads")
+        ):
+            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+        if request.method == "DELETE" and path.endswith("/persons/7"):
+            return httpx.Response(200, json={"success": True, "data": {"id": 7}})
+        return found_jan(request) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        result = await adapter.erase(Subject(email="jan@example.nl"))
+    listed = MAX_PAGES * PAGE_SIZE
+    assert f"{listed} leads" in result.note
+    assert result.note.endswith(f"; leads beyond the first {listed} not read, left as they are")
+
+
 def bert_holding(sandbox: PipedriveSandbox, address: str) -> str:
     """Bert's person: his own primary e-mail, and ``address`` beside it (a partner's, who
     pays his invoices)."""
