@@ -22,8 +22,8 @@ What it does, by contract verb:
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
   whose primary e-mail it is (Pipedrive lets several persons share an e-mail; one holding
   it beside another primary one is not the subject's, as ``upsert`` tells them apart),
-  each read in full with what Pipedrive keeps beside them: notes, deals, leads (archived
-  ones too), activities and label names (:mod:`.linked`); a person in the 30-day bin
+  each read in full with what Pipedrive keeps beside them: notes, deals and leads (archived
+  ones of both too), activities and label names (:mod:`.linked`); a person in the 30-day bin
   among them is reported held, marked so (:func:`~.payloads.in_the_bin`);
   ``find_records`` (an erasure's snapshot and check, a correction) the persons alone, and
   ``find_people`` (a targeted sync: a webhook, ``resync --email``) the live persons alone,
@@ -33,8 +33,9 @@ What it does, by contract verb:
   person will be permanently deleted."), and can restore it meanwhile: the result says so
   (``delete_purged_later``, reversible) and the receipt must too. API v2 has no immediate
   permanent deletion of a person. Before each, the notes about the person alone are
-  deleted (API v1), and the deals, leads (archived ones too), activities and notes also on
-  another record, which are the business's, are counted on the receipt (:mod:`.linked`);
+  deleted (API v1), and the deals and leads (archived ones of both too), activities and
+  notes also on another record, which are the business's, are counted on the receipt
+  (:mod:`.linked`);
 - webhooks: v2 deliveries with HTTP Basic credentials (see :mod:`adapters.pipedrive.webhooks`).
 
 A person marked deleted is not live: no sync or correction writes to them. Whether v2

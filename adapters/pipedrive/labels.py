@@ -36,6 +36,8 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "deals.*.value": ("Deal {}: value", "Deal {}: waarde"),
     "deals.*.status": ("Deal {}: status", "Deal {}: status"),
     "deals.*.lost_reason": ("Deal {}: why it was lost", "Deal {}: reden van verlies"),
+    "deals.*.is_archived": ("Deal {}: archived", "Deal {}: gearchiveerd"),
+    "deals.*.archive_time": ("Deal {}: archived on", "Deal {}: gearchiveerd op"),
     "deals.*.add_time": ("Deal {}: created", "Deal {}: aangemaakt"),
     "deals.*.update_time": ("Deal {}: last changed", "Deal {}: laatst gewijzigd"),
     "leads.*.title": ("Lead {}: title", "Lead {}: titel"),

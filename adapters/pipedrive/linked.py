@@ -9,7 +9,18 @@ meetings) name them, and labels ("VIP", "Wanbetaler") say what the company think
   SDK; the v1 one is read beside the v2 root (v1 paging: ``start``, ``limit``,
   ``additional_data.pagination.more_items_in_collection`` and ``next_start``). That v1
   notes stay served while v1 person endpoints go away is UNVERIFIED;
-- ``deals``: ``GET /api/v2/deals?person_id=`` ("only deals linked to the specified person");
+- ``deals``: ``GET /api/v2/deals?person_id=`` ("only deals linked to the specified person")
+  and ``GET /api/v2/deals/archived?person_id=``. Since July 2025 the first leaves archived
+  deals out, and the second lists them, with the same filters and cursor paging [src:
+  Pipedrive's changelog "archived deals and leads will not be returned in existing
+  endpoints", naming ``GET /api/v2/deals`` and the new endpoint; its reference,
+  ``getArchivedDeals`` "Returns data about all archived deals", with ``person_id``,
+  ``limit`` and ``cursor``]. Its answer's shape (``data``, ``additional_data.next_cursor``,
+  as the first) is UNVERIFIED: the reference shows none. A deal from it is marked
+  ``is_archived`` in the copy, as Pipedrive's deals carry it since the change [its SDK's
+  changelog: "Added ``is_archived`` and ``archive_time`` properties to deals endpoints
+  response"], whether or not the answer says so; one in both lists (archived between the
+  two calls) is listed once, as archived;
 - ``leads``: ``GET /api/v1/leads?person_id=`` and ``GET /api/v1/leads/archived?person_id=``
   (v1 paging by ``start``). Since July 2025 the first lists leads not archived only, the
   archived ones have the second [src: Pipedrive's SDK, ``getLeads`` "Returns multiple not
@@ -41,8 +52,8 @@ went away since it was read, as for the other adapters' sub-collections.
 
 An erasure deletes the person's notes that are about them alone (``DELETE /api/v1/notes/
 {id}``; the v1 note attaches to nothing else: no deal, organisation, lead or project) and
-counts what it leaves (:meth:`LinkedReader.erase_beside`): deals, leads (archived ones
-too, read as the copy reads them), activities and notes also on another record are the
+counts what it leaves (:meth:`LinkedReader.erase_beside`): deals and leads (archived ones
+of both too, read as the copy reads them), activities and notes also on another record are the
 business's records, which name the person but are not theirs to have deleted, and the
 receipt names them by kind and count. A lead is kept for the reason a deal is: it is a deal
 not yet made, the company's pipeline, which it converts into a deal (notes on it are kept
@@ -72,6 +83,8 @@ CUT_REASON: Final = "pipedrive_list_cut"
 
 NOTES: Final = "/notes"
 DEALS: Final = "/deals"
+#: API v2: the person's archived deals, which ``DEALS`` leaves out since July 2025.
+ARCHIVED_DEALS: Final = "/deals/archived"
 #: API v1, as notes: the person's leads not archived, and the archived ones.
 LEADS: Final = "/leads"
 ARCHIVED_LEADS: Final = "/leads/archived"
@@ -187,12 +200,15 @@ class LinkedReader:
         notes, more = await self._notes(person_id)
         kept = [_without_others("notes", n, person_id, own) for n in notes]
         held.update(_listed("notes", kept, more))
-        for kind, path in (("deals", DEALS), ("activities", ACTIVITIES)):
-            items, more = await self._cursor_list(path, {"person_id": person_id})
-            named = [
-                _without_others(kind, i, person_id, own) for i in items if _names(i, person_id)
-            ]
-            held.update(_listed(kind, named, more))
+        deals, more = await self._deals(person_id)
+        held.update(
+            _listed("deals", [_without_others("deals", d, person_id, own) for d in deals], more)
+        )
+        items, more = await self._cursor_list(ACTIVITIES, {"person_id": person_id})
+        named = [
+            _without_others("activities", i, person_id, own) for i in items if _names(i, person_id)
+        ]
+        held.update(_listed("activities", named, more))
         leads, more = await self._leads(person_id)
         held.update(
             _listed("leads", [_without_others("leads", i, person_id, own) for i in leads], more)
@@ -214,7 +230,10 @@ class LinkedReader:
                 left.notes_kept += 1
             elif isinstance(note.get("id"), int):
                 left.notes_deleted += await self._delete_note(int(note["id"]))
-        left.deals = await self._count_naming(DEALS, person_id, left)
+        deals, more = await self._deals(person_id)
+        if more:
+            left.cut.add("deals")
+        left.deals = len(deals)
         leads, more = await self._leads(person_id)
         if more:
             left.cut.add("leads")
@@ -255,6 +274,25 @@ class LinkedReader:
                 raise FatalRemoteError(self.client.system, "GET", NOTES, 200, PAGING_LOOP)
             start = following
         return found, True
+
+    async def _deals(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
+        """The deals naming the person, not archived then archived (API v2, each list paged
+        by ``cursor``), once each, those from the archived list marked ``is_archived``,
+        and whether either list had more than was read."""
+        found: dict[str, dict[str, Any]] = {}
+        cut = False
+        for path in (DEALS, ARCHIVED_DEALS):
+            items, more = await self._cursor_list(path, {"person_id": person_id})
+            cut = cut or more
+            for deal in items:
+                if not _names(deal, person_id):
+                    continue
+                if path == ARCHIVED_DEALS:
+                    # Archived since the first list was read, it is archived now.
+                    found[str(deal.get("id"))] = {**deal, "is_archived": True}
+                else:
+                    found.setdefault(str(deal.get("id")), deal)
+        return list(found.values()), cut
 
     async def _leads(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
         """The person's leads, not archived then archived (API v1, each list paged by

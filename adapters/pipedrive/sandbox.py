@@ -8,7 +8,8 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - person writes that carry ``name`` and no ``first_name``/``last_name`` (the v2 request
   models have neither), which a read shows split from ``name``;
 - what an access copy reads beside a person: notes (``GET /api/v1/notes?person_id=``, API
-  v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``), leads
+  v1 paging), deals and activities (``GET /api/v2/deals|activities?person_id=``; archived
+  deals at ``GET /api/v2/deals/archived?person_id=`` alone, as since July 2025), leads
   (``GET /api/v1/leads?person_id=``, those not archived, and ``GET
   /api/v1/leads/archived?person_id=``, the archived ones, as since July 2025), and the
   label names among the person fields (``GET /api/v2/personFields``); ``DELETE
@@ -263,6 +264,7 @@ class PipedriveSandbox(SandboxBase):
             self._route("GET", f"{API_V1}/notes", linked.notes, cost="list"),
             self._route("DELETE", f"{API_V1}/notes/{{id}}", linked.delete_note, cost="delete"),
             self._route("GET", f"{API}/deals", linked.deals, cost="list"),
+            self._route("GET", f"{API}/deals/archived", linked.archived_deals, cost="list"),
             self._route("GET", f"{API_V1}/leads", linked.leads, cost="list"),
             self._route("GET", f"{API_V1}/leads/archived", linked.archived_leads, cost="list"),
             self._route("GET", f"{API}/activities", linked.activities, cost="list"),
@@ -339,15 +341,22 @@ class PipedriveSandbox(SandboxBase):
 
     def add_deal(self, person_id: str, title: str, **extra: Any) -> int:
         """Seed a deal linked to a person (v2 deal shape, a subset: ``lost_reason`` is the
-        staff's words for why a lost one was lost, ``None`` on another)."""
+        staff's words for why a lost one was lost, ``None`` on another; ``extra``: further
+        fields, ``is_archived=True`` for one in the archive, archived now unless
+        ``archive_time`` says when)."""
         values = {
             "title": title,
             "person_id": int(person_id),
             "status": "open",
             "lost_reason": None,
+            "is_archived": False,
+            "archive_time": None,
             **extra,
         }
-        return self.store.add_linked("deals", self._stamped(values))
+        stamped = self._stamped(values)
+        if stamped["is_archived"] and stamped["archive_time"] is None:
+            stamped["archive_time"] = stamped["add_time"]
+        return self.store.add_linked("deals", stamped)
 
     def add_lead(self, person_id: str, title: str, **extra: Any) -> str:
         """Seed a lead linked to a person (v1 ``Lead`` shape, a subset; ``extra``: further

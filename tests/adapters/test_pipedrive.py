@@ -2212,6 +2212,98 @@ async def test_an_access_report_names_a_lead_s_fields_in_plain_words(pd: Harness
     assert labels.label("en", found, "leads.0.add_time") == "Lead 1: created"
 
 
+async def test_the_access_copy_holds_the_person_s_deals_archived_ones_too(pd: Harness) -> None:
+    """Art. 15: since July 2025 Pipedrive's ``GET /api/v2/deals`` leaves archived deals out,
+    and lists them at ``GET /api/v2/deals/archived`` (the same ``person_id`` filter): the
+    copy read the first alone, and a deal archived last year named the person unseen. It
+    holds both, the archived ones marked so (``is_archived``), as archived leads are; a
+    deal archived between the two calls is listed once, another person's not at all."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    other = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
+    deal = pd.sandbox.add_deal(jan, "Nieuwe keuken")
+    old = pd.sandbox.add_deal(jan, "Badkamer 2024", is_archived=True)
+    pd.sandbox.add_deal(other, "Niet van Jan", is_archived=True)
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    assert [(item["id"], item["title"]) for item in found["deals"]] == [
+        (deal, "Nieuwe keuken"),
+        (old, "Badkamer 2024"),
+    ]
+    assert [item["is_archived"] for item in found["deals"]] == [False, True]
+    assert "dealsNotRead" not in found and "Niet van Jan" not in json.dumps(found)
+    used = pd.sandbox.endpoints_used
+    assert used.count("GET /api/v2/deals") == used.count("GET /api/v2/deals/archived") == 1
+
+
+async def test_the_access_copy_marks_a_deal_from_the_archived_list_archived() -> None:
+    """Against answers by hand: a deal the archived list gives is marked archived in the
+    copy even where Pipedrive's answer lacks ``is_archived``; one given by both lists (archived
+    between the two calls) is listed once, as archived; one naming someone else (a filter
+    Pipedrive ignored) is left out."""
+    asked: list[tuple[str, str]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path, params = request.url.path, request.url.params
+        if path in ("/api/v2/deals", "/api/v2/deals/archived"):
+            asked.append((path, params["person_id"]))
+            if path.endswith("/archived"):
+                data = [{"id": 2, "title": "verhuisd", "person_id": 7},
+                        {"id": 3, "title": "van Piet", "person_id": 8}]  # fmt: skip
+            else:
+                data = [{"id": 1, "title": "open", "person_id": 7, "is_archived": False},
+                        {"id": 2, "title": "verhuisd", "person_id": 7}]  # fmt: skip
+            body = {"success": True, "data": data, "additional_data": {"next_cursor": None}}
+            return httpx.Response(200, json=body)
+        if path.endswith(("/notes", "/activities", "/leads", "/leads/archived")):
+            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+        return found_jan(request) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        (found,) = await adapter.find(Subject(email="jan@example.nl"))
+    assert [(d["id"], d["is_archived"]) for d in found["deals"]] == [(1, False), (2, True)]
+    assert asked == [("/api/v2/deals", "7"), ("/api/v2/deals/archived", "7")]
+
+
+async def test_sandbox_lists_archived_deals_only_at_deals_archived(
+    pd: Harness, raw: httpx.AsyncClient
+) -> None:
+    """As Pipedrive since July 2025: ``GET /v2/deals`` returns deals not archived,
+    ``GET /v2/deals/archived`` the archived ones, each filtered by ``person_id`` and paged
+    by ``cursor``, each deal with ``is_archived`` and ``archive_time``."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_deal(jan, "Open")
+    pd.sandbox.add_deal(jan, "Gearchiveerd 1", is_archived=True)
+    pd.sandbox.add_deal(jan, "Gearchiveerd 2", is_archived=True)
+    live = await raw.get("/deals", params={"person_id": jan})
+    first = await raw.get("/deals/archived", params={"person_id": jan, "limit": 1})
+    cursor = first.json()["additional_data"]["next_cursor"]
+    second = await raw.get("/deals/archived", params={"person_id": jan, "cursor": cursor})
+    assert [item["title"] for item in live.json()["data"]] == ["Open"]
+    assert [item["title"] for item in first.json()["data"]] == ["Gearchiveerd 1"]
+    assert [item["title"] for item in second.json()["data"]] == ["Gearchiveerd 2"]
+    assert second.json()["additional_data"]["next_cursor"] is None
+    (open_deal,) = live.json()["data"]
+    (archived,) = first.json()["data"]
+    assert open_deal["is_archived"] is False and open_deal["archive_time"] is None
+    assert archived["is_archived"] is True and archived["archive_time"]
+
+
+async def test_an_access_report_says_a_deal_was_archived_in_plain_words(pd: Harness) -> None:
+    """The report reads whether a deal is archived, and since when, in the person's words
+    ("Deal 1: gearchiveerd"), as it reads a lead's."""
+    from connector.access_labels import SystemLabels
+
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_deal(jan, "Badkamer 2024", is_archived=True)
+    (found,) = await pd.adapter.find(Subject(email="jan@example.nl"))
+    labels = SystemLabels(pd.adapter.copy_labels)
+    assert labels.label("nl", found, "deals.0.is_archived") == "Deal 1: gearchiveerd"
+    assert labels.label("en", found, "deals.0.is_archived") == "Deal 1: archived"
+    assert labels.label("nl", found, "deals.0.archive_time") == "Deal 1: gearchiveerd op"
+    assert labels.label("en", found, "deals.0.archive_time") == "Deal 1: archived on"
+
+
 async def test_a_person_in_the_30_day_bin_is_found_held_and_erased_reversibly(
     time: VirtualTime, wall: WallClock
 ) -> None:
@@ -2415,6 +2507,26 @@ async def test_an_erasure_says_it_did_not_count_leads_past_what_it_reads() -> No
     listed = MAX_PAGES * PAGE_SIZE
     assert f"{listed} leads" in result.note
     assert result.note.endswith(f"; leads beyond the first {listed} not read, left as they are")
+
+
+async def test_an_erasure_counts_the_person_s_archived_deals_it_leaves(pd: Harness) -> None:
+    """Since July 2025 ``GET /api/v2/deals`` leaves archived deals out: the erasure counted
+    the open deal alone and the receipt passed over the archived one, which still names
+    the person. Deals from ``GET /api/v2/deals/archived`` are counted with the others (and
+    kept); another person's archived deal is not counted."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    piet = pd.sandbox.add_person("piet@example.nl", "Piet", "Puk")
+    pd.sandbox.add_deal(jan, "Jan Jansen - keuken")
+    pd.sandbox.add_deal(jan, "Jan Jansen - badkamer 2024", is_archived=True)
+    pd.sandbox.add_deal(piet, "Niet van Jan", is_archived=True)
+    result = await pd.adapter.erase(Subject(email="jan@example.nl", external_id=jan))
+    assert len(pd.sandbox.store.linked_of("deals", int(jan))) == 2
+    assert result.note == (
+        f"{ERASURE_NOTE}; left in Pipedrive, linked to the person (the business's records, "
+        "which klantsync does not delete): 2 deals"
+    )
+    used = pd.sandbox.endpoints_used
+    assert used.count("GET /api/v2/deals") == used.count("GET /api/v2/deals/archived") == 1
 
 
 def bert_holding(sandbox: PipedriveSandbox, address: str) -> str:
