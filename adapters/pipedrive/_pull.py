@@ -13,7 +13,10 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
+
+import httpx
 
 from adapters.pipedrive._calls import PERSONS, PersonCalls
 from adapters.pipedrive.payloads import (
@@ -57,9 +60,11 @@ class PersonPages(PersonCalls):
         alone, sorted by id, page by page by ``next_cursor``, and listed again until a pass
         finds the very persons the pass before it found. A person of it changed or deleted
         while it is paged leaves it, so the pass after theirs differs, and the neighbour
-        their leaving may have passed over is read by the pass after. Where
-        :data:`SECOND_PASSES` passes never agree (changes all through), the pull reads on past
-        that second, but its cursor stays at it, and the next run reads it again.
+        their leaving may have passed over is read by the pass after. A pass agrees only once
+        begun after that second was over (Pipedrive's ``Date``): a mass change still under
+        way adds to it. Where :data:`SECOND_PASSES` passes never agree (changes all through,
+        or the second not over yet), the pull reads on past that second, but its cursor
+        stays at it, and the next run reads it again.
 
         A pull resumed from a cursor asks by time, from the second it names, never by a
         stored ``next_cursor`` (the pull was stopped, and persons moved meanwhile): a
@@ -116,7 +121,7 @@ class PersonPages(PersonCalls):
                 params["updated_since"] = since
             if page_token:
                 params["cursor"] = page_token
-            people, next_token, status = await self._list(params)
+            people, next_token, status, _ = await self._list(params)
             newest: str | None = None
             for person in people:
                 newest = later_time(newest, person.get("update_time"))
@@ -169,14 +174,19 @@ class PersonPages(PersonCalls):
         followed by ``next_cursor``; then listed again, until a pass finds the same ids as
         the one before it: nobody read by that pass left the second while it was paged, so
         nobody was shifted past it either (only someone leaving a position already read
-        shifts the rest), and everyone still there was read. At most :data:`SECOND_PASSES`
-        passes; ``outcome`` gets whether two agreed.
+        shifts the rest), and everyone still there was read. Two agree only where the second
+        was over (Pipedrive's ``Date``, where it sends one) before the later of them began:
+        one changed in a second still under way, after both passed their place, is in
+        neither. At most :data:`SECOND_PASSES` passes; ``outcome`` gets whether two agreed.
 
         Raises:
             FatalRemoteError: a pass was handed back a ``next_cursor`` it had used.
             RetryableError: a page answered with something that is not a list of persons.
         """
         before: set[Any] | None = None
+        over = moment(_next_second(second))
+        # Whether the second was over before this pass began (no ``Date``: taken as over).
+        closed = True
         for _ in range(SECOND_PASSES):
             found: set[Any] = set()
             tokens = PageTokens(self.client.system, "GET", PERSONS)
@@ -191,7 +201,7 @@ class PersonPages(PersonCalls):
                 }
                 if page_token:
                     params["cursor"] = page_token
-                people, next_token, status = await self._list(params)
+                people, next_token, status, answered = await self._list(params)
                 found.update(p.get("id") for p in people)
                 unread = [p for p in people if _stamp(p) not in read]
                 read.update(_stamp(p) for p in unread)
@@ -199,14 +209,18 @@ class PersonPages(PersonCalls):
                 if next_token is None:
                     break
                 page_token = tokens.follow(next_token, status)
-            if found == before:
+            if found == before and closed:
                 outcome.append(True)
                 return
             before = found
+            closed = answered is None or over is None or answered >= over
         outcome.append(False)
 
-    async def _list(self, params: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None, int]:
-        """One page of ``GET /persons``: the persons on it, its ``next_cursor`` and status."""
+    async def _list(
+        self, params: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], str | None, int, datetime | None]:
+        """One page of ``GET /persons``: the persons on it, its ``next_cursor``, status and
+        when Pipedrive answered (its ``Date``; ``None`` without a readable one)."""
         response = await self.client.request("GET", PERSONS, params=params)
         # Not json_object: a page it reads as {} (a front end's 200 HTML page) has no
         # next cursor either, and would end the pull "complete" with the rest never read.
@@ -214,7 +228,7 @@ class PersonPages(PersonCalls):
             response, system=self.client.system, method="GET", path=PERSONS, required=("data",)
         )
         people = [p for p in body.get("data") or [] if isinstance(p, dict)]
-        return people, _next_cursor(body), response.status_code
+        return people, _next_cursor(body), response.status_code, _answered(response)
 
     async def _list_if_worth_it(self, records: Sequence[OutboundRecord]) -> None:
         """List every person first when that saves this batch's and the next ones' searches.
@@ -290,6 +304,15 @@ def _after(value: str, other: str | None) -> bool:
     """Whether ``value`` is a readable time later than ``other`` (or ``other`` is none)."""
     at, bound = moment(value), moment(other)
     return at is not None and (bound is None or at > bound)
+
+
+def _answered(response: httpx.Response) -> datetime | None:
+    """When Pipedrive answered (its ``Date``, to the second); ``None`` without a readable one."""
+    try:
+        at = parsedate_to_datetime(response.headers.get("date") or "")
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return at if at.tzinfo is not None else None
 
 
 def _next_cursor(body: dict[str, Any]) -> str | None:

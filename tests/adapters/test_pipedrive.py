@@ -6,6 +6,7 @@ import base64
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from email.utils import formatdate
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -1764,6 +1765,56 @@ async def test_a_crowded_second_changing_all_through_a_pull_is_left_to_the_next_
         next_run = [page async for page in harness.adapter.pull(pages[-1].cursor)]
     read = {r["id"] for p in [*pages, *next_run] for r in p.records}
     assert {int(i) for i in ids} - read == set()
+
+
+async def test_a_person_changed_in_a_crowded_second_still_under_way_is_read_by_the_next_run(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """A mass change still under way: the second read on its own is the one Pipedrive is in
+    (its ``Date``). Someone changed in it after the listings that agreed is in neither, and
+    the pull read on past it (a change the second after): the cursor stayed at that second,
+    and the next run, the second over, reads them."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, offset_cursors=True)
+    ids = _seed_a_crowded_second(sandbox, wall, 700)
+    mass = int(wall.now)
+    after_it = rfc3339(mass + 1)
+    late = sandbox.store.persons[int(ids[0])]
+    changed = False
+
+    def dated(app: Any) -> Any:
+        async def front(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal changed
+            query = scope.get("query_string", b"").decode()
+            if (
+                not changed
+                and scope["type"] == "http"
+                and scope["path"] == PERSONS
+                and "updated_until" not in query
+                and httpx.QueryParams(query).get("updated_since") == after_it
+            ):
+                changed = True  # in the mass second still, then someone the second after
+                sandbox.store.update(late, {"name": "Late"}, mass)
+                wall.now = mass + 1
+                sandbox.store.update(sandbox.store.persons[int(ids[1])], {"name": "N"}, mass + 1)
+
+            async def dated_send(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    date = formatdate(wall.now, usegmt=True).encode()
+                    message = {**message, "headers": [*message["headers"], (b"date", date)]}
+                await send(message)
+
+            await app(scope, receive, dated_send)
+
+        return front
+
+    harness = make_harness(sandbox, time, wall, front=dated)
+    async with harness.client:
+        pages = [page async for page in harness.adapter.pull(None)]
+        assert changed
+        wall.now += 60
+        next_run = [page async for page in harness.adapter.pull(pages[-1].cursor)]
+    names = [r.get("name") for p in [*pages, *next_run] for r in p.records if r["id"] == late.id]
+    assert "Late" in names
 
 
 async def test_a_pull_by_update_time_reads_each_person_once(pd: Harness) -> None:
