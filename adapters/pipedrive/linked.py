@@ -296,14 +296,20 @@ class LinkedReader:
 
     async def _leads(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
         """The person's leads, not archived then archived (API v1, each list paged by
-        ``start``), once each, and whether either list had more than was read."""
+        ``start``), once each, those from the archived list marked ``is_archived`` (as
+        deals are), and whether either list had more than was read."""
         found: dict[str, dict[str, Any]] = {}
         cut = False
         for path in (LEADS, ARCHIVED_LEADS):
             items, more = await self._start_list(path, {"person_id": person_id})
             cut = cut or more
             for lead in items:
-                if lead.get("person_id") == person_id:
+                if lead.get("person_id") != person_id:
+                    continue
+                if path == ARCHIVED_LEADS:
+                    # Archived since the first list was read, it is archived now.
+                    found[str(lead.get("id"))] = {**lead, "is_archived": True}
+                else:
                     found.setdefault(str(lead.get("id")), lead)
         return list(found.values()), cut
 

@@ -2196,6 +2196,33 @@ async def test_the_access_copy_pages_the_leads_as_pipedrive_s_v1_list_answers() 
     assert "leadsNotRead" not in found
 
 
+async def test_a_lead_archived_between_the_two_lists_is_in_the_copy_once_as_archived() -> None:
+    """Against answers by hand: a lead both lists give (archived between the two calls) is
+    listed once, as archived, as a deal is; the archived list's word is the later one, even
+    where its answer lacks ``is_archived``."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path in ("/api/v1/leads", "/api/v1/leads/archived"):
+            lead = {"id": "00000000-0000-4000-8000-000000000001", "title": "badkamer",
+                    "person_id": 7}  # fmt: skip
+            if not path.endswith("/archived"):
+                lead["is_archived"] = False
+            paging = {"start": 0, "limit": 500, "more_items_in_collection": False}
+            return httpx.Response(
+                200, json={"success": True, "data": [lead], "additional_data": paging}
+            )
+        if path.endswith(("/notes", "/deals", "/deals/archived", "/activities")):
+            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+        return found_jan(request) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        (found,) = await adapter.find(Subject(email="jan@example.nl"))
+    assert [(item["title"], item["is_archived"]) for item in found["leads"]] == [("badkamer", True)]
+
+
 async def test_an_access_copy_of_more_leads_than_it_reads_says_so() -> None:
     """Leads are read to the same bound as deals (10 pages of 500 a list); a person with
     more says how many the copy lists (``leadsNotRead``), so a partial list never passes
