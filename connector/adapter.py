@@ -8,7 +8,7 @@ dicts in the vendor's own shape; :mod:`connector.mapping` turns them into canoni
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
@@ -40,6 +40,7 @@ __all__ = [
     "body_key",
     "delivery_json",
     "nest",
+    "not_counted",
     "placed_by",
     "placed_by_another",
     "read_records",
@@ -503,6 +504,19 @@ async def read_records(
         return await adapter.find(subject)
     found: list[dict[str, Any]] = await lookup(subject, orders=orders)
     return found
+
+
+def not_counted(kinds: Iterable[str], vendor: str) -> str:
+    """What an erasure's note says of the kinds of record it could not count, the vendor
+    having refused to list them (a 403: a scope or permission the connector's user lacks):
+    ``"deals and tickets not counted (HubSpot would not list them)"``; empty for none.
+
+    Said so, a kind left unread never passes for one of which nothing stays, and the
+    erasure itself goes on: failing it on a count, retried until the deadline passed, kept
+    the person whole.
+    """
+    named = list(kinds)
+    return f"{' and '.join(named)} not counted ({vendor} would not list them)" if named else ""
 
 
 def body_key(body: bytes) -> str:

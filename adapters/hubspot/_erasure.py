@@ -15,7 +15,7 @@ from typing import Final
 from adapters.hubspot._lookup import CONTACTS
 from adapters.hubspot._parts import HubSpotParts
 from adapters.hubspot._scopes import CONTACTS_WRITE, needing
-from connector.adapter import ErasureResult, Subject
+from connector.adapter import ErasureResult, Subject, not_counted
 
 GDPR_DELETE: Final = f"{CONTACTS}/gdpr-delete"
 
@@ -127,7 +127,7 @@ class ContactErasure(HubSpotParts):
                 f"gdpr-delete leaves): {', '.join(counted)}"
             )
         if unread:
-            said.append(f"{' and '.join(unread)} not counted (HubSpot would not list them)")
+            said.append(not_counted(unread, "HubSpot"))
         return "; ".join(said)
 
     async def _associated_with_any(

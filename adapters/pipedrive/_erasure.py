@@ -50,8 +50,11 @@ class PersonErasure(SubjectLookup):
         them is counted (:meth:`.linked.LinkedReader.erase_beside`): deals, leads (live
         and archived) and activities are the business's records, kept, and the note names
         them by kind and count, so the receipt does not pass the person's part for all
-        Pipedrive held of them. A person the e-mail finds that holds it only beside another
-        primary address is left (:meth:`_held`), and the note says so by id.
+        Pipedrive held of them. A kind Pipedrive refuses to list (403: the API user lacks
+        the permission) is named as not counted and the person is deleted all the same; a
+        refused notes list, a 401 or a 5xx fails the erasure, retried as any. A person the
+        e-mail finds that holds it only beside another primary address is left
+        (:meth:`_held`), and the note says so by id.
         """
         self._forget(subject)
         people, passed = await self._held(subject)

@@ -55,24 +55,35 @@ An erasure deletes the person's notes that are about them alone (``DELETE /api/v
 counts what it leaves (:meth:`LinkedReader.erase_beside`): deals and leads (archived ones
 of both too, read as the copy reads them), activities and notes also on another record are the
 business's records, which name the person but are not theirs to have deleted, and the
-receipt names them by kind and count. A lead is kept for the reason a deal is: it is a deal
-not yet made, the company's pipeline, which it converts into a deal (notes on it are kept
-too). What Pipedrive itself does to a deleted person's notes, deals, leads and activities is
-UNVERIFIED; whether a deleted note goes to a bin is UNVERIFIED too.
+receipt names them by kind and count. A kind Pipedrive refuses to list (a 403: the API
+user's permission set leaves deals, leads or activities out) is named as not counted, with
+a warning to grant it, and the erasure goes on: the person is deleted all the same. The
+notes are read to delete those about the person alone, so a refusal of them, as any other
+failure of a read (a 401, a 5xx), fails the erasure, to be retried. A lead is kept for the
+reason a deal is: it is a deal not yet made, the company's pipeline, which it converts into
+a deal (notes on it are kept too). What Pipedrive itself does to a deleted person's notes,
+deals, leads and activities is UNVERIFIED; whether a deleted note goes to a bin is
+UNVERIFIED too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+import logging
+from collections.abc import Awaitable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from connector.adapter import not_counted
 from connector.errors import FatalRemoteError
 from connector.http import SystemClient, answer_object
 from connector.others import text_without_others
 from connector.paging import PAGING_LOOP, PageTokens
 
 __all__ = ["CUT_REASON", "MAX_PAGES", "PAGE_SIZE", "WRITTEN", "Left", "LinkedReader"]
+
+log = logging.getLogger("klantsync.pipedrive")
+
+T = TypeVar("T")
 
 #: Items a page of each list holds (the most v1 and v2 lists give).
 PAGE_SIZE: Final = 500
@@ -122,6 +133,8 @@ class Left:
     activities: int = 0
     #: Lists longer than one erasure reads (:data:`MAX_PAGES` pages): the rest stays unread.
     cut: set[str] = field(default_factory=set)
+    #: Kinds Pipedrive refused to list (403), in the order read: not counted at all.
+    uncounted: list[str] = field(default_factory=list)
 
     def add(self, other: Left) -> None:
         self.notes_deleted += other.notes_deleted
@@ -130,6 +143,11 @@ class Left:
         self.leads += other.leads
         self.activities += other.activities
         self.cut |= other.cut
+        self.refused(*other.uncounted)
+
+    def refused(self, *kinds: str) -> None:
+        """Note ``kinds`` as not counted (Pipedrive refused to list them)."""
+        self.uncounted += [kind for kind in kinds if kind not in self.uncounted]
 
     def said(self) -> str:
         """The receipt's words for it; empty when nothing was linked to the person."""
@@ -140,17 +158,23 @@ class Left:
             )
         kept = [
             text
-            for number, text in (
-                (self.deals, _count(self.deals, "deal", "deals")),
-                (self.leads, _count(self.leads, "lead", "leads")),
-                (self.activities, _count(self.activities, "activity", "activities")),
+            for kind, number, text in (
+                ("deals", self.deals, _count(self.deals, "deal", "deals")),
+                ("leads", self.leads, _count(self.leads, "lead", "leads")),
                 (
+                    "activities",
+                    self.activities,
+                    _count(self.activities, "activity", "activities"),
+                ),
+                (
+                    "notes",
                     self.notes_kept,
                     f"{_count(self.notes_kept, 'note', 'notes')} also on a deal, organisation, "
                     "lead or project",
                 ),
             )
-            if number
+            # A kind refused for one person and counted for another is not counted whole.
+            if number and kind not in self.uncounted
         ]
         if kept:
             parts.append(
@@ -160,8 +184,11 @@ class Left:
         parts += [
             f"{kind} beyond the first {MAX_PAGES * PAGE_SIZE} not read, left as they are"
             for kind in sorted(self.cut)
+            if kind not in self.uncounted
         ]
-        return "; ".join(parts)
+        return "; ".join(
+            part for part in (*parts, not_counted(self.uncounted, "Pipedrive")) if part
+        )
 
 
 class LinkedReader:
@@ -230,23 +257,47 @@ class LinkedReader:
                 left.notes_kept += 1
             elif isinstance(note.get("id"), int):
                 left.notes_deleted += await self._delete_note(int(note["id"]))
-        deals, more = await self._deals(person_id)
-        if more:
-            left.cut.add("deals")
-        left.deals = len(deals)
-        leads, more = await self._leads(person_id)
-        if more:
-            left.cut.add("leads")
-        left.leads = len(leads)
-        left.activities = await self._count_naming(ACTIVITIES, person_id, left)
+        deals = await self._unless_refused("deals", self._deals(person_id), left)
+        if deals is not None:
+            if deals[1]:
+                left.cut.add("deals")
+            left.deals = len(deals[0])
+        leads = await self._unless_refused("leads", self._leads(person_id), left)
+        if leads is not None:
+            if leads[1]:
+                left.cut.add("leads")
+            left.leads = len(leads[0])
+        activities = await self._unless_refused(
+            "activities", self._cursor_list(ACTIVITIES, {"person_id": person_id}), left
+        )
+        if activities is not None:
+            if activities[1]:
+                left.cut.add("activities")
+            left.activities = sum(1 for item in activities[0] if _names(item, person_id))
         return left
 
-    async def _count_naming(self, path: str, person_id: int, left: Left) -> int:
-        """How many items of a v2 list name the person; a list cut is noted on ``left``."""
-        items, more = await self._cursor_list(path, {"person_id": person_id})
-        if more:
-            left.cut.add(path.strip("/"))
-        return sum(1 for item in items if _names(item, person_id))
+    async def _unless_refused(self, kind: str, read: Awaitable[T], left: Left) -> T | None:
+        """What ``read`` (an erasure's count of ``kind``) returns; ``None`` where Pipedrive
+        refused it (403: the API user may not see ``kind``), noted on ``left`` and warned of.
+
+        Only a 403 of Pipedrive's own (JSON; Cloudflare's HTML one is a rate limit, retried
+        by the client): a 401 (the token is bad, and the delete would fail too), a 5xx or a
+        transport error still fail the erasure, whose retry counts them.
+        """
+        try:
+            return await read
+        except FatalRemoteError as exc:
+            if exc.status != 403:
+                raise
+        left.refused(kind)
+        # The company's permission, not a person's: nobody is named.
+        log.warning(
+            "Pipedrive refused to list %s (403: the API user lacks the permission to see "
+            "them): an erasure's receipt says they were not counted",
+            kind,
+            extra={"system": self.client.system},
+        )
+        return None
 
     async def _delete_note(self, note_id: int) -> int:
         """``DELETE /api/v1/notes/{id}``: 1 if deleted, 0 if gone already (404)."""

@@ -193,6 +193,9 @@ class PipedriveSandbox(SandboxBase):
             already read shifts the rest back by one (UNVERIFIED either way; default keyset).
 
     Attributes:
+        refused: ``"METHOD path-template"`` of the calls answered Pipedrive's JSON 403, as
+            for an API user whose permission set leaves that list out (a test adds
+            ``"GET /api/v1/leads"``); the call is still counted against the limits.
         store: the persons, live and marked deleted, and what is kept beside them.
         daily_left: tokens left today (``None``: no daily budget).
         writes_left: write requests left today of :data:`DAILY_WRITES`, as
@@ -239,6 +242,7 @@ class PipedriveSandbox(SandboxBase):
         self.rejected_429 = 0
         self.blocked_403 = 0
         self.endpoints_used: list[str] = []
+        self.refused: set[str] = set()
         self._strikes = 0
 
     # -- SandboxLike -------------------------------------------------------------------------
@@ -517,6 +521,11 @@ class PipedriveSandbox(SandboxBase):
             refused = self._over_limit(bucket, TOKEN_COST[cost], method in WRITE_METHODS)
             if refused is not None:
                 return record(self.log, logged, refused)
+            if endpoint_name in self.refused:
+                # Pipedrive's own 403 is JSON (Cloudflare's block page is HTML); its exact
+                # message for a missing permission is UNVERIFIED.
+                body = error_body("You do not have permission to perform this action", 403)
+                return record(self.log, logged, JSONResponse(body, status_code=403))
             try:
                 response, records = await handler(request)
             except _routes.Reject as exc:

@@ -2607,6 +2607,89 @@ async def test_an_erasure_counts_the_person_s_archived_deals_it_leaves(pd: Harne
     assert used.count("GET /api/v2/deals") == used.count("GET /api/v2/deals/archived") == 1
 
 
+async def test_an_erasure_refused_the_leads_list_says_leads_not_counted_and_deletes_the_person(
+    pd: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An API user whose permission set leaves leads out is answered 403 by ``GET
+    /api/v1/leads``: the erasure failed on the count, was retried, never deleted the person,
+    and the deadline passed. The person is deleted, the note says leads were not counted
+    rather than passing for a person with none, and a warning names the kind and the
+    missing permission, never the person."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_deal(jan, "Jan Jansen - keuken")
+    pd.sandbox.add_lead(jan, "Offerte dakkapel")
+    pd.sandbox.refused.add("GET /api/v1/leads")
+    with caplog.at_level("WARNING", logger="klantsync.pipedrive"):
+        result = await pd.adapter.erase(Subject(email="jan@example.nl", external_id=jan))
+    assert result.found and pd.sandbox.store.live(int(jan)) is None
+    assert result.note == (
+        f"{ERASURE_NOTE}; left in Pipedrive, linked to the person (the business's records, "
+        "which klantsync does not delete): 1 deal; leads not counted (Pipedrive would not "
+        "list them)"
+    )
+    assert len(pd.sandbox.store.linked_of("leads", int(jan))) == 1
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "leads" in warned[0] and "permission" in warned[0]
+    assert "jan" not in warned[0].lower() and jan not in warned[0]
+
+
+async def test_an_erasure_refused_the_deals_lists_says_deals_not_counted_and_deletes_the_person(
+    pd: Harness,
+) -> None:
+    """As for leads: ``GET /api/v2/deals/archived`` refused (403) leaves the deals
+    uncounted, said on the receipt, and the person is deleted all the same; leads and
+    activities are still counted."""
+    jan = pd.sandbox.add_person("jan@example.nl", "Jan", "Jansen")
+    pd.sandbox.add_deal(jan, "Jan Jansen - keuken")
+    pd.sandbox.add_lead(jan, "Offerte dakkapel")
+    pd.sandbox.add_activity(jan, "Terugbellen Jan Jansen")
+    pd.sandbox.refused.add("GET /api/v2/deals/archived")
+    result = await pd.adapter.erase(Subject(email="jan@example.nl", external_id=jan))
+    assert result.found and pd.sandbox.store.live(int(jan)) is None
+    assert result.note == (
+        f"{ERASURE_NOTE}; left in Pipedrive, linked to the person (the business's records, "
+        "which klantsync does not delete): 1 lead, 1 activity; deals not counted (Pipedrive "
+        "would not list them)"
+    )
+    pd.sandbox.refused.update({"GET /api/v2/deals", "GET /api/v2/activities"})
+    ria = pd.sandbox.add_person("ria@example.nl", "Ria", "Smit")
+    both = await pd.adapter.erase(Subject(email="ria@example.nl", external_id=ria))
+    assert pd.sandbox.store.live(int(ria)) is None
+    assert both.note == (
+        f"{ERASURE_NOTE}; deals and activities not counted (Pipedrive would not list them)"
+    )
+
+
+@pytest.mark.parametrize("status", [401, 503])
+async def test_an_erasure_whose_count_fails_otherwise_than_refused_fails_and_keeps_the_person(
+    status: int,
+) -> None:
+    """Only a 403 (a permission the API user lacks) leaves a kind uncounted: a 401 (the
+    token is bad, the delete would fail too) and a 5xx (the count comes on the retry) fail
+    the erasure as before, and nothing is deleted."""
+    deleted: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/api/v1/leads":
+            return httpx.Response(status, json={"success": False, "error": "x", "data": None})
+        if request.method == "GET" and path.endswith(
+            ("/notes", "/deals", "/deals/archived", "/activities", "/leads/archived")
+        ):
+            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+        if request.method == "DELETE":
+            deleted.append(path)
+            return httpx.Response(200, json={"success": True, "data": {"id": 7}})
+        return found_jan(request) or not_found()
+
+    adapter = mock_adapter(answer)
+    async with adapter.client:
+        with pytest.raises(FatalRemoteError if status == 401 else RetryableError):
+            await adapter.erase(Subject(email="jan@example.nl"))
+    assert deleted == []
+
+
 def bert_holding(sandbox: PipedriveSandbox, address: str) -> str:
     """Bert's person: his own primary e-mail, and ``address`` beside it (a partner's, who
     pays his invoices)."""
