@@ -328,41 +328,21 @@ class LinkedReader:
 
     async def _deals(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
         """The deals naming the person, not archived then archived (API v2, each list paged
-        by ``cursor``), once each, those from the archived list marked ``is_archived``,
-        and whether either list had more than was read."""
-        found: dict[str, dict[str, Any]] = {}
-        cut = False
+        by ``cursor``): :func:`_live_then_archived`."""
+        lists = []
         for path in (DEALS, ARCHIVED_DEALS):
             items, more = await self._cursor_list(path, {"person_id": person_id})
-            cut = cut or more
-            for deal in items:
-                if not _names(deal, person_id):
-                    continue
-                if path == ARCHIVED_DEALS:
-                    # Archived since the first list was read, it is archived now.
-                    found[str(deal.get("id"))] = {**deal, "is_archived": True}
-                else:
-                    found.setdefault(str(deal.get("id")), deal)
-        return list(found.values()), cut
+            lists.append(([d for d in items if _names(d, person_id)], more))
+        return _live_then_archived(*lists)
 
     async def _leads(self, person_id: int) -> tuple[list[dict[str, Any]], bool]:
         """The person's leads, not archived then archived (API v1, each list paged by
-        ``start``), once each, those from the archived list marked ``is_archived`` (as
-        deals are), and whether either list had more than was read."""
-        found: dict[str, dict[str, Any]] = {}
-        cut = False
+        ``start``): :func:`_live_then_archived`."""
+        lists = []
         for path in (LEADS, ARCHIVED_LEADS):
             items, more = await self._start_list(path, {"person_id": person_id})
-            cut = cut or more
-            for lead in items:
-                if lead.get("person_id") != person_id:
-                    continue
-                if path == ARCHIVED_LEADS:
-                    # Archived since the first list was read, it is archived now.
-                    found[str(lead.get("id"))] = {**lead, "is_archived": True}
-                else:
-                    found.setdefault(str(lead.get("id")), lead)
-        return list(found.values()), cut
+            lists.append(([lead for lead in items if lead.get("person_id") == person_id], more))
+        return _live_then_archived(*lists)
 
     async def _start_list(
         self, path: str, params: Mapping[str, Any]
@@ -482,3 +462,15 @@ def _items(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _live_then_archived(
+    live: tuple[list[dict[str, Any]], bool], archived: tuple[list[dict[str, Any]], bool]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Items of a live list and of its archived list (each with whether it had more than
+    was read), once each, those from the archived list marked ``is_archived``, and whether
+    either had more. One both lists give was archived between the two reads: it is now."""
+    found = {str(item.get("id")): item for item in live[0]}
+    for item in archived[0]:
+        found[str(item.get("id"))] = {**item, "is_archived": True}
+    return list(found.values()), live[1] or archived[1]
