@@ -178,3 +178,43 @@ def test_backup_benchmark_runs(tmp_path: Path) -> None:
     assert figures["people_carried"] == 30 and figures["erasures_carried"] == 100
     assert figures["customers_known_after"] == figures["expected_known_after"] == 230
     assert figures["backup_seconds"] > 0 and figures["restore_seconds"] > 0
+
+
+def test_soak_benchmark_runs(tmp_path: Path) -> None:
+    """bench_soak runs a real daemon through a few scheduled syncs, a request of each kind
+    and a resync, samples its process each cycle and reports every figure."""
+    from benchmarks.bench_soak import run
+
+    figures = run(
+        [
+            "--customers",
+            "60",
+            "--systems",
+            "shop,crm",
+            "--cycles",
+            "4",
+            "--dsr-every",
+            "2",
+            "--resync-every",
+            "3",
+            "--workdir",
+            str(tmp_path),
+            "--json",
+            "--quiet",
+        ]
+    )
+    by_name = {f.name: f for f in figures}
+    assert by_name["cycles run"].value == 4
+    assert by_name["syncs completed"].passed and by_name["syncs completed"].value >= 4
+    # Every change reached HubSpot; an erasure, an access request and a resync were done.
+    for name in ("changes reaching HubSpot", "requests done", "resyncs done"):
+        (figure,) = [f for f in figures if f.name.startswith(name)]
+        assert figure.passed, figure
+    assert by_name["failed runs"].value == 0 and by_name["daemon's exit status"].value == 0
+    # The samples are the daemon's own, not zeros: a sampler that stopped sampling reads 0.
+    for name in ("RSS at the end", "open fds at the end", "threads at the end", "store at the end"):
+        assert by_name[name].value > 0
+    assert by_name["WAL peak"].passed is not None
+    # Only counts and sizes are kept beside the store: never an address or a name.
+    samples = (tmp_path / "soak-samples.json").read_text()
+    assert "@" not in samples and "Soak" not in samples
