@@ -10,6 +10,7 @@ around each call by :class:`~adapters.pipedrive.sandbox.PipedriveSandbox`, not h
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,8 @@ class PersonRoutes:
             true``) instead of answering 404; see the sandbox module docstring.
         offset_cursors: ``GET /persons`` pages by position, not by key (see
             :meth:`~adapters.pipedrive._store.PersonStore.listing`).
+        search_lag: seconds (read on each search) for which a person created or changed
+            is not found by ``GET /persons/search`` (the lists show them at once).
     """
 
     def __init__(
@@ -95,11 +98,13 @@ class PersonRoutes:
         *,
         show_deleted: bool = False,
         offset_cursors: bool = False,
+        search_lag: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.store = store
         self.now = now
         self.show_deleted = show_deleted
         self.offset_cursors = offset_cursors
+        self.search_lag = search_lag
 
     def _person(self, request: Request) -> Person:
         raw = str(request.path_params.get("id", ""))
@@ -161,7 +166,10 @@ class PersonRoutes:
             except BadRequest as exc:
                 raise Reject(400, str(exc)) from exc
             start = int(position[0]) if position and isinstance(position[0], int) else 0
-        hits = self.store.search(term, fields, exact)
+        lag = self.search_lag()
+        # Pipedrive's search index trails its writes; the lists read the persons themselves.
+        indexed_before = math.floor(self.now() - lag) + 1 if lag > 0 else None
+        hits = self.store.search(term, fields, exact, indexed_before=indexed_before)
         page = hits[start : start + limit]
         more = start + limit < len(hits)
         items = [{"result_score": 1.0 if exact else 0.5, "item": p.search_item()} for p in page]

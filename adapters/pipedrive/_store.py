@@ -393,8 +393,14 @@ class PersonStore:
         more = len(chosen) > limit
         return page, encode_position(list(key(page[-1]))) if more and page else None
 
-    def search(self, term: str, fields: Iterable[str], exact: bool) -> list[Person]:
-        """Live persons whose e-mail, phone or name matches ``term`` (case-insensitive)."""
+    def search(
+        self, term: str, fields: Iterable[str], exact: bool, *, indexed_before: int | None = None
+    ) -> list[Person]:
+        """Live persons whose e-mail, phone or name matches ``term`` (case-insensitive).
+
+        ``indexed_before``: the search index holds only persons last changed before then
+        (epoch seconds); a person created or changed since is not found (``None``: all are).
+        """
         wanted = term.strip().lower()
         names = set(fields)
 
@@ -415,7 +421,9 @@ class PersonStore:
             (
                 p
                 for p in self.persons.values()
-                if p.deleted_at is None and any(matches(t) for t in texts(p))
+                if p.deleted_at is None
+                and (indexed_before is None or p.update_time < indexed_before)
+                and any(matches(t) for t in texts(p))
             ),
             key=lambda p: p.id,
         )

@@ -23,7 +23,13 @@ Where it matters to a client it behaves like Pipedrive (see ``reference/vendor-a
 - cursor paging (``limit`` at most 500, else 400) with ``updated_since``/``updated_until``
   and ``sort_by``/``sort_direction``; the next page from ``additional_data.next_cursor``,
   by key (the last person's sort value and id) or, with ``offset_cursors``, by position;
-- search by e-mail with ``exact_match``;
+- search by e-mail with ``exact_match``; with ``search_lag`` set, a search does not find a
+  person created or changed in the last that many seconds (Pipedrive's search index trails
+  its writes), while ``GET /persons`` and ``GET /persons/{id}`` show them at once;
+- with ``send_date``, a ``Date`` header on every answer, from the sandbox's wall clock (the
+  clock ``add_time`` and ``update_time`` are in), as any HTTP server with a clock sends
+  one; off by default, as in process (``httpx.ASGITransport``) nothing adds one, and the
+  pull reads a second without a ``Date`` as over (:mod:`adapters.pipedrive._pull`);
 - ``DELETE`` that only *marks* a person deleted; :meth:`PipedriveSandbox.purge` removes for
   good what was deleted 30 days before (the vendor's documented purge);
 - the rolling 2 s burst limit per token and the separate search limit (10 per 2 s), with
@@ -53,7 +59,12 @@ Choices on facts the reference leaves UNVERIFIED, made so the fake is strict rat
 - unknown body fields are refused with 400;
 - ``next_cursor`` of ``GET /persons`` is keyset-like (the next page starts after the last
   person read, wherever the others moved meanwhile); ``offset_cursors=True`` makes it a
-  position instead, the other reading of the docs ("the first item on the next page").
+  position instead, the other reading of the docs ("the first item on the next page");
+- the search index's lag (``search_lag``) is how long it lags, not a sample of it: how long
+  Pipedrive's does is UNVERIFIED (not documented). A person changed within it is not found
+  at all, where Pipedrive's index may still find them under what they held before: strict,
+  as a lookup that misses is what a client must survive;
+- that the lists read live data (a person created is listed at once) is UNVERIFIED too.
 
 The request log holds method, path, status and body field *names* only; the search ``term``
 (an e-mail) is replaced before a call is recorded.
@@ -66,6 +77,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, tzinfo
+from email.utils import formatdate
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -191,6 +203,11 @@ class PipedriveSandbox(SandboxBase):
         offset_cursors: ``GET /persons`` hands out a ``next_cursor`` that is a position in
             the list, not the last person's sort key: a person updated or deleted on a page
             already read shifts the rest back by one (UNVERIFIED either way; default keyset).
+        search_lag: seconds by which ``GET /persons/search`` trails writes: a person created
+            or changed (``update_time``) within the last that many seconds of the wall clock
+            is not found (default 0: found at once). Read on every search, so a test may set
+            the attribute as it sets ``faults``; the lists are not affected.
+        send_date: every answer carries a ``Date`` of the wall clock (default: none).
 
     Attributes:
         refused: ``"METHOD path-template"`` of the calls answered Pipedrive's JSON 403, as
@@ -220,10 +237,14 @@ class PipedriveSandbox(SandboxBase):
         wall_clock: Callable[[], float] = time.time,
         show_deleted: bool = False,
         offset_cursors: bool = False,
+        search_lag: float = 0.0,
+        send_date: bool = False,
     ) -> None:
         super().__init__(clock=clock)
         self.show_deleted = show_deleted
         self.offset_cursors = offset_cursors
+        self.search_lag = search_lag
+        self.send_date = send_date
         for bucket, limit in (("default", rate_limit), ("search", search_rate_limit)):
             if limit is not None:
                 self.windows[bucket] = _Window(limit)
@@ -254,6 +275,7 @@ class PipedriveSandbox(SandboxBase):
             self._now,
             show_deleted=self.show_deleted,
             offset_cursors=self.offset_cursors,
+            search_lag=lambda: self.search_lag,
         )
         linked = _routes.LinkedRoutes(self.store)
         persons = f"{API}/persons"
@@ -511,6 +533,17 @@ class PipedriveSandbox(SandboxBase):
         cost: str,
     ) -> Route:
         endpoint_name = f"{method} {template}"
+        handled = self._handled(endpoint_name, handler, bucket, cost, method in WRITE_METHODS)
+
+        async def endpoint(request: Request) -> Response:
+            return self._dated(await handled(request))
+
+        return Route(template, endpoint, methods=[method])
+
+    def _handled(
+        self, endpoint_name: str, handler: Handler, bucket: str, cost: str, write: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The answer to one call of ``endpoint_name``: auth, limits, refusals, the handler."""
 
         async def endpoint(request: Request) -> Response:
             self.endpoints_used.append(endpoint_name)
@@ -518,7 +551,7 @@ class PipedriveSandbox(SandboxBase):
             if request.headers.get("x-api-token") != self.token:
                 body = error_body("unauthorized access", 401)
                 return record(self.log, logged, JSONResponse(body, status_code=401))
-            refused = self._over_limit(bucket, TOKEN_COST[cost], method in WRITE_METHODS)
+            refused = self._over_limit(bucket, TOKEN_COST[cost], write)
             if refused is not None:
                 return record(self.log, logged, refused)
             if endpoint_name in self.refused:
@@ -534,7 +567,7 @@ class PipedriveSandbox(SandboxBase):
             self._add_rate_headers(response, bucket)
             return record(self.log, logged, response, records=records)
 
-        return Route(template, endpoint, methods=[method])
+        return endpoint
 
     def _over_limit(self, bucket: str, tokens: int, write: bool) -> Response | None:
         """Count one call costing ``tokens`` (a ``write`` counts against the daily write
@@ -587,8 +620,16 @@ class PipedriveSandbox(SandboxBase):
         """What an injected fault answers: a vendor-shaped 429 or error body."""
         bucket = "search" if request.url.path.endswith("/search") else "default"
         if status == 429:
-            return self._rate_limited(bucket)
-        return JSONResponse(error_body("Internal server error", status), status_code=status)
+            response = self._rate_limited(bucket)
+        else:
+            response = JSONResponse(error_body("Internal server error", status), status_code=status)
+        return self._dated(response)
+
+    def _dated(self, response: Response) -> Response:
+        """``response`` with Pipedrive's ``Date`` (the wall clock), where ``send_date`` asks."""
+        if self.send_date:
+            response.headers["date"] = formatdate(self.wall_clock(), usegmt=True)
+        return response
 
     def _rate_limited(self, bucket: str, *, burst: bool = True) -> Response:
         """A 429: of the burst window (``burst``: its headers say no room left, an injected

@@ -1234,6 +1234,58 @@ async def test_search_limit_is_separate(time: VirtualTime) -> None:
         assert (await client.get("/persons")).headers["x-ratelimit-remaining"] == "39"
 
 
+async def test_the_sandbox_s_search_lags_behind_writes_and_the_lists_do_not(
+    sandbox: PipedriveSandbox, raw: httpx.AsyncClient, wall: WallClock
+) -> None:
+    """With ``search_lag``, a person created or changed within that many seconds is not
+    found by a search (Pipedrive's index trails its writes), while the list shows them at
+    once; once the lag has passed, the search finds them."""
+    params = {"term": "laat@voorbeeld.nl", "fields": "email", "exact_match": "true"}
+
+    async def searched() -> list[int]:
+        body = (await raw.get("/persons/search", params=params)).json()
+        return [hit["item"]["id"] for hit in body["data"]["items"]]
+
+    async def listed() -> list[int]:
+        return [p["id"] for p in (await raw.get("/persons")).json()["data"]]
+
+    sandbox.search_lag = 5
+    made = int(sandbox.add_person("laat@voorbeeld.nl", "Laat"))
+    assert (await searched(), await listed()) == ([], [made])
+    wall.now += 4
+    assert await searched() == []
+    wall.now += 1
+    assert await searched() == [made]
+    patched = await raw.patch(f"/persons/{made}", json={"name": "Later"})
+    assert patched.status_code == 200
+    assert (await searched(), await listed()) == ([], [made])  # changed: out of the index
+    wall.now += 5
+    assert await searched() == [made]
+    sandbox.search_lag = 0  # the default: found at once
+    sandbox.add_person("laat@voorbeeld.nl", "Nog een")
+    assert len(await searched()) == 2
+
+
+async def test_the_sandbox_dates_its_answers_by_its_wall_clock_when_asked(
+    time: VirtualTime, wall: WallClock
+) -> None:
+    """``send_date``: every answer carries a ``Date`` of the clock ``update_time`` is in, an
+    injected 5xx too; by default none does."""
+    for send_date in (False, True):
+        sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, send_date=send_date)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=sandbox.app()),
+            base_url=BASE_URL,
+            headers={"x-api-token": TOKEN},
+        ) as client:
+            listed = await client.get("/persons")
+            sandbox.faults.fail_next = 1
+            failed = await client.get("/persons")
+        dates = [r.headers.get("date") for r in (listed, failed)]
+        assert failed.status_code == 503
+        assert dates == ([formatdate(wall.now, usegmt=True)] * 2 if send_date else [None] * 2)
+
+
 async def test_the_sandbox_s_search_takes_up_to_500_hits_a_page_as_pipedrive_does(
     sandbox: PipedriveSandbox, raw: httpx.AsyncClient
 ) -> None:
