@@ -17,7 +17,9 @@ What it does, by contract verb:
   housemate's, the customer's address added as a second e-mail) is not the customer's: it
   is neither renamed after them nor taken as theirs. The lookup is ``GET /persons/search``
   (exact e-mail, the search bucket), or, when many come at once (a first sync), one listing
-  of every person (:mod:`.directory`);
+  of every person (:mod:`.directory`). A ``POST`` whose answer is lost is not sent again:
+  the person it made is looked for among those changed since just before it (at most two
+  ``GET /persons``), then searched, and written to (:mod:`._writes`);
 - ``update``: the same without the ``POST``: only a person Pipedrive holds is changed;
 - ``find``: ``GET /persons/{id}`` for a known id, plus every exact e-mail hit of the search
   whose primary e-mail it is (Pipedrive lets several persons share an e-mail; one holding

@@ -19,6 +19,14 @@ a search can miss a person created moments before as well (Pipedrive's search in
 lags). What the adapter itself creates or erases is written into the listing, so its own
 writes never miss each other.
 
+A create whose answer was lost is looked for among the persons changed since just before
+it was sent (:meth:`~adapters.pipedrive._writes.PersonWrites._made_by_lost_create`), not by
+the search alone; the person found is written into the listing as a person created is.
+Where that look could not say (more persons changed meanwhile than it reads) and the
+search missed them too, the address is noted as :meth:`Directory.lost`: its next create
+looks again instead of being sent, until the search can be trusted again
+(:data:`SEARCH_CATCHES_UP`).
+
 Whom: the persons whose *primary* e-mail the address is. A person holding it only beside
 their own (a housemate's, with the customer's address added as a second e-mail) is not the
 customer's, and a sync writing to them would rename them after the customer; the adapter
@@ -37,13 +45,17 @@ from typing import Any, Final
 from adapters.pipedrive.payloads import primary_value
 from connector.model import normalise_email
 
-__all__ = ["FIRST_LISTING_AFTER", "FRESH_SECONDS", "Directory"]
+__all__ = ["FIRST_LISTING_AFTER", "FRESH_SECONDS", "SEARCH_CATCHES_UP", "Directory"]
 
 #: How long a listing answers lookups, in seconds.
 FRESH_SECONDS: Final = 60.0
 
 #: Lookups within :data:`FRESH_SECONDS` that make the first listing worth it.
 FIRST_LISTING_AFTER: Final = 20
+
+#: Seconds after which a search is trusted to show a person created: how long Pipedrive's
+#: search index lags is not documented (UNVERIFIED); seconds are what is seen, this is ample.
+SEARCH_CATCHES_UP: Final = 600.0
 
 
 class Directory:
@@ -63,6 +75,9 @@ class Directory:
         self._pages = 0
         #: (time, count) of recent lookups, to judge whether a listing pays.
         self._lookups: deque[tuple[float, int]] = deque()
+        #: When each address's create whose answer was lost, and whose person was not found
+        #: for sure either way, was sent (the clock's seconds). Not dropped with the listing.
+        self._lost: dict[str, float] = {}
 
     @property
     def fresh(self) -> bool:
@@ -139,11 +154,30 @@ class Directory:
             holders.sort()
         self._emails_of[person_id] = [key]
 
+    def lost(self, email: str, sent: float) -> None:
+        """A create for ``email`` sent at ``sent`` (the clock's) lost its answer, and whether
+        it made a person is not known: the address's next create looks again first."""
+        self._lost.setdefault(_key(email), sent)
+
+    def lost_at(self, email: str) -> float | None:
+        """When the create for ``email`` that :meth:`lost` noted was sent; ``None`` if none is
+        noted, or the search has had :data:`SEARCH_CATCHES_UP` to show its person since."""
+        now = self._clock()
+        for key, sent in list(self._lost.items()):
+            if now - sent >= SEARCH_CATCHES_UP:
+                del self._lost[key]  # the address leaves memory once no longer needed
+        return self._lost.get(_key(email))
+
+    def settled(self, email: str) -> None:
+        """Whether ``email``'s lost create made a person is known now."""
+        self._lost.pop(_key(email), None)
+
     def forget(self, email: str) -> None:
         """The adapter erased whoever held ``email``: the address leaves memory, from both
         indexes (an erased person's address must not stay in a long-running daemon)."""
         key = _key(email)
         self._by_email.pop(key, None)
+        self._lost.pop(key, None)
         for person_id, addresses in list(self._emails_of.items()):
             if key in addresses:
                 remaining = [a for a in addresses if a != key]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -52,7 +53,7 @@ from connector.ratelimit import RateLimit
 from connector.settings import RateLimitSettings
 from connector.systems import System
 from tests.adapters.front import Decision, FrontPage
-from tests.conftest import VirtualTime
+from tests.conftest import CANARY_EMAIL, CANARY_NAME, VirtualTime
 
 BASE_URL = "https://klant.pipedrive.test/api/v2"
 PERSONS = "/api/v2/persons"
@@ -584,6 +585,176 @@ async def test_a_create_whose_2xx_answer_could_not_be_read_is_not_made_twice(
     assert (again.outcome, again.external_id) == ("updated", results[lost].external_id)
     assert len(sandbox.store.with_email(records[lost].email)) == 1
     assert sandbox.person_count() == FIRST_LISTING_AFTER
+
+
+#: Seconds the sandbox's search index trails its writes in the lost-create tests.
+LAG = 30
+
+
+def losing_a_create(
+    how: str, *, carried_out: bool = True, meanwhile: Callable[[], None] | None = None
+) -> Callable[[Any], Any]:
+    """A front losing the answer to the first ``POST /persons``: ``"page"`` (a 2xx that
+    cannot be read), ``"reset"`` (the connection dropped) or ``"502"`` (a gateway's), the
+    create carried out by Pipedrive or not. ``meanwhile`` runs once it was carried out,
+    before the answer is lost (others' changes in Pipedrive meanwhile)."""
+    lost = False
+
+    def wrap(app: Any) -> Any:
+        async def front(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal lost
+            if (
+                lost
+                or scope["type"] != "http"
+                or (scope["method"], scope["path"])
+                != (
+                    "POST",
+                    PERSONS,
+                )
+            ):
+                await app(scope, receive, send)
+                return
+            lost = True
+            if carried_out:
+
+                async def swallow(_message: Any) -> None:
+                    return None
+
+                await app(scope, receive, swallow)
+                if meanwhile is not None:
+                    meanwhile()
+            status, body = (502, b"<html>Bad gateway</html>") if how == "502" else (200, b"<p>")
+            head = [(b"content-type", b"text/html")]
+            await send({"type": "http.response.start", "status": status, "headers": head})
+            if how == "reset":
+                raise httpx.ReadError("connection reset")
+            await send({"type": "http.response.body", "body": body})
+
+        return front
+
+    return wrap
+
+
+def canary_record() -> OutboundRecord:
+    fields = {"email": CANARY_EMAIL, "first_name": CANARY_NAME, "last_name": "Test"}
+    return OutboundRecord("ref-canary", CANARY_EMAIL, None, fields)
+
+
+def said_nothing_of_the_address(
+    caplog: pytest.LogCaptureFixture, results: list[UpsertResult], sandbox: PipedriveSandbox
+) -> None:
+    """No log line, per-record reason or note, nor logged query or path holds the e-mail."""
+    for entry in caplog.records:
+        assert CANARY_EMAIL not in entry.getMessage() and CANARY_EMAIL not in repr(vars(entry))
+    for result in results:
+        assert CANARY_EMAIL not in f"{result.reason} {result.note}"
+    for call in sandbox.log.entries:
+        assert CANARY_EMAIL not in call.path and CANARY_EMAIL not in str(call.query)
+
+
+@pytest.mark.parametrize("how", ["page", "reset", "502"])
+async def test_a_create_whose_answer_is_lost_while_the_search_lags_is_made_once(
+    how: str,
+    time: VirtualTime,
+    wall: WallClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A create whose answer is lost was looked for with a search, which Pipedrive's index
+    answers without the person made a moment ago: the record waited, and its next try
+    (the search lagging still) made the customer a second time. The persons changed since
+    just before the create are listed instead (the list reads Pipedrive's own data): the
+    one whose primary e-mail it is is the person made, written to, and the next try
+    writes to them too."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, search_lag=LAG, send_date=True)
+    for n in range(5):
+        sandbox.add_person(f"other{n}@example.com")  # others, changed in the same second
+    harness = make_harness(sandbox, time, wall, front=losing_a_create(how))
+    record = canary_record()
+    with caplog.at_level(logging.DEBUG):
+        try:
+            results = await harness.adapter.upsert([record])
+            wall.now += 1
+            time.now += 1
+            # The next try, the search lagging still, with the id the first one learned (as
+            # the engine's identity map passes it on), if it learned one.
+            again = record._replace(external_id=results[0].external_id)
+            results += await harness.adapter.upsert([again])
+        finally:
+            await harness.client.aclose()
+    held = sandbox.store.with_email(CANARY_EMAIL)
+    assert len(held) == 1
+    assert held[0].to_json()["first_name"] == CANARY_NAME
+    assert [(r.outcome, r.external_id) for r in results] == [("updated", str(held[0].id))] * 2
+    assert harness.adapter.directory.lost_at(CANARY_EMAIL) is None
+    said_nothing_of_the_address(caplog, results, sandbox)
+
+
+@pytest.mark.parametrize("how", ["page", "reset"])
+async def test_a_lost_create_that_never_reached_pipedrive_is_made_once_on_the_next_try(
+    how: str,
+    time: VirtualTime,
+    wall: WallClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The create never reached Pipedrive (a front end answered it, the connection dropped
+    before it was sent on): the persons changed since hold nobody under the address, the
+    record waits, and its next try creates the customer, once, the search lagging or not."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, search_lag=LAG, send_date=True)
+    harness = make_harness(sandbox, time, wall, front=losing_a_create(how, carried_out=False))
+    record = canary_record()
+    with caplog.at_level(logging.DEBUG):
+        try:
+            results = await harness.adapter.upsert([record])
+            assert results[0].outcome == "failed" and results[0].retryable
+            assert not sandbox.holds(CANARY_EMAIL)
+            time.now += 1
+            results += await harness.adapter.upsert([record])
+        finally:
+            await harness.client.aclose()
+    assert results[1].outcome == "created"
+    assert len(sandbox.store.with_email(CANARY_EMAIL)) == 1
+    said_nothing_of_the_address(caplog, results, sandbox)
+
+
+async def test_a_lost_create_among_more_changes_than_it_lists_is_not_made_again_blindly(
+    time: VirtualTime, wall: WallClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A mass change in Pipedrive around the lost create: more persons changed in the
+    window than the pages it lists (the newest page, and the first page from just before
+    the create) hold, and the person made is on neither. The search, lagging, misses them
+    too: the record waits, and so does its next try, instead of creating the customer a
+    second time; once the search has caught up it finds them."""
+    sandbox = PipedriveSandbox(clock=time.clock, wall_clock=wall, search_lag=LAG, send_date=True)
+    for n in range(600):
+        sandbox.add_person(f"before{n}@example.com")  # just before the create, that second
+
+    def mass_change_after() -> None:
+        for n in range(600):
+            sandbox.add_person(f"after{n}@example.com")
+
+    harness = make_harness(
+        sandbox, time, wall, front=losing_a_create("reset", meanwhile=mass_change_after)
+    )
+    record = canary_record()
+    with caplog.at_level(logging.DEBUG):
+        try:
+            results = await harness.adapter.upsert([record])
+            assert results[0].outcome == "failed" and results[0].retryable
+            assert sandbox.endpoints_used.count(f"GET {PERSONS}") <= 2  # bounded
+            wall.now += 1
+            time.now += 1
+            results += await harness.adapter.upsert([record])  # the search lagging still
+            assert len(sandbox.store.with_email(CANARY_EMAIL)) == 1
+            assert results[1].outcome == "failed" and results[1].retryable
+            wall.now += LAG
+            time.now += LAG
+            results += await harness.adapter.upsert([record])
+        finally:
+            await harness.client.aclose()
+    (held,) = sandbox.store.with_email(CANARY_EMAIL)
+    assert (results[2].outcome, results[2].external_id) == ("updated", str(held.id))
+    assert sandbox.person_count() == 1201
+    said_nothing_of_the_address(caplog, results, sandbox)
 
 
 async def test_a_person_whose_read_cannot_be_read_is_neither_written_over_nor_made_again(
