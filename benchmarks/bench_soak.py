@@ -647,8 +647,15 @@ def run(argv: Sequence[str] | None = None) -> list[Figure]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run from the command line; exit status 1 if any figure missed its target."""
+    # SIGTERM (a CI job's timeout, `kill`) unwinds like Ctrl-C, through the daemon's stop:
+    # left to its default it ended this process alone, and the daemon ran on, orphaned.
+    signal.signal(signal.SIGTERM, _terminated)
     figures = run(argv)
     return 1 if any(f.passed is False for f in figures) else 0
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":
