@@ -2185,6 +2185,12 @@ def not_found() -> httpx.Response:
     return httpx.Response(404, json=body)
 
 
+def empty_list() -> httpx.Response:
+    """Pipedrive's answer to a list (notes, deals, leads, activities) holding nothing."""
+    empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
+    return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+
+
 async def test_the_access_copy_holds_the_notes_staff_wrote_about_the_person() -> None:
     """README: records come with the notes staff wrote about the person. Pipedrive keeps
     notes on a person (API v1 ``GET /notes?person_id=``, beside the v2 root), typically the
@@ -2403,8 +2409,7 @@ async def test_the_access_copy_pages_the_leads_as_pipedrive_s_v1_list_answers() 
                 200, json={"success": True, "data": data, "additional_data": paging}
             )
         if path.endswith(("/notes", "/deals", "/activities")):
-            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
-            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+            return empty_list()
         return found_jan(request) or not_found()
 
     adapter = mock_adapter(answer)
@@ -2436,8 +2441,7 @@ async def test_a_lead_archived_between_the_two_lists_is_in_the_copy_once_as_arch
                 200, json={"success": True, "data": [lead], "additional_data": paging}
             )
         if path.endswith(("/notes", "/deals", "/deals/archived", "/activities")):
-            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
-            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+            return empty_list()
         return found_jan(request) or not_found()
 
     adapter = mock_adapter(answer)
@@ -2465,8 +2469,7 @@ async def test_an_access_copy_of_more_leads_than_it_reads_says_so() -> None:
                 200, json={"success": True, "data": data, "additional_data": paging}
             )
         if path.endswith(("/notes", "/deals", "/activities", "/leads/archived")):
-            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
-            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+            return empty_list()
         return found_jan(request) or not_found()
 
     adapter = mock_adapter(answer)
@@ -2555,8 +2558,7 @@ async def test_the_access_copy_marks_a_deal_from_the_archived_list_archived() ->
             body = {"success": True, "data": data, "additional_data": {"next_cursor": None}}
             return httpx.Response(200, json=body)
         if path.endswith(("/notes", "/activities", "/leads", "/leads/archived")):
-            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
-            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+            return empty_list()
         return found_jan(request) or not_found()
 
     adapter = mock_adapter(answer)
@@ -2796,8 +2798,7 @@ async def test_an_erasure_says_it_did_not_count_leads_past_what_it_reads() -> No
         if request.method == "GET" and path.endswith(
             ("/notes", "/deals", "/deals/archived", "/activities", "/leads")
         ):
-            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
-            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+            return empty_list()
         if request.method == "DELETE" and path.endswith("/persons/7"):
             return httpx.Response(200, json={"success": True, "data": {"id": 7}})
         return found_jan(request) or not_found()
@@ -2899,8 +2900,7 @@ async def test_an_erasure_whose_count_fails_otherwise_than_refused_fails_and_kee
         if request.method == "GET" and path.endswith(
             ("/notes", "/deals", "/deals/archived", "/activities", "/leads/archived")
         ):
-            empty = {"pagination": {"more_items_in_collection": False}, "next_cursor": None}
-            return httpx.Response(200, json={"success": True, "data": [], "additional_data": empty})
+            return empty_list()
         if request.method == "DELETE":
             deleted.append(path)
             return httpx.Response(200, json={"success": True, "data": {"id": 7}})
