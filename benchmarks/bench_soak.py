@@ -61,6 +61,7 @@ import httpx
 import psutil
 
 from benchmarks.bench_sync import Figure, print_table
+from benchmarks.children import dies_with_parent
 
 __all__ = ["Sample", "main", "run", "wal_bound"]
 
@@ -138,7 +139,7 @@ class DaemonProcess:
         self.flow = flow
         self.log = _Log()
         self.proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
-            [sys.executable, "-m", "connector", "-c", str(config), "run"],
+            dies_with_parent([sys.executable, "-m", "connector", "-c", str(config), "run"]),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

@@ -38,6 +38,7 @@ from typing import Any
 import httpx
 import psutil
 
+from benchmarks.children import dies_with_parent
 from benchmarks.rates import rolling_rate
 from benchmarks.sandbox_server import STATS_PATH, parse_limit
 
@@ -102,7 +103,8 @@ def sandbox_server(
         str(workdir / "tls"),
     ]
     with _spawning_on(cpus):
-        process = subprocess.Popen(command, cwd=ROOT)  # noqa: S603 - our own module, fixed args
+        # Our own module, fixed arguments.
+        process = subprocess.Popen(dies_with_parent(command), cwd=ROOT)  # noqa: S603
     try:
         deadline = time.monotonic() + 60
         while not ready.exists():
@@ -256,7 +258,8 @@ def connector_in_child(info: dict[str, Any], workdir: Path, *, unlimited: bool) 
     ]
     if unlimited:
         command.append("--unlimited")
-    subprocess.run(command, cwd=ROOT, check=True)  # noqa: S603 - our own module, fixed args
+    # Our own module, fixed arguments.
+    subprocess.run(dies_with_parent(command), cwd=ROOT, check=True)  # noqa: S603
     data: dict[str, Any] = json.loads(result.read_text())
     return data
 

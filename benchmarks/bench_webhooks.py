@@ -46,6 +46,7 @@ import httpx
 
 from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
+from benchmarks.children import dies_with_parent
 from connector.demo import write_config
 from connector.loop import run as run_loop
 from connector.ratelimit import RateLimit
@@ -95,7 +96,7 @@ def _world(directory: Path, customers: int) -> Iterator[dict[str, Any]]:
 
 def _start_daemon(config: Path, url: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "connector", "-c", str(config), "run"],
+        dies_with_parent([sys.executable, "-m", "connector", "-c", str(config), "run"]),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
