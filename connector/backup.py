@@ -37,6 +37,7 @@ from connector.lock import lock_files, sharing_keys
 from connector.privatefile import sync_folder
 from connector.receipts import ReceiptSigner, receipt_key_path, retired_keys_dir
 from connector.schema import MIGRATIONS
+from connector.stages import Steps, unseen
 from connector.state import Store, utcnow
 from connector.storefile import (
     COMPANIONS,
@@ -116,8 +117,9 @@ class BackupFacts:
 # -- taking a backup ---------------------------------------------------------------------------
 
 
-def take_backup(config: Config, out: Path) -> BackupFacts:
-    """Copy the store to ``out`` (replaced atomically if it exists), checked and audited.
+def take_backup(config: Config, out: Path, *, step: Steps = unseen) -> BackupFacts:
+    """Copy the store to ``out`` (replaced atomically if it exists), checked and audited;
+    each step told to ``step`` as it starts.
 
     Raises:
         ConfigError: ``out`` is the store or one of its files.
@@ -140,6 +142,7 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
             # Verified here, not first at a restore: that refuses a backup whose trail does
             # not verify, and the day it is needed is the wrong day to learn every backup
             # since the damage is one.
+            step("verifying the audit trail")
             trail = audit.verify(store)
             keyring = store_keyring(store, config)
             # Nothing in clear goes into the copy: an older store's bundle paths first.
@@ -149,7 +152,8 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
             ReceiptSigner.for_store(store_path, keyring).settle()
             try:
                 try:
-                    _copy(store, partial, receipt_key_path(store_path))
+                    step("copying the store")
+                    _copy(store, partial, receipt_key_path(store_path), step)
                 except sqlite3.Error as exc:
                     # Its own disk's failure, not the store's (which it only reads).
                     found = copy_failure(out, exc, "the backup", "name another --out")
@@ -161,6 +165,7 @@ def take_backup(config: Config, out: Path) -> BackupFacts:
             finally:
                 partial.unlink(missing_ok=True)
             sync_folder(out.parent)
+            step("hashing the copy")
             sha = sha256(out)
             backup = BackupFacts(
                 path=str(out),
@@ -279,7 +284,7 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _copy(store: Store, partial: Path, receipt_key: Path) -> None:
+def _copy(store: Store, partial: Path, receipt_key: Path, step: Steps = unseen) -> None:
     """The store as of one moment into ``partial``, with its receipt signing key file:
     owner-only, one file, checked."""
     # Made anew, never opened where it stands: its name can be guessed, and a symlink
@@ -305,6 +310,7 @@ def _copy(store: Store, partial: Path, receipt_key: Path) -> None:
             )
         # The copy is a file of its own: no -wal beside it to lose when it is moved.
         copy.execute("PRAGMA journal_mode=DELETE")
+        step("checking the copy")
         problem = damage(copy)
     if problem:
         raise StoreError(

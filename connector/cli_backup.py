@@ -21,6 +21,7 @@ from connector.backup import take_backup
 from connector.cliargs import EXIT_FAILED, EXIT_OK, check_writable
 from connector.config import Config
 from connector.restore import restore_backup
+from connector.stages import shown
 
 __all__ = ["register", "run"]
 
@@ -70,7 +71,8 @@ def run(args: argparse.Namespace, console: Console, config: Config) -> int | Non
 
 def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
     check_writable(args.out, option="--out", example="klantsync-backup.db")
-    facts = take_backup(config, args.out)
+    with shown(console, "backup", show=not args.json) as step:
+        facts = take_backup(config, args.out, step=step)
     # Written all the same (what it holds may still be wanted), but exit 1: a timer taking
     # daily backups shows a failure from the day the trail broke, not on the day of need.
     done = EXIT_OK if facts.audit_verifies and facts.recorded else EXIT_FAILED
@@ -104,7 +106,10 @@ def _backup(args: argparse.Namespace, console: Console, config: Config) -> int:
 
 
 def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
-    facts = restore_backup(config, args.source, over_a_new_store=args.over_a_new_store)
+    with shown(console, "restore", show=not args.json) as step:
+        facts = restore_backup(
+            config, args.source, over_a_new_store=args.over_a_new_store, step=step
+        )
     if args.json:
         print(json.dumps(facts.as_dict()))
         return EXIT_OK

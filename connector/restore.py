@@ -82,6 +82,7 @@ from connector.lineage import chains_meet, store_id
 from connector.lock import keys_alone, syncing
 from connector.privatefile import sync_folder, write_private
 from connector.receipts import key_id, receipt_key_path, retire_replaced, retired_keys_dir
+from connector.stages import Steps, unseen
 from connector.state import Store
 from connector.store_runs import RESTORED
 from connector.storefile import drop_orphaned_log, foreign, read_only
@@ -127,8 +128,10 @@ def restore_backup(
     *,
     now: dt.datetime | None = None,
     over_a_new_store: bool = False,
+    step: Steps = unseen,
 ) -> RestoreFacts:
-    """Put ``backup`` in place of the store, keeping what happened since (see the module).
+    """Put ``backup`` in place of the store, keeping what happened since (see the module);
+    each step told to ``step`` as it starts.
 
     No daemon, sync or other command may have the store open. The backup file itself is
     not changed. ``over_a_new_store`` says the store at ``store.path`` was made anew after
@@ -143,6 +146,7 @@ def restore_backup(
     """
     store_path = config.store_path
     refuse_store_files(config, backup, "--from")
+    step("checking the backup")
     sha = readable_backup(backup)
     moment = now or dt.datetime.now(dt.UTC)
     stamp = moment.strftime("%Y%m%dT%H%M%SZ")
@@ -160,7 +164,10 @@ def restore_backup(
         done = False
         key_aside: Path | None = None
         try:
-            key = _prepare(config, backup, preparing, sha, current, replaced, over_a_new_store)
+            key = _prepare(
+                config, backup, preparing, sha, current, replaced, over_a_new_store, step
+            )
+            step("putting it in place")
             if key.content is not None:
                 write_private(staged_key, key.content, mtime_ns=key.mtime_ns)
                 if key_file.exists():
@@ -348,6 +355,7 @@ def _prepare(
     current: _Current | None,
     replaced: Path,
     over_a_new_store: bool = False,
+    step: Steps = unseen,
 ) -> _KeyFile:
     """The backup's copy at ``preparing``: migrated, checked against the master key, what
     the replaced store knows since taken over, the outbox emptied, the restore audited; and
@@ -359,7 +367,9 @@ def _prepare(
         closing(sqlite3.connect(preparing, isolation_level=None)) as copy,
     ):
         taken_of = store_id(source)  # before the copy is migrated: schema 23 makes an id
+        step("copying the backup")
         source.backup(copy)
+    step("opening the copy")
     store = Store(preparing)  # migrates a backup taken by an older version
     try:
         try:
@@ -372,6 +382,7 @@ def _prepare(
                 f"{master_fingerprint(config.master_key)}): set keys.source to the key the "
                 "store was kept under when the backup was taken",
             ) from None
+        step("verifying its audit trail")
         _refuse_broken_trail(store, backup)
         if not over_a_new_store:
             _refuse_another_store(store, backup, taken_of, current, config.store_path)
@@ -380,6 +391,7 @@ def _prepare(
         retired = _retired_key(config, current)
         carried = Carried()
         readable = current is not None and current.readable
+        step("taking over what happened since" if readable else "emptying the outbox")
         with (
             attached(store, config.store_path) if readable else nullcontext(),
             store.transaction() as db,
