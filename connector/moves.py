@@ -72,7 +72,7 @@ from dataclasses import dataclass
 
 from connector import audit
 from connector.crypto import Keyring
-from connector.state import Store, chunks
+from connector.state import Store, rows_in
 from connector.store_marks import HELD
 
 __all__ = [
@@ -360,15 +360,10 @@ def vacated_by(store: Store, subject_ids: Sequence[str]) -> dict[str, set[str]]:
     if store.db.execute("SELECT 1 FROM subject_aliases LIMIT 1").fetchone() is None:
         return found
     ids = list(dict.fromkeys(subject_ids))
-    for chunk in chunks(ids, 500):
-        marks = ",".join("?" * len(chunk))
-        rows = store.db.execute(
-            f"SELECT alias, subject_id FROM subject_aliases WHERE alias IN ({marks})",  # noqa: S608
-            tuple(chunk),
-        )
-        for alias, holder in rows:
-            if alias != holder:
-                found.setdefault(alias, set()).add(holder)
+    query = "SELECT alias, subject_id FROM subject_aliases WHERE alias IN (?...)"
+    for alias, holder in rows_in(store.db, query, ids):
+        if alias != holder:
+            found.setdefault(alias, set()).add(holder)
     return found
 
 
@@ -377,15 +372,9 @@ def queued_rows(store: Store, system: str, subject_ids: Sequence[str]) -> dict[s
     numbers = store.subject_numbers(subject_ids)
     found: dict[str, int] = {}
     by_number = {number: sid for sid, number in numbers.items()}
-    keys = list(by_number)
-    for chunk in chunks(keys, 500):
-        marks = ",".join("?" * len(chunk))
-        rows = store.db.execute(
-            "SELECT subject_no, id FROM outbox "  # noqa: S608 - marks only
-            f"WHERE system=? AND subject_no IN ({marks})",
-            (system, *chunk),
-        )
-        found.update((by_number[number], row_id) for number, row_id in rows)
+    query = "SELECT subject_no, id FROM outbox WHERE system=? AND subject_no IN (?...)"
+    for number, row_id in rows_in(store.db, query, list(by_number), before=(system,)):
+        found[by_number[number]] = row_id
     return found
 
 
@@ -442,34 +431,23 @@ def subjects_of_records(store: Store, source: str, record_ids: Sequence[str]) ->
 
 
 def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for chunk in chunks(record_ids, 500):
-        marks = ",".join("?" * len(chunk))
-        rows = store.db.execute(
-            "SELECT i.external_id, s.subject_id "  # noqa: S608 - marks only
-            "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
-            f"WHERE i.system=? AND i.external_id IN ({marks})",
-            (source, *chunk),
-        )
-        found.update(rows.fetchall())
-    return found
+    query = (
+        "SELECT i.external_id, s.subject_id "
+        "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
+        "WHERE i.system=? AND i.external_id IN (?...)"
+    )
+    return dict(rows_in(store.db, query, record_ids, before=(source,)))
 
 
 def _records_for_subjects(store: Store, source: str, subject_ids: list[str]) -> dict[str, str]:
     """The source's record id the identity map holds under each of ``subject_ids``."""
-    found: dict[str, str] = {}
-    for chunk in chunks(subject_ids, 500):
-        marks = ",".join("?" * len(chunk))
-        # Subjects first, by their ids, then each one's row of the source by its key: joined
-        # the other way, SQLite read every identity of the source (see Store, subjects).
-        rows = store.db.execute(
-            "SELECT s.subject_id, i.external_id "  # noqa: S608 - marks only
-            "FROM subjects s CROSS JOIN identities i "
-            f"ON i.system=? AND i.subject_no = s.subject_no WHERE s.subject_id IN ({marks})",
-            (source, *chunk),
-        )
-        found.update(rows.fetchall())
-    return found
+    # Subjects first, by their ids, then each one's row of the source by its key: joined the
+    # other way, SQLite read every identity of the source (see Store, subjects).
+    query = (
+        "SELECT s.subject_id, i.external_id FROM subjects s CROSS JOIN identities i "
+        "ON i.system=? AND i.subject_no = s.subject_no WHERE s.subject_id IN (?...)"
+    )
+    return dict(rows_in(store.db, query, subject_ids, before=(source,)))
 
 
 def same_person(store: Store, subject_ids: Sequence[str], taken: Sequence[str] = ()) -> list[str]:

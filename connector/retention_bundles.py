@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from connector.crypto import BUNDLE_PATH_CONTEXT, DecryptionError, Keyring
-from connector.state import Store, chunks, utcnow
+from connector.state import Store, rows_in, utcnow
 
 __all__ = [
     "BundlePurge",
@@ -153,13 +153,9 @@ def _bundle_rows_of(
     wanted = set(subject_ids)
     if not wanted:
         return []
-    rows: list[tuple[int, bytes | str, str]] = []
-    for chunk in chunks(sorted(wanted), 500):
-        marks = ",".join("?" * len(chunk))
-        rows += store.db.execute(
-            f"SELECT id, path, files FROM bundles WHERE subject_id IN ({marks})",  # noqa: S608
-            tuple(chunk),
-        ).fetchall()
+    rows: list[tuple[int, bytes | str, str]] = rows_in(
+        store.db, "SELECT id, path, files FROM bundles WHERE subject_id IN (?...)", sorted(wanted)
+    )
     rows.sort(key=lambda row: row[0])
     rows += _unowned_bundles_of(store, keyring, wanted.__contains__)
     return rows

@@ -30,7 +30,7 @@ from __future__ import annotations
 # Read by tests, and not in __all__: re-exported by name.
 from connector.store_base import AUTOCHECKPOINT_PAGES as AUTOCHECKPOINT_PAGES
 from connector.store_base import BACKGROUND_BOUND_PAGES as BACKGROUND_BOUND_PAGES
-from connector.store_base import chunks, utcnow
+from connector.store_base import chunks, rows_in, utcnow
 from connector.store_consent import ConsentStore
 from connector.store_dead_letters import DeadLetterStore
 from connector.store_delivered import DeliveredStore
@@ -59,6 +59,7 @@ __all__ = [
     "landed_unsure",
     "latest_runs",
     "latest_success",
+    "rows_in",
     "table_counts",
     "utcnow",
 ]

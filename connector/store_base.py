@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from connector.errors import StoreError
 from connector.schema import MIGRATIONS, statements
@@ -37,8 +37,11 @@ __all__ = [
     "AUTOCHECKPOINT_PAGES",
     "BACKGROUND_BOUND_PAGES",
     "BUSY_TIMEOUT_MS",
+    "IN_LIST",
+    "IN_LIST_MAX",
     "StoreBase",
     "chunks",
+    "rows_in",
     "system_names",
     "utcnow",
 ]
@@ -69,6 +72,41 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     SQLite's limit on a statement's variables (32,766 in its own builds, fewer in older)."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+#: The most values one statement's ``IN (...)`` list is given by :func:`rows_in`: within
+#: SQLite's limit on a statement's variables (999 in builds before 3.32), with room to spare
+#: for the statement's other parameters.
+IN_LIST_MAX = 500
+
+#: Where :func:`rows_in` puts a chunk's placeholders: not SQL, so a statement run without
+#: it fails at once instead of binding the wrong values.
+IN_LIST = "(?...)"
+
+
+def rows_in(
+    db: sqlite3.Connection,
+    sql: str,
+    values: Sequence[object],
+    *,
+    before: Sequence[object] = (),
+    after: Sequence[object] = (),
+) -> list[Any]:
+    """The rows ``sql`` gives for all of ``values``, run :data:`IN_LIST_MAX` values at a time
+    (none for none).
+
+    ``sql`` holds :data:`IN_LIST` once, as ``... IN (?...)``: each run has a chunk's
+    placeholders there, and binds ``before``, the chunk's values, then ``after``. The values
+    are only ever bound, never written into the statement. A statement that gives no rows
+    (a ``DELETE``) runs the same way.
+    """
+    if sql.count(IN_LIST) != 1:
+        raise ValueError(f"the statement must hold {IN_LIST} once")
+    found: list[Any] = []
+    for chunk in chunks(values, IN_LIST_MAX):
+        statement = sql.replace(IN_LIST, "(" + ",".join("?" * len(chunk)) + ")")
+        found += db.execute(statement, (*before, *chunk, *after)).fetchall()
+    return found
 
 
 def system_names(systems: Sequence[str]) -> Sequence[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from connector.store_base import chunks, system_names, utcnow
+from connector.store_base import rows_in, system_names, utcnow
 from connector.store_records import DeadLetter, OutboxRow, PageLetter
 from connector.store_subjects import SubjectStore
 
@@ -103,15 +103,14 @@ class DeadLetterStore(SubjectStore):
         """
         found: dict[str, dict[str, PageLetter]] = {system: {} for system in system_names(systems)}
         names = ",".join("?" * len(systems))
-        for chunk in chunks(subject_ids, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                "SELECT system, subject_id, flow, payload_hash FROM dead_letters "  # noqa: S608
-                f"WHERE system IN ({names}) AND subject_id IN ({marks})",
-                (*systems, *chunk),
-            )
-            for system, subject_id, flow, payload_hash in rows:
-                found[system][subject_id] = PageLetter(flow, payload_hash)
+        query = (
+            "SELECT system, subject_id, flow, payload_hash FROM dead_letters "  # noqa: S608
+            f"WHERE system IN ({names}) AND subject_id IN (?...)"
+        )
+        for system, subject_id, flow, payload_hash in rows_in(
+            self.db, query, subject_ids, before=systems
+        ):
+            found[system][subject_id] = PageLetter(flow, payload_hash)
         return found
 
     def drop_outdated_letters(self, letters: Sequence[tuple[str, str, str | None]]) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 
-from connector.store_base import chunks, system_names, utcnow
+from connector.store_base import rows_in, system_names, utcnow
 from connector.store_marks import WITHDRAWAL
 from connector.store_records import Ack, PageSent
 from connector.store_subjects import SubjectStore
@@ -94,14 +94,12 @@ class DeliveredStore(SubjectStore):
             if db.execute(
                 "SELECT 1 FROM dead_letters WHERE system=? LIMIT 1", (system,)
             ).fetchone():
-                subject_ids = [a.subject_id for a in acks]
-                for chunk in chunks(subject_ids, 500):
-                    marks = ",".join("?" * len(chunk))
-                    db.execute(
-                        "DELETE FROM dead_letters "  # noqa: S608 - marks only
-                        f"WHERE system=? AND subject_id IN ({marks})",
-                        (system, *chunk),
-                    )
+                rows_in(
+                    db,
+                    "DELETE FROM dead_letters WHERE system=? AND subject_id IN (?...)",
+                    [a.subject_id for a in acks],
+                    before=(system,),
+                )
 
     # -- change detection --------------------------------------------------------------------
 
@@ -155,22 +153,21 @@ class DeliveredStore(SubjectStore):
         subject_of = {number: subject_id for subject_id, number in numbers.items()}
         names = ",".join("?" * len(systems))
         kept = "sent_before, sent_earlier" if table == "delivered" else "NULL, NULL"
-        for chunk in chunks(list(subject_of), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT system, subject_no, payload_hash, sent, {kept} "  # noqa: S608
-                f"FROM {table} WHERE system IN ({names}) AND subject_no IN ({marks})",
-                (*systems, *chunk),
-            )
-            for system, number, payload_hash, fields, fields_before, older in rows:
-                subject_id = subject_of[number]
-                hashes[system][subject_id] = payload_hash
-                if fields is not None:
-                    sent[system][subject_id] = fields
-                if fields_before is not None:
-                    before[system][subject_id] = fields_before
-                if older is not None:  # three flows or more (migration 31): seldom
-                    earlier[system][subject_id] = tuple(int(n) for n in json.loads(older)[::-1])
+        query = (
+            f"SELECT system, subject_no, payload_hash, sent, {kept} "  # noqa: S608 - fixed names
+            f"FROM {table} WHERE system IN ({names}) AND subject_no IN (?...)"
+        )
+        for system, number, payload_hash, fields, fields_before, older in rows_in(
+            self.db, query, list(subject_of), before=systems
+        ):
+            subject_id = subject_of[number]
+            hashes[system][subject_id] = payload_hash
+            if fields is not None:
+                sent[system][subject_id] = fields
+            if fields_before is not None:
+                before[system][subject_id] = fields_before
+            if older is not None:  # three flows or more (migration 31): seldom
+                earlier[system][subject_id] = tuple(int(n) for n in json.loads(older)[::-1])
         return hashes, sent, before, earlier
 
     # -- field sets (migration 27) ---------------------------------------------------------

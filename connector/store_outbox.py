@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from connector.store_base import chunks, utcnow
+from connector.store_base import rows_in, utcnow
 from connector.store_marks import HELD, WITHDRAWAL
 from connector.store_records import OutboxRow, QueuedPayload
 from connector.store_runs import RunStore
@@ -135,19 +135,18 @@ class OutboxStore(SubjectStore, RunStore):
         for system, number, digest in rows:
             by_system.setdefault(system, {})[number] = digest
         found: set[str] = set()
+        query = (
+            "SELECT subject_no, flow, payload_hash FROM outbox "
+            "WHERE system=? AND subject_no IN (?...) AND flow!=? AND payload_hash!=?"
+        )
         for system, digests in by_system.items():
-            for chunk in chunks(list(digests), 500):
-                marks = ",".join("?" * len(chunk))
-                found.update(
-                    str(other)
-                    for number, other, digest in self.db.execute(
-                        "SELECT subject_no, flow, payload_hash FROM outbox "  # noqa: S608
-                        f"WHERE system=? AND subject_no IN ({marks}) AND flow!=? "
-                        "AND payload_hash!=?",
-                        (system, *chunk, flow, HELD),
-                    )
-                    if digest != digests[number]
+            found.update(
+                str(other)
+                for number, other, digest in rows_in(
+                    self.db, query, list(digests), before=(system,), after=(flow, HELD)
                 )
+                if digest != digests[number]
+            )
         return found
 
     # -- outbox ------------------------------------------------------------------------------
@@ -214,15 +213,10 @@ class OutboxStore(SubjectStore, RunStore):
         numbers = self.subject_numbers(subject_ids)
         subject_of = {number: sid for sid, number in numbers.items()}
         found: dict[str, set[str]] = {}
+        query = "SELECT subject_no FROM outbox WHERE flow=? AND system=? AND subject_no IN (?...)"
         for flow, system in pairs:
-            for chunk in chunks(list(subject_of), 500):
-                marks = ",".join("?" * len(chunk))
-                rows = self.db.execute(
-                    "SELECT subject_no FROM outbox WHERE flow=? AND system=? "  # noqa: S608
-                    f"AND subject_no IN ({marks})",
-                    (flow, system, *chunk),
-                )
-                found.setdefault(system, set()).update(subject_of[n] for (n,) in rows)
+            rows = rows_in(self.db, query, list(subject_of), before=(flow, system))
+            found.setdefault(system, set()).update(subject_of[n] for (n,) in rows)
         return found
 
     def outbox_count(self, system: str | None = None) -> int:
@@ -270,15 +264,11 @@ class OutboxStore(SubjectStore, RunStore):
         """Which of the outbox ``ids`` are still queued, each with its subject's number and
         sealed payload now (a move gives a row kept for its former address to the new one; a
         correction seals the row anew under the same id)."""
-        found: dict[int, tuple[int, bytes]] = {}
-        for chunk in chunks(list(ids), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT id, subject_no, payload FROM outbox WHERE id IN ({marks})",  # noqa: S608
-                tuple(chunk),
-            )
-            found.update((int(i), (int(no), bytes(payload))) for i, no, payload in rows)
-        return found
+        query = "SELECT id, subject_no, payload FROM outbox WHERE id IN (?...)"
+        return {
+            int(i): (int(no), bytes(payload))
+            for i, no, payload in rows_in(self.db, query, list(ids))
+        }
 
     def forget_former(self, ids: Sequence[int]) -> None:
         """Clear the former address's write of these rows: it was sent and answered."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from connector.store_base import StoreBase, chunks, system_names
+from connector.store_base import StoreBase, rows_in, system_names
 
 __all__ = ["PER_SYSTEM_TABLES", "SubjectStore"]
 
@@ -44,28 +44,13 @@ class SubjectStore(StoreBase):
         return found
 
     def _numbers(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for chunk in chunks(subject_ids, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT subject_id, subject_no FROM subjects "  # noqa: S608 - marks only
-                f"WHERE subject_id IN ({marks})",
-                tuple(chunk),
-            )
-            found.update(rows.fetchall())
-        return found
+        query = "SELECT subject_id, subject_no FROM subjects WHERE subject_id IN (?...)"
+        return dict(rows_in(self.db, query, subject_ids))
 
     def _numbered(self, numbers: Sequence[int]) -> set[int]:
         """Which of ``numbers`` a subject still has (an erasure deletes the subject's)."""
-        found: set[int] = set()
-        for chunk in chunks(list(dict.fromkeys(numbers)), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT subject_no FROM subjects WHERE subject_no IN ({marks})",  # noqa: S608
-                tuple(chunk),
-            )
-            found.update(no for (no,) in rows)
-        return found
+        query = "SELECT subject_no FROM subjects WHERE subject_no IN (?...)"
+        return {no for (no,) in rows_in(self.db, query, list(dict.fromkeys(numbers)))}
 
     def _number(self, subject_ids: Sequence[str]) -> dict[str, int]:
         """Number ``subject_ids`` (none has a number), above every number handed out before.
@@ -104,15 +89,12 @@ class SubjectStore(StoreBase):
             return found
         subject_of = {number: subject_id for subject_id, number in numbers.items()}
         names = ",".join("?" * len(systems))
-        for chunk in chunks(list(subject_of), 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT system, subject_no, {column} FROM {table} "  # noqa: S608 - fixed names
-                f"WHERE system IN ({names}) AND subject_no IN ({marks})",
-                (*systems, *chunk),
-            )
-            for system, number, value in rows:
-                found[system][subject_of[number]] = value
+        query = (
+            f"SELECT system, subject_no, {column} FROM {table} "  # noqa: S608 - fixed names
+            f"WHERE system IN ({names}) AND subject_no IN (?...)"
+        )
+        for system, number, value in rows_in(self.db, query, list(subject_of), before=systems):
+            found[system][subject_of[number]] = value
         return found
 
     def by_subject(
@@ -146,16 +128,8 @@ class SubjectStore(StoreBase):
     def _listed(self, table: str, system: str, subject_ids: Sequence[str]) -> set[str]:
         """Which of ``subject_ids`` have a row of ``table`` (keyed by system and subject id)
         for ``system``."""
-        found: set[str] = set()
-        for chunk in chunks(subject_ids, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT subject_id FROM {table} "  # noqa: S608 - a fixed name, marks only
-                f"WHERE system=? AND subject_id IN ({marks})",
-                (system, *chunk),
-            )
-            found.update(str(sid) for (sid,) in rows)
-        return found
+        query = f"SELECT subject_id FROM {table} WHERE system=? AND subject_id IN (?...)"  # noqa: S608
+        return {str(sid) for (sid,) in rows_in(self.db, query, subject_ids, before=(system,))}
 
     def external_id(self, system: str, subject_id: str) -> str | None:
         return self.external_ids(system, [subject_id]).get(subject_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from connector.store_base import StoreBase, chunks, utcnow
+from connector.store_base import StoreBase, rows_in, utcnow
 
 __all__ = ["HELD_PHONE", "SUPPRESSION_HELD_MAX", "SuppressionStore"]
 
@@ -38,15 +38,8 @@ class SuppressionStore(StoreBase):
         listed = self._suppression_list()
         if listed is not None:
             return {sid for sid in subject_ids if sid in listed}
-        found: set[str] = set()
-        for chunk in chunks(subject_ids, 500):
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT subject_id FROM suppression WHERE subject_id IN ({marks})",  # noqa: S608
-                tuple(chunk),
-            )
-            found.update(r[0] for r in rows)
-        return found
+        query = "SELECT subject_id FROM suppression WHERE subject_id IN (?...)"
+        return {r[0] for r in rows_in(self.db, query, subject_ids)}
 
     def anyone_suppressed(self) -> bool:
         """Whether the suppression list holds anyone at all (a new store's does not)."""

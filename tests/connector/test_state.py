@@ -1330,3 +1330,27 @@ def test_a_statement_that_fills_the_disk_raises_the_full_disk_not_a_rollback_err
             )
     assert caught.value.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
     assert not store.db.in_transaction
+
+
+def test_rows_in_asks_past_the_variable_limit_in_chunks_with_its_other_parameters() -> None:
+    """rows_in runs a statement per 500 values, each binding the parameters before and after
+    its own: 1,201 values past the 999 variables older SQLite allows in one statement."""
+    with closing(sqlite3.connect(":memory:")) as db:
+        db.execute("CREATE TABLE t (kind TEXT, n INTEGER, flag INTEGER)")
+        db.executemany("INSERT INTO t VALUES (?, ?, ?)", [("a", n, n % 2) for n in range(1300)])
+        db.executemany("INSERT INTO t VALUES (?, ?, ?)", [("b", n, 1) for n in range(1300)])
+        asked = list(range(1201))
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        rows = store_base.rows_in(
+            db,
+            "SELECT n FROM t WHERE kind=? AND n IN (?...) AND flag=? ORDER BY n",
+            asked,
+            before=("a",),
+            after=(1,),
+        )
+        assert [n for (n,) in rows] == [n for n in asked if n % 2]
+        assert len(statements) == 3  # 500 + 500 + 201
+        assert store_base.rows_in(db, "SELECT n FROM t WHERE n IN (?...)", []) == []
+        with pytest.raises(ValueError, match="once"):
+            store_base.rows_in(db, "SELECT n FROM t WHERE n IN (1, 2)", asked)
