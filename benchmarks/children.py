@@ -30,7 +30,10 @@ def dies_with_parent(command: Sequence[str]) -> list[str]:
     Where there is no such signal (not Linux) or no ``setpriv`` to set it, ``command`` as it
     is: the benchmark runs as before, and only an outright kill leaves the child behind.
     The child must be started from the thread that outlives it (the main thread, here): the
-    signal follows the thread that started it, not the process.
+    signal follows the thread that started it, not the process. A benchmark killed in the
+    few milliseconds between starting the child and setpriv setting the signal still leaves
+    it behind (setpriv cannot look whether its parent went meanwhile); every benchmark waits
+    longer than that for its child to get ready.
     """
     setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
     if setpriv is None:

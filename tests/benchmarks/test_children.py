@@ -12,16 +12,19 @@ import pytest
 
 from benchmarks.children import dies_with_parent
 
-#: A benchmark that starts a child which would outlive it by a minute, says the child's pid,
-#: and waits on its standard input to be killed.
+#: A benchmark that starts a child which would outlive it by a minute, says the child's pid
+#: once the child runs (so past setpriv, which set the signal before it ran the child's
+#: command: killed earlier, the parent would race it), and waits on its input to be killed.
 PARENT = textwrap.dedent(
     """
     import subprocess, sys
     from benchmarks.children import dies_with_parent
 
+    CHILD = "import time; print('up', flush=True); time.sleep(60)"
     child = subprocess.Popen(
-        dies_with_parent([sys.executable, "-c", "import time; time.sleep(60)"])
+        dies_with_parent([sys.executable, "-c", CHILD]), stdout=subprocess.PIPE, text=True
     )
+    assert child.stdout.readline() == "up\\n"
     print(child.pid, flush=True)
     sys.stdin.read()
     """
