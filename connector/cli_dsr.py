@@ -40,6 +40,7 @@ from connector.receipts import (
     verify_with_listing,
 )
 from connector.runtime import open_runtime
+from connector.stages import counted
 from connector.storefile import on_full_disk, store_exists
 
 __all__ = ["register", "run"]
@@ -390,7 +391,8 @@ def _retry_all(args: argparse.Namespace) -> bool:
 
 async def _retry(service: DsrService, args: argparse.Namespace, console: Console) -> int:
     if _retry_all(args):
-        progressed = await service.retry_open()
+        with counted(console, "dsr retry: open requests", show=not args.json) as counts:
+            progressed = await service.retry_open(counts=counts)
         still_open = service.list(open_only=True)
         if args.json:
             print(json.dumps({"progressed": progressed, "open": len(still_open)}))

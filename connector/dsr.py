@@ -75,6 +75,7 @@ from connector.model import normalise_email
 from connector.moves import same_person
 from connector.receipts import ReceiptSigner
 from connector.runtime import Runtime
+from connector.stages import Counts, uncounted
 from connector.state import Store
 from connector.storefile import failure
 
@@ -515,7 +516,9 @@ class DsrService(EventIntake, OperatorDecisions, ReceiptKeys, Supersession):
                 break
         return self._view(self.db.get(request_id))
 
-    async def retry_open(self, *, stopping: asyncio.Event | None = None) -> int:
+    async def retry_open(
+        self, *, stopping: asyncio.Event | None = None, counts: Counts = uncounted
+    ) -> int:
         """Retry every open request, at most ``concurrency`` at once; return how many progressed.
 
         A request progressed when it completed or more of its systems reached a final status.
@@ -524,6 +527,9 @@ class DsrService(EventIntake, OperatorDecisions, ReceiptKeys, Supersession):
             stopping: set when the daemon stops. A request still waiting for its turn then
                 does not start: started, its erasure would be cut off by the stop's grace
                 with its vendors half asked. It is tried again at the next start.
+            counts: told how many of the open requests have been tried of how many, first
+                with none and then as each one ends (``dsr retry --all`` shows it on a
+                terminal: each request asks its systems again, and a thousand take minutes).
 
         Raises:
             sqlite3.Error: the store refused (a full disk, a store it may not write, a lock
@@ -559,7 +565,18 @@ class DsrService(EventIntake, OperatorDecisions, ReceiptKeys, Supersession):
                 return not view.is_open or self._finals(row.id) > before
 
         rows = self.db.requests(open_only=True)
-        done = await asyncio.gather(*(one(row) for row in rows))
+        tried = 0
+        counts(tried, len(rows))
+
+        async def counted_one(row: RequestRow) -> bool:
+            nonlocal tried
+            try:
+                return await one(row)
+            finally:
+                tried += 1
+                counts(tried, len(rows))
+
+        done = await asyncio.gather(*(counted_one(row) for row in rows))
         if refused:
             raise refused[0]
         return sum(done)

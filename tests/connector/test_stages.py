@@ -1,4 +1,5 @@
-"""A backup and a restore say each step as it starts; a terminal shows it, nobody else."""
+"""A backup and a restore say each step as it starts, and ``dsr retry --all`` how many of the
+open requests it has tried; a terminal shows it, nobody else."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from adapters.hubspot.sandbox import HubSpotSandbox
 from adapters.woocommerce.sandbox import WooCommerceSandbox
 from connector.backup import take_backup
 from connector.cli import main
+from connector.dsr import DsrService
 from connector.restore import restore_backup
-from connector.stages import shown, unseen
+from connector.stages import counted, shown, uncounted, unseen
 from tests.conftest import CANARY_EMAIL, CANARY_NAME, CANARY_PHONE, RuntimeFactory
+
+OTHER_EMAIL = "otto.ander@voorbeeld.nl"
 
 BACKUP_STEPS = [
     "verifying the audit trail",
@@ -65,6 +70,33 @@ def test_a_terminal_is_shown_the_step_and_the_display_goes_at_the_end() -> None:
     assert drawn.endswith("\x1b[1A\x1b[2K")  # up one line, erase it
 
 
+async def test_a_retry_of_every_open_request_counts_each_as_it_ends(
+    shop: WooCommerceSandbox, crm: HubSpotSandbox, open_rt: RuntimeFactory
+) -> None:
+    shop.add_person(CANARY_EMAIL, CANARY_NAME, "Klant", CANARY_PHONE)
+    shop.add_person(OTHER_EMAIL, "Otto", "Ander", "0611111111")
+    async with open_rt() as rt:
+        await rt.engine.sync()
+        service = DsrService(rt)
+        crm.faults.down = True
+        assert (await service.erase(CANARY_EMAIL)).is_open
+        assert (await service.erase(OTHER_EMAIL)).is_open
+        crm.faults.down = False
+        said: list[tuple[int, int]] = []
+        assert await service.retry_open(counts=lambda done, total: said.append((done, total))) == 2
+    assert said == [(0, 2), (1, 2), (2, 2)]
+
+
+def test_a_terminal_is_shown_how_many_are_done_of_how_many() -> None:
+    console, screen = _terminal()
+    with counted(console, "dsr retry: open requests") as count:
+        count(0, 3)
+        count(2, 3)
+    drawn = screen.getvalue()
+    assert "dsr retry: open requests" in drawn and "2/3" in drawn
+    assert drawn.endswith("\x1b[1A\x1b[2K")
+
+
 @pytest.mark.parametrize("interactive", [False, True])
 def test_a_pipe_or_a_json_reader_is_shown_nothing(interactive: bool) -> None:
     screen = io.StringIO()
@@ -72,6 +104,9 @@ def test_a_pipe_or_a_json_reader_is_shown_nothing(interactive: bool) -> None:
     with shown(console, "backup", show=not interactive) as step:
         assert step is unseen
         step("copying the store")
+    with counted(console, "dsr retry", show=not interactive) as count:
+        assert count is uncounted
+        count(1, 2)
     assert screen.getvalue() == ""
 
 
