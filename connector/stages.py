@@ -3,7 +3,7 @@ terminal.
 
 A restore of a store of a million customers takes a minute or more (the backup checked,
 copied, migrated, its audit trail verified, what happened since taken over), a backup of one
-a quarter of that; either printed nothing until it was done, and an operator could not tell
+a fifth of that; either printed nothing until it was done, and an operator could not tell
 a command at work from one that hung. The work says each step as it starts (a
 :data:`Steps`); on an interactive terminal a spinner shows it with the time so far, and it
 goes when the command ends, leaving the command's own report. Work made of many like items
