@@ -26,8 +26,9 @@ from connector.others import own_addresses
 PROPERTIES_UNREAD: Final = "propertiesNotRead"
 
 #: Why, as a code the access report states in the report's language (connector/access.py):
-#: the scope that lets a token read the portal's property definitions. Its name is
-#: UNVERIFIED against HubSpot's scope list; HubSpot answers 403 for a missing scope.
+#: the scope that lets a token read the portal's property definitions. Integration vendors'
+#: scope lists name it so (the scopes a contacts sync with all properties asks for); HubSpot's
+#: own scope list was not read (UNVERIFIED there). HubSpot answers 403 for a missing scope.
 PROPERTIES_UNREAD_REASON: Final = "crm.schemas.contacts.read"
 
 
