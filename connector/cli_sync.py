@@ -22,6 +22,7 @@ from connector.engine import DestinationReport, FlowReport, Progress
 from connector.errors import ConfigError
 from connector.lock import sharing_keys, syncing
 from connector.runtime import looked_at, open_runtime, settle_heap
+from connector.stages import on_terminal
 from connector.state import Store
 from connector.storefile import store_exists
 
@@ -54,12 +55,10 @@ def progress_bar(console: Console, *, show: bool = True) -> Iterator[Progress | 
     """Bars per flow and destination while the block runs, on a terminal; else ``None``.
 
     A pipe or a ``--json`` reader (``show=False``) gets nothing: what it reads is the report,
-    and a bar drawn there would be in the way of it. The bar is transient, so what stays on
-    the terminal is the report alone. A console rich takes for a terminal only because the
-    environment asks for colour (``FORCE_COLOR``) is not interactive (the CLI's console says
-    so): colour there, but no bar redrawn into a file.
+    and a bar drawn there would be in the way of it (:func:`connector.stages.on_terminal`).
+    The bar is transient, so what stays on the terminal is the report alone.
     """
-    if not (show and console.is_terminal and console.is_interactive):
+    if not on_terminal(console, show):
         yield None
         return
     from rich.progress import Progress as RichProgress

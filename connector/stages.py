@@ -18,10 +18,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-__all__ = ["Counts", "Steps", "counted", "shown", "uncounted", "unseen"]
+if TYPE_CHECKING:
+    # Imported where a display is drawn: most commands (and the daemon) never draw one, and
+    # rich's progress module is not theirs to load at start-up.
+    from rich.progress import Progress, ProgressColumn
+
+__all__ = ["Counts", "Steps", "counted", "on_terminal", "shown", "uncounted", "unseen"]
 
 #: Told the step that starts now, in a few words ("copying the store").
 Steps = Callable[[str], None]
@@ -38,30 +44,34 @@ def uncounted(done: int, total: int) -> None:
     """Nobody to tell how far the work is (as :func:`unseen`)."""
 
 
-def _on_terminal(console: Console, show: bool) -> bool:
+def on_terminal(console: Console, show: bool = True) -> bool:
+    """Whether a live display may be drawn on ``console``: an interactive terminal, and
+    ``show`` (not ``--json``). A console rich takes for a terminal only because the
+    environment asks for colour (``FORCE_COLOR``) is not interactive (the CLI's console says
+    so): colour there, but nothing redrawn into a file."""
     return show and console.is_terminal and console.is_interactive
 
 
 @contextlib.contextmanager
-def shown(console: Console, command: str, *, show: bool = True) -> Iterator[Steps]:
-    """A :data:`Steps` that shows ``command``'s current step on ``console`` while the block
-    runs, if it is an interactive terminal and ``show`` (not ``--json``); else :func:`unseen`.
+def _display(console: Console, *columns: ProgressColumn) -> Iterator[Progress]:
+    """A transient live display of ``columns``: gone when the block ends, so what stays on
+    the terminal is the command's report alone."""
+    from rich.progress import Progress, TimeElapsedColumn
 
-    As the sync's progress bar (:func:`connector.cli_sync.progress_bar`), the display is
-    transient, so what stays on the terminal is the command's report alone.
-    """
-    if not _on_terminal(console, show):
+    with Progress(*columns, TimeElapsedColumn(), console=console, transient=True) as display:
+        yield display
+
+
+@contextlib.contextmanager
+def shown(console: Console, command: str, *, show: bool = True) -> Iterator[Steps]:
+    """A :data:`Steps` that shows ``command``'s current step on ``console`` with the time so
+    far while the block runs, where :func:`on_terminal`; else :func:`unseen`."""
+    if not on_terminal(console, show):
         yield unseen
         return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import SpinnerColumn, TextColumn
 
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as display:
+    with _display(console, SpinnerColumn(), TextColumn("{task.description}")) as display:
         task = display.add_task(f"{command}: starting", total=None)
 
         def step(text: str) -> None:
@@ -73,26 +83,14 @@ def shown(console: Console, command: str, *, show: bool = True) -> Iterator[Step
 @contextlib.contextmanager
 def counted(console: Console, command: str, *, show: bool = True) -> Iterator[Counts]:
     """A :data:`Counts` that shows how far ``command`` is as a bar (done of all, the time so
-    far) while the block runs, as :func:`shown` shows a step; else :func:`uncounted`."""
-    if not _on_terminal(console, show):
+    far) while the block runs, where :func:`on_terminal`; else :func:`uncounted`."""
+    if not on_terminal(console, show):
         yield uncounted
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
 
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as display:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with _display(console, *columns) as display:
         task = display.add_task(command, total=None)
 
         def count(done: int, total: int) -> None:
