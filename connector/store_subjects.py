@@ -34,14 +34,10 @@ class SubjectStore(StoreBase):
         so it belongs inside a write transaction (one is opened if the caller has none).
         """
         unique = list(dict.fromkeys(subject_ids))
-        if not create:
+        if not create or not unique:
             return self._numbers(unique)
-        with self.transaction():  # read under the write lock: nobody numbers them meanwhile
-            found = self._numbers(unique)
-            new = [sid for sid in unique if sid not in found]
-            if new:
-                found.update(self._number(new))
-        return found
+        with self.transaction():  # under the write lock: nobody numbers them meanwhile
+            return self._number(unique)
 
     def _numbers(self, subject_ids: Sequence[str]) -> dict[str, int]:
         query = "SELECT subject_id, subject_no FROM subjects WHERE subject_id IN (?...)"
@@ -53,28 +49,37 @@ class SubjectStore(StoreBase):
         return {no for (no,) in rows_in(self.db, query, list(dict.fromkeys(numbers)))}
 
     def _number(self, subject_ids: Sequence[str]) -> dict[str, int]:
-        """Number ``subject_ids`` (none has a number), above every number handed out before.
+        """Each of ``subject_ids``'s number (no id twice), the new ones numbered in the order
+        given, above every number handed out before.
 
         SQLite's own choice (the highest in the table + 1) gave an erased person's number to
         the next newcomer, and an acknowledgement of the erased person's still waiting to be
         committed then attached their delivered hash and system id to the newcomer (see
         migration 20). The highest number handed out is kept, and moved here.
+
+        Each id is offered a number at once, and keeps the one it had: where all are new, as
+        on a page of a first sync, that is one seek of the random ``subject_id`` index each,
+        where asking first and numbering after took two. Only where some had one are they
+        all read back (a number offered to one of those goes unused: numbers need no order
+        but their rise).
         """
         (high,) = self.db.execute(
             "SELECT MAX(COALESCE((SELECT n FROM subject_numbers_given WHERE id = 1), 0), "
             "(SELECT COALESCE(MAX(subject_no), 0) FROM subjects))"
         ).fetchone()
-        numbered = {sid: int(high) + n for n, sid in enumerate(subject_ids, 1)}
-        self.db.executemany(
-            "INSERT INTO subjects(subject_no, subject_id) VALUES (?, ?)",
-            [(number, sid) for sid, number in numbered.items()],
-        )
-        self.db.execute(
-            "INSERT INTO subject_numbers_given(id, n) VALUES (1, ?) "
-            "ON CONFLICT(id) DO UPDATE SET n = excluded.n",
-            (int(high) + len(subject_ids),),
-        )
-        return numbered
+        offered = {sid: int(high) + n for n, sid in enumerate(subject_ids, 1)}
+        added = self.db.executemany(
+            "INSERT INTO subjects(subject_no, subject_id) VALUES (?, ?) "
+            "ON CONFLICT(subject_id) DO NOTHING",
+            [(number, sid) for sid, number in offered.items()],
+        ).rowcount
+        if added:
+            self.db.execute(
+                "INSERT INTO subject_numbers_given(id, n) VALUES (1, ?) "
+                "ON CONFLICT(id) DO UPDATE SET n = excluded.n",
+                (int(high) + len(subject_ids),),
+            )
+        return offered if added == len(offered) else self._numbers(subject_ids)
 
     def _by_number(
         self, table: str, column: str, systems: Sequence[str], numbers: Mapping[str, int]

@@ -225,6 +225,31 @@ def test_new_subjects_get_numbers_in_the_order_they_are_queued(tmp_path: Path) -
     assert store.subject_numbers(["m", "c", "x", "z"]) == numbers  # nothing renumbered
 
 
+def test_a_page_of_known_and_new_people_keeps_the_known_numbers_and_numbers_the_rest(
+    tmp_path: Path,
+) -> None:
+    """Numbering offers every id of a page a number at once: those who had one keep it, and
+    everyone else is numbered above all numbers given, in the page's order, once each."""
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", _payloads(["a", "b"]), [], None)
+    assert store.subject_numbers(["a", "b"]) == {"a": 1, "b": 2}
+
+    numbers = store.subject_numbers(["n", "b", "m", "n", "a"], create=True)
+
+    assert numbers["a"] == 1 and numbers["b"] == 2
+    assert numbers["n"] > 2 and numbers["m"] > numbers["n"]
+    assert store.subject_numbers(["a", "b", "n", "m"]) == numbers
+    assert store.db.execute("SELECT COUNT(*) FROM subjects").fetchone() == (4,)
+    # Nobody later gets a number offered here, used or not.
+    store.enqueue_page("f", "shop", _payloads(["z"]), [], None)
+    assert store.subject_numbers(["z"])["z"] > 5
+    # All known: nothing written, nothing handed out.
+    given = store.db.execute("SELECT n FROM subject_numbers_given").fetchone()
+    assert store.subject_numbers(["m", "a"], create=True) == {"m": numbers["m"], "a": 1}
+    assert store.db.execute("SELECT n FROM subject_numbers_given").fetchone() == given
+    assert store.subject_numbers([], create=True) == {}
+
+
 def test_an_erased_persons_number_is_never_given_to_a_newcomer(tmp_path: Path) -> None:
     """The newest person is erased while an acknowledgement of theirs waits to be committed
     (it carries their number); the next person gets a number of their own. Given the erased
