@@ -68,7 +68,7 @@ be written, so the people of a ring are not held (:func:`in_rings`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connector import audit
 from connector.crypto import Keyring
@@ -125,6 +125,10 @@ class PageIds:
     #: The page's subjects the map ties to a record other than the page's: subject -> that
     #: record id. Someone else held the address (and may have left it since).
     held: dict[str, str]
+    #: The store's number of each subject looked up here (every one of the page's with a
+    #: record id), ``None`` for those with none yet: the page asks for no one's again
+    #: (:meth:`~connector.store_delivered.DeliveredStore.page_hashes`).
+    numbers: dict[str, int | None] = field(default_factory=dict)
 
     def elsewhere(self, pulled: Mapping[str, str | None]) -> dict[str, str]:
         """Of :attr:`held`, those whose record the page does not hold: the source is asked
@@ -143,6 +147,8 @@ class PagePlan:
     #: map: written, they went under that person's ids (onto their records everywhere), and
     #: their source id replaced his. The page leaves them out.
     withheld: set[str]
+    #: :attr:`PageIds.numbers`, where the plan moves nobody (a move renumbers).
+    numbers: Mapping[str, int | None] = field(default_factory=dict)
 
 
 def set_apart_id(keyring: Keyring, source: str, stored_id: str) -> str:
@@ -157,21 +163,35 @@ def set_apart_id(keyring: Keyring, source: str, stored_id: str) -> str:
 def page_ids(store: Store, source: str, pulled: Mapping[str, str | None]) -> PageIds:
     """What the identity map says of a page; ``pulled`` is subject id -> the source's record.
 
-    One query for the page's record ids; one more only where a subject of the page is not
-    known by its own record (a new customer, a changed address): on a sync that finds
-    nobody new or moved, none.
+    One query for the page's record ids; more only where a subject of the page is not
+    known by its own record (a new customer, a changed address): their numbers, then the
+    records of those who have one. On a sync that finds nobody new or moved, none.
     """
     by_record = {ext: sid for sid, ext in pulled.items() if ext}
     if not by_record:
         return PageIds({}, {})
-    known = _subjects_for_records(store, source, list(by_record))
+    rows = rows_in(
+        store.db,
+        "SELECT i.external_id, s.subject_id, s.subject_no "
+        "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
+        "WHERE i.system=? AND i.external_id IN (?...)",
+        list(by_record),
+        before=(source,),
+    )
+    known: dict[str, str] = {ext: sid for ext, sid, _ in rows}
+    numbers: dict[str, int | None] = {sid: no for _, sid, no in rows}
     unconfirmed = [sid for ext, sid in by_record.items() if known.get(ext) != sid]
+    # Subjects first, by their ids, then each one's row of the source by its key: joined
+    # the other way, SQLite read every identity of the source (see Store, subjects). A
+    # first sync's page stops at the first: nobody has a number.
+    found = store.subject_numbers(unconfirmed)
+    numbers.update((sid, found.get(sid)) for sid in unconfirmed)
     held = {
         sid: ext
-        for sid, ext in _records_for_subjects(store, source, unconfirmed).items()
+        for sid, ext in store.external_ids_numbered(source, found).items()
         if ext != pulled[sid]
     }
-    return PageIds(known, held)
+    return PageIds(known, held, numbers)
 
 
 def find_moves(
@@ -195,7 +215,7 @@ def find_moves(
     leaving = {sid: gone[ext] for sid, ext in ids.held.items() if ext in gone}
     candidates = {old: by_record[ext] for ext, old in ids.known.items() if old != by_record[ext]}
     if not candidates and not leaving:
-        return PagePlan([], set(ids.held))
+        return PagePlan([], set(ids.held), ids.numbers)
     new_ids = list(candidates.values())
     erased = store.suppressed([*candidates, *new_ids, *leaving])
     moves = [
@@ -437,17 +457,6 @@ def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> d
         "WHERE i.system=? AND i.external_id IN (?...)"
     )
     return dict(rows_in(store.db, query, record_ids, before=(source,)))
-
-
-def _records_for_subjects(store: Store, source: str, subject_ids: list[str]) -> dict[str, str]:
-    """The source's record id the identity map holds under each of ``subject_ids``."""
-    # Subjects first, by their ids, then each one's row of the source by its key: joined the
-    # other way, SQLite read every identity of the source (see Store, subjects).
-    query = (
-        "SELECT s.subject_id, i.external_id FROM subjects s CROSS JOIN identities i "
-        "ON i.system=? AND i.subject_no = s.subject_no WHERE s.subject_id IN (?...)"
-    )
-    return dict(rows_in(store.db, query, subject_ids, before=(source,)))
 
 
 def same_person(store: Store, subject_ids: Sequence[str], taken: Sequence[str] = ()) -> list[str]:

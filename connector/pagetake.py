@@ -267,8 +267,12 @@ class PageTaker:
         unsent: list[tuple[str, str]] = []  # queued there, and not queued again now
         ungated: list[tuple[str, str]] = []  # queued there under a consent no longer given
         names = [dest.name for dest in destinations]
+        # The numbers the plan read stand: nothing ran in between (no move was made, and
+        # there was no wait, in which another flow's move or an erasure could have run).
         queued_by, delivered_by, sent_by = self.store.page_hashes(
-            names, [*subject_ids, *formerly.values(), *addressless]
+            names,
+            [*subject_ids, *formerly.values(), *addressless],
+            None if addressless else plan.numbers,
         )
         # What a destination refused for good is not offered again as it was: it would be
         # refused again, and add a dead letter, on every sync. A --full sync retries. A

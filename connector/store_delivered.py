@@ -117,17 +117,29 @@ class DeliveredStore(SubjectStore):
         )
 
     def page_hashes(
-        self, systems: Sequence[str], subject_ids: Sequence[str]
+        self,
+        systems: Sequence[str],
+        subject_ids: Sequence[str],
+        numbers: Mapping[str, int | None] | None = None,
     ) -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]], PageSent]:
         """(queued, delivered, sent) for a page: per system, per subject, the hash of the
         payload waiting in the outbox and of the one last delivered, and the field sets of
         both (:meth:`field_set`; only where there is one). The page's subject numbers are
         looked up once (on a first sync nobody has one, and nothing more is read), and each
-        table once for hash and set alike."""
-        numbers = self.subject_numbers(subject_ids)
-        queued, queued_sent, _, _ = self._hashes_by_number("outbox", systems, numbers)
+        table once for hash and set alike.
+
+        ``numbers`` holds numbers the caller looked up already, ``None`` for a subject that
+        had none (the page's identity map: :class:`~connector.moves.PageIds`); only the
+        other subjects' are looked up. The caller passes numbers read since its last wait,
+        with no write of its own in between.
+        """
+        given = numbers or {}
+        read = {sid: given[sid] for sid in subject_ids if sid in given}
+        numbered = {sid: no for sid, no in read.items() if no is not None}
+        numbered.update(self.subject_numbers([sid for sid in subject_ids if sid not in read]))
+        queued, queued_sent, _, _ = self._hashes_by_number("outbox", systems, numbered)
         delivered, delivered_sent, before, earlier = self._hashes_by_number(
-            "delivered", systems, numbers
+            "delivered", systems, numbered
         )
         return queued, delivered, PageSent(queued_sent, delivered_sent, before, earlier)
 

@@ -955,6 +955,32 @@ def test_a_page_record_under_an_address_the_source_still_shows_under_another_is_
     assert gone.moves == [Move("shop", "b", "apart", set_apart=True)] and not gone.withheld
 
 
+def test_a_page_s_subject_numbers_are_read_once_for_its_plan_and_its_hashes(
+    tmp_path: Path,
+) -> None:
+    """The identity map's read of a page gives each subject's number (none for a newcomer);
+    given them, the page's hashes ask the subjects table for nobody again, and read what
+    they read asking for themselves. A plan that moves someone passes no numbers on."""
+    store = Store(tmp_path / "s.db")
+    store.enqueue_page("f", "shop", [QueuedPayload("crm", "a", b"x", "ha")], [("a", "1")], None)
+    pulled: dict[str, str | None] = {"a": "1", "n": "2"}
+
+    ids = page_ids(store, "shop", pulled)
+    plan = find_moves(store, "shop", pulled, ids)
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    given = store.page_hashes(["crm"], ["a", "n"], plan.numbers)
+    store.db.set_trace_callback(None)
+
+    assert ids.numbers == {"a": 1, "n": None} and plan.numbers == ids.numbers
+    assert statements and not [s for s in statements if "FROM subjects" in s]
+    assert given == store.page_hashes(["crm"], ["a", "n"])
+    assert given[0] == {"crm": {"a": "ha"}}
+    moved: dict[str, str | None] = {"m": "1"}  # record 1's address changed: a -> m
+    moving = find_moves(store, "shop", moved, page_ids(store, "shop", moved))
+    assert moving.moves == [Move("shop", "a", "m")] and moving.numbers == {}
+
+
 async def _taker_read_a_page_before_the_leaver(
     shop: WooCommerceSandbox, crm: HubSpotSandbox, rt: Runtime
 ) -> tuple[int, int]:
