@@ -156,14 +156,14 @@ class ShopErasure(SubjectLookup):
         anonymised, blank, notes = orders
         done = ["no customer account"]
         if anonymised or blank:
-            done.append(_anonymised(anonymised, blank, notes, "guest orders"))
+            done.append(_anonymised(anonymised, blank, notes, "guest order"))
         elif not self.settings.anonymise_orders:
             # Only counted: whose each order is says it is theirs, and nothing else is read.
             whose = {"_fields": ",".join(ORDER_KEYS)}
             guest = await self._orders_for(subject, [], whose)
             if guest:
                 # Not "nothing held": their guest orders stay, with their billing data.
-                done.append(f"{len(guest)} guest orders {KEPT_ORDERS}")
+                done.append(f"{_count(len(guest), 'guest order')} {KEPT_ORDERS}")
                 if not reviews:
                     return ErasureResult(
                         found=True,
@@ -290,17 +290,22 @@ class ShopErasure(SubjectLookup):
         return response.status_code
 
 
-def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "orders") -> str:
+def _count(count: int, noun: str) -> str:
+    """``count`` and ``noun``, the noun plural unless one: a receipt says "1 order"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "order") -> str:
     """What an erasure's note says of the orders it anonymised: ``blank`` of them found so
     already count too, said as such (this attempt did not blank them, and may not be what
     did); their notes were deleted before, or by this attempt, which says how many."""
     if blank:
         done = (
-            f"{anonymised + blank} {orders} anonymised ({blank} of them found so already); "
-            f"every note on them deleted, {notes} at this attempt"
+            f"{_count(anonymised + blank, orders)} anonymised ({blank} of them found so "
+            f"already); every note on them deleted, {notes} at this attempt"
         )
     else:
-        done = f"{anonymised} {orders} anonymised; {notes} order notes deleted"
+        done = f"{_count(anonymised, orders)} anonymised; {_count(notes, 'order note')} deleted"
     return f"{done}; {ORDERS_LEFT}"
 
 
@@ -312,10 +317,10 @@ def _reviews_anonymised(count: int, gone: int = 0) -> str:
     found that no longer show under the person."""
     if gone:
         earlier = EARLIER.format(n=gone, what="review(s)")
-        return f"{count} reviews anonymised{earlier}; {REVIEWS_LEFT}"
+        return f"{_count(count, 'review')} anonymised{earlier}; {REVIEWS_LEFT}"
     if not count:
         return "0 reviews anonymised (none under their addresses or from their account)"
-    return f"{count} reviews anonymised; {REVIEWS_LEFT}"
+    return f"{_count(count, 'review')} anonymised; {REVIEWS_LEFT}"
 
 
 #: Put after a count of this attempt's by one that finds gone what the request's snapshot

@@ -1202,7 +1202,7 @@ async def test_an_erasure_keeps_the_taxes_and_total_of_an_order_charged_in_anoth
     placed = harness.sandbox.order(order_id)
     assert placed is not None and (placed["total_tax"], placed["total"]) == ("7.84", "49.12")
     result = await harness.adapter.erase(Subject(email="anna@example.de"))
-    assert "1 orders anonymised" in result.note and "country and state are kept" in result.note
+    assert "1 order anonymised" in result.note and "country and state are kept" in result.note
     order = harness.sandbox.order(order_id)
     assert order is not None
     assert (order["total_tax"], order["total"]) == (placed["total_tax"], placed["total"])
@@ -1260,7 +1260,7 @@ async def test_an_erasure_reads_of_each_customer_its_id_address_and_role_alone(
         result = await built.adapter.erase(
             Subject(email="oud@example.com", external_id=customer_id)
         )
-    assert result.found and "1 orders anonymised" in result.note
+    assert result.found and "1 order anonymised" in result.note
     reads = [e for e in sandbox.log.entries if e.path.startswith(f"{API}/customers")]
     assert [(e.method, e.path) for e in reads] == [
         ("GET", f"{API}/customers"),
@@ -1293,7 +1293,7 @@ async def test_an_erasure_s_blanking_of_an_order_is_answered_with_its_id_alone(
     blanked = [answer for method, _, answer in answers.answers if method == "PUT"]
     assert blanked == [{"id": o} for o in orders]
     assert result.note == (
-        "customer deleted; 3 orders anonymised; 1 order notes deleted; order IP address and "
+        "customer deleted; 3 orders anonymised; 1 order note deleted; order IP address and "
         "user agent are read-only over wc/v3 and remain; order country and state are kept, as "
         "the taxes charged go by them; 0 reviews anonymised (none under their addresses or from "
         "their account)"
@@ -1398,7 +1398,7 @@ async def test_an_erasure_that_keeps_orders_reads_whose_they_are_alone(
     built = await make_harness(sandbox, config=settings(anonymise_orders=False))
     async with built.client:
         result = await built.adapter.erase(Subject(email="gast@example.com"))
-    assert result.found and "1 guest orders kept" in result.note
+    assert result.found and "1 guest order kept" in result.note
     reads = [e for e in sandbox.log.entries if e.path == f"{API}/orders"]
     assert reads and all(e.query["_fields"] == "id,customer_id,billing.email" for e in reads)
 
@@ -1610,7 +1610,7 @@ async def test_an_account_deleted_while_the_erasure_runs_is_gone_not_a_failure(
     async with built.client:
         result = await built.adapter.erase(Subject(email="an@example.com"))
     assert (result.found, result.mode, result.vendor_status) == (True, "hard_delete", 404)
-    assert result.note.startswith("customer already gone; 1 orders anonymised")
+    assert result.note.startswith("customer already gone; 1 order anonymised")
 
 
 async def test_sandbox_log_holds_no_personal_data(harness: Harness) -> None:
@@ -1832,7 +1832,7 @@ async def test_erasing_a_guest_whose_orders_are_kept_says_they_stay(
     async with built.client:
         result = await built.adapter.erase(Subject(email="gast@example.com"))
         (order,) = await built.adapter.find(Subject(email="gast@example.com"))
-    assert result.found and "1 guest orders kept" in result.note
+    assert result.found and "1 guest order kept" in result.note
     assert order["retained"] == "tax_records"
 
 
@@ -1855,7 +1855,7 @@ async def test_an_order_deleted_while_the_erasure_runs_does_not_fail_it(
     built.adapter._orders_for = listed_then_deleted  # type: ignore[method-assign]
     async with built.client:
         result = await built.adapter.erase(Subject(email="an@example.com"))
-    assert result.found and "1 orders anonymised" in result.note
+    assert result.found and "1 order anonymised" in result.note
     order = sandbox.order(second)
     assert order is not None and order["billing"]["email"] == ""
 
@@ -1958,7 +1958,7 @@ async def test_an_order_blank_but_for_its_country_and_state_is_found_anonymised(
         )
         sandbox.log.clear()
         result = await built.adapter.erase(Subject(email="anna@example.de"))
-    assert "1 orders anonymised (1 of them found so already)" in result.note
+    assert "1 order anonymised (1 of them found so already)" in result.note
     writes = [(e.method, e.path) for e in sandbox.log.writes()]
     assert writes == [("DELETE", f"{API}/customers/{customer_id}")]
 
@@ -2230,7 +2230,7 @@ async def test_a_second_erasure_finds_no_review_of_the_person_left(harness: Harn
         "anonymise",
         f"PUT {API}/products/reviews/{{id}}",
     )
-    assert first.note.startswith("no customer account; 1 reviews anonymised; review text")
+    assert first.note.startswith("no customer account; 1 review anonymised; review text")
     await harness.adapter.erase(Subject(email="strasse@example.de"))
     harness.sandbox.log.clear()
     for email in ("gast@example.com", "strasse@example.de"):
@@ -2474,8 +2474,8 @@ async def test_a_guest_whose_orders_are_kept_has_their_reviews_anonymised_all_th
         result = await built.adapter.erase(Subject(email="gast@example.com"))
     assert (result.found, result.mode) == (True, "anonymise")
     assert result.note.startswith(
-        "no customer account; 1 guest orders kept with their billing data (anonymise_orders "
-        "is off: kept for tax law); 1 reviews anonymised"
+        "no customer account; 1 guest order kept with their billing data (anonymise_orders "
+        "is off: kept for tax law); 1 review anonymised"
     )
     order, review = sandbox.order(order_id), sandbox.review(review_id)
     assert order is not None and order["billing"]["email"] == "gast@example.com"
@@ -2509,7 +2509,7 @@ async def test_a_review_of_a_product_in_the_trash_is_in_no_status_the_review_lis
     copy = await harness.adapter.find(Subject(email="an@example.com"))
     assert [r["product_review"]["id"] for r in copy if r.get("type") == "review"] == [kept]
     result = await harness.adapter.erase(Subject(email="an@example.com"))
-    assert "1 reviews anonymised" in result.note
+    assert "1 review anonymised" in result.note
     for review_id in (binned_product, spam_on_it):
         left = sandbox.review(review_id)
         assert left is not None and left["reviewer_email"] == "an@example.com"

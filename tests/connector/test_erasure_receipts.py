@@ -426,7 +426,7 @@ async def test_a_shop_that_deleted_an_account_under_another_address_is_verified_
         entry = next(s for s in receipt_of(service, view.id)["systems"] if s["system"] == "shop")
     assert shop.store.by_email(FORMER_EMAIL) is None  # the account went
     assert entry["status"] == "verified_absent" and entry["mode"] == "hard_delete"
-    assert "guest orders" in entry["note"] and CANARY_EMAIL not in entry["note"]
+    assert "1 guest order kept" in entry["note"] and CANARY_EMAIL not in entry["note"]
 
 
 async def test_a_shop_that_deleted_the_account_before_a_crash_is_verified_not_exempt(

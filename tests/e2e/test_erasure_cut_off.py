@@ -122,6 +122,6 @@ async def test_a_shop_erasure_cut_off_between_two_reviews_counts_both_on_its_rec
     assert not world.shop.holds(EMAIL)
     assert entry["status"] == "verified_absent", entry
     assert (
-        "1 reviews anonymised by this attempt, and 1 more review(s) the request found before "
+        "1 review anonymised by this attempt, and 1 more review(s) the request found before "
         "its first attempt no longer under the person;"
     ) in entry["note"], entry["note"]
