@@ -53,7 +53,14 @@ from connector.readiness import (
 )
 from connector.review import first_review
 from connector.runtime import Runtime
-from connector.scheduling import add_jobs, follow_clock, missed_cron_time, watch_clock
+from connector.scheduling import (
+    FLOW_JOB,
+    add_jobs,
+    follow_clock,
+    missed_cron_time,
+    say_overruns,
+    watch_clock,
+)
 from connector.scheduling import trigger as _trigger
 from connector.storefile import failure, failure_text
 from connector.storehealth import after_full_disk, file_identity
@@ -118,6 +125,8 @@ class Daemon:
             if last is not None:
                 when = dt.datetime.fromisoformat(last).timestamp()
                 self.metrics.last_success.labels(flow.name).set(when)
+        #: The jobs whose runs were found outlasting their schedule, said once each.
+        self._overran: set[str] = set()
         self.flow_locks = {flow.name: asyncio.Lock() for flow in rt.config.flows}
         self.stopping = asyncio.Event()
         self.started_at = clock()
@@ -391,6 +400,7 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
         add_jobs(scheduler, self, now, resumed)
+        say_overruns(scheduler, self.overran)
         scheduler.start()
         self.scheduler = scheduler
         self._clock_watch = ClockWatch(self.clock, self.monotonic)
@@ -479,6 +489,25 @@ class Daemon:
             if not self.store_at_fault(exc):
                 raise
             self.store_failed(exc, what or str(getattr(work, "__name__", "scheduled job")))
+
+    def overran(self, job_id: str) -> None:
+        """A scheduled job came due while its last run still went on: that time is skipped
+        (a run that ends later does not start another at once; the next is on schedule).
+
+        Counted for a flow (``klantsync_flow_runs_skipped``), and said once a job: a
+        schedule tighter than a run takes (a first sync of many customers, a slow vendor)
+        skips every time that comes due meanwhile, and each time is no news.
+        """
+        flow = job_id.removeprefix(FLOW_JOB) if job_id.startswith(FLOW_JOB) else None
+        if flow is not None:
+            self.metrics.flow_runs_skipped.labels(flow).inc()
+        if job_id in self._overran:
+            return
+        self._overran.add(job_id)
+        log.warning(
+            "a run outlasts its schedule: the times due while it runs are skipped",
+            extra={"flow": flow} if flow is not None else {"job": job_id},
+        )
 
     async def _scheduled_flow(self, flow_name: str) -> None:
         try:

@@ -93,6 +93,12 @@ class Metrics:
         self.flow_runs = Counter(
             "klantsync_flow_runs", "Flow runs by outcome", ["flow", "outcome"], registry=r
         )
+        self.flow_runs_skipped = Counter(
+            "klantsync_flow_runs_skipped",
+            "Scheduled times of a flow skipped because its previous run was still going",
+            ["flow"],
+            registry=r,
+        )
         self.last_success = Gauge(
             "klantsync_flow_last_success_timestamp",
             "Unix time of the flow's last successful run",
@@ -174,6 +180,7 @@ class Metrics:
         for flow, source, destinations in flows:
             for outcome in FLOW_OUTCOMES:
                 self.flow_runs.labels(flow, outcome)
+            self.flow_runs_skipped.labels(flow)
             for counter in (self.pulled, self.withheld, self.suppressed, self.rate_limited):
                 counter.labels(source)
             for name in destinations:

@@ -2750,6 +2750,85 @@ async def test_stopping_mid_run_logs_no_error(
     assert [r.getMessage() for r in errors.records] == []
 
 
+class _Warned(logging.Handler):
+    """Records WARNING and worse from any logger, each once (set on the root and on
+    ``klantsync``, which propagates to the root or not as the logging set-up left it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not any(seen is record for seen in self.records):
+            self.records.append(record)
+
+
+async def test_a_run_that_outlasts_its_schedule_is_said_once_and_each_skipped_time_counted(
+    open_rt: Callable[..., Any],
+    daemon_config: Path,
+    shop: WooCommerceSandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The flow's time comes twice while its run still goes on: neither starts a second
+    run, each is counted, and the daemon says so once, in its own words. apscheduler
+    warned at each time instead, naming the job and its next time, so a schedule tighter
+    than a first sync took filled the log with warnings that each read as new."""
+    _listen_on_free_ports(daemon_config)
+    shop.seed_synthetic(3, seed=39)
+    said = _Warned()
+    for name in ("", "klantsync"):
+        logging.getLogger(name).addHandler(said)
+    try:
+        async with open_rt(daemon_config) as rt:
+            daemon = Daemon(rt, clock=Clock())
+            in_flight, release = asyncio.Event(), asyncio.Event()
+            runs = 0
+            sync = rt.engine.sync
+
+            async def held_sync(*args: Any, **kwargs: Any) -> Any:
+                nonlocal runs
+                runs += 1
+                in_flight.set()
+                await release.wait()
+                return await sync(*args, **kwargs)
+
+            def skipped() -> float | None:
+                return daemon.metrics.registry.get_sample_value(
+                    "klantsync_flow_runs_skipped_total", {"flow": "shop-to-crm"}
+                )
+
+            monkeypatch.setattr(rt.engine, "sync", held_sync)
+            serving = asyncio.ensure_future(daemon.serve(install_signals=False))
+            try:
+                await asyncio.wait_for(in_flight.wait(), 10)
+                counted = [skipped()]
+                for times in (1, 2):
+                    job = daemon.scheduler.get_job("flow:shop-to-crm")
+                    job.modify(next_run_time=dt.datetime.now(dt.UTC))  # due, the run going on
+                    for _ in range(200):
+                        await asyncio.sleep(0)
+                        if skipped() == times:
+                            break
+                    counted.append(skipped())
+            finally:
+                release.set()
+                daemon.stop()
+                await asyncio.wait_for(serving, 10)
+    finally:
+        for name in ("", "klantsync"):
+            logging.getLogger(name).removeHandler(said)
+    assert counted == [0, 1, 2] and runs == 1
+    # apscheduler's own warning ("... skipped: maximum number of running instances") too.
+    told = [r for r in said.records if "skipped" in r.getMessage()]
+    assert [(r.name, r.getMessage(), getattr(r, "flow", None)) for r in told] == [
+        (
+            "klantsync.daemon",
+            "a run outlasts its schedule: the times due while it runs are skipped",
+            "shop-to-crm",
+        )
+    ]
+
+
 async def test_a_starting_daemon_closes_out_runs_a_stopped_process_left_running(
     open_rt: Callable[..., Any], daemon_config: Path
 ) -> None:
