@@ -52,6 +52,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,10 @@ class _Log:
     failed_runs: int = 0
     errors: int = 0
     warnings: int = 0
+    #: Each warning's event, with how often it was logged: a count alone does not say
+    #: whether the soak warned of what it does on purpose (refusals, outages) or of more.
+    #: Events are fixed texts; the log holds no personal data.
+    warned: Counter[str] = field(default_factory=Counter)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -165,6 +170,7 @@ class DaemonProcess:
                     self.log.errors += 1
                 elif level == "WARNING":
                     self.log.warnings += 1
+                    self.log.warned[str(entry.get("event", ""))] += 1
                 if entry.get("event") == "flow run finished" and entry.get("flow") == self.flow:
                     self.log.runs += 1
                     self.log.failed_runs += int(bool(entry.get("failed")))
@@ -528,6 +534,7 @@ def judge(soaked: Soaked) -> list[Figure]:
         ),
         Figure(BENCHMARK, "errors logged", log.errors, "", "0", log.errors == 0),
         Figure(BENCHMARK, "warnings logged", log.warnings, ""),
+        *(Figure(BENCHMARK, f"  {event}", n, "") for event, n in log.warned.most_common()),
         Figure(BENCHMARK, "daemon's exit status", soaked.status, "", "0", soaked.status == 0),
         Figure(BENCHMARK, f"RSS at warm-up (cycle {warm.cycle})", warm.rss / MB, "MB"),
         Figure(BENCHMARK, "RSS at the end", end.rss / MB, "MB"),
