@@ -1,7 +1,8 @@
 """What the daemon's scheduler runs, and when: each flow on its schedule (at start, or on a
 cron at its times unless a time passed while the daemon was down or a stop cut its run
-short), the housekeeping jobs, and the scheduled runs moved back with a wall clock set back
-(:mod:`connector.clockstep`).
+short), the housekeeping jobs, the scheduled runs moved back with a wall clock set back
+(:mod:`connector.clockstep`), and the times skipped while a run outlasts its schedule
+(:func:`say_overruns`).
 
 The daemon (:meth:`connector.daemon.Daemon.serve`) makes the scheduler and starts it; the
 jobs run through the daemon's own tasks (``Daemon._scheduled``), which a stop waits for.
