@@ -9,8 +9,8 @@ import logging
 import re
 import sqlite3
 import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import closing
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -2647,6 +2647,19 @@ async def test_the_listeners_leave_sigterm_and_sigint_to_the_daemon(
                 sock.close()
 
 
+@contextmanager
+def _hearing(handler: logging.Handler) -> Iterator[None]:
+    """``handler`` on the root logger and on ``klantsync`` for the block: ``klantsync``
+    propagates to the root or not as the logging set-up left it."""
+    for name in ("", "klantsync"):
+        logging.getLogger(name).addHandler(handler)
+    try:
+        yield
+    finally:
+        for name in ("", "klantsync"):
+            logging.getLogger(name).removeHandler(handler)
+
+
 class _Errors(logging.Handler):
     """Records ERROR and worse from any logger (apscheduler's propagate to the root)."""
 
@@ -2724,9 +2737,7 @@ async def test_stopping_mid_run_logs_no_error(
     _listen_on_free_ports(daemon_config)
     shop.seed_synthetic(3, seed=38)
     errors = _Errors()
-    for name in ("", "klantsync"):
-        logging.getLogger(name).addHandler(errors)
-    try:
+    with _hearing(errors):
         async with open_rt(daemon_config) as rt:
             daemon = Daemon(rt, clock=Clock())
             in_flight = asyncio.Event()
@@ -2744,15 +2755,11 @@ async def test_stopping_mid_run_logs_no_error(
             daemon.stop()
             await asyncio.wait_for(serving, 10)
             assert rt.store.last_runs()["shop-to-crm"][2] in ("ok", "failed", "interrupted")
-    finally:
-        for name in ("", "klantsync"):
-            logging.getLogger(name).removeHandler(errors)
     assert [r.getMessage() for r in errors.records] == []
 
 
 class _Warned(logging.Handler):
-    """Records WARNING and worse from any logger, each once (set on the root and on
-    ``klantsync``, which propagates to the root or not as the logging set-up left it)."""
+    """Records WARNING and worse from any logger, each once (see :func:`_hearing`)."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
@@ -2776,9 +2783,7 @@ async def test_a_run_that_outlasts_its_schedule_is_said_once_and_each_skipped_ti
     _listen_on_free_ports(daemon_config)
     shop.seed_synthetic(3, seed=39)
     said = _Warned()
-    for name in ("", "klantsync"):
-        logging.getLogger(name).addHandler(said)
-    try:
+    with _hearing(said):
         async with open_rt(daemon_config) as rt:
             daemon = Daemon(rt, clock=Clock())
             in_flight, release = asyncio.Event(), asyncio.Event()
@@ -2814,9 +2819,6 @@ async def test_a_run_that_outlasts_its_schedule_is_said_once_and_each_skipped_ti
                 release.set()
                 daemon.stop()
                 await asyncio.wait_for(serving, 10)
-    finally:
-        for name in ("", "klantsync"):
-            logging.getLogger(name).removeHandler(said)
     assert counted == [0, 1, 2] and runs == 1
     # apscheduler's own warning ("... skipped: maximum number of running instances") too.
     told = [r for r in said.records if "skipped" in r.getMessage()]
