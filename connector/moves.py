@@ -170,14 +170,7 @@ def page_ids(store: Store, source: str, pulled: Mapping[str, str | None]) -> Pag
     by_record = {ext: sid for sid, ext in pulled.items() if ext}
     if not by_record:
         return PageIds({}, {})
-    rows = rows_in(
-        store.db,
-        "SELECT i.external_id, s.subject_id, s.subject_no "
-        "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
-        "WHERE i.system=? AND i.external_id IN (?...)",
-        list(by_record),
-        before=(source,),
-    )
+    rows = _subjects_for_records(store, source, list(by_record))
     known: dict[str, str] = {ext: sid for ext, sid, _ in rows}
     numbers: dict[str, int | None] = {sid: no for _, sid, no in rows}
     unconfirmed = [sid for ext, sid in by_record.items() if known.get(ext) != sid]
@@ -447,16 +440,20 @@ def _reachable(graph: Mapping[str, set[str]], start: set[str]) -> set[str]:
 
 def subjects_of_records(store: Store, source: str, record_ids: Sequence[str]) -> dict[str, str]:
     """The subject the identity map knows each of ``source``'s ``record_ids`` under."""
-    return _subjects_for_records(store, source, list(record_ids))
+    return {ext: sid for ext, sid, _ in _subjects_for_records(store, source, list(record_ids))}
 
 
-def _subjects_for_records(store: Store, source: str, record_ids: list[str]) -> dict[str, str]:
+def _subjects_for_records(
+    store: Store, source: str, record_ids: list[str]
+) -> list[tuple[str, str, int]]:
+    """(record id, subject id, subject number) for each of ``record_ids`` the identity map
+    holds for ``source``."""
     query = (
-        "SELECT i.external_id, s.subject_id "
+        "SELECT i.external_id, s.subject_id, s.subject_no "
         "FROM identities i JOIN subjects s ON s.subject_no = i.subject_no "
         "WHERE i.system=? AND i.external_id IN (?...)"
     )
-    return dict(rows_in(store.db, query, record_ids, before=(source,)))
+    return rows_in(store.db, query, record_ids, before=(source,))
 
 
 def same_person(store: Store, subject_ids: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
