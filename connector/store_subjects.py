@@ -59,8 +59,10 @@ class SubjectStore(StoreBase):
 
         Each id is offered a number at once, and keeps the one it had: where all are new, as
         on a page of a first sync, that is one seek of the random ``subject_id`` index each,
-        where asking first and numbering after took two. Only where some had one are they
-        all read back (a number offered to one of those goes unused: numbers need no order
+        where asking first and numbering after took two. Where some had one (a page that
+        begins with the last one's final people, as a shop's scan by offset reads them), the
+        offered numbers found in the table are the new people's, and only the others are
+        looked up by id (a number offered to one of those goes unused: numbers need no order
         but their rise).
         """
         (high,) = self.db.execute(
@@ -79,7 +81,21 @@ class SubjectStore(StoreBase):
                 "ON CONFLICT(id) DO UPDATE SET n = excluded.n",
                 (int(high) + len(subject_ids),),
             )
-        return offered if added == len(offered) else self._numbers(subject_ids)
+        if added == len(offered):
+            return offered
+        # No subject had a number above ``high`` before, and the write lock is held: a number
+        # in that range is one offered here and taken. The range is the end of the table's
+        # own key, read in one short scan instead of a seek of the random id index per person.
+        taken = {
+            no
+            for (no,) in self.db.execute(
+                "SELECT subject_no FROM subjects WHERE subject_no > ? AND subject_no <= ?",
+                (int(high), int(high) + len(offered)),
+            )
+        }
+        numbers = {sid: no for sid, no in offered.items() if no in taken}
+        numbers.update(self._numbers([sid for sid in offered if sid not in numbers]))
+        return numbers
 
     def _by_number(
         self, table: str, column: str, systems: Sequence[str], numbers: Mapping[str, int]

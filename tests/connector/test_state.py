@@ -234,9 +234,17 @@ def test_a_page_of_known_and_new_people_keeps_the_known_numbers_and_numbers_the_
     store.enqueue_page("f", "shop", _payloads(["a", "b"]), [], None)
     assert store.subject_numbers(["a", "b"]) == {"a": 1, "b": 2}
 
+    asked: list[str] = []
+    store.db.set_trace_callback(asked.append)
     numbers = store.subject_numbers(["n", "b", "m", "n", "a"], create=True)
+    store.db.set_trace_callback(None)
 
     assert numbers["a"] == 1 and numbers["b"] == 2
+    # Only those who had a number are looked up by id: the new ones' numbers are read off
+    # the table's own key.
+    by_id = [sql for sql in asked if sql.startswith("SELECT") and "subject_id IN" in sql]
+    assert len(by_id) == 1 and "'a'" in by_id[0] and "'b'" in by_id[0]
+    assert "'n'" not in by_id[0] and "'m'" not in by_id[0]
     assert numbers["n"] > 2 and numbers["m"] > numbers["n"]
     assert store.subject_numbers(["a", "b", "n", "m"]) == numbers
     assert store.db.execute("SELECT COUNT(*) FROM subjects").fetchone() == (4,)
