@@ -35,6 +35,7 @@ from connector.loop import run as run_loop
 from connector.privatefile import create_private, write_private
 from connector.runtime import Runtime, open_runtime
 from connector.sandboxkit import serve_tls
+from connector.wording import counted
 
 __all__ = [
     "REPO_MAPPINGS",
@@ -426,9 +427,10 @@ def _tell_erasure(console: Console, erasure: dict[str, Any], after: dict[str, An
         f"{'verified' if erasure['receipt_verified'] else 'NOT verified'} "
         f"({escape(erasure['receipt_file'])})"
     )
+    stopped = counted(after["suppressed"], "erased person", "erased people")
     say(
         f"  the shop then restores a backup that still holds them: the next sync stopped "
-        f"{after['suppressed']} erased person(s) at the suppression list; re-created "
+        f"{stopped} at the suppression list; re-created "
         f"anywhere: {'yes' if after['recreated'] else 'no'}"
     )
 

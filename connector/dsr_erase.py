@@ -22,7 +22,7 @@ from connector.adapter import (
     placed_by,
     read_records,
 )
-from connector.dsr_runbase import STRANGER, RunBase, own_id, settle
+from connector.dsr_runbase import STRANGER, RunBase, left_to_others, own_id, settle
 from connector.dsr_store import (
     FINAL_STATUSES,
     HELD_PHONE,
@@ -684,11 +684,7 @@ def _passed_over(result: ErasureResult, spare: frozenset[str]) -> ErasureResult:
     only: the receipt shows the note, and ids are no personal data of the person)."""
     if not spare:
         return result
-    said = (
-        f"left {len(spare)} record(s) found under the address that the connector knows as "
-        f"another person's (ids {', '.join(sorted(spare))})"
-    )
-    return dataclasses.replace(result, note="; ".join(n for n in (result.note, said) if n))
+    return dataclasses.replace(result, note=left_to_others(result.note, spare))
 
 
 def _deleted(facts: Mapping[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from connector.dsr_erase import EraseSteps
 from connector.dsr_rectify import RectifySteps
 from connector.dsr_store import RequestRow, SystemRow
 from connector.retention import count_bundles_of
+from connector.wording import counted
 
 __all__ = ["KindRunner"]
 
@@ -89,9 +90,10 @@ class KindRunner(EraseSteps, AccessSteps, RectifySteps):
             ]
             kept = self._kept(row)
             if left:
+                bundles = counted(left, "access bundle")
                 kept = (
-                    f"{kept}; {left} access bundle(s) the erasure could not delete, which the "
-                    "retention sweep deletes when due"
+                    f"{kept}; {bundles} the erasure could not delete, which the retention "
+                    "sweep deletes when due"
                 )
             else:
                 deleted.append("access bundles written for the person")
@@ -170,10 +172,11 @@ class KindRunner(EraseSteps, AccessSteps, RectifySteps):
         records = self.db.erased_records_of(row.id)
         if records:
             days = self.rt.config.retention.webhook_ids_days
+            erased = counted(records, "system record")
             parts.append(
-                f"keyed hashes of the ids of the {records} system record(s) erased (no id in "
-                f"clear), for {days} days, so a system's report of this erasure is not taken "
-                "for a new request"
+                f"keyed hashes of the ids of the {erased} erased (no id in clear), for "
+                f"{days} days, so a system's report of this erasure is not taken for a new "
+                "request"
             )
         parts.append(_KEPT_AUDIT)
         return "; ".join(parts)

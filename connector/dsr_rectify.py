@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from connector.adapter import OutboundRecord, Subject, read_records
 from connector.crypto import DecryptionError, outbox_context
 from connector.dsr_input import empties
-from connector.dsr_runbase import RunBase, own_id, settle
+from connector.dsr_runbase import RunBase, left_to_others, own_id, settle
 from connector.dsr_store import FINAL_STATUSES, RequestRow, SystemRow
 from connector.dsr_views import StaleRunError
 from connector.errors import KlantsyncError
@@ -584,13 +584,7 @@ def _held_address(
 def _left_to_others(detail: str, others: frozenset[str]) -> str:
     """A rectification step's ``detail``, saying which records the correction left as
     another subject's (:meth:`KindRunner._others`): by id alone, as the receipt shows it."""
-    if not others:
-        return detail
-    said = (
-        f"left {len(others)} record(s) found under the address that the connector knows as "
-        f"another person's (ids {', '.join(sorted(others))})"
-    )
-    return "; ".join(n for n in (detail, said) if n)
+    return left_to_others(detail, others)
 
 
 def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from connector.adapter import Subject, read_records
@@ -23,11 +23,12 @@ from connector.errors import FatalRemoteError, KlantsyncError
 from connector.model import earlier_email_forms, is_archived
 from connector.moves import same_person
 from connector.systems import System
+from connector.wording import counted
 
 if TYPE_CHECKING:
     from connector.dsr import DsrService
 
-__all__ = ["STRANGER", "RunBase", "own_id", "settle"]
+__all__ = ["STRANGER", "RunBase", "left_to_others", "own_id", "settle"]
 
 log = logging.getLogger("klantsync.dsr")
 
@@ -406,3 +407,16 @@ async def settle(jobs: dict[str, Awaitable[Any]]) -> dict[str, Any]:
         if isinstance(result, BaseException) and not isinstance(result, Exception):
             raise result
     return dict(zip(names, results, strict=True))
+
+
+def left_to_others(note: str, ids: Collection[str]) -> str:
+    """``note`` (a system part's), with what it says of the records a request left because
+    the connector knows them as another subject's: by id alone, as the receipt shows it
+    (ids are no personal data of the person)."""
+    if not ids:
+        return note
+    said = (
+        f"left {counted(len(ids), 'record')} found under the address that the connector "
+        f"knows as another person's (ids {', '.join(sorted(ids))})"
+    )
+    return "; ".join(n for n in (note, said) if n)

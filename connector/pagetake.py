@@ -42,6 +42,7 @@ from connector.state import (
 )
 from connector.systems import System
 from connector.transforms import forget_phones
+from connector.wording import counted
 
 __all__ = ["FRESH_LIMIT", "WITHHELD", "YIELD_EVERY", "PageTaker"]
 
@@ -62,7 +63,7 @@ YIELD_EVERY = 10
 #: Why a run left records of a page unwritten (``MovePlanner.plan``): no address, no
 #: subject. Read again by the next run, once the source shows the other record's change.
 WITHHELD = (
-    "{count} record(s) not written: the address each has now is another source record's "
+    "{records} not written: the address each has now is another source record's "
     "in the identity map, which the source still shows under it"
 )
 
@@ -226,7 +227,7 @@ class PageTaker:
                     "record not written: its address is still another record's",
                     extra={"flow": flow.name, "subject": sid},
                 )
-            report.errors.append(WITHHELD.format(count=len(plan.withheld)))
+            report.errors.append(WITHHELD.format(records=counted(len(plan.withheld), "record")))
         # Known records whose address was removed at the source: sent a withdrawal where a
         # consent-gated system got them (see MovePlanner.addressless). None on nearly every page.
         addressless = (

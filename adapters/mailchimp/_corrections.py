@@ -21,6 +21,7 @@ from adapters.mailchimp._outcomes import (
 from adapters.mailchimp.payloads import update_body
 from connector.adapter import OutboundRecord, UpsertResult
 from connector.http import json_object
+from connector.wording import counted
 
 NOT_HELD_NOTE: Final = "no member with this address on any configured audience"
 
@@ -72,7 +73,7 @@ class Corrections(MergeFields):
         if failed is not None:
             return failed
         archived = sum(o.left == "archived" for o in outcomes)
-        note = ARCHIVED_NOTE.format(n=archived) if archived else ""
+        note = ARCHIVED_NOTE.format(audiences=counted(archived, "audience")) if archived else ""
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
         if member_id is not None:
             kept = _kept(outcomes) if record.clear else frozenset()

@@ -11,12 +11,13 @@ from typing import Any, Final
 from adapters.mailchimp._calls import _member_path
 from adapters.mailchimp._members import MEMBER_KEYS, MemberReads
 from connector.adapter import ErasureResult, Subject
+from connector.wording import counted
 
 MEMBER: Final = "/lists/{list_id}/members/{subscriber_hash}"
 DELETE_PERMANENT: Final = f"{MEMBER}/actions/delete-permanent"
 
 ERASURE_NOTE: Final = (
-    "permanently deleted on {n} audience(s); Mailchimp refuses to re-import this address "
+    "permanently deleted on {audiences}; Mailchimp refuses to re-import this address "
     "unless the person re-subscribes"
 )
 #: Put after the count of :data:`ERASURE_NOTE` by an attempt that finds the member gone from
@@ -90,6 +91,6 @@ def _erasure_note(deleted: int, gone: int) -> str:
     """:data:`ERASURE_NOTE` for ``deleted`` audiences, with the ``gone`` more an earlier
     attempt of the request left without their member (:data:`GONE_BEFORE_NOTE`)."""
     if not gone:
-        return ERASURE_NOTE.format(n=deleted)
-    count, rest = ERASURE_NOTE.format(n=deleted).split(";", 1)
+        return ERASURE_NOTE.format(audiences=counted(deleted, "audience"))
+    count, rest = ERASURE_NOTE.format(audiences=counted(deleted, "audience")).split(";", 1)
     return f"{count}{GONE_BEFORE_NOTE.format(n=gone)};{rest}"

@@ -18,7 +18,7 @@ from connector.errors import FatalRemoteError
 from connector.http import json_object
 
 ARCHIVED_NOTE: Final = (
-    "left archived and unchanged on {n} audience(s): Mailchimp changes an archived member "
+    "left archived and unchanged on {audiences}: Mailchimp changes an archived member "
     "only by re-adding it, which would subscribe it again"
 )
 

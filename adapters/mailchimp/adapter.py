@@ -117,6 +117,7 @@ from connector.adapter import (
 )
 from connector.errors import FatalRemoteError, RecordError
 from connector.http import SystemClient, json_object
+from connector.wording import counted
 from connector.workers import WorkerPool
 
 __all__ = [
@@ -254,7 +255,7 @@ class MailchimpAdapter(Corrections, Erasure):
             return failed
         member_id = next((o.member_id for o in outcomes if o.member_id), None)
         archived = sum(o.left == "archived" for o in outcomes)
-        note = ARCHIVED_NOTE.format(n=archived) if archived else ""
+        note = ARCHIVED_NOTE.format(audiences=counted(archived, "audience")) if archived else ""
         if archived and member_id is None:
             return UpsertResult(record.ref, "skipped", note=note)
         kept = _kept(outcomes) if record.clear else frozenset()

@@ -17,6 +17,7 @@ from adapters.pipedrive.payloads import in_the_bin, primary_value, with_contact_
 from connector.adapter import Subject
 from connector.model import is_archived, normalise_email
 from connector.others import own_addresses
+from connector.wording import counted
 
 NOT_HELD_NOTE: Final = "no person held for this subject"
 
@@ -114,7 +115,7 @@ def _passed_note(passed: Sequence[int]) -> str:
     if not passed:
         return ""
     return (
-        f"left {len(passed)} person(s) found under the address that hold it only beside "
+        f"left {counted(len(passed), 'person')} found under the address that hold it only beside "
         f"another primary e-mail, as syncs leave them (ids {', '.join(map(str, sorted(passed)))})"
     )
 

@@ -30,6 +30,7 @@ from adapters.woocommerce.payloads import (
 from adapters.woocommerce.shapes import DELETABLE_ROLES
 from connector.adapter import ErasureResult, Subject
 from connector.errors import FatalRemoteError, RecordError
+from connector.wording import counted
 
 __all__ = ["ShopErasure"]
 
@@ -137,7 +138,7 @@ class ShopErasure(SubjectLookup):
             )
         said = "customer deleted" if deleted == 1 else f"{deleted} customer accounts deleted"
         if gone_accounts:
-            said += EARLIER.format(n=gone_accounts, what="account(s)")
+            said += EARLIER.format(more=counted(gone_accounts, "more account"))
         return ErasureResult(
             found=True,
             mode="hard_delete",
@@ -163,7 +164,7 @@ class ShopErasure(SubjectLookup):
             guest = await self._orders_for(subject, [], whose)
             if guest:
                 # Not "nothing held": their guest orders stay, with their billing data.
-                done.append(f"{_count(len(guest), 'guest order')} {KEPT_ORDERS}")
+                done.append(f"{counted(len(guest), 'guest order')} {KEPT_ORDERS}")
                 if not reviews:
                     return ErasureResult(
                         found=True,
@@ -290,22 +291,17 @@ class ShopErasure(SubjectLookup):
         return response.status_code
 
 
-def _count(count: int, noun: str) -> str:
-    """``count`` and ``noun``, the noun plural unless one: a receipt says "1 order"."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
 def _anonymised(anonymised: int, blank: int, notes: int, orders: str = "order") -> str:
     """What an erasure's note says of the orders it anonymised: ``blank`` of them found so
     already count too, said as such (this attempt did not blank them, and may not be what
     did); their notes were deleted before, or by this attempt, which says how many."""
     if blank:
         done = (
-            f"{_count(anonymised + blank, orders)} anonymised ({blank} of them found so "
+            f"{counted(anonymised + blank, orders)} anonymised ({blank} of them found so "
             f"already); every note on them deleted, {notes} at this attempt"
         )
     else:
-        done = f"{_count(anonymised, orders)} anonymised; {_count(notes, 'order note')} deleted"
+        done = f"{counted(anonymised, orders)} anonymised; {counted(notes, 'order note')} deleted"
     return f"{done}; {ORDERS_LEFT}"
 
 
@@ -316,18 +312,18 @@ def _reviews_anonymised(count: int, gone: int = 0) -> str:
     over: they are not counted again, but ``gone`` counts those the request's snapshot
     found that no longer show under the person."""
     if gone:
-        earlier = EARLIER.format(n=gone, what="review(s)")
-        return f"{_count(count, 'review')} anonymised{earlier}; {REVIEWS_LEFT}"
+        earlier = EARLIER.format(more=counted(gone, "more review"))
+        return f"{counted(count, 'review')} anonymised{earlier}; {REVIEWS_LEFT}"
     if not count:
         return "0 reviews anonymised (none under their addresses or from their account)"
-    return f"{_count(count, 'review')} anonymised; {REVIEWS_LEFT}"
+    return f"{counted(count, 'review')} anonymised; {REVIEWS_LEFT}"
 
 
 #: Put after a count of this attempt's by one that finds gone what the request's snapshot
 #: found: done by an earlier attempt cut off before its outcome was recorded (or by the
 #: shop's staff meanwhile), which the snapshot, not this attempt, knows of.
 EARLIER: Final = (
-    " by this attempt, and {n} more {what} the request found before its first attempt no "
+    " by this attempt, and {more} the request found before its first attempt no "
     "longer under the person"
 )
 

@@ -886,7 +886,7 @@ async def test_erase_reaches_an_archived_member_on_an_audience_it_does_not_write
         result = await harness.adapter.erase(Subject(email="old.reader@example.com"))
     finally:
         await harness.client.aclose()
-    assert result.found and result.note is not None and "2 audience(s)" in result.note
+    assert result.found and result.note is not None and "2 audiences" in result.note
     assert not sandbox.holds("old.reader@example.com")
     assert not sandbox.restorable("old.reader@example.com")
 
@@ -1262,7 +1262,7 @@ async def test_erase_deletes_permanently_on_every_audience_and_never_archives(
     assert result.endpoint == (
         "POST /lists/{list_id}/members/{subscriber_hash}/actions/delete-permanent"
     )
-    assert result.note.startswith("permanently deleted on 2 audience(s)")
+    assert result.note.startswith("permanently deleted on 2 audiences")
     assert sandbox.endpoints_used.count(DELETE_PERMANENT) == 2
     assert not any(e.startswith("DELETE ") for e in sandbox.endpoints_used)
     assert not sandbox.holds("erase.me@example.com")

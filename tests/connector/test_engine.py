@@ -944,4 +944,4 @@ async def test_two_records_under_one_address_go_as_on_pages_of_their_own(
     assert contact is not None
     assert contact["properties"]["firstname"] == first["first_name"]
     assert crm.contact_count() == 2  # the first and the third; the twin held back
-    assert any("1 record(s) not written" in error for error in report.errors)
+    assert any("1 record not written" in error for error in report.errors)

@@ -190,7 +190,7 @@ async def test_an_erasure_receipt_names_the_keyed_record_ids_it_keeps(
     assert kept_rows == 2  # the shop customer and the CRM contact, keyed
     kept = receipt_of(service, view.id)["connector"]["kept"]
     days = rt.config.retention.webhook_ids_days
-    assert f"ids of the 2 system record(s) erased (no id in clear), for {days} days" in kept
+    assert f"ids of the 2 system records erased (no id in clear), for {days} days" in kept
     assert kept.startswith("suppression entry") and kept.endswith(
         "audit entries (keyed hash ids only)"
     )
@@ -279,7 +279,7 @@ async def test_a_receipt_names_kept_a_bundle_written_under_a_former_address(
     assert (out / "data.json").is_file()
     connector_part = receipt_of(service, view.id)["connector"]
     assert "access bundles written for the person" not in connector_part["deleted"]
-    assert "1 access bundle(s) the erasure could not delete" in connector_part["kept"]
+    assert "1 access bundle the erasure could not delete" in connector_part["kept"]
 
 
 async def test_a_receipt_does_not_claim_a_hard_delete_where_the_shop_deleted_nothing(
@@ -571,7 +571,7 @@ async def test_a_receipt_claims_no_deletion_where_the_shop_s_account_was_left_as
     assert (entry["status"], entry["found"]) == ("not_held", False), entry
     assert "deleted" not in entry["note"], entry["note"]
     assert entry["note"].endswith(
-        "left 1 record(s) found under the address that the connector knows as another "
+        "left 1 record found under the address that the connector knows as another "
         f"person's (ids {shop_id})"
     )
 

@@ -86,7 +86,7 @@ async def test_a_mailchimp_erasure_cut_off_between_audiences_counts_both_on_its_
 ) -> None:
     """The member is on two audiences; the process dies after deleting it on the first and
     before the second. The retry deletes it on the second, and its receipt said
-    "permanently deleted on 1 audience(s)" of a member the request deleted on two."""
+    "permanently deleted on 1 audience" of a member the request deleted on two."""
     world = World()
     for list_id in LISTS:
         world.news.add_person(EMAIL, "Cut", "Off", list_id=list_id)
@@ -99,7 +99,7 @@ async def test_a_mailchimp_erasure_cut_off_between_audiences_counts_both_on_its_
     assert not world.news.holds(EMAIL)
     assert entry["status"] == "verified_absent", entry
     assert entry["note"].startswith(
-        "permanently deleted on 1 audience(s) by this attempt, and gone already from 1 more "
+        "permanently deleted on 1 audience by this attempt, and gone already from 1 more "
         "the request found it on before its first attempt;"
     ), entry["note"]
 
@@ -122,6 +122,6 @@ async def test_a_shop_erasure_cut_off_between_two_reviews_counts_both_on_its_rec
     assert not world.shop.holds(EMAIL)
     assert entry["status"] == "verified_absent", entry
     assert (
-        "1 review anonymised by this attempt, and 1 more review(s) the request found before "
+        "1 review anonymised by this attempt, and 1 more review the request found before "
         "its first attempt no longer under the person;"
     ) in entry["note"], entry["note"]
