@@ -330,7 +330,7 @@ class RectifySteps(RunBase):
                 # makes the record with the old values.
                 self._correct_waiting(name, manifest, names, emptying, people, home)
                 if held:
-                    self._set(row, name, "skipped", _left_to_others(_HELD_ONLY_ARCHIVED, others))
+                    self._set(row, name, "skipped", left_to_others(_HELD_ONLY_ARCHIVED, others))
                 else:
                     # Orders are not read for a correction: the adapter says what it leaves
                     # of them unread (a shop's guest orders), so the step does not deny them.
@@ -338,7 +338,7 @@ class RectifySteps(RunBase):
                         getattr(system.adapter, "not_held_note", None)
                         or "the system holds no record for the subject"
                     )
-                    self._set(row, name, "not_held", _left_to_others(held_none, others))
+                    self._set(row, name, "not_held", left_to_others(held_none, others))
                 return
             external = external or own_id(system, records, email)
             self._note_before(row, manifest, name, _held_person(system, records, external), names)
@@ -421,13 +421,13 @@ class RectifySteps(RunBase):
             facts["left_to_others"] = sorted(others)  # ids only: no personal data
         if result.outcome == "not_held":
             not_held = result.note or "no record the system could update"
-            self._set(row, name, "not_held", _left_to_others(not_held, others))
+            self._set(row, name, "not_held", left_to_others(not_held, others))
             return
         if result.outcome == "skipped":
             # Held, but in a state a correction may not change (an archived member): the
             # receipt says so instead of claiming the field was corrected.
             skipped = result.note or "left unchanged"
-            self._set(row, name, "skipped", _left_to_others(skipped, others), facts)
+            self._set(row, name, "skipped", left_to_others(skipped, others), facts)
             return
         # The last-delivered hash stays: it is what the source last sent, so an unchanged
         # source sends nothing and the correction stands (dropping it made the next sync send
@@ -448,7 +448,7 @@ class RectifySteps(RunBase):
             # Written silently, the step read as if every field asked for was corrected.
             facts["left_to_source"] = left
             said.append(f"{', '.join(left)} {_SUPERSEDED}")
-        self._set(row, name, "done", _left_to_others("; ".join(said), others) or None, facts)
+        self._set(row, name, "done", left_to_others("; ".join(said), others) or None, facts)
 
     def _correct_waiting(
         self,
@@ -579,12 +579,6 @@ def _held_address(
         if address:
             return address
     return None
-
-
-def _left_to_others(detail: str, others: frozenset[str]) -> str:
-    """A rectification step's ``detail``, saying which records the correction left as
-    another subject's (:meth:`KindRunner._others`): by id alone, as the receipt shows it."""
-    return left_to_others(detail, others)
 
 
 def _held_country(system: System, records: list[dict[str, Any]]) -> str | None:

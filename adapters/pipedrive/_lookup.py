@@ -114,9 +114,10 @@ def _passed_note(passed: Sequence[int]) -> str:
     look)."""
     if not passed:
         return ""
+    ids = ", ".join(map(str, sorted(passed)))
     return (
-        f"left {counted(len(passed), 'person')} found under the address that hold it only beside "
-        f"another primary e-mail, as syncs leave them (ids {', '.join(map(str, sorted(passed)))})"
+        f"left {counted(len(passed), 'person')} found under the address but holding it only "
+        f"beside another primary e-mail, as syncs leave them (ids {ids})"
     )
 
 
