@@ -22,6 +22,7 @@ from connector.cliargs import EXIT_FAILED, EXIT_OK, check_writable
 from connector.config import Config
 from connector.restore import restore_backup
 from connector.stages import shown
+from connector.wording import counted
 
 __all__ = ["register", "run"]
 
@@ -122,12 +123,13 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
     carried = facts.carried
     if facts.replaced_readable:
         console.print(
-            f"  taken over from it: {carried['suppression']} erasures since the backup (their "
-            f"{carried['traces_deleted']} rows deleted here), {carried['people']} people first "
-            f"sent somewhere since, {carried['delivered_since']} payloads delivered since to "
-            f"people it knew, {carried['requests']} data subject requests, "
-            f"{carried['jobs']} jobs, {carried['incidents']} incidents, {carried['bundles']} "
-            "access bundles"
+            f"  taken over from it: {counted(carried['suppression'], 'erasure')} since the "
+            f"backup (their {counted(carried['traces_deleted'], 'row')} deleted here), "
+            f"{counted(carried['people'], 'person', 'people')} first sent somewhere since, "
+            f"{counted(carried['delivered_since'], 'payload')} delivered since to people it "
+            f"knew, {counted(carried['requests'], 'data subject request')}, "
+            f"{counted(carried['jobs'], 'job')}, {counted(carried['incidents'], 'incident')}, "
+            f"{counted(carried['bundles'], 'access bundle')}"
         )
     kept = (
         f"; {facts.outbox_kept} kept, each holding a write from a customer's former address "
@@ -136,7 +138,7 @@ def _restore(args: argparse.Namespace, console: Console, config: Config) -> int:
         else ""
     )
     console.print(
-        f"  outbox: {facts.outbox_dropped} payloads dropped (the next sync queues again "
+        f"  outbox: {counted(facts.outbox_dropped, 'payload')} dropped (the next sync queues again "
         f"whatever the systems lack){kept}"
     )
     if facts.reads_in_full_next:

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from connector import audit
+from connector import audit, wording
 from connector.access import BUNDLE_FILES
 from connector.backup import refuse_store_files
 from connector.cliargs import (
@@ -397,7 +397,9 @@ async def _retry(service: DsrService, args: argparse.Namespace, console: Console
         if args.json:
             print(json.dumps({"progressed": progressed, "open": len(still_open)}))
         else:
-            console.print(f"{progressed} requests progressed; {len(still_open)} still open")
+            console.print(
+                f"{wording.counted(progressed, 'request')} progressed; {len(still_open)} still open"
+            )
         return EXIT_FAILED if still_open else EXIT_OK
     return _print_view(console, args, await service.retry(args.id))
 

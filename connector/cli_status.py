@@ -28,6 +28,7 @@ from connector.lock import daemon_running, sharing_keys, sync_running
 from connector.runtime import looked_at, schema_of
 from connector.state import Store
 from connector.storefile import store_exists
+from connector.wording import counted
 
 __all__ = ["audit_chain", "status"]
 
@@ -237,11 +238,14 @@ def _run_errors(summary: str | None) -> list[str]:
             continue
         if dest.get("retry_later") and not dest.get("fatal"):  # a stop is in the errors
             why = f" ({dest['deferred']})" if dest.get("deferred") else ""
-            said.append(f"{name}: {dest['retry_later']} records deferred to the next run{why}")
+            deferred = counted(dest["retry_later"], "record")
+            said.append(f"{name}: {deferred} deferred to the next run{why}")
         if dest.get("dead_lettered"):
-            said.append(f"{name}: {dest['dead_lettered']} records refused (see dead letters)")
+            refused = counted(dest["dead_lettered"], "record")
+            said.append(f"{name}: {refused} refused (see dead letters)")
         if dest.get("not_erased"):
-            said.append(f"{name}: {dest['not_erased']} writes landed after an erasure")
+            landed = counted(dest["not_erased"], "write")
+            said.append(f"{name}: {landed} landed after an erasure")
     return said
 
 
@@ -436,7 +440,7 @@ def _verified(
     elif result.ok:
         keyed = result.mac in (audit.MAC_CHECKED, audit.MAC_ADOPTED)
         what = "audit chain intact" if keyed else "audit chain's entries intact"
-        console.print(f"[green]ok[/]: {what} ({result.checked} entries)")
+        console.print(f"[green]ok[/]: {what} ({counted(result.checked, 'entry', 'entries')})")
         if copy and result.mac == audit.MAC_UNKEYED:
             console.print(f"  {_MAC_LEFT_UNKEYED}")
         elif result.mac in _MAC_SAID:
@@ -446,7 +450,7 @@ def _verified(
     else:
         console.print(
             f"[red]broken[/]: entry {result.first_bad}: {escape(result.problem)} "
-            f"({result.checked} entries verified before it)"
+            f"({counted(result.checked, 'entry', 'entries')} verified before it)"
         )
     return EXIT_OK if result.ok else EXIT_FAILED
 

@@ -1,9 +1,10 @@
 """Counts said in words: "1 order", "2 orders".
 
 Erasure receipts are signed, and shown to the person and perhaps to a supervisory
-authority; the notes of the systems' parts, the request's own part and the sync's report
-all count things. "1 orders" and "1 audience(s)" read as a form letter, so every note that
-counts says it through :func:`counted`.
+authority; the notes of the systems' parts, the request's own part, the sync's report and
+the commands' summaries (a restore's, `status`, `audit verify`, `dsr retry --all`) all count
+things. "1 orders" and "1 audience(s)" read as a form letter, so each of them says its
+counts through :func:`counted`.
 """
 
 from __future__ import annotations

@@ -2039,7 +2039,7 @@ def test_cli_retry_all_and_the_usage_mistakes_of_dsr_commands(
     assert code == 1 and json.loads(out) == {"progressed": 0, "open": 1}
     shop.faults.down = False
     code, out, _ = cli("retry", "--all", capsys=capsys)
-    assert code == 0 and "1 requests progressed; 0 still open" in out
+    assert code == 0 and "1 request progressed; 0 still open" in out
     code, out, _ = cli("list", capsys=capsys)
     assert code == 0 and "completed" in out and CANARY_EMAIL not in out
     mistakes = [
