@@ -542,7 +542,8 @@ def _print_view(
         for system in view.systems:
             detail = f": {escape(system.detail)}" if system.detail else ""
             console.print(
-                f"  {system.system}: {system.status} ({system.attempts} attempts){detail}"
+                f"  {system.system}: {system.status} "
+                f"({wording.counted(system.attempts, 'attempt')}){detail}"
             )
         if view.is_open:
             console.print(f"  still open; retry with: klantsync dsr retry {view.id}")

@@ -1829,7 +1829,10 @@ def test_cli_exit_codes_for_open_requests_and_bad_usage(
     assert code == 0 and request_id in out and CANARY_EMAIL not in out
     shop.faults.down = False
     assert cli("retry", request_id, capsys=capsys)[0] == 0
-    assert cli("show", request_id, capsys=capsys)[0] == 0
+    code, out, _ = cli("show", request_id, capsys=capsys)
+    # Each system's tries, counted in words: the shop was down at the first.
+    assert code == 0 and "crm: not_held (1 attempt)" in out
+    assert "shop: verified_absent (2 attempts)" in out
     code, _, err = cli("rectify", "--email", CANARY_EMAIL, "--set", "shoe_size=44", capsys=capsys)
     assert code == 2 and "shoe_size" in err
     code, _, err = cli("retry", "er-20260101-00000000", capsys=capsys)
