@@ -1,0 +1,58 @@
+"""The stage profile charges each call to the innermost stage and adds up; it still runs."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from benchmarks.bench_stages import STAGES, StageClock, timed_stages
+
+
+def test_a_stage_called_inside_another_is_taken_out_of_it() -> None:
+    ticks = itertools.count(step=10)  # every read of the clock is 10 ns after the one before
+    clock = StageClock(clock=lambda: next(ticks))
+
+    inner = clock.wrap("inner", lambda: None)
+
+    def body() -> None:
+        inner()
+        inner()
+
+    outer = clock.wrap("outer", body)
+    outer()
+    # Clock reads: outer in 0; inner in 10, out 20; inner in 30, out 40; outer out 50.
+    assert clock.spent_ns() == {"outer": 30, "inner": 20}
+    assert clock.calls() == {"outer": 1, "inner": 2}
+
+
+def test_a_coroutine_is_refused_rather_than_timed_wrongly() -> None:
+    async def waits() -> None:
+        return None
+
+    with pytest.raises(TypeError, match="coroutine"):
+        StageClock().wrap("waits", waits)
+
+
+def test_timing_puts_every_function_back() -> None:
+    from connector import moveplan, moves
+    from connector.crypto import Keyring
+
+    before = (Keyring.seal_json, moves.page_ids, moveplan.page_ids)
+    with timed_stages(StageClock()):
+        assert Keyring.seal_json is not before[0]
+        assert moveplan.page_ids is not before[2]  # the importer's own name is timed too
+        assert moveplan.page_ids is moves.page_ids
+    assert (Keyring.seal_json, moves.page_ids, moveplan.page_ids) == before
+
+
+def test_stage_benchmark_runs_and_sees_every_stage(tmp_path: Path) -> None:
+    from benchmarks.bench_stages import run
+
+    result = run(["--customers", "300", "--cpu", "none", "--workdir", str(tmp_path), "--json"])
+    assert [row["stage"] for row in result["stages"]] == [stage.label for stage in STAGES]
+    assert all(row["calls_per_record"] > 0 for row in result["stages"])
+    staged = sum(row["us_per_record"] for row in result["stages"])
+    parts = staged + result["rest_us_per_record"] + result["timers_us_per_record"]
+    assert parts == pytest.approx(result["total_us_per_record"])
