@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.bench_stages                      # 100k customers, both on CPU 0
     python -m benchmarks.bench_stages --customers 3000     # scaled down
     python -m benchmarks.bench_stages --cpu none --json    # unpinned, figures as JSON
+    python -m benchmarks.bench_stages --again              # and an unchanged re-sync after it
 
 The run is the engine benchmark's (:func:`benchmarks.bench_sync.run_engine` with
 ``--one-cpu``): a first sync of every customer against unlimited, zero-latency sandboxes in
@@ -156,6 +157,13 @@ class StageClock:
         """How many times each stage was entered, every thread's together."""
         return self._summed(1)
 
+    def reset(self) -> None:
+        """Start counting afresh, every thread's counts emptied."""
+        with self._lock:
+            for spent, calls in self._threads:
+                spent.clear()
+                calls.clear()
+
     def _summed(self, which: int) -> dict[str, int]:
         total: dict[str, int] = {}
         with self._lock:
@@ -227,9 +235,21 @@ def timer_cost(calls: int = 200_000) -> float:
     return max(min(best), 0.0)
 
 
-def run_stages(customers: int, *, cpu: int | None, workdir: Path | None) -> dict[str, Any]:
-    """One first sync with every stage timed; each stage's microseconds a record."""
+def run_stages(
+    customers: int, *, cpu: int | None, workdir: Path | None, again: bool = False
+) -> dict[str, Any]:
+    """One first sync with every stage timed; each stage's microseconds a record.
+
+    ``again``: a second sync with nothing changed follows (what a scheduled sync mostly is),
+    its stages under ``"again"``.
+    """
     clock = StageClock()
+    first: list[tuple[dict[str, int], dict[str, int]]] = []
+
+    def between() -> None:
+        first.append((clock.spent_ns(), clock.calls()))
+        clock.reset()
+
     with contextlib.ExitStack() as stack:
         if cpu is not None:
             stack.enter_context(_on_cpu(cpu))  # before the sandbox starts: it inherits it
@@ -240,32 +260,64 @@ def run_stages(customers: int, *, cpu: int | None, workdir: Path | None) -> dict
         where = "" if cpu is None else f", both processes on CPU {cpu}"
         _say(f"stages: {customers} customers, no latency, no limit{where}")
         with timed_stages(clock):
-            result = connector_run(info, base / "connector", unlimited=True)
+            result = connector_run(
+                info, base / "connector", unlimited=True, again=again, between=between
+            )
         overhead_ns = timer_cost()
-    records = int(result["report"]["pulled"])
+    spent, calls = first[0] if again else (clock.spent_ns(), clock.calls())
+    figures = _per_record(
+        result["report"], result["cpu_s"], spent, calls, overhead_ns, customers, every=True
+    )
+    figures["customers"] = customers
+    figures["sandbox_cpu_s"] = result["sandbox_cpu_s"]
+    if again:
+        second = result["again"]
+        figures["again"] = _per_record(
+            second["report"],
+            second["cpu_s"],
+            clock.spent_ns(),
+            clock.calls(),
+            overhead_ns,
+            customers,
+            every=False,
+        )
+        figures["again"]["customers"] = customers
+        figures["again"]["sandbox_cpu_s"] = second["sandbox_cpu_s"]
+    return figures
+
+
+def _per_record(
+    report: dict[str, Any],
+    cpu_s: float,
+    spent: dict[str, int],
+    calls: dict[str, int],
+    overhead_ns: float,
+    customers: int,
+    *,
+    every: bool,
+) -> dict[str, Any]:
+    """One sync's stages, microseconds a record. ``every``: each stage must have run (a
+    first sync runs them all; an unchanged one queues, seals and delivers nothing)."""
+    records = int(report["pulled"])
     if records != customers:
         raise RuntimeError(f"the sync pulled {records} of {customers} customers")
-    spent = clock.spent_ns()
-    calls = clock.calls()
     per = 1e3 * records  # ns -> us a record
     rows: list[dict[str, Any]] = []
     for stage in STAGES:
-        if not calls.get(stage.label):
+        if every and not calls.get(stage.label):
             raise RuntimeError(f"stage never entered: {stage.label}")
         rows.append(
             {
                 "stage": stage.label,
                 "us_per_record": spent.get(stage.label, 0) / per,
-                "calls_per_record": calls[stage.label] / records,
+                "calls_per_record": calls.get(stage.label, 0) / records,
             }
         )
-    total_us = 1e6 * result["cpu_s"] / records
+    total_us = 1e6 * cpu_s / records
     timers_us = overhead_ns * sum(calls.values()) / per
     staged = sum(row["us_per_record"] for row in rows)
     return {
-        "customers": customers,
-        "connector_cpu_s": result["cpu_s"],
-        "sandbox_cpu_s": result["sandbox_cpu_s"],
+        "connector_cpu_s": cpu_s,
         "stages": rows,
         "timers_us_per_record": timers_us,
         "rest_us_per_record": total_us - staged - timers_us,
@@ -311,14 +363,23 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         help='the one CPU both processes run on (default 0), or "none" to leave them be',
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="follow the first sync with an unchanged one and time its stages too",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     cpu = None if args.cpu == "none" else _cpu(parser, args.cpu)
-    result = run_stages(args.customers, cpu=cpu, workdir=args.workdir)
+    result = run_stages(args.customers, cpu=cpu, workdir=args.workdir, again=args.again)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        print("A first sync: every record new\n")
         print_stages(result)
+        if result.get("again"):
+            print("\nAn unchanged re-sync: every record pulled, mapped and hashed, none sent\n")
+            print_stages(result["again"])
     return result
 
 

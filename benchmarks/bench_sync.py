@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,13 +147,19 @@ def _ssl(info: dict[str, Any]) -> Any:
 
 
 def connector_run(
-    info: dict[str, Any], workdir: Path, *, unlimited: bool, again: bool = False
+    info: dict[str, Any],
+    workdir: Path,
+    *,
+    unlimited: bool,
+    again: bool = False,
+    between: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Sync once against the sandboxes in ``info``; return wall, CPU, report and client stats.
 
     ``unlimited`` lifts the client-side HubSpot limit too (the engine-alone case), which the
     demo config otherwise sets to 190/10 s like the sandbox's. ``again`` syncs a second time
-    with nothing changed and adds that pass's figures under ``"again"``.
+    with nothing changed and adds that pass's figures under ``"again"``; ``between`` is
+    called after the first sync, before the second (a profile's counters read and reset).
     """
     from connector.demo import write_config
 
@@ -165,7 +171,7 @@ def connector_run(
         config.write_text(text.replace(LIMIT_LINE, UNLIMITED))
     from connector.loop import run as run_loop
 
-    return run_loop(_sync(config, sandbox_pid=info["pid"], again=again))
+    return run_loop(_sync(config, sandbox_pid=info["pid"], again=again, between=between))
 
 
 def _process_cpu(pid: int) -> float:
@@ -173,7 +179,13 @@ def _process_cpu(pid: int) -> float:
     return float(times.user + times.system)
 
 
-async def _sync(config: Path, *, sandbox_pid: int, again: bool = False) -> dict[str, Any]:
+async def _sync(
+    config: Path,
+    *,
+    sandbox_pid: int,
+    again: bool = False,
+    between: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     from connector.runtime import open_runtime, settle_heap
 
     async with open_runtime(config) as rt:
@@ -194,6 +206,8 @@ async def _sync(config: Path, *, sandbox_pid: int, again: bool = False) -> dict[
         sandbox_cpu = _process_cpu(sandbox_pid)
         second: dict[str, Any] | None = None
         if again:
+            if between is not None:
+                between()
             # What a scheduled sync mostly is: every record pulled, mapped and hashed, and
             # found unchanged, so nothing is queued or sent.
             wall0, cpu0 = time.perf_counter(), time.process_time()
