@@ -7,7 +7,8 @@ both alike.
 pair runs ``bench_sync engine --one-cpu`` for both at once, one on CPU 0 and one on CPU 1
 (each with its own sandbox on its CPU), then again with the CPUs swapped: the two CPUs of
 a machine differ by a few percent, which the swap cancels. The figure compared is the
-connector's CPU for the same customers, summed over the two runs of a pair (HISTORY.md,
+connector's CPU for the same customers, summed over the two runs of a pair, for the first
+sync and for the unchanged re-sync after it (HISTORY.md,
 "Pages taken together": the ratio to the sandbox's CPU moves when a change alters how the
 connector calls the sandbox). Needs two CPUs. Exit status 0; the figures are for reading.
 """
@@ -41,11 +42,16 @@ def _figures(run: subprocess.Popen[str]) -> dict[str, float]:
     return {f["name"]: float(f["value"]) for f in json.loads(out)}
 
 
-def _both(first: Path, second: Path, customers: int) -> tuple[float, float]:
-    """Connector CPU of ``first`` on CPU 0 and ``second`` on CPU 1, run at once."""
+#: The figures compared: a first sync's connector CPU, and an unchanged re-sync's after it.
+COMPARED = ("connector CPU", "unchanged re-sync: connector CPU")
+
+
+def _both(first: Path, second: Path, customers: int) -> tuple[list[float], list[float]]:
+    """The :data:`COMPARED` figures of ``first`` on CPU 0 and ``second`` on CPU 1, run at
+    once."""
     runs = [_start(first, 0, customers), _start(second, 1, customers)]
     one, two = (_figures(run) for run in runs)
-    return one["connector CPU"], two["connector CPU"]
+    return [one[name] for name in COMPARED], [two[name] for name in COMPARED]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -60,12 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for tree in (args.before, args.after):
         if not (tree / "benchmarks" / "bench_sync.py").is_file():
             parser.error(f"{tree}: no checkout of klantsync there")
-    print(f"{'pair':>4}  {'before s':>9}  {'after s':>9}  {'after / before':>14}")
+    print(f"{'pair':>4}  {'sync':<9}  {'before s':>9}  {'after s':>9}  {'after / before':>14}")
     for pair in range(1, args.pairs + 1):
         before0, after1 = _both(args.before, args.after, args.customers)
         after0, before1 = _both(args.after, args.before, args.customers)
-        before, after = before0 + before1, after0 + after1
-        print(f"{pair:>4}  {before:>9.2f}  {after:>9.2f}  {after / before:>14.3f}")
+        for n, label in enumerate(("first", "unchanged")):
+            before, after = before0[n] + before1[n], after0[n] + after1[n]
+            print(f"{pair:>4}  {label:<9}  {before:>9.2f}  {after:>9.2f}  {after / before:>14.3f}")
     return 0
 
 

@@ -497,6 +497,9 @@ class PageTaker:
         identities = [
             (sid, ext) for sid, (ext, _) in people.items() if ext and sid not in suppressed
         ]
+        # Who had a number when the plan was read: on a re-sync's page, everyone. A hint to
+        # the commit, which reads the numbers again under the write lock.
+        numbered = {sid for sid, number in plan.numbers.items() if number is not None}
 
         def queue(store: Store) -> list[int]:
             with store.transaction():
@@ -511,6 +514,7 @@ class PageTaker:
                     move_cursor=moves_cursor,
                     shape=self.shape(flow),
                     sources=self.sources,
+                    numbered=numbered,
                 )
 
         ids = self.settling.write(queue)

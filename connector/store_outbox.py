@@ -7,7 +7,7 @@ there, whichever flow queued it (a flow whose write was taken reads in full next
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from connector.store_base import rows_in, utcnow
 from connector.store_marks import HELD, WITHDRAWAL
@@ -42,6 +42,7 @@ class OutboxStore(SubjectStore, RunStore):
         move_cursor: bool = True,
         shape: str | None = None,
         sources: Mapping[str, str] | None = None,
+        numbered: Collection[str] = (),
     ) -> list[int]:
         """Queue a page's payloads, record the source ids, and move the cursor, atomically.
 
@@ -52,7 +53,8 @@ class OutboxStore(SubjectStore, RunStore):
         A payload takes the place of what waits for its person and system. Where that was
         another flow's row, the other flow's cursor is marked (:data:`REREAD`): its change
         would otherwise never reach the system. ``sources`` (flow -> its source) lets a flow
-        with no cursor yet be marked too (:meth:`RunStore.mark_reread`).
+        with no cursor yet be marked too (:meth:`RunStore.mark_reread`). ``numbered``: the
+        subjects the caller read a number for (:meth:`SubjectStore.subject_numbers`).
 
         Returns:
             The outbox id each payload was queued under, in the order given.
@@ -61,7 +63,9 @@ class OutboxStore(SubjectStore, RunStore):
         identities = list(identities)
         with self.transaction() as db:
             numbers = self.subject_numbers(
-                [*(p.subject_id for p in payloads), *(sid for sid, _ in identities)], create=True
+                [*(p.subject_id for p in payloads), *(sid for sid, _ in identities)],
+                create=True,
+                numbered=numbered,
             )
             # Ids are handed out here, always above every id in the table when the store was
             # opened, every id handed out since, and every id in the table now. Delivery

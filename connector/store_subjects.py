@@ -7,7 +7,7 @@ The identity map, delivered hashes and the outbox are keyed by (system, subject 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from connector.store_base import StoreBase, rows_in, system_names
 
@@ -26,18 +26,33 @@ class SubjectStore(StoreBase):
     # for a page's 100 ids and look each one's id up instead.)
 
     def subject_numbers(
-        self, subject_ids: Sequence[str], *, create: bool = False
+        self,
+        subject_ids: Sequence[str],
+        *,
+        create: bool = False,
+        numbered: Collection[str] = (),
     ) -> dict[str, int]:
         """The store's number for each of ``subject_ids`` that has one (see migration 8).
 
         With ``create``, those without one get new numbers, in the order given; that writes,
         so it belongs inside a write transaction (one is opened if the caller has none).
+        ``numbered`` names those the caller read a number for earlier: they are looked up
+        first, one seek each, instead of each being offered a number and then looked up
+        (two), as on a re-sync's page where everyone is known. It is a hint only: the
+        numbers are read here, under the write lock, and one erased meanwhile is numbered
+        anew like anyone else without one.
         """
         unique = list(dict.fromkeys(subject_ids))
         if not create or not unique:
             return self._numbers(unique)
         with self.transaction():  # under the write lock: nobody numbers them meanwhile
-            return self._number(unique)
+            if not numbered:
+                return self._number(unique)
+            found = self._numbers([sid for sid in unique if sid in numbered])
+            rest = [sid for sid in unique if sid not in found]
+            if rest:
+                found.update(self._number(rest))
+            return found
 
     def _numbers(self, subject_ids: Sequence[str]) -> dict[str, int]:
         query = "SELECT subject_id, subject_no FROM subjects WHERE subject_id IN (?...)"

@@ -117,15 +117,19 @@ def test_engine_a_b_runs_both_checkouts_at_once_and_compares_their_cpu(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """ab_engine runs this checkout against itself, a pair each way, and prints each
-    pair's connector CPU side by side; a folder that holds no checkout is refused."""
+    pair's connector CPU side by side, for the first sync and the unchanged one after it; a
+    folder that holds no checkout is refused."""
     from benchmarks.ab_engine import main
 
     here = Path(__file__).resolve().parents[2]
     assert main([str(here), str(here), "--pairs", "1", "--customers", "200"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["pair", "before", "s", "after", "s", "after", "/", "before"]
-    pair, before, after, ratio = lines[1].split()
-    assert pair == "1" and float(before) > 0 and float(after) > 0 and float(ratio) > 0
+    header = ["pair", "sync", "before", "s", "after", "s", "after", "/", "before"]
+    assert lines[0].split() == header
+    assert [line.split()[1] for line in lines[1:]] == ["first", "unchanged"]
+    for line in lines[1:]:
+        pair, _, before, after, ratio = line.split()
+        assert pair == "1" and float(before) > 0 and float(after) > 0 and float(ratio) > 0
     with pytest.raises(SystemExit):
         main([str(here), str(here / "benchmarks"), "--pairs", "1"])
 

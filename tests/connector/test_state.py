@@ -258,6 +258,44 @@ def test_a_page_of_known_and_new_people_keeps_the_known_numbers_and_numbers_the_
     assert store.subject_numbers([], create=True) == {}
 
 
+def test_numbering_told_who_was_numbered_looks_them_up_once_and_trusts_only_the_table(
+    tmp_path: Path,
+) -> None:
+    """A re-sync's page is everyone known: told so, the commit looks them up (one seek
+    each) instead of offering each a number first. The hint decides only the order: who lost
+    their number meanwhile (an erasure) or never had one is numbered anew, above all numbers
+    given, in the page's order."""
+    store = Store(tmp_path / "s.db")
+    known = store.subject_numbers(["a", "b", "c"], create=True)
+    store.db.execute("DELETE FROM subjects WHERE subject_id = 'c'")  # erased meanwhile
+
+    asked: list[str] = []
+    store.db.set_trace_callback(asked.append)
+    numbers = store.subject_numbers(
+        ["a", "n", "b", "c", "m"], create=True, numbered={"a", "b", "c", "never"}
+    )
+    store.db.set_trace_callback(None)
+
+    assert numbers["a"] == known["a"] and numbers["b"] == known["b"]
+    assert known["c"] < numbers["n"] < numbers["c"] < numbers["m"]
+    assert store.subject_numbers(["a", "b", "c", "n", "m"]) == numbers
+    # The known ones were not offered a number: no insert names them.
+    inserts = [sql for sql in asked if sql.startswith("INSERT INTO subjects")]
+    assert inserts and not any("'a'" in sql or "'b'" in sql for sql in inserts)
+
+    # All known and told so: one lookup, nothing written, nothing handed out.
+    given = store.db.execute("SELECT n FROM subject_numbers_given").fetchone()
+    asked.clear()
+    store.db.set_trace_callback(asked.append)
+    assert store.subject_numbers(["b", "a"], create=True, numbered={"a", "b"}) == {
+        "b": known["b"],
+        "a": known["a"],
+    }
+    store.db.set_trace_callback(None)
+    assert not [sql for sql in asked if sql.startswith("INSERT")]
+    assert store.db.execute("SELECT n FROM subject_numbers_given").fetchone() == given
+
+
 def test_an_erased_persons_number_is_never_given_to_a_newcomer(tmp_path: Path) -> None:
     """The newest person is erased while an acknowledgement of theirs waits to be committed
     (it carries their number); the next person gets a number of their own. Given the erased
